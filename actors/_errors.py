@@ -1,0 +1,149 @@
+"""The one exception hierarchy of jobvisor.
+
+It lives in the lowest layer (``actors``) so that both packages raise from it;
+``supervision`` re-exports every name::
+
+    JobvisorError
+    ├── SpecError                 a spec or policy value is invalid
+    ├── RuntimeSetupError         the chosen runtime cannot run in this process
+    ├── NoSuchChildError          a path names no child
+    ├── ChildUnavailableError     a message cannot reach a supervised child
+    ├── TreeStoppedError          the tree was asked to act after it stopped
+    └── JobFailure                why an attempt or a supervisor failed
+        ├── AttemptTimeout        an attempt ran past its ``timeout``
+        ├── ServiceExited         a service returned while nobody stopped it
+        ├── ChildKilled           a BaseException ended a child
+        └── EscalationError       a supervisor exhausted its budget and escalated
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AttemptTimeout",
+    "ChildKilled",
+    "ChildUnavailableError",
+    "EscalationError",
+    "JobFailure",
+    "JobvisorError",
+    "NoSuchChildError",
+    "RuntimeSetupError",
+    "ServiceExited",
+    "SpecError",
+    "TreeStoppedError",
+]
+
+
+class JobvisorError(Exception):
+    """Root of every error jobvisor raises on purpose.
+
+    Catch it to handle anything jobvisor reports; an exception outside this
+    tree that escapes jobvisor is a bug in jobvisor.
+    """
+
+
+class SpecError(JobvisorError, ValueError):
+    """A spec or policy value is invalid.
+
+    Raised when a value type is constructed (``Backoff(initial=-1)``), so a
+    tree never starts with a policy it cannot honour. The message names the
+    field, the expected and the actual value. The manifest loader collects
+    these into a ``ManifestError`` with file positions instead.
+    """
+
+
+class RuntimeSetupError(JobvisorError):
+    """The chosen runtime cannot run in this process.
+
+    Raised by ``start_tree(..., runtime="gevent")`` when gevent has not
+    monkey-patched the process first. Call ``actors.install_runtime("gevent")``
+    before anything else imports ``threading`` users (or run ``jobvisor
+    --runtime gevent``).
+    """
+
+
+class NoSuchChildError(JobvisorError, LookupError):
+    """A path such as ``etl/load`` names no child of the tree.
+
+    Raised by ``Tree.restart``, ``stop_child``, ``start_child``,
+    ``remove_child`` and ``add_child(under=...)``; the CLI maps it to exit 4.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no child at path {path!r}: check `status` for the paths this tree has")
+        self.path = path
+
+
+class ChildUnavailableError(JobvisorError):
+    """A message sent through a stable child reference cannot be delivered.
+
+    Raised to the sender (``tell``) or set on the future (``ask``) when the
+    child is stopped, gave up, was removed, or its restart stash is full. It
+    is never raised while the child is merely restarting: then the message
+    waits for the next incarnation.
+    """
+
+
+class TreeStoppedError(JobvisorError):
+    """The tree was asked to act after it had stopped.
+
+    Start a new tree with ``start_tree``; a stopped tree cannot be revived.
+    """
+
+
+class JobFailure(JobvisorError):
+    """Why an attempt, a child or a supervisor failed.
+
+    Instances travel in exit reports, events and ``last_exit.error``; the
+    subclasses say which way it failed. User code never needs to raise one.
+    """
+
+
+class AttemptTimeout(JobFailure):
+    """An attempt ran past its ``timeout`` and its work was stopped."""
+
+
+class ServiceExited(JobFailure):
+    """A ``service: true`` job returned although nobody asked it to stop."""
+
+
+class ChildKilled(JobFailure):
+    """A ``BaseException`` (SystemExit, KeyboardInterrupt, GreenletExit) ended a child.
+
+    pykka would answer such an exception by stopping every actor in the
+    process; jobvisor turns it into an ordinary failure of that one child.
+    """
+
+
+class EscalationError(JobFailure):
+    """A supervisor exhausted its restart budget and escalated to its parent.
+
+    ``path`` is the supervisor that escalated ("" for the root) and
+    ``__cause__`` the failure that exhausted it, which may itself be an
+    ``EscalationError``: ``chain()`` walks the whole way down.
+    """
+
+    def __init__(self, path: str, reason: str, cause: BaseException | None) -> None:
+        where = path or "the root supervisor"
+        below = f": {describe(cause)}" if cause is not None else ""
+        super().__init__(f"{where} escalated ({reason}){below}")
+        self.path = path
+        self.reason = reason
+        self.__cause__ = cause
+
+    def chain(self) -> list[BaseException]:
+        """Return this error and every cause below it, outermost first."""
+        out: list[BaseException] = []
+        err: BaseException | None = self
+        while err is not None and err not in out:
+            out.append(err)
+            err = err.__cause__
+        return out
+
+
+def describe(err: BaseException) -> str:
+    """Render ``err`` as ``Type: message`` for logs, status and events."""
+    text = str(err)
+    if isinstance(err, JobvisorError):
+        return text
+    name = type(err).__name__
+    return f"{name}: {text}" if text else name

@@ -1,0 +1,276 @@
+"""The job actor: runs attempts of one job's work in a run mode (once, service, periodic)."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import logbook
+
+from actors._errors import AttemptTimeout, ServiceExited, SpecError
+from actors._messages import AttemptDone, Outcome
+from actors._runtime import Scheduler, TimerHandle, interrupt_task
+from actors._supervised import Kill, SupervisedActor
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Attempt", "JobActor", "Schedule", "Work", "current_attempt"]
+
+log = logbook.Logger("actors.job")
+
+_current: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
+    "jobvisor_attempt", default=None
+)
+
+
+def current_attempt() -> Attempt | None:
+    """Return the attempt the calling code runs in, or None outside a job.
+
+    A long python job can poll ``current_attempt().cancelled`` to stop
+    gracefully before its grace period ends and it is killed.
+    """
+    return _current.get()
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One execution of a job's work, as the work sees it."""
+
+    path: str
+    number: int
+    started_at: float
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Work(Protocol):
+    """What a job kind does in one attempt.
+
+    ``run`` executes in the job actor's thread; it returns an exit code (or
+    None) on success and raises on failure. ``cancel`` is called from another
+    thread to ask a running attempt to stop gracefully; the actor is killed
+    if the attempt has not ended by the end of the grace period.
+    """
+
+    kind: ClassVar[str]
+
+    def run(self, attempt: Attempt) -> int | None: ...
+
+    def cancel(self, attempt: Attempt) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """When a job's attempts run and how long each may take.
+
+    Exactly one mode holds: once (the default), ``service`` (runs until
+    stopped; returning is a failure) or periodic (``every`` seconds, ``times``
+    attempts if set).
+    """
+
+    service: bool = False
+    every: float | None = None
+    times: int | None = None
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.service and self.every is not None:
+            raise SpecError("a job is either `service: true` or periodic (`every`), not both")
+        if self.every is not None and self.every <= 0:
+            raise SpecError(f"every must be a positive duration, got {self.every!r}")
+        if self.times is not None and (self.every is None or self.times < 1):
+            raise SpecError(f"times must be a positive count on a periodic job, got {self.times!r}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise SpecError(f"timeout must be a positive duration, got {self.timeout!r}")
+
+    @property
+    def finite(self) -> bool:
+        """Once-jobs and periodic jobs with ``times`` end by themselves."""
+        return not self.service and (self.every is None or self.times is not None)
+
+
+_RUN = object()
+_TICK = object()
+
+
+class JobActor(SupervisedActor):
+    """Runs the attempts of one job incarnation and reports each of them.
+
+    Once: one attempt, then exit with its outcome. Service: one attempt that
+    must not return. Periodic: an attempt every ``every`` seconds on a fixed
+    rate; a tick that comes while the previous attempt still runs is skipped
+    and logged; a failed attempt ends the incarnation so the supervisor's
+    policy applies; the ``times``-th attempt ends it with success.
+    """
+
+    def __init__(
+        self,
+        work: Work,
+        schedule: Schedule,
+        *,
+        path: str,
+        scheduler: Scheduler,
+        attempts_done: int = 0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.work = work
+        self.schedule = schedule
+        self.path = path
+        self._scheduler = scheduler
+        self._wall = wall_clock
+        self._attempts_done = attempts_done
+        self._attempt: Attempt | None = None  # set while an attempt runs, read by other threads
+        self._tick_timer: TimerHandle | None = None
+        self._deadline: TimerHandle | None = None
+
+    # -- pykka hooks (actor thread) --------------------------------------------------------------
+
+    def on_start(self) -> None:
+        if self.schedule.every is None:
+            self.actor_inbox.put(_envelope(_RUN))
+        else:
+            self._next_tick(time.monotonic())
+
+    def on_stop(self) -> None:
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+
+    def on_receive(self, message: Any) -> Any:
+        if message is _RUN:
+            self._run_once_or_service()
+        elif message is _TICK:
+            self._run_tick()
+        return None
+
+    # -- modes -----------------------------------------------------------------------------------
+
+    def _run_once_or_service(self) -> None:
+        outcome, error, code = self._run_attempt()
+        if outcome is Outcome.SUCCEEDED and self.schedule.service:
+            if self._jv_stop_requested:
+                outcome = Outcome.STOPPED
+            else:
+                outcome, error = Outcome.FAILED, ServiceExited(f"service {self.path} returned")
+        elif self._jv_stop_requested and outcome is Outcome.FAILED:
+            # The work failed because we cancelled it: a commanded stop is never a failure.
+            outcome, error = Outcome.STOPPED, None
+        self._jv_finish(outcome, error, code)
+
+    def _run_tick(self) -> None:
+        outcome, error, code = self._run_attempt()
+        if self._jv_stop_requested:
+            self._jv_finish(Outcome.STOPPED)
+        elif outcome.is_failure:
+            self._jv_finish(outcome, error, code)
+        elif self.schedule.times is not None and self._attempts_done >= self.schedule.times:
+            self._jv_finish(Outcome.SUCCEEDED, None, code)
+
+    def _next_tick(self, first: float) -> None:
+        every = self.schedule.every
+        assert every is not None
+        now = time.monotonic()
+        due = first + every * max(1, int((now - first) // every) + 1) if now > first else first
+        self._tick_timer = self._scheduler.call_later(due - now, lambda: self._on_tick(due))
+
+    def _on_tick(self, due: float) -> None:
+        """Scheduler thread: queue a tick unless the previous attempt still runs."""
+        if self.actor_stopped.is_set():
+            return
+        if self._attempt is not None:
+            log.info(
+                "{}: tick skipped, attempt {} still running",
+                self.path,
+                self._attempt.number,
+                extra={"path": self.path, "attempt": self._attempt.number},
+            )
+        else:
+            self.actor_inbox.put(_envelope(_TICK))
+        self._next_tick(due)
+
+    # -- one attempt -----------------------------------------------------------------------------
+
+    def _run_attempt(self) -> tuple[Outcome, BaseException | None, int | None]:
+        number = self._attempts_done + 1
+        attempt = Attempt(self.path, number, self._wall())
+        timeout = self.schedule.timeout
+        if timeout is not None:
+            self._deadline = self._scheduler.call_later(timeout, lambda: self._on_deadline(attempt))
+        self._attempt = attempt
+        token = _current.set(attempt)
+        error: BaseException | None = None
+        code: int | None = None
+        try:
+            code = self.work.run(attempt)
+        except Kill:
+            error = AttemptTimeout(f"{self.path} attempt {number} was killed")
+        except Exception as exc:
+            error = exc
+        finally:
+            _current.reset(token)
+            self._attempt = None
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+        self._attempts_done = number
+        self._jv_attempts = number
+        if self._jv_outcome is Outcome.TIMEOUT:
+            return Outcome.TIMEOUT, self._jv_error, code
+        outcome = Outcome.SUCCEEDED if error is None else Outcome.FAILED
+        link = self._jv_link
+        link.parent.tell(
+            AttemptDone(
+                link.key, link.incarnation, number, outcome, error, attempt.started_at,
+                self._wall(), code,
+            )
+        )
+        return outcome, error, code
+
+    def _on_deadline(self, attempt: Attempt) -> None:
+        """Scheduler thread: the attempt ran out of time; fail it now, then stop its work."""
+        if self._attempt is not attempt:
+            return
+        error = AttemptTimeout(
+            f"{self.path} attempt {attempt.number} timed out after {self.schedule.timeout}s"
+        )
+        self._jv_outcome, self._jv_error = Outcome.TIMEOUT, error
+        self._jv_attempts = attempt.number
+        link = self._jv_link
+        link.parent.tell(
+            AttemptDone(
+                link.key, link.incarnation, attempt.number, Outcome.TIMEOUT, error,
+                attempt.started_at, self._wall(),
+            )
+        )
+        self._jv_report()
+        attempt.cancelled.set()
+        self._cancel_work(attempt)
+        if self._attempt is attempt and self._jv_task is not None:
+            interrupt_task(self._jv_task, Kill)
+
+    def _cancel_work(self, attempt: Attempt) -> None:
+        try:
+            self.work.cancel(attempt)
+        except Exception as exc:
+            log.warning("{}: cancelling attempt {} failed: {}", self.path, attempt.number, exc)
+
+    # -- supervisor's thread ---------------------------------------------------------------------
+
+    def _jv_request_stop(self) -> None:
+        super()._jv_request_stop()
+        attempt = self._attempt
+        if attempt is not None:
+            attempt.cancelled.set()
+            self._cancel_work(attempt)
+
+
+def _envelope(message: object) -> Any:
+    from pykka._envelope import Envelope  # noqa: PLC0415 - private, kept next to its one use
+
+    return Envelope(message)
+

@@ -1,0 +1,88 @@
+"""What a supervised actor tells its supervisor: that it started, how an attempt went, how it ended."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from actors._ref import ChildRef
+
+__all__ = ["AttemptDone", "ChildExit", "ChildStarted", "Link", "Outcome", "Parent"]
+
+
+class Outcome(enum.StrEnum):
+    """How an attempt or a child ended; the ``outcome`` field of ``last_exit``."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    STOPPED = "stopped"  # ended because a person, a shutdown or the actor itself stopped it
+    KILLED = "killed"  # did not stop within its grace period and was abandoned
+
+    @property
+    def is_failure(self) -> bool:
+        return self in _FAILURES
+
+
+_FAILURES = frozenset({Outcome.FAILED, Outcome.TIMEOUT})
+
+
+class Parent(Protocol):
+    """Anything an exit report can be told to: a supervisor's ActorRef, or the tree's monitor."""
+
+    def tell(self, message: Any) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """How a supervised actor reaches its supervisor.
+
+    ``key`` names the child record in the supervisor; ``incarnation`` lets the
+    supervisor ignore reports from an incarnation it already gave up on.
+    """
+
+    parent: Parent
+    key: int
+    incarnation: int
+    ref: ChildRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStarted:
+    """The child's ``on_start`` finished: the supervisor may start the next one."""
+
+    key: int
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptDone:
+    """One attempt of a job ended (a periodic job reports every tick)."""
+
+    key: int
+    incarnation: int
+    attempt: int
+    outcome: Outcome
+    error: BaseException | None
+    started_at: float
+    ended_at: float
+    code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildExit:
+    """The child ended; sent exactly once per incarnation.
+
+    An actor that stopped itself with no error (pykka ``self.stop()``) exits
+    ``SUCCEEDED``: a normal exit, not a failure. ``attempts`` counts the
+    attempts this incarnation finished (periodic jobs carry it across restarts).
+    """
+
+    key: int
+    incarnation: int
+    outcome: Outcome
+    error: BaseException | None
+    code: int | None = None
+    attempts: int = 0

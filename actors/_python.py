@@ -1,0 +1,75 @@
+"""The ``python`` job kind: call ``module:function`` with ``args`` and ``kwargs``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from actors._errors import SpecError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from actors._job import Attempt
+
+__all__ = ["PythonWork", "resolve_target"]
+
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def resolve_target(target: str) -> Callable[..., Any]:
+    """Import ``module:attr.path`` and return the callable it names.
+
+    Raises ``ImportError``/``AttributeError``/``TypeError`` with the target in
+    the message; the job actor turns them into a failed attempt.
+    """
+    module_name, _, attr_path = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AttributeError(f"{target}: module {module_name!r} has no {attr_path!r}") from None
+    if not callable(obj):
+        raise TypeError(f"{target} is a {type(obj).__name__}, not a function")
+    return obj  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PythonWork:
+    """Call ``target`` (``"module:function"``); a coroutine function runs in its own event loop.
+
+    The call's return value is ignored unless it is an int, which becomes the
+    attempt's exit code. An exception fails the attempt.
+    """
+
+    kind: ClassVar[str] = "python"
+    target: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.target, str) or not _TARGET.match(self.target):
+            raise SpecError(
+                f"python target must look like 'package.module:function', got {self.target!r}"
+            )
+
+    def run(self, attempt: Attempt) -> int | None:
+        del attempt
+        func = resolve_target(self.target)
+        result = func(*self.args, **dict(self.kwargs))
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+        return result if isinstance(result, int) and not isinstance(result, bool) else None
+
+    def cancel(self, attempt: Attempt) -> None:
+        # Python code cannot be stopped from outside but by the kill at the end of
+        # the grace period; cooperative code watches attempt.cancelled instead.
+        del attempt
+
+    def describe(self) -> str:
+        return self.target

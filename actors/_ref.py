@@ -1,0 +1,152 @@
+"""A stable reference to a supervised child that survives its restarts."""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import pykka
+from pykka._envelope import Envelope
+
+from actors._errors import ChildUnavailableError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["ChildRef"]
+
+STASH_LIMIT = 1000  # Akka's restart-stash-capacity: beyond it, senders get an error at once
+
+
+class _Mode(enum.Enum):
+    ATTACHED = "attached"  # an incarnation is alive: messages go straight to its inbox
+    STASHING = "stashing"  # between incarnations: messages wait in the stash
+    CLOSED = "closed"  # no incarnation will come: messages fail with ChildUnavailableError
+
+
+class ChildRef:
+    """Send messages to a supervised child, whichever incarnation is alive.
+
+    ``tell`` and ``ask`` go to the current incarnation. While the child is
+    restarting they wait in a bounded stash and reach the next incarnation in
+    order; when the child stops for good, waiting ``ask``s fail with
+    ``ChildUnavailableError`` and waiting ``tell``s are reported as dead
+    letters. A message is never dropped silently and a sender never hangs.
+    Messages still queued in a crashed incarnation's inbox are carried over
+    to the next one too.
+    """
+
+    __slots__ = ("_dead_letter", "_inbox", "_lock", "_mode", "_reason", "_stash", "path")
+
+    def __init__(self, path: str, dead_letter: Callable[[str, Any], None] | None = None) -> None:
+        self.path = path
+        # Invariant: _inbox is not None exactly when _mode is ATTACHED; both change under _lock,
+        # and every put into an incarnation's inbox happens under _lock, so detaching and
+        # draining that inbox under the same lock cannot miss a message.
+        self._lock = threading.Lock()
+        self._inbox: Any = None
+        self._mode = _Mode.STASHING
+        self._reason = ""
+        self._stash: deque[Envelope[Any]] = deque()
+        self._dead_letter = dead_letter
+
+    def __repr__(self) -> str:
+        return f"<ChildRef {self.path} {self._mode.value}>"
+
+    def tell(self, message: Any) -> None:
+        """Send ``message`` without waiting; raises ``ChildUnavailableError`` if it cannot arrive."""
+        with self._lock:
+            if self._inbox is not None:
+                self._inbox.put(Envelope(message))
+                return
+            self._stash_or_raise(Envelope(message))
+
+    def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any:
+        """Send ``message`` and return its reply (or a future with ``block=False``)."""
+        future: pykka.Future[Any] = pykka.ThreadingFuture()
+        envelope = Envelope(message, reply_to=future)
+        with self._lock:
+            if self._inbox is not None:
+                self._inbox.put(envelope)
+            else:
+                try:
+                    self._stash_or_raise(envelope)
+                except ChildUnavailableError:
+                    future.set_exception()
+        return future.get(timeout=timeout) if block else future
+
+    @property
+    def available(self) -> bool:
+        """True unless the child is stopped for good (messages would fail)."""
+        return self._mode is not _Mode.CLOSED
+
+    def _stash_or_raise(self, envelope: Envelope[Any]) -> None:
+        if self._mode is _Mode.CLOSED:
+            raise ChildUnavailableError(f"child {self.path} is {self._reason}: start it first")
+        if len(self._stash) >= STASH_LIMIT:
+            raise ChildUnavailableError(
+                f"child {self.path} is restarting and {STASH_LIMIT} messages already wait for it"
+            )
+        self._stash.append(envelope)
+
+    # -- called by jobvisor only --------------------------------------------------------------
+
+    def _attach(self, inbox: Any) -> None:
+        """Route messages to a new incarnation's inbox, stashed ones first."""
+        with self._lock:
+            while self._stash:
+                inbox.put(self._stash.popleft())
+            self._inbox = inbox
+            self._mode = _Mode.ATTACHED
+
+    def _detach(self, inbox: Any) -> list[Envelope[Any]]:
+        """Stop routing to ``inbox``; move what it still holds into the stash.
+
+        Returns the envelopes that did not fit (the caller fails them).
+        """
+        overflow: list[Envelope[Any]] = []
+        with self._lock:
+            if self._inbox is inbox:
+                self._inbox = None
+                if self._mode is _Mode.ATTACHED:
+                    self._mode = _Mode.STASHING
+            while not inbox.empty():
+                envelope = inbox.get()
+                if isinstance(envelope.message, pykka.messages._ActorStop):
+                    if envelope.reply_to is not None:
+                        envelope.reply_to.set(None)
+                    continue
+                if self._mode is _Mode.CLOSED or len(self._stash) >= STASH_LIMIT:
+                    overflow.append(envelope)
+                else:
+                    self._stash.append(envelope)
+        return overflow
+
+    def _close(self, reason: str) -> None:
+        """No incarnation will follow: fail every stashed message."""
+        with self._lock:
+            self._mode = _Mode.CLOSED
+            self._reason = reason
+            self._inbox = None
+            pending = list(self._stash)
+            self._stash.clear()
+        self._fail(pending)
+
+    def _reopen(self) -> None:
+        """A closed child is being started again: stash until it attaches."""
+        with self._lock:
+            if self._mode is _Mode.CLOSED:
+                self._mode = _Mode.STASHING
+
+    def _fail(self, envelopes: list[Envelope[Any]]) -> None:
+        for envelope in envelopes:
+            if envelope.reply_to is not None:
+                err = ChildUnavailableError(
+                    f"child {self.path} stopped before handling the message "
+                    f"({self._reason or 'restart stash full'})"
+                )
+                envelope.reply_to.set_exception((ChildUnavailableError, err, None))
+            elif self._dead_letter is not None:
+                self._dead_letter(self.path, envelope.message)

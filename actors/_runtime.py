@@ -1,0 +1,194 @@
+"""Runtimes (threads, gevent): how work is scheduled later and how it is interrupted.
+
+Under ``gevent`` the process is monkey-patched first, so pykka's
+``ThreadingActor`` threads become greenlets and every lock, queue and timer
+below cooperates with the hub; the code is the same for both runtimes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import itertools
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from actors._errors import RuntimeSetupError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "RUNTIMES",
+    "Scheduler",
+    "TimerHandle",
+    "active_runtime",
+    "current_task",
+    "install_runtime",
+    "interrupt_task",
+]
+
+RUNTIMES: Final = ("threads", "gevent")
+
+
+def _gevent_patched() -> bool:
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey  # noqa: PLC0415 - only when gevent is already loaded
+
+    return bool(monkey.is_module_patched("threading"))
+
+
+def install_runtime(name: str) -> None:
+    """Prepare this process for runtime ``name``; call it before anything else.
+
+    ``gevent`` monkey-patches the whole process, so it must run before the
+    modules that create threads, locks or sockets are used; ``threads`` needs
+    nothing. Calling it twice is harmless.
+    """
+    if name not in RUNTIMES:
+        raise RuntimeSetupError(f"unknown runtime {name!r}: expected one of {', '.join(RUNTIMES)}")
+    if name == "gevent" and not _gevent_patched():
+        from gevent import monkey  # noqa: PLC0415 - importing gevent is the patching step
+
+        monkey.patch_all()
+
+
+def active_runtime() -> str:
+    """Return ``gevent`` if this process is monkey-patched, else ``threads``."""
+    return "gevent" if _gevent_patched() else "threads"
+
+
+def check_runtime(name: str) -> None:
+    """Raise ``RuntimeSetupError`` unless the process can run runtime ``name``."""
+    if name not in RUNTIMES:
+        raise RuntimeSetupError(f"unknown runtime {name!r}: expected one of {', '.join(RUNTIMES)}")
+    active = active_runtime()
+    if name != active:
+        if name == "gevent":
+            raise RuntimeSetupError(
+                "runtime 'gevent' needs the process monkey-patched before anything else: "
+                "call actors.install_runtime('gevent') first thing in your program, "
+                "or run `jobvisor --runtime gevent`"
+            )
+        raise RuntimeSetupError(
+            "runtime 'threads' was asked for, but this process is monkey-patched by gevent: "
+            "use runtime='gevent'"
+        )
+
+
+def current_task() -> Any:
+    """Return a handle for the running thread (or greenlet) for ``interrupt_task``."""
+    if _gevent_patched():
+        import gevent  # noqa: PLC0415 - gevent is loaded whenever this branch runs
+
+        return gevent.getcurrent()
+    return threading.get_ident()
+
+
+def interrupt_task(task: Any, exc_type: type[BaseException]) -> None:
+    """Raise ``exc_type`` inside ``task`` as soon as it runs Python code again.
+
+    Threads get an asynchronous exception (delivered at the next bytecode;
+    a thread blocked inside C code sees it when the call returns). Greenlets
+    are thrown into at once, even when parked in a cooperative wait.
+    """
+    if _gevent_patched():
+        import gevent  # noqa: PLC0415 - gevent is loaded whenever this branch runs
+
+        if not task.dead:
+            gevent.kill(task, exc_type, block=False)
+        return
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(task), ctypes.py_object(exc_type))
+
+
+@dataclass(eq=False, slots=True)
+class TimerHandle:
+    """A scheduled call; ``cancel()`` it and it will not run."""
+
+    when: float
+    callback: Callable[[], None] | None = field(repr=False)
+
+    def cancel(self) -> None:
+        self.callback = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.callback is None
+
+
+class Scheduler:
+    """One thread that runs small callbacks at monotonic deadlines.
+
+    Supervisors never sleep in their mailbox: a delay is a timer here whose
+    callback tells them a message. Callbacks run on the scheduler's thread and
+    must not block; an exception in one is reported to ``on_error`` and the
+    scheduler goes on. One scheduler serves a whole tree, so thousands of
+    backoffs cost one thread, not thousands.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._on_error = on_error
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition(threading.Lock())
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="jobvisor-scheduler", daemon=True)
+        self._thread.start()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run ``callback`` on the scheduler thread after ``delay`` seconds."""
+        handle = TimerHandle(self._clock() + max(0.0, delay), callback)
+        with self._cond:
+            if self._stopped:
+                handle.cancel()
+                return handle
+            heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
+            if self._heap[0][2] is handle:
+                self._cond.notify()
+        return handle
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Drop every pending call and end the thread."""
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._cond.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    wait = self._heap[0][0] - self._clock()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                if self._stopped:
+                    return
+                handle = heapq.heappop(self._heap)[2]
+            callback = handle.callback
+            handle.callback = None
+            if callback is None:
+                continue
+            try:
+                callback()
+            except Exception as exc:
+                if self._on_error is not None:
+                    self._on_error(exc)

@@ -1,0 +1,228 @@
+"""The pykka actor base that turns every way an actor can end into one exit report.
+
+pykka ends an actor in several ways with different side effects: an
+exception in ``on_start`` stops it without ``on_failure``; one in a ``tell``
+stops it after ``on_failure``; one in an ``ask`` goes to the caller and the
+actor lives on; and any ``BaseException`` makes pykka stop *every* actor in the
+process. ``SupervisedActor`` hooks pykka's actor loop so that each incarnation
+sends exactly one ``ChildExit`` to its supervisor, whatever happened, and no
+``BaseException`` ever reaches pykka.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pykka
+from pykka import ActorRegistry
+
+from actors._errors import ChildKilled
+from actors._messages import ChildExit, ChildStarted, Link, Outcome
+from actors._runtime import current_task, interrupt_task
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["Kill", "SupervisedActor", "start_supervised", "supervised_class"]
+
+
+class Kill(BaseException):
+    """Thrown into an actor's thread to end work that ignored a stop or ran out of time.
+
+    A ``BaseException`` so that user code's ``except Exception`` cannot swallow it.
+    """
+
+
+class SupervisedActor(pykka.ThreadingActor):
+    """A pykka actor that reports how it ended to its supervisor.
+
+    Subclasses set ``_jv_outcome``/``_jv_error`` through ``_jv_finish`` to
+    end with an explicit outcome; otherwise the outcome is derived: a recorded
+    exception means ``FAILED``, a stop the supervisor asked for ``STOPPED``,
+    and a stop the actor chose itself ``SUCCEEDED``.
+    """
+
+    # Daemon threads: Python 3.11 scans every live non-daemon thread on each
+    # Thread.start(), which made starts quadratic in the number of actors. A
+    # tree is stopped gracefully at exit by the tree's atexit hook instead.
+    use_daemon_thread: ClassVar[bool] = True
+    # Supervisors report ChildStarted themselves, once their own children have started.
+    _jv_auto_started: ClassVar[bool] = True
+
+    _jv_link: Link
+    _jv_task: Any = None
+    _jv_error: BaseException | None = None
+    _jv_outcome: Outcome | None = None
+    _jv_code: int | None = None
+    _jv_attempts: int = 0
+    _jv_stop_requested: bool = False
+    _jv_thread_name: str = "actor"
+    _jv_reported: threading.Lock  # acquired once, never released: the exit is reported once
+
+    # -- hooks into pykka's loop (all run in the actor's own thread) ---------------------------
+
+    def _actor_loop(self) -> None:
+        self._jv_task = current_task()
+        try:
+            self._actor_loop_setup()
+            if self._jv_auto_started and not self.actor_stopped.is_set():
+                link = self._jv_link
+                link.parent.tell(ChildStarted(link.key, link.incarnation))
+            self._actor_loop_running()
+        except BaseException as exc:
+            # A BaseException in on_start, on_failure or a blocking wait: pykka would
+            # stop every actor in the process; we end only this one.
+            self._jv_record(exc)
+            ActorRegistry.unregister(self.actor_ref)
+            self.actor_stopped.set()
+        finally:
+            try:
+                self._actor_loop_teardown()
+            finally:
+                self._jv_report()
+
+    def _handle_receive(self, message: Any) -> Any:
+        try:
+            return super()._handle_receive(message)
+        except Exception:
+            raise
+        except BaseException as exc:
+            self._jv_record(exc)
+            ActorRegistry.unregister(self.actor_ref)
+            self.actor_stopped.set()
+            # Re-raised as an Exception so pykka fails an ask's future with it
+            # instead of calling ActorRegistry.stop_all().
+            raise ChildKilled(f"{type(exc).__name__} ended the actor") from exc
+
+    def _handle_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # pykka would log here too; the supervisor logs every failure once, with its path.
+        del exception_type, traceback
+        if exception_value is not None:
+            self._jv_record(exception_value)
+        ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+
+    def _actor_loop_teardown(self) -> None:
+        ref = self._jv_link.ref
+        if ref is None:
+            super()._actor_loop_teardown()
+            return
+        ref._fail(ref._detach(self.actor_inbox))
+
+    # -- how the actor ends ----------------------------------------------------------------------
+
+    def _jv_record(self, exc: BaseException) -> None:
+        if self._jv_error is None:
+            self._jv_error = exc
+
+    def _jv_finish(
+        self, outcome: Outcome, error: BaseException | None = None, code: int | None = None
+    ) -> None:
+        """End this incarnation with an explicit outcome (runs in the actor's thread)."""
+        if self._jv_outcome is None:
+            self._jv_outcome, self._jv_error, self._jv_code = outcome, error, code
+        if not self.actor_stopped.is_set():
+            self._stop()
+
+    def _jv_exit_message(self) -> ChildExit:
+        link = self._jv_link
+        outcome, error = self._jv_outcome, self._jv_error
+        if outcome is None:
+            if isinstance(error, Kill):
+                outcome = Outcome.KILLED if self._jv_stop_requested else Outcome.FAILED
+                error = None if self._jv_stop_requested else ChildKilled("the actor was killed")
+            elif error is not None:
+                outcome = Outcome.FAILED
+                if not isinstance(error, Exception):
+                    killed = ChildKilled(f"{type(error).__name__} ended the actor")
+                    killed.__cause__ = error
+                    error = killed
+            elif self._jv_stop_requested:
+                outcome = Outcome.STOPPED
+            else:
+                outcome = Outcome.SUCCEEDED
+        return ChildExit(
+            link.key, link.incarnation, outcome, error, self._jv_code, self._jv_attempts
+        )
+
+    def _jv_report(self) -> None:
+        """Send the one exit report of this incarnation; later calls do nothing.
+
+        May run in the actor's thread or in the scheduler's (timeouts).
+        """
+        if not self._jv_reported.acquire(blocking=False):
+            return
+        ref = self._jv_link.ref
+        if ref is not None:
+            ref._fail(ref._detach(self.actor_inbox))
+        try:
+            self._jv_link.parent.tell(self._jv_exit_message())
+        except pykka.ActorDeadError:
+            pass  # the supervisor is gone already: nobody is left to tell
+
+    def _start_actor_loop(self) -> None:
+        # Like pykka's, but named after the child's path so a tree can find and join its threads.
+        thread = threading.Thread(
+            target=self._actor_loop, name=f"jv-{self._jv_thread_name}", daemon=self.use_daemon_thread
+        )
+        thread.start()
+
+    # -- called from the supervisor's thread -----------------------------------------------------
+
+    def _jv_request_stop(self) -> None:
+        """Ask the actor to stop after the messages already queued (thread-safe)."""
+        self._jv_stop_requested = True
+        self.actor_inbox.put(pykka._envelope.Envelope(pykka.messages._ActorStop()))
+
+    def _jv_kill(self) -> None:
+        """End the actor's thread now: it ignored a stop for its whole grace period."""
+        self._jv_stop_requested = True
+        if self._jv_outcome is None:
+            self._jv_outcome = Outcome.KILLED
+        task = self._jv_task
+        if task is not None and not self.actor_stopped.is_set():
+            interrupt_task(task, Kill)
+        ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        self._jv_report()
+
+
+_classes: dict[type[pykka.ThreadingActor], type[SupervisedActor]] = {}
+
+
+def supervised_class(cls: type[pykka.ThreadingActor]) -> type[SupervisedActor]:
+    """Return a subclass of ``cls`` that reports its exit; cached per class."""
+    if issubclass(cls, SupervisedActor):
+        return cls
+    found = _classes.get(cls)
+    if found is None:
+        found = type(f"Supervised{cls.__name__}", (SupervisedActor, cls), {"__module__": cls.__module__})
+        _classes[cls] = found
+    return found
+
+
+def start_supervised(
+    cls: type[pykka.ThreadingActor], link: Link, name: str, *args: Any, **kwargs: Any
+) -> SupervisedActor:
+    """Construct and start one incarnation of ``cls`` under ``link``, in a thread named ``jv-NAME``.
+
+    The constructor runs in the caller's thread: an exception in it propagates
+    to the caller (the supervisor counts it as a failed start). The stable
+    reference, if any, is attached before the loop starts, so messages stashed
+    during a restart are the first the new incarnation handles.
+    """
+    actor = supervised_class(cls)(*args, **kwargs)
+    actor._jv_link = link
+    actor._jv_thread_name = name
+    actor._jv_reported = threading.Lock()
+    if link.ref is not None:
+        link.ref._attach(actor.actor_inbox)
+    ActorRegistry.register(actor.actor_ref)
+    actor._start_actor_loop()
+    return actor

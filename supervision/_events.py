@@ -1,0 +1,171 @@
+"""Typed events of a tree and the bus that delivers them to subscribers."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import logbook
+
+from actors import Outcome
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from supervision._state import State
+
+__all__ = [
+    "AttemptFinished",
+    "ChildExited",
+    "CooldownStarted",
+    "Escalated",
+    "Event",
+    "EventBus",
+    "GaveUp",
+    "ProbationPassed",
+    "RestartScheduled",
+    "StateChanged",
+    "Subscription",
+]
+
+log = logbook.Logger("supervision.events")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every event: ``path`` of the child ("" for the root) and wall time ``at``."""
+
+    path: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateChanged(Event):
+    old: State
+    new: State
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptFinished(Event):
+    attempt: int
+    outcome: Outcome
+    error: str | None
+    started_at: float
+    code: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildExited(Event):
+    incarnation: int
+    outcome: Outcome
+    error: str | None
+    code: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartScheduled(Event):
+    delay: float
+    number: int  # restart number inside the intensity window
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaveUp(Event):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Escalated(Event):
+    reason: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CooldownStarted(Event):
+    duration: float
+    cycle: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbationPassed(Event):
+    pass
+
+
+class Subscription:
+    """Returned by ``subscribe``; ``cancel()`` stops further deliveries."""
+
+    __slots__ = ("_bus", "callback")
+
+    def __init__(self, bus: EventBus, callback: Callable[[Event], Any]) -> None:
+        self._bus = bus
+        self.callback = callback
+
+    def cancel(self) -> None:
+        self._bus._unsubscribe(self)
+
+
+class EventBus:
+    """Delivers events, in the order published, on one dispatcher thread.
+
+    Callbacks run on that thread, never on a supervisor's, so a slow callback
+    delays other callbacks but never a restart. An exception in a callback is
+    logged and the callback keeps its subscription. With no subscriber,
+    publishing costs one attribute check.
+    """
+
+    def __init__(self) -> None:
+        self._subs: tuple[Subscription, ...] = ()
+        self._queue: queue.Queue[Event | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Condition(self._lock)
+        self._pending = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self._subs)
+
+    def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
+        sub = Subscription(self, callback)
+        with self._lock:
+            self._subs = (*self._subs, sub)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="jv-events", daemon=True)
+                self._thread.start()
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs = tuple(s for s in self._subs if s is not sub)
+
+    def publish(self, event: Event) -> None:
+        if self._subs:
+            with self._lock:
+                self._pending += 1
+            self._queue.put(event)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every published event was delivered; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Deliver what is queued, then end the dispatcher thread."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while (event := self._queue.get()) is not None:
+            for sub in self._subs:
+                try:
+                    sub.callback(event)
+                except Exception as exc:
+                    log.error("event subscriber {!r} raised on {}: {}", sub.callback, event, exc)
+            with self._idle:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.notify_all()

@@ -1,0 +1,249 @@
+"""Restart policies as pure values and pure decisions over an explicit history.
+
+Nothing here reads a clock, sleeps or touches an actor: ``decide(policy,
+history, now, rand)`` returns what to do and the history after it, so every
+rule of SPEC §2 is tested as a plain function with exact times.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from actors import Outcome, SpecError
+
+__all__ = [
+    "Backoff",
+    "Cooldown",
+    "CooldownPolicy",
+    "Decision",
+    "Escalate",
+    "GiveUp",
+    "History",
+    "Intensity",
+    "OnExhausted",
+    "Restart",
+    "RestartPolicy",
+    "RestartType",
+    "Strategy",
+    "decide",
+    "decide_probation_failure",
+    "wants_restart",
+]
+
+
+class Strategy(enum.StrEnum):
+    """Which children a supervisor restarts when one of them fails."""
+
+    ONE_FOR_ONE = "one_for_one"  # only the failed child
+    ONE_FOR_ALL = "one_for_all"  # every child, stopped in reverse and started in order
+    REST_FOR_ONE = "rest_for_one"  # the failed child and every child after it
+
+
+class RestartType(enum.StrEnum):
+    """Which exits of a child lead to a restart."""
+
+    PERMANENT = "permanent"  # any exit
+    TRANSIENT = "transient"  # failures only (the default)
+    TEMPORARY = "temporary"  # never
+
+
+class OnExhausted(enum.StrEnum):
+    """What a supervisor does when a failure would exceed its intensity."""
+
+    GIVE_UP = "give_up"
+    ESCALATE = "escalate"
+    COOLDOWN = "cooldown"
+
+
+def _check(ok: bool, field: str, expected: str, actual: object) -> None:
+    if not ok:
+        raise SpecError(f"{field}: expected {expected}, got {actual!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backoff:
+    """Delay before restart ``n`` in the window: ``min(max, initial * multiplier**(n-1))``.
+
+    Jitter moves it by up to ±``jitter`` of itself but never above ``max``.
+    """
+
+    initial: float = 0.1
+    max: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self.initial >= 0, "backoff.initial", "a duration >= 0", self.initial)
+        _check(self.max >= self.initial, "backoff.max", f">= initial ({self.initial})", self.max)
+        _check(self.multiplier >= 1, "backoff.multiplier", "a number >= 1", self.multiplier)
+        _check(0 <= self.jitter <= 1, "backoff.jitter", "a fraction in [0, 1]", self.jitter)
+
+    def delay(self, n: int, rand: float = 0.5) -> float:
+        """Delay before restart number ``n`` (1-based); ``rand`` in [0, 1) picks the jitter."""
+        exponent = max(0, n - 1)
+        # Cap the exponent's effect before it overflows a float on long-lived windows.
+        base = self.max if exponent > 1023 else min(self.max, self.initial * self.multiplier**exponent)
+        jittered = base * (1 + self.jitter * (2 * rand - 1))
+        return max(0.0, min(self.max, jittered))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Intensity:
+    """At most ``max_restarts`` restarts inside any sliding window of ``within`` seconds."""
+
+    max_restarts: int = 3
+    within: float = 60.0
+
+    def __post_init__(self) -> None:
+        _check(self.max_restarts >= 0, "intensity.max_restarts", "a count >= 0", self.max_restarts)
+        _check(self.within > 0, "intensity.within", "a duration > 0", self.within)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CooldownPolicy:
+    """Breaker-style cooling down once the intensity is exhausted.
+
+    Cycle ``k`` (1-based) cools down ``min(max, duration * multiplier**(k-1))``
+    seconds, then starts one probe in probation; surviving ``probation``
+    seconds closes it. ``max_cycles`` consecutive cycles, if set, end in give-up.
+    """
+
+    duration: float = 30.0
+    probation: float = 10.0
+    multiplier: float = 2.0
+    max: float = 600.0
+    max_cycles: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.duration > 0, "cooldown.duration", "a duration > 0", self.duration)
+        _check(self.probation >= 0, "cooldown.probation", "a duration >= 0", self.probation)
+        _check(self.multiplier >= 1, "cooldown.multiplier", "a number >= 1", self.multiplier)
+        _check(self.max >= self.duration, "cooldown.max", f">= duration ({self.duration})", self.max)
+        _check(
+            self.max_cycles is None or self.max_cycles >= 1,
+            "cooldown.max_cycles", "a count >= 1 or null", self.max_cycles,
+        )
+
+    def duration_of(self, cycle: int) -> float:
+        exponent = max(0, cycle - 1)
+        return self.max if exponent > 1023 else min(self.max, self.duration * self.multiplier**exponent)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartPolicy:
+    """Everything that decides what follows a failure, with every default in one place."""
+
+    backoff: Backoff = Backoff()
+    intensity: Intensity = Intensity()
+    on_exhausted: OnExhausted = OnExhausted.GIVE_UP
+    cooldown: CooldownPolicy = CooldownPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What a decision needs to remember about past failures of one child or group.
+
+    ``restarts`` holds the monotonic times of restarts still inside the window,
+    oldest first. ``cycles`` counts consecutive cooldown cycles; ``probing``
+    is true while a probe start runs in probation.
+    """
+
+    restarts: tuple[float, ...] = ()
+    cycles: int = 0
+    probing: bool = False
+
+    def closed(self) -> History:
+        """The history after a probe survived probation: window and cycles cleared."""
+        return History()
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """Restart after ``delay`` seconds; this is restart ``number`` inside the window."""
+
+    delay: float
+    number: int
+    history: History
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """Leave the child down in ``gave_up``; siblings go on."""
+
+    reason: str
+    history: History
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    """Stop every child in reverse order and fail towards the parent."""
+
+    reason: str
+    history: History
+
+
+@dataclass(frozen=True, slots=True)
+class Cooldown:
+    """Stay down ``duration`` seconds (cycle ``cycle``), then start one probe in probation."""
+
+    duration: float
+    cycle: int
+    reason: str
+    history: History
+
+
+Decision = Restart | GiveUp | Escalate | Cooldown
+
+
+def wants_restart(restart: RestartType, outcome: Outcome) -> bool:
+    """Whether an exit with ``outcome`` calls for a restart under ``restart``.
+
+    A stop commanded by a person or a shutdown (``STOPPED``/``KILLED``) never does.
+    """
+    if outcome in (Outcome.STOPPED, Outcome.KILLED) or restart is RestartType.TEMPORARY:
+        return False
+    return restart is RestartType.PERMANENT or outcome.is_failure
+
+
+def decide(policy: RestartPolicy, history: History, now: float, rand: float = 0.5) -> Decision:
+    """Decide what follows an exit that wants a restart, at monotonic time ``now``.
+
+    The window slides: restarts older than ``within`` seconds are forgotten.
+    An exit that would be restart number ``max_restarts + 1`` in the window
+    exhausts the intensity and ``on_exhausted`` applies; so an always-failing
+    child with ``max_restarts: 3`` is started exactly four times.
+    """
+    if history.probing:
+        return decide_probation_failure(policy, history)
+    intensity = policy.intensity
+    window = tuple(t for t in history.restarts if now - t < intensity.within)
+    if len(window) < intensity.max_restarts:
+        number = len(window) + 1
+        return Restart(
+            policy.backoff.delay(number, rand), number, History((*window, now), history.cycles)
+        )
+    reason = (
+        f"{len(window) + 1} restarts within {intensity.within:g}s would exceed "
+        f"max_restarts {intensity.max_restarts}"
+    )
+    match policy.on_exhausted:
+        case OnExhausted.GIVE_UP:
+            return GiveUp(reason, History(window, history.cycles))
+        case OnExhausted.ESCALATE:
+            return Escalate(reason, History(window, history.cycles))
+        case OnExhausted.COOLDOWN:
+            return _cool_down(policy.cooldown, history.cycles + 1, reason)
+
+
+def decide_probation_failure(policy: RestartPolicy, history: History) -> Decision:
+    """A probe failed in probation: cool down again, longer, or give up after ``max_cycles``."""
+    return _cool_down(policy.cooldown, history.cycles + 1, "the probe failed in probation")
+
+
+def _cool_down(cooldown: CooldownPolicy, cycle: int, reason: str) -> Decision:
+    if cooldown.max_cycles is not None and cycle > cooldown.max_cycles:
+        return GiveUp(
+            f"{reason}; {cooldown.max_cycles} cooldown cycles spent", History((), cycle - 1)
+        )
+    return Cooldown(cooldown.duration_of(cycle), cycle, reason, History((), cycle))

@@ -1,0 +1,880 @@
+"""The supervisor actor: starts, watches, restarts and stops its children.
+
+It never blocks its mailbox: a delay is a scheduler timer that tells it a
+message, a stop waits for the child's exit report (or a kill timer), and
+an ordered start waits for the ``ChildStarted`` of the previous child. Every
+decision comes from the pure functions in ``_policy`` and is logged at
+information or above, so no failure is ever silent.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import logbook
+import pykka
+
+from actors import (
+    AttemptDone,
+    ChildExit,
+    ChildRef,
+    ChildStarted,
+    EscalationError,
+    JobActor,
+    Link,
+    NoSuchChildError,
+    Outcome,
+    Scheduler,
+    SpecError,
+    SupervisedActor,
+    describe,
+    start_supervised,
+)
+from supervision import _events as ev
+from supervision._policy import (
+    Cooldown,
+    Decision,
+    Escalate,
+    GiveUp,
+    History,
+    Restart,
+    RestartType,
+    Strategy,
+    decide,
+    wants_restart,
+)
+from supervision._spec import ActorSpec, ChildSpec, JobSpec, SupervisorSpec
+from supervision._state import FINAL, State, can_transition
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["ChildRecord", "Command", "Supervisor", "TreeContext"]
+
+log = logbook.Logger("supervision")
+
+
+class Tracker:
+    """Counts the finite leaves of a tree that have not settled, for ``Tree.wait``.
+
+    Supervisors call ``update`` from their own threads; it is a dict write and
+    a notify when the count reaches zero, cheap enough for every transition.
+    """
+
+    def __init__(self) -> None:
+        import threading  # noqa: PLC0415 - patched by gevent when that runtime is installed
+
+        self._cond = threading.Condition()
+        self._unsettled: set[str] = set()
+        self._final: dict[str, State] = {}
+        self.started = threading.Event()
+        self.ended = threading.Event()
+
+    def update(self, path: str, state: State, finite: bool) -> None:
+        """Record ``state`` of the leaf at ``path``; only finite leaves hold ``wait`` up."""
+        with self._cond:
+            if state in FINAL:
+                self._unsettled.discard(path)
+                self._final[path] = state
+                if not self._unsettled:
+                    self._cond.notify_all()
+            else:
+                if finite:
+                    self._unsettled.add(path)
+                self._final.pop(path, None)
+
+    def forget(self, path: str) -> None:
+        with self._cond:
+            self._unsettled.discard(path)
+            self._final.pop(path, None)
+            self._cond.notify_all()
+
+    def wait_settled(self, timeout: float | None) -> bool:
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self.ended.is_set() or (self.started.is_set() and not self._unsettled),
+                timeout,
+            )
+
+    def notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def finals(self) -> dict[str, State]:
+        with self._cond:
+            return dict(self._final)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TreeContext:
+    """What every supervisor of one tree shares; built once by ``start_tree``."""
+
+    scheduler: Scheduler
+    bus: ev.EventBus
+    tracker: Tracker
+    tree_id: str
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    rand: Callable[[], float] = random.random
+    dead_letter: Callable[[str, Any], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A request from the tree handle, routed down ``path`` to the supervisor that owns it.
+
+    ``reply`` is set with the result (or the error) once the request is done,
+    e.g. after a stopped child has really stopped.
+    """
+
+    op: str  # status | stop | start | restart | remove | add | ref | shutdown
+    path: tuple[str, ...]
+    reply: pykka.Future[Any]
+    arg: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Timer:
+    key: int
+    token: int
+    kind: str  # restart | probe | probation | kill | group
+
+
+@dataclass(frozen=True, slots=True)
+class LastExit:
+    outcome: Outcome
+    code: int | None
+    error: str | None
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"outcome": self.outcome.value, "code": self.code, "error": self.error, "at": self.at}
+
+
+@dataclass(slots=True, eq=False)
+class ChildRecord:
+    """Runtime facts about one child, owned (read and written) by its supervisor only."""
+
+    spec: ChildSpec
+    key: int
+    path: str
+    ref: ChildRef
+    state: State = State.PENDING
+    actor: SupervisedActor | None = None  # the live incarnation, None while down
+    incarnation: int = 0
+    starts: int = 0
+    restarts: int = 0
+    failures: int = 0
+    attempts: int = 0  # attempts finished over all incarnations (periodic jobs resume from it)
+    last_exit: LastExit | None = None
+    next_start_at: float | None = None
+    history: History = field(default_factory=History)
+    timer_token: int = 0  # timers carrying an older token are stale
+    timer: Any = None
+    kill_timer: Any = None
+    # Why a stop is under way: stop | restart | remove | group | shutdown | escalate
+    intent: str | None = None
+    waiters: list[Callable[[], None]] = field(default_factory=list)
+
+
+_RESTART_INTENTS = frozenset({"restart", "group"})
+
+
+class Supervisor(SupervisedActor):
+    """Supervises an ordered list of children under one strategy and policy."""
+
+    _jv_auto_started = False
+
+    def __init__(self, spec: SupervisorSpec, context: TreeContext, path: str) -> None:
+        super().__init__()
+        self.spec = spec
+        self.ctx = context
+        self.path = path
+        self.policy = spec.policy
+        self._keys = iter(range(1, 1 << 62))
+        self.children: list[ChildRecord] = []
+        self._by_key: dict[int, ChildRecord] = {}
+        self._by_name: dict[str, ChildRecord] = {}
+        self._group_history = History()
+        self._group_token = 0
+        self._group_timer: Any = None
+        self._group_members: list[ChildRecord] = []  # what the pending group restart brings back
+        self._group_probation_timer: Any = None
+        # Ordered start: the head of _start_queue starts once _starting reports started or ends.
+        self._start_queue: deque[ChildRecord] = deque()
+        self._starting: ChildRecord | None = None
+        self._reported_started = False
+        # Reverse-order stop: one child at a time, then the callbacks in _after_stop.
+        self._stop_queue: deque[ChildRecord] = deque()
+        self._stop_waiting: ChildRecord | None = None
+        self._after_stop: list[Callable[[], None]] = []
+        self._closing: str | None = None  # "shutdown" or "escalate" once the end has begun
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            ChildExit: self._on_exit,
+            ChildStarted: self._on_started,
+            AttemptDone: self._on_attempt,
+            _Timer: self._on_timer,
+            Command: self._on_command,
+        }
+        for child in spec.children:
+            self._add_record(child)
+
+    # -- pykka hooks -----------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        log.debug("{}: supervisor starting {} children", self._name, len(self.children))
+        self._start_queue.extend(self.children)
+        self._pump_start()
+
+    def on_receive(self, message: Any) -> Any:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            log.warning("{}: ignored unknown message {!r}", self._name, message)
+            return None
+        handler(message)
+        return None
+
+    def on_stop(self) -> None:
+        for rec in self.children:
+            self._cancel_timers(rec)
+            if rec.actor is None and rec.ref.available:
+                rec.ref._close("stopped with its supervisor")
+        self._cancel_group_timers()
+
+    def _jv_request_stop(self) -> None:
+        # A supervisor stops its children first: a shutdown message, not pykka's stop.
+        self._jv_stop_requested = True
+        self.actor_ref.tell(Command("shutdown", (), pykka.ThreadingFuture()))
+
+    @property
+    def _name(self) -> str:
+        return self.path or "root"
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def _child_path(self, name: str) -> str:
+        return f"{self.path}/{name}" if self.path else name
+
+    def _add_record(self, spec: ChildSpec) -> ChildRecord:
+        key = next(self._keys)
+        path = self._child_path(spec.name)
+        rec = ChildRecord(spec, key, path, ChildRef(path, self.ctx.dead_letter))
+        self.children.append(rec)
+        self._by_key[key] = rec
+        self._by_name[spec.name] = rec
+        self._track(rec)
+        return rec
+
+    def _track(self, rec: ChildRecord) -> None:
+        if not isinstance(rec.spec, SupervisorSpec):
+            self.ctx.tracker.update(rec.path, rec.state, rec.spec.finite)
+
+    def _set_state(self, rec: ChildRecord, new: State) -> None:
+        """The one place a child changes state: checked against the table, tracked, published."""
+        old = rec.state
+        if old is new:
+            return
+        if not can_transition(old, new):
+            log.error("{}: refused transition {} -> {} (a jobvisor bug)", rec.path, old, new)
+            return
+        rec.state = new
+        log.trace("{}: {} -> {}", rec.path, old, new)
+        self._track(rec)
+        if self.ctx.bus.active:
+            self.ctx.bus.publish(ev.StateChanged(path=rec.path, at=self.ctx.wall(), old=old, new=new))
+
+    def _publish(self, event: ev.Event) -> None:
+        if self.ctx.bus.active:
+            self.ctx.bus.publish(event)
+
+    # -- starting --------------------------------------------------------------------------------
+
+    def _pump_start(self) -> None:
+        while self._starting is None and self._start_queue and self._closing is None:
+            rec = self._start_queue.popleft()
+            if rec.key not in self._by_key or rec.actor is not None:
+                continue
+            self._launch(rec)
+            if rec.state is State.STARTING:
+                self._starting = rec
+        if (
+            not self._reported_started
+            and self._starting is None
+            and not self._start_queue
+        ):
+            self._reported_started = True
+            link = self._jv_link
+            link.parent.tell(ChildStarted(link.key, link.incarnation))
+
+    def _launch(self, rec: ChildRecord) -> None:
+        """Start one incarnation of ``rec``; a constructor error is a failed start."""
+        self._cancel_timers(rec)
+        rec.incarnation += 1
+        rec.starts += 1
+        rec.next_start_at = None
+        rec.intent = None
+        rec.ref._reopen()
+        link = Link(self.actor_ref, rec.key, rec.incarnation, rec.ref)
+        self._set_state(rec, State.STARTING)
+        spec = rec.spec
+        name = f"{self.ctx.tree_id}-{rec.path}"
+        try:
+            if isinstance(spec, JobSpec):
+                rec.actor = start_supervised(
+                    JobActor, link, name, spec.work, spec.schedule,
+                    path=rec.path, scheduler=self.ctx.scheduler, attempts_done=rec.attempts,
+                    wall_clock=self.ctx.wall,
+                )
+            elif isinstance(spec, ActorSpec):
+                rec.actor = start_supervised(
+                    spec.actor_class, link, name, *spec.args, **dict(spec.kwargs)
+                )
+            else:
+                rec.actor = start_supervised(Supervisor, link, name, spec, self.ctx, rec.path)
+        except Exception as exc:
+            # Told, not handled here: a restart that fails at once would otherwise recurse.
+            log.error("{}: could not start: {}", rec.path, describe(exc))
+            self.actor_ref.tell(ChildExit(rec.key, rec.incarnation, Outcome.FAILED, exc))
+
+    def _on_started(self, msg: ChildStarted) -> None:
+        rec = self._by_key.get(msg.key)
+        if rec is None or rec.incarnation != msg.incarnation or rec.state is not State.STARTING:
+            return
+        if rec.history.probing:
+            self._set_state(rec, State.PROBATION)
+            self._arm_probation(rec)
+        else:
+            self._set_state(rec, State.RUNNING)
+        log.info("{}: started (start {})", rec.path, rec.starts, extra={"path": rec.path})
+        if self._starting is rec:
+            self._starting = None
+            self._pump_start()
+            if self._group_history.probing and not self._start_queue and self._starting is None:
+                self._arm_group_probation()
+
+    # -- exits -----------------------------------------------------------------------------------
+
+    def _on_attempt(self, msg: AttemptDone) -> None:
+        rec = self._by_key.get(msg.key)
+        if rec is None or rec.incarnation != msg.incarnation:
+            return
+        rec.attempts = max(rec.attempts, msg.attempt)
+        error = describe(msg.error) if msg.error is not None else None
+        if msg.outcome.is_failure:
+            log.warning(
+                "{}: attempt {} {}: {}", rec.path, msg.attempt, msg.outcome.value, error,
+                extra={"path": rec.path, "attempt": msg.attempt},
+            )
+        else:
+            log.debug("{}: attempt {} succeeded", rec.path, msg.attempt)
+        self._publish(
+            ev.AttemptFinished(
+                path=rec.path, at=msg.ended_at, attempt=msg.attempt, outcome=msg.outcome,
+                error=error, started_at=msg.started_at, code=msg.code,
+            )
+        )
+
+    def _on_exit(self, msg: ChildExit) -> None:
+        rec = self._by_key.get(msg.key)
+        if rec is None or rec.incarnation != msg.incarnation or rec.actor is None and rec.state not in (
+            State.STARTING, State.STOPPING,
+        ):
+            return  # a late report from an incarnation already written off
+        rec.actor = None
+        self._cancel_timers(rec)
+        rec.attempts = max(rec.attempts, msg.attempts)
+        error = describe(msg.error) if msg.error is not None else None
+        rec.last_exit = LastExit(msg.outcome, msg.code, error, self.ctx.wall())
+        if msg.outcome.is_failure:
+            rec.failures += 1
+        self._publish(
+            ev.ChildExited(
+                path=rec.path, at=rec.last_exit.at, incarnation=msg.incarnation,
+                outcome=msg.outcome, error=error, code=msg.code,
+            )
+        )
+        if self._starting is rec:
+            self._starting = None
+        intent = rec.intent
+        if intent is not None or self._closing is not None:
+            self._stopped(rec, msg)
+        else:
+            self._unexpected_exit(rec, msg)
+        self._pump_start()
+
+    def _stopped(self, rec: ChildRecord, msg: ChildExit) -> None:
+        """An exit we asked for (or one that came while we were ending): never a failure."""
+        if msg.outcome.is_failure and msg.error is not None:
+            log.warning("{}: failed while stopping: {}", rec.path, describe(msg.error))
+        log.info("{}: stopped ({})", rec.path, msg.outcome.value, extra={"path": rec.path})
+        if rec.intent not in _RESTART_INTENTS:
+            self._set_state(rec, State.STOPPED)
+        waiters, rec.waiters = rec.waiters, []
+        for waiter in waiters:
+            waiter()
+        if self._stop_waiting is rec:
+            self._stop_waiting = None
+            self._pump_stop()
+
+    def _unexpected_exit(self, rec: ChildRecord, msg: ChildExit) -> None:
+        outcome = msg.outcome
+        error = rec.last_exit.error if rec.last_exit else None
+        extra = {"path": rec.path, "attempt": rec.attempts}
+        if outcome.is_failure:
+            log.error(
+                "{}: {} (start {}): {}", rec.path, outcome.value, rec.starts, error, extra=extra
+            )
+        else:
+            log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
+        if not wants_restart(rec.spec.restart, outcome):
+            self._settle(rec, outcome)
+            return
+        if self.spec.strategy is Strategy.ONE_FOR_ONE:
+            self._apply(rec, decide(self.policy, rec.history, self.ctx.monotonic(), self.ctx.rand()), msg.error)
+        else:
+            history = self._group_history
+            self._apply_group(rec, decide(self.policy, history, self.ctx.monotonic(), self.ctx.rand()), msg.error)
+
+    def _settle(self, rec: ChildRecord, outcome: Outcome) -> None:
+        """The child ends for good: succeeded (and its probation passed) or failed finally."""
+        if outcome is Outcome.SUCCEEDED:
+            if rec.history.probing:
+                self._probation_passed(rec)
+            self._set_state(rec, State.SUCCEEDED)
+            rec.ref._close("finished")
+        else:
+            reason = "temporary" if rec.spec.restart is RestartType.TEMPORARY else "not restarted"
+            log.warning("{}: failed finally ({})", rec.path, reason, extra={"path": rec.path})
+            self._set_state(rec, State.FAILED)
+            rec.ref._close("failed")
+
+    # -- decisions -------------------------------------------------------------------------------
+
+    def _apply(self, rec: ChildRecord, decision: Decision, cause: BaseException | None) -> None:
+        match decision:
+            case Restart(delay=delay, number=number, history=history):
+                rec.history = history
+                rec.restarts += 1
+                self._schedule_start(rec, delay, "restart")
+                log.info(
+                    "{}: restart {} in {:.3f}s (restart {} of {} within {:g}s)",
+                    rec.path, rec.restarts, delay, number, self.policy.intensity.max_restarts,
+                    self.policy.intensity.within, extra={"path": rec.path, "attempt": rec.attempts},
+                )
+                self._publish(ev.RestartScheduled(path=rec.path, at=self.ctx.wall(), delay=delay, number=number))
+            case GiveUp(reason=reason, history=history):
+                rec.history = history
+                self._give_up(rec, reason)
+            case Cooldown(duration=duration, cycle=cycle, reason=reason, history=history):
+                rec.history = history
+                self._schedule_start(rec, duration, "probe")
+                self._set_state(rec, State.COOLDOWN)
+                log.warning(
+                    "{}: cooling down {:g}s (cycle {}) because {}; then one probe start",
+                    rec.path, duration, cycle, reason, extra={"path": rec.path},
+                )
+                self._publish(ev.CooldownStarted(path=rec.path, at=self.ctx.wall(), duration=duration, cycle=cycle))
+            case Escalate(reason=reason):
+                self._escalate(f"{rec.path}: {reason}", cause)
+
+    def _give_up(self, rec: ChildRecord, reason: str) -> None:
+        self._set_state(rec, State.GAVE_UP)
+        rec.ref._close("given up")
+        log.error("{}: gave up: {}", rec.path, reason, extra={"path": rec.path})
+        self._publish(ev.GaveUp(path=rec.path, at=self.ctx.wall(), reason=reason))
+
+    def _schedule_start(self, rec: ChildRecord, delay: float, kind: str) -> None:
+        rec.next_start_at = self.ctx.wall() + delay
+        if kind == "restart":
+            self._set_state(rec, State.BACKOFF)
+        if delay <= 0 and kind == "restart":
+            self._launch(rec)
+            return
+        rec.timer_token += 1
+        rec.timer = self._later(delay, _Timer(rec.key, rec.timer_token, kind))
+
+    def _later(self, delay: float, message: Any) -> Any:
+        ref = self.actor_ref
+
+        def fire() -> None:
+            if ref.is_alive():
+                ref.tell(message)
+
+        return self.ctx.scheduler.call_later(delay, fire)
+
+    def _arm_probation(self, rec: ChildRecord) -> None:
+        probation = self.policy.cooldown.probation
+        if probation <= 0:
+            self._probation_passed(rec)
+            self._set_state(rec, State.RUNNING)
+            return
+        rec.timer_token += 1
+        rec.timer = self._later(probation, _Timer(rec.key, rec.timer_token, "probation"))
+
+    def _probation_passed(self, rec: ChildRecord) -> None:
+        rec.history = rec.history.closed()
+        log.info("{}: probation passed; restart window cleared", rec.path, extra={"path": rec.path})
+        self._publish(ev.ProbationPassed(path=rec.path, at=self.ctx.wall()))
+
+    def _on_timer(self, msg: _Timer) -> None:
+        if msg.kind == "group":
+            if msg.token == self._group_token:
+                self._group_timer = None
+                self._start_group_members()
+            return
+        if msg.kind == "group-probation":
+            if msg.token == self._group_token and self._group_history.probing:
+                self._group_history = History()
+                log.info("{}: group probation passed; restart window cleared", self._name)
+                self._publish(ev.ProbationPassed(path=self.path, at=self.ctx.wall()))
+            return
+        rec = self._by_key.get(msg.key)
+        if rec is None:
+            return
+        if msg.kind == "kill":
+            if rec.actor is not None and rec.state is State.STOPPING and msg.token == rec.incarnation:
+                log.warning(
+                    "{}: did not stop within {}s; killing it", rec.path, rec.spec.grace,
+                    extra={"path": rec.path},
+                )
+                rec.actor._jv_kill()
+            return
+        if msg.token != rec.timer_token or self._closing is not None:
+            return
+        rec.timer = None
+        # A child's own restart does not wait behind an ordered start sequence.
+        if msg.kind == "restart" and rec.state is State.BACKOFF:
+            self._launch(rec)
+        elif msg.kind == "probe" and rec.state is State.COOLDOWN:
+            rec.history = replace(rec.history, probing=True)
+            log.info("{}: cooldown over; probe start in probation", rec.path, extra={"path": rec.path})
+            self._launch(rec)
+        elif msg.kind == "probation" and rec.state is State.PROBATION:
+            self._probation_passed(rec)
+            self._set_state(rec, State.RUNNING)
+
+    def _start_now(self, rec: ChildRecord) -> None:
+        """Start ``rec`` out of the ordered sequence (its own restart), or queue it behind it."""
+        if self._starting is None and not self._start_queue:
+            self._launch(rec)
+        else:
+            self._start_queue.append(rec)
+            self._pump_start()
+
+    # -- group strategies ------------------------------------------------------------------------
+
+    def _members(self, failed: ChildRecord) -> list[ChildRecord]:
+        """The children a group restart takes down and brings back, in start order."""
+        if self.spec.strategy is Strategy.ONE_FOR_ALL:
+            chosen = list(self.children)
+        else:
+            chosen = self.children[self.children.index(failed):]
+        return [
+            rec for rec in chosen
+            if rec is failed or (
+                rec.spec.restart is not RestartType.TEMPORARY
+                and rec.state not in (State.STOPPED, State.GAVE_UP)
+                and rec.intent is None
+            )
+        ]
+
+    def _apply_group(self, failed: ChildRecord, decision: Decision, cause: BaseException | None) -> None:
+        match decision:
+            case Restart(delay=delay, number=number, history=history):
+                self._group_history = history
+                members = self._members(failed)
+                log.info(
+                    "{}: {} restart of {} in {:.3f}s after {} failed (restart {} of {} within {:g}s)",
+                    self._name, self.spec.strategy.value, ", ".join(r.path for r in members), delay,
+                    failed.path, number, self.policy.intensity.max_restarts, self.policy.intensity.within,
+                )
+                self._publish(ev.RestartScheduled(path=self.path, at=self.ctx.wall(), delay=delay, number=number))
+                self._take_down(members, delay, "group")
+            case Cooldown(duration=duration, cycle=cycle, reason=reason, history=history):
+                self._group_history = history
+                members = self._members(failed)
+                log.warning(
+                    "{}: group cooling down {:g}s (cycle {}) because {}",
+                    self._name, duration, cycle, reason,
+                )
+                self._publish(ev.CooldownStarted(path=self.path, at=self.ctx.wall(), duration=duration, cycle=cycle))
+                self._take_down(members, duration, "group-cooldown")
+            case GiveUp(reason=reason, history=history):
+                self._group_history = history
+                self._give_up(failed, reason)
+            case Escalate(reason=reason):
+                self._escalate(f"{failed.path}: {reason}", cause)
+
+    def _take_down(self, members: list[ChildRecord], delay: float, kind: str) -> None:
+        """Stop ``members`` in reverse order, wait ``delay``, start them again in order."""
+        self._cancel_group_timers()
+        self._start_queue = deque(r for r in self._start_queue if r not in members)
+        if self._starting in members:
+            self._starting = None
+        waiting = State.COOLDOWN if kind == "group-cooldown" else State.BACKOFF
+        for rec in members:
+            rec.restarts += 1
+            rec.next_start_at = self.ctx.wall() + delay
+            if rec.actor is not None:
+                rec.intent = "group"
+            else:
+                self._cancel_timers(rec)
+                self._set_state(rec, waiting)
+        self._group_members = members
+
+        def then() -> None:
+            for rec in members:
+                if rec.actor is None and rec.key in self._by_key:
+                    self._cancel_timers(rec)
+                    self._set_state(rec, waiting)
+            self._group_token += 1
+            if kind == "group-cooldown":
+                self._group_history = replace(self._group_history, probing=True)
+            self._group_timer = self._later(delay, _Timer(0, self._group_token, "group"))
+
+        self._stop_in_reverse([r for r in members if r.actor is not None], then)
+
+    def _start_group_members(self) -> None:
+        members = [r for r in self._group_members if r.key in self._by_key]
+        for rec in members:
+            if rec.state in (State.BACKOFF, State.COOLDOWN):
+                self._start_queue.append(rec)
+        if self._group_history.probing:
+            log.info("{}: group cooldown over; probe start in probation", self._name)
+        self._pump_start()
+        if self._group_history.probing and self._starting is None and not self._start_queue:
+            self._arm_group_probation()
+
+    def _arm_group_probation(self) -> None:
+        self._group_token += 1
+        self._group_probation_timer = self._later(
+            self.policy.cooldown.probation, _Timer(0, self._group_token, "group-probation")
+        )
+
+    def _cancel_group_timers(self) -> None:
+        for timer in (self._group_timer, self._group_probation_timer):
+            if timer is not None:
+                timer.cancel()
+        self._group_timer = self._group_probation_timer = None
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    def _stop_in_reverse(self, recs: list[ChildRecord], then: Callable[[], None]) -> None:
+        """Stop ``recs`` (given in start order) last first, one at a time, then call ``then``."""
+        self._stop_queue.extend(reversed(recs))
+        self._after_stop.append(then)
+        self._pump_stop()
+
+    def _pump_stop(self) -> None:
+        while self._stop_waiting is None and self._stop_queue:
+            rec = self._stop_queue.popleft()
+            if rec.actor is None:
+                continue
+            self._request_stop(rec)
+            if rec.actor is not None:
+                self._stop_waiting = rec
+        if self._stop_waiting is None and not self._stop_queue and self._after_stop:
+            callbacks, self._after_stop = self._after_stop, []
+            for callback in callbacks:
+                callback()
+
+    def _request_stop(self, rec: ChildRecord) -> None:
+        actor = rec.actor
+        assert actor is not None
+        if rec.intent is None:
+            rec.intent = "stop"
+        self._set_state(rec, State.STOPPING)
+        log.info("{}: stopping ({})", rec.path, rec.intent, extra={"path": rec.path})
+        grace = rec.spec.grace
+        if grace is not None:
+            rec.kill_timer = self._later(grace, _Timer(rec.key, rec.incarnation, "kill"))
+        actor._jv_request_stop()
+
+    def _cancel_timers(self, rec: ChildRecord) -> None:
+        for timer in (rec.timer, rec.kill_timer):
+            if timer is not None:
+                timer.cancel()
+        rec.timer = rec.kill_timer = None
+        rec.timer_token += 1
+
+    def _stop_all_then(self, then: Callable[[], None]) -> None:
+        self._start_queue.clear()
+        self._starting = None
+        self._cancel_group_timers()
+        for rec in self.children:
+            if rec.actor is None:
+                self._cancel_timers(rec)
+                rec.next_start_at = None
+                if rec.state not in FINAL:
+                    self._set_state(rec, State.STOPPED)
+            elif rec.intent is None:
+                rec.intent = self._closing
+        self._stop_in_reverse([r for r in self.children if r.actor is not None], then)
+
+    def _escalate(self, reason: str, cause: BaseException | None) -> None:
+        if self._closing is not None:
+            return
+        self._closing = "escalate"
+        error = EscalationError(self.path, reason, cause)
+        log.error("{}: escalating: {}", self._name, error)
+        self._publish(ev.Escalated(path=self.path, at=self.ctx.wall(), reason=reason, error=str(error)))
+        self._stop_all_then(lambda: self._jv_finish(Outcome.FAILED, error))
+
+    def _shutdown(self, reply: pykka.Future[Any]) -> None:
+        if self._closing is not None:
+            self._after_stop.append(lambda: reply.set(None))
+            self._pump_stop()
+            return
+        self._closing = "shutdown"
+        log.info("{}: shutting down {} children", self._name, len(self.children))
+
+        def done() -> None:
+            reply.set(None)
+            self._jv_finish(Outcome.STOPPED)
+
+        self._stop_all_then(done)
+
+    # -- commands from the tree ------------------------------------------------------------------
+
+    def _on_command(self, cmd: Command) -> None:
+        try:
+            if cmd.op == "shutdown":
+                self._shutdown(cmd.reply)
+                return
+            if cmd.op == "status":
+                cmd.reply.set(self._status())
+                return
+            if cmd.op == "add" and not cmd.path:
+                cmd.reply.set(self._add(cmd.arg))
+                return
+            rec = self._by_name.get(cmd.path[0]) if cmd.path else None
+            if rec is None:
+                raise NoSuchChildError("/".join((*self.path.split("/"), *cmd.path)).strip("/"))
+            if len(cmd.path) > 1 or (cmd.op == "add" and cmd.path):
+                self._forward(rec, cmd)
+                return
+            self._act(rec, cmd)
+        except Exception:
+            cmd.reply.set_exception()
+
+    def _forward(self, rec: ChildRecord, cmd: Command) -> None:
+        if not isinstance(rec.spec, SupervisorSpec):
+            raise NoSuchChildError(f"{rec.path}/{'/'.join(cmd.path[1:])}")
+        if rec.actor is None:
+            raise NoSuchChildError(
+                f"{rec.path}/{'/'.join(cmd.path[1:])} (group {rec.path} is {rec.state.value})"
+            )
+        rec.actor.actor_ref.tell(replace(cmd, path=cmd.path[1:]))
+
+    def _act(self, rec: ChildRecord, cmd: Command) -> None:
+        match cmd.op:
+            case "ref":
+                cmd.reply.set(rec.ref)
+            case "stop":
+                self._person_stop(rec, "stop", lambda: cmd.reply.set(None))
+            case "remove":
+                self._person_stop(rec, "remove", lambda: self._remove(rec, cmd.reply))
+            case "start":
+                self._person_start(rec)
+                cmd.reply.set(None)
+            case "restart":
+                self._person_stop(rec, "restart", lambda: self._restarted(rec, cmd.reply))
+            case _:
+                raise SpecError(f"unknown command {cmd.op!r}")
+
+    def _person_stop(self, rec: ChildRecord, intent: str, then: Callable[[], None]) -> None:
+        """A stop a person asked for: never a failure, never counted against intensity."""
+        self._start_queue = deque(r for r in self._start_queue if r is not rec)
+        if rec.actor is None:
+            self._cancel_timers(rec)
+            rec.next_start_at = None
+            if intent != "restart":
+                self._set_state(rec, State.STOPPED)
+            then()
+            return
+        rec.intent = intent
+        rec.waiters.append(then)
+        if rec.state is not State.STOPPING:
+            self._request_stop(rec)
+
+    def _person_start(self, rec: ChildRecord) -> None:
+        if rec.actor is not None:
+            return
+        rec.history = History()
+        log.info("{}: start requested", rec.path, extra={"path": rec.path})
+        self._start_now(rec)
+
+    def _restarted(self, rec: ChildRecord, reply: pykka.Future[Any]) -> None:
+        rec.intent = None
+        self._person_start(rec)
+        reply.set(None)
+
+    def _remove(self, rec: ChildRecord, reply: pykka.Future[Any]) -> None:
+        self.children.remove(rec)
+        del self._by_key[rec.key]
+        del self._by_name[rec.spec.name]
+        rec.ref._close("removed")
+        self.ctx.tracker.forget(rec.path)
+        log.info("{}: removed", rec.path, extra={"path": rec.path})
+        reply.set(None)
+
+    def _add(self, spec: ChildSpec) -> ChildRef:
+        if spec.name in self._by_name:
+            raise SpecError(f"{self._child_path(spec.name)}: a child of that name exists already")
+        if self._closing is not None:
+            raise SpecError(f"{self._name} is {self._closing.replace('shutdown', 'shutting down')}")
+        rec = self._add_record(spec)
+        log.info("{}: added", rec.path, extra={"path": rec.path})
+        self._start_now(rec)
+        return rec.ref
+
+    def _status(self) -> list[dict[str, Any]]:
+        nodes: list[dict[str, Any]] = []
+        for rec in self.children:
+            last = rec.last_exit
+            node: dict[str, Any] = {
+                "name": rec.spec.name,
+                "path": rec.path,
+                "kind": rec.spec.kind,
+                "state": rec.state.value,
+                "starts": rec.starts,
+                "restarts": rec.restarts,
+                "failures": rec.failures,
+                "last_exit": last.as_dict() if last is not None else None,
+                "next_start_at": rec.next_start_at if rec.state in (State.BACKOFF, State.COOLDOWN) else None,
+            }
+            if isinstance(rec.spec, SupervisorSpec):
+                actor = rec.actor
+                node["children"] = (
+                    _ask_status(actor) if actor is not None else _idle_children(rec.spec, rec.path)
+                )
+            nodes.append(node)
+        return nodes
+
+
+def _ask_status(actor: SupervisedActor) -> pykka.Future[Any]:
+    future: pykka.Future[Any] = pykka.ThreadingFuture()
+    try:
+        actor.actor_ref.tell(Command("status", (), future))
+    except pykka.ActorDeadError:
+        future.set(None)
+    return future
+
+
+def _idle_children(spec: SupervisorSpec, path: str) -> list[dict[str, Any]]:
+    """Status nodes for the children of a group that is not running."""
+    nodes = []
+    for child in spec.children:
+        child_path = f"{path}/{child.name}"
+        node: dict[str, Any] = {
+            "name": child.name, "path": child_path, "kind": child.kind, "state": State.STOPPED.value,
+            "starts": 0, "restarts": 0, "failures": 0, "last_exit": None, "next_start_at": None,
+        }
+        if isinstance(child, SupervisorSpec):
+            node["children"] = _idle_children(child, child_path)
+        nodes.append(node)
+    return nodes

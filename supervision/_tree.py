@@ -1,0 +1,316 @@
+"""The tree handle: start a supervisor tree, query it, act on children, stop it."""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, Self
+
+import logbook
+import pykka
+
+from actors import (
+    ChildExit,
+    ChildRef,
+    ChildStarted,
+    EscalationError,
+    Link,
+    Outcome,
+    Scheduler,
+    SpecError,
+    TreeStoppedError,
+    check_runtime,
+    start_supervised,
+)
+from supervision._events import EventBus
+from supervision._spec import ChildSpec, SupervisorSpec
+from supervision._state import State
+from supervision._supervisor import Command, Supervisor, Tracker, TreeContext
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from supervision._events import Event, Subscription
+
+__all__ = ["RunResult", "Tree", "start_tree"]
+
+log = logbook.Logger("supervision.tree")
+
+_tree_ids = itertools.count(1)
+_live_trees: weakref.WeakSet[Tree] = weakref.WeakSet()
+
+COMMAND_TIMEOUT = 60.0  # how long a tree command waits for its supervisor before giving up
+
+
+class HasTreeSpec(Protocol):
+    """A manifest (or anything) that can say which tree it describes."""
+
+    def tree_spec(self) -> SupervisorSpec: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended, for ``jobvisor run``'s exit code.
+
+    ``ok`` is true when no finite job failed or gave up and nothing escalated
+    past the root. ``failed`` lists the paths that failed finally or gave up.
+    """
+
+    ok: bool
+    failed: tuple[str, ...]
+    escalation: EscalationError | None
+
+
+class _Monitor:
+    """The root supervisor's parent: records that the root started and how it ended."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self._tracker = tracker
+        self.exit: ChildExit | None = None
+
+    def tell(self, message: Any) -> None:
+        if isinstance(message, ChildStarted):
+            self._tracker.started.set()
+        elif isinstance(message, ChildExit):
+            self.exit = message
+            self._tracker.ended.set()
+        self._tracker.notify()
+
+
+class Tree:
+    """A running supervisor tree. Use it as a context manager so it always stops.
+
+    Every method is safe to call from any thread except a supervised child's
+    own (a child waiting on its supervisor would wait for itself).
+    """
+
+    def __init__(self, spec: SupervisorSpec, runtime: str, context: TreeContext) -> None:
+        self.spec = spec
+        self.runtime = runtime
+        self._ctx = context
+        self._monitor = _Monitor(context.tracker)
+        self._root = start_supervised(
+            Supervisor, Link(self._monitor, 0, 1), f"{context.tree_id}-root", spec, context, ""
+        )
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+
+    # -- waiting ---------------------------------------------------------------------------------
+
+    def started(self, timeout: float | None = None) -> bool:
+        """Wait until every child has gone through its first start; False on timeout."""
+        return self._ctx.tracker.started.wait(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every finite job has settled or the root has ended; False on timeout.
+
+        Settled means succeeded, failed finally, gave up or stopped. A tree with
+        no finite job only ends when stopped (or when escalation reaches the root).
+        """
+        return self._ctx.tracker.wait_settled(timeout)
+
+    @property
+    def ended(self) -> bool:
+        """True once the root supervisor has ended (stopped, or escalated past the root)."""
+        return self._ctx.tracker.ended.is_set()
+
+    def result(self) -> RunResult:
+        """Summarise the run so far (see ``RunResult``)."""
+        failed = tuple(
+            sorted(
+                path
+                for path, state in self._ctx.tracker.finals().items()
+                if state in (State.FAILED, State.GAVE_UP)
+            )
+        )
+        exit_ = self._monitor.exit
+        escalation = (
+            exit_.error
+            if exit_ is not None and isinstance(exit_.error, EscalationError)
+            else None
+        )
+        return RunResult(not failed and escalation is None, failed, escalation)
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def status(self, timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
+        """The status document of SPEC §4: ``{"name", "state", "children": [...]}``."""
+        if self.ended:
+            exit_ = self._monitor.exit
+            failed = exit_ is not None and exit_.outcome is Outcome.FAILED
+            return {
+                "name": self.spec.name,
+                "state": State.FAILED.value if failed else State.STOPPED.value,
+                "children": [],
+            }
+        nodes = self._command("status", "", timeout=timeout)
+        return {
+            "name": self.spec.name,
+            "state": State.STOPPING.value if self._stopped else State.RUNNING.value,
+            "children": _resolve(nodes, time.monotonic() + timeout),
+        }
+
+    def ref(self, path: str) -> ChildRef:
+        """The stable reference of the child at ``path``; it survives the child's restarts."""
+        ref: ChildRef = self._command("ref", path)
+        return ref
+
+    # -- acting on children ----------------------------------------------------------------------
+
+    def restart(self, path: str) -> None:
+        """Stop the child at ``path`` and start it again at once (not counted as a failure)."""
+        self._command("restart", path)
+
+    def stop_child(self, path: str) -> None:
+        """Stop the child at ``path`` gracefully; it stays down (state ``stopped``)."""
+        self._command("stop", path)
+
+    def start_child(self, path: str) -> None:
+        """Start a child that is down (stopped, gave up, failed); clears its restart window."""
+        self._command("start", path)
+
+    def add_child(self, spec: ChildSpec, under: str = "") -> ChildRef:
+        """Add ``spec`` as the last child of the group at ``under`` and start it."""
+        if not isinstance(spec, _CHILD_TYPES):
+            raise SpecError(f"add_child: expected a JobSpec, ActorSpec or SupervisorSpec, got {spec!r}")
+        ref: ChildRef = self._command("add", under, spec)
+        return ref
+
+    def remove_child(self, path: str) -> None:
+        """Stop the child at ``path`` and forget it."""
+        self._command("remove", path)
+
+    def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
+        """Call ``callback(event)`` for every later event of this tree.
+
+        Runs on the tree's event thread, in publication order; an exception
+        in the callback is logged and ignored. ``.cancel()`` the result to stop.
+        """
+        return self._ctx.bus.subscribe(callback)
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Stop every child in reverse order, then the root; True if all ended within ``timeout``.
+
+        Children that ignore a stop are killed after their grace period. The
+        tree's threads (actors, timers, events) are joined before it returns.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._stop_lock:
+            if not self._stopped:
+                self._stopped = True
+                if not self.ended:
+                    self._root._jv_request_stop()
+        ended = self._ctx.tracker.ended.wait(_left(deadline))
+        self._ctx.bus.flush(_left(deadline))
+        self._ctx.scheduler.stop(_left(deadline))
+        self._ctx.bus.stop(_left(deadline))
+        prefix = f"jv-{self._ctx.tree_id}-"
+        for thread in threading.enumerate():
+            if thread.name.startswith(prefix) and thread is not threading.current_thread():
+                thread.join(_left(deadline))
+        _live_trees.discard(self)
+        return ended
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _command(self, op: str, path: str, arg: Any = None, timeout: float = COMMAND_TIMEOUT) -> Any:
+        if self.ended:
+            raise TreeStoppedError(f"the tree has stopped; cannot {op} {path!r}")
+        parts = tuple(p for p in path.strip("/").split("/") if p)
+        if op != "add" and op != "status" and not parts:
+            raise SpecError(f"{op}: expected a child path like 'etl/load', got {path!r}")
+        future: pykka.Future[Any] = pykka.ThreadingFuture()
+        try:
+            self._root.actor_ref.tell(Command(op, parts, future, arg))
+        except pykka.ActorDeadError:
+            raise TreeStoppedError(f"the tree has stopped; cannot {op} {path!r}") from None
+        return future.get(timeout=timeout)
+
+
+_CHILD_TYPES = ChildSpec.__args__  # type: ignore[attr-defined]
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _resolve(nodes: Any, deadline: float) -> list[dict[str, Any]]:
+    """Replace each running group's pending status future by its children, recursively."""
+    out: list[dict[str, Any]] = []
+    for node in nodes or ():
+        children = node.get("children")
+        if isinstance(children, pykka.Future):
+            try:
+                children = children.get(timeout=_left(deadline))
+            except (pykka.ActorDeadError, pykka.Timeout):
+                children = None
+            node = {**node, "children": _resolve(children, deadline)}
+        elif isinstance(children, list):
+            node = {**node, "children": _resolve(children, deadline)}
+        out.append(node)
+    return out
+
+
+def start_tree(
+    manifest_or_spec: SupervisorSpec | HasTreeSpec,
+    runtime: str = "threads",
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+    rand: Callable[[], float] | None = None,
+) -> Tree:
+    """Start the tree a manifest (or a ``SupervisorSpec``) describes and return its handle.
+
+    Children start in order in the background; ``Tree.started()`` waits for
+    that and ``Tree.wait()`` for the finite jobs to settle. ``runtime`` must
+    match how the process was prepared (``actors.install_runtime``).
+    """
+    check_runtime(runtime)
+    spec = manifest_or_spec if isinstance(manifest_or_spec, SupervisorSpec) else manifest_or_spec.tree_spec()
+    if not isinstance(spec, SupervisorSpec):
+        raise SpecError(f"start_tree: expected a Manifest or a SupervisorSpec, got {manifest_or_spec!r}")
+    tree_id = f"t{next(_tree_ids)}"
+    scheduler = Scheduler(monotonic, on_error=lambda exc: log.error("timer callback failed: {}", exc))
+    context = TreeContext(
+        scheduler=scheduler,
+        bus=EventBus(),
+        tracker=Tracker(),
+        tree_id=tree_id,
+        monotonic=monotonic,
+        wall=wall,
+        dead_letter=_dead_letter,
+        **({"rand": rand} if rand is not None else {}),
+    )
+    tree = Tree(spec, runtime, context)
+    _live_trees.add(tree)
+    return tree
+
+
+def _dead_letter(path: str, message: Any) -> None:
+    log.warning("{}: message {!r} was not delivered: the child stopped for good", path, message)
+
+
+@atexit.register
+def _stop_live_trees() -> None:
+    # Actor threads are daemons (see SupervisedActor); stop what the program left running
+    # gracefully instead of letting the interpreter cut it off.
+    for tree in list(_live_trees):
+        tree.stop(timeout=10.0)
