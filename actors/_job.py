@@ -152,14 +152,11 @@ class JobActor(SupervisedActor):
 
     def _run_once_or_service(self) -> None:
         outcome, error, code = self._run_attempt()
-        if outcome is Outcome.SUCCEEDED and self.schedule.service:
-            if self._jv_stop_requested:
-                outcome = Outcome.STOPPED
-            else:
-                outcome, error = Outcome.FAILED, ServiceExited(f"service {self.path} returned")
-        elif self._jv_stop_requested and outcome is Outcome.FAILED:
-            # The work failed because we cancelled it: a commanded stop is never a failure.
+        if self._jv_stop_requested and outcome is not Outcome.TIMEOUT:
+            # The work ended because we cancelled it: a commanded stop is never a failure.
             outcome, error = Outcome.STOPPED, None
+        elif outcome is Outcome.SUCCEEDED and self.schedule.service:
+            outcome, error = Outcome.FAILED, ServiceExited(f"service {self.path} returned")
         self._jv_finish(outcome, error, code)
 
     def _run_tick(self) -> None:

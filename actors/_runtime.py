@@ -99,8 +99,12 @@ def interrupt_task(task: Any, exc_type: type[BaseException]) -> None:
     if _gevent_patched():
         import gevent  # noqa: PLC0415 - gevent is loaded whenever this branch runs
 
-        if not task.dead:
-            gevent.kill(task, exc_type, block=False)
+        if task.dead:
+            return
+        if isinstance(task, gevent.Greenlet):
+            task.kill(exc_type, block=False)
+        else:
+            gevent.kill(task, exc_type)
         return
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(task), ctypes.py_object(exc_type))
 

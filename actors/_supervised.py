@@ -57,6 +57,7 @@ class SupervisedActor(pykka.ThreadingActor):
     _jv_code: int | None = None
     _jv_attempts: int = 0
     _jv_stop_requested: bool = False
+    _jv_running: bool = False  # true while the actor's thread runs our loop: a kill may land
     _jv_thread_name: str = "actor"
     _jv_reported: threading.Lock  # acquired once, never released: the exit is reported once
 
@@ -64,6 +65,7 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def _actor_loop(self) -> None:
         self._jv_task = current_task()
+        self._jv_running = True
         try:
             self._actor_loop_setup()
             if self._jv_auto_started and not self.actor_stopped.is_set():
@@ -80,6 +82,7 @@ class SupervisedActor(pykka.ThreadingActor):
             try:
                 self._actor_loop_teardown()
             finally:
+                self._jv_running = False
                 self._jv_report()
 
     def _handle_receive(self, message: Any) -> Any:
@@ -186,7 +189,7 @@ class SupervisedActor(pykka.ThreadingActor):
         if self._jv_outcome is None:
             self._jv_outcome = Outcome.KILLED
         task = self._jv_task
-        if task is not None and not self.actor_stopped.is_set():
+        if task is not None and self._jv_running:
             interrupt_task(task, Kill)
         ActorRegistry.unregister(self.actor_ref)
         self.actor_stopped.set()

@@ -40,7 +40,7 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
     S.SUCCEEDED: frozenset({S.STARTING, S.BACKOFF, S.STOPPED, S.PENDING, S.COOLDOWN}),
     S.FAILED: frozenset({S.STARTING, S.STOPPED, S.PENDING, S.BACKOFF, S.COOLDOWN}),
     S.GAVE_UP: frozenset({S.STARTING, S.STOPPED, S.PENDING}),  # a person starts it again
-    S.STOPPING: frozenset({S.STOPPED, S.SUCCEEDED, S.FAILED, S.GAVE_UP, S.BACKOFF, S.COOLDOWN}),
+    S.STOPPING: frozenset({S.STOPPED, S.STARTING, S.BACKOFF, S.COOLDOWN}),  # STARTING: restart(path)
     S.STOPPED: frozenset({S.STARTING, S.PENDING, S.BACKOFF, S.COOLDOWN, S.STOPPED}),
 }
 

@@ -87,6 +87,15 @@ class Tracker:
                     self._unsettled.add(path)
                 self._final.pop(path, None)
 
+    def settle_subtree(self, path: str, state: State) -> None:
+        """A group ended for good (gave up, failed, stopped): nothing under it will run again."""
+        prefix = f"{path}/"
+        with self._cond:
+            self._unsettled = {p for p in self._unsettled if not p.startswith(prefix)}
+            self._final[path] = state
+            if not self._unsettled:
+                self._cond.notify_all()
+
     def forget(self, path: str) -> None:
         with self._cond:
             self._unsettled.discard(path)
@@ -270,7 +279,12 @@ class Supervisor(SupervisedActor):
         return rec
 
     def _track(self, rec: ChildRecord) -> None:
-        if not isinstance(rec.spec, SupervisorSpec):
+        if self._closing == "escalate" and rec.state is State.STOPPED:
+            return  # stopped by an escalation: not settled, the parent decides their fate
+        if isinstance(rec.spec, SupervisorSpec):
+            if rec.state in FINAL:
+                self.ctx.tracker.settle_subtree(rec.path, rec.state)
+        else:
             self.ctx.tracker.update(rec.path, rec.state, rec.spec.finite)
 
     def _set_state(self, rec: ChildRecord, new: State) -> None:
@@ -413,6 +427,7 @@ class Supervisor(SupervisedActor):
         log.info("{}: stopped ({})", rec.path, msg.outcome.value, extra={"path": rec.path})
         if rec.intent not in _RESTART_INTENTS:
             self._set_state(rec, State.STOPPED)
+            rec.ref._close("stopped")
         waiters, rec.waiters = rec.waiters, []
         for waiter in waiters:
             waiter()
@@ -794,6 +809,7 @@ class Supervisor(SupervisedActor):
             rec.next_start_at = None
             if intent != "restart":
                 self._set_state(rec, State.STOPPED)
+                rec.ref._close("stopped")
             then()
             return
         rec.intent = intent

@@ -112,7 +112,12 @@ class Tree:
         Settled means succeeded, failed finally, gave up or stopped. A tree with
         no finite job only ends when stopped (or when escalation reaches the root).
         """
-        return self._ctx.tracker.wait_settled(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._ctx.tracker.wait_settled(timeout):
+            return False
+        # Subscribers see every event published up to now before wait() returns.
+        self._ctx.bus.flush(_left(deadline))
+        return True
 
     @property
     def ended(self) -> bool:
@@ -276,22 +281,29 @@ def start_tree(
     monotonic: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
     rand: Callable[[], float] | None = None,
+    on_event: Callable[[Event], Any] | None = None,
 ) -> Tree:
     """Start the tree a manifest (or a ``SupervisorSpec``) describes and return its handle.
 
     Children start in order in the background; ``Tree.started()`` waits for
     that and ``Tree.wait()`` for the finite jobs to settle. ``runtime`` must
     match how the process was prepared (``actors.install_runtime``).
+    ``on_event`` subscribes before the first child starts, so it misses
+    nothing; ``monotonic``, ``wall`` and ``rand`` replace the clocks and the
+    jitter source (tests make them exact).
     """
     check_runtime(runtime)
     spec = manifest_or_spec if isinstance(manifest_or_spec, SupervisorSpec) else manifest_or_spec.tree_spec()
     if not isinstance(spec, SupervisorSpec):
         raise SpecError(f"start_tree: expected a Manifest or a SupervisorSpec, got {manifest_or_spec!r}")
     tree_id = f"t{next(_tree_ids)}"
+    bus = EventBus()
+    if on_event is not None:
+        bus.subscribe(on_event)
     scheduler = Scheduler(monotonic, on_error=lambda exc: log.error("timer callback failed: {}", exc))
     context = TreeContext(
         scheduler=scheduler,
-        bus=EventBus(),
+        bus=bus,
         tracker=Tracker(),
         tree_id=tree_id,
         monotonic=monotonic,

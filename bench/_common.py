@@ -1,0 +1,91 @@
+"""Helpers shared by the benchmark scripts.
+
+Import order matters: a script calls ``install(runtime_from_argv())`` before it
+imports pykka, logbook or supervision, so that under gevent the process is
+monkey-patched before anything creates a thread, a lock or a socket. This
+module therefore imports nothing at the top beyond the standard library
+modules that gevent's patching does not care about.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+
+RUNTIMES = ("threads", "gevent")
+
+# Run from a checkout without installing: the repository root holds actors/ and supervision/.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def runtime_from_argv(argv: list[str] | None = None) -> str:
+    """Read ``--runtime threads|gevent`` (or ``--runtime=...``) before anything is imported."""
+    args = sys.argv[1:] if argv is None else argv
+    runtime = "threads"
+    for i, arg in enumerate(args):
+        if arg == "--runtime" and i + 1 < len(args):
+            runtime = args[i + 1]
+        elif arg.startswith("--runtime="):
+            runtime = arg.split("=", 1)[1]
+    if runtime not in RUNTIMES:
+        sys.exit(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    return runtime
+
+
+def install(runtime: str) -> None:
+    """Prepare the process for ``runtime`` (gevent monkey-patches it); call it first."""
+    from actors import install_runtime  # noqa: PLC0415 - must run before pykka is used
+
+    install_runtime(runtime)
+
+
+def silence_logs() -> None:
+    """Logging off for the measured runs, for both sides alike.
+
+    logbook: a ``NullHandler`` pushed application-wide swallows every record
+    (the default stderr handler would otherwise print each restart).
+    Standard logging: disabled, so pykka's own "Unhandled exception" error
+    (the bare baseline's actor logs one per crash) prints nothing either.
+    """
+    import logging  # noqa: PLC0415
+
+    import logbook  # noqa: PLC0415
+
+    logbook.NullHandler().push_application()
+    logging.disable(logging.CRITICAL)
+
+
+def add_runtime_arg(parser) -> None:
+    parser.add_argument(
+        "--runtime", choices=RUNTIMES, default="threads",
+        help="threads (default) or gevent (monkey-patches the process first)",
+    )
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    return (
+        f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
+        f"{cpus} CPUs"
+    )
+
+
+def verdict(ratio: float, target: float, *, higher_is_better: bool = False) -> str:
+    ok = ratio >= target if higher_is_better else ratio <= target
+    sign = ">=" if higher_is_better else "<="
+    return f"target {sign} {target:g}x: {'met' if ok else 'MISSED'}"
+
+
+def jv_threads_alive() -> list[str]:
+    """Names of jobvisor threads still alive (a benchmark must leave none)."""
+    import threading  # noqa: PLC0415 - after the runtime is installed
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("jv-") and t.is_alive()]

@@ -1,0 +1,197 @@
+"""Restart cycle: a supervised child crashes and its replacement answers a ping.
+
+Ours: an ``ActorSpec`` child under a one_for_one root with no backoff and an
+intensity that never runs out. One cycle is ``ref.tell("crash")`` then
+``ref.ask("ping")`` through the same stable reference (``Tree.ref(path)``):
+the ping waits in the reference's stash and is answered by the next incarnation.
+
+Baseline: the least a hand-written pykka restart needs. The actor's
+``on_failure`` tells a watcher actor, which starts a new actor and publishes
+its ref (sets it and an Event). One cycle is ``tell("crash")``, wait for the
+Event, ``ask("ping")`` on the new ref.
+
+    python bench/restart_cycle.py [--runtime threads|gevent] [--cycles 2000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from _common import install, runtime_from_argv
+
+RUNTIME = runtime_from_argv()
+install(RUNTIME)  # first thing: under gevent this monkey-patches the process
+
+import argparse  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import pykka  # noqa: E402
+from _common import add_runtime_arg, jv_threads_alive, machine, median, silence_logs, verdict  # noqa: E402
+
+from supervision import (  # noqa: E402
+    ActorSpec,
+    Backoff,
+    Intensity,
+    RestartPolicy,
+    SupervisorSpec,
+    start_tree,
+)
+
+TARGET = 1.25  # ours at most 1.25x the baseline's time per cycle
+
+
+class Crash(Exception):
+    pass
+
+
+class Crashy(pykka.ThreadingActor):
+    """Raises on "crash" (a tell, so the actor dies), answers "pong" to "ping"."""
+
+    def on_receive(self, message):
+        if message == "crash":
+            raise Crash("asked to crash")
+        if message == "ping":
+            return "pong"
+        return None
+
+
+# -- baseline: a hand-written pykka restart ---------------------------------------------------
+
+
+class Slot:
+    """Where the watcher publishes the current incarnation's ref."""
+
+    def __init__(self) -> None:
+        self.ref: pykka.ActorRef | None = None
+        self.ready = threading.Event()
+
+    def publish(self, ref: pykka.ActorRef) -> None:
+        self.ref = ref
+        self.ready.set()
+
+
+class BareCrashy(Crashy):
+    def __init__(self, watcher: pykka.ActorRef) -> None:
+        super().__init__()
+        self.watcher = watcher
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        self.watcher.tell("restart")
+
+
+class Watcher(pykka.ThreadingActor):
+    def __init__(self, slot: Slot) -> None:
+        super().__init__()
+        self.slot = slot
+
+    def on_start(self) -> None:
+        self.slot.publish(BareCrashy.start(self.actor_ref))
+
+    def on_receive(self, message):
+        if message == "restart":
+            self.slot.publish(BareCrashy.start(self.actor_ref))
+
+
+class Bare:
+    name = "bare pykka"
+
+    def __init__(self) -> None:
+        self.slot = Slot()
+        self.watcher = Watcher.start(self.slot)
+        self.slot.ready.wait()
+
+    def cycles(self, n: int) -> float:
+        slot = self.slot
+        start = time.perf_counter()
+        for _ in range(n):
+            ref = slot.ref
+            slot.ready.clear()
+            ref.tell("crash")
+            slot.ready.wait()
+            if slot.ref.ask("ping") != "pong":
+                raise AssertionError("bad reply")
+        return time.perf_counter() - start
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        if self.slot.ref is not None:
+            self.slot.ref.stop()
+
+
+# -- ours ------------------------------------------------------------------------------------
+
+
+class Ours:
+    name = "jobvisor"
+
+    def __init__(self, within: float) -> None:
+        policy = RestartPolicy(
+            backoff=Backoff(initial=0, max=0, jitter=0),
+            intensity=Intensity(max_restarts=10**9, within=within),
+        )
+        spec = SupervisorSpec(
+            name="bench", policy=policy, children=(ActorSpec(name="crashy", actor_class=Crashy),)
+        )
+        self.tree = start_tree(spec, RUNTIME)
+        if not self.tree.started(timeout=30):
+            raise RuntimeError("tree did not start")
+        self.ref = self.tree.ref("crashy")
+
+    def cycles(self, n: int) -> float:
+        ref = self.ref
+        start = time.perf_counter()
+        for _ in range(n):
+            ref.tell("crash")
+            if ref.ask("ping") != "pong":
+                raise AssertionError("bad reply")
+        return time.perf_counter() - start
+
+    def stop(self) -> None:
+        if not self.tree.stop(timeout=30):
+            raise RuntimeError("tree did not stop")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_runtime_arg(parser)
+    parser.add_argument("--cycles", type=int, default=2000, help="cycles per round (default 2000)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per side (default 5)")
+    parser.add_argument("--warmup", type=int, default=200, help="warm-up cycles per side")
+    parser.add_argument(
+        "--within", type=float, default=60.0,
+        help="intensity window in seconds (default 60, the policy default)",
+    )
+    args = parser.parse_args()
+    silence_logs()
+
+    bare, ours = Bare(), Ours(args.within)
+    try:
+        bare.cycles(args.warmup)
+        ours.cycles(args.warmup)
+        times: dict[str, list[float]] = {bare.name: [], ours.name: []}
+        for _ in range(args.rounds):
+            # Interleaved so that drift (CPU frequency, other load) hits both sides alike.
+            for side in (bare, ours):
+                times[side.name].append(side.cycles(args.cycles) / args.cycles * 1e6)
+    finally:
+        ours.stop()
+        bare.stop()
+
+    base, mine = median(times[bare.name]), median(times[ours.name])
+    ratio = mine / base
+    print(f"restart cycle, runtime={RUNTIME}, {args.cycles} cycles x {args.rounds} rounds")
+    print(f"  ({machine()})")
+    for name, values in times.items():
+        rounds = " ".join(f"{v:.1f}" for v in values)
+        print(f"  {name:<11} median {median(values):8.1f} us/cycle   rounds: {rounds}")
+    print(f"  ratio jobvisor/bare = {ratio:.2f}x ({verdict(ratio, TARGET)})")
+    left = jv_threads_alive()
+    if left:
+        print(f"  threads left behind: {left}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Functions that python jobs in the tests call (``"jobfuncs:NAME"``).
+
+They coordinate with the test through module-level registries keyed by a
+name the test picks, so tests never sleep to find out what a job did.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+from actors import current_attempt
+
+CALLS: defaultdict[str, int] = defaultdict(int)
+EVENTS: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+_lock = threading.Lock()
+
+
+def reset() -> None:
+    CALLS.clear()
+    EVENTS.clear()
+
+
+def _count(key: str) -> int:
+    with _lock:
+        CALLS[key] += 1
+        return CALLS[key]
+
+
+def ok(key: str = "ok") -> None:
+    _count(key)
+
+
+def fail(key: str = "fail") -> None:
+    n = _count(key)
+    raise RuntimeError(f"{key} failed on call {n}")
+
+
+def fail_times(key: str, times: int) -> None:
+    """Fail the first ``times`` calls, then succeed."""
+    n = _count(key)
+    if n <= times:
+        raise RuntimeError(f"{key} failed on call {n}")
+
+
+def block(key: str) -> None:
+    """Run until the test sets EVENTS[key + '.release'] or the attempt is cancelled."""
+    _count(key)
+    EVENTS[key + ".running"].set()
+    attempt = current_attempt()
+    release = EVENTS[key + ".release"]
+    while not release.wait(0.01):
+        if attempt is not None and attempt.cancelled.is_set():
+            return
+
+
+def stubborn(key: str) -> None:
+    """Ignore cancellation: only a kill ends it."""
+    _count(key)
+    EVENTS[key + ".running"].set()
+    while True:
+        time.sleep(0.005)
+
+
+def service_returns(key: str) -> None:
+    _count(key)
+
+
+def exit_code(key: str, code: int) -> int:
+    _count(key)
+    return code
+
+
+def raise_system_exit(key: str) -> None:
+    _count(key)
+    raise SystemExit(3)
+
+
+async def async_ok(key: str) -> int:
+    _count(key)
+    return 7

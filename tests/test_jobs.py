@@ -1,0 +1,160 @@
+"""Python jobs in each run mode, with real job actors under a real supervisor."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import logbook
+
+import jobfuncs
+import pytest
+
+from supervision import (
+    AttemptFinished,
+    Backoff,
+    ChildExited,
+    Intensity,
+    Outcome,
+    RestartPolicy,
+    RestartType,
+    Schedule,
+    SpecError,
+    SupervisorSpec,
+    python_job,
+)
+
+FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
+
+
+def tree_of(*children: Any, policy: RestartPolicy = FAST) -> SupervisorSpec:
+    return SupervisorSpec(policy=policy, children=children)
+
+
+def test_once_job_succeeds_with_its_exit_code(make_tree, events) -> None:
+    tree = make_tree(tree_of(python_job("j", "jobfuncs:exit_code", "j", 0)), on_event=events)
+    assert tree.wait(10)
+    node = tree.status()["children"][0]
+    assert node["state"] == "succeeded"
+    assert node["last_exit"]["outcome"] == "succeeded"
+    assert node["last_exit"]["code"] == 0
+    assert tree.result().ok
+
+
+def test_coroutine_functions_run_to_completion(make_tree) -> None:
+    tree = make_tree(tree_of(python_job("a", "jobfuncs:async_ok", "a")))
+    assert tree.wait(10)
+    assert tree.status()["children"][0]["last_exit"]["code"] == 7
+
+
+def test_import_errors_fail_the_attempt_with_a_clear_message(make_tree) -> None:
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    tree = make_tree(tree_of(python_job("m", "no_such_module_xyz:main"), policy=policy))
+    assert tree.wait(10)
+    node = tree.status()["children"][0]
+    assert node["state"] == "gave_up"
+    assert "no_such_module_xyz" in node["last_exit"]["error"]
+
+
+def test_service_that_returns_is_a_failure(make_tree, events) -> None:
+    policy = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=1))
+    job = python_job("svc", "jobfuncs:service_returns", "svc", schedule=Schedule(service=True))
+    tree = make_tree(tree_of(job, policy=policy), on_event=events)
+    events.reached("svc", "gave_up")
+    exits = events.of(ChildExited, "svc")
+    assert [e.outcome for e in exits] == [Outcome.FAILED, Outcome.FAILED]
+    assert "returned" in (exits[0].error or "")
+    assert jobfuncs.CALLS["svc"] == 2
+    assert not tree.result().ok
+
+
+def test_periodic_job_with_times_runs_exactly_that_many_attempts(make_tree, events) -> None:
+    job = python_job("tick", "jobfuncs:ok", "tick", schedule=Schedule(every=0.01, times=3))
+    tree = make_tree(tree_of(job), on_event=events)
+    assert tree.wait(10)
+    attempts = events.wait_for(lambda items: len([e for e in items if isinstance(e, AttemptFinished)]) >= 3)
+    assert [e.attempt for e in attempts if isinstance(e, AttemptFinished)] == [1, 2, 3]
+    assert jobfuncs.CALLS["tick"] == 3
+    assert tree.status()["children"][0]["state"] == "succeeded"
+
+
+def test_a_failed_tick_restarts_and_the_count_goes_on(make_tree, events) -> None:
+    job = python_job(
+        "tick", "jobfuncs:fail_times", "tick", 1, schedule=Schedule(every=0.01, times=3)
+    )
+    tree = make_tree(tree_of(job), on_event=events)
+    assert tree.wait(10)
+    finished = [(e.attempt, e.outcome) for e in events.of(AttemptFinished, "tick")]
+    assert finished == [(1, Outcome.FAILED), (2, Outcome.SUCCEEDED), (3, Outcome.SUCCEEDED)]
+    node = tree.status()["children"][0]
+    assert (node["state"], node["starts"], node["restarts"]) == ("succeeded", 2, 1)
+
+
+def test_overlapping_ticks_are_skipped_and_logged(make_tree) -> None:
+    skipped = threading.Event()
+
+    class Watch(logbook.Handler):
+        def emit(self, record: logbook.LogRecord) -> None:
+            if "tick skipped" in record.message:
+                skipped.set()
+
+    with Watch(level=logbook.INFO, bubble=True).applicationbound():
+        job = python_job("slow", "jobfuncs:block", "slow", schedule=Schedule(every=0.005))
+        tree = make_tree(tree_of(job))
+        assert jobfuncs.EVENTS["slow.running"].wait(5)
+        assert skipped.wait(10), "no skipped tick was logged"
+    jobfuncs.EVENTS["slow.release"].set()
+    tree.stop_child("slow")
+    assert tree.status()["children"][0]["state"] == "stopped"
+
+
+def test_timeout_fails_the_attempt_and_stops_its_work(make_tree, events) -> None:
+    policy = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=0))
+    job = python_job("t", "jobfuncs:stubborn", "t", schedule=Schedule(timeout=0.05))
+    tree = make_tree(tree_of(job, policy=policy), on_event=events)
+    events.reached("t", "gave_up")
+    exits = events.of(ChildExited, "t")
+    assert [e.outcome for e in exits] == [Outcome.TIMEOUT]
+    assert "timed out after 0.05s" in (exits[0].error or "")
+    node = tree.status()["children"][0]
+    assert node["last_exit"]["outcome"] == "timeout"
+
+
+def test_stop_of_a_cooperative_job_is_not_a_failure(make_tree, events) -> None:
+    job = python_job("b", "jobfuncs:block", "b", restart=RestartType.PERMANENT)
+    tree = make_tree(tree_of(job), on_event=events)
+    assert jobfuncs.EVENTS["b.running"].wait(5)
+    tree.stop_child("b")
+    node = tree.status()["children"][0]
+    assert (node["state"], node["failures"], node["restarts"]) == ("stopped", 0, 0)
+    assert node["last_exit"]["outcome"] == "stopped"
+
+
+def test_a_job_ignoring_its_stop_is_killed_after_its_grace(make_tree, events) -> None:
+    job = python_job("s", "jobfuncs:stubborn", "s", grace=0.05)
+    tree = make_tree(tree_of(job), on_event=events)
+    assert jobfuncs.EVENTS["s.running"].wait(5)
+    tree.stop_child("s")
+    node = tree.status()["children"][0]
+    assert node["state"] == "stopped"
+    assert node["last_exit"]["outcome"] == "killed"
+    assert node["failures"] == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"service": True, "every": 1.0}, "either"),
+        ({"every": 0}, "every"),
+        ({"times": 3}, "times"),
+        ({"timeout": -1}, "timeout"),
+    ],
+)
+def test_invalid_schedules_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        Schedule(**kwargs)
+
+
+def test_bad_python_target_is_refused() -> None:
+    with pytest.raises(SpecError, match="module:function"):
+        python_job("x", "not a target")

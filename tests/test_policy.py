@@ -1,0 +1,221 @@
+"""Pure policy tests: every rule of SPEC §2 as plain functions with exact times."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors import Outcome
+from supervision import (
+    Backoff,
+    Cooldown,
+    CooldownPolicy,
+    Escalate,
+    EscalationError,
+    GiveUp,
+    History,
+    Intensity,
+    OnExhausted,
+    Restart,
+    RestartPolicy,
+    RestartType,
+    SpecError,
+    decide,
+    wants_restart,
+)
+
+NO_JITTER = Backoff(initial=0.1, max=30.0, multiplier=2.0, jitter=0.0)
+
+
+def run_always_failing(policy: RestartPolicy, times: list[float]) -> tuple[int, list[object]]:
+    """Feed failures at ``times`` until a decision is not a restart; return starts and decisions."""
+    history = History()
+    starts = 1
+    decisions: list[object] = []
+    for now in times:
+        decision = decide(policy, history, now)
+        decisions.append(decision)
+        if not isinstance(decision, Restart):
+            break
+        history = decision.history
+        starts += 1
+    return starts, decisions
+
+
+class TestBackoff:
+    def test_sequence_doubles_from_initial_up_to_max(self) -> None:
+        delays = [NO_JITTER.delay(n) for n in range(1, 12)]
+        assert delays == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0, 30.0]
+
+    def test_defaults_are_the_spec_defaults(self) -> None:
+        b = Backoff()
+        assert (b.initial, b.max, b.multiplier, b.jitter) == (0.1, 30.0, 2.0, 0.1)
+
+    @pytest.mark.parametrize("rand", [0.0, 0.25, 0.5, 0.75, 0.999999])
+    def test_jitter_stays_within_fraction(self, rand: float) -> None:
+        b = Backoff(initial=1.0, max=100.0, jitter=0.2)
+        assert 0.8 <= b.delay(1, rand) <= 1.2
+        assert b.delay(1, 0.0) == pytest.approx(0.8)
+        assert b.delay(1, 0.5) == pytest.approx(1.0)
+
+    @pytest.mark.parametrize("rand", [0.0, 0.5, 0.9999])
+    def test_jitter_never_exceeds_max(self, rand: float) -> None:
+        b = Backoff(initial=1.0, max=4.0, jitter=0.5)
+        for n in range(1, 40):
+            assert b.delay(n, rand) <= 4.0
+
+    def test_huge_restart_numbers_do_not_overflow(self) -> None:
+        assert NO_JITTER.delay(5000) == 30.0
+
+    @pytest.mark.parametrize(
+        ("kwargs", "field"),
+        [
+            ({"initial": -1.0}, "backoff.initial"),
+            ({"initial": 5.0, "max": 1.0}, "backoff.max"),
+            ({"multiplier": 0.5}, "backoff.multiplier"),
+            ({"jitter": 1.5}, "backoff.jitter"),
+        ],
+    )
+    def test_invalid_values_name_their_field(self, kwargs: dict[str, float], field: str) -> None:
+        with pytest.raises(SpecError, match=field):
+            Backoff(**kwargs)
+
+
+class TestRestartTypes:
+    @pytest.mark.parametrize(
+        ("restart", "outcome", "expected"),
+        [
+            (RestartType.PERMANENT, Outcome.SUCCEEDED, True),
+            (RestartType.PERMANENT, Outcome.FAILED, True),
+            (RestartType.PERMANENT, Outcome.TIMEOUT, True),
+            (RestartType.PERMANENT, Outcome.STOPPED, False),
+            (RestartType.PERMANENT, Outcome.KILLED, False),
+            (RestartType.TRANSIENT, Outcome.SUCCEEDED, False),
+            (RestartType.TRANSIENT, Outcome.FAILED, True),
+            (RestartType.TRANSIENT, Outcome.TIMEOUT, True),
+            (RestartType.TRANSIENT, Outcome.STOPPED, False),
+            (RestartType.TEMPORARY, Outcome.FAILED, False),
+            (RestartType.TEMPORARY, Outcome.SUCCEEDED, False),
+        ],
+    )
+    def test_table(self, restart: RestartType, outcome: Outcome, expected: bool) -> None:
+        assert wants_restart(restart, outcome) is expected
+
+
+class TestIntensity:
+    def test_always_failing_child_with_three_restarts_starts_exactly_four_times(self) -> None:
+        policy = RestartPolicy(intensity=Intensity(max_restarts=3, within=60))
+        starts, decisions = run_always_failing(policy, [0.0, 0.1, 0.3, 0.7, 1.5])
+        assert starts == 4
+        assert [type(d) for d in decisions] == [Restart, Restart, Restart, GiveUp]
+        assert [d.number for d in decisions[:3]] == [1, 2, 3]  # type: ignore[attr-defined]
+
+    def test_zero_max_restarts_gives_up_on_first_failure(self) -> None:
+        policy = RestartPolicy(intensity=Intensity(max_restarts=0, within=60))
+        starts, decisions = run_always_failing(policy, [0.0])
+        assert starts == 1
+        assert isinstance(decisions[0], GiveUp)
+
+    def test_window_slides(self) -> None:
+        policy = RestartPolicy(backoff=NO_JITTER, intensity=Intensity(max_restarts=2, within=10))
+        first = decide(policy, History(), 0.0)
+        assert isinstance(first, Restart)
+        second = decide(policy, first.history, 5.0)
+        assert isinstance(second, Restart)
+        assert second.number == 2
+        # At t=10 the restart at t=0 has left the window (it holds (now-10, now]).
+        third = decide(policy, second.history, 10.0)
+        assert isinstance(third, Restart)
+        assert third.number == 2
+        assert third.history.restarts == (5.0, 10.0)
+        # At t=14.9 both restarts are inside: exhausted.
+        assert isinstance(decide(policy, third.history, 14.9), GiveUp)
+
+    def test_backoff_restarts_from_initial_once_the_window_is_empty(self) -> None:
+        policy = RestartPolicy(backoff=NO_JITTER, intensity=Intensity(max_restarts=5, within=10))
+        d1 = decide(policy, History(), 0.0)
+        d2 = decide(policy, d1.history, 1.0)  # type: ignore[union-attr]
+        assert isinstance(d2, Restart)
+        assert d2.delay == pytest.approx(0.2)
+        d3 = decide(policy, d2.history, 100.0)
+        assert isinstance(d3, Restart)
+        assert d3.delay == pytest.approx(0.1)
+        assert d3.number == 1
+
+    def test_exhausted_escalates_when_asked(self) -> None:
+        policy = RestartPolicy(
+            intensity=Intensity(max_restarts=1, within=60), on_exhausted=OnExhausted.ESCALATE
+        )
+        starts, decisions = run_always_failing(policy, [0.0, 1.0])
+        assert starts == 2
+        assert isinstance(decisions[-1], Escalate)
+        assert "max_restarts 1" in decisions[-1].reason  # type: ignore[union-attr]
+
+
+class TestCooldown:
+    policy = RestartPolicy(
+        backoff=NO_JITTER,
+        intensity=Intensity(max_restarts=1, within=60),
+        on_exhausted=OnExhausted.COOLDOWN,
+        cooldown=CooldownPolicy(duration=10, probation=5, multiplier=3, max=50, max_cycles=3),
+    )
+
+    def test_full_cycle(self) -> None:
+        # Restart once, then the budget is spent: cool down 10s (cycle 1).
+        d = decide(self.policy, History(), 0.0)
+        assert isinstance(d, Restart)
+        d = decide(self.policy, d.history, 1.0)
+        assert isinstance(d, Cooldown)
+        assert (d.duration, d.cycle) == (10, 1)
+        # The probe starts in probation; failing in probation reopens, 3x longer.
+        probing = History(d.history.restarts, d.history.cycles, probing=True)
+        d = decide(self.policy, probing, 12.0)
+        assert isinstance(d, Cooldown)
+        assert (d.duration, d.cycle) == (30, 2)
+        # Third cycle is capped at max.
+        d = decide(self.policy, History((), d.cycle, probing=True), 43.0)
+        assert isinstance(d, Cooldown)
+        assert (d.duration, d.cycle) == (50, 3)
+        # A fourth would exceed max_cycles: give up.
+        d = decide(self.policy, History((), d.cycle, probing=True), 94.0)
+        assert isinstance(d, GiveUp)
+        assert "3 cooldown cycles" in d.reason
+
+    def test_surviving_probation_closes_and_clears_the_window(self) -> None:
+        probing = History((1.0,), 2, probing=True)
+        closed = probing.closed()
+        assert closed == History()
+        # Closed: the next failure is an ordinary restart number 1 with the initial delay.
+        d = decide(self.policy, closed, 100.0)
+        assert isinstance(d, Restart)
+        assert (d.number, d.delay) == (1, pytest.approx(0.1))
+
+    def test_without_max_cycles_it_cools_down_forever(self) -> None:
+        policy = RestartPolicy(
+            intensity=Intensity(max_restarts=0, within=1),
+            on_exhausted=OnExhausted.COOLDOWN,
+            cooldown=CooldownPolicy(duration=1, probation=1, multiplier=2, max=8),
+        )
+        history = History()
+        durations = []
+        for i in range(8):
+            d = decide(policy, history, float(i))
+            assert isinstance(d, Cooldown)
+            durations.append(d.duration)
+            history = History((), d.cycle, probing=True)
+        assert durations == [1, 2, 4, 8, 8, 8, 8, 8]
+
+
+class TestEscalationChain:
+    def test_two_levels_carry_the_whole_cause_chain(self) -> None:
+        root_cause = ValueError("disk full")
+        inner = EscalationError("etl/load", "4 restarts within 60s would exceed max_restarts 3", root_cause)
+        outer = EscalationError("etl", "2 restarts within 60s would exceed max_restarts 1", inner)
+        chain = outer.chain()
+        assert chain == [outer, inner, root_cause]
+        text = str(outer)
+        assert text.startswith("etl escalated")
+        assert "etl/load escalated" in text
+        assert "ValueError: disk full" in text
+
+    def test_root_is_named(self) -> None:
+        assert str(EscalationError("", "budget", None)).startswith("the root supervisor escalated")

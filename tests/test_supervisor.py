@@ -1,0 +1,386 @@
+"""Integration tests: real actors, real threads (or greenlets), one real supervisor tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jobfuncs
+import pytest
+from actorkit import Journal, Recorder, SlowStop
+
+from supervision import (
+    ActorSpec,
+    Backoff,
+    ChildExited,
+    ChildUnavailableError,
+    CooldownPolicy,
+    Escalated,
+    EscalationError,
+    GaveUp,
+    Intensity,
+    NoSuchChildError,
+    OnExhausted,
+    Outcome,
+    ProbationPassed,
+    RestartPolicy,
+    RestartScheduled,
+    RestartType,
+    Schedule,
+    SpecError,
+    Strategy,
+    SupervisorSpec,
+    TreeStoppedError,
+    python_job,
+)
+
+FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
+
+
+def actor(name: str, journal: Journal, restart: RestartType = RestartType.PERMANENT, **kw: Any) -> ActorSpec:
+    return ActorSpec(name=name, actor_class=Recorder, args=(name, journal), kwargs=kw, restart=restart)
+
+
+@pytest.fixture
+def journal() -> Journal:
+    Recorder.incarnations.clear()
+    return Journal()
+
+
+class TestRestartTypes:
+    def test_permanent_restarts_after_a_normal_exit(self, make_tree, events, journal) -> None:
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(actor("p", journal),)), on_event=events)
+        events.reached("p", "running")
+        tree.ref("p").tell("stop-self")
+        events.reached("p", "running", times=2)
+        exits = events.of(ChildExited, "p")
+        assert [e.outcome for e in exits] == [Outcome.SUCCEEDED]
+        assert tree.ref("p").ask("ping", timeout=5) == ("pong", "p", 2)
+
+    def test_transient_stays_down_after_success_and_restarts_after_failure(
+        self, make_tree, events, journal
+    ) -> None:
+        children = (actor("t1", journal, RestartType.TRANSIENT), actor("t2", journal, RestartType.TRANSIENT))
+        tree = make_tree(SupervisorSpec(policy=FAST, children=children), on_event=events)
+        events.reached("t2", "running")
+        tree.ref("t1").tell("stop-self")
+        tree.ref("t2").tell("crash")
+        events.reached("t1", "succeeded")
+        events.reached("t2", "running", times=2)
+        status = {n["path"]: n for n in tree.status()["children"]}
+        assert (status["t1"]["state"], status["t1"]["starts"]) == ("succeeded", 1)
+        assert (status["t2"]["state"], status["t2"]["starts"], status["t2"]["restarts"]) == ("running", 2, 1)
+
+    def test_temporary_never_restarts(self, make_tree, events, journal) -> None:
+        tree = make_tree(
+            SupervisorSpec(policy=FAST, children=(actor("tmp", journal, RestartType.TEMPORARY),)),
+            on_event=events,
+        )
+        events.reached("tmp", "running")
+        tree.ref("tmp").tell("crash")
+        events.reached("tmp", "failed")
+        node = tree.status()["children"][0]
+        assert (node["state"], node["starts"], node["failures"]) == ("failed", 1, 1)
+        with pytest.raises(ChildUnavailableError, match="tmp is failed"):
+            tree.ref("tmp").tell("hello")
+
+
+class TestIntensityAndBackoff:
+    def test_always_failing_child_starts_exactly_four_times_then_gives_up(self, make_tree, events) -> None:
+        policy = RestartPolicy(backoff=Backoff(initial=0.001, max=0.004, jitter=0), intensity=Intensity(max_restarts=3))
+        tree = make_tree(
+            SupervisorSpec(policy=policy, children=(python_job("f", "jobfuncs:fail", "f"),)),
+            on_event=events,
+        )
+        events.reached("f", "gave_up")
+        assert jobfuncs.CALLS["f"] == 4
+        delays = [e.delay for e in events.of(RestartScheduled, "f")]
+        assert delays == [0.001, 0.002, 0.004]
+        assert len(events.of(GaveUp, "f")) == 1
+        node = tree.status()["children"][0]
+        assert (node["starts"], node["restarts"], node["failures"]) == (4, 3, 4)
+        assert tree.wait(5)
+        assert tree.result().failed == ("f",)
+
+    def test_next_start_at_is_shown_during_backoff(self, make_tree, events, journal) -> None:
+        policy = RestartPolicy(backoff=Backoff(initial=30, max=30, jitter=0))
+        tree = make_tree(SupervisorSpec(policy=policy, children=(actor("slow", journal),)), on_event=events)
+        events.reached("slow", "running")
+        tree.ref("slow").tell("crash")
+        events.reached("slow", "backoff")
+        node = tree.status()["children"][0]
+        exit_ = node["last_exit"]
+        assert node["state"] == "backoff"
+        assert node["next_start_at"] == pytest.approx(exit_["at"] + 30, abs=1)
+        assert exit_["outcome"] == "failed"
+        assert "slow crashed" in exit_["error"]
+
+
+class TestStrategies:
+    def spec(self, strategy: Strategy, journal: Journal) -> SupervisorSpec:
+        return SupervisorSpec(
+            strategy=strategy, policy=FAST,
+            children=tuple(actor(n, journal) for n in ("a", "b", "c", "d")),
+        )
+
+    def test_one_for_one_restarts_only_the_failed_child(self, make_tree, events, journal) -> None:
+        tree = make_tree(self.spec(Strategy.ONE_FOR_ONE, journal), on_event=events)
+        events.reached("d", "running")
+        tree.ref("b").tell("crash")
+        events.reached("b", "running", times=2)
+        assert journal.of("start") == ["a", "b", "c", "d", "b"]
+        assert journal.of("stop") == []
+
+    def test_one_for_all_stops_the_rest_in_reverse_and_starts_all_in_order(
+        self, make_tree, events, journal
+    ) -> None:
+        tree = make_tree(self.spec(Strategy.ONE_FOR_ALL, journal), on_event=events)
+        events.reached("d", "running")
+        tree.ref("b").tell("crash")
+        events.reached("d", "running", times=2)
+        assert journal.of("stop") == ["d", "c", "a"]
+        assert journal.of("start") == ["a", "b", "c", "d", "a", "b", "c", "d"]
+        status = {n["path"]: n for n in tree.status()["children"]}
+        assert all(status[n]["restarts"] == 1 for n in "abcd")
+        assert status["b"]["failures"] == 1
+        assert status["a"]["failures"] == 0, "a sibling stopped by the strategy did not fail"
+
+    def test_rest_for_one_restarts_the_failed_child_and_those_after_it(
+        self, make_tree, events, journal
+    ) -> None:
+        tree = make_tree(self.spec(Strategy.REST_FOR_ONE, journal), on_event=events)
+        events.reached("d", "running")
+        tree.ref("b").tell("crash")
+        events.reached("d", "running", times=2)
+        assert journal.of("stop") == ["d", "c"]
+        assert journal.of("start") == ["a", "b", "c", "d", "b", "c", "d"]
+
+    def test_group_strategies_back_off_and_count_per_group(self, make_tree, events, journal) -> None:
+        policy = RestartPolicy(backoff=Backoff(initial=0.002, max=0.1, jitter=0), intensity=Intensity(max_restarts=2))
+        spec = SupervisorSpec(
+            strategy=Strategy.ONE_FOR_ALL, policy=policy,
+            children=(actor("x", journal), actor("y", journal)),
+        )
+        tree = make_tree(spec, on_event=events)
+        for round_ in (1, 2):
+            events.reached("y", "running", times=round_)
+            tree.ref("x" if round_ == 1 else "y").tell("crash")
+        events.reached("y", "running", times=3)
+        tree.ref("x").tell("crash")  # third failure of the group within the window
+        events.reached("x", "gave_up")
+        delays = [e.delay for e in events.of(RestartScheduled, "")]
+        assert delays == [0.002, 0.004]
+        assert tree.status()["children"][1]["state"] == "running", "give-up leaves siblings running"
+
+
+class TestShutdown:
+    def test_children_stop_in_reverse_order(self, runtime, journal) -> None:
+        from supervision import start_tree
+
+        spec = SupervisorSpec(children=tuple(actor(n, journal) for n in ("a", "b", "c")))
+        tree = start_tree(spec, runtime)
+        assert tree.started(10)
+        assert tree.stop(10)
+        assert journal.of("start") == ["a", "b", "c"]
+        assert journal.of("stop") == ["c", "b", "a"]
+        assert tree.status()["state"] == "stopped"
+        with pytest.raises(TreeStoppedError):
+            tree.restart("a")
+
+    def test_a_child_that_ignores_its_stop_is_killed_after_grace_and_the_rest_go_on(
+        self, runtime, journal, events
+    ) -> None:
+        from supervision import start_tree
+
+        SlowStop.release.clear()
+        spec = SupervisorSpec(
+            children=(
+                actor("first", journal),
+                ActorSpec(name="slow", actor_class=SlowStop, args=("slow", journal), grace=0.05),
+            )
+        )
+        tree = start_tree(spec, runtime, on_event=events)
+        assert tree.started(10)
+        try:
+            assert tree.stop(10)
+            assert journal.of("stopping") == ["slow"]
+            assert journal.of("stop") == ["first"], "first still stops after slow was killed"
+            exits = {e.path: e.outcome for e in events.of(ChildExited)}
+            assert exits == {"slow": Outcome.KILLED, "first": Outcome.STOPPED}
+        finally:
+            SlowStop.release.set()
+
+
+class TestNestingAndEscalation:
+    def test_escalation_through_two_levels_carries_the_cause_chain(self, make_tree, events) -> None:
+        escalate = RestartPolicy(
+            backoff=Backoff(initial=0.001, max=0.001),
+            intensity=Intensity(max_restarts=1),
+            on_exhausted=OnExhausted.ESCALATE,
+        )
+        inner = SupervisorSpec(name="inner", policy=escalate, children=(python_job("job", "jobfuncs:fail", "job"),))
+        outer = SupervisorSpec(name="outer", policy=escalate, children=(inner,))
+        root = SupervisorSpec(policy=escalate, children=(outer,))
+        tree = make_tree(root, on_event=events)
+        assert tree.wait(20)
+        result = tree.result()
+        assert not result.ok
+        assert isinstance(result.escalation, EscalationError)
+        chain = result.escalation.chain()
+        assert [getattr(e, "path", None) for e in chain[:3]] == ["", "outer", "outer/inner"]
+        assert isinstance(chain[-1], RuntimeError)
+        assert "job failed" in str(result.escalation)
+        # Each level restarted its child once before escalating: 2 x 2 x 2 job starts.
+        assert jobfuncs.CALLS["job"] == 8
+        assert [e.path for e in events.of(Escalated)][-1] == ""
+        assert tree.status()["state"] == "failed"
+
+    def test_group_status_nests_and_paths_are_joined(self, make_tree, events, journal) -> None:
+        group = SupervisorSpec(name="etl", children=(actor("load", journal), actor("clean", journal)))
+        tree = make_tree(SupervisorSpec(children=(group, actor("w", journal))), on_event=events)
+        assert tree.started(10)
+        doc = tree.status()
+        assert doc["name"] == "root"
+        etl = doc["children"][0]
+        assert (etl["kind"], etl["state"], etl["path"]) == ("group", "running", "etl")
+        assert [c["path"] for c in etl["children"]] == ["etl/load", "etl/clean"]
+        assert set(etl["children"][0]) == {
+            "name", "path", "kind", "state", "starts", "restarts", "failures", "last_exit", "next_start_at",
+        }
+        assert tree.ref("etl/clean").ask("ping", timeout=5) == ("pong", "etl/clean".split("/")[-1], 1)
+
+
+class TestCooldown:
+    def test_full_cooldown_cycle_with_real_actors(self, make_tree, events) -> None:
+        policy = RestartPolicy(
+            backoff=Backoff(initial=0.001, max=0.001),
+            intensity=Intensity(max_restarts=1),
+            on_exhausted=OnExhausted.COOLDOWN,
+            cooldown=CooldownPolicy(duration=0.02, probation=0.02, multiplier=2, max=1, max_cycles=2),
+        )
+        # Fails its first 3 calls: start, restart, probe 1 fail; probe 2 succeeds.
+        job = python_job("c", "jobfuncs:fail_times", "c", 3)
+        tree = make_tree(SupervisorSpec(policy=policy, children=(job,)), on_event=events)
+        assert tree.wait(10)
+        states = events.states("c")
+        assert states == [
+            "starting", "running", "backoff", "starting", "running", "cooldown",
+            "starting", "probation", "cooldown", "starting", "probation", "succeeded",
+        ]
+        assert len(events.of(ProbationPassed, "c")) == 1
+        assert tree.result().ok
+
+    def test_max_cycles_ends_in_give_up(self, make_tree, events) -> None:
+        policy = RestartPolicy(
+            intensity=Intensity(max_restarts=0),
+            on_exhausted=OnExhausted.COOLDOWN,
+            cooldown=CooldownPolicy(duration=0.005, probation=0.01, max_cycles=2),
+        )
+        tree = make_tree(
+            SupervisorSpec(policy=policy, children=(python_job("c", "jobfuncs:fail", "c"),)),
+            on_event=events,
+        )
+        events.reached("c", "gave_up")
+        assert jobfuncs.CALLS["c"] == 3  # the first start and two probes
+        assert tree.status()["children"][0]["state"] == "gave_up"
+
+    def test_surviving_probation_returns_to_running(self, make_tree, events, journal) -> None:
+        policy = RestartPolicy(
+            intensity=Intensity(max_restarts=0),
+            on_exhausted=OnExhausted.COOLDOWN,
+            cooldown=CooldownPolicy(duration=0.005, probation=0.01),
+        )
+        tree = make_tree(SupervisorSpec(policy=policy, children=(actor("svc", journal),)), on_event=events)
+        events.reached("svc", "running")
+        tree.ref("svc").tell("crash")
+        events.reached("svc", "running", times=2)
+        assert events.states("svc")[-4:] == ["cooldown", "starting", "probation", "running"]
+        assert len(events.of(ProbationPassed, "svc")) == 1
+
+
+class TestDynamicChildren:
+    def test_add_stop_start_restart_remove(self, make_tree, events, journal) -> None:
+        group = SupervisorSpec(name="g", children=(actor("a", journal),))
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)), on_event=events)
+        assert tree.started(10)
+        ref = tree.add_child(actor("b", journal), under="g")
+        assert ref.ask("ping", timeout=5) == ("pong", "b", 1)
+        tree.stop_child("g/b")
+        assert journal.of("stop") == ["b"]
+        with pytest.raises(ChildUnavailableError):
+            ref.ask("ping", timeout=5)
+        tree.start_child("g/b")
+        assert ref.ask("ping", timeout=5) == ("pong", "b", 2)
+        tree.restart("g/b")
+        assert ref.ask("ping", timeout=5) == ("pong", "b", 3)
+        node = tree.status()["children"][0]["children"][1]
+        assert (node["starts"], node["failures"], node["restarts"]) == (3, 0, 0)
+        tree.remove_child("g/b")
+        assert [c["name"] for c in tree.status()["children"][0]["children"]] == ["a"]
+        with pytest.raises(ChildUnavailableError, match="removed"):
+            ref.tell("x")
+
+    def test_bad_paths_and_duplicates(self, make_tree, journal) -> None:
+        tree = make_tree(SupervisorSpec(children=(actor("a", journal),)))
+        assert tree.started(10)
+        with pytest.raises(NoSuchChildError, match="'nope'"):
+            tree.restart("nope")
+        with pytest.raises(NoSuchChildError, match="a/deeper"):
+            tree.stop_child("a/deeper")
+        with pytest.raises(SpecError, match="exists already"):
+            tree.add_child(actor("a", journal))
+        with pytest.raises(SpecError, match="child path"):
+            tree.stop_child("")
+
+
+class TestStableRef:
+    def test_messages_sent_during_restart_reach_the_next_incarnation(self, make_tree, events, journal) -> None:
+        policy = RestartPolicy(backoff=Backoff(initial=0.05, max=0.05, jitter=0))
+        tree = make_tree(SupervisorSpec(policy=policy, children=(actor("w", journal),)), on_event=events)
+        ref = tree.ref("w")
+        ref.tell("before")
+        ref.tell("crash")
+        events.reached("w", "backoff")
+        for i in range(5):
+            ref.tell(i)
+        answer = ref.ask("ping", timeout=5)
+        assert answer == ("pong", "w", 2)
+        assert ref.ask("seen", timeout=5) == [0, 1, 2, 3, 4]
+
+    def test_asks_to_a_child_that_gave_up_fail_at_once(self, make_tree, events, journal) -> None:
+        policy = RestartPolicy(backoff=Backoff(initial=0.05, max=0.05), intensity=Intensity(max_restarts=0))
+        tree = make_tree(SupervisorSpec(policy=policy, children=(actor("w", journal),)), on_event=events)
+        ref = tree.ref("w")
+        future = None
+        ref.tell("crash")
+        future = ref.ask("ping", block=False)
+        events.reached("w", "gave_up")
+        with pytest.raises(ChildUnavailableError, match="given up"):
+            future.get(timeout=5)
+        with pytest.raises(ChildUnavailableError):
+            ref.ask("ping", timeout=5)
+
+
+def test_commanded_stops_never_count_as_failures(make_tree, events, journal) -> None:
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    tree = make_tree(SupervisorSpec(policy=policy, children=(actor("a", journal),)), on_event=events)
+    assert tree.started(10)
+    for _ in range(3):
+        tree.restart("a")
+    node = tree.status()["children"][0]
+    assert (node["state"], node["starts"], node["failures"], node["restarts"]) == ("running", 4, 0, 0)
+
+
+def test_a_failing_on_start_is_a_failed_start_and_the_sequence_goes_on(make_tree, events, journal) -> None:
+    policy = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=1))
+    spec = SupervisorSpec(policy=policy, children=(actor("bad", journal, fail_start=True), actor("good", journal)))
+    tree = make_tree(spec, on_event=events)
+    events.reached("bad", "gave_up")
+    events.reached("good", "running")
+    assert journal.count("start", "bad") == 2
+    assert tree.status()["children"][1]["state"] == "running"
+
+
+def test_periodic_schedule_is_finite_only_with_times() -> None:
+    assert Schedule(every=1, times=2).finite
+    assert not Schedule(every=1).finite
+    assert not Schedule(service=True).finite
