@@ -222,8 +222,14 @@ class JobActor(SupervisedActor):
         link = self._jv_link
         link.parent.tell(
             AttemptDone(
-                link.key, link.incarnation, number, outcome, error, attempt.started_at,
-                self._wall(), code,
+                link.key,
+                link.incarnation,
+                number,
+                outcome,
+                error,
+                attempt.started_at,
+                self._wall(),
+                code,
             )
         )
         return outcome, error, code
@@ -240,8 +246,13 @@ class JobActor(SupervisedActor):
         link = self._jv_link
         link.parent.tell(
             AttemptDone(
-                link.key, link.incarnation, attempt.number, Outcome.TIMEOUT, error,
-                attempt.started_at, self._wall(),
+                link.key,
+                link.incarnation,
+                attempt.number,
+                Outcome.TIMEOUT,
+                error,
+                attempt.started_at,
+                self._wall(),
             )
         )
         self._jv_report()
@@ -270,4 +281,3 @@ def _envelope(message: object) -> Any:
     from pykka._envelope import Envelope  # noqa: PLC0415 - private, kept next to its one use
 
     return Envelope(message)
-

@@ -1,4 +1,4 @@
-"""What a supervised actor tells its supervisor: that it started, how an attempt went, how it ended."""
+"""What a supervised actor tells its supervisor: it started, an attempt ended, it ended."""
 
 from __future__ import annotations
 

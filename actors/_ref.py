@@ -56,7 +56,7 @@ class ChildRef:
         return f"<ChildRef {self.path} {self._mode.value}>"
 
     def tell(self, message: Any) -> None:
-        """Send ``message`` without waiting; raises ``ChildUnavailableError`` if it cannot arrive."""
+        """Send ``message`` without waiting; ``ChildUnavailableError`` if it cannot arrive."""
         with self._lock:
             if self._inbox is not None:
                 self._inbox.put(Envelope(message))

@@ -11,6 +11,7 @@ sends exactly one ``ChildExit`` to its supervisor, whatever happened, and no
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -164,15 +165,16 @@ class SupervisedActor(pykka.ThreadingActor):
         ref = self._jv_link.ref
         if ref is not None:
             ref._fail(ref._detach(self.actor_inbox))
-        try:
+        # If the supervisor is gone already, nobody is left to tell.
+        with contextlib.suppress(pykka.ActorDeadError):
             self._jv_link.parent.tell(self._jv_exit_message())
-        except pykka.ActorDeadError:
-            pass  # the supervisor is gone already: nobody is left to tell
 
     def _start_actor_loop(self) -> None:
         # Like pykka's, but named after the child's path so a tree can find and join its threads.
         thread = threading.Thread(
-            target=self._actor_loop, name=f"jv-{self._jv_thread_name}", daemon=self.use_daemon_thread
+            target=self._actor_loop,
+            name=f"jv-{self._jv_thread_name}",
+            daemon=self.use_daemon_thread,
         )
         thread.start()
 
@@ -205,7 +207,9 @@ def supervised_class(cls: type[pykka.ThreadingActor]) -> type[SupervisedActor]:
         return cls
     found = _classes.get(cls)
     if found is None:
-        found = type(f"Supervised{cls.__name__}", (SupervisedActor, cls), {"__module__": cls.__module__})
+        found = type(
+            f"Supervised{cls.__name__}", (SupervisedActor, cls), {"__module__": cls.__module__}
+        )
         _classes[cls] = found
     return found
 

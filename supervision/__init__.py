@@ -1,9 +1,9 @@
 """What decides: specs, policies, the supervisor actor and the tree handle.
 
-    from supervision import start_tree, SupervisorSpec, python_job
+from supervision import start_tree, SupervisorSpec, python_job
 
-    with start_tree(SupervisorSpec(children=(python_job("etl", "etl:main"),))) as tree:
-        tree.wait()
+with start_tree(SupervisorSpec(children=(python_job("etl", "etl:main"),))) as tree:
+    tree.wait()
 """
 
 from actors import (
@@ -80,6 +80,7 @@ __all__ = [
     "EscalationError",
     "Event",
     "GaveUp",
+    "GiveUp",
     "History",
     "Intensity",
     "JobFailure",

@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import logbook
 
-from actors import Outcome
-
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from actors import Outcome
     from supervision._state import State
 
 __all__ = [
@@ -163,8 +162,8 @@ class EventBus:
             for sub in self._subs:
                 try:
                     sub.callback(event)
-                except Exception as exc:
-                    log.error("event subscriber {!r} raised on {}: {}", sub.callback, event, exc)
+                except Exception:
+                    log.exception("event subscriber {!r} raised on {}", sub.callback, event)
             with self._idle:
                 self._pending -= 1
                 if self._pending == 0:

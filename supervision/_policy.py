@@ -83,7 +83,9 @@ class Backoff:
         """Delay before restart number ``n`` (1-based); ``rand`` in [0, 1) picks the jitter."""
         exponent = max(0, n - 1)
         # Cap the exponent's effect before it overflows a float on long-lived windows.
-        base = self.max if exponent > 1023 else min(self.max, self.initial * self.multiplier**exponent)
+        base = (
+            self.max if exponent > 1023 else min(self.max, self.initial * self.multiplier**exponent)
+        )
         jittered = base * (1 + self.jitter * (2 * rand - 1))
         return max(0.0, min(self.max, jittered))
 
@@ -119,15 +121,23 @@ class CooldownPolicy:
         _check(self.duration > 0, "cooldown.duration", "a duration > 0", self.duration)
         _check(self.probation >= 0, "cooldown.probation", "a duration >= 0", self.probation)
         _check(self.multiplier >= 1, "cooldown.multiplier", "a number >= 1", self.multiplier)
-        _check(self.max >= self.duration, "cooldown.max", f">= duration ({self.duration})", self.max)
+        _check(
+            self.max >= self.duration, "cooldown.max", f">= duration ({self.duration})", self.max
+        )
         _check(
             self.max_cycles is None or self.max_cycles >= 1,
-            "cooldown.max_cycles", "a count >= 1 or null", self.max_cycles,
+            "cooldown.max_cycles",
+            "a count >= 1 or null",
+            self.max_cycles,
         )
 
     def duration_of(self, cycle: int) -> float:
         exponent = max(0, cycle - 1)
-        return self.max if exponent > 1023 else min(self.max, self.duration * self.multiplier**exponent)
+        return (
+            self.max
+            if exponent > 1023
+            else min(self.max, self.duration * self.multiplier**exponent)
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

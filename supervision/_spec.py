@@ -74,7 +74,10 @@ class ActorSpec:
     def __post_init__(self) -> None:
         _check_name(self.name)
         _check_grace(self.grace)
-        if not (isinstance(self.actor_class, type) and issubclass(self.actor_class, pykka.ThreadingActor)):
+        if not (
+            isinstance(self.actor_class, type)
+            and issubclass(self.actor_class, pykka.ThreadingActor)
+        ):
             raise SpecError(
                 f"actor_class: expected a pykka.ThreadingActor subclass, got {self.actor_class!r}"
             )

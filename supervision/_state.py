@@ -31,7 +31,9 @@ _ENDED: Final = {S.SUCCEEDED, S.FAILED, S.GAVE_UP, S.BACKOFF, S.COOLDOWN, S.STOP
 # Why each edge exists, in supervisord's style:
 TRANSITIONS: Final[dict[State, frozenset[State]]] = {
     S.PENDING: frozenset({S.STARTING, S.STOPPED, S.BACKOFF, S.COOLDOWN}),  # group restarts queue it
-    S.STARTING: frozenset({S.RUNNING, S.PROBATION, S.STOPPING} | _ENDED),  # started, or died in on_start
+    S.STARTING: frozenset(
+        {S.RUNNING, S.PROBATION, S.STOPPING} | _ENDED
+    ),  # started, or died in on_start
     S.RUNNING: frozenset({S.STOPPING, S.WAITING} | _ENDED),
     S.WAITING: frozenset({S.RUNNING, S.STARTING, S.STOPPING} | _ENDED),
     S.PROBATION: frozenset({S.RUNNING, S.STOPPING} | _ENDED),  # RUNNING: probation passed
@@ -40,7 +42,9 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
     S.SUCCEEDED: frozenset({S.STARTING, S.BACKOFF, S.STOPPED, S.PENDING, S.COOLDOWN}),
     S.FAILED: frozenset({S.STARTING, S.STOPPED, S.PENDING, S.BACKOFF, S.COOLDOWN}),
     S.GAVE_UP: frozenset({S.STARTING, S.STOPPED, S.PENDING}),  # a person starts it again
-    S.STOPPING: frozenset({S.STOPPED, S.STARTING, S.BACKOFF, S.COOLDOWN}),  # STARTING: restart(path)
+    S.STOPPING: frozenset(
+        {S.STOPPED, S.STARTING, S.BACKOFF, S.COOLDOWN}
+    ),  # STARTING: restart(path)
     S.STOPPED: frozenset({S.STARTING, S.PENDING, S.BACKOFF, S.COOLDOWN, S.STOPPED}),
 }
 

@@ -161,7 +161,12 @@ class LastExit:
     at: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"outcome": self.outcome.value, "code": self.code, "error": self.error, "at": self.at}
+        return {
+            "outcome": self.outcome.value,
+            "code": self.code,
+            "error": self.error,
+            "at": self.at,
+        }
 
 
 @dataclass(slots=True, eq=False)
@@ -299,7 +304,9 @@ class Supervisor(SupervisedActor):
         log.trace("{}: {} -> {}", rec.path, old, new)
         self._track(rec)
         if self.ctx.bus.active:
-            self.ctx.bus.publish(ev.StateChanged(path=rec.path, at=self.ctx.wall(), old=old, new=new))
+            self.ctx.bus.publish(
+                ev.StateChanged(path=rec.path, at=self.ctx.wall(), old=old, new=new)
+            )
 
     def _publish(self, event: ev.Event) -> None:
         if self.ctx.bus.active:
@@ -315,11 +322,7 @@ class Supervisor(SupervisedActor):
             self._launch(rec)
             if rec.state is State.STARTING:
                 self._starting = rec
-        if (
-            not self._reported_started
-            and self._starting is None
-            and not self._start_queue
-        ):
+        if not self._reported_started and self._starting is None and not self._start_queue:
             self._reported_started = True
             link = self._jv_link
             link.parent.tell(ChildStarted(link.key, link.incarnation))
@@ -339,8 +342,14 @@ class Supervisor(SupervisedActor):
         try:
             if isinstance(spec, JobSpec):
                 rec.actor = start_supervised(
-                    JobActor, link, name, spec.work, spec.schedule,
-                    path=rec.path, scheduler=self.ctx.scheduler, attempts_done=rec.attempts,
+                    JobActor,
+                    link,
+                    name,
+                    spec.work,
+                    spec.schedule,
+                    path=rec.path,
+                    scheduler=self.ctx.scheduler,
+                    attempts_done=rec.attempts,
                     wall_clock=self.ctx.wall,
                 )
             elif isinstance(spec, ActorSpec):
@@ -351,7 +360,7 @@ class Supervisor(SupervisedActor):
                 rec.actor = start_supervised(Supervisor, link, name, spec, self.ctx, rec.path)
         except Exception as exc:
             # Told, not handled here: a restart that fails at once would otherwise recurse.
-            log.error("{}: could not start: {}", rec.path, describe(exc))
+            log.exception("{}: could not start", rec.path)
             self.actor_ref.tell(ChildExit(rec.key, rec.incarnation, Outcome.FAILED, exc))
 
     def _on_started(self, msg: ChildStarted) -> None:
@@ -380,22 +389,40 @@ class Supervisor(SupervisedActor):
         error = describe(msg.error) if msg.error is not None else None
         if msg.outcome.is_failure:
             log.warning(
-                "{}: attempt {} {}: {}", rec.path, msg.attempt, msg.outcome.value, error,
+                "{}: attempt {} {}: {}",
+                rec.path,
+                msg.attempt,
+                msg.outcome.value,
+                error,
                 extra={"path": rec.path, "attempt": msg.attempt},
             )
         else:
             log.debug("{}: attempt {} succeeded", rec.path, msg.attempt)
         self._publish(
             ev.AttemptFinished(
-                path=rec.path, at=msg.ended_at, attempt=msg.attempt, outcome=msg.outcome,
-                error=error, started_at=msg.started_at, code=msg.code,
+                path=rec.path,
+                at=msg.ended_at,
+                attempt=msg.attempt,
+                outcome=msg.outcome,
+                error=error,
+                started_at=msg.started_at,
+                code=msg.code,
             )
         )
 
     def _on_exit(self, msg: ChildExit) -> None:
         rec = self._by_key.get(msg.key)
-        if rec is None or rec.incarnation != msg.incarnation or rec.actor is None and rec.state not in (
-            State.STARTING, State.STOPPING,
+        if (
+            rec is None
+            or rec.incarnation != msg.incarnation
+            or (
+                rec.actor is None
+                and rec.state
+                not in (
+                    State.STARTING,
+                    State.STOPPING,
+                )
+            )
         ):
             return  # a late report from an incarnation already written off
         rec.actor = None
@@ -407,8 +434,12 @@ class Supervisor(SupervisedActor):
             rec.failures += 1
         self._publish(
             ev.ChildExited(
-                path=rec.path, at=rec.last_exit.at, incarnation=msg.incarnation,
-                outcome=msg.outcome, error=error, code=msg.code,
+                path=rec.path,
+                at=rec.last_exit.at,
+                incarnation=msg.incarnation,
+                outcome=msg.outcome,
+                error=error,
+                code=msg.code,
             )
         )
         if self._starting is rec:
@@ -449,10 +480,16 @@ class Supervisor(SupervisedActor):
             self._settle(rec, outcome)
             return
         if self.spec.strategy is Strategy.ONE_FOR_ONE:
-            self._apply(rec, decide(self.policy, rec.history, self.ctx.monotonic(), self.ctx.rand()), msg.error)
+            self._apply(
+                rec,
+                decide(self.policy, rec.history, self.ctx.monotonic(), self.ctx.rand()),
+                msg.error,
+            )
         else:
             history = self._group_history
-            self._apply_group(rec, decide(self.policy, history, self.ctx.monotonic(), self.ctx.rand()), msg.error)
+            self._apply_group(
+                rec, decide(self.policy, history, self.ctx.monotonic(), self.ctx.rand()), msg.error
+            )
 
     def _settle(self, rec: ChildRecord, outcome: Outcome) -> None:
         """The child ends for good: succeeded (and its probation passed) or failed finally."""
@@ -477,10 +514,19 @@ class Supervisor(SupervisedActor):
                 self._schedule_start(rec, delay, "restart")
                 log.info(
                     "{}: restart {} in {:.3f}s (restart {} of {} within {:g}s)",
-                    rec.path, rec.restarts, delay, number, self.policy.intensity.max_restarts,
-                    self.policy.intensity.within, extra={"path": rec.path, "attempt": rec.attempts},
+                    rec.path,
+                    rec.restarts,
+                    delay,
+                    number,
+                    self.policy.intensity.max_restarts,
+                    self.policy.intensity.within,
+                    extra={"path": rec.path, "attempt": rec.attempts},
                 )
-                self._publish(ev.RestartScheduled(path=rec.path, at=self.ctx.wall(), delay=delay, number=number))
+                self._publish(
+                    ev.RestartScheduled(
+                        path=rec.path, at=self.ctx.wall(), delay=delay, number=number
+                    )
+                )
             case GiveUp(reason=reason, history=history):
                 rec.history = history
                 self._give_up(rec, reason)
@@ -490,9 +536,17 @@ class Supervisor(SupervisedActor):
                 self._set_state(rec, State.COOLDOWN)
                 log.warning(
                     "{}: cooling down {:g}s (cycle {}) because {}; then one probe start",
-                    rec.path, duration, cycle, reason, extra={"path": rec.path},
+                    rec.path,
+                    duration,
+                    cycle,
+                    reason,
+                    extra={"path": rec.path},
                 )
-                self._publish(ev.CooldownStarted(path=rec.path, at=self.ctx.wall(), duration=duration, cycle=cycle))
+                self._publish(
+                    ev.CooldownStarted(
+                        path=rec.path, at=self.ctx.wall(), duration=duration, cycle=cycle
+                    )
+                )
             case Escalate(reason=reason):
                 self._escalate(f"{rec.path}: {reason}", cause)
 
@@ -536,24 +590,36 @@ class Supervisor(SupervisedActor):
         self._publish(ev.ProbationPassed(path=rec.path, at=self.ctx.wall()))
 
     def _on_timer(self, msg: _Timer) -> None:
+        if msg.kind.startswith("group"):
+            self._on_group_timer(msg)
+        else:
+            self._on_child_timer(msg)
+
+    def _on_group_timer(self, msg: _Timer) -> None:
+        if msg.token != self._group_token:
+            return
         if msg.kind == "group":
-            if msg.token == self._group_token:
-                self._group_timer = None
-                self._start_group_members()
-            return
-        if msg.kind == "group-probation":
-            if msg.token == self._group_token and self._group_history.probing:
-                self._group_history = History()
-                log.info("{}: group probation passed; restart window cleared", self._name)
-                self._publish(ev.ProbationPassed(path=self.path, at=self.ctx.wall()))
-            return
+            self._group_timer = None
+            self._start_group_members()
+        elif msg.kind == "group-probation" and self._group_history.probing:
+            self._group_history = History()
+            log.info("{}: group probation passed; restart window cleared", self._name)
+            self._publish(ev.ProbationPassed(path=self.path, at=self.ctx.wall()))
+
+    def _on_child_timer(self, msg: _Timer) -> None:
         rec = self._by_key.get(msg.key)
         if rec is None:
             return
         if msg.kind == "kill":
-            if rec.actor is not None and rec.state is State.STOPPING and msg.token == rec.incarnation:
+            if (
+                rec.actor is not None
+                and rec.state is State.STOPPING
+                and msg.token == rec.incarnation
+            ):
                 log.warning(
-                    "{}: did not stop within {}s; killing it", rec.path, rec.spec.grace,
+                    "{}: did not stop within {}s; killing it",
+                    rec.path,
+                    rec.spec.grace,
                     extra={"path": rec.path},
                 )
                 rec.actor._jv_kill()
@@ -566,7 +632,9 @@ class Supervisor(SupervisedActor):
             self._launch(rec)
         elif msg.kind == "probe" and rec.state is State.COOLDOWN:
             rec.history = replace(rec.history, probing=True)
-            log.info("{}: cooldown over; probe start in probation", rec.path, extra={"path": rec.path})
+            log.info(
+                "{}: cooldown over; probe start in probation", rec.path, extra={"path": rec.path}
+            )
             self._launch(rec)
         elif msg.kind == "probation" and rec.state is State.PROBATION:
             self._probation_passed(rec)
@@ -587,36 +655,58 @@ class Supervisor(SupervisedActor):
         if self.spec.strategy is Strategy.ONE_FOR_ALL:
             chosen = list(self.children)
         else:
-            chosen = self.children[self.children.index(failed):]
+            chosen = self.children[self.children.index(failed) :]
         return [
-            rec for rec in chosen
-            if rec is failed or (
+            rec
+            for rec in chosen
+            if rec is failed
+            or (
                 rec.spec.restart is not RestartType.TEMPORARY
                 and rec.state not in (State.STOPPED, State.GAVE_UP)
                 and rec.intent is None
             )
         ]
 
-    def _apply_group(self, failed: ChildRecord, decision: Decision, cause: BaseException | None) -> None:
+    def _apply_group(
+        self, failed: ChildRecord, decision: Decision, cause: BaseException | None
+    ) -> None:
         match decision:
             case Restart(delay=delay, number=number, history=history):
                 self._group_history = history
                 members = self._members(failed)
                 log.info(
-                    "{}: {} restart of {} in {:.3f}s after {} failed (restart {} of {} within {:g}s)",
-                    self._name, self.spec.strategy.value, ", ".join(r.path for r in members), delay,
-                    failed.path, number, self.policy.intensity.max_restarts, self.policy.intensity.within,
+                    "{}: {} restart of {} in {:.3f}s after {} failed "
+                    "(restart {} of {} within {:g}s)",
+                    self._name,
+                    self.spec.strategy.value,
+                    ", ".join(r.path for r in members),
+                    delay,
+                    failed.path,
+                    number,
+                    self.policy.intensity.max_restarts,
+                    self.policy.intensity.within,
                 )
-                self._publish(ev.RestartScheduled(path=self.path, at=self.ctx.wall(), delay=delay, number=number))
+                self._publish(
+                    ev.RestartScheduled(
+                        path=self.path, at=self.ctx.wall(), delay=delay, number=number
+                    )
+                )
                 self._take_down(members, delay, "group")
             case Cooldown(duration=duration, cycle=cycle, reason=reason, history=history):
                 self._group_history = history
                 members = self._members(failed)
                 log.warning(
                     "{}: group cooling down {:g}s (cycle {}) because {}",
-                    self._name, duration, cycle, reason,
+                    self._name,
+                    duration,
+                    cycle,
+                    reason,
                 )
-                self._publish(ev.CooldownStarted(path=self.path, at=self.ctx.wall(), duration=duration, cycle=cycle))
+                self._publish(
+                    ev.CooldownStarted(
+                        path=self.path, at=self.ctx.wall(), duration=duration, cycle=cycle
+                    )
+                )
                 self._take_down(members, duration, "group-cooldown")
             case GiveUp(reason=reason, history=history):
                 self._group_history = history
@@ -736,7 +826,9 @@ class Supervisor(SupervisedActor):
         self._closing = "escalate"
         error = EscalationError(self.path, reason, cause)
         log.error("{}: escalating: {}", self._name, error)
-        self._publish(ev.Escalated(path=self.path, at=self.ctx.wall(), reason=reason, error=str(error)))
+        self._publish(
+            ev.Escalated(path=self.path, at=self.ctx.wall(), reason=reason, error=str(error))
+        )
         self._stop_all_then(lambda: self._jv_finish(Outcome.FAILED, error))
 
     def _shutdown(self, reply: pykka.Future[Any]) -> None:
@@ -861,7 +953,9 @@ class Supervisor(SupervisedActor):
                 "restarts": rec.restarts,
                 "failures": rec.failures,
                 "last_exit": last.as_dict() if last is not None else None,
-                "next_start_at": rec.next_start_at if rec.state in (State.BACKOFF, State.COOLDOWN) else None,
+                "next_start_at": rec.next_start_at
+                if rec.state in (State.BACKOFF, State.COOLDOWN)
+                else None,
             }
             if isinstance(rec.spec, SupervisorSpec):
                 actor = rec.actor
@@ -887,8 +981,15 @@ def _idle_children(spec: SupervisorSpec, path: str) -> list[dict[str, Any]]:
     for child in spec.children:
         child_path = f"{path}/{child.name}"
         node: dict[str, Any] = {
-            "name": child.name, "path": child_path, "kind": child.kind, "state": State.STOPPED.value,
-            "starts": 0, "restarts": 0, "failures": 0, "last_exit": None, "next_start_at": None,
+            "name": child.name,
+            "path": child_path,
+            "kind": child.kind,
+            "state": State.STOPPED.value,
+            "starts": 0,
+            "restarts": 0,
+            "failures": 0,
+            "last_exit": None,
+            "next_start_at": None,
         }
         if isinstance(child, SupervisorSpec):
             node["children"] = _idle_children(child, child_path)

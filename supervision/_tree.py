@@ -27,7 +27,7 @@ from actors import (
     start_supervised,
 )
 from supervision._events import EventBus
-from supervision._spec import ChildSpec, SupervisorSpec
+from supervision._spec import ActorSpec, ChildSpec, JobSpec, SupervisorSpec
 from supervision._state import State
 from supervision._supervisor import Command, Supervisor, Tracker, TreeContext
 
@@ -135,9 +135,7 @@ class Tree:
         )
         exit_ = self._monitor.exit
         escalation = (
-            exit_.error
-            if exit_ is not None and isinstance(exit_.error, EscalationError)
-            else None
+            exit_.error if exit_ is not None and isinstance(exit_.error, EscalationError) else None
         )
         return RunResult(not failed and escalation is None, failed, escalation)
 
@@ -182,7 +180,9 @@ class Tree:
     def add_child(self, spec: ChildSpec, under: str = "") -> ChildRef:
         """Add ``spec`` as the last child of the group at ``under`` and start it."""
         if not isinstance(spec, _CHILD_TYPES):
-            raise SpecError(f"add_child: expected a JobSpec, ActorSpec or SupervisorSpec, got {spec!r}")
+            raise SpecError(
+                f"add_child: expected a JobSpec, ActorSpec or SupervisorSpec, got {spec!r}"
+            )
         ref: ChildRef = self._command("add", under, spec)
         return ref
 
@@ -236,11 +236,13 @@ class Tree:
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _command(self, op: str, path: str, arg: Any = None, timeout: float = COMMAND_TIMEOUT) -> Any:
+    def _command(
+        self, op: str, path: str, arg: Any = None, timeout: float = COMMAND_TIMEOUT
+    ) -> Any:
         if self.ended:
             raise TreeStoppedError(f"the tree has stopped; cannot {op} {path!r}")
         parts = tuple(p for p in path.strip("/").split("/") if p)
-        if op != "add" and op != "status" and not parts:
+        if op not in {"add", "status"} and not parts:
             raise SpecError(f"{op}: expected a child path like 'etl/load', got {path!r}")
         future: pykka.Future[Any] = pykka.ThreadingFuture()
         try:
@@ -250,7 +252,7 @@ class Tree:
         return future.get(timeout=timeout)
 
 
-_CHILD_TYPES = ChildSpec.__args__  # type: ignore[attr-defined]
+_CHILD_TYPES = (JobSpec, ActorSpec, SupervisorSpec)
 
 
 def _left(deadline: float | None) -> float | None:
@@ -267,10 +269,11 @@ def _resolve(nodes: Any, deadline: float) -> list[dict[str, Any]]:
                 children = children.get(timeout=_left(deadline))
             except (pykka.ActorDeadError, pykka.Timeout):
                 children = None
-            node = {**node, "children": _resolve(children, deadline)}
-        elif isinstance(children, list):
-            node = {**node, "children": _resolve(children, deadline)}
-        out.append(node)
+        out.append(
+            node
+            if children is None and "children" not in node
+            else {**node, "children": _resolve(children, deadline)}
+        )
     return out
 
 
@@ -293,14 +296,22 @@ def start_tree(
     jitter source (tests make them exact).
     """
     check_runtime(runtime)
-    spec = manifest_or_spec if isinstance(manifest_or_spec, SupervisorSpec) else manifest_or_spec.tree_spec()
+    spec = (
+        manifest_or_spec
+        if isinstance(manifest_or_spec, SupervisorSpec)
+        else manifest_or_spec.tree_spec()
+    )
     if not isinstance(spec, SupervisorSpec):
-        raise SpecError(f"start_tree: expected a Manifest or a SupervisorSpec, got {manifest_or_spec!r}")
+        raise SpecError(
+            f"start_tree: expected a Manifest or a SupervisorSpec, got {manifest_or_spec!r}"
+        )
     tree_id = f"t{next(_tree_ids)}"
     bus = EventBus()
     if on_event is not None:
         bus.subscribe(on_event)
-    scheduler = Scheduler(monotonic, on_error=lambda exc: log.error("timer callback failed: {}", exc))
+    scheduler = Scheduler(
+        monotonic, on_error=lambda exc: log.error("timer callback failed: {}", exc)
+    )
     context = TreeContext(
         scheduler=scheduler,
         bus=bus,

@@ -88,21 +88,27 @@ class Events:
 
     def of(self, kind: type, path: str | None = None) -> list[Any]:
         with self._cond:
-            return [e for e in self.items if isinstance(e, kind) and (path is None or e.path == path)]
+            return [
+                e for e in self.items if isinstance(e, kind) and (path is None or e.path == path)
+            ]
 
     def states(self, path: str) -> list[str]:
-        from supervision import StateChanged  # noqa: PLC0415
+        from supervision import StateChanged
 
         return [e.new.value for e in self.of(StateChanged, path)]
 
     def reached(self, path: str, state: str, times: int = 1, timeout: float = 10.0) -> None:
-        from supervision import StateChanged  # noqa: PLC0415
+        from supervision import StateChanged
 
         self.wait_for(
-            lambda items: sum(
-                1 for e in items
-                if isinstance(e, StateChanged) and e.path == path and e.new.value == state
-            ) >= times,
+            lambda items: (
+                sum(
+                    1
+                    for e in items
+                    if isinstance(e, StateChanged) and e.path == path and e.new.value == state
+                )
+                >= times
+            ),
             timeout,
         )
 
@@ -114,7 +120,7 @@ def events() -> Events:
 
 @pytest.fixture(autouse=True)
 def _reset_jobfuncs() -> Iterator[None]:
-    import jobfuncs  # noqa: PLC0415
+    import jobfuncs
 
     jobfuncs.reset()
     yield

@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import logbook
-
 import jobfuncs
+import logbook
 import pytest
 
 from supervision import (
@@ -57,7 +56,9 @@ def test_import_errors_fail_the_attempt_with_a_clear_message(make_tree) -> None:
 
 
 def test_service_that_returns_is_a_failure(make_tree, events) -> None:
-    policy = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=1))
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=1)
+    )
     job = python_job("svc", "jobfuncs:service_returns", "svc", schedule=Schedule(service=True))
     tree = make_tree(tree_of(job, policy=policy), on_event=events)
     events.reached("svc", "gave_up")
@@ -72,7 +73,9 @@ def test_periodic_job_with_times_runs_exactly_that_many_attempts(make_tree, even
     job = python_job("tick", "jobfuncs:ok", "tick", schedule=Schedule(every=0.01, times=3))
     tree = make_tree(tree_of(job), on_event=events)
     assert tree.wait(10)
-    attempts = events.wait_for(lambda items: len([e for e in items if isinstance(e, AttemptFinished)]) >= 3)
+    attempts = events.wait_for(
+        lambda items: len([e for e in items if isinstance(e, AttemptFinished)]) >= 3
+    )
     assert [e.attempt for e in attempts if isinstance(e, AttemptFinished)] == [1, 2, 3]
     assert jobfuncs.CALLS["tick"] == 3
     assert tree.status()["children"][0]["state"] == "succeeded"
@@ -109,7 +112,9 @@ def test_overlapping_ticks_are_skipped_and_logged(make_tree) -> None:
 
 
 def test_timeout_fails_the_attempt_and_stops_its_work(make_tree, events) -> None:
-    policy = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=0))
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=0)
+    )
     job = python_job("t", "jobfuncs:stubborn", "t", schedule=Schedule(timeout=0.05))
     tree = make_tree(tree_of(job, policy=policy), on_event=events)
     events.reached("t", "gave_up")

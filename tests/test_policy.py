@@ -208,7 +208,9 @@ class TestCooldown:
 class TestEscalationChain:
     def test_two_levels_carry_the_whole_cause_chain(self) -> None:
         root_cause = ValueError("disk full")
-        inner = EscalationError("etl/load", "4 restarts within 60s would exceed max_restarts 3", root_cause)
+        inner = EscalationError(
+            "etl/load", "4 restarts within 60s would exceed max_restarts 3", root_cause
+        )
         outer = EscalationError("etl", "2 restarts within 60s would exceed max_restarts 1", inner)
         chain = outer.chain()
         assert chain == [outer, inner, root_cause]

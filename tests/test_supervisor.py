@@ -36,8 +36,12 @@ from supervision import (
 FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
 
 
-def actor(name: str, journal: Journal, restart: RestartType = RestartType.PERMANENT, **kw: Any) -> ActorSpec:
-    return ActorSpec(name=name, actor_class=Recorder, args=(name, journal), kwargs=kw, restart=restart)
+def actor(
+    name: str, journal: Journal, restart: RestartType = RestartType.PERMANENT, **kw: Any
+) -> ActorSpec:
+    return ActorSpec(
+        name=name, actor_class=Recorder, args=(name, journal), kwargs=kw, restart=restart
+    )
 
 
 @pytest.fixture
@@ -48,7 +52,9 @@ def journal() -> Journal:
 
 class TestRestartTypes:
     def test_permanent_restarts_after_a_normal_exit(self, make_tree, events, journal) -> None:
-        tree = make_tree(SupervisorSpec(policy=FAST, children=(actor("p", journal),)), on_event=events)
+        tree = make_tree(
+            SupervisorSpec(policy=FAST, children=(actor("p", journal),)), on_event=events
+        )
         events.reached("p", "running")
         tree.ref("p").tell("stop-self")
         events.reached("p", "running", times=2)
@@ -59,7 +65,10 @@ class TestRestartTypes:
     def test_transient_stays_down_after_success_and_restarts_after_failure(
         self, make_tree, events, journal
     ) -> None:
-        children = (actor("t1", journal, RestartType.TRANSIENT), actor("t2", journal, RestartType.TRANSIENT))
+        children = (
+            actor("t1", journal, RestartType.TRANSIENT),
+            actor("t2", journal, RestartType.TRANSIENT),
+        )
         tree = make_tree(SupervisorSpec(policy=FAST, children=children), on_event=events)
         events.reached("t2", "running")
         tree.ref("t1").tell("stop-self")
@@ -68,7 +77,11 @@ class TestRestartTypes:
         events.reached("t2", "running", times=2)
         status = {n["path"]: n for n in tree.status()["children"]}
         assert (status["t1"]["state"], status["t1"]["starts"]) == ("succeeded", 1)
-        assert (status["t2"]["state"], status["t2"]["starts"], status["t2"]["restarts"]) == ("running", 2, 1)
+        assert (status["t2"]["state"], status["t2"]["starts"], status["t2"]["restarts"]) == (
+            "running",
+            2,
+            1,
+        )
 
     def test_temporary_never_restarts(self, make_tree, events, journal) -> None:
         tree = make_tree(
@@ -85,8 +98,12 @@ class TestRestartTypes:
 
 
 class TestIntensityAndBackoff:
-    def test_always_failing_child_starts_exactly_four_times_then_gives_up(self, make_tree, events) -> None:
-        policy = RestartPolicy(backoff=Backoff(initial=0.001, max=0.004, jitter=0), intensity=Intensity(max_restarts=3))
+    def test_always_failing_child_starts_exactly_four_times_then_gives_up(
+        self, make_tree, events
+    ) -> None:
+        policy = RestartPolicy(
+            backoff=Backoff(initial=0.001, max=0.004, jitter=0), intensity=Intensity(max_restarts=3)
+        )
         tree = make_tree(
             SupervisorSpec(policy=policy, children=(python_job("f", "jobfuncs:fail", "f"),)),
             on_event=events,
@@ -103,7 +120,9 @@ class TestIntensityAndBackoff:
 
     def test_next_start_at_is_shown_during_backoff(self, make_tree, events, journal) -> None:
         policy = RestartPolicy(backoff=Backoff(initial=30, max=30, jitter=0))
-        tree = make_tree(SupervisorSpec(policy=policy, children=(actor("slow", journal),)), on_event=events)
+        tree = make_tree(
+            SupervisorSpec(policy=policy, children=(actor("slow", journal),)), on_event=events
+        )
         events.reached("slow", "running")
         tree.ref("slow").tell("crash")
         events.reached("slow", "backoff")
@@ -118,7 +137,8 @@ class TestIntensityAndBackoff:
 class TestStrategies:
     def spec(self, strategy: Strategy, journal: Journal) -> SupervisorSpec:
         return SupervisorSpec(
-            strategy=strategy, policy=FAST,
+            strategy=strategy,
+            policy=FAST,
             children=tuple(actor(n, journal) for n in ("a", "b", "c", "d")),
         )
 
@@ -154,10 +174,15 @@ class TestStrategies:
         assert journal.of("stop") == ["d", "c"]
         assert journal.of("start") == ["a", "b", "c", "d", "b", "c", "d"]
 
-    def test_group_strategies_back_off_and_count_per_group(self, make_tree, events, journal) -> None:
-        policy = RestartPolicy(backoff=Backoff(initial=0.002, max=0.1, jitter=0), intensity=Intensity(max_restarts=2))
+    def test_group_strategies_back_off_and_count_per_group(
+        self, make_tree, events, journal
+    ) -> None:
+        policy = RestartPolicy(
+            backoff=Backoff(initial=0.002, max=0.1, jitter=0), intensity=Intensity(max_restarts=2)
+        )
         spec = SupervisorSpec(
-            strategy=Strategy.ONE_FOR_ALL, policy=policy,
+            strategy=Strategy.ONE_FOR_ALL,
+            policy=policy,
             children=(actor("x", journal), actor("y", journal)),
         )
         tree = make_tree(spec, on_event=events)
@@ -217,7 +242,9 @@ class TestNestingAndEscalation:
             intensity=Intensity(max_restarts=1),
             on_exhausted=OnExhausted.ESCALATE,
         )
-        inner = SupervisorSpec(name="inner", policy=escalate, children=(python_job("job", "jobfuncs:fail", "job"),))
+        inner = SupervisorSpec(
+            name="inner", policy=escalate, children=(python_job("job", "jobfuncs:fail", "job"),)
+        )
         outer = SupervisorSpec(name="outer", policy=escalate, children=(inner,))
         root = SupervisorSpec(policy=escalate, children=(outer,))
         tree = make_tree(root, on_event=events)
@@ -235,7 +262,9 @@ class TestNestingAndEscalation:
         assert tree.status()["state"] == "failed"
 
     def test_group_status_nests_and_paths_are_joined(self, make_tree, events, journal) -> None:
-        group = SupervisorSpec(name="etl", children=(actor("load", journal), actor("clean", journal)))
+        group = SupervisorSpec(
+            name="etl", children=(actor("load", journal), actor("clean", journal))
+        )
         tree = make_tree(SupervisorSpec(children=(group, actor("w", journal))), on_event=events)
         assert tree.started(10)
         doc = tree.status()
@@ -244,9 +273,21 @@ class TestNestingAndEscalation:
         assert (etl["kind"], etl["state"], etl["path"]) == ("group", "running", "etl")
         assert [c["path"] for c in etl["children"]] == ["etl/load", "etl/clean"]
         assert set(etl["children"][0]) == {
-            "name", "path", "kind", "state", "starts", "restarts", "failures", "last_exit", "next_start_at",
+            "name",
+            "path",
+            "kind",
+            "state",
+            "starts",
+            "restarts",
+            "failures",
+            "last_exit",
+            "next_start_at",
         }
-        assert tree.ref("etl/clean").ask("ping", timeout=5) == ("pong", "etl/clean".split("/")[-1], 1)
+        assert tree.ref("etl/clean").ask("ping", timeout=5) == (
+            "pong",
+            ["etl", "clean"][-1],
+            1,
+        )
 
 
 class TestCooldown:
@@ -255,7 +296,9 @@ class TestCooldown:
             backoff=Backoff(initial=0.001, max=0.001),
             intensity=Intensity(max_restarts=1),
             on_exhausted=OnExhausted.COOLDOWN,
-            cooldown=CooldownPolicy(duration=0.02, probation=0.02, multiplier=2, max=1, max_cycles=2),
+            cooldown=CooldownPolicy(
+                duration=0.02, probation=0.02, multiplier=2, max=1, max_cycles=2
+            ),
         )
         # Fails its first 3 calls: start, restart, probe 1 fail; probe 2 succeeds.
         job = python_job("c", "jobfuncs:fail_times", "c", 3)
@@ -263,8 +306,18 @@ class TestCooldown:
         assert tree.wait(10)
         states = events.states("c")
         assert states == [
-            "starting", "running", "backoff", "starting", "running", "cooldown",
-            "starting", "probation", "cooldown", "starting", "probation", "succeeded",
+            "starting",
+            "running",
+            "backoff",
+            "starting",
+            "running",
+            "cooldown",
+            "starting",
+            "probation",
+            "cooldown",
+            "starting",
+            "probation",
+            "succeeded",
         ]
         assert len(events.of(ProbationPassed, "c")) == 1
         assert tree.result().ok
@@ -289,7 +342,9 @@ class TestCooldown:
             on_exhausted=OnExhausted.COOLDOWN,
             cooldown=CooldownPolicy(duration=0.005, probation=0.01),
         )
-        tree = make_tree(SupervisorSpec(policy=policy, children=(actor("svc", journal),)), on_event=events)
+        tree = make_tree(
+            SupervisorSpec(policy=policy, children=(actor("svc", journal),)), on_event=events
+        )
         events.reached("svc", "running")
         tree.ref("svc").tell("crash")
         events.reached("svc", "running", times=2)
@@ -333,9 +388,13 @@ class TestDynamicChildren:
 
 
 class TestStableRef:
-    def test_messages_sent_during_restart_reach_the_next_incarnation(self, make_tree, events, journal) -> None:
+    def test_messages_sent_during_restart_reach_the_next_incarnation(
+        self, make_tree, events, journal
+    ) -> None:
         policy = RestartPolicy(backoff=Backoff(initial=0.05, max=0.05, jitter=0))
-        tree = make_tree(SupervisorSpec(policy=policy, children=(actor("w", journal),)), on_event=events)
+        tree = make_tree(
+            SupervisorSpec(policy=policy, children=(actor("w", journal),)), on_event=events
+        )
         ref = tree.ref("w")
         ref.tell("before")
         ref.tell("crash")
@@ -347,8 +406,12 @@ class TestStableRef:
         assert ref.ask("seen", timeout=5) == [0, 1, 2, 3, 4]
 
     def test_asks_to_a_child_that_gave_up_fail_at_once(self, make_tree, events, journal) -> None:
-        policy = RestartPolicy(backoff=Backoff(initial=0.05, max=0.05), intensity=Intensity(max_restarts=0))
-        tree = make_tree(SupervisorSpec(policy=policy, children=(actor("w", journal),)), on_event=events)
+        policy = RestartPolicy(
+            backoff=Backoff(initial=0.05, max=0.05), intensity=Intensity(max_restarts=0)
+        )
+        tree = make_tree(
+            SupervisorSpec(policy=policy, children=(actor("w", journal),)), on_event=events
+        )
         ref = tree.ref("w")
         future = None
         ref.tell("crash")
@@ -362,17 +425,30 @@ class TestStableRef:
 
 def test_commanded_stops_never_count_as_failures(make_tree, events, journal) -> None:
     policy = RestartPolicy(intensity=Intensity(max_restarts=0))
-    tree = make_tree(SupervisorSpec(policy=policy, children=(actor("a", journal),)), on_event=events)
+    tree = make_tree(
+        SupervisorSpec(policy=policy, children=(actor("a", journal),)), on_event=events
+    )
     assert tree.started(10)
     for _ in range(3):
         tree.restart("a")
     node = tree.status()["children"][0]
-    assert (node["state"], node["starts"], node["failures"], node["restarts"]) == ("running", 4, 0, 0)
+    assert (node["state"], node["starts"], node["failures"], node["restarts"]) == (
+        "running",
+        4,
+        0,
+        0,
+    )
 
 
-def test_a_failing_on_start_is_a_failed_start_and_the_sequence_goes_on(make_tree, events, journal) -> None:
-    policy = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=1))
-    spec = SupervisorSpec(policy=policy, children=(actor("bad", journal, fail_start=True), actor("good", journal)))
+def test_a_failing_on_start_is_a_failed_start_and_the_sequence_goes_on(
+    make_tree, events, journal
+) -> None:
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=1)
+    )
+    spec = SupervisorSpec(
+        policy=policy, children=(actor("bad", journal, fail_start=True), actor("good", journal))
+    )
     tree = make_tree(spec, on_event=events)
     events.reached("bad", "gave_up")
     events.reached("good", "running")

@@ -1,0 +1,143 @@
+"""The runtime layer: the scheduler, runtime checks, and the event bus, each on its own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from actors import RuntimeSetupError, Scheduler, check_runtime, install_runtime
+from supervision import StateChanged, SupervisorSpec
+from supervision._events import EventBus
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_scheduler_runs_due_callbacks_in_deadline_order() -> None:
+    done = threading.Event()
+    order: list[str] = []
+    scheduler = Scheduler()
+    try:
+        scheduler.call_later(0.03, lambda: (order.append("late"), done.set()))
+        scheduler.call_later(0.0, lambda: order.append("now"))
+        scheduler.call_later(0.01, lambda: order.append("soon"))
+        cancelled = scheduler.call_later(0.02, lambda: order.append("cancelled"))
+        cancelled.cancel()
+        assert done.wait(5)
+        assert order == ["now", "soon", "late"]
+    finally:
+        scheduler.stop()
+    assert not scheduler.alive
+
+
+def test_scheduler_with_an_injected_clock_runs_nothing_before_its_time() -> None:
+    clock = ManualClock()
+    fired = threading.Event()
+    scheduler = Scheduler(clock)
+    try:
+        handle = scheduler.call_later(10.0, fired.set)
+        assert handle.when == 110.0
+        assert not fired.wait(0.05)
+    finally:
+        scheduler.stop()
+
+
+def test_scheduler_survives_a_failing_callback() -> None:
+    errors: list[BaseException] = []
+    done = threading.Event()
+    scheduler = Scheduler(on_error=errors.append)
+    try:
+        scheduler.call_later(0, lambda: 1 / 0)
+        scheduler.call_later(0.001, done.set)
+        assert done.wait(5)
+        assert isinstance(errors[0], ZeroDivisionError)
+    finally:
+        scheduler.stop()
+
+
+def test_unknown_runtime_is_refused() -> None:
+    with pytest.raises(RuntimeSetupError, match="expected one of threads, gevent"):
+        install_runtime("asyncio")
+    with pytest.raises(RuntimeSetupError, match="unknown runtime"):
+        check_runtime("trio")
+
+
+def test_the_other_runtime_is_refused_with_what_to_do(runtime: str) -> None:
+    other = "threads" if runtime == "gevent" else "gevent"
+    with pytest.raises(RuntimeSetupError, match=r"install_runtime|runtime='gevent'"):
+        check_runtime(other)
+
+
+def test_start_tree_under_gevent_after_install_in_a_fresh_process() -> None:
+    code = (
+        "from actors import install_runtime; install_runtime('gevent')\n"
+        "from supervision import SupervisorSpec, python_job, start_tree\n"
+        "spec = SupervisorSpec(children=(python_job('j', 'math:sqrt', 4),))\n"
+        "with start_tree(spec, 'gevent') as tree:\n"
+        "    assert tree.wait(10)\n"
+        "    print(tree.status()['children'][0]['state'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "succeeded"
+
+
+def test_a_tree_left_running_is_stopped_gracefully_at_exit() -> None:
+    code = (
+        "import pykka\n"
+        "from supervision import ActorSpec, SupervisorSpec, start_tree\n"
+        "class A(pykka.ThreadingActor):\n"
+        "    def on_stop(self): print('stopped gracefully', flush=True)\n"
+        "tree = start_tree(SupervisorSpec(children=(ActorSpec(name='a', actor_class=A),)))\n"
+        "assert tree.started(10)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "stopped gracefully" in out.stdout
+
+
+def test_event_bus_keeps_delivering_after_a_callback_raises(logs) -> None:
+    bus = EventBus()
+    seen: list[object] = []
+    bus.subscribe(lambda event: 1 / 0)
+    bus.subscribe(seen.append)
+    event = StateChanged(path="x", at=0.0, old="pending", new="starting")  # type: ignore[arg-type]
+    bus.publish(event)
+    bus.publish(event)
+    assert bus.flush(5)
+    bus.stop()
+    assert seen == [event, event]
+    assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in logs.records)
+
+
+def test_cancelled_subscription_gets_nothing_more(make_tree, events) -> None:
+    seen: list[object] = []
+    tree = make_tree(SupervisorSpec(), on_event=events)
+    sub = tree.subscribe(seen.append)
+    sub.cancel()
+    tree.add_child(SupervisorSpec(name="g"))
+    events.reached("g", "running")
+    assert seen == []
