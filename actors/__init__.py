@@ -18,6 +18,7 @@ from actors._job import Attempt, JobActor, Schedule, Work, current_attempt
 from actors._messages import AttemptDone, ChildExit, ChildStarted, Link, Outcome, Parent
 from actors._python import PythonWork, resolve_target
 from actors._ref import ChildRef
+from actors._retry import Retryable, RetrySpec, RetryWait, run_with_retry
 from actors._runtime import (
     RUNTIMES,
     Scheduler,
@@ -50,6 +51,9 @@ __all__ = [
     "Outcome",
     "Parent",
     "PythonWork",
+    "RetrySpec",
+    "RetryWait",
+    "Retryable",
     "RuntimeSetupError",
     "Schedule",
     "Scheduler",
@@ -67,6 +71,7 @@ __all__ = [
     "install_runtime",
     "interrupt_task",
     "resolve_target",
+    "run_with_retry",
     "start_supervised",
     "supervised_class",
 ]

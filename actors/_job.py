@@ -63,6 +63,10 @@ class Work(Protocol):
 
     def describe(self) -> str: ...
 
+    def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool: ...
+
+    def retry_after(self, exc: BaseException) -> float | None: ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Schedule:
@@ -76,22 +80,44 @@ class Schedule:
     service: bool = False
     every: float | None = None
     times: int | None = None
+    cron: str | None = None  # "m h dom mon dow", local time
     timeout: float | None = None
 
     def __post_init__(self) -> None:
-        if self.service and self.every is not None:
-            raise SpecError("a job is either `service: true` or periodic (`every`), not both")
+        modes = [
+            m
+            for m, on in (
+                ("service", self.service),
+                ("every", self.every is not None),
+                ("cron", self.cron is not None),
+            )
+            if on
+        ]
+        if len(modes) > 1:
+            raise SpecError(f"a job has one run mode; got both {modes[0]} and {modes[1]}")
+        if self.cron is not None and not _valid_cron(self.cron):
+            raise SpecError(f"cron: expected 5 fields 'm h dom mon dow', got {self.cron!r}")
         if self.every is not None and self.every <= 0:
             raise SpecError(f"every must be a positive duration, got {self.every!r}")
-        if self.times is not None and (self.every is None or self.times < 1):
+        if self.times is not None and (not self.periodic or self.times < 1):
             raise SpecError(f"times must be a positive count on a periodic job, got {self.times!r}")
         if self.timeout is not None and self.timeout <= 0:
             raise SpecError(f"timeout must be a positive duration, got {self.timeout!r}")
 
     @property
+    def periodic(self) -> bool:
+        return self.every is not None or self.cron is not None
+
+    @property
     def finite(self) -> bool:
         """Once-jobs and periodic jobs with ``times`` end by themselves."""
-        return not self.service and (self.every is None or self.times is not None)
+        return not self.service and (not self.periodic or self.times is not None)
+
+
+def _valid_cron(expr: str) -> bool:
+    from croniter import croniter  # noqa: PLC0415 - only manifests with cron pay for the import
+
+    return isinstance(expr, str) and len(expr.split()) == 5 and bool(croniter.is_valid(expr))
 
 
 _RUN = object()

@@ -73,3 +73,14 @@ class PythonWork:
 
     def describe(self) -> str:
         return self.target
+
+    def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool:
+        """Any exception by default; with ``on``, only exceptions of those class names."""
+        if not on:
+            return True
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        return bool(names.intersection(on))
+
+    def retry_after(self, exc: BaseException) -> float | None:
+        del exc
+        return None

@@ -8,13 +8,22 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pykka
 
-from actors import PythonWork, Schedule, SpecError, Work
+from actors import PythonWork, RetrySpec, Schedule, SpecError, Work
 from supervision._policy import RestartPolicy, RestartType, Strategy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["ActorSpec", "ChildSpec", "JobSpec", "SupervisorSpec", "python_job"]
+__all__ = [
+    "ActorSpec",
+    "BreakerSpec",
+    "ChildSpec",
+    "JobSpec",
+    "LoggingSpec",
+    "RotateSpec",
+    "SupervisorSpec",
+    "python_job",
+]
 
 NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
 DEFAULT_GRACE: Final = 5.0
@@ -42,10 +51,17 @@ class JobSpec:
     schedule: Schedule = Schedule()
     restart: RestartType = RestartType.TRANSIENT
     grace: float = DEFAULT_GRACE
+    retry: RetrySpec | None = None
+    breaker: str | None = None  # the name of a breaker in the tree's breakers
+    depends_on: tuple[str, ...] = ()  # sibling names that must be ready/succeeded first
+    ready: Any = None  # an actors.ReadyProbe for services
+    placement: str = "local"
 
     def __post_init__(self) -> None:
         _check_name(self.name)
         _check_grace(self.grace)
+        if self.name in self.depends_on:
+            raise SpecError(f"{self.name}: a job cannot depend on itself")
 
     @property
     def kind(self) -> str:
@@ -120,6 +136,69 @@ class SupervisorSpec:
 
 
 ChildSpec = JobSpec | ActorSpec | SupervisorSpec
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerSpec:
+    """A named circuit breaker shared by every job that names it.
+
+    Opens after ``failure_threshold`` consecutive failures, stays open
+    ``reset_timeout`` seconds, then lets ``half_open_max_calls`` calls through:
+    a success closes it, a failure opens it again.
+    """
+
+    failure_threshold: int = 5
+    reset_timeout: float = 30.0
+    half_open_max_calls: int = 1
+
+    def __post_init__(self) -> None:
+        if self.failure_threshold < 1:
+            raise SpecError(
+                f"failure_threshold: expected a count >= 1, got {self.failure_threshold!r}"
+            )
+        if self.reset_timeout <= 0:
+            raise SpecError(f"reset_timeout: expected a duration > 0, got {self.reset_timeout!r}")
+        if self.half_open_max_calls < 1:
+            raise SpecError(
+                f"half_open_max_calls: expected a count >= 1, got {self.half_open_max_calls!r}"
+            )
+
+
+LEVELS: Final = ("none", "error", "warning", "information", "debug", "verbose")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RotateSpec:
+    """Rotate the log file by size (``max_bytes``) and/or time (``when``), keeping ``backups``."""
+
+    max_bytes: int | None = None
+    backups: int = 5
+    when: str | None = None  # "hourly" | "daily"
+
+    def __post_init__(self) -> None:
+        if self.max_bytes is not None and self.max_bytes < 1:
+            raise SpecError(f"rotate.max_bytes: expected a size >= 1 byte, got {self.max_bytes!r}")
+        if self.backups < 0:
+            raise SpecError(f"rotate.backups: expected a count >= 0, got {self.backups!r}")
+        if self.when not in (None, "hourly", "daily"):
+            raise SpecError(f"rotate.when: expected hourly or daily, got {self.when!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingSpec:
+    """``logging:`` of the manifest; ``--log-level``/``--log-file`` override it."""
+
+    level: str = "information"
+    file: str | None = None
+    rotate: RotateSpec | None = None
+    format: str = "text"  # "text" | "json"
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            expected = ", ".join(LEVELS)
+            raise SpecError(f"logging.level: expected one of {expected}, got {self.level!r}")
+        if self.format not in ("text", "json"):
+            raise SpecError(f"logging.format: expected text or json, got {self.format!r}")
 
 
 def python_job(

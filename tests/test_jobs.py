@@ -149,7 +149,8 @@ def test_a_job_ignoring_its_stop_is_killed_after_its_grace(make_tree, events) ->
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"service": True, "every": 1.0}, "either"),
+        ({"service": True, "every": 1.0}, "one run mode"),
+        ({"cron": "every day"}, "cron"),
         ({"every": 0}, "every"),
         ({"times": 3}, "times"),
         ({"timeout": -1}, "timeout"),

@@ -1,0 +1,114 @@
+"""Retry inside one attempt (tenacity): ``retry: {attempts, wait, on}`` of the manifest."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import tenacity
+
+from actors._errors import SpecError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from actors._job import Attempt
+
+__all__ = ["RetrySpec", "RetryWait", "Retryable", "run_with_retry"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryWait:
+    """Wait before retry ``n``: ``min(max, initial * multiplier**(n-1))``, jittered ±``jitter``."""
+
+    initial: float = 0.5
+    max: float = 10.0
+    multiplier: float = 2.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.initial < 0 or self.max < self.initial or self.multiplier < 1:
+            raise SpecError(
+                "retry.wait: expected 0 <= initial <= max and multiplier >= 1, "
+                f"got initial={self.initial!r} max={self.max!r} multiplier={self.multiplier!r}"
+            )
+        if not 0 <= self.jitter <= 1:
+            raise SpecError(f"retry.wait.jitter: expected a fraction in [0, 1], got {self.jitter}")
+
+    def delay(self, n: int, rand: float) -> float:
+        exponent = max(0, n - 1)
+        base = self.max if n > 1024 else min(self.max, self.initial * self.multiplier**exponent)
+        return max(0.0, min(self.max, base * (1 + self.jitter * (2 * rand - 1))))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetrySpec:
+    """Up to ``attempts`` tries per attempt; ``on`` narrows which failures are retried.
+
+    An empty ``on`` means the job kind's defaults (http: connection errors,
+    timeouts, 5xx and 429; command: any non-zero exit; python: any exception).
+    """
+
+    attempts: int = 1
+    wait: RetryWait = RetryWait()
+    on: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise SpecError(f"retry.attempts: expected a count >= 1, got {self.attempts!r}")
+
+
+class Retryable(Protocol):
+    """What a job kind tells the retry loop about one failure."""
+
+    def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool: ...
+
+    def retry_after(self, exc: BaseException) -> float | None: ...
+
+
+def run_with_retry(
+    spec: RetrySpec,
+    work: Retryable,
+    call: Callable[[], T],
+    attempt: Attempt,
+    *,
+    on_retry: Callable[[int, BaseException, float], None],
+    rand: Callable[[], float] = random.random,
+) -> T:
+    """Call ``call`` until it succeeds, a failure is not retryable, or tries run out.
+
+    Waiting happens on ``attempt.cancelled``, so a stop or a timeout ends a
+    wait at once. A ``Retry-After`` the work reports replaces the computed
+    wait, capped at ``wait.max``. The last failure is re-raised as it was.
+    """
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = spec.wait.delay(state.attempt_number, rand())
+        hinted = work.retry_after(exc) if exc is not None else None
+        if hinted is not None:
+            delay = min(spec.wait.max, max(0.0, hinted))
+        if exc is not None:
+            on_retry(state.attempt_number, exc, delay)
+        return delay
+
+    def should_retry(state: tenacity.RetryCallState) -> bool:
+        if state.outcome is None or not state.outcome.failed or attempt.cancelled.is_set():
+            return False
+        exc = state.outcome.exception()
+        return exc is not None and work.retryable(exc, spec.on)
+
+    def sleep(seconds: float) -> None:
+        attempt.cancelled.wait(seconds)
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(spec.attempts),
+        wait=wait,
+        retry=should_retry,
+        sleep=sleep,
+        reraise=True,
+    )
+    return retrying(call)
