@@ -1,5 +1,6 @@
 """What runs: supervised pykka actors, the job actor and its kinds, runtimes and timers."""
 
+from actors._breaker import Breaker, BreakerState, BreakerStatus, step_allow, step_record
 from actors._errors import (
     AttemptTimeout,
     ChildKilled,
@@ -15,7 +16,16 @@ from actors._errors import (
     describe,
 )
 from actors._job import Attempt, JobActor, Schedule, Work, current_attempt
-from actors._messages import AttemptDone, ChildExit, ChildStarted, Link, Outcome, Parent
+from actors._messages import (
+    AttemptDone,
+    ChildExit,
+    ChildStarted,
+    Link,
+    Outcome,
+    Parent,
+    Resumed,
+    Waiting,
+)
 from actors._python import PythonWork, resolve_target
 from actors._ref import ChildRef
 from actors._retry import Retryable, RetrySpec, RetryWait, run_with_retry
@@ -36,6 +46,9 @@ __all__ = [
     "Attempt",
     "AttemptDone",
     "AttemptTimeout",
+    "Breaker",
+    "BreakerState",
+    "BreakerStatus",
     "ChildExit",
     "ChildKilled",
     "ChildRef",
@@ -51,6 +64,7 @@ __all__ = [
     "Outcome",
     "Parent",
     "PythonWork",
+    "Resumed",
     "RetrySpec",
     "RetryWait",
     "Retryable",
@@ -62,6 +76,7 @@ __all__ = [
     "SupervisedActor",
     "TimerHandle",
     "TreeStoppedError",
+    "Waiting",
     "Work",
     "active_runtime",
     "check_runtime",
@@ -73,5 +88,7 @@ __all__ = [
     "resolve_target",
     "run_with_retry",
     "start_supervised",
+    "step_allow",
+    "step_record",
     "supervised_class",
 ]

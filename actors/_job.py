@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import logbook
 
 from actors._errors import AttemptTimeout, ServiceExited, SpecError
-from actors._messages import AttemptDone, Outcome
+from actors._messages import AttemptDone, ChildStarted, Outcome, Resumed, Waiting
+from actors._retry import RetrySpec, run_with_retry
 from actors._runtime import Scheduler, TimerHandle, interrupt_task
 from actors._supervised import Kill, SupervisedActor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from actors._breaker import Breaker
 
 __all__ = ["Attempt", "JobActor", "Schedule", "Work", "current_attempt"]
 
@@ -44,6 +47,12 @@ class Attempt:
     number: int
     started_at: float
     cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class ReadyCheck(Protocol):
+    """A readiness probe (``actors.ReadyProbe``): returns once ready, raises when not."""
+
+    def wait_ready(self, cancelled: threading.Event) -> None: ...
 
 
 class Work(Protocol):
@@ -128,10 +137,15 @@ class JobActor(SupervisedActor):
     """Runs the attempts of one job incarnation and reports each of them.
 
     Once: one attempt, then exit with its outcome. Service: one attempt that
-    must not return. Periodic: an attempt every ``every`` seconds on a fixed
-    rate; a tick that comes while the previous attempt still runs is skipped
-    and logged; a failed attempt ends the incarnation so the supervisor's
-    policy applies; the ``times``-th attempt ends it with success.
+    must not return; with a ``ready`` probe it reports started only once the
+    probe passes. Periodic (``every`` or ``cron``): an attempt per tick; a
+    tick that comes while the previous attempt still runs is skipped and
+    logged; a failed attempt ends the incarnation so the supervisor's policy
+    applies; the ``times``-th attempt ends it with success.
+
+    With a ``breaker``: while it is open no attempt runs, the job tells its
+    supervisor it is waiting, and a failure that opens it does not end the
+    incarnation (so it burns no restart).
     """
 
     def __init__(
@@ -143,34 +157,53 @@ class JobActor(SupervisedActor):
         scheduler: Scheduler,
         attempts_done: int = 0,
         wall_clock: Callable[[], float] = time.time,
+        retry: RetrySpec | None = None,
+        breaker: Breaker | None = None,
+        ready: ReadyCheck | None = None,
     ) -> None:
         super().__init__()
         self.work = work
         self.schedule = schedule
         self.path = path
+        self.retry = retry if retry is not None and retry.attempts > 1 else None
+        self.breaker = breaker
+        self.ready = ready
+        if ready is not None:
+            self._jv_auto_started = False  # started is reported by the probe
         self._scheduler = scheduler
         self._wall = wall_clock
         self._attempts_done = attempts_done
         self._attempt: Attempt | None = None  # set while an attempt runs, read by other threads
         self._tick_timer: TimerHandle | None = None
+        self._recheck: TimerHandle | None = None
         self._deadline: TimerHandle | None = None
+        self._waiting = False
+        self._probe_cancel = threading.Event()
 
     # -- pykka hooks (actor thread) --------------------------------------------------------------
 
     def on_start(self) -> None:
-        if self.schedule.every is None:
-            self.actor_inbox.put(_envelope(_RUN))
-        else:
+        if self.ready is not None:
+            probe = threading.Thread(
+                target=self._probe, name=f"jv-{self._jv_thread_name}-ready", daemon=True
+            )
+            probe.start()
+        if self.schedule.periodic:
             self._next_tick(time.monotonic())
+        else:
+            self.actor_inbox.put(_envelope(_RUN))
 
     def on_stop(self) -> None:
-        if self._tick_timer is not None:
-            self._tick_timer.cancel()
+        self._probe_cancel.set()
+        for timer in (self._tick_timer, self._recheck):
+            if timer is not None:
+                timer.cancel()
 
     def on_receive(self, message: Any) -> Any:
         if message is _RUN:
-            self._run_once_or_service()
-        elif message is _TICK:
+            if self._gate(_RUN):
+                self._run_once_or_service()
+        elif message is _TICK and self._gate(None):
             self._run_tick()
         return None
 
@@ -181,6 +214,9 @@ class JobActor(SupervisedActor):
         if self._jv_stop_requested and outcome is not Outcome.TIMEOUT:
             # The work ended because we cancelled it: a commanded stop is never a failure.
             outcome, error = Outcome.STOPPED, None
+        elif outcome is Outcome.FAILED and self._breaker_opened():
+            self._wait_for_breaker(_RUN)
+            return
         elif outcome is Outcome.SUCCEEDED and self.schedule.service:
             outcome, error = Outcome.FAILED, ServiceExited(f"service {self.path} returned")
         self._jv_finish(outcome, error, code)
@@ -189,17 +225,34 @@ class JobActor(SupervisedActor):
         outcome, error, code = self._run_attempt()
         if self._jv_stop_requested:
             self._jv_finish(Outcome.STOPPED)
+        elif outcome is Outcome.FAILED and self._breaker_opened():
+            self._wait_for_breaker(None)
         elif outcome.is_failure:
             self._jv_finish(outcome, error, code)
         elif self.schedule.times is not None and self._attempts_done >= self.schedule.times:
             self._jv_finish(Outcome.SUCCEEDED, None, code)
 
     def _next_tick(self, first: float) -> None:
-        every = self.schedule.every
-        assert every is not None
         now = time.monotonic()
-        due = first + every * max(1, int((now - first) // every) + 1) if now > first else first
+        if self.schedule.cron is not None:
+            due = now + self._cron_delay()
+        else:
+            every = self.schedule.every
+            assert every is not None
+            # Fixed rate from the first tick; missed ticks are not replayed.
+            due = first + every * (int((now - first) // every) + 1) if now > first else first
         self._tick_timer = self._scheduler.call_later(due - now, lambda: self._on_tick(due))
+
+    def _cron_delay(self) -> float:
+        from datetime import datetime  # noqa: PLC0415 - only cron jobs need these
+
+        from croniter import croniter  # noqa: PLC0415
+
+        now = self._wall()
+        cron = self.schedule.cron
+        assert cron is not None
+        upcoming = croniter(cron, datetime.fromtimestamp(now).astimezone()).get_next(float)
+        return max(0.0, float(upcoming) - now)
 
     def _on_tick(self, due: float) -> None:
         """Scheduler thread: queue a tick unless the previous attempt still runs."""
@@ -216,6 +269,54 @@ class JobActor(SupervisedActor):
             self.actor_inbox.put(_envelope(_TICK))
         self._next_tick(due)
 
+    # -- breaker ---------------------------------------------------------------------------------
+
+    def _gate(self, again: object | None) -> bool:
+        """May an attempt run now? If the breaker says no, wait (and ask again later)."""
+        breaker = self.breaker
+        if breaker is None or breaker.allow():
+            if self._waiting:
+                self._waiting = False
+                link = self._jv_link
+                link.parent.tell(Resumed(link.key, link.incarnation))
+            return True
+        self._wait_for_breaker(again)
+        return False
+
+    def _breaker_opened(self) -> bool:
+        return self.breaker is not None and self.breaker.status.state.value != "closed"
+
+    def _wait_for_breaker(self, again: object | None) -> None:
+        breaker = self.breaker
+        assert breaker is not None
+        delay = breaker.retry_in()
+        if not self._waiting:
+            self._waiting = True
+            link = self._jv_link
+            link.parent.tell(
+                Waiting(link.key, link.incarnation, breaker.name, self._wall() + delay)
+            )
+        if again is not None:  # periodic jobs just let their next tick ask
+            inbox = self.actor_inbox
+            self._recheck = self._scheduler.call_later(
+                delay, lambda: None if self.actor_stopped.is_set() else inbox.put(_envelope(again))
+            )
+
+    # -- readiness -------------------------------------------------------------------------------
+
+    def _probe(self) -> None:
+        """Probe thread: report started once ready, or fail the incarnation."""
+        ready = self.ready
+        assert ready is not None
+        try:
+            ready.wait_ready(self._probe_cancel)
+        except Exception as exc:
+            if not self._probe_cancel.is_set() and not self.actor_stopped.is_set():
+                self._fail_from_outside(Outcome.FAILED, exc, self._attempt)
+            return
+        link = self._jv_link
+        link.parent.tell(ChildStarted(link.key, link.incarnation))
+
     # -- one attempt -----------------------------------------------------------------------------
 
     def _run_attempt(self) -> tuple[Outcome, BaseException | None, int | None]:
@@ -229,11 +330,22 @@ class JobActor(SupervisedActor):
         error: BaseException | None = None
         code: int | None = None
         try:
-            code = self.work.run(attempt)
+            if self.retry is None:
+                code = self.work.run(attempt)
+            else:
+                code = run_with_retry(
+                    self.retry,
+                    self.work,
+                    lambda: self.work.run(attempt),
+                    attempt,
+                    on_retry=self._log_retry,
+                )
         except Kill:
             error = AttemptTimeout(f"{self.path} attempt {number} was killed")
         except Exception as exc:
             error = exc
+            code = getattr(exc, "code", None)
+            code = code if isinstance(code, int) else None
         finally:
             _current.reset(token)
             self._attempt = None
@@ -242,8 +354,10 @@ class JobActor(SupervisedActor):
                 self._deadline = None
         self._attempts_done = number
         self._jv_attempts = number
-        if self._jv_outcome is Outcome.TIMEOUT:
-            return Outcome.TIMEOUT, self._jv_error, code
+        if self._jv_outcome is not None:  # failed from outside (timeout, readiness)
+            return self._jv_outcome, self._jv_error, code
+        if self.breaker is not None and not self._jv_stop_requested:
+            self.breaker.record(ok=error is None)
         outcome = Outcome.SUCCEEDED if error is None else Outcome.FAILED
         link = self._jv_link
         link.parent.tell(
@@ -260,6 +374,18 @@ class JobActor(SupervisedActor):
         )
         return outcome, error, code
 
+    def _log_retry(self, number: int, exc: BaseException, delay: float) -> None:
+        attempt = self._attempt
+        log.info(
+            "{}: try {} failed ({}: {}); retrying in {:.3f}s",
+            self.path,
+            number,
+            type(exc).__name__,
+            exc,
+            delay,
+            extra={"path": self.path, "attempt": attempt.number if attempt else None},
+        )
+
     def _on_deadline(self, attempt: Attempt) -> None:
         """Scheduler thread: the attempt ran out of time; fail it now, then stop its work."""
         if self._attempt is not attempt:
@@ -267,24 +393,36 @@ class JobActor(SupervisedActor):
         error = AttemptTimeout(
             f"{self.path} attempt {attempt.number} timed out after {self.schedule.timeout}s"
         )
-        self._jv_outcome, self._jv_error = Outcome.TIMEOUT, error
-        self._jv_attempts = attempt.number
-        link = self._jv_link
-        link.parent.tell(
-            AttemptDone(
-                link.key,
-                link.incarnation,
-                attempt.number,
-                Outcome.TIMEOUT,
-                error,
-                attempt.started_at,
-                self._wall(),
+        self._fail_from_outside(Outcome.TIMEOUT, error, attempt)
+
+    def _fail_from_outside(
+        self, outcome: Outcome, error: BaseException, attempt: Attempt | None
+    ) -> None:
+        """Another thread ends this incarnation at once; the running work is stopped after."""
+        if self._jv_outcome is not None:
+            return
+        self._jv_outcome, self._jv_error = outcome, error
+        if self.breaker is not None:
+            self.breaker.record(ok=False)
+        if attempt is not None:
+            self._jv_attempts = attempt.number
+            link = self._jv_link
+            link.parent.tell(
+                AttemptDone(
+                    link.key,
+                    link.incarnation,
+                    attempt.number,
+                    outcome,
+                    error,
+                    attempt.started_at,
+                    self._wall(),
+                )
             )
-        )
         self._jv_report()
-        attempt.cancelled.set()
-        self._cancel_work(attempt)
-        if self._attempt is attempt and self._jv_task is not None:
+        if attempt is not None:
+            attempt.cancelled.set()
+            self._cancel_work(attempt)
+        if self._jv_task is not None and self._jv_running:
             interrupt_task(self._jv_task, Kill)
 
     def _cancel_work(self, attempt: Attempt) -> None:
@@ -297,6 +435,7 @@ class JobActor(SupervisedActor):
 
     def _jv_request_stop(self) -> None:
         super()._jv_request_stop()
+        self._probe_cancel.set()
         attempt = self._attempt
         if attempt is not None:
             attempt.cancelled.set()

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from actors._ref import ChildRef
 
-__all__ = ["AttemptDone", "ChildExit", "ChildStarted", "Link", "Outcome", "Parent"]
+__all__ = [
+    "AttemptDone",
+    "ChildExit",
+    "ChildStarted",
+    "Link",
+    "Outcome",
+    "Parent",
+    "Resumed",
+    "Waiting",
+]
 
 
 class Outcome(enum.StrEnum):
@@ -86,3 +95,21 @@ class ChildExit:
     error: BaseException | None
     code: int | None = None
     attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """The child's breaker is open: it makes no calls until ``retry_at`` (wall time)."""
+
+    key: int
+    incarnation: int
+    breaker: str
+    retry_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """The child's breaker let a call through again."""
+
+    key: int
+    incarnation: int

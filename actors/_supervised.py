@@ -49,7 +49,7 @@ class SupervisedActor(pykka.ThreadingActor):
     # tree is stopped gracefully at exit by the tree's atexit hook instead.
     use_daemon_thread: ClassVar[bool] = True
     # Supervisors report ChildStarted themselves, once their own children have started.
-    _jv_auto_started: ClassVar[bool] = True
+    _jv_auto_started: bool = True
 
     _jv_link: Link
     _jv_task: Any = None

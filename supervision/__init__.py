@@ -8,6 +8,8 @@ with start_tree(SupervisorSpec(children=(python_job("etl", "etl:main"),))) as tr
 
 from actors import (
     AttemptTimeout,
+    Breaker,
+    BreakerState,
     ChildKilled,
     ChildRef,
     ChildUnavailableError,
@@ -17,6 +19,8 @@ from actors import (
     NoSuchChildError,
     Outcome,
     PythonWork,
+    RetrySpec,
+    RetryWait,
     RuntimeSetupError,
     Schedule,
     ServiceExited,
@@ -27,6 +31,7 @@ from actors import (
 )
 from supervision._events import (
     AttemptFinished,
+    BreakerChanged,
     ChildExited,
     CooldownStarted,
     Escalated,
@@ -55,9 +60,18 @@ from supervision._policy import (
     decide_probation_failure,
     wants_restart,
 )
-from supervision._spec import ActorSpec, ChildSpec, JobSpec, SupervisorSpec, python_job
+from supervision._spec import (
+    ActorSpec,
+    BreakerSpec,
+    ChildSpec,
+    JobSpec,
+    LoggingSpec,
+    RotateSpec,
+    SupervisorSpec,
+    python_job,
+)
 from supervision._state import FINAL, TRANSITIONS, State, can_transition
-from supervision._tree import RunResult, Tree, start_tree
+from supervision._tree import RunResult, Tree, build_breakers, start_tree
 
 __all__ = [
     "FINAL",
@@ -66,6 +80,10 @@ __all__ = [
     "AttemptFinished",
     "AttemptTimeout",
     "Backoff",
+    "Breaker",
+    "BreakerChanged",
+    "BreakerSpec",
+    "BreakerState",
     "ChildExited",
     "ChildKilled",
     "ChildRef",
@@ -86,6 +104,7 @@ __all__ = [
     "JobFailure",
     "JobSpec",
     "JobvisorError",
+    "LoggingSpec",
     "NoSuchChildError",
     "OnExhausted",
     "Outcome",
@@ -95,6 +114,9 @@ __all__ = [
     "RestartPolicy",
     "RestartScheduled",
     "RestartType",
+    "RetrySpec",
+    "RetryWait",
+    "RotateSpec",
     "RunResult",
     "RuntimeSetupError",
     "Schedule",
@@ -107,6 +129,7 @@ __all__ = [
     "SupervisorSpec",
     "Tree",
     "TreeStoppedError",
+    "build_breakers",
     "can_transition",
     "current_attempt",
     "decide",

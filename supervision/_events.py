@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AttemptFinished",
+    "BreakerChanged",
     "ChildExited",
     "CooldownStarted",
     "Escalated",
@@ -89,6 +90,15 @@ class CooldownStarted(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProbationPassed(Event):
     pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerChanged(Event):
+    """Breaker ``name`` went from ``old`` to ``new`` (closed, open, half_open); ``path`` is ""."""
+
+    name: str
+    old: str
+    new: str
 
 
 class Subscription:

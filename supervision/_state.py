@@ -30,13 +30,13 @@ _ENDED: Final = {S.SUCCEEDED, S.FAILED, S.GAVE_UP, S.BACKOFF, S.COOLDOWN, S.STOP
 
 # Why each edge exists, in supervisord's style:
 TRANSITIONS: Final[dict[State, frozenset[State]]] = {
-    S.PENDING: frozenset({S.STARTING, S.STOPPED, S.BACKOFF, S.COOLDOWN}),  # group restarts queue it
-    S.STARTING: frozenset(
-        {S.RUNNING, S.PROBATION, S.STOPPING} | _ENDED
-    ),  # started, or died in on_start
+    # PENDING -> FAILED: a dependency failed finally, so it never starts.
+    S.PENDING: frozenset({S.STARTING, S.STOPPED, S.BACKOFF, S.COOLDOWN, S.FAILED}),
+    # STARTING ends in RUNNING/PROBATION, WAITING (breaker open), or an end (died in on_start).
+    S.STARTING: frozenset({S.RUNNING, S.PROBATION, S.STOPPING, S.WAITING} | _ENDED),
     S.RUNNING: frozenset({S.STOPPING, S.WAITING} | _ENDED),
     S.WAITING: frozenset({S.RUNNING, S.STARTING, S.STOPPING} | _ENDED),
-    S.PROBATION: frozenset({S.RUNNING, S.STOPPING} | _ENDED),  # RUNNING: probation passed
+    S.PROBATION: frozenset({S.RUNNING, S.STOPPING, S.WAITING} | _ENDED),  # RUNNING: passed
     S.BACKOFF: frozenset({S.STARTING, S.STOPPED, S.COOLDOWN, S.BACKOFF, S.PENDING}),
     S.COOLDOWN: frozenset({S.STARTING, S.STOPPED, S.PENDING}),  # STARTING: the probe
     S.SUCCEEDED: frozenset({S.STARTING, S.BACKOFF, S.STOPPED, S.PENDING, S.COOLDOWN}),

@@ -20,6 +20,8 @@ import pykka
 
 from actors import (
     AttemptDone,
+    Breaker,
+    BreakerState,
     ChildExit,
     ChildRef,
     ChildStarted,
@@ -28,9 +30,11 @@ from actors import (
     Link,
     NoSuchChildError,
     Outcome,
+    Resumed,
     Scheduler,
     SpecError,
     SupervisedActor,
+    Waiting,
     describe,
     start_supervised,
 )
@@ -51,7 +55,7 @@ from supervision._spec import ActorSpec, ChildSpec, JobSpec, SupervisorSpec
 from supervision._state import FINAL, State, can_transition
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 __all__ = ["ChildRecord", "Command", "Supervisor", "TreeContext"]
 
@@ -130,6 +134,10 @@ class TreeContext:
     wall: Callable[[], float] = time.time
     rand: Callable[[], float] = random.random
     dead_letter: Callable[[str, Any], None] | None = None
+    breakers: Mapping[str, Breaker] = field(default_factory=dict)
+    breaker_listener: Callable[[str, BreakerState, BreakerState], None] | None = (
+        None  # unhooked when the tree stops
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,12 +204,16 @@ class ChildRecord:
 
 
 _RESTART_INTENTS = frozenset({"restart", "group"})
+# A sibling reaching one of these may unblock (or finally fail) a child waiting on depends_on.
+_DEPENDENCY_STATES = frozenset(
+    {State.RUNNING, State.SUCCEEDED, State.FAILED, State.GAVE_UP, State.WAITING}
+)
 
 
 class Supervisor(SupervisedActor):
     """Supervises an ordered list of children under one strategy and policy."""
 
-    _jv_auto_started = False
+    _jv_auto_started: bool = False
 
     def __init__(self, spec: SupervisorSpec, context: TreeContext, path: str) -> None:
         super().__init__()
@@ -222,6 +234,9 @@ class Supervisor(SupervisedActor):
         self._start_queue: deque[ChildRecord] = deque()
         self._starting: ChildRecord | None = None
         self._reported_started = False
+        # Children whose depends_on is not met yet; re-examined after a sibling changes state.
+        self._blocked: list[ChildRecord] = []
+        self._deps_dirty = False
         # Reverse-order stop: one child at a time, then the callbacks in _after_stop.
         self._stop_queue: deque[ChildRecord] = deque()
         self._stop_waiting: ChildRecord | None = None
@@ -231,6 +246,8 @@ class Supervisor(SupervisedActor):
             ChildExit: self._on_exit,
             ChildStarted: self._on_started,
             AttemptDone: self._on_attempt,
+            Waiting: self._on_waiting,
+            Resumed: self._on_resumed,
             _Timer: self._on_timer,
             Command: self._on_command,
         }
@@ -250,6 +267,9 @@ class Supervisor(SupervisedActor):
             log.warning("{}: ignored unknown message {!r}", self._name, message)
             return None
         handler(message)
+        if self._deps_dirty:
+            self._deps_dirty = False
+            self._retry_blocked()
         return None
 
     def on_stop(self) -> None:
@@ -302,6 +322,8 @@ class Supervisor(SupervisedActor):
             return
         rec.state = new
         log.trace("{}: {} -> {}", rec.path, old, new)
+        if self._blocked and new in _DEPENDENCY_STATES:
+            self._deps_dirty = True
         self._track(rec)
         if self.ctx.bus.active:
             self.ctx.bus.publish(
@@ -319,6 +341,14 @@ class Supervisor(SupervisedActor):
             rec = self._start_queue.popleft()
             if rec.key not in self._by_key or rec.actor is not None:
                 continue
+            blocker = self._unmet_dependency(rec)
+            if blocker is not None:
+                if blocker.state in (State.FAILED, State.GAVE_UP):
+                    self._dependency_failed(rec, blocker)
+                elif rec not in self._blocked:
+                    log.info("{}: waiting for {} before starting", rec.path, blocker.path)
+                    self._blocked.append(rec)
+                continue
             self._launch(rec)
             if rec.state is State.STARTING:
                 self._starting = rec
@@ -326,6 +356,35 @@ class Supervisor(SupervisedActor):
             self._reported_started = True
             link = self._jv_link
             link.parent.tell(ChildStarted(link.key, link.incarnation))
+
+    def _unmet_dependency(self, rec: ChildRecord) -> ChildRecord | None:
+        """The first sibling ``rec`` depends on that is not ready (running) or succeeded (once)."""
+        spec = rec.spec
+        if not isinstance(spec, JobSpec):
+            return None
+        for name in spec.depends_on:
+            dep = self._by_name.get(name)
+            if dep is None:
+                continue  # removed since: nothing left to wait for
+            once = isinstance(dep.spec, JobSpec) and dep.spec.schedule.finite
+            if dep.state is State.SUCCEEDED or (
+                not once and dep.state in (State.RUNNING, State.PROBATION, State.WAITING)
+            ):
+                continue
+            return dep
+        return None
+
+    def _retry_blocked(self) -> None:
+        blocked, self._blocked = self._blocked, []
+        self._start_queue.extendleft(reversed(blocked))
+        self._pump_start()
+
+    def _dependency_failed(self, rec: ChildRecord, dep: ChildRecord) -> None:
+        reason = f"dependency {dep.path} {dep.state.value}"
+        rec.last_exit = LastExit(Outcome.FAILED, None, reason, self.ctx.wall())
+        log.error("{}: not started: {}", rec.path, reason, extra={"path": rec.path})
+        self._set_state(rec, State.FAILED)
+        rec.ref._close("failed")
 
     def _launch(self, rec: ChildRecord) -> None:
         """Start one incarnation of ``rec``; a constructor error is a failed start."""
@@ -351,6 +410,9 @@ class Supervisor(SupervisedActor):
                     scheduler=self.ctx.scheduler,
                     attempts_done=rec.attempts,
                     wall_clock=self.ctx.wall,
+                    retry=spec.retry,
+                    breaker=self.ctx.breakers.get(spec.breaker) if spec.breaker else None,
+                    ready=spec.ready,
                 )
             elif isinstance(spec, ActorSpec):
                 rec.actor = start_supervised(
@@ -378,6 +440,27 @@ class Supervisor(SupervisedActor):
             self._pump_start()
             if self._group_history.probing and not self._start_queue and self._starting is None:
                 self._arm_group_probation()
+
+    def _on_waiting(self, msg: Waiting) -> None:
+        rec = self._by_key.get(msg.key)
+        if rec is None or rec.incarnation != msg.incarnation or rec.actor is None:
+            return
+        rec.next_start_at = msg.retry_at
+        self._set_state(rec, State.WAITING)
+        log.info(
+            "{}: waiting: breaker {} is open; no calls until it half-opens",
+            rec.path,
+            msg.breaker,
+            extra={"path": rec.path, "attempt": rec.attempts},
+        )
+
+    def _on_resumed(self, msg: Resumed) -> None:
+        rec = self._by_key.get(msg.key)
+        if rec is None or rec.incarnation != msg.incarnation or rec.state is not State.WAITING:
+            return
+        rec.next_start_at = None
+        self._set_state(rec, State.RUNNING)
+        log.info("{}: resumed: its breaker let a call through", rec.path, extra={"path": rec.path})
 
     # -- exits -----------------------------------------------------------------------------------
 
@@ -954,7 +1037,7 @@ class Supervisor(SupervisedActor):
                 "failures": rec.failures,
                 "last_exit": last.as_dict() if last is not None else None,
                 "next_start_at": rec.next_start_at
-                if rec.state in (State.BACKOFF, State.COOLDOWN)
+                if rec.state in (State.BACKOFF, State.COOLDOWN, State.WAITING)
                 else None,
             }
             if isinstance(rec.spec, SupervisorSpec):

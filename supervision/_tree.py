@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import random
 import threading
 import time
 import weakref
@@ -14,6 +15,8 @@ import logbook
 import pykka
 
 from actors import (
+    Breaker,
+    BreakerState,
     ChildExit,
     ChildRef,
     ChildStarted,
@@ -26,18 +29,18 @@ from actors import (
     check_runtime,
     start_supervised,
 )
-from supervision._events import EventBus
-from supervision._spec import ActorSpec, ChildSpec, JobSpec, SupervisorSpec
+from supervision._events import BreakerChanged, EventBus
+from supervision._spec import ActorSpec, BreakerSpec, ChildSpec, JobSpec, SupervisorSpec
 from supervision._state import State
 from supervision._supervisor import Command, Supervisor, Tracker, TreeContext
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from types import TracebackType
 
     from supervision._events import Event, Subscription
 
-__all__ = ["RunResult", "Tree", "start_tree"]
+__all__ = ["RunResult", "Tree", "build_breakers", "start_tree"]
 
 log = logbook.Logger("supervision.tree")
 
@@ -150,12 +153,14 @@ class Tree:
                 "name": self.spec.name,
                 "state": State.FAILED.value if failed else State.STOPPED.value,
                 "children": [],
+                "breakers": {name: b.state.value for name, b in sorted(self._ctx.breakers.items())},
             }
         nodes = self._command("status", "", timeout=timeout)
         return {
             "name": self.spec.name,
             "state": State.STOPPING.value if self._stopped else State.RUNNING.value,
             "children": _resolve(nodes, time.monotonic() + timeout),
+            "breakers": {name: b.state.value for name, b in sorted(self._ctx.breakers.items())},
         }
 
     def ref(self, path: str) -> ChildRef:
@@ -220,6 +225,10 @@ class Tree:
         for thread in threading.enumerate():
             if thread.name.startswith(prefix) and thread is not threading.current_thread():
                 thread.join(_left(deadline))
+        listener = self._ctx.breaker_listener
+        if listener is not None:
+            for breaker in self._ctx.breakers.values():
+                breaker.unlisten(listener)
         _live_trees.discard(self)
         return ended
 
@@ -281,9 +290,10 @@ def start_tree(
     manifest_or_spec: SupervisorSpec | HasTreeSpec,
     runtime: str = "threads",
     *,
+    breakers: Mapping[str, Breaker] | None = None,
     monotonic: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
-    rand: Callable[[], float] | None = None,
+    rand: Callable[[], float] = random.random,
     on_event: Callable[[Event], Any] | None = None,
 ) -> Tree:
     """Start the tree a manifest (or a ``SupervisorSpec``) describes and return its handle.
@@ -291,9 +301,10 @@ def start_tree(
     Children start in order in the background; ``Tree.started()`` waits for
     that and ``Tree.wait()`` for the finite jobs to settle. ``runtime`` must
     match how the process was prepared (``actors.install_runtime``).
-    ``on_event`` subscribes before the first child starts, so it misses
-    nothing; ``monotonic``, ``wall`` and ``rand`` replace the clocks and the
-    jitter source (tests make them exact).
+    ``breakers`` defaults to fresh breakers built from the manifest's
+    ``breakers`` section. ``on_event`` subscribes before the first child
+    starts, so it misses nothing; ``monotonic``, ``wall`` and ``rand``
+    replace the clocks and the jitter source (tests make them exact).
     """
     check_runtime(runtime)
     spec = (
@@ -309,6 +320,17 @@ def start_tree(
     bus = EventBus()
     if on_event is not None:
         bus.subscribe(on_event)
+    if breakers is None:
+        specs: Mapping[str, BreakerSpec] = getattr(manifest_or_spec, "breakers", {}) or {}
+        breakers = build_breakers(specs, monotonic)
+    _check_breakers(spec, breakers)
+
+    def publish(name: str, old: BreakerState, new: BreakerState) -> None:
+        if bus.active:
+            bus.publish(BreakerChanged(path="", at=wall(), name=name, old=old.value, new=new.value))
+
+    for breaker in breakers.values():
+        breaker.listen(publish)
     scheduler = Scheduler(
         monotonic, on_error=lambda exc: log.error("timer callback failed: {}", exc)
     )
@@ -319,12 +341,53 @@ def start_tree(
         tree_id=tree_id,
         monotonic=monotonic,
         wall=wall,
+        rand=rand,
         dead_letter=_dead_letter,
-        **({"rand": rand} if rand is not None else {}),
+        breakers=breakers,
+        breaker_listener=publish,
     )
     tree = Tree(spec, runtime, context)
     _live_trees.add(tree)
     return tree
+
+
+def build_breakers(
+    specs: Mapping[str, BreakerSpec], monotonic: Callable[[], float] = time.monotonic
+) -> dict[str, Breaker]:
+    """One ``Breaker`` per spec, logging every transition; a tree also publishes them."""
+
+    def logged(name: str, old: BreakerState, new: BreakerState) -> None:
+        del old
+        level = log.warning if new is BreakerState.OPEN else log.info
+        level("breaker {} {}", name, _BREAKER_WORDS[new])
+
+    return {
+        name: Breaker(
+            name,
+            failure_threshold=spec.failure_threshold,
+            reset_timeout=spec.reset_timeout,
+            half_open_max_calls=spec.half_open_max_calls,
+            clock=monotonic,
+            on_change=logged,
+        )
+        for name, spec in specs.items()
+    }
+
+
+_BREAKER_WORDS = {
+    BreakerState.OPEN: "opened: its jobs wait and make no calls",
+    BreakerState.HALF_OPEN: "half-opened: letting a trial call through",
+    BreakerState.CLOSED: "closed: calls flow again",
+}
+
+
+def _check_breakers(spec: SupervisorSpec, breakers: Mapping[str, Breaker]) -> None:
+    for child in spec.children:
+        if isinstance(child, SupervisorSpec):
+            _check_breakers(child, breakers)
+        elif isinstance(child, JobSpec) and child.breaker and child.breaker not in breakers:
+            known = ", ".join(sorted(breakers)) or "none are declared"
+            raise SpecError(f"job {child.name}: unknown breaker {child.breaker!r} ({known})")
 
 
 def _dead_letter(path: str, message: Any) -> None:

@@ -80,3 +80,27 @@ def raise_system_exit(key: str) -> None:
 async def async_ok(key: str) -> int:
     _count(key)
     return 7
+
+
+def flaky_then_ok(key: str, failures: int) -> str:
+    """Raise ConnectionError for the first ``failures`` calls (a retryable-looking error)."""
+    n = _count(key)
+    if n <= failures:
+        raise ConnectionError(f"{key} call {n} refused")
+    return "ok"
+
+
+def fail_while_flag(key: str) -> None:
+    """Fail while EVENTS[key + '.healthy'] is unset; succeed after."""
+    _count(key)
+    if not EVENTS[key + ".healthy"].is_set():
+        raise RuntimeError(f"{key} backend down")
+
+
+def record_order(key: str, name: str) -> None:
+    with _lock:
+        ORDER.append(name)
+    _count(key)
+
+
+ORDER: list[str] = []

@@ -1,0 +1,272 @@
+"""Breakers (pure and shared by real jobs), retry inside an attempt, depends_on, readiness."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import jobfuncs
+import pytest
+
+from actors import (
+    Breaker,
+    BreakerState,
+    BreakerStatus,
+    RetrySpec,
+    RetryWait,
+    step_allow,
+    step_record,
+)
+from supervision import (
+    Backoff,
+    BreakerChanged,
+    ChildExited,
+    Intensity,
+    JobSpec,
+    PythonWork,
+    RestartPolicy,
+    Schedule,
+    SpecError,
+    SupervisorSpec,
+    python_job,
+)
+from supervision._spec import BreakerSpec
+from supervision._tree import build_breakers
+
+FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestBreakerRules:
+    def test_opens_after_threshold_consecutive_failures(self) -> None:
+        s = BreakerStatus()
+        for _ in range(2):
+            s = step_record(s, ok=False, now=0.0, failure_threshold=3)
+        assert s.state is BreakerState.CLOSED
+        s = step_record(s, ok=True, now=0.0, failure_threshold=3)  # a success resets the count
+        for _ in range(3):
+            s = step_record(s, ok=False, now=5.0, failure_threshold=3)
+        assert (s.state, s.opened_at) == (BreakerState.OPEN, 5.0)
+
+    def test_open_refuses_until_reset_timeout_then_half_opens_with_limited_calls(self) -> None:
+        s = BreakerStatus(BreakerState.OPEN, 0, 10.0, 0)
+        ok, s = step_allow(s, 19.9, 10.0, 2)
+        assert not ok
+        ok1, s = step_allow(s, 20.0, 10.0, 2)
+        ok2, s = step_allow(s, 20.0, 10.0, 2)
+        ok3, s = step_allow(s, 20.0, 10.0, 2)
+        assert (ok1, ok2, ok3) == (True, True, False)
+        assert s.state is BreakerState.HALF_OPEN
+
+    def test_half_open_success_closes_failure_reopens(self) -> None:
+        half = BreakerStatus(BreakerState.HALF_OPEN, 0, 0.0, 1)
+        assert step_record(half, ok=True, now=30.0, failure_threshold=3) == BreakerStatus()
+        reopened = step_record(half, ok=False, now=30.0, failure_threshold=3)
+        assert (reopened.state, reopened.opened_at) == (BreakerState.OPEN, 30.0)
+
+    def test_breaker_object_reports_transitions(self) -> None:
+        clock = Clock()
+        seen: list[tuple[str, str]] = []
+        b = Breaker(
+            "db",
+            failure_threshold=1,
+            reset_timeout=5,
+            clock=clock,
+            on_change=lambda name, old, new: seen.append((old.value, new.value)),
+        )
+        assert b.allow()
+        b.record(ok=False)
+        assert not b.allow()
+        assert b.retry_in() == 5
+        clock.now = 5.0
+        assert b.state is BreakerState.HALF_OPEN
+        assert b.allow()
+        b.record(ok=True)
+        assert seen == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+    def test_invalid_breaker_specs(self) -> None:
+        with pytest.raises(SpecError, match="failure_threshold"):
+            BreakerSpec(failure_threshold=0)
+        with pytest.raises(SpecError, match="reset_timeout"):
+            BreakerSpec(reset_timeout=0)
+
+
+def test_open_breaker_makes_jobs_wait_without_calls_or_burned_restarts(make_tree, events) -> None:
+    """Two jobs share a breaker; once it opens neither calls, and no restart is burned."""
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=1)
+    )
+    breakers = build_breakers({"db": BreakerSpec(failure_threshold=2, reset_timeout=0.2)})
+    jobs = tuple(
+        JobSpec(
+            name=name,
+            work=PythonWork(target="jobfuncs:fail_while_flag", args=("backend",)),
+            schedule=Schedule(service=False),
+            breaker="db",
+        )
+        for name in ("a", "b")
+    )
+    tree = make_tree(
+        SupervisorSpec(policy=policy, children=jobs), on_event=events, breakers=breakers
+    )
+    events.reached("a", "waiting")
+    events.reached("b", "waiting")
+    calls_when_open = jobfuncs.CALLS["backend"]
+    assert calls_when_open == 2, "the two failures that opened it, then no call while open"
+    status = tree.status()
+    assert status["breakers"] == {"db": "open"}
+    # The failure below the threshold burned one restart; the one that opened it and the
+    # waiting since burn none.
+    assert sum(n["restarts"] for n in status["children"]) == 1
+    assert [n["state"] for n in status["children"]] == ["waiting", "waiting"]
+    jobfuncs.EVENTS["backend.healthy"].set()
+    assert tree.wait(10)
+    assert tree.result().ok
+    # Half-open lets one trial call through (no storm): 2 failing calls + 1 trial + 1 more.
+    assert jobfuncs.CALLS["backend"] == 4
+    changes = [(e.old, e.new) for e in events.of(BreakerChanged)]
+    assert changes[:3] == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+def test_unknown_breaker_is_refused(runtime) -> None:
+    from supervision import start_tree
+
+    job = JobSpec(name="j", work=PythonWork(target="jobfuncs:ok"), breaker="nope")
+    with pytest.raises(SpecError, match="unknown breaker 'nope'"):
+        start_tree(SupervisorSpec(children=(job,)), runtime)
+
+
+def test_retry_inside_one_attempt(make_tree, events) -> None:
+    retry = RetrySpec(attempts=3, wait=RetryWait(initial=0.001, max=0.002))
+    job = JobSpec(
+        name="r", work=PythonWork(target="jobfuncs:flaky_then_ok", args=("r", 2)), retry=retry
+    )
+    tree = make_tree(SupervisorSpec(children=(job,)), on_event=events)
+    assert tree.wait(10)
+    node = tree.status()["children"][0]
+    assert (node["state"], node["starts"], node["failures"]) == ("succeeded", 1, 0)
+    assert jobfuncs.CALLS["r"] == 3
+
+
+def test_retries_exhausted_fail_the_attempt_once(make_tree, events) -> None:
+    retry = RetrySpec(attempts=2, wait=RetryWait(initial=0.001, max=0.002))
+    job = JobSpec(
+        name="r", work=PythonWork(target="jobfuncs:flaky_then_ok", args=("r", 5)), retry=retry
+    )
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    tree = make_tree(SupervisorSpec(policy=policy, children=(job,)), on_event=events)
+    assert tree.wait(10)
+    assert jobfuncs.CALLS["r"] == 2
+    assert [e.outcome.value for e in events.of(ChildExited, "r")] == ["failed"]
+
+
+def test_retry_on_narrows_by_exception_name(make_tree) -> None:
+    retry = RetrySpec(attempts=5, wait=RetryWait(initial=0.001, max=0.001), on=("TimeoutError",))
+    job = JobSpec(
+        name="r", work=PythonWork(target="jobfuncs:flaky_then_ok", args=("r", 5)), retry=retry
+    )
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    tree = make_tree(SupervisorSpec(policy=policy, children=(job,)))
+    assert tree.wait(10)
+    assert jobfuncs.CALLS["r"] == 1, "ConnectionError is not in on: no retry"
+
+
+def test_depends_on_starts_after_once_jobs_succeed(make_tree, events) -> None:
+    jobfuncs.ORDER.clear()
+    children = (
+        JobSpec(
+            name="report",
+            work=PythonWork(target="jobfuncs:record_order", args=("o", "report")),
+            depends_on=("extract", "load"),
+        ),
+        JobSpec(
+            name="extract", work=PythonWork(target="jobfuncs:record_order", args=("o", "extract"))
+        ),
+        JobSpec(
+            name="load",
+            work=PythonWork(target="jobfuncs:record_order", args=("o", "load")),
+            depends_on=("extract",),
+        ),
+    )
+    tree = make_tree(SupervisorSpec(children=children), on_event=events)
+    assert tree.wait(10)
+    assert jobfuncs.ORDER == ["extract", "load", "report"]
+    assert tree.result().ok
+
+
+def test_dependent_of_a_job_that_gave_up_fails_without_starting(make_tree, events) -> None:
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    children = (
+        python_job("bad", "jobfuncs:fail", "bad"),
+        JobSpec(
+            name="after",
+            work=PythonWork(target="jobfuncs:ok", args=("after",)),
+            depends_on=("bad",),
+        ),
+    )
+    tree = make_tree(SupervisorSpec(policy=policy, children=children), on_event=events)
+    assert tree.wait(10)
+    status = {n["name"]: n for n in tree.status()["children"]}
+    assert status["after"]["state"] == "failed"
+    assert status["after"]["starts"] == 0
+    assert "dependency bad gave_up" in status["after"]["last_exit"]["error"]
+    assert jobfuncs.CALLS["after"] == 0
+    assert tree.result().failed == ("after", "bad")
+
+
+class GateProbe:
+    """A readiness probe the test opens by hand."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+
+    def wait_ready(self, cancelled: threading.Event) -> None:
+        while not self.ready.wait(0.005):
+            if cancelled.is_set():
+                raise RuntimeError("cancelled")
+
+
+class NeverReady:
+    def wait_ready(self, cancelled: threading.Event) -> None:
+        raise TimeoutError("not ready within 0s")
+
+
+def test_service_is_started_only_when_ready_and_dependents_wait(make_tree, events) -> None:
+    probe = GateProbe()
+    svc = JobSpec(
+        name="svc",
+        work=PythonWork(target="jobfuncs:block", args=("svc",)),
+        schedule=Schedule(service=True),
+        ready=probe,
+    )
+    client = JobSpec(
+        name="client", work=PythonWork(target="jobfuncs:ok", args=("client",)), depends_on=("svc",)
+    )
+    tree = make_tree(SupervisorSpec(children=(svc, client)), on_event=events)
+    assert jobfuncs.EVENTS["svc.running"].wait(5)
+    assert tree.status()["children"][0]["state"] == "starting"
+    assert jobfuncs.CALLS["client"] == 0
+    probe.ready.set()
+    events.reached("client", "succeeded")
+    assert tree.status()["children"][0]["state"] == "running"
+
+
+def test_a_service_that_never_gets_ready_fails(make_tree, events) -> None:
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    svc = JobSpec(
+        name="svc",
+        work=PythonWork(target="jobfuncs:block", args=("svc",)),
+        schedule=Schedule(service=True),
+        ready=NeverReady(),
+    )
+    tree = make_tree(SupervisorSpec(policy=policy, children=(svc,)), on_event=events)
+    events.reached("svc", "gave_up")
+    node: dict[str, Any] = tree.status()["children"][0]
+    assert "not ready" in node["last_exit"]["error"]
