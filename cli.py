@@ -1,10 +1,23 @@
-"""The ``jobvisor`` command: parses arguments and calls the embedded API, nothing more."""
+"""The ``jobvisor`` command: parses arguments and calls the embedded API, nothing more.
+
+The runtime is chosen before anything else is imported, because gevent must
+monkey-patch the process first; everything else lives in ``supervision``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+# Exit codes of SPEC §4.
+OK, FAILED, USAGE, NO_DAEMON, NO_SUCH_JOB = 0, 1, 2, 3, 4
+RUNTIMES = ("threads", "gevent")
+LEVELS = ("none", "error", "warning", "information", "debug", "verbose")
 
 
 def _version() -> str:
@@ -14,20 +27,152 @@ def _version() -> str:
         return "0+checkout"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one clear line and exit 2, never a traceback
+        self.print_usage(sys.stderr)
+        self.exit(USAGE, f"jobvisor: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS)
+    common.add_argument("--log-file", metavar="PATH", default=argparse.SUPPRESS)
+    common.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS)
+    common.add_argument("--runtime", choices=RUNTIMES, default=argparse.SUPPRESS)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    parser = _Parser(
         prog="jobvisor",
         description="Run parallel jobs that recover from runtime errors by themselves.",
+        parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"jobvisor {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    run = sub.add_parser("run", parents=[common], help="run the manifest's jobs in the foreground")
+    run.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
+    validate = sub.add_parser("validate", parents=[common], help="check a manifest")
+    validate.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
+    validate.add_argument(
+        "--explain", action="store_true", help="print the resolved tree with every policy"
+    )
     return parser
+
+
+def _peek_runtime(args: argparse.Namespace) -> str:
+    """The runtime to prepare: the flag, else the manifest's ``runtime:``, else threads."""
+    flag: str | None = getattr(args, "runtime", None)
+    if flag:
+        return flag
+    try:
+        import yaml  # noqa: PLC0415 - yaml starts no thread; the real load comes later
+
+        data = yaml.safe_load(Path(args.manifest).read_text(encoding="utf-8"))
+    except Exception:
+        return "threads"  # the real load reports whatever is wrong
+    runtime = data.get("runtime") if isinstance(data, dict) else None
+    return runtime if runtime in RUNTIMES else "threads"
+
+
+def _prepare_runtime(name: str) -> None:
+    if name == "gevent":
+        from gevent import monkey  # noqa: PLC0415 - patching must precede every other import
+
+        monkey.patch_all()
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"jobvisor: {message}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 2
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return USAGE
+    if args.command == "run":
+        _prepare_runtime(_peek_runtime(args))
+    try:
+        if args.command == "validate":
+            return _validate(args)
+        return _run(args)
+    except KeyboardInterrupt:
+        return FAILED
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from supervision import ManifestError, load_manifest  # noqa: PLC0415 - after the runtime
+
+    path = Path(args.manifest)
+    if not path.is_file():
+        _error(f"no manifest at {path}: pass its path, or run where jobs.yaml is")
+        return None
+    try:
+        manifest = load_manifest(path)
+    except ManifestError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return None
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir:
+        import dataclasses  # noqa: PLC0415
+
+        manifest = dataclasses.replace(manifest, state_dir=Path(state_dir).resolve())
+    return manifest
+
+
+def _validate(args: argparse.Namespace) -> int:
+    manifest = _load(args)
+    if manifest is None:
+        return USAGE
+    if args.explain:
+        sys.stdout.write(manifest.explain() + "\n")
+    else:
+        from supervision import walk  # noqa: PLC0415
+
+        count = sum(1 for _ in walk(manifest.tree_spec()))
+        sys.stdout.write(f"{args.manifest}: OK ({count} children)\n")
+    return OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from supervision import (  # noqa: PLC0415 - imported after the runtime is prepared
+        JobvisorError,
+        compose,
+        run_batch,
+        summary_table,
+        write_progress,
+    )
+
+    manifest = _load(args)
+    if manifest is None:
+        return USAGE
+    as_json = getattr(args, "json", False)
+    try:
+        composition = compose(
+            manifest,
+            runtime=getattr(args, "runtime", None),
+            log_level=getattr(args, "log_level", None),
+            log_file=getattr(args, "log_file", None),
+        )
+    except JobvisorError as exc:
+        _error(str(exc))
+        return USAGE
+    with composition:
+        live = sys.stderr.isatty() and not as_json and not os.environ.get("CI")
+        report = run_batch(composition, on_progress=write_progress() if live else None)
+        if live:
+            sys.stderr.write("\r\033[K")
+        mask = composition.masker.mask
+        if as_json:
+            sys.stdout.write(mask(json.dumps(report.status, indent=2)) + "\n")
+        else:
+            sys.stdout.write(summary_table(report.status, mask) + "\n")
+        if report.result.escalation is not None:
+            _error(mask(f"escalation reached the root: {report.result.escalation}"))
+        elif report.result.failed:
+            _error(f"failed or gave up: {', '.join(report.result.failed)}")
+        return report.exit_code
 
 
 if __name__ == "__main__":

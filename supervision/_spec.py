@@ -12,7 +12,7 @@ from actors import PythonWork, RetrySpec, Schedule, SpecError, Work
 from supervision._policy import RestartPolicy, RestartType, Strategy
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
 __all__ = [
     "ActorSpec",
@@ -23,6 +23,7 @@ __all__ = [
     "RotateSpec",
     "SupervisorSpec",
     "python_job",
+    "walk",
 ]
 
 NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -199,6 +200,15 @@ class LoggingSpec:
             raise SpecError(f"logging.level: expected one of {expected}, got {self.level!r}")
         if self.format not in ("text", "json"):
             raise SpecError(f"logging.format: expected text or json, got {self.format!r}")
+
+
+def walk(spec: SupervisorSpec, prefix: str = "") -> Iterator[tuple[str, ChildSpec]]:
+    """Every child spec under ``spec`` with its path, depth first, in start order."""
+    for child in spec.children:
+        path = f"{prefix}/{child.name}" if prefix else child.name
+        yield path, child
+        if isinstance(child, SupervisorSpec):
+            yield from walk(child, path)
 
 
 def python_job(

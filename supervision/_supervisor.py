@@ -162,6 +162,15 @@ class _Timer:
 
 
 @dataclass(frozen=True, slots=True)
+class FinalStatus:
+    """A supervisor's last status nodes, sent to its parent just before it ends."""
+
+    key: int
+    incarnation: int
+    nodes: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class LastExit:
     outcome: Outcome
     code: int | None
@@ -201,6 +210,7 @@ class ChildRecord:
     # Why a stop is under way: stop | restart | remove | group | shutdown | escalate
     intent: str | None = None
     waiters: list[Callable[[], None]] = field(default_factory=list)
+    final_children: list[dict[str, Any]] | None = None  # a stopped group's last status nodes
 
 
 _RESTART_INTENTS = frozenset({"restart", "group"})
@@ -242,12 +252,14 @@ class Supervisor(SupervisedActor):
         self._stop_waiting: ChildRecord | None = None
         self._after_stop: list[Callable[[], None]] = []
         self._closing: str | None = None  # "shutdown" or "escalate" once the end has begun
+        self._force = False  # a forced stop: children get no grace
         self._handlers: dict[type, Callable[[Any], None]] = {
             ChildExit: self._on_exit,
             ChildStarted: self._on_started,
             AttemptDone: self._on_attempt,
             Waiting: self._on_waiting,
             Resumed: self._on_resumed,
+            FinalStatus: self._on_final_status,
             _Timer: self._on_timer,
             Command: self._on_command,
         }
@@ -453,6 +465,18 @@ class Supervisor(SupervisedActor):
             msg.breaker,
             extra={"path": rec.path, "attempt": rec.attempts},
         )
+
+    def _on_final_status(self, msg: FinalStatus) -> None:
+        rec = self._by_key.get(msg.key)
+        if rec is not None and rec.incarnation == msg.incarnation:
+            rec.final_children = msg.nodes
+
+    def _finish(self, outcome: Outcome, error: BaseException | None = None) -> None:
+        """End this supervisor, leaving its last status with its parent."""
+        link = self._jv_link
+        nodes = self._status()
+        link.parent.tell(FinalStatus(link.key, link.incarnation, nodes))
+        self._jv_finish(outcome, error)
 
     def _on_resumed(self, msg: Resumed) -> None:
         rec = self._by_key.get(msg.key)
@@ -877,7 +901,7 @@ class Supervisor(SupervisedActor):
             rec.intent = "stop"
         self._set_state(rec, State.STOPPING)
         log.info("{}: stopping ({})", rec.path, rec.intent, extra={"path": rec.path})
-        grace = rec.spec.grace
+        grace = 0.0 if self._force and not isinstance(rec.spec, SupervisorSpec) else rec.spec.grace
         if grace is not None:
             rec.kill_timer = self._later(grace, _Timer(rec.key, rec.incarnation, "kill"))
         actor._jv_request_stop()
@@ -912,7 +936,7 @@ class Supervisor(SupervisedActor):
         self._publish(
             ev.Escalated(path=self.path, at=self.ctx.wall(), reason=reason, error=str(error))
         )
-        self._stop_all_then(lambda: self._jv_finish(Outcome.FAILED, error))
+        self._stop_all_then(lambda: self._finish(Outcome.FAILED, error))
 
     def _shutdown(self, reply: pykka.Future[Any]) -> None:
         if self._closing is not None:
@@ -924,9 +948,24 @@ class Supervisor(SupervisedActor):
 
         def done() -> None:
             reply.set(None)
-            self._jv_finish(Outcome.STOPPED)
+            self._finish(Outcome.STOPPED)
 
         self._stop_all_then(done)
+
+    def _kill_all(self) -> None:
+        """Stop now: every child is killed (groups pass it on), without waiting for graces."""
+        self._force = True
+        if self._closing is None:
+            self._shutdown(pykka.ThreadingFuture())
+        for rec in self.children:
+            actor = rec.actor
+            if actor is None:
+                continue
+            if isinstance(actor, Supervisor):
+                actor.actor_ref.tell(Command("kill", (), pykka.ThreadingFuture()))
+            elif rec.state is State.STOPPING:
+                log.warning("{}: killed (forced stop)", rec.path, extra={"path": rec.path})
+                actor._jv_kill()
 
     # -- commands from the tree ------------------------------------------------------------------
 
@@ -934,6 +973,10 @@ class Supervisor(SupervisedActor):
         try:
             if cmd.op == "shutdown":
                 self._shutdown(cmd.reply)
+                return
+            if cmd.op == "kill":
+                self._kill_all()
+                cmd.reply.set(None)
                 return
             if cmd.op == "status":
                 cmd.reply.set(self._status())
@@ -1042,9 +1085,12 @@ class Supervisor(SupervisedActor):
             }
             if isinstance(rec.spec, SupervisorSpec):
                 actor = rec.actor
-                node["children"] = (
-                    _ask_status(actor) if actor is not None else _idle_children(rec.spec, rec.path)
-                )
+                if actor is not None:
+                    node["children"] = _ask_status(actor)
+                elif rec.final_children is not None:
+                    node["children"] = rec.final_children
+                else:
+                    node["children"] = _idle_children(rec.spec, rec.path)
             nodes.append(node)
         return nodes
 

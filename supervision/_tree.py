@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import random
 import threading
@@ -32,7 +33,7 @@ from actors import (
 from supervision._events import BreakerChanged, EventBus
 from supervision._spec import ActorSpec, BreakerSpec, ChildSpec, JobSpec, SupervisorSpec
 from supervision._state import State
-from supervision._supervisor import Command, Supervisor, Tracker, TreeContext
+from supervision._supervisor import Command, FinalStatus, Supervisor, Tracker, TreeContext
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -75,9 +76,12 @@ class _Monitor:
     def __init__(self, tracker: Tracker) -> None:
         self._tracker = tracker
         self.exit: ChildExit | None = None
+        self.final: list[dict[str, Any]] = []
 
     def tell(self, message: Any) -> None:
-        if isinstance(message, ChildStarted):
+        if isinstance(message, FinalStatus):
+            self.final = message.nodes
+        elif isinstance(message, ChildStarted):
             self._tracker.started.set()
         elif isinstance(message, ChildExit):
             self.exit = message
@@ -152,7 +156,7 @@ class Tree:
             return {
                 "name": self.spec.name,
                 "state": State.FAILED.value if failed else State.STOPPED.value,
-                "children": [],
+                "children": _resolve(self._monitor.final, time.monotonic() + timeout),
                 "breakers": {name: b.state.value for name, b in sorted(self._ctx.breakers.items())},
             }
         nodes = self._command("status", "", timeout=timeout)
@@ -231,6 +235,18 @@ class Tree:
                 breaker.unlisten(listener)
         _live_trees.discard(self)
         return ended
+
+    def kill(self) -> None:
+        """Force the stop: kill every child now instead of waiting for its grace.
+
+        Use it after ``stop`` when waiting is not an option (a second Ctrl-C).
+        """
+        if self.ended:
+            return
+        with self._stop_lock:
+            self._stopped = True
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._root.actor_ref.tell(Command("kill", (), pykka.ThreadingFuture()))
 
     def __enter__(self) -> Self:
         return self

@@ -1,0 +1,221 @@
+"""The composition root: build logging, breakers and the runtime from a manifest and flags.
+
+This is the one place that wires the pieces together, for the CLI and for
+embedded users alike; nothing here is a module-level singleton. ``run``
+is the batch mode of ``jobvisor run``: start the tree, wait for the finite
+jobs, stop the endless ones, and say how it went.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self, TextIO
+
+from actors import check_runtime
+from supervision._logging import LoggingSetup, SecretMasker, configure_logging
+from supervision._tree import RunResult, Tree, build_breakers, start_tree
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from actors import Breaker
+    from supervision._manifest import Manifest
+
+__all__ = ["Composition", "RunReport", "compose", "flatten_status", "run_batch", "summary_table"]
+
+
+@dataclass
+class Composition:
+    """Everything a run needs, built once from the manifest and the flags."""
+
+    manifest: Manifest
+    runtime: str
+    logging: LoggingSetup
+    masker: SecretMasker
+    breakers: dict[str, Breaker] = field(default_factory=dict)
+
+    def start(self, **kwargs: Any) -> Tree:
+        """Start the manifest's tree with this composition's runtime and breakers."""
+        return start_tree(self.manifest, self.runtime, breakers=self.breakers, **kwargs)
+
+    def close(self) -> None:
+        self.logging.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def compose(
+    manifest: Manifest,
+    *,
+    runtime: str | None = None,
+    log_level: str | None = None,
+    log_file: str | None = None,
+    stream: TextIO | None = None,
+) -> Composition:
+    """Build logging (with secret masking), breakers and the runtime choice for ``manifest``.
+
+    ``runtime``, ``log_level`` and ``log_file`` override the manifest (the
+    CLI's global flags). Raises ``RuntimeSetupError`` if the process was not
+    prepared for the runtime, and ``LoggingSetupError`` if the log file
+    cannot be opened.
+    """
+    chosen = runtime or manifest.runtime
+    check_runtime(chosen)
+    masker = SecretMasker(manifest.secrets)
+    base_dir = manifest.path.parent if manifest.path is not None else Path.cwd()
+    setup = configure_logging(
+        manifest.logging,
+        level=log_level,
+        file=log_file,
+        masker=masker,
+        stream=stream,
+        base_dir=base_dir,
+    )
+    return Composition(manifest, chosen, setup, masker, build_breakers(manifest.breakers))
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """How ``jobvisor run`` ended: its exit code, the last status document and why."""
+
+    exit_code: int
+    status: dict[str, Any]
+    result: RunResult
+    interrupted: bool
+
+
+class _Signals:
+    """SIGINT/SIGTERM: the first stops gracefully, the second stops forcibly."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = threading.Event()
+        self.second = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        del signum, frame
+        self.count += 1
+        (self.first if self.count == 1 else self.second).set()
+
+
+def run_batch(
+    composition: Composition,
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    progress_every: float = 0.5,
+    stop_timeout: float | None = None,
+) -> RunReport:
+    """Batch mode: run until every finite job settled, then stop the endless ones gracefully.
+
+    A manifest with no finite job runs until SIGINT/SIGTERM. The first
+    signal stops every child gracefully (stop signal, then kill after its
+    grace); a second one kills what is still running at once.
+    """
+    signals = _Signals()
+    signals.install()
+    tree = composition.start()
+    try:
+        while not tree.wait(progress_every):
+            if signals.first.is_set():
+                break
+            if on_progress is not None:
+                on_progress(tree.status())
+        final = tree.status() if not tree.ended else None
+        stopper = threading.Thread(target=tree.stop, args=(stop_timeout,), name="jv-stopper")
+        stopper.start()
+        while stopper.is_alive():
+            if signals.second.wait(0.05):
+                tree.kill()
+                signals.second.clear()
+            stopper.join(0.05)
+        status = final if final is not None else tree.status()
+    finally:
+        signals.restore()
+        if not tree.ended:
+            tree.kill()
+            tree.stop(5)
+    result = tree.result()
+    interrupted = signals.first.is_set()
+    code = 0 if result.ok else 1
+    return RunReport(code, status, result, interrupted)
+
+
+def flatten_status(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of a status document, depth first (groups before their children)."""
+    for node in doc.get("children", []):
+        yield node
+        if node.get("children"):
+            yield from flatten_status(node)
+
+
+def summary_table(doc: dict[str, Any], mask: Callable[[str], str] = str) -> str:
+    """The end-of-run table: one row per child with state, counters and last exit."""
+    header = ("PATH", "KIND", "STATE", "STARTS", "RESTARTS", "FAILURES", "LAST EXIT")
+    rows = [header]
+    for node in flatten_status(doc):
+        last = node.get("last_exit")
+        if last is None:
+            exit_text = "-"
+        else:
+            exit_text = last["outcome"]
+            if last.get("code") is not None:
+                exit_text += f" ({last['code']})"
+            if last.get("error"):
+                exit_text += f": {mask(last['error'])}"
+        rows.append(
+            (
+                node["path"],
+                node["kind"],
+                node["state"],
+                str(node["starts"]),
+                str(node["restarts"]),
+                str(node["failures"]),
+                exit_text[:80],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
+        + "  "
+        + row[-1]
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def progress_line(doc: dict[str, Any]) -> str:
+    """One line counting children per state, for the live progress on a terminal."""
+    counts: dict[str, int] = {}
+    for node in flatten_status(doc):
+        if node["kind"] != "group":
+            counts[node["state"]] = counts.get(node["state"], 0) + 1
+    parts = [f"{n} {state}" for state, n in sorted(counts.items())]
+    return f"[{time.strftime('%H:%M:%S')}] " + ", ".join(parts)
+
+
+def write_progress(stream: TextIO = sys.stderr) -> Callable[[dict[str, Any]], None]:
+    def show(doc: dict[str, Any]) -> None:
+        stream.write("\r\033[K" + progress_line(doc))
+        stream.flush()
+
+    return show
