@@ -69,8 +69,24 @@ from supervision._spec import (
     RotateSpec,
     SupervisorSpec,
     python_job,
+    walk,
 )
 from supervision._state import FINAL, TRANSITIONS, State, can_transition
+from supervision._app import (
+    Composition,
+    RunReport,
+    compose,
+    flatten_status,
+    run_batch,
+    summary_table,
+    write_progress,
+)
+from supervision._logging import (
+    LoggingSetup,
+    LoggingSetupError,
+    SecretMasker,
+    configure_logging,
+)
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
 
 __all__ = [
@@ -89,6 +105,7 @@ __all__ = [
     "ChildRef",
     "ChildSpec",
     "ChildUnavailableError",
+    "Composition",
     "Cooldown",
     "CooldownPolicy",
     "CooldownStarted",
@@ -104,6 +121,8 @@ __all__ = [
     "JobFailure",
     "JobSpec",
     "JobvisorError",
+    "LoggingSetup",
+    "LoggingSetupError",
     "LoggingSpec",
     "NoSuchChildError",
     "OnExhausted",
@@ -117,9 +136,11 @@ __all__ = [
     "RetrySpec",
     "RetryWait",
     "RotateSpec",
+    "RunReport",
     "RunResult",
     "RuntimeSetupError",
     "Schedule",
+    "SecretMasker",
     "ServiceExited",
     "SpecError",
     "State",
@@ -131,11 +152,18 @@ __all__ = [
     "TreeStoppedError",
     "build_breakers",
     "can_transition",
+    "compose",
+    "configure_logging",
     "current_attempt",
     "decide",
     "decide_probation_failure",
+    "flatten_status",
     "install_runtime",
     "python_job",
+    "run_batch",
     "start_tree",
+    "summary_table",
+    "walk",
     "wants_restart",
+    "write_progress",
 ]

@@ -1,0 +1,678 @@
+"""Where jobvisor's log records go: six levels, text or JSON lines, rotation, secret masking.
+
+``configure_logging(spec)`` pushes the handlers application-wide (every
+thread and greenlet), routes standard-library logging (requests, urllib3,
+pykka) into them, and returns a ``LoggingSetup`` whose ``close()`` undoes
+all of it::
+
+    with configure_logging(manifest.logging, level=args.log_level, base_dir=manifest_dir):
+        run()
+
+While a setup is active it owns jobvisor's output: records it does not
+write are swallowed, so nothing reaches logbook's default stderr handler or
+handlers pushed before it. Setups nest; close them in reverse order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import urllib.parse
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+
+import logbook
+from logbook.compat import RedirectLoggingHandler
+
+from actors import JobvisorError, describe
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from types import TracebackType
+    from typing import Self, TextIO
+
+    from supervision._spec import LoggingSpec, RotateSpec
+
+__all__ = [
+    "LOGGERS",
+    "LoggingSetup",
+    "LoggingSetupError",
+    "SecretMasker",
+    "configure_logging",
+]
+
+# The threshold each level of the manifest writes from; "none" writes nothing.
+THRESHOLDS: Final[dict[str, int | None]] = {
+    "none": None,
+    "error": logbook.ERROR,
+    "warning": logbook.WARNING,
+    "information": logbook.INFO,  # INFO and NOTICE
+    "debug": logbook.DEBUG,
+    "verbose": logbook.TRACE,
+}
+
+# The same thresholds for standard-library loggers (which have no TRACE).
+_STDLIB_THRESHOLDS: Final[dict[str, int]] = {
+    "none": logging.CRITICAL + 1,
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "information": logging.INFO,
+    "debug": logging.DEBUG,
+    "verbose": 1,  # everything: below DEBUG maps to TRACE
+}
+
+# Modules whose module-level logbook Loggers are jobvisor's own channels.
+_PACKAGES: Final = frozenset({"actors", "supervision", "cli"})
+
+LOGGERS: Final = logbook.LoggerGroup()
+"""jobvisor's own logbook Loggers, adopted by ``configure_logging``.
+
+Its level and disabled flag are reflected into every member, so a call
+below the configured level returns before any record is created. Members
+are the module-level Loggers of ``actors``, ``supervision`` and ``cli``
+found when a setup starts; add a Logger created later with
+``LOGGERS.add_logger(log)``.
+"""
+
+_TRACE: Final[int] = logbook.TRACE
+
+INDENT: Final = "\n    "  # continuation lines of a text record (message, traceback)
+
+
+class LoggingSetupError(JobvisorError):
+    """The log file cannot be opened (or its directory created) when logging starts.
+
+    Raised by ``configure_logging`` before anything is changed, so logging
+    stays as it was. The message names the path and the reason; fix the
+    directory's permissions or choose another file (``--log-file``). Unlike
+    a later write failure, which only drops records and warns once on
+    stderr, this stops the run before any job starts. ``path`` is the file.
+    """
+
+    def __init__(self, path: Path, reason: BaseException) -> None:
+        super().__init__(
+            f"cannot open the log file {path}: {describe(reason)}; check that its directory "
+            "exists or can be created and is writable, or choose another file with --log-file"
+        )
+        self.path = path
+
+
+class SecretMasker:
+    """Replaces every registered secret value with ``***`` in text.
+
+    Thread-safe: ``add`` may be called while other threads ``mask``. Besides
+    the value itself it registers the forms in which a value usually leaks
+    into a log line: its stripped form, the escaped forms ``repr`` and JSON
+    give it, its URL-encoded forms (urllib3 logs request lines) and, for a
+    multi-line value such as a PEM key, each of its lines.
+
+    Values (and forms) shorter than ``MIN_LENGTH`` characters are not
+    registered: masking them would garble ordinary text (a one-character
+    secret would mask that character everywhere) while hiding almost
+    nothing. ``add`` returns False for such a value so a caller can warn.
+    """
+
+    MIN_LENGTH: ClassVar[int] = 4
+    MASK: ClassVar[str] = "***"
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._forms: set[str] = set()  # every registered form; only grows
+        self._pattern: re.Pattern[str] | None = None  # matches any form, longest first
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, value: str) -> bool:
+        """Register ``value``; return False if it is too short to be masked."""
+        if not isinstance(value, str):
+            raise TypeError(f"a secret must be a str, got {type(value).__name__}")
+        if len(value.strip()) < self.MIN_LENGTH:
+            return False
+        forms = {form for form in _leak_forms(value) if len(form) >= self.MIN_LENGTH}
+        with self._lock:
+            if forms <= self._forms:
+                return True
+            self._forms |= forms
+            ordered = sorted(self._forms, key=lambda form: (-len(form), form))
+            self._pattern = re.compile("|".join(map(re.escape, ordered)))
+        return True
+
+    def mask(self, text: str) -> str:
+        """Return ``text`` with every registered secret replaced by ``***``."""
+        pattern = self._pattern
+        if pattern is None or not text:
+            return text
+        return pattern.sub(self.MASK, text)
+
+    def __len__(self) -> int:
+        """The number of registered forms (never the values: they are secret)."""
+        return len(self._forms)
+
+    def __repr__(self) -> str:
+        return f"<SecretMasker with {len(self._forms)} masked forms>"
+
+
+def _leak_forms(value: str) -> set[str]:
+    forms = {value, value.strip()}
+    forms |= {line.strip() for line in value.splitlines()}
+    for base in list(forms):
+        forms.add(repr(base)[1:-1])
+        forms.add(json.dumps(base)[1:-1])
+        forms.add(json.dumps(base, ensure_ascii=False)[1:-1])
+        forms.add(urllib.parse.quote(base, safe=""))
+        forms.add(urllib.parse.quote_plus(base, safe=""))
+    return forms
+
+
+class LoggingSetup:
+    """What ``configure_logging`` installed; ``close()`` (or leaving ``with``) undoes it.
+
+    ``masker`` is live: secrets added to it later are masked from then on.
+    ``level``, ``format`` and ``path`` (None when writing to a stream) are
+    the effective settings after the overrides.
+    """
+
+    def __init__(
+        self,
+        *,
+        masker: SecretMasker,
+        level: str,
+        format: str,  # noqa: A002 - the manifest's field name
+        path: Path | None,
+    ) -> None:
+        self.masker = masker
+        self.level = level
+        self.format = format
+        self.path = path
+        self._undo: list[Callable[[], None]] = []  # run last-first by close()
+        self._closed = False
+
+    def close(self) -> None:
+        """Pop the handlers, close the file and restore stdlib logging and logger levels.
+
+        Idempotent. Call it after the tree has stopped, and close nested
+        setups in reverse order; records logged afterwards go where they went
+        before. Every step runs even if one fails; the first failure is raised.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        first: BaseException | None = None
+        while self._undo:
+            try:
+                self._undo.pop()()
+            except Exception as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self.path or "stream"
+        return f"<LoggingSetup level={self.level} format={self.format} to {where}>"
+
+
+def configure_logging(
+    spec: LoggingSpec,
+    *,
+    level: str | None = None,
+    file: str | None = None,
+    masker: SecretMasker | None = None,
+    stream: TextIO | None = None,
+    base_dir: Path | None = None,
+    now: Callable[[], datetime] = datetime.now,
+) -> LoggingSetup:
+    """Send jobvisor's and the standard library's log records where ``spec`` says.
+
+    ``level`` and ``file`` override the spec (``--log-level``, ``--log-file``);
+    ``file="-"`` writes to the stream even if the spec names a file. A
+    relative ``spec.file`` resolves against ``base_dir`` (the manifest's
+    directory; default the working directory), a relative ``file`` override
+    against the working directory, as a command-line path would. Records go
+    to ``stream`` (default ``sys.stderr``) when there is no file. ``now`` is
+    the wall clock of time rotation, for tests.
+
+    Raises ``SpecError`` for an unknown level and ``LoggingSetupError`` when
+    the file cannot be opened; nothing is changed then. Level ``none`` opens
+    no file. Later write failures never raise: see ``LoggingSetupError``.
+    """
+    changes: dict[str, Any] = {}
+    if level is not None:
+        changes["level"] = level
+    if file is not None:
+        changes["file"] = None if file == "-" else file
+    effective = dataclasses.replace(spec, **changes) if changes else spec
+    masker = masker if masker is not None else SecretMasker()
+    threshold = THRESHOLDS[effective.level]
+
+    path: Path | None = None
+    if effective.file is not None and threshold is not None:
+        relative_to = Path.cwd() if file is not None else (base_dir or Path.cwd())
+        path = relative_to / Path(effective.file).expanduser()
+    setup = LoggingSetup(masker=masker, level=effective.level, format=effective.format, path=path)
+
+    handlers: list[logbook.Handler] = [logbook.NullHandler()]  # swallows what ours do not write
+    if threshold is not None:
+        sink: _Sink = (
+            _FileSink(path, effective.rotate, now)
+            if path is not None
+            else _StreamSink(stream if stream is not None else sys.stderr)
+        )
+        render = _render_json if effective.format == "json" else _render_text
+        handlers.append(_LineHandler(threshold, render, masker, sink))
+
+    for handler in handlers:
+        handler.push_application()
+        setup._undo.append(_closing(handler))
+    setup._undo.append(_set_group_level(threshold))
+    setup._undo.append(_route_stdlib(_STDLIB_THRESHOLDS[effective.level]))
+    return setup
+
+
+def _closing(handler: logbook.Handler) -> Callable[[], None]:
+    def undo() -> None:
+        handler.pop_application()
+        handler.close()
+
+    return undo
+
+
+def _set_group_level(threshold: int | None) -> Callable[[], None]:
+    """Adopt jobvisor's Loggers into ``LOGGERS`` and set its level; return the undo."""
+    adopted: list[logbook.Logger] = []
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] not in _PACKAGES:
+            continue
+        for value in list(getattr(module, "__dict__", {}).values()):
+            if isinstance(value, logbook.Logger) and value.group is None:
+                LOGGERS.add_logger(value)
+                adopted.append(value)
+    before = (LOGGERS.level, LOGGERS.disabled)
+    # "none": disabled makes every Logger method return at once; CRITICAL covers log().
+    LOGGERS.level = logbook.CRITICAL if threshold is None else threshold
+    LOGGERS.disabled = threshold is None
+
+    def undo() -> None:
+        LOGGERS.level, LOGGERS.disabled = before
+        for logger in adopted:
+            if logger.group is LOGGERS:
+                LOGGERS.remove_logger(logger)
+
+    return undo
+
+
+def _route_stdlib(level: int) -> Callable[[], None]:
+    """Forward stdlib records at ``level`` and above into logbook; return the undo.
+
+    Other handlers on the root logger stay: an embedding program keeps its
+    own. The root level is set so that a call below ``level`` on a logger
+    without its own level creates no record.
+    """
+    root = logging.getLogger()
+    bridge = _StdlibBridge()
+    bridge.setLevel(level)
+    before = root.level
+    root.addHandler(bridge)
+    root.setLevel(level)
+
+    def undo() -> None:
+        root.removeHandler(bridge)
+        root.setLevel(before)
+        bridge.close()
+
+    return undo
+
+
+# Attributes every stdlib LogRecord has; the rest came from ``extra=``.
+_STDLIB_ATTRS: Final = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime"}
+)
+
+
+class _StdlibBridge(RedirectLoggingHandler):  # type: ignore[misc]  # logbook has no stubs
+    """A stdlib handler that dispatches each record to logbook's handlers."""
+
+    def convert_level(self, level: int) -> int:
+        if level < logging.DEBUG:
+            return _TRACE
+        return int(super().convert_level(level))
+
+    def find_extra(self, old_record: logging.LogRecord) -> dict[str, Any]:
+        return {k: v for k, v in vars(old_record).items() if k not in _STDLIB_ATTRS}
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+class _Render(Protocol):
+    def __call__(self, record: logbook.LogRecord, masker: SecretMasker) -> str: ...
+
+
+@dataclasses.dataclass(slots=True)
+class _Fields:
+    """One record's parts, each already masked."""
+
+    time: str
+    level: str
+    channel: str
+    message: str
+    path: Any
+    attempt: Any
+    exception: str | None
+    extra: dict[str, Any]
+
+
+def _fields(record: logbook.LogRecord, masker: SecretMasker) -> _Fields:
+    try:
+        message = record.message
+    except Exception as exc:  # a bad format string must not lose the record
+        message = f"{record.msg} (this log call could not be formatted: {type(exc).__name__})"
+    try:
+        exception = record.formatted_exception
+    except Exception as exc:
+        exception = f"(the exception could not be formatted: {type(exc).__name__})"
+    extra = {key: _mask_value(value, masker) for key, value in dict(record.extra).items()}
+    return _Fields(
+        time=_timestamp(record.time),
+        level=str(record.level_name),
+        channel=masker.mask(str(record.channel)),
+        message=masker.mask(message if isinstance(message, str) else str(message)),
+        path=extra.pop("path", None),
+        attempt=extra.pop("attempt", None),
+        exception=None if exception is None else masker.mask(str(exception)),
+        extra=extra,
+    )
+
+
+def _mask_value(value: Any, masker: SecretMasker) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return masker.mask(value if isinstance(value, str) else str(value))
+
+
+def _timestamp(when: datetime) -> str:
+    """ISO 8601 local time with offset; logbook's naive times are UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone().isoformat(timespec="milliseconds")
+
+
+def _render_text(record: logbook.LogRecord, masker: SecretMasker) -> str:
+    """``TIME LEVEL channel: message [path=P attempt=N key=value]``, traceback indented below."""
+    f = _fields(record, masker)
+    context = {"path": f.path, "attempt": f.attempt, **f.extra}
+    pairs = " ".join(f"{k}={_text_value(v)}" for k, v in context.items() if v not in (None, ""))
+    message = f.message.replace("\n", INDENT)
+    line = f"{f.time} {f.level:<8} {f.channel}: {message}"
+    if pairs:
+        line += f" [{pairs}]"
+    if f.exception:
+        line += INDENT + f.exception.replace("\n", INDENT)
+    return masker.mask(line)
+
+
+_NEEDS_QUOTES: Final = re.compile(r'[\s"=\[\]]')
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    if not text or _NEEDS_QUOTES.search(text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def _render_json(record: logbook.LogRecord, masker: SecretMasker) -> str:
+    """One JSON object: time, level, channel, message, path, attempt, exception, then extras."""
+    f = _fields(record, masker)
+    document = {
+        "time": f.time,
+        "level": f.level,
+        "channel": f.channel,
+        "message": f.message,
+        "path": f.path,
+        "attempt": f.attempt,
+        "exception": f.exception,
+    }
+    document.update((k, v) for k, v in f.extra.items() if k not in document)
+    return masker.mask(json.dumps(document, ensure_ascii=False, default=str))
+
+
+class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
+    """Renders each record at ``level`` and above as one masked line and hands it to a sink.
+
+    Runs on the logging thread; it never raises into it. ``bubble`` is off:
+    what it writes goes nowhere else.
+    """
+
+    def __init__(self, level: int, render: _Render, masker: SecretMasker, sink: _Sink) -> None:
+        super().__init__(level=level, bubble=False)
+        self._render = render
+        self._masker = masker
+        self._sink = sink
+        self._failed = False  # handle_error reported once
+
+    def emit(self, record: logbook.LogRecord) -> None:
+        try:
+            line = self._render(record, self._masker)
+        except Exception as exc:
+            channel = self._masker.mask(str(getattr(record, "channel", "?")))
+            line = f"(a record on channel {channel} could not be rendered: {type(exc).__name__})"
+        self._sink.write(line)
+
+    def handle_error(self, record: logbook.LogRecord, exc_info: Any) -> None:
+        """Report an unexpected failure once; logbook's default prints a traceback per record."""
+        del record
+        if not self._failed:
+            self._failed = True
+            _warn(f"a log record could not be written: {describe(exc_info[1])}")
+
+    def close(self) -> None:
+        self._sink.close()
+
+
+# -- sinks -----------------------------------------------------------------------------------
+
+
+class _Sink(Protocol):
+    def write(self, line: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def _warn(text: str) -> None:
+    """Tell the person running jobvisor, on stderr, that logging is in trouble."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(f"jobvisor: {text}\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+class _Trouble:
+    """Reports a run of write failures once, and the recovery from it once."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.dropped = 0  # records lost in the current run of failures; 0 while healthy
+
+    def failed(self, exc: BaseException) -> None:
+        self.dropped += 1
+        if self.dropped == 1:
+            _warn(
+                f"cannot write the log {self.target}: {describe(exc)}; "
+                "log records are dropped until it is writable again"
+            )
+
+    def succeeded(self) -> None:
+        if self.dropped:
+            dropped, self.dropped = self.dropped, 0
+            _warn(f"the log {self.target} is writable again; {dropped} log records were dropped")
+
+
+class _StreamSink:
+    """Writes lines to a text stream (stderr by default), flushing each."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._trouble = _Trouble(f"stream {getattr(stream, 'name', stream)!s}")
+
+    def write(self, line: str) -> None:
+        with self._lock:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+                self._trouble.failed(exc)
+            else:
+                self._trouble.succeeded()
+
+    def close(self) -> None:
+        """The stream belongs to the caller: it stays open."""
+
+
+class _FileSink:
+    """Appends lines to a file; rotates it by size and/or time; reopens it if it is moved.
+
+    Each line is one unbuffered ``write`` (``O_APPEND``), so a crash loses
+    nothing written and lines from threads never interleave. Before each
+    write the path is checked against the open file: if the file was moved
+    or deleted (logrotate, a removed directory) it is reopened, creating
+    the directory again. Failures are reported once and the record dropped.
+    """
+
+    def __init__(self, path: Path, rotate: RotateSpec | None, now: Callable[[], datetime]) -> None:
+        self._path = path
+        self._max_bytes = rotate.max_bytes if rotate is not None else None
+        self._when = rotate.when if rotate is not None else None
+        self._backups = rotate.backups if rotate is not None else 0
+        self._now = now
+        self._lock = threading.Lock()
+        self._trouble = _Trouble(f"file {path}")
+        # Invariants while _file is open: _ident is (st_dev, st_ino) of _file,
+        # _size its length, _period_end the first instant of the next period (time rotation).
+        self._file: Any = None
+        self._ident: tuple[int, int] = (0, 0)
+        self._size = 0
+        self._period_end: datetime | None = None
+        self._closed = False
+        try:
+            self._open()
+        except OSError as exc:
+            raise LoggingSetupError(path, exc) from exc
+
+    def write(self, line: str) -> None:
+        data = (line + "\n").encode("utf-8", "backslashreplace")
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._check_path()
+                if self._rotation_due(len(data)):
+                    self._rotate()
+                self._write_all(data)
+            except OSError as exc:
+                self._trouble.failed(exc)
+            else:
+                self._trouble.succeeded()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._discard()
+
+    def _open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        file = self._path.open("ab", buffering=0)
+        try:
+            st = os.fstat(file.fileno())
+        except OSError:
+            file.close()
+            raise
+        self._file = file
+        self._ident = (st.st_dev, st.st_ino)
+        self._size = st.st_size
+        if self._when is not None:
+            current = self._now()
+            if st.st_size > 0:  # a file left from an earlier run belongs to its last write's period
+                current = min(current, datetime.fromtimestamp(st.st_mtime, current.tzinfo))
+            self._period_end = _next_boundary(current, self._when)
+
+    def _discard(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+
+    def _check_path(self) -> None:
+        if self._file is not None:
+            try:
+                st = self._path.stat()
+            except OSError:
+                st = None
+            if st is None or (st.st_dev, st.st_ino) != self._ident:
+                self._discard()
+        if self._file is None:
+            self._open()
+
+    def _rotation_due(self, incoming: int) -> bool:
+        max_bytes = self._max_bytes
+        if max_bytes is not None and self._size > 0 and self._size + incoming > max_bytes:
+            return True
+        return self._period_end is not None and self._now() >= self._period_end
+
+    def _rotate(self) -> None:
+        """``file`` -> ``file.1`` -> ... -> ``file.N``; the oldest beyond ``backups`` is deleted."""
+        self._discard()
+        for old in self._path.parent.glob(f"{glob.escape(self._path.name)}.*"):
+            suffix = old.name.rpartition(".")[2]
+            if suffix.isdigit() and int(suffix) > self._backups:
+                old.unlink(missing_ok=True)
+        for n in range(self._backups - 1, 0, -1):
+            older = self._backup(n)
+            if older.is_symlink() or older.exists():
+                older.replace(self._backup(n + 1))
+        if self._backups > 0:
+            self._path.replace(self._backup(1))
+        else:
+            self._path.unlink(missing_ok=True)
+        self._open()
+
+    def _backup(self, n: int) -> Path:
+        return self._path.with_name(f"{self._path.name}.{n}")
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view)
+            if not written:
+                raise OSError("the file accepted no bytes")
+            view = view[written:]
+            self._size += written
+
+
+def _next_boundary(moment: datetime, when: str) -> datetime:
+    """The first instant after ``moment`` that starts a new hour (``hourly``) or day (``daily``)."""
+    if when == "hourly":
+        return moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
