@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS)
     common.add_argument("--log-file", metavar="PATH", default=argparse.SUPPRESS)
     common.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS)

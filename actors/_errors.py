@@ -5,7 +5,9 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
 
     JobvisorError
     ├── SpecError                 a spec or policy value is invalid
+    │   └── ManifestError         (supervision) every problem of a manifest, with paths and lines
     ├── RuntimeSetupError         the chosen runtime cannot run in this process
+    ├── LoggingSetupError         (supervision) the log file cannot be opened
     ├── NoSuchChildError          a path names no child
     ├── ChildUnavailableError     a message cannot reach a supervised child
     ├── TreeStoppedError          the tree was asked to act after it stopped

@@ -87,6 +87,15 @@ from supervision._logging import (
     SecretMasker,
     configure_logging,
 )
+from supervision._manifest import (
+    Issue,
+    Manifest,
+    ManifestError,
+    load_manifest,
+    parse,
+    parse_duration,
+    parse_size,
+)
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
 
 __all__ = [
@@ -118,12 +127,15 @@ __all__ = [
     "GiveUp",
     "History",
     "Intensity",
+    "Issue",
     "JobFailure",
     "JobSpec",
     "JobvisorError",
     "LoggingSetup",
     "LoggingSetupError",
     "LoggingSpec",
+    "Manifest",
+    "ManifestError",
     "NoSuchChildError",
     "OnExhausted",
     "Outcome",
@@ -159,6 +171,10 @@ __all__ = [
     "decide_probation_failure",
     "flatten_status",
     "install_runtime",
+    "load_manifest",
+    "parse",
+    "parse_duration",
+    "parse_size",
     "python_job",
     "run_batch",
     "start_tree",

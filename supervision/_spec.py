@@ -31,7 +31,7 @@ DEFAULT_GRACE: Final = 5.0
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise SpecError(f"name: expected letters, digits, '_', '.' or '-', got {name!r}")
 
 

@@ -1,0 +1,1125 @@
+"""The manifest loader: exact specs from YAML, and every problem reported with path, line, expected and actual."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from actors import PythonWork, RetrySpec, RetryWait, Schedule, SpecError
+from actors._command import CommandWork
+from actors._http import HttpWork
+from actors._ready import ReadyProbe
+from supervision import (
+    Backoff,
+    CooldownPolicy,
+    Intensity,
+    JobSpec,
+    OnExhausted,
+    RestartPolicy,
+    RestartType,
+    Strategy,
+    SupervisorSpec,
+)
+from supervision._manifest import (
+    Issue,
+    Manifest,
+    ManifestError,
+    load_manifest,
+    parse,
+    parse_duration,
+    parse_size,
+)
+from supervision._spec import BreakerSpec, LoggingSpec, RotateSpec
+
+MANIFESTS = Path(__file__).resolve().parent / "manifests"
+FULL_ENV = {"API_TOKEN": "tok-123", "PGDATA": "/var/pg", "PORT": "8080"}
+
+
+def doc(text: str) -> str:
+    """Manifest text whose first line is line 1."""
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def load(text: str, env: dict[str, str] | None = None) -> Manifest:
+    return load_manifest(doc(text), env=env or {})
+
+
+def issues_of(text: str, env: dict[str, str] | None = None) -> list[Issue]:
+    with pytest.raises(ManifestError) as caught:
+        load(text, env)
+    return list(caught.value.issues)
+
+
+def issue_at(text: str, path: str, env: dict[str, str] | None = None) -> Issue:
+    found = [i for i in issues_of(text, env) if i.path == path]
+    assert found, f"no issue at {path}: {issues_of(text, env)}"
+    return found[0]
+
+
+def py(name: str, target: str = "tasks:run", **fields: object) -> JobSpec:
+    return JobSpec(name=name, work=PythonWork(target=target), **fields)
+
+
+# -- valid manifests -> exact specs ---------------------------------------------------------------
+
+
+def test_a_manifest_with_every_python_feature_builds_the_exact_specs() -> None:
+    m = load_manifest(MANIFESTS / "python_only.yaml", env={})
+    assert m.path == MANIFESTS / "python_only.yaml"
+    assert (m.version, m.runtime) == (1, "threads")
+    assert m.state_dir == MANIFESTS / "state"
+    assert m.logging == LoggingSpec(
+        level="debug",
+        file=str(MANIFESTS / "logs" / "jobvisor.log"),
+        rotate=RotateSpec(max_bytes=10 * 1024**2, backups=3, when="daily"),
+        format="json",
+    )
+    assert m.breakers == {
+        "api": BreakerSpec(failure_threshold=3, reset_timeout=60.0, half_open_max_calls=2),
+        "db": BreakerSpec(),
+    }
+    assert m.cluster_address == "ray://head:10001"
+    assert m.secrets == frozenset()
+
+    inherited = {
+        "restart": RestartType.PERMANENT,
+        "grace": 10.0,
+        "retry": RetrySpec(attempts=2, wait=RetryWait(initial=1.0, max=4.0)),
+    }
+    five_minutes = Schedule(timeout=300.0)
+    migrate = JobSpec(
+        name="migrate",
+        work=PythonWork(
+            target="tasks:migrate",
+            args=(1, "two", {"three": 3}),
+            kwargs={"flag": True, "when": "2024-01-01"},  # a YAML date stays text
+        ),
+        schedule=five_minutes,
+        restart=RestartType.TRANSIENT,
+        grace=10.0,
+        retry=RetrySpec(
+            attempts=5,
+            wait=RetryWait(initial=0.1, max=2.0, multiplier=1.5, jitter=0.0),
+            on=("ConnectionError", "TimeoutError"),
+        ),
+    )
+    workers = [
+        py(
+            f"worker.{i}",
+            "tasks:serve",
+            schedule=Schedule(service=True, timeout=300.0),
+            breaker="api",
+            depends_on=("migrate",),
+            **inherited,
+        )
+        for i in range(2)
+    ]
+    tick = py(
+        "tick", "tasks:tick", schedule=Schedule(every=30.0, times=10, timeout=10.0), **inherited
+    )
+    nightly = py(
+        "nightly",
+        "tasks:nightly",
+        schedule=Schedule(cron="0 3 * * *", timeout=300.0),
+        breaker="db",
+        **inherited,
+    )
+    etl = SupervisorSpec(
+        name="etl",
+        strategy=Strategy.ONE_FOR_ALL,
+        policy=RestartPolicy(
+            intensity=Intensity(max_restarts=1, within=30.0), on_exhausted=OnExhausted.ESCALATE
+        ),
+        restart=RestartType.TRANSIENT,
+        children=(
+            py("extract", "tasks:extract", schedule=five_minutes, **inherited),
+            py("load", "tasks:load", schedule=five_minutes, depends_on=("extract",), **inherited),
+            SupervisorSpec(
+                name="inner",
+                children=(
+                    py(
+                        "deep",
+                        "tasks:deep",
+                        schedule=five_minutes,
+                        **{**inherited, "restart": RestartType.TEMPORARY},
+                    ),
+                ),
+            ),
+        ),
+    )
+    report = py(
+        "report",
+        "tasks:report",
+        schedule=five_minutes,
+        depends_on=("worker.0", "worker.1", "etl"),
+        **inherited,
+    )
+    assert m.tree_spec() == SupervisorSpec(
+        name="root",
+        strategy=Strategy.REST_FOR_ONE,
+        policy=RestartPolicy(
+            backoff=Backoff(initial=0.25, max=10.0, multiplier=3.0, jitter=0.2),
+            intensity=Intensity(max_restarts=5, within=120.0),
+            on_exhausted=OnExhausted.COOLDOWN,
+            cooldown=CooldownPolicy(
+                duration=30.0, probation=60.0, multiplier=2.0, max=600.0, max_cycles=4
+            ),
+        ),
+        children=(migrate, *workers, tick, nightly, etl, report),
+    )
+    assert m.tree_spec() is m.root
+
+
+def test_a_manifest_with_every_job_kind_builds_the_exact_specs() -> None:
+    m = load_manifest(MANIFESTS / "full.yaml", env=FULL_ENV)
+    assert m.secrets == {"tok-123", "hunter2"}
+    headers = {"User-Agent": "jobvisor", "Authorization": "tok-123"}
+    env = {"LOG_LEVEL": "info", "REGION": "eu"}
+    assert m.root.children == (
+        JobSpec(
+            name="db",
+            work=CommandWork(
+                argv=("postgres", "-D", "/var/pg"),
+                cwd=str(MANIFESTS / "data"),
+                env={"LOG_LEVEL": "debug", "REGION": "eu", "PGPASSWORD": "hunter2"},
+                stop_signal=signal.SIGTERM,
+                grace=30.0,
+            ),
+            schedule=Schedule(service=True),
+            restart=RestartType.PERMANENT,
+            grace=30.0,
+            ready=ReadyProbe(tcp="localhost:5432", timeout=20.0),
+        ),
+        JobSpec(
+            name="web",
+            work=CommandWork(
+                shell="exec python -m http.server 8080",
+                cwd=str(MANIFESTS),  # commands run beside the manifest by default
+                env=env,
+                stop_signal=signal.SIGINT,
+                grace=3.0,
+            ),
+            schedule=Schedule(service=True),
+            grace=3.0,
+            ready=ReadyProbe(http="http://localhost:8080/", timeout=5.0, interval=0.25),
+            depends_on=("db",),
+        ),
+        JobSpec(
+            name="ping",
+            work=HttpWork(
+                url="https://api.example.com/ping",
+                method="POST",
+                headers={**headers, "X-Trace": "1"},
+                params={"q": "search", "n": "5"},
+                json={"hello": [1, 2]},
+                timeout=10.0,
+                expect_status=(200, 204),
+            ),
+            schedule=Schedule(every=60.0),
+            grace=3.0,
+            retry=RetrySpec(attempts=3, on=("5xx", "429")),
+            breaker="api",
+            depends_on=("web",),
+        ),
+        JobSpec(
+            name="hook",
+            work=HttpWork(
+                url="https://hooks.example.com/x",
+                body="raw text",
+                expect_status=(202,),
+                headers=headers,
+                timeout=10.0,
+            ),
+            grace=3.0,
+        ),
+        JobSpec(
+            name="sidecar",
+            work=CommandWork(
+                argv=("sleep", "1000"),
+                cwd=str(MANIFESTS),
+                env=env,
+                stop_signal=signal.SIGINT,
+                grace=3.0,
+            ),
+            schedule=Schedule(service=True),
+            grace=3.0,
+            ready=ReadyProbe(command=("pg_isready", "-h", "localhost")),
+        ),
+        JobSpec(name="py", work=PythonWork(target="tasks:main"), grace=3.0),
+    )
+    assert m.breakers == {"api": BreakerSpec(failure_threshold=2, reset_timeout=30.0)}
+
+
+def test_the_smallest_manifest_gets_every_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    m = load("""
+        version: 1
+        jobs:
+          - {name: a, python: "m:f"}
+    """)
+    assert m.path is None
+    assert m.runtime == "threads"
+    assert m.state_dir == tmp_path / ".jobvisor"
+    assert m.logging == LoggingSpec()
+    assert m.breakers == {}
+    assert m.cluster_address is None
+    assert m.root == SupervisorSpec(name="root", children=(py("a", "m:f"),))
+
+
+# -- defaults, groups, replicas, dependencies ------------------------------------------------------
+
+
+def test_defaults_merge_per_key_and_env_and_headers_merge_entries() -> None:
+    m = load("""
+        version: 1
+        defaults:
+          timeout: 1m
+          retry: {attempts: 3, wait: {initial: 1s}}
+          http: {timeout: 5s, method: POST, headers: {A: a, B: b}}
+          placement: local
+        jobs:
+          - name: own
+            http: {url: "http://x/", headers: {B: own, C: c}}
+            retry: {attempts: 2}
+            timeout: 2s
+          - name: inherits
+            http: {url: "http://y/", method: GET}
+    """)
+    own, inherits = m.root.children
+    assert own.schedule.timeout == 2.0
+    assert own.retry == RetrySpec(attempts=2)  # a job's retry replaces the default's, wait included
+    assert dict(own.work.headers) == {"A": "a", "B": "own", "C": "c"}
+    assert (own.work.method, own.work.timeout) == ("POST", 5.0)
+    assert inherits.schedule.timeout == 60.0
+    assert inherits.retry == RetrySpec(attempts=3, wait=RetryWait(initial=1.0))
+    assert dict(inherits.work.headers) == {"A": "a", "B": "b"}
+    assert inherits.work.method == "GET"
+
+
+def test_defaults_apply_only_where_they_can() -> None:
+    m = load("""
+        version: 1
+        defaults:
+          env: {A: "1"}          # command jobs only
+          cwd: work              # command jobs only
+          service: true          # command and python jobs
+          ready: {tcp: "localhost:1"}
+          stop: {signal: INT, grace: 2s}
+          args: [1]
+          kwargs: {k: v}
+        jobs:
+          - {name: svc, python: "m:f"}
+          - {name: once, python: "m:f", every: 5s}
+    """)
+    svc, once = m.root.children
+    assert svc.schedule == Schedule(service=True)
+    assert svc.grace == 2.0  # stop.signal is for commands; the grace applies to all
+    assert svc.work == PythonWork(target="m:f", args=(1,), kwargs={"k": "v"})
+    assert svc.ready is not None
+    # A job that picks its own run mode inherits no run mode keys, hence no ready either.
+    assert once.schedule == Schedule(every=5.0)
+    assert once.ready is None
+
+
+def test_defaults_with_a_bad_value_are_reported_once_at_defaults() -> None:
+    issues = issues_of("""
+        version: 1
+        defaults:
+          retry: {attempts: 0}
+          name: shared
+          depends_on: [x]
+          cron: "every day"
+          tiemout: 1s
+        jobs:
+          - {name: a, python: "m:f"}
+          - {name: b, python: "m:f"}
+    """)
+    assert [(i.path, i.line) for i in issues] == [
+        ("defaults.retry.attempts", 3),
+        ("defaults.name", 4),
+        ("defaults.depends_on", 5),
+        ("defaults.cron", 6),
+        ("defaults.tiemout", 7),
+    ]
+    assert "did you mean 'timeout'?" in issues[-1].message
+
+
+def test_groups_nest_with_their_own_policies_and_jobs() -> None:
+    m = load("""
+        version: 1
+        supervisor: {strategy: one_for_all, intensity: {max_restarts: 9}}
+        jobs:
+          - group: outer
+            jobs:
+              - {name: a, python: "m:f"}
+              - group: inner
+                strategy: rest_for_one
+                backoff: {initial: 1s, max: 2s, multiplier: 1.5, jitter: 0}
+                on_exhausted: cooldown
+                cooldown: {duration: 5s, max: 1m}
+                restart: temporary
+                jobs:
+                  - {name: a, python: "m:g"}
+    """)
+    (outer,) = m.root.children
+    assert m.root.strategy is Strategy.ONE_FOR_ALL
+    assert isinstance(outer, SupervisorSpec)
+    # A group does not inherit the root's policy: it has the documented defaults.
+    assert (outer.strategy, outer.policy, outer.restart) == (
+        Strategy.ONE_FOR_ONE,
+        RestartPolicy(),
+        RestartType.PERMANENT,
+    )
+    a, inner = outer.children
+    assert a == py("a", "m:f")
+    assert inner == SupervisorSpec(
+        name="inner",
+        strategy=Strategy.REST_FOR_ONE,
+        policy=RestartPolicy(
+            backoff=Backoff(initial=1.0, max=2.0, multiplier=1.5, jitter=0.0),
+            on_exhausted=OnExhausted.COOLDOWN,
+            cooldown=CooldownPolicy(duration=5.0, max=60.0),
+        ),
+        restart=RestartType.TEMPORARY,
+        children=(py("a", "m:g"),),  # names are unique per parent only
+    )
+
+
+def test_replicas_expand_into_identical_children_and_dependencies_on_them() -> None:
+    m = load("""
+        version: 1
+        jobs:
+          - {name: w, python: "m:f", replicas: 3, service: true}
+          - {name: one, python: "m:f", replicas: 1}
+          - {name: after, python: "m:f", depends_on: [w, one.0]}
+          - {name: single, python: "m:f", depends_on: w.1}
+    """)
+    names = [c.name for c in m.root.children]
+    assert names == ["w.0", "w.1", "w.2", "one.0", "after", "single"]
+    w0, w1, w2 = m.root.children[:3]
+    assert w0.work == w1.work == w2.work == PythonWork(target="m:f")
+    assert {type(c) for c in (w0, w1, w2)} == {JobSpec}
+    assert m.root.children[4].depends_on == ("w.0", "w.1", "w.2", "one.0")
+    assert m.root.children[5].depends_on == ("w.1",)
+
+
+def test_depends_on_must_name_siblings_and_have_no_cycles() -> None:
+    issues = issues_of("""
+        version: 1
+        jobs:
+          - {name: a, python: "m:f", depends_on: [b]}
+          - {name: b, python: "m:f", depends_on: [c]}
+          - {name: c, python: "m:f", depends_on: [a]}
+          - {name: d, python: "m:f", depends_on: [d]}
+          - {name: e, python: "m:f", depends_on: [bb]}
+          - {name: f, python: "m:f", depends_on: [inner]}
+          - {name: w, python: "m:f", replicas: 2, depends_on: [w]}
+          - {name: g, python: "m:f", depends_on: ["bad name"]}
+          - group: grp
+            jobs:
+              - {name: inner, python: "m:f", depends_on: [a]}
+    """)
+    by_path = {i.path: i for i in issues}
+    cycle = by_path["jobs[0].depends_on"]
+    assert (cycle.line, cycle.message) == (3, "expected no dependency cycle, got a -> b -> c -> a")
+    assert sum("cycle" in i.message for i in issues) == 1  # one cycle, reported once
+    assert (
+        by_path["jobs[3].depends_on[0]"].message
+        == "expected the name of another sibling, not the job's own, got 'd'"
+    )
+    assert "got 'bb' (did you mean 'b'?)" in by_path["jobs[4].depends_on[0]"].message
+    assert by_path["jobs[5].depends_on[0]"].message.startswith(
+        "expected the name of a sibling (a, b, c, d, e, f, g, grp, w, w.0, w.1)"
+    )
+    assert "not the job's own" in by_path["jobs[6].depends_on[0]"].message
+    assert "got 'bad name'" in by_path["jobs[7].depends_on[0]"].message
+    assert (
+        "got 'a'" in by_path["jobs[8].jobs[0].depends_on[0]"].message
+    )  # siblings only, not the parent's
+    assert len(issues) == 7
+
+
+def test_a_dependency_on_a_group_is_a_dependency_on_the_sibling() -> None:
+    m = load("""
+        version: 1
+        jobs:
+          - group: g
+            jobs: [{name: a, python: "m:f"}]
+          - {name: b, python: "m:f", depends_on: [g]}
+    """)
+    assert m.root.children[1].depends_on == ("g",)
+
+
+def test_sibling_names_are_unique_after_replica_expansion() -> None:
+    issues = issues_of("""
+        version: 1
+        jobs:
+          - {name: w, python: "m:f", replicas: 2}
+          - {name: w.1, python: "m:f"}
+          - {name: x, python: "m:f"}
+          - group: x
+            jobs: [{name: a, python: "m:f"}]
+    """)
+    assert [(i.path, i.line) for i in issues] == [("jobs[1].name", 4), ("jobs[3].group", 6)]
+    assert (
+        issues[0].message
+        == "expected a name unique among its siblings, got 'w.1' (already used by jobs[0].name at line 3)"
+    )
+
+
+# -- every class of error: path, line, expected and actual ---------------------------------------
+
+JOB = 'version: 1\njobs:\n  - name: j\n    python: "m:f"\n'  # line 5 is the next field of j
+HTTP_JOB = 'version: 1\njobs:\n  - name: j\n    http:\n      url: "http://h/"\n'  # line 6 next
+
+# fmt: off
+ERRORS = [  # (text, path, line, expected, actual)
+    ("version: 2\njobs: [{name: j, python: 'm:f'}]\n", "version", 1, "expected 1", "got 2"),
+    ("jobs: [{name: j, python: 'm:f'}]\n", "version", 1, "expected 1", "got nothing"),
+    ("version: 1\n", "jobs", 1, "expected a non-empty list of jobs and groups", "got nothing"),
+    ("version: 1\njobs: []\n", "jobs", 2, "expected a non-empty list", "got an empty list"),
+    ("version: 1\njobs: {a: 1}\n", "jobs", 2, "expected a non-empty list", "got a mapping"),
+    ("- 1\n", "", 1, "expected a mapping with version and jobs", "got a list"),
+    ("", "", 1, "expected a mapping with version and jobs", "got an empty document"),
+    ("version: 1\nruntime: gevnt\n" + JOB[11:], "runtime", 2, "expected one of threads, gevent", "got 'gevnt' (did you mean 'gevent'?)"),
+    ("version: 1\nstate_dir: [x]\n" + JOB[11:], "state_dir", 2, "expected a directory path", "got a list"),
+    ("version: 1\nlogging: {level: loud}\n" + JOB[11:], "logging.level", 2, "expected one of none, error, warning, information, debug, verbose", "got 'loud'"),
+    ("version: 1\nlogging: {format: xml}\n" + JOB[11:], "logging.format", 2, "expected one of text, json", "got 'xml'"),
+    ("version: 1\nlogging:\n  rotate: {max_bytes: 10 MB!}\n" + JOB[11:], "logging.rotate.max_bytes", 3, "expected a size >= 1 like 512KiB", "got '10 MB!'"),
+    ("version: 1\nlogging:\n  rotate: {backups: -1}\n" + JOB[11:], "logging.rotate.backups", 3, "expected a count >= 0", "got -1"),
+    ("version: 1\nlogging:\n  rotate: {when: weekly}\n" + JOB[11:], "logging.rotate.when", 3, "expected one of hourly, daily", "got 'weekly'"),
+    ("version: 1\nbreakers:\n  api: {failure_threshold: 0}\n" + JOB[11:], "breakers.api.failure_threshold", 3, "expected a count >= 1", "got 0"),
+    ("version: 1\nbreakers:\n  api: {reset_timeout: 0}\n" + JOB[11:], "breakers.api.reset_timeout", 3, "expected a duration > 0", "got 0"),
+    ("version: 1\nbreakers:\n  api: 3\n" + JOB[11:], "breakers.api", 3, "expected a mapping with failure_threshold", "got 3"),
+    ("version: 1\nsupervisor: {strategy: one_for_won}\n" + JOB[11:], "supervisor.strategy", 2, "expected one of one_for_one, one_for_all, rest_for_one", "got 'one_for_won' (did you mean 'one_for_one'?)"),
+    ("version: 1\nsupervisor:\n  intensity: {max_restarts: -1}\n" + JOB[11:], "supervisor.intensity.max_restarts", 3, "expected a count >= 0", "got -1"),
+    ("version: 1\nsupervisor:\n  intensity: {within: 0s}\n" + JOB[11:], "supervisor.intensity.within", 3, "expected a duration > 0", "got '0s'"),
+    ("version: 1\nsupervisor:\n  backoff: {initial: 5s, max: 1s}\n" + JOB[11:], "supervisor.backoff.max", 3, "expected a duration >= initial (5s)", "got '1s'"),
+    ("version: 1\nsupervisor:\n  backoff: {initial: 1m}\n" + JOB[11:], "supervisor.backoff.initial", 3, "expected a duration <= max (30s)", "got '1m'"),
+    ("version: 1\nsupervisor:\n  backoff: {multiplier: 0.5}\n" + JOB[11:], "supervisor.backoff.multiplier", 3, "expected a number >= 1", "got 0.5"),
+    ("version: 1\nsupervisor:\n  backoff: {jitter: 1.5}\n" + JOB[11:], "supervisor.backoff.jitter", 3, "expected a fraction in [0, 1]", "got 1.5"),
+    ("version: 1\nsupervisor:\n  backoff: {jitter: yes}\n" + JOB[11:], "supervisor.backoff.jitter", 3, "expected a fraction in [0, 1]", "got true"),
+    ("version: 1\nsupervisor: {on_exhausted: retry}\n" + JOB[11:], "supervisor.on_exhausted", 2, "expected one of give_up, escalate, cooldown", "got 'retry'"),
+    ("version: 1\nsupervisor:\n  cooldown: {duration: 1h, max: 1m}\n" + JOB[11:], "supervisor.cooldown.max", 3, "expected a duration >= duration (1h)", "got '1m'"),
+    ("version: 1\nsupervisor:\n  cooldown: {max_cycles: 0}\n" + JOB[11:], "supervisor.cooldown.max_cycles", 3, "expected a count >= 1", "got 0"),
+    ("version: 1\nsupervisor:\n  intensity: 3\n" + JOB[11:], "supervisor.intensity", 3, "expected a mapping with max_restarts and within", "got 3"),
+    ("version: 1\njobs:\n  - name: j k\n    python: m:f\n", "jobs[0].name", 3, "expected a job name made of letters, digits", "got 'j k'"),
+    ("version: 1\njobs:\n  - python: m:f\n", "jobs[0].name", 3, "expected a job name", "got nothing"),
+    ("version: 1\njobs:\n  - name: j\n", "jobs[0]", 3, "expected one of command, http or python", "got none"),
+    ("version: 1\njobs:\n  - 42\n", "jobs[0]", 3, "expected a job: a mapping with name and one of command, http or python", "got 42"),
+    (JOB + "    http: {url: 'http://h/'}\n", "jobs[0].python", 4, "expected exactly one of command, http or python", "got http and python"),
+    (JOB + "    retyr: {attempts: 2}\n", "jobs[0].retyr", 5, "unknown key 'retyr'", "did you mean 'retry'?"),
+    (JOB + "    jobs: []\n", "jobs[0].jobs", 3, "expected group: NAME beside jobs", ""),
+    (JOB + "    retry: {attempts: -1}\n", "jobs[0].retry.attempts", 5, "expected a count >= 1", "got -1"),
+    (JOB + "    retry:\n      wait: {initial: 2s, max: 1s}\n", "jobs[0].retry.wait.max", 6, "expected a duration >= initial (2s)", "got '1s'"),
+    (JOB + "    retry:\n      wait: {jitter: 2}\n", "jobs[0].retry.wait.jitter", 6, "expected a fraction in [0, 1]", "got 2"),
+    (JOB + "    retry: {on: {a: 1}}\n", "jobs[0].retry.on", 5, "expected a list of failure names", "got a mapping"),
+    (JOB + "    retry: 3\n", "jobs[0].retry", 5, "expected a mapping with attempts, wait and on", "got 3"),
+    (JOB + "    every: soon\n", "jobs[0].every", 5, "expected a duration > 0 like 250ms, 30s, 5m, 1h, 1d", "got 'soon'"),
+    (JOB + "    every: 0\n", "jobs[0].every", 5, "expected a duration > 0", "got 0"),
+    (JOB + "    every: 1s\n    times: yes\n", "jobs[0].times", 6, "expected a count >= 1", "got true"),
+    (JOB + "    every: 1s\n    times: '3'\n", "jobs[0].times", 6, "expected a count >= 1", "got '3'"),
+    (JOB + "    times: 3\n", "jobs[0].times", 5, "expected times only on a periodic job (every or cron)", "got it on a once job"),
+    (JOB + "    service: true\n    every: 1s\n", "jobs[0].every", 6, "expected one run mode", "got both service and every"),
+    (JOB + "    service: maybe\n", "jobs[0].service", 5, "expected true or false", "got 'maybe'"),
+    (JOB + "    cron: '61 * * * *'\n", "jobs[0].cron", 5, "expected a cron expression of 5 fields", "got '61 * * * *'"),
+    (JOB + "    timeout: -1s\n", "jobs[0].timeout", 5, "expected a duration > 0", "got '-1s'"),
+    (JOB + "    restart: sometimes\n", "jobs[0].restart", 5, "expected one of permanent, transient, temporary", "got 'sometimes'"),
+    (JOB + "    breaker: api\n", "jobs[0].breaker", 5, "expected the name of a breaker declared under breakers: (none is)", "got 'api'"),
+    ("version: 1\nbreakers: {api: {}}\n" + JOB[11:] + "    breaker: apj\n", "jobs[0].breaker", 6, "expected the name of a declared breaker (api)", "got 'apj' (did you mean 'api'?)"),
+    (JOB + "    replicas: 0\n", "jobs[0].replicas", 5, "expected a count >= 1", "got 0"),
+    (JOB + "    replicas: 1.5\n", "jobs[0].replicas", 5, "expected a count >= 1", "got 1.5"),
+    (JOB + "    replicas: 1000000\n", "jobs[0].replicas", 5, "expected a count between 1 and 10000", "got 1000000"),
+    (JOB + "    depends_on: {a: 1}\n", "jobs[0].depends_on", 5, "expected a list of sibling names", "got a mapping"),
+    (JOB + "    ready: {tcp: 'localhost:1'}\n", "jobs[0].ready", 5, "expected ready only on a service (service: true)", "got it on a once job"),
+    (JOB + "    service: true\n    ready: {tcp: localhost}\n", "jobs[0].ready.tcp", 6, "expected host:port like localhost:5432", "got 'localhost'"),
+    (JOB + "    service: true\n    ready: {http: 'ftp://h'}\n", "jobs[0].ready.http", 6, "expected an http:// or https:// URL", "got 'ftp://h'"),
+    (JOB + "    service: true\n    ready: {timeout: 1s}\n", "jobs[0].ready", 6, "expected exactly one of tcp, http or command", "got none"),
+    (JOB + "    service: true\n    ready: {tcp: 'h:1', http: 'http://h'}\n", "jobs[0].ready", 6, "expected exactly one of tcp, http or command", "got tcp and http"),
+    (JOB + "    service: true\n    ready: {tcp: 'h:1', interval: 0}\n", "jobs[0].ready.interval", 6, "expected a duration > 0", "got 0"),
+    (JOB + "    stop: {grace: forever}\n", "jobs[0].stop.grace", 5, "expected a duration >= 0", "got 'forever'"),
+    (JOB + "    stop: {signal: TERM}\n", "jobs[0].stop.signal", 5, "expected stop.signal only on command jobs", "got it on a python job"),
+    (JOB + "    placement: cloud\n", "jobs[0].placement", 5, "expected one of local, ray", "got 'cloud'"),
+    (JOB + "    env: {A: b}\n", "jobs[0].env", 5, "expected env only on command jobs", "got it on a python job"),
+    (JOB + "    cwd: /tmp\n", "jobs[0].cwd", 5, "expected cwd only on command jobs", "got it on a python job"),
+    (JOB + "    args: {a: 1}\n", "jobs[0].args", 5, "expected a list of arguments", "got a mapping"),
+    (JOB + "    kwargs: [1]\n", "jobs[0].kwargs", 5, "expected a mapping of keyword arguments", "got a list"),
+    (JOB + "    kwargs: {1: a}\n", "jobs[0].kwargs[1]", 5, "expected a keyword argument name", "got 1"),
+    ("version: 1\njobs:\n  - name: j\n    python: nomodule\n", "jobs[0].python", 4, "expected a target like 'package.module:function'", "got 'nomodule'"),
+    (HTTP_JOB + "    args: [1]\n", "jobs[0].args", 6, "expected args only on python jobs", "got it on an http job"),
+    (HTTP_JOB + "    service: true\n", "jobs[0].service", 6, "expected service only on command or python jobs", "got it on an http job"),
+    (HTTP_JOB + "      method: GTE\n", "jobs[0].http.method", 6, "expected one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", "got 'GTE' (did you mean 'GET'?)"),
+    (HTTP_JOB + "      expect_status: [200, 99]\n", "jobs[0].http.expect_status[1]", 6, "expected a status 100..599", "got 99"),
+    (HTTP_JOB + "      expect_status: ok\n", "jobs[0].http.expect_status", 6, "expected a status 100..599", "got 'ok'"),
+    (HTTP_JOB + "      headers: {X-A: true}\n", "jobs[0].http.headers.X-A", 6, "expected a string", "got true (quote it)"),
+    (HTTP_JOB + "      headers: {'X A': b}\n", "jobs[0].http.headers['X A']", 6, "expected a name like FOO_BAR", "got 'X A'"),
+    (HTTP_JOB + "      json: {a: 1}\n      body: x\n", "jobs[0].http.body", 7, "expected json or body, not both", "got 'x'"),
+    (HTTP_JOB + "      body: [1]\n", "jobs[0].http.body", 6, "expected the request body as a string", "got a list"),
+    (HTTP_JOB + "      json: !!set {a}\n", "jobs[0].http.json", 6, "expected JSON data", "got a set"),
+    (HTTP_JOB + "      timeout: 0\n", "jobs[0].http.timeout", 6, "expected a duration > 0", "got 0"),
+    (HTTP_JOB + "      verb: GET\n", "jobs[0].http.verb", 6, "unknown key 'verb'", "expected one of: method, url, headers"),
+    (HTTP_JOB + "    retry: {on: [sometimes]}\n", "jobs[0].retry.on[0]", 6, "expected one of connection, timeout, 5xx, 4xx, 429", "got 'sometimes'"),
+    ("version: 1\njobs:\n  - name: j\n    http: {method: GET}\n", "jobs[0].http.url", 4, "expected an http:// or https:// URL", "got nothing"),
+    ("version: 1\njobs:\n  - name: j\n    http: 'http://h/'\n", "jobs[0].http", 4, "expected a mapping with url", "got 'http://h/'"),
+    ("version: 1\njobs:\n  - group: g\n", "jobs[0].jobs", 3, "expected a non-empty list of the group's jobs", "got nothing"),
+    ("version: 1\njobs:\n  - group: g\n    jobs: [{name: a, python: 'm:f'}]\n    restart: never\n", "jobs[0].restart", 5, "expected one of permanent, transient, temporary", "got 'never'"),
+    ("version: 1\njobs:\n  - group: g\n    jobs: [{name: a, python: 'm:f'}]\n    command: [x]\n", "jobs[0].command", 5, "unknown key 'command'", "expected one of: group, strategy"),
+    ("version: 1\njobs:\n  - group: [g]\n    jobs: [{name: a, python: 'm:f'}]\n", "jobs[0].group", 3, "expected a group name", "got a list"),
+    ("version: 1\nverison: 1\n" + JOB[11:], "verison", 2, "unknown key 'verison'", "did you mean 'version'?"),
+    (JOB + "    python: 'm:g'\n", "jobs[0].python", 5, "expected each key once", "got 'python' again (first at line 4)"),
+    (JOB + "    args: [{secret: {env: NOPE}}]\n", "jobs[0].args[0].secret.env", 5, "expected environment variable NOPE to be set", "got it unset"),
+    (JOB + "    args: [{secret: {file: no/such/file}}]\n", "jobs[0].args[0].secret.file", 5, "expected a readable secret file", "No such file or directory"),
+    (JOB + "    args: [{secret: {env: A, file: b}}]\n", "jobs[0].args[0].secret", 5, "expected exactly one of env or file", "got env and file"),
+    (JOB + "    args: [{secret: {vault: x}}]\n", "jobs[0].args[0].secret.vault", 5, "unknown key 'vault'", "expected one of: env, file"),
+    (JOB + "    args: ['${NOPE}']\n", "jobs[0].args[0]", 5, "expected environment variable NOPE to be set (for ${NOPE})", "got it unset"),
+    (JOB + "    args: ['${NO PE}']\n", "jobs[0].args[0]", 5, "expected ${NAME} or ${NAME:-fallback}", "got '${NO PE}'"),
+    (JOB + "    args: ['${UNCLOSED']\n", "jobs[0].args[0]", 5, "expected ${NAME} or ${NAME:-fallback}", "got '${UNCLOSED'"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "line", "expected", "actual"), ERRORS, ids=[e[1] or "document" for e in ERRORS]
+)
+def test_every_error_names_its_path_line_expected_and_actual(
+    text: str, path: str, line: int, expected: str, actual: str
+) -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text + "\n", env={})  # the newline makes even "" manifest text
+    issues = caught.value.issues
+    found = [i for i in issues if i.path == path]
+    assert found, f"no issue at {path!r}: {[str(i) for i in issues]}"
+    issue = found[0]
+    assert issue.line == line, str(issue)
+    assert expected in issue.message, str(issue)
+    assert actual in issue.message, str(issue)
+    assert str(issue).startswith(f"<manifest>:{line}: {path + ': ' if path else ''}")
+    assert str(issue) in str(caught.value)
+
+
+def test_command_jobs_check_their_own_fields() -> None:
+    base = "version: 1\njobs:\n  - name: c\n"
+    # fmt: off
+    cases = [
+        (base + "    command: []\n", "jobs[0].command", 4, "expected a non-empty list of argv strings, got an empty list"),
+        (base + "    command: '  '\n", "jobs[0].command", 4, "expected a list of argv strings or a shell command string, got '  '"),
+        (base + "    command: [sleep, true]\n", "jobs[0].command[1]", 4, "expected an argv string, got true (quote it)"),
+        (base + "    command: {a: 1}\n", "jobs[0].command", 4, "expected a list of argv strings or a shell command string, got a mapping"),
+        (base + "    command: [x]\n    env: {A: [1]}\n", "jobs[0].env.A", 5, "expected a string, got a list"),
+        (base + "    command: [x]\n    env: [A]\n", "jobs[0].env", 5, "expected a mapping of environment variables, got a list"),
+        (base + "    command: [x]\n    cwd: ''\n", "jobs[0].cwd", 5, "expected a directory path, got ''"),
+        (base + "    command: [x]\n    stop: {signal: FOO}\n", "jobs[0].stop.signal", 5, "expected a signal name like TERM, INT, HUP or KILL, or its number, got 'FOO'"),
+        (base + "    command: [x]\n    stop: {signal: 0}\n", "jobs[0].stop.signal", 5, "expected a signal name like TERM, INT, HUP or KILL, or its number, got 0"),
+    ]
+    # fmt: on
+    for text, path, line, message in cases:
+        with pytest.raises(ManifestError) as caught:
+            load_manifest(text, env={})
+        assert [(i.path, i.line, i.message) for i in caught.value.issues] == [(path, line, message)]
+
+
+def test_stop_signals_by_name_or_number() -> None:
+    m = load("""
+        version: 1
+        jobs:
+          - {name: a, command: [x], stop: {signal: hup}}
+          - {name: b, command: [x], stop: {signal: SIGKILL}}
+          - {name: c, command: [x], stop: {signal: 2}}
+    """)
+    assert [c.work.stop_signal for c in m.root.children] == [
+        signal.SIGHUP,
+        signal.SIGKILL,
+        signal.SIGINT,
+    ]
+    assert isinstance(m.root.children[0].work, CommandWork)
+
+
+def test_every_problem_is_reported_at_once_in_line_order(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(
+        doc("""
+        version: 1
+        supervisor:
+          backoff: {jitter: 7}
+        jobs:
+          - name: a
+            python: "m:f"
+            retry: {attempts: 0}
+          - name: b
+            python: "m:f"
+            every: never
+            depends_on: [zz]
+          - {name: a, python: "m:f"}
+        runtime: fibers
+    """)
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path, env={})
+    error = caught.value
+    assert error.file == str(path)
+    assert [(i.path, i.line) for i in error.issues] == [
+        ("supervisor.backoff.jitter", 3),
+        ("jobs[0].retry.attempts", 7),
+        ("jobs[1].every", 10),
+        ("jobs[1].depends_on[0]", 11),
+        ("jobs[2].name", 12),
+        ("runtime", 13),
+    ]
+    lines = str(error).splitlines()
+    assert lines[0] == f"{path}:3: supervisor.backoff.jitter: expected a fraction in [0, 1], got 7"
+    assert len(lines) == 6
+    assert all(line.startswith(f"{path}:") for line in lines)
+
+
+# -- YAML errors, files and text ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "fragment"),
+    [
+        ("version: 1\njobs: [\n", 3, 1, "expected the node content, but found '<stream end>'"),
+        (
+            "version: 1\njobs:\n  - name: a\n   python: b\n",
+            4,
+            4,
+            "expected <block end>, but found '<block mapping start>' (while parsing a block collection that started at line 3, column 3)",
+        ),
+        ("version: 1\njobs:\n  - name: a: b\n", 3, 12, "mapping values are not allowed here"),
+        ("version: 1\njobs: {a: 1\n", 3, 1, "expected ',' or '}'"),
+        ("version: 1\n\tjobs: []\n", 2, 1, "found character '\\t' that cannot start any token"),
+        ("version: 1\n---\njobs: []\n", 2, 1, "expected a single document in the stream"),
+        ("version: 1\nx: !!python/object:os.system y\n", 2, 4, "could not determine a constructor"),
+        ("version: 1\nx: \x07\n", 2, 4, "expected printable text, got the character #x0007"),
+        ("version: 1\nx: " + "9" * 5000 + "\n", 2, 4, "cannot read this value"),
+    ],
+)
+def test_invalid_yaml_reports_file_line_and_column(
+    tmp_path: Path, text: str, line: int, column: int, fragment: str
+) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    (issue,) = caught.value.issues
+    assert (issue.line, issue.column, issue.file) == (line, column, str(path))
+    assert fragment in issue.message
+    assert str(caught.value).startswith(f"{path}:{line}:{column}: invalid YAML: ")
+
+
+def test_unreadable_files_are_manifest_errors(tmp_path: Path) -> None:
+    with pytest.raises(
+        ManifestError, match="expected a readable manifest file, got: No such file or directory"
+    ):
+        load_manifest(tmp_path / "missing.yaml")
+    with pytest.raises(ManifestError, match="expected a readable manifest file"):
+        load_manifest(str(tmp_path))
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(b"version: 1\n# caf\xe9\n")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(bad)
+    assert str(caught.value) == f"{bad}:2: expected UTF-8 text, got byte 0xe9"
+
+
+def test_load_from_a_path_a_str_path_or_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = doc("""
+        version: 1
+        state_dir: var/state
+        jobs: [{name: a, python: "m:f"}]
+    """)
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "jobs.yaml"
+    path.write_text(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    from_path = load_manifest(path)
+    from_str = load_manifest(str(path))
+    assert from_path == from_str
+    assert from_path.path == path
+    assert from_path.state_dir == tmp_path / "conf" / "var" / "state"  # beside the manifest
+    from_text = load_manifest(text)
+    assert from_text.path is None
+    assert from_text.state_dir == elsewhere / "var" / "state"  # text: the working directory
+    assert from_text.root == from_path.root
+    monkeypatch.chdir(tmp_path / "conf")
+    assert load_manifest("jobs.yaml").path == path  # a relative str path
+
+
+def test_parse_takes_plain_data_without_lines(tmp_path: Path) -> None:
+    data = {"version": 1, "jobs": [{"name": "a", "python": "m:f", "args": (1, 2)}]}
+    m = parse(data, env={}, base_dir=tmp_path)
+    assert m.root.children == (JobSpec(name="a", work=PythonWork(target="m:f", args=(1, 2))),)
+    assert m.state_dir == tmp_path / ".jobvisor"
+    with pytest.raises(ManifestError) as caught:
+        parse({"version": 1, "jobs": [{"name": "a"}]}, env={})
+    assert caught.value.issues == (
+        Issue("jobs[0]", None, "expected one of command, http or python, got none"),
+    )
+    assert str(caught.value) == "jobs[0]: expected one of command, http or python, got none"
+
+
+def test_manifest_error_is_a_spec_error_that_pickles() -> None:
+    with pytest.raises(SpecError) as caught:
+        load("version: 3\njobs: [{name: a, python: 'm:f'}]\n")
+    error = caught.value
+    assert isinstance(error, ManifestError)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.issues, copy.file, str(copy)) == (error.issues, error.file, str(error))
+
+
+def test_load_manifest_rejects_other_argument_types() -> None:
+    with pytest.raises(TypeError):
+        load_manifest(42)
+
+
+# -- secrets and interpolation --------------------------------------------------------------------
+
+
+def test_secrets_from_env_and_file_are_resolved_and_collected() -> None:
+    password_file = MANIFESTS / "secrets" / "db_password"
+    m = load(
+        f"""
+        version: 1
+        jobs:
+          - name: a
+            python: "m:f"
+            args: [{{secret: {{env: TOKEN}}}}, {{secret: {{file: "{password_file}"}}}}]
+            kwargs: {{empty: {{secret: {{env: EMPTY}}}}}}
+        """,
+        env={"TOKEN": "s3cr3t-env", "EMPTY": ""},
+    )
+    assert m.root.children[0].work == PythonWork(
+        target="m:f", args=("s3cr3t-env", "hunter2"), kwargs={"empty": ""}
+    )
+    assert m.secrets == {"s3cr3t-env", "hunter2"}
+    assert "secrets=" not in repr(m)  # the values are kept out of the manifest's repr
+
+
+def test_secret_files_are_relative_to_the_manifest_and_lose_one_newline(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("file-secret\n\n")
+    path = tmp_path / "jobs.yaml"
+    path.write_text(
+        "version: 1\njobs:\n  - {name: a, python: 'm:f', args: [{secret: {file: token}}]}\n"
+    )
+    m = load_manifest(path, env={})
+    assert m.root.children[0].work.args == ("file-secret\n",)
+    assert m.secrets == {"file-secret\n"}
+    m = parse(
+        {
+            "version": 1,
+            "jobs": [
+                {
+                    "name": "a",
+                    "python": "m:f",
+                    "args": [{"secret": {"file": "secrets/db_password"}}],
+                }
+            ],
+        },
+        env={},
+        path=MANIFESTS / "not-a-file.yaml",
+    )
+    assert m.root.children[0].work.args == ("hunter2",)
+
+
+def test_secret_values_never_appear_in_any_message() -> None:
+    secret = "hunter2-top-secret"
+    text = """
+        version: 1
+        jobs:
+          - name: a
+            python: "m:f"
+            every: {secret: {env: S}}
+            times: {secret: {env: S}}
+            args: ["${PLAIN}", {secret: {env: S}}]
+          - name: b
+            python: {secret: {env: S}}
+          - name: c
+            python: "m:f"
+            breaker: {secret: {env: S}}
+            depends_on: [{secret: {env: S}}]
+            kwargs: {"k": "${S2}"}
+    """
+    with pytest.raises(ManifestError) as caught:
+        load(text, env={"S": secret, "PLAIN": "x", "S2": "y"})
+    message = str(caught.value)
+    assert secret not in message
+    assert "got ***" in message
+    assert len(caught.value.issues) == 5
+    for issue in caught.value.issues:
+        assert secret not in issue.message
+    # A secret that reaches a spec constructor's own message is masked too.
+    with pytest.raises(ManifestError) as caught:
+        load(
+            """
+            version: 1
+            jobs:
+              - name: a
+                http:
+                  url: "http://h/"
+                  headers: {X: {secret: {env: S}}}
+                  json: {a: 1}
+                  body: {secret: {env: S}}
+        """,
+            env={"S": secret},
+        )
+    assert secret not in str(caught.value)
+
+
+def test_explain_masks_secrets() -> None:
+    m = load("""
+        version: 1
+        jobs:
+          - {name: a, python: "m:f", args: [x]}
+    """)
+    assert "x" in m.explain()
+    m = load(
+        """
+        version: 1
+        jobs:
+          - name: a
+            command: [curl, -u, {secret: {env: S}}, "http://h/"]
+            env: {TOKEN: {secret: {env: S}}}
+    """,
+        env={"S": "pa55word"},
+    )
+    text = m.explain()
+    assert "pa55word" not in text
+    assert "***" in text
+    assert "env=TOKEN" in text
+
+
+def test_interpolation_replaces_variables_in_every_string_value() -> None:
+    m = load(
+        """
+        version: 1
+        state_dir: "${STATE:-/tmp/jv-state}"
+        logging: {level: "${LEVEL}"}
+        jobs:
+          - name: a
+            python: "${MOD}:run"
+            args: ["${A}-${B:-b}", "$${LITERAL}", "no vars", "$$HOME"]
+            kwargs: {nested: [{deep: "${A}"}]}
+            every: "${EVERY}"
+            times: ${TIMES}
+            replicas: "${N}"
+            service: false
+          - name: flag
+            python: "m:f"
+            service: ${SERVICE}
+    """,
+        env={
+            "LEVEL": "debug",
+            "MOD": "pkg.mod",
+            "A": "x",
+            "EVERY": "5m",
+            "TIMES": "3",
+            "N": "2",
+            "SERVICE": "true",
+        },
+    )
+    assert m.state_dir == Path("/tmp/jv-state")
+    assert m.logging.level == "debug"
+    a0, _, flag = m.root.children
+    assert a0.name == "a.0"
+    assert a0.work == PythonWork(
+        target="pkg.mod:run",
+        args=("x-b", "${LITERAL}", "no vars", "$$HOME"),
+        kwargs={"nested": [{"deep": "x"}]},
+    )
+    assert type(a0.work.args[0]) is str
+    assert a0.schedule == Schedule(every=300.0, times=3)
+    assert flag.schedule.service is True
+
+
+def test_missing_variables_are_reported_by_name_and_path() -> None:
+    issues = issues_of("""
+        version: 1
+        jobs:
+          - name: a
+            python: "m:f"
+            args: ["${ONE}", "${TWO} ${ONE}"]
+            kwargs: {k: "${THREE:-}"}
+    """)
+    assert [(i.path, i.line, i.message.split(" to be set")[0]) for i in issues] == [
+        ("jobs[0].args[0]", 5, "expected environment variable ONE"),
+        ("jobs[0].args[1]", 5, "expected environment variable TWO"),
+        ("jobs[0].args[1]", 5, "expected environment variable ONE"),
+    ]
+
+
+def test_env_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JV_TEST_TARGET", "pkg:fn")
+    m = load_manifest("version: 1\njobs: [{name: a, python: '${JV_TEST_TARGET}'}]\n")
+    assert m.root.children[0].work == PythonWork(target="pkg:fn")
+
+
+# -- values ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("250ms", 0.25),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1d", 86400.0),
+        ("1h30m", 5400.0),
+        ("1.5s", 1.5),
+        (" 2 s ", 2.0),
+        ("10", 10.0),
+        ("0.5", 0.5),
+        (7, 7.0),
+        (0.1, 0.1),
+        (0, 0.0),
+        ("1e3", 1000.0),
+    ],
+)
+def test_parse_duration(value: object, seconds: float) -> None:
+    assert parse_duration(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        True,
+        False,
+        None,
+        "",
+        "5x",
+        "-1s",
+        -1,
+        "ms",
+        "1s2",
+        float("inf"),
+        float("nan"),
+        "1e999",
+        [1],
+        10**400,
+    ],
+)
+def test_parse_duration_rejects(value: object) -> None:
+    with pytest.raises(SpecError, match="expected a duration"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        ("512KiB", 512 * 1024),
+        ("10MiB", 10 * 1024**2),
+        ("1GiB", 1024**3),
+        ("10MB", 10**7),
+        ("1kb", 1000),
+        ("100B", 100),
+        ("100", 100),
+        (4096, 4096),
+        ("1.5KiB", 1536),
+    ],
+)
+def test_parse_size(value: object, size: int) -> None:
+    assert parse_size(value) == size
+
+
+@pytest.mark.parametrize("value", [True, None, "", "10XB", "-1", -5, 1.5, "KiB", "1e9999GiB"])
+def test_parse_size_rejects(value: object) -> None:
+    with pytest.raises(SpecError, match="expected a size"):
+        parse_size(value)
+
+
+def test_placement_ray_needs_ray_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from supervision import _manifest
+
+    text = "version: 1\nruntime: {runtime}\njobs:\n  - {{name: a, python: 'm:f', placement: ray}}\n"
+    monkeypatch.setattr(_manifest._Parser, "ray_available", lambda self: False)
+    issue = issue_at(text.format(runtime="threads"), "jobs[0].placement")
+    assert (
+        issue.message
+        == "expected placement local unless Ray is installed, got 'ray'; install the 'ray' extra: pip install 'jobvisor[ray]'"
+    )
+    monkeypatch.setattr(_manifest._Parser, "ray_available", lambda self: True)
+    assert load(text.format(runtime="threads")).root.children[0].placement == "ray"
+    issue = issue_at(text.format(runtime="gevent"), "jobs[0].placement")
+    assert (
+        issue.message
+        == "expected placement local with runtime gevent (Ray and gevent don't mix), got 'ray'"
+    )
+
+
+def test_aliases_merge_keys_and_recursion() -> None:
+    m = load("""
+        version: 1
+        jobs:
+          - &base {name: a, python: "m:f", timeout: 5s}
+          - {<<: *base, name: b, timeout: 9s}
+    """)
+    assert [(c.name, c.schedule.timeout) for c in m.root.children] == [("a", 5.0), ("b", 9.0)]
+    issues = issues_of("version: 1\njobs:\n  - &loop {name: a, python: 'm:f', args: [*loop]}\n")
+    assert any("levels of nesting" in i.message for i in issues)
+    bomb = "version: 1\na: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(7)
+    )
+    issues = issues_of(bomb + "jobs: [{name: a, python: 'm:f'}]\n")
+    assert any("expected at most 100000 values" in i.message for i in issues)
+
+
+def test_explain_shows_every_effective_policy_with_defaults_filled() -> None:
+    m = load("""
+        version: 1
+        breakers: {api: {}}
+        jobs:
+          - {name: a, python: "m:f", breaker: api}
+          - name: b
+            python: "m:f"
+            every: 90s
+            retry: {attempts: 4}
+            depends_on: [a]
+          - group: g
+            on_exhausted: cooldown
+            jobs:
+              - {name: c, python: "m:f", cron: "*/5 * * * *", restart: temporary}
+    """)
+    text = m.explain()
+    lines = text.splitlines()
+    assert lines[:2] == ["manifest: <manifest> (version 1)", "runtime: threads"]
+    for expected in [
+        "logging: level=information format=text file=(stderr)",
+        "  api: failure_threshold=5 reset_timeout=30s half_open_max_calls=1",
+        "supervisor root",
+        "  strategy: one_for_one",
+        "  intensity: max_restarts=3 within=1m",
+        "  backoff: initial=100ms max=30s multiplier=2 jitter=0.1",
+        "  on_exhausted: give_up",
+        "    job a",
+        "      work: python m:f",
+        "      run: once; timeout=none; restart=transient",
+        "      stop: grace=5s",
+        "      retry: none (attempts=1)",
+        "      breaker: api (failure_threshold=5 reset_timeout=30s half_open_max_calls=1)",
+        "      placement: local",
+        "      run: every 90s; timeout=none; restart=transient",
+        "      retry: attempts=4 wait=(initial=500ms max=10s multiplier=2 jitter=0.1) on=the kind's defaults",
+        "      depends_on: a",
+        "    group g",
+        "      restart: permanent",
+        "      on_exhausted: cooldown",
+        "      cooldown: duration=30s probation=10s multiplier=2 max=10m max_cycles=unlimited",
+        "          run: cron '*/5 * * * *'; timeout=none; restart=temporary",
+    ]:
+        assert expected in lines, f"{expected!r} not in:\n{text}"
+
+
+def test_the_repository_demo_manifest_loads() -> None:
+    path = Path(__file__).resolve().parent.parent / "jobs.yaml"
+    if not path.exists():
+        pytest.skip("no demo manifest")
+    m = load_manifest(path)
+    assert m.root.children
