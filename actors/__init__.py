@@ -15,6 +15,14 @@ from actors._errors import (
     TreeStoppedError,
     describe,
 )
+from actors._http import (
+    HttpRequestError,
+    HttpStatusError,
+    HttpWork,
+    check_http_retry_on,
+    parse_retry_after,
+    redact_url,
+)
 from actors._job import Attempt, JobActor, Schedule, Work, current_attempt
 from actors._messages import (
     AttemptDone,
@@ -27,6 +35,7 @@ from actors._messages import (
     Waiting,
 )
 from actors._python import PythonWork, resolve_target
+from actors._ready import NotReady, ReadyProbe
 from actors._ref import ChildRef
 from actors._retry import Retryable, RetrySpec, RetryWait, run_with_retry
 from actors._runtime import (
@@ -55,15 +64,20 @@ __all__ = [
     "ChildStarted",
     "ChildUnavailableError",
     "EscalationError",
+    "HttpRequestError",
+    "HttpStatusError",
+    "HttpWork",
     "JobActor",
     "JobFailure",
     "JobvisorError",
     "Kill",
     "Link",
     "NoSuchChildError",
+    "NotReady",
     "Outcome",
     "Parent",
     "PythonWork",
+    "ReadyProbe",
     "Resumed",
     "RetrySpec",
     "RetryWait",
@@ -79,12 +93,15 @@ __all__ = [
     "Waiting",
     "Work",
     "active_runtime",
+    "check_http_retry_on",
     "check_runtime",
     "current_attempt",
     "current_task",
     "describe",
     "install_runtime",
     "interrupt_task",
+    "parse_retry_after",
+    "redact_url",
     "resolve_target",
     "run_with_retry",
     "start_supervised",

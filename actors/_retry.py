@@ -91,9 +91,13 @@ def run_with_retry(
         hinted = work.retry_after(exc) if exc is not None else None
         if hinted is not None:
             delay = min(spec.wait.max, max(0.0, hinted))
-        if exc is not None:
-            on_retry(state.attempt_number, exc, delay)
         return delay
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        # Tenacity also asks `wait` after the last try; only a real sleep is a retry.
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is not None:
+            on_retry(state.attempt_number, exc, state.upcoming_sleep)
 
     def should_retry(state: tenacity.RetryCallState) -> bool:
         if state.outcome is None or not state.outcome.failed or attempt.cancelled.is_set():
@@ -109,6 +113,7 @@ def run_with_retry(
         wait=wait,
         retry=should_retry,
         sleep=sleep,
+        before_sleep=before_sleep,
         reraise=True,
     )
     return retrying(call)

@@ -14,11 +14,16 @@ from actors import (
     ChildRef,
     ChildUnavailableError,
     EscalationError,
+    HttpRequestError,
+    HttpStatusError,
+    HttpWork,
     JobFailure,
     JobvisorError,
     NoSuchChildError,
+    NotReady,
     Outcome,
     PythonWork,
+    ReadyProbe,
     RetrySpec,
     RetryWait,
     RuntimeSetupError,
@@ -28,6 +33,15 @@ from actors import (
     TreeStoppedError,
     current_attempt,
     install_runtime,
+)
+from supervision._app import (
+    Composition,
+    RunReport,
+    compose,
+    flatten_status,
+    run_batch,
+    summary_table,
+    write_progress,
 )
 from supervision._events import (
     AttemptFinished,
@@ -41,6 +55,21 @@ from supervision._events import (
     RestartScheduled,
     StateChanged,
     Subscription,
+)
+from supervision._logging import (
+    LoggingSetup,
+    LoggingSetupError,
+    SecretMasker,
+    configure_logging,
+)
+from supervision._manifest import (
+    Issue,
+    Manifest,
+    ManifestError,
+    load_manifest,
+    parse,
+    parse_duration,
+    parse_size,
 )
 from supervision._policy import (
     Backoff,
@@ -72,30 +101,6 @@ from supervision._spec import (
     walk,
 )
 from supervision._state import FINAL, TRANSITIONS, State, can_transition
-from supervision._app import (
-    Composition,
-    RunReport,
-    compose,
-    flatten_status,
-    run_batch,
-    summary_table,
-    write_progress,
-)
-from supervision._logging import (
-    LoggingSetup,
-    LoggingSetupError,
-    SecretMasker,
-    configure_logging,
-)
-from supervision._manifest import (
-    Issue,
-    Manifest,
-    ManifestError,
-    load_manifest,
-    parse,
-    parse_duration,
-    parse_size,
-)
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
 
 __all__ = [
@@ -126,6 +131,9 @@ __all__ = [
     "GaveUp",
     "GiveUp",
     "History",
+    "HttpRequestError",
+    "HttpStatusError",
+    "HttpWork",
     "Intensity",
     "Issue",
     "JobFailure",
@@ -137,10 +145,12 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "NoSuchChildError",
+    "NotReady",
     "OnExhausted",
     "Outcome",
     "ProbationPassed",
     "PythonWork",
+    "ReadyProbe",
     "Restart",
     "RestartPolicy",
     "RestartScheduled",

@@ -1,0 +1,561 @@
+"""The ``http`` job kind: one request per try, over one ``requests.Session`` kept for the job.
+
+Failures are values of two kinds (both ``JobFailure``, see ``actors._errors``)::
+
+    JobFailure
+    ├── HttpStatusError     the server answered with a status the job does not expect
+    └── HttpRequestError    no usable answer: connection failed or reset, timed out,
+                            cancelled, or the request could not be sent at all
+
+Secrets: header values, ``params``, ``json`` and ``body`` never appear in a
+message, a ``repr`` or a log record of this module (it logs nothing); the
+URL's password is shown as ``***``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import email.utils
+import json as jsonlib
+import re
+import socket
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from actors._errors import JobFailure, SpecError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
+
+    from actors._job import Attempt
+
+__all__ = [
+    "HTTP_METHODS",
+    "HTTP_RETRY_ON",
+    "HttpRequestError",
+    "HttpStatusError",
+    "HttpWork",
+    "check_http_retry_on",
+    "parse_retry_after",
+    "redact_url",
+]
+
+HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Tokens of ``retry.on`` for http jobs; an exact status such as "503" is accepted too.
+HTTP_RETRY_ON: Final = ("connection", "timeout", "5xx", "4xx", "429")
+_DEFAULT_RETRY_ON: Final = frozenset({"connection", "timeout", "5xx", "429"})
+_RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+_CHUNK: Final = 64 * 1024
+_STDLIB_ERROR_MODULES: Final = frozenset({"builtins", "socket", "ssl", "http.client"})
+
+Reason = Literal["connection", "timeout", "cancelled", "invalid"]
+
+
+class HttpStatusError(JobFailure):
+    """The server answered with a status the job does not expect.
+
+    Raised by ``HttpWork.run`` when the final status (after redirects) is not
+    in ``expect_status`` (any 2xx when that is empty). ``code`` is the status,
+    which becomes the attempt's exit code; ``retry_after`` is the server's
+    ``Retry-After`` in seconds for a 429 or 503, else None. Whether it is
+    retried is up to ``HttpWork.retryable``: 5xx and 429 are by default.
+    """
+
+    def __init__(self, message: str, code: int, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
+class HttpRequestError(JobFailure):
+    """The request got no usable answer; unlike ``HttpStatusError`` there is no status.
+
+    ``reason`` says why: ``connection`` (refused, reset, dropped mid-answer),
+    ``timeout`` (no answer within ``timeout``), ``cancelled`` (the attempt was
+    stopped and ``cancel`` aborted the request) or ``invalid`` (the request
+    could not be sent, e.g. too many redirects). Connection errors and
+    timeouts are retried by default; the other two never are.
+    """
+
+    def __init__(self, message: str, reason: Reason) -> None:
+        super().__init__(message)
+        self.reason: Reason = reason
+
+
+# -- validation helpers --------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with the password of its userinfo, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def check_http_retry_on(on: tuple[str, ...]) -> None:
+    """Raise ``SpecError`` unless every token of ``retry.on`` means something to an http job."""
+    for token in on:
+        if token in HTTP_RETRY_ON:
+            continue
+        if token.isdigit() and 100 <= int(token) <= 599:
+            continue
+        raise SpecError(
+            f"retry.on: expected one of {', '.join(HTTP_RETRY_ON)} or a status 100..599 "
+            f"for an http job, got {token!r}"
+        )
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date), or None.
+
+    A date in the past gives 0; a value that is neither form gives None.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; an obsolete form may lack the zone
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def _check_url(url: Any) -> None:
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
+        shown = redact_url(url) if isinstance(url, str) else url
+        raise SpecError(f"http.url: expected an http:// or https:// URL, got {shown!r}")
+
+
+def _check_params(params: Mapping[str, str]) -> None:
+    for key, value in params.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise SpecError(f"http.params: names and values are strings, got one at {key!r}")
+
+
+def _check_payload(json: Any, body: Any) -> None:
+    if json is not None and body is not None:
+        raise SpecError("http: give at most one of json and body, got both")
+    if json is not None:
+        try:
+            jsonlib.dumps(json, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            # The exception's text may quote the value: name only its kind.
+            raise SpecError(
+                f"http.json: cannot be encoded as JSON ({type(exc).__name__})"
+            ) from None
+    if body is not None and not isinstance(body, str | bytes):
+        raise SpecError(f"http.body: expected text or bytes, got {type(body).__name__}")
+
+
+def _check_headers(name: str, headers: Mapping[str, str]) -> None:
+    for key, value in headers.items():
+        if not isinstance(key, str) or not _HEADER_NAME.match(key):
+            raise SpecError(f"http.{name}: header names are tokens, got {key!r}")
+        # Never echo the value: it may be a secret.
+        if not isinstance(value, str):
+            raise SpecError(f"http.{name}.{key}: expected a string, got {type(value).__name__}")
+        if value != value.strip() or "\r" in value or "\n" in value:
+            raise SpecError(
+                f"http.{name}.{key}: a header value must not hold line breaks "
+                "or leading/trailing whitespace"
+            )
+
+
+# -- abortable connections -----------------------------------------------------------------------
+
+
+class _InFlight:
+    """The connections one ``run`` has checked out of the pool, so ``cancel`` can abort them.
+
+    Written by the thread that runs the request, read by the one that cancels;
+    ``lock`` guards ``conns`` and ``aborted``. Invariant: once ``aborted`` is
+    set, every connection in ``conns`` has its socket shut down, and any
+    socket connected later is shut down by ``_after_connect``.
+    """
+
+    __slots__ = ("aborted", "conns", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conns: set[Any] = set()
+        self.aborted = False
+
+    def add(self, conn: Any) -> None:
+        with self.lock:
+            self.conns.add(conn)
+            aborted = self.aborted
+        if aborted:
+            _shutdown(getattr(conn, "sock", None))
+
+    def discard(self, conn: Any) -> None:
+        with self.lock:
+            self.conns.discard(conn)
+
+    def abort(self) -> None:
+        with self.lock:
+            self.aborted = True
+            conns = list(self.conns)
+        for conn in conns:
+            _shutdown(getattr(conn, "sock", None))
+
+
+# The requests of the current thread (greenlet) belong to this run; the pools read it.
+_current: contextvars.ContextVar[_InFlight | None] = contextvars.ContextVar(
+    "jobvisor_http_inflight", default=None
+)
+
+
+def _shutdown(sock: Any) -> None:
+    """Wake whoever waits on ``sock`` (thread or greenlet) by shutting it down both ways.
+
+    The raw socket is shut down below any TLS wrapper, so another thread's
+    ``SSL_read`` sees EOF instead of a half-torn SSL object; the reader then
+    closes the connection itself.
+    """
+    if sock is None:
+        return
+    try:
+        if isinstance(sock, socket.socket):  # gevent's patched class under gevent
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        else:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed or never connected: nothing left to wake
+
+
+def _after_connect(conn: Any) -> None:
+    inflight = _current.get()
+    if inflight is not None and inflight.aborted:
+        _shutdown(conn.sock)
+
+
+class _TrackedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _after_connect(self)  # cancel() may have come while we were connecting
+
+
+class _TrackedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _after_connect(self)
+
+
+class _TrackedHTTPPool(HTTPConnectionPool):
+    """A pool that tells the current ``_InFlight`` which connections a request holds."""
+
+    ConnectionCls: type[BaseHTTPConnection | BaseHTTPSConnection] = _TrackedHTTPConnection
+
+    def _get_conn(self, timeout: float | None = None) -> BaseHTTPConnection:
+        conn = super()._get_conn(timeout)
+        inflight = _current.get()
+        if inflight is not None:
+            inflight.add(conn)
+        return conn
+
+    def _put_conn(self, conn: BaseHTTPConnection | None) -> None:
+        inflight = _current.get()
+        if inflight is not None and conn is not None:
+            inflight.discard(conn)
+        super()._put_conn(conn)
+
+
+class _TrackedHTTPSPool(_TrackedHTTPPool, HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter, with pools whose in-flight connections ``cancel`` can abort."""
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _TrackedHTTPPool,
+            "https": _TrackedHTTPSPool,
+        }
+
+
+class _SessionHolder:
+    """The mutable part of a frozen ``HttpWork``: its session and the runs in flight.
+
+    Thread-safe: ``run`` (job actor thread) and ``cancel`` (supervisor or
+    scheduler thread) meet here under ``_lock``. The session is created on
+    first use, reused by every attempt and retry, and closed by ``close`` or
+    when the work is garbage-collected.
+    """
+
+    __slots__ = ("__weakref__", "_finalizer", "_inflight", "_lock", "_session")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._session: requests.Session | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._inflight: dict[int, _InFlight] = {}  # id(attempt) -> its run; removed when it ends
+
+    def __reduce__(self) -> tuple[type[_SessionHolder], tuple[()]]:
+        # A copy (pickled for another process, e.g. a Ray worker) starts with its own session.
+        return (_SessionHolder, ())
+
+    def session(self) -> requests.Session:
+        session = self._session
+        if session is not None:
+            return session
+        with self._lock:
+            if self._session is None:
+                session = requests.Session()
+                adapter = _Adapter()
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
+                self._finalizer = weakref.finalize(self, session.close)
+                self._session = session
+            return self._session
+
+    def begin(self, attempt: Attempt) -> _InFlight:
+        inflight = _InFlight()
+        with self._lock:
+            self._inflight[id(attempt)] = inflight
+        return inflight
+
+    def end(self, attempt: Attempt) -> None:
+        with self._lock:
+            self._inflight.pop(id(attempt), None)
+
+    def abort(self, attempt: Attempt) -> None:
+        with self._lock:
+            inflight = self._inflight.get(id(attempt))
+        if inflight is not None:
+            inflight.abort()
+
+    def close(self) -> None:
+        with self._lock:
+            finalizer, self._finalizer, self._session = self._finalizer, None, None
+        if finalizer is not None:
+            finalizer()
+
+
+# -- the job kind --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpWork:
+    """Send one HTTP request per try; the final status is the attempt's exit code.
+
+    Redirects are followed unless ``expect_status`` names a 3xx status. The
+    answer's body is read to the end and dropped, so the connection goes
+    back to the session's pool for the next try. ``timeout`` bounds the
+    connect and each wait for data (the attempt's own ``timeout`` bounds the
+    whole). Header values, ``params``, ``json`` and ``body`` are left out of
+    ``repr`` since they may hold secrets.
+    """
+
+    kind: ClassVar[str] = "http"
+    url: str
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    params: Mapping[str, str] = field(default_factory=dict, repr=False)
+    json: Any = field(default=None, repr=False)  # at most one of json / body
+    body: str | bytes | None = field(default=None, repr=False)
+    timeout: float = 30.0
+    expect_status: tuple[int, ...] = ()  # empty = any 2xx
+    _holder: _SessionHolder = field(
+        default_factory=_SessionHolder, init=False, repr=False, compare=False, hash=False
+    )
+
+    def __post_init__(self) -> None:
+        _check_url(self.url)
+        method = self.method.upper() if isinstance(self.method, str) else self.method
+        if method not in HTTP_METHODS:
+            raise SpecError(
+                f"http.method: expected one of {', '.join(sorted(HTTP_METHODS))}, "
+                f"got {self.method!r}"
+            )
+        object.__setattr__(self, "method", method)
+        _check_headers("headers", self.headers)
+        _check_params(self.params)
+        _check_payload(self.json, self.body)
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float):
+            raise SpecError(f"http.timeout: expected a duration, got {self.timeout!r}")
+        if not self.timeout > 0:
+            raise SpecError(f"http.timeout: expected a positive duration, got {self.timeout!r}")
+        statuses = tuple(self.expect_status)
+        for code in statuses:
+            if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+                raise SpecError(f"http.expect_status: expected statuses 100..599, got {code!r}")
+        object.__setattr__(self, "expect_status", statuses)
+
+    # -- Work ------------------------------------------------------------------------------------
+
+    def run(self, attempt: Attempt) -> int | None:
+        """Job actor thread: send the request; return its status or raise a ``JobFailure``."""
+        holder = self._holder
+        session = holder.session()
+        inflight = holder.begin(attempt)
+        token = _current.set(inflight)
+        try:
+            # Checked after begin(): a cancel() from now on finds this run and aborts it.
+            if attempt.cancelled.is_set():
+                raise HttpRequestError(f"{self.describe()}: cancelled", "cancelled")
+            response = session.request(
+                self.method,
+                self.url,
+                headers=self.headers or None,
+                params=self.params or None,
+                json=self.json,
+                data=self.body.encode() if isinstance(self.body, str) else self.body,
+                timeout=self.timeout,
+                allow_redirects=not any(300 <= c < 400 for c in self.expect_status),
+                stream=True,
+            )
+            try:
+                for _ in response.iter_content(_CHUNK):
+                    pass  # read to the end so the connection can be reused
+            finally:
+                response.close()
+        except requests.RequestException as exc:
+            raise self._failure(exc, inflight) from _safe_cause(exc)
+        finally:
+            _current.reset(token)
+            holder.end(attempt)
+        code = response.status_code
+        if not self._expected(code):
+            raise self._status_error(response)
+        return code
+
+    def cancel(self, attempt: Attempt) -> None:
+        """Any thread: abort ``attempt``'s request in flight by shutting its socket down.
+
+        The blocked ``run`` then fails at once with ``HttpRequestError``
+        (reason ``cancelled``) instead of waiting for its ``timeout``. Other
+        attempts sharing the session (replicas) are not touched.
+        """
+        self._holder.abort(attempt)
+
+    def close(self) -> None:
+        """Close the session's pooled connections; a later ``run`` opens a new session."""
+        self._holder.close()
+
+    def describe(self) -> str:
+        return f"{self.method} {redact_url(self.url)}"
+
+    def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool:
+        """Connection errors, timeouts, 5xx and 429 by default; ``on`` names the classes instead.
+
+        Tokens of ``on``: ``connection``, ``timeout``, ``5xx``, ``4xx``,
+        ``429`` or an exact status such as ``"503"``.
+        """
+        wanted = on or _DEFAULT_RETRY_ON
+        return not _classes(exc).isdisjoint(wanted)
+
+    def retry_after(self, exc: BaseException) -> float | None:
+        """The ``Retry-After`` of a 429 or 503 answer in seconds, else None."""
+        if isinstance(exc, HttpStatusError) and exc.code in _RETRY_AFTER_STATUSES:
+            return exc.retry_after
+        return None
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _expected(self, code: int) -> bool:
+        return code in self.expect_status if self.expect_status else 200 <= code < 300
+
+    def _status_error(self, response: requests.Response) -> HttpStatusError:
+        code = response.status_code
+        try:
+            phrase = f" {HTTPStatus(code).phrase}"
+        except ValueError:
+            phrase = ""
+        expected = ", ".join(map(str, self.expect_status)) if self.expect_status else "2xx"
+        retry_after = None
+        hint = ""
+        if code in _RETRY_AFTER_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if retry_after is not None:
+                hint = f", Retry-After {retry_after:g}s"
+        return HttpStatusError(
+            f"{self.describe()}: status {code}{phrase}, expected {expected}{hint}",
+            code,
+            retry_after,
+        )
+
+    def _failure(self, exc: requests.RequestException, inflight: _InFlight) -> HttpRequestError:
+        where = self.describe()
+        if inflight.aborted:
+            return HttpRequestError(f"{where}: cancelled", "cancelled")
+        if isinstance(exc, requests.Timeout):
+            return HttpRequestError(f"{where}: timed out after {self.timeout:g}s", "timeout")
+        if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
+            return HttpRequestError(f"{where}: connection failed ({_root(exc)})", "connection")
+        # Other RequestExceptions (too many redirects, invalid URL or header...) may echo
+        # what was sent in their messages: name only the kind.
+        return HttpRequestError(f"{where}: request failed ({type(exc).__name__})", "invalid")
+
+
+def _classes(exc: BaseException) -> set[str]:
+    """The ``retry.on`` tokens that ``exc`` belongs to."""
+    if isinstance(exc, HttpStatusError):
+        code = exc.code
+        out = {str(code)}
+        if 400 <= code < 500:
+            out.add("4xx")
+        elif 500 <= code < 600:
+            out.add("5xx")
+        return out
+    if isinstance(exc, HttpRequestError):
+        return {exc.reason}
+    out = set()
+    if isinstance(exc, requests.Timeout):
+        out.add("timeout")
+    if isinstance(exc, requests.ConnectionError):
+        out.add("connection")
+    return out
+
+
+def _safe_cause(exc: requests.RequestException) -> BaseException | None:
+    """Chain connection errors and timeouts (their text holds no header values); drop others."""
+    if isinstance(exc, requests.Timeout | requests.ConnectionError):
+        return exc
+    return None
+
+
+def _root(exc: BaseException) -> str:
+    """``Type: message`` of the innermost standard-library cause, e.g. a refused connection.
+
+    urllib3 keeps causes in ``reason`` or ``args`` as well as in ``__cause__``;
+    the standard library's socket, ssl and http.client errors never hold what
+    was sent, so their text is safe to show.
+    """
+    seen: list[BaseException] = []
+    err: BaseException | None = exc
+    while err is not None and err not in seen:
+        seen.append(err)
+        links = (err.__cause__, err.__context__, getattr(err, "reason", None), *err.args)
+        err = next((e for e in links if isinstance(e, BaseException)), None)
+    for candidate in reversed(seen):
+        if type(candidate).__module__ in _STDLIB_ERROR_MODULES:
+            text = str(candidate)
+            name = type(candidate).__name__
+            return f"{name}: {text}" if text else name
+    return type(exc).__name__

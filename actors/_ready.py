@@ -1,0 +1,210 @@
+"""Readiness probes: when has a service come up (``ready: {tcp | http | command}``)?
+
+A probe polls until its check passes, fails with ``NotReady`` after
+``timeout``, and gives up early when the waiter is cancelled. Each check is
+bounded like a Kubernetes probe: it may take ``max(1s, interval)`` (never
+more than the time left), so a hanging service cannot hold a stop for long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
+
+import requests
+
+from actors._errors import JobFailure, SpecError
+from actors._http import redact_url
+
+if TYPE_CHECKING:
+    import threading
+
+__all__ = ["NotReady", "ReadyProbe"]
+
+_CHECK_MIN: Final = 1.0  # seconds one check may take at least (Kubernetes' default)
+
+
+class NotReady(JobFailure):
+    """A service's readiness probe did not pass.
+
+    Raised by ``ReadyProbe.wait_ready`` after ``timeout`` (the message names
+    the probe and its last result) or at once when the wait is cancelled (the
+    message says ``cancelled``). Unlike ``ServiceExited`` the service may
+    still be running; the supervisor treats it as a failed start.
+    """
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadyProbe:
+    """Exactly one check: ``tcp`` ("host:port" accepts a connection), ``http`` (a URL
+    answers 2xx or 3xx to a GET) or ``command`` (argv that exits 0).
+
+    ``timeout`` bounds the whole wait; ``interval`` is the pause between checks.
+    """
+
+    tcp: str | None = None
+    http: str | None = None
+    command: tuple[str, ...] | None = None
+    timeout: float = 30.0
+    interval: float = 0.1
+
+    def __post_init__(self) -> None:
+        given = [n for n in ("tcp", "http", "command") if getattr(self, n) is not None]
+        if len(given) != 1:
+            got = " and ".join(given) if given else "none"
+            raise SpecError(f"ready: expected exactly one of tcp, http, command; got {got}")
+        if self.tcp is not None:
+            _split_host_port(self.tcp)
+        if self.http is not None:
+            parts = urlsplit(self.http) if isinstance(self.http, str) else None
+            if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
+                shown = redact_url(self.http) if isinstance(self.http, str) else self.http
+                raise SpecError(f"ready.http: expected an http(s) URL, got {shown!r}")
+        if self.command is not None:
+            command = tuple(self.command) if isinstance(self.command, list | tuple) else ()
+            if not command or not all(isinstance(a, str) for a in command):
+                raise SpecError(
+                    f"ready.command: expected a non-empty list of strings, got {self.command!r}"
+                )
+            object.__setattr__(self, "command", command)
+        for name in ("timeout", "interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise SpecError(f"ready.{name}: expected a positive duration, got {value!r}")
+
+    def describe(self) -> str:
+        if self.tcp is not None:
+            return f"tcp {self.tcp}"
+        if self.http is not None:
+            return f"http {redact_url(self.http)}"
+        return f"command {list(self.command or ())}"
+
+    def wait_ready(self, cancelled: threading.Event) -> None:
+        """Poll until the check passes; raise ``NotReady`` on timeout or when ``cancelled`` is set.
+
+        Runs in the caller's thread (or greenlet) and blocks it; waits
+        between checks happen on ``cancelled``, so setting it ends the wait
+        at once, or at the latest when the check in progress ends.
+        """
+        deadline = time.monotonic() + self.timeout
+        full = max(_CHECK_MIN, self.interval)
+        last: _Seen | None = None
+        session = requests.Session() if self.http is not None else None
+        try:
+            while True:
+                if cancelled.is_set():
+                    raise NotReady(f"{self.describe()}: readiness wait cancelled")
+                budget = max(0.001, min(full, deadline - time.monotonic()))
+                seen = self._check(budget, session, cancelled)
+                if seen is None:
+                    return
+                if cancelled.is_set():
+                    raise NotReady(f"{self.describe()}: readiness wait cancelled")
+                # A check the deadline cut short says less than a full one before it.
+                if last is None or not (seen.timed_out and budget < full):
+                    last = seen
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise NotReady(
+                        f"{self.describe()} not ready after {self.timeout:g}s: "
+                        f"last check {last.reason}"
+                    )
+                cancelled.wait(min(self.interval, left))
+        finally:
+            if session is not None:
+                session.close()
+
+    # -- one check each: None when ready, else what was seen -------------------------------------
+
+    def _check(
+        self, budget: float, session: requests.Session | None, cancelled: threading.Event
+    ) -> _Seen | None:
+        if self.tcp is not None:
+            return _check_tcp(self.tcp, budget)
+        if self.http is not None:
+            assert session is not None
+            return _check_http(session, self.http, budget)
+        assert self.command is not None
+        return _check_command(self.command, budget, cancelled)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What a check that did not pass saw."""
+
+    reason: str
+    timed_out: bool = False
+
+
+def _split_host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    host = host.removeprefix("[").removesuffix("]")  # "[::1]:80"
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SpecError(f"ready.tcp: expected 'host:port', got {value!r}")
+    return host, int(port)
+
+
+def _check_tcp(address: str, budget: float) -> _Seen | None:
+    host, port = _split_host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=budget):
+            return None
+    except TimeoutError:
+        return _Seen(f"timed out after {budget:.3g}s", timed_out=True)
+    except OSError as exc:
+        return _Seen(_describe(exc))
+
+
+def _check_http(session: requests.Session, url: str, budget: float) -> _Seen | None:
+    try:
+        with session.get(url, timeout=budget, allow_redirects=False, stream=True) as response:
+            code = response.status_code
+    except requests.Timeout:
+        return _Seen(f"timed out after {budget:.3g}s", timed_out=True)
+    except requests.RequestException as exc:
+        return _Seen(type(exc).__name__)  # its text may quote the URL's secrets
+    return None if 200 <= code < 400 else _Seen(f"answered {code}")
+
+
+def _check_command(
+    argv: tuple[str, ...], budget: float, cancelled: threading.Event
+) -> _Seen | None:
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - argv from the manifest, no shell
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own group, so a hung check is killed whole
+        )
+    except OSError as exc:
+        return _Seen(_describe(exc))
+    deadline = time.monotonic() + budget
+    step = 0.0005
+    try:
+        # Like Popen.wait(timeout), which polls too, but cancellable.
+        while (code := proc.poll()) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return _Seen(f"did not exit within {budget:.3g}s", timed_out=True)
+            if cancelled.wait(min(step, left)):
+                return _Seen("cancelled")
+            step = min(step * 2, 0.05)
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return None if code == 0 else _Seen(f"exited with {code}")
+
+
+def _describe(exc: BaseException) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,566 @@
+"""The http job kind against a real scripted server: statuses, payloads, retries, cancel, secrets."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from httpkit import HttpKit, Reply, Reset, Stall
+
+from actors import Attempt, RetrySpec, RetryWait, run_with_retry
+from actors._http import (
+    HttpRequestError,
+    HttpStatusError,
+    HttpWork,
+    check_http_retry_on,
+    parse_retry_after,
+)
+from supervision import (
+    Backoff,
+    Intensity,
+    JobSpec,
+    RestartPolicy,
+    SpecError,
+    SupervisorSpec,
+)
+
+SECRET = "Bearer s3cr3t-t0ken-4f9a"  # a test value that must never be shown
+NO_RESTART = RestartPolicy(
+    backoff=Backoff(initial=0.001, max=0.001, jitter=0), intensity=Intensity(max_restarts=0)
+)
+FAST_WAIT = RetryWait(initial=0.001, max=0.01, multiplier=2, jitter=0)
+
+
+@pytest.fixture
+def kit() -> Iterator[HttpKit]:
+    with HttpKit() as server:
+        yield server
+
+
+@pytest.fixture
+def make_work() -> Iterator[Callable[..., HttpWork]]:
+    """HttpWork values whose sessions are closed after the test."""
+    made: list[HttpWork] = []
+
+    def make(**kwargs: Any) -> HttpWork:
+        work = HttpWork(**kwargs)
+        made.append(work)
+        return work
+
+    yield make
+    for work in made:
+        work.close()
+
+
+def attempt(number: int = 1) -> Attempt:
+    return Attempt("h", number, time.time())
+
+
+def run_retrying(
+    work: HttpWork, spec: RetrySpec, at: Attempt | None = None
+) -> tuple[Any, list[tuple[int, BaseException, float]]]:
+    """Run ``work`` under ``spec``; return its result (or the exception) and the retries.
+
+    Note: ``run_with_retry`` reports ``on_retry`` from tenacity's wait hook, which
+    tenacity also calls after the last try, so a run that runs out of tries
+    reports one more "retry" than it made; tests count requests instead.
+    """
+    at = at or attempt()
+    retries: list[tuple[int, BaseException, float]] = []
+    try:
+        result: Any = run_with_retry(
+            spec,
+            work,
+            lambda: work.run(at),
+            at,
+            on_retry=lambda n, exc, delay: retries.append((n, exc, delay)),
+            rand=lambda: 0.5,
+        )
+    except Exception as exc:
+        result = exc
+    return result, retries
+
+
+# -- one request ---------------------------------------------------------------------------------
+
+
+def test_a_2xx_answer_succeeds_with_the_status_as_code(kit, make_work) -> None:
+    kit.script(Reply(201))
+    work = make_work(url=f"{kit.url}/create")
+    assert work.run(attempt()) == 201
+    (req,) = kit.requests
+    assert (req.method, req.path) == ("GET", "/create")
+
+
+def test_expect_status_accepts_exactly_the_listed_statuses(kit, make_work) -> None:
+    kit.script(Reply(404), Reply(200))
+    work = make_work(url=kit.url, expect_status=[404, 410])
+    assert work.expect_status == (404, 410)
+    assert work.run(attempt()) == 404
+    with pytest.raises(HttpStatusError) as info:
+        work.run(attempt())
+    assert info.value.code == 200
+    assert "expected 404, 410" in str(info.value)
+
+
+def test_an_unexpected_status_fails_with_that_status(kit, make_work) -> None:
+    kit.script(Reply(500))
+    work = make_work(url=f"{kit.url}/boom", method="post")
+    with pytest.raises(HttpStatusError) as info:
+        work.run(attempt())
+    assert info.value.code == 500
+    assert info.value.retry_after is None
+    assert str(info.value) == (
+        f"POST {kit.url}/boom: status 500 Internal Server Error, expected 2xx"
+    )
+
+
+def test_headers_params_and_json_arrive_at_the_server(kit, make_work) -> None:
+    work = make_work(
+        url=f"{kit.url}/api",
+        method="POST",
+        headers={"X-Token": "abc", "Accept": "application/json"},
+        params={"page": "2", "q": "a b"},
+        json={"name": "etl", "n": [1, 2]},
+    )
+    assert work.run(attempt()) == 200
+    (req,) = kit.requests
+    assert req.method == "POST"
+    assert req.query == {"page": ["2"], "q": ["a b"]}
+    assert req.headers["x-token"] == "abc"
+    assert req.headers["accept"] == "application/json"
+    assert req.headers["content-type"] == "application/json"
+    assert json.loads(req.body) == {"name": "etl", "n": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"), [("héllo wörld", "héllo wörld".encode()), (b"\x00\xff", b"\x00\xff")]
+)
+def test_a_text_or_bytes_body_arrives_as_sent(kit, make_work, body, sent) -> None:
+    work = make_work(url=kit.url, method="PUT", body=body)
+    assert work.run(attempt()) == 200
+    assert kit.requests[0].body == sent
+
+
+def test_redirects_are_followed_unless_a_3xx_is_expected(kit, make_work) -> None:
+    kit.script(Reply(302, {"Location": "/moved"}), Reply(200), Reply(301, {"Location": "/x"}))
+    assert make_work(url=f"{kit.url}/old").run(attempt()) == 200
+    assert [r.path for r in kit.requests] == ["/old", "/moved"]
+    assert make_work(url=f"{kit.url}/old", expect_status=(301,)).run(attempt()) == 301
+    assert kit.count == 3
+
+
+def test_one_session_serves_every_attempt_over_one_connection(kit, make_work) -> None:
+    work = make_work(url=kit.url)
+    for n in range(1, 4):
+        assert work.run(attempt(n)) == 200
+    assert len({r.client for r in kit.requests}) == 1
+
+
+def test_head_reads_no_body(kit, make_work) -> None:
+    assert make_work(url=kit.url, method="HEAD").run(attempt()) == 200
+    assert make_work(url=kit.url, method="HEAD").run(attempt()) == 200
+
+
+def test_a_refused_connection_names_the_cause(make_work) -> None:
+    from httpkit import free_port
+
+    work = make_work(url=f"http://127.0.0.1:{free_port()}/x")
+    with pytest.raises(HttpRequestError) as info:
+        work.run(attempt())
+    assert info.value.reason == "connection"
+    assert "ConnectionRefusedError" in str(info.value)
+    assert work.retryable(info.value, ())
+
+
+# -- retry with actors.run_with_retry ------------------------------------------------------------
+
+
+def test_503s_then_200_succeeds_on_the_third_try(kit, make_work) -> None:
+    kit.script(Reply(503), Reply(503), Reply(200))
+    result, retries = run_retrying(make_work(url=kit.url), RetrySpec(attempts=3, wait=FAST_WAIT))
+    assert result == 200
+    assert kit.count == 3
+    assert [(n, d) for n, _, d in retries] == [(1, 0.001), (2, 0.002)]
+    assert all(isinstance(exc, HttpStatusError) and exc.code == 503 for _, exc, _ in retries)
+
+
+def test_tries_run_out_after_exactly_the_given_attempts(kit, make_work) -> None:
+    kit.script(Reply(503), Reply(503), Reply(200))
+    result, retries = run_retrying(make_work(url=kit.url), RetrySpec(attempts=2, wait=FAST_WAIT))
+    assert isinstance(result, HttpStatusError)
+    assert result.code == 503
+    assert kit.count == 2
+    assert retries[0][0] == 1  # the one retry; see the note in run_retrying
+
+
+def test_connection_resets_are_retried(kit, make_work) -> None:
+    kit.script(Reset(), Reset(hard=True), Reply(200))
+    result, retries = run_retrying(make_work(url=kit.url), RetrySpec(attempts=3, wait=FAST_WAIT))
+    assert result == 200
+    assert kit.count == 3
+    reasons = [exc.reason for _, exc, _ in retries if isinstance(exc, HttpRequestError)]
+    assert reasons == ["connection", "connection"]
+
+
+def test_a_stalled_server_times_out_and_is_retried(kit, make_work) -> None:
+    kit.script(Stall(), Reply(200))
+    work = make_work(url=kit.url, timeout=0.2)
+    result, retries = run_retrying(work, RetrySpec(attempts=2, wait=FAST_WAIT))
+    assert result == 200
+    assert kit.count == 2
+    ((_, exc, _),) = retries
+    assert isinstance(exc, HttpRequestError)
+    assert exc.reason == "timeout"
+    assert str(exc) == f"GET {kit.url}: timed out after 0.2s"
+
+
+def test_404_is_not_retried_by_default(kit, make_work) -> None:
+    kit.script(Reply(404), Reply(200))
+    result, retries = run_retrying(make_work(url=kit.url), RetrySpec(attempts=3, wait=FAST_WAIT))
+    assert isinstance(result, HttpStatusError)
+    assert result.code == 404
+    assert (kit.count, retries) == (1, [])
+
+
+def test_retry_on_narrows_and_widens_what_is_retried(kit, make_work) -> None:
+    kit.script(Reply(404), Reply(200), Reply(503))
+    result, _ = run_retrying(
+        make_work(url=kit.url), RetrySpec(attempts=3, wait=FAST_WAIT, on=("4xx",))
+    )
+    assert result == 200
+    result, _ = run_retrying(
+        make_work(url=kit.url), RetrySpec(attempts=3, wait=FAST_WAIT, on=("502",))
+    )
+    assert isinstance(result, HttpStatusError)
+    assert kit.count == 3
+
+
+def test_429_is_retried(kit, make_work) -> None:
+    kit.script(Reply(429), Reply(200))
+    result, retries = run_retrying(make_work(url=kit.url), RetrySpec(attempts=2, wait=FAST_WAIT))
+    assert result == 200
+    assert kit.count == 2
+    assert retries[0][0] == 1  # the one retry; see the note in run_retrying
+
+
+def test_retry_after_replaces_the_computed_wait(kit, make_work) -> None:
+    # 0 seconds from the header instead of the computed 0.005.
+    kit.script(Reply(503, {"Retry-After": "0"}), Reply(429, {"Retry-After": "0"}), Reply(200))
+    wait = RetryWait(initial=0.005, max=0.01, jitter=0)
+    result, retries = run_retrying(make_work(url=kit.url), RetrySpec(attempts=3, wait=wait))
+    assert result == 200
+    assert [d for _, _, d in retries] == [0.0, 0.0]
+
+
+def test_retry_after_is_capped_by_wait_max(kit, make_work) -> None:
+    kit.script(Reply(503, {"Retry-After": "120"}), Reply(200))
+    wait = RetryWait(initial=0.001, max=0.02, jitter=0)
+    result, retries = run_retrying(make_work(url=kit.url), RetrySpec(attempts=2, wait=wait))
+    assert result == 200
+    ((_, exc, delay),) = retries
+    assert isinstance(exc, HttpStatusError)
+    assert exc.retry_after == 120.0
+    assert "Retry-After 120s" in str(exc)
+    assert delay == 0.02
+
+
+def test_retry_after_as_an_http_date(kit, make_work) -> None:
+    past = email.utils.formatdate(time.time() - 60, usegmt=True)
+    kit.script(Reply(429, {"Retry-After": past}), Reply(200))
+    wait = RetryWait(initial=0.01, max=0.02, jitter=0)
+    result, retries = run_retrying(make_work(url=kit.url), RetrySpec(attempts=2, wait=wait))
+    assert result == 200
+    assert [d for _, _, d in retries] == [0.0]
+
+
+def test_retry_after_counts_only_on_429_and_503(kit, make_work) -> None:
+    kit.script(Reply(500, {"Retry-After": "0"}), Reply(200))
+    wait = RetryWait(initial=0.003, max=0.01, jitter=0)
+    result, retries = run_retrying(make_work(url=kit.url), RetrySpec(attempts=2, wait=wait))
+    assert result == 200
+    assert [d for _, _, d in retries] == [0.003]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("7", 7.0),
+        (" 0 ", 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 30.0),
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # in the past
+        ("soon", None),
+        ("-1", None),
+        ("1.5", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(value, seconds) -> None:
+    now = email.utils.parsedate_to_datetime("Wed, 21 Oct 2015 07:27:30 GMT").timestamp()
+    assert parse_retry_after(value, now=now) == seconds
+
+
+@pytest.mark.parametrize(
+    ("exc", "on", "expected"),
+    [
+        (HttpStatusError("", 503), (), True),
+        (HttpStatusError("", 500), (), True),
+        (HttpStatusError("", 429), (), True),
+        (HttpStatusError("", 404), (), False),
+        (HttpStatusError("", 400), ("4xx",), True),
+        (HttpStatusError("", 503), ("4xx",), False),
+        (HttpStatusError("", 503), ("503",), True),
+        (HttpStatusError("", 502), ("503",), False),
+        (HttpStatusError("", 429), ("429",), True),
+        (HttpRequestError("", "connection"), (), True),
+        (HttpRequestError("", "timeout"), (), True),
+        (HttpRequestError("", "timeout"), ("connection",), False),
+        (HttpRequestError("", "cancelled"), (), False),
+        (HttpRequestError("", "invalid"), (), False),
+        (ValueError("x"), (), False),
+    ],
+)
+def test_retryable_classes(exc, on, expected) -> None:
+    assert HttpWork(url="http://h").retryable(exc, on) is expected
+
+
+def test_retry_on_tokens_are_checked() -> None:
+    check_http_retry_on(("connection", "timeout", "5xx", "4xx", "429", "503"))
+    with pytest.raises(SpecError, match=r"retry\.on.*'5XX'"):
+        check_http_retry_on(("5XX",))
+    with pytest.raises(SpecError, match="'600'"):
+        check_http_retry_on(("600",))
+
+
+# -- cancel --------------------------------------------------------------------------------------
+
+
+def _run_in_thread(work: HttpWork, at: Attempt) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["result"] = work.run(at)
+        except Exception as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, name="http-test-run")
+    thread.start()
+    return thread, out
+
+
+def test_cancel_aborts_the_request_in_flight(kit, make_work) -> None:
+    kit.script(Stall())
+    work = make_work(url=kit.url, timeout=30)
+    at = attempt()
+    thread, out = _run_in_thread(work, at)
+    kit.wait_requests(1)
+    started = time.monotonic()
+    at.cancelled.set()
+    work.cancel(at)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 5  # far below the 30s timeout
+    error = out["error"]
+    assert isinstance(error, HttpRequestError)
+    assert error.reason == "cancelled"
+    assert not work.retryable(error, ())
+
+
+def test_cancel_touches_only_its_own_attempt(kit, make_work) -> None:
+    release = threading.Event()
+    kit.script(Stall(), Stall(release=release, then=Reply(202)))
+    work = make_work(url=kit.url, timeout=30)
+    first, second = attempt(1), attempt(2)
+    thread1, out1 = _run_in_thread(work, first)
+    kit.wait_requests(1)
+    thread2, out2 = _run_in_thread(work, second)
+    kit.wait_requests(2)
+    work.cancel(first)
+    thread1.join(10)
+    assert out1["error"].reason == "cancelled"
+    assert thread2.is_alive()
+    release.set()
+    thread2.join(10)
+    assert out2 == {"result": 202}
+
+
+def test_a_cancelled_attempt_sends_nothing(kit, make_work) -> None:
+    at = attempt()
+    at.cancelled.set()
+    with pytest.raises(HttpRequestError, match="cancelled"):
+        make_work(url=kit.url).run(at)
+    assert kit.count == 0
+
+
+def test_close_then_run_opens_a_new_session(kit, make_work) -> None:
+    work = make_work(url=kit.url)
+    assert work.run(attempt()) == 200
+    work.close()
+    work.close()
+    assert work.run(attempt()) == 200
+    clients = [r.client for r in kit.requests]
+    assert clients[0] != clients[1]
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+
+def test_no_header_value_or_body_shows_anywhere(kit, make_work, logs, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    kit.script(Reply(503), Reset(), Reply(401))
+    work = make_work(
+        url=f"{kit.url}/x",
+        method="POST",
+        headers={"Authorization": SECRET},
+        body=f"password={SECRET}",
+    )
+    result, retries = run_retrying(work, RetrySpec(attempts=3, wait=FAST_WAIT))
+    assert isinstance(result, HttpStatusError)
+    assert result.code == 401
+    assert kit.wait_requests(3)[0].headers["authorization"] == SECRET  # it was sent
+    errors = [result, *(exc for _, exc, _ in retries)]
+    shown = [str(e) for e in errors] + [repr(e) for e in errors]
+    shown += [repr(work), work.describe()]
+    shown += [r.getMessage() for r in caplog.records]
+    shown += [r.message for r in logs.records] + list(logs.formatted_records)
+    for text in shown:
+        assert SECRET not in text, text
+        assert "s3cr3t" not in text, text
+
+
+def test_the_password_of_the_url_is_redacted(kit, make_work) -> None:
+    kit.script(Reply(500))
+    work = make_work(url=f"http://user:hunter2@127.0.0.1:{kit.port}/x")
+    with pytest.raises(HttpStatusError) as info:
+        work.run(attempt())
+    assert kit.requests[0].headers["authorization"].startswith("Basic ")
+    assert work.describe() == f"GET http://user:***@127.0.0.1:{kit.port}/x"
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(SpecError) as bad:
+        HttpWork(url="ftp://user:hunter2@h/x")
+    assert "hunter2" not in str(bad.value)
+
+
+def test_a_bad_header_value_is_refused_without_echoing_it() -> None:
+    with pytest.raises(SpecError) as info:
+        HttpWork(url="http://h", headers={"Authorization": f"{SECRET}\r\nX: y"})
+    assert "Authorization" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"url": "ftp://h/x"}, "http.url"),
+        ({"url": "localhost:80"}, "http.url"),
+        ({"url": "http://"}, "http.url"),
+        ({"url": "http://h", "method": "FETCH"}, "http.method"),
+        ({"url": "http://h", "json": {}, "body": "x"}, "at most one of json and body"),
+        ({"url": "http://h", "json": {1, 2}}, "http.json"),
+        ({"url": "http://h", "body": 3}, "http.body"),
+        ({"url": "http://h", "timeout": 0}, "http.timeout"),
+        ({"url": "http://h", "timeout": "5"}, "http.timeout"),
+        ({"url": "http://h", "expect_status": (99,)}, "http.expect_status"),
+        ({"url": "http://h", "expect_status": (600,)}, "http.expect_status"),
+        ({"url": "http://h", "headers": {"Bad Name": "x"}}, "header names"),
+        ({"url": "http://h", "headers": {"X-N": 5}}, "expected a string"),
+        ({"url": "http://h", "params": {"n": 5}}, "http.params"),
+    ],
+)
+def test_invalid_http_specs_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        HttpWork(**kwargs)
+
+
+def test_describe_and_kind() -> None:
+    work = HttpWork(url="https://api.example.com/v1/run?x=1", method="delete")
+    assert work.describe() == "DELETE https://api.example.com/v1/run?x=1"
+    assert work.kind == "http"
+    assert work == HttpWork(url="https://api.example.com/v1/run?x=1", method="DELETE")
+
+
+# -- end to end, through a tree ------------------------------------------------------------------
+
+
+def test_an_http_job_succeeds_in_a_tree(kit, make_tree, make_work) -> None:
+    kit.script(Reply(204))
+    job = JobSpec(name="h", work=make_work(url=f"{kit.url}/ping"))
+    tree = make_tree(SupervisorSpec(children=(job,)))
+    assert tree.wait(10)
+    node = tree.status()["children"][0]
+    assert (node["kind"], node["state"]) == ("http", "succeeded")
+    assert node["last_exit"]["code"] == 204
+    assert tree.result().ok
+
+
+def test_an_http_job_with_a_bad_status_fails_in_a_tree(kit, make_tree, make_work) -> None:
+    kit.script(Reply(401))
+    work = make_work(url=f"{kit.url}/ping", headers={"Authorization": SECRET})
+    tree = make_tree(SupervisorSpec(policy=NO_RESTART, children=(JobSpec(name="h", work=work),)))
+    assert tree.wait(10)
+    node = tree.status()["children"][0]
+    assert node["state"] == "gave_up"
+    assert node["last_exit"]["outcome"] == "failed"
+    assert "status 401 Unauthorized" in node["last_exit"]["error"]
+    assert SECRET not in json.dumps(tree.status())
+    assert not tree.result().ok
+
+
+def test_stopping_an_http_job_aborts_its_request(kit, make_tree, make_work) -> None:
+    kit.script(Stall())
+    job = JobSpec(name="h", work=make_work(url=kit.url, timeout=60), grace=30)
+    tree = make_tree(SupervisorSpec(children=(job,)))
+    kit.wait_requests(1)
+    started = time.monotonic()
+    tree.stop_child("h")
+    node = tree.status()["children"][0]
+    assert node["state"] == "stopped"
+    assert node["last_exit"]["outcome"] == "stopped"  # ended by cancel, not killed after grace
+    assert node["failures"] == 0
+    assert time.monotonic() - started < 10
+
+
+def test_a_pickled_copy_gets_its_own_session(kit, make_work) -> None:
+    import pickle
+
+    work = make_work(url=kit.url, headers={"X-A": "b"})
+    assert work.run(attempt()) == 200
+    copy = pickle.loads(pickle.dumps(work))
+    assert copy == work
+    try:
+        assert copy.run(attempt()) == 200
+    finally:
+        copy.close()
+    clients = [r.client for r in kit.requests]
+    assert clients[0] != clients[1]
+
+
+def test_https_works_and_cancel_aborts_below_tls(tmp_path, make_work, monkeypatch) -> None:
+    from httpkit import self_signed
+
+    made = self_signed(tmp_path)
+    if made is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, context = made
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # requests trusts our certificate
+    with HttpKit(Reply(200), Stall(), ssl_context=context) as tls:
+        assert tls.url.startswith("https://")
+        work = make_work(url=tls.url, timeout=30)
+        assert work.run(attempt()) == 200
+        at = attempt(2)
+        thread, out = _run_in_thread(work, at)
+        tls.wait_requests(2)
+        work.cancel(at)
+        thread.join(10)
+        assert not thread.is_alive()
+        assert out["error"].reason == "cancelled"

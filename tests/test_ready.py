@@ -1,0 +1,202 @@
+"""Readiness probes (tcp, http, command) against real listeners, servers and processes."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+from httpkit import HttpKit, Reply, free_port
+
+from actors import JobFailure, SpecError
+from actors._ready import NotReady, ReadyProbe
+
+
+def wait_in_thread(probe: ReadyProbe, cancelled: threading.Event) -> tuple[threading.Thread, dict]:
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            probe.wait_ready(cancelled)
+            out["ready"] = True
+        except NotReady as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, name="ready-test-wait")
+    thread.start()
+    return thread, out
+
+
+# -- tcp -----------------------------------------------------------------------------------------
+
+
+def test_tcp_is_ready_when_something_listens() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        ReadyProbe(tcp=f"127.0.0.1:{port}", timeout=5).wait_ready(threading.Event())
+
+
+def test_tcp_is_not_ready_after_the_timeout_when_nothing_listens() -> None:
+    port = free_port()
+    probe = ReadyProbe(tcp=f"127.0.0.1:{port}", timeout=0.2, interval=0.02)
+    started = time.monotonic()
+    with pytest.raises(NotReady) as info:
+        probe.wait_ready(threading.Event())
+    assert 0.2 <= time.monotonic() - started < 5
+    assert str(info.value) == (
+        f"tcp 127.0.0.1:{port} not ready after 0.2s: "
+        "last check ConnectionRefusedError: Connection refused"
+    )
+    assert isinstance(info.value, JobFailure)
+
+
+# -- http ----------------------------------------------------------------------------------------
+
+
+def test_http_polls_until_2xx() -> None:
+    with HttpKit(Reply(503), Reply(500), Reply(200)) as kit:
+        ReadyProbe(http=f"{kit.url}/health", timeout=10, interval=0.001).wait_ready(
+            threading.Event()
+        )
+        assert [r.path for r in kit.requests] == ["/health"] * 3
+
+
+def test_http_3xx_counts_as_ready_and_is_not_followed() -> None:
+    with HttpKit(Reply(302, {"Location": "/elsewhere"})) as kit:
+        ReadyProbe(http=kit.url, timeout=10).wait_ready(threading.Event())
+        assert kit.count == 1
+
+
+def test_http_is_not_ready_while_it_answers_errors() -> None:
+    with HttpKit(default=Reply(500)) as kit:
+        probe = ReadyProbe(http=kit.url, timeout=0.2, interval=0.02)
+        with pytest.raises(NotReady, match=r"not ready after 0\.2s: last check answered 500"):
+            probe.wait_ready(threading.Event())
+        assert kit.count >= 2
+
+
+def test_http_is_not_ready_when_nothing_listens() -> None:
+    probe = ReadyProbe(http=f"http://127.0.0.1:{free_port()}/", timeout=0.1, interval=0.02)
+    with pytest.raises(NotReady, match="last check ConnectionError"):
+        probe.wait_ready(threading.Event())
+
+
+# -- command -------------------------------------------------------------------------------------
+
+
+def test_command_is_ready_when_it_exits_0() -> None:
+    ReadyProbe(command=("true",), timeout=10).wait_ready(threading.Event())
+
+
+def test_command_polls_until_it_exits_0(tmp_path) -> None:
+    counter = tmp_path / "count"
+    script = (
+        "import pathlib, sys; p = pathlib.Path(sys.argv[1]); "
+        "n = int(p.read_text()) + 1 if p.exists() else 1; p.write_text(str(n)); "
+        "sys.exit(0 if n >= 3 else 1)"
+    )
+    probe = ReadyProbe(
+        command=[sys.executable, "-c", script, str(counter)], timeout=20, interval=0.001
+    )
+    assert probe.command == (sys.executable, "-c", script, str(counter))
+    probe.wait_ready(threading.Event())
+    assert counter.read_text() == "3"
+
+
+def test_command_is_not_ready_while_it_fails() -> None:
+    probe = ReadyProbe(command=("false",), timeout=0.2, interval=0.02)
+    with pytest.raises(
+        NotReady, match=r"command \['false'\] not ready after 0\.2s: last check exited with 1"
+    ):
+        probe.wait_ready(threading.Event())
+
+
+def test_a_missing_command_is_not_ready() -> None:
+    probe = ReadyProbe(command=("/no/such/probe",), timeout=0.05, interval=0.01)
+    with pytest.raises(NotReady, match="FileNotFoundError"):
+        probe.wait_ready(threading.Event())
+
+
+def test_a_hanging_command_is_killed_at_the_timeout() -> None:
+    probe = ReadyProbe(command=("sleep", "30"), timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(NotReady, match=r"did not exit within 0\.3s"):
+        probe.wait_ready(threading.Event())
+    assert time.monotonic() - started < 5
+
+
+# -- cancellation --------------------------------------------------------------------------------
+
+
+def test_cancel_ends_the_wait_between_checks() -> None:
+    with HttpKit(default=Reply(503)) as kit:
+        cancelled = threading.Event()
+        thread, out = wait_in_thread(ReadyProbe(http=kit.url, timeout=60, interval=30), cancelled)
+        kit.wait_requests(1)
+        started = time.monotonic()
+        cancelled.set()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert time.monotonic() - started < 5
+        assert str(out["error"]) == f"http {kit.url}: readiness wait cancelled"
+
+
+def test_cancel_ends_the_wait_during_a_hanging_command() -> None:
+    with HttpKit() as kit:
+        script = (
+            "import sys, time, urllib.request; urllib.request.urlopen(sys.argv[1]).read(); "
+            "time.sleep(60)"
+        )
+        probe = ReadyProbe(
+            command=(sys.executable, "-c", script, kit.url), timeout=120, interval=60
+        )
+        cancelled = threading.Event()
+        thread, out = wait_in_thread(probe, cancelled)
+        kit.wait_requests(1)  # the command runs
+        started = time.monotonic()
+        cancelled.set()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert time.monotonic() - started < 5
+        assert "cancelled" in str(out["error"])
+
+
+def test_a_cancelled_wait_checks_nothing() -> None:
+    with HttpKit() as kit:
+        cancelled = threading.Event()
+        cancelled.set()
+        with pytest.raises(NotReady, match="cancelled"):
+            ReadyProbe(http=kit.url).wait_ready(cancelled)
+        assert kit.count == 0
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one of tcp, http, command; got none"),
+        ({"tcp": "h:1", "http": "http://h"}, "got tcp and http"),
+        ({"tcp": "h"}, "ready.tcp"),
+        ({"tcp": "h:0"}, "ready.tcp"),
+        ({"tcp": "h:99999"}, "ready.tcp"),
+        ({"tcp": ":80"}, "ready.tcp"),
+        ({"http": "h:80/health"}, "ready.http"),
+        ({"command": ()}, "ready.command"),
+        ({"command": ("ok", 1)}, "ready.command"),
+        ({"command": "pg_isready"}, "ready.command"),
+        ({"tcp": "h:1", "timeout": 0}, "ready.timeout"),
+        ({"tcp": "h:1", "interval": -1}, "ready.interval"),
+    ],
+)
+def test_invalid_probes_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        ReadyProbe(**kwargs)
+
+
+def test_ipv6_tcp_addresses_are_accepted() -> None:
+    assert ReadyProbe(tcp="[::1]:5432").describe() == "tcp [::1]:5432"
