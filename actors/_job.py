@@ -76,6 +76,10 @@ class Work(Protocol):
 
     def retry_after(self, exc: BaseException) -> float | None: ...
 
+    # Optional: ``kill(attempt)`` ends the attempt's work at once from another thread. Work
+    # that has it stops itself on ``cancel`` and keeps its grace; work without it (python)
+    # is interrupted with ``Kill`` when it must end.
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Schedule:
@@ -422,7 +426,10 @@ class JobActor(SupervisedActor):
         if attempt is not None:
             attempt.cancelled.set()
             self._cancel_work(attempt)
-        if self._jv_task is not None and self._jv_running:
+        # Work that stops itself on cancel (a command: stop signal, then SIGKILL after its
+        # grace) keeps that grace; anything else is interrupted now.
+        stops_itself = getattr(self.work, "kill", None) is not None
+        if not stops_itself and self._jv_task is not None and self._jv_running:
             interrupt_task(self._jv_task, Kill)
 
     def _cancel_work(self, attempt: Attempt) -> None:
@@ -432,6 +439,19 @@ class JobActor(SupervisedActor):
             log.warning("{}: cancelling attempt {} failed: {}", self.path, attempt.number, exc)
 
     # -- supervisor's thread ---------------------------------------------------------------------
+
+    def _jv_kill(self) -> None:
+        # Work blocked in a system call only sees the thrown Kill once the call returns:
+        # let it end its own work at once first (a command SIGKILLs its process group).
+        attempt = self._attempt
+        kill = getattr(self.work, "kill", None)
+        if attempt is not None and kill is not None:
+            attempt.cancelled.set()
+            try:
+                kill(attempt)
+            except Exception as exc:
+                log.warning("{}: killing attempt {} failed: {}", self.path, attempt.number, exc)
+        super()._jv_kill()
 
     def _jv_request_stop(self) -> None:
         super()._jv_request_stop()

@@ -140,7 +140,6 @@ def run_batch(
                 break
             if on_progress is not None:
                 on_progress(tree.status())
-        final = tree.status() if not tree.ended else None
         stopper = threading.Thread(target=tree.stop, args=(stop_timeout,), name="jv-stopper")
         stopper.start()
         while stopper.is_alive():
@@ -148,7 +147,7 @@ def run_batch(
                 tree.kill()
                 signals.second.clear()
             stopper.join(0.05)
-        status = final if final is not None else tree.status()
+        status = tree.status()  # the last snapshot, as the root left it
     finally:
         signals.restore()
         if not tree.ended:

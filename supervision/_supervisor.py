@@ -74,6 +74,7 @@ class Tracker:
 
         self._cond = threading.Condition()
         self._unsettled: set[str] = set()
+        self._finite: set[str] = set()  # every finite leaf: with none, only the end counts
         self._final: dict[str, State] = {}
         self.started = threading.Event()
         self.ended = threading.Event()
@@ -81,6 +82,8 @@ class Tracker:
     def update(self, path: str, state: State, finite: bool) -> None:
         """Record ``state`` of the leaf at ``path``; only finite leaves hold ``wait`` up."""
         with self._cond:
+            if finite:
+                self._finite.add(path)
             if state in FINAL:
                 self._unsettled.discard(path)
                 self._final[path] = state
@@ -103,13 +106,15 @@ class Tracker:
     def forget(self, path: str) -> None:
         with self._cond:
             self._unsettled.discard(path)
+            self._finite.discard(path)
             self._final.pop(path, None)
             self._cond.notify_all()
 
     def wait_settled(self, timeout: float | None) -> bool:
         with self._cond:
             return self._cond.wait_for(
-                lambda: self.ended.is_set() or (self.started.is_set() and not self._unsettled),
+                lambda: self.ended.is_set()
+                or (self.started.is_set() and bool(self._finite) and not self._unsettled),
                 timeout,
             )
 
