@@ -360,9 +360,13 @@ class JobActor(SupervisedActor):
         self._jv_attempts = number
         if self._jv_outcome is not None:  # failed from outside (timeout, readiness)
             return self._jv_outcome, self._jv_error, code
-        if self.breaker is not None and not self._jv_stop_requested:
-            self.breaker.record(ok=error is None)
-        outcome = Outcome.SUCCEEDED if error is None else Outcome.FAILED
+        if self._jv_stop_requested:
+            # Ended because we stopped it: not a failure, and nothing for a breaker to count.
+            outcome = Outcome.STOPPED if error is not None else Outcome.SUCCEEDED
+        else:
+            if self.breaker is not None:
+                self.breaker.record(ok=error is None)
+            outcome = Outcome.SUCCEEDED if error is None else Outcome.FAILED
         link = self._jv_link
         link.parent.tell(
             AttemptDone(

@@ -509,7 +509,7 @@ class Supervisor(SupervisedActor):
                 extra={"path": rec.path, "attempt": msg.attempt},
             )
         else:
-            log.debug("{}: attempt {} succeeded", rec.path, msg.attempt)
+            log.debug("{}: attempt {} {}", rec.path, msg.attempt, msg.outcome.value)
         self._publish(
             ev.AttemptFinished(
                 path=rec.path,

@@ -1,0 +1,1 @@
+"""Code the root ``jobs.yaml`` demo runs: a flaky HTTP service and a few python tasks."""
