@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,19 @@ LEVELS = ("none", "error", "warning", "information", "debug", "verbose")
 
 
 def _version() -> str:
+    # importlib.metadata costs tens of milliseconds: only --version pays for it.
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
     try:
         return version("jobvisor")
     except PackageNotFoundError:
         return "0+checkout"
+
+
+class _Version(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *_: object, **__: object) -> None:
+        sys.stdout.write(f"jobvisor {_version()}\n")
+        parser.exit(OK)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run parallel jobs that recover from runtime errors by themselves.",
         parents=[common],
     )
-    parser.add_argument("--version", action="version", version=f"jobvisor {_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser("run", parents=[common], help="run the manifest's jobs in the foreground")
     run.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")

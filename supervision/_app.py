@@ -63,6 +63,9 @@ def compose(
 ) -> Composition:
     """Build logging (with secret masking), breakers and the runtime choice for ``manifest``.
 
+    The manifest's directory goes on ``sys.path`` so ``python:`` jobs can name
+    modules that live beside it.
+
     ``runtime``, ``log_level`` and ``log_file`` override the manifest (the
     CLI's global flags). Raises ``RuntimeSetupError`` if the process was not
     prepared for the runtime, and ``LoggingSetupError`` if the log file
@@ -72,6 +75,9 @@ def compose(
     check_runtime(chosen)
     masker = SecretMasker(manifest.secrets)
     base_dir = manifest.path.parent if manifest.path is not None else Path.cwd()
+    # python jobs name modules that live beside the manifest (like `python -m` from there).
+    if str(base_dir) not in sys.path:
+        sys.path.insert(0, str(base_dir))
     setup = configure_logging(
         manifest.logging,
         level=log_level,
