@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from actors._breaker import Breaker
 
-__all__ = ["Attempt", "JobActor", "Schedule", "Work", "current_attempt"]
+__all__ = ["Attempt", "JobActor", "Schedule", "Work", "cron_delay", "current_attempt"]
 
 log = logbook.Logger("actors.job")
 
@@ -125,6 +125,16 @@ class Schedule:
     def finite(self) -> bool:
         """Once-jobs and periodic jobs with ``times`` end by themselves."""
         return not self.service and (not self.periodic or self.times is not None)
+
+
+def cron_delay(expr: str, now: float) -> float:
+    """Seconds from wall time ``now`` to the next time ``expr`` fires, in local time."""
+    from datetime import datetime  # noqa: PLC0415 - only cron jobs need these
+
+    from croniter import croniter  # noqa: PLC0415
+
+    upcoming = croniter(expr, datetime.fromtimestamp(now).astimezone()).get_next(float)
+    return max(0.0, float(upcoming) - now)
 
 
 def _valid_cron(expr: str) -> bool:
@@ -248,15 +258,9 @@ class JobActor(SupervisedActor):
         self._tick_timer = self._scheduler.call_later(due - now, lambda: self._on_tick(due))
 
     def _cron_delay(self) -> float:
-        from datetime import datetime  # noqa: PLC0415 - only cron jobs need these
-
-        from croniter import croniter  # noqa: PLC0415
-
-        now = self._wall()
         cron = self.schedule.cron
         assert cron is not None
-        upcoming = croniter(cron, datetime.fromtimestamp(now).astimezone()).get_next(float)
-        return max(0.0, float(upcoming) - now)
+        return cron_delay(cron, self._wall())
 
     def _on_tick(self, due: float) -> None:
         """Scheduler thread: queue a tick unless the previous attempt still runs."""

@@ -164,3 +164,16 @@ def test_invalid_schedules_are_refused(kwargs: dict[str, Any], message: str) -> 
 def test_bad_python_target_is_refused() -> None:
     with pytest.raises(SpecError, match="module:function"):
         python_job("x", "not a target")
+
+
+def test_cron_delay_counts_to_the_next_matching_minute() -> None:
+    from datetime import datetime
+
+    from actors._job import cron_delay
+
+    at = datetime(2026, 3, 2, 10, 14, 30).astimezone().timestamp()  # local 10:14:30
+    assert cron_delay("15 10 * * *", at) == pytest.approx(30.0)
+    assert cron_delay("*/5 * * * *", at) == pytest.approx(30.0)
+    assert cron_delay("14 10 * * *", at) == pytest.approx(24 * 3600 - 30.0, abs=3600)  # tomorrow
+    assert Schedule(cron="*/5 * * * *", times=2).finite
+    assert not Schedule(cron="*/5 * * * *").finite
