@@ -42,9 +42,10 @@ class ChildRef:
 
     def __init__(self, path: str, dead_letter: Callable[[str, Any], None] | None = None) -> None:
         self.path = path
-        # Invariant: _inbox is not None exactly when _mode is ATTACHED; both change under _lock,
-        # and every put into an incarnation's inbox happens under _lock, so detaching and
-        # draining that inbox under the same lock cannot miss a message.
+        # Invariant: _inbox is not None exactly when _mode is ATTACHED; both change under _lock.
+        # Senders put into the inbox they read without the lock, then check it is still the
+        # current one; if a detach came in between, they salvage the dead inbox under the
+        # lock. A detach drains under the lock too, so no message is stranded either way.
         self._lock = threading.Lock()
         self._inbox: Any = None
         self._mode = _Mode.STASHING
@@ -57,24 +58,37 @@ class ChildRef:
 
     def tell(self, message: Any) -> None:
         """Send ``message`` without waiting; ``ChildUnavailableError`` if it cannot arrive."""
+        envelope = Envelope(message)
+        inbox = self._inbox
+        if inbox is not None:
+            inbox.put(envelope)
+            if self._inbox is not inbox:
+                self._salvage(inbox)  # a detach raced with us: our message may be stranded
+            return
         with self._lock:
             if self._inbox is not None:
-                self._inbox.put(Envelope(message))
-                return
-            self._stash_or_raise(Envelope(message))
+                self._inbox.put(envelope)
+            else:
+                self._stash_or_raise(envelope)
 
     def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any:
         """Send ``message`` and return its reply (or a future with ``block=False``)."""
         future: pykka.Future[Any] = pykka.ThreadingFuture()
         envelope = Envelope(message, reply_to=future)
-        with self._lock:
-            if self._inbox is not None:
-                self._inbox.put(envelope)
-            else:
-                try:
-                    self._stash_or_raise(envelope)
-                except ChildUnavailableError:
-                    future.set_exception()
+        inbox = self._inbox
+        if inbox is not None:
+            inbox.put(envelope)
+            if self._inbox is not inbox:
+                self._salvage(inbox)
+        else:
+            with self._lock:
+                if self._inbox is not None:
+                    self._inbox.put(envelope)
+                else:
+                    try:
+                        self._stash_or_raise(envelope)
+                    except ChildUnavailableError:
+                        future.set_exception()
         return future.get(timeout=timeout) if block else future
 
     @property
@@ -124,6 +138,20 @@ class ChildRef:
                     self._stash.append(envelope)
         return overflow
 
+    def _salvage(self, dead: Any) -> None:
+        """Move what a sender left in a detached inbox to where messages go now."""
+        failed: list[Envelope[Any]] = []
+        with self._lock:
+            while not dead.empty():
+                envelope = dead.get()
+                if self._inbox is not None:
+                    self._inbox.put(envelope)
+                elif self._mode is _Mode.STASHING and len(self._stash) < STASH_LIMIT:
+                    self._stash.append(envelope)
+                else:
+                    failed.append(envelope)
+        self._fail(failed)
+
     def _close(self, reason: str) -> None:
         """No incarnation will follow: fail every stashed message."""
         with self._lock:
@@ -136,6 +164,8 @@ class ChildRef:
 
     def _reopen(self) -> None:
         """A closed child is being started again: stash until it attaches."""
+        if self._mode is not _Mode.CLOSED:
+            return
         with self._lock:
             if self._mode is _Mode.CLOSED:
                 self._mode = _Mode.STASHING

@@ -12,6 +12,7 @@ sends exactly one ``ChildExit`` to its supervisor, whatever happened, and no
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -86,18 +87,38 @@ class SupervisedActor(pykka.ThreadingActor):
                 self._jv_running = False
                 self._jv_report()
 
-    def _handle_receive(self, message: Any) -> Any:
+    def _actor_loop_running(self) -> None:
+        # pykka's loop, except that a BaseException ends only this actor (pykka would call
+        # ActorRegistry.stop_all()) and an ask's exception is not logged: it goes to its caller.
+        inbox, stopped = self.actor_inbox, self.actor_stopped
+        while not stopped.is_set():
+            envelope = inbox.get()
+            try:
+                response = self._handle_receive(envelope.message)
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set(response)
+            except Exception:
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set_exception()
+                else:
+                    self._tell_failed(sys.exc_info())
+            except BaseException as exc:
+                self._jv_record(exc)
+                ActorRegistry.unregister(self.actor_ref)
+                stopped.set()
+                killed = ChildKilled(f"{type(exc).__name__} ended the actor")
+                killed.__cause__ = exc
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set_exception((ChildKilled, killed, None))
+                else:
+                    self._tell_failed((ChildKilled, killed, None))
+
+    def _tell_failed(self, exc_info: Any) -> None:
+        self._handle_failure(*exc_info)
         try:
-            return super()._handle_receive(message)
+            self.on_failure(*exc_info)
         except Exception:
-            raise
-        except BaseException as exc:
-            self._jv_record(exc)
-            ActorRegistry.unregister(self.actor_ref)
-            self.actor_stopped.set()
-            # Re-raised as an Exception so pykka fails an ask's future with it
-            # instead of calling ActorRegistry.stop_all().
-            raise ChildKilled(f"{type(exc).__name__} ended the actor") from exc
+            self._handle_failure(*sys.exc_info())
 
     def _handle_failure(
         self,
@@ -163,7 +184,9 @@ class SupervisedActor(pykka.ThreadingActor):
         if not self._jv_reported.acquire(blocking=False):
             return
         ref = self._jv_link.ref
-        if ref is not None:
+        if ref is not None and self._jv_running:
+            # Reported from another thread (a timeout, a kill) while the actor's thread may
+            # still run: route new messages away now; its teardown drains the rest.
             ref._fail(ref._detach(self.actor_inbox))
         # If the supervisor is gone already, nobody is left to tell.
         with contextlib.suppress(pykka.ActorDeadError):

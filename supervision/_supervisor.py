@@ -81,6 +81,8 @@ class Tracker:
 
     def update(self, path: str, state: State, finite: bool) -> None:
         """Record ``state`` of the leaf at ``path``; only finite leaves hold ``wait`` up."""
+        if not finite and state not in FINAL and path not in self._final:
+            return  # an endless leaf between two non-final states: nothing to record
         with self._cond:
             if finite:
                 self._finite.add(path)
