@@ -115,8 +115,10 @@ class Tracker:
     def wait_settled(self, timeout: float | None) -> bool:
         with self._cond:
             return self._cond.wait_for(
-                lambda: self.ended.is_set()
-                or (self.started.is_set() and bool(self._finite) and not self._unsettled),
+                lambda: (
+                    self.ended.is_set()
+                    or (self.started.is_set() and bool(self._finite) and not self._unsettled)
+                ),
                 timeout,
             )
 
@@ -349,9 +351,10 @@ class Supervisor(SupervisedActor):
                 ev.StateChanged(path=rec.path, at=self.ctx.wall(), old=old, new=new)
             )
 
-    def _publish(self, event: ev.Event) -> None:
+    def _publish(self, event: Callable[[], ev.Event]) -> None:
+        # Takes a factory: with no subscriber, not even the event is built.
         if self.ctx.bus.active:
-            self.ctx.bus.publish(event)
+            self.ctx.bus.publish(event())
 
     # -- starting --------------------------------------------------------------------------------
 
@@ -513,7 +516,7 @@ class Supervisor(SupervisedActor):
         else:
             log.debug("{}: attempt {} {}", rec.path, msg.attempt, msg.outcome.value)
         self._publish(
-            ev.AttemptFinished(
+            lambda: ev.AttemptFinished(
                 path=rec.path,
                 at=msg.ended_at,
                 attempt=msg.attempt,
@@ -543,13 +546,13 @@ class Supervisor(SupervisedActor):
         self._cancel_timers(rec)
         rec.attempts = max(rec.attempts, msg.attempts)
         error = describe(msg.error) if msg.error is not None else None
-        rec.last_exit = LastExit(msg.outcome, msg.code, error, self.ctx.wall())
+        last = rec.last_exit = LastExit(msg.outcome, msg.code, error, self.ctx.wall())
         if msg.outcome.is_failure:
             rec.failures += 1
         self._publish(
-            ev.ChildExited(
+            lambda: ev.ChildExited(
                 path=rec.path,
-                at=rec.last_exit.at,
+                at=last.at,
                 incarnation=msg.incarnation,
                 outcome=msg.outcome,
                 error=error,
@@ -637,7 +640,7 @@ class Supervisor(SupervisedActor):
                     extra={"path": rec.path, "attempt": rec.attempts},
                 )
                 self._publish(
-                    ev.RestartScheduled(
+                    lambda: ev.RestartScheduled(
                         path=rec.path, at=self.ctx.wall(), delay=delay, number=number
                     )
                 )
@@ -657,7 +660,7 @@ class Supervisor(SupervisedActor):
                     extra={"path": rec.path},
                 )
                 self._publish(
-                    ev.CooldownStarted(
+                    lambda: ev.CooldownStarted(
                         path=rec.path, at=self.ctx.wall(), duration=duration, cycle=cycle
                     )
                 )
@@ -668,7 +671,7 @@ class Supervisor(SupervisedActor):
         self._set_state(rec, State.GAVE_UP)
         rec.ref._close("given up")
         log.error("{}: gave up: {}", rec.path, reason, extra={"path": rec.path})
-        self._publish(ev.GaveUp(path=rec.path, at=self.ctx.wall(), reason=reason))
+        self._publish(lambda: ev.GaveUp(path=rec.path, at=self.ctx.wall(), reason=reason))
 
     def _schedule_start(self, rec: ChildRecord, delay: float, kind: str) -> None:
         rec.next_start_at = self.ctx.wall() + delay
@@ -701,7 +704,7 @@ class Supervisor(SupervisedActor):
     def _probation_passed(self, rec: ChildRecord) -> None:
         rec.history = rec.history.closed()
         log.info("{}: probation passed; restart window cleared", rec.path, extra={"path": rec.path})
-        self._publish(ev.ProbationPassed(path=rec.path, at=self.ctx.wall()))
+        self._publish(lambda: ev.ProbationPassed(path=rec.path, at=self.ctx.wall()))
 
     def _on_timer(self, msg: _Timer) -> None:
         if msg.kind.startswith("group"):
@@ -718,7 +721,7 @@ class Supervisor(SupervisedActor):
         elif msg.kind == "group-probation" and self._group_history.probing:
             self._group_history = History()
             log.info("{}: group probation passed; restart window cleared", self._name)
-            self._publish(ev.ProbationPassed(path=self.path, at=self.ctx.wall()))
+            self._publish(lambda: ev.ProbationPassed(path=self.path, at=self.ctx.wall()))
 
     def _on_child_timer(self, msg: _Timer) -> None:
         rec = self._by_key.get(msg.key)
@@ -801,7 +804,7 @@ class Supervisor(SupervisedActor):
                     self.policy.intensity.within,
                 )
                 self._publish(
-                    ev.RestartScheduled(
+                    lambda: ev.RestartScheduled(
                         path=self.path, at=self.ctx.wall(), delay=delay, number=number
                     )
                 )
@@ -817,7 +820,7 @@ class Supervisor(SupervisedActor):
                     reason,
                 )
                 self._publish(
-                    ev.CooldownStarted(
+                    lambda: ev.CooldownStarted(
                         path=self.path, at=self.ctx.wall(), duration=duration, cycle=cycle
                     )
                 )
@@ -941,7 +944,9 @@ class Supervisor(SupervisedActor):
         error = EscalationError(self.path, reason, cause)
         log.error("{}: escalating: {}", self._name, error)
         self._publish(
-            ev.Escalated(path=self.path, at=self.ctx.wall(), reason=reason, error=str(error))
+            lambda: ev.Escalated(
+                path=self.path, at=self.ctx.wall(), reason=reason, error=str(error)
+            )
         )
         self._stop_all_then(lambda: self._finish(Outcome.FAILED, error))
 
