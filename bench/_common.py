@@ -13,11 +13,12 @@ import os
 import platform
 import statistics
 import sys
+from pathlib import Path
 
 RUNTIMES = ("threads", "gevent")
 
 # Run from a checkout without installing: the repository root holds actors/ and supervision/.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
@@ -43,25 +44,52 @@ def install(runtime: str) -> None:
     install_runtime(runtime)
 
 
-def silence_logs() -> None:
+LOG_MODES = ("off", "null")
+
+
+def silence_logs(mode: str = "off") -> None:
     """Logging off for the measured runs, for both sides alike.
 
-    logbook: a ``NullHandler`` pushed application-wide swallows every record
-    (the default stderr handler would otherwise print each restart).
-    Standard logging: disabled, so pykka's own "Unhandled exception" error
-    (the bare baseline's actor logs one per crash) prints nothing either.
+    ``off`` (the default, like ``--log-level none``): every logbook ``Logger``
+    of jobvisor's modules is disabled, so a log call returns before a record
+    is made, and a ``NullHandler`` pushed application-wide swallows anything
+    else. ``null``: only the ``NullHandler``: every record is still made and
+    then dropped, which shows what record creation alone costs.
+    Standard logging is disabled in both modes, so pykka's own "Unhandled
+    exception" error (the bare baseline logs one per crash) prints nothing.
     """
     import logging  # noqa: PLC0415
 
     import logbook  # noqa: PLC0415
 
+    if mode not in LOG_MODES:
+        raise ValueError(f"log mode: expected one of {LOG_MODES}, got {mode!r}")
     logbook.NullHandler().push_application()
     logging.disable(logging.CRITICAL)
+    if mode == "off":
+        for name, module in list(sys.modules.items()):
+            if name.split(".")[0] not in ("actors", "supervision", "cli") or module is None:
+                continue
+            for value in vars(module).values():
+                if isinstance(value, logbook.Logger):
+                    value.disabled = True
+
+
+def add_log_arg(parser) -> None:
+    parser.add_argument(
+        "--logging",
+        choices=LOG_MODES,
+        default="off",
+        help="off (default): jobvisor's loggers disabled, no record is made; "
+        "null: records are made and dropped by a NullHandler",
+    )
 
 
 def add_runtime_arg(parser) -> None:
     parser.add_argument(
-        "--runtime", choices=RUNTIMES, default="threads",
+        "--runtime",
+        choices=RUNTIMES,
+        default="threads",
         help="threads (default) or gevent (monkey-patches the process first)",
     )
 

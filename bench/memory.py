@@ -19,7 +19,17 @@ from __future__ import annotations
 
 import sys
 
-from _common import install, runtime_from_argv
+from _common import (
+    add_log_arg,
+    add_runtime_arg,
+    install,
+    jv_threads_alive,
+    machine,
+    median,
+    runtime_from_argv,
+    silence_logs,
+    verdict,
+)
 
 RUNTIME = runtime_from_argv()
 install(RUNTIME)  # first thing: under gevent this monkey-patches the process
@@ -30,9 +40,9 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pykka  # noqa: E402
-from _common import add_runtime_arg, jv_threads_alive, machine, median, silence_logs, verdict  # noqa: E402
 
 from supervision import ActorSpec, SupervisorSpec, start_tree  # noqa: E402
 
@@ -41,7 +51,7 @@ WARMUP = 20
 
 
 def rss_bytes() -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
+    with Path("/proc/self/status").open(encoding="ascii") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
@@ -95,7 +105,7 @@ def bare_stop(refs: list[pykka.ActorRef]) -> None:
     for future in futures:
         future.get(timeout=60)
     for thread in threading.enumerate():
-        if thread.name.startswith(("Idle-", "SupervisedIdle")) and thread is not threading.current_thread():
+        if thread.name.startswith("Idle-"):
             thread.join(60)
 
 
@@ -110,8 +120,8 @@ def tree_start(n: int):
     return tree
 
 
-def side(kind: str, n: int) -> dict[str, float]:
-    silence_logs()
+def side(kind: str, n: int, logging: str) -> dict[str, float]:
+    silence_logs(logging)
     start, stop = (bare_start, bare_stop) if kind == "bare" else (tree_start, lambda t: t.stop(60))
     stop(start(WARMUP))  # load lazily imported code and warm allocator pools
     gc.collect()
@@ -125,17 +135,35 @@ def side(kind: str, n: int) -> dict[str, float]:
     left = jv_threads_alive()
     if left:
         raise RuntimeError(f"threads left behind: {left[:5]}")
-    return {"bytes_per_actor": (after - before) / n, "rss_before": before, "rss_after": after,
-            "start_s": elapsed}
+    return {
+        "bytes_per_actor": (after - before) / n,
+        "rss_before": before,
+        "rss_after": after,
+        "start_s": elapsed,
+    }
 
 
 # -- the parent: run both sides in fresh processes ---------------------------------------------
 
 
-def run_side(kind: str, n: int) -> dict[str, float]:
+def run_side(kind: str, n: int, logging: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--runtime", RUNTIME, "--side", kind, "--n", str(n)],
-        check=True, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            __file__,
+            "--runtime",
+            RUNTIME,
+            "--side",
+            kind,
+            "--n",
+            str(n),
+            "--logging",
+            logging,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -143,22 +171,28 @@ def run_side(kind: str, n: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_runtime_arg(parser)
+    add_log_arg(parser)
     parser.add_argument("--n", type=int, default=5000, help="idle actors per side (default 5000)")
-    parser.add_argument("--repeat", type=int, default=3, help="fresh processes per side (default 3)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="fresh processes per side (default 3)"
+    )
     parser.add_argument("--side", choices=("bare", "supervised"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.side is not None:
-        print(json.dumps(side(args.side, args.n)))
+        print(json.dumps(side(args.side, args.n, args.logging)))
         return 0
 
     results: dict[str, list[dict[str, float]]] = {"bare": [], "supervised": []}
     for _ in range(args.repeat):
-        for kind in results:
-            results[kind].append(run_side(kind, args.n))
+        for kind, runs in results.items():
+            runs.append(run_side(kind, args.n, args.logging))
     per = {kind: median([r["bytes_per_actor"] for r in rs]) for kind, rs in results.items()}
     ratio = per["supervised"] / per["bare"]
-    print(f"memory per idle actor, runtime={RUNTIME}, N={args.n}, {args.repeat} fresh processes per side")
+    print(
+        f"memory per idle actor, runtime={RUNTIME}, logging={args.logging}, N={args.n}, "
+        f"{args.repeat} fresh processes per side"
+    )
     print(f"  ({machine()}; RSS from /proc/self/status, no tracemalloc)")
     names = {"bare": "bare pykka", "supervised": "jobvisor"}
     for kind, rs in results.items():

@@ -17,7 +17,17 @@ from __future__ import annotations
 
 import sys
 
-from _common import install, runtime_from_argv
+from _common import (
+    add_log_arg,
+    add_runtime_arg,
+    install,
+    jv_threads_alive,
+    machine,
+    median,
+    runtime_from_argv,
+    silence_logs,
+    verdict,
+)
 
 RUNTIME = runtime_from_argv()
 install(RUNTIME)  # first thing: under gevent this monkey-patches the process
@@ -27,7 +37,6 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 import pykka  # noqa: E402
-from _common import add_runtime_arg, jv_threads_alive, machine, median, silence_logs, verdict  # noqa: E402
 
 from supervision import (  # noqa: E402
     ActorSpec,
@@ -76,7 +85,8 @@ class BareCrashy(Crashy):
         super().__init__()
         self.watcher = watcher
 
-    def on_failure(self, exception_type, exception_value, traceback) -> None:
+    def on_failure(self, *exc_info) -> None:
+        del exc_info
         self.watcher.tell("restart")
 
 
@@ -84,13 +94,18 @@ class Watcher(pykka.ThreadingActor):
     def __init__(self, slot: Slot) -> None:
         super().__init__()
         self.slot = slot
+        self.restarts = 0
 
     def on_start(self) -> None:
         self.slot.publish(BareCrashy.start(self.actor_ref))
 
     def on_receive(self, message):
         if message == "restart":
+            self.restarts += 1
             self.slot.publish(BareCrashy.start(self.actor_ref))
+        elif message == "restarts?":
+            return self.restarts
+        return None
 
 
 class Bare:
@@ -113,10 +128,16 @@ class Bare:
                 raise AssertionError("bad reply")
         return time.perf_counter() - start
 
+    def restarts(self) -> int:
+        return self.watcher.ask("restarts?")
+
     def stop(self) -> None:
         self.watcher.stop()
         if self.slot.ref is not None:
             self.slot.ref.stop()
+        for thread in threading.enumerate():
+            if thread.name.startswith(("BareCrashy-", "Watcher-")):
+                thread.join(30)
 
 
 # -- ours ------------------------------------------------------------------------------------
@@ -147,6 +168,9 @@ class Ours:
                 raise AssertionError("bad reply")
         return time.perf_counter() - start
 
+    def restarts(self) -> int:
+        return self.tree.status()["children"][0]["restarts"]
+
     def stop(self) -> None:
         if not self.tree.stop(timeout=30):
             raise RuntimeError("tree did not stop")
@@ -155,37 +179,58 @@ class Ours:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_runtime_arg(parser)
+    add_log_arg(parser)
     parser.add_argument("--cycles", type=int, default=2000, help="cycles per round (default 2000)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per side (default 5)")
     parser.add_argument("--warmup", type=int, default=200, help="warm-up cycles per side")
     parser.add_argument(
-        "--within", type=float, default=60.0,
+        "--within",
+        type=float,
+        default=60.0,
         help="intensity window in seconds (default 60, the policy default)",
     )
     args = parser.parse_args()
-    silence_logs()
+    silence_logs(args.logging)
 
     bare, ours = Bare(), Ours(args.within)
     try:
         bare.cycles(args.warmup)
         ours.cycles(args.warmup)
         times: dict[str, list[float]] = {bare.name: [], ours.name: []}
+        cpu: dict[str, list[float]] = {bare.name: [], ours.name: []}
         for _ in range(args.rounds):
             # Interleaved so that drift (CPU frequency, other load) hits both sides alike.
             for side in (bare, ours):
+                cpu0 = time.process_time()
                 times[side.name].append(side.cycles(args.cycles) / args.cycles * 1e6)
+                cpu[side.name].append((time.process_time() - cpu0) / args.cycles * 1e6)
+        expected = args.warmup + args.cycles * args.rounds
+        for side in (bare, ours):
+            if side.restarts() != expected:
+                raise AssertionError(
+                    f"{side.name}: {side.restarts()} restarts, expected {expected}"
+                )
     finally:
         ours.stop()
         bare.stop()
 
     base, mine = median(times[bare.name]), median(times[ours.name])
     ratio = mine / base
-    print(f"restart cycle, runtime={RUNTIME}, {args.cycles} cycles x {args.rounds} rounds")
+    print(
+        f"restart cycle, runtime={RUNTIME}, logging={args.logging}, within={args.within:g}s, "
+        f"{args.cycles} cycles x {args.rounds} rounds"
+    )
     print(f"  ({machine()})")
     for name, values in times.items():
         rounds = " ".join(f"{v:.1f}" for v in values)
-        print(f"  {name:<11} median {median(values):8.1f} us/cycle   rounds: {rounds}")
+        print(
+            f"  {name:<11} median {median(values):8.1f} us/cycle "
+            f"(process cpu {median(cpu[name]):6.1f})   rounds: {rounds}"
+        )
+    paired = median([m / b for m, b in zip(times[ours.name], times[bare.name], strict=True)])
+    cpu_ratio = median(cpu[ours.name]) / median(cpu[bare.name])
     print(f"  ratio jobvisor/bare = {ratio:.2f}x ({verdict(ratio, TARGET)})")
+    print(f"  (median of the per-round ratios: {paired:.2f}x; process cpu ratio {cpu_ratio:.2f}x)")
     left = jv_threads_alive()
     if left:
         print(f"  threads left behind: {left}", file=sys.stderr)
