@@ -43,6 +43,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pykka  # noqa: E402
+from _actors import Idle, StartCounter  # noqa: E402
 
 from supervision import ActorSpec, SupervisorSpec, start_tree  # noqa: E402
 
@@ -56,40 +57,6 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-class StartCounter:
-    """Counts ``on_start`` calls; ``done`` is set once ``expected`` actors have started."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.count = 0
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-
-    def started(self) -> None:
-        with self.lock:
-            self.count += 1
-            if self.count >= self.expected:
-                self.done.set()
-
-
-class Idle(pykka.ThreadingActor):
-    """Does nothing: an idle actor blocked on its inbox."""
-
-    def __init__(self, counter: StartCounter | None = None) -> None:
-        super().__init__()
-        self.counter = counter
-
-    def on_start(self) -> None:
-        if self.counter is not None:
-            self.counter.started()
-
-    def on_receive(self, message):
-        return message
-
-
-# -- one side, in its own process -------------------------------------------------------------
 
 
 def bare_start(n: int) -> list[pykka.ActorRef]:

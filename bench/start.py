@@ -43,40 +43,11 @@ import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
-import pykka  # noqa: E402
+from _actors import Idle, StartCounter  # noqa: E402
 
 from supervision import ActorSpec, SupervisorSpec, start_tree  # noqa: E402
 
 TARGET = 1.3  # ours at most 1.3x the baseline's time
-
-
-class StartCounter:
-    """Counts ``on_start`` calls; ``done`` is set once ``expected`` actors have started."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.count = 0
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-
-    def started(self) -> None:
-        with self.lock:
-            self.count += 1
-            if self.count >= self.expected:
-                self.done.set()
-
-
-class Idle(pykka.ThreadingActor):
-    def __init__(self, counter: StartCounter | None = None) -> None:
-        super().__init__()
-        self.counter = counter
-
-    def on_start(self) -> None:
-        if self.counter is not None:
-            self.counter.started()
-
-    def on_receive(self, message):
-        return message
 
 
 def bare_round(n: int) -> tuple[float, float]:

@@ -44,9 +44,10 @@ def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8765
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(f"serving on 127.0.0.1:{port}", flush=True)
+    sys.stdout.write(f"serving on 127.0.0.1:{port}\n")
+    sys.stdout.flush()
     server.serve_forever()
-    print("stopped cleanly", flush=True)
+    sys.stdout.write("stopped cleanly\n")
 
 
 if __name__ == "__main__":

@@ -18,9 +18,19 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
 
 
-def jobvisor(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def jobvisor(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env, check=False)
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        check=False,
+    )
 
 
 def write(tmp_path: Path, text: str, name: str = "jobs.yaml") -> Path:
@@ -49,14 +59,19 @@ def test_version_and_usage(tmp_path: Path) -> None:
 
 
 def test_run_all_succeed_exits_0_with_a_summary(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\n" + FAST + """
+    write(
+        tmp_path,
+        "version: 1\n"
+        + FAST
+        + """
 jobs:
   - name: hello
     command: [sh, -c, "echo hello from the job"]
   - name: calc
     python: "math:sqrt"
     args: [16]
-""")
+""",
+    )
     out = jobvisor("run", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "hello from the job" in out.stderr  # command output is logged line by line
@@ -68,28 +83,41 @@ jobs:
 
 
 def test_run_json_prints_the_status_document_and_gave_up_exits_1(tmp_path: Path) -> None:
-    manifest = write(tmp_path, "version: 1\n" + FAST + """
+    manifest = write(
+        tmp_path,
+        "version: 1\n"
+        + FAST
+        + """
 jobs:
   - name: bad
     command: "exit 3"
-""")
+""",
+    )
     out = jobvisor("run", str(manifest), "--json", cwd=tmp_path)
     assert out.returncode == 1
     doc = json.loads(out.stdout)
     node = doc["children"][0]
-    assert (node["path"], node["kind"], node["state"], node["starts"]) == ("bad", "command", "gave_up", 2)
+    assert (node["path"], node["kind"], node["state"], node["starts"]) == (
+        "bad",
+        "command",
+        "gave_up",
+        2,
+    )
     assert node["last_exit"]["code"] == 3
     assert "gave up" in out.stderr
 
 
 def test_bad_manifest_exits_2_with_path_and_line_and_no_traceback(tmp_path: Path) -> None:
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
 version: 1
 jobs:
   - name: a
     python: "math:sqrt"
     retry: {attempts: -1}
-""")
+""",
+    )
     out = jobvisor("run", cwd=tmp_path)
     assert out.returncode == 2
     assert "jobs[0].retry.attempts" in out.stderr
@@ -111,12 +139,17 @@ def test_missing_manifest_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_validate_and_explain(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\n" + FAST + """
+    write(
+        tmp_path,
+        "version: 1\n"
+        + FAST
+        + """
 jobs:
   - name: a
     python: "math:sqrt"
     args: [1]
-""")
+""",
+    )
     out = jobvisor("validate", cwd=tmp_path)
     assert out.returncode == 0
     assert "OK" in out.stdout
@@ -127,14 +160,19 @@ jobs:
 
 def test_secrets_never_reach_any_output(tmp_path: Path) -> None:
     secret = "s3cr3t-t0ken-value"
-    write(tmp_path, "version: 1\n" + FAST + """
+    write(
+        tmp_path,
+        "version: 1\n"
+        + FAST
+        + """
 logging: {level: verbose}
 jobs:
   - name: leak
     command: [sh, -c, "echo token=$TOKEN; echo token=$TOKEN >&2; exit 1"]
     env:
       TOKEN: {secret: {env: API_TOKEN}}
-""")
+""",
+    )
     out = jobvisor("run", "--json", cwd=tmp_path, env={"API_TOKEN": secret})
     assert out.returncode == 1
     assert secret not in out.stdout + out.stderr
@@ -142,14 +180,17 @@ jobs:
 
 
 def test_missing_secret_is_a_validation_error_naming_it(tmp_path: Path) -> None:
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
 version: 1
 jobs:
   - name: a
     command: [sh, -c, "true"]
     env:
       TOKEN: {secret: {env: JV_TEST_SURELY_UNSET}}
-""")
+""",
+    )
     out = jobvisor("validate", cwd=tmp_path, env={})
     assert out.returncode == 2
     assert "JV_TEST_SURELY_UNSET" in out.stderr
@@ -159,15 +200,27 @@ jobs:
 def test_signal_stops_children_gracefully(tmp_path: Path, signum: int) -> None:
     marker = tmp_path / "started"
     stopped = tmp_path / "stopped"
-    write(tmp_path, "version: 1\n" + FAST + f"""
+    write(
+        tmp_path,
+        "version: 1\n"
+        + FAST
+        + f"""
 jobs:
   - name: svc
     service: true
     command: [sh, -c, "trap 'echo bye > {stopped}; exit 0' TERM; touch {marker}; while true; do sleep 0.05; done"]
     stop: {{grace: 5s}}
-""")
+""",
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([*CLI, "run"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [*CLI, "run"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         _wait_for_file(marker, proc)
         proc.send_signal(signum)
@@ -178,25 +231,33 @@ jobs:
             proc.wait()
     assert proc.returncode == 0, err
     assert stopped.read_text().strip() == "bye"
-    assert "svc" in out and "stopped" in out
+    assert "svc" in out
+    assert "stopped" in out
 
 
 def test_second_signal_kills_what_ignores_the_first(tmp_path: Path) -> None:
     marker = tmp_path / "started"
     pidfile = tmp_path / "pid"
     errfile = tmp_path / "stderr.log"
-    write(tmp_path, "version: 1\n" + FAST + f"""
+    write(
+        tmp_path,
+        "version: 1\n"
+        + FAST
+        + f"""
 jobs:
   - name: stubborn
     service: true
     command: [sh, -c, "trap '' TERM; echo $$ > {pidfile}; touch {marker}; while true; do sleep 0.05; done"]
     stop: {{grace: 60s}}
-""")
+""",
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with errfile.open("w") as err:
-        proc = subprocess.Popen([*CLI, "run"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        proc = subprocess.Popen(
+            [*CLI, "run"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, env=env
+        )
         try:
-            _wait_for(lambda: marker.exists(), proc)
+            _wait_for(marker.exists, proc)
             proc.send_signal(signal.SIGTERM)
             _wait_for(lambda: "stubborn: stopping" in errfile.read_text(), proc)
             proc.send_signal(signal.SIGINT)
@@ -216,7 +277,9 @@ def _wait_for_file(path: Path, proc: subprocess.Popen[str], timeout: float = 20)
     _wait_for(path.exists, proc, timeout)
 
 
-def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], timeout: float = 20) -> None:
+def _wait_for(
+    condition: Callable[[], bool], proc: subprocess.Popen[str], timeout: float = 20
+) -> None:
     """Wait for another process to make ``condition`` true (files are its only signal to us)."""
     deadline = time.monotonic() + timeout
     while not condition():
