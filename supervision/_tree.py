@@ -401,9 +401,16 @@ def _check_breakers(spec: SupervisorSpec, breakers: Mapping[str, Breaker]) -> No
     for child in spec.children:
         if isinstance(child, SupervisorSpec):
             _check_breakers(child, breakers)
-        elif isinstance(child, JobSpec) and child.breaker and child.breaker not in breakers:
-            known = ", ".join(sorted(breakers)) or "none are declared"
-            raise SpecError(f"job {child.name}: unknown breaker {child.breaker!r} ({known})")
+        elif isinstance(child, JobSpec):
+            if child.breaker and child.breaker not in breakers:
+                known = ", ".join(sorted(breakers)) or "none are declared"
+                raise SpecError(f"job {child.name}: unknown breaker {child.breaker!r} ({known})")
+            if child.placement != "local":
+                # Refused rather than silently run here: Ray placement is not built yet.
+                raise SpecError(
+                    f"job {child.name}: placement {child.placement!r} is not available in this "
+                    "version of jobvisor; use placement: local"
+                )
 
 
 def _dead_letter(path: str, message: Any) -> None:
