@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         step_allow,
         step_record,
     )
+    from actors._command import CommandFailed, CommandWork
     from actors._http import (
         HttpRequestError,
         HttpStatusError,
@@ -94,6 +95,8 @@ if TYPE_CHECKING:
     )
 
 _LAZY: dict[str, str] = {
+    "CommandFailed": "actors._command",
+    "CommandWork": "actors._command",
     "Attempt": "actors._job",
     "AttemptDone": "actors._messages",
     "Breaker": "actors._breaker",
@@ -156,6 +159,8 @@ __all__ = [
     "ChildRef",
     "ChildStarted",
     "ChildUnavailableError",
+    "CommandFailed",
+    "CommandWork",
     "EscalationError",
     "HttpRequestError",
     "HttpStatusError",

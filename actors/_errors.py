@@ -15,6 +15,7 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
         ├── AttemptTimeout        an attempt ran past its ``timeout``
         ├── ServiceExited         a service returned while nobody stopped it
         ├── ChildKilled           a BaseException ended a child
+        ├── CommandFailed         a command job exited non-zero or was killed by a signal
         ├── HttpStatusError       an http job got a status it does not expect
         ├── HttpRequestError      an http request got no answer (connection, timeout, cancelled)
         ├── NotReady              a service's readiness probe did not pass

@@ -16,9 +16,11 @@ measured in a child process run under threads, one round at a time between
 ours; gevent's own ``subprocess.run`` is shown for reference.
 
 Rounds are interleaved so that drift (CPU frequency, other load) hits both
-sides alike; figures are medians of the per-round µs per run.
+sides alike; figures are medians of the per-round µs per run (wall clock,
+and this process's CPU beside it); the median of the per-round ratios is
+shown too.
 
-    python bench/command_job.py [--runtime threads|gevent] [--runs 300] [--rounds 9]
+    python bench/command_job.py [--runtime threads|gevent] [--runs 200] [--rounds 15]
 """
 
 from __future__ import annotations
@@ -55,15 +57,27 @@ TARGET = 1.3  # ours at most 1.3x the threads floor, under either runtime
 TRUE = "/bin/true"
 
 
-def floor_round(runs: int) -> float:
-    """µs per ``subprocess.run([TRUE])`` in this process."""
-    start = time.perf_counter()
+class Clock:
+    """Wall-clock and process-CPU µs per run over one round."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def per_run(self, runs: int) -> tuple[float, float]:
+        wall = (time.perf_counter() - self.wall) / runs * 1e6
+        return wall, (time.process_time() - self.cpu) / runs * 1e6
+
+
+def floor_round(runs: int) -> tuple[float, float]:
+    """µs per ``subprocess.run([TRUE])`` in this process (wall, cpu)."""
+    clock = Clock()
     for _ in range(runs):
         subprocess.run([TRUE], check=True)
-    return (time.perf_counter() - start) / runs * 1e6
+    return clock.per_run(runs)
 
 
-def threads_floor_round(runs: int) -> float:
+def threads_floor_round(runs: int) -> tuple[float, float]:
     """One floor round measured in a child process run under threads."""
     script = str(Path(__file__).resolve())
     out = subprocess.run(
@@ -72,16 +86,17 @@ def threads_floor_round(runs: int) -> float:
         text=True,
         check=True,
     )
-    return float(out.stdout)
+    wall, cpu = out.stdout.split()
+    return float(wall), float(cpu)
 
 
-def ours_round(runs: int) -> float:
-    """µs per ``CommandWork.run`` of ``TRUE``, a new ``Attempt`` each time."""
+def ours_round(runs: int) -> tuple[float, float]:
+    """µs per ``CommandWork.run`` of ``TRUE``, a new ``Attempt`` each time (wall, cpu)."""
     work = CommandWork(argv=(TRUE,))
-    start = time.perf_counter()
+    clock = Clock()
     for number in range(1, runs + 1):
         work.run(Attempt("bench", number, time.time()))
-    return (time.perf_counter() - start) / runs * 1e6
+    return clock.per_run(runs)
 
 
 class Attempts:
@@ -103,7 +118,7 @@ class Attempts:
                 raise RuntimeError(f"only {self.count} of {n} attempts in 120s")
 
 
-def end_to_end_round(runs: int, warmup: int) -> float:
+def end_to_end_round(runs: int, warmup: int) -> tuple[float, float]:
     """µs per attempt of a permanent once-job that the supervisor restarts at once."""
     policy = RestartPolicy(
         backoff=Backoff(initial=0, max=0, jitter=0),
@@ -118,58 +133,66 @@ def end_to_end_round(runs: int, warmup: int) -> float:
         attempts.wait(warmup)
         with attempts.cond:
             first = attempts.count
-        start = time.perf_counter()
+        clock = Clock()
         attempts.wait(first + runs)
-        elapsed = time.perf_counter() - start
+        result = clock.per_run(runs)
     finally:
         if not tree.stop(timeout=30):
             raise RuntimeError("tree did not stop")
-    return elapsed / runs * 1e6
+    return result
 
 
-def show(name: str, values: list[float]) -> str:
-    rounds = " ".join(f"{v:.0f}" for v in values)
-    return f"  {name:<40} median {median(values):7.1f} µs/run   rounds: {rounds}"
+FLOOR = "subprocess.run, threads"
+OURS = "command attempt (CommandWork.run)"
+GEVENT_RUN = "subprocess.run, gevent (reference)"
+E2E = "end to end (job actor per attempt)"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_runtime_arg(parser)
-    parser.add_argument("--runs", type=int, default=300, help="runs per round (default 300)")
-    parser.add_argument("--rounds", type=int, default=9, help="rounds per side (default 9)")
+    parser.add_argument("--runs", type=int, default=200, help="runs per round (default 200)")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds per side (default 15)")
     parser.add_argument("--warmup", type=int, default=30, help="warm-up runs per side")
     parser.add_argument("--floor-round", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_round:  # the child that measures one threads floor round for a gevent run
         floor_round(args.warmup)
-        print(floor_round(args.runs))
+        print(*floor_round(args.runs))
         return 0
     silence_logs()
 
-    floor_name = "subprocess.run, threads" + (" (child process)" if RUNTIME == "gevent" else "")
     floor = floor_round if RUNTIME == "threads" else threads_floor_round
     floor_round(args.warmup)
     ours_round(args.warmup)
-    times: dict[str, list[float]] = {floor_name: [], "command attempt (CommandWork.run)": []}
-    if RUNTIME == "gevent":
-        times["subprocess.run, gevent (reference)"] = []
-    times["end to end (job actor per attempt)"] = []
+    names = [FLOOR, OURS] + ([GEVENT_RUN] if RUNTIME == "gevent" else []) + [E2E]
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    pairs: list[float] = []  # ours/floor of each round: drift hits both halves of a pair alike
     for _ in range(args.rounds):
-        times[floor_name].append(floor(args.runs))
-        times["command attempt (CommandWork.run)"].append(ours_round(args.runs))
+        rounds = {FLOOR: floor(args.runs), OURS: ours_round(args.runs)}
         if RUNTIME == "gevent":
-            times["subprocess.run, gevent (reference)"].append(floor_round(args.runs))
-        times["end to end (job actor per attempt)"].append(end_to_end_round(args.runs, args.warmup))
+            rounds[GEVENT_RUN] = floor_round(args.runs)
+        rounds[E2E] = end_to_end_round(args.runs, args.warmup)
+        for name, (w, c) in rounds.items():
+            wall[name].append(w)
+            cpu[name].append(c)
+        pairs.append(rounds[OURS][0] / rounds[FLOOR][0])
 
-    base = median(times[floor_name])
-    ratio = median(times["command attempt (CommandWork.run)"]) / base
-    e2e = median(times["end to end (job actor per attempt)"]) / base
+    base = median(wall[FLOOR])
+    ratio = median(wall[OURS]) / base
+    where = " (in a child process under threads)" if RUNTIME == "gevent" else ""
     print(f"command_job, runtime={RUNTIME}, {args.runs} runs of {TRUE} x {args.rounds} rounds")
-    print(f"  ({machine()})")
-    for name, values in times.items():
-        print(show(name, values))
+    print(f"  ({machine()}; floor: {FLOOR}{where})")
+    for name in names:
+        rounds_text = " ".join(f"{v:.0f}" for v in wall[name])
+        print(
+            f"  {name:<36} median {median(wall[name]):7.1f} µs/run "
+            f"(cpu {median(cpu[name]):6.1f})   rounds: {rounds_text}"
+        )
     print(f"  ratio command attempt/threads floor = {ratio:.2f}x ({verdict(ratio, TARGET)})")
-    print(f"  ratio end to end/threads floor = {e2e:.2f}x (informational)")
+    print(f"  median of the per-round ratios = {median(pairs):.2f}x")
+    print(f"  ratio end to end/threads floor = {median(wall[E2E]) / base:.2f}x (informational)")
     left = jv_threads_alive()
     if left:
         print(f"  threads left behind: {left}", file=sys.stderr)

@@ -1,0 +1,636 @@
+"""Command jobs with real processes: exit codes, output capture, stops, timeouts, no survivors.
+
+Tests learn what a command did from the lines it prints (the ``lines``
+fixture waits on them) and watch processes through pidfds, which poll
+readable once the process has exited and cannot be fooled by a reused pid.
+PID 1 of a container may never reap orphans, so an exited grandchild can
+stay a zombie: dead, which is all the tests ask.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import logbook
+import pytest
+
+from actors import Attempt, Kill, current_task, interrupt_task
+from actors._command import CommandFailed, CommandWork
+from supervision import (
+    Backoff,
+    ChildExited,
+    Intensity,
+    JobSpec,
+    Outcome,
+    RestartPolicy,
+    RestartType,
+    Schedule,
+    SpecError,
+    SupervisorSpec,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
+ONCE = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=0))
+
+
+def tree_of(*children: Any, policy: RestartPolicy = FAST) -> SupervisorSpec:
+    return SupervisorSpec(policy=policy, children=children)
+
+
+def command_job(
+    name: str,
+    *,
+    schedule: Schedule | None = None,
+    restart: RestartType = RestartType.TRANSIENT,
+    job_grace: float = 10.0,
+    **work: Any,
+) -> JobSpec:
+    """A command job; ``work`` are ``CommandWork`` fields (``grace`` is the command's)."""
+    return JobSpec(
+        name=name,
+        work=CommandWork(**work),
+        schedule=schedule or Schedule(),
+        restart=restart,
+        grace=job_grace,
+    )
+
+
+def attempt(path: str = "cmd", number: int = 1) -> Attempt:
+    return Attempt(path, number, time.time())
+
+
+class Lines(logbook.Handler):
+    """Every line the commands print, as (path, stream, text); tests wait on them."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            level=logbook.DEBUG,
+            bubble=True,
+            filter=lambda record, handler: record.channel == "actors.command",
+        )
+        self.items: list[tuple[str, str, str]] = []
+        self._cond = threading.Condition()
+
+    def emit(self, record: logbook.LogRecord) -> None:
+        text = record.message.split(" ", 1)[1]
+        with self._cond:
+            self.items.append((record.extra["path"], record.extra["stream"], text))
+            self._cond.notify_all()
+
+    def texts(self, path: str | None = None, stream: str = "stdout") -> list[str]:
+        with self._cond:
+            return [t for p, s, t in self.items if s == stream and (path is None or p == path)]
+
+    def wait_for(
+        self, predicate: Callable[[list[str]], bool], path: str | None = None, timeout: float = 10
+    ) -> list[str]:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: predicate(self.texts(path)), timeout)
+        assert ok, f"lines not seen; got {self.items[-20:]}"
+        return self.texts(path)
+
+    def pids(self, count: int, path: str | None = None) -> list[int]:
+        """Wait until the command has printed ``count`` pids (one per line) and return them."""
+        numbers = self.wait_for(lambda t: sum(x.isdigit() for x in t) >= count, path)
+        return [int(x) for x in numbers if x.isdigit()][:count]
+
+
+@pytest.fixture
+def lines() -> Iterator[Lines]:
+    handler = Lines()
+    with handler.applicationbound():
+        yield handler
+
+
+class Watched:
+    """Processes watched through pidfds; whatever a test leaves running is SIGKILLed after it."""
+
+    def __init__(self) -> None:
+        self.fds: dict[int, int] = {}
+
+    def add(self, *pids: int) -> None:
+        for pid in pids:
+            try:
+                self.fds[pid] = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self.fds[pid] = -1  # exited and reaped already
+
+    def dead(self, pid: int, timeout: float = 0.0) -> bool:
+        if self.fds[pid] < 0:
+            return True
+        poller = select.poll()
+        poller.register(self.fds[pid], select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+
+    def all_dead(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(self.dead(pid, max(0.0, deadline - time.monotonic())) for pid in self.fds)
+
+    def close(self) -> None:
+        for pid, fd in self.fds.items():
+            if fd >= 0:
+                if not self.dead(pid):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                os.close(fd)
+
+
+@pytest.fixture
+def procs() -> Iterator[Watched]:
+    watched = Watched()
+    yield watched
+    watched.close()
+
+
+def unique_sleep() -> str:
+    """A duration for ``sleep`` that no other process of this machine is running with."""
+    return f"1000.{os.getpid()}{time.monotonic_ns() % 10**6}"
+
+
+def assert_no_process_left(marker: str, procs: Watched) -> None:
+    """No ``sleep MARKER`` process lives (zombies waiting for a reaper count as dead)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if cmdline[:2] == [b"sleep", marker.encode()]:
+            found.append(int(entry.name))
+    procs.add(*found)
+    assert procs.all_dead(timeout=10), f"left running: {found}"
+
+
+def gone(pid: int) -> bool:
+    """``kill(pid, 0)`` finds no process, or only a zombie its parent has not reaped."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in {"Z", "X"}
+
+
+class Runner:
+    """``work.run(att)`` in a thread (a greenlet under gevent), as a job actor runs it."""
+
+    def __init__(self, work: CommandWork, att: Attempt) -> None:
+        self.result: list[Any] = []  # the return value or the exception
+        self.task: Any = None  # for interrupt_task
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._target, args=(work, att), name="test-command")
+        self.thread.start()
+        self._started.wait()
+
+    def _target(self, work: CommandWork, att: Attempt) -> None:
+        self.task = current_task()
+        self._started.set()
+        try:
+            self.result.append(work.run(att))
+        except BaseException as exc:
+            self.result.append(exc)
+
+    def join(self, timeout: float = 10) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "run() did not end"
+        return self.result[0]
+
+
+# -- the spec --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one of argv"),
+        ({"argv": ("true",), "shell": "true"}, "exactly one of argv"),
+        ({"argv": "true"}, "list of strings"),
+        ({"argv": ("echo", 1)}, "strings only"),
+        ({"shell": "  "}, "non-empty"),
+        ({"argv": ("true",), "grace": -1}, "stop.grace"),
+        ({"argv": ("true",), "stop_signal": 12345}, "stop.signal"),
+        ({"argv": ("true",), "env": {"A": 1}}, "env"),
+    ],
+)
+def test_invalid_commands_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        CommandWork(**kwargs)
+
+
+def test_argv_list_becomes_a_tuple_and_describe_quotes_it() -> None:
+    work = CommandWork(argv=["echo", "a b"])  # type: ignore[arg-type]
+    assert work.argv == ("echo", "a b")
+    assert work.describe() == "echo 'a b'"
+    assert CommandWork(shell="exit 3").describe() == "sh -c 'exit 3'"
+    assert work.kind == "command"
+
+
+def test_retryable_by_default_and_narrowed_by_exit_codes_and_signals() -> None:
+    work = CommandWork(argv=("true",))
+    three, killed = CommandFailed("x", 3), CommandFailed("y", -9)
+    assert work.retryable(three, ())
+    assert work.retryable(killed, ())
+    assert not work.retryable(ValueError("not ours"), ())
+    assert work.retryable(three, ("exit:3",))
+    assert not work.retryable(three, ("exit:4", "signal"))
+    assert work.retryable(killed, ("exit:4", "signal"))
+    assert work.retry_after(three) is None
+
+
+def test_command_failed_keeps_its_code_through_pickle() -> None:
+    err = pickle.loads(pickle.dumps(CommandFailed("command false exited with 1", 1)))
+    assert (str(err), err.code) == ("command false exited with 1", 1)
+
+
+# -- one attempt, run directly ---------------------------------------------------------------------
+
+
+def test_exit_0_returns_0() -> None:
+    assert CommandWork(argv=("true",)).run(attempt()) == 0
+    assert CommandWork(shell="exit 0").run(attempt()) == 0
+
+
+@pytest.mark.parametrize(
+    ("work", "code", "message"),
+    [
+        (CommandWork(shell="exit 3"), 3, "command sh -c 'exit 3' exited with 3"),
+        (CommandWork(argv=("false",)), 1, "command false exited with 1"),
+        (CommandWork(shell="kill -KILL $$"), -9, "killed by SIGKILL"),
+        (CommandWork(argv=("no-such-command-xyz",)), 127, "could not start"),
+        (CommandWork(argv=("true",), cwd="/no/such/dir"), 126, "/no/such/dir"),
+    ],
+)
+def test_failures_raise_command_failed_with_the_code(
+    work: CommandWork, code: int, message: str
+) -> None:
+    with pytest.raises(CommandFailed, match=message) as info:
+        work.run(attempt())
+    assert info.value.code == code
+
+
+def test_cwd_and_env_for_argv_and_shell(lines: Lines, tmp_path: Path) -> None:
+    (tmp_path / "here.txt").write_text("")
+    env = {"JV_GREETING": "hello {braces}"}
+    CommandWork(argv=("ls",), cwd=str(tmp_path), env=env).run(attempt("a"))
+    CommandWork(shell='pwd; echo "$JV_GREETING"; echo "$HOME"', cwd=str(tmp_path), env=env).run(
+        attempt("s")
+    )
+    assert lines.texts("a") == ["here.txt"]
+    assert lines.texts("s") == [str(tmp_path), "hello {braces}", os.environ["HOME"]]
+
+
+def test_a_relative_command_runs_from_cwd_and_env_path_is_searched(
+    lines: Lines, tmp_path: Path
+) -> None:
+    script = tmp_path / "bin" / "hello-jv"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\necho from-script\n")
+    script.chmod(0o755)
+    CommandWork(argv=("./bin/hello-jv",), cwd=str(tmp_path)).run(attempt("rel"))
+    path = f"{script.parent}{os.pathsep}{os.environ['PATH']}"
+    CommandWork(argv=("hello-jv",), env={"PATH": path}).run(attempt("path"))
+    assert lines.texts("rel") == ["from-script"]
+    assert lines.texts("path") == ["from-script"]
+
+
+def test_stdout_and_stderr_are_logged_line_by_line(logs: logbook.TestHandler) -> None:
+    work = CommandWork(shell=r"printf 'one\ntwo\r\n'; echo oops >&2; printf 'no newline {x}'")
+    assert work.run(attempt("etl/load", 2)) == 0
+    records = [r for r in logs.records if r.channel == "actors.command"]
+    got = sorted((r.extra["stream"], r.level_name, r.message) for r in records)
+    assert got == [
+        ("stderr", "WARNING", "etl/load[2] oops"),
+        ("stdout", "INFO", "etl/load[2] no newline {x}"),
+        ("stdout", "INFO", "etl/load[2] one"),
+        ("stdout", "INFO", "etl/load[2] two"),
+    ]
+    assert {(r.extra["path"], r.extra["attempt"]) for r in records} == {("etl/load", 2)}
+    stdout = [r.message for r in records if r.extra["stream"] == "stdout"]
+    assert stdout == ["etl/load[2] one", "etl/load[2] two", "etl/load[2] no newline {x}"]
+
+
+def test_multibyte_text_survives_read_boundaries(lines: Lines) -> None:
+    line = "é€😀" * 7
+    code = f"import sys\nfor _ in range(5000): sys.stdout.write({line!r} + '\\n')"
+    CommandWork(argv=(sys.executable, "-c", code)).run(attempt("utf8"))
+    assert lines.texts("utf8") == [line] * 5000
+
+
+def test_a_flood_on_both_streams_does_not_deadlock(lines: Lines) -> None:
+    code = "import sys\nfor i in range(50000):\n    print(i)\n    print(i, file=sys.stderr)\n"
+    assert CommandWork(argv=(sys.executable, "-c", code)).run(attempt("flood")) == 0
+    expected = [str(i) for i in range(50000)]
+    assert lines.texts("flood", "stdout") == expected
+    assert lines.texts("flood", "stderr") == expected
+
+
+def test_cancel_sends_stop_signal_and_the_attempt_fails_with_it(
+    lines: Lines, procs: Watched
+) -> None:
+    att = attempt("c")
+    work = CommandWork(shell="echo $$; exec sleep 1000")
+    runner = Runner(work, att)
+    procs.add(*lines.pids(1, "c"))
+    work.cancel(att)
+    error = runner.join()
+    assert isinstance(error, CommandFailed)
+    assert error.code == -signal.SIGTERM
+    assert procs.all_dead()
+
+
+def test_a_cancel_before_the_start_still_stops_the_command() -> None:
+    att = attempt()
+    CommandWork(argv=("sleep", "1000")).cancel(att)  # nothing runs yet: it only marks the attempt
+    with pytest.raises(CommandFailed, match="SIGTERM"):
+        CommandWork(argv=("sleep", "1000")).run(att)
+
+
+def test_cancel_returns_at_once_and_sigkill_follows_after_grace(
+    lines: Lines, procs: Watched
+) -> None:
+    att = attempt("g")
+    work = CommandWork(shell="trap '' TERM; sleep 1000 & echo $!; echo $$; wait", grace=1.0)
+    runner = Runner(work, att)
+    procs.add(*lines.pids(2, "g"))
+    started = time.monotonic()
+    work.cancel(att)
+    assert runner.thread.is_alive(), "cancel() waited for the grace period"
+    assert runner.join().code == -signal.SIGKILL
+    assert time.monotonic() - started >= 1.0
+    assert procs.all_dead()
+
+
+def test_kill_sigkills_the_group_at_once(lines: Lines, procs: Watched) -> None:
+    att = attempt("k")
+    work = CommandWork(shell="trap '' TERM; sleep 1000 & echo $!; echo $$; wait", grace=60)
+    runner = Runner(work, att)
+    procs.add(*lines.pids(2, "k"))
+    work.cancel(att)  # ignored for 60s ...
+    work.kill(att)  # ... unless the grace of the job's stop runs out first
+    assert runner.join().code == -signal.SIGKILL
+    assert procs.all_dead()
+
+
+def test_a_kill_thrown_into_run_kills_the_whole_group(lines: Lines, procs: Watched) -> None:
+    # As the job actor interrupts work without a kill hook: the finally of run() must end
+    # the group at once, whatever the grace. (Under threads the Kill is raised once poll()
+    # returns: cancel() wakes it.)
+    att = attempt("i")
+    work = CommandWork(shell="trap '' TERM; sleep 1000 & echo $!; echo $$; wait", grace=60)
+    runner = Runner(work, att)
+    procs.add(*lines.pids(2, "i"))
+    interrupt_task(runner.task, Kill)
+    work.cancel(att)
+    assert isinstance(runner.join(), Kill)
+    assert procs.all_dead()
+
+
+def test_kills_that_land_while_the_command_starts_leave_no_process(procs: Watched) -> None:
+    # A Kill thrown right after run() begins lands anywhere in the start, Popen included.
+    marker = unique_sleep()
+    work = CommandWork(argv=("sleep", marker), grace=60)
+    for number in range(20):
+        att = attempt("spawn", number)
+        runner = Runner(work, att)
+        interrupt_task(runner.task, Kill)
+        work.cancel(att)
+        runner.join()
+    assert_no_process_left(marker, procs)
+
+
+def test_what_is_left_of_the_group_is_stopped_when_the_leader_exits(
+    lines: Lines, procs: Watched, tmp_path: Path
+) -> None:
+    # A straggler sharing the pipes (dies of SIGTERM), one that ignores SIGTERM (SIGKILL after
+    # grace), and one that writes elsewhere (SIGKILL once the attempt ends). The leader exits
+    # only once the second has set its trap (it says so through the FIFO).
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    script = (
+        "sleep 1000 & echo $!; "
+        f"sh -c 'trap \"\" TERM; echo > {fifo}; exec sleep 1000' & echo $!; read _ < {fifo}; "
+        "sleep 1000 >/dev/null 2>&1 & echo $!"
+    )
+    started = time.monotonic()
+    assert CommandWork(shell=script, grace=0.3).run(attempt("left")) == 0
+    assert time.monotonic() - started >= 0.3
+    pids = lines.pids(3, "left")
+    procs.add(*pids)
+    assert procs.all_dead()
+    assert all(gone(pid) for pid in pids)
+
+
+def test_a_process_that_left_the_group_delays_the_end_by_grace_only(
+    lines: Lines, procs: Watched, tmp_path: Path
+) -> None:
+    # It escaped with our stdout: we stop reading at the SIGKILL deadline instead of forever.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    script = f"setsid sh -c 'echo $$ > {fifo}; exec sleep 1000' & read pid < {fifo}; echo $pid"
+    assert CommandWork(shell=script, grace=0.2).run(attempt("escaped")) == 0
+    (pid,) = lines.pids(1, "escaped")
+    procs.add(pid)  # SIGKILLed by the fixture
+    assert not procs.dead(pid), "setsid should have escaped the group kill"
+
+
+def open_fds(runtime: str) -> int:
+    if runtime == "gevent":
+        import gevent
+
+        gevent.idle()  # gevent's os.close closes pipes in the next loop iteration: let it run
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
+
+
+def test_attempts_leave_no_fd_open(runtime: str) -> None:
+    work = CommandWork(shell="echo out; echo err >&2")
+    work.run(attempt())  # the first command also opens the warden's pipe, once
+    before = open_fds(runtime)
+    for number in range(20):
+        work.run(attempt(number=number))
+    with pytest.raises(CommandFailed):
+        CommandWork(argv=("no-such-command-xyz",)).run(attempt())
+    assert open_fds(runtime) == before
+
+
+# -- jobs in a tree --------------------------------------------------------------------------------
+
+
+def test_once_command_succeeds_with_code_0(make_tree, events) -> None:
+    tree = make_tree(tree_of(command_job("ok", argv=("true",))), on_event=events)
+    assert tree.wait(10)
+    node = tree.status()["children"][0]
+    assert (node["kind"], node["state"]) == ("command", "succeeded")
+    assert node["last_exit"]["outcome"] == "succeeded"
+    assert node["last_exit"]["code"] == 0
+
+
+def test_nonzero_exit_fails_the_job_and_names_the_code(make_tree, events) -> None:
+    tree = make_tree(tree_of(command_job("bad", shell="exit 3"), policy=ONCE), on_event=events)
+    assert tree.wait(10)
+    node = tree.status()["children"][0]
+    assert node["state"] == "gave_up"
+    assert node["last_exit"]["outcome"] == "failed"
+    assert node["last_exit"]["error"] == "command sh -c 'exit 3' exited with 3"
+    assert node["last_exit"]["code"] == 3
+
+
+def test_commands_of_a_tree_run_side_by_side(make_tree, tmp_path: Path) -> None:
+    # The reader blocks on the FIFO until the writer, started after it, writes to it: this only
+    # ends if one running command does not hold up the others (the gevent hub included).
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = command_job("reader", shell=f'read line < {fifo}; test "$line" = hi')
+    writer = command_job("writer", shell=f"echo hi > {fifo}")
+    tree = make_tree(tree_of(reader, writer))
+    assert tree.wait(10)
+    assert [n["state"] for n in tree.status()["children"]] == ["succeeded", "succeeded"]
+
+
+def test_timeout_stops_the_whole_group_and_leaves_no_grandchild(
+    make_tree, events, lines: Lines, procs: Watched
+) -> None:
+    # The leader and its grandchild ignore SIGTERM: the SIGKILL after the grace ends them.
+    work = {"shell": "trap '' TERM; sleep 1000 & echo $!; echo $$; wait", "grace": 0.3}
+    job = command_job("t", schedule=Schedule(timeout=2.0), **work)
+    make_tree(tree_of(job, policy=ONCE), on_event=events)
+    grandchild, leader = lines.pids(2, "t")
+    procs.add(grandchild, leader)
+    events.reached("t", "gave_up")
+    assert [e.outcome for e in events.of(ChildExited, "t")] == [Outcome.TIMEOUT]
+    assert procs.all_dead(timeout=10)
+    assert gone(grandchild)
+    assert gone(leader)
+
+
+def test_timeout_of_a_plain_command_ends_with_its_stop_signal(
+    make_tree, events, lines: Lines, procs: Watched
+) -> None:
+    job = command_job(
+        "t", shell="sleep 1000 & echo $!; echo $$; wait", schedule=Schedule(timeout=2.0)
+    )
+    make_tree(tree_of(job, policy=ONCE), on_event=events)
+    procs.add(*lines.pids(2, "t"))
+    events.reached("t", "gave_up")
+    assert procs.all_dead(timeout=10)
+
+
+def test_timeouts_that_fire_while_the_command_starts_leave_no_process(
+    make_tree, events, procs: Watched
+) -> None:
+    # A 1ms timeout often fires before the process exists: the stop must wait for it.
+    marker = unique_sleep()
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001, jitter=0),
+        intensity=Intensity(max_restarts=30, within=60),
+    )
+    job = command_job("early", argv=("sleep", marker), schedule=Schedule(timeout=0.001))
+    make_tree(tree_of(job, policy=policy), on_event=events)
+    events.reached("early", "gave_up", timeout=30)
+    assert {e.outcome for e in events.of(ChildExited, "early")} == {Outcome.TIMEOUT}
+    assert_no_process_left(marker, procs)
+
+
+def test_stop_sends_stop_signal_then_sigkill_after_grace(
+    make_tree, lines: Lines, procs: Watched
+) -> None:
+    script = "trap 'echo got-term' TERM; echo $$; while :; do sleep 1000 & wait $!; done"
+    job = command_job("s", shell=script, grace=0.5, restart=RestartType.PERMANENT)
+    tree = make_tree(tree_of(job))
+    procs.add(*lines.pids(1, "s"))
+    started = time.monotonic()
+    tree.stop_child("s")
+    assert time.monotonic() - started >= 0.5
+    assert "got-term" in lines.texts("s")
+    node = tree.status()["children"][0]
+    assert (node["state"], node["failures"], node["restarts"]) == ("stopped", 0, 0)
+    assert node["last_exit"]["outcome"] == "stopped"
+    assert procs.all_dead()
+
+
+def test_a_stop_that_outlasts_the_jobs_grace_kills_the_group(
+    make_tree, lines: Lines, procs: Watched
+) -> None:
+    # The command would have 60s; the job's own grace (0.3s) runs out first: killed at once.
+    script = "trap '' TERM; sleep 1000 & echo $!; echo $$; wait"
+    tree = make_tree(tree_of(command_job("s", shell=script, grace=60, job_grace=0.3)))
+    procs.add(*lines.pids(2, "s"))
+    tree.stop_child("s")
+    node = tree.status()["children"][0]
+    assert (node["state"], node["failures"]) == ("stopped", 0)
+    assert node["last_exit"]["outcome"] == "killed"
+    assert procs.all_dead()
+
+
+def test_a_stopped_service_is_stopped_not_failed(
+    make_tree, events, lines: Lines, procs: Watched
+) -> None:
+    script = "trap 'echo bye; exit 0' USR1; echo $$; while :; do sleep 1000 & wait $!; done"
+    job = command_job(
+        "svc", shell=script, stop_signal=signal.SIGUSR1, schedule=Schedule(service=True)
+    )
+    tree = make_tree(tree_of(job), on_event=events)
+    procs.add(*lines.pids(1, "svc"))
+    tree.stop_child("svc")
+    node = tree.status()["children"][0]
+    assert (node["state"], node["failures"]) == ("stopped", 0)
+    assert node["last_exit"]["outcome"] == "stopped"
+    assert lines.texts("svc")[-1] == "bye"
+    assert procs.all_dead()
+
+
+def test_a_service_command_that_exits_is_a_failure(make_tree, events) -> None:
+    job = command_job("svc", argv=("true",), schedule=Schedule(service=True))
+    tree = make_tree(tree_of(job, policy=ONCE), on_event=events)
+    events.reached("svc", "gave_up")
+    assert [e.outcome for e in events.of(ChildExited, "svc")] == [Outcome.FAILED]
+    assert not tree.result().ok
+
+
+# -- jobvisor itself dies --------------------------------------------------------------------------
+
+_VICTIM = """
+import sys, time
+sys.path.insert(0, {root!r})
+from actors import install_runtime
+install_runtime({runtime!r})
+import logbook
+from actors import Attempt
+from actors._command import CommandWork
+
+class Out(logbook.Handler):
+    def emit(self, record):
+        sys.stdout.write(record.message.split(" ", 1)[1] + "\\n")
+        sys.stdout.flush()
+
+Out().push_application()
+CommandWork(shell="sleep 1000 & echo $!; echo $$; wait").run(Attempt("v", 1, time.time()))
+"""
+
+
+def test_commands_die_with_a_sigkilled_jobvisor(runtime: str, procs: Watched) -> None:
+    code = _VICTIM.format(root=str(ROOT), runtime=runtime)
+    victim = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert victim.stdout is not None
+        pids = [int(victim.stdout.readline()) for _ in range(2)]
+        procs.add(*pids)
+        assert not any(procs.dead(pid) for pid in pids)
+    finally:
+        victim.kill()
+        victim.wait()
+        if victim.stdout is not None:
+            victim.stdout.close()
+    assert procs.all_dead(timeout=10), "the warden did not kill the orphaned group"
