@@ -143,6 +143,7 @@ class TreeContext:
     wall: Callable[[], float] = time.time
     rand: Callable[[], float] = random.random
     dead_letter: Callable[[str, Any], None] | None = None
+    mask: Callable[[str], str] = str  # hides the manifest's secrets in status and events
     breakers: Mapping[str, Breaker] = field(default_factory=dict)
     breaker_listener: Callable[[str, BreakerState, BreakerState], None] | None = (
         None  # unhooked when the tree stops
@@ -503,7 +504,7 @@ class Supervisor(SupervisedActor):
         if rec is None or rec.incarnation != msg.incarnation:
             return
         rec.attempts = max(rec.attempts, msg.attempt)
-        error = describe(msg.error) if msg.error is not None else None
+        error = self.ctx.mask(describe(msg.error)) if msg.error is not None else None
         if msg.outcome.is_failure:
             log.warning(
                 "{}: attempt {} {}: {}",
@@ -545,7 +546,7 @@ class Supervisor(SupervisedActor):
         rec.actor = None
         self._cancel_timers(rec)
         rec.attempts = max(rec.attempts, msg.attempts)
-        error = describe(msg.error) if msg.error is not None else None
+        error = self.ctx.mask(describe(msg.error)) if msg.error is not None else None
         last = rec.last_exit = LastExit(msg.outcome, msg.code, error, self.ctx.wall())
         if msg.outcome.is_failure:
             rec.failures += 1

@@ -361,6 +361,7 @@ def start_tree(
         dead_letter=_dead_letter,
         breakers=breakers,
         breaker_listener=publish,
+        mask=_masker(manifest_or_spec),
     )
     tree = Tree(spec, runtime, context)
     _live_trees.add(tree)
@@ -411,6 +412,15 @@ def _check_breakers(spec: SupervisorSpec, breakers: Mapping[str, Breaker]) -> No
                     f"job {child.name}: placement {child.placement!r} is not available in this "
                     "version of jobvisor; use placement: local"
                 )
+
+
+def _masker(source: object) -> Callable[[str], str]:
+    secrets = getattr(source, "secrets", None)
+    if not secrets:
+        return str
+    from supervision._logging import SecretMasker  # noqa: PLC0415 - only manifests with secrets
+
+    return SecretMasker(secrets).mask
 
 
 def _dead_letter(path: str, message: Any) -> None:

@@ -286,3 +286,25 @@ def _wait_for(
         assert proc.poll() is None, f"jobvisor exited early with {proc.returncode}"
         assert time.monotonic() < deadline, "condition never became true"
         time.sleep(0.01)
+
+
+def test_embedded_status_hides_secrets_too(runtime: str) -> None:
+    from supervision import load_manifest, start_tree
+
+    secret = "p4ss-w0rd-value"
+    manifest = load_manifest(
+        textwrap.dedent("""
+        version: 1
+        supervisor: {intensity: {max_restarts: 0}}
+        jobs:
+          - name: leak
+            python: "jobfuncs:fail"
+            args: [{secret: {env: JV_SECRET}}]
+        """),
+        env={"JV_SECRET": secret},
+    )
+    with start_tree(manifest, runtime) as tree:
+        assert tree.wait(10)
+        error = tree.status()["children"][0]["last_exit"]["error"]
+    assert secret not in error
+    assert "***" in error
