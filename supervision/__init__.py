@@ -6,6 +6,8 @@ with start_tree(SupervisorSpec(children=(python_job("etl", "etl:main"),))) as tr
     tree.wait()
 """
 
+from typing import TYPE_CHECKING, Any
+
 from actors import (
     AttemptTimeout,
     Breaker,
@@ -13,19 +15,12 @@ from actors import (
     ChildKilled,
     ChildRef,
     ChildUnavailableError,
-    CommandFailed,
-    CommandWork,
     EscalationError,
-    HttpRequestError,
-    HttpStatusError,
-    HttpWork,
     JobFailure,
     JobvisorError,
     NoSuchChildError,
-    NotReady,
     Outcome,
     PythonWork,
-    ReadyProbe,
     RetrySpec,
     RetryWait,
     RuntimeSetupError,
@@ -104,6 +99,42 @@ from supervision._spec import (
 )
 from supervision._state import FINAL, TRANSITIONS, State, can_transition
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
+
+# Job kinds that pull in requests or subprocess machinery load on first use, so that
+# `import supervision` (and `jobvisor validate`) stays quick.
+_FROM_ACTORS = frozenset(
+    {
+        "CommandFailed",
+        "CommandWork",
+        "HttpRequestError",
+        "HttpStatusError",
+        "HttpWork",
+        "NotReady",
+        "ReadyProbe",
+    }
+)
+
+if TYPE_CHECKING:
+    from actors import (
+        CommandFailed,
+        CommandWork,
+        HttpRequestError,
+        HttpStatusError,
+        HttpWork,
+        NotReady,
+        ReadyProbe,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_ACTORS:
+        import actors  # noqa: PLC0415
+
+        value = getattr(actors, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'supervision' has no attribute {name!r}")
+
 
 __all__ = [
     "FINAL",
