@@ -154,8 +154,18 @@ class EventBus:
                 self._pending += 1
             self._queue.put(event)
 
+    @property
+    def dispatching_here(self) -> bool:
+        """True when called from a subscriber callback (the dispatcher's own thread)."""
+        return self._thread is not None and self._thread is threading.current_thread()
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every published event was delivered; False on timeout."""
+        """Wait until every published event was delivered; False on timeout.
+
+        From a subscriber callback it returns at once: waiting there would wait for itself.
+        """
+        if self.dispatching_here:
+            return False
         with self._idle:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
@@ -165,7 +175,8 @@ class EventBus:
             thread = self._thread
         if thread is not None:
             self._queue.put(None)
-            thread.join(timeout)
+            if thread is not threading.current_thread():
+                thread.join(timeout)
 
     def _run(self) -> None:
         while (event := self._queue.get()) is not None:

@@ -141,3 +141,25 @@ def test_cancelled_subscription_gets_nothing_more(make_tree, events) -> None:
     tree.add_child(SupervisorSpec(name="g"))
     events.reached("g", "running")
     assert seen == []
+
+
+def test_a_subscriber_can_stop_its_own_tree(make_tree) -> None:
+    from supervision import GaveUp, Intensity, RestartPolicy, python_job
+
+    stopped = threading.Event()
+    have_tree = threading.Event()
+    holder: list[object] = []
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+
+    def on_event(event: object) -> None:
+        if isinstance(event, GaveUp):
+            assert have_tree.wait(10)
+            holder[0].stop(timeout=10)  # type: ignore[attr-defined]
+            stopped.set()
+
+    spec = SupervisorSpec(policy=policy, children=(python_job("f", "jobfuncs:fail", "f"),))
+    tree = make_tree(spec, on_event=on_event)
+    holder.append(tree)
+    have_tree.set()
+    assert stopped.wait(15)
+    assert tree.ended
