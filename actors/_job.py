@@ -430,13 +430,16 @@ class JobActor(SupervisedActor):
                     self._wall(),
                 )
             )
-        self._jv_report()
+        # Work that stops itself on cancel (a command: stop signal, then SIGKILL after its
+        # grace) keeps that grace, and the exit is reported once it has really ended, so a
+        # restart never runs beside the old process. Anything else (python code) is
+        # interrupted and reported now: its thread may not come back.
+        stops_itself = getattr(self.work, "kill", None) is not None
+        if not stops_itself:
+            self._jv_report()
         if attempt is not None:
             attempt.cancelled.set()
             self._cancel_work(attempt)
-        # Work that stops itself on cancel (a command: stop signal, then SIGKILL after its
-        # grace) keeps that grace; anything else is interrupted now.
-        stops_itself = getattr(self.work, "kill", None) is not None
         if not stops_itself and self._jv_task is not None and self._jv_running:
             interrupt_task(self._jv_task, Kill)
 

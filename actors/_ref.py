@@ -132,7 +132,9 @@ class ChildRef:
                     if envelope.reply_to is not None:
                         envelope.reply_to.set(None)
                     continue
-                if self._mode is _Mode.CLOSED or len(self._stash) >= STASH_LIMIT:
+                if self._inbox is not None:
+                    self._inbox.put(envelope)  # a newer incarnation is attached already
+                elif self._mode is _Mode.CLOSED or len(self._stash) >= STASH_LIMIT:
                     overflow.append(envelope)
                 else:
                     self._stash.append(envelope)

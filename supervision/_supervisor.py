@@ -9,7 +9,9 @@ information or above, so no failure is ever silent.
 
 from __future__ import annotations
 
+import queue
 import random
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import logbook
 import pykka
+from pykka._envelope import Envelope
 
 from actors import (
     AttemptDone,
@@ -34,6 +37,7 @@ from actors import (
     Scheduler,
     SpecError,
     SupervisedActor,
+    TreeStoppedError,
     Waiting,
     describe,
     start_supervised,
@@ -226,7 +230,7 @@ class ChildRecord:
 _RESTART_INTENTS = frozenset({"restart", "group"})
 # A sibling reaching one of these may unblock (or finally fail) a child waiting on depends_on.
 _DEPENDENCY_STATES = frozenset(
-    {State.RUNNING, State.SUCCEEDED, State.FAILED, State.GAVE_UP, State.WAITING}
+    {State.RUNNING, State.PROBATION, State.SUCCEEDED, State.FAILED, State.GAVE_UP, State.WAITING}
 )
 
 
@@ -301,10 +305,24 @@ class Supervisor(SupervisedActor):
                 rec.ref._close("stopped with its supervisor")
         self._cancel_group_timers()
 
+    def _actor_loop_teardown(self) -> None:
+        # Commands still queued get an answer (a Tree method must never hang); reports from
+        # children of a supervisor that has ended have nobody left to read them.
+        while not self.actor_inbox.empty():
+            message = self.actor_inbox.get().message
+            if isinstance(message, Command):
+                error = TreeStoppedError(f"{self._name} stopped before it could {message.op}")
+                _settle_future(message.reply, error=(TreeStoppedError, error, None))
+        ref = self._jv_link.ref
+        if ref is not None:
+            ref._detach(self.actor_inbox)
+
     def _jv_request_stop(self) -> None:
         # A supervisor stops its children first: a shutdown message, not pykka's stop.
         self._jv_stop_requested = True
-        self.actor_ref.tell(Command("shutdown", (), pykka.ThreadingFuture()))
+        # Straight into the inbox: a supervisor that has just ended must not make the
+        # parent's stop raise; its exit report is on the way and ends the stop.
+        self.actor_inbox.put(Envelope(Command("shutdown", (), pykka.ThreadingFuture())))
 
     @property
     def _name(self) -> str:
@@ -450,7 +468,14 @@ class Supervisor(SupervisedActor):
 
     def _on_started(self, msg: ChildStarted) -> None:
         rec = self._by_key.get(msg.key)
-        if rec is None or rec.incarnation != msg.incarnation or rec.state is not State.STARTING:
+        if rec is None or rec.incarnation != msg.incarnation:
+            return
+        if rec.state is State.WAITING and self._starting is rec:
+            # Ready while its breaker keeps it waiting: started all the same.
+            self._starting = None
+            self._pump_start()
+            return
+        if rec.state is not State.STARTING:
             return
         if rec.history.probing:
             self._set_state(rec, State.PROBATION)
@@ -574,7 +599,7 @@ class Supervisor(SupervisedActor):
         if msg.outcome.is_failure and msg.error is not None:
             log.warning("{}: failed while stopping: {}", rec.path, describe(msg.error))
         log.info("{}: stopped ({})", rec.path, msg.outcome.value, extra={"path": rec.path})
-        if rec.intent not in _RESTART_INTENTS:
+        if rec.intent not in _RESTART_INTENTS or self._closing is not None:
             self._set_state(rec, State.STOPPED)
             rec.ref._close("stopped")
         waiters, rec.waiters = rec.waiters, []
@@ -597,6 +622,8 @@ class Supervisor(SupervisedActor):
         if not wants_restart(rec.spec.restart, outcome):
             self._settle(rec, outcome)
             return
+        if outcome is Outcome.SUCCEEDED and rec.history.probing:
+            self._probation_passed(rec)  # a once-job succeeding on probation closes it
         if self.spec.strategy is Strategy.ONE_FOR_ONE:
             self._apply(
                 rec,
@@ -781,7 +808,7 @@ class Supervisor(SupervisedActor):
             or (
                 rec.spec.restart is not RestartType.TEMPORARY
                 and rec.state not in (State.STOPPED, State.GAVE_UP)
-                and rec.intent is None
+                and rec.intent in (None, "group")
             )
         ]
 
@@ -834,6 +861,9 @@ class Supervisor(SupervisedActor):
 
     def _take_down(self, members: list[ChildRecord], delay: float, kind: str) -> None:
         """Stop ``members`` in reverse order, wait ``delay``, start them again in order."""
+        # A take-down still under way keeps its members: merge, in start order.
+        pending = set(self._group_members) | set(members)
+        members = [r for r in self.children if r in pending]
         self._cancel_group_timers()
         self._start_queue = deque(r for r in self._start_queue if r not in members)
         if self._starting in members:
@@ -851,6 +881,8 @@ class Supervisor(SupervisedActor):
 
         def then() -> None:
             for rec in members:
+                if rec.state is State.STOPPED or rec not in self._group_members:
+                    continue  # a person stopped it meanwhile
                 if rec.actor is None and rec.key in self._by_key:
                     self._cancel_timers(rec)
                     self._set_state(rec, waiting)
@@ -953,14 +985,14 @@ class Supervisor(SupervisedActor):
 
     def _shutdown(self, reply: pykka.Future[Any]) -> None:
         if self._closing is not None:
-            self._after_stop.append(lambda: reply.set(None))
+            self._after_stop.append(lambda: _settle_future(reply))
             self._pump_stop()
             return
         self._closing = "shutdown"
         log.info("{}: shutting down {} children", self._name, len(self.children))
 
         def done() -> None:
-            reply.set(None)
+            _settle_future(reply)
             self._finish(Outcome.STOPPED)
 
         self._stop_all_then(done)
@@ -989,13 +1021,13 @@ class Supervisor(SupervisedActor):
                 return
             if cmd.op == "kill":
                 self._kill_all()
-                cmd.reply.set(None)
+                _settle_future(cmd.reply)
                 return
             if cmd.op == "status":
-                cmd.reply.set(self._status())
+                _settle_future(cmd.reply, self._status())
                 return
             if cmd.op == "add" and not cmd.path:
-                cmd.reply.set(self._add(cmd.arg))
+                _settle_future(cmd.reply, self._add(cmd.arg))
                 return
             rec = self._by_name.get(cmd.path[0]) if cmd.path else None
             if rec is None:
@@ -1005,7 +1037,7 @@ class Supervisor(SupervisedActor):
                 return
             self._act(rec, cmd)
         except Exception:
-            cmd.reply.set_exception()
+            _settle_future(cmd.reply, error=sys.exc_info())
 
     def _forward(self, rec: ChildRecord, cmd: Command) -> None:
         if not isinstance(rec.spec, SupervisorSpec):
@@ -1019,14 +1051,14 @@ class Supervisor(SupervisedActor):
     def _act(self, rec: ChildRecord, cmd: Command) -> None:
         match cmd.op:
             case "ref":
-                cmd.reply.set(rec.ref)
+                _settle_future(cmd.reply, rec.ref)
             case "stop":
-                self._person_stop(rec, "stop", lambda: cmd.reply.set(None))
+                self._person_stop(rec, "stop", lambda: _settle_future(cmd.reply))
             case "remove":
                 self._person_stop(rec, "remove", lambda: self._remove(rec, cmd.reply))
             case "start":
                 self._person_start(rec)
-                cmd.reply.set(None)
+                _settle_future(cmd.reply)
             case "restart":
                 self._person_stop(rec, "restart", lambda: self._restarted(rec, cmd.reply))
             case _:
@@ -1035,9 +1067,14 @@ class Supervisor(SupervisedActor):
     def _person_stop(self, rec: ChildRecord, intent: str, then: Callable[[], None]) -> None:
         """A stop a person asked for: never a failure, never counted against intensity."""
         self._start_queue = deque(r for r in self._start_queue if r is not rec)
+        if self._group_members and intent != "restart" and rec in self._group_members:
+            self._group_members.remove(rec)  # a person's stop outranks a pending group restart
         if rec.actor is None:
             self._cancel_timers(rec)
             rec.next_start_at = None
+            if self._starting is rec:
+                self._starting = None
+                self._deps_dirty = True  # re-run the ordered start after this message
             if intent != "restart":
                 self._set_state(rec, State.STOPPED)
                 rec.ref._close("stopped")
@@ -1051,14 +1088,20 @@ class Supervisor(SupervisedActor):
     def _person_start(self, rec: ChildRecord) -> None:
         if rec.actor is not None:
             return
+        if self._closing is not None:
+            raise TreeStoppedError(f"{rec.path}: not started, {self._name} is shutting down")
         rec.history = History()
         log.info("{}: start requested", rec.path, extra={"path": rec.path})
         self._start_now(rec)
 
     def _restarted(self, rec: ChildRecord, reply: pykka.Future[Any]) -> None:
         rec.intent = None
-        self._person_start(rec)
-        reply.set(None)
+        try:
+            self._person_start(rec)
+        except TreeStoppedError:
+            _settle_future(reply, error=sys.exc_info())
+            return
+        _settle_future(reply)
 
     def _remove(self, rec: ChildRecord, reply: pykka.Future[Any]) -> None:
         self.children.remove(rec)
@@ -1067,7 +1110,7 @@ class Supervisor(SupervisedActor):
         rec.ref._close("removed")
         self.ctx.tracker.forget(rec.path)
         log.info("{}: removed", rec.path, extra={"path": rec.path})
-        reply.set(None)
+        _settle_future(reply)
 
     def _add(self, spec: ChildSpec) -> ChildRef:
         if spec.name in self._by_name:
@@ -1137,3 +1180,16 @@ def _idle_children(spec: SupervisorSpec, path: str) -> list[dict[str, Any]]:
             node["children"] = _idle_children(child, child_path)
         nodes.append(node)
     return nodes
+
+
+def _settle_future(
+    future: pykka.Future[Any], value: Any = None, error: Any = None
+) -> None:
+    """Set a reply future once; a second answer (a race with an ending child) is dropped."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set(value)
+    except queue.Full:
+        pass

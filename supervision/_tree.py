@@ -222,6 +222,10 @@ class Tree:
                 if not self.ended:
                     self._root._jv_request_stop()
         ended = self._ctx.tracker.ended.wait(_left(deadline))
+        if not ended:
+            # Keep the timers (kills after grace) and events running: a later stop() or
+            # kill() can still finish the job.
+            return False
         self._ctx.bus.flush(_left(deadline))
         self._ctx.scheduler.stop(_left(deadline))
         self._ctx.bus.stop(_left(deadline))

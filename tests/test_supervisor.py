@@ -460,3 +460,71 @@ def test_periodic_schedule_is_finite_only_with_times() -> None:
     assert Schedule(every=1, times=2).finite
     assert not Schedule(every=1).finite
     assert not Schedule(service=True).finite
+
+
+class TestOverlappingOperations:
+    """Failures and person commands that arrive while a group restart is under way."""
+
+    def test_second_failure_during_a_take_down_restarts_everyone_once(self, make_tree, events, journal) -> None:
+        SlowStop.release.clear()
+        spec = SupervisorSpec(
+            strategy=Strategy.REST_FOR_ONE,
+            policy=FAST,
+            children=(
+                actor("a", journal),
+                actor("b", journal),
+                ActorSpec(name="c", actor_class=SlowStop, args=("c", journal)),
+            ),
+        )
+        tree = make_tree(spec, on_event=events)
+        events.reached("c", "running")
+        tree.ref("b").tell("crash")
+        journal.wait_count("stopping", "c", 1)  # c is slow to stop: the take-down is under way
+        tree.ref("a").tell("crash")
+        events.reached("a", "backoff")
+        SlowStop.release.set()
+        for name in "abc":
+            events.reached(name, "running", times=2)
+        assert [n["state"] for n in tree.status()["children"]] == ["running"] * 3
+
+    def test_a_person_stop_during_a_group_restart_sticks(self, make_tree, events, journal) -> None:
+        SlowStop.release.clear()
+        spec = SupervisorSpec(
+            strategy=Strategy.ONE_FOR_ALL,
+            policy=FAST,
+            children=(
+                ActorSpec(name="a", actor_class=SlowStop, args=("a", journal)),
+                actor("b", journal),
+                actor("c", journal),
+            ),
+        )
+        tree = make_tree(spec, on_event=events)
+        events.reached("c", "running")
+        tree.ref("c").tell("crash")
+        journal.wait_count("stopping", "a", 1)
+        tree.stop_child("b")
+        SlowStop.release.set()
+        events.reached("a", "running", times=2)
+        events.reached("c", "running", times=2)
+        states = {n["name"]: n["state"] for n in tree.status()["children"]}
+        assert states == {"a": "running", "b": "stopped", "c": "running"}
+
+    def test_start_child_while_shutting_down_is_refused_not_left_running(self, runtime, journal) -> None:
+        from supervision import start_tree
+
+        SlowStop.release.clear()
+        spec = SupervisorSpec(
+            children=(
+                ActorSpec(name="a", actor_class=SlowStop, args=("a", journal)),
+                actor("b", journal),
+            )
+        )
+        tree = start_tree(spec, runtime)
+        assert tree.started(10)
+        tree.stop_child("b")
+        assert not tree.stop(timeout=0.2)  # a blocks in on_stop: the shutdown is under way
+        with pytest.raises(TreeStoppedError):
+            tree.start_child("b")
+        SlowStop.release.set()
+        assert tree.stop(10)
+        assert journal.count("start", "b") == 1
