@@ -59,10 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser("run", parents=[common], help="run the manifest's jobs in the foreground")
     run.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip once-jobs whose identical spec already succeeded in the journal",
+    )
     validate = sub.add_parser("validate", parents=[common], help="check a manifest")
     validate.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
     validate.add_argument(
         "--explain", action="store_true", help="print the resolved tree with every policy"
+    )
+    history = sub.add_parser(
+        "history", parents=[common], help="attempts and supervisor decisions from the journal"
+    )
+    history.add_argument("job", nargs="?", help="a child path such as etl/load (and below)")
+    history.add_argument("--limit", type=int, default=50, metavar="N", help="default: 50")
+    history.add_argument(
+        "--manifest", default="jobs.yaml", help="where the state dir is declared (./jobs.yaml)"
     )
     return parser
 
@@ -104,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return _validate(args)
+        if args.command == "history":
+            return _history(args)
         return _run(args)
     except KeyboardInterrupt:
         return FAILED
@@ -143,6 +158,49 @@ def _validate(args: argparse.Namespace) -> int:
     return OK
 
 
+def _history(args: argparse.Namespace) -> int:
+    from supervision import JobvisorError, read_history  # noqa: PLC0415
+
+    if args.limit < 1:
+        _error(f"--limit: expected a count >= 1, got {args.limit}")
+        return USAGE
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir:
+        directory = Path(state_dir)
+    else:
+        directory = Path(args.manifest).resolve().parent / ".jobvisor"
+        if Path(args.manifest).is_file():
+            manifest = _load(argparse.Namespace(manifest=args.manifest))
+            if manifest is None:
+                return USAGE
+            directory = manifest.state_dir
+    try:
+        rows = read_history(directory / "journal.sqlite3", args.job, args.limit)
+    except JobvisorError as exc:
+        _error(str(exc))
+        return USAGE
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return OK
+    for row in rows:
+        when = _clock(row["at"])
+        if row["type"] == "attempt":
+            code = f" ({row['code']})" if "code" in row else ""
+            error = f": {row['error']}" if "error" in row else ""
+            line = f"{when}  {row['path']}  attempt {row['attempt']} {row['outcome']}{code}{error}"
+        else:
+            details = ", ".join(f"{k}={v}" for k, v in row.get("detail", {}).items())
+            line = f"{when}  {row['path']}  {row['kind']}" + (f" ({details})" if details else "")
+        sys.stdout.write(line + "\n")
+    return OK
+
+
+def _clock(at: float) -> str:
+    import datetime as dt  # noqa: PLC0415
+
+    return dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec="milliseconds")
+
+
 def _run(args: argparse.Namespace) -> int:
     from supervision import (  # noqa: PLC0415 - imported after the runtime is prepared
         JobvisorError,
@@ -162,11 +220,15 @@ def _run(args: argparse.Namespace) -> int:
             runtime=getattr(args, "runtime", None),
             log_level=getattr(args, "log_level", None),
             log_file=getattr(args, "log_file", None),
+            resume=args.resume,
         )
     except JobvisorError as exc:
         _error(str(exc))
         return USAGE
     with composition:
+        if composition.skipped:
+            skipped = ", ".join(composition.skipped)
+            sys.stderr.write(f"jobvisor: --resume: already succeeded, skipped: {skipped}\n")
         live = sys.stderr.isatty() and not as_json and not os.environ.get("CI")
         report = run_batch(composition, on_progress=write_progress() if live else None)
         if live:

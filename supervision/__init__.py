@@ -53,6 +53,14 @@ from supervision._events import (
     StateChanged,
     Subscription,
 )
+from supervision._journal import (
+    Journal,
+    JournalError,
+    read_history,
+    read_succeeded,
+    skip_succeeded,
+    spec_hash,
+)
 from supervision._logging import (
     LoggingSetup,
     LoggingSetupError,
@@ -174,6 +182,8 @@ __all__ = [
     "JobFailure",
     "JobSpec",
     "JobvisorError",
+    "Journal",
+    "JournalError",
     "LoggingSetup",
     "LoggingSetupError",
     "LoggingSpec",
@@ -221,7 +231,11 @@ __all__ = [
     "parse_duration",
     "parse_size",
     "python_job",
+    "read_history",
+    "read_succeeded",
     "run_batch",
+    "skip_succeeded",
+    "spec_hash",
     "start_tree",
     "summary_table",
     "walk",

@@ -12,11 +12,18 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TextIO
 
 from actors import check_runtime
+from supervision._journal import FILENAME as JOURNAL_FILE
+from supervision._journal import (
+    Journal,
+    job_hashes,
+    read_succeeded,
+    skip_succeeded,
+)
 from supervision._logging import LoggingSetup, SecretMasker, configure_logging
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
 
@@ -38,13 +45,21 @@ class Composition:
     logging: LoggingSetup
     masker: SecretMasker
     breakers: dict[str, Breaker] = field(default_factory=dict)
+    journal: Journal | None = None
+    skipped: list[str] = field(default_factory=list)  # once-jobs `--resume` left out
 
     def start(self, **kwargs: Any) -> Tree:
-        """Start the manifest's tree with this composition's runtime and breakers."""
+        """Start the manifest's tree with this composition's runtime, breakers and journal."""
+        if self.journal is not None and "on_event" not in kwargs:
+            kwargs["on_event"] = self.journal.record
         return start_tree(self.manifest, self.runtime, breakers=self.breakers, **kwargs)
 
     def close(self) -> None:
-        self.logging.close()
+        try:
+            if self.journal is not None:
+                self.journal.close()
+        finally:
+            self.logging.close()
 
     def __enter__(self) -> Self:
         return self
@@ -60,6 +75,8 @@ def compose(
     log_level: str | None = None,
     log_file: str | None = None,
     stream: TextIO | None = None,
+    journal: bool = True,
+    resume: bool = False,
 ) -> Composition:
     """Build logging (with secret masking), breakers and the runtime choice for ``manifest``.
 
@@ -69,7 +86,9 @@ def compose(
     ``runtime``, ``log_level`` and ``log_file`` override the manifest (the
     CLI's global flags). Raises ``RuntimeSetupError`` if the process was not
     prepared for the runtime, and ``LoggingSetupError`` if the log file
-    cannot be opened.
+    cannot be opened. With ``journal`` it opens ``STATE_DIR/journal.sqlite3``
+    (``JournalError`` if it cannot); ``resume`` leaves out the once-jobs whose
+    identical spec already succeeded there.
     """
     chosen = runtime or manifest.runtime
     check_runtime(chosen)
@@ -86,7 +105,21 @@ def compose(
         stream=stream,
         base_dir=base_dir,
     )
-    return Composition(manifest, chosen, setup, masker, build_breakers(manifest.breakers))
+    skipped: list[str] = []
+    opened: Journal | None = None
+    try:
+        if resume:
+            succeeded = read_succeeded(manifest.state_dir / JOURNAL_FILE)
+            root, skipped = skip_succeeded(manifest.root, succeeded)
+            manifest = replace(manifest, root=root)
+        if journal:
+            opened = Journal(manifest.state_dir, hashes=job_hashes(manifest.root))
+    except BaseException:
+        setup.close()
+        raise
+    return Composition(
+        manifest, chosen, setup, masker, build_breakers(manifest.breakers), opened, skipped
+    )
 
 
 @dataclass(frozen=True, slots=True)

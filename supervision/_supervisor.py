@@ -978,7 +978,7 @@ class Supervisor(SupervisedActor):
         log.error("{}: escalating: {}", self._name, error)
         self._publish(
             lambda: ev.Escalated(
-                path=self.path, at=self.ctx.wall(), reason=reason, error=str(error)
+                path=self.path, at=self.ctx.wall(), reason=reason, error=self.ctx.mask(str(error))
             )
         )
         self._stop_all_then(lambda: self._finish(Outcome.FAILED, error))

@@ -308,3 +308,25 @@ def test_embedded_status_hides_secrets_too(runtime: str) -> None:
         error = tree.status()["children"][0]["last_exit"]["error"]
     assert secret not in error
     assert "***" in error
+
+
+def test_history_and_resume(tmp_path: Path) -> None:
+    write(tmp_path, "version: 1\n" + FAST + """
+jobs:
+  - name: once
+    command: [sh, -c, "echo once >> runs.txt"]
+  - name: bad
+    command: "exit 4"
+""")
+    assert jobvisor("run", cwd=tmp_path).returncode == 1
+    out = jobvisor("history", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "once  attempt 1 succeeded (0)" in out.stdout
+    assert "bad  give_up" in out.stdout
+    rows = json.loads(jobvisor("history", "bad", "--json", "--limit", "1", cwd=tmp_path).stdout)
+    assert [(r["path"], r["kind"]) for r in rows] == [("bad", "give_up")]
+    out = jobvisor("run", "--resume", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "skipped: once" in out.stderr
+    assert (tmp_path / "runs.txt").read_text() == "once\n"
+    assert jobvisor("history", "--limit", "0", cwd=tmp_path).returncode == 2

@@ -1,0 +1,395 @@
+"""The journal: every attempt and every supervisor decision, in SQLite (WAL).
+
+Supervisors never write it themselves: the journal subscribes to the tree's
+events, and a writer thread commits them in batches (at most ``max_delay``
+after they happened), so a slow disk never slows a restart. A process killed
+with SIGKILL loses no committed row; it can lose the rows of the last
+``max_delay`` that were not committed yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import logbook
+
+from actors import JobvisorError
+from supervision import _events as ev
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from supervision._spec import SupervisorSpec
+
+__all__ = [
+    "Journal",
+    "JournalError",
+    "job_hashes",
+    "read_history",
+    "read_succeeded",
+    "skip_succeeded",
+    "spec_hash",
+]
+
+log = logbook.Logger("supervision.journal")
+
+FILENAME: Final = "journal.sqlite3"
+
+# Each entry migrates the schema from version i to i+1; PRAGMA user_version holds i.
+MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        code INTEGER,
+        error TEXT,
+        spec_hash TEXT
+    );
+    CREATE INDEX attempts_path ON attempts (path, id);
+    CREATE TABLE decisions (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        path TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX decisions_path ON decisions (path, id);
+    """,
+)
+
+
+class JournalError(JobvisorError):
+    """The journal cannot be opened or read (a read-only state dir, a corrupt file).
+
+    Raised at start, naming the file, so a run never starts without the
+    journal it was asked to keep.
+    """
+
+
+def spec_hash(spec: object) -> str:
+    """A stable digest of a frozen spec (its repr), to recognise an identical job later."""
+    return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    path: str
+    attempt: int
+    started_at: float
+    ended_at: float
+    outcome: str
+    code: int | None
+    error: str | None
+    spec_hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    at: float
+    path: str
+    kind: str
+    detail: str
+
+
+_STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Flush:
+    done: threading.Event
+
+
+class Journal:
+    """Open (and migrate) ``STATE_DIR/journal.sqlite3`` and write to it from one thread.
+
+    ``attach(tree)`` subscribes it to a tree's events; ``close()`` commits
+    what is queued and stops the writer. Reading (``history``,
+    ``succeeded_hashes``) uses its own connection and works while writing.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        hashes: dict[str, str] | None = None,
+        max_delay: float = 0.05,
+        batch: int = 500,
+    ) -> None:
+        self.path = Path(state_dir) / FILENAME
+        self._hashes = hashes or {}
+        self._max_delay = max_delay
+        self._batch = batch
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(
+                f"cannot open the journal {self.path}: {exc}; "
+                "check that the state dir is writable (or pass --state-dir)"
+            ) from exc
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._failed = False
+        self._thread = threading.Thread(target=self._write_loop, name="jv-journal", daemon=True)
+        self._thread.start()
+
+    # -- schema ----------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _migrate(self) -> None:
+        conn = self._connect()
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise JournalError(
+                    f"{self.path} has schema version {version}, newer than this jobvisor "
+                    f"knows ({len(MIGRATIONS)}): upgrade jobvisor"
+                )
+            for number in range(version, len(MIGRATIONS)):
+                conn.executescript(
+                    f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;"
+                )
+        finally:
+            conn.close()
+
+    # -- writing (any thread in, the writer thread out) ------------------------------------------
+
+    def attach(self, subscribe: Callable[[Callable[[ev.Event], Any]], Any]) -> Any:
+        """Subscribe to a tree's events (``tree.subscribe`` or ``start_tree(on_event=...)``)."""
+        return subscribe(self.record)
+
+    def record(self, event: ev.Event) -> None:
+        """Queue what ``event`` means for the journal; never blocks, never raises."""
+        row = self._row(event)
+        if row is not None:
+            self._queue.put(row)
+
+    def _row(self, event: ev.Event) -> _Attempt | _Decision | None:
+        if isinstance(event, ev.AttemptFinished):
+            return _Attempt(
+                event.path,
+                event.attempt,
+                event.started_at,
+                event.at,
+                event.outcome.value,
+                event.code,
+                event.error,
+                self._hashes.get(event.path),
+            )
+        found = _decision(event)
+        if found is None:
+            return None
+        path, kind, detail = found
+        return _Decision(event.at, path, kind, json.dumps(detail))
+
+    def _write_loop(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is _STOP:
+                    return
+                rows = [first]
+                deadline = time.monotonic() + self._max_delay
+                stop = False
+                while len(rows) < self._batch:
+                    try:
+                        item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stop = True
+                        break
+                    rows.append(item)
+                self._commit(conn, rows)
+                for row in rows:
+                    if isinstance(row, _Flush):
+                        row.done.set()
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, rows: Iterable[object]) -> None:
+        attempts = [r for r in rows if isinstance(r, _Attempt)]
+        decisions = [r for r in rows if isinstance(r, _Decision)]
+        try:
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT INTO attempts (path, attempt, started_at, ended_at, outcome, code, error,"
+                " spec_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        a.path,
+                        a.attempt,
+                        a.started_at,
+                        a.ended_at,
+                        a.outcome,
+                        a.code,
+                        a.error,
+                        a.spec_hash,
+                    )
+                    for a in attempts
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO decisions (at, path, kind, detail) VALUES (?, ?, ?, ?)",
+                [(d.at, d.path, d.kind, d.detail) for d in decisions],
+            )
+            conn.execute("COMMIT")
+            self._failed = False
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if not self._failed:  # say it once, keep supervising
+                self._failed = True
+                log.error("journal {}: could not write a batch: {}", self.path, exc)  # noqa: TRY400
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until what was queued so far is committed; False on timeout."""
+        marker = _Flush(threading.Event())
+        self._queue.put(marker)
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Commit what is queued, then stop the writer."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def history(self, path: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return read_history(self.path, path, limit)
+
+    def succeeded_hashes(self) -> dict[str, set[str]]:
+        return read_succeeded(self.path)
+
+
+def _read(db: Path) -> sqlite3.Connection:
+    if not db.exists():
+        raise JournalError(f"no journal at {db}: run a manifest first (or pass --state-dir)")
+    try:
+        return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
+
+
+def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest attempts and decisions (of ``path`` and below, if given), oldest first."""
+    conn = _read(db)
+    try:
+        where, args = (
+            ("", ()) if path is None else ("WHERE path = ? OR path LIKE ?", (path, f"{path}/%"))
+        )
+        rows = conn.execute(
+            "SELECT * FROM ("  # noqa: S608 - only the fixed WHERE above is formatted in
+            " SELECT ended_at AS at, path, 'attempt' AS type, attempt, outcome, code, error,"
+            f" NULL AS kind, NULL AS detail FROM attempts {where}"
+            " UNION ALL SELECT at, path, 'decision', NULL, NULL, NULL, NULL, kind, detail"
+            f" FROM decisions {where}) ORDER BY at DESC LIMIT ?",
+            (*args, *args, limit),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
+    finally:
+        conn.close()
+    keys = ("at", "path", "type", "attempt", "outcome", "code", "error", "kind", "detail")
+    out = []
+    for row in reversed(rows):
+        item = {k: v for k, v in zip(keys, row, strict=True) if v is not None}
+        if "detail" in item:
+            item["detail"] = json.loads(item["detail"])
+        out.append(item)
+    return out
+
+
+def read_succeeded(db: Path) -> dict[str, set[str]]:
+    """For ``run --resume``: the spec hashes each path has succeeded with (none if no journal)."""
+    if not db.exists():
+        return {}
+    conn = _read(db)
+    try:
+        rows = conn.execute(
+            "SELECT DISTINCT path, spec_hash FROM attempts"
+            " WHERE outcome = 'succeeded' AND spec_hash IS NOT NULL"
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
+    finally:
+        conn.close()
+    found: dict[str, set[str]] = {}
+    for path, digest in rows:
+        found.setdefault(path, set()).add(digest)
+    return found
+
+
+def skip_succeeded(
+    spec: SupervisorSpec, succeeded: dict[str, set[str]], prefix: str = ""
+) -> tuple[SupervisorSpec, list[str]]:
+    """``spec`` without the once-jobs whose identical spec already succeeded, and their paths."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from supervision._spec import JobSpec, SupervisorSpec  # noqa: PLC0415 - avoids a cycle
+
+    kept: list[Any] = []
+    skipped: list[str] = []
+    for child in spec.children:
+        path = f"{prefix}/{child.name}" if prefix else child.name
+        if isinstance(child, SupervisorSpec):
+            inner, gone = skip_succeeded(child, succeeded, path)
+            kept.append(inner)
+            skipped.extend(gone)
+        elif (
+            isinstance(child, JobSpec)
+            and child.schedule.finite
+            and not child.schedule.periodic
+            and spec_hash(child) in succeeded.get(path, ())
+        ):
+            skipped.append(path)
+        else:
+            kept.append(child)
+    return replace(spec, children=tuple(kept)), skipped
+
+
+def _decision(event: ev.Event) -> tuple[str, str, dict[str, object]] | None:
+    """(path, kind, detail) of a supervisor decision event, None for other events."""
+    found: tuple[str, str, dict[str, object]] | None = None
+    match event:
+        case ev.RestartScheduled():
+            found = (event.path, "restart", {"delay": event.delay, "number": event.number})
+        case ev.GaveUp():
+            found = (event.path, "give_up", {"reason": event.reason})
+        case ev.Escalated():
+            found = (event.path, "escalate", {"reason": event.reason, "error": event.error})
+        case ev.CooldownStarted():
+            found = (event.path, "cooldown", {"duration": event.duration, "cycle": event.cycle})
+        case ev.ProbationPassed():
+            found = (event.path, "probation_passed", {})
+        case ev.BreakerChanged():
+            detail: dict[str, object] = {"breaker": event.name, "old": event.old, "new": event.new}
+            found = (f"breaker:{event.name}", "breaker", detail)
+    return found
+
+
+def job_hashes(spec: SupervisorSpec) -> dict[str, str]:
+    """The spec hash of every job in a tree, by path."""
+    from supervision._spec import JobSpec, walk  # noqa: PLC0415 - avoids an import cycle
+
+    return {path: spec_hash(child) for path, child in walk(spec) if isinstance(child, JobSpec)}

@@ -1,0 +1,118 @@
+"""The SQLite journal: what it records, what survives a kill -9, and how it fails."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from supervision import (
+    Intensity,
+    Journal,
+    JournalError,
+    RestartPolicy,
+    SupervisorSpec,
+    python_job,
+    read_history,
+    read_succeeded,
+    skip_succeeded,
+    spec_hash,
+)
+from supervision._journal import FILENAME, job_hashes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_run_records_every_attempt_and_decision(make_tree, tmp_path: Path) -> None:
+    policy = RestartPolicy(intensity=Intensity(max_restarts=1))
+    spec = SupervisorSpec(
+        policy=policy,
+        children=(python_job("ok", "jobfuncs:ok", "ok"), python_job("bad", "jobfuncs:fail", "bad")),
+    )
+    journal = Journal(tmp_path, hashes=job_hashes(spec))
+    try:
+        tree = make_tree(spec, on_event=journal.record)
+        assert tree.wait(10)
+        assert journal.flush()
+    finally:
+        journal.close()
+    rows = read_history(tmp_path / FILENAME)
+    attempts = [(r["path"], r["attempt"], r["outcome"]) for r in rows if r["type"] == "attempt"]
+    assert sorted(attempts) == [("bad", 1, "failed"), ("bad", 2, "failed"), ("ok", 1, "succeeded")]
+    decisions = [(r["path"], r["kind"]) for r in rows if r["type"] == "decision"]
+    assert decisions == [("bad", "restart"), ("bad", "give_up")]
+    only_bad = read_history(tmp_path / FILENAME, "bad", limit=2)
+    assert [r.get("kind", r.get("outcome")) for r in only_bad] == ["failed", "give_up"]
+    assert read_succeeded(tmp_path / FILENAME) == {"ok": {spec_hash(spec.children[0])}}
+
+
+def test_resume_skips_only_identical_once_jobs_that_succeeded() -> None:
+    first = python_job("a", "jobfuncs:ok", "a")
+    changed = python_job("b", "jobfuncs:ok", "b2")
+    spec = SupervisorSpec(children=(first, changed, SupervisorSpec(name="g", children=(first,))))
+    succeeded = {"a": {spec_hash(first)}, "b": {spec_hash(python_job("b", "jobfuncs:ok", "b"))}}
+    kept, skipped = skip_succeeded(spec, succeeded)
+    assert skipped == ["a"]
+    assert [c.name for c in kept.children] == ["b", "g"]
+
+
+def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from supervision import Journal
+        from supervision._events import AttemptFinished
+        from actors import Outcome
+        journal = Journal({str(tmp_path)!r})
+        for i in range(200):
+            journal.record(AttemptFinished(path="j", at=float(i), attempt=i + 1, outcome=Outcome.SUCCEEDED,
+                                           error=None, started_at=float(i), code=0))
+        assert journal.flush()
+        print("committed", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "committed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    rows = read_history(tmp_path / FILENAME, limit=1000)
+    assert len(rows) == 200
+    assert rows[-1]["attempt"] == 200
+
+
+def test_an_unusable_state_dir_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state dir should be")
+    with pytest.raises(JournalError, match=r"cannot open the journal .*state"):
+        Journal(blocker)
+
+
+def test_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
+    Journal(tmp_path).close()
+    db = tmp_path / FILENAME
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(JournalError, match="schema version 99"):
+        Journal(tmp_path)
+
+
+def test_history_without_a_journal_says_so(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match="no journal at"):
+        read_history(tmp_path / FILENAME)
