@@ -69,6 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--explain", action="store_true", help="print the resolved tree with every policy"
     )
+    daemon = sub.add_parser("daemon", parents=[common], help="run the manifest as a service")
+    daemon.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
+    daemon.add_argument("--detach", action="store_true", help="run in the background")
+    daemon.add_argument("--pidfile", metavar="P", help="write the daemon's pid to P")
+    for name, text in (
+        ("status", "the daemon's tree, states, restarts, breakers"),
+        ("reload", "re-read the manifest and apply only the difference"),
+    ):
+        verb = sub.add_parser(name, parents=[common], help=text)
+        verb.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    for name in ("start", "stop", "restart"):
+        verb = sub.add_parser(name, parents=[common], help=f"{name} one child of the daemon")
+        verb.add_argument("job", help="a child path such as etl/load")
+        verb.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
     history = sub.add_parser(
         "history", parents=[common], help="attempts and supervisor decisions from the journal"
     )
@@ -112,14 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return USAGE
-    if args.command == "run":
+    if args.command in ("run", "daemon"):
+        if args.command == "daemon" and args.detach:
+            _detach()
         _prepare_runtime(_peek_runtime(args))
+    commands = {"validate": _validate, "history": _history, "daemon": _daemon, "run": _run}
     try:
-        if args.command == "validate":
-            return _validate(args)
-        if args.command == "history":
-            return _history(args)
-        return _run(args)
+        return commands.get(args.command, _control)(args)
     except KeyboardInterrupt:
         return FAILED
 
@@ -164,16 +177,9 @@ def _history(args: argparse.Namespace) -> int:
     if args.limit < 1:
         _error(f"--limit: expected a count >= 1, got {args.limit}")
         return USAGE
-    state_dir = getattr(args, "state_dir", None)
-    if state_dir:
-        directory = Path(state_dir)
-    else:
-        directory = Path(args.manifest).resolve().parent / ".jobvisor"
-        if Path(args.manifest).is_file():
-            manifest = _load(argparse.Namespace(manifest=args.manifest))
-            if manifest is None:
-                return USAGE
-            directory = manifest.state_dir
+    directory = _state_dir(args)
+    if directory is None:
+        return USAGE
     try:
         rows = read_history(directory / "journal.sqlite3", args.job, args.limit)
     except JobvisorError as exc:
@@ -192,6 +198,98 @@ def _history(args: argparse.Namespace) -> int:
             details = ", ".join(f"{k}={v}" for k, v in row.get("detail", {}).items())
             line = f"{when}  {row['path']}  {row['kind']}" + (f" ({details})" if details else "")
         sys.stdout.write(line + "\n")
+    return OK
+
+
+def _state_dir(args: argparse.Namespace) -> Path | None:
+    """--state-dir, else the manifest's ``state_dir:``, else .jobvisor beside the manifest.
+
+    The manifest is only peeked at, not validated: a daemon must stay reachable
+    while its manifest is being edited into shape.
+    """
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir:
+        return Path(state_dir)
+    manifest = Path(args.manifest).resolve()
+    declared: object = None
+    try:
+        import yaml  # noqa: PLC0415
+
+        data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
+        declared = data.get("state_dir") if isinstance(data, dict) else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        declared = None
+    if isinstance(declared, str) and declared and "${" not in declared:
+        return manifest.parent / Path(declared).expanduser()
+    return manifest.parent / ".jobvisor"
+
+
+def _detach() -> None:
+    """Become a background process: fork twice, new session, stdio to /dev/null."""
+    if os.fork() > 0:
+        os._exit(OK)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(OK)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+
+def _daemon(args: argparse.Namespace) -> int:
+    from supervision import Daemon, JobvisorError, compose  # noqa: PLC0415
+
+    manifest = _load(args)
+    if manifest is None:
+        return USAGE
+
+    def build(loaded: Any) -> Any:
+        return compose(
+            loaded,
+            runtime=getattr(args, "runtime", None),
+            log_level=getattr(args, "log_level", None),
+            log_file=getattr(args, "log_file", None),
+        )
+
+    pidfile = Path(args.pidfile).resolve() if args.pidfile else None
+    try:
+        return Daemon(Path(args.manifest).resolve(), build, pidfile=pidfile).run()
+    except JobvisorError as exc:
+        _error(str(exc))
+        return USAGE
+
+
+def _control(args: argparse.Namespace) -> int:
+    from supervision import NoDaemonError, request  # noqa: PLC0415
+
+    directory = _state_dir(args)
+    if directory is None:
+        return USAGE
+    req: dict[str, Any] = {"op": args.command}
+    if hasattr(args, "job"):
+        req["job"] = args.job
+    try:
+        reply = request(directory, req)
+    except NoDaemonError as exc:
+        _error(str(exc))
+        return NO_DAEMON
+    if not reply.get("ok"):
+        _error(str(reply.get("error")))
+        codes = {"no_such_job": NO_SUCH_JOB, "bad_manifest": USAGE}
+        return codes.get(str(reply.get("code")), FAILED)
+    result: Any = reply.get("result")
+    if args.command == "status":
+        from supervision import summary_table  # noqa: PLC0415
+
+        text = (
+            json.dumps(result, indent=2) if getattr(args, "json", False) else summary_table(result)
+        )
+        sys.stdout.write(text + "\n")
+        if not getattr(args, "json", False) and result.get("breakers"):
+            breakers = ", ".join(f"{k}={v}" for k, v in result["breakers"].items())
+            sys.stdout.write(f"breakers: {breakers}\n")
+    elif args.command == "reload":
+        sys.stdout.write(("\n".join(result) or "no change") + "\n")
     return OK
 
 

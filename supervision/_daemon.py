@@ -1,0 +1,455 @@
+"""`jobvisor daemon`: a long-running tree with a control socket, reload by difference, sd_notify.
+
+The control protocol is one JSON object per line, one request per connection:
+``{"v": 1, "op": "status" | "start" | "stop" | "restart" | "reload", "job": PATH}``
+answered by ``{"ok": true, "result": ...}`` or ``{"ok": false, "code": ..., "error": ...}``.
+Malformed, truncated or oversized requests get an error reply; a connection
+never stalls the daemon (each has a deadline) and never crashes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import stat
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import logbook
+
+from actors import JobvisorError, NoSuchChildError, SpecError
+from supervision._manifest import ManifestError, load_manifest
+from supervision._spec import ChildSpec, SupervisorSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from supervision._app import Composition
+    from supervision._tree import Tree
+
+__all__ = [
+    "PROTOCOL",
+    "ControlServer",
+    "Daemon",
+    "DaemonError",
+    "NoDaemonError",
+    "diff_specs",
+    "request",
+    "sd_notify",
+]
+
+log = logbook.Logger("supervision.daemon")
+
+PROTOCOL: Final = 1
+MAX_REQUEST: Final = 64 * 1024
+REQUEST_DEADLINE: Final = 5.0
+SOCKET_NAME: Final = "control.sock"
+LOCK_NAME: Final = "daemon.lock"
+
+
+class DaemonError(JobvisorError):
+    """The daemon cannot start: another daemon holds the state dir, or the socket path is unsafe."""
+
+
+class NoDaemonError(JobvisorError):
+    """No daemon answers on the control socket (the CLI maps it to exit 3)."""
+
+
+# -- sd_notify ---------------------------------------------------------------------------------
+
+
+def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
+    """Send ``message`` to systemd's ``NOTIFY_SOCKET``, if it asked for one; True if sent."""
+    env = os.environ if environ is None else environ
+    address = env.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(message.encode(), address)
+        except OSError as exc:
+            log.warning("sd_notify to {} failed: {}", env.get("NOTIFY_SOCKET"), exc)
+            return False
+    return True
+
+
+# -- reload by difference ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One step of a reload: ``op`` is add, remove or replace, at ``path`` under ``parent``."""
+
+    op: str
+    path: str
+    parent: str
+    spec: ChildSpec | None = None
+
+
+def diff_specs(old: SupervisorSpec, new: SupervisorSpec, prefix: str = "") -> list[Change]:
+    """What turns the running ``old`` tree into ``new``; unchanged children are not named.
+
+    A group whose own policy changed is replaced whole; otherwise its children
+    are compared one by one.
+    """
+    changes: list[Change] = []
+    old_children = {c.name: c for c in old.children}
+    new_names = {c.name for c in new.children}
+    for name, child in reversed(old_children.items()):
+        if name not in new_names:
+            changes.append(Change("remove", _join(prefix, name), prefix, child))
+    for child in new.children:
+        path = _join(prefix, child.name)
+        before = old_children.get(child.name)
+        if before is None:
+            changes.append(Change("add", path, prefix, child))
+        elif before == child:
+            continue
+        elif (
+            isinstance(before, SupervisorSpec)
+            and isinstance(child, SupervisorSpec)
+            and _group_policy(before) == _group_policy(child)
+        ):
+            changes.extend(diff_specs(before, child, path))
+        else:
+            changes.append(Change("replace", path, prefix, child))
+    return changes
+
+
+def _group_policy(spec: SupervisorSpec) -> tuple[Any, ...]:
+    return (spec.strategy, spec.policy, spec.restart, spec.grace)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name
+
+
+# -- the control socket ------------------------------------------------------------------------
+
+
+class ControlServer:
+    """A Unix stream socket (mode 0600) answering control requests on its own threads."""
+
+    def __init__(self, path: Path, handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.path = path
+        self._handle = handle
+        self._sock = _bind_private(path)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="jv-control", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(
+                target=self._answer, args=(conn,), name="jv-control-conn", daemon=True
+            ).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(REQUEST_DEADLINE)
+            try:
+                reply = self._reply(_read_request(conn))
+            except _BadRequest as exc:
+                reply = {"ok": False, "code": "bad_request", "error": str(exc)}
+            except Exception as exc:  # a bug here must not take the daemon down
+                log.exception("control request failed")
+                reply = {"ok": False, "code": "internal", "error": str(exc)}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def _reply(self, data: bytes) -> dict[str, Any]:
+        try:
+            req = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _BadRequest(f"not JSON: {exc}") from None
+        if not isinstance(req, dict):
+            raise _BadRequest("expected a JSON object")
+        if req.get("v") != PROTOCOL:
+            raise _BadRequest(f"unsupported protocol version {req.get('v')!r}: expected {PROTOCOL}")
+        op = req.get("op")
+        if op not in ("status", "start", "stop", "restart", "reload"):
+            raise _BadRequest(f"unknown op {op!r}: expected status, start, stop, restart or reload")
+        if op in ("start", "stop", "restart") and not (
+            isinstance(req.get("job"), str) and req["job"].strip("/")
+        ):
+            raise _BadRequest(f"{op} needs a job path such as etl/load")
+        return self._handle(req)
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(5)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\n" not in data:
+        try:
+            chunk = conn.recv(4096)
+        except TimeoutError:
+            raise _BadRequest(f"no complete request within {REQUEST_DEADLINE:g}s") from None
+        if not chunk:
+            if data.strip():
+                return data  # a client that closed without a newline: take what came
+            raise _BadRequest("empty request")
+        data += chunk
+        if len(data) > MAX_REQUEST:
+            raise _BadRequest(f"request larger than {MAX_REQUEST} bytes")
+    return data.split(b"\n", 1)[0]
+
+
+def _bind_private(path: Path) -> socket.socket:
+    """Bind a Unix socket at ``path`` readable by its owner only, following no symlink."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise DaemonError(f"{path} exists and is not a socket: remove it, or use --state-dir")
+        path.unlink()  # a stale socket: the state dir lock says no daemon owns it
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # created 0600: no window in which others could connect
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    path.chmod(0o600)
+    sock.listen(16)
+    return sock
+
+
+def request(state_dir: Path, req: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+    """Send one control request to the daemon of ``state_dir`` and return its reply."""
+    path = Path(state_dir) / SOCKET_NAME
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise NoDaemonError(f"no daemon is running for {state_dir} ({exc.strerror})") from None
+        sock.sendall(json.dumps({"v": PROTOCOL, **req}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    reply: dict[str, Any] = json.loads(data)
+    return reply
+
+
+# -- the daemon --------------------------------------------------------------------------------
+
+
+class Daemon:
+    """Runs a manifest's tree until SIGTERM/SIGINT, reloading on SIGHUP or a request."""
+
+    def __init__(
+        self,
+        manifest_path: Path,
+        compose: Callable[[Any], Composition],
+        *,
+        pidfile: Path | None = None,
+    ) -> None:
+        self.manifest_path = manifest_path
+        self._compose = compose
+        self._pidfile = pidfile
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._lock = threading.Lock()  # one reload or control action on the tree at a time
+        self.composition: Composition | None = None
+        self.tree: Tree | None = None
+
+    def run(self) -> int:
+        manifest = load_manifest(self.manifest_path)
+        state_dir = manifest.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock_state_dir(state_dir)
+        try:
+            return self._serve(manifest, state_dir)
+        finally:
+            lock.close()
+
+    def _serve(self, manifest: Any, state_dir: Path) -> int:
+        if self._pidfile is not None:
+            self._pidfile.write_text(f"{os.getpid()}\n")
+        server = ControlServer(state_dir / SOCKET_NAME, self.handle)
+        previous = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        }
+        watchdog = _Watchdog.start_if_asked()
+        try:
+            self.composition = self._compose(manifest)
+            self.tree = self.composition.start()
+            self.tree.started(60)
+            sd_notify("READY=1")
+            log.info("daemon ready: {} (pid {})", state_dir / SOCKET_NAME, os.getpid())
+            while not self._stop.is_set():
+                if self._reload.wait(0.2):
+                    self._reload.clear()
+                    outcome = self.reload()
+                    if not outcome["ok"]:
+                        log.error("reload refused: {}", outcome["error"])
+            sd_notify("STOPPING=1")
+            log.info("daemon stopping")
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+            server.close()
+            if self.tree is not None:
+                self.tree.stop()
+            if self.composition is not None:
+                self.composition.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if self._pidfile is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self._pidfile.unlink()
+        return 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        del frame
+        if signum == signal.SIGHUP:
+            self._reload.set()
+        else:
+            self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- control requests (control threads) ------------------------------------------------------
+
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        tree = self.tree
+        if tree is None:
+            return {"ok": False, "code": "starting", "error": "the daemon is still starting"}
+        op = req["op"]
+        if op == "status":
+            return {"ok": True, "result": tree.status()}
+        if op == "reload":
+            return self.reload()
+        job = req["job"].strip("/")
+        action = {"start": tree.start_child, "stop": tree.stop_child, "restart": tree.restart}[op]
+        try:
+            with self._lock:
+                action(job)
+        except NoSuchChildError as exc:
+            return {"ok": False, "code": "no_such_job", "error": str(exc)}
+        except JobvisorError as exc:
+            return {"ok": False, "code": "failed", "error": str(exc)}
+        return {"ok": True, "result": None}
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the manifest and apply only the difference; a bad manifest changes nothing."""
+        try:
+            new = load_manifest(self.manifest_path)
+        except ManifestError as exc:
+            return {"ok": False, "code": "bad_manifest", "error": str(exc)}
+        composition, tree = self.composition, self.tree
+        assert composition is not None
+        assert tree is not None
+        with self._lock:
+            changes = diff_specs(composition.manifest.root, new.root)
+            try:
+                _check_new_breakers(new, composition)
+                for change in changes:
+                    self._apply(tree, change)
+            except (SpecError, NoSuchChildError) as exc:
+                return {"ok": False, "code": "failed", "error": str(exc)}
+            composition.manifest = new
+        summary = [f"{c.op} {c.path}" for c in changes]
+        log.info("reloaded {}: {}", self.manifest_path, ", ".join(summary) or "no change")
+        return {"ok": True, "result": summary}
+
+    @staticmethod
+    def _apply(tree: Tree, change: Change) -> None:
+        if change.op in ("remove", "replace"):
+            tree.remove_child(change.path)
+        if change.op in ("add", "replace"):
+            assert change.spec is not None
+            tree.add_child(change.spec, under=change.parent)
+
+
+def _check_new_breakers(new: Any, composition: Composition) -> None:
+    from supervision._tree import build_breakers  # noqa: PLC0415 - avoids an import cycle
+
+    for name, breaker in build_breakers(
+        {k: v for k, v in new.breakers.items() if k not in composition.breakers}
+    ).items():
+        composition.breakers[name] = breaker
+
+
+def _lock_state_dir(state_dir: Path) -> Any:
+    """Hold ``STATE_DIR/daemon.lock`` for the daemon's life; refuse if another daemon does."""
+    handle = (state_dir / LOCK_NAME).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise DaemonError(
+            f"another daemon (pid {owner}) holds {state_dir}: stop it first, "
+            "or give this one its own --state-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+class _Watchdog:
+    """Sends WATCHDOG=1 at half the interval systemd asked for in WATCHDOG_USEC."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jv-watchdog", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def start_if_asked(cls) -> _Watchdog | None:
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if not usec or (pid and pid != str(os.getpid())):
+            return None
+        try:
+            interval = int(usec) / 1e6 / 2
+        except ValueError:
+            log.warning("ignoring WATCHDOG_USEC={!r}: not a number", usec)
+            return None
+        return cls(interval)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            sd_notify("WATCHDOG=1")
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(5)

@@ -1,0 +1,258 @@
+"""A real `jobvisor daemon` process: control verbs, reload by difference, signals, sd_notify."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from supervision import SupervisorSpec, diff_specs, python_job, read_history
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, str(ROOT / "cli.py")]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+BASE = """
+version: 1
+supervisor: {backoff: {initial: 1ms, max: 5ms}}
+jobs:
+  - name: svc
+    service: true
+    command: [sh, -c, "while true; do sleep 0.05; done"]
+  - name: tick
+    python: "math:sqrt"
+    args: [4]
+    every: 10s
+"""
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[str]
+    dir: Path
+    notify: socket.socket
+
+    @property
+    def state(self) -> Path:
+        return self.dir / ".jobvisor"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *args], cwd=self.dir, env=ENV, capture_output=True, text=True, timeout=60, check=False)
+
+    def status(self) -> dict:
+        out = self.cli("status", "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def nodes(self) -> dict[str, dict]:
+        return {n["path"]: n for n in self.status()["children"]}
+
+    def wait_notify(self, text: str) -> None:
+        while True:
+            message = self.notify.recv(4096).decode()
+            if text in message:
+                return
+
+
+def start_daemon(tmp_path: Path, manifest: str, *extra: str) -> Running:
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(manifest))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = tmp_path / "notify.sock"
+    address.unlink(missing_ok=True)
+    notify.bind(str(address))
+    notify.settimeout(30)
+    env = {**ENV, "NOTIFY_SOCKET": str(address)}
+    proc = subprocess.Popen([*CLI, "daemon", *extra], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    running = Running(proc, tmp_path, notify)
+    running.wait_notify("READY=1")
+    return running
+
+
+def stop_daemon(running: Running) -> int:
+    if running.proc.poll() is None:
+        running.proc.send_signal(signal.SIGTERM)
+    try:
+        running.proc.communicate(timeout=30)
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+            running.proc.wait()
+        running.notify.close()
+    return running.proc.returncode
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Running]:
+    running = start_daemon(tmp_path, BASE)
+    yield running
+    assert stop_daemon(running) == 0
+
+
+def test_status_and_every_verb_with_exit_codes(daemon: Running) -> None:
+    nodes = daemon.nodes()
+    assert nodes["svc"]["state"] == "running"
+    text = daemon.cli("status")
+    assert text.returncode == 0
+    assert "svc" in text.stdout
+    assert daemon.cli("restart", "svc").returncode == 0
+    assert daemon.nodes()["svc"]["starts"] == 2
+    assert daemon.cli("stop", "svc").returncode == 0
+    assert daemon.nodes()["svc"]["state"] == "stopped"
+    assert daemon.cli("start", "svc").returncode == 0
+    assert daemon.nodes()["svc"]["state"] in ("starting", "running")
+    missing = daemon.cli("restart", "nope")
+    assert missing.returncode == 4
+    assert "nope" in missing.stderr
+    assert daemon.nodes()["svc"]["failures"] == 0, "commanded stops are not failures"
+
+
+def test_no_daemon_is_exit_3(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
+    for verb in (["status"], ["stop", "svc"], ["reload"]):
+        out = subprocess.run([*CLI, *verb], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 3, out.stderr
+        assert "no daemon" in out.stderr
+
+
+def test_socket_is_private(daemon: Running) -> None:
+    mode = (daemon.state / "control.sock").stat().st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_reload_applies_only_the_difference(daemon: Running) -> None:
+    before = daemon.nodes()
+    manifest = BASE.replace("args: [4]", "args: [9]") + """
+  - name: extra
+    command: [sh, -c, "echo hi"]
+"""
+    manifest = manifest.replace("""  - name: svc
+    service: true
+    command: [sh, -c, "while true; do sleep 0.05; done"]
+""", "")
+    manifest += """  - name: svc
+    service: true
+    command: [sh, -c, "while true; do sleep 0.05; done"]
+"""
+    (daemon.dir / "jobs.yaml").write_text(textwrap.dedent(manifest))
+    out = daemon.cli("reload")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["replace tick", "add extra"]
+    after = daemon.nodes()
+    assert after["svc"]["starts"] == before["svc"]["starts"], "unchanged: untouched"
+    assert "extra" in after
+    assert after["tick"]["starts"] == 1  # replaced: a new child
+    # Removing a job stops it.
+    (daemon.dir / "jobs.yaml").write_text(textwrap.dedent(BASE).replace("""  - name: tick
+    python: "math:sqrt"
+    args: [4]
+    every: 10s
+""", ""))
+    out = daemon.cli("reload")
+    assert out.returncode == 0, out.stderr
+    assert "remove tick" in out.stdout
+    assert "tick" not in daemon.nodes()
+
+
+def test_a_bad_manifest_changes_nothing(daemon: Running) -> None:
+    before = daemon.nodes()
+    (daemon.dir / "jobs.yaml").write_text("version: 1\njobs: [{name: x}]\n")
+    out = daemon.cli("reload")
+    assert out.returncode == 2
+    assert "jobs[0]" in out.stderr
+    after = daemon.nodes()
+    assert after.keys() == before.keys()
+    assert after["svc"]["starts"] == before["svc"]["starts"]
+
+
+def test_sighup_reloads(daemon: Running) -> None:
+    (daemon.dir / "jobs.yaml").write_text(textwrap.dedent(BASE) + """
+  - name: late
+    command: [sh, -c, "true"]
+""")
+    daemon.proc.send_signal(signal.SIGHUP)
+    journal = daemon.state / "journal.sqlite3"
+    # The reload starts `late`; its attempt reaches the journal: wait on that, not on time.
+    import time
+
+    deadline = time.monotonic() + 20
+    while not any(r["path"] == "late" for r in read_history(journal, "late")):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert "late" in daemon.nodes()
+
+
+def test_two_daemons_on_one_state_dir(daemon: Running) -> None:
+    second = subprocess.run([*CLI, "daemon"], cwd=daemon.dir, env=ENV, capture_output=True, text=True, timeout=60, check=False)
+    assert second.returncode == 2
+    assert "another daemon" in second.stderr
+    assert daemon.status()["state"] == "running"
+
+
+def test_malformed_requests_get_errors_and_never_hurt_the_daemon(daemon: Running) -> None:
+    path = str(daemon.state / "control.sock")
+    rng = random.Random(7)
+    payloads = [
+        b"not json\n", b"[1, 2]\n", b'{"v": 99, "op": "status"}\n', b'{"v": 1, "op": "explode"}\n',
+        b'{"v": 1, "op": "stop"}\n', b'{"v": 1, "op": "stop", "job": 5}\n', b"\xff\xfe\n",
+        b'{"v": 1, "op": "sta', b"x" * (70 * 1024) + b"\n", b"",
+    ] + [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))) + b"\n" for _ in range(30)]
+    for payload in payloads:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(path)
+            try:
+                sock.sendall(payload)
+                sock.shutdown(socket.SHUT_WR)
+                reply = sock.makefile().readline()
+            except (BrokenPipeError, ConnectionResetError):
+                continue  # the daemon refused an oversized request early: also fine
+            if reply:
+                assert json.loads(reply)["ok"] is False
+    assert daemon.status()["state"] == "running"
+
+
+def test_kill_9_keeps_the_journal_and_a_new_daemon_starts(tmp_path: Path) -> None:
+    running = start_daemon(tmp_path, BASE)
+    try:
+        assert running.cli("restart", "svc").returncode == 0
+        journal = running.state / "journal.sqlite3"
+        import time
+
+        deadline = time.monotonic() + 20
+        while not read_history(journal, "tick"):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.kill(running.proc.pid, signal.SIGKILL)
+        running.proc.wait(10)
+    finally:
+        stop_daemon(running)
+    assert read_history(journal, "tick")
+    again = start_daemon(tmp_path, BASE)
+    try:
+        assert again.nodes()["svc"]["state"] == "running"
+    finally:
+        assert stop_daemon(again) == 0
+
+
+def test_diff_specs() -> None:
+    a, b, c = (python_job(n, "jobfuncs:ok", n) for n in "abc")
+    b2 = python_job("b", "jobfuncs:ok", "changed")
+    group = SupervisorSpec(name="g", children=(a,))
+    old = SupervisorSpec(children=(a, b, group))
+    new = SupervisorSpec(children=(b2, c, SupervisorSpec(name="g", children=(a, c))))
+    assert [(x.op, x.path) for x in diff_specs(old, new)] == [
+        ("remove", "a"), ("replace", "b"), ("add", "c"), ("add", "g/c"),
+    ]
+    assert diff_specs(old, old) == []
