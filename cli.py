@@ -249,6 +249,7 @@ def _daemon(args: argparse.Namespace) -> int:
             runtime=getattr(args, "runtime", None),
             log_level=getattr(args, "log_level", None),
             log_file=getattr(args, "log_file", None),
+            restore=True,
         )
 
     pidfile = Path(args.pidfile).resolve() if args.pidfile else None

@@ -147,6 +147,11 @@ class Breaker:
         # Half-open and full: check again soon, without a storm.
         return min(1.0, self.reset_timeout / 10)
 
+    def restore(self, status: BreakerStatus) -> None:
+        """Take over a state saved earlier (a daemon restarting); no transition is reported."""
+        with self._lock:
+            self._status = status
+
     def listen(self, callback: Callable[[str, BreakerState, BreakerState], None]) -> None:
         """Also call ``callback(name, old, new)`` on every later transition."""
         with self._lock:

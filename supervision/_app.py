@@ -16,16 +16,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TextIO
 
-from actors import check_runtime
+import logbook
+
+from actors import BreakerState, BreakerStatus, check_runtime
 from supervision._journal import FILENAME as JOURNAL_FILE
 from supervision._journal import (
     Journal,
     job_hashes,
+    last_breaker_states,
     read_succeeded,
     skip_succeeded,
 )
 from supervision._logging import LoggingSetup, SecretMasker, configure_logging
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
+
+log = logbook.Logger("supervision.app")
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -77,6 +82,7 @@ def compose(
     stream: TextIO | None = None,
     journal: bool = True,
     resume: bool = False,
+    restore: bool = False,
 ) -> Composition:
     """Build logging (with secret masking), breakers and the runtime choice for ``manifest``.
 
@@ -88,7 +94,8 @@ def compose(
     prepared for the runtime, and ``LoggingSetupError`` if the log file
     cannot be opened. With ``journal`` it opens ``STATE_DIR/journal.sqlite3``
     (``JournalError`` if it cannot); ``resume`` leaves out the once-jobs whose
-    identical spec already succeeded there.
+    identical spec already succeeded there; ``restore`` (the daemon) reopens
+    the breakers the journal last saw open.
     """
     chosen = runtime or manifest.runtime
     check_runtime(chosen)
@@ -114,12 +121,26 @@ def compose(
             manifest = replace(manifest, root=root)
         if journal:
             opened = Journal(manifest.state_dir, hashes=job_hashes(manifest.root))
+        breakers = build_breakers(manifest.breakers)
+        if restore:
+            _restore_breakers(breakers, manifest.state_dir / JOURNAL_FILE)
     except BaseException:
         setup.close()
         raise
-    return Composition(
-        manifest, chosen, setup, masker, build_breakers(manifest.breakers), opened, skipped
-    )
+    return Composition(manifest, chosen, setup, masker, breakers, opened, skipped)
+
+
+def _restore_breakers(breakers: dict[str, Breaker], db: Path) -> None:
+    """A daemon starts with its breakers as the journal last saw them (open stays open)."""
+    now_wall, now_mono = time.time(), time.monotonic()
+    for name, (state, at) in last_breaker_states(db).items():
+        breaker = breakers.get(name)
+        if breaker is None or state == "closed":
+            continue
+        # An open breaker keeps the rest of its reset timeout; half-open restarts its trial.
+        opened_at = now_mono - max(0.0, now_wall - at) if state == "open" else now_mono
+        breaker.restore(BreakerStatus(BreakerState.OPEN, 0, opened_at, 0))
+        log.warning("breaker {} restored from the journal: {}", name, state)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "job_hashes",
+    "last_breaker_states",
     "read_history",
     "read_succeeded",
     "skip_succeeded",
@@ -337,6 +338,27 @@ def read_succeeded(db: Path) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for path, digest in rows:
         found.setdefault(path, set()).add(digest)
+    return found
+
+
+def last_breaker_states(db: Path) -> dict[str, tuple[str, float]]:
+    """For a daemon's start: each breaker's last journaled state and when (wall time)."""
+    if not db.exists():
+        return {}
+    conn = _read(db)
+    try:
+        rows = conn.execute(
+            "SELECT path, detail, at FROM decisions WHERE kind = 'breaker' AND id IN"
+            " (SELECT MAX(id) FROM decisions WHERE kind = 'breaker' GROUP BY path)"
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
+    finally:
+        conn.close()
+    found: dict[str, tuple[str, float]] = {}
+    for _path, detail, at in rows:
+        data = json.loads(detail)
+        found[str(data["breaker"])] = (str(data["new"]), float(at))
     return found
 
 

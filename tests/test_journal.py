@@ -116,3 +116,35 @@ def test_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
 def test_history_without_a_journal_says_so(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="no journal at"):
         read_history(tmp_path / FILENAME)
+
+
+def test_a_restarted_daemon_gets_its_open_breakers_back(tmp_path: Path, runtime: str) -> None:
+    import time
+
+    from supervision import compose, load_manifest
+    from supervision._events import BreakerChanged
+
+    journal = Journal(tmp_path / "state")
+    journal.record(BreakerChanged(path="", at=time.time(), name="db", old="closed", new="open"))
+    journal.record(BreakerChanged(path="", at=time.time(), name="api", old="open", new="closed"))
+    assert journal.flush()
+    journal.close()
+    manifest = load_manifest(
+        textwrap.dedent(f"""
+        version: 1
+        state_dir: {tmp_path / "state"}
+        breakers:
+          db: {{failure_threshold: 1, reset_timeout: 60s}}
+          api: {{failure_threshold: 1, reset_timeout: 60s}}
+        jobs:
+          - name: j
+            python: "math:sqrt"
+            args: [1]
+            breaker: db
+        """)
+    )
+    with compose(manifest, runtime=runtime, restore=True, journal=False, log_level="none") as restored:
+        assert restored.breakers["db"].state.value == "open"
+        assert restored.breakers["api"].state.value == "closed"
+    with compose(manifest, runtime=runtime, journal=False, log_level="none") as fresh:
+        assert fresh.breakers["db"].state.value == "closed"
