@@ -55,8 +55,8 @@ class Composition:
 
     def start(self, **kwargs: Any) -> Tree:
         """Start the manifest's tree with this composition's runtime, breakers and journal."""
-        if self.journal is not None and "on_event" not in kwargs:
-            kwargs["on_event"] = self.journal.record
+        if self.journal is not None and "sink" not in kwargs:
+            kwargs["sink"] = self.journal.record
         return start_tree(self.manifest, self.runtime, breakers=self.breakers, **kwargs)
 
     def close(self) -> None:

@@ -148,6 +148,9 @@ class TreeContext:
     rand: Callable[[], float] = random.random
     dead_letter: Callable[[str, Any], None] | None = None
     mask: Callable[[str], str] = str  # hides the manifest's secrets in status and events
+    # Called inline in the supervisor's thread with every decision and attempt event (not
+    # state changes): the journal's non-blocking record. It must never block.
+    sink: Callable[[ev.Event], None] | None = None
     breakers: Mapping[str, Breaker] = field(default_factory=dict)
     breaker_listener: Callable[[str, BreakerState, BreakerState], None] | None = (
         None  # unhooked when the tree stops
@@ -371,9 +374,15 @@ class Supervisor(SupervisedActor):
             )
 
     def _publish(self, event: Callable[[], ev.Event]) -> None:
-        # Takes a factory: with no subscriber, not even the event is built.
-        if self.ctx.bus.active:
-            self.ctx.bus.publish(event())
+        # Takes a factory: with no subscriber and no sink, not even the event is built.
+        sink, bus = self.ctx.sink, self.ctx.bus
+        if sink is None and not bus.active:
+            return
+        built = event()
+        if sink is not None:
+            sink(built)
+        if bus.active:
+            bus.publish(built)
 
     # -- starting --------------------------------------------------------------------------------
 
@@ -1182,9 +1191,7 @@ def _idle_children(spec: SupervisorSpec, path: str) -> list[dict[str, Any]]:
     return nodes
 
 
-def _settle_future(
-    future: pykka.Future[Any], value: Any = None, error: Any = None
-) -> None:
+def _settle_future(future: pykka.Future[Any], value: Any = None, error: Any = None) -> None:
     """Set a reply future once; a second answer (a race with an ending child) is dropped."""
     try:
         if error is not None:

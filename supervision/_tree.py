@@ -315,6 +315,7 @@ def start_tree(
     wall: Callable[[], float] = time.time,
     rand: Callable[[], float] = random.random,
     on_event: Callable[[Event], Any] | None = None,
+    sink: Callable[[Event], None] | None = None,
 ) -> Tree:
     """Start the tree a manifest (or a ``SupervisorSpec``) describes and return its handle.
 
@@ -323,7 +324,9 @@ def start_tree(
     match how the process was prepared (``actors.install_runtime``).
     ``breakers`` defaults to fresh breakers built from the manifest's
     ``breakers`` section. ``on_event`` subscribes before the first child
-    starts, so it misses nothing; ``monotonic``, ``wall`` and ``rand``
+    starts, so it misses nothing; ``sink`` (a journal's ``record``) gets
+    every attempt and decision event inline, without the event thread's hop,
+    and must never block; ``monotonic``, ``wall`` and ``rand``
     replace the clocks and the jitter source (tests make them exact).
     """
     check_runtime(runtime)
@@ -346,8 +349,12 @@ def start_tree(
     _check_breakers(spec, breakers)
 
     def publish(name: str, old: BreakerState, new: BreakerState) -> None:
-        if bus.active:
-            bus.publish(BreakerChanged(path="", at=wall(), name=name, old=old.value, new=new.value))
+        if bus.active or sink is not None:
+            event = BreakerChanged(path="", at=wall(), name=name, old=old.value, new=new.value)
+            if sink is not None:
+                sink(event)
+            if bus.active:
+                bus.publish(event)
 
     for breaker in breakers.values():
         breaker.listen(publish)
@@ -366,6 +373,7 @@ def start_tree(
         breakers=breakers,
         breaker_listener=publish,
         mask=_masker(manifest_or_spec),
+        sink=sink,
     )
     tree = Tree(spec, runtime, context)
     _live_trees.add(tree)
