@@ -102,7 +102,7 @@ class _Decision:
     at: float
     path: str
     kind: str
-    detail: str
+    detail: dict[str, object]  # serialised by the writer thread, off the supervisor's path
 
 
 _STOP = object()
@@ -198,7 +198,7 @@ class Journal:
         if found is None:
             return None
         path, kind, detail = found
-        return _Decision(event.at, path, kind, json.dumps(detail))
+        return _Decision(event.at, path, kind, detail)
 
     def _write_loop(self) -> None:
         conn = self._connect()
@@ -252,7 +252,7 @@ class Journal:
             )
             conn.executemany(
                 "INSERT INTO decisions (at, path, kind, detail) VALUES (?, ?, ?, ?)",
-                [(d.at, d.path, d.kind, d.detail) for d in decisions],
+                [(d.at, d.path, d.kind, json.dumps(d.detail)) for d in decisions],
             )
             conn.execute("COMMIT")
             self._failed = False
