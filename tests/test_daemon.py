@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -256,3 +257,37 @@ def test_diff_specs() -> None:
         ("remove", "a"), ("replace", "b"), ("add", "c"), ("add", "g/c"),
     ]
     assert diff_specs(old, old) == []
+
+
+def test_detach_with_pidfile(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(30)
+    pidfile = tmp_path / "jobvisor.pid"
+    env = {**ENV, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    try:
+        launcher = subprocess.run(
+            [*CLI, "daemon", "--detach", "--pidfile", str(pidfile)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert launcher.returncode == 0, launcher.stderr  # returns at once, the daemon lives on
+        while b"READY=1" not in notify.recv(4096):
+            pass
+        pid = int(pidfile.read_text())
+        status = subprocess.run([*CLI, "status", "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False)
+        assert json.loads(status.stdout)["state"] == "running"
+        os.kill(pid, signal.SIGTERM)
+        while b"STOPPING=1" not in notify.recv(4096):
+            pass
+        import time
+
+        deadline = time.monotonic() + 20
+        while pidfile.exists():  # removed as the very last step of a clean stop
+            assert time.monotonic() < deadline, "the daemon did not finish stopping"
+            time.sleep(0.02)
+    finally:
+        notify.close()
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
