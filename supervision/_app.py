@@ -24,6 +24,7 @@ from supervision._journal import (
     Journal,
     job_hashes,
     last_breaker_states,
+    open_cooldowns,
     read_succeeded,
     skip_succeeded,
 )
@@ -52,11 +53,14 @@ class Composition:
     breakers: dict[str, Breaker] = field(default_factory=dict)
     journal: Journal | None = None
     skipped: list[str] = field(default_factory=list)  # once-jobs `--resume` left out
+    cooldowns: dict[str, tuple[float, int]] = field(default_factory=dict)  # restored ones
 
     def start(self, **kwargs: Any) -> Tree:
         """Start the manifest's tree with this composition's runtime, breakers and journal."""
         if self.journal is not None and "sink" not in kwargs:
             kwargs["sink"] = self.journal.record
+        if self.cooldowns and "cooldowns" not in kwargs:
+            kwargs["cooldowns"] = self.cooldowns
         return start_tree(self.manifest, self.runtime, breakers=self.breakers, **kwargs)
 
     def close(self) -> None:
@@ -122,12 +126,14 @@ def compose(
         if journal:
             opened = Journal(manifest.state_dir, hashes=job_hashes(manifest.root))
         breakers = build_breakers(manifest.breakers)
+        cooldowns: dict[str, tuple[float, int]] = {}
         if restore:
             _restore_breakers(breakers, manifest.state_dir / JOURNAL_FILE)
+            cooldowns = open_cooldowns(manifest.state_dir / JOURNAL_FILE, time.time())
     except BaseException:
         setup.close()
         raise
-    return Composition(manifest, chosen, setup, masker, breakers, opened, skipped)
+    return Composition(manifest, chosen, setup, masker, breakers, opened, skipped, cooldowns)
 
 
 def _restore_breakers(breakers: dict[str, Breaker], db: Path) -> None:

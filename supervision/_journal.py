@@ -35,6 +35,7 @@ __all__ = [
     "JournalError",
     "job_hashes",
     "last_breaker_states",
+    "open_cooldowns",
     "read_history",
     "read_succeeded",
     "skip_succeeded",
@@ -359,6 +360,34 @@ def last_breaker_states(db: Path) -> dict[str, tuple[str, float]]:
     for _path, detail, at in rows:
         data = json.loads(detail)
         found[str(data["breaker"])] = (str(data["new"]), float(at))
+    return found
+
+
+def open_cooldowns(db: Path, now: float) -> dict[str, tuple[float, int]]:
+    """For a daemon's start: children whose last decision is a cooldown still running at ``now``.
+
+    Returns ``{path: (seconds left, cycle)}``.
+    """
+    if not db.exists():
+        return {}
+    conn = _read(db)
+    try:
+        rows = conn.execute(
+            "SELECT path, kind, detail, at FROM decisions WHERE kind != 'breaker' AND id IN"
+            " (SELECT MAX(id) FROM decisions WHERE kind != 'breaker' GROUP BY path)"
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
+    finally:
+        conn.close()
+    found: dict[str, tuple[float, int]] = {}
+    for path, kind, detail, at in rows:
+        if kind != "cooldown":
+            continue
+        data = json.loads(detail)
+        left = float(at) + float(data["duration"]) - now
+        if left > 0:
+            found[str(path)] = (left, int(data["cycle"]))
     return found
 
 

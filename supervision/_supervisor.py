@@ -151,6 +151,8 @@ class TreeContext:
     # Called inline in the supervisor's thread with every decision and attempt event (not
     # state changes): the journal's non-blocking record. It must never block.
     sink: Callable[[ev.Event], None] | None = None
+    # A daemon's restart: children still cooling down per the journal, {path: (left, cycle)}.
+    cooldowns: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     breakers: Mapping[str, Breaker] = field(default_factory=dict)
     breaker_listener: Callable[[str, BreakerState, BreakerState], None] | None = (
         None  # unhooked when the tree stops
@@ -391,6 +393,10 @@ class Supervisor(SupervisedActor):
             rec = self._start_queue.popleft()
             if rec.key not in self._by_key or rec.actor is not None:
                 continue
+            restored = self.ctx.cooldowns.get(rec.path)
+            if restored is not None and rec.starts == 0:
+                self._resume_cooldown(rec, *restored)
+                continue
             blocker = self._unmet_dependency(rec)
             if blocker is not None:
                 if blocker.state in (State.FAILED, State.GAVE_UP):
@@ -406,6 +412,19 @@ class Supervisor(SupervisedActor):
             self._reported_started = True
             link = self._jv_link
             link.parent.tell(ChildStarted(link.key, link.incarnation))
+
+    def _resume_cooldown(self, rec: ChildRecord, left: float, cycle: int) -> None:
+        """Pick up a cooldown the journal says was running when the last daemon stopped."""
+        rec.history = History((), cycle)
+        self._schedule_start(rec, left, "probe")
+        self._set_state(rec, State.COOLDOWN)
+        log.warning(
+            "{}: still cooling down for {:.1f}s (cycle {}), as the journal recorded",
+            rec.path,
+            left,
+            cycle,
+            extra={"path": rec.path},
+        )
 
     def _unmet_dependency(self, rec: ChildRecord) -> ChildRecord | None:
         """The first sibling ``rec`` depends on that is not ready (running) or succeeded (once)."""

@@ -316,6 +316,7 @@ def start_tree(
     rand: Callable[[], float] = random.random,
     on_event: Callable[[Event], Any] | None = None,
     sink: Callable[[Event], None] | None = None,
+    cooldowns: Mapping[str, tuple[float, int]] | None = None,
 ) -> Tree:
     """Start the tree a manifest (or a ``SupervisorSpec``) describes and return its handle.
 
@@ -374,6 +375,7 @@ def start_tree(
         breaker_listener=publish,
         mask=_masker(manifest_or_spec),
         sink=sink,
+        cooldowns=cooldowns or {},
     )
     tree = Tree(spec, runtime, context)
     _live_trees.add(tree)

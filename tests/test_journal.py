@@ -148,3 +148,31 @@ def test_a_restarted_daemon_gets_its_open_breakers_back(tmp_path: Path, runtime:
         assert restored.breakers["api"].state.value == "closed"
     with compose(manifest, runtime=runtime, journal=False, log_level="none") as fresh:
         assert fresh.breakers["db"].state.value == "closed"
+
+
+def test_a_restarted_daemon_keeps_cooling_down_what_was_cooling_down(make_tree, events, tmp_path: Path) -> None:
+    import time
+
+    from supervision._events import CooldownStarted, RestartScheduled
+    from supervision._journal import open_cooldowns
+
+    journal = Journal(tmp_path)
+    now = time.time()
+    journal.record(RestartScheduled(path="c", at=now - 5, delay=0.1, number=1))
+    journal.record(CooldownStarted(path="c", at=now - 1, duration=30.0, cycle=2))
+    journal.record(CooldownStarted(path="old", at=now - 100, duration=30.0, cycle=1))  # over
+    journal.record(CooldownStarted(path="healed", at=now - 2, duration=30.0, cycle=1))
+    journal.record(RestartScheduled(path="healed", at=now - 1, delay=0.1, number=1))
+    assert journal.flush()
+    journal.close()
+    found = open_cooldowns(tmp_path / FILENAME, now)
+    assert list(found) == ["c"]
+    left, cycle = found["c"]
+    assert cycle == 2
+    assert 28 < left <= 29.01
+    spec = SupervisorSpec(children=(python_job("c", "jobfuncs:ok", "c"), python_job("d", "jobfuncs:ok", "d")))
+    tree = make_tree(spec, on_event=events, cooldowns=found)
+    events.reached("d", "succeeded")
+    node = {n["name"]: n for n in tree.status()["children"]}["c"]
+    assert (node["state"], node["starts"]) == ("cooldown", 0)
+    assert node["next_start_at"] == pytest.approx(time.time() + left, abs=3)
