@@ -66,14 +66,14 @@ class Running:
                 return
 
 
-def start_daemon(tmp_path: Path, manifest: str, *extra: str) -> Running:
+def start_daemon(tmp_path: Path, manifest: str, *extra: str, env_extra: dict[str, str] | None = None) -> Running:
     (tmp_path / "jobs.yaml").write_text(textwrap.dedent(manifest))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     address = tmp_path / "notify.sock"
     address.unlink(missing_ok=True)
     notify.bind(str(address))
     notify.settimeout(30)
-    env = {**ENV, "NOTIFY_SOCKET": str(address)}
+    env = {**ENV, "NOTIFY_SOCKET": str(address), **(env_extra or {})}
     proc = subprocess.Popen([*CLI, "daemon", *extra], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     running = Running(proc, tmp_path, notify)
     running.wait_notify("READY=1")
@@ -291,3 +291,12 @@ def test_detach_with_pidfile(tmp_path: Path) -> None:
         if pidfile.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_watchdog_pings_when_systemd_asks(tmp_path: Path) -> None:
+    running = start_daemon(tmp_path, BASE, env_extra={"WATCHDOG_USEC": "200000"})
+    try:
+        running.wait_notify("WATCHDOG=1")
+        running.wait_notify("WATCHDOG=1")
+    finally:
+        assert stop_daemon(running) == 0
