@@ -117,3 +117,17 @@ def jv_threads_alive() -> list[str]:
     import threading  # noqa: PLC0415 - after the runtime is installed
 
     return [t.name for t in threading.enumerate() if t.name.startswith("jv-") and t.is_alive()]
+
+
+def side_in_subprocess(
+    script: str, runtime: str, kind: str, n: int, logging: str, *, timeout: float
+) -> dict:
+    """Run one side of ``script`` in a fresh process (no shared heap) and return its JSON line."""
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    argv = [sys.executable, script, "--runtime", runtime, "--side", kind, "--n", str(n)]
+    out = subprocess.run(
+        [*argv, "--logging", logging], check=True, capture_output=True, text=True, timeout=timeout
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])

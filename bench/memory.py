@@ -27,6 +27,7 @@ from _common import (
     machine,
     median,
     runtime_from_argv,
+    side_in_subprocess,
     silence_logs,
     verdict,
 )
@@ -37,7 +38,6 @@ install(RUNTIME)  # first thing: under gevent this monkey-patches the process
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
-import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -114,25 +114,7 @@ def side(kind: str, n: int, logging: str) -> dict[str, float]:
 
 
 def run_side(kind: str, n: int, logging: str) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--runtime",
-            RUNTIME,
-            "--side",
-            kind,
-            "--n",
-            str(n),
-            "--logging",
-            logging,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return side_in_subprocess(__file__, RUNTIME, kind, n, logging, timeout=600)
 
 
 def main() -> int:

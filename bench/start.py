@@ -30,6 +30,7 @@ from _common import (
     machine,
     median,
     runtime_from_argv,
+    side_in_subprocess,
     silence_logs,
     verdict,
 )
@@ -39,7 +40,6 @@ install(RUNTIME)  # first thing: under gevent this monkey-patches the process
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
@@ -99,25 +99,7 @@ def side(kind: str, n: int, logging: str) -> tuple[float, float]:
 
 
 def run_side(kind: str, n: int, logging: str) -> tuple[float, float]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--runtime",
-            RUNTIME,
-            "--side",
-            kind,
-            "--n",
-            str(n),
-            "--logging",
-            logging,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = side_in_subprocess(__file__, RUNTIME, kind, n, logging, timeout=900)
     return float(result["elapsed"]), float(result["cpu"])
 
 

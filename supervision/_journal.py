@@ -293,25 +293,31 @@ def _read(db: Path) -> sqlite3.Connection:
         raise JournalError(f"cannot read the journal {db}: {exc}") from exc
 
 
-def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """The latest attempts and decisions (of ``path`` and below, if given), oldest first."""
+def _query(db: Path, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+    """Run one read-only query; a missing or unreadable journal is a ``JournalError``."""
     conn = _read(db)
     try:
-        where, args = (
-            ("", ()) if path is None else ("WHERE path = ? OR path LIKE ?", (path, f"{path}/%"))
-        )
-        rows = conn.execute(
-            "SELECT * FROM ("  # noqa: S608 - only the fixed WHERE above is formatted in
-            " SELECT ended_at AS at, path, 'attempt' AS type, attempt, outcome, code, error,"
-            f" NULL AS kind, NULL AS detail FROM attempts {where}"
-            " UNION ALL SELECT at, path, 'decision', NULL, NULL, NULL, NULL, kind, detail"
-            f" FROM decisions {where}) ORDER BY at DESC LIMIT ?",
-            (*args, *args, limit),
-        ).fetchall()
+        return conn.execute(sql, args).fetchall()
     except sqlite3.Error as exc:
         raise JournalError(f"cannot read the journal {db}: {exc}") from exc
     finally:
         conn.close()
+
+
+def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest attempts and decisions (of ``path`` and below, if given), oldest first."""
+    where, args = (
+        ("", ()) if path is None else ("WHERE path = ? OR path LIKE ?", (path, f"{path}/%"))
+    )
+    rows = _query(
+        db,
+        "SELECT * FROM ("  # noqa: S608 - only the fixed WHERE above is formatted in
+        " SELECT ended_at AS at, path, 'attempt' AS type, attempt, outcome, code, error,"
+        f" NULL AS kind, NULL AS detail FROM attempts {where}"
+        " UNION ALL SELECT at, path, 'decision', NULL, NULL, NULL, NULL, kind, detail"
+        f" FROM decisions {where}) ORDER BY at DESC LIMIT ?",
+        (*args, *args, limit),
+    )
     keys = ("at", "path", "type", "attempt", "outcome", "code", "error", "kind", "detail")
     out = []
     for row in reversed(rows):
@@ -326,16 +332,11 @@ def read_succeeded(db: Path) -> dict[str, set[str]]:
     """For ``run --resume``: the spec hashes each path has succeeded with (none if no journal)."""
     if not db.exists():
         return {}
-    conn = _read(db)
-    try:
-        rows = conn.execute(
-            "SELECT DISTINCT path, spec_hash FROM attempts"
-            " WHERE outcome = 'succeeded' AND spec_hash IS NOT NULL"
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
-    finally:
-        conn.close()
+    rows = _query(
+        db,
+        "SELECT DISTINCT path, spec_hash FROM attempts"
+        " WHERE outcome = 'succeeded' AND spec_hash IS NOT NULL",
+    )
     found: dict[str, set[str]] = {}
     for path, digest in rows:
         found.setdefault(path, set()).add(digest)
@@ -346,16 +347,11 @@ def last_breaker_states(db: Path) -> dict[str, tuple[str, float]]:
     """For a daemon's start: each breaker's last journaled state and when (wall time)."""
     if not db.exists():
         return {}
-    conn = _read(db)
-    try:
-        rows = conn.execute(
-            "SELECT path, detail, at FROM decisions WHERE kind = 'breaker' AND id IN"
-            " (SELECT MAX(id) FROM decisions WHERE kind = 'breaker' GROUP BY path)"
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
-    finally:
-        conn.close()
+    rows = _query(
+        db,
+        "SELECT path, detail, at FROM decisions WHERE kind = 'breaker' AND id IN"
+        " (SELECT MAX(id) FROM decisions WHERE kind = 'breaker' GROUP BY path)",
+    )
     found: dict[str, tuple[str, float]] = {}
     for _path, detail, at in rows:
         data = json.loads(detail)
@@ -370,16 +366,11 @@ def open_cooldowns(db: Path, now: float) -> dict[str, tuple[float, int]]:
     """
     if not db.exists():
         return {}
-    conn = _read(db)
-    try:
-        rows = conn.execute(
-            "SELECT path, kind, detail, at FROM decisions WHERE kind != 'breaker' AND id IN"
-            " (SELECT MAX(id) FROM decisions WHERE kind != 'breaker' GROUP BY path)"
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
-    finally:
-        conn.close()
+    rows = _query(
+        db,
+        "SELECT path, kind, detail, at FROM decisions WHERE kind != 'breaker' AND id IN"
+        " (SELECT MAX(id) FROM decisions WHERE kind != 'breaker' GROUP BY path)",
+    )
     found: dict[str, tuple[float, int]] = {}
     for path, kind, detail, at in rows:
         if kind != "cooldown":

@@ -347,7 +347,7 @@ def start_tree(
     if breakers is None:
         specs: Mapping[str, BreakerSpec] = getattr(manifest_or_spec, "breakers", {}) or {}
         breakers = build_breakers(specs, monotonic)
-    _check_breakers(spec, breakers)
+    _check_spec(spec, breakers)
 
     def publish(name: str, old: BreakerState, new: BreakerState) -> None:
         if bus.active or sink is not None:
@@ -412,10 +412,11 @@ _BREAKER_WORDS = {
 }
 
 
-def _check_breakers(spec: SupervisorSpec, breakers: Mapping[str, Breaker]) -> None:
+def _check_spec(spec: SupervisorSpec, breakers: Mapping[str, Breaker]) -> None:
+    """Refuse what cannot run: a job naming an unknown breaker, or a placement not built."""
     for child in spec.children:
         if isinstance(child, SupervisorSpec):
-            _check_breakers(child, breakers)
+            _check_spec(child, breakers)
         elif isinstance(child, JobSpec):
             if child.breaker and child.breaker not in breakers:
                 known = ", ".join(sorted(breakers)) or "none are declared"
