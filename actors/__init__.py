@@ -34,6 +34,9 @@ from actors._runtime import (
     current_task,
     install_runtime,
     interrupt_task,
+    join_tasks,
+    live_tasks,
+    start_task,
 )
 
 if TYPE_CHECKING:
@@ -198,11 +201,14 @@ __all__ = [
     "describe",
     "install_runtime",
     "interrupt_task",
+    "join_tasks",
+    "live_tasks",
     "parse_retry_after",
     "redact_url",
     "resolve_target",
     "run_with_retry",
     "start_supervised",
+    "start_task",
     "step_allow",
     "step_record",
     "supervised_class",

@@ -13,6 +13,7 @@ import itertools
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,17 +30,27 @@ __all__ = [
     "current_task",
     "install_runtime",
     "interrupt_task",
+    "join_tasks",
+    "live_tasks",
+    "start_task",
 ]
 
 RUNTIMES: Final = ("threads", "gevent")
 
 
+_patched = False  # once patched, a process stays patched: remember it (hot paths ask)
+
+
 def _gevent_patched() -> bool:
+    global _patched  # noqa: PLW0603 - a one-way latch
+    if _patched:
+        return True
     if "gevent" not in sys.modules:
         return False
     from gevent import monkey  # noqa: PLC0415 - only when gevent is already loaded
 
-    return bool(monkey.is_module_patched("threading"))
+    _patched = bool(monkey.is_module_patched("threading"))
+    return _patched
 
 
 def install_runtime(name: str) -> None:
@@ -87,6 +98,56 @@ def current_task() -> Any:
 
         return gevent.getcurrent()
     return threading.get_ident()
+
+
+# Greenlets started by ``start_task``; dead ones drop out by themselves.
+_greenlets: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def start_task(target: Callable[[], object], name: str) -> None:
+    """Run ``target`` in a new daemon thread named ``name``, or a greenlet under gevent.
+
+    Under gevent a bare greenlet, not a ``threading.Thread``: a patched thread
+    is a greenlet plus a Thread object, its locks and a start handshake, and
+    that came to half the cost of a restart. Each call still gets a fresh
+    task, so nothing thread- or greenlet-local survives into the next one.
+    Daemon threads: Python 3.11 scans every live non-daemon thread on each
+    ``Thread.start()``, which made starts quadratic in the number of actors;
+    trees are stopped gracefully at exit by their atexit hook instead.
+    """
+    if _gevent_patched():
+        import gevent  # noqa: PLC0415 - gevent is loaded whenever this branch runs
+
+        greenlet = gevent.Greenlet(target)
+        greenlet.name = name
+        _greenlets.add(greenlet)
+        greenlet.start()
+        return
+    threading.Thread(target=target, name=name, daemon=True).start()
+
+
+def live_tasks(prefix: str) -> list[Any]:
+    """Threads and greenlets from ``start_task`` (or named like them) still running."""
+    tasks: list[Any] = [
+        t for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()
+    ]
+    tasks.extend(g for g in list(_greenlets) if not g.dead and g.name.startswith(prefix))
+    return tasks
+
+
+def join_tasks(prefix: str, timeout: float | None) -> list[str]:
+    """Wait for the tasks named ``prefix...`` to end; return the names still running."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    me = threading.current_thread()
+    current = current_task()
+    for task in live_tasks(prefix):
+        if task is me or task is current:
+            continue
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        task.join(left)
+    return [
+        t.name for t in live_tasks(prefix) if t is not me and t is not current
+    ]
 
 
 def interrupt_task(task: Any, exc_type: type[BaseException]) -> None:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import pykka
 from pykka import ActorRegistry
 
 from actors._errors import ChildKilled
 from actors._messages import ChildExit, ChildStarted, Link, Outcome
-from actors._runtime import current_task, interrupt_task
+from actors._runtime import current_task, interrupt_task, start_task
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -45,10 +45,6 @@ class SupervisedActor(pykka.ThreadingActor):
     and a stop the actor chose itself ``SUCCEEDED``.
     """
 
-    # Daemon threads: Python 3.11 scans every live non-daemon thread on each
-    # Thread.start(), which made starts quadratic in the number of actors. A
-    # tree is stopped gracefully at exit by the tree's atexit hook instead.
-    use_daemon_thread: ClassVar[bool] = True
     # Supervisors report ChildStarted themselves, once their own children have started.
     _jv_auto_started: bool = True
 
@@ -193,13 +189,9 @@ class SupervisedActor(pykka.ThreadingActor):
             self._jv_link.parent.tell(self._jv_exit_message())
 
     def _start_actor_loop(self) -> None:
-        # Like pykka's, but named after the child's path so a tree can find and join its threads.
-        thread = threading.Thread(
-            target=self._actor_loop,
-            name=f"jv-{self._jv_thread_name}",
-            daemon=self.use_daemon_thread,
-        )
-        thread.start()
+        # Like pykka's, but named after the child's path so a tree can find and join its tasks,
+        # and a bare greenlet under gevent.
+        start_task(self._actor_loop, f"jv-{self._jv_thread_name}")
 
     # -- called from the supervisor's thread -----------------------------------------------------
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 import bisect
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from actors import Outcome, SpecError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "Backoff",
@@ -151,18 +155,95 @@ class RestartPolicy:
     cooldown: CooldownPolicy = CooldownPolicy()
 
 
-@dataclass(frozen=True, slots=True)
 class History:
     """What a decision needs to remember about past failures of one child or group.
 
     ``restarts`` holds the monotonic times of restarts still inside the window,
     oldest first. ``cycles`` counts consecutive cooldown cycles; ``probing``
     is true while a probe start runs in probation.
+
+    A value: immutable, compared and hashed by those three. Inside, a history
+    is a slice ``[lo, hi)`` of a list of times it may share with the history it
+    came from, so a decision costs the same with ten restarts in the window as
+    with a million (a tuple would be copied on every restart). The list is only
+    ever appended to past the newest slice; branching from an older history
+    copies its slice, so every history keeps its own times.
     """
 
-    restarts: tuple[float, ...] = ()
-    cycles: int = 0
-    probing: bool = False
+    __slots__ = ("_hi", "_lo", "_times", "cycles", "probing")
+
+    _times: list[float]
+    _lo: int
+    _hi: int
+    cycles: int
+    probing: bool
+
+    def __init__(
+        self, restarts: Sequence[float] = (), cycles: int = 0, probing: bool = False
+    ) -> None:
+        times = list(restarts)
+        self._init(times, 0, len(times), cycles, probing)
+
+    def _init(self, times: list[float], lo: int, hi: int, cycles: int, probing: bool) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "_times", times)
+        setattr_(self, "_lo", lo)
+        setattr_(self, "_hi", hi)
+        setattr_(self, "cycles", cycles)
+        setattr_(self, "probing", probing)
+
+    @classmethod
+    def _slice(
+        cls, times: list[float], lo: int, hi: int, cycles: int, probing: bool = False
+    ) -> History:
+        history = cls.__new__(cls)
+        history._init(times, lo, hi, cycles, probing)
+        return history
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"History is immutable; cannot set {name}")
+
+    @property
+    def restarts(self) -> tuple[float, ...]:
+        return tuple(self._times[self._lo : self._hi])
+
+    def _key(self) -> tuple[tuple[float, ...], int, bool]:
+        return (self.restarts, self.cycles, self.probing)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, History):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"History(restarts={self.restarts!r}, cycles={self.cycles}, probing={self.probing})"
+
+    def _in_window(self, since: float) -> tuple[int, int]:
+        """The slice of restarts later than ``since``: a bisection, not a scan."""
+        return bisect.bisect_right(self._times, since, self._lo, self._hi), self._hi
+
+    def _kept(self, lo: int) -> History:
+        """The restarts from ``lo`` on, with no new one."""
+        return History._slice(self._times, lo, self._hi, self.cycles)
+
+    def _grown(self, lo: int, now: float) -> History:
+        """The restarts from ``lo`` on plus one at ``now``."""
+        times, hi = self._times, self._hi
+        # Appending is safe only at the tip: no other history sees past ``hi``.
+        # Compacting once half the list has left the window keeps memory bounded.
+        if hi == len(times) and lo <= hi // 2:
+            times.append(now)
+            return History._slice(times, lo, hi + 1, self.cycles)
+        kept = times[lo:hi]
+        kept.append(now)
+        return History._slice(kept, 0, len(kept), self.cycles)
+
+    def probe(self) -> History:
+        """The same history with a probe start in probation."""
+        return History._slice(self._times, self._lo, self._hi, self.cycles, probing=True)
 
     def closed(self) -> History:
         """The history after a probe survived probation: window and cycles cleared."""
@@ -228,22 +309,24 @@ def decide(policy: RestartPolicy, history: History, now: float, rand: float = 0.
     if history.probing:
         return decide_probation_failure(policy, history)
     intensity = policy.intensity
-    # Restart times are in order: cut the expired ones with a bisection, not a scan.
-    window = history.restarts[bisect.bisect_right(history.restarts, now - intensity.within) :]
-    if len(window) < intensity.max_restarts:
-        number = len(window) + 1
+    lo, hi = history._in_window(now - intensity.within)
+    count = hi - lo
+    if count < intensity.max_restarts:
+        number = count + 1
         return Restart(
-            policy.backoff.delay(number, rand), number, History((*window, now), history.cycles)
+            policy.backoff.delay(number, rand),
+            number,
+            history._grown(lo, now),
         )
     reason = (
-        f"{len(window) + 1} restarts within {intensity.within:g}s would exceed "
+        f"{count + 1} restarts within {intensity.within:g}s would exceed "
         f"max_restarts {intensity.max_restarts}"
     )
     match policy.on_exhausted:
         case OnExhausted.GIVE_UP:
-            return GiveUp(reason, History(window, history.cycles))
+            return GiveUp(reason, history._kept(lo))
         case OnExhausted.ESCALATE:
-            return Escalate(reason, History(window, history.cycles))
+            return Escalate(reason, history._kept(lo))
         case OnExhausted.COOLDOWN:
             return _cool_down(policy.cooldown, history.cycles + 1, reason)
 

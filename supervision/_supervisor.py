@@ -804,7 +804,7 @@ class Supervisor(SupervisedActor):
         if msg.kind == "restart" and rec.state is State.BACKOFF:
             self._launch(rec)
         elif msg.kind == "probe" and rec.state is State.COOLDOWN:
-            rec.history = replace(rec.history, probing=True)
+            rec.history = rec.history.probe()
             log.info(
                 "{}: cooldown over; probe start in probation", rec.path, extra={"path": rec.path}
             )
@@ -916,7 +916,7 @@ class Supervisor(SupervisedActor):
                     self._set_state(rec, waiting)
             self._group_token += 1
             if kind == "group-cooldown":
-                self._group_history = replace(self._group_history, probing=True)
+                self._group_history = self._group_history.probe()
             self._group_timer = self._later(delay, _Timer(0, self._group_token, "group"))
 
         self._stop_in_reverse([r for r in members if r.actor is not None], then)

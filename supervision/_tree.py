@@ -28,6 +28,7 @@ from actors import (
     SpecError,
     TreeStoppedError,
     check_runtime,
+    join_tasks,
     start_supervised,
 )
 from supervision._events import BreakerChanged, EventBus
@@ -229,10 +230,7 @@ class Tree:
         self._ctx.bus.flush(_left(deadline))
         self._ctx.scheduler.stop(_left(deadline))
         self._ctx.bus.stop(_left(deadline))
-        prefix = f"jv-{self._ctx.tree_id}-"
-        for thread in threading.enumerate():
-            if thread.name.startswith(prefix) and thread is not threading.current_thread():
-                thread.join(_left(deadline))
+        join_tasks(f"jv-{self._ctx.tree_id}-", _left(deadline))
         listener = self._ctx.breaker_listener
         if listener is not None:
             for breaker in self._ctx.breakers.values():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from actors import install_runtime
+from actors import install_runtime, join_tasks
 
 RUNTIME = os.environ.get("JOBVISOR_RUNTIME", "threads")
 install_runtime(RUNTIME)
@@ -37,20 +37,13 @@ def logs() -> Iterator[logbook.TestHandler]:
         yield handler
 
 
-def _jv_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("jv-") and t.is_alive()]
-
-
 @pytest.fixture(autouse=True)
 def no_leftovers() -> Iterator[None]:
-    """Each test must leave no actor of ours running and no jobvisor thread alive."""
+    """Each test must leave no actor of ours running and no jobvisor thread or greenlet alive."""
     yield
-    leftover = _jv_threads()
-    for thread in leftover:
-        thread.join(5)
-    still = [t.name for t in _jv_threads()]
+    still = join_tasks("jv-", 5)
     pykka.ActorRegistry.stop_all(timeout=5)
-    assert not still, f"threads left behind: {still}"
+    assert not still, f"threads or greenlets left behind: {still}"
 
 
 @pytest.fixture

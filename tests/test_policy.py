@@ -151,6 +151,46 @@ class TestIntensity:
         assert "max_restarts 1" in decisions[-1].reason  # type: ignore[union-attr]
 
 
+class TestLongWindows:
+    """A history shares its restart times with the one it came from; decisions stay pure."""
+
+    policy = RestartPolicy(backoff=NO_JITTER, intensity=Intensity(max_restarts=10**9, within=10))
+
+    def test_many_restarts_are_counted_exactly_as_the_window_slides(self) -> None:
+        history = History()
+        for i in range(5000):
+            d = decide(self.policy, history, i * 0.01)
+            assert isinstance(d, Restart)
+            history = d.history
+        # Times 0.00 .. 49.99: the window (39.99, 49.99] holds the last 1000.
+        assert d.number == 1000
+        assert len(history.restarts) == 1000
+        assert history.restarts[0] == pytest.approx(40.0)
+        assert history.restarts[-1] == pytest.approx(49.99)
+
+    def test_deciding_twice_from_one_history_gives_two_independent_histories(self) -> None:
+        base = decide(self.policy, History((1.0, 2.0), 0), 3.0).history
+        a = decide(self.policy, base, 4.0)
+        b = decide(self.policy, base, 5.0)
+        assert isinstance(a, Restart)
+        assert isinstance(b, Restart)
+        assert base.restarts == (1.0, 2.0, 3.0)
+        assert a.history.restarts == (1.0, 2.0, 3.0, 4.0)
+        assert b.history.restarts == (1.0, 2.0, 3.0, 5.0)
+        # Going on from the first branch does not disturb the second.
+        c = decide(self.policy, a.history, 6.0)
+        assert c.history.restarts == (1.0, 2.0, 3.0, 4.0, 6.0)
+        assert b.history.restarts == (1.0, 2.0, 3.0, 5.0)
+
+    def test_histories_compare_and_print_by_value(self) -> None:
+        grown = decide(self.policy, History((1.0,), 2), 2.0).history
+        assert grown == History((1.0, 2.0), 2)
+        assert grown != History((1.0, 2.0), 2, probing=True)
+        assert grown.probe() == History((1.0, 2.0), 2, probing=True)
+        assert "(1.0, 2.0)" in repr(grown)
+        assert hash(grown) == hash(History((1.0, 2.0), 2))
+
+
 class TestCooldown:
     policy = RestartPolicy(
         backoff=NO_JITTER,
