@@ -12,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import queue
 import sqlite3
 import threading
-import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -106,9 +105,6 @@ class _Decision:
     detail: dict[str, object]  # serialised by the writer thread, off the supervisor's path
 
 
-_STOP = object()
-
-
 @dataclass(frozen=True, slots=True)
 class _Flush:
     done: threading.Event
@@ -142,7 +138,12 @@ class Journal:
                 f"cannot open the journal {self.path}: {exc}; "
                 "check that the state dir is writable (or pass --state-dir)"
             ) from exc
-        self._queue: queue.Queue[object] = queue.Queue()
+        # A deque and two events, not a queue: a row costs an append, and the writer wakes
+        # once per batch instead of once per row (per row was most of the journal's cost).
+        self._pending: deque[object] = deque()
+        self._wake = threading.Event()  # set: something is pending
+        self._hurry = threading.Event()  # set: a flush or close waits; skip the batching delay
+        self._stopping = False
         self._failed = False
         self._thread = threading.Thread(target=self._write_loop, name="jv-journal", daemon=True)
         self._thread.start()
@@ -181,7 +182,12 @@ class Journal:
         """Queue what ``event`` means for the journal; never blocks, never raises."""
         row = self._row(event)
         if row is not None:
-            self._queue.put(row)
+            self._put(row)
+
+    def _put(self, item: object) -> None:
+        self._pending.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _row(self, event: ev.Event) -> _Attempt | _Decision | None:
         if isinstance(event, ev.AttemptFinished):
@@ -203,28 +209,23 @@ class Journal:
 
     def _write_loop(self) -> None:
         conn = self._connect()
+        pending, wake, hurry = self._pending, self._wake, self._hurry
         try:
             while True:
-                first = self._queue.get()
-                if first is _STOP:
-                    return
-                rows = [first]
-                deadline = time.monotonic() + self._max_delay
-                stop = False
-                while len(rows) < self._batch:
-                    try:
-                        item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        stop = True
-                        break
-                    rows.append(item)
-                self._commit(conn, rows)
+                wake.wait()
+                # Let rows gather for up to max_delay; a flush or close cuts it short.
+                hurry.wait(self._max_delay)
+                # Cleared before draining: a row appended after this sets ``wake`` again.
+                wake.clear()
+                hurry.clear()
+                stopping = self._stopping
+                rows = [pending.popleft() for _ in range(len(pending))]
+                for start in range(0, len(rows), self._batch):
+                    self._commit(conn, rows[start : start + self._batch])
                 for row in rows:
                     if isinstance(row, _Flush):
                         row.done.set()
-                if stop:
+                if stopping:
                     return
         finally:
             conn.close()
@@ -267,12 +268,15 @@ class Journal:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until what was queued so far is committed; False on timeout."""
         marker = _Flush(threading.Event())
-        self._queue.put(marker)
+        self._put(marker)
+        self._hurry.set()
         return marker.done.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Commit what is queued, then stop the writer."""
-        self._queue.put(_STOP)
+        self._stopping = True
+        self._hurry.set()
+        self._wake.set()
         self._thread.join(timeout)
 
     # -- reading ---------------------------------------------------------------------------------
