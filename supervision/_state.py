@@ -35,7 +35,8 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
     # STARTING ends in RUNNING/PROBATION, WAITING (breaker open), or an end (died in on_start).
     S.STARTING: frozenset({S.RUNNING, S.PROBATION, S.STOPPING, S.WAITING} | _ENDED),
     S.RUNNING: frozenset({S.STOPPING, S.WAITING} | _ENDED),
-    S.WAITING: frozenset({S.RUNNING, S.STARTING, S.STOPPING} | _ENDED),
+    # WAITING -> PROBATION: a probe resumed; its probation starts over.
+    S.WAITING: frozenset({S.RUNNING, S.PROBATION, S.STARTING, S.STOPPING} | _ENDED),
     S.PROBATION: frozenset({S.RUNNING, S.STOPPING, S.WAITING} | _ENDED),  # RUNNING: passed
     S.BACKOFF: frozenset({S.STARTING, S.STOPPED, S.COOLDOWN, S.BACKOFF, S.PENDING}),
     S.COOLDOWN: frozenset({S.STARTING, S.STOPPED, S.PENDING}),  # STARTING: the probe

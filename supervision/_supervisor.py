@@ -547,8 +547,13 @@ class Supervisor(SupervisedActor):
         if rec is None or rec.incarnation != msg.incarnation or rec.state is not State.WAITING:
             return
         rec.next_start_at = None
-        self._set_state(rec, State.RUNNING)
         log.info("{}: resumed: its breaker let a call through", rec.path, extra={"path": rec.path})
+        if rec.history.probing:
+            # Probation counts only while the probe may call: it starts over from here.
+            self._set_state(rec, State.PROBATION)
+            self._arm_probation(rec)
+        else:
+            self._set_state(rec, State.RUNNING)
 
     # -- exits -----------------------------------------------------------------------------------
 

@@ -21,8 +21,11 @@ from supervision import (
     Backoff,
     BreakerChanged,
     ChildExited,
+    CooldownPolicy,
     Intensity,
     JobSpec,
+    OnExhausted,
+    ProbationPassed,
     PythonWork,
     RestartPolicy,
     Schedule,
@@ -133,6 +136,35 @@ def test_open_breaker_makes_jobs_wait_without_calls_or_burned_restarts(make_tree
     assert jobfuncs.CALLS["backend"] == 4
     changes = [(e.old, e.new) for e in events.of(BreakerChanged)]
     assert changes[:3] == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+def test_a_probe_that_waits_on_its_breaker_serves_its_probation_once_resumed(
+    make_tree, events
+) -> None:
+    """Probation counts only while the probe may call: waiting on a breaker pauses it."""
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001),
+        intensity=Intensity(max_restarts=0),
+        on_exhausted=OnExhausted.COOLDOWN,
+        cooldown=CooldownPolicy(duration=0.05, probation=1.0),
+    )
+    breakers = build_breakers({"db": BreakerSpec(failure_threshold=3, reset_timeout=0.2)})
+    job = JobSpec(
+        name="a",
+        work=PythonWork(target="jobfuncs:flaky_then_ok", args=("a", 1)),
+        schedule=Schedule(every=0.02),
+        breaker="db",
+    )
+    make_tree(SupervisorSpec(policy=policy, children=(job,)), on_event=events, breakers=breakers)
+    events.reached("a", "probation")
+    while breakers["db"].state is not BreakerState.OPEN:  # another job's calls fail: it opens
+        breakers["db"].record(ok=False)
+    events.reached("a", "waiting")
+    # Half-open after 0.2 s: the probe's next tick is the trial call, it succeeds, and the
+    # probe is back in probation for a whole period before its window is cleared.
+    events.reached("a", "probation", times=2)
+    events.wait_for(lambda items: any(isinstance(e, ProbationPassed) for e in items), 10)
+    assert events.states("a")[-3:] == ["waiting", "probation", "running"]
 
 
 def test_unknown_breaker_is_refused(runtime) -> None:
