@@ -39,8 +39,9 @@ which the limit adds to its 0.1 per cycle.
 The restart window (``--within``, default 1 s) is kept short on purpose: a
 supervisor remembers the time of every restart inside the window (SPEC §2),
 so with the policy's default 60 s window a fast crash loop legitimately keeps
-up to one float and one tuple slot per restart (about 32 bytes). That is
-bounded by the window, not a leak; ``--within 60`` shows it.
+a float and a list slot per restart (32 bytes; the list is compacted once
+half of it has left the window). That is bounded by the window, not a leak;
+``--within 60`` shows it.
 
 ``--tracemalloc`` also prints the 10 source lines whose allocations grew the
 most between the first sample after the warm-up and the last one (tracing
