@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import inspect
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,7 +32,7 @@ def resolve_target(target: str) -> Callable[..., Any]:
     obj: Any = importlib.import_module(module_name)
     for part in attr_path.split("."):
         try:
-            obj = getattr(obj, part)
+            obj = getattr(obj, sys.intern(part))  # interned: no new string per attempt
         except AttributeError:
             raise AttributeError(f"{target}: module {module_name!r} has no {attr_path!r}") from None
     if not callable(obj):

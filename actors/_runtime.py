@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 RUNTIMES: Final = ("threads", "gevent")
+_COMPACT_MIN: Final = 64  # below this many cancelled entries a rebuild is not worth it
 
 
 _patched = False  # once patched, a process stays patched: remember it (hot paths ask)
@@ -176,9 +177,15 @@ class TimerHandle:
 
     when: float
     callback: Callable[[], None] | None = field(repr=False)
+    scheduler: Scheduler | None = field(default=None, repr=False)
 
     def cancel(self) -> None:
+        if self.callback is None:
+            return
         self.callback = None
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            scheduler._forget_one()
 
     @property
     def cancelled(self) -> bool:
@@ -203,6 +210,7 @@ class Scheduler:
         self._clock = clock
         self._on_error = on_error
         self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._cancelled = 0  # cancelled entries still in the heap (an upper bound)
         self._seq = itertools.count()
         self._cond = threading.Condition(threading.Lock())
         self._stopped = False
@@ -211,10 +219,10 @@ class Scheduler:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         """Run ``callback`` on the scheduler thread after ``delay`` seconds."""
-        handle = TimerHandle(self._clock() + max(0.0, delay), callback)
+        handle = TimerHandle(self._clock() + max(0.0, delay), callback, self)
         with self._cond:
             if self._stopped:
-                handle.cancel()
+                handle.callback = handle.scheduler = None
                 return handle
             heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
             if self._heap[0][2] is handle:
@@ -226,6 +234,7 @@ class Scheduler:
         with self._cond:
             self._stopped = True
             self._heap.clear()
+            self._cancelled = 0
             self._cond.notify()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -233,6 +242,22 @@ class Scheduler:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def pending(self) -> int:
+        """Entries held, cancelled ones not dropped yet included."""
+        return len(self._heap)
+
+    def _forget_one(self) -> None:
+        # A cancelled entry stays in the heap until popped; once they are most of it,
+        # rebuild it without them (as asyncio does), so cancelling is O(1) amortised.
+        with self._cond:
+            self._cancelled += 1
+            heap = self._heap
+            if self._cancelled > _COMPACT_MIN and self._cancelled * 2 > len(heap):
+                self._heap = [entry for entry in heap if entry[2].callback is not None]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
 
     def _loop(self) -> None:
         while True:
@@ -248,8 +273,10 @@ class Scheduler:
                 if self._stopped:
                     return
                 handle = heapq.heappop(self._heap)[2]
-            callback = handle.callback
-            handle.callback = None
+                callback = handle.callback
+                if callback is None:
+                    self._cancelled = max(0, self._cancelled - 1)
+                handle.callback = handle.scheduler = None
             if callback is None:
                 continue
             try:

@@ -53,6 +53,24 @@ def test_scheduler_with_an_injected_clock_runs_nothing_before_its_time() -> None
         scheduler.stop()
 
 
+def test_cancelled_timers_do_not_wait_in_the_scheduler_until_their_deadline() -> None:
+    # Every stop arms a kill-after-grace timer and cancels it when the child is down:
+    # with long graces and frequent stops, cancelled entries must not pile up.
+    scheduler = Scheduler(ManualClock())
+    try:
+        handles = [scheduler.call_later(3600, lambda: None) for _ in range(1000)]
+        kept = scheduler.call_later(7200, lambda: None)
+        for handle in handles:
+            handle.cancel()
+        assert 1 <= scheduler.pending <= 64
+        assert not kept.cancelled
+        handles[0].cancel()  # twice is harmless
+        kept.cancel()
+        assert scheduler.pending <= 64
+    finally:
+        scheduler.stop()
+
+
 def test_scheduler_survives_a_failing_callback() -> None:
     errors: list[BaseException] = []
     done = threading.Event()
