@@ -258,6 +258,22 @@ def _daemon(args: argparse.Namespace) -> int:
     except JobvisorError as exc:
         _error(str(exc))
         return USAGE
+    except OSError as exc:
+        # The daemon makes its state dir, lock, socket and pidfile itself; a failure there is
+        # the user's to fix, so it gets one line naming the path, never a traceback.
+        _error(_unusable(exc, manifest.state_dir, pidfile))
+        return USAGE
+
+
+def _unusable(exc: OSError, state_dir: Path, pidfile: Path | None) -> str:
+    where = Path(exc.filename) if exc.filename else state_dir
+    reason = exc.strerror or str(exc)
+    if pidfile is not None and where == pidfile:
+        return f"cannot write the pidfile {where}: {reason}; choose another with --pidfile"
+    return (
+        f"cannot use the state dir {state_dir} ({where}: {reason}); check that it exists or "
+        "can be created and is writable, or choose another one (state_dir in the manifest)"
+    )
 
 
 def _control(args: argparse.Namespace) -> int:

@@ -220,9 +220,15 @@ def _signame(number: int) -> str:
 
 
 class _Stream:
-    """One output pipe of a child: splits what it reads into lines and logs each of them."""
+    """One output pipe of a child: splits what it reads into lines and logs each of them.
 
-    __slots__ = ("emit", "extra", "fd", "pending", "prefix")
+    A line longer than ``_MAX_LINE`` bytes is logged in parts (of ``_MAX_LINE``
+    bytes, the last one up to a read longer), so memory stays bounded whatever
+    the child writes; each part's record says so with ``part`` (1, 2, ... in
+    order, the line's last part included).
+    """
+
+    __slots__ = ("emit", "extra", "fd", "parts", "pending", "prefix")
 
     def __init__(self, fd: int, name: str, attempt: Attempt, emit: Callable[..., Any]) -> None:
         self.fd = fd
@@ -230,6 +236,7 @@ class _Stream:
         self.extra = {"path": attempt.path, "attempt": attempt.number, "stream": name}
         self.prefix = f"{attempt.path}[{attempt.number}]"
         self.pending = b""  # the bytes after the last newline; invariant: no b"\n" in it
+        self.parts = 0  # parts of the current line logged already; pending is its next part
 
     def feed(self, data: bytes) -> None:
         if self.pending:
@@ -237,22 +244,36 @@ class _Stream:
         head, newline, rest = data.rpartition(b"\n")
         if newline:
             # A newline byte never occurs inside a UTF-8 sequence, so whole lines decode alone.
-            for line in head.decode("utf-8", "replace").split("\n"):
+            lines = head.decode("utf-8", "replace").split("\n")
+            if self.parts:
+                self._log_part(lines.pop(0))
+                self.parts = 0
+            for line in lines:
                 self._log(line)
         while len(rest) > _MAX_LINE:
-            self._log(rest[:_MAX_LINE].decode("utf-8", "replace"))
+            self._log_part(rest[:_MAX_LINE].decode("utf-8", "replace"))
             rest = rest[_MAX_LINE:]
         self.pending = rest
 
     def finish(self) -> None:
         """The pipe is done: log a last line that had no newline."""
         if self.pending:
-            self._log(self.pending.decode("utf-8", "replace"))
+            text = self.pending.decode("utf-8", "replace")
+            if self.parts:
+                self._log_part(text)
+            else:
+                self._log(text)
             self.pending = b""
+            self.parts = 0
 
     def _log(self, line: str) -> None:
         # The line is an argument, never the format string: braces in it stay as they are.
         self.emit("{} {}", self.prefix, line.removesuffix("\r"), extra=self.extra)
+
+    def _log_part(self, text: str) -> None:
+        self.parts += 1
+        extra = {**self.extra, "part": self.parts}
+        self.emit("{} {}", self.prefix, text.removesuffix("\r"), extra=extra)
 
 
 class _Child:

@@ -1,0 +1,328 @@
+"""Helpers of the fault-injection tests: processes watched by pid, a real jobvisor, bystanders.
+
+Functions here double as ``python:`` jobs (``"faultkit:beat"``), also inside a
+real ``jobvisor`` process: it finds this module through ``PYTHONPATH`` (see
+``ENV``), so the module imports nothing of ours at its top.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import logbook
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+CLI = [sys.executable, str(ROOT / "cli.py")]
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join((str(ROOT), str(TESTS))),
+    "JV_PYTHON": sys.executable,  # the manifests' commands run ${JV_PYTHON}, our interpreter
+}
+ENV.pop("NOTIFY_SOCKET", None)  # a real daemon under test must not talk to our systemd
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+
+def gone(pid: int) -> bool:
+    """No process ``pid``, or only a zombie its parent has not reaped (PID 1 may never reap)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return proc_state(pid) in {None, "Z", "X"}
+
+
+def proc_state(pid: int) -> str | None:
+    """The state letter of ``/proc/PID/stat`` (R, S, T, Z, ...), None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+class Watched:
+    """Processes held by pidfds (a reused pid cannot fool them); SIGKILLs the survivors at close."""
+
+    def __init__(self) -> None:
+        self.fds: dict[int, int] = {}
+
+    def add(self, *pids: int) -> None:
+        for pid in pids:
+            if pid in self.fds:
+                continue
+            try:
+                self.fds[pid] = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self.fds[pid] = -1  # exited and reaped already
+
+    def dead(self, pid: int, timeout: float = 0.0) -> bool:
+        """The process has exited (a zombie counts), waiting at most ``timeout`` seconds."""
+        fd = self.fds[pid]
+        if fd < 0:
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(int(timeout * 1000)))
+
+    def all_dead(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(self.dead(pid, max(0.0, deadline - time.monotonic())) for pid in self.fds)
+
+    def close(self) -> None:
+        for pid, fd in self.fds.items():
+            if fd >= 0:
+                if not self.dead(pid):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                os.close(fd)
+        self.fds.clear()
+
+
+def wait_until(
+    condition: Callable[[], Any],
+    what: str,
+    *,
+    proc: subprocess.Popen[Any] | None = None,
+    timeout: float = 20.0,
+) -> Any:
+    """Poll another process's traces (files, /proc) until ``condition()`` is truthy; return it.
+
+    Only for facts that no in-process event announces. Fails at once if
+    ``proc`` exits meanwhile, and after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: jobvisor exited early with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.01)
+
+
+def read_pids(path: Path) -> list[int]:
+    """The whitespace-separated pids a command wrote to ``path`` (none yet if it does not exist)."""
+    try:
+        return [int(word) for word in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+class Output(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
+    """The lines commands print, as ``actors.command`` logs them; tests wait on them.
+
+    It bubbles: the ``logs`` fixture still captures every record.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            level=logbook.DEBUG,
+            bubble=True,
+            filter=lambda record, handler: record.channel == "actors.command",
+        )
+        self.items: list[tuple[str, int, str, int | None]] = []  # (path, attempt, text, part)
+        self._cond = threading.Condition()
+
+    def emit(self, record: logbook.LogRecord) -> None:
+        text = record.message.split(" ", 1)[1]
+        extra = record.extra
+        with self._cond:
+            self.items.append((extra["path"], extra["attempt"], text, extra.get("part")))
+            self._cond.notify_all()
+
+    def first(self, path: str, attempt: int, timeout: float = 10.0) -> str:
+        """Wait for the first line of attempt ``attempt`` of ``path`` and return it."""
+
+        def found() -> list[str]:
+            return [t for p, a, t, _ in self.items if (p, a) == (path, attempt)]
+
+        with self._cond:
+            assert self._cond.wait_for(found, timeout), f"no output of {path}[{attempt}]"
+            return found()[0]
+
+
+# -- a real jobvisor process -----------------------------------------------------------------------
+
+
+class Jobvisor:
+    """A ``jobvisor`` command run in ``cwd``, its stdout and stderr kept in files there."""
+
+    def __init__(self, cwd: Path, *args: str, prefix: tuple[str, ...] = ()) -> None:
+        self.cwd = cwd
+        self.out_path = cwd / "jobvisor.out"
+        self.err_path = cwd / "jobvisor.err"
+        with self.out_path.open("w") as out, self.err_path.open("w") as err:
+            self.proc = subprocess.Popen(
+                [*prefix, *CLI, *args], cwd=cwd, env=ENV, stdout=out, stderr=err, text=True
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def peak_rss_kib(self) -> int:
+        """The process's own peak resident memory so far (VmHWM), in KiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmHWM in /proc/PID/status")
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM (a graceful stop) and wait for the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        """Whatever a test left running is killed (by its pid) and reaped."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run_jobvisor(cwd: Path, *args: str, prefix: tuple[str, ...] = ()) -> Jobvisor:
+    """Run ``jobvisor ARGS`` to its end (60s at most)."""
+    jv = Jobvisor(cwd, *args, prefix=prefix)
+    try:
+        jv.wait(60)
+    finally:
+        jv.close()
+    return jv
+
+
+def without_dac_override() -> tuple[str, ...] | None:
+    """A command prefix under which permission bits bind us, even as root; None if impossible.
+
+    Root ignores a directory's missing write bit (CAP_DAC_OVERRIDE). Dropping
+    that capability (and CAP_DAC_READ_SEARCH) from the bounding set keeps uid
+    0, so the checkout and the interpreter stay readable, while a 0o555
+    directory owned by root becomes really read-only for the process.
+    """
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    caps = "-dac_override,-dac_read_search"
+    return (setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}")
+
+
+@contextmanager
+def read_only(directory: Path) -> Iterator[None]:
+    """Make ``directory`` 0o555 for the block, then writable again (so tmp_path can be removed)."""
+    mode = directory.stat().st_mode & 0o7777
+    directory.chmod(0o555)
+    try:
+        yield
+    finally:
+        directory.chmod(mode)
+
+
+# -- python jobs -----------------------------------------------------------------------------------
+
+
+def beat(path: str) -> None:
+    """A periodic bystander's tick: one line appended to ``path``."""
+    with Path(path).open("a") as file:
+        file.write("beat\n")
+
+
+def flood(go: str, done: str, release: str, lines_mib: str, long_mib: str) -> None:
+    """A command's body (``python -c "import faultkit; faultkit.flood(...)"``): flood stdout.
+
+    Waits for the file ``go``, writes ``lines_mib`` MiB of 8 KiB lines and then
+    ``long_mib`` MiB of one line without a newline, creates ``done`` and exits
+    once ``release`` exists. It streams from one small buffer, so its own
+    memory stays small.
+    """
+    wait_for_file(Path(go))
+    out = sys.stdout.buffer
+    block = (b"x" * 8191 + b"\n") * 128  # 1 MiB
+    for _ in range(int(lines_mib)):
+        out.write(block)
+    piece = b"y" * (1 << 20)
+    for _ in range(int(long_mib)):
+        out.write(piece)
+    out.flush()
+    Path(done).touch()
+    wait_for_file(Path(release))
+
+
+def wait_for_file(path: Path) -> None:
+    """In a command's process: wait for the test to create ``path`` (its one signal to us)."""
+    while not path.exists():
+        time.sleep(0.01)
+
+
+def count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as file:
+            return sum(1 for _ in file)
+    except FileNotFoundError:
+        return 0
+
+
+STORM = threading.Event()  # set by the test: every storm child's first attempt fails at once
+_storm_calls: defaultdict[str, int] = defaultdict(int)
+_storm_lock = threading.Lock()
+_storm_waiting = threading.Condition(_storm_lock)
+
+
+def storm_reset() -> None:
+    STORM.clear()
+    with _storm_lock:
+        _storm_calls.clear()
+
+
+def storm_child(name: str) -> None:
+    """First call: wait for ``STORM``, then crash. Later calls: run until cancelled."""
+    from actors import current_attempt  # the module stays import-light
+
+    with _storm_lock:
+        _storm_calls[name] += 1
+        first = _storm_calls[name] == 1
+        _storm_waiting.notify_all()
+    attempt = current_attempt()
+    if first:
+        STORM.wait()
+        raise RuntimeError(f"{name} crashed in the storm")
+    if attempt is not None:
+        attempt.cancelled.wait()
+
+
+def storm_wait_calls(total: int, timeout: float) -> bool:
+    """Wait until the storm children have been called ``total`` times in all."""
+    with _storm_waiting:
+        return _storm_waiting.wait_for(lambda: sum(_storm_calls.values()) >= total, timeout)
+
+
+def storm_calls() -> dict[str, int]:
+    with _storm_lock:
+        return dict(_storm_calls)
