@@ -254,7 +254,12 @@ def _daemon(args: argparse.Namespace) -> int:
 
     pidfile = Path(args.pidfile).resolve() if args.pidfile else None
     try:
-        return Daemon(Path(args.manifest).resolve(), build, pidfile=pidfile).run()
+        # The state dir (lock, socket, journal) is fixed for the daemon's life, --state-dir
+        # included: a reload never moves it.
+        daemon = Daemon(
+            Path(args.manifest).resolve(), build, pidfile=pidfile, state_dir=manifest.state_dir
+        )
+        return daemon.run()
     except JobvisorError as exc:
         _error(str(exc))
         return USAGE

@@ -17,7 +17,7 @@ import signal
 import socket
 import stat
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -274,7 +274,9 @@ class Daemon:
         compose: Callable[[Any], Composition],
         *,
         pidfile: Path | None = None,
+        state_dir: Path | None = None,
     ) -> None:
+        self._state_dir = state_dir
         self.manifest_path = manifest_path
         self._compose = compose
         self._pidfile = pidfile
@@ -284,8 +286,15 @@ class Daemon:
         self.composition: Composition | None = None
         self.tree: Tree | None = None
 
-    def run(self) -> int:
+    def _load(self) -> Any:
+        """The manifest as on disk, in the state dir given at start (``--state-dir``) if any."""
         manifest = load_manifest(self.manifest_path)
+        if self._state_dir is not None:
+            manifest = replace(manifest, state_dir=self._state_dir)
+        return manifest
+
+    def run(self) -> int:
+        manifest = self._load()
         state_dir = manifest.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         lock = _lock_state_dir(state_dir)
@@ -367,7 +376,7 @@ class Daemon:
     def reload(self) -> dict[str, Any]:
         """Re-read the manifest and apply only the difference; a bad manifest changes nothing."""
         try:
-            new = load_manifest(self.manifest_path)
+            new = self._load()
         except ManifestError as exc:
             return {"ok": False, "code": "bad_manifest", "error": str(exc)}
         composition, tree = self.composition, self.tree

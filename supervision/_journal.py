@@ -169,6 +169,12 @@ class Journal:
                 conn.executescript(
                     f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;"
                 )
+            # A journal that opens but cannot be written would drop every row: refuse it now.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            finally:
+                conn.execute("ROLLBACK")
         finally:
             conn.close()
 
@@ -301,7 +307,15 @@ def _query(db: Path, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
     """Run one read-only query; a missing or unreadable journal is a ``JournalError``."""
     conn = _read(db)
     try:
-        return conn.execute(sql, args).fetchall()
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:
+            wal = Path(f"{db}-wal")
+            if wal.exists() and wal.stat().st_size:
+                raise
+            conn.close()
+            conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True, timeout=10)
+            return conn.execute(sql, args).fetchall()
     except sqlite3.Error as exc:
         raise JournalError(f"cannot read the journal {db}: {exc}") from exc
     finally:

@@ -462,12 +462,6 @@ def test_run_refuses_a_read_only_state_dir_and_keeps_its_journal(tmp_path: Path)
     assert journal_rows(db) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="supervision/_journal.py opens a journal whose files are read-only (its -wal and -shm "
-    "left by a reader) without error, then drops every row: a run goes on without its journal "
-    "(fix: in _migrate, probe a write, e.g. BEGIN IMMEDIATE; PRAGMA user_version = v; ROLLBACK)",
-)
 def test_run_refuses_a_journal_it_cannot_write(tmp_path: Path) -> None:
     prefix = unprivileged()
     shutil.copy(MANIFESTS / "state.yaml", tmp_path / "jobs.yaml")
@@ -510,7 +504,6 @@ def test_an_unusable_state_dir_stops_the_start_with_one_clear_line(
         state.mkdir()
         state.chmod(0o555)
     manifest = (MANIFESTS / "state.yaml").read_text()
-    # The daemon reads its state dir from the manifest only (see the xfail test below).
     (tmp_path / "jobs.yaml").write_text(f"state_dir: {json.dumps(str(state))}\n{manifest}")
     try:
         jv = run_jobvisor(tmp_path, command, "jobs.yaml", prefix=prefix)
@@ -521,12 +514,6 @@ def test_an_unusable_state_dir_stops_the_start_with_one_clear_line(
     assert not (tmp_path / "ran").exists(), "a job ran although the start was refused"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="supervision/_journal.py _read opens a WAL journal mode=ro, which must create the "
-    "-shm file: in a read-only state dir even `jobvisor history` fails (fix: retry with "
-    "immutable=1 when no -wal file is left)",
-)
 def test_history_reads_a_journal_in_a_read_only_state_dir(tmp_path: Path) -> None:
     prefix = unprivileged()
     shutil.copy(MANIFESTS / "state.yaml", tmp_path / "jobs.yaml")
@@ -540,11 +527,6 @@ def test_history_reads_a_journal_in_a_read_only_state_dir(tmp_path: Path) -> Non
     assert "marker  attempt 1 succeeded" in history.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="supervision/_daemon.py Daemon.run loads the manifest again and ignores --state-dir "
-    "(fix: pass the override to Daemon and apply it in run() and reload())",
-)
 def test_the_daemon_honours_state_dir_flag(tmp_path: Path) -> None:
     shutil.copy(MANIFESTS / "state.yaml", tmp_path / "jobs.yaml")
     (tmp_path / "blocker").write_text("a file where a directory should be\n")
