@@ -599,12 +599,14 @@ class _HubWaiter:
         "_waiter",
         "_woken",
         "exited",
+        "exited_by_watcher",
     )
 
     def __init__(self, hub: Any, pid: int, fds: list[int]) -> None:
         getcurrent, waiter_class = _gevent_parts()
         loop = hub.loop
         self.exited = False
+        self.exited_by_watcher = False  # libev saw the exit (and reaped the leader)
         self._pid = pid
         self._code: int | None = None
         self._hub = hub
@@ -628,7 +630,7 @@ class _HubWaiter:
         self.wake()
 
     def _on_exit(self) -> None:
-        self.exited = True
+        self.exited = self.exited_by_watcher = True
         self.wake()
 
     def wait(self, timeout: float | None) -> list[int]:
@@ -699,6 +701,12 @@ class _HubWaiter:
             self.forget(fd)
         self._child.stop()
         self._child.close()
+        if self._code is not None and not self.exited_by_watcher:
+            # The status was read with WNOWAIT: reap the zombie now rather than whenever
+            # the hub handles its SIGCHLD, so a stopped job leaves no zombie behind. The
+            # unpatched waitpid: gevent's would wait for libev's record of the exit.
+            with contextlib.suppress(ChildProcessError):
+                _real_waitpid(self._pid, os.WNOHANG)
 
 
 def _exit_code(info: os.waitid_result) -> int:
@@ -861,6 +869,13 @@ def _gevent_parts() -> tuple[Any, Any]:
     from gevent.hub import Waiter  # noqa: PLC0415
 
     return getcurrent, Waiter
+
+
+def _real_waitpid(pid: int, options: int) -> tuple[int, int]:
+    from gevent import monkey  # noqa: PLC0415 - only under the gevent runtime
+
+    waitpid: Any = monkey.get_original("os", "waitpid")
+    return waitpid(pid, options)  # type: ignore[no-any-return]
 
 
 def _gevent_hub() -> Any:

@@ -43,7 +43,6 @@ import contextlib
 import gc
 import os
 import threading
-import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -173,22 +172,6 @@ def zombies() -> list[int]:
     return sorted(pid for pid, state in children().items() if state == "Z")
 
 
-def zombies_after_reaping(runtime: str) -> list[int]:
-    """Zombies once whoever reaps has had its chance.
-
-    Under threads the attempt itself waits for its leader before the job
-    reports its exit, so none may be left when ``Tree.stop`` returns. Under
-    gevent libev reaps on SIGCHLD when the hub next runs its loop, which can
-    be just after ``stop`` returned: ``time.sleep`` (patched) lets the hub
-    run, and a zombie still there after 5 s is one nobody will reap.
-    """
-    if runtime == "gevent":
-        deadline = time.monotonic() + 5
-        while zombies() and time.monotonic() < deadline:
-            time.sleep(0.01)
-    return zombies()
-
-
 def rss() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE
 
@@ -228,7 +211,7 @@ def test_crash_restart_cycles_leave_nothing_behind(kind, runtime, make_tree) -> 
         tree = make_tree(spec(kind, "leaks.prime"), on_event=primer)
         primer.wait_failures(PRIMING)
         assert tree.stop(20)
-        assert zombies_after_reaping(runtime) == []
+        assert zombies() == []
         threads0, greenlets0 = threads(), live_greenlets(runtime)
         fds0, children0 = fds(), children()
 
@@ -252,7 +235,7 @@ def test_crash_restart_cycles_leave_nothing_behind(kind, runtime, make_tree) -> 
     assert threads() == threads0
     assert live_greenlets(runtime) == greenlets0
     assert fds() == fds0
-    assert zombies_after_reaping(runtime) == []
+    assert zombies() == []
     with contextlib.suppress(ChildProcessError):  # raised when we have no child at all
         assert os.waitpid(-1, os.WNOHANG) == (0, 0)  # a live child (the warden), none exited
     assert set(children()) == set(children0)  # the same warden, if any
