@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import stat
@@ -280,8 +281,13 @@ class Daemon:
         self.manifest_path = manifest_path
         self._compose = compose
         self._pidfile = pidfile
-        self._stop = threading.Event()
-        self._reload = threading.Event()
+        # Flags plus a self-pipe, not Events: a signal handler runs in the main thread between
+        # two bytecodes and must not take a lock the main thread may hold; writing the pipe
+        # wakes the main loop at once, where a timed wait noticed a stop up to 0.2 s late.
+        self._stopping = False
+        self._reload_asked = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._pipe_lock = threading.Lock()
         self._lock = threading.Lock()  # one reload or control action on the tree at a time
         self.composition: Composition | None = None
         self.tree: Tree | None = None
@@ -318,9 +324,12 @@ class Daemon:
             self.tree.started(60)
             sd_notify("READY=1")
             log.info("daemon ready: {} (pid {})", state_dir / SOCKET_NAME, os.getpid())
-            while not self._stop.is_set():
-                if self._reload.wait(0.2):
-                    self._reload.clear()
+            while not self._stopping:
+                select.select([self._wake_r], [], [])
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 512)
+                if self._reload_asked and not self._stopping:
+                    self._reload_asked = False
                     outcome = self.reload()
                     if not outcome["ok"]:
                         log.error("reload refused: {}", outcome["error"])
@@ -336,6 +345,7 @@ class Daemon:
                 self.composition.close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            self._close_pipe()
             if self._pidfile is not None:
                 with contextlib.suppress(FileNotFoundError):
                     self._pidfile.unlink()
@@ -344,12 +354,28 @@ class Daemon:
     def _on_signal(self, signum: int, frame: object) -> None:
         del frame
         if signum == signal.SIGHUP:
-            self._reload.set()
+            self._reload_asked = True
         else:
-            self._stop.set()
+            self._stopping = True
+        self._wake()
 
     def stop(self) -> None:
-        self._stop.set()
+        """End ``run()`` (any thread): the tree is stopped, then ``run()`` returns."""
+        self._stopping = True
+        with self._pipe_lock:  # never a write to a closed pipe's fd number, reused since
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._wake_w >= 0:
+            with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending already
+                os.write(self._wake_w, b"!")
+
+    def _close_pipe(self) -> None:
+        # Run's thread, after the signal handlers are restored: only stop() can race with it.
+        with self._pipe_lock:
+            fds, (self._wake_r, self._wake_w) = (self._wake_r, self._wake_w), (-1, -1)
+        for fd in fds:
+            os.close(fd)
 
     # -- control requests (control threads) ------------------------------------------------------
 
