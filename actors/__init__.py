@@ -74,6 +74,7 @@ if TYPE_CHECKING:
         Waiting,
     )
     from actors._python import (
+        PythonExit,
         PythonWork,
         resolve_target,
     )
@@ -117,6 +118,7 @@ _LAZY: dict[str, str] = {
     "NotReady": "actors._ready",
     "Outcome": "actors._messages",
     "Parent": "actors._messages",
+    "PythonExit": "actors._python",
     "PythonWork": "actors._python",
     "ReadyProbe": "actors._ready",
     "Resumed": "actors._messages",
@@ -177,6 +179,7 @@ __all__ = [
     "NotReady",
     "Outcome",
     "Parent",
+    "PythonExit",
     "PythonWork",
     "ReadyProbe",
     "Resumed",

@@ -10,14 +10,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from actors._errors import SpecError
+from actors._errors import JobFailure, SpecError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from actors._job import Attempt
 
-__all__ = ["PythonWork", "resolve_target"]
+__all__ = ["PythonExit", "PythonWork", "resolve_target"]
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -38,6 +38,25 @@ def resolve_target(target: str) -> Callable[..., Any]:
     if not callable(obj):
         raise TypeError(f"{target} is a {type(obj).__name__}, not a function")
     return obj  # type: ignore[no-any-return]
+
+
+class PythonExit(JobFailure):
+    """A python job called ``sys.exit`` with a non-zero code; ``code`` is that code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.code))
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return int(code)  # sys.exit(False) is 0 and sys.exit(True) is 1, as for Python itself
+    return 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,9 +81,17 @@ class PythonWork:
     def run(self, attempt: Attempt) -> int | None:
         del attempt
         func = resolve_target(self.target)
-        result = func(*self.args, **dict(self.kwargs))
-        if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+        try:
+            result = func(*self.args, **dict(self.kwargs))
+            if inspect.iscoroutine(result):
+                result = asyncio.run(result)
+        except SystemExit as exc:
+            # As for a process: sys.exit(n) ends the attempt with code n, None is 0 and
+            # anything else is 1. Never let it through: it would end the actor unreported.
+            code = _exit_code(exc.code)
+            if code == 0:
+                return 0
+            raise PythonExit(f"{self.target} called sys.exit({exc.code!r})", code) from None
         return result if isinstance(result, int) and not isinstance(result, bool) else None
 
     def cancel(self, attempt: Attempt) -> None:

@@ -72,9 +72,9 @@ def exit_code(key: str, code: int) -> int:
     return code
 
 
-def raise_system_exit(key: str) -> None:
+def raise_system_exit(key: str, code: object = 3) -> None:
     _count(key)
-    raise SystemExit(3)
+    raise SystemExit(code)
 
 
 async def async_ok(key: str) -> int:

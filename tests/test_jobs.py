@@ -40,6 +40,26 @@ def test_once_job_succeeds_with_its_exit_code(make_tree, events) -> None:
     assert tree.result().ok
 
 
+@pytest.mark.parametrize(
+    "case", [(3, "failed", 3), (0, "succeeded", 0), (None, "succeeded", 0), ("bye", "failed", 1)]
+)
+def test_sys_exit_in_a_python_job_ends_the_attempt_with_its_code(
+    make_tree, events, logs, case: tuple[object, str, int]
+) -> None:
+    """As for a process: sys.exit(n) is exit code n; None is 0; a message is 1."""
+    code, outcome, reported = case
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    job = python_job("x", "jobfuncs:raise_system_exit", "x", code)
+    tree = make_tree(tree_of(job, policy=policy), on_event=events)
+    assert tree.wait(10)
+    [attempt] = events.of(AttemptFinished, "x")
+    assert (attempt.outcome.value, attempt.code) == (outcome, reported)
+    assert tree.status()["children"][0]["last_exit"]["code"] == reported
+    if outcome == "failed":
+        assert "sys.exit" in attempt.error
+        assert any("attempt 1 failed" in r.message for r in logs.records)
+
+
 def test_coroutine_functions_run_to_completion(make_tree) -> None:
     tree = make_tree(tree_of(python_job("a", "jobfuncs:async_ok", "a")))
     assert tree.wait(10)
