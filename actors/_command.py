@@ -766,10 +766,18 @@ def _spawn(work: CommandWork, out_w: int, err_w: int, child: _Child) -> None:
     )
 
 
-@functools.cache
+_devnull_fd = -1
+_devnull_lock = threading.Lock()
+
+
 def _devnull() -> int:
     """One read-only ``/dev/null`` for the stdin of every command (not inherited by itself)."""
-    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    global _devnull_fd  # noqa: PLW0603 - opened once per process
+    if _devnull_fd < 0:
+        with _devnull_lock:  # commands starting at once in several threads open it once
+            if _devnull_fd < 0:
+                _devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _devnull_fd
 
 
 # Where the fork_exec of this thread (or greenlet) records the pid: the starting child's pids.

@@ -212,6 +212,12 @@ class JobActor(SupervisedActor):
         for timer in (self._tick_timer, self._recheck):
             if timer is not None:
                 timer.cancel()
+        if self._jv_stop_requested:
+            # Stopped, not restarting: let go of what the work keeps between attempts (an http
+            # job's pooled connections); a later start opens them again.
+            close = getattr(self.work, "close", None)
+            if close is not None:
+                close()
 
     def on_receive(self, message: Any) -> Any:
         if message is _RUN:

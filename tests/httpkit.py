@@ -213,6 +213,13 @@ class HttpKit:
             assert ok, f"{len(self.requests)} requests arrived, expected {n}"
             return list(self.requests)
 
+    def wait_connections(self, n: int, timeout: float = 10.0) -> None:
+        """Block until exactly ``n`` client connections are open (a closed one counts once
+        its handler has seen the end of it)."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: len(self._conns) == n, timeout)
+            assert ok, f"{len(self._conns)} connections open, expected {n}"
+
     # -- handler side ----------------------------------------------------------------------------
 
     def _record(self, received: Received) -> Action:
@@ -233,10 +240,12 @@ class HttpKit:
     def _opened(self, conn: socket.socket) -> None:
         with self._cond:
             self._conns.add(conn)
+            self._cond.notify_all()
 
     def _closed(self, conn: socket.socket) -> None:
         with self._cond:
             self._conns.discard(conn)
+            self._cond.notify_all()
 
 
 def self_signed(directory: Path) -> tuple[Path, ssl.SSLContext] | None:

@@ -26,6 +26,7 @@ from supervision import (
     Intensity,
     JobSpec,
     RestartPolicy,
+    Schedule,
     SpecError,
     SupervisorSpec,
 )
@@ -564,3 +565,18 @@ def test_https_works_and_cancel_aborts_below_tls(tmp_path, make_work, monkeypatc
         thread.join(10)
         assert not thread.is_alive()
         assert out["error"].reason == "cancelled"
+
+
+def test_a_stopped_http_job_closes_its_pooled_connection(kit: HttpKit, make_tree) -> None:
+    """Keep-alive between attempts and restarts; nothing left open once the job is stopped."""
+    job = JobSpec(name="h", work=HttpWork(url=f"{kit.url}/tick"), schedule=Schedule(every=0.02))
+    tree = make_tree(SupervisorSpec(children=(job,)))
+    kit.wait_requests(3)
+    kit.wait_connections(1)  # every attempt went over the one pooled connection
+    tree.stop_child("h")
+    kit.wait_connections(0)
+    tree.start_child("h")
+    kit.wait_requests(kit.count + 2)
+    kit.wait_connections(1)
+    assert tree.stop(10)
+    kit.wait_connections(0)
