@@ -11,7 +11,6 @@ sends exactly one ``ChildExit`` to its supervisor, whatever happened, and no
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -184,9 +183,10 @@ class SupervisedActor(pykka.ThreadingActor):
             # Reported from another thread (a timeout, a kill) while the actor's thread may
             # still run: route new messages away now; its teardown drains the rest.
             ref._fail(ref._detach(self.actor_inbox))
-        # If the supervisor is gone already, nobody is left to tell.
-        with contextlib.suppress(pykka.ActorDeadError):
+        try:  # noqa: SIM105 - not contextlib.suppress: this runs on every restart
             self._jv_link.parent.tell(self._jv_exit_message())
+        except pykka.ActorDeadError:
+            pass  # the supervisor is gone already: nobody is left to tell
 
     def _start_actor_loop(self) -> None:
         # Like pykka's, but named after the child's path so a tree can find and join its tasks,
@@ -218,13 +218,14 @@ _classes: dict[type[pykka.ThreadingActor], type[SupervisedActor]] = {}
 
 def supervised_class(cls: type[pykka.ThreadingActor]) -> type[SupervisedActor]:
     """Return a subclass of ``cls`` that reports its exit; cached per class."""
-    if issubclass(cls, SupervisedActor):
-        return cls
-    found = _classes.get(cls)
+    found = _classes.get(cls)  # first: issubclass on pykka's ABC-based classes is slow
     if found is None:
-        found = type(
-            f"Supervised{cls.__name__}", (SupervisedActor, cls), {"__module__": cls.__module__}
-        )
+        if issubclass(cls, SupervisedActor):
+            found = cls
+        else:
+            found = type(
+                f"Supervised{cls.__name__}", (SupervisedActor, cls), {"__module__": cls.__module__}
+            )
         _classes[cls] = found
     return found
 

@@ -130,15 +130,14 @@ class EventBus:
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition(self._lock)
         self._pending = 0
-
-    @property
-    def active(self) -> bool:
-        return bool(self._subs)
+        # True while someone subscribed: read on every state change, so an attribute.
+        self.active = False
 
     def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
         sub = Subscription(self, callback)
         with self._lock:
             self._subs = (*self._subs, sub)
+            self.active = True
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="jv-events", daemon=True)
                 self._thread.start()
@@ -147,6 +146,7 @@ class EventBus:
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
             self._subs = tuple(s for s in self._subs if s is not sub)
+            self.active = bool(self._subs)
 
     def publish(self, event: Event) -> None:
         if self._subs:

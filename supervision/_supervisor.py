@@ -56,7 +56,7 @@ from supervision._policy import (
     wants_restart,
 )
 from supervision._spec import ActorSpec, ChildSpec, JobSpec, SupervisorSpec
-from supervision._state import FINAL, State, can_transition
+from supervision._state import FINAL, TRANSITIONS, State
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -230,6 +230,7 @@ class ChildRecord:
     intent: str | None = None
     waiters: list[Callable[[], None]] = field(default_factory=list)
     final_children: list[dict[str, Any]] | None = None  # a stopped group's last status nodes
+    tracked_final: bool = False  # the tracker holds a final state for it
 
 
 _RESTART_INTENTS = frozenset({"restart", "group"})
@@ -351,18 +352,21 @@ class Supervisor(SupervisedActor):
     def _track(self, rec: ChildRecord) -> None:
         if self._closing == "escalate" and rec.state is State.STOPPED:
             return  # stopped by an escalation: not settled, the parent decides their fate
-        if isinstance(rec.spec, SupervisorSpec):
-            if rec.state in FINAL:
-                self.ctx.tracker.settle_subtree(rec.path, rec.state)
-        else:
-            self.ctx.tracker.update(rec.path, rec.state, rec.spec.finite)
+        spec, state = rec.spec, rec.state
+        if isinstance(spec, SupervisorSpec):
+            if state in FINAL:
+                self.ctx.tracker.settle_subtree(rec.path, state)
+        elif spec.finite or state in FINAL or rec.tracked_final:
+            # An endless leaf between two non-final states has nothing to record.
+            rec.tracked_final = state in FINAL
+            self.ctx.tracker.update(rec.path, state, spec.finite)
 
     def _set_state(self, rec: ChildRecord, new: State) -> None:
         """The one place a child changes state: checked against the table, tracked, published."""
         old = rec.state
         if old is new:
             return
-        if not can_transition(old, new):
+        if new not in TRANSITIONS[old]:
             log.error("{}: refused transition {} -> {} (a jobvisor bug)", rec.path, old, new)
             return
         rec.state = new

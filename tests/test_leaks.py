@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import sys
 import threading
 import tracemalloc
 from collections import Counter
@@ -125,6 +126,15 @@ class Cycles:
 
 
 # -- what the process holds ----------------------------------------------------------------------
+
+
+def kernel_waitpid(pid: int, options: int) -> tuple[int, int]:
+    waitpid = os.waitpid
+    if "gevent" in sys.modules:
+        from gevent import monkey
+
+        waitpid = monkey.get_original("os", "waitpid")
+    return waitpid(pid, options)
 
 
 def threads() -> set[threading.Thread]:
@@ -232,13 +242,17 @@ def test_crash_restart_cycles_leave_nothing_behind(kind, runtime, make_tree) -> 
             if not tracing:
                 tracemalloc.stop()
 
-    assert threads() == threads0
-    assert live_greenlets(runtime) == greenlets0
-    assert fds() == fds0
+    # Nothing new may be left; what earlier tests of the same process left may have ended
+    # meanwhile (a socket their garbage held, closed by a collection), so "at most as before".
+    assert threads() <= threads0
+    assert live_greenlets(runtime) <= greenlets0
+    assert set(fds().items()) <= set(fds0.items())
     assert zombies() == []
     with contextlib.suppress(ChildProcessError):  # raised when we have no child at all
-        assert os.waitpid(-1, os.WNOHANG) == (0, 0)  # a live child (the warden), none exited
-    assert set(children()) == set(children0)  # the same warden, if any
+        # The kernel's view: gevent's waitpid(-1) also hands out statuses it keeps for
+        # children that earlier tests' Popen objects have long reaped.
+        assert kernel_waitpid(-1, os.WNOHANG) == (0, 0)  # a live child (the warden), none exited
+    assert set(children()) <= set(children0)  # the same warden, if any
 
     (c0, objects0, traced0, rss0), (c1, objects1, traced1, rss1) = marks
     done = c1 - c0
