@@ -85,24 +85,9 @@ def spec_hash(spec: object) -> str:
     return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True, slots=True)
-class _Attempt:
-    path: str
-    attempt: int
-    started_at: float
-    ended_at: float
-    outcome: str
-    code: int | None
-    error: str | None
-    spec_hash: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Decision:
-    at: float
-    path: str
-    kind: str
-    detail: dict[str, object]  # serialised by the writer thread, off the supervisor's path
+# Rows are queued as ready-made parameter tuples behind a tag: the writer only inserts.
+_ATTEMPT: Final = "attempt"  # (path, attempt, started_at, ended_at, outcome, code, error, hash)
+_DECISION: Final = "decision"  # (at, path, kind, detail as JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,14 +175,32 @@ class Journal:
         if row is not None:
             self._put(row)
 
+    # What the journal keeps: a tree builds no other event for it (see ``start_tree``).
+    record.event_types = frozenset(  # type: ignore[attr-defined]
+        {
+            ev.AttemptFinished,
+            ev.RestartScheduled,
+            ev.GaveUp,
+            ev.Escalated,
+            ev.CooldownStarted,
+            ev.ProbationPassed,
+            ev.BreakerChanged,
+        }
+    )
+
     def _put(self, item: object) -> None:
         self._pending.append(item)
         if not self._wake.is_set():
             self._wake.set()
 
-    def _row(self, event: ev.Event) -> _Attempt | _Decision | None:
+    def _row(self, event: ev.Event) -> tuple[str, tuple[Any, ...]] | None:
+        if type(event) is ev.RestartScheduled:
+            # The one row of every restart: its JSON by hand, as json.dumps cost more than
+            # the insert (a delay is always a finite float, so its repr is valid JSON).
+            restart = f'{{"delay": {event.delay!r}, "number": {event.number}}}'
+            return _DECISION, (event.at, event.path, "restart", restart)
         if isinstance(event, ev.AttemptFinished):
-            return _Attempt(
+            return _ATTEMPT, (
                 event.path,
                 event.attempt,
                 event.started_at,
@@ -211,7 +214,7 @@ class Journal:
         if found is None:
             return None
         path, kind, detail = found
-        return _Decision(event.at, path, kind, detail)
+        return _DECISION, (event.at, path, kind, json.dumps(detail))
 
     def _write_loop(self) -> None:
         conn = self._connect()
@@ -237,30 +240,20 @@ class Journal:
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, rows: Iterable[object]) -> None:
-        attempts = [r for r in rows if isinstance(r, _Attempt)]
-        decisions = [r for r in rows if isinstance(r, _Decision)]
+        attempts: list[tuple[Any, ...]] = []
+        decisions: list[tuple[Any, ...]] = []
+        for row in rows:
+            if isinstance(row, tuple):
+                (attempts if row[0] is _ATTEMPT else decisions).append(row[1])
         try:
             conn.execute("BEGIN")
             conn.executemany(
                 "INSERT INTO attempts (path, attempt, started_at, ended_at, outcome, code, error,"
                 " spec_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        a.path,
-                        a.attempt,
-                        a.started_at,
-                        a.ended_at,
-                        a.outcome,
-                        a.code,
-                        a.error,
-                        a.spec_hash,
-                    )
-                    for a in attempts
-                ],
+                attempts,
             )
             conn.executemany(
-                "INSERT INTO decisions (at, path, kind, detail) VALUES (?, ?, ?, ?)",
-                [(d.at, d.path, d.kind, json.dumps(d.detail)) for d in decisions],
+                "INSERT INTO decisions (at, path, kind, detail) VALUES (?, ?, ?, ?)", decisions
             )
             conn.execute("COMMIT")
             self._failed = False

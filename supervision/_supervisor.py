@@ -151,6 +151,7 @@ class TreeContext:
     # Called inline in the supervisor's thread with every decision and attempt event (not
     # state changes): the journal's non-blocking record. It must never block.
     sink: Callable[[ev.Event], None] | None = None
+    sink_kinds: frozenset[type[ev.Event]] | None = None  # what the sink keeps; None: every kind
     # A daemon's restart: children still cooling down per the journal, {path: (left, cycle)}.
     cooldowns: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     breakers: Mapping[str, Breaker] = field(default_factory=dict)
@@ -379,9 +380,13 @@ class Supervisor(SupervisedActor):
                 ev.StateChanged(path=rec.path, at=self.ctx.wall(), old=old, new=new)
             )
 
-    def _publish(self, event: Callable[[], ev.Event]) -> None:
-        # Takes a factory: with no subscriber and no sink, not even the event is built.
-        sink, bus = self.ctx.sink, self.ctx.bus
+    def _publish(self, kind: type[ev.Event], event: Callable[[], ev.Event]) -> None:
+        # Takes a factory: an event nobody takes (no subscriber, and no sink or one that
+        # keeps other kinds only) is not even built.
+        ctx = self.ctx
+        sink, bus = ctx.sink, ctx.bus
+        if sink is not None and ctx.sink_kinds is not None and kind not in ctx.sink_kinds:
+            sink = None
         if sink is None and not bus.active:
             return
         built = event()
@@ -579,6 +584,7 @@ class Supervisor(SupervisedActor):
         else:
             log.debug("{}: attempt {} {}", rec.path, msg.attempt, msg.outcome.value)
         self._publish(
+            ev.AttemptFinished,
             lambda: ev.AttemptFinished(
                 path=rec.path,
                 at=msg.ended_at,
@@ -587,7 +593,7 @@ class Supervisor(SupervisedActor):
                 error=error,
                 started_at=msg.started_at,
                 code=msg.code,
-            )
+            ),
         )
 
     def _on_exit(self, msg: ChildExit) -> None:
@@ -613,6 +619,7 @@ class Supervisor(SupervisedActor):
         if msg.outcome.is_failure:
             rec.failures += 1
         self._publish(
+            ev.ChildExited,
             lambda: ev.ChildExited(
                 path=rec.path,
                 at=last.at,
@@ -620,7 +627,7 @@ class Supervisor(SupervisedActor):
                 outcome=msg.outcome,
                 error=error,
                 code=msg.code,
-            )
+            ),
         )
         if self._starting is rec:
             self._starting = None
@@ -705,9 +712,10 @@ class Supervisor(SupervisedActor):
                     extra={"path": rec.path, "attempt": rec.attempts},
                 )
                 self._publish(
+                    ev.RestartScheduled,
                     lambda: ev.RestartScheduled(
                         path=rec.path, at=self.ctx.wall(), delay=delay, number=number
-                    )
+                    ),
                 )
             case GiveUp(reason=reason, history=history):
                 rec.history = history
@@ -725,9 +733,10 @@ class Supervisor(SupervisedActor):
                     extra={"path": rec.path},
                 )
                 self._publish(
+                    ev.CooldownStarted,
                     lambda: ev.CooldownStarted(
                         path=rec.path, at=self.ctx.wall(), duration=duration, cycle=cycle
-                    )
+                    ),
                 )
             case Escalate(reason=reason):
                 self._escalate(f"{rec.path}: {reason}", cause)
@@ -736,7 +745,9 @@ class Supervisor(SupervisedActor):
         self._set_state(rec, State.GAVE_UP)
         rec.ref._close("given up")
         log.error("{}: gave up: {}", rec.path, reason, extra={"path": rec.path})
-        self._publish(lambda: ev.GaveUp(path=rec.path, at=self.ctx.wall(), reason=reason))
+        self._publish(
+            ev.GaveUp, lambda: ev.GaveUp(path=rec.path, at=self.ctx.wall(), reason=reason)
+        )
 
     def _schedule_start(self, rec: ChildRecord, delay: float, kind: str) -> None:
         rec.next_start_at = self.ctx.wall() + delay
@@ -769,7 +780,9 @@ class Supervisor(SupervisedActor):
     def _probation_passed(self, rec: ChildRecord) -> None:
         rec.history = rec.history.closed()
         log.info("{}: probation passed; restart window cleared", rec.path, extra={"path": rec.path})
-        self._publish(lambda: ev.ProbationPassed(path=rec.path, at=self.ctx.wall()))
+        self._publish(
+            ev.ProbationPassed, lambda: ev.ProbationPassed(path=rec.path, at=self.ctx.wall())
+        )
 
     def _on_timer(self, msg: _Timer) -> None:
         if msg.kind.startswith("group"):
@@ -786,7 +799,9 @@ class Supervisor(SupervisedActor):
         elif msg.kind == "group-probation" and self._group_history.probing:
             self._group_history = History()
             log.info("{}: group probation passed; restart window cleared", self._name)
-            self._publish(lambda: ev.ProbationPassed(path=self.path, at=self.ctx.wall()))
+            self._publish(
+                ev.ProbationPassed, lambda: ev.ProbationPassed(path=self.path, at=self.ctx.wall())
+            )
 
     def _on_child_timer(self, msg: _Timer) -> None:
         rec = self._by_key.get(msg.key)
@@ -869,9 +884,10 @@ class Supervisor(SupervisedActor):
                     self.policy.intensity.within,
                 )
                 self._publish(
+                    ev.RestartScheduled,
                     lambda: ev.RestartScheduled(
                         path=self.path, at=self.ctx.wall(), delay=delay, number=number
-                    )
+                    ),
                 )
                 self._take_down(members, delay, "group")
             case Cooldown(duration=duration, cycle=cycle, reason=reason, history=history):
@@ -885,9 +901,10 @@ class Supervisor(SupervisedActor):
                     reason,
                 )
                 self._publish(
+                    ev.CooldownStarted,
                     lambda: ev.CooldownStarted(
                         path=self.path, at=self.ctx.wall(), duration=duration, cycle=cycle
-                    )
+                    ),
                 )
                 self._take_down(members, duration, "group-cooldown")
             case GiveUp(reason=reason, history=history):
@@ -1014,9 +1031,10 @@ class Supervisor(SupervisedActor):
         error = EscalationError(self.path, reason, cause)
         log.error("{}: escalating: {}", self._name, error)
         self._publish(
+            ev.Escalated,
             lambda: ev.Escalated(
                 path=self.path, at=self.ctx.wall(), reason=reason, error=self.ctx.mask(str(error))
-            )
+            ),
         )
         self._stop_all_then(lambda: self._finish(Outcome.FAILED, error))
 

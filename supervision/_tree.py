@@ -325,7 +325,9 @@ def start_tree(
     ``breakers`` section. ``on_event`` subscribes before the first child
     starts, so it misses nothing; ``sink`` (a journal's ``record``) gets
     every attempt and decision event inline, without the event thread's hop,
-    and must never block; ``monotonic``, ``wall`` and ``rand``
+    and must never block (a sink with an ``event_types`` attribute, like
+    ``Journal.record``, gets only those kinds, and no other is even built for
+    it); ``monotonic``, ``wall`` and ``rand``
     replace the clocks and the jitter source (tests make them exact).
     """
     check_runtime(runtime)
@@ -373,6 +375,7 @@ def start_tree(
         breaker_listener=publish,
         mask=_masker(manifest_or_spec),
         sink=sink,
+        sink_kinds=getattr(sink, "event_types", None),
         cooldowns=cooldowns or {},
     )
     tree = Tree(spec, runtime, context)

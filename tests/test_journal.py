@@ -176,3 +176,34 @@ def test_a_restarted_daemon_keeps_cooling_down_what_was_cooling_down(make_tree, 
     node = {n["name"]: n for n in tree.status()["children"]}["c"]
     assert (node["state"], node["starts"]) == ("cooldown", 0)
     assert node["next_start_at"] == pytest.approx(time.time() + left, abs=3)
+
+
+def test_the_journal_declares_exactly_the_events_it_keeps(tmp_path: Path) -> None:
+    """A tree builds for the journal only what it declares: the two must agree."""
+    from actors import Outcome
+    from supervision import _events as ev
+    from supervision._state import State
+
+    samples = [
+        ev.StateChanged(path="a", at=1.0, old=State.STARTING, new=State.RUNNING),
+        ev.AttemptFinished(
+            path="a", at=1.0, attempt=1, outcome=Outcome.FAILED, error="x", started_at=0.5, code=1
+        ),
+        ev.ChildExited(
+            path="a", at=1.0, incarnation=1, outcome=Outcome.FAILED, error="x", code=1
+        ),
+        ev.RestartScheduled(path="a", at=1.0, delay=0.1, number=1),
+        ev.GaveUp(path="a", at=1.0, reason="r"),
+        ev.Escalated(path="a", at=1.0, reason="r", error="e"),
+        ev.CooldownStarted(path="a", at=1.0, duration=1.0, cycle=1),
+        ev.ProbationPassed(path="a", at=1.0),
+        ev.BreakerChanged(path="", at=1.0, name="db", old="closed", new="open"),
+    ]
+    # Every kind there is (by name: slotted dataclasses leave their first class behind).
+    assert {type(e).__name__ for e in samples} == {c.__name__ for c in ev.Event.__subclasses__()}
+    journal = Journal(tmp_path)
+    try:
+        kept = {type(e) for e in samples if journal._row(e) is not None}
+    finally:
+        journal.close()
+    assert kept == Journal.record.event_types  # type: ignore[attr-defined]
