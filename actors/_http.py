@@ -286,6 +286,10 @@ class _TrackedHTTPSPool(_TrackedHTTPPool, HTTPSConnectionPool):
     ConnectionCls = _TrackedHTTPSConnection
 
 
+def _close_pool(pool: HTTPConnectionPool) -> None:
+    pool.close()
+
+
 class _Adapter(HTTPAdapter):
     """requests' adapter, with pools whose in-flight connections ``cancel`` can abort."""
 
@@ -297,6 +301,10 @@ class _Adapter(HTTPAdapter):
             "http": _TrackedHTTPPool,
             "https": _TrackedHTTPSPool,
         }
+        # urllib3 2 only forgets the pools on clear() (the session's close): their idle
+        # keep-alive connections stayed open until the garbage collector found the pool,
+        # which an exception's traceback can hold for a long time. Close them for real.
+        self.poolmanager.pools.dispose_func = _close_pool
 
 
 class _SessionHolder:

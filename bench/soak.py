@@ -393,9 +393,9 @@ def by_design_fds() -> dict[int, str]:
     warden_fd = getattr(getattr(command, "_WARDEN", None), "_fd", -1)
     if warden_fd >= 0:
         kept[warden_fd] = "the command warden's pipe"
-    devnull = getattr(command, "_devnull", None)
-    if devnull is not None and devnull.cache_info().currsize:
-        kept[devnull()] = "the commands' shared stdin"
+    devnull_fd = getattr(command, "_devnull_fd", -1)
+    if devnull_fd >= 0:
+        kept[devnull_fd] = "the commands' shared stdin"
     return kept
 
 

@@ -38,7 +38,6 @@ import itertools
 import json
 import math
 import os
-import socket
 import sqlite3
 import statistics
 import sys
@@ -163,19 +162,11 @@ class Jobvisor:
         return [*cli, "jobs.yaml"], _clean_env(PYTHONPATH=str(ROOT))
 
     def running(self, directory: Path) -> int | None:
+        from supervision import JobvisorError, request  # noqa: PLC0415 - jobvisor's own client
+
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(10)
-                sock.connect(str(directory / ".jobvisor" / "control.sock"))
-                sock.sendall(b'{"v": 1, "op": "status"}\n')
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = sock.recv(1 << 20)
-                    if not chunk:
-                        break
-                    data += chunk
-            reply = json.loads(data)
-        except (OSError, ValueError):
+            reply = request(directory / ".jobvisor", {"op": "status"}, timeout=10)
+        except (OSError, ValueError, JobvisorError):
             return None
         if not reply.get("ok"):
             return None

@@ -310,6 +310,11 @@ class Supervisor(SupervisedActor):
             self._cancel_timers(rec)
             if rec.actor is None and rec.ref.available:
                 rec.ref._close("stopped with its supervisor")
+            # A child down at the end (in backoff, given up) has no incarnation to let go of
+            # what its work keeps between attempts (an http job's pooled connections).
+            close = getattr(rec.spec.work, "close", None) if isinstance(rec.spec, JobSpec) else None
+            if close is not None:
+                close()
         self._cancel_group_timers()
 
     def _actor_loop_teardown(self) -> None:

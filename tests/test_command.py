@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import select
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 
 import logbook
 import pytest
+from faultkit import Watched, gone
 
 from actors import Attempt, Kill, current_task, interrupt_task
 from actors._command import CommandFailed, CommandWork
@@ -113,38 +113,6 @@ def lines() -> Iterator[Lines]:
         yield handler
 
 
-class Watched:
-    """Processes watched through pidfds; whatever a test leaves running is SIGKILLed after it."""
-
-    def __init__(self) -> None:
-        self.fds: dict[int, int] = {}
-
-    def add(self, *pids: int) -> None:
-        for pid in pids:
-            try:
-                self.fds[pid] = os.pidfd_open(pid)
-            except ProcessLookupError:
-                self.fds[pid] = -1  # exited and reaped already
-
-    def dead(self, pid: int, timeout: float = 0.0) -> bool:
-        if self.fds[pid] < 0:
-            return True
-        poller = select.poll()
-        poller.register(self.fds[pid], select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
-
-    def all_dead(self, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        return all(self.dead(pid, max(0.0, deadline - time.monotonic())) for pid in self.fds)
-
-    def close(self) -> None:
-        for pid, fd in self.fds.items():
-            if fd >= 0:
-                if not self.dead(pid):
-                    signal.pidfd_send_signal(fd, signal.SIGKILL)
-                os.close(fd)
-
-
 @pytest.fixture
 def procs() -> Iterator[Watched]:
     watched = Watched()
@@ -169,19 +137,6 @@ def assert_no_process_left(marker: str, procs: Watched) -> None:
             found.append(int(entry.name))
     procs.add(*found)
     assert procs.all_dead(timeout=10), f"left running: {found}"
-
-
-def gone(pid: int) -> bool:
-    """``kill(pid, 0)`` finds no process, or only a zombie its parent has not reaped."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in {"Z", "X"}
 
 
 class Runner:

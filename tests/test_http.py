@@ -580,3 +580,16 @@ def test_a_stopped_http_job_closes_its_pooled_connection(kit: HttpKit, make_tree
     kit.wait_connections(1)
     assert tree.stop(10)
     kit.wait_connections(0)
+
+
+def test_an_http_job_down_in_backoff_at_the_stop_closes_its_connection(
+    kit: HttpKit, make_tree, events
+) -> None:
+    kit.script(Reply(500))
+    policy = RestartPolicy(backoff=Backoff(initial=30, max=30, jitter=0))
+    job = JobSpec(name="h", work=HttpWork(url=f"{kit.url}/down"))
+    tree = make_tree(SupervisorSpec(policy=policy, children=(job,)), on_event=events)
+    events.reached("h", "backoff")
+    kit.wait_connections(1)  # kept alive for the next attempt, 30 s away
+    assert tree.stop(10)
+    kit.wait_connections(0)
