@@ -146,9 +146,7 @@ def join_tasks(prefix: str, timeout: float | None) -> list[str]:
             continue
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         task.join(left)
-    return [
-        t.name for t in live_tasks(prefix) if t is not me and t is not current
-    ]
+    return [t.name for t in live_tasks(prefix) if t is not me and t is not current]
 
 
 def interrupt_task(task: Any, exc_type: type[BaseException]) -> None:
