@@ -114,6 +114,20 @@ def _prepare_runtime(name: str) -> None:
         from gevent import monkey  # noqa: PLC0415 - patching must precede every other import
 
         monkey.patch_all()
+    else:
+        _logbook_without_gevent()
+
+
+def _logbook_without_gevent() -> None:
+    """Import logbook with gevent hidden: it only probes whether gevent is installed, and
+    under threads the probe loaded all of gevent (about 6 MiB) for nothing."""
+    if "gevent" in sys.modules or "logbook" in sys.modules:
+        return
+    sys.modules["gevent"] = None  # type: ignore[assignment] # importing it raises ImportError
+    try:
+        import logbook  # noqa: F401, PLC0415 - imported here for its side effect only
+    finally:
+        del sys.modules["gevent"]
 
 
 def _error(message: str) -> None:

@@ -330,3 +330,20 @@ jobs:
     assert "skipped: once" in out.stderr
     assert (tmp_path / "runs.txt").read_text() == "once\n"
     assert jobvisor("history", "--limit", "0", cwd=tmp_path).returncode == 2
+
+
+@pytest.mark.parametrize(("runtime", "loaded"), [("threads", "False"), ("gevent", "True")])
+def test_gevent_is_loaded_only_by_the_runtime_that_needs_it(
+    tmp_path: Path, runtime: str, loaded: str
+) -> None:
+    """logbook probes for gevent when imported; under threads that would cost ~6 MiB for nothing."""
+    write(
+        tmp_path,
+        "import sys\nfrom pathlib import Path\n\n"
+        "def main():\n    Path('loaded.txt').write_text(str('gevent' in sys.modules))\n",
+        "probe.py",
+    )
+    write(tmp_path, 'version: 1\njobs:\n  - name: probe\n    python: "probe:main"\n')
+    out = jobvisor("--runtime", runtime, "run", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "loaded.txt").read_text() == loaded
