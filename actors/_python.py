@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import re
@@ -84,6 +83,8 @@ class PythonWork:
         try:
             result = func(*self.args, **dict(self.kwargs))
             if inspect.iscoroutine(result):
+                import asyncio  # noqa: PLC0415 - on first use: most jobs are not coroutines
+
                 result = asyncio.run(result)
         except SystemExit as exc:
             # As for a process: sys.exit(n) ends the attempt with code n, None is 0 and

@@ -6,12 +6,12 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-import tenacity
-
 from actors._errors import SpecError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    import tenacity
 
     from actors._job import Attempt
 
@@ -84,6 +84,8 @@ def run_with_retry(
     wait at once. A ``Retry-After`` the work reports replaces the computed
     wait, capped at ``wait.max``. The last failure is re-raised as it was.
     """
+    # Imported on first use: a daemon whose jobs never retry does not carry tenacity.
+    import tenacity  # noqa: PLC0415
 
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
