@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "daemon" and args.detach:
             _detach()
         _prepare_runtime(_peek_runtime(args))
+    else:
+        _logbook_without_gevent()  # no other command runs jobs: none needs gevent
     commands = {"validate": _validate, "history": _history, "daemon": _daemon, "run": _run}
     try:
         return commands.get(args.command, _control)(args)
