@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         JobActor,
         Schedule,
         Work,
+        close_work,
         current_attempt,
     )
     from actors._messages import (
@@ -130,6 +131,7 @@ _LAZY: dict[str, str] = {
     "Waiting": "actors._messages",
     "Work": "actors._job",
     "check_http_retry_on": "actors._http",
+    "close_work": "actors._job",
     "current_attempt": "actors._job",
     "parse_retry_after": "actors._http",
     "redact_url": "actors._http",
@@ -199,6 +201,7 @@ __all__ = [
     "active_runtime",
     "check_http_retry_on",
     "check_runtime",
+    "close_work",
     "current_attempt",
     "current_task",
     "describe",

@@ -62,6 +62,11 @@ class Work(Protocol):
     None) on success and raises on failure. ``cancel`` is called from another
     thread to ask a running attempt to stop gracefully; the actor is killed
     if the attempt has not ended by the end of the grace period.
+
+    An optional ``close()`` lets go of what the work keeps between attempts
+    (an http job's session); it runs in the job actor's thread when the job
+    is stopped, or in its supervisor's when the supervisor stops while the
+    job is down. An exception in it is logged and does not fail the stop.
     """
 
     kind: ClassVar[str]
@@ -213,11 +218,9 @@ class JobActor(SupervisedActor):
             if timer is not None:
                 timer.cancel()
         if self._jv_stop_requested:
-            # Stopped, not restarting: let go of what the work keeps between attempts (an http
-            # job's pooled connections); a later start opens them again.
-            close = getattr(self.work, "close", None)
-            if close is not None:
-                close()
+            # Stopped (by a person, a shutdown or a group restart): let go of what the work
+            # keeps between attempts (an http job's pooled connections); a start reopens them.
+            close_work(self.work, self.path)
 
     def on_receive(self, message: Any) -> Any:
         if message is _RUN:
@@ -483,3 +486,14 @@ def _envelope(message: object) -> Any:
     from pykka._envelope import Envelope  # noqa: PLC0415 - private, kept next to its one use
 
     return Envelope(message)
+
+
+def close_work(work: object, path: str) -> None:
+    """Call the work's optional ``close()``; a failure there is logged, never a failed stop."""
+    close = getattr(work, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception as exc:  # any error of a hook is reported, not raised
+        log.warning("{}: closing its work failed: {}", path, exc, extra={"path": path})

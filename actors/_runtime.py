@@ -119,12 +119,23 @@ def start_task(target: Callable[[], object], name: str) -> None:
     if _gevent_patched():
         import gevent  # noqa: PLC0415 - gevent is loaded whenever this branch runs
 
-        greenlet = gevent.Greenlet(target)
+        greenlet = gevent.Greenlet(_last_resort, target, name)
         greenlet.name = name
         _greenlets.add(greenlet)
         greenlet.start()
         return
     threading.Thread(target=target, name=name, daemon=True).start()
+
+
+def _last_resort(target: Callable[[], object], name: str) -> None:
+    # A Thread swallows what escapes its target; gevent's hub would rethrow it into the
+    # main greenlet and end the process. Actor loops catch everything themselves: this
+    # only keeps a bug there from taking every other actor down with it.
+    try:
+        target()
+    except BaseException as exc:
+        if type(exc).__name__ != "GreenletExit":  # a kill asked for: nothing to say
+            sys.stderr.write(f"jobvisor: task {name} ended with {type(exc).__name__}: {exc}\n")
 
 
 def live_tasks(prefix: str) -> list[Any]:

@@ -286,7 +286,7 @@ class Daemon:
         # wakes the main loop at once, where a timed wait noticed a stop up to 0.2 s late.
         self._stopping = False
         self._reload_asked = False
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_r = self._wake_w = -1  # the self-pipe, open while run() runs
         self._pipe_lock = threading.Lock()
         self._lock = threading.Lock()  # one reload or control action on the tree at a time
         self.composition: Composition | None = None
@@ -305,8 +305,11 @@ class Daemon:
         state_dir.mkdir(parents=True, exist_ok=True)
         lock = _lock_state_dir(state_dir)
         try:
+            with self._pipe_lock:
+                self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             return self._serve(manifest, state_dir)
         finally:
+            self._close_pipe()
             lock.close()
 
     def _serve(self, manifest: Any, state_dir: Path) -> int:
@@ -345,7 +348,6 @@ class Daemon:
                 self.composition.close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            self._close_pipe()
             if self._pidfile is not None:
                 with contextlib.suppress(FileNotFoundError):
                     self._pidfile.unlink()
@@ -375,7 +377,8 @@ class Daemon:
         with self._pipe_lock:
             fds, (self._wake_r, self._wake_w) = (self._wake_r, self._wake_w), (-1, -1)
         for fd in fds:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
 
     # -- control requests (control threads) ------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import sqlite3
 import threading
 from collections import deque
@@ -196,8 +197,12 @@ class Journal:
     def _row(self, event: ev.Event) -> tuple[str, tuple[Any, ...]] | None:
         if type(event) is ev.RestartScheduled:
             # The one row of every restart: its JSON by hand, as json.dumps cost more than
-            # the insert (a delay is always a finite float, so its repr is valid JSON).
-            restart = f'{{"delay": {event.delay!r}, "number": {event.number}}}'
+            # the insert. A finite float's repr is valid JSON; anything else takes the long way.
+            delay = event.delay
+            if type(delay) is float and math.isfinite(delay):
+                restart = f'{{"delay": {delay!r}, "number": {int(event.number)}}}'
+            else:
+                restart = json.dumps({"delay": delay, "number": event.number})
             return _DECISION, (event.at, event.path, "restart", restart)
         if isinstance(event, ev.AttemptFinished):
             return _ATTEMPT, (

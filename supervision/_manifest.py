@@ -41,6 +41,7 @@ Rules this module decides where SPEC §3 is silent:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import importlib.util
@@ -1316,7 +1317,12 @@ class _Parser:
             return _Entry(name, v, name_v, names, deps, f.get("depends_on"), lambda _: [])
 
         def build(depends: tuple[str, ...]) -> list[ChildSpec]:
-            specs = [self.build(v, JobSpec, name=n, depends_on=depends, **options) for n in names]
+            # Each replica its own copy of the work: an equal value, but its own session (an
+            # http job's pooled connections), which stopping one replica must not close.
+            specs = [
+                self.build(v, JobSpec, name=n, depends_on=depends, **_own_work(options))
+                for n in names
+            ]
             return [spec for spec in specs if not isinstance(spec, _Bad)]
 
         return _Entry(name, v, name_v, names, deps, f.get("depends_on"), build)
@@ -2066,3 +2072,10 @@ def _explain_ready(probe: object) -> str:
     if isinstance(timeout, int | float) and isinstance(interval, int | float):
         tail = f" timeout={_fmt_duration(timeout)} interval={_fmt_duration(interval)}"
     return _describe(probe) + tail
+
+
+def _own_work(options: dict[str, Any]) -> dict[str, Any]:
+    work = options.get("work")
+    if work is None or not dataclasses.is_dataclass(work) or isinstance(work, type):
+        return options
+    return {**options, "work": dataclasses.replace(work)}

@@ -203,6 +203,10 @@ class History:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"History is immutable; cannot set {name}")
 
+    def __reduce__(self) -> tuple[type[History], tuple[tuple[float, ...], int, bool]]:
+        # Copies and pickles rebuild it from its value (the shared list is an internal).
+        return (History, (self.restarts, self.cycles, self.probing))
+
     @property
     def restarts(self) -> tuple[float, ...]:
         return tuple(self._times[self._lo : self._hi])

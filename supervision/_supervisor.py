@@ -39,6 +39,7 @@ from actors import (
     SupervisedActor,
     TreeStoppedError,
     Waiting,
+    close_work,
     describe,
     start_supervised,
 )
@@ -312,9 +313,8 @@ class Supervisor(SupervisedActor):
                 rec.ref._close("stopped with its supervisor")
             # A child down at the end (in backoff, given up) has no incarnation to let go of
             # what its work keeps between attempts (an http job's pooled connections).
-            close = getattr(rec.spec.work, "close", None) if isinstance(rec.spec, JobSpec) else None
-            if close is not None:
-                close()
+            if isinstance(rec.spec, JobSpec):
+                close_work(rec.spec.work, rec.path)
         self._cancel_group_timers()
 
     def _actor_loop_teardown(self) -> None:
@@ -779,6 +779,8 @@ class Supervisor(SupervisedActor):
             self._probation_passed(rec)
             self._set_state(rec, State.RUNNING)
             return
+        if rec.timer is not None:
+            rec.timer.cancel()  # a probe re-armed after waiting on its breaker
         rec.timer_token += 1
         rec.timer = self._later(probation, _Timer(rec.key, rec.timer_token, "probation"))
 

@@ -349,11 +349,14 @@ def start_tree(
         breakers = build_breakers(specs, monotonic)
     _check_spec(spec, breakers)
 
+    sink_kinds = getattr(sink, "event_types", None)
+    breaker_sink = sink if sink_kinds is None or BreakerChanged in sink_kinds else None
+
     def publish(name: str, old: BreakerState, new: BreakerState) -> None:
-        if bus.active or sink is not None:
+        if bus.active or breaker_sink is not None:
             event = BreakerChanged(path="", at=wall(), name=name, old=old.value, new=new.value)
-            if sink is not None:
-                sink(event)
+            if breaker_sink is not None:
+                breaker_sink(event)
             if bus.active:
                 bus.publish(event)
 
@@ -375,7 +378,7 @@ def start_tree(
         breaker_listener=publish,
         mask=_masker(manifest_or_spec),
         sink=sink,
-        sink_kinds=getattr(sink, "event_types", None),
+        sink_kinds=sink_kinds,
         cooldowns=cooldowns or {},
     )
     tree = Tree(spec, runtime, context)

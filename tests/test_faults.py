@@ -540,6 +540,8 @@ def test_the_daemon_honours_state_dir_flag(tmp_path: Path) -> None:
         jv.terminate()
         jv.close()
     assert code not in (0, None), jv.stderr
+    assert str(state) in jv.stderr, jv.stderr  # refused for the flag's dir, not another
+    assert not default.exists()
 
 
 # -- 6. HTTP servers that reset, stall or answer slowly --------------------------------------------

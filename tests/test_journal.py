@@ -207,3 +207,17 @@ def test_the_journal_declares_exactly_the_events_it_keeps(tmp_path: Path) -> Non
     finally:
         journal.close()
     assert kept == Journal.record.event_types  # type: ignore[attr-defined]
+
+
+def test_a_restart_with_an_infinite_delay_is_still_valid_json(tmp_path: Path) -> None:
+    from supervision import _events as ev
+
+    journal = Journal(tmp_path)
+    try:
+        journal.record(ev.RestartScheduled(path="a", at=1.0, delay=float("inf"), number=2000))
+        journal.record(ev.RestartScheduled(path="a", at=2.0, delay=0.25, number=1))
+        assert journal.flush()
+    finally:
+        journal.close()
+    details = [row["detail"] for row in read_history(tmp_path / FILENAME)]
+    assert details == [{"delay": float("inf"), "number": 2000}, {"delay": 0.25, "number": 1}]

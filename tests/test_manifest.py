@@ -409,6 +409,17 @@ def test_replicas_expand_into_identical_children_and_dependencies_on_them() -> N
     assert m.root.children[5].depends_on == ("w.1",)
 
 
+def test_each_replica_has_its_own_work_so_stopping_one_keeps_the_others_sessions() -> None:
+    m = load("""
+        version: 1
+        jobs:
+          - {name: h, http: {url: "http://127.0.0.1:9/x"}, replicas: 2}
+    """)
+    h0, h1 = m.root.children
+    assert h0.work == h1.work  # the same job, so a reload sees no change
+    assert h0.work is not h1.work  # but not one session: closing h.0's must spare h.1's
+
+
 def test_depends_on_must_name_siblings_and_have_no_cycles() -> None:
     issues = issues_of("""
         version: 1

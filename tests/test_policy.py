@@ -191,6 +191,16 @@ class TestLongWindows:
         assert hash(grown) == hash(History((1.0, 2.0), 2))
 
 
+    def test_histories_copy_and_pickle_by_value(self) -> None:
+        import copy
+        import pickle
+
+        grown = decide(self.policy, History((1.0,), 2), 2.0).history
+        for clone in (copy.copy(grown), copy.deepcopy(grown), pickle.loads(pickle.dumps(grown))):
+            assert clone == grown
+            assert clone.restarts == (1.0, 2.0)
+
+
 class TestCooldown:
     policy = RestartPolicy(
         backoff=NO_JITTER,

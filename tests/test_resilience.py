@@ -148,7 +148,7 @@ def test_a_probe_that_waits_on_its_breaker_serves_its_probation_once_resumed(
         on_exhausted=OnExhausted.COOLDOWN,
         cooldown=CooldownPolicy(duration=0.05, probation=1.0),
     )
-    breakers = build_breakers({"db": BreakerSpec(failure_threshold=3, reset_timeout=0.2)})
+    breakers = build_breakers({"db": BreakerSpec(failure_threshold=3, reset_timeout=0.5)})
     job = JobSpec(
         name="a",
         work=PythonWork(target="jobfuncs:flaky_then_ok", args=("a", 1)),
@@ -160,11 +160,14 @@ def test_a_probe_that_waits_on_its_breaker_serves_its_probation_once_resumed(
     while breakers["db"].state is not BreakerState.OPEN:  # another job's calls fail: it opens
         breakers["db"].record(ok=False)
     events.reached("a", "waiting")
-    # Half-open after 0.2 s: the probe's next tick is the trial call, it succeeds, and the
+    # Half-open after 0.5 s: the probe's next tick is the trial call, it succeeds, and the
     # probe is back in probation for a whole period before its window is cleared.
     events.reached("a", "probation", times=2)
     events.wait_for(lambda items: any(isinstance(e, ProbationPassed) for e in items), 10)
-    assert events.states("a")[-3:] == ["waiting", "probation", "running"]
+    # ProbationPassed is published just before the change to running: wait for that too.
+    events.wait_for(lambda _: events.states("a")[-1:] == ["running"], 10)
+    states = events.states("a")
+    assert states[states.index("waiting") :] == ["waiting", "probation", "running"]
 
 
 def test_unknown_breaker_is_refused(runtime) -> None:
