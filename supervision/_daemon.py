@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import logbook
 
-from actors import JobvisorError, NoSuchChildError, SpecError
+from actors import JobvisorError, NoSuchChildError, SpecError, active_runtime
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, SupervisorSpec
 
@@ -316,10 +316,7 @@ class Daemon:
         if self._pidfile is not None:
             self._pidfile.write_text(f"{os.getpid()}\n")
         server = ControlServer(state_dir / SOCKET_NAME, self.handle)
-        previous = {
-            signum: signal.signal(signum, self._on_signal)
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        }
+        restore_signals = self._handle_signals()
         watchdog = _Watchdog.start_if_asked()
         try:
             self.composition = self._compose(manifest)
@@ -346,12 +343,32 @@ class Daemon:
                 self.tree.stop()
             if self.composition is not None:
                 self.composition.close()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            restore_signals()
             if self._pidfile is not None:
                 with contextlib.suppress(FileNotFoundError):
                     self._pidfile.unlink()
         return 0
+
+    def _handle_signals(self) -> Callable[[], None]:
+        """Take SIGTERM, SIGINT and SIGHUP; return what puts the previous handlers back."""
+        previous = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        }
+        # Under threads a signal may land in any thread, and the handler then waits for the
+        # main thread's next bytecode, which never comes while it sleeps in select: Python's
+        # own wake-up fd makes the signal itself wake it. (gevent's libev wakes its hub.)
+        wakeup = None
+        if active_runtime() == "threads":
+            wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+        def restore() -> None:
+            if wakeup is not None:
+                signal.set_wakeup_fd(wakeup)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return restore
 
     def _on_signal(self, signum: int, frame: object) -> None:
         del frame

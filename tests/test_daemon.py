@@ -300,3 +300,31 @@ def test_watchdog_pings_when_systemd_asks(tmp_path: Path) -> None:
         running.wait_notify("WATCHDOG=1")
     finally:
         assert stop_daemon(running) == 0
+
+
+def test_a_signal_that_lands_in_another_thread_still_wakes_the_daemon(daemon: Running) -> None:
+    """The kernel gives a process signal to any thread; the main loop must wake all the same."""
+    import ctypes
+    import time
+
+    pid = daemon.proc.pid
+    # A thread parked on a lock (an actor waiting for mail), not one in a syscall that the
+    # signal would interrupt: that is the case where nothing else wakes the main thread.
+    parked = [
+        int(t.name)
+        for t in Path(f"/proc/{pid}/task").iterdir()
+        if int(t.name) != pid and "futex" in (t / "wchan").read_text()
+    ]
+    assert parked, "the daemon's actors wait on locks in threads of their own"
+    (daemon.dir / "jobs.yaml").write_text(textwrap.dedent(BASE) + """
+  - name: late
+    command: [sh, -c, "true"]
+""")
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_tgkill = 234  # x86_64
+    assert libc.syscall(sys_tgkill, pid, parked[-1], signal.SIGHUP) == 0
+    journal = daemon.state / "journal.sqlite3"
+    deadline = time.monotonic() + 10
+    while not read_history(journal, "late"):
+        assert time.monotonic() < deadline, "SIGHUP to a worker thread did not reload the daemon"
+        time.sleep(0.02)
