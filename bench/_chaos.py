@@ -67,8 +67,8 @@ class ChaosError(RuntimeError):
 
 
 def _crash(rng: random.Random, what: str) -> None:
-    # Mostly ordinary exceptions; now and then a SystemExit, which is a BaseException: the
-    # supervised actor must turn it into one failed exit without taking pykka down with it.
+    # Mostly ordinary exceptions; now and then a sys.exit with a message, which a python job
+    # turns into a failed attempt with exit code 1 (as a process would), journaled as any.
     kind = rng.random()
     if kind < 0.4:
         raise ChaosError(f"chaos: {what}")

@@ -819,6 +819,11 @@ def _report_stop(run: Run) -> list[str]:
     print(f"    kept by design: {kept or 'none'}")
     if leaked:
         problems.append(f"fds still open once the tree and its manifest are gone: {leaked}")
+    # A stopped tree lets go of its fds by itself (pooled connections included): one that
+    # only the garbage collector closes is a defect too, if a milder one.
+    lingering = {fd: target for fd, target in held.items() if fd not in kept and fd not in leaked}
+    if lingering:
+        problems.append(f"fds open after the stop until the garbage collector ran: {lingering}")
     if not run.stopped:
         problems.append("the tree did not stop within 30 s")
     if procs:
