@@ -120,3 +120,13 @@ def _reset_jobfuncs() -> Iterator[None]:
     for key, event in list(jobfuncs.EVENTS.items()):
         if key.endswith(".release"):
             event.set()
+
+
+@pytest.fixture
+def procs() -> Iterator[Any]:
+    """Processes watched through pidfds; whatever a test leaves running is SIGKILLed after it."""
+    from faultkit import Watched
+
+    watched = Watched()
+    yield watched
+    watched.close()

@@ -113,13 +113,6 @@ def lines() -> Iterator[Lines]:
         yield handler
 
 
-@pytest.fixture
-def procs() -> Iterator[Watched]:
-    watched = Watched()
-    yield watched
-    watched.close()
-
-
 def unique_sleep() -> str:
     """A duration for ``sleep`` that no other process of this machine is running with."""
     return f"1000.{os.getpid()}{time.monotonic_ns() % 10**6}"

@@ -79,13 +79,6 @@ def output() -> Iterator[Output]:
         yield handler
 
 
-@pytest.fixture
-def procs() -> Iterator[Watched]:
-    watched = Watched()
-    yield watched
-    watched.close()
-
-
 def bystander() -> ActorSpec:
     """A plain actor that answers ``ping`` with its incarnation: 1 as long as nobody restarts it."""
     Recorder.incarnations.pop(BYSTANDER, None)
