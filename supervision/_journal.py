@@ -195,14 +195,14 @@ class Journal:
             self._wake.set()
 
     def _row(self, event: ev.Event) -> tuple[str, tuple[Any, ...]] | None:
-        if type(event) is ev.RestartScheduled:
-            # The one row of every restart: its JSON by hand, as json.dumps cost more than
-            # the insert. A finite float's repr is valid JSON; anything else takes the long way.
-            delay = event.delay
-            if type(delay) is float and math.isfinite(delay):
-                restart = f'{{"delay": {delay!r}, "number": {int(event.number)}}}'
-            else:
-                restart = json.dumps({"delay": delay, "number": event.number})
+        if (
+            type(event) is ev.RestartScheduled
+            and type(event.delay) is float
+            and math.isfinite(event.delay)
+        ):
+            # The one row of every restart: _decision's detail with its JSON made by hand, as
+            # json.dumps cost more than the insert (a finite float's repr is valid JSON).
+            restart = f'{{"delay": {event.delay!r}, "number": {int(event.number)}}}'
             return _DECISION, (event.at, event.path, "restart", restart)
         if isinstance(event, ev.AttemptFinished):
             return _ATTEMPT, (

@@ -232,7 +232,6 @@ class ChildRecord:
     intent: str | None = None
     waiters: list[Callable[[], None]] = field(default_factory=list)
     final_children: list[dict[str, Any]] | None = None  # a stopped group's last status nodes
-    tracked_final: bool = False  # the tracker holds a final state for it
 
 
 _RESTART_INTENTS = frozenset({"restart", "group"})
@@ -358,14 +357,11 @@ class Supervisor(SupervisedActor):
     def _track(self, rec: ChildRecord) -> None:
         if self._closing == "escalate" and rec.state is State.STOPPED:
             return  # stopped by an escalation: not settled, the parent decides their fate
-        spec, state = rec.spec, rec.state
-        if isinstance(spec, SupervisorSpec):
-            if state in FINAL:
-                self.ctx.tracker.settle_subtree(rec.path, state)
-        elif spec.finite or state in FINAL or rec.tracked_final:
-            # An endless leaf between two non-final states has nothing to record.
-            rec.tracked_final = state in FINAL
-            self.ctx.tracker.update(rec.path, state, spec.finite)
+        if isinstance(rec.spec, SupervisorSpec):
+            if rec.state in FINAL:
+                self.ctx.tracker.settle_subtree(rec.path, rec.state)
+        else:
+            self.ctx.tracker.update(rec.path, rec.state, rec.spec.finite)
 
     def _set_state(self, rec: ChildRecord, new: State) -> None:
         """The one place a child changes state: checked against the table, tracked, published."""
