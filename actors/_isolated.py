@@ -11,13 +11,14 @@ its GIL, a crash), the supervisor's own process and GIL are untouched.
 
 The call (the parent's ``sys.path``, the target, its args and kwargs) and the
 result travel through two files in a directory of the try's own (0700, made
-by ``tempfile.mkdtemp``), removed when the try ends; pickled args are never
-in argv or the environment, where ``ps`` would show them.
+by ``tempfile.mkdtemp``), removed when the try ends: args are never in argv or
+the environment, where ``ps`` would show them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import marshal
 import os
 import pickle
 import signal
@@ -62,7 +63,7 @@ def run_isolated(work: PythonWork, attempt: Attempt) -> int | None:
     Runs in the job actor's thread (greenlet). A ``Kill`` thrown into it
     meanwhile (a stop whose grace ran out) leaves no process, fd or file.
     """
-    call = _pickled_call(work)
+    call = _call(work)
     box = _Box()
     failed: CommandFailed | None = None
     try:
@@ -99,9 +100,16 @@ def _command(work: PythonWork, box: _Box) -> CommandWork:
     )
 
 
-def _pickled_call(work: PythonWork) -> bytes:
+def _call(work: PythonWork) -> bytes:
+    """The call file's bytes (see ``actors._python_call``)."""
+    call = (work.target, tuple(work.args), dict(work.kwargs))
+    path = [os.fspath(entry) for entry in sys.path if isinstance(entry, str | os.PathLike)]
     try:
-        return pickle.dumps(sys.path) + pickle.dumps((work.target, work.args, dict(work.kwargs)))
+        return marshal.dumps((path, "m", call))
+    except ValueError:
+        pass  # not plain values: pickled, which costs the child the import of pickle
+    try:
+        return marshal.dumps((path, "p", pickle.dumps(call)))
     except Exception as exc:
         raise TypeError(
             f"{work.target}: its args or kwargs cannot be sent to its child process "
@@ -144,13 +152,6 @@ def _signame(number: int) -> str:
         return f"signal {number}"
 
 
-class _Plain(pickle.Unpickler):
-    """Unpickles plain data only: a result never names a class, so nothing runs on loading it."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"a result names {module}.{name}")
-
-
 class _Box:
     """The try's private directory: the call file in, the result file out."""
 
@@ -177,7 +178,7 @@ class _Box:
         """What the child wrote; None if it wrote nothing whole (it ended first)."""
         try:
             with os.fdopen(os.open(self.result_path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as file:
-                record = _Plain(file).load()
+                record = marshal.loads(file.read())  # noqa: S302 - our child's, in our 0700 dir
         except Exception:  # missing, cut short or not plain data: no word from the child
             return None
         return record if isinstance(record, tuple) and record else None
