@@ -30,6 +30,12 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
+def segfault() -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
 def hold_the_gil() -> None:
     """Catastrophic backtracking in C: the GIL is never released, signals wait for its end."""
     re.match(r"(a+)+$", "a" * 40 + "b")
@@ -75,6 +81,12 @@ def flaky(counter: str, failures: int) -> str:
 
 def returns(value: object) -> object:
     return value
+
+
+def check_type(value: object, name: str) -> None:
+    """Fail unless ``value`` arrived as an instance of the class ``name``."""
+    if type(value).__name__ != name:
+        raise TypeError(f"got a {type(value).__name__}, expected a {name}")
 
 
 def sys_exit(code: object) -> None:

@@ -118,6 +118,14 @@ def test_os_exit_fails_the_attempt_with_its_code_and_the_supervisor_lives_on(
     assert (node["state"], node["starts"], node["last_exit"]["code"]) == ("gave_up", 3, 7)
 
 
+def test_a_crash_in_c_code_fails_the_attempt_with_its_signal(make_tree, events) -> None:
+    tree = make_tree(tree_of(isolated("seg", "segfault"), policy=ONCE), on_event=events)
+    assert tree.wait(20)
+    [attempt] = events.of(AttemptFinished, "seg")
+    assert (attempt.outcome, attempt.code) == (Outcome.FAILED, -signal.SIGSEGV)
+    assert "killed by SIGSEGV" in (attempt.error or "")
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -146,6 +154,36 @@ def test_a_child_reports_like_a_thread(make_tree, events, case) -> None:
     if func == "sys_exit" and outcome == "failed":
         errors = {a.error for a in events.of(AttemptFinished)}
         assert len(errors) == 1, errors  # the same message: "... called sys.exit(4)"
+
+
+def test_arguments_that_are_not_plain_values_arrive_as_they_were(make_tree, events) -> None:
+    from fractions import Fraction
+
+    jobs = [
+        isolated("fraction", "check_type", Fraction(1, 3), "Fraction"),
+        isolated("path", "check_type", Path("/x"), "PosixPath"),
+        isolated("plain", "check_type", {"a": [1, (2.5, None)]}, "dict"),
+    ]
+    tree = make_tree(tree_of(*jobs, policy=ONCE), on_event=events)
+    assert tree.wait(20)
+    assert {e.path: e.outcome for e in events.of(AttemptFinished)} == {
+        "fraction": Outcome.SUCCEEDED,
+        "path": Outcome.SUCCEEDED,
+        "plain": Outcome.SUCCEEDED,
+    }
+
+
+def test_the_child_imports_what_the_parent_can(make_tree, tmp_path, monkeypatch) -> None:
+    """A module beside a manifest is on the parent's sys.path: the child finds it too."""
+    folder = tmp_path / "manifest_dir"
+    folder.mkdir()
+    (folder / "isolation_probe_mod.py").write_text("def main():\n    return 5\n")
+    monkeypatch.syspath_prepend(str(folder))
+    job = python_job("m", "isolation_probe_mod:main", isolation="process")
+    tree = make_tree(tree_of(job, policy=ONCE))
+    assert tree.wait(20)
+    last = tree.status()["children"][0]["last_exit"]
+    assert (last["outcome"], last["code"]) == ("succeeded", 5)
 
 
 def test_an_exception_reaches_the_log_and_the_status_with_its_traceback(make_tree, logs) -> None:
