@@ -254,6 +254,17 @@ def test_a_blocked_service_is_stopped_within_its_grace(make_tree, events, beacon
     assert events.of(ChildExited, "svc")[-1].outcome is Outcome.STOPPED
 
 
+def test_a_waiting_child_leaves_the_other_jobs_running(make_tree, events, beacon) -> None:
+    """Under gevent the wait for the child must not block the hub."""
+    blocker = isolated("blocker", "block", beacon.path, schedule=Schedule(service=True))
+    ticker = python_job("tick", "isolatedfuncs:returns", 0, schedule=Schedule(every=0.01, times=5))
+    tree = make_tree(tree_of(blocker, ticker), on_event=events)
+    beacon.next()
+    events.reached("tick", "succeeded")
+    assert len(events.of(AttemptFinished, "tick")) == 5
+    assert tree.status()["children"][0]["state"] == "running"
+
+
 @pytest.mark.parametrize("how", ["stop", "timeout"])
 def test_a_child_ignoring_sigterm_is_sigkilled_after_the_grace(
     make_tree, events, beacon, procs, how
