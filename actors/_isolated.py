@@ -21,7 +21,6 @@ import contextlib
 import marshal
 import os
 import pickle
-import signal
 import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, Final
@@ -130,7 +129,9 @@ def _outcome(
         if isinstance(failed.__cause__, OSError):
             raise PythonExit(f"{work.target}: no child process: {failed.__cause__}", code)
         if code < 0:
-            raise PythonExit(f"{work.target}: its process was killed by {_signame(-code)}", code)
+            # CommandFailed's text ends with the signal's name: "... killed by SIGTERM".
+            killed_by = str(failed).rpartition(" killed by ")[2]
+            raise PythonExit(f"{work.target}: its process was killed by {killed_by}", code)
         raise PythonExit(f"{work.target}: its process ended with exit code {code}", code)
     match record:
         case ("returned", int() | None as returned):
@@ -143,13 +144,6 @@ def _outcome(
             head = f"{name}: {message}" if message else name
             raise PythonError(f"{head}\n{text}", tuple(names))
     raise PythonExit(f"{work.target}: its process reported {record!r}", 1)
-
-
-def _signame(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 class _Box:

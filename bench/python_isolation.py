@@ -34,10 +34,12 @@ RUNTIME = runtime_from_argv()
 install(RUNTIME)  # first thing: under gevent this monkey-patches the process
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import math  # noqa: E402
 import resource  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from typing import Any  # noqa: E402
 
 from _common import add_runtime_arg, jv_threads_alive, machine, median, silence_logs  # noqa: E402
 
@@ -91,46 +93,39 @@ def work_round(isolation: str, runs: int) -> tuple[float, float, float]:
     return clock.per_run(runs)
 
 
-class Attempts:
-    """Counts ``AttemptFinished`` events; ``wait(n)`` returns once ``n`` have come."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.cond = threading.Condition()
-
-    def __call__(self, event: object) -> None:
-        if isinstance(event, AttemptFinished):
-            with self.cond:
-                self.count += 1
-                self.cond.notify_all()
-
-    def wait(self, n: int) -> None:
-        with self.cond:
-            if not self.cond.wait_for(lambda: self.count >= n, timeout=120):
-                raise RuntimeError(f"only {self.count} of {n} attempts in 120s")
-
-
 def end_to_end_round(isolation: str, runs: int, warmup: int) -> tuple[float, float, float]:
-    policy = RestartPolicy(
-        backoff=Backoff(initial=0, max=0, jitter=0),
-        intensity=Intensity(max_restarts=10**9, within=60),
-    )
+    """µs per attempt of a permanent once-job restarted at once: a fresh job actor each time."""
     work = PythonWork(target=TARGET, args=(4,), isolation=isolation)
+    never_give_up = RestartPolicy(
+        backoff=Backoff(initial=0, max=0, jitter=0), intensity=Intensity(max_restarts=10**9)
+    )
+    finished = itertools.count(1)
+    timed: list[Any] = []  # the Clock started after the warm-up, then the figures
+    done = threading.Event()
+
+    def on_event(event: object) -> None:  # the supervisor's thread
+        if not isinstance(event, AttemptFinished) or done.is_set():
+            return
+        n = next(finished)
+        if n == warmup:
+            timed.append(Clock())
+        elif n == warmup + runs:
+            timed.append(timed[0].per_run(runs))
+            done.set()
+
     job = JobSpec(name="sqrt", work=work, restart=RestartType.PERMANENT)
-    attempts = Attempts()
-    spec = SupervisorSpec(name="bench", policy=policy, children=(job,))
-    tree = start_tree(spec, RUNTIME, on_event=attempts)
+    tree = start_tree(
+        SupervisorSpec(name="bench", policy=never_give_up, children=(job,)),
+        RUNTIME,
+        on_event=on_event,
+    )
     try:
-        attempts.wait(warmup)
-        with attempts.cond:
-            first = attempts.count
-        clock = Clock()
-        attempts.wait(first + runs)
-        result = clock.per_run(runs)
+        if not done.wait(120):
+            raise RuntimeError(f"not {warmup + runs} attempts in 120s")
     finally:
         if not tree.stop(timeout=30):
             raise RuntimeError("tree did not stop")
-    return result
+    return timed[1]  # type: ignore[no-any-return]
 
 
 BARE, THREAD, PROCESS = "bare call", "thread attempt", "process attempt"
@@ -179,10 +174,8 @@ def main() -> int:
         f"  overhead of an attempt over the bare call: thread {thread:.1f} µs, "
         f"process {process:.1f} µs ({process / thread:.0f}x the thread's)"
     )
-    left = jv_threads_alive()
-    if left:
-        print(f"  threads left behind: {left}", file=sys.stderr)
-        return 1
+    if jv_threads_alive():
+        sys.exit(f"  threads left behind: {jv_threads_alive()}")
     return 0
 
 
