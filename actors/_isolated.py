@@ -10,9 +10,9 @@ should jobvisor die. Whatever the child does (``os._exit``, C code that holds
 its GIL, a crash), the supervisor's own process and GIL are untouched.
 
 The call (the parent's ``sys.path``, the target, its args and kwargs) and the
-result travel through two files in a directory of the try's own (0700, made
-by ``tempfile.mkdtemp``), removed when the try ends: args are never in argv or
-the environment, where ``ps`` would show them.
+result travel through two files in a directory of the try's own (0700, with a
+random name in the temporary directory), removed when the try ends: args are
+never in argv or the environment, where ``ps`` would show them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import pickle
 import sys
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from actors import _python_call
@@ -163,7 +164,10 @@ class _Box:
         return f"{self.dir}/result"
 
     def open(self, call: bytes) -> None:
-        self.dir = tempfile.mkdtemp(prefix=f"jobvisor-py-{os.getpid()}-")
+        # Not mkdtemp: a Kill landing after its mkdir would lose the name, and the directory.
+        # The name is kept first; close() removes whatever of it exists.
+        self.dir = f"{tempfile.gettempdir()}/jobvisor-py-{os.getpid()}-{os.urandom(8).hex()}"
+        Path(self.dir).mkdir(mode=0o700)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         with os.fdopen(os.open(self.call_path, flags, 0o600), "wb") as file:
             file.write(call)
