@@ -61,7 +61,8 @@ def run_isolated(work: PythonWork, attempt: Attempt) -> int | None:
     """Run one try of ``work`` in a child process; return or raise as the call did in a thread.
 
     Runs in the job actor's thread (greenlet). A ``Kill`` thrown into it
-    meanwhile (a stop whose grace ran out) leaves no process, fd or file.
+    meanwhile (a stop whose grace ran out) leaves no file behind; the child
+    and its pipes are ``CommandWork.run``'s to end and close.
     """
     call = _call(work)
     box = _Box()
