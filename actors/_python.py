@@ -1,46 +1,36 @@
-"""The ``python`` job kind: call ``module:function`` with ``args`` and ``kwargs``."""
+"""The ``python`` job kind: call ``module:function`` with ``args`` and ``kwargs``.
+
+In the job actor's thread (``isolation: "thread"``, the default), or in a
+child process per try (``"process"``, see ``actors._isolated``).
+"""
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import re
-import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from actors._errors import JobFailure, SpecError
+from actors._python_call import call_target, exit_code, resolve_target
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from actors._job import Attempt
 
-__all__ = ["PythonExit", "PythonWork", "resolve_target"]
+__all__ = ["ISOLATIONS", "PythonExit", "PythonWork", "resolve_target", "sys_exit_failure"]
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-def resolve_target(target: str) -> Callable[..., Any]:
-    """Import ``module:attr.path`` and return the callable it names.
-
-    Raises ``ImportError``/``AttributeError``/``TypeError`` with the target in
-    the message; the job actor turns them into a failed attempt.
-    """
-    module_name, _, attr_path = target.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, sys.intern(part))  # interned: no new string per attempt
-        except AttributeError:
-            raise AttributeError(f"{target}: module {module_name!r} has no {attr_path!r}") from None
-    if not callable(obj):
-        raise TypeError(f"{target} is a {type(obj).__name__}, not a function")
-    return obj  # type: ignore[no-any-return]
+ISOLATIONS: Final = ("thread", "process")
 
 
 class PythonExit(JobFailure):
-    """A python job called ``sys.exit`` with a non-zero code; ``code`` is that code."""
+    """A python job ended with a non-zero code; ``code`` is that code.
+
+    It called ``sys.exit`` with it, or (``isolation: process``) its process
+    ended without a result: ``os._exit(n)`` gives ``n``, and a signal ``N``
+    gives ``-N``, as for a command.
+    """
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
@@ -50,12 +40,9 @@ class PythonExit(JobFailure):
         return (type(self), (str(self), self.code))
 
 
-def _exit_code(code: object) -> int:
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return int(code)  # sys.exit(False) is 0 and sys.exit(True) is 1, as for Python itself
-    return 1
+def sys_exit_failure(target: str, shown: str, code: int) -> PythonExit:
+    """The failure of a call that ran ``sys.exit`` with a non-zero code (``shown``: its repr)."""
+    return PythonExit(f"{target} called sys.exit({shown})", code)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,51 +51,82 @@ class PythonWork:
 
     The call's return value is ignored unless it is an int, which becomes the
     attempt's exit code. An exception fails the attempt.
+
+    ``isolation``: ``"thread"`` calls it in the job actor's thread;
+    ``"process"`` in a new child process per try, which a timeout or a stop
+    ends like a command (SIGTERM to its process group, SIGKILL ``grace``
+    seconds later), whatever the call does. ``grace`` applies to ``process``
+    only: a thread cannot be signalled.
     """
 
     kind: ClassVar[str] = "python"
     target: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    isolation: str = "thread"
+    grace: float = 5.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not _TARGET.match(self.target):
             raise SpecError(
                 f"python target must look like 'package.module:function', got {self.target!r}"
             )
+        if self.isolation not in ISOLATIONS:
+            raise SpecError(f"python isolation: expected thread or process, got {self.isolation!r}")
+        if not isinstance(self.grace, int | float) or self.grace < 0:
+            raise SpecError(f"stop.grace: expected a duration >= 0, got {self.grace!r}")
 
     def run(self, attempt: Attempt) -> int | None:
-        del attempt
-        func = resolve_target(self.target)
-        try:
-            result = func(*self.args, **dict(self.kwargs))
-            if inspect.iscoroutine(result):
-                import asyncio  # noqa: PLC0415 - on first use: most jobs are not coroutines
+        if self.isolation == "process":
+            from actors._isolated import run_isolated  # noqa: PLC0415 - loads the command kind
 
-                result = asyncio.run(result)
+            return run_isolated(self, attempt)
+        del attempt
+        try:
+            return call_target(self.target, self.args, dict(self.kwargs))
         except SystemExit as exc:
             # As for a process: sys.exit(n) ends the attempt with code n, None is 0 and
             # anything else is 1. Never let it through: it would end the actor unreported.
-            code = _exit_code(exc.code)
+            code = exit_code(exc.code)
             if code == 0:
                 return 0
-            raise PythonExit(f"{self.target} called sys.exit({exc.code!r})", code) from None
-        return result if isinstance(result, int) and not isinstance(result, bool) else None
+            raise sys_exit_failure(self.target, repr(exc.code), code) from None
 
     def cancel(self, attempt: Attempt) -> None:
-        # Python code cannot be stopped from outside but by the kill at the end of
-        # the grace period; cooperative code watches attempt.cancelled instead.
-        del attempt
+        # A thread cannot be stopped from outside but by the kill at the end of the grace
+        # period; cooperative code watches attempt.cancelled instead. A process gets SIGTERM.
+        if self.isolation == "process":
+            from actors._isolated import cancel_child  # noqa: PLC0415
+
+            cancel_child(self, attempt)
+
+    @property
+    def kill(self) -> Callable[[Attempt], None] | None:
+        """SIGKILL the attempt's child at once (``process``); None for a thread, which cannot.
+
+        The job actor reads a work's ``kill`` as "stops itself on cancel": a
+        process keeps its grace and is reported once it has ended.
+        """
+        return self._kill_child if self.isolation == "process" else None
+
+    def _kill_child(self, attempt: Attempt) -> None:
+        from actors._isolated import kill_child  # noqa: PLC0415
+
+        kill_child(self, attempt)
 
     def describe(self) -> str:
         return self.target
 
     def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool:
-        """Any exception by default; with ``on``, only exceptions of those class names."""
+        """Any exception by default; with ``on``, only exceptions of those class names.
+
+        An exception of a child process (``PythonError``) matches by the
+        classes of the child's exception.
+        """
         if not on:
             return True
-        names = {cls.__name__ for cls in type(exc).__mro__}
-        return bool(names.intersection(on))
+        names = getattr(exc, "type_names", None) or {cls.__name__ for cls in type(exc).__mro__}
+        return not set(on).isdisjoint(names)
 
     def retry_after(self, exc: BaseException) -> float | None:
         del exc

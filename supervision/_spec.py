@@ -219,11 +219,18 @@ def python_job(
     schedule: Schedule | None = None,
     restart: RestartType = RestartType.TRANSIENT,
     grace: float = DEFAULT_GRACE,
+    isolation: str = "thread",
 ) -> JobSpec:
-    """Shorthand for a ``python`` job calling ``target`` (``"module:function"``)."""
+    """Shorthand for a ``python`` job calling ``target`` (``"module:function"``).
+
+    ``isolation="process"`` runs each try in a child process (see ``PythonWork``).
+    """
+    work = PythonWork(
+        target=target, args=args, kwargs=dict(kwargs or {}), isolation=isolation, grace=grace
+    )
     return JobSpec(
         name=name,
-        work=PythonWork(target=target, args=args, kwargs=dict(kwargs or {})),
+        work=work,
         schedule=schedule or Schedule(),
         restart=restart,
         grace=grace,

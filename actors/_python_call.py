@@ -1,0 +1,143 @@
+"""One call of a python job's target, as both isolations make it; run as a script, a child's main.
+
+``isolation: thread`` calls ``call_target`` in the job actor's thread.
+``isolation: process`` runs this file as a script in a new interpreter
+(``python -u _python_call.py CALL RESULT``, see ``actors._isolated``): it
+reads the parent's ``sys.path`` and the call from the file ``CALL``, makes
+the call, writes what happened to the file ``RESULT`` and ends the process.
+Run by its path, it loads no module of jobvisor (nor the ``actors``
+package), so a child starts about as fast as a bare interpreter; that is why
+this module imports nothing of ours, and nothing that a bare interpreter has
+not loaded already but ``marshal`` (``pickle`` alone costs a child 15 ms).
+
+The call file is ``marshal`` data: ``(sys.path, "m", (target, args, kwargs))``
+when args and kwargs are plain values (what a manifest gives), else
+``(sys.path, "p", PICKLE)``. A result is plain ``marshal`` data too::
+
+    ("returned", CODE)                   CODE: an int the call returned, else None
+    ("exit", CODE, SHOWN)                sys.exit(x): CODE as a process gets it, SHOWN = repr(x)
+    ("raised", NAME, NAMES, TEXT, TB)    an exception: its class name, the names of the
+                                         classes it derives from (for ``retry.on``), str(exc)
+                                         and the traceback text
+"""
+
+from __future__ import annotations
+
+import importlib
+import marshal
+import os
+import sys
+
+TYPE_CHECKING = False  # typing itself costs a child 16 ms: mypy alone reads the imports below
+if TYPE_CHECKING:
+    from typing import Any
+
+
+async def _coroutine() -> None:
+    pass
+
+
+# types.CoroutineType, as the types module gets it, without loading that module.
+_probe = _coroutine()
+_CoroutineType = type(_probe)
+_probe.close()
+del _probe
+
+
+def resolve_target(target: str) -> Any:
+    """Import ``module:attr.path`` and return the callable it names.
+
+    Raises ``ImportError``/``AttributeError``/``TypeError`` with the target in
+    the message; the job actor turns them into a failed attempt.
+    """
+    module_name, _, attr_path = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, sys.intern(part))  # interned: no new string per attempt
+        except AttributeError:
+            raise AttributeError(f"{target}: module {module_name!r} has no {attr_path!r}") from None
+    if not callable(obj):
+        raise TypeError(f"{target} is a {type(obj).__name__}, not a function")
+    return obj
+
+
+def call_target(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """Call ``target``; a coroutine function runs in its own event loop.
+
+    Returns the attempt's exit code: the call's result if it is an int (not
+    a bool), else None. Exceptions, ``SystemExit`` too, go to the caller.
+    """
+    result = resolve_target(target)(*args, **kwargs)
+    if isinstance(result, _CoroutineType):
+        import asyncio  # noqa: PLC0415 - on first use: most jobs are not coroutines
+
+        result = asyncio.run(result)
+    return result if isinstance(result, int) and not isinstance(result, bool) else None
+
+
+def exit_code(code: object) -> int:
+    """The exit code of ``sys.exit(code)``, as Python gives it to a process."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return int(code)  # sys.exit(False) is 0 and sys.exit(True) is 1, as for Python itself
+    return 1
+
+
+def _raised(exc: BaseException) -> tuple[Any, ...]:
+    import traceback  # noqa: PLC0415 - only when a call fails
+
+    shown = traceback.TracebackException.from_exception(exc)
+    # Our own frames (the call, the import of the target) are not the user's business.
+    shown.stack = traceback.StackSummary.from_list(
+        [frame for frame in shown.stack if frame.filename != __file__]
+    )
+    text = "".join(shown.format()).rstrip("\n")
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ fails still fails the call
+        message = f"<unprintable {type(exc).__name__}>"
+    names = tuple(cls.__name__ for cls in type(exc).__mro__)
+    return ("raised", type(exc).__name__, names, message, text)
+
+
+def _call_from(path: str) -> tuple[Any, ...]:
+    """Read the call and make it; what happened, as a result record."""
+    try:
+        # Written by our parent into a directory only this user can enter (0700).
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as file:
+            sys.path[:], how, call = marshal.loads(file.read())  # noqa: S302 - see above
+        if how == "p":
+            import pickle  # noqa: PLC0415 - only for args that are not plain values
+
+            call = pickle.loads(call)  # noqa: S301 - after sys.path: it may import the user's
+        target, args, kwargs = call
+        code = call_target(target, args, kwargs)
+    except SystemExit as exc:
+        return ("exit", exit_code(exc.code), repr(exc.code))
+    except BaseException as exc:  # every way a call fails is reported
+        return _raised(exc)
+    return ("returned", code)
+
+
+def main(argv: list[str]) -> None:
+    """A child's main: make the call, write the result, end the process at once.
+
+    ``os._exit``: the attempt is over once the call returns, as it is in a
+    thread, so nothing the call left (threads, atexit hooks) may hold it up.
+    """
+    record = _call_from(argv[1])
+    fd = os.open(argv[2], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(marshal.dumps(record))
+    for stream in (sys.stdout, sys.stderr):
+        try:  # noqa: SIM105 - contextlib would cost every child its import
+            stream.flush()
+        except Exception:  # noqa: S110 - a closed stream: nothing left to flush
+            pass
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

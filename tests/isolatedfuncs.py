@@ -1,0 +1,102 @@
+"""Functions that ``isolation: process`` jobs of the tests call in their child process.
+
+A child shares no memory with the test, so these report through the file
+system: ``announce`` writes the child's pid (and any other pid it started) as
+one line to a FIFO the test reads (see ``Beacon`` in ``test_isolation``).
+Only the standard library is imported, so a child starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def announce(fifo: str, *pids: int) -> None:
+    """Tell the test this child runs: one line ``PID [PID...]`` on the FIFO."""
+    fd = os.open(fifo, os.O_WRONLY)
+    try:
+        os.write(fd, (" ".join(str(p) for p in (os.getpid(), *pids)) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def exit_now(code: int) -> None:
+    os._exit(code)
+
+
+def segfault() -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def hold_the_gil() -> None:
+    """Catastrophic backtracking in C: the GIL is never released, signals wait for its end."""
+    re.match(r"(a+)+$", "a" * 40 + "b")
+
+
+def _deeper(message: str) -> None:
+    raise ValueError(message)
+
+
+def boom(message: str) -> None:
+    _deeper(message)
+
+
+def block(fifo: str) -> None:
+    announce(fifo)
+    time.sleep(1000)
+
+
+def stubborn(fifo: str) -> None:
+    """Ignore SIGTERM: only SIGKILL ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    announce(fifo)
+    while True:
+        time.sleep(1000)
+
+
+def with_grandchild(fifo: str) -> None:
+    """Start a process in our group (it is not ours to stop), then block."""
+    grandchild = subprocess.Popen(["sleep", "1000"])
+    announce(fifo, grandchild.pid)
+    time.sleep(1000)
+
+
+def flaky(counter: str, failures: int) -> str:
+    """Raise ConnectionError on the first ``failures`` calls, counted in the file ``counter``."""
+    path = Path(counter)
+    n = int(path.read_text() or 0) + 1 if path.exists() else 1
+    path.write_text(str(n))
+    if n <= failures:
+        raise ConnectionError(f"call {n} refused")
+    return "ok"
+
+
+def returns(value: object) -> object:
+    return value
+
+
+def check_type(value: object, name: str) -> None:
+    """Fail unless ``value`` arrived as an instance of the class ``name``."""
+    if type(value).__name__ != name:
+        raise TypeError(f"got a {type(value).__name__}, expected a {name}")
+
+
+def sys_exit(code: object) -> None:
+    sys.exit(code)
+
+
+async def async_returns(value: int) -> int:
+    return value
+
+
+def print_lines(text: str) -> None:
+    print(text)
+    print("to stderr", file=sys.stderr)

@@ -1,0 +1,421 @@
+"""``isolation: process``: each attempt of a python job runs in a child process of its own.
+
+Real trees, real child processes and real signals. A child reports through
+a FIFO (``Beacon``): the test learns its pid the moment it runs, and then
+watches it through a pidfd (the ``procs`` fixture). The functions the
+children run are in ``isolatedfuncs``.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_leaks import children, fds, zombies
+
+from actors import Attempt
+from supervision import (
+    AttemptFinished,
+    Backoff,
+    ChildExited,
+    Intensity,
+    JobSpec,
+    Outcome,
+    PythonWork,
+    RestartPolicy,
+    RestartType,
+    RetrySpec,
+    RetryWait,
+    Schedule,
+    SpecError,
+    SupervisorSpec,
+    python_job,
+)
+
+FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
+ONCE = RestartPolicy(intensity=Intensity(max_restarts=0))
+
+
+def tree_of(*jobs: Any, policy: RestartPolicy = FAST) -> SupervisorSpec:
+    return SupervisorSpec(policy=policy, children=jobs)
+
+
+def isolated(name: str, func: str, *args: Any, **kwargs: Any) -> JobSpec:
+    return python_job(name, f"isolatedfuncs:{func}", *args, isolation="process", **kwargs)
+
+
+class Beacon:
+    """A FIFO that children write ``PID [PID...]`` lines to; ``next()`` waits for one line.
+
+    The test holds a write end too, so the FIFO never reports a hang-up
+    between two children.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        os.mkfifo(self.path, 0o600)
+        self._read = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        self._keep = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+        self._pending = b""
+
+    def next(self, timeout: float = 10.0) -> list[int]:
+        deadline = time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self._read, select.POLLIN)
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            assert left > 0, "no child reported in time"
+            if poller.poll(int(left * 1000) + 1):
+                self._pending += os.read(self._read, 4096)
+        line, _, self._pending = self._pending.partition(b"\n")
+        return [int(p) for p in line.split()]
+
+    def close(self) -> None:
+        os.close(self._read)
+        os.close(self._keep)
+
+
+@pytest.fixture
+def beacon(tmp_path: Path) -> Any:
+    b = Beacon(tmp_path / "beacon")
+    yield b
+    b.close()
+
+
+# -- the spec ------------------------------------------------------------------------------------
+
+
+def test_isolation_is_thread_by_default_and_checked() -> None:
+    assert PythonWork(target="m:f").isolation == "thread"
+    assert python_job("j", "m:f", isolation="process").work.isolation == "process"
+    with pytest.raises(SpecError, match=r"isolation: expected thread or process, got 'fork'"):
+        PythonWork(target="m:f", isolation="fork")
+    with pytest.raises(SpecError, match=r"grace: expected a duration >= 0"):
+        PythonWork(target="m:f", isolation="process", grace=-1)
+
+
+# -- a child that ends itself --------------------------------------------------------------------
+
+
+def test_os_exit_fails_the_attempt_with_its_code_and_the_supervisor_lives_on(
+    make_tree, events
+) -> None:
+    """In a thread, os._exit(7) would end this very test process with 7."""
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=2)
+    )
+    tree = make_tree(tree_of(isolated("x", "exit_now", 7), policy=policy), on_event=events)
+    assert tree.wait(20)
+    attempts = events.of(AttemptFinished, "x")
+    assert [(a.outcome, a.code) for a in attempts] == [(Outcome.FAILED, 7)] * 3
+    assert "exit code 7" in (attempts[0].error or "")
+    node = tree.status()["children"][0]
+    assert (node["state"], node["starts"], node["last_exit"]["code"]) == ("gave_up", 3, 7)
+
+
+def test_a_crash_in_c_code_fails_the_attempt_with_its_signal(make_tree, events) -> None:
+    tree = make_tree(tree_of(isolated("seg", "segfault"), policy=ONCE), on_event=events)
+    assert tree.wait(20)
+    [attempt] = events.of(AttemptFinished, "seg")
+    assert (attempt.outcome, attempt.code) == (Outcome.FAILED, -signal.SIGSEGV)
+    assert "killed by SIGSEGV" in (attempt.error or "")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("returns", 3, "succeeded", 3),
+        ("returns", "text", "succeeded", None),
+        ("returns", True, "succeeded", None),
+        ("sys_exit", 4, "failed", 4),
+        ("sys_exit", 0, "succeeded", 0),
+        ("sys_exit", None, "succeeded", 0),
+        ("sys_exit", "bye", "failed", 1),
+        ("async_returns", 7, "succeeded", 7),
+        ("exit_now", 0, "succeeded", 0),
+    ],
+)
+def test_a_child_reports_like_a_thread(make_tree, events, case) -> None:
+    """Return values and exits end the attempt alike in both isolations."""
+    func, arg, outcome, code = case
+    jobs = [python_job(i, f"isolatedfuncs:{func}", arg, isolation=i) for i in ("thread", "process")]
+    if func == "exit_now":
+        jobs = jobs[1:]  # in a thread it would end this test process
+    tree = make_tree(tree_of(*jobs, policy=ONCE), on_event=events)
+    assert tree.wait(20)
+    for job in jobs:
+        [attempt] = events.of(AttemptFinished, job.name)
+        assert (attempt.outcome.value, attempt.code) == (outcome, code), job.name
+    if func == "sys_exit" and outcome == "failed":
+        errors = {a.error for a in events.of(AttemptFinished)}
+        assert len(errors) == 1, errors  # the same message: "... called sys.exit(4)"
+
+
+def test_arguments_that_are_not_plain_values_arrive_as_they_were(make_tree, events) -> None:
+    from fractions import Fraction
+
+    jobs = [
+        isolated("fraction", "check_type", Fraction(1, 3), "Fraction"),
+        isolated("path", "check_type", Path("/x"), "PosixPath"),
+        isolated("plain", "check_type", {"a": [1, (2.5, None)]}, "dict"),
+    ]
+    tree = make_tree(tree_of(*jobs, policy=ONCE), on_event=events)
+    assert tree.wait(20)
+    assert {e.path: e.outcome for e in events.of(AttemptFinished)} == {
+        "fraction": Outcome.SUCCEEDED,
+        "path": Outcome.SUCCEEDED,
+        "plain": Outcome.SUCCEEDED,
+    }
+
+
+def test_the_child_imports_what_the_parent_can(make_tree, tmp_path, monkeypatch) -> None:
+    """A module beside a manifest is on the parent's sys.path: the child finds it too."""
+    folder = tmp_path / "manifest_dir"
+    folder.mkdir()
+    (folder / "isolation_probe_mod.py").write_text("def main():\n    return 5\n")
+    monkeypatch.syspath_prepend(str(folder))
+    job = python_job("m", "isolation_probe_mod:main", isolation="process")
+    tree = make_tree(tree_of(job, policy=ONCE))
+    assert tree.wait(20)
+    last = tree.status()["children"][0]["last_exit"]
+    assert (last["outcome"], last["code"]) == ("succeeded", 5)
+
+
+def test_an_exception_reaches_the_log_and_the_status_with_its_traceback(make_tree, logs) -> None:
+    tree = make_tree(tree_of(isolated("b", "boom", "it broke"), policy=ONCE))
+    assert tree.wait(20)
+    error = tree.status()["children"][0]["last_exit"]["error"]
+    assert error.startswith("ValueError: it broke\nTraceback (most recent call last):")
+    assert 'isolatedfuncs.py", line' in error
+    assert "in _deeper" in error
+    assert "_python_call" not in error  # our own frames are not the user's business
+    logged = [r.message for r in logs.records if "attempt 1 failed" in r.message]
+    assert logged
+    assert "in _deeper" in logged[0]
+
+
+def test_an_import_error_in_the_child_fails_the_attempt(make_tree) -> None:
+    tree = make_tree(tree_of(python_job("m", "no_such_module_xyz:main", isolation="process")))
+    assert tree.wait(20)
+    error = tree.status()["children"][0]["last_exit"]["error"]
+    assert error.startswith("ModuleNotFoundError: No module named 'no_such_module_xyz'")
+
+
+def test_arguments_that_cannot_reach_a_child_fail_the_attempt_clearly(make_tree) -> None:
+    job = python_job("p", "isolatedfuncs:returns", lambda: 1, isolation="process")
+    tree = make_tree(tree_of(job, policy=ONCE))
+    assert tree.wait(20)
+    error = tree.status()["children"][0]["last_exit"]["error"]
+    assert "cannot be sent to its child process" in error
+
+
+def test_output_of_the_child_is_logged_line_by_line(make_tree, logs) -> None:
+    tree = make_tree(tree_of(isolated("o", "print_lines", "hello {there}"), policy=ONCE))
+    assert tree.wait(20)
+    lines = [r.message for r in logs.records if r.channel == "actors.command"]
+    assert "o[1] hello {there}" in lines
+    assert "o[1] to stderr" in lines
+
+
+# -- timeouts and stops --------------------------------------------------------------------------
+
+
+def test_a_gil_holding_call_times_out_and_is_killed(make_tree, events) -> None:
+    """In a thread, the regex would hold the GIL for minutes and freeze the supervisor."""
+    job = isolated(
+        "re", "hold_the_gil", schedule=Schedule(timeout=1), restart=RestartType.TEMPORARY
+    )
+    started = time.monotonic()
+    tree = make_tree(tree_of(job), on_event=events)
+    assert tree.wait(10)
+    elapsed = time.monotonic() - started
+    [exit_] = events.of(ChildExited, "re")
+    assert exit_.outcome is Outcome.TIMEOUT
+    assert "timed out after 1" in (exit_.error or "")
+    assert elapsed < 5, elapsed  # SIGTERM ends it at once: no waiting for the 5s grace
+
+
+def test_a_blocked_service_is_stopped_within_its_grace(make_tree, events, beacon, procs) -> None:
+    job = isolated("svc", "block", beacon.path, schedule=Schedule(service=True), grace=5)
+    tree = make_tree(tree_of(job), on_event=events)
+    [pid] = beacon.next()
+    procs.add(pid)
+    events.reached("svc", "running")
+    started = time.monotonic()
+    tree.stop_child("svc")
+    events.reached("svc", "stopped")
+    assert time.monotonic() - started < 2.5  # SIGTERM, not the 5s grace
+    assert procs.dead(pid, 5)
+    assert events.of(ChildExited, "svc")[-1].outcome is Outcome.STOPPED
+
+
+def test_a_waiting_child_leaves_the_other_jobs_running(make_tree, events, beacon) -> None:
+    """Under gevent the wait for the child must not block the hub."""
+    blocker = isolated("blocker", "block", beacon.path, schedule=Schedule(service=True))
+    ticker = python_job("tick", "isolatedfuncs:returns", 0, schedule=Schedule(every=0.01, times=5))
+    tree = make_tree(tree_of(blocker, ticker), on_event=events)
+    beacon.next()
+    events.reached("tick", "succeeded")
+    assert len(events.of(AttemptFinished, "tick")) == 5
+    assert tree.status()["children"][0]["state"] == "running"
+
+
+@pytest.mark.parametrize("how", ["stop", "timeout"])
+def test_a_child_ignoring_sigterm_is_sigkilled_after_the_grace(
+    make_tree, events, beacon, procs, how
+) -> None:
+    schedule = Schedule(service=True) if how == "stop" else Schedule(timeout=0.5)
+    job = isolated(
+        "st", "stubborn", beacon.path, schedule=schedule, grace=0.5, restart=RestartType.TEMPORARY
+    )
+    tree = make_tree(tree_of(job), on_event=events)
+    [pid] = beacon.next()
+    procs.add(pid)
+    started = time.monotonic()
+    if how == "stop":
+        events.reached("st", "running")
+        tree.stop_child("st")
+    assert procs.dead(pid, 10)
+    assert time.monotonic() - started >= 0.4  # it outlived SIGTERM until the grace ran out
+    if how == "stop":
+        events.reached("st", "stopped")
+        # The job's grace and the work's end together: killed by the supervisor, or stopped
+        # when the child's SIGKILL came first.
+        assert events.of(ChildExited, "st")[-1].outcome in (Outcome.KILLED, Outcome.STOPPED)
+    else:
+        events.reached("st", "failed")
+        assert events.of(ChildExited, "st")[-1].outcome is Outcome.TIMEOUT
+
+
+def test_stopping_the_tree_leaves_no_process_no_zombie_and_no_fd(
+    make_tree, events, beacon, procs
+) -> None:
+    # First use starts what a process keeps (the command warden): not part of the check.
+    primer = make_tree(tree_of(isolated("p", "returns", 0)))
+    assert primer.wait(20)
+    assert primer.stop(20)
+    fds0, children0 = fds(), children()
+
+    jobs = [
+        isolated(f"g{i}", "with_grandchild", beacon.path, schedule=Schedule(service=True))
+        for i in range(2)
+    ]
+    tree = make_tree(tree_of(*jobs), on_event=events)
+    pids = beacon.next() + beacon.next()
+    procs.add(*pids)
+    assert tree.stop(20)
+    for pid in pids:  # the children and the grandchildren they left in their groups
+        assert procs.dead(pid, 5), pid
+    assert zombies() == []
+    assert set(children()) <= set(children0)
+    watching = set(procs.fds.values())  # the test's own pidfds
+    assert {(fd, to) for fd, to in fds().items() if fd not in watching} <= set(fds0.items())
+    assert [e.outcome for e in events.of(ChildExited)] == [Outcome.STOPPED] * 2
+
+
+def test_restart_cycles_of_an_isolated_job_leave_nothing_behind(make_tree, events) -> None:
+    primer = make_tree(tree_of(isolated("p", "returns", 0)))
+    assert primer.wait(20)
+    assert primer.stop(20)
+    fds0, children0 = fds(), children()
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0, max=0, jitter=0), intensity=Intensity(max_restarts=19)
+    )
+    tree = make_tree(tree_of(isolated("c", "boom", "again"), policy=policy), on_event=events)
+    assert tree.wait(60)
+    assert len(events.of(ChildExited, "c")) == 20
+    assert tree.stop(20)
+    assert zombies() == []
+    assert set(children()) <= set(children0)
+    assert set(fds().items()) <= set(fds0.items())
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"jobvisor-py-{os.getpid()}-*"))
+
+
+# -- retry inside the attempt --------------------------------------------------------------------
+
+
+def test_retry_runs_each_try_in_a_new_child(make_tree, events, logs, tmp_path) -> None:
+    counter = tmp_path / "calls"
+    retry = RetrySpec(attempts=3, wait=RetryWait(initial=0.001, max=0.001, jitter=0))
+    job = JobSpec(
+        name="r",
+        work=PythonWork(target="isolatedfuncs:flaky", args=(str(counter), 2), isolation="process"),
+        retry=retry,
+    )
+    tree = make_tree(tree_of(job, policy=ONCE), on_event=events)
+    assert tree.wait(20)
+    [attempt] = events.of(AttemptFinished, "r")
+    assert attempt.outcome is Outcome.SUCCEEDED
+    assert counter.read_text() == "3"
+    retried = [r.message for r in logs.records if "retrying in" in r.message]
+    assert len(retried) == 2
+    assert "ConnectionError: call 1 refused" in retried[0]
+
+
+def test_retry_on_names_the_exception_classes_of_the_child(make_tree, events, tmp_path) -> None:
+    counter = tmp_path / "calls"
+    wait = RetryWait(initial=0.001, max=0.001, jitter=0)
+    job = JobSpec(
+        name="r",
+        work=PythonWork(target="isolatedfuncs:flaky", args=(str(counter), 5), isolation="process"),
+        retry=RetrySpec(attempts=3, wait=wait, on=("OSError",)),  # ConnectionError's base
+    )
+    other = JobSpec(
+        name="n",
+        work=PythonWork(
+            target="isolatedfuncs:flaky", args=(str(tmp_path / "n"), 5), isolation="process"
+        ),
+        retry=RetrySpec(attempts=3, wait=wait, on=("KeyError",)),
+    )
+    tree = make_tree(tree_of(job, other, policy=ONCE), on_event=events)
+    assert tree.wait(20)
+    assert counter.read_text() == "3"
+    assert (tmp_path / "n").read_text() == "1"
+
+
+# -- the work on its own -------------------------------------------------------------------------
+
+
+def test_a_cancel_before_the_child_runs_ends_it_at_once() -> None:
+    work = PythonWork(target="isolatedfuncs:hold_the_gil", isolation="process", grace=5)
+    attempt = Attempt("w", 1, time.time())
+    work.cancel(attempt)
+    started = time.monotonic()
+    with pytest.raises(Exception, match="SIGTERM"):
+        work.run(attempt)
+    assert time.monotonic() - started < 3
+
+
+def test_kill_ends_a_stubborn_child_at_once(beacon, procs) -> None:
+    import threading
+
+    work = PythonWork(target="isolatedfuncs:stubborn", args=(beacon.path,), isolation="process")
+    attempt = Attempt("w", 1, time.time())
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work.run(attempt)
+        except Exception as exc:
+            errors.append(exc)
+
+    runner = threading.Thread(target=run, name="test-isolated-kill")
+    runner.start()
+    [pid] = beacon.next()
+    procs.add(pid)
+    assert work.kill is not None
+    work.kill(attempt)
+    runner.join(5)
+    assert not runner.is_alive()
+    assert procs.dead(pid, 1)
+    assert [getattr(e, "code", None) for e in errors] == [-signal.SIGKILL]
+
+
+def test_thread_isolation_has_no_kill() -> None:
+    """The job actor reads a ``kill`` as "this work stops itself": a thread cannot."""
+    assert PythonWork(target="m:f").kill is None
