@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable, Mapping
 
-    from actors._job import Attempt
+    from actors._attempt import Attempt
 
 __all__ = ["CommandFailed", "CommandWork"]
 

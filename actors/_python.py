@@ -14,7 +14,7 @@ from actors._errors import JobFailure, SpecError
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from actors._job import Attempt
+    from actors._attempt import Attempt
 
 __all__ = ["PythonExit", "PythonWork", "resolve_target"]
 
