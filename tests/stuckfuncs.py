@@ -56,6 +56,12 @@ def hold(key: str) -> None:
         return
 
 
+def block_in_c(key: str) -> None:
+    """One wait in C until the test sets ``RELEASE[key]``: under threads a kill lands after it."""
+    RUNNING[key].set()
+    RELEASE[key].wait()
+
+
 class StuckOnStop(pykka.ThreadingActor):
     """An actor whose ``on_stop`` is stuck in ``hold(key)``."""
 

@@ -280,3 +280,30 @@ def test_an_abandoned_row_does_not_hide_a_cooldown_from_a_restarted_daemon(tmp_p
     assert journal.flush()
     journal.close()
     assert list(open_cooldowns(tmp_path / FILENAME, now)) == ["c"]
+
+
+def test_a_job_blocked_in_one_c_call_is_abandoned(runtime: str, events: Any) -> None:
+    if runtime == "gevent":
+        pytest.skip(
+            "under gevent every wait is cooperative, so the kill lands at once; a real C-level "
+            "block there stops the hub itself, which only a child process per attempt can help"
+        )
+    key = "c_call"
+    spec = SupervisorSpec(
+        children=(
+            JobSpec(
+                name="blk",
+                work=PythonWork(target="stuckfuncs:block_in_c", args=(key,)),
+                schedule=Schedule(service=True),
+                grace=0.1,
+            ),
+        )
+    )
+    tree = start_tree(spec, runtime, on_event=events)
+    try:
+        assert stuckfuncs.RUNNING[key].wait(10)
+        took = _timed(lambda: tree.stop(None), 0.1 + KILL_GRACE + SLACK)
+        assert took is not None, "stop(None) waited for a thread blocked in one C call"
+        assert [e.path for e in events.of(ThreadAbandoned)] == ["blk"]
+    finally:
+        _stop_and_release(tree, key)
