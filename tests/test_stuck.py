@@ -32,11 +32,11 @@ from supervision import (
     JobSpec,
     RestartType,
     SupervisorSpec,
+    ThreadAbandoned,
     Tree,
     read_history,
     start_tree,
 )
-from supervision._events import ThreadAbandoned
 from supervision._journal import Journal
 
 # How long past its grace and KILL_GRACE a stop may take on a loaded 2-core machine.
