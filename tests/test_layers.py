@@ -8,10 +8,26 @@ from pathlib import Path
 ACTORS = Path(__file__).resolve().parent.parent / "actors"
 
 
+def _module_level(tree: ast.Module) -> list[ast.stmt]:
+    """The statements run (or type-checked) at import: the top level and its ``if`` blocks."""
+    found: list[ast.stmt] = []
+    todo: list[ast.stmt] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        if isinstance(node, ast.If | ast.Try):
+            todo.extend([*node.body, *node.orelse])
+    return found
+
+
 def _imports(path: Path) -> set[str]:
-    """The ``actors._x`` modules ``path`` imports anywhere (top level, TYPE_CHECKING, functions)."""
+    """The ``actors._x`` modules ``path`` imports at module level, ``TYPE_CHECKING`` included.
+
+    Imports inside functions are left out: they are deferred on purpose (a kind
+    loads what only some of its jobs need on first use) and cannot cycle at import.
+    """
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _module_level(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("actors."):
             found.add(node.module)
         elif isinstance(node, ast.Import):
