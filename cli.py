@@ -378,7 +378,13 @@ def _run(args: argparse.Namespace) -> int:
             _error(mask(f"escalation reached the root: {report.result.escalation}"))
         elif report.result.failed:
             _error(f"failed or gave up: {', '.join(report.result.failed)}")
-        return report.exit_code
+    # The journal and the logs are flushed and closed. After a second signal, or with a thread
+    # abandoned (stuck in a call), end now: the interpreter's exit could wait on that thread.
+    if report.forced or report.leftover:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(report.exit_code)
+    return report.exit_code
 
 
 if __name__ == "__main__":

@@ -40,6 +40,11 @@ from actors._runtime import (
 )
 
 if TYPE_CHECKING:
+    from actors._attempt import (
+        Attempt,
+        Work,
+        current_attempt,
+    )
     from actors._breaker import (
         Breaker,
         BreakerState,
@@ -57,12 +62,9 @@ if TYPE_CHECKING:
         redact_url,
     )
     from actors._job import (
-        Attempt,
         JobActor,
         Schedule,
-        Work,
         close_work,
-        current_attempt,
     )
     from actors._messages import (
         AttemptDone,
@@ -102,7 +104,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "CommandFailed": "actors._command",
     "CommandWork": "actors._command",
-    "Attempt": "actors._job",
+    "Attempt": "actors._attempt",
     "AttemptDone": "actors._messages",
     "Breaker": "actors._breaker",
     "BreakerState": "actors._breaker",
@@ -129,10 +131,10 @@ _LAZY: dict[str, str] = {
     "Schedule": "actors._job",
     "SupervisedActor": "actors._supervised",
     "Waiting": "actors._messages",
-    "Work": "actors._job",
+    "Work": "actors._attempt",
     "check_http_retry_on": "actors._http",
     "close_work": "actors._job",
-    "current_attempt": "actors._job",
+    "current_attempt": "actors._attempt",
     "parse_retry_after": "actors._http",
     "redact_url": "actors._http",
     "resolve_target": "actors._python",

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
 
-    from actors._job import Attempt
+    from actors._attempt import Attempt
 
 __all__ = [
     "HTTP_METHODS",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextvars
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import logbook
 
+from actors._attempt import Attempt, current_attempt_var
 from actors._errors import AttemptTimeout, ServiceExited, SpecError
 from actors._messages import AttemptDone, ChildStarted, Outcome, Resumed, Waiting
 from actors._retry import RetrySpec, run_with_retry
@@ -19,71 +19,12 @@ from actors._supervised import Kill, SupervisedActor
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from actors._attempt import ReadyCheck, Work
     from actors._breaker import Breaker
 
-__all__ = ["Attempt", "JobActor", "Schedule", "Work", "cron_delay", "current_attempt"]
+__all__ = ["JobActor", "Schedule", "close_work", "cron_delay"]
 
 log = logbook.Logger("actors.job")
-
-_current: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
-    "jobvisor_attempt", default=None
-)
-
-
-def current_attempt() -> Attempt | None:
-    """Return the attempt the calling code runs in, or None outside a job.
-
-    A long python job can poll ``current_attempt().cancelled`` to stop
-    gracefully before its grace period ends and it is killed.
-    """
-    return _current.get()
-
-
-@dataclass(slots=True)
-class Attempt:
-    """One execution of a job's work, as the work sees it."""
-
-    path: str
-    number: int
-    started_at: float
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-
-class ReadyCheck(Protocol):
-    """A readiness probe (``actors.ReadyProbe``): returns once ready, raises when not."""
-
-    def wait_ready(self, cancelled: threading.Event) -> None: ...
-
-
-class Work(Protocol):
-    """What a job kind does in one attempt.
-
-    ``run`` executes in the job actor's thread; it returns an exit code (or
-    None) on success and raises on failure. ``cancel`` is called from another
-    thread to ask a running attempt to stop gracefully; the actor is killed
-    if the attempt has not ended by the end of the grace period.
-
-    An optional ``close()`` lets go of what the work keeps between attempts
-    (an http job's session); it runs in the job actor's thread when the job
-    is stopped, or in its supervisor's when the supervisor stops while the
-    job is down. An exception in it is logged and does not fail the stop.
-    """
-
-    kind: ClassVar[str]
-
-    def run(self, attempt: Attempt) -> int | None: ...
-
-    def cancel(self, attempt: Attempt) -> None: ...
-
-    def describe(self) -> str: ...
-
-    def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool: ...
-
-    def retry_after(self, exc: BaseException) -> float | None: ...
-
-    # Optional: ``kill(attempt)`` ends the attempt's work at once from another thread. Work
-    # that has it stops itself on ``cancel`` and keeps its grace; work without it (python)
-    # is interrupted with ``Kill`` when it must end.
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -343,7 +284,7 @@ class JobActor(SupervisedActor):
         if timeout is not None:
             self._deadline = self._scheduler.call_later(timeout, lambda: self._on_deadline(attempt))
         self._attempt = attempt
-        token = _current.set(attempt)
+        token = current_attempt_var.set(attempt)
         error: BaseException | None = None
         code: int | None = None
         try:
@@ -354,7 +295,7 @@ class JobActor(SupervisedActor):
                     self.retry,
                     self.work,
                     lambda: self.work.run(attempt),
-                    attempt,
+                    attempt.cancelled,
                     on_retry=self._log_retry,
                 )
         except Kill:
@@ -364,7 +305,7 @@ class JobActor(SupervisedActor):
             code = getattr(exc, "code", None)
             code = code if isinstance(code, int) else None
         finally:
-            _current.reset(token)
+            current_attempt_var.reset(token)
             self._attempt = None
             if self._deadline is not None:
                 self._deadline.cancel()

@@ -16,7 +16,7 @@ from actors._python_call import call_target, exit_code, resolve_target
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from actors._job import Attempt
+    from actors._attempt import Attempt
 
 __all__ = ["ISOLATIONS", "PythonExit", "PythonWork", "resolve_target", "sys_exit_failure"]
 

@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from actors._errors import SpecError
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable
 
     import tenacity
-
-    from actors._job import Attempt
 
 __all__ = ["RetrySpec", "RetryWait", "Retryable", "run_with_retry"]
 
@@ -73,16 +72,17 @@ def run_with_retry(
     spec: RetrySpec,
     work: Retryable,
     call: Callable[[], T],
-    attempt: Attempt,
+    cancelled: threading.Event,
     *,
     on_retry: Callable[[int, BaseException, float], None],
     rand: Callable[[], float] = random.random,
 ) -> T:
     """Call ``call`` until it succeeds, a failure is not retryable, or tries run out.
 
-    Waiting happens on ``attempt.cancelled``, so a stop or a timeout ends a
-    wait at once. A ``Retry-After`` the work reports replaces the computed
-    wait, capped at ``wait.max``. The last failure is re-raised as it was.
+    Waiting happens on ``cancelled`` (the attempt's), so a stop or a timeout
+    ends a wait at once, and no try starts once it is set. A ``Retry-After``
+    the work reports replaces the computed wait, capped at ``wait.max``. The
+    last failure is re-raised as it was.
     """
     # Imported on first use: a daemon whose jobs never retry does not carry tenacity.
     import tenacity  # noqa: PLC0415
@@ -102,13 +102,13 @@ def run_with_retry(
             on_retry(state.attempt_number, exc, state.upcoming_sleep)
 
     def should_retry(state: tenacity.RetryCallState) -> bool:
-        if state.outcome is None or not state.outcome.failed or attempt.cancelled.is_set():
+        if state.outcome is None or not state.outcome.failed or cancelled.is_set():
             return False
         exc = state.outcome.exception()
         return exc is not None and work.retryable(exc, spec.on)
 
     def sleep(seconds: float) -> None:
-        attempt.cancelled.wait(seconds)
+        cancelled.wait(seconds)
 
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(spec.attempts),

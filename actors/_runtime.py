@@ -23,9 +23,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "KILL_GRACE",
     "RUNTIMES",
     "Scheduler",
     "TimerHandle",
+    "abandoned",
     "active_runtime",
     "current_task",
     "install_runtime",
@@ -33,10 +35,12 @@ __all__ = [
     "join_tasks",
     "live_tasks",
     "start_task",
+    "watch_kills",
 ]
 
 RUNTIMES: Final = ("threads", "gevent")
 _COMPACT_MIN: Final = 64  # below this many cancelled entries a rebuild is not worth it
+KILL_GRACE: Final = 1.0  # how long a killed task may take to unwind before it is abandoned
 
 
 _patched = False  # once patched, a process stays patched: remember it (hot paths ask)
@@ -98,7 +102,7 @@ def current_task() -> Any:
         import gevent  # noqa: PLC0415 - gevent is loaded whenever this branch runs
 
         return gevent.getcurrent()
-    return threading.get_ident()
+    return threading.current_thread()
 
 
 # Greenlets started by ``start_task``; dead ones drop out by themselves.
@@ -147,17 +151,81 @@ def live_tasks(prefix: str) -> list[Any]:
     return tasks
 
 
-def join_tasks(prefix: str, timeout: float | None) -> list[str]:
-    """Wait for the tasks named ``prefix...`` to end; return the names still running."""
+def join_tasks(prefix: str, timeout: float | None, *, abandon: bool = False) -> list[str]:
+    """Wait for the tasks named ``prefix...`` to end; return the names still running.
+
+    With ``abandon``, a task that was killed (``interrupt_task``) is waited
+    for only until ``KILL_GRACE`` after its kill: one stuck in a call a kill
+    cannot reach would otherwise hold the caller for the whole ``timeout``,
+    or for ever.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     me = threading.current_thread()
     current = current_task()
     for task in live_tasks(prefix):
         if task is me or task is current:
             continue
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        task.join(left)
+        until = deadline
+        if abandon:
+            with _kill_lock:
+                abandon_at = _killed.get(task)
+            if abandon_at is not None:
+                until = abandon_at if until is None else min(until, abandon_at)
+        task.join(None if until is None else max(0.0, until - time.monotonic()))
     return [t.name for t in live_tasks(prefix) if t is not me and t is not current]
+
+
+# -- abandoning what a kill cannot end -------------------------------------------------------------
+#
+# A thread cannot be killed in Python: the exception ``interrupt_task`` raises in it lands at
+# its next bytecode, so a thread blocked in a C call (time.sleep, a lock, a socket without a
+# timeout) runs on until the call returns, and code that catches BaseException never ends.
+# Such a task is abandoned KILL_GRACE after its kill: the watcher of its tree reports it, and
+# ``join_tasks(..., abandon=True)`` waits no longer for it. It runs on in the background.
+
+_kill_lock = threading.Lock()
+# task -> when it is abandoned if still running (monotonic); a task's first kill sets it.
+_killed: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+_kill_watchers: dict[str, Callable[[Any], None]] = {}
+
+
+def watch_kills(prefix: str, on_kill: Callable[[Any], None]) -> Callable[[], None]:
+    """Call ``on_kill(task)`` when a task named ``prefix...`` is first killed; returns the unwatch.
+
+    ``on_kill`` runs in the killing thread (a supervisor's, the scheduler's)
+    and must not block: a tree uses it to check the task ``KILL_GRACE`` later.
+    """
+    with _kill_lock:
+        _kill_watchers[prefix] = on_kill
+
+    def unwatch() -> None:
+        with _kill_lock:
+            if _kill_watchers.get(prefix) is on_kill:
+                del _kill_watchers[prefix]
+
+    return unwatch
+
+
+def abandoned(task: Any) -> bool:
+    """True if ``task`` was killed ``KILL_GRACE`` or more ago and still runs."""
+    with _kill_lock:
+        abandon_at = _killed.get(task)
+    return abandon_at is not None and time.monotonic() >= abandon_at and _alive(task)
+
+
+def _alive(task: Any) -> bool:
+    return not task.dead if hasattr(task, "dead") else bool(task.is_alive())
+
+
+def _note_kill(task: Any) -> None:
+    name = getattr(task, "name", "")
+    with _kill_lock:
+        if task in _killed:
+            return  # a second kill gives it no more time
+        _killed[task] = time.monotonic() + KILL_GRACE
+        told = [on_kill for prefix, on_kill in _kill_watchers.items() if name.startswith(prefix)]
+    for on_kill in told:
+        on_kill(task)
 
 
 def interrupt_task(task: Any, exc_type: type[BaseException]) -> None:
@@ -165,19 +233,26 @@ def interrupt_task(task: Any, exc_type: type[BaseException]) -> None:
 
     Threads get an asynchronous exception (delivered at the next bytecode;
     a thread blocked inside C code sees it when the call returns). Greenlets
-    are thrown into at once, even when parked in a cooperative wait.
+    are thrown into at once, even when parked in a cooperative wait. A task
+    still running ``KILL_GRACE`` later is abandoned (see ``watch_kills``).
     """
     if _gevent_patched():
         import gevent  # noqa: PLC0415 - gevent is loaded whenever this branch runs
 
         if task.dead:
             return
+        _note_kill(task)
         if isinstance(task, gevent.Greenlet):
             task.kill(exc_type, block=False)
         else:
             gevent.kill(task, exc_type)
         return
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(task), ctypes.py_object(exc_type))
+    if not task.is_alive():
+        return
+    _note_kill(task)
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(task.ident), ctypes.py_object(exc_type)
+    )
 
 
 @dataclass(eq=False, slots=True)

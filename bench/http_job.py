@@ -121,7 +121,7 @@ def job_with_retry(work: HttpWork, n: int) -> None:
     for i in range(n):
         attempt = Attempt("bench", i + 1, 0.0)
         code = run_with_retry(
-            spec, work, lambda a=attempt: work.run(a), attempt, on_retry=lambda *_: None
+            spec, work, lambda a=attempt: work.run(a), attempt.cancelled, on_retry=lambda *_: None
         )
         if code != 200:
             raise AssertionError("status")

@@ -379,21 +379,17 @@ def warden_pid() -> int | None:
     It lives until this process exits (then it SIGKILLs what commands are left),
     so it is no leftover of the tree.
     """
-    command = sys.modules.get("actors._command")
-    warden = getattr(command, "_WARDEN", None)
+    warden = getattr(sys.modules.get("actors._warden"), "WARDEN", None)
     return getattr(warden, "_pid", None) or None
 
 
 def by_design_fds() -> dict[int, str]:
     """Fds jobvisor keeps for the life of the process: the warden's pipe, the commands' stdin."""
-    command = sys.modules.get("actors._command")
-    if command is None:
-        return {}
     kept = {}
-    warden_fd = getattr(getattr(command, "_WARDEN", None), "_fd", -1)
+    warden_fd = getattr(getattr(sys.modules.get("actors._warden"), "WARDEN", None), "_fd", -1)
     if warden_fd >= 0:
         kept[warden_fd] = "the command warden's pipe"
-    devnull_fd = getattr(command, "_devnull_fd", -1)
+    devnull_fd = getattr(sys.modules.get("actors._spawn"), "_devnull_fd", -1)
     if devnull_fd >= 0:
         kept[devnull_fd] = "the commands' shared stdin"
     return kept

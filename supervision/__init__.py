@@ -61,6 +61,7 @@ from supervision._events import (
     RestartScheduled,
     StateChanged,
     Subscription,
+    ThreadAbandoned,
 )
 from supervision._journal import (
     Journal,
@@ -228,6 +229,7 @@ __all__ = [
     "Strategy",
     "Subscription",
     "SupervisorSpec",
+    "ThreadAbandoned",
     "Tree",
     "TreeStoppedError",
     "build_breakers",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Self, TextIO
 
 import logbook
 
-from actors import BreakerState, BreakerStatus, check_runtime
+from actors import BreakerState, BreakerStatus, check_runtime, live_tasks
 from supervision._journal import FILENAME as JOURNAL_FILE
 from supervision._journal import (
     Journal,
@@ -151,16 +151,32 @@ def _restore_breakers(breakers: dict[str, Breaker], db: Path) -> None:
 
 @dataclass(frozen=True, slots=True)
 class RunReport:
-    """How ``jobvisor run`` ended: its exit code, the last status document and why."""
+    """How ``jobvisor run`` ended: its exit code, the last status document and why.
+
+    ``forced``: a second signal cut the stop short. ``leftover``: threads of
+    ours still running at the end (abandoned: stuck where a kill cannot reach).
+    Either way the caller should end the process with ``os._exit`` once its
+    output and journal are flushed: a stuck thread could hold the interpreter's exit.
+    """
 
     exit_code: int
     status: dict[str, Any]
     result: RunResult
     interrupted: bool
+    forced: bool = False
+    leftover: tuple[str, ...] = ()
+
+
+FORCED_WAIT = 2.0  # after a second signal: how long the kills may take to reach the root
 
 
 class _Signals:
-    """SIGINT/SIGTERM: the first stops gracefully, the second stops forcibly."""
+    """SIGINT/SIGTERM: the first stops gracefully, the second stops forcibly.
+
+    The handler only sets events: it runs in the main thread between two
+    bytecodes, maybe inside a lock the main thread holds, so acting there
+    could deadlock. The main thread waits on these events in short slices.
+    """
 
     def __init__(self) -> None:
         self.count = 0
@@ -195,34 +211,55 @@ def run_batch(
 
     A manifest with no finite job runs until SIGINT/SIGTERM. The first
     signal stops every child gracefully (stop signal, then kill after its
-    grace); a second one kills what is still running at once.
+    grace); a second one kills what is still running and returns at once
+    with ``forced`` set, without waiting for any thread: the caller flushes
+    what it must and ends the process.
     """
     signals = _Signals()
     signals.install()
     tree = composition.start()
+    forced = False
     try:
         while not tree.wait(progress_every):
             if signals.first.is_set():
                 break
             if on_progress is not None:
                 on_progress(tree.status())
-        stopper = threading.Thread(target=tree.stop, args=(stop_timeout,), name="jv-stopper")
+        # A daemon thread: a stop stuck past the end of run must not hold the interpreter.
+        stopper = threading.Thread(
+            target=tree.stop, args=(stop_timeout,), name="jv-stopper", daemon=True
+        )
         stopper.start()
         while stopper.is_alive():
             if signals.second.wait(0.05):
-                tree.kill()
-                signals.second.clear()
-            stopper.join(0.05)
-        status = tree.status()  # the last snapshot, as the root left it
+                forced = True
+                break
+        # The last snapshot, as the root left it.
+        status = _forced_stop(tree) if forced else tree.status()
     finally:
         signals.restore()
-        if not tree.ended:
+        if not tree.ended and not forced:
             tree.kill()
             tree.stop(5)
     result = tree.result()
     interrupted = signals.first.is_set()
     code = 0 if result.ok else 1
-    return RunReport(code, status, result, interrupted)
+    leftover = tuple(task.name for task in live_tasks("jv-") if task.name != "jv-stopper")
+    return RunReport(code, status, result, interrupted, forced, leftover)
+
+
+def _forced_stop(tree: Tree) -> dict[str, Any]:
+    """Kill every child now (commands get SIGKILL); the last status, waiting for no thread."""
+    log.warning("second signal: killing every child now, then exiting")
+    tree.kill()
+    deadline = time.monotonic() + FORCED_WAIT
+    while not tree.ended and time.monotonic() < deadline:
+        time.sleep(0.01)  # the root's end has no event to wait on from here
+    try:
+        return tree.status(timeout=max(0.1, deadline - time.monotonic()))
+    except Exception as exc:  # the root did not answer in time: say so, no traceback
+        log.error("forced stop: no status from the tree: {}", exc)  # noqa: TRY400
+        return {"name": tree.spec.name, "state": "stopping", "children": []}
 
 
 def flatten_status(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:

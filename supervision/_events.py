@@ -28,6 +28,7 @@ __all__ = [
     "RestartScheduled",
     "StateChanged",
     "Subscription",
+    "ThreadAbandoned",
 ]
 
 log = logbook.Logger("supervision.events")
@@ -99,6 +100,13 @@ class BreakerChanged(Event):
     name: str
     old: str
     new: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThreadAbandoned(Event):
+    """The thread (or greenlet) ``thread`` of the child at ``path`` outlived its kill."""
+
+    thread: str
 
 
 class Subscription:

@@ -186,6 +186,7 @@ class Journal:
             ev.CooldownStarted,
             ev.ProbationPassed,
             ev.BreakerChanged,
+            ev.ThreadAbandoned,
         }
     )
 
@@ -384,8 +385,10 @@ def open_cooldowns(db: Path, now: float) -> dict[str, tuple[float, int]]:
         return {}
     rows = _query(
         db,
-        "SELECT path, kind, detail, at FROM decisions WHERE kind != 'breaker' AND id IN"
-        " (SELECT MAX(id) FROM decisions WHERE kind != 'breaker' GROUP BY path)",
+        # An abandoned thread is no decision about the child's state: it cannot hide a cooldown.
+        "SELECT path, kind, detail, at FROM decisions WHERE kind NOT IN ('breaker', 'abandoned')"
+        " AND id IN (SELECT MAX(id) FROM decisions WHERE kind NOT IN ('breaker', 'abandoned')"
+        " GROUP BY path)",
     )
     found: dict[str, tuple[float, int]] = {}
     for path, kind, detail, at in rows:
@@ -443,6 +446,8 @@ def _decision(event: ev.Event) -> tuple[str, str, dict[str, object]] | None:
         case ev.BreakerChanged():
             detail: dict[str, object] = {"breaker": event.name, "old": event.old, "new": event.new}
             found = (f"breaker:{event.name}", "breaker", detail)
+        case ev.ThreadAbandoned():
+            found = (event.path, "abandoned", {"thread": event.thread})
     return found
 
 

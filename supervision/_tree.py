@@ -28,9 +28,9 @@ from actors import (
     SpecError,
     TreeStoppedError,
     check_runtime,
-    join_tasks,
     start_supervised,
 )
+from supervision._abandon import AbandonWatch
 from supervision._events import BreakerChanged, EventBus
 from supervision._spec import ActorSpec, BreakerSpec, ChildSpec, JobSpec, SupervisorSpec
 from supervision._state import State
@@ -102,6 +102,7 @@ class Tree:
         self.runtime = runtime
         self._ctx = context
         self._monitor = _Monitor(context.tracker)
+        self._abandon = AbandonWatch(context)  # issue 11.1: a stuck thread never holds a stop
         self._root = start_supervised(
             Supervisor, Link(self._monitor, 0, 1), f"{context.tree_id}-root", spec, context, ""
         )
@@ -214,7 +215,10 @@ class Tree:
         """Stop every child in reverse order, then the root; True if all ended within ``timeout``.
 
         Children that ignore a stop are killed after their grace period. The
-        tree's threads (actors, timers, events) are joined before it returns.
+        tree's threads (actors, timers, events) are joined before it returns,
+        except one still running ``KILL_GRACE`` after its kill (stuck in a
+        call, or ignoring the kill): that one is abandoned, reported and
+        journaled, and left to run on.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._stop_lock:
@@ -227,10 +231,12 @@ class Tree:
             # Keep the timers (kills after grace) and events running: a later stop() or
             # kill() can still finish the job.
             return False
+        # Threads first (abandoned ones are reported through the events still running).
+        self._abandon.join(_left(deadline))
+        self._abandon.close()
         self._ctx.bus.flush(_left(deadline))
         self._ctx.scheduler.stop(_left(deadline))
         self._ctx.bus.stop(_left(deadline))
-        join_tasks(f"jv-{self._ctx.tree_id}-", _left(deadline))
         listener = self._ctx.breaker_listener
         if listener is not None:
             for breaker in self._ctx.breakers.values():

@@ -79,7 +79,7 @@ def run_retrying(
             spec,
             work,
             lambda: work.run(at),
-            at,
+            at.cancelled,
             on_retry=lambda n, exc, delay: retries.append((n, exc, delay)),
             rand=lambda: 0.5,
         )

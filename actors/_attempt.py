@@ -1,0 +1,75 @@
+"""What a job kind sees of one attempt: ``Attempt``, ``current_attempt``, ``Work``, ``ReadyCheck``.
+
+A leaf module: the job actor, the retry loop and every job kind import it,
+and it imports none of them, so no import cycle runs through ``actors``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+__all__ = ["Attempt", "ReadyCheck", "Work", "current_attempt", "current_attempt_var"]
+
+# Set by the job actor around each attempt; read through ``current_attempt()``.
+current_attempt_var: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
+    "jobvisor_attempt", default=None
+)
+
+
+def current_attempt() -> Attempt | None:
+    """Return the attempt the calling code runs in, or None outside a job.
+
+    A long python job can poll ``current_attempt().cancelled`` to stop
+    gracefully before its grace period ends and it is killed.
+    """
+    return current_attempt_var.get()
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One execution of a job's work, as the work sees it."""
+
+    path: str
+    number: int
+    started_at: float
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class ReadyCheck(Protocol):
+    """A readiness probe (``actors.ReadyProbe``): returns once ready, raises when not."""
+
+    def wait_ready(self, cancelled: threading.Event) -> None: ...
+
+
+class Work(Protocol):
+    """What a job kind does in one attempt.
+
+    ``run`` executes in the job actor's thread; it returns an exit code (or
+    None) on success and raises on failure. ``cancel`` is called from another
+    thread to ask a running attempt to stop gracefully; the actor is killed
+    if the attempt has not ended by the end of the grace period.
+
+    An optional ``close()`` lets go of what the work keeps between attempts
+    (an http job's session); it runs in the job actor's thread when the job
+    is stopped, or in its supervisor's when the supervisor stops while the
+    job is down. An exception in it is logged and does not fail the stop.
+    """
+
+    kind: ClassVar[str]
+
+    def run(self, attempt: Attempt) -> int | None: ...
+
+    def cancel(self, attempt: Attempt) -> None: ...
+
+    def describe(self) -> str: ...
+
+    def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool: ...
+
+    def retry_after(self, exc: BaseException) -> float | None: ...
+
+    # Optional: ``kill(attempt)`` ends the attempt's work at once from another thread. Work
+    # that has it stops itself on ``cancel`` and keeps its grace; work without it (python)
+    # is interrupted with ``Kill`` when it must end.

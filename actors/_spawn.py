@@ -1,0 +1,185 @@
+"""Starting a command's process so that no interruption can lose it.
+
+Processes are started by the standard library's ``Popen`` (vfork+exec in C),
+from a private instance of its module that records each pid the moment it
+exists and that gevent has not patched (``_private_subprocess``). Part of
+the ``command`` job kind (``actors._command``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import itertools
+import os
+import threading
+import types
+from typing import TYPE_CHECKING, Any, Protocol
+
+from actors._runtime import active_runtime
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Callable, Mapping
+
+__all__ = ["Spawned", "close_fd", "spawn"]
+
+
+class Spawned(Protocol):
+    """Where ``spawn`` records the new process before any bytecode runs after its creation.
+
+    ``pids`` gets the leader's pid (emptied again if the exec failed and
+    ``Popen`` reaped it); ``process`` the ``Popen``, once it exists.
+    """
+
+    pids: list[int]
+    process: subprocess.Popen[bytes] | None
+
+
+def _env(overrides: Mapping[str, str]) -> dict[str, str] | None:
+    if not overrides:
+        return None  # inherit ours as it is: cheaper than a copy
+    env = dict(os.environ)
+    env.update(overrides)
+    return env
+
+
+def spawn(
+    args: list[str],
+    *,
+    cwd: str | None,
+    env: Mapping[str, str],
+    stdout: int,
+    stderr: int,
+    record: Spawned,
+) -> None:
+    """Start ``args`` in a new session with the standard library's ``Popen`` (vfork+exec in C).
+
+    The new process is recorded in ``record`` as it starts (see ``Spawned``);
+    raises ``OSError`` if it cannot start.
+    """
+    popen = _binding_popen(_private_subprocess().Popen)
+    popen(
+        args,
+        stdin=_devnull(),
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=_env(env),
+        start_new_session=True,
+        jv_record=record,
+    )
+
+
+def close_fd(fd: int) -> None:
+    """Close ``fd`` now, also under gevent (whose ``os.close`` closes later).
+
+    Only for fds that no libev watcher watches any more: ``HubWaiter`` stops
+    its watchers first, and libev treats a new watcher's fd as possibly new.
+    """
+    _private_subprocess().os.close(fd)
+
+
+_devnull_fd = -1
+_devnull_lock = threading.Lock()
+
+
+def _devnull() -> int:
+    """One read-only ``/dev/null`` for the stdin of every command (not inherited by itself)."""
+    global _devnull_fd  # noqa: PLW0603 - opened once per process
+    if _devnull_fd < 0:
+        with _devnull_lock:  # commands starting at once in several threads open it once
+            if _devnull_fd < 0:
+                _devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _devnull_fd
+
+
+# Where the fork_exec of this thread (or greenlet) records the pid: the starting child's pids.
+_spawning = threading.local()
+
+
+def _recording_fork_exec(real: Callable[..., int]) -> Callable[..., int]:
+    """Wrap ``_posixsubprocess.fork_exec`` so that the pid is stored before Python sees it.
+
+    Under the threads runtime the job actor's ``Kill`` is an asynchronous
+    exception, raised at the next bytecode boundary; one that
+    arrives while ``fork_exec`` runs is raised right after it returns, and
+    the pid, about to be stored by ``Popen``, would be lost with a live
+    process. ``list.extend`` drives ``starmap`` in C, so the pid is in the
+    list before any bytecode runs. (Under gevent a Kill only lands in a
+    cooperative wait; there is none here.)
+    """
+
+    def fork_exec(*args: Any) -> int:
+        pids: list[int] | None = getattr(_spawning, "pids", None)
+        if pids is None:
+            return real(*args)
+        pids.extend(itertools.starmap(real, (args,)))
+        return pids[-1]
+
+    return fork_exec
+
+
+class _Binding:
+    """Mixed into ``Popen``: records the new process in its ``Spawned`` record as it starts.
+
+    The record's owner then kills and reaps it, whatever interrupts the start:
+    the pid through ``_recording_fork_exec``, the ``Popen`` (whose ``returncode``
+    must be set so that it does not warn) as soon as ``_execute_child`` ends.
+    """
+
+    _jv_record: Spawned
+    returncode: int | None
+
+    def __init__(self, *args: Any, jv_record: Spawned, **kwargs: Any) -> None:
+        self._jv_record = jv_record
+        super().__init__(*args, **kwargs)
+
+    def _execute_child(self, *args: Any, **kwargs: Any) -> None:
+        record = self._jv_record
+        _spawning.pids = record.pids
+        try:
+            super()._execute_child(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            # Only stores here, no call: a call is where a pending Kill would be raised.
+            _spawning.pids = None
+            if self.returncode is None:
+                record.process = self  # type: ignore[assignment]
+            else:
+                record.pids[:] = ()  # the exec failed and Popen reaped the child
+
+
+@functools.cache
+def _binding_popen(base: type[Any]) -> Any:
+    return type("Popen", (_Binding, base), {"__module__": __name__})
+
+
+@functools.cache
+def _private_subprocess() -> types.ModuleType:
+    """Our own instance of the standard library's subprocess module, loaded from its source.
+
+    Its ``fork_exec`` records each pid (see ``_recording_fork_exec``), and it
+    runs on the unpatched ``os`` also under gevent. gevent's ``Popen`` forks
+    and sets the child up in Python, several times slower than the C vfork of
+    the standard library's; and that one, once gevent (>= 25.8) has patched
+    ``os.close`` to close pipes later, waits forever on the pipe that reports
+    exec errors. We only start processes with it, never wait for them: its
+    exec blocks the gevent hub no longer than vfork blocks any caller.
+    """
+    spec = importlib.util.find_spec("subprocess")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if active_runtime() == "gevent":
+        from gevent import monkey  # noqa: PLC0415 - only under the gevent runtime
+
+        names = [name for name in dir(os) if not name.startswith("__")]
+        real_os = types.ModuleType("os")
+        real_os.__dict__.update(vars(os))
+        real_os.__dict__.update(zip(names, monkey.get_original("os", names), strict=True))
+        module.os = real_os  # type: ignore[attr-defined]
+    real = getattr(module, "_fork_exec", None)  # CPython 3.11+; without it, no recording
+    if real is not None:
+        module._fork_exec = _recording_fork_exec(real)  # type: ignore[attr-defined]
+    return module

@@ -1,0 +1,295 @@
+"""Stuck Python work never keeps a stop, a ``with`` block or ``jobvisor run`` waiting (issue 11.1).
+
+A thread cannot be killed in Python: ``Kill`` lands at the next bytecode, so
+a thread blocked in a C call, or code that swallows ``BaseException``, runs
+on. The contract: such a thread is abandoned ``KILL_GRACE`` after its kill
+(reported in the log, journaled), never joined past that, and a second
+SIGINT/SIGTERM ends ``run`` at once whatever a job's thread is doing.
+
+Under gevent a greenlet blocked in ``time.sleep`` cooperates and the kill
+lands; what stays stuck there is code that swallows the kill, which the
+embedded tests use on both runtimes (``stuckfuncs.hold``).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import logbook
+import pytest
+import stuckfuncs
+from faultkit import Jobvisor, wait_until
+
+from actors import PythonWork, Schedule
+from actors._runtime import KILL_GRACE
+from supervision import (
+    ActorSpec,
+    JobSpec,
+    RestartType,
+    SupervisorSpec,
+    ThreadAbandoned,
+    Tree,
+    read_history,
+    start_tree,
+)
+from supervision._journal import Journal
+
+# How long past its grace and KILL_GRACE a stop may take on a loaded 2-core machine.
+SLACK = 3.0
+
+
+@pytest.fixture(autouse=True)
+def _release_held() -> Iterator[None]:
+    # Whatever a test held is let go at its end, so no thread outlives it (no_leftovers).
+    yield
+    for event in list(stuckfuncs.RELEASE.values()):
+        event.set()
+    stuckfuncs.RELEASE.clear()
+    stuckfuncs.RUNNING.clear()
+
+
+def _timed(call: Callable[[], Any], bound: float) -> float | None:
+    """Seconds ``call`` took in a thread of its own, None if it had not returned after ``bound``."""
+    done = threading.Event()
+    started = time.monotonic()
+
+    def run() -> None:
+        call()
+        done.set()
+
+    threading.Thread(target=run, name="test-timed", daemon=True).start()
+    if not done.wait(bound):
+        return None
+    return time.monotonic() - started
+
+
+def _stuck_actor_tree(key: str) -> SupervisorSpec:
+    return SupervisorSpec(
+        children=(
+            ActorSpec(name="stuck", actor_class=stuckfuncs.StuckOnStop, args=(key,), grace=0.1),
+        )
+    )
+
+
+def _one_job(function: str, key: str, **options: Any) -> SupervisorSpec:
+    """A tree of one python job ``blk`` calling ``stuckfuncs.FUNCTION(key)``."""
+    work = PythonWork(target=f"stuckfuncs:{function}", args=(key,))
+    return SupervisorSpec(children=(JobSpec(name="blk", work=work, **options),))
+
+
+def _abandoned_logged(logs: logbook.TestHandler, path: str) -> bool:
+    return any(
+        r.level == logbook.WARNING and "abandoned" in r.message and path in r.message
+        for r in logs.records
+    )
+
+
+def _stop_and_release(tree: Tree, key: str) -> None:
+    """After a failed assertion: let the held code go so the stop can finish."""
+    stuckfuncs.RELEASE[key].set()
+    tree.stop(20)
+
+
+def test_stop_none_abandons_an_actor_stuck_in_on_stop(
+    runtime: str, events: Any, logs: logbook.TestHandler
+) -> None:
+    key = "on_stop"
+    tree = start_tree(_stuck_actor_tree(key), runtime, on_event=events)
+    try:
+        assert tree.started(10)
+        took = _timed(lambda: tree.stop(None), 0.1 + KILL_GRACE + SLACK)
+        assert took is not None, "stop(None) still waits for a thread stuck in on_stop"
+        assert [e.path for e in events.of(ThreadAbandoned)] == ["stuck"]
+        assert _abandoned_logged(logs, "stuck")
+    finally:
+        _stop_and_release(tree, key)
+
+
+def test_stop_after_removing_a_stuck_actor_does_not_wait_for_it(runtime: str) -> None:
+    key = "removed"
+    tree = start_tree(_stuck_actor_tree(key), runtime)
+    try:
+        assert tree.started(10)
+        tree.remove_child("stuck")  # returns once it was killed after its 0.1 s grace
+        took = _timed(lambda: tree.stop(30), KILL_GRACE + SLACK)
+        assert took is not None, "stop(30) waited for the removed child's stuck thread"
+    finally:
+        _stop_and_release(tree, key)
+
+
+def test_a_with_block_ends_soon_after_its_stuck_actor_is_killed(runtime: str) -> None:
+    key = "with"
+
+    def block() -> None:
+        with start_tree(_stuck_actor_tree(key), runtime) as tree:
+            assert tree.started(10)
+
+    took = _timed(block, 0.1 + KILL_GRACE + SLACK)
+    if took is None:
+        stuckfuncs.RELEASE[key].set()
+    assert took is not None, "leaving the with block waited for the stuck thread"
+
+
+def test_a_timed_out_python_job_is_abandoned_reported_and_journaled(
+    runtime: str, tmp_path: Path, events: Any, logs: logbook.TestHandler
+) -> None:
+    key = "timeout"
+    spec = _one_job("hold", key, schedule=Schedule(timeout=0.1), restart=RestartType.TEMPORARY)
+    journal = Journal(tmp_path)
+    tree = start_tree(spec, runtime, on_event=events, sink=journal.record)
+    try:
+        assert tree.wait(10)
+        assert tree.result().failed == ("blk",)
+        # Reported while the tree still runs, a kill grace after the timeout's kill.
+        events.wait_for(lambda items: any(isinstance(e, ThreadAbandoned) for e in items))
+        assert _abandoned_logged(logs, "blk")
+        took = _timed(lambda: tree.stop(None), SLACK)
+        assert took is not None, "stop(None) waited for the abandoned thread"
+    finally:
+        _stop_and_release(tree, key)
+        journal.close()
+    rows = read_history(journal.path)
+    abandoned = [r for r in rows if r.get("kind") == "abandoned"]
+    assert [r["path"] for r in abandoned] == ["blk"]
+    assert abandoned[0]["detail"]["thread"].startswith("jv-")
+    assert len(events.of(ThreadAbandoned)) == 1  # once, though both the timer and stop saw it
+
+
+# -- a real jobvisor process ------------------------------------------------------------------------
+
+
+def _manifest(tmp_path: Path, jobs: str) -> None:
+    (tmp_path / "jobs.yaml").write_text(f"version: 1\nstate_dir: state\njobs:\n{jobs}")
+
+
+def _stuck_service(marker: Path, grace: str) -> str:
+    """A service ``svc`` that swallows every kill; it creates ``marker`` once it runs."""
+    return f"""  - name: svc
+    python: "stuckfuncs:swallow_kills"
+    args: ["{marker}"]
+    service: true
+    stop: {{grace: {grace}}}
+"""
+
+
+def _journal_rows(tmp_path: Path) -> list[dict[str, Any]]:
+    return read_history(tmp_path / "state" / "journal.sqlite3", limit=1000)
+
+
+def test_run_ends_after_a_blocked_python_job_times_out(runtime: str, tmp_path: Path) -> None:
+    # The issue's reproduction: the timeout fires, the job fails finally, and run used to
+    # hang after "root: shutting down" whatever signals it got.
+    _manifest(
+        tmp_path,
+        """  - name: blk
+    python: "stuckfuncs:sleep_long"
+    timeout: 200ms
+    restart: temporary
+""",
+    )
+    jv = Jobvisor(tmp_path, "run", "--runtime", runtime)
+    try:
+        code = jv.wait(0.2 + KILL_GRACE + 20)
+    finally:
+        jv.close()
+    assert code == 1, jv.stderr
+    assert "blk" in jv.stdout
+    abandoned = [r for r in _journal_rows(tmp_path) if r.get("kind") == "abandoned"]
+    if runtime == "threads":
+        # Blocked in one C call: the kill cannot land, the thread is abandoned.
+        assert "abandoned" in jv.stderr
+        assert [r["path"] for r in abandoned] == ["blk"]
+    else:
+        # A greenlet in time.sleep cooperates: the kill lands and nothing is left behind.
+        assert not abandoned, jv.stderr
+
+
+def test_run_ends_after_the_first_signal_kills_a_stuck_service(
+    runtime: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "running"
+    _manifest(tmp_path, _stuck_service(marker, "200ms"))
+    jv = Jobvisor(tmp_path, "run", "--runtime", runtime)
+    try:
+        wait_until(marker.exists, "the service runs", proc=jv.proc)
+        jv.proc.send_signal(signal.SIGINT)
+        code = jv.wait(0.2 + KILL_GRACE + 20)
+    finally:
+        jv.close()
+    assert code == 0, jv.stderr
+    assert "killed" in jv.stdout, jv.stderr
+    assert "abandoned" in jv.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_second_signal_ends_run_at_once_whatever_a_thread_does(
+    runtime: str, tmp_path: Path, signum: int
+) -> None:
+    marker, beats = tmp_path / "running", tmp_path / "beats"
+    _manifest(
+        tmp_path,
+        # Endless (only the signals stop the run), and journaled as it goes.
+        f"""  - name: first
+    python: "faultkit:beat"
+    args: ["{beats}"]
+    every: 50ms
+"""
+        + _stuck_service(marker, "60s"),
+    )
+    jv = Jobvisor(tmp_path, "run", "--runtime", runtime)
+    try:
+        wait_until(lambda: marker.exists() and beats.exists(), "both jobs run", proc=jv.proc)
+        jv.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "svc: stopping" in jv.stderr, "the graceful stop began", proc=jv.proc)
+        sent = time.monotonic()
+        jv.proc.send_signal(signum)
+        code = jv.wait(20)
+        took = time.monotonic() - sent
+    finally:
+        jv.close()
+    assert took < SLACK, f"the second signal took {took:.2f}s to end run"
+    assert code == 0, jv.stderr
+    assert "killed" in jv.stdout
+    # The journal was flushed before the process ended: every tick that ran has its row (but
+    # maybe the one the kill cut short).
+    ticks = len(beats.read_text().splitlines())
+    rows = [r for r in _journal_rows(tmp_path) if r["path"] == "first" and r.get("outcome")]
+    assert ticks - 1 <= len(rows) <= ticks
+    assert rows
+
+
+def test_an_abandoned_row_does_not_hide_a_cooldown_from_a_restarted_daemon(tmp_path: Path) -> None:
+    from supervision._events import CooldownStarted
+    from supervision._journal import FILENAME, open_cooldowns
+
+    journal = Journal(tmp_path)
+    now = time.time()
+    journal.record(CooldownStarted(path="c", at=now - 2, duration=30.0, cycle=1))
+    # The timed-out attempt's thread is abandoned a kill grace after the cooldown began.
+    journal.record(ThreadAbandoned(path="c", at=now - 1, thread="jv-t1-c"))
+    assert journal.flush()
+    journal.close()
+    assert list(open_cooldowns(tmp_path / FILENAME, now)) == ["c"]
+
+
+def test_a_job_blocked_in_one_c_call_is_abandoned(runtime: str, events: Any) -> None:
+    if runtime == "gevent":
+        pytest.skip(
+            "under gevent every wait is cooperative, so the kill lands at once; a real C-level "
+            "block there stops the hub itself, which only a child process per attempt can help"
+        )
+    key = "c_call"
+    spec = _one_job("block_in_c", key, schedule=Schedule(service=True), grace=0.1)
+    tree = start_tree(spec, runtime, on_event=events)
+    try:
+        assert stuckfuncs.RUNNING[key].wait(10)
+        took = _timed(lambda: tree.stop(None), 0.1 + KILL_GRACE + SLACK)
+        assert took is not None, "stop(None) waited for a thread blocked in one C call"
+        assert [e.path for e in events.of(ThreadAbandoned)] == ["blk"]
+    finally:
+        _stop_and_release(tree, key)
