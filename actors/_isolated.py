@@ -31,7 +31,7 @@ from actors._command import CommandFailed, CommandWork
 from actors._errors import JobFailure
 
 if TYPE_CHECKING:
-    from actors._job import Attempt
+    from actors._attempt import Attempt
     from actors._python import PythonWork
 
 __all__ = ["PythonError", "cancel_child", "kill_child", "run_isolated"]
