@@ -8,16 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from supervision._records import Command, Op
 from supervision._spec import SupervisorSpec
 from supervision._state import State
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from actors import Breaker, Outcome
+    from actors import Breaker, Outcome, SupervisedActor
+    from supervision._records import ChildRecord
     from supervision._spec import ChildSpec
 
-__all__ = ["LastExit", "document", "idle_children", "node", "resolve"]
+__all__ = ["LastExit", "child_nodes", "document", "idle_children", "node", "resolve"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,40 @@ def node(
     if isinstance(spec, SupervisorSpec):
         out["children"] = idle_children(spec, path) if children is None else children
     return out
+
+
+def child_nodes(records: list[ChildRecord]) -> list[dict[str, Any]]:
+    """A supervisor's status nodes; a running group's children come as a pending future."""
+    nodes: list[dict[str, Any]] = []
+    for rec in records:
+        children: Any = None
+        if isinstance(rec.spec, SupervisorSpec):
+            actor = rec.actor
+            children = _ask_status(actor) if actor is not None else rec.final_children
+        waiting = rec.state in (State.BACKOFF, State.COOLDOWN, State.WAITING)
+        nodes.append(
+            node(
+                rec.spec,
+                rec.path,
+                rec.state,
+                starts=rec.starts,
+                restarts=rec.restarts,
+                failures=rec.failures,
+                last_exit=rec.last_exit,
+                next_start_at=rec.next_start_at if waiting else None,
+                children=children,
+            )
+        )
+    return nodes
+
+
+def _ask_status(actor: SupervisedActor) -> pykka.Future[Any]:
+    future: pykka.Future[Any] = pykka.ThreadingFuture()
+    try:
+        actor.actor_ref.tell(Command(Op.STATUS, (), future))
+    except pykka.ActorDeadError:
+        future.set(None)
+    return future
 
 
 def idle_children(spec: SupervisorSpec, path: str) -> list[dict[str, Any]]:

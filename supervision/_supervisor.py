@@ -10,13 +10,9 @@ failure is ever silent.
 
 from __future__ import annotations
 
-import enum
-import queue
-import random
 import sys
-import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import logbook
@@ -25,28 +21,21 @@ from pykka._envelope import Envelope
 
 from actors import (
     AttemptDone,
-    Breaker,
-    BreakerState,
     ChildExit,
     ChildRef,
     ChildStarted,
     EscalationError,
-    JobActor,
     Link,
-    NoSuchChildError,
     Outcome,
     Resumed,
-    Scheduler,
     SpecError,
     SupervisedActor,
-    TimerHandle,
     TreeStoppedError,
     Waiting,
     close_work,
     describe,
-    start_supervised,
 )
-from actors._errors import NotAGroupError, ShuttingDownError
+from actors._errors import ShuttingDownError
 from supervision import _events as ev
 from supervision._exits import ExitReason, classify
 from supervision._policy import (
@@ -61,174 +50,38 @@ from supervision._policy import (
     decide,
     wants_restart,
 )
-from supervision._spec import ActorSpec, ChildSpec, JobSpec, SupervisorSpec
+from supervision._records import (
+    CLOSED_BECAUSE,
+    COMING_BACK,
+    DEPENDENCY_STATES,
+    GROUP_KEY,
+    ChildRecord,
+    Command,
+    FinalStatus,
+    GroupRecord,
+    Intent,
+    Op,
+    Timer,
+    TimerKind,
+    TreeContext,
+    disarm,
+    group_members,
+    settle,
+    start_incarnation,
+    target,
+    unmet_dependency,
+)
+from supervision._spec import ChildSpec, JobSpec, SupervisorSpec
 from supervision._state import FINAL, TRANSITIONS, State
-from supervision._status import LastExit, node
+from supervision._status import LastExit, child_nodes
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
-    from supervision._tracker import Tracker
 
-__all__ = ["ChildRecord", "Command", "Op", "Supervisor", "TreeContext"]
+__all__ = ["Supervisor"]
 
 log = logbook.Logger("supervision")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TreeContext:
-    """What every supervisor of one tree shares; built once by ``start_tree``."""
-
-    scheduler: Scheduler
-    bus: ev.EventBus
-    tracker: Tracker
-    tree_id: str
-    monotonic: Callable[[], float] = time.monotonic
-    wall: Callable[[], float] = time.time
-    rand: Callable[[], float] = random.random
-    dead_letter: Callable[[str, Any], None] | None = None
-    mask: Callable[[str], str] = str  # hides the manifest's secrets in status and events
-    # Called inline in the supervisor's thread with every decision and attempt event (not
-    # state changes): the journal's non-blocking record. It must never block.
-    sink: Callable[[ev.Event], None] | None = None
-    sink_kinds: frozenset[type[ev.Event]] | None = None  # what the sink keeps; None: every kind
-    # A daemon's restart: children still cooling down per the journal, {path: (left, cycle)}.
-    cooldowns: Mapping[str, tuple[float, int]] = field(default_factory=dict)
-    breakers: Mapping[str, Breaker] = field(default_factory=dict)
-    breaker_listener: Callable[[str, BreakerState, BreakerState], None] | None = (
-        None  # unhooked when the tree stops
-    )
-
-
-class Op(enum.Enum):
-    """What a ``Command`` from the tree handle asks."""
-
-    STATUS = "status"
-    STOP = "stop"
-    START = "start"
-    RESTART = "restart"
-    REMOVE = "remove"
-    ADD = "add"
-    REF = "ref"
-    SHUTDOWN = "shut down"
-    KILL = "kill"
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A request from the tree handle, routed down ``path`` to the supervisor that owns it.
-
-    ``reply`` is set with the result (or the error) once the request is done,
-    e.g. after a stopped child has really stopped.
-    """
-
-    op: Op
-    path: tuple[str, ...]
-    reply: pykka.Future[Any]
-    arg: Any = None
-
-
-class Intent(enum.Enum):
-    """Why a child's stop is under way; ``SHUTDOWN``/``ESCALATE`` also say why a supervisor ends."""
-
-    STOP = "stop"  # a person: it stays down
-    RESTART = "restart"  # a person: it starts again at once
-    REMOVE = "remove"  # a person: it is forgotten
-    GROUP = "group"  # a group restart takes it down and brings it back
-    SHUTDOWN = "shutdown"
-    ESCALATE = "escalate"
-
-
-# Stops after which the child comes back (and which therefore leave its reference open).
-_COMING_BACK = frozenset({Intent.RESTART, Intent.GROUP})
-
-
-class TimerKind(enum.Enum):
-    RESTART = "restart"  # a child's backoff is over
-    PROBE = "probe"  # a child's cooldown is over: one probe start
-    PROBATION = "probation"  # a child's probe survived its probation
-    KILL = "kill"  # a child ignored its stop for its whole grace
-    GROUP_RESTART = "group restart"  # the group's backoff (or cooldown) is over
-    GROUP_PROBATION = "group probation"
-
-
-_GROUP_KEY = 0  # child keys start at 1
-
-
-@dataclass(eq=False, slots=True)
-class _Timer:
-    """A timer's message to its supervisor.
-
-    The one token scheme: a timer counts only while its owner (a child's
-    record, or the group's) still holds this very message in the slot it was
-    armed in; cancelling or re-arming empties the slot, so a message already on
-    its way is recognised as stale.
-    """
-
-    key: int  # the child's record, or _GROUP_KEY
-    kind: TimerKind
-    handle: TimerHandle | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FinalStatus:
-    """A supervisor's last status nodes, sent to its parent just before it ends."""
-
-    key: int
-    incarnation: int
-    nodes: list[dict[str, Any]]
-
-
-@dataclass(slots=True, eq=False)
-class ChildRecord:
-    """Runtime facts about one child, owned (read and written) by its supervisor only."""
-
-    spec: ChildSpec
-    key: int
-    path: str
-    ref: ChildRef
-    window: Window  # restarts inside the intensity window, cooldown cycles, probing
-    state: State = State.PENDING
-    # Invariant: ``actor`` is the live incarnation from a successful start until its
-    # ChildExit is handled, and None otherwise. While it is set the state is STARTING,
-    # RUNNING, WAITING, PROBATION or STOPPING; a start whose constructor raised leaves it
-    # None in STARTING until the ChildExit it tells itself arrives (see ``_launch``).
-    actor: SupervisedActor | None = None
-    incarnation: int = 0
-    starts: int = 0
-    restarts: int = 0  # restarts that happened (a scheduled one counts when it starts)
-    failures: int = 0
-    # Attempts finished over all incarnations: the next incarnation's actor counts on from it.
-    attempts: int = 0
-    last_exit: LastExit | None = None
-    next_start_at: float | None = None
-    timer: _Timer | None = None  # a restart, probe or probation timer
-    kill_timer: _Timer | None = None
-    intent: Intent | None = None  # why a stop is under way
-    waiters: list[Callable[[], None]] = field(default_factory=list)
-    final_children: list[dict[str, Any]] | None = None  # a stopped group's last status nodes
-
-
-@dataclass(slots=True, eq=False)
-class _GroupRecord:
-    """The group's own restart state, for one_for_all and rest_for_one."""
-
-    window: Window
-    timer: _Timer | None = None  # the pending group restart, or the group's probation
-    members: list[ChildRecord] = field(default_factory=list)  # what the restart brings back
-
-
-# A sibling reaching one of these may unblock (or finally fail) a child waiting on depends_on.
-_DEPENDENCY_STATES = frozenset(
-    {State.RUNNING, State.PROBATION, State.SUCCEEDED, State.FAILED, State.GAVE_UP, State.WAITING}
-)
-# Why a child's reference is closed when it settles in each final state.
-_CLOSED_BECAUSE = {
-    State.SUCCEEDED: "finished",
-    State.FAILED: "failed",
-    State.GAVE_UP: "given up",
-    State.STOPPED: "stopped",
-}
 
 
 class Supervisor(SupervisedActor):
@@ -242,11 +95,11 @@ class Supervisor(SupervisedActor):
         self.ctx = context
         self.path = path
         self.policy = spec.policy
-        self._keys = iter(range(_GROUP_KEY + 1, 1 << 62))
+        self._keys = iter(range(GROUP_KEY + 1, 1 << 62))
         self.children: list[ChildRecord] = []
         self._by_key: dict[int, ChildRecord] = {}
         self._by_name: dict[str, ChildRecord] = {}
-        self._group = _GroupRecord(Window(self.policy.intensity))
+        self._group = GroupRecord(Window(self.policy.intensity))
         # Ordered start: the head of _start_queue starts once _starting reports started or ends.
         self._start_queue: deque[ChildRecord] = deque()
         self._starting: ChildRecord | None = None
@@ -267,7 +120,7 @@ class Supervisor(SupervisedActor):
             Waiting: self._on_waiting,
             Resumed: self._on_resumed,
             FinalStatus: self._on_final_status,
-            _Timer: self._on_timer,
+            Timer: self._on_timer,
             Command: self._on_command,
         }
         for child in spec.children:
@@ -309,7 +162,7 @@ class Supervisor(SupervisedActor):
             message = self.actor_inbox.get().message
             if isinstance(message, Command):
                 error = TreeStoppedError(f"{self._name} stopped before it could {message.op.value}")
-                _settle_future(message.reply, error=(TreeStoppedError, error, None))
+                settle(message.reply, error=(TreeStoppedError, error, None))
         self._jv_detach()
 
     def _jv_request_stop(self) -> None:
@@ -361,37 +214,18 @@ class Supervisor(SupervisedActor):
             return
         rec.state = new
         log.trace("{}: {} -> {}", rec.path, old, new)
-        closed_because = _CLOSED_BECAUSE.get(new)
+        closed_because = CLOSED_BECAUSE.get(new)
         if closed_because is not None:
             rec.ref._close(closed_because)
         elif new is State.STARTING:
             rec.ref._reopen()
-        if self._blocked and new in _DEPENDENCY_STATES:
+        if self._blocked and new in DEPENDENCY_STATES:
             self._deps_dirty = True
         self._track(rec)
         if self.ctx.bus.active:
             self.ctx.bus.publish(
                 ev.StateChanged(path=rec.path, at=self.ctx.wall(), old=old, new=new)
             )
-
-    def _publish(self, kind: type[ev.Event], event: Callable[[], ev.Event]) -> None:
-        # Takes a factory: an event nobody takes (no subscriber, and no sink or one that
-        # keeps other kinds only) is not even built.
-        ctx = self.ctx
-        sink, bus = ctx.sink, ctx.bus
-        if sink is not None and ctx.sink_kinds is not None and kind not in ctx.sink_kinds:
-            sink = None
-        if sink is None and not bus.active:
-            return
-        built = event()
-        if sink is not None:
-            sink(built)
-        if bus.active:
-            bus.publish(built)
-
-    def _shown(self, error: BaseException | None) -> str | None:
-        """An error as logs, status and events show it: described, secrets masked."""
-        return None if error is None else self.ctx.mask(describe(error))
 
     # -- starting --------------------------------------------------------------------------------
 
@@ -404,7 +238,7 @@ class Supervisor(SupervisedActor):
             if restored is not None and rec.starts == 0:
                 self._resume_cooldown(rec, *restored)
                 continue
-            blocker = self._unmet_dependency(rec)
+            blocker = unmet_dependency(rec, self._by_name)
             if blocker is not None:
                 if blocker.state in (State.FAILED, State.GAVE_UP):
                     self._dependency_failed(rec, blocker)
@@ -433,23 +267,6 @@ class Supervisor(SupervisedActor):
             extra={"path": rec.path},
         )
 
-    def _unmet_dependency(self, rec: ChildRecord) -> ChildRecord | None:
-        """The first sibling ``rec`` depends on that is not ready (running) or succeeded (once)."""
-        spec = rec.spec
-        if not isinstance(spec, JobSpec):
-            return None
-        for name in spec.depends_on:
-            dep = self._by_name.get(name)
-            if dep is None:
-                continue  # removed since: nothing left to wait for
-            once = isinstance(dep.spec, JobSpec) and dep.spec.schedule.finite
-            if dep.state is State.SUCCEEDED or (
-                not once and dep.state in (State.RUNNING, State.PROBATION, State.WAITING)
-            ):
-                continue
-            return dep
-        return None
-
     def _retry_blocked(self) -> None:
         blocked, self._blocked = self._blocked, []
         self._start_queue.extendleft(reversed(blocked))
@@ -470,30 +287,8 @@ class Supervisor(SupervisedActor):
         rec.intent = None
         link = Link(self.actor_ref, rec.key, rec.incarnation, rec.ref)
         self._set_state(rec, State.STARTING)
-        spec = rec.spec
-        name = f"{self.ctx.tree_id}-{rec.path}"
         try:
-            if isinstance(spec, JobSpec):
-                rec.actor = start_supervised(
-                    JobActor,
-                    link,
-                    name,
-                    spec.work,
-                    spec.schedule,
-                    path=rec.path,
-                    scheduler=self.ctx.scheduler,
-                    attempts_done=rec.attempts,
-                    wall_clock=self.ctx.wall,
-                    retry=spec.retry,
-                    breaker=self.ctx.breakers.get(spec.breaker) if spec.breaker else None,
-                    ready=spec.ready,
-                )
-            elif isinstance(spec, ActorSpec):
-                rec.actor = start_supervised(
-                    spec.actor_class, link, name, *spec.args, **dict(spec.kwargs)
-                )
-            else:
-                rec.actor = start_supervised(Supervisor, link, name, spec, self.ctx, rec.path)
+            rec.actor = start_incarnation(rec, link, self.ctx, Supervisor)
         except Exception as exc:
             # Told, not handled here: a restart that fails at once would otherwise recurse.
             log.exception("{}: could not start", rec.path)
@@ -510,11 +305,7 @@ class Supervisor(SupervisedActor):
             return
         if rec.state is not State.STARTING:
             return
-        if rec.window.probing:
-            self._set_state(rec, State.PROBATION)
-            self._arm_probation(rec)
-        else:
-            self._set_state(rec, State.RUNNING)
+        self._up(rec)
         log.info("{}: started (start {})", rec.path, rec.starts, extra={"path": rec.path})
         if self._starting is rec:
             self._starting = None
@@ -553,8 +344,12 @@ class Supervisor(SupervisedActor):
             return
         rec.next_start_at = None
         log.info("{}: resumed: its breaker let a call through", rec.path, extra={"path": rec.path})
+        # A probe's probation counts only while it may call: it starts over from here.
+        self._up(rec)
+
+    def _up(self, rec: ChildRecord) -> None:
+        """The child started or may call again: running, or serving a probe's probation."""
         if rec.window.probing:
-            # Probation counts only while the probe may call: it starts over from here.
             self._set_state(rec, State.PROBATION)
             self._arm_probation(rec)
         else:
@@ -568,7 +363,7 @@ class Supervisor(SupervisedActor):
             return
         rec.attempts = max(rec.attempts, msg.attempt)
         outcome = classify(msg).outcome
-        error = self._shown(msg.error)
+        error = self.ctx.shown(msg.error)
         if outcome.is_failure:
             log.warning(
                 "{}: attempt {} {}: {}",
@@ -580,7 +375,7 @@ class Supervisor(SupervisedActor):
             )
         else:
             log.debug("{}: attempt {} {}", rec.path, msg.attempt, outcome.value)
-        self._publish(
+        self.ctx.publish(
             ev.AttemptFinished,
             lambda: ev.AttemptFinished(
                 path=rec.path,
@@ -607,11 +402,11 @@ class Supervisor(SupervisedActor):
         spec = rec.spec
         service = isinstance(spec, JobSpec) and spec.schedule.service
         reason = classify(msg, service=service, path=rec.path)
-        error = self._shown(reason.error)
+        error = self.ctx.shown(reason.error)
         last = rec.last_exit = LastExit(reason.outcome, msg.code, error, self.ctx.wall())
         if reason.outcome.is_failure:
             rec.failures += 1
-        self._publish(
+        self.ctx.publish(
             ev.ChildExited,
             lambda: ev.ChildExited(
                 path=rec.path,
@@ -635,7 +430,7 @@ class Supervisor(SupervisedActor):
         if reason.outcome.is_failure and reason.error is not None:
             log.warning("{}: failed while stopping: {}", rec.path, describe(reason.error))
         log.info("{}: stopped ({})", rec.path, reason.outcome.value, extra={"path": rec.path})
-        if rec.intent not in _COMING_BACK or self._closing is not None:
+        if rec.intent not in COMING_BACK or self._closing is not None:
             self._set_state(rec, State.STOPPED)
         waiters, rec.waiters = rec.waiters, []
         for waiter in waiters:
@@ -682,59 +477,21 @@ class Supervisor(SupervisedActor):
 
     # -- decisions -------------------------------------------------------------------------------
 
-    def _announce(self, decision: Decision, path: str, what: str, extra: dict[str, Any]) -> None:
-        """Log and publish a restart or cooldown decision, a child's or the group's.
-
-        ``what`` names what it does, e.g. ``restart 3`` or ``one_for_all restart of a, b``.
-        """
-        wall = self.ctx.wall
-        match decision:
-            case Restart(delay=delay, number=number):
-                intensity = self.policy.intensity
-                log.info(
-                    "{}: {} in {:.3f}s{} (restart {} of {} within {:g}s)",
-                    path or "root",
-                    what,
-                    delay,
-                    extra.pop("after", ""),
-                    number,
-                    intensity.max_restarts,
-                    intensity.within,
-                    extra=extra,
-                )
-                self._publish(
-                    ev.RestartScheduled,
-                    lambda: ev.RestartScheduled(path=path, at=wall(), delay=delay, number=number),
-                )
-            case Cooldown(duration=duration, cycle=cycle, reason=reason):
-                log.warning(
-                    "{}: {} {:g}s (cycle {}) because {}{}",
-                    path or "root",
-                    what,
-                    duration,
-                    cycle,
-                    reason,
-                    extra.pop("then", ""),
-                    extra=extra,
-                )
-                self._publish(
-                    ev.CooldownStarted,
-                    lambda: ev.CooldownStarted(
-                        path=path, at=wall(), duration=duration, cycle=cycle
-                    ),
-                )
-
     def _apply(self, rec: ChildRecord, decision: Decision, cause: BaseException | None) -> None:
         match decision:
             case Restart(delay=delay):
                 extra = {"path": rec.path, "attempt": rec.attempts}
-                self._announce(decision, rec.path, f"restart {rec.restarts + 1}", extra)
+                self.ctx.announce(
+                    decision, self.policy, rec.path, f"restart {rec.restarts + 1}", extra=extra
+                )
                 self._schedule_start(rec, delay, TimerKind.RESTART)
             case Cooldown(duration=duration):
                 self._schedule_start(rec, duration, TimerKind.PROBE)
                 self._set_state(rec, State.COOLDOWN)
-                extra = {"path": rec.path, "then": "; then one probe start"}
-                self._announce(decision, rec.path, "cooling down", extra)
+                tail, extra = "; then one probe start", {"path": rec.path}
+                self.ctx.announce(
+                    decision, self.policy, rec.path, "cooling down", tail=tail, extra=extra
+                )
             case GiveUp(reason=reason):
                 self._give_up(rec, reason)
             case Escalate(reason=reason):
@@ -743,7 +500,7 @@ class Supervisor(SupervisedActor):
     def _give_up(self, rec: ChildRecord, reason: str) -> None:
         self._set_state(rec, State.GAVE_UP)
         log.error("{}: gave up: {}", rec.path, reason, extra={"path": rec.path})
-        self._publish(
+        self.ctx.publish(
             ev.GaveUp, lambda: ev.GaveUp(path=rec.path, at=self.ctx.wall(), reason=reason)
         )
 
@@ -757,28 +514,20 @@ class Supervisor(SupervisedActor):
                 return
         self._arm_child(rec, kind, delay)
 
-    def _arm(self, key: int, kind: TimerKind, delay: float) -> _Timer:
-        timer = _Timer(key, kind)
-        ref = self.actor_ref
-
-        def fire() -> None:
-            if ref.is_alive():
-                ref.tell(timer)
-
-        timer.handle = self.ctx.scheduler.call_later(delay, fire)
-        return timer
+    def _arm(self, key: int, kind: TimerKind, delay: float) -> Timer:
+        return Timer.arm(key, kind, delay, self.ctx.scheduler, self.actor_ref)
 
     def _arm_child(self, rec: ChildRecord, kind: TimerKind, delay: float) -> None:
         if kind is TimerKind.KILL:
-            _disarm(rec.kill_timer)
+            disarm(rec.kill_timer)
             rec.kill_timer = self._arm(rec.key, kind, delay)
         else:
-            _disarm(rec.timer)  # e.g. a probe re-armed after waiting on its breaker
+            disarm(rec.timer)  # e.g. a probe re-armed after waiting on its breaker
             rec.timer = self._arm(rec.key, kind, delay)
 
     def _cancel_timers(self, rec: ChildRecord) -> None:
-        _disarm(rec.timer)
-        _disarm(rec.kill_timer)
+        disarm(rec.timer)
+        disarm(rec.kill_timer)
         rec.timer = rec.kill_timer = None
 
     def _arm_probation(self, rec: ChildRecord) -> None:
@@ -792,12 +541,12 @@ class Supervisor(SupervisedActor):
     def _probation_passed(self, rec: ChildRecord) -> None:
         rec.window.reset()
         log.info("{}: probation passed; restart window cleared", rec.path, extra={"path": rec.path})
-        self._publish(
+        self.ctx.publish(
             ev.ProbationPassed, lambda: ev.ProbationPassed(path=rec.path, at=self.ctx.wall())
         )
 
-    def _on_timer(self, msg: _Timer) -> None:
-        if msg.key == _GROUP_KEY:
+    def _on_timer(self, msg: Timer) -> None:
+        if msg.key == GROUP_KEY:
             if self._group.timer is msg:
                 self._group.timer = None
                 self._on_group_timer(msg.kind)
@@ -833,7 +582,7 @@ class Supervisor(SupervisedActor):
         elif kind is TimerKind.GROUP_PROBATION and self._group.window.probing:
             self._group.window.reset()
             log.info("{}: group probation passed; restart window cleared", self._name)
-            self._publish(
+            self.ctx.publish(
                 ev.ProbationPassed, lambda: ev.ProbationPassed(path=self.path, at=self.ctx.wall())
             )
 
@@ -857,37 +606,20 @@ class Supervisor(SupervisedActor):
 
     # -- group strategies ------------------------------------------------------------------------
 
-    def _members(self, failed: ChildRecord) -> list[ChildRecord]:
-        """The children a group restart takes down and brings back, in start order."""
-        if self.spec.strategy is Strategy.ONE_FOR_ALL:
-            chosen = list(self.children)
-        else:
-            chosen = self.children[self.children.index(failed) :]
-        return [
-            rec
-            for rec in chosen
-            if rec is failed
-            or (
-                rec.spec.restart is not RestartType.TEMPORARY
-                and rec.state not in (State.STOPPED, State.GAVE_UP)
-                and rec.intent in (None, Intent.GROUP)
-            )
-        ]
-
     def _apply_group(
         self, failed: ChildRecord, decision: Decision, cause: BaseException | None
     ) -> None:
         match decision:
             case Restart(delay=delay):
-                members = self._members(failed)
+                members = group_members(self.spec.strategy, self.children, failed)
                 names = ", ".join(r.path for r in members)
                 what = f"{self.spec.strategy.value} restart of {names}"
-                after = {"after": f" after {failed.path} failed"}
-                self._announce(decision, self.path, what, after)
+                after = f" after {failed.path} failed"
+                self.ctx.announce(decision, self.policy, self.path, what, tail=after)
                 self._take_down(members, delay, cooldown=False)
             case Cooldown(duration=duration):
-                members = self._members(failed)
-                self._announce(decision, self.path, "group cooling down", {})
+                members = group_members(self.spec.strategy, self.children, failed)
+                self.ctx.announce(decision, self.policy, self.path, "group cooling down")
                 self._take_down(members, duration, cooldown=True)
             case GiveUp(reason=reason):
                 self._give_up(failed, reason)
@@ -923,7 +655,7 @@ class Supervisor(SupervisedActor):
                     self._set_state(rec, waiting)
             if cooldown:
                 group.window.probe()
-            group.timer = self._arm(_GROUP_KEY, TimerKind.GROUP_RESTART, delay)
+            group.timer = self._arm(GROUP_KEY, TimerKind.GROUP_RESTART, delay)
 
         self._stop_in_reverse([r for r in members if r.actor is not None], then)
 
@@ -942,11 +674,11 @@ class Supervisor(SupervisedActor):
     def _arm_group_probation(self) -> None:
         self._cancel_group_timer()
         self._group.timer = self._arm(
-            _GROUP_KEY, TimerKind.GROUP_PROBATION, self.policy.cooldown.probation
+            GROUP_KEY, TimerKind.GROUP_PROBATION, self.policy.cooldown.probation
         )
 
     def _cancel_group_timer(self) -> None:
-        _disarm(self._group.timer)
+        disarm(self._group.timer)
         self._group.timer = None
 
     # -- stopping --------------------------------------------------------------------------------
@@ -1002,7 +734,7 @@ class Supervisor(SupervisedActor):
         self._closing = Intent.ESCALATE
         error = EscalationError(self.path, reason, cause)
         log.error("{}: escalating: {}", self._name, error)
-        self._publish(
+        self.ctx.publish(
             ev.Escalated,
             lambda: ev.Escalated(
                 path=self.path, at=self.ctx.wall(), reason=reason, error=self.ctx.mask(str(error))
@@ -1012,7 +744,7 @@ class Supervisor(SupervisedActor):
 
     def _shutdown(self, reply: pykka.Future[Any]) -> None:
         if self._closing is not None:
-            self._after_stop.append(lambda: _settle_future(reply))
+            self._after_stop.append(lambda: settle(reply))
             self._pump_stop()
             return
         self._closing = Intent.SHUTDOWN
@@ -1020,7 +752,7 @@ class Supervisor(SupervisedActor):
         log.info("{}: shutting down {} children", self._name, len(self.children))
 
         def done() -> None:
-            _settle_future(reply)
+            settle(reply)
             self._finish()
 
         self._stop_all_then(done)
@@ -1049,45 +781,36 @@ class Supervisor(SupervisedActor):
                     self._shutdown(cmd.reply)
                 case Op.KILL:
                     self._kill_all()
-                    _settle_future(cmd.reply)
+                    settle(cmd.reply)
                 case Op.STATUS:
-                    _settle_future(cmd.reply, self._status())
+                    settle(cmd.reply, self._status())
                 case Op.ADD if not cmd.path:
-                    _settle_future(cmd.reply, self._add(cmd.arg))
+                    settle(cmd.reply, self._add(cmd.arg))
                 case _:
                     self._route(cmd)
         except Exception:
-            _settle_future(cmd.reply, error=sys.exc_info())
+            settle(cmd.reply, error=sys.exc_info())
 
     def _route(self, cmd: Command) -> None:
         """Act on the child ``cmd.path`` names, or pass the command down to its group."""
-        rec = self._by_name.get(cmd.path[0]) if cmd.path else None
-        if rec is None:
-            raise NoSuchChildError("/".join((*self.path.split("/"), *cmd.path)).strip("/"))
+        rec = target(self._by_name, self.path, cmd)
         if len(cmd.path) == 1 and cmd.op is not Op.ADD:
             self._act(rec, cmd)
-            return
-        if not isinstance(rec.spec, SupervisorSpec):
-            if cmd.op is Op.ADD and len(cmd.path) == 1:
-                raise NotAGroupError(rec.path, rec.spec.kind)
-            raise NoSuchChildError(f"{rec.path}/{'/'.join(cmd.path[1:])}")
-        if rec.actor is None:
-            raise NoSuchChildError(
-                f"{rec.path}/{'/'.join(cmd.path[1:])} (group {rec.path} is {rec.state.value})"
-            )
-        rec.actor.actor_ref.tell(replace(cmd, path=cmd.path[1:]))
+        else:
+            assert rec.actor is not None
+            rec.actor.actor_ref.tell(replace(cmd, path=cmd.path[1:]))
 
     def _act(self, rec: ChildRecord, cmd: Command) -> None:
         match cmd.op:
             case Op.REF:
-                _settle_future(cmd.reply, rec.ref)
+                settle(cmd.reply, rec.ref)
             case Op.STOP:
-                self._person_stop(rec, Intent.STOP, lambda: _settle_future(cmd.reply))
+                self._person_stop(rec, Intent.STOP, lambda: settle(cmd.reply))
             case Op.REMOVE:
                 self._person_stop(rec, Intent.REMOVE, lambda: self._remove(rec, cmd.reply))
             case Op.START:
                 self._person_start(rec)
-                _settle_future(cmd.reply)
+                settle(cmd.reply)
             case Op.RESTART:
                 self._person_stop(rec, Intent.RESTART, lambda: self._restarted(rec, cmd.reply))
 
@@ -1130,9 +853,9 @@ class Supervisor(SupervisedActor):
         try:
             self._person_start(rec)
         except ShuttingDownError:
-            _settle_future(reply, error=sys.exc_info())
+            settle(reply, error=sys.exc_info())
             return
-        _settle_future(reply)
+        settle(reply)
 
     def _remove(self, rec: ChildRecord, reply: pykka.Future[Any]) -> None:
         self.children.remove(rec)
@@ -1143,7 +866,7 @@ class Supervisor(SupervisedActor):
         log.info("{}: removed", rec.path, extra={"path": rec.path})
         if not self.children:
             log.info("{}: no children left; idle until one is added", self._name)
-        _settle_future(reply)
+        settle(reply)
 
     def _add(self, spec: ChildSpec) -> ChildRef:
         if spec.name in self._by_name:
@@ -1158,49 +881,4 @@ class Supervisor(SupervisedActor):
         return rec.ref
 
     def _status(self) -> list[dict[str, Any]]:
-        nodes: list[dict[str, Any]] = []
-        for rec in self.children:
-            children: Any = None
-            if isinstance(rec.spec, SupervisorSpec):
-                actor = rec.actor
-                children = _ask_status(actor) if actor is not None else rec.final_children
-            waiting = rec.state in (State.BACKOFF, State.COOLDOWN, State.WAITING)
-            nodes.append(
-                node(
-                    rec.spec,
-                    rec.path,
-                    rec.state,
-                    starts=rec.starts,
-                    restarts=rec.restarts,
-                    failures=rec.failures,
-                    last_exit=rec.last_exit,
-                    next_start_at=rec.next_start_at if waiting else None,
-                    children=children,
-                )
-            )
-        return nodes
-
-
-def _disarm(timer: _Timer | None) -> None:
-    if timer is not None and timer.handle is not None:
-        timer.handle.cancel()
-
-
-def _ask_status(actor: SupervisedActor) -> pykka.Future[Any]:
-    future: pykka.Future[Any] = pykka.ThreadingFuture()
-    try:
-        actor.actor_ref.tell(Command(Op.STATUS, (), future))
-    except pykka.ActorDeadError:
-        future.set(None)
-    return future
-
-
-def _settle_future(future: pykka.Future[Any], value: Any = None, error: Any = None) -> None:
-    """Set a reply future once; a second answer (a race with an ending child) is dropped."""
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set(value)
-    except queue.Full:
-        pass
+        return child_nodes(self.children)

@@ -34,10 +34,11 @@ from actors import (
 )
 from supervision._events import BreakerChanged, EventBus
 from supervision._exits import classify
+from supervision._records import Command, FinalStatus, Op, TreeContext
 from supervision._spec import ActorSpec, BreakerSpec, ChildSpec, JobSpec, SupervisorSpec
 from supervision._state import State
 from supervision._status import document
-from supervision._supervisor import Command, FinalStatus, Op, Supervisor, TreeContext
+from supervision._supervisor import Supervisor
 from supervision._tracker import Tracker
 
 if TYPE_CHECKING:
