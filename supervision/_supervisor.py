@@ -349,10 +349,16 @@ class Supervisor(SupervisedActor):
 
     def _up(self, rec: ChildRecord) -> None:
         """The child started or may call again: running, or serving a probe's probation."""
-        if rec.window.probing:
-            self._set_state(rec, State.PROBATION)
-            self._arm_probation(rec)
-        else:
+        if not rec.window.probing:
+            self._set_state(rec, State.RUNNING)
+            return
+        probation = self.policy.cooldown.probation
+        if probation > 0:
+            # Armed before the state is published: whoever sees it can rely on the timer.
+            self._arm_child(rec, TimerKind.PROBATION, probation)
+        self._set_state(rec, State.PROBATION)
+        if probation <= 0:
+            self._probation_passed(rec)
             self._set_state(rec, State.RUNNING)
 
     # -- exits -----------------------------------------------------------------------------------
@@ -480,11 +486,12 @@ class Supervisor(SupervisedActor):
     def _apply(self, rec: ChildRecord, decision: Decision, cause: BaseException | None) -> None:
         match decision:
             case Restart(delay=delay):
-                extra = {"path": rec.path, "attempt": rec.attempts}
-                self.ctx.announce(
-                    decision, self.policy, rec.path, f"restart {rec.restarts + 1}", extra=extra
+                what, extra = (
+                    f"restart {rec.restarts + 1}",
+                    {"path": rec.path, "attempt": rec.attempts},
                 )
                 self._schedule_start(rec, delay, TimerKind.RESTART)
+                self.ctx.announce(decision, self.policy, rec.path, what, extra=extra)
             case Cooldown(duration=duration):
                 self._schedule_start(rec, duration, TimerKind.PROBE)
                 self._set_state(rec, State.COOLDOWN)
@@ -506,13 +513,15 @@ class Supervisor(SupervisedActor):
 
     def _schedule_start(self, rec: ChildRecord, delay: float, kind: TimerKind) -> None:
         rec.next_start_at = self.ctx.wall() + delay
+        if kind is TimerKind.RESTART and delay <= 0:
+            self._set_state(rec, State.BACKOFF)
+            rec.restarts += 1
+            self._launch(rec)
+            return
+        # Armed before the state is published: whoever sees it can rely on the timer.
+        self._arm_child(rec, kind, delay)
         if kind is TimerKind.RESTART:
             self._set_state(rec, State.BACKOFF)
-            if delay <= 0:
-                rec.restarts += 1
-                self._launch(rec)
-                return
-        self._arm_child(rec, kind, delay)
 
     def _arm(self, key: int, kind: TimerKind, delay: float) -> Timer:
         return Timer.arm(key, kind, delay, self.ctx.scheduler, self.actor_ref)
@@ -529,14 +538,6 @@ class Supervisor(SupervisedActor):
         disarm(rec.timer)
         disarm(rec.kill_timer)
         rec.timer = rec.kill_timer = None
-
-    def _arm_probation(self, rec: ChildRecord) -> None:
-        probation = self.policy.cooldown.probation
-        if probation <= 0:
-            self._probation_passed(rec)
-            self._set_state(rec, State.RUNNING)
-            return
-        self._arm_child(rec, TimerKind.PROBATION, probation)
 
     def _probation_passed(self, rec: ChildRecord) -> None:
         rec.window.reset()
@@ -647,15 +648,15 @@ class Supervisor(SupervisedActor):
         group.members = members
 
         def then() -> None:
+            if cooldown:
+                group.window.probe()
+            group.timer = self._arm(GROUP_KEY, TimerKind.GROUP_RESTART, delay)
             for rec in members:
                 if rec.state is State.STOPPED or rec not in group.members:
                     continue  # a person stopped it meanwhile
                 if rec.actor is None and rec.key in self._by_key:
                     self._cancel_timers(rec)
                     self._set_state(rec, waiting)
-            if cooldown:
-                group.window.probe()
-            group.timer = self._arm(GROUP_KEY, TimerKind.GROUP_RESTART, delay)
 
         self._stop_in_reverse([r for r in members if r.actor is not None], then)
 
@@ -672,7 +673,7 @@ class Supervisor(SupervisedActor):
             self._arm_group_probation()
 
     def _arm_group_probation(self) -> None:
-        self._cancel_group_timer()
+        disarm(self._group.timer)
         self._group.timer = self._arm(
             GROUP_KEY, TimerKind.GROUP_PROBATION, self.policy.cooldown.probation
         )
