@@ -204,8 +204,11 @@ class Supervisor(SupervisedActor):
             self.ctx.tracker.update(rec.path, rec.state, rec.spec.finite)
 
     def _set_state(self, rec: ChildRecord, new: State) -> None:
-        """The one place a child changes state: checked, tracked, published; opens and
-        closes its stable reference."""
+        """The one place a child changes state: checked, tracked, published.
+
+        It also opens the child's stable reference when it starts and closes it when
+        it settles or is stopped: the supervisor's half of the reference's lifecycle.
+        """
         old = rec.state
         if old is new:
             return

@@ -9,6 +9,7 @@ import pytest
 from actorkit import Journal, Recorder, SlowStop
 from clockkit import ManualClock
 
+from actors._errors import ShuttingDownError
 from supervision import (
     ActorSpec,
     Backoff,
@@ -563,8 +564,13 @@ class TestOverlappingOperations:
         assert tree.started(10)
         tree.stop_child("b")
         assert not tree.stop(timeout=0.2)  # a blocks in on_stop: the shutdown is under way
-        with pytest.raises(TreeStoppedError):
+        with pytest.raises(ShuttingDownError, match="b: not started, root is shutting down"):
             tree.start_child("b")
+        # A state of the tree, not a bad spec: adding is refused the same way.
+        with pytest.raises(ShuttingDownError, match="c: not added") as refused:
+            tree.add_child(actor("c", journal))
+        assert isinstance(refused.value, TreeStoppedError)
+        assert not isinstance(refused.value, SpecError)
         SlowStop.release.set()
         assert tree.stop(10)
         assert journal.count("start", "b") == 1
