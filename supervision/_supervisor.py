@@ -229,6 +229,11 @@ class Supervisor(SupervisedActor):
             self.ctx.bus.publish(
                 ev.StateChanged(path=rec.path, at=self.ctx.wall(), old=old, new=new)
             )
+        if old is State.BACKOFF and new is State.STOPPED:
+            # The restart announced was not made: it counts in neither status nor journal.
+            self.ctx.publish(
+                ev.RestartCancelled, lambda: ev.RestartCancelled(path=rec.path, at=self.ctx.wall())
+            )
 
     # -- starting --------------------------------------------------------------------------------
 

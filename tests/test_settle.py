@@ -26,6 +26,7 @@ from supervision import (
     python_job,
     start_tree,
 )
+from supervision._journal import Journal as JobJournal
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_BACKOFF = RestartPolicy(backoff=Backoff(initial=60.0, max=60.0, jitter=0))
@@ -109,16 +110,25 @@ def journal() -> Journal:
 
 class TestCounters:
     def test_a_restart_cancelled_by_stop_during_backoff_is_no_restart(
-        self, make_tree, events, journal: Journal
+        self, make_tree, events, journal: Journal, tmp_path: Path
     ) -> None:
-        tree = make_tree(
-            SupervisorSpec(policy=SLOW_BACKOFF, children=(actor("w", journal),)), on_event=events
-        )
-        tree.ref("w").tell("crash")
-        events.reached("w", "backoff")
-        tree.stop_child("w")
-        node = tree.status()["children"][0]
-        assert (node["state"], node["failures"], node["restarts"]) == ("stopped", 1, 0)
+        book = JobJournal(tmp_path)
+        try:
+            tree = make_tree(
+                SupervisorSpec(policy=SLOW_BACKOFF, children=(actor("w", journal),)),
+                on_event=events,
+                sink=book.record,
+            )
+            tree.ref("w").tell("crash")
+            events.reached("w", "backoff")
+            tree.stop_child("w")
+            node = tree.status()["children"][0]
+            assert (node["state"], node["failures"], node["restarts"]) == ("stopped", 1, 0)
+            assert book.flush()
+            decisions = [row["kind"] for row in book.history("w") if row["type"] == "decision"]
+            assert decisions == ["restart", "restart_cancelled"], "the journal says so too"
+        finally:
+            book.close()
         tree.start_child("w")
         assert tree.ref("w").ask("ping", timeout=5) == ("pong", "w", 2)
         assert tree.status()["children"][0]["restarts"] == 0, "a person's start is no restart"
