@@ -1,7 +1,9 @@
 """What a supervisor keeps and is told: its records of children, its messages, its context.
 
 The supervisor actor (``_supervisor``) is the only writer of these records;
-the pure selections at the end read them without changing anything.
+the selections at the end read them without changing anything. The tree
+context also says what the supervisors decide and hear: it logs and publishes
+a decision (``announce``) or an attempt's end, whoever's it is.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ if TYPE_CHECKING:
     import pykka
 
     from actors import (
+        AttemptDone,
         Breaker,
         BreakerState,
         ChildRef,
         Link,
+        Outcome,
         Scheduler,
         SupervisedActor,
         TimerHandle,
@@ -154,6 +158,33 @@ class TreeContext:
                         path=path, at=wall(), duration=duration, cycle=cycle
                     ),
                 )
+
+    def attempt_finished(self, path: str, msg: AttemptDone, outcome: Outcome) -> None:
+        """Log and publish how one attempt of the job at ``path`` ended."""
+        error = self.shown(msg.error)
+        if outcome.is_failure:
+            log.warning(
+                "{}: attempt {} {}: {}",
+                path,
+                msg.attempt,
+                outcome.value,
+                error,
+                extra={"path": path, "attempt": msg.attempt},
+            )
+        else:
+            log.debug("{}: attempt {} {}", path, msg.attempt, outcome.value)
+        self.publish(
+            ev.AttemptFinished,
+            lambda: ev.AttemptFinished(
+                path=path,
+                at=msg.ended_at,
+                attempt=msg.attempt,
+                outcome=outcome,
+                error=error,
+                started_at=msg.started_at,
+                code=msg.code,
+            ),
+        )
 
     def shown(self, error: BaseException | None) -> str | None:
         """An error as logs, status and events show it: described, secrets masked."""

@@ -376,31 +376,7 @@ class Supervisor(SupervisedActor):
         if rec is None or rec.incarnation != msg.incarnation:
             return
         rec.attempts = max(rec.attempts, msg.attempt)
-        outcome = classify(msg).outcome
-        error = self.ctx.shown(msg.error)
-        if outcome.is_failure:
-            log.warning(
-                "{}: attempt {} {}: {}",
-                rec.path,
-                msg.attempt,
-                outcome.value,
-                error,
-                extra={"path": rec.path, "attempt": msg.attempt},
-            )
-        else:
-            log.debug("{}: attempt {} {}", rec.path, msg.attempt, outcome.value)
-        self.ctx.publish(
-            ev.AttemptFinished,
-            lambda: ev.AttemptFinished(
-                path=rec.path,
-                at=msg.ended_at,
-                attempt=msg.attempt,
-                outcome=outcome,
-                error=error,
-                started_at=msg.started_at,
-                code=msg.code,
-            ),
-        )
+        self.ctx.attempt_finished(rec.path, msg, classify(msg).outcome)
 
     def _on_exit(self, msg: ChildExit) -> None:
         rec = self._by_key.get(msg.key)
