@@ -229,11 +229,6 @@ class Supervisor(SupervisedActor):
             self.ctx.bus.publish(
                 ev.StateChanged(path=rec.path, at=self.ctx.wall(), old=old, new=new)
             )
-        if old is State.BACKOFF and new is State.STOPPED:
-            # The restart announced was not made: it counts in neither status nor journal.
-            self.ctx.publish(
-                ev.RestartCancelled, lambda: ev.RestartCancelled(path=rec.path, at=self.ctx.wall())
-            )
 
     # -- starting --------------------------------------------------------------------------------
 
@@ -699,12 +694,24 @@ class Supervisor(SupervisedActor):
             self._arm_child(rec, TimerKind.KILL, grace)
         actor._jv_request_stop()
 
+    def _drop_restart(self, rec: ChildRecord) -> None:
+        """A stop or a person's start overtakes the restart ``rec`` waits for in its backoff.
+
+        That restart is never made: it is not counted, and the journal hears so.
+        """
+        if rec.state is State.BACKOFF and rec.next_start_at is not None:
+            rec.next_start_at = None
+            self.ctx.publish(
+                ev.RestartCancelled, lambda: ev.RestartCancelled(path=rec.path, at=self.ctx.wall())
+            )
+
     def _stop_all_then(self, then: Callable[[], None]) -> None:
         self._start_queue.clear()
         self._starting = None
         self._cancel_group_timer()
         for rec in self.children:
             if rec.actor is None:
+                self._drop_restart(rec)
                 self._cancel_timers(rec)
                 rec.next_start_at = None
                 if rec.state not in FINAL:
@@ -806,6 +813,7 @@ class Supervisor(SupervisedActor):
         if group.members and intent is not Intent.RESTART and rec in group.members:
             group.members.remove(rec)  # a person's stop outranks a pending group restart
         if rec.actor is None:
+            self._drop_restart(rec)
             self._cancel_timers(rec)
             rec.next_start_at = None
             if self._starting is rec:
@@ -825,6 +833,7 @@ class Supervisor(SupervisedActor):
             return
         if self._closing is not None:
             raise ShuttingDownError(f"{rec.path}: not started, {self._name} is {self._ending}")
+        self._drop_restart(rec)
         rec.window.reset()
         log.info("{}: start requested", rec.path, extra={"path": rec.path})
         self._start_now(rec)

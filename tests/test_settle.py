@@ -133,6 +133,27 @@ class TestCounters:
         assert tree.ref("w").ask("ping", timeout=5) == ("pong", "w", 2)
         assert tree.status()["children"][0]["restarts"] == 0, "a person's start is no restart"
 
+    def test_a_restart_overtaken_by_a_persons_restart_is_no_restart(
+        self, make_tree, events, journal: Journal, tmp_path: Path
+    ) -> None:
+        book = JobJournal(tmp_path)
+        try:
+            tree = make_tree(
+                SupervisorSpec(policy=SLOW_BACKOFF, children=(actor("w", journal),)),
+                on_event=events,
+                sink=book.record,
+            )
+            tree.ref("w").tell("crash")
+            events.reached("w", "backoff")
+            tree.restart("w")
+            assert tree.ref("w").ask("ping", timeout=5) == ("pong", "w", 2)
+            assert tree.status()["children"][0]["restarts"] == 0
+            assert book.flush()
+            decisions = [row["kind"] for row in book.history("w") if row["type"] == "decision"]
+            assert decisions == ["restart", "restart_cancelled"]
+        finally:
+            book.close()
+
     def test_a_group_restart_cancelled_by_stop_is_no_restart(
         self, make_tree, events, journal: Journal
     ) -> None:
