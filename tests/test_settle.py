@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jobfuncs
@@ -23,6 +24,7 @@ from supervision import (
     Schedule,
     Strategy,
     SupervisorSpec,
+    Tree,
     python_job,
     start_tree,
 )
@@ -108,51 +110,50 @@ def journal() -> Journal:
     return Journal()
 
 
+@pytest.fixture
+def book(tmp_path: Path) -> Iterator[JobJournal]:
+    """A real journal the tree writes to; closed after the test."""
+    journal = JobJournal(tmp_path)
+    yield journal
+    journal.close()
+
+
+def decisions(book: JobJournal, path: str) -> list[str]:
+    assert book.flush()
+    return [row["kind"] for row in book.history(path) if row["type"] == "decision"]
+
+
 class TestCounters:
+    @pytest.fixture
+    def in_backoff(self, make_tree, events, journal: Journal, book: JobJournal) -> Tree:
+        """A tree whose only child crashed and waits a minute for its restart."""
+        tree = make_tree(
+            SupervisorSpec(policy=SLOW_BACKOFF, children=(actor("w", journal),)),
+            on_event=events,
+            sink=book.record,
+        )
+        tree.ref("w").tell("crash")
+        events.reached("w", "backoff")
+        return tree
+
     def test_a_restart_cancelled_by_stop_during_backoff_is_no_restart(
-        self, make_tree, events, journal: Journal, tmp_path: Path
+        self, in_backoff: Tree, book: JobJournal
     ) -> None:
-        book = JobJournal(tmp_path)
-        try:
-            tree = make_tree(
-                SupervisorSpec(policy=SLOW_BACKOFF, children=(actor("w", journal),)),
-                on_event=events,
-                sink=book.record,
-            )
-            tree.ref("w").tell("crash")
-            events.reached("w", "backoff")
-            tree.stop_child("w")
-            node = tree.status()["children"][0]
-            assert (node["state"], node["failures"], node["restarts"]) == ("stopped", 1, 0)
-            assert book.flush()
-            decisions = [row["kind"] for row in book.history("w") if row["type"] == "decision"]
-            assert decisions == ["restart", "restart_cancelled"], "the journal says so too"
-        finally:
-            book.close()
-        tree.start_child("w")
-        assert tree.ref("w").ask("ping", timeout=5) == ("pong", "w", 2)
-        assert tree.status()["children"][0]["restarts"] == 0, "a person's start is no restart"
+        in_backoff.stop_child("w")
+        node = in_backoff.status()["children"][0]
+        assert (node["state"], node["failures"], node["restarts"]) == ("stopped", 1, 0)
+        assert decisions(book, "w") == ["restart", "restart_cancelled"], "the journal says so"
+        in_backoff.start_child("w")
+        assert in_backoff.ref("w").ask("ping", timeout=5) == ("pong", "w", 2)
+        assert in_backoff.status()["children"][0]["restarts"] == 0, "a person's start is none"
 
     def test_a_restart_overtaken_by_a_persons_restart_is_no_restart(
-        self, make_tree, events, journal: Journal, tmp_path: Path
+        self, in_backoff: Tree, book: JobJournal
     ) -> None:
-        book = JobJournal(tmp_path)
-        try:
-            tree = make_tree(
-                SupervisorSpec(policy=SLOW_BACKOFF, children=(actor("w", journal),)),
-                on_event=events,
-                sink=book.record,
-            )
-            tree.ref("w").tell("crash")
-            events.reached("w", "backoff")
-            tree.restart("w")
-            assert tree.ref("w").ask("ping", timeout=5) == ("pong", "w", 2)
-            assert tree.status()["children"][0]["restarts"] == 0
-            assert book.flush()
-            decisions = [row["kind"] for row in book.history("w") if row["type"] == "decision"]
-            assert decisions == ["restart", "restart_cancelled"]
-        finally:
-            book.close()
+        in_backoff.restart("w")
+        assert in_backoff.ref("w").ask("ping", timeout=5) == ("pong", "w", 2)
+        assert in_backoff.status()["children"][0]["restarts"] == 0
+        assert decisions(book, "w") == ["restart", "restart_cancelled"]
 
     def test_a_group_restart_cancelled_by_stop_is_no_restart(
         self, make_tree, events, journal: Journal
