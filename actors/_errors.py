@@ -8,13 +8,19 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
     │   └── ManifestError         (supervision) every problem of a manifest, with paths and lines
     ├── RuntimeSetupError         the chosen runtime cannot run in this process
     ├── LoggingSetupError         (supervision) the log file cannot be opened
+    ├── JournalError              (supervision) the journal cannot be opened or written
+    ├── DaemonError               (supervision) the daemon cannot start or serve
+    ├── NoDaemonError             (supervision) no daemon answers on the state dir's socket
     ├── NoSuchChildError          a path names no child
+    │   └── NotAGroupError        the path names a job or an actor where a group is needed
     ├── ChildUnavailableError     a message cannot reach a supervised child
     ├── TreeStoppedError          the tree was asked to act after it stopped
+    │   └── ShuttingDownError     a group that is shutting down was asked to start or add
     └── JobFailure                why an attempt or a supervisor failed
         ├── AttemptTimeout        an attempt ran past its ``timeout``
         ├── ServiceExited         a service returned while nobody stopped it
         ├── ChildKilled           a BaseException ended a child
+        ├── PythonExit            a python job called sys.exit with a non-zero code
         ├── CommandFailed         a command job exited non-zero or was killed by a signal
         ├── HttpStatusError       an http job got a status it does not expect
         ├── HttpRequestError      an http request got no answer (connection, timeout, cancelled)
@@ -32,8 +38,10 @@ __all__ = [
     "JobFailure",
     "JobvisorError",
     "NoSuchChildError",
+    "NotAGroupError",
     "RuntimeSetupError",
     "ServiceExited",
+    "ShuttingDownError",
     "SpecError",
     "TreeStoppedError",
 ]
@@ -79,6 +87,17 @@ class NoSuchChildError(JobvisorError, LookupError):
         self.path = path
 
 
+class NotAGroupError(NoSuchChildError):
+    """``add_child(under=path)`` names a job or an actor: only a group has children."""
+
+    def __init__(self, path: str, kind: str) -> None:
+        NoSuchChildError.__init__(self, path)
+        self.args = (
+            f"{path!r} is not a group ({kind}): add_child(under=...) takes a group's path",
+        )
+        self.kind = kind
+
+
 class ChildUnavailableError(JobvisorError):
     """A message sent through a stable child reference cannot be delivered.
 
@@ -93,6 +112,14 @@ class TreeStoppedError(JobvisorError):
     """The tree was asked to act after it had stopped.
 
     Start a new tree with ``start_tree``; a stopped tree cannot be revived.
+    """
+
+
+class ShuttingDownError(TreeStoppedError):
+    """A group that is shutting down (or escalating) was asked to start or add a child.
+
+    A state of the running tree, not a bad value: the request may be made
+    again once the group runs again (a new tree, or the group's restart).
     """
 
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import logbook
 
 from actors._attempt import Attempt, current_attempt_var
-from actors._errors import AttemptTimeout, ServiceExited, SpecError
-from actors._messages import AttemptDone, ChildStarted, Outcome, Resumed, Waiting
+from actors._errors import AttemptTimeout, SpecError
+from actors._messages import AttemptDone, ChildStarted, Resumed, Waiting
 from actors._retry import RetrySpec, run_with_retry
 from actors._runtime import Scheduler, TimerHandle, interrupt_task
 from actors._supervised import Kill, SupervisedActor
@@ -132,7 +132,7 @@ class JobActor(SupervisedActor):
             self._jv_auto_started = False  # started is reported by the probe
         self._scheduler = scheduler
         self._wall = wall_clock
-        self._attempts_done = attempts_done
+        self._jv_attempts = attempts_done
         self._attempt: Attempt | None = None  # set while an attempt runs, read by other threads
         self._tick_timer: TimerHandle | None = None
         self._recheck: TimerHandle | None = None
@@ -173,28 +173,29 @@ class JobActor(SupervisedActor):
 
     # -- modes -----------------------------------------------------------------------------------
 
+    # What ends an incarnation, as facts: a stop asked, or the attempt's error; a service
+    # that returns and every other meaning is for the supervisor's classification.
+
     def _run_once_or_service(self) -> None:
-        outcome, error, code = self._run_attempt()
-        if self._jv_stop_requested and outcome is not Outcome.TIMEOUT:
-            # The work ended because we cancelled it: a commanded stop is never a failure.
-            outcome, error = Outcome.STOPPED, None
-        elif outcome is Outcome.FAILED and self._breaker_opened():
+        error, code = self._run_attempt()
+        if self._jv_stop_requested:
+            # The work ended because we cancelled it: its error is no fact of the job's.
+            self._jv_finish(None, code)
+        elif error is not None and self._breaker_opened():
             self._wait_for_breaker(_RUN)
-            return
-        elif outcome is Outcome.SUCCEEDED and self.schedule.service:
-            outcome, error = Outcome.FAILED, ServiceExited(f"service {self.path} returned")
-        self._jv_finish(outcome, error, code)
+        else:
+            self._jv_finish(error, code)
 
     def _run_tick(self) -> None:
-        outcome, error, code = self._run_attempt()
+        error, code = self._run_attempt()
         if self._jv_stop_requested:
-            self._jv_finish(Outcome.STOPPED)
-        elif outcome is Outcome.FAILED and self._breaker_opened():
+            self._jv_finish()
+        elif error is not None and self._breaker_opened():
             self._wait_for_breaker(None)
-        elif outcome.is_failure:
-            self._jv_finish(outcome, error, code)
-        elif self.schedule.times is not None and self._attempts_done >= self.schedule.times:
-            self._jv_finish(Outcome.SUCCEEDED, None, code)
+        elif error is not None:
+            self._jv_finish(error, code)
+        elif self.schedule.times is not None and self._jv_attempts >= self.schedule.times:
+            self._jv_finish(None, code)
 
     def _next_tick(self, first: float) -> None:
         now = time.monotonic()
@@ -270,15 +271,16 @@ class JobActor(SupervisedActor):
             ready.wait_ready(self._probe_cancel)
         except Exception as exc:
             if not self._probe_cancel.is_set() and not self.actor_stopped.is_set():
-                self._fail_from_outside(Outcome.FAILED, exc, self._attempt)
+                self._fail_from_outside(exc, self._attempt)
             return
         link = self._jv_link
         link.parent.tell(ChildStarted(link.key, link.incarnation))
 
     # -- one attempt -----------------------------------------------------------------------------
 
-    def _run_attempt(self) -> tuple[Outcome, BaseException | None, int | None]:
-        number = self._attempts_done + 1
+    def _run_attempt(self) -> tuple[BaseException | None, int | None]:
+        """Run one attempt; return what ended it (error, exit code) and report it."""
+        number = self._jv_attempts + 1
         attempt = Attempt(self.path, number, self._wall())
         timeout = self.schedule.timeout
         if timeout is not None:
@@ -310,31 +312,33 @@ class JobActor(SupervisedActor):
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
-        self._attempts_done = number
         self._jv_attempts = number
-        if self._jv_outcome is not None:  # failed from outside (timeout, readiness)
-            return self._jv_outcome, self._jv_error, code
-        if self._jv_stop_requested:
-            # Ended because we stopped it: not a failure, and nothing for a breaker to count.
-            outcome = Outcome.STOPPED if error is not None else Outcome.SUCCEEDED
-        else:
-            if self.breaker is not None:
-                self.breaker.record(ok=error is None)
-            outcome = Outcome.SUCCEEDED if error is None else Outcome.FAILED
+        if self._jv_error is not None or self._jv_killed:
+            # Ended from outside (timeout, readiness, kill): reported there already.
+            return self._jv_error, code
+        if not self._jv_stop_requested and self.breaker is not None:
+            # A stop we asked for is nothing for a breaker to count.
+            self.breaker.record(ok=error is None)
+        self._report_attempt(attempt, error, code)
+        return error, code
+
+    def _report_attempt(
+        self, attempt: Attempt, error: BaseException | None, code: int | None
+    ) -> None:
+        """The one place an attempt's facts are told to the supervisor."""
         link = self._jv_link
         link.parent.tell(
             AttemptDone(
                 link.key,
                 link.incarnation,
-                number,
-                outcome,
+                attempt.number,
                 error,
                 attempt.started_at,
                 self._wall(),
                 code,
+                self._jv_stop_requested,
             )
         )
-        return outcome, error, code
 
     def _log_retry(self, number: int, exc: BaseException, delay: float) -> None:
         attempt = self._attempt
@@ -355,31 +359,18 @@ class JobActor(SupervisedActor):
         error = AttemptTimeout(
             f"{self.path} attempt {attempt.number} timed out after {self.schedule.timeout}s"
         )
-        self._fail_from_outside(Outcome.TIMEOUT, error, attempt)
+        self._fail_from_outside(error, attempt)
 
-    def _fail_from_outside(
-        self, outcome: Outcome, error: BaseException, attempt: Attempt | None
-    ) -> None:
+    def _fail_from_outside(self, error: BaseException, attempt: Attempt | None) -> None:
         """Another thread ends this incarnation at once; the running work is stopped after."""
-        if self._jv_outcome is not None:
+        if self._jv_error is not None or self._jv_killed:
             return
-        self._jv_outcome, self._jv_error = outcome, error
+        self._jv_error = error
         if self.breaker is not None:
             self.breaker.record(ok=False)
         if attempt is not None:
             self._jv_attempts = attempt.number
-            link = self._jv_link
-            link.parent.tell(
-                AttemptDone(
-                    link.key,
-                    link.incarnation,
-                    attempt.number,
-                    outcome,
-                    error,
-                    attempt.started_at,
-                    self._wall(),
-                )
-            )
+            self._report_attempt(attempt, error, None)
         # Work that stops itself on cancel (a command: stop signal, then SIGKILL after its
         # grace) keeps that grace, and the exit is reported once it has really ended, so a
         # restart never runs beside the old process. Anything else (python code) is

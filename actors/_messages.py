@@ -68,32 +68,41 @@ class ChildStarted:
 
 @dataclass(frozen=True, slots=True)
 class AttemptDone:
-    """One attempt of a job ended (a periodic job reports every tick)."""
+    """One attempt of a job ended (a periodic job reports every tick): its raw facts.
 
-    key: int
-    incarnation: int
-    attempt: int
-    outcome: Outcome
-    error: BaseException | None
-    started_at: float
-    ended_at: float
-    code: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ChildExit:
-    """The child ended; sent exactly once per incarnation.
-
-    An actor that stopped itself with no error (pykka ``self.stop()``) exits
-    ``SUCCEEDED``: a normal exit, not a failure. ``attempts`` counts the
-    attempts this incarnation finished (periodic jobs carry it across restarts).
+    ``error`` is what the work raised (None when it returned) and
+    ``stop_requested`` whether a stop had been asked by then; what they mean
+    (succeeded, failed, timed out, stopped) is for the supervisor to decide.
     """
 
     key: int
     incarnation: int
-    outcome: Outcome
+    attempt: int
     error: BaseException | None
+    started_at: float
+    ended_at: float
     code: int | None = None
+    stop_requested: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChildExit:
+    """The child ended; sent exactly once per incarnation, with the raw facts of its end.
+
+    ``error`` is the first exception that ended it (None: it returned or
+    stopped), ``stop_requested`` whether its supervisor asked it to stop,
+    ``killed`` whether it was ended by force after its grace, and ``attempts``
+    the attempts it finished (periodic jobs carry the count across restarts).
+    The supervisor alone turns these into an ``Outcome``: an actor that
+    stopped itself with no error (pykka ``self.stop()``) is a normal exit.
+    """
+
+    key: int
+    incarnation: int
+    error: BaseException | None = None
+    code: int | None = None
+    stop_requested: bool = False
+    killed: bool = False
     attempts: int = 0
 
 

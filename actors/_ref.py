@@ -36,6 +36,14 @@ class ChildRef:
     letters. A message is never dropped silently and a sender never hangs.
     Messages still queued in a crashed incarnation's inbox are carried over
     to the next one too.
+
+    Its lifecycle has two owners, one per side of a restart: the supervisor
+    opens and closes it as the child's state changes (``_reopen`` when it
+    starts, ``_close`` when it settles, is stopped or removed: in
+    ``Supervisor._set_state``), and each incarnation attaches its inbox when it
+    starts (``start_supervised``) and detaches it once when it ends
+    (``SupervisedActor._jv_detach``). Failing what cannot be delivered is the
+    reference's own business.
     """
 
     __slots__ = ("_dead_letter", "_inbox", "_lock", "_mode", "_reason", "_stash", "path")
@@ -115,10 +123,10 @@ class ChildRef:
             self._inbox = inbox
             self._mode = _Mode.ATTACHED
 
-    def _detach(self, inbox: Any) -> list[Envelope[Any]]:
+    def _detach(self, inbox: Any) -> None:
         """Stop routing to ``inbox``; move what it still holds into the stash.
 
-        Returns the envelopes that did not fit (the caller fails them).
+        What does not fit (a closed reference, a full stash) fails at once.
         """
         overflow: list[Envelope[Any]] = []
         with self._lock:
@@ -138,7 +146,7 @@ class ChildRef:
                     overflow.append(envelope)
                 else:
                     self._stash.append(envelope)
-        return overflow
+        self._fail(overflow)
 
     def _salvage(self, dead: Any) -> None:
         """Move what a sender left in a detached inbox to where messages go now."""

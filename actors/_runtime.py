@@ -313,6 +313,11 @@ class Scheduler:
                 self._cond.notify()
         return handle
 
+    def wake(self) -> None:
+        """Look at the clock again now: an injected clock was moved (a test's ``advance``)."""
+        with self._cond:
+            self._cond.notify()
+
     def stop(self, timeout: float | None = 5.0) -> None:
         """Drop every pending call and end the thread."""
         with self._cond:

@@ -19,7 +19,7 @@ import pykka
 from pykka import ActorRegistry
 
 from actors._errors import ChildKilled
-from actors._messages import ChildExit, ChildStarted, Link, Outcome
+from actors._messages import ChildExit, ChildStarted, Link
 from actors._runtime import current_task, interrupt_task, start_task
 
 if TYPE_CHECKING:
@@ -38,10 +38,10 @@ class Kill(BaseException):
 class SupervisedActor(pykka.ThreadingActor):
     """A pykka actor that reports how it ended to its supervisor.
 
-    Subclasses set ``_jv_outcome``/``_jv_error`` through ``_jv_finish`` to
-    end with an explicit outcome; otherwise the outcome is derived: a recorded
-    exception means ``FAILED``, a stop the supervisor asked for ``STOPPED``,
-    and a stop the actor chose itself ``SUCCEEDED``.
+    The report holds facts only: the first exception that ended the actor,
+    an exit code (set through ``_jv_finish``), whether a stop was asked,
+    whether it was killed, and the attempts it finished. Its supervisor
+    classifies them (``supervision._exits.classify``).
     """
 
     # Supervisors report ChildStarted themselves, once their own children have started.
@@ -50,10 +50,12 @@ class SupervisedActor(pykka.ThreadingActor):
     _jv_link: Link
     _jv_task: Any = None
     _jv_error: BaseException | None = None
-    _jv_outcome: Outcome | None = None
     _jv_code: int | None = None
+    # The one attempt counter: attempts finished over every incarnation (a job starts it
+    # from its supervisor's record, so a periodic job's numbering goes on after a restart).
     _jv_attempts: int = 0
     _jv_stop_requested: bool = False
+    _jv_killed: bool = False
     _jv_running: bool = False  # true while the actor's thread runs our loop: a kill may land
     _jv_thread_name: str = "actor"
     _jv_reported: threading.Lock  # acquired once, never released: the exit is reported once
@@ -129,11 +131,16 @@ class SupervisedActor(pykka.ThreadingActor):
         self.actor_stopped.set()
 
     def _actor_loop_teardown(self) -> None:
-        ref = self._jv_link.ref
-        if ref is None:
+        if self._jv_link.ref is None:
             super()._actor_loop_teardown()
             return
-        ref._fail(ref._detach(self.actor_inbox))
+        self._jv_detach()
+
+    def _jv_detach(self) -> None:
+        """Let go of the stable reference: messages still queued move on (or fail, counted)."""
+        ref = self._jv_link.ref
+        if ref is not None:
+            ref._detach(self.actor_inbox)
 
     # -- how the actor ends ----------------------------------------------------------------------
 
@@ -141,35 +148,14 @@ class SupervisedActor(pykka.ThreadingActor):
         if self._jv_error is None:
             self._jv_error = exc
 
-    def _jv_finish(
-        self, outcome: Outcome, error: BaseException | None = None, code: int | None = None
-    ) -> None:
-        """End this incarnation with an explicit outcome (runs in the actor's thread)."""
-        if self._jv_outcome is None:
-            self._jv_outcome, self._jv_error, self._jv_code = outcome, error, code
+    def _jv_finish(self, error: BaseException | None = None, code: int | None = None) -> None:
+        """End this incarnation now, with ``error`` if none was recorded (actor's thread)."""
+        if error is not None:
+            self._jv_record(error)
+        if code is not None:
+            self._jv_code = code
         if not self.actor_stopped.is_set():
             self._stop()
-
-    def _jv_exit_message(self) -> ChildExit:
-        link = self._jv_link
-        outcome, error = self._jv_outcome, self._jv_error
-        if outcome is None:
-            if isinstance(error, Kill):
-                outcome = Outcome.KILLED if self._jv_stop_requested else Outcome.FAILED
-                error = None if self._jv_stop_requested else ChildKilled("the actor was killed")
-            elif error is not None:
-                outcome = Outcome.FAILED
-                if not isinstance(error, Exception):
-                    killed = ChildKilled(f"{type(error).__name__} ended the actor")
-                    killed.__cause__ = error
-                    error = killed
-            elif self._jv_stop_requested:
-                outcome = Outcome.STOPPED
-            else:
-                outcome = Outcome.SUCCEEDED
-        return ChildExit(
-            link.key, link.incarnation, outcome, error, self._jv_code, self._jv_attempts
-        )
 
     def _jv_report(self) -> None:
         """Send the one exit report of this incarnation; later calls do nothing.
@@ -178,13 +164,22 @@ class SupervisedActor(pykka.ThreadingActor):
         """
         if not self._jv_reported.acquire(blocking=False):
             return
-        ref = self._jv_link.ref
-        if ref is not None and self._jv_running:
+        if self._jv_running:
             # Reported from another thread (a timeout, a kill) while the actor's thread may
             # still run: route new messages away now; its teardown drains the rest.
-            ref._fail(ref._detach(self.actor_inbox))
+            self._jv_detach()
+        link = self._jv_link
+        report = ChildExit(
+            link.key,
+            link.incarnation,
+            self._jv_error,
+            self._jv_code,
+            self._jv_stop_requested,
+            self._jv_killed,
+            self._jv_attempts,
+        )
         try:  # noqa: SIM105 - not contextlib.suppress: this runs on every restart
-            self._jv_link.parent.tell(self._jv_exit_message())
+            link.parent.tell(report)
         except pykka.ActorDeadError:
             pass  # the supervisor is gone already: nobody is left to tell
 
@@ -203,8 +198,7 @@ class SupervisedActor(pykka.ThreadingActor):
     def _jv_kill(self) -> None:
         """End the actor's thread now: it ignored a stop for its whole grace period."""
         self._jv_stop_requested = True
-        if self._jv_outcome is None:
-            self._jv_outcome = Outcome.KILLED
+        self._jv_killed = True
         task = self._jv_task
         if task is not None and self._jv_running:
             interrupt_task(task, Kill)

@@ -20,7 +20,7 @@ from actors._runtime import KILL_GRACE, abandoned, join_tasks, live_tasks, watch
 from supervision._events import ThreadAbandoned
 
 if TYPE_CHECKING:
-    from supervision._supervisor import TreeContext
+    from supervision._records import TreeContext
 
 __all__ = ["AbandonWatch"]
 

@@ -25,6 +25,7 @@ __all__ = [
     "EventBus",
     "GaveUp",
     "ProbationPassed",
+    "RestartCancelled",
     "RestartScheduled",
     "StateChanged",
     "Subscription",
@@ -69,6 +70,11 @@ class ChildExited(Event):
 class RestartScheduled(Event):
     delay: float
     number: int  # restart number inside the intensity window
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartCancelled(Event):
+    """The restart scheduled for the child will not happen: it was stopped during its backoff."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -181,6 +181,7 @@ class Journal:
         {
             ev.AttemptFinished,
             ev.RestartScheduled,
+            ev.RestartCancelled,
             ev.GaveUp,
             ev.Escalated,
             ev.CooldownStarted,
@@ -435,6 +436,8 @@ def _decision(event: ev.Event) -> tuple[str, str, dict[str, object]] | None:
     match event:
         case ev.RestartScheduled():
             found = (event.path, "restart", {"delay": event.delay, "number": event.number})
+        case ev.RestartCancelled():
+            found = (event.path, "restart_cancelled", {})
         case ev.GaveUp():
             found = (event.path, "give_up", {"reason": event.reason})
         case ev.Escalated():

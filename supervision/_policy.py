@@ -1,21 +1,21 @@
-"""Restart policies as pure values and pure decisions over an explicit history.
+"""Restart policies as pure values and pure decisions over an explicit restart window.
 
 Nothing here reads a clock, sleeps or touches an actor: ``decide(policy,
-history, now, rand)`` returns what to do and the history after it, so every
-rule of SPEC §2 is tested as a plain function with exact times.
+window, now, rand)`` returns what to do, and ``Window.apply`` notes it, so
+every rule of SPEC §2 is tested as a plain function with exact times.
 """
 
 from __future__ import annotations
 
-import bisect
 import enum
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from actors import Outcome, SpecError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable
 
 __all__ = [
     "Backoff",
@@ -24,13 +24,13 @@ __all__ = [
     "Decision",
     "Escalate",
     "GiveUp",
-    "History",
     "Intensity",
     "OnExhausted",
     "Restart",
     "RestartPolicy",
     "RestartType",
     "Strategy",
+    "Window",
     "decide",
     "decide_probation_failure",
     "wants_restart",
@@ -155,103 +155,71 @@ class RestartPolicy:
     cooldown: CooldownPolicy = CooldownPolicy()
 
 
-class History:
-    """What a decision needs to remember about past failures of one child or group.
+class Window:
+    """What a decision remembers about the past restarts of one child or group.
 
-    ``restarts`` holds the monotonic times of restarts still inside the window,
-    oldest first. ``cycles`` counts consecutive cooldown cycles; ``probing``
-    is true while a probe start runs in probation.
+    ``restarts`` holds the monotonic times of the latest restarts, oldest
+    first: at most ``max_restarts + 1`` of them, and none that had left the
+    intensity window when the last decision was noted, so a decision costs the
+    same after a million restarts as after ten. ``cycles`` counts consecutive
+    cooldown cycles; ``probing`` is true while a probe start runs in probation.
 
-    A value: immutable, compared and hashed by those three. Inside, a history
-    is a slice ``[lo, hi)`` of a list of times it may share with the history it
-    came from, so a decision costs the same with ten restarts in the window as
-    with a million (a tuple would be copied on every restart). The list is only
-    ever appended to past the newest slice; branching from an older history
-    copies its slice, so every history keeps its own times.
+    It lives on the supervisor's record of the child (or of the group) and
+    changes only through its methods; ``decide`` only reads it.
     """
 
-    __slots__ = ("_hi", "_lo", "_times", "cycles", "probing")
-
-    _times: list[float]
-    _lo: int
-    _hi: int
-    cycles: int
-    probing: bool
+    __slots__ = ("cycles", "probing", "restarts", "within")
 
     def __init__(
-        self, restarts: Sequence[float] = (), cycles: int = 0, probing: bool = False
+        self,
+        intensity: Intensity,
+        restarts: Iterable[float] = (),
+        cycles: int = 0,
+        probing: bool = False,
     ) -> None:
-        times = list(restarts)
-        self._init(times, 0, len(times), cycles, probing)
-
-    def _init(self, times: list[float], lo: int, hi: int, cycles: int, probing: bool) -> None:
-        setattr_ = object.__setattr__
-        setattr_(self, "_times", times)
-        setattr_(self, "_lo", lo)
-        setattr_(self, "_hi", hi)
-        setattr_(self, "cycles", cycles)
-        setattr_(self, "probing", probing)
-
-    @classmethod
-    def _slice(
-        cls, times: list[float], lo: int, hi: int, cycles: int, probing: bool = False
-    ) -> History:
-        history = cls.__new__(cls)
-        history._init(times, lo, hi, cycles, probing)
-        return history
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"History is immutable; cannot set {name}")
-
-    def __reduce__(self) -> tuple[type[History], tuple[tuple[float, ...], int, bool]]:
-        # Copies and pickles rebuild it from its value (the shared list is an internal).
-        return (History, (self.restarts, self.cycles, self.probing))
-
-    @property
-    def restarts(self) -> tuple[float, ...]:
-        return tuple(self._times[self._lo : self._hi])
-
-    def _key(self) -> tuple[tuple[float, ...], int, bool]:
-        return (self.restarts, self.cycles, self.probing)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, History):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
+        self.within = intensity.within
+        self.restarts: deque[float] = deque(restarts, maxlen=intensity.max_restarts + 1)
+        self.cycles = cycles
+        self.probing = probing
 
     def __repr__(self) -> str:
-        return f"History(restarts={self.restarts!r}, cycles={self.cycles}, probing={self.probing})"
+        restarts = tuple(self.restarts)
+        return f"Window(restarts={restarts!r}, cycles={self.cycles}, probing={self.probing})"
 
-    def _in_window(self, since: float) -> tuple[int, int]:
-        """The slice of restarts later than ``since``: a bisection, not a scan."""
-        return bisect.bisect_right(self._times, since, self._lo, self._hi), self._hi
+    def in_window(self, now: float) -> int:
+        """How many restarts lie inside ``(now - within, now]``."""
+        since = now - self.within
+        expired = 0
+        for at in self.restarts:  # oldest first: stops at the first one still inside
+            if at > since:
+                break
+            expired += 1
+        return len(self.restarts) - expired
 
-    def _kept(self, lo: int) -> History:
-        """The restarts from ``lo`` on, with no new one."""
-        return History._slice(self._times, lo, self._hi, self.cycles)
+    def apply(self, decision: Decision, now: float) -> None:
+        """Note ``decision``, made at monotonic time ``now``."""
+        since = now - self.within
+        while self.restarts and self.restarts[0] <= since:
+            self.restarts.popleft()
+        match decision:
+            case Restart():
+                self.restarts.append(now)
+            case Cooldown(cycle=cycle):
+                self.reset(cycle)
+            case GiveUp(cycles=cycles) if cycles is not None:
+                self.reset(cycles)
+            case _:
+                self.probing = False
 
-    def _grown(self, lo: int, now: float) -> History:
-        """The restarts from ``lo`` on plus one at ``now``."""
-        times, hi = self._times, self._hi
-        # Appending is safe only at the tip: no other history sees past ``hi``.
-        # Compacting once half the list has left the window keeps memory bounded.
-        if hi == len(times) and lo <= hi // 2:
-            times.append(now)
-            return History._slice(times, lo, hi + 1, self.cycles)
-        kept = times[lo:hi]
-        kept.append(now)
-        return History._slice(kept, 0, len(kept), self.cycles)
+    def probe(self) -> None:
+        """A probe start begins its probation."""
+        self.probing = True
 
-    def probe(self) -> History:
-        """The same history with a probe start in probation."""
-        return History._slice(self._times, self._lo, self._hi, self.cycles, probing=True)
-
-    def closed(self) -> History:
-        """The history after a probe survived probation: window and cycles cleared."""
-        return History()
+    def reset(self, cycles: int = 0) -> None:
+        """Forget every restart (a probe survived, a person started it); keep ``cycles``."""
+        self.restarts.clear()
+        self.cycles = cycles
+        self.probing = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,15 +228,17 @@ class Restart:
 
     delay: float
     number: int
-    history: History
 
 
 @dataclass(frozen=True, slots=True)
 class GiveUp:
-    """Leave the child down in ``gave_up``; siblings go on."""
+    """Leave the child down in ``gave_up``; siblings go on.
+
+    ``cycles`` is set when cooling down gave up: the cooldown cycles spent.
+    """
 
     reason: str
-    history: History
+    cycles: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +246,6 @@ class Escalate:
     """Stop every child in reverse order and fail towards the parent."""
 
     reason: str
-    history: History
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +255,6 @@ class Cooldown:
     duration: float
     cycle: int
     reason: str
-    history: History
 
 
 Decision = Restart | GiveUp | Escalate | Cooldown
@@ -302,7 +270,7 @@ def wants_restart(restart: RestartType, outcome: Outcome) -> bool:
     return restart is RestartType.PERMANENT or outcome.is_failure
 
 
-def decide(policy: RestartPolicy, history: History, now: float, rand: float = 0.5) -> Decision:
+def decide(policy: RestartPolicy, window: Window, now: float, rand: float = 0.5) -> Decision:
     """Decide what follows an exit that wants a restart, at monotonic time ``now``.
 
     The window slides: restarts older than ``within`` seconds are forgotten.
@@ -310,39 +278,32 @@ def decide(policy: RestartPolicy, history: History, now: float, rand: float = 0.
     exhausts the intensity and ``on_exhausted`` applies; so an always-failing
     child with ``max_restarts: 3`` is started exactly four times.
     """
-    if history.probing:
-        return decide_probation_failure(policy, history)
+    if window.probing:
+        return decide_probation_failure(policy, window)
     intensity = policy.intensity
-    lo, hi = history._in_window(now - intensity.within)
-    count = hi - lo
+    count = window.in_window(now)
     if count < intensity.max_restarts:
         number = count + 1
-        return Restart(
-            policy.backoff.delay(number, rand),
-            number,
-            history._grown(lo, now),
-        )
+        return Restart(policy.backoff.delay(number, rand), number)
     reason = (
         f"{count + 1} restarts within {intensity.within:g}s would exceed "
         f"max_restarts {intensity.max_restarts}"
     )
     match policy.on_exhausted:
         case OnExhausted.GIVE_UP:
-            return GiveUp(reason, history._kept(lo))
+            return GiveUp(reason)
         case OnExhausted.ESCALATE:
-            return Escalate(reason, history._kept(lo))
+            return Escalate(reason)
         case OnExhausted.COOLDOWN:
-            return _cool_down(policy.cooldown, history.cycles + 1, reason)
+            return _cool_down(policy.cooldown, window.cycles + 1, reason)
 
 
-def decide_probation_failure(policy: RestartPolicy, history: History) -> Decision:
+def decide_probation_failure(policy: RestartPolicy, window: Window) -> Decision:
     """A probe failed in probation: cool down again, longer, or give up after ``max_cycles``."""
-    return _cool_down(policy.cooldown, history.cycles + 1, "the probe failed in probation")
+    return _cool_down(policy.cooldown, window.cycles + 1, "the probe failed in probation")
 
 
 def _cool_down(cooldown: CooldownPolicy, cycle: int, reason: str) -> Decision:
     if cooldown.max_cycles is not None and cycle > cooldown.max_cycles:
-        return GiveUp(
-            f"{reason}; {cooldown.max_cycles} cooldown cycles spent", History((), cycle - 1)
-        )
-    return Cooldown(cooldown.duration_of(cycle), cycle, reason, History((), cycle))
+        return GiveUp(f"{reason}; {cooldown.max_cycles} cooldown cycles spent", cycle - 1)
+    return Cooldown(cooldown.duration_of(cycle), cycle, reason)

@@ -27,14 +27,19 @@ from actors import (
     Scheduler,
     SpecError,
     TreeStoppedError,
+    active_runtime,
     check_runtime,
     start_supervised,
 )
 from supervision._abandon import AbandonWatch
 from supervision._events import BreakerChanged, EventBus
+from supervision._exits import classify
+from supervision._records import Command, FinalStatus, Op, TreeContext
 from supervision._spec import ActorSpec, BreakerSpec, ChildSpec, JobSpec, SupervisorSpec
 from supervision._state import State
-from supervision._supervisor import Command, FinalStatus, Supervisor, Tracker, TreeContext
+from supervision._status import document
+from supervision._supervisor import Supervisor
+from supervision._tracker import Tracker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -152,41 +157,35 @@ class Tree:
 
     def status(self, timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
         """The status document of SPEC §4: ``{"name", "state", "children": [...]}``."""
+        deadline = time.monotonic() + timeout
         if self.ended:
             exit_ = self._monitor.exit
-            failed = exit_ is not None and exit_.outcome is Outcome.FAILED
-            return {
-                "name": self.spec.name,
-                "state": State.FAILED.value if failed else State.STOPPED.value,
-                "children": _resolve(self._monitor.final, time.monotonic() + timeout),
-                "breakers": {name: b.state.value for name, b in sorted(self._ctx.breakers.items())},
-            }
-        nodes = self._command("status", "", timeout=timeout)
-        return {
-            "name": self.spec.name,
-            "state": State.STOPPING.value if self._stopped else State.RUNNING.value,
-            "children": _resolve(nodes, time.monotonic() + timeout),
-            "breakers": {name: b.state.value for name, b in sorted(self._ctx.breakers.items())},
-        }
+            failed = exit_ is not None and classify(exit_).outcome is Outcome.FAILED
+            state = State.FAILED if failed else State.STOPPED
+            nodes = self._monitor.final
+        else:
+            state = State.STOPPING if self._stopped else State.RUNNING
+            nodes = self._command(Op.STATUS, "", timeout=timeout)
+        return document(self.spec.name, state, nodes, self._ctx.breakers, deadline)
 
     def ref(self, path: str) -> ChildRef:
         """The stable reference of the child at ``path``; it survives the child's restarts."""
-        ref: ChildRef = self._command("ref", path)
+        ref: ChildRef = self._command(Op.REF, path)
         return ref
 
     # -- acting on children ----------------------------------------------------------------------
 
     def restart(self, path: str) -> None:
         """Stop the child at ``path`` and start it again at once (not counted as a failure)."""
-        self._command("restart", path)
+        self._command(Op.RESTART, path)
 
     def stop_child(self, path: str) -> None:
         """Stop the child at ``path`` gracefully; it stays down (state ``stopped``)."""
-        self._command("stop", path)
+        self._command(Op.STOP, path)
 
     def start_child(self, path: str) -> None:
         """Start a child that is down (stopped, gave up, failed); clears its restart window."""
-        self._command("start", path)
+        self._command(Op.START, path)
 
     def add_child(self, spec: ChildSpec, under: str = "") -> ChildRef:
         """Add ``spec`` as the last child of the group at ``under`` and start it."""
@@ -194,12 +193,12 @@ class Tree:
             raise SpecError(
                 f"add_child: expected a JobSpec, ActorSpec or SupervisorSpec, got {spec!r}"
             )
-        ref: ChildRef = self._command("add", under, spec)
+        ref: ChildRef = self._command(Op.ADD, under, spec)
         return ref
 
     def remove_child(self, path: str) -> None:
         """Stop the child at ``path`` and forget it."""
-        self._command("remove", path)
+        self._command(Op.REMOVE, path)
 
     def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
         """Call ``callback(event)`` for every later event of this tree.
@@ -254,7 +253,7 @@ class Tree:
         with self._stop_lock:
             self._stopped = True
         with contextlib.suppress(pykka.ActorDeadError):
-            self._root.actor_ref.tell(Command("kill", (), pykka.ThreadingFuture()))
+            self._root.actor_ref.tell(Command(Op.KILL, (), pykka.ThreadingFuture()))
 
     def __enter__(self) -> Self:
         return self
@@ -269,19 +268,17 @@ class Tree:
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _command(
-        self, op: str, path: str, arg: Any = None, timeout: float = COMMAND_TIMEOUT
-    ) -> Any:
+    def _command(self, op: Op, path: str, arg: Any = None, timeout: float = COMMAND_TIMEOUT) -> Any:
         if self.ended:
-            raise TreeStoppedError(f"the tree has stopped; cannot {op} {path!r}")
+            raise TreeStoppedError(f"the tree has stopped; cannot {op.value} {path!r}")
         parts = tuple(p for p in path.strip("/").split("/") if p)
-        if op not in {"add", "status"} and not parts:
-            raise SpecError(f"{op}: expected a child path like 'etl/load', got {path!r}")
+        if op not in {Op.ADD, Op.STATUS} and not parts:
+            raise SpecError(f"{op.value}: expected a child path like 'etl/load', got {path!r}")
         future: pykka.Future[Any] = pykka.ThreadingFuture()
         try:
             self._root.actor_ref.tell(Command(op, parts, future, arg))
         except pykka.ActorDeadError:
-            raise TreeStoppedError(f"the tree has stopped; cannot {op} {path!r}") from None
+            raise TreeStoppedError(f"the tree has stopped; cannot {op.value} {path!r}") from None
         return future.get(timeout=timeout)
 
 
@@ -292,27 +289,9 @@ def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def _resolve(nodes: Any, deadline: float) -> list[dict[str, Any]]:
-    """Replace each running group's pending status future by its children, recursively."""
-    out: list[dict[str, Any]] = []
-    for node in nodes or ():
-        children = node.get("children")
-        if isinstance(children, pykka.Future):
-            try:
-                children = children.get(timeout=_left(deadline))
-            except (pykka.ActorDeadError, pykka.Timeout):
-                children = None
-        out.append(
-            node
-            if children is None and "children" not in node
-            else {**node, "children": _resolve(children, deadline)}
-        )
-    return out
-
-
 def start_tree(
     manifest_or_spec: SupervisorSpec | HasTreeSpec,
-    runtime: str = "threads",
+    runtime: str | None = None,
     *,
     breakers: Mapping[str, Breaker] | None = None,
     monotonic: Callable[[], float] = time.monotonic,
@@ -325,8 +304,9 @@ def start_tree(
     """Start the tree a manifest (or a ``SupervisorSpec``) describes and return its handle.
 
     Children start in order in the background; ``Tree.started()`` waits for
-    that and ``Tree.wait()`` for the finite jobs to settle. ``runtime`` must
-    match how the process was prepared (``actors.install_runtime``).
+    that and ``Tree.wait()`` for the finite jobs to settle. ``runtime``
+    defaults to the one the process installed (``actors.install_runtime``;
+    threads when none was); one that does not match it is an error.
     ``breakers`` defaults to fresh breakers built from the manifest's
     ``breakers`` section. ``on_event`` subscribes before the first child
     starts, so it misses nothing; ``sink`` (a journal's ``record``) gets
@@ -334,8 +314,12 @@ def start_tree(
     and must never block (a sink with an ``event_types`` attribute, like
     ``Journal.record``, gets only those kinds, and no other is even built for
     it); ``monotonic``, ``wall`` and ``rand``
-    replace the clocks and the jitter source (tests make them exact).
+    replace the clocks and the jitter source (tests make them exact; a
+    ``monotonic`` with an ``attach(wake)`` method, such as a test's manual
+    clock, is handed the scheduler's ``wake`` so that moving it fires timers).
     """
+    if runtime is None:
+        runtime = active_runtime()
     check_runtime(runtime)
     spec = (
         manifest_or_spec
@@ -368,9 +352,7 @@ def start_tree(
 
     for breaker in breakers.values():
         breaker.listen(publish)
-    scheduler = Scheduler(
-        monotonic, on_error=lambda exc: log.error("timer callback failed: {}", exc)
-    )
+    scheduler = _scheduler(monotonic)
     context = TreeContext(
         scheduler=scheduler,
         bus=bus,
@@ -390,6 +372,16 @@ def start_tree(
     tree = Tree(spec, runtime, context)
     _live_trees.add(tree)
     return tree
+
+
+def _scheduler(monotonic: Callable[[], float]) -> Scheduler:
+    scheduler = Scheduler(
+        monotonic, on_error=lambda exc: log.error("timer callback failed: {}", exc)
+    )
+    attach = getattr(monotonic, "attach", None)
+    if attach is not None:  # a clock a test moves by hand: moving it must fire what is due
+        attach(scheduler.wake)
+    return scheduler
 
 
 def build_breakers(

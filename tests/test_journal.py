@@ -193,6 +193,7 @@ def test_the_journal_declares_exactly_the_events_it_keeps(tmp_path: Path) -> Non
             path="a", at=1.0, incarnation=1, outcome=Outcome.FAILED, error="x", code=1
         ),
         ev.RestartScheduled(path="a", at=1.0, delay=0.1, number=1),
+        ev.RestartCancelled(path="a", at=1.0),
         ev.GaveUp(path="a", at=1.0, reason="r"),
         ev.Escalated(path="a", at=1.0, reason="r", error="e"),
         ev.CooldownStarted(path="a", at=1.0, duration=1.0, cycle=1),

@@ -21,6 +21,7 @@ from typing import Any
 import jobfuncs
 import logbook
 import pytest
+from clockkit import ManualClock
 
 import supervision._supervisor
 from supervision import Backoff, Intensity, RestartPolicy, SpecError, SupervisorSpec, python_job
@@ -54,19 +55,6 @@ class CountingLogger(logbook.Logger):
     def make_record_and_handle(self, *args: Any) -> None:
         self.created += 1
         super().make_record_and_handle(*args)
-
-
-class Clock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture
@@ -302,12 +290,12 @@ def test_size_rotation_with_no_backups_truncates_and_stale_backups_go(tmp_path) 
 
 def test_hourly_rotation_follows_the_injected_clock(tmp_path) -> None:
     log_file = tmp_path / "jv.log"
-    clock = Clock(datetime(2024, 5, 1, 10, 15, tzinfo=UTC))
+    clock = ManualClock(epoch=datetime(2024, 5, 1, 10, 15, tzinfo=UTC))
     spec = LoggingSpec(
         level="information", file=str(log_file), rotate=RotateSpec(when="hourly", backups=3)
     )
     log = logbook.Logger("supervision")
-    with configure_logging(spec, now=clock):
+    with configure_logging(spec, now=clock.datetime):
         log.info("a")
         clock.advance(minutes=44, seconds=59.999)  # 10:59:59.999
         log.info("b")
@@ -336,12 +324,12 @@ def test_hourly_rotation_follows_the_injected_clock(tmp_path) -> None:
 
 def test_daily_rotation_at_midnight(tmp_path) -> None:
     log_file = tmp_path / "jv.log"
-    clock = Clock(datetime(2024, 5, 1, 23, 59, 59, tzinfo=UTC))
+    clock = ManualClock(epoch=datetime(2024, 5, 1, 23, 59, 59, tzinfo=UTC))
     spec = LoggingSpec(
         level="information", file=str(log_file), rotate=RotateSpec(when="daily", backups=5)
     )
     log = logbook.Logger("supervision")
-    with configure_logging(spec, now=clock):
+    with configure_logging(spec, now=clock.datetime):
         log.info("may first")
         clock.advance(hours=12)
         log.info("may second, noon")
@@ -359,14 +347,14 @@ def test_daily_rotation_at_midnight(tmp_path) -> None:
 
 def test_size_and_time_together_rotate_on_whichever_comes_first(tmp_path) -> None:
     log_file = tmp_path / "jv.log"
-    clock = Clock(datetime(2024, 5, 1, 10, 0, tzinfo=UTC))
+    clock = ManualClock(epoch=datetime(2024, 5, 1, 10, 0, tzinfo=UTC))
     spec = LoggingSpec(
         level="information",
         file=str(log_file),
         rotate=RotateSpec(max_bytes=300, when="hourly", backups=20),
     )
     log = logbook.Logger("supervision")
-    with configure_logging(spec, now=clock):
+    with configure_logging(spec, now=clock.datetime):
         log.info("small")
         clock.advance(hours=1)
         log.info("after an hour")  # time first
@@ -385,11 +373,11 @@ def test_a_file_left_from_an_earlier_period_rotates_at_the_first_write(tmp_path)
     log_file.write_text("yesterday's line\n")
     yesterday = datetime(2024, 5, 1, 18, 0, tzinfo=UTC).timestamp()
     os.utime(log_file, (yesterday, yesterday))
-    clock = Clock(datetime(2024, 5, 2, 9, 0, tzinfo=UTC))
+    clock = ManualClock(epoch=datetime(2024, 5, 2, 9, 0, tzinfo=UTC))
     spec = LoggingSpec(
         level="information", file=str(log_file), rotate=RotateSpec(when="daily", backups=1)
     )
-    with configure_logging(spec, now=clock):
+    with configure_logging(spec, now=clock.datetime):
         logbook.Logger("supervision").info("today")
     assert lines(tmp_path / "jv.log.1") == ["yesterday's line"]
     assert lines(log_file)[0].endswith("supervision: today")

@@ -12,7 +12,6 @@ from supervision import (
     Escalate,
     EscalationError,
     GiveUp,
-    History,
     Intensity,
     OnExhausted,
     Restart,
@@ -22,21 +21,22 @@ from supervision import (
     decide,
     wants_restart,
 )
+from supervision._policy import Window
 
 NO_JITTER = Backoff(initial=0.1, max=30.0, multiplier=2.0, jitter=0.0)
 
 
 def run_always_failing(policy: RestartPolicy, times: list[float]) -> tuple[int, list[object]]:
     """Feed failures at ``times`` until a decision is not a restart; return starts and decisions."""
-    history = History()
+    window = Window(policy.intensity)
     starts = 1
     decisions: list[object] = []
     for now in times:
-        decision = decide(policy, history, now)
+        decision = decide(policy, window, now)
         decisions.append(decision)
+        window.apply(decision, now)
         if not isinstance(decision, Restart):
             break
-        history = decision.history
         starts += 1
     return starts, decisions
 
@@ -117,26 +117,32 @@ class TestIntensity:
 
     def test_window_slides(self) -> None:
         policy = RestartPolicy(backoff=NO_JITTER, intensity=Intensity(max_restarts=2, within=10))
-        first = decide(policy, History(), 0.0)
+        window = Window(policy.intensity)
+        first = decide(policy, window, 0.0)
         assert isinstance(first, Restart)
-        second = decide(policy, first.history, 5.0)
+        window.apply(first, 0.0)
+        second = decide(policy, window, 5.0)
         assert isinstance(second, Restart)
         assert second.number == 2
+        window.apply(second, 5.0)
         # At t=10 the restart at t=0 has left the window (it holds (now-10, now]).
-        third = decide(policy, second.history, 10.0)
+        third = decide(policy, window, 10.0)
         assert isinstance(third, Restart)
         assert third.number == 2
-        assert third.history.restarts == (5.0, 10.0)
+        window.apply(third, 10.0)
+        assert tuple(window.restarts) == (5.0, 10.0)
         # At t=14.9 both restarts are inside: exhausted.
-        assert isinstance(decide(policy, third.history, 14.9), GiveUp)
+        assert isinstance(decide(policy, window, 14.9), GiveUp)
 
     def test_backoff_restarts_from_initial_once_the_window_is_empty(self) -> None:
         policy = RestartPolicy(backoff=NO_JITTER, intensity=Intensity(max_restarts=5, within=10))
-        d1 = decide(policy, History(), 0.0)
-        d2 = decide(policy, d1.history, 1.0)  # type: ignore[union-attr]
+        window = Window(policy.intensity)
+        window.apply(decide(policy, window, 0.0), 0.0)
+        d2 = decide(policy, window, 1.0)
         assert isinstance(d2, Restart)
         assert d2.delay == pytest.approx(0.2)
-        d3 = decide(policy, d2.history, 100.0)
+        window.apply(d2, 1.0)
+        d3 = decide(policy, window, 100.0)
         assert isinstance(d3, Restart)
         assert d3.delay == pytest.approx(0.1)
         assert d3.number == 1
@@ -152,53 +158,43 @@ class TestIntensity:
 
 
 class TestLongWindows:
-    """A history shares its restart times with the one it came from; decisions stay pure."""
-
-    policy = RestartPolicy(backoff=NO_JITTER, intensity=Intensity(max_restarts=10**9, within=10))
+    """The window keeps at most max_restarts + 1 times, however long the child has run."""
 
     def test_many_restarts_are_counted_exactly_as_the_window_slides(self) -> None:
-        history = History()
+        policy = RestartPolicy(
+            backoff=NO_JITTER, intensity=Intensity(max_restarts=10**9, within=10)
+        )
+        window = Window(policy.intensity)
         for i in range(5000):
-            d = decide(self.policy, history, i * 0.01)
+            d = decide(policy, window, i * 0.01)
             assert isinstance(d, Restart)
-            history = d.history
+            window.apply(d, i * 0.01)
         # Times 0.00 .. 49.99: the window (39.99, 49.99] holds the last 1000.
         assert d.number == 1000
-        assert len(history.restarts) == 1000
-        assert history.restarts[0] == pytest.approx(40.0)
-        assert history.restarts[-1] == pytest.approx(49.99)
+        assert len(window.restarts) == 1000
+        assert window.restarts[0] == pytest.approx(40.0)
+        assert window.restarts[-1] == pytest.approx(49.99)
 
-    def test_deciding_twice_from_one_history_gives_two_independent_histories(self) -> None:
-        base = decide(self.policy, History((1.0, 2.0), 0), 3.0).history
-        a = decide(self.policy, base, 4.0)
-        b = decide(self.policy, base, 5.0)
-        assert isinstance(a, Restart)
-        assert isinstance(b, Restart)
-        assert base.restarts == (1.0, 2.0, 3.0)
-        assert a.history.restarts == (1.0, 2.0, 3.0, 4.0)
-        assert b.history.restarts == (1.0, 2.0, 3.0, 5.0)
-        # Going on from the first branch does not disturb the second.
-        c = decide(self.policy, a.history, 6.0)
-        assert c.history.restarts == (1.0, 2.0, 3.0, 4.0, 6.0)
-        assert b.history.restarts == (1.0, 2.0, 3.0, 5.0)
+    def test_a_child_failing_for_ever_keeps_at_most_max_restarts_plus_one_times(self) -> None:
+        policy = RestartPolicy(
+            backoff=NO_JITTER,
+            intensity=Intensity(max_restarts=3, within=10),
+            on_exhausted=OnExhausted.COOLDOWN,
+        )
+        window = Window(policy.intensity, restarts=(0.0, 0.1, 0.2, 0.3, 0.4))
+        assert tuple(window.restarts) == (0.1, 0.2, 0.3, 0.4)  # the oldest fell out
+        for i in range(10_000):
+            now = 100.0 + i * 5.0  # every other failure finds the last one still inside
+            window.apply(decide(policy, window, now), now)
+            assert len(window.restarts) <= 4
+            window.reset(0)
 
-    def test_histories_compare_and_print_by_value(self) -> None:
-        grown = decide(self.policy, History((1.0,), 2), 2.0).history
-        assert grown == History((1.0, 2.0), 2)
-        assert grown != History((1.0, 2.0), 2, probing=True)
-        assert grown.probe() == History((1.0, 2.0), 2, probing=True)
-        assert "(1.0, 2.0)" in repr(grown)
-        assert hash(grown) == hash(History((1.0, 2.0), 2))
-
-
-    def test_histories_copy_and_pickle_by_value(self) -> None:
-        import copy
-        import pickle
-
-        grown = decide(self.policy, History((1.0,), 2), 2.0).history
-        for clone in (copy.copy(grown), copy.deepcopy(grown), pickle.loads(pickle.dumps(grown))):
-            assert clone == grown
-            assert clone.restarts == (1.0, 2.0)
+    def test_deciding_does_not_change_the_window(self) -> None:
+        policy = RestartPolicy(backoff=NO_JITTER, intensity=Intensity(max_restarts=5, within=10))
+        window = Window(policy.intensity, restarts=(1.0, 2.0), cycles=2)
+        assert decide(policy, window, 3.0) == decide(policy, window, 3.0)
+        assert (tuple(window.restarts), window.cycles, window.probing) == ((1.0, 2.0), 2, False)
+        assert "(1.0, 2.0)" in repr(window)
 
 
 class TestCooldown:
@@ -210,32 +206,42 @@ class TestCooldown:
     )
 
     def test_full_cycle(self) -> None:
+        window = Window(self.policy.intensity)
         # Restart once, then the budget is spent: cool down 10s (cycle 1).
-        d = decide(self.policy, History(), 0.0)
+        d = decide(self.policy, window, 0.0)
         assert isinstance(d, Restart)
-        d = decide(self.policy, d.history, 1.0)
+        window.apply(d, 0.0)
+        d = decide(self.policy, window, 1.0)
         assert isinstance(d, Cooldown)
         assert (d.duration, d.cycle) == (10, 1)
+        window.apply(d, 1.0)
+        assert (tuple(window.restarts), window.cycles) == ((), 1)
         # The probe starts in probation; failing in probation reopens, 3x longer.
-        probing = History(d.history.restarts, d.history.cycles, probing=True)
-        d = decide(self.policy, probing, 12.0)
+        window.probe()
+        d = decide(self.policy, window, 12.0)
         assert isinstance(d, Cooldown)
         assert (d.duration, d.cycle) == (30, 2)
+        window.apply(d, 12.0)
         # Third cycle is capped at max.
-        d = decide(self.policy, History((), d.cycle, probing=True), 43.0)
+        window.probe()
+        d = decide(self.policy, window, 43.0)
         assert isinstance(d, Cooldown)
         assert (d.duration, d.cycle) == (50, 3)
+        window.apply(d, 43.0)
         # A fourth would exceed max_cycles: give up.
-        d = decide(self.policy, History((), d.cycle, probing=True), 94.0)
+        window.probe()
+        d = decide(self.policy, window, 94.0)
         assert isinstance(d, GiveUp)
         assert "3 cooldown cycles" in d.reason
+        window.apply(d, 94.0)
+        assert (window.cycles, window.probing) == (3, False)
 
     def test_surviving_probation_closes_and_clears_the_window(self) -> None:
-        probing = History((1.0,), 2, probing=True)
-        closed = probing.closed()
-        assert closed == History()
+        window = Window(self.policy.intensity, restarts=(1.0,), cycles=2, probing=True)
+        window.reset()
+        assert (tuple(window.restarts), window.cycles, window.probing) == ((), 0, False)
         # Closed: the next failure is an ordinary restart number 1 with the initial delay.
-        d = decide(self.policy, closed, 100.0)
+        d = decide(self.policy, window, 100.0)
         assert isinstance(d, Restart)
         assert (d.number, d.delay) == (1, pytest.approx(0.1))
 
@@ -245,13 +251,14 @@ class TestCooldown:
             on_exhausted=OnExhausted.COOLDOWN,
             cooldown=CooldownPolicy(duration=1, probation=1, multiplier=2, max=8),
         )
-        history = History()
+        window = Window(policy.intensity)
         durations = []
         for i in range(8):
-            d = decide(policy, history, float(i))
+            d = decide(policy, window, float(i))
             assert isinstance(d, Cooldown)
             durations.append(d.duration)
-            history = History((), d.cycle, probing=True)
+            window.apply(d, float(i))
+            window.probe()
         assert durations == [1, 2, 4, 8, 8, 8, 8, 8]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import jobfuncs
 import pytest
+from clockkit import ManualClock
 
 from actors import (
     Breaker,
@@ -18,6 +19,7 @@ from actors import (
     step_record,
 )
 from supervision import (
+    AttemptFinished,
     Backoff,
     BreakerChanged,
     ChildExited,
@@ -37,14 +39,6 @@ from supervision._spec import BreakerSpec
 from supervision._tree import build_breakers
 
 FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class TestBreakerRules:
@@ -75,7 +69,7 @@ class TestBreakerRules:
         assert (reopened.state, reopened.opened_at) == (BreakerState.OPEN, 30.0)
 
     def test_breaker_object_reports_transitions(self) -> None:
-        clock = Clock()
+        clock = ManualClock(0.0)
         seen: list[tuple[str, str]] = []
         b = Breaker(
             "db",
@@ -143,26 +137,44 @@ def test_a_probe_that_waits_on_its_breaker_serves_its_probation_once_resumed(
 ) -> None:
     """Probation counts only while the probe may call: waiting on a breaker pauses it."""
     policy = RestartPolicy(
-        backoff=Backoff(initial=0.001, max=0.001),
+        backoff=Backoff(initial=0, max=0),
         intensity=Intensity(max_restarts=0),
         on_exhausted=OnExhausted.COOLDOWN,
-        cooldown=CooldownPolicy(duration=0.05, probation=1.0),
+        cooldown=CooldownPolicy(duration=5, probation=20),
     )
-    breakers = build_breakers({"db": BreakerSpec(failure_threshold=3, reset_timeout=0.5)})
+    clock = ManualClock()
+    breakers = build_breakers({"db": BreakerSpec(failure_threshold=3, reset_timeout=10)}, clock)
     job = JobSpec(
         name="a",
         work=PythonWork(target="jobfuncs:flaky_then_ok", args=("a", 1)),
-        schedule=Schedule(every=0.02),
+        schedule=Schedule(every=1),
         breaker="db",
     )
-    make_tree(SupervisorSpec(policy=policy, children=(job,)), on_event=events, breakers=breakers)
+    spec = SupervisorSpec(policy=policy, children=(job,))
+    make_tree(spec, on_event=events, breakers=breakers, monotonic=clock)
+
+    def tick(attempts: int, seconds: float = 1) -> None:
+        """Move the clock on and wait for the attempt the tick then due runs."""
+        clock.advance(seconds)
+        events.wait_for(lambda items: len(events.of(AttemptFinished, "a")) >= attempts)
+
+    events.reached("a", "running")
+    tick(1)  # the first call fails: the intensity (0) is spent at once
+    events.reached("a", "cooldown")
+    clock.advance(5)
     events.reached("a", "probation")
+    tick(2)  # the probe's first call succeeds
     while breakers["db"].state is not BreakerState.OPEN:  # another job's calls fail: it opens
         breakers["db"].record(ok=False)
+    clock.advance(1)  # the next tick finds the breaker open: no call, the probe waits
     events.reached("a", "waiting")
-    # Half-open after 0.5 s: the probe's next tick is the trial call, it succeeds, and the
+    # Half-open after 10 s: the probe's next tick is the trial call, it succeeds, and the
     # probe is back in probation for a whole period before its window is cleared.
+    tick(3, seconds=9)
     events.reached("a", "probation", times=2)
+    clock.advance(19.9)
+    assert not events.of(ProbationPassed, "a"), "a whole probation period from the resume"
+    clock.advance(0.1)
     events.wait_for(lambda items: any(isinstance(e, ProbationPassed) for e in items), 10)
     # ProbationPassed is published just before the change to running: wait for that too.
     events.wait_for(lambda _: events.states("a")[-1:] == ["running"], 10)

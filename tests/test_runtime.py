@@ -8,20 +8,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from clockkit import ManualClock
 
 from actors import RuntimeSetupError, Scheduler, check_runtime, install_runtime
 from supervision import StateChanged, SupervisorSpec
 from supervision._events import EventBus
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_scheduler_runs_due_callbacks_in_deadline_order() -> None:

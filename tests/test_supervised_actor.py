@@ -21,6 +21,7 @@ from actors import (
     join_tasks,
     start_supervised,
 )
+from supervision._exits import ExitReason, classify
 
 
 class Inbox:
@@ -86,12 +87,13 @@ def start(parent: Inbox, cls: type[pykka.ThreadingActor] = Worker, **kwargs: Any
     return start_supervised(cls, Link(parent, key=7, incarnation=1), "test-actor", **kwargs)
 
 
-def one_exit(parent: Inbox, actor: Any) -> ChildExit:
+def one_exit(parent: Inbox, actor: Any) -> ExitReason:
+    """The one exit report of ``actor``, as its supervisor classifies it."""
     exit_ = parent.next(ChildExit)
     actor.actor_stopped.wait(5)
     assert parent.exits() == [], "more than one exit report"
     assert (exit_.key, exit_.incarnation) == (7, 1)
-    return exit_
+    return classify(exit_)
 
 
 def test_started_then_self_stop_is_success(parent: Inbox) -> None:
@@ -207,7 +209,7 @@ def test_kill_ends_a_busy_actor_once(parent: Inbox) -> None:
     actor.actor_ref.tell("spin")
     assert entered.wait(5)
     actor._jv_kill()
-    exit_ = parent.next(ChildExit)
+    exit_ = classify(parent.next(ChildExit))
     assert exit_.outcome is Outcome.KILLED
     assert actor.actor_stopped.wait(5)
     # The thread (or greenlet) really ends; its late teardown must not report a second time.
@@ -230,7 +232,7 @@ def test_queued_messages_of_a_crashed_incarnation_move_to_the_stable_ref(parent:
     ref.tell("wait")
     future = ref.ask("ping", block=False)  # queued behind the crash
     gate.set()
-    assert parent.next(ChildExit).outcome is Outcome.FAILED
+    assert classify(parent.next(ChildExit)).outcome is Outcome.FAILED
     actor.actor_stopped.wait(5)
     # The next incarnation gets the queued ask.
     second = start_supervised(Worker, Link(parent, 1, 2, ref), "test-actor")

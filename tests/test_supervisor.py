@@ -7,7 +7,9 @@ from typing import Any
 import jobfuncs
 import pytest
 from actorkit import Journal, Recorder, SlowStop
+from clockkit import ManualClock
 
+from actors._errors import ShuttingDownError
 from supervision import (
     ActorSpec,
     Backoff,
@@ -178,22 +180,29 @@ class TestStrategies:
         self, make_tree, events, journal
     ) -> None:
         policy = RestartPolicy(
-            backoff=Backoff(initial=0.002, max=0.1, jitter=0), intensity=Intensity(max_restarts=2)
+            backoff=Backoff(initial=10, max=100, jitter=0), intensity=Intensity(max_restarts=2)
         )
         spec = SupervisorSpec(
             strategy=Strategy.ONE_FOR_ALL,
             policy=policy,
             children=(actor("x", journal), actor("y", journal)),
         )
-        tree = make_tree(spec, on_event=events)
-        for round_ in (1, 2):
+        clock = ManualClock()
+        tree = make_tree(spec, on_event=events, monotonic=clock)
+        for round_, backoff in ((1, 10), (2, 20)):
             events.reached("y", "running", times=round_)
             tree.ref("x" if round_ == 1 else "y").tell("crash")
+            events.reached("x", "backoff", times=round_)  # the group backs off as one
+            events.reached("y", "backoff", times=round_)
+            clock.advance(backoff - 0.001)
+            assert not tree.wait(0.02)
+            assert events.states("y")[-1] == "backoff", "not a moment early"
+            clock.advance(0.001)
         events.reached("y", "running", times=3)
         tree.ref("x").tell("crash")  # third failure of the group within the window
         events.reached("x", "gave_up")
         delays = [e.delay for e in events.of(RestartScheduled, "")]
-        assert delays == [0.002, 0.004]
+        assert delays == [10, 20]
         assert tree.status()["children"][1]["state"] == "running", "give-up leaves siblings running"
 
 
@@ -291,18 +300,27 @@ class TestNestingAndEscalation:
 
 
 class TestCooldown:
+    """Cooldowns and probations of real length: the tree's clock jumps instead of waiting."""
+
     def test_full_cooldown_cycle_with_real_actors(self, make_tree, events) -> None:
         policy = RestartPolicy(
-            backoff=Backoff(initial=0.001, max=0.001),
+            backoff=Backoff(initial=0, max=0),
             intensity=Intensity(max_restarts=1),
             on_exhausted=OnExhausted.COOLDOWN,
-            cooldown=CooldownPolicy(
-                duration=0.02, probation=0.02, multiplier=2, max=1, max_cycles=2
-            ),
+            cooldown=CooldownPolicy(duration=30, probation=10, multiplier=2, max=600, max_cycles=2),
         )
         # Fails its first 3 calls: start, restart, probe 1 fail; probe 2 succeeds.
         job = python_job("c", "jobfuncs:fail_times", "c", 3)
-        tree = make_tree(SupervisorSpec(policy=policy, children=(job,)), on_event=events)
+        clock = ManualClock()
+        tree = make_tree(
+            SupervisorSpec(policy=policy, children=(job,)), on_event=events, monotonic=clock
+        )
+        events.reached("c", "cooldown")
+        clock.advance(29.9)
+        assert not tree.wait(0.02), "the cooldown is not over yet"
+        clock.advance(0.1)
+        events.reached("c", "cooldown", times=2)
+        clock.advance(60)  # the second cycle cools down twice as long
         assert tree.wait(10)
         states = events.states("c")
         assert states == [
@@ -326,12 +344,17 @@ class TestCooldown:
         policy = RestartPolicy(
             intensity=Intensity(max_restarts=0),
             on_exhausted=OnExhausted.COOLDOWN,
-            cooldown=CooldownPolicy(duration=0.005, probation=0.01, max_cycles=2),
+            cooldown=CooldownPolicy(duration=5, probation=10, max_cycles=2),
         )
+        clock = ManualClock()
         tree = make_tree(
             SupervisorSpec(policy=policy, children=(python_job("c", "jobfuncs:fail", "c"),)),
             on_event=events,
+            monotonic=clock,
         )
+        for cycle, duration in ((1, 5), (2, 10)):
+            events.reached("c", "cooldown", times=cycle)
+            clock.advance(duration)
         events.reached("c", "gave_up")
         assert jobfuncs.CALLS["c"] == 3  # the first start and two probes
         assert tree.status()["children"][0]["state"] == "gave_up"
@@ -340,13 +363,23 @@ class TestCooldown:
         policy = RestartPolicy(
             intensity=Intensity(max_restarts=0),
             on_exhausted=OnExhausted.COOLDOWN,
-            cooldown=CooldownPolicy(duration=0.005, probation=0.01),
+            cooldown=CooldownPolicy(duration=5, probation=10),
         )
+        clock = ManualClock()
         tree = make_tree(
-            SupervisorSpec(policy=policy, children=(actor("svc", journal),)), on_event=events
+            SupervisorSpec(policy=policy, children=(actor("svc", journal),)),
+            on_event=events,
+            monotonic=clock,
         )
         events.reached("svc", "running")
         tree.ref("svc").tell("crash")
+        events.reached("svc", "cooldown")
+        clock.advance(5)
+        events.reached("svc", "probation")
+        clock.advance(9.9)
+        assert tree.ref("svc").ask("ping", timeout=5) == ("pong", "svc", 2)
+        assert events.states("svc")[-1] == "probation", "probation is not over yet"
+        clock.advance(0.1)
         events.reached("svc", "running", times=2)
         assert events.states("svc")[-4:] == ["cooldown", "starting", "probation", "running"]
         assert len(events.of(ProbationPassed, "svc")) == 1
@@ -391,9 +424,12 @@ class TestStableRef:
     def test_messages_sent_during_restart_reach_the_next_incarnation(
         self, make_tree, events, journal
     ) -> None:
-        policy = RestartPolicy(backoff=Backoff(initial=0.05, max=0.05, jitter=0))
+        policy = RestartPolicy(backoff=Backoff(initial=60, max=60, jitter=0))
+        clock = ManualClock()
         tree = make_tree(
-            SupervisorSpec(policy=policy, children=(actor("w", journal),)), on_event=events
+            SupervisorSpec(policy=policy, children=(actor("w", journal),)),
+            on_event=events,
+            monotonic=clock,
         )
         ref = tree.ref("w")
         ref.tell("before")
@@ -401,8 +437,9 @@ class TestStableRef:
         events.reached("w", "backoff")
         for i in range(5):
             ref.tell(i)
-        answer = ref.ask("ping", timeout=5)
-        assert answer == ("pong", "w", 2)
+        answer = ref.ask("ping", block=False)
+        clock.advance(60)
+        assert answer.get(timeout=5) == ("pong", "w", 2)
         assert ref.ask("seen", timeout=5) == [0, 1, 2, 3, 4]
 
     def test_asks_to_a_child_that_gave_up_fail_at_once(self, make_tree, events, journal) -> None:
@@ -465,7 +502,9 @@ def test_periodic_schedule_is_finite_only_with_times() -> None:
 class TestOverlappingOperations:
     """Failures and person commands that arrive while a group restart is under way."""
 
-    def test_second_failure_during_a_take_down_restarts_everyone_once(self, make_tree, events, journal) -> None:
+    def test_second_failure_during_a_take_down_restarts_everyone_once(
+        self, make_tree, events, journal
+    ) -> None:
         SlowStop.release.clear()
         spec = SupervisorSpec(
             strategy=Strategy.REST_FOR_ONE,
@@ -509,7 +548,9 @@ class TestOverlappingOperations:
         states = {n["name"]: n["state"] for n in tree.status()["children"]}
         assert states == {"a": "running", "b": "stopped", "c": "running"}
 
-    def test_start_child_while_shutting_down_is_refused_not_left_running(self, runtime, journal) -> None:
+    def test_start_child_while_shutting_down_is_refused_not_left_running(
+        self, runtime, journal
+    ) -> None:
         from supervision import start_tree
 
         SlowStop.release.clear()
@@ -523,8 +564,13 @@ class TestOverlappingOperations:
         assert tree.started(10)
         tree.stop_child("b")
         assert not tree.stop(timeout=0.2)  # a blocks in on_stop: the shutdown is under way
-        with pytest.raises(TreeStoppedError):
+        with pytest.raises(ShuttingDownError, match="b: not started, root is shutting down"):
             tree.start_child("b")
+        # A state of the tree, not a bad spec: adding is refused the same way.
+        with pytest.raises(ShuttingDownError, match="c: not added") as refused:
+            tree.add_child(actor("c", journal))
+        assert isinstance(refused.value, TreeStoppedError)
+        assert not isinstance(refused.value, SpecError)
         SlowStop.release.set()
         assert tree.stop(10)
         assert journal.count("start", "b") == 1

@@ -1,0 +1,431 @@
+"""What a supervisor keeps and is told: its records of children, its messages, its context.
+
+The supervisor actor (``_supervisor``) is the only writer of these records;
+the selections at the end read them without changing anything. The tree
+context also says what the supervisors decide and hear: it logs and publishes
+a decision (``announce``) or an attempt's end, whoever's it is.
+"""
+
+from __future__ import annotations
+
+import enum
+import queue
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import logbook
+
+from actors import JobActor, NoSuchChildError, describe, start_supervised
+from actors._errors import NotAGroupError
+from supervision import _events as ev
+from supervision._policy import Cooldown, Restart, RestartType, Strategy
+from supervision._spec import ActorSpec, JobSpec, SupervisorSpec
+from supervision._state import State
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    import pykka
+
+    from actors import (
+        AttemptDone,
+        Breaker,
+        BreakerState,
+        ChildRef,
+        Link,
+        Outcome,
+        Scheduler,
+        SupervisedActor,
+        TimerHandle,
+    )
+    from supervision._policy import Decision, RestartPolicy, Window
+    from supervision._spec import ChildSpec
+    from supervision._status import LastExit
+    from supervision._tracker import Tracker
+
+log = logbook.Logger("supervision")
+
+__all__ = [
+    "CLOSED_BECAUSE",
+    "COMING_BACK",
+    "DEPENDENCY_STATES",
+    "GROUP_KEY",
+    "ChildRecord",
+    "Command",
+    "FinalStatus",
+    "GroupRecord",
+    "Intent",
+    "Op",
+    "Timer",
+    "TimerKind",
+    "TreeContext",
+    "disarm",
+    "group_members",
+    "settle",
+    "start_incarnation",
+    "target",
+    "unmet_dependency",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TreeContext:
+    """What every supervisor of one tree shares; built once by ``start_tree``."""
+
+    scheduler: Scheduler
+    bus: ev.EventBus
+    tracker: Tracker
+    tree_id: str
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    rand: Callable[[], float] = random.random
+    dead_letter: Callable[[str, Any], None] | None = None
+    mask: Callable[[str], str] = str  # hides the manifest's secrets in status and events
+    # Called inline in the supervisor's thread with every decision and attempt event (not
+    # state changes): the journal's non-blocking record. It must never block.
+    sink: Callable[[ev.Event], None] | None = None
+    sink_kinds: frozenset[type[ev.Event]] | None = None  # what the sink keeps; None: every kind
+    # A daemon's restart: children still cooling down per the journal, {path: (left, cycle)}.
+    cooldowns: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    breakers: Mapping[str, Breaker] = field(default_factory=dict)
+    breaker_listener: Callable[[str, BreakerState, BreakerState], None] | None = (
+        None  # unhooked when the tree stops
+    )
+
+    def publish(self, kind: type[ev.Event], event: Callable[[], ev.Event]) -> None:
+        """Give the sink and the bus an event of ``kind``, built only if one of them takes it."""
+        sink, bus = self.sink, self.bus
+        if sink is not None and self.sink_kinds is not None and kind not in self.sink_kinds:
+            sink = None
+        if sink is None and not bus.active:
+            return
+        built = event()
+        if sink is not None:
+            sink(built)
+        if bus.active:
+            bus.publish(built)
+
+    def announce(
+        self,
+        decision: Decision,
+        policy: RestartPolicy,
+        path: str,
+        what: str,
+        *,
+        tail: str = "",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Log and publish a restart or cooldown decision, a child's or a group's.
+
+        ``what`` names what it does (``restart 3``, ``one_for_all restart of a, b``)
+        and ``tail`` adds to the log line; a give-up or an escalation has its own path.
+        """
+        wall = self.wall
+        match decision:
+            case Restart(delay=delay, number=number):
+                intensity = policy.intensity
+                log.info(
+                    "{}: {} in {:.3f}s{} (restart {} of {} within {:g}s)",
+                    path or "root",
+                    what,
+                    delay,
+                    tail,
+                    number,
+                    intensity.max_restarts,
+                    intensity.within,
+                    extra=extra,
+                )
+                self.publish(
+                    ev.RestartScheduled,
+                    lambda: ev.RestartScheduled(path=path, at=wall(), delay=delay, number=number),
+                )
+            case Cooldown(duration=duration, cycle=cycle, reason=reason):
+                log.warning(
+                    "{}: {} {:g}s (cycle {}) because {}{}",
+                    path or "root",
+                    what,
+                    duration,
+                    cycle,
+                    reason,
+                    tail,
+                    extra=extra,
+                )
+                self.publish(
+                    ev.CooldownStarted,
+                    lambda: ev.CooldownStarted(
+                        path=path, at=wall(), duration=duration, cycle=cycle
+                    ),
+                )
+
+    def attempt_finished(self, path: str, msg: AttemptDone, outcome: Outcome) -> None:
+        """Log and publish how one attempt of the job at ``path`` ended."""
+        error = self.shown(msg.error)
+        if outcome.is_failure:
+            log.warning(
+                "{}: attempt {} {}: {}",
+                path,
+                msg.attempt,
+                outcome.value,
+                error,
+                extra={"path": path, "attempt": msg.attempt},
+            )
+        else:
+            log.debug("{}: attempt {} {}", path, msg.attempt, outcome.value)
+        self.publish(
+            ev.AttemptFinished,
+            lambda: ev.AttemptFinished(
+                path=path,
+                at=msg.ended_at,
+                attempt=msg.attempt,
+                outcome=outcome,
+                error=error,
+                started_at=msg.started_at,
+                code=msg.code,
+            ),
+        )
+
+    def shown(self, error: BaseException | None) -> str | None:
+        """An error as logs, status and events show it: described, secrets masked."""
+        return None if error is None else self.mask(describe(error))
+
+
+class Op(enum.Enum):
+    """What a ``Command`` from the tree handle asks."""
+
+    STATUS = "status"
+    STOP = "stop"
+    START = "start"
+    RESTART = "restart"
+    REMOVE = "remove"
+    ADD = "add"
+    REF = "ref"
+    SHUTDOWN = "shut down"
+    KILL = "kill"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A request from the tree handle, routed down ``path`` to the supervisor that owns it.
+
+    ``reply`` is set with the result (or the error) once the request is done,
+    e.g. after a stopped child has really stopped.
+    """
+
+    op: Op
+    path: tuple[str, ...]
+    reply: pykka.Future[Any]
+    arg: Any = None
+
+
+class Intent(enum.Enum):
+    """Why a child's stop is under way; ``SHUTDOWN``/``ESCALATE`` also say why a supervisor ends."""
+
+    STOP = "stop"  # a person: it stays down
+    RESTART = "restart"  # a person: it starts again at once
+    REMOVE = "remove"  # a person: it is forgotten
+    GROUP = "group"  # a group restart takes it down and brings it back
+    SHUTDOWN = "shutdown"
+    ESCALATE = "escalate"
+
+
+# Stops after which the child comes back (and which therefore leave its reference open).
+COMING_BACK = frozenset({Intent.RESTART, Intent.GROUP})
+
+
+class TimerKind(enum.Enum):
+    RESTART = "restart"  # a child's backoff is over
+    PROBE = "probe"  # a child's cooldown is over: one probe start
+    PROBATION = "probation"  # a child's probe survived its probation
+    KILL = "kill"  # a child ignored its stop for its whole grace
+    GROUP_RESTART = "group restart"  # the group's backoff (or cooldown) is over
+    GROUP_PROBATION = "group probation"
+
+
+GROUP_KEY = 0  # child keys start at 1
+
+
+@dataclass(eq=False, slots=True)
+class Timer:
+    """A timer's message to its supervisor.
+
+    The one token scheme: a timer counts only while its owner (a child's
+    record, or the group's) still holds this very message in the slot it was
+    armed in; cancelling or re-arming empties the slot, so a message already on
+    its way is recognised as stale.
+    """
+
+    key: int  # the child's record, or GROUP_KEY
+    kind: TimerKind
+    handle: TimerHandle | None = None
+
+    @classmethod
+    def arm(
+        cls, key: int, kind: TimerKind, delay: float, scheduler: Scheduler, to: pykka.ActorRef[Any]
+    ) -> Timer:
+        """A timer that tells ``to`` this message after ``delay`` seconds."""
+        timer = cls(key, kind)
+
+        def fire() -> None:
+            if to.is_alive():
+                to.tell(timer)
+
+        timer.handle = scheduler.call_later(delay, fire)
+        return timer
+
+
+@dataclass(frozen=True, slots=True)
+class FinalStatus:
+    """A supervisor's last status nodes, sent to its parent just before it ends."""
+
+    key: int
+    incarnation: int
+    nodes: list[dict[str, Any]]
+
+
+@dataclass(slots=True, eq=False)
+class ChildRecord:
+    """Runtime facts about one child, owned (read and written) by its supervisor only."""
+
+    spec: ChildSpec
+    key: int
+    path: str
+    ref: ChildRef
+    window: Window  # restarts inside the intensity window, cooldown cycles, probing
+    state: State = State.PENDING
+    # Invariant: ``actor`` is the live incarnation from a successful start until its
+    # ChildExit is handled, and None otherwise. While it is set the state is STARTING,
+    # RUNNING, WAITING, PROBATION or STOPPING; a start whose constructor raised leaves it
+    # None in STARTING until the ChildExit it tells itself arrives (see ``_launch``).
+    actor: SupervisedActor | None = None
+    incarnation: int = 0
+    starts: int = 0
+    restarts: int = 0  # restarts that happened (a scheduled one counts when it starts)
+    failures: int = 0
+    # Attempts finished over all incarnations: the next incarnation's actor counts on from it.
+    attempts: int = 0
+    last_exit: LastExit | None = None
+    next_start_at: float | None = None
+    timer: Timer | None = None  # a restart, probe or probation timer
+    kill_timer: Timer | None = None
+    intent: Intent | None = None  # why a stop is under way
+    waiters: list[Callable[[], None]] = field(default_factory=list)
+    final_children: list[dict[str, Any]] | None = None  # a stopped group's last status nodes
+
+
+@dataclass(slots=True, eq=False)
+class GroupRecord:
+    """The group's own restart state, for one_for_all and rest_for_one."""
+
+    window: Window
+    timer: Timer | None = None  # the pending group restart, or the group's probation
+    members: list[ChildRecord] = field(default_factory=list)  # what the restart brings back
+
+
+# A sibling reaching one of these may unblock (or finally fail) a child waiting on depends_on.
+DEPENDENCY_STATES = frozenset(
+    {State.RUNNING, State.PROBATION, State.SUCCEEDED, State.FAILED, State.GAVE_UP, State.WAITING}
+)
+# Why a child's reference is closed when it settles in each final state.
+CLOSED_BECAUSE = {
+    State.SUCCEEDED: "finished",
+    State.FAILED: "failed",
+    State.GAVE_UP: "given up",
+    State.STOPPED: "stopped",
+}
+
+
+def unmet_dependency(rec: ChildRecord, siblings: Mapping[str, ChildRecord]) -> ChildRecord | None:
+    """The first sibling ``rec`` depends on that is not ready (running) or succeeded (once)."""
+    spec = rec.spec
+    if not isinstance(spec, JobSpec):
+        return None
+    for name in spec.depends_on:
+        dep = siblings.get(name)
+        if dep is None:
+            continue  # removed since: nothing left to wait for
+        once = isinstance(dep.spec, JobSpec) and dep.spec.schedule.finite
+        if dep.state is State.SUCCEEDED or (
+            not once and dep.state in (State.RUNNING, State.PROBATION, State.WAITING)
+        ):
+            continue
+        return dep
+    return None
+
+
+def group_members(
+    strategy: Strategy, children: list[ChildRecord], failed: ChildRecord
+) -> list[ChildRecord]:
+    """The children a group restart takes down and brings back, in start order."""
+    chosen = children if strategy is Strategy.ONE_FOR_ALL else children[children.index(failed) :]
+    return [
+        rec
+        for rec in chosen
+        if rec is failed
+        or (
+            rec.spec.restart is not RestartType.TEMPORARY
+            and rec.state not in (State.STOPPED, State.GAVE_UP)
+            and rec.intent in (None, Intent.GROUP)
+        )
+    ]
+
+
+def start_incarnation(
+    rec: ChildRecord, link: Link, ctx: TreeContext, group: type[SupervisedActor]
+) -> SupervisedActor:
+    """Start one incarnation of the child ``rec`` describes; ``group`` runs a nested group."""
+    spec = rec.spec
+    name = f"{ctx.tree_id}-{rec.path}"
+    if isinstance(spec, JobSpec):
+        return start_supervised(
+            JobActor,
+            link,
+            name,
+            spec.work,
+            spec.schedule,
+            path=rec.path,
+            scheduler=ctx.scheduler,
+            attempts_done=rec.attempts,
+            wall_clock=ctx.wall,
+            retry=spec.retry,
+            breaker=ctx.breakers.get(spec.breaker) if spec.breaker else None,
+            ready=spec.ready,
+        )
+    if isinstance(spec, ActorSpec):
+        return start_supervised(spec.actor_class, link, name, *spec.args, **dict(spec.kwargs))
+    return start_supervised(group, link, name, spec, ctx, rec.path)
+
+
+def target(siblings: Mapping[str, ChildRecord], own: str, cmd: Command) -> ChildRecord:
+    """The child a command names first: itself, or the running group to pass it down to."""
+    rec = siblings.get(cmd.path[0]) if cmd.path else None
+    if rec is None:
+        raise NoSuchChildError("/".join((*own.split("/"), *cmd.path)).strip("/"))
+    if len(cmd.path) == 1 and cmd.op is not Op.ADD:
+        return rec
+    if not isinstance(rec.spec, SupervisorSpec):
+        if cmd.op is Op.ADD and len(cmd.path) == 1:
+            raise NotAGroupError(rec.path, rec.spec.kind)
+        raise NoSuchChildError(f"{rec.path}/{'/'.join(cmd.path[1:])}")
+    if rec.actor is None:
+        raise NoSuchChildError(
+            f"{rec.path}/{'/'.join(cmd.path[1:])} (group {rec.path} is {rec.state.value})"
+        )
+    return rec
+
+
+def disarm(timer: Timer | None) -> None:
+    if timer is not None and timer.handle is not None:
+        timer.handle.cancel()
+
+
+def settle(future: pykka.Future[Any], value: Any = None, error: Any = None) -> None:
+    """Set a reply future once; a second answer (a race with an ending child) is dropped."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set(value)
+    except queue.Full:
+        pass

@@ -1,0 +1,138 @@
+"""The status document of SPEC §4: one node builder for every child, running or not."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from supervision._records import Command, Op
+from supervision._spec import SupervisorSpec
+from supervision._state import State
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from actors import Breaker, Outcome, SupervisedActor
+    from supervision._records import ChildRecord
+    from supervision._spec import ChildSpec
+
+__all__ = ["LastExit", "child_nodes", "document", "idle_children", "node", "resolve"]
+
+
+@dataclass(frozen=True, slots=True)
+class LastExit:
+    """How a child's last incarnation ended, as ``last_exit`` shows it."""
+
+    outcome: Outcome
+    code: int | None
+    error: str | None
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome.value,
+            "code": self.code,
+            "error": self.error,
+            "at": self.at,
+        }
+
+
+def node(
+    spec: ChildSpec,
+    path: str,
+    state: State,
+    *,
+    starts: int = 0,
+    restarts: int = 0,
+    failures: int = 0,
+    last_exit: LastExit | None = None,
+    next_start_at: float | None = None,
+    children: Any = None,
+) -> dict[str, Any]:
+    """One child's status node; ``children`` (a group's) is a list or a pending future."""
+    out: dict[str, Any] = {
+        "name": spec.name,
+        "path": path,
+        "kind": spec.kind,
+        "state": state.value,
+        "starts": starts,
+        "restarts": restarts,
+        "failures": failures,
+        "last_exit": last_exit.as_dict() if last_exit is not None else None,
+        "next_start_at": next_start_at,
+    }
+    if isinstance(spec, SupervisorSpec):
+        out["children"] = idle_children(spec, path) if children is None else children
+    return out
+
+
+def child_nodes(records: list[ChildRecord]) -> list[dict[str, Any]]:
+    """A supervisor's status nodes; a running group's children come as a pending future."""
+    nodes: list[dict[str, Any]] = []
+    for rec in records:
+        children: Any = None
+        if isinstance(rec.spec, SupervisorSpec):
+            actor = rec.actor
+            children = _ask_status(actor) if actor is not None else rec.final_children
+        waiting = rec.state in (State.BACKOFF, State.COOLDOWN, State.WAITING)
+        nodes.append(
+            node(
+                rec.spec,
+                rec.path,
+                rec.state,
+                starts=rec.starts,
+                restarts=rec.restarts,
+                failures=rec.failures,
+                last_exit=rec.last_exit,
+                next_start_at=rec.next_start_at if waiting else None,
+                children=children,
+            )
+        )
+    return nodes
+
+
+def _ask_status(actor: SupervisedActor) -> pykka.Future[Any]:
+    future: pykka.Future[Any] = pykka.ThreadingFuture()
+    try:
+        actor.actor_ref.tell(Command(Op.STATUS, (), future))
+    except pykka.ActorDeadError:
+        future.set(None)
+    return future
+
+
+def idle_children(spec: SupervisorSpec, path: str) -> list[dict[str, Any]]:
+    """Status nodes for the children of a group that is not running."""
+    return [node(child, f"{path}/{child.name}", State.STOPPED) for child in spec.children]
+
+
+def document(
+    name: str, state: State, children: Any, breakers: Mapping[str, Breaker], deadline: float
+) -> dict[str, Any]:
+    """The whole tree's status: its nodes resolved, by ``deadline`` (monotonic)."""
+    return {
+        "name": name,
+        "state": state.value,
+        "children": resolve(children, deadline),
+        "breakers": {name: b.state.value for name, b in sorted(breakers.items())},
+    }
+
+
+def resolve(nodes: Any, deadline: float) -> list[dict[str, Any]]:
+    """Replace each running group's pending status future by its children, recursively."""
+    out: list[dict[str, Any]] = []
+    for item in nodes or ():
+        children = item.get("children")
+        if isinstance(children, pykka.Future):
+            try:
+                children = children.get(timeout=max(0.0, deadline - time.monotonic()))
+            except (pykka.ActorDeadError, pykka.Timeout):
+                children = None
+        out.append(
+            item
+            if children is None and "children" not in item
+            else {**item, "children": resolve(children, deadline)}
+        )
+    return out

@@ -1,0 +1,95 @@
+"""Whether a tree has settled: the count behind ``Tree.wait`` and the run's end."""
+
+from __future__ import annotations
+
+import threading
+
+from supervision._state import FINAL, State
+
+__all__ = ["Tracker"]
+
+
+class Tracker:
+    """Counts the finite leaves of a tree that have not settled, for ``Tree.wait``.
+
+    Supervisors call ``update`` from their own threads; it is a dict write and
+    a notify when the count reaches zero, cheap enough for every transition.
+    A tree settles when every finite leaf has; one with endless leaves only
+    settles when it ends, and one with no leaf at all (an empty manifest, a
+    ``--resume`` that left nothing to run, every child removed) has settled.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._unsettled: set[str] = set()
+        self._leaves: set[str] = set()  # every leaf the tree has, finite or not
+        self._finite: set[str] = set()  # every finite leaf: with none, only the end counts
+        self._final: dict[str, State] = {}
+        self.started = threading.Event()
+        self.ended = threading.Event()
+
+    def add(self, path: str) -> None:
+        """A leaf joins the tree (before its first ``update``)."""
+        with self._cond:
+            self._leaves.add(path)
+
+    def update(self, path: str, state: State, finite: bool) -> None:
+        """Record ``state`` of the leaf at ``path``; only finite leaves hold ``wait`` up."""
+        if not finite and state not in FINAL and path not in self._final:
+            return  # an endless leaf between two non-final states: nothing to record
+        with self._cond:
+            if finite:
+                self._finite.add(path)
+            if state in FINAL:
+                self._unsettled.discard(path)
+                self._final[path] = state
+                if not self._unsettled:
+                    self._cond.notify_all()
+            else:
+                if finite:
+                    self._unsettled.add(path)
+                self._final.pop(path, None)
+
+    def settle_subtree(self, path: str, state: State) -> None:
+        """A group ended for good (gave up, failed, stopped): nothing under it will run again."""
+        prefix = f"{path}/"
+        with self._cond:
+            self._unsettled = {p for p in self._unsettled if not p.startswith(prefix)}
+            self._final[path] = state
+            if not self._unsettled:
+                self._cond.notify_all()
+
+    def forget(self, path: str) -> None:
+        """The child at ``path`` was removed, with everything under it."""
+        prefix = f"{path}/"
+        with self._cond:
+            for paths in (self._unsettled, self._finite, self._leaves):
+                paths.difference_update([p for p in paths if p == path or p.startswith(prefix)])
+            for p in [p for p in self._final if p == path or p.startswith(prefix)]:
+                del self._final[p]
+            self._cond.notify_all()
+
+    @property
+    def empty(self) -> bool:
+        """True while the tree has no leaf at all."""
+        with self._cond:
+            return not self._leaves
+
+    def _settled(self) -> bool:
+        if self.ended.is_set():
+            return True
+        if not self.started.is_set() or self._unsettled:
+            return False
+        return bool(self._finite) or not self._leaves
+
+    def wait_settled(self, timeout: float | None) -> bool:
+        with self._cond:
+            return self._cond.wait_for(self._settled, timeout)
+
+    def notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def finals(self) -> dict[str, State]:
+        with self._cond:
+            return dict(self._final)

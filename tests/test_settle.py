@@ -1,0 +1,196 @@
+"""Trees with nothing left to run settle at once; counters and errors say what happened."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jobfuncs
+import pytest
+from actorkit import Journal, Recorder
+
+from supervision import (
+    ActorSpec,
+    Backoff,
+    JobSpec,
+    NoSuchChildError,
+    PythonWork,
+    RestartPolicy,
+    RestartType,
+    Schedule,
+    Strategy,
+    SupervisorSpec,
+    Tree,
+    python_job,
+    start_tree,
+)
+from supervision._journal import Journal as JobJournal
+
+ROOT = Path(__file__).resolve().parent.parent
+SLOW_BACKOFF = RestartPolicy(backoff=Backoff(initial=60.0, max=60.0, jitter=0))
+
+
+def actor(name: str, journal: Journal) -> ActorSpec:
+    return ActorSpec(
+        name=name, actor_class=Recorder, args=(name, journal), restart=RestartType.PERMANENT
+    )
+
+
+def blocked_job(name: str) -> JobSpec:
+    """A once-job that runs until the test sets its event (or it is stopped)."""
+    return JobSpec(name=name, work=PythonWork(target="jobfuncs:block", args=(name,)))
+
+
+class TestEmptyTrees:
+    def test_a_tree_with_no_children_settles_and_stops_at_once(self, runtime) -> None:
+        begun = time.monotonic()
+        with start_tree(SupervisorSpec(children=()), runtime) as tree:
+            assert tree.wait(5)
+            assert tree.result().ok
+        assert tree.ended
+        assert time.monotonic() - begun < 3
+
+    def test_an_empty_group_is_no_leaf_to_wait_for(self, make_tree) -> None:
+        tree = make_tree(SupervisorSpec(children=(SupervisorSpec(name="g", children=()),)))
+        assert tree.wait(5)
+        assert tree.stop(5)
+
+    def test_removing_every_child_of_a_group_settles_the_tree(
+        self, make_tree, logs, journal: Journal
+    ) -> None:
+        group = SupervisorSpec(name="g", children=(actor("a", journal),))
+        tree = make_tree(SupervisorSpec(children=(group,)))
+        assert tree.started(10)
+        assert not tree.wait(0.05), "an endless actor keeps the tree up"
+        tree.remove_child("g/a")
+        assert tree.wait(5)
+        assert not tree.ended, "settled, not stopped: children may still be added"
+        assert any("g: no children left; idle" in r.message for r in logs.records)
+
+    def test_removing_a_group_forgets_the_jobs_under_it(self, make_tree) -> None:
+        group = SupervisorSpec(name="g", children=(blocked_job("held"),))
+        tree = make_tree(SupervisorSpec(children=(group, python_job("quick", "jobfuncs:ok"))))
+        assert tree.started(10)
+        assert not tree.wait(0.05), "g/held still runs"
+        tree.remove_child("g")
+        assert tree.wait(5)
+        assert tree.result().ok
+
+    def test_run_resume_with_every_once_job_done_exits_at_once(self, tmp_path: Path) -> None:
+        (tmp_path / "jobs.yaml").write_text(
+            "version: 1\njobs:\n  - name: once\n    command: [sh, -c, 'echo ran >> runs.txt']\n"
+        )
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, str(ROOT / "cli.py"), "run", *args],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=env,
+                check=False,
+            )
+
+        assert run().returncode == 0
+        out = run("--resume")
+        assert out.returncode == 0, out.stderr
+        assert "skipped: once" in out.stderr
+        assert (tmp_path / "runs.txt").read_text() == "ran\n"
+
+
+@pytest.fixture
+def journal() -> Journal:
+    Recorder.incarnations.clear()
+    return Journal()
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> Iterator[JobJournal]:
+    """A real journal the tree writes to; closed after the test."""
+    journal = JobJournal(tmp_path)
+    yield journal
+    journal.close()
+
+
+def decisions(book: JobJournal, path: str) -> list[str]:
+    assert book.flush()
+    return [row["kind"] for row in book.history(path) if row["type"] == "decision"]
+
+
+class TestCounters:
+    @pytest.fixture
+    def in_backoff(self, make_tree, events, journal: Journal, book: JobJournal) -> Tree:
+        """A tree whose only child crashed and waits a minute for its restart."""
+        tree = make_tree(
+            SupervisorSpec(policy=SLOW_BACKOFF, children=(actor("w", journal),)),
+            on_event=events,
+            sink=book.record,
+        )
+        tree.ref("w").tell("crash")
+        events.reached("w", "backoff")
+        return tree
+
+    def test_a_restart_cancelled_by_stop_during_backoff_is_no_restart(
+        self, in_backoff: Tree, book: JobJournal
+    ) -> None:
+        in_backoff.stop_child("w")
+        node = in_backoff.status()["children"][0]
+        assert (node["state"], node["failures"], node["restarts"]) == ("stopped", 1, 0)
+        assert decisions(book, "w") == ["restart", "restart_cancelled"], "the journal says so"
+        in_backoff.start_child("w")
+        assert in_backoff.ref("w").ask("ping", timeout=5) == ("pong", "w", 2)
+        assert in_backoff.status()["children"][0]["restarts"] == 0, "a person's start is none"
+
+    def test_a_restart_overtaken_by_a_persons_restart_is_no_restart(
+        self, in_backoff: Tree, book: JobJournal
+    ) -> None:
+        in_backoff.restart("w")
+        assert in_backoff.ref("w").ask("ping", timeout=5) == ("pong", "w", 2)
+        assert in_backoff.status()["children"][0]["restarts"] == 0
+        assert decisions(book, "w") == ["restart", "restart_cancelled"]
+
+    def test_a_group_restart_cancelled_by_stop_is_no_restart(
+        self, make_tree, events, journal: Journal
+    ) -> None:
+        spec = SupervisorSpec(
+            strategy=Strategy.ONE_FOR_ALL,
+            policy=SLOW_BACKOFF,
+            children=(actor("a", journal), actor("b", journal)),
+        )
+        tree = make_tree(spec, on_event=events)
+        assert tree.started(10)
+        tree.ref("a").tell("crash")
+        events.reached("a", "backoff")
+        events.reached("b", "backoff")
+        tree.stop_child("a")
+        tree.stop_child("b")
+        assert [n["restarts"] for n in tree.status()["children"]] == [0, 0]
+
+    def test_restarts_count_the_restarts_that_happened(self, make_tree, events) -> None:
+        policy = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001, jitter=0))
+        job = JobSpec(
+            name="f",
+            work=PythonWork(target="jobfuncs:fail_times", args=("f", 2)),
+            schedule=Schedule(),
+        )
+        tree = make_tree(SupervisorSpec(policy=policy, children=(job,)), on_event=events)
+        assert tree.wait(10)
+        node = tree.status()["children"][0]
+        assert (node["state"], node["starts"], node["restarts"]) == ("succeeded", 3, 2)
+        assert jobfuncs.CALLS["f"] == 3
+
+
+class TestErrors:
+    def test_add_child_under_a_leaf_says_it_is_not_a_group(self, make_tree, journal) -> None:
+        tree = make_tree(SupervisorSpec(children=(actor("echo", journal),)))
+        assert tree.started(10)
+        with pytest.raises(NoSuchChildError, match=r"'echo' is not a group \(actor\)"):
+            tree.add_child(actor("x", journal), under="echo")
+        with pytest.raises(NoSuchChildError, match="no child at path 'nope'"):
+            tree.add_child(actor("x", journal), under="nope")
