@@ -361,6 +361,7 @@ def test_the_client_refuses_a_socket_served_by_another_user(tmp_path: Path) -> N
         """
         import socket, sys
         s = socket.socket(fileno=int(sys.argv[1]))
+        s.setblocking(True)  # gevent's test process hands over a non-blocking one
         s.listen(1)
         print("listening", flush=True)
         conn, _ = s.accept()
@@ -417,3 +418,21 @@ def test_open_private_and_write_atomic_refuse_or_replace_symlinks(
     write_atomic(link, b"42\n")
     assert (link.read_text(), link.is_symlink()) == ("42\n", False)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_symlink_planted_where_the_log_file_was_moved_away_is_not_followed(
+    tmp_path: Path, precious: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logbook
+
+    from supervision import LoggingSpec, configure_logging
+
+    log_file = tmp_path / "jv.log"
+    with configure_logging(LoggingSpec(level="information", file=str(log_file))):
+        logbook.Logger("supervision").info("one")
+        log_file.rename(tmp_path / "jv.log.1")  # as logrotate does, then someone is quicker
+        log_file.symlink_to(precious)
+        logbook.Logger("supervision").info("two")
+    err = capsys.readouterr().err
+    assert err.count("symbolic link") == 1, err
+    assert (tmp_path / "jv.log.1").read_text().endswith("one\n")
