@@ -11,7 +11,7 @@ have been planted. An existing file that others can write is refused too; one
 that others can only read is made private.
 """
 
-# ruff: noqa: PTH101, PTH102, PTH104, PTH108, PTH114, PTH115, PTH116, PTH118
+# ruff: noqa: PTH101, PTH102, PTH104, PTH108, PTH114, PTH115, PTH116, PTH118, PTH119, PTH120
 # (file descriptors, O_NOFOLLOW and lstat, which pathlib does not offer)
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ import errno
 import os
 import socket
 import stat
-from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeAlias
 
 from actors._errors import JobvisorError  # not `actors`: control commands import this
 
+# Neither typing nor pathlib at run time: the control client imports this module (check_server).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from pathlib import Path
+    from typing import Final, TypeAlias
 
 __all__ = [
     "UnsafePathError",
@@ -198,7 +200,8 @@ def write_atomic(path: Path, data: bytes) -> Ident:
     one), which is then renamed over it, so a symlink planted at ``path`` is
     replaced, never followed. An error names ``path``.
     """
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    name = f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    temp = os.path.join(os.path.dirname(path), name)
     try:
         fd = os.open(
             temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE
@@ -234,7 +237,7 @@ def refuse_symlinks(paths: Iterable[Path], what: str) -> None:
     """For a reader: no symlink among ``paths`` (SQLite writes ``-shm`` even read-only)."""
     for path in paths:
         if os.path.islink(path):
-            raise _symlink(Path(path), what)
+            raise _symlink(path, what)
 
 
 def check_server(sock: socket.socket, state_dir: str | os.PathLike[str]) -> str | None:
@@ -251,7 +254,10 @@ def check_server(sock: socket.socket, state_dir: str | os.PathLike[str]) -> str 
 
     ucred = struct.Struct("3i")  # pid, uid, gid
     _, uid, _ = ucred.unpack(sock.getsockopt(socket.SOL_SOCKET, peer_cred, ucred.size))
-    owner = os.stat(state_dir).st_uid
+    try:
+        owner = os.stat(state_dir).st_uid
+    except OSError as exc:
+        return f"cannot tell who owns {state_dir}: {exc.strerror}; nothing was sent"
     if uid == owner:
         return None
     return (

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from faultkit import CLI, ENV
+from test_daemon import Running, start_daemon, stop_daemon
 
 from supervision import Journal, JournalError, read_history
 from supervision._files import UnsafePathError, open_private, write_atomic
@@ -69,38 +69,13 @@ def assert_refused(out: subprocess.CompletedProcess[str], *names: str) -> str:
     return lines[0]
 
 
-class Daemon:
-    """A real ``jobvisor daemon`` (umask 000), ready once it told NOTIFY_SOCKET so."""
-
-    def __init__(self, cwd: Path, *args: str) -> None:
-        (cwd / "jobs.yaml").write_text(SERVICE)
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(str(cwd / "notify.sock"))
-        self.notify.settimeout(30)
-        self.proc = subprocess.Popen(
-            ["sh", "-c", 'umask 000; exec "$@"', "sh", *CLI, "daemon", *args],
-            cwd=cwd,
-            env={**ENV, "NOTIFY_SOCKET": str(cwd / "notify.sock")},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def ready(self) -> None:
-        while b"READY=1" not in self.notify.recv(4096):
-            pass
-
-    def stop(self) -> int:
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-            self.proc.communicate(timeout=30)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self.notify.close()
-        return self.proc.returncode
+def start(tmp_path: Path, *args: str) -> Running:
+    """A real ``jobvisor daemon`` of ``SERVICE`` started under umask 000, once it is ready."""
+    old = os.umask(0)  # inherited: what the daemon creates must not depend on it
+    try:
+        return start_daemon(tmp_path, SERVICE, *args)
+    finally:
+        os.umask(old)
 
 
 @pytest.fixture
@@ -118,7 +93,7 @@ def precious(tmp_path: Path) -> Iterator[Path]:
 
 def test_a_daemon_under_umask_000_creates_only_private_files(tmp_path: Path) -> None:
     state, logs = tmp_path / "new" / "state", tmp_path / "logs"
-    daemon = Daemon(
+    daemon = start(
         tmp_path,
         "--state-dir",
         str(state),
@@ -129,7 +104,6 @@ def test_a_daemon_under_umask_000_creates_only_private_files(tmp_path: Path) -> 
         "jobs.yaml",
     )
     try:
-        daemon.ready()
         db = state / "journal.sqlite3"
         files = [
             db,
@@ -144,7 +118,7 @@ def test_a_daemon_under_umask_000_creates_only_private_files(tmp_path: Path) -> 
         dirs = [state, state.parent, logs]
         assert {str(d): mode(d) for d in dirs} == {str(d): 0o700 for d in dirs}
     finally:
-        assert daemon.stop() == 0, daemon.proc.stderr
+        assert stop_daemon(daemon) == 0
 
 
 def test_a_run_under_umask_000_creates_only_private_files(tmp_path: Path) -> None:
@@ -240,15 +214,17 @@ def test_a_log_file_symlink_is_refused_and_its_target_does_not_grow(
     assert not (tmp_path / "ran").exists()
 
 
+JOURNAL_FILES = ["journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm"]
+
+
 @pytest.mark.parametrize(
-    "name", ["journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm", "daemon.lock"]
+    ("command", "name"),
+    [("run", name) for name in JOURNAL_FILES]
+    + [("daemon", name) for name in [*JOURNAL_FILES, "daemon.lock"]],  # run takes no lock
 )
-@pytest.mark.parametrize("command", ["run", "daemon"])
 def test_a_symlink_planted_in_the_state_dir_is_refused(
     tmp_path: Path, command: str, name: str, precious: Path
 ) -> None:
-    if command == "run" and name == "daemon.lock":
-        pytest.skip("run takes no lock")
     (tmp_path / "jobs.yaml").write_text(MANIFEST)
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
@@ -266,15 +242,14 @@ def test_the_pidfile_replaces_a_planted_symlink_and_removes_only_itself(
 ) -> None:
     pidfile = tmp_path / "jv.pid"
     pidfile.symlink_to(precious)
-    daemon = Daemon(tmp_path, "--pidfile", str(pidfile), "jobs.yaml")
+    daemon = start(tmp_path, "--pidfile", str(pidfile), "jobs.yaml")
     try:
-        daemon.ready()
         assert not pidfile.is_symlink()
         assert pidfile.read_text() == f"{daemon.proc.pid}\n"
         assert mode(pidfile) == 0o600
         assert precious.read_text() == "precious"
     finally:
-        assert daemon.stop() == 0, daemon.proc.stderr
+        assert stop_daemon(daemon) == 0
     assert not os.path.lexists(pidfile)
 
 
@@ -282,13 +257,12 @@ def test_a_pidfile_swapped_for_a_symlink_is_left_alone_at_exit(
     tmp_path: Path, precious: Path
 ) -> None:
     pidfile = tmp_path / "jv.pid"
-    daemon = Daemon(tmp_path, "--pidfile", str(pidfile), "jobs.yaml")
+    daemon = start(tmp_path, "--pidfile", str(pidfile), "jobs.yaml")
     try:
-        daemon.ready()
         pidfile.unlink()
         pidfile.symlink_to(precious)
     finally:
-        assert daemon.stop() == 0, daemon.proc.stderr
+        assert stop_daemon(daemon) == 0
     assert pidfile.is_symlink(), "removed a pidfile that was not its own any more"
 
 
