@@ -242,7 +242,8 @@ def _bind_private(path: Path) -> tuple[socket.socket, Ident]:
     else:
         if not stat.S_ISSOCK(st.st_mode):
             raise DaemonError(f"{path} exists and is not a socket: remove it, or use --state-dir")
-    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    # No longer than the final name: a path that fits a Unix socket must fit while binding.
+    temp = path.with_name(f".cs{os.getpid()}")
     temp.unlink(missing_ok=True)  # left by a killed daemon of the same pid: the lock is ours
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
