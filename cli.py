@@ -169,7 +169,7 @@ def _load(args: argparse.Namespace) -> Any:
     if state_dir:
         import dataclasses  # noqa: PLC0415
 
-        manifest = dataclasses.replace(manifest, state_dir=Path(state_dir).resolve())
+        manifest = dataclasses.replace(manifest, state_dir=Path(state_dir).absolute())
     return manifest
 
 
@@ -268,7 +268,8 @@ def _daemon(args: argparse.Namespace) -> int:
             restore=True,
         )
 
-    pidfile = Path(args.pidfile).resolve() if args.pidfile else None
+    # Not resolve(): a symlink there is replaced, and at exit the path is removed, not a target.
+    pidfile = Path(args.pidfile).absolute() if args.pidfile else None
     try:
         # The state dir (lock, socket, journal) is fixed for the daemon's life, --state-dir
         # included: a reload never moves it.

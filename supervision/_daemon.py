@@ -25,6 +25,15 @@ from typing import TYPE_CHECKING, Any, Final
 import logbook
 
 from actors import JobvisorError, NoSuchChildError, SpecError, active_runtime
+from supervision._files import (
+    Ident,
+    check_server,
+    ensure_private_dir,
+    identity,
+    open_private,
+    remove_if_same,
+    write_atomic,
+)
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, SupervisorSpec
 
@@ -142,7 +151,7 @@ class ControlServer:
     def __init__(self, path: Path, handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         self.path = path
         self._handle = handle
-        self._sock = _bind_private(path)
+        self._sock, self._ident = _bind_private(path)
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="jv-control", daemon=True)
         self._thread.start()
@@ -194,8 +203,7 @@ class ControlServer:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._thread.join(5)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        remove_if_same(self.path, self._ident)  # a newer daemon's socket stays
 
 
 class _BadRequest(Exception):
@@ -219,8 +227,14 @@ def _read_request(conn: socket.socket) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
-def _bind_private(path: Path) -> socket.socket:
-    """Bind a Unix socket at ``path`` readable by its owner only, following no symlink."""
+def _bind_private(path: Path) -> tuple[socket.socket, Ident]:
+    """Bind a Unix socket at ``path`` (0600) and return it with its file's ``identity``.
+
+    It is bound under a new name, made 0600 and renamed over ``path``, and
+    only then listens: nobody can connect before it is private, and a stale
+    socket (the lock says no daemon owns it) or a planted symlink at ``path``
+    is replaced, never followed. Not ``os.umask``: it is the whole process's.
+    """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -228,16 +242,24 @@ def _bind_private(path: Path) -> socket.socket:
     else:
         if not stat.S_ISSOCK(st.st_mode):
             raise DaemonError(f"{path} exists and is not a socket: remove it, or use --state-dir")
-        path.unlink()  # a stale socket: the state dir lock says no daemon owns it
+    # No longer than the final name: a path that fits a Unix socket must fit while binding.
+    temp = path.with_name(f".cs{os.getpid()}")
+    temp.unlink(missing_ok=True)  # left by a killed daemon of the same pid: the lock is ours
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)  # created 0600: no window in which others could connect
     try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    path.chmod(0o600)
-    sock.listen(16)
-    return sock
+        sock.bind(str(temp))
+        try:
+            temp.chmod(0o600)
+            temp.rename(path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        st = os.lstat(path)
+        sock.listen(16)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, identity(st)
 
 
 def request(state_dir: Path, req: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
@@ -250,6 +272,9 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 60.0) -> dict
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NoDaemonError(f"no daemon is running for {state_dir} ({exc.strerror})") from None
+        problem = check_server(sock, state_dir)
+        if problem is not None:
+            raise NoDaemonError(problem)
         sock.sendall(json.dumps({"v": PROTOCOL, **req}).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
@@ -302,7 +327,7 @@ class Daemon:
     def run(self) -> int:
         manifest = self._load()
         state_dir = manifest.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(state_dir)
         lock = _lock_state_dir(state_dir)
         try:
             with self._pipe_lock:
@@ -313,8 +338,9 @@ class Daemon:
             lock.close()
 
     def _serve(self, manifest: Any, state_dir: Path) -> int:
+        written = None
         if self._pidfile is not None:
-            self._pidfile.write_text(f"{os.getpid()}\n")
+            written = write_atomic(self._pidfile, f"{os.getpid()}\n".encode())
         server = ControlServer(state_dir / SOCKET_NAME, self.handle)
         restore_signals = self._handle_signals()
         watchdog = _Watchdog.start_if_asked()
@@ -344,9 +370,9 @@ class Daemon:
             if self.composition is not None:
                 self.composition.close()
             restore_signals()
-            if self._pidfile is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    self._pidfile.unlink()
+            if self._pidfile is not None and written is not None:
+                # By its own path, and only while it is still the file written above.
+                remove_if_same(self._pidfile, written)
         return 0
 
     def _handle_signals(self) -> Callable[[], None]:
@@ -461,7 +487,8 @@ def _check_new_breakers(new: Any, composition: Composition) -> None:
 
 def _lock_state_dir(state_dir: Path) -> Any:
     """Hold ``STATE_DIR/daemon.lock`` for the daemon's life; refuse if another daemon does."""
-    handle = (state_dir / LOCK_NAME).open("a+")
+    fd = open_private(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, "lock file")
+    handle = os.fdopen(fd, "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

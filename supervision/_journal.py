@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import sqlite3
 import threading
 from collections import deque
@@ -24,6 +25,13 @@ import logbook
 
 from actors import JobvisorError
 from supervision import _events as ev
+from supervision._files import (
+    UnsafePathError,
+    check_private_file,
+    ensure_private_dir,
+    open_private,
+    refuse_symlinks,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -117,8 +125,10 @@ class Journal:
         self._max_delay = max_delay
         self._batch = batch
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._prepare()
             self._migrate()
+        except UnsafePathError as exc:
+            raise JournalError(str(exc)) from exc
         except (OSError, sqlite3.Error) as exc:
             raise JournalError(
                 f"cannot open the journal {self.path}: {exc}; "
@@ -135,6 +145,19 @@ class Journal:
         self._thread.start()
 
     # -- schema ----------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """A private state dir, and a journal file of ours that SQLite opens without a symlink.
+
+        SQLite opens its files by path, following symlinks: so each of them is
+        checked first, and the database is created here (0600, ``O_NOFOLLOW``).
+        SQLite gives ``-wal`` and ``-shm`` the database's mode. Nobody else can
+        plant a file between this check and SQLite's open: the dir is private.
+        """
+        ensure_private_dir(self.path.parent)
+        for path in _companions(self.path)[1:]:
+            check_private_file(path, "journal file")
+        os.close(open_private(self.path, os.O_RDWR | os.O_CREAT, "journal"))
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
@@ -294,9 +317,18 @@ class Journal:
         return read_succeeded(self.path)
 
 
+def _companions(db: Path) -> tuple[Path, Path, Path]:
+    """The journal and the two files SQLite keeps beside it in WAL mode."""
+    return db, Path(f"{db}-wal"), Path(f"{db}-shm")
+
+
 def _read(db: Path) -> sqlite3.Connection:
     if not db.exists():
         raise JournalError(f"no journal at {db}: run a manifest first (or pass --state-dir)")
+    try:
+        refuse_symlinks(_companions(db), "journal file")
+    except UnsafePathError as exc:
+        raise JournalError(str(exc)) from None
     try:
         return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     except sqlite3.Error as exc:

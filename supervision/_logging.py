@@ -33,6 +33,7 @@ import logbook
 from logbook.compat import RedirectLoggingHandler
 
 from actors import JobvisorError, describe
+from supervision._files import UnsafePathError, make_dirs, open_private
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -578,6 +579,8 @@ class _FileSink:
         self._closed = False
         try:
             self._open()
+        except UnsafePathError:
+            raise  # its own line says what is wrong and how to fix it
         except OSError as exc:
             raise LoggingSetupError(path, exc) from exc
 
@@ -602,8 +605,12 @@ class _FileSink:
             self._discard()
 
     def _open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        file = self._path.open("ab", buffering=0)
+        # 0600 and never through a symlink (it may sit in a shared directory such as /tmp);
+        # a file others can write is refused (UnsafePathError, an OSError: after a rotation
+        # it is reported once like any file that cannot be opened).
+        make_dirs(self._path.parent)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        file = os.fdopen(open_private(self._path, flags, "log file"), "ab", buffering=0)
         try:
             st = os.fstat(file.fileno())
         except OSError:

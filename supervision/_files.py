@@ -1,0 +1,266 @@
+"""Files jobvisor writes: private modes, no planted symlinks, no loose state dir.
+
+Everything jobvisor creates is for its user only (directories 0700, files
+0600), whatever the process umask, because the journal and the logs hold
+every job's errors and output. Nothing is written through a symlink at the
+last component of a path: files open with ``O_NOFOLLOW``, and the pidfile is
+written beside its path and renamed over it. A state dir that another user
+could have prepared (a symlink, owned by someone else, writable by group or
+others) is refused as ssh refuses a loose key: whatever is inside it could
+have been planted. An existing file that others can write is refused too; one
+that others can only read is made private.
+"""
+
+# ruff: noqa: PTH101, PTH102, PTH104, PTH108, PTH114, PTH115, PTH116, PTH118, PTH119, PTH120
+# (file descriptors, O_NOFOLLOW and lstat, which pathlib does not offer)
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+
+from actors._errors import JobvisorError  # not `actors`: control commands import this
+
+# Neither typing nor pathlib at run time: the control client imports this module (check_server).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
+    from typing import Final, TypeAlias
+
+__all__ = [
+    "UnsafePathError",
+    "check_not_loose",
+    "check_private_file",
+    "check_server",
+    "ensure_private_dir",
+    "identity",
+    "make_dirs",
+    "open_private",
+    "refuse_symlinks",
+    "remove_if_same",
+    "write_atomic",
+]
+
+DIR_MODE: Final = 0o700
+FILE_MODE: Final = 0o600
+_OTHERS_WRITE: Final = stat.S_IWGRP | stat.S_IWOTH
+_OTHERS_ANY: Final = 0o077
+
+
+class UnsafePathError(JobvisorError, OSError):
+    """A path jobvisor refuses to write: a symlink, another user's, or writable by others.
+
+    An ``OSError`` too, so code that already copes with a file it cannot
+    open (a log file reopened after rotation) copes with this one; ``path``
+    is the refused path. The message is one line that says how to fix it.
+    """
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _owner(uid: int) -> str:
+    try:
+        import pwd  # noqa: PLC0415 - only a refusal needs a user's name
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def _symlink(path: Path, what: str) -> UnsafePathError:
+    try:
+        target = f" (to {os.readlink(path)})"
+    except OSError:
+        target = ""
+    return UnsafePathError(
+        f"refusing the {what} {path}: it is a symbolic link{target}, and jobvisor never writes "
+        "through one; give the real path",
+        path,
+    )
+
+
+def check_not_loose(path: Path, st: os.stat_result, what: str) -> None:
+    """Refuse ``path`` (whose stat is ``st``) if another user owns it or may write to it."""
+    if stat.S_ISLNK(st.st_mode):
+        raise _symlink(path, what)
+    me = os.geteuid()
+    if st.st_uid != me:
+        raise UnsafePathError(
+            f"refusing the {what} {path}: it is owned by {_owner(st.st_uid)}, not by "
+            f"{_owner(me)} who runs jobvisor; use one of your own",
+            path,
+        )
+    if st.st_mode & _OTHERS_WRITE:
+        mode = stat.S_IMODE(st.st_mode)
+        raise UnsafePathError(
+            f"refusing the {what} {path}: it is writable by group or others (mode {mode:04o}); "
+            f"make it private (chmod go-w {path}) or use another",
+            path,
+        )
+
+
+def make_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents, each 0700 whatever the umask."""
+    missing: list[Path] = []
+    current = path
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: ensure_private_dir judges it
+        os.chmod(directory, DIR_MODE)  # the umask may have taken bits the owner needs
+
+
+def ensure_private_dir(path: Path, what: str = "state dir") -> None:
+    """Make ``path`` (0700) or check it: a real directory of ours that no one else can write.
+
+    A directory others can only read is made 0700. Raises ``UnsafePathError``
+    for a symlink, another user's directory or a loose one, and an
+    ``OSError`` naming the path when it cannot be made or is not a directory.
+    """
+    make_dirs(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
+            raise _symlink(path, what) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        check_not_loose(path, st, what)
+        if st.st_mode & _OTHERS_ANY:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & DIR_MODE)
+    finally:
+        os.close(fd)
+
+
+def open_private(path: Path, flags: int, what: str) -> int:
+    """``os.open`` for writing a file of ours: created 0600, never through a symlink.
+
+    An existing regular file must be ours and not writable by others; one
+    that others can read is made 0600. A character device (``/dev/null``)
+    is taken as it is: no other user can plant one.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise _symlink(path, what) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISCHR(st.st_mode):
+            check_not_loose(path, st, what)
+            if st.st_mode & _OTHERS_ANY:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) & DIR_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_private_file(path: Path, what: str) -> None:
+    """For a file another program opens by path (SQLite's): refuse it as ``open_private`` would.
+
+    A missing file is fine. Safe from races only inside a private directory,
+    which is where jobvisor keeps such files.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(f"refusing the {what} {path}: it is not a regular file", path)
+    check_not_loose(path, st, what)
+    if st.st_mode & _OTHERS_ANY:
+        os.chmod(path, stat.S_IMODE(st.st_mode) & DIR_MODE)
+
+
+Ident: TypeAlias = tuple[int, int, int, int]
+
+
+def identity(st: os.stat_result) -> Ident:
+    """What tells one file from a later one at the same path: an inode number alone is reused."""
+    return st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode), st.st_ctime_ns
+
+
+def write_atomic(path: Path, data: bytes) -> Ident:
+    """Replace ``path`` by a 0600 file holding ``data``; returns its ``identity``.
+
+    The data goes to a new file beside ``path`` (``O_EXCL``: never an existing
+    one), which is then renamed over it, so a symlink planted at ``path`` is
+    replaced, never followed. An error names ``path``.
+    """
+    name = f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    temp = os.path.join(os.path.dirname(path), name)
+    try:
+        fd = os.open(
+            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE
+        )
+        try:
+            os.fchmod(fd, FILE_MODE)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.rename(temp, path)
+            st = os.fstat(fd)  # after the rename, which may change its ctime
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    return identity(st)
+
+
+def remove_if_same(path: Path, ident: Ident) -> None:
+    """Unlink ``path`` itself (never what a symlink there points to) if it is still our file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if identity(st) == ident:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def refuse_symlinks(paths: Iterable[Path], what: str) -> None:
+    """For a reader: no symlink among ``paths`` (SQLite writes ``-shm`` even read-only)."""
+    for path in paths:
+        if os.path.islink(path):
+            raise _symlink(path, what)
+
+
+def check_server(sock: socket.socket, state_dir: str | os.PathLike[str]) -> str | None:
+    """Why the server at the other end of ``sock`` is not ``state_dir``'s daemon; None if it is.
+
+    The daemon runs as the owner of its state dir (it refuses any other), so
+    a control socket served by another user was put there by someone else:
+    a client must not send it a request nor believe its answer.
+    """
+    peer_cred = getattr(socket, "SO_PEERCRED", None)
+    if peer_cred is None:
+        return None  # not Linux: the state dir's own checks are all there is
+    import struct  # noqa: PLC0415 - control commands stay light
+
+    ucred = struct.Struct("3i")  # pid, uid, gid
+    _, uid, _ = ucred.unpack(sock.getsockopt(socket.SOL_SOCKET, peer_cred, ucred.size))
+    try:
+        owner = os.stat(state_dir).st_uid
+    except OSError as exc:
+        return f"cannot tell who owns {state_dir}: {exc.strerror}; nothing was sent"
+    if uid == owner:
+        return None
+    return (
+        f"{os.path.join(state_dir, 'control.sock')} is served by {_owner(uid)}, but "
+        f"{state_dir} belongs to {_owner(owner)}: not its daemon, so nothing was sent"
+    )

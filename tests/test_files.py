@@ -1,0 +1,412 @@
+"""Files jobvisor writes: private whatever the umask, never through a planted symlink.
+
+Run as root (as the issue's attacker scenario assumes), the "other user" is
+``nobody`` (uid 65534): files and directories are made as root and given to
+it with ``chown``, as that user would have made them in a shared directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from faultkit import CLI, ENV
+from test_daemon import Running, start_daemon, stop_daemon
+
+from supervision import Journal, JournalError, read_history
+from supervision._files import UnsafePathError, open_private, write_atomic
+
+NOBODY = 65534
+MANIFEST = """
+version: 1
+jobs:
+  - name: marker
+    command: [sh, -c, "echo ran >> ran"]
+"""
+SERVICE = """
+version: 1
+jobs:
+  - name: svc
+    service: true
+    command: [sh, -c, "echo ran >> ran; while true; do sleep 0.05; done"]
+"""
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="plays a second user with chown")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def jobvisor(cwd: Path, *args: str, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", "-c", f'umask {umask:03o}; exec "$@"', "sh", *CLI, *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_refused(out: subprocess.CompletedProcess[str], *names: str) -> str:
+    """Exit 2 with one line (naming each of ``names``), no traceback, no job run."""
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("jobvisor: ")]
+    assert len(lines) == 1, out.stderr
+    for name in names:
+        assert name in lines[0], out.stderr
+    return lines[0]
+
+
+def start(tmp_path: Path, *args: str) -> Running:
+    """A real ``jobvisor daemon`` of ``SERVICE`` started under umask 000, once it is ready."""
+    old = os.umask(0)  # inherited: what the daemon creates must not depend on it
+    try:
+        return start_daemon(tmp_path, SERVICE, *args)
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def precious(tmp_path: Path) -> Iterator[Path]:
+    """A root-owned file that nothing jobvisor does may change or remove."""
+    target = tmp_path / "root-only" / "precious"
+    target.parent.mkdir(mode=0o700)
+    target.write_text("precious")
+    yield target
+    assert target.read_text() == "precious"
+
+
+# -- 1. private modes whatever the umask -------------------------------------------------------
+
+
+def test_a_daemon_under_umask_000_creates_only_private_files(tmp_path: Path) -> None:
+    state, logs = tmp_path / "new" / "state", tmp_path / "logs"
+    daemon = start(
+        tmp_path,
+        "--state-dir",
+        str(state),
+        "--pidfile",
+        str(tmp_path / "jv.pid"),
+        "--log-file",
+        str(logs / "jv.log"),
+        "jobs.yaml",
+    )
+    try:
+        db = state / "journal.sqlite3"
+        files = [
+            db,
+            Path(f"{db}-wal"),
+            Path(f"{db}-shm"),
+            state / "daemon.lock",
+            state / "control.sock",
+            tmp_path / "jv.pid",
+            logs / "jv.log",
+        ]
+        assert {str(f): mode(f) for f in files} == {str(f): 0o600 for f in files}
+        dirs = [state, state.parent, logs]
+        assert {str(d): mode(d) for d in dirs} == {str(d): 0o700 for d in dirs}
+    finally:
+        assert stop_daemon(daemon) == 0
+
+
+def test_a_run_under_umask_000_creates_only_private_files(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    out = jobvisor(tmp_path, "run", "--log-file", "logs/jv.log", "jobs.yaml", umask=0)
+    assert out.returncode == 0, out.stderr
+    state = tmp_path / ".jobvisor"
+    assert [mode(state), mode(tmp_path / "logs")] == [0o700, 0o700]
+    assert [mode(f) for f in state.iterdir()] == [0o600] * len(list(state.iterdir()))
+    assert mode(tmp_path / "logs" / "jv.log") == 0o600
+
+
+def test_files_others_could_only_read_are_made_private(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    Journal(state).close()
+    db = state / "journal.sqlite3"
+    db.chmod(0o644)
+    Journal(state).close()
+    assert [mode(state), mode(db)] == [0o700, 0o600]
+
+
+# -- 1. loose directories and files are refused --------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "daemon"])
+def test_a_state_dir_others_can_write_is_refused(tmp_path: Path, command: str) -> None:
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    line = assert_refused(
+        jobvisor(tmp_path, command, "--state-dir", str(state), "jobs.yaml"), str(state)
+    )
+    assert "writable by group or others (mode 0777)" in line
+    assert list(state.iterdir()) == []
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "daemon"])
+def test_a_log_file_others_can_write_is_refused(tmp_path: Path, command: str) -> None:
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    log = tmp_path / "jv.log"
+    log.write_text("")
+    log.chmod(0o666)
+    line = assert_refused(
+        jobvisor(tmp_path, command, "--log-file", str(log), "jobs.yaml"), str(log)
+    )
+    assert "writable by group or others (mode 0666)" in line
+    assert log.read_text() == ""
+    assert not (tmp_path / "ran").exists()
+
+
+@needs_root
+@pytest.mark.parametrize("command", ["run", "daemon"])
+def test_a_state_dir_of_another_user_is_refused(tmp_path: Path, command: str) -> None:
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, NOBODY, NOBODY)
+    line = assert_refused(
+        jobvisor(tmp_path, command, "--state-dir", str(state), "jobs.yaml"), str(state)
+    )
+    assert "owned by nobody (uid 65534)" in line
+    assert list(state.iterdir()) == []
+
+
+# -- 2. no file is written through a planted symlink ---------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "daemon"])
+def test_a_state_dir_that_is_a_symlink_is_refused(tmp_path: Path, command: str) -> None:
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    real = tmp_path / "elsewhere"
+    real.mkdir(mode=0o700)
+    (tmp_path / "state").symlink_to(real)
+    line = assert_refused(jobvisor(tmp_path, command, "--state-dir", "state", "jobs.yaml"), "state")
+    assert "symbolic link" in line
+    assert list(real.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["run", "daemon"])
+def test_a_log_file_symlink_is_refused_and_its_target_does_not_grow(
+    tmp_path: Path, command: str, precious: Path
+) -> None:
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    (tmp_path / "jv.log").symlink_to(precious)
+    line = assert_refused(
+        jobvisor(tmp_path, command, "--log-file", "jv.log", "jobs.yaml"), "jv.log"
+    )
+    assert "symbolic link" in line
+    assert not (tmp_path / "ran").exists()
+
+
+JOURNAL_FILES = ["journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm"]
+
+
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [("run", name) for name in JOURNAL_FILES]
+    + [("daemon", name) for name in [*JOURNAL_FILES, "daemon.lock"]],  # run takes no lock
+)
+def test_a_symlink_planted_in_the_state_dir_is_refused(
+    tmp_path: Path, command: str, name: str, precious: Path
+) -> None:
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / name).symlink_to(precious)
+    line = assert_refused(
+        jobvisor(tmp_path, command, "--state-dir", str(state), "jobs.yaml"), str(state / name)
+    )
+    assert "symbolic link" in line
+    assert not (tmp_path / "ran").exists()
+    assert sorted(p.name for p in precious.parent.iterdir()) == ["precious"]
+
+
+def test_the_pidfile_replaces_a_planted_symlink_and_removes_only_itself(
+    tmp_path: Path, precious: Path
+) -> None:
+    pidfile = tmp_path / "jv.pid"
+    pidfile.symlink_to(precious)
+    daemon = start(tmp_path, "--pidfile", str(pidfile), "jobs.yaml")
+    try:
+        assert not pidfile.is_symlink()
+        assert pidfile.read_text() == f"{daemon.proc.pid}\n"
+        assert mode(pidfile) == 0o600
+        assert precious.read_text() == "precious"
+    finally:
+        assert stop_daemon(daemon) == 0
+    assert not os.path.lexists(pidfile)
+
+
+def test_a_pidfile_swapped_for_a_symlink_is_left_alone_at_exit(
+    tmp_path: Path, precious: Path
+) -> None:
+    pidfile = tmp_path / "jv.pid"
+    daemon = start(tmp_path, "--pidfile", str(pidfile), "jobs.yaml")
+    try:
+        pidfile.unlink()
+        pidfile.symlink_to(precious)
+    finally:
+        assert stop_daemon(daemon) == 0
+    assert pidfile.is_symlink(), "removed a pidfile that was not its own any more"
+
+
+def test_history_refuses_a_journal_with_a_planted_shm_symlink(
+    tmp_path: Path, precious: Path
+) -> None:
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    assert jobvisor(tmp_path, "run", "jobs.yaml").returncode == 0
+    shm = tmp_path / ".jobvisor" / "journal.sqlite3-shm"
+    shm.unlink(missing_ok=True)
+    shm.symlink_to(precious)
+    with pytest.raises(JournalError, match="symbolic link"):
+        read_history(tmp_path / ".jobvisor" / "journal.sqlite3")
+    assert_refused(jobvisor(tmp_path, "history"), str(shm))
+
+
+# -- 3. a shared state dir (issue 11, item 7) ----------------------------------------------------
+
+
+@needs_root
+def test_a_shared_state_dir_with_planted_symlinks_changes_nothing(
+    tmp_path: Path, precious: Path
+) -> None:
+    targets = {name: precious.parent / name for name in ("lock", "pid", "journal")}
+    for target in targets.values():
+        target.write_text("precious")
+    shared = tmp_path / "mstate"  # what `mkdir -m777 /tmp/mstate` by nobody makes
+    shared.mkdir()
+    shared.chmod(0o777)
+    os.chown(shared, NOBODY, NOBODY)
+    for name, target in (
+        ("daemon.lock", targets["lock"]),
+        ("jv.pid", targets["pid"]),
+        ("journal.sqlite3", targets["journal"]),
+    ):
+        (shared / name).symlink_to(target)
+        os.lchown(shared / name, NOBODY, NOBODY)
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    out = jobvisor(
+        tmp_path,
+        "daemon",
+        "--state-dir",
+        str(shared),
+        "--pidfile",
+        str(shared / "jv.pid"),
+        "jobs.yaml",
+    )
+    assert_refused(out, str(shared))
+    assert {t.name: t.read_text() for t in targets.values()} == dict.fromkeys(targets, "precious")
+    assert sorted(p.name for p in shared.iterdir()) == ["daemon.lock", "journal.sqlite3", "jv.pid"]
+    assert sorted(p.name for p in precious.parent.iterdir()) == [
+        "journal",
+        "lock",
+        "pid",
+        "precious",
+    ]
+
+
+@needs_root
+def test_the_client_refuses_a_socket_served_by_another_user(tmp_path: Path) -> None:
+    """A control.sock whose server runs as someone else is not the daemon's: no request is sent."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to serve as nobody")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(state / "control.sock"))
+    # nobody listens on it (SO_PEERCRED names whoever called listen) and logs what it receives.
+    server = textwrap.dedent(
+        """
+        import socket, sys
+        s = socket.socket(fileno=int(sys.argv[1]))
+        s.setblocking(True)  # gevent's test process hands over a non-blocking one
+        s.listen(1)
+        print("listening", flush=True)
+        conn, _ = s.accept()
+        conn.settimeout(5)
+        try:
+            data = conn.recv(4096)
+        except OSError:
+            data = b""
+        print(repr(data), flush=True)
+        """
+    )
+    proc = subprocess.Popen(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            server,
+            str(sock.fileno()),
+        ],
+        pass_fds=(sock.fileno(),),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    sock.close()
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "listening"
+        out = jobvisor(tmp_path, "status", "--state-dir", str(state))
+        assert out.returncode == 3, out.stderr
+        assert "Traceback" not in out.stderr, out.stderr
+        assert str(state / "control.sock") in out.stderr
+        assert "nobody (uid 65534)" in out.stderr
+        received, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert received.strip() == "b''", "a request reached another user's server"
+
+
+# -- the helpers themselves ----------------------------------------------------------------------
+
+
+def test_open_private_and_write_atomic_refuse_or_replace_symlinks(
+    tmp_path: Path, precious: Path
+) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(precious)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        open_private(link, os.O_WRONLY | os.O_CREAT | os.O_APPEND, "log file")
+    write_atomic(link, b"42\n")
+    assert (link.read_text(), link.is_symlink()) == ("42\n", False)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_symlink_planted_where_the_log_file_was_moved_away_is_not_followed(
+    tmp_path: Path, precious: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logbook
+
+    from supervision import LoggingSpec, configure_logging
+
+    log_file = tmp_path / "jv.log"
+    with configure_logging(LoggingSpec(level="information", file=str(log_file))):
+        logbook.Logger("supervision").info("one")
+        log_file.rename(tmp_path / "jv.log.1")  # as logrotate does, then someone is quicker
+        log_file.symlink_to(precious)
+        logbook.Logger("supervision").info("two")
+    err = capsys.readouterr().err
+    assert err.count("symbolic link") == 1, err
+    assert (tmp_path / "jv.log.1").read_text().endswith("one\n")
