@@ -144,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "daemon" and args.detach:
             _detach()
         _prepare_runtime(_peek_runtime(args))
-    else:
-        _logbook_without_gevent()  # no other command runs jobs: none needs gevent
+    elif args.command == "validate":
+        _logbook_without_gevent()  # validate runs no job: it needs no gevent
+    # The control commands and history load neither the runtime nor logging: see _client.
     commands = {"validate": _validate, "history": _history, "daemon": _daemon, "run": _run}
     try:
         return commands.get(args.command, _control)(args)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from supervision import ManifestError, load_manifest  # noqa: PLC0415 - after the runtime
+    from supervision._manifest import ManifestError, load_manifest  # noqa: PLC0415 - after the runtime
 
     path = Path(args.manifest)
     if not path.is_file():
@@ -180,7 +181,7 @@ def _validate(args: argparse.Namespace) -> int:
     if args.explain:
         sys.stdout.write(manifest.explain() + "\n")
     else:
-        from supervision import walk  # noqa: PLC0415
+        from supervision._spec import walk  # noqa: PLC0415
 
         count = sum(1 for _ in walk(manifest.tree_spec()))
         sys.stdout.write(f"{args.manifest}: OK ({count} children)\n")
@@ -188,17 +189,16 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from supervision import JobvisorError, read_history  # noqa: PLC0415
+    from supervision._client import find_state_dir  # noqa: PLC0415 - control commands stay light
+    from supervision._history import JournalError, journal_path, read_history  # noqa: PLC0415
 
     if args.limit < 1:
         _error(f"--limit: expected a count >= 1, got {args.limit}")
         return USAGE
-    directory = _state_dir(args)
-    if directory is None:
-        return USAGE
+    directory = find_state_dir(Path(args.manifest), getattr(args, "state_dir", None))
     try:
-        rows = read_history(directory / "journal.sqlite3", args.job, args.limit)
-    except JobvisorError as exc:
+        rows = read_history(journal_path(directory), args.job, args.limit)
+    except JournalError as exc:
         _error(str(exc))
         return USAGE
     if getattr(args, "json", False):
@@ -217,29 +217,6 @@ def _history(args: argparse.Namespace) -> int:
     return OK
 
 
-def _state_dir(args: argparse.Namespace) -> Path | None:
-    """--state-dir, else the manifest's ``state_dir:``, else .jobvisor beside the manifest.
-
-    The manifest is only peeked at, not validated: a daemon must stay reachable
-    while its manifest is being edited into shape.
-    """
-    state_dir = getattr(args, "state_dir", None)
-    if state_dir:
-        return Path(state_dir)
-    manifest = Path(args.manifest).resolve()
-    declared: object = None
-    try:
-        import yaml  # noqa: PLC0415
-
-        data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
-        declared = data.get("state_dir") if isinstance(data, dict) else None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        declared = None
-    if isinstance(declared, str) and declared and "${" not in declared:
-        return manifest.parent / Path(declared).expanduser()
-    return manifest.parent / ".jobvisor"
-
-
 def _detach() -> None:
     """Become a background process: fork twice, new session, stdio to /dev/null."""
     if os.fork() > 0:
@@ -253,7 +230,9 @@ def _detach() -> None:
 
 
 def _daemon(args: argparse.Namespace) -> int:
-    from supervision import Daemon, JobvisorError, compose  # noqa: PLC0415
+    from actors import JobvisorError  # noqa: PLC0415 - after the runtime
+    from supervision._app import compose  # noqa: PLC0415
+    from supervision._daemon import Daemon  # noqa: PLC0415
 
     manifest = _load(args)
     if manifest is None:
@@ -298,11 +277,9 @@ def _unusable(exc: OSError, state_dir: Path, pidfile: Path | None) -> str:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from supervision import NoDaemonError, request  # noqa: PLC0415
+    from supervision._client import NoDaemonError, find_state_dir, request  # noqa: PLC0415
 
-    directory = _state_dir(args)
-    if directory is None:
-        return USAGE
+    directory = find_state_dir(Path(args.manifest), getattr(args, "state_dir", None))
     req: dict[str, Any] = {"op": args.command}
     if hasattr(args, "job"):
         req["job"] = args.job
@@ -317,7 +294,7 @@ def _control(args: argparse.Namespace) -> int:
         return codes.get(str(reply.get("code")), FAILED)
     result: Any = reply.get("result")
     if args.command == "status":
-        from supervision import summary_table  # noqa: PLC0415
+        from supervision._table import summary_table  # noqa: PLC0415
 
         text = (
             json.dumps(result, indent=2) if getattr(args, "json", False) else summary_table(result)
@@ -338,13 +315,10 @@ def _clock(at: float) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from supervision import (  # noqa: PLC0415 - imported after the runtime is prepared
-        JobvisorError,
-        compose,
-        run_batch,
-        summary_table,
-        write_progress,
-    )
+    # Imported after the runtime is prepared.
+    from actors import JobvisorError  # noqa: PLC0415
+    from supervision._app import compose, run_batch, write_progress  # noqa: PLC0415
+    from supervision._table import summary_table  # noqa: PLC0415
 
     manifest = _load(args)
     if manifest is None:
