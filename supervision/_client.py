@@ -7,14 +7,20 @@ control command costs little more than the interpreter's own start. The
 daemon's side of the protocol is ``supervision._daemon``.
 """
 
+# ruff: noqa: PTH111, PTH118, PTH120, PTH123 - os.path, not pathlib: see find_state_dir
+
 from __future__ import annotations
 
 import json
+import os
 import socket
-from pathlib import Path
-from typing import Any, Final
 
 from actors._errors import JobvisorError
+
+# Not typing.TYPE_CHECKING: importing typing is a tenth of a control command's start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -23,7 +29,6 @@ __all__ = [
     "NoDaemonError",
     "find_state_dir",
     "request",
-    "state_dir_for",
 ]
 
 PROTOCOL: Final = 1
@@ -42,30 +47,26 @@ class NoDaemonError(JobvisorError):
     """
 
 
-def state_dir_for(base_dir: Path, declared: str | None) -> Path:
-    """The state dir a manifest in ``base_dir`` gets: its ``state_dir:``, else ``.jobvisor``.
-
-    A relative ``declared`` is taken from the manifest's folder, ``~`` is expanded.
-    """
-    return base_dir / (Path(declared).expanduser() if declared else Path(DEFAULT_STATE_DIR))
-
-
-def find_state_dir(manifest: Path, override: str | None = None) -> Path:
+def find_state_dir(manifest: str | os.PathLike[str], override: str | None = None) -> str:
     """The state dir of the daemon that runs ``manifest``: ``override``, else the manifest's own.
 
+    The manifest's own is its ``state_dir:`` (relative to the manifest's
+    folder, ``~`` expanded), else ``.jobvisor`` beside it, as the loader has it.
     The manifest is only peeked at, not validated: a daemon must stay
     reachable while its manifest is being edited into shape. YAML is parsed
     only when the text mentions ``state_dir`` at all, since otherwise it cannot
-    declare one (short of spelling the key with escapes).
+    declare one (short of spelling the key with escapes). Paths are strings
+    here, not ``pathlib`` objects: importing pathlib is a tenth of the command.
     """
     if override:
-        return Path(override)
-    path = Path(manifest).resolve()
-    declared: object = None
+        return os.fspath(override)
+    path = os.path.realpath(manifest)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
     except (OSError, UnicodeDecodeError):
         text = ""
+    declared: object = None
     if "state_dir" in text:
         import yaml  # noqa: PLC0415 - about 20 ms, paid only by manifests that need it
 
@@ -75,17 +76,19 @@ def find_state_dir(manifest: Path, override: str | None = None) -> Path:
             data = None
         declared = data.get("state_dir") if isinstance(data, dict) else None
     if not (isinstance(declared, str) and declared and "${" not in declared):
-        declared = None
-    return state_dir_for(path.parent, declared)
+        declared = DEFAULT_STATE_DIR
+    return os.path.normpath(os.path.join(os.path.dirname(path), os.path.expanduser(declared)))
 
 
-def request(state_dir: Path, req: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+def request(
+    state_dir: str | os.PathLike[str], req: dict[str, Any], timeout: float = 60.0
+) -> dict[str, Any]:
     """Send one control request to the daemon of ``state_dir`` and return its reply.
 
     Raises ``NoDaemonError`` naming the socket and the reason when no daemon
     can be reached or it answers with something that is not a reply.
     """
-    path = Path(state_dir) / SOCKET_NAME
+    path = os.path.join(state_dir, SOCKET_NAME)
     with _connect(path, timeout) as sock:
         try:
             sock.sendall(json.dumps({"v": PROTOCOL, **req}).encode() + b"\n")
@@ -109,15 +112,17 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 60.0) -> dict
     return reply
 
 
-def _connect(path: Path, timeout: float) -> socket.socket:
+def _connect(path: str, timeout: float) -> socket.socket:
     """A connected socket to ``path``; every way of failing is one ``NoDaemonError``."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(str(path))
+        sock.connect(path)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         sock.close()
-        raise NoDaemonError(f"no daemon is running for {path.parent} ({exc.strerror})") from None
+        raise NoDaemonError(
+            f"no daemon is running for {os.path.dirname(path)} ({exc.strerror})"
+        ) from None
     except OSError as exc:
         sock.close()
         raise NoDaemonError(f"cannot reach the daemon at {path}: {_reason(exc)}") from None
