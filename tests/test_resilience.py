@@ -36,8 +36,6 @@ from supervision import (
 from supervision._spec import BreakerSpec
 from supervision._tree import build_breakers
 
-FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
-
 
 class Clock:
     def __init__(self) -> None:

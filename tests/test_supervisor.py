@@ -7,6 +7,7 @@ from typing import Any
 import jobfuncs
 import pytest
 from actorkit import Journal, Recorder, SlowStop
+from treekit import FAST
 
 from supervision import (
     ActorSpec,
@@ -32,8 +33,6 @@ from supervision import (
     TreeStoppedError,
     python_job,
 )
-
-FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
 
 
 def actor(
