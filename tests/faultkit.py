@@ -221,6 +221,21 @@ def run_jobvisor(cwd: Path, *args: str, prefix: tuple[str, ...] = ()) -> Jobviso
     return jv
 
 
+# A daemon's manifest: a service that runs until stopped and an idle periodic python job.
+DAEMON = """
+version: 1
+supervisor: {backoff: {initial: 1ms, max: 5ms}}
+jobs:
+  - name: svc
+    service: true
+    command: [sh, -c, "while true; do sleep 0.05; done"]
+  - name: tick
+    python: "math:sqrt"
+    args: [4]
+    every: 10s
+"""
+
+
 @dataclass
 class Running:
     """A ``jobvisor daemon`` started in ``dir``, with the socket systemd would notify on."""

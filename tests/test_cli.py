@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from faultkit import start_daemon, stop_daemon, wait_until
+from faultkit import DAEMON, start_daemon, stop_daemon, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
@@ -343,18 +343,6 @@ def test_gevent_is_loaded_only_by_the_runtime_that_needs_it(
 
 # -- control commands: light, and one clear line when the daemon cannot be reached -------------
 
-DAEMON = """
-version: 1
-supervisor: {backoff: {initial: 1ms, max: 5ms}}
-jobs:
-  - name: svc
-    service: true
-    command: [sh, -c, "while true; do sleep 0.05; done"]
-  - name: tick
-    python: "math:sqrt"
-    args: [4]
-    every: 10s
-"""
 HEAVY = frozenset({"pykka", "gevent", "logbook", "requests", "yaml"})
 
 
@@ -430,19 +418,8 @@ def test_a_declared_state_dir_is_found_with_yaml_only_then(tmp_path: Path) -> No
 
 
 def test_validate_loads_no_runtime_machinery(tmp_path: Path) -> None:
-    write(
-        tmp_path,
-        "version: 1\n"
-        + FAST
-        + """
-jobs:
-  - name: a
-    command: [sh, -c, "true"]
-  - name: c
-    python: "math:sqrt"
-    args: [4]
-""",
-    )
+    jobs = '[{name: a, command: [sh, -c, "true"]}, {name: c, python: "math:sqrt", args: [4]}]'
+    write(tmp_path, f"version: 1\njobs: {jobs}\n")
     for args in (["validate"], ["validate", "--explain"]):
         out, names = imports_of(*args, cwd=tmp_path, full=True)
         assert out.returncode == 0, out.stderr[-2000:]

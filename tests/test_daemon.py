@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faultkit import DAEMON as BASE
 from faultkit import Running, start_daemon, stop_daemon, wait_until
 
 from supervision import SupervisorSpec, python_job
@@ -25,20 +26,6 @@ from supervision._history import read_history
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-BASE = """
-version: 1
-supervisor: {backoff: {initial: 1ms, max: 5ms}}
-jobs:
-  - name: svc
-    service: true
-    command: [sh, -c, "while true; do sleep 0.05; done"]
-  - name: tick
-    python: "math:sqrt"
-    args: [4]
-    every: 10s
-"""
-
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Running]:
