@@ -10,8 +10,13 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
-from typing import Any
+
+# Neither typing nor pathlib at the top: together they are a fifth of what a control command
+# (status, start, stop, restart, reload, history) costs beyond the interpreter's start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 # Exit codes of SPEC §4.
 OK, FAILED, USAGE, NO_DAEMON, NO_SUCH_JOB = 0, 1, 2, 3, 4
@@ -35,7 +40,26 @@ class _Version(argparse.Action):
         parser.exit(OK)
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, told the terminal's width instead of asking shutil for it.
+
+    argparse builds one for every ``add_argument`` (to check the metavar), and
+    importing shutil for its width was a tenth of a control command's cost.
+    """
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(1).columns
+        except (ValueError, OSError):
+            columns = 80
+        super().__init__(prog, width=columns - 2)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> Any:  # one clear line and exit 2, never a traceback
         self.print_usage(sys.stderr)
         self.exit(USAGE, f"jobvisor: error: {message}\n")
@@ -102,7 +126,8 @@ def _peek_runtime(args: argparse.Namespace) -> str:
     try:
         import yaml  # noqa: PLC0415 - yaml starts no thread; the real load comes later
 
-        data = yaml.safe_load(Path(args.manifest).read_text(encoding="utf-8"))
+        with open(args.manifest, encoding="utf-8") as file:  # noqa: PTH123 - no pathlib here
+            data = yaml.safe_load(file)
     except Exception:
         return "threads"  # the real load reports whatever is wrong
     runtime = data.get("runtime") if isinstance(data, dict) else None
@@ -144,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "daemon" and args.detach:
             _detach()
         _prepare_runtime(_peek_runtime(args))
-    else:
-        _logbook_without_gevent()  # no other command runs jobs: none needs gevent
+    elif args.command == "validate":
+        _logbook_without_gevent()  # validate runs no job: it needs no gevent
+    # The control commands and history load neither the runtime nor logging: see _client.
     commands = {"validate": _validate, "history": _history, "daemon": _daemon, "run": _run}
     try:
         return commands.get(args.command, _control)(args)
@@ -154,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from supervision import ManifestError, load_manifest  # noqa: PLC0415 - after the runtime
+    from pathlib import Path  # noqa: PLC0415 - see TYPE_CHECKING above
+
+    from supervision._manifest import ManifestError, load_manifest  # noqa: PLC0415 - after the runtime
 
     path = Path(args.manifest)
     if not path.is_file():
@@ -180,7 +208,7 @@ def _validate(args: argparse.Namespace) -> int:
     if args.explain:
         sys.stdout.write(manifest.explain() + "\n")
     else:
-        from supervision import walk  # noqa: PLC0415
+        from supervision._spec import walk  # noqa: PLC0415
 
         count = sum(1 for _ in walk(manifest.tree_spec()))
         sys.stdout.write(f"{args.manifest}: OK ({count} children)\n")
@@ -188,17 +216,18 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from supervision import JobvisorError, read_history  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from supervision._client import find_state_dir  # noqa: PLC0415 - control commands stay light
+    from supervision._history import JournalError, journal_path, read_history  # noqa: PLC0415
 
     if args.limit < 1:
         _error(f"--limit: expected a count >= 1, got {args.limit}")
         return USAGE
-    directory = _state_dir(args)
-    if directory is None:
-        return USAGE
+    directory = find_state_dir(args.manifest, getattr(args, "state_dir", None))
     try:
-        rows = read_history(directory / "journal.sqlite3", args.job, args.limit)
-    except JobvisorError as exc:
+        rows = read_history(journal_path(Path(directory)), args.job, args.limit)
+    except JournalError as exc:
         _error(str(exc))
         return USAGE
     if getattr(args, "json", False):
@@ -217,29 +246,6 @@ def _history(args: argparse.Namespace) -> int:
     return OK
 
 
-def _state_dir(args: argparse.Namespace) -> Path | None:
-    """--state-dir, else the manifest's ``state_dir:``, else .jobvisor beside the manifest.
-
-    The manifest is only peeked at, not validated: a daemon must stay reachable
-    while its manifest is being edited into shape.
-    """
-    state_dir = getattr(args, "state_dir", None)
-    if state_dir:
-        return Path(state_dir)
-    manifest = Path(args.manifest).resolve()
-    declared: object = None
-    try:
-        import yaml  # noqa: PLC0415
-
-        data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
-        declared = data.get("state_dir") if isinstance(data, dict) else None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        declared = None
-    if isinstance(declared, str) and declared and "${" not in declared:
-        return manifest.parent / Path(declared).expanduser()
-    return manifest.parent / ".jobvisor"
-
-
 def _detach() -> None:
     """Become a background process: fork twice, new session, stdio to /dev/null."""
     if os.fork() > 0:
@@ -253,7 +259,11 @@ def _detach() -> None:
 
 
 def _daemon(args: argparse.Namespace) -> int:
-    from supervision import Daemon, JobvisorError, compose  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from actors import JobvisorError  # noqa: PLC0415 - after the runtime
+    from supervision._app import compose  # noqa: PLC0415
+    from supervision._daemon import Daemon  # noqa: PLC0415
 
     manifest = _load(args)
     if manifest is None:
@@ -288,6 +298,8 @@ def _daemon(args: argparse.Namespace) -> int:
 
 
 def _unusable(exc: OSError, state_dir: Path, pidfile: Path | None) -> str:
+    from pathlib import Path  # noqa: PLC0415
+
     where = Path(exc.filename) if exc.filename else state_dir
     reason = exc.strerror or str(exc)
     if pidfile is not None and where == pidfile:
@@ -299,11 +311,9 @@ def _unusable(exc: OSError, state_dir: Path, pidfile: Path | None) -> str:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from supervision import NoDaemonError, request  # noqa: PLC0415
+    from supervision._client import NoDaemonError, find_state_dir, request  # noqa: PLC0415
 
-    directory = _state_dir(args)
-    if directory is None:
-        return USAGE
+    directory = find_state_dir(args.manifest, getattr(args, "state_dir", None))
     req: dict[str, Any] = {"op": args.command}
     if hasattr(args, "job"):
         req["job"] = args.job
@@ -318,7 +328,7 @@ def _control(args: argparse.Namespace) -> int:
         return codes.get(str(reply.get("code")), FAILED)
     result: Any = reply.get("result")
     if args.command == "status":
-        from supervision import summary_table  # noqa: PLC0415
+        from supervision._table import summary_table  # noqa: PLC0415
 
         text = (
             json.dumps(result, indent=2) if getattr(args, "json", False) else summary_table(result)
@@ -339,13 +349,10 @@ def _clock(at: float) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from supervision import (  # noqa: PLC0415 - imported after the runtime is prepared
-        JobvisorError,
-        compose,
-        run_batch,
-        summary_table,
-        write_progress,
-    )
+    # Imported after the runtime is prepared.
+    from actors import JobvisorError  # noqa: PLC0415
+    from supervision._app import compose, run_batch, write_progress  # noqa: PLC0415
+    from supervision._table import summary_table  # noqa: PLC0415
 
     manifest = _load(args)
     if manifest is None:

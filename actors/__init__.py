@@ -1,153 +1,171 @@
 """What runs: supervised pykka actors, the job actor and its kinds, runtimes and timers.
 
-Only the runtime helpers and the exception tree load eagerly: everything else
-(pykka, requests, logbook) loads on first use, so that
-``from actors import install_runtime; install_runtime("gevent")`` can monkey-patch
-the process before any of them creates a lock or imports ssl.
+Nothing loads eagerly: each name loads its module on first use (PEP 562), so
+that ``from actors import install_runtime; install_runtime("gevent")`` can
+monkey-patch the process before pykka, requests or logbook create a lock or
+import ssl, and so that a control command that only needs the exception tree
+loads nothing else. ``__all__`` is the public surface; the other names are what
+``supervision`` builds on (messages, the job actor, the scheduler), reachable
+here for it but not part of the API.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
-from actors._errors import (
-    AttemptTimeout,
-    ChildKilled,
-    ChildUnavailableError,
-    EscalationError,
-    JobFailure,
-    JobvisorError,
-    NoSuchChildError,
-    RuntimeSetupError,
-    ServiceExited,
-    SpecError,
-    TreeStoppedError,
-    describe,
-)
-from actors._runtime import (
-    RUNTIMES,
-    Scheduler,
-    TimerHandle,
-    active_runtime,
-    check_runtime,
-    current_task,
-    install_runtime,
-    interrupt_task,
-    join_tasks,
-    live_tasks,
-    start_task,
-)
-
+# Not typing.TYPE_CHECKING: importing typing is a tenth of a control command's start.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from actors._attempt import (
-        Attempt,
-        Work,
-        current_attempt,
+    from actors._attempt import Attempt, current_attempt
+    from actors._attempt import Work as Work
+    from actors._breaker import Breaker as Breaker
+    from actors._breaker import BreakerState as BreakerState
+    from actors._breaker import BreakerStatus as BreakerStatus
+    from actors._breaker import step_allow as step_allow
+    from actors._breaker import step_record as step_record
+    from actors._command import (
+        CommandFailed,
+        CommandWork,
     )
-    from actors._breaker import (
-        Breaker,
-        BreakerState,
-        BreakerStatus,
-        step_allow,
-        step_record,
+    from actors._errors import (
+        AttemptTimeout,
+        ChildKilled,
+        ChildUnavailableError,
+        EscalationError,
+        JobFailure,
+        JobvisorError,
+        NoSuchChildError,
+        RuntimeSetupError,
+        ServiceExited,
+        SpecError,
+        TreeStoppedError,
     )
-    from actors._command import CommandFailed, CommandWork
+    from actors._errors import describe as describe
     from actors._http import (
         HttpRequestError,
         HttpStatusError,
         HttpWork,
-        check_http_retry_on,
-        parse_retry_after,
-        redact_url,
     )
-    from actors._job import (
-        JobActor,
-        Schedule,
-        close_work,
-    )
-    from actors._messages import (
-        AttemptDone,
-        ChildExit,
-        ChildStarted,
-        Link,
-        Outcome,
-        Parent,
-        Resumed,
-        Waiting,
-    )
-    from actors._python import (
-        PythonExit,
-        PythonWork,
-        resolve_target,
-    )
+    from actors._http import check_http_retry_on as check_http_retry_on
+    from actors._http import parse_retry_after as parse_retry_after
+    from actors._http import redact_url as redact_url
+    from actors._job import JobActor as JobActor
+    from actors._job import Schedule
+    from actors._job import close_work as close_work
+    from actors._messages import AttemptDone as AttemptDone
+    from actors._messages import ChildExit as ChildExit
+    from actors._messages import ChildStarted as ChildStarted
+    from actors._messages import Link as Link
+    from actors._messages import Outcome
+    from actors._messages import Parent as Parent
+    from actors._messages import Resumed as Resumed
+    from actors._messages import Waiting as Waiting
+    from actors._python import PythonExit as PythonExit
+    from actors._python import PythonWork
+    from actors._python import resolve_target as resolve_target
     from actors._ready import (
         NotReady,
         ReadyProbe,
     )
-    from actors._ref import (
-        ChildRef,
-    )
+    from actors._ref import ChildRef
+    from actors._retry import Retryable as Retryable
     from actors._retry import (
-        Retryable,
         RetrySpec,
         RetryWait,
-        run_with_retry,
     )
-    from actors._supervised import (
-        Kill,
-        SupervisedActor,
-        start_supervised,
-        supervised_class,
+    from actors._retry import run_with_retry as run_with_retry
+    from actors._runtime import (
+        RUNTIMES,
+        active_runtime,
+        install_runtime,
     )
+    from actors._runtime import Scheduler as Scheduler
+    from actors._runtime import TimerHandle as TimerHandle
+    from actors._runtime import check_runtime as check_runtime
+    from actors._runtime import current_task as current_task
+    from actors._runtime import interrupt_task as interrupt_task
+    from actors._runtime import join_tasks as join_tasks
+    from actors._runtime import live_tasks as live_tasks
+    from actors._runtime import start_task as start_task
+    from actors._supervised import Kill as Kill
+    from actors._supervised import SupervisedActor as SupervisedActor
+    from actors._supervised import start_supervised as start_supervised
+    from actors._supervised import supervised_class as supervised_class
 
-_LAZY: dict[str, str] = {
+_PUBLIC: dict[str, str] = {
+    "Attempt": "actors._attempt",
+    "AttemptTimeout": "actors._errors",
+    "ChildKilled": "actors._errors",
+    "ChildRef": "actors._ref",
+    "ChildUnavailableError": "actors._errors",
     "CommandFailed": "actors._command",
     "CommandWork": "actors._command",
-    "Attempt": "actors._attempt",
+    "EscalationError": "actors._errors",
+    "HttpRequestError": "actors._http",
+    "HttpStatusError": "actors._http",
+    "HttpWork": "actors._http",
+    "JobFailure": "actors._errors",
+    "JobvisorError": "actors._errors",
+    "NoSuchChildError": "actors._errors",
+    "NotReady": "actors._ready",
+    "Outcome": "actors._messages",
+    "PythonWork": "actors._python",
+    "RUNTIMES": "actors._runtime",
+    "ReadyProbe": "actors._ready",
+    "RetrySpec": "actors._retry",
+    "RetryWait": "actors._retry",
+    "RuntimeSetupError": "actors._errors",
+    "Schedule": "actors._job",
+    "ServiceExited": "actors._errors",
+    "SpecError": "actors._errors",
+    "TreeStoppedError": "actors._errors",
+    "active_runtime": "actors._runtime",
+    "current_attempt": "actors._attempt",
+    "install_runtime": "actors._runtime",
+}
+
+# For ``supervision`` and the tests, not the API.
+_INTERNAL: dict[str, str] = {
     "AttemptDone": "actors._messages",
     "Breaker": "actors._breaker",
     "BreakerState": "actors._breaker",
     "BreakerStatus": "actors._breaker",
     "ChildExit": "actors._messages",
-    "ChildRef": "actors._ref",
     "ChildStarted": "actors._messages",
-    "HttpRequestError": "actors._http",
-    "HttpStatusError": "actors._http",
-    "HttpWork": "actors._http",
     "JobActor": "actors._job",
     "Kill": "actors._supervised",
     "Link": "actors._messages",
-    "NotReady": "actors._ready",
-    "Outcome": "actors._messages",
     "Parent": "actors._messages",
     "PythonExit": "actors._python",
-    "PythonWork": "actors._python",
-    "ReadyProbe": "actors._ready",
     "Resumed": "actors._messages",
-    "RetrySpec": "actors._retry",
-    "RetryWait": "actors._retry",
     "Retryable": "actors._retry",
-    "Schedule": "actors._job",
+    "Scheduler": "actors._runtime",
     "SupervisedActor": "actors._supervised",
+    "TimerHandle": "actors._runtime",
     "Waiting": "actors._messages",
     "Work": "actors._attempt",
     "check_http_retry_on": "actors._http",
+    "check_runtime": "actors._runtime",
     "close_work": "actors._job",
-    "current_attempt": "actors._attempt",
+    "current_task": "actors._runtime",
+    "describe": "actors._errors",
+    "interrupt_task": "actors._runtime",
+    "join_tasks": "actors._runtime",
+    "live_tasks": "actors._runtime",
     "parse_retry_after": "actors._http",
     "redact_url": "actors._http",
     "resolve_target": "actors._python",
     "run_with_retry": "actors._retry",
     "start_supervised": "actors._supervised",
+    "start_task": "actors._runtime",
     "step_allow": "actors._breaker",
     "step_record": "actors._breaker",
     "supervised_class": "actors._supervised",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+def __getattr__(name: str) -> object:
+    module = _PUBLIC.get(name) or _INTERNAL.get(name)
     if module is None:
         raise AttributeError(f"module 'actors' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
@@ -158,15 +176,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "RUNTIMES",
     "Attempt",
-    "AttemptDone",
     "AttemptTimeout",
-    "Breaker",
-    "BreakerState",
-    "BreakerStatus",
-    "ChildExit",
     "ChildKilled",
     "ChildRef",
-    "ChildStarted",
     "ChildUnavailableError",
     "CommandFailed",
     "CommandWork",
@@ -174,50 +186,21 @@ __all__ = [
     "HttpRequestError",
     "HttpStatusError",
     "HttpWork",
-    "JobActor",
     "JobFailure",
     "JobvisorError",
-    "Kill",
-    "Link",
     "NoSuchChildError",
     "NotReady",
     "Outcome",
-    "Parent",
-    "PythonExit",
     "PythonWork",
     "ReadyProbe",
-    "Resumed",
     "RetrySpec",
     "RetryWait",
-    "Retryable",
     "RuntimeSetupError",
     "Schedule",
-    "Scheduler",
     "ServiceExited",
     "SpecError",
-    "SupervisedActor",
-    "TimerHandle",
     "TreeStoppedError",
-    "Waiting",
-    "Work",
     "active_runtime",
-    "check_http_retry_on",
-    "check_runtime",
-    "close_work",
     "current_attempt",
-    "current_task",
-    "describe",
     "install_runtime",
-    "interrupt_task",
-    "join_tasks",
-    "live_tasks",
-    "parse_retry_after",
-    "redact_url",
-    "resolve_target",
-    "run_with_retry",
-    "start_supervised",
-    "start_task",
-    "step_allow",
-    "step_record",
-    "supervised_class",
 ]

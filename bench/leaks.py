@@ -54,7 +54,15 @@ from __future__ import annotations
 
 import sys
 
-from _common import add_log_arg, add_runtime_arg, install, machine, runtime_from_argv, silence_logs
+from _common import (
+    ROOT,
+    add_log_arg,
+    add_runtime_arg,
+    install,
+    machine,
+    runtime_from_argv,
+    silence_logs,
+)
 
 RUNTIME = runtime_from_argv()
 install(RUNTIME)  # first thing: under gevent this monkey-patches the process
@@ -66,7 +74,6 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 from actors import live_tasks  # noqa: E402
@@ -84,6 +91,9 @@ from supervision import (  # noqa: E402
     start_tree,
 )
 
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # noqa: PTH118 - the leak test's /proc probes
+from prockit import children, fds, rss, zombies  # noqa: E402
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -94,43 +104,10 @@ MIN_CYCLES = 1000  # fewer, and RSS settling alone can read as a slope over the 
 MAX_SLOPE = 256.0  # RSS bytes per cycle: see the module's docstring for why
 MAX_OBJECT_SLOPE = 0.1  # gc-tracked objects per cycle: one leaked object per 10 cycles fails
 PAUSE_OBJECTS = 2  # what one pause leaves for up to a grace period (see the docstring)
-PAGE = os.sysconf("SC_PAGE_SIZE")
 JOB = "crashy"
 
 
 # -- probes -------------------------------------------------------------------------------------
-
-
-def rss() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE
-
-
-def fds() -> dict[int, str]:
-    """Our open fds and what each points to (the listing's own fd included, always the same)."""
-    out: dict[int, str] = {}
-    for entry in Path("/proc/self/fd").iterdir():
-        try:
-            out[int(entry.name)] = str(entry.readlink())
-        except FileNotFoundError:
-            continue  # the directory handle of the listing itself, closed by now
-    return out
-
-
-def children() -> dict[int, str]:
-    """Our child processes and their state letter (Z: a zombie nobody reaped)."""
-    me, out = os.getpid(), {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        # The command name is in parentheses and may hold spaces: split after its end.
-        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-        if int(ppid) == me:
-            out[int(entry.name)] = state
-    return out
 
 
 def live_greenlets() -> int | None:
@@ -286,10 +263,6 @@ def measure(
     finally:
         stop(tree)
     return samples, growth, done
-
-
-def zombies() -> list[int]:
-    return sorted(pid for pid, state in children().items() if state == "Z")
 
 
 def settle(timeout: float) -> tuple[list[int], float]:

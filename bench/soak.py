@@ -63,7 +63,6 @@ from supervision import (  # noqa: E402
     AttemptFinished,
     BreakerChanged,
     ChildExited,
-    Composition,
     CooldownStarted,
     Escalated,
     GaveUp,
@@ -74,10 +73,10 @@ from supervision import (  # noqa: E402
     State,
     StateChanged,
     Tree,
-    compose,
-    flatten_status,
     load_manifest,
 )
+from supervision._app import Composition, compose  # noqa: E402
+from supervision._table import flatten_status  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PAGE = os.sysconf("SC_PAGE_SIZE")

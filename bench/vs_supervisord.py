@@ -162,7 +162,8 @@ class Jobvisor:
         return [*cli, "jobs.yaml"], _clean_env(PYTHONPATH=str(ROOT))
 
     def running(self, directory: Path) -> int | None:
-        from supervision import JobvisorError, request  # noqa: PLC0415 - jobvisor's own client
+        from supervision import JobvisorError  # noqa: PLC0415
+        from supervision._client import request  # noqa: PLC0415 - jobvisor's own client
 
         try:
             reply = request(directory / ".jobvisor", {"op": "status"}, timeout=10)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Self, TextIO
 import logbook
 
 from actors import BreakerState, BreakerStatus, check_runtime, live_tasks
-from supervision._journal import FILENAME as JOURNAL_FILE
+from supervision._history import journal_path
 from supervision._journal import (
     Journal,
     job_hashes,
@@ -29,12 +29,13 @@ from supervision._journal import (
     skip_succeeded,
 )
 from supervision._logging import LoggingSetup, SecretMasker, configure_logging
+from supervision._table import flatten_status, summary_table
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
 
 log = logbook.Logger("supervision.app")
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from actors import Breaker
     from supervision._manifest import Manifest
@@ -120,7 +121,7 @@ def compose(
     opened: Journal | None = None
     try:
         if resume:
-            succeeded = read_succeeded(manifest.state_dir / JOURNAL_FILE)
+            succeeded = read_succeeded(journal_path(manifest.state_dir))
             root, skipped = skip_succeeded(manifest.root, succeeded)
             manifest = replace(manifest, root=root)
         if journal:
@@ -128,8 +129,8 @@ def compose(
         breakers = build_breakers(manifest.breakers)
         cooldowns: dict[str, tuple[float, int]] = {}
         if restore:
-            _restore_breakers(breakers, manifest.state_dir / JOURNAL_FILE)
-            cooldowns = open_cooldowns(manifest.state_dir / JOURNAL_FILE, time.time())
+            _restore_breakers(breakers, journal_path(manifest.state_dir))
+            cooldowns = open_cooldowns(journal_path(manifest.state_dir), time.time())
     except BaseException:
         setup.close()
         raise
@@ -260,49 +261,6 @@ def _forced_stop(tree: Tree) -> dict[str, Any]:
     except Exception as exc:  # the root did not answer in time: say so, no traceback
         log.error("forced stop: no status from the tree: {}", exc)  # noqa: TRY400
         return {"name": tree.spec.name, "state": "stopping", "children": []}
-
-
-def flatten_status(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every node of a status document, depth first (groups before their children)."""
-    for node in doc.get("children", []):
-        yield node
-        if node.get("children"):
-            yield from flatten_status(node)
-
-
-def summary_table(doc: dict[str, Any], mask: Callable[[str], str] = str) -> str:
-    """The end-of-run table: one row per child with state, counters and last exit."""
-    header = ("PATH", "KIND", "STATE", "STARTS", "RESTARTS", "FAILURES", "LAST EXIT")
-    rows = [header]
-    for node in flatten_status(doc):
-        last = node.get("last_exit")
-        if last is None:
-            exit_text = "-"
-        else:
-            exit_text = last["outcome"]
-            if last.get("code") is not None:
-                exit_text += f" ({last['code']})"
-            if last.get("error"):
-                exit_text += f": {mask(last['error'])}"
-        rows.append(
-            (
-                node["path"],
-                node["kind"],
-                node["state"],
-                str(node["starts"]),
-                str(node["restarts"]),
-                str(node["failures"]),
-                exit_text[:80],
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-        + "  "
-        + row[-1]
-        for row in rows
-    ]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def progress_line(doc: dict[str, Any]) -> str:

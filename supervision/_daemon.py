@@ -1,6 +1,7 @@
 """`jobvisor daemon`: a long-running tree with a control socket, reload by difference, sd_notify.
 
-The control protocol is one JSON object per line, one request per connection:
+The control protocol is one JSON object per line, one request per connection (the
+client's side, ``request``, is ``supervision._client``):
 ``{"v": 1, "op": "status" | "start" | "stop" | "restart" | "reload", "job": PATH}``
 answered by ``{"ok": true, "result": ...}`` or ``{"ok": false, "code": ..., "error": ...}``.
 Malformed, truncated or oversized requests get an error reply; a connection
@@ -19,15 +20,14 @@ import socket
 import stat
 import threading
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import logbook
 
 from actors import JobvisorError, NoSuchChildError, SpecError, active_runtime
+from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request
 from supervision._files import (
     Ident,
-    check_server,
     ensure_private_dir,
     identity,
     open_private,
@@ -39,6 +39,7 @@ from supervision._spec import ChildSpec, SupervisorSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from supervision._app import Composition
     from supervision._tree import Tree
@@ -56,19 +57,13 @@ __all__ = [
 
 log = logbook.Logger("supervision.daemon")
 
-PROTOCOL: Final = 1
 MAX_REQUEST: Final = 64 * 1024
 REQUEST_DEADLINE: Final = 5.0
-SOCKET_NAME: Final = "control.sock"
 LOCK_NAME: Final = "daemon.lock"
 
 
 class DaemonError(JobvisorError):
     """The daemon cannot start: another daemon holds the state dir, or the socket path is unsafe."""
-
-
-class NoDaemonError(JobvisorError):
-    """No daemon answers on the control socket (the CLI maps it to exit 3)."""
 
 
 # -- sd_notify ---------------------------------------------------------------------------------
@@ -260,32 +255,6 @@ def _bind_private(path: Path) -> tuple[socket.socket, Ident]:
         sock.close()
         raise
     return sock, identity(st)
-
-
-def request(state_dir: Path, req: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
-    """Send one control request to the daemon of ``state_dir`` and return its reply."""
-    path = Path(state_dir) / SOCKET_NAME
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        try:
-            sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise NoDaemonError(f"no daemon is running for {state_dir} ({exc.strerror})") from None
-        problem = check_server(sock, state_dir)
-        if problem is not None:
-            raise NoDaemonError(problem)
-        sock.sendall(json.dumps({"v": PROTOCOL, **req}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        sock.close()
-    reply: dict[str, Any] = json.loads(data)
-    return reply
 
 
 # -- the daemon --------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """The journal: every attempt and every supervisor decision, in SQLite (WAL).
 
-Supervisors never write it themselves: the journal subscribes to the tree's
-events, and a writer thread commits them in batches (at most ``max_delay``
-after they happened), so a slow disk never slows a restart. A process killed
-with SIGKILL loses no committed row; it can lose the rows of the last
-``max_delay`` that were not committed yet.
+Supervisors never write it themselves: the tree calls ``Journal.record``
+inline as its sink for the events the journal keeps (``start_tree(sink=...)``);
+``record`` only queues a row, and a writer thread commits them in batches (at
+most ``max_delay`` after they happened), so a slow disk never slows a restart.
+A process killed with SIGKILL loses no committed row; it can lose the rows of
+the last ``max_delay`` that were not committed yet. Reading it lives in
+``supervision._history``, which ``jobvisor history`` loads alone.
 """
 
 from __future__ import annotations
@@ -18,23 +20,30 @@ import sqlite3
 import threading
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import logbook
 
-from actors import JobvisorError
 from supervision import _events as ev
 from supervision._files import (
     UnsafePathError,
     check_private_file,
     ensure_private_dir,
     open_private,
-    refuse_symlinks,
+)
+from supervision._history import (
+    JournalError,
+    companions,
+    journal_path,
+    last_breaker_states,
+    open_cooldowns,
+    read_history,
+    read_succeeded,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from pathlib import Path
 
     from supervision._spec import SupervisorSpec
 
@@ -51,8 +60,6 @@ __all__ = [
 ]
 
 log = logbook.Logger("supervision.journal")
-
-FILENAME: Final = "journal.sqlite3"
 
 # Each entry migrates the schema from version i to i+1; PRAGMA user_version holds i.
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -79,14 +86,6 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX decisions_path ON decisions (path, id);
     """,
 )
-
-
-class JournalError(JobvisorError):
-    """The journal cannot be opened or read (a read-only state dir, a corrupt file).
-
-    Raised at start, naming the file, so a run never starts without the
-    journal it was asked to keep.
-    """
 
 
 def spec_hash(spec: object) -> str:
@@ -120,7 +119,7 @@ class Journal:
         max_delay: float = 0.05,
         batch: int = 500,
     ) -> None:
-        self.path = Path(state_dir) / FILENAME
+        self.path = journal_path(state_dir)
         self._hashes = hashes or {}
         self._max_delay = max_delay
         self._batch = batch
@@ -155,7 +154,7 @@ class Journal:
         plant a file between this check and SQLite's open: the dir is private.
         """
         ensure_private_dir(self.path.parent)
-        for path in _companions(self.path)[1:]:
+        for path in companions(self.path)[1:]:
             check_private_file(path, "journal file")
         os.close(open_private(self.path, os.O_RDWR | os.O_CREAT, "journal"))
 
@@ -315,123 +314,6 @@ class Journal:
 
     def succeeded_hashes(self) -> dict[str, set[str]]:
         return read_succeeded(self.path)
-
-
-def _companions(db: Path) -> tuple[Path, Path, Path]:
-    """The journal and the two files SQLite keeps beside it in WAL mode."""
-    return db, Path(f"{db}-wal"), Path(f"{db}-shm")
-
-
-def _read(db: Path) -> sqlite3.Connection:
-    if not db.exists():
-        raise JournalError(f"no journal at {db}: run a manifest first (or pass --state-dir)")
-    try:
-        refuse_symlinks(_companions(db), "journal file")
-    except UnsafePathError as exc:
-        raise JournalError(str(exc)) from None
-    try:
-        return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    except sqlite3.Error as exc:
-        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
-
-
-def _query(db: Path, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-    """Run one read-only query; a missing or unreadable journal is a ``JournalError``."""
-    conn = _read(db)
-    try:
-        try:
-            return conn.execute(sql, args).fetchall()
-        except sqlite3.OperationalError:
-            wal = Path(f"{db}-wal")
-            if wal.exists() and wal.stat().st_size:
-                raise
-            conn.close()
-            conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True, timeout=10)
-            return conn.execute(sql, args).fetchall()
-    except sqlite3.Error as exc:
-        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
-    finally:
-        conn.close()
-
-
-def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """The latest attempts and decisions (of ``path`` and below, if given), oldest first."""
-    where, args = (
-        ("", ()) if path is None else ("WHERE path = ? OR path LIKE ?", (path, f"{path}/%"))
-    )
-    rows = _query(
-        db,
-        "SELECT * FROM ("  # noqa: S608 - only the fixed WHERE above is formatted in
-        " SELECT ended_at AS at, path, 'attempt' AS type, attempt, outcome, code, error,"
-        f" NULL AS kind, NULL AS detail FROM attempts {where}"
-        " UNION ALL SELECT at, path, 'decision', NULL, NULL, NULL, NULL, kind, detail"
-        f" FROM decisions {where}) ORDER BY at DESC LIMIT ?",
-        (*args, *args, limit),
-    )
-    keys = ("at", "path", "type", "attempt", "outcome", "code", "error", "kind", "detail")
-    out = []
-    for row in reversed(rows):
-        item = {k: v for k, v in zip(keys, row, strict=True) if v is not None}
-        if "detail" in item:
-            item["detail"] = json.loads(item["detail"])
-        out.append(item)
-    return out
-
-
-def read_succeeded(db: Path) -> dict[str, set[str]]:
-    """For ``run --resume``: the spec hashes each path has succeeded with (none if no journal)."""
-    if not db.exists():
-        return {}
-    rows = _query(
-        db,
-        "SELECT DISTINCT path, spec_hash FROM attempts"
-        " WHERE outcome = 'succeeded' AND spec_hash IS NOT NULL",
-    )
-    found: dict[str, set[str]] = {}
-    for path, digest in rows:
-        found.setdefault(path, set()).add(digest)
-    return found
-
-
-def last_breaker_states(db: Path) -> dict[str, tuple[str, float]]:
-    """For a daemon's start: each breaker's last journaled state and when (wall time)."""
-    if not db.exists():
-        return {}
-    rows = _query(
-        db,
-        "SELECT path, detail, at FROM decisions WHERE kind = 'breaker' AND id IN"
-        " (SELECT MAX(id) FROM decisions WHERE kind = 'breaker' GROUP BY path)",
-    )
-    found: dict[str, tuple[str, float]] = {}
-    for _path, detail, at in rows:
-        data = json.loads(detail)
-        found[str(data["breaker"])] = (str(data["new"]), float(at))
-    return found
-
-
-def open_cooldowns(db: Path, now: float) -> dict[str, tuple[float, int]]:
-    """For a daemon's start: children whose last decision is a cooldown still running at ``now``.
-
-    Returns ``{path: (seconds left, cycle)}``.
-    """
-    if not db.exists():
-        return {}
-    rows = _query(
-        db,
-        # An abandoned thread is no decision about the child's state: it cannot hide a cooldown.
-        "SELECT path, kind, detail, at FROM decisions WHERE kind NOT IN ('breaker', 'abandoned')"
-        " AND id IN (SELECT MAX(id) FROM decisions WHERE kind NOT IN ('breaker', 'abandoned')"
-        " GROUP BY path)",
-    )
-    found: dict[str, tuple[float, int]] = {}
-    for path, kind, detail, at in rows:
-        if kind != "cooldown":
-            continue
-        data = json.loads(detail)
-        left = float(at) + float(data["duration"]) - now
-        if left > 0:
-            found[str(path)] = (left, int(data["cycle"]))
-    return found
 
 
 def skip_succeeded(

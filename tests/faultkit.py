@@ -7,17 +7,21 @@ real ``jobvisor`` process: it finds this module through ``PYTHONPATH`` (see
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +219,105 @@ def run_jobvisor(cwd: Path, *args: str, prefix: tuple[str, ...] = ()) -> Jobviso
     finally:
         jv.close()
     return jv
+
+
+# A daemon's manifest: a service that runs until stopped and an idle periodic python job.
+DAEMON = """
+version: 1
+supervisor: {backoff: {initial: 1ms, max: 5ms}}
+jobs:
+  - name: svc
+    service: true
+    command: [sh, -c, "while true; do sleep 0.05; done"]
+  - name: tick
+    python: "math:sqrt"
+    args: [4]
+    every: 10s
+"""
+
+
+@dataclass
+class Running:
+    """A ``jobvisor daemon`` started in ``dir``, with the socket systemd would notify on."""
+
+    proc: subprocess.Popen[str]
+    dir: Path
+    notify: socket.socket
+
+    @property
+    def state(self) -> Path:
+        return self.dir / ".jobvisor"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args],
+            cwd=self.dir,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def status(self) -> dict[str, Any]:
+        out = self.cli("status", "--json")
+        assert out.returncode == 0, out.stderr
+        doc: dict[str, Any] = json.loads(out.stdout)
+        return doc
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        return {n["path"]: n for n in self.status()["children"]}
+
+    def wait_notify(self, text: str) -> None:
+        while True:
+            message = self.notify.recv(4096).decode()
+            if text in message:
+                return
+
+
+def start_daemon(
+    cwd: Path, manifest: str, *extra: str, env_extra: dict[str, str] | None = None
+) -> Running:
+    """Write ``manifest`` to ``cwd/jobs.yaml`` and start a daemon on it; return once it is ready.
+
+    Readiness is the daemon's own ``READY=1`` on a notify socket of ours, not a poll.
+    """
+    (cwd / "jobs.yaml").write_text(textwrap.dedent(manifest))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = cwd / "notify.sock"
+    address.unlink(missing_ok=True)
+    notify.bind(str(address))
+    notify.settimeout(30)
+    env = {**ENV, "NOTIFY_SOCKET": str(address), **(env_extra or {})}
+    proc = subprocess.Popen(
+        [*CLI, "daemon", *extra],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    running = Running(proc, cwd, notify)
+    try:
+        running.wait_notify("READY=1")
+    except BaseException:
+        stop_daemon(running)
+        raise
+    return running
+
+
+def stop_daemon(running: Running) -> int:
+    """SIGTERM (a graceful stop), then the exit code; a daemon that does not stop is killed."""
+    if running.proc.poll() is None:
+        running.proc.send_signal(signal.SIGTERM)
+    try:
+        running.proc.communicate(timeout=30)
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+            running.proc.wait()
+        running.notify.close()
+    return running.proc.returncode
 
 
 def without_dac_override() -> tuple[str, ...] | None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from faultkit import DAEMON, start_daemon, stop_daemon, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
@@ -222,7 +222,7 @@ jobs:
         env=env,
     )
     try:
-        _wait_for_file(marker, proc)
+        wait_until(marker.exists, "the service started", proc=proc)
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -257,9 +257,11 @@ jobs:
             [*CLI, "run"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, env=env
         )
         try:
-            _wait_for(marker.exists, proc)
+            wait_until(marker.exists, "the service started", proc=proc)
             proc.send_signal(signal.SIGTERM)
-            _wait_for(lambda: "stubborn: stopping" in errfile.read_text(), proc)
+            wait_until(
+                lambda: "stubborn: stopping" in errfile.read_text(), "stopping began", proc=proc
+            )
             proc.send_signal(signal.SIGINT)
             out, _ = proc.communicate(timeout=30)
         finally:
@@ -271,21 +273,6 @@ jobs:
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert "killed" in out
-
-
-def _wait_for_file(path: Path, proc: subprocess.Popen[str], timeout: float = 20) -> None:
-    _wait_for(path.exists, proc, timeout)
-
-
-def _wait_for(
-    condition: Callable[[], bool], proc: subprocess.Popen[str], timeout: float = 20
-) -> None:
-    """Wait for another process to make ``condition`` true (files are its only signal to us)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"jobvisor exited early with {proc.returncode}"
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.01)
 
 
 def test_embedded_status_hides_secrets_too(runtime: str) -> None:
@@ -311,13 +298,18 @@ def test_embedded_status_hides_secrets_too(runtime: str) -> None:
 
 
 def test_history_and_resume(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\n" + FAST + """
+    write(
+        tmp_path,
+        "version: 1\n"
+        + FAST
+        + """
 jobs:
   - name: once
     command: [sh, -c, "echo once >> runs.txt"]
   - name: bad
     command: "exit 4"
-""")
+""",
+    )
     assert jobvisor("run", cwd=tmp_path).returncode == 1
     out = jobvisor("history", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -347,3 +339,137 @@ def test_gevent_is_loaded_only_by_the_runtime_that_needs_it(
     out = jobvisor("--runtime", runtime, "run", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "loaded.txt").read_text() == loaded
+
+
+# -- control commands: light, and one clear line when the daemon cannot be reached -------------
+
+HEAVY = frozenset({"pykka", "gevent", "logbook", "requests", "yaml"})
+
+
+# Loaded by site at the start of every process that has its folder on PYTHONPATH: it writes the
+# modules the process holds at its exit, whatever the command imported and by which path.
+MODULES_HOOK = """import atexit, os, sys
+
+def _dump():
+    with open(os.environ["JV_MODULES_OUT"], "w") as out:
+        out.write("\\n".join(sorted(sys.modules)))
+
+atexit.register(_dump)
+"""
+
+
+def imports_of(
+    *args: str, cwd: Path, full: bool = False
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run ``jobvisor ARGS``; return it and the top-level packages it held when it exited
+    (with ``full``, every module and package by its full name)."""
+    hook = cwd / "modules-hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(MODULES_HOOK)
+    listing = hook / "modules.txt"
+    listing.unlink(missing_ok=True)
+    out = jobvisor(
+        *args,
+        cwd=cwd,
+        env={"PYTHONPATH": os.pathsep.join((str(hook), str(ROOT))), "JV_MODULES_OUT": str(listing)},
+    )
+    modules = set(listing.read_text().split())
+    assert "json" in modules, "the hook saw no modules"
+    packages = {name.split(".")[0] for name in modules}
+    return out, (modules | packages) if full else packages
+
+
+def test_control_commands_import_only_what_talks_to_the_socket_or_the_journal(
+    tmp_path: Path,
+) -> None:
+    running = start_daemon(tmp_path, DAEMON)
+    try:
+        for verb in (
+            ["status"],
+            ["status", "--json"],
+            ["restart", "svc"],
+            ["stop", "svc"],
+            ["start", "svc"],
+            ["reload"],
+            ["history"],
+            ["history", "tick", "--json"],
+        ):
+            out, names = imports_of(*verb, cwd=tmp_path)
+            assert out.returncode == 0, (verb, out.stderr[-2000:])
+            assert not names & HEAVY, f"jobvisor {' '.join(verb)} imported {names & HEAVY}"
+        assert "svc" in running.nodes()
+    finally:
+        assert stop_daemon(running) == 0
+    out, names = imports_of("status", cwd=tmp_path)
+    assert out.returncode == 3
+    assert not names & HEAVY
+
+
+def test_a_declared_state_dir_is_found_with_yaml_only_then(tmp_path: Path) -> None:
+    running = start_daemon(tmp_path, DAEMON + "state_dir: elsewhere\n")
+    try:
+        assert (tmp_path / "elsewhere" / "control.sock").exists()
+        out, names = imports_of("status", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "svc" in out.stdout
+        assert not names & (HEAVY - {"yaml"})
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_validate_loads_no_runtime_machinery(tmp_path: Path) -> None:
+    jobs = '[{name: a, command: [sh, -c, "true"]}, {name: c, python: "math:sqrt", args: [4]}]'
+    write(tmp_path, f"version: 1\njobs: {jobs}\n")
+    for args in (["validate"], ["validate", "--explain"]):
+        out, names = imports_of(*args, cwd=tmp_path, full=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "yaml" in names
+        assert not {"gevent", "requests"} & names
+        running = {f"supervision.{m}" for m in ("_tree", "_supervisor", "_daemon", "_app")}
+        assert not running & names, running & names
+        # pykka and logbook still follow the Schedule type, which lives in actors/_job.py.
+
+
+def one_line(out: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+def test_an_unusable_socket_path_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    long_dir = tmp_path / ("d" * 120)
+    cases = [(afile / "x", "not a directory"), (long_dir, "too long")]
+    for state_dir, reason in cases:
+        for verb in (["status"], ["restart", "svc"], ["reload"]):
+            out = jobvisor("--state-dir", str(state_dir), *verb, cwd=tmp_path)
+            assert out.returncode == 3, out.stderr
+            line = one_line(out)
+            assert str(state_dir / "control.sock") in line
+            assert reason in line.lower()
+
+
+def test_a_daemon_of_another_user_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to act as a second user")
+    running = start_daemon(tmp_path, DAEMON)
+    try:
+        nobody = (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")
+        out = subprocess.run(
+            [*nobody, *CLI, "--state-dir", str(running.state), "status"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=False,
+        )
+        assert out.returncode == 3, out.stderr
+        line = one_line(out)
+        assert str(running.state / "control.sock") in line
+        assert "permission denied" in line.lower()
+    finally:
+        assert stop_daemon(running) == 0

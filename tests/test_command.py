@@ -23,6 +23,7 @@ from typing import Any
 import logbook
 import pytest
 from faultkit import Watched, gone
+from treekit import tree_of
 
 from actors import Attempt, Kill, current_task, interrupt_task
 from actors._command import CommandFailed, CommandWork
@@ -36,16 +37,10 @@ from supervision import (
     RestartType,
     Schedule,
     SpecError,
-    SupervisorSpec,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
 ONCE = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=0))
-
-
-def tree_of(*children: Any, policy: RestartPolicy = FAST) -> SupervisorSpec:
-    return SupervisorSpec(policy=policy, children=children)
 
 
 def command_job(

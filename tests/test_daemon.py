@@ -13,85 +13,19 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from faultkit import DAEMON as BASE
+from faultkit import Running, start_daemon, stop_daemon, wait_until
 
-from supervision import SupervisorSpec, diff_specs, python_job, read_history
+from supervision import SupervisorSpec, python_job
+from supervision._daemon import diff_specs
+from supervision._history import read_history
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-BASE = """
-version: 1
-supervisor: {backoff: {initial: 1ms, max: 5ms}}
-jobs:
-  - name: svc
-    service: true
-    command: [sh, -c, "while true; do sleep 0.05; done"]
-  - name: tick
-    python: "math:sqrt"
-    args: [4]
-    every: 10s
-"""
-
-
-@dataclass
-class Running:
-    proc: subprocess.Popen[str]
-    dir: Path
-    notify: socket.socket
-
-    @property
-    def state(self) -> Path:
-        return self.dir / ".jobvisor"
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CLI, *args], cwd=self.dir, env=ENV, capture_output=True, text=True, timeout=60, check=False)
-
-    def status(self) -> dict:
-        out = self.cli("status", "--json")
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
-
-    def nodes(self) -> dict[str, dict]:
-        return {n["path"]: n for n in self.status()["children"]}
-
-    def wait_notify(self, text: str) -> None:
-        while True:
-            message = self.notify.recv(4096).decode()
-            if text in message:
-                return
-
-
-def start_daemon(tmp_path: Path, manifest: str, *extra: str, env_extra: dict[str, str] | None = None) -> Running:
-    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(manifest))
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    address = tmp_path / "notify.sock"
-    address.unlink(missing_ok=True)
-    notify.bind(str(address))
-    notify.settimeout(30)
-    env = {**ENV, "NOTIFY_SOCKET": str(address), **(env_extra or {})}
-    proc = subprocess.Popen([*CLI, "daemon", *extra], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    running = Running(proc, tmp_path, notify)
-    running.wait_notify("READY=1")
-    return running
-
-
-def stop_daemon(running: Running) -> int:
-    if running.proc.poll() is None:
-        running.proc.send_signal(signal.SIGTERM)
-    try:
-        running.proc.communicate(timeout=30)
-    finally:
-        if running.proc.poll() is None:
-            running.proc.kill()
-            running.proc.wait()
-        running.notify.close()
-    return running.proc.returncode
-
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Running]:
@@ -185,12 +119,7 @@ def test_sighup_reloads(daemon: Running) -> None:
     daemon.proc.send_signal(signal.SIGHUP)
     journal = daemon.state / "journal.sqlite3"
     # The reload starts `late`; its attempt reaches the journal: wait on that, not on time.
-    import time
-
-    deadline = time.monotonic() + 20
-    while not any(r["path"] == "late" for r in read_history(journal, "late")):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: read_history(journal, "late"), "late journaled", proc=daemon.proc)
     assert "late" in daemon.nodes()
 
 
@@ -229,12 +158,7 @@ def test_kill_9_keeps_the_journal_and_a_new_daemon_starts(tmp_path: Path) -> Non
     try:
         assert running.cli("restart", "svc").returncode == 0
         journal = running.state / "journal.sqlite3"
-        import time
-
-        deadline = time.monotonic() + 20
-        while not read_history(journal, "tick"):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: read_history(journal, "tick"), "tick journaled", proc=running.proc)
         os.kill(running.proc.pid, signal.SIGKILL)
         running.proc.wait(10)
     finally:
@@ -280,12 +204,8 @@ def test_detach_with_pidfile(tmp_path: Path) -> None:
         os.kill(pid, signal.SIGTERM)
         while b"STOPPING=1" not in notify.recv(4096):
             pass
-        import time
-
-        deadline = time.monotonic() + 20
-        while pidfile.exists():  # removed as the very last step of a clean stop
-            assert time.monotonic() < deadline, "the daemon did not finish stopping"
-            time.sleep(0.02)
+        # The pidfile is removed as the very last step of a clean stop.
+        wait_until(lambda: not pidfile.exists(), "the daemon finished stopping")
     finally:
         notify.close()
         if pidfile.exists():
@@ -305,7 +225,6 @@ def test_watchdog_pings_when_systemd_asks(tmp_path: Path) -> None:
 def test_a_signal_that_lands_in_another_thread_still_wakes_the_daemon(daemon: Running) -> None:
     """The kernel gives a process signal to any thread; the main loop must wake all the same."""
     import ctypes
-    import time
 
     pid = daemon.proc.pid
     # A thread parked on a lock (an actor waiting for mail), not one in a syscall that the
@@ -324,7 +243,9 @@ def test_a_signal_that_lands_in_another_thread_still_wakes_the_daemon(daemon: Ru
     sys_tgkill = 234  # x86_64
     assert libc.syscall(sys_tgkill, pid, parked[-1], signal.SIGHUP) == 0
     journal = daemon.state / "journal.sqlite3"
-    deadline = time.monotonic() + 10
-    while not read_history(journal, "late"):
-        assert time.monotonic() < deadline, "SIGHUP to a worker thread did not reload the daemon"
-        time.sleep(0.02)
+    wait_until(
+        lambda: read_history(journal, "late"),
+        "SIGHUP to a worker thread reloads the daemon",
+        proc=daemon.proc,
+        timeout=10,
+    )

@@ -47,11 +47,11 @@ from supervision import (
     StateChanged,
     SupervisorSpec,
     Tree,
-    flatten_status,
     load_manifest,
     python_job,
-    read_history,
 )
+from supervision._history import read_history
+from supervision._table import flatten_status
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests" / "faults"
 BYSTANDER = "bystander"

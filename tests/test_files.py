@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import CLI, ENV
-from test_daemon import Running, start_daemon, stop_daemon
+from faultkit import CLI, ENV, Running, start_daemon, stop_daemon
 
-from supervision import Journal, JournalError, read_history
 from supervision._files import UnsafePathError, open_private, write_atomic
+from supervision._history import JournalError, read_history
+from supervision._journal import Journal
 
 NOBODY = 65534
 MANIFEST = """

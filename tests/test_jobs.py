@@ -8,6 +8,7 @@ from typing import Any
 import jobfuncs
 import logbook
 import pytest
+from treekit import tree_of
 
 from supervision import (
     AttemptFinished,
@@ -19,15 +20,8 @@ from supervision import (
     RestartType,
     Schedule,
     SpecError,
-    SupervisorSpec,
     python_job,
 )
-
-FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
-
-
-def tree_of(*children: Any, policy: RestartPolicy = FAST) -> SupervisorSpec:
-    return SupervisorSpec(policy=policy, children=children)
 
 
 def test_once_job_succeeds_with_its_exit_code(make_tree, events) -> None:

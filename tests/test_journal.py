@@ -19,12 +19,9 @@ from supervision import (
     RestartPolicy,
     SupervisorSpec,
     python_job,
-    read_history,
-    read_succeeded,
-    skip_succeeded,
-    spec_hash,
 )
-from supervision._journal import FILENAME, job_hashes
+from supervision._history import FILENAME, read_history, read_succeeded
+from supervision._journal import job_hashes, skip_succeeded, spec_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,7 +118,8 @@ def test_history_without_a_journal_says_so(tmp_path: Path) -> None:
 def test_a_restarted_daemon_gets_its_open_breakers_back(tmp_path: Path, runtime: str) -> None:
     import time
 
-    from supervision import compose, load_manifest
+    from supervision import load_manifest
+    from supervision._app import compose
     from supervision._events import BreakerChanged
 
     journal = Journal(tmp_path / "state")

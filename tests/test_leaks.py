@@ -45,12 +45,12 @@ import os
 import threading
 import tracemalloc
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import jobfuncs
 import logbook
 import pytest
+from prockit import children, fds, rss, zombies
 
 from actors import live_tasks
 from supervision import (
@@ -79,7 +79,6 @@ RSS_PER_CYCLE = 4096
 PAUSE_OBJECTS = 2  # the second pause's cancelled kill timer and its heap entry
 TRACED_SLACK = 16 << 10
 TRACED_PER_CYCLE = 128
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def spec(kind: str, key: str) -> SupervisorSpec:
@@ -138,42 +137,6 @@ def live_greenlets(runtime: str) -> int:
 
     gc.collect()
     return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead)
-
-
-def fds() -> dict[int, str]:
-    """Open fds and what each points to; the listing's own fd is closed by the time it is read."""
-    out: dict[int, str] = {}
-    for entry in Path("/proc/self/fd").iterdir():
-        try:
-            out[int(entry.name)] = str(entry.readlink())
-        except FileNotFoundError:
-            continue
-    return out
-
-
-def children() -> dict[int, str]:
-    """Our child processes and their state letter (Z: exited, nobody reaped it)."""
-    me, out = os.getpid(), {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        # The command name in parentheses may hold spaces: split after its end.
-        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-        if int(ppid) == me:
-            out[int(entry.name)] = state
-    return out
-
-
-def zombies() -> list[int]:
-    return sorted(pid for pid, state in children().items() if state == "Z")
-
-
-def rss() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE
 
 
 def heap() -> tuple[int, int, int]:

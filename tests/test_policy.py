@@ -7,21 +7,15 @@ import pytest
 from actors import Outcome
 from supervision import (
     Backoff,
-    Cooldown,
     CooldownPolicy,
-    Escalate,
     EscalationError,
-    GiveUp,
     Intensity,
     OnExhausted,
-    Restart,
     RestartPolicy,
     RestartType,
     SpecError,
-    decide,
-    wants_restart,
 )
-from supervision._policy import Window
+from supervision._policy import Cooldown, Escalate, GiveUp, Restart, Window, decide, wants_restart
 
 NO_JITTER = Backoff(initial=0.1, max=30.0, multiplier=2.0, jitter=0.0)
 

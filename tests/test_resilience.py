@@ -38,8 +38,6 @@ from supervision import (
 from supervision._spec import BreakerSpec
 from supervision._tree import build_breakers
 
-FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
-
 
 class TestBreakerRules:
     def test_opens_after_threshold_consecutive_failures(self) -> None:

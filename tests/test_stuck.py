@@ -34,9 +34,9 @@ from supervision import (
     SupervisorSpec,
     ThreadAbandoned,
     Tree,
-    read_history,
     start_tree,
 )
+from supervision._history import read_history
 from supervision._journal import Journal
 
 # How long past its grace and KILL_GRACE a stop may take on a loaded 2-core machine.

@@ -8,6 +8,7 @@ import jobfuncs
 import pytest
 from actorkit import Journal, Recorder, SlowStop
 from clockkit import ManualClock
+from treekit import FAST
 
 from actors._errors import ShuttingDownError
 from supervision import (
@@ -34,8 +35,6 @@ from supervision import (
     TreeStoppedError,
     python_job,
 )
-
-FAST = RestartPolicy(backoff=Backoff(initial=0.001, max=0.005, jitter=0))
 
 
 def actor(

@@ -1,0 +1,143 @@
+"""The control client: find a manifest's state dir and talk to its daemon over the socket.
+
+``jobvisor status``, ``start``, ``stop``, ``restart`` and ``reload`` run this
+and nothing else, so it imports only the standard library (no pykka, gevent,
+logbook, requests; YAML only when the manifest declares a ``state_dir``): a
+control command costs little more than the interpreter's own start. The
+daemon's side of the protocol is ``supervision._daemon``.
+"""
+
+# ruff: noqa: PTH111, PTH118, PTH120, PTH123 - os.path, not pathlib: see find_state_dir
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+from actors._errors import JobvisorError
+from supervision._files import check_server
+
+# Not typing.TYPE_CHECKING: importing typing is a tenth of a control command's start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "PROTOCOL",
+    "SOCKET_NAME",
+    "NoDaemonError",
+    "find_state_dir",
+    "request",
+]
+
+PROTOCOL: Final = 1
+SOCKET_NAME: Final = "control.sock"
+DEFAULT_STATE_DIR: Final = ".jobvisor"
+
+
+class NoDaemonError(JobvisorError):
+    """No daemon can be reached on the control socket (the CLI maps it to exit 3).
+
+    Raised when nothing listens there (no socket, a refused connection), and
+    also when the socket cannot be used at all: permission denied (another
+    user's daemon), a path through a file, a path too long for a Unix socket,
+    a daemon that closes without a reply. The message names the socket's path
+    and the reason.
+    """
+
+
+def find_state_dir(manifest: str | os.PathLike[str], override: str | None = None) -> str:
+    """The state dir of the daemon that runs ``manifest``: ``override``, else the manifest's own.
+
+    The manifest's own is its ``state_dir:`` (relative to the manifest's
+    folder, ``~`` expanded), else ``.jobvisor`` beside it, as the loader has it.
+    The manifest is only peeked at, not validated: a daemon must stay
+    reachable while its manifest is being edited into shape. YAML is parsed
+    only when the text mentions ``state_dir`` at all, since otherwise it cannot
+    declare one (short of spelling the key with escapes). Paths are strings
+    here, not ``pathlib`` objects: importing pathlib is a tenth of the command.
+    """
+    if override:
+        return os.fspath(override)
+    path = os.path.realpath(manifest)
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    declared: object = None
+    if "state_dir" in text:
+        import yaml  # noqa: PLC0415 - about 20 ms, paid only by manifests that need it
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            data = None
+        declared = data.get("state_dir") if isinstance(data, dict) else None
+    if not (isinstance(declared, str) and declared and "${" not in declared):
+        declared = DEFAULT_STATE_DIR
+    return os.path.normpath(os.path.join(os.path.dirname(path), os.path.expanduser(declared)))
+
+
+def request(
+    state_dir: str | os.PathLike[str], req: dict[str, Any], timeout: float = 60.0
+) -> dict[str, Any]:
+    """Send one control request to the daemon of ``state_dir`` and return its reply.
+
+    Raises ``NoDaemonError`` naming the socket and the reason when no daemon
+    can be reached or it answers with something that is not a reply.
+    """
+    path = os.path.join(state_dir, SOCKET_NAME)
+    with _connect(path, timeout) as sock:
+        problem = check_server(sock, state_dir)
+        if problem is not None:
+            raise NoDaemonError(problem)
+        try:
+            sock.sendall(json.dumps({"v": PROTOCOL, **req}).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            raise NoDaemonError(f"the daemon at {path} gave no answer in {timeout:g}s") from None
+        except OSError as exc:
+            raise NoDaemonError(f"lost the daemon at {path}: {_reason(exc)}") from None
+    try:
+        reply = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        reply = None
+    if not isinstance(reply, dict):
+        what = "closed the connection without a reply" if not data else "sent no JSON object"
+        raise NoDaemonError(f"the daemon at {path} {what}")
+    return reply
+
+
+def _connect(path: str, timeout: float) -> socket.socket:
+    """A connected socket to ``path``; every way of failing is one ``NoDaemonError``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise NoDaemonError(
+            f"no daemon is running for {os.path.dirname(path)} ({exc.strerror})"
+        ) from None
+    except OSError as exc:
+        sock.close()
+        raise NoDaemonError(f"cannot reach the daemon at {path}: {_reason(exc)}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno is None and "too long" in str(exc):
+        # A Unix socket's path holds at most 107 bytes (sun_path); the kernel gives no errno.
+        return "the path is too long for a Unix socket (107 bytes at most): use a shorter one"
+    return exc.strerror or str(exc)

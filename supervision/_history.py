@@ -1,0 +1,158 @@
+"""Reading the journal: ``jobvisor history``, ``run --resume`` and a daemon's restore.
+
+Standard library only (sqlite3, json), so that ``jobvisor history`` loads
+neither the runtime nor logging. ``supervision._journal`` writes the file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Final
+
+from actors._errors import JobvisorError
+from supervision._files import UnsafePathError, refuse_symlinks
+
+__all__ = [
+    "FILENAME",
+    "JournalError",
+    "journal_path",
+    "last_breaker_states",
+    "open_cooldowns",
+    "read_history",
+    "read_succeeded",
+]
+
+FILENAME: Final = "journal.sqlite3"
+
+
+class JournalError(JobvisorError):
+    """The journal cannot be opened or read (a read-only state dir, a corrupt file).
+
+    Raised at start, naming the file, so a run never starts without the
+    journal it was asked to keep.
+    """
+
+
+def journal_path(state_dir: Path) -> Path:
+    """Where the journal of ``state_dir`` lives."""
+    return Path(state_dir) / FILENAME
+
+
+def companions(db: Path) -> tuple[Path, Path, Path]:
+    """The journal and the two files SQLite keeps beside it in WAL mode."""
+    return db, Path(f"{db}-wal"), Path(f"{db}-shm")
+
+
+def _read(db: Path) -> sqlite3.Connection:
+    if not db.exists():
+        raise JournalError(f"no journal at {db}: run a manifest first (or pass --state-dir)")
+    try:
+        # SQLite writes -shm even when reading: a planted link there would be followed.
+        refuse_symlinks(companions(db), "journal file")
+    except UnsafePathError as exc:
+        raise JournalError(str(exc)) from None
+    try:
+        return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
+
+
+def _query(db: Path, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+    """Run one read-only query; a missing or unreadable journal is a ``JournalError``."""
+    conn = _read(db)
+    try:
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:
+            wal = Path(f"{db}-wal")
+            if wal.exists() and wal.stat().st_size:
+                raise
+            conn.close()
+            conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True, timeout=10)
+            return conn.execute(sql, args).fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest attempts and decisions (of ``path`` and below, if given), oldest first."""
+    where, args = (
+        ("", ()) if path is None else ("WHERE path = ? OR path LIKE ?", (path, f"{path}/%"))
+    )
+    rows = _query(
+        db,
+        "SELECT * FROM ("  # noqa: S608 - only the fixed WHERE above is formatted in
+        " SELECT ended_at AS at, path, 'attempt' AS type, attempt, outcome, code, error,"
+        f" NULL AS kind, NULL AS detail FROM attempts {where}"
+        " UNION ALL SELECT at, path, 'decision', NULL, NULL, NULL, NULL, kind, detail"
+        f" FROM decisions {where}) ORDER BY at DESC LIMIT ?",
+        (*args, *args, limit),
+    )
+    keys = ("at", "path", "type", "attempt", "outcome", "code", "error", "kind", "detail")
+    out = []
+    for row in reversed(rows):
+        item = {k: v for k, v in zip(keys, row, strict=True) if v is not None}
+        if "detail" in item:
+            item["detail"] = json.loads(item["detail"])
+        out.append(item)
+    return out
+
+
+def read_succeeded(db: Path) -> dict[str, set[str]]:
+    """For ``run --resume``: the spec hashes each path has succeeded with (none if no journal)."""
+    if not db.exists():
+        return {}
+    rows = _query(
+        db,
+        "SELECT DISTINCT path, spec_hash FROM attempts"
+        " WHERE outcome = 'succeeded' AND spec_hash IS NOT NULL",
+    )
+    found: dict[str, set[str]] = {}
+    for path, digest in rows:
+        found.setdefault(path, set()).add(digest)
+    return found
+
+
+def last_breaker_states(db: Path) -> dict[str, tuple[str, float]]:
+    """For a daemon's start: each breaker's last journaled state and when (wall time)."""
+    if not db.exists():
+        return {}
+    rows = _query(
+        db,
+        "SELECT path, detail, at FROM decisions WHERE kind = 'breaker' AND id IN"
+        " (SELECT MAX(id) FROM decisions WHERE kind = 'breaker' GROUP BY path)",
+    )
+    found: dict[str, tuple[str, float]] = {}
+    for _path, detail, at in rows:
+        data = json.loads(detail)
+        found[str(data["breaker"])] = (str(data["new"]), float(at))
+    return found
+
+
+def open_cooldowns(db: Path, now: float) -> dict[str, tuple[float, int]]:
+    """For a daemon's start: children whose last decision is a cooldown still running at ``now``.
+
+    Returns ``{path: (seconds left, cycle)}``.
+    """
+    if not db.exists():
+        return {}
+    rows = _query(
+        db,
+        # An abandoned thread is no decision about the child's state: it cannot hide a cooldown.
+        "SELECT path, kind, detail, at FROM decisions WHERE kind NOT IN ('breaker', 'abandoned')"
+        " AND id IN (SELECT MAX(id) FROM decisions WHERE kind NOT IN ('breaker', 'abandoned')"
+        " GROUP BY path)",
+    )
+    found: dict[str, tuple[float, int]] = {}
+    for path, kind, detail, at in rows:
+        if kind != "cooldown":
+            continue
+        data = json.loads(detail)
+        left = float(at) + float(data["duration"]) - now
+        if left > 0:
+            found[str(path)] = (left, int(data["cycle"]))
+    return found
