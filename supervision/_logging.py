@@ -24,18 +24,18 @@ import os
 import re
 import sys
 import threading
-import urllib.parse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import logbook
 from logbook.compat import RedirectLoggingHandler
 
 from actors import JobvisorError, describe
+from supervision._secrets import SecretMasker, printable, printable_json
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
     from types import TracebackType
     from typing import Self, TextIO
 
@@ -103,73 +103,6 @@ class LoggingSetupError(JobvisorError):
             "exists or can be created and is writable, or choose another file with --log-file"
         )
         self.path = path
-
-
-class SecretMasker:
-    """Replaces every registered secret value with ``***`` in text.
-
-    Thread-safe: ``add`` may be called while other threads ``mask``. Besides
-    the value itself it registers the forms in which a value usually leaks
-    into a log line: its stripped form, the escaped forms ``repr`` and JSON
-    give it, its URL-encoded forms (urllib3 logs request lines) and, for a
-    multi-line value such as a PEM key, each of its lines.
-
-    Values (and forms) shorter than ``MIN_LENGTH`` characters are not
-    registered: masking them would garble ordinary text (a one-character
-    secret would mask that character everywhere) while hiding almost
-    nothing. ``add`` returns False for such a value so a caller can warn.
-    """
-
-    MIN_LENGTH: ClassVar[int] = 4
-    MASK: ClassVar[str] = "***"
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._lock = threading.Lock()
-        self._forms: set[str] = set()  # every registered form; only grows
-        self._pattern: re.Pattern[str] | None = None  # matches any form, longest first
-        for secret in secrets:
-            self.add(secret)
-
-    def add(self, value: str) -> bool:
-        """Register ``value``; return False if it is too short to be masked."""
-        if not isinstance(value, str):
-            raise TypeError(f"a secret must be a str, got {type(value).__name__}")
-        if len(value.strip()) < self.MIN_LENGTH:
-            return False
-        forms = {form for form in _leak_forms(value) if len(form) >= self.MIN_LENGTH}
-        with self._lock:
-            if forms <= self._forms:
-                return True
-            self._forms |= forms
-            ordered = sorted(self._forms, key=lambda form: (-len(form), form))
-            self._pattern = re.compile("|".join(map(re.escape, ordered)))
-        return True
-
-    def mask(self, text: str) -> str:
-        """Return ``text`` with every registered secret replaced by ``***``."""
-        pattern = self._pattern
-        if pattern is None or not text:
-            return text
-        return pattern.sub(self.MASK, text)
-
-    def __len__(self) -> int:
-        """The number of registered forms (never the values: they are secret)."""
-        return len(self._forms)
-
-    def __repr__(self) -> str:
-        return f"<SecretMasker with {len(self._forms)} masked forms>"
-
-
-def _leak_forms(value: str) -> set[str]:
-    forms = {value, value.strip()}
-    forms |= {line.strip() for line in value.splitlines()}
-    for base in list(forms):
-        forms.add(repr(base)[1:-1])
-        forms.add(json.dumps(base)[1:-1])
-        forms.add(json.dumps(base, ensure_ascii=False)[1:-1])
-        forms.add(urllib.parse.quote(base, safe=""))
-        forms.add(urllib.parse.quote_plus(base, safe=""))
-    return forms
 
 
 class LoggingSetup:
@@ -426,7 +359,9 @@ def _render_text(record: logbook.LogRecord, masker: SecretMasker) -> str:
         line += f" [{pairs}]"
     if f.exception:
         line += INDENT + f.exception.replace("\n", INDENT)
-    return masker.mask(line)
+    # Masked first: a secret may itself hold a control character. The newlines left are
+    # the record's own continuation lines.
+    return printable(masker.mask(line), keep="\t\n")
 
 
 _NEEDS_QUOTES: Final = re.compile(r'[\s"=\[\]]')
@@ -452,7 +387,7 @@ def _render_json(record: logbook.LogRecord, masker: SecretMasker) -> str:
         "exception": f.exception,
     }
     document.update((k, v) for k, v in f.extra.items() if k not in document)
-    return masker.mask(json.dumps(document, ensure_ascii=False, default=str))
+    return printable_json(masker.mask(json.dumps(document, ensure_ascii=False, default=str)))
 
 
 class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs

@@ -67,6 +67,7 @@ from supervision._policy import (
     RestartType,
     Strategy,
 )
+from supervision._secrets import SecretMasker
 from supervision._spec import (
     DEFAULT_GRACE,
     LEVELS,
@@ -1902,6 +1903,9 @@ def _unknown_key(key: object, allowed: Sequence[str]) -> str:
 
 
 def _mask(text: str, secrets: Iterable[str]) -> str:
+    secrets = list(secrets)
+    text = SecretMasker(secrets).mask(text)  # every quoted and escaped form, too
+    # Values too short for the masker to hide everywhere are still hidden where they appear whole.
     for secret in sorted(secrets, key=len, reverse=True):
         if secret:
             text = text.replace(secret, "***")
