@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -32,6 +33,7 @@ import logbook
 from logbook.compat import RedirectLoggingHandler
 
 from actors import JobvisorError, describe
+from supervision._damper import CrashLoopDamper, Summary
 from supervision._secrets import SecretMasker, printable, printable_json
 
 if TYPE_CHECKING:
@@ -172,6 +174,7 @@ def configure_logging(
     stream: TextIO | None = None,
     base_dir: Path | None = None,
     now: Callable[[], datetime] = datetime.now,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> LoggingSetup:
     """Send jobvisor's and the standard library's log records where ``spec`` says.
 
@@ -186,6 +189,9 @@ def configure_logging(
     Raises ``SpecError`` for an unknown level and ``LoggingSetupError`` when
     the file cannot be opened; nothing is changed then. Level ``none`` opens
     no file. Later write failures never raise: see ``LoggingSetupError``.
+
+    Below ``verbose`` a crash loop's repeated lines are summed up (see
+    ``supervision._damper``); ``monotonic`` is the clock of its interval.
     """
     changes: dict[str, Any] = {}
     if level is not None:
@@ -210,7 +216,9 @@ def configure_logging(
             else _StreamSink(stream if stream is not None else sys.stderr)
         )
         render = _render_json if effective.format == "json" else _render_text
-        handlers.append(_LineHandler(threshold, render, masker, sink))
+        # verbose shows every line, the whole point of choosing it
+        damper = None if effective.level == "verbose" else CrashLoopDamper(clock=monotonic)
+        handlers.append(_LineHandler(threshold, render, masker, sink, damper))
 
     for handler in handlers:
         handler.push_application()
@@ -351,7 +359,8 @@ def _timestamp(when: datetime) -> str:
 def _render_text(record: logbook.LogRecord, masker: SecretMasker) -> str:
     """``TIME LEVEL channel: message [path=P attempt=N key=value]``, traceback indented below."""
     f = _fields(record, masker)
-    context = {"path": f.path, "attempt": f.attempt, **f.extra}
+    # A failure's error is already in its message; JSON keeps it as a field of its own.
+    context = {"path": f.path, "attempt": f.attempt, **f.extra, "failure": None}
     pairs = " ".join(f"{k}={_text_value(v)}" for k, v in context.items() if v not in (None, ""))
     message = f.message.replace("\n", INDENT)
     line = f"{f.time} {f.level:<8} {f.channel}: {message}"
@@ -394,17 +403,43 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
     """Renders each record at ``level`` and above as one masked line and hands it to a sink.
 
     Runs on the logging thread; it never raises into it. ``bubble`` is off:
-    what it writes goes nowhere else.
+    what it writes goes nowhere else. With a ``damper``, the repeated lines
+    of a crash loop are held back and summed up (see ``supervision._damper``).
     """
 
-    def __init__(self, level: int, render: _Render, masker: SecretMasker, sink: _Sink) -> None:
+    def __init__(
+        self,
+        level: int,
+        render: _Render,
+        masker: SecretMasker,
+        sink: _Sink,
+        damper: CrashLoopDamper | None = None,
+    ) -> None:
         super().__init__(level=level, bubble=False)
         self._render = render
         self._masker = masker
         self._sink = sink
+        self._damper = damper
+        self._damper_lock = threading.Lock()
         self._failed = False  # handle_error reported once
 
     def emit(self, record: logbook.LogRecord) -> None:
+        if self._damper is not None:
+            extra = record.extra
+            path, failure = extra.get("path"), extra.get("failure")
+            with self._damper_lock:
+                summaries, write = self._damper.admit(
+                    path if isinstance(path, str) else None,
+                    _kind(record),
+                    None if failure is None else str(failure),
+                )
+            for summary in summaries:
+                self._write(_summary_record(summary))
+            if not write:
+                return
+        self._write(record)
+
+    def _write(self, record: logbook.LogRecord) -> None:
         try:
             line = self._render(record, self._masker)
         except Exception as exc:
@@ -420,7 +455,35 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
             _warn(f"a log record could not be written: {describe(exc_info[1])}")
 
     def close(self) -> None:
+        if self._damper is not None:
+            with self._damper_lock:
+                summaries = self._damper.flush()
+            for summary in summaries:
+                self._write(_summary_record(summary))
         self._sink.close()
+
+
+_DIGITS: Final = re.compile(r"\d+")
+
+
+def _kind(record: logbook.LogRecord) -> tuple[Any, ...]:
+    """What makes two records the same line for the damper: all but their counters.
+
+    Numbers inside text arguments count as counters too: an output line's
+    prefix names its attempt (``crash[412]``).
+    """
+    text_args = tuple(
+        _DIGITS.sub("#", str(arg)) for arg in record.args or () if not isinstance(arg, int | float)
+    )
+    return (record.channel, record.level, str(record.msg), text_args)
+
+
+def _summary_record(summary: Summary) -> logbook.LogRecord:
+    record = logbook.LogRecord(
+        "supervision", logbook.WARNING, summary.text(), extra={"path": summary.path}
+    )
+    record.time = datetime.now(UTC)  # logbook stamps a record only when a Logger makes it
+    return record
 
 
 # -- sinks -----------------------------------------------------------------------------------

@@ -372,7 +372,7 @@ class Supervisor(SupervisedActor):
             log.error("{}: refused transition {} -> {} (a jobvisor bug)", rec.path, old, new)
             return
         rec.state = new
-        log.trace("{}: {} -> {}", rec.path, old, new)
+        log.trace("{}: {} -> {}", rec.path, old, new, extra={"path": rec.path})
         if self._blocked and new in _DEPENDENCY_STATES:
             self._deps_dirty = True
         self._track(rec)
@@ -657,7 +657,8 @@ class Supervisor(SupervisedActor):
     def _unexpected_exit(self, rec: ChildRecord, msg: ChildExit) -> None:
         outcome = msg.outcome
         error = rec.last_exit.error if rec.last_exit else None
-        extra = {"path": rec.path, "attempt": rec.attempts}
+        # "failure" (None for a success) is what the log's crash-loop damper keys on
+        extra = {"path": rec.path, "attempt": rec.attempts, "failure": error}
         if outcome.is_failure:
             log.error(
                 "{}: {} (start {}): {}", rec.path, outcome.value, rec.starts, error, extra=extra
