@@ -366,9 +366,10 @@ def _run(args: argparse.Namespace) -> int:
             skipped = ", ".join(composition.skipped)
             sys.stderr.write(f"jobvisor: --resume: already succeeded, skipped: {skipped}\n")
         live = sys.stderr.isatty() and not as_json and not os.environ.get("CI")
-        report = run_batch(composition, on_progress=write_progress() if live else None)
+        progress = write_progress(logging=composition.logging) if live else None
+        report = run_batch(composition, on_progress=progress)
         if live:
-            sys.stderr.write("\r\033[K")
+            composition.logging.show_status("", sys.stderr)
         mask = composition.masker.mask
         if as_json:
             sys.stdout.write(mask(json.dumps(report.status, indent=2)) + "\n")

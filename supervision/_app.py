@@ -8,13 +8,15 @@ jobs, stop the endless ones, and say how it went.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import textwrap
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TextIO
+from typing import TYPE_CHECKING, Any, Literal, Self, TextIO
 
 import logbook
 
@@ -28,7 +30,8 @@ from supervision._journal import (
     read_succeeded,
     skip_succeeded,
 )
-from supervision._logging import LoggingSetup, SecretMasker, configure_logging
+from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configure_logging
+from supervision._secrets import printable
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
 
 log = logbook.Logger("supervision.app")
@@ -233,39 +236,71 @@ def flatten_status(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield from flatten_status(node)
 
 
-def summary_table(doc: dict[str, Any], mask: Callable[[str], str] = str) -> str:
-    """The end-of-run table: one row per child with state, counters and last exit."""
+def summary_table(
+    doc: dict[str, Any],
+    mask: Callable[[str], str] = str,
+    width: int | Literal["auto"] | None = "auto",
+) -> str:
+    """The end-of-run table: one row per child with state, counters and last exit.
+
+    The last column wraps so that no line is wider than ``width`` (by
+    default the terminal's, when stdout is one; None: never wrap). When the
+    other columns leave it less than ``_MIN_LAST`` characters, it goes on
+    indented lines below its row instead. Errors are masked with ``mask``,
+    and their control characters escaped.
+    """
+    if width == "auto":
+        width = _columns(sys.stdout)
     header = ("PATH", "KIND", "STATE", "STARTS", "RESTARTS", "FAILURES", "LAST EXIT")
     rows = [header]
-    for node in flatten_status(doc):
-        last = node.get("last_exit")
-        if last is None:
-            exit_text = "-"
-        else:
-            exit_text = last["outcome"]
-            if last.get("code") is not None:
-                exit_text += f" ({last['code']})"
-            if last.get("error"):
-                exit_text += f": {mask(last['error'])}"
-        rows.append(
-            (
-                node["path"],
-                node["kind"],
-                node["state"],
-                str(node["starts"]),
-                str(node["restarts"]),
-                str(node["failures"]),
-                exit_text[:80],
-            )
+    rows.extend(
+        (
+            node["path"],
+            node["kind"],
+            node["state"],
+            str(node["starts"]),
+            str(node["restarts"]),
+            str(node["failures"]),
+            printable(_exit_text(node.get("last_exit"), mask)),
         )
+        for node in flatten_status(doc)
+    )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-        + "  "
-        + row[-1]
-        for row in rows
-    ]
+    start = sum(widths) + 2 * len(widths)
+    room = None if width is None else width - start
+    below = room is not None and room < _MIN_LAST
+    lines: list[str] = []
+    for row in rows:
+        lead = "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  "
+        if room is None:
+            lines.append(lead + row[-1])
+        elif below:
+            assert width is not None
+            lines.append(lead.rstrip())
+            lines += ["    " + part for part in _wrap(row[-1], max(width - 4, _MIN_LAST))]
+        else:
+            first, *rest = _wrap(row[-1], room)
+            lines.append(lead + first)
+            lines += [" " * start + part for part in rest]
     return "\n".join(line.rstrip() for line in lines)
+
+
+_MIN_LAST = 20  # the narrowest the last column of the table is wrapped to beside its row
+
+
+def _exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:
+    if last is None:
+        return "-"
+    text = str(last["outcome"])
+    if last.get("code") is not None:
+        text += f" ({last['code']})"
+    if last.get("error"):
+        text += f": {mask(last['error'])}"
+    return text
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
 
 
 def progress_line(doc: dict[str, Any]) -> str:
@@ -278,9 +313,35 @@ def progress_line(doc: dict[str, Any]) -> str:
     return f"[{time.strftime('%H:%M:%S')}] " + ", ".join(parts)
 
 
-def write_progress(stream: TextIO = sys.stderr) -> Callable[[dict[str, Any]], None]:
+def write_progress(
+    stream: TextIO = sys.stderr, *, logging: LoggingSetup | None = None
+) -> Callable[[dict[str, Any]], None]:
+    """A progress callback that redraws ``progress_line`` as the last line of the terminal.
+
+    With the run's ``logging`` setup, log records written to the same
+    terminal clear the line and draw it again below themselves, so a record
+    never starts in the middle of it; clear it at the end with
+    ``logging.show_status("", stream)``. The line is cut to the terminal's
+    width, since a wrapped line could not be cleared.
+    """
+
     def show(doc: dict[str, Any]) -> None:
-        stream.write("\r\033[K" + progress_line(doc))
-        stream.flush()
+        width = _columns(stream)
+        line = progress_line(doc)
+        if width is not None and len(line) >= width:
+            line = line[: max(width - 2, 0)] + "…"
+        if logging is not None:
+            logging.show_status(line, stream)
+        else:
+            stream.write(CLEAR_LINE + line)
+            stream.flush()
 
     return show
+
+
+def _columns(stream: TextIO) -> int | None:
+    """The width of the terminal ``stream`` is, or None when it is not one."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # no fileno, not a terminal, closed
+        return None

@@ -87,6 +87,7 @@ found when a setup starts; add a Logger created later with
 _TRACE: Final[int] = logbook.TRACE
 
 INDENT: Final = "\n    "  # continuation lines of a text record (message, traceback)
+CLEAR_LINE: Final = "\r\x1b[K"  # back to the start of the terminal's line, and erase it
 
 
 class LoggingSetupError(JobvisorError):
@@ -129,6 +130,22 @@ class LoggingSetup:
         self.path = path
         self._undo: list[Callable[[], None]] = []  # run last-first by close()
         self._closed = False
+        self._stream_sink: _StreamSink | None = None  # set when records go to a stream
+
+    def show_status(self, text: str, stream: TextIO) -> None:
+        """Draw ``text`` as the one status line at the bottom of the terminal ``stream``.
+
+        ``""`` clears it. When the records go to the same stream, each record
+        first clears the status line and draws it again below itself, so the
+        two never share a line; otherwise the line is simply redrawn.
+        """
+        sink = self._stream_sink
+        if sink is not None and sink.stream is stream:
+            sink.show(text)
+            return
+        with contextlib.suppress(OSError, ValueError):
+            stream.write(CLEAR_LINE + text)
+            stream.flush()
 
     def close(self) -> None:
         """Pop the handlers, close the file and restore stdlib logging and logger levels.
@@ -219,6 +236,7 @@ def configure_logging(
         # verbose shows every line, the whole point of choosing it
         damper = None if effective.level == "verbose" else CrashLoopDamper(clock=monotonic)
         handlers.append(_LineHandler(threshold, render, masker, sink, damper))
+        setup._stream_sink = sink if isinstance(sink, _StreamSink) else None
 
     for handler in handlers:
         handler.push_application()
@@ -528,18 +546,33 @@ class _Trouble:
 
 
 class _StreamSink:
-    """Writes lines to a text stream (stderr by default), flushing each."""
+    """Writes lines to a text stream (stderr by default), flushing each.
+
+    On a terminal it may also keep a status line (``show``) below the
+    records: each record is written over it, and it is drawn again after.
+    """
 
     def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
+        self.stream = stream
         self._lock = threading.Lock()
         self._trouble = _Trouble(f"stream {getattr(stream, 'name', stream)!s}")
+        self._status = ""  # the status line now on the terminal; "" when none
+
+    def show(self, status: str) -> None:
+        with self._lock:
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.write(CLEAR_LINE + status)
+                self.stream.flush()
+            self._status = status
 
     def write(self, line: str) -> None:
         with self._lock:
+            text = line + "\n"
+            if self._status:
+                text = CLEAR_LINE + text + self._status  # one write: the two never interleave
             try:
-                self._stream.write(line + "\n")
-                self._stream.flush()
+                self.stream.write(text)
+                self.stream.flush()
             except (OSError, ValueError) as exc:  # ValueError: the stream was closed
                 self._trouble.failed(exc)
             else:
