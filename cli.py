@@ -189,6 +189,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _history(args: argparse.Namespace) -> int:
     from supervision import JobvisorError, read_history  # noqa: PLC0415
+    from supervision._secrets import printable  # noqa: PLC0415
 
     if args.limit < 1:
         _error(f"--limit: expected a count >= 1, got {args.limit}")
@@ -213,7 +214,7 @@ def _history(args: argparse.Namespace) -> int:
         else:
             details = ", ".join(f"{k}={v}" for k, v in row.get("detail", {}).items())
             line = f"{when}  {row['path']}  {row['kind']}" + (f" ({details})" if details else "")
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(printable(line) + "\n")  # errors may hold a job's control characters
     return OK
 
 

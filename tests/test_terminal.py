@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli import CLI, ROOT, write
+from test_cli import CLI, ROOT, jobvisor, write
 
 from supervision._app import summary_table
 
@@ -203,3 +203,33 @@ def test_the_summary_table_escapes_control_characters_and_masks() -> None:
 def test_without_a_width_the_table_is_not_wrapped() -> None:
     doc = {"children": [node("mailer", LONG)]}
     assert LONG in summary_table(doc, width=None)
+
+
+def test_a_jobs_error_with_control_characters_is_escaped_everywhere_it_is_shown(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "hostile.py").write_text(
+        "def run():\n    raise RuntimeError('boom \\x1b]0;pwned\\x07 \\x1b[2J done')\n"
+    )
+    write(
+        tmp_path,
+        """
+        version: 1
+        supervisor: {intensity: {max_restarts: 0}}
+        jobs:
+          - name: hostile
+            python: "hostile:run"
+        """,
+    )
+    run = jobvisor("run", cwd=tmp_path)
+    history = jobvisor("history", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert history.returncode == 0, history.stderr
+    for where, text in (
+        ("the log", run.stderr),
+        ("the table", run.stdout),
+        ("history", history.stdout),
+    ):
+        assert "boom \\x1b]0;pwned\\x07 \\x1b[2J done" in text, where
+        assert "\x1b" not in text, where
+        assert "\x07" not in text, where
