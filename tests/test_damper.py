@@ -48,6 +48,15 @@ WRITE_ALL = [([], True)] * 4
 HOLD_ALL = [([], False)] * 4
 
 
+def looping(cycles: int) -> tuple[Clock, CrashLoopDamper]:
+    """A damper (keep 1, interval 10 s) that has seen ``cycles`` restarts of one crash loop."""
+    clock = Clock()
+    damper = CrashLoopDamper(keep=1, interval=10, clock=clock)
+    for _ in range(cycles):
+        cycle(damper)
+    return clock, damper
+
+
 def test_the_first_failures_are_written_in_full_then_held() -> None:
     damper = CrashLoopDamper(keep=2, interval=10, clock=Clock())
     assert cycle(damper) == WRITE_ALL
@@ -92,19 +101,14 @@ def test_each_child_is_damped_and_summarised_on_its_own() -> None:
 
 
 def test_a_new_kind_of_record_is_written_after_the_summary_of_what_was_held() -> None:
-    clock = Clock()
-    damper = CrashLoopDamper(keep=1, interval=10, clock=clock)
-    for _ in range(4):
-        cycle(damper)
+    clock, damper = looping(4)
     clock.now += 1
     assert damper.admit("crash", "gave up") == ([Summary("crash", 3, 1.0, ERROR)], True)
     assert damper.flush() == []
 
 
 def test_a_different_error_starts_a_new_burst() -> None:
-    damper = CrashLoopDamper(keep=1, interval=10, clock=Clock())
-    for _ in range(3):
-        cycle(damper)
+    _, damper = looping(3)
     out, written = damper.admit("crash", "failed", failure="exited with 2")
     assert (out, written) == ([Summary("crash", 2, 0.0, ERROR)], True)
     assert damper.admit("crash", "restart") == ([], True)  # the new burst's first lines
@@ -115,10 +119,7 @@ def test_a_different_error_starts_a_new_burst() -> None:
 
 
 def test_a_pause_of_an_interval_ends_the_burst() -> None:
-    clock = Clock()
-    damper = CrashLoopDamper(keep=1, interval=10, clock=clock)
-    cycle(damper)
-    cycle(damper)
+    clock, damper = looping(2)
     clock.now += 9.5  # restarts slower than the interval are not a flood
     assert damper.admit("crash", "started") == ([], False)
     clock.now += 0.5
@@ -127,10 +128,7 @@ def test_a_pause_of_an_interval_ends_the_burst() -> None:
 
 
 def test_flush_reports_what_is_still_held() -> None:
-    clock = Clock()
-    damper = CrashLoopDamper(keep=1, interval=10, clock=clock)
-    for _ in range(3):
-        cycle(damper)
+    clock, damper = looping(3)
     clock.now += 2
     assert damper.flush() == [Summary("crash", 2, 2.0, ERROR)]
     assert damper.flush() == []
