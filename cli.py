@@ -220,6 +220,7 @@ def _history(args: argparse.Namespace) -> int:
 
     from supervision._client import find_state_dir  # noqa: PLC0415 - control commands stay light
     from supervision._history import JournalError, journal_path, read_history  # noqa: PLC0415
+    from supervision._secrets import printable  # noqa: PLC0415
 
     if args.limit < 1:
         _error(f"--limit: expected a count >= 1, got {args.limit}")
@@ -242,7 +243,7 @@ def _history(args: argparse.Namespace) -> int:
         else:
             details = ", ".join(f"{k}={v}" for k, v in row.get("detail", {}).items())
             line = f"{when}  {row['path']}  {row['kind']}" + (f" ({details})" if details else "")
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(printable(line) + "\n")  # errors may hold a job's control characters
     return OK
 
 
@@ -374,9 +375,10 @@ def _run(args: argparse.Namespace) -> int:
             skipped = ", ".join(composition.skipped)
             sys.stderr.write(f"jobvisor: --resume: already succeeded, skipped: {skipped}\n")
         live = sys.stderr.isatty() and not as_json and not os.environ.get("CI")
-        report = run_batch(composition, on_progress=write_progress() if live else None)
+        progress = write_progress(logging=composition.logging) if live else None
+        report = run_batch(composition, on_progress=progress)
         if live:
-            sys.stderr.write("\r\033[K")
+            composition.logging.show_status("", sys.stderr)
         mask = composition.masker.mask
         if as_json:
             sys.stdout.write(mask(json.dumps(report.status, indent=2)) + "\n")

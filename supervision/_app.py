@@ -28,8 +28,8 @@ from supervision._journal import (
     read_succeeded,
     skip_succeeded,
 )
-from supervision._logging import LoggingSetup, SecretMasker, configure_logging
-from supervision._table import flatten_status, summary_table
+from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configure_logging
+from supervision._table import columns, flatten_status, summary_table
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
 
 log = logbook.Logger("supervision.app")
@@ -263,6 +263,7 @@ def _forced_stop(tree: Tree) -> dict[str, Any]:
         return {"name": tree.spec.name, "state": "stopping", "children": []}
 
 
+
 def progress_line(doc: dict[str, Any]) -> str:
     """One line counting children per state, for the live progress on a terminal."""
     counts: dict[str, int] = {}
@@ -273,9 +274,27 @@ def progress_line(doc: dict[str, Any]) -> str:
     return f"[{time.strftime('%H:%M:%S')}] " + ", ".join(parts)
 
 
-def write_progress(stream: TextIO = sys.stderr) -> Callable[[dict[str, Any]], None]:
+def write_progress(
+    stream: TextIO = sys.stderr, *, logging: LoggingSetup | None = None
+) -> Callable[[dict[str, Any]], None]:
+    """A progress callback that redraws ``progress_line`` as the last line of the terminal.
+
+    With the run's ``logging`` setup, log records written to the same
+    terminal clear the line and draw it again below themselves, so a record
+    never starts in the middle of it; clear it at the end with
+    ``logging.show_status("", stream)``. The line is cut to the terminal's
+    width, since a wrapped line could not be cleared.
+    """
+
     def show(doc: dict[str, Any]) -> None:
-        stream.write("\r\033[K" + progress_line(doc))
-        stream.flush()
+        width = columns(stream)
+        line = progress_line(doc)
+        if width is not None and len(line) >= width:
+            line = line[: max(width - 2, 0)] + "…"
+        if logging is not None:
+            logging.show_status(line, stream)
+        else:
+            stream.write(CLEAR_LINE + line)
+            stream.flush()
 
     return show

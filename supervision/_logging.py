@@ -24,19 +24,21 @@ import os
 import re
 import sys
 import threading
-import urllib.parse
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import logbook
 from logbook.compat import RedirectLoggingHandler
 
 from actors import JobvisorError, describe
+from supervision._damper import CrashLoopDamper, Summary
 from supervision._files import UnsafePathError, make_dirs, open_private
+from supervision._secrets import SecretMasker, printable, printable_json
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
     from types import TracebackType
     from typing import Self, TextIO
 
@@ -86,6 +88,7 @@ found when a setup starts; add a Logger created later with
 _TRACE: Final[int] = logbook.TRACE
 
 INDENT: Final = "\n    "  # continuation lines of a text record (message, traceback)
+CLEAR_LINE: Final = "\r\x1b[K"  # back to the start of the terminal's line, and erase it
 
 
 class LoggingSetupError(JobvisorError):
@@ -104,73 +107,6 @@ class LoggingSetupError(JobvisorError):
             "exists or can be created and is writable, or choose another file with --log-file"
         )
         self.path = path
-
-
-class SecretMasker:
-    """Replaces every registered secret value with ``***`` in text.
-
-    Thread-safe: ``add`` may be called while other threads ``mask``. Besides
-    the value itself it registers the forms in which a value usually leaks
-    into a log line: its stripped form, the escaped forms ``repr`` and JSON
-    give it, its URL-encoded forms (urllib3 logs request lines) and, for a
-    multi-line value such as a PEM key, each of its lines.
-
-    Values (and forms) shorter than ``MIN_LENGTH`` characters are not
-    registered: masking them would garble ordinary text (a one-character
-    secret would mask that character everywhere) while hiding almost
-    nothing. ``add`` returns False for such a value so a caller can warn.
-    """
-
-    MIN_LENGTH: ClassVar[int] = 4
-    MASK: ClassVar[str] = "***"
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._lock = threading.Lock()
-        self._forms: set[str] = set()  # every registered form; only grows
-        self._pattern: re.Pattern[str] | None = None  # matches any form, longest first
-        for secret in secrets:
-            self.add(secret)
-
-    def add(self, value: str) -> bool:
-        """Register ``value``; return False if it is too short to be masked."""
-        if not isinstance(value, str):
-            raise TypeError(f"a secret must be a str, got {type(value).__name__}")
-        if len(value.strip()) < self.MIN_LENGTH:
-            return False
-        forms = {form for form in _leak_forms(value) if len(form) >= self.MIN_LENGTH}
-        with self._lock:
-            if forms <= self._forms:
-                return True
-            self._forms |= forms
-            ordered = sorted(self._forms, key=lambda form: (-len(form), form))
-            self._pattern = re.compile("|".join(map(re.escape, ordered)))
-        return True
-
-    def mask(self, text: str) -> str:
-        """Return ``text`` with every registered secret replaced by ``***``."""
-        pattern = self._pattern
-        if pattern is None or not text:
-            return text
-        return pattern.sub(self.MASK, text)
-
-    def __len__(self) -> int:
-        """The number of registered forms (never the values: they are secret)."""
-        return len(self._forms)
-
-    def __repr__(self) -> str:
-        return f"<SecretMasker with {len(self._forms)} masked forms>"
-
-
-def _leak_forms(value: str) -> set[str]:
-    forms = {value, value.strip()}
-    forms |= {line.strip() for line in value.splitlines()}
-    for base in list(forms):
-        forms.add(repr(base)[1:-1])
-        forms.add(json.dumps(base)[1:-1])
-        forms.add(json.dumps(base, ensure_ascii=False)[1:-1])
-        forms.add(urllib.parse.quote(base, safe=""))
-        forms.add(urllib.parse.quote_plus(base, safe=""))
-    return forms
 
 
 class LoggingSetup:
@@ -195,6 +131,22 @@ class LoggingSetup:
         self.path = path
         self._undo: list[Callable[[], None]] = []  # run last-first by close()
         self._closed = False
+        self._stream_sink: _StreamSink | None = None  # set when records go to a stream
+
+    def show_status(self, text: str, stream: TextIO) -> None:
+        """Draw ``text`` as the one status line at the bottom of the terminal ``stream``.
+
+        ``""`` clears it. When the records go to the same stream, each record
+        first clears the status line and draws it again below itself, so the
+        two never share a line; otherwise the line is simply redrawn.
+        """
+        sink = self._stream_sink
+        if sink is not None and sink.stream is stream:
+            sink.show(text)
+            return
+        with contextlib.suppress(OSError, ValueError):
+            stream.write(CLEAR_LINE + text)
+            stream.flush()
 
     def close(self) -> None:
         """Pop the handlers, close the file and restore stdlib logging and logger levels.
@@ -240,6 +192,7 @@ def configure_logging(
     stream: TextIO | None = None,
     base_dir: Path | None = None,
     now: Callable[[], datetime] = datetime.now,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> LoggingSetup:
     """Send jobvisor's and the standard library's log records where ``spec`` says.
 
@@ -254,6 +207,9 @@ def configure_logging(
     Raises ``SpecError`` for an unknown level and ``LoggingSetupError`` when
     the file cannot be opened; nothing is changed then. Level ``none`` opens
     no file. Later write failures never raise: see ``LoggingSetupError``.
+
+    Below ``verbose`` a crash loop's repeated lines are summed up (see
+    ``supervision._damper``); ``monotonic`` is the clock of its interval.
     """
     changes: dict[str, Any] = {}
     if level is not None:
@@ -278,7 +234,10 @@ def configure_logging(
             else _StreamSink(stream if stream is not None else sys.stderr)
         )
         render = _render_json if effective.format == "json" else _render_text
-        handlers.append(_LineHandler(threshold, render, masker, sink))
+        # verbose shows every line, the whole point of choosing it
+        damper = None if effective.level == "verbose" else CrashLoopDamper(clock=monotonic)
+        handlers.append(_LineHandler(threshold, render, masker, sink, damper))
+        setup._stream_sink = sink if isinstance(sink, _StreamSink) else None
 
     for handler in handlers:
         handler.push_application()
@@ -419,7 +378,8 @@ def _timestamp(when: datetime) -> str:
 def _render_text(record: logbook.LogRecord, masker: SecretMasker) -> str:
     """``TIME LEVEL channel: message [path=P attempt=N key=value]``, traceback indented below."""
     f = _fields(record, masker)
-    context = {"path": f.path, "attempt": f.attempt, **f.extra}
+    # A failure's error is already in its message; JSON keeps it as a field of its own.
+    context = {"path": f.path, "attempt": f.attempt, **f.extra, "failure": None}
     pairs = " ".join(f"{k}={_text_value(v)}" for k, v in context.items() if v not in (None, ""))
     message = f.message.replace("\n", INDENT)
     line = f"{f.time} {f.level:<8} {f.channel}: {message}"
@@ -427,7 +387,9 @@ def _render_text(record: logbook.LogRecord, masker: SecretMasker) -> str:
         line += f" [{pairs}]"
     if f.exception:
         line += INDENT + f.exception.replace("\n", INDENT)
-    return masker.mask(line)
+    # Masked first: a secret may itself hold a control character. The newlines left are
+    # the record's own continuation lines.
+    return printable(masker.mask(line), keep="\t\n")
 
 
 _NEEDS_QUOTES: Final = re.compile(r'[\s"=\[\]]')
@@ -453,24 +415,50 @@ def _render_json(record: logbook.LogRecord, masker: SecretMasker) -> str:
         "exception": f.exception,
     }
     document.update((k, v) for k, v in f.extra.items() if k not in document)
-    return masker.mask(json.dumps(document, ensure_ascii=False, default=str))
+    return printable_json(masker.mask(json.dumps(document, ensure_ascii=False, default=str)))
 
 
 class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
     """Renders each record at ``level`` and above as one masked line and hands it to a sink.
 
     Runs on the logging thread; it never raises into it. ``bubble`` is off:
-    what it writes goes nowhere else.
+    what it writes goes nowhere else. With a ``damper``, the repeated lines
+    of a crash loop are held back and summed up (see ``supervision._damper``).
     """
 
-    def __init__(self, level: int, render: _Render, masker: SecretMasker, sink: _Sink) -> None:
+    def __init__(
+        self,
+        level: int,
+        render: _Render,
+        masker: SecretMasker,
+        sink: _Sink,
+        damper: CrashLoopDamper | None = None,
+    ) -> None:
         super().__init__(level=level, bubble=False)
         self._render = render
         self._masker = masker
         self._sink = sink
+        self._damper = damper
+        self._damper_lock = threading.Lock()
         self._failed = False  # handle_error reported once
 
     def emit(self, record: logbook.LogRecord) -> None:
+        if self._damper is not None:
+            extra = record.extra
+            path, failure = extra.get("path"), extra.get("failure")
+            with self._damper_lock:
+                summaries, write = self._damper.admit(
+                    path if isinstance(path, str) else None,
+                    _kind(record),
+                    None if failure is None else str(failure),
+                )
+            for summary in summaries:
+                self._write(_summary_record(summary))
+            if not write:
+                return
+        self._write(record)
+
+    def _write(self, record: logbook.LogRecord) -> None:
         try:
             line = self._render(record, self._masker)
         except Exception as exc:
@@ -486,7 +474,35 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
             _warn(f"a log record could not be written: {describe(exc_info[1])}")
 
     def close(self) -> None:
+        if self._damper is not None:
+            with self._damper_lock:
+                summaries = self._damper.flush()
+            for summary in summaries:
+                self._write(_summary_record(summary))
         self._sink.close()
+
+
+_DIGITS: Final = re.compile(r"\d+")
+
+
+def _kind(record: logbook.LogRecord) -> tuple[Any, ...]:
+    """What makes two records the same line for the damper: all but their counters.
+
+    Numbers inside text arguments count as counters too: an output line's
+    prefix names its attempt (``crash[412]``).
+    """
+    text_args = tuple(
+        _DIGITS.sub("#", str(arg)) for arg in record.args or () if not isinstance(arg, int | float)
+    )
+    return (record.channel, record.level, str(record.msg), text_args)
+
+
+def _summary_record(summary: Summary) -> logbook.LogRecord:
+    record = logbook.LogRecord(
+        "supervision", logbook.WARNING, summary.text(), extra={"path": summary.path}
+    )
+    record.time = datetime.now(UTC)  # logbook stamps a record only when a Logger makes it
+    return record
 
 
 # -- sinks -----------------------------------------------------------------------------------
@@ -531,18 +547,33 @@ class _Trouble:
 
 
 class _StreamSink:
-    """Writes lines to a text stream (stderr by default), flushing each."""
+    """Writes lines to a text stream (stderr by default), flushing each.
+
+    On a terminal it may also keep a status line (``show``) below the
+    records: each record is written over it, and it is drawn again after.
+    """
 
     def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
+        self.stream = stream
         self._lock = threading.Lock()
         self._trouble = _Trouble(f"stream {getattr(stream, 'name', stream)!s}")
+        self._status = ""  # the status line now on the terminal; "" when none
+
+    def show(self, status: str) -> None:
+        with self._lock:
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.write(CLEAR_LINE + status)
+                self.stream.flush()
+            self._status = status
 
     def write(self, line: str) -> None:
         with self._lock:
+            text = line + "\n"
+            if self._status:
+                text = CLEAR_LINE + text + self._status  # one write: the two never interleave
             try:
-                self._stream.write(line + "\n")
-                self._stream.flush()
+                self.stream.write(text)
+                self.stream.flush()
             except (OSError, ValueError) as exc:  # ValueError: the stream was closed
                 self._trouble.failed(exc)
             else:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib
 import importlib.util
 import json as jsonlib
@@ -67,6 +68,7 @@ from supervision._policy import (
     RestartType,
     Strategy,
 )
+from supervision._secrets import SecretMasker
 from supervision._spec import (
     DEFAULT_GRACE,
     LEVELS,
@@ -1902,10 +1904,19 @@ def _unknown_key(key: object, allowed: Sequence[str]) -> str:
 
 
 def _mask(text: str, secrets: Iterable[str]) -> str:
+    secrets = frozenset(secrets)
+    text = _masker(secrets).mask(text)  # every quoted and escaped form, too
+    # Values too short for the masker to hide everywhere are still hidden where they appear whole.
     for secret in sorted(secrets, key=len, reverse=True):
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+@functools.lru_cache(maxsize=4)
+def _masker(secrets: frozenset[str]) -> SecretMasker:
+    # one per manifest, not one per message: a masker compiles a pattern of every form
+    return SecretMasker(secrets)
 
 
 def _absolute(path: Path) -> Path:

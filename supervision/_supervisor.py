@@ -216,7 +216,7 @@ class Supervisor(SupervisedActor):
             log.error("{}: refused transition {} -> {} (a jobvisor bug)", rec.path, old, new)
             return
         rec.state = new
-        log.trace("{}: {} -> {}", rec.path, old, new)
+        log.trace("{}: {} -> {}", rec.path, old, new, extra={"path": rec.path})
         closed_because = CLOSED_BECAUSE.get(new)
         if closed_because is not None:
             rec.ref._close(closed_because)
@@ -427,7 +427,8 @@ class Supervisor(SupervisedActor):
     def _unexpected_exit(self, rec: ChildRecord, reason: ExitReason) -> None:
         outcome = reason.outcome
         error = rec.last_exit.error if rec.last_exit else None
-        extra = {"path": rec.path, "attempt": rec.attempts}
+        # "failure" (None for a success) is what the log's crash-loop damper keys on
+        extra = {"path": rec.path, "attempt": rec.attempts, "failure": error}
         if outcome.is_failure:
             log.error(
                 "{}: {} (start {}): {}", rec.path, outcome.value, rec.starts, error, extra=extra

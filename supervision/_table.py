@@ -5,13 +5,17 @@ Standard library only, so that ``jobvisor status`` loads no runtime.
 
 from __future__ import annotations
 
+import os
+import sys
+import textwrap
+
 # Not typing.TYPE_CHECKING: importing typing is a tenth of a control command's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from typing import Any
+    from typing import Any, Literal, TextIO
 
-__all__ = ["flatten_status", "summary_table"]
+__all__ = ["columns", "flatten_status", "summary_table"]
 
 
 def flatten_status(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -22,36 +26,80 @@ def flatten_status(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield from flatten_status(node)
 
 
-def summary_table(doc: dict[str, Any], mask: Callable[[str], str] = str) -> str:
-    """The end-of-run table: one row per child with state, counters and last exit."""
+def summary_table(
+    doc: dict[str, Any],
+    mask: Callable[[str], str] = str,
+    width: int | Literal["auto"] | None = "auto",
+) -> str:
+    """The end-of-run table: one row per child with state, counters and last exit.
+
+    The last column wraps so that no line is wider than ``width`` (by
+    default the terminal's, when stdout is one; None: never wrap). When the
+    other columns leave it less than ``_MIN_LAST`` characters, it goes on
+    indented lines below its row instead. Errors are masked with ``mask``,
+    and their control characters escaped.
+    """
+    # Here, not at the top: _secrets needs typing and re, a tenth of `status`'s start each.
+    from supervision._secrets import printable  # noqa: PLC0415
+
+    if width == "auto":
+        width = columns(sys.stdout)
     header = ("PATH", "KIND", "STATE", "STARTS", "RESTARTS", "FAILURES", "LAST EXIT")
     rows = [header]
-    for node in flatten_status(doc):
-        last = node.get("last_exit")
-        if last is None:
-            exit_text = "-"
-        else:
-            exit_text = last["outcome"]
-            if last.get("code") is not None:
-                exit_text += f" ({last['code']})"
-            if last.get("error"):
-                exit_text += f": {mask(last['error'])}"
-        rows.append(
-            (
-                node["path"],
-                node["kind"],
-                node["state"],
-                str(node["starts"]),
-                str(node["restarts"]),
-                str(node["failures"]),
-                exit_text[:80],
-            )
+    rows.extend(
+        (
+            node["path"],
+            node["kind"],
+            node["state"],
+            str(node["starts"]),
+            str(node["restarts"]),
+            str(node["failures"]),
+            printable(_exit_text(node.get("last_exit"), mask)),
         )
+        for node in flatten_status(doc)
+    )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-        + "  "
-        + row[-1]
-        for row in rows
-    ]
+    start = sum(widths) + 2 * len(widths)
+    room = None if width is None else width - start
+    below = room is not None and room < _MIN_LAST
+    lines: list[str] = []
+    for row in rows:
+        lead = "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  "
+        if room is None:
+            lines.append(lead + row[-1])
+        elif below:
+            assert width is not None
+            lines.append(lead.rstrip())
+            lines += ["    " + part for part in _wrap(row[-1], max(width - 4, _MIN_LAST))]
+        else:
+            first, *rest = _wrap(row[-1], room)
+            lines.append(lead + first)
+            lines += [" " * start + part for part in rest]
     return "\n".join(line.rstrip() for line in lines)
+
+
+_MIN_LAST = 20  # the narrowest the last column of the table is wrapped to beside its row
+
+
+def _exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:
+    if last is None:
+        return "-"
+    text = str(last["outcome"])
+    if last.get("code") is not None:
+        text += f" ({last['code']})"
+    if last.get("error"):
+        # The first line only: an isolated job's error goes on with its traceback.
+        text += ": " + (mask(last["error"]).splitlines() or [""])[0]
+    return text
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+
+
+def columns(stream: TextIO) -> int | None:
+    """The width of the terminal ``stream`` is, or None when it is not one."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # no fileno, not a terminal, closed
+        return None

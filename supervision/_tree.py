@@ -435,7 +435,7 @@ def _masker(source: object) -> Callable[[str], str]:
     secrets = getattr(source, "secrets", None)
     if not secrets:
         return str
-    from supervision._logging import SecretMasker  # noqa: PLC0415 - only manifests with secrets
+    from supervision._secrets import SecretMasker  # noqa: PLC0415 - only manifests with secrets
 
     return SecretMasker(secrets).mask
 

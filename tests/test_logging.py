@@ -249,6 +249,26 @@ def test_a_real_tree_logs_its_decisions_with_path_and_attempt(tmp_path, make_tre
     assert {r["channel"] for r in about_f} <= {"supervision", "actors.job"}
 
 
+def test_state_transitions_at_verbose_name_the_childs_path(tmp_path, make_tree, events) -> None:
+    log_file = tmp_path / "tree.json"
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    spec = SupervisorSpec(policy=policy, children=(python_job("f", "jobfuncs:fail", "t"),))
+    with configure_logging(LoggingSpec(level="verbose", file=str(log_file), format="json")):
+        tree = make_tree(spec, on_event=events)
+        events.reached("f", "gave_up")
+        assert tree.stop(timeout=20)
+    transitions = [r for r in json_lines(log_file) if " -> " in r["message"]]
+    assert [r["message"] for r in transitions] == [
+        "f: pending -> starting",
+        "f: starting -> running",
+        "f: running -> gave_up",
+    ]
+    assert {r["path"] for r in transitions} == {"f"}
+    failure = next(r for r in json_lines(log_file) if r.get("failure"))
+    assert failure["path"] == "f"
+    assert failure["failure"] in failure["message"]
+
+
 # -- rotation ------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,161 @@
+"""Crash-loop damping: the log keeps the first lines of a burst of identical failures, then sums up.
+
+A permanent job that exits at once, restarted with no backoff, would
+otherwise write three or four lines per restart forever. ``CrashLoopDamper``
+decides, record by record, what the log handler writes; it is pure (time
+comes from an injected monotonic clock) and knows nothing of logbook.
+
+A *burst* is a run of failures of one child with the same error, each less
+than ``interval`` seconds after the previous one. Its first ``keep``
+failures are logged in full, with every line around them. After that a
+record of a kind already written during the burst (same channel, level,
+message template and text arguments: "started", "attempt N failed", the
+job's repeated output, "restart N in 0s") is held back, and at most once
+per ``interval`` per child one line says how many failures were held::
+
+    crash: failed 412 more times in the last 10 s, same error: command ... exited with 1
+
+A record of a new kind (gave up, cooling down, stopping, a different
+output line) is always written, after the summary of what was held before
+it. A different error, or a pause of ``interval``, ends the burst. Only
+the log is damped: the journal and events still see every attempt, and
+``--log-level verbose`` turns damping off.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable
+
+__all__ = ["CrashLoopDamper", "Summary"]
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """How many failures of ``path`` were held back, over how long, and their error."""
+
+    path: str
+    count: int
+    seconds: float
+    error: str
+
+    def text(self) -> str:
+        times = "time" if self.count == 1 else "times"
+        return (
+            f"{self.path}: failed {self.count} more {times} in the last {self.seconds:.0f} s, "
+            f"same error: {self.error}"
+        )
+
+
+@dataclass(slots=True)
+class _Burst:
+    error: str
+    last_failure: float  # clock time of its latest failure
+    failures: int = 0
+    seen: set[Hashable] = field(default_factory=set)  # kinds of record written during it
+    held: int = 0  # failures held back since the last summary
+    held_since: float = 0.0  # clock time of the first of them
+    summarised_at: float | None = None  # clock time of its last summary, if any
+
+
+class CrashLoopDamper:
+    """Decides which records of a crash loop the log writes. Not thread-safe: lock around it.
+
+    ``keep`` failures of a burst are written in full; ``interval`` seconds
+    is both the longest pause inside a burst and the shortest time between
+    two summaries of one child. ``clock`` is monotonic seconds.
+    """
+
+    def __init__(
+        self, *, keep: int = 3, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if keep < 1 or interval <= 0:
+            raise ValueError(f"keep must be >= 1 and interval > 0, got {keep} and {interval}")
+        self.keep = keep
+        self.interval = interval
+        self._clock = clock
+        self._bursts: dict[str, _Burst] = {}
+        self._holding: set[str] = set()  # paths whose burst holds failures not yet summarised
+
+    def admit(
+        self, path: str | None, kind: Hashable, failure: str | None = None
+    ) -> tuple[list[Summary], bool]:
+        """One record: the summaries to write before it, and whether to write it.
+
+        ``path`` is the child the record is about (None: not about a child,
+        always written); ``kind`` what makes two records "the same line";
+        ``failure`` the error text when the record reports the child failing.
+        """
+        now = self._clock()
+        out = self._due(now)
+        if path is None:
+            return out, True
+        burst = self._bursts.get(path)
+        if burst is not None and now - burst.last_failure >= self.interval:
+            out += self._end(path, now)  # quiet for an interval: the loop is over
+            burst = None
+        if failure is not None:
+            if burst is None or burst.error != failure:
+                if burst is not None:
+                    out += self._end(path, now)
+                burst = self._bursts[path] = _Burst(failure, now)
+            return out, self._failed(path, burst, kind, now)
+        if burst is None or burst.failures < self.keep:
+            if burst is not None:
+                burst.seen.add(kind)
+            return out, True
+        if kind in burst.seen:
+            return out, False
+        # Something new about a looping child: say what was held, then show it.
+        burst.seen.add(kind)
+        if burst.held:
+            out.append(self._summarise(path, burst, now))
+        return out, True
+
+    def _failed(self, path: str, burst: _Burst, kind: Hashable, now: float) -> bool:
+        """Count one more failure of ``burst``; return whether to write its record."""
+        burst.failures += 1
+        burst.last_failure = now
+        if burst.failures <= self.keep:
+            burst.seen.add(kind)
+            return True
+        if not burst.held:
+            burst.held_since = now
+            self._holding.add(path)
+        burst.held += 1
+        return False
+
+    def flush(self) -> list[Summary]:
+        """Summaries of every failure still held back (when logging stops)."""
+        now = self._clock()
+        return [self._summarise(path, self._bursts[path], now) for path in sorted(self._holding)]
+
+    def _due(self, now: float) -> list[Summary]:
+        """Summaries of children holding failures for an interval since their last summary.
+
+        Checked on every record, whichever child it is about, so a loop that
+        went quiet (its child now runs, or it only logs held lines) is still
+        reported once its interval is up.
+        """
+        out: list[Summary] = []
+        for path in sorted(self._holding):
+            burst = self._bursts[path]
+            since = burst.held_since if burst.summarised_at is None else burst.summarised_at
+            if now - since >= self.interval:
+                out.append(self._summarise(path, burst, now))
+        return out
+
+    def _end(self, path: str, now: float) -> list[Summary]:
+        burst = self._bursts.pop(path)
+        return [self._summarise(path, burst, now)] if burst.held else []
+
+    def _summarise(self, path: str, burst: _Burst, now: float) -> Summary:
+        summary = Summary(path, burst.held, now - burst.held_since, burst.error)
+        burst.held = 0
+        burst.summarised_at = now
+        self._holding.discard(path)
+        return summary

@@ -1,0 +1,212 @@
+"""Secret masking and terminal-safe text: what every line jobvisor shows goes through.
+
+``SecretMasker`` hides the manifest's secret values in any text, in
+whatever quoting or escaping they reach it (shell, ``repr``, JSON, URL).
+``printable`` escapes the control characters that would let a job's output
+drive the terminal that shows jobvisor's log.
+
+Only the standard library is imported here, so control commands that mask
+or print can use it without loading the runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.parse
+from typing import TYPE_CHECKING, ClassVar, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+__all__ = ["SecretMasker", "printable", "printable_json"]
+
+
+class SecretMasker:
+    """Replaces every registered secret value with ``***`` in text.
+
+    Thread-safe: ``add`` may be called while other threads ``mask``. Besides
+    the value itself it registers the forms in which a value leaks into a
+    line: its stripped form and, for a multi-line value such as a PEM key,
+    each of its lines; the escaped forms shell quoting (``shlex.quote``,
+    which jobvisor uses to show argv), ``repr``/``ascii`` with either quote,
+    JSON and URL encoding give it; and those escapes applied twice (a
+    shell-quoted argv inside a JSON document or a ``repr``). Overlapping
+    secrets (one a part of another, or two sharing characters) are masked
+    as one stretch, so no piece of either is left in clear.
+
+    Values (and forms) shorter than ``MIN_LENGTH`` characters are not
+    registered: masking them would garble ordinary text (a one-character
+    secret would mask that character everywhere) while hiding almost
+    nothing. ``add`` returns False for such a value so a caller can warn.
+    """
+
+    MIN_LENGTH: ClassVar[int] = 4
+    MASK: ClassVar[str] = "***"
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._forms: set[str] = set()  # every registered form; only grows
+        # Both match any form, longest first; _any only finds whether there is one.
+        self._any: re.Pattern[str] | None = None
+        self._at: re.Pattern[str] | None = None  # zero-width: the longest form at each position
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, value: str) -> bool:
+        """Register ``value``; return False if it is too short to be masked."""
+        if not isinstance(value, str):
+            raise TypeError(f"a secret must be a str, got {type(value).__name__}")
+        if len(value.strip()) < self.MIN_LENGTH:
+            return False
+        forms = {form for form in _leak_forms(value) if len(form) >= self.MIN_LENGTH}
+        with self._lock:
+            if forms <= self._forms:
+                return True
+            self._forms |= forms
+            alternatives = "|".join(
+                map(re.escape, sorted(self._forms, key=lambda form: (-len(form), form)))
+            )
+            self._any = re.compile(alternatives)
+            self._at = re.compile(f"(?=({alternatives}))")
+        return True
+
+    def mask(self, text: str) -> str:
+        """Return ``text`` with every registered secret replaced by ``***``."""
+        found, at = self._any, self._at
+        if found is None or at is None or not text or found.search(text) is None:
+            return text
+        # Every position a form starts at, with the longest form there: the union of
+        # these spans is what is secret, however the forms overlap.
+        spans: list[list[int]] = []
+        for match in at.finditer(text):
+            start, end = match.start(), match.start() + len(match.group(1))
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], end)
+            else:
+                spans.append([start, end])
+        pieces: list[str] = []
+        last = 0
+        for start, end in spans:
+            pieces += (text[last:start], self.MASK)
+            last = end
+        pieces.append(text[last:])
+        return "".join(pieces)
+
+    def __len__(self) -> int:
+        """The number of registered forms (never the values: they are secret)."""
+        return len(self._forms)
+
+    def __repr__(self) -> str:
+        return f"<SecretMasker with {len(self._forms)} masked forms>"
+
+
+def _shell_single(text: str) -> str:
+    # shlex.quote wraps a value in '...' and writes each ' as '"'"'; the part between
+    # the outer quotes is what appears however much of an argv word the secret is.
+    return text.replace("'", "'\"'\"'")
+
+
+def _shell_double(text: str) -> str:
+    return re.sub(r'([\\"$`])', r"\\\1", text)
+
+
+def _repr_inner(text: str) -> str:
+    return repr(text)[1:-1]
+
+
+def _repr_single(text: str) -> str:
+    # repr picks its quote from the whole string; inside a longer one that holds both
+    # quotes, ' is escaped: appending both forces that form (then the 4 added chars go).
+    return repr(text + "'\"")[1:-4]
+
+
+def _ascii_inner(text: str) -> str:
+    return ascii(text)[1:-1]
+
+
+def _ascii_single(text: str) -> str:
+    return ascii(text + "'\"")[1:-4]
+
+
+def _json_inner(text: str) -> str:
+    return json.dumps(text)[1:-1]
+
+
+def _json_unicode(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def _url(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+def _url_plus(text: str) -> str:
+    return urllib.parse.quote_plus(text, safe="")
+
+
+# Every escape a secret can pass through on its way into a line; the second list is
+# what a line already escaped once can pass through again (a document, a repr).
+_ESCAPES: Final[tuple[Callable[[str], str], ...]] = (
+    _shell_single,
+    _shell_double,
+    _repr_inner,
+    _repr_single,
+    _ascii_inner,
+    _ascii_single,
+    _json_inner,
+    _json_unicode,
+    _url,
+    _url_plus,
+)
+_OUTER: Final[tuple[Callable[[str], str], ...]] = (
+    _repr_inner,
+    _repr_single,
+    _json_inner,
+    _json_unicode,
+)
+
+
+def _leak_forms(value: str) -> set[str]:
+    bases = {value, value.strip()} | {line.strip() for line in value.splitlines()}
+    once = {escape(base) for base in bases for escape in _ESCAPES}
+    twice = {outer(form) for form in once for outer in _OUTER}
+    return bases | once | twice | {printable(form) for form in bases | once}
+
+
+# C0, DEL and C1 controls (ESC, BEL, NUL, CSI...); bidi marks and overrides reorder what
+# the reader sees; U+2028/U+2029 end a line where the reader does not expect one.
+_CONTROL: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, keep: str = "\t") -> str:
+    """``text`` with each control character written as an escape (``\\x1b``, ``\\u202e``).
+
+    For lines shown on a terminal or written to a text log: a job's output
+    may hold ANSI sequences, NUL, BEL or OSC strings that would otherwise
+    recolour, retitle or rewrite the reader's terminal. Characters in
+    ``keep`` (a tab by default) stay as they are.
+    """
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), text)
+
+
+def printable_json(document: str) -> str:
+    """A JSON text with the control characters ``json.dumps`` leaves raw written as ``\\uXXXX``.
+
+    ``ensure_ascii=False`` keeps DEL, the C1 controls (``\\x9b`` is a CSI on
+    some terminals), bidi overrides and line separators; escaped, the
+    document means the same and is safe to show.
+    """
+    if _CONTROL.search(document) is None:
+        return document
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", document)

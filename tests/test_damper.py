@@ -1,0 +1,208 @@
+"""Crash-loop damping: exact decisions on an injected clock, then the log of a real crash loop.
+
+The damper is a plain object over a clock the test moves by hand, so every
+decision is checked exactly; the handler test feeds it the records a
+supervisor writes; the end-to-end test runs ``python cli.py run`` on a
+command that exits at once with no backoff.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import logbook
+import pytest
+from test_cli import jobvisor, write
+
+from supervision._damper import CrashLoopDamper, Summary
+from supervision._logging import configure_logging
+from supervision._spec import LoggingSpec
+
+ERROR = "command x exited with 1"
+
+
+class Clock:
+    """Monotonic seconds the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cycle(damper: CrashLoopDamper, path: str = "crash", error: str = ERROR) -> list[object]:
+    """One restart of a crash loop, as the supervisor logs it: what the damper decides."""
+    return [
+        damper.admit(path, "started"),
+        damper.admit(path, "attempt failed"),
+        damper.admit(path, "failed", failure=error),
+        damper.admit(path, "restart"),
+    ]
+
+
+WRITE_ALL = [([], True)] * 4
+HOLD_ALL = [([], False)] * 4
+
+
+def looping(cycles: int) -> tuple[Clock, CrashLoopDamper]:
+    """A damper (keep 1, interval 10 s) that has seen ``cycles`` restarts of one crash loop."""
+    clock = Clock()
+    damper = CrashLoopDamper(keep=1, interval=10, clock=clock)
+    for _ in range(cycles):
+        cycle(damper)
+    return clock, damper
+
+
+def test_the_first_failures_are_written_in_full_then_held() -> None:
+    damper = CrashLoopDamper(keep=2, interval=10, clock=Clock())
+    assert cycle(damper) == WRITE_ALL
+    # the second failure's own lines are kept; what follows it is the loop going on
+    assert cycle(damper) == [([], True), ([], True), ([], True), ([], False)]
+    assert cycle(damper) == HOLD_ALL
+
+
+def test_a_summary_at_most_once_per_interval_per_child() -> None:
+    clock = Clock()
+    damper = CrashLoopDamper(keep=1, interval=10, clock=clock)
+    cycle(damper)
+    summaries: list[Summary] = []
+    for _ in range(100):  # 100 failures held over 9.9 s: no summary yet
+        summaries += [s for out, _ in cycle(damper) for s in out]
+        clock.now += 0.099
+    assert summaries == []
+    clock.now = 100.0 + 10  # an interval after the first held failure
+    out, written = damper.admit("crash", "started")
+    assert (out, written) == ([Summary("crash", 100, 10.0, ERROR)], False)
+    assert out[0].text() == f"crash: failed 100 more times in the last 10 s, same error: {ERROR}"
+    for _ in range(5):
+        clock.now += 1
+        assert cycle(damper) == HOLD_ALL  # within the interval since that summary
+    clock.now += 5
+    out, _ = damper.admit("crash", "started")
+    assert out == [Summary("crash", 5, 9.0, ERROR)]  # held since the first after the summary
+
+
+def test_each_child_is_damped_and_summarised_on_its_own() -> None:
+    clock = Clock()
+    damper = CrashLoopDamper(keep=1, interval=10, clock=clock)
+    for _ in range(3):
+        cycle(damper, "a")
+        cycle(damper, "b", error="other")
+    assert damper.admit("c", "started") == ([], True)  # a quiet child is untouched
+    assert damper.admit(None, "root: shutting down") == ([], True)
+    clock.now += 10
+    out, written = damper.admit(None, "anything")  # any record lets due summaries out
+    assert out == [Summary("a", 2, 10.0, ERROR), Summary("b", 2, 10.0, "other")]
+    assert written
+
+
+def test_a_new_kind_of_record_is_written_after_the_summary_of_what_was_held() -> None:
+    clock, damper = looping(4)
+    clock.now += 1
+    assert damper.admit("crash", "gave up") == ([Summary("crash", 3, 1.0, ERROR)], True)
+    assert damper.flush() == []
+
+
+def test_a_different_error_starts_a_new_burst() -> None:
+    _, damper = looping(3)
+    out, written = damper.admit("crash", "failed", failure="exited with 2")
+    assert (out, written) == ([Summary("crash", 2, 0.0, ERROR)], True)
+    assert damper.admit("crash", "restart") == ([], True)  # the new burst's first lines
+    # lines the new burst has not shown yet are shown once, then it is held like the first
+    again = [([], True), ([], True), ([], False), ([], False)]
+    assert cycle(damper, error="exited with 2") == again
+    assert cycle(damper, error="exited with 2") == HOLD_ALL
+
+
+def test_a_pause_of_an_interval_ends_the_burst() -> None:
+    clock, damper = looping(2)
+    clock.now += 9.5  # restarts slower than the interval are not a flood
+    assert damper.admit("crash", "started") == ([], False)
+    clock.now += 0.5
+    assert damper.admit("crash", "started") == ([Summary("crash", 1, 10.0, ERROR)], True)
+    assert cycle(damper) == WRITE_ALL
+
+
+def test_flush_reports_what_is_still_held() -> None:
+    clock, damper = looping(3)
+    clock.now += 2
+    assert damper.flush() == [Summary("crash", 2, 2.0, ERROR)]
+    assert damper.flush() == []
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        CrashLoopDamper(keep=0)
+
+
+def supervisor_cycle(log: logbook.Logger, n: int) -> None:
+    """The records one restart of a crash loop makes, with the fields the supervisor gives them."""
+    where = {"path": "crash", "attempt": n}
+    log.info("{}: started (start {})", "crash", n, extra={"path": "crash"})
+    log.warning("{}[{}] {}", "crash", n, "boom", extra={**where, "stream": "stderr"})
+    log.error("{}: failed (start {}): {}", "crash", n, ERROR, extra={**where, "failure": ERROR})
+    log.info("{}: restart {} in {:.3f}s", "crash", n, 0.0, extra=where)
+
+
+@pytest.mark.parametrize("level", ["information", "verbose"])
+def test_the_handler_writes_the_first_cycles_and_a_summary(level: str) -> None:
+    clock = Clock()
+    stream = io.StringIO()
+    log = logbook.Logger("supervision")
+    with configure_logging(LoggingSpec(level=level), stream=stream, monotonic=clock):
+        for n in range(1, 501):
+            supervisor_cycle(log, n)
+            clock.now += 0.025  # 40 restarts a second
+        log.error("{}: gave up", "crash", extra={"path": "crash"})
+    lines = stream.getvalue().splitlines()
+    if level == "verbose":
+        assert len(lines) == 500 * 4 + 1  # every line
+        return
+    summaries = [line for line in lines if "more times" in line]
+    assert len(lines) == 3 * 4 - 1 + len(summaries) + 1
+    assert len(summaries) == 2  # 12.5 s of looping: one summary per 10 s, then the rest
+    held = [int(re.search(r"failed (\d+) more", line)[1]) for line in summaries]  # type: ignore[index]
+    assert sum(held) == 500 - 3
+    assert summaries[0].endswith(
+        f"crash: failed {held[0]} more times in the last 10 s, same error: {ERROR} [path=crash]"
+    )
+    assert "WARNING" in summaries[0]
+    assert lines[-1].endswith("crash: gave up [path=crash]")
+    assert "failure=" not in stream.getvalue()  # the error is in the message already
+
+
+def test_a_real_crash_loop_is_summed_up_and_the_journal_keeps_every_attempt(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        """
+        version: 1
+        supervisor:
+          backoff: {initial: 0s, max: 0s}
+          intensity: {max_restarts: 150, within: 60s}
+        jobs:
+          - name: crash
+            command: [sh, -c, "echo boom >&2; exit 1"]
+        """,
+    )
+    quiet = jobvisor("run", cwd=tmp_path)
+    assert quiet.returncode == 1, quiet.stderr
+    lines = quiet.stderr.splitlines()
+    assert len(lines) < 25, quiet.stderr
+    summaries = [line for line in lines if "more times" in line]
+    held = sum(int(re.search(r"failed (\d+) more", line)[1]) for line in summaries)  # type: ignore[index]
+    assert held == 151 - 3
+    assert "same error: command sh -c 'echo boom >&2; exit 1' exited with 1" in summaries[-1]
+    assert "crash: gave up" in lines[lines.index(summaries[-1]) + 1]
+    history = jobvisor("history", "crash", "--json", "--limit", "1000", cwd=tmp_path)
+    attempts = [row for row in json.loads(history.stdout) if row["type"] == "attempt"]
+    assert len(attempts) == 151
+    loud = jobvisor("run", "--log-level", "verbose", cwd=tmp_path)
+    assert loud.returncode == 1
+    assert sum("failed (start" in line for line in loud.stderr.splitlines()) == 151
+    assert "more times" not in loud.stderr

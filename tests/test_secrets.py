@@ -1,0 +1,222 @@
+"""Secrets never leak, whatever quoting carries them; control characters never reach a terminal.
+
+The masker is tested as a plain function over every escaping a value can
+pass through, then end to end: a real ``python cli.py run`` and a real
+daemon whose argv holds secrets with quotes, backslashes, newlines and
+non-ASCII text, checked in the log, ``run --json``, the journal and
+``status``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from test_cli import jobvisor, write
+from test_daemon import Running, start_daemon, stop_daemon
+
+from supervision._secrets import SecretMasker, printable, printable_json
+
+# Each one breaks a naive masker in its own way.
+HARD = (
+    "it's-secret",  # shell quoting rewrites the quote
+    'say "hi" now',  # JSON and repr escape the double quotes
+    "back\\slash\\path",  # every escaping doubles the backslash
+    "line-one\nline-two",  # repr and JSON write \n; the text log indents it
+    "pässwörd-ключ-密码",  # ascii() and JSON write \\u escapes
+    "both'and\"quotes",  # repr must escape one of the quotes
+)
+SHORT_IN_LONG = ("token-abcd", "token-abcd-and-more")  # one is a part of the other
+
+
+def escapings(value: str) -> dict[str, str]:
+    """Every way a value reaches a line: alone and inside a longer argv word or document."""
+    word = f"--key={value} tail"
+    quoted = shlex.join(["sh", "-c", "exit 3", value, word])
+    return {
+        "raw": value,
+        "shlex": quoted,
+        "repr": repr(word),
+        "repr-of-both": repr(word + "'\""),
+        "ascii": ascii(word),
+        "json": json.dumps(word),
+        "json-unicode": json.dumps(word, ensure_ascii=False),
+        "json-of-shlex": json.dumps(quoted),
+        "json-of-shlex-unicode": json.dumps(quoted, ensure_ascii=False),
+        "repr-of-shlex": repr(quoted),
+        "url": urllib.parse.quote(word, safe=""),
+        "url-plus": urllib.parse.quote_plus(word, safe=""),
+    }
+
+
+def pieces(value: str) -> list[str]:
+    """The parts of a value that must not show: itself and each of its lines."""
+    return [value, *(line for line in value.splitlines() if len(line) >= 4)]
+
+
+@pytest.mark.parametrize("value", HARD)
+def test_every_escaped_form_of_a_secret_is_masked(value: str) -> None:
+    masker = SecretMasker([value])
+    for how, text in escapings(value).items():
+        masked = masker.mask(text)
+        assert "***" in masked, how
+        for piece in pieces(value):
+            assert piece not in masked, how
+        # what the masker left is the surrounding text, escaped the same way
+        assert "tail" in masked or how in ("raw", "url", "url-plus"), how
+
+
+def test_the_shell_quoted_form_keeps_the_quotes_around_the_mask() -> None:
+    masker = SecretMasker(["it's-secret"])
+    assert masker.mask(shlex.join(["sh", "-c", "exit 3", "it's-secret"])) == "sh -c 'exit 3' '***'"
+
+
+def test_a_secret_inside_another_leaves_no_piece_of_either() -> None:
+    short, long = SHORT_IN_LONG
+    for masker in (SecretMasker([short, long]), SecretMasker([long, short])):
+        assert masker.mask(f"a {long} b {short} c") == "a *** b *** c"
+        assert masker.mask(json.dumps(f"x{long}")) == '"x***"'
+
+
+def test_overlapping_secrets_are_masked_as_one_stretch() -> None:
+    masker = SecretMasker(["alpha-beta", "beta-gamma"])
+    assert masker.mask("<alpha-beta-gamma>") == "<***>"
+
+
+def test_printable_escapes_terminal_controls_and_keeps_what_is_asked() -> None:
+    hostile = "ok\x1b[31mred\x1b]0;title\x07\x00nul\x9bcsi\u202eevil\r\tend\n"
+    shown = printable(hostile)
+    assert shown == "ok\\x1b[31mred\\x1b]0;title\\x07\\x00nul\\x9bcsi\\u202eevil\\x0d\tend\\x0a"
+    assert printable(hostile, keep="\t\n").endswith("\tend\n")
+    assert printable("plain ünïcode 密码") == "plain ünïcode 密码"
+    document = json.dumps({"line": hostile}, ensure_ascii=False)
+    safe = printable_json(document)
+    assert json.loads(safe) == {"line": hostile}
+    assert "\x9b" not in safe
+    assert "\u202e" not in safe
+
+
+SECRETS = {f"S{n}": value for n, value in enumerate(HARD + SHORT_IN_LONG)}
+
+
+def argv_manifest(tmp_path: Path, *, log: str = "") -> Path:
+    argv = ", ".join(f"{{secret: {{env: {name}}}}}" for name in SECRETS)
+    return write(
+        tmp_path,
+        f"""
+        version: 1
+        {log}
+        supervisor: {{intensity: {{max_restarts: 0}}}}
+        jobs:
+          - name: leak
+            command: [sh, -c, "exit 3", {argv}]
+        """,
+    )
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    for value in SECRETS.values():
+        for form in escapings(value).values():
+            for piece in pieces(form):
+                assert piece not in text, f"{where} shows a secret"
+
+
+def test_secrets_in_argv_never_reach_the_log_the_json_or_the_journal(tmp_path: Path) -> None:
+    argv_manifest(tmp_path, log="logging: {level: verbose, file: jv.jsonl, format: json}")
+    text_run = jobvisor("run", "--json", "--log-file", "-", cwd=tmp_path, env=SECRETS)
+    assert text_run.returncode == 1, text_run.stderr
+    assert "failed (start 1): command sh -c 'exit 3' '***'" in text_run.stderr
+    json_run = jobvisor("run", "--json", cwd=tmp_path, env=SECRETS)
+    assert json_run.returncode == 1, json_run.stderr
+    error = json.loads(json_run.stdout)["children"][0]["last_exit"]["error"]
+    assert error.startswith("command sh -c 'exit 3' '***'")
+    history = jobvisor("history", "--json", cwd=tmp_path)
+    assert history.returncode == 0, history.stderr
+    assert any(row.get("error") for row in json.loads(history.stdout))
+    logged = (tmp_path / "jv.jsonl").read_text(encoding="utf-8")
+    assert "***" in logged
+    journal = b"".join(p.read_bytes() for p in (tmp_path / ".jobvisor").glob("journal.sqlite3*"))
+    for where, text in (
+        ("the text log", text_run.stderr),
+        ("run --json", text_run.stdout + json_run.stdout),
+        ("the JSON log", logged),
+        ("history", history.stdout),
+        ("the journal file", journal.decode("utf-8", "replace")),
+    ):
+        assert_no_secret(text, where)
+
+
+def test_secrets_in_argv_never_reach_the_daemon_status(tmp_path: Path) -> None:
+    argv = ", ".join(f"{{secret: {{env: {name}}}}}" for name in SECRETS)
+    running = start_daemon(
+        tmp_path,
+        f"""
+        version: 1
+        supervisor: {{intensity: {{max_restarts: 0}}}}
+        jobs:
+          - name: leak
+            command: [sh, -c, "exit 3", {argv}]
+        """,
+        env_extra=SECRETS,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while (node := running.nodes()["leak"])["last_exit"] is None:
+            assert time.monotonic() < deadline, "the job never ended"
+        table = running.cli("status")
+    finally:
+        stderr = stop_daemon_output(running)
+    assert node["last_exit"]["error"].startswith("command sh -c 'exit 3' '***'")
+    assert_no_secret(json.dumps(node), "status --json")
+    assert_no_secret(table.stdout, "status")
+    assert_no_secret(stderr, "the daemon's log")
+
+
+def stop_daemon_output(running: Running) -> str:
+    """Stop the daemon gracefully; return what it logged."""
+    running.proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = running.proc.communicate(timeout=30)
+    finally:
+        stop_daemon(running)  # kills it if it did not stop, and closes its notify socket
+    assert running.proc.returncode == 0, stderr
+    return stderr
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_jobs_control_characters_never_reach_the_log(tmp_path: Path, fmt: str) -> None:
+    write(
+        tmp_path,
+        f"""
+        version: 1
+        logging: {{level: information, format: {fmt}}}
+        jobs:
+          - name: noisy
+            command: [printf, "a\\\\033[31mred\\\\033]0;pwned\\\\007\\\\000nul\\\\302\\\\233csi\\\\r|\\\\n"]
+        """,
+    )
+    out = jobvisor("run", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for control in ("\x1b", "\x07", "\x00", "\x9b", "\r"):
+        assert control not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if "pwned" in line]
+    assert len(lines) == 1, out.stderr
+    if fmt == "text":
+        assert "a\\x1b[31mred\\x1b]0;pwned\\x07\\x00nul\\x9bcsi\\x0d|" in lines[0]
+    else:
+        assert json.loads(lines[0])["message"].endswith(
+            "a\x1b[31mred\x1b]0;pwned\x07\x00nul\x9bcsi\r|"
+        )
+
+
+def test_explain_masks_secrets_in_argv(tmp_path: Path) -> None:
+    argv_manifest(tmp_path)
+    out = jobvisor("validate", "--explain", cwd=tmp_path, env=SECRETS)
+    assert out.returncode == 0, out.stderr
+    assert "command sh -c 'exit 3' '***'" in out.stdout
+    assert_no_secret(out.stdout + out.stderr, "validate --explain")

@@ -1,0 +1,235 @@
+"""What a person sees on a terminal: the progress line never shares a line with a log record,
+and the final table fits the terminal's width.
+
+The progress test runs a real ``python cli.py run`` with its stderr on a
+pseudo-terminal and replays the captured bytes through a small terminal
+model (carriage return, erase-line, newline), checking the screen a person
+would read.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import struct
+import subprocess
+import termios
+import time
+from pathlib import Path
+
+import pytest
+from test_cli import CLI, ROOT, jobvisor, write
+
+from supervision._table import summary_table
+
+RECORD = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.+-]+ (TRACE|DEBUG|INFO|NOTICE|WARNING|ERROR|CRITICAL) ")
+PROGRESS = re.compile(r"\[\d\d:\d\d:\d\d\] \d+ \w+")
+
+
+def screen(raw: str) -> tuple[list[str], str]:
+    """Replay terminal output: the lines that scrolled up, and the line the cursor is on."""
+    done: list[str] = []
+    line: list[str] = []
+    col = 0
+    i = 0
+    while i < len(raw):
+        if raw.startswith("\x1b[K", i):
+            del line[col:]
+            i += 3
+            continue
+        char = raw[i]
+        i += 1
+        if char == "\r":
+            col = 0
+        elif char == "\n":
+            done.append("".join(line))
+            line, col = [], 0
+        else:
+            if col < len(line):
+                line[col] = char
+            else:
+                line.append(char)
+            col += 1
+    return done, "".join(line)
+
+
+def run_on_a_terminal(cwd: Path, columns: int = 80) -> tuple[str, str, int]:
+    """``jobvisor run`` with stderr on a pty of ``columns``; its stderr bytes, stdout, exit code."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "COLUMNS")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        [*CLI, "run"],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 60
+    try:
+        # Read until the process has exited and the terminal holds nothing more. Not until
+        # EIO: under gevent the parent may keep a copy of the terminal's other end open.
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every writer closed the terminal
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            elif proc.poll() is not None:
+                break
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return b"".join(chunks).decode("utf-8", "replace"), stdout, proc.returncode
+
+
+def test_log_records_never_share_a_line_with_the_progress(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - name: chatty
+            command: [sh, -c, "for i in $(seq 40); do echo line $i; sleep 0.05; done"]
+          - name: slow
+            command: [sh, -c, "sleep 1.5"]
+        """,
+    )
+    raw, stdout, code = run_on_a_terminal(tmp_path)
+    assert code == 0, raw
+    assert len(PROGRESS.findall(raw)) >= 2, raw  # the progress was drawn while records came
+    lines, last = screen(raw)
+    records = [line for line in lines if line]
+    assert sum("chatty[1] line" in line for line in records) == 40
+    for line in records:
+        assert RECORD.match(line), f"a record shares its line with the progress: {line!r}"
+    assert last == ""  # the progress is cleared at the end
+    assert "PATH" in stdout
+
+
+def test_the_progress_line_fits_a_narrow_terminal(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        """
+        version: 1
+        logging: {level: error}
+        jobs:
+          - name: slow
+            command: [sh, -c, "sleep 1.2"]
+        """
+        + "".join(
+            f"""
+          - name: svc-{n}
+            service: true
+            command: [sh, -c, "sleep 30"]
+            """
+            if n % 2
+            else f"""
+          - name: once-{n}
+            command: [sh, -c, "sleep 0.{n}"]
+            """
+            for n in range(3, 9)
+        ),
+    )
+    raw, _, code = run_on_a_terminal(tmp_path, columns=24)
+    assert code == 0, raw
+    drawn = [part for part in raw.split("\r\x1b[K") if part]
+    assert drawn, raw
+    assert all(len(part) < 24 for part in drawn), drawn
+
+
+def node(path: str, error: str | None) -> dict[str, object]:
+    return {
+        "name": path,
+        "path": path,
+        "kind": "command",
+        "state": "gave_up",
+        "starts": 4,
+        "restarts": 3,
+        "failures": 4,
+        "last_exit": None
+        if error is None
+        else {"outcome": "failed", "code": 3, "error": error, "at": 0.0},
+    }
+
+
+LONG = "command sh -c 'echo cannot reach smtp.invalid; exit 3' exited with 3 after 2 tries"
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_the_summary_table_fits_the_terminal_width(width: int) -> None:
+    doc = {"children": [node("mailer", LONG), node("report-daily", LONG), node("ok", None)]}
+    table = summary_table(doc, width=width)
+    lines = table.splitlines()
+    assert all(len(line) <= width for line in lines), table
+    # the last column wraps under itself, and nothing of it is lost
+    start = lines[0].index("LAST EXIT")
+    assert all(not line[:start].strip() for line in lines if not line[:1].strip()), table
+    text = " ".join(line[start:].strip() for line in lines[1:])
+    assert "smtp.invalid; exit 3' exited with 3 after 2 tries" in text
+
+
+def test_on_a_narrow_terminal_the_last_column_goes_below_its_row() -> None:
+    doc = {"children": [node("a-much-longer-job-name", LONG)]}
+    lines = summary_table(doc, width=60).splitlines()
+    assert lines[0].rstrip().endswith("FAILURES")
+    assert lines[1] == "    LAST EXIT"
+    assert lines[2].startswith("a-much-longer-job-name  command")
+    assert all(line.startswith("    ") and len(line) <= 60 for line in lines[3:])
+    assert "exited with 3 after 2 tries" in " ".join(lines[3:])
+
+
+def test_the_summary_table_escapes_control_characters_and_masks() -> None:
+    doc = {"children": [node("x", "boom \x1b]0;pwned\x07 token-abcd")]}
+    table = summary_table(doc, lambda text: text.replace("token-abcd", "***"), width=200)
+    assert "\x1b" not in table
+    assert "\x07" not in table
+    assert "boom \\x1b]0;pwned\\x07 ***" in table
+
+
+def test_without_a_width_the_table_is_not_wrapped() -> None:
+    doc = {"children": [node("mailer", LONG)]}
+    assert LONG in summary_table(doc, width=None)
+
+
+def test_a_jobs_error_with_control_characters_is_escaped_everywhere_it_is_shown(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "hostile.py").write_text(
+        "def run():\n    raise RuntimeError('boom \\x1b]0;pwned\\x07 \\x1b[2J done')\n"
+    )
+    write(
+        tmp_path,
+        """
+        version: 1
+        supervisor: {intensity: {max_restarts: 0}}
+        jobs:
+          - name: hostile
+            python: "hostile:run"
+        """,
+    )
+    run = jobvisor("run", cwd=tmp_path)
+    history = jobvisor("history", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert history.returncode == 0, history.stderr
+    for where, text in (
+        ("the log", run.stderr),
+        ("the table", run.stdout),
+        ("history", history.stdout),
+    ):
+        assert "boom \\x1b]0;pwned\\x07 \\x1b[2J done" in text, where
+        assert "\x1b" not in text, where
+        assert "\x07" not in text, where
