@@ -6,13 +6,15 @@ import importlib
 import inspect
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from actors._errors import JobFailure, SpecError
+from actors._checks import key_field, need, need_key
+from actors._errors import JobFailure
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from actors._job import Attempt
 
@@ -72,10 +74,19 @@ class PythonWork:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.target, str) or not _TARGET.match(self.target):
-            raise SpecError(
-                f"python target must look like 'package.module:function', got {self.target!r}"
-            )
+        ok = isinstance(self.target, str) and bool(_TARGET.fullmatch(self.target))
+        need(ok, "python", "a target like 'package.module:function'", self.target)
+        need(isinstance(self.args, list | tuple), "args", "a list of arguments", self.args)
+        object.__setattr__(self, "args", tuple(self.args))
+        need(
+            isinstance(self.kwargs, Mapping),
+            "kwargs",
+            "a mapping of keyword arguments",
+            self.kwargs,
+        )
+        for key in self.kwargs:
+            ok = isinstance(key, str) and key.isidentifier()
+            need_key(ok, key_field("kwargs", key), "a keyword argument name", key)
 
     def run(self, attempt: Attempt) -> int | None:
         del attempt
