@@ -201,7 +201,7 @@ class CommandWork:
 
     def describe(self) -> str:
         if self.shell is not None:
-            return shlex.join(("sh", "-c", self.shell))
+            return self.shell  # as the user wrote it: re-quoting it as sh -c '...' hides it
         return shlex.join(self.argv)
 
     def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool:
