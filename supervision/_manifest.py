@@ -8,27 +8,9 @@ other exception escapes for any manifest.
 
 Rules this module decides where SPEC §3 is silent:
 
-- ``${NAME}`` is replaced from the environment in every string *value*
-  (mapping keys are names and stay as written); ``${NAME:-fallback}`` gives a
-  fallback; ``$${`` writes a literal ``${``. Any other ``${...}`` is an error.
-  A count, number or flag written as ``${NAME}`` is read from the text.
-- ``{secret: {env: NAME}}`` / ``{secret: {file: PATH}}`` (a mapping whose only
-  key is ``secret``) is replaced by the secret's value; a file is read as
-  UTF-8, relative to the manifest's directory, without one trailing newline.
-  Secret values are collected in ``Manifest.secrets`` and shown as ``***``
-  in every issue and in ``explain()``.
-- ``defaults`` holds job fields for every job at any depth unless the job sets
-  them. Each key merges shallowly (the job's value replaces the default),
-  except ``env`` and ``http.headers``, whose entries merge (the job's entry
-  wins; other ``http`` keys merge shallowly too). A default applies only
-  where it can: ``env``/``cwd`` to command jobs, ``args``/``kwargs`` to python
-  jobs, ``service`` to command and python jobs, ``ready`` to services,
-  ``stop.signal`` to command jobs, a default ``command``/``http``/``python``
-  only to a job that names no kind of its own, and the run mode keys
-  (``service``/``every``/``cron``/``times``) only to a job that sets none of
-  ``service``, ``every`` or ``cron``. ``name`` and ``depends_on`` cannot be
-  defaults. Problems in an inherited value are reported once, at
-  ``defaults.KEY``.
+- ``${NAME}`` and secrets: see ``_resolve``; a count, number or flag written
+  as ``${NAME}`` is read from the text.
+- ``defaults``: see ``_defaults``.
 - Every group has its own policy with the documented defaults; the root's
   ``supervisor:`` is not inherited by groups.
 - ``depends_on`` names siblings (jobs or groups); a replicated name means all
@@ -46,23 +28,19 @@ import difflib
 import importlib
 import importlib.util
 import os
-import re
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from actors import PythonWork, RetrySpec, RetryWait, Schedule, SpecError
+from actors import PythonWork, RetrySpec, RetryWait, Schedule
+from supervision._defaults import FOR_KINDS, JOB_KEYS, KINDS, Defaults
 from supervision._issues import (
     TEXT_NAME,
     Issue,
     ManifestError,
     Merged,
-    Text,
     join,
-    mask,
-    show,
-    unknown_key,
 )
 from supervision._policy import (
     Backoff,
@@ -73,10 +51,11 @@ from supervision._policy import (
     RestartType,
     Strategy,
 )
+from supervision._reader import BAD, Bad, Reader, V, entries_of, plain
 from supervision._resolve import Resolver
+from supervision._siblings import Entry, check_dependencies, check_names, replica_names
 from supervision._spec import (
     DEFAULT_GRACE,
-    NAME,
     PLACEMENTS,
     BreakerSpec,
     ChildSpec,
@@ -86,16 +65,13 @@ from supervision._spec import (
     SupervisorSpec,
 )
 from supervision._units import (
-    BARE_NUMBER,
-    DURATION_HINT,
-    SIZE_HINT,
     parse_duration,
     parse_size,
 )
 from supervision._yaml import read_yaml
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "Issue",
@@ -228,25 +204,6 @@ def _cwd() -> Path:
 # -- the parser ------------------------------------------------------------------------------------
 
 
-class _V(NamedTuple):
-    """A value of the manifest with where it is: its path and line."""
-
-    value: Any
-    path: str
-    line: int | None
-
-
-class _Bad:
-    """The result of a value that was reported as an issue."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<bad>"
-
-
-BAD: Final = _Bad()
-
 # fmt: off
 _TOP_KEYS: Final = (
     "version", "runtime", "state_dir", "logging", "defaults", "supervisor", "breakers", "cluster",
@@ -254,31 +211,12 @@ _TOP_KEYS: Final = (
 )
 _POLICY_KEYS: Final = ("strategy", "intensity", "backoff", "on_exhausted", "cooldown")
 _GROUP_KEYS: Final = ("group", *_POLICY_KEYS, "restart", "jobs")
-_KINDS: Final = ("command", "http", "python")
-_MODES: Final = ("service", "every", "cron")
-_JOB_KEYS: Final = (
-    "name", *_KINDS, "args", "kwargs", "cwd", "env", "service", "every", "times", "cron",
-    "timeout", "retry", "breaker", "restart", "replicas", "depends_on", "ready", "stop",
-    "placement",
-)
 _HTTP_KEYS: Final = (
     "method", "url", "headers", "params", "json", "body", "timeout", "expect_status",
 )
 # fmt: on
 _HTTP_PLAIN: Final = ("url", "method", "json", "body")  # passed to the spec as written
-_OWN_ONLY: Final = ("name", "depends_on")
-_FOR_KINDS: Final = {
-    "env": ("command",),
-    "cwd": ("command",),
-    "args": ("python",),
-    "kwargs": ("python",),
-    "service": ("command", "python"),
-}
 _KIND_NOUN: Final = {"command": "a command job", "http": "an http job", "python": "a python job"}
-_TRUE: Final = ("true", "yes", "on")
-_FALSE: Final = ("false", "no", "off")
-# A field of a SpecError: ``http.url``, ``command[1]``, ``env['A B']``.
-_FIELD_PART = re.compile(r"""\[(\d+)\]|\[('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\]|\.?([^.\[]+)""")
 # A secret in argv works, but every local user can read it:
 _ARGV_WARNING: Final = (
     "a secret in a command's argv can be read by every local user (ps, /proc/PID/cmdline); "
@@ -286,280 +224,26 @@ _ARGV_WARNING: Final = (
 )
 
 
-@dataclass(slots=True)
-class _Entry:
-    """A child of a supervisor, read but not yet built: it needs its siblings' names first."""
-
-    name: str | None
-    v: _V  # the list item
-    name_v: _V  # where its name is written
-    names: tuple[str, ...]  # the children it becomes (replicas expanded)
-    deps: list[_V]  # depends_on items, each a str value
-    deps_at: _V | None  # where depends_on is written
-    build: Callable[[tuple[str, ...]], list[ChildSpec]]
-
-
-class _Parser:
-    """One pass over manifest data that collects issues instead of raising."""
+class _Parser(Reader):
+    """One pass over manifest data: the schema walk, collecting issues instead of raising."""
 
     def __init__(self, env: Mapping[str, str], base_dir: Path, file: str | None) -> None:
+        super().__init__(file)
         self.base_dir = base_dir
-        self.file = file
-        self.issues: list[Issue] = []
-        self.warnings: list[Issue] = []
-        self._seen: set[tuple[str, int | None, str]] = set()
         self.resolver = Resolver(env, base_dir, self._add_at, self._warn_at)
         self.secrets = self.resolver.secrets
         self.runtime = "threads"
         self.breakers: dict[str, BreakerSpec] = {}
         self.breaker_names: list[str] = []
-        self.defaults: dict[str, _V] = {}
-        self.used_defaults: set[str] = set()
+        self.defaults = Defaults()
         self._ray: bool | None = None
-
-    # -- issues ----------------------------------------------------------------------------------
-
-    def add(self, at: _V, message: str) -> None:
-        self._add_at(at.path, at.line, message)
-
-    def _add_at(self, path: str, line: int | None, message: str) -> None:
-        key = (path, line, message)
-        if key not in self._seen:  # an inherited default is reported once, not per job
-            self._seen.add(key)
-            self.issues.append(Issue(path, line, message, self.file))
-
-    def _warn_at(self, path: str, line: int | None, message: str) -> None:
-        key = (path, line, "warning: " + message)
-        if key not in self._seen:
-            self._seen.add(key)
-            self.warnings.append(Issue(path, line, message, self.file))
-
-    def expected(self, at: _V, what: str, *, hint: str = "") -> _Bad:
-        self.add(at, f"expected {what}, got {show(at.value)}{hint}")
-        return BAD
-
-    def missing(self, parent: _V, key: str, what: str) -> _Bad:
-        self.add(_V(None, join(parent.path, key), parent.line), f"expected {what}, got nothing")
-        return BAD
-
-    def final_issues(self, issues: list[Issue] | None = None) -> list[Issue]:
-        ordered = sorted(
-            self.issues if issues is None else issues, key=lambda i: (i.line is None, i.line or 0)
-        )
-        secrets = sorted(self.secrets, key=len, reverse=True)
-        return [Issue(i.path, i.line, mask(i.message, secrets), i.file, i.column) for i in ordered]
-
-    def build(self, at: _V, cls: Callable[..., T], prefix: str = "", **kwargs: Any) -> T | _Bad:
-        """``cls(**kwargs)``; each ``SpecError`` becomes an issue at the field it names.
-
-        ``at`` is the mapping the spec is read from and ``prefix`` the name its
-        fields start with (``backoff`` for ``backoff.max``). The spec reports
-        its first bad field; that field is then left to its default and the
-        spec built again, so that every bad field of one mapping is reported,
-        but none that only follows from one reported.
-        """
-        dropped: set[str] = set()
-        while True:
-            try:
-                return cls(**kwargs)
-            except SpecError as exc:
-                if dropped and _names_any(exc, dropped):
-                    return BAD
-                self.report(at, exc, prefix)
-                key = next((p for p in _field_parts(exc.field) if p in kwargs), None)
-                if not isinstance(key, str) or key in dropped:
-                    return BAD
-                dropped.add(key)
-                del kwargs[key]
-            except Exception as exc:
-                if not dropped:
-                    self.add(at, f"invalid: {type(exc).__name__}: {exc}")
-                return BAD
-
-    def report(self, at: _V, exc: SpecError, prefix: str = "") -> None:
-        """Add ``exc`` as an issue at the value its field names, shown as the manifest wrote it."""
-        if not exc.expected:
-            self.add(at, f"invalid: {exc}")
-            return
-        where, rest = self._locate(at, exc.field, prefix)
-        if rest and exc.other is not None:
-            other_where, other_rest = self._locate(at, exc.other.field, prefix)
-            if not other_rest:  # the problem told at the field the user wrote
-                where, rest, exc = other_where, other_rest, exc.other
-        expected, hint = exc.expected, ""
-        if exc.about is not None:
-            shown = exc.about
-        elif rest:
-            if len(rest) == 1 and _entries(where) is not None:
-                self.missing(where, str(rest[0]), expected)
-                return
-            shown = exc.shown
-        else:
-            shown = show(where.value)
-            expected, hint = _hints(expected, where.value)
-        self.add(where, f"expected {expected}, got {shown}{hint}")
-
-    def _locate(self, at: _V, field: str, prefix: str) -> tuple[_V, list[str | int]]:
-        """The value ``field`` names under ``at`` (named ``prefix``), and the parts not written."""
-        parts = _field_parts(field)
-        skip = _field_parts(prefix)
-        if parts[: len(skip)] == skip:
-            del parts[: len(skip)]
-        while parts:
-            part = parts[0]
-            entries = _entries(at)
-            if entries is not None and part in entries:  # a key, an int key too
-                at = entries[part]
-            elif isinstance(part, int) and isinstance(at.value, list) and part < len(at.value):
-                lines = getattr(at.value, "lines", [])
-                line = lines[part] if part < len(lines) else at.line
-                at = _V(at.value[part], f"{at.path}[{part}]", line)
-            else:
-                break
-            parts.pop(0)
-        return at, parts
-
-    # -- generic readers: YAML values converted, never judged (the specs do that) ----------------
-
-    def fields(
-        self, v: _V, allowed: Sequence[str], what: str, *, null_ok: bool = True
-    ) -> dict[str, _V] | None:
-        """The entries of a mapping with only ``allowed`` keys; unknown keys are issues."""
-        if v.value is None and null_ok:
-            return {}
-        entries = _entries(v)
-        if entries is None:
-            self.expected(v, what)
-            return None
-        out: dict[str, _V] = {}
-        for key, item in entries.items():
-            if isinstance(key, str) and key in allowed:
-                out[key] = item
-            else:
-                self.add(_V(key, item.path, item.line), unknown_key(key, allowed))
-        return out
-
-    @staticmethod
-    def count(v: _V) -> Any:
-        """An int; a count written as ``${NAME}`` is read from its text."""
-        value = v.value
-        if isinstance(value, Text) and re.fullmatch(r"\s*[+-]?\d{1,18}\s*", value):
-            return int(value)
-        return value
-
-    @staticmethod
-    def number(v: _V) -> Any:
-        """A float for a number (or a number written as ``${NAME}``); anything else as it is."""
-        value = v.value
-        if isinstance(value, Text) and BARE_NUMBER.fullmatch(value):
-            value = float(value)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            try:
-                return float(value)
-            except OverflowError:
-                return value
-        return value
-
-    @staticmethod
-    def duration(v: _V) -> Any:
-        """Seconds for ``30s``, ``1h30m`` or a number; anything else as it is, for the spec."""
-        try:
-            return parse_duration(v.value)
-        except SpecError:
-            return v.value
-
-    @staticmethod
-    def size(v: _V) -> Any:
-        """Bytes for ``10MiB`` or a number; anything else as it is, for the spec to refuse."""
-        try:
-            return parse_size(v.value)
-        except SpecError:
-            return v.value
-
-    @staticmethod
-    def flag(v: _V) -> Any:
-        """A bool; a flag written as ``${NAME}`` is read from its text."""
-        value = v.value
-        if isinstance(value, Text) and value.strip().lower() in (*_TRUE, *_FALSE):
-            return value.strip().lower() in _TRUE
-        return value
-
-    def choice(self, v: _V, choices: Sequence[str]) -> str | _Bad:
-        value = v.value
-        if isinstance(value, str) and value in choices:
-            return str(value)
-        hint = ""
-        if isinstance(value, str):
-            lower = {choice.lower(): choice for choice in choices}
-            close = difflib.get_close_matches(value.lower(), lower, n=1)
-            hint = f" (did you mean {lower[close[0]]!r}?)" if close else ""
-        return self.expected(v, "one of " + ", ".join(choices), hint=hint)
-
-    def text(self, v: _V, what: str = "a non-empty string") -> str | _Bad:
-        value = v.value
-        if not isinstance(value, str) or not value.strip() or "\0" in value:
-            return self.expected(v, what)
-        return str(value)
-
-    def scalar_text(self, v: _V, what: str = "a string") -> str | _Bad:
-        """A string; a number is taken as its text (``PORT: 8080``), a bool is not."""
-        value = v.value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        if not isinstance(value, str) or "\0" in value:
-            hint = " (quote it)" if isinstance(value, bool) else ""
-            return self.expected(v, what, hint=hint)
-        return str(value)
-
-    def name(self, v: _V, what: str) -> str | _Bad:
-        value = v.value
-        if not isinstance(value, str) or not NAME.fullmatch(value):
-            return self.expected(v, f"{what} made of letters, digits, '_', '.' or '-'")
-        return str(value)
-
-    def items(self, v: _V, what: str, *, single_ok: bool = False) -> list[_V] | None:
-        """The items of a list (a lone scalar counts as a list of one when ``single_ok``)."""
-        value = v.value
-        if single_ok and isinstance(value, str | int) and not isinstance(value, bool):
-            return [v]
-        if not isinstance(value, list):
-            self.expected(v, what)
-            return None
-        lines = getattr(value, "lines", None)
-        return [
-            _V(item, f"{v.path}[{i}]", lines[i] if lines and i < len(lines) else v.line)
-            for i, item in enumerate(value)
-        ]
-
-    def str_map(self, v: _V, what: str) -> dict[Any, str] | _Bad:
-        """A mapping's values as text; its names are the spec's to check."""
-        entries = self.fields_any(v, what)
-        if entries is None:
-            return BAD
-        out: dict[Any, str] = {}
-        bad = False
-        for key, item in entries.items():
-            value = self.scalar_text(item)
-            if isinstance(value, _Bad):
-                bad = True
-            else:
-                out[key] = value
-        return BAD if bad else out
-
-    def fields_any(self, v: _V, what: str) -> dict[Any, _V] | None:
-        if v.value is None:
-            return {}
-        entries = _entries(v)
-        if entries is None:
-            self.expected(v, what)
-        return entries
 
     # -- the document ----------------------------------------------------------------------------
 
     def manifest(self, data: Any, path: Path | None, line: int | None) -> Manifest | None:
         if isinstance(data, _FromYaml):
             data = data.data
-        root = _V(self.resolver.resolve(data, "", line), "", line)
+        root = V(self.resolver.resolve(data, "", line), "", line)
         if self.resolver.bounded:  # whatever follows would only describe the cut
             return None
         what = "a mapping with version and jobs"
@@ -575,10 +259,10 @@ class _Parser:
         if "breakers" in top:
             self.read_breakers(top["breakers"])
         if "defaults" in top:
-            self.read_defaults(top["defaults"])
+            self.defaults.read(self, top["defaults"])
         spec = self.root(root, top)
         self.check_unused_defaults()
-        if self.issues or isinstance(logging, _Bad) or isinstance(spec, _Bad):
+        if self.issues or isinstance(logging, Bad) or isinstance(spec, Bad):
             return None
         return Manifest(
             path=path,
@@ -593,7 +277,7 @@ class _Parser:
             warnings=tuple(self.final_issues(self.warnings)),
         )
 
-    def header(self, root: _V, top: dict[str, _V]) -> Path:
+    def header(self, root: V, top: dict[str, V]) -> Path:
         """Check version and runtime; return the state directory."""
         version = top.get("version")
         if version is None:
@@ -609,7 +293,7 @@ class _Parser:
                 return self.base_dir / Path(state).expanduser()
         return self.base_dir / ".jobvisor"
 
-    def root(self, root: _V, top: dict[str, _V]) -> SupervisorSpec | _Bad:
+    def root(self, root: V, top: dict[str, V]) -> SupervisorSpec | Bad:
         strategy, policy = Strategy.ONE_FOR_ONE, RestartPolicy()
         if "supervisor" in top:
             sup = self.fields(top["supervisor"], _POLICY_KEYS, "a mapping of restart policy fields")
@@ -624,7 +308,7 @@ class _Parser:
             root, SupervisorSpec, name="root", strategy=strategy, policy=policy, children=children
         )
 
-    def logging(self, v: _V) -> LoggingSpec | _Bad:
+    def logging(self, v: V) -> LoggingSpec | Bad:
         f = self.fields(v, ("level", "file", "rotate", "format"), "a mapping of logging fields")
         if f is None:
             return BAD
@@ -635,14 +319,14 @@ class _Parser:
             kwargs["format"] = f["format"].value
         if "file" in f and f["file"].value is not None:
             file = self.text(f["file"], "a log file path")
-            if not isinstance(file, _Bad):
+            if not isinstance(file, Bad):
                 file = str(self.base_dir / Path(file).expanduser())
             kwargs["file"] = file
         if "rotate" in f and f["rotate"].value is not None:
             kwargs["rotate"] = self.rotate(f["rotate"])
         return self.finish(v, LoggingSpec, kwargs, "logging")
 
-    def rotate(self, v: _V) -> RotateSpec | _Bad:
+    def rotate(self, v: V) -> RotateSpec | Bad:
         f = self.fields(v, ("max_bytes", "backups", "when"), "a mapping of rotation fields")
         if f is None:
             return BAD
@@ -655,18 +339,18 @@ class _Parser:
             kwargs["when"] = f["when"].value
         return self.build(v, RotateSpec, "rotate", **kwargs)
 
-    def cluster(self, v: _V) -> str | None:
+    def cluster(self, v: V) -> str | None:
         f = self.fields(v, ("address",), "a mapping with address")
         if not f or "address" not in f or f["address"].value is None:
             return None
         address = self.text(f["address"], "a Ray cluster address like ray://host:10001 or auto")
         return address if isinstance(address, str) else None
 
-    def read_breakers(self, v: _V) -> None:
+    def read_breakers(self, v: V) -> None:
         entries = self.fields_any(v, "a mapping of breaker names to their settings")
         for key, item in (entries or {}).items():
-            name = self.name(_V(key, item.path, item.line), "a breaker name")
-            if isinstance(name, _Bad):
+            name = self.name(V(key, item.path, item.line), "a breaker name")
+            if isinstance(name, Bad):
                 continue
             self.breaker_names.append(name)
             f = self.fields(
@@ -684,31 +368,17 @@ class _Parser:
             if "half_open_max_calls" in f:
                 kwargs["half_open_max_calls"] = self.count(f["half_open_max_calls"])
             spec = self.build(item, BreakerSpec, **kwargs)
-            if not isinstance(spec, _Bad):
+            if not isinstance(spec, Bad):
                 self.breakers[name] = spec
-
-    def read_defaults(self, v: _V) -> None:
-        allowed = [key for key in _JOB_KEYS if key not in _OWN_ONLY]
-        entries = self.fields_any(v, "a mapping of job fields shared by every job")
-        for key, item in (entries or {}).items():
-            if key in _OWN_ONLY:
-                self.add(
-                    item, f"expected job fields shared by every job, got {key} (each job's own)"
-                )
-            elif isinstance(key, str) and key in allowed:
-                self.defaults[key] = item
-            else:
-                self.add(_V(key, item.path, item.line), unknown_key(key, allowed))
 
     def check_unused_defaults(self) -> None:
         """Check the defaults no job inherited, so that no bad value goes unreported."""
-        for key, v in self.defaults.items():
-            if key not in self.used_defaults:
-                self.job_field(key, v)
+        for key, v in self.defaults.unused():
+            self.job_field(key, v)
 
     # -- policies --------------------------------------------------------------------------------
 
-    def policy(self, f: dict[str, _V]) -> tuple[Strategy, RestartPolicy]:
+    def policy(self, f: dict[str, V]) -> tuple[Strategy, RestartPolicy]:
         strategy = Strategy.ONE_FOR_ONE
         if "strategy" in f:
             value = self.choice(f["strategy"], [s.value for s in Strategy])
@@ -723,10 +393,10 @@ class _Parser:
             kwargs["on_exhausted"] = OnExhausted(value) if isinstance(value, str) else value
         if "cooldown" in f:
             kwargs["cooldown"] = self.cooldown(f["cooldown"])
-        good = {k: value for k, value in kwargs.items() if not isinstance(value, _Bad)}
+        good = {k: value for k, value in kwargs.items() if not isinstance(value, Bad)}
         return strategy, RestartPolicy(**good)
 
-    def intensity(self, v: _V) -> Intensity | _Bad:
+    def intensity(self, v: V) -> Intensity | Bad:
         f = self.fields(v, ("max_restarts", "within"), "a mapping with max_restarts and within")
         if f is None:
             return BAD
@@ -737,13 +407,13 @@ class _Parser:
             kwargs["within"] = self.duration(f["within"])
         return self.build(v, Intensity, "intensity", **kwargs)
 
-    def backoff(self, v: _V) -> Backoff | _Bad:
+    def backoff(self, v: V) -> Backoff | Bad:
         f = self.fields(
             v, ("initial", "max", "multiplier", "jitter"), "a mapping of backoff fields"
         )
         return BAD if f is None else self.build(v, Backoff, "backoff", **self.growth(f))
 
-    def growth(self, f: dict[str, _V]) -> dict[str, Any]:
+    def growth(self, f: dict[str, V]) -> dict[str, Any]:
         """``initial``, ``max``, ``multiplier`` and ``jitter`` of a backoff or a retry wait."""
         kwargs: dict[str, Any] = {}
         for key in ("initial", "max"):
@@ -754,7 +424,7 @@ class _Parser:
                 kwargs[key] = self.number(f[key])
         return kwargs
 
-    def cooldown(self, v: _V) -> CooldownPolicy | _Bad:
+    def cooldown(self, v: V) -> CooldownPolicy | Bad:
         f = self.fields(
             v,
             ("duration", "probation", "multiplier", "max", "max_cycles"),
@@ -773,23 +443,23 @@ class _Parser:
         return self.build(v, CooldownPolicy, "cooldown", **kwargs)
 
     def finish(
-        self, v: _V, cls: Callable[..., T], kwargs: dict[str, Any], prefix: str = ""
-    ) -> T | _Bad:
+        self, v: V, cls: Callable[..., T], kwargs: dict[str, Any], prefix: str = ""
+    ) -> T | Bad:
         """``build``, unless a value was reported already (a nested spec that failed)."""
-        if any(isinstance(value, _Bad) for value in kwargs.values()):
+        if any(isinstance(value, Bad) for value in kwargs.values()):
             return BAD
         return self.build(v, cls, prefix, **kwargs)
 
     # -- children --------------------------------------------------------------------------------
 
-    def children(self, v: _V) -> tuple[ChildSpec, ...]:
+    def children(self, v: V) -> tuple[ChildSpec, ...]:
         items = self.items(v, "a non-empty list of jobs and groups")
         if items is None:
             return ()
         if not items:
             self.expected(v, "a non-empty list of jobs and groups")
             return ()
-        entries: list[_Entry] = []
+        entries: list[Entry] = []
         for item in items:
             value = item.value
             if isinstance(value, dict) and "group" in value:
@@ -798,64 +468,14 @@ class _Parser:
                 entry = self.job(item)
             if entry is not None:
                 entries.append(entry)
-        owners = self.check_names(entries)
-        deps = self.check_dependencies(entries, owners)
+        owners = check_names(self, entries)
+        deps = check_dependencies(self, entries, owners)
         children: list[ChildSpec] = []
         for entry in entries:
             children.extend(entry.build(deps.get(id(entry), ())))
         return tuple(children)
 
-    def check_names(self, entries: list[_Entry]) -> dict[str, _Entry]:
-        owners: dict[str, _Entry] = {}
-        for entry in entries:
-            for name in entry.names:
-                if name in owners:
-                    first = owners[name].name_v
-                    at = f" at line {first.line}" if first.line is not None else ""
-                    self.add(
-                        entry.name_v,
-                        f"expected a name unique among its siblings, got {name!r} "
-                        f"(already used by {first.path}{at})",
-                    )
-                else:
-                    owners[name] = entry
-        return owners
-
-    def check_dependencies(
-        self, entries: list[_Entry], owners: dict[str, _Entry]
-    ) -> dict[int, tuple[str, ...]]:
-        """Each entry's dependencies as child names; unknown names, itself and cycles are issues."""
-        by_name = {entry.name: entry for entry in entries if entry.name is not None}
-        resolved: dict[int, tuple[str, ...]] = {}
-        edges: dict[int, list[_Entry]] = {}
-        for entry in entries:
-            names: list[str] = []
-            targets: list[_Entry] = []
-            for dep in entry.deps:
-                name = dep.value
-                target = by_name.get(name) or owners.get(name)
-                if target is None:
-                    choices = sorted(set(by_name) | set(owners))
-                    close = difflib.get_close_matches(name, choices, n=1)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    listed = ", ".join(choices) if len(choices) <= 12 else f"{len(choices)} names"
-                    self.expected(dep, f"the name of a sibling ({listed})", hint=hint)
-                    continue
-                if target is entry:
-                    self.expected(dep, "the name of another sibling, not the job's own")
-                    continue
-                wanted = target.names if name == target.name else (name,)
-                names.extend(n for n in wanted if n not in names)
-                targets.append(target)
-            resolved[id(entry)] = tuple(names)
-            edges[id(entry)] = targets
-        for cycle in _cycles(entries, edges):
-            first = cycle[0]
-            text = " -> ".join(str(e.name) for e in (*cycle, first))
-            self.add(first.deps_at or first.v, f"expected no dependency cycle, got {text}")
-        return resolved
-
-    def group(self, v: _V) -> _Entry | None:
+    def group(self, v: V) -> Entry | None:
         f = self.fields(v, _GROUP_KEYS, "a group mapping")
         if f is None:
             return None
@@ -871,7 +491,7 @@ class _Parser:
             self.missing(v, "jobs", "a non-empty list of the group's jobs")
         else:
             children = self.children(f["jobs"])
-        if isinstance(name, _Bad):
+        if isinstance(name, Bad):
             return None
 
         def build(deps: tuple[str, ...]) -> list[ChildSpec]:
@@ -885,52 +505,22 @@ class _Parser:
                 children=children,
                 restart=restart,
             )
-            return [] if isinstance(spec, _Bad) else [spec]
+            return [] if isinstance(spec, Bad) else [spec]
 
-        return _Entry(name, v, name_v, (name,), [], None, build)
+        return Entry(name, v, name_v, (name,), [], None, build)
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def with_defaults(self, own: dict[str, _V]) -> tuple[dict[str, _V], set[str]]:
-        """The job's fields with the defaults it inherits (see the module docstring)."""
-        merged = dict(own)
-        inherited: set[str] = set()
-        defaults = self.defaults
-        own_kinds = [k for k in _KINDS if k in own]
-        kind = own_kinds[0] if own_kinds else next((k for k in _KINDS if k in defaults), None)
-        own_mode = any(k in own for k in _MODES)
-        for key, dv in defaults.items():
-            if key in own:
-                if key == "env":
-                    merged[key] = _merge(dv, own[key])
-                elif key == "http":
-                    merged[key] = _merge(dv, own[key], nested=("headers",))
-                else:
-                    continue
-                self.used_defaults.add(key)
-                continue
-            if (key in _KINDS and own_kinds) or (key in (*_MODES, "times") and own_mode):
-                continue
-            if key in _FOR_KINDS and kind not in _FOR_KINDS[key]:
-                continue
-            merged[key] = dv
-            inherited.add(key)
-            self.used_defaults.add(key)
-        if "ready" in inherited and not ("service" in merged and _truthy(merged["service"].value)):
-            del merged["ready"]
-            inherited.discard("ready")
-        return merged, inherited
-
-    def job(self, v: _V) -> _Entry | None:
+    def job(self, v: V) -> Entry | None:
         what = "a job: a mapping with name and one of command, http or python"
-        own = self.fields(v, _JOB_KEYS, what, null_ok=False)
+        own = self.fields(v, JOB_KEYS, what, null_ok=False)
         if own is None:
             return None
         if isinstance(v.value, dict) and "jobs" in v.value:
-            at = _V(None, join(v.path, "jobs"), v.line)
+            at = V(None, join(v.path, "jobs"), v.line)
             self.add(at, "expected group: NAME beside jobs to declare a group")
-        f, inherited = self.with_defaults(own)
-        name_v = f.get("name") or _V(None, join(v.path, "name"), v.line)
+        f, inherited = self.defaults.inherit(own)
+        name_v = f.get("name") or V(None, join(v.path, "name"), v.line)
         name = (
             self.name(f["name"], "a job name")
             if "name" in f
@@ -940,15 +530,15 @@ class _Parser:
         deps = self.depends_on(f["depends_on"]) if "depends_on" in f else []
         kind = self.job_kind(v, f, inherited)
         options = self.job_options(v, f, kind, inherited)
-        if isinstance(name, _Bad):
+        if isinstance(name, Bad):
             return None
-        names = _replica_names(name, None if isinstance(replicas, _Bad) else replicas)
+        names = replica_names(name, None if isinstance(replicas, Bad) else replicas)
         if options is None or isinstance(
-            replicas, _Bad
+            replicas, Bad
         ):  # still a sibling, so that depends_on on it is not reported too
-            return _Entry(name, v, name_v, names, deps, f.get("depends_on"), lambda _: [])
+            return Entry(name, v, name_v, names, deps, f.get("depends_on"), lambda _: [])
 
-        job = _V(Merged(f), v.path, v.line)
+        job = V(Merged(f), v.path, v.line)
 
         def build(depends: tuple[str, ...]) -> list[ChildSpec]:
             # Each replica its own copy of the work: an equal value, but its own session (an
@@ -957,13 +547,13 @@ class _Parser:
                 self.build(job, JobSpec, name=n, depends_on=depends, **_own_work(options))
                 for n in names
             ]
-            return [spec for spec in specs if not isinstance(spec, _Bad)]
+            return [spec for spec in specs if not isinstance(spec, Bad)]
 
-        return _Entry(name, v, name_v, names, deps, f.get("depends_on"), build)
+        return Entry(name, v, name_v, names, deps, f.get("depends_on"), build)
 
-    def job_kind(self, v: _V, f: dict[str, _V], inherited: set[str]) -> str | None:
+    def job_kind(self, v: V, f: dict[str, V], inherited: set[str]) -> str | None:
         """The job's kind; kind-specific fields the job sets for another kind are issues."""
-        kinds = [k for k in _KINDS if k in f]
+        kinds = [k for k in KINDS if k in f]
         if not kinds:
             self.add(v, "expected one of command, http or python, got none")
             return None
@@ -971,7 +561,7 @@ class _Parser:
             got = " and ".join(kinds)
             self.add(f[kinds[1]], f"expected exactly one of command, http or python, got {got}")
         kind = kinds[0]
-        for key, kinds_ok in _FOR_KINDS.items():
+        for key, kinds_ok in FOR_KINDS.items():
             if key in f and key not in inherited and kind not in kinds_ok:
                 if key == "service" and f[key].value is False:
                     continue
@@ -982,14 +572,14 @@ class _Parser:
         return kind
 
     def job_options(
-        self, v: _V, f: dict[str, _V], kind: str | None, inherited: set[str]
+        self, v: V, f: dict[str, V], kind: str | None, inherited: set[str]
     ) -> dict[str, Any] | None:
         """``JobSpec`` fields but name and depends_on; None when one of them is bad."""
-        job = _V(Merged(f), v.path, v.line)  # the job's own fields and those it inherits
+        job = V(Merged(f), v.path, v.line)  # the job's own fields and those it inherits
         schedule = self.schedule(job, f)
         stop_signal, grace = self.stop(f["stop"]) if "stop" in f else (None, DEFAULT_GRACE)
         if stop_signal is not None and kind not in ("command", None) and "stop" not in inherited:
-            at = (_entries(f["stop"]) or {}).get("signal", f["stop"])
+            at = (entries_of(f["stop"]) or {}).get("signal", f["stop"])
             self.add(at, f"expected stop.signal only on command jobs, got it on {_KIND_NOUN[kind]}")
             stop_signal = BAD
         options: dict[str, Any] = {
@@ -1010,18 +600,18 @@ class _Parser:
             at, what = f["ready"], "ready only on a service (service: true)"
             self.add(at, f"expected {what}, got it on a {mode} job")
         values = [*options.values(), stop_signal]
-        return None if any(isinstance(value, _Bad) for value in values) else options
+        return None if any(isinstance(value, Bad) for value in values) else options
 
-    def job_field(self, key: str, v: _V) -> object:
+    def job_field(self, key: str, v: V) -> object:
         """Check one job field on its own (for defaults that no job inherited)."""
-        job = _V(Merged({key: v}), "defaults", v.line)
+        job = V(Merged({key: v}), "defaults", v.line)
         restarts = [r.value for r in RestartType]
-        checks: dict[str, Callable[[_V], object]] = {
+        checks: dict[str, Callable[[V], object]] = {
             "command": self.command,
             "http": lambda v: self.http_work(job, v, need_url=False),
             "python": lambda v: self.python_work(job, {key: v}),
             "args": lambda v: self.items(v, "a list of arguments"),
-            "kwargs": lambda v: self.python_work(job, {"python": _V("m:f", "", None), key: v}),
+            "kwargs": lambda v: self.python_work(job, {"python": V("m:f", "", None), key: v}),
             "cwd": lambda v: self.text(v, "a directory path"),
             "env": lambda v: self.str_map(v, "a mapping of environment variables"),
             "service": lambda _: self.schedule(job, {key: v}),
@@ -1040,7 +630,7 @@ class _Parser:
         check = checks.get(key)
         return None if check is None else check(v)
 
-    def replicas(self, v: _V) -> int | _Bad:
+    def replicas(self, v: V) -> int | Bad:
         """The replica count: no spec holds it, so it is checked here."""
         value = self.count(v)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -1049,7 +639,7 @@ class _Parser:
             return self.expected(v, f"a count between 1 and {MAX_REPLICAS}")
         return value
 
-    def schedule(self, job: _V, f: dict[str, _V]) -> Schedule | _Bad:
+    def schedule(self, job: V, f: dict[str, V]) -> Schedule | Bad:
         kwargs: dict[str, Any] = {}
         if "service" in f:
             kwargs["service"] = self.flag(f["service"])
@@ -1062,7 +652,7 @@ class _Parser:
             kwargs["cron"] = f["cron"].value
         return self.build(job, Schedule, **kwargs)
 
-    def stop(self, v: _V) -> tuple[Any, Any]:
+    def stop(self, v: V) -> tuple[Any, Any]:
         """``stop.signal`` (a number when the name is known) and ``stop.grace`` in seconds."""
         f = self.fields(v, ("signal", "grace"), "a mapping with signal and grace")
         if f is None:
@@ -1071,19 +661,19 @@ class _Parser:
         signum = self.signal(f["signal"]) if "signal" in f else None
         return signum, grace
 
-    def stop_fields(self, v: _V) -> object:
+    def stop_fields(self, v: V) -> object:
         signum, grace = self.stop(v)
-        if isinstance(grace, _Bad):
+        if isinstance(grace, Bad):
             return grace
         given: dict[str, Any] = {"grace": grace}
         if signum is not None:
             given["stop_signal"] = signum
-        at = _V(Merged({"stop": v}), "defaults", v.line)
+        at = V(Merged({"stop": v}), "defaults", v.line)
         cls = self.kind_class(v, "actors._command", "CommandWork", "command jobs")
         return BAD if cls is None else self.build(at, cls, argv=("true",), **given)
 
     @staticmethod
-    def signal(v: _V) -> Any:
+    def signal(v: V) -> Any:
         """The number of a signal written by name (``TERM``, ``SIGHUP``); anything else as it is."""
         value = v.value
         if isinstance(value, str):
@@ -1098,7 +688,7 @@ class _Parser:
                 return value
         return value
 
-    def retry(self, v: _V, kind: str | None) -> RetrySpec | _Bad | None:
+    def retry(self, v: V, kind: str | None) -> RetrySpec | Bad | None:
         if v.value is None:
             return None
         f = self.fields(v, ("attempts", "wait", "on"), "a mapping with attempts, wait and on")
@@ -1120,7 +710,7 @@ class _Parser:
             kwargs["on"] = self.retry_on(f["on"], kind)
         return self.finish(v, RetrySpec, kwargs, "retry")
 
-    def retry_on(self, v: _V, kind: str | None) -> tuple[str, ...] | _Bad:
+    def retry_on(self, v: V, kind: str | None) -> tuple[str, ...] | Bad:
         items = self.items(v, "a list of failure names", single_ok=True)
         if items is None:
             return BAD
@@ -1128,18 +718,18 @@ class _Parser:
         check = _http_retry_check() if kind == "http" else None
         for item in items:
             name = self.scalar_text(item, "a failure name")
-            if isinstance(name, _Bad):
+            if isinstance(name, Bad):
                 return BAD
             if check is not None and isinstance(
-                self.build(item, check, "retry.on", on=(name,)), _Bad
+                self.build(item, check, "retry.on", on=(name,)), Bad
             ):
                 return BAD
             names.append(name)
         return tuple(names)
 
-    def breaker(self, v: _V) -> str | _Bad:
+    def breaker(self, v: V) -> str | Bad:
         name = self.name(v, "a breaker name")
-        if isinstance(name, _Bad) or name in self.breaker_names:
+        if isinstance(name, Bad) or name in self.breaker_names:
             return name
         if not self.breaker_names:
             return self.expected(v, "the name of a breaker declared under breakers: (none is)")
@@ -1148,11 +738,11 @@ class _Parser:
         declared = ", ".join(self.breaker_names)
         return self.expected(v, f"the name of a declared breaker ({declared})", hint=hint)
 
-    def depends_on(self, v: _V) -> list[_V]:
+    def depends_on(self, v: V) -> list[V]:
         items = self.items(v, "a list of sibling names", single_ok=True)
-        return [i for i in items or [] if not isinstance(self.name(i, "a sibling's name"), _Bad)]
+        return [i for i in items or [] if not isinstance(self.name(i, "a sibling's name"), Bad)]
 
-    def ready(self, v: _V) -> Any:
+    def ready(self, v: V) -> Any:
         f = self.fields(
             v,
             ("tcp", "http", "command", "timeout", "interval"),
@@ -1164,7 +754,7 @@ class _Parser:
         kwargs: dict[str, Any] = {key: f[key].value for key in ("tcp", "http") if key in f}
         if "command" in f:
             command = self.command(f["command"])
-            if isinstance(command, _Bad):
+            if isinstance(command, Bad):
                 return BAD
             argv, shell = command
             kwargs["command"] = argv if shell is None else ("/bin/sh", "-c", shell)
@@ -1174,7 +764,7 @@ class _Parser:
         cls = self.kind_class(v, "actors._ready", "ReadyProbe", "readiness probes")
         return BAD if cls is None else self.build(v, cls, "ready", **kwargs)
 
-    def placement(self, v: _V) -> Any:
+    def placement(self, v: V) -> Any:
         """The value as written; ``ray`` is checked against the runtime and Ray's presence."""
         value = v.value
         if value != "ray":
@@ -1204,7 +794,7 @@ class _Parser:
     # -- work ------------------------------------------------------------------------------------
 
     def work(
-        self, job: _V, f: dict[str, _V], kind: str | None, stop_signal: object, grace: object
+        self, job: V, f: dict[str, V], kind: str | None, stop_signal: object, grace: object
     ) -> Any:
         match kind:
             case "command":
@@ -1215,20 +805,20 @@ class _Parser:
                 return self.python_work(job, f)
         return BAD
 
-    def command_work(self, job: _V, f: dict[str, _V], stop_signal: object, grace: object) -> Any:
+    def command_work(self, job: V, f: dict[str, V], stop_signal: object, grace: object) -> Any:
         """``CommandWork`` with only the fields the manifest sets (the rest keep its defaults)."""
         command = self.command(f["command"])
         # Like Procfile and compose tools: commands run beside the manifest unless told otherwise.
         given: dict[str, Any] = {"cwd": str(self.base_dir)}
         if "cwd" in f:
             cwd = self.text(f["cwd"], "a directory path")
-            if not isinstance(cwd, _Bad):
+            if not isinstance(cwd, Bad):
                 cwd = str(self.base_dir / Path(cwd).expanduser())
             given["cwd"] = cwd
         if "env" in f:
             given["env"] = self.str_map(f["env"], "a mapping of environment variables")
         values = (stop_signal, grace, *given.values())
-        if isinstance(command, _Bad) or any(isinstance(value, _Bad) for value in values):
+        if isinstance(command, Bad) or any(isinstance(value, Bad) for value in values):
             return BAD
         argv, shell = command
         given.update({"argv": argv} if shell is None else {"shell": shell})
@@ -1239,16 +829,16 @@ class _Parser:
         cls = self.kind_class(f["command"], "actors._command", "CommandWork", "command jobs")
         return BAD if cls is None else self.build(job, cls, **given)
 
-    def python_work(self, job: _V, f: dict[str, _V]) -> PythonWork | _Bad:
+    def python_work(self, job: V, f: dict[str, V]) -> PythonWork | Bad:
         args = self.items(f["args"], "a list of arguments") if "args" in f else []
         kwargs = self.kwargs(f["kwargs"]) if "kwargs" in f else {}
-        if args is None or isinstance(kwargs, _Bad):
+        if args is None or isinstance(kwargs, Bad):
             return BAD
         target = f["python"].value if "python" in f else "m:f"
-        arguments = tuple(_plain(a.value) for a in args)
+        arguments = tuple(plain(a.value) for a in args)
         return self.build(job, PythonWork, target=target, args=arguments, kwargs=kwargs)
 
-    def kind_class(self, v: _V, module: str, name: str, what: str) -> Any:
+    def kind_class(self, v: V, module: str, name: str, what: str) -> Any:
         try:
             return getattr(importlib.import_module(module), name)
         except Exception as exc:
@@ -1259,7 +849,7 @@ class _Parser:
             )
             return None
 
-    def command(self, v: _V) -> tuple[tuple[str, ...], str | None] | _Bad:
+    def command(self, v: V) -> tuple[tuple[str, ...], str | None] | Bad:
         """``(argv, None)`` for a list, ``((), shell)`` for a string; warns of a secret in argv."""
         value = v.value
         what = "a list of argv strings or a shell command string"
@@ -1275,28 +865,28 @@ class _Parser:
         if not items:
             return self.expected(v, "a non-empty list of argv strings")
         argv = [self.scalar_text(item, "an argv string") for item in items]
-        if any(isinstance(arg, _Bad) for arg in argv):
+        if any(isinstance(arg, Bad) for arg in argv):
             return BAD
         for item, arg in zip(items, argv, strict=True):
             if self.secrets and any(secret in str(arg) for secret in self.secrets):
                 self.warn(item, _ARGV_WARNING)
         return tuple(str(arg) for arg in argv), None
 
-    def warn(self, at: _V, message: str) -> None:
+    def warn(self, at: V, message: str) -> None:
         self._warn_at(at.path, at.line, message)
 
-    def kwargs(self, v: _V) -> dict[Any, Any] | _Bad:
+    def kwargs(self, v: V) -> dict[Any, Any] | Bad:
         """The keyword arguments as plain data; their names are the python spec's to check."""
         entries = self.fields_any(v, "a mapping of keyword arguments")
         if entries is None:
             return BAD
-        return {key: _plain(item.value) for key, item in entries.items()}
+        return {key: plain(item.value) for key, item in entries.items()}
 
-    def http_work(self, job: _V, v: _V, *, need_url: bool) -> Any:
+    def http_work(self, job: V, v: V, *, need_url: bool) -> Any:
         f = self.fields(v, _HTTP_KEYS, "a mapping with url and other request fields", null_ok=False)
         if f is None:
             return BAD
-        out: dict[str, Any] = {key: _plain(f[key].value) for key in _HTTP_PLAIN if key in f}
+        out: dict[str, Any] = {key: plain(f[key].value) for key in _HTTP_PLAIN if key in f}
         if "url" not in f:
             # A default's other fields are checked on their own, with a stand-in url.
             out["url"] = (
@@ -1314,7 +904,7 @@ class _Parser:
                 f["expect_status"], "a status 100..599 or a list of them", single_ok=True
             )
             out["expect_status"] = BAD if items is None else tuple(item.value for item in items)
-        if any(isinstance(value, _Bad) for value in out.values()):
+        if any(isinstance(value, Bad) for value in out.values()):
             return BAD
         cls = self.kind_class(v, "actors._http", "HttpWork", "http jobs")
         return BAD if cls is None else self.build(job, cls, **out)
@@ -1334,140 +924,6 @@ def _http_retry_check() -> Callable[..., None] | None:
         check(on)
 
     return check_on
-
-
-def _field_parts(field: str) -> list[str | int]:
-    """``headers['X A']`` -> ``["headers", "X A"]``; ``command[1]`` -> ``["command", 1]``."""
-    parts: list[str | int] = []
-    for index, quoted, name in _FIELD_PART.findall(field):
-        if index:
-            parts.append(int(index))
-        elif quoted:
-            parts.append(quoted[1:-1].encode().decode("unicode_escape"))
-        else:
-            parts.append(name)
-    return parts
-
-
-def _names_any(exc: SpecError, fields: set[str]) -> bool:
-    """Whether ``exc``, or the same problem told at its other field, names one of ``fields``."""
-    named = set(_field_parts(exc.field))
-    if exc.other is not None:
-        named.update(_field_parts(exc.other.field))
-    return bool(named & fields)
-
-
-def _hints(expected: str, value: object) -> tuple[str, str]:
-    """``expected`` and a hint after the value, for a value the manifest wrote in a wrong form.
-
-    A duration or size that could not be read gets its forms (``like 250ms, 30s, ...``);
-    a misspelt choice gets the closest one; a bool where text was expected, ``(quote it)``.
-    """
-    if isinstance(value, str | bool) or value is None:
-        if expected.startswith("a duration"):
-            return f"{expected} like {DURATION_HINT}", ""
-        if expected.startswith("a size"):
-            return f"{expected} like {SIZE_HINT}", ""
-    if isinstance(value, str) and expected.startswith("one of "):
-        choices = expected.removeprefix("one of ").split(", ")
-        lower = {choice.lower(): choice for choice in choices}
-        close = difflib.get_close_matches(value.lower(), lower, n=1)
-        return expected, f" (did you mean {lower[close[0]]!r}?)" if close else ""
-    if isinstance(value, bool) and "string" in expected:
-        return expected, " (quote it)"
-    return expected, ""
-
-
-def _entries(v: _V) -> dict[Any, _V] | None:
-    """The entries of a mapping value, each with its path and line; None for a non-mapping."""
-    value = v.value
-    if isinstance(value, Merged):
-        return value.entries
-    if not isinstance(value, dict):
-        return None
-    lines = getattr(value, "lines", {})
-    return {key: _V(item, join(v.path, key), lines.get(key, v.line)) for key, item in value.items()}
-
-
-def _merge(default: _V, own: _V, nested: Sequence[str] = ()) -> _V:
-    """``own`` over ``default``, entry by entry (``nested`` keys merge one level deeper)."""
-    base, top = _entries(default), _entries(own)
-    if base is None or top is None:
-        return own
-    merged = dict(base)
-    for key, item in top.items():
-        merged[key] = _merge(base[key], item) if key in nested and key in base else item
-    return _V(Merged(merged), own.path, own.line)
-
-
-def _plain(value: Any) -> Any:
-    """Resolved data as plain dicts, lists and strs."""
-    if isinstance(value, Merged):
-        return {k: _plain(v.value) for k, v in value.entries.items()}
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, dict):
-        return {_plain(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _truthy(value: object) -> bool:
-    return value is True or (isinstance(value, Text) and value.strip().lower() in _TRUE)
-
-
-def _replica_names(name: str, replicas: int | None) -> tuple[str, ...]:
-    """``replicas: N`` makes ``name.0`` .. ``name.N-1`` (even for N = 1); no replicas: ``name``."""
-    return (name,) if replicas is None else tuple(f"{name}.{i}" for i in range(replicas))
-
-
-def _cycles(entries: list[_Entry], edges: dict[int, list[_Entry]]) -> list[list[_Entry]]:
-    """One dependency cycle per strongly connected group of entries, in list order."""
-    reach = {id(entry): _reachable(entry, edges) for entry in entries}
-    done: set[int] = set()
-    cycles: list[list[_Entry]] = []
-    for entry in entries:
-        key = id(entry)
-        if key in done or key not in reach[key]:
-            continue
-        members = {other for other in reach[key] if key in reach.get(other, set())}
-        done |= members
-        cycles.append(_path_back(entry, members, edges))
-    return cycles
-
-
-def _reachable(start: _Entry, edges: dict[int, list[_Entry]]) -> set[int]:
-    seen: set[int] = set()
-    todo = list(edges.get(id(start), []))
-    while todo:
-        node = todo.pop()
-        if id(node) not in seen:
-            seen.add(id(node))
-            todo.extend(edges.get(id(node), []))
-    return seen
-
-
-def _path_back(start: _Entry, members: set[int], edges: dict[int, list[_Entry]]) -> list[_Entry]:
-    """A shortest cycle from ``start`` back to itself inside one strongly connected group."""
-    previous: dict[int, _Entry] = {}
-    frontier = [start]
-    seen = {id(start)}
-    while frontier:
-        following: list[_Entry] = []
-        for node in frontier:
-            for target in edges.get(id(node), []):
-                if target is start:
-                    path = [node]
-                    while path[-1] is not start:
-                        path.append(previous[id(path[-1])])
-                    return list(reversed(path))
-                if id(target) in members and id(target) not in seen:
-                    seen.add(id(target))
-                    previous[id(target)] = node
-                    following.append(target)
-        frontier = following
-    return [start]
 
 
 def _absolute(path: Path) -> Path:
