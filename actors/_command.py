@@ -59,6 +59,7 @@ log = logbook.Logger("actors.command")
 _CHUNK: Final = 65536  # bytes per read(); the default pipe buffer size on Linux
 _MAX_LINE: Final = 65536  # a longer run of bytes without a newline is logged in pieces
 _SHELL: Final = "/bin/sh"
+_VALID_SIGNALS: Final = frozenset(signal.valid_signals())  # a set built per call: slow
 _ENV_NAME: Final = re.compile(r"[^=\0]+")  # what execve takes as an environment name
 _SHOWN_MAX: Final = 200  # characters of the command shown in error messages
 
@@ -140,7 +141,7 @@ class CommandWork:
         need(
             isinstance(self.stop_signal, int)
             and not isinstance(self.stop_signal, bool)
-            and self.stop_signal in signal.valid_signals(),
+            and self.stop_signal in _VALID_SIGNALS,
             "stop.signal",
             "a signal name like TERM, INT, HUP or KILL, or its number",
             self.stop_signal,

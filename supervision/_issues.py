@@ -31,6 +31,7 @@ __all__ = [
 
 TEXT_NAME: Final = "<manifest>"  # the file name issues show for manifest text
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_PLAIN_KEYS: set[str] = set()  # keys known to match _PLAIN_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +102,17 @@ class Secret(Text):
 
 def join(path: str, key: object) -> str:
     """The path of entry ``key`` under ``path``: ``jobs[0].env.PATH``, ``headers['X A']``."""
-    if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
+    if isinstance(key, str) and (key in _PLAIN_KEYS or _plain_key(key)):
         return f"{path}.{key}" if path else key
     return f"{path}[{show(key)}]"
+
+
+def _plain_key(key: str) -> bool:
+    # Big manifests repeat a few keys (name, command) tens of thousands of times.
+    plain = bool(_PLAIN_KEY.fullmatch(key))
+    if plain and len(_PLAIN_KEYS) < 10_000:
+        _PLAIN_KEYS.add(key)
+    return plain
 
 
 def show(value: object) -> str:  # noqa: PLR0911 - one return per kind of value reads best
