@@ -65,6 +65,7 @@ class _Loader(_Constructing, yaml.SafeLoader):
 
 
 _FAST: Final = getattr(yaml, "CSafeLoader", None)
+_STR: Final = "tag:yaml.org,2002:str"
 
 
 class _FastLoader(_Constructing, _FAST or yaml.SafeLoader):  # type: ignore[misc]
@@ -88,7 +89,7 @@ def _construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
         if isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:bool":
             key = key_node.value  # a key is a name: ``on:`` (retry.on) is "on", not YAML 1.1's true
         else:
-            key = loader.construct_object(key_node, deep=False)
+            key = _value(loader, key_node)
         try:
             hash(key)
         except TypeError:
@@ -98,7 +99,7 @@ def _construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
                 "found a key that is a list or a mapping",
                 key_node.start_mark,
             ) from None
-        data[key] = loader.construct_object(value_node, deep=False)
+        data[key] = _value(loader, value_node)
         data.lines[key] = key_node.start_mark.line + 1
 
 
@@ -106,8 +107,16 @@ def _construct_seq(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Any:
     data = LineList(node.start_mark.line + 1)
     yield data
     for item in node.value:
-        data.append(loader.construct_object(item, deep=False))
+        data.append(_value(loader, item))
         data.lines.append(item.start_mark.line + 1)
+
+
+def _value(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    # Most values of a manifest are plain strings: taking their text directly skips the
+    # constructor's bookkeeping, a third of the time of a big manifest.
+    if node.tag == _STR and isinstance(node, yaml.ScalarNode):
+        return node.value
+    return loader.construct_object(node, deep=False)
 
 
 def _construct_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
