@@ -91,7 +91,7 @@ class Resolver:
             return self._mapping(value, path, line, depth)
         return self._sequence(value, path, line, depth)
 
-    def _mapping(self, value: dict[Any, Any], path: str, line: int | None, depth: int) -> LineDict:
+    def _mapping(self, value: dict[Any, Any], path: str, line: int | None, depth: int) -> Any:
         lines = getattr(value, "lines", {})
         for key, key_line, first in getattr(value, "duplicates", ()):
             self.add(
@@ -99,22 +99,36 @@ class Resolver:
                 key_line,
                 f"expected each key once, got {key!r} again (first at line {first})",
             )
+        resolved = {
+            key: self.resolve(item, join(path, key), lines.get(key, line), depth + 1)
+            for key, item in value.items()
+        }
+        if isinstance(value, LineDict) and all(resolved[k] is v for k, v in value.items()):
+            return value  # nothing to replace: YAML's own mapping, lines and all
         mapping = LineDict(getattr(value, "line", line))
-        for key, item in value.items():
-            item_line = lines.get(key, line)
-            mapping[key] = self.resolve(item, join(path, key), item_line, depth + 1)
-            mapping.lines[key] = item_line
+        mapping.update(resolved)
+        mapping.lines.update((key, lines.get(key, line)) for key in resolved)
         return mapping
 
     def _sequence(
         self, value: list[Any] | tuple[Any, ...], path: str, line: int | None, depth: int
-    ) -> LineList:
+    ) -> Any:
         item_lines = getattr(value, "lines", [])
+        resolved = [
+            self.resolve(
+                item, f"{path}[{i}]", item_lines[i] if i < len(item_lines) else line, depth + 1
+            )
+            for i, item in enumerate(value)
+        ]
+        if isinstance(value, LineList) and all(
+            a is b for a, b in zip(resolved, value, strict=True)
+        ):
+            return value
         sequence = LineList(getattr(value, "line", line))
-        for i, item in enumerate(value):
-            item_line = item_lines[i] if i < len(item_lines) else line
-            sequence.append(self.resolve(item, f"{path}[{i}]", item_line, depth + 1))
-            sequence.lines.append(item_line)
+        sequence.extend(resolved)
+        sequence.lines.extend(
+            item_lines[i] if i < len(item_lines) else line for i in range(len(resolved))
+        )
         return sequence
 
     def interpolate(self, text: str, path: str, line: int | None) -> str:
