@@ -85,40 +85,13 @@ class SpecError(JobvisorError, ValueError):
                 else f"expected {expected}, got {shown}"
             )
         super().__init__(message)
+        # Pickled as (type, (message,), __dict__), which brings these back as they were.
         self.field = field
         self.expected = expected
         self.got = got
         self.shown = shown
         self.about = about
         self.other = other
-
-    def __reduce__(self) -> tuple[object, ...]:
-        state = (self.field, self.expected, self.got, self.shown, self.about, self.other)
-        return (_spec_error, (type(self), str(self), *state))
-
-
-def _spec_error(  # noqa: PLR0917 - what __reduce__ gives back, in order
-    cls: type[SpecError],
-    message: str,
-    field: str,
-    expected: str,
-    got: object,
-    shown: str | None,
-    about: str | None,
-    other: SpecError | None,
-) -> SpecError:
-    error = cls.__new__(cls)
-    SpecError.__init__(
-        error,
-        message,
-        field=field,
-        expected=expected,
-        got=got,
-        shown=shown,
-        about=about,
-        other=other,
-    )
-    return error
 
 
 class RuntimeSetupError(JobvisorError):

@@ -140,9 +140,9 @@ class Resolver:
                 return "${"
             inner, closed = match.group(1), match.group(2)
             if closed and (secret := _SECRET_VARIABLE.fullmatch(inner)):
-                value = self._env_secret(secret.group(1), path, line, f"${{{inner}}}")
-                secrets.append(value)
-                return value
+                value = self._env_secret(secret.group(1), path, line, f" (for ${{{inner}}})")
+                secrets.append(value or "")
+                return value or ""
             variable = _VARIABLE.fullmatch(inner) if closed else None
             if variable is None:
                 shown = f"${{{inner}{closed or ''}"
@@ -179,15 +179,14 @@ class Resolver:
             return Secret(result)
         return Text(result)
 
-    def _env_secret(self, name: str, path: str, line: int | None, written: str) -> str:
+    def _env_secret(self, name: str, path: str, line: int | None, written: str = "") -> str | None:
+        """The secret in variable ``name``, collected; None (an issue) when it is unset."""
         value = self.env.get(name)
         if value is None:
             self.add(
-                path,
-                line,
-                f"expected environment variable {name} to be set (for {written}), got it unset",
+                path, line, f"expected environment variable {name} to be set{written}, got it unset"
             )
-            return ""
+            return None
         if value:
             self.secrets.add(value)
         return value
@@ -227,23 +226,12 @@ class Resolver:
                     f"expected an environment variable name like API_TOKEN, got {show(item)}",
                 )
                 return None
-            found = self.env.get(item)
-            if found is None:
-                self.add(
-                    where,
-                    where_line,
-                    f"expected environment variable {item} to be set, got it unset",
-                )
-                return None
-            text = found
+            found = self._env_secret(item, where, where_line)
         else:
-            read = self._file(item, where, where_line, depth)
-            if read is None:
-                return None
-            text = read
-        if text:
-            self.secrets.add(text)
-        return Secret(text)
+            found = self._file(item, where, where_line, depth)
+            if found:
+                self.secrets.add(found)
+        return None if found is None else Secret(found)
 
     def _file(self, item: Any, path: str, line: int | None, depth: int) -> str | None:
         """The file's text without one trailing newline."""
