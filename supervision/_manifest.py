@@ -57,7 +57,6 @@ from supervision._reader import BAD, Bad, Reader, V, entries_of, plain
 from supervision._resolve import Resolver
 from supervision._siblings import Entry, check_dependencies, check_names, replica_names
 from supervision._spec import (
-    DEFAULT_GRACE,
     PLACEMENTS,
     BreakerSpec,
     ChildSpec,
@@ -320,19 +319,16 @@ class _Parser(Reader):
         return self.base_dir / ".jobvisor"
 
     def root(self, root: V, top: dict[str, V]) -> SupervisorSpec | Bad:
-        strategy, policy = Strategy.ONE_FOR_ONE, RestartPolicy()
+        flags: dict[str, Any] = {}
         if "supervisor" in top:
             sup = self.fields(top["supervisor"], _POLICY_KEYS, "a mapping of restart policy fields")
-            if sup is not None:
-                strategy, policy = self.policy(sup)
+            flags = {} if sup is None else self.policy(sup)
         if "jobs" not in top:
             return self.missing(root, "jobs", "a non-empty list of jobs and groups")
         children = self.children(top["jobs"])
         if self.issues:
             return BAD
-        return self.build(
-            root, SupervisorSpec, name="root", strategy=strategy, policy=policy, children=children
-        )
+        return self.build(root, SupervisorSpec, name="root", children=children, **flags)
 
     def logging(self, v: V) -> LoggingSpec | Bad:
         f = self.fields(v, ("level", "file", "rotate", "format"), "a mapping of logging fields")
@@ -404,11 +400,13 @@ class _Parser(Reader):
 
     # -- policies --------------------------------------------------------------------------------
 
-    def policy(self, f: dict[str, V]) -> tuple[Strategy, RestartPolicy]:
-        strategy = Strategy.ONE_FOR_ONE
+    def policy(self, f: dict[str, V]) -> dict[str, Any]:
+        """A supervisor's ``strategy`` and ``policy`` as far as ``f`` sets them; specs default."""
+        flags: dict[str, Any] = {}
         if "strategy" in f:
             value = self.choice(f["strategy"], [s.value for s in Strategy])
-            strategy = Strategy(value) if isinstance(value, str) else strategy
+            if isinstance(value, str):
+                flags["strategy"] = Strategy(value)
         kwargs: dict[str, Any] = {}
         if "intensity" in f:
             kwargs["intensity"] = self.intensity(f["intensity"])
@@ -420,7 +418,9 @@ class _Parser(Reader):
         if "cooldown" in f:
             kwargs["cooldown"] = self.cooldown(f["cooldown"])
         good = {k: value for k, value in kwargs.items() if not isinstance(value, Bad)}
-        return strategy, RestartPolicy(**good)
+        if good:
+            flags["policy"] = RestartPolicy(**good)
+        return flags
 
     def intensity(self, v: V) -> Intensity | Bad:
         f = self.fields(v, ("max_restarts", "within"), "a mapping with max_restarts and within")
@@ -507,11 +507,11 @@ class _Parser(Reader):
             return None
         name_v = f["group"]
         name = self.name(name_v, "a group name")
-        strategy, policy = self.policy(f)
-        restart = RestartType.PERMANENT
+        flags = self.policy(f)
         if "restart" in f:
             value = self.choice(f["restart"], [r.value for r in RestartType])
-            restart = RestartType(value) if isinstance(value, str) else restart
+            if isinstance(value, str):
+                flags["restart"] = RestartType(value)
         children: tuple[ChildSpec, ...] = ()
         if "jobs" not in f:
             self.missing(v, "jobs", "a non-empty list of the group's jobs")
@@ -522,15 +522,7 @@ class _Parser(Reader):
 
         def build(deps: tuple[str, ...]) -> list[ChildSpec]:
             del deps  # a group has no depends_on of its own
-            spec = self.build(
-                v,
-                SupervisorSpec,
-                name=name,
-                strategy=strategy,
-                policy=policy,
-                children=children,
-                restart=restart,
-            )
+            spec = self.build(v, SupervisorSpec, name=name, children=children, **flags)
             return [] if isinstance(spec, Bad) else [spec]
 
         return Entry(name, v, name_v, (name,), [], None, build)
@@ -609,21 +601,27 @@ class _Parser(Reader):
         """``JobSpec`` fields but name and depends_on; None when one of them is bad."""
         job = V(Merged(f), v.path, v.line)  # the job's own fields and those it inherits
         schedule = self.schedule(job, f)
-        stop_signal, grace = self.stop(f["stop"]) if "stop" in f else (None, DEFAULT_GRACE)
+        stop_signal, grace = self.stop(f["stop"]) if "stop" in f else (None, None)
         if stop_signal is not None and kind not in ("command", None) and "stop" not in inherited:
             at = (entries_of(f["stop"]) or {}).get("signal", f["stop"])
             self.add(at, f"expected stop.signal only on command jobs, got it on {_KIND_NOUN[kind]}")
             stop_signal = BAD
+        # Only what the manifest sets: every default is the spec's own.
         options: dict[str, Any] = {
             "schedule": schedule,
-            "restart": RestartType.TRANSIENT,
-            "grace": grace,
-            "retry": self.retry(f["retry"], kind) if "retry" in f else None,
-            "breaker": self.breaker(f["breaker"]) if "breaker" in f else None,
-            "ready": self.ready(f["ready"]) if "ready" in f else None,
-            "placement": self.placement(f["placement"]) if "placement" in f else "local",
             "work": self.work(job, f, kind, stop_signal, grace),
         }
+        if grace is not None:
+            options["grace"] = grace
+        if "retry" in f:
+            options["retry"] = self.retry(f["retry"], kind)
+        for key, read in (
+            ("breaker", self.breaker),
+            ("ready", self.ready),
+            ("placement", self.placement),
+        ):
+            if key in f:
+                options[key] = read(f[key])
         if "restart" in f:
             value = self.choice(f["restart"], [r.value for r in RestartType])
             options["restart"] = RestartType(value) if isinstance(value, str) else value
@@ -689,7 +687,7 @@ class _Parser(Reader):
         f = self.fields(v, ("signal", "grace"), "a mapping with signal and grace")
         if f is None:
             return None, BAD
-        grace = self.duration(f["grace"]) if "grace" in f else DEFAULT_GRACE
+        grace = self.duration(f["grace"]) if "grace" in f else None
         signum = self.signal(f["signal"]) if "signal" in f else None
         return signum, grace
 
@@ -697,7 +695,7 @@ class _Parser(Reader):
         signum, grace = self.stop(v)
         if isinstance(grace, Bad):
             return grace
-        given: dict[str, Any] = {"grace": grace}
+        given: dict[str, Any] = {} if grace is None else {"grace": grace}
         if signum is not None:
             given["stop_signal"] = signum
         at = V(Merged({"stop": v}), "defaults", v.line)
@@ -856,7 +854,7 @@ class _Parser(Reader):
         given.update({"argv": argv} if shell is None else {"shell": shell})
         if stop_signal is not None:
             given["stop_signal"] = stop_signal
-        if "stop" in f:
+        if grace is not None:
             given["grace"] = grace
         cls = self.kind_class(f["command"], "actors._command", "CommandWork", "command jobs")
         return BAD if cls is None else self.build(job, cls, **given)
