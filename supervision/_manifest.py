@@ -636,7 +636,9 @@ class _Parser(WorkReader):
             "args": lambda v: self.items(v, "a list of arguments"),
             "kwargs": lambda v: self.python_work(job, {"python": V("m:f", "", None), key: v}),
             "cwd": lambda v: self.text(v, "a directory path"),
-            "env": lambda v: self.str_map(v, "a mapping of environment variables"),
+            "env": lambda _: self.command_work(
+                job, {"command": V(["true"], "", None), key: v}, None, None
+            ),
             "service": lambda _: self.schedule(job, {key: v}),
             "every": lambda _: self.schedule(job, {key: v}),
             "timeout": lambda _: self.schedule(job, {key: v}),

@@ -1187,12 +1187,14 @@ def test_a_default_no_job_inherits_is_still_checked_by_its_spec() -> None:
         defaults:
           every: 0
           http: {timeout: 0, expect_status: 700}
+          env: {"A=B": x}
         jobs: [{name: a, python: "m:f", service: true}]
     """)
     assert [(i.path, i.line, i.message) for i in issues] == [
         ("defaults.every", 3, "expected a duration > 0, got 0"),
         ("defaults.http.timeout", 4, "expected a duration > 0, got 0"),
         ("defaults.http.expect_status", 4, "expected a status 100..599, got 700"),
+        ("defaults.env['A=B']", 5, "expected a name like FOO_BAR, got 'A=B'"),
     ]
 
 
