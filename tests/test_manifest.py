@@ -1345,3 +1345,31 @@ def test_cli_says_a_directory_is_not_a_manifest(tmp_path: Path) -> None:
     assert proc.stderr.splitlines() == [
         f"jobvisor: {folder} is a directory, not a manifest: pass the path of its YAML file"
     ]
+
+
+def test_an_inline_secret_is_masked_in_what_run_prints(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    secret = "inl1ne-s3cret"
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        "version: 1\n"
+        "supervisor: {intensity: {max_restarts: 0}}\n"
+        "jobs:\n"
+        "  - {name: leak, python: 'jobfuncs:fail', kwargs: {key: 'key-${secret:T}'},"
+        " restart: temporary}\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {"PATH": "/usr/bin:/bin", "T": secret, "PYTHONPATH": str(root / "tests")}
+    proc = subprocess.run(
+        [sys.executable, str(root / "cli.py"), "run", "--json", str(manifest)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert secret not in proc.stdout + proc.stderr
+    assert "key-*** failed on call 1" in proc.stdout
