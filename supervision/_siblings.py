@@ -78,7 +78,7 @@ def check_dependencies(
             targets.append(target)
         resolved[id(entry)] = tuple(names)
         edges[id(entry)] = targets
-    for cycle in _cycles(entries, edges):
+    for cycle in _cycles(entries, edges) if any(edges.values()) else ():
         first = cycle[0]
         text = " -> ".join(str(e.name) for e in (*cycle, first))
         reader.add(first.deps_at or first.v, f"expected no dependency cycle, got {text}")

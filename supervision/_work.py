@@ -35,6 +35,7 @@ class WorkReader(Reader):
     def __init__(self, file: str | None, base_dir: Path) -> None:
         super().__init__(file)
         self.base_dir = base_dir
+        self.base_text = str(base_dir)
         self._classes: dict[tuple[str, str], Any] = {}
 
     def work(
@@ -53,7 +54,7 @@ class WorkReader(Reader):
         """``CommandWork`` with only the fields the manifest sets (the rest keep its defaults)."""
         command = self.command(f["command"])
         # Like Procfile and compose tools: commands run beside the manifest unless told otherwise.
-        given: dict[str, Any] = {"cwd": str(self.base_dir)}
+        given: dict[str, Any] = {"cwd": self.base_text}
         if "cwd" in f:
             cwd = self.text(f["cwd"], "a directory path")
             if not isinstance(cwd, Bad):
