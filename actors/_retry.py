@@ -44,13 +44,11 @@ class RetrySpec:
 
     def __post_init__(self) -> None:
         need_count(self.attempts, "retry.attempts", 1)
-        need(isinstance(self.wait, RetryWait), "retry.wait", "a RetryWait", self.wait)
-        need(
-            isinstance(self.on, tuple) and all(isinstance(name, str) for name in self.on),
-            "retry.on",
-            "a tuple of failure names",
-            self.on,
-        )
+        need(isinstance(self.wait, Exponential), "retry.wait", "a RetryWait", self.wait)
+        on = self.on
+        ok = isinstance(on, list | tuple) and all(isinstance(name, str) for name in on)
+        need(ok, "retry.on", "a list of failure names", on)
+        object.__setattr__(self, "on", tuple(on))
 
 
 class Retryable(Protocol):
