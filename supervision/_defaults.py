@@ -74,6 +74,8 @@ class Defaults:
 
     def inherit(self, own: dict[str, V]) -> tuple[dict[str, V], set[str]]:
         """The job's fields with the defaults it inherits (see the module docstring)."""
+        if not self.fields:
+            return own, set()
         merged = dict(own)
         inherited: set[str] = set()
         defaults = self.fields

@@ -540,7 +540,8 @@ class _Parser(WorkReader):
         replicas = self.replicas(f["replicas"]) if "replicas" in f else None
         deps = self.depends_on(f["depends_on"]) if "depends_on" in f else []
         kind = self.job_kind(v, f, inherited)
-        options = self.job_options(v, f, kind, inherited)
+        job = V(Merged(f), v.path, v.line)  # the job's own fields and those it inherits
+        options = self.job_options(job, f, kind, inherited)
         if isinstance(name, Bad):
             return None
         names = replica_names(name, None if isinstance(replicas, Bad) else replicas)
@@ -548,8 +549,6 @@ class _Parser(WorkReader):
             replicas, Bad
         ):  # still a sibling, so that depends_on on it is not reported too
             return Entry(name, v, name_v, names, deps, f.get("depends_on"), lambda _: [])
-
-        job = V(Merged(f), v.path, v.line)
 
         def build(depends: tuple[str, ...]) -> list[ChildSpec]:
             # Each replica its own copy of the work: an equal value, but its own session (an
@@ -589,10 +588,12 @@ class _Parser(WorkReader):
         return kind
 
     def job_options(
-        self, v: V, f: dict[str, V], kind: str | None, inherited: set[str]
+        self, job: V, f: dict[str, V], kind: str | None, inherited: set[str]
     ) -> dict[str, Any] | None:
-        """``JobSpec`` fields but name and depends_on; None when one of them is bad."""
-        job = V(Merged(f), v.path, v.line)  # the job's own fields and those it inherits
+        """``JobSpec`` fields but name and depends_on; None when one of them is bad.
+
+        ``job`` holds the job's own fields and those it inherits (``f``).
+        """
         schedule = self.schedule(job, f)
         stop_signal, grace = self.stop(f["stop"]) if "stop" in f else (None, None)
         if stop_signal is not None and kind not in ("command", None) and "stop" not in inherited:
