@@ -185,6 +185,9 @@ def _load(args: argparse.Namespace) -> Any:
     from supervision._manifest import ManifestError, load_manifest  # noqa: PLC0415 - after the runtime
 
     path = Path(args.manifest)
+    if path.is_dir():
+        _error(f"{path} is a directory, not a manifest: pass the path of its YAML file")
+        return None
     if not path.is_file():
         _error(f"no manifest at {path}: pass its path, or run where jobs.yaml is")
         return None
@@ -193,6 +196,8 @@ def _load(args: argparse.Namespace) -> Any:
     except ManifestError as exc:
         sys.stderr.write(f"{exc}\n")
         return None
+    for warning in manifest.warnings:  # validate, run and daemon: once, at start
+        sys.stderr.write(f"warning: {warning}\n")
     state_dir = getattr(args, "state_dir", None)
     if state_dir:
         import dataclasses  # noqa: PLC0415

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from actors._errors import SpecError
+from actors._checks import need_count, need_duration
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -90,8 +90,9 @@ class Breaker:
         on_change: Callable[[str, BreakerState, BreakerState], None] | None = None,
         status: BreakerStatus | None = None,
     ) -> None:
-        if failure_threshold < 1 or reset_timeout <= 0 or half_open_max_calls < 1:
-            raise SpecError(f"breaker {name}: threshold, timeout and max calls must be positive")
+        need_count(failure_threshold, "failure_threshold", 1)
+        need_duration(reset_timeout, "reset_timeout", positive=True)
+        need_count(half_open_max_calls, "half_open_max_calls", 1)
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout

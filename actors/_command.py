@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shlex
 import signal
 import threading
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import logbook
 
+from actors._checks import key_field, need, need_duration, need_key
 from actors._errors import JobFailure, SpecError
 from actors._spawn import close_fd, spawn
 from actors._waiters import HubWaiter, PollWaiter, gevent_hub
@@ -51,6 +53,8 @@ log = logbook.Logger("actors.command")
 _CHUNK: Final = 65536  # bytes per read(); the default pipe buffer size on Linux
 _MAX_LINE: Final = 65536  # a longer run of bytes without a newline is logged in pieces
 _SHELL: Final = "/bin/sh"
+_VALID_SIGNALS: Final = frozenset(signal.valid_signals())  # a set built per call: slow
+_ENV_NAME: Final = re.compile(r"[^=\0]+")  # what execve takes as an environment name
 _SHOWN_MAX: Final = 200  # characters of the command shown in error messages
 
 
@@ -113,16 +117,30 @@ class CommandWork:
             raise SpecError(f"command shell: expected a non-empty string, got {self.shell!r}")
         if self.cwd is not None and not isinstance(self.cwd, str):
             raise SpecError(f"command cwd: expected a path string, got {self.cwd!r}")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
-            raise SpecError(f"command env: expected string names and values, got {self.env!r}")
-        try:
-            signal.Signals(self.stop_signal)
-        except ValueError:
-            raise SpecError(
-                f"stop.signal: expected a signal number, got {self.stop_signal!r}"
-            ) from None
-        if not isinstance(self.grace, int | float) or self.grace < 0:
-            raise SpecError(f"stop.grace: expected a duration >= 0, got {self.grace!r}")
+        for key, value in self.env.items():
+            need_key(
+                isinstance(key, str) and bool(_ENV_NAME.fullmatch(key)),
+                key_field("env", key),
+                "a name like FOO_BAR",
+                key,
+            )
+            # Never echo the value: it may be a secret.
+            need(
+                isinstance(value, str),
+                key_field("env", key),
+                "a string",
+                value,
+                shown=type(value).__name__,
+            )
+        need(
+            isinstance(self.stop_signal, int)
+            and not isinstance(self.stop_signal, bool)
+            and self.stop_signal in _VALID_SIGNALS,
+            "stop.signal",
+            "a signal name like TERM, INT, HUP or KILL, or its number",
+            self.stop_signal,
+        )
+        need_duration(self.grace, "stop.grace")
 
     # -- the Work protocol -------------------------------------------------------------------------
 
@@ -178,7 +196,7 @@ class CommandWork:
 
     def describe(self) -> str:
         if self.shell is not None:
-            return shlex.join(("sh", "-c", self.shell))
+            return self.shell  # as the user wrote it: re-quoting it as sh -c '...' hides it
         return shlex.join(self.argv)
 
     def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool:

@@ -59,10 +59,47 @@ class SpecError(JobvisorError, ValueError):
     """A spec or policy value is invalid.
 
     Raised when a value type is constructed (``Backoff(initial=-1)``), so a
-    tree never starts with a policy it cannot honour. The message names the
-    field, the expected and the actual value. The manifest loader collects
-    these into a ``ManifestError`` with file positions instead.
+    tree never starts with a policy it cannot honour. ``field`` names the
+    field (``backoff.initial``, ``http.expect_status[1]``), ``expected`` says
+    what it takes and ``got`` is the value given; ``shown`` is ``got`` as the
+    message prints it (masked where the value may hold a secret);
+    ``about`` is a description that replaces the value wherever the problem
+    is shown (``both service and every``). ``other`` is the same
+    problem told from a second field (``backoff.max`` below ``initial`` is
+    also ``initial`` above ``max``), for a reader that knows which of the two
+    the user wrote. The manifest loader reads these attributes to put each
+    problem at its path and line in a ``ManifestError``.
     """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        field: str = "",
+        expected: str = "",
+        got: object = None,
+        shown: str | None = None,
+        about: str | None = None,
+        other: SpecError | None = None,
+    ) -> None:
+        if about is not None:
+            shown = about
+        elif shown is None:
+            shown = repr(got)
+        if not message:
+            message = (
+                f"{field}: expected {expected}, got {shown}"
+                if field
+                else f"expected {expected}, got {shown}"
+            )
+        super().__init__(message)
+        # Pickled as (type, (message,), __dict__), which brings these back as they were.
+        self.field = field
+        self.expected = expected
+        self.got = got
+        self.shown = shown
+        self.about = about
+        self.other = other
 
 
 class RuntimeSetupError(JobvisorError):

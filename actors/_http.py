@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
@@ -32,11 +33,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from actors._checks import key_field, need, need_duration, need_key
 from actors._errors import JobFailure, SpecError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
 
     from actors._attempt import Attempt
@@ -52,7 +52,7 @@ __all__ = [
     "redact_url",
 ]
 
-HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Tokens of ``retry.on`` for http jobs; an exact status such as "503" is accepted too.
 HTTP_RETRY_ON: Final = ("connection", "timeout", "5xx", "4xx", "429")
 _DEFAULT_RETRY_ON: Final = frozenset({"connection", "timeout", "5xx", "429"})
@@ -116,8 +116,9 @@ def check_http_retry_on(on: tuple[str, ...]) -> None:
         if token.isdigit() and 100 <= int(token) <= 599:
             continue
         raise SpecError(
-            f"retry.on: expected one of {', '.join(HTTP_RETRY_ON)} or a status 100..599 "
-            f"for an http job, got {token!r}"
+            field="retry.on",
+            expected=f"one of {', '.join(HTTP_RETRY_ON)} or a status 100..599 for an http job",
+            got=token,
         )
 
 
@@ -141,46 +142,76 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - now)
 
 
-def _check_url(url: Any) -> None:
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
-        shown = redact_url(url) if isinstance(url, str) else url
-        raise SpecError(f"http.url: expected an http:// or https:// URL, got {shown!r}")
+URL_EXPECTED: Final = "an http:// or https:// URL"
+JSON_EXPECTED: Final = "JSON data (mappings with string keys, lists, strings, numbers)"
 
 
-def _check_params(params: Mapping[str, str]) -> None:
-    for key, value in params.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise SpecError(f"http.params: names and values are strings, got one at {key!r}")
+def check_url(url: object, name: str) -> None:
+    """Raise ``SpecError`` at ``name`` unless ``url`` is an http(s) URL with a host.
+
+    The message never shows the URL's password.
+    """
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        ok = parts is not None and parts.scheme in {"http", "https"} and bool(parts.hostname)
+    except ValueError:  # "http://[::1" and other malformed netlocs
+        ok = False
+    shown = None
+    if isinstance(url, str) and "@" in url:
+        try:
+            shown = repr(redact_url(url))
+        except ValueError:
+            shown = "'***'"
+    need(ok, name, URL_EXPECTED, url, shown=shown)
+
+
+def _check_map(name: str, entries: object, *, header: bool) -> None:
+    """Names and string values of ``headers`` or ``params``; a header value is never echoed."""
+    need(isinstance(entries, Mapping), f"http.{name}", "a mapping", entries)
+    for key, value in entries.items():  # type: ignore[attr-defined]
+        if header:
+            need_key(
+                isinstance(key, str) and bool(_HEADER_NAME.match(key)),
+                key_field(f"http.{name}", key),
+                "a name like FOO_BAR (header names are tokens)",
+                key,
+            )
+        else:
+            need_key(isinstance(key, str), key_field(f"http.{name}", key), "a string", key)
+        at = key_field(f"http.{name}", key)
+        need(isinstance(value, str), at, "a string", value, shown=type(value).__name__)
+        if header and (value != value.strip() or "\r" in value or "\n" in value):
+            raise SpecError(
+                field=at,
+                expected="a header value without line breaks or leading/trailing whitespace",
+                got=value,
+                shown="***",
+            )
 
 
 def _check_payload(json: Any, body: Any) -> None:
     if json is not None and body is not None:
-        raise SpecError("http: give at most one of json and body, got both")
+        raise SpecError(
+            "http: give at most one of json and body, got both",
+            field="http.body",
+            expected="json or body, not both",
+            got=body,
+        )
     if json is not None:
         try:
             jsonlib.dumps(json, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError):
             # The exception's text may quote the value: name only its kind.
             raise SpecError(
-                f"http.json: cannot be encoded as JSON ({type(exc).__name__})"
+                field="http.json", expected=JSON_EXPECTED, got=json, shown=type(json).__name__
             ) from None
-    if body is not None and not isinstance(body, str | bytes):
-        raise SpecError(f"http.body: expected text or bytes, got {type(body).__name__}")
-
-
-def _check_headers(name: str, headers: Mapping[str, str]) -> None:
-    for key, value in headers.items():
-        if not isinstance(key, str) or not _HEADER_NAME.match(key):
-            raise SpecError(f"http.{name}: header names are tokens, got {key!r}")
-        # Never echo the value: it may be a secret.
-        if not isinstance(value, str):
-            raise SpecError(f"http.{name}.{key}: expected a string, got {type(value).__name__}")
-        if value != value.strip() or "\r" in value or "\n" in value:
-            raise SpecError(
-                f"http.{name}.{key}: a header value must not hold line breaks "
-                "or leading/trailing whitespace"
-            )
+    need(
+        body is None or isinstance(body, str | bytes),
+        "http.body",
+        "the request body as a string",
+        body,
+        shown=type(body).__name__,
+    )
 
 
 # -- abortable connections -----------------------------------------------------------------------
@@ -394,25 +425,26 @@ class HttpWork:
     )
 
     def __post_init__(self) -> None:
-        _check_url(self.url)
+        check_url(self.url, "http.url")
         method = self.method.upper() if isinstance(self.method, str) else self.method
-        if method not in HTTP_METHODS:
-            raise SpecError(
-                f"http.method: expected one of {', '.join(sorted(HTTP_METHODS))}, "
-                f"got {self.method!r}"
-            )
+        need(
+            method in HTTP_METHODS, "http.method", "one of " + ", ".join(HTTP_METHODS), self.method
+        )
         object.__setattr__(self, "method", method)
-        _check_headers("headers", self.headers)
-        _check_params(self.params)
+        _check_map("headers", self.headers, header=True)
+        _check_map("params", self.params, header=False)
         _check_payload(self.json, self.body)
-        if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float):
-            raise SpecError(f"http.timeout: expected a duration, got {self.timeout!r}")
-        if not self.timeout > 0:
-            raise SpecError(f"http.timeout: expected a positive duration, got {self.timeout!r}")
+        need_duration(self.timeout, "http.timeout", positive=True)
+        need(
+            isinstance(self.expect_status, tuple | list),
+            "http.expect_status",
+            "a status 100..599 or a list of them",
+            self.expect_status,
+        )
         statuses = tuple(self.expect_status)
-        for code in statuses:
-            if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
-                raise SpecError(f"http.expect_status: expected statuses 100..599, got {code!r}")
+        for i, code in enumerate(statuses):
+            ok = isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599
+            need(ok, f"http.expect_status[{i}]", "a status 100..599", code)
         object.__setattr__(self, "expect_status", statuses)
 
     # -- Work ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import logbook
 
 from actors._attempt import Attempt, current_attempt_var
+from actors._checks import need, need_count, need_duration
 from actors._errors import AttemptTimeout, SpecError
 from actors._messages import AttemptDone, ChildStarted, Resumed, Waiting
 from actors._retry import RetrySpec, run_with_retry
@@ -52,16 +53,27 @@ class Schedule:
             )
             if on
         ]
+        need(isinstance(self.service, bool), "service", "true or false", self.service)
         if len(modes) > 1:
-            raise SpecError(f"a job has one run mode; got both {modes[0]} and {modes[1]}")
-        if self.cron is not None and not _valid_cron(self.cron):
-            raise SpecError(f"cron: expected 5 fields 'm h dom mon dow', got {self.cron!r}")
-        if self.every is not None and self.every <= 0:
-            raise SpecError(f"every must be a positive duration, got {self.every!r}")
-        if self.times is not None and (not self.periodic or self.times < 1):
-            raise SpecError(f"times must be a positive count on a periodic job, got {self.times!r}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise SpecError(f"timeout must be a positive duration, got {self.timeout!r}")
+            both = f"both {modes[0]} and {modes[1]}"
+            raise SpecError(field=modes[1], expected="one run mode", got=modes, about=both)
+        if self.cron is not None:
+            ok = isinstance(self.cron, str) and _valid_cron(self.cron)
+            need(ok, "cron", "a cron expression of 5 fields 'm h dom mon dow'", self.cron)
+        if self.every is not None:
+            need_duration(self.every, "every", positive=True)
+        if self.times is not None:
+            if not self.periodic:
+                mode = "service" if self.service else "once"
+                raise SpecError(
+                    field="times",
+                    expected="times only on a periodic job (every or cron)",
+                    got=self.times,
+                    about=f"it on a {mode} job",
+                )
+            need_count(self.times, "times", 1)
+        if self.timeout is not None:
+            need_duration(self.timeout, "timeout", positive=True)
 
     @property
     def periodic(self) -> bool:

@@ -7,14 +7,16 @@ child process per try (``"process"``, see ``actors._isolated``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from actors._errors import JobFailure, SpecError
+from actors._checks import key_field, need, need_duration, need_key
+from actors._errors import JobFailure
 from actors._python_call import call_target, exit_code, resolve_target
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from actors._attempt import Attempt
 
@@ -67,14 +69,21 @@ class PythonWork:
     grace: float = 5.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.target, str) or not _TARGET.match(self.target):
-            raise SpecError(
-                f"python target must look like 'package.module:function', got {self.target!r}"
-            )
-        if self.isolation not in ISOLATIONS:
-            raise SpecError(f"python isolation: expected thread or process, got {self.isolation!r}")
-        if not isinstance(self.grace, int | float) or self.grace < 0:
-            raise SpecError(f"stop.grace: expected a duration >= 0, got {self.grace!r}")
+        ok = isinstance(self.target, str) and bool(_TARGET.fullmatch(self.target))
+        need(ok, "python", "a target like 'package.module:function'", self.target)
+        need(isinstance(self.args, list | tuple), "args", "a list of arguments", self.args)
+        object.__setattr__(self, "args", tuple(self.args))
+        need(
+            isinstance(self.kwargs, Mapping),
+            "kwargs",
+            "a mapping of keyword arguments",
+            self.kwargs,
+        )
+        for key in self.kwargs:
+            ok = isinstance(key, str) and key.isidentifier()
+            need_key(ok, key_field("kwargs", key), "a keyword argument name", key)
+        need(self.isolation in ISOLATIONS, "isolation", "thread or process", self.isolation)
+        need_duration(self.grace, "stop.grace")
 
     def run(self, attempt: Attempt) -> int | None:
         if self.isolation == "process":

@@ -16,12 +16,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
-from urllib.parse import urlsplit
 
 import requests
 
+from actors._checks import need, need_duration
 from actors._errors import JobFailure, SpecError
-from actors._http import redact_url
+from actors._http import check_url, redact_url
 
 if TYPE_CHECKING:
     import threading
@@ -59,25 +59,30 @@ class ReadyProbe:
         given = [n for n in ("tcp", "http", "command") if getattr(self, n) is not None]
         if len(given) != 1:
             got = " and ".join(given) if given else "none"
-            raise SpecError(f"ready: expected exactly one of tcp, http, command; got {got}")
+            raise SpecError(
+                f"ready: expected exactly one of tcp, http, command; got {got}",
+                field="ready",
+                expected="exactly one of tcp, http or command",
+                got=given,
+                about=got,
+            )
         if self.tcp is not None:
             _split_host_port(self.tcp)
         if self.http is not None:
-            parts = urlsplit(self.http) if isinstance(self.http, str) else None
-            if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
-                shown = redact_url(self.http) if isinstance(self.http, str) else self.http
-                raise SpecError(f"ready.http: expected an http(s) URL, got {shown!r}")
+            check_url(self.http, "ready.http")
         if self.command is not None:
-            command = tuple(self.command) if isinstance(self.command, list | tuple) else ()
-            if not command or not all(isinstance(a, str) for a in command):
-                raise SpecError(
-                    f"ready.command: expected a non-empty list of strings, got {self.command!r}"
-                )
-            object.__setattr__(self, "command", command)
-        for name in ("timeout", "interval"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise SpecError(f"ready.{name}: expected a positive duration, got {value!r}")
+            command = self.command
+            need(
+                isinstance(command, list | tuple) and bool(command),
+                "ready.command",
+                "a non-empty list of argv strings",
+                command,
+            )
+            for i, arg in enumerate(command):
+                need(isinstance(arg, str), f"ready.command[{i}]", "an argv string", arg)
+            object.__setattr__(self, "command", tuple(command))
+        need_duration(self.timeout, "ready.timeout", positive=True)
+        need_duration(self.interval, "ready.interval", positive=True)
 
     def describe(self) -> str:
         if self.tcp is not None:
@@ -145,9 +150,9 @@ class _Seen:
 
 def _split_host_port(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
-    host = host.removeprefix("[").removesuffix("]")  # "[::1]:80"
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SpecError(f"ready.tcp: expected 'host:port', got {value!r}")
+    host = host.removeprefix("[").removesuffix("]").strip()  # "[::1]:80"
+    ok = bool(sep and host and port.isdigit() and port.isascii() and 0 < int(port[:6]) < 65536)
+    need(ok, "ready.tcp", "host:port like localhost:5432", value)
     return host, int(port)
 
 

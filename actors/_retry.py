@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
-from actors._errors import SpecError
+from actors._checks import need, need_count
+from actors._exponential import Exponential
 
 if TYPE_CHECKING:
     import threading
@@ -20,27 +21,12 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RetryWait:
+class RetryWait(Exponential):
     """Wait before retry ``n``: ``min(max, initial * multiplier**(n-1))``, jittered ±``jitter``."""
 
+    FIELD: ClassVar[str] = "retry.wait"
     initial: float = 0.5
     max: float = 10.0
-    multiplier: float = 2.0
-    jitter: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.initial < 0 or self.max < self.initial or self.multiplier < 1:
-            raise SpecError(
-                "retry.wait: expected 0 <= initial <= max and multiplier >= 1, "
-                f"got initial={self.initial!r} max={self.max!r} multiplier={self.multiplier!r}"
-            )
-        if not 0 <= self.jitter <= 1:
-            raise SpecError(f"retry.wait.jitter: expected a fraction in [0, 1], got {self.jitter}")
-
-    def delay(self, n: int, rand: float) -> float:
-        exponent = max(0, n - 1)
-        base = self.max if n > 1024 else min(self.max, self.initial * self.multiplier**exponent)
-        return max(0.0, min(self.max, base * (1 + self.jitter * (2 * rand - 1))))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,8 +42,12 @@ class RetrySpec:
     on: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise SpecError(f"retry.attempts: expected a count >= 1, got {self.attempts!r}")
+        need_count(self.attempts, "retry.attempts", 1)
+        need(isinstance(self.wait, Exponential), "retry.wait", "a RetryWait", self.wait)
+        on = self.on
+        ok = isinstance(on, list | tuple) and all(isinstance(name, str) for name in on)
+        need(ok, "retry.on", "a list of failure names", on)
+        object.__setattr__(self, "on", tuple(on))
 
 
 class Retryable(Protocol):

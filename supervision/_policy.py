@@ -10,9 +10,11 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from actors import Outcome, SpecError
+from actors import Outcome
+from actors._checks import need_count, need_duration
+from actors._exponential import Exponential, check_growth
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -61,38 +63,14 @@ class OnExhausted(enum.StrEnum):
     COOLDOWN = "cooldown"
 
 
-def _check(ok: bool, field: str, expected: str, actual: object) -> None:
-    if not ok:
-        raise SpecError(f"{field}: expected {expected}, got {actual!r}")
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Backoff:
+class Backoff(Exponential):
     """Delay before restart ``n`` in the window: ``min(max, initial * multiplier**(n-1))``.
 
     Jitter moves it by up to ±``jitter`` of itself but never above ``max``.
     """
 
-    initial: float = 0.1
-    max: float = 30.0
-    multiplier: float = 2.0
-    jitter: float = 0.1
-
-    def __post_init__(self) -> None:
-        _check(self.initial >= 0, "backoff.initial", "a duration >= 0", self.initial)
-        _check(self.max >= self.initial, "backoff.max", f">= initial ({self.initial})", self.max)
-        _check(self.multiplier >= 1, "backoff.multiplier", "a number >= 1", self.multiplier)
-        _check(0 <= self.jitter <= 1, "backoff.jitter", "a fraction in [0, 1]", self.jitter)
-
-    def delay(self, n: int, rand: float = 0.5) -> float:
-        """Delay before restart number ``n`` (1-based); ``rand`` in [0, 1) picks the jitter."""
-        exponent = max(0, n - 1)
-        # Cap the exponent's effect before it overflows a float on long-lived windows.
-        base = (
-            self.max if exponent > 1023 else min(self.max, self.initial * self.multiplier**exponent)
-        )
-        jittered = base * (1 + self.jitter * (2 * rand - 1))
-        return max(0.0, min(self.max, jittered))
+    FIELD: ClassVar[str] = "backoff"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,8 +81,8 @@ class Intensity:
     within: float = 60.0
 
     def __post_init__(self) -> None:
-        _check(self.max_restarts >= 0, "intensity.max_restarts", "a count >= 0", self.max_restarts)
-        _check(self.within > 0, "intensity.within", "a duration > 0", self.within)
+        need_count(self.max_restarts, "intensity.max_restarts", 0)
+        need_duration(self.within, "intensity.within", positive=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,26 +101,24 @@ class CooldownPolicy:
     max_cycles: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.duration > 0, "cooldown.duration", "a duration > 0", self.duration)
-        _check(self.probation >= 0, "cooldown.probation", "a duration >= 0", self.probation)
-        _check(self.multiplier >= 1, "cooldown.multiplier", "a number >= 1", self.multiplier)
-        _check(
-            self.max >= self.duration, "cooldown.max", f">= duration ({self.duration})", self.max
+        check_growth(
+            "cooldown",
+            self.duration,
+            self.max,
+            self.multiplier,
+            initial_name="duration",
+            positive=True,
         )
-        _check(
-            self.max_cycles is None or self.max_cycles >= 1,
-            "cooldown.max_cycles",
-            "a count >= 1 or null",
-            self.max_cycles,
-        )
+        need_duration(self.probation, "cooldown.probation")
+        if self.max_cycles is not None:
+            need_count(self.max_cycles, "cooldown.max_cycles", 1)
 
     def duration_of(self, cycle: int) -> float:
-        exponent = max(0, cycle - 1)
-        return (
-            self.max
-            if exponent > 1023
-            else min(self.max, self.duration * self.multiplier**exponent)
+        """How long cycle ``cycle`` (1-based) cools down."""
+        growth = Exponential(
+            initial=self.duration, max=self.max, multiplier=self.multiplier, jitter=0.0
         )
+        return growth.delay(cycle)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pykka
 
 from actors import PythonWork, RetrySpec, Schedule, SpecError, Work
+from actors._checks import need, need_count, need_duration
 from supervision._policy import RestartPolicy, RestartType, Strategy
 
 if TYPE_CHECKING:
@@ -28,16 +29,17 @@ __all__ = [
 
 NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
 DEFAULT_GRACE: Final = 5.0
+PLACEMENTS: Final = ("local", "ray")
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise SpecError(f"name: expected letters, digits, '_', '.' or '-', got {name!r}")
+    ok = isinstance(name, str) and bool(NAME.fullmatch(name))
+    need(ok, "name", "a name made of letters, digits, '_', '.' or '-'", name)
 
 
 def _check_grace(grace: float | None) -> None:
-    if grace is not None and grace < 0:
-        raise SpecError(f"stop grace: expected a duration >= 0, got {grace!r}")
+    if grace is not None:
+        need_duration(grace, "stop.grace")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +65,7 @@ class JobSpec:
         _check_grace(self.grace)
         if self.name in self.depends_on:
             raise SpecError(f"{self.name}: a job cannot depend on itself")
+        need(self.placement in PLACEMENTS, "placement", "one of local, ray", self.placement)
 
     @property
     def kind(self) -> str:
@@ -153,19 +156,14 @@ class BreakerSpec:
     half_open_max_calls: int = 1
 
     def __post_init__(self) -> None:
-        if self.failure_threshold < 1:
-            raise SpecError(
-                f"failure_threshold: expected a count >= 1, got {self.failure_threshold!r}"
-            )
-        if self.reset_timeout <= 0:
-            raise SpecError(f"reset_timeout: expected a duration > 0, got {self.reset_timeout!r}")
-        if self.half_open_max_calls < 1:
-            raise SpecError(
-                f"half_open_max_calls: expected a count >= 1, got {self.half_open_max_calls!r}"
-            )
+        need_count(self.failure_threshold, "failure_threshold", 1)
+        need_duration(self.reset_timeout, "reset_timeout", positive=True)
+        need_count(self.half_open_max_calls, "half_open_max_calls", 1)
 
 
 LEVELS: Final = ("none", "error", "warning", "information", "debug", "verbose")
+LOG_FORMATS: Final = ("text", "json")
+ROTATE_WHEN: Final = ("hourly", "daily")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,12 +175,11 @@ class RotateSpec:
     when: str | None = None  # "hourly" | "daily"
 
     def __post_init__(self) -> None:
-        if self.max_bytes is not None and self.max_bytes < 1:
-            raise SpecError(f"rotate.max_bytes: expected a size >= 1 byte, got {self.max_bytes!r}")
-        if self.backups < 0:
-            raise SpecError(f"rotate.backups: expected a count >= 0, got {self.backups!r}")
-        if self.when not in (None, "hourly", "daily"):
-            raise SpecError(f"rotate.when: expected hourly or daily, got {self.when!r}")
+        if self.max_bytes is not None:
+            ok = isinstance(self.max_bytes, int) and not isinstance(self.max_bytes, bool)
+            need(ok and self.max_bytes >= 1, "rotate.max_bytes", "a size >= 1", self.max_bytes)
+        need_count(self.backups, "rotate.backups", 0)
+        need(self.when in (None, *ROTATE_WHEN), "rotate.when", "one of hourly, daily", self.when)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,11 +192,8 @@ class LoggingSpec:
     format: str = "text"  # "text" | "json"
 
     def __post_init__(self) -> None:
-        if self.level not in LEVELS:
-            expected = ", ".join(LEVELS)
-            raise SpecError(f"logging.level: expected one of {expected}, got {self.level!r}")
-        if self.format not in ("text", "json"):
-            raise SpecError(f"logging.format: expected text or json, got {self.format!r}")
+        need(self.level in LEVELS, "logging.level", "one of " + ", ".join(LEVELS), self.level)
+        need(self.format in LOG_FORMATS, "logging.format", "one of text, json", self.format)
 
 
 def walk(spec: SupervisorSpec, prefix: str = "") -> Iterator[tuple[str, ChildSpec]]:

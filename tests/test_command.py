@@ -177,7 +177,9 @@ def test_argv_list_becomes_a_tuple_and_describe_quotes_it() -> None:
     work = CommandWork(argv=["echo", "a b"])  # type: ignore[arg-type]
     assert work.argv == ("echo", "a b")
     assert work.describe() == "echo 'a b'"
-    assert CommandWork(shell="exit 3").describe() == "sh -c 'exit 3'"
+    # A string command is shown as the user wrote it, not re-quoted as sh -c '...'.
+    shell = "echo 'cannot reach smtp.invalid'; exit 3"
+    assert CommandWork(shell=shell).describe() == shell
     assert work.kind == "command"
 
 
@@ -209,7 +211,7 @@ def test_exit_0_returns_0() -> None:
 @pytest.mark.parametrize(
     ("work", "code", "message"),
     [
-        (CommandWork(shell="exit 3"), 3, "command sh -c 'exit 3' exited with 3"),
+        (CommandWork(shell="exit 3"), 3, "command exit 3 exited with 3"),
         (CommandWork(argv=("false",)), 1, "command false exited with 1"),
         (CommandWork(shell="kill -KILL $$"), -9, "killed by SIGKILL"),
         (CommandWork(argv=("no-such-command-xyz",)), 127, "could not start"),
@@ -426,7 +428,7 @@ def test_nonzero_exit_fails_the_job_and_names_the_code(make_tree, events) -> Non
     node = tree.status()["children"][0]
     assert node["state"] == "gave_up"
     assert node["last_exit"]["outcome"] == "failed"
-    assert node["last_exit"]["error"] == "command sh -c 'exit 3' exited with 3"
+    assert node["last_exit"]["error"] == "command exit 3 exited with 3"
     assert node["last_exit"]["code"] == 3
 
 

@@ -239,8 +239,9 @@ def test_a_command_that_exits_under_a_forked_grandchild_ends_at_once_and_leaves_
         assert node(tree.status(), path)["last_exit"]["code"] == 7
 
     text = scene.log_text()
-    for path in ("forker", "stubborn"):
-        assert f"{path}: attempt 1 failed: command sh -c" in text
+    for path, written in (("forker", "sleep 1000 & echo $!"), ("stubborn", 'sh -c "trap')):
+        # A string command is shown as the user wrote it.
+        assert f"{path}: attempt 1 failed: command {written}" in text
         assert f"{path}: failed (start 1)" in text
         assert f"{path}: gave up" in text
     after = scene.committed()

@@ -419,3 +419,72 @@ def test_kill_ends_a_stubborn_child_at_once(beacon, procs) -> None:
 def test_thread_isolation_has_no_kill() -> None:
     """The job actor reads a ``kill`` as "this work stops itself": a thread cannot."""
     assert PythonWork(target="m:f").kill is None
+
+
+# -- the manifest --------------------------------------------------------------------------------
+
+
+def test_the_manifest_sets_isolation_and_the_grace_of_a_python_job() -> None:
+    from supervision import load_manifest
+
+    manifest = load_manifest(
+        "version: 1\njobs:\n"
+        "  - {name: a, python: 'isolatedfuncs:exit_now', isolation: process, stop: {grace: 2s}}\n"
+        "  - {name: b, python: 'isolatedfuncs:exit_now'}\n",
+        env={},
+    )
+    a, b = manifest.root.children
+    assert (a.work.isolation, a.work.grace) == ("process", 2.0)
+    assert b.work.isolation == "thread"
+
+
+@pytest.mark.parametrize(
+    ("job", "where", "says"),
+    [
+        ("{name: a, python: 'm:f', isolation: fork}", "jobs[0].isolation", "thread, process"),
+        ("{name: a, command: ['true'], isolation: process}", "jobs[0].isolation", "python jobs"),
+    ],
+)
+def test_a_bad_isolation_is_a_manifest_error_naming_its_place(
+    job: str, where: str, says: str
+) -> None:
+    from supervision import ManifestError, load_manifest
+
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(f"version: 1\njobs:\n  - {job}\n", env={})
+    (issue,) = caught.value.issues
+    assert (issue.path, issue.line) == (where, 3)
+    assert says in issue.message
+
+
+def test_run_survives_os_exit_and_a_gil_holding_job_of_its_manifest(tmp_path: Path) -> None:
+    """The issue's two probes, through a real `jobvisor run`: neither takes jobvisor down."""
+    import json
+    import subprocess
+
+    from faultkit import CLI, ENV
+
+    (tmp_path / "probes.py").write_text(
+        "import os, re\n"
+        "def leave():\n    os._exit(7)\n"
+        "def spin():\n    re.match(r'(a+)+$', 'a' * 40 + 'b')\n"
+    )
+    (tmp_path / "jobs.yaml").write_text(
+        "version: 1\ndefaults: {restart: temporary, isolation: process}\njobs:\n"
+        "  - {name: leave, python: 'probes:leave'}\n"
+        "  - {name: spin, python: 'probes:spin', timeout: 1s, stop: {grace: 0.2s}}\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [*CLI, "run", "--json", str(tmp_path / "jobs.yaml")],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr  # failed jobs: 1, not the job's 7
+    assert time.monotonic() - started < 30
+    nodes = {node["path"]: node for node in json.loads(done.stdout)["children"]}
+    assert nodes["leave"]["last_exit"]["code"] == 7
+    assert nodes["spin"]["last_exit"]["outcome"] == "timeout"

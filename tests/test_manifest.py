@@ -34,6 +34,7 @@ from supervision._manifest import (
     parse_size,
 )
 from supervision._spec import BreakerSpec, LoggingSpec, RotateSpec
+from supervision._units import DURATION_HINT
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
 FULL_ENV = {"API_TOKEN": "tok-123", "PGDATA": "/var/pg", "PORT": "8080"}
@@ -1134,3 +1135,241 @@ def test_the_repository_demo_manifest_loads() -> None:
         pytest.skip("no demo manifest")
     m = load_manifest(path)
     assert m.root.children
+
+
+# -- one place for every check: the specs' own errors, placed at their fields ---------------------
+
+
+def test_spec_errors_carry_field_expected_and_got() -> None:
+    with pytest.raises(SpecError) as caught:
+        Backoff(initial=5.0, max=1.0)
+    error = caught.value
+    assert (error.field, error.expected, error.got) == (
+        "backoff.max",
+        "a duration >= initial (5s)",
+        1.0,
+    )
+    assert error.other is not None
+    assert (error.other.field, error.other.expected) == (
+        "backoff.initial",
+        "a duration <= max (1s)",
+    )
+    assert str(error) == "backoff.max: expected a duration >= initial (5s), got 1.0"
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.field, copy.expected, copy.got, str(copy)) == (
+        error.field,
+        error.expected,
+        1.0,
+        str(error),
+    )
+    with pytest.raises(SpecError) as caught:
+        Backoff(initial="soon")  # type: ignore[arg-type]
+    assert (caught.value.field, caught.value.got) == ("backoff.initial", "soon")
+
+
+def test_every_bad_field_of_one_mapping_is_reported_but_none_that_follows_from_one() -> None:
+    issues = issues_of("""
+        version: 1
+        supervisor:
+          backoff: {initial: -1s, max: 50ms, multiplier: 0.5, jitter: 2}
+        jobs: [{name: a, python: "m:f"}]
+    """)
+    assert [(i.path, i.message.split(", got")[0]) for i in issues] == [
+        ("supervisor.backoff.initial", f"expected a duration >= 0 like {DURATION_HINT}"),
+        ("supervisor.backoff.multiplier", "expected a number >= 1"),
+        ("supervisor.backoff.jitter", "expected a fraction in [0, 1]"),
+    ]  # max is only below the default initial that stands in for the bad one: not reported
+
+
+def test_a_default_no_job_inherits_is_still_checked_by_its_spec() -> None:
+    issues = issues_of("""
+        version: 1
+        defaults:
+          every: 0
+          http: {timeout: 0, expect_status: 700}
+          env: {"A=B": x}
+        jobs: [{name: a, python: "m:f", service: true}]
+    """)
+    assert [(i.path, i.line, i.message) for i in issues] == [
+        ("defaults.every", 3, "expected a duration > 0, got 0"),
+        ("defaults.http.timeout", 4, "expected a duration > 0, got 0"),
+        ("defaults.http.expect_status", 4, "expected a status 100..599, got 700"),
+        ("defaults.env['A=B']", 5, "expected a name like FOO_BAR, got 'A=B'"),
+    ]
+
+
+def test_an_alias_bomb_reports_its_bound_and_nothing_that_stems_from_it() -> None:
+    bomb = "version: 1\na: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(7)
+    )
+    issues = issues_of(bomb + "jobs: [{name: a, python: 'm:f'}]\n")
+    assert [i.message for i in issues] == ["expected at most 100000 values, got more"]
+    issues = issues_of("version: 1\njobs:\n  - &loop {name: a, python: 'm:f', args: [*loop]}\n")
+    assert [i.message for i in issues] == [
+        "expected at most 64 levels of nesting, got more (a recursive alias?)"
+    ]
+
+
+def test_a_string_command_is_explained_as_written() -> None:
+    m = load("""
+        version: 1
+        jobs:
+          - {name: mailer, command: "echo 'cannot reach smtp.invalid'; exit 3"}
+    """)
+    assert (
+        "      work: command echo 'cannot reach smtp.invalid'; exit 3" in m.explain().splitlines()
+    )
+
+
+# -- ${secret:NAME} and the warnings of validate ---------------------------------------------------
+
+
+def test_inline_secret_is_interpolated_collected_and_masked() -> None:
+    env = {"TOKEN": "tok-s3cr3t", "HOST": "api.example.com"}
+    m = load(
+        """
+        version: 1
+        jobs:
+          - name: call
+            http:
+              url: "https://${HOST}/v1?key=${secret:TOKEN}"
+              headers: {Authorization: "Bearer ${secret:TOKEN}"}
+          - {name: whole, python: "m:f", kwargs: {token: "${secret:TOKEN}"}}
+        """,
+        env,
+    )
+    work = m.root.children[0].work
+    assert isinstance(work, HttpWork)
+    assert work.url == "https://api.example.com/v1?key=tok-s3cr3t"
+    assert work.headers == {"Authorization": "Bearer tok-s3cr3t"}
+    assert m.secrets == {"tok-s3cr3t"}
+    assert "tok-s3cr3t" not in m.explain()
+    assert "https://api.example.com/v1?key=***" in m.explain()
+    assert m.warnings == ()
+    issues = issues_of(
+        """
+        version: 1
+        jobs:
+          - {name: a, python: "m:f", timeout: "${secret:TOKEN}"}
+          - {name: b, python: "m:f", args: ["${secret:NOPE}"]}
+        """,
+        env,
+    )
+    assert [(i.path, i.message) for i in issues] == [
+        (
+            "jobs[0].timeout",
+            "expected a duration > 0 like 250ms, 30s, 5m, 1h, 1d or a number of seconds, got ***",
+        ),
+        (
+            "jobs[1].args[0]",
+            "expected environment variable NOPE to be set (for ${secret:NOPE}), got it unset",
+        ),
+    ]
+
+
+def test_validate_warns_of_secret_looking_plain_names_and_secrets_in_argv() -> None:
+    env = {"API_KEY": "k3y", "API_TOKEN": "t0k", "DB_PASSWORD": "pw", "HOME_DIR": "/h"}
+    m = load(
+        """
+        version: 1
+        defaults:
+          env: {PASSWORD: {secret: {env: DB_PASSWORD}}}
+        jobs:
+          - {name: a, command: [tool, "${API_KEY}", "${HOME_DIR}"]}
+          - {name: b, command: [tool, {secret: {env: DB_PASSWORD}}]}
+          - {name: c, command: "tool --key=${secret:API_TOKEN}"}
+          - {name: d, command: [tool], env: {TOKEN: "${secret:API_TOKEN}"}}
+        """,
+        env,
+    )
+    assert [(w.path, w.line, w.message.split(";")[0]) for w in m.warnings] == [
+        (
+            "jobs[0].command[1]",
+            5,
+            "${API_KEY} looks like a secret but is plain interpolation, shown in clear in logs and status",
+        ),
+        (
+            "jobs[1].command[1]",
+            6,
+            "a secret in a command's argv can be read by every local user (ps, /proc/PID/cmdline)",
+        ),
+        (
+            "jobs[2].command",
+            7,
+            "a secret in a command's argv can be read by every local user (ps, /proc/PID/cmdline)",
+        ),
+    ]
+    assert all("t0k" not in str(w) and "pw" not in str(w) for w in m.warnings)
+    assert "write ${secret:API_KEY} to mask it" in str(m.warnings[0])
+    assert "pass it in env: instead" in str(m.warnings[1])
+
+
+def test_cli_validate_prints_warnings_to_stderr_and_still_succeeds(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text("version: 1\njobs:\n  - {name: a, command: [tool, {secret: {env: T}}]}\n")
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "cli.py"), "validate", str(manifest)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "T": "hunter2"},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{manifest}: OK (1 children)\n"
+    assert proc.stderr == (
+        f"warning: {manifest}:3: jobs[0].command[1]: a secret in a command's argv can be read by "
+        "every local user (ps, /proc/PID/cmdline); pass it in env: instead\n"
+    )
+
+
+def test_cli_says_a_directory_is_not_a_manifest(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder = tmp_path / "adir.yaml"
+    folder.mkdir()
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "cli.py"), "validate", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"jobvisor: {folder} is a directory, not a manifest: pass the path of its YAML file"
+    ]
+
+
+def test_an_inline_secret_is_masked_in_what_run_prints(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    secret = "inl1ne-s3cret"
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        "version: 1\n"
+        "supervisor: {intensity: {max_restarts: 0}}\n"
+        "jobs:\n"
+        "  - {name: leak, python: 'jobfuncs:fail', kwargs: {key: 'key-${secret:T}'},"
+        " restart: temporary}\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {"PATH": "/usr/bin:/bin", "T": secret, "PYTHONPATH": str(root / "tests")}
+    proc = subprocess.run(
+        [sys.executable, str(root / "cli.py"), "run", "--json", str(manifest)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert secret not in proc.stdout + proc.stderr
+    assert "key-*** failed on call 1" in proc.stdout

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors import Outcome
+from actors import Outcome, RetryWait
+from actors._exponential import Exponential
 from supervision import (
     Backoff,
     CooldownPolicy,
@@ -35,30 +36,73 @@ def run_always_failing(policy: RestartPolicy, times: list[float]) -> tuple[int, 
     return starts, decisions
 
 
-class TestBackoff:
-    def test_sequence_doubles_from_initial_up_to_max(self) -> None:
+class TestExponential:
+    """The one growth formula behind restart backoff, cooldown growth and retry waits."""
+
+    def test_sequence_grows_from_initial_up_to_max(self) -> None:
         delays = [NO_JITTER.delay(n) for n in range(1, 12)]
         assert delays == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0, 30.0]
-
-    def test_defaults_are_the_spec_defaults(self) -> None:
-        b = Backoff()
-        assert (b.initial, b.max, b.multiplier, b.jitter) == (0.1, 30.0, 2.0, 0.1)
+        assert NO_JITTER.delay(0) == NO_JITTER.delay(1) == 0.1
 
     @pytest.mark.parametrize("rand", [0.0, 0.25, 0.5, 0.75, 0.999999])
     def test_jitter_stays_within_fraction(self, rand: float) -> None:
-        b = Backoff(initial=1.0, max=100.0, jitter=0.2)
-        assert 0.8 <= b.delay(1, rand) <= 1.2
-        assert b.delay(1, 0.0) == pytest.approx(0.8)
-        assert b.delay(1, 0.5) == pytest.approx(1.0)
+        e = Exponential(initial=1.0, max=100.0, jitter=0.2)
+        assert 0.8 <= e.delay(1, rand) <= 1.2
+        assert e.delay(1, 0.0) == pytest.approx(0.8)
+        assert e.delay(1, 0.5) == pytest.approx(1.0)
 
     @pytest.mark.parametrize("rand", [0.0, 0.5, 0.9999])
     def test_jitter_never_exceeds_max(self, rand: float) -> None:
-        b = Backoff(initial=1.0, max=4.0, jitter=0.5)
+        e = Exponential(initial=1.0, max=4.0, jitter=0.5)
         for n in range(1, 40):
-            assert b.delay(n, rand) <= 4.0
+            assert e.delay(n, rand) <= 4.0
 
-    def test_huge_restart_numbers_do_not_overflow(self) -> None:
-        assert NO_JITTER.delay(5000) == 30.0
+    @pytest.mark.parametrize("n", [1024, 1025, 5000, 10**9])
+    @pytest.mark.parametrize("multiplier", [2, 2.0, 1.0000001])
+    def test_huge_numbers_reach_max_without_overflow(self, n: int, multiplier: float) -> None:
+        e = Exponential(initial=0.1, max=30.0, multiplier=multiplier, jitter=0.0)
+        expected = 30.0 if multiplier >= 2 else min(30.0, 0.1 * multiplier ** (n - 1))
+        assert e.delay(n) == pytest.approx(expected)
+
+    def test_zero_initial_and_unit_multiplier_stay_flat(self) -> None:
+        assert Exponential(initial=0.0, max=5.0).delay(10**6) == 0.0
+        assert Exponential(initial=2.0, max=5.0, multiplier=1.0, jitter=0.0).delay(10**6) == 2.0
+
+    def test_backoff_retry_waits_and_cooldowns_share_it(self) -> None:
+        growth = {"initial": 0.5, "max": 20.0, "multiplier": 3.0, "jitter": 0.0}
+        base = Exponential(**growth)
+        cooldown = CooldownPolicy(duration=0.5, max=20.0, multiplier=3.0)
+        for n in range(1, 2000, 7):
+            expected = base.delay(n)
+            assert Backoff(**growth).delay(n) == RetryWait(**growth).delay(n) == expected
+            assert cooldown.duration_of(n) == expected
+
+    @pytest.mark.parametrize(
+        ("kwargs", "field", "expected"),
+        [
+            ({"initial": -1.0}, "exponential.initial", "a duration >= 0"),
+            ({"initial": "1s"}, "exponential.initial", "a duration >= 0"),
+            ({"initial": 5.0, "max": 1.0}, "exponential.max", "a duration >= initial (5s)"),
+            ({"multiplier": 0.5}, "exponential.multiplier", "a number >= 1"),
+            ({"multiplier": True}, "exponential.multiplier", "a number >= 1"),
+            ({"jitter": 1.5}, "exponential.jitter", "a fraction in [0, 1]"),
+            ({"jitter": float("nan")}, "exponential.jitter", "a fraction in [0, 1]"),
+        ],
+    )
+    def test_invalid_values_name_their_field(
+        self, kwargs: dict[str, object], field: str, expected: str
+    ) -> None:
+        with pytest.raises(SpecError) as caught:
+            Exponential(**kwargs)  # type: ignore[arg-type]
+        assert (caught.value.field, caught.value.expected) == (field, expected)
+
+
+class TestBackoff:
+    def test_defaults_are_the_spec_defaults(self) -> None:
+        b = Backoff()
+        assert (b.initial, b.max, b.multiplier, b.jitter) == (0.1, 30.0, 2.0, 0.1)
+        w = RetryWait()
+        assert (w.initial, w.max, w.multiplier, w.jitter) == (0.5, 10.0, 2.0, 0.1)
 
     @pytest.mark.parametrize(
         ("kwargs", "field"),

@@ -1,0 +1,94 @@
+"""The checks spec constructors share; each raises a ``SpecError`` with field, expected and got.
+
+Specs are built from code and from manifests alike, with values of any type:
+every check tests the type before the range, so a wrong type is a
+``SpecError`` and never a ``TypeError`` from a comparison. The ``expected``
+texts here are the ones users read in manifest errors, so they are written
+once, here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Final
+
+from actors._errors import SpecError
+
+__all__ = [
+    "fmt_duration",
+    "is_number",
+    "key_field",
+    "need",
+    "need_count",
+    "need_duration",
+    "need_number",
+]
+
+NO_LIMIT: Final = math.inf
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def need(ok: bool, field: str, expected: str, got: object, *, shown: str | None = None) -> None:
+    """Raise ``SpecError(field, expected, got)`` unless ``ok``."""
+    if not ok:
+        raise SpecError(field=field, expected=expected, got=got, shown=shown)
+
+
+def need_key(ok: bool, field: str, expected: str, key: object) -> None:
+    """Raise ``SpecError`` about the name ``key`` of the entry at ``field`` unless ``ok``.
+
+    The entry's value is not what is wrong, so the key is what every reader shows.
+    """
+    if not ok:
+        raise SpecError(field=field, expected=expected, got=key, about=repr(key))
+
+
+def need_duration(value: object, field: str, *, positive: bool = False) -> None:
+    """A duration in seconds: ``>= 0``, or ``> 0`` when ``positive``."""
+    ok = is_number(value) and (value > 0 if positive else value >= 0)  # type: ignore[operator]
+    need(ok, field, f"a duration {'> 0' if positive else '>= 0'}", value)
+
+
+def need_count(value: object, field: str, minimum: int) -> None:
+    """An int of at least ``minimum`` (a bool is not a count)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    need(ok, field, f"a count >= {minimum}", value)
+
+
+def need_number(
+    value: object, field: str, expected: str, low: float = -NO_LIMIT, high: float = NO_LIMIT
+) -> None:
+    """A finite number in ``[low, high]``."""
+    need(is_number(value) and low <= value <= high, field, expected, value)  # type: ignore[operator]
+
+
+def fmt_duration(seconds: float) -> str:
+    """``seconds`` the way a manifest writes it: ``250ms``, ``30s``, ``5m``, ``1h``, ``1d``."""
+    if seconds == 0:
+        return "0s"
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+_PLAIN_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def key_field(prefix: str, key: object) -> str:
+    """The field of entry ``key`` under ``prefix``: ``env.PATH``, ``http.headers['X A']``."""
+    if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
+        return f"{prefix}.{key}" if prefix else key
+    return f"{prefix}[{key!r}]"

@@ -1,0 +1,117 @@
+"""``defaults:`` of a manifest: which job inherits which default, and how they merge.
+
+``defaults`` holds job fields for every job at any depth unless the job sets
+them. Each key merges shallowly (the job's value replaces the default),
+except ``env`` and ``http.headers``, whose entries merge (the job's entry
+wins; other ``http`` keys merge shallowly too). A default applies only
+where it can: ``env``/``cwd`` to command jobs, ``args``/``kwargs`` to python
+jobs, ``service`` to command and python jobs, ``ready`` to services,
+``stop.signal`` to command jobs, a default ``command``/``http``/``python``
+only to a job that names no kind of its own, and the run mode keys
+(``service``/``every``/``cron``/``times``) only to a job that sets none of
+``service``, ``every`` or ``cron``. ``name`` and ``depends_on`` cannot be
+defaults. Problems in an inherited value are reported once, at
+``defaults.KEY``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from supervision._issues import Merged, unknown_key
+from supervision._reader import V, entries_of, truthy
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from supervision._reader import Reader
+
+__all__ = ["FOR_KINDS", "JOB_KEYS", "KINDS", "MODES", "OWN_ONLY", "Defaults"]
+
+# fmt: off
+KINDS: Final = ("command", "http", "python")
+MODES: Final = ("service", "every", "cron")
+JOB_KEYS: Final = (
+    "name", *KINDS, "args", "kwargs", "cwd", "env", "service", "every", "times", "cron",
+    "timeout", "retry", "breaker", "restart", "replicas", "depends_on", "ready", "stop",
+    "placement", "isolation",
+)
+# fmt: on
+OWN_ONLY: Final = ("name", "depends_on")
+FOR_KINDS: Final = {  # fields that apply to some kinds only
+    "env": ("command",),
+    "cwd": ("command",),
+    "args": ("python",),
+    "kwargs": ("python",),
+    "isolation": ("python",),
+    "service": ("command", "python"),
+}
+
+
+class Defaults:
+    """The ``defaults`` of one manifest and which of them some job inherited."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, V] = {}
+        self.used: set[str] = set()
+
+    def read(self, reader: Reader, v: V) -> None:
+        """Take the fields of ``defaults:``; other keys are issues."""
+        allowed = [key for key in JOB_KEYS if key not in OWN_ONLY]
+        entries = reader.fields_any(v, "a mapping of job fields shared by every job")
+        for key, item in (entries or {}).items():
+            if key in OWN_ONLY:
+                reader.add(
+                    item, f"expected job fields shared by every job, got {key} (each job's own)"
+                )
+            elif isinstance(key, str) and key in allowed:
+                self.fields[key] = item
+            else:
+                reader.add(V(key, item.path, item.line), unknown_key(key, allowed))
+
+    def unused(self) -> Iterator[tuple[str, V]]:
+        """The defaults no job inherited: still checked, so that no bad value goes unreported."""
+        return ((key, v) for key, v in self.fields.items() if key not in self.used)
+
+    def inherit(self, own: dict[str, V]) -> tuple[dict[str, V], set[str]]:
+        """The job's fields with the defaults it inherits (see the module docstring)."""
+        if not self.fields:
+            return own, set()
+        merged = dict(own)
+        inherited: set[str] = set()
+        defaults = self.fields
+        own_kinds = [k for k in KINDS if k in own]
+        kind = own_kinds[0] if own_kinds else next((k for k in KINDS if k in defaults), None)
+        own_mode = any(k in own for k in MODES)
+        for key, dv in defaults.items():
+            if key in own:
+                if key == "env":
+                    merged[key] = _merge(dv, own[key])
+                elif key == "http":
+                    merged[key] = _merge(dv, own[key], nested=("headers",))
+                else:
+                    continue
+                self.used.add(key)
+                continue
+            if (key in KINDS and own_kinds) or (key in (*MODES, "times") and own_mode):
+                continue
+            if key in FOR_KINDS and kind not in FOR_KINDS[key]:
+                continue
+            merged[key] = dv
+            inherited.add(key)
+            self.used.add(key)
+        if "ready" in inherited and not ("service" in merged and truthy(merged["service"].value)):
+            del merged["ready"]
+            inherited.discard("ready")
+        return merged, inherited
+
+
+def _merge(default: V, own: V, nested: Sequence[str] = ()) -> V:
+    """``own`` over ``default``, entry by entry (``nested`` keys merge one level deeper)."""
+    base, top = entries_of(default), entries_of(own)
+    if base is None or top is None:
+        return own
+    merged = dict(base)
+    for key, item in top.items():
+        merged[key] = _merge(base[key], item) if key in nested and key in base else item
+    return V(Merged(merged), own.path, own.line)

@@ -1,0 +1,191 @@
+"""``jobvisor validate --explain``: the resolved tree, every effective policy and default shown.
+
+Secrets are masked; environment variables and headers are shown by name only.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import TYPE_CHECKING
+
+from actors._checks import fmt_duration
+from supervision._issues import TEXT_NAME, mask
+from supervision._policy import OnExhausted
+from supervision._spec import JobSpec, SupervisorSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from actors import RetrySpec, Schedule
+    from supervision._manifest import Manifest
+    from supervision._policy import RestartPolicy
+    from supervision._spec import BreakerSpec, LoggingSpec
+
+__all__ = ["explain"]
+
+
+def explain(manifest: Manifest) -> str:
+    """The resolved tree with every effective policy, defaults filled in; secrets masked."""
+    out = [
+        f"manifest: {manifest.path or TEXT_NAME} (version {manifest.version})",
+        f"runtime: {manifest.runtime}",
+        f"state_dir: {manifest.state_dir}",
+        _explain_logging(manifest.logging),
+        f"cluster: {manifest.cluster_address or 'local (when a job uses placement ray)'}",
+    ]
+    if manifest.breakers:
+        out.append("breakers:")
+        out.extend(
+            f"  {name}: {_explain_breaker(spec)}" for name, spec in manifest.breakers.items()
+        )
+    else:
+        out.append("breakers: none")
+    _explain_supervisor(manifest.root, out, "", manifest.breakers)
+    return mask("\n".join(out), manifest.secrets)
+
+
+def _explain_logging(spec: LoggingSpec) -> str:
+    text = f"logging: level={spec.level} format={spec.format} file={spec.file or '(stderr)'}"
+    if spec.rotate is not None:
+        rotate = spec.rotate
+        size = f"{rotate.max_bytes}B" if rotate.max_bytes is not None else "none"
+        text += f" rotate=(max_bytes={size} backups={rotate.backups} when={rotate.when or 'none'})"
+    return text
+
+
+def _explain_breaker(spec: BreakerSpec) -> str:
+    return (
+        f"failure_threshold={spec.failure_threshold} "
+        f"reset_timeout={fmt_duration(spec.reset_timeout)} "
+        f"half_open_max_calls={spec.half_open_max_calls}"
+    )
+
+
+def _explain_policy(policy: RestartPolicy, out: list[str], pad: str) -> None:
+    b, i, c = policy.backoff, policy.intensity, policy.cooldown
+    out.append(f"{pad}intensity: max_restarts={i.max_restarts} within={fmt_duration(i.within)}")
+    out.append(
+        f"{pad}backoff: initial={fmt_duration(b.initial)} max={fmt_duration(b.max)} "
+        f"multiplier={b.multiplier:g} jitter={b.jitter:g}"
+    )
+    out.append(f"{pad}on_exhausted: {policy.on_exhausted.value}")
+    if policy.on_exhausted is OnExhausted.COOLDOWN:
+        cycles = c.max_cycles if c.max_cycles is not None else "unlimited"
+        out.append(
+            f"{pad}cooldown: duration={fmt_duration(c.duration)} "
+            f"probation={fmt_duration(c.probation)} multiplier={c.multiplier:g} "
+            f"max={fmt_duration(c.max)} max_cycles={cycles}"
+        )
+
+
+def _explain_supervisor(
+    spec: SupervisorSpec, out: list[str], pad: str, breakers: Mapping[str, BreakerSpec]
+) -> None:
+    kind = "supervisor" if not pad else "group"
+    out.append(f"{pad}{kind} {spec.name}")
+    inner = pad + "  "
+    if pad:
+        out.append(f"{inner}restart: {spec.restart.value}")
+    out.append(f"{inner}strategy: {spec.strategy.value}")
+    _explain_policy(spec.policy, out, inner)
+    out.append(f"{inner}children (start in order, stop in reverse):")
+    for child in spec.children:
+        if isinstance(child, SupervisorSpec):
+            _explain_supervisor(child, out, inner + "  ", breakers)
+        elif isinstance(child, JobSpec):
+            _explain_job(child, out, inner + "  ", breakers)
+        else:
+            out.append(f"{inner}  actor {child.name} ({child.actor_class.__name__})")
+
+
+def _explain_job(
+    spec: JobSpec, out: list[str], pad: str, breakers: Mapping[str, BreakerSpec]
+) -> None:
+    inner = pad + "  "
+    out.append(f"{pad}job {spec.name}")
+    out.extend(f"{inner}{line}" for line in _explain_work(spec))
+    timeout = fmt_duration(spec.schedule.timeout) if spec.schedule.timeout else "none"
+    mode = _explain_mode(spec.schedule)
+    out.append(f"{inner}run: {mode}; timeout={timeout}; restart={spec.restart.value}")
+    out.append(f"{inner}stop: {_explain_stop(spec)}")
+    out.append(f"{inner}retry: {_explain_retry(spec.retry)}")
+    if spec.breaker is not None:
+        settings = breakers.get(spec.breaker)
+        detail = f" ({_explain_breaker(settings)})" if settings is not None else ""
+        out.append(f"{inner}breaker: {spec.breaker}{detail}")
+    if spec.depends_on:
+        out.append(f"{inner}depends_on: {', '.join(spec.depends_on)}")
+    if spec.ready is not None:
+        out.append(f"{inner}ready: {_explain_ready(spec.ready)}")
+    out.append(f"{inner}placement: {spec.placement}")
+
+
+def _describe(obj: object) -> str:
+    describe = getattr(obj, "describe", None)
+    text = str(describe()) if callable(describe) else repr(obj)
+    return text.replace("\n", "\\n")
+
+
+def _explain_work(spec: JobSpec) -> list[str]:
+    work = spec.work
+    lines = [f"work: {spec.kind} {_describe(work)}"]
+    extras = []
+    if cwd := getattr(work, "cwd", None):
+        extras.append(f"cwd={cwd}")
+    if env := getattr(work, "env", None):
+        extras.append("env=" + ",".join(sorted(env)))  # names only: values may be secret
+    if headers := getattr(work, "headers", None):
+        extras.append("headers=" + ",".join(sorted(headers)))
+    if spec.kind == "python":
+        extras.append(f"isolation={getattr(work, 'isolation', 'thread')}")
+    if spec.kind == "http":
+        statuses = getattr(work, "expect_status", ())
+        expect = ",".join(str(code) for code in statuses) if statuses else "2xx"
+        extras.append(f"timeout={fmt_duration(getattr(work, 'timeout', 0.0))}")
+        extras.append(f"expect_status={expect}")
+    if extras:
+        lines.append(" ".join(extras))
+    return lines
+
+
+def _explain_mode(schedule: Schedule) -> str:
+    if schedule.service:
+        mode = "service"
+    elif schedule.every is not None:
+        mode = f"every {fmt_duration(schedule.every)}"
+    elif schedule.cron is not None:
+        mode = f"cron {schedule.cron!r}"
+    else:
+        mode = "once"
+    return mode if schedule.times is None else f"{mode}, times={schedule.times}"
+
+
+def _explain_stop(spec: JobSpec) -> str:
+    stop = f"grace={fmt_duration(spec.grace)}"
+    signum = getattr(spec.work, "stop_signal", None)
+    if signum is None:
+        return stop
+    try:
+        return f"signal={signal.Signals(signum).name} {stop}"
+    except ValueError:
+        return f"signal={signum} {stop}"
+
+
+def _explain_retry(retry: RetrySpec | None) -> str:
+    if retry is None or retry.attempts == 1:
+        return "none (attempts=1)"
+    w = retry.wait
+    on = ",".join(retry.on) if retry.on else "the kind's defaults"
+    return (
+        f"attempts={retry.attempts} wait=(initial={fmt_duration(w.initial)} "
+        f"max={fmt_duration(w.max)} multiplier={w.multiplier:g} jitter={w.jitter:g}) on={on}"
+    )
+
+
+def _explain_ready(probe: object) -> str:
+    timeout = getattr(probe, "timeout", None)
+    interval = getattr(probe, "interval", None)
+    tail = ""
+    if isinstance(timeout, int | float) and isinstance(interval, int | float):
+        tail = f" timeout={fmt_duration(timeout)} interval={fmt_duration(interval)}"
+    return _describe(probe) + tail

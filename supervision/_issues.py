@@ -1,0 +1,165 @@
+"""What the manifest loader reports: ``Issue``, ``ManifestError``, and values shown without secrets.
+
+Every module of the loader (YAML reading, ``${NAME}`` resolution, the schema
+walk) reports through these, so a problem reads the same wherever it is found
+and a secret's value never appears in it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from actors import SpecError
+from supervision._secrets import SecretMasker
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "Issue",
+    "ManifestError",
+    "Merged",
+    "Secret",
+    "Text",
+    "join",
+    "mask",
+    "show",
+    "unknown_key",
+]
+
+TEXT_NAME: Final = "<manifest>"  # the file name issues show for manifest text
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_PLAIN_KEYS: set[str] = set()  # keys known to match _PLAIN_KEY
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem of a manifest: where it is and what was expected instead of what was found.
+
+    ``path`` is like ``jobs[2].retry.attempts`` ("" for the whole document),
+    ``line`` and ``column`` are 1-based or None; ``file`` is the manifest's
+    name as the user gave it (``<manifest>`` for text) or None.
+    """
+
+    path: str
+    line: int | None
+    message: str
+    file: str | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file or ""
+        if self.line is not None:
+            where = f"{where}:{self.line}" if where else f"line {self.line}"
+            if self.column is not None:
+                where = f"{where}:{self.column}"
+        parts = [p for p in (where, self.path) if p]
+        return ": ".join([*parts, self.message])
+
+
+class ManifestError(SpecError):
+    """A manifest cannot be used; ``issues`` lists every problem found, in document order.
+
+    Raised by ``load_manifest`` and ``parse`` for unreadable files, invalid
+    YAML (one issue at ``FILE:LINE:COL``) and schema problems (all of them at
+    once). Fix the issues and load again. Unlike a plain ``SpecError``, which
+    reports the first bad value of one spec built in code, it carries file
+    positions. ``str()`` shows one issue per line; secret values never
+    appear in it.
+    """
+
+    def __init__(self, issues: Iterable[Issue], file: str | None = None) -> None:
+        self.issues: tuple[Issue, ...] = tuple(issues)
+        self.file = file
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.issues, self.file))
+
+
+class Merged:
+    """A mapping made of entries from ``defaults`` and from a job, each with its own place."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self, entries: dict[Any, Any]) -> None:
+        self.entries = entries
+
+
+class Text(str):
+    """A string that came out of ``${NAME}`` interpolation."""
+
+    __slots__ = ()
+
+
+class Secret(Text):
+    """A secret's value: shown as ``***`` everywhere."""
+
+    __slots__ = ()
+
+
+def join(path: str, key: object) -> str:
+    """The path of entry ``key`` under ``path``: ``jobs[0].env.PATH``, ``headers['X A']``."""
+    if isinstance(key, str) and (key in _PLAIN_KEYS or _plain_key(key)):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{show(key)}]"
+
+
+def _plain_key(key: str) -> bool:
+    # Big manifests repeat a few keys (name, command) tens of thousands of times.
+    plain = bool(_PLAIN_KEY.fullmatch(key))
+    if plain and len(_PLAIN_KEYS) < 10_000:
+        _PLAIN_KEYS.add(key)
+    return plain
+
+
+def show(value: object) -> str:  # noqa: PLR0911 - one return per kind of value reads best
+    """The actual value for a message: short, YAML-spelled, and never a secret."""
+    if isinstance(value, Secret):
+        return "***"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() < 64 else "a very large number"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, dict | Merged):
+        return "a mapping" if value else "an empty mapping"
+    if isinstance(value, list | tuple):
+        return "a list" if value else "an empty list"
+    if isinstance(value, bytes):
+        return "binary data"
+    return f"a {type(value).__name__}"
+
+
+def unknown_key(key: object, allowed: Sequence[str]) -> str:
+    """The message for a key that is not one of ``allowed``, with the closest one if any."""
+    close = difflib.get_close_matches(key, allowed, n=1) if isinstance(key, str) else []
+    if close:
+        return f"unknown key {show(key)}; did you mean {close[0]!r}?"
+    return f"unknown key {show(key)}; expected one of: {', '.join(allowed)}"
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret, in every quoted and escaped form, replaced by ``***``."""
+    secrets = frozenset(secrets)
+    text = _masker(secrets).mask(text)
+    # Values too short for the masker to hide everywhere are still hidden where they appear whole.
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+@functools.lru_cache(maxsize=4)
+def _masker(secrets: frozenset[str]) -> SecretMasker:
+    # one per manifest, not one per message: a masker compiles a pattern of every form
+    return SecretMasker(secrets)

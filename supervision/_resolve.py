@@ -1,0 +1,254 @@
+"""``${NAME}`` interpolation and secrets: the manifest's data with every string resolved.
+
+Rules (SPEC §3): ``${NAME}`` is replaced from the environment in every
+string *value* (mapping keys are names and stay as written);
+``${NAME:-fallback}`` gives a fallback; ``$${`` writes a literal ``${``. Any
+other ``${...}`` is an error. ``${secret:NAME}`` is replaced by the secret
+in ``NAME`` inside a longer string; ``{secret: {env: NAME}}`` /
+``{secret: {file: PATH}}`` (a mapping whose only key is ``secret``) is a
+whole secret value; a file is read as UTF-8, relative to the manifest's
+directory, without one trailing newline. Every secret value is collected
+so that reports mask it, and strings made of one are ``Secret``s.
+
+The expansion is bounded (``MAX_VALUES`` values once aliases are expanded,
+``MAX_DEPTH`` levels): a document past a bound is reported once, as that,
+and ``bounded`` tells the caller not to read any further.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from supervision._issues import Secret, Text, join, show, unknown_key
+from supervision._yaml import LineDict, LineList
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+__all__ = ["MAX_DEPTH", "MAX_VALUES", "Resolver", "looks_secret"]
+
+MAX_DEPTH: Final = 64  # levels of nesting a manifest may have
+MAX_VALUES: Final = 100_000  # values a manifest may hold once aliases are expanded
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INTERPOLATION = re.compile(r"\$\$\{|\$\{([^}]*)(\})?")
+_VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+_SECRET_VARIABLE = re.compile(r"secret:([A-Za-z_][A-Za-z0-9_]*)")
+_SECRET_LOOKING = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+def looks_secret(name: str) -> bool:
+    """Whether a variable's name says it holds a secret (``API_TOKEN``, ``DB_PASSWORD``)."""
+    return bool(_SECRET_LOOKING.search(name))
+
+
+class Resolver:
+    """Resolves a document once; problems go to ``add(path, line, message)``, doubts to ``warn``."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        base_dir: Path,
+        add: Callable[[str, int | None, str], None],
+        warn: Callable[[str, int | None, str], None],
+    ) -> None:
+        self.env = env
+        self.base_dir = base_dir
+        self.add = add
+        self.warn = warn
+        self.secrets: set[str] = set()
+        self.budget = MAX_VALUES
+        self.bounded = False  # a bound was hit: what was read is incomplete
+
+    def resolve(  # noqa: PLR0911 - one return per kind of value reads best
+        self, value: Any, path: str, line: int | None, depth: int = 0
+    ) -> Any:
+        """A copy of ``value`` with every string interpolated and every secret read."""
+        if self.bounded:
+            return None
+        self.budget -= 1
+        if self.budget < 0:
+            self.bounded = True
+            self.add(path, line, f"expected at most {MAX_VALUES} values, got more")
+            return None
+        if isinstance(value, str):
+            return self.interpolate(value, path, line) if "${" in value else value
+        if not isinstance(value, dict | list | tuple):
+            return value
+        if depth >= MAX_DEPTH:
+            self.bounded = True
+            self.add(
+                path,
+                line,
+                f"expected at most {MAX_DEPTH} levels of nesting, got more (a recursive alias?)",
+            )
+            return None
+        if isinstance(value, dict):
+            if len(value) == 1 and "secret" in value:
+                return self.secret(value, path, line, depth)
+            return self._mapping(value, path, line, depth)
+        return self._sequence(value, path, line, depth)
+
+    def _mapping(self, value: dict[Any, Any], path: str, line: int | None, depth: int) -> Any:
+        lines = getattr(value, "lines", {})
+        for key, key_line, first in getattr(value, "duplicates", ()):
+            self.add(
+                join(path, key),
+                key_line,
+                f"expected each key once, got {key!r} again (first at line {first})",
+            )
+        resolved = {
+            key: self.resolve(item, join(path, key), lines.get(key, line), depth + 1)
+            for key, item in value.items()
+        }
+        if isinstance(value, LineDict) and all(resolved[k] is v for k, v in value.items()):
+            return value  # nothing to replace: YAML's own mapping, lines and all
+        mapping = LineDict(getattr(value, "line", line))
+        mapping.update(resolved)
+        mapping.lines.update((key, lines.get(key, line)) for key in resolved)
+        return mapping
+
+    def _sequence(
+        self, value: list[Any] | tuple[Any, ...], path: str, line: int | None, depth: int
+    ) -> Any:
+        item_lines = getattr(value, "lines", [])
+        resolved = [
+            self.resolve(
+                item, f"{path}[{i}]", item_lines[i] if i < len(item_lines) else line, depth + 1
+            )
+            for i, item in enumerate(value)
+        ]
+        if isinstance(value, LineList) and all(
+            a is b for a, b in zip(resolved, value, strict=True)
+        ):
+            return value
+        sequence = LineList(getattr(value, "line", line))
+        sequence.extend(resolved)
+        sequence.lines.extend(
+            item_lines[i] if i < len(item_lines) else line for i in range(len(resolved))
+        )
+        return sequence
+
+    def interpolate(self, text: str, path: str, line: int | None) -> str:
+        """``text`` with ``${NAME}``, ``${NAME:-x}``, ``${secret:NAME}`` and ``$${`` replaced."""
+        secrets: list[str] = []
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$${":
+                return "${"
+            inner, closed = match.group(1), match.group(2)
+            if closed and (secret := _SECRET_VARIABLE.fullmatch(inner)):
+                value = self._env_secret(secret.group(1), path, line, f" (for ${{{inner}}})")
+                secrets.append(value or "")
+                return value or ""
+            variable = _VARIABLE.fullmatch(inner) if closed else None
+            if variable is None:
+                shown = f"${{{inner}{closed or ''}"
+                self.add(
+                    path,
+                    line,
+                    f"expected ${{NAME}} or ${{NAME:-fallback}} (or ${{secret:NAME}}) with NAME of "
+                    f"letters, digits and '_', got {shown!r} (write $${{ for a literal ${{)",
+                )
+                return ""
+            name, fallback = variable.groups()
+            if looks_secret(name):
+                self.warn(
+                    path,
+                    line,
+                    f"${{{name}}} looks like a secret but is plain interpolation, shown in clear "
+                    f"in logs and status; write ${{secret:{name}}} to mask it",
+                )
+            found = self.env.get(name)
+            if found is None:
+                if fallback is not None:
+                    return str(fallback)
+                self.add(
+                    path,
+                    line,
+                    f"expected environment variable {name} to be set (for ${{{name}}}), "
+                    f"got it unset; set it or write ${{{name}:-fallback}}",
+                )
+                return ""
+            return str(found)
+
+        result = _INTERPOLATION.sub(substitute, text)
+        if secrets and len(secrets) == 1 and result == secrets[0]:
+            return Secret(result)
+        return Text(result)
+
+    def _env_secret(self, name: str, path: str, line: int | None, written: str = "") -> str | None:
+        """The secret in variable ``name``, collected; None (an issue) when it is unset."""
+        value = self.env.get(name)
+        if value is None:
+            self.add(
+                path, line, f"expected environment variable {name} to be set{written}, got it unset"
+            )
+            return None
+        if value:
+            self.secrets.add(value)
+        return value
+
+    def secret(
+        self, value: dict[Any, Any], path: str, line: int | None, depth: int
+    ) -> Secret | None:
+        """The value of ``{secret: {env: NAME}}`` or ``{secret: {file: PATH}}``."""
+        at = join(path, "secret")
+        at_line = getattr(value, "lines", {}).get("secret", line)
+        source = value["secret"]
+        if not isinstance(source, dict):
+            self.add(
+                at,
+                at_line,
+                f"expected a secret source: {{env: NAME}} or {{file: PATH}}, got {show(source)}",
+            )
+            return None
+        lines = getattr(source, "lines", {})
+        entries: dict[str, tuple[Any, str, int | None]] = {}
+        for key, item in source.items():
+            where, where_line = join(at, key), lines.get(key, at_line)
+            if key in ("env", "file"):
+                entries[key] = (item, where, where_line)
+            else:
+                self.add(where, where_line, unknown_key(key, ("env", "file")))
+        if len(entries) != 1:
+            got = " and ".join(entries) or "neither"
+            self.add(at, at_line, f"expected exactly one of env or file, got {got}")
+            return None
+        kind, (item, where, where_line) = next(iter(entries.items()))
+        if kind == "env":
+            if not isinstance(item, str) or not _ENV_NAME.fullmatch(item):
+                self.add(
+                    where,
+                    where_line,
+                    f"expected an environment variable name like API_TOKEN, got {show(item)}",
+                )
+                return None
+            found = self._env_secret(item, where, where_line)
+        else:
+            found = self._file(item, where, where_line, depth)
+            if found:
+                self.secrets.add(found)
+        return None if found is None else Secret(found)
+
+    def _file(self, item: Any, path: str, line: int | None, depth: int) -> str | None:
+        """The file's text without one trailing newline."""
+        file_name = self.resolve(item, path, line, depth + 1)
+        if not isinstance(file_name, str) or not file_name.strip() or "\0" in file_name:
+            self.add(
+                path, line, f"expected the path of a file holding the secret, got {show(item)}"
+            )
+            return None
+        where = self.base_dir / Path(file_name).expanduser()
+        try:
+            value = where.read_text(encoding="utf-8")
+        except UnicodeDecodeError:  # its text would quote the secret's bytes
+            reason = "not UTF-8 text"
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        else:
+            return value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
+        self.add(path, line, f"expected a readable secret file {str(where)!r}, got: {reason}")
+        return None

@@ -1,0 +1,165 @@
+"""The three job kinds' fields in a manifest: ``command``, ``http`` and ``python``.
+
+Each becomes its kind's work spec (``CommandWork``, ``HttpWork``,
+``PythonWork``), built from the fields the manifest sets; the kinds are
+imported when a manifest names them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Final
+
+from actors import PythonWork
+from actors._python import ISOLATIONS
+from supervision._reader import BAD, Bad, Reader, V, plain
+
+__all__ = ["WorkReader"]
+
+# fmt: off
+_HTTP_KEYS: Final = (
+    "method", "url", "headers", "params", "json", "body", "timeout", "expect_status",
+)
+# fmt: on
+_HTTP_PLAIN: Final = ("url", "method", "json", "body")  # passed to the spec as written
+# A secret in argv works, but every local user can read it:
+_ARGV_WARNING: Final = (
+    "a secret in a command's argv can be read by every local user (ps, /proc/PID/cmdline); "
+    "pass it in env: instead"
+)
+
+
+class WorkReader(Reader):
+    """Reads the work of a job; ``base_dir`` is where relative paths and commands start."""
+
+    def __init__(self, file: str | None, base_dir: Path) -> None:
+        super().__init__(file)
+        self.base_dir = base_dir
+        self.base_text = str(base_dir)
+        self._classes: dict[tuple[str, str], Any] = {}
+
+    def work(
+        self, job: V, f: dict[str, V], kind: str | None, stop_signal: object, grace: object
+    ) -> Any:
+        match kind:
+            case "command":
+                return self.command_work(job, f, stop_signal, grace)
+            case "http":
+                return self.http_work(job, f["http"], need_url=True)
+            case "python":
+                return self.python_work(job, f, grace)
+        return BAD
+
+    def command_work(self, job: V, f: dict[str, V], stop_signal: object, grace: object) -> Any:
+        """``CommandWork`` with only the fields the manifest sets (the rest keep its defaults)."""
+        command = self.command(f["command"])
+        # Like Procfile and compose tools: commands run beside the manifest unless told otherwise.
+        given: dict[str, Any] = {"cwd": self.base_text}
+        if "cwd" in f:
+            cwd = self.text(f["cwd"], "a directory path")
+            if not isinstance(cwd, Bad):
+                cwd = str(self.base_dir / Path(cwd).expanduser())
+            given["cwd"] = cwd
+        if "env" in f:
+            given["env"] = self.str_map(f["env"], "a mapping of environment variables")
+        values = (stop_signal, grace, *given.values())
+        if isinstance(command, Bad) or any(isinstance(value, Bad) for value in values):
+            return BAD
+        argv, shell = command
+        given.update({"argv": argv} if shell is None else {"shell": shell})
+        if stop_signal is not None:
+            given["stop_signal"] = stop_signal
+        if grace is not None:
+            given["grace"] = grace
+        cls = self.kind_class(f["command"], "actors._command", "CommandWork", "command jobs")
+        return BAD if cls is None else self.build(job, cls, **given)
+
+    def python_work(self, job: V, f: dict[str, V], grace: object = None) -> PythonWork | Bad:
+        args = self.items(f["args"], "a list of arguments") if "args" in f else []
+        kwargs = self.kwargs(f["kwargs"]) if "kwargs" in f else {}
+        given: dict[str, Any] = {}
+        if "isolation" in f:
+            given["isolation"] = self.choice(f["isolation"], ISOLATIONS)
+        if grace is not None:
+            given["grace"] = grace  # a process-isolated try is stopped like a command
+        if args is None or any(isinstance(v, Bad) for v in (kwargs, *given.values())):
+            return BAD
+        target = f["python"].value if "python" in f else "m:f"
+        arguments = tuple(plain(a.value) for a in args)
+        return self.build(job, PythonWork, target=target, args=arguments, kwargs=kwargs, **given)
+
+    def kind_class(self, v: V, module: str, name: str, what: str) -> Any:
+        if (module, name) in self._classes:  # asked once per job: big manifests have 10,000
+            return self._classes[module, name]
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except Exception as exc:
+            self.add(
+                v,
+                f"expected {what} to be available ({module}.{name}), got "
+                f"{type(exc).__name__}: {exc}",
+            )
+            return None
+        self._classes[module, name] = cls
+        return cls
+
+    def command(self, v: V) -> tuple[tuple[str, ...], str | None] | Bad:
+        """``(argv, None)`` for a list, ``((), shell)`` for a string; warns of a secret in argv."""
+        value = v.value
+        what = "a list of argv strings or a shell command string"
+        if isinstance(value, str):
+            if not value.strip() or "\0" in value:
+                return self.expected(v, what)
+            if self.secrets and any(secret in value for secret in self.secrets):
+                self.warn(v, _ARGV_WARNING)
+            return (), str(value)
+        items = self.items(v, what)
+        if items is None:
+            return BAD
+        if not items:
+            return self.expected(v, "a non-empty list of argv strings")
+        argv = [self.scalar_text(item, "an argv string") for item in items]
+        if any(isinstance(arg, Bad) for arg in argv):
+            return BAD
+        for item, arg in zip(items, argv, strict=True):
+            if self.secrets and any(secret in str(arg) for secret in self.secrets):
+                self.warn(item, _ARGV_WARNING)
+        return tuple(str(arg) for arg in argv), None
+
+    def warn(self, at: V, message: str) -> None:
+        self._warn_at(at.path, at.line, message)
+
+    def kwargs(self, v: V) -> dict[Any, Any] | Bad:
+        """The keyword arguments as plain data; their names are the python spec's to check."""
+        entries = self.fields_any(v, "a mapping of keyword arguments")
+        if entries is None:
+            return BAD
+        return {key: plain(item.value) for key, item in entries.items()}
+
+    def http_work(self, job: V, v: V, *, need_url: bool) -> Any:
+        f = self.fields(v, _HTTP_KEYS, "a mapping with url and other request fields", null_ok=False)
+        if f is None:
+            return BAD
+        out: dict[str, Any] = {key: plain(f[key].value) for key in _HTTP_PLAIN if key in f}
+        if "url" not in f:
+            # A default's other fields are checked on their own, with a stand-in url.
+            out["url"] = (
+                self.missing(v, "url", "an http:// or https:// URL")
+                if need_url
+                else "http://default.invalid/"
+            )
+        for key, what in (("headers", "headers"), ("params", "query parameters")):
+            if key in f:
+                out[key] = self.str_map(f[key], f"a mapping of {what}")
+        if "timeout" in f:
+            out["timeout"] = self.duration(f["timeout"])
+        if "expect_status" in f:
+            items = self.items(
+                f["expect_status"], "a status 100..599 or a list of them", single_ok=True
+            )
+            out["expect_status"] = BAD if items is None else tuple(item.value for item in items)
+        if any(isinstance(value, Bad) for value in out.values()):
+            return BAD
+        cls = self.kind_class(v, "actors._http", "HttpWork", "http jobs")
+        return BAD if cls is None else self.build(job, cls, **out)
