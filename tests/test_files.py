@@ -399,7 +399,8 @@ def test_a_symlink_planted_where_the_log_file_was_moved_away_is_not_followed(
 ) -> None:
     import logbook
 
-    from supervision import LoggingSpec, configure_logging
+    from supervision._logging import configure_logging
+    from supervision._spec import LoggingSpec
 
     log_file = tmp_path / "jv.log"
     with configure_logging(LoggingSpec(level="information", file=str(log_file))):

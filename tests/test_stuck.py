@@ -265,7 +265,7 @@ def test_second_signal_ends_run_at_once_whatever_a_thread_does(
 
 def test_an_abandoned_row_does_not_hide_a_cooldown_from_a_restarted_daemon(tmp_path: Path) -> None:
     from supervision._events import CooldownStarted
-    from supervision._journal import FILENAME, open_cooldowns
+    from supervision._history import FILENAME, open_cooldowns
 
     journal = Journal(tmp_path)
     now = time.time()
