@@ -81,7 +81,7 @@ class WorkReader(Reader):
         given: dict[str, Any] = {}
         if "isolation" in f:
             given["isolation"] = self.choice(f["isolation"], ISOLATIONS)
-        if grace is not None:
+        if grace is not None and given.get("isolation") == "process":
             given["grace"] = grace  # a process-isolated try is stopped like a command
         if args is None or any(isinstance(v, Bad) for v in (kwargs, *given.values())):
             return BAD
