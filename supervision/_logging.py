@@ -39,7 +39,6 @@ from supervision._secrets import SecretMasker, printable, printable_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import TracebackType
     from typing import Self, TextIO
 
     from supervision._spec import LoggingSpec, RotateSpec
@@ -170,12 +169,7 @@ class LoggingSetup:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
