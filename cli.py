@@ -225,7 +225,7 @@ def _history(args: argparse.Namespace) -> int:
 
     from supervision._client import find_state_dir  # noqa: PLC0415 - control commands stay light
     from supervision._history import JournalError, journal_path, read_history  # noqa: PLC0415
-    from supervision._secrets import printable  # noqa: PLC0415
+    from supervision._printable import printable  # noqa: PLC0415
 
     if args.limit < 1:
         _error(f"--limit: expected a count >= 1, got {args.limit}")

@@ -39,8 +39,7 @@ def summary_table(
     indented lines below its row instead. Errors are masked with ``mask``,
     and their control characters escaped.
     """
-    # Here, not at the top: _secrets needs typing and re, a tenth of `status`'s start each.
-    from supervision._secrets import printable  # noqa: PLC0415
+    from supervision._printable import printable  # noqa: PLC0415
 
     if width == "auto":
         width = columns(sys.stdout)
