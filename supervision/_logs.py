@@ -40,23 +40,26 @@ def output_file(directory: str, path: str) -> str:
     return os.path.join(directory, *parts) + ".log"
 
 
-def tail_lines(path: str, count: int, backups: int = 9) -> list[bytes]:
-    """The last ``count`` lines of ``path``, and of ``path.1``... when it holds fewer."""
+def tail_lines(path: str, count: int, *, first: int = 0, backups: int = 9) -> list[bytes]:
+    """The last ``count`` lines of ``path``, and of ``path.1``... when it holds fewer.
+
+    ``first``: the first of them to read (1 skips ``path`` itself).
+    """
     lines: list[bytes] = []
-    for n in range(backups + 1):
-        name = path if n == 0 else f"{path}.{n}"
+    for n in range(first, backups + 1):
+        if len(lines) >= count:
+            break
         try:
-            with open(name, "rb") as file:
+            with open(path if n == 0 else f"{path}.{n}", "rb") as file:
                 lines = _last_lines(file, count - len(lines)) + lines
         except FileNotFoundError:
             if n > 0:
                 break
-        if len(lines) >= count:
-            break
     return lines
 
 
 def _last_lines(file: BinaryIO, count: int) -> list[bytes]:
+    """The last ``count`` lines of ``file``, which is left at its end."""
     end = file.seek(0, os.SEEK_END)
     data = b""
     at = end
@@ -65,22 +68,26 @@ def _last_lines(file: BinaryIO, count: int) -> list[bytes]:
         at -= step
         file.seek(at)
         data = file.read(step) + data
+    file.seek(end)
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()  # the text after the last newline: nothing
     return lines[-count:] if count > 0 else []
 
 
-def follow(path: str, write: Callable[[bytes], None]) -> Iterator[None]:
+def follow(
+    path: str, write: Callable[[bytes], None], file: BinaryIO | None = None
+) -> Iterator[None]:
     """Follow ``path`` like ``tail -F``: give ``write`` each new whole line (newline included).
 
-    What is in the file now is skipped (``tail_lines`` showed it). A rotation
+    ``file`` is ``path`` opened already, at the place to go on from; a file
+    opened here (none was given, or a new one) is read from its start. A rotation
     (a new file at ``path``) is noticed by its inode: what the old file still
     held is read first, then the new one from its start; a file cut shorter
     than what was read (truncated) is read again from its start. Yields after
     each look, so the caller decides how long to go on and how long to pause.
     """
-    follower = _Follower(path, write)
+    follower = _Follower(path, write, file)
     try:
         while True:
             follower.look()
@@ -90,13 +97,15 @@ def follow(path: str, write: Callable[[bytes], None]) -> Iterator[None]:
 
 
 class _Follower:
-    def __init__(self, path: str, write: Callable[[bytes], None]) -> None:
+    def __init__(self, path: str, write: Callable[[bytes], None], file: BinaryIO | None) -> None:
         self.path = path
         self.write = write
-        self.file: BinaryIO | None = None
+        self.file = file
         self.ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the open file
+        if file is not None:
+            st = os.fstat(file.fileno())
+            self.ident = (st.st_dev, st.st_ino)
         self.pending = b""  # bytes after the last newline read; invariant: no b"\n" in it
-        self.skip = True  # the first file opened starts at its end: its past was shown
 
     def look(self) -> None:
         if self.file is None and not self._open():
@@ -120,13 +129,9 @@ class _Follower:
         try:
             self.file = open(self.path, "rb")  # noqa: SIM115 - kept open between looks
         except FileNotFoundError:
-            self.skip = False  # a file that appears later is all new
             return False
         st = os.fstat(self.file.fileno())
         self.ident = (st.st_dev, st.st_ino)
-        if self.skip:
-            self.file.seek(0, os.SEEK_END)
-            self.skip = False
         return True
 
     def _rotated(self) -> None:
@@ -213,15 +218,25 @@ def show_logs(
         return 4
     write = _writer()
     try:
-        for line in tail_lines(path, lines):
+        file: BinaryIO | None = open(path, "rb")  # noqa: SIM115 - follow() closes it
+    except FileNotFoundError:
+        file = None
+    try:
+        # The lines shown and the place following starts from come from one open file, so
+        # no line written (or rotated away) in between is lost or shown twice.
+        shown = _last_lines(file, lines) if file is not None else []
+        for line in tail_lines(path, lines - len(shown), first=1) + shown:
             write(line + b"\n")
         if keep_following:
-            for _ in follow(path, write):
+            for _ in follow(path, write, file):
                 time.sleep(POLL)
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:  # `logs JOB | head`: the reader has all it wanted
         _quiet_stdout()
+    finally:
+        if file is not None:
+            file.close()
     return 0
 
 
