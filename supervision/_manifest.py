@@ -670,11 +670,8 @@ class _Parser(WorkReader):
         f = self.fields(v, ("max_bytes", "backups"), what, null_ok=False)
         if f is None:
             return BAD
-        kwargs: dict[str, Any] = {}
-        if "max_bytes" in f:
-            kwargs["max_bytes"] = self.size(f["max_bytes"])
-        if "backups" in f:
-            kwargs["backups"] = self.count(f["backups"])
+        readers = {"max_bytes": self.size, "backups": self.count}
+        kwargs = {key: read(f[key]) for key, read in readers.items() if key in f}
         return self.build(v, OutputSpec, "output", **kwargs)
 
     def replicas(self, v: V) -> int | Bad:
