@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument(
         "--manifest", default="jobs.yaml", help="where the state dir is declared (./jobs.yaml)"
     )
+    logs = sub.add_parser("logs", parents=[common], help="the output of one job (from its file)")
+    logs.add_argument("job", help="a job path such as etl/load")
+    logs.add_argument("-f", "--follow", action="store_true", help="go on printing new lines")
+    logs.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="default: 50")
+    logs.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    top = sub.add_parser("top", parents=[common], help="a live view of the daemon's tree")
+    top.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
     return parser
 
 
@@ -172,7 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "validate":
         _logbook_without_gevent()  # validate runs no job: it needs no gevent
     # The control commands and history load neither the runtime nor logging: see _client.
-    commands = {"validate": _validate, "history": _history, "daemon": _daemon, "run": _run}
+    commands = {
+        "validate": _validate,
+        "history": _history,
+        "daemon": _daemon,
+        "run": _run,
+        "logs": _logs,
+        "top": _top,
+    }
     try:
         return commands.get(args.command, _control)(args)
     except KeyboardInterrupt:
@@ -250,6 +264,27 @@ def _history(args: argparse.Namespace) -> int:
             line = f"{when}  {row['path']}  {row['kind']}" + (f" ({details})" if details else "")
         sys.stdout.write(printable(line) + "\n")  # errors may hold a job's control characters
     return OK
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from supervision._logs import show_logs  # noqa: PLC0415 - control commands stay light
+
+    if args.lines < 0:
+        _error(f"-n: expected a count >= 0, got {args.lines}")
+        return USAGE
+    return show_logs(
+        args.job,
+        manifest=args.manifest,
+        state_dir=getattr(args, "state_dir", None),
+        lines=args.lines,
+        keep_following=args.follow,
+    )
+
+
+def _top(args: argparse.Namespace) -> int:
+    from supervision._top import run_top  # noqa: PLC0415 - control commands stay light
+
+    return run_top(args.manifest, getattr(args, "state_dir", None))
 
 
 def _detach() -> None:

@@ -9,9 +9,19 @@ from __future__ import annotations
 import contextvars
 import threading
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
-__all__ = ["Attempt", "ReadyCheck", "Work", "current_attempt", "current_attempt_var"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "Attempt",
+    "OutputSink",
+    "ReadyCheck",
+    "Work",
+    "current_attempt",
+    "current_attempt_var",
+]
 
 # Set by the job actor around each attempt; read through ``current_attempt()``.
 current_attempt_var: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
@@ -36,6 +46,23 @@ class Attempt:
     number: int
     started_at: float
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Opens where this attempt's command output goes besides the log (the job's output
+    # file); None: nowhere else. Called by the command kind in the attempt's thread.
+    output: Callable[[Attempt], OutputSink] | None = None
+
+
+class OutputSink(Protocol):
+    """Where a command's output also goes: a job's output file (``supervision._output``).
+
+    Called only in the attempt's thread, with bytes as the job wrote them.
+    It must not raise: a file that cannot be written loses lines, never the attempt.
+    """
+
+    def write(self, stream: str, lines: bytes) -> None:
+        """Whole lines from ``stream`` (stdout, stderr), joined by b"\\n", without the last one."""
+
+    def close(self) -> None:
+        """The attempt's command ended: release the file."""
 
 
 class ReadyCheck(Protocol):

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable, Mapping
 
-    from actors._attempt import Attempt
+    from actors._attempt import Attempt, OutputSink
 
 __all__ = ["CommandFailed", "CommandWork"]
 
@@ -240,11 +240,20 @@ class _Stream:
     order, the line's last part included).
     """
 
-    __slots__ = ("emit", "extra", "fd", "parts", "pending", "prefix")
+    __slots__ = ("emit", "extra", "fd", "name", "parts", "pending", "prefix", "sink")
 
-    def __init__(self, fd: int, name: str, attempt: Attempt, emit: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        fd: int,
+        name: str,
+        attempt: Attempt,
+        emit: Callable[..., Any],
+        sink: OutputSink | None = None,
+    ) -> None:
         self.fd = fd
         self.emit = emit
+        self.name = name
+        self.sink = sink  # the job's output file: the same lines, as bytes
         self.extra = {"path": attempt.path, "attempt": attempt.number, "stream": name}
         self.prefix = f"{attempt.path}[{attempt.number}]"
         self.pending = b""  # the bytes after the last newline; invariant: no b"\n" in it
@@ -254,7 +263,10 @@ class _Stream:
         if self.pending:
             data = self.pending + data
         head, newline, rest = data.rpartition(b"\n")
+        sink = self.sink
         if newline:
+            if sink is not None:
+                sink.write(self.name, head)
             # A newline byte never occurs inside a UTF-8 sequence, so whole lines decode alone.
             lines = head.decode("utf-8", "replace").split("\n")
             if self.parts:
@@ -263,6 +275,8 @@ class _Stream:
             for line in lines:
                 self._log(line)
         while len(rest) > _MAX_LINE:
+            if sink is not None:
+                sink.write(self.name, rest[:_MAX_LINE])
             self._log_part(rest[:_MAX_LINE].decode("utf-8", "replace"))
             rest = rest[_MAX_LINE:]
         self.pending = rest
@@ -270,6 +284,8 @@ class _Stream:
     def finish(self) -> None:
         """The pipe is done: log a last line that had no newline."""
         if self.pending:
+            if self.sink is not None:
+                self.sink.write(self.name, self.pending)
             text = self.pending.decode("utf-8", "replace")
             if self.parts:
                 self._log_part(text)
@@ -312,6 +328,7 @@ class _Child:
         "attempt",
         "pids",
         "process",
+        "sink",
         "streams",
     )
 
@@ -321,6 +338,7 @@ class _Child:
         # record of the process that no Kill can lose. Empty until it exists.
         self.pids: list[int] = []
         self.streams: list[_Stream] = []
+        self.sink: OutputSink | None = None  # the job's output file, closed with the fds
         self._waiter: PollWaiter | HubWaiter | None = None
         self._hub: Any = None  # the gevent hub under the gevent runtime
         self.process: subprocess.Popen[bytes] | None = None  # set by spawn
@@ -357,10 +375,12 @@ class _Child:
         if hub is not None:
             # Before the spawn, so libev never misses the SIGCHLD of a child that exits at once.
             hub.loop.install_sigchld()
+        output = self.attempt.output
+        self.sink = sink = output(self.attempt) if output is not None else None
         out_r, out_w = os.pipe()
-        self.streams.append(_Stream(out_r, "stdout", self.attempt, log.info))
+        self.streams.append(_Stream(out_r, "stdout", self.attempt, log.info, sink))
         err_r, err_w = os.pipe()
-        self.streams.append(_Stream(err_r, "stderr", self.attempt, log.warning))
+        self.streams.append(_Stream(err_r, "stderr", self.attempt, log.warning, sink))
         try:
             spawn(work.args(), cwd=work.cwd, env=work.env, stdout=out_w, stderr=err_w, record=self)
         except OSError as exc:
@@ -525,6 +545,9 @@ class _Child:
                 close_fd(fd)
         if self.pgid:
             WARDEN.discard(self.pgid)
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.close()
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -20,7 +20,7 @@ from actors._supervised import Kill, SupervisedActor
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from actors._attempt import ReadyCheck, Work
+    from actors._attempt import OutputSink, ReadyCheck, Work
     from actors._breaker import Breaker
 
 __all__ = ["JobActor", "Schedule", "close_work", "cron_delay"]
@@ -132,8 +132,10 @@ class JobActor(SupervisedActor):
         retry: RetrySpec | None = None,
         breaker: Breaker | None = None,
         ready: ReadyCheck | None = None,
+        output: Callable[[Attempt], OutputSink] | None = None,
     ) -> None:
         super().__init__()
+        self.output = output  # where a command's output also goes: see Attempt.output
         self.work = work
         self.schedule = schedule
         self.path = path
@@ -293,7 +295,7 @@ class JobActor(SupervisedActor):
     def _run_attempt(self) -> tuple[BaseException | None, int | None]:
         """Run one attempt; return what ended it (error, exit code) and report it."""
         number = self._jv_attempts + 1
-        attempt = Attempt(self.path, number, self._wall())
+        attempt = Attempt(self.path, number, self._wall(), output=self.output)
         timeout = self.schedule.timeout
         if timeout is not None:
             self._deadline = self._scheduler.call_later(timeout, lambda: self._on_deadline(attempt))

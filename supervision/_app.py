@@ -29,6 +29,7 @@ from supervision._journal import (
     skip_succeeded,
 )
 from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configure_logging
+from supervision._output import output_dir
 from supervision._table import columns, flatten_status, summary_table
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
 
@@ -62,6 +63,7 @@ class Composition:
             kwargs["sink"] = self.journal.record
         if self.cooldowns and "cooldowns" not in kwargs:
             kwargs["cooldowns"] = self.cooldowns
+        kwargs.setdefault("output_dir", output_dir(self.manifest.state_dir))
         return start_tree(self.manifest, self.runtime, breakers=self.breakers, **kwargs)
 
     def close(self) -> None:
@@ -261,7 +263,6 @@ def _forced_stop(tree: Tree) -> dict[str, Any]:
     except Exception as exc:  # the root did not answer in time: say so, no traceback
         log.error("forced stop: no status from the tree: {}", exc)  # noqa: TRY400
         return {"name": tree.spec.name, "state": "stopping", "children": []}
-
 
 
 def progress_line(doc: dict[str, Any]) -> str:

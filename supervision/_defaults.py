@@ -34,7 +34,7 @@ MODES: Final = ("service", "every", "cron")
 JOB_KEYS: Final = (
     "name", *KINDS, "args", "kwargs", "cwd", "env", "service", "every", "times", "cron",
     "timeout", "retry", "breaker", "restart", "replicas", "depends_on", "ready", "stop",
-    "placement", "isolation",
+    "placement", "isolation", "output",
 )
 # fmt: on
 OWN_ONLY: Final = ("name", "depends_on")
@@ -45,6 +45,7 @@ FOR_KINDS: Final = {  # fields that apply to some kinds only
     "kwargs": ("python",),
     "isolation": ("python",),
     "service": ("command", "python"),
+    "output": ("command", "python"),  # python: with isolation process, whose output is a command's
 }
 
 

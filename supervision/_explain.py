@@ -118,6 +118,8 @@ def _explain_job(
     if spec.ready is not None:
         out.append(f"{inner}ready: {_explain_ready(spec.ready)}")
     out.append(f"{inner}placement: {spec.placement}")
+    if spec.kind in ("command", "python"):
+        out.append(f"{inner}output: {_explain_output(spec)}")
 
 
 def _describe(obj: object) -> str:
@@ -179,6 +181,17 @@ def _explain_retry(retry: RetrySpec | None) -> str:
     return (
         f"attempts={retry.attempts} wait=(initial={fmt_duration(w.initial)} "
         f"max={fmt_duration(w.max)} multiplier={w.multiplier:g} jitter={w.jitter:g}) on={on}"
+    )
+
+
+def _explain_output(spec: JobSpec) -> str:
+    if spec.output is None:
+        return "off"
+    if getattr(spec.work, "isolation", "process") != "process":
+        return "none (isolation thread: a python job's prints are not captured)"
+    return (
+        f"STATE_DIR/output/PATH.log max_bytes={spec.output.max_bytes}B "
+        f"backups={spec.output.backups}"
     )
 
 

@@ -610,7 +610,10 @@ class _FileSink:
             raise LoggingSetupError(path, exc) from exc
 
     def write(self, line: str) -> None:
-        data = (line + "\n").encode("utf-8", "backslashreplace")
+        self.write_bytes((line + "\n").encode("utf-8", "backslashreplace"))
+
+    def write_bytes(self, data: bytes) -> None:
+        """Append ``data`` (whole lines) in one write, rotating first if it is due."""
         with self._lock:
             if self._closed:
                 return

@@ -65,6 +65,7 @@ from supervision._spec import (
     ChildSpec,
     JobSpec,
     LoggingSpec,
+    OutputSpec,
     RotateSpec,
     SupervisorSpec,
 )
@@ -619,6 +620,8 @@ class _Parser(WorkReader):
         if "restart" in f:
             value = self.choice(f["restart"], [r.value for r in RestartType])
             options["restart"] = RestartType(value) if isinstance(value, str) else value
+        if "output" in f:
+            options["output"] = self.output(f["output"])
         if "ready" in f and isinstance(schedule, Schedule) and not schedule.service:
             mode = "periodic" if schedule.periodic else "once"
             at, what = f["ready"], "ready only on a service (service: true)"
@@ -653,9 +656,23 @@ class _Parser(WorkReader):
             "ready": self.ready,
             "stop": self.stop_fields,
             "placement": self.placement,
+            "output": self.output,
         }
         check = checks.get(key)
         return None if check is None else check(v)
+
+    def output(self, v: V) -> OutputSpec | Bad | None:
+        """``false`` (None: no output file), ``true`` (the defaults) or ``{max_bytes, backups}``."""
+        what = "false, true or a mapping with max_bytes and backups"
+        value = self.flag(v)
+        if isinstance(value, bool):
+            return OutputSpec() if value else None
+        f = self.fields(v, ("max_bytes", "backups"), what, null_ok=False)
+        if f is None:
+            return BAD
+        readers = {"max_bytes": self.size, "backups": self.count}
+        kwargs = {key: read(f[key]) for key, read in readers.items() if key in f}
+        return self.build(v, OutputSpec, "output", **kwargs)
 
     def replicas(self, v: V) -> int | Bad:
         """The replica count: no spec holds it, so it is checked here."""

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         SupervisedActor,
         TimerHandle,
     )
+    from supervision._output import OutputFiles
     from supervision._policy import Decision, RestartPolicy, Window
     from supervision._spec import ChildSpec
     from supervision._status import LastExit
@@ -93,6 +94,7 @@ class TreeContext:
     breaker_listener: Callable[[str, BreakerState, BreakerState], None] | None = (
         None  # unhooked when the tree stops
     )
+    output: OutputFiles | None = None  # the jobs' output files; None: output goes to the log only
 
     def publish(self, kind: type[ev.Event], event: Callable[[], ev.Event]) -> None:
         """Give the sink and the bus an event of ``kind``, built only if one of them takes it."""
@@ -391,6 +393,7 @@ def start_incarnation(
             retry=spec.retry,
             breaker=ctx.breakers.get(spec.breaker) if spec.breaker else None,
             ready=spec.ready,
+            output=ctx.output.opener(spec.output) if ctx.output and spec.output else None,
         )
     if isinstance(spec, ActorSpec):
         return start_supervised(spec.actor_class, link, name, *spec.args, **dict(spec.kwargs))

@@ -21,6 +21,7 @@ __all__ = [
     "ChildSpec",
     "JobSpec",
     "LoggingSpec",
+    "OutputSpec",
     "RotateSpec",
     "SupervisorSpec",
     "python_job",
@@ -43,6 +44,24 @@ def _check_grace(grace: float | None) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutputSpec:
+    """``output:`` of a job: its command output also goes to ``STATE_DIR/output/PATH.log``.
+
+    The file is rotated once it would pass ``max_bytes`` (``PATH.log.1`` ...
+    ``PATH.log.N``, ``backups`` of them kept); a job's ``output: false`` is
+    ``JobSpec.output=None``.
+    """
+
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 3
+
+    def __post_init__(self) -> None:
+        ok = isinstance(self.max_bytes, int) and not isinstance(self.max_bytes, bool)
+        need(ok and self.max_bytes >= 1, "output.max_bytes", "a size >= 1", self.max_bytes)
+        need_count(self.backups, "output.backups", 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     """A job: ``work`` (python, command or http) run in a ``schedule``.
 
@@ -59,10 +78,19 @@ class JobSpec:
     depends_on: tuple[str, ...] = ()  # sibling names that must be ready/succeeded first
     ready: Any = None  # an actors.ReadyProbe for services
     placement: str = "local"
+    # Where its output is kept says nothing of what the job does: out of the repr, so the
+    # journal's spec hash (--resume) does not change with it.
+    output: OutputSpec | None = field(default=OutputSpec(), repr=False)
 
     def __post_init__(self) -> None:
         _check_name(self.name)
         _check_grace(self.grace)
+        need(
+            self.output is None or isinstance(self.output, OutputSpec),
+            "output",
+            "false or a mapping with max_bytes and backups",
+            self.output,
+        )
         if self.name in self.depends_on:
             raise SpecError(f"{self.name}: a job cannot depend on itself")
         need(self.placement in PLACEMENTS, "placement", "one of local, ray", self.placement)

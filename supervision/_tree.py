@@ -34,6 +34,7 @@ from actors import (
 from supervision._abandon import AbandonWatch
 from supervision._events import BreakerChanged, EventBus
 from supervision._exits import classify
+from supervision._output import OutputFiles
 from supervision._records import Command, FinalStatus, Op, TreeContext
 from supervision._spec import ActorSpec, BreakerSpec, ChildSpec, JobSpec, SupervisorSpec
 from supervision._state import State
@@ -43,6 +44,7 @@ from supervision._tracker import Tracker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from pathlib import Path
 
     from supervision._events import Event, Subscription
 
@@ -294,6 +296,7 @@ def start_tree(
     on_event: Callable[[Event], Any] | None = None,
     sink: Callable[[Event], None] | None = None,
     cooldowns: Mapping[str, tuple[float, int]] | None = None,
+    output_dir: Path | None = None,
 ) -> Tree:
     """Start the tree a manifest (or a ``SupervisorSpec``) describes and return its handle.
 
@@ -311,6 +314,8 @@ def start_tree(
     replace the clocks and the jitter source (tests make them exact; a
     ``monotonic`` with an ``attach(wake)`` method, such as a test's manual
     clock, is handed the scheduler's ``wake`` so that moving it fires timers).
+    With ``output_dir`` the command output of each job whose spec keeps it
+    (``JobSpec.output``) also goes to ``output_dir/PATH.log``.
     """
     if runtime is None:
         runtime = active_runtime()
@@ -347,6 +352,7 @@ def start_tree(
     for breaker in breakers.values():
         breaker.listen(publish)
     scheduler = _scheduler(monotonic)
+    mask = _masker(manifest_or_spec)
     context = TreeContext(
         scheduler=scheduler,
         bus=bus,
@@ -358,7 +364,8 @@ def start_tree(
         dead_letter=_dead_letter,
         breakers=breakers,
         breaker_listener=publish,
-        mask=_masker(manifest_or_spec),
+        mask=mask,
+        output=None if output_dir is None else OutputFiles(output_dir, mask),
         sink=sink,
         sink_kinds=sink_kinds,
         cooldowns=cooldowns or {},

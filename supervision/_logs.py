@@ -1,0 +1,267 @@
+"""``jobvisor logs JOB [-f] [-n N]``: the tail of a job's output file, and following it.
+
+It reads the files the daemon or ``run`` writes (``supervision._output``),
+so it works whether a daemon runs or not. Like the control commands it
+imports only the standard library; YAML is parsed only to tell a job with
+no output yet from no such job, or when the manifest declares a ``state_dir``.
+On a terminal each line's control characters are escaped (a job's output
+must not drive the reader's terminal); into a pipe its bytes go as they are.
+"""
+
+# ruff: noqa: PTH110, PTH116, PTH118, PTH120, PTH123 - os.path: pathlib costs a control command
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from supervision._client import NoDaemonError, find_state_dir, request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, BinaryIO, Final
+
+__all__ = ["follow", "job_known", "output_file", "show_logs", "tail_lines"]
+
+POLL: Final = 0.1  # seconds between looks at a followed file (no inotify in the stdlib)
+_BLOCK: Final = 65536
+
+
+def output_file(directory: str, path: str) -> str:
+    """The output file of the job at ``path`` (``etl/load`` -> ``DIRECTORY/etl/load.log``).
+
+    A name made of dots only (``..``, which names allow) is written with
+    ``%2E`` for each dot, which no name holds, so no job's file lies outside
+    ``directory`` or collides with another's.
+    """
+    parts = [p.replace(".", "%2E") if not p.strip(".") else p for p in path.split("/")]
+    return os.path.join(directory, *parts) + ".log"
+
+
+def tail_lines(path: str, count: int, *, first: int = 0, backups: int = 9) -> list[bytes]:
+    """The last ``count`` lines of ``path``, and of ``path.1``... when it holds fewer.
+
+    ``first``: the first of them to read (1 skips ``path`` itself).
+    """
+    lines: list[bytes] = []
+    for n in range(first, backups + 1):
+        if len(lines) >= count:
+            break
+        try:
+            with open(path if n == 0 else f"{path}.{n}", "rb") as file:
+                lines = _last_lines(file, count - len(lines)) + lines
+        except FileNotFoundError:
+            if n > 0:
+                break
+    return lines
+
+
+def _last_lines(file: BinaryIO, count: int) -> list[bytes]:
+    """The last ``count`` lines of ``file``, which is left at its end."""
+    end = file.seek(0, os.SEEK_END)
+    data = b""
+    at = end
+    while at > 0 and data.count(b"\n") <= count:
+        step = min(_BLOCK, at)
+        at -= step
+        file.seek(at)
+        data = file.read(step) + data
+    file.seek(end)
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the text after the last newline: nothing
+    return lines[-count:] if count > 0 else []
+
+
+def follow(
+    path: str, write: Callable[[bytes], None], file: BinaryIO | None = None
+) -> Iterator[None]:
+    """Follow ``path`` like ``tail -F``: give ``write`` each new whole line (newline included).
+
+    ``file`` is ``path`` opened already, at the place to go on from; a file
+    opened here (none was given, or a new one) is read from its start. A rotation
+    (a new file at ``path``) is noticed by its inode: what the old file still
+    held is read first, then the new one from its start; a file cut shorter
+    than what was read (truncated) is read again from its start. Yields after
+    each look, so the caller decides how long to go on and how long to pause.
+    """
+    follower = _Follower(path, write, file)
+    try:
+        while True:
+            follower.look()
+            yield
+    finally:
+        follower.close()
+
+
+class _Follower:
+    def __init__(self, path: str, write: Callable[[bytes], None], file: BinaryIO | None) -> None:
+        self.path = path
+        self.write = write
+        self.file = file
+        self.ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the open file
+        if file is not None:
+            st = os.fstat(file.fileno())
+            self.ident = (st.st_dev, st.st_ino)
+        self.pending = b""  # bytes after the last newline read; invariant: no b"\n" in it
+
+    def look(self) -> None:
+        if self.file is None and not self._open():
+            return
+        assert self.file is not None
+        self.pending = _pump(self.file, self.pending, self.write)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._rotated()
+            return
+        if (st.st_dev, st.st_ino) != self.ident:
+            self._rotated()
+            if self._open():
+                self.look()  # the new file at once, not after a pause
+        elif st.st_size < self.file.tell():
+            self.file.seek(0)  # truncated in place
+            self.pending = b""
+
+    def _open(self) -> bool:
+        try:
+            self.file = open(self.path, "rb")  # noqa: SIM115 - kept open between looks
+        except FileNotFoundError:
+            return False
+        st = os.fstat(self.file.fileno())
+        self.ident = (st.st_dev, st.st_ino)
+        return True
+
+    def _rotated(self) -> None:
+        """The file moved away: read what it still holds (the writer may have added some)."""
+        assert self.file is not None
+        self.pending = _pump(self.file, self.pending, self.write)
+        if self.pending:
+            self.write(self.pending + b"\n")
+            self.pending = b""
+        self.close()
+
+    def close(self) -> None:
+        file, self.file = self.file, None
+        if file is not None:
+            file.close()
+
+
+def _pump(file: BinaryIO, pending: bytes, write: Callable[[bytes], None]) -> bytes:
+    while data := file.read(_BLOCK):
+        head, newline, pending = (pending + data).rpartition(b"\n")
+        if newline:
+            write(head + b"\n")
+    return pending
+
+
+def job_known(manifest: str, state_dir: str, job: str) -> bool:
+    """Whether ``job`` names a job of the running daemon, or else of the manifest."""
+    try:
+        reply = request(state_dir, {"op": "status"}, timeout=5.0)
+    except NoDaemonError:
+        return job in _manifest_paths(manifest)
+    paths: set[str] = set()
+    _collect(reply.get("result") or {}, paths)
+    return job in paths
+
+
+def _collect(node: dict[str, Any], paths: set[str]) -> None:
+    for child in node.get("children") or ():
+        paths.add(str(child.get("path")))
+        _collect(child, paths)
+
+
+def _manifest_paths(manifest: str) -> set[str]:
+    """Every job and group path a manifest declares, read without validating it."""
+    import yaml  # noqa: PLC0415 - only when there is no output file to read
+
+    try:
+        with open(manifest, encoding="utf-8") as file:
+            data = yaml.safe_load(file)
+    except (OSError, ValueError, yaml.YAMLError):  # UnicodeDecodeError is a ValueError
+        return set()
+    paths: set[str] = set()
+    _walk(data.get("jobs") if isinstance(data, dict) else None, "", paths)
+    return paths
+
+
+def _walk(entries: object, prefix: str, paths: set[str]) -> None:
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("group", entry.get("name"))
+        if not isinstance(name, str):
+            continue
+        path = f"{prefix}/{name}" if prefix else name
+        replicas = entry.get("replicas")
+        if "group" in entry:
+            paths.add(path)
+            _walk(entry.get("jobs"), path, paths)
+        elif isinstance(replicas, int) and not isinstance(replicas, bool) and replicas > 0:
+            paths.update(f"{path}.{i}" for i in range(replicas))
+        else:
+            paths.add(path)
+
+
+def show_logs(
+    job: str, *, manifest: str, state_dir: str | None, lines: int, keep_following: bool
+) -> int:
+    """The ``logs`` command: 0, or 4 for no such job. Returns 0 on Ctrl-C while following."""
+    directory = os.path.join(find_state_dir(manifest, state_dir), "output")
+    path = output_file(directory, job.strip("/"))
+    known = os.path.exists(path) or os.path.exists(f"{path}.1")
+    if not known and not job_known(manifest, os.path.dirname(directory), job.strip("/")):
+        sys.stderr.write(f"jobvisor: no such job: {job} (and no output file {path})\n")
+        return 4
+    write = _writer()
+    try:
+        file: BinaryIO | None = open(path, "rb")  # noqa: SIM115 - follow() closes it
+    except FileNotFoundError:
+        file = None
+    try:
+        # The lines shown and the place following starts from come from one open file, so
+        # no line written (or rotated away) in between is lost or shown twice.
+        shown = _last_lines(file, lines) if file is not None else []
+        for line in tail_lines(path, lines - len(shown), first=1) + shown:
+            write(line + b"\n")
+        if keep_following:
+            for _ in follow(path, write, file):
+                time.sleep(POLL)
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # `logs JOB | head`: the reader has all it wanted
+        _quiet_stdout()
+    finally:
+        if file is not None:
+            file.close()
+    return 0
+
+
+def _writer() -> Callable[[bytes], None]:
+    out = sys.stdout.buffer
+    if not sys.stdout.isatty():
+
+        def raw(data: bytes) -> None:
+            out.write(data)
+            out.flush()
+
+        return raw
+    from supervision._printable import printable  # noqa: PLC0415 - only for a terminal
+
+    def escaped(data: bytes) -> None:
+        text = data.decode("utf-8", "replace")
+        lines = text.removesuffix("\n").split("\n")  # not splitlines: \x1c, \u2028 get escaped
+        out.write("".join(printable(line) + "\n" for line in lines).encode())
+        out.flush()
+
+    return escaped
+
+
+def _quiet_stdout() -> None:
+    # Python would report the broken pipe again when it flushes stdout at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

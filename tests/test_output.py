@@ -1,0 +1,288 @@
+"""Per-job output files and ``jobvisor logs``, through real ``jobvisor run`` / ``daemon`` processes."""
+
+from __future__ import annotations
+
+import re
+import signal
+import stat
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import RUNTIME
+from faultkit import CLI, ENV, run_jobvisor, start_daemon, stop_daemon, wait_until
+
+STAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d (stdout|stderr) (\d+) ")
+
+
+def run(cwd: Path, manifest: str, *args: str) -> subprocess.CompletedProcess[str]:
+    (cwd / "jobs.yaml").write_text(textwrap.dedent(manifest))
+    jv = run_jobvisor(cwd, "run", "--runtime", RUNTIME, "--log-level", "none", *args)
+    return subprocess.CompletedProcess(jv.proc.args, jv.proc.returncode, jv.stdout, jv.stderr)
+
+
+def logs(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*CLI, "logs", *args], cwd=cwd, env=ENV, capture_output=True, timeout=60, check=False
+    )
+
+
+def body(line: bytes) -> bytes:
+    """A file line without its stamp."""
+    match = STAMP.match(line)
+    assert match is not None, line
+    return line[match.end() :]
+
+
+def test_command_and_process_output_go_to_private_files_stamped_as_written(
+    tmp_path: Path,
+) -> None:
+    done = run(
+        tmp_path,
+        r"""
+        version: 1
+        jobs:
+          - group: etl
+            jobs:
+              - name: load
+                command: 'printf "out \033[31mred\033[0m\n"; echo err >&2; printf "no newline"'
+              - name: w
+                replicas: 2
+                command: "echo replica"
+          - name: iso
+            python: "builtins:print"
+            args: ["from the child"]
+            isolation: process
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / ".jobvisor" / "output"
+    load = (out / "etl" / "load.log").read_bytes().splitlines()
+    assert sorted(body(line) for line in load) == [
+        b"err",
+        b"no newline",
+        b"out \x1b[31mred\x1b[0m",  # the job's own bytes: no escaping in the file
+    ]
+    streams = {body(line): STAMP.match(line).groups() for line in load}  # type: ignore[union-attr]
+    assert streams[b"err"] == (b"stderr", b"1")
+    assert streams[b"no newline"] == (b"stdout", b"1")
+    for name in ("w.0", "w.1"):
+        assert [body(x) for x in (out / "etl" / f"{name}.log").read_bytes().splitlines()] == [
+            b"replica"
+        ]
+    assert [body(x) for x in (out / "iso.log").read_bytes().splitlines()] == [b"from the child"]
+    for directory in (out, out / "etl"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for file in (out / "etl" / "load.log", out / "iso.log"):
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600
+
+
+def test_rotation_keeps_backups_each_at_most_max_bytes(tmp_path: Path) -> None:
+    done = run(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - name: many
+            command: "i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo line $i; done"
+            output: {max_bytes: 1KiB, backups: 2}
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    base = tmp_path / ".jobvisor" / "output" / "many.log"
+    files = [base.with_name(f"many.log.{n}") for n in (2, 1)] + [base]
+    assert not base.with_name("many.log.3").exists()
+    numbers: list[int] = []
+    for file in files:
+        assert 0 < file.stat().st_size <= 1024
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600
+        numbers += [int(body(x).split()[1]) for x in file.read_bytes().splitlines()]
+    assert numbers == list(range(numbers[0], 401))  # the newest lines, in order, none lost
+
+    shown = logs(tmp_path, "many", "-n", "3")
+    assert shown.returncode == 0
+    assert [body(x) for x in shown.stdout.splitlines()] == [b"line 398", b"line 399", b"line 400"]
+    # More lines than the current file holds come from its backups, oldest first.
+    shown = logs(tmp_path, "many", "-n", str(len(numbers)))
+    assert [int(body(x).split()[1]) for x in shown.stdout.splitlines()] == numbers
+
+
+def test_output_false_writes_no_file_and_logs_knows_the_job(tmp_path: Path) -> None:
+    done = run(
+        tmp_path,
+        """
+        version: 1
+        defaults: {output: false}
+        jobs:
+          - name: quiet
+            command: "echo hidden"
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / ".jobvisor" / "output" / "quiet.log").exists()
+    shown = logs(tmp_path, "quiet")
+    assert (shown.returncode, shown.stdout, shown.stderr) == (0, b"", b"")
+
+
+def test_no_such_job_is_exit_4(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text("version: 1\njobs: [{name: a, command: 'true'}]\n")
+    shown = logs(tmp_path, "nope")
+    assert shown.returncode == 4
+    assert shown.stderr.decode().startswith("jobvisor: no such job: nope")
+    assert b"Traceback" not in shown.stderr
+
+
+def test_a_planted_symlink_at_an_output_file_is_not_followed(tmp_path: Path) -> None:
+    out = tmp_path / ".jobvisor" / "output"
+    out.mkdir(parents=True, mode=0o700)
+    tmp_path.joinpath(".jobvisor").chmod(0o700)
+    target = tmp_path / "victim"
+    target.write_text("untouched\n")
+    (out / "a.log").symlink_to(target)
+    (tmp_path / "jobs.yaml").write_text("version: 1\njobs: [{name: a, command: 'echo planted'}]\n")
+    jv = run_jobvisor(tmp_path, "run", "--runtime", RUNTIME, "--log-level", "warning")
+    assert jv.proc.returncode == 0, jv.stderr
+    assert target.read_text() == "untouched\n"
+    assert (out / "a.log").is_symlink()
+    assert "a: its output goes to the log only" in jv.stderr
+    assert "symbolic link" in jv.stderr
+
+
+def test_secrets_are_masked_in_output_files(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("s3cret-value-123")
+    done = run(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - name: leak
+            command: 'echo "token=$TOKEN"'
+            env: {TOKEN: {secret: {file: token}}}
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / ".jobvisor" / "output" / "leak.log").read_bytes()
+    assert b"s3cret" not in text
+    assert body(text.splitlines()[0]) == b"token=***"
+
+
+def test_logs_follows_a_daemon_job_across_rotations_and_exits_0_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    daemon = start_daemon(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - name: ticker
+            service: true
+            command: "i=0; while true; do i=$((i+1)); echo n $i; sleep 0.005; done"
+            output: {max_bytes: 2KiB, backups: 3}
+        """,
+        "--runtime",
+        RUNTIME,
+    )
+    follower = None
+    try:
+        file = daemon.state / "output" / "ticker.log"
+        wait_until(file.exists, "the output file")
+        follower = subprocess.Popen(
+            [*CLI, "logs", "ticker", "-f", "-n", "5"],
+            cwd=tmp_path,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert follower.stdout is not None
+        first_inode = None
+        numbers: list[int] = []
+        rotations = 0
+        while rotations < 3 or len(numbers) < 200:
+            line = follower.stdout.readline()
+            assert line, "logs -f ended early"
+            numbers.append(int(body(line).split()[1]))
+            inode = file.stat().st_ino
+            if first_inode is None:
+                first_inode = inode
+            elif inode != first_inode:
+                rotations += 1
+                first_inode = inode
+        # Every line once and in order, across the rotations, from the tail on.
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=30)
+        assert follower.returncode == 0
+        assert b"Traceback" not in err
+    finally:
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+            follower.wait()
+        assert stop_daemon(daemon) == 0
+
+
+def test_bad_output_values_are_reported_with_path_and_line(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(
+            """\
+            version: 1
+            jobs:
+              - name: a
+                command: "true"
+                output: {max_bytes: 0, backups: -1}
+              - name: b
+                command: "true"
+                output: loud
+              - name: c
+                http: {url: "http://127.0.0.1:1/"}
+                output: false
+            """
+        )
+    )
+    jv = run_jobvisor(tmp_path, "validate")
+    assert jv.proc.returncode == 2
+    assert jv.stderr.splitlines() == [
+        "jobs.yaml:5: jobs[0].output.max_bytes: expected a size >= 1, got 0",
+        "jobs.yaml:5: jobs[0].output.backups: expected a count >= 0, got -1",
+        (
+            "jobs.yaml:8: jobs[1].output: expected false, true or a mapping with max_bytes and "
+            "backups, got 'loud'"
+        ),
+        (
+            "jobs.yaml:11: jobs[2].output: expected output only on command or python jobs, "
+            "got it on an http job"
+        ),
+    ]
+
+
+def test_explain_shows_the_effective_output(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(
+            """\
+            version: 1
+            defaults: {output: {backups: 1}}
+            jobs:
+              - {name: a, command: "true"}
+              - {name: b, command: "true", output: false}
+              - {name: c, python: "m:f"}
+            """
+        )
+    )
+    jv = run_jobvisor(tmp_path, "validate", "--explain")
+    assert jv.proc.returncode == 0, jv.stderr
+    shown = [line.strip() for line in jv.stdout.splitlines() if "output:" in line]
+    assert shown == [
+        "output: STATE_DIR/output/PATH.log max_bytes=10485760B backups=1",
+        "output: off",
+        "output: none (isolation thread: a python job's prints are not captured)",
+    ]
+
+
+@pytest.mark.parametrize("name", ["..", "."])
+def test_a_job_named_with_dots_only_keeps_its_file_inside_the_output_dir(
+    tmp_path: Path, name: str
+) -> None:
+    from supervision._logs import output_file
+
+    assert output_file("/s/output", f"g/{name}") == "/s/output/g/" + "%2E" * len(name) + ".log"
+    assert output_file("/s/output", f"{name}/x") == "/s/output/" + "%2E" * len(name) + "/x.log"
