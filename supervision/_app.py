@@ -109,6 +109,10 @@ def compose(
     # python jobs name modules that live beside the manifest (like `python -m` from there).
     if str(base_dir) not in sys.path:
         sys.path.insert(0, str(base_dir))
+    if manifest.cluster_address or manifest.cluster_namespace:
+        from actors._ray import configure_cluster  # noqa: PLC0415 - light; Ray loads on first use
+
+        configure_cluster(manifest.cluster_address, manifest.cluster_namespace, str(base_dir))
     setup = configure_logging(
         manifest.logging,
         level=log_level,
@@ -261,7 +265,6 @@ def _forced_stop(tree: Tree) -> dict[str, Any]:
     except Exception as exc:  # the root did not answer in time: say so, no traceback
         log.error("forced stop: no status from the tree: {}", exc)  # noqa: TRY400
         return {"name": tree.spec.name, "state": "stopping", "children": []}
-
 
 
 def progress_line(doc: dict[str, Any]) -> str:

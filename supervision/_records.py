@@ -19,6 +19,7 @@ import logbook
 
 from actors import JobActor, NoSuchChildError, describe, start_supervised
 from actors._errors import NotAGroupError
+from actors._placement import RayPlacement
 from supervision import _events as ev
 from supervision._policy import Cooldown, Restart, RestartType, Strategy
 from supervision._spec import ActorSpec, JobSpec, SupervisorSpec
@@ -378,11 +379,16 @@ def start_incarnation(
     spec = rec.spec
     name = f"{ctx.tree_id}-{rec.path}"
     if isinstance(spec, JobSpec):
+        work = spec.work
+        if isinstance(spec.placement, RayPlacement):
+            from actors._ray import placed_work  # noqa: PLC0415 - only placed jobs load Ray
+
+            work = placed_work(work, spec.placement, spec.grace)
         return start_supervised(
             JobActor,
             link,
             name,
-            spec.work,
+            work,
             spec.schedule,
             path=rec.path,
             scheduler=ctx.scheduler,

@@ -1,0 +1,516 @@
+"""Ray placement: a job's work, or a user's actor, runs in a Ray actor; jobvisor decides the rest.
+
+Imported only when a child is placed on Ray, and it imports ``ray`` itself
+only then: a tree without Ray placement never loads it.
+
+One job incarnation owns at most one remote ``_Runner`` (a Ray actor, so a
+process on some node) and runs its attempts there: ``RayWork`` wraps the
+job's own work (python, command, http), which runs remotely exactly as it
+would here. Ray restarts and retries nothing (``max_restarts=0``,
+``max_task_retries=0``): a remote exception, a dead worker or a lost node
+ends the attempt with an error, and the supervisor's policy decides. Before
+a runner for a path is created, any older runner of that path is fenced
+with ``ray.kill``, and a failed attempt kills its runner at once, so two
+incarnations never run side by side. Every runner this process created is
+killed at exit; a Ray instance this process started is shut down.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import queue
+import re
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+import logbook
+
+from actors._attempt import Attempt, current_attempt_var
+from actors._errors import JobFailure, SpecError
+from actors._placement import RAY_EXTRA, RayPlacement, ray_installed
+
+if TYPE_CHECKING:
+    from actors._attempt import Work
+
+__all__ = [
+    "PlacementLost",
+    "RayWork",
+    "RemoteError",
+    "configure_cluster",
+    "live_runners",
+    "placed_work",
+    "shutdown",
+]
+
+log = logbook.Logger("actors.ray")
+
+_POLL: Final = 0.25  # seconds between checks of a cancel while waiting on Ray
+_LOCAL_ADDRESSES: Final = (None, "", "local")
+_ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class RemoteError(JobFailure):
+    """An exception the work raised on its Ray node; its text ends with the remote traceback.
+
+    ``type_names`` are the names of the remote exception's classes, so
+    ``retry.on`` matches as for a local python job.
+    """
+
+    def __init__(self, message: str, type_names: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.type_names = type_names
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.type_names))
+
+
+class PlacementLost(JobFailure):
+    """The Ray actor running the work is gone: its worker died, or its node was lost."""
+
+
+# -- the cluster connection ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Cluster:
+    address: str | None = None
+    namespace: str | None = None
+    working_dir: str | None = None
+
+
+_lock = threading.RLock()
+_cluster = _Cluster()
+_started_ray = False  # this process called ray.init(): it calls ray.shutdown() at exit
+_closed = False
+_runners: dict[str, Any] = {}  # path -> the live runner handle of that path
+
+
+def configure_cluster(
+    address: str | None, namespace: str | None = None, working_dir: str | None = None
+) -> None:
+    """Where to connect on first use: the manifest's ``cluster`` (None: a local Ray instance).
+
+    ``working_dir`` (the manifest's folder) is shipped to the cluster's nodes
+    with Ray's ``runtime_env`` when the cluster is remote.
+    """
+    global _cluster  # noqa: PLW0603 - one connection per process, as Ray has
+    with _lock:
+        _cluster = _Cluster(address or None, namespace or None, working_dir)
+
+
+def _ray() -> Any:
+    """The ``ray`` module, connected: an existing ``ray.init()`` is reused, else we start one."""
+    global _started_ray  # noqa: PLW0603
+    if not ray_installed():
+        raise SpecError(f"placement ray needs Ray: {RAY_EXTRA}")
+    import ray  # noqa: PLC0415 - loaded only when something is placed on Ray
+
+    with _lock:
+        if _closed:
+            raise PlacementLost("jobvisor is exiting: nothing more is placed on Ray")
+        if not ray.is_initialized():
+            cluster = _cluster
+            kwargs: dict[str, Any] = {
+                "address": cluster.address,
+                "namespace": cluster.namespace,
+                "log_to_driver": True,
+                "configure_logging": False,
+            }
+            if cluster.address in _LOCAL_ADDRESSES:
+                kwargs["address"] = None
+                kwargs["include_dashboard"] = False
+            elif cluster.address != "auto" and cluster.working_dir is not None:
+                kwargs["runtime_env"] = {"working_dir": cluster.working_dir}
+            _init_in_keeper(ray, kwargs)
+            _started_ray = True
+            atexit.register(shutdown)
+    return ray
+
+
+def _init_in_keeper(ray: Any, kwargs: dict[str, Any]) -> None:
+    """``ray.init`` in a thread that lives as long as the process.
+
+    A local Ray instance's processes die with the *thread* that started them
+    (Linux's parent-death signal follows the thread): started from a job's
+    thread, they would die when that job ends.
+    """
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def keep() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+        finally:
+            done.set()
+        threading.Event().wait()  # never set: this thread is the Ray processes' parent
+
+    threading.Thread(target=keep, name="jv-ray", daemon=True).start()
+    done.wait()
+    if failure:
+        raise failure[0]
+
+
+def live_runners() -> dict[str, Any]:
+    """The runner handles alive now, by path (a copy)."""
+    with _lock:
+        return dict(_runners)
+
+
+def shutdown() -> None:
+    """Kill every remote actor this process created; stop Ray if this process started it."""
+    global _closed, _started_ray  # noqa: PLW0603
+    with _lock:
+        _closed = True
+        handles = list(_runners.values())
+        _runners.clear()
+        started, _started_ray = _started_ray, False
+    if not handles and not started:
+        return
+    import ray  # noqa: PLC0415
+
+    for handle in handles:
+        _kill(ray, handle)
+    if started and ray.is_initialized():
+        ray.shutdown()
+
+
+def _kill(ray: Any, handle: Any) -> None:
+    with contextlib.suppress(Exception):  # already dead, or Ray already gone: nothing to fence
+        ray.kill(handle, no_restart=True)
+
+
+def _worker_paths() -> str:
+    """This process's import path, for the runner's ``PYTHONPATH``: the same modules there."""
+    entries = [p for p in sys.path if isinstance(p, str) and p and Path(p).is_dir()]
+    entries.append(str(Path.cwd()))
+    return os.pathsep.join(dict.fromkeys(entries))
+
+
+def ray_options(placement: RayPlacement, max_concurrency: int) -> dict[str, Any]:
+    """The ``.options()`` of a runner: restarts and retries off, the placement's resources."""
+    options: dict[str, Any] = {
+        "max_restarts": 0,
+        "max_task_retries": 0,
+        "max_concurrency": max_concurrency,
+        "runtime_env": {"env_vars": {"PYTHONPATH": _worker_paths()}},
+    }
+    if placement.num_cpus is not None:
+        options["num_cpus"] = placement.num_cpus
+    if placement.num_gpus is not None:
+        options["num_gpus"] = placement.num_gpus
+    if placement.memory is not None:
+        options["memory"] = placement.memory
+    resources = dict(placement.resources)
+    node = placement.node
+    if node is not None:
+        if _looks_like_ip(node):
+            resources[f"node:{node}"] = 0.001
+        else:
+            from ray.util.scheduling_strategies import (  # noqa: PLC0415
+                NodeAffinitySchedulingStrategy,
+            )
+
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    if resources:
+        options["resources"] = resources
+    return options
+
+
+def _looks_like_ip(node: str) -> bool:
+    import ipaddress  # noqa: PLC0415
+
+    try:
+        ipaddress.ip_address(node)
+    except ValueError:
+        return False
+    return True
+
+
+def create_actor(ray: Any, cls: type, path: str, placement: RayPlacement, *args: Any) -> Any:
+    """Start ``cls`` as the Ray actor of ``path``, fencing any older one of that path first."""
+    with _lock:
+        old = _runners.pop(path, None)
+    if old is not None:
+        _kill(ray, old)
+    handle = ray.remote(cls).options(**ray_options(placement, 4)).remote(*args)
+    with _lock:
+        if _closed:
+            _kill(ray, handle)
+            raise PlacementLost("jobvisor is exiting: nothing more is placed on Ray")
+        _runners[path] = handle
+    return handle
+
+
+def forget_actor(ray: Any, path: str, handle: Any) -> None:
+    """Kill ``handle`` and drop it, if it is still the live actor of ``path``."""
+    with _lock:
+        if _runners.get(path) is handle:
+            del _runners[path]
+    _kill(ray, handle)
+
+
+def wait_ref(ray: Any, ref: Any, stop: threading.Event | None) -> bool:
+    """Wait until ``ref`` is ready; False if ``stop`` was set first."""
+    while True:
+        done, _ = ray.wait([ref], timeout=_POLL)
+        if done:
+            return True
+        if stop is not None and stop.is_set():
+            return False
+
+
+def lost(ray: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` says the remote actor, its worker or its node is gone."""
+    errors = ray.exceptions
+    gone = tuple(
+        getattr(errors, name)
+        for name in (
+            "RayActorError",
+            "ActorDiedError",
+            "ActorUnavailableError",
+            "WorkerCrashedError",
+            "NodeDiedError",
+            "ObjectLostError",
+            "OwnerDiedError",
+            "LocalRayletDiedError",
+        )
+        if hasattr(errors, name)
+    )
+    return isinstance(exc, gone)
+
+
+def remote_failure(ray: Any, exc: BaseException, where: str) -> BaseException:
+    """The attempt's failure for what ``ray.get`` raised."""
+    if lost(ray, exc):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return PlacementLost(f"its Ray actor on {where} is gone ({type(exc).__name__}): {first}")
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, JobFailure) and not isinstance(cause, RemoteError):
+            # Our own failures (a command's exit code, an http status) keep their meaning.
+            return cause
+        names = tuple(c.__name__ for c in type(cause).__mro__) if cause is not None else ()
+        head = f"{type(cause).__name__}: {cause}" if cause is not None else type(exc).__name__
+        text = _ANSI.sub("", str(exc))  # Ray colours the remote task's name
+        return RemoteError(f"{head} (on {where})\n{text}", names)
+    return exc
+
+
+# -- the remote side -------------------------------------------------------------------------------
+
+
+class _Capture(logbook.Handler):  # type: ignore[misc]
+    """Collects the work's log records (a command's output lines) to send back to jobvisor."""
+
+    def __init__(self, sink: queue.SimpleQueue[tuple[Any, ...]]) -> None:
+        super().__init__(level=logbook.DEBUG, bubble=False)
+        self.sink = sink
+
+    def should_handle(self, record: Any) -> bool:
+        return bool(record.extra.get("path")) and bool(super().should_handle(record))
+
+    def emit(self, record: Any) -> None:
+        extra = {k: v for k, v in record.extra.items() if isinstance(v, str | int | float)}
+        self.sink.put((record.channel, record.level, record.msg, tuple(record.args), extra))
+
+
+class _Runner:
+    """The Ray actor of one job incarnation: runs its attempts of ``work`` on its node."""
+
+    def __init__(self) -> None:
+        self.lines: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.attempt: Attempt | None = None
+        self.work: Any = None
+        _Capture(self.lines).push_application()
+
+    def where(self) -> tuple[str, str, int]:
+        import ray  # noqa: PLC0415
+
+        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid()  # type: ignore[no-untyped-call]
+
+    def run(self, work: Work, path: str, number: int, started_at: float) -> int | None:
+        attempt = Attempt(path, number, started_at)
+        self.attempt, self.work = attempt, work
+        token = current_attempt_var.set(attempt)
+        try:
+            return work.run(attempt)
+        finally:
+            current_attempt_var.reset(token)
+
+    def drain(self, wait: float) -> list[tuple[Any, ...]]:
+        """The records logged since the last drain; waits up to ``wait`` seconds for one."""
+        out: list[tuple[Any, ...]] = []
+        with contextlib.suppress(queue.Empty):
+            out.append(self.lines.get(timeout=wait) if wait > 0 else self.lines.get_nowait())
+            while True:
+                out.append(self.lines.get_nowait())
+        return out
+
+    def cancel(self, *, kill: bool) -> None:
+        attempt, work = self.attempt, self.work
+        if attempt is None:
+            return
+        attempt.cancelled.set()
+        stop = getattr(work, "kill", None) if kill else work.cancel
+        if stop is not None:
+            stop(attempt)
+
+
+# -- the local side --------------------------------------------------------------------------------
+
+
+class RayWork:
+    """One incarnation's placed work: ``inner`` runs in this incarnation's Ray runner.
+
+    Not a spec: built per incarnation (``placed_work``), it holds the runner.
+    A job actor reads its ``kill`` as "stops itself": a stop or timeout asks
+    the remote work to stop (a command's group gets its stop signal, SIGKILL
+    after the grace, on its node) and kills the runner after ``grace``.
+    """
+
+    kind: ClassVar[str] = "ray"
+
+    def __init__(self, inner: Work, placement: RayPlacement, grace: float) -> None:
+        self.inner = inner
+        self.kind = inner.kind  # type: ignore[misc] # as the job's, for logs and classification
+        self.placement = placement
+        self.grace = grace
+        self.node: dict[str, str] | None = None  # {id, ip} while the runner lives
+        self.pid: int | None = None  # the runner's process, for tests and benchmarks
+        self._handle: Any = None
+        self._path = ""
+        self._timers: list[threading.Timer] = []
+        self._streams = inner.kind == "command"
+
+    # -- the Work protocol -------------------------------------------------------------------------
+
+    def run(self, attempt: Attempt) -> int | None:
+        ray = _ray()
+        handle = self._runner(ray, attempt)
+        if handle is None:
+            return None  # cancelled before the runner was up
+        where = self.where()
+        ref = handle.run.remote(self.inner, attempt.path, attempt.number, attempt.started_at)
+        try:
+            if self._streams:
+                self._stream(ray, handle, ref)
+            else:
+                wait_ref(ray, ref, None)
+            return ray.get(ref)  # type: ignore[no-any-return]
+        except Exception as exc:
+            # Fenced before anything else happens: the next incarnation gets a new runner.
+            self.release()
+            raise remote_failure(ray, exc, where) from None
+
+    def _runner(self, ray: Any, attempt: Attempt) -> Any:
+        if self._handle is not None:
+            return self._handle
+        self._path = attempt.path
+        handle = create_actor(ray, _Runner, attempt.path, self.placement)
+        self._handle = handle
+        ref = handle.where.remote()
+        try:
+            if not wait_ref(ray, ref, attempt.cancelled):
+                self.release()
+                return None
+            node_id, ip, pid = ray.get(ref)
+        except Exception as exc:
+            self.release()
+            raise remote_failure(ray, exc, "a node not known yet") from None
+        self.node, self.pid = {"id": node_id, "ip": ip}, pid
+        log.info(
+            "{}: placed on Ray node {} ({}), pid {}",
+            attempt.path,
+            node_id,
+            ip,
+            pid,
+            extra={"path": attempt.path, "attempt": attempt.number, "node": node_id},
+        )
+        return handle
+
+    def _stream(self, ray: Any, handle: Any, ref: Any) -> None:
+        """Log the remote work's records here as they come, until the attempt ends."""
+        while True:
+            done, _ = ray.wait([ref], timeout=0)
+            try:
+                records = ray.get(handle.drain.remote(0.0 if done else _POLL))
+            except Exception:
+                if done:
+                    return
+                wait_ref(ray, ref, None)  # the runner died: ray.get(ref) says how
+                return
+            for channel, level, msg, args, extra in records:
+                logbook.Logger(channel).log(level, msg, *args, extra=extra)
+            if done:
+                return
+
+    def where(self) -> str:
+        node = self.node
+        return f"node {node['id']} ({node['ip']})" if node else "a node not known yet"
+
+    def cancel(self, attempt: Attempt) -> None:
+        attempt.cancelled.set()
+        handle = self._handle
+        if handle is None:
+            return
+        with contextlib.suppress(Exception):
+            handle.cancel.remote(kill=False)
+        # Python code cannot be stopped from outside but by ending its process: the grace
+        # is its time to watch current_attempt().cancelled and return.
+        timer = threading.Timer(self.grace, self._kill_handle, args=(handle,))
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def kill(self, attempt: Attempt) -> None:
+        attempt.cancelled.set()
+        handle = self._handle
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                handle.cancel.remote(kill=True)
+            self._kill_handle(handle)
+
+    def release(self) -> None:
+        """The incarnation is over (or its runner failed): kill the runner."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        handle, self._handle = self._handle, None
+        self.node = None
+        if handle is not None:
+            import ray  # noqa: PLC0415
+
+            forget_actor(ray, self._path, handle)
+
+    def _kill_handle(self, handle: Any) -> None:
+        import ray  # noqa: PLC0415
+
+        _kill(ray, handle)
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool:
+        if isinstance(exc, PlacementLost):
+            return not on
+        return self.inner.retryable(exc, on)
+
+    def retry_after(self, exc: BaseException) -> float | None:
+        return self.inner.retry_after(exc)
+
+
+def placed_work(work: Work, placement: RayPlacement, grace: float) -> RayWork:
+    """The work of one incarnation of a job placed on Ray."""
+    return RayWork(work, placement, grace)
