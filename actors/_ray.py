@@ -29,16 +29,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import logbook
+import pykka
 
 from actors._attempt import Attempt, current_attempt_var
 from actors._errors import JobFailure, SpecError
 from actors._placement import RAY_EXTRA, RayPlacement, ray_installed
+from actors._supervised import SupervisedActor
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from actors._attempt import Work
 
 __all__ = [
     "PlacementLost",
+    "RayActorProxy",
     "RayWork",
     "RemoteError",
     "configure_cluster",
@@ -151,7 +156,7 @@ def _init_in_keeper(ray: Any, kwargs: dict[str, Any]) -> None:
             done.set()
         threading.Event().wait()  # never set: this thread is the Ray processes' parent
 
-    threading.Thread(target=keep, name="jv-ray", daemon=True).start()
+    threading.Thread(target=keep, name="ray-keeper", daemon=True).start()
     done.wait()
     if failure:
         raise failure[0]
@@ -514,3 +519,120 @@ class RayWork:
 def placed_work(work: Work, placement: RayPlacement, grace: float) -> RayWork:
     """The work of one incarnation of a job placed on Ray."""
     return RayWork(work, placement, grace)
+
+
+# -- embedded actors on Ray ------------------------------------------------------------------------
+
+
+class _RemoteActor:
+    """The Ray actor holding a user's pykka actor object: its messages, one at a time."""
+
+    def __init__(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.lock = threading.Lock()
+        self.actor = cls(*args, **kwargs)
+        self.actor.on_start()
+
+    def where(self) -> tuple[str, str, int]:
+        return _Runner.where(self)  # type: ignore[arg-type]
+
+    def receive(self, message: Any) -> Any:
+        with self.lock:  # a pykka actor handles one message at a time
+            return self.actor.on_receive(message)
+
+    def watch(self) -> None:
+        """Never returns: its caller learns from the error that this actor is gone."""
+        threading.Event().wait()
+
+
+class RayActorProxy(SupervisedActor):
+    """The local incarnation of a user's actor placed on Ray: forwards every message to it.
+
+    The stable reference (``Tree.ref``) reaches this proxy, which hands each
+    message to the remote actor and answers with its reply. When the remote
+    actor dies (its worker or node lost) the proxy fails with an error naming
+    the node, so the supervisor restarts it: a new remote actor, the same
+    reference. Its end, whatever the cause, kills the remote actor.
+    """
+
+    def __init__(
+        self,
+        actor_class: type,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        placement: RayPlacement,
+        path: str,
+    ) -> None:
+        super().__init__()
+        self.actor_class = actor_class
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs)
+        self.placement = placement
+        self.path = path
+        self.placed_node: dict[str, str] | None = None
+        self._handle: Any = None
+        self._where = "a node not known yet"
+
+    def on_start(self) -> None:
+        ray = _ray()
+        handle = create_actor(
+            ray, _RemoteActor, self.path, self.placement, self.actor_class, self.args, self.kwargs
+        )
+        self._handle = handle
+        try:
+            node_id, ip, _ = ray.get(handle.where.remote())
+        except Exception as exc:
+            raise remote_failure(ray, exc, self._where) from None
+        self.placed_node = {"id": node_id, "ip": ip}
+        self._where = f"node {node_id} ({ip})"
+        watch = handle.watch.remote()
+        threading.Thread(
+            target=self._watch, args=(ray, watch), name=f"jv-{self._jv_thread_name}-watch"
+        ).start()
+
+    def _watch(self, ray: Any, ref: Any) -> None:
+        """Fail this incarnation once the remote actor is gone (nobody may be talking to it)."""
+        while not self.actor_stopped.is_set():
+            done, _ = ray.wait([ref], timeout=_POLL)
+            if done:
+                if not self.actor_stopped.is_set():
+                    with contextlib.suppress(pykka.ActorDeadError):
+                        self.actor_ref.tell(_Gone())
+                return
+
+    def on_receive(self, message: Any) -> Any:
+        ray = _ray()
+        if isinstance(message, _Gone):
+            raise PlacementLost(f"{self.path}: its Ray actor on {self._where} is gone")
+        try:
+            return ray.get(self._handle.receive.remote(message))
+        except Exception as exc:
+            error = remote_failure(ray, exc, self._where)
+            if isinstance(error, PlacementLost):
+                self._jv_finish(error)  # a lost actor ends this incarnation, ask or tell
+            cause = getattr(exc, "cause", None)
+            raise (
+                cause if isinstance(cause, Exception) and error is not cause else error
+            ) from None
+
+    def _actor_loop_teardown(self) -> None:
+        try:
+            self._release()
+        finally:
+            super()._actor_loop_teardown()
+
+    def _jv_kill(self) -> None:
+        self._release()
+        super()._jv_kill()
+
+    def _release(self) -> None:
+        handle, self._handle = self._handle, None
+        self.placed_node = None
+        if handle is not None:
+            import ray  # noqa: PLC0415
+
+            forget_actor(ray, self.path, handle)
+
+
+class _Gone:
+    """Told to the proxy by its watcher: the remote actor died."""

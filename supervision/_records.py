@@ -398,6 +398,19 @@ def start_incarnation(
             breaker=ctx.breakers.get(spec.breaker) if spec.breaker else None,
             ready=spec.ready,
         )
+    if isinstance(spec, ActorSpec) and isinstance(spec.placement, RayPlacement):
+        from actors._ray import RayActorProxy  # noqa: PLC0415 - only placed actors load Ray
+
+        return start_supervised(
+            RayActorProxy,
+            link,
+            name,
+            spec.actor_class,
+            spec.args,
+            spec.kwargs,
+            placement=spec.placement,
+            path=rec.path,
+        )
     if isinstance(spec, ActorSpec):
         return start_supervised(spec.actor_class, link, name, *spec.args, **dict(spec.kwargs))
     return start_supervised(group, link, name, spec, ctx, rec.path)
