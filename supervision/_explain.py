@@ -117,7 +117,8 @@ def _explain_job(
         out.append(f"{inner}depends_on: {', '.join(spec.depends_on)}")
     if spec.ready is not None:
         out.append(f"{inner}ready: {_explain_ready(spec.ready)}")
-    out.append(f"{inner}placement: {_describe(spec.placement)}")
+    placement = spec.placement
+    out.append(f"{inner}placement: {getattr(placement, 'describe', lambda: placement)()}")
 
 
 def _explain_cluster(manifest: Manifest) -> str:
