@@ -356,6 +356,7 @@ class JobActor(SupervisedActor):
                 self._wall(),
                 code,
                 self._jv_stop_requested,
+                getattr(self.work, "placed_on", None),
             )
         )
 

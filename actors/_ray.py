@@ -90,7 +90,6 @@ class _Cluster:
 
 _lock = threading.RLock()
 _cluster = _Cluster()
-_started_ray = False  # this process called ray.init(): it calls ray.shutdown() at exit
 _closed = False
 _runners: dict[str, Any] = {}  # path -> the live runner handle of that path
 
@@ -110,9 +109,11 @@ def configure_cluster(
 
 def _ray() -> Any:
     """The ``ray`` module, connected: an existing ``ray.init()`` is reused, else we start one."""
-    global _started_ray  # noqa: PLW0603
     if not ray_installed():
         raise SpecError(f"placement ray needs Ray: {RAY_EXTRA}")
+    # Ray's crash handler in this process would take SIGTERM, our graceful stop, for a crash
+    # and abort the process in the middle of stopping the tree.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     import ray  # noqa: PLC0415 - loaded only when something is placed on Ray
 
     with _lock:
@@ -132,8 +133,9 @@ def _ray() -> Any:
             elif cluster.address != "auto" and cluster.working_dir is not None:
                 kwargs["runtime_env"] = {"working_dir": cluster.working_dir}
             _init_in_keeper(ray, kwargs)
-            _started_ray = True
-            atexit.register(shutdown)
+        # Ray's own exit hook would run before the trees stop (it was registered later):
+        # its jobs would see their actors die first. ``shutdown`` runs after them instead.
+        atexit.unregister(ray._private.worker.shutdown)
     return ray
 
 
@@ -169,20 +171,21 @@ def live_runners() -> dict[str, Any]:
 
 
 def shutdown() -> None:
-    """Kill every remote actor this process created; stop Ray if this process started it."""
-    global _closed, _started_ray  # noqa: PLW0603
+    """Kill every remote actor this process created, then disconnect from Ray (at exit).
+
+    A local Ray instance this process started stops with it.
+    """
+    global _closed  # noqa: PLW0603
     with _lock:
         _closed = True
         handles = list(_runners.values())
         _runners.clear()
-        started, _started_ray = _started_ray, False
-    if not handles and not started:
+    ray = sys.modules.get("ray")
+    if ray is None:
         return
-    import ray  # noqa: PLC0415
-
     for handle in handles:
         _kill(ray, handle)
-    if started and ray.is_initialized():
+    if ray.is_initialized():
         ray.shutdown()
 
 
@@ -388,6 +391,7 @@ class RayWork:
         self.placement = placement
         self.grace = grace
         self.node: dict[str, str] | None = None  # {id, ip} while the runner lives
+        self.placed_on: str | None = None  # "ID (IP)" of the last runner: attempts name it
         self.pid: int | None = None  # the runner's process, for tests and benchmarks
         self._handle: Any = None
         self._path = ""
@@ -430,6 +434,7 @@ class RayWork:
             self.release()
             raise remote_failure(ray, exc, "a node not known yet") from None
         self.node, self.pid = {"id": node_id, "ip": ip}, pid
+        self.placed_on = f"{node_id} ({ip})"
         log.info(
             "{}: placed on Ray node {} ({}), pid {}",
             attempt.path,

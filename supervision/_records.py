@@ -184,6 +184,7 @@ class TreeContext:
                 error=error,
                 started_at=msg.started_at,
                 code=msg.code,
+                node=msg.node,
             ),
         )
 

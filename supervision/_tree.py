@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import itertools
 import random
+import sys
 import threading
 import time
 import weakref
@@ -448,3 +449,6 @@ def _stop_live_trees() -> None:
     # gracefully instead of letting the interpreter cut it off.
     for tree in list(_live_trees):
         tree.stop(timeout=10.0)
+    placed = sys.modules.get("actors._ray")
+    if placed is not None:  # after the trees: their placed children have stopped by now
+        placed.shutdown()

@@ -71,12 +71,28 @@ def runners() -> dict[str, Any]:
 
 
 def test_a_worker_that_dies_hard_is_a_failure_and_restarts(cluster, make_tree, tmp_path) -> None:
+    from supervision import Journal
+    from supervision._history import FILENAME, read_history
+
     calls = tmp_path / "calls"
     job = placed("die", PythonWork(target="rayfuncs:die_first", args=(str(calls),)))
-    tree = make_tree(tree_of(job))
-    assert tree.wait(timeout=60)
+    journal = Journal(tmp_path)
+    try:
+        tree = make_tree(tree_of(job), sink=journal.record)
+        assert tree.wait(timeout=60)
+        assert journal.flush()
+    finally:
+        journal.close()
     node = tree.status()["children"][0]
     assert (node["state"], node["failures"], node["restarts"]) == ("succeeded", 1, 1)
+    rows = [r for r in read_history(tmp_path / FILENAME) if r["type"] == "attempt"]
+    assert [r["outcome"] for r in rows] == ["failed", "succeeded"]
+    assert "is gone (" in rows[0]["error"]
+    ids = {n.node_id for n in cluster.list_all_nodes()}
+    for row in rows:  # "ID (127.0.0.1)", and the failure's error names that node too
+        node_id, ip = row["node"].split()
+        assert (node_id in ids, ip) == (True, "(127.0.0.1)")
+    assert rows[0]["node"] in rows[0]["error"]
     first, second = calls.read_text().split()
     assert first != second  # a new process: the dead runner was not reused
     assert gone(int(first))
@@ -190,3 +206,36 @@ def test_a_lost_node_restarts_a_service_on_the_other_node(cluster, make_tree, tm
     assert second != first
     assert tree.status()["children"][0]["last_exit"]["error"].count(first) >= 1
     wait_until(lambda: len(trace.read_text().split()) == 2, "the new attempt ran")
+
+
+def test_sigterm_to_jobvisor_run_kills_its_remote_work(cluster, tmp_path, monkeypatch) -> None:
+    from faultkit import ENV, Jobvisor
+
+    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setitem(ENV, name, "0")  # Ray on loopback, as the cluster
+
+    # The manifest's folder is shipped to the nodes (runtime_env working_dir): its module
+    # is importable there although the workers' own path does not hold it.
+    (tmp_path / "beside.py").write_text(
+        "import os, threading\n"
+        "def block(path):\n"
+        "    open(path, 'a').write(f'{os.getpid()}\\n')\n"
+        "    threading.Event().wait()\n"
+    )
+    pids = tmp_path / "pids"
+    (tmp_path / "m.yaml").write_text(
+        "version: 1\n"
+        f"cluster: {{address: '{cluster.address}'}}\n"
+        "jobs:\n"
+        f"  - {{name: svc, python: 'beside:block', args: ['{pids}'], service: true, stop: {{grace: 1s}}, placement: ray}}\n"
+    )
+    jv = Jobvisor(tmp_path, "run", "m.yaml")
+    try:
+        text = wait_until(
+            lambda: pids.exists() and pids.read_text(), "placed", proc=jv.proc, timeout=60
+        )
+        pid = int(text.split()[0])
+        assert jv.terminate() == 0, jv.stderr
+        wait_until(lambda: gone(pid), "the remote process is gone after jobvisor's exit")
+    finally:
+        jv.close()
