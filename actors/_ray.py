@@ -3,7 +3,7 @@
 Imported only when a child is placed on Ray, and it imports ``ray`` itself
 only then: a tree without Ray placement never loads it.
 
-One job incarnation owns at most one remote ``_Runner`` (a Ray actor, so a
+One job incarnation owns at most one remote ``Runner`` (a Ray actor, so a
 process on some node) and runs its attempts there: ``RayWork`` wraps the
 job's own work (python, command, http), which runs remotely exactly as it
 would here. Ray restarts and retries nothing (``max_restarts=0``,
@@ -194,11 +194,11 @@ def _kill(ray: Any, handle: Any) -> None:
         ray.kill(handle, no_restart=True)
 
 
-def _worker_paths() -> str:
-    """This process's import path, for the runner's ``PYTHONPATH``: the same modules there."""
+def _worker_paths() -> list[str]:
+    """This process's import path, put first on a placed actor's: the same modules there."""
     entries = [p for p in sys.path if isinstance(p, str) and p and Path(p).is_dir()]
     entries.append(str(Path.cwd()))
-    return os.pathsep.join(dict.fromkeys(entries))
+    return list(dict.fromkeys(entries))
 
 
 def ray_options(placement: RayPlacement, max_concurrency: int) -> dict[str, Any]:
@@ -207,7 +207,6 @@ def ray_options(placement: RayPlacement, max_concurrency: int) -> dict[str, Any]
         "max_restarts": 0,
         "max_task_retries": 0,
         "max_concurrency": max_concurrency,
-        "runtime_env": {"env_vars": {"PYTHONPATH": _worker_paths()}},
     }
     if placement.num_cpus is not None:
         options["num_cpus"] = placement.num_cpus
@@ -241,19 +240,41 @@ def _looks_like_ip(node: str) -> bool:
     return True
 
 
-def create_actor(ray: Any, cls: type, path: str, placement: RayPlacement, *args: Any) -> Any:
-    """Start ``cls`` as the Ray actor of ``path``, fencing any older one of that path first."""
+def create_actor(
+    ray: Any, path: str, placement: RayPlacement, target: type | None = None, *args: Any
+) -> Any:
+    """Start the Ray actor of ``path``, fencing any older one of that path first.
+
+    A job's runner, or (``target``) a user's actor class built with ``args``.
+    """
     with _lock:
         old = _runners.pop(path, None)
     if old is not None:
         _kill(ray, old)
-    handle = ray.remote(cls).options(**ray_options(placement, 4)).remote(*args)
+    boot = _boot_class(ray)
+    pickled = None if target is None else ray.cloudpickle.dumps(target)
+    options = ray_options(placement, 4)
+    handle = boot.options(**options).remote(_worker_paths(), pickled, args)
     with _lock:
         if _closed:
             _kill(ray, handle)
             raise PlacementLost("jobvisor is exiting: nothing more is placed on Ray")
         _runners[path] = handle
     return handle
+
+
+_boot: Any = None
+
+
+def _boot_class(ray: Any) -> Any:
+    global _boot  # noqa: PLW0603 - made once: ray.remote exports the class per instance
+    with _lock:
+        if _boot is None:
+            from actors import _ray_boot  # noqa: PLC0415
+
+            ray.cloudpickle.register_pickle_by_value(_ray_boot)
+            _boot = ray.remote(_ray_boot.Boot)
+        return _boot
 
 
 def forget_actor(ray: Any, path: str, handle: Any) -> None:
@@ -329,7 +350,7 @@ class _Capture(logbook.Handler):  # type: ignore[misc]
         self.sink.put((record.channel, record.level, record.msg, tuple(record.args), extra))
 
 
-class _Runner:
+class Runner:
     """The Ray actor of one job incarnation: runs its attempts of ``work`` on its node."""
 
     def __init__(self) -> None:
@@ -422,7 +443,7 @@ class RayWork:
         if self._handle is not None:
             return self._handle
         self._path = attempt.path
-        handle = create_actor(ray, _Runner, attempt.path, self.placement)
+        handle = create_actor(ray, attempt.path, self.placement)
         self._handle = handle
         ref = handle.where.remote()
         try:
@@ -529,16 +550,19 @@ def placed_work(work: Work, placement: RayPlacement, grace: float) -> RayWork:
 # -- embedded actors on Ray ------------------------------------------------------------------------
 
 
-class _RemoteActor:
+class RemoteActor:
     """The Ray actor holding a user's pykka actor object: its messages, one at a time."""
 
-    def __init__(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(self, pickled: bytes, args: tuple[Any, ...]) -> None:
+        import pickle  # noqa: PLC0415
+
+        cls = pickle.loads(pickled)  # noqa: S301 - jobvisor's own bytes, from its driver
         self.lock = threading.Lock()
-        self.actor = cls(*args, **kwargs)
+        self.actor = cls(*args[0], **args[1])
         self.actor.on_start()
 
     def where(self) -> tuple[str, str, int]:
-        return _Runner.where(self)  # type: ignore[arg-type]
+        return Runner.where(self)  # type: ignore[arg-type]
 
     def receive(self, message: Any) -> Any:
         with self.lock:  # a pykka actor handles one message at a time
@@ -581,7 +605,7 @@ class RayActorProxy(SupervisedActor):
     def on_start(self) -> None:
         ray = _ray()
         handle = create_actor(
-            ray, _RemoteActor, self.path, self.placement, self.actor_class, self.args, self.kwargs
+            ray, self.path, self.placement, self.actor_class, self.args, self.kwargs
         )
         self._handle = handle
         try:
