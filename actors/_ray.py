@@ -295,6 +295,15 @@ def wait_ref(ray: Any, ref: Any, stop: threading.Event | None) -> bool:
             return False
 
 
+def _get(ray: Any, ref: Any) -> Any:
+    """``ray.get(ref)``, in slices: a thread blocked in Ray for ever could not be joined."""
+    while True:
+        try:
+            return ray.get(ref, timeout=_POLL)
+        except ray.exceptions.GetTimeoutError:
+            continue
+
+
 def lost(ray: Any, exc: BaseException) -> bool:
     """Whether ``exc`` says the remote actor, its worker or its node is gone."""
     errors = ray.exceptions
@@ -431,9 +440,7 @@ class RayWork:
         try:
             if self._streams:
                 self._stream(ray, handle, ref)
-            else:
-                wait_ref(ray, ref, None)
-            return ray.get(ref)  # type: ignore[no-any-return]
+            return _get(ray, ref)  # type: ignore[no-any-return]
         except Exception as exc:
             # Fenced before anything else happens: the next incarnation gets a new runner.
             self.release()
