@@ -24,12 +24,13 @@ import os
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import argparse  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import math
+import threading
+import time
+from typing import Any
 
-from _common import install, machine, median, silence_logs, verdict  # noqa: E402
+from _common import install, machine, median, silence_logs, verdict
 
 install("threads")  # Ray does not run under gevent
 
@@ -50,8 +51,6 @@ HEALTH = {
 @ray.remote(max_restarts=0, max_task_retries=0)
 class Bare:
     def f(self) -> float:
-        import math
-
         return math.sqrt(4)
 
 
