@@ -241,11 +241,18 @@ def _looks_like_ip(node: str) -> bool:
 
 
 def create_actor(
-    ray: Any, path: str, placement: RayPlacement, target: type | None = None, *args: Any
+    ray: Any,
+    path: str,
+    placement: RayPlacement,
+    target: type | None = None,
+    *args: Any,
+    concurrency: int = 4,
 ) -> Any:
     """Start the Ray actor of ``path``, fencing any older one of that path first.
 
     A job's runner, or (``target``) a user's actor class built with ``args``.
+    ``concurrency`` 1 makes each call cheaper (no thread pool), but then no
+    call reaches the actor while another runs.
     """
     with _lock:
         old = _runners.pop(path, None)
@@ -253,7 +260,7 @@ def create_actor(
         _kill(ray, old)
     boot = _boot_class(ray)
     pickled = None if target is None else ray.cloudpickle.dumps(target)
-    options = ray_options(placement, 4)
+    options = ray_options(placement, concurrency)
     handle = boot.options(**options).remote(_worker_paths(), pickled, args)
     with _lock:
         if _closed:
@@ -296,12 +303,11 @@ def wait_ref(ray: Any, ref: Any, stop: threading.Event | None) -> bool:
 
 
 def _get(ray: Any, ref: Any) -> Any:
-    """``ray.get(ref)``, in slices: a thread blocked in Ray for ever could not be joined."""
-    while True:
-        try:
-            return ray.get(ref, timeout=_POLL)
-        except ray.exceptions.GetTimeoutError:
-            continue
+    """``ray.get(ref)``: it returns, or raises once a stop's ``ray.kill`` ended the runner.
+
+    Without a timeout: a timed ``ray.get`` polls, which costs more than the call.
+    """
+    return ray.get(ref)
 
 
 def lost(ray: Any, exc: BaseException) -> bool:
@@ -450,7 +456,10 @@ class RayWork:
         if self._handle is not None:
             return self._handle
         self._path = attempt.path
-        handle = create_actor(ray, attempt.path, self.placement)
+        # Only a command's runner is called during an attempt (its output, its stop signal);
+        # python and http work is stopped by ending the runner, after the grace.
+        concurrency = 4 if self._streams else 1
+        handle = create_actor(ray, attempt.path, self.placement, concurrency=concurrency)
         self._handle = handle
         ref = handle.where.remote()
         try:
@@ -498,10 +507,11 @@ class RayWork:
         handle = self._handle
         if handle is None:
             return
-        with contextlib.suppress(Exception):
-            handle.cancel.remote(kill=False)
-        # Python code cannot be stopped from outside but by ending its process: the grace
-        # is its time to watch current_attempt().cancelled and return.
+        if self._streams:
+            with contextlib.suppress(Exception):
+                handle.cancel.remote(kill=False)
+        # Python code cannot be stopped from outside but by ending its process: after the
+        # grace, the runner is killed (a command's group has had its SIGKILL on the node).
         timer = threading.Timer(self.grace, self._kill_handle, args=(handle,))
         timer.daemon = True
         self._timers.append(timer)
@@ -511,8 +521,6 @@ class RayWork:
         attempt.cancelled.set()
         handle = self._handle
         if handle is not None:
-            with contextlib.suppress(Exception):
-                handle.cancel.remote(kill=True)
             self._kill_handle(handle)
 
     def release(self) -> None:
