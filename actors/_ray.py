@@ -107,8 +107,15 @@ def configure_cluster(
         _cluster = _Cluster(address or None, namespace or None, working_dir)
 
 
+_connected: Any = None  # the ray module once connected: every attempt asks for it
+
+
 def _ray() -> Any:
     """The ``ray`` module, connected: an existing ``ray.init()`` is reused, else we start one."""
+    global _connected  # noqa: PLW0603
+    connected = _connected
+    if connected is not None and not _closed and connected.is_initialized():
+        return connected
     if not ray_installed():
         raise SpecError(f"placement ray needs Ray: {RAY_EXTRA}")
     # Ray's crash handler in this process would take SIGTERM, our graceful stop, for a crash
@@ -136,6 +143,7 @@ def _ray() -> Any:
         # Ray's own exit hook would run before the trees stop (it was registered later):
         # its jobs would see their actors die first. ``shutdown`` runs after them instead.
         atexit.unregister(ray._private.worker.shutdown)
+        _connected = ray
     return ray
 
 

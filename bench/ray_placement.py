@@ -9,7 +9,8 @@ missed checks of 500 ms each). Rounds alternate the sides, in the same process:
   against a bare ``Bare.remote()`` + one call + ``ray.kill`` in this script;
 - steady attempts: a periodic job (``every`` 50 ms) whose runner lives on,
   each attempt's own time (``AttemptFinished.at - started_at``), against a
-  bare call on a live actor (``ray.get(actor.f.remote())``);
+  bare call on a live actor (``ray.get(actor.f.remote())``) made every 50 ms
+  too (back to back, a call is faster: the worker never sleeps);
 - node loss: a placed service; its node is removed (``allow_graceful=False``);
   the time until the status shows it running on the other node, beside the
   detection time Ray was configured with.
@@ -40,6 +41,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from actors import PythonWork, Schedule  # noqa: E402
 from supervision import AttemptFinished, JobSpec, SupervisorSpec, start_tree  # noqa: E402
 
+EVERY = 0.05  # seconds between steady attempts, and between the bare calls
 HEALTH = {
     "health_check_initial_delay_ms": 0,
     "health_check_period_ms": 200,
@@ -77,6 +79,7 @@ def bare_steady(n: int) -> list[float]:
     ray.get(actor.f.remote())
     out = []
     for _ in range(n):
+        time.sleep(EVERY)  # at the placed job's rate: an idle worker wakes slower than a busy one
         start = time.perf_counter()
         ray.get(actor.f.remote())
         out.append(time.perf_counter() - start)
@@ -97,7 +100,7 @@ def placed_steady(n: int) -> list[float]:
     job = JobSpec(
         name="tick",
         work=PythonWork(target="math:sqrt", args=(4,)),
-        schedule=Schedule(every=0.05),
+        schedule=Schedule(every=EVERY),
         placement="ray",
     )
     tree = start_tree(SupervisorSpec(children=(job,)), on_event=seen)
