@@ -315,5 +315,3 @@ def test_a_service_that_never_gets_ready_fails(make_tree, events) -> None:
     events.reached("svc", "gave_up")
     node: dict[str, Any] = tree.status()["children"][0]
     assert "not ready" in node["last_exit"]["error"]
-
-
