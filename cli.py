@@ -258,7 +258,9 @@ def _history(args: argparse.Namespace) -> int:
         if row["type"] == "attempt":
             code = f" ({row['code']})" if "code" in row else ""
             error = f": {row['error']}" if "error" in row else ""
-            line = f"{when}  {row['path']}  attempt {row['attempt']} {row['outcome']}{code}{error}"
+            node = f" on node {row['node']}" if "node" in row else ""
+            attempt = f"attempt {row['attempt']}{node}"
+            line = f"{when}  {row['path']}  {attempt} {row['outcome']}{code}{error}"
         else:
             details = ", ".join(f"{k}={v}" for k, v in row.get("detail", {}).items())
             line = f"{when}  {row['path']}  {row['kind']}" + (f" ({details})" if details else "")

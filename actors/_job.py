@@ -177,6 +177,13 @@ class JobActor(SupervisedActor):
             # keeps between attempts (an http job's pooled connections); a start reopens them.
             close_work(self.work, self.path)
 
+    def _actor_loop_teardown(self) -> None:
+        # However the incarnation ended, what it holds elsewhere (a Ray actor) goes with it.
+        try:
+            _release(self.work)
+        finally:
+            super()._actor_loop_teardown()
+
     def on_receive(self, message: Any) -> Any:
         if message is _RUN:
             if self._gate(_RUN):
@@ -351,6 +358,7 @@ class JobActor(SupervisedActor):
                 self._wall(),
                 code,
                 self._jv_stop_requested,
+                getattr(self.work, "placed_on", None),
             )
         )
 
@@ -417,6 +425,7 @@ class JobActor(SupervisedActor):
                 kill(attempt)
             except Exception as exc:
                 log.warning("{}: killing attempt {} failed: {}", self.path, attempt.number, exc)
+        _release(self.work)
         super()._jv_kill()
 
     def _jv_request_stop(self) -> None:
@@ -432,6 +441,16 @@ def _envelope(message: object) -> Any:
     from pykka._envelope import Envelope  # noqa: PLC0415 - private, kept next to its one use
 
     return Envelope(message)
+
+
+def _release(work: object) -> None:
+    """Call the work's optional ``release()``: its incarnation is over (a placed job's runner)."""
+    release = getattr(work, "release", None)
+    if release is not None:
+        try:
+            release()
+        except Exception as exc:  # a runner that cannot be killed is gone with its node
+            log.warning("releasing placed work failed: {}", exc)
 
 
 def close_work(work: object, path: str) -> None:

@@ -83,6 +83,7 @@ class AttemptDone:
     ended_at: float
     code: int | None = None
     stop_requested: bool = False
+    node: str | None = None  # "ID (IP)": the Ray node a placed job's attempt ran on
 
 
 @dataclass(frozen=True, slots=True)

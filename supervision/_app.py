@@ -111,6 +111,10 @@ def compose(
     # python jobs name modules that live beside the manifest (like `python -m` from there).
     if str(base_dir) not in sys.path:
         sys.path.insert(0, str(base_dir))
+    if manifest.cluster_address or manifest.cluster_namespace:
+        from actors._ray import configure_cluster  # noqa: PLC0415 - light; Ray loads on first use
+
+        configure_cluster(manifest.cluster_address, manifest.cluster_namespace, str(base_dir))
     setup = configure_logging(
         manifest.logging,
         level=log_level,

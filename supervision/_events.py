@@ -56,6 +56,7 @@ class AttemptFinished(Event):
     error: str | None
     started_at: float
     code: int | None
+    node: str | None = None  # "ID (IP)" of the Ray node a placed job's attempt ran on
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,7 +31,7 @@ def explain(manifest: Manifest) -> str:
         f"runtime: {manifest.runtime}",
         f"state_dir: {manifest.state_dir}",
         _explain_logging(manifest.logging),
-        f"cluster: {manifest.cluster_address or 'local (when a job uses placement ray)'}",
+        _explain_cluster(manifest),
     ]
     if manifest.breakers:
         out.append("breakers:")
@@ -117,9 +117,16 @@ def _explain_job(
         out.append(f"{inner}depends_on: {', '.join(spec.depends_on)}")
     if spec.ready is not None:
         out.append(f"{inner}ready: {_explain_ready(spec.ready)}")
-    out.append(f"{inner}placement: {spec.placement}")
+    placement = spec.placement
+    out.append(f"{inner}placement: {getattr(placement, 'describe', lambda: placement)()}")
     if spec.kind in ("command", "python"):
         out.append(f"{inner}output: {_explain_output(spec)}")
+
+
+def _explain_cluster(manifest: Manifest) -> str:
+    address = manifest.cluster_address or "local (started when a job uses placement ray)"
+    namespace = manifest.cluster_namespace
+    return f"cluster: {address}" + (f", namespace {namespace}" if namespace else "")
 
 
 def _describe(obj: object) -> str:

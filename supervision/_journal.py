@@ -85,6 +85,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX decisions_path ON decisions (path, id);
     """,
+    # The Ray node a placed job's attempt ran on ("ID (IP)"); NULL for local attempts.
+    "ALTER TABLE attempts ADD COLUMN node TEXT;",
 )
 
 
@@ -94,7 +96,9 @@ def spec_hash(spec: object) -> str:
 
 
 # Rows are queued as ready-made parameter tuples behind a tag: the writer only inserts.
-_ATTEMPT: Final = "attempt"  # (path, attempt, started_at, ended_at, outcome, code, error, hash)
+_ATTEMPT: Final = (
+    "attempt"  # (path, attempt, started_at, ended_at, outcome, code, error, hash, node)
+)
 _DECISION: Final = "decision"  # (at, path, kind, detail as JSON)
 
 
@@ -238,6 +242,7 @@ class Journal:
                 event.code,
                 event.error,
                 self._hashes.get(event.path),
+                event.node,
             )
         found = _decision(event)
         if found is None:
@@ -278,7 +283,7 @@ class Journal:
             conn.execute("BEGIN")
             conn.executemany(
                 "INSERT INTO attempts (path, attempt, started_at, ended_at, outcome, code, error,"
-                " spec_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " spec_hash, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 attempts,
             )
             conn.executemany(

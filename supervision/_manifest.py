@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from actors import RetrySpec, RetryWait, Schedule
+from actors._placement import RAY_FIELDS, RayPlacement
 from supervision._defaults import FOR_KINDS, JOB_KEYS, KINDS, Defaults
 from supervision._issues import (
     TEXT_NAME,
@@ -56,7 +57,7 @@ from supervision._policy import (
     RestartType,
     Strategy,
 )
-from supervision._reader import BAD, Bad, V, entries_of
+from supervision._reader import BAD, Bad, V, entries_of, plain
 from supervision._resolve import Resolver
 from supervision._siblings import Entry, check_dependencies, check_names, replica_names
 from supervision._spec import (
@@ -112,6 +113,7 @@ class Manifest:
     breakers: Mapping[str, BreakerSpec]
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
     cluster_address: str | None = None
+    cluster_namespace: str | None = None
     # Things that work but may not be what the user meant (a secret in argv): shown, not fatal.
     warnings: tuple[Issue, ...] = field(default=(), repr=False, compare=False)
 
@@ -274,7 +276,7 @@ class _Parser(WorkReader):
             return None
         state_dir = self.header(root, top)
         logging = self.logging(top["logging"]) if "logging" in top else LoggingSpec()
-        cluster = self.cluster(top["cluster"]) if "cluster" in top else None
+        cluster, namespace = self.cluster(top["cluster"]) if "cluster" in top else (None, None)
         if "breakers" in top:
             self.read_breakers(top["breakers"])
         if "defaults" in top:
@@ -293,6 +295,7 @@ class _Parser(WorkReader):
             breakers=dict(self.breakers),
             secrets=frozenset(self.secrets),
             cluster_address=cluster,
+            cluster_namespace=namespace,
             warnings=tuple(self.final_issues(self.warnings)),
         )
 
@@ -355,12 +358,20 @@ class _Parser(WorkReader):
             kwargs["when"] = f["when"].value
         return self.build(v, RotateSpec, "rotate", **kwargs)
 
-    def cluster(self, v: V) -> str | None:
-        f = self.fields(v, ("address",), "a mapping with address")
-        if not f or "address" not in f or f["address"].value is None:
-            return None
-        address = self.text(f["address"], "a Ray cluster address like ray://host:10001 or auto")
-        return address if isinstance(address, str) else None
+    def cluster(self, v: V) -> tuple[str | None, str | None]:
+        """``(address, namespace)``; None for what is not set."""
+        f = self.fields(v, ("address", "namespace"), "a mapping with address and namespace")
+        out: list[str | None] = []
+        for key, what in (
+            ("address", "a Ray cluster address: auto, HOST:PORT or ray://HOST:PORT"),
+            ("namespace", "a Ray namespace name"),
+        ):
+            if not f or key not in f or f[key].value is None:
+                out.append(None)
+                continue
+            value = self.text(f[key], what)
+            out.append(value if isinstance(value, str) else None)
+        return out[0], out[1]
 
     def read_breakers(self, v: V) -> None:
         entries = self.fields_any(v, "a mapping of breaker names to their settings")
@@ -809,9 +820,13 @@ class _Parser(WorkReader):
         return BAD if cls is None else self.build(v, cls, "ready", **kwargs)
 
     def placement(self, v: V) -> Any:
-        """The value as written; ``ray`` is checked against the runtime and Ray's presence."""
+        """``local``, or a ``RayPlacement``; Ray is checked against the runtime and its presence."""
         value = v.value
-        if value != "ray":
+        if entries_of(v) is not None:
+            value = self.ray_placement(v)
+            if isinstance(value, Bad):
+                return BAD
+        elif value != "ray":
             if value not in PLACEMENTS:  # the job spec refuses it; the manifest adds a hint
                 return self.choice(v, PLACEMENTS)
             return value
@@ -826,6 +841,34 @@ class _Parser(WorkReader):
                 hint="; install the 'ray' extra: pip install 'jobvisor[ray]'",
             )
         return value
+
+    def ray_placement(self, v: V) -> RayPlacement | Bad:
+        """``{ray: {num_cpus, num_gpus, memory, resources, node}}``: each field at its line."""
+        outer = self.fields(v, ("ray",), "local, ray, or a mapping with ray", null_ok=False)
+        if outer is None:
+            return BAD
+        if "ray" not in outer:
+            if entries_of(v):  # an unknown key, reported already
+                return BAD
+            return self.missing(v, "ray", "the Ray settings (a mapping, may be empty)")
+        ray = outer["ray"]
+        f = self.fields(ray, RAY_FIELDS, "a mapping of " + ", ".join(RAY_FIELDS))
+        if f is None:
+            return BAD
+        kwargs: dict[str, Any] = {}
+        for key in ("num_cpus", "num_gpus"):
+            if key in f:
+                kwargs[key] = self.number(f[key])
+        if "memory" in f:
+            kwargs["memory"] = self.size(f["memory"])
+        if "resources" in f:
+            entries = self.fields_any(f["resources"], "a mapping of resource names to amounts")
+            kwargs["resources"] = {
+                plain(key): self.number(item) for key, item in (entries or {}).items()
+            }
+        if "node" in f:
+            kwargs["node"] = plain(f["node"].value)
+        return self.build(ray, RayPlacement, "placement.ray", **kwargs)
 
     def ray_available(self) -> bool:
         if self._ray is None:

@@ -19,6 +19,7 @@ import logbook
 
 from actors import JobActor, NoSuchChildError, describe, start_supervised
 from actors._errors import NotAGroupError
+from actors._placement import RayPlacement
 from supervision import _events as ev
 from supervision._policy import Cooldown, Restart, RestartType, Strategy
 from supervision._spec import ActorSpec, JobSpec, SupervisorSpec
@@ -185,6 +186,7 @@ class TreeContext:
                 error=error,
                 started_at=msg.started_at,
                 code=msg.code,
+                node=msg.node,
             ),
         )
 
@@ -380,11 +382,16 @@ def start_incarnation(
     spec = rec.spec
     name = f"{ctx.tree_id}-{rec.path}"
     if isinstance(spec, JobSpec):
+        work = spec.work
+        if isinstance(spec.placement, RayPlacement):
+            from actors._ray import placed_work  # noqa: PLC0415 - only placed jobs load Ray
+
+            work = placed_work(work, spec.placement, spec.grace)
         return start_supervised(
             JobActor,
             link,
             name,
-            spec.work,
+            work,
             spec.schedule,
             path=rec.path,
             scheduler=ctx.scheduler,
@@ -394,6 +401,19 @@ def start_incarnation(
             breaker=ctx.breakers.get(spec.breaker) if spec.breaker else None,
             ready=spec.ready,
             output=ctx.output.opener(spec.output) if ctx.output and spec.output else None,
+        )
+    if isinstance(spec, ActorSpec) and isinstance(spec.placement, RayPlacement):
+        from actors._ray import RayActorProxy  # noqa: PLC0415 - only placed actors load Ray
+
+        return start_supervised(
+            RayActorProxy,
+            link,
+            name,
+            spec.actor_class,
+            spec.args,
+            spec.kwargs,
+            placement=spec.placement,
+            path=rec.path,
         )
     if isinstance(spec, ActorSpec):
         return start_supervised(spec.actor_class, link, name, *spec.args, **dict(spec.kwargs))

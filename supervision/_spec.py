@@ -10,6 +10,7 @@ import pykka
 
 from actors import PythonWork, RetrySpec, Schedule, SpecError, Work
 from actors._checks import need, need_count, need_duration
+from actors._placement import RayPlacement, placement_of
 from supervision._policy import RestartPolicy, RestartType, Strategy
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ __all__ = [
 
 NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
 DEFAULT_GRACE: Final = 5.0
-PLACEMENTS: Final = ("local", "ray")
+PLACEMENTS: Final = ("local", "ray")  # as words; {ray: {...}} places with settings
 
 
 def _check_name(name: str) -> None:
@@ -77,7 +78,8 @@ class JobSpec:
     breaker: str | None = None  # the name of a breaker in the tree's breakers
     depends_on: tuple[str, ...] = ()  # sibling names that must be ready/succeeded first
     ready: Any = None  # an actors.ReadyProbe for services
-    placement: str = "local"
+    # "local", or where on Ray: "ray", {"ray": {...}} or a RayPlacement (kept as a RayPlacement).
+    placement: str | RayPlacement = "local"
     # Where its output is kept says nothing of what the job does: out of the repr, so the
     # journal's spec hash (--resume) does not change with it.
     output: OutputSpec | None = field(default=OutputSpec(), repr=False)
@@ -93,7 +95,7 @@ class JobSpec:
         )
         if self.name in self.depends_on:
             raise SpecError(f"{self.name}: a job cannot depend on itself")
-        need(self.placement in PLACEMENTS, "placement", "one of local, ray", self.placement)
+        object.__setattr__(self, "placement", placement_of(self.placement))
 
     @property
     def kind(self) -> str:
@@ -118,10 +120,12 @@ class ActorSpec:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     restart: RestartType = RestartType.PERMANENT
     grace: float = DEFAULT_GRACE
+    placement: str | RayPlacement = "local"  # as a job's: the class then runs as a Ray actor
 
     def __post_init__(self) -> None:
         _check_name(self.name)
         _check_grace(self.grace)
+        object.__setattr__(self, "placement", placement_of(self.placement))
         if not (
             isinstance(self.actor_class, type)
             and issubclass(self.actor_class, pykka.ThreadingActor)

@@ -78,20 +78,33 @@ def child_nodes(records: list[ChildRecord]) -> list[dict[str, Any]]:
             actor = rec.actor
             children = _ask_status(actor) if actor is not None else rec.final_children
         waiting = rec.state in (State.BACKOFF, State.COOLDOWN, State.WAITING)
-        nodes.append(
-            node(
-                rec.spec,
-                rec.path,
-                rec.state,
-                starts=rec.starts,
-                restarts=rec.restarts,
-                failures=rec.failures,
-                last_exit=rec.last_exit,
-                next_start_at=rec.next_start_at if waiting else None,
-                children=children,
-            )
+        out = node(
+            rec.spec,
+            rec.path,
+            rec.state,
+            starts=rec.starts,
+            restarts=rec.restarts,
+            failures=rec.failures,
+            last_exit=rec.last_exit,
+            next_start_at=rec.next_start_at if waiting else None,
+            children=children,
         )
+        placed = _placed_on(rec)
+        if placed is not None:
+            out["node"] = placed
+        nodes.append(out)
     return nodes
+
+
+def _placed_on(rec: ChildRecord) -> dict[str, str] | None:
+    """The Ray node (``{id, ip}``) a placed child's incarnation runs on, while it runs."""
+    placement = getattr(rec.spec, "placement", "local")
+    if rec.actor is None or placement == "local" or rec.state is not State.RUNNING:
+        return None
+    where = getattr(getattr(rec.actor, "work", None), "node", None) or getattr(
+        rec.actor, "placed_node", None
+    )
+    return dict(where) if where else None
 
 
 def _ask_status(actor: SupervisedActor) -> pykka.Future[Any]:

@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import itertools
 import random
+import sys
 import threading
 import time
 import weakref
@@ -31,6 +32,7 @@ from actors import (
     check_runtime,
     start_supervised,
 )
+from actors._placement import check_placeable
 from supervision._abandon import AbandonWatch
 from supervision._events import BreakerChanged, EventBus
 from supervision._exits import classify
@@ -336,7 +338,7 @@ def start_tree(
     if breakers is None:
         specs: Mapping[str, BreakerSpec] = getattr(manifest_or_spec, "breakers", {}) or {}
         breakers = build_breakers(specs, monotonic)
-    _check_spec(spec, breakers)
+    _check_spec(spec, breakers, runtime)
 
     sink_kinds = getattr(sink, "event_types", None)
     breaker_sink = sink if sink_kinds is None or BreakerChanged in sink_kinds else None
@@ -415,21 +417,18 @@ _BREAKER_WORDS = {
 }
 
 
-def _check_spec(spec: SupervisorSpec, breakers: Mapping[str, Breaker]) -> None:
-    """Refuse what cannot run: a job naming an unknown breaker, or a placement not built."""
+def _check_spec(spec: SupervisorSpec, breakers: Mapping[str, Breaker], runtime: str) -> None:
+    """Refuse what cannot run: a job naming an unknown breaker, Ray placement it cannot have."""
     for child in spec.children:
         if isinstance(child, SupervisorSpec):
-            _check_spec(child, breakers)
-        elif isinstance(child, JobSpec):
-            if child.breaker and child.breaker not in breakers:
-                known = ", ".join(sorted(breakers)) or "none are declared"
-                raise SpecError(f"job {child.name}: unknown breaker {child.breaker!r} ({known})")
-            if child.placement != "local":
-                # Refused rather than silently run here: Ray placement is not built yet.
-                raise SpecError(
-                    f"job {child.name}: placement {child.placement!r} is not available in this "
-                    "version of jobvisor; use placement: local"
-                )
+            _check_spec(child, breakers, runtime)
+        elif isinstance(child, JobSpec) and child.breaker and child.breaker not in breakers:
+            known = ", ".join(sorted(breakers)) or "none are declared"
+            raise SpecError(f"job {child.name}: unknown breaker {child.breaker!r} ({known})")
+        if isinstance(child, JobSpec | ActorSpec) and child.placement != "local":
+            check_placeable(
+                f"{'actor' if isinstance(child, ActorSpec) else 'job'} {child.name}", runtime
+            )
 
 
 def _masker(source: object) -> Callable[[str], str]:
@@ -451,3 +450,6 @@ def _stop_live_trees() -> None:
     # gracefully instead of letting the interpreter cut it off.
     for tree in list(_live_trees):
         tree.stop(timeout=10.0)
+    placed = sys.modules.get("actors._ray")
+    if placed is not None:  # after the trees: their placed children have stopped by now
+        placed.shutdown()

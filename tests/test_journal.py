@@ -21,7 +21,7 @@ from supervision import (
     python_job,
 )
 from supervision._history import FILENAME, read_history, read_succeeded
-from supervision._journal import job_hashes, skip_succeeded, spec_hash
+from supervision._journal import MIGRATIONS, job_hashes, skip_succeeded, spec_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,11 +98,29 @@ def test_an_unusable_state_dir_is_a_clear_error_at_start(tmp_path: Path) -> None
         Journal(blocker)
 
 
+def test_a_first_version_journal_is_migrated_and_its_rows_read_as_before(tmp_path: Path) -> None:
+    db = tmp_path / FILENAME
+    with sqlite3.connect(db) as conn:
+        conn.executescript(f"{MIGRATIONS[0]} PRAGMA user_version = 1;")
+        conn.execute(
+            "INSERT INTO attempts (path, attempt, started_at, ended_at, outcome) "
+            "VALUES ('a', 1, 1.0, 2.0, 'succeeded')"
+        )
+    conn.close()
+    Journal(tmp_path).close()
+    (row,) = read_history(db)
+    assert row == {"at": 2.0, "path": "a", "type": "attempt", "attempt": 1, "outcome": "succeeded"}
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert "node" in [c[1] for c in conn.execute("PRAGMA table_info(attempts)")]
+    conn.close()
+
+
 def test_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
     Journal(tmp_path).close()
     db = tmp_path / FILENAME
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.execute("PRAGMA user_version = 99")
     conn.close()
@@ -141,14 +159,18 @@ def test_a_restarted_daemon_gets_its_open_breakers_back(tmp_path: Path, runtime:
             breaker: db
         """)
     )
-    with compose(manifest, runtime=runtime, restore=True, journal=False, log_level="none") as restored:
+    with compose(
+        manifest, runtime=runtime, restore=True, journal=False, log_level="none"
+    ) as restored:
         assert restored.breakers["db"].state.value == "open"
         assert restored.breakers["api"].state.value == "closed"
     with compose(manifest, runtime=runtime, journal=False, log_level="none") as fresh:
         assert fresh.breakers["db"].state.value == "closed"
 
 
-def test_a_restarted_daemon_keeps_cooling_down_what_was_cooling_down(make_tree, events, tmp_path: Path) -> None:
+def test_a_restarted_daemon_keeps_cooling_down_what_was_cooling_down(
+    make_tree, events, tmp_path: Path
+) -> None:
     import time
 
     from supervision._events import CooldownStarted, RestartScheduled
@@ -168,7 +190,9 @@ def test_a_restarted_daemon_keeps_cooling_down_what_was_cooling_down(make_tree, 
     left, cycle = found["c"]
     assert cycle == 2
     assert 28 < left <= 29.01
-    spec = SupervisorSpec(children=(python_job("c", "jobfuncs:ok", "c"), python_job("d", "jobfuncs:ok", "d")))
+    spec = SupervisorSpec(
+        children=(python_job("c", "jobfuncs:ok", "c"), python_job("d", "jobfuncs:ok", "d"))
+    )
     tree = make_tree(spec, on_event=events, cooldowns=found)
     events.reached("d", "succeeded")
     node = {n["name"]: n for n in tree.status()["children"]}["c"]
@@ -187,9 +211,7 @@ def test_the_journal_declares_exactly_the_events_it_keeps(tmp_path: Path) -> Non
         ev.AttemptFinished(
             path="a", at=1.0, attempt=1, outcome=Outcome.FAILED, error="x", started_at=0.5, code=1
         ),
-        ev.ChildExited(
-            path="a", at=1.0, incarnation=1, outcome=Outcome.FAILED, error="x", code=1
-        ),
+        ev.ChildExited(path="a", at=1.0, incarnation=1, outcome=Outcome.FAILED, error="x", code=1),
         ev.RestartScheduled(path="a", at=1.0, delay=0.1, number=1),
         ev.RestartCancelled(path="a", at=1.0),
         ev.GaveUp(path="a", at=1.0, reason="r"),

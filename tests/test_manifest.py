@@ -1048,6 +1048,7 @@ def test_parse_size_rejects(value: object) -> None:
 
 
 def test_placement_ray_needs_ray_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from actors._placement import RayPlacement
     from supervision import _manifest
 
     text = "version: 1\nruntime: {runtime}\njobs:\n  - {{name: a, python: 'm:f', placement: ray}}\n"
@@ -1058,7 +1059,7 @@ def test_placement_ray_needs_ray_and_threads(monkeypatch: pytest.MonkeyPatch) ->
         == "expected placement local unless Ray is installed, got 'ray'; install the 'ray' extra: pip install 'jobvisor[ray]'"
     )
     monkeypatch.setattr(_manifest._Parser, "ray_available", lambda self: True)
-    assert load(text.format(runtime="threads")).root.children[0].placement == "ray"
+    assert load(text.format(runtime="threads")).root.children[0].placement == RayPlacement()
     issue = issue_at(text.format(runtime="gevent"), "jobs[0].placement")
     assert (
         issue.message

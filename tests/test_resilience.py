@@ -315,11 +315,3 @@ def test_a_service_that_never_gets_ready_fails(make_tree, events) -> None:
     events.reached("svc", "gave_up")
     node: dict[str, Any] = tree.status()["children"][0]
     assert "not ready" in node["last_exit"]["error"]
-
-
-def test_ray_placement_is_refused_until_it_exists(runtime) -> None:
-    from supervision import start_tree
-
-    job = JobSpec(name="j", work=PythonWork(target="jobfuncs:ok"), placement="ray")
-    with pytest.raises(SpecError, match="placement 'ray' is not available"):
-        start_tree(SupervisorSpec(children=(job,)), runtime)

@@ -1,0 +1,690 @@
+"""Ray placement: a job's work, or a user's actor, runs in a Ray actor; jobvisor decides the rest.
+
+Imported only when a child is placed on Ray, and it imports ``ray`` itself
+only then: a tree without Ray placement never loads it.
+
+One job incarnation owns at most one remote ``Runner`` (a Ray actor, so a
+process on some node) and runs its attempts there: ``RayWork`` wraps the
+job's own work (python, command, http), which runs remotely exactly as it
+would here. Ray restarts and retries nothing (``max_restarts=0``,
+``max_task_retries=0``): a remote exception, a dead worker or a lost node
+ends the attempt with an error, and the supervisor's policy decides. Before
+a runner for a path is created, any older runner of that path is fenced
+with ``ray.kill``, and a failed attempt kills its runner at once, so two
+incarnations never run side by side. Every runner this process created is
+killed at exit; a Ray instance this process started is shut down.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import queue
+import re
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+import logbook
+import pykka
+
+from actors._attempt import Attempt, current_attempt_var
+from actors._errors import JobFailure, SpecError
+from actors._placement import RAY_EXTRA, RayPlacement, ray_installed
+from actors._supervised import SupervisedActor
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from actors._attempt import Work
+
+__all__ = [
+    "PlacementLost",
+    "RayActorProxy",
+    "RayWork",
+    "RemoteError",
+    "configure_cluster",
+    "live_runners",
+    "placed_work",
+    "shutdown",
+]
+
+log = logbook.Logger("actors.ray")
+
+_POLL: Final = 0.25  # seconds between checks of a cancel while waiting on Ray
+_LOCAL_ADDRESSES: Final = (None, "", "local")
+_ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class RemoteError(JobFailure):
+    """An exception the work raised on its Ray node; its text ends with the remote traceback.
+
+    ``type_names`` are the names of the remote exception's classes, so
+    ``retry.on`` matches as for a local python job.
+    """
+
+    def __init__(self, message: str, type_names: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.type_names = type_names
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.type_names))
+
+
+class PlacementLost(JobFailure):
+    """The Ray actor running the work is gone: its worker died, or its node was lost."""
+
+
+# -- the cluster connection ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Cluster:
+    address: str | None = None
+    namespace: str | None = None
+    working_dir: str | None = None
+
+
+_lock = threading.RLock()
+_cluster = _Cluster()
+_closed = False
+_runners: dict[str, Any] = {}  # path -> the live runner handle of that path
+
+
+def configure_cluster(
+    address: str | None, namespace: str | None = None, working_dir: str | None = None
+) -> None:
+    """Where to connect on first use: the manifest's ``cluster`` (None: a local Ray instance).
+
+    ``working_dir`` (the manifest's folder) is shipped to the cluster's nodes
+    with Ray's ``runtime_env`` when the cluster is remote.
+    """
+    global _cluster  # noqa: PLW0603 - one connection per process, as Ray has
+    with _lock:
+        _cluster = _Cluster(address or None, namespace or None, working_dir)
+
+
+_connected: Any = None  # the ray module once connected: every attempt asks for it
+
+
+def _ray() -> Any:
+    """The ``ray`` module, connected: an existing ``ray.init()`` is reused, else we start one."""
+    global _connected  # noqa: PLW0603
+    connected = _connected
+    if connected is not None and not _closed and connected.is_initialized():
+        return connected
+    if not ray_installed():
+        raise SpecError(f"placement ray needs Ray: {RAY_EXTRA}")
+    # Ray's crash handler in this process would take SIGTERM, our graceful stop, for a crash
+    # and abort the process in the middle of stopping the tree.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    import ray  # noqa: PLC0415 - loaded only when something is placed on Ray
+
+    with _lock:
+        if _closed:
+            raise PlacementLost("jobvisor is exiting: nothing more is placed on Ray")
+        if not ray.is_initialized():
+            cluster = _cluster
+            kwargs: dict[str, Any] = {
+                "address": cluster.address,
+                "namespace": cluster.namespace,
+                "log_to_driver": True,
+                "configure_logging": False,
+            }
+            if cluster.address in _LOCAL_ADDRESSES:
+                kwargs["address"] = None
+                kwargs["include_dashboard"] = False
+            elif cluster.address != "auto" and cluster.working_dir is not None:
+                kwargs["runtime_env"] = {"working_dir": cluster.working_dir}
+            _init_in_keeper(ray, kwargs)
+        # Ray's own exit hook would run before the trees stop (it was registered later):
+        # its jobs would see their actors die first. ``shutdown`` runs after them instead.
+        atexit.unregister(ray._private.worker.shutdown)
+        _connected = ray
+    return ray
+
+
+def _init_in_keeper(ray: Any, kwargs: dict[str, Any]) -> None:
+    """``ray.init`` in a thread that lives as long as the process.
+
+    A local Ray instance's processes die with the *thread* that started them
+    (Linux's parent-death signal follows the thread): started from a job's
+    thread, they would die when that job ends.
+    """
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def keep() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+        finally:
+            done.set()
+        threading.Event().wait()  # never set: this thread is the Ray processes' parent
+
+    threading.Thread(target=keep, name="ray-keeper", daemon=True).start()
+    done.wait()
+    if failure:
+        raise failure[0]
+
+
+def live_runners() -> dict[str, Any]:
+    """The runner handles alive now, by path (a copy)."""
+    with _lock:
+        return dict(_runners)
+
+
+def shutdown() -> None:
+    """Kill every remote actor this process created, then disconnect from Ray (at exit).
+
+    A local Ray instance this process started stops with it.
+    """
+    global _closed  # noqa: PLW0603
+    with _lock:
+        _closed = True
+        handles = list(_runners.values())
+        _runners.clear()
+    ray = sys.modules.get("ray")
+    if ray is None:
+        return
+    for handle in handles:
+        _kill(ray, handle)
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _kill(ray: Any, handle: Any) -> None:
+    with contextlib.suppress(Exception):  # already dead, or Ray already gone: nothing to fence
+        ray.kill(handle, no_restart=True)
+
+
+def _worker_paths() -> list[str]:
+    """This process's import path, put first on a placed actor's: the same modules there."""
+    entries = [p for p in sys.path if isinstance(p, str) and p and Path(p).is_dir()]
+    entries.append(str(Path.cwd()))
+    return list(dict.fromkeys(entries))
+
+
+def ray_options(placement: RayPlacement, max_concurrency: int) -> dict[str, Any]:
+    """The ``.options()`` of a runner: restarts and retries off, the placement's resources."""
+    options: dict[str, Any] = {
+        "max_restarts": 0,
+        "max_task_retries": 0,
+        "max_concurrency": max_concurrency,
+    }
+    if placement.num_cpus is not None:
+        options["num_cpus"] = placement.num_cpus
+    if placement.num_gpus is not None:
+        options["num_gpus"] = placement.num_gpus
+    if placement.memory is not None:
+        options["memory"] = placement.memory
+    resources = dict(placement.resources)
+    node = placement.node
+    if node is not None:
+        if _looks_like_ip(node):
+            resources[f"node:{node}"] = 0.001
+        else:
+            from ray.util.scheduling_strategies import (  # noqa: PLC0415
+                NodeAffinitySchedulingStrategy,
+            )
+
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    if resources:
+        options["resources"] = resources
+    return options
+
+
+def _looks_like_ip(node: str) -> bool:
+    import ipaddress  # noqa: PLC0415
+
+    try:
+        ipaddress.ip_address(node)
+    except ValueError:
+        return False
+    return True
+
+
+def create_actor(
+    ray: Any,
+    path: str,
+    placement: RayPlacement,
+    target: type | None = None,
+    *args: Any,
+    concurrency: int = 4,
+) -> Any:
+    """Start the Ray actor of ``path``, fencing any older one of that path first.
+
+    A job's runner, or (``target``) a user's actor class built with ``args``.
+    ``concurrency`` 1 makes each call cheaper (no thread pool), but then no
+    call reaches the actor while another runs.
+    """
+    with _lock:
+        old = _runners.pop(path, None)
+    if old is not None:
+        _kill(ray, old)
+    boot = _boot_class(ray)
+    pickled = None if target is None else ray.cloudpickle.dumps(target)
+    options = ray_options(placement, concurrency)
+    handle = boot.options(**options).remote(_worker_paths(), pickled, args)
+    with _lock:
+        if _closed:
+            _kill(ray, handle)
+            raise PlacementLost("jobvisor is exiting: nothing more is placed on Ray")
+        _runners[path] = handle
+    return handle
+
+
+_boot: Any = None
+
+
+def _boot_class(ray: Any) -> Any:
+    global _boot  # noqa: PLW0603 - made once: ray.remote exports the class per instance
+    with _lock:
+        if _boot is None:
+            from actors import _ray_boot  # noqa: PLC0415
+
+            ray.cloudpickle.register_pickle_by_value(_ray_boot)
+            _boot = ray.remote(_ray_boot.Boot)
+        return _boot
+
+
+def forget_actor(ray: Any, path: str, handle: Any) -> None:
+    """Kill ``handle`` and drop it, if it is still the live actor of ``path``."""
+    with _lock:
+        if _runners.get(path) is handle:
+            del _runners[path]
+    _kill(ray, handle)
+
+
+def wait_ref(ray: Any, ref: Any, stop: threading.Event | None) -> bool:
+    """Wait until ``ref`` is ready; False if ``stop`` was set first."""
+    while True:
+        done, _ = ray.wait([ref], timeout=_POLL)
+        if done:
+            return True
+        if stop is not None and stop.is_set():
+            return False
+
+
+def _get(ray: Any, ref: Any) -> Any:
+    """``ray.get(ref)``: it returns, or raises once a stop's ``ray.kill`` ended the runner.
+
+    Without a timeout: a timed ``ray.get`` polls, which costs more than the call.
+    """
+    return ray.get(ref)
+
+
+def lost(ray: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` says the remote actor, its worker or its node is gone."""
+    errors = ray.exceptions
+    gone = tuple(
+        getattr(errors, name)
+        for name in (
+            "RayActorError",
+            "ActorDiedError",
+            "ActorUnavailableError",
+            "WorkerCrashedError",
+            "NodeDiedError",
+            "ObjectLostError",
+            "OwnerDiedError",
+            "LocalRayletDiedError",
+        )
+        if hasattr(errors, name)
+    )
+    return isinstance(exc, gone)
+
+
+def remote_failure(ray: Any, exc: BaseException, where: str) -> BaseException:
+    """The attempt's failure for what ``ray.get`` raised."""
+    if lost(ray, exc):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return PlacementLost(f"its Ray actor on {where} is gone ({type(exc).__name__}): {first}")
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, JobFailure) and not isinstance(cause, RemoteError):
+            # Our own failures (a command's exit code, an http status) keep their meaning.
+            return cause
+        names = tuple(c.__name__ for c in type(cause).__mro__) if cause is not None else ()
+        head = f"{type(cause).__name__}: {cause}" if cause is not None else type(exc).__name__
+        text = _ANSI.sub("", str(exc))  # Ray colours the remote task's name
+        return RemoteError(f"{head} (on {where})\n{text}", names)
+    return exc
+
+
+# -- the remote side -------------------------------------------------------------------------------
+
+
+class _Capture(logbook.Handler):  # type: ignore[misc]
+    """Collects the work's log records (a command's output lines) to send back to jobvisor."""
+
+    def __init__(self, sink: queue.SimpleQueue[tuple[Any, ...]]) -> None:
+        super().__init__(level=logbook.DEBUG, bubble=False)
+        self.sink = sink
+
+    def should_handle(self, record: Any) -> bool:
+        return bool(record.extra.get("path")) and bool(super().should_handle(record))
+
+    def emit(self, record: Any) -> None:
+        extra = {k: v for k, v in record.extra.items() if isinstance(v, str | int | float)}
+        self.sink.put((record.channel, record.level, record.msg, tuple(record.args), extra))
+
+
+class Runner:
+    """The Ray actor of one job incarnation: runs its attempts of ``work`` on its node."""
+
+    def __init__(self) -> None:
+        self.lines: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.attempt: Attempt | None = None
+        self.work: Any = None
+        _Capture(self.lines).push_application()
+
+    def where(self) -> tuple[str, str, int]:
+        import ray  # noqa: PLC0415
+
+        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid()  # type: ignore[no-untyped-call]
+
+    def run(self, work: Work, path: str, number: int, started_at: float) -> int | None:
+        attempt = Attempt(path, number, started_at)
+        self.attempt, self.work = attempt, work
+        token = current_attempt_var.set(attempt)
+        try:
+            return work.run(attempt)
+        finally:
+            current_attempt_var.reset(token)
+
+    def drain(self, wait: float) -> list[tuple[Any, ...]]:
+        """The records logged since the last drain; waits up to ``wait`` seconds for one."""
+        out: list[tuple[Any, ...]] = []
+        with contextlib.suppress(queue.Empty):
+            out.append(self.lines.get(timeout=wait) if wait > 0 else self.lines.get_nowait())
+            while True:
+                out.append(self.lines.get_nowait())
+        return out
+
+    def cancel(self, *, kill: bool) -> None:
+        attempt, work = self.attempt, self.work
+        if attempt is None:
+            return
+        attempt.cancelled.set()
+        stop = getattr(work, "kill", None) if kill else work.cancel
+        if stop is not None:
+            stop(attempt)
+
+
+# -- the local side --------------------------------------------------------------------------------
+
+
+class RayWork:
+    """One incarnation's placed work: ``inner`` runs in this incarnation's Ray runner.
+
+    Not a spec: built per incarnation (``placed_work``), it holds the runner.
+    A job actor reads its ``kill`` as "stops itself": a stop or timeout asks
+    the remote work to stop (a command's group gets its stop signal, SIGKILL
+    after the grace, on its node) and kills the runner after ``grace``.
+    """
+
+    kind: ClassVar[str] = "ray"
+
+    def __init__(self, inner: Work, placement: RayPlacement, grace: float) -> None:
+        self.inner = inner
+        self.kind = inner.kind  # type: ignore[misc] # as the job's, for logs and classification
+        self.placement = placement
+        self.grace = grace
+        self.node: dict[str, str] | None = None  # {id, ip} while the runner lives
+        self.placed_on: str | None = None  # "ID (IP)" of the last runner: attempts name it
+        self.pid: int | None = None  # the runner's process, for tests and benchmarks
+        self._handle: Any = None
+        self._path = ""
+        self._timers: list[threading.Timer] = []
+        self._streams = inner.kind == "command"
+
+    # -- the Work protocol -------------------------------------------------------------------------
+
+    def run(self, attempt: Attempt) -> int | None:
+        ray = _ray()
+        handle = self._runner(ray, attempt)
+        if handle is None:
+            return None  # cancelled before the runner was up
+        where = self.where()
+        ref = handle.run.remote(self.inner, attempt.path, attempt.number, attempt.started_at)
+        try:
+            if self._streams:
+                self._stream(ray, handle, ref)
+            return _get(ray, ref)  # type: ignore[no-any-return]
+        except Exception as exc:
+            # Fenced before anything else happens: the next incarnation gets a new runner.
+            self.release()
+            raise remote_failure(ray, exc, where) from None
+
+    def _runner(self, ray: Any, attempt: Attempt) -> Any:
+        if self._handle is not None:
+            return self._handle
+        self._path = attempt.path
+        # Only a command's runner is called during an attempt (its output, its stop signal);
+        # python and http work is stopped by ending the runner, after the grace.
+        concurrency = 4 if self._streams else 1
+        handle = create_actor(ray, attempt.path, self.placement, concurrency=concurrency)
+        self._handle = handle
+        ref = handle.where.remote()
+        try:
+            if not wait_ref(ray, ref, attempt.cancelled):
+                self.release()
+                return None
+            node_id, ip, pid = ray.get(ref)
+        except Exception as exc:
+            self.release()
+            raise remote_failure(ray, exc, "a node not known yet") from None
+        self.node, self.pid = {"id": node_id, "ip": ip}, pid
+        self.placed_on = f"{node_id} ({ip})"
+        log.info(
+            "{}: placed on Ray node {} ({}), pid {}",
+            attempt.path,
+            node_id,
+            ip,
+            pid,
+            extra={"path": attempt.path, "attempt": attempt.number, "node": node_id},
+        )
+        return handle
+
+    def _stream(self, ray: Any, handle: Any, ref: Any) -> None:
+        """Log the remote work's records here as they come, until the attempt ends."""
+        while True:
+            done, _ = ray.wait([ref], timeout=0)
+            try:
+                records = ray.get(handle.drain.remote(0.0 if done else _POLL))
+            except Exception:
+                if done:
+                    return
+                wait_ref(ray, ref, None)  # the runner died: ray.get(ref) says how
+                return
+            for channel, level, msg, args, extra in records:
+                logbook.Logger(channel).log(level, msg, *args, extra=extra)
+            if done:
+                return
+
+    def where(self) -> str:
+        node = self.node
+        return f"node {node['id']} ({node['ip']})" if node else "a node not known yet"
+
+    def cancel(self, attempt: Attempt) -> None:
+        attempt.cancelled.set()
+        handle = self._handle
+        if handle is None:
+            return
+        if self._streams:
+            with contextlib.suppress(Exception):
+                handle.cancel.remote(kill=False)
+        # Python code cannot be stopped from outside but by ending its process: after the
+        # grace, the runner is killed (a command's group has had its SIGKILL on the node).
+        timer = threading.Timer(self.grace, self._kill_handle, args=(handle,))
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def kill(self, attempt: Attempt) -> None:
+        attempt.cancelled.set()
+        handle = self._handle
+        if handle is not None:
+            self._kill_handle(handle)
+
+    def release(self) -> None:
+        """The incarnation is over (or its runner failed): kill the runner."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        handle, self._handle = self._handle, None
+        self.node = None
+        if handle is not None:
+            import ray  # noqa: PLC0415
+
+            forget_actor(ray, self._path, handle)
+
+    def _kill_handle(self, handle: Any) -> None:
+        import ray  # noqa: PLC0415
+
+        _kill(ray, handle)
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool:
+        if isinstance(exc, PlacementLost):
+            return not on
+        return self.inner.retryable(exc, on)
+
+    def retry_after(self, exc: BaseException) -> float | None:
+        return self.inner.retry_after(exc)
+
+
+def placed_work(work: Work, placement: RayPlacement, grace: float) -> RayWork:
+    """The work of one incarnation of a job placed on Ray."""
+    return RayWork(work, placement, grace)
+
+
+# -- embedded actors on Ray ------------------------------------------------------------------------
+
+
+class RemoteActor:
+    """The Ray actor holding a user's pykka actor object: its messages, one at a time."""
+
+    def __init__(self, pickled: bytes, args: tuple[Any, ...]) -> None:
+        import pickle  # noqa: PLC0415
+
+        cls = pickle.loads(pickled)  # noqa: S301 - jobvisor's own bytes, from its driver
+        self.lock = threading.Lock()
+        self.actor = cls(*args[0], **args[1])
+        self.actor.on_start()
+
+    def where(self) -> tuple[str, str, int]:
+        return Runner.where(self)  # type: ignore[arg-type]
+
+    def receive(self, message: Any) -> Any:
+        with self.lock:  # a pykka actor handles one message at a time
+            return self.actor.on_receive(message)
+
+    def watch(self) -> None:
+        """Never returns: its caller learns from the error that this actor is gone."""
+        threading.Event().wait()
+
+
+class RayActorProxy(SupervisedActor):
+    """The local incarnation of a user's actor placed on Ray: forwards every message to it.
+
+    The stable reference (``Tree.ref``) reaches this proxy, which hands each
+    message to the remote actor and answers with its reply. When the remote
+    actor dies (its worker or node lost) the proxy fails with an error naming
+    the node, so the supervisor restarts it: a new remote actor, the same
+    reference. Its end, whatever the cause, kills the remote actor.
+    """
+
+    def __init__(
+        self,
+        actor_class: type,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        placement: RayPlacement,
+        path: str,
+    ) -> None:
+        super().__init__()
+        self.actor_class = actor_class
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs)
+        self.placement = placement
+        self.path = path
+        self.placed_node: dict[str, str] | None = None
+        self._handle: Any = None
+        self._where = "a node not known yet"
+
+    def on_start(self) -> None:
+        ray = _ray()
+        handle = create_actor(
+            ray, self.path, self.placement, self.actor_class, self.args, self.kwargs
+        )
+        self._handle = handle
+        try:
+            node_id, ip, _ = ray.get(handle.where.remote())
+        except Exception as exc:
+            raise remote_failure(ray, exc, self._where) from None
+        self.placed_node = {"id": node_id, "ip": ip}
+        self._where = f"node {node_id} ({ip})"
+        watch = handle.watch.remote()
+        threading.Thread(
+            target=self._watch, args=(ray, watch), name=f"jv-{self._jv_thread_name}-watch"
+        ).start()
+
+    def _watch(self, ray: Any, ref: Any) -> None:
+        """Fail this incarnation once the remote actor is gone (nobody may be talking to it)."""
+        while not self.actor_stopped.is_set():
+            done, _ = ray.wait([ref], timeout=_POLL)
+            if done:
+                if not self.actor_stopped.is_set():
+                    with contextlib.suppress(pykka.ActorDeadError):
+                        self.actor_ref.tell(_Gone())
+                return
+
+    def on_receive(self, message: Any) -> Any:
+        ray = _ray()
+        if isinstance(message, _Gone):
+            raise PlacementLost(f"{self.path}: its Ray actor on {self._where} is gone")
+        try:
+            return ray.get(self._handle.receive.remote(message))
+        except Exception as exc:
+            error = remote_failure(ray, exc, self._where)
+            if isinstance(error, PlacementLost):
+                self._jv_finish(error)  # a lost actor ends this incarnation, ask or tell
+            cause = getattr(exc, "cause", None)
+            raise (
+                cause if isinstance(cause, Exception) and error is not cause else error
+            ) from None
+
+    def _actor_loop_teardown(self) -> None:
+        try:
+            self._release()
+        finally:
+            super()._actor_loop_teardown()
+
+    def _jv_kill(self) -> None:
+        self._release()
+        super()._jv_kill()
+
+    def _release(self) -> None:
+        handle, self._handle = self._handle, None
+        self.placed_node = None
+        if handle is not None:
+            import ray  # noqa: PLC0415
+
+            forget_actor(ray, self.path, handle)
+
+
+class _Gone:
+    """Told to the proxy by its watcher: the remote actor died."""

@@ -1,0 +1,160 @@
+"""Ray placement without a cluster: what is refused, how it reads, and that Ray stays unloaded.
+
+These run under both runtimes and without the ray extra; the placed work
+itself is tested on a real cluster in ``test_ray.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from faultkit import ENV, ROOT
+from treekit import tree_of
+
+from actors import PythonWork, SpecError
+from actors._placement import RayPlacement, ray_installed
+from supervision import ActorSpec, JobSpec, ManifestError, load_manifest, start_tree
+
+
+class Plain:
+    pass
+
+
+def job(placement: object) -> JobSpec:
+    return JobSpec(name="j", work=PythonWork(target="jobfuncs:ok"), placement=placement)
+
+
+def test_placement_reads_words_mappings_and_settings() -> None:
+    assert job("local").placement == "local"
+    assert job("ray").placement == RayPlacement()
+    assert job({"ray": None}).placement == RayPlacement()
+    settings = {"num_cpus": 2, "memory": 2**30, "resources": {"slot": 1}, "node": "10.0.0.2"}
+    spec = job({"ray": settings}).placement
+    assert spec == RayPlacement(num_cpus=2, memory=2**30, resources={"slot": 1}, node="10.0.0.2")
+    assert isinstance(spec, RayPlacement)
+    assert (
+        spec.describe()
+        == "ray {num_cpus: 2, memory: 1073741824, resources: {slot: 1}, node: 10.0.0.2}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("placement", "message"),
+    [
+        (
+            "cloud",
+            "placement: expected local, ray, or {ray: {num_cpus, num_gpus, memory, resources, node}}, got 'cloud'",
+        ),
+        ({"ray": {"num_cpus": -1}}, "placement.ray.num_cpus: expected a number >= 0, got -1"),
+        ({"ray": {"memory": 0.5}}, "placement.ray.memory: expected a size in bytes > 0, got 0.5"),
+        (
+            {"ray": {"colour": "red"}},
+            "placement.ray.colour: expected one of num_cpus, num_gpus, memory, resources, node, got 'colour'",
+        ),
+        (
+            {"ray": {"resources": {"slot": 0}}},
+            "placement.ray.resources.slot: expected an amount > 0, got 0",
+        ),
+        ({"ray": {"node": ""}}, "placement.ray.node: expected a Ray node id or IP address, got ''"),
+        ({"ray": 3}, "placement.ray: expected a mapping of Ray settings, got 3"),
+    ],
+)
+def test_a_bad_placement_is_a_spec_error_naming_its_field(placement: object, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        job(placement)
+    assert str(caught.value) == message
+
+
+def test_a_manifests_bad_ray_setting_is_placed_at_its_line() -> None:
+    text = textwrap.dedent("""\
+        version: 1
+        cluster: {address: auto, namespace: jv}
+        jobs:
+          - name: a
+            python: 'm:f'
+            placement:
+              ray: {num_gpus: -2}
+        """)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    (issue,) = caught.value.issues
+    assert (issue.path, issue.line) == ("jobs[0].placement.ray.num_gpus", 7)
+    assert issue.message == "expected a number >= 0, got -2"
+
+
+def test_explain_shows_the_cluster_and_each_placement() -> None:
+    if not ray_installed():
+        pytest.skip("the ray extra is not installed")
+    text = textwrap.dedent("""\
+        version: 1
+        cluster: {address: 'head:6379', namespace: jv}
+        jobs:
+          - {name: a, python: 'm:f', placement: {ray: {num_cpus: 0.5, node: 10.0.0.2}}}
+          - {name: b, python: 'm:f'}
+        """)
+    shown = load_manifest(text, env={}).explain()
+    assert "cluster: head:6379, namespace jv" in shown
+    assert "placement: ray {num_cpus: 0.5, node: 10.0.0.2}" in shown
+    assert "placement: local" in shown
+
+
+def test_without_the_extra_placement_ray_names_the_pip_command(runtime, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # how Python spells "not installed"
+    text = "version: 1\njobs:\n  - {name: a, python: 'm:f', placement: {ray: {num_cpus: 1}}}\n"
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    assert "pip install 'jobvisor[ray]'" in str(caught.value)
+    # Under gevent the runtime is refused first: Ray could not run there either way.
+    refusal = (
+        "cannot run with runtime gevent"
+        if runtime == "gevent"
+        else "needs Ray, which is not installed; install the 'ray' extra: pip install 'jobvisor\\[ray\\]'"
+    )
+    for spec in (job("ray"), ActorSpec(name="a", actor_class=_actor_class(), placement="ray")):
+        with pytest.raises(SpecError, match=refusal):
+            start_tree(tree_of(spec), runtime)
+
+
+def test_ray_placement_under_gevent_is_refused(runtime) -> None:
+    text = "version: 1\nruntime: gevent\njobs:\n  - {name: a, python: 'm:f', placement: ray}\n"
+    with pytest.raises(
+        ManifestError, match=r"jobs\[0\].placement: expected placement local with runtime gevent"
+    ):
+        load_manifest(text, env={})
+    if runtime == "gevent":  # a tree under gevent needs a patched process: the gevent run
+        with pytest.raises(SpecError, match="job j: placement ray cannot run with runtime gevent"):
+            start_tree(tree_of(job("ray")), runtime)
+
+
+def _actor_class() -> type:
+    import pykka
+
+    return type("Echo", (pykka.ThreadingActor,), {})
+
+
+def test_a_tree_without_ray_placement_never_imports_ray(tmp_path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "version: 1\njobs:\n  - {name: a, python: 'os:getpid'}\n  - {name: b, command: ['true']}\n"
+    )
+    script = textwrap.dedent(f"""\
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from supervision import load_manifest, start_tree
+        tree = start_tree(load_manifest({str(tmp_path / "m.yaml")!r}))
+        assert tree.wait(timeout=30)
+        tree.stop()
+        loaded = sorted(m for m in sys.modules if m == "ray" or m.startswith("ray."))
+        print(loaded)
+        """)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr

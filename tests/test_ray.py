@@ -1,0 +1,241 @@
+"""Ray placement (SPEC §8): placed jobs and actors on a real two-worker Ray cluster on 127.0.0.1.
+
+One cluster for the module (a head without CPUs, so work lands on the
+workers, and health checks fast enough that a lost node is seen in about a
+second). The test that removes a node runs last.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import RUNTIME
+from faultkit import gone, wait_until
+from treekit import tree_of
+
+from actors import CommandWork, PythonWork, Schedule
+from actors._placement import ray_installed
+from supervision import ActorSpec, JobSpec, RestartType
+
+pytestmark = [
+    pytest.mark.skipif(RUNTIME == "gevent", reason="Ray does not run in a gevent-patched process"),
+    pytest.mark.skipif(not ray_installed(), reason="the ray extra is not installed"),
+]
+
+HEALTH = {
+    "health_check_initial_delay_ms": 0,
+    "health_check_period_ms": 200,
+    "health_check_timeout_ms": 500,
+    "health_check_failure_threshold": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+    from ray.cluster_utils import Cluster
+
+    made = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "_system_config": HEALTH, "include_dashboard": False},
+    )
+    try:
+        for _ in range(2):
+            made.add_node(num_cpus=2)
+        made.wait_for_nodes()
+        # Connected here: jobvisor uses the connection it finds.
+        ray.init(address=made.address, log_to_driver=False)
+        yield made
+    finally:
+        ray.shutdown()
+        made.shutdown()
+
+
+def placed(name: str, work: Any, **fields: Any) -> JobSpec:
+    return JobSpec(name=name, work=work, placement="ray", grace=1.0, **fields)
+
+
+def node_of(tree: Any, path: str) -> dict[str, str]:
+    return wait_until(lambda: tree.status()["children"][0].get("node"), f"{path} on a node")
+
+
+def runners() -> dict[str, Any]:
+    from actors._ray import live_runners
+
+    return live_runners()
+
+
+def test_a_worker_that_dies_hard_is_a_failure_and_restarts(cluster, make_tree, tmp_path) -> None:
+    from supervision import Journal
+    from supervision._history import FILENAME, read_history
+
+    calls = tmp_path / "calls"
+    job = placed("die", PythonWork(target="rayfuncs:die_first", args=(str(calls),)))
+    journal = Journal(tmp_path)
+    try:
+        tree = make_tree(tree_of(job), sink=journal.record)
+        assert tree.wait(timeout=60)
+        assert journal.flush()
+    finally:
+        journal.close()
+    node = tree.status()["children"][0]
+    assert (node["state"], node["failures"], node["restarts"]) == ("succeeded", 1, 1)
+    rows = [r for r in read_history(tmp_path / FILENAME) if r["type"] == "attempt"]
+    assert [r["outcome"] for r in rows] == ["failed", "succeeded"]
+    assert "is gone (" in rows[0]["error"]
+    ids = {n.node_id for n in cluster.list_all_nodes()}
+    for row in rows:  # "ID (127.0.0.1)", and the failure's error names that node too
+        node_id, ip = row["node"].split()
+        assert (node_id in ids, ip) == (True, "(127.0.0.1)")
+    assert rows[0]["node"] in rows[0]["error"]
+    first, second = calls.read_text().split()
+    assert first != second  # a new process: the dead runner was not reused
+    assert gone(int(first))
+    assert "die" not in runners()  # the once-job's runner went with its incarnation
+
+
+def test_a_remote_exception_fails_the_attempt_with_its_traceback(cluster, make_tree) -> None:
+    job = placed("boom", PythonWork(target="rayfuncs:raise_deep"), restart=RestartType.TEMPORARY)
+    tree = make_tree(tree_of(job))
+    assert tree.wait(timeout=60)
+    error = tree.status()["children"][0]["last_exit"]["error"]
+    assert error.startswith("ValueError: bad value 42 (on node ")
+    assert 'rayfuncs.py", line' in error
+    assert "in _deeper" in error
+    assert "\x1b[" not in error
+
+
+def test_a_command_on_ray_streams_its_output_and_returns_its_code(cluster, make_tree, logs) -> None:
+    work = CommandWork(shell="echo out-line; echo err-line >&2; exit 7")
+    tree = make_tree(tree_of(placed("cmd", work, restart=RestartType.TEMPORARY)))
+    assert tree.wait(timeout=60)
+    node = tree.status()["children"][0]
+    assert node["last_exit"]["code"] == 7
+    assert "exited with 7" in node["last_exit"]["error"]
+    lines = {
+        (r.message, r.level_name, r.extra["path"], r.extra["attempt"], r.extra["stream"])
+        for r in logs.records
+        if r.channel == "actors.command"
+    }
+    assert ("cmd[1] out-line", "INFO", "cmd", 1, "stdout") in lines
+    assert ("cmd[1] err-line", "WARNING", "cmd", 1, "stderr") in lines
+
+
+def test_a_timeout_kills_the_remote_work(cluster, make_tree, tmp_path) -> None:
+    pids = tmp_path / "pids"
+    job = placed(
+        "slow",
+        PythonWork(target="rayfuncs:pid_and_block", args=(str(pids),)),
+        schedule=Schedule(timeout=5.0),  # time to place it, then to block
+        restart=RestartType.TEMPORARY,
+    )
+    tree = make_tree(tree_of(job))
+    assert tree.wait(timeout=60)
+    assert "timed out" in tree.status()["children"][0]["last_exit"]["error"]
+    (pid,) = map(int, pids.read_text().split())
+    wait_until(lambda: gone(pid), "the timed-out runner's process is gone")
+    assert "slow" not in runners()
+
+
+def test_a_stop_kills_a_remote_command_and_its_runner(cluster, make_tree, tmp_path) -> None:
+    pidfile = tmp_path / "pid"
+    work = CommandWork(shell=f"echo $$ > {pidfile}; exec sleep 600")
+    tree = make_tree(tree_of(placed("svc", work, schedule=Schedule(service=True))))
+    node = node_of(tree, "svc")
+    assert set(node) == {"id", "ip"}
+    pid = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), "pid"))
+    runner = runners()["svc"]
+    tree.stop_child("svc")
+    assert gone(pid)
+    assert tree.status()["children"][0]["state"] == "stopped"
+    assert "node" not in tree.status()["children"][0]
+    assert "svc" not in runners()
+    import ray
+
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(runner.where.remote(), timeout=30)
+
+
+def test_an_actors_stable_ref_survives_its_remote_actors_death(cluster, make_tree) -> None:
+    import rayfuncs
+
+    spec = ActorSpec(name="counter", actor_class=rayfuncs.Counter, placement={"ray": {}})
+    tree = make_tree(tree_of(spec))
+    ref = tree.ref("counter")
+    assert ref.ask("add", timeout=60) == 1
+    assert ref.ask("add", timeout=30) == 2
+    first = ref.ask("pid", timeout=30)
+    assert first != os.getpid()
+    ref.tell("die")
+    # The same reference reaches the new incarnation once the supervisor restarted it.
+    wait_until(lambda: tree.status()["children"][0]["restarts"] == 1, "restarted", timeout=30)
+    assert ref.ask("add", timeout=60) == 1
+    assert ref.ask("pid", timeout=30) != first
+    assert gone(first)
+
+
+def test_a_lost_node_restarts_a_service_on_the_other_node(cluster, make_tree, tmp_path) -> None:
+    import time
+
+    trace = tmp_path / "nodes"
+    job = placed(
+        "svc",
+        PythonWork(target="rayfuncs:where_and_block", args=(str(trace),)),
+        schedule=Schedule(service=True),
+    )
+    tree = make_tree(tree_of(job))
+    first = node_of(tree, "svc")["id"]
+    (doomed,) = [n for n in cluster.list_all_nodes() if n.node_id == first]
+    lost_at = time.monotonic()
+    cluster.remove_node(doomed, allow_graceful=False)
+
+    def moved() -> str | None:
+        node = tree.status()["children"][0]
+        where = node.get("node")
+        return (
+            where["id"] if node["state"] == "running" and where and where["id"] != first else None
+        )
+
+    second = wait_until(moved, "running on the other node", timeout=30)
+    assert time.monotonic() - lost_at < 15
+    assert second != first
+    assert tree.status()["children"][0]["last_exit"]["error"].count(first) >= 1
+    wait_until(lambda: len(trace.read_text().split()) == 2, "the new attempt ran")
+
+
+def test_sigterm_to_jobvisor_run_kills_its_remote_work(cluster, tmp_path, monkeypatch) -> None:
+    from faultkit import ENV, Jobvisor
+
+    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setitem(ENV, name, "0")  # Ray on loopback, as the cluster
+
+    # The manifest's folder is shipped to the nodes (runtime_env working_dir): its module
+    # is importable there although the workers' own path does not hold it.
+    (tmp_path / "beside.py").write_text(
+        "import os, threading\n"
+        "def block(path):\n"
+        "    open(path, 'a').write(f'{os.getpid()}\\n')\n"
+        "    threading.Event().wait()\n"
+    )
+    pids = tmp_path / "pids"
+    (tmp_path / "m.yaml").write_text(
+        "version: 1\n"
+        f"cluster: {{address: '{cluster.address}'}}\n"
+        "jobs:\n"
+        f"  - {{name: svc, python: 'beside:block', args: ['{pids}'], service: true, stop: {{grace: 1s}}, placement: ray}}\n"
+    )
+    jv = Jobvisor(tmp_path, "run", "m.yaml")
+    try:
+        text = wait_until(
+            lambda: pids.exists() and pids.read_text(), "placed", proc=jv.proc, timeout=60
+        )
+        pid = int(text.split()[0])
+        assert jv.terminate() == 0, jv.stderr
+        wait_until(lambda: gone(pid), "the remote process is gone after jobvisor's exit")
+    finally:
+        jv.close()
