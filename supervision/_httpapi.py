@@ -145,12 +145,14 @@ class Endpoint:
         mask: Callable[[str], str] = str,
         state_dir: Path | None = None,
         journal: Path | None = None,
+        page: Path = PAGE,
     ) -> None:
         self.spec = spec
         self.metrics = metrics
         self.mask = mask
         self.state_dir = state_dir
         self.journal = journal
+        self.page = page
         self.tree: Tree | None = None
         self.act: Callable[[str, str], dict[str, Any]] = self._act_on_tree
         self.hub = _Hub(mask)
@@ -371,7 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _page(self, query: dict[str, list[str]]) -> None:
         del query
         try:
-            body = PAGE.read_bytes()
+            body = self.endpoint.page.read_bytes()
         except FileNotFoundError:
             raise _Refused(HTTPStatus.NOT_FOUND, "this jobvisor has no page") from None
         self._send(
