@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import RUNTIME
+from conftest import RUNTIME, Events
 from faultkit import Jobvisor, Running, run_jobvisor, start_daemon, stop_daemon, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -430,8 +430,10 @@ def test_the_page_is_served_with_a_strict_policy_or_404(tmp_path: Path) -> None:
 def test_each_tree_has_its_own_registry(make_tree: Callable[..., Any]) -> None:
     spec = SupervisorSpec(name="root", children=(python_job("a", "math:sqrt", 4),))
     first, second = TreeMetrics(lambda: spec), TreeMetrics(lambda: spec)
-    tree = make_tree(spec, on_event=first.observe)
-    assert tree.wait(30)  # returns once every event so far was delivered
+    events = Events()
+    make_tree(spec, sink=first.sink(), on_event=events)
+    # The sink gets a state change before the bus does: once the bus delivered it, it counted.
+    events.wait_for(lambda seen: any(getattr(e, "new", None) == "succeeded" for e in seen))
     text = first.text()
     assert b'jobvisor_job_state{kind="python",path="a",state="succeeded"} 1.0' in text
     assert b'jobvisor_job_state{kind="python",path="a",state="pending"} 0.0' in text
