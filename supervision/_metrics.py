@@ -112,9 +112,9 @@ class TreeMetrics:
             registry=reg,
         )
         ProcessCollector(registry=reg)
-        self._current: dict[str, State] = {}
+        self._by_path: dict[str, _Series] = {}
         for path, _ in walk(root()):
-            self._enter(path, State.PENDING)
+            self._series(path)
         for name, breaker in (breakers or {}).items():
             self.breaker.labels(name).set(BREAKER_VALUES[breaker.state.value])
 
@@ -146,39 +146,33 @@ class TreeMetrics:
         return sink
 
     def observe(self, event: Event) -> None:
-        """Account for one tree event (the tree's event thread calls it)."""
+        """Account for one tree event."""
         match event:
             case StateChanged(path=path, old=old, new=new):
-                self._enter(path, new)
+                series = self._series(path)
+                series.enter(new)
                 if new is State.STARTING:
-                    labels = self._labels(path)
-                    self.starts.labels(*labels).inc()
+                    series.starts.inc()
                     if old in _RESTARTED_FROM:
-                        self.restarts.labels(*labels).inc()
+                        series.restarts.inc()
             case ChildExited(path=path, outcome=outcome) if outcome.value in _FAILED:
-                self.failures.labels(*self._labels(path), outcome.value).inc()
+                self._series(path).failure(outcome.value).inc()
             case AttemptFinished(path=path, outcome=outcome, at=at, started_at=started):
-                seconds = max(0.0, at - started)
-                self.duration.labels(*self._labels(path), outcome.value).observe(seconds)
+                self._series(path).duration(outcome.value).observe(max(0.0, at - started))
             case GaveUp(path=path):
-                self.gave_up.labels(*self._labels(path)).inc()
+                self._series(path).gave_up.inc()
             case BreakerChanged(name=name, new=new_word):
                 self.breaker.labels(self._mask(name)).set(BREAKER_VALUES.get(new_word, 0))
             case _:
                 pass
 
-    def _enter(self, path: str, state: State) -> None:
-        labels = self._labels(path)
-        old = self._current.get(path)
-        if old is not None:
-            self.state.labels(*labels, old.value).set(0)
-        else:  # a new path (first seen, or added by a reload): every state gets its series
-            for each in State:
-                self.state.labels(*labels, each.value).set(0)
-        self.state.labels(*labels, state.value).set(1)
-        self._current[path] = state
+    def _series(self, path: str) -> _Series:
+        series = self._by_path.get(path)
+        if series is None:
+            series = self._by_path[path] = _Series(self, self._mask(path), self._kind(path))
+        return series
 
-    def _labels(self, path: str) -> tuple[str, str]:
+    def _kind(self, path: str) -> str:
         kind = self._kinds.get(path)
         if kind is None:
             root = self._root()
@@ -186,7 +180,53 @@ class TreeMetrics:
                 self._kinds = {p: spec.kind for p, spec in walk(root)}
                 self._kinds_of = root
             kind = self._kinds.get(path, "group" if not path else "unknown")
-        return self._mask(path), kind
+        return kind
+
+
+class _Series:
+    """One path's labelled children, looked up once: ``labels()`` is the costly part."""
+
+    __slots__ = (
+        "_durations",
+        "_failures",
+        "_labels",
+        "_metrics",
+        "current",
+        "gave_up",
+        "restarts",
+        "starts",
+        "states",
+    )
+
+    def __init__(self, metrics: TreeMetrics, path: str, kind: str) -> None:
+        self._metrics = metrics
+        self._labels = (path, kind)
+        self.starts = metrics.starts.labels(path, kind)
+        self.restarts = metrics.restarts.labels(path, kind)
+        self.gave_up = metrics.gave_up.labels(path, kind)
+        # Every state has its series from the start, 0 but the current one.
+        self.states = {state: metrics.state.labels(path, kind, state.value) for state in State}
+        self.current = State.PENDING
+        self.states[State.PENDING].set(1)
+        self._failures: dict[str, Any] = {}
+        self._durations: dict[str, Any] = {}
+
+    def enter(self, state: State) -> None:
+        self.states[self.current].set(0)
+        self.states[state].set(1)
+        self.current = state
+
+    def failure(self, outcome: str) -> Any:
+        child = self._failures.get(outcome)
+        if child is None:
+            child = self._failures[outcome] = self._metrics.failures.labels(*self._labels, outcome)
+        return child
+
+    def duration(self, outcome: str) -> Any:
+        child = self._durations.get(outcome)
+        if child is None:
+            child = self._durations[outcome] = self._metrics.duration.labels(*self._labels, outcome)
+        return child
 
 
 _FAILED: Final = frozenset({"failed", "timeout", "killed"})
