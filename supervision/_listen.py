@@ -6,7 +6,6 @@ Kept apart from the server (``_httpapi``) so that loading a manifest, or
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Final
@@ -38,6 +37,8 @@ def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and ``localhost``: only this machine can reach it."""
     if host == "localhost":
         return True
+    import ipaddress  # noqa: PLC0415 - only a manifest with http: pays for it (validate's speed)
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
