@@ -268,7 +268,9 @@ def run_batch(
     result = tree.result()
     interrupted = signals.first.is_set()
     code = 0 if result.ok else 1
-    leftover = tuple(task.name for task in live_tasks("jv-") if task.name != "jv-stopper")
+    # The journal's writer and the HTTP endpoint's server run until the composition closes.
+    ours = ("jv-stopper", "jv-journal", "jv-http")
+    leftover = tuple(task.name for task in live_tasks("jv-") if task.name not in ours)
     return RunReport(code, status, result, interrupted, forced, leftover)
 
 

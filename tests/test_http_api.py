@@ -24,8 +24,10 @@ from conftest import RUNTIME, Events
 from faultkit import Jobvisor, Running, run_jobvisor, start_daemon, stop_daemon, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
+from supervision._app import compose, run_batch
 from supervision._httpapi import ADDRESS_FILE, PAGE_POLICY, Endpoint
 from supervision._listen import HttpSpec
+from supervision._manifest import load_manifest
 from supervision._metrics import TreeMetrics
 from supervision._spec import SupervisorSpec, python_job
 
@@ -191,8 +193,11 @@ def test_status_history_and_a_crash_seen_as_events_and_metrics(
         stream.wait_for(lambda s: has_event(s, "restart_scheduled", "etl/crashy"))
         stream.wait_for(lambda s: has_event(s, "state_changed", "etl/crashy", old="backoff", new="starting"))  # fmt: skip
         stream.wait_for(lambda s: has_event(s, "state_changed", "etl/crashy", old="starting", new="running"))  # fmt: skip
+        assert served.metric("jobvisor_http_event_clients") == 1
     finally:
         stream.close()
+    # A client that went away is forgotten (noticed at the latest by a heartbeat's write).
+    wait_until(lambda: served.metric("jobvisor_http_event_clients") == 0, "forgotten", timeout=30)
 
     labels = {"path": "etl/crashy", "kind": "command"}
     assert served.metric("jobvisor_job_starts_total", **labels) == before + 1
@@ -352,7 +357,12 @@ def test_run_serves_until_its_jobs_are_done(tmp_path: Path) -> None:
     jv = Jobvisor(tmp_path, "run", "--http", "127.0.0.1:0", "--runtime", RUNTIME)
     try:
         served = Served(tmp_path / ".jobvisor")
-        wait_until(lambda: served.get("/api/status").json()["children"][0]["state"] == "running", "running", timeout=30)  # fmt: skip
+
+        def running() -> bool:
+            answer = served.get("/api/status")  # 503 until the tree has started
+            return answer.status_code == 200 and answer.json()["children"][0]["state"] == "running"
+
+        wait_until(running, "once running", timeout=30)
         assert served.metric("jobvisor_job_starts_total", path="once", kind="command") == 1
         stream = Stream(served)
         try:
@@ -441,3 +451,27 @@ def test_each_tree_has_its_own_registry(make_tree: Callable[..., Any]) -> None:
     assert b'jobvisor_job_state{kind="python",path="a",state="pending"} 0.0' in text
     assert b'jobvisor_job_starts_total{kind="python",path="a"} 1.0' in text
     assert b'jobvisor_job_starts_total{kind="python",path="a"} 0.0' in second.text()
+
+
+def test_run_batch_with_an_endpoint_leaves_no_thread_behind(tmp_path: Path, runtime: str) -> None:
+    text = f"""
+version: 1
+state_dir: {tmp_path / "state"}
+http: {{listen: "127.0.0.1:0", token: {{secret: {{env: JV_HTTP_TOKEN}}}}}}
+jobs:
+  - name: a
+    python: "math:sqrt"
+    args: [4]
+"""
+    loaded = load_manifest(text, env={"JV_HTTP_TOKEN": TOKEN})
+    assert TOKEN not in loaded.explain()
+    assert "http: listen=127.0.0.1:0 token=*** (actions allowed)" in loaded.explain()
+    with compose(loaded, runtime=runtime, log_level="none") as composition:
+        assert composition.endpoint is not None
+        url = composition.endpoint.url
+        report = run_batch(composition)
+        assert report.exit_code == 0
+        assert report.leftover == ()  # the endpoint's own thread is not an abandoned one
+        assert requests.get(url + "api/status", timeout=30).json()["state"] == "stopped"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url + "api/status", timeout=30)  # closed with the composition
