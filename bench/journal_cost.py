@@ -1,9 +1,14 @@
 """The journal's cost on the restart cycle: the same supervised crash/restart/ping loop
 with and without the journal subscribed, interleaved rounds, in one process.
 
-Target: at most 5% over no journal (ratio <= 1.05).
+With ``--endpoint``, the HTTP endpoint's cost instead, nobody scraping: its metrics fed
+as the tree's sink (inline, so their work is inside each cycle's time), a server
+listening on 127.0.0.1.
+
+Target: at most 5% over neither (ratio <= 1.05).
 
     python bench/journal_cost.py [--runtime threads|gevent] [--cycles 2000] [--rounds 9]
+                                 [--endpoint]
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import pykka  # noqa: E402
 
@@ -30,6 +36,12 @@ from supervision import (  # noqa: E402
     SupervisorSpec,
     start_tree,
 )
+from supervision._httpapi import Endpoint  # noqa: E402
+from supervision._listen import HttpSpec  # noqa: E402
+from supervision._metrics import TreeMetrics  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 TARGET = 1.05
 
@@ -49,22 +61,26 @@ SPEC = SupervisorSpec(
 )
 
 
-def cycles(n: int, journal: Journal | None) -> float:
-    tree = start_tree(SPEC, RUNTIME, sink=journal.record if journal else None)
+def cycles(n: int, sink: Callable[[Any], None] | None, flush: Callable[[], Any]) -> float:
+    """Wall time per cycle (µs); the process CPU time per cycle is appended to ``CPU``."""
+    tree = start_tree(SPEC, RUNTIME, sink=sink)
     try:
         ref = tree.ref("c")
         ref.ask("ping", timeout=10)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(n):
             ref.tell("crash")
             ref.ask("ping", timeout=10)
+        if sink is not None:
+            assert flush()  # the journal's work counts too
         elapsed = time.perf_counter() - start
-        if journal is not None:
-            assert journal.flush(30)  # the journal's work counts too
-            elapsed = time.perf_counter() - start
+        CPU[sink is not None].append((time.process_time() - cpu) / n * 1e6)
     finally:
         tree.stop()
     return elapsed / n * 1e6
+
+
+CPU: dict[bool, list[float]] = {False: [], True: []}  # with the sink?: process CPU per cycle
 
 
 def main() -> None:
@@ -72,38 +88,53 @@ def main() -> None:
     parser.add_argument("--runtime", choices=("threads", "gevent"), default="threads")
     parser.add_argument("--cycles", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--endpoint", action="store_true", help="the HTTP endpoint's cost")
     args = parser.parse_args()
     silence_logs()
     with tempfile.TemporaryDirectory() as tmp:
-        journal = Journal(Path(tmp))
+        if args.endpoint:
+            metrics = TreeMetrics(lambda: SPEC)
+            endpoint = Endpoint(HttpSpec.of("127.0.0.1:0"), metrics)
+            side, sink, flush, close = "endpoint", endpoint.sink(), lambda: True, endpoint.close
+        else:
+            journal = Journal(Path(tmp))
+            side, sink, close = "journal", journal.record, journal.close
+            flush = lambda: journal.flush(30)  # noqa: E731
         try:
-            cycles(200, None)
-            cycles(200, journal)
-            bare, journaled = [], []
+            cycles(200, None, flush)
+            cycles(200, sink, flush)
+            CPU[False].clear()
+            CPU[True].clear()
+            bare, with_ = [], []
             for i in range(args.rounds):
                 # Alternate which side goes first: the second of a pair pays for the
                 # first one's teardown (garbage, a collection), which must not hit one side.
                 if i % 2:
-                    journaled.append(cycles(args.cycles, journal))
-                    bare.append(cycles(args.cycles, None))
+                    with_.append(cycles(args.cycles, sink, flush))
+                    bare.append(cycles(args.cycles, None, flush))
                 else:
-                    bare.append(cycles(args.cycles, None))
-                    journaled.append(cycles(args.cycles, journal))
+                    bare.append(cycles(args.cycles, None, flush))
+                    with_.append(cycles(args.cycles, sink, flush))
         finally:
-            journal.close()
-        rows = len(journal.history(limit=10**9))
-    b, j = statistics.median(bare), statistics.median(journaled)
-    print(f"journal cost, runtime={RUNTIME}, {args.cycles} cycles x {args.rounds} rounds")
-    print(f"  no journal    median {b:8.1f} us/cycle")
-    print(f"  with journal  median {j:8.1f} us/cycle ({rows} rows written)")
+            close()
+        if args.endpoint:
+            done = f"{metrics._series('c').restarts} restarts counted"
+        else:
+            done = f"{len(journal.history(limit=10**9))} rows written"
+    b, j = statistics.median(bare), statistics.median(with_)
+    print(f"{side} cost, runtime={RUNTIME}, {args.cycles} cycles x {args.rounds} rounds")
+    cb, cj = statistics.median(CPU[False]), statistics.median(CPU[True])
+    print(f"  no {side:<10} median {b:8.1f} us/cycle (process cpu {cb:6.1f})")
+    print(f"  with {side:<8} median {j:8.1f} us/cycle (process cpu {cj:6.1f}; {done})")
     verdict = "met" if j / b <= TARGET else "MISSED"
     print(f"  ratio = {j / b:.3f}x (target <= {TARGET}x: {verdict})")
-    paired = [jr / br for br, jr in zip(bare, journaled, strict=True)]
+    paired = [jr / br for br, jr in zip(bare, with_, strict=True)]
     print(
         f"  (median of the per-round ratios {statistics.median(paired):.3f}x; rounds: "
         + " ".join(f"{r:.2f}" for r in paired)
         + ")"
     )
+    print(f"  (process cpu ratio {cj / cb:.3f}x)")
 
 
 if __name__ == "__main__":

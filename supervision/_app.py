@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from actors import Breaker
+    from supervision._httpapi import Endpoint
     from supervision._manifest import Manifest
 
 __all__ = ["Composition", "RunReport", "compose", "flatten_status", "run_batch", "summary_table"]
@@ -56,6 +57,7 @@ class Composition:
     journal: Journal | None = None
     skipped: list[str] = field(default_factory=list)  # once-jobs `--resume` left out
     cooldowns: dict[str, tuple[float, int]] = field(default_factory=dict)  # restored ones
+    endpoint: Endpoint | None = None  # the HTTP endpoint, when the manifest or --http asks
 
     def start(self, **kwargs: Any) -> Tree:
         """Start the manifest's tree with this composition's runtime, breakers and journal."""
@@ -64,14 +66,24 @@ class Composition:
         if self.cooldowns and "cooldowns" not in kwargs:
             kwargs["cooldowns"] = self.cooldowns
         kwargs.setdefault("output_dir", output_dir(self.manifest.state_dir))
-        return start_tree(self.manifest, self.runtime, breakers=self.breakers, **kwargs)
+        endpoint = self.endpoint
+        if endpoint is not None:
+            kwargs["sink"] = endpoint.sink(kwargs.get("sink"))
+        tree = start_tree(self.manifest, self.runtime, breakers=self.breakers, **kwargs)
+        if endpoint is not None:
+            endpoint.attach(tree)
+        return tree
 
     def close(self) -> None:
         try:
-            if self.journal is not None:
-                self.journal.close()
+            if self.endpoint is not None:
+                self.endpoint.close()
         finally:
-            self.logging.close()
+            try:
+                if self.journal is not None:
+                    self.journal.close()
+            finally:
+                self.logging.close()
 
     def __enter__(self) -> Self:
         return self
@@ -99,7 +111,9 @@ def compose(
     ``runtime``, ``log_level`` and ``log_file`` override the manifest (the
     CLI's global flags). Raises ``RuntimeSetupError`` if the process was not
     prepared for the runtime, and ``LoggingSetupError`` if the log file
-    cannot be opened. With ``journal`` it opens ``STATE_DIR/journal.sqlite3``
+    cannot be opened. With ``manifest.http`` it listens there (``HttpError``
+    if it cannot) and serves the tree once started. With ``journal`` it opens
+    ``STATE_DIR/journal.sqlite3``
     (``JournalError`` if it cannot); ``resume`` leaves out the once-jobs whose
     identical spec already succeeded there; ``restore`` (the daemon) reopens
     the breakers the journal last saw open.
@@ -140,7 +154,16 @@ def compose(
     except BaseException:
         setup.close()
         raise
-    return Composition(manifest, chosen, setup, masker, breakers, opened, skipped, cooldowns)
+    composition = Composition(manifest, chosen, setup, masker, breakers, opened, skipped, cooldowns)
+    if manifest.http is not None:
+        from supervision._httpapi import open_endpoint  # noqa: PLC0415 - only when asked for
+
+        try:
+            composition.endpoint = open_endpoint(composition)
+        except BaseException:
+            composition.close()
+            raise
+    return composition
 
 
 def _restore_breakers(breakers: dict[str, Breaker], db: Path) -> None:
@@ -251,7 +274,9 @@ def run_batch(
     result = tree.result()
     interrupted = signals.first.is_set()
     code = 0 if result.ok else 1
-    leftover = tuple(task.name for task in live_tasks("jv-") if task.name != "jv-stopper")
+    # The journal's writer and the HTTP endpoint's server run until the composition closes.
+    ours = ("jv-stopper", "jv-journal", "jv-http")
+    leftover = tuple(task.name for task in live_tasks("jv-") if task.name not in ours)
     return RunReport(code, status, result, interrupted, forced, leftover)
 
 
