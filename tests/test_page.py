@@ -1,0 +1,285 @@
+"""The live page (``GET /``) in a real headless Chromium against a real ``jobvisor daemon``.
+
+Runs under the threads runtime only: the test process drives a browser and a
+separate daemon process, so the runtime under test does not touch either; the
+daemon's HTTP code under gevent is covered by test_http.py. Without Chromium
+and its driver the tests skip, except in CI (``CI`` set), where they must run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RUNTIME
+from faultkit import Running, start_daemon, stop_daemon
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+TOKEN = "page-test-token-7f3a"  # noqa: S105 - the test's own secret, checked never to reach the page
+WAIT = 30.0
+
+if RUNTIME != "threads":
+    pytest.skip(
+        "the browser test runs once, under threads: the browser and the daemon are separate"
+        " processes the test runtime does not touch",
+        allow_module_level=True,
+    )
+if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)) and not os.environ.get("CI"):
+    pytest.skip(
+        f"no {CHROMIUM} or {CHROMEDRIVER} (apt-get install chromium chromium-driver)",
+        allow_module_level=True,
+    )
+
+from selenium import webdriver  # noqa: E402 - only once a browser is known to exist
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+# A service, a job that crashes (exit 3) each time the test drops a file `go`,
+# and a group, so that indentation and every column have something to show.
+MANIFEST = """
+version: 1
+supervisor: {backoff: {initial: 300ms, max: 300ms}, intensity: {max_restarts: 50, within: 60s}}
+http:
+  token: {secret: {env: PAGE_TOKEN}}
+jobs:
+  - name: svc
+    service: true
+    command: [sh, -c, "while true; do sleep 0.2; done"]
+  - name: crasher
+    service: true
+    command: [sh, -c, "while [ ! -e go ]; do sleep 0.05; done; rm -f go; echo boom >&2; exit 3"]
+  - group: pipeline
+    jobs:
+      - name: worker
+        service: true
+        command: [sh, -c, "while true; do sleep 0.2; done"]
+"""
+PATHS = ("svc", "crasher", "pipeline", "pipeline/worker")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def daemon_at(cwd: Path, port: int) -> Running:
+    return start_daemon(
+        cwd, MANIFEST, "--http", f"127.0.0.1:{port}", env_extra={"PAGE_TOKEN": TOKEN}
+    )
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Running, str]]:
+    port = free_port()
+    running = daemon_at(tmp_path, port)
+    yield running, f"http://127.0.0.1:{port}"
+    assert stop_daemon(running) == 0
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        size(driver, 1280, 800)
+        yield driver
+    finally:
+        driver.quit()
+
+
+def size(driver: WebDriver, width: int, height: int) -> None:
+    """The viewport itself (not the window around it) at ``width`` x ``height`` CSS pixels."""
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+    )
+
+
+def until(driver: WebDriver, check: Callable[[WebDriver], Any], what: str) -> Any:
+    return WebDriverWait(driver, WAIT, poll_frequency=0.05).until(check, f"page never showed {what}")
+
+
+def cell(driver: WebDriver, path: str, css: str) -> str:
+    """The text of ``css`` in the row of ``path``; "" while the row is not there."""
+    found = driver.find_elements(By.CSS_SELECTOR, f'.row[data-path="{path}"] {css}')
+    return found[0].get_attribute("textContent") or "" if found else ""
+
+
+def state_of(driver: WebDriver, path: str) -> str:
+    found = driver.find_elements(By.CSS_SELECTOR, f'.row[data-path="{path}"] .badge')
+    return found[0].get_attribute("data-state") or "" if found else ""
+
+
+def number(driver: WebDriver, path: str, name: str) -> int | None:
+    text = cell(driver, path, f".num.{name}").removeprefix(name).strip()
+    return int(text) if text.isdigit() else None
+
+
+def open_page(driver: WebDriver, url: str) -> None:
+    driver.get(url + "/")
+    until(driver, lambda d: all(state_of(d, p) for p in PATHS), "every job")
+    until(driver, lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live", "live")
+
+
+def console_errors(driver: WebDriver) -> list[dict[str, Any]]:
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def api(url: str, path: str, token: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    method = "POST" if token else "GET"
+    request = urllib.request.Request(url + path, headers=headers, method=method)  # noqa: S310
+    with urllib.request.urlopen(request, timeout=WAIT) as answer:  # noqa: S310 - 127.0.0.1
+        return json.loads(answer.read() or b"null")
+
+
+def use_token(driver: WebDriver, token: str) -> None:
+    field = driver.find_element(By.ID, "token")
+    field.clear()
+    field.send_keys(token)
+    driver.find_element(By.ID, "token-use").click()
+
+
+def test_every_job_shows_and_a_crash_changes_the_page_without_a_reload(
+    daemon: tuple[Running, str], browser: WebDriver
+) -> None:
+    running, url = daemon
+    open_page(browser, url)
+    assert state_of(browser, "svc") == "running"
+    assert cell(browser, "svc", ".badge") == "running", "a state is a word, not only a colour"
+    assert number(browser, "crasher", "failures") == 0
+    label = '.row[data-path="{}"] .label-name'
+    top = browser.find_element(By.CSS_SELECTOR, label.format("svc")).location["x"]
+    worker = browser.find_element(By.CSS_SELECTOR, label.format("pipeline/worker")).location["x"]
+    assert worker >= top + 10, "a group's children are indented"
+    browser.execute_script("window.__jobvisorMarker = 'kept'")
+
+    (running.dir / "go").touch()
+
+    until(browser, lambda d: number(d, "crasher", "failures") == 1, "the crash counted")
+    until(browser, lambda d: "code 3" in cell(d, "crasher", ".exit"), "the crash's exit code")
+    bar = until(
+        browser,
+        lambda d: d.find_elements(
+            By.CSS_SELECTOR, '.row[data-path="crasher"] .timeline .bar[data-outcome="failed"]'
+        ),
+        "a failed attempt on the timeline",
+    )[0]
+    until(browser, lambda d: number(d, "crasher", "starts") == 2, "the restart")
+    assert browser.execute_script("return window.__jobvisorMarker") == "kept", "the page reloaded"
+
+    ActionChains(browser).move_to_element(bar).perform()
+    tip = browser.find_element(By.ID, "tip")
+    until(browser, lambda d: tip.is_displayed(), "the attempt's tooltip")
+    assert "failed" in tip.text
+    assert "3" in tip.text
+
+    assert console_errors(browser) == []
+
+
+def test_actions_need_the_token_and_the_page_never_shows_it(
+    daemon: tuple[Running, str], browser: WebDriver
+) -> None:
+    running, url = daemon
+    open_page(browser, url)
+    assert browser.find_elements(By.CSS_SELECTOR, ".actions button") == [], "buttons need a token"
+    starts = number(browser, "svc", "starts")
+    assert starts == 1
+
+    use_token(browser, "wrong-token")
+    restart = f'.row[data-path="svc"] button[data-action="restart"]'
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, restart), "the buttons")
+    browser.find_element(By.CSS_SELECTOR, restart).click()
+    until(browser, lambda d: "refused" in d.find_element(By.ID, "notice").text, "the refusal")
+    assert browser.find_element(By.ID, "notice").get_attribute("data-kind") == "error"
+    assert running.nodes()["svc"]["starts"] == 1, "a wrong token restarted the job"
+
+    use_token(browser, TOKEN)
+    browser.execute_script("window.__jobvisorMarker = 'kept'")
+    browser.find_element(By.CSS_SELECTOR, restart).click()
+    until(browser, lambda d: "done" in d.find_element(By.ID, "notice").text, "the restart done")
+    until(browser, lambda d: number(d, "svc", "starts") == 2, "the second start")
+    assert running.nodes()["svc"]["starts"] == 2
+    assert browser.execute_script("return window.__jobvisorMarker") == "kept"
+
+    assert TOKEN not in browser.page_source
+    assert TOKEN not in (browser.find_element(By.TAG_NAME, "body").text)
+    assert browser.find_element(By.ID, "token").get_attribute("value") == ""
+    # The refused POST is the only failed request; the page said so itself.
+    assert [e for e in console_errors(browser) if "/restart" not in e["message"]] == []
+
+
+def test_reconnects_when_the_daemon_restarts(tmp_path: Path, browser: WebDriver) -> None:
+    port = free_port()
+    running = daemon_at(tmp_path, port)
+    try:
+        open_page(browser, f"http://127.0.0.1:{port}")
+        browser.execute_script("window.__jobvisorMarker = 'kept'")
+        assert stop_daemon(running) == 0
+        until(
+            browser,
+            lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "reconnecting",
+            "that it lost the daemon",
+        )
+        assert "reconnecting" in browser.find_element(By.ID, "conn").text
+        running = daemon_at(tmp_path, port)
+        until(
+            browser,
+            lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live",
+            "that it is live again",
+        )
+        # The new daemon's tree, read again on reconnect: svc started once in this daemon.
+        (tmp_path / "go").touch()
+        until(browser, lambda d: number(d, "crasher", "failures") == 1, "the new daemon's events")
+        assert browser.execute_script("return window.__jobvisorMarker") == "kept"
+    finally:
+        assert stop_daemon(running) == 0
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)])
+def test_readable_without_sideways_scrolling(
+    daemon: tuple[Running, str], browser: WebDriver, width: int, height: int
+) -> None:
+    _, url = daemon
+    size(browser, width, height)
+    open_page(browser, url)
+    use_token(browser, TOKEN)  # the buttons are the widest thing a row can hold
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".actions button"), "the buttons")
+    overflow = browser.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"{overflow}px of sideways scrolling at {width}px"
+    for path in PATHS:
+        box = browser.find_element(By.CSS_SELECTOR, f'.row[data-path="{path}"]').rect
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= width, f"{path}'s row is cut at {width}px"
+    assert console_errors(browser) == []
