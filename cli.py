@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip once-jobs whose identical spec already succeeded in the journal",
     )
+    http_help = "serve metrics, the API and the page at HOST:PORT (port 0: any free port)"
+    run.add_argument("--http", metavar="HOST:PORT", help=http_help)
     validate = sub.add_parser("validate", parents=[common], help="check a manifest")
     validate.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
     validate.add_argument(
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
     daemon.add_argument("--detach", action="store_true", help="run in the background")
     daemon.add_argument("--pidfile", metavar="P", help="write the daemon's pid to P")
+    daemon.add_argument("--http", metavar="HOST:PORT", help=http_help)
     for name, text in (
         ("status", "the daemon's tree, states, restarts, breakers"),
         ("reload", "re-read the manifest and apply only the difference"),
@@ -203,7 +206,25 @@ def _load(args: argparse.Namespace) -> Any:
         import dataclasses  # noqa: PLC0415
 
         manifest = dataclasses.replace(manifest, state_dir=Path(state_dir).absolute())
+    if getattr(args, "http", None):
+        return _with_http(manifest, args.http)
     return manifest
+
+
+def _with_http(manifest: Any, listen: str) -> Any:
+    """``--http`` over the manifest's ``http.listen``; its token (and heartbeat) stay."""
+    import dataclasses  # noqa: PLC0415
+
+    from actors import SpecError  # noqa: PLC0415
+    from supervision._listen import HttpSpec  # noqa: PLC0415
+
+    old = manifest.http or HttpSpec()
+    try:
+        spec = HttpSpec.of(listen, token=old.token, heartbeat=old.heartbeat)
+    except SpecError as exc:
+        _error(f"--http: expected {exc.expected}, got {listen!r}")
+        return None
+    return dataclasses.replace(manifest, http=spec)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -290,7 +311,11 @@ def _daemon(args: argparse.Namespace) -> int:
         # The state dir (lock, socket, journal) is fixed for the daemon's life, --state-dir
         # included: a reload never moves it.
         daemon = Daemon(
-            Path(args.manifest).resolve(), build, pidfile=pidfile, state_dir=manifest.state_dir
+            Path(args.manifest).resolve(),
+            build,
+            pidfile=pidfile,
+            state_dir=manifest.state_dir,
+            http=manifest.http if args.http else None,
         )
         return daemon.run()
     except JobvisorError as exc:

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from actors import Breaker
+    from supervision._events import Event
+    from supervision._httpapi import Endpoint
     from supervision._manifest import Manifest
 
 __all__ = ["Composition", "RunReport", "compose", "flatten_status", "run_batch", "summary_table"]
@@ -55,6 +57,7 @@ class Composition:
     journal: Journal | None = None
     skipped: list[str] = field(default_factory=list)  # once-jobs `--resume` left out
     cooldowns: dict[str, tuple[float, int]] = field(default_factory=dict)  # restored ones
+    endpoint: Endpoint | None = None  # the HTTP endpoint, when the manifest or --http asks
 
     def start(self, **kwargs: Any) -> Tree:
         """Start the manifest's tree with this composition's runtime, breakers and journal."""
@@ -62,20 +65,43 @@ class Composition:
             kwargs["sink"] = self.journal.record
         if self.cooldowns and "cooldowns" not in kwargs:
             kwargs["cooldowns"] = self.cooldowns
-        return start_tree(self.manifest, self.runtime, breakers=self.breakers, **kwargs)
+        endpoint = self.endpoint
+        if endpoint is not None:
+            kwargs["on_event"] = _both(endpoint.on_event, kwargs.get("on_event"))
+        tree = start_tree(self.manifest, self.runtime, breakers=self.breakers, **kwargs)
+        if endpoint is not None:
+            endpoint.attach(tree)
+        return tree
 
     def close(self) -> None:
         try:
-            if self.journal is not None:
-                self.journal.close()
+            if self.endpoint is not None:
+                self.endpoint.close()
         finally:
-            self.logging.close()
+            try:
+                if self.journal is not None:
+                    self.journal.close()
+            finally:
+                self.logging.close()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _both(
+    first: Callable[[Event], Any], second: Callable[[Event], Any] | None
+) -> Callable[[Event], Any]:
+    if second is None:
+        return first
+
+    def both(event: Event) -> None:
+        first(event)
+        second(event)
+
+    return both
 
 
 def compose(
@@ -97,7 +123,9 @@ def compose(
     ``runtime``, ``log_level`` and ``log_file`` override the manifest (the
     CLI's global flags). Raises ``RuntimeSetupError`` if the process was not
     prepared for the runtime, and ``LoggingSetupError`` if the log file
-    cannot be opened. With ``journal`` it opens ``STATE_DIR/journal.sqlite3``
+    cannot be opened. With ``manifest.http`` it listens there (``HttpError``
+    if it cannot) and serves the tree once started. With ``journal`` it opens
+    ``STATE_DIR/journal.sqlite3``
     (``JournalError`` if it cannot); ``resume`` leaves out the once-jobs whose
     identical spec already succeeded there; ``restore`` (the daemon) reopens
     the breakers the journal last saw open.
@@ -134,7 +162,16 @@ def compose(
     except BaseException:
         setup.close()
         raise
-    return Composition(manifest, chosen, setup, masker, breakers, opened, skipped, cooldowns)
+    composition = Composition(manifest, chosen, setup, masker, breakers, opened, skipped, cooldowns)
+    if manifest.http is not None:
+        from supervision._httpapi import open_endpoint  # noqa: PLC0415 - only when asked for
+
+        try:
+            composition.endpoint = open_endpoint(composition)
+        except BaseException:
+            composition.close()
+            raise
+    return composition
 
 
 def _restore_breakers(breakers: dict[str, Breaker], db: Path) -> None:
@@ -261,7 +298,6 @@ def _forced_stop(tree: Tree) -> dict[str, Any]:
     except Exception as exc:  # the root did not answer in time: say so, no traceback
         log.error("forced stop: no status from the tree: {}", exc)  # noqa: TRY400
         return {"name": tree.spec.name, "state": "stopping", "children": []}
-
 
 
 def progress_line(doc: dict[str, Any]) -> str:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from supervision._app import Composition
+    from supervision._listen import HttpSpec
     from supervision._tree import Tree
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Daemon",
     "DaemonError",
     "NoDaemonError",
+    "act",
     "diff_specs",
     "request",
     "sd_notify",
@@ -270,8 +272,10 @@ class Daemon:
         *,
         pidfile: Path | None = None,
         state_dir: Path | None = None,
+        http: HttpSpec | None = None,
     ) -> None:
         self._state_dir = state_dir
+        self._http = http  # --http: the endpoint's address is fixed for the daemon's life
         self.manifest_path = manifest_path
         self._compose = compose
         self._pidfile = pidfile
@@ -291,6 +295,8 @@ class Daemon:
         manifest = load_manifest(self.manifest_path)
         if self._state_dir is not None:
             manifest = replace(manifest, state_dir=self._state_dir)
+        if self._http is not None:
+            manifest = replace(manifest, http=self._http)
         return manifest
 
     def run(self) -> int:
@@ -315,6 +321,8 @@ class Daemon:
         watchdog = _Watchdog.start_if_asked()
         try:
             self.composition = self._compose(manifest)
+            if self.composition.endpoint is not None:  # HTTP actions wait for a reload, like ours
+                self.composition.endpoint.act = lambda op, job: self.handle({"op": op, "job": job})
             self.tree = self.composition.start()
             self.tree.started(60)
             sd_notify("READY=1")
@@ -403,16 +411,8 @@ class Daemon:
             return {"ok": True, "result": tree.status()}
         if op == "reload":
             return self.reload()
-        job = req["job"].strip("/")
-        action = {"start": tree.start_child, "stop": tree.stop_child, "restart": tree.restart}[op]
-        try:
-            with self._lock:
-                action(job)
-        except NoSuchChildError as exc:
-            return {"ok": False, "code": "no_such_job", "error": str(exc)}
-        except JobvisorError as exc:
-            return {"ok": False, "code": "failed", "error": str(exc)}
-        return {"ok": True, "result": None}
+        with self._lock:
+            return act(tree, op, req["job"])
 
     def reload(self) -> dict[str, Any]:
         """Re-read the manifest and apply only the difference; a bad manifest changes nothing."""
@@ -443,6 +443,18 @@ class Daemon:
         if change.op in ("add", "replace"):
             assert change.spec is not None
             tree.add_child(change.spec, under=change.parent)
+
+
+def act(tree: Tree, op: str, job: str) -> dict[str, Any]:
+    """Start, stop or restart the child at ``job``; the reply of the control protocol."""
+    action = {"start": tree.start_child, "stop": tree.stop_child, "restart": tree.restart}[op]
+    try:
+        action(job.strip("/"))
+    except NoSuchChildError as exc:
+        return {"ok": False, "code": "no_such_job", "error": str(exc)}
+    except JobvisorError as exc:
+        return {"ok": False, "code": "failed", "error": str(exc)}
+    return {"ok": True, "result": None}
 
 
 def _check_new_breakers(new: Any, composition: Composition) -> None:

@@ -32,6 +32,7 @@ def explain(manifest: Manifest) -> str:
         f"state_dir: {manifest.state_dir}",
         _explain_logging(manifest.logging),
         f"cluster: {manifest.cluster_address or 'local (when a job uses placement ray)'}",
+        _explain_http(manifest),
     ]
     if manifest.breakers:
         out.append("breakers:")
@@ -42,6 +43,14 @@ def explain(manifest: Manifest) -> str:
         out.append("breakers: none")
     _explain_supervisor(manifest.root, out, "", manifest.breakers)
     return mask("\n".join(out), manifest.secrets)
+
+
+def _explain_http(manifest: Manifest) -> str:
+    spec = manifest.http
+    if spec is None:
+        return "http: off (--http HOST:PORT turns it on)"
+    token = "token=*** (actions allowed)" if spec.token else "no token (reads only)"
+    return f"http: listen={spec.listen} {token}"
 
 
 def _explain_logging(spec: LoggingSpec) -> str:

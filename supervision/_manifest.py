@@ -47,6 +47,7 @@ from supervision._issues import (
     Merged,
     join,
 )
+from supervision._listen import HttpSpec
 from supervision._policy import (
     Backoff,
     CooldownPolicy,
@@ -111,6 +112,7 @@ class Manifest:
     breakers: Mapping[str, BreakerSpec]
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
     cluster_address: str | None = None
+    http: HttpSpec | None = None  # the HTTP endpoint (SPEC §9); None: off
     # Things that work but may not be what the user meant (a secret in argv): shown, not fatal.
     warnings: tuple[Issue, ...] = field(default=(), repr=False, compare=False)
 
@@ -235,7 +237,7 @@ def _cwd() -> Path:
 # fmt: off
 _TOP_KEYS: Final = (
     "version", "runtime", "state_dir", "logging", "defaults", "supervisor", "breakers", "cluster",
-    "jobs",
+    "jobs", "http",
 )
 _POLICY_KEYS: Final = ("strategy", "intensity", "backoff", "on_exhausted", "cooldown")
 _GROUP_KEYS: Final = ("group", *_POLICY_KEYS, "restart", "jobs")
@@ -274,13 +276,19 @@ class _Parser(WorkReader):
         state_dir = self.header(root, top)
         logging = self.logging(top["logging"]) if "logging" in top else LoggingSpec()
         cluster = self.cluster(top["cluster"]) if "cluster" in top else None
+        http = self.http(top["http"]) if "http" in top else None
         if "breakers" in top:
             self.read_breakers(top["breakers"])
         if "defaults" in top:
             self.defaults.read(self, top["defaults"])
         spec = self.root(root, top)
         self.check_unused_defaults()
-        if self.issues or isinstance(logging, Bad) or isinstance(spec, Bad):
+        if (
+            self.issues
+            or isinstance(logging, Bad)
+            or isinstance(spec, Bad)
+            or isinstance(http, Bad)
+        ):
             return None
         return Manifest(
             path=path,
@@ -292,6 +300,7 @@ class _Parser(WorkReader):
             breakers=dict(self.breakers),
             secrets=frozenset(self.secrets),
             cluster_address=cluster,
+            http=http,
             warnings=tuple(self.final_issues(self.warnings)),
         )
 
@@ -360,6 +369,23 @@ class _Parser(WorkReader):
             return None
         address = self.text(f["address"], "a Ray cluster address like ray://host:10001 or auto")
         return address if isinstance(address, str) else None
+
+    def http(self, v: V) -> HttpSpec | Bad | None:
+        f = self.fields(v, ("listen", "token", "heartbeat"), "a mapping with listen and token")
+        if f is None:
+            return BAD
+        if not f:
+            return None  # `http:` left empty: off, like leaving it out
+        kwargs: dict[str, Any] = {}
+        if "listen" in f:
+            kwargs["listen"] = self.scalar_text(f["listen"], "HOST:PORT such as 127.0.0.1:8080")
+        if "token" in f and f["token"].value is not None:
+            kwargs["token"] = f["token"].value
+        if "heartbeat" in f:
+            kwargs["heartbeat"] = self.duration(f["heartbeat"])
+        if any(isinstance(value, Bad) for value in kwargs.values()):
+            return BAD
+        return self.build(v, HttpSpec.of, "http", **kwargs)
 
     def read_breakers(self, v: V) -> None:
         entries = self.fields_any(v, "a mapping of breaker names to their settings")

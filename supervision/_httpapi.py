@@ -1,0 +1,487 @@
+"""The HTTP endpoint of ``daemon`` and ``run`` (SPEC §9): metrics, the API, live events, the page.
+
+Routes (every answer but ``/``, ``/metrics`` and the event stream is JSON):
+
+- ``GET /``: the live page (``supervision/_page.html``), 404 while there is none;
+- ``GET /metrics``: Prometheus text (``_metrics``);
+- ``GET /api/config``: what the page needs to know (are actions on, do reads need the token);
+- ``GET /api/status``: the status document; ``GET /api/history?job=&limit=``: the journal;
+- ``GET /api/events``: Server-Sent Events, one JSON object (with ``type``) per tree event;
+- ``POST /api/jobs/PATH/start|stop|restart``: an action (bearer token).
+
+It never holds up supervision: requests run on their own threads (greenlets
+under gevent) with socket deadlines, the number of connections is capped,
+and the tree's event thread only drops an event's text into each stream's
+bounded queue; a stream whose client falls behind by a whole queue is cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import queue
+import socket
+import threading
+import urllib.parse
+from dataclasses import fields
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+import logbook
+from prometheus_client import Gauge
+
+from actors import JobvisorError
+from supervision._files import ensure_private_dir, remove_if_same, write_atomic
+from supervision._history import JournalError, journal_path, read_history
+from supervision._listen import is_loopback
+from supervision._metrics import CONTENT_TYPE, TreeMetrics
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from supervision._app import Composition
+    from supervision._events import Event
+    from supervision._files import Ident
+    from supervision._listen import HttpSpec
+    from supervision._tree import Tree
+
+__all__ = ["ADDRESS_FILE", "PAGE", "Endpoint", "HttpError", "event_json", "open_endpoint"]
+
+log = logbook.Logger("supervision.http")
+
+PAGE: Final = Path(__file__).with_name("_page.html")
+ADDRESS_FILE: Final = "http.json"  # in the state dir: where the endpoint listens (port 0)
+MAX_CONNECTIONS: Final = 64  # past this a new connection is closed at once
+REQUEST_DEADLINE: Final = 10.0  # per read or write on a connection: a stalled peer is cut
+STREAM_QUEUE: Final = 1000  # events a stream may fall behind by before it is cut
+STATUS_DEADLINE: Final = 10.0
+MAX_HISTORY: Final = 10_000
+ACTIONS: Final = ("start", "stop", "restart")
+# The page is one file with inline script and style; it talks only to this server.
+PAGE_POLICY: Final = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+_LOOPBACK_NAMES: Final = ("localhost", "127.0.0.1", "::1")
+
+
+class HttpError(JobvisorError):
+    """The endpoint cannot listen where it was asked to."""
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event as the stream sends it: its fields and ``type`` (``state_changed``...)."""
+    out: dict[str, Any] = {"type": _snake(type(event).__name__)}
+    for f in fields(event):
+        value = getattr(event, f.name)
+        out[f.name] = getattr(value, "value", value)  # enums as their words
+    return out
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+class _Stream:
+    """One ``/api/events`` client: a bounded queue the event thread fills without waiting."""
+
+    __slots__ = ("cut", "queue")
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[bytes | None] = queue.Queue(STREAM_QUEUE)
+        self.cut = False
+
+    def offer(self, data: bytes | None) -> None:
+        try:
+            self.queue.put_nowait(data)
+        except queue.Full:
+            self.cut = True  # fell a whole queue behind: it is dropped, never waited for
+
+
+class _Hub:
+    """Fans each event out to every open stream; an empty hub costs one check per event."""
+
+    def __init__(self, mask: Callable[[str], str]) -> None:
+        self._mask = mask
+        self._lock = threading.Lock()
+        self.streams: tuple[_Stream, ...] = ()
+
+    def join(self) -> _Stream:
+        stream = _Stream()
+        with self._lock:
+            self.streams = (*self.streams, stream)
+        return stream
+
+    def leave(self, stream: _Stream) -> None:
+        with self._lock:
+            self.streams = tuple(s for s in self.streams if s is not stream)
+
+    def publish(self, event: Event) -> None:
+        streams = self.streams
+        if not streams:
+            return
+        text = self._mask(json.dumps(event_json(event), separators=(",", ":")))
+        data = f"data: {text}\n\n".encode()
+        for stream in streams:
+            stream.offer(data)
+
+    def close(self) -> None:
+        for stream in self.streams:
+            stream.offer(None)
+
+
+class Endpoint:
+    """The listening server of one tree; ``close()`` ends it and every stream."""
+
+    def __init__(
+        self,
+        spec: HttpSpec,
+        metrics: TreeMetrics,
+        *,
+        mask: Callable[[str], str] = str,
+        state_dir: Path | None = None,
+        journal: Path | None = None,
+    ) -> None:
+        self.spec = spec
+        self.metrics = metrics
+        self.mask = mask
+        self.state_dir = state_dir
+        self.journal = journal
+        self.tree: Tree | None = None
+        self.act: Callable[[str, str], dict[str, Any]] = self._act_on_tree
+        self.hub = _Hub(mask)
+        self._closed = threading.Event()
+        Gauge(
+            "jobvisor_http_event_clients",
+            "Open /api/events streams",
+            registry=metrics.registry,
+        ).set_function(lambda: len(self.hub.streams))
+        try:
+            self._server = _Server(spec, self)
+        except OSError as exc:
+            raise HttpError(
+                f"http: cannot listen on {spec.listen}: {exc.strerror or exc}; "
+                "choose another address with --http or http.listen"
+            ) from None
+        address = self._server.server_address
+        host, self.port = str(address[0]), int(address[1])
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.port}/"
+        self._written: Ident | None = None
+        if state_dir is not None:
+            ensure_private_dir(state_dir)
+            document = {"url": self.url, "host": host, "port": self.port}
+            self._written = write_atomic(state_dir / ADDRESS_FILE, json.dumps(document).encode())
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.5,), name="jv-http", daemon=True
+        )
+        self._thread.start()
+        log.info("http: listening on {}", self.url)
+
+    def attach(self, tree: Tree) -> None:
+        """Serve ``tree`` from now on (requests before this get 503)."""
+        self.tree = tree
+
+    def on_event(self, event: Event) -> None:
+        """The tree's event subscriber: metrics first, then the streams."""
+        self.metrics.observe(event)
+        self.hub.publish(event)
+
+    def _act_on_tree(self, op: str, job: str) -> dict[str, Any]:
+        from supervision._daemon import act  # noqa: PLC0415 - the daemon imports this module
+
+        tree = self.tree
+        if tree is None:
+            return {"ok": False, "code": "starting", "error": "the tree is still starting"}
+        return act(tree, op, job)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.hub.close()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+        if self._written is not None and self.state_dir is not None:
+            remove_if_same(self.state_dir / ADDRESS_FILE, self._written)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, spec: HttpSpec, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        if ":" in spec.host:
+            self.address_family = socket.AF_INET6
+        super().__init__((spec.host, spec.port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: refused now rather than queued behind others
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _Refused(Exception):
+    def __init__(
+        self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    timeout = REQUEST_DEADLINE
+    _GETS: ClassVar[dict[str, str]] = {
+        "/": "_page",
+        "/metrics": "_metrics",
+        "/api/config": "_config",
+        "/api/status": "_status",
+        "/api/history": "_history",
+        "/api/events": "_events",
+    }
+    _FREE: ClassVar[frozenset[str]] = frozenset({"/", "/api/config"})  # hold no data
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.server.endpoint
+
+    def version_string(self) -> str:
+        return "jobvisor"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        log.debug("http: {} {}", self.address_string(), self.endpoint.mask(format % args))
+
+    def do_GET(self) -> None:
+        self.close_connection = True  # one request per connection: nothing idles on a thread
+        url = urllib.parse.urlsplit(self.path)
+        try:
+            self._check_host()
+            name = self._GETS.get(url.path)
+            if name is None:
+                raise _Refused(HTTPStatus.NOT_FOUND, f"no such resource {url.path!r}")
+            if url.path not in self._FREE and not self.endpoint.spec.loopback:
+                self._check_token()
+            getattr(self, name)(urllib.parse.parse_qs(url.query))
+        except _Refused as exc:
+            self._json(exc.status, {"error": str(exc)}, exc.headers)
+
+    def do_POST(self) -> None:
+        self.close_connection = True
+        url = urllib.parse.urlsplit(self.path)
+        try:
+            self._check_host()
+            parts = url.path.split("/")
+            if len(parts) < 5 or parts[:3] != ["", "api", "jobs"] or parts[-1] not in ACTIONS:
+                raise _Refused(HTTPStatus.NOT_FOUND, f"no such action {url.path!r}")
+            job = "/".join(urllib.parse.unquote(p) for p in parts[3:-1]).strip("/")
+            if not job:
+                raise _Refused(HTTPStatus.NOT_FOUND, "no job path before the action")
+            self._check_token(action=True)
+            self._discard_body()
+            reply = self.endpoint.act(parts[-1], job)
+        except _Refused as exc:
+            self._json(exc.status, {"error": str(exc)}, exc.headers)
+            return
+        if reply.get("ok"):
+            self._json(HTTPStatus.OK, {"ok": True, "job": job, "action": parts[-1]})
+            return
+        status = {
+            "no_such_job": HTTPStatus.NOT_FOUND,
+            "starting": HTTPStatus.SERVICE_UNAVAILABLE,
+        }.get(str(reply.get("code")), HTTPStatus.CONFLICT)
+        self._json(status, {"error": str(reply.get("error")), "code": reply.get("code")})
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    def _check_host(self) -> None:
+        """On loopback, only loopback names: a page elsewhere cannot rebind its name to us."""
+        if not self.endpoint.spec.loopback:
+            return
+        host = self.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.strip("[]")
+        if name not in _LOOPBACK_NAMES and not is_loopback(name):
+            raise _Refused(HTTPStatus.FORBIDDEN, f"Host {host!r} is not this machine's loopback")
+
+    def _check_token(self, *, action: bool = False) -> None:
+        token = self.endpoint.spec.token
+        if token is None:
+            raise _Refused(
+                HTTPStatus.FORBIDDEN,
+                "actions are off: the endpoint has no token (set http.token in the manifest)",
+            )
+        given = self.headers.get("Authorization")
+        what = "an action" if action else "a read off loopback"
+        if given is None:
+            raise _Refused(
+                HTTPStatus.UNAUTHORIZED,
+                f"{what} needs Authorization: Bearer TOKEN",
+                {"WWW-Authenticate": 'Bearer realm="jobvisor"'},
+            )
+        scheme, _, value = given.partition(" ")
+        # Constant time: how much of a guess matched must not show in how long the answer took.
+        ok = hmac.compare_digest(value.strip().encode(), token.encode())
+        if scheme.lower() != "bearer" or not ok:
+            raise _Refused(HTTPStatus.FORBIDDEN, "wrong token")
+
+    def _discard_body(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise _Refused(HTTPStatus.BAD_REQUEST, "Content-Length is not a number") from None
+        if length > 64 * 1024:
+            raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "actions take no body")
+        if length:
+            self.rfile.read(length)
+
+    def _tree(self) -> Tree:
+        tree = self.endpoint.tree
+        if tree is None:
+            raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, "the tree is still starting")
+        return tree
+
+    # -- answers ---------------------------------------------------------------------------------
+
+    def _page(self, query: dict[str, list[str]]) -> None:
+        del query
+        try:
+            body = PAGE.read_bytes()
+        except FileNotFoundError:
+            raise _Refused(HTTPStatus.NOT_FOUND, "this jobvisor has no page") from None
+        self._send(
+            HTTPStatus.OK,
+            body,
+            "text/html; charset=utf-8",
+            {"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"},
+        )
+
+    def _metrics(self, query: dict[str, list[str]]) -> None:
+        del query
+        self._send(HTTPStatus.OK, self.endpoint.metrics.text(), CONTENT_TYPE)
+
+    def _config(self, query: dict[str, list[str]]) -> None:
+        del query
+        spec = self.endpoint.spec
+        self._json(
+            HTTPStatus.OK,
+            {
+                "actions": spec.token is not None,
+                "actions_need_token": True,
+                "reads_need_token": not spec.loopback,
+                "heartbeat": spec.heartbeat,
+                "name": self._tree().spec.name if self.endpoint.tree is not None else None,
+            },
+        )
+
+    def _status(self, query: dict[str, list[str]]) -> None:
+        del query
+        try:
+            document = self._tree().status(timeout=STATUS_DEADLINE)
+        except (JobvisorError, TimeoutError) as exc:
+            raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"no status: {exc}") from None
+        self._json(HTTPStatus.OK, document)
+
+    def _history(self, query: dict[str, list[str]]) -> None:
+        job = (query.get("job") or [""])[-1].strip("/") or None
+        text = (query.get("limit") or ["50"])[-1]
+        if not text.isdigit() or not 1 <= int(text) <= MAX_HISTORY:
+            raise _Refused(
+                HTTPStatus.BAD_REQUEST, f"limit: expected 1 to {MAX_HISTORY}, got {text!r}"
+            )
+        if self.endpoint.journal is None:
+            raise _Refused(HTTPStatus.NOT_FOUND, "this tree keeps no journal")
+        try:
+            rows = read_history(self.endpoint.journal, job, int(text))
+        except JournalError as exc:
+            raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
+        self._json(HTTPStatus.OK, rows)
+
+    def _events(self, query: dict[str, list[str]]) -> None:
+        del query
+        endpoint = self.endpoint
+        stream = endpoint.hub.join()
+        try:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Accel-Buffering", "no")  # nginx: pass each event on at once
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"retry: 1000\n: connected\n\n")
+            self.wfile.flush()
+            heartbeat = endpoint.spec.heartbeat
+            while not endpoint.closed and not stream.cut:
+                try:
+                    data = stream.queue.get(timeout=heartbeat)
+                except queue.Empty:
+                    data = b": heartbeat\n\n"  # also how a silent, vanished client is noticed
+                if data is None:
+                    break
+                self.wfile.write(data)
+                self.wfile.flush()
+        except OSError:
+            pass  # the client went away, or stalled past REQUEST_DEADLINE: forget it
+        finally:
+            endpoint.hub.leave(stream)
+
+    def _json(self, status: HTTPStatus, body: Any, headers: dict[str, str] | None = None) -> None:
+        text = self.endpoint.mask(json.dumps(body, separators=(",", ":")))
+        self._send(status, text.encode(), "application/json", headers)
+
+    def _send(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        with contextlib.suppress(OSError):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+
+def open_endpoint(composition: Composition) -> Endpoint:
+    """The endpoint the composition's manifest asks for (``manifest.http`` must be set)."""
+    manifest = composition.manifest
+    spec = manifest.http
+    assert spec is not None
+    metrics = TreeMetrics(
+        lambda: composition.manifest.root, composition.breakers, composition.masker.mask
+    )
+    journal = journal_path(manifest.state_dir) if composition.journal is not None else None
+    return Endpoint(
+        spec, metrics, mask=composition.masker.mask, state_dir=manifest.state_dir, journal=journal
+    )
