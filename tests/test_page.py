@@ -8,14 +8,12 @@ and its driver the tests skip, except in CI (``CI`` set), where they must run.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import RUNTIME
@@ -23,7 +21,7 @@ from faultkit import Running, start_daemon, stop_daemon
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-TOKEN = "page-test-token-7f3a"  # noqa: S105 - the test's own secret, checked never to reach the page
+TOKEN = "page-test-token-7f3a"  # checked never to reach the page
 WAIT = 30.0
 
 if RUNTIME != "threads":
@@ -42,8 +40,10 @@ from selenium import webdriver  # noqa: E402 - only once a browser is known to e
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 # A service, a job that crashes (exit 3) each time the test drops a file `go`,
 # and a group, so that indentation and every column have something to show.
@@ -125,7 +125,9 @@ def size(driver: WebDriver, width: int, height: int) -> None:
 
 
 def until(driver: WebDriver, check: Callable[[WebDriver], Any], what: str) -> Any:
-    return WebDriverWait(driver, WAIT, poll_frequency=0.05).until(check, f"page never showed {what}")
+    return WebDriverWait(driver, WAIT, poll_frequency=0.05).until(
+        check, f"page never showed {what}"
+    )
 
 
 def cell(driver: WebDriver, path: str, css: str) -> str:
@@ -147,19 +149,13 @@ def number(driver: WebDriver, path: str, name: str) -> int | None:
 def open_page(driver: WebDriver, url: str) -> None:
     driver.get(url + "/")
     until(driver, lambda d: all(state_of(d, p) for p in PATHS), "every job")
-    until(driver, lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live", "live")
+    until(
+        driver, lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live", "live"
+    )
 
 
 def console_errors(driver: WebDriver) -> list[dict[str, Any]]:
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-
-
-def api(url: str, path: str, token: str | None = None) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    method = "POST" if token else "GET"
-    request = urllib.request.Request(url + path, headers=headers, method=method)  # noqa: S310
-    with urllib.request.urlopen(request, timeout=WAIT) as answer:  # noqa: S310 - 127.0.0.1
-        return json.loads(answer.read() or b"null")
 
 
 def use_token(driver: WebDriver, token: str) -> None:
@@ -216,7 +212,7 @@ def test_actions_need_the_token_and_the_page_never_shows_it(
     assert starts == 1
 
     use_token(browser, "wrong-token")
-    restart = f'.row[data-path="svc"] button[data-action="restart"]'
+    restart = '.row[data-path="svc"] button[data-action="restart"]'
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, restart), "the buttons")
     browser.find_element(By.CSS_SELECTOR, restart).click()
     until(browser, lambda d: "refused" in d.find_element(By.ID, "notice").text, "the refusal")
