@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 # and a group, so that indentation and every column have something to show.
 MANIFEST = """
 version: 1
-supervisor: {backoff: {initial: 300ms, max: 300ms}, intensity: {max_restarts: 50, within: 60s}}
+supervisor: {backoff: {initial: 2s, max: 2s}, intensity: {max_restarts: 50, within: 60s}}
 http:
   token: {secret: {env: PAGE_TOKEN}}
 jobs:
@@ -182,6 +182,8 @@ def test_every_job_shows_and_a_crash_changes_the_page_without_a_reload(
     (running.dir / "go").touch()
 
     until(browser, lambda d: number(d, "crasher", "failures") == 1, "the crash counted")
+    until(browser, lambda d: state_of(d, "crasher") == "backoff", "the backoff")
+    until(browser, lambda d: cell(d, "crasher", ".next").startswith("in "), "the countdown")
     until(browser, lambda d: "code 3" in cell(d, "crasher", ".exit"), "the crash's exit code")
     bar = until(
         browser,
