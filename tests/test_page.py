@@ -45,8 +45,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
 
-# A service, a job that crashes (exit 3) each time the test drops a file `go`,
-# and a group, so that indentation and every column have something to show.
+# A service, a job that crashes (exit 3) each time the test drops a file `go`, a job
+# with more attempts than a timeline holds, and a group: every column has something to show.
 MANIFEST = """
 version: 1
 supervisor: {backoff: {initial: 2s, max: 2s}, intensity: {max_restarts: 50, within: 60s}}
@@ -59,13 +59,17 @@ jobs:
   - name: crasher
     service: true
     command: [sh, -c, "while [ ! -e go ]; do sleep 0.05; done; rm -f go; echo boom >&2; exit 3"]
+  - name: tick
+    python: "math:sqrt"
+    args: [4]
+    every: 50ms
   - group: pipeline
     jobs:
       - name: worker
         service: true
         command: [sh, -c, "while true; do sleep 0.2; done"]
 """
-PATHS = ("svc", "crasher", "pipeline", "pipeline/worker")
+PATHS = ("svc", "crasher", "tick", "pipeline", "pipeline/worker")
 
 
 def free_port() -> int:
@@ -280,4 +284,19 @@ def test_readable_without_sideways_scrolling(
         box = browser.find_element(By.CSS_SELECTOR, f'.row[data-path="{path}"]').rect
         assert box["x"] >= 0
         assert box["x"] + box["width"] <= width, f"{path}'s row is cut at {width}px"
+
+    # More attempts than fit: the timeline fills up and keeps the newest, none cut off.
+    # Measured in one script: the bars are redrawn with every attempt.
+    measure = """
+        const cell = document.querySelector('.row[data-path="tick"] .timeline');
+        const box = cell.getBoundingClientRect();
+        const ends = Array.from(cell.querySelectorAll('.bar'), b => b.getBoundingClientRect().right);
+        return {holds: Math.floor((box.width + 2) / 9), right: box.right, ends: ends};
+    """
+    full = until(
+        browser,
+        lambda d: (m := d.execute_script(measure)) and len(m["ends"]) >= m["holds"] and m,
+        "a full timeline",
+    )
+    assert max(full["ends"]) <= full["right"] + 0.5, "the newest attempts are cut off"
     assert console_errors(browser) == []
