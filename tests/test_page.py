@@ -8,7 +8,9 @@ and its driver the tests skip, except in CI (``CI`` set), where they must run.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import socket
 from collections.abc import Callable, Iterator
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import RUNTIME
-from faultkit import Running, start_daemon, stop_daemon
+from faultkit import Running, start_daemon, stop_daemon, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -45,14 +47,21 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
 
-# A service, a job that crashes (exit 3) each time the test drops a file `go`, a job
-# with more attempts than a timeline holds, and a group: every column has something to show.
+# A service, a job that crashes (exit 3) each time the test drops a file `go`, one behind a
+# breaker that a file `trip` opens, a job with more attempts than a timeline holds, and a
+# group: every column has something to show.
 MANIFEST = """
 version: 1
-supervisor: {backoff: {initial: 2s, max: 2s}, intensity: {max_restarts: 50, within: 60s}}
+supervisor: {backoff: {initial: 4s, max: 4s}, intensity: {max_restarts: 50, within: 60s}}
 http:
   token: {secret: {env: PAGE_TOKEN}}
+breakers:
+  db: {failure_threshold: 1, reset_timeout: 60s}
 jobs:
+  - name: caller
+    service: true
+    breaker: db
+    command: [sh, -c, "while [ ! -e trip ]; do sleep 0.05; done; exit 1"]
   - name: svc
     service: true
     command: [sh, -c, "while true; do sleep 0.2; done"]
@@ -69,7 +78,8 @@ jobs:
         service: true
         command: [sh, -c, "while true; do sleep 0.2; done"]
 """
-PATHS = ("svc", "crasher", "tick", "pipeline", "pipeline/worker")
+PATHS = ("caller", "svc", "crasher", "tick", "pipeline", "pipeline/worker")
+BREAKER = '.breaker[data-breaker="db"] .badge'
 
 
 def free_port() -> int:
@@ -158,6 +168,17 @@ def open_page(driver: WebDriver, url: str) -> None:
     )
 
 
+def newest_attempt(driver: WebDriver, path: str) -> int:
+    """The number of the newest attempt on ``path``'s timeline (0 without any)."""
+    label = driver.execute_script(
+        "const bars = document.querySelectorAll(arguments[0]);"
+        "return bars.length ? bars[bars.length - 1].getAttribute('aria-label') : '';",
+        f'.row[data-path="{path}"] .timeline .bar',
+    )
+    found = re.match(r"attempt (\d+)", label or "")
+    return int(found[1]) if found else 0
+
+
 def console_errors(driver: WebDriver) -> list[dict[str, Any]]:
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -185,15 +206,15 @@ def test_every_job_shows_and_a_crash_changes_the_page_without_a_reload(
 
     (running.dir / "go").touch()
 
-    until(browser, lambda d: number(d, "crasher", "failures") == 1, "the crash counted")
+    # The backoff lasts 4s: its state and countdown come straight from the events.
     until(browser, lambda d: state_of(d, "crasher") == "backoff", "the backoff")
     until(browser, lambda d: cell(d, "crasher", ".next").startswith("in "), "the countdown")
+    until(browser, lambda d: number(d, "crasher", "failures") == 1, "the crash counted")
     until(browser, lambda d: "code 3" in cell(d, "crasher", ".exit"), "the crash's exit code")
+    failed = '.row[data-path="crasher"] .timeline .bar[data-outcome="failed"]'
     bar = until(
         browser,
-        lambda d: d.find_elements(
-            By.CSS_SELECTOR, '.row[data-path="crasher"] .timeline .bar[data-outcome="failed"]'
-        ),
+        lambda d: d.find_elements(By.CSS_SELECTOR, failed),
         "a failed attempt on the timeline",
     )[0]
     until(browser, lambda d: number(d, "crasher", "starts") == 2, "the restart")
@@ -205,7 +226,54 @@ def test_every_job_shows_and_a_crash_changes_the_page_without_a_reload(
     assert "failed" in tip.text
     assert "3" in tip.text
 
+    assert browser.find_element(By.CSS_SELECTOR, BREAKER).get_attribute("data-state") == "closed"
+    (running.dir / "trip").touch()
+    until(
+        browser,
+        lambda d: d.find_element(By.CSS_SELECTOR, BREAKER).get_attribute("data-state") == "open",
+        "the breaker open",
+    )
+    assert browser.find_element(By.CSS_SELECTOR, BREAKER).text == "open"
+    assert browser.execute_script("return window.__jobvisorMarker") == "kept"
+
     assert console_errors(browser) == []
+
+
+FLOOD = """
+version: 1
+jobs:
+  - name: once
+    restart: temporary
+    command: [sh, -c, "echo no luck >&2; exit 3"]
+  - name: chatty
+    python: "math:sqrt"
+    args: [4]
+    every: 10ms
+"""
+
+
+def test_each_timeline_comes_from_its_own_history(tmp_path: Path, browser: WebDriver) -> None:
+    """A job with many attempts does not push another job's out of the page's first load."""
+    port = free_port()
+    running = start_daemon(tmp_path, FLOOD, "--http", f"127.0.0.1:{port}")
+    try:
+
+        def chatty_attempts() -> int:
+            out = running.cli("history", "chatty", "--json", "--limit", "1")
+            rows = json.loads(out.stdout) if out.returncode == 0 else []
+            return int(rows[-1].get("attempt", 0)) if rows else 0
+
+        # Far more rows than one shared window of the journal would hold.
+        wait_until(
+            lambda: chatty_attempts() > 600, "chatty's attempts", proc=running.proc, timeout=60
+        )
+        browser.get(f"http://127.0.0.1:{port}/")
+        failed = '.row[data-path="once"] .timeline .bar[data-outcome="failed"]'
+        until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, failed), "once's failed attempt")
+        until(browser, lambda d: newest_attempt(d, "chatty") > 600, "chatty's timeline")
+        assert console_errors(browser) == []
+    finally:
+        assert stop_daemon(running) == 0
 
 
 def test_actions_need_the_token_and_the_page_never_shows_it(
