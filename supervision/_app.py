@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from actors import Breaker
-    from supervision._events import Event
     from supervision._httpapi import Endpoint
     from supervision._manifest import Manifest
 
@@ -67,7 +66,7 @@ class Composition:
             kwargs["cooldowns"] = self.cooldowns
         endpoint = self.endpoint
         if endpoint is not None:
-            kwargs["on_event"] = _both(endpoint.on_event, kwargs.get("on_event"))
+            kwargs["sink"] = endpoint.sink(kwargs.get("sink"))
         tree = start_tree(self.manifest, self.runtime, breakers=self.breakers, **kwargs)
         if endpoint is not None:
             endpoint.attach(tree)
@@ -89,19 +88,6 @@ class Composition:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _both(
-    first: Callable[[Event], Any], second: Callable[[Event], Any] | None
-) -> Callable[[Event], Any]:
-    if second is None:
-        return first
-
-    def both(event: Event) -> None:
-        first(event)
-        second(event)
-
-    return both
 
 
 def compose(

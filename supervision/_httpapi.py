@@ -10,9 +10,10 @@ Routes (every answer but ``/``, ``/metrics`` and the event stream is JSON):
 - ``POST /api/jobs/PATH/start|stop|restart``: an action (bearer token).
 
 It never holds up supervision: requests run on their own threads (greenlets
-under gevent) with socket deadlines, the number of connections is capped,
-and the tree's event thread only drops an event's text into each stream's
-bounded queue; a stream whose client falls behind by a whole queue is cut.
+under gevent) with socket deadlines, the number of connections is capped;
+metrics are bumped inline (``TreeMetrics.sink``), and while a stream is open
+the tree's event thread only drops each event's text into every stream's
+bounded queue: a stream whose client falls behind by a whole queue is cut.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from supervision._app import Composition
-    from supervision._events import Event
+    from supervision._events import Event, Subscription
     from supervision._files import Ident
     from supervision._listen import HttpSpec
     from supervision._tree import Tree
@@ -103,22 +104,30 @@ class _Stream:
 
 
 class _Hub:
-    """Fans each event out to every open stream; an empty hub costs one check per event."""
+    """Fans each event out to every open stream; subscribed to the tree only while one is open."""
 
     def __init__(self, mask: Callable[[str], str]) -> None:
         self._mask = mask
         self._lock = threading.Lock()
         self.streams: tuple[_Stream, ...] = ()
+        self._subscription: Subscription | None = None
 
-    def join(self) -> _Stream:
+    def join(self, tree: Tree) -> _Stream:
+        """A new stream; the first one subscribes to ``tree``'s events."""
         stream = _Stream()
         with self._lock:
             self.streams = (*self.streams, stream)
+            if self._subscription is None:
+                self._subscription = tree.subscribe(self.publish)
         return stream
 
     def leave(self, stream: _Stream) -> None:
+        """Forget ``stream``; the last one cancels the subscription (an idle bus costs nothing)."""
         with self._lock:
             self.streams = tuple(s for s in self.streams if s is not stream)
+            if not self.streams and self._subscription is not None:
+                self._subscription.cancel()
+                self._subscription = None
 
     def publish(self, event: Event) -> None:
         streams = self.streams
@@ -145,12 +154,14 @@ class Endpoint:
         mask: Callable[[str], str] = str,
         state_dir: Path | None = None,
         journal: Path | None = None,
+        page: Path = PAGE,
     ) -> None:
         self.spec = spec
         self.metrics = metrics
         self.mask = mask
         self.state_dir = state_dir
         self.journal = journal
+        self.page = page
         self.tree: Tree | None = None
         self.act: Callable[[str, str], dict[str, Any]] = self._act_on_tree
         self.hub = _Hub(mask)
@@ -186,10 +197,9 @@ class Endpoint:
         """Serve ``tree`` from now on (requests before this get 503)."""
         self.tree = tree
 
-    def on_event(self, event: Event) -> None:
-        """The tree's event subscriber: metrics first, then the streams."""
-        self.metrics.observe(event)
-        self.hub.publish(event)
+    def sink(self, then: Callable[[Event], None] | None = None) -> Callable[[Event], None]:
+        """The tree's inline sink: the metrics, then ``then`` (the journal's record)."""
+        return self.metrics.sink(then)
 
     def _act_on_tree(self, op: str, job: str) -> dict[str, Any]:
         from supervision._daemon import act  # noqa: PLC0415 - the daemon imports this module
@@ -371,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _page(self, query: dict[str, list[str]]) -> None:
         del query
         try:
-            body = PAGE.read_bytes()
+            body = self.endpoint.page.read_bytes()
         except FileNotFoundError:
             raise _Refused(HTTPStatus.NOT_FOUND, "this jobvisor has no page") from None
         self._send(
@@ -425,7 +435,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _events(self, query: dict[str, list[str]]) -> None:
         del query
         endpoint = self.endpoint
-        stream = endpoint.hub.join()
+        stream = endpoint.hub.join(self._tree())
         try:
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")

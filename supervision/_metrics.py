@@ -1,15 +1,18 @@
 """Prometheus metrics of one tree, kept up to date from its events (SPEC §9).
 
 Every tree gets its own ``CollectorRegistry``: two trees in one process (or
-two tests) never share a counter. Nothing here polls: ``observe`` is a
-subscriber of the tree's events and only bumps numbers; the text is made
-when ``/metrics`` is scraped, so nobody scraping costs nothing more.
+two tests) never share a counter. Nothing here polls: ``observe`` takes the
+tree's events and only bumps numbers; the text is made when ``/metrics`` is
+scraped. It is fed inline, as the tree's ``sink`` (``TreeMetrics.sink``),
+not through the event bus: the bus's thread hop cost a third of a restart
+cycle, bumping a counter in place costs next to nothing.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
+import logbook
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -36,10 +39,13 @@ if TYPE_CHECKING:
     from supervision._events import Event
     from supervision._spec import SupervisorSpec
 
-__all__ = ["BREAKER_VALUES", "CONTENT_TYPE", "TreeMetrics"]
+__all__ = ["BREAKER_VALUES", "CONTENT_TYPE", "EVENT_TYPES", "TreeMetrics"]
+
+log = logbook.Logger("supervision.metrics")
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 BREAKER_VALUES: Final = {"closed": 0, "open": 1, "half_open": 2}
+EVENT_TYPES: Final = frozenset({StateChanged, ChildExited, AttemptFinished, GaveUp, BreakerChanged})
 _RESTARTED_FROM: Final = frozenset({State.BACKOFF, State.COOLDOWN})
 # Seconds: from a crash at start to a long batch job.
 _BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
@@ -115,6 +121,29 @@ class TreeMetrics:
     def text(self) -> bytes:
         """The Prometheus text exposition of every metric, made now."""
         return generate_latest(self.registry)
+
+    def sink(self, then: Callable[[Event], None] | None = None) -> Callable[[Event], None]:
+        """A tree ``sink`` feeding these metrics, and ``then`` (a journal's record) its kinds.
+
+        It runs in the supervisors' threads: it never blocks and never raises.
+        """
+        kinds: frozenset[type[Event]] | None = getattr(then, "event_types", None)
+        observe = self.observe
+
+        def sink(event: Event) -> None:
+            if type(event) in EVENT_TYPES:
+                try:
+                    observe(event)
+                except Exception:
+                    log.exception("metrics: {} not counted", type(event).__name__)
+            if then is not None and (kinds is None or type(event) in kinds):
+                then(event)
+
+        both: Any = sink
+        both.event_types = (
+            None if then is not None and kinds is None else EVENT_TYPES | (kinds or set())
+        )
+        return sink
 
     def observe(self, event: Event) -> None:
         """Account for one tree event (the tree's event thread calls it)."""

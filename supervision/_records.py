@@ -83,8 +83,8 @@ class TreeContext:
     rand: Callable[[], float] = random.random
     dead_letter: Callable[[str, Any], None] | None = None
     mask: Callable[[str], str] = str  # hides the manifest's secrets in status and events
-    # Called inline in the supervisor's thread with every decision and attempt event (not
-    # state changes): the journal's non-blocking record. It must never block.
+    # Called inline in the supervisor's thread with every decision and attempt event (state
+    # changes only if sink_kinds names them): the journal's record, metrics. Never blocks.
     sink: Callable[[ev.Event], None] | None = None
     sink_kinds: frozenset[type[ev.Event]] | None = None  # what the sink keeps; None: every kind
     # A daemon's restart: children still cooling down per the journal, {path: (left, cycle)}.
@@ -106,6 +106,19 @@ class TreeContext:
             sink(built)
         if bus.active:
             bus.publish(built)
+
+    def state_changed(self, path: str, old: State, new: State) -> None:
+        """Publish a state change; the sink gets it only if it names ``StateChanged``."""
+        kinds, bus = self.sink_kinds, self.bus
+        # Not to a sink that takes every kind: sinks were promised no state changes.
+        sink = self.sink if kinds is not None and ev.StateChanged in kinds else None
+        if sink is None and not bus.active:
+            return
+        event = ev.StateChanged(path=path, at=self.wall(), old=old, new=new)
+        if sink is not None:
+            sink(event)
+        if bus.active:
+            bus.publish(event)
 
     def announce(
         self,

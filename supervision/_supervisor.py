@@ -225,10 +225,7 @@ class Supervisor(SupervisedActor):
         if self._blocked and new in DEPENDENCY_STATES:
             self._deps_dirty = True
         self._track(rec)
-        if self.ctx.bus.active:
-            self.ctx.bus.publish(
-                ev.StateChanged(path=rec.path, at=self.ctx.wall(), old=old, new=new)
-            )
+        self.ctx.state_changed(rec.path, old, new)
 
     # -- starting --------------------------------------------------------------------------------
 

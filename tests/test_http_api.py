@@ -1,0 +1,441 @@
+"""The HTTP endpoint of a real `jobvisor daemon` and `jobvisor run` (SPEC §9).
+
+Real processes started with ``--http 127.0.0.1:0``; the bound address comes
+from ``STATE_DIR/http.json``. Requests are real HTTP, metrics are read with
+prometheus_client's own parser and events from a real Server-Sent Events
+stream. The processes run under the suite's runtime (``--runtime``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from conftest import RUNTIME, Events
+from faultkit import Jobvisor, Running, run_jobvisor, start_daemon, stop_daemon, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+
+from supervision._httpapi import ADDRESS_FILE, PAGE_POLICY, Endpoint
+from supervision._listen import HttpSpec
+from supervision._metrics import TreeMetrics
+from supervision._spec import SupervisorSpec, python_job
+
+TOKEN = "s3cret-t0ken-value"
+
+# `crashy` exits 3 each time the test drops a `crash` file beside the manifest.
+MANIFEST = """
+version: 1
+supervisor: {backoff: {initial: 1ms, max: 5ms}, intensity: {max_restarts: 1000, within: 60s}}
+HTTP
+jobs:
+  - name: svc
+    service: true
+    command: [sh, -c, "while true; do sleep 0.05; done"]
+  - group: etl
+    jobs:
+      - name: crashy
+        restart: permanent
+        command: [sh, -c, "while [ ! -e crash ]; do sleep 0.01; done; rm -f crash; exit 3"]
+"""
+WITH_TOKEN = "http: {heartbeat: 200ms, token: {secret: {env: JV_HTTP_TOKEN}}}"
+NO_TOKEN = "http: {heartbeat: 200ms}"
+
+
+def manifest(http: str) -> str:
+    return MANIFEST.replace("HTTP", http)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+class Served:
+    """A daemon (or run) with its endpoint's base URL."""
+
+    def __init__(self, state: Path) -> None:
+        address = state / ADDRESS_FILE
+        wait_until(address.exists, "the endpoint's address file", timeout=30)
+        self.address_file = address
+        self.url = json.loads(address.read_text())["url"].rstrip("/")
+        parts = urlsplit(self.url)
+        self.host, self.port = str(parts.hostname), int(parts.port or 0)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return requests.get(self.url + path, timeout=30, **kwargs)
+
+    def post(self, path: str, token: str | None = None) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return requests.post(self.url + path, headers=headers, timeout=60)
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        response = self.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        }
+
+    def metric(self, name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return self.metrics().get(key, 0.0)
+
+
+class Stream:
+    """A real ``/api/events`` client on a plain socket; events are collected on a thread."""
+
+    def __init__(self, served: Served) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.comments: list[str] = []
+        self._cond = threading.Condition()
+        self._sock = socket.create_connection((served.host, served.port), timeout=30)
+        request = f"GET /api/events HTTP/1.1\r\nHost: {served.host}:{served.port}\r\n\r\n"
+        self._sock.sendall(request.encode())
+        self._file = self._sock.makefile("rb")
+        self.status_line = self._file.readline().decode()
+        self.headers: dict[str, str] = {}
+        while (line := self._file.readline().decode().strip()) != "":
+            name, _, value = line.partition(":")
+            self.headers[name.lower()] = value.strip()
+        self._thread = threading.Thread(target=self._read, name="test-sse", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for raw in self._file:
+                line = raw.decode().rstrip("\n")
+                with self._cond:
+                    if line.startswith("data: "):
+                        self.events.append(json.loads(line[6:]))
+                    elif line.startswith(":"):
+                        self.comments.append(line[1:].strip())
+                    self._cond.notify_all()
+        with self._cond:
+            self.ended = True
+            self._cond.notify_all()
+
+    ended = False
+
+    def wait_for(self, predicate: Callable[[Stream], bool], timeout: float = 30.0) -> None:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: predicate(self), timeout)
+        assert ok, f"not seen in time; last events: {self.events[-10:]}"
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(10)
+
+
+def has_event(stream: Stream, kind: str, path: str, **fields: Any) -> bool:
+    return any(
+        e["type"] == kind and e["path"] == path and all(e.get(k) == v for k, v in fields.items())
+        for e in stream.events
+    )
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Running, Served]]:
+    running = start_daemon(
+        tmp_path,
+        manifest(WITH_TOKEN),
+        "--http",
+        "127.0.0.1:0",
+        "--runtime",
+        RUNTIME,
+        env_extra={"JV_HTTP_TOKEN": TOKEN},
+    )
+    try:
+        yield running, Served(running.state)
+    finally:
+        assert stop_daemon(running) == 0
+    assert not (running.state / ADDRESS_FILE).exists(), "the address file outlived the daemon"
+
+
+# -- the daemon ------------------------------------------------------------------------------------
+
+
+def test_status_history_and_a_crash_seen_as_events_and_metrics(
+    daemon: tuple[Running, Served],
+) -> None:
+    running, served = daemon
+    assert stat.S_IMODE(served.address_file.stat().st_mode) == 0o600
+    status = served.get("/api/status")
+    assert status.status_code == 200
+    assert status.headers["Content-Type"] == "application/json"
+    doc = status.json()
+    assert [c["path"] for c in doc["children"]] == ["svc", "etl"]
+    assert doc["children"][1]["children"][0]["path"] == "etl/crashy"
+    assert TOKEN not in status.text
+
+    wait_until(lambda: served.metric("jobvisor_job_state", path="svc", kind="command", state="running") == 1, "svc running in the metrics", timeout=30)  # fmt: skip
+    before = served.metric("jobvisor_job_starts_total", path="etl/crashy", kind="command")
+    stream = Stream(served)
+    try:
+        assert stream.status_line.split()[1] == "200"
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        stream.wait_for(lambda s: "heartbeat" in s.comments)  # 200ms in the manifest
+        (running.dir / "crash").touch()
+        stream.wait_for(lambda s: has_event(s, "attempt_finished", "etl/crashy", outcome="failed", code=3))  # fmt: skip
+        stream.wait_for(lambda s: has_event(s, "child_exited", "etl/crashy", outcome="failed"))
+        stream.wait_for(lambda s: has_event(s, "restart_scheduled", "etl/crashy"))
+        stream.wait_for(lambda s: has_event(s, "state_changed", "etl/crashy", old="backoff", new="starting"))  # fmt: skip
+        stream.wait_for(lambda s: has_event(s, "state_changed", "etl/crashy", old="starting", new="running"))  # fmt: skip
+    finally:
+        stream.close()
+
+    labels = {"path": "etl/crashy", "kind": "command"}
+    assert served.metric("jobvisor_job_starts_total", **labels) == before + 1
+    assert served.metric("jobvisor_job_restarts_total", **labels) == 1
+    assert served.metric("jobvisor_job_failures_total", **labels, outcome="failed") == 1
+    assert served.metric("jobvisor_attempt_duration_seconds_count", **labels, outcome="failed") == 1
+    assert served.metric("jobvisor_job_state", **labels, state="running") == 1
+    assert served.metric("jobvisor_job_state", **labels, state="backoff") == 0
+    assert served.metric("jobvisor_gave_up_total", **labels) == 0
+    metrics = served.metrics()
+    assert any(name == "process_cpu_seconds_total" for name, _ in metrics)
+    assert all(TOKEN not in str(key) for key in metrics)
+    # The status document agrees with the metrics.
+    crashy = served.get("/api/status").json()["children"][1]["children"][0]
+    assert (crashy["restarts"], crashy["failures"]) == (1, 1)
+
+    def crash_in_history() -> bool:
+        rows = served.get("/api/history?job=etl&limit=5").json()
+        return any(r["type"] == "attempt" and r.get("code") == 3 for r in rows)
+
+    wait_until(crash_in_history, "the crash in /api/history", timeout=30)
+    rows = served.get("/api/history?job=etl/crashy&limit=1").json()
+    assert len(rows) == 1
+    assert all(r["path"] == "etl/crashy" for r in rows)
+    assert served.get("/api/history?limit=0").status_code == 400
+    assert served.get("/api/history?limit=x").status_code == 400
+
+
+def test_actions_need_the_token_and_reads_do_not(daemon: tuple[Running, Served]) -> None:
+    running, served = daemon
+    assert served.get("/api/status").status_code == 200  # loopback: reads are free
+    assert served.get("/metrics").status_code == 200
+    config = served.get("/api/config").json()
+    assert config["actions"] is True
+    assert config["reads_need_token"] is False
+    assert TOKEN not in json.dumps(config)
+
+    missing = served.post("/api/jobs/svc/restart")
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert served.post("/api/jobs/svc/restart", token="wrong").status_code == 403
+    assert served.post("/api/jobs/svc/restart", token=TOKEN[:-1]).status_code == 403
+    basic = requests.post(
+        served.url + "/api/jobs/svc/restart",
+        headers={"Authorization": f"Basic {TOKEN}"},
+        timeout=30,
+    )
+    assert basic.status_code == 403
+    assert running.nodes()["svc"]["starts"] == 1  # none of those acted
+
+    stopped = served.post("/api/jobs/svc/stop", token=TOKEN)
+    assert stopped.status_code == 200, stopped.text
+    assert running.nodes()["svc"]["state"] == "stopped"
+    assert served.post("/api/jobs/svc/start", token=TOKEN).status_code == 200
+    wait_until(lambda: running.nodes()["svc"]["state"] == "running", "svc running", timeout=30)
+    # A path with a slash, and a restart.
+    assert served.post("/api/jobs/etl/crashy/restart", token=TOKEN).status_code == 200
+    assert running.nodes()["etl"]  # the daemon still answers its own socket
+    crashy = served.get("/api/status").json()["children"][1]["children"][0]
+    assert crashy["starts"] == 2
+
+    assert served.post("/api/jobs/nope/restart", token=TOKEN).status_code == 404
+    assert served.post("/api/jobs/etl/nope/stop", token=TOKEN).status_code == 404
+    assert served.post("/api/jobs/svc/explode", token=TOKEN).status_code == 404
+    assert served.post("/api/jobs//restart", token=TOKEN).status_code == 404
+    assert served.get("/nope").status_code == 404
+    assert served.get("/api/jobs/svc/restart").status_code == 404  # actions are POSTs
+    # A name that is not this machine's loopback (DNS rebinding) is refused on loopback.
+    rebound = served.get("/api/status", headers={"Host": f"evil.example:{served.port}"})
+    assert rebound.status_code == 403
+
+
+def test_without_a_token_actions_are_off(tmp_path: Path) -> None:
+    running = start_daemon(tmp_path, manifest(NO_TOKEN), "--http", ":0", "--runtime", RUNTIME)
+    try:
+        served = Served(running.state)
+        assert served.host == "127.0.0.1"  # the default host
+        assert served.get("/api/config").json()["actions"] is False
+        refused = served.post("/api/jobs/svc/stop", token="anything")
+        assert refused.status_code == 403
+        assert "token" in refused.json()["error"]
+        assert running.nodes()["svc"]["state"] == "running"
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_a_stalled_client_does_not_delay_restarts(tmp_path: Path) -> None:
+    flapping = """
+    version: 1
+    supervisor: {backoff: {initial: 1ms, max: 1ms, jitter: 0}, intensity: {max_restarts: 100000, within: 1h}}
+    http: {heartbeat: 5s}
+    jobs:
+      - name: flap
+        restart: permanent
+        command: [sh, -c, "exit 3"]
+    """
+    running = start_daemon(tmp_path, flapping, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
+    hostile: list[socket.socket] = []
+    stream: Stream | None = None
+    try:
+        served = Served(running.state)
+        for _ in range(4):  # subscribe and never read: their buffers fill, then their queues
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            sock.connect((served.host, served.port))
+            sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: {served.host}\r\n\r\n".encode())
+            hostile.append(sock)
+        slowloris = socket.create_connection((served.host, served.port))
+        slowloris.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and no more
+        hostile.append(slowloris)
+        wait_until(
+            lambda: served.metric("jobvisor_http_event_clients") == 4, "4 streams", timeout=30
+        )
+        stream = Stream(served)
+        cycles = 400
+
+        def enough(s: Stream) -> bool:
+            return sum(e["type"] == "child_exited" for e in s.events) >= cycles
+
+        stream.wait_for(enough, timeout=120)
+        # Every restart still came within its 1ms backoff plus scheduling: a crash's exit to
+        # the next start, as the daemon stamped them.
+        gaps = []
+        exited_at = None
+        for event in stream.events:
+            if event["type"] == "child_exited":
+                exited_at = event["at"]
+            elif event["type"] == "state_changed" and event["new"] == "starting" and exited_at:
+                gaps.append(event["at"] - exited_at)
+                exited_at = None
+        assert len(gaps) >= cycles - 1
+        gaps.sort()
+        assert gaps[len(gaps) // 2] < 0.05, gaps[-10:]
+        assert gaps[-1] < 1.0, gaps[-10:]
+        # The streams that never read were cut (a write stalled past the deadline, or a whole
+        # queue behind), not waited for.
+        wait_until(lambda: served.metric("jobvisor_http_event_clients") == 1, "cut", timeout=60)
+        assert served.get("/api/status").status_code == 200
+    finally:
+        if stream is not None:
+            stream.close()
+        for sock in hostile:
+            sock.close()
+        assert stop_daemon(running) == 0
+
+
+# -- run -------------------------------------------------------------------------------------------
+
+
+def test_run_serves_until_its_jobs_are_done(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(
+        "version: 1\n"
+        "jobs:\n"
+        "  - name: once\n"
+        '    command: [sh, -c, "while [ ! -e go ]; do sleep 0.01; done"]\n'
+    )
+    jv = Jobvisor(tmp_path, "run", "--http", "127.0.0.1:0", "--runtime", RUNTIME)
+    try:
+        served = Served(tmp_path / ".jobvisor")
+        wait_until(lambda: served.get("/api/status").json()["children"][0]["state"] == "running", "running", timeout=30)  # fmt: skip
+        assert served.metric("jobvisor_job_starts_total", path="once", kind="command") == 1
+        stream = Stream(served)
+        try:
+            (tmp_path / "go").touch()
+            stream.wait_for(lambda s: has_event(s, "state_changed", "once", new="succeeded"))
+            stream.wait_for(lambda s: s.ended)  # the stream ends with the run
+        finally:
+            stream.close()
+        assert jv.wait(30) == 0, jv.stderr
+    finally:
+        jv.close()
+    assert "http: listening on http://127.0.0.1:" in jv.stderr
+    assert not (tmp_path / ".jobvisor" / ADDRESS_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "http", "message"),
+    [
+        (("--http", "0.0.0.0:0"), "", "--http: expected a loopback address"),
+        (("--http", "nope"), "", "--http: expected HOST:PORT"),
+        ((), "http: {listen: '0.0.0.0:0'}\n", "jobs.yaml:2: http.listen: expected a loopback"),
+        ((), "http: {listen: '127.0.0.1:70000'}\n", "jobs.yaml:2: http.listen: expected a port"),
+        ((), "http: {token: ''}\n", "jobs.yaml:2: http.token: expected a non-empty string"),
+        ((), "http: {heartbeat: 0s}\n", "jobs.yaml:2: http.heartbeat: expected a duration"),
+        ((), "http: {listen: ':0', port: 1}\n", "jobs.yaml:2: http.port: unknown key"),
+    ],
+)
+def test_a_bad_http_setting_is_one_line_and_exit_2(
+    tmp_path: Path, args: tuple[str, ...], http: str, message: str
+) -> None:
+    (tmp_path / "jobs.yaml").write_text(
+        f"version: 1\n{http}jobs:\n  - name: a\n    command: [sh, -c, 'sleep 30']\n"
+    )
+    jv = run_jobvisor(tmp_path, "run", *args)
+    assert jv.proc.returncode == 2
+    lines = jv.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert message in lines[0]
+    assert "Traceback" not in jv.stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        (tmp_path / "jobs.yaml").write_text("version: 1\njobs:\n  - name: a\n    command: ['true']\n")
+        jv = run_jobvisor(tmp_path, "run", "--http", f"127.0.0.1:{port}")
+    assert jv.proc.returncode == 2
+    assert f"http: cannot listen on 127.0.0.1:{port}" in jv.stderr
+    assert "Traceback" not in jv.stderr
+
+
+# -- in process: the page, the metrics' registry ---------------------------------------------------
+
+
+def test_the_page_is_served_with_a_strict_policy_or_404(tmp_path: Path) -> None:
+    spec = SupervisorSpec(name="root", children=(python_job("a", "math:sqrt", 4),))
+    page = tmp_path / "page.html"
+    endpoint = Endpoint(HttpSpec.of("127.0.0.1:0"), TreeMetrics(lambda: spec), page=page)
+    try:
+        assert requests.get(endpoint.url, timeout=30).status_code == 404
+        page.write_bytes(b"<!doctype html><title>jobvisor</title><p>tree</p>\n")
+        response = requests.get(endpoint.url, timeout=30)
+        assert response.status_code == 200
+        assert response.content == page.read_bytes()
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert response.headers["Content-Security-Policy"] == PAGE_POLICY
+        assert "connect-src 'self'" in PAGE_POLICY
+        assert requests.get(endpoint.url + "api/status", timeout=30).status_code == 503
+    finally:
+        endpoint.close()
+
+
+def test_each_tree_has_its_own_registry(make_tree: Callable[..., Any]) -> None:
+    spec = SupervisorSpec(name="root", children=(python_job("a", "math:sqrt", 4),))
+    first, second = TreeMetrics(lambda: spec), TreeMetrics(lambda: spec)
+    events = Events()
+    make_tree(spec, sink=first.sink(), on_event=events)
+    # The sink gets a state change before the bus does: once the bus delivered it, it counted.
+    events.wait_for(lambda seen: any(getattr(e, "new", None) == "succeeded" for e in seen))
+    text = first.text()
+    assert b'jobvisor_job_state{kind="python",path="a",state="succeeded"} 1.0' in text
+    assert b'jobvisor_job_state{kind="python",path="a",state="pending"} 0.0' in text
+    assert b'jobvisor_job_starts_total{kind="python",path="a"} 1.0' in text
+    assert b"jobvisor_job_starts_total{" not in second.text()
