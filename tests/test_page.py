@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from conftest import RUNTIME
 from faultkit import Running, start_daemon, stop_daemon, wait_until
+from httpkit import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -82,24 +82,22 @@ PATHS = ("caller", "svc", "crasher", "tick", "pipeline", "pipeline/worker")
 BREAKER = '.breaker[data-breaker="db"] .badge'
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def daemon_at(cwd: Path, port: int) -> Running:
     return start_daemon(
         cwd, MANIFEST, "--http", f"127.0.0.1:{port}", env_extra={"PAGE_TOKEN": TOKEN}
     )
 
 
+def url_of(running: Running) -> str:
+    """Where a daemon started with ``--http 127.0.0.1:0`` listens, as it wrote it down."""
+    address = json.loads((running.state / "http.json").read_text())
+    return str(address["url"]).rstrip("/")
+
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Running, str]]:
-    port = free_port()
-    running = daemon_at(tmp_path, port)
-    yield running, f"http://127.0.0.1:{port}"
+    running = daemon_at(tmp_path, 0)
+    yield running, url_of(running)
     assert stop_daemon(running) == 0
 
 
@@ -254,8 +252,7 @@ jobs:
 
 def test_each_timeline_comes_from_its_own_history(tmp_path: Path, browser: WebDriver) -> None:
     """A job with many attempts does not push another job's out of the page's first load."""
-    port = free_port()
-    running = start_daemon(tmp_path, FLOOD, "--http", f"127.0.0.1:{port}")
+    running = start_daemon(tmp_path, FLOOD, "--http", "127.0.0.1:0")
     try:
 
         def chatty_attempts() -> int:
@@ -267,7 +264,7 @@ def test_each_timeline_comes_from_its_own_history(tmp_path: Path, browser: WebDr
         wait_until(
             lambda: chatty_attempts() > 600, "chatty's attempts", proc=running.proc, timeout=60
         )
-        browser.get(f"http://127.0.0.1:{port}/")
+        browser.get(url_of(running) + "/")
         failed = '.row[data-path="once"] .timeline .bar[data-outcome="failed"]'
         until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, failed), "once's failed attempt")
         until(browser, lambda d: newest_attempt(d, "chatty") > 600, "chatty's timeline")
