@@ -57,6 +57,7 @@ PAGE: Final = Path(__file__).with_name("_page.html")
 ADDRESS_FILE: Final = "http.json"  # in the state dir: where the endpoint listens (port 0)
 MAX_CONNECTIONS: Final = 64  # past this a new connection is closed at once
 REQUEST_DEADLINE: Final = 10.0  # per read or write on a connection: a stalled peer is cut
+STREAM_SNDBUF: Final = 32 * 1024
 STREAM_QUEUE: Final = 1000  # events a stream may fall behind by before it is cut
 STATUS_DEADLINE: Final = 10.0
 MAX_HISTORY: Final = 10_000
@@ -437,6 +438,9 @@ class _Handler(BaseHTTPRequestHandler):
         endpoint = self.endpoint
         stream = endpoint.hub.join(self._tree())
         try:
+            # A small kernel buffer: a client that stops reading blocks a write (and is cut at
+            # the deadline) after tens of KiB, not after megabytes of autotuned buffer.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-store")

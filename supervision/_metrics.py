@@ -5,7 +5,10 @@ two tests) never share a counter. Nothing here polls: ``observe`` takes the
 tree's events and only bumps numbers; the text is made when ``/metrics`` is
 scraped. It is fed inline, as the tree's ``sink`` (``TreeMetrics.sink``),
 not through the event bus: the bus's thread hop cost a third of a restart
-cycle, bumping a counter in place costs next to nothing.
+cycle. And what an event changes is a plain number of the path's ``_Series``
+(one supervisor owns a path, so one thread writes it), turned into metric
+families by a collector when scraped: prometheus_client's labelled children
+take a lock and a lookup per change, which showed on the restart cycle.
 """
 
 from __future__ import annotations
@@ -13,14 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 import logbook
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from supervision._events import (
     AttemptFinished,
@@ -33,7 +30,7 @@ from supervision._spec import walk
 from supervision._state import State
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from actors import Breaker
     from supervision._events import Event
@@ -52,7 +49,7 @@ _BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, float
 
 
 class TreeMetrics:
-    """The ``jobvisor_*`` metrics of one tree; ``observe`` is its event subscriber.
+    """The ``jobvisor_*`` metrics of one tree; ``observe`` takes its events.
 
     ``root`` returns the tree's current spec (it changes on reload) to name
     each path's ``kind``; ``mask`` hides secrets in anything shown.
@@ -68,34 +65,11 @@ class TreeMetrics:
         self._mask = mask
         self._kinds: dict[str, str] = {}
         self._kinds_of: object = None
-        self.registry = CollectorRegistry(auto_describe=True)
-        job = ("path", "kind")
-        reg = self.registry
-        self.starts = Counter(
-            "jobvisor_job_starts_total",
-            "Starts of a child (first start included)",
-            job,
-            registry=reg,
-        )
-        self.restarts = Counter(
-            "jobvisor_job_restarts_total",
-            "Starts after a failure (out of backoff or cooldown)",
-            job,
-            registry=reg,
-        )
-        self.failures = Counter(
-            "jobvisor_job_failures_total",
-            "Children that ended in failure, by outcome (failed, timeout, killed)",
-            (*job, "outcome"),
-            registry=reg,
-        )
-        self.state = Gauge(
-            "jobvisor_job_state", "1 for the child's current state", (*job, "state"), registry=reg
-        )
+        self.registry = reg = CollectorRegistry()
         self.duration = Histogram(
             "jobvisor_attempt_duration_seconds",
             "How long each attempt of a job ran",
-            (*job, "outcome"),
+            ("path", "kind", "outcome"),
             buckets=_BUCKETS,
             registry=reg,
         )
@@ -105,18 +79,20 @@ class TreeMetrics:
             ("breaker",),
             registry=reg,
         )
-        self.gave_up = Counter(
-            "jobvisor_gave_up_total",
-            "Children given up on (intensity exhausted)",
-            job,
-            registry=reg,
-        )
+        reg.register(self)
         ProcessCollector(registry=reg)
-        self._current: dict[str, State] = {}
+        self._by_path: dict[str, _Series] = {}
         for path, _ in walk(root()):
-            self._enter(path, State.PENDING)
+            self._series(path)
         for name, breaker in (breakers or {}).items():
-            self.breaker.labels(name).set(BREAKER_VALUES[breaker.state.value])
+            self.breaker.labels(mask(name)).set(BREAKER_VALUES[breaker.state.value])
+        self._handlers: dict[type[Event], Callable[[Any], None]] = {
+            StateChanged: self._state_changed,
+            ChildExited: self._child_exited,
+            AttemptFinished: self._attempt_finished,
+            GaveUp: self._gave_up,
+            BreakerChanged: self._breaker_changed,
+        }
 
     def text(self) -> bytes:
         """The Prometheus text exposition of every metric, made now."""
@@ -128,12 +104,13 @@ class TreeMetrics:
         It runs in the supervisors' threads: it never blocks and never raises.
         """
         kinds: frozenset[type[Event]] | None = getattr(then, "event_types", None)
-        observe = self.observe
+        handlers = self._handlers
 
         def sink(event: Event) -> None:
-            if type(event) in EVENT_TYPES:
+            handler = handlers.get(type(event))
+            if handler is not None:
                 try:
-                    observe(event)
+                    handler(event)
                 except Exception:
                     log.exception("metrics: {} not counted", type(event).__name__)
             if then is not None and (kinds is None or type(event) in kinds):
@@ -146,39 +123,81 @@ class TreeMetrics:
         return sink
 
     def observe(self, event: Event) -> None:
-        """Account for one tree event (the tree's event thread calls it)."""
-        match event:
-            case StateChanged(path=path, old=old, new=new):
-                self._enter(path, new)
-                if new is State.STARTING:
-                    labels = self._labels(path)
-                    self.starts.labels(*labels).inc()
-                    if old in _RESTARTED_FROM:
-                        self.restarts.labels(*labels).inc()
-            case ChildExited(path=path, outcome=outcome) if outcome.value in _FAILED:
-                self.failures.labels(*self._labels(path), outcome.value).inc()
-            case AttemptFinished(path=path, outcome=outcome, at=at, started_at=started):
-                seconds = max(0.0, at - started)
-                self.duration.labels(*self._labels(path), outcome.value).observe(seconds)
-            case GaveUp(path=path):
-                self.gave_up.labels(*self._labels(path)).inc()
-            case BreakerChanged(name=name, new=new_word):
-                self.breaker.labels(self._mask(name)).set(BREAKER_VALUES.get(new_word, 0))
-            case _:
-                pass
+        """Account for one tree event."""
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
 
-    def _enter(self, path: str, state: State) -> None:
-        labels = self._labels(path)
-        old = self._current.get(path)
-        if old is not None:
-            self.state.labels(*labels, old.value).set(0)
-        else:  # a new path (first seen, or added by a reload): every state gets its series
+    def _state_changed(self, event: StateChanged) -> None:
+        series = self._series(event.path)
+        new = event.new
+        series.current = new
+        if new is State.STARTING:
+            series.starts += 1
+            if event.old in _RESTARTED_FROM:
+                series.restarts += 1
+
+    def _child_exited(self, event: ChildExited) -> None:
+        outcome = event.outcome.value
+        if outcome in _FAILED:
+            failures = self._series(event.path).failures
+            failures[outcome] = failures.get(outcome, 0) + 1
+
+    def _attempt_finished(self, event: AttemptFinished) -> None:
+        series = self._series(event.path)
+        outcome = event.outcome.value
+        child = series.durations.get(outcome)
+        if child is None:
+            child = series.durations[outcome] = self.duration.labels(*series.labels, outcome)
+        child.observe(max(0.0, event.at - event.started_at))
+
+    def _gave_up(self, event: GaveUp) -> None:
+        self._series(event.path).gave_up += 1
+
+    def _breaker_changed(self, event: BreakerChanged) -> None:
+        self.breaker.labels(self._mask(event.name)).set(BREAKER_VALUES.get(event.new, 0))
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """The counted families, made at scrape time (the registry calls it)."""
+        job = ("path", "kind")
+        starts = CounterMetricFamily(
+            "jobvisor_job_starts", "Starts of a child (first start included)", labels=job
+        )
+        restarts = CounterMetricFamily(
+            "jobvisor_job_restarts",
+            "Starts after a failure (out of backoff or cooldown)",
+            labels=job,
+        )
+        failures = CounterMetricFamily(
+            "jobvisor_job_failures",
+            "Children that ended in failure, by outcome (failed, timeout, killed)",
+            labels=(*job, "outcome"),
+        )
+        gave_up = CounterMetricFamily(
+            "jobvisor_gave_up", "Children given up on (intensity exhausted)", labels=job
+        )
+        state = GaugeMetricFamily(
+            "jobvisor_job_state", "1 for the child's current state", labels=(*job, "state")
+        )
+        for series in list(self._by_path.values()):
+            labels = series.labels
+            starts.add_metric(labels, series.starts)
+            restarts.add_metric(labels, series.restarts)
+            gave_up.add_metric(labels, series.gave_up)
+            for outcome, count in list(series.failures.items()):
+                failures.add_metric((*labels, outcome), count)
+            current = series.current
             for each in State:
-                self.state.labels(*labels, each.value).set(0)
-        self.state.labels(*labels, state.value).set(1)
-        self._current[path] = state
+                state.add_metric((*labels, each.value), 1 if each is current else 0)
+        yield from (starts, restarts, failures, state, gave_up)
 
-    def _labels(self, path: str) -> tuple[str, str]:
+    def _series(self, path: str) -> _Series:
+        series = self._by_path.get(path)
+        if series is None:
+            series = self._by_path[path] = _Series((self._mask(path), self._kind(path)))
+        return series
+
+    def _kind(self, path: str) -> str:
         kind = self._kinds.get(path)
         if kind is None:
             root = self._root()
@@ -186,7 +205,22 @@ class TreeMetrics:
                 self._kinds = {p: spec.kind for p, spec in walk(root)}
                 self._kinds_of = root
             kind = self._kinds.get(path, "group" if not path else "unknown")
-        return self._mask(path), kind
+        return kind
+
+
+class _Series:
+    """What the events said of one path, as plain numbers (its supervisor's thread writes it)."""
+
+    __slots__ = ("current", "durations", "failures", "gave_up", "labels", "restarts", "starts")
+
+    def __init__(self, labels: tuple[str, str]) -> None:
+        self.labels = labels
+        self.current = State.PENDING
+        self.starts = 0
+        self.restarts = 0
+        self.gave_up = 0
+        self.failures: dict[str, int] = {}
+        self.durations: dict[str, Any] = {}  # outcome: the histogram's labelled child
 
 
 _FAILED: Final = frozenset({"failed", "timeout", "killed"})
