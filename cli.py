@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument(
         "--manifest", default="jobs.yaml", help="where the state dir is declared (./jobs.yaml)"
     )
+    unit = sub.add_parser(
+        "unit", parents=[common], help="print a systemd service unit for the manifest's daemon"
+    )
+    unit.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
+    unit.add_argument(
+        "--user", action="store_true", help="a user unit (systemctl --user), not a system one"
+    )
     return parser
 
 
@@ -172,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "validate":
         _logbook_without_gevent()  # validate runs no job: it needs no gevent
     # The control commands and history load neither the runtime nor logging: see _client.
-    commands = {"validate": _validate, "history": _history, "daemon": _daemon, "run": _run}
+    commands = {
+        "validate": _validate,
+        "history": _history,
+        "daemon": _daemon,
+        "run": _run,
+        "unit": _unit,
+    }
     try:
         return commands.get(args.command, _control)(args)
     except KeyboardInterrupt:
@@ -217,6 +230,17 @@ def _validate(args: argparse.Namespace) -> int:
 
         count = sum(1 for _ in walk(manifest.tree_spec()))
         sys.stdout.write(f"{args.manifest}: OK ({count} children)\n")
+    return OK
+
+
+def _unit(args: argparse.Namespace) -> int:
+    from supervision._unit import render_unit  # noqa: PLC0415 - stdlib only: no runtime, no pykka
+
+    if not os.path.isfile(args.manifest):  # noqa: PTH113 - no pathlib here
+        _error(f"no manifest at {args.manifest}: pass the path of the daemon's YAML file")
+        return USAGE
+    state_dir = getattr(args, "state_dir", None)
+    sys.stdout.write(render_unit(args.manifest, user_unit=args.user, state_dir=state_dir))
     return OK
 
 
