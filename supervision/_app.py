@@ -263,7 +263,6 @@ def _forced_stop(tree: Tree) -> dict[str, Any]:
         return {"name": tree.spec.name, "state": "stopping", "children": []}
 
 
-
 def progress_line(doc: dict[str, Any]) -> str:
     """One line counting children per state, for the live progress on a terminal."""
     counts: dict[str, int] = {}

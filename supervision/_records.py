@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         SupervisedActor,
         TimerHandle,
     )
+    from supervision._budget import TreeBudget
     from supervision._policy import Decision, RestartPolicy, Window
     from supervision._spec import ChildSpec
     from supervision._status import LastExit
@@ -93,6 +94,7 @@ class TreeContext:
     breaker_listener: Callable[[str, BreakerState, BreakerState], None] | None = (
         None  # unhooked when the tree stops
     )
+    budget: TreeBudget | None = None  # the root's budget, charged by every supervisor
 
     def publish(self, kind: type[ev.Event], event: Callable[[], ev.Event]) -> None:
         """Give the sink and the bus an event of ``kind``, built only if one of them takes it."""

@@ -32,6 +32,7 @@ from actors import (
     start_supervised,
 )
 from supervision._abandon import AbandonWatch
+from supervision._budget import TreeBudget
 from supervision._events import BreakerChanged, EventBus
 from supervision._exits import classify
 from supervision._records import Command, FinalStatus, Op, TreeContext
@@ -368,6 +369,7 @@ def start_tree(
         sink=sink,
         sink_kinds=sink_kinds,
         cooldowns=cooldowns or {},
+        budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,
     )
     tree = Tree(spec, runtime, context)
     _live_trees.add(tree)
