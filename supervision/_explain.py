@@ -88,6 +88,15 @@ def _explain_supervisor(
         out.append(f"{inner}restart: {spec.restart.value}")
     out.append(f"{inner}strategy: {spec.strategy.value}")
     _explain_policy(spec.policy, out, inner)
+    if not pad:
+        budget = spec.policy.budget
+        out.append(
+            f"{inner}budget: none (only each child's and group's intensity)"
+            if budget is None
+            else f"{inner}budget: max_restarts={budget.max_restarts} "
+            f"within={fmt_duration(budget.within)} (every restart in the tree; "
+            f"on_exhausted {spec.policy.on_exhausted.value} applies to the whole tree)"
+        )
     out.append(f"{inner}children (start in order, stop in reverse):")
     for child in spec.children:
         if isinstance(child, SupervisorSpec):

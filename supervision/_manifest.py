@@ -49,6 +49,7 @@ from supervision._issues import (
 )
 from supervision._policy import (
     Backoff,
+    Budget,
     CooldownPolicy,
     Intensity,
     OnExhausted,
@@ -239,6 +240,7 @@ _TOP_KEYS: Final = (
 )
 _POLICY_KEYS: Final = ("strategy", "intensity", "backoff", "on_exhausted", "cooldown")
 _GROUP_KEYS: Final = ("group", *_POLICY_KEYS, "restart", "jobs")
+_ROOT_KEYS: Final = (*_POLICY_KEYS, "budget")  # the budget is the whole tree's: root only
 # fmt: on
 _KIND_NOUN: Final = {"command": "a command job", "http": "an http job", "python": "a python job"}
 
@@ -314,8 +316,13 @@ class _Parser(WorkReader):
     def root(self, root: V, top: dict[str, V]) -> SupervisorSpec | Bad:
         flags: dict[str, Any] = {}
         if "supervisor" in top:
-            sup = self.fields(top["supervisor"], _POLICY_KEYS, "a mapping of restart policy fields")
+            sup = self.fields(top["supervisor"], _ROOT_KEYS, "a mapping of restart policy fields")
             flags = {} if sup is None else self.policy(sup)
+            if sup is not None and "budget" in sup and sup["budget"].value is not None:
+                budget = self.budget(sup["budget"])
+                if not isinstance(budget, Bad):
+                    policy = flags.get("policy", RestartPolicy())
+                    flags["policy"] = dataclasses.replace(policy, budget=budget)
         if "jobs" not in top:
             return self.missing(root, "jobs", "a non-empty list of jobs and groups")
         children = self.children(top["jobs"])
@@ -425,6 +432,17 @@ class _Parser(WorkReader):
         if "within" in f:
             kwargs["within"] = self.duration(f["within"])
         return self.build(v, Intensity, "intensity", **kwargs)
+
+    def budget(self, v: V) -> Budget | Bad:
+        f = self.fields(v, ("max_restarts", "within"), "a mapping with max_restarts and within")
+        if f is None:
+            return BAD
+        kwargs: dict[str, Any] = {}
+        if "max_restarts" in f:
+            kwargs["max_restarts"] = self.count(f["max_restarts"])
+        if "within" in f:
+            kwargs["within"] = self.duration(f["within"])
+        return self.finish(v, Budget, kwargs, "budget")
 
     def backoff(self, v: V) -> Backoff | Bad:
         f = self.fields(

@@ -15,12 +15,14 @@ from supervision import (
     EscalationError,
     GaveUp,
     Intensity,
+    ManifestError,
     OnExhausted,
     RestartPolicy,
     RestartScheduled,
     SpecError,
     Strategy,
     SupervisorSpec,
+    load_manifest,
     python_job,
 )
 from supervision._budget import BudgetExhausted, TreeBudget
@@ -201,3 +203,59 @@ class TestRealTrees:
         assert tree.wait(20)
         assert jobfuncs.CALLS["leaf"] == 5
         assert tree.result().ok
+
+
+MANIFEST = """\
+version: 1
+supervisor:
+  on_exhausted: cooldown
+  budget: {max_restarts: 20, within: 5m}
+jobs:
+  - group: g
+    jobs:
+      - {name: j, python: "math:sqrt", args: [4]}
+"""
+
+
+class TestManifest:
+    def test_the_root_takes_a_budget_and_explain_shows_it(self) -> None:
+        manifest = load_manifest(MANIFEST, env={})
+        policy = manifest.root.policy
+        assert policy.budget == Budget(max_restarts=20, within=300.0)
+        assert policy.on_exhausted is OnExhausted.COOLDOWN
+        text = manifest.explain()
+        assert (
+            "  budget: max_restarts=20 within=5m (every restart in the tree; "
+            "on_exhausted cooldown applies to the whole tree)"
+        ) in text.splitlines()
+        plain = load_manifest(MANIFEST.replace("  budget: {max_restarts: 20, within: 5m}\n", ""))
+        assert plain.root.policy.budget is None
+        assert "  budget: none (only each child's and group's intensity)" in plain.explain()
+
+    @pytest.mark.parametrize(
+        ("budget", "path", "message"),
+        [
+            (
+                "{max_restarts: -1}",
+                "supervisor.budget.max_restarts",
+                "expected a count >= 0, got -1",
+            ),
+            ("{within: 0s}", "supervisor.budget.within", "expected a duration > 0 like 250ms"),
+            ("{within: soon}", "supervisor.budget.within", "expected a duration"),
+            ("3", "supervisor.budget", "expected a mapping with max_restarts and within, got 3"),
+            ("{max: 3}", "supervisor.budget.max", "unknown"),
+        ],
+    )
+    def test_bad_values_name_path_and_line(self, budget: str, path: str, message: str) -> None:
+        text = MANIFEST.replace("{max_restarts: 20, within: 5m}", budget)
+        with pytest.raises(ManifestError) as caught:
+            load_manifest(text, env={})
+        (issue,) = [i for i in caught.value.issues if i.path == path]
+        assert issue.line == 4
+        assert message in issue.message, str(issue)
+
+    def test_a_group_has_no_budget_of_its_own(self) -> None:
+        text = MANIFEST.replace("  - group: g\n", "  - group: g\n    budget: {max_restarts: 1}\n")
+        with pytest.raises(ManifestError) as caught:
+            load_manifest(text, env={})
+        assert [i.path for i in caught.value.issues] == ["jobs[0].budget"]
