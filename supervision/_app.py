@@ -29,6 +29,7 @@ from supervision._journal import (
     skip_succeeded,
 )
 from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configure_logging
+from supervision._notifier import Notifier
 from supervision._table import columns, flatten_status, summary_table
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
 
@@ -55,17 +56,23 @@ class Composition:
     journal: Journal | None = None
     skipped: list[str] = field(default_factory=list)  # once-jobs `--resume` left out
     cooldowns: dict[str, tuple[float, int]] = field(default_factory=dict)  # restored ones
+    notifier: Notifier | None = None
 
     def start(self, **kwargs: Any) -> Tree:
         """Start the manifest's tree with this composition's runtime, breakers and journal."""
         if self.journal is not None and "sink" not in kwargs:
             kwargs["sink"] = self.journal.record
+        if self.notifier is not None and "on_event" not in kwargs:
+            kwargs["on_event"] = self.notifier.handle
         if self.cooldowns and "cooldowns" not in kwargs:
             kwargs["cooldowns"] = self.cooldowns
         return start_tree(self.manifest, self.runtime, breakers=self.breakers, **kwargs)
 
     def close(self) -> None:
         try:
+            # Before the journal: what is still being delivered gets its row.
+            if self.notifier is not None:
+                self.notifier.close()
             if self.journal is not None:
                 self.journal.close()
         finally:
@@ -134,7 +141,13 @@ def compose(
     except BaseException:
         setup.close()
         raise
-    return Composition(manifest, chosen, setup, masker, breakers, opened, skipped, cooldowns)
+    notifier = None
+    if Notifier.wanted(manifest.notify, manifest.root):
+        record = opened.notified if opened is not None else None
+        notifier = Notifier(manifest.notify, manifest.root, mask=masker.mask, record=record)
+    return Composition(
+        manifest, chosen, setup, masker, breakers, opened, skipped, cooldowns, notifier
+    )
 
 
 def _restore_breakers(breakers: dict[str, Breaker], db: Path) -> None:

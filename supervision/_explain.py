@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from actors import RetrySpec, Schedule
     from supervision._manifest import Manifest
+    from supervision._notify import NotifySpec
     from supervision._policy import RestartPolicy
     from supervision._spec import BreakerSpec, LoggingSpec
 
@@ -40,6 +41,7 @@ def explain(manifest: Manifest) -> str:
         )
     else:
         out.append("breakers: none")
+    out.extend(_explain_notify(manifest.notify, "") or ["notify: none"])
     _explain_supervisor(manifest.root, out, "", manifest.breakers)
     return mask("\n".join(out), manifest.secrets)
 
@@ -59,6 +61,21 @@ def _explain_breaker(spec: BreakerSpec) -> str:
         f"reset_timeout={fmt_duration(spec.reset_timeout)} "
         f"half_open_max_calls={spec.half_open_max_calls}"
     )
+
+
+def _explain_notify(specs: tuple[NotifySpec, ...], pad: str) -> list[str]:
+    lines = []
+    for spec in specs:
+        events = ", ".join(e.value for e in spec.on)
+        if spec.command is not None:
+            how = "command " + " ".join(spec.command)
+        else:
+            assert spec.http is not None
+            names = ", ".join(spec.http.headers)
+            how = f"POST {spec.http.url}" + (f" headers: {names}" if names else "")
+        retry = f"(timeout={fmt_duration(spec.timeout)} retry={spec.retry})"
+        lines.append(f"{pad}notify: {spec.label} on {events}: {how} {retry}")
+    return lines
 
 
 def _explain_policy(policy: RestartPolicy, out: list[str], pad: str) -> None:
@@ -117,6 +134,7 @@ def _explain_job(
     mode = _explain_mode(spec.schedule)
     out.append(f"{inner}run: {mode}; timeout={timeout}; restart={spec.restart.value}")
     out.append(f"{inner}stop: {_explain_stop(spec)}")
+    out.extend(_explain_notify(spec.notify, inner))
     out.append(f"{inner}retry: {_explain_retry(spec.retry)}")
     if spec.breaker is not None:
         settings = breakers.get(spec.breaker)

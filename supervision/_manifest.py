@@ -47,6 +47,7 @@ from supervision._issues import (
     Merged,
     join,
 )
+from supervision._notify import NotifySpec, read_notify
 from supervision._policy import (
     Backoff,
     Budget,
@@ -112,6 +113,7 @@ class Manifest:
     breakers: Mapping[str, BreakerSpec]
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
     cluster_address: str | None = None
+    notify: tuple[NotifySpec, ...] = ()  # every job's (and the tree's) notifications
     # Things that work but may not be what the user meant (a secret in argv): shown, not fatal.
     warnings: tuple[Issue, ...] = field(default=(), repr=False, compare=False)
 
@@ -236,7 +238,7 @@ def _cwd() -> Path:
 # fmt: off
 _TOP_KEYS: Final = (
     "version", "runtime", "state_dir", "logging", "defaults", "supervisor", "breakers", "cluster",
-    "jobs",
+    "notify", "jobs",
 )
 _POLICY_KEYS: Final = ("strategy", "intensity", "backoff", "on_exhausted", "cooldown")
 _GROUP_KEYS: Final = ("group", *_POLICY_KEYS, "restart", "jobs")
@@ -280,6 +282,7 @@ class _Parser(WorkReader):
             self.read_breakers(top["breakers"])
         if "defaults" in top:
             self.defaults.read(self, top["defaults"])
+        notify = read_notify(self, top["notify"]) if "notify" in top else ()
         spec = self.root(root, top)
         self.check_unused_defaults()
         if self.issues or isinstance(logging, Bad) or isinstance(spec, Bad):
@@ -294,6 +297,7 @@ class _Parser(WorkReader):
             breakers=dict(self.breakers),
             secrets=frozenset(self.secrets),
             cluster_address=cluster,
+            notify=notify or (),
             warnings=tuple(self.final_issues(self.warnings)),
         )
 
@@ -627,6 +631,8 @@ class _Parser(WorkReader):
             options["grace"] = grace
         if "retry" in f:
             options["retry"] = self.retry(f["retry"], kind)
+        if "notify" in f:
+            options["notify"] = read_notify(self, f["notify"]) or BAD
         for key, read in (
             ("breaker", self.breaker),
             ("ready", self.ready),
@@ -671,6 +677,7 @@ class _Parser(WorkReader):
             "ready": self.ready,
             "stop": self.stop_fields,
             "placement": self.placement,
+            "notify": lambda v: read_notify(self, v),
         }
         check = checks.get(key)
         return None if check is None else check(v)

@@ -15,6 +15,8 @@ from supervision._policy import RestartPolicy, RestartType, Strategy
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from supervision._notify import NotifySpec
+
 __all__ = [
     "ActorSpec",
     "BreakerSpec",
@@ -59,6 +61,9 @@ class JobSpec:
     depends_on: tuple[str, ...] = ()  # sibling names that must be ready/succeeded first
     ready: Any = None  # an actors.ReadyProbe for services
     placement: str = "local"
+    # Who hears of this job's events besides the manifest's own notify: not what the job
+    # does, so not part of its identity (a reload or --resume does not see it as changed).
+    notify: tuple[NotifySpec, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_name(self.name)
