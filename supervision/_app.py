@@ -68,6 +68,18 @@ class Composition:
             kwargs["cooldowns"] = self.cooldowns
         return start_tree(self.manifest, self.runtime, breakers=self.breakers, **kwargs)
 
+    def renotify(self, tree: Tree) -> None:
+        """After a reload: the new manifest's notifications apply from now on."""
+        manifest = self.manifest
+        if self.notifier is not None:
+            self.notifier.update(manifest.notify, manifest.root)
+        elif Notifier.wanted(manifest.notify, manifest.root):
+            record = self.journal.notified if self.journal is not None else None
+            self.notifier = Notifier(
+                manifest.notify, manifest.root, mask=self.masker.mask, record=record
+            )
+            tree.subscribe(self.notifier.handle)
+
     def close(self) -> None:
         try:
             # Before the journal: what is still being delivered gets its row.

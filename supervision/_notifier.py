@@ -79,7 +79,7 @@ class Notifier:
         self._wall = wall
         self._per_job: dict[str, tuple[NotifySpec, ...]] = {}
         self._by_breaker: dict[str, list[str]] = {}
-        self.update(root)
+        self.update(top, root)
         self._last_exit: dict[str, dict[str, Any]] = {}
         self._queue: queue.Queue[_Delivery | None] = queue.Queue(QUEUE_SIZE)
         self._closed = threading.Event()
@@ -92,8 +92,8 @@ class Notifier:
         """Whether a manifest has any notification at all (else no notifier is needed)."""
         return bool(top) or any(isinstance(spec, JobSpec) and spec.notify for _, spec in walk(root))
 
-    def update(self, root: SupervisorSpec) -> None:
-        """Take the jobs' own notifications from ``root`` (at start, and after a reload)."""
+    def update(self, top: tuple[NotifySpec, ...], root: SupervisorSpec) -> None:
+        """Take the manifest's and the jobs' notifications (at start, and after a reload)."""
         per_job: dict[str, tuple[NotifySpec, ...]] = {}
         by_breaker: dict[str, list[str]] = {}
         for path, spec in walk(root):
@@ -102,7 +102,8 @@ class Notifier:
                     per_job[path] = spec.notify
                 if spec.breaker:
                     by_breaker.setdefault(spec.breaker, []).append(path)
-        self._per_job, self._by_breaker = per_job, by_breaker
+        # Swapped whole: the event thread reads them without a lock.
+        self._top, self._per_job, self._by_breaker = top, per_job, by_breaker
 
     # -- hearing events (the event bus's thread) --------------------------------------------------
 

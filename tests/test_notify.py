@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from faultkit import CLI, ENV
+from faultkit import CLI, ENV, start_daemon, stop_daemon, wait_until
 
 from supervision import ManifestError, load_manifest
 from supervision._app import compose
@@ -296,3 +296,33 @@ def test_without_notifications_there_is_no_notifier(tmp_path: Path, runtime: str
     )
     with compose(manifest, runtime=runtime, stream=sys.stderr) as composition:
         assert composition.notifier is None
+
+
+def test_a_reload_brings_new_notifications(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    manifest = """
+    version: 1
+    supervisor: {intensity: {max_restarts: 1000}, backoff: {initial: 1ms, max: 1ms}}
+    jobs:
+      - name: svc
+        service: true
+        command: [sh, -c, "sleep 0.2; exit 1"]
+    """
+    running = start_daemon(tmp_path, manifest)
+    try:
+        notify = (
+            "\n        notify:\n"
+            f'          - {{on: [restarted], command: [{sys.executable}, -c, "{APPEND_STDIN}", {out}]}}\n'
+        )
+        (tmp_path / "jobs.yaml").write_text(
+            textwrap.dedent(manifest).rstrip("\n") + textwrap.dedent(notify)
+        )
+        reload = running.cli("reload")
+        assert reload.returncode == 0, reload.stderr
+        first = wait_until(
+            lambda: out.exists() and lines_of(out), "a notification after the reload"
+        )
+        assert first[0]["path"] == "svc"
+        assert first[0]["event"] == "restarted"
+    finally:
+        assert stop_daemon(running) == 0
