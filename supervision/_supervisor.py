@@ -721,7 +721,13 @@ class Supervisor(SupervisedActor):
                 rec.restarts += 1
                 self._start_queue.append(rec)
         if group.window.probing:
-            log.info("{}: group cooldown over; probe start in probation", self._name)
+            tree = budget is not None and budget.probing and not self.path
+            what = (
+                "tree cooldown over; every child starts"
+                if tree
+                else "group cooldown over; probe start"
+            )
+            log.info("{}: {} in probation", self._name, what)
         self._pump_start()
         if group.window.probing and self._starting is None and not self._start_queue:
             self._arm_group_probation()
