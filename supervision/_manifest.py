@@ -427,17 +427,13 @@ class _Parser(WorkReader):
         return flags
 
     def intensity(self, v: V) -> Intensity | Bad:
-        f = self.fields(v, ("max_restarts", "within"), "a mapping with max_restarts and within")
-        if f is None:
-            return BAD
-        kwargs: dict[str, Any] = {}
-        if "max_restarts" in f:
-            kwargs["max_restarts"] = self.count(f["max_restarts"])
-        if "within" in f:
-            kwargs["within"] = self.duration(f["within"])
-        return self.build(v, Intensity, "intensity", **kwargs)
+        return self.window_limit(v, Intensity, "intensity")
 
     def budget(self, v: V) -> Budget | Bad:
+        return self.window_limit(v, Budget, "budget")
+
+    def window_limit(self, v: V, cls: Callable[..., T], prefix: str) -> T | Bad:
+        """An intensity or a budget: ``max_restarts`` inside ``within``."""
         f = self.fields(v, ("max_restarts", "within"), "a mapping with max_restarts and within")
         if f is None:
             return BAD
@@ -446,7 +442,7 @@ class _Parser(WorkReader):
             kwargs["max_restarts"] = self.count(f["max_restarts"])
         if "within" in f:
             kwargs["within"] = self.duration(f["within"])
-        return self.finish(v, Budget, kwargs, "budget")
+        return self.build(v, cls, prefix, **kwargs)
 
     def backoff(self, v: V) -> Backoff | Bad:
         f = self.fields(

@@ -289,13 +289,7 @@ def decide(policy: RestartPolicy, window: Window, now: float, rand: float = 0.5)
         f"{count + 1} restarts within {intensity.within:g}s would exceed "
         f"max_restarts {intensity.max_restarts}"
     )
-    match policy.on_exhausted:
-        case OnExhausted.GIVE_UP:
-            return GiveUp(reason)
-        case OnExhausted.ESCALATE:
-            return Escalate(reason)
-        case OnExhausted.COOLDOWN:
-            return _cool_down(policy.cooldown, window.cycles + 1, reason)
+    return _exhausted(policy, window, reason)
 
 
 def decide_budget(policy: RestartPolicy, window: Window, now: float) -> Decision:
@@ -319,6 +313,11 @@ def decide_budget(policy: RestartPolicy, window: Window, now: float) -> Decision
         f"{count + 1} restarts in the tree within {budget.within:g}s would exceed "
         f"budget.max_restarts {budget.max_restarts}"
     )
+    return _exhausted(policy, window, reason)
+
+
+def _exhausted(policy: RestartPolicy, window: Window, reason: str) -> Decision:
+    """What ``on_exhausted`` says once an intensity (or the budget) is spent."""
     match policy.on_exhausted:
         case OnExhausted.GIVE_UP:
             return GiveUp(reason)

@@ -115,24 +115,23 @@ def test_a_command_hears_give_up_on_stdin_with_last_exit_and_journal_row(tmp_pat
     assert all(r["detail"]["attempts"] == 1 for r in rows)
 
 
+def giving_up(tmp_path: Path, notify: str, job: str) -> Any:
+    """A manifest whose one job gives up at its first failure, with one notification."""
+    text = (
+        f"version: 1\nstate_dir: {tmp_path}\nsupervisor: {{intensity: {{max_restarts: 0}}}}\n"
+        f"notify:\n  - {notify}\njobs:\n  - {job}\n"
+    )
+    return load_manifest(text, env={"TOKEN": SECRET})
+
+
 def test_http_post_carries_the_event_and_masks_secrets(
     tmp_path: Path, hook: Any, runtime: str
 ) -> None:
     url, received = hook
-    manifest = load_manifest(
-        textwrap.dedent(f"""\
-        version: 1
-        state_dir: {tmp_path}
-        supervisor: {{intensity: {{max_restarts: 0}}}}
-        notify:
-          - on: [gave_up]
-            http: {{url: "{url}/hook?token=${{secret:TOKEN}}"}}
-        jobs:
-          - name: leaky
-            python: "jobfuncs:fail"
-            args: ["${{secret:TOKEN}}"]
-        """),
-        env={"TOKEN": SECRET},
+    manifest = giving_up(
+        tmp_path,
+        f'{{on: [gave_up], http: {{url: "{url}/hook?token=${{secret:TOKEN}}"}}}}',
+        '{name: leaky, python: "jobfuncs:fail", args: ["${secret:TOKEN}"]}',
     )
     with compose(manifest, runtime=runtime, stream=sys.stderr) as composition:
         tree = composition.start()
@@ -151,17 +150,10 @@ def test_http_post_carries_the_event_and_masks_secrets(
 def test_a_failing_notifier_is_retried_logged_by_name_and_journaled(
     tmp_path: Path, runtime: str
 ) -> None:
-    manifest = load_manifest(
-        textwrap.dedent(f"""\
-        version: 1
-        state_dir: {tmp_path}
-        supervisor: {{intensity: {{max_restarts: 0}}}}
-        notify:
-          - {{name: broken, on: [gave_up], retry: 1, command: [sh, -c, "echo nope >&2; exit 7"]}}
-        jobs:
-          - {{name: j, python: "jobfuncs:fail"}}
-        """),
-        env={},
+    manifest = giving_up(
+        tmp_path,
+        '{name: broken, on: [gave_up], retry: 1, command: [sh, -c, "echo nope >&2; exit 7"]}',
+        '{name: j, python: "jobfuncs:fail"}',
     )
     log = tmp_path / "log.txt"
     with log.open("w") as stream, compose(manifest, runtime=runtime, stream=stream) as composition:
