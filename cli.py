@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
     top = sub.add_parser("top", parents=[common], help="a live view of the daemon's tree")
     top.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    unit = sub.add_parser(
+        "unit", parents=[common], help="print a systemd service unit for the manifest's daemon"
+    )
+    unit.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
+    unit.add_argument(
+        "--user", action="store_true", help="a user unit (systemctl --user), not a system one"
+    )
     return parser
 
 
@@ -189,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _run,
         "logs": _logs,
         "top": _top,
+        "unit": _unit,
     }
     try:
         return commands.get(args.command, _control)(args)
@@ -252,6 +260,17 @@ def _validate(args: argparse.Namespace) -> int:
 
         count = sum(1 for _ in walk(manifest.tree_spec()))
         sys.stdout.write(f"{args.manifest}: OK ({count} children)\n")
+    return OK
+
+
+def _unit(args: argparse.Namespace) -> int:
+    from supervision._unit import render_unit  # noqa: PLC0415 - stdlib only: no runtime, no pykka
+
+    if not os.path.isfile(args.manifest):  # noqa: PTH113 - no pathlib here
+        _error(f"no manifest at {args.manifest}: pass the path of the daemon's YAML file")
+        return USAGE
+    state_dir = getattr(args, "state_dir", None)
+    sys.stdout.write(render_unit(args.manifest, user_unit=args.user, state_dir=state_dir))
     return OK
 
 

@@ -92,6 +92,7 @@ if TYPE_CHECKING:
     )
     from supervision._policy import (
         Backoff,
+        Budget,
         CooldownPolicy,
         Intensity,
         OnExhausted,
@@ -140,6 +141,7 @@ _PUBLIC: dict[str, str] = {
     "HttpStatusError": "actors._http",
     "HttpWork": "actors._http",
     "Intensity": "supervision._policy",
+    "Budget": "supervision._policy",
     "Issue": "supervision._manifest",
     "JobFailure": "actors._errors",
     "JobSpec": "supervision._spec",
@@ -246,6 +248,7 @@ __all__ = [
     "Backoff",
     "BreakerChanged",
     "BreakerSpec",
+    "Budget",
     "ChildExited",
     "ChildKilled",
     "ChildRef",

@@ -29,6 +29,7 @@ from supervision._journal import (
     skip_succeeded,
 )
 from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configure_logging
+from supervision._notifier import Notifier
 from supervision._output import output_dir
 from supervision._table import columns, flatten_status, summary_table
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
@@ -58,11 +59,14 @@ class Composition:
     skipped: list[str] = field(default_factory=list)  # once-jobs `--resume` left out
     cooldowns: dict[str, tuple[float, int]] = field(default_factory=dict)  # restored ones
     endpoint: Endpoint | None = None  # the HTTP endpoint, when the manifest or --http asks
+    notifier: Notifier | None = None
 
     def start(self, **kwargs: Any) -> Tree:
         """Start the manifest's tree with this composition's runtime, breakers and journal."""
         if self.journal is not None and "sink" not in kwargs:
             kwargs["sink"] = self.journal.record
+        if self.notifier is not None and "on_event" not in kwargs:
+            kwargs["on_event"] = self.notifier.handle
         if self.cooldowns and "cooldowns" not in kwargs:
             kwargs["cooldowns"] = self.cooldowns
         kwargs.setdefault("output_dir", output_dir(self.manifest.state_dir))
@@ -74,10 +78,25 @@ class Composition:
             endpoint.attach(tree)
         return tree
 
+    def renotify(self, tree: Tree) -> None:
+        """After a reload: the new manifest's notifications apply from now on."""
+        manifest = self.manifest
+        if self.notifier is not None:
+            self.notifier.update(manifest.notify, manifest.root)
+        elif Notifier.wanted(manifest.notify, manifest.root):
+            record = self.journal.notified if self.journal is not None else None
+            self.notifier = Notifier(
+                manifest.notify, manifest.root, mask=self.masker.mask, record=record
+            )
+            tree.subscribe(self.notifier.handle)
+
     def close(self) -> None:
         try:
             if self.endpoint is not None:
                 self.endpoint.close()
+            # Before the journal: what is still being delivered gets its row.
+            if self.notifier is not None:
+                self.notifier.close()
         finally:
             try:
                 if self.journal is not None:
@@ -154,7 +173,13 @@ def compose(
     except BaseException:
         setup.close()
         raise
-    composition = Composition(manifest, chosen, setup, masker, breakers, opened, skipped, cooldowns)
+    notifier = None
+    if Notifier.wanted(manifest.notify, manifest.root):
+        record = opened.notified if opened is not None else None
+        notifier = Notifier(manifest.notify, manifest.root, mask=masker.mask, record=record)
+    composition = Composition(
+        manifest, chosen, setup, masker, breakers, opened, skipped, cooldowns, notifier=notifier
+    )
     if manifest.http is not None:
         from supervision._httpapi import open_endpoint  # noqa: PLC0415 - only when asked for
 

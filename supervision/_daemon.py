@@ -432,6 +432,7 @@ class Daemon:
             except (SpecError, NoSuchChildError) as exc:
                 return {"ok": False, "code": "failed", "error": str(exc)}
             composition.manifest = new
+            composition.renotify(tree)
         summary = [f"{c.op} {c.path}" for c in changes]
         log.info("reloaded {}: {}", self.manifest_path, ", ".join(summary) or "no change")
         return {"ok": True, "result": summary}

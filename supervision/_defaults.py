@@ -34,7 +34,7 @@ MODES: Final = ("service", "every", "cron")
 JOB_KEYS: Final = (
     "name", *KINDS, "args", "kwargs", "cwd", "env", "service", "every", "times", "cron",
     "timeout", "retry", "breaker", "restart", "replicas", "depends_on", "ready", "stop",
-    "placement", "isolation", "output",
+    "placement", "isolation", "output", "notify",
 )
 # fmt: on
 OWN_ONLY: Final = ("name", "depends_on")

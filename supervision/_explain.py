@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from actors import RetrySpec, Schedule
     from supervision._manifest import Manifest
+    from supervision._notify import NotifySpec
     from supervision._policy import RestartPolicy
     from supervision._spec import BreakerSpec, LoggingSpec
 
@@ -41,6 +42,7 @@ def explain(manifest: Manifest) -> str:
         )
     else:
         out.append("breakers: none")
+    out.extend(_explain_notify(manifest.notify, "") or ["notify: none"])
     _explain_supervisor(manifest.root, out, "", manifest.breakers)
     return mask("\n".join(out), manifest.secrets)
 
@@ -70,6 +72,21 @@ def _explain_breaker(spec: BreakerSpec) -> str:
     )
 
 
+def _explain_notify(specs: tuple[NotifySpec, ...], pad: str) -> list[str]:
+    lines = []
+    for spec in specs:
+        events = ", ".join(e.value for e in spec.on)
+        if spec.command is not None:
+            how = "command " + " ".join(spec.command)
+        else:
+            assert spec.http is not None
+            names = ", ".join(spec.http.headers)
+            how = f"POST {spec.http.url}" + (f" headers: {names}" if names else "")
+        retry = f"(timeout={fmt_duration(spec.timeout)} retry={spec.retry})"
+        lines.append(f"{pad}notify: {spec.label} on {events}: {how} {retry}")
+    return lines
+
+
 def _explain_policy(policy: RestartPolicy, out: list[str], pad: str) -> None:
     b, i, c = policy.backoff, policy.intensity, policy.cooldown
     out.append(f"{pad}intensity: max_restarts={i.max_restarts} within={fmt_duration(i.within)}")
@@ -97,6 +114,15 @@ def _explain_supervisor(
         out.append(f"{inner}restart: {spec.restart.value}")
     out.append(f"{inner}strategy: {spec.strategy.value}")
     _explain_policy(spec.policy, out, inner)
+    if not pad:
+        budget = spec.policy.budget
+        out.append(
+            f"{inner}budget: none (only each child's and group's intensity)"
+            if budget is None
+            else f"{inner}budget: max_restarts={budget.max_restarts} "
+            f"within={fmt_duration(budget.within)} (every restart in the tree; "
+            f"on_exhausted {spec.policy.on_exhausted.value} applies to the whole tree)"
+        )
     out.append(f"{inner}children (start in order, stop in reverse):")
     for child in spec.children:
         if isinstance(child, SupervisorSpec):
@@ -117,6 +143,7 @@ def _explain_job(
     mode = _explain_mode(spec.schedule)
     out.append(f"{inner}run: {mode}; timeout={timeout}; restart={spec.restart.value}")
     out.append(f"{inner}stop: {_explain_stop(spec)}")
+    out.extend(_explain_notify(spec.notify, inner))
     out.append(f"{inner}retry: {_explain_retry(spec.retry)}")
     if spec.breaker is not None:
         settings = breakers.get(spec.breaker)

@@ -217,6 +217,10 @@ class Journal:
         }
     )
 
+    def notified(self, at: float, path: str, detail: dict[str, Any]) -> None:
+        """Queue a ``notify`` row: a notification's delivery ended (delivered or not, tries)."""
+        self._put((_DECISION, (at, path, "notify", json.dumps(detail))))
+
     def _put(self, item: object) -> None:
         self._pending.append(item)
         if not self._wake.is_set():

@@ -49,8 +49,10 @@ from supervision._issues import (
     join,
 )
 from supervision._listen import HttpSpec
+from supervision._notify import NotifySpec, read_notify
 from supervision._policy import (
     Backoff,
+    Budget,
     CooldownPolicy,
     Intensity,
     OnExhausted,
@@ -116,6 +118,7 @@ class Manifest:
     cluster_address: str | None = None
     cluster_namespace: str | None = None
     http: HttpSpec | None = None  # the HTTP endpoint (SPEC §9); None: off
+    notify: tuple[NotifySpec, ...] = ()  # every job's (and the tree's) notifications
     # Things that work but may not be what the user meant (a secret in argv): shown, not fatal.
     warnings: tuple[Issue, ...] = field(default=(), repr=False, compare=False)
 
@@ -240,10 +243,11 @@ def _cwd() -> Path:
 # fmt: off
 _TOP_KEYS: Final = (
     "version", "runtime", "state_dir", "logging", "defaults", "supervisor", "breakers", "cluster",
-    "jobs", "http",
+    "notify", "jobs", "http",
 )
 _POLICY_KEYS: Final = ("strategy", "intensity", "backoff", "on_exhausted", "cooldown")
 _GROUP_KEYS: Final = ("group", *_POLICY_KEYS, "restart", "jobs")
+_ROOT_KEYS: Final = (*_POLICY_KEYS, "budget")  # the budget is the whole tree's: root only
 # fmt: on
 _KIND_NOUN: Final = {"command": "a command job", "http": "an http job", "python": "a python job"}
 
@@ -284,6 +288,7 @@ class _Parser(WorkReader):
             self.read_breakers(top["breakers"])
         if "defaults" in top:
             self.defaults.read(self, top["defaults"])
+        notify = read_notify(self, top["notify"]) if "notify" in top else ()
         spec = self.root(root, top)
         self.check_unused_defaults()
         if (
@@ -305,6 +310,7 @@ class _Parser(WorkReader):
             cluster_address=cluster,
             cluster_namespace=namespace,
             http=http,
+            notify=notify or (),
             warnings=tuple(self.final_issues(self.warnings)),
         )
 
@@ -327,8 +333,13 @@ class _Parser(WorkReader):
     def root(self, root: V, top: dict[str, V]) -> SupervisorSpec | Bad:
         flags: dict[str, Any] = {}
         if "supervisor" in top:
-            sup = self.fields(top["supervisor"], _POLICY_KEYS, "a mapping of restart policy fields")
+            sup = self.fields(top["supervisor"], _ROOT_KEYS, "a mapping of restart policy fields")
             flags = {} if sup is None else self.policy(sup)
+            if sup is not None and "budget" in sup and sup["budget"].value is not None:
+                budget = self.budget(sup["budget"])
+                if not isinstance(budget, Bad):
+                    policy = flags.get("policy", RestartPolicy())
+                    flags["policy"] = dataclasses.replace(policy, budget=budget)
         if "jobs" not in top:
             return self.missing(root, "jobs", "a non-empty list of jobs and groups")
         children = self.children(top["jobs"])
@@ -454,6 +465,13 @@ class _Parser(WorkReader):
         return flags
 
     def intensity(self, v: V) -> Intensity | Bad:
+        return self.window_limit(v, Intensity, "intensity")
+
+    def budget(self, v: V) -> Budget | Bad:
+        return self.window_limit(v, Budget, "budget")
+
+    def window_limit(self, v: V, cls: Callable[..., T], prefix: str) -> T | Bad:
+        """An intensity or a budget: ``max_restarts`` inside ``within``."""
         f = self.fields(v, ("max_restarts", "within"), "a mapping with max_restarts and within")
         if f is None:
             return BAD
@@ -462,7 +480,7 @@ class _Parser(WorkReader):
             kwargs["max_restarts"] = self.count(f["max_restarts"])
         if "within" in f:
             kwargs["within"] = self.duration(f["within"])
-        return self.build(v, Intensity, "intensity", **kwargs)
+        return self.build(v, cls, prefix, **kwargs)
 
     def backoff(self, v: V) -> Backoff | Bad:
         f = self.fields(
@@ -647,6 +665,8 @@ class _Parser(WorkReader):
             options["grace"] = grace
         if "retry" in f:
             options["retry"] = self.retry(f["retry"], kind)
+        if "notify" in f:
+            options["notify"] = read_notify(self, f["notify"]) or BAD
         for key, read in (
             ("breaker", self.breaker),
             ("ready", self.ready),
@@ -694,6 +714,7 @@ class _Parser(WorkReader):
             "stop": self.stop_fields,
             "placement": self.placement,
             "output": self.output,
+            "notify": lambda v: read_notify(self, v),
         }
         check = checks.get(key)
         return None if check is None else check(v)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backoff",
+    "Budget",
     "Cooldown",
     "CooldownPolicy",
     "Decision",
@@ -34,6 +35,7 @@ __all__ = [
     "Strategy",
     "Window",
     "decide",
+    "decide_budget",
     "decide_probation_failure",
     "wants_restart",
 ]
@@ -86,6 +88,27 @@ class Intensity:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    """The whole tree's restarts: at most ``max_restarts`` inside any ``within`` seconds.
+
+    Intensities are per child and per group, so they multiply down a deep tree
+    (three levels of ``max_restarts: 3`` allow 3 x 4 x 4 restarts of one leaf);
+    the budget counts every restart anywhere, groups' included, in one window.
+    """
+
+    max_restarts: int = 10
+    within: float = 60.0
+
+    def __post_init__(self) -> None:
+        need_count(self.max_restarts, "budget.max_restarts", 0)
+        need_duration(self.within, "budget.within", positive=True)
+
+    def window(self) -> Window:
+        """An empty window that remembers just enough restarts for this budget."""
+        return Window(Intensity(max_restarts=self.max_restarts, within=self.within))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CooldownPolicy:
     """Breaker-style cooling down once the intensity is exhausted.
 
@@ -129,6 +152,7 @@ class RestartPolicy:
     intensity: Intensity = Intensity()
     on_exhausted: OnExhausted = OnExhausted.GIVE_UP
     cooldown: CooldownPolicy = CooldownPolicy()
+    budget: Budget | None = None  # only the root's counts: the tree's restarts (see Budget)
 
 
 class Window:
@@ -265,6 +289,35 @@ def decide(policy: RestartPolicy, window: Window, now: float, rand: float = 0.5)
         f"{count + 1} restarts within {intensity.within:g}s would exceed "
         f"max_restarts {intensity.max_restarts}"
     )
+    return _exhausted(policy, window, reason)
+
+
+def decide_budget(policy: RestartPolicy, window: Window, now: float) -> Decision:
+    """Whether the tree may spend one more restart at monotonic time ``now``.
+
+    ``policy`` is the root's; ``window`` holds the tree's restarts. Inside the
+    budget it is ``Restart(0, n)`` (the delay is the restarting supervisor's
+    own); beyond it the root's ``on_exhausted`` applies to the whole tree. A
+    restart wanted while the tree is on probation after a tree-wide cooldown
+    cools the tree down again, longer (or gives up after ``max_cycles``).
+    """
+    budget = policy.budget
+    if budget is None:
+        return Restart(0.0, 0)
+    if window.probing:
+        return _cool_down(policy.cooldown, window.cycles + 1, "a restart in the tree on probation")
+    count = window.in_window(now)
+    if count < budget.max_restarts:
+        return Restart(0.0, count + 1)
+    reason = (
+        f"{count + 1} restarts in the tree within {budget.within:g}s would exceed "
+        f"budget.max_restarts {budget.max_restarts}"
+    )
+    return _exhausted(policy, window, reason)
+
+
+def _exhausted(policy: RestartPolicy, window: Window, reason: str) -> Decision:
+    """What ``on_exhausted`` says once an intensity (or the budget) is spent."""
     match policy.on_exhausted:
         case OnExhausted.GIVE_UP:
             return GiveUp(reason)

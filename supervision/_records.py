@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         SupervisedActor,
         TimerHandle,
     )
+    from supervision._budget import TreeBudget
     from supervision._output import OutputFiles
     from supervision._policy import Decision, RestartPolicy, Window
     from supervision._spec import ChildSpec
@@ -96,6 +97,7 @@ class TreeContext:
         None  # unhooked when the tree stops
     )
     output: OutputFiles | None = None  # the jobs' output files; None: output goes to the log only
+    budget: TreeBudget | None = None  # the root's budget, charged by every supervisor
 
     def publish(self, kind: type[ev.Event], event: Callable[[], ev.Event]) -> None:
         """Give the sink and the bus an event of ``kind``, built only if one of them takes it."""

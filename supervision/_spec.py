@@ -16,6 +16,8 @@ from supervision._policy import RestartPolicy, RestartType, Strategy
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from supervision._notify import NotifySpec
+
 __all__ = [
     "ActorSpec",
     "BreakerSpec",
@@ -83,6 +85,9 @@ class JobSpec:
     # Where its output is kept says nothing of what the job does: out of the repr, so the
     # journal's spec hash (--resume) does not change with it.
     output: OutputSpec | None = field(default=OutputSpec(), repr=False)
+    # Who hears of this job's events besides the manifest's own notify: not what the job
+    # does, so not part of its identity (a reload or --resume does not see it as changed).
+    notify: tuple[NotifySpec, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_name(self.name)

@@ -37,6 +37,7 @@ from actors import (
 )
 from actors._errors import ShuttingDownError
 from supervision import _events as ev
+from supervision._budget import BudgetExhausted
 from supervision._exits import ExitReason, classify
 from supervision._policy import (
     Cooldown,
@@ -122,6 +123,7 @@ class Supervisor(SupervisedActor):
             FinalStatus: self._on_final_status,
             Timer: self._on_timer,
             Command: self._on_command,
+            BudgetExhausted: self._on_budget_exhausted,
         }
         for child in spec.children:
             self._add_record(child)
@@ -130,6 +132,8 @@ class Supervisor(SupervisedActor):
 
     def on_start(self) -> None:
         log.debug("{}: supervisor starting {} children", self._name, len(self.children))
+        if not self.path and self.ctx.budget is not None:
+            self.ctx.budget.tell_root = self.actor_ref.tell
         self._start_queue.extend(self.children)
         self._pump_start()
 
@@ -198,6 +202,10 @@ class Supervisor(SupervisedActor):
         if self._closing is Intent.ESCALATE and rec.state is State.STOPPED:
             return  # stopped by an escalation: not settled, the parent decides their fate
         if isinstance(rec.spec, SupervisorSpec):
+            # Released once its children went through their starts again (their own states
+            # count from there on), or when it ends for good.
+            if rec.state in (State.RUNNING, State.PROBATION) or rec.state in FINAL:
+                self.ctx.tracker.release(rec.path)
             if rec.state in FINAL:
                 self.ctx.tracker.settle_subtree(rec.path, rec.state)
         else:
@@ -441,6 +449,8 @@ class Supervisor(SupervisedActor):
         window = rec.window if one else self._group.window
         now = self.ctx.monotonic()
         decision = decide(self.policy, window, now, self.ctx.rand())
+        if isinstance(decision, Restart) and self._over_budget(rec):
+            return
         window.apply(decision, now)
         if one:
             self._apply(rec, decision, reason.error)
@@ -459,6 +469,63 @@ class Supervisor(SupervisedActor):
             self._set_state(rec, State.FAILED)
 
     # -- decisions -------------------------------------------------------------------------------
+
+    def _over_budget(self, rec: ChildRecord) -> bool:
+        """Charge the tree's budget for a restart of ``rec``; True if the budget refused it.
+
+        A refused child stays down: it gives up with the budget's reason, or waits in
+        backoff (unscheduled) for the root to escalate or cool the whole tree down.
+        """
+        budget = self.ctx.budget
+        verdict = None if budget is None else budget.charge(rec.path)
+        match verdict:
+            case None:
+                return False
+            case GiveUp(reason=reason):
+                self._give_up(rec, f"tree budget exhausted: {reason}")
+            case _:
+                log.warning(
+                    "{}: not restarted: the tree's budget is exhausted; the root decides",
+                    rec.path,
+                    extra={"path": rec.path},
+                )
+                rec.next_start_at = None
+                self._set_state(rec, State.BACKOFF)
+        return True
+
+    def _on_budget_exhausted(self, msg: BudgetExhausted) -> None:
+        """At the root: the tree's budget is spent; ``on_exhausted`` applies to the whole tree."""
+        if self._closing is not None:
+            return
+        reason = f"tree budget exhausted: {msg.decision.reason} (after {msg.path} failed)"
+        match msg.decision:
+            case GiveUp():
+                log.error("root: {}; giving up: stopping the whole tree", reason)
+                self.ctx.publish(
+                    ev.GaveUp, lambda: ev.GaveUp(path="", at=self.ctx.wall(), reason=reason)
+                )
+                self._closing = Intent.SHUTDOWN
+                self._stop_all_then(self._finish)
+            case Escalate():
+                self._escalate(reason, None)
+            case Cooldown(duration=duration, cycle=cycle):
+                branch = self._by_name.get(msg.path.split("/", 1)[0])
+                members = [
+                    r
+                    for r in self.children
+                    if r.spec.restart is not RestartType.TEMPORARY and r.state not in FINAL
+                ]
+                if branch is not None and branch not in members:
+                    members.append(branch)
+                decision = Cooldown(duration, cycle, reason)
+                self.ctx.announce(
+                    decision,
+                    self.policy,
+                    "",
+                    "tree cooling down",
+                    tail="; then every child starts again on probation",
+                )
+                self._take_down(members, duration, cooldown=True)
 
     def _apply(self, rec: ChildRecord, decision: Decision, cause: BaseException | None) -> None:
         match decision:
@@ -559,6 +626,8 @@ class Supervisor(SupervisedActor):
             self._start_group_members()
         elif kind is TimerKind.GROUP_PROBATION and self._group.window.probing:
             self._group.window.reset()
+            if not self.path and self.ctx.budget is not None and self.ctx.budget.probing:
+                self.ctx.budget.probation_passed()
             log.info("{}: group probation passed; restart window cleared", self._name)
             self.ctx.publish(
                 ev.ProbationPassed, lambda: ev.ProbationPassed(path=self.path, at=self.ctx.wall())
@@ -619,6 +688,8 @@ class Supervisor(SupervisedActor):
             rec.next_start_at = self.ctx.wall() + delay
             if rec.actor is not None:
                 rec.intent = Intent.GROUP
+                if isinstance(rec.spec, SupervisorSpec):
+                    self.ctx.tracker.hold(rec.path)
             else:
                 self._cancel_timers(rec)
                 self._set_state(rec, waiting)
@@ -639,12 +710,21 @@ class Supervisor(SupervisedActor):
 
     def _start_group_members(self) -> None:
         group = self._group
+        budget = self.ctx.budget
+        if not self.path and budget is not None and budget.tripped:
+            budget.probe()  # the tree's cooldown is over: its restarts count on probation now
         for rec in group.members:
             if rec.key in self._by_key and rec.state in (State.BACKOFF, State.COOLDOWN):
                 rec.restarts += 1
                 self._start_queue.append(rec)
         if group.window.probing:
-            log.info("{}: group cooldown over; probe start in probation", self._name)
+            tree = budget is not None and budget.probing and not self.path
+            what = (
+                "tree cooldown over; every child starts"
+                if tree
+                else "group cooldown over; probe start"
+            )
+            log.info("{}: {} in probation", self._name, what)
         self._pump_start()
         if group.window.probing and self._starting is None and not self._start_queue:
             self._arm_group_probation()

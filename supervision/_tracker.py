@@ -25,6 +25,9 @@ class Tracker:
         self._leaves: set[str] = set()  # every leaf the tree has, finite or not
         self._finite: set[str] = set()  # every finite leaf: with none, only the end counts
         self._final: dict[str, State] = {}
+        # Groups taken down to come back (a group restart, a tree cooldown): what their
+        # shutdown marks stopped below them is not settled, so nothing waits on it.
+        self._held: set[str] = set()
         self.started = threading.Event()
         self.ended = threading.Event()
 
@@ -59,6 +62,18 @@ class Tracker:
             if not self._unsettled:
                 self._cond.notify_all()
 
+    def hold(self, path: str) -> None:
+        """The group at ``path`` is going down only to start again: the tree is not settled."""
+        with self._cond:
+            self._held.add(path)
+
+    def release(self, path: str) -> None:
+        """The held group at ``path`` starts again or ends for good."""
+        with self._cond:
+            if path in self._held:
+                self._held.discard(path)
+                self._cond.notify_all()
+
     def forget(self, path: str) -> None:
         """The child at ``path`` was removed, with everything under it."""
         prefix = f"{path}/"
@@ -78,7 +93,7 @@ class Tracker:
     def _settled(self) -> bool:
         if self.ended.is_set():
             return True
-        if not self.started.is_set() or self._unsettled:
+        if not self.started.is_set() or self._unsettled or self._held:
             return False
         return bool(self._finite) or not self._leaves
 

@@ -34,6 +34,7 @@ from actors import (
 )
 from actors._placement import check_placeable
 from supervision._abandon import AbandonWatch
+from supervision._budget import TreeBudget
 from supervision._events import BreakerChanged, EventBus
 from supervision._exits import classify
 from supervision._output import OutputFiles
@@ -371,6 +372,7 @@ def start_tree(
         sink=sink,
         sink_kinds=sink_kinds,
         cooldowns=cooldowns or {},
+        budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,
     )
     tree = Tree(spec, runtime, context)
     _live_trees.add(tree)

@@ -1,0 +1,184 @@
+"""``notify:`` of a manifest: who hears of which events, as frozen specs and their reader.
+
+A notification is a command (the event as JSON on its stdin) or an HTTP
+POST (the event as the JSON body), for the events it names in ``on``. Top
+level ones hear of every job (and of the tree itself); a job's own add to
+them for that job. Delivering them is ``supervision._notifier``'s work, off
+every supervisor's path.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from actors._checks import need, need_count, need_duration
+from supervision._reader import BAD, Bad
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from supervision._reader import V
+    from supervision._work import WorkReader
+
+__all__ = ["NOTIFY_KEYS", "HttpTarget", "NotifyEvent", "NotifySpec", "read_notify"]
+
+
+class NotifyEvent(enum.StrEnum):
+    """What a notification can be sent for."""
+
+    GAVE_UP = "gave_up"  # a child gave up (path "" : the tree's budget gave up the tree)
+    ESCALATED = "escalated"
+    FAILED = "failed"  # failed finally (temporary, not restarted, a dependency failed)
+    COOLDOWN = "cooldown"  # a child, a group or the tree started cooling down
+    BREAKER_OPENED = "breaker_opened"
+    BREAKER_CLOSED = "breaker_closed"
+    RESTARTED = "restarted"  # a restart was scheduled
+    SUCCEEDED = "succeeded"
+
+
+EVENTS: Final = ", ".join(e.value for e in NotifyEvent)
+NOTIFY_KEYS: Final = ("name", "on", "command", "http", "timeout", "retry")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpTarget:
+    """Where an HTTP notification POSTs its JSON: ``url`` with extra ``headers``."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ok = isinstance(self.url, str) and self.url.startswith(("http://", "https://"))
+        need(ok, "http.url", "an http:// or https:// URL", self.url)
+        for key, value in self.headers.items():
+            need(
+                isinstance(key, str) and isinstance(value, str) and "\n" not in key + value,
+                "http.headers",
+                "a mapping of header names to one-line values",
+                {key: value},
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifySpec:
+    """One notification: for the events ``on``, run ``command`` or POST to ``http``.
+
+    Each delivery gets ``timeout`` seconds per try and ``retry`` more tries.
+    ``name`` is what logs and the journal call it (default: the command or URL).
+    """
+
+    on: tuple[NotifyEvent, ...]
+    command: tuple[str, ...] | None = None
+    http: HttpTarget | None = None
+    timeout: float = 10.0
+    retry: int = 2
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        ok = isinstance(self.on, tuple) and bool(self.on)
+        need(
+            ok and all(isinstance(e, NotifyEvent) for e in self.on),
+            "on",
+            f"a list of {EVENTS}",
+            self.on,
+        )
+        need(
+            (self.command is None) != (self.http is None),
+            "command",
+            "exactly one of command or http",
+            "both" if self.command is not None else "neither",
+        )
+        if self.command is not None:
+            ok = isinstance(self.command, tuple) and bool(self.command)
+            need(
+                ok and all(isinstance(a, str) for a in self.command),
+                "command",
+                "a non-empty argv list",
+                self.command,
+            )
+        need_duration(self.timeout, "timeout", positive=True)
+        need_count(self.retry, "retry", 0)
+        need(isinstance(self.name, str), "name", "a string", self.name)
+
+    @property
+    def label(self) -> str:
+        """How logs name it."""
+        if self.name:
+            return self.name
+        return self.command[0] if self.command else self.http.url if self.http else "notify"
+
+
+def read_notify(reader: WorkReader, v: V) -> tuple[NotifySpec, ...] | None:
+    """The notifications of a ``notify:`` list; None if one of them is bad (issues added)."""
+    items = reader.items(v, "a list of notifications (each with on and command or http)")
+    if items is None:
+        return None
+    specs: list[NotifySpec] = []
+    bad = False
+    for item in items:
+        spec = _read_one(reader, item)
+        if spec is None:
+            bad = True
+        else:
+            specs.append(spec)
+    return None if bad else tuple(specs)
+
+
+def _read_one(reader: WorkReader, v: V) -> NotifySpec | None:
+    f = reader.fields(v, NOTIFY_KEYS, "a mapping with on and command or http", null_ok=False)
+    if f is None:
+        return None
+    if "on" not in f:
+        reader.missing(v, "on", f"a list of {EVENTS}")
+        return None
+    kwargs: dict[str, Any] = {"on": _events(reader, f["on"])}
+    if "command" in f:
+        command = reader.command(f["command"])
+        kwargs["command"] = (
+            command
+            if isinstance(command, Bad)
+            else command[0]
+            or (
+                "/bin/sh",
+                "-c",
+                str(command[1]),
+            )
+        )
+    if "http" in f:
+        kwargs["http"] = _http(reader, f["http"])
+    if "timeout" in f:
+        kwargs["timeout"] = reader.duration(f["timeout"])
+    if "retry" in f:
+        kwargs["retry"] = reader.count(f["retry"])
+    if "name" in f:
+        kwargs["name"] = reader.text(f["name"], "a name for logs")
+    if any(isinstance(value, Bad) for value in kwargs.values()):
+        return None
+    spec = reader.build(v, NotifySpec, **kwargs)
+    return None if isinstance(spec, Bad) else spec
+
+
+def _events(reader: WorkReader, v: V) -> tuple[NotifyEvent, ...] | Bad:
+    events = reader.items(v, f"a list of {EVENTS}", single_ok=True)
+    if events is None:
+        return BAD
+    chosen = [reader.choice(e, [n.value for n in NotifyEvent]) for e in events]
+    if any(isinstance(c, Bad) for c in chosen):
+        return BAD
+    return tuple(NotifyEvent(str(c)) for c in chosen)
+
+
+def _http(reader: WorkReader, v: V) -> HttpTarget | Bad:
+    h = reader.fields(v, ("url", "headers"), "a mapping with url and headers", null_ok=False)
+    if h is None:
+        return BAD
+    if "url" not in h:
+        return reader.missing(v, "url", "an http:// or https:// URL")
+    target: dict[str, Any] = {"url": h["url"].value}
+    if "headers" in h:
+        target["headers"] = reader.str_map(h["headers"], "a mapping of headers")
+        if isinstance(target["headers"], Bad):
+            return BAD
+    return reader.build(v, HttpTarget, "http", **target)

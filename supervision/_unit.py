@@ -1,0 +1,101 @@
+"""`jobvisor unit`: a systemd service unit that runs a manifest's daemon.
+
+The daemon already speaks sd_notify (``READY=1`` once the tree started,
+``WATCHDOG=1`` at half of ``WATCHDOG_USEC``, ``STOPPING=1``), so the unit is
+``Type=notify`` with a watchdog; a reload goes through the control socket
+(``jobvisor reload``), and ``KillMode=mixed`` lets the daemon stop its jobs
+in order before systemd kills what is left. Paths are absolute, since systemd
+runs the unit from ``/``. Standard library only: this is a light command.
+"""
+
+# ruff: noqa: PTH100, PTH120 - os.path: the command imports no pathlib (see _client)
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Final
+
+__all__ = ["WATCHDOG_SEC", "jobvisor_command", "render_unit"]
+
+WATCHDOG_SEC: Final = 30
+# Longer than a stop's default grace (5s) times a few groups stopping in turn.
+TIMEOUT_STOP_SEC: Final = 90
+
+
+def jobvisor_command(argv0: str | None = None, executable: str | None = None) -> list[str]:
+    """How to run this jobvisor again from anywhere: its script, or the interpreter and cli.py.
+
+    ``argv0`` is what started us (``sys.argv[0]``): an installed ``jobvisor``
+    script runs as is; a ``cli.py`` of a checkout needs its interpreter.
+    """
+    script = os.path.realpath(argv0 if argv0 is not None else sys.argv[0])
+    if script.endswith(".py") or not os.access(script, os.X_OK):
+        # Not realpath: a venv's python is a symlink whose target would leave the venv.
+        return [os.path.abspath(executable or sys.executable), script]
+    return [script]
+
+
+def _quote(word: str) -> str:
+    """One word of an Exec line: ``%`` doubled (a specifier otherwise), quoted if it must be."""
+    word = word.replace("%", "%%")
+    if word and not any(c.isspace() or c in "\"'\\;$" for c in word):
+        return word
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$")
+    return f'"{escaped}"'
+
+
+def _exec(words: list[str]) -> str:
+    return " ".join(_quote(word) for word in words)
+
+
+def render_unit(
+    manifest: str,
+    *,
+    user_unit: bool = False,
+    state_dir: str | None = None,
+    command: list[str] | None = None,
+    user: str | None = None,
+) -> str:
+    """The unit's text for the daemon of ``manifest`` (any path: it is made absolute).
+
+    A system unit runs as ``user`` (default: whoever runs ``jobvisor unit``);
+    a user unit (``user_unit``) runs in that person's systemd and names no user.
+    """
+    manifest = os.path.abspath(manifest)
+    base = command if command is not None else jobvisor_command()
+    extra = ["--state-dir", os.path.abspath(state_dir)] if state_dir else []
+    start = [*base, "daemon", manifest, *extra]
+    reload = [*base, "reload", "--manifest", manifest, *extra]
+    lines = [
+        "[Unit]",
+        f"Description=jobvisor daemon for {manifest}",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=notify",
+        "NotifyAccess=main",
+        f"WatchdogSec={WATCHDOG_SEC}s",
+        f"ExecStart={_exec(start)}",
+        f"ExecReload={_exec(reload)}",
+        f"WorkingDirectory={_quote(os.path.dirname(manifest))}",
+        "KillMode=mixed",
+        f"TimeoutStopSec={TIMEOUT_STOP_SEC}s",
+        "Restart=on-failure",
+        "RestartSec=2s",
+        "Environment=PYTHONUNBUFFERED=1",
+    ]
+    if not user_unit:
+        lines.append(f"User={user or _current_user()}")
+    lines += ["", "[Install]", f"WantedBy={'default' if user_unit else 'multi-user'}.target", ""]
+    return "\n".join(lines)
+
+
+def _current_user() -> str:
+    import pwd  # noqa: PLC0415 - only system units name a user
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())

@@ -1,0 +1,320 @@
+"""Notifications: real commands and a real HTTP server hear a tree's events as masked JSON."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from faultkit import CLI, ENV, start_daemon, stop_daemon, wait_until
+
+from supervision import ManifestError, load_manifest
+from supervision._app import compose
+from supervision._events import ChildExited, StateChanged
+from supervision._history import journal_path, read_history
+from supervision._notify import NotifyEvent
+from supervision._state import State
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+SECRET = "hunter2-s3cret"
+APPEND_STDIN = (
+    "import sys; f = open(sys.argv[1], 'ab'); f.write(sys.stdin.buffer.read() + bytes([10]))"
+)
+
+
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[str, queue.Queue[tuple[str, dict[str, Any]]]]]:
+    """A real HTTP server on 127.0.0.1: every POST's path and JSON body lands in the queue."""
+    received: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.put((self.path, json.loads(body)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_command_hears_give_up_on_stdin_with_last_exit_and_journal_row(tmp_path: Path) -> None:
+    out, own = tmp_path / "all.jsonl", tmp_path / "own.jsonl"
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(f"""\
+        version: 1
+        supervisor: {{intensity: {{max_restarts: 1}}, backoff: {{initial: 1ms, max: 1ms}}}}
+        notify:
+          - name: pager
+            on: [gave_up, failed]
+            command: [{sys.executable}, -c, "{APPEND_STDIN}", {out}]
+        jobs:
+          - name: flaky
+            command: [sh, -c, "exit 3"]
+            notify:
+              - {{on: [restarted], command: [{sys.executable}, -c, "{APPEND_STDIN}", {own}]}}
+          - name: fine
+            command: [sh, -c, "exit 4"]
+            restart: temporary
+        """)
+    )
+    done = subprocess.run(
+        [*CLI, "run", "jobs.yaml"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    # The run waited for its notifications before it ended.
+    events = {(e["path"], e["event"]): e for e in lines_of(out)}
+    assert set(events) == {("flaky", "gave_up"), ("fine", "failed")}
+    gave_up = events["flaky", "gave_up"]
+    assert gave_up["notifier"] == "pager"
+    assert gave_up["last_exit"]["code"] == 3
+    assert gave_up["last_exit"]["outcome"] == "failed"
+    assert "max_restarts 1" in gave_up["causes"][0]
+    assert gave_up["time"].endswith("+00:00")
+    assert abs(gave_up["at"] - time.time()) < 60
+    # The job's own notification adds to the top level's, for that job only.
+    assert [(e["path"], e["event"], e["number"]) for e in lines_of(own)] == [
+        ("flaky", "restarted", 1)
+    ]
+    rows = [
+        r for r in read_history(journal_path(tmp_path / ".jobvisor")) if r.get("kind") == "notify"
+    ]
+    details = sorted((r["path"], r["detail"]["event"]) for r in rows)
+    assert details == [("fine", "failed"), ("flaky", "gave_up"), ("flaky", "restarted")]
+    assert all(r["detail"]["delivered"] for r in rows)
+    assert all(r["detail"]["attempts"] == 1 for r in rows)
+
+
+def giving_up(tmp_path: Path, notify: str, job: str) -> Any:
+    """A manifest whose one job gives up at its first failure, with one notification."""
+    text = (
+        f"version: 1\nstate_dir: {tmp_path}\nsupervisor: {{intensity: {{max_restarts: 0}}}}\n"
+        f"notify:\n  - {notify}\njobs:\n  - {job}\n"
+    )
+    return load_manifest(text, env={"TOKEN": SECRET})
+
+
+def test_http_post_carries_the_event_and_masks_secrets(
+    tmp_path: Path, hook: Any, runtime: str
+) -> None:
+    url, received = hook
+    manifest = giving_up(
+        tmp_path,
+        f'{{on: [gave_up], http: {{url: "{url}/hook?token=${{secret:TOKEN}}"}}}}',
+        '{name: leaky, python: "jobfuncs:fail", args: ["${secret:TOKEN}"]}',
+    )
+    with compose(manifest, runtime=runtime, stream=sys.stderr) as composition:
+        tree = composition.start()
+        try:
+            path, body = received.get(timeout=20)
+        finally:
+            tree.stop(20)
+    assert path == f"/hook?token={SECRET}", "the request itself goes where the manifest says"
+    assert (body["event"], body["path"]) == ("gave_up", "leaky")
+    text = json.dumps(body)
+    assert SECRET not in text
+    assert body["notifier"] == f"{url}/hook?token=***"
+    assert body["last_exit"]["error"] == "RuntimeError: *** failed on call 1"
+
+
+def test_a_failing_notifier_is_retried_logged_by_name_and_journaled(
+    tmp_path: Path, runtime: str
+) -> None:
+    manifest = giving_up(
+        tmp_path,
+        '{name: broken, on: [gave_up], retry: 1, command: [sh, -c, "echo nope >&2; exit 7"]}',
+        '{name: j, python: "jobfuncs:fail"}',
+    )
+    log = tmp_path / "log.txt"
+    with log.open("w") as stream, compose(manifest, runtime=runtime, stream=stream) as composition:
+        tree = composition.start()
+        tree.wait(20)
+        tree.stop(20)
+        composition.notifier.close(20)  # type: ignore[union-attr]
+    assert "notify broken: gave_up of j not delivered after 2 tries: exited with 7: nope" in (
+        log.read_text()
+    )
+    (row,) = [r for r in read_history(journal_path(tmp_path)) if r.get("kind") == "notify"]
+    detail = row["detail"]
+    assert detail == {
+        "notifier": "broken",
+        "event": "gave_up",
+        "delivered": False,
+        "attempts": 2,
+        "error": "exited with 7: nope",
+    }
+
+
+def test_a_hanging_notifier_never_delays_a_restart(tmp_path: Path, runtime: str) -> None:
+    manifest = load_manifest(
+        textwrap.dedent(f"""\
+        version: 1
+        state_dir: {tmp_path}
+        supervisor: {{intensity: {{max_restarts: 6}}, backoff: {{initial: 0s, max: 0s}}}}
+        notify:
+          - {{name: stuck, on: [restarted, gave_up], timeout: 1h, command: [sleep, "3600"]}}
+        jobs:
+          - {{name: j, python: "jobfuncs:fail"}}
+        """),
+        env={},
+    )
+    seen: list[Any] = []
+    done = threading.Event()
+
+    def watch(event: Any) -> None:
+        seen.append((time.monotonic(), event))
+        if isinstance(event, StateChanged) and event.new is State.GAVE_UP:
+            done.set()
+
+    with compose(manifest, runtime=runtime, stream=sys.stderr) as composition:
+        notifier = composition.notifier
+        assert notifier is not None
+        # Both hear every event from the first: the notifier, and the test's watch.
+        tree = composition.start(on_event=lambda e: (notifier.handle(e), watch(e)))
+        assert done.wait(20), "the job went through its restarts and gave up"
+        tree.stop(20)
+        started = time.monotonic()
+        notifier.close(0.2)
+        assert time.monotonic() - started < 5, "closing kills the hanging command"
+    exits = [at for at, e in seen if isinstance(e, ChildExited)]
+    starts = [at for at, e in seen if isinstance(e, StateChanged) and e.new is State.STARTING]
+    assert len(exits) == 7
+    # Each restart follows its failure at once, while the first notification still hangs.
+    gaps = [start - exit_ for exit_, start in zip(exits, starts[1:], strict=False)]
+    assert len(gaps) == 6
+    assert max(gaps) < 1.0, gaps
+    rows = [r for r in read_history(journal_path(tmp_path)) if r.get("kind") == "notify"]
+    assert rows, "what was not sent is journaled as such"
+    assert all(not r["detail"]["delivered"] for r in rows)
+
+
+# fmt: off
+BAD = [
+    ("notify: 3", "notify", 2, "expected a list of notifications"),
+    ("notify: [{command: [x]}]", "notify[0].on", 2, "expected a list of gave_up, escalated"),
+    ("notify: [{on: [exploded], command: [x]}]", "notify[0].on[0]", 2,
+     "expected one of gave_up, escalated, failed, cooldown, breaker_opened"),
+    ("notify: [{on: [failed]}]", "notify[0].command", 2, "expected exactly one of command or http"),
+    ("notify: [{on: [failed], command: [x], http: {url: 'http://x/'}}]", "notify[0].command", 2,
+     "expected exactly one of command or http"),
+    ("notify: [{on: [failed], command: [x], timeout: 0s}]", "notify[0].timeout", 2,
+     "expected a duration > 0"),
+    ("notify: [{on: [failed], command: [x], retry: -1}]", "notify[0].retry", 2,
+     "expected a count >= 0"),
+    ("notify: [{on: [failed], http: {url: 'ftp://x/'}}]", "notify[0].http.url", 2,
+     "expected an http:// or https:// URL"),
+    ("notify: [{on: [failed], http: {}}]", "notify[0].http.url", 2, "an http:// or https:// URL, got nothing"),
+    ("notify: [{on: [failed], http: 3}]", "notify[0].http", 2, "expected a mapping with url"),
+    ("notify: [{on: [failed], command: [x], when: now}]", "notify[0].when", 2, "unknown key"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("text", "path", "line", "message"), BAD, ids=[b[1] for b in BAD])
+def test_bad_values_name_path_and_line(text: str, path: str, line: int, message: str) -> None:
+    manifest = f"version: 1\n{text}\njobs:\n  - {{name: j, command: [x]}}\n"
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(manifest, env={})
+    found = [i for i in caught.value.issues if i.path == path]
+    assert found, [str(i) for i in caught.value.issues]
+    assert found[0].line == line
+    assert message in found[0].message, str(found[0])
+
+
+def test_a_jobs_bad_notify_is_placed_at_the_job() -> None:
+    text = "version: 1\njobs:\n  - name: j\n    command: [x]\n    notify: [{on: [nope], command: [x]}]\n"
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    (issue,) = caught.value.issues
+    assert (issue.path, issue.line) == ("jobs[0].notify[0].on[0]", 5)
+
+
+def test_explain_shows_every_notification() -> None:
+    manifest = load_manifest(
+        textwrap.dedent("""\
+        version: 1
+        notify:
+          - {name: pager, on: [gave_up, escalated], command: [page, ops]}
+        jobs:
+          - name: j
+            command: [x]
+            notify:
+              - {on: [failed], http: {url: "http://127.0.0.1:9/h"}, timeout: 2s, retry: 0}
+        """),
+        env={},
+    )
+    text = manifest.explain()
+    assert "notify: pager on gave_up, escalated: command page ops (timeout=10s retry=2)" in text
+    assert (
+        "    notify: http://127.0.0.1:9/h on failed: POST http://127.0.0.1:9/h (timeout=2s retry=0)"
+        in text
+    )
+    assert NotifyEvent.FAILED in manifest.root.children[0].notify[0].on  # type: ignore[union-attr]
+
+
+def test_without_notifications_there_is_no_notifier(tmp_path: Path, runtime: str) -> None:
+    manifest = load_manifest(
+        f"version: 1\nstate_dir: {tmp_path}\njobs: [{{name: j, command: [x]}}]\n", env={}
+    )
+    with compose(manifest, runtime=runtime, stream=sys.stderr) as composition:
+        assert composition.notifier is None
+
+
+def test_a_reload_brings_new_notifications(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    manifest = """
+    version: 1
+    supervisor: {intensity: {max_restarts: 1000}, backoff: {initial: 1ms, max: 1ms}}
+    jobs:
+      - name: svc
+        service: true
+        command: [sh, -c, "sleep 0.2; exit 1"]
+    """
+    running = start_daemon(tmp_path, manifest)
+    try:
+        notify = (
+            "\n        notify:\n"
+            f'          - {{on: [restarted], command: [{sys.executable}, -c, "{APPEND_STDIN}", {out}]}}\n'
+        )
+        (tmp_path / "jobs.yaml").write_text(
+            textwrap.dedent(manifest).rstrip("\n") + textwrap.dedent(notify)
+        )
+        reload = running.cli("reload")
+        assert reload.returncode == 0, reload.stderr
+        first = wait_until(
+            lambda: out.exists() and lines_of(out), "a notification after the reload"
+        )
+        assert first[0]["path"] == "svc"
+        assert first[0]["event"] == "restarted"
+    finally:
+        assert stop_daemon(running) == 0

@@ -1,0 +1,167 @@
+"""`jobvisor unit`: the printed systemd unit parses, verifies, and its commands run the daemon."""
+
+from __future__ import annotations
+
+import configparser
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from faultkit import CLI, DAEMON, ENV, ROOT
+
+from supervision._unit import jobvisor_command, render_unit
+
+
+def unit_of(cwd: Path, *args: str) -> configparser.ConfigParser:
+    done = subprocess.run(
+        [*CLI, "unit", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return parse(done.stdout)
+
+
+def parse(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign] # systemd keys keep case
+    parser.read_string(text)
+    return parser
+
+
+def test_system_unit_has_the_daemons_contract(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(DAEMON))
+    unit = unit_of(tmp_path)
+    service = unit["Service"]
+    manifest = str(tmp_path / "jobs.yaml")
+    assert service["Type"] == "notify"
+    assert service["NotifyAccess"] == "main"
+    assert service["WatchdogSec"] == "30s"
+    assert service["KillMode"] == "mixed"
+    assert service["Restart"] == "on-failure"
+    start = shlex.split(service["ExecStart"])
+    assert start == [sys.executable, str(ROOT / "cli.py"), "daemon", manifest]
+    assert all(Path(word).is_absolute() for word in (start[0], start[1], start[3]))
+    assert shlex.split(service["ExecReload"])[2:] == ["reload", "--manifest", manifest]
+    assert service["User"]
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_user_unit_names_no_user_and_keeps_the_state_dir(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(DAEMON))
+    unit = unit_of(tmp_path, "--user", "--state-dir", "st")
+    assert "User" not in unit["Service"]
+    assert unit["Install"]["WantedBy"] == "default.target"
+    state = str(tmp_path / "st")
+    assert shlex.split(unit["Service"]["ExecStart"])[-2:] == ["--state-dir", state]
+    assert shlex.split(unit["Service"]["ExecReload"])[-2:] == ["--state-dir", state]
+
+
+def test_missing_manifest_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*CLI, "unit", "nope.yaml"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr
+        == "jobvisor: no manifest at nope.yaml: pass the path of the daemon's YAML file\n"
+    )
+    assert done.stdout == ""
+
+
+def test_paths_with_spaces_and_percent_are_quoted(tmp_path: Path) -> None:
+    odd = tmp_path / "my jobs 100%"
+    odd.mkdir()
+    text = render_unit(str(odd / "jobs.yaml"), command=["/opt/j v/jobvisor"], user="svc")
+    start = parse(text)["Service"]["ExecStart"]
+    # systemd reads %% as one %, then splits words as a shell would.
+    assert shlex.split(start.replace("%%", "%")) == [
+        "/opt/j v/jobvisor",
+        "daemon",
+        str(odd / "jobs.yaml"),
+    ]
+
+
+def test_an_installed_script_runs_as_is(tmp_path: Path) -> None:
+    script = tmp_path / "jobvisor"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    assert jobvisor_command(str(script)) == [str(script)]
+    assert jobvisor_command(str(ROOT / "cli.py"), "/usr/bin/python3") == [
+        "/usr/bin/python3",
+        str(ROOT / "cli.py"),
+    ]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+@pytest.mark.parametrize("user", [False, True])
+def test_systemd_analyze_verifies_it(tmp_path: Path, user: bool) -> None:
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(DAEMON))
+    text = render_unit(str(tmp_path / "jobs.yaml"), user_unit=user, user="root")
+    unit = tmp_path / "jobvisor-test.service"
+    unit.write_text(text)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", *(["--user"] if user else []), str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    # Complaints about the machine (no bus, other units) are not about this file.
+    ours = [line for line in done.stderr.splitlines() if unit.name in line]
+    assert ours == [], done.stderr
+
+
+def test_the_units_commands_run_and_reload_the_daemon(tmp_path: Path) -> None:
+    """What systemd would do: ExecStart with a notify socket and a watchdog, ExecReload, SIGTERM."""
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(DAEMON))
+    service = unit_of(tmp_path)["Service"]
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(30)
+    env = {**ENV, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"}
+    proc = subprocess.Popen(
+        shlex.split(service["ExecStart"]),
+        cwd=service["WorkingDirectory"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        heard = b""
+        while b"READY=1" not in heard:
+            heard = notify.recv(4096)
+        while notify.recv(4096) != b"WATCHDOG=1":
+            pass
+        reload = subprocess.run(
+            shlex.split(service["ExecReload"]),
+            cwd="/",
+            env=ENV,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert reload.returncode == 0, reload.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
