@@ -200,7 +200,7 @@ class CommandWork:
         if code > 0:
             raise CommandFailed(f"command {self.shown()} exited with {code}", code)
         cpu = None if self.limits is None else self.limits.cpu
-        if cpu is not None and _cpu_limit_ended(code, signalled=child.signalled):
+        if isinstance(cpu, int | float) and _cpu_limit_ended(code, signalled=child.signalled):
             raise CommandFailed(
                 f"command {self.shown()} killed by {_signame(-code)}: "
                 f"the cpu limit of {fmt_duration(cpu)} ended it",

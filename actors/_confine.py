@@ -20,7 +20,7 @@ from actors._checks import fmt_duration, need
 
 __all__ = ["UNLIMITED", "Confinement", "Limits", "RunAs", "check_umask", "fmt_umask"]
 
-UNLIMITED: Final = resource.RLIM_INFINITY  # a limit written as ``unlimited``
+UNLIMITED: Final = "unlimited"  # a limit lifted (RLIM_INFINITY, which is -1: no sentinel)
 
 # name -> the resource it sets; the order is the order --explain shows them in.
 _RESOURCES: Final = {
@@ -134,11 +134,11 @@ class Limits:
     They are inherited by the command's children, and never set in jobvisor.
     """
 
-    nofile: int | None = None
-    nproc: int | None = None
-    memory: int | None = None
-    cpu: float | None = None
-    core: int | None = None
+    nofile: int | str | None = None  # str: UNLIMITED only, as are the others'
+    nproc: int | str | None = None
+    memory: int | str | None = None
+    cpu: float | str | None = None
+    core: int | str | None = None
 
     def __post_init__(self) -> None:
         for name in ("nofile", "nproc", "memory", "core"):
@@ -148,11 +148,12 @@ class Limits:
             low = 0 if name == "core" else 1
             unit = "a size" if name in _SIZES else "a count"
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-            need(ok, name, f"{unit} >= {low}, or unlimited", value)
+            need(ok, name, f"{unit} >= {low} or unlimited", value)
         cpu = self.cpu
         if cpu is not None and cpu != UNLIMITED:
             ok = isinstance(cpu, int | float) and not isinstance(cpu, bool)
-            need(ok and math.isfinite(cpu) and cpu > 0, "cpu", "a duration > 0, or unlimited", cpu)
+            ok = ok and math.isfinite(cpu) and cpu > 0  # type: ignore[arg-type,operator]
+            need(ok, "cpu", "a duration > 0 or unlimited", cpu)
 
     def rlimits(self) -> tuple[tuple[int, int, int], ...]:
         """``(resource, soft, hard)`` for each limit set."""
@@ -162,7 +163,7 @@ class Limits:
             if value is None:
                 continue
             if value == UNLIMITED:
-                out.append((res, UNLIMITED, UNLIMITED))
+                out.append((res, resource.RLIM_INFINITY, resource.RLIM_INFINITY))
             elif name == "cpu":
                 # Soft == hard would SIGKILL at once (the kernel checks the hard limit first):
                 # a hard limit one second later gives SIGXCPU, which says why, its turn.
