@@ -155,22 +155,22 @@ class Limits:
             ok = ok and math.isfinite(cpu) and cpu > 0  # type: ignore[arg-type,operator]
             need(ok, "cpu", "a duration > 0 or unlimited", cpu)
 
-    def rlimits(self) -> tuple[tuple[int, int, int], ...]:
-        """``(resource, soft, hard)`` for each limit set."""
+    def rlimits(self) -> tuple[tuple[str, int, int, int], ...]:
+        """``(name, resource, soft, hard)`` for each limit set."""
         out = []
         for name, res in _RESOURCES.items():
             value = getattr(self, name)
             if value is None:
                 continue
             if value == UNLIMITED:
-                out.append((res, resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+                out.append((name, res, resource.RLIM_INFINITY, resource.RLIM_INFINITY))
             elif name == "cpu":
                 # Soft == hard would SIGKILL at once (the kernel checks the hard limit first):
                 # a hard limit one second later gives SIGXCPU, which says why, its turn.
                 seconds = math.ceil(value)
-                out.append((res, seconds, seconds + 1))
+                out.append((name, res, seconds, seconds + 1))
             else:
-                out.append((res, int(value), int(value)))
+                out.append((name, res, int(value), int(value)))
         return tuple(out)
 
     def describe(self) -> str:
@@ -198,7 +198,7 @@ class Confinement:
 
     credentials: tuple[int, int, tuple[int, ...]] | None = None  # uid, gid, groups
     umask: int | None = None
-    rlimits: tuple[tuple[int, int, int], ...] = ()
+    rlimits: tuple[tuple[str, int, int, int], ...] = ()  # name, resource, soft, hard
 
 
 def check_umask(value: object, field: str = "umask") -> None:

@@ -8,6 +8,7 @@ the ``command`` job kind (``actors._command``).
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.util
 import itertools
@@ -15,6 +16,7 @@ import os
 import sys
 import threading
 import types
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from actors._runtime import active_runtime
@@ -84,29 +86,33 @@ def spawn(
 # -- confined commands: user, umask, limits -------------------------------------------------------
 
 # Run by the interpreter that runs jobvisor, in the child, before the command: sets the limits
-# (argv[1]: "resource:soft:hard,..."), then drops to the user (argv[2]: "uid:gid:g1.g2" or ""),
+# (argv[1]: "name:resource:soft:hard,..."), drops to the user (argv[2]: "uid:gid:g1.g2" or ""),
 # then execs the command (argv[3:]). Exit 126/127 and a line on stderr when that fails, as a
 # shell does; the line is logged with the command's stderr.
 _CONFINE: Final = """\
 import os, resource, sys
 a = sys.argv
-try:
-    for x in filter(None, a[1].split(",")):
-        k, s, h = map(int, x.split(":"))
-        resource.setrlimit(k, (s, h))
-    if a[2]:
-        u, g, gs = a[2].split(":")
+def fail(what, e, code=126):
+    sys.stderr.write(f"jobvisor: {a[3]!r} could not start: {what}{getattr(e, 'strerror', e)}\\n")
+    os._exit(code)
+for x in filter(None, a[1].split(",")):
+    n, k, s, h = x.split(":")
+    try:
+        resource.setrlimit(int(k), (int(s), int(h)))
+    except (OSError, ValueError) as e:
+        fail(f"cannot set limits.{n} to {s}: ", e)
+if a[2]:
+    u, g, gs = a[2].split(":")
+    try:
         os.setgroups([int(x) for x in gs.split(".") if x])
         os.setgid(int(g))
         os.setuid(int(u))
-except (OSError, ValueError) as e:
-    sys.stderr.write(f"jobvisor: cannot set the limits or user of {a[3]!r}: {e}\\n")
-    os._exit(126)
+    except OSError as e:
+        fail(f"cannot switch to uid {u}: ", e)
 try:
     os.execvp(a[3], a[3:])
 except OSError as e:
-    sys.stderr.write(f"jobvisor: {a[3]!r} could not start: {e}\\n")
-    os._exit(127 if isinstance(e, FileNotFoundError) else 126)
+    fail("", e, 127 if isinstance(e, FileNotFoundError) else 126)
 """
 
 
@@ -140,11 +146,12 @@ def _spawn_confined(
         options["umask"] = confine.umask
     credentials = confine.credentials
     if confine.rlimits:
-        limits = ",".join(f"{res}:{soft}:{hard}" for res, soft, hard in confine.rlimits)
+        limits = ",".join(":".join(map(str, limit)) for limit in confine.rlimits)
         user = ""
         if credentials is not None:
             uid, gid, groups = credentials
             user = f"{uid}:{gid}:" + ".".join(map(str, groups))
+        _check_exists(args[0], cwd, env)
         args = [sys.executable, "-I", "-S", "-c", _CONFINE, limits, user, *args]
     elif credentials is not None:
         uid, gid, groups = credentials
@@ -161,6 +168,22 @@ def _spawn_confined(
         jv_record=record,
         **options,
     )
+
+
+def _check_exists(command: str, cwd: str | None, env: Mapping[str, str]) -> None:
+    """Raise ``FileNotFoundError`` for a command that is not there, as ``Popen`` would.
+
+    The helper execs the command itself, so a missing one would be its exit
+    127 and a line on stderr; this keeps the usual "could not start" for the
+    most common mistake. (Other exec errors are the helper's to report.)
+    """
+    if "/" in command:
+        found = (Path(cwd or ".") / command).exists()
+    else:
+        path = env.get("PATH", os.environ.get("PATH", os.defpath))
+        found = any((Path(d or ".") / command).exists() for d in path.split(":"))
+    if not found:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
 
 
 def close_fd(fd: int) -> None:

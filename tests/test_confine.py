@@ -148,10 +148,11 @@ def test_a_user_given_by_name_alone_becomes_a_run_as() -> None:
 
 
 def test_cpu_gets_a_hard_limit_one_second_later_so_that_sigxcpu_comes_first() -> None:
-    rlimits = {res: (soft, hard) for res, soft, hard in Limits(cpu=1.2).rlimits()}
+    rlimits = {res: (soft, hard) for _, res, soft, hard in Limits(cpu=1.2).rlimits()}
     assert rlimits == {resource.RLIMIT_CPU: (2, 3)}
     lifted = Limits(core=UNLIMITED).rlimits()
-    assert lifted == ((resource.RLIMIT_CORE, resource.RLIM_INFINITY, resource.RLIM_INFINITY),)
+    infinity = resource.RLIM_INFINITY
+    assert lifted == (("core", resource.RLIMIT_CORE, infinity, infinity),)
 
 
 # -- inside the child ------------------------------------------------------------------------------
@@ -228,12 +229,30 @@ def test_user_umask_and_limits_together(output: Output, own_settings: None) -> N
     assert got["core"] == ("unlimited", "unlimited")
 
 
-def test_a_command_that_is_missing_still_fails_with_limits(output: Output) -> None:
-    work = CommandWork(argv=("no-such-command-xyz",), limits=Limits(nofile=64))
+@pytest.mark.parametrize("command", ["no-such-command-xyz", "./no-such-script-xyz"])
+def test_a_missing_command_with_limits_could_not_start_as_without(command: str) -> None:
+    work = CommandWork(argv=(command,), limits=Limits(nofile=64), cwd="/")
     with pytest.raises(CommandFailed) as caught:
         work.run(Attempt("cmd", 1, time.time()))
     assert caught.value.code == 127
-    assert any("no-such-command-xyz" in line for line in output.lines["stderr"])
+    assert str(caught.value) == (
+        f"command {command} could not start: No such file or directory: {command}"
+    )
+
+
+def test_a_command_that_cannot_exec_fails_with_the_helpers_reason(
+    output: Output, tmp_path: Path
+) -> None:
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o644)
+    work = CommandWork(argv=("./not-executable",), cwd=str(tmp_path), limits=Limits(nofile=64))
+    with pytest.raises(CommandFailed) as caught:
+        work.run(Attempt("cmd", 1, time.time()))
+    assert caught.value.code == 126
+    assert output.lines["stderr"] == [
+        "jobvisor: './not-executable' could not start: Permission denied"
+    ]
 
 
 # -- the cpu limit ---------------------------------------------------------------------------------
@@ -448,3 +467,13 @@ def test_without_root_only_the_current_user_is_accepted(as_nobody: None) -> None
     credentials, env = itself.confinement()
     assert credentials is None  # nothing to switch: it is the current user
     assert env["USER"] == "nobody"
+
+
+def test_a_limit_the_kernel_refuses_fails_the_start_naming_it(output: Output) -> None:
+    too_many = int(Path("/proc/sys/fs/nr_open").read_text()) + 1  # refused even to root
+    work = CommandWork(argv=("true",), limits=Limits(nofile=too_many))
+    with pytest.raises(CommandFailed) as caught:
+        work.run(Attempt("cmd", 1, time.time()))
+    assert caught.value.code == 126
+    reason = f"cannot set limits.nofile to {too_many}: not allowed to raise maximum limit"
+    assert output.lines["stderr"] == [f"jobvisor: 'true' could not start: {reason}"]
