@@ -477,3 +477,21 @@ def test_a_limit_the_kernel_refuses_fails_the_start_naming_it(output: Output) ->
     assert caught.value.code == 126
     reason = f"cannot set limits.nofile to {too_many}: not allowed to raise maximum limit"
     assert output.lines["stderr"] == [f"jobvisor: 'true' could not start: {reason}"]
+
+
+def test_a_manifests_job_runs_confined_in_a_tree(make_tree, output: Output) -> None:
+    m = load_manifest(
+        manifest("""
+        - name: probe
+          command: "id -u; id -g; umask; ulimit -n"
+          cwd: /
+          user: {name: nobody, group: users}
+          umask: "077"
+          limits: {nofile: 300, cpu: 30s}
+        """),
+        env={},
+    )
+    tree = make_tree(m.tree_spec())
+    assert tree.wait(30)
+    assert tree.status()["children"][0]["state"] == "succeeded"
+    assert output.lines["stdout"] == [str(NOBODY.pw_uid), str(USERS.gr_gid), "0077", "300"]
