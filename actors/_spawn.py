@@ -3,7 +3,8 @@
 Processes are started by the standard library's ``Popen`` (vfork+exec in C),
 from a private instance of its module that records each pid the moment it
 exists and that gevent has not patched (``_private_subprocess``). Part of
-the ``command`` job kind (``actors._command``).
+the ``command`` job kind (``actors._command``). A command with a user, umask
+or limits takes a path of its own (``_spawn_confined``).
 """
 
 from __future__ import annotations
@@ -135,11 +136,13 @@ def _spawn_confined(
     thread at the fork, the allocator's or logging's, is held forever: a
     deadlock) and it turns off vfork for every such command; so the child
     execs a tiny Python helper (``_CONFINE``) that sets the limits and execs
-    the command: a fresh single-threaded process, for ~15 ms more per start,
-    paid only by commands with limits. With limits the helper switches the
-    user too, after the limits: only root may raise a hard limit above its
-    current value (``nofile: 65536`` for a server), so the user switch must
-    come after them, which ``Popen``'s switch before exec cannot give.
+    the command: a fresh single-threaded process, for ~17 ms more per start,
+    paid only by commands with limits. (A user switch alone costs a real
+    fork: ``Popen`` does not vfork when it must change credentials.) With
+    limits the helper switches the user too, after the limits: only root may
+    raise a hard limit above its current value (``nofile: 65536`` for a
+    server), so the user switch must come after them, which ``Popen``'s
+    switch before exec cannot give.
     """
     options: dict[str, Any] = {}
     if confine.umask is not None:
