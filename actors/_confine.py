@@ -18,7 +18,7 @@ from typing import Final
 
 from actors._checks import fmt_duration, need
 
-__all__ = ["UNLIMITED", "Confinement", "Limits", "RunAs", "check_umask", "fmt_umask"]
+__all__ = ["UNLIMITED", "Confinement", "Limits", "RunAs", "check_umask"]
 
 UNLIMITED: Final = "unlimited"  # a limit lifted (RLIM_INFINITY, which is -1: no sentinel)
 
@@ -205,11 +205,6 @@ def check_umask(value: object, field: str = "umask") -> None:
     """A umask: an int 0..0o777 (a manifest writes it as an octal string, ``"027"``)."""
     ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777
     need(ok, field, 'an octal umask between "000" and "777", like "027"', value)
-
-
-def fmt_umask(value: int) -> str:
-    """``0o27`` -> ``027``."""
-    return f"{value:03o}"
 
 
 def _fmt_size(value: int) -> str:
