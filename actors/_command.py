@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import logbook
 
-from actors._checks import key_field, need, need_duration, need_key
+from actors._checks import fmt_duration, key_field, need, need_duration, need_key
+from actors._confine import Confinement, Limits, RunAs, check_umask
 from actors._errors import JobFailure, SpecError
 from actors._spawn import close_fd, spawn
 from actors._waiters import HubWaiter, PollWaiter, gevent_hub
@@ -86,7 +87,9 @@ class CommandWork:
     ``CommandFailed``. The command gets a session and process group of its
     own, stdin from ``/dev/null``, and its stdout and stderr logged line by
     line on the ``actors.command`` logger (stdout at INFO, stderr at
-    WARNING). The attempt owns the group: a stop (``cancel``, also on a
+    WARNING). ``user``, ``umask`` and ``limits`` are set up in the child
+    before exec (see ``actors._confine``); a command its cpu limit ended
+    fails with an error that says so. The attempt owns the group: a stop (``cancel``, also on a
     timeout) sends it ``stop_signal`` and SIGKILL ``grace`` seconds later;
     ``kill`` and an exception thrown into ``run`` SIGKILL it at once; when
     the leader exits by itself, the rest of the group gets ``stop_signal``
@@ -100,6 +103,9 @@ class CommandWork:
     env: Mapping[str, str] = field(default_factory=dict)
     stop_signal: int = signal.SIGTERM
     grace: float = 5.0  # SIGKILL to the whole group this long after stop_signal
+    user: RunAs | None = None  # None: jobvisor's own user
+    umask: int | None = None  # None: jobvisor's own umask
+    limits: Limits | None = None  # None: jobvisor's own limits
 
     def __post_init__(self) -> None:
         if not isinstance(self.argv, tuple):
@@ -141,6 +147,31 @@ class CommandWork:
             self.stop_signal,
         )
         need_duration(self.grace, "stop.grace")
+        self._check_confinement()
+
+    def _check_confinement(self) -> None:
+        if isinstance(self.user, str):  # the user's name alone, as code may give it
+            object.__setattr__(self, "user", RunAs(name=self.user))
+        need(self.user is None or isinstance(self.user, RunAs), "user", "a user", self.user)
+        if self.umask is not None:
+            check_umask(self.umask)
+        need(
+            self.limits is None or isinstance(self.limits, Limits),
+            "limits",
+            "resource limits",
+            self.limits,
+        )
+
+    def confinement(self) -> tuple[Confinement | None, dict[str, str]]:
+        """What the child sets up before exec, None for nothing; and the user's env (HOME, ...).
+
+        Raises ``LookupError`` when the user or group is no longer known.
+        """
+        if self.user is None and self.umask is None and self.limits is None:
+            return None, {}
+        credentials, env = (None, {}) if self.user is None else self.user.confinement()
+        rlimits = () if self.limits is None else self.limits.rlimits()
+        return Confinement(credentials, self.umask, rlimits), env
 
     # -- the Work protocol -------------------------------------------------------------------------
 
@@ -168,6 +199,13 @@ class CommandWork:
             return 0
         if code > 0:
             raise CommandFailed(f"command {self.shown()} exited with {code}", code)
+        cpu = None if self.limits is None else self.limits.cpu
+        if isinstance(cpu, int | float) and _cpu_limit_ended(code, signalled=child.signalled):
+            raise CommandFailed(
+                f"command {self.shown()} killed by {_signame(-code)}: "
+                f"the cpu limit of {fmt_duration(cpu)} ended it",
+                code,
+            )
         raise CommandFailed(f"command {self.shown()} killed by {_signame(-code)}", code)
 
     def cancel(self, attempt: Attempt) -> None:
@@ -222,6 +260,15 @@ class CommandWork:
     def args(self) -> list[str]:
         """The argv to execute: ``argv``, or ``/bin/sh -c shell``."""
         return [_SHELL, "-c", self.shell] if self.shell is not None else list(self.argv)
+
+
+def _cpu_limit_ended(code: int, *, signalled: bool) -> bool:
+    """Whether exit ``code`` of a command with a cpu limit is that limit's doing.
+
+    The kernel sends SIGXCPU at the soft limit, SIGKILL at the hard one (a
+    process that survived SIGXCPU); a SIGKILL we sent ourselves is a stop.
+    """
+    return code == -signal.SIGXCPU or (code == -signal.SIGKILL and not signalled)
 
 
 def _signame(number: int) -> str:
@@ -328,6 +375,7 @@ class _Child:
         "attempt",
         "pids",
         "process",
+        "signalled",
         "sink",
         "streams",
     )
@@ -352,6 +400,7 @@ class _Child:
         self._closed = False
         self._reaped = False
         self._code: int | None = None  # the leader's exit code once it exited
+        self.signalled = False  # we had signalled the group when the leader exited
 
     @property
     def pid(self) -> int:
@@ -382,7 +431,22 @@ class _Child:
         err_r, err_w = os.pipe()
         self.streams.append(_Stream(err_r, "stderr", self.attempt, log.warning, sink))
         try:
-            spawn(work.args(), cwd=work.cwd, env=work.env, stdout=out_w, stderr=err_w, record=self)
+            confine, env = self._confinement(work)
+            if confine is None:
+                spawn(
+                    work.args(), cwd=work.cwd, env=work.env, stdout=out_w, stderr=err_w, record=self
+                )
+            else:
+                env = {**env, **work.env}  # the job's own env wins over the user's HOME, ...
+                spawn(
+                    work.args(),
+                    cwd=work.cwd,
+                    env=env,
+                    stdout=out_w,
+                    stderr=err_w,
+                    record=self,
+                    confine=confine,
+                )
         except OSError as exc:
             raise _could_not_start(work, exc) from exc
         finally:
@@ -398,6 +462,14 @@ class _Child:
                 os.set_blocking(fd, False)  # see HubWaiter.wait
             self._waiter = HubWaiter(hub, self.pid, fds)
         WARDEN.add(self.pgid)
+
+    @staticmethod
+    def _confinement(work: CommandWork) -> tuple[Confinement | None, dict[str, str]]:
+        try:
+            return work.confinement()
+        except LookupError as exc:  # the user or group went away since the manifest was read
+            reason = f"its user or group is gone ({exc})"
+            raise CommandFailed(f"command {work.shown()} could not start: {reason}", 126) from None
 
     # -- any thread --------------------------------------------------------------------------------
 
@@ -446,6 +518,7 @@ class _Child:
                     del open_streams[fd]
             if self._code is None and waiter.check_exit(pipes_closed=not open_streams):
                 self._code = waiter.exit_code()
+                self.signalled = self._stopping or self._killed
                 # What is left of the group gets the stop signal (we are not waiting: no wake).
                 self.stop(self._stop_signal, self._grace, wake=False)
             if self._kill_at is not None and time.monotonic() >= self._kill_at:

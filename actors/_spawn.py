@@ -3,24 +3,30 @@
 Processes are started by the standard library's ``Popen`` (vfork+exec in C),
 from a private instance of its module that records each pid the moment it
 exists and that gevent has not patched (``_private_subprocess``). Part of
-the ``command`` job kind (``actors._command``).
+the ``command`` job kind (``actors._command``). A command with a user, umask
+or limits takes a path of its own (``_spawn_confined``).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.util
 import itertools
 import os
+import sys
 import threading
 import types
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from actors._runtime import active_runtime
 
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable, Mapping
+
+    from actors._confine import Confinement
 
 __all__ = ["Spawned", "close_fd", "spawn"]
 
@@ -52,12 +58,19 @@ def spawn(
     stdout: int,
     stderr: int,
     record: Spawned,
+    confine: Confinement | None = None,
 ) -> None:
     """Start ``args`` in a new session with the standard library's ``Popen`` (vfork+exec in C).
 
     The new process is recorded in ``record`` as it starts (see ``Spawned``);
-    raises ``OSError`` if it cannot start.
+    raises ``OSError`` if it cannot start. ``confine`` (user, umask, limits)
+    is set up in the child before exec, see ``_spawn_confined``.
     """
+    if confine is not None:
+        _spawn_confined(
+            args, cwd=cwd, env=env, stdout=stdout, stderr=stderr, record=record, confine=confine
+        )
+        return
     popen = _binding_popen(_private_subprocess().Popen)
     popen(
         args,
@@ -69,6 +82,111 @@ def spawn(
         start_new_session=True,
         jv_record=record,
     )
+
+
+# -- confined commands: user, umask, limits -------------------------------------------------------
+
+# Run by the interpreter that runs jobvisor, in the child, before the command: sets the limits
+# (argv[1]: "name:resource:soft:hard,..."), drops to the user (argv[2]: "uid:gid:g1.g2" or ""),
+# then execs the command (argv[3:]). Exit 126/127 and a line on stderr when that fails, as a
+# shell does; the line is logged with the command's stderr.
+_CONFINE: Final = """\
+import os, resource, sys
+a = sys.argv
+def fail(what, e, code=126):
+    sys.stderr.write(f"jobvisor: {a[3]!r} could not start: {what}{getattr(e, 'strerror', e)}\\n")
+    os._exit(code)
+for x in filter(None, a[1].split(",")):
+    n, k, s, h = x.split(":")
+    try:
+        resource.setrlimit(int(k), (int(s), int(h)))
+    except (OSError, ValueError) as e:
+        fail(f"cannot set limits.{n} to {s}: ", e)
+if a[2]:
+    u, g, gs = a[2].split(":")
+    try:
+        os.setgroups([int(x) for x in gs.split(".") if x])
+        os.setgid(int(g))
+        os.setuid(int(u))
+    except OSError as e:
+        fail(f"cannot switch to uid {u}: ", e)
+try:
+    os.execvp(a[3], a[3:])
+except OSError as e:
+    fail("", e, 127 if isinstance(e, FileNotFoundError) else 126)
+"""
+
+
+def _spawn_confined(
+    args: list[str],
+    *,
+    cwd: str | None,
+    env: Mapping[str, str],
+    stdout: int,
+    stderr: int,
+    record: Spawned,
+    confine: Confinement,
+) -> None:
+    """``spawn`` for a command with a user, umask or limits: set up in the child, never in us.
+
+    User, groups and umask are ``Popen``'s own (``user=``, ``group=``,
+    ``extra_groups=``, ``umask=``), done in C between fork and exec. Resource
+    limits have no such option. ``preexec_fn`` could set them, but it runs
+    Python in a forked copy of a threaded process (a lock held by another
+    thread at the fork, the allocator's or logging's, is held forever: a
+    deadlock) and it turns off vfork for every such command; so the child
+    execs a tiny Python helper (``_CONFINE``) that sets the limits and execs
+    the command: a fresh single-threaded process, for ~17 ms more per start,
+    paid only by commands with limits. (A user switch alone costs a real
+    fork: ``Popen`` does not vfork when it must change credentials.) With
+    limits the helper switches the user too, after the limits: only root may
+    raise a hard limit above its current value (``nofile: 65536`` for a
+    server), so the user switch must come after them, which ``Popen``'s
+    switch before exec cannot give.
+    """
+    options: dict[str, Any] = {}
+    if confine.umask is not None:
+        options["umask"] = confine.umask
+    credentials = confine.credentials
+    if confine.rlimits:
+        limits = ",".join(":".join(map(str, limit)) for limit in confine.rlimits)
+        user = ""
+        if credentials is not None:
+            uid, gid, groups = credentials
+            user = f"{uid}:{gid}:" + ".".join(map(str, groups))
+        _check_exists(args[0], cwd, env)
+        args = [sys.executable, "-I", "-S", "-c", _CONFINE, limits, user, *args]
+    elif credentials is not None:
+        uid, gid, groups = credentials
+        options.update(user=uid, group=gid, extra_groups=list(groups))
+    popen = _binding_popen(_private_subprocess().Popen)
+    popen(
+        args,
+        stdin=_devnull(),
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=_env(env),
+        start_new_session=True,
+        jv_record=record,
+        **options,
+    )
+
+
+def _check_exists(command: str, cwd: str | None, env: Mapping[str, str]) -> None:
+    """Raise ``FileNotFoundError`` for a command that is not there, as ``Popen`` would.
+
+    The helper execs the command itself, so a missing one would be its exit
+    127 and a line on stderr; this keeps the usual "could not start" for the
+    most common mistake. (Other exec errors are the helper's to report.)
+    """
+    if "/" in command:
+        found = (Path(cwd or ".") / command).exists()
+    else:
+        path = env.get("PATH", os.environ.get("PATH", os.defpath))
+        found = any((Path(d or ".") / command).exists() for d in path.split(":"))
+    if not found:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
 
 
 def close_fd(fd: int) -> None:

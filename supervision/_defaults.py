@@ -6,8 +6,8 @@ except ``env`` and ``http.headers``, whose entries merge (the job's entry
 wins; other ``http`` keys merge shallowly too). A default applies only
 where it can: ``env``/``cwd`` to command jobs, ``args``/``kwargs`` to python
 jobs, ``service`` to command and python jobs, ``ready`` to services,
-``stop.signal`` to command jobs, a default ``command``/``http``/``python``
-only to a job that names no kind of its own, and the run mode keys
+``stop.signal``/``user``/``umask``/``limits`` to command jobs, a default
+``command``/``http``/``python`` only to a job that names no kind of its own, and the run mode keys
 (``service``/``every``/``cron``/``times``) only to a job that sets none of
 ``service``, ``every`` or ``cron``. ``name`` and ``depends_on`` cannot be
 defaults. Problems in an inherited value are reported once, at
@@ -34,7 +34,7 @@ MODES: Final = ("service", "every", "cron")
 JOB_KEYS: Final = (
     "name", *KINDS, "args", "kwargs", "cwd", "env", "service", "every", "times", "cron",
     "timeout", "retry", "breaker", "restart", "replicas", "depends_on", "ready", "stop",
-    "placement", "isolation", "output", "notify",
+    "placement", "isolation", "output", "notify", "user", "umask", "limits",
 )
 # fmt: on
 OWN_ONLY: Final = ("name", "depends_on")
@@ -46,6 +46,9 @@ FOR_KINDS: Final = {  # fields that apply to some kinds only
     "isolation": ("python",),
     "service": ("command", "python"),
     "output": ("command", "python"),  # python: with isolation process, whose output is a command's
+    "user": ("command",),
+    "umask": ("command",),
+    "limits": ("command",),
 }
 
 

@@ -179,6 +179,7 @@ def _explain_work(spec: JobSpec) -> list[str]:
         extras.append(f"cwd={cwd}")
     if env := getattr(work, "env", None):
         extras.append("env=" + ",".join(sorted(env)))  # names only: values may be secret
+    extras.extend(_explain_confinement(work))
     if headers := getattr(work, "headers", None):
         extras.append("headers=" + ",".join(sorted(headers)))
     if spec.kind == "python":
@@ -191,6 +192,18 @@ def _explain_work(spec: JobSpec) -> list[str]:
     if extras:
         lines.append(" ".join(extras))
     return lines
+
+
+def _explain_confinement(work: object) -> list[str]:
+    """A command's effective user, umask and limits; each left out when it is jobvisor's own."""
+    out = []
+    if (user := getattr(work, "user", None)) is not None:
+        out.append(f"user={user.describe()}")
+    if (umask := getattr(work, "umask", None)) is not None:
+        out.append(f"umask={umask:03o}")
+    if (limits := getattr(work, "limits", None)) is not None:
+        out.append(f"limits=({limits.describe()})")
+    return out
 
 
 def _explain_mode(schedule: Schedule) -> str:

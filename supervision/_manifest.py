@@ -715,6 +715,9 @@ class _Parser(WorkReader):
             "placement": self.placement,
             "output": self.output,
             "notify": lambda v: read_notify(self, v),
+            "user": self.run_as,
+            "umask": self.umask,
+            "limits": self.limits,
         }
         check = checks.get(key)
         return None if check is None else check(v)

@@ -8,12 +8,13 @@ imported when a manifest names them.
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import Any, Final
 
 from actors import PythonWork
 from actors._python import ISOLATIONS
-from supervision._reader import BAD, Bad, Reader, V, plain
+from supervision._reader import BAD, Bad, Reader, V, entries_of, plain
 
 __all__ = ["WorkReader"]
 
@@ -23,6 +24,8 @@ _HTTP_KEYS: Final = (
 )
 # fmt: on
 _HTTP_PLAIN: Final = ("url", "method", "json", "body")  # passed to the spec as written
+_LIMITS: Final = ("nofile", "nproc", "memory", "cpu", "core")
+_UMASK: Final = re.compile(r"\s*0?[0-7]{1,3}\s*")
 # A secret in argv works, but every local user can read it:
 _ARGV_WARNING: Final = (
     "a secret in a command's argv can be read by every local user (ps, /proc/PID/cmdline); "
@@ -63,6 +66,9 @@ class WorkReader(Reader):
             given["cwd"] = cwd
         if "env" in f:
             given["env"] = self.str_map(f["env"], "a mapping of environment variables")
+        for key, read in (("user", self.run_as), ("umask", self.umask), ("limits", self.limits)):
+            if key in f:
+                given[key] = read(f[key])
         values = (stop_signal, grace, *given.values())
         if isinstance(command, Bad) or any(isinstance(value, Bad) for value in values):
             return BAD
@@ -74,6 +80,54 @@ class WorkReader(Reader):
             given["grace"] = grace
         cls = self.kind_class(f["command"], "actors._command", "CommandWork", "command jobs")
         return BAD if cls is None else self.build(job, cls, **given)
+
+    # -- a command's user, umask and limits (SPEC §10) --------------------------------------------
+
+    def run_as(self, v: V) -> Any:
+        """``user: NAME`` or ``user: {name: NAME, group: GROUP}``: a ``RunAs``, judged by it."""
+        given: dict[str, Any]
+        if entries_of(v) is None:
+            given = {"name": plain(v.value)}
+        else:
+            f = self.fields(v, ("name", "group"), "a user name, or a mapping with name and group")
+            if f is None:
+                return BAD
+            if "name" not in f:
+                return self.missing(v, "name", "the name of the user to run as")
+            given = {key: plain(item.value) for key, item in f.items()}
+        cls = self.kind_class(v, "actors._confine", "RunAs", "command jobs")
+        return BAD if cls is None else self.build(v, cls, "user", **given)
+
+    def umask(self, v: V) -> int | Bad:
+        """``umask: "027"``: octal text (an unquoted ``027`` would be YAML's number 23)."""
+        value = v.value
+        if isinstance(value, str) and _UMASK.fullmatch(value):
+            return int(value, 8)
+        quote = isinstance(value, int) and not isinstance(value, bool)
+        hint = " (quote it: YAML reads an unquoted 027 as the number 23)" if quote else ""
+        return self.expected(v, 'an octal umask in quotes, like "027"', hint=hint)
+
+    def limits(self, v: V) -> Any:
+        """``limits: {nofile, nproc, memory, cpu, core}``: a ``Limits``, judged by it."""
+        what = "a mapping of " + ", ".join(_LIMITS)
+        f = self.fields(v, _LIMITS, what, null_ok=False)
+        if f is None:
+            return BAD
+        cls = self.kind_class(v, "actors._confine", "Limits", "command jobs")
+        if cls is None:
+            return BAD
+        unlimited = importlib.import_module("actors._confine").UNLIMITED
+        given: dict[str, Any] = {}
+        for key, item in f.items():
+            if isinstance(item.value, str) and item.value.strip().lower() == "unlimited":
+                given[key] = unlimited
+            elif key == "cpu":
+                given[key] = self.duration(item)
+            elif key in ("memory", "core"):
+                given[key] = self.size(item)
+            else:
+                given[key] = self.count(item)
+        return self.build(v, cls, "limits", **given)
 
     def python_work(self, job: V, f: dict[str, V], grace: object = None) -> PythonWork | Bad:
         args = self.items(f["args"], "a list of arguments") if "args" in f else []
