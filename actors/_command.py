@@ -106,6 +106,8 @@ class CommandWork:
     user: RunAs | None = None  # None: jobvisor's own user
     umask: int | None = None  # None: jobvisor's own umask
     limits: Limits | None = None  # None: jobvisor's own limits
+    # Exit codes that mean success, like systemd's SuccessExitStatus= (SPEC §10).
+    success_exit_codes: tuple[int, ...] = (0,)
 
     def __post_init__(self) -> None:
         if not isinstance(self.argv, tuple):
@@ -161,6 +163,17 @@ class CommandWork:
             "resource limits",
             self.limits,
         )
+        codes = self.success_exit_codes
+        need(
+            isinstance(codes, tuple | list) and bool(codes),
+            "success_exit_codes",
+            "a non-empty list of exit codes",
+            codes,
+        )
+        object.__setattr__(self, "success_exit_codes", tuple(codes))
+        for i, code in enumerate(self.success_exit_codes):
+            ok = isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 255
+            need(ok, f"success_exit_codes[{i}]", "an exit code 0..255", code)
 
     def confinement(self) -> tuple[Confinement | None, dict[str, str]]:
         """What the child sets up before exec, None for nothing; and the user's env (HOME, ...).
@@ -195,8 +208,8 @@ class CommandWork:
                 child.close()
             finally:
                 _LIVE.pop(key, None)
-        if code == 0:
-            return 0
+        if code >= 0 and code in self.success_exit_codes:
+            return code
         if code > 0:
             raise CommandFailed(f"command {self.shown()} exited with {code}", code)
         cpu = None if self.limits is None else self.limits.cpu

@@ -35,6 +35,7 @@ JOB_KEYS: Final = (
     "name", *KINDS, "args", "kwargs", "cwd", "env", "service", "every", "times", "cron",
     "timeout", "retry", "breaker", "restart", "replicas", "depends_on", "ready", "stop",
     "placement", "isolation", "output", "notify", "user", "umask", "limits",
+    "success_exit_codes", "give_up_on",
 )
 # fmt: on
 OWN_ONLY: Final = ("name", "depends_on")
@@ -49,6 +50,7 @@ FOR_KINDS: Final = {  # fields that apply to some kinds only
     "user": ("command",),
     "umask": ("command",),
     "limits": ("command",),
+    "success_exit_codes": ("command",),
 }
 
 

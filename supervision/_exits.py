@@ -19,8 +19,9 @@ from actors import (
     Outcome,
     ServiceExited,
 )
+from actors._checks import need
 
-__all__ = ["ExitReason", "classify"]
+__all__ = ["ExitReason", "GiveUpOn", "classify"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +76,67 @@ def _as_child_killed(error: BaseException) -> ChildKilled:
     killed = ChildKilled(f"{type(error).__name__} ended the actor")
     killed.__cause__ = error
     return killed
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUpOn:
+    """``give_up_on``: failures no restart can mend, so the child gives up at once.
+
+    Like systemd's ``RestartPreventExitStatus=`` and Akka's decider, for every
+    kind: a command's exit code, an exception class (``isinstance``, so its
+    subclasses count; anywhere in the cause chain) or an http job's status.
+    """
+
+    exit_codes: tuple[int, ...] = ()
+    exceptions: tuple[type[BaseException], ...] = ()
+    http_status: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for key in ("exit_codes", "exceptions", "http_status"):
+            value = getattr(self, key)
+            need(isinstance(value, tuple | list), key, "a list", value)
+            object.__setattr__(self, key, tuple(value))
+        for i, code in enumerate(self.exit_codes):
+            ok = isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 255
+            need(ok, f"exit_codes[{i}]", "an exit code 0..255", code)
+        for i, cls in enumerate(self.exceptions):
+            ok = isinstance(cls, type) and issubclass(cls, BaseException)
+            need(ok, f"exceptions[{i}]", "an exception class", cls)
+        for i, code in enumerate(self.http_status):
+            ok = isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599
+            need(ok, f"http_status[{i}]", "a status 100..599", code)
+
+    def matches(self, error: BaseException | None) -> str | None:
+        """The rule ``error`` matches, said as the log and status show it; None when none does."""
+        if error is None:
+            return None
+        # Imported here: actors' kinds load on first use, and most trees use one or two.
+        from actors._command import CommandFailed  # noqa: PLC0415
+        from actors._http import HttpStatusError  # noqa: PLC0415
+
+        seen: set[int] = set()
+        link: BaseException | None = error
+        while link is not None and id(link) not in seen:
+            seen.add(id(link))
+            if isinstance(link, CommandFailed) and link.code in self.exit_codes:
+                return f"give_up_on.exit_codes matched exit code {link.code}"
+            if isinstance(link, HttpStatusError) and link.code in self.http_status:
+                return f"give_up_on.http_status matched status {link.code}"
+            for cls in self.exceptions:
+                if isinstance(link, cls):
+                    name = f"{cls.__module__}.{cls.__qualname__}"
+                    return f"give_up_on.exceptions matched {type(link).__name__} ({name})"
+            link = link.__cause__ or link.__context__
+        return None
+
+    def describe(self) -> str:
+        parts = [
+            f"exit_codes={list(self.exit_codes)}" if self.exit_codes else "",
+            "exceptions=["
+            + ", ".join(f"{c.__module__}.{c.__qualname__}" for c in self.exceptions)
+            + "]"
+            if self.exceptions
+            else "",
+            f"http_status={list(self.http_status)}" if self.http_status else "",
+        ]
+        return " ".join(p for p in parts if p)

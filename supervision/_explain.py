@@ -191,6 +191,13 @@ def _explain_work(spec: JobSpec) -> list[str]:
         extras.append(f"expect_status={expect}")
     if extras:
         lines.append(" ".join(extras))
+    exits = []
+    if spec.kind == "command":
+        codes = getattr(work, "success_exit_codes", (0,))
+        exits.append("success_exit_codes=" + ",".join(str(code) for code in codes))
+    give_up_on = spec.give_up_on
+    exits.append(f"give_up_on=({give_up_on.describe()})" if give_up_on else "give_up_on=none")
+    lines.append("exits: " + " ".join(exits))
     return lines
 
 

@@ -671,6 +671,7 @@ class _Parser(WorkReader):
             ("breaker", self.breaker),
             ("ready", self.ready),
             ("placement", self.placement),
+            ("give_up_on", self.give_up_on),
         ):
             if key in f:
                 options[key] = read(f[key])
@@ -718,6 +719,8 @@ class _Parser(WorkReader):
             "user": self.run_as,
             "umask": self.umask,
             "limits": self.limits,
+            "success_exit_codes": self.success_exit_codes,
+            "give_up_on": self.give_up_on,
         }
         check = checks.get(key)
         return None if check is None else check(v)

@@ -16,6 +16,7 @@ from supervision._policy import RestartPolicy, RestartType, Strategy
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from supervision._exits import GiveUpOn
     from supervision._notify import NotifySpec
 
 __all__ = [
@@ -88,6 +89,8 @@ class JobSpec:
     # Who hears of this job's events besides the manifest's own notify: not what the job
     # does, so not part of its identity (a reload or --resume does not see it as changed).
     notify: tuple[NotifySpec, ...] = field(default=(), repr=False, compare=False)
+    # Failures no restart can mend: the child gives up at once (SPEC §10).
+    give_up_on: GiveUpOn | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name)

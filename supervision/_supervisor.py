@@ -393,6 +393,9 @@ class Supervisor(SupervisedActor):
         service = isinstance(spec, JobSpec) and spec.schedule.service
         reason = classify(msg, service=service, path=rec.path)
         error = self.ctx.shown(reason.error)
+        rule = self._give_up_rule(rec, reason)
+        if rule is not None:
+            error = f"{error} ({rule})"
         last = rec.last_exit = LastExit(reason.outcome, msg.code, error, self.ctx.wall())
         if reason.outcome.is_failure:
             rec.failures += 1
@@ -412,8 +415,21 @@ class Supervisor(SupervisedActor):
         if rec.intent is not None or self._closing is not None:
             self._stopped(rec, reason)
         else:
-            self._unexpected_exit(rec, reason)
+            self._unexpected_exit(rec, reason, rule)
         self._pump_start()
+
+    def _give_up_rule(self, rec: ChildRecord, reason: ExitReason) -> str | None:
+        """The ``give_up_on`` rule an unasked-for failure matches, if any (SPEC §10)."""
+        spec = rec.spec
+        if (
+            not isinstance(spec, JobSpec)
+            or spec.give_up_on is None
+            or not reason.outcome.is_failure
+            or rec.intent is not None
+            or self._closing is not None
+        ):
+            return None
+        return spec.give_up_on.matches(reason.error)
 
     def _stopped(self, rec: ChildRecord, reason: ExitReason) -> None:
         """An exit we asked for (or one that came while we were ending): never a failure."""
@@ -429,7 +445,9 @@ class Supervisor(SupervisedActor):
             self._stop_waiting = None
             self._pump_stop()
 
-    def _unexpected_exit(self, rec: ChildRecord, reason: ExitReason) -> None:
+    def _unexpected_exit(
+        self, rec: ChildRecord, reason: ExitReason, rule: str | None = None
+    ) -> None:
         outcome = reason.outcome
         error = rec.last_exit.error if rec.last_exit else None
         # "failure" (None for a success) is what the log's crash-loop damper keys on
@@ -440,6 +458,9 @@ class Supervisor(SupervisedActor):
             )
         else:
             log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
+        if rule is not None:  # no restart can mend it: none is burned, no backoff waited
+            self._give_up(rec, rule)
+            return
         if not wants_restart(rec.spec.restart, outcome):
             self._settle(rec, outcome)
             return

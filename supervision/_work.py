@@ -66,7 +66,12 @@ class WorkReader(Reader):
             given["cwd"] = cwd
         if "env" in f:
             given["env"] = self.str_map(f["env"], "a mapping of environment variables")
-        for key, read in (("user", self.run_as), ("umask", self.umask), ("limits", self.limits)):
+        for key, read in (
+            ("user", self.run_as),
+            ("umask", self.umask),
+            ("limits", self.limits),
+            ("success_exit_codes", self.success_exit_codes),
+        ):
             if key in f:
                 given[key] = read(f[key])
         values = (stop_signal, grace, *given.values())
@@ -80,6 +85,54 @@ class WorkReader(Reader):
             given["grace"] = grace
         cls = self.kind_class(f["command"], "actors._command", "CommandWork", "command jobs")
         return BAD if cls is None else self.build(job, cls, **given)
+
+    # -- exit classification (SPEC §10) -----------------------------------------------------------
+
+    def success_exit_codes(self, v: V) -> tuple[Any, ...] | Bad:
+        """``success_exit_codes: [0, 2]``: the codes are ``CommandWork``'s to judge."""
+        items = self.items(v, "an exit code 0..255 or a list of them", single_ok=True)
+        return BAD if items is None else tuple(plain(item.value) for item in items)
+
+    def give_up_on(self, v: V) -> Any:
+        """``give_up_on: {exit_codes, exceptions, http_status}``: a ``GiveUpOn``, judged by it."""
+        keys = ("exit_codes", "exceptions", "http_status")
+        f = self.fields(v, keys, "a mapping with exit_codes, exceptions or http_status")
+        if f is None:
+            return BAD
+        given: dict[str, Any] = {}
+        for key, what in (("exit_codes", "an exit code 0..255"), ("http_status", "a status")):
+            if key in f:
+                items = self.items(f[key], f"{what} or a list of them", single_ok=True)
+                given[key] = BAD if items is None else tuple(plain(i.value) for i in items)
+        if "exceptions" in f:
+            what = "an exception class as module.Class or a list of them"
+            items = self.items(f["exceptions"], what, single_ok=True)
+            classes = [self.exception_class(item) for item in items or ()]
+            bad = items is None or any(isinstance(c, Bad) for c in classes)
+            given["exceptions"] = BAD if bad else tuple(classes)
+        if any(isinstance(value, Bad) for value in given.values()):
+            return BAD
+        from supervision._exits import GiveUpOn  # noqa: PLC0415 - most manifests have none
+
+        return self.build(v, GiveUpOn, "give_up_on", **given)
+
+    def exception_class(self, v: V) -> Any:
+        """``module.Class`` (a bare name is a builtin), imported now so a typo fails validation."""
+        text = v.value
+        if not isinstance(text, str) or not text.strip():
+            return self.expected(v, "an exception class as module.Class")
+        module, _, name = text.strip().rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module or "builtins"), name)
+        except Exception as exc:
+            return self.expected(
+                v,
+                "an importable exception class as module.Class",
+                hint=f" (importing it failed: {type(exc).__name__}: {exc})",
+            )
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            return self.expected(v, "an exception class as module.Class")
+        return cls
 
     # -- a command's user, umask and limits (SPEC §10) --------------------------------------------
 
@@ -152,7 +205,7 @@ class WorkReader(Reader):
             self.add(
                 v,
                 f"expected {what} to be available ({module}.{name}), got "
-                f"{type(exc).__name__}: {exc}",
+                f"{type(exc).__name__}: {exc})",
             )
             return None
         self._classes[module, name] = cls

@@ -1,0 +1,266 @@
+"""Exit classification: ``success_exit_codes`` and ``give_up_on`` (SPEC §10)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from httpkit import HttpKit, Reply
+from treekit import tree_of
+
+from actors import SpecError
+from actors._command import CommandFailed, CommandWork
+from actors._http import HttpStatusError, HttpWork
+from supervision import (
+    Intensity,
+    JobSpec,
+    Journal,
+    ManifestError,
+    RestartPolicy,
+    RestartType,
+    load_manifest,
+    python_job,
+)
+from supervision._exits import GiveUpOn
+from supervision._history import FILENAME, read_history
+from supervision._journal import job_hashes
+
+# Enough restarts that a job which gave up at once plainly did not use them.
+ROOMY = RestartPolicy(intensity=Intensity(max_restarts=50))
+
+
+class Base(Exception):
+    pass
+
+
+class Sub(Base):
+    pass
+
+
+# -- the rule alone, no threads ---------------------------------------------------------------------
+
+
+def test_an_exit_code_matches_and_names_the_rule() -> None:
+    rule = GiveUpOn(exit_codes=(3, 4))
+    assert rule.matches(CommandFailed("exited with 3", 3)) == (
+        "give_up_on.exit_codes matched exit code 3"
+    )
+    assert rule.matches(CommandFailed("exited with 5", 5)) is None
+    assert rule.matches(None) is None
+
+
+def test_an_exception_matches_its_subclasses_and_in_the_cause_chain() -> None:
+    rule = GiveUpOn(exceptions=(Base,))
+    assert rule.matches(Sub()) == f"give_up_on.exceptions matched Sub ({__name__}.Base)"
+    wrapped = RuntimeError("wrapped")
+    wrapped.__cause__ = Sub()
+    assert rule.matches(wrapped) is not None
+    assert rule.matches(ValueError()) is None
+
+
+def test_an_http_status_matches_only_an_http_status_error() -> None:
+    rule = GiveUpOn(http_status=(404,))
+    assert rule.matches(HttpStatusError("got 404", 404)) == (
+        "give_up_on.http_status matched status 404"
+    )
+    assert rule.matches(CommandFailed("exited with 404?", 404 % 256)) is None
+    assert GiveUpOn(exit_codes=(148,)).matches(HttpStatusError("got 148", 148)) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"exit_codes": (256,)}, "exit_codes[0]"),
+        ({"exit_codes": (True,)}, "exit_codes[0]"),
+        ({"http_status": (99,)}, "http_status[0]"),
+        ({"exceptions": (int,)}, "exceptions[0]"),
+        ({"exit_codes": 3}, "exit_codes"),
+    ],
+)
+def test_bad_rules_are_refused(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        GiveUpOn(**kwargs)  # type: ignore[arg-type]
+    assert caught.value.field == field
+
+
+def test_success_exit_codes_are_checked() -> None:
+    with pytest.raises(SpecError):
+        CommandWork(argv=("true",), success_exit_codes=())
+    with pytest.raises(SpecError):
+        CommandWork(argv=("true",), success_exit_codes=(300,))
+
+
+# -- in a running tree ----------------------------------------------------------------------------
+
+
+def test_a_matching_exit_code_gives_up_at_once(make_tree, tmp_path: Path) -> None:
+    job = JobSpec(
+        name="cfg",
+        work=CommandWork(shell="exit 3"),
+        restart=RestartType.PERMANENT,
+        give_up_on=GiveUpOn(exit_codes=(3,)),
+    )
+    spec = tree_of(job, policy=ROOMY)
+    journal = Journal(tmp_path, hashes=job_hashes(spec))
+    try:
+        tree = make_tree(spec, on_event=journal.record)
+        assert tree.wait(30)
+        assert journal.flush()
+    finally:
+        journal.close()
+    node = tree.status()["children"][0]
+    assert (node["state"], node["restarts"], node["starts"]) == ("gave_up", 0, 1)
+    assert node["last_exit"]["error"].endswith("(give_up_on.exit_codes matched exit code 3)")
+    rows = read_history(tmp_path / FILENAME, "cfg")
+    assert any("give_up_on.exit_codes matched exit code 3" in json.dumps(r) for r in rows), rows
+
+
+def test_an_exit_code_not_listed_is_restarted_as_usual(make_tree) -> None:
+    job = JobSpec(
+        name="other",
+        work=CommandWork(shell="exit 4"),
+        give_up_on=GiveUpOn(exit_codes=(3,)),
+    )
+    policy = RestartPolicy(intensity=Intensity(max_restarts=2))
+    tree = make_tree(tree_of(job, policy=policy))
+    assert tree.wait(30)
+    node = tree.status()["children"][0]
+    assert (node["state"], node["restarts"]) == ("gave_up", 2)
+    assert "give_up_on" not in node["last_exit"]["error"]
+
+
+def test_a_python_subclass_of_a_listed_exception_gives_up(make_tree) -> None:
+    base = python_job("bad", "jobfuncs:fail", "bad")
+    job = JobSpec(
+        name="bad",
+        work=base.work,
+        restart=RestartType.PERMANENT,
+        give_up_on=GiveUpOn(exceptions=(Exception,)),
+    )
+    tree = make_tree(tree_of(job, policy=ROOMY))
+    assert tree.wait(30)
+    node = tree.status()["children"][0]
+    assert (node["state"], node["restarts"]) == ("gave_up", 0)
+    assert "give_up_on.exceptions matched" in node["last_exit"]["error"]
+    assert "(builtins.Exception)" in node["last_exit"]["error"]
+
+
+def test_an_http_status_gives_up_at_once(make_tree) -> None:
+    with HttpKit(default=Reply(410)) as server:
+        job = JobSpec(
+            name="gone",
+            work=HttpWork(url=server.url + "/x"),
+            restart=RestartType.PERMANENT,
+            give_up_on=GiveUpOn(http_status=(410,)),
+        )
+        tree = make_tree(tree_of(job, policy=ROOMY))
+        assert tree.wait(30)
+        node = tree.status()["children"][0]
+        assert (node["state"], node["restarts"]) == ("gave_up", 0)
+        assert node["last_exit"]["error"].endswith("(give_up_on.http_status matched status 410)")
+        assert len(server.requests) == 1
+
+
+def test_a_listed_success_exit_code_is_a_success(make_tree) -> None:
+    job = JobSpec(name="two", work=CommandWork(shell="exit 2", success_exit_codes=(0, 2)))
+    tree = make_tree(tree_of(job, policy=ROOMY))
+    assert tree.wait(30)
+    node = tree.status()["children"][0]
+    assert (node["state"], node["failures"]) == ("succeeded", 0)
+    assert node["last_exit"]["code"] == 2
+
+
+def test_zero_fails_when_it_is_not_listed(make_tree) -> None:
+    job = JobSpec(name="z", work=CommandWork(shell="exit 0", success_exit_codes=(1,)))
+    tree = make_tree(tree_of(job, policy=RestartPolicy(intensity=Intensity(max_restarts=0))))
+    assert tree.wait(30)
+    assert tree.status()["children"][0]["state"] == "gave_up"
+
+
+# -- the manifest ---------------------------------------------------------------------------------
+
+
+def manifest(jobs: str, defaults: str = "") -> str:
+    head = "version: 1\n" + (f"defaults:\n{textwrap.indent(defaults, '  ')}\n" if defaults else "")
+    return head + "jobs:\n" + textwrap.indent(textwrap.dedent(jobs).lstrip("\n"), "  ")
+
+
+def test_the_manifest_builds_both_fields_and_explains_them() -> None:
+    m = load_manifest(
+        manifest(
+            """
+            - name: cmd
+              command: "exit 3"
+              success_exit_codes: [0, 2]
+            - name: web
+              http: {url: "http://127.0.0.1:1/"}
+              give_up_on: {http_status: 404}
+            """,
+            defaults="give_up_on: {exit_codes: [3, 4], exceptions: [ValueError, json.JSONDecodeError]}",
+        ),
+        env={},
+    )
+    cmd, web = m.root.children
+    assert isinstance(cmd, JobSpec)
+    assert isinstance(web, JobSpec)
+    assert cmd.work.success_exit_codes == (0, 2)  # type: ignore[attr-defined]
+    assert cmd.give_up_on == GiveUpOn(
+        exit_codes=(3, 4), exceptions=(ValueError, json.JSONDecodeError)
+    )
+    assert web.give_up_on == GiveUpOn(http_status=(404,))  # the job's own replaces the default
+    explained = m.explain()
+    assert "exits: success_exit_codes=0,2 give_up_on=(exit_codes=[3, 4] exceptions=" in explained
+    assert "exits: give_up_on=(http_status=[404])\n" in explained
+
+
+@pytest.mark.parametrize(
+    ("field", "path", "message"),
+    [
+        ("give_up_on: {exit_codes: [300]}", "jobs[0].give_up_on.exit_codes[0]", "0..255, got 300"),
+        (
+            "give_up_on: {http_status: [42]}",
+            "jobs[0].give_up_on.http_status[0]",
+            "100..599, got 42",
+        ),
+        (
+            "give_up_on: {exceptions: [nosuchmod.Err]}",
+            "jobs[0].give_up_on.exceptions[0]",
+            "importing it failed",
+        ),
+        (
+            "give_up_on: {exceptions: [os.path]}",
+            "jobs[0].give_up_on.exceptions[0]",
+            "an exception class",
+        ),
+        ("give_up_on: {signals: [9]}", "jobs[0].give_up_on.signals", "unknown key 'signals'"),
+        ("give_up_on: 3", "jobs[0].give_up_on", "a mapping with exit_codes"),
+        ("success_exit_codes: [-1]", "jobs[0].success_exit_codes[0]", "0..255, got -1"),
+        ("success_exit_codes: []", "jobs[0].success_exit_codes", "non-empty"),
+    ],
+)
+def test_bad_values_name_path_and_line(field: str, path: str, message: str) -> None:
+    text = manifest(f"""
+        - name: a
+          command: "true"
+          {field}
+        """)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    issues = [i for i in caught.value.issues if i.path == path]
+    assert issues, caught.value.issues
+    assert issues[0].line == 5
+    assert message in issues[0].message
+
+
+def test_success_exit_codes_on_a_python_job_are_refused() -> None:
+    text = manifest("""
+        - name: a
+          python: "os:getcwd"
+          success_exit_codes: [2]
+        """)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    (issue,) = caught.value.issues
+    assert "expected success_exit_codes only on command jobs" in issue.message
