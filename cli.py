@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     unit.add_argument(
         "--user", action="store_true", help="a user unit (systemctl --user), not a system one"
     )
+    sub.add_parser(
+        "schema",
+        parents=[common],
+        help="print the manifest's JSON Schema (for editors: # yaml-language-server: $schema=)",
+    )
     return parser
 
 
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "daemon" and args.detach:
             _detach()
         _prepare_runtime(_peek_runtime(args))
-    elif args.command == "validate":
+    elif args.command in ("validate", "schema"):
         _logbook_without_gevent()  # validate runs no job: it needs no gevent
     # The control commands and history load neither the runtime nor logging: see _client.
     commands = {
@@ -197,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "logs": _logs,
         "top": _top,
         "unit": _unit,
+        "schema": _schema,
     }
     try:
         return commands.get(args.command, _control)(args)
@@ -271,6 +277,14 @@ def _unit(args: argparse.Namespace) -> int:
         return USAGE
     state_dir = getattr(args, "state_dir", None)
     sys.stdout.write(render_unit(args.manifest, user_unit=args.user, state_dir=state_dir))
+    return OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    del args  # the schema is the loader's, whatever the manifest
+    from supervision._fields import json_schema  # noqa: PLC0415 - only this command needs it
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
     return OK
 
 

@@ -241,13 +241,26 @@ def _cwd() -> Path:
 
 
 # fmt: off
-_TOP_KEYS: Final = (
+TOP_KEYS: Final = (
     "version", "runtime", "state_dir", "logging", "defaults", "supervisor", "breakers", "cluster",
     "notify", "jobs", "http",
 )
-_POLICY_KEYS: Final = ("strategy", "intensity", "backoff", "on_exhausted", "cooldown")
-_GROUP_KEYS: Final = ("group", *_POLICY_KEYS, "restart", "jobs")
-_ROOT_KEYS: Final = (*_POLICY_KEYS, "budget")  # the budget is the whole tree's: root only
+POLICY_KEYS: Final = ("strategy", "intensity", "backoff", "on_exhausted", "cooldown")
+GROUP_KEYS: Final = ("group", *POLICY_KEYS, "restart", "jobs")
+ROOT_KEYS: Final = (*POLICY_KEYS, "budget")  # the budget is the whole tree's: root only
+LOGGING_KEYS: Final = ("level", "file", "rotate", "format")
+ROTATE_KEYS: Final = ("max_bytes", "backups", "when")
+CLUSTER_KEYS: Final = ("address", "namespace")
+LISTEN_KEYS: Final = ("listen", "token", "heartbeat")
+BREAKER_KEYS: Final = ("failure_threshold", "reset_timeout", "half_open_max_calls")
+WINDOW_KEYS: Final = ("max_restarts", "within")  # an intensity or a budget
+GROWTH_KEYS: Final = ("initial", "max", "multiplier", "jitter")  # a backoff or a retry wait
+COOLDOWN_KEYS: Final = ("duration", "probation", "multiplier", "max", "max_cycles")
+OUTPUT_KEYS: Final = ("max_bytes", "backups")
+STOP_KEYS: Final = ("signal", "grace")
+RETRY_KEYS: Final = ("attempts", "wait", "on")
+READY_KEYS: Final = ("tcp", "http", "command", "timeout", "interval")
+PLACEMENT_KEYS: Final = ("ray",)
 # fmt: on
 _KIND_NOUN: Final = {"command": "a command job", "http": "an http job", "python": "a python job"}
 
@@ -277,7 +290,7 @@ class _Parser(WorkReader):
         if root.value is None:
             self.add(root, f"expected {what}, got an empty document")
             return None
-        top = self.fields(root, _TOP_KEYS, what, null_ok=False)
+        top = self.fields(root, TOP_KEYS, what, null_ok=False)
         if top is None:
             return None
         state_dir = self.header(root, top)
@@ -333,7 +346,7 @@ class _Parser(WorkReader):
     def root(self, root: V, top: dict[str, V]) -> SupervisorSpec | Bad:
         flags: dict[str, Any] = {}
         if "supervisor" in top:
-            sup = self.fields(top["supervisor"], _ROOT_KEYS, "a mapping of restart policy fields")
+            sup = self.fields(top["supervisor"], ROOT_KEYS, "a mapping of restart policy fields")
             flags = {} if sup is None else self.policy(sup)
             if sup is not None and "budget" in sup and sup["budget"].value is not None:
                 budget = self.budget(sup["budget"])
@@ -348,7 +361,7 @@ class _Parser(WorkReader):
         return self.build(root, SupervisorSpec, name="root", children=children, **flags)
 
     def logging(self, v: V) -> LoggingSpec | Bad:
-        f = self.fields(v, ("level", "file", "rotate", "format"), "a mapping of logging fields")
+        f = self.fields(v, LOGGING_KEYS, "a mapping of logging fields")
         if f is None:
             return BAD
         kwargs: dict[str, Any] = {}
@@ -366,7 +379,7 @@ class _Parser(WorkReader):
         return self.finish(v, LoggingSpec, kwargs, "logging")
 
     def rotate(self, v: V) -> RotateSpec | Bad:
-        f = self.fields(v, ("max_bytes", "backups", "when"), "a mapping of rotation fields")
+        f = self.fields(v, ROTATE_KEYS, "a mapping of rotation fields")
         if f is None:
             return BAD
         kwargs: dict[str, Any] = {}
@@ -380,7 +393,7 @@ class _Parser(WorkReader):
 
     def cluster(self, v: V) -> tuple[str | None, str | None]:
         """``(address, namespace)``; None for what is not set."""
-        f = self.fields(v, ("address", "namespace"), "a mapping with address and namespace")
+        f = self.fields(v, CLUSTER_KEYS, "a mapping with address and namespace")
         out: list[str | None] = []
         for key, what in (
             ("address", "a Ray cluster address: auto, HOST:PORT or ray://HOST:PORT"),
@@ -394,7 +407,7 @@ class _Parser(WorkReader):
         return out[0], out[1]
 
     def http(self, v: V) -> HttpSpec | Bad | None:
-        f = self.fields(v, ("listen", "token", "heartbeat"), "a mapping with listen and token")
+        f = self.fields(v, LISTEN_KEYS, "a mapping with listen and token")
         if f is None:
             return BAD
         if not f:
@@ -419,7 +432,7 @@ class _Parser(WorkReader):
             self.breaker_names.append(name)
             f = self.fields(
                 item,
-                ("failure_threshold", "reset_timeout", "half_open_max_calls"),
+                BREAKER_KEYS,
                 "a mapping with failure_threshold, reset_timeout and half_open_max_calls",
             )
             if f is None:
@@ -472,7 +485,7 @@ class _Parser(WorkReader):
 
     def window_limit(self, v: V, cls: Callable[..., T], prefix: str) -> T | Bad:
         """An intensity or a budget: ``max_restarts`` inside ``within``."""
-        f = self.fields(v, ("max_restarts", "within"), "a mapping with max_restarts and within")
+        f = self.fields(v, WINDOW_KEYS, "a mapping with max_restarts and within")
         if f is None:
             return BAD
         kwargs: dict[str, Any] = {}
@@ -483,9 +496,7 @@ class _Parser(WorkReader):
         return self.build(v, cls, prefix, **kwargs)
 
     def backoff(self, v: V) -> Backoff | Bad:
-        f = self.fields(
-            v, ("initial", "max", "multiplier", "jitter"), "a mapping of backoff fields"
-        )
+        f = self.fields(v, GROWTH_KEYS, "a mapping of backoff fields")
         return BAD if f is None else self.build(v, Backoff, "backoff", **self.growth(f))
 
     def growth(self, f: dict[str, V]) -> dict[str, Any]:
@@ -502,7 +513,7 @@ class _Parser(WorkReader):
     def cooldown(self, v: V) -> CooldownPolicy | Bad:
         f = self.fields(
             v,
-            ("duration", "probation", "multiplier", "max", "max_cycles"),
+            COOLDOWN_KEYS,
             "a mapping of cooldown fields",
         )
         if f is None:
@@ -551,7 +562,7 @@ class _Parser(WorkReader):
         return tuple(children)
 
     def group(self, v: V) -> Entry | None:
-        f = self.fields(v, _GROUP_KEYS, "a group mapping")
+        f = self.fields(v, GROUP_KEYS, "a group mapping")
         if f is None:
             return None
         name_v = f["group"]
@@ -731,7 +742,7 @@ class _Parser(WorkReader):
         value = self.flag(v)
         if isinstance(value, bool):
             return OutputSpec() if value else None
-        f = self.fields(v, ("max_bytes", "backups"), what, null_ok=False)
+        f = self.fields(v, OUTPUT_KEYS, what, null_ok=False)
         if f is None:
             return BAD
         readers = {"max_bytes": self.size, "backups": self.count}
@@ -762,7 +773,7 @@ class _Parser(WorkReader):
 
     def stop(self, v: V) -> tuple[Any, Any]:
         """``stop.signal`` (a number when the name is known) and ``stop.grace`` in seconds."""
-        f = self.fields(v, ("signal", "grace"), "a mapping with signal and grace")
+        f = self.fields(v, STOP_KEYS, "a mapping with signal and grace")
         if f is None:
             return None, BAD
         grace = self.duration(f["grace"]) if "grace" in f else None
@@ -799,16 +810,14 @@ class _Parser(WorkReader):
     def retry(self, v: V, kind: str | None) -> RetrySpec | Bad | None:
         if v.value is None:
             return None
-        f = self.fields(v, ("attempts", "wait", "on"), "a mapping with attempts, wait and on")
+        f = self.fields(v, RETRY_KEYS, "a mapping with attempts, wait and on")
         if f is None:
             return BAD
         kwargs: dict[str, Any] = {}
         if "attempts" in f:
             kwargs["attempts"] = self.count(f["attempts"])
         if "wait" in f:
-            wait = self.fields(
-                f["wait"], ("initial", "max", "multiplier", "jitter"), "a mapping of wait fields"
-            )
+            wait = self.fields(f["wait"], GROWTH_KEYS, "a mapping of wait fields")
             kwargs["wait"] = (
                 BAD
                 if wait is None
@@ -853,7 +862,7 @@ class _Parser(WorkReader):
     def ready(self, v: V) -> Any:
         f = self.fields(
             v,
-            ("tcp", "http", "command", "timeout", "interval"),
+            READY_KEYS,
             "a mapping with one of tcp, http or command, and timeout",
             null_ok=False,
         )
@@ -897,7 +906,7 @@ class _Parser(WorkReader):
 
     def ray_placement(self, v: V) -> RayPlacement | Bad:
         """``{ray: {num_cpus, num_gpus, memory, resources, node}}``: each field at its line."""
-        outer = self.fields(v, ("ray",), "local, ray, or a mapping with ray", null_ok=False)
+        outer = self.fields(v, PLACEMENT_KEYS, "local, ray, or a mapping with ray", null_ok=False)
         if outer is None:
             return BAD
         if "ray" not in outer:

@@ -40,6 +40,7 @@ class NotifyEvent(enum.StrEnum):
 
 EVENTS: Final = ", ".join(e.value for e in NotifyEvent)
 NOTIFY_KEYS: Final = ("name", "on", "command", "http", "timeout", "retry")
+NOTIFY_HTTP_KEYS: Final = ("url", "headers")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,7 +172,7 @@ def _events(reader: WorkReader, v: V) -> tuple[NotifyEvent, ...] | Bad:
 
 
 def _http(reader: WorkReader, v: V) -> HttpTarget | Bad:
-    h = reader.fields(v, ("url", "headers"), "a mapping with url and headers", null_ok=False)
+    h = reader.fields(v, NOTIFY_HTTP_KEYS, "a mapping with url and headers", null_ok=False)
     if h is None:
         return BAD
     if "url" not in h:

@@ -10,15 +10,29 @@ from actors import SpecError
 from actors._checks import fmt_duration
 from supervision._issues import show
 
-__all__ = ["DURATION_HINT", "SIZE_HINT", "fmt_duration", "parse_duration", "parse_size"]
+__all__ = [
+    "BARE_NUMBER",
+    "DURATION_HINT",
+    "DURATION_UNITS",
+    "EXPONENT",
+    "NUMBER",
+    "SIZE_HINT",
+    "SIZE_UNITS",
+    "fmt_duration",
+    "parse_duration",
+    "parse_size",
+]
 
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-BARE_NUMBER = re.compile(rf"\s*{_NUMBER}(?:[eE][+-]?\d+)?\s*")
-_DURATION = re.compile(rf"\s*(?:{_NUMBER}\s*(?:ms|s|m|h|d)\s*)+", re.IGNORECASE)
-_DURATION_PART = re.compile(rf"({_NUMBER})\s*(ms|s|m|h|d)", re.IGNORECASE)
-_DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_SIZE = re.compile(rf"\s*({_NUMBER})\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
-_SIZE_UNITS: Final = {
+# The forms as pattern text, which the manifest's JSON Schema reuses (``supervision._fields``).
+NUMBER: Final = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+EXPONENT: Final = r"(?:[eE][+-]?[0-9]+)?"
+BARE_NUMBER = re.compile(rf"\s*{NUMBER}{EXPONENT}\s*")
+DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_UNIT = "|".join(DURATION_UNITS)  # "ms" before "m": the longer unit wins
+_DURATION = re.compile(rf"\s*(?:{NUMBER}\s*(?:{_UNIT})\s*)+", re.IGNORECASE)
+_DURATION_PART = re.compile(rf"({NUMBER})\s*({_UNIT})", re.IGNORECASE)
+_SIZE = re.compile(rf"\s*({NUMBER})\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
+SIZE_UNITS: Final = {
     "b": 1,
     **{f"{p}b": 1000**i for i, p in enumerate("kmgt", 1)},
     **{f"{p}ib": 1024**i for i, p in enumerate("kmgt", 1)},
@@ -42,7 +56,7 @@ def parse_duration(value: object) -> float:
                 seconds = float(value)
             elif _DURATION.fullmatch(value):
                 seconds = sum(
-                    float(number) * _DURATION_UNITS[unit.lower()]
+                    float(number) * DURATION_UNITS[unit.lower()]
                     for number, unit in _DURATION_PART.findall(value)
                 )
     except (OverflowError, ValueError):
@@ -62,7 +76,7 @@ def parse_size(value: object) -> int:
         size = value
     elif isinstance(value, str) and (match := _SIZE.fullmatch(value)):
         number, unit = match.groups()
-        scaled = float(number) * _SIZE_UNITS[(unit or "b").lower()]
+        scaled = float(number) * SIZE_UNITS[(unit or "b").lower()]
         size = int(scaled) if math.isfinite(scaled) else None
     if size is None or size < 0:
         raise SpecError(expected=f"a size like {SIZE_HINT}", got=value, shown=show(value))

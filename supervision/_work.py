@@ -19,12 +19,14 @@ from supervision._reader import BAD, Bad, Reader, V, entries_of, plain
 __all__ = ["WorkReader"]
 
 # fmt: off
-_HTTP_KEYS: Final = (
+HTTP_KEYS: Final = (
     "method", "url", "headers", "params", "json", "body", "timeout", "expect_status",
 )
 # fmt: on
 _HTTP_PLAIN: Final = ("url", "method", "json", "body")  # passed to the spec as written
-_LIMITS: Final = ("nofile", "nproc", "memory", "cpu", "core")
+LIMIT_KEYS: Final = ("nofile", "nproc", "memory", "cpu", "core")
+USER_KEYS: Final = ("name", "group")
+GIVE_UP_KEYS: Final = ("exit_codes", "exceptions", "http_status")
 _UMASK: Final = re.compile(r"\s*0?[0-7]{1,3}\s*")
 # A secret in argv works, but every local user can read it:
 _ARGV_WARNING: Final = (
@@ -95,8 +97,7 @@ class WorkReader(Reader):
 
     def give_up_on(self, v: V) -> Any:
         """``give_up_on: {exit_codes, exceptions, http_status}``: a ``GiveUpOn``, judged by it."""
-        keys = ("exit_codes", "exceptions", "http_status")
-        f = self.fields(v, keys, "a mapping with exit_codes, exceptions or http_status")
+        f = self.fields(v, GIVE_UP_KEYS, "a mapping with exit_codes, exceptions or http_status")
         if f is None:
             return BAD
         given: dict[str, Any] = {}
@@ -142,7 +143,7 @@ class WorkReader(Reader):
         if entries_of(v) is None:
             given = {"name": plain(v.value)}
         else:
-            f = self.fields(v, ("name", "group"), "a user name, or a mapping with name and group")
+            f = self.fields(v, USER_KEYS, "a user name, or a mapping with name and group")
             if f is None:
                 return BAD
             if "name" not in f:
@@ -162,8 +163,8 @@ class WorkReader(Reader):
 
     def limits(self, v: V) -> Any:
         """``limits: {nofile, nproc, memory, cpu, core}``: a ``Limits``, judged by it."""
-        what = "a mapping of " + ", ".join(_LIMITS)
-        f = self.fields(v, _LIMITS, what, null_ok=False)
+        what = "a mapping of " + ", ".join(LIMIT_KEYS)
+        f = self.fields(v, LIMIT_KEYS, what, null_ok=False)
         if f is None:
             return BAD
         cls = self.kind_class(v, "actors._confine", "Limits", "command jobs")
@@ -245,7 +246,7 @@ class WorkReader(Reader):
         return {key: plain(item.value) for key, item in entries.items()}
 
     def http_work(self, job: V, v: V, *, need_url: bool) -> Any:
-        f = self.fields(v, _HTTP_KEYS, "a mapping with url and other request fields", null_ok=False)
+        f = self.fields(v, HTTP_KEYS, "a mapping with url and other request fields", null_ok=False)
         if f is None:
             return BAD
         out: dict[str, Any] = {key: plain(f[key].value) for key in _HTTP_PLAIN if key in f}
