@@ -203,18 +203,20 @@ def test_an_actors_stable_ref_survives_its_remote_actors_death(cluster, make_tre
 
 def _socket_owner(port: int) -> int | None:
     """The pid holding the TCP socket whose local port is ``port`` (from /proc, no psutil)."""
+    from pathlib import Path
+
     inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as file:
-            for row in list(file)[1:]:
-                fields = row.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{fields[9]}]")
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for table in ("tcp", "tcp6"):
+        for row in Path("/proc/net", table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
         try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
-                return int(pid)
+            if any(str(fd.readlink()) in inodes for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
         except OSError:
             continue
     return None
@@ -222,6 +224,7 @@ def _socket_owner(port: int) -> int | None:
 
 def test_an_http_job_on_ray_makes_its_request_from_the_node(cluster, make_tree) -> None:
     import threading
+    from pathlib import Path
 
     from httpkit import HttpKit, Reply, Stall
 
@@ -238,8 +241,8 @@ def test_an_http_job_on_ray_makes_its_request_from_the_node(cluster, make_tree) 
         assert node["state"] == "succeeded", node
         assert client is not None
         assert client != os.getpid()
-        with open(f"/proc/{client}/cmdline", "rb") as file:
-            assert b"ray" in file.read().lower()  # a Ray worker process made the request
+        cmdline = Path(f"/proc/{client}/cmdline").read_bytes()
+        assert b"ray" in cmdline.lower()  # a Ray worker process made the request
 
         failing = placed("f", HttpWork(url=server.url + "/down"), restart=RestartType.TEMPORARY)
         tree = make_tree(tree_of(failing))
