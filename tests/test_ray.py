@@ -272,6 +272,23 @@ def test_a_pinned_job_runs_on_its_node(cluster, make_tree, tmp_path) -> None:
         assert trace.read_text().split() == [node_id]
 
 
+def test_a_periodic_jobs_attempts_share_one_runner(cluster, make_tree, tmp_path) -> None:
+    calls = tmp_path / "calls"
+    job = placed(
+        "tick",
+        PythonWork(target="rayfuncs:count", args=(str(calls),)),
+        schedule=Schedule(every=0.05, times=3),
+    )
+    tree = make_tree(tree_of(job))
+    assert tree.wait(timeout=60)
+    node = tree.status()["children"][0]
+    assert (node["state"], node["failures"]) == ("succeeded", 0)
+    pids = calls.read_text().split()
+    assert len(pids) == 3
+    assert len(set(pids)) == 1  # one runner for the incarnation: its work was sent once
+    assert "tick" not in runners()
+
+
 def test_a_lost_node_restarts_a_service_on_the_other_node(cluster, make_tree, tmp_path) -> None:
     import time
 
