@@ -79,6 +79,9 @@ class HttpStatusError(JobFailure):
         self.code = code
         self.retry_after = retry_after
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled back from a Ray node with its fields
+        return (type(self), (str(self), self.code, self.retry_after))
+
 
 class HttpRequestError(JobFailure):
     """The request got no usable answer; unlike ``HttpStatusError`` there is no status.
@@ -93,6 +96,9 @@ class HttpRequestError(JobFailure):
     def __init__(self, message: str, reason: Reason) -> None:
         super().__init__(message)
         self.reason: Reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.reason))
 
 
 # -- validation helpers --------------------------------------------------------------------------

@@ -387,9 +387,13 @@ class Runner:
 
         return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid()  # type: ignore[no-untyped-call]
 
-    def run(self, work: Work, path: str, number: int, started_at: float) -> int | None:
+    def run(self, work: Work | None, path: str, number: int, started_at: float) -> int | None:
+        """One attempt of ``work``; None: the work of the runner's previous call (sent once)."""
         attempt = Attempt(path, number, started_at)
-        self.attempt, self.work = attempt, work
+        self.attempt = attempt
+        if work is not None:
+            self.work = work
+        work = self.work
         token = current_attempt_var.set(attempt)
         try:
             return work.run(attempt)
@@ -438,6 +442,7 @@ class RayWork:
         self.placed_on: str | None = None  # "ID (IP)" of the last runner: attempts name it
         self.pid: int | None = None  # the runner's process, for tests and benchmarks
         self._handle: Any = None
+        self._sent = False  # the runner holds ``inner`` already
         self._path = ""
         self._timers: list[threading.Timer] = []
         self._streams = inner.kind == "command"
@@ -450,7 +455,9 @@ class RayWork:
         if handle is None:
             return None  # cancelled before the runner was up
         where = self.where()
-        ref = handle.run.remote(self.inner, attempt.path, attempt.number, attempt.started_at)
+        # The work goes to a runner once: a periodic job's later attempts pickle no spec.
+        work, self._sent = (None if self._sent else self.inner), True
+        ref = handle.run.remote(work, attempt.path, attempt.number, attempt.started_at)
         try:
             if self._streams:
                 self._stream(ray, handle, ref)
@@ -468,7 +475,7 @@ class RayWork:
         # python and http work is stopped by ending the runner, after the grace.
         concurrency = 4 if self._streams else 1
         handle = create_actor(ray, attempt.path, self.placement, concurrency=concurrency)
-        self._handle = handle
+        self._handle, self._sent = handle, False
         ref = handle.where.remote()
         try:
             if not wait_ref(ray, ref, attempt.cancelled):
@@ -537,6 +544,7 @@ class RayWork:
             timer.cancel()
         self._timers.clear()
         handle, self._handle = self._handle, None
+        self._sent = False
         self.node = None
         if handle is not None:
             import ray  # noqa: PLC0415

@@ -593,3 +593,24 @@ def test_an_http_job_down_in_backoff_at_the_stop_closes_its_connection(
     kit.wait_connections(1)  # kept alive for the next attempt, 30 s away
     assert tree.stop(10)
     kit.wait_connections(0)
+
+
+def test_http_failures_pickle_with_their_fields() -> None:
+    # A placed http job's failure comes back from its Ray node pickled (SPEC §8).
+    import pickle
+
+    from actors._http import HttpRequestError
+
+    status = pickle.loads(pickle.dumps(HttpStatusError("GET /: status 503", 503, 2.5)))
+    assert (type(status), str(status), status.code, status.retry_after) == (
+        HttpStatusError,
+        "GET /: status 503",
+        503,
+        2.5,
+    )
+    request = pickle.loads(pickle.dumps(HttpRequestError("GET /: timed out", "timeout")))
+    assert (type(request), str(request), request.reason) == (
+        HttpRequestError,
+        "GET /: timed out",
+        "timeout",
+    )

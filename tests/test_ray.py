@@ -16,7 +16,7 @@ from conftest import RUNTIME
 from faultkit import gone, wait_until
 from treekit import tree_of
 
-from actors import CommandWork, PythonWork, Schedule
+from actors import CommandWork, HttpWork, PythonWork, Schedule
 from actors._placement import ray_installed
 from supervision import ActorSpec, JobSpec, RestartType
 
@@ -64,6 +64,13 @@ def node_of(tree: Any, path: str) -> dict[str, str]:
     return wait_until(lambda: tree.status()["children"][0].get("node"), f"{path} on a node")
 
 
+def alive_actors() -> set[str]:
+    """The ids of the cluster's live actors, every driver's (from the GCS: no dashboard here)."""
+    from ray._private import state
+
+    return {aid for aid, info in state.actors().items() if info["State"] == "ALIVE"}
+
+
 def runners() -> dict[str, Any]:
     from actors._ray import live_runners
 
@@ -93,6 +100,21 @@ def test_a_worker_that_dies_hard_is_a_failure_and_restarts(cluster, make_tree, t
         node_id, ip = row["node"].split()
         assert (node_id in ids, ip) == (True, "(127.0.0.1)")
     assert rows[0]["node"] in rows[0]["error"]
+    # `jobvisor history` names the node of each attempt.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parent.parent / "cli.py"
+    shown = subprocess.run(
+        [sys.executable, str(cli), "history", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for row in rows:
+        assert f"die  attempt {row['attempt']} on node {row['node']} {row['outcome']}" in shown
     first, second = calls.read_text().split()
     assert first != second  # a new process: the dead runner was not reused
     assert gone(int(first))
@@ -179,6 +201,94 @@ def test_an_actors_stable_ref_survives_its_remote_actors_death(cluster, make_tre
     assert gone(first)
 
 
+def _socket_owner(port: int) -> int | None:
+    """The pid holding the TCP socket whose local port is ``port`` (from /proc, no psutil)."""
+    from pathlib import Path
+
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        for row in Path("/proc/net", table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(str(fd.readlink()) in inodes for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def test_an_http_job_on_ray_makes_its_request_from_the_node(cluster, make_tree) -> None:
+    import threading
+    from pathlib import Path
+
+    from httpkit import HttpKit, Reply, Stall
+
+    release = threading.Event()
+    with HttpKit(Stall(release, then=Reply(200)), Reply(503)) as server:
+        work = HttpWork(url=server.url + "/ping", timeout=30.0)
+        tree = make_tree(tree_of(placed("h", work, restart=RestartType.TEMPORARY)))
+        (request,) = server.wait_requests(1, timeout=60)
+        # Held by the server: the socket on the client side is open, and so is its owner.
+        client = _socket_owner(request.client[1])
+        release.set()
+        assert tree.wait(timeout=60)
+        node = tree.status()["children"][0]
+        assert node["state"] == "succeeded", node
+        assert client is not None
+        assert client != os.getpid()
+        cmdline = Path(f"/proc/{client}/cmdline").read_bytes()
+        assert b"ray" in cmdline.lower()  # a Ray worker process made the request
+
+        failing = placed("f", HttpWork(url=server.url + "/down"), restart=RestartType.TEMPORARY)
+        tree = make_tree(tree_of(failing))
+        assert tree.wait(timeout=60)
+        node = tree.status()["children"][0]
+        assert node["state"] == "failed"
+        assert node["last_exit"]["code"] == 503, node["last_exit"]
+        assert "503" in node["last_exit"]["error"]
+
+
+def test_a_pinned_job_runs_on_its_node(cluster, make_tree, tmp_path) -> None:
+    from actors._placement import RayPlacement
+
+    workers = [n.node_id for n in cluster.list_all_nodes() if n is not cluster.head_node]
+    assert len(workers) == 2
+    for node_id in workers:  # each of the two: landing there is not luck
+        trace = tmp_path / node_id
+        job = JobSpec(
+            name="pinned",
+            work=PythonWork(target="rayfuncs:where", args=(str(trace),)),
+            placement=RayPlacement(node=node_id),
+            restart=RestartType.TEMPORARY,
+        )
+        tree = make_tree(tree_of(job))
+        assert tree.wait(timeout=60)
+        assert tree.status()["children"][0]["state"] == "succeeded"
+        assert trace.read_text().split() == [node_id]
+
+
+def test_a_periodic_jobs_attempts_share_one_runner(cluster, make_tree, tmp_path) -> None:
+    calls = tmp_path / "calls"
+    job = placed(
+        "tick",
+        PythonWork(target="rayfuncs:count", args=(str(calls),)),
+        schedule=Schedule(every=0.05, times=3),
+    )
+    tree = make_tree(tree_of(job))
+    assert tree.wait(timeout=60)
+    node = tree.status()["children"][0]
+    assert (node["state"], node["failures"]) == ("succeeded", 0)
+    pids = calls.read_text().split()
+    assert len(pids) == 3
+    assert len(set(pids)) == 1  # one runner for the incarnation: its work was sent once
+    assert "tick" not in runners()
+
+
 def test_a_lost_node_restarts_a_service_on_the_other_node(cluster, make_tree, tmp_path) -> None:
     import time
 
@@ -229,13 +339,17 @@ def test_sigterm_to_jobvisor_run_kills_its_remote_work(cluster, tmp_path, monkey
         "jobs:\n"
         f"  - {{name: svc, python: 'beside:block', args: ['{pids}'], service: true, stop: {{grace: 1s}}, placement: ray}}\n"
     )
+    before = alive_actors()
     jv = Jobvisor(tmp_path, "run", "m.yaml")
     try:
         text = wait_until(
             lambda: pids.exists() and pids.read_text(), "placed", proc=jv.proc, timeout=60
         )
         pid = int(text.split()[0])
+        placed_actors = alive_actors() - before
+        assert placed_actors  # the runner jobvisor created, alive on the cluster
         assert jv.terminate() == 0, jv.stderr
         wait_until(lambda: gone(pid), "the remote process is gone after jobvisor's exit")
+        wait_until(lambda: not (alive_actors() & placed_actors), "no Ray actor of jobvisor's left")
     finally:
         jv.close()
