@@ -44,7 +44,7 @@ def install(runtime: str) -> None:
     install_runtime(runtime)
 
 
-LOG_MODES = ("off", "null")
+LOG_MODES = ("off", "null", "information")
 
 
 def silence_logs(mode: str = "off") -> None:
@@ -65,6 +65,14 @@ def silence_logs(mode: str = "off") -> None:
     if mode not in LOG_MODES:
         raise ValueError(f"log mode: expected one of {LOG_MODES}, got {mode!r}")
     logbook.NullHandler().push_application()
+    if mode == "information":
+        # What `jobvisor run` does at its default level, with the lines going to /dev/null:
+        # records made, filtered, damped, rendered and written.
+        from supervision._logging import configure_logging  # noqa: PLC0415
+        from supervision._spec import LoggingSpec  # noqa: PLC0415
+
+        devnull = open(os.devnull, "w")  # noqa: SIM115, PTH123 - open until the process ends
+        configure_logging(LoggingSpec(level="information"), stream=devnull)
     logging.disable(logging.CRITICAL)
     if mode == "off":
         for name, module in list(sys.modules.items()):
@@ -81,7 +89,8 @@ def add_log_arg(parser) -> None:
         choices=LOG_MODES,
         default="off",
         help="off (default): jobvisor's loggers disabled, no record is made; "
-        "null: records are made and dropped by a NullHandler",
+        "null: records are made and dropped by a NullHandler; "
+        "information: the default level of `jobvisor run`, written to /dev/null",
     )
 
 

@@ -177,11 +177,27 @@ class TreeContext:
                     ),
                 )
 
-    def attempt_finished(self, path: str, msg: AttemptDone, outcome: Outcome) -> None:
-        """Log and publish how one attempt of the job at ``path`` ended."""
+    def attempt_finished(
+        self, path: str, msg: AttemptDone, outcome: Outcome, *, ends_child: bool = False
+    ) -> None:
+        """Log and publish how one attempt of the job at ``path`` ended.
+
+        ``ends_child``: the attempt is the child's whole run (a once-job or a service),
+        so its failure is the child's, which the exit's own record reports with its
+        error at ERROR; the same crash is not logged twice at two levels.
+        """
         error = self.shown(msg.error)
-        if outcome.is_failure:
+        if outcome.is_failure and not ends_child:
             log.warning(
+                "{}: attempt {} {}: {}",
+                path,
+                msg.attempt,
+                outcome.value,
+                error,
+                extra={"path": path, "attempt": msg.attempt},
+            )
+        elif outcome.is_failure:
+            log.debug(
                 "{}: attempt {} {}: {}",
                 path,
                 msg.attempt,

@@ -314,7 +314,10 @@ class Supervisor(SupervisedActor):
         if rec.state is not State.STARTING:
             return
         self._up(rec)
-        log.info("{}: started (start {})", rec.path, rec.starts, extra={"path": rec.path})
+        # A restart's own line said it was coming: its start is a detail (one record per
+        # decision a person needs: the failure, then the restart or the give-up).
+        started = log.info if rec.starts == 1 else log.debug
+        started("{}: started (start {})", rec.path, rec.starts, extra={"path": rec.path})
         if self._starting is rec:
             self._starting = None
             self._pump_start()
@@ -376,7 +379,9 @@ class Supervisor(SupervisedActor):
         if rec is None or rec.incarnation != msg.incarnation:
             return
         rec.attempts = max(rec.attempts, msg.attempt)
-        self.ctx.attempt_finished(rec.path, msg, classify(msg).outcome)
+        spec = rec.spec
+        periodic = isinstance(spec, JobSpec) and spec.schedule.periodic
+        self.ctx.attempt_finished(rec.path, msg, classify(msg).outcome, ends_child=not periodic)
 
     def _on_exit(self, msg: ChildExit) -> None:
         rec = self._by_key.get(msg.key)

@@ -242,3 +242,20 @@ def test_queued_messages_of_a_crashed_incarnation_move_to_the_stable_ref(parent:
         ref.tell("late")
     second._jv_request_stop()
     parent.next(ChildExit)
+
+
+def test_an_actor_class_keeps_its_own_inbox() -> None:
+    # jobvisor's incarnations take a SimpleQueue inbox (cheaper than pykka's Queue); a
+    # class that makes its own inbox keeps it.
+    from actors._supervised import supervised_class
+
+    class Plain(pykka.ThreadingActor):
+        pass
+
+    class Own(pykka.ThreadingActor):
+        @staticmethod
+        def _create_actor_inbox() -> Any:
+            return queue.LifoQueue()
+
+    assert isinstance(supervised_class(Plain)._create_actor_inbox(), queue.SimpleQueue)
+    assert isinstance(supervised_class(Own)._create_actor_inbox(), queue.LifoQueue)
