@@ -81,8 +81,31 @@ class CrashLoopDamper:
         self._bursts: dict[str, _Burst] = {}
         self._holding: set[str] = set()  # paths whose burst holds failures not yet summarised
 
+    def now(self) -> float:
+        return self._clock()
+
+    def would_hold(self, path: str, kind: Hashable, failure: str | None, now: float) -> bool:
+        """Whether ``admit`` at ``now`` would hold this record back and write nothing else.
+
+        Changes nothing: a caller asks before it makes a record, and when the
+        answer is yes, calls ``admit`` with the same ``now`` to count it.
+        """
+        if self._holding and self._due(now, peek=True):
+            return False  # a summary is due: the record's admit writes it
+        burst = self._bursts.get(path)
+        if burst is None or now - burst.last_failure >= self.interval:
+            return False
+        if failure is not None:
+            return burst.error == failure and burst.failures >= self.keep
+        return burst.failures >= self.keep and kind in burst.seen
+
     def admit(
-        self, path: str | None, kind: Hashable, failure: str | None = None
+        self,
+        path: str | None,
+        kind: Hashable,
+        failure: str | None = None,
+        *,
+        now: float | None = None,
     ) -> tuple[list[Summary], bool]:
         """One record: the summaries to write before it, and whether to write it.
 
@@ -90,7 +113,7 @@ class CrashLoopDamper:
         always written); ``kind`` what makes two records "the same line";
         ``failure`` the error text when the record reports the child failing.
         """
-        now = self._clock()
+        now = self._clock() if now is None else now
         out = self._due(now)
         if path is None:
             return out, True
@@ -134,7 +157,7 @@ class CrashLoopDamper:
         now = self._clock()
         return [self._summarise(path, self._bursts[path], now) for path in sorted(self._holding)]
 
-    def _due(self, now: float) -> list[Summary]:
+    def _due(self, now: float, *, peek: bool = False) -> list[Summary]:
         """Summaries of children holding failures for an interval since their last summary.
 
         Checked on every record, whichever child it is about, so a loop that
@@ -146,6 +169,8 @@ class CrashLoopDamper:
             burst = self._bursts[path]
             since = burst.held_since if burst.summarised_at is None else burst.summarised_at
             if now - since >= self.interval:
+                if peek:
+                    return [Summary(path, burst.held, now - burst.held_since, burst.error)]
                 out.append(self._summarise(path, burst, now))
         return out
 

@@ -230,8 +230,11 @@ def configure_logging(
         render = _render_json if effective.format == "json" else _render_text
         # verbose shows every line, the whole point of choosing it
         damper = None if effective.level == "verbose" else CrashLoopDamper(clock=monotonic)
-        handlers.append(_LineHandler(threshold, render, masker, sink, damper))
+        line_handler = _LineHandler(threshold, render, masker, sink, damper)
+        handlers.append(line_handler)
         setup._stream_sink = sink if isinstance(sink, _StreamSink) else None
+        if damper is not None:
+            setup._undo.append(_gating(line_handler))
 
     for handler in handlers:
         handler.push_application()
@@ -239,6 +242,19 @@ def configure_logging(
     setup._undo.append(_set_group_level(threshold))
     setup._undo.append(_route_stdlib(_STDLIB_THRESHOLDS[effective.level]))
     return setup
+
+
+def _gating(handler: _LineHandler) -> Callable[[], None]:
+    """Make ``handler`` the gate; return the undo, which restores the one before."""
+    global _gate
+    before, _gate = _gate, handler
+
+    def undo() -> None:
+        global _gate  # noqa: PLW0603
+        if _gate is handler:
+            _gate = before
+
+    return undo
 
 
 def _closing(handler: logbook.Handler) -> Callable[[], None]:
@@ -485,10 +501,52 @@ def _kind(record: logbook.LogRecord) -> tuple[Any, ...]:
     Numbers inside text arguments count as counters too: an output line's
     prefix names its attempt (``crash[412]``).
     """
-    text_args = tuple(
-        _DIGITS.sub("#", str(arg)) for arg in record.args or () if not isinstance(arg, int | float)
+    return (record.channel, record.level, str(record.msg), _text_args(record.args))
+
+
+def _text_args(args: Any) -> tuple[str, ...]:
+    return tuple(
+        _DIGITS.sub("#", str(arg)) for arg in args or () if not isinstance(arg, int | float)
     )
-    return (record.channel, record.level, str(record.msg), text_args)
+
+
+# The active setup's line handler, while it damps crash loops: see ``held_back``.
+_gate: _LineHandler | None = None
+
+
+def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in its order
+    logger: logbook.Logger,
+    level: int,
+    path: str,
+    msg: str,
+    args: tuple[Any, ...],
+    failure: str | None = None,
+) -> bool:
+    """Whether the log holds this record back (a crash loop's repeated line): then skip it.
+
+    For the supervisor's lines of every crash: asked before the record is
+    made, because making and dispatching a logbook record costs far more than
+    the damper's answer, and in a crash loop the answer is "hold" for nearly
+    every one. Counted as held when so, exactly as if it had been logged. Only
+    while our handler is the first to see records (a handler pushed after the
+    setup, such as a test's capture, sees every record).
+    """
+    handler = _gate
+    if handler is None or level < handler.level:
+        return False
+    for top in logbook.Handler.stack_manager.iter_context_objects():
+        if top is not handler:
+            return False
+        break
+    damper = handler._damper
+    assert damper is not None
+    kind = (logger.name, level, msg, _text_args(args))
+    with handler._damper_lock:
+        now = damper.now()
+        if not damper.would_hold(path, kind, failure, now):
+            return False
+        damper.admit(path, kind, failure, now=now)
+    return True
 
 
 def _summary_record(summary: Summary) -> logbook.LogRecord:

@@ -21,6 +21,7 @@ from actors import JobActor, NoSuchChildError, describe, start_supervised
 from actors._errors import NotAGroupError
 from actors._placement import RayPlacement
 from supervision import _events as ev
+from supervision._logging import held_back
 from supervision._policy import Cooldown, Restart, RestartType, Strategy
 from supervision._spec import ActorSpec, JobSpec, SupervisorSpec
 from supervision._state import State
@@ -144,8 +145,8 @@ class TreeContext:
         match decision:
             case Restart(delay=delay, number=number):
                 intensity = policy.intensity
-                log.info(
-                    "{}: {} in {:.3f}s{} (restart {} of {} within {:g}s)",
+                msg = "{}: {} in {:.3f}s{} (restart {} of {} within {:g}s)"
+                args = (
                     path or "root",
                     what,
                     delay,
@@ -153,8 +154,10 @@ class TreeContext:
                     number,
                     intensity.max_restarts,
                     intensity.within,
-                    extra=extra,
                 )
+                about = extra.get("path") if extra else None
+                if not (about and held_back(log, logbook.INFO, about, msg, args)):
+                    log.info(msg, *args, extra=extra)
                 self.publish(
                     ev.RestartScheduled,
                     lambda: ev.RestartScheduled(path=path, at=wall(), delay=delay, number=number),

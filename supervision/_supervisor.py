@@ -39,6 +39,7 @@ from actors._errors import ShuttingDownError
 from supervision import _events as ev
 from supervision._budget import BudgetExhausted
 from supervision._exits import ExitReason, classify
+from supervision._logging import held_back
 from supervision._policy import (
     Cooldown,
     Decision,
@@ -458,9 +459,9 @@ class Supervisor(SupervisedActor):
         # "failure" (None for a success) is what the log's crash-loop damper keys on
         extra = {"path": rec.path, "attempt": rec.attempts, "failure": error}
         if outcome.is_failure:
-            log.error(
-                "{}: {} (start {}): {}", rec.path, outcome.value, rec.starts, error, extra=extra
-            )
+            msg, args = "{}: {} (start {}): {}", (rec.path, outcome.value, rec.starts, error)
+            if not held_back(log, logbook.ERROR, rec.path, msg, args, error):
+                log.error(msg, *args, extra=extra)
         else:
             log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
         if rule is not None:  # no restart can mend it: none is burned, no backoff waited

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import logbook
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_cli import jobvisor, write
 
 from supervision._damper import CrashLoopDamper, Summary
@@ -206,3 +208,58 @@ def test_a_real_crash_loop_is_summed_up_and_the_journal_keeps_every_attempt(
     assert loud.returncode == 1
     assert sum("failed (start" in line for line in loud.stderr.splitlines()) == 151
     assert "more times" not in loud.stderr
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.sampled_from(["started", "restart", "output"]),
+            st.sampled_from([None, None, "boom", "other"]),
+            st.sampled_from([0.0, 0.0, 0.5, 11.0]),
+        ),
+        max_size=60,
+    )
+)
+def test_would_hold_is_exactly_what_admit_holds(
+    steps: list[tuple[str, str, str | None, float]],
+) -> None:
+    # The log's gate asks before making a record; its answer must be admit's, at the same time.
+    clock = Clock()
+    damper = CrashLoopDamper(keep=2, interval=10, clock=clock)
+    for path, kind, failure, step in steps:
+        clock.now += step
+        now = damper.now()
+        held = damper.would_hold(path, kind, failure, now)
+        assert held == (damper.admit(path, kind, failure, now=now) == ([], False))
+
+
+def test_the_supervisor_asks_the_damper_before_it_makes_a_record() -> None:
+    from supervision._logging import held_back
+
+    clock = Clock()
+    stream = io.StringIO()
+    log = logbook.Logger("supervision")
+    failed, restart = "{}: {} (start {}): {}", "{}: {} in {:.3f}s"
+    held = []
+    with configure_logging(LoggingSpec(level="information"), stream=stream, monotonic=clock):
+        for n in range(1, 8):
+            args = ("crash", "failed", n, ERROR)
+            first = held_back(log, logbook.ERROR, "crash", failed, args, ERROR)
+            if not first:
+                log.error(failed, *args, extra={"path": "crash", "failure": ERROR})
+            again = ("crash", f"restart {n}", 0.0)
+            second = held_back(log, logbook.INFO, "crash", restart, again)
+            if not second:
+                log.info(restart, *again, extra={"path": "crash"})
+            held.append((first, second))
+            clock.now += 0.01
+        with logbook.TestHandler(level=logbook.TRACE).applicationbound():
+            # A handler pushed later sees every record: the gate stands aside.
+            assert not held_back(log, logbook.ERROR, "crash", failed, args, ERROR)
+    # keep 3: three failures in full; the restart line is held once its kind was seen then
+    assert held == [(False, False), (False, False), (False, True)] + [(True, True)] * 4
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 5 + 1, lines
+    assert "crash: failed 4 more times in the last 0 s" in lines[-1]

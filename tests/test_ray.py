@@ -179,8 +179,15 @@ def test_a_stop_kills_a_remote_command_and_its_runner(cluster, make_tree, tmp_pa
     assert "svc" not in runners()
     import ray
 
-    with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(runner.where.remote(), timeout=30)
+    def dead() -> bool:
+        # ray.kill is asynchronous: a call made just after it may still be answered.
+        try:
+            ray.get(runner.where.remote(), timeout=30)
+        except ray.exceptions.RayActorError:
+            return True
+        return False
+
+    wait_until(dead, "the runner's Ray actor is dead")
 
 
 def test_an_actors_stable_ref_survives_its_remote_actors_death(cluster, make_tree) -> None:
