@@ -4,7 +4,7 @@ Processes are started by the standard library's ``Popen`` (vfork+exec in C),
 from a private instance of its module that records each pid the moment it
 exists and that gevent has not patched (``_private_subprocess``). Part of
 the ``command`` job kind (``actors._command``). A command with a user, umask
-or limits takes a path of its own (``_spawn_confined``).
+or limits gets its argv and options from ``_confined``.
 """
 
 from __future__ import annotations
@@ -64,13 +64,11 @@ def spawn(
 
     The new process is recorded in ``record`` as it starts (see ``Spawned``);
     raises ``OSError`` if it cannot start. ``confine`` (user, umask, limits)
-    is set up in the child before exec, see ``_spawn_confined``.
+    is set up in the child before exec, see ``_confined``.
     """
+    options: dict[str, Any] = {}
     if confine is not None:
-        _spawn_confined(
-            args, cwd=cwd, env=env, stdout=stdout, stderr=stderr, record=record, confine=confine
-        )
-        return
+        args, options = _confined(args, cwd=cwd, env=env, confine=confine)
     popen = _binding_popen(_private_subprocess().Popen)
     popen(
         args,
@@ -81,6 +79,7 @@ def spawn(
         env=_env(env),
         start_new_session=True,
         jv_record=record,
+        **options,
     )
 
 
@@ -117,17 +116,12 @@ except OSError as e:
 """
 
 
-def _spawn_confined(
-    args: list[str],
-    *,
-    cwd: str | None,
-    env: Mapping[str, str],
-    stdout: int,
-    stderr: int,
-    record: Spawned,
-    confine: Confinement,
-) -> None:
-    """``spawn`` for a command with a user, umask or limits: set up in the child, never in us.
+def _confined(
+    args: list[str], *, cwd: str | None, env: Mapping[str, str], confine: Confinement
+) -> tuple[list[str], dict[str, Any]]:
+    """The argv and ``Popen`` options of a command with a user, umask or limits.
+
+    They are set up in the child, never in us.
 
     User, groups and umask are ``Popen``'s own (``user=``, ``group=``,
     ``extra_groups=``, ``umask=``), done in C between fork and exec. Resource
@@ -159,18 +153,7 @@ def _spawn_confined(
     elif credentials is not None:
         uid, gid, groups = credentials
         options.update(user=uid, group=gid, extra_groups=list(groups))
-    popen = _binding_popen(_private_subprocess().Popen)
-    popen(
-        args,
-        stdin=_devnull(),
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd,
-        env=_env(env),
-        start_new_session=True,
-        jv_record=record,
-        **options,
-    )
+    return args, options
 
 
 def _check_exists(command: str, cwd: str | None, env: Mapping[str, str]) -> None:
