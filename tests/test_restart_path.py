@@ -69,6 +69,7 @@ def test_each_incarnation_reports_one_exit_and_comes_back_running(make_tree, eve
         assert ref.ask("ping", timeout=20) == "pong"
     child = tree.status()["children"][0]
     assert (child["restarts"], child["state"]) == (CYCLES, "running")
+    events.reached("p", "running", times=CYCLES + 1)  # events arrive on their own thread
     exits = events.of(ChildExited, "p")
     assert len(exits) == CYCLES  # one per crashed incarnation, none twice
     states = events.states("p")
