@@ -47,6 +47,9 @@ class SupervisedActor(pykka.ThreadingActor):
 
     # Supervisors report ChildStarted themselves, once their own children have started.
     _jv_auto_started: bool = True
+    # True when the supervisor counted this incarnation started as it launched it (see
+    # ``start_supervised``): the actor then sends no ChildStarted.
+    _jv_started_at_once: bool = False
 
     _jv_link: Link
     _jv_task: Any = None
@@ -215,6 +218,8 @@ class SupervisedActor(pykka.ThreadingActor):
         self._jv_report()
 
 
+_NO_ON_START = pykka.ThreadingActor.on_start
+
 _classes: dict[type[pykka.ThreadingActor], type[SupervisedActor]] = {}
 
 
@@ -234,7 +239,12 @@ def supervised_class(cls: type[pykka.ThreadingActor]) -> type[SupervisedActor]:
 
 
 def start_supervised(
-    cls: type[pykka.ThreadingActor], link: Link, name: str, *args: Any, **kwargs: Any
+    cls: type[pykka.ThreadingActor],
+    link: Link,
+    name: str,
+    *args: Any,
+    jv_at_once: bool = False,
+    **kwargs: Any,
 ) -> SupervisedActor:
     """Construct and start one incarnation of ``cls`` under ``link``, in a thread named ``jv-NAME``.
 
@@ -242,11 +252,19 @@ def start_supervised(
     to the caller (the supervisor counts it as a failed start). The stable
     reference, if any, is attached before the loop starts, so messages stashed
     during a restart are the first the new incarnation handles.
+
+    ``jv_at_once``: the caller counts the incarnation started as soon as this
+    returns, if it can: an actor without its own ``on_start`` has nothing that
+    can fail before its first message and no readiness to report, so it skips
+    the ChildStarted handshake (``_jv_started_at_once`` says whether it did).
     """
     actor = supervised_class(cls)(*args, **kwargs)
     actor._jv_link = link
     actor._jv_thread_name = name
     actor._jv_reported = threading.Lock()
+    if jv_at_once and actor._jv_auto_started and type(actor).on_start is _NO_ON_START:
+        actor._jv_auto_started = False
+        actor._jv_started_at_once = True
     if link.ref is not None:
         link.ref._attach(actor.actor_inbox)
     ActorRegistry.register(actor.actor_ref)

@@ -410,9 +410,18 @@ def group_members(
 
 
 def start_incarnation(
-    rec: ChildRecord, link: Link, ctx: TreeContext, group: type[SupervisedActor]
+    rec: ChildRecord,
+    link: Link,
+    ctx: TreeContext,
+    group: type[SupervisedActor],
+    *,
+    at_once: bool = False,
 ) -> SupervisedActor:
-    """Start one incarnation of the child ``rec`` describes; ``group`` runs a nested group."""
+    """Start one incarnation of the child ``rec`` describes; ``group`` runs a nested group.
+
+    ``at_once``: a plain actor without ``on_start`` may be counted started now
+    (see ``start_supervised``).
+    """
     spec = rec.spec
     name = f"{ctx.tree_id}-{rec.path}"
     if isinstance(spec, JobSpec):
@@ -450,7 +459,9 @@ def start_incarnation(
             path=rec.path,
         )
     if isinstance(spec, ActorSpec):
-        return start_supervised(spec.actor_class, link, name, *spec.args, **dict(spec.kwargs))
+        return start_supervised(
+            spec.actor_class, link, name, *spec.args, jv_at_once=at_once, **dict(spec.kwargs)
+        )
     return start_supervised(group, link, name, spec, ctx, rec.path)
 
 

@@ -287,8 +287,13 @@ class Supervisor(SupervisedActor):
         log.error("{}: not started: {}", rec.path, reason, extra={"path": rec.path})
         self._set_state(rec, State.FAILED)
 
-    def _launch(self, rec: ChildRecord) -> None:
-        """Start one incarnation of ``rec``; a constructor error is a failed start."""
+    def _launch(self, rec: ChildRecord, *, at_once: bool = False) -> None:
+        """Start one incarnation of ``rec``; a constructor error is a failed start.
+
+        ``at_once`` (an immediate restart, outside the start queue): a plain actor
+        without ``on_start`` is counted started in this same turn, with no
+        ChildStarted message from its thread.
+        """
         self._cancel_timers(rec)
         rec.incarnation += 1
         rec.starts += 1
@@ -297,11 +302,16 @@ class Supervisor(SupervisedActor):
         link = Link(self.actor_ref, rec.key, rec.incarnation, rec.ref)
         self._set_state(rec, State.STARTING)
         try:
-            rec.actor = start_incarnation(rec, link, self.ctx, Supervisor)
+            rec.actor = start_incarnation(rec, link, self.ctx, Supervisor, at_once=at_once)
         except Exception as exc:
             # Told, not handled here: a restart that fails at once would otherwise recurse.
             log.exception("{}: could not start", rec.path)
             self.actor_ref.tell(ChildExit(rec.key, rec.incarnation, exc))
+            return
+        if rec.actor._jv_started_at_once:
+            # Its exit, if it already crashed, is queued behind this turn: started comes first,
+            # as it would have by message.
+            self._on_started(ChildStarted(rec.key, rec.incarnation))
 
     def _on_started(self, msg: ChildStarted) -> None:
         rec = self._by_key.get(msg.key)
@@ -587,7 +597,7 @@ class Supervisor(SupervisedActor):
         if kind is TimerKind.RESTART and delay <= 0:
             self._set_state(rec, State.BACKOFF)
             rec.restarts += 1
-            self._launch(rec)
+            self._launch(rec, at_once=True)
             return
         # Armed before the state is published: whoever sees it can rely on the timer.
         self._arm_child(rec, kind, delay)

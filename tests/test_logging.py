@@ -18,13 +18,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import actorkit
 import jobfuncs
 import logbook
 import pytest
 from clockkit import ManualClock
 
 import supervision._supervisor
-from supervision import Backoff, Intensity, RestartPolicy, SpecError, SupervisorSpec, python_job
+from supervision import (
+    ActorSpec,
+    Backoff,
+    Intensity,
+    RestartPolicy,
+    SpecError,
+    SupervisorSpec,
+    python_job,
+)
 from supervision._logging import (
     LOGGERS,
     LoggingSetupError,
@@ -247,6 +256,46 @@ def test_a_real_tree_logs_its_decisions_with_path_and_attempt(tmp_path, make_tre
     assert [r["attempt"] for r in failures] == [1, 2]
     assert any("gave up" in r["message"] for r in about_f)
     assert {r["channel"] for r in about_f} <= {"supervision", "actors.job"}
+
+
+def test_a_restart_at_information_writes_its_failure_and_its_decision_once_each(
+    make_tree,
+) -> None:
+    stream = io.StringIO()
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0, max=0, jitter=0), intensity=Intensity(max_restarts=100)
+    )
+    child = ActorSpec(name="c", actor_class=actorkit.Recorder, args=("c", actorkit.Journal()))
+    # two crashes: the crash-loop damper writes every line around a burst's first ones
+    with configure_logging(LoggingSpec(level="information"), stream=stream):
+        tree = make_tree(SupervisorSpec(policy=policy, children=(child,)))
+        assert tree.started(timeout=20)
+        ref = tree.ref("c")
+        for n in (2, 3):
+            ref.tell("crash")
+            assert ref.ask("ping", timeout=20)[2] == n
+        assert tree.stop(timeout=20)
+    about_c = [line for line in stream.getvalue().splitlines() if "[path=c" in line]
+    crashes = [line for line in about_c if "c crashed" in line]
+    assert len(crashes) == 2, about_c  # one record per crash, at one level
+    assert all(" ERROR " in line and "c: failed (start" in line for line in crashes)
+    restarts = [line for line in about_c if re.search(r"c: restart \d in 0\.000s", line)]
+    assert len(restarts) == 2
+    # "started" once: a restart's decision already says it comes back, and when
+    assert [line for line in about_c if ": started" in line] == [
+        next(line for line in about_c if "c: started (start 1)" in line)
+    ]
+
+
+def test_a_disabled_level_costs_no_check_and_comes_back_when_logging_stops() -> None:
+    log = supervision._supervisor.log
+    with configure_logging(LoggingSpec(level="warning"), stream=io.StringIO()):
+        assert vars(log)["info"] is vars(log)["trace"]  # the one no-op
+        assert "warning" not in vars(log)
+    assert "info" not in vars(log)
+    with configure_logging(LoggingSpec(level="none"), stream=io.StringIO()):
+        assert "critical" in vars(log)
+    assert "critical" not in vars(log)
 
 
 def test_state_transitions_at_verbose_name_the_childs_path(tmp_path, make_tree, events) -> None:

@@ -1,0 +1,97 @@
+"""The immediate restart path: a plain actor restarted in the supervisor's turn keeps every guarantee.
+
+An actor without ``on_start`` restarted with no backoff is counted started
+as it is launched (no ChildStarted message). These tests hold that path to
+what the slower one promised: one exit report per incarnation, no message to
+the stable reference lost, states in order, and no per-thread state carried
+from a crashed incarnation into the next.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pykka
+
+from supervision import (
+    ActorSpec,
+    Backoff,
+    ChildExited,
+    Intensity,
+    RestartPolicy,
+    SupervisorSpec,
+)
+
+CYCLES = 30
+
+NOW = RestartPolicy(
+    backoff=Backoff(initial=0, max=0, jitter=0), intensity=Intensity(max_restarts=1000)
+)
+
+_LOCAL = threading.local()
+
+
+class Plain(pykka.ThreadingActor):
+    """No ``on_start``: nothing to report before its first message. Counts what it handles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handled = 0
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "crash":
+            raise RuntimeError("asked to crash")
+        if message == "count":
+            self.handled += 1
+            return None
+        if message == "handled?":
+            return self.handled
+        if message == "local?":
+            seen = getattr(_LOCAL, "mark", None)
+            _LOCAL.mark = "set by an earlier incarnation"
+            return seen
+        return "pong"
+
+
+def tree_of(make_tree: Any, events: Any) -> Any:
+    spec = SupervisorSpec(policy=NOW, children=(ActorSpec(name="p", actor_class=Plain),))
+    tree = make_tree(spec, on_event=events)
+    assert tree.started(timeout=20)
+    return tree
+
+
+def test_each_incarnation_reports_one_exit_and_comes_back_running(make_tree, events) -> None:
+    tree = tree_of(make_tree, events)
+    ref = tree.ref("p")
+    for _ in range(CYCLES):
+        ref.tell("crash")
+        assert ref.ask("ping", timeout=20) == "pong"
+    child = tree.status()["children"][0]
+    assert (child["restarts"], child["state"]) == (CYCLES, "running")
+    events.reached("p", "running", times=CYCLES + 1)  # events arrive on their own thread
+    exits = events.of(ChildExited, "p")
+    assert len(exits) == CYCLES  # one per crashed incarnation, none twice
+    states = events.states("p")
+    assert states[:2] == ["starting", "running"]
+    assert states[2:] == ["backoff", "starting", "running"] * CYCLES
+
+
+def test_messages_told_across_a_restart_all_reach_the_next_incarnation(make_tree, events) -> None:
+    tree = tree_of(make_tree, events)
+    ref = tree.ref("p")
+    for _ in range(CYCLES):
+        ref.tell("crash")
+        for _ in range(10):
+            ref.tell("count")  # stashed while the next incarnation starts
+        assert ref.ask("handled?", timeout=20) == 10
+
+
+def test_thread_local_state_never_survives_a_restart(make_tree, events) -> None:
+    tree = tree_of(make_tree, events)
+    ref = tree.ref("p")
+    assert ref.ask("local?", timeout=20) is None
+    assert ref.ask("local?", timeout=20) is not None  # same incarnation, same thread
+    for _ in range(3):
+        ref.tell("crash")
+        assert ref.ask("local?", timeout=20) is None  # a new incarnation, a new thread
