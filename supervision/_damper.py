@@ -24,6 +24,7 @@ the log is damped: the journal and events still see every attempt, and
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -80,6 +81,10 @@ class CrashLoopDamper:
         self._clock = clock
         self._bursts: dict[str, _Burst] = {}
         self._holding: set[str] = set()  # paths whose burst holds failures not yet summarised
+        # At most the earliest "since" among the holding bursts: until an interval after it,
+        # no summary is due, and a record need not look at every holding child (a tree
+        # with thousands of them in a crash loop).
+        self._earliest = math.inf
 
     def now(self) -> float:
         return self._clock()
@@ -90,7 +95,7 @@ class CrashLoopDamper:
         Changes nothing: a caller asks before it makes a record, and when the
         answer is yes, calls ``admit`` with the same ``now`` to count it.
         """
-        if self._holding and self._due(now, peek=True):
+        if self._due_paths(now):
             return False  # a summary is due: the record's admit writes it
         burst = self._bursts.get(path)
         if burst is None or now - burst.last_failure >= self.interval:
@@ -149,6 +154,7 @@ class CrashLoopDamper:
         if not burst.held:
             burst.held_since = now
             self._holding.add(path)
+            self._earliest = min(self._earliest, _since(burst))
         burst.held += 1
         return False
 
@@ -157,22 +163,30 @@ class CrashLoopDamper:
         now = self._clock()
         return [self._summarise(path, self._bursts[path], now) for path in sorted(self._holding)]
 
-    def _due(self, now: float, *, peek: bool = False) -> list[Summary]:
+    def _due(self, now: float) -> list[Summary]:
         """Summaries of children holding failures for an interval since their last summary.
 
         Checked on every record, whichever child it is about, so a loop that
         went quiet (its child now runs, or it only logs held lines) is still
         reported once its interval is up.
         """
-        out: list[Summary] = []
-        for path in sorted(self._holding):
-            burst = self._bursts[path]
-            since = burst.held_since if burst.summarised_at is None else burst.summarised_at
+        return [self._summarise(path, self._bursts[path], now) for path in self._due_paths(now)]
+
+    def _due_paths(self, now: float) -> list[str]:
+        """The holding children whose summary is due, in order; only a hint is updated."""
+        if now - self._earliest < self.interval:
+            return []
+        due: list[str] = []
+        earliest = math.inf
+        for path in self._holding:
+            since = _since(self._bursts[path])
+            earliest = min(earliest, since)
             if now - since >= self.interval:
-                if peek:
-                    return [Summary(path, burst.held, now - burst.held_since, burst.error)]
-                out.append(self._summarise(path, burst, now))
-        return out
+                due.append(path)
+        # Still counting the due ones, which stay until summarised: a hint may be early, never
+        # late (an early one costs one more scan).
+        self._earliest = earliest
+        return sorted(due)
 
     def _end(self, path: str, now: float) -> list[Summary]:
         burst = self._bursts.pop(path)
@@ -184,3 +198,8 @@ class CrashLoopDamper:
         burst.summarised_at = now
         self._holding.discard(path)
         return summary
+
+
+def _since(burst: _Burst) -> float:
+    """When the interval before ``burst``'s next summary started."""
+    return burst.held_since if burst.summarised_at is None else burst.summarised_at

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cli import jobvisor, write
 
-from supervision._damper import CrashLoopDamper, Summary
+from supervision._damper import CrashLoopDamper, Summary, _since
 from supervision._logging import configure_logging
 from supervision._spec import LoggingSpec
 
@@ -214,12 +214,12 @@ def test_a_real_crash_loop_is_summed_up_and_the_journal_keeps_every_attempt(
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["a", "b"]),
+            st.sampled_from(["a", "b", "c", "d"]),
             st.sampled_from(["started", "restart", "output"]),
             st.sampled_from([None, None, "boom", "other"]),
-            st.sampled_from([0.0, 0.0, 0.5, 11.0]),
+            st.sampled_from([0.0, 0.0, 0.5, 4.0, 11.0]),
         ),
-        max_size=60,
+        max_size=80,
     )
 )
 def test_would_hold_is_exactly_what_admit_holds(
@@ -233,6 +233,9 @@ def test_would_hold_is_exactly_what_admit_holds(
         now = damper.now()
         held = damper.would_hold(path, kind, failure, now)
         assert held == (damper.admit(path, kind, failure, now=now) == ([], False))
+        # Every record lets the due summaries out: no holding child is left overdue.
+        overdue = [p for p in damper._holding if now - _since(damper._bursts[p]) >= 10]
+        assert overdue == []
 
 
 def test_the_supervisor_asks_the_damper_before_it_makes_a_record() -> None:
