@@ -190,17 +190,8 @@ class TreeContext:
         error at ERROR; the same crash is not logged twice at two levels.
         """
         error = self.shown(msg.error)
-        if outcome.is_failure and not ends_child:
-            log.warning(
-                "{}: attempt {} {}: {}",
-                path,
-                msg.attempt,
-                outcome.value,
-                error,
-                extra={"path": path, "attempt": msg.attempt},
-            )
-        elif outcome.is_failure:
-            log.debug(
+        if outcome.is_failure:
+            (log.debug if ends_child else log.warning)(
                 "{}: attempt {} {}: {}",
                 path,
                 msg.attempt,
