@@ -65,6 +65,12 @@ def need_count(value: object, field: str, minimum: int) -> None:
     need(ok, field, f"a count >= {minimum}", value)
 
 
+def need_int_in(value: object, field: str, what: str, low: int, high: int) -> None:
+    """An int in ``[low, high]`` (a bool is not one): ``what`` names it (an exit code, a status)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    need(ok, field, f"{what} {low}..{high}", value)
+
+
 def need_number(
     value: object, field: str, expected: str, low: float = -NO_LIMIT, high: float = NO_LIMIT
 ) -> None:

@@ -33,7 +33,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from actors._checks import key_field, need, need_duration, need_key
+from actors._checks import key_field, need, need_duration, need_int_in, need_key
 from actors._errors import JobFailure, SpecError
 
 if TYPE_CHECKING:
@@ -449,8 +449,7 @@ class HttpWork:
         )
         statuses = tuple(self.expect_status)
         for i, code in enumerate(statuses):
-            ok = isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599
-            need(ok, f"http.expect_status[{i}]", "a status 100..599", code)
+            need_int_in(code, f"http.expect_status[{i}]", "a status", 100, 599)
         object.__setattr__(self, "expect_status", statuses)
 
     # -- Work ------------------------------------------------------------------------------------

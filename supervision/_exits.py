@@ -19,7 +19,7 @@ from actors import (
     Outcome,
     ServiceExited,
 )
-from actors._checks import need
+from actors._checks import need, need_int_in
 
 __all__ = ["ExitReason", "GiveUpOn", "classify"]
 
@@ -97,14 +97,12 @@ class GiveUpOn:
             need(isinstance(value, tuple | list), key, "a list", value)
             object.__setattr__(self, key, tuple(value))
         for i, code in enumerate(self.exit_codes):
-            ok = isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 255
-            need(ok, f"exit_codes[{i}]", "an exit code 0..255", code)
+            need_int_in(code, f"exit_codes[{i}]", "an exit code", 0, 255)
         for i, cls in enumerate(self.exceptions):
             ok = isinstance(cls, type) and issubclass(cls, BaseException)
             need(ok, f"exceptions[{i}]", "an exception class", cls)
         for i, code in enumerate(self.http_status):
-            ok = isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599
-            need(ok, f"http_status[{i}]", "a status 100..599", code)
+            need_int_in(code, f"http_status[{i}]", "a status", 100, 599)
 
     def matches(self, error: BaseException | None) -> str | None:
         """The rule ``error`` matches, said as the log and status show it; None when none does."""
@@ -124,19 +122,20 @@ class GiveUpOn:
                 return f"give_up_on.http_status matched status {link.code}"
             for cls in self.exceptions:
                 if isinstance(link, cls):
-                    name = f"{cls.__module__}.{cls.__qualname__}"
-                    return f"give_up_on.exceptions matched {type(link).__name__} ({name})"
+                    return f"give_up_on.exceptions matched {type(link).__name__} ({_named(cls)})"
             link = link.__cause__ or link.__context__
         return None
 
     def describe(self) -> str:
-        parts = [
-            f"exit_codes={list(self.exit_codes)}" if self.exit_codes else "",
-            "exceptions=["
-            + ", ".join(f"{c.__module__}.{c.__qualname__}" for c in self.exceptions)
-            + "]"
-            if self.exceptions
-            else "",
-            f"http_status={list(self.http_status)}" if self.http_status else "",
-        ]
-        return " ".join(p for p in parts if p)
+        """The rules that are set, as ``validate --explain`` shows them."""
+        rules = {
+            "exit_codes": map(str, self.exit_codes),
+            "exceptions": map(_named, self.exceptions),
+            "http_status": map(str, self.http_status),
+        }
+        shown = ((key, ", ".join(values)) for key, values in rules.items())
+        return " ".join(f"{key}=[{text}]" for key, text in shown if text)
+
+
+def _named(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
