@@ -442,7 +442,7 @@ class RayWork:
         self.placed_on: str | None = None  # "ID (IP)" of the last runner: attempts name it
         self.pid: int | None = None  # the runner's process, for tests and benchmarks
         self._handle: Any = None
-        self._sent = False  # the runner holds ``inner`` already
+        self._sent = False  # the current runner holds ``inner`` (reset with each new runner)
         self._path = ""
         self._timers: list[threading.Timer] = []
         self._streams = inner.kind == "command"
@@ -544,7 +544,6 @@ class RayWork:
             timer.cancel()
         self._timers.clear()
         handle, self._handle = self._handle, None
-        self._sent = False
         self.node = None
         if handle is not None:
             import ray  # noqa: PLC0415
