@@ -195,8 +195,8 @@ def _explain_work(spec: JobSpec) -> list[str]:
     if spec.kind == "command":
         codes = getattr(work, "success_exit_codes", (0,))
         exits.append("success_exit_codes=" + ",".join(str(code) for code in codes))
-    give_up_on = spec.give_up_on
-    exits.append(f"give_up_on=({give_up_on.describe()})" if give_up_on else "give_up_on=none")
+    rules = spec.give_up_on.describe() if spec.give_up_on else ""
+    exits.append(f"give_up_on=({rules})" if rules else "give_up_on=none")  # {} sets no rule
     lines.append("exits: " + " ".join(exits))
     return lines
 
