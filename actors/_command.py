@@ -42,7 +42,6 @@ from actors._waiters import HubWaiter, PollWaiter, gevent_hub
 from actors._warden import WARDEN
 
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import Callable, Mapping
 
     from actors._attempt import Attempt, OutputSink
@@ -386,7 +385,6 @@ class _Child:
         "_waiter",
         "attempt",
         "pids",
-        "process",
         "signalled",
         "sink",
         "streams",
@@ -394,14 +392,13 @@ class _Child:
 
     def __init__(self, work: CommandWork, attempt: Attempt) -> None:
         self.attempt = attempt
-        # The leader's pid, stored by fork_exec itself (see _recording_fork_exec): the one
+        # The leader's pid, stored by fork_exec itself (see actors._spawn.spawn): the one
         # record of the process that no Kill can lose. Empty until it exists.
         self.pids: list[int] = []
         self.streams: list[_Stream] = []
         self.sink: OutputSink | None = None  # the job's output file, closed with the fds
         self._waiter: PollWaiter | HubWaiter | None = None
         self._hub: Any = None  # the gevent hub under the gevent runtime
-        self.process: subprocess.Popen[bytes] | None = None  # set by spawn
         self._stop_signal = work.stop_signal
         self._grace = work.grace
         self._lock = threading.Lock()
@@ -616,9 +613,6 @@ class _Child:
                 if self._code is None:
                     self._code = os.waitstatus_to_exitcode(status)
             self._reaped = True
-        if self.process is not None:
-            # Popen must not believe its child still runs: it would warn and poll it later.
-            self.process.returncode = -signal.SIGKILL if self._code is None else self._code
 
     def _release(self) -> None:
         waiter, self._waiter = self._waiter, None

@@ -1,17 +1,20 @@
 """Starting a command's process so that no interruption can lose it.
 
-Processes are started by the standard library's ``Popen`` (vfork+exec in C),
-from a private instance of its module that records each pid the moment it
-exists and that gevent has not patched (``_private_subprocess``). Part of
-the ``command`` job kind (``actors._command``). A command with a user, umask
-or limits gets its argv and options from ``_confined``.
+Processes are started by the C ``fork_exec`` that the standard library's
+``Popen`` uses (vfork+exec, closing every other fd, changing directory and
+session in the child), called directly: ``Popen``'s own Python around it
+costs more than the call. Each pid is recorded the moment it exists. Part of
+the ``command`` job kind (``actors._command``). A command with resource
+limits execs a small helper first (``_CONFINE``).
 """
 
 from __future__ import annotations
 
+import _posixsubprocess
+import builtins
+import contextlib
 import errno
 import functools
-import importlib.util
 import itertools
 import os
 import sys
@@ -23,8 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from actors._runtime import active_runtime
 
 if TYPE_CHECKING:
-    import subprocess
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
     from actors._confine import Confinement
 
@@ -35,19 +37,28 @@ class Spawned(Protocol):
     """Where ``spawn`` records the new process before any bytecode runs after its creation.
 
     ``pids`` gets the leader's pid (emptied again if the exec failed and
-    ``Popen`` reaped it); ``process`` the ``Popen``, once it exists.
+    ``spawn`` reaped it).
     """
 
     pids: list[int]
-    process: subprocess.Popen[bytes] | None
 
 
-def _env(overrides: Mapping[str, str]) -> dict[str, str] | None:
+def _env_list(overrides: Mapping[str, str]) -> tuple[list[bytes] | None, Mapping[str, str] | None]:
+    """The child's environment as ``fork_exec`` takes it, and as a mapping (for its ``PATH``).
+
+    ``(None, None)`` when there is nothing to add: the child inherits ours
+    as it is (``execv``), cheaper than a copy.
+    """
     if not overrides:
-        return None  # inherit ours as it is: cheaper than a copy
+        return None, None
     env = dict(os.environ)
     env.update(overrides)
-    return env
+    fsencode = os.fsencode
+    return [fsencode(k) + b"=" + fsencode(v) for k, v in env.items()], env
+
+
+# fork_exec's last argument, allow_vfork, is gone in 3.14 (vfork is its own choice there).
+_VFORK: Final = (True,) if sys.version_info < (3, 14) else ()
 
 
 def spawn(
@@ -60,27 +71,113 @@ def spawn(
     record: Spawned,
     confine: Confinement | None = None,
 ) -> None:
-    """Start ``args`` in a new session with the standard library's ``Popen`` (vfork+exec in C).
+    """Start ``args`` in a new session: vfork+exec in C, every fd but 0-2 closed in the child.
 
     The new process is recorded in ``record`` as it starts (see ``Spawned``);
-    raises ``OSError`` if it cannot start. ``confine`` (user, umask, limits)
-    is set up in the child before exec, see ``_confined``.
+    raises ``OSError`` if it cannot start, as ``Popen`` would (``filename``
+    the command, or ``cwd`` when that is what failed). ``confine`` (user,
+    umask, limits) is set up in the child before exec, see ``_confined``.
+
+    ``os.posix_spawn`` was measured as the alternative and is no cheaper
+    (``bench/spawn_paths.py``); in 3.11 it cannot change directory (every
+    manifest command has a ``cwd``) nor close the fds that a library opened
+    without ``O_CLOEXEC``, which this does. Under gevent a ``Kill`` only lands
+    in a cooperative wait, and there is none here.
     """
-    options: dict[str, Any] = {}
+    uid = gid = groups = None
+    umask = -1
     if confine is not None:
-        args, options = _confined(args, cwd=cwd, env=env, confine=confine)
-    popen = _binding_popen(_private_subprocess().Popen)
-    popen(
-        args,
-        stdin=_devnull(),
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd,
-        env=_env(env),
-        start_new_session=True,
-        jv_record=record,
-        **options,
-    )
+        args, (uid, gid, groups), umask = _confined(args, cwd, env, confine)
+    env_list, full_env = _env_list(env)
+    command = args[0]
+    executable = os.fsencode(command)
+    if b"/" in executable:  # what os.path.dirname tells, without its call
+        executables: tuple[bytes, ...] = (executable,)
+    else:  # as Popen and os.execvp search, in the PATH the child gets
+        executables = tuple(
+            os.path.join(os.fsencode(d), executable)  # noqa: PTH118 - bytes, as fork_exec takes
+            for d in os.get_exec_path(full_env)
+        )
+    sys.audit("subprocess.Popen", command, args, cwd, full_env)  # as Popen reports a start
+    real = _real_os()
+    errpipe_read, errpipe_write = os.pipe()
+    try:
+        low = []
+        while errpipe_write < 3:  # the child dups over 0-2 (ours may have been closed)
+            low.append(errpipe_write)
+            errpipe_write = os.dup(errpipe_write)
+        for fd in low:
+            real.close(fd)
+        pids = record.pids
+        call = (
+            args,
+            executables,
+            True,  # close_fds
+            (errpipe_write,),
+            cwd,
+            env_list,
+            _devnull(),
+            -1,
+            -1,
+            stdout,
+            -1,
+            stderr,
+            errpipe_read,
+            errpipe_write,
+            True,  # restore_signals
+            True,  # call_setsid
+            -1,  # pgid_to_set
+            gid,
+            groups,
+            uid,
+            umask,
+            None,  # preexec_fn
+            *_VFORK,
+        )
+        try:
+            # A Kill (an asynchronous exception under threads) that lands right after the call
+            # must not lose the pid of a live process: list.extend drives starmap in C, so the
+            # pid is in the list before any bytecode runs.
+            pids.extend(itertools.starmap(_posixsubprocess.fork_exec, (call,)))
+        finally:
+            real.close(errpipe_write)
+        failure = _read_all(real, errpipe_read)
+    finally:
+        real.close(errpipe_read)
+    if failure:
+        with contextlib.suppress(ChildProcessError):  # libev (gevent) may have reaped it
+            real.waitpid(pids[-1], 0)
+        pids[:] = ()
+        raise _exec_error(failure, command, cwd)
+
+
+def _read_all(real: Any, fd: int) -> bytes:
+    """What the child wrote to the exec-error pipe: nothing once it exec'd (the pipe closes)."""
+    data = b""
+    while part := real.read(fd, 50000):
+        data += part
+        if len(data) > 50000:
+            break
+    return data
+
+
+def _exec_error(data: bytes, command: str, cwd: str | None) -> OSError:
+    """The error ``fork_exec``'s child reported, as ``Popen`` raises it."""
+    try:
+        name, hex_errno, text = data.split(b":", 2)
+        message = text.decode()
+        number = int(hex_errno, 16)
+    except ValueError:
+        return OSError(0, f"bad exec error from the child: {data!r}")
+    kind = getattr(builtins, name.decode("ascii", "replace"), None)
+    if not (isinstance(kind, type) and issubclass(kind, OSError)):
+        return OSError(0, message)
+    filename: str | None = command
+    if message == "noexec:chdir" or (message == "noexec" and sys.version_info < (3, 12)):
+        filename = cwd  # before 3.12 a failure before the exec can only be the chdir's
+    elif message.startswith("noexec"):
+        filename = None
+    return kind(number, os.strerror(number) if number else message, filename)
 
 
 # -- confined commands: user, umask, limits -------------------------------------------------------
@@ -117,30 +214,25 @@ except OSError as e:
 
 
 def _confined(
-    args: list[str], *, cwd: str | None, env: Mapping[str, str], confine: Confinement
-) -> tuple[list[str], dict[str, Any]]:
-    """The argv and ``Popen`` options of a command with a user, umask or limits.
+    args: list[str], cwd: str | None, env: Mapping[str, str], confine: Confinement
+) -> tuple[list[str], tuple[int | None, int | None, list[int] | None], int]:
+    """Args, ``(uid, gid, groups)`` and umask for a command with a user, umask or limits.
 
-    They are set up in the child, never in us.
-
-    User, groups and umask are ``Popen``'s own (``user=``, ``group=``,
-    ``extra_groups=``, ``umask=``), done in C between fork and exec. Resource
-    limits have no such option. ``preexec_fn`` could set them, but it runs
-    Python in a forked copy of a threaded process (a lock held by another
-    thread at the fork, the allocator's or logging's, is held forever: a
-    deadlock) and it turns off vfork for every such command; so the child
-    execs a tiny Python helper (``_CONFINE``) that sets the limits and execs
-    the command: a fresh single-threaded process, for ~17 ms more per start,
+    User, groups and umask are ``fork_exec``'s own, done in C between fork
+    and exec. Resource limits have no such option. A ``preexec_fn`` could
+    set them, but it runs Python in a forked copy of a threaded process (a
+    lock held by another thread at the fork, the allocator's or logging's,
+    is held forever: a deadlock) and it turns off vfork; so the child execs a
+    tiny Python helper (``_CONFINE``) that sets the limits and execs the
+    command: a fresh single-threaded process, for ~17 ms more per start,
     paid only by commands with limits. (A user switch alone costs a real
-    fork: ``Popen`` does not vfork when it must change credentials.) With
+    fork: ``fork_exec`` does not vfork when it must change credentials.) With
     limits the helper switches the user too, after the limits: only root may
     raise a hard limit above its current value (``nofile: 65536`` for a
-    server), so the user switch must come after them, which ``Popen``'s
+    server), so the user switch must come after them, which ``fork_exec``'s
     switch before exec cannot give.
     """
-    options: dict[str, Any] = {}
-    if confine.umask is not None:
-        options["umask"] = confine.umask
+    umask = -1 if confine.umask is None else confine.umask
     credentials = confine.credentials
     if confine.rlimits:
         limits = ",".join(":".join(map(str, limit)) for limit in confine.rlimits)
@@ -149,11 +241,15 @@ def _confined(
             uid, gid, groups = credentials
             user = f"{uid}:{gid}:" + ".".join(map(str, groups))
         _check_exists(args[0], cwd, env)
-        args = [sys.executable, "-I", "-S", "-c", _CONFINE, limits, user, *args]
-    elif credentials is not None:
+        return (
+            [sys.executable, "-I", "-S", "-c", _CONFINE, limits, user, *args],
+            (None, None, None),
+            umask,
+        )
+    if credentials is not None:
         uid, gid, groups = credentials
-        options.update(user=uid, group=gid, extra_groups=list(groups))
-    return args, options
+        return args, (uid, gid, list(groups)), umask
+    return args, (None, None, None), umask
 
 
 def _check_exists(command: str, cwd: str | None, env: Mapping[str, str]) -> None:
@@ -178,7 +274,7 @@ def close_fd(fd: int) -> None:
     Only for fds that no libev watcher watches any more: ``HubWaiter`` stops
     its watchers first, and libev treats a new watcher's fd as possibly new.
     """
-    _private_subprocess().os.close(fd)
+    _real_os().close(fd)
 
 
 _devnull_fd = -1
@@ -195,92 +291,20 @@ def _devnull() -> int:
     return _devnull_fd
 
 
-# Where the fork_exec of this thread (or greenlet) records the pid: the starting child's pids.
-_spawning = threading.local()
-
-
-def _recording_fork_exec(real: Callable[..., int]) -> Callable[..., int]:
-    """Wrap ``_posixsubprocess.fork_exec`` so that the pid is stored before Python sees it.
-
-    Under the threads runtime the job actor's ``Kill`` is an asynchronous
-    exception, raised at the next bytecode boundary; one that
-    arrives while ``fork_exec`` runs is raised right after it returns, and
-    the pid, about to be stored by ``Popen``, would be lost with a live
-    process. ``list.extend`` drives ``starmap`` in C, so the pid is in the
-    list before any bytecode runs. (Under gevent a Kill only lands in a
-    cooperative wait; there is none here.)
-    """
-
-    def fork_exec(*args: Any) -> int:
-        pids: list[int] | None = getattr(_spawning, "pids", None)
-        if pids is None:
-            return real(*args)
-        pids.extend(itertools.starmap(real, (args,)))
-        return pids[-1]
-
-    return fork_exec
-
-
-class _Binding:
-    """Mixed into ``Popen``: records the new process in its ``Spawned`` record as it starts.
-
-    The record's owner then kills and reaps it, whatever interrupts the start:
-    the pid through ``_recording_fork_exec``, the ``Popen`` (whose ``returncode``
-    must be set so that it does not warn) as soon as ``_execute_child`` ends.
-    """
-
-    _jv_record: Spawned
-    returncode: int | None
-
-    def __init__(self, *args: Any, jv_record: Spawned, **kwargs: Any) -> None:
-        self._jv_record = jv_record
-        super().__init__(*args, **kwargs)
-
-    def _execute_child(self, *args: Any, **kwargs: Any) -> None:
-        record = self._jv_record
-        _spawning.pids = record.pids
-        try:
-            super()._execute_child(*args, **kwargs)  # type: ignore[misc]
-        finally:
-            # Only stores here, no call: a call is where a pending Kill would be raised.
-            _spawning.pids = None
-            if self.returncode is None:
-                record.process = self  # type: ignore[assignment]
-            else:
-                record.pids[:] = ()  # the exec failed and Popen reaped the child
-
-
 @functools.cache
-def _binding_popen(base: type[Any]) -> Any:
-    return type("Popen", (_Binding, base), {"__module__": __name__})
+def _real_os() -> types.SimpleNamespace:
+    """``close``, ``read`` and ``waitpid`` as the os module has them, unpatched also under gevent.
 
-
-@functools.cache
-def _private_subprocess() -> types.ModuleType:
-    """Our own instance of the standard library's subprocess module, loaded from its source.
-
-    Its ``fork_exec`` records each pid (see ``_recording_fork_exec``), and it
-    runs on the unpatched ``os`` also under gevent. gevent's ``Popen`` forks
-    and sets the child up in Python, several times slower than the C vfork of
-    the standard library's; and that one, once gevent (>= 25.8) has patched
-    ``os.close`` to close pipes later, waits forever on the pipe that reports
-    exec errors. We only start processes with it, never wait for them: its
-    exec blocks the gevent hub no longer than vfork blocks any caller.
+    gevent (>= 25.8) patches ``os.close`` to close later, and its ``waitpid``
+    waits for libev's record of the exit; a start needs neither: the
+    exec-error pipe is read once ``fork_exec`` returned (after the exec,
+    vfork) and a failed child is reaped at once.
     """
-    spec = importlib.util.find_spec("subprocess")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    names = ("close", "read", "waitpid")
     if active_runtime() == "gevent":
         from gevent import monkey  # noqa: PLC0415 - only under the gevent runtime
 
-        names = [name for name in dir(os) if not name.startswith("__")]
-        real_os = types.ModuleType("os")
-        real_os.__dict__.update(vars(os))
-        real_os.__dict__.update(zip(names, monkey.get_original("os", names), strict=True))
-        module.os = real_os  # type: ignore[attr-defined]
-    real = getattr(module, "_fork_exec", None)  # CPython 3.11+; without it, no recording
-    if real is not None:
-        module._fork_exec = _recording_fork_exec(real)  # type: ignore[attr-defined]
-    return module
+        return types.SimpleNamespace(
+            **dict(zip(names, monkey.get_original("os", names), strict=True))
+        )
+    return types.SimpleNamespace(**{name: getattr(os, name) for name in names})

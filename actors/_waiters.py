@@ -227,10 +227,15 @@ def _gevent_parts() -> tuple[Any, Any]:
 
 
 def _real_waitpid(pid: int, options: int) -> tuple[int, int]:
+    return _original_waitpid()(pid, options)  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _original_waitpid() -> Any:
+    """The unpatched ``os.waitpid``, looked up once: every attempt's end asks for it."""
     from gevent import monkey  # noqa: PLC0415 - only under the gevent runtime
 
-    waitpid: Any = monkey.get_original("os", "waitpid")
-    return waitpid(pid, options)  # type: ignore[no-any-return]
+    return monkey.get_original("os", "waitpid")
 
 
 def gevent_hub() -> Any:

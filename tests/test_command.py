@@ -410,6 +410,58 @@ def test_attempts_leave_no_fd_open(runtime: str) -> None:
     assert open_fds(runtime) == before
 
 
+# Prints the fds open in the child besides 0-2, and what its stdin is.
+SHOW_FDS = (
+    "import os\n"
+    "def is_open(fd):\n"
+    "    try:\n"
+    "        os.fstat(fd)\n"
+    "    except OSError:\n"
+    "        return False\n"
+    "    return True\n"
+    "print([fd for fd in range(3, 256) if is_open(fd)])\n"
+    "print(os.readlink('/proc/self/fd/0'))\n"
+)
+
+
+def test_a_command_gets_only_stdin_stdout_and_stderr(lines: Lines) -> None:
+    """Even an fd of ours that is inheritable (no O_CLOEXEC) stays out of the command."""
+    read, write = os.pipe()
+    os.set_inheritable(write, True)  # noqa: FBT003 - the os API
+    try:
+        work = CommandWork(argv=(sys.executable, "-I", "-S", "-c", SHOW_FDS))
+        assert work.run(attempt("fds")) == 0
+    finally:
+        os.close(read)
+        os.close(write)
+    assert lines.texts("fds") == ["[]", os.devnull]
+
+
+def test_a_command_starts_when_our_fds_0_to_2_are_closed(lines: Lines, runtime: str) -> None:
+    """The pipes of the start then take fds 0-2: the child still gets /dev/null and its pipes."""
+    CommandWork(argv=("true",)).run(attempt())  # the first command opens the warden's pipe
+    before = open_fds(runtime)
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    try:
+        for fd in (0, 1, 2):
+            os.close(fd)
+        work = CommandWork(shell="echo out; echo err >&2; readlink /proc/self/fd/0")
+        code = work.run(attempt("low"))
+        with pytest.raises(CommandFailed, match="could not start"):
+            CommandWork(argv=("no-such-command-xyz",)).run(attempt())
+    finally:
+        for fd, copy in enumerate(saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+    assert code == 0
+    assert sorted(lines.items) == [
+        ("low", "stderr", "err"),
+        ("low", "stdout", os.devnull),
+        ("low", "stdout", "out"),
+    ]
+    assert open_fds(runtime) == before
+
+
 # -- jobs in a tree --------------------------------------------------------------------------------
 
 
