@@ -144,6 +144,10 @@ class JobActor(SupervisedActor):
         self.ready = ready
         if ready is not None:
             self._jv_auto_started = False  # started is reported by the probe
+        else:
+            # on_start only queues the first run or arms the first tick: an immediate restart
+            # is counted started in the supervisor's own turn (no ChildStarted message).
+            self._jv_trivial_on_start = True
         self._scheduler = scheduler
         self._wall = wall_clock
         self._jv_attempts = attempts_done

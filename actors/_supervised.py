@@ -50,6 +50,9 @@ class SupervisedActor(pykka.ThreadingActor):
     # True when the supervisor counted this incarnation started as it launched it (see
     # ``start_supervised``): the actor then sends no ChildStarted.
     _jv_started_at_once: bool = False
+    # An actor whose own on_start only queues its first work (nothing there can fail, no
+    # readiness to report) says so, to be started at once like one without on_start.
+    _jv_trivial_on_start: bool = False
 
     _jv_link: Link
     _jv_task: Any = None
@@ -262,7 +265,11 @@ def start_supervised(
     actor._jv_link = link
     actor._jv_thread_name = name
     actor._jv_reported = threading.Lock()
-    if jv_at_once and actor._jv_auto_started and type(actor).on_start is _NO_ON_START:
+    if (
+        jv_at_once
+        and actor._jv_auto_started
+        and (actor._jv_trivial_on_start or type(actor).on_start is _NO_ON_START)
+    ):
         actor._jv_auto_started = False
         actor._jv_started_at_once = True
     if link.ref is not None:

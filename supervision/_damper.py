@@ -20,6 +20,12 @@ output line) is always written, after the summary of what was held before
 it. A different error, or a pause of ``interval``, ends the burst. Only
 the log is damped: the journal and events still see every attempt, and
 ``--log-level verbose`` turns damping off.
+
+A job that exits *cleanly* and is restarted at once (a permanent command
+that does its work and ends) loops the same way and floods the log with the
+same line; its exits are a burst too (``clean``), summed up as::
+
+    fast: exited and was restarted 412 more times in the last 10 s, each exit a success
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
-__all__ = ["CrashLoopDamper", "Summary"]
+__all__ = ["CLEAN", "CrashLoopDamper", "Summary"]
+
+# The "error" of a burst of clean exits: no failure's text is this (each names its error).
+CLEAN = "exited (succeeded)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +52,15 @@ class Summary:
     count: int
     seconds: float
     error: str
+    clean: bool = False  # a loop of clean exits, each restarted: ``error`` is CLEAN
 
     def text(self) -> str:
         times = "time" if self.count == 1 else "times"
+        if self.clean:
+            return (
+                f"{self.path}: exited and was restarted {self.count} more {times} "
+                f"in the last {self.seconds:.0f} s, each exit a success"
+            )
         return (
             f"{self.path}: failed {self.count} more {times} in the last {self.seconds:.0f} s, "
             f"same error: {self.error}"
@@ -116,7 +131,9 @@ class CrashLoopDamper:
 
         ``path`` is the child the record is about (None: not about a child,
         always written); ``kind`` what makes two records "the same line";
-        ``failure`` the error text when the record reports the child failing.
+        ``failure`` the error text when the record reports the child failing,
+        or ``CLEAN`` when it reports a clean exit that is restarted (a burst of
+        them is a loop too).
         """
         now = self._clock() if now is None else now
         out = self._due(now)
@@ -193,7 +210,8 @@ class CrashLoopDamper:
         return [self._summarise(path, burst, now)] if burst.held else []
 
     def _summarise(self, path: str, burst: _Burst, now: float) -> Summary:
-        summary = Summary(path, burst.held, now - burst.held_since, burst.error)
+        error = burst.error
+        summary = Summary(path, burst.held, now - burst.held_since, error, clean=error == CLEAN)
         burst.held = 0
         burst.summarised_at = now
         self._holding.discard(path)

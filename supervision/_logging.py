@@ -33,7 +33,7 @@ import logbook
 from logbook.compat import RedirectLoggingHandler
 
 from actors import JobvisorError, describe
-from supervision._damper import CrashLoopDamper, Summary
+from supervision._damper import CLEAN, CrashLoopDamper, Summary
 from supervision._files import UnsafePathError, make_dirs, open_private
 from supervision._secrets import SecretMasker, printable, printable_json
 
@@ -87,6 +87,9 @@ found when a setup starts; add a Logger created later with
 _TRACE: Final[int] = logbook.TRACE
 
 INDENT: Final = "\n    "  # continuation lines of a text record (message, traceback)
+# The ``extra`` key of a record that reports a clean exit and its restart (``held_back``):
+# the damper counts such exits as a loop; never written out.
+CLEAN_EXIT: Final = "clean_exit"
 CLEAR_LINE: Final = "\r\x1b[K"  # back to the start of the terminal's line, and erase it
 
 
@@ -395,25 +398,35 @@ class _Fields:
 
 
 def _fields(record: logbook.LogRecord, masker: SecretMasker) -> _Fields:
-    try:
-        message = record.message
-    except Exception as exc:  # a bad format string must not lose the record
-        message = f"{record.msg} (this log call could not be formatted: {type(exc).__name__})"
-    try:
-        exception = record.formatted_exception
-    except Exception as exc:
-        exception = f"(the exception could not be formatted: {type(exc).__name__})"
-    extra = {key: _mask_value(value, masker) for key, value in dict(record.extra).items()}
+    extra = {
+        key: _mask_value(value, masker) for key, value in record.extra.items() if key != CLEAN_EXIT
+    }
     return _Fields(
         time=_timestamp(record.time),
         level=str(record.level_name),
         channel=masker.mask(str(record.channel)),
-        message=masker.mask(message if isinstance(message, str) else str(message)),
+        message=masker.mask(_message_of(record)),
         path=extra.pop("path", None),
         attempt=extra.pop("attempt", None),
-        exception=None if exception is None else masker.mask(str(exception)),
+        exception=_exception_of(record, masker),
         extra=extra,
     )
+
+
+def _message_of(record: logbook.LogRecord) -> str:
+    try:
+        message = record.message
+    except Exception as exc:  # a bad format string must not lose the record
+        return f"{record.msg} (this log call could not be formatted: {type(exc).__name__})"
+    return message if isinstance(message, str) else str(message)
+
+
+def _exception_of(record: logbook.LogRecord, masker: SecretMasker) -> str | None:
+    try:
+        exception = record.formatted_exception
+    except Exception as exc:
+        exception = f"(the exception could not be formatted: {type(exc).__name__})"
+    return None if exception is None else masker.mask(str(exception))
 
 
 def _mask_value(value: Any, masker: SecretMasker) -> Any:
@@ -422,28 +435,54 @@ def _mask_value(value: Any, masker: SecretMasker) -> Any:
     return masker.mask(value if isinstance(value, str) else str(value))
 
 
+# The local zone's offset and its "+HH:MM", for the quarter hour of UTC they were found in:
+# every zone's offset is a whole number of quarter hours, so it can only change at the
+# start of one. A log line's time then costs one addition instead of a zone lookup.
+_zone: tuple[tuple[int, ...], timedelta, str] = ((), timedelta(0), "")
+
+
 def _timestamp(when: datetime) -> str:
     """ISO 8601 local time with offset; logbook's naive times are UTC."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone().isoformat(timespec="milliseconds")
+    global _zone  # noqa: PLW0603 - one cache for the process, replaced whole (no lock needed)
+    if when.tzinfo is not None:
+        return when.astimezone().isoformat(timespec="milliseconds")
+    key = (when.year, when.month, when.day, when.hour, when.minute // 15)
+    zone = _zone
+    if zone[0] != key:
+        local = when.replace(tzinfo=UTC).astimezone()
+        offset = local.utcoffset() or timedelta(0)
+        zone = _zone = (key, offset, local.isoformat()[-6:])
+    return (when + zone[1]).isoformat(timespec="milliseconds") + zone[2]
+
+
+# Not shown as a text line's ``key=value`` pairs: path and attempt come first, a failure's
+# error is already in its message, and CLEAN_EXIT is for the damper alone.
+_FIRST: Final = ("path", "attempt")
+_NOT_PAIRED: Final = frozenset({"path", "attempt", "failure", CLEAN_EXIT})
 
 
 def _render_text(record: logbook.LogRecord, masker: SecretMasker) -> str:
     """``TIME LEVEL channel: message [path=P attempt=N key=value]``, traceback indented below."""
-    f = _fields(record, masker)
-    # A failure's error is already in its message; JSON keeps it as a field of its own.
-    context = {"path": f.path, "attempt": f.attempt, **f.extra, "failure": None}
-    pairs = " ".join(f"{k}={_text_value(v)}" for k, v in context.items() if v not in (None, ""))
-    message = f.message.replace("\n", INDENT)
-    line = f"{f.time} {f.level:<8} {f.channel}: {message}"
-    if pairs:
-        line += f" [{pairs}]"
-    if f.exception:
-        line += INDENT + f.exception.replace("\n", INDENT)
+    mask = masker.mask
+    message = mask(_message_of(record)).replace("\n", INDENT)
+    line = f"{_timestamp(record.time)} {record.level_name:<8} {record.channel}: {message}"
+    extra = record.extra
+    if extra:
+        items = [(key, extra[key]) for key in _FIRST if key in extra]
+        items += [(key, value) for key, value in extra.items() if key not in _NOT_PAIRED]
+        pairs = [
+            f"{key}={_text_value(shown)}"
+            for key, value in items
+            if (shown := _mask_value(value, masker)) is not None and shown != ""
+        ]
+        if pairs:
+            line += f" [{' '.join(pairs)}]"
+    exception = _exception_of(record, masker)
+    if exception:
+        line += INDENT + exception.replace("\n", INDENT)
     # Masked first: a secret may itself hold a control character. The newlines left are
     # the record's own continuation lines.
-    return printable(masker.mask(line), keep="\t\n")
+    return printable(mask(line), keep="\t\n")
 
 
 _NEEDS_QUOTES: Final = re.compile(r'[\s"=\[\]]')
@@ -504,7 +543,7 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
                 summaries, write = self._damper.admit(
                     path if isinstance(path, str) else None,
                     _kind(record),
-                    None if failure is None else str(failure),
+                    CLEAN if extra.get(CLEAN_EXIT) is True else _text_or_none(failure),
                 )
             for summary in summaries:
                 self._write(_summary_record(summary))
@@ -539,6 +578,10 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
 _DIGITS: Final = re.compile(r"\d+")
 
 
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _kind(record: logbook.LogRecord) -> tuple[Any, ...]:
     """What makes two records the same line for the damper: all but their counters.
 
@@ -565,6 +608,8 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
     msg: str,
     args: tuple[Any, ...],
     failure: str | None = None,
+    *,
+    clean: bool = False,
 ) -> bool:
     """Whether the log holds this record back (a crash loop's repeated line): then skip it.
 
@@ -587,6 +632,8 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
     kind = (logger.name, level, msg, _text_args(args))
     with handler._damper_lock:
         now = damper.now()
+        if clean:
+            failure = CLEAN
         if not damper.would_hold(path, kind, failure, now):
             return False
         damper.admit(path, kind, failure, now=now)

@@ -21,7 +21,7 @@ from actors import JobActor, NoSuchChildError, describe, start_supervised
 from actors._errors import NotAGroupError
 from actors._placement import RayPlacement
 from supervision import _events as ev
-from supervision._logging import held_back
+from supervision._logging import CLEAN_EXIT, held_back
 from supervision._policy import Cooldown, Restart, RestartType, Strategy
 from supervision._spec import ActorSpec, JobSpec, SupervisorSpec
 from supervision._state import State
@@ -135,11 +135,14 @@ class TreeContext:
         *,
         tail: str = "",
         extra: dict[str, Any] | None = None,
+        clean: bool = False,
     ) -> None:
         """Log and publish a restart or cooldown decision, a child's or a group's.
 
         ``what`` names what it does (``restart 3``, ``one_for_all restart of a, b``)
         and ``tail`` adds to the log line; a give-up or an escalation has its own path.
+        ``clean``: the restart follows a clean exit, which its line reports (a loop of
+        them is damped like a crash loop).
         """
         wall = self.wall
         match decision:
@@ -156,7 +159,9 @@ class TreeContext:
                     intensity.within,
                 )
                 about = extra.get("path") if extra else None
-                if not (about and held_back(log, logbook.INFO, about, msg, args)):
+                if not (about and held_back(log, logbook.INFO, about, msg, args, clean=clean)):
+                    if clean:
+                        extra = {**(extra or {}), CLEAN_EXIT: True}
                     log.info(msg, *args, extra=extra)
                 self.publish(
                     ev.RestartScheduled,
@@ -410,8 +415,8 @@ def start_incarnation(
 ) -> SupervisedActor:
     """Start one incarnation of the child ``rec`` describes; ``group`` runs a nested group.
 
-    ``at_once``: a plain actor without ``on_start`` may be counted started now
-    (see ``start_supervised``).
+    ``at_once``: a plain actor without ``on_start``, or a job without a readiness
+    probe, may be counted started now (see ``start_supervised``).
     """
     spec = rec.spec
     name = f"{ctx.tree_id}-{rec.path}"
@@ -435,6 +440,7 @@ def start_incarnation(
             breaker=ctx.breakers.get(spec.breaker) if spec.breaker else None,
             ready=spec.ready,
             output=ctx.output.opener(spec.output) if ctx.output and spec.output else None,
+            jv_at_once=at_once,
         )
     if isinstance(spec, ActorSpec) and isinstance(spec.placement, RayPlacement):
         from actors._ray import RayActorProxy  # noqa: PLC0415 - only placed actors load Ray

@@ -468,29 +468,38 @@ class Supervisor(SupervisedActor):
         error = rec.last_exit.error if rec.last_exit else None
         # "failure" (None for a success) is what the log's crash-loop damper keys on
         extra = {"path": rec.path, "attempt": rec.attempts, "failure": error}
+        one = self.spec.strategy is Strategy.ONE_FOR_ONE
+        restarting = rule is None and wants_restart(rec.spec.restart, outcome)
+        # A clean exit that is restarted is said by the restart's own line (one record per
+        # decision), unless something else comes between them.
+        merge = (
+            restarting and not outcome.is_failure and one and not rec.window.probing
+        ) and self.ctx.budget is None
         if outcome.is_failure:
             msg, args = "{}: {} (start {}): {}", (rec.path, outcome.value, rec.starts, error)
             if not held_back(log, logbook.ERROR, rec.path, msg, args, error):
                 log.error(msg, *args, extra=extra)
-        else:
+        elif not merge:
             log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
         if rule is not None:  # no restart can mend it: none is burned, no backoff waited
             self._give_up(rec, rule)
             return
-        if not wants_restart(rec.spec.restart, outcome):
+        if not restarting:
             self._settle(rec, outcome)
             return
         if outcome is Outcome.SUCCEEDED and rec.window.probing:
             self._probation_passed(rec)  # a once-job succeeding on probation closes it
-        one = self.spec.strategy is Strategy.ONE_FOR_ONE
         window = rec.window if one else self._group.window
         now = self.ctx.monotonic()
         decision = decide(self.policy, window, now, self.ctx.rand())
+        if merge and not isinstance(decision, Restart):
+            log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
+            merge = False
         if isinstance(decision, Restart) and self._over_budget(rec):
             return
         window.apply(decision, now)
         if one:
-            self._apply(rec, decision, reason.error)
+            self._apply(rec, decision, reason.error, exited=outcome if merge else None)
         else:
             self._apply_group(rec, decision, reason.error)
 
@@ -564,15 +573,25 @@ class Supervisor(SupervisedActor):
                 )
                 self._take_down(members, duration, cooldown=True)
 
-    def _apply(self, rec: ChildRecord, decision: Decision, cause: BaseException | None) -> None:
+    def _apply(
+        self,
+        rec: ChildRecord,
+        decision: Decision,
+        cause: BaseException | None,
+        *,
+        exited: Outcome | None = None,
+    ) -> None:
+        """Carry a child's ``decision`` out; ``exited``: the clean exit its restart line says."""
         match decision:
             case Restart(delay=delay):
-                what, extra = (
-                    f"restart {rec.restarts + 1}",
-                    {"path": rec.path, "attempt": rec.attempts},
-                )
+                what = f"restart {rec.restarts + 1}"
+                extra: dict[str, Any] = {"path": rec.path, "attempt": rec.attempts}
+                if exited is not None:
+                    what = f"exited ({exited.value}); {what}"
                 self._schedule_start(rec, delay, TimerKind.RESTART)
-                self.ctx.announce(decision, self.policy, rec.path, what, extra=extra)
+                self.ctx.announce(
+                    decision, self.policy, rec.path, what, extra=extra, clean=exited is not None
+                )
             case Cooldown(duration=duration):
                 self._schedule_start(rec, duration, TimerKind.PROBE)
                 self._set_state(rec, State.COOLDOWN)

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cli import jobvisor, write
 
-from supervision._damper import CrashLoopDamper, Summary, _since
+from supervision._damper import CLEAN, CrashLoopDamper, Summary, _since
 from supervision._logging import configure_logging
 from supervision._spec import LoggingSpec
 
@@ -208,6 +208,63 @@ def test_a_real_crash_loop_is_summed_up_and_the_journal_keeps_every_attempt(
     assert loud.returncode == 1
     assert sum("failed (start" in line for line in loud.stderr.splitlines()) == 151
     assert "more times" not in loud.stderr
+
+
+def test_a_loop_of_clean_exits_is_damped_and_summed_up_in_its_own_words() -> None:
+    clock = Clock()
+    damper = CrashLoopDamper(keep=2, interval=10, clock=clock)
+    restart = ("supervision", "{}: {} in {:.3f}s", ("fast", "exited (succeeded); restart #"))
+    decided = [damper.admit("fast", restart, CLEAN) for _ in range(5)]
+    assert decided == [([], True)] * 2 + [([], False)] * 3
+    clock.now += 5
+    assert damper.admit("fast", restart, CLEAN) == ([], False)
+    clock.now += 5
+    out, written = damper.admit("fast", restart, CLEAN)
+    assert (out, written) == ([Summary("fast", 4, 10.0, CLEAN, clean=True)], False)
+    assert out[0].text() == (
+        "fast: exited and was restarted 4 more times in the last 10 s, each exit a success"
+    )
+    # a failure is not the same loop: the clean one is summed up, a crash loop begins
+    out, written = damper.admit("fast", "failed", failure=ERROR)
+    assert (out, written) == ([Summary("fast", 1, 0.0, CLEAN, clean=True)], True)
+
+
+def test_a_real_loop_of_clean_exits_writes_one_line_per_restart_then_a_summary(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        """
+        version: 1
+        supervisor:
+          backoff: {initial: 0s, max: 0s}
+          intensity: {max_restarts: 150, within: 60s}
+        jobs:
+          - {name: fast, command: [sh, -c, "exit 0"], restart: permanent}
+        """,
+    )
+    quiet = jobvisor("run", cwd=tmp_path)
+    assert quiet.returncode == 1, quiet.stderr
+    lines = quiet.stderr.splitlines()
+    assert len(lines) < 25, quiet.stderr
+    # the first restarts: the exit and the restart in one line
+    assert sum("fast: exited (succeeded); restart" in line for line in lines) == 3
+    summaries = [line for line in lines if "more times" in line]
+    held = sum(int(re.search(r"restarted (\d+) more", line)[1]) for line in summaries)  # type: ignore[index]
+    assert held == 150 - 3
+    assert summaries[-1].endswith("each exit a success [path=fast]"), summaries
+    # the last exit is not restarted: said on its own, then the give-up
+    after = lines[lines.index(summaries[-1]) + 1 :]
+    assert "fast: exited (succeeded) [path=fast attempt=151]" in after[0], after
+    assert "fast: gave up" in after[1], after
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text("logging: {format: json}\n" + manifest.read_text())
+    loud = jobvisor("run", "--log-level", "verbose", cwd=tmp_path)
+    assert loud.returncode == 1, loud.stderr
+    records = [json.loads(line) for line in loud.stderr.splitlines() if line.startswith("{")]
+    merged = [r for r in records if "exited (succeeded); restart" in r["message"]]
+    assert len(merged) == 150
+    assert all("clean_exit" not in r and r["path"] == "fast" for r in merged)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
