@@ -70,10 +70,13 @@ class Exponential:
 
     def delay(self, n: int, rand: float = 0.5) -> float:
         """Wait number ``n`` (1-based); ``rand`` in [0, 1) picks the jitter (0.5: none)."""
-        try:
-            growth = float(self.multiplier) ** max(0, n - 1)
-        except OverflowError:  # restart 5000 of a long-lived window: max caps it anyway
-            growth = math.inf
-        base = min(self.max, self.initial * growth) if self.initial else 0.0
+        if not self.initial:
+            base = 0.0  # no backoff: also no power to raise (it overflows past restart ~1000)
+        else:
+            try:
+                growth = float(self.multiplier) ** max(0, n - 1)
+            except OverflowError:  # restart 5000 of a long-lived window: max caps it anyway
+                growth = math.inf
+            base = min(self.max, self.initial * growth)
         jittered = base * (1 + self.jitter * (2 * rand - 1))
         return max(0.0, min(self.max, jittered))
