@@ -202,11 +202,13 @@ class JobActor(SupervisedActor):
     # that returns and every other meaning is for the supervisor's classification.
 
     def _run_once_or_service(self) -> None:
-        error, code = self._run_attempt()
+        # The attempt's end is the child's: its report goes with the exit report.
+        error, code = self._run_attempt(with_exit=True)
         if self._jv_stop_requested:
             # The work ended because we cancelled it: its error is no fact of the job's.
             self._jv_finish(None, code)
         elif error is not None and self._breaker_opened():
+            self._send_attempt_report()  # the child lives on, waiting for its breaker
             self._wait_for_breaker(_RUN)
         else:
             self._jv_finish(error, code)
@@ -303,8 +305,12 @@ class JobActor(SupervisedActor):
 
     # -- one attempt -----------------------------------------------------------------------------
 
-    def _run_attempt(self) -> tuple[BaseException | None, int | None]:
-        """Run one attempt; return what ended it (error, exit code) and report it."""
+    def _run_attempt(self, *, with_exit: bool = False) -> tuple[BaseException | None, int | None]:
+        """Run one attempt; return what ended it (error, exit code) and report it.
+
+        ``with_exit``: its report is kept for the exit report that follows (or
+        sent by ``_send_attempt_report`` if the child lives on).
+        """
         number = self._jv_attempts + 1
         attempt = Attempt(self.path, number, self._wall(), output=self.output)
         timeout = self.schedule.timeout
@@ -344,27 +350,39 @@ class JobActor(SupervisedActor):
         if not self._jv_stop_requested and self.breaker is not None:
             # A stop we asked for is nothing for a breaker to count.
             self.breaker.record(ok=error is None)
-        self._report_attempt(attempt, error, code)
+        self._report_attempt(attempt, error, code, with_exit=with_exit)
         return error, code
 
     def _report_attempt(
-        self, attempt: Attempt, error: BaseException | None, code: int | None
+        self,
+        attempt: Attempt,
+        error: BaseException | None,
+        code: int | None,
+        *,
+        with_exit: bool = False,
     ) -> None:
-        """The one place an attempt's facts are told to the supervisor."""
+        """The one place an attempt's facts are made for the supervisor; told, or kept."""
         link = self._jv_link
-        link.parent.tell(
-            AttemptDone(
-                link.key,
-                link.incarnation,
-                attempt.number,
-                error,
-                attempt.started_at,
-                self._wall(),
-                code,
-                self._jv_stop_requested,
-                getattr(self.work, "placed_on", None),
-            )
+        report = AttemptDone(
+            link.key,
+            link.incarnation,
+            attempt.number,
+            error,
+            attempt.started_at,
+            self._wall(),
+            code,
+            self._jv_stop_requested,
+            getattr(self.work, "placed_on", None),
         )
+        if with_exit:
+            self._jv_attempt_report = report
+        else:
+            link.parent.tell(report)
+
+    def _send_attempt_report(self) -> None:
+        report, self._jv_attempt_report = self._jv_attempt_report, None
+        if report is not None:
+            self._jv_link.parent.tell(report)
 
     def _log_retry(self, number: int, exc: BaseException, delay: float) -> None:
         attempt = self._attempt

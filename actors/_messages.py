@@ -105,6 +105,9 @@ class ChildExit:
     stop_requested: bool = False
     killed: bool = False
     attempts: int = 0
+    # The attempt whose end ended the child (a once job's, a service's): its report rides
+    # with the exit, one message instead of two. Handled before the exit.
+    attempt: AttemptDone | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,8 @@ class SupervisedActor(pykka.ThreadingActor):
     # The one attempt counter: attempts finished over every incarnation (a job starts it
     # from its supervisor's record, so a periodic job's numbering goes on after a restart).
     _jv_attempts: int = 0
+    # An attempt's report kept to go with the exit report (see ``ChildExit.attempt``).
+    _jv_attempt_report: Any = None
     _jv_stop_requested: bool = False
     _jv_killed: bool = False
     _jv_running: bool = False  # true while the actor's thread runs our loop: a kill may land
@@ -194,6 +196,7 @@ class SupervisedActor(pykka.ThreadingActor):
             self._jv_stop_requested,
             self._jv_killed,
             self._jv_attempts,
+            self._jv_attempt_report,
         )
         try:  # noqa: SIM105 - not contextlib.suppress: this runs on every restart
             link.parent.tell(report)

@@ -395,6 +395,8 @@ class Supervisor(SupervisedActor):
         self.ctx.attempt_finished(rec.path, msg, classify(msg).outcome, ends_child=not periodic)
 
     def _on_exit(self, msg: ChildExit) -> None:
+        if msg.attempt is not None:
+            self._on_attempt(msg.attempt)
         rec = self._by_key.get(msg.key)
         if (
             rec is None
