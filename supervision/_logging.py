@@ -591,10 +591,25 @@ def _kind(record: logbook.LogRecord) -> tuple[Any, ...]:
     return (record.channel, record.level, str(record.msg), _text_args(record.args))
 
 
+# Text arguments with their counters masked, as computed before: a crash loop repeats the same
+# path and error on every restart, and the gate asks for them twice per restart. Bounded.
+_masked_args: dict[str, str] = {}
+
+
 def _text_args(args: Any) -> tuple[str, ...]:
-    return tuple(
-        _DIGITS.sub("#", str(arg)) for arg in args or () if not isinstance(arg, int | float)
-    )
+    out = []
+    for arg in args or ():
+        if isinstance(arg, int | float):
+            continue
+        text = arg if type(arg) is str else str(arg)
+        masked = _masked_args.get(text)
+        if masked is None:
+            masked = _DIGITS.sub("#", text)
+            if len(_masked_args) >= 1024:
+                _masked_args.clear()  # a loop's own strings come back at its next restart
+            _masked_args[text] = masked
+        out.append(masked)
+    return tuple(out)
 
 
 # The active setup's line handler, while it damps crash loops: see ``held_back``.
