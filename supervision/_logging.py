@@ -591,9 +591,10 @@ def _kind(record: logbook.LogRecord) -> tuple[Any, ...]:
     return (record.channel, record.level, str(record.msg), _text_args(record.args))
 
 
-# Text arguments with their counters masked, as computed before: a crash loop repeats the same
-# path and error on every restart, and the gate asks for them twice per restart. Bounded.
-_masked_args: dict[str, str] = {}
+# Text arguments known to hold no counter: a crash loop repeats the same path and error on
+# every restart, and the gate asks for them twice per restart. A text with a counter changes
+# from one record to the next, so it is never kept. Bounded.
+_no_counter: set[str] = set()
 
 
 def _text_args(args: Any) -> tuple[str, ...]:
@@ -602,13 +603,13 @@ def _text_args(args: Any) -> tuple[str, ...]:
         if isinstance(arg, int | float):
             continue
         text = arg if type(arg) is str else str(arg)
-        masked = _masked_args.get(text)
-        if masked is None:
+        if text not in _no_counter:
             masked = _DIGITS.sub("#", text)
-            if len(_masked_args) >= 1024:
-                _masked_args.clear()  # a loop's own strings come back at its next restart
-            _masked_args[text] = masked
-        out.append(masked)
+            if masked != text:
+                text = masked
+            elif len(_no_counter) < 1024:
+                _no_counter.add(text)
+        out.append(text)
     return tuple(out)
 
 
