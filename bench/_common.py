@@ -83,6 +83,48 @@ def silence_logs(mode: str = "off") -> None:
                     value.disabled = True
 
 
+class LogSwitch:
+    """Turns jobvisor's logging at its default level on and off between rounds of one process.
+
+    For ``--logging share``: the same tree runs rounds with logging off (as ``off``: every
+    jobvisor ``Logger`` disabled, no setup) and rounds with ``jobvisor run``'s setup at
+    information writing to /dev/null (as ``information``), so what logging adds is measured
+    without the spread between processes. Call ``silence_logs("off")`` first.
+    """
+
+    def __init__(self) -> None:
+        import logbook  # noqa: PLC0415
+
+        self._loggers = [
+            value
+            for name, module in list(sys.modules.items())
+            if name.split(".")[0] in ("actors", "supervision", "cli") and module is not None
+            for value in vars(module).values()
+            if isinstance(value, logbook.Logger)
+        ]
+        self._devnull = open(os.devnull, "w")  # noqa: SIM115, PTH123 - closed by close()
+        self._setup = None
+
+    def on(self) -> None:
+        from supervision._logging import configure_logging  # noqa: PLC0415
+        from supervision._spec import LoggingSpec  # noqa: PLC0415
+
+        for logger in self._loggers:
+            logger.disabled = False
+        self._setup = configure_logging(LoggingSpec(level="information"), stream=self._devnull)
+
+    def off(self) -> None:
+        if self._setup is not None:
+            self._setup.close()
+            self._setup = None
+        for logger in self._loggers:
+            logger.disabled = True
+
+    def close(self) -> None:
+        self.off()
+        self._devnull.close()
+
+
 def add_log_arg(parser) -> None:
     parser.add_argument(
         "--logging",

@@ -11,6 +11,11 @@ its ref (sets it and an Event). One cycle is ``tell("crash")``, wait for the
 Event, ``ask("ping")`` on the new ref.
 
     python bench/restart_cycle.py [--runtime threads|gevent] [--cycles 2000] [--rounds 5]
+                                  [--logging off|null|information] [--log-share]
+
+``--log-share`` adds a third side: the same tree of ours with ``jobvisor run``'s logging at
+information (to /dev/null), turned on for its rounds only, so what logging adds to a cycle is
+a ratio inside one process.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import sys
 
 from _common import (
+    LogSwitch,
     add_log_arg,
     add_runtime_arg,
     install,
@@ -189,30 +195,52 @@ def main() -> int:
         default=60.0,
         help="intensity window in seconds (default 60, the policy default)",
     )
+    parser.add_argument(
+        "--log-share",
+        action="store_true",
+        help="also run rounds of ours with logging at information in this same process "
+        "(between its rounds with logging off), to measure what logging adds",
+    )
     args = parser.parse_args()
+    if args.log_share and args.logging != "off":
+        parser.error("--log-share needs --logging off (its own rounds turn logging on)")
     silence_logs(args.logging)
 
     bare, ours = Bare(), Ours(args.within)
+    switch = LogSwitch() if args.log_share else None
+    logged = "jobvisor+log"
     try:
         bare.cycles(args.warmup)
         ours.cycles(args.warmup)
         times: dict[str, list[float]] = {bare.name: [], ours.name: []}
         cpu: dict[str, list[float]] = {bare.name: [], ours.name: []}
-        for _ in range(args.rounds):
-            # Interleaved so that drift (CPU frequency, other load) hits both sides alike.
-            for side in (bare, ours):
+        sides: list[tuple[str, Bare | Ours]] = [(bare.name, bare), (ours.name, ours)]
+        if switch is not None:
+            times[logged], cpu[logged] = [], []
+            sides.append((logged, ours))
+        for n in range(args.rounds):
+            # Interleaved so that drift (CPU frequency, other load) hits every side alike; the
+            # order turns each round.
+            for name, side in sides[n % len(sides) :] + sides[: n % len(sides)]:
+                if switch is not None and name == logged:
+                    switch.on()
                 cpu0 = time.process_time()
-                times[side.name].append(side.cycles(args.cycles) / args.cycles * 1e6)
-                cpu[side.name].append((time.process_time() - cpu0) / args.cycles * 1e6)
-        expected = args.warmup + args.cycles * args.rounds
-        for side in (bare, ours):
-            if side.restarts() != expected:
+                times[name].append(side.cycles(args.cycles) / args.cycles * 1e6)
+                cpu[name].append((time.process_time() - cpu0) / args.cycles * 1e6)
+                if switch is not None and name == logged:
+                    switch.off()
+        rounds = args.rounds * (2 if switch is not None else 1)
+        for side, expected in ((bare, args.rounds), (ours, rounds)):
+            if side.restarts() != args.warmup + args.cycles * expected:
                 raise AssertionError(
-                    f"{side.name}: {side.restarts()} restarts, expected {expected}"
+                    f"{side.name}: {side.restarts()} restarts, "
+                    f"expected {args.warmup + args.cycles * expected}"
                 )
     finally:
         ours.stop()
         bare.stop()
+        if switch is not None:
+            switch.close()
 
     base, mine = median(times[bare.name]), median(times[ours.name])
     ratio = mine / base
@@ -231,6 +259,13 @@ def main() -> int:
     cpu_ratio = median(cpu[ours.name]) / median(cpu[bare.name])
     print(f"  ratio jobvisor/bare = {ratio:.2f}x ({verdict(ratio, TARGET)})")
     print(f"  (median of the per-round ratios: {paired:.2f}x; process cpu ratio {cpu_ratio:.2f}x)")
+    if switch is not None:
+        share = median([lg / m - 1 for lg, m in zip(times[logged], times[ours.name], strict=True)])
+        cpu_share = median(cpu[logged]) / median(cpu[ours.name]) - 1
+        print(
+            f"  logging at information adds {share * 100:+.1f}% to ours (median of the per-round "
+            f"ratios; process cpu {cpu_share * 100:+.1f}%) ({verdict(1 + share, 1.10)})"
+        )
     left = jv_threads_alive()
     if left:
         print(f"  threads left behind: {left}", file=sys.stderr)
