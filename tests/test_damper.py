@@ -177,25 +177,32 @@ def test_the_handler_writes_the_first_cycles_and_a_summary(level: str) -> None:
     assert "failure=" not in stream.getvalue()  # the error is in the message already
 
 
-def test_a_real_crash_loop_is_summed_up_and_the_journal_keeps_every_attempt(
-    tmp_path: Path,
-) -> None:
-    write(
-        tmp_path,
-        """
-        version: 1
-        supervisor:
-          backoff: {initial: 0s, max: 0s}
-          intensity: {max_restarts: 150, within: 60s}
-        jobs:
-          - name: crash
-            command: [sh, -c, "echo boom >&2; exit 1"]
-        """,
+def write_loop(directory: Path, job: str) -> None:
+    """A manifest of one job restarted with no backoff, 150 times at most: a loop to damp."""
+    manifest = (
+        "version: 1\n"
+        "supervisor:\n"
+        "  backoff: {initial: 0s, max: 0s}\n"
+        "  intensity: {max_restarts: 150, within: 60s}\n"
+        f"jobs:\n  - {job}\n"
     )
-    quiet = jobvisor("run", cwd=tmp_path)
+    write(directory, manifest)
+
+
+def run_damped(directory: Path) -> list[str]:
+    """``jobvisor run`` of that loop at the default level: its few log lines (it gives up)."""
+    quiet = jobvisor("run", cwd=directory)
     assert quiet.returncode == 1, quiet.stderr
     lines = quiet.stderr.splitlines()
     assert len(lines) < 25, quiet.stderr
+    return lines
+
+
+def test_a_real_crash_loop_is_summed_up_and_the_journal_keeps_every_attempt(
+    tmp_path: Path,
+) -> None:
+    write_loop(tmp_path, '{name: crash, command: [sh, -c, "echo boom >&2; exit 1"]}')
+    lines = run_damped(tmp_path)
     summaries = [line for line in lines if "more times" in line]
     held = sum(int(re.search(r"failed (\d+) more", line)[1]) for line in summaries)  # type: ignore[index]
     assert held == 151 - 3
@@ -232,21 +239,8 @@ def test_a_loop_of_clean_exits_is_damped_and_summed_up_in_its_own_words() -> Non
 def test_a_real_loop_of_clean_exits_writes_one_line_per_restart_then_a_summary(
     tmp_path: Path,
 ) -> None:
-    write(
-        tmp_path,
-        """
-        version: 1
-        supervisor:
-          backoff: {initial: 0s, max: 0s}
-          intensity: {max_restarts: 150, within: 60s}
-        jobs:
-          - {name: fast, command: [sh, -c, "exit 0"], restart: permanent}
-        """,
-    )
-    quiet = jobvisor("run", cwd=tmp_path)
-    assert quiet.returncode == 1, quiet.stderr
-    lines = quiet.stderr.splitlines()
-    assert len(lines) < 25, quiet.stderr
+    write_loop(tmp_path, '{name: fast, command: [sh, -c, "exit 0"], restart: permanent}')
+    lines = run_damped(tmp_path)
     # the first restarts: the exit and the restart in one line
     assert sum("fast: exited (succeeded); restart" in line for line in lines) == 3
     summaries = [line for line in lines if "more times" in line]
