@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,34 @@ def test_a_subscriber_can_stop_its_own_tree(make_tree) -> None:
     have_tree.set()
     assert stopped.wait(15)
     assert tree.ended
+
+
+def test_a_task_can_be_found_killed_and_joined(runtime: str) -> None:
+    from actors import Kill, current_task, interrupt_task, join_tasks, live_tasks, start_task
+
+    running, seen, ended = threading.Event(), [], threading.Event()
+
+    def target() -> None:
+        seen.append(current_task())
+        running.set()
+        try:
+            while True:
+                time.sleep(0.01)  # a Kill lands between two sleeps, or in one under gevent
+        except Kill:
+            ended.set()
+
+    start_task(target, "jv-task-test")
+    assert running.wait(10)
+    (task,) = live_tasks("jv-task-test")
+    assert seen == [task]
+    assert task.name == "jv-task-test"
+    if runtime == "gevent":
+        import gevent
+
+        assert not isinstance(task, gevent.Greenlet)  # a bare greenlet: see start_task
+    assert join_tasks("jv-task-test", 0.05) == ["jv-task-test"]  # still running
+    interrupt_task(task, Kill)
+    assert ended.wait(10)
+    assert join_tasks("jv-task-test", 10) == []
+    assert live_tasks("jv-task-test") == []
+    interrupt_task(task, Kill)  # an ended task: nothing happens
