@@ -15,7 +15,7 @@ from actors._errors import AttemptTimeout, SpecError
 from actors._messages import AttemptDone, ChildStarted, Resumed, Waiting
 from actors._retry import RetrySpec, run_with_retry
 from actors._runtime import Scheduler, TimerHandle, interrupt_task
-from actors._supervised import Kill, SupervisedActor
+from actors._supervised import Kill, OwnActor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -105,7 +105,7 @@ _RUN = object()
 _TICK = object()
 
 
-class JobActor(SupervisedActor):
+class JobActor(OwnActor):
     """Runs the attempts of one job incarnation and reports each of them.
 
     Once: one attempt, then exit with its outcome. Service: one attempt that

@@ -34,7 +34,7 @@ import pykka
 from actors._attempt import Attempt, current_attempt_var
 from actors._errors import JobFailure, SpecError
 from actors._placement import RAY_EXTRA, RayPlacement, ray_installed
-from actors._supervised import SupervisedActor
+from actors._supervised import OwnActor
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -603,7 +603,7 @@ class RemoteActor:
         threading.Event().wait()
 
 
-class RayActorProxy(SupervisedActor):
+class RayActorProxy(OwnActor):
     """The local incarnation of a user's actor placed on Ray: forwards every message to it.
 
     The stable reference (``Tree.ref``) reaches this proxy, which hands each

@@ -11,12 +11,15 @@ sends exactly one ``ChildExit`` to its supervisor, whatever happened, and no
 
 from __future__ import annotations
 
+import itertools
 import queue
 import sys
-from typing import TYPE_CHECKING, Any
+import threading
+import uuid
+from typing import TYPE_CHECKING, Any, Final
 
 import pykka
-from pykka import ActorRegistry
+from pykka import ActorRef, ActorRegistry
 
 from actors._errors import ChildKilled
 from actors._messages import ChildExit, ChildStarted, Link
@@ -227,6 +230,32 @@ class SupervisedActor(pykka.ThreadingActor):
         self._jv_report()
 
 
+# An actor's urn: this process's random prefix and a counter, unique as pykka needs it (its
+# registry's key) for a fraction of a uuid4 (a getrandom call and a UUID object per actor).
+_URN_PREFIX: Final = f"urn:uuid:{str(uuid.uuid4())[:24]}"
+_urn_numbers = itertools.count()
+
+
+class QuickInit(pykka.ThreadingActor):
+    """pykka's ``Actor.__init__``, with a cheaper ``actor_urn``: last before pykka's in the MRO.
+
+    Every incarnation is a new actor, so its construction is on the restart path. A
+    supervised user class gets it after its own class (``supervised_class``), so the user's
+    ``super().__init__()`` lands here; jobvisor's own actors derive from ``OwnActor``.
+    """
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        # The fields pykka's Actor.__init__ sets (pykka 4.x, pinned below 5).
+        self.actor_urn = f"{_URN_PREFIX}{next(_urn_numbers) & 0xFFFFFFFFFFFF:012x}"
+        self.actor_inbox = self._create_actor_inbox()
+        self.actor_stopped = threading.Event()
+        self._actor_ref = ActorRef(self)
+
+
+class OwnActor(SupervisedActor, QuickInit):
+    """The base of jobvisor's own supervised actors (jobs, supervisors, Ray proxies)."""
+
+
 _NO_ON_START = pykka.ThreadingActor.on_start
 
 _classes: dict[type[pykka.ThreadingActor], type[SupervisedActor]] = {}
@@ -242,7 +271,7 @@ def supervised_class(cls: type[pykka.ThreadingActor]) -> type[SupervisedActor]:
             body: dict[str, Any] = {"__module__": cls.__module__}
             if cls._create_actor_inbox is not pykka.ThreadingActor._create_actor_inbox:
                 body["_create_actor_inbox"] = cls._create_actor_inbox  # the user's own inbox
-            found = type(f"Supervised{cls.__name__}", (SupervisedActor, cls), body)
+            found = type(f"Supervised{cls.__name__}", (SupervisedActor, cls, QuickInit), body)
         _classes[cls] = found
     return found
 

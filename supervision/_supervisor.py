@@ -29,13 +29,13 @@ from actors import (
     Outcome,
     Resumed,
     SpecError,
-    SupervisedActor,
     TreeStoppedError,
     Waiting,
     close_work,
     describe,
 )
 from actors._errors import ShuttingDownError
+from actors._supervised import OwnActor
 from supervision import _events as ev
 from supervision._budget import BudgetExhausted
 from supervision._exits import ExitReason, classify
@@ -86,7 +86,7 @@ __all__ = ["Supervisor"]
 log = logbook.Logger("supervision")
 
 
-class Supervisor(SupervisedActor):
+class Supervisor(OwnActor):
     """Supervises an ordered list of children under one strategy and policy."""
 
     _jv_auto_started: bool = False

@@ -259,3 +259,38 @@ def test_an_actor_class_keeps_its_own_inbox() -> None:
 
     assert isinstance(supervised_class(Plain)._create_actor_inbox(), queue.SimpleQueue)
     assert isinstance(supervised_class(Own)._create_actor_inbox(), queue.LifoQueue)
+
+
+class Initialised(pykka.ThreadingActor):
+    def __init__(self, value: int) -> None:
+        super().__init__()
+        self.value = value
+
+
+class InitialisedDirectly(pykka.ThreadingActor):
+    def __init__(self) -> None:
+        pykka.ThreadingActor.__init__(self)
+        self.ready = True
+
+
+def test_a_supervised_class_is_initialised_as_pykka_would_with_unique_urns() -> None:
+    import uuid
+
+    from actors._supervised import supervised_class
+
+    actors = [supervised_class(Initialised)(n) for n in range(200)]
+    assert [a.value for a in actors] == list(range(200))  # the user's __init__ ran
+    urns = [a.actor_urn for a in actors]
+    assert len(set(urns)) == 200
+    for urn in urns:
+        assert urn.startswith("urn:uuid:")
+        assert str(uuid.UUID(urn.removeprefix("urn:uuid:"))) == urn.removeprefix("urn:uuid:")
+    actor = actors[0]
+    assert actor.actor_ref.actor_urn == actor.actor_urn
+    assert not actor.actor_stopped.is_set()
+    assert isinstance(actor.actor_inbox, queue.SimpleQueue)
+    # a class that calls pykka's own __init__ directly still gets every field (a uuid4 urn)
+    direct = supervised_class(InitialisedDirectly)()
+    assert direct.ready
+    assert direct.actor_urn.startswith("urn:uuid:")
+    assert direct.actor_urn not in urns
