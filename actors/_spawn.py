@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from actors._confine import Confinement
 
-__all__ = ["Spawned", "close_fd", "spawn"]
+__all__ = ["Spawned", "close_fd", "real_os", "spawn"]
 
 
 class Spawned(Protocol):
@@ -99,7 +99,7 @@ def spawn(
             for d in os.get_exec_path(full_env)
         )
     sys.audit("subprocess.Popen", command, args, cwd, full_env)  # as Popen reports a start
-    real = _real_os()
+    real = real_os()
     errpipe_read, errpipe_write = os.pipe()
     try:
         low = []
@@ -274,7 +274,7 @@ def close_fd(fd: int) -> None:
     Only for fds that no libev watcher watches any more: ``HubWaiter`` stops
     its watchers first, and libev treats a new watcher's fd as possibly new.
     """
-    _real_os().close(fd)
+    real_os().close(fd)
 
 
 _devnull_fd = -1
@@ -292,8 +292,11 @@ def _devnull() -> int:
 
 
 @functools.cache
-def _real_os() -> types.SimpleNamespace:
+def real_os() -> types.SimpleNamespace:
     """``close``, ``read`` and ``waitpid`` as the os module has them, unpatched also under gevent.
+
+    Looked up once (every start and every attempt's end asks); ``actors._waiters``
+    reaps with this ``waitpid`` too.
 
     gevent (>= 25.8) patches ``os.close`` to close later, and its ``waitpid``
     waits for libev's record of the exit; a start needs neither: the

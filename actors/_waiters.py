@@ -15,6 +15,7 @@ import select
 from typing import Any
 
 from actors._runtime import active_runtime
+from actors._spawn import real_os
 
 __all__ = ["HubWaiter", "PollWaiter", "gevent_hub"]
 
@@ -210,7 +211,7 @@ class HubWaiter:
             # the hub handles its SIGCHLD, so a stopped job leaves no zombie behind. The
             # unpatched waitpid: gevent's would wait for libev's record of the exit.
             with contextlib.suppress(ChildProcessError):
-                _real_waitpid(self._pid, os.WNOHANG)
+                real_os().waitpid(self._pid, os.WNOHANG)
 
 
 def _exit_code(info: os.waitid_result) -> int:
@@ -224,18 +225,6 @@ def _gevent_parts() -> tuple[Any, Any]:
     from gevent.hub import Waiter  # noqa: PLC0415
 
     return getcurrent, Waiter
-
-
-def _real_waitpid(pid: int, options: int) -> tuple[int, int]:
-    return _original_waitpid()(pid, options)  # type: ignore[no-any-return]
-
-
-@functools.cache
-def _original_waitpid() -> Any:
-    """The unpatched ``os.waitpid``, looked up once: every attempt's end asks for it."""
-    from gevent import monkey  # noqa: PLC0415 - only under the gevent runtime
-
-    return monkey.get_original("os", "waitpid")
 
 
 def gevent_hub() -> Any:

@@ -44,7 +44,7 @@ import time  # noqa: E402
 
 from _common import add_runtime_arg, machine  # noqa: E402
 
-from actors._spawn import _devnull, _real_os, spawn  # noqa: E402
+from actors._spawn import _devnull, real_os, spawn  # noqa: E402
 
 TRUE = "/bin/true"
 
@@ -60,7 +60,7 @@ def _cpu() -> float:
 
 
 def ours(runs: int, cwd: str) -> None:
-    real = _real_os()
+    real = real_os()
     for _ in range(runs):
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -74,7 +74,7 @@ def ours(runs: int, cwd: str) -> None:
 
 
 def popen(runs: int, cwd: str) -> None:
-    real = _real_os()
+    real = real_os()
     for _ in range(runs):
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -90,7 +90,7 @@ def popen(runs: int, cwd: str) -> None:
 
 def posix_spawn(runs: int, cwd: str) -> None:
     del cwd  # it has no chdir: measured without one
-    real = _real_os()
+    real = real_os()
     environ = os.environ._data  # type: ignore[attr-defined]
     devnull = _devnull()
     for _ in range(runs):

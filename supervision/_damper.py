@@ -52,7 +52,11 @@ class Summary:
     count: int
     seconds: float
     error: str
-    clean: bool = False  # a loop of clean exits, each restarted: ``error`` is CLEAN
+
+    @property
+    def clean(self) -> bool:
+        """A loop of clean exits, each restarted."""
+        return self.error == CLEAN
 
     def text(self) -> str:
         times = "time" if self.count == 1 else "times"
@@ -210,8 +214,7 @@ class CrashLoopDamper:
         return [self._summarise(path, burst, now)] if burst.held else []
 
     def _summarise(self, path: str, burst: _Burst, now: float) -> Summary:
-        error = burst.error
-        summary = Summary(path, burst.held, now - burst.held_since, error, clean=error == CLEAN)
+        summary = Summary(path, burst.held, now - burst.held_since, burst.error)
         burst.held = 0
         burst.summarised_at = now
         self._holding.discard(path)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import logbook
 from logbook.compat import RedirectLoggingHandler
 
-from actors import JobvisorError, describe
+from actors import JobvisorError, active_runtime, describe
 from supervision._damper import CLEAN, CrashLoopDamper, Summary
 from supervision._files import UnsafePathError, make_dirs, open_private
 from supervision._secrets import SecretMasker, printable, printable_json
@@ -581,11 +581,10 @@ def _plain_lock() -> Any:
     The damper's decisions are pure computations: no greenlet can switch inside one, so
     gevent's cooperative lock (several times the cost, on every crash) buys nothing there.
     """
-    if "gevent" in sys.modules:
-        from gevent import monkey  # noqa: PLC0415 - only when gevent is loaded
+    if active_runtime() == "gevent":
+        from gevent import monkey  # noqa: PLC0415 - only under the gevent runtime
 
-        if monkey.is_module_patched("threading"):
-            return monkey.get_original("threading", "Lock")()
+        return monkey.get_original("threading", "Lock")()
     return threading.Lock()
 
 
@@ -607,8 +606,10 @@ def _kind(record: logbook.LogRecord) -> tuple[Any, ...]:
 
 # Text arguments known to hold no counter: a crash loop repeats the same path and error on
 # every restart, and the gate asks for them twice per restart. A text with a counter changes
-# from one record to the next, so it is never kept. Bounded.
+# from one record to the next, so it is never kept. Bounded in count and in size: a job's
+# output lines pass here too, and one may be long.
 _no_counter: set[str] = set()
+_NO_COUNTER_MAX: Final = (1024, 256)  # texts kept, characters per text
 
 
 def _text_args(args: Any) -> tuple[str, ...]:
@@ -621,7 +622,7 @@ def _text_args(args: Any) -> tuple[str, ...]:
             masked = _DIGITS.sub("#", text)
             if masked != text:
                 text = masked
-            elif len(_no_counter) < 1024:
+            elif len(_no_counter) < _NO_COUNTER_MAX[0] and len(text) <= _NO_COUNTER_MAX[1]:
                 _no_counter.add(text)
         out.append(text)
     return tuple(out)
@@ -660,10 +661,10 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
     damper = handler._damper
     assert damper is not None
     kind = (logger.name, level, msg, _text_args(args))
+    if clean:
+        failure = CLEAN
     with handler._damper_lock:
         now = damper.now()
-        if clean:
-            failure = CLEAN
         if not damper.would_hold(path, kind, failure, now):
             return False
         damper.admit(path, kind, failure, now=now)

@@ -291,8 +291,8 @@ class Supervisor(OwnActor):
         """Start one incarnation of ``rec``; a constructor error is a failed start.
 
         ``at_once`` (an immediate restart, outside the start queue): a plain actor
-        without ``on_start`` is counted started in this same turn, with no
-        ChildStarted message from its thread.
+        without ``on_start``, or a job without a readiness probe, is counted started
+        in this same turn, with no ChildStarted message from its thread.
         """
         self._cancel_timers(rec)
         rec.incarnation += 1
@@ -475,8 +475,12 @@ class Supervisor(OwnActor):
         # A clean exit that is restarted is said by the restart's own line (one record per
         # decision), unless something else comes between them.
         merge = (
-            restarting and not outcome.is_failure and one and not rec.window.probing
-        ) and self.ctx.budget is None
+            restarting
+            and one
+            and not outcome.is_failure
+            and not rec.window.probing
+            and self.ctx.budget is None
+        )
         if outcome.is_failure:
             msg, args = "{}: {} (start {}): {}", (rec.path, outcome.value, rec.starts, error)
             if not held_back(log, logbook.ERROR, rec.path, msg, args, error):

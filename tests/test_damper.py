@@ -227,13 +227,13 @@ def test_a_loop_of_clean_exits_is_damped_and_summed_up_in_its_own_words() -> Non
     assert damper.admit("fast", restart, CLEAN) == ([], False)
     clock.now += 5
     out, written = damper.admit("fast", restart, CLEAN)
-    assert (out, written) == ([Summary("fast", 4, 10.0, CLEAN, clean=True)], False)
+    assert (out, written) == ([Summary("fast", 4, 10.0, CLEAN)], False)
     assert out[0].text() == (
         "fast: exited and was restarted 4 more times in the last 10 s, each exit a success"
     )
     # a failure is not the same loop: the clean one is summed up, a crash loop begins
     out, written = damper.admit("fast", "failed", failure=ERROR)
-    assert (out, written) == ([Summary("fast", 1, 0.0, CLEAN, clean=True)], True)
+    assert (out, written) == ([Summary("fast", 1, 0.0, CLEAN)], True)
 
 
 def test_a_real_loop_of_clean_exits_writes_one_line_per_restart_then_a_summary(
