@@ -206,3 +206,23 @@ def test_a_task_can_be_found_killed_and_joined(runtime: str) -> None:
     assert join_tasks("jv-task-test", 10) == []
     assert live_tasks("jv-task-test") == []
     interrupt_task(task, Kill)  # an ended task: nothing happens
+
+
+def test_a_task_is_alive_and_joinable_from_the_moment_start_task_returns() -> None:
+    # Under threads start_task does not wait for the new thread to run (see actors._runtime
+    # ._Task); a supervisor that stops a tree at once must still see and wait for it.
+    from actors import join_tasks, live_tasks, start_task
+
+    release = threading.Event()
+    try:
+        for i in range(50):
+            name = f"jv-early-{i:02d}"
+            start_task(release.wait, name)
+            (task,) = live_tasks(name)
+            task.join(0.001)  # a Thread not yet running would refuse: "cannot join ... before"
+            assert live_tasks(name) == [task]
+        assert len(live_tasks("jv-early-")) == 50
+    finally:
+        release.set()
+    assert join_tasks("jv-early-", 10) == []
+    assert live_tasks("jv-early-") == []

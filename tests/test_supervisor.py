@@ -30,6 +30,7 @@ from supervision import (
     RestartType,
     Schedule,
     SpecError,
+    StateChanged,
     Strategy,
     SupervisorSpec,
     TreeStoppedError,
@@ -459,6 +460,10 @@ class TestStableRef:
             ref.ask("ping", timeout=5)
 
 
+def _states(items: list[object], path: str) -> list[str]:
+    return [e.new.value for e in items if isinstance(e, StateChanged) and e.path == path]
+
+
 def test_commanded_stops_never_count_as_failures(make_tree, events, journal) -> None:
     policy = RestartPolicy(intensity=Intensity(max_restarts=0))
     tree = make_tree(
@@ -467,6 +472,12 @@ def test_commanded_stops_never_count_as_failures(make_tree, events, journal) -> 
     assert tree.started(10)
     for _ in range(3):
         tree.restart("a")
+    # A restart returns once begun, not once running; one may also stop a start not yet done.
+    def settled(items: list[object]) -> bool:
+        states = _states(items, "a")
+        return states.count("starting") == 4 and states[-1] == "running"
+
+    events.wait_for(settled)
     node = tree.status()["children"][0]
     assert (node["state"], node["starts"], node["failures"], node["restarts"]) == (
         "running",
