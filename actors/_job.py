@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import logbook
+from pykka._envelope import Envelope
 
 from actors._attempt import Attempt, current_attempt_var
 from actors._checks import need, need_count, need_duration
@@ -460,8 +461,7 @@ class JobActor(OwnActor):
 
 
 def _envelope(message: object) -> Any:
-    from pykka._envelope import Envelope  # noqa: PLC0415 - private, kept next to its one use
-
+    # Not imported inside: an import statement costs a microsecond on every start.
     return Envelope(message)
 
 

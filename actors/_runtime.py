@@ -134,7 +134,8 @@ def start_task(target: Callable[[], object], name: str) -> None:
 
 
 # ``Thread.start`` without its last step, on the Pythons whose ``start`` is known (3.11, 3.12):
-# there it is ``_start_new_thread(self._bootstrap, ())`` between two limbo steps.
+# there it is ``_start_new_thread(self._bootstrap, ())`` between two limbo steps. Later ones
+# start a thread another way (a joinable handle), and get ``Thread.start`` as it is.
 _start_new_thread: Callable[..., object] | None = (
     getattr(threading, "_start_new_thread", None) if sys.version_info < (3, 13) else None
 )
@@ -143,12 +144,16 @@ _start_new_thread: Callable[..., object] | None = (
 class _Task(threading.Thread):
     """A task's thread: its ``start`` returns without waiting for the thread to run.
 
-    ``Thread.start`` blocks until the new thread has run up to its first wait,
-    which hands the GIL to it and back before the starter's turn can go on:
-    two switches per restart, about a fifth of a restart cycle. The thread is
-    in ``threading.enumerate()`` from ``start`` on (Thread.start's own limbo step), and
-    ``is_alive``/``join`` below treat a thread started but not yet running as
-    alive, where ``Thread``'s would say not alive / refuse to join.
+    ``Thread.start`` waits for the new thread to say it runs, and that thread
+    then keeps the GIL until it first blocks: the starter's turn goes on only
+    after two GIL hand-offs and the whole setup of the new incarnation. Not
+    waiting lets the supervisor finish its turn first; that is about 15% of a
+    restart cycle, and half of the daemon's context switches per restart of a
+    command (``bench/README.md``, issue 15, third pass).
+
+    The thread is in ``threading.enumerate()`` from ``start`` on (``Thread``'s
+    own limbo step), and ``is_alive``/``join`` treat a thread started but not
+    running yet as alive, where ``Thread``'s would say not alive / refuse to join.
     """
 
     _launched = False
