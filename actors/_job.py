@@ -157,7 +157,8 @@ class JobActor(OwnActor):
         self._recheck: TimerHandle | None = None
         self._deadline: TimerHandle | None = None
         self._waiting = False
-        self._probe_cancel = threading.Event()
+        # Only a probe needs it: an Event made and set on every restart is 4 µs for nothing.
+        self._probe_cancel = threading.Event() if ready is not None else None
 
     # -- pykka hooks (actor thread) --------------------------------------------------------------
 
@@ -173,7 +174,8 @@ class JobActor(OwnActor):
             self.actor_inbox.put(_envelope(_RUN))
 
     def on_stop(self) -> None:
-        self._probe_cancel.set()
+        if self._probe_cancel is not None:
+            self._probe_cancel.set()
         for timer in (self._tick_timer, self._recheck):
             if timer is not None:
                 timer.cancel()
@@ -293,12 +295,13 @@ class JobActor(OwnActor):
 
     def _probe(self) -> None:
         """Probe thread: report started once ready, or fail the incarnation."""
-        ready = self.ready
+        ready, cancel = self.ready, self._probe_cancel
         assert ready is not None
+        assert cancel is not None
         try:
-            ready.wait_ready(self._probe_cancel)
+            ready.wait_ready(cancel)
         except Exception as exc:
-            if not self._probe_cancel.is_set() and not self.actor_stopped.is_set():
+            if not cancel.is_set() and not self.actor_stopped.is_set():
                 self._fail_from_outside(exc, self._attempt)
             return
         link = self._jv_link
@@ -453,7 +456,8 @@ class JobActor(OwnActor):
 
     def _jv_request_stop(self) -> None:
         super()._jv_request_stop()
-        self._probe_cancel.set()
+        if self._probe_cancel is not None:
+            self._probe_cancel.set()
         attempt = self._attempt
         if attempt is not None:
             attempt.cancelled.set()
