@@ -34,6 +34,7 @@ __all__ = [
     "install_runtime",
     "interrupt_task",
     "join_tasks",
+    "kill_age",
     "live_tasks",
     "start_task",
     "watch_kills",
@@ -314,11 +315,21 @@ def watch_kills(prefix: str, on_kill: Callable[[Any], None]) -> Callable[[], Non
     return unwatch
 
 
-def abandoned(task: Any) -> bool:
-    """True if ``task`` was killed ``KILL_GRACE`` or more ago and still runs."""
+def abandoned(task: Any, grace: float = KILL_GRACE) -> bool:
+    """True if ``task`` was killed ``grace`` or more ago and still runs.
+
+    ``grace=0``: killed and still running, however recently (a stop that ends
+    sooner than ``KILL_GRACE`` after the kill leaves it behind all the same).
+    """
+    age = kill_age(task)
+    return age is not None and age >= grace and _alive(task)
+
+
+def kill_age(task: Any) -> float | None:
+    """Seconds since ``task`` was first killed (``interrupt_task``); None if it never was."""
     with _kill_lock:
         abandon_at = _killed.get(task)
-    return abandon_at is not None and time.monotonic() >= abandon_at and _alive(task)
+    return None if abandon_at is None else time.monotonic() - (abandon_at - KILL_GRACE)
 
 
 def _alive(task: Any) -> bool:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import logbook
 
-from actors._runtime import KILL_GRACE, abandoned, join_tasks, live_tasks, watch_kills
+from actors._runtime import KILL_GRACE, abandoned, join_tasks, kill_age, live_tasks, watch_kills
 from supervision._events import ThreadAbandoned
 
 if TYPE_CHECKING:
@@ -44,7 +44,9 @@ class AbandonWatch:
         """
         running = join_tasks(self._prefix, timeout, abandon=True)
         for task in live_tasks(self._prefix):
-            self._check(task)
+            # The stop goes on without it: a killed task still running is abandoned now, even
+            # when the stop's own timeout came before its KILL_GRACE did.
+            self._check(task, leaving=True)
         return running
 
     def close(self) -> None:
@@ -54,9 +56,11 @@ class AbandonWatch:
         # In the killing thread: only a timer here, the check runs a grace later.
         self._ctx.scheduler.call_later(KILL_GRACE, lambda: self._check(task))
 
-    def _check(self, task: Any) -> None:
-        if not abandoned(task):
+    def _check(self, task: Any, *, leaving: bool = False) -> None:
+        """Report ``task`` once if it outlived its kill by ``KILL_GRACE`` (``leaving``: at all)."""
+        if not abandoned(task, 0.0 if leaving else KILL_GRACE):
             return
+        age = kill_age(task) or 0.0
         with self._lock:
             if task in self._reported:
                 return
@@ -64,12 +68,12 @@ class AbandonWatch:
         name = str(task.name)
         path = name.removeprefix(self._prefix)
         log.warning(
-            "{}: its thread {} still runs {}s after it was killed (blocked in a call, or it "
+            "{}: its thread {} still runs {:.1f}s after it was killed (blocked in a call, or it "
             "ignores the kill): abandoned; it runs on in the background until it returns or "
             "the process exits",
             path,
             name,
-            KILL_GRACE,
+            age,
             extra={"path": path},
         )
         ctx = self._ctx

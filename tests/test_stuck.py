@@ -110,6 +110,25 @@ def test_stop_none_abandons_an_actor_stuck_in_on_stop(
         _stop_and_release(tree, key)
 
 
+def test_a_stop_shorter_than_the_kill_grace_reports_the_thread_it_leaves(
+    runtime: str, events: Any, logs: logbook.TestHandler
+) -> None:
+    # The stop ends before KILL_GRACE has passed since the kill: it leaves the thread running
+    # all the same, so that is when the thread is abandoned and said so.
+    key = "short"
+    tree = start_tree(_stuck_actor_tree(key), runtime, on_event=events)
+    try:
+        assert tree.started(10)
+        assert tree.stop(0.5)  # the 0.1 s grace, the kill, then 0.4 s more at most
+        events.wait_for(lambda items: any(isinstance(e, ThreadAbandoned) for e in items))
+        assert [e.path for e in events.of(ThreadAbandoned)] == ["stuck"]
+        warning = next(r.message for r in logs.records if "abandoned" in r.message)
+        assert "stuck" in warning
+        assert f"{KILL_GRACE}s" not in warning  # the time it really had, not the grace it did not
+    finally:
+        _stop_and_release(tree, key)
+
+
 def test_stop_after_removing_a_stuck_actor_does_not_wait_for_it(runtime: str) -> None:
     key = "removed"
     tree = start_tree(_stuck_actor_tree(key), runtime)
