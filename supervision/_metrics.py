@@ -104,7 +104,8 @@ class TreeMetrics:
         It runs in the supervisors' threads: it never blocks and never raises.
         """
         kinds: frozenset[type[Event]] | None = getattr(then, "event_types", None)
-        handlers = self._handlers
+        # State changes come through on_state, with no event made: only ``then`` gets those.
+        handlers = {kind: h for kind, h in self._handlers.items() if kind is not StateChanged}
 
         def sink(event: Event) -> None:
             handler = handlers.get(type(event))
@@ -118,8 +119,11 @@ class TreeMetrics:
 
         both: Any = sink
         both.event_types = (
-            None if then is not None and kinds is None else EVENT_TYPES | (kinds or set())
+            None
+            if then is not None and kinds is None
+            else (EVENT_TYPES - {StateChanged}) | (kinds or set())
         )
+        both.on_state = self.on_state
         return sink
 
     def observe(self, event: Event) -> None:
@@ -128,14 +132,17 @@ class TreeMetrics:
         if handler is not None:
             handler(event)
 
-    def _state_changed(self, event: StateChanged) -> None:
-        series = self._series(event.path)
-        new = event.new
+    def on_state(self, path: str, old: State, new: State) -> None:
+        """Account for one state change (a tree calls it inline: see ``sink``)."""
+        series = self._series(path)
         series.current = new
         if new is State.STARTING:
             series.starts += 1
-            if event.old in _RESTARTED_FROM:
+            if old in _RESTARTED_FROM:
                 series.restarts += 1
+
+    def _state_changed(self, event: StateChanged) -> None:
+        self.on_state(event.path, event.old, event.new)
 
     def _child_exited(self, event: ChildExited) -> None:
         outcome = event.outcome.value

@@ -313,7 +313,8 @@ def start_tree(
     every attempt and decision event inline, without the event thread's hop,
     and must never block (a sink with an ``event_types`` attribute, like
     ``Journal.record``, gets only those kinds, and no other is even built for
-    it); ``monotonic``, ``wall`` and ``rand``
+    it; one with an ``on_state(path, old, new)`` method gets every state change
+    through it, without an event); ``monotonic``, ``wall`` and ``rand``
     replace the clocks and the jitter source (tests make them exact; a
     ``monotonic`` with an ``attach(wake)`` method, such as a test's manual
     clock, is handed the scheduler's ``wake`` so that moving it fires timers).
@@ -371,6 +372,7 @@ def start_tree(
         output=None if output_dir is None else OutputFiles(output_dir, mask),
         sink=sink,
         sink_kinds=sink_kinds,
+        state_hook=getattr(sink, "on_state", None),
         cooldowns=cooldowns or {},
         budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,
     )
