@@ -33,6 +33,7 @@ from supervision._manifest import (
     GROWTH_KEYS,
     LISTEN_KEYS,
     LOGGING_KEYS,
+    MAX_REPLICAS,
     OUTPUT_KEYS,
     PLACEMENT_KEYS,
     READY_KEYS,
@@ -94,6 +95,25 @@ class Leaf(Shape):
 
     def schema(self) -> Json:
         return _ref(self.kind)
+
+
+@dataclass(frozen=True)
+class Count(Shape):
+    """A whole number from ``low`` (to ``high``), the bounds the loader's checks put on it.
+
+    The loader's own checks (``need_count``, ``need_int_in``, ``replicas``) stay the
+    authority; ``tests/test_schema.py`` checks each bound here against them.
+    """
+
+    low: int = 0
+    high: int | None = None
+    description: str = ""
+
+    def schema(self) -> Json:
+        core: Json = {"type": "integer", "minimum": self.low}
+        if self.high is not None:
+            core["maximum"] = self.high
+        return _sourced(core)
 
 
 @dataclass(frozen=True)
@@ -250,7 +270,7 @@ _LEAVES: Final[dict[str, Json]] = {
         {"type": "string", "pattern": _SIZE},
     )
     | {"description": "a size: 512KiB, 10MiB, 1GiB, 10MB or a number of bytes"},
-    "count": _sourced({"type": "integer"}) | {"description": "a whole number"},
+    "count": _sourced({"type": "integer", "minimum": 0}) | {"description": "a whole number"},
     "number": _sourced({"type": "number"}),
     "flag": _sourced({"type": "boolean"}),
     "text": _sourced({"type": "string", "minLength": 1}),
@@ -263,6 +283,9 @@ _LEAVES: Final[dict[str, Json]] = {
 DURATION: Final = Leaf("duration")
 SIZE: Final = Leaf("size")
 COUNT: Final = Leaf("count")
+AT_LEAST_1: Final = Count(1)
+EXIT_CODE: Final = Count(0, 255, "an exit code, 0 to 255")
+HTTP_STATUS: Final = Count(100, 599, "an HTTP status, 100 to 599")
 NUMBER_LEAF: Final = Leaf("number")
 FLAG: Final = Leaf("flag")
 TEXT: Final = Leaf("text")
@@ -293,7 +316,7 @@ _POLICY: Final[dict[str, Shape]] = {
             "probation": DURATION,
             "multiplier": NUMBER_LEAF,
             "max": DURATION,
-            "max_cycles": AnyOf((COUNT, Const(None))),
+            "max_cycles": AnyOf((AT_LEAST_1, Const(None))),
         },
     ),
 }
@@ -329,7 +352,7 @@ _JOB_TYPES: Final[dict[str, Shape]] = {
             "json": ANY,
             "body": SCALAR,
             "timeout": DURATION,
-            "expect_status": ListOf(COUNT, single=True),
+            "expect_status": ListOf(HTTP_STATUS, single=True),
         },
         nullable=False,
     ),
@@ -340,7 +363,7 @@ _JOB_TYPES: Final[dict[str, Shape]] = {
     "env": _STRINGS,
     "service": FLAG,
     "every": DURATION,
-    "times": COUNT,
+    "times": AT_LEAST_1,
     "cron": TEXT,
     "timeout": DURATION,
     "retry": AnyOf(
@@ -348,7 +371,7 @@ _JOB_TYPES: Final[dict[str, Shape]] = {
             fields_of(
                 RETRY_KEYS,
                 {
-                    "attempts": COUNT,
+                    "attempts": AT_LEAST_1,
                     "wait": _GROWTH,
                     "on": ListOf(SCALAR, single=True),
                 },
@@ -357,7 +380,7 @@ _JOB_TYPES: Final[dict[str, Shape]] = {
     ),
     "breaker": NAME_LEAF,
     "restart": _RESTART,
-    "replicas": COUNT,
+    "replicas": Count(1, MAX_REPLICAS),
     "depends_on": ListOf(NAME_LEAF, single=True),
     "ready": fields_of(
         READY_KEYS,
@@ -407,13 +430,13 @@ _JOB_TYPES: Final[dict[str, Shape]] = {
     ),
     "umask": Leaf("text", description='octal, in quotes: "027"'),
     "limits": fields_of(LIMIT_KEYS, dict.fromkeys(LIMIT_KEYS, _LIMIT), nullable=False),
-    "success_exit_codes": ListOf(COUNT, single=True),
+    "success_exit_codes": ListOf(EXIT_CODE, single=True),
     "give_up_on": fields_of(
         GIVE_UP_KEYS,
         {
-            "exit_codes": ListOf(COUNT, single=True),
+            "exit_codes": ListOf(EXIT_CODE, single=True),
             "exceptions": ListOf(TEXT, single=True),
-            "http_status": ListOf(COUNT, single=True),
+            "http_status": ListOf(HTTP_STATUS, single=True),
         },
     ),
 }
@@ -465,9 +488,9 @@ MANIFEST: Final = fields_of(
             fields_of(
                 BREAKER_KEYS,
                 {
-                    "failure_threshold": COUNT,
+                    "failure_threshold": AT_LEAST_1,
                     "reset_timeout": DURATION,
-                    "half_open_max_calls": COUNT,
+                    "half_open_max_calls": AT_LEAST_1,
                 },
             ),
             names=NAME.pattern,

@@ -30,6 +30,7 @@ from supervision._fields import (
     AnyOf,
     Choice,
     Const,
+    Count,
     Fields,
     Leaf,
     ListOf,
@@ -186,6 +187,9 @@ def values(shape: Shape, depth: int = 0) -> st.SearchStrategy[Any]:  # noqa: PLR
         return _LEAF_VALUES[shape.kind]
     if isinstance(shape, Choice):
         return st.sampled_from(shape.values)
+    if isinstance(shape, Count):
+        top = shape.low + 4 if shape.high is None else min(shape.high, shape.low + 4)
+        return st.one_of(st.integers(shape.low, top), st.just("${N}"))
     if isinstance(shape, Const):
         return st.just(shape.value)
     if isinstance(shape, ListOf):
@@ -441,3 +445,54 @@ def test_an_unknown_key_is_refused_by_both() -> None:
     ):
         assert not loads(data)
         assert schema_errors(data) != []
+
+
+def _bounded(value: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Manifests that each put ``value`` in one field the schema bounds (see ``Count``)."""
+    command, http = _BASE["command"], _BASE["http"]
+    return [
+        ("intensity.max_restarts", {"supervisor": {"intensity": {"max_restarts": value}}}),
+        ("budget.max_restarts", {"supervisor": {"budget": {"max_restarts": value, "within": 60}}}),
+        ("cooldown.max_cycles", {"supervisor": {"cooldown": {"max_cycles": value}}}),
+        ("times", {"jobs": [{**command, "every": 1, "times": value}]}),
+        ("retry.attempts", {"jobs": [{**command, "retry": {"attempts": value}}]}),
+        ("replicas", {"jobs": [{**command, "replicas": value}]}),
+        ("success_exit_codes", {"jobs": [{**command, "success_exit_codes": [value]}]}),
+        ("give_up_on.exit_codes", {"jobs": [{**command, "give_up_on": {"exit_codes": [value]}}]}),
+        ("give_up_on.http_status", {"jobs": [{**http, "give_up_on": {"http_status": [value]}}]}),
+        ("expect_status", {"jobs": [{**http, "http": {**http["http"], "expect_status": value}}]}),
+        ("failure_threshold", {"breakers": {"b": {"failure_threshold": value}}}),
+        ("half_open_max_calls", {"breakers": {"b": {"half_open_max_calls": value}}}),
+    ]
+
+
+# Each bounded field's range, as the loader's checks take it: the schema's bounds must agree.
+_BOUNDS = {
+    "intensity.max_restarts": (0, None),
+    "budget.max_restarts": (0, None),
+    "cooldown.max_cycles": (1, None),
+    "times": (1, None),
+    "retry.attempts": (1, None),
+    "replicas": (1, 10_000),
+    "success_exit_codes": (0, 255),
+    "give_up_on.exit_codes": (0, 255),
+    "give_up_on.http_status": (100, 599),
+    "expect_status": (100, 599),
+    "failure_threshold": (1, None),
+    "half_open_max_calls": (1, None),
+}
+
+
+@pytest.mark.parametrize("field", list(_BOUNDS))
+def test_a_count_out_of_its_range_is_refused_by_both_and_its_ends_pass_both(field: str) -> None:
+    low, high = _BOUNDS[field]
+    inside = [low] if high is None else [low, high]
+    outside = [low - 1] if high is None else [low - 1, high + 1]
+    for value in inside:
+        data = {"version": 1, "jobs": [_BASE["command"]], **dict(_bounded(value))[field]}
+        assert loads(data), f"{field}={value}: the loader refused it"
+        assert schema_errors(data) == [], f"{field}={value}"
+    for value in outside:
+        data = {"version": 1, "jobs": [_BASE["command"]], **dict(_bounded(value))[field]}
+        assert not loads(data), f"{field}={value}: the loader took it"
+        assert schema_errors(data) != [], f"{field}={value}: the schema took it"
