@@ -26,6 +26,10 @@ __all__ = [
 ]
 
 NO_LIMIT: Final = math.inf
+# The ranges an exit code and an HTTP status may take; the specs check them, and the manifest's
+# schema (``supervision._fields``) bounds the same fields with them.
+EXIT_CODES: Final = (0, 255)
+HTTP_STATUSES: Final = (100, 599)
 
 
 def is_number(value: object) -> bool:

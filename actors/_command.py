@@ -34,7 +34,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import logbook
 
-from actors._checks import fmt_duration, key_field, need, need_duration, need_int_in, need_key
+from actors._checks import (
+    EXIT_CODES,
+    fmt_duration,
+    key_field,
+    need,
+    need_duration,
+    need_int_in,
+    need_key,
+)
 from actors._confine import Confinement, Limits, RunAs, check_umask
 from actors._errors import JobFailure, SpecError
 from actors._spawn import close_fd, spawn
@@ -171,7 +179,7 @@ class CommandWork:
         )
         object.__setattr__(self, "success_exit_codes", tuple(codes))
         for i, code in enumerate(self.success_exit_codes):
-            need_int_in(code, f"success_exit_codes[{i}]", "an exit code", 0, 255)
+            need_int_in(code, f"success_exit_codes[{i}]", "an exit code", *EXIT_CODES)
 
     def confinement(self) -> tuple[Confinement | None, dict[str, str]]:
         """What the child sets up before exec, None for nothing; and the user's env (HOME, ...).

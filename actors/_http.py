@@ -33,7 +33,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from actors._checks import key_field, need, need_duration, need_int_in, need_key
+from actors._checks import HTTP_STATUSES, key_field, need, need_duration, need_int_in, need_key
 from actors._errors import JobFailure, SpecError
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def check_http_retry_on(on: tuple[str, ...]) -> None:
     for token in on:
         if token in HTTP_RETRY_ON:
             continue
-        if token.isdigit() and 100 <= int(token) <= 599:
+        if token.isdigit() and HTTP_STATUSES[0] <= int(token) <= HTTP_STATUSES[1]:
             continue
         raise SpecError(
             field="retry.on",
@@ -449,7 +449,7 @@ class HttpWork:
         )
         statuses = tuple(self.expect_status)
         for i, code in enumerate(statuses):
-            need_int_in(code, f"http.expect_status[{i}]", "a status", 100, 599)
+            need_int_in(code, f"http.expect_status[{i}]", "a status", *HTTP_STATUSES)
         object.__setattr__(self, "expect_status", statuses)
 
     # -- Work ------------------------------------------------------------------------------------

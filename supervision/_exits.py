@@ -19,7 +19,7 @@ from actors import (
     Outcome,
     ServiceExited,
 )
-from actors._checks import need, need_int_in
+from actors._checks import EXIT_CODES, HTTP_STATUSES, need, need_int_in
 
 __all__ = ["ExitReason", "GiveUpOn", "classify"]
 
@@ -97,12 +97,12 @@ class GiveUpOn:
             need(isinstance(value, tuple | list), key, "a list", value)
             object.__setattr__(self, key, tuple(value))
         for i, code in enumerate(self.exit_codes):
-            need_int_in(code, f"exit_codes[{i}]", "an exit code", 0, 255)
+            need_int_in(code, f"exit_codes[{i}]", "an exit code", *EXIT_CODES)
         for i, cls in enumerate(self.exceptions):
             ok = isinstance(cls, type) and issubclass(cls, BaseException)
             need(ok, f"exceptions[{i}]", "an exception class", cls)
         for i, code in enumerate(self.http_status):
-            need_int_in(code, f"http_status[{i}]", "a status", 100, 599)
+            need_int_in(code, f"http_status[{i}]", "a status", *HTTP_STATUSES)
 
     def matches(self, error: BaseException | None) -> str | None:
         """The rule ``error`` matches, said as the log and status show it; None when none does."""

@@ -13,8 +13,10 @@ Every string the loader reads may be written as ``${NAME}`` (resolved from
 the environment before any field is read) or as a ``{secret: ...}``
 mapping, so every typed leaf also admits those: the schema is a superset of
 what the loader accepts for types, and refuses what it refuses for them
-(a list where a duration goes, a number where a name goes). Limits that
-need the value (``attempts >= 1``, an exit code in 0..255) stay the specs'.
+(a list where a duration goes, a number where a name goes). Counts carry
+the specs' bounds (``Count``: exit codes and statuses from ``actors._checks``,
+``MAX_REPLICAS``; the minimums checked against the loader by a test); what
+needs more than one value (a ``depends_on``) stays the loader's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from actors._checks import EXIT_CODES, HTTP_STATUSES
 from actors._placement import RAY_FIELDS
 from actors._python import ISOLATIONS
 from supervision._defaults import JOB_KEYS, OWN_ONLY
@@ -284,8 +287,8 @@ DURATION: Final = Leaf("duration")
 SIZE: Final = Leaf("size")
 COUNT: Final = Leaf("count")
 AT_LEAST_1: Final = Count(1)
-EXIT_CODE: Final = Count(0, 255, "an exit code, 0 to 255")
-HTTP_STATUS: Final = Count(100, 599, "an HTTP status, 100 to 599")
+EXIT_CODE: Final = Count(*EXIT_CODES, "an exit code")
+HTTP_STATUS: Final = Count(*HTTP_STATUSES, "an HTTP status")
 NUMBER_LEAF: Final = Leaf("number")
 FLAG: Final = Leaf("flag")
 TEXT: Final = Leaf("text")
