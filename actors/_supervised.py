@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import queue
 import sys
-import threading
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
@@ -23,7 +22,7 @@ from pykka import ActorRef, ActorRegistry
 
 from actors._errors import ChildKilled
 from actors._messages import ChildExit, ChildStarted, Link
-from actors._runtime import current_task, interrupt_task, start_task
+from actors._runtime import current_task, interrupt_task, start_task, stopped_event
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -248,7 +247,7 @@ class QuickInit(pykka.ThreadingActor):
         # The fields pykka's Actor.__init__ sets (pykka 4.x, pinned below 5).
         self.actor_urn = f"{_URN_PREFIX}{next(_urn_numbers) & 0xFFFFFFFFFFFF:012x}"
         self.actor_inbox = self._create_actor_inbox()
-        self.actor_stopped = threading.Event()
+        self.actor_stopped = stopped_event()
         self._actor_ref = ActorRef(self)
 
 

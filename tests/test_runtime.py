@@ -226,3 +226,55 @@ def test_a_task_is_alive_and_joinable_from_the_moment_start_task_returns() -> No
         release.set()
     assert join_tasks("jv-early-", 10) == []
     assert live_tasks("jv-early-") == []
+
+
+def test_a_lazy_event_keeps_threading_events_contract(runtime: str) -> None:
+    # actor_stopped and a task's started flag are LazyEvents: users may wait on the first.
+    from actors._runtime import LazyEvent
+
+    event = LazyEvent()
+    assert not event.is_set()
+    assert event.wait(0.01) is False  # a timeout, and the condition it made is reused later
+    woke: list[bool] = []
+    waiters = [threading.Thread(target=lambda: woke.append(event.wait(10))) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.05)  # let them block in wait: set must wake waiters, not only later callers
+    event.set()
+    for waiter in waiters:
+        waiter.join(10)
+    assert woke == [True, True, True]
+    assert event.is_set()
+    assert event.wait() is True
+    assert event.wait(0) is True
+    event.clear()
+    assert not event.is_set()
+    assert event.wait(0) is False
+    fresh = LazyEvent()
+    fresh.set()  # nobody ever waited: no condition is made, a later wait returns at once
+    assert fresh.wait(0) is True
+    assert fresh._cond is None
+
+
+def test_an_actors_stopped_event_can_be_waited_on(make_tree) -> None:
+    import pykka
+
+    from supervision import ActorSpec
+
+    class Idle(pykka.ThreadingActor):
+        pass
+
+    tree = make_tree(SupervisorSpec(children=(ActorSpec(name="idle", actor_class=Idle),)))
+    assert tree.started(10)
+    (actor,) = [
+        ref._actor_weakref()
+        for ref in pykka.ActorRegistry.get_all()
+        if "Idle" in ref.actor_class.__name__
+    ]
+    stopped = actor.actor_stopped
+    assert not stopped.is_set()
+    assert stopped.wait(0.01) is False
+    ended = threading.Event()
+    threading.Thread(target=lambda: stopped.wait(10) and ended.set(), daemon=True).start()
+    assert tree.stop(10)
+    assert ended.wait(10)
