@@ -128,6 +128,11 @@ class SupervisedActor(pykka.ThreadingActor):
                     envelope.reply_to.set_exception((ChildKilled, killed, None))
                 else:
                     self._tell_failed((ChildKilled, killed, None))
+            # Not kept while the loop waits for the next message: a supervisor's last one is
+            # often an exit report, whose error holds the ended incarnation's frames and so the
+            # whole actor, for as long as the supervisor stays idle.
+            del envelope
+            response = None
 
     def _tell_failed(self, exc_info: Any) -> None:
         self._handle_failure(*exc_info)

@@ -9,9 +9,12 @@ from a crashed incarnation into the next.
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
 from typing import Any
 
+import logbook
 import pykka
 
 from supervision import (
@@ -95,3 +98,30 @@ def test_thread_local_state_never_survives_a_restart(make_tree, events) -> None:
     for _ in range(3):
         ref.tell("crash")
         assert ref.ask("local?", timeout=20) is None  # a new incarnation, a new thread
+
+
+def test_a_crashed_incarnation_is_not_kept_alive_by_its_idle_supervisor(make_tree, events) -> None:
+    # The exit report is often a supervisor's last message, and its error's traceback holds
+    # the crashed incarnation's frames. Kept by the supervisor's loop until its next message,
+    # it kept the whole dead actor alive (and made the leak check's object count flaky).
+    with logbook.NullHandler().applicationbound():  # the `logs` fixture's records hold frames
+        tree = tree_of(make_tree, events)
+        ref = tree.ref("p")
+        assert ref.ask("ping", timeout=20) == "pong"
+        (actor_ref,) = [
+            r for r in pykka.ActorRegistry.get_all() if r.actor_class.__name__ == "SupervisedPlain"
+        ]
+        old = actor_ref._actor_weakref
+        task = old()._jv_task
+        del actor_ref
+        ref.tell("crash")
+        assert ref.ask("ping", timeout=20) == "pong"  # answered by the next incarnation
+        task.join(10)
+        del task
+        # The supervisor ends its turn on its own thread after the next incarnation answers:
+        # poll for the actor's end, which never comes while the loop holds the exit report.
+        deadline = time.monotonic() + 10
+        while old() is not None and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.01)
+        assert old() is None
