@@ -11,6 +11,7 @@ import pykka
 from pykka._envelope import Envelope
 
 from actors._errors import ChildUnavailableError
+from actors._runtime import reply_future
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -81,7 +82,7 @@ class ChildRef:
 
     def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any:
         """Send ``message`` and return its reply (or a future with ``block=False``)."""
-        future: pykka.Future[Any] = pykka.ThreadingFuture()
+        future = reply_future()
         envelope = Envelope(message, reply_to=future)
         inbox = self._inbox
         if inbox is not None:

@@ -16,7 +16,9 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
+
+import pykka
 
 from actors._errors import RuntimeSetupError
 
@@ -279,6 +281,52 @@ def stopped_event() -> Any:
     """
     return threading.Event() if _gevent_patched() else LazyEvent()
 
+
+
+def reply_future() -> pykka.Future[Any]:
+    """A future for an ask's reply: pykka's ``ThreadingFuture``, on gevent's ``Event`` under gevent.
+
+    Under gevent, ``ThreadingFuture``'s ``Condition`` is the standard library's, over an
+    ``RLock`` written in Python over gevent's lock: four acquisitions and a new waiter lock
+    on every ask. Everything that sets or waits on it runs in greenlets of one hub, and none
+    of the future's critical sections can yield, so the hub's own ``Event`` is enough.
+    """
+    if _gevent_patched():
+        return _hub_future_class()()
+    return pykka.ThreadingFuture()
+
+
+@functools.cache
+def _hub_future_class() -> type[pykka.ThreadingFuture[Any]]:
+    from gevent.event import Event  # noqa: PLC0415 - loaded whenever this runs (gevent)
+
+    class _HubCondition:
+        """What ``ThreadingFuture`` asks of its condition, for greenlets of one hub."""
+
+        __slots__ = ("_event",)
+
+        def __init__(self) -> None:
+            self._event = Event()
+
+        def __enter__(self) -> Self:
+            return self
+
+        def __exit__(self, *_exc: object) -> None:
+            return None
+
+        def wait(self, timeout: float | None = None) -> bool:
+            return bool(self._event.wait(timeout))
+
+        def notify_all(self) -> None:
+            self._event.set()
+
+    class HubFuture(pykka.ThreadingFuture[Any]):
+        def __init__(self) -> None:
+            pykka.Future.__init__(self)
+            self._condition = _HubCondition()  # type: ignore[assignment]
+            self._result = None
+
+    return HubFuture
 
 @functools.cache
 def _task_greenlet() -> type:

@@ -278,3 +278,36 @@ def test_an_actors_stopped_event_can_be_waited_on(make_tree) -> None:
     threading.Thread(target=lambda: stopped.wait(10) and ended.set(), daemon=True).start()
     assert tree.stop(10)
     assert ended.wait(10)
+
+
+def test_an_asks_reply_future_keeps_pykkas_contract(runtime: str) -> None:
+    # ChildRef.ask's future: pykka's ThreadingFuture, on the hub's Event under gevent.
+    import queue
+
+    import pykka
+
+    from actors._runtime import reply_future
+
+    future = reply_future()
+    assert isinstance(future, pykka.Future)
+    with pytest.raises(pykka.Timeout):
+        future.get(timeout=0.01)
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(future.get(timeout=10)))
+    waiter.start()
+    time.sleep(0.02)  # let it block in get: set must wake a waiter, not only later callers
+    future.set("pong")
+    waiter.join(10)
+    assert got == ["pong"]
+    assert future.get() == "pong"
+    assert future.map(str.upper).get(timeout=1) == "PONG"
+    with pytest.raises(queue.Full):
+        future.set("again")
+
+    failed = reply_future()
+    try:
+        raise ValueError("no")  # with its traceback, as an ask sets it
+    except ValueError:
+        failed.set_exception()
+    with pytest.raises(ValueError, match="no"):
+        failed.get(timeout=1)
