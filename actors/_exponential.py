@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from actors._checks import fmt_duration, need_duration, need_number
 from actors._errors import SpecError
 
-__all__ = ["Exponential", "check_growth"]
+__all__ = ["JITTERS", "MULTIPLIERS", "Exponential", "check_growth"]
+
+
+# The loader's bounds, which the manifest schema carries too (``supervision._fields``).
+MULTIPLIERS: Final = (1.0, None)  # a growth factor: never shrinking
+JITTERS: Final = (0.0, 1.0)  # a fraction of the wait, either way
 
 
 def check_growth(
@@ -36,8 +41,8 @@ def check_growth(
     first = f"{prefix}.{initial_name}"
     need_duration(initial, first, positive=positive)
     need_duration(high, f"{prefix}.max", positive=positive)
-    need_number(multiplier, f"{prefix}.multiplier", "a number >= 1", low=1)
-    need_number(jitter, f"{prefix}.jitter", "a fraction in [0, 1]", low=0, high=1)
+    need_number(multiplier, f"{prefix}.multiplier", "a number >= 1", low=MULTIPLIERS[0])
+    need_number(jitter, f"{prefix}.jitter", "a fraction in [0, 1]", *JITTERS)
     if high < initial:  # type: ignore[operator]
         raise SpecError(
             field=f"{prefix}.max",

@@ -15,7 +15,8 @@ mapping, so every typed leaf also admits those: the schema is a superset of
 what the loader accepts for types, and refuses what it refuses for them
 (a list where a duration goes, a number where a name goes). Counts carry
 the specs' bounds (``Count``: exit codes and statuses from ``actors._checks``,
-``MAX_REPLICAS``; the minimums checked against the loader by a test); what
+``MAX_REPLICAS``; the minimums checked against the loader by a test), and so
+do growth factors and jitters (``Number``, from ``actors._exponential``); what
 needs more than one value (a ``depends_on``) stays the loader's.
 """
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from actors._checks import EXIT_CODES, HTTP_STATUSES
+from actors._exponential import JITTERS, MULTIPLIERS
 from actors._placement import RAY_FIELDS
 from actors._python import ISOLATIONS
 from supervision._defaults import JOB_KEYS, OWN_ONLY
@@ -114,6 +116,21 @@ class Count(Shape):
 
     def schema(self) -> Json:
         core: Json = {"type": "integer", "minimum": self.low}
+        if self.high is not None:
+            core["maximum"] = self.high
+        return _sourced(core)
+
+
+@dataclass(frozen=True)
+class Number(Shape):
+    """A number from ``low`` (to ``high``), as the loader's checks bound it (see ``Count``)."""
+
+    low: float
+    high: float | None = None
+    description: str = ""
+
+    def schema(self) -> Json:
+        core: Json = {"type": "number", "minimum": self.low}
         if self.high is not None:
             core["maximum"] = self.high
         return _sourced(core)
@@ -303,9 +320,11 @@ UNLIMITED: Final = Choice(("unlimited",))
 # -- the manifest ---------------------------------------------------------------------------------
 
 _WINDOW = fields_of(WINDOW_KEYS, {"max_restarts": COUNT, "within": DURATION})
+_MULTIPLIER = Number(*MULTIPLIERS, description="a growth factor, at least 1")
+_JITTER = Number(*JITTERS, description="a fraction of the wait, 0 to 1")
 _GROWTH = fields_of(
     GROWTH_KEYS,
-    {"initial": DURATION, "max": DURATION, "multiplier": NUMBER_LEAF, "jitter": NUMBER_LEAF},
+    {"initial": DURATION, "max": DURATION, "multiplier": _MULTIPLIER, "jitter": _JITTER},
 )
 _POLICY: Final[dict[str, Shape]] = {
     "strategy": Choice(tuple(s.value for s in Strategy)),
@@ -317,7 +336,7 @@ _POLICY: Final[dict[str, Shape]] = {
         {
             "duration": DURATION,
             "probation": DURATION,
-            "multiplier": NUMBER_LEAF,
+            "multiplier": _MULTIPLIER,
             "max": DURATION,
             "max_cycles": AnyOf((AT_LEAST_1, Const(None))),
         },

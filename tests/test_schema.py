@@ -463,7 +463,19 @@ def _bounded(value: Any) -> list[tuple[str, dict[str, Any]]]:
         ("expect_status", {"jobs": [{**http, "http": {**http["http"], "expect_status": value}}]}),
         ("failure_threshold", {"breakers": {"b": {"failure_threshold": value}}}),
         ("half_open_max_calls", {"breakers": {"b": {"half_open_max_calls": value}}}),
+        ("backoff.multiplier", {"supervisor": {"backoff": {"multiplier": value}}}),
+        ("backoff.jitter", {"supervisor": {"backoff": {"jitter": value}}}),
+        ("cooldown.multiplier", {"supervisor": {"cooldown": {"multiplier": value}}}),
+        (
+            "retry.wait.multiplier",
+            {"jobs": [{**command, "retry": _retry_wait("multiplier", value)}]},
+        ),
+        ("retry.wait.jitter", {"jobs": [{**command, "retry": _retry_wait("jitter", value)}]}),
     ]
+
+
+def _retry_wait(key: str, value: Any) -> dict[str, Any]:
+    return {"attempts": 2, "wait": {key: value}}
 
 
 # Each bounded field's range, as the loader's checks take it: the schema's bounds must agree.
@@ -480,11 +492,16 @@ _BOUNDS = {
     "expect_status": (100, 599),
     "failure_threshold": (1, None),
     "half_open_max_calls": (1, None),
+    "backoff.multiplier": (1, None),
+    "backoff.jitter": (0, 1),
+    "cooldown.multiplier": (1, None),
+    "retry.wait.multiplier": (1, None),
+    "retry.wait.jitter": (0, 1),
 }
 
 
 @pytest.mark.parametrize("field", list(_BOUNDS))
-def test_a_count_out_of_its_range_is_refused_by_both_and_its_ends_pass_both(field: str) -> None:
+def test_a_bound_out_of_its_range_is_refused_by_both_and_its_ends_pass_both(field: str) -> None:
     low, high = _BOUNDS[field]
     inside = [low] if high is None else [low, high]
     outside = [low - 1] if high is None else [low - 1, high + 1]
