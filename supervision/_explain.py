@@ -114,6 +114,9 @@ def _explain_supervisor(
         out.append(f"{inner}restart: {spec.restart.value}")
     out.append(f"{inner}strategy: {spec.strategy.value}")
     _explain_policy(spec.policy, out, inner)
+    out.extend(
+        f"{line} (the group and every job in it)" for line in _explain_notify(spec.notify, inner)
+    )
     if not pad:
         budget = spec.policy.budget
         out.append(

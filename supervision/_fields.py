@@ -477,7 +477,7 @@ DEFAULTS: Final = fields_of(
 _CHILDREN = ListOf(Named("child"), min_items=1, description="jobs and groups, started in order")
 GROUP: Final = fields_of(
     GROUP_KEYS,
-    {"group": NAME_LEAF, **_POLICY, "restart": _RESTART, "jobs": _CHILDREN},
+    {"group": NAME_LEAF, **_POLICY, "restart": _RESTART, "notify": _NOTIFY, "jobs": _CHILDREN},
     required=("group", "jobs"),
     nullable=False,
     description="a group: its own supervisor for its jobs",

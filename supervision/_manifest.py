@@ -246,7 +246,7 @@ TOP_KEYS: Final = (
     "notify", "jobs", "http",
 )
 POLICY_KEYS: Final = ("strategy", "intensity", "backoff", "on_exhausted", "cooldown")
-GROUP_KEYS: Final = ("group", *POLICY_KEYS, "restart", "jobs")
+GROUP_KEYS: Final = ("group", *POLICY_KEYS, "restart", "notify", "jobs")
 ROOT_KEYS: Final = (*POLICY_KEYS, "budget")  # the budget is the whole tree's: root only
 LOGGING_KEYS: Final = ("level", "file", "rotate", "format")
 ROTATE_KEYS: Final = ("max_bytes", "backups", "when")
@@ -572,6 +572,10 @@ class _Parser(WorkReader):
             value = self.choice(f["restart"], [r.value for r in RestartType])
             if isinstance(value, str):
                 flags["restart"] = RestartType(value)
+        if "notify" in f:
+            notify = read_notify(self, f["notify"])
+            if notify:
+                flags["notify"] = notify
         children: tuple[ChildSpec, ...] = ()
         if "jobs" not in f:
             self.missing(v, "jobs", "a non-empty list of the group's jobs")

@@ -29,13 +29,11 @@ import logbook
 
 from supervision import _events as ev
 from supervision._notify import NotifyEvent, NotifySpec
-from supervision._spec import JobSpec, walk
+from supervision._spec import JobSpec, SupervisorSpec, walk
 from supervision._state import State
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from supervision._spec import SupervisorSpec
+    from collections.abc import Callable, Iterator
 
 __all__ = ["QUEUE_SIZE", "Notifier"]
 
@@ -90,18 +88,17 @@ class Notifier:
     @staticmethod
     def wanted(top: tuple[NotifySpec, ...], root: SupervisorSpec) -> bool:
         """Whether a manifest has any notification at all (else no notifier is needed)."""
-        return bool(top) or any(isinstance(spec, JobSpec) and spec.notify for _, spec in walk(root))
+        return bool(top) or any(spec.notify for _, spec in _owners(root))
 
     def update(self, top: tuple[NotifySpec, ...], root: SupervisorSpec) -> None:
         """Take the manifest's and the jobs' notifications (at start, and after a reload)."""
         per_job: dict[str, tuple[NotifySpec, ...]] = {}
         by_breaker: dict[str, list[str]] = {}
-        for path, spec in walk(root):
-            if isinstance(spec, JobSpec):
-                if spec.notify:
-                    per_job[path] = spec.notify
-                if spec.breaker:
-                    by_breaker.setdefault(spec.breaker, []).append(path)
+        for path, spec in _owners(root):
+            if spec.notify:
+                per_job[path] = spec.notify
+            if isinstance(spec, JobSpec) and spec.breaker:
+                by_breaker.setdefault(spec.breaker, []).append(path)
         # Swapped whole: the event thread reads them without a lock.
         self._top, self._per_job, self._by_breaker = top, per_job, by_breaker
 
@@ -131,8 +128,15 @@ class Notifier:
             if isinstance(event, ev.BreakerChanged)
             else [event.path]
         )
+        per_job = self._per_job
         for path in paths:
-            out.extend((spec, path) for spec in self._per_job.get(path, ()) if kind in spec.on)
+            # The job's own, then each enclosing group's (a group's notify covers its jobs).
+            owner = path
+            while True:
+                out.extend((spec, path) for spec in per_job.get(owner, ()) if kind in spec.on)
+                if "/" not in owner:
+                    break
+                owner = owner.rsplit("/", 1)[0]
         return out
 
     def _enqueue(
@@ -300,3 +304,10 @@ def _post(spec: NotifySpec, body: bytes) -> str:
     except (OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return ""
+
+
+def _owners(root: SupervisorSpec) -> Iterator[tuple[str, JobSpec | SupervisorSpec]]:
+    """Every job and group under ``root`` with its path: what may have a ``notify`` of its own."""
+    for path, spec in walk(root):
+        if isinstance(spec, JobSpec | SupervisorSpec):
+            yield path, spec

@@ -160,6 +160,9 @@ class SupervisorSpec:
     children: tuple[ChildSpec, ...] = ()
     restart: RestartType = RestartType.PERMANENT
     grace: float | None = None
+    # Who hears of the group's events and of every job's in it, besides the manifest's
+    # own notify: like a job's, not part of its identity.
+    notify: tuple[NotifySpec, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_name(self.name)

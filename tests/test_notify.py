@@ -115,6 +115,66 @@ def test_a_command_hears_give_up_on_stdin_with_last_exit_and_journal_row(tmp_pat
     assert all(r["detail"]["attempts"] == 1 for r in rows)
 
 
+def test_a_groups_notify_hears_the_group_and_its_jobs_only(tmp_path: Path) -> None:
+    group, top = tmp_path / "group.jsonl", tmp_path / "top.jsonl"
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(f"""\
+        version: 1
+        notify:
+          - {{on: [failed], command: [{sys.executable}, -c, "{APPEND_STDIN}", {top}]}}
+        jobs:
+          - group: etl
+            notify:
+              - name: etl-team
+                on: [failed, succeeded]
+                command: [{sys.executable}, -c, "{APPEND_STDIN}", {group}]
+            jobs:
+              - {{name: load, command: [sh, -c, "exit 4"], restart: temporary}}
+              - group: inner
+                jobs:
+                  - {{name: deep, command: ["true"]}}
+          - {{name: outside, command: [sh, -c, "exit 5"], restart: temporary}}
+        """)
+    )
+    done = subprocess.run(
+        [*CLI, "run", "jobs.yaml"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    # The group's notify covers its jobs, those of groups inside it too, and nothing else;
+    # the top level's still hears everything.
+    heard = sorted((e["path"], e["event"], e["notifier"]) for e in lines_of(group))
+    assert heard == [
+        ("etl/inner/deep", "succeeded", "etl-team"),
+        ("etl/load", "failed", "etl-team"),
+    ]
+    assert sorted((e["path"], e["event"]) for e in lines_of(top)) == [
+        ("etl/load", "failed"),
+        ("outside", "failed"),
+    ]
+
+
+def test_a_groups_bad_notify_is_placed_at_the_group_and_explained() -> None:
+    text = (
+        "version: 1\njobs:\n  - group: g\n    notify: [{on: [nope], command: [x]}]\n"
+        "    jobs: [{name: j, command: [x]}]\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    (issue,) = caught.value.issues
+    assert (issue.path, issue.line) == ("jobs[0].notify[0].on[0]", 4)
+    good = load_manifest(text.replace("nope", "gave_up"), env={})
+    assert (
+        "    notify: x on gave_up: command x (timeout=10s retry=2) (the group and every job in it)"
+        in (good.explain())
+    )
+
+
 def giving_up(tmp_path: Path, notify: str, job: str) -> Any:
     """A manifest whose one job gives up at its first failure, with one notification."""
     text = (
