@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import queue
-import subprocess
 import sys
 import textwrap
 import threading
@@ -13,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from faultkit import CLI, ENV, start_daemon, stop_daemon, wait_until
+from faultkit import run_jobvisor, start_daemon, stop_daemon, wait_until
 
 from supervision import ManifestError, load_manifest
 from supervision._app import compose
@@ -82,16 +81,8 @@ def test_a_command_hears_give_up_on_stdin_with_last_exit_and_journal_row(tmp_pat
             restart: temporary
         """)
     )
-    done = subprocess.run(
-        [*CLI, "run", "jobs.yaml"],
-        cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1, done.stderr
+    done = run_jobvisor(tmp_path, "run", "jobs.yaml")
+    assert done.proc.returncode == 1, done.stderr
     # The run waited for its notifications before it ended.
     events = {(e["path"], e["event"]): e for e in lines_of(out)}
     assert set(events) == {("flaky", "gave_up"), ("fine", "failed")}
@@ -136,16 +127,8 @@ def test_a_groups_notify_hears_the_group_and_its_jobs_only(tmp_path: Path) -> No
           - {{name: outside, command: [sh, -c, "exit 5"], restart: temporary}}
         """)
     )
-    done = subprocess.run(
-        [*CLI, "run", "jobs.yaml"],
-        cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1, done.stderr
+    done = run_jobvisor(tmp_path, "run", "jobs.yaml")
+    assert done.proc.returncode == 1, done.stderr
     # The group's notify covers its jobs, those of groups inside it too, and nothing else;
     # the top level's still hears everything.
     heard = sorted((e["path"], e["event"], e["notifier"]) for e in lines_of(group))
