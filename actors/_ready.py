@@ -14,14 +14,15 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final
 
 import requests
 
 from actors._checks import need, need_duration
 from actors._errors import JobFailure, SpecError
 from actors._http import check_url, redact_url
+from actors._spawn import _confined
 
 if TYPE_CHECKING:
     import threading
@@ -47,6 +48,7 @@ class ReadyProbe:
     answers 2xx or 3xx to a GET) or ``command`` (argv that exits 0).
 
     ``timeout`` bounds the whole wait; ``interval`` is the pause between checks.
+    A command check of a command job runs as that job's command would (``beside``).
     """
 
     tcp: str | None = None
@@ -54,6 +56,9 @@ class ReadyProbe:
     command: tuple[str, ...] | None = None
     timeout: float = 30.0
     interval: float = 0.1
+    # The command job the probe belongs to: its command check runs in the job's cwd, with its
+    # env, user, umask and limits. Not the probe's identity (nor in a spec's repr and hash).
+    job: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         given = [n for n in ("tcp", "http", "command") if getattr(self, n) is not None]
@@ -83,6 +88,12 @@ class ReadyProbe:
             object.__setattr__(self, "command", tuple(command))
         need_duration(self.timeout, "ready.timeout", positive=True)
         need_duration(self.interval, "ready.interval", positive=True)
+
+    def beside(self, work: object) -> ReadyProbe:
+        """This probe with its command check run as ``work``'s command runs (a command job's)."""
+        if self.command is None or getattr(work, "confinement", None) is None:
+            return self
+        return replace(self, job=work)
 
     def describe(self) -> str:
         if self.tcp is not None:
@@ -137,7 +148,7 @@ class ReadyProbe:
             assert session is not None
             return _check_http(session, self.http, budget)
         assert self.command is not None
-        return _check_command(self.command, budget, cancelled)
+        return _check_command(self.command, budget, cancelled, self.job)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,16 +190,18 @@ def _check_http(session: requests.Session, url: str, budget: float) -> _Seen | N
 
 
 def _check_command(
-    argv: tuple[str, ...], budget: float, cancelled: threading.Event
+    argv: tuple[str, ...], budget: float, cancelled: threading.Event, job: Any = None
 ) -> _Seen | None:
     try:
-        proc = subprocess.Popen(  # noqa: S603 - argv from the manifest, no shell
-            argv,
+        proc = subprocess.Popen(  # argv from the manifest, no shell
+            **_as_job(list(argv), job),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its own group, so a hung check is killed whole
         )
+    except LookupError as exc:  # the job's user or group went away since the manifest was read
+        return _Seen(f"its user or group is gone ({exc})")
     except OSError as exc:
         return _Seen(_describe(exc))
     deadline = time.monotonic() + budget
@@ -208,6 +221,23 @@ def _check_command(
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return None if code == 0 else _Seen(f"exited with {code}")
+
+
+def _as_job(args: list[str], job: Any) -> dict[str, Any]:
+    """``Popen``'s arguments to run ``args`` as command job ``job`` runs its command (None: as we).
+
+    Its cwd and env, and its user, umask and limits as ``actors._spawn`` sets them up.
+    Raises ``LookupError`` when its user or group is no longer known.
+    """
+    if job is None:
+        return {"args": args}
+    confine, user_env = job.confinement()
+    env = {**os.environ, **user_env, **job.env} if user_env or job.env else None
+    kwargs: dict[str, Any] = {"args": args, "cwd": job.cwd, "env": env}
+    if confine is not None:
+        args, (uid, gid, groups), umask = _confined(args, job.cwd, env or os.environ, confine)
+        kwargs.update(args=args, user=uid, group=gid, extra_groups=groups, umask=umask)
+    return kwargs
 
 
 def _describe(exc: BaseException) -> str:

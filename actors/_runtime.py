@@ -282,7 +282,6 @@ def stopped_event() -> Any:
     return threading.Event() if _gevent_patched() else LazyEvent()
 
 
-
 def reply_future() -> pykka.Future[Any]:
     """A future for an ask's reply: pykka's ``ThreadingFuture``, on gevent's ``Event`` under gevent.
 
@@ -327,6 +326,7 @@ def _hub_future_class() -> type[pykka.ThreadingFuture[Any]]:
             self._result = None
 
     return HubFuture
+
 
 @functools.cache
 def _task_greenlet() -> type:

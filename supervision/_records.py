@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         SupervisedActor,
         TimerHandle,
     )
+    from actors._attempt import ReadyCheck
     from supervision._budget import TreeBudget
     from supervision._output import OutputFiles
     from supervision._policy import Decision, RestartPolicy, Window
@@ -444,7 +445,7 @@ def start_incarnation(
             wall_clock=ctx.wall,
             retry=spec.retry,
             breaker=ctx.breakers.get(spec.breaker) if spec.breaker else None,
-            ready=spec.ready,
+            ready=_beside(spec.ready, work),
             output=ctx.output.opener(spec.output) if ctx.output and spec.output else None,
             jv_at_once=at_once,
         )
@@ -500,3 +501,9 @@ def settle(future: pykka.Future[Any], value: Any = None, error: Any = None) -> N
             future.set(value)
     except queue.Full:
         pass
+
+
+def _beside(ready: ReadyCheck | None, work: object) -> ReadyCheck | None:
+    """The job's probe, its checks run as the job's work runs where it can (``ReadyProbe``'s)."""
+    beside = getattr(ready, "beside", None)
+    return ready if beside is None else beside(work)

@@ -495,3 +495,32 @@ def test_a_manifests_job_runs_confined_in_a_tree(make_tree, output: Output) -> N
     assert tree.wait(30)
     assert tree.status()["children"][0]["state"] == "succeeded"
     assert output.lines["stdout"] == [str(NOBODY.pw_uid), str(USERS.gr_gid), "0077", "300"]
+
+
+@pytest.mark.parametrize("with_limits", [False, True])
+def test_a_command_probe_runs_as_its_jobs_command(
+    tmp_path: Path, own_settings: None, with_limits: bool
+) -> None:
+    # A probe that checks its own uid, gid, umask and (with limits) nofile: ready only if it
+    # runs as the job's command would (systemd runs ExecStartPost= as User= too).
+    from actors._ready import NotReady, ReadyProbe
+
+    want_limit = "64" if with_limits else str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    check = (
+        f'[ "$(id -u)" = {NOBODY.pw_uid} ] && [ "$(id -g)" = {USERS.gr_gid} ] '
+        f'&& [ "$(umask)" = 0077 ] && [ "$(ulimit -n)" = {want_limit} ] '
+        '&& [ "$(pwd)" = /tmp ] && [ "$MARK" = here ]'
+    )
+    work = CommandWork(
+        argv=("true",),
+        cwd="/tmp",
+        env={"MARK": "here"},
+        user=RunAs(name="nobody", group="users"),
+        umask=0o077,
+        limits=Limits(nofile=64) if with_limits else None,
+    )
+    probe = ReadyProbe(command=("/bin/sh", "-c", check), timeout=10, interval=0.01)
+    with pytest.raises(NotReady):  # as jobvisor itself (root, its cwd and umask): not ready
+        ReadyProbe(command=probe.command, timeout=0.2, interval=0.05).wait_ready(threading.Event())
+    probe.beside(work).wait_ready(threading.Event())
+    assert probe.beside(work) == probe  # the job is no part of the probe's identity

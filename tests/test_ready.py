@@ -200,3 +200,24 @@ def test_invalid_probes_are_refused(kwargs: dict[str, Any], message: str) -> Non
 
 def test_ipv6_tcp_addresses_are_accepted() -> None:
     assert ReadyProbe(tcp="[::1]:5432").describe() == "tcp [::1]:5432"
+
+
+def test_a_command_jobs_probe_runs_in_its_cwd_with_its_env(make_tree, events, tmp_path) -> None:
+    # Through a tree: the supervisor gives each incarnation's probe its job's command setup.
+    from actors import CommandWork, Schedule
+    from supervision import JobSpec, SupervisorSpec
+
+    (tmp_path / "ready-here").touch()
+    svc = JobSpec(
+        name="svc",
+        work=CommandWork(shell="sleep 30", cwd=str(tmp_path), env={"MARK": "set"}),
+        schedule=Schedule(service=True),
+        ready=ReadyProbe(
+            command=("/bin/sh", "-c", '[ -f ready-here ] && [ "$MARK" = set ]'),
+            timeout=10,
+            interval=0.01,
+        ),
+    )
+    tree = make_tree(SupervisorSpec(children=(svc,)), on_event=events)
+    events.reached("svc", "running")
+    assert tree.status()["children"][0]["state"] == "running"
