@@ -91,6 +91,14 @@ def _sourced(*cores: Json) -> Json:
     return {"anyOf": [*cores, _ref("interpolated"), _ref("secret")]}
 
 
+def _bounded(kind: str, low: float, high: float | None) -> Json:
+    """A JSON ``kind`` ("integer", "number") from ``low`` (to ``high``), or a resolved string."""
+    core: Json = {"type": kind, "minimum": low}
+    if high is not None:
+        core["maximum"] = high
+    return _sourced(core)
+
+
 @dataclass(frozen=True)
 class Leaf(Shape):
     """A value of one of the loader's scalar kinds (see ``_LEAVES``)."""
@@ -115,10 +123,7 @@ class Count(Shape):
     description: str = ""
 
     def schema(self) -> Json:
-        core: Json = {"type": "integer", "minimum": self.low}
-        if self.high is not None:
-            core["maximum"] = self.high
-        return _sourced(core)
+        return _bounded("integer", self.low, self.high)
 
 
 @dataclass(frozen=True)
@@ -130,10 +135,7 @@ class Number(Shape):
     description: str = ""
 
     def schema(self) -> Json:
-        core: Json = {"type": "number", "minimum": self.low}
-        if self.high is not None:
-            core["maximum"] = self.high
-        return _sourced(core)
+        return _bounded("number", self.low, self.high)
 
 
 @dataclass(frozen=True)
