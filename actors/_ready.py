@@ -27,6 +27,11 @@ from actors._spawn import _confined
 if TYPE_CHECKING:
     import threading
 
+    from actors._confine import Confinement
+
+    # A command job's ``confinement()``: what its child sets up, and its user's env.
+    _Setup = tuple[Confinement | None, dict[str, str]]
+
 __all__ = ["NotReady", "ReadyProbe"]
 
 _CHECK_MIN: Final = 1.0  # seconds one check may take at least (Kubernetes' default)
@@ -113,12 +118,14 @@ class ReadyProbe:
         full = max(_CHECK_MIN, self.interval)
         last: _Seen | None = None
         session = requests.Session() if self.http is not None else None
+        # Once per wait, not per check: it looks the job's user up (NSS, maybe LDAP).
+        setup = self._setup()
         try:
             while True:
                 if cancelled.is_set():
                     raise NotReady(f"{self.describe()}: readiness wait cancelled")
                 budget = max(0.001, min(full, deadline - time.monotonic()))
-                seen = self._check(budget, session, cancelled)
+                seen = self._check(budget, session, setup, cancelled)
                 if seen is None:
                     return
                 if cancelled.is_set():
@@ -139,8 +146,24 @@ class ReadyProbe:
 
     # -- one check each: None when ready, else what was seen -------------------------------------
 
+    def _setup(self) -> _Setup | None:
+        """What a command check of a command job sets up in its child (``beside``), else None.
+
+        Raises ``NotReady`` when the job's user or group is no longer known.
+        """
+        if self.command is None or self.job is None:
+            return None
+        try:
+            return self.job.confinement()  # type: ignore[no-any-return]
+        except LookupError as exc:  # the user or group went away since the manifest was read
+            raise NotReady(f"{self.describe()}: its user or group is gone ({exc})") from None
+
     def _check(
-        self, budget: float, session: requests.Session | None, cancelled: threading.Event
+        self,
+        budget: float,
+        session: requests.Session | None,
+        setup: _Setup | None,
+        cancelled: threading.Event,
     ) -> _Seen | None:
         if self.tcp is not None:
             return _check_tcp(self.tcp, budget)
@@ -148,7 +171,7 @@ class ReadyProbe:
             assert session is not None
             return _check_http(session, self.http, budget)
         assert self.command is not None
-        return _check_command(self.command, budget, cancelled, self.job)
+        return _check_command(self.command, budget, cancelled, self.job, setup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,18 +213,20 @@ def _check_http(session: requests.Session, url: str, budget: float) -> _Seen | N
 
 
 def _check_command(
-    argv: tuple[str, ...], budget: float, cancelled: threading.Event, job: Any = None
+    argv: tuple[str, ...],
+    budget: float,
+    cancelled: threading.Event,
+    job: Any = None,
+    setup: _Setup | None = None,
 ) -> _Seen | None:
     try:
         proc = subprocess.Popen(  # argv from the manifest, no shell
-            **_as_job(list(argv), job),
+            **_as_job(list(argv), job, setup),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its own group, so a hung check is killed whole
         )
-    except LookupError as exc:  # the job's user or group went away since the manifest was read
-        return _Seen(f"its user or group is gone ({exc})")
     except OSError as exc:
         return _Seen(_describe(exc))
     deadline = time.monotonic() + budget
@@ -223,15 +248,15 @@ def _check_command(
     return None if code == 0 else _Seen(f"exited with {code}")
 
 
-def _as_job(args: list[str], job: Any) -> dict[str, Any]:
+def _as_job(args: list[str], job: Any, setup: _Setup | None) -> dict[str, Any]:
     """``Popen``'s arguments to run ``args`` as command job ``job`` runs its command (None: as we).
 
-    Its cwd and env, and its user, umask and limits as ``actors._spawn`` sets them up.
-    Raises ``LookupError`` when its user or group is no longer known.
+    Its cwd and env, and (``setup``, its ``confinement()``) its user, umask and limits as
+    ``actors._spawn`` sets them up. ``OSError`` if a command with limits is not there.
     """
-    if job is None:
+    if job is None or setup is None:
         return {"args": args}
-    confine, user_env = job.confinement()
+    confine, user_env = setup
     env = {**os.environ, **user_env, **job.env} if user_env or job.env else None
     kwargs: dict[str, Any] = {"args": args, "cwd": job.cwd, "env": env}
     if confine is not None:

@@ -23,14 +23,14 @@ import argparse
 import atexit
 import os
 import runpy
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from _supervisord_proc import launched, stop_and_time, tail
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -158,21 +158,11 @@ def main() -> int:
         }
         env["PYTHONPATH"] = str(ROOT)
         argv = [sys.executable, __file__, "--daemon", str(stamps), "--runtime", args.runtime]
-        with (directory / "output.log").open("wb") as log:
-            daemon = subprocess.Popen(
-                [*argv, "daemon", "jobs.yaml"], cwd=directory, env=env, stdout=log, stderr=log
-            )
-            try:
-                time.sleep(args.seconds)  # the window itself: restarts happen all along it
-            finally:
-                daemon.send_signal(signal.SIGTERM)
-                try:
-                    daemon.wait(60)
-                except subprocess.TimeoutExpired:
-                    daemon.kill()
-                    daemon.wait()
+        with launched([*argv, "daemon", "jobs.yaml"], directory, env) as daemon:
+            time.sleep(args.seconds)  # the window itself: restarts happen all along it
+            stop_and_time(daemon, 60)  # SIGTERM: the stamps are written at its exit
         if not stamps.exists():
-            print((directory / "output.log").read_text(), file=sys.stderr)
+            print(tail(directory / "output.log", 20), file=sys.stderr)
             return 1
         count, steps = medians(stamps)
     print(f"restart_timeline: runtime {args.runtime}, {count} restarts after the warm-up")

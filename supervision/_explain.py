@@ -155,7 +155,7 @@ def _explain_job(
     if spec.depends_on:
         out.append(f"{inner}depends_on: {', '.join(spec.depends_on)}")
     if spec.ready is not None:
-        out.append(f"{inner}ready: {_explain_ready(spec.ready)}")
+        out.append(f"{inner}ready: {_explain_ready(spec.ready, spec.work)}")
     placement = spec.placement
     out.append(f"{inner}placement: {getattr(placement, 'describe', lambda: placement)()}")
     if spec.kind in ("command", "python"):
@@ -261,10 +261,13 @@ def _explain_output(spec: JobSpec) -> str:
     )
 
 
-def _explain_ready(probe: object) -> str:
+def _explain_ready(probe: object, work: object) -> str:
     timeout = getattr(probe, "timeout", None)
     interval = getattr(probe, "interval", None)
     tail = ""
     if isinstance(timeout, int | float) and isinstance(interval, int | float):
         tail = f" timeout={fmt_duration(timeout)} interval={fmt_duration(interval)}"
+    beside = getattr(probe, "beside", None)
+    if beside is not None and getattr(beside(work), "job", None) is not None:
+        tail += " (run as the job's command: its cwd, env, user, umask and limits)"
     return _describe(probe) + tail

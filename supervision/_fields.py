@@ -23,7 +23,7 @@ needs more than one value (a ``depends_on``) stays the loader's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from actors._checks import EXIT_CODES, HTTP_STATUSES
 from actors._exponential import JITTERS, MULTIPLIERS
@@ -91,14 +91,6 @@ def _sourced(*cores: Json) -> Json:
     return {"anyOf": [*cores, _ref("interpolated"), _ref("secret")]}
 
 
-def _bounded(kind: str, low: float, high: float | None) -> Json:
-    """A JSON ``kind`` ("integer", "number") from ``low`` (to ``high``), or a resolved string."""
-    core: Json = {"type": kind, "minimum": low}
-    if high is not None:
-        core["maximum"] = high
-    return _sourced(core)
-
-
 @dataclass(frozen=True)
 class Leaf(Shape):
     """A value of one of the loader's scalar kinds (see ``_LEAVES``)."""
@@ -111,31 +103,30 @@ class Leaf(Shape):
 
 
 @dataclass(frozen=True)
-class Count(Shape):
-    """A whole number from ``low`` (to ``high``), the bounds the loader's checks put on it.
+class Number(Shape):
+    """A number from ``low`` (to ``high``), the bounds the loader's checks put on it.
 
-    The loader's own checks (``need_count``, ``need_int_in``, ``replicas``) stay the
-    authority; ``tests/test_schema.py`` checks each bound here against them.
+    The loader's own checks (``need_number``, ``need_count``, ``need_int_in``, ``replicas``)
+    stay the authority; ``tests/test_schema.py`` checks each bound here against them.
     """
 
-    low: int = 0
-    high: int | None = None
+    low: float = 0
+    high: float | None = None
     description: str = ""
+    json_type: ClassVar[str] = "number"
 
     def schema(self) -> Json:
-        return _bounded("integer", self.low, self.high)
+        core: Json = {"type": self.json_type, "minimum": self.low}
+        if self.high is not None:
+            core["maximum"] = self.high
+        return _sourced(core)
 
 
 @dataclass(frozen=True)
-class Number(Shape):
-    """A number from ``low`` (to ``high``), as the loader's checks bound it (see ``Count``)."""
+class Count(Number):
+    """A whole number from ``low`` (to ``high``): see ``Number``."""
 
-    low: float
-    high: float | None = None
-    description: str = ""
-
-    def schema(self) -> Json:
-        return _bounded("number", self.low, self.high)
+    json_type: ClassVar[str] = "integer"
 
 
 @dataclass(frozen=True)

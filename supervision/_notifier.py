@@ -55,11 +55,11 @@ class _Delivery:
 class Notifier:
     """Turns a tree's events into deliveries for the notifications that want them.
 
-    ``top`` are the manifest's notifications; each job's own come from
-    ``root``. ``mask`` is the tree's secret masker; ``record`` (the journal's
-    ``notified``) hears of every delivery's end. ``handle`` is the event
-    callback (``start_tree(on_event=...)``); ``close`` delivers what is queued
-    (at most ``timeout`` seconds) and ends the worker.
+    ``top`` are the manifest's notifications; each job's and group's own come
+    from ``root`` (a group's cover every job in it). ``mask`` is the tree's
+    secret masker; ``record`` (the journal's ``notified``) hears of every
+    delivery's end. ``handle`` is the event callback (``start_tree(on_event=...)``);
+    ``close`` delivers what is queued (at most ``timeout`` seconds) and ends the worker.
     """
 
     def __init__(
@@ -75,7 +75,7 @@ class Notifier:
         self._mask = mask
         self._record = record
         self._wall = wall
-        self._per_job: dict[str, tuple[NotifySpec, ...]] = {}
+        self._own: dict[str, tuple[NotifySpec, ...]] = {}
         self._by_breaker: dict[str, list[str]] = {}
         self.update(top, root)
         self._last_exit: dict[str, dict[str, Any]] = {}
@@ -91,16 +91,16 @@ class Notifier:
         return bool(top) or any(spec.notify for _, spec in _owners(root))
 
     def update(self, top: tuple[NotifySpec, ...], root: SupervisorSpec) -> None:
-        """Take the manifest's and the jobs' notifications (at start, and after a reload)."""
-        per_job: dict[str, tuple[NotifySpec, ...]] = {}
+        """Take the manifest's, jobs' and groups' notifications (at start, and after a reload)."""
+        own: dict[str, tuple[NotifySpec, ...]] = {}
         by_breaker: dict[str, list[str]] = {}
         for path, spec in _owners(root):
             if spec.notify:
-                per_job[path] = spec.notify
+                own[path] = spec.notify
             if isinstance(spec, JobSpec) and spec.breaker:
                 by_breaker.setdefault(spec.breaker, []).append(path)
         # Swapped whole: the event thread reads them without a lock.
-        self._top, self._per_job, self._by_breaker = top, per_job, by_breaker
+        self._top, self._own, self._by_breaker = top, own, by_breaker
 
     # -- hearing events (the event bus's thread) --------------------------------------------------
 
@@ -128,12 +128,12 @@ class Notifier:
             if isinstance(event, ev.BreakerChanged)
             else [event.path]
         )
-        per_job = self._per_job
+        own = self._own
         for path in paths:
             # The job's own, then each enclosing group's (a group's notify covers its jobs).
             owner = path
             while True:
-                out.extend((spec, path) for spec in per_job.get(owner, ()) if kind in spec.on)
+                out.extend((spec, path) for spec in own.get(owner, ()) if kind in spec.on)
                 if "/" not in owner:
                     break
                 owner = owner.rsplit("/", 1)[0]

@@ -221,3 +221,19 @@ def test_a_command_jobs_probe_runs_in_its_cwd_with_its_env(make_tree, events, tm
     tree = make_tree(SupervisorSpec(children=(svc,)), on_event=events)
     events.reached("svc", "running")
     assert tree.status()["children"][0]["state"] == "running"
+
+
+def test_explain_says_a_command_probe_runs_as_its_job() -> None:
+    from supervision import load_manifest
+
+    text = (
+        "version: 1\njobs:\n"
+        "  - {name: c, command: [x], service: true, ready: {command: [./check]}}\n"
+        "  - {name: t, command: [x], service: true, ready: {tcp: 'localhost:1'}}\n"
+        "  - {name: p, python: 'math:sqrt', args: [4], service: true, ready: {command: [y]}}\n"
+    )
+    ready = [
+        line for line in load_manifest(text, env={}).explain().splitlines() if "ready:" in line
+    ]
+    beside = "(run as the job's command: its cwd, env, user, umask and limits)"
+    assert [beside in line for line in ready] == [True, False, False]

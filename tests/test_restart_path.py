@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 from typing import Any
 
 import logbook
 import pykka
+from faultkit import wait_until
 
 from supervision import (
     ActorSpec,
@@ -118,10 +118,12 @@ def test_a_crashed_incarnation_is_not_kept_alive_by_its_idle_supervisor(make_tre
         assert ref.ask("ping", timeout=20) == "pong"  # answered by the next incarnation
         task.join(10)
         del task
+
         # The supervisor ends its turn on its own thread after the next incarnation answers:
         # poll for the actor's end, which never comes while the loop holds the exit report.
-        deadline = time.monotonic() + 10
-        while old() is not None and time.monotonic() < deadline:
+        def collected() -> bool:
             gc.collect()
-            time.sleep(0.01)
+            return old() is None
+
+        wait_until(collected, "the crashed incarnation collected", timeout=10)
         assert old() is None

@@ -7,9 +7,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clockkit import ManualClock
+from faultkit import wait_until
 
 from actors import RuntimeSetupError, Scheduler, check_runtime, install_runtime
 from supervision import StateChanged, SupervisorSpec
@@ -239,7 +241,8 @@ def test_a_lazy_event_keeps_threading_events_contract(runtime: str) -> None:
     waiters = [threading.Thread(target=lambda: woke.append(event.wait(10))) for _ in range(3)]
     for waiter in waiters:
         waiter.start()
-    time.sleep(0.05)  # let them block in wait: set must wake waiters, not only later callers
+    # set must wake waiters already blocked, not only later callers: wait until all three are.
+    wait_until(lambda: event._cond is not None and len(event._cond._waiters) == 3, "3 waiting")
     event.set()
     for waiter in waiters:
         waiter.join(10)
@@ -295,7 +298,12 @@ def test_an_asks_reply_future_keeps_pykkas_contract(runtime: str) -> None:
     got: list[object] = []
     waiter = threading.Thread(target=lambda: got.append(future.get(timeout=10)))
     waiter.start()
-    time.sleep(0.02)  # let it block in get: set must wake a waiter, not only later callers
+    # set must wake a waiter already blocked in get, not only later callers.
+    condition: Any = future._condition  # type: ignore[attr-defined]
+    if runtime == "gevent":
+        wait_until(lambda: condition._event.linkcount() == 1, "a waiter")
+    else:
+        wait_until(lambda: len(condition._waiters) == 1, "a waiter")
     future.set("pong")
     waiter.join(10)
     assert got == ["pong"]
