@@ -104,6 +104,9 @@ class CommandWork:
     """
 
     kind: ClassVar[str] = "command"
+    # An attempt runs none of the user's Python in the job's thread, so that thread may run the
+    # next incarnation too (``actors._runtime.start_task``'s ``reuse``).
+    pooled_thread: ClassVar[bool] = True
     argv: tuple[str, ...] = ()  # exactly one of argv / shell
     shell: str | None = None
     cwd: str | None = None

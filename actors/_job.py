@@ -160,6 +160,13 @@ class JobActor(OwnActor):
         # Only a probe needs it: an Event made and set on every restart is 4 µs for nothing.
         self._probe_cancel = threading.Event() if ready is not None else None
 
+    def _jv_pool(self) -> str | None:
+        # A command's incarnations may share their tree's pool of threads (see CommandWork).
+        if not getattr(self.work, "pooled_thread", False):
+            return None
+        tree = self._jv_thread_name.split("-", 1)[0]
+        return f"jv-{tree}-"
+
     # -- pykka hooks (actor thread) --------------------------------------------------------------
 
     def on_start(self) -> None:
@@ -430,7 +437,7 @@ class JobActor(OwnActor):
             attempt.cancelled.set()
             self._cancel_work(attempt)
         if not stops_itself and self._jv_task is not None and self._jv_running:
-            interrupt_task(self._jv_task, Kill)
+            interrupt_task(self._jv_task, Kill, self._jv_slot)
 
     def _cancel_work(self, attempt: Attempt) -> None:
         try:

@@ -11,6 +11,7 @@ import ctypes
 import functools
 import heapq
 import itertools
+import queue
 import sys
 import threading
 import time
@@ -115,17 +116,27 @@ def current_task() -> Any:
     return threading.current_thread()
 
 
+def task_slot(task: Any) -> int:
+    """Which of ``task``'s tasks runs now: a pooled thread runs one after another."""
+    return task._slot if isinstance(task, _Task) else 0
+
+
 # Greenlets started by ``start_task``; dead ones drop out by themselves.
 _greenlets: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def start_task(target: Callable[[], object], name: str) -> None:
+def start_task(target: Callable[[], object], name: str, *, reuse: str | None = None) -> None:
     """Run ``target`` in a new daemon thread named ``name``, or a greenlet under gevent.
 
     Under gevent a bare greenlet, not a ``threading.Thread``: a patched thread
     is a greenlet plus a Thread object, its locks and a start handshake, and
-    that came to half the cost of a restart. Each call still gets a fresh
-    task, so nothing thread- or greenlet-local survives into the next one.
+    that came to half the cost of a restart. Each call gets a fresh task, so
+    nothing thread- or greenlet-local survives into the next one, except with
+    ``reuse``: the caller promises that ``target`` runs only jobvisor's own code
+    (a command's incarnation, never a user's Python), and under threads it may
+    then run on an idle thread of the pool ``reuse`` names (see ``_Task``), which
+    that thread joins again when ``target`` returns. ``join_tasks(reuse)``
+    retires the pool.
     Daemon threads: Python 3.11 scans every live non-daemon thread on each
     ``Thread.start()``, which made starts quadratic in the number of actors;
     trees are stopped gracefully at exit by their atexit hook instead.
@@ -139,7 +150,42 @@ def start_task(target: Callable[[], object], name: str) -> None:
         _greenlets.add(task)
         hub.loop.run_callback(task.switch, target, name)
         return
-    _Task(target, name).start()
+    if reuse is not None:
+        with _pool_lock:
+            # Every pool in use has its entry, idle threads or not: _retire finds it there.
+            idle = _idle.setdefault(reuse, [])
+            worker = idle.pop() if idle else None
+        if worker is not None:
+            worker._name = name
+            worker._handoff.put(target)
+            return
+    _Task(target, name, reuse).start()
+
+
+# -- threads that run one command incarnation after another ----------------------------------------
+#
+# Starting an OS thread per incarnation, and ending it, was half of the daemon's CPU per restart
+# of a crashing command beyond the shape's floor (``bench/restart_skeleton.py``: a supervisor
+# thread and a new thread per incarnation cost 1.9-2.2x a ``subprocess.run`` loop's CPU, the same
+# handing each incarnation to a waiting thread 0.9-1.1x). A command incarnation runs no Python of
+# the user's, so its thread may serve the next one: nothing of a user's is thread-local to it.
+
+IDLE_SECONDS: Final = 10.0  # an idle thread ends after this long without a task
+MAX_IDLE: Final = 8  # idle threads kept per pool; more end at once
+
+_pool_lock = threading.Lock()
+_idle: dict[str, list[_Task]] = {}  # pool -> its idle threads, the last to park first
+_retired: set[str] = set()  # pools whose threads end with their task (join_tasks)
+
+
+def _retire(prefix: str) -> None:
+    """End the idle threads of the pools named ``prefix...`` now, and their busy ones after."""
+    with _pool_lock:
+        pools = [pool for pool in _idle if pool.startswith(prefix)]
+        _retired.update(pools)
+        idle = [worker for pool in pools for worker in _idle.pop(pool)]
+    for worker in idle:
+        worker._handoff.put(None)
 
 
 # ``Thread.start`` without its last step, on the Pythons whose ``start`` is known (3.11, 3.12):
@@ -167,7 +213,14 @@ class _Task(threading.Thread):
 
     _launched = False
 
-    def __init__(self, target: Callable[[], object], name: str) -> None:
+    def __init__(self, target: Callable[[], object], name: str, pool: str | None = None) -> None:
+        # ``pool``: when ``target`` returns, the thread waits for the next task of that pool
+        # instead of ending, unless it was killed meanwhile (see ``_park``).
+        self._pool = pool
+        self._handoff: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._slot = 0  # counts the tasks it ended: a kill names the one it is for
+        self._slot_lock = threading.Lock()
+        self._kill_sent = False
         if _start_new_thread is None:
             super().__init__(target=target, name=name, daemon=True)
             return
@@ -203,6 +256,44 @@ class _Task(threading.Thread):
             self._launched = False
             with limbo_lock:
                 del limbo[self]
+            raise
+
+    def run(self) -> None:
+        target: Callable[[], object] | None = self._target
+        del self._target  # as Thread.run does: the thread must not keep its first task alive
+        while target is not None:
+            try:
+                target()
+            finally:
+                target = None
+            target = self._park()
+
+    def _park(self) -> Callable[[], object] | None:
+        """Wait in the pool for the next task; None: the thread ends."""
+        pool = self._pool
+        try:
+            with self._slot_lock:
+                self._slot += 1  # a kill sent for the task that just ended no longer applies
+                killed = self._kill_sent
+            if pool is None or killed:
+                return None
+            with _pool_lock:
+                idle = _idle.get(pool)
+                if idle is None or pool in _retired or len(idle) >= MAX_IDLE:
+                    return None
+                self._name = f"{pool}(idle)"
+                idle.append(self)
+            try:
+                return self._handoff.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with _pool_lock:
+                    if self in idle:
+                        idle.remove(self)
+                        return None
+                return self._handoff.get()  # taken as the wait ran out: its task is on its way
+        except BaseException:
+            if self._kill_sent:
+                return None  # a kill meant for the task that ended landed here: end quietly
             raise
 
     def is_alive(self) -> bool:
@@ -399,6 +490,7 @@ def join_tasks(prefix: str, timeout: float | None, *, abandon: bool = False) -> 
     or for ever.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    _retire(prefix)
     me = threading.current_thread()
     current = current_task()
     for task in live_tasks(prefix):
@@ -477,8 +569,11 @@ def _note_kill(task: Any) -> None:
         on_kill(task)
 
 
-def interrupt_task(task: Any, exc_type: type[BaseException]) -> None:
+def interrupt_task(task: Any, exc_type: type[BaseException], slot: int | None = None) -> None:
     """Raise ``exc_type`` inside ``task`` as soon as it runs Python code again.
+
+    ``slot``: the task's ``task_slot`` when the caller took it; a pooled thread
+    that has ended that task since is left alone.
 
     Threads get an asynchronous exception (delivered at the next bytecode;
     a thread blocked inside C code sees it when the call returns). Greenlets
@@ -498,9 +593,21 @@ def interrupt_task(task: Any, exc_type: type[BaseException]) -> None:
         return
     if not task.is_alive():
         return
-    _note_kill(task)
+    if not isinstance(task, _Task):
+        _note_kill(task)
+        _raise_in(task, exc_type)
+        return
+    with task._slot_lock:  # against the thread ending that task and taking the next meanwhile
+        if slot is not None and task._slot != slot:
+            return  # the task it was for has ended; the thread runs another one now
+        task._kill_sent = True  # and so it ends with this task: never pooled again
+        _note_kill(task)
+        _raise_in(task, exc_type)
+
+
+def _raise_in(thread: Any, exc_type: type[BaseException]) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(task.ident), ctypes.py_object(exc_type)
+        ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type)
     )
 
 

@@ -22,7 +22,7 @@ from pykka import ActorRef, ActorRegistry
 
 from actors._errors import ChildKilled
 from actors._messages import ChildExit, ChildStarted, Link
-from actors._runtime import current_task, interrupt_task, start_task, stopped_event
+from actors._runtime import current_task, interrupt_task, start_task, stopped_event, task_slot
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -67,6 +67,7 @@ class SupervisedActor(pykka.ThreadingActor):
     _jv_stop_requested: bool = False
     _jv_killed: bool = False
     _jv_running: bool = False  # true while the actor's thread runs our loop: a kill may land
+    _jv_slot: int = 0  # which task of its thread the loop is (a pooled thread runs several)
     _jv_thread_name: str = "actor"
     # One token, taken by the one exit report: list.pop is atomic (one C call), and cheaper
     # than a lock per incarnation (a Python object of gevent's under gevent).
@@ -82,7 +83,8 @@ class SupervisedActor(pykka.ThreadingActor):
     # -- hooks into pykka's loop (all run in the actor's own thread) ---------------------------
 
     def _actor_loop(self) -> None:
-        self._jv_task = current_task()
+        self._jv_task = task = current_task()
+        self._jv_slot = task_slot(task)
         self._jv_running = True
         try:
             self._actor_loop_setup()
@@ -213,7 +215,15 @@ class SupervisedActor(pykka.ThreadingActor):
     def _start_actor_loop(self) -> None:
         # Like pykka's, but named after the child's path so a tree can find and join its tasks,
         # and a bare greenlet under gevent.
-        start_task(self._actor_loop, f"jv-{self._jv_thread_name}")
+        start_task(self._actor_loop, f"jv-{self._jv_thread_name}", reuse=self._jv_pool())
+
+    def _jv_pool(self) -> str | None:
+        """The pool of threads this actor's loop may run on (``start_task``'s ``reuse``).
+
+        None, a thread of its own: an actor runs the user's Python, which may keep
+        thread-local state that must not outlive its incarnation.
+        """
+        return None
 
     # -- called from the supervisor's thread -----------------------------------------------------
 
@@ -228,7 +238,7 @@ class SupervisedActor(pykka.ThreadingActor):
         self._jv_killed = True
         task = self._jv_task
         if task is not None and self._jv_running:
-            interrupt_task(task, Kill)
+            interrupt_task(task, Kill, self._jv_slot)
         ActorRegistry.unregister(self.actor_ref)
         self.actor_stopped.set()
         self._jv_report()

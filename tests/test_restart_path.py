@@ -9,20 +9,28 @@ from a crashed incarnation into the next.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 import logbook
 import pykka
 from faultkit import wait_until
 
+from actors import CommandWork
+from actors._job import JobActor
 from supervision import (
     ActorSpec,
     Backoff,
     ChildExited,
     Intensity,
+    JobSpec,
     RestartPolicy,
+    RestartType,
     SupervisorSpec,
 )
 
@@ -127,3 +135,65 @@ def test_a_crashed_incarnation_is_not_kept_alive_by_its_idle_supervisor(make_tre
 
         wait_until(collected, "the crashed incarnation collected", timeout=10)
         assert old() is None
+
+
+def _sleeping_children() -> set[int]:
+    """Pids of this process's children running ``sleep 30`` (the warden is a child too)."""
+    pids: set[int] = set()
+    for children in Path("/proc/self/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            pids.update(int(p) for p in children.read_text().split())
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0030\x00":
+                found.add(pid)
+    return found
+
+
+def _newest_job_task() -> Any:
+    """The task (thread or greenlet) of the newest running job incarnation, once it has one."""
+    actors = [
+        r._actor_weakref() for r in pykka.ActorRegistry.get_all() if r.actor_class is JobActor
+    ]
+    actors = [a for a in actors if a is not None and a._jv_running]
+    if not actors:
+        return None
+    return max(actors, key=lambda a: a._jv_link.incarnation)._jv_task
+
+
+def test_a_commands_incarnations_run_on_pooled_threads(make_tree, events, runtime) -> None:
+    # A command incarnation runs no Python of the user's: its thread runs the next one too
+    # (actors._runtime.start_task's reuse). Each restart here is a real SIGKILL to the command.
+    spec = SupervisorSpec(
+        policy=NOW,
+        children=(
+            JobSpec(
+                name="c",
+                work=CommandWork(argv=("sleep", "30")),
+                restart=RestartType.PERMANENT,
+            ),
+        ),
+    )
+    tree = make_tree(spec, on_event=events)
+    assert tree.started(timeout=20)
+    tasks, killed = [], set()
+    for i in range(6):
+        pid = wait_until(lambda: _sleeping_children() - killed, "the command to run").pop()
+        tasks.append(wait_until(_newest_job_task, "its incarnation to run"))
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+        events.reached("c", "running", times=i + 2)
+    distinct = {id(t) for t in tasks}
+    if runtime == "threads":
+        # The old thread parks as the next incarnation starts: two threads take turns at most.
+        assert len(distinct) <= 2
+        assert all(t.is_alive() for t in tasks)
+    else:
+        assert len(distinct) == len(tasks)  # greenlets: each incarnation its own
+    assert tree.stop(timeout=20)
+    assert not [t for t in threading.enumerate() if t.name.startswith(f"jv-{tree_id(tree)}-")]
+
+
+def tree_id(tree: Any) -> str:
+    return tree._ctx.tree_id

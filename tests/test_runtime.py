@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -319,3 +320,173 @@ def test_an_asks_reply_future_keeps_pykkas_contract(runtime: str) -> None:
         failed.set_exception()
     with pytest.raises(ValueError, match="no"):
         failed.get(timeout=1)
+
+
+# -- pooled threads: a command's incarnations, one after another on one thread ---------------------
+
+
+@pytest.fixture
+def pool() -> Any:
+    """A pool name of this test's own, retired (its threads ended) when the test ends."""
+    from actors import join_tasks
+
+    name = f"jv-pool{time.monotonic_ns()}-"
+    yield name
+    assert join_tasks(name, 10) == []
+
+
+def _run_in(pool: str, name: str, body: Any = None) -> tuple[Any, threading.Event, int]:
+    """Start ``body`` (default: nothing) as a task of ``pool``; once it runs, return its task,
+    the event set when it has ended, and its ``task_slot`` (read in the task, as an actor does).
+    """
+    from actors._runtime import current_task, start_task, task_slot
+
+    running, done, seen = threading.Event(), threading.Event(), []
+
+    def target() -> None:
+        seen.append(current_task())
+        slots.append(task_slot(seen[0]))
+        running.set()
+        try:
+            if body is not None:
+                body()
+        finally:
+            done.set()
+
+    slots: list[int] = []
+    start_task(target, f"{pool}{name}", reuse=pool)
+    assert running.wait(10)
+    return seen[0], done, slots[0]
+
+
+def test_a_pooled_task_runs_on_the_thread_of_one_that_ended(runtime: str, pool: str) -> None:
+    from actors import live_tasks
+
+    first, done, _ = _run_in(pool, "a")
+    assert done.wait(10)
+    if runtime == "threads":
+        wait_until(lambda: live_tasks(f"{pool}(idle)"), "the thread to wait in its pool")
+    second, done, _ = _run_in(pool, "a")
+    assert done.wait(10)
+    if runtime == "threads":
+        assert second is first  # the same thread, not a new one
+        assert first.is_alive()
+    else:
+        assert second is not first  # under gevent every task is a greenlet of its own
+
+
+def test_a_task_without_a_pool_never_runs_on_an_older_thread(pool: str) -> None:
+    from actors._runtime import current_task, start_task
+
+    first, done, _ = _run_in(pool, "a")
+    assert done.wait(10)
+    seen, ran = [], threading.Event()
+    start_task(lambda: (seen.append(current_task()), ran.set()), f"{pool}own")
+    assert ran.wait(10)
+    assert seen[0] is not first
+
+
+def test_join_tasks_ends_a_pools_idle_threads(runtime: str, pool: str) -> None:
+    from actors import join_tasks, live_tasks
+
+    first, done, _ = _run_in(pool, "a")
+    assert done.wait(10)
+    assert join_tasks(pool, 10) == []
+    assert live_tasks(pool) == []
+    assert not first.is_alive() if runtime == "threads" else first.dead
+    # A retired pool keeps no thread: the next task's thread ends with it.
+    second, done, _ = _run_in(pool, "b")
+    assert done.wait(10)
+    assert join_tasks(pool, 10) == []
+    assert second is not first
+
+
+def test_an_idle_thread_ends_after_idle_seconds(
+    runtime: str, pool: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actors import _runtime
+
+    monkeypatch.setattr(_runtime, "IDLE_SECONDS", 0.05)
+    first, done, _ = _run_in(pool, "a")
+    assert done.wait(10)
+    first.join(10)
+    assert not _runtime._alive(first)
+    second, done, _ = _run_in(pool, "b")  # the pool goes on with a thread of its own
+    assert done.wait(10)
+    assert second is not first
+
+
+def test_a_pool_keeps_at_most_max_idle_threads(runtime: str, pool: str) -> None:
+    from actors import _runtime, live_tasks
+
+    release = threading.Event()
+    started = [_run_in(pool, f"t{i}", release.wait) for i in range(_runtime.MAX_IDLE + 3)]
+    release.set()
+    for _, done, _ in started:
+        assert done.wait(10)
+    for task, _, _ in started:
+        # Each either waits in the pool or has ended (and is joined): none is still busy.
+        wait_until(
+            lambda task=task: not _runtime._alive(task) or task.name == f"{pool}(idle)",
+            "every thread to end or park",
+        )
+    idle = live_tasks(f"{pool}(idle)")
+    assert len(idle) <= _runtime.MAX_IDLE
+    if runtime == "threads":
+        assert len(idle) == _runtime.MAX_IDLE
+
+
+THREADS_ONLY = pytest.mark.skipif(
+    os.environ.get("JOBVISOR_RUNTIME", "threads") == "gevent",
+    reason="under gevent every task is a greenlet of its own: nothing is pooled",
+)
+
+
+@THREADS_ONLY
+def test_a_kill_for_a_task_that_ended_spares_the_next_one_on_its_thread(pool: str) -> None:
+    from actors import Kill, interrupt_task
+
+    first, done, slot = _run_in(pool, "a")
+    assert done.wait(10)
+    wait_until(lambda: first.name == f"{pool}(idle)", "the thread to wait in its pool")
+
+    release, outcome = threading.Event(), []
+
+    def body() -> None:
+        try:
+            while not release.wait(0.01):  # a Kill lands between two waits
+                pass
+            outcome.append("finished")
+        except Kill:
+            outcome.append("killed")
+
+    second, done, _ = _run_in(pool, "b", body)
+    assert second is first
+    interrupt_task(second, Kill, slot)  # meant for "a", which has ended: nothing happens
+    release.set()
+    assert done.wait(10)
+    assert outcome == ["finished"]
+
+
+@THREADS_ONLY
+def test_a_killed_tasks_thread_is_never_pooled_again(pool: str) -> None:
+    from actors import Kill, interrupt_task
+
+    outcome = []
+
+    def body() -> None:
+        try:
+            while True:
+                time.sleep(0.01)
+        except Kill:
+            outcome.append("killed")
+
+    first, done, slot = _run_in(pool, "a", body)
+    interrupt_task(first, Kill, slot)
+    assert done.wait(10)
+    assert outcome == ["killed"]
+    first.join(10)
+    assert not first.is_alive()  # it ended instead of waiting for the next task
+    second, done, _ = _run_in(pool, "b")
+    assert done.wait(10)
+    assert second is not first
