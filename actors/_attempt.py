@@ -1,17 +1,20 @@
 """What a job kind sees of one attempt: ``Attempt``, ``current_attempt``, ``Work``, ``ReadyCheck``.
 
 A leaf module: the job actor, the retry loop and every job kind import it,
-and it imports none of them, so no import cycle runs through ``actors``.
+and it imports none of them (only ``actors._runtime``, a leaf too, for its events), so no
+import cycle runs through ``actors``.
 """
 
 from __future__ import annotations
 
 import contextvars
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from actors._runtime import new_event
+
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable
 
 __all__ = [
@@ -45,7 +48,9 @@ class Attempt:
     path: str
     number: int
     started_at: float
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    # threading.Event's methods (is_set, set, clear, wait); not one under threads, where
+    # it builds its Condition only if somebody waits (see actors._runtime.new_event).
+    cancelled: threading.Event = field(default_factory=new_event)
     # Opens where this attempt's command output goes besides the log (the job's output
     # file); None: nowhere else. Called by the command kind in the attempt's thread.
     output: Callable[[Attempt], OutputSink] | None = None

@@ -364,8 +364,13 @@ class LazyEvent:
         self._cond = None
 
 
-def stopped_event() -> Any:
-    """An actor's ``actor_stopped``: a ``LazyEvent`` under threads, gevent's own ``Event``.
+def new_event() -> Any:
+    """An event made per incarnation or attempt (an actor's ``actor_stopped``, an attempt's
+    ``cancelled``): a ``LazyEvent`` under threads, gevent's own ``Event`` under gevent.
+
+    Most are set, or never set, and never waited on: under threads a ``threading.Event``
+    would build a ``Condition`` for each (an attempt's was 8% of a crashing command's
+    restarts in the daemon's GIL time, issue 15's fifth pass).
 
     gevent's ``Event`` is compiled and cheap to make, and a ``LazyEvent``'s lock would be a
     gevent lock in Python (alternated runs of the gevent restart cycle: 1.08x against 1.02x).

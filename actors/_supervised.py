@@ -22,7 +22,7 @@ from pykka import ActorRef, ActorRegistry
 
 from actors._errors import ChildKilled
 from actors._messages import ChildExit, ChildStarted, Link
-from actors._runtime import current_task, interrupt_task, start_task, stopped_event, task_slot
+from actors._runtime import current_task, interrupt_task, new_event, start_task, task_slot
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -262,7 +262,7 @@ class QuickInit(pykka.ThreadingActor):
         # The fields pykka's Actor.__init__ sets (pykka 4.x, pinned below 5).
         self.actor_urn = f"{_URN_PREFIX}{next(_urn_numbers) & 0xFFFFFFFFFFFF:012x}"
         self.actor_inbox = self._create_actor_inbox()
-        self.actor_stopped = stopped_event()
+        self.actor_stopped = new_event()
         self._actor_ref = ActorRef(self)
 
 

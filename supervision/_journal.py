@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import queue
 import sqlite3
 import threading
 from collections import deque
@@ -137,11 +138,15 @@ class Journal:
                 f"cannot open the journal {self.path}: {exc}; "
                 "check that the state dir is writable (or pass --state-dir)"
             ) from exc
-        # A deque and two events, not a queue: a row costs an append, and the writer wakes
-        # once per batch instead of once per row (per row was most of the journal's cost).
+        # A deque and two bells, not a queue of rows: a row costs an append, and the writer
+        # wakes once per batch instead of once per row (per row was most of the journal's
+        # cost). The bells are SimpleQueues of tokens, not Events: an Event's wait is a
+        # Condition's in Python, a new lock per wait, and the writer's two waits per batch were
+        # 7% of a crash loop's GIL time in the daemon (issue 15, fifth pass).
         self._pending: deque[object] = deque()
-        self._wake = threading.Event()  # set: something is pending
-        self._hurry = threading.Event()  # set: a flush or close waits; skip the batching delay
+        self._rung = False  # a token is in _wake for what is pending
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token: rows are pending
+        self._hurry: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token: skip the delay
         self._stopping = False
         self._failed = False
         self._thread = threading.Thread(target=self._write_loop, name="jv-journal", daemon=True)
@@ -223,8 +228,10 @@ class Journal:
 
     def _put(self, item: object) -> None:
         self._pending.append(item)
-        if not self._wake.is_set():
-            self._wake.set()
+        if not self._rung:
+            # Two threads may both ring: the writer then wakes once more for nothing.
+            self._rung = True
+            self._wake.put(None)
 
     def _row(self, event: ev.Event) -> tuple[str, tuple[Any, ...]] | None:
         if (
@@ -259,12 +266,14 @@ class Journal:
         pending, wake, hurry = self._pending, self._wake, self._hurry
         try:
             while True:
-                wake.wait()
+                wake.get()
                 # Let rows gather for up to max_delay; a flush or close cuts it short.
-                hurry.wait(self._max_delay)
-                # Cleared before draining: a row appended after this sets ``wake`` again.
-                wake.clear()
-                hurry.clear()
+                with contextlib.suppress(queue.Empty):
+                    hurry.get(timeout=self._max_delay)
+                    while True:  # more flushes meanwhile: this batch serves them all
+                        hurry.get_nowait()
+                # Unrung before draining: a row appended after this rings again.
+                self._rung = False
                 stopping = self._stopping
                 rows = [pending.popleft() for _ in range(len(pending))]
                 for start in range(0, len(rows), self._batch):
@@ -306,14 +315,14 @@ class Journal:
         """Wait until what was queued so far is committed; False on timeout."""
         marker = _Flush(threading.Event())
         self._put(marker)
-        self._hurry.set()
+        self._hurry.put(None)
         return marker.done.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Commit what is queued, then stop the writer."""
         self._stopping = True
-        self._hurry.set()
-        self._wake.set()
+        self._hurry.put(None)
+        self._wake.put(None)
         self._thread.join(timeout)
 
     # -- reading ---------------------------------------------------------------------------------

@@ -260,6 +260,31 @@ def test_a_lazy_event_keeps_threading_events_contract(runtime: str) -> None:
     assert fresh._cond is None
 
 
+def test_an_attempts_cancelled_event_makes_no_condition_until_waited_on(runtime: str) -> None:
+    # One per attempt, and mostly never waited on (issue 15): under threads a LazyEvent.
+    from actors._attempt import Attempt
+    from actors._runtime import LazyEvent
+
+    never_waited = Attempt("p", 1, 0.0).cancelled
+    never_waited.set()
+    assert never_waited.is_set()
+    attempt = Attempt("p", 2, 0.0)
+    if runtime == "threads":
+        assert isinstance(never_waited, LazyEvent)
+        assert never_waited._cond is None
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(attempt.cancelled.wait(10)))
+    waiter.start()
+    if runtime == "threads":
+        wait_until(
+            lambda: attempt.cancelled._cond is not None and attempt.cancelled._cond._waiters,
+            "the waiter to block",
+        )
+    attempt.cancelled.set()  # as a stop or a timeout does
+    waiter.join(10)
+    assert woke == [True]
+
+
 def test_an_actors_stopped_event_can_be_waited_on(make_tree) -> None:
     import pykka
 
