@@ -151,15 +151,27 @@ def start_task(target: Callable[[], object], name: str, *, reuse: str | None = N
         hub.loop.run_callback(task.switch, target, name)
         return
     if reuse is not None:
+        worker, handed = None, False
+        try:
+            with _pool_lock:
+                idle = _idle.get(reuse)
+                worker = idle.pop() if idle else None
+            if worker is not None:
+                worker._name = name
+                worker._handoff.put(target)
+                handed = True
+                return
+        except BaseException:
+            # A Kill landed here (a supervisor being killed): the thread taken must not wait
+            # for a task that never comes. At worst it gets this one and then ends.
+            if worker is not None and not handed:
+                worker._handoff.put(None)
+            raise
+    task = _Task(target, name, reuse)
+    if reuse is not None:
         with _pool_lock:
-            # Every pool in use has its entry, idle threads or not: _retire finds it there.
-            idle = _idle.setdefault(reuse, [])
-            worker = idle.pop() if idle else None
-        if worker is not None:
-            worker._name = name
-            worker._handoff.put(target)
-            return
-    _Task(target, name, reuse).start()
+            _members.setdefault(reuse, set()).add(task)
+    task.start()
 
 
 # -- threads that run one command incarnation after another ----------------------------------------
@@ -174,18 +186,35 @@ IDLE_SECONDS: Final = 10.0  # an idle thread ends after this long without a task
 MAX_IDLE: Final = 8  # idle threads kept per pool; more end at once
 
 _pool_lock = threading.Lock()
+_members: dict[str, set[_Task]] = {}  # pool -> its threads, busy or idle; an ended one leaves
 _idle: dict[str, list[_Task]] = {}  # pool -> its idle threads, the last to park first
 _retired: set[str] = set()  # pools whose threads end with their task (join_tasks)
 
 
-def _retire(prefix: str) -> None:
-    """End the idle threads of the pools named ``prefix...`` now, and their busy ones after."""
+def _retire(prefix: str) -> list[_Task]:
+    """End the threads of the pools named ``prefix...``: idle ones now, busy ones after their
+    task; return the idle ones (just told to end)."""
     with _pool_lock:
-        pools = [pool for pool in _idle if pool.startswith(prefix)]
+        pools = [pool for pool in _members if pool.startswith(prefix)]
         _retired.update(pools)
-        idle = [worker for pool in pools for worker in _idle.pop(pool)]
-    for worker in idle:
+        idle = [worker for pool in pools for worker in _idle.pop(pool, [])]
+        members = [worker for pool in pools for worker in _members[pool]]
+    for worker in members:
+        # Also to a busy one: if a hand-off to it was lost, it waits for this instead.
         worker._handoff.put(None)
+    return idle
+
+
+def _leave(pool: str, worker: _Task) -> None:
+    """``worker`` ends: forget it, and its pool once retired and empty."""
+    with _pool_lock:
+        members = _members.get(pool)
+        if members is not None:
+            members.discard(worker)
+            if not members and pool in _retired:
+                del _members[pool]
+                _retired.discard(pool)
+                _idle.pop(pool, None)
 
 
 # ``Thread.start`` without its last step, on the Pythons whose ``start`` is known (3.11, 3.12):
@@ -261,40 +290,50 @@ class _Task(threading.Thread):
     def run(self) -> None:
         target: Callable[[], object] | None = self._target
         del self._target  # as Thread.run does: the thread must not keep its first task alive
-        while target is not None:
-            try:
-                target()
-            finally:
-                target = None
-            target = self._park()
+        try:
+            while target is not None:
+                try:
+                    target()
+                finally:
+                    target = None
+                target = self._park()
+        except BaseException:
+            if not self._kill_sent:
+                raise
+            # A kill meant for the task that just ended landed between two of our lines: the
+            # thread ends (it would have anyway), without a traceback for nothing.
+        finally:
+            if self._pool is not None:
+                _leave(self._pool, self)
 
     def _park(self) -> Callable[[], object] | None:
-        """Wait in the pool for the next task; None: the thread ends."""
+        """Wait in the pool for the next task; None: the thread ends.
+
+        A kill landing in here ends the thread (see ``run``): it was sent for the
+        task that just ended, and ``_kill_sent`` keeps the thread out of the pool.
+        """
         pool = self._pool
-        try:
-            with self._slot_lock:
-                self._slot += 1  # a kill sent for the task that just ended no longer applies
-                killed = self._kill_sent
-            if pool is None or killed:
+        with self._slot_lock:
+            self._slot += 1  # a kill sent for the task that just ended no longer applies
+            killed = self._kill_sent
+        if pool is None or killed:
+            return None
+        with _pool_lock:
+            idle = _idle.setdefault(pool, [])
+            if pool in _retired or len(idle) >= MAX_IDLE:
                 return None
+            self._name = f"{pool}(idle)"
+            idle.append(self)
+        try:
+            return self._handoff.get(timeout=IDLE_SECONDS)
+        except queue.Empty:
             with _pool_lock:
-                idle = _idle.get(pool)
-                if idle is None or pool in _retired or len(idle) >= MAX_IDLE:
+                if self in idle:
+                    idle.remove(self)
                     return None
-                self._name = f"{pool}(idle)"
-                idle.append(self)
-            try:
-                return self._handoff.get(timeout=IDLE_SECONDS)
-            except queue.Empty:
-                with _pool_lock:
-                    if self in idle:
-                        idle.remove(self)
-                        return None
-                return self._handoff.get()  # taken as the wait ran out: its task is on its way
-        except BaseException:
-            if self._kill_sent:
-                return None  # a kill meant for the task that ended landed here: end quietly
-            raise
+        # Taken as the wait ran out: its task is on its way (start_task puts it right after
+        # taking the thread, or None if it was interrupted), or the pool is retired (None).
+        return self._handoff.get()
 
     def is_alive(self) -> bool:
         if self._launched and not self._started.is_set():
@@ -495,7 +534,10 @@ def join_tasks(prefix: str, timeout: float | None, *, abandon: bool = False) -> 
     or for ever.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    _retire(prefix)
+    for worker in _retire(prefix):
+        # Just told to end, and ending at once: worth waiting for even past the deadline, or
+        # a stop out of time would name an idle thread among those still running.
+        worker.join(max(1.0, 0.0 if deadline is None else deadline - time.monotonic()))
     me = threading.current_thread()
     current = current_task()
     for task in live_tasks(prefix):

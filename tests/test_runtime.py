@@ -515,3 +515,30 @@ def test_a_killed_tasks_thread_is_never_pooled_again(pool: str) -> None:
     second, done, _ = _run_in(pool, "b")
     assert done.wait(10)
     assert second is not first
+
+
+@THREADS_ONLY
+def test_a_thread_taken_from_its_pool_without_a_task_still_ends_with_the_pool(pool: str) -> None:
+    # start_task interrupted between taking an idle thread and handing it its task (a Kill in
+    # the supervisor): the thread must not wait for ever, and the tree's stop must end it.
+    from actors import _runtime, join_tasks
+
+    first, done, _ = _run_in(pool, "a")
+    assert done.wait(10)
+    wait_until(lambda: first.name == f"{pool}(idle)", "the thread to wait in its pool")
+    with _runtime._pool_lock:
+        taken = _runtime._idle[pool].pop()  # what start_task does first
+    assert taken is first
+    assert join_tasks(pool, 10) == []
+    assert not first.is_alive()
+
+
+def test_a_stop_out_of_time_still_ends_a_pools_idle_threads(runtime: str, pool: str) -> None:
+    from actors import join_tasks, live_tasks
+
+    first, done, _ = _run_in(pool, "a")
+    assert done.wait(10)
+    if runtime == "threads":
+        wait_until(lambda: first.name == f"{pool}(idle)", "the thread to wait in its pool")
+    assert join_tasks(pool, 0) == []  # no time left, and no idle thread named as still running
+    assert live_tasks(pool) == []
