@@ -225,6 +225,34 @@ _start_new_thread: Callable[..., object] | None = (
 )
 
 
+class _Boot:
+    """What a ``_Task``'s new thread runs: its ``_bootstrap``; and, when the thread lets go
+    of it, a check that the task said it started.
+
+    In CPython 3.11 a thread not running yet carries its starter's thread id, so a kill
+    (``PyThreadState_SetAsyncExc``) aimed at a thread that is starting one can land in the new
+    one, at its first bytecode: it ends before it says it started. It would then be alive and
+    joinable-after-start for ever (``_Task.is_alive``/``join``), and a tree's stop would wait
+    for it until its timeout. This marks it ended instead.
+    """
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: _Task) -> None:
+        self.task = task
+
+    def __call__(self) -> None:
+        self.task._bootstrap()  # type: ignore[attr-defined]
+
+    def __del__(self) -> None:
+        task = self.task
+        if not task._started.is_set():  # it ended before it ran: as Thread would have it
+            with threading._active_limbo_lock:  # type: ignore[attr-defined]
+                threading._limbo.pop(task, None)  # type: ignore[attr-defined]
+            task._is_stopped = True
+            task._started.set()
+
+
 class _Task(threading.Thread):
     """A task's thread: its ``start`` returns without waiting for the thread to run.
 
@@ -280,7 +308,7 @@ class _Task(threading.Thread):
             limbo[self] = self
         self._launched = True
         try:
-            _start_new_thread(self._bootstrap, ())  # type: ignore[attr-defined]
+            _start_new_thread(_Boot(self), ())
         except Exception:
             self._launched = False
             with limbo_lock:

@@ -542,3 +542,30 @@ def test_a_stop_out_of_time_still_ends_a_pools_idle_threads(runtime: str, pool: 
         wait_until(lambda: first.name == f"{pool}(idle)", "the thread to wait in its pool")
     assert join_tasks(pool, 0) == []  # no time left, and no idle thread named as still running
     assert live_tasks(pool) == []
+
+
+@THREADS_ONLY
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="_Task starts threads its own way on 3.11/3.12")
+def test_a_thread_that_ends_before_it_runs_is_not_alive_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A kill aimed at a thread that is starting another can land in the new one at its first
+    # bytecode (CPython 3.11 gives it its starter's id until it runs): it never says it started.
+    from actors import Kill, join_tasks, live_tasks
+    from actors._runtime import _Task
+
+    said: list[str] = []  # what Python says of it: kept as text, so nothing holds the thread's
+    monkeypatch.setattr(sys, "unraisablehook", lambda args: said.append(str(args.exc_value)))
+
+    class EndsAtOnce(_Task):
+        def _bootstrap(self) -> None:
+            raise Kill("landed at the new thread's first bytecode")
+
+    task = EndsAtOnce(lambda: None, "jv-boot-dies")
+    task.start()
+    wait_until(lambda: not task.is_alive(), "the thread to count as ended")
+    task.join(10)  # returns: nothing to wait for, and no "cannot join before it is started"
+    assert join_tasks("jv-boot-dies", 10) == []
+    assert live_tasks("jv-boot-dies") == []
+    assert task not in threading.enumerate()
+    assert said == ["landed at the new thread's first bytecode"]
