@@ -164,6 +164,8 @@ class JobActor(OwnActor):
         # A command's incarnations may share their tree's pool of threads (see CommandWork).
         if not getattr(self.work, "pooled_thread", False):
             return None
+        # Thread names are jv-TREE-PATH (start_incarnation): the pool is the tree's prefix, the
+        # one its stop joins (supervision._abandon), so that stop retires the pool too.
         tree = self._jv_thread_name.split("-", 1)[0]
         return f"jv-{tree}-"
 

@@ -176,11 +176,10 @@ def start_task(target: Callable[[], object], name: str, *, reuse: str | None = N
 
 # -- threads that run one command incarnation after another ----------------------------------------
 #
-# Starting an OS thread per incarnation, and ending it, was half of the daemon's CPU per restart
-# of a crashing command beyond the shape's floor (``bench/restart_skeleton.py``: a supervisor
-# thread and a new thread per incarnation cost 1.9-2.2x a ``subprocess.run`` loop's CPU, the same
-# handing each incarnation to a waiting thread 0.9-1.1x). A command incarnation runs no Python of
-# the user's, so its thread may serve the next one: nothing of a user's is thread-local to it.
+# Waking a waiting thread costs less than starting an OS thread and ending it (``clone3``, its
+# stack, signal masks, the Thread object): 0-17% of the daemon's CPU per command restart
+# (``bench/README.md``, issue 15, fifth pass). A command incarnation runs no Python of the
+# user's, so its thread may serve the next one: nothing of a user's is thread-local to it.
 
 IDLE_SECONDS: Final = 10.0  # an idle thread ends after this long without a task
 MAX_IDLE: Final = 8  # idle threads kept per pool; more end at once
@@ -270,14 +269,18 @@ class _Task(threading.Thread):
 
     _launched = False
 
+    _pool: str | None = None
+    _slot = 0  # counts the tasks a pooled thread ended: a kill names the one it is for
+    _kill_sent = False
+
     def __init__(self, target: Callable[[], object], name: str, pool: str | None = None) -> None:
-        # ``pool``: when ``target`` returns, the thread waits for the next task of that pool
-        # instead of ending, unless it was killed meanwhile (see ``_park``).
-        self._pool = pool
-        self._handoff: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
-        self._slot = 0  # counts the tasks it ended: a kill names the one it is for
-        self._slot_lock = threading.Lock()
-        self._kill_sent = False
+        if pool is not None:
+            # When ``target`` returns, the thread waits for the next task of ``pool`` instead
+            # of ending, unless it was killed meanwhile (see ``_park``). A thread of its own
+            # (an actor's) needs none of this: it makes no queue and no lock on every restart.
+            self._pool = pool
+            self._handoff: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+            self._slot_lock = threading.Lock()
         if _start_new_thread is None:
             super().__init__(target=target, name=name, daemon=True)
             return
@@ -312,12 +315,17 @@ class _Task(threading.Thread):
         except Exception:
             self._launched = False
             with limbo_lock:
-                del limbo[self]
+                limbo.pop(self, None)  # the _Boot let go of may have taken it out already
             raise
 
     def run(self) -> None:
         target: Callable[[], object] | None = self._target
         del self._target  # as Thread.run does: the thread must not keep its first task alive
+        pool = self._pool
+        if pool is None:
+            if target is not None:
+                target()
+            return
         try:
             while target is not None:
                 try:
@@ -331,8 +339,7 @@ class _Task(threading.Thread):
             # A kill meant for the task that just ended landed between two of our lines: the
             # thread ends (it would have anyway), without a traceback for nothing.
         finally:
-            if self._pool is not None:
-                _leave(self._pool, self)
+            _leave(pool, self)
 
     def _park(self) -> Callable[[], object] | None:
         """Wait in the pool for the next task; None: the thread ends.
@@ -341,10 +348,11 @@ class _Task(threading.Thread):
         task that just ended, and ``_kill_sent`` keeps the thread out of the pool.
         """
         pool = self._pool
+        assert pool is not None
         with self._slot_lock:
             self._slot += 1  # a kill sent for the task that just ended no longer applies
             killed = self._kill_sent
-        if pool is None or killed:
+        if killed:
             return None
         with _pool_lock:
             idle = _idle.setdefault(pool, [])
@@ -668,7 +676,7 @@ def interrupt_task(task: Any, exc_type: type[BaseException], slot: int | None = 
         return
     if not task.is_alive():
         return
-    if not isinstance(task, _Task):
+    if not isinstance(task, _Task) or task._pool is None:  # a thread that runs one task only
         _note_kill(task)
         _raise_in(task, exc_type)
         return

@@ -569,3 +569,24 @@ def test_a_thread_that_ends_before_it_runs_is_not_alive_for_ever(
     assert live_tasks("jv-boot-dies") == []
     assert task not in threading.enumerate()
     assert said == ["landed at the new thread's first bytecode"]
+
+
+@THREADS_ONLY
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="_Task starts threads its own way on 3.11/3.12")
+def test_a_thread_that_cannot_start_raises_why_and_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The thread's _Boot is let go of at once (and marks the task ended): the start's own
+    # cleanup must not trip over that and hide the reason with a KeyError.
+    from actors import _runtime
+
+    def refuse(function: Any, args: Any) -> None:
+        del function, args  # as the C call does: nothing keeps the _Boot while this raises
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_runtime, "_start_new_thread", refuse)
+    task = _runtime._Task(lambda: None, "jv-cannot-start")
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        task.start()
+    assert not task.is_alive()
+    assert task not in threading.enumerate()
