@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import shlex
@@ -257,7 +258,7 @@ class CommandWork:
     def describe(self) -> str:
         if self.shell is not None:
             return self.shell  # as the user wrote it: re-quoting it as sh -c '...' hides it
-        return shlex.join(self.argv)
+        return _joined(self.argv)
 
     def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool:
         """Any ``CommandFailed`` by default; ``on`` narrows it to ``exit:N`` and ``signal``."""
@@ -282,6 +283,12 @@ class CommandWork:
     def args(self) -> list[str]:
         """The argv to execute: ``argv``, or ``/bin/sh -c shell``."""
         return [_SHELL, "-c", self.shell] if self.shell is not None else list(self.argv)
+
+
+@functools.lru_cache(maxsize=1024)
+def _joined(argv: tuple[str, ...]) -> str:
+    # Every failure of a crash loop says its command: quoted once, not on every restart.
+    return shlex.join(argv)
 
 
 def _cpu_limit_ended(code: int, *, signalled: bool) -> bool:
@@ -475,13 +482,14 @@ class _Child:
         # Under gevent nothing may yield to the hub before the child watcher has started,
         # or libev could reap the leader unseen.
         fds = [s.fd for s in self.streams]
+        pid = self.pids[0]  # the spawn returned: it exists (the properties cost a call each)
         if hub is None:
-            self._waiter = PollWaiter(self.pid, fds)
+            self._waiter = PollWaiter(pid, fds)
         else:
             for fd in fds:
                 os.set_blocking(fd, False)  # see HubWaiter.wait
-            self._waiter = HubWaiter(hub, self.pid, fds)
-        WARDEN.add(self.pgid)
+            self._waiter = HubWaiter(hub, pid, fds)
+        WARDEN.add(pid)  # the group's id: a new session's leader leads its group too
 
     @staticmethod
     def _confinement(work: CommandWork) -> tuple[Confinement | None, dict[str, str]]:
@@ -507,7 +515,8 @@ class _Child:
             kill_at = time.monotonic() + grace
             if self._kill_at is None or kill_at < self._kill_at:
                 self._kill_at = kill_at
-            pgid = self.pgid
+            pids = self.pids
+            pgid = pids[0] if pids else 0
             if not pgid:
                 return
             if signum == signal.SIGKILL or grace <= 0:
@@ -605,8 +614,9 @@ class _Child:
             self._kill_locked()
 
     def _kill_locked(self) -> None:
-        pgid = self.pgid
-        if pgid and not self._ended and not self._killed:
+        pids = self.pids
+        if pids and not self._ended and not self._killed:
+            pgid = pids[0]
             self._killed = True
             _signal_group(pgid, signal.SIGKILL)
 
@@ -619,8 +629,11 @@ class _Child:
         if self._hub is None and not self._reaped:
             # Prompt: the leader exited or just got SIGKILL. A try cut short by a Kill may
             # have reaped it already. (Under gevent libev reaps every child by itself.)
-            with contextlib.suppress(ChildProcessError):
-                _, status = os.waitpid(self.pid, 0)
+            try:  # not contextlib.suppress: this runs on every restart
+                _, status = os.waitpid(self.pids[0], 0)
+            except ChildProcessError:
+                pass
+            else:
                 if self._code is None:
                     self._code = os.waitstatus_to_exitcode(status)
             self._reaped = True
@@ -633,8 +646,8 @@ class _Child:
             if stream.fd >= 0:
                 fd, stream.fd = stream.fd, -1
                 close_fd(fd)
-        if self.pgid:
-            WARDEN.discard(self.pgid)
+        if self.pids:
+            WARDEN.discard(self.pids[0])
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.close()
@@ -642,8 +655,10 @@ class _Child:
 
 def _signal_group(pgid: int, signum: int) -> None:
     """Signal a group (with its ``_Child``'s lock held); a group that is gone is fine."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    try:  # noqa: SIM105 - not contextlib.suppress: twice on every restart
         os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 # The running child of each attempt, keyed by id(attempt). run() adds and removes its entry, so

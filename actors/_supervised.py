@@ -18,10 +18,11 @@ import uuid
 from typing import TYPE_CHECKING, Any, Final
 
 import pykka
-from pykka import ActorRef, ActorRegistry
+from pykka import ActorRef
 
 from actors._errors import ChildKilled
 from actors._messages import ChildExit, ChildStarted, Link
+from actors._registry import register, unregister
 from actors._runtime import current_task, interrupt_task, new_event, start_task, task_slot
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class SupervisedActor(pykka.ThreadingActor):
             # A BaseException in on_start, on_failure or a blocking wait: pykka would
             # stop every actor in the process; we end only this one.
             self._jv_record(exc)
-            ActorRegistry.unregister(self.actor_ref)
+            unregister(self.actor_ref)
             self.actor_stopped.set()
         finally:
             try:
@@ -122,7 +123,7 @@ class SupervisedActor(pykka.ThreadingActor):
                     self._tell_failed(sys.exc_info())
             except BaseException as exc:
                 self._jv_record(exc)
-                ActorRegistry.unregister(self.actor_ref)
+                unregister(self.actor_ref)
                 stopped.set()
                 killed = ChildKilled(f"{type(exc).__name__} ended the actor")
                 killed.__cause__ = exc
@@ -153,7 +154,7 @@ class SupervisedActor(pykka.ThreadingActor):
         del exception_type, traceback
         if exception_value is not None:
             self._jv_record(exception_value)
-        ActorRegistry.unregister(self.actor_ref)
+        unregister(self.actor_ref)
         self.actor_stopped.set()
 
     def _actor_loop_teardown(self) -> None:
@@ -169,6 +170,15 @@ class SupervisedActor(pykka.ThreadingActor):
             ref._detach(self.actor_inbox)
 
     # -- how the actor ends ----------------------------------------------------------------------
+
+    def _stop(self) -> None:
+        # pykka's, without its debug line: an f-string of the actor on every restart.
+        unregister(self.actor_ref)
+        self.actor_stopped.set()
+        try:
+            self.on_stop()
+        except Exception:
+            self._handle_failure(*sys.exc_info())
 
     def _jv_record(self, exc: BaseException) -> None:
         if self._jv_error is None:
@@ -239,7 +249,7 @@ class SupervisedActor(pykka.ThreadingActor):
         task = self._jv_task
         if task is not None and self._jv_running:
             interrupt_task(task, Kill, self._jv_slot)
-        ActorRegistry.unregister(self.actor_ref)
+        unregister(self.actor_ref)
         self.actor_stopped.set()
         self._jv_report()
 
@@ -323,6 +333,6 @@ def start_supervised(
         actor._jv_started_at_once = True
     if link.ref is not None:
         link.ref._attach(actor.actor_inbox)
-    ActorRegistry.register(actor.actor_ref)
+    register(actor.actor_ref)
     actor._start_actor_loop()
     return actor

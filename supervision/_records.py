@@ -353,6 +353,15 @@ class ChildRecord:
     intent: Intent | None = None  # why a stop is under way
     waiters: list[Callable[[], None]] = field(default_factory=list)
     final_children: list[dict[str, Any]] | None = None  # a stopped group's last status nodes
+    # What the spec says, read on every restart: a job that ends by itself (the tracker's
+    # ``finite``), and a periodic job (whose attempts do not end the child).
+    finite: bool = field(init=False)
+    periodic: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        spec = self.spec
+        self.finite = spec.finite
+        self.periodic = isinstance(spec, JobSpec) and spec.schedule.periodic
 
 
 @dataclass(slots=True, eq=False)

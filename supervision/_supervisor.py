@@ -210,7 +210,7 @@ class Supervisor(OwnActor):
             if rec.state in FINAL:
                 self.ctx.tracker.settle_subtree(rec.path, rec.state)
         else:
-            self.ctx.tracker.update(rec.path, rec.state, rec.spec.finite)
+            self.ctx.tracker.update(rec.path, rec.state, rec.finite)
 
     def _set_state(self, rec: ChildRecord, new: State) -> None:
         """The one place a child changes state: checked, tracked, published.
@@ -390,9 +390,7 @@ class Supervisor(OwnActor):
         if rec is None or rec.incarnation != msg.incarnation:
             return
         rec.attempts = max(rec.attempts, msg.attempt)
-        spec = rec.spec
-        periodic = isinstance(spec, JobSpec) and spec.schedule.periodic
-        self.ctx.attempt_finished(rec.path, msg, classify(msg).outcome, ends_child=not periodic)
+        self.ctx.attempt_finished(rec.path, msg, classify(msg).outcome, ends_child=not rec.periodic)
 
     def _on_exit(self, msg: ChildExit) -> None:
         if msg.attempt is not None:

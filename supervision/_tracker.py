@@ -38,8 +38,14 @@ class Tracker:
 
     def update(self, path: str, state: State, finite: bool) -> None:
         """Record ``state`` of the leaf at ``path``; only finite leaves hold ``wait`` up."""
-        if not finite and state not in FINAL and path not in self._final:
-            return  # an endless leaf between two non-final states: nothing to record
+        if state not in FINAL and path not in self._final:
+            if not finite:
+                return  # an endless leaf between two non-final states: nothing to record
+            if path in self._unsettled:
+                # A finite leaf going from one unsettled state to another (a crash loop's
+                # backoff, starting, probation): the writes below would change nothing, so
+                # no lock is taken, three times per restart.
+                return
         with self._cond:
             if finite:
                 self._finite.add(path)
