@@ -69,7 +69,7 @@ class _Refs:
             return list(self._refs) == list(other._refs)
         return isinstance(other, list) and list(self._refs) == other
 
-    __hash__ = None  # type: ignore[assignment] - mutable, as the list it stands in for
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the list it stands in for
 
     def __repr__(self) -> str:
         return repr(list(self._refs))
@@ -77,10 +77,10 @@ class _Refs:
 
 def _install() -> _Refs:
     with ActorRegistry._actor_refs_lock:
-        refs = ActorRegistry._actor_refs
+        refs: Any = ActorRegistry._actor_refs
         if not isinstance(refs, _Refs):
             refs = _Refs(list(refs))
-            ActorRegistry._actor_refs = refs  # type: ignore[assignment]
+            ActorRegistry._actor_refs = refs
         return refs
 
 
