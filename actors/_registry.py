@@ -77,10 +77,11 @@ class _Refs:
 
 def _install() -> _Refs:
     with ActorRegistry._actor_refs_lock:
-        refs: Any = ActorRegistry._actor_refs
-        if not isinstance(refs, _Refs):
-            refs = _Refs(list(refs))
-            ActorRegistry._actor_refs = refs
+        found: Any = ActorRegistry._actor_refs
+        if isinstance(found, _Refs):
+            return found
+        refs = _Refs(list(found))
+        ActorRegistry._actor_refs = refs  # type: ignore[assignment]
         return refs
 
 
