@@ -161,6 +161,11 @@ def _read_all(real: Any, fd: int) -> bytes:
     return data
 
 
+# Since 3.12.2 (CPython gh-104522) the child says "noexec:chdir" when its chdir failed and
+# "noexec" for any other failure before the exec; before, "noexec" was the chdir's.
+_CHDIR_MARKED: Final = sys.version_info >= (3, 12, 2)
+
+
 def _exec_error(data: bytes, command: str, cwd: str | None) -> OSError:
     """The error ``fork_exec``'s child reported, as ``Popen`` raises it."""
     try:
@@ -173,8 +178,8 @@ def _exec_error(data: bytes, command: str, cwd: str | None) -> OSError:
     if not (isinstance(kind, type) and issubclass(kind, OSError)):
         return OSError(0, message)
     filename: str | None = command
-    if message == "noexec:chdir" or (message == "noexec" and sys.version_info < (3, 12)):
-        filename = cwd  # before 3.12 a failure before the exec can only be the chdir's
+    if message == "noexec:chdir" or (message == "noexec" and not _CHDIR_MARKED):
+        filename = cwd  # without the mark, a failure before the exec can only be the chdir's
     elif message.startswith("noexec"):
         filename = None
     return kind(number, os.strerror(number) if number else message, filename)
