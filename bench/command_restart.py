@@ -18,6 +18,11 @@ process only, not its children nor its warden) from ``/proc/PID/stat``.
 Floor: ``subprocess.run(argv)`` in a loop in this script, for the same window:
 runs per window, and this process's own CPU (``RUSAGE_SELF``: not the children's).
 
+Also, for reference (no goal on it): ``--like``, the same loop doing what jobvisor must do for
+every command and the floor does not: both output streams captured through pipes and read to
+their end, and a session of its own (the group a stop signals); ``subprocess.run(argv,
+stdout=PIPE, stderr=PIPE, start_new_session=True)``.
+
 Rounds alternate floor and ours (the side that goes first changes each round),
 so drift hits both alike; figures are medians over rounds, ratios are
 ours / floor of the medians, and the median of the per-round ratios beside.
@@ -26,7 +31,7 @@ change) as sides of its own in the same rounds: a before/after in one run.
 
     python bench/command_restart.py [--runtime threads|gevent|both] [--rounds 5]
                                     [--seconds 3] [--what true,crash] [--also DIR]
-                                    [--logging information|none]
+                                    [--logging information|none] [--like]
 """
 
 from __future__ import annotations
@@ -123,17 +128,25 @@ def ours(
     return (t1 - t0) / count * 1000, (c1 - c0) / count * 1000, count
 
 
-def floor(argv: list[str], seconds: float) -> tuple[float, float, int]:
-    """(ms per run, this process's CPU ms per run, runs) of a ``subprocess.run`` loop."""
+def floor(argv: list[str], seconds: float, *, like: bool = False) -> tuple[float, float, int]:
+    """(ms per run, this process's CPU ms per run, runs) of a ``subprocess.run`` loop.
+
+    ``like``: capturing both streams in a session of its own, as jobvisor runs a command.
+    """
+    extra: dict[str, object] = (
+        {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "start_new_session": True}
+        if like
+        else {}
+    )
     end = time.monotonic() + WARMUP / 5
     while time.monotonic() < end:
-        subprocess.run(argv, check=False)
+        subprocess.run(argv, check=False, **extra)  # type: ignore[call-overload]
     count = 0
     t0 = time.perf_counter()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     end = t0 + seconds
     while time.perf_counter() < end:
-        subprocess.run(argv, check=False)
+        subprocess.run(argv, check=False, **extra)  # type: ignore[call-overload]
         count += 1
     t1 = time.perf_counter()
     r1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -152,6 +165,11 @@ def main() -> int:
         "--logging",
         default="information",
         help="the daemon's log level (default information; none: what logging costs)",
+    )
+    parser.add_argument(
+        "--like",
+        action="store_true",
+        help="also a loop that captures both streams in a new session (reference, no goal)",
     )
     args = parser.parse_args()
     runtimes: tuple[str, ...] = ("threads", "gevent") if args.runtime == "both" else (args.runtime,)
@@ -173,7 +191,7 @@ def main() -> int:
         print(f"  <runtime>@also: the daemon of {args.also}")
     for case in cases:
         argv = COMMANDS[case]
-        sides = ["floor", *runtimes]
+        sides = ["floor", *(["like"] if args.like else []), *runtimes]
         res: dict[str, list[tuple[float, float, int]]] = {s: [] for s in sides}
         pairs: dict[str, list[tuple[float, float]]] = {r: [] for r in runtimes}
         for number in range(args.rounds):
@@ -181,8 +199,8 @@ def main() -> int:
             got = {}
             for side in order:
                 got[side] = (
-                    floor(argv, args.seconds)
-                    if side == "floor"
+                    floor(argv, args.seconds, like=side == "like")
+                    if side in ("floor", "like")
                     else ours(side.split("@")[0], argv, args.seconds, roots[side], args.logging)
                 )
                 res[side].append(got[side])
@@ -198,6 +216,13 @@ def main() -> int:
         base_w = statistics.median(w for w, _, _ in res["floor"])
         base_c = statistics.median(c for _, c, _ in res["floor"])
         print(f"  floor subprocess.run loop   {base_w:7.3f} ms/run      cpu {base_c:6.3f} ms/run")
+        if args.like:
+            like_w = statistics.median(w for w, _, _ in res["like"])
+            like_c = statistics.median(c for _, c, _ in res["like"])
+            print(
+                f"  the loop, capturing, session {like_w:7.3f} ms/run      cpu {like_c:6.3f} ms/run"
+                f"   wall {like_w / base_w:.2f}x  cpu {like_c / base_c:.2f}x of the floor"
+            )
         for r in runtimes:
             w = statistics.median(x for x, _, _ in res[r])
             c = statistics.median(x for _, x, _ in res[r])
