@@ -161,9 +161,16 @@ def _read_all(real: Any, fd: int) -> bytes:
     return data
 
 
-# Since 3.12.2 (CPython gh-104522) the child says "noexec:chdir" when its chdir failed and
-# "noexec" for any other failure before the exec; before, "noexec" was the chdir's.
-_CHDIR_MARKED: Final = sys.version_info >= (3, 12, 2)
+def _chdir_marked(version: tuple[int, ...]) -> bool:
+    """Whether the child of this Python says "noexec:chdir" when its chdir failed.
+
+    Since CPython gh-104522 (3.11.8 and 3.12.2) it does, and "noexec" is then any other
+    failure before the exec (a user switch); before, "noexec" could only be the chdir's.
+    """
+    return (3, 11, 8) <= version < (3, 12) or version >= (3, 12, 2)
+
+
+_CHDIR_MARKED: Final = _chdir_marked(sys.version_info[:3])
 
 
 def _exec_error(data: bytes, command: str, cwd: str | None) -> OSError:

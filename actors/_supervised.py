@@ -172,7 +172,8 @@ class SupervisedActor(pykka.ThreadingActor):
     # -- how the actor ends ----------------------------------------------------------------------
 
     def _stop(self) -> None:
-        # pykka's, without its debug line: an f-string of the actor on every restart.
+        # pykka's, without its debug line: an f-string of the actor on every restart. A user's
+        # class that has its own keeps it (``supervised_class``).
         unregister(self.actor_ref)
         self.actor_stopped.set()
         try:
@@ -295,6 +296,8 @@ def supervised_class(cls: type[pykka.ThreadingActor]) -> type[SupervisedActor]:
             body: dict[str, Any] = {"__module__": cls.__module__}
             if cls._create_actor_inbox is not pykka.ThreadingActor._create_actor_inbox:
                 body["_create_actor_inbox"] = cls._create_actor_inbox  # the user's own inbox
+            if cls._stop is not pykka.ThreadingActor._stop:
+                body["_stop"] = cls._stop  # the user's own stop, over ours without pykka's line
             found = type(f"Supervised{cls.__name__}", (SupervisedActor, cls, QuickInit), body)
         _classes[cls] = found
     return found
@@ -334,5 +337,13 @@ def start_supervised(
     if link.ref is not None:
         link.ref._attach(actor.actor_inbox)
     register(actor.actor_ref)
-    actor._start_actor_loop()
+    try:
+        actor._start_actor_loop()
+    except BaseException:
+        # No thread (the process is out of them): nothing will ever end this actor, so it
+        # leaves the registry and the stable reference now; the caller counts a failed start.
+        unregister(actor.actor_ref)
+        if link.ref is not None:
+            link.ref._detach(actor.actor_inbox)
+        raise
     return actor

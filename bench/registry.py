@@ -52,8 +52,10 @@ def main() -> int:
         logger.setLevel(logging.DEBUG)
         logger.addHandler(logging.NullHandler())
         logger.propagate = False
-    print(f"registry: {args.pairs} register+unregister pairs per round, {args.rounds} rounds; "
-          f"pykka logger at {'DEBUG' if args.debug else 'its default'}; {machine()}")
+    print(
+        f"registry: {args.pairs} register+unregister pairs per round, {args.rounds} rounds; "
+        f"pykka logger at {'DEBUG' if args.debug else 'its default'}; {machine()}"
+    )
     ours_refs = pykka.ActorRegistry._actor_refs
     assert isinstance(ours_refs, _Refs)
     ref = Idle().actor_ref

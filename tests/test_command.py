@@ -226,6 +226,43 @@ def test_failures_raise_command_failed_with_the_code(
     assert info.value.code == code
 
 
+@pytest.mark.parametrize(
+    ("version", "marked"),
+    [
+        ((3, 11, 7), False),
+        ((3, 11, 8), True),  # CPython gh-104522, backported
+        ((3, 11, 12), True),
+        ((3, 12, 0), False),
+        ((3, 12, 1), False),
+        ((3, 12, 2), True),
+        ((3, 13, 0), True),
+    ],
+)
+def test_which_pythons_mark_a_failed_chdir(version: tuple[int, int, int], marked: bool) -> None:
+    from actors._spawn import _chdir_marked
+
+    assert _chdir_marked(version) is marked
+
+
+def test_an_exec_error_names_the_cwd_only_when_the_chdir_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from actors import _spawn
+
+    for marked in (True, False):
+        monkeypatch.setattr(_spawn, "_CHDIR_MARKED", marked)
+        chdir = _spawn._exec_error(b"FileNotFoundError:2:noexec:chdir", "true", "/srv/w")
+        assert (type(chdir), chdir.filename) == (FileNotFoundError, "/srv/w")
+        exec_ = _spawn._exec_error(b"FileNotFoundError:2:", "true", "/srv/w")
+        assert exec_.filename == "true"
+    # A failed user switch, on a Python that marks a failed chdir: no cwd in its message.
+    monkeypatch.setattr(_spawn, "_CHDIR_MARKED", True)
+    setuid = _spawn._exec_error(b"PermissionError:1:noexec", "true", "/srv/w")
+    assert (type(setuid), setuid.filename) == (PermissionError, None)
+    monkeypatch.setattr(_spawn, "_CHDIR_MARKED", False)
+    assert _spawn._exec_error(b"FileNotFoundError:2:noexec", "true", "/srv/w").filename == "/srv/w"
+
+
 def test_cwd_and_env_for_argv_and_shell(lines: Lines, tmp_path: Path) -> None:
     (tmp_path / "here.txt").write_text("")
     env = {"JV_GREETING": "hello {braces}"}

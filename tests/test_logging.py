@@ -287,6 +287,38 @@ def test_a_restart_at_information_writes_its_failure_and_its_decision_once_each(
     ]
 
 
+def test_a_failed_attempt_is_a_warning_only_when_the_child_lives_on(
+    make_tree, events, logs
+) -> None:
+    # A periodic job's failed attempt is its own news; a once job's failure is the child's,
+    # which the exit's ERROR record says: the same crash is not logged twice at two levels.
+    from supervision import Schedule, StateChanged
+
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    ticking = python_job("p", "jobfuncs:fail", "p", schedule=Schedule(every=0.01, times=1))
+    once = python_job("o", "jobfuncs:fail", "o")
+    tree = make_tree(SupervisorSpec(policy=policy, children=(ticking, once)), on_event=events)
+    events.wait_for(
+        lambda items: (
+            {
+                e.path
+                for e in items
+                if isinstance(e, StateChanged) and e.new.value in ("failed", "gave_up")
+            }
+            >= {"p", "o"}
+        )
+    )
+    assert tree.stop(timeout=20)
+
+    def attempt_records(path: str) -> list[str]:
+        return [
+            r.level_name for r in logs.records if r.message.startswith(f"{path}: attempt 1 failed")
+        ]
+
+    assert attempt_records("p") == ["WARNING"]
+    assert attempt_records("o") == ["DEBUG"]
+
+
 def test_a_disabled_level_costs_no_check_and_comes_back_when_logging_stops() -> None:
     log = supervision._supervisor.log
     with configure_logging(LoggingSpec(level="warning"), stream=io.StringIO()):

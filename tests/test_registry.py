@@ -133,3 +133,56 @@ def test_an_incarnation_registers_and_ends_without_pykkas_debug_lines(
     plain = Echo.start()  # a plain pykka actor still says what pykka says
     plain.stop()
     assert any(line.startswith("Registered") for line in pykka_debug)
+
+
+class Recorder(pykka.ThreadingActor):
+    def __init__(self, name: str, stopped: list[str]) -> None:
+        super().__init__()
+        self.name, self.stopped = name, stopped
+
+    def on_stop(self) -> None:
+        self.stopped.append(self.name)
+
+
+def test_stop_all_stops_the_last_started_first() -> None:
+    stopped: list[str] = []
+    for name in ("a", "b", "c"):
+        Recorder.start(name, stopped)
+    pykka.ActorRegistry.stop_all()
+    assert stopped == ["c", "b", "a"]  # pykka reverses get_all(): the container keeps start order
+
+
+class OwnStop(pykka.ThreadingActor):
+    def _stop(self) -> None:
+        self.own_stop_ran = True
+        super()._stop()
+
+
+def test_a_class_with_its_own_stop_keeps_it(pykka_debug: list[str]) -> None:
+    parent = Parent()
+    actor: Any = start_supervised(OwnStop, Link(parent, key=1, incarnation=1), "test-own-stop")
+    actor._jv_request_stop()
+    assert actor.actor_stopped.wait(5)
+    assert parent.event.wait(5)
+    assert actor.own_stop_ran
+    assert actor.actor_ref not in pykka.ActorRegistry.get_all()
+
+
+def test_an_actor_whose_thread_cannot_start_leaves_the_registry_and_its_reference(
+    monkeypatch: pytest.MonkeyPatch, runtime: str
+) -> None:
+    if runtime != "threads":
+        pytest.skip("a greenlet is made in this process's memory: no OS thread to refuse")
+    from actors import ChildRef, _runtime
+
+    def refuse(function: Any, args: Any) -> None:
+        del function, args
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_runtime, "_start_new_thread", refuse)
+    ref = ChildRef("test-no-thread")
+    before = set(pykka.ActorRegistry.get_all())
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        start_supervised(Echo, Link(Parent(), key=1, incarnation=1, ref=ref), "test-no-thread")
+    assert set(pykka.ActorRegistry.get_all()) == before
+    assert ref._inbox is None  # messages to the reference wait for the next incarnation
