@@ -69,8 +69,8 @@ def test_pykkas_registry_api_works_over_the_container() -> None:
         assert pykka.ActorRegistry.get_by_class_name("Other") == [second]
         assert pykka.ActorRegistry.get_by_urn(second.actor_urn) is second
         pykka.ActorRegistry.broadcast("hello", target_class=Echo)
-        assert first.ask("sync") == "sync"
-        assert third.ask("sync") == "sync"
+        for ref in (first, second, third):  # each has handled the broadcast once it answers
+            assert ref.ask("sync") == "sync"
         assert heard.count("hello") == 3  # Other derives from Echo
         second.stop()  # pykka's unregister, in the middle of the order
         assert pykka.ActorRegistry.get_all()[-2:] == [first, third]
