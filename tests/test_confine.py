@@ -524,3 +524,40 @@ def test_a_command_probe_runs_as_its_jobs_command(
         ReadyProbe(command=probe.command, timeout=0.2, interval=0.05).wait_ready(threading.Event())
     probe.beside(work).wait_ready(threading.Event())
     assert probe.beside(work) == probe  # the job is no part of the probe's identity
+
+
+@pytest.fixture
+def fleeting_user() -> Iterator[str]:
+    """A real user of this system, made for the test; the test deletes it, or this does."""
+    name = f"jvgone{os.getpid()}"
+    made = subprocess.run(
+        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a user here: {made.stderr.strip()}")
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
+def test_a_user_deleted_after_the_manifest_was_read_fails_the_start_and_the_probe(
+    fleeting_user: str,
+) -> None:
+    # The name was checked when the spec was built; by the start (or a restart, or the
+    # probe) the user is gone: each says so, as 126 "could not start", and nothing runs.
+    from actors._ready import NotReady, ReadyProbe
+
+    work = CommandWork(argv=("true",), user=RunAs(name=fleeting_user))
+    probe = ReadyProbe(command=("true",), timeout=5, interval=0.01).beside(work)
+    probe.wait_ready(threading.Event())  # the user is still there: ready at once
+    subprocess.run(["userdel", fleeting_user], check=True)
+    with pytest.raises(CommandFailed, match="could not start: its user or group is gone") as info:
+        work.run(Attempt("gone", 1, time.time()))
+    assert info.value.code == 126
+    assert fleeting_user in str(info.value)
+    with pytest.raises(NotReady, match="its user or group is gone"):
+        probe.wait_ready(threading.Event())
