@@ -429,16 +429,6 @@ class _Child:
         self._code: int | None = None  # the leader's exit code once it exited
         self.signalled = False  # we had signalled the group when the leader exited
 
-    @property
-    def pid(self) -> int:
-        """The leader's pid; 0 before it exists."""
-        return self.pids[0] if self.pids else 0
-
-    @property
-    def pgid(self) -> int:
-        """The group's id: a new session's leader leads its group too."""
-        return self.pid
-
     # -- start -------------------------------------------------------------------------------------
 
     def start(self, work: CommandWork) -> None:
@@ -482,14 +472,14 @@ class _Child:
         # Under gevent nothing may yield to the hub before the child watcher has started,
         # or libev could reap the leader unseen.
         fds = [s.fd for s in self.streams]
-        pid = self.pids[0]  # the spawn returned: it exists (the properties cost a call each)
+        pid = self.pids[0]  # the spawn returned: it exists
         if hub is None:
             self._waiter = PollWaiter(pid, fds)
         else:
             for fd in fds:
                 os.set_blocking(fd, False)  # see HubWaiter.wait
             self._waiter = HubWaiter(hub, pid, fds)
-        WARDEN.add(pid)  # the group's id: a new session's leader leads its group too
+        WARDEN.add(pid)  # the group's id too: a new session's leader leads its group
 
     @staticmethod
     def _confinement(work: CommandWork) -> tuple[Confinement | None, dict[str, str]]:
@@ -516,9 +506,9 @@ class _Child:
             if self._kill_at is None or kill_at < self._kill_at:
                 self._kill_at = kill_at
             pids = self.pids
-            pgid = pids[0] if pids else 0
-            if not pgid:
+            if not pids:
                 return
+            pgid = pids[0]  # a new session's leader leads its group too
             if signum == signal.SIGKILL or grace <= 0:
                 self._kill_locked()
             elif not self._stopping:

@@ -64,13 +64,6 @@ class _Refs:
     def __getitem__(self, index: int | slice) -> ActorRef[Any] | list[ActorRef[Any]]:
         return list(self._refs)[index]
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, _Refs):
-            return list(self._refs) == list(other._refs)
-        return isinstance(other, list) and list(self._refs) == other
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the list it stands in for
-
     def __repr__(self) -> str:
         return repr(list(self._refs))
 

@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import machine
 from _supervisord_proc import cpu_seconds, launched, stop_and_time, tail
@@ -133,20 +134,20 @@ def floor(argv: list[str], seconds: float, *, like: bool = False) -> tuple[float
 
     ``like``: capturing both streams in a session of its own, as jobvisor runs a command.
     """
-    extra: dict[str, object] = (
+    extra: dict[str, Any] = (
         {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "start_new_session": True}
         if like
         else {}
     )
     end = time.monotonic() + WARMUP / 5
     while time.monotonic() < end:
-        subprocess.run(argv, check=False, **extra)  # type: ignore[call-overload]
+        subprocess.run(argv, check=False, **extra)
     count = 0
     t0 = time.perf_counter()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     end = t0 + seconds
     while time.perf_counter() < end:
-        subprocess.run(argv, check=False, **extra)  # type: ignore[call-overload]
+        subprocess.run(argv, check=False, **extra)
         count += 1
     t1 = time.perf_counter()
     r1 = resource.getrusage(resource.RUSAGE_SELF)

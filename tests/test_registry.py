@@ -158,7 +158,7 @@ class OwnStop(pykka.ThreadingActor):
         super()._stop()
 
 
-def test_a_class_with_its_own_stop_keeps_it(pykka_debug: list[str]) -> None:
+def test_a_class_with_its_own_stop_keeps_it() -> None:
     parent = Parent()
     actor: Any = start_supervised(OwnStop, Link(parent, key=1, incarnation=1), "test-own-stop")
     actor._jv_request_stop()
