@@ -7,7 +7,8 @@ One attempt (``CommandWork.run``, in the job actor's thread)::
 
     spawn (vfork+exec, new session) -> register the group with the warden
       -> wait for output, the leader's exit or a stop: log lines, SIGKILL at the stop deadline
-      -> the leader exited: stop_signal to the rest of its group, read to EOF (at most `grace`)
+      -> the leader exited: stop_signal to the rest of its group, read to EOF (at most `grace`);
+         the pipes already at their end: SIGKILL to the rest at once, nothing to wait for
       -> finally: SIGKILL the group, reap the leader, close the fds, unregister the group
 
 Its parts live beside it: ``_spawn`` starts the process (the standard
@@ -101,7 +102,8 @@ class CommandWork:
     timeout) sends it ``stop_signal`` and SIGKILL ``grace`` seconds later;
     ``kill`` and an exception thrown into ``run`` SIGKILL it at once; when
     the leader exits by itself, the rest of the group gets ``stop_signal``
-    and, if it still holds the output pipes after ``grace``, SIGKILL.
+    while it holds the output pipes (at most ``grace``), then SIGKILL as the
+    attempt ends; at once when the pipes are already at their end.
     """
 
     kind: ClassVar[str] = "command"
@@ -392,6 +394,7 @@ class _Child:
         "_closed",
         "_code",
         "_ended",
+        "_gone",
         "_grace",
         "_hub",
         "_kill_at",
@@ -423,6 +426,9 @@ class _Child:
         self._kill_at: float | None = None  # monotonic time of the SIGKILL that follows a stop
         self._stopping = False  # stop_signal was sent to the group
         self._killed = False  # SIGKILL was sent to the group
+        # A signal found no process in the group: it is gone for good (a group never gets a
+        # member back), and its id may be a new process's before long: no more signals to it.
+        self._gone = False
         self._ended = False  # no more signals: the leader is (about to be) reaped
         self._closed = False
         self._reaped = False
@@ -505,15 +511,16 @@ class _Child:
             kill_at = time.monotonic() + grace
             if self._kill_at is None or kill_at < self._kill_at:
                 self._kill_at = kill_at
-            pids = self.pids
-            if not pids:
+            # Read once: a failed exec empties the list in spawn's thread, without this lock.
+            head = self.pids[:1]
+            if not head:
                 return
-            pgid = pids[0]  # a new session's leader leads its group too
             if signum == signal.SIGKILL or grace <= 0:
                 self._kill_locked()
             elif not self._stopping:
                 self._stopping = True
-                _signal_group(pgid, signum)
+                # head[0]: a new session's leader leads its group too
+                self._gone = not _signal_group(head[0], signum)
             if wake and self._waiter is not None:
                 self._waiter.wake()
 
@@ -524,7 +531,9 @@ class _Child:
 
         When the leader exits, the rest of its group gets ``stop_signal`` and
         the pipes are read to their end, or until the SIGKILL deadline, after
-        which only what they hold already is read.
+        which only what they hold already is read. When the pipes are at
+        their end already, the rest gets SIGKILL at once (as ``close()``
+        would give it a moment later) and the leader is reaped here.
         """
         waiter = self._waiter
         assert waiter is not None
@@ -536,8 +545,16 @@ class _Child:
                     waiter.forget(fd)
                     del open_streams[fd]
             if self._code is None and waiter.check_exit(pipes_closed=not open_streams):
-                self._code = waiter.exit_code()
                 self.signalled = self._stopping or self._killed
+                if not open_streams:
+                    # Nothing left to read: what is left of the group gets close()'s SIGKILL
+                    # now, not a stop_signal it would overtake, and under threads the status
+                    # comes with the reaping (two system calls less on every restart).
+                    self._kill_and_reap()
+                    if self._code is None:  # gevent (libev reaped it), or reaped by another
+                        self._code = waiter.exit_code()
+                    break
+                self._code = waiter.exit_code()
                 # What is left of the group gets the stop signal (we are not waiting: no wake).
                 self.stop(self._stop_signal, self._grace, wake=False)
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
@@ -604,11 +621,11 @@ class _Child:
             self._kill_locked()
 
     def _kill_locked(self) -> None:
-        pids = self.pids
-        if pids and not self._ended and not self._killed:
-            pgid = pids[0]
+        head = self.pids[:1]  # read once, as in stop()
+        if head and not self._ended and not self._killed:
             self._killed = True
-            _signal_group(pgid, signal.SIGKILL)
+            if not self._gone:
+                self._gone = not _signal_group(head[0], signal.SIGKILL)
 
     def _kill_and_reap(self) -> None:
         self._kill()  # what kept away from the pipes, or everything on a Kill; once only
@@ -643,12 +660,15 @@ class _Child:
             sink.close()
 
 
-def _signal_group(pgid: int, signum: int) -> None:
-    """Signal a group (with its ``_Child``'s lock held); a group that is gone is fine."""
-    try:  # noqa: SIM105 - not contextlib.suppress: twice on every restart
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Signal a group (with its ``_Child``'s lock held); False if it has no process left."""
+    try:  # not contextlib.suppress: on every restart
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member that switched to another user: the group is there
         pass
+    return True
 
 
 # The running child of each attempt, keyed by id(attempt). run() adds and removes its entry, so

@@ -26,7 +26,7 @@ from faultkit import Watched, gone
 from treekit import tree_of
 
 from actors import Attempt, Kill, current_task, interrupt_task
-from actors._command import CommandFailed, CommandWork
+from actors._command import CommandFailed, CommandWork, _Child
 from supervision import (
     Backoff,
     ChildExited,
@@ -413,6 +413,68 @@ def test_what_is_left_of_the_group_is_stopped_when_the_leader_exits(
     procs.add(*pids)
     assert procs.all_dead()
     assert all(gone(pid) for pid in pids)
+
+
+class SignalsSent:
+    """Every ``os.killpg`` our code makes, passed on to the real one."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[tuple[int, int]] = []
+        real = os.killpg
+
+        def killpg(pgid: int, signum: int) -> None:
+            self.sent.append((pgid, signum))
+            real(pgid, signum)
+
+        monkeypatch.setattr(os, "killpg", killpg)
+
+
+def test_a_command_that_ends_alone_costs_one_group_signal(
+    runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its pipes end with it: no stop_signal that the SIGKILL would overtake (threads), and
+    # none to a group that is gone (gevent: libev reaped the leader before we look).
+    del runtime
+    signals = SignalsSent(monkeypatch)
+    work = CommandWork(argv=("true",))
+    for number in range(5):
+        assert work.run(attempt(number=number)) == 0
+    assert len(signals.sent) == 5, signals.sent
+
+
+def test_a_group_found_gone_is_never_signalled_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its id may be a new process's before long: a signal to it could hit a stranger.
+    popen = subprocess.Popen(["true"])
+    popen.wait()  # exited and reaped: its group is gone
+    child = _Child(CommandWork(argv=("true",)), attempt())
+    child.pids = [popen.pid]
+    signals = SignalsSent(monkeypatch)
+    child.stop(signal.SIGTERM, 5.0)
+    child.stop(signal.SIGKILL, 0.0)
+    assert signals.sent == [(popen.pid, signal.SIGTERM)]
+
+
+class Vanishing(list[int]):
+    """A pid list that a failed exec empties right after its length was asked."""
+
+    def __len__(self) -> int:
+        length = super().__len__()
+        self.clear()
+        return length
+
+
+def test_a_stop_reads_the_pids_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # spawn empties the list after a failed exec, in the attempt's thread, while a stop from
+    # another thread reads it: checked, then indexed, it could raise IndexError there.
+    popen = subprocess.Popen(["true"])
+    popen.wait()
+    child = _Child(CommandWork(argv=("true",)), attempt())
+    child.pids = Vanishing([popen.pid])
+    signals = SignalsSent(monkeypatch)
+    child.stop(signal.SIGTERM, 5.0)
+    child.pids = Vanishing([popen.pid])
+    child.stop(signal.SIGKILL, 0.0)
+    assert [signum for _, signum in signals.sent] == [signal.SIGTERM]
 
 
 def test_a_process_that_left_the_group_delays_the_end_by_grace_only(
