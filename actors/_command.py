@@ -519,8 +519,8 @@ class _Child:
                 self._kill_locked()
             elif not self._stopping:
                 self._stopping = True
-                # head[0]: a new session's leader leads its group too
-                self._gone = not _signal_group(head[0], signum)
+                if not self._gone:  # head[0]: a new session's leader leads its group too
+                    self._gone = not _signal_group(head[0], signum)
             if wake and self._waiter is not None:
                 self._waiter.wake()
 

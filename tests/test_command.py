@@ -452,6 +452,13 @@ def test_a_group_found_gone_is_never_signalled_again(monkeypatch: pytest.MonkeyP
     child.stop(signal.SIGTERM, 5.0)
     child.stop(signal.SIGKILL, 0.0)
     assert signals.sent == [(popen.pid, signal.SIGTERM)]
+    # The other way round: found gone by a kill, a later stop sends nothing either.
+    signals.sent.clear()
+    child = _Child(CommandWork(argv=("true",)), attempt())
+    child.pids = [popen.pid]
+    child.stop(signal.SIGKILL, 0.0)
+    child.stop(signal.SIGTERM, 5.0)
+    assert signals.sent == [(popen.pid, signal.SIGKILL)]
 
 
 class Vanishing(list[int]):
