@@ -47,10 +47,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from _common import machine
 from _supervisord_proc import cpu_seconds, launched, stop_and_time, tail
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 1.0  # seconds of restarts before the window opens
@@ -103,10 +106,15 @@ def _starts(directory: Path) -> list[float]:
     return [float(s) for (s,) in rows]
 
 
-def ours(
-    runtime: str, argv: list[str], seconds: float, root: Path, level: str
-) -> tuple[float, float, int]:
-    """(ms per restart, daemon CPU ms per restart, restarts) over one window (``root``'s cli.py)."""
+@contextlib.contextmanager
+def restarting(
+    runtime: str, argv: list[str], root: Path, level: str
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``root``'s daemon restarting ``argv``, past its warm-up: (its process, its directory).
+
+    The caller stops it (``stop_and_time``) and reads the journal (``_starts``) inside the
+    block: the directory goes with it.
+    """
     with tempfile.TemporaryDirectory(prefix="cmd-restart-") as tmp:
         directory = Path(tmp)
         (directory / "jobs.yaml").write_text(_manifest(argv, level))
@@ -119,10 +127,18 @@ def ours(
                     raise BenchError(f"the daemon did not restart:\n{output}")
                 time.sleep(0.05)
             time.sleep(WARMUP)
-            t0, c0 = time.time(), cpu_seconds(popen.pid)
-            time.sleep(seconds)
-            t1, c1 = time.time(), cpu_seconds(popen.pid)
-            stop_and_time(popen, 60)
+            yield popen, directory
+
+
+def ours(
+    runtime: str, argv: list[str], seconds: float, root: Path, level: str
+) -> tuple[float, float, int]:
+    """(ms per restart, daemon CPU ms per restart, restarts) over one window (``root``'s cli.py)."""
+    with restarting(runtime, argv, root, level) as (popen, directory):
+        t0, c0 = time.time(), cpu_seconds(popen.pid)
+        time.sleep(seconds)
+        t1, c1 = time.time(), cpu_seconds(popen.pid)
+        stop_and_time(popen, 60)
         count = sum(1 for s in _starts(directory) if t0 <= s < t1)
     if not count:
         raise BenchError("no start in the window")

@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 from _common import machine
-from _supervisord_proc import launched, stop_and_time, tail
-from command_restart import COMMANDS, READY_DEADLINE, WARMUP, BenchError, _env, _manifest, _starts
+from _supervisord_proc import stop_and_time
+from command_restart import COMMANDS, BenchError, _starts, restarting
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,23 +64,12 @@ def _strace(pids: list[str], seconds: float, report: Path) -> None:
 
 def ours(runtime: str, argv: list[str], seconds: float, root: Path) -> tuple[dict[str, float], int]:
     """({call: per restart}, restarts) for ``root``'s daemon."""
-    with tempfile.TemporaryDirectory(prefix="syscalls-") as tmp:
-        directory = Path(tmp)
-        (directory / "jobs.yaml").write_text(_manifest(argv, "information"))
-        cli = [sys.executable, str(root / "cli.py"), "--runtime", runtime, "daemon", "jobs.yaml"]
-        with launched(cli, directory, _env(root)) as popen:
-            deadline = time.monotonic() + READY_DEADLINE
-            while len(_starts(directory)) < 2:
-                if popen.poll() is not None or time.monotonic() > deadline:
-                    output = tail(directory / "output.log")
-                    raise BenchError(f"the daemon did not restart:\n{output}")
-                time.sleep(0.05)
-            time.sleep(WARMUP)
-            threads = sorted(p.name for p in Path(f"/proc/{popen.pid}/task").iterdir())
-            t0 = time.time()
-            _strace(threads, seconds, directory / "strace.txt")
-            t1 = time.time()
-            stop_and_time(popen, 60)
+    with restarting(runtime, argv, root, "information") as (popen, directory):
+        threads = sorted(p.name for p in Path(f"/proc/{popen.pid}/task").iterdir())
+        t0 = time.time()
+        _strace(threads, seconds, directory / "strace.txt")
+        t1 = time.time()
+        stop_and_time(popen, 60)
         restarts = sum(1 for s in _starts(directory) if t0 <= s < t1)
         counts = _counts(directory / "strace.txt")
     if not restarts:
