@@ -386,7 +386,7 @@ class _Child:
     """The process group of one attempt: started, watched and ended by ``CommandWork.run``.
 
     ``run()``'s thread does everything but ``stop()``, which other threads
-    call too; ``_lock`` orders signals against the end of the group
+    call too; ``lock`` orders signals against the end of the group
     (``_ended``), after which the group's id may belong to somebody else.
     """
 
@@ -399,12 +399,12 @@ class _Child:
         "_hub",
         "_kill_at",
         "_killed",
-        "_lock",
         "_reaped",
         "_stop_signal",
         "_stopping",
         "_waiter",
         "attempt",
+        "lock",
         "pids",
         "signalled",
         "sink",
@@ -422,7 +422,7 @@ class _Child:
         self._hub: Any = None  # the gevent hub under the gevent runtime
         self._stop_signal = work.stop_signal
         self._grace = work.grace
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._kill_at: float | None = None  # monotonic time of the SIGKILL that follows a stop
         self._stopping = False  # stop_signal was sent to the group
         self._killed = False  # SIGKILL was sent to the group
@@ -505,13 +505,13 @@ class _Child:
         deadline is kept and ``run()`` stops the process once it exists.
         ``wake`` makes a waiting ``supervise()`` heed the new deadline.
         """
-        with self._lock:
+        with self.lock:
             if self._ended:
                 return
             kill_at = time.monotonic() + grace
             if self._kill_at is None or kill_at < self._kill_at:
                 self._kill_at = kill_at
-            # Read once: a failed exec empties the list in spawn's thread, without this lock.
+            # Read once, not checked and then indexed: a failed exec empties it (in spawn).
             head = self.pids[:1]
             if not head:
                 return
@@ -533,7 +533,8 @@ class _Child:
         the pipes are read to their end, or until the SIGKILL deadline, after
         which only what they hold already is read. When the pipes are at
         their end already, the rest gets SIGKILL at once (as ``close()``
-        would give it a moment later) and the leader is reaped here.
+        would give it a moment later); under threads the leader is reaped
+        here (under gevent by libev or ``HubWaiter.close``).
         """
         waiter = self._waiter
         assert waiter is not None
@@ -551,7 +552,7 @@ class _Child:
                     # now, not a stop_signal it would overtake, and under threads the status
                     # comes with the reaping (two system calls less on every restart).
                     self._kill_and_reap()
-                    if self._code is None:  # gevent (libev reaped it), or reaped by another
+                    if self._code is None:  # gevent: the waiter has it (libev's, or WNOWAIT)
                         self._code = waiter.exit_code()
                     break
                 self._code = waiter.exit_code()
@@ -617,7 +618,7 @@ class _Child:
         stream.finish()
 
     def _kill(self) -> None:
-        with self._lock:
+        with self.lock:
             self._kill_locked()
 
     def _kill_locked(self) -> None:
@@ -629,7 +630,7 @@ class _Child:
 
     def _kill_and_reap(self) -> None:
         self._kill()  # what kept away from the pipes, or everything on a Kill; once only
-        with self._lock:
+        with self.lock:
             self._ended = True
         if not self.pids:
             return  # it never started

@@ -36,11 +36,13 @@ __all__ = ["Spawned", "close_fd", "real_os", "spawn"]
 class Spawned(Protocol):
     """Where ``spawn`` records the new process before any bytecode runs after its creation.
 
-    ``pids`` gets the leader's pid (emptied again if the exec failed and
-    ``spawn`` reaped it).
+    ``pids`` gets the leader's pid, emptied again if the exec failed: ``spawn``
+    reaps that child and empties the list holding ``lock``, the lock under
+    which others signal the pid, so none signals it once its id is free.
     """
 
     pids: list[int]
+    lock: threading.Lock
 
 
 def _env_list(overrides: Mapping[str, str]) -> tuple[list[bytes] | None, Mapping[str, str] | None]:
@@ -145,9 +147,11 @@ def spawn(
     finally:
         real.close(errpipe_read)
     if failure:
-        with contextlib.suppress(ChildProcessError):  # libev (gevent) may have reaped it
-            real.waitpid(pids[-1], 0)
-        pids[:] = ()
+        # The child wrote its errno and is exiting: a short wait, while no stop may signal it.
+        with record.lock:
+            with contextlib.suppress(ChildProcessError):  # libev (gevent) may have reaped it
+                real.waitpid(pids[-1], 0)
+            pids[:] = ()
         raise _exec_error(failure, command, cwd)
 
 

@@ -40,6 +40,7 @@ import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 
 from _common import add_runtime_arg, machine  # noqa: E402
@@ -50,8 +51,11 @@ TRUE = "/bin/true"
 
 
 class Record:
+    """What ``spawn`` records the process in (``actors._spawn.Spawned``)."""
+
     def __init__(self) -> None:
         self.pids: list[int] = []
+        self.lock = threading.Lock()
 
 
 def _cpu() -> float:

@@ -9,6 +9,7 @@ stay a zombie: dead, which is all the tests ask.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import signal
@@ -26,7 +27,8 @@ from faultkit import Watched, gone
 from treekit import tree_of
 
 from actors import Attempt, Kill, current_task, interrupt_task
-from actors._command import CommandFailed, CommandWork, _Child
+from actors._command import _LIVE, CommandFailed, CommandWork, _Child
+from actors._spawn import real_os
 from supervision import (
     Backoff,
     ChildExited,
@@ -416,15 +418,22 @@ def test_what_is_left_of_the_group_is_stopped_when_the_leader_exits(
 
 
 class SignalsSent:
-    """Every ``os.killpg`` our code makes, passed on to the real one."""
+    """Every ``os.killpg`` our code makes: passed on to the real one, or answered as ``gone``.
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    ``gone`` True: every group is gone (ESRCH); False: delivered. Either way no signal
+    leaves the test, so a pid some other process has taken meanwhile is never hit.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, gone: bool | None = None) -> None:
         self.sent: list[tuple[int, int]] = []
         real = os.killpg
 
         def killpg(pgid: int, signum: int) -> None:
             self.sent.append((pgid, signum))
-            real(pgid, signum)
+            if gone is None:
+                real(pgid, signum)
+            elif gone:
+                raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))
 
         monkeypatch.setattr(os, "killpg", killpg)
 
@@ -442,23 +451,24 @@ def test_a_command_that_ends_alone_costs_one_group_signal(
     assert len(signals.sent) == 5, signals.sent
 
 
+GONE_PGID = 1 << 30  # above any pid_max: no group has it
+
+
 def test_a_group_found_gone_is_never_signalled_again(monkeypatch: pytest.MonkeyPatch) -> None:
     # Its id may be a new process's before long: a signal to it could hit a stranger.
-    popen = subprocess.Popen(["true"])
-    popen.wait()  # exited and reaped: its group is gone
+    signals = SignalsSent(monkeypatch, gone=True)
     child = _Child(CommandWork(argv=("true",)), attempt())
-    child.pids = [popen.pid]
-    signals = SignalsSent(monkeypatch)
+    child.pids = [GONE_PGID]
     child.stop(signal.SIGTERM, 5.0)
     child.stop(signal.SIGKILL, 0.0)
-    assert signals.sent == [(popen.pid, signal.SIGTERM)]
+    assert signals.sent == [(GONE_PGID, signal.SIGTERM)]
     # The other way round: found gone by a kill, a later stop sends nothing either.
     signals.sent.clear()
     child = _Child(CommandWork(argv=("true",)), attempt())
-    child.pids = [popen.pid]
+    child.pids = [GONE_PGID]
     child.stop(signal.SIGKILL, 0.0)
     child.stop(signal.SIGTERM, 5.0)
-    assert signals.sent == [(popen.pid, signal.SIGKILL)]
+    assert signals.sent == [(GONE_PGID, signal.SIGKILL)]
 
 
 class Vanishing(list[int]):
@@ -471,17 +481,32 @@ class Vanishing(list[int]):
 
 
 def test_a_stop_reads_the_pids_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    # spawn empties the list after a failed exec, in the attempt's thread, while a stop from
-    # another thread reads it: checked, then indexed, it could raise IndexError there.
-    popen = subprocess.Popen(["true"])
-    popen.wait()
+    # Checked, then indexed, a list that empties in between raised IndexError in the
+    # stopping thread (the supervisor's). Each stop here reaches a group that is there.
+    signals = SignalsSent(monkeypatch, gone=False)
     child = _Child(CommandWork(argv=("true",)), attempt())
-    child.pids = Vanishing([popen.pid])
-    signals = SignalsSent(monkeypatch)
+    child.pids = Vanishing([GONE_PGID])
     child.stop(signal.SIGTERM, 5.0)
-    child.pids = Vanishing([popen.pid])
+    child.pids = Vanishing([GONE_PGID])
     child.stop(signal.SIGKILL, 0.0)
-    assert [signum for _, signum in signals.sent] == [signal.SIGTERM]
+    assert [signum for _, signum in signals.sent] == [signal.SIGTERM, signal.SIGKILL]
+
+
+def test_a_failed_exec_is_reaped_and_forgotten_while_no_stop_may_signal_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Between the reaping and the emptying of its pid list, a stop would signal a free id.
+    held: list[bool] = []
+    real_waitpid = real_os().waitpid
+
+    def waitpid(pid: int, options: int) -> tuple[int, int]:
+        held.extend(child.lock.locked() for child in _LIVE.values())
+        return real_waitpid(pid, options)
+
+    monkeypatch.setattr(real_os(), "waitpid", waitpid)
+    with pytest.raises(CommandFailed, match="could not start"):
+        CommandWork(argv=("/no/such/command-xyz",)).run(attempt())
+    assert held == [True]
 
 
 def test_a_process_that_left_the_group_delays_the_end_by_grace_only(
