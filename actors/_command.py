@@ -511,7 +511,7 @@ class _Child:
             kill_at = time.monotonic() + grace
             if self._kill_at is None or kill_at < self._kill_at:
                 self._kill_at = kill_at
-            # Read once, not checked and then indexed: a failed exec empties it (in spawn).
+            # Read once (spawn empties the list after a failed exec, under this lock).
             head = self.pids[:1]
             if not head:
                 return

@@ -438,12 +438,9 @@ class SignalsSent:
         monkeypatch.setattr(os, "killpg", killpg)
 
 
-def test_a_command_that_ends_alone_costs_one_group_signal(
-    runtime: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_command_that_ends_alone_costs_one_group_signal(monkeypatch: pytest.MonkeyPatch) -> None:
     # Its pipes end with it: no stop_signal that the SIGKILL would overtake (threads), and
     # none to a group that is gone (gevent: libev reaped the leader before we look).
-    del runtime
     signals = SignalsSent(monkeypatch)
     work = CommandWork(argv=("true",))
     for number in range(5):
