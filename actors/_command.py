@@ -47,7 +47,7 @@ from actors._checks import (
 )
 from actors._confine import Confinement, Limits, RunAs, check_umask
 from actors._errors import JobFailure, SpecError
-from actors._spawn import close_fd, spawn
+from actors._spawn import close_all, pipe_into, spawn
 from actors._waiters import HubWaiter, PollWaiter, gevent_hub
 from actors._warden import WARDEN
 
@@ -404,6 +404,8 @@ class _Child:
         "_stopping",
         "_waiter",
         "attempt",
+        "ends",
+        "fds",
         "lock",
         "pids",
         "signalled",
@@ -416,6 +418,11 @@ class _Child:
         # The leader's pid, stored by fork_exec itself (see actors._spawn.spawn): the one
         # record of the process that no Kill can lose. Empty until it exists.
         self.pids: list[int] = []
+        # Every fd the attempt owns, recorded as pids are (see actors._spawn.pipe_into): the
+        # read ends, the waiter's, spawn's while it runs; and the ends the child gets, closed
+        # once it has them. close() closes whatever these hold, whenever a Kill came.
+        self.fds: list[int] = []
+        self.ends: list[int] = []
         self.streams: list[_Stream] = []
         self.sink: OutputSink | None = None  # the job's output file, closed with the fds
         self._waiter: PollWaiter | HubWaiter | None = None
@@ -449,10 +456,8 @@ class _Child:
             hub.loop.install_sigchld()
         output = self.attempt.output
         self.sink = sink = output(self.attempt) if output is not None else None
-        out_r, out_w = os.pipe()
-        self.streams.append(_Stream(out_r, "stdout", self.attempt, log.info, sink))
-        err_r, err_w = os.pipe()
-        self.streams.append(_Stream(err_r, "stderr", self.attempt, log.warning, sink))
+        out_r, out_w = pipe_into(self.fds, self.ends)
+        err_r, err_w = pipe_into(self.fds, self.ends)
         try:
             confine, env = self._confinement(work)
             if confine is None:
@@ -473,14 +478,15 @@ class _Child:
         except OSError as exc:
             raise _could_not_start(work, exc) from exc
         finally:
-            close_fd(out_w)
-            close_fd(err_w)
+            close_all(self.ends)
+        self.streams.append(_Stream(out_r, "stdout", self.attempt, log.info, sink))
+        self.streams.append(_Stream(err_r, "stderr", self.attempt, log.warning, sink))
         # Under gevent nothing may yield to the hub before the child watcher has started,
         # or libev could reap the leader unseen.
-        fds = [s.fd for s in self.streams]
+        fds = [out_r, err_r]
         pid = self.pids[0]  # the spawn returned: it exists
         if hub is None:
-            self._waiter = PollWaiter(pid, fds)
+            self._waiter = PollWaiter(pid, fds, self.fds)
         else:
             for fd in fds:
                 os.set_blocking(fd, False)  # see HubWaiter.wait
@@ -650,10 +656,8 @@ class _Child:
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter.close()  # stops its watchers before their fds close
-        for stream in self.streams:
-            if stream.fd >= 0:
-                fd, stream.fd = stream.fd, -1
-                close_fd(fd)
+        close_all(self.ends)  # a start cut short before it closed them
+        close_all(self.fds)
         if self.pids:
             WARDEN.discard(self.pids[0])
         sink, self.sink = self.sink, None

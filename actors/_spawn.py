@@ -3,7 +3,8 @@
 Processes are started by the C ``fork_exec`` that the standard library's
 ``Popen`` uses (vfork+exec, closing every other fd, changing directory and
 session in the child), called directly: ``Popen``'s own Python around it
-costs more than the call. Each pid is recorded the moment it exists. Part of
+costs more than the call. Each pid and fd is recorded the moment it exists
+(a ``Kill`` thrown into the thread must not lose one). Part of
 the ``command`` job kind (``actors._command``). A command with resource
 limits execs a small helper first (``_CONFINE``).
 """
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
     from actors._confine import Confinement
 
-__all__ = ["Spawned", "close_fd", "real_os", "spawn"]
+__all__ = ["Spawned", "close_all", "close_at", "pipe_into", "real_os", "spawn"]
 
 
 class Spawned(Protocol):
@@ -39,10 +40,43 @@ class Spawned(Protocol):
     ``pids`` gets the leader's pid, emptied again if the exec failed: ``spawn``
     reaps that child and empties the list holding ``lock``, the lock under
     which others signal the pid, so none signals it once its id is free.
+    ``fds`` holds spawn's own exec-error pipe while it runs (appended at its
+    end, closed before it returns): a spawn cut short by a ``Kill`` leaves
+    them to the owner, who closes whatever the list holds (``close_all``).
     """
 
     pids: list[int]
     lock: threading.Lock
+    fds: list[int]
+
+
+# A Kill (an asynchronous exception under threads) lands between two bytecodes, so also right
+# after a C call that returned an fd and before anything stores it. These keep every fd in
+# exactly one list at every bytecode: the C call that makes or closes it is driven from C by
+# the list operation that records or forgets it, with no bytecode in between.
+
+
+def pipe_into(readers: list[int], writers: list[int]) -> tuple[int, int]:
+    """A new pipe: its read end appended to ``readers``, its write end to ``writers``."""
+    writers.extend(itertools.chain.from_iterable(itertools.starmap(os.pipe, ((),))))
+    readers.extend(map(writers.pop, (-2,)))  # moved, never in both lists nor in none
+    return readers[-1], writers[-1]
+
+
+def close_at(fds: list[int], index: int = -1) -> None:
+    """Close ``fds[index]`` now and forget it, also under gevent (whose ``os.close`` closes later).
+
+    Only for fds that no libev watcher watches any more: ``HubWaiter`` stops
+    its watchers first, and libev treats a new watcher's fd as possibly new.
+    """
+    for _ in map(real_os().close, map(fds.pop, (index,))):  # pop, then close, both in C
+        pass
+
+
+def close_all(fds: list[int], keep: int = 0) -> None:
+    """Close the fds of ``fds`` past its first ``keep``, last first; what a Kill spares stays."""
+    while len(fds) > keep:
+        close_at(fds)
 
 
 def _env_list(overrides: Mapping[str, str]) -> tuple[list[bytes] | None, Mapping[str, str] | None]:
@@ -102,14 +136,15 @@ def spawn(
         )
     sys.audit("subprocess.Popen", command, args, cwd, full_env)  # as Popen reports a start
     real = real_os()
-    errpipe_read, errpipe_write = os.pipe()
+    fds = record.fds
+    mine = len(fds)  # spawn's own are what it appends: [..., errpipe read end, write end]
+    fds.extend(itertools.chain.from_iterable(itertools.starmap(os.pipe, ((),))))
     try:
-        low = []
-        while errpipe_write < 3:  # the child dups over 0-2 (ours may have been closed)
-            low.append(errpipe_write)
-            errpipe_write = os.dup(errpipe_write)
-        for fd in low:
-            real.close(fd)
+        while fds[-1] < 3:  # the child dups over 0-2 (ours may have been closed)
+            fds.extend(itertools.starmap(os.dup, ((fds[-1],),)))
+        while len(fds) > mine + 2:  # the low copies, kept open until a dup went past them
+            close_at(fds, -2)
+        errpipe_read, errpipe_write = fds[-2:]
         pids = record.pids
         call = (
             args,
@@ -142,10 +177,10 @@ def spawn(
             # pid is in the list before any bytecode runs.
             pids.extend(itertools.starmap(_posixsubprocess.fork_exec, (call,)))
         finally:
-            real.close(errpipe_write)
+            close_at(fds)  # the write end: the read below ends once the child exec'd
         failure = _read_all(real, errpipe_read)
     finally:
-        real.close(errpipe_read)
+        close_all(fds, mine)
     if failure:
         # The child wrote its errno and is exiting: a short wait, while no stop may signal it.
         with record.lock:
@@ -284,27 +319,18 @@ def _check_exists(command: str, cwd: str | None, env: Mapping[str, str]) -> None
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
 
 
-def close_fd(fd: int) -> None:
-    """Close ``fd`` now, also under gevent (whose ``os.close`` closes later).
-
-    Only for fds that no libev watcher watches any more: ``HubWaiter`` stops
-    its watchers first, and libev treats a new watcher's fd as possibly new.
-    """
-    real_os().close(fd)
-
-
-_devnull_fd = -1
+_devnull_fd: list[int] = []  # filled from C, as pipe_into does: a Kill cannot lose it
 _devnull_lock = threading.Lock()
 
 
 def _devnull() -> int:
     """One read-only ``/dev/null`` for the stdin of every command (not inherited by itself)."""
-    global _devnull_fd  # noqa: PLW0603 - opened once per process
-    if _devnull_fd < 0:
+    if not _devnull_fd:
         with _devnull_lock:  # commands starting at once in several threads open it once
-            if _devnull_fd < 0:
-                _devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    return _devnull_fd
+            if not _devnull_fd:
+                opening = ((os.devnull, os.O_RDONLY | os.O_CLOEXEC),)
+                _devnull_fd.extend(itertools.starmap(os.open, opening))
+    return _devnull_fd[0]
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import select
 from typing import Any
@@ -25,20 +26,21 @@ class PollWaiter:
 
     ``wake()`` may be called from any thread. The leader stays unreaped
     (``exit_code`` reads its status with WNOWAIT), so the group's id cannot
-    be reused before ``_Child`` reaps it last.
+    be reused before ``_Child`` reaps it last. The pidfd and the eventfd are
+    appended to ``owned`` as they open (from C, see ``actors._spawn.pipe_into``):
+    their owner closes them, after ``close()``.
     """
 
     __slots__ = ("_pid", "_poll", "_wake", "exited", "pidfd")
 
-    def __init__(self, pid: int, fds: list[int]) -> None:
+    def __init__(self, pid: int, fds: list[int], owned: list[int]) -> None:
         self._pid = pid
         self.exited = False
-        self.pidfd = os.pidfd_open(pid)
-        try:
-            self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        except BaseException:
-            os.close(self.pidfd)
-            raise
+        self._wake = -1
+        owned.extend(itertools.starmap(os.pidfd_open, ((pid,),)))
+        self.pidfd = owned[-1]
+        owned.extend(itertools.starmap(os.eventfd, ((0, os.EFD_CLOEXEC | os.EFD_NONBLOCK),)))
+        self._wake = owned[-1]
         self._poll = select.poll()
         for fd in (*fds, self.pidfd, self._wake):
             self._poll.register(fd, select.POLLIN)
@@ -76,11 +78,8 @@ class PollWaiter:
         self._poll.unregister(fd)
 
     def close(self) -> None:
-        for name in ("pidfd", "_wake"):
-            fd = getattr(self, name)
-            if fd >= 0:
-                setattr(self, name, -1)
-                os.close(fd)
+        """Forget the fds (their owner closes them next): no later ``wake()`` writes to one."""
+        self.pidfd = self._wake = -1
 
 
 class HubWaiter:

@@ -56,6 +56,7 @@ class Record:
     def __init__(self) -> None:
         self.pids: list[int] = []
         self.lock = threading.Lock()
+        self.fds: list[int] = []
 
 
 def _cpu() -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import random
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from treekit import tree_of
 
 from actors import Attempt, Kill, current_task, interrupt_task
 from actors._command import _LIVE, CommandFailed, CommandWork, _Child
-from actors._spawn import real_os
+from actors._spawn import close_all, pipe_into, real_os, spawn
 from supervision import (
     Backoff,
     ChildExited,
@@ -395,6 +396,28 @@ def test_kills_that_land_while_the_command_starts_leave_no_process(procs: Watche
     assert_no_process_left(marker, procs)
 
 
+def test_kills_that_land_while_the_command_starts_leave_no_fd(runtime: str, procs: Watched) -> None:
+    # Anywhere in the start: between os.pipe() (or pidfd_open, eventfd, dup) returning and its
+    # fd being recorded, in the spawn's own finally, in the end's closing of the fds. The
+    # delays are not synchronisation: they scatter the Kills over the start (seeded: repeatable).
+    marker = unique_sleep()
+    work = CommandWork(argv=("sleep", marker), grace=60)
+    CommandWork(argv=("true",)).run(attempt())  # the warden's pipe and /dev/null, once
+    rng = random.Random(15)
+    before = open_fds(runtime)
+    for number in range(300):
+        att = attempt("fds", number)
+        runner = Runner(work, att)
+        until = time.perf_counter() + rng.uniform(0, 0.0015)
+        while time.perf_counter() < until:
+            pass
+        interrupt_task(runner.task, Kill)
+        work.cancel(att)
+        runner.join()
+    assert_no_process_left(marker, procs)
+    assert open_fds(runtime) == before
+
+
 def test_what_is_left_of_the_group_is_stopped_when_the_leader_exits(
     lines: Lines, procs: Watched, tmp_path: Path
 ) -> None:
@@ -588,6 +611,63 @@ def test_a_command_starts_when_our_fds_0_to_2_are_closed(lines: Lines, runtime: 
         ("low", "stdout", "out"),
     ]
     assert open_fds(runtime) == before
+
+
+def test_pipe_into_and_close_all_keep_each_fd_in_one_list() -> None:
+    readers, writers = [], []
+    read, write = pipe_into(readers, writers)
+    assert (readers, writers) == ([read], [write])
+    read2, write2 = pipe_into(readers, writers)
+    assert (readers, writers) == ([read, read2], [write, write2])
+    os.write(write, b"x")
+    assert os.read(read, 1) == b"x"
+    close_all(writers, keep=1)  # the last one only
+    assert writers == [write]
+    assert os.read(read2, 1) == b""  # its write end is closed: end of file
+    close_all(writers)
+    assert writers == []
+    assert os.read(read, 1) == b""
+    close_all(readers)
+    assert readers == []
+
+
+class Spawn:
+    """What ``spawn`` records in (``actors._spawn.Spawned``)."""
+
+    def __init__(self) -> None:
+        self.pids: list[int] = []
+        self.lock = threading.Lock()
+        self.fds: list[int] = []
+
+
+@pytest.mark.parametrize("command", ["true", "/no/such/command-xyz"])
+def test_spawn_moves_its_error_pipe_off_fds_0_to_2_and_closes_it(
+    command: str, runtime: str
+) -> None:
+    # The child dups its stdio over 0-2: the exec-error pipe must not be there.
+    out_r, out_w = os.pipe()
+    record = Spawn()
+    CommandWork(argv=("true",)).run(attempt())  # the warden's pipe and /dev/null, once
+    before = open_fds(runtime)
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    close = real_os().close  # gevent's os.close closes later: after the dup2 below
+    try:
+        for fd in (0, 1, 2):
+            close(fd)
+        try:
+            spawn([command], cwd=None, env={}, stdout=out_w, stderr=out_w, record=record)
+        except FileNotFoundError:
+            assert command != "true"
+        else:
+            real_os().waitpid(record.pids[0], 0)
+    finally:
+        for fd, copy in enumerate(saved):
+            os.dup2(copy, fd)
+            close(copy)
+    assert record.fds == []
+    assert open_fds(runtime) == before
+    close(out_r)
+    close(out_w)
 
 
 # -- jobs in a tree --------------------------------------------------------------------------------
