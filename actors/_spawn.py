@@ -75,8 +75,8 @@ def close_at(fds: list[int], index: int = -1) -> None:
 
 def close_all(fds: list[int], keep: int = 0) -> None:
     """Close the fds of ``fds`` past its first ``keep``, last first; what a Kill spares stays."""
-    while len(fds) > keep:
-        close_at(fds)
+    for _ in map(real_os().close, map(fds.pop, itertools.repeat(-1, len(fds) - keep))):
+        pass
 
 
 def _env_list(overrides: Mapping[str, str]) -> tuple[list[bytes] | None, Mapping[str, str] | None]:
