@@ -7,6 +7,7 @@ real ``jobvisor`` process: it finds this module through ``PYTHONPATH`` (see
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -429,3 +430,26 @@ def storm_wait_calls(total: int, timeout: float) -> bool:
 def storm_calls() -> dict[str, int]:
     with _storm_lock:
         return dict(_storm_calls)
+
+
+@functools.cache
+def why_not_as_nobody() -> str | None:
+    """None if this interpreter can run as nobody (uid 65534) through setpriv; else why not.
+
+    Tests that play a second user need root, setpriv, and an interpreter
+    that other users may run (one under root's 0700 home is not).
+    """
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        return "needs root and setpriv to act as a second user"
+    nobody = (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")
+    out = subprocess.run(
+        [*nobody, sys.executable, "-c", "pass"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if out.returncode != 0:
+        return f"nobody cannot run {sys.executable}: {out.stderr.strip()}"
+    return None

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from faultkit import DAEMON, start_daemon, stop_daemon, wait_until
+from faultkit import DAEMON, start_daemon, stop_daemon, wait_until, why_not_as_nobody
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
@@ -452,9 +452,10 @@ def test_an_unusable_socket_path_is_one_line_and_exit_3(tmp_path: Path) -> None:
 
 
 def test_a_daemon_of_another_user_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    if (why := why_not_as_nobody()) is not None:
+        pytest.skip(why)
     setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs root and setpriv to act as a second user")
+    assert setpriv is not None
     running = start_daemon(tmp_path, DAEMON)
     try:
         nobody = (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")

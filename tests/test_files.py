@@ -8,7 +8,6 @@ it with ``chown``, as that user would have made them in a shared directory.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import stat
 import subprocess
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import CLI, ENV, Running, start_daemon, stop_daemon
+from faultkit import CLI, ENV, Running, start_daemon, stop_daemon, why_not_as_nobody
 
 from supervision._files import UnsafePathError, open_private, write_atomic
 from supervision._history import JournalError, read_history
@@ -324,8 +323,8 @@ def test_a_shared_state_dir_with_planted_symlinks_changes_nothing(
 @needs_root
 def test_the_client_refuses_a_socket_served_by_another_user(tmp_path: Path) -> None:
     """A control.sock whose server runs as someone else is not the daemon's: no request is sent."""
-    if shutil.which("setpriv") is None:
-        pytest.skip("needs setpriv to serve as nobody")
+    if (why := why_not_as_nobody()) is not None:
+        pytest.skip(why)
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -376,6 +375,8 @@ def test_the_client_refuses_a_socket_served_by_another_user(tmp_path: Path) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:  # communicate() closed it, unless an assertion came first
+            proc.stdout.close()
     assert received.strip() == "b''", "a request reached another user's server"
 
 
