@@ -218,6 +218,11 @@ class CommandWork:
         finally:
             try:
                 child.close()
+            except BaseException:
+                # A Kill can land in close()'s own lines, before or between its steps (which
+                # it retries itself): then this finishes them. Nothing if close() ended.
+                child.close()
+                raise
             finally:
                 _LIVE.pop(key, None)
         if code >= 0 and code in self.success_exit_codes:

@@ -388,9 +388,9 @@ def by_design_fds() -> dict[int, str]:
     warden_fd = getattr(getattr(sys.modules.get("actors._warden"), "WARDEN", None), "_fd", -1)
     if warden_fd >= 0:
         kept[warden_fd] = "the command warden's pipe"
-    devnull_fd = getattr(sys.modules.get("actors._spawn"), "_devnull_fd", -1)
-    if devnull_fd >= 0:
-        kept[devnull_fd] = "the commands' shared stdin"
+    devnull_fd = getattr(sys.modules.get("actors._spawn"), "_devnull_fd", [])
+    if devnull_fd:  # opened at the first command's start
+        kept[devnull_fd[0]] = "the commands' shared stdin"
     return kept
 
 

@@ -418,6 +418,78 @@ def test_kills_that_land_while_the_command_starts_leave_no_fd(runtime: str, proc
     assert open_fds(runtime) == before
 
 
+END_STEPS = frozenset({"close", "_kill_and_reap", "_release"})  # _Child's, as an attempt ends
+
+
+def run_traced(work: CommandWork, tracer: Callable[..., Any]) -> Any:
+    """``work.run()`` in a new thread traced by ``tracer``; what it returned or raised."""
+
+    def run() -> Any:
+        sys.settrace(tracer)
+        try:
+            return work.run(attempt("end"))
+        except BaseException as exc:
+            return exc
+        finally:
+            sys.settrace(None)
+
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(run()))
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    return result[0]
+
+
+def kill_at(function: str, line: int, hit: list[bool]) -> Callable[..., Any]:
+    """A tracer raising ``Kill`` once at ``line`` of an end step (0: as it starts)."""
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code.co_name not in END_STEPS:
+            return None
+        at = 0 if event == "call" else frame.f_lineno
+        if not hit and frame.f_code.co_name == function and at == line:
+            hit.append(True)
+            raise Kill
+        return tracer
+
+    return tracer
+
+
+def test_a_kill_landing_anywhere_in_the_end_of_an_attempt_leaves_nothing(
+    runtime: str, procs: Watched
+) -> None:
+    # The job's kill hook SIGKILLs the group and then throws a Kill, which lands as the
+    # attempt ends as often as anywhere: here at each line close() and its steps run (and
+    # each one's start, where CPython checks first), raised there by a tracer, one per attempt.
+    marker = unique_sleep()
+    work = CommandWork(shell=f"sleep {marker} & exit 3")  # a straggler holding the pipes
+    CommandWork(argv=("true",)).run(attempt())  # the warden's pipe and /dev/null, once
+    before = open_fds(runtime)
+    points: list[tuple[str, int]] = []
+
+    def probe(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code.co_name not in END_STEPS:
+            return None
+        point = (frame.f_code.co_name, 0 if event == "call" else frame.f_lineno)
+        if event in {"call", "line"} and point not in points:
+            points.append(point)
+        return probe
+
+    assert isinstance(run_traced(work, probe), CommandFailed)
+    assert len(points) > 20, points
+    for function, line in points:
+        hit: list[bool] = []
+        tracer = kill_at(function, line, hit)
+        result = run_traced(work, tracer)
+        where = f"a Kill at {function}:{line}"
+        assert hit, f"{where} never came"
+        assert isinstance(result, Kill), where
+        assert not _LIVE, where
+        assert open_fds(runtime) == before, where
+    assert_no_process_left(marker, procs)
+
+
 def test_what_is_left_of_the_group_is_stopped_when_the_leader_exits(
     lines: Lines, procs: Watched, tmp_path: Path
 ) -> None:
