@@ -22,12 +22,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import killkit
 import logbook
 import pytest
 from faultkit import Watched, gone
+from prockit import children
 from treekit import tree_of
 
-from actors import Attempt, Kill, current_task, interrupt_task
+from actors import Attempt, Kill, _command, _spawn, _waiters, current_task, interrupt_task
 from actors._command import _LIVE, CommandFailed, CommandWork, _Child
 from actors._spawn import close_all, pipe_into, real_os, spawn
 from supervision import (
@@ -487,6 +489,46 @@ def test_a_kill_landing_anywhere_in_the_end_of_an_attempt_leaves_nothing(
         assert isinstance(result, Kill), where
         assert not _LIVE, where
         assert open_fds(runtime) == before, where
+    assert_no_process_left(marker, procs)
+
+
+def enumerated_kinds(marker: str) -> dict[str, CommandWork]:
+    return {
+        "true": CommandWork(argv=("true",)),
+        "no-such": CommandWork(argv=("/no/such/command-xyz",)),
+        "bad-cwd": CommandWork(argv=("true",), cwd="/no/such/dir"),
+        "output": CommandWork(shell="echo out; echo err >&2"),
+        "straggler": CommandWork(shell=f"sleep {marker} & exit 0", grace=0.05),
+    }
+
+
+@pytest.mark.skipif(not killkit.CHECKED, reason="models where CPython 3.11/3.12 checks for a Kill")
+@pytest.mark.parametrize("kind", list(enumerated_kinds("")))
+def test_a_kill_at_each_point_of_an_attempt_leaves_no_fd_and_no_process(
+    kind: str, runtime: str, procs: Watched
+) -> None:
+    # Every point of actors/_command, _spawn and _waiters where a Kill thrown into the thread
+    # can land, one per attempt, in the order an attempt passes them (review of stop 26).
+    if runtime == "gevent":
+        pytest.skip("under gevent a Kill lands only in a cooperative wait")
+    marker = unique_sleep()
+    work = enumerated_kinds(marker)[kind]
+    CommandWork(argv=("true",)).run(attempt())  # the warden's pipe and /dev/null, once
+    before = open_fds(runtime)
+    files = {_command.__file__, _spawn.__file__, _waiters.__file__}
+    target = 1
+    while True:
+        tracer = killkit.KillAt(target, files, Kill)
+        result = run_traced(work, tracer)
+        if tracer.landed is None:
+            break  # past the last point: the attempt ran to its end
+        where = f"a Kill at point {target}, {tracer.landed}"
+        assert isinstance(result, Kill), f"{where}: {result!r}"
+        assert not _LIVE, where
+        assert open_fds(runtime) == before, where
+        assert "Z" not in children().values(), where
+        target += 1
+    assert target > 40  # (an attempt with output passes a varying number: its reads)
     assert_no_process_left(marker, procs)
 
 

@@ -1,0 +1,65 @@
+"""Throwing a ``Kill`` at each point where CPython checks for one, one point per run.
+
+Under the threads runtime a job's ``Kill`` is an asynchronous exception
+(``PyThreadState_SetAsyncExc``): it lands where the interpreter next checks
+for one. In CPython 3.11 and 3.12 that is a function's start, the
+instruction after a call to anything but a Python function, and a jump
+backwards. ``KillAt(n)`` is a tracer that raises ``Kill`` at the ``n``-th
+such point in the frames of the given files; a run it never reached
+(``landed is None``) has ``points`` of them in all. Standard library only
+besides the ``Kill`` it is given.
+"""
+
+from __future__ import annotations
+
+import dis
+import sys
+from pathlib import Path
+from typing import Any
+
+CHECKED: bool = sys.version_info[:2] in {(3, 11), (3, 12)}  # the model of the checks above
+_CALLS = frozenset(dis.opmap[name] for name in ("CALL", "CALL_FUNCTION_EX") if name in dis.opmap)
+_BACK = dis.opmap.get("JUMP_BACKWARD", -1)
+
+
+class KillAt:
+    """A ``sys.settrace`` tracer raising ``kill`` at the ``target``-th point (counted from 1)."""
+
+    def __init__(self, target: int, files: set[str], kill: type[BaseException]) -> None:
+        self.target = target
+        self.files = files
+        self.kill = kill
+        self.points = 0
+        self.landed: str | None = None  # where it raised: "file:line function what"
+        # frame -> (its last opcode, whether a Python function was called by it since)
+        self._last: dict[int, tuple[int, bool]] = {}
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> Any:
+        caller = frame.f_back
+        if caller is not None and id(caller) in self._last:
+            # A Python callee: its caller's CALL does not check when it returns.
+            self._last[id(caller)] = (self._last[id(caller)][0], True)
+        if frame.f_code.co_filename not in self.files:
+            return None
+        self._last[id(frame)] = (-1, False)
+        self._point(frame, "start")
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        return self._local
+
+    def _local(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "opcode":
+            op, python_callee = self._last.get(id(frame), (-1, False))
+            if (op in _CALLS and not python_callee) or op == _BACK:
+                self._point(frame, dis.opname[op])
+            self._last[id(frame)] = (frame.f_code.co_code[frame.f_lasti], False)
+        elif event == "return":
+            self._last.pop(id(frame), None)
+        return self._local
+
+    def _point(self, frame: Any, what: str) -> None:
+        self.points += 1
+        if self.points == self.target and self.landed is None:
+            name = Path(frame.f_code.co_filename).name
+            self.landed = f"{name}:{frame.f_lineno} {frame.f_code.co_name} {what}"
+            raise self.kill
