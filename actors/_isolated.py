@@ -18,6 +18,7 @@ never in argv or the environment, where ``ps`` would show them.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import marshal
 import os
 import pickle
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 from actors import _python_call
 from actors._command import CommandFailed, CommandWork
 from actors._errors import JobFailure
+from actors._spawn import close_all
 
 if TYPE_CHECKING:
     from actors._attempt import Attempt
@@ -75,7 +77,11 @@ def run_isolated(work: PythonWork, attempt: Attempt) -> int | None:
             failed = exc
         record = box.result()
     finally:
-        box.close()
+        try:
+            box.close()
+        except BaseException:
+            box.close()  # a Kill in close()'s own lines, not its steps: this finishes them
+            raise
     return _outcome(work, record, failed)
 
 
@@ -149,12 +155,17 @@ def _outcome(
 
 
 class _Box:
-    """The try's private directory: the call file in, the result file out."""
+    """The try's private directory: the call file in, the result file out.
 
-    __slots__ = ("dir",)
+    A file's fd is recorded as it opens (see ``actors._spawn.pipe_into``) and
+    closed by ``close()`` too, whenever a ``Kill`` cut the reading or writing short.
+    """
+
+    __slots__ = ("dir", "fds")
 
     def __init__(self) -> None:
         self.dir = ""
+        self.fds: list[int] = []
 
     @property
     def call_path(self) -> str:
@@ -169,18 +180,29 @@ class _Box:
         # The name is kept first; close() removes whatever of it exists.
         self.dir = f"{tempfile.gettempdir()}/jobvisor-py-{os.getpid()}-{os.urandom(8).hex()}"
         Path(self.dir).mkdir(mode=0o700)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        with os.fdopen(os.open(self.call_path, flags, 0o600), "wb") as file:
-            file.write(call)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = self._open(self.call_path, flags)
+        view = memoryview(call)
+        while view:
+            view = view[os.write(fd, view) :]
+        close_all(self.fds)
 
     def result(self) -> tuple[Any, ...] | None:
         """What the child wrote; None if it wrote nothing whole (it ended first)."""
         try:
-            with os.fdopen(os.open(self.result_path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as file:
-                record = marshal.loads(file.read())  # noqa: S302 - our child's, in our 0700 dir
+            fd = self._open(self.result_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            data = b""
+            while part := os.read(fd, 1 << 16):
+                data += part
+            close_all(self.fds)
+            record = marshal.loads(data)  # noqa: S302 - our child's, in our 0700 dir
         except Exception:  # missing, cut short or not plain data: no word from the child
             return None
         return record if isinstance(record, tuple) and record else None
+
+    def _open(self, path: str, flags: int) -> int:
+        self.fds.extend(itertools.starmap(os.open, ((path, flags, 0o600),)))
+        return self.fds[-1]
 
     def close(self) -> None:
         """Remove the files and the directory; tried again past an interruption (a ``Kill``).
@@ -189,6 +211,12 @@ class _Box:
         gevent its ``os.close`` happens later, in the hub.
         """
         interrupted: BaseException | None = None
+        for _ in range(2):
+            try:
+                close_all(self.fds)
+                break
+            except BaseException as exc:  # re-raised below
+                interrupted = exc
         for remove, path in (
             (os.unlink, self.call_path),
             (os.unlink, self.result_path),

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dis
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +65,42 @@ class KillAt:
             name = Path(frame.f_code.co_filename).name
             self.landed = f"{name}:{frame.f_lineno} {frame.f_code.co_name} {what}"
             raise self.kill
+
+
+def run_traced(call: Callable[[], Any], tracer: Any) -> Any:
+    """``call()`` in a new thread traced by ``tracer``; what it returned or raised."""
+
+    def run() -> Any:
+        sys.settrace(tracer)
+        try:
+            return call()
+        except BaseException as exc:
+            return exc
+        finally:
+            sys.settrace(None)
+
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(run()))
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the call did not end"
+    return result[0]
+
+
+def kill_each_point(
+    call: Callable[[], Any], files: set[str], kill: type[BaseException]
+) -> Iterator[tuple[str, Any]]:
+    """Run ``call`` once per point of ``files`` it passes, a ``kill`` landing there.
+
+    Yields where it landed and what ``call`` returned or raised, after each
+    run; ends with the first run that passes no more points. (A run may pass
+    a varying number of points, e.g. one more read: the count is that run's.)
+    """
+    target = 1
+    while True:
+        tracer = KillAt(target, files, kill)
+        result = run_traced(call, tracer)
+        if tracer.landed is None:
+            return
+        yield f"a Kill at point {target}, {tracer.landed}", result
+        target += 1

@@ -423,26 +423,6 @@ def test_kills_that_land_while_the_command_starts_leave_no_fd(runtime: str, proc
 END_STEPS = frozenset({"close", "_kill_and_reap", "_release"})  # _Child's, as an attempt ends
 
 
-def run_traced(work: CommandWork, tracer: Callable[..., Any]) -> Any:
-    """``work.run()`` in a new thread traced by ``tracer``; what it returned or raised."""
-
-    def run() -> Any:
-        sys.settrace(tracer)
-        try:
-            return work.run(attempt("end"))
-        except BaseException as exc:
-            return exc
-        finally:
-            sys.settrace(None)
-
-    result: list[Any] = []
-    thread = threading.Thread(target=lambda: result.append(run()))
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive()
-    return result[0]
-
-
 def kill_at(function: str, line: int, hit: list[bool]) -> Callable[..., Any]:
     """A tracer raising ``Kill`` once at ``line`` of an end step (0: as it starts)."""
 
@@ -478,12 +458,12 @@ def test_a_kill_landing_anywhere_in_the_end_of_an_attempt_leaves_nothing(
             points.append(point)
         return probe
 
-    assert isinstance(run_traced(work, probe), CommandFailed)
+    assert isinstance(killkit.run_traced(lambda: work.run(attempt("end")), probe), CommandFailed)
     assert len(points) > 20, points
     for function, line in points:
         hit: list[bool] = []
         tracer = kill_at(function, line, hit)
-        result = run_traced(work, tracer)
+        result = killkit.run_traced(lambda: work.run(attempt("end")), tracer)
         where = f"a Kill at {function}:{line}"
         assert hit, f"{where} never came"
         assert isinstance(result, Kill), where
@@ -516,19 +496,14 @@ def test_a_kill_at_each_point_of_an_attempt_leaves_no_fd_and_no_process(
     CommandWork(argv=("true",)).run(attempt())  # the warden's pipe and /dev/null, once
     before = open_fds(runtime)
     files = {_command.__file__, _spawn.__file__, _waiters.__file__}
-    target = 1
-    while True:
-        tracer = killkit.KillAt(target, files, Kill)
-        result = run_traced(work, tracer)
-        if tracer.landed is None:
-            break  # past the last point: the attempt ran to its end
-        where = f"a Kill at point {target}, {tracer.landed}"
+    runs = 0
+    for where, result in killkit.kill_each_point(lambda: work.run(attempt()), files, Kill):
         assert isinstance(result, Kill), f"{where}: {result!r}"
         assert not _LIVE, where
         assert open_fds(runtime) == before, where
         assert "Z" not in children().values(), where
-        target += 1
-    assert target > 40  # (an attempt with output passes a varying number: its reads)
+        runs += 1
+    assert runs > 40
     assert_no_process_left(marker, procs)
 
 

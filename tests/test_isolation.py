@@ -11,14 +11,17 @@ from __future__ import annotations
 import os
 import select
 import signal
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import killkit
 import pytest
 from test_leaks import children, fds, zombies
 
-from actors import Attempt
+from actors import Attempt, Kill, _command, _isolated, _spawn, _waiters
+from actors._isolated import PythonError
 from supervision import (
     AttemptFinished,
     Backoff,
@@ -379,6 +382,32 @@ def test_retry_on_names_the_exception_classes_of_the_child(make_tree, events, tm
 
 
 # -- the work on its own -------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not killkit.CHECKED, reason="models where CPython 3.11/3.12 checks for a Kill")
+def test_a_kill_at_each_point_of_a_try_leaves_no_fd_file_or_process(runtime: str) -> None:
+    # Every point of the try's own code (its files, its child's command) where a Kill thrown
+    # into the thread can land, one per try: a stop whose grace ran out, at any moment.
+    if runtime == "gevent":
+        pytest.skip("under gevent a Kill lands only in a cooperative wait")
+    work = PythonWork(target="isolatedfuncs:boom", args=("no",), isolation="process")
+    with pytest.raises(PythonError):  # the first try imports what every try needs
+        work.run(Attempt("w", 1, time.time()))
+    boxes = Path(tempfile.gettempdir()).glob
+    mine = f"jobvisor-py-{os.getpid()}-*"
+    before, kept = fds(), children()  # the command warden stays
+    files = {_isolated.__file__, _command.__file__, _spawn.__file__, _waiters.__file__}
+    runs = 0
+    for where, result in killkit.kill_each_point(
+        lambda: work.run(Attempt("w", 1, time.time())), files, Kill
+    ):
+        assert isinstance(result, Kill), f"{where}: {result!r}"
+        assert fds() == before, where
+        assert list(boxes(mine)) == [], where
+        assert zombies() == [], where
+        assert children() == kept, where
+        runs += 1
+    assert runs > 100
 
 
 def test_a_cancel_before_the_child_runs_ends_it_at_once() -> None:
