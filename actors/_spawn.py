@@ -183,10 +183,11 @@ def spawn(
         close_all(fds, mine)
     if failure:
         # The child wrote its errno and is exiting: a short wait, while no stop may signal it.
-        with record.lock:
-            with contextlib.suppress(ChildProcessError):  # libev (gevent) may have reaped it
-                real.waitpid(pids[-1], 0)
-            pids[:] = ()
+        # (ChildProcessError: libev, under gevent, may have reaped it.)
+        with record.lock, contextlib.suppress(ChildProcessError):
+            # Forgotten, then reaped, both in C: a Kill cannot leave a freed id listed.
+            for _ in map(real.waitpid, map(pids.pop, (-1,)), (0,)):
+                pass
         raise _exec_error(failure, command, cwd)
 
 

@@ -87,8 +87,10 @@ class Warden:
     def discard(self, pgid: int) -> None:
         with self._lock:
             if pgid in self._groups:
-                self._groups.discard(pgid)
+                # Queued before the group is forgotten: a Kill landing in between makes the
+                # caller's retry queue it again (a second "-" the warden ignores), never none.
                 self._send(b"-%d\n" % pgid)
+                self._groups.discard(pgid)
 
     def forget(self) -> None:
         """In a forked child: drop the inherited pipe, so that only jobvisor holds it open."""

@@ -4,10 +4,16 @@ Under the threads runtime a job's ``Kill`` is an asynchronous exception
 (``PyThreadState_SetAsyncExc``): it lands where the interpreter next checks
 for one. In CPython 3.11 and 3.12 that is a function's start, the
 instruction after a call to anything but a Python function, and a jump
-backwards. ``KillAt(n)`` is a tracer that raises ``Kill`` at the ``n``-th
-such point in the frames of the given files; a run it never reached
-(``landed is None``) has ``points`` of them in all. Standard library only
-besides the ``Kill`` it is given.
+backwards taken. ``KillAt(n)`` is a tracer that raises ``Kill`` at the
+``n``-th such point in the frames of the given files; a run it never
+reached (``landed is None``) has ``points`` of them in all. Standard
+library only besides the ``Kill`` it is given.
+
+A model, close but not exact: a call that starts any Python frame (a class
+whose ``__init__`` is Python, a C function calling back into Python) counts
+as a Python call, though CPython checks after it too; and the point after a
+call that raised is counted where CPython would not check. Points in the
+standard library's Python code are not targeted.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ from typing import Any
 CHECKED: bool = sys.version_info[:2] in {(3, 11), (3, 12)}  # the model of the checks above
 _CALLS = frozenset(dis.opmap[name] for name in ("CALL", "CALL_FUNCTION_EX") if name in dis.opmap)
 _BACK = dis.opmap.get("JUMP_BACKWARD", -1)
+# 3.11's conditional backward jumps check too, when taken (3.12 has none).
+_BACK_IF = frozenset(
+    code for name, code in dis.opmap.items() if name.startswith("POP_JUMP_BACKWARD_IF_")
+)
 
 
 class KillAt:
@@ -33,17 +43,18 @@ class KillAt:
         self.kill = kill
         self.points = 0
         self.landed: str | None = None  # where it raised: "file:line function what"
-        # frame -> (its last opcode, whether a Python function was called by it since)
-        self._last: dict[int, tuple[int, bool]] = {}
+        # frame -> (its last opcode, its offset, whether it called a Python function since)
+        self._last: dict[int, tuple[int, int, bool]] = {}
 
     def __call__(self, frame: Any, event: str, arg: Any) -> Any:
         caller = frame.f_back
         if caller is not None and id(caller) in self._last:
             # A Python callee: its caller's CALL does not check when it returns.
-            self._last[id(caller)] = (self._last[id(caller)][0], True)
+            op, offset, _ = self._last[id(caller)]
+            self._last[id(caller)] = (op, offset, True)
         if frame.f_code.co_filename not in self.files:
             return None
-        self._last[id(frame)] = (-1, False)
+        self._last[id(frame)] = (-1, -1, False)
         self._point(frame, "start")
         frame.f_trace_opcodes = True
         frame.f_trace_lines = False
@@ -51,10 +62,15 @@ class KillAt:
 
     def _local(self, frame: Any, event: str, arg: Any) -> Any:
         if event == "opcode":
-            op, python_callee = self._last.get(id(frame), (-1, False))
-            if (op in _CALLS and not python_callee) or op == _BACK:
+            op, offset, python_callee = self._last.get(id(frame), (-1, -1, False))
+            here = frame.f_lasti
+            if (
+                (op in _CALLS and not python_callee)
+                or op == _BACK
+                or (op in _BACK_IF and here < offset)
+            ):
                 self._point(frame, dis.opname[op])
-            self._last[id(frame)] = (frame.f_code.co_code[frame.f_lasti], False)
+            self._last[id(frame)] = (frame.f_code.co_code[here], here, False)
         elif event == "return":
             self._last.pop(id(frame), None)
         return self._local

@@ -29,9 +29,10 @@ from faultkit import Watched, gone
 from prockit import children
 from treekit import tree_of
 
-from actors import Attempt, Kill, _command, _spawn, _waiters, current_task, interrupt_task
+from actors import Attempt, Kill, _command, _spawn, _waiters, _warden, current_task, interrupt_task
 from actors._command import _LIVE, CommandFailed, CommandWork, _Child
 from actors._spawn import close_all, pipe_into, real_os, spawn
+from actors._warden import WARDEN
 from supervision import (
     Backoff,
     ChildExited,
@@ -484,24 +485,69 @@ def enumerated_kinds(marker: str) -> dict[str, CommandWork]:
 
 @pytest.mark.skipif(not killkit.CHECKED, reason="models where CPython 3.11/3.12 checks for a Kill")
 @pytest.mark.parametrize("kind", list(enumerated_kinds("")))
-def test_a_kill_at_each_point_of_an_attempt_leaves_no_fd_and_no_process(
-    kind: str, runtime: str, procs: Watched
+class Bookkeeping:
+    """What the warden was told (its lines, replayed) and signals to freed ids.
+
+    Under threads no leader is reaped before its group's last signal: a group
+    signal finding no group, and no process of that id, went to a freed id.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.told = bytearray()
+        self.late: list[int] = []  # groups signalled that were gone
+        write, killpg = os.write, os.killpg
+
+        def told(fd: int, data: Any) -> int:
+            sent = write(fd, data)
+            if fd == WARDEN._fd:
+                self.told += bytes(data[:sent])
+            return sent
+
+        def signalled(pgid: int, signum: int) -> None:
+            try:
+                killpg(pgid, signum)
+            except ProcessLookupError:
+                # (A leader that failed before its setsid, a bad cwd, leads no group: its pid
+                # is still ours, unreaped, and taken by nobody else.)
+                if not Path(f"/proc/{pgid}").exists():
+                    self.late.append(pgid)
+                raise
+
+        monkeypatch.setattr(os, "write", told)
+        monkeypatch.setattr(os, "killpg", signalled)
+
+    def registered(self) -> set[int]:
+        """The groups the warden holds now, from the lines it was sent."""
+        groups: set[int] = set()
+        for line in bytes(self.told).splitlines():
+            (groups.add if line[:1] == b"+" else groups.discard)(int(line[1:]))
+        return groups
+
+
+@pytest.mark.skipif(not killkit.CHECKED, reason="models where CPython 3.11/3.12 checks for a Kill")
+@pytest.mark.parametrize("kind", list(enumerated_kinds("")))
+def test_a_kill_at_each_point_of_an_attempt_leaves_nothing_behind(
+    kind: str, runtime: str, procs: Watched, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Every point of actors/_command, _spawn and _waiters where a Kill thrown into the thread
-    # can land, one per attempt, in the order an attempt passes them (review of stop 26).
+    # Every point of actors/_command, _spawn, _waiters and _warden where a Kill thrown into the
+    # thread can land, one per attempt, in the order an attempt passes them: no fd, zombie or
+    # process left, no group left with the warden, no signal to a group once it was reaped.
     if runtime == "gevent":
         pytest.skip("under gevent a Kill lands only in a cooperative wait")
     marker = unique_sleep()
     work = enumerated_kinds(marker)[kind]
     CommandWork(argv=("true",)).run(attempt())  # the warden's pipe and /dev/null, once
     before = open_fds(runtime)
-    files = {_command.__file__, _spawn.__file__, _waiters.__file__}
+    books = Bookkeeping(monkeypatch)
+    files = {_command.__file__, _spawn.__file__, _waiters.__file__, _warden.__file__}
     runs = 0
     for where, result in killkit.kill_each_point(lambda: work.run(attempt()), files, Kill):
         assert isinstance(result, Kill), f"{where}: {result!r}"
         assert not _LIVE, where
         assert open_fds(runtime) == before, where
         assert "Z" not in children().values(), where
+        assert books.registered() == set(), where
+        assert books.late == [], where
         runs += 1
     assert runs > 40
     assert_no_process_left(marker, procs)

@@ -395,7 +395,7 @@ def test_a_kill_at_each_point_of_a_try_leaves_no_fd_file_or_process(runtime: str
         work.run(Attempt("w", 1, time.time()))
     boxes = Path(tempfile.gettempdir()).glob
     mine = f"jobvisor-py-{os.getpid()}-*"
-    before, kept = fds(), children()  # the command warden stays
+    before, kept = fds(), children()  # the command warden stays (its state letter changes)
     files = {_isolated.__file__, _command.__file__, _spawn.__file__, _waiters.__file__}
     runs = 0
     for where, result in killkit.kill_each_point(
@@ -405,7 +405,7 @@ def test_a_kill_at_each_point_of_a_try_leaves_no_fd_file_or_process(runtime: str
         assert fds() == before, where
         assert list(boxes(mine)) == [], where
         assert zombies() == [], where
-        assert children() == kept, where
+        assert set(children()) == set(kept), where
         runs += 1
     assert runs > 100
 
