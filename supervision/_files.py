@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import io
+import itertools
 import os
 import socket
 import stat
@@ -40,6 +43,7 @@ __all__ = [
     "identity",
     "make_dirs",
     "open_private",
+    "open_private_file",
     "refuse_symlinks",
     "remove_if_same",
     "write_atomic",
@@ -157,15 +161,47 @@ def open_private(path: Path, flags: int, what: str) -> int:
             raise _symlink(path, what) from None
         raise
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISCHR(st.st_mode):
-            check_not_loose(path, st, what)
-            if st.st_mode & _OTHERS_ANY:
-                os.fchmod(fd, stat.S_IMODE(st.st_mode) & DIR_MODE)
+        _checked(path, fd, what)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def open_private_file(path: Path, flags: int, what: str) -> io.FileIO:
+    """``open_private`` as an unbuffered binary file (``mode``: ``"ab"`` for append, ...).
+
+    The file object owns the fd from the moment it exists: ``os.open`` hands
+    it to ``FileIO`` from C. A job's thread may get a ``Kill`` (an
+    asynchronous exception) at any bytecode, also right after ``os.open``
+    returned; an fd held by nothing but a local would then leak for good.
+    The object is closed when the last reference goes, whatever interrupts.
+    """
+    mode = "ab" if flags & os.O_APPEND else "wb"
+    opening = ((path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE),)
+    try:
+        file = next(
+            map(functools.partial(io.FileIO, mode=mode), itertools.starmap(os.open, opening))
+        )
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise _symlink(path, what) from None
+        raise
+    try:
+        _checked(path, file.fileno(), what)
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
+def _checked(path: Path, fd: int, what: str) -> None:
+    """Refuse an opened file that is loose (see ``open_private``); its caller closes it."""
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode):
+        check_not_loose(path, st, what)
+        if st.st_mode & _OTHERS_ANY:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & DIR_MODE)
 
 
 def check_private_file(path: Path, what: str) -> None:

@@ -34,7 +34,7 @@ from logbook.compat import RedirectLoggingHandler
 
 from actors import JobvisorError, active_runtime, describe
 from supervision._damper import CLEAN, CrashLoopDamper, Summary
-from supervision._files import UnsafePathError, make_dirs, open_private
+from supervision._files import UnsafePathError, make_dirs, open_private_file
 from supervision._secrets import SecretMasker, printable, printable_json
 
 if TYPE_CHECKING:
@@ -818,7 +818,7 @@ class _FileSink:
         # it is reported once like any file that cannot be opened).
         make_dirs(self._path.parent)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-        file = os.fdopen(open_private(self._path, flags, "log file"), "ab", buffering=0)
+        file = open_private_file(self._path, flags, "log file")
         try:
             st = os.fstat(file.fileno())
         except OSError:
