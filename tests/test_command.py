@@ -828,12 +828,13 @@ def test_spawn_moves_its_error_pipe_off_fds_0_to_2_and_closes_it(
     try:
         for fd in (0, 1, 2):
             close(fd)
-        try:
+        if command == "true":
             spawn([command], cwd=None, env={}, stdout=out_w, stderr=out_w, record=record)
-        except FileNotFoundError:
-            assert command != "true"
-        else:
             real_os().waitpid(record.pids[0], 0)
+        else:
+            with pytest.raises(FileNotFoundError):
+                spawn([command], cwd=None, env={}, stdout=out_w, stderr=out_w, record=record)
+            assert record.pids == []
     finally:
         for fd, copy in enumerate(saved):
             os.dup2(copy, fd)
