@@ -54,6 +54,9 @@ class Attempt:
     # Opens where this attempt's command output goes besides the log (the job's output
     # file); None: nowhere else. Called by the command kind in the attempt's thread.
     output: Callable[[Attempt], OutputSink] | None = None
+    # Called once the work has started (a command: once it is spawned), in the attempt's
+    # thread: what was kept off the start's path may go now (``JobActor._restarted_in_place``).
+    started: Callable[[], None] | None = None
 
 
 class OutputSink(Protocol):

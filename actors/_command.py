@@ -214,6 +214,8 @@ class CommandWork:
             child.start(self)
             if attempt.cancelled.is_set():  # a cancel() that came before the start
                 child.stop(self.stop_signal, self.grace)
+            if attempt.started is not None:
+                attempt.started()
             code = child.supervise()
         finally:
             try:

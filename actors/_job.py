@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import logbook
 from pykka._envelope import Envelope
@@ -13,7 +13,7 @@ from pykka._envelope import Envelope
 from actors._attempt import Attempt, current_attempt_var
 from actors._checks import need, need_count, need_duration
 from actors._errors import AttemptTimeout, SpecError
-from actors._messages import AttemptDone, ChildStarted, Resumed, Waiting
+from actors._messages import AttemptDone, ChildExit, ChildStarted, Resumed, Waiting
 from actors._retry import RetrySpec, run_with_retry
 from actors._runtime import Scheduler, TimerHandle, interrupt_task
 from actors._supervised import Kill, OwnActor
@@ -106,6 +106,16 @@ _RUN = object()
 _TICK = object()
 
 
+class InPlacePermit(Protocol):
+    """A supervisor's permit to restart a job's incarnation in place (``supervision._inplace``)."""
+
+    def __call__(self, report: ChildExit, actor: JobActor) -> bool:
+        """Go on as the next incarnation? True: ``report`` is the supervisor's, to tell."""
+
+    def flush(self) -> None:
+        """Tell the supervisor the report kept back, if any."""
+
+
 class JobActor(OwnActor):
     """Runs the attempts of one job incarnation and reports each of them.
 
@@ -134,8 +144,13 @@ class JobActor(OwnActor):
         breaker: Breaker | None = None,
         ready: ReadyCheck | None = None,
         output: Callable[[Attempt], OutputSink] | None = None,
+        again: InPlacePermit | None = None,
     ) -> None:
         super().__init__()
+        # Asked when the incarnation would end: may it go on as the next one at once (its
+        # supervisor's permit, ``supervision._inplace``)? None: every end is reported.
+        self._again = again
+        self._started = again.flush if again is not None else None
         self.output = output  # where a command's output also goes: see Attempt.output
         self.work = work
         self.schedule = schedule
@@ -202,7 +217,8 @@ class JobActor(OwnActor):
 
     def on_receive(self, message: Any) -> Any:
         if message is _RUN:
-            if self._gate(_RUN):
+            # A restart in place queues its run; a stop asked meanwhile is queued too, and wins.
+            if not self._jv_stop_requested and self._gate(_RUN):
                 self._run_once_or_service()
         elif message is _TICK and self._gate(None):
             self._run_tick()
@@ -222,8 +238,33 @@ class JobActor(OwnActor):
         elif error is not None and self._breaker_opened():
             self._send_attempt_report()  # the child lives on, waiting for its breaker
             self._wait_for_breaker(_RUN)
-        else:
+        elif not self._restarted_in_place(error, code):
             self._jv_finish(error, code)
+
+    def _restarted_in_place(self, error: BaseException | None, code: int | None) -> bool:
+        """Go on as the next incarnation if the supervisor's permit says it would restart now.
+
+        The exit report goes to the supervisor all the same (with its decision), once the
+        next command has started: the supervisor's turn then runs while the command does,
+        not before it. The next run is queued: a stop asked meanwhile still ends it.
+        """
+        again = self._again
+        if again is None or self._jv_error is not None or self._jv_killed:
+            return False
+        link = self._jv_link
+        report = ChildExit(
+            link.key,
+            link.incarnation,
+            error,
+            code,
+            attempts=self._jv_attempts,
+            attempt=self._jv_attempt_report,
+        )
+        if not again(report, self):
+            return False
+        self._jv_attempt_report = None
+        self.actor_inbox.put(_envelope(_RUN))
+        return True
 
     def _run_tick(self) -> None:
         error, code = self._run_attempt()
@@ -325,11 +366,16 @@ class JobActor(OwnActor):
         sent by ``_send_attempt_report`` if the child lives on).
         """
         number = self._jv_attempts + 1
-        attempt = Attempt(self.path, number, self._wall(), output=self.output)
+        attempt = Attempt(
+            self.path, number, self._wall(), output=self.output, started=self._started
+        )
         timeout = self.schedule.timeout
         if timeout is not None:
             self._deadline = self._scheduler.call_later(timeout, lambda: self._on_deadline(attempt))
         self._attempt = attempt
+        if self._jv_stop_requested:
+            # The stop read no attempt to cancel (it came as this one was made): cancel it here.
+            attempt.cancelled.set()
         token = current_attempt_var.set(attempt)
         error: BaseException | None = None
         code: int | None = None
@@ -446,6 +492,12 @@ class JobActor(OwnActor):
             self.work.cancel(attempt)
         except Exception as exc:
             log.warning("{}: cancelling attempt {} failed: {}", self.path, attempt.number, exc)
+
+    def _jv_report(self) -> None:
+        # An exit report kept back by a restart in place goes first: reports stay in order.
+        if self._again is not None:
+            self._again.flush()
+        super()._jv_report()
 
     # -- supervisor's thread ---------------------------------------------------------------------
 

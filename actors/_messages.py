@@ -108,6 +108,9 @@ class ChildExit:
     # The attempt whose end ended the child (a once job's, a service's): its report rides
     # with the exit, one message instead of two. Handled before the exit.
     attempt: AttemptDone | None = None
+    # Not None: the incarnation restarted in place (``supervision._inplace``), and this is
+    # the supervisor's own decision, already made and noted in its window.
+    again: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     )
     from actors._attempt import ReadyCheck
     from supervision._budget import TreeBudget
+    from supervision._inplace import InPlace
     from supervision._output import OutputFiles
     from supervision._policy import Decision, RestartPolicy, Window
     from supervision._spec import ChildSpec
@@ -351,6 +352,8 @@ class ChildRecord:
     timer: Timer | None = None  # a restart, probe or probation timer
     kill_timer: Timer | None = None
     intent: Intent | None = None  # why a stop is under way
+    # The live incarnation's permit to restart in place (``supervision._inplace``), if granted.
+    permit: InPlace | None = None
     waiters: list[Callable[[], None]] = field(default_factory=list)
     final_children: list[dict[str, Any]] | None = None  # a stopped group's last status nodes
     # What the spec says, read on every restart: a job that ends by itself (the tracker's
@@ -428,11 +431,13 @@ def start_incarnation(
     group: type[SupervisedActor],
     *,
     at_once: bool = False,
+    again: InPlace | None = None,
 ) -> SupervisedActor:
     """Start one incarnation of the child ``rec`` describes; ``group`` runs a nested group.
 
     ``at_once``: a plain actor without ``on_start``, or a job without a readiness
-    probe, may be counted started now (see ``start_supervised``).
+    probe, may be counted started now (see ``start_supervised``). ``again``: a job's
+    permit to restart in place.
     """
     spec = rec.spec
     name = f"{ctx.tree_id}-{rec.path}"
@@ -456,6 +461,7 @@ def start_incarnation(
             breaker=ctx.breakers.get(spec.breaker) if spec.breaker else None,
             ready=_beside(spec.ready, work),
             output=ctx.output.opener(spec.output) if ctx.output and spec.output else None,
+            again=again,
             jv_at_once=at_once,
         )
     if isinstance(spec, ActorSpec) and isinstance(spec.placement, RayPlacement):

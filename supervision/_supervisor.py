@@ -35,10 +35,12 @@ from actors import (
     describe,
 )
 from actors._errors import ShuttingDownError
+from actors._placement import RayPlacement
 from actors._supervised import OwnActor
 from supervision import _events as ev
 from supervision._budget import BudgetExhausted
 from supervision._exits import ExitReason, classify
+from supervision._inplace import InPlace
 from supervision._logging import held_back
 from supervision._policy import (
     Cooldown,
@@ -80,6 +82,8 @@ from supervision._status import LastExit, child_nodes
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from actors import SupervisedActor
+
 
 __all__ = ["Supervisor"]
 
@@ -115,6 +119,9 @@ class Supervisor(OwnActor):
         self._after_stop: list[Callable[[], None]] = []
         self._closing: Intent | None = None  # SHUTDOWN or ESCALATE once the end has begun
         self._force = False  # a forced stop: children get no grace
+        # The incarnation whose exit report is being handled restarted in place: the next
+        # launch of its child takes it as it is (see ``_launch``).
+        self._adopt: SupervisedActor | None = None
         self._handlers: dict[type, Callable[[Any], None]] = {
             ChildExit: self._on_exit,
             ChildStarted: self._on_started,
@@ -301,8 +308,17 @@ class Supervisor(OwnActor):
         rec.intent = None
         link = Link(self.actor_ref, rec.key, rec.incarnation, rec.ref)
         self._set_state(rec, State.STARTING)
+        adopted, self._adopt = self._adopt, None
+        if adopted is not None:
+            # It restarted in place: it is this incarnation already (its link says so), running.
+            rec.actor = adopted
+            self._on_started(ChildStarted(rec.key, rec.incarnation))
+            return
+        permit = rec.permit = self._permit_for(rec)
         try:
-            rec.actor = start_incarnation(rec, link, self.ctx, Supervisor, at_once=at_once)
+            rec.actor = start_incarnation(
+                rec, link, self.ctx, Supervisor, at_once=at_once, again=permit
+            )
         except Exception as exc:
             # Told, not handled here: a restart that fails at once would otherwise recurse.
             log.exception("{}: could not start", rec.path)
@@ -312,6 +328,50 @@ class Supervisor(OwnActor):
             # Its exit, if it already crashed, is queued behind this turn: started comes first,
             # as it would have by message.
             self._on_started(ChildStarted(rec.key, rec.incarnation))
+
+    def _permit_for(self, rec: ChildRecord) -> InPlace | None:
+        """A permit to restart in place, where only this supervisor's policy could say no.
+
+        Only commands (whose thread runs none of the user's Python), once or service, with
+        nothing else that decides between their attempts or over their restarts: no timeout,
+        readiness probe, breaker, give-up rule, placement, group strategy or tree budget.
+        """
+        spec = rec.spec
+        if (
+            not isinstance(spec, JobSpec)
+            or not getattr(spec.work, "pooled_thread", False)
+            or rec.periodic
+            or spec.schedule.timeout is not None
+            or spec.ready is not None
+            or spec.breaker is not None
+            or spec.give_up_on is not None
+            or isinstance(spec.placement, RayPlacement)
+            or self.spec.strategy is not Strategy.ONE_FOR_ONE
+            or self.ctx.budget is not None
+            or rec.window.probing
+            or self._closing is not None
+        ):
+            return None
+        return InPlace(
+            self.policy,
+            rec.window,
+            spec.restart,
+            service=spec.schedule.service,
+            path=rec.path,
+            monotonic=self.ctx.monotonic,
+            rand=self.ctx.rand,
+        )
+
+    def _hold(self, rec: ChildRecord) -> None:
+        """No more restarts in place for ``rec``: this supervisor is about to act on it.
+
+        A restart in place whose report was still kept back is counted here and now.
+        """
+        permit = rec.permit
+        if permit is not None:
+            pending = permit.revoke()
+            if pending is not None:
+                self._restarted_before_stop(rec, pending)
 
     def _on_started(self, msg: ChildStarted) -> None:
         rec = self._by_key.get(msg.key)
@@ -402,6 +462,14 @@ class Supervisor(OwnActor):
             or (rec.actor is None and rec.state not in (State.STARTING, State.STOPPING))
         ):
             return  # a late report from an incarnation already written off
+        again = msg.again
+        if again is not None and (rec.intent is not None or self._closing is not None):
+            self._restarted_before_stop(rec, msg, counted=True)
+            return
+        if again is None:
+            rec.permit = None
+        else:
+            self._adopt = rec.actor
         rec.actor = None
         self._cancel_timers(rec)
         rec.attempts = max(rec.attempts, msg.attempts)
@@ -431,8 +499,62 @@ class Supervisor(OwnActor):
         if rec.intent is not None or self._closing is not None:
             self._stopped(rec, reason)
         else:
-            self._unexpected_exit(rec, reason, rule)
+            self._unexpected_exit(rec, reason, rule, again)
+        adopted, self._adopt = self._adopt, None
+        if adopted is not None:  # never: the permit decides as this supervisor just did
+            log.error("{}: restarted in place against its policy; killed", rec.path)
+            self._hold(rec)
+            adopted._jv_kill()
         self._pump_start()
+
+    def _restarted_before_stop(
+        self, rec: ChildRecord, msg: ChildExit, *, counted: bool = False
+    ) -> None:
+        """An incarnation restarted in place just before this supervisor revoked its permit.
+
+        Its exit and restart are counted as they happened; the next incarnation is the one
+        the stop (or the shutdown) under way now ends. Nothing else changes: this may run
+        in the middle of a stop's own turn (``_hold``). ``counted``: its attempt was.
+        """
+        if msg.attempt is not None and not counted:
+            self._on_attempt(msg.attempt)
+        rec.attempts = max(rec.attempts, msg.attempts)
+        spec = rec.spec
+        service = isinstance(spec, JobSpec) and spec.schedule.service
+        reason = classify(msg, service=service, path=rec.path)
+        error = self.ctx.shown(reason.error)
+        last = rec.last_exit = LastExit(reason.outcome, msg.code, error, self.ctx.wall())
+        if reason.outcome.is_failure:
+            rec.failures += 1
+        self.ctx.publish(
+            ev.ChildExited,
+            lambda: ev.ChildExited(
+                path=rec.path,
+                at=last.at,
+                incarnation=msg.incarnation,
+                outcome=reason.outcome,
+                error=error,
+                code=msg.code,
+            ),
+        )
+        outcome = reason.outcome
+        extra = {"path": rec.path, "attempt": rec.attempts, "failure": error}
+        self._say_exit(rec, outcome, extra, merged=not outcome.is_failure)
+        rec.restarts += 1
+        rec.incarnation += 1
+        rec.starts += 1
+        what = f"restart {rec.restarts}"
+        if not outcome.is_failure:  # one line for both, as a clean exit restarted at once has
+            what = f"exited ({outcome.value}); {what}"
+        self.ctx.announce(
+            msg.again,
+            self.policy,
+            rec.path,
+            what,
+            tail=", before its stop",
+            extra=extra,
+            clean=not outcome.is_failure,
+        )
 
     def _give_up_rule(self, rec: ChildRecord, reason: ExitReason) -> str | None:
         """The ``give_up_on`` rule an unasked-for failure matches, if any (SPEC §10)."""
@@ -462,8 +584,13 @@ class Supervisor(OwnActor):
             self._pump_stop()
 
     def _unexpected_exit(
-        self, rec: ChildRecord, reason: ExitReason, rule: str | None = None
+        self,
+        rec: ChildRecord,
+        reason: ExitReason,
+        rule: str | None = None,
+        again: Decision | None = None,
     ) -> None:
+        """An exit nobody asked for; ``again``: the decision of a restart in place."""
         outcome = reason.outcome
         error = rec.last_exit.error if rec.last_exit else None
         # "failure" (None for a success) is what the log's crash-loop damper keys on
@@ -479,12 +606,7 @@ class Supervisor(OwnActor):
             and not rec.window.probing
             and self.ctx.budget is None
         )
-        if outcome.is_failure:
-            msg, args = "{}: {} (start {}): {}", (rec.path, outcome.value, rec.starts, error)
-            if not held_back(log, logbook.ERROR, rec.path, msg, args, error):
-                log.error(msg, *args, extra=extra)
-        elif not merge:
-            log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
+        self._say_exit(rec, outcome, extra, merged=merge)
         if rule is not None:  # no restart can mend it: none is burned, no backoff waited
             self._give_up(rec, rule)
             return
@@ -495,17 +617,38 @@ class Supervisor(OwnActor):
             self._probation_passed(rec)  # a once-job succeeding on probation closes it
         window = rec.window if one else self._group.window
         now = self.ctx.monotonic()
-        decision = decide(self.policy, window, now, self.ctx.rand())
+        decision = self._decide(window, now, again)
         if merge and not isinstance(decision, Restart):
             log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
             merge = False
         if isinstance(decision, Restart) and self._over_budget(rec):
             return
-        window.apply(decision, now)
+        if again is None:
+            window.apply(decision, now)
         if one:
             self._apply(rec, decision, reason.error, exited=outcome if merge else None)
         else:
             self._apply_group(rec, decision, reason.error)
+
+    @staticmethod
+    def _say_exit(
+        rec: ChildRecord, outcome: Outcome, extra: dict[str, Any], *, merged: bool
+    ) -> None:
+        """Log an exit nobody asked for; ``merged``: a clean one the restart's line says."""
+        if outcome.is_failure:
+            error = extra["failure"]
+            msg, args = "{}: {} (start {}): {}", (rec.path, outcome.value, rec.starts, error)
+            if not held_back(log, logbook.ERROR, rec.path, msg, args, error):
+                log.error(msg, *args, extra=extra)
+        elif not merged:
+            log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
+
+    def _decide(self, window: Window, now: float, again: Decision | None) -> Decision:
+        """The policy's decision; a restart in place brings its own, noted in ``window`` already.
+
+        (The incarnation made it with this policy and this window, under its permit's lock.)
+        """
+        return decide(self.policy, window, now, self.ctx.rand()) if again is None else again
 
     def _settle(self, rec: ChildRecord, outcome: Outcome) -> None:
         """The child ends for good: succeeded (and its probation passed) or failed finally."""
@@ -747,6 +890,7 @@ class Supervisor(OwnActor):
         for rec in members:
             rec.next_start_at = self.ctx.wall() + delay
             if rec.actor is not None:
+                self._hold(rec)
                 rec.intent = Intent.GROUP
                 if isinstance(rec.spec, SupervisorSpec):
                     self.ctx.tracker.hold(rec.path)
@@ -823,6 +967,7 @@ class Supervisor(OwnActor):
     def _request_stop(self, rec: ChildRecord) -> None:
         actor = rec.actor
         assert actor is not None
+        self._hold(rec)
         if rec.intent is None:
             rec.intent = Intent.STOP
         self._set_state(rec, State.STOPPING)
@@ -854,8 +999,10 @@ class Supervisor(OwnActor):
                 rec.next_start_at = None
                 if rec.state not in FINAL:
                     self._set_state(rec, State.STOPPED)
-            elif rec.intent is None:
-                rec.intent = self._closing
+            else:
+                self._hold(rec)
+                if rec.intent is None:
+                    rec.intent = self._closing
         self._stop_in_reverse([r for r in self.children if r.actor is not None], then)
 
     def _escalate(self, reason: str, cause: BaseException | None) -> None:
@@ -961,6 +1108,7 @@ class Supervisor(OwnActor):
                 self._set_state(rec, State.STOPPED)
             then()
             return
+        self._hold(rec)
         rec.intent = intent
         rec.waiters.append(then)
         if rec.state is not State.STOPPING:

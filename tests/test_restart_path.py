@@ -165,8 +165,11 @@ def _newest_job_task() -> Any:
 def test_a_commands_incarnations_run_on_pooled_threads(make_tree, events, runtime) -> None:
     # A command incarnation runs no Python of the user's: its thread runs the next one too
     # (actors._runtime.start_task's reuse). Each restart here is a real SIGKILL to the command.
+    # With a backoff, each goes through the supervisor (one at once restarts in place:
+    # tests/test_inplace.py).
+    backoff = Backoff(initial=0.001, max=0.001, jitter=0)
     spec = SupervisorSpec(
-        policy=NOW,
+        policy=RestartPolicy(backoff=backoff, intensity=Intensity(max_restarts=1000)),
         children=(
             JobSpec(
                 name="c",

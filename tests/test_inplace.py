@@ -1,0 +1,316 @@
+"""Commands restarted in place: the ending incarnation goes on as the next one, as its supervisor would.
+
+A command whose supervisor would restart it at once (no backoff, intensity
+left) restarts in its own thread, with the supervisor's own decision
+(``supervision._inplace``); the supervisor counts it from the exit report. These
+tests hold that path to what a restart through the supervisor promised: the
+same restarts, give-ups, states and events, one exit report per incarnation,
+and a stop or a shutdown that ends it whenever it comes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+from faultkit import wait_until
+
+from actors import ChildExit, CommandWork, Link
+from actors._job import JobActor
+from supervision import (
+    Backoff,
+    ChildExited,
+    Intensity,
+    JobSpec,
+    RestartPolicy,
+    RestartType,
+    Schedule,
+    SupervisorSpec,
+)
+from supervision._inplace import InPlace
+from supervision._policy import Restart, Window
+
+AT_ONCE = Backoff(initial=0, max=0, jitter=0)
+
+
+def _policy(max_restarts: int, within: float = 1000.0) -> RestartPolicy:
+    return RestartPolicy(
+        backoff=AT_ONCE, intensity=Intensity(max_restarts=max_restarts, within=within)
+    )
+
+
+def _counting(path: Path, code: int) -> CommandWork:
+    """A command that notes each start in ``path`` and exits with ``code``."""
+    return CommandWork(shell=f"echo x >> {path}; exit {code}")
+
+
+def _starts(path: Path) -> int:
+    try:
+        return len(path.read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def _job_actors() -> list[JobActor]:
+    actors = [
+        r._actor_weakref() for r in pykka.ActorRegistry.get_all() if r.actor_class is JobActor
+    ]
+    return [a for a in actors if a is not None]
+
+
+# -- the permit on its own ----------------------------------------------------------------------
+
+
+class Inbox(pykka.ThreadingActor):
+    """A stand-in supervisor: a real actor that keeps what it is told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told: list[Any] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "told?":
+            return list(self.told)
+        self.told.append(message)
+        return None
+
+
+class Incarnation:
+    """What the permit reads and writes of an incarnation: its link."""
+
+    def __init__(self, parent: pykka.ActorRef[Any]) -> None:
+        self._jv_link = Link(parent, 7, 3)
+
+
+@pytest.fixture
+def inbox() -> Any:
+    ref = Inbox.start()
+    yield ref
+    ref.stop()
+
+
+def _permit(policy: RestartPolicy, window: Window, clock: list[float]) -> InPlace:
+    return InPlace(
+        policy,
+        window,
+        RestartType.PERMANENT,
+        service=False,
+        path="c",
+        monotonic=lambda: clock[0],
+        rand=lambda: 0.5,
+    )
+
+
+def test_the_permit_restarts_with_the_policys_decision_and_notes_it(inbox) -> None:
+    policy, clock = _policy(2, within=10), [100.0]
+    window = Window(policy.intensity)
+    permit = _permit(policy, window, clock)
+    actor = Incarnation(inbox)
+    report = ChildExit(7, 3, RuntimeError("exit 1"), 1, attempts=3)
+    assert permit(report, actor)
+    assert actor._jv_link.incarnation == 4
+    assert list(window.restarts) == [100.0]
+    assert inbox.ask("told?") == []  # kept back until the next command has started
+    permit.flush()
+    (told,) = inbox.ask("told?")
+    assert told.again == Restart(0.0, 1)
+    assert (told.incarnation, told.code, told.attempts) == (3, 1, 3)
+    permit.flush()
+    assert len(inbox.ask("told?")) == 1  # told once
+
+
+def test_reports_kept_back_are_told_in_order_or_handed_to_the_revoker(inbox) -> None:
+    policy, clock = _policy(5), [100.0]
+    permit = _permit(policy, Window(policy.intensity), clock)
+    actor = Incarnation(inbox)
+    assert permit(ChildExit(7, 3, RuntimeError("exit 1"), 1), actor)
+    # The next start failed before it could tell: its own end tells the first report first.
+    assert permit(ChildExit(7, 4, RuntimeError("exit 2"), 2), actor)
+    assert [m.incarnation for m in inbox.ask("told?")] == [3]
+    pending = permit.revoke()
+    assert pending is not None
+    assert (pending.incarnation, pending.again) == (4, Restart(0.0, 2))
+    permit.flush()
+    assert [m.incarnation for m in inbox.ask("told?")] == [3]  # the revoker counts it
+
+
+def test_the_permit_says_no_where_the_policy_would_not_restart_at_once(inbox) -> None:
+    policy, clock = _policy(1, within=10), [100.0]
+    window = Window(policy.intensity, restarts=[95.0])  # the one restart allowed is spent
+    permit = _permit(policy, window, clock)
+    actor = Incarnation(inbox)
+    assert not permit(ChildExit(7, 3, RuntimeError("exit 1"), 1), actor)
+    assert (actor._jv_link.incarnation, list(window.restarts)) == (3, [95.0])
+    clock[0] = 106.0  # the window slid past it: restart 1 again
+    assert permit(ChildExit(7, 3, RuntimeError("exit 1"), 1), actor)
+    assert actor._jv_link.incarnation == 4
+
+
+def test_a_revoked_permit_and_a_stop_restart_nothing(inbox) -> None:
+    policy, clock = _policy(5), [100.0]
+    window = Window(policy.intensity)
+    actor = Incarnation(inbox)
+    permit = _permit(policy, window, clock)
+    assert not permit(ChildExit(7, 3, stop_requested=True), actor)  # stopped: no restart
+    permit.revoke()
+    assert not permit(ChildExit(7, 3, RuntimeError("exit 1"), 1), actor)
+    assert actor._jv_link.incarnation == 3
+    assert not window.restarts
+    assert inbox.ask("told?") == []
+
+
+def test_a_transient_command_that_succeeds_is_not_restarted(inbox) -> None:
+    policy, clock = _policy(5), [100.0]
+    permit = InPlace(
+        policy,
+        Window(policy.intensity),
+        RestartType.TRANSIENT,
+        service=False,
+        path="c",
+        monotonic=lambda: clock[0],
+        rand=lambda: 0.5,
+    )
+    actor = Incarnation(inbox)
+    assert not permit(ChildExit(7, 3, None, 0), actor)
+    assert permit(ChildExit(7, 3, RuntimeError("exit 1"), 1), actor)
+
+
+# -- in a tree ----------------------------------------------------------------------------------
+
+
+def test_a_crashing_command_gives_up_after_exactly_its_restarts(make_tree, events, tmp_path):
+    starts = tmp_path / "starts"
+    spec = SupervisorSpec(
+        policy=_policy(20),
+        children=(JobSpec(name="c", work=_counting(starts, 1), restart=RestartType.PERMANENT),),
+    )
+    tree = make_tree(spec, on_event=events)
+    events.reached("c", "gave_up")
+    assert _starts(starts) == 21
+    child = tree.status()["children"][0]
+    assert (child["state"], child["restarts"]) == ("gave_up", 20)
+    exits = events.of(ChildExited, "c")
+    assert [e.incarnation for e in exits] == list(range(1, 22))
+    assert events.states("c") == [
+        "starting",
+        "running",
+        *["backoff", "starting", "running"] * 20,
+        "gave_up",
+    ]
+
+
+def test_restarts_at_once_stay_in_one_incarnations_actor_and_task(make_tree, events, runtime):
+    # Each restart is a real SIGKILL to a real command; without restarts in place each
+    # incarnation is a new actor (and, under gevent, a new greenlet).
+    spec = SupervisorSpec(
+        policy=_policy(100),
+        children=(
+            JobSpec(
+                name="c", work=CommandWork(argv=("sleep", "30")), restart=RestartType.PERMANENT
+            ),
+        ),
+    )
+    tree = make_tree(spec, on_event=events)
+    assert tree.started(timeout=20)
+    seen, killed = [], set()
+    for i in range(5):
+        pid = wait_until(lambda: _sleeping() - killed, "the command to run").pop()
+        (actor,) = _job_actors()
+        seen.append((actor, actor._jv_task))
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+        events.reached("c", "running", times=i + 2)
+    assert len({id(a) for a, _ in seen}) == 1
+    assert len({id(t) for _, t in seen}) == 1
+    assert tree.status()["children"][0]["restarts"] == 5
+    assert [e.incarnation for e in events.of(ChildExited, "c")] == [1, 2, 3, 4, 5]
+    del seen
+    assert tree.stop(timeout=20)
+    assert not _sleeping() - killed
+
+
+def test_a_restart_with_a_backoff_goes_through_the_supervisor(make_tree, events, tmp_path):
+    starts = tmp_path / "starts"
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001, jitter=0), intensity=Intensity(max_restarts=3)
+    )
+    spec = SupervisorSpec(
+        policy=policy,
+        children=(JobSpec(name="c", work=_counting(starts, 1), restart=RestartType.PERMANENT),),
+    )
+    make_tree(spec, on_event=events)
+    events.reached("c", "gave_up")
+    assert _starts(starts) == 4
+    assert [e.incarnation for e in events.of(ChildExited, "c")] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("how", ["stop_child", "restart", "tree stop"])
+def test_a_stop_ends_a_command_restarting_in_a_tight_loop(make_tree, events, tmp_path, how):
+    starts = tmp_path / "starts"
+    spec = SupervisorSpec(
+        policy=_policy(10**6),
+        children=(JobSpec(name="c", work=_counting(starts, 0), restart=RestartType.PERMANENT),),
+    )
+    tree = make_tree(spec, on_event=events)
+    wait_until(lambda: _starts(starts) >= 30 or None, "30 starts")
+    if how == "tree stop":
+        assert tree.stop(timeout=20)
+    elif how == "stop_child":
+        tree.stop_child("c")
+        assert tree.status()["children"][0]["state"] == "stopped"
+    else:
+        tree.restart("c")
+        wait_until(lambda: _starts(starts) >= 60 or None, "30 more starts")
+        tree.stop_child("c")
+    after = _starts(starts)
+    child = None if how == "tree stop" else tree.status()["children"][0]
+    events.reached("c", "stopped")
+    assert _starts(starts) == after  # nothing starts once the stop has returned
+    # Each start has its one exit, in order, the stopped one last.
+    exits = events.of(ChildExited, "c")
+    assert [e.incarnation for e in exits] == list(range(1, len(exits) + 1))
+    assert exits[-1].outcome.value == "stopped"
+    assert after <= len(exits)  # a start the stop signalled before its echo ran wrote nothing
+    if child is not None:
+        assert (child["state"], child["starts"]) == ("stopped", len(exits))
+        assert child["restarts"] == len(exits) - 1 - (how == "restart")
+
+
+def test_a_service_restarting_in_place_keeps_its_output_per_attempt(make_tree, events, tmp_path):
+    # A service that exits is a failure; its restarts in place still number its attempts on.
+    spec = SupervisorSpec(
+        policy=_policy(3),
+        children=(
+            JobSpec(
+                name="s",
+                work=CommandWork(argv=("true",)),
+                schedule=Schedule(service=True),
+                restart=RestartType.PERMANENT,
+            ),
+        ),
+    )
+    tree = make_tree(spec, on_event=events)
+    events.reached("s", "gave_up")
+    exits = events.of(ChildExited, "s")
+    assert [e.outcome.value for e in exits] == ["failed"] * 4
+    node = tree.status()["children"][0]
+    assert (node["restarts"], node["starts"]) == (3, 4)
+
+
+def _sleeping() -> set[int]:
+    """Pids of this process's children running ``sleep 30``."""
+    pids: set[int] = set()
+    for children in Path("/proc/self/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            pids.update(int(p) for p in children.read_text().split())
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0030\x00":
+                found.add(pid)
+    return found
