@@ -12,8 +12,7 @@ the supervisor's bookkeeping runs beside the command instead of before it.
 The supervisor grants a permit only where nothing but its policy could decide
 otherwise (``Supervisor._permit_for``), and revokes it before it acts on the
 child (a stop, a shutdown, a group restart). The lock orders the two: a report
-kept back is handed to the revoking supervisor at once, and no restart is
-decided after a revocation.
+kept back is told as the permit is revoked, and no restart is decided after.
 """
 
 from __future__ import annotations
@@ -81,16 +80,15 @@ class InPlace:
         self._monotonic = monotonic
         self._rand = rand
 
-    def revoke(self) -> ChildExit | None:
-        """No restart in place from now on; return the exit report kept back, if any.
+    def revoke(self) -> None:
+        """No restart in place from now on; a report kept back is told now.
 
-        Called by the supervisor before it acts on the child: a report returned here is
-        never told, the supervisor counts it itself.
+        Called by the supervisor before it acts on the child. The report goes to its inbox
+        like any other, behind those told before it: reports are handled in order.
         """
         with self._lock:
             self._revoked = True
-            pending, self._pending = self._pending, None
-            return pending
+            self._flush_locked()
 
     @property
     def revoked(self) -> bool:

@@ -119,9 +119,9 @@ class Supervisor(OwnActor):
         self._after_stop: list[Callable[[], None]] = []
         self._closing: Intent | None = None  # SHUTDOWN or ESCALATE once the end has begun
         self._force = False  # a forced stop: children get no grace
-        # The incarnation whose exit report is being handled restarted in place: the next
-        # launch of its child takes it as it is (see ``_launch``).
-        self._adopt: SupervisedActor | None = None
+        # While the exit report of a restart in place is handled: its child and the actor that
+        # is its next incarnation already, for that child's launch to take (see ``_launch``).
+        self._adopt: tuple[ChildRecord, SupervisedActor] | None = None
         self._handlers: dict[type, Callable[[Any], None]] = {
             ChildExit: self._on_exit,
             ChildStarted: self._on_started,
@@ -308,10 +308,11 @@ class Supervisor(OwnActor):
         rec.intent = None
         link = Link(self.actor_ref, rec.key, rec.incarnation, rec.ref)
         self._set_state(rec, State.STARTING)
-        adopted, self._adopt = self._adopt, None
-        if adopted is not None:
+        adopt = self._adopt
+        if adopt is not None and adopt[0] is rec:
             # It restarted in place: it is this incarnation already (its link says so), running.
-            rec.actor = adopted
+            self._adopt = None
+            rec.actor = adopt[1]
             self._on_started(ChildStarted(rec.key, rec.incarnation))
             return
         permit = rec.permit = self._permit_for(rec)
@@ -362,16 +363,16 @@ class Supervisor(OwnActor):
             rand=self.ctx.rand,
         )
 
-    def _hold(self, rec: ChildRecord) -> None:
+    @staticmethod
+    def _hold(rec: ChildRecord) -> None:
         """No more restarts in place for ``rec``: this supervisor is about to act on it.
 
-        A restart in place whose report was still kept back is counted here and now.
+        The report of one made already is told now, to be handled in its turn (after the
+        stop that revokes it has begun: ``_restarted_before_stop``).
         """
         permit = rec.permit
         if permit is not None:
-            pending = permit.revoke()
-            if pending is not None:
-                self._restarted_before_stop(rec, pending)
+            permit.revoke()
 
     def _on_started(self, msg: ChildStarted) -> None:
         rec = self._by_key.get(msg.key)
@@ -464,14 +465,36 @@ class Supervisor(OwnActor):
             return  # a late report from an incarnation already written off
         again = msg.again
         if again is not None and (rec.intent is not None or self._closing is not None):
-            self._restarted_before_stop(rec, msg, counted=True)
+            self._restarted_before_stop(rec, msg)
             return
         if again is None:
             rec.permit = None
-        else:
-            self._adopt = rec.actor
+        elif rec.actor is not None:
+            self._adopt = (rec, rec.actor)
         rec.actor = None
         self._cancel_timers(rec)
+        try:
+            self._exited(rec, msg)
+        finally:
+            adopt, self._adopt = self._adopt, None
+            if adopt is not None:  # never: the permit decides as this supervisor just did
+                log.error("{}: restarted in place against its policy; killed", rec.path)
+                if rec.permit is not None:
+                    rec.permit.revoke()
+                adopt[1]._jv_kill()
+        self._pump_start()
+
+    def _exited(self, rec: ChildRecord, msg: ChildExit) -> None:
+        reason, rule = self._note_exit(rec, msg)
+        if self._starting is rec:
+            self._starting = None
+        if rec.intent is not None or self._closing is not None:
+            self._stopped(rec, reason)
+        else:
+            self._unexpected_exit(rec, reason, rule, msg.again)
+
+    def _note_exit(self, rec: ChildRecord, msg: ChildExit) -> tuple[ExitReason, str | None]:
+        """Count and publish an incarnation's exit; with the ``give_up_on`` rule it matches."""
         rec.attempts = max(rec.attempts, msg.attempts)
         spec = rec.spec
         service = isinstance(spec, JobSpec) and spec.schedule.service
@@ -494,50 +517,16 @@ class Supervisor(OwnActor):
                 code=msg.code,
             ),
         )
-        if self._starting is rec:
-            self._starting = None
-        if rec.intent is not None or self._closing is not None:
-            self._stopped(rec, reason)
-        else:
-            self._unexpected_exit(rec, reason, rule, again)
-        adopted, self._adopt = self._adopt, None
-        if adopted is not None:  # never: the permit decides as this supervisor just did
-            log.error("{}: restarted in place against its policy; killed", rec.path)
-            self._hold(rec)
-            adopted._jv_kill()
-        self._pump_start()
+        return reason, rule
 
-    def _restarted_before_stop(
-        self, rec: ChildRecord, msg: ChildExit, *, counted: bool = False
-    ) -> None:
-        """An incarnation restarted in place just before this supervisor revoked its permit.
+    def _restarted_before_stop(self, rec: ChildRecord, msg: ChildExit) -> None:
+        """An incarnation restarted in place before this supervisor revoked its permit.
 
         Its exit and restart are counted as they happened; the next incarnation is the one
-        the stop (or the shutdown) under way now ends. Nothing else changes: this may run
-        in the middle of a stop's own turn (``_hold``). ``counted``: its attempt was.
+        the stop (or the shutdown) under way ends. Nothing else changes.
         """
-        if msg.attempt is not None and not counted:
-            self._on_attempt(msg.attempt)
-        rec.attempts = max(rec.attempts, msg.attempts)
-        spec = rec.spec
-        service = isinstance(spec, JobSpec) and spec.schedule.service
-        reason = classify(msg, service=service, path=rec.path)
-        error = self.ctx.shown(reason.error)
-        last = rec.last_exit = LastExit(reason.outcome, msg.code, error, self.ctx.wall())
-        if reason.outcome.is_failure:
-            rec.failures += 1
-        self.ctx.publish(
-            ev.ChildExited,
-            lambda: ev.ChildExited(
-                path=rec.path,
-                at=last.at,
-                incarnation=msg.incarnation,
-                outcome=reason.outcome,
-                error=error,
-                code=msg.code,
-            ),
-        )
-        outcome = reason.outcome
+        outcome = self._note_exit(rec, msg)[0].outcome
+        error = rec.last_exit.error if rec.last_exit else None
         extra = {"path": rec.path, "attempt": rec.attempts, "failure": error}
         self._say_exit(rec, outcome, extra, merged=not outcome.is_failure)
         rec.restarts += 1
