@@ -18,18 +18,17 @@ kept back is told as the permit is revoked, and no restart is decided after.
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from actors import ChildExit, Link
 from supervision._exits import classify
 from supervision._policy import Restart, decide, wants_restart
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from actors import ChildExit
     from supervision._policy import RestartPolicy, RestartType, Window
 
 __all__ = ["InPlace"]
@@ -115,10 +114,21 @@ class InPlace:
             if not isinstance(decision, Restart) or decision.delay > 0:
                 return False
             window.apply(decision, now)
-            self._pending = replace(report, again=decision)
-            self._parent = link.parent
+            # Made field by field: dataclasses.replace looks every field up, on every restart.
+            self._pending = ChildExit(
+                report.key,
+                report.incarnation,
+                report.error,
+                report.code,
+                report.stop_requested,
+                report.killed,
+                report.attempts,
+                report.attempt,
+                decision,
+            )
+            self._parent = parent = link.parent
             # Under the lock: a kill the supervisor sends after revoking reports the new number.
-            actor._jv_link = replace(link, incarnation=link.incarnation + 1)
+            actor._jv_link = Link(parent, link.key, link.incarnation + 1, link.ref)
             return True
 
     def flush(self) -> None:
