@@ -230,23 +230,32 @@ class JobActor(OwnActor):
     # that returns and every other meaning is for the supervisor's classification.
 
     def _run_once_or_service(self) -> None:
-        # The attempt's end is the child's: its report goes with the exit report.
-        error, code = self._run_attempt(with_exit=True)
-        if self._jv_stop_requested:
-            # The work ended because we cancelled it: its error is no fact of the job's.
-            self._jv_finish(None, code)
-        elif error is not None and self._breaker_opened():
-            self._send_attempt_report()  # the child lives on, waiting for its breaker
-            self._wait_for_breaker(_RUN)
-        elif not self._restarted_in_place(error, code):
-            self._jv_finish(error, code)
+        while True:
+            # The attempt's end is the child's: its report goes with the exit report.
+            error, code = self._run_attempt(with_exit=True)
+            if self._jv_stop_requested:
+                # The work ended because we cancelled it: its error is no fact of the job's.
+                self._jv_finish(None, code)
+            elif error is not None and self._breaker_opened():
+                self._send_attempt_report()  # the child lives on, waiting for its breaker
+                self._wait_for_breaker(_RUN)
+            elif not self._restarted_in_place(error, code):
+                self._jv_finish(error, code)
+            elif self._jv_stop_requested or not self.actor_inbox.empty():
+                # Restarted in place, with a stop asked or a message waiting: the next run
+                # goes behind it (a stop then wins).
+                self.actor_inbox.put(_envelope(_RUN))
+            else:
+                continue  # the next incarnation's run, now (a permit means no breaker to ask)
+            return
 
     def _restarted_in_place(self, error: BaseException | None, code: int | None) -> bool:
         """Go on as the next incarnation if the supervisor's permit says it would restart now.
 
         The exit report goes to the supervisor all the same (with its decision), once the
         next command has started: the supervisor's turn then runs while the command does,
-        not before it. The next run is queued: a stop asked meanwhile still ends it.
+        not before it. A stop asked meanwhile still ends the next one: ``_run_attempt``
+        cancels an attempt made after it, and a queued run never starts after it.
         """
         again = self._again
         if again is None or self._jv_error is not None or self._jv_killed:
@@ -263,7 +272,6 @@ class JobActor(OwnActor):
         if not again(report, self):
             return False
         self._jv_attempt_report = None
-        self.actor_inbox.put(_envelope(_RUN))
         return True
 
     def _run_tick(self) -> None:

@@ -14,7 +14,11 @@ restarts after the first fifth, of when that step first came after the anchor.
 Steps: the old attempt's ``close`` (kill the group, reap, release), its exit
 report, the old thread's end, the supervisor's turn and ``_on_exit``, the
 new incarnation's ``start_supervised``, the new thread's loop, and the next
-``spawn`` (``fork_exec``). The wrappers cost about a microsecond each.
+``spawn`` (``fork_exec``). A command restarted in place (the default here: no
+backoff) skips the report, the thread's end and ``start_supervised``: its
+steps are the permit's answer, the next attempt and its start, and the exit
+report told once the next command has started. The wrappers cost about a
+microsecond each.
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ jobs:
 STEPS = (
     ("close>", "the old attempt's close() begins"),
     ("close<", "it has killed, reaped and released"),
+    ("inplace>", "it asks its permit to restart in place"),
+    ("inplace<", "the permit has answered (yes: the next incarnation)"),
+    ("attempt>", "the next attempt begins (in place: on the same thread)"),
+    ("start>", "its command's start begins (pipes, then spawn)"),
     ("report>", "the old incarnation reports its exit"),
     ("loop<", "the old thread's actor loop has ended"),
     ("turn>", "the supervisor's turn begins"),
@@ -60,6 +68,7 @@ STEPS = (
     ("loop>", "the new thread runs its actor loop"),
     ("spawn>", "the next spawn begins"),
     ("spawn<", "fork_exec has returned"),
+    ("flush>", "a restart in place tells its exit report"),
     ("next", "the next leader's exit (one restart)"),
 )
 
@@ -68,8 +77,10 @@ def instrument(out: str) -> None:
     """In the daemon's process: stamp the hot calls, write them to ``out`` at exit."""
     sys.path.insert(0, str(ROOT))
     import actors._command as command  # noqa: PLC0415 - after the path is set
+    import actors._job as job  # noqa: PLC0415
     import actors._supervised as supervised  # noqa: PLC0415
     import actors._waiters as waiters  # noqa: PLC0415
+    import supervision._inplace as inplace  # noqa: PLC0415
     import supervision._records as records  # noqa: PLC0415
     import supervision._supervisor as supervisor  # noqa: PLC0415
 
@@ -97,6 +108,10 @@ def instrument(out: str) -> None:
     wrap(supervisor.Supervisor, "on_receive", "turn")
     wrap(supervisor.Supervisor, "_on_exit", "onexit")
     wrap(records, "start_supervised", "startsup")
+    wrap(job.JobActor, "_restarted_in_place", "inplace")
+    wrap(job.JobActor, "_run_attempt", "attempt", leave=False)
+    wrap(command._Child, "start", "start", leave=False)
+    wrap(inplace.InPlace, "flush", "flush", leave=False)
     for waiter in (waiters.PollWaiter, waiters.HubWaiter):
         inner_check = waiter.check_exit
 

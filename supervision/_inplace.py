@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from actors import ChildExit, Link
+from actors import Link
 from supervision._exits import classify
 from supervision._policy import Restart, decide, wants_restart
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from actors import ChildExit
     from supervision._policy import RestartPolicy, RestartType, Window
 
 __all__ = ["InPlace"]
@@ -96,9 +97,10 @@ class InPlace:
     def __call__(self, report: ChildExit, actor: Any) -> bool:
         """Restart ``actor``'s incarnation in place if its supervisor would restart it now.
 
-        True: ``report``, with the decision in it, is kept for the supervisor (told by
-        ``flush``), and ``actor`` is the next incarnation (its link says so). False:
-        nothing changed; the incarnation ends as usual and the supervisor decides.
+        ``report`` must be new, made for this call. True: it holds the decision now
+        (``again``) and is kept for the supervisor (told by ``flush``), and ``actor`` is
+        the next incarnation (its link says so). False: nothing changed; the
+        incarnation ends as usual and the supervisor decides.
         """
         link = actor._jv_link
         with self._lock:
@@ -114,18 +116,10 @@ class InPlace:
             if not isinstance(decision, Restart) or decision.delay > 0:
                 return False
             window.apply(decision, now)
-            # Made field by field: dataclasses.replace looks every field up, on every restart.
-            self._pending = ChildExit(
-                report.key,
-                report.incarnation,
-                report.error,
-                report.code,
-                report.stop_requested,
-                report.killed,
-                report.attempts,
-                report.attempt,
-                decision,
-            )
+            # Set on the report made for this call, which nobody else has seen yet: a frozen
+            # copy with it would build every field again, on every restart.
+            object.__setattr__(report, "again", decision)
+            self._pending = report
             self._parent = parent = link.parent
             # Under the lock: a kill the supervisor sends after revoking reports the new number.
             actor._jv_link = Link(parent, link.key, link.incarnation + 1, link.ref)
