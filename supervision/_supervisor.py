@@ -529,10 +529,7 @@ class Supervisor(OwnActor):
         error = rec.last_exit.error if rec.last_exit else None
         extra = {"path": rec.path, "attempt": rec.attempts, "failure": error}
         self._say_exit(rec, outcome, extra, merged=not outcome.is_failure)
-        rec.restarts += 1
-        rec.incarnation += 1
-        rec.starts += 1
-        what = f"restart {rec.restarts}"
+        what = f"restart {rec.restarts + 1}"
         if not outcome.is_failure:  # one line for both, as a clean exit restarted at once has
             what = f"exited ({outcome.value}); {what}"
         self.ctx.announce(
@@ -544,6 +541,15 @@ class Supervisor(OwnActor):
             extra=extra,
             clean=not outcome.is_failure,
         )
+        # Through the states of any restart, back to where the stop had it (running while
+        # it waits its turn to be stopped, or stopping): what counts starts sees this one.
+        state = rec.state
+        self._set_state(rec, State.BACKOFF)
+        rec.restarts += 1
+        rec.incarnation += 1
+        rec.starts += 1
+        self._set_state(rec, State.STARTING)
+        self._set_state(rec, state)
 
     def _give_up_rule(self, rec: ChildRecord, reason: ExitReason) -> str | None:
         """The ``give_up_on`` rule an unasked-for failure matches, if any (SPEC §10)."""

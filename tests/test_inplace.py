@@ -315,6 +315,9 @@ def test_stops_at_many_moments_of_a_tight_loop_each_end_it(runtime) -> None:
         exits = events.of(ChildExited, "c")
         assert [e.incarnation for e in exits] == list(range(1, len(exits) + 1))
         assert exits[-1].outcome.value == "stopped"
+        # Each start went through "starting" (what the metrics count starts by), also one
+        # made in place just before the stop.
+        assert events.states("c").count("starting") == len(exits)
 
 
 def test_a_service_restarting_in_place_keeps_its_output_per_attempt(make_tree, events, tmp_path):
