@@ -150,7 +150,8 @@ class JobActor(OwnActor):
         # Asked when the incarnation would end: may it go on as the next one at once (its
         # supervisor's permit, ``supervision._inplace``)? None: every end is reported.
         self._again = again
-        self._started = again.flush if again is not None else None
+        self._started = self._work_started if again is not None else None
+        self._spawned = False  # the attempt's command started (its ``Attempt.started`` came)
         self.output = output  # where a command's output also goes: see Attempt.output
         self.work = work
         self.schedule = schedule
@@ -258,7 +259,9 @@ class JobActor(OwnActor):
         cancels an attempt made after it, and a queued run never starts after it.
         """
         again = self._again
-        if again is None or self._jv_error is not None or self._jv_killed:
+        if again is None or not self._spawned or self._jv_error is not None or self._jv_killed:
+            # A command that could not start goes through the supervisor: it restarts without
+            # waiting for anything, and under gevent a loop of them would never yield.
             return False
         link = self._jv_link
         report = ChildExit(
@@ -377,6 +380,7 @@ class JobActor(OwnActor):
         attempt = Attempt(
             self.path, number, self._wall(), output=self.output, started=self._started
         )
+        self._spawned = False
         timeout = self.schedule.timeout
         if timeout is not None:
             self._deadline = self._scheduler.call_later(timeout, lambda: self._on_deadline(attempt))
@@ -500,6 +504,13 @@ class JobActor(OwnActor):
             self.work.cancel(attempt)
         except Exception as exc:
             log.warning("{}: cancelling attempt {} failed: {}", self.path, attempt.number, exc)
+
+    def _work_started(self) -> None:
+        """The attempt's command has started: a restart in place may tell its report now."""
+        self._spawned = True
+        again = self._again
+        assert again is not None
+        again.flush()
 
     def _jv_report(self) -> None:
         # An exit report kept back by a restart in place goes first: reports stay in order.

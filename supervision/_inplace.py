@@ -133,10 +133,13 @@ class InPlace:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
-        pending, self._pending = self._pending, None
+        pending = self._pending
         if pending is None:
             return
+        # Told, then forgotten: a Kill landing between the two can make it told twice (the
+        # supervisor ignores the second: its incarnation is past), never lost.
         try:  # noqa: SIM105 - not contextlib.suppress: this runs on every restart
             self._parent.tell(pending)
         except pykka.ActorDeadError:
             pass  # its supervisor is gone: nobody is left to count it
+        self._pending = None

@@ -320,6 +320,34 @@ def test_stops_at_many_moments_of_a_tight_loop_each_end_it(runtime) -> None:
         assert events.states("c").count("starting") == len(exits)
 
 
+def test_a_command_that_cannot_start_is_restarted_through_its_supervisor(make_tree, events):
+    # Its attempt never waits for anything: restarted in place, under gevent such a loop
+    # never let another greenlet run (no status, no stop, for as long as its intensity
+    # lasted), and under threads it gained nothing. It goes through the supervisor.
+    spec = SupervisorSpec(
+        policy=_policy(10**6),
+        children=(
+            JobSpec(
+                name="c",
+                work=CommandWork(argv=("/nonexistent/jobvisor-test",)),
+                restart=RestartType.PERMANENT,
+            ),
+        ),
+    )
+    tree = make_tree(spec, on_event=events)
+    events.reached("c", "starting", times=20)
+    node = tree.status(timeout=10)["children"][0]
+    assert node["restarts"] >= 19
+    seen = _job_actors()  # kept: an id is not reused while its object lives
+    events.reached("c", "starting", times=node["starts"] + 5)
+    assert not [a for a in _job_actors() if any(a is b for b in seen)]  # each a new actor
+    del seen
+    assert tree.stop(timeout=20)
+    exits = events.of(ChildExited, "c")
+    assert [e.incarnation for e in exits] == list(range(1, len(exits) + 1))
+    assert {e.code for e in exits[:-1]} == {127}
+
+
 def test_a_service_restarting_in_place_keeps_its_output_per_attempt(make_tree, events, tmp_path):
     # A service that exits is a failure; its restarts in place still number its attempts on.
     spec = SupervisorSpec(
