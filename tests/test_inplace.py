@@ -282,7 +282,8 @@ def test_a_stop_ends_a_command_restarting_in_a_tight_loop(make_tree, events, tmp
     # Each start has its one exit, in order, the stopped one last.
     exits = events.of(ChildExited, "c")
     assert [e.incarnation for e in exits] == list(range(1, len(exits) + 1))
-    assert exits[-1].outcome.value == "stopped"
+    # The last ended by the stop, or by itself as the stop came: then it was not restarted.
+    assert exits[-1].outcome.value in {"stopped", "succeeded"}
     assert after <= len(exits)  # a start the stop signalled before its echo ran wrote nothing
     if child is not None:
         assert (child["state"], child["starts"]) == ("stopped", len(exits))
@@ -314,7 +315,8 @@ def test_stops_at_many_moments_of_a_tight_loop_each_end_it(runtime) -> None:
         events.reached("c", "stopped")
         exits = events.of(ChildExited, "c")
         assert [e.incarnation for e in exits] == list(range(1, len(exits) + 1))
-        assert exits[-1].outcome.value == "stopped"
+        # The last ended by the stop, or by itself as the stop came: then not restarted.
+        assert exits[-1].outcome.value in {"stopped", "succeeded"}
         # Each start went through "starting" (what the metrics count starts by), also one
         # made in place just before the stop.
         assert events.states("c").count("starting") == len(exits)
