@@ -48,3 +48,16 @@ def children() -> dict[int, str]:
 def zombies() -> list[int]:
     """Our children that exited and were not reaped yet."""
     return sorted(pid for pid, state in children().items() if state == "Z")
+
+
+def running(argv: tuple[str, ...]) -> set[int]:
+    """Our child processes running exactly ``argv`` (read from their cmdline)."""
+    wanted = b"".join(os.fsencode(a) + b"\0" for a in argv)
+    found = set()
+    for pid in children():
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == wanted:
+                found.add(pid)
+        except OSError:
+            continue  # gone meanwhile
+    return found

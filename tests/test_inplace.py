@@ -10,7 +10,6 @@ and a stop or a shutdown that ends it whenever it comes.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 from pathlib import Path
@@ -20,6 +19,7 @@ import pykka
 import pytest
 from conftest import Events
 from faultkit import wait_until
+from prockit import running
 
 from actors import ChildExit, CommandWork, Link
 from actors._job import JobActor
@@ -373,13 +373,4 @@ def test_a_service_restarting_in_place_keeps_its_output_per_attempt(make_tree, e
 
 def _sleeping() -> set[int]:
     """Pids of this process's children running ``sleep 30``."""
-    pids: set[int] = set()
-    for children in Path("/proc/self/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            pids.update(int(p) for p in children.read_text().split())
-    found = set()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0030\x00":
-                found.add(pid)
-    return found
+    return running(("sleep", "30"))

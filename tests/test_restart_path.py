@@ -9,17 +9,16 @@ from a crashed incarnation into the next.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 import logbook
 import pykka
 from faultkit import wait_until
+from prockit import running
 
 from actors import CommandWork
 from actors._job import JobActor
@@ -139,16 +138,7 @@ def test_a_crashed_incarnation_is_not_kept_alive_by_its_idle_supervisor(make_tre
 
 def _sleeping_children() -> set[int]:
     """Pids of this process's children running ``sleep 30`` (the warden is a child too)."""
-    pids: set[int] = set()
-    for children in Path("/proc/self/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            pids.update(int(p) for p in children.read_text().split())
-    found = set()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0030\x00":
-                found.add(pid)
-    return found
+    return running(("sleep", "30"))
 
 
 def _newest_job_task() -> Any:
