@@ -242,10 +242,10 @@ class JobActor(OwnActor):
                 self._wait_for_breaker(_RUN)
             elif not self._restarted_in_place(error, code):
                 self._jv_finish(error, code)
-            elif self._jv_stop_requested or not self.actor_inbox.empty():
-                # Restarted in place, with a stop asked or a message waiting: the next run
-                # goes behind it (a stop then wins).
-                self.actor_inbox.put(_envelope(_RUN))
+            elif self._jv_stop_requested:
+                pass  # restarted in place, and a stop came: it ends the next incarnation unrun
+            elif not self.actor_inbox.empty():
+                self.actor_inbox.put(_envelope(_RUN))  # the next run goes behind what waits
             else:
                 continue  # the next incarnation's run, now (a permit means no breaker to ask)
             return

@@ -90,10 +90,6 @@ class InPlace:
             self._revoked = True
             self._flush_locked()
 
-    @property
-    def revoked(self) -> bool:
-        return self._revoked
-
     def __call__(self, report: ChildExit, actor: Any) -> bool:
         """Restart ``actor``'s incarnation in place if its supervisor would restart it now.
 
@@ -127,7 +123,7 @@ class InPlace:
 
     def flush(self) -> None:
         """Tell the supervisor the exit report kept back, if any (the incarnation's thread)."""
-        if self._pending is None:  # read without the lock: only this thread sets it
+        if self._pending is None:  # read without the lock: only this thread ever fills it
             return
         with self._lock:
             self._flush_locked()
