@@ -135,8 +135,7 @@ def ensure_private_dir(path: Path, what: str = "state dir") -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
-            raise _symlink(path, what) from None
+        _refuse_symlink(exc, path, what, errno.ELOOP, errno.ENOTDIR)
         raise
     try:
         st = os.fstat(fd)
@@ -157,8 +156,7 @@ def open_private(path: Path, flags: int, what: str) -> int:
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     except OSError as exc:
-        if exc.errno == errno.ELOOP and os.path.islink(path):
-            raise _symlink(path, what) from None
+        _refuse_symlink(exc, path, what, errno.ELOOP)
         raise
     try:
         _checked(path, fd, what)
@@ -184,8 +182,7 @@ def open_private_file(path: Path, flags: int, what: str) -> io.FileIO:
             map(functools.partial(io.FileIO, mode=mode), itertools.starmap(os.open, opening))
         )
     except OSError as exc:
-        if exc.errno == errno.ELOOP and os.path.islink(path):
-            raise _symlink(path, what) from None
+        _refuse_symlink(exc, path, what, errno.ELOOP)
         raise
     try:
         _checked(path, file.fileno(), what)
@@ -193,6 +190,12 @@ def open_private_file(path: Path, flags: int, what: str) -> io.FileIO:
         file.close()
         raise
     return file
+
+
+def _refuse_symlink(exc: OSError, path: Path, what: str, *errnos: int) -> None:
+    """Raise the planted-symlink error if ``exc``, from an ``O_NOFOLLOW`` open, means one."""
+    if exc.errno in errnos and os.path.islink(path):
+        raise _symlink(path, what) from None
 
 
 def _checked(path: Path, fd: int, what: str) -> None:
