@@ -13,7 +13,7 @@ from pykka._envelope import Envelope
 from actors._attempt import Attempt, current_attempt_var
 from actors._checks import need, need_count, need_duration
 from actors._errors import AttemptTimeout, SpecError
-from actors._messages import AttemptDone, ChildExit, ChildStarted, Resumed, Waiting
+from actors._messages import AttemptDone, ChildExit, ChildStarted, OwnMessage, Resumed, Waiting
 from actors._retry import RetrySpec, run_with_retry
 from actors._runtime import Scheduler, TimerHandle, interrupt_task
 from actors._supervised import Kill, OwnActor
@@ -102,8 +102,8 @@ def _valid_cron(expr: str) -> bool:
     return isinstance(expr, str) and len(expr.split()) == 5 and bool(croniter.is_valid(expr))
 
 
-_RUN = object()
-_TICK = object()
+_RUN = OwnMessage("run")
+_TICK = OwnMessage("tick")
 
 
 class InPlacePermit(Protocol):

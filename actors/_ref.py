@@ -11,6 +11,7 @@ import pykka
 from pykka._envelope import Envelope
 
 from actors._errors import ChildUnavailableError
+from actors._messages import OwnMessage
 from actors._runtime import reply_future
 
 if TYPE_CHECKING:
@@ -141,6 +142,8 @@ class ChildRef:
                     if envelope.reply_to is not None:
                         envelope.reply_to.set(None)
                     continue
+                if isinstance(envelope.message, OwnMessage):
+                    continue  # the ended incarnation's own (a job's queued run): no one else's
                 if self._inbox is not None:
                     self._inbox.put(envelope)  # a newer incarnation is attached already
                 elif self._mode is _Mode.CLOSED or len(self._stash) >= STASH_LIMIT:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pykka
 import pytest
+from pykka._envelope import Envelope
 
 from actors import (
     ChildExit,
@@ -21,6 +22,7 @@ from actors import (
     join_tasks,
     start_supervised,
 )
+from actors._messages import OwnMessage
 from supervision._exits import ExitReason, classify
 
 
@@ -215,6 +217,34 @@ def test_kill_ends_a_busy_actor_once(parent: Inbox) -> None:
     # The thread (or greenlet) really ends; its late teardown must not report a second time.
     assert join_tasks("jv-test-actor", 5) == []
     assert parent.exits() == []
+
+
+def test_an_incarnations_own_queued_messages_do_not_move_to_the_stable_ref(parent: Inbox) -> None:
+    # A job queues its own next run; queued behind a stop, it reached the next incarnation
+    # (a second run) or, the child stopped for good, a "not delivered" warning in the log.
+    ref = ChildRef("w")
+    gate = threading.Event()
+    own = OwnMessage("run")
+
+    class Gated(Worker):
+        def on_receive(self, message: Any) -> Any:
+            if message == "wait":
+                gate.wait(5)
+                self.actor_inbox.put(Envelope(own))
+                raise RuntimeError("crash with its own message queued")
+            return super().on_receive(message)
+
+    actor = start_supervised(Gated, Link(parent, 1, 1, ref), "test-actor")
+    ref.tell("wait")
+    future = ref.ask("ping", block=False)  # queued behind the crash
+    gate.set()
+    assert classify(parent.next(ChildExit)).outcome is Outcome.FAILED
+    actor.actor_stopped.wait(5)
+    assert [e.message for e in ref._stash] == ["ping"]
+    second = start_supervised(Worker, Link(parent, 1, 2, ref), "test-actor")
+    assert future.get(timeout=5) == "pong"
+    second._jv_request_stop()
+    parent.next(ChildExit)
 
 
 def test_queued_messages_of_a_crashed_incarnation_move_to_the_stable_ref(parent: Inbox) -> None:
