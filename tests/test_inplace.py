@@ -242,7 +242,9 @@ def test_restarts_at_once_stay_in_one_incarnations_actor_and_task(make_tree, eve
     assert not _sleeping() - killed
 
 
-def test_a_restart_with_a_backoff_goes_through_the_supervisor(make_tree, events, tmp_path):
+def test_a_crash_loop_with_a_backoff_gives_up_after_exactly_its_restarts(
+    make_tree, events, tmp_path
+):
     starts = tmp_path / "starts"
     policy = RestartPolicy(
         backoff=Backoff(initial=0.001, max=0.001, jitter=0), intensity=Intensity(max_restarts=3)
@@ -255,6 +257,40 @@ def test_a_restart_with_a_backoff_goes_through_the_supervisor(make_tree, events,
     events.reached("c", "gave_up")
     assert _starts(starts) == 4
     assert [e.incarnation for e in events.of(ChildExited, "c")] == [1, 2, 3, 4]
+
+
+def test_a_restart_with_a_backoff_goes_through_the_supervisor(make_tree, events) -> None:
+    # The same SIGKILLs as the in-place test above, with a 1 ms backoff: each restart is a
+    # new incarnation's actor, as every restart was before restarts in place.
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001, jitter=0), intensity=Intensity(max_restarts=100)
+    )
+    spec = SupervisorSpec(
+        policy=policy,
+        children=(
+            JobSpec(
+                name="c", work=CommandWork(argv=("sleep", "30")), restart=RestartType.PERMANENT
+            ),
+        ),
+    )
+    tree = make_tree(spec, on_event=events)
+    assert tree.started(timeout=20)
+    seen: list[JobActor] = []  # kept: an id is not reused while its object lives
+    killed: set[int] = set()
+    for i in range(3):
+        pid = wait_until(lambda: _sleeping() - killed, "the command to run").pop()
+        running = wait_until(
+            lambda: [a for a in _job_actors() if a._jv_running] or None, "its incarnation"
+        )
+        actor = max(running, key=lambda a: a._jv_link.incarnation)  # not one still ending
+        seen.append(actor)
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+        events.reached("c", "running", times=i + 2)
+    assert len({id(a) for a in seen}) == 3
+    del seen
+    assert tree.stop(timeout=20)
+    assert not _sleeping() - killed
 
 
 @pytest.mark.parametrize("how", ["stop_child", "restart", "tree stop"])
@@ -350,8 +386,8 @@ def test_a_command_that_cannot_start_is_restarted_through_its_supervisor(make_tr
     assert {e.code for e in exits[:-1]} == {127}
 
 
-def test_a_service_restarting_in_place_keeps_its_output_per_attempt(make_tree, events, tmp_path):
-    # A service that exits is a failure; its restarts in place still number its attempts on.
+def test_a_service_restarted_in_place_fails_on_each_return_and_gives_up(make_tree, events):
+    # A service that exits is a failure; restarted in place, it still gives up on time.
     spec = SupervisorSpec(
         policy=_policy(3),
         children=(
