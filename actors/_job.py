@@ -13,7 +13,8 @@ from pykka._envelope import Envelope
 from actors._attempt import Attempt, current_attempt_var
 from actors._checks import need, need_count, need_duration
 from actors._errors import AttemptTimeout, SpecError
-from actors._messages import AttemptDone, ChildExit, ChildStarted, OwnMessage, Resumed, Waiting
+from actors._messages import AttemptDone, ChildExit, ChildStarted, Resumed, Waiting
+from actors._ref import OwnMessage
 from actors._retry import RetrySpec, run_with_retry
 from actors._runtime import Scheduler, TimerHandle, interrupt_task
 from actors._supervised import Kill, OwnActor

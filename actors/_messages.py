@@ -15,7 +15,6 @@ __all__ = [
     "ChildStarted",
     "Link",
     "Outcome",
-    "OwnMessage",
     "Parent",
     "Resumed",
     "Waiting",
@@ -37,22 +36,6 @@ class Outcome(enum.StrEnum):
 
 
 _FAILURES = frozenset({Outcome.FAILED, Outcome.TIMEOUT})
-
-
-class OwnMessage:
-    """A message an actor queues for itself (a job's next run, its next tick).
-
-    It means nothing to another incarnation: a stable reference drops it
-    instead of carrying it over a restart (``ChildRef._detach``).
-    """
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<own message {self.name}>"
 
 
 class Parent(Protocol):

@@ -11,13 +11,12 @@ import pykka
 from pykka._envelope import Envelope
 
 from actors._errors import ChildUnavailableError
-from actors._messages import OwnMessage
 from actors._runtime import reply_future
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["ChildRef"]
+__all__ = ["ChildRef", "OwnMessage"]
 
 STASH_LIMIT = 1000  # Akka's restart-stash-capacity: beyond it, senders get an error at once
 
@@ -26,6 +25,22 @@ class _Mode(enum.Enum):
     ATTACHED = "attached"  # an incarnation is alive: messages go straight to its inbox
     STASHING = "stashing"  # between incarnations: messages wait in the stash
     CLOSED = "closed"  # no incarnation will come: messages fail with ChildUnavailableError
+
+
+class OwnMessage:
+    """A message an actor queues for itself (a job's next run, its next tick).
+
+    It means nothing to another incarnation: a stable reference drops it
+    instead of carrying it over a restart (``ChildRef._detach``).
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<own message {self.name}>"
 
 
 class ChildRef:

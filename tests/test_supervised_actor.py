@@ -22,7 +22,7 @@ from actors import (
     join_tasks,
     start_supervised,
 )
-from actors._messages import OwnMessage
+from actors._ref import OwnMessage
 from supervision._exits import ExitReason, classify
 
 
