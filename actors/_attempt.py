@@ -56,7 +56,9 @@ class Attempt:
     output: Callable[[Attempt], OutputSink] | None = None
     # Called once the work has started (a command: once it is spawned), in the attempt's
     # thread: what was kept off the start's path may go now (``JobActor._restarted_in_place``).
-    started: Callable[[], None] | None = None
+    # It may return seconds: the work, if it still runs then, calls it again (and again while
+    # it returns one), so that what it keeps is not kept for as long as the work runs.
+    started: Callable[[], float | None] | None = None
 
 
 class OutputSink(Protocol):

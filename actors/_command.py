@@ -214,8 +214,6 @@ class CommandWork:
             child.start(self)
             if attempt.cancelled.is_set():  # a cancel() that came before the start
                 child.stop(self.stop_signal, self.grace)
-            if attempt.started is not None:
-                attempt.started()
             code = child.supervise()
         finally:
             try:
@@ -407,6 +405,7 @@ class _Child:
         "_kill_at",
         "_killed",
         "_reaped",
+        "_recall_at",
         "_stop_signal",
         "_stopping",
         "_waiter",
@@ -447,6 +446,7 @@ class _Child:
         self._closed = False
         self._reaped = False
         self._code: int | None = None  # the leader's exit code once it exited
+        self._recall_at: float | None = None  # when to call the attempt's started again
         self.signalled = False  # we had signalled the group when the leader exited
 
     # -- start -------------------------------------------------------------------------------------
@@ -542,6 +542,9 @@ class _Child:
     def supervise(self) -> int:
         """Log the output until the leader has exited and the pipes are closed; return its code.
 
+        The attempt's ``started`` is called first; when it returns seconds, it is called
+        again that much later if the attempt still runs, and so on.
+
         When the leader exits, the rest of its group gets ``stop_signal`` and
         the pipes are read to their end, or until the SIGKILL deadline, after
         which only what they hold already is read. When the pipes are at
@@ -552,8 +555,9 @@ class _Child:
         waiter = self._waiter
         assert waiter is not None
         open_streams = {s.fd: s for s in self.streams}
+        self._recall_at = _recall_at(self.attempt.started)
         while self._code is None or open_streams:
-            for fd in waiter.wait(self._timeout()):
+            for fd in waiter.wait(self._wait_limit()):
                 stream = open_streams.get(fd)
                 if stream is not None and not self._read(stream):
                     waiter.forget(fd)
@@ -602,6 +606,20 @@ class _Child:
             raise interrupted
 
     # -- internals ---------------------------------------------------------------------------------
+
+    def _wait_limit(self) -> float | None:
+        """``_timeout``, or less to call the attempt's ``started`` again when it is due."""
+        timeout = self._timeout()
+        at = self._recall_at
+        if at is None:
+            return timeout
+        now = time.monotonic()
+        if now >= at:
+            at = self._recall_at = _recall_at(self.attempt.started, now)
+            if at is None:
+                return timeout
+        left = max(0.0, at - now)
+        return left if timeout is None else min(timeout, left)
 
     def _timeout(self) -> float | None:
         """Seconds until the SIGKILL deadline, or None to wait for an event only."""
@@ -670,6 +688,18 @@ class _Child:
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.close()
+
+
+def _recall_at(
+    started: Callable[[], float | None] | None, now: float | None = None
+) -> float | None:
+    """Call ``started`` (``Attempt.started``); when to call it again (monotonic), or None."""
+    if started is None:
+        return None
+    again = started()
+    if again is None:
+        return None
+    return (time.monotonic() if now is None else now) + again
 
 
 def _signal_group(pgid: int, signum: int) -> bool:

@@ -113,8 +113,11 @@ class InPlacePermit(Protocol):
     def __call__(self, report: ChildExit, actor: JobActor) -> bool:
         """Go on as the next incarnation? True: ``report`` is the supervisor's, to tell."""
 
+    def started(self) -> float | None:
+        """The next command started: tell what is kept, or say in how many seconds to ask again."""
+
     def flush(self) -> None:
-        """Tell the supervisor the report kept back, if any."""
+        """Tell the supervisor every report kept back, now."""
 
 
 class JobActor(OwnActor):
@@ -506,12 +509,15 @@ class JobActor(OwnActor):
         except Exception as exc:
             log.warning("{}: cancelling attempt {} failed: {}", self.path, attempt.number, exc)
 
-    def _work_started(self) -> None:
-        """The attempt's command has started: a restart in place may tell its report now."""
+    def _work_started(self) -> float | None:
+        """The attempt's command has started (or still runs): restarts in place may be told.
+
+        Returns when to be called again if their reports are kept a while (``InPlace.started``).
+        """
         self._spawned = True
         again = self._again
         assert again is not None
-        again.flush()
+        return again.started()
 
     def _jv_report(self) -> None:
         # An exit report kept back by a restart in place goes first: reports stay in order.

@@ -6,8 +6,19 @@ supervisor, which decided, built the next incarnation and handed it to a
 thread, which then spawned. ``InPlace`` lets the ending incarnation make that
 same decision itself, with the supervisor's own policy and window, and go on
 as the next incarnation at once. Its exit report, with the decision in it
-(``ChildExit.again``), waits until the next command has started (``flush``), so
+(``ChildExit.again``), waits until the next command has started (``started``), so
 the supervisor's bookkeeping runs beside the command instead of before it.
+
+In a tight loop the reports are told together, at most once per ``HOLD``: the
+first report after a quiet spell goes at once, later ones wait until ``HOLD``
+has passed since the last were told (or ``MOST`` are kept). Waking the
+supervisor's thread cost more than its whole bookkeeping of a restart, and a
+crash loop woke it on every one. Status, metrics, the journal and events
+learn of a tight loop's restarts up to ``HOLD`` late (an exit's time is its
+attempt's own, not the moment it was told); its decisions are not late: the
+permit makes them.
+A command that runs on past the hold tells what is kept (``started`` says when
+to call it again; ``Attempt.started``).
 
 The supervisor grants a permit only where nothing but its policy could decide
 otherwise (``Supervisor._permit_for``), and revokes it before it acts on the
@@ -17,8 +28,10 @@ kept back is told as the permit is revoked, and no restart is decided after.
 
 from __future__ import annotations
 
+import math
 import threading
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pykka
 
@@ -42,7 +55,13 @@ class InPlace:
     permit is granted, only the permit changes it.
     """
 
+    # Seconds a tight loop's reports wait to be told together, and how many at most.
+    HOLD: ClassVar[float] = 0.05
+    MOST: ClassVar[int] = 256
+
     __slots__ = (
+        "_clock",
+        "_hold",
         "_lock",
         "_monotonic",
         "_parent",
@@ -53,6 +72,7 @@ class InPlace:
         "_restart",
         "_revoked",
         "_service",
+        "_told_at",
         "_window",
     )
 
@@ -66,11 +86,20 @@ class InPlace:
         path: str,
         monotonic: Callable[[], float],
         rand: Callable[[], float],
+        hold: float | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """``monotonic``: the policy's clock; ``hold``: ``HOLD`` unless given (0: tell each
+        report at once); ``clock``: the hold's, real time by default (reports wait in real
+        time: a test's frozen policy clock must not keep them for ever).
+        """
         self._lock = threading.Lock()  # gevent's under gevent (the process is patched first)
         self._revoked = False
-        # The exit report of a restart in place, until the next command has started.
-        self._pending: ChildExit | None = None
+        # Exit reports of restarts in place not told yet, oldest first.
+        self._pending: list[ChildExit] = []
+        self._clock = time.monotonic if clock is None else clock
+        self._told_at = -math.inf  # when reports were last told (``_clock``)
+        self._hold = self.HOLD if hold is None else hold
         self._parent: Any = None  # whom to tell it: the supervisor (its incarnation's link)
         self._policy = policy
         self._window = window
@@ -94,13 +123,14 @@ class InPlace:
         """Restart ``actor``'s incarnation in place if its supervisor would restart it now.
 
         ``report`` must be new, made for this call. True: it holds the decision now
-        (``again``) and is kept for the supervisor (told by ``flush``), and ``actor`` is
-        the next incarnation (its link says so). False: nothing changed; the
-        incarnation ends as usual and the supervisor decides.
+        (``again``) and is kept for the supervisor (told by ``started`` or ``flush``,
+        behind those kept before it), and ``actor`` is the next incarnation (its link
+        says so). False:
+        nothing changed; the incarnation ends as usual, and its end tells what is kept
+        before its own report (``JobActor._jv_report``); the supervisor decides.
         """
         link = actor._jv_link
         with self._lock:
-            self._flush_locked()  # a start that failed before it could tell: reports in order
             if self._revoked or not link.parent.is_alive():
                 return False
             outcome = classify(report, service=self._service, path=self._path).outcome
@@ -115,27 +145,45 @@ class InPlace:
             # Set on the report made for this call, which nobody else has seen yet: a frozen
             # copy with it would build every field again, on every restart.
             object.__setattr__(report, "again", decision)
-            self._pending = report
+            self._pending.append(report)
             self._parent = parent = link.parent
             # Under the lock: a kill the supervisor sends after revoking reports the new number.
             actor._jv_link = Link(parent, link.key, link.incarnation + 1, link.ref)
             return True
 
+    def started(self) -> float | None:
+        """The next command has started (or runs on): tell what is kept, unless the hold says wait.
+
+        Called in the incarnation's thread. Returns None when nothing is kept
+        any more, or the seconds after which to call again (the command, if it
+        still runs then, does: ``Attempt.started``).
+        """
+        pending = self._pending  # read without the lock: only this thread adds to it
+        if not pending:
+            return None
+        wait = self._told_at + self._hold - self._clock()
+        if wait > 0 and len(pending) < self.MOST:
+            return wait
+        self.flush()
+        return None
+
     def flush(self) -> None:
-        """Tell the supervisor the exit report kept back, if any (the incarnation's thread)."""
-        if self._pending is None:  # read without the lock: only this thread ever fills it
-            return
-        with self._lock:
-            self._flush_locked()
+        """Tell the supervisor every report kept, now (the incarnation ends: they go first)."""
+        if self._pending:  # read without the lock: only the incarnation's thread adds to it
+            with self._lock:
+                self._flush_locked()
 
     def _flush_locked(self) -> None:
         pending = self._pending
-        if pending is None:
+        if not pending:
             return
-        # Told, then forgotten: a Kill landing between the two can make it told twice (the
+        self._told_at = self._clock()
+        # Told, then forgotten: a Kill landing between the two can make one told twice (the
         # supervisor ignores the second: its incarnation is past), never lost.
-        try:  # noqa: SIM105 - not contextlib.suppress: this runs on every restart
-            self._parent.tell(pending)
+        tell = self._parent.tell
+        try:
+            while pending:
+                tell(pending[0])
+                del pending[0]
         except pykka.ActorDeadError:
-            pass  # its supervisor is gone: nobody is left to count it
-        self._pending = None
+            pending.clear()  # its supervisor is gone: nobody is left to count them

@@ -31,6 +31,7 @@ from actors import (
     SpecError,
     TreeStoppedError,
     Waiting,
+    active_runtime,
     close_work,
     describe,
 )
@@ -361,6 +362,9 @@ class Supervisor(OwnActor):
             path=rec.path,
             monotonic=self.ctx.monotonic,
             rand=self.ctx.rand,
+            # Under gevent this supervisor is a greenlet of the command's own thread: telling
+            # it is a switch, not a wake-up, and a batch would hold the command's greenlet up.
+            hold=InPlace.HOLD if active_runtime() == "threads" else 0.0,
         )
 
     @staticmethod
@@ -503,7 +507,10 @@ class Supervisor(OwnActor):
         rule = self._give_up_rule(rec, reason)
         if rule is not None:
             error = f"{error} ({rule})"
-        last = rec.last_exit = LastExit(reason.outcome, msg.code, error, self.ctx.wall())
+        # A restart in place may be told a little late (``InPlace.HOLD``): its attempt's end
+        # is when it exited.
+        at = msg.attempt.ended_at if msg.again is not None and msg.attempt else self.ctx.wall()
+        last = rec.last_exit = LastExit(reason.outcome, msg.code, error, at)
         if reason.outcome.is_failure:
             rec.failures += 1
         self.ctx.publish(

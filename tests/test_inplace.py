@@ -96,7 +96,10 @@ def inbox() -> Any:
     ref.stop()
 
 
-def _permit(policy: RestartPolicy, window: Window, clock: list[float]) -> InPlace:
+def _permit(
+    policy: RestartPolicy, window: Window, clock: list[float], now: list[float] | None = None
+) -> InPlace:
+    """A permit whose policy reads ``clock``; ``now``: the clock its hold reads."""
     return InPlace(
         policy,
         window,
@@ -105,6 +108,7 @@ def _permit(policy: RestartPolicy, window: Window, clock: list[float]) -> InPlac
         path="c",
         monotonic=lambda: clock[0],
         rand=lambda: 0.5,
+        clock=(lambda: now[0]) if now is not None else None,
     )
 
 
@@ -118,7 +122,7 @@ def test_the_permit_restarts_with_the_policys_decision_and_notes_it(inbox) -> No
     assert actor._jv_link.incarnation == 4
     assert list(window.restarts) == [100.0]
     assert inbox.ask("told?") == []  # kept back until the next command has started
-    permit.flush()
+    assert permit.started() is None  # nothing told for a while: told now
     (told,) = inbox.ask("told?")
     assert told.again == Restart(0.0, 1)
     assert (told.incarnation, told.code, told.attempts) == (3, 1, 3)
@@ -131,11 +135,10 @@ def test_reports_kept_back_are_told_in_order_also_by_a_revocation(inbox) -> None
     permit = _permit(policy, Window(policy.intensity), clock)
     actor = Incarnation(inbox)
     assert permit(ChildExit(7, 3, RuntimeError("exit 1"), 1), actor)
-    # The next start failed before it could tell: its own end tells the first report first.
     assert permit(ChildExit(7, 4, RuntimeError("exit 2"), 2), actor)
-    assert [m.incarnation for m in inbox.ask("told?")] == [3]
-    # Revoked with one kept back: it is told then, behind the ones told before it (the
-    # supervisor, handling a stop, may not have handled those yet).
+    assert inbox.ask("told?") == []
+    # Revoked with reports kept back: they are told then, in order, behind any told before
+    # (the supervisor, handling a stop, may not have handled those yet).
     permit.revoke()
     told = inbox.ask("told?")
     assert [(m.incarnation, m.again) for m in told] == [
@@ -145,6 +148,41 @@ def test_reports_kept_back_are_told_in_order_also_by_a_revocation(inbox) -> None
     permit.flush()
     assert not permit(ChildExit(7, 5, RuntimeError("exit 3"), 3), actor)
     assert len(inbox.ask("told?")) == 2
+
+
+def test_a_tight_loops_reports_are_told_together_once_per_hold(inbox) -> None:
+    policy, clock, now = _policy(1000), [100.0], [5.0]
+    permit = _permit(policy, Window(policy.intensity), clock, now)
+    actor = Incarnation(inbox)
+    assert permit(ChildExit(7, 3, RuntimeError("exit 1"), 1), actor)
+    assert permit.started() is None  # the first after a quiet spell goes at once
+    assert len(inbox.ask("told?")) == 1
+    for incarnation, at in ((4, 5.010), (5, 5.030)):
+        now[0] = at
+        assert permit(ChildExit(7, incarnation, RuntimeError("exit 1"), 1), actor)
+        # Kept: the command that started is asked to call again when the hold is over.
+        assert permit.started() == pytest.approx(5.0 + InPlace.HOLD - at)
+    assert len(inbox.ask("told?")) == 1
+    now[0] = 5.0 + InPlace.HOLD
+    assert permit.started() is None
+    told = inbox.ask("told?")
+    assert [(m.incarnation, m.again.number) for m in told] == [(3, 1), (4, 2), (5, 3)]
+    assert permit.started() is None  # nothing kept: nothing to call again for
+    assert len(inbox.ask("told?")) == 3
+
+
+def test_a_full_hold_is_told_at_once(inbox) -> None:
+    policy, clock, now = _policy(10_000), [100.0], [5.0]
+    permit = _permit(policy, Window(policy.intensity), clock, now)
+    actor = Incarnation(inbox)
+    assert permit(ChildExit(7, 3, RuntimeError("exit 1"), 1), actor)
+    assert permit.started() is None
+    for incarnation in range(4, 4 + InPlace.MOST):
+        assert permit(ChildExit(7, incarnation, RuntimeError("exit 1"), 1), actor)
+        wait = permit.started()
+        assert (wait is None) == (incarnation == 3 + InPlace.MOST)
+    # However fast the loop, the supervisor hears of it at least every MOST restarts.
+    assert len(inbox.ask("told?")) == 1 + InPlace.MOST
 
 
 def test_the_permit_says_no_where_the_policy_would_not_restart_at_once(inbox) -> None:
@@ -240,6 +278,30 @@ def test_restarts_at_once_stay_in_one_incarnations_actor_and_task(make_tree, eve
     del seen
     assert tree.stop(timeout=20)
     assert not _sleeping() - killed
+
+
+def test_a_report_kept_back_is_told_within_the_hold_while_the_next_command_runs(
+    make_tree, events, tmp_path, monkeypatch
+):
+    # Two quick crashes, then a command that runs on: the second crash's report is kept
+    # (the first was told just before), and the running command tells it when the hold is
+    # over. Without that call the supervisor would not hear of it for 30 s.
+    monkeypatch.setattr(InPlace, "HOLD", 1.0)
+    starts = tmp_path / "starts"
+    work = CommandWork(
+        shell=f"n=$(cat {starts} 2>/dev/null | wc -l); echo x >> {starts}; "
+        '[ "$n" -ge 2 ] && exec sleep 30; exit 1'
+    )
+    spec = SupervisorSpec(
+        policy=_policy(100),
+        children=(JobSpec(name="c", work=work, restart=RestartType.PERMANENT),),
+    )
+    tree = make_tree(spec, on_event=events)
+    events.reached("c", "running", times=3, timeout=10)
+    assert _starts(starts) == 3
+    assert tree.status()["children"][0]["restarts"] == 2
+    assert [e.incarnation for e in events.of(ChildExited, "c")] == [1, 2]
+    assert tree.stop(timeout=20)
 
 
 def test_a_crash_loop_with_a_backoff_gives_up_after_exactly_its_restarts(
