@@ -9,9 +9,13 @@ as the next incarnation at once. Its exit report, with the decision in it
 (``ChildExit.again``), waits until the next command has started (``started``), so
 the supervisor's bookkeeping runs beside the command instead of before it.
 
-In a tight loop the reports are told together, at most once per ``HOLD``: the
-first report after a quiet spell goes at once, later ones wait until ``HOLD``
-has passed since the last were told (or ``MOST`` are kept). Waking the
+In a tight loop the reports are told together, at most once per ``HOLD``. A
+loop's first ``LOOSE`` restarts are told one by one, as they happen (more than
+the crash-loop damper keeps, so the log shows a loop's first failures with
+their output in order, and its burst has begun before any report waits);
+after that a report waits until ``HOLD`` has passed since the last were told
+(or ``MOST`` are kept). A restart ``HOLD`` or more after the one before it
+begins a loop again. Waking the
 supervisor's thread cost more than its whole bookkeeping of a restart, and a
 crash loop woke it on every one. Status, metrics, the journal and events
 learn of a tight loop's restarts up to ``HOLD`` late (an exit's time is its
@@ -55,13 +59,16 @@ class InPlace:
     permit is granted, only the permit changes it.
     """
 
-    # Seconds a tight loop's reports wait to be told together, and how many at most.
+    # Seconds a tight loop's reports wait to be told together, and how many at most; how many
+    # of a loop's first restarts are told one by one (the crash-loop damper keeps 3).
     HOLD: ClassVar[float] = 0.05
     MOST: ClassVar[int] = 256
+    LOOSE: ClassVar[int] = 4
 
     __slots__ = (
         "_clock",
         "_hold",
+        "_last",
         "_lock",
         "_monotonic",
         "_parent",
@@ -72,6 +79,7 @@ class InPlace:
         "_restart",
         "_revoked",
         "_service",
+        "_streak",
         "_told_at",
         "_window",
     )
@@ -99,6 +107,8 @@ class InPlace:
         self._pending: list[ChildExit] = []
         self._clock = time.monotonic if clock is None else clock
         self._told_at = -math.inf  # when reports were last told (``_clock``)
+        self._last = -math.inf  # when the last restart's command started
+        self._streak = 0  # restarts told one by one since the loop began
         self._hold = self.HOLD if hold is None else hold
         self._parent: Any = None  # whom to tell it: the supervisor (its incarnation's link)
         self._policy = policy
@@ -161,8 +171,15 @@ class InPlace:
         pending = self._pending  # read without the lock: only this thread adds to it
         if not pending:
             return None
-        wait = self._told_at + self._hold - self._clock()
-        if wait > 0 and len(pending) < self.MOST:
+        now = self._clock()
+        hold = self._hold
+        if now - self._last >= hold:
+            self._streak = 0  # a quiet spell: a new loop, if one begins
+        self._last = now
+        wait = self._told_at + hold - now
+        if self._streak < self.LOOSE:
+            self._streak += 1
+        elif wait > 0 and len(pending) < self.MOST:
             return wait
         self.flush()
         return None

@@ -154,35 +154,46 @@ def test_a_tight_loops_reports_are_told_together_once_per_hold(inbox) -> None:
     policy, clock, now = _policy(1000), [100.0], [5.0]
     permit = _permit(policy, Window(policy.intensity), clock, now)
     actor = Incarnation(inbox)
-    assert permit(ChildExit(7, 3, RuntimeError("exit 1"), 1), actor)
-    assert permit.started() is None  # the first after a quiet spell goes at once
-    assert len(inbox.ask("told?")) == 1
-    for incarnation, at in ((4, 5.010), (5, 5.030)):
+    incarnations = iter(range(3, 1000))
+
+    def restart(at: float) -> float | None:
         now[0] = at
-        assert permit(ChildExit(7, incarnation, RuntimeError("exit 1"), 1), actor)
-        # Kept: the command that started is asked to call again when the hold is over.
-        assert permit.started() == pytest.approx(5.0 + InPlace.HOLD - at)
-    assert len(inbox.ask("told?")) == 1
-    now[0] = 5.0 + InPlace.HOLD
-    assert permit.started() is None
+        assert permit(ChildExit(7, next(incarnations), RuntimeError("exit 1"), 1), actor)
+        return permit.started()  # the next command has started
+
+    # A loop's first restarts are told one by one, as they happen.
+    for k in range(InPlace.LOOSE):
+        assert restart(5.0 + k * 0.001) is None
+        assert len(inbox.ask("told?")) == k + 1
+    told_at = 5.0 + (InPlace.LOOSE - 1) * 0.001
+    # Then they are kept: the command that started is asked to call again when the hold is over.
+    for at in (told_at + 0.010, told_at + 0.030):
+        assert restart(at) == pytest.approx(told_at + InPlace.HOLD - at)
+    assert len(inbox.ask("told?")) == InPlace.LOOSE
+    now[0] = told_at + InPlace.HOLD
+    assert permit.started() is None  # called again: both told, in order
     told = inbox.ask("told?")
-    assert [(m.incarnation, m.again.number) for m in told] == [(3, 1), (4, 2), (5, 3)]
+    assert [m.incarnation for m in told] == list(range(3, 3 + InPlace.LOOSE + 2))
+    assert [m.again.number for m in told] == list(range(1, InPlace.LOOSE + 3))
     assert permit.started() is None  # nothing kept: nothing to call again for
-    assert len(inbox.ask("told?")) == 3
+    # A quiet spell: the next loop's first restarts go one by one again.
+    assert restart(now[0] + InPlace.HOLD) is None
+    assert len(inbox.ask("told?")) == InPlace.LOOSE + 3
 
 
 def test_a_full_hold_is_told_at_once(inbox) -> None:
     policy, clock, now = _policy(10_000), [100.0], [5.0]
     permit = _permit(policy, Window(policy.intensity), clock, now)
     actor = Incarnation(inbox)
-    assert permit(ChildExit(7, 3, RuntimeError("exit 1"), 1), actor)
-    assert permit.started() is None
-    for incarnation in range(4, 4 + InPlace.MOST):
+    waits = []
+    for incarnation in range(3, 3 + InPlace.LOOSE + InPlace.MOST):
         assert permit(ChildExit(7, incarnation, RuntimeError("exit 1"), 1), actor)
-        wait = permit.started()
-        assert (wait is None) == (incarnation == 3 + InPlace.MOST)
+        waits.append(permit.started())
     # However fast the loop, the supervisor hears of it at least every MOST restarts.
-    assert len(inbox.ask("told?")) == 1 + InPlace.MOST
+    assert [w is None for w in waits] == [True] * InPlace.LOOSE + [False] * (InPlace.MOST - 1) + [
+        True
+    ]
+    assert len(inbox.ask("told?")) == InPlace.LOOSE + InPlace.MOST
 
 
 def test_the_permit_says_no_where_the_policy_would_not_restart_at_once(inbox) -> None:
@@ -283,24 +294,25 @@ def test_restarts_at_once_stay_in_one_incarnations_actor_and_task(make_tree, eve
 def test_a_report_kept_back_is_told_within_the_hold_while_the_next_command_runs(
     make_tree, events, tmp_path, monkeypatch
 ):
-    # Two quick crashes, then a command that runs on: the second crash's report is kept
-    # (the first was told just before), and the running command tells it when the hold is
-    # over. Without that call the supervisor would not hear of it for 30 s.
+    # Quick crashes, then a command that runs on: the last crash's report is kept (the
+    # loop's first were told one by one, the one before just now), and the running command
+    # tells it when the hold is over. Without that the supervisor would not hear of it for 30 s.
     monkeypatch.setattr(InPlace, "HOLD", 1.0)
+    crashes = InPlace.LOOSE + 1
     starts = tmp_path / "starts"
     work = CommandWork(
         shell=f"n=$(cat {starts} 2>/dev/null | wc -l); echo x >> {starts}; "
-        '[ "$n" -ge 2 ] && exec sleep 30; exit 1'
+        f'[ "$n" -ge {crashes} ] && exec sleep 30; exit 1'
     )
     spec = SupervisorSpec(
         policy=_policy(100),
         children=(JobSpec(name="c", work=work, restart=RestartType.PERMANENT),),
     )
     tree = make_tree(spec, on_event=events)
-    events.reached("c", "running", times=3, timeout=10)
-    assert _starts(starts) == 3
-    assert tree.status()["children"][0]["restarts"] == 2
-    assert [e.incarnation for e in events.of(ChildExited, "c")] == [1, 2]
+    events.reached("c", "running", times=crashes + 1, timeout=10)
+    assert _starts(starts) == crashes + 1
+    assert tree.status()["children"][0]["restarts"] == crashes
+    assert [e.incarnation for e in events.of(ChildExited, "c")] == list(range(1, crashes + 1))
     assert tree.stop(timeout=20)
 
 
