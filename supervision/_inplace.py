@@ -62,7 +62,7 @@ class InPlace:
     # Seconds a tight loop's reports wait to be told together, and how many at most; how many
     # of a loop's first restarts are told one by one (the crash-loop damper keeps 3).
     HOLD: ClassVar[float] = 0.05
-    MOST: ClassVar[int] = 256
+    MOST: ClassVar[int] = 8
     LOOSE: ClassVar[int] = 4
 
     __slots__ = (
