@@ -16,9 +16,10 @@ report, the old thread's end, the supervisor's turn and ``_on_exit``, the
 new incarnation's ``start_supervised``, the new thread's loop, and the next
 ``spawn`` (``fork_exec``). A command restarted in place (the default here: no
 backoff) skips the report, the thread's end and ``start_supervised``: its
-steps are the permit's answer, the next attempt and its start, and the exit
-report told once the next command has started. The wrappers cost about a
-microsecond each.
+steps are the permit's answer, the next attempt and its start, the permit told
+that the next command has started, and the exit reports told (under threads,
+a tight loop's are told together: ``flush`` is then in few restarts). The
+wrappers cost about a microsecond each.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ STEPS = (
     ("loop>", "the new thread runs its actor loop"),
     ("spawn>", "the next spawn begins"),
     ("spawn<", "fork_exec has returned"),
-    ("flush>", "a restart in place tells its exit report"),
+    ("started>", "a restart in place: the permit hears the next command started"),
+    ("flush>", "kept exit reports are told (under threads, a batch: not every restart)"),
     ("next", "the next leader's exit (one restart)"),
 )
 
@@ -111,6 +113,7 @@ def instrument(out: str) -> None:
     wrap(job.JobActor, "_restarted_in_place", "inplace")
     wrap(job.JobActor, "_run_attempt", "attempt", leave=False)
     wrap(command._Child, "start", "start", leave=False)
+    wrap(inplace.InPlace, "started", "started", leave=False)
     wrap(inplace.InPlace, "flush", "flush", leave=False)
     for waiter in (waiters.PollWaiter, waiters.HubWaiter):
         inner_check = waiter.check_exit
@@ -131,8 +134,8 @@ def instrument(out: str) -> None:
     atexit.register(dump)
 
 
-def medians(path: Path) -> tuple[int, dict[str, float]]:
-    """Restarts counted, and each step's median µs after the leader's exit."""
+def medians(path: Path) -> tuple[int, dict[str, tuple[float, int]]]:
+    """Restarts counted; each step's median µs after the leader's exit, and in how many."""
     cycles: list[dict[str, int]] = []
     current: dict[str, int] | None = None
     for line in path.read_text().splitlines():
@@ -149,7 +152,7 @@ def medians(path: Path) -> tuple[int, dict[str, float]]:
     for tag, _ in STEPS:
         offsets = [(c[tag] - c["exited"]) / 1000 for c in cycles if tag in c]
         if offsets:
-            out[tag] = statistics.median(offsets)
+            out[tag] = (statistics.median(offsets), len(offsets))
     return len(cycles), out
 
 
@@ -184,7 +187,9 @@ def main() -> int:
     print("  median µs after the old leader's exit:")
     for tag, what in STEPS:
         if tag in steps:
-            print(f"    {steps[tag]:8.1f}  {what} ({tag})")
+            median, seen = steps[tag]
+            where = "" if seen == count else f", in {seen} of them"
+            print(f"    {median:8.1f}  {what} ({tag}{where})")
     return 0
 
 
