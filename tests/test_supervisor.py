@@ -10,6 +10,7 @@ from actorkit import Journal, Recorder, SlowStop
 from clockkit import ManualClock
 from treekit import FAST
 
+from actors import CommandWork
 from actors._errors import ShuttingDownError
 from supervision import (
     ActorSpec,
@@ -21,6 +22,7 @@ from supervision import (
     EscalationError,
     GaveUp,
     Intensity,
+    JobSpec,
     NoSuchChildError,
     OnExhausted,
     Outcome,
@@ -269,6 +271,35 @@ class TestNestingAndEscalation:
         assert jobfuncs.CALLS["job"] == 8
         assert [e.path for e in events.of(Escalated)][-1] == ""
         assert tree.status()["state"] == "failed"
+
+    @pytest.mark.parametrize("kind", ["command", "python"])
+    def test_an_escalated_failure_keeps_a_traceback_only_of_the_users_code(
+        self, make_tree, kind
+    ) -> None:
+        # A command's failure is raised in jobvisor's own frames: nobody reads them, and
+        # kept they would make a reference cycle of every failed attempt (a crash loop fed
+        # the garbage collector). A python job's traceback is the user's: it stays.
+        escalate = RestartPolicy(
+            backoff=Backoff(initial=0, max=0, jitter=0),
+            intensity=Intensity(max_restarts=2),
+            on_exhausted=OnExhausted.ESCALATE,
+        )
+        job = (
+            JobSpec(name="job", work=CommandWork(argv=("false",)))
+            if kind == "command"
+            else python_job("job", "jobfuncs:fail", "job")
+        )
+        tree = make_tree(SupervisorSpec(policy=escalate, children=(job,)))
+        assert tree.wait(20)
+        escalation = tree.result().escalation
+        assert isinstance(escalation, EscalationError)
+        cause = escalation.chain()[-1]
+        if kind == "command":
+            assert "exited with 1" in str(cause)
+            assert cause.__traceback__ is None
+        else:
+            assert isinstance(cause, RuntimeError)
+            assert cause.__traceback__ is not None
 
     def test_group_status_nests_and_paths_are_joined(self, make_tree, events, journal) -> None:
         group = SupervisorSpec(
