@@ -15,9 +15,11 @@ per ``interval`` per child one line says how many failures were held::
 
     crash: failed 412 more times in the last 10 s, same error: command ... exited with 1
 
-A record of a new kind (gave up, cooling down, stopping, a different
-output line) is always written, after the summary of what was held before
-it. A different error, or a pause of ``interval``, ends the burst. Only
+A record of a new kind (gave up, cooling down, a different output line)
+is always written, after the summary of what was held before it; so is a
+record of what a person or the supervisor did to the child (stopping,
+stopped, start requested: ``acted``), every time, since a loop does not
+repeat those by itself. A different error, or a pause of ``interval``, ends the burst. Only
 the log is damped: the journal and events still see every attempt, and
 ``--log-level verbose`` turns damping off.
 
@@ -130,6 +132,7 @@ class CrashLoopDamper:
         failure: str | None = None,
         *,
         now: float | None = None,
+        acted: bool = False,
     ) -> tuple[list[Summary], bool]:
         """One record: the summaries to write before it, and whether to write it.
 
@@ -137,7 +140,9 @@ class CrashLoopDamper:
         always written); ``kind`` what makes two records "the same line";
         ``failure`` the error text when the record reports the child failing,
         or ``CLEAN`` when it reports a clean exit that is restarted (a burst of
-        them is a loop too).
+        them is a loop too). ``acted``: the record says what a person or the
+        supervisor did to the child (a stop, a start), which the loop does not
+        repeat by itself: always written, as a new kind is.
         """
         now = self._clock() if now is None else now
         out = self._due(now)
@@ -157,7 +162,7 @@ class CrashLoopDamper:
             if burst is not None:
                 burst.seen.add(kind)
             return out, True
-        if kind in burst.seen:
+        if kind in burst.seen and not acted:
             return out, False
         # Something new about a looping child: say what was held, then show it.
         burst.seen.add(kind)

@@ -90,6 +90,10 @@ INDENT: Final = "\n    "  # continuation lines of a text record (message, traceb
 # The ``extra`` key of a record that reports a clean exit and its restart (``held_back``):
 # the damper counts such exits as a loop; never written out.
 CLEAN_EXIT: Final = "clean_exit"
+# The ``extra`` key of a record that says what a person or the supervisor did to a child
+# (stopping, stopped, start requested): the damper never holds it; never written out.
+ACTED: Final = "acted"
+_DAMPER_ONLY: Final = frozenset({CLEAN_EXIT, ACTED})
 CLEAR_LINE: Final = "\r\x1b[K"  # back to the start of the terminal's line, and erase it
 
 
@@ -399,7 +403,9 @@ class _Fields:
 
 def _fields(record: logbook.LogRecord, masker: SecretMasker) -> _Fields:
     extra = {
-        key: _mask_value(value, masker) for key, value in record.extra.items() if key != CLEAN_EXIT
+        key: _mask_value(value, masker)
+        for key, value in record.extra.items()
+        if key not in _DAMPER_ONLY
     }
     return _Fields(
         time=_timestamp(record.time),
@@ -456,9 +462,9 @@ def _timestamp(when: datetime) -> str:
 
 
 # Not shown as a text line's ``key=value`` pairs: path and attempt come first, a failure's
-# error is already in its message, and CLEAN_EXIT is for the damper alone.
+# error is already in its message, and CLEAN_EXIT and ACTED are for the damper alone.
 _FIRST: Final = ("path", "attempt")
-_NOT_PAIRED: Final = frozenset({"path", "attempt", "failure", CLEAN_EXIT})
+_NOT_PAIRED: Final = frozenset({"path", "attempt", "failure", *_DAMPER_ONLY})
 
 
 def _render_text(record: logbook.LogRecord, masker: SecretMasker) -> str:
@@ -544,6 +550,7 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
                     path if isinstance(path, str) else None,
                     _kind(record),
                     CLEAN if extra.get(CLEAN_EXIT) is True else _text_or_none(failure),
+                    acted=extra.get(ACTED) is True,
                 )
             for summary in summaries:
                 self._write(_summary_record(summary))

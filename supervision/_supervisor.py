@@ -42,7 +42,7 @@ from supervision import _events as ev
 from supervision._budget import BudgetExhausted
 from supervision._exits import ExitReason, classify
 from supervision._inplace import InPlace
-from supervision._logging import held_back
+from supervision._logging import ACTED, held_back
 from supervision._policy import (
     Cooldown,
     Decision,
@@ -575,7 +575,7 @@ class Supervisor(OwnActor):
         """An exit we asked for (or one that came while we were ending): never a failure."""
         if reason.outcome.is_failure and reason.error is not None:
             log.warning("{}: failed while stopping: {}", rec.path, describe(reason.error))
-        log.info("{}: stopped ({})", rec.path, reason.outcome.value, extra={"path": rec.path})
+        log.info("{}: stopped ({})", rec.path, reason.outcome.value, extra=_acted(rec))
         if rec.intent not in COMING_BACK or self._closing is not None:
             self._set_state(rec, State.STOPPED)
         waiters, rec.waiters = rec.waiters, []
@@ -973,7 +973,7 @@ class Supervisor(OwnActor):
         if rec.intent is None:
             rec.intent = Intent.STOP
         self._set_state(rec, State.STOPPING)
-        log.info("{}: stopping ({})", rec.path, rec.intent.value, extra={"path": rec.path})
+        log.info("{}: stopping ({})", rec.path, rec.intent.value, extra=_acted(rec))
         grace = 0.0 if self._force and not isinstance(rec.spec, SupervisorSpec) else rec.spec.grace
         if grace is not None:
             self._arm_child(rec, TimerKind.KILL, grace)
@@ -1123,7 +1123,7 @@ class Supervisor(OwnActor):
             raise ShuttingDownError(f"{rec.path}: not started, {self._name} is {self._ending}")
         self._drop_restart(rec)
         rec.window.reset()
-        log.info("{}: start requested", rec.path, extra={"path": rec.path})
+        log.info("{}: start requested", rec.path, extra=_acted(rec))
         self._start_now(rec)
 
     @property
@@ -1164,3 +1164,8 @@ class Supervisor(OwnActor):
 
     def _status(self) -> list[dict[str, Any]]:
         return child_nodes(self.children)
+
+
+def _acted(rec: ChildRecord) -> dict[str, Any]:
+    """A line's fields when it says what was done to ``rec`` (never held back in a loop)."""
+    return {"path": rec.path, ACTED: True}

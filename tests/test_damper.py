@@ -15,6 +15,7 @@ from pathlib import Path
 
 import logbook
 import pytest
+from faultkit import start_daemon, stop_daemon
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cli import jobvisor, write
@@ -107,6 +108,19 @@ def test_a_new_kind_of_record_is_written_after_the_summary_of_what_was_held() ->
     clock.now += 1
     assert damper.admit("crash", "gave up") == ([Summary("crash", 3, 1.0, ERROR)], True)
     assert damper.flush() == []
+
+
+def test_what_is_done_to_a_looping_child_is_written_every_time() -> None:
+    # A stop or a start of a looping child is a person's act, not the loop repeating
+    # itself: written each time, after the summary of what was held before it.
+    clock, damper = looping(4)
+    clock.now += 1
+    stop = ("supervision", "{}: stopping ({})", ("crash", "stop"))
+    assert damper.admit("crash", stop, acted=True) == ([Summary("crash", 3, 1.0, ERROR)], True)
+    looped = [damper.admit("crash", "failed", failure=ERROR) for _ in range(2)]
+    assert looped == [([], False)] * 2
+    assert damper.admit("crash", stop, acted=True) == ([Summary("crash", 2, 0.0, ERROR)], True)
+    assert damper.admit("crash", stop) == ([], False)  # the same line, not marked: held
 
 
 def test_a_different_error_starts_a_new_burst() -> None:
@@ -317,3 +331,27 @@ def test_the_supervisor_asks_the_damper_before_it_makes_a_record() -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 5 + 1, lines
     assert "crash: failed 4 more times in the last 0 s" in lines[-1]
+
+
+def test_a_persons_stops_and_starts_of_a_looping_job_are_all_logged(tmp_path: Path) -> None:
+    manifest = (
+        "version: 1\n"
+        "logging: {level: information, file: jobvisor.log}\n"
+        "supervisor:\n"
+        "  backoff: {initial: 0s, max: 0s}\n"
+        "  intensity: {max_restarts: 1000000000, within: 1s}\n"
+        "jobs:\n  - {name: fast, command: [/bin/true], restart: permanent}\n"
+    )
+    running = start_daemon(tmp_path, manifest)
+    try:
+        for _ in range(3):
+            assert running.cli("stop", "fast").returncode == 0
+            assert running.cli("start", "fast").returncode == 0
+    finally:
+        assert stop_daemon(running) == 0
+    log = (tmp_path / "jobvisor.log").read_text()
+    assert log.count("fast: stopping (stop)") == 3
+    assert log.count("fast: start requested") == 3
+    assert log.count("fast: stopping (shutdown)") == 1
+    assert log.count("fast: stopped (") == 4  # stopped, or succeeded: a true ending as it came
+    assert "more times in the last" in log  # the loop itself is still summed up
