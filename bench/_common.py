@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -161,6 +162,24 @@ def verdict(ratio: float, target: float, *, higher_is_better: bool = False) -> s
     ok = ratio >= target if higher_is_better else ratio <= target
     sign = ">=" if higher_is_better else "<="
     return f"target {sign} {target:g}x: {'met' if ok else 'MISSED'}"
+
+
+def thread_cpu(pid: int | str = "self") -> dict[int, tuple[int, int]]:
+    """{tid: (ns on a CPU, voluntary context switches)} of every thread of ``pid`` now.
+
+    From ``/proc/PID/task/TID/schedstat`` (time on a CPU, user and system) and its
+    ``status``; a thread that ends while it is read is left out.
+    """
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            ns = int((task / "schedstat").read_text().split()[0])
+            status = (task / "status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+        found = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.MULTILINE)
+        out[int(task.name)] = (ns, int(found[1]) if found else 0)
+    return out
 
 
 def jv_threads_alive() -> list[str]:

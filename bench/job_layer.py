@@ -25,28 +25,13 @@ import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 
-from _common import install, machine, silence_logs
-
-ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = {
-    "true": ("/bin/true",),
-    "crash": (sys.executable, "-I", "-S", "-c", "raise SystemExit(1)"),
-}
+from _common import install, machine, silence_logs, thread_cpu
+from command_restart import COMMANDS
 
 
 def _tids() -> set[int]:
-    return {int(t.name) for t in Path("/proc/self/task").iterdir()}
-
-
-def _cpu(tid: int) -> tuple[int, int]:
-    """(ns on a CPU, voluntary switches) of one of our threads."""
-    ns = int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[0])
-    for line in Path(f"/proc/self/task/{tid}/status").read_text().splitlines():
-        if line.startswith("voluntary_ctxt_switches:"):
-            return ns, int(line.split()[1])
-    return ns, 0
+    return set(thread_cpu())
 
 
 def tree_side(argv: tuple[str, ...], seconds: float) -> list[tuple[float, float]]:
@@ -75,9 +60,9 @@ def tree_side(argv: tuple[str, ...], seconds: float) -> list[tuple[float, float]
     try:
         time.sleep(1.0)
         made = sorted(_tids() - before)
-        r0, c0 = tree.status()["children"][0]["restarts"], {t: _cpu(t) for t in made}
+        r0, c0 = tree.status()["children"][0]["restarts"], thread_cpu()
         time.sleep(seconds)
-        r1, c1 = tree.status()["children"][0]["restarts"], {t: _cpu(t) for t in made}
+        r1, c1 = tree.status()["children"][0]["restarts"], thread_cpu()
     finally:
         tree.stop()
     n = r1 - r0
@@ -105,9 +90,9 @@ def bare_side(argv: tuple[str, ...], seconds: float) -> tuple[float, float]:
         time.sleep(1.0)
         tid = thread.native_id
         assert tid is not None
-        n0, c0 = runs[0], _cpu(tid)
+        n0, c0 = runs[0], thread_cpu()[tid]
         time.sleep(seconds)
-        n1, c1 = runs[0], _cpu(tid)
+        n1, c1 = runs[0], thread_cpu()[tid]
     finally:
         stop.set()
         thread.join()
@@ -124,7 +109,7 @@ def main() -> int:
     args = parser.parse_args()
     install(args.runtime)
     silence_logs()
-    argv = COMMANDS[args.command]
+    argv = tuple(COMMANDS[args.command])
     print(f"job_layer: {args.command}, {args.rounds} rounds of {args.seconds:g} s; {machine()}")
     job, supervisor, bare = [], [], []
     for number in range(args.rounds):

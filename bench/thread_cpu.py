@@ -26,25 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine
+from _common import machine, thread_cpu
 from _supervisord_proc import stop_and_time
 from command_restart import COMMANDS, BenchError, _starts, restarting
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _threads(pid: int) -> dict[int, tuple[int, int]]:
-    """{tid: (ns on a CPU, voluntary switches)} of every thread of ``pid`` now."""
-    out = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            ns = int((task / "schedstat").read_text().split()[0])
-            status = (task / "status").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # ended meanwhile
-        found = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.MULTILINE)
-        out[int(task.name)] = (ns, int(found[1]) if found else 0)
-    return out
 
 
 def _names(pid: int) -> dict[int, str]:
@@ -69,9 +55,9 @@ def one(
     """{thread: (CPU ms per restart, voluntary switches per restart)} over one window."""
     with restarting(runtime, argv, root, "information") as (popen, directory):
         names = _names(popen.pid)
-        t0, before = time.time(), _threads(popen.pid)
+        t0, before = time.time(), thread_cpu(popen.pid)
         time.sleep(seconds)
-        t1, after = time.time(), _threads(popen.pid)
+        t1, after = time.time(), thread_cpu(popen.pid)
         stop_and_time(popen, 60)
         count = sum(1 for s in _starts(directory) if t0 <= s < t1)
     if not count:
