@@ -113,8 +113,8 @@ class InPlacePermit(Protocol):
     def __call__(self, report: ChildExit, actor: JobActor) -> bool:
         """Go on as the next incarnation? True: ``report`` is the supervisor's, to tell."""
 
-    def started(self) -> float | None:
-        """The next command started: tell what is kept, or say in how many seconds to ask again."""
+    def tell_due(self) -> float | None:
+        """The next command started: tell what is due, or say in how many seconds to ask again."""
 
     def flush(self) -> None:
         """Tell the supervisor every report kept back, now."""
@@ -519,12 +519,12 @@ class JobActor(OwnActor):
     def _work_started(self) -> float | None:
         """The attempt's command has started (or still runs): restarts in place may be told.
 
-        Returns when to be called again if their reports are kept a while (``InPlace.started``).
+        Returns when to be called again if their reports are kept a while (``InPlace.tell_due``).
         """
         self._spawned = True
         again = self._again
         assert again is not None
-        return again.started()
+        return again.tell_due()
 
     def _jv_report(self) -> None:
         # An exit report kept back by a restart in place goes first: reports stay in order.

@@ -113,7 +113,7 @@ def instrument(out: str) -> None:
     wrap(job.JobActor, "_restarted_in_place", "inplace")
     wrap(job.JobActor, "_run_attempt", "attempt", leave=False)
     wrap(command._Child, "start", "start", leave=False)
-    wrap(inplace.InPlace, "started", "started", leave=False)
+    wrap(inplace.InPlace, "tell_due", "started", leave=False)
     wrap(inplace.InPlace, "flush", "flush", leave=False)
     for waiter in (waiters.PollWaiter, waiters.HubWaiter):
         inner_check = waiter.check_exit

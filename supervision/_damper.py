@@ -19,9 +19,9 @@ A record of a new kind (gave up, cooling down, a different output line)
 is always written, after the summary of what was held before it; so is a
 record of what a person or the supervisor did to the child (stopping,
 stopped, start requested: ``acted``), every time, since a loop does not
-repeat those by itself. A different error, or a pause of ``interval``, ends the burst. Only
-the log is damped: the journal and events still see every attempt, and
-``--log-level verbose`` turns damping off.
+repeat those by itself. A different error, or a pause of ``interval``,
+ends the burst. Only the log is damped: the journal and events still see
+every attempt, and ``--log-level verbose`` turns damping off.
 
 A job that exits *cleanly* and is restarted at once (a permanent command
 that does its work and ends) loops the same way and floods the log with the

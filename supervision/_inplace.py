@@ -6,7 +6,7 @@ supervisor, which decided, built the next incarnation and handed it to a
 thread, which then spawned. ``InPlace`` lets the ending incarnation make that
 same decision itself, with the supervisor's own policy and window, and go on
 as the next incarnation at once. Its exit report, with the decision in it
-(``ChildExit.again``), waits until the next command has started (``started``), so
+(``ChildExit.again``), waits until the next command has started (``tell_due``), so
 the supervisor's bookkeeping runs beside the command instead of before it.
 
 In a tight loop the reports are told together, at most once per ``HOLD``. A
@@ -21,7 +21,7 @@ crash loop woke it on every one. Status, metrics, the journal and events
 learn of a tight loop's restarts up to ``HOLD`` late (an exit's time is its
 attempt's own, not the moment it was told); its decisions are not late: the
 permit makes them.
-A command that runs on past the hold tells what is kept (``started`` says when
+A command that runs on past the hold tells what is kept (``tell_due`` says when
 to call it again; ``Attempt.started``).
 
 The supervisor grants a permit only where nothing but its policy could decide
@@ -107,7 +107,7 @@ class InPlace:
         self._pending: list[ChildExit] = []
         self._clock = time.monotonic if clock is None else clock
         self._told_at = -math.inf  # when reports were last told (``_clock``)
-        self._last = -math.inf  # when the last restart's command started
+        self._last = -math.inf  # when ``tell_due`` last found reports kept (a start, a call again)
         self._streak = 0  # restarts told one by one since the loop began
         self._hold = self.HOLD if hold is None else hold
         self._parent: Any = None  # whom to tell it: the supervisor (its incarnation's link)
@@ -133,7 +133,7 @@ class InPlace:
         """Restart ``actor``'s incarnation in place if its supervisor would restart it now.
 
         ``report`` must be new, made for this call. True: it holds the decision now
-        (``again``) and is kept for the supervisor (told by ``started`` or ``flush``,
+        (``again``) and is kept for the supervisor (told by ``tell_due`` or ``flush``,
         behind those kept before it), and ``actor`` is the next incarnation (its link
         says so). False:
         nothing changed; the incarnation ends as usual, and its end tells what is kept
@@ -161,14 +161,16 @@ class InPlace:
             actor._jv_link = Link(parent, link.key, link.incarnation + 1, link.ref)
             return True
 
-    def started(self) -> float | None:
+    def tell_due(self) -> float | None:
         """The next command has started (or runs on): tell what is kept, unless the hold says wait.
 
-        Called in the incarnation's thread. Returns None when nothing is kept
-        any more, or the seconds after which to call again (the command, if it
-        still runs then, does: ``Attempt.started``).
+        Called in the incarnation's thread (through ``Attempt.started``). Returns
+        None when nothing is kept any more, or the seconds after which to call
+        again (the command, if it still runs then, does).
         """
-        pending = self._pending  # read without the lock: only this thread adds to it
+        # Read without the lock: only this thread adds to ``_pending``, or changes ``_last`` and
+        # ``_streak``; ``_told_at``, which a revocation may write meanwhile, only moves the hold.
+        pending = self._pending
         if not pending:
             return None
         now = self._clock()
@@ -185,7 +187,11 @@ class InPlace:
         return None
 
     def flush(self) -> None:
-        """Tell the supervisor every report kept, now (the incarnation ends: they go first)."""
+        """Tell the supervisor every report kept, now: the incarnation ends, and they go first.
+
+        Called in the incarnation's thread, or in the supervisor's when it kills the
+        incarnation (``JobActor._jv_report`` either way).
+        """
         if self._pending:  # read without the lock: only the incarnation's thread adds to it
             with self._lock:
                 self._flush_locked()

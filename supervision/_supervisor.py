@@ -507,9 +507,9 @@ class Supervisor(OwnActor):
         rule = self._give_up_rule(rec, reason)
         if rule is not None:
             error = f"{error} ({rule})"
-        # A restart in place may be told a little late (``InPlace.HOLD``): its attempt's end
-        # is when it exited.
-        at = msg.attempt.ended_at if msg.again is not None and msg.attempt else self.ctx.wall()
+        # When it exited: its last attempt's end, if it brings one (a restart in place may be
+        # told up to ``InPlace.HOLD`` later); else now, as it is handled.
+        at = self.ctx.wall() if msg.attempt is None else msg.attempt.ended_at
         last = rec.last_exit = LastExit(reason.outcome, msg.code, error, at)
         if reason.outcome.is_failure:
             rec.failures += 1

@@ -122,7 +122,7 @@ def test_the_permit_restarts_with_the_policys_decision_and_notes_it(inbox) -> No
     assert actor._jv_link.incarnation == 4
     assert list(window.restarts) == [100.0]
     assert inbox.ask("told?") == []  # kept back until the next command has started
-    assert permit.started() is None  # nothing told for a while: told now
+    assert permit.tell_due() is None  # nothing told for a while: told now
     (told,) = inbox.ask("told?")
     assert told.again == Restart(0.0, 1)
     assert (told.incarnation, told.code, told.attempts) == (3, 1, 3)
@@ -159,7 +159,7 @@ def test_a_tight_loops_reports_are_told_together_once_per_hold(inbox) -> None:
     def restart(at: float) -> float | None:
         now[0] = at
         assert permit(ChildExit(7, next(incarnations), RuntimeError("exit 1"), 1), actor)
-        return permit.started()  # the next command has started
+        return permit.tell_due()  # the next command has started
 
     # A loop's first restarts are told one by one, as they happen.
     for k in range(InPlace.LOOSE):
@@ -171,11 +171,11 @@ def test_a_tight_loops_reports_are_told_together_once_per_hold(inbox) -> None:
         assert restart(at) == pytest.approx(told_at + InPlace.HOLD - at)
     assert len(inbox.ask("told?")) == InPlace.LOOSE
     now[0] = told_at + InPlace.HOLD
-    assert permit.started() is None  # called again: both told, in order
+    assert permit.tell_due() is None  # called again: both told, in order
     told = inbox.ask("told?")
     assert [m.incarnation for m in told] == list(range(3, 3 + InPlace.LOOSE + 2))
     assert [m.again.number for m in told] == list(range(1, InPlace.LOOSE + 3))
-    assert permit.started() is None  # nothing kept: nothing to call again for
+    assert permit.tell_due() is None  # nothing kept: nothing to call again for
     # A quiet spell: the next loop's first restarts go one by one again.
     assert restart(now[0] + InPlace.HOLD) is None
     assert len(inbox.ask("told?")) == InPlace.LOOSE + 3
@@ -188,7 +188,7 @@ def test_a_full_hold_is_told_at_once(inbox) -> None:
     waits = []
     for incarnation in range(3, 3 + InPlace.LOOSE + InPlace.MOST):
         assert permit(ChildExit(7, incarnation, RuntimeError("exit 1"), 1), actor)
-        waits.append(permit.started())
+        waits.append(permit.tell_due())
     # However fast the loop, the supervisor hears of it at least every MOST restarts.
     assert [w is None for w in waits] == [True] * InPlace.LOOSE + [False] * (InPlace.MOST - 1) + [
         True
