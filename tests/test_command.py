@@ -695,7 +695,9 @@ def test_a_leader_that_closes_its_output_and_runs_on_is_read_to_its_exit(lines: 
     assert lines.texts("closer", "stderr") == ["warned"]
 
 
-def test_poll_waiter_tells_a_pipe_with_data_from_one_at_its_end() -> None:
+def test_poll_waiter_tells_a_pipe_with_data_from_one_at_its_end(runtime: str) -> None:
+    if runtime != "threads":
+        pytest.skip("the threads runtime's waiter (gevent patches select.poll)")
     owned: list[int] = []
     data_r, data_w = os.pipe()
     end_r, end_w = os.pipe()
