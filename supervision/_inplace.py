@@ -64,9 +64,12 @@ class InPlace:
     HOLD: ClassVar[float] = 0.05
     MOST: ClassVar[int] = 8
     LOOSE: ClassVar[int] = 4
+    # Under gevent: the shortest restart-to-restart time for which reports are kept (``fit``).
+    FIT: ClassVar[float] = 0.005
 
     __slots__ = (
         "_clock",
+        "_fit",
         "_hold",
         "_last",
         "_lock",
@@ -95,10 +98,13 @@ class InPlace:
         monotonic: Callable[[], float],
         rand: Callable[[], float],
         hold: float | None = None,
+        fit: float = 0.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         """``monotonic``: the policy's clock; ``hold``: ``HOLD`` unless given (0: tell each
-        report at once); ``clock``: the hold's, real time by default (reports wait in real
+        report at once); ``fit``: reports are kept only while a restart came at least this
+        long after the one before (the loop's commands leave room for the supervisor's turn
+        beside them); ``clock``: the hold's, real time by default (reports wait in real
         time: a test's frozen policy clock must not keep them for ever).
         """
         self._lock = threading.Lock()  # gevent's under gevent (the process is patched first)
@@ -110,6 +116,7 @@ class InPlace:
         self._last = -math.inf  # when ``tell_due`` last found reports kept (a start, a call again)
         self._streak = 0  # restarts told one by one since the loop began
         self._hold = self.HOLD if hold is None else hold
+        self._fit = fit
         self._parent: Any = None  # whom to tell it: the supervisor (its incarnation's link)
         self._policy = policy
         self._window = window
@@ -175,13 +182,14 @@ class InPlace:
             return None
         now = self._clock()
         hold = self._hold
-        if now - self._last >= hold:
+        since = now - self._last
+        if since >= hold:
             self._streak = 0  # a quiet spell: a new loop, if one begins
         self._last = now
         wait = self._told_at + hold - now
         if self._streak < self.LOOSE:
             self._streak += 1
-        elif wait > 0 and len(pending) < self.MOST:
+        elif wait > 0 and len(pending) < self.MOST and since >= self._fit:
             return wait
         self.flush()
         return None

@@ -97,7 +97,12 @@ def inbox() -> Any:
 
 
 def _permit(
-    policy: RestartPolicy, window: Window, clock: list[float], now: list[float] | None = None
+    policy: RestartPolicy,
+    window: Window,
+    clock: list[float],
+    now: list[float] | None = None,
+    *,
+    fit: float = 0.0,
 ) -> InPlace:
     """A permit whose policy reads ``clock``; ``now``: the clock its hold reads."""
     return InPlace(
@@ -108,6 +113,7 @@ def _permit(
         path="c",
         monotonic=lambda: clock[0],
         rand=lambda: 0.5,
+        fit=fit,
         clock=(lambda: now[0]) if now is not None else None,
     )
 
@@ -194,6 +200,33 @@ def test_a_full_hold_is_told_at_once(inbox) -> None:
         True
     ]
     assert len(inbox.ask("told?")) == InPlace.LOOSE + InPlace.MOST
+
+
+def test_with_a_fit_only_a_loop_of_long_enough_commands_keeps_its_reports(inbox) -> None:
+    # gevent's: a batch is handled in the command's own thread, so only commands that
+    # leave room for it beside them keep their reports.
+    policy, clock, now = _policy(10_000), [100.0], [5.0]
+    permit = _permit(policy, Window(policy.intensity), clock, now, fit=0.005)
+    actor = Incarnation(inbox)
+    incarnations = iter(range(3, 10_000))
+
+    def restart(after: float) -> float | None:
+        now[0] += after
+        assert permit(ChildExit(7, next(incarnations), RuntimeError("exit 1"), 1), actor)
+        return permit.tell_due()
+
+    # A 1 ms loop: every report is told as it comes, past the first few too.
+    for k in range(InPlace.LOOSE + 5):
+        assert restart(0.001) is None
+        assert len(inbox.ask("told?")) == k + 1
+    # Its commands now take 8 ms: reports are kept for the hold, as without a fit.
+    assert restart(0.008) == pytest.approx(InPlace.HOLD - 0.008)
+    assert restart(0.008) == pytest.approx(InPlace.HOLD - 0.016)
+    assert len(inbox.ask("told?")) == InPlace.LOOSE + 5
+    # Back to 1 ms: told at once, with what was kept, in order.
+    assert restart(0.001) is None
+    told = inbox.ask("told?")
+    assert [m.incarnation for m in told] == list(range(3, 3 + InPlace.LOOSE + 8))
 
 
 def test_the_permit_says_no_where_the_policy_would_not_restart_at_once(inbox) -> None:
