@@ -22,7 +22,10 @@ learn of a tight loop's restarts up to ``HOLD`` late (an exit's time is its
 attempt's own, not the moment it was told); its decisions are not late: the
 permit makes them.
 A command that runs on past the hold tells what is kept (``tell_due`` says when
-to call it again; ``Attempt.started``).
+to call it again; ``Attempt.started``). Under gevent the supervisor's turn runs
+in the command's own thread, and a batch holds the command up while it is
+handled: there, reports are kept only while restarts come ``FIT`` or more apart
+(``fit``), so that the batch fits beside the command.
 
 The supervisor grants a permit only where nothing but its policy could decide
 otherwise (``Supervisor._permit_for``), and revokes it before it acts on the
