@@ -108,6 +108,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     install(args.runtime)
+    # Loaded first: silence_logs disables the loggers of the modules loaded by then, and the
+    # supervisor's (its debug and trace lines on every restart) would be left logging.
+    import supervision._tree  # noqa: F401, PLC0415
+
     silence_logs()
     argv = tuple(COMMANDS[args.command])
     print(f"job_layer: {args.command}, {args.rounds} rounds of {args.seconds:g} s; {machine()}")
