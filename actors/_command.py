@@ -7,10 +7,8 @@ One attempt (``CommandWork.run``, in the job actor's thread)::
 
     spawn (vfork+exec, new session) -> register the group with the warden
       -> wait for output, the leader's exit or a stop: log lines, SIGKILL at the stop deadline
-         (we hold the child's ends of the pipes meanwhile: its exit is one wake-up, not three)
-      -> the leader exited: close our ends, read what the pipes hold;
-         at their end: SIGKILL to the rest of the group at once, nothing to wait for;
-         else stop_signal to the rest, read to EOF (at most `grace`)
+      -> the leader exited: stop_signal to the rest of its group, read to EOF (at most `grace`);
+         the pipes already at their end: SIGKILL to the rest at once, nothing to wait for
       -> finally: SIGKILL the group, reap the leader, close the fds, unregister the group
 
 Its parts live beside it: ``_spawn`` starts the process (the standard
@@ -68,7 +66,6 @@ _SHELL: Final = "/bin/sh"
 _VALID_SIGNALS: Final = frozenset(signal.valid_signals())  # a set built per call: slow
 _ENV_NAME: Final = re.compile(r"[^=\0]+")  # what execve takes as an environment name
 _SHOWN_MAX: Final = 200  # characters of the command shown in error messages
-_PASSES: Final = 4  # reads of what the pipes hold once the leader exited, before any wait
 
 
 class CommandFailed(JobFailure):
@@ -429,7 +426,7 @@ class _Child:
         self.pids: list[int] = []
         # Every fd the attempt owns, recorded as pids are (see actors._spawn.pipe_into): the
         # read ends, the waiter's, spawn's while it runs; and the ends the child gets, closed
-        # once its leader has exited. close() closes whatever these hold, whenever a Kill came.
+        # once it has them. close() closes whatever these hold, whenever a Kill came.
         self.fds: list[int] = []
         self.ends: list[int] = []
         self.streams: list[_Stream] = []
@@ -486,11 +483,9 @@ class _Child:
                     confine=confine,
                 )
         except OSError as exc:
-            close_all(self.ends)
             raise _could_not_start(work, exc) from exc
-        # The child's ends stay open here too until its leader has exited (``_leader_exited``):
-        # the pipes cannot reach their end before, so its exit wakes this thread once (its
-        # pidfd), not once per pipe closing and again for the exit.
+        finally:
+            close_all(self.ends)
         self.streams.append(_Stream(out_r, "stdout", self.attempt, log.info, sink))
         self.streams.append(_Stream(err_r, "stderr", self.attempt, log.warning, sink))
         # Under gevent nothing may yield to the hub before the child watcher has started,
@@ -550,14 +545,12 @@ class _Child:
         The attempt's ``started`` is called first; when it returns seconds, it is called
         again that much later if the attempt still runs, and so on.
 
-        The pipes cannot reach their end before the leader exits: we hold the
-        child's ends until then. When it exits, we close them and read what
-        the pipes hold. If they are at their end then, the rest of the group
-        gets SIGKILL at once (as ``close()`` would give it a moment later);
-        under threads the leader is reaped here (under gevent libev has reaped
-        it). Else the rest gets ``stop_signal`` and the pipes are read to their
-        end, or until the SIGKILL deadline, after which only what they hold
-        already is read.
+        When the leader exits, the rest of its group gets ``stop_signal`` and
+        the pipes are read to their end, or until the SIGKILL deadline, after
+        which only what they hold already is read. When the pipes are at
+        their end already, the rest gets SIGKILL at once (as ``close()``
+        would give it a moment later); under threads the leader is reaped
+        here (under gevent by libev or ``HubWaiter.close``).
         """
         waiter = self._waiter
         assert waiter is not None
@@ -569,15 +562,14 @@ class _Child:
                 if stream is not None and not self._read(stream):
                     waiter.forget(fd)
                     del open_streams[fd]
-            if self._code is None and waiter.check_exit():
+            if self._code is None and waiter.check_exit(pipes_closed=not open_streams):
                 self.signalled = self._stopping or self._killed
-                self._leader_exited(waiter, open_streams)
                 if not open_streams:
                     # Nothing left to read: what is left of the group gets close()'s SIGKILL
                     # now, not a stop_signal it would overtake, and under threads the status
                     # comes with the reaping (two system calls less on every restart).
                     self._kill_and_reap()
-                    if self._code is None:  # gevent: libev's, from the waiter
+                    if self._code is None:  # gevent: the waiter has it (libev's, or WNOWAIT)
                         self._code = waiter.exit_code()
                     break
                 self._code = waiter.exit_code()
@@ -591,33 +583,6 @@ class _Child:
             self._drain(stream)
         assert self._code is not None
         return self._code
-
-    def _leader_exited(
-        self, waiter: PollWaiter | HubWaiter, open_streams: dict[int, _Stream]
-    ) -> None:
-        """Close our copies of the child's ends, then read what the pipes hold and their ends.
-
-        Nothing waits: a pipe another process of the group still holds keeps its
-        stream open, for ``supervise`` to read on (at most a few passes here,
-        should that process keep writing).
-        """
-        close_all(self.ends)
-        for _ in range(_PASSES):
-            if not open_streams:
-                return
-            ready = waiter.ready_now()
-            if not ready:
-                return
-            for fd, data in ready:
-                stream = open_streams.get(fd)
-                if stream is None:
-                    continue
-                if not data:
-                    stream.finish()  # at its end, and empty: what a read would have said
-                elif self._read(stream):
-                    continue
-                waiter.forget(fd)
-                del open_streams[fd]
 
     def close(self) -> None:
         """SIGKILL the group, reap the leader, release every fd (idempotent).

@@ -16,6 +16,7 @@ import select
 from typing import Any
 
 from actors._runtime import active_runtime
+from actors._spawn import real_os
 
 __all__ = ["HubWaiter", "PollWaiter", "gevent_hub"]
 
@@ -59,20 +60,9 @@ class PollWaiter:
                 ready.append(fd)
         return ready
 
-    def ready_now(self) -> list[tuple[int, bool]]:
-        """The pipes readable now, without waiting: (fd, whether it may hold data).
-
-        A pipe at its end with nothing left in it says so (``POLLHUP`` without
-        ``POLLIN``): no read is needed to learn it.
-        """
-        return [
-            (fd, bool(events & select.POLLIN))
-            for fd, events in self._poll.poll(0)
-            if fd not in (self.pidfd, self._wake)
-        ]
-
-    def check_exit(self) -> bool:
+    def check_exit(self, *, pipes_closed: bool) -> bool:
         """True once the leader has exited (its pidfd said so)."""
+        del pipes_closed
         return self.exited
 
     def exit_code(self) -> int:
@@ -103,20 +93,26 @@ class HubWaiter:
 
     __slots__ = (
         "_child",
+        "_code",
         "_current",
         "_hub",
         "_io",
         "_owner",
+        "_pid",
         "_ready",
         "_waiter",
         "_woken",
         "exited",
+        "exited_by_watcher",
     )
 
     def __init__(self, hub: Any, pid: int, fds: list[int]) -> None:
         getcurrent, waiter_class = _gevent_parts()
         loop = hub.loop
         self.exited = False
+        self.exited_by_watcher = False  # libev saw the exit (and reaped the leader)
+        self._pid = pid
+        self._code: int | None = None
         self._hub = hub
         self._current = getcurrent
         self._owner = getcurrent()  # the greenlet that runs the attempt and waits here
@@ -138,7 +134,7 @@ class HubWaiter:
         self.wake()
 
     def _on_exit(self) -> None:
-        self.exited = True
+        self.exited = self.exited_by_watcher = True
         self.wake()
 
     def wait(self, timeout: float | None) -> list[int]:
@@ -163,16 +159,30 @@ class HubWaiter:
         ready, self._ready = self._ready, False
         return list(self._io) if ready else []
 
-    def ready_now(self) -> list[tuple[int, bool]]:
-        """Every open pipe, as one that may hold data: they are non-blocking, a read tells."""
-        return [(fd, True) for fd in self._io]
+    def check_exit(self, *, pipes_closed: bool) -> bool:
+        """True once the leader has exited.
 
-    def check_exit(self) -> bool:
-        """True once the leader has exited (libev reaped it: its watcher said so)."""
-        return self.exited
+        Once the pipes are closed the leader has usually exited already: a
+        zombie that libev has not reaped yet. Its status is read then at
+        once (WNOWAIT leaves the reaping to libev) instead of waiting for the
+        loop to handle its SIGCHLD.
+        """
+        if self.exited or not pipes_closed:
+            return self.exited
+        try:
+            info = os.waitid(os.P_PID, self._pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False  # libev has reaped it: the watcher's callback is on its way
+        if info is None:
+            return False  # still running
+        self._code = _exit_code(info)
+        self.exited = True
+        return True
 
     def exit_code(self) -> int:
-        return os.waitstatus_to_exitcode(self._child.rstatus)
+        if self._code is None:
+            self._code = os.waitstatus_to_exitcode(self._child.rstatus)
+        return self._code
 
     def wake(self) -> None:
         if self._woken:
@@ -195,6 +205,12 @@ class HubWaiter:
             self.forget(fd)
         self._child.stop()
         self._child.close()
+        if self._code is not None and not self.exited_by_watcher:
+            # The status was read with WNOWAIT: reap the zombie now rather than whenever
+            # the hub handles its SIGCHLD, so a stopped job leaves no zombie behind. The
+            # unpatched waitpid: gevent's would wait for libev's record of the exit.
+            with contextlib.suppress(ChildProcessError):
+                real_os().waitpid(self._pid, os.WNOHANG)
 
 
 def _exit_code(info: os.waitid_result) -> int:

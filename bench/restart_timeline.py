@@ -119,8 +119,8 @@ def instrument(out: str) -> None:
         inner_check = waiter.check_exit
 
         # The attempt asks until the first True: that moment is the anchor.
-        def check_exit(self: Any, _inner: Any = inner_check) -> bool:
-            exited = bool(_inner(self))
+        def check_exit(self: Any, *, pipes_closed: bool, _inner: Any = inner_check) -> bool:
+            exited = bool(_inner(self, pipes_closed=pipes_closed))
             if exited:
                 add(("exited", now()))
             return exited

@@ -14,7 +14,6 @@ import gc
 import os
 import pickle
 import random
-import select
 import signal
 import subprocess
 import sys
@@ -644,75 +643,6 @@ def test_a_command_that_ends_alone_costs_one_group_signal(monkeypatch: pytest.Mo
     for number in range(5):
         assert work.run(attempt(number=number)) == 0
     assert len(signals.sent) == 5, signals.sent
-
-
-class Polls:
-    """Every ``select.poll`` object our code makes, counting the calls that may block."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.blocking = 0
-        real = select.poll
-        counter = self
-
-        class Counted:
-            def __init__(self) -> None:
-                self._poll = real()
-
-            def register(self, fd: int, events: int) -> None:
-                self._poll.register(fd, events)
-
-            def unregister(self, fd: int) -> None:
-                self._poll.unregister(fd)
-
-            def poll(self, timeout: int | None = None) -> list[tuple[int, int]]:
-                if timeout != 0:
-                    counter.blocking += 1
-                return self._poll.poll(timeout)
-
-        monkeypatch.setattr(select, "poll", Counted)
-
-
-def test_a_command_that_ends_alone_wakes_its_thread_once(
-    runtime: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The pipes cannot end before the leader exits (we hold the child's ends until then),
-    # so its exit is one wake-up: not one per pipe closing, then another for the exit.
-    if runtime != "threads":
-        pytest.skip("gevent waits in libev, not in poll")
-    polls = Polls(monkeypatch)
-    work = CommandWork(argv=("true",))  # no output: nothing else may wake the thread
-    for number in range(20):
-        assert work.run(attempt(number=number)) == 0
-    assert polls.blocking == 20
-
-
-def test_a_leader_that_closes_its_output_and_runs_on_is_read_to_its_exit(lines: Lines) -> None:
-    script = "echo before; echo warned >&2; exec >&- 2>&-; sleep 0.2; exit 3"
-    with pytest.raises(CommandFailed) as failed:
-        CommandWork(shell=script).run(attempt("closer"))
-    assert failed.value.code == 3
-    assert lines.texts("closer", "stdout") == ["before"]
-    assert lines.texts("closer", "stderr") == ["warned"]
-
-
-def test_poll_waiter_tells_a_pipe_with_data_from_one_at_its_end(runtime: str) -> None:
-    if runtime != "threads":
-        pytest.skip("the threads runtime's waiter (gevent patches select.poll)")
-    owned: list[int] = []
-    data_r, data_w = os.pipe()
-    end_r, end_w = os.pipe()
-    try:
-        os.write(data_w, b"x")
-        os.close(end_w)
-        waiter = _waiters.PollWaiter(os.getpid(), [data_r, end_r], owned)
-        assert sorted(waiter.ready_now()) == sorted([(data_r, True), (end_r, False)])
-        waiter.wake()  # the wake-up eventfd is never a pipe
-        assert sorted(waiter.ready_now()) == sorted([(data_r, True), (end_r, False)])
-        waiter.close()
-    finally:
-        close_all(owned)
-        for fd in (data_r, data_w, end_r):
-            os.close(fd)
 
 
 GONE_PGID = 1 << 30  # above any pid_max: no group has it
