@@ -165,6 +165,15 @@ def _prepare_runtime(name: str) -> None:
         _logbook_without_gevent()
 
 
+def _read_our_childrens_ends() -> None:
+    """An ignored SIGCHLD survives exec, and with it the system reaps every child unread: no
+    command's exit status could be known. A parent may leave it so; this process is ours."""
+    import signal  # noqa: PLC0415 - only run and daemon start children
+
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
 def _logbook_without_gevent() -> None:
     """Import logbook with gevent hidden: it only probes whether gevent is installed, and
     under threads the probe loaded all of gevent (about 6 MiB) for nothing."""
@@ -188,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return USAGE
     if args.command in ("run", "daemon"):
+        _read_our_childrens_ends()
         if args.command == "daemon" and args.detach:
             _detach()
         _prepare_runtime(_peek_runtime(args))

@@ -46,8 +46,8 @@ from actors._checks import (
     need_key,
 )
 from actors._confine import Confinement, Limits, RunAs, check_umask
-from actors._errors import JobFailure, SpecError
-from actors._spawn import close_all, pipe_into, spawn
+from actors._errors import JobFailure, RuntimeSetupError, SpecError
+from actors._spawn import close_all, pipe_into, spawn, why_status_lost
 from actors._waiters import HubWaiter, PollWaiter, gevent_hub
 from actors._warden import WARDEN
 
@@ -215,6 +215,11 @@ class CommandWork:
             if attempt.cancelled.is_set():  # a cancel() that came before the start
                 child.stop(self.stop_signal, self.grace)
             code = child.supervise()
+        except (ChildProcessError, ProcessLookupError):
+            # The leader was reaped by someone else before we could read its status (its
+            # pidfd could not open, or waitid found no such child).
+            lost = f"command {self.shown()}: its exit status was lost: {why_status_lost()}"
+            raise RuntimeSetupError(lost) from None
         finally:
             try:
                 child.close()

@@ -6,7 +6,7 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
     JobvisorError
     ├── SpecError                 a spec or policy value is invalid
     │   └── ManifestError         (supervision) every problem of a manifest, with paths and lines
-    ├── RuntimeSetupError         the chosen runtime cannot run in this process
+    ├── RuntimeSetupError         the runtime or the tree cannot run in this process as set up
     ├── LoggingSetupError         (supervision) the log file cannot be opened
     ├── JournalError              (supervision) the journal cannot be opened or written
     ├── DaemonError               (supervision) the daemon cannot start or serve
@@ -103,12 +103,15 @@ class SpecError(JobvisorError, ValueError):
 
 
 class RuntimeSetupError(JobvisorError):
-    """The chosen runtime cannot run in this process.
+    """The chosen runtime, or the tree's jobs, cannot run in this process as it is set up.
 
     Raised by ``start_tree(..., runtime="gevent")`` when gevent has not
     monkey-patched the process first. Call ``actors.install_runtime("gevent")``
     before anything else imports ``threading`` users (or run ``jobvisor
-    --runtime gevent``).
+    --runtime gevent``). Raised by ``start_tree`` under threads, too, for a
+    tree that runs processes while SIGCHLD is ignored (the system would reap
+    them unread), and it is the failure of a command attempt whose exit
+    status was lost that way or to another ``os.wait()`` in the process.
     """
 
 

@@ -18,6 +18,7 @@ import errno
 import functools
 import itertools
 import os
+import signal
 import sys
 import threading
 import types
@@ -31,7 +32,17 @@ if TYPE_CHECKING:
 
     from actors._confine import Confinement
 
-__all__ = ["Spawned", "close_all", "close_at", "pipe_into", "real_os", "spawn"]
+__all__ = [
+    "REAPED_UNREAD",
+    "Spawned",
+    "close_all",
+    "close_at",
+    "pipe_into",
+    "real_os",
+    "reaped_unread",
+    "spawn",
+    "why_status_lost",
+]
 
 
 class Spawned(Protocol):
@@ -48,6 +59,32 @@ class Spawned(Protocol):
     pids: list[int]
     lock: threading.Lock
     fds: list[int]
+
+
+REAPED_UNREAD: Final = (
+    "SIGCHLD is ignored in this process (signal.SIG_IGN), so the system reaps its children "
+    "before anyone can read how they ended; restore it with "
+    "signal.signal(signal.SIGCHLD, signal.SIG_DFL) before the tree starts"
+)
+
+
+def reaped_unread() -> bool:
+    """True where the system reaps this process's children unread: SIGCHLD ignored.
+
+    Only the threads runtime's answer counts: under gevent ``signal.signal``
+    keeps SIGCHLD for libev, which reads every child's exit whatever it says.
+    """
+    return signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN
+
+
+def why_status_lost() -> str:
+    """Why a child of ours was gone before its exit status could be read."""
+    if reaped_unread():
+        return REAPED_UNREAD
+    return (
+        "something else in this process reaped it (os.wait() or os.waitpid(-1, ...)); "
+        "wait for your own children by their pids"
+    )
 
 
 # A Kill (an asynchronous exception under threads) lands between two bytecodes, so also right

@@ -25,6 +25,7 @@ from actors import (
     EscalationError,
     Link,
     Outcome,
+    RuntimeSetupError,
     Scheduler,
     SpecError,
     TreeStoppedError,
@@ -33,6 +34,7 @@ from actors import (
     start_supervised,
 )
 from actors._placement import check_placeable
+from actors._spawn import REAPED_UNREAD, reaped_unread
 from supervision._abandon import AbandonWatch
 from supervision._budget import TreeBudget
 from supervision._events import BreakerChanged, EventBus
@@ -422,10 +424,17 @@ _BREAKER_WORDS = {
 
 
 def _check_spec(spec: SupervisorSpec, breakers: Mapping[str, Breaker], runtime: str) -> None:
-    """Refuse what cannot run: a job naming an unknown breaker, Ray placement it cannot have."""
+    """Refuse what cannot run: a job naming an unknown breaker, Ray placement it cannot have,
+    processes whose exits the system would reap unread."""
+    _check_children(spec, breakers, runtime)
+    if runtime == "threads" and reaped_unread() and _runs_processes(spec):
+        raise RuntimeSetupError(REAPED_UNREAD)
+
+
+def _check_children(spec: SupervisorSpec, breakers: Mapping[str, Breaker], runtime: str) -> None:
     for child in spec.children:
         if isinstance(child, SupervisorSpec):
-            _check_spec(child, breakers, runtime)
+            _check_children(child, breakers, runtime)
         elif isinstance(child, JobSpec) and child.breaker and child.breaker not in breakers:
             known = ", ".join(sorted(breakers)) or "none are declared"
             raise SpecError(f"job {child.name}: unknown breaker {child.breaker!r} ({known})")
@@ -433,6 +442,24 @@ def _check_spec(spec: SupervisorSpec, breakers: Mapping[str, Breaker], runtime: 
             check_placeable(
                 f"{'actor' if isinstance(child, ActorSpec) else 'job'} {child.name}", runtime
             )
+
+
+def _runs_processes(spec: SupervisorSpec) -> bool:
+    """Whether a job of the tree starts processes whose exit it reads.
+
+    Commands, python jobs isolated in a process, and command readiness checks.
+    """
+    for child in spec.children:
+        if isinstance(child, SupervisorSpec):
+            if _runs_processes(child):
+                return True
+        elif isinstance(child, JobSpec) and (
+            child.kind == "command"
+            or getattr(child.work, "isolation", "thread") == "process"
+            or getattr(child.ready, "command", None) is not None
+        ):
+            return True
+    return False
 
 
 def _masker(source: object) -> Callable[[str], str]:

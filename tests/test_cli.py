@@ -107,6 +107,42 @@ jobs:
     assert "gave up" in out.stderr
 
 
+def test_run_reads_exit_codes_though_its_parent_left_sigchld_ignored(tmp_path: Path) -> None:
+    # An ignored SIGCHLD survives exec, and with it the system reaps every child unread: each
+    # command then "failed" with ChildProcessError, `true` too. jobvisor's process is its own.
+    manifest = write(
+        tmp_path,
+        "version: 1\n"
+        + FAST
+        + """
+jobs:
+  - name: bad
+    command: "sleep 0.1; exit 3"
+  - name: quick
+    command: [sh, -c, "exit 4"]
+  - name: fine
+    command: ["true"]
+""",
+    )
+    ignoring = "import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+    ignoring += "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    out = subprocess.run(
+        [sys.executable, "-c", ignoring, *CLI[1:], "run", str(manifest), "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert out.returncode == 1, out.stderr
+    nodes = {node["path"]: node for node in json.loads(out.stdout)["children"]}
+    assert nodes["bad"]["last_exit"]["code"] == 3
+    assert nodes["quick"]["last_exit"]["code"] == 4
+    assert nodes["fine"]["state"] == "succeeded"
+    assert "ChildProcessError" not in out.stderr
+
+
 def test_bad_manifest_exits_2_with_path_and_line_and_no_traceback(tmp_path: Path) -> None:
     write(
         tmp_path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,3 +56,73 @@ def test_an_explicit_runtime_that_conflicts_stays_an_error() -> None:
     """)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("refused: runtime 'threads' was asked for")
+
+
+IGNORE_SIGCHLD = """
+    import json, os, signal, sys, tempfile
+    import actors
+    actors.install_runtime({installed!r})
+    from supervision import RuntimeSetupError, load_manifest, start_tree
+
+    def tree_of(jobs):
+        return load_manifest("version: 1\\nsupervisor: {{intensity: {{max_restarts: 0}}}}\\n" + jobs)
+
+    COMMAND = "jobs:\\n  - name: c\\n    command: 'sleep 0.1; exit 3'\\n"
+"""
+
+
+def test_under_threads_a_tree_of_commands_refuses_a_process_that_ignores_sigchld() -> None:
+    # The system reaps the children of such a process unread: no command's end could be known.
+    out = python(
+        IGNORE_SIGCHLD.format(installed="threads")
+        + """
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    with start_tree(tree_of("jobs:\\n  - name: p\\n    python: 'jobfuncs:ok'\\n")) as tree:
+        print("python jobs run:", tree.wait(10) and tree.result().ok)
+    try:
+        start_tree(tree_of(COMMAND))
+    except RuntimeSetupError as exc:
+        print("refused:", exc)
+    """
+    )
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first == "python jobs run: True"
+    assert second.startswith("refused: SIGCHLD is ignored in this process")
+    assert "signal.signal(signal.SIGCHLD, signal.SIG_DFL)" in second
+
+
+def test_under_threads_a_sigchld_ignored_after_the_start_fails_the_attempt_saying_so() -> None:
+    out = python(
+        IGNORE_SIGCHLD.format(installed="threads")
+        + """
+    go = os.path.join(tempfile.mkdtemp(), "go")
+    jobs = f"jobs:\\n  - name: c\\n    command: 'while [ ! -e {go} ]; do sleep 0.01; done; exit 3'\\n"
+    with start_tree(tree_of(jobs)) as tree:
+        tree.started(10)
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        open(go, "w").close()
+        assert tree.wait(10)
+        print(json.dumps(tree.status()["children"][0]["last_exit"]))
+    """
+    )
+    assert out.returncode == 0, out.stderr
+    last = json.loads(out.stdout)
+    assert last["code"] is None
+    assert last["error"].startswith("command while [ ! -e ")
+    assert "its exit status was lost: SIGCHLD is ignored in this process" in last["error"]
+
+
+def test_under_gevent_an_ignored_sigchld_changes_nothing() -> None:
+    # gevent's signal.signal keeps SIGCHLD for libev, which reads every exit itself.
+    out = python(
+        IGNORE_SIGCHLD.format(installed="gevent")
+        + """
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    with start_tree(tree_of(COMMAND)) as tree:
+        assert tree.wait(10)
+        print(tree.status()["children"][0]["last_exit"]["code"])
+    """
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["3"]
