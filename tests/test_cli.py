@@ -19,11 +19,16 @@ CLI = [sys.executable, str(ROOT / "cli.py")]
 
 
 def jobvisor(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    prefix: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
+    """``prefix``: what runs the command (``setpriv ...``), given it as its arguments."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
-        [*CLI, *args],
+        [*prefix, *CLI, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -125,15 +130,9 @@ jobs:
 """,
     )
     ignoring = "import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
-    ignoring += "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
-    out = subprocess.run(
-        [sys.executable, "-c", ignoring, *CLI[1:], "run", str(manifest), "--json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
+    ignoring += "os.execv(sys.argv[1], sys.argv[1:])"
+    out = jobvisor(
+        "run", str(manifest), "--json", cwd=tmp_path, prefix=(sys.executable, "-c", ignoring)
     )
     assert out.returncode == 1, out.stderr
     nodes = {node["path"]: node for node in json.loads(out.stdout)["children"]}
@@ -495,15 +494,7 @@ def test_a_daemon_of_another_user_is_one_line_and_exit_3(tmp_path: Path) -> None
     running = start_daemon(tmp_path, DAEMON)
     try:
         nobody = (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")
-        out = subprocess.run(
-            [*nobody, *CLI, "--state-dir", str(running.state), "status"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            check=False,
-        )
+        out = jobvisor("--state-dir", str(running.state), "status", cwd=ROOT, prefix=nobody)
         assert out.returncode == 3, out.stderr
         line = one_line(out)
         assert str(running.state / "control.sock") in line
