@@ -64,15 +64,16 @@ class Spawned(Protocol):
 REAPED_UNREAD: Final = (
     "SIGCHLD is ignored in this process (signal.SIG_IGN), so the system reaps its children "
     "before anyone can read how they ended; restore it with "
-    "signal.signal(signal.SIGCHLD, signal.SIG_DFL) before the tree starts"
+    "signal.signal(signal.SIGCHLD, signal.SIG_DFL)"
 )
 
 
 def reaped_unread() -> bool:
     """True where the system reaps this process's children unread: SIGCHLD ignored.
 
-    Only the threads runtime's answer counts: under gevent ``signal.signal``
-    keeps SIGCHLD for libev, which reads every child's exit whatever it says.
+    Python's own view: an ignore set from C is not seen. Only the threads runtime
+    asks it before a start: under gevent each command's spawn installs libev's
+    SIGCHLD handler again (``install_sigchld``), whatever the program set before.
     """
     return signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN
 

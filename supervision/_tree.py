@@ -335,14 +335,14 @@ def start_tree(
         raise SpecError(
             f"start_tree: expected a Manifest or a SupervisorSpec, got {manifest_or_spec!r}"
         )
+    if breakers is None:
+        specs: Mapping[str, BreakerSpec] = getattr(manifest_or_spec, "breakers", {}) or {}
+        breakers = build_breakers(specs, monotonic)
+    _check_spec(spec, breakers, runtime)  # before the bus: a refused tree leaves no thread
     tree_id = f"t{next(_tree_ids)}"
     bus = EventBus()
     if on_event is not None:
         bus.subscribe(on_event)
-    if breakers is None:
-        specs: Mapping[str, BreakerSpec] = getattr(manifest_or_spec, "breakers", {}) or {}
-        breakers = build_breakers(specs, monotonic)
-    _check_spec(spec, breakers, runtime)
 
     sink_kinds = getattr(sink, "event_types", None)
     breaker_sink = sink if sink_kinds is None or BreakerChanged in sink_kinds else None

@@ -79,17 +79,21 @@ def test_under_threads_a_tree_of_commands_refuses_a_process_that_ignores_sigchld
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     with start_tree(tree_of("jobs:\\n  - name: p\\n    python: 'jobfuncs:ok'\\n")) as tree:
         print("python jobs run:", tree.wait(10) and tree.result().ok)
+    import threading
+    before = threading.active_count()
     try:
-        start_tree(tree_of(COMMAND))
+        start_tree(tree_of(COMMAND), on_event=lambda event: None)
     except RuntimeSetupError as exc:
         print("refused:", exc)
+    print("threads left:", threading.active_count() - before)
     """
     )
     assert out.returncode == 0, out.stderr
-    first, second = out.stdout.splitlines()
+    first, second, third = out.stdout.splitlines()
     assert first == "python jobs run: True"
     assert second.startswith("refused: SIGCHLD is ignored in this process")
-    assert "signal.signal(signal.SIGCHLD, signal.SIG_DFL)" in second
+    assert second.endswith("restore it with signal.signal(signal.SIGCHLD, signal.SIG_DFL)")
+    assert third == "threads left: 0"  # the refusal came before the event bus's thread
 
 
 def test_under_threads_a_sigchld_ignored_after_the_start_fails_the_attempt_saying_so() -> None:
