@@ -746,7 +746,8 @@ class Supervisor(OwnActor):
             case Cooldown(duration=duration):
                 self._schedule_start(rec, duration, TimerKind.PROBE)
                 self._set_state(rec, State.COOLDOWN)
-                tail, extra = "; then one probe start", {"path": rec.path}
+                # A decision, never the loop's noise: the damper writes it every time.
+                tail, extra = "; then one probe start", _acted(rec)
                 self.ctx.announce(
                     decision, self.policy, rec.path, "cooling down", tail=tail, extra=extra
                 )
@@ -757,7 +758,7 @@ class Supervisor(OwnActor):
 
     def _give_up(self, rec: ChildRecord, reason: str) -> None:
         self._set_state(rec, State.GAVE_UP)
-        log.error("{}: gave up: {}", rec.path, reason, extra={"path": rec.path})
+        log.error("{}: gave up: {}", rec.path, reason, extra=_acted(rec))  # written every time
         self.ctx.publish(
             ev.GaveUp, lambda: ev.GaveUp(path=rec.path, at=self.ctx.wall(), reason=reason)
         )
@@ -1169,5 +1170,6 @@ class Supervisor(OwnActor):
 
 
 def _acted(rec: ChildRecord) -> dict[str, Any]:
-    """A line's fields when it says what was done to ``rec`` (never held back in a loop)."""
+    """A line's fields when it says what was done to ``rec``, by a person or by the policy's
+    give-up or cooldown (never held back in a loop)."""
     return {"path": rec.path, ACTED: True}

@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import logbook
 import pytest
@@ -355,3 +357,33 @@ def test_a_persons_stops_and_starts_of_a_looping_job_are_all_logged(tmp_path: Pa
     assert log.count("fast: stopping (shutdown)") == 1
     assert log.count("fast: stopped (") == 4  # stopped, or succeeded: a true ending as it came
     assert "more times in the last" in log  # the loop itself is still summed up
+
+
+def test_every_give_up_of_a_looping_job_is_logged(make_tree: Any) -> None:
+    # SPEC §5: every decision is logged. Past the first failures the damper holds a loop's
+    # own lines, but a give-up is the supervisor's decision, never its noise.
+    from conftest import Events
+
+    from supervision import GaveUp, load_manifest
+
+    manifest = load_manifest(
+        textwrap.dedent("""
+        version: 1
+        supervisor:
+          backoff: {initial: 0s}
+          intensity: {max_restarts: 4, within: 60s}
+        jobs:
+          - {name: crash, command: "exit 1", restart: permanent}
+        """)
+    )
+    stream = io.StringIO()
+    events = Events()
+    with configure_logging(LoggingSpec(level="information"), stream=stream):
+        tree = make_tree(manifest.tree_spec(), on_event=events)
+        events.wait_for(lambda items: any(isinstance(e, GaveUp) for e in items))
+        tree.start_child("crash")
+        events.wait_for(lambda items: sum(isinstance(e, GaveUp) for e in items) == 2)
+        assert tree.stop(timeout=20)
+    lines = stream.getvalue().splitlines()
+    assert sum(": gave up: " in line for line in lines) == 2, lines
+    assert len([line for line in lines if "failed (start" in line]) < 10  # still damped
