@@ -424,6 +424,10 @@ def _unusable(exc: OSError, state_dir: Path, pidfile: Path | None) -> str:
 def _control(args: argparse.Namespace) -> int:
     from supervision._client import NoDaemonError, find_state_dir, request  # noqa: PLC0415
 
+    if hasattr(args, "job") and not args.job.strip("/"):
+        # A usage error, found before asking anyone: exit 2 whether or not a daemon runs.
+        _error(f"{args.command} needs a job path such as etl/load, got {args.job!r}")
+        return USAGE
     directory = find_state_dir(args.manifest, getattr(args, "state_dir", None))
     req: dict[str, Any] = {"op": args.command}
     if hasattr(args, "job"):

@@ -167,6 +167,16 @@ jobs:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("command", ["start", "stop", "restart"])
+@pytest.mark.parametrize("job", ["", "/", "//"])
+def test_a_control_command_without_a_job_path_is_a_usage_error(
+    tmp_path: Path, command: str, job: str
+) -> None:
+    out = jobvisor(command, job, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == f"jobvisor: {command} needs a job path such as etl/load, got {job!r}\n"
+
+
 def test_missing_manifest_is_a_usage_error(tmp_path: Path) -> None:
     out = jobvisor("run", "nope.yaml", cwd=tmp_path)
     assert out.returncode == 2
