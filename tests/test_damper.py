@@ -387,3 +387,33 @@ def test_every_give_up_of_a_looping_job_is_logged(make_tree: Any) -> None:
     lines = stream.getvalue().splitlines()
     assert sum(": gave up: " in line for line in lines) == 2, lines
     assert len([line for line in lines if "failed (start" in line]) < 10  # still damped
+
+
+def test_every_cooldown_of_a_looping_group_is_logged(make_tree: Any) -> None:
+    # Three cooldown cycles within the damper's 10 s interval: each is a decision, each written.
+    from conftest import Events
+
+    from supervision import CooldownStarted, GaveUp, load_manifest
+
+    manifest = load_manifest(
+        textwrap.dedent("""
+        version: 1
+        jobs:
+          - group: cool
+            on_exhausted: cooldown
+            intensity: {max_restarts: 1, within: 60s}
+            backoff: {initial: 0s}
+            cooldown: {duration: 50ms, probation: 10ms, max_cycles: 3}
+            jobs: [{name: crashy, command: "exit 7", restart: permanent}]
+        """)
+    )
+    stream = io.StringIO()
+    events = Events()
+    with configure_logging(LoggingSpec(level="information"), stream=stream):
+        tree = make_tree(manifest.tree_spec(), on_event=events)
+        seen = events.wait_for(lambda items: any(isinstance(e, GaveUp) for e in items))
+        assert tree.stop(timeout=20)
+    cycles = sum(isinstance(e, CooldownStarted) for e in seen)
+    assert cycles == 3, seen
+    lines = stream.getvalue().splitlines()
+    assert sum(" cooling down " in line for line in lines) == cycles, lines
