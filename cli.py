@@ -15,6 +15,7 @@ import sys
 # (status, start, stop, restart, reload, history) costs beyond the interpreter's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
     from typing import Any
 
@@ -199,7 +200,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("run", "daemon"):
         _read_our_childrens_ends()
         if args.command == "daemon" and args.detach:
-            _detach()
+            detached = _detach()
+            _prepare_runtime(_peek_runtime(args))
+            code = FAILED
+            try:
+                code = _daemon(args, on_ready=detached.ready)
+            except KeyboardInterrupt:
+                pass
+            except Exception:
+                import traceback  # noqa: PLC0415 - only on the way out
+
+                traceback.print_exc()  # before the verdict, so the launcher shows it
+                raise
+            finally:
+                detached.exited(code)
+            return code
         _prepare_runtime(_peek_runtime(args))
     elif args.command in ("validate", "schema"):
         _logbook_without_gevent()  # validate runs no job: it needs no gevent
@@ -353,19 +368,96 @@ def _top(args: argparse.Namespace) -> int:
     return run_top(args.manifest, getattr(args, "state_dir", None))
 
 
-def _detach() -> None:
-    """Become a background process: fork twice, new session, stdio to /dev/null."""
-    if os.fork() > 0:
-        os._exit(OK)
+def _detach() -> _Detached:
+    """Become a background process: fork twice, new session, stdio to /dev/null.
+
+    The process that called it stays in the foreground until the daemon is ready or has
+    failed: it shows what the daemon wrote to stderr until then and exits with its verdict,
+    so ``daemon --detach && jobvisor status`` works and a bad manifest is exit 2 with its
+    message, not a silent 0.
+    """
+    told_r, told_w = os.pipe()  # both close on exec: no command the daemon starts holds them
+    first = os.fork()
+    if first > 0:
+        os.close(told_w)
+        os.waitpid(first, 0)  # the session leader exits at once; its child is the daemon
+        os._exit(_await_daemon(told_r))
+    os.close(told_r)
     os.setsid()
     if os.fork() > 0:
         os._exit(OK)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
+    os.close(devnull)
+    # Our own lines (errors, logs on stderr) go to the launcher through the pipe; fd 2 stays
+    # /dev/null, so a command started before readiness never holds the launcher's pipe.
+    sys.stderr = os.fdopen(told_w, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    return _Detached(told_w)
 
 
-def _daemon(args: argparse.Namespace) -> int:
+_TOLD = b"\0"  # never in text a daemon writes: what follows it is the verdict
+
+
+class _Detached:
+    """The daemon's side of ``--detach``: tells the waiting launcher once, ready or exited."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._told = False
+
+    def ready(self) -> None:
+        self._tell(_TOLD + b"ready\n")
+
+    def exited(self, code: int) -> None:
+        self._tell(_TOLD + b"exit %d\n" % code)
+
+    def _tell(self, verdict: bytes) -> None:
+        if self._told:
+            return
+        self._told = True
+        try:
+            sys.stderr.flush()
+            os.write(self._fd, verdict)
+        except OSError:
+            pass  # the launcher is gone (killed): nobody to tell
+        # From here on the daemon's stderr is /dev/null, as a background process's is; the
+        # pipe closes, so the launcher never waits on it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._fd, inheritable=False)
+        os.close(devnull)
+
+
+def _await_daemon(told: int) -> int:
+    """In the launcher: copy the daemon's stderr until its verdict; return its exit code."""
+    out = sys.stderr.buffer
+    verdict: bytes | None = None  # what came after the marker, once it came
+    while verdict is None or b"\n" not in verdict:
+        try:
+            chunk = os.read(told, 65536)
+        except KeyboardInterrupt:
+            _error("stopped waiting; the daemon goes on starting (see jobvisor status)")
+            return FAILED
+        if not chunk:
+            break
+        if verdict is not None:
+            verdict += chunk
+            continue
+        text, marker, rest = chunk.partition(_TOLD)
+        out.write(text)
+        out.flush()
+        if marker:
+            verdict = rest
+    word, _, code = (verdict or b"").strip().partition(b" ")
+    if word == b"ready":
+        return OK
+    if word == b"exit" and code.isdigit():
+        return int(code)
+    _error("the daemon stopped before it was ready (see the lines above, or its --log-file)")
+    return FAILED
+
+
+def _daemon(args: argparse.Namespace, on_ready: Callable[[], None] | None = None) -> int:
     from pathlib import Path  # noqa: PLC0415
 
     from actors import JobvisorError  # noqa: PLC0415 - after the runtime
@@ -396,6 +488,7 @@ def _daemon(args: argparse.Namespace) -> int:
             pidfile=pidfile,
             state_dir=manifest.state_dir,
             http=manifest.http if args.http else None,
+            on_ready=on_ready,
         )
         return daemon.run()
     except JobvisorError as exc:

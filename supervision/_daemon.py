@@ -273,8 +273,10 @@ class Daemon:
         pidfile: Path | None = None,
         state_dir: Path | None = None,
         http: HttpSpec | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self._state_dir = state_dir
+        self._on_ready = on_ready  # --detach: the launcher waits for this
         self._http = http  # --http: the endpoint's address is fixed for the daemon's life
         self.manifest_path = manifest_path
         self._compose = compose
@@ -325,8 +327,7 @@ class Daemon:
                 self.composition.endpoint.act = lambda op, job: self.handle({"op": op, "job": job})
             self.tree = self.composition.start()
             self.tree.started(60)
-            sd_notify("READY=1")
-            log.info("daemon ready: {} (pid {})", state_dir / SOCKET_NAME, os.getpid())
+            self._announce_ready(state_dir)
             while not self._stopping:
                 select.select([self._wake_r], [], [])
                 with contextlib.suppress(BlockingIOError):
@@ -351,6 +352,12 @@ class Daemon:
                 # By its own path, and only while it is still the file written above.
                 remove_if_same(self._pidfile, written)
         return 0
+
+    def _announce_ready(self, state_dir: Path) -> None:
+        sd_notify("READY=1")
+        log.info("daemon ready: {} (pid {})", state_dir / SOCKET_NAME, os.getpid())
+        if self._on_ready is not None:
+            self._on_ready()
 
     def _handle_signals(self) -> Callable[[], None]:
         """Take SIGTERM, SIGINT and SIGHUP; return what puts the previous handlers back."""

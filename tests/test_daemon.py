@@ -183,7 +183,8 @@ def test_diff_specs() -> None:
     assert diff_specs(old, old) == []
 
 
-def test_detach_with_pidfile(tmp_path: Path) -> None:
+def test_detach_returns_once_the_daemon_answers(tmp_path: Path) -> None:
+    """`daemon --detach && jobvisor status` works: the launcher waits for the daemon's readiness."""
     (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
@@ -192,15 +193,20 @@ def test_detach_with_pidfile(tmp_path: Path) -> None:
     env = {**ENV, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
     try:
         launcher = subprocess.run(
-            [*CLI, "daemon", "--detach", "--pidfile", str(pidfile)],
+            [*CLI, "daemon", "--detach", "--pidfile", str(pidfile), "--log-level", "debug"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
         )
-        assert launcher.returncode == 0, launcher.stderr  # returns at once, the daemon lives on
+        assert launcher.returncode == 0, launcher.stderr
+        # Its start-up lines came to the launcher's stderr, up to the daemon's readiness.
+        assert "daemon ready" in launcher.stderr, launcher.stderr
+        pid = int(pidfile.read_text())
+        assert f"pid {pid}" in launcher.stderr
+        # No wait for READY=1 first: the daemon already answers.
+        status = subprocess.run([*CLI, "status", "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["state"] == "running"
         while b"READY=1" not in notify.recv(4096):
             pass
-        pid = int(pidfile.read_text())
-        status = subprocess.run([*CLI, "status", "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False)
-        assert json.loads(status.stdout)["state"] == "running"
         os.kill(pid, signal.SIGTERM)
         while b"STOPPING=1" not in notify.recv(4096):
             pass
@@ -211,6 +217,38 @@ def test_detach_with_pidfile(tmp_path: Path) -> None:
         if pidfile.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "says"),
+    [
+        (None, "no manifest at"),
+        ("version: 1\njobs:\n  - name: a\n    command: [true\n", "jobs.yaml"),
+        ("version: 1\njobs:\n  - name: a\n    command: [true]\n    restart: sometimes\n", "restart"),
+    ],
+    ids=["missing", "yaml-error", "bad-field"],
+)
+def test_detach_with_a_bad_manifest_says_why_and_exits_2(
+    tmp_path: Path, manifest: str | None, says: str
+) -> None:
+    if manifest is not None:
+        (tmp_path / "jobs.yaml").write_text(manifest)
+    launcher = subprocess.run(
+        [*CLI, "daemon", "--detach"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert launcher.returncode == 2, launcher.stderr
+    assert says in launcher.stderr
+    assert "Traceback" not in launcher.stderr
+    assert not (tmp_path / ".jobvisor" / "control.sock").exists()
+
+
+def test_detach_beside_a_running_daemon_says_so_and_exits_2(daemon: Running) -> None:
+    launcher = subprocess.run(
+        [*CLI, "daemon", "--detach"], cwd=daemon.dir, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert launcher.returncode == 2, launcher.stderr
+    assert "another daemon" in launcher.stderr, launcher.stderr
+    assert daemon.nodes()["svc"]["state"] == "running", "the running daemon is untouched"
 
 
 def test_watchdog_pings_when_systemd_asks(tmp_path: Path) -> None:
