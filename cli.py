@@ -233,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         return commands.get(args.command, _control)(args)
     except KeyboardInterrupt:
         return FAILED
+    except Exception as exc:
+        # status, start, stop, restart, reload, history, logs and top find the daemon's state
+        # dir the same way; when the manifest cannot tell it, that is the user's to fix.
+        from supervision._client import StateDirError  # noqa: PLC0415 - only on the way out
+
+        if not isinstance(exc, StateDirError):
+            raise
+        _error(str(exc))
+        return USAGE
 
 
 def _load(args: argparse.Namespace) -> Any:

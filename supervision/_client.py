@@ -7,7 +7,7 @@ control command costs little more than the interpreter's own start. The
 daemon's side of the protocol is ``supervision._daemon``.
 """
 
-# ruff: noqa: PTH111, PTH118, PTH120, PTH123 - os.path, not pathlib: see find_state_dir
+# ruff: noqa: PTH111, PTH112, PTH118, PTH120, PTH123 - os.path, not pathlib: see find_state_dir
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from supervision._files import check_server
 # Not typing.TYPE_CHECKING: importing typing is a tenth of a control command's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any, Final
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "PROTOCOL",
     "SOCKET_NAME",
     "NoDaemonError",
+    "StateDirError",
     "find_state_dir",
     "request",
 ]
@@ -48,37 +50,92 @@ class NoDaemonError(JobvisorError):
     """
 
 
-def find_state_dir(manifest: str | os.PathLike[str], override: str | None = None) -> str:
+class StateDirError(JobvisorError):
+    """The manifest does not say where its daemon's state dir is (the CLI maps it to exit 2)."""
+
+
+def find_state_dir(
+    manifest: str | os.PathLike[str],
+    override: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
     """The state dir of the daemon that runs ``manifest``: ``override``, else the manifest's own.
 
     The manifest's own is its ``state_dir:`` (relative to the manifest's
-    folder, ``~`` expanded), else ``.jobvisor`` beside it, as the loader has it.
-    The manifest is only peeked at, not validated: a daemon must stay
-    reachable while its manifest is being edited into shape. YAML is parsed
-    only when the text mentions ``state_dir`` at all, since otherwise it cannot
-    declare one (short of spelling the key with escapes). Paths are strings
-    here, not ``pathlib`` objects: importing pathlib is a tenth of the command.
+    folder, ``~`` expanded, ``${NAME}`` from ``env``, default ``os.environ``),
+    else ``.jobvisor`` beside it, as the loader has it. The manifest is only
+    peeked at, not validated: a daemon must stay reachable while its manifest
+    is being edited into shape, so a YAML error elsewhere leaves a top-level
+    ``state_dir:`` line readable. YAML is parsed only when the text mentions
+    ``state_dir`` at all, since otherwise it cannot declare one (short of
+    spelling the key with escapes). Paths are strings here, not ``pathlib``
+    objects: importing pathlib is a tenth of the command.
+
+    Raises ``StateDirError`` when it cannot tell: no manifest there (and no
+    ``.jobvisor`` beside where it would be), or a variable that is not set.
     """
     if override:
         return os.fspath(override)
     path = os.path.realpath(manifest)
+    default = os.path.join(os.path.dirname(path), DEFAULT_STATE_DIR)
     try:
         with open(path, encoding="utf-8") as file:
             text = file.read()
-    except (OSError, UnicodeDecodeError):
-        text = ""
-    declared: object = None
-    if "state_dir" in text:
-        import yaml  # noqa: PLC0415 - about 20 ms, paid only by manifests that need it
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError:
-            data = None
-        declared = data.get("state_dir") if isinstance(data, dict) else None
-    if not (isinstance(declared, str) and declared and "${" not in declared):
-        declared = DEFAULT_STATE_DIR
+    except (OSError, UnicodeDecodeError) as exc:
+        if not isinstance(exc, FileNotFoundError | IsADirectoryError) or os.path.isdir(default):
+            return default  # a daemon whose manifest went away stays reachable where it was
+        raise StateDirError(
+            f"no manifest at {os.fspath(manifest)}, so no state dir to look in: pass the "
+            "daemon's manifest (--manifest) or its state dir (--state-dir)"
+        ) from None
+    declared = _declared_state_dir(text) if "state_dir" in text else None
+    if not declared:
+        return default
+    declared = _interpolate(declared, os.environ if env is None else env, path)
     return os.path.normpath(os.path.join(os.path.dirname(path), os.path.expanduser(declared)))
+
+
+def _declared_state_dir(text: str) -> str | None:
+    import yaml  # noqa: PLC0415 - about 20 ms, paid only by manifests that need it
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        # Being edited: the top-level line as written, when it is a plain one.
+        import re  # noqa: PLC0415
+
+        line = re.search(r"^state_dir[ \t]*:[ \t]*(.*?)[ \t]*$", text, re.MULTILINE)
+        if line is None:
+            return None
+        value = line.group(1)
+        if value[:1] in ("'", '"'):
+            end = value.find(value[0], 1)
+            return value[1:end] if end > 0 else None
+        return value.split(" #", 1)[0].strip() or None
+    declared = data.get("state_dir") if isinstance(data, dict) else None
+    return declared if isinstance(declared, str) else None
+
+
+def _interpolate(value: str, env: Mapping[str, str], manifest: str) -> str:
+    """``${NAME}``, ``${NAME:-fallback}`` and ``$${`` as the loader reads them (SPEC §3)."""
+    if "${" not in value:
+        return value
+    import re  # noqa: PLC0415
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name, fallback = match.group(1), match.group(3)
+        if name in env:
+            return env[name]
+        if fallback is not None:
+            return fallback
+        raise StateDirError(
+            f"{manifest}: state_dir is {value!r} and {name} is not set here: set it as the "
+            "daemon had it, or pass the daemon's state dir (--state-dir)"
+        )
+
+    return re.sub(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}", one, value)
 
 
 def request(

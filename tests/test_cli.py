@@ -511,3 +511,43 @@ def test_a_daemon_of_another_user_is_one_line_and_exit_3(tmp_path: Path) -> None
         assert "permission denied" in line.lower()
     finally:
         assert stop_daemon(running) == 0
+
+
+def test_a_daemon_stays_reachable_while_its_manifest_is_mid_edit(tmp_path: Path) -> None:
+    env = {"JV_TEST_STATE": "elsewhere"}
+    running = start_daemon(tmp_path, DAEMON + "state_dir: ${JV_TEST_STATE}\n", env_extra=env)
+    try:
+        assert (tmp_path / "elsewhere" / "control.sock").exists()
+        out = jobvisor("status", cwd=tmp_path, env=env)
+        assert out.returncode == 0, out.stderr
+        assert "svc" in out.stdout
+        # Without the variable the command cannot know where to look: it says so.
+        unset = {k: v for k, v in os.environ.items() if k != "JV_TEST_STATE"}
+        out = subprocess.run(
+            [*CLI, "status"], cwd=tmp_path, env={**unset, "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert out.returncode == 2, out.stderr
+        assert "JV_TEST_STATE is not set" in one_line(out)
+        # A YAML error while the file is being edited: the daemon is still found.
+        with (tmp_path / "jobs.yaml").open("a") as file:
+            file.write("  - name: half\n    command: [sh, -c\n")
+        for verb in (["status"], ["history", "svc"]):
+            out = jobvisor(*verb, cwd=tmp_path, env=env)
+            assert out.returncode == 0, (verb, out.stderr)
+        out = jobvisor("reload", cwd=tmp_path, env=env)
+        assert out.returncode == 2, out.stderr  # the daemon's verdict on the manifest
+        assert "no daemon" not in out.stderr
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_a_control_command_without_a_manifest_says_so_and_exits_2(tmp_path: Path) -> None:
+    gone = tmp_path / "nowhere" / "jobs.yaml"
+    for verb in (["status"], ["reload"], ["stop", "svc"], ["history"], ["logs", "svc"], ["top"]):
+        out = jobvisor(*verb, "--manifest", str(gone), cwd=tmp_path)
+        assert out.returncode == 2, (verb, out.stderr)
+        assert f"no manifest at {gone}" in one_line(out)
+        out = jobvisor(*verb, cwd=tmp_path)  # ./jobs.yaml, not there
+        assert out.returncode == 2, (verb, out.stderr)
+        assert "no manifest at jobs.yaml" in one_line(out)
