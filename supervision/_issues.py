@@ -96,7 +96,13 @@ class Text(str):
     __slots__ = ()
 
 
-class Secret(Text):
+class HoldsSecret(Text):
+    """A string with a secret's value in it (``--key=${secret:NAME}``)."""
+
+    __slots__ = ()
+
+
+class Secret(HoldsSecret):
     """A secret's value: shown as ``***`` everywhere."""
 
     __slots__ = ()

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from supervision._issues import Secret, Text, join, show, unknown_key
+from supervision._issues import HoldsSecret, Secret, Text, join, show, unknown_key
 from supervision._yaml import LineDict, LineList
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ class Resolver:
         result = _INTERPOLATION.sub(substitute, text)
         if secrets and len(secrets) == 1 and result == secrets[0]:
             return Secret(result)
-        return Text(result)
+        return HoldsSecret(result) if secrets else Text(result)
 
     def _env_secret(self, name: str, path: str, line: int | None, written: str = "") -> str | None:
         """The secret in variable ``name``, collected; None (an issue) when it is unset."""

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from actors import PythonWork
 from actors._python import ISOLATIONS
+from supervision._issues import HoldsSecret
 from supervision._reader import BAD, Bad, Reader, V, entries_of, plain
 
 __all__ = ["WorkReader"]
@@ -219,7 +220,7 @@ class WorkReader(Reader):
         if isinstance(value, str):
             if not value.strip() or "\0" in value:
                 return self.expected(v, what)
-            if self.secrets and any(secret in value for secret in self.secrets):
+            if isinstance(value, HoldsSecret):  # what it references, not a word it shares
                 self.warn(v, _ARGV_WARNING)
             return (), str(value)
         items = self.items(v, what)
@@ -230,8 +231,8 @@ class WorkReader(Reader):
         argv = [self.scalar_text(item, "an argv string") for item in items]
         if any(isinstance(arg, Bad) for arg in argv):
             return BAD
-        for item, arg in zip(items, argv, strict=True):
-            if self.secrets and any(secret in str(arg) for secret in self.secrets):
+        for item in items:
+            if isinstance(item.value, HoldsSecret):
                 self.warn(item, _ARGV_WARNING)
         return tuple(str(arg) for arg in argv), None
 

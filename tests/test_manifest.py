@@ -1305,6 +1305,26 @@ def test_validate_warns_of_secret_looking_plain_names_and_secrets_in_argv() -> N
     assert "pass it in env: instead" in str(m.warnings[1])
 
 
+def test_a_command_that_only_shares_text_with_a_secret_is_not_warned_of() -> None:
+    """The warning is for a secret the command references, not for a word it shares with one."""
+    m = load(
+        """
+        version: 1
+        jobs:
+          - {name: backup, command: [sh, -c, "echo backup done"], env: {T: {secret: {env: T}}}}
+          - {name: b, command: "tar czf /srv/backup.tgz /data"}
+          - {name: c, command: [tool, "--target=${secret:T}"]}
+        """,
+        {"T": "backup"},
+    )
+    assert [(w.path, w.message.split(";")[0]) for w in m.warnings] == [
+        (
+            "jobs[2].command[1]",
+            "a secret in a command's argv can be read by every local user (ps, /proc/PID/cmdline)",
+        ),
+    ]
+
+
 def test_cli_validate_prints_warnings_to_stderr_and_still_succeeds(tmp_path: Path) -> None:
     import subprocess
     import sys
