@@ -452,6 +452,8 @@ class _Parser(WorkReader):
         """Check the defaults no job inherited, so that no bad value goes unreported."""
         for key, v in self.defaults.unused():
             self.job_field(key, v)
+        if "stop" in self.defaults.used:  # a job that is no command ignores stop.signal
+            self.stop_fields(self.defaults.fields["stop"])
 
     # -- policies --------------------------------------------------------------------------------
 
@@ -666,11 +668,7 @@ class _Parser(WorkReader):
         ``job`` holds the job's own fields and those it inherits (``f``).
         """
         schedule = self.schedule(job, f)
-        stop_signal, grace = self.stop(f["stop"]) if "stop" in f else (None, None)
-        if stop_signal is not None and kind not in ("command", None) and "stop" not in inherited:
-            at = (entries_of(f["stop"]) or {}).get("signal", f["stop"])
-            self.add(at, f"expected stop.signal only on command jobs, got it on {_KIND_NOUN[kind]}")
-            stop_signal = BAD
+        stop_signal, grace = self.job_stop(f, kind, inherited)
         # Only what the manifest sets: every default is the spec's own.
         options: dict[str, Any] = {
             "schedule": schedule,
@@ -699,8 +697,24 @@ class _Parser(WorkReader):
             mode = "periodic" if schedule.periodic else "once"
             at, what = f["ready"], "ready only on a service (service: true)"
             self.add(at, f"expected {what}, got it on a {mode} job")
-        values = [*options.values(), stop_signal]
-        return None if any(isinstance(value, Bad) for value in values) else options
+        if any(isinstance(value, Bad) for value in options.values()):
+            self.check_job_spec(job, kind, options)
+            return None
+        return None if isinstance(stop_signal, Bad) else options
+
+    def job_stop(self, f: dict[str, V], kind: str | None, inherited: set[str]) -> tuple[Any, Any]:
+        """A job's ``stop.signal`` and ``stop.grace``; a signal of its own only on a command."""
+        stop_signal, grace = self.stop(f["stop"]) if "stop" in f else (None, None)
+        if stop_signal is not None and kind not in ("command", None) and "stop" not in inherited:
+            at = (entries_of(f["stop"]) or {}).get("signal", f["stop"])
+            self.add(at, f"expected stop.signal only on command jobs, got it on {_KIND_NOUN[kind]}")
+            stop_signal = BAD
+        return stop_signal, grace
+
+    def check_job_spec(self, job: V, kind: str | None, options: dict[str, Any]) -> None:
+        """Report a job's own fields (grace, retry) though another of them could not be read."""
+        work = {"work": self.stand_in_work(kind)} if isinstance(options["work"], Bad) else {}
+        self.build_read(job, JobSpec, {"name": "x", **options}, stand_ins=work)
 
     def job_field(self, key: str, v: V) -> object:
         """Check one job field on its own (for defaults that no job inherited)."""
@@ -786,14 +800,16 @@ class _Parser(WorkReader):
 
     def stop_fields(self, v: V) -> object:
         signum, grace = self.stop(v)
-        if isinstance(grace, Bad):
-            return grace
-        given: dict[str, Any] = {} if grace is None else {"grace": grace}
+        if grace is BAD and signum is None:
+            return BAD  # not a mapping
+        given: dict[str, Any] = {"argv": ("true",)}
+        if grace is not None:
+            given["grace"] = grace
         if signum is not None:
             given["stop_signal"] = signum
         at = V(Merged({"stop": v}), "defaults", v.line)
         cls = self.kind_class(v, "actors._command", "CommandWork", "command jobs")
-        return BAD if cls is None else self.build(at, cls, argv=("true",), **given)
+        return BAD if cls is None else self.build_read(at, cls, given)
 
     @staticmethod
     def signal(v: V) -> Any:

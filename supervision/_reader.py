@@ -102,23 +102,63 @@ class Reader:
         spec built again, so that every bad field of one mapping is reported,
         but none that only follows from one reported.
         """
-        dropped: set[str] = set()
+        return self._build(at, cls, prefix, kwargs, dropped=set())
+
+    def build_read(
+        self,
+        at: V,
+        cls: Callable[..., T],
+        values: dict[str, Any],
+        prefix: str = "",
+        stand_ins: dict[str, Any] | None = None,
+    ) -> T | Bad:
+        """``build`` from fields read one by one, some of which may have read ``BAD``.
+
+        A field that read ``BAD`` (already reported) is left out, or given its
+        stand-in when the spec cannot do without it, and the spec is built all
+        the same: the other fields' own problems are reported too (SPEC §3: all
+        collected), though none that names a field left out; then ``BAD``. A
+        field the spec itself refuses is given its stand-in the same way.
+        """
+        stand_ins = stand_ins or {}
+        unread = {key for key, value in values.items() if isinstance(value, Bad)}
+        given = {key: value for key, value in values.items() if key not in unread}
+        given.update({key: value for key, value in stand_ins.items() if key in unread})
+        return self._build(at, cls, prefix, given, dropped=unread, stand_ins=stand_ins)
+
+    def _build(
+        self,
+        at: V,
+        cls: Callable[..., T],
+        prefix: str,
+        kwargs: dict[str, Any],
+        *,
+        dropped: set[str],
+        stand_ins: dict[str, Any] | None = None,
+    ) -> T | Bad:
+        checked_only = bool(dropped)  # a build for its reports: never a spec
         while True:
             try:
-                return cls(**kwargs)
+                spec = cls(**kwargs)
             except SpecError as exc:
                 if dropped and _names_any(exc, dropped):
                     return BAD
                 self.report(at, exc, prefix)
-                key = next((p for p in _field_parts(exc.field) if p in kwargs), None)
-                if not isinstance(key, str) or key in dropped:
+                key = _kwarg_of(exc.field, kwargs)
+                if key is None or key in dropped:
                     return BAD
                 dropped.add(key)
-                del kwargs[key]
+                if stand_ins and key in stand_ins:  # one the spec cannot do without
+                    kwargs[key] = stand_ins[key]
+                    checked_only = True
+                else:
+                    del kwargs[key]
             except Exception as exc:
                 if not dropped:
                     self.add(at, f"invalid: {type(exc).__name__}: {exc}")
                 return BAD
+            else:
+                return BAD if checked_only else spec
 
     def report(self, at: V, exc: SpecError, prefix: str = "") -> None:
         """Add ``exc`` as an issue at the value its field names, shown as the manifest wrote it."""
@@ -312,11 +352,25 @@ def _field_parts(field: str) -> list[str | int]:
     return parts
 
 
+def _kwarg_of(field: str, kwargs: dict[str, Any]) -> str | None:
+    """The keyword argument a spec's field names: ``headers['X']`` -> ``headers``.
+
+    A field written with a dot may be one keyword: ``stop.signal`` -> ``stop_signal``.
+    """
+    key = next((p for p in _field_parts(field) if p in kwargs), None)
+    if isinstance(key, str):
+        return key
+    joined = field.replace(".", "_")
+    return joined if joined in kwargs else None
+
+
 def _names_any(exc: SpecError, fields: set[str]) -> bool:
     """Whether ``exc``, or the same problem told at its other field, names one of ``fields``."""
-    named = set(_field_parts(exc.field))
-    if exc.other is not None:
-        named.update(_field_parts(exc.other.field))
+    named: set[str | int] = set()
+    for told in (exc, exc.other):
+        if told is not None:
+            named.update(_field_parts(told.field))
+            named.add(told.field.replace(".", "_"))
     return bool(named & fields)
 
 

@@ -36,6 +36,10 @@ _ARGV_WARNING: Final = (
 )
 
 
+# What a spec is built with, to report its other fields, when this one could not be read.
+_STAND_INS: Final = {"argv": ("true",), "url": "http://default.invalid/"}
+
+
 class WorkReader(Reader):
     """Reads the work of a job; ``base_dir`` is where relative paths and commands start."""
 
@@ -57,6 +61,19 @@ class WorkReader(Reader):
                 return self.python_work(job, f, grace)
         return BAD
 
+    def stand_in_work(self, kind: str | None) -> Any:
+        """A valid work spec of ``kind`` (None if none), to check a job's other fields."""
+        match kind:
+            case "command":
+                cls = self._classes.get(("actors._command", "CommandWork"))
+                return None if cls is None else cls(argv=_STAND_INS["argv"])
+            case "http":
+                cls = self._classes.get(("actors._http", "HttpWork"))
+                return None if cls is None else cls(url=_STAND_INS["url"])
+            case "python":
+                return PythonWork(target="m:f")
+        return None
+
     def command_work(self, job: V, f: dict[str, V], stop_signal: object, grace: object) -> Any:
         """``CommandWork`` with only the fields the manifest sets (the rest keep its defaults)."""
         command = self.command(f["command"])
@@ -77,17 +94,17 @@ class WorkReader(Reader):
         ):
             if key in f:
                 given[key] = read(f[key])
-        values = (stop_signal, grace, *given.values())
-        if isinstance(command, Bad) or any(isinstance(value, Bad) for value in values):
-            return BAD
-        argv, shell = command
-        given.update({"argv": argv} if shell is None else {"shell": shell})
+        if isinstance(command, Bad):
+            given["argv"] = BAD
+        else:
+            argv, shell = command
+            given.update({"argv": argv} if shell is None else {"shell": shell})
         if stop_signal is not None:
             given["stop_signal"] = stop_signal
         if grace is not None:
             given["grace"] = grace
         cls = self.kind_class(f["command"], "actors._command", "CommandWork", "command jobs")
-        return BAD if cls is None else self.build(job, cls, **given)
+        return BAD if cls is None else self.build_read(job, cls, given, stand_ins=_STAND_INS)
 
     # -- exit classification (SPEC §10) -----------------------------------------------------------
 
@@ -268,7 +285,5 @@ class WorkReader(Reader):
                 f["expect_status"], "a status 100..599 or a list of them", single_ok=True
             )
             out["expect_status"] = BAD if items is None else tuple(item.value for item in items)
-        if any(isinstance(value, Bad) for value in out.values()):
-            return BAD
         cls = self.kind_class(v, "actors._http", "HttpWork", "http jobs")
-        return BAD if cls is None else self.build(job, cls, **out)
+        return BAD if cls is None else self.build_read(job, cls, out, stand_ins=_STAND_INS)

@@ -1394,3 +1394,51 @@ def test_an_inline_secret_is_masked_in_what_run_prints(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert secret not in proc.stdout + proc.stderr
     assert "key-*** failed on call 1" in proc.stdout
+
+
+def test_every_bad_field_of_a_job_is_reported_not_only_the_first() -> None:
+    """SPEC §3: all problems collected. A field that cannot be read must not hide the others."""
+    found = issues_of(
+        """
+        version: 1
+        defaults:
+          stop: {signal: NOPE, grace: -1}
+        jobs:
+          - name: a
+            command: [sh, -c, "true"]
+            stop: {signal: NOPE, grace: -3}
+          - name: b
+            http: {url: "http://127.0.0.1:1/x", headers: [1, 2], timeout: -1}
+          - name: c
+            command: [sh, -c, "true"]
+            env: [A, B]
+            stop: {signal: NOPE}
+          - name: d
+            command: 5
+            stop: {grace: -4}
+          - name: e
+            http: {headers: [1], timeout: -2}
+          - name: f
+            http: {url: "ftp://x", timeout: 0}
+        """
+    )
+    assert sorted(i.path for i in found) == sorted(
+        [
+            "defaults.stop.signal",
+            "defaults.stop.grace",
+            "jobs[0].stop.signal",
+            "jobs[0].stop.grace",
+            "jobs[1].http.headers",
+            "jobs[1].http.timeout",
+            "jobs[2].env",
+            "jobs[2].stop.signal",
+            "jobs[3].command",
+            "jobs[3].stop.grace",
+            "jobs[4].http.url",
+            "jobs[4].http.headers",
+            "jobs[4].http.timeout",
+            "jobs[5].http.url",
+            "jobs[5].http.timeout",
+        ]
+    ), [str(i) for i in found]
+    assert not [i for i in found if "invalid:" in i.message], [str(i) for i in found]
