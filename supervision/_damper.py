@@ -15,8 +15,11 @@ per ``interval`` per child one line says how many failures were held::
 
     crash: failed 412 more times in the last 10 s, same error: command ... exited with 1
 
-A record of a new kind (gave up, cooling down, a different output line)
-is always written, after the summary of what was held before it; so is a
+A summary is written with the next record once due, or, if none comes
+(the child runs again and the tree is quiet), when it falls due: the log
+handler asks ``next_due`` and ``due``. A record of a new kind (gave up,
+cooling down, a different output line) is always written, after the
+summary of what was held before it; so is a
 record of what a person or the supervisor did to the child (stopping,
 stopped, start requested: ``acted``), every time, since a loop does not
 repeat those by itself. A different error, or a pause of ``interval``,
@@ -54,6 +57,7 @@ class Summary:
     count: int
     seconds: float
     error: str
+    restarts: int = 0  # restart lines held with them (a clean loop's are its exits)
 
     @property
     def clean(self) -> bool:
@@ -62,13 +66,19 @@ class Summary:
 
     def text(self) -> str:
         times = "time" if self.count == 1 else "times"
+        # Tenths under 10 s: a quick loop's summary said "in the last 0 s".
+        span = f"{self.seconds:.1f}" if self.seconds < 10 else f"{self.seconds:.0f}"
         if self.clean:
             return (
                 f"{self.path}: exited and was restarted {self.count} more {times} "
-                f"in the last {self.seconds:.0f} s, each exit a success"
+                f"in the last {span} s, each exit a success"
             )
+        restarted = ""
+        if self.restarts:
+            again = "time" if self.restarts == 1 else "times"
+            restarted = f" and was restarted {self.restarts} more {again}"
         return (
-            f"{self.path}: failed {self.count} more {times} in the last {self.seconds:.0f} s, "
+            f"{self.path}: failed {self.count} more {times}{restarted} in the last {span} s, "
             f"same error: {self.error}"
         )
 
@@ -81,6 +91,7 @@ class _Burst:
     seen: set[Hashable] = field(default_factory=set)  # kinds of record written during it
     held: int = 0  # failures held back since the last summary
     held_since: float = 0.0  # clock time of the first of them
+    restarts_held: int = 0  # restart lines held since the last summary
     summarised_at: float | None = None  # clock time of its last summary, if any
 
 
@@ -133,6 +144,7 @@ class CrashLoopDamper:
         *,
         now: float | None = None,
         acted: bool = False,
+        restart: bool = False,
     ) -> tuple[list[Summary], bool]:
         """One record: the summaries to write before it, and whether to write it.
 
@@ -142,7 +154,8 @@ class CrashLoopDamper:
         or ``CLEAN`` when it reports a clean exit that is restarted (a burst of
         them is a loop too). ``acted``: the record says what a person or the
         supervisor did to the child (a stop, a start), which the loop does not
-        repeat by itself: always written, as a new kind is.
+        repeat by itself: always written, as a new kind is. ``restart``: the
+        record says the child is restarted; held ones are counted in the summary.
         """
         now = self._clock() if now is None else now
         out = self._due(now)
@@ -163,6 +176,7 @@ class CrashLoopDamper:
                 burst.seen.add(kind)
             return out, True
         if kind in burst.seen and not acted:
+            burst.restarts_held += restart
             return out, False
         # Something new about a looping child: say what was held, then show it.
         burst.seen.add(kind)
@@ -183,6 +197,19 @@ class CrashLoopDamper:
             self._earliest = min(self._earliest, _since(burst))
         burst.held += 1
         return False
+
+    @property
+    def holding(self) -> bool:
+        """Whether some child's failures are held back, not yet summed up."""
+        return bool(self._holding)
+
+    def next_due(self) -> float | None:
+        """When a held child's summary may fall due (never later; maybe earlier), or None."""
+        return self._earliest + self.interval if self._holding else None
+
+    def due(self) -> list[Summary]:
+        """The summaries due now, though no record comes: a loop that went quiet is told too."""
+        return self._due(self._clock())
 
     def flush(self) -> list[Summary]:
         """Summaries of every failure still held back (when logging stops)."""
@@ -219,8 +246,10 @@ class CrashLoopDamper:
         return [self._summarise(path, burst, now)] if burst.held else []
 
     def _summarise(self, path: str, burst: _Burst, now: float) -> Summary:
-        summary = Summary(path, burst.held, now - burst.held_since, burst.error)
-        burst.held = 0
+        summary = Summary(
+            path, burst.held, now - burst.held_since, burst.error, burst.restarts_held
+        )
+        burst.held = burst.restarts_held = 0
         burst.summarised_at = now
         self._holding.discard(path)
         return summary

@@ -93,7 +93,9 @@ CLEAN_EXIT: Final = "clean_exit"
 # The ``extra`` key of a record that says what a person or the supervisor did to a child
 # (stopping, stopped, start requested): the damper never holds it; never written out.
 ACTED: Final = "acted"
-_DAMPER_ONLY: Final = frozenset({CLEAN_EXIT, ACTED})
+# The ``extra`` key of a record that says a child is restarted: a summary counts held ones.
+RESTARTED: Final = "restarted"
+_DAMPER_ONLY: Final = frozenset({CLEAN_EXIT, ACTED, RESTARTED})
 CLEAR_LINE: Final = "\r\x1b[K"  # back to the start of the terminal's line, and erase it
 
 
@@ -238,6 +240,9 @@ def configure_logging(
         # verbose shows every line, the whole point of choosing it
         damper = None if effective.level == "verbose" else CrashLoopDamper(clock=monotonic)
         line_handler = _LineHandler(threshold, render, masker, sink, damper)
+        attach = getattr(monotonic, "attach", None)  # a test's clock, which it moves by hand
+        if damper is not None and callable(attach):
+            attach(line_handler.wake)
         handlers.append(line_handler)
         setup._stream_sink = sink if isinstance(sink, _StreamSink) else None
         if damper is not None:
@@ -540,6 +545,11 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         self._damper = damper
         self._damper_lock = _plain_lock()
         self._failed = False  # handle_error reported once
+        # While failures are held, a thread that writes their summary when it falls due, though
+        # no record comes to carry it; it ends when nothing is held. Under the damper's lock.
+        self._teller: threading.Thread | None = None
+        self._wake = threading.Event()  # the clock moved (a test's), or the handler closes
+        self._closed = False
 
     def emit(self, record: logbook.LogRecord) -> None:
         if self._damper is not None:
@@ -551,12 +561,40 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
                     _kind(record),
                     CLEAN if extra.get(CLEAN_EXIT) is True else _text_or_none(failure),
                     acted=extra.get(ACTED) is True,
+                    restart=extra.get(RESTARTED) is True,
                 )
+                teller = None
+                if self._teller is None and self._damper.holding and not self._closed:
+                    teller = self._teller = threading.Thread(
+                        target=self._tell_when_due, name="jv-log-summaries", daemon=True
+                    )
+            if teller is not None:
+                teller.start()  # not under the lock: under gevent, starting one switches greenlets
             for summary in summaries:
                 self._write(_summary_record(summary))
             if not write:
                 return
         self._write(record)
+
+    def _tell_when_due(self) -> None:
+        damper = self._damper
+        assert damper is not None
+        while True:
+            with self._damper_lock:
+                summaries = [] if self._closed else damper.due()
+                due = damper.next_due()
+                if due is None or self._closed:
+                    self._teller = None
+            for summary in summaries:
+                self._write(_summary_record(summary))
+            if due is None or self._closed:
+                return
+            self._wake.wait(max(0.0, due - damper.now()))
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """The clock moved: a summary may be due earlier than the teller thought."""
+        self._wake.set()
 
     def _write(self, record: logbook.LogRecord) -> None:
         try:
@@ -575,6 +613,12 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
 
     def close(self) -> None:
         if self._damper is not None:
+            with self._damper_lock:
+                self._closed = True
+                teller = self._teller
+            self._wake.set()
+            if teller is not None and teller is not threading.current_thread():
+                teller.join(5.0)
             with self._damper_lock:
                 summaries = self._damper.flush()
             for summary in summaries:
@@ -648,6 +692,7 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
     failure: str | None = None,
     *,
     clean: bool = False,
+    restart: bool = False,
 ) -> bool:
     """Whether the log holds this record back (a crash loop's repeated line): then skip it.
 
@@ -674,7 +719,7 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
         now = damper.now()
         if not damper.would_hold(path, kind, failure, now):
             return False
-        damper.admit(path, kind, failure, now=now)
+        damper.admit(path, kind, failure, now=now, restart=restart)
     return True
 
 

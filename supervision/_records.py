@@ -21,7 +21,7 @@ from actors import JobActor, NoSuchChildError, describe, start_supervised
 from actors._errors import NotAGroupError
 from actors._placement import RayPlacement
 from supervision import _events as ev
-from supervision._logging import CLEAN_EXIT, held_back
+from supervision._logging import CLEAN_EXIT, RESTARTED, held_back
 from supervision._policy import Cooldown, Restart, RestartType, Strategy
 from supervision._spec import ActorSpec, JobSpec, SupervisorSpec
 from supervision._state import State
@@ -167,10 +167,12 @@ class TreeContext:
                     intensity.within,
                 )
                 about = extra.get("path") if extra else None
-                if not (about and held_back(log, logbook.INFO, about, msg, args, clean=clean)):
-                    if clean:
-                        extra = {**(extra or {}), CLEAN_EXIT: True}
-                    log.info(msg, *args, extra=extra)
+                if not (
+                    about
+                    and held_back(log, logbook.INFO, about, msg, args, clean=clean, restart=True)
+                ):
+                    flag = CLEAN_EXIT if clean else RESTARTED  # for the damper alone
+                    log.info(msg, *args, extra={**(extra or {}), flag: True})
                 self.publish(
                     ev.RestartScheduled,
                     lambda: ev.RestartScheduled(path=path, at=wall(), delay=delay, number=number),

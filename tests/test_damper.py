@@ -12,11 +12,13 @@ import io
 import json
 import re
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
 import logbook
 import pytest
+from clockkit import ManualClock
 from faultkit import start_daemon, stop_daemon
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -143,6 +145,33 @@ def test_a_pause_of_an_interval_ends_the_burst() -> None:
     clock.now += 0.5
     assert damper.admit("crash", "started") == ([Summary("crash", 1, 10.0, ERROR)], True)
     assert cycle(damper) == WRITE_ALL
+
+
+def test_a_summary_counts_the_restarts_it_held_too() -> None:
+    """The restart lines held with the failures are told: the log says the loop went on."""
+    clock = Clock()
+    damper = CrashLoopDamper(keep=2, interval=10, clock=clock)
+    for _ in range(4):
+        damper.admit("crash", "started")
+        damper.admit("crash", "failed", failure=ERROR)
+        damper.admit("crash", "restart", restart=True)
+        clock.now += 0.1
+    damper.admit("crash", "failed", failure=ERROR)
+    summaries, write = damper.admit("crash", "gave up")
+    assert write
+    # Failures 3, 4 and 5 held; the restarts after failures 2, 3 and 4.
+    assert summaries == [Summary("crash", 3, pytest.approx(0.2), ERROR, restarts=3)]
+    assert summaries[0].text() == (
+        f"crash: failed 3 more times and was restarted 3 more times in the last 0.2 s, "
+        f"same error: {ERROR}"
+    )
+    assert Summary("crash", 1, 0.0, ERROR, restarts=1).text() == (
+        f"crash: failed 1 more time and was restarted 1 more time in the last 0.0 s, "
+        f"same error: {ERROR}"
+    )
+    assert Summary("crash", 2, 12.4, ERROR).text() == (
+        f"crash: failed 2 more times in the last 12 s, same error: {ERROR}"
+    )
 
 
 def test_flush_reports_what_is_still_held() -> None:
@@ -332,7 +361,7 @@ def test_the_supervisor_asks_the_damper_before_it_makes_a_record() -> None:
     assert held == [(False, False), (False, False), (False, True)] + [(True, True)] * 4
     lines = stream.getvalue().splitlines()
     assert len(lines) == 5 + 1, lines
-    assert "crash: failed 4 more times in the last 0 s" in lines[-1]
+    assert "crash: failed 4 more times in the last 0.0 s" in lines[-1]
 
 
 def test_a_persons_stops_and_starts_of_a_looping_job_are_all_logged(tmp_path: Path) -> None:
@@ -417,3 +446,41 @@ def test_every_cooldown_of_a_looping_group_is_logged(make_tree: Any) -> None:
     assert cycles == 3, seen
     lines = stream.getvalue().splitlines()
     assert sum(" cooling down " in line for line in lines) == cycles, lines
+
+
+class Watched(io.StringIO):
+    """A stream that says when a line with ``text`` was written, from any thread."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = threading.Event()
+
+    def write(self, s: str) -> int:
+        n = super().write(s)
+        if self.text in s:
+            self.seen.set()
+        return n
+
+
+def test_a_loop_that_went_quiet_is_summed_up_when_due_without_another_record() -> None:
+    """Held failures are told an interval on, though nothing logs after them (the child runs)."""
+    clock = ManualClock()
+    stream = Watched("more times")
+    log = logbook.Logger("supervision")
+    with configure_logging(LoggingSpec(level="information"), stream=stream, monotonic=clock):
+        for n in range(1, 9):
+            supervisor_cycle(log, n)
+            clock.advance(0.01)
+        # The last restart worked: the child runs and says nothing more. So does every other.
+        assert not stream.seen.is_set()
+        clock.advance(9.9)
+        assert not stream.seen.wait(0.2), "not before its interval"
+        clock.advance(0.1)
+        assert stream.seen.wait(10), stream.getvalue()
+        summaries = [line for line in stream.getvalue().splitlines() if "more times" in line]
+        assert len(summaries) == 1
+        assert f"crash: failed 5 more times in the last 10 s, same error: {ERROR}" in summaries[0]
+    # Told once: closing the log has nothing left to say.
+    assert stream.getvalue().count("more times") == 1
+    assert not [t for t in threading.enumerate() if t.name == "jv-log-summaries"]
