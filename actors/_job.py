@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import logbook
 from pykka._envelope import Envelope
@@ -60,8 +60,7 @@ class Schedule:
             both = f"both {modes[0]} and {modes[1]}"
             raise SpecError(field=modes[1], expected="one run mode", got=modes, about=both)
         if self.cron is not None:
-            ok = isinstance(self.cron, str) and _valid_cron(self.cron)
-            need(ok, "cron", "a cron expression of 5 fields 'm h dom mon dow'", self.cron)
+            _check_cron(self.cron)
         if self.every is not None:
             need_duration(self.every, "every", positive=True)
         if self.times is not None:
@@ -97,10 +96,28 @@ def cron_delay(expr: str, now: float) -> float:
     return max(0.0, float(upcoming) - now)
 
 
-def _valid_cron(expr: str) -> bool:
+_CRON_FIELDS: Final = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day of week", "0-7 or sun-sat"),
+)
+
+
+def _check_cron(expr: object) -> None:
+    """Refuse a cron expression that is not 5 valid fields, naming the field that is not."""
     from croniter import croniter  # noqa: PLC0415 - only manifests with cron pay for the import
 
-    return isinstance(expr, str) and len(expr.split()) == 5 and bool(croniter.is_valid(expr))
+    shape = "a cron expression of 5 fields 'm h dom mon dow'"
+    need(isinstance(expr, str) and len(expr.split()) == 5, "cron", shape, expr)
+    assert isinstance(expr, str)
+    fields = expr.split()
+    for i, (name, values) in enumerate(_CRON_FIELDS):
+        alone = " ".join(fields[i] if j == i else "*" for j in range(5))
+        what = f"a cron {name} of {values} (field {i + 1} of 'm h dom mon dow', here {fields[i]!r})"
+        need(bool(croniter.is_valid(alone)), "cron", what, fields[i])
+    need(bool(croniter.is_valid(expr)), "cron", shape, expr)
 
 
 _RUN = OwnMessage("run")

@@ -148,10 +148,26 @@ def show(value: object) -> str:  # noqa: PLR0911 - one return per kind of value 
 
 def unknown_key(key: object, allowed: Sequence[str]) -> str:
     """The message for a key that is not one of ``allowed``, with the closest one if any."""
-    close = difflib.get_close_matches(key, allowed, n=1) if isinstance(key, str) else []
+    close = _closest(key, allowed) if isinstance(key, str) else []
     if close:
         return f"unknown key {show(key)}; did you mean {close[0]!r}?"
     return f"unknown key {show(key)}; expected one of: {', '.join(allowed)}"
+
+
+def _closest(key: str, allowed: Sequence[str]) -> list[str]:
+    """The allowed key most like ``key``; of two as like it, the one it starts like.
+
+    ``retries`` is as like ``times`` as ``retry`` by difflib's measure.
+    """
+    close = difflib.get_close_matches(key, allowed, n=3)
+
+    def likeness(name: str) -> tuple[float, int]:
+        same = difflib.SequenceMatcher(None, key, name).ratio()
+        pairs = zip(key, name, strict=False)  # up to the shorter one
+        prefix = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(key), len(name)))
+        return round(same, 6), prefix
+
+    return sorted(close, key=likeness, reverse=True)[:1]
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:

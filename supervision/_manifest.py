@@ -260,6 +260,12 @@ OUTPUT_KEYS: Final = ("max_bytes", "backups")
 STOP_KEYS: Final = ("signal", "grace")
 RETRY_KEYS: Final = ("attempts", "wait", "on")
 READY_KEYS: Final = ("tcp", "http", "command", "timeout", "interval")
+# What a readiness probe is checked with when its own target is bad (see Reader.build_read).
+_READY_STAND_INS: Final = {
+    "tcp": "localhost:1",
+    "http": "http://default.invalid/",
+    "command": ("true",),
+}
 PLACEMENT_KEYS: Final = ("ray",)
 # fmt: on
 _KIND_NOUN: Final = {"command": "a command job", "http": "an http job", "python": "a python job"}
@@ -892,14 +898,16 @@ class _Parser(WorkReader):
         if "command" in f:
             command = self.command(f["command"])
             if isinstance(command, Bad):
-                return BAD
-            argv, shell = command
-            kwargs["command"] = argv if shell is None else ("/bin/sh", "-c", shell)
+                kwargs["command"] = BAD
+            else:
+                argv, shell = command
+                kwargs["command"] = argv if shell is None else ("/bin/sh", "-c", shell)
         for key in ("timeout", "interval"):
             if key in f:
                 kwargs[key] = self.duration(f[key])
         cls = self.kind_class(v, "actors._ready", "ReadyProbe", "readiness probes")
-        return BAD if cls is None else self.build(v, cls, "ready", **kwargs)
+        # A bad tcp is replaced, not dropped: else "exactly one of" follows from it.
+        return BAD if cls is None else self.build_read(v, cls, kwargs, "ready", _READY_STAND_INS)
 
     def placement(self, v: V) -> Any:
         """``local``, or a ``RayPlacement``; Ray is checked against the runtime and its presence."""

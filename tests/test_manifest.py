@@ -540,7 +540,9 @@ ERRORS = [  # (text, path, line, expected, actual)
     (JOB + "    times: 3\n", "jobs[0].times", 5, "expected times only on a periodic job (every or cron)", "got it on a once job"),
     (JOB + "    service: true\n    every: 1s\n", "jobs[0].every", 6, "expected one run mode", "got both service and every"),
     (JOB + "    service: maybe\n", "jobs[0].service", 5, "expected true or false", "got 'maybe'"),
-    (JOB + "    cron: '61 * * * *'\n", "jobs[0].cron", 5, "expected a cron expression of 5 fields", "got '61 * * * *'"),
+    (JOB + "    cron: '61 * * * *'\n", "jobs[0].cron", 5, "expected a cron minute of 0-59 (field 1 of 'm h dom mon dow', here '61')", "got '61 * * * *'"),
+    (JOB + "    cron: '0 24 * * *'\n", "jobs[0].cron", 5, "expected a cron hour of 0-23 (field 2", "got '0 24 * * *'"),
+    (JOB + "    cron: '0 0 * *'\n", "jobs[0].cron", 5, "expected a cron expression of 5 fields", "got '0 0 * *'"),
     (JOB + "    timeout: -1s\n", "jobs[0].timeout", 5, "expected a duration > 0", "got '-1s'"),
     (JOB + "    restart: sometimes\n", "jobs[0].restart", 5, "expected one of permanent, transient, temporary", "got 'sometimes'"),
     (JOB + "    breaker: api\n", "jobs[0].breaker", 5, "expected the name of a breaker declared under breakers: (none is)", "got 'api'"),
@@ -1442,3 +1444,23 @@ def test_every_bad_field_of_a_job_is_reported_not_only_the_first() -> None:
         ]
     ), [str(i) for i in found]
     assert not [i for i in found if "invalid:" in i.message], [str(i) for i in found]
+
+
+def test_one_problem_is_told_once_not_with_what_follows_from_it() -> None:
+    found = issues_of(
+        """
+        version: 1
+        jobs:
+          - name: s
+            service: true
+            command: [sleep, "100"]
+            ready: {tcp: 1}
+          - name: t
+            command: [sleep, "1"]
+            retries: 3
+        """
+    )
+    assert [(i.path, i.message) for i in found] == [
+        ("jobs[0].ready.tcp", "expected host:port like localhost:5432, got 1"),
+        ("jobs[1].retries", "unknown key 'retries'; did you mean 'retry'?"),
+    ]
