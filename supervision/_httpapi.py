@@ -255,6 +255,14 @@ class _Server(ThreadingHTTPServer):
             self._slots.release()
 
 
+def _action(path: str) -> tuple[str, str] | None:
+    """``/api/jobs/PATH/ACTION`` as (action, job path; empty when none); None when not one."""
+    parts = path.split("/")
+    if len(parts) < 5 or parts[:3] != ["", "api", "jobs"] or parts[-1] not in ACTIONS:
+        return None
+    return parts[-1], "/".join(urllib.parse.unquote(p) for p in parts[3:-1]).strip("/")
+
+
 class _Refused(Exception):
     def __init__(
         self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None
@@ -294,6 +302,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._check_host()
             name = self._GETS.get(url.path)
+            if name is None and _action(url.path) is not None:
+                raise _Refused(
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                    f"{url.path!r} is an action: send it as a POST",
+                    {"Allow": "POST"},
+                )
             if name is None:
                 raise _Refused(HTTPStatus.NOT_FOUND, f"no such resource {url.path!r}")
             if url.path not in self._FREE and not self.endpoint.spec.loopback:
@@ -307,20 +321,26 @@ class _Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         try:
             self._check_host()
-            parts = url.path.split("/")
-            if len(parts) < 5 or parts[:3] != ["", "api", "jobs"] or parts[-1] not in ACTIONS:
+            if url.path in self._GETS:
+                raise _Refused(
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                    f"{url.path!r} is read with GET",
+                    {"Allow": "GET"},
+                )
+            found = _action(url.path)
+            if found is None:
                 raise _Refused(HTTPStatus.NOT_FOUND, f"no such action {url.path!r}")
-            job = "/".join(urllib.parse.unquote(p) for p in parts[3:-1]).strip("/")
+            action, job = found
             if not job:
                 raise _Refused(HTTPStatus.NOT_FOUND, "no job path before the action")
             self._check_token(action=True)
             self._discard_body()
-            reply = self.endpoint.act(parts[-1], job)
+            reply = self.endpoint.act(action, job)
         except _Refused as exc:
             self._json(exc.status, {"error": str(exc)}, exc.headers)
             return
         if reply.get("ok"):
-            self._json(HTTPStatus.OK, {"ok": True, "job": job, "action": parts[-1]})
+            self._json(HTTPStatus.OK, {"ok": True, "job": job, "action": action})
             return
         status = {
             "no_such_job": HTTPStatus.NOT_FOUND,

@@ -286,7 +286,7 @@ def decide(policy: RestartPolicy, window: Window, now: float, rand: float = 0.5)
         number = count + 1
         return Restart(policy.backoff.delay(number, rand), number)
     reason = (
-        f"{count + 1} restarts within {intensity.within:g}s would exceed "
+        f"{_restarts(count + 1)} within {intensity.within:g}s would exceed "
         f"max_restarts {intensity.max_restarts}"
     )
     return _exhausted(policy, window, reason)
@@ -310,10 +310,14 @@ def decide_budget(policy: RestartPolicy, window: Window, now: float) -> Decision
     if count < budget.max_restarts:
         return Restart(0.0, count + 1)
     reason = (
-        f"{count + 1} restarts in the tree within {budget.within:g}s would exceed "
+        f"{_restarts(count + 1)} in the tree within {budget.within:g}s would exceed "
         f"budget.max_restarts {budget.max_restarts}"
     )
     return _exhausted(policy, window, reason)
+
+
+def _restarts(n: int) -> str:
+    return "1 restart" if n == 1 else f"{n} restarts"
 
 
 def _exhausted(policy: RestartPolicy, window: Window, reason: str) -> Decision:

@@ -265,7 +265,13 @@ def test_actions_need_the_token_and_reads_do_not(daemon: tuple[Running, Served])
     assert served.post("/api/jobs/svc/explode", token=TOKEN).status_code == 404
     assert served.post("/api/jobs//restart", token=TOKEN).status_code == 404
     assert served.get("/nope").status_code == 404
-    assert served.get("/api/jobs/svc/restart").status_code == 404  # actions are POSTs
+    wrong = served.get("/api/jobs/svc/restart")  # actions are POSTs: the method is wrong
+    assert (wrong.status_code, wrong.headers["Allow"]) == (405, "POST"), wrong.text
+    assert "POST" in wrong.json()["error"]
+    for read in ("/api/status", "/metrics", "/api/events"):
+        wrong = served.post(read, token=TOKEN)
+        assert (wrong.status_code, wrong.headers["Allow"]) == (405, "GET"), (read, wrong.text)
+    assert served.get("/api/jobs/svc/explode").status_code == 404  # no such action either way
     # A name that is not this machine's loopback (DNS rebinding) is refused on loopback.
     rebound = served.get("/api/status", headers={"Host": f"evil.example:{served.port}"})
     assert rebound.status_code == 403

@@ -194,6 +194,12 @@ class TestIntensity:
         assert isinstance(decisions[-1], Escalate)
         assert "max_restarts 1" in decisions[-1].reason  # type: ignore[union-attr]
 
+    def test_a_give_up_at_the_first_restart_says_restart_not_restarts(self) -> None:
+        policy = RestartPolicy(intensity=Intensity(max_restarts=0, within=60))
+        decision = decide(policy, Window(policy.intensity), 0.0)
+        assert isinstance(decision, GiveUp)
+        assert decision.reason == "1 restart within 60s would exceed max_restarts 0"
+
 
 class TestLongWindows:
     """The window keeps at most max_restarts + 1 times, however long the child has run."""
