@@ -326,21 +326,31 @@ def _history(args: argparse.Namespace) -> int:
     from pathlib import Path  # noqa: PLC0415
 
     from supervision._client import find_state_dir  # noqa: PLC0415 - control commands stay light
-    from supervision._history import JournalError, journal_path, read_history  # noqa: PLC0415
+    from supervision._history import (  # noqa: PLC0415
+        JournalError,
+        journal_path,
+        journal_paths,
+        read_history,
+    )
     from supervision._printable import printable  # noqa: PLC0415
 
     if args.limit < 1:
         _error(f"--limit: expected a count >= 1, got {args.limit}")
         return USAGE
-    directory = find_state_dir(args.manifest, getattr(args, "state_dir", None))
+    db = journal_path(Path(find_state_dir(args.manifest, getattr(args, "state_dir", None))))
     try:
-        rows = read_history(journal_path(Path(directory)), args.job, args.limit)
+        rows = read_history(db, args.job, args.limit)
+        as_json = getattr(args, "json", False)
+        known = journal_paths(db) if not rows and args.job and not as_json else None
     except JournalError as exc:
         _error(str(exc))
         return USAGE
     if getattr(args, "json", False):
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return OK
+    if known is not None:  # a typo, or a job that has not run yet: not an error (SPEC: 0)
+        shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        _error(printable(f"the journal has nothing of {args.job}; it has: {shown or 'no job yet'}"))
     for row in rows:
         when = _clock(row["at"])
         if row["type"] == "attempt":

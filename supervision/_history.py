@@ -102,6 +102,12 @@ def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dic
     return out
 
 
+def journal_paths(db: Path) -> list[str]:
+    """Every job and group path the journal has a row of, sorted."""
+    rows = _query(db, "SELECT path FROM attempts UNION SELECT path FROM decisions ORDER BY path")
+    return [str(row[0]) for row in rows if row[0]]
+
+
 def read_succeeded(db: Path) -> dict[str, set[str]]:
     """For ``run --resume``: the spec hashes each path has succeeded with (none if no journal)."""
     if not db.exists():

@@ -367,6 +367,12 @@ jobs:
     assert "skipped: once" in out.stderr
     assert (tmp_path / "runs.txt").read_text() == "once\n"
     assert jobvisor("history", "--limit", "0", cwd=tmp_path).returncode == 2
+    # A job the journal has nothing of: said on stderr, with the jobs it has.
+    out = jobvisor("history", "onec", cwd=tmp_path)
+    assert (out.returncode, out.stdout) == (0, "")
+    assert one_line(out) == "jobvisor: the journal has nothing of onec; it has: bad, once"
+    out = jobvisor("history", "onec", "--json", cwd=tmp_path)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "[]\n", "")
 
 
 @pytest.mark.parametrize(("runtime", "loaded"), [("threads", "False"), ("gevent", "True")])
