@@ -193,6 +193,7 @@ class JobActor(OwnActor):
         self._jv_attempts = attempts_done
         self._attempt: Attempt | None = None  # set while an attempt runs, read by other threads
         self._tick_timer: TimerHandle | None = None
+        self._next_tick_at: float | None = None  # wall time of the next tick, for the status
         self._recheck: TimerHandle | None = None
         self._deadline: TimerHandle | None = None
         self._waiting = False
@@ -319,7 +320,9 @@ class JobActor(OwnActor):
             every = self.schedule.every
             assert every is not None
             # Fixed rate from the first tick; missed ticks are not replayed.
-            due = first + every * (int((now - first) // every) + 1) if now > first else first
+            # The first tick comes one interval after the start (first = the start).
+            due = first + every * (int((now - first) // every) + 1) if now >= first else first
+        self._next_tick_at = self._wall() + (due - now)
         self._tick_timer = self._scheduler.call_later(due - now, lambda: self._on_tick(due))
 
     def _cron_delay(self) -> float:
@@ -472,6 +475,7 @@ class JobActor(OwnActor):
             code,
             self._jv_stop_requested,
             getattr(self.work, "placed_on", None),
+            self._next_tick_at,
         )
         if with_exit:
             self._jv_attempt_report = report

@@ -84,6 +84,7 @@ class AttemptDone:
     code: int | None = None
     stop_requested: bool = False
     node: str | None = None  # "ID (IP)": the Ray node a placed job's attempt ran on
+    next_at: float | None = None  # a periodic job's next tick, wall time
 
 
 @dataclass(frozen=True, slots=True)

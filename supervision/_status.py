@@ -77,7 +77,9 @@ def child_nodes(records: list[ChildRecord]) -> list[dict[str, Any]]:
         if isinstance(rec.spec, SupervisorSpec):
             actor = rec.actor
             children = _ask_status(actor) if actor is not None else rec.final_children
-        waiting = rec.state in (State.BACKOFF, State.COOLDOWN, State.WAITING)
+        waiting = rec.state in (State.BACKOFF, State.COOLDOWN, State.WAITING) or (
+            rec.periodic and rec.state is State.RUNNING  # the next tick (after the first one)
+        )
         out = node(
             rec.spec,
             rec.path,

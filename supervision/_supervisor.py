@@ -36,6 +36,7 @@ from actors import (
     describe,
 )
 from actors._errors import ShuttingDownError
+from actors._job import cron_delay
 from actors._placement import RayPlacement
 from actors._supervised import OwnActor
 from supervision import _events as ev
@@ -391,6 +392,8 @@ class Supervisor(OwnActor):
             return
         if rec.state is not State.STARTING:
             return
+        if rec.periodic:  # its first tick, until its attempts tell the next ones exactly
+            rec.next_start_at = _first_tick(rec.spec, self.ctx.wall())
         self._up(rec)
         # A restart's own line said it was coming: its start is a detail (one record per
         # decision a person needs: the failure, then the restart or the give-up).
@@ -457,7 +460,14 @@ class Supervisor(OwnActor):
         if rec is None or rec.incarnation != msg.incarnation:
             return
         rec.attempts = max(rec.attempts, msg.attempt)
-        self.ctx.attempt_finished(rec.path, msg, classify(msg).outcome, ends_child=not rec.periodic)
+        reason = classify(msg)
+        if rec.periodic:
+            # Each tick is an attempt (SPEC §2): between two, the status shows how the last one
+            # ended and when the next is due.
+            error = self.ctx.shown(reason.error)
+            rec.last_exit = LastExit(reason.outcome, msg.code, error, msg.ended_at)
+            rec.next_start_at = msg.next_at
+        self.ctx.attempt_finished(rec.path, msg, reason.outcome, ends_child=not rec.periodic)
 
     def _on_exit(self, msg: ChildExit) -> None:
         if msg.attempt is not None:
@@ -1173,3 +1183,11 @@ def _acted(rec: ChildRecord) -> dict[str, Any]:
     """A line's fields when it says what was done to ``rec``, by a person or by the policy's
     give-up or cooldown (never held back in a loop)."""
     return {"path": rec.path, ACTED: True}
+
+
+def _first_tick(spec: Any, now: float) -> float:
+    """When a periodic job started at wall time ``now`` ticks first (``actors._job``)."""
+    schedule = spec.schedule
+    if schedule.cron is not None:
+        return now + cron_delay(schedule.cron, now)
+    return float(now + schedule.every)

@@ -55,6 +55,14 @@ def block(key: str) -> None:
             return
 
 
+def once_then_block(key: str) -> None:
+    """Return at the first call; block (as ``block``) at every later one."""
+    if CALLS[key] >= 1:
+        block(key)
+        return
+    _count(key)
+
+
 def stubborn(key: str) -> None:
     """Ignore cancellation: only a kill ends it."""
     _count(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import jobfuncs
@@ -20,6 +21,7 @@ from supervision import (
     RestartType,
     Schedule,
     SpecError,
+    StateChanged,
     python_job,
 )
 
@@ -93,6 +95,31 @@ def test_periodic_job_with_times_runs_exactly_that_many_attempts(make_tree, even
     assert [e.attempt for e in attempts if isinstance(e, AttemptFinished)] == [1, 2, 3]
     assert jobfuncs.CALLS["tick"] == 3
     assert tree.status()["children"][0]["state"] == "succeeded"
+
+
+def test_a_periodic_job_shows_its_last_tick_and_when_the_next_one_is_due(
+    make_tree, events
+) -> None:
+    """Each tick is an attempt (SPEC §2): between two, the status says how the last ended."""
+    every = 0.2
+    job = python_job("tick", "jobfuncs:once_then_block", "tick", schedule=Schedule(every=every))
+    tree = make_tree(tree_of(job), on_event=events)
+    before = tree.status()["children"][0]  # maybe not started yet: then no tick due either
+    if before["state"] == "running":
+        assert before["next_start_at"] == pytest.approx(time.time() + every, abs=0.15)
+    ended = events.wait_for(lambda items: any(isinstance(e, AttemptFinished) for e in items))
+    first = next(e for e in ended if isinstance(e, AttemptFinished))
+    assert first.started_at == pytest.approx(before["next_start_at"] or first.started_at, abs=0.05)
+    # The first tick comes one interval after the start.
+    started = next(e for e in events.of(StateChanged, "tick") if e.new.value == "running")
+    assert first.started_at - started.at == pytest.approx(every, abs=0.1)
+    node = tree.status()["children"][0]  # the second tick blocks: the first is the last ended
+    assert node["state"] == "running"
+    assert node["last_exit"] == {"outcome": "succeeded", "code": None, "error": None, "at": first.at}
+    # Fixed rate: the second tick at start + 2 intervals, the third at + 3, whichever is next.
+    due = node["next_start_at"] - first.started_at
+    assert due == pytest.approx(every, abs=0.1) or due == pytest.approx(2 * every, abs=0.1), due
+    jobfuncs.EVENTS["tick.release"].set()
 
 
 def test_a_failed_tick_restarts_and_the_count_goes_on(make_tree, events) -> None:
