@@ -215,7 +215,13 @@ class TreeContext:
                 extra={"path": path, "attempt": msg.attempt},
             )
         else:
-            log.debug("{}: attempt {} {}", path, msg.attempt, outcome.value)
+            log.debug(
+                "{}: attempt {} {}",
+                path,
+                msg.attempt,
+                outcome.value,
+                extra={"path": path, "attempt": msg.attempt},
+            )
         self.publish(
             ev.AttemptFinished,
             lambda: ev.AttemptFinished(

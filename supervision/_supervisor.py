@@ -141,7 +141,9 @@ class Supervisor(OwnActor):
     # -- pykka hooks -----------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        log.debug("{}: supervisor starting {} children", self._name, len(self.children))
+        log.debug(
+            "{}: supervisor starting {} children", self._name, len(self.children), extra=self._here
+        )
         if not self.path and self.ctx.budget is not None:
             self.ctx.budget.tell_root = self.actor_ref.tell
         self._start_queue.extend(self.children)
@@ -150,7 +152,7 @@ class Supervisor(OwnActor):
     def on_receive(self, message: Any) -> Any:
         handler = self._handlers.get(type(message))
         if handler is None:
-            log.warning("{}: ignored unknown message {!r}", self._name, message)
+            log.warning("{}: ignored unknown message {!r}", self._name, message, extra=self._here)
             return None
         handler(message)
         if self._deps_dirty:
@@ -189,6 +191,11 @@ class Supervisor(OwnActor):
     @property
     def _name(self) -> str:
         return self.path or "root"
+
+    @property
+    def _here(self) -> dict[str, Any] | None:
+        """The ``extra`` of a record about this group: its path (the root has none)."""
+        return {"path": self.path} if self.path else None
 
     # -- records ---------------------------------------------------------------------------------
 
@@ -261,7 +268,12 @@ class Supervisor(OwnActor):
                 if blocker.state in (State.FAILED, State.GAVE_UP):
                     self._dependency_failed(rec, blocker)
                 elif rec not in self._blocked:
-                    log.info("{}: waiting for {} before starting", rec.path, blocker.path)
+                    log.info(
+                        "{}: waiting for {} before starting",
+                        rec.path,
+                        blocker.path,
+                        extra={"path": rec.path},
+                    )
                     self._blocked.append(rec)
                 continue
             self._launch(rec)
@@ -494,7 +506,11 @@ class Supervisor(OwnActor):
         finally:
             adopt, self._adopt = self._adopt, None
             if adopt is not None:  # never: the permit decides as this supervisor just did
-                log.error("{}: restarted in place against its policy; killed", rec.path)
+                log.error(
+                    "{}: restarted in place against its policy; killed",
+                    rec.path,
+                    extra={"path": rec.path},
+                )
                 if rec.permit is not None:
                     rec.permit.revoke()
                 adopt[1]._jv_kill()
@@ -586,7 +602,12 @@ class Supervisor(OwnActor):
     def _stopped(self, rec: ChildRecord, reason: ExitReason) -> None:
         """An exit we asked for (or one that came while we were ending): never a failure."""
         if reason.outcome.is_failure and reason.error is not None:
-            log.warning("{}: failed while stopping: {}", rec.path, describe(reason.error))
+            log.warning(
+                "{}: failed while stopping: {}",
+                rec.path,
+                describe(reason.error),
+                extra={"path": rec.path},
+            )
         log.info("{}: stopped ({})", rec.path, reason.outcome.value, extra=_acted(rec))
         if rec.intent not in COMING_BACK or self._closing is not None:
             self._set_state(rec, State.STOPPED)
@@ -846,7 +867,9 @@ class Supervisor(OwnActor):
             self._group.window.reset()
             if not self.path and self.ctx.budget is not None and self.ctx.budget.probing:
                 self.ctx.budget.probation_passed()
-            log.info("{}: group probation passed; restart window cleared", self._name)
+            log.info(
+                "{}: group probation passed; restart window cleared", self._name, extra=self._here
+            )
             self.ctx.publish(
                 ev.ProbationPassed, lambda: ev.ProbationPassed(path=self.path, at=self.ctx.wall())
             )
@@ -880,11 +903,15 @@ class Supervisor(OwnActor):
                 names = ", ".join(r.path for r in members)
                 what = f"{self.spec.strategy.value} restart of {names}"
                 after = f" after {failed.path} failed"
-                self.ctx.announce(decision, self.policy, self.path, what, tail=after)
+                self.ctx.announce(
+                    decision, self.policy, self.path, what, tail=after, extra=self._here
+                )
                 self._take_down(members, delay, cooldown=False)
             case Cooldown(duration=duration):
                 members = group_members(self.spec.strategy, self.children, failed)
-                self.ctx.announce(decision, self.policy, self.path, "group cooling down")
+                self.ctx.announce(
+                    decision, self.policy, self.path, "group cooling down", extra=self._here
+                )
                 self._take_down(members, duration, cooldown=True)
             case GiveUp(reason=reason):
                 self._give_up(failed, reason)
@@ -943,7 +970,7 @@ class Supervisor(OwnActor):
                 if tree
                 else "group cooldown over; probe start"
             )
-            log.info("{}: {} in probation", self._name, what)
+            log.info("{}: {} in probation", self._name, what, extra=self._here)
         self._pump_start()
         if group.window.probing and self._starting is None and not self._start_queue:
             self._arm_group_probation()
@@ -1025,7 +1052,7 @@ class Supervisor(OwnActor):
             return
         self._closing = Intent.ESCALATE
         error = EscalationError(self.path, reason, cause)
-        log.error("{}: escalating: {}", self._name, error)
+        log.error("{}: escalating: {}", self._name, error, extra=self._here)
         self.ctx.publish(
             ev.Escalated,
             lambda: ev.Escalated(
@@ -1041,7 +1068,7 @@ class Supervisor(OwnActor):
             return
         self._closing = Intent.SHUTDOWN
         self._jv_stop_requested = True  # a forced stop (Tree.kill) asks for it too
-        log.info("{}: shutting down {} children", self._name, len(self.children))
+        log.info("{}: shutting down {} children", self._name, len(self.children), extra=self._here)
 
         def done() -> None:
             settle(reply)
@@ -1160,7 +1187,7 @@ class Supervisor(OwnActor):
         self.ctx.tracker.forget(rec.path)
         log.info("{}: removed", rec.path, extra={"path": rec.path})
         if not self.children:
-            log.info("{}: no children left; idle until one is added", self._name)
+            log.info("{}: no children left; idle until one is added", self._name, extra=self._here)
         settle(reply)
 
     def _add(self, spec: ChildSpec) -> ChildRef:

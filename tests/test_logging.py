@@ -772,3 +772,50 @@ def test_close_restores_everything(tmp_path, logs) -> None:
     log.debug("back to the test handler")
     assert logs.has_debug("back to the test handler")
     assert not logs.has_error("to the file"), "records went to the file only"
+
+
+def test_every_record_about_a_child_or_group_carries_its_path(make_tree, events) -> None:
+    """`jq 'select(.path == "g")'` finds a group's restarts and escalations, and a job's waits."""
+    from supervision import OnExhausted, Strategy
+
+    escalate = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001, jitter=0),
+        intensity=Intensity(max_restarts=0, within=60),
+        on_exhausted=OnExhausted.ESCALATE,
+    )
+    quick = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001, jitter=0),
+        intensity=Intensity(max_restarts=1, within=60),
+    )
+    spec = SupervisorSpec(
+        policy=quick,
+        children=(
+            SupervisorSpec(
+                name="g",
+                strategy=Strategy.ONE_FOR_ALL,
+                policy=quick,
+                children=(
+                    python_job("a", "jobfuncs:fail_times", "paths.a", 1),
+                    python_job("b", "jobfuncs:ok", "paths.b"),
+                ),
+            ),
+            SupervisorSpec(
+                name="h", policy=escalate, children=(python_job("c", "jobfuncs:fail", "paths.c"),)
+            ),
+        ),
+    )
+    stream = io.StringIO()
+    with configure_logging(LoggingSpec(level="verbose", format="json"), stream=stream):
+        tree = make_tree(spec, on_event=events)
+        assert tree.wait(20)
+        tree.stop()
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    about = [
+        (r["message"].split(":", 1)[0], r.get("path"), r["message"])
+        for r in records
+        if r["channel"].startswith("supervision") and re.match(r"[\w./-]+: ", r["message"])
+    ]
+    assert any(m.startswith("g: one_for_all restart of g/a, g/b") for _, _, m in about), about
+    assert any(m.startswith("h: escalating") for _, _, m in about), about
+    wrong = [(prefix, path, m) for prefix, path, m in about if prefix not in ("root", path)]
+    assert not wrong, wrong
