@@ -99,6 +99,7 @@ class Change:
     path: str
     parent: str
     spec: ChildSpec | None = None
+    before: str | None = None  # add: the sibling it goes before (None: last), as in the manifest
 
 
 def diff_specs(old: SupervisorSpec, new: SupervisorSpec, prefix: str = "") -> list[Change]:
@@ -113,21 +114,24 @@ def diff_specs(old: SupervisorSpec, new: SupervisorSpec, prefix: str = "") -> li
     for name, child in reversed(old_children.items()):
         if name not in new_names:
             changes.append(Change("remove", _join(prefix, name), prefix, child))
-    for child in new.children:
+    for i, child in enumerate(new.children):
         path = _join(prefix, child.name)
-        before = old_children.get(child.name)
-        if before is None:
-            changes.append(Change("add", path, prefix, child))
-        elif before == child:
+        was = old_children.get(child.name)
+        # In place: before the next sibling that is there already (added children go in order).
+        after = (c.name for c in new.children[i + 1 :] if c.name in old_children)
+        before = next(after, None)
+        if was is None:
+            changes.append(Change("add", path, prefix, child, before))
+        elif was == child:
             continue
         elif (
-            isinstance(before, SupervisorSpec)
+            isinstance(was, SupervisorSpec)
             and isinstance(child, SupervisorSpec)
-            and _group_policy(before) == _group_policy(child)
+            and _group_policy(was) == _group_policy(child)
         ):
-            changes.extend(diff_specs(before, child, path))
+            changes.extend(diff_specs(was, child, path))
         else:
-            changes.append(Change("replace", path, prefix, child))
+            changes.append(Change("replace", path, prefix, child, before))
     return changes
 
 
@@ -450,7 +454,7 @@ class Daemon:
             tree.remove_child(change.path)
         if change.op in ("add", "replace"):
             assert change.spec is not None
-            tree.add_child(change.spec, under=change.parent)
+            tree.add_child(change.spec, under=change.parent, before=change.before)
 
 
 def act(tree: Tree, op: str, job: str) -> dict[str, Any]:

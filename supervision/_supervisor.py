@@ -26,6 +26,7 @@ from actors import (
     ChildStarted,
     EscalationError,
     Link,
+    NoSuchChildError,
     Outcome,
     Resumed,
     SpecError,
@@ -202,12 +203,15 @@ class Supervisor(OwnActor):
     def _child_path(self, name: str) -> str:
         return f"{self.path}/{name}" if self.path else name
 
-    def _add_record(self, spec: ChildSpec) -> ChildRecord:
+    def _add_record(self, spec: ChildSpec, before: str | None = None) -> ChildRecord:
         key = next(self._keys)
         path = self._child_path(spec.name)
         ref = ChildRef(path, self.ctx.dead_letter)
         rec = ChildRecord(spec, key, path, ref, Window(self.policy.intensity))
-        self.children.append(rec)
+        if before is None:
+            self.children.append(rec)
+        else:
+            self.children.insert(self.children.index(self._by_name[before]), rec)
         self._by_key[key] = rec
         self._by_name[spec.name] = rec
         if not isinstance(spec, SupervisorSpec):
@@ -1104,7 +1108,7 @@ class Supervisor(OwnActor):
                 case Op.STATUS:
                     settle(cmd.reply, self._status())
                 case Op.ADD if not cmd.path:
-                    settle(cmd.reply, self._add(cmd.arg))
+                    settle(cmd.reply, self._add(*cmd.arg))
                 case _:
                     self._route(cmd)
         except Exception:
@@ -1190,14 +1194,16 @@ class Supervisor(OwnActor):
             log.info("{}: no children left; idle until one is added", self._name, extra=self._here)
         settle(reply)
 
-    def _add(self, spec: ChildSpec) -> ChildRef:
+    def _add(self, spec: ChildSpec, before: str | None = None) -> ChildRef:
         if spec.name in self._by_name:
             raise SpecError(f"{self._child_path(spec.name)}: a child of that name exists already")
+        if before is not None and before not in self._by_name:
+            raise NoSuchChildError(self._child_path(before))
         if self._closing is not None:
             raise ShuttingDownError(
                 f"{self._child_path(spec.name)}: not added, {self._name} is {self._ending}"
             )
-        rec = self._add_record(spec)
+        rec = self._add_record(spec, before)
         log.info("{}: added", rec.path, extra={"path": rec.path})
         self._start_now(rec)
         return rec.ref

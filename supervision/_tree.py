@@ -193,13 +193,17 @@ class Tree:
         """Start a child that is down (stopped, gave up, failed); clears its restart window."""
         self._command(Op.START, path)
 
-    def add_child(self, spec: ChildSpec, under: str = "") -> ChildRef:
-        """Add ``spec`` as the last child of the group at ``under`` and start it."""
+    def add_child(self, spec: ChildSpec, under: str = "", *, before: str | None = None) -> ChildRef:
+        """Add ``spec`` to the group at ``under`` and start it.
+
+        It goes last, or before its sibling named ``before``: the order children
+        start and stop in, and ``rest_for_one``'s "the ones after it".
+        """
         if not isinstance(spec, _CHILD_TYPES):
             raise SpecError(
                 f"add_child: expected a JobSpec, ActorSpec or SupervisorSpec, got {spec!r}"
             )
-        ref: ChildRef = self._command(Op.ADD, under, spec)
+        ref: ChildRef = self._command(Op.ADD, under, (spec, before))
         return ref
 
     def remove_child(self, path: str) -> None:

@@ -180,7 +180,20 @@ def test_diff_specs() -> None:
     assert [(x.op, x.path) for x in diff_specs(old, new)] == [
         ("remove", "a"), ("replace", "b"), ("add", "c"), ("add", "g/c"),
     ]
+    # Each added or replaced child goes back before the sibling that follows it in the manifest.
+    assert [x.before for x in diff_specs(old, new)] == [None, "g", "g", None]
     assert diff_specs(old, old) == []
+
+
+def test_a_reload_keeps_each_job_in_its_place(daemon: Running) -> None:
+    """Start order, stop order and rest_for_one go by the manifest's order, after a reload too."""
+    manifest = textwrap.dedent(BASE) + "  - name: last\n    command: [sleep, '100']\n"
+    (daemon.dir / "jobs.yaml").write_text(manifest)
+    assert daemon.cli("reload").returncode == 0
+    (daemon.dir / "jobs.yaml").write_text(manifest.replace("args: [4]", "args: [9]"))
+    out = daemon.cli("reload")
+    assert (out.returncode, out.stdout) == (0, "replace tick\n"), out.stderr
+    assert list(daemon.nodes()) == ["svc", "tick", "last"]
 
 
 def test_detach_returns_once_the_daemon_answers(tmp_path: Path) -> None:

@@ -438,6 +438,17 @@ class TestDynamicChildren:
         with pytest.raises(ChildUnavailableError, match="removed"):
             ref.tell("x")
 
+    def test_a_child_is_added_last_or_before_a_sibling(self, make_tree, journal) -> None:
+        group = SupervisorSpec(name="g", children=(actor("a", journal), actor("c", journal)))
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)))
+        assert tree.started(10)
+        tree.add_child(actor("b", journal), under="g", before="c")
+        tree.add_child(actor("d", journal), under="g")
+        assert [c["name"] for c in tree.status()["children"][0]["children"]] == list("abcd")
+        with pytest.raises(NoSuchChildError, match="g/nope"):
+            tree.add_child(actor("e", journal), under="g", before="nope")
+        assert [c["name"] for c in tree.status()["children"][0]["children"]] == list("abcd")
+
     def test_bad_paths_and_duplicates(self, make_tree, journal) -> None:
         tree = make_tree(SupervisorSpec(children=(actor("a", journal),)))
         assert tree.started(10)
