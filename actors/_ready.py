@@ -22,7 +22,8 @@ import requests
 from actors._checks import need, need_duration
 from actors._errors import JobFailure, SpecError
 from actors._http import check_url, redact_url
-from actors._spawn import _confined
+from actors._runtime import active_runtime
+from actors._spawn import REAPED_UNREAD, _confined, reaped_unread
 
 if TYPE_CHECKING:
     import threading
@@ -245,6 +246,10 @@ def _check_command(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    if code == 0 and active_runtime() == "threads" and reaped_unread():
+        # subprocess reads a status the system threw away as 0: no pass can be told from it.
+        # (gevent's libev reads every exit itself, whatever the program set.)
+        return _Seen(f"its exit status was lost: {REAPED_UNREAD}")
     return None if code == 0 else _Seen(f"exited with {code}")
 
 

@@ -203,6 +203,8 @@ class Tree:
             raise SpecError(
                 f"add_child: expected a JobSpec, ActorSpec or SupervisorSpec, got {spec!r}"
             )
+        if self.runtime == "threads" and reaped_unread() and _runs_processes_of((spec,)):
+            raise RuntimeSetupError(REAPED_UNREAD)  # as start_tree refuses it
         ref: ChildRef = self._command(Op.ADD, under, (spec, before))
         return ref
 
@@ -453,9 +455,13 @@ def _runs_processes(spec: SupervisorSpec) -> bool:
 
     Commands, python jobs isolated in a process, and command readiness checks.
     """
-    for child in spec.children:
+    return _runs_processes_of(spec.children)
+
+
+def _runs_processes_of(children: tuple[Any, ...]) -> bool:
+    for child in children:
         if isinstance(child, SupervisorSpec):
-            if _runs_processes(child):
+            if _runs_processes_of(child.children):
                 return True
         elif isinstance(child, JobSpec) and (
             child.kind == "command"

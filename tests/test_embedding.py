@@ -79,6 +79,11 @@ def test_under_threads_a_tree_of_commands_refuses_a_process_that_ignores_sigchld
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     with start_tree(tree_of("jobs:\\n  - name: p\\n    python: 'jobfuncs:ok'\\n")) as tree:
         print("python jobs run:", tree.wait(10) and tree.result().ok)
+        try:
+            tree.add_child(tree_of(COMMAND).root.children[0])
+        except RuntimeSetupError as exc:
+            print("add_child refused:", exc)
+        print("children:", [c["name"] for c in tree.status()["children"]])
     import threading
     before = threading.active_count()
     try:
@@ -89,8 +94,10 @@ def test_under_threads_a_tree_of_commands_refuses_a_process_that_ignores_sigchld
     """
     )
     assert out.returncode == 0, out.stderr
-    first, second, third = out.stdout.splitlines()
+    first, added, children, second, third = out.stdout.splitlines()
     assert first == "python jobs run: True"
+    assert added.startswith("add_child refused: SIGCHLD is ignored in this process")
+    assert children == "children: ['p']"
     assert second.startswith("refused: SIGCHLD is ignored in this process")
     assert second.endswith("restore it with signal.signal(signal.SIGCHLD, signal.SIG_DFL)")
     assert third == "threads left: 0"  # the refusal came before the event bus's thread
@@ -117,6 +124,32 @@ def test_under_threads_a_sigchld_ignored_after_the_start_fails_the_attempt_sayin
     assert "its exit status was lost: SIGCHLD is ignored in this process" in last["error"]
 
 
+def test_under_threads_a_readiness_check_whose_status_was_lost_does_not_pass() -> None:
+    # subprocess reads a lost status as 0: a check that failed would have passed.
+    out = python(
+        IGNORE_SIGCHLD.format(installed="threads")
+        + """
+    import time
+    never = os.path.join(tempfile.mkdtemp(), "never")
+    jobs = (
+        "jobs:\\n  - name: s\\n    service: true\\n    command: [sleep, '100']\\n"
+        f"    ready: {{command: [test, -e, {never}], timeout: 1s, interval: 10ms}}\\n"
+    )
+    with start_tree(tree_of(jobs)) as tree:
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        deadline = time.monotonic() + 20
+        while tree.status()["children"][0]["state"] in ("pending", "starting"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        print(json.dumps(tree.status()["children"][0]))
+    """
+    )
+    assert out.returncode == 0, out.stderr
+    node = json.loads(out.stdout)
+    assert node["state"] != "running", node
+    assert "exit status was lost: SIGCHLD is ignored" in node["last_exit"]["error"], node
+
+
 def test_under_gevent_an_ignored_sigchld_changes_nothing() -> None:
     # gevent's signal.signal keeps SIGCHLD for libev, which reads every exit itself.
     out = python(
@@ -126,7 +159,11 @@ def test_under_gevent_an_ignored_sigchld_changes_nothing() -> None:
     with start_tree(tree_of(COMMAND)) as tree:
         assert tree.wait(10)
         print(tree.status()["children"][0]["last_exit"]["code"])
+    ready = "jobs:\\n  - {name: s, service: true, command: [sleep, '100'], ready: {command: ['true']}}\\n"
+    with start_tree(tree_of(ready)) as tree:
+        assert tree.started(10)
+        print(tree.status()["children"][0]["state"])
     """
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["3"]
+    assert out.stdout.split() == ["3", "running"]
