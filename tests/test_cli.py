@@ -112,9 +112,23 @@ jobs:
     assert "gave up" in out.stderr
 
 
-def test_run_reads_exit_codes_though_its_parent_left_sigchld_ignored(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("left", "runtime"),
+    [
+        ("signal.signal(signal.SIGCHLD, signal.SIG_IGN)", "threads"),
+        ("signal.signal(signal.SIGCHLD, signal.SIG_IGN)", "gevent"),
+        ("signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})", "threads"),
+        ("signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})", "gevent"),
+    ],
+    ids=["ignored-threads", "ignored-gevent", "blocked-threads", "blocked-gevent"],
+)
+def test_run_reads_exit_codes_though_its_parent_left_sigchld_ignored_or_blocked(
+    tmp_path: Path, left: str, runtime: str
+) -> None:
     # An ignored SIGCHLD survives exec, and with it the system reaps every child unread: each
-    # command then "failed" with ChildProcessError, `true` too. jobvisor's process is its own.
+    # command then "failed" with ChildProcessError, `true` too. A blocked one survives exec
+    # too, and gevent's libev, which waits for it, never saw a command end: run hung.
+    # jobvisor's process is its own.
     manifest = write(
         tmp_path,
         "version: 1\n"
@@ -129,10 +143,16 @@ jobs:
     command: ["true"]
 """,
     )
-    ignoring = "import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
-    ignoring += "os.execv(sys.argv[1], sys.argv[1:])"
+    ignoring = f"import os, signal, sys; {left}; os.execv(sys.argv[1], sys.argv[1:])"
     out = jobvisor(
-        "run", str(manifest), "--json", cwd=tmp_path, prefix=(sys.executable, "-c", ignoring)
+        "run",
+        str(manifest),
+        "--json",
+        "--runtime",
+        runtime,
+        cwd=tmp_path,
+        prefix=(sys.executable, "-c", ignoring),
+        timeout=30,
     )
     assert out.returncode == 1, out.stderr
     nodes = {node["path"]: node for node in json.loads(out.stdout)["children"]}
