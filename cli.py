@@ -168,11 +168,14 @@ def _prepare_runtime(name: str) -> None:
 
 def _read_our_childrens_ends() -> None:
     """An ignored SIGCHLD survives exec, and with it the system reaps every child unread: no
-    command's exit status could be known. A parent may leave it so; this process is ours."""
+    command's exit status could be known. A blocked one survives exec too, and gevent's libev
+    waits for it to see a child end: a run could hang. A parent may leave either; this
+    process is ours. (First thing, in the main thread: every thread started later has it.)"""
     import signal  # noqa: PLC0415 - only run and daemon start children
 
     if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
 def _logbook_without_gevent() -> None:
@@ -299,7 +302,8 @@ def _validate(args: argparse.Namespace) -> int:
         from supervision._spec import walk  # noqa: PLC0415
 
         count = sum(1 for _ in walk(manifest.tree_spec()))
-        sys.stdout.write(f"{args.manifest}: OK ({count} children)\n")
+        noun = "child" if count == 1 else "children"
+        sys.stdout.write(f"{args.manifest}: OK ({count} {noun})\n")
     return OK
 
 

@@ -703,10 +703,18 @@ class _Parser(WorkReader):
             mode = "periodic" if schedule.periodic else "once"
             at, what = f["ready"], "ready only on a service (service: true)"
             self.add(at, f"expected {what}, got it on a {mode} job")
+        return self.options_read(job, f, kind, options, stop_signal)
+
+    def options_read(
+        self, job: V, f: dict[str, V], kind: str | None, options: dict[str, Any], stop: object
+    ) -> dict[str, Any] | None:
+        """``options``, or None when one is bad (the others then still checked)."""
         if any(isinstance(value, Bad) for value in options.values()):
             self.check_job_spec(job, kind, options)
             return None
-        return None if isinstance(stop_signal, Bad) else options
+        if kind == "python" and options.get("placement", "local") == "local":
+            self.warn_unimportable(f["python"], options["work"].target)  # Ray's may differ
+        return None if isinstance(stop, Bad) else options
 
     def job_stop(self, f: dict[str, V], kind: str | None, inherited: set[str]) -> tuple[Any, Any]:
         """A job's ``stop.signal`` and ``stop.grace``; a signal of its own only on a command."""

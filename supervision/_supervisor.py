@@ -143,7 +143,7 @@ class Supervisor(OwnActor):
 
     def on_start(self) -> None:
         log.debug(
-            "{}: supervisor starting {} children", self._name, len(self.children), extra=self._here
+            "{}: supervisor starting {}", self._name, _children(self.children), extra=self._here
         )
         if not self.path and self.ctx.budget is not None:
             self.ctx.budget.tell_root = self.actor_ref.tell
@@ -1072,7 +1072,7 @@ class Supervisor(OwnActor):
             return
         self._closing = Intent.SHUTDOWN
         self._jv_stop_requested = True  # a forced stop (Tree.kill) asks for it too
-        log.info("{}: shutting down {} children", self._name, len(self.children), extra=self._here)
+        log.info("{}: shutting down {}", self._name, _children(self.children), extra=self._here)
 
         def done() -> None:
             settle(reply)
@@ -1224,3 +1224,7 @@ def _first_tick(spec: Any, now: float) -> float:
     if schedule.cron is not None:
         return now + cron_delay(schedule.cron, now)
     return float(now + schedule.every)
+
+
+def _children(children: list[ChildRecord]) -> str:
+    return "1 child" if len(children) == 1 else f"{len(children)} children"

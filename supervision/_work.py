@@ -8,7 +8,10 @@ imported when a manifest names them.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import re
+import sys
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,6 +51,7 @@ class WorkReader(Reader):
         self.base_dir = base_dir
         self.base_text = str(base_dir)
         self._classes: dict[tuple[str, str], Any] = {}
+        self._importable: dict[str, bool] = {}  # top-level module names looked for
 
     def work(
         self, job: V, f: dict[str, V], kind: str | None, stop_signal: object, grace: object
@@ -73,6 +77,31 @@ class WorkReader(Reader):
             case "python":
                 return PythonWork(target="m:f")
         return None
+
+    def warn_unimportable(self, v: V, target: str) -> None:
+        """Warn of a python target whose module cannot be found here; nothing is imported.
+
+        Only the top-level name is looked for (beside the manifest, then on ``sys.path``):
+        finding ``pkg.sub`` would run ``pkg/__init__.py``.
+        """
+        top = target.partition(":")[0].split(".")[0]
+        found = self._importable.get(top)
+        if found is None:
+            try:
+                found = (
+                    top in sys.modules
+                    or importlib.machinery.PathFinder.find_spec(top, [self.base_text]) is not None
+                    or importlib.util.find_spec(top) is not None
+                )
+            except (ImportError, ValueError):
+                found = True  # a name a finder cannot take: the attempt will say what is wrong
+            self._importable[top] = found
+        if not found:
+            self.warn(
+                v,
+                "expected a module importable here (beside the manifest or on sys.path), got "
+                f"{top!r} not found: the job fails when it starts unless it is installed by then",
+            )
 
     def command_work(self, job: V, f: dict[str, V], stop_signal: object, grace: object) -> Any:
         """``CommandWork`` with only the fields the manifest sets (the rest keep its defaults)."""

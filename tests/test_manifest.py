@@ -1237,7 +1237,7 @@ def test_inline_secret_is_interpolated_collected_and_masked() -> None:
             http:
               url: "https://${HOST}/v1?key=${secret:TOKEN}"
               headers: {Authorization: "Bearer ${secret:TOKEN}"}
-          - {name: whole, python: "m:f", kwargs: {token: "${secret:TOKEN}"}}
+          - {name: whole, python: "json:dumps", kwargs: {token: "${secret:TOKEN}"}}
         """,
         env,
     )
@@ -1343,7 +1343,7 @@ def test_cli_validate_prints_warnings_to_stderr_and_still_succeeds(tmp_path: Pat
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"{manifest}: OK (1 children)\n"
+    assert proc.stdout == f"{manifest}: OK (1 child)\n"
     assert proc.stderr == (
         f"warning: {manifest}:3: jobs[0].command[1]: a secret in a command's argv can be read by "
         "every local user (ps, /proc/PID/cmdline); pass it in env: instead\n"
@@ -1463,4 +1463,38 @@ def test_one_problem_is_told_once_not_with_what_follows_from_it() -> None:
     assert [(i.path, i.message) for i in found] == [
         ("jobs[0].ready.tcp", "expected host:port like localhost:5432, got 1"),
         ("jobs[1].retries", "unknown key 'retries'; did you mean 'retry'?"),
+    ]
+
+
+def test_a_python_target_that_cannot_be_imported_here_is_warned_of(tmp_path: Path) -> None:
+    """A typo in a module's name is told by validate, not by the first attempt (a warning:
+    the module may be installed before the job runs)."""
+    (tmp_path / "beside.py").write_text("def main():\n    return 0\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("raise RuntimeError('never imported')\n")
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        doc(
+            """
+            version: 1
+            jobs:
+              - {name: a, python: "nosuch_module_here:main"}
+              - {name: b, python: "beside:main"}
+              - {name: c, python: "math:sqrt", args: [4]}
+              - {name: d, python: "pkg.sub:main"}
+              - {name: e, python: "nosuch_module_here.sub:main"}
+            """
+        )
+    )
+    m = load_manifest(manifest, env={})
+    assert [(w.path, w.message) for w in m.warnings] == [
+        (
+            f"jobs[{i}].python",
+            (
+                "expected a module importable here (beside the manifest or on sys.path), got "
+                "'nosuch_module_here' not found: the job fails when it starts unless it is "
+                "installed by then"
+            ),
+        )
+        for i in (0, 4)
     ]
