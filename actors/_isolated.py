@@ -80,7 +80,10 @@ def run_isolated(work: PythonWork, attempt: Attempt) -> int | None:
         try:
             box.close()
         except BaseException:
-            box.close()  # a Kill in close()'s own lines, not its steps: this finishes them
+            # A Kill in close()'s own lines, not its steps: this finishes them. What this one
+            # meets on disk must not replace what is on its way (a Kill, the first error).
+            with contextlib.suppress(OSError):
+                box.close()
             raise
     return _outcome(work, record, failed)
 
