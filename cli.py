@@ -7,9 +7,11 @@ monkey-patch the process first; everything else lives in ``supervision``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
+import time
 
 # Neither typing nor pathlib at the top: together they are a fifth of what a control command
 # (status, start, stop, restart, reload, history) costs beyond the interpreter's start.
@@ -190,6 +192,28 @@ def _logbook_without_gevent() -> None:
         del sys.modules["gevent"]
 
 
+def _daemon_detached(args: argparse.Namespace) -> int:
+    """``daemon --detach``: in the background, telling the launcher its verdict once."""
+    detached = _detach()
+    _prepare_runtime(_peek_runtime(args))
+    code = FAILED
+    try:
+        code = _daemon(args, on_ready=detached.ready)
+    except KeyboardInterrupt:
+        pass
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else FAILED
+        raise
+    except Exception:
+        import traceback  # noqa: PLC0415 - only on the way out
+
+        traceback.print_exc()  # before the verdict, so the launcher shows it
+        raise
+    finally:
+        detached.exited(code)
+    return code
+
+
 def _error(message: str) -> None:
     sys.stderr.write(f"jobvisor: {message}\n")
 
@@ -203,21 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("run", "daemon"):
         _read_our_childrens_ends()
         if args.command == "daemon" and args.detach:
-            detached = _detach()
-            _prepare_runtime(_peek_runtime(args))
-            code = FAILED
-            try:
-                code = _daemon(args, on_ready=detached.ready)
-            except KeyboardInterrupt:
-                pass
-            except Exception:
-                import traceback  # noqa: PLC0415 - only on the way out
-
-                traceback.print_exc()  # before the verdict, so the launcher shows it
-                raise
-            finally:
-                detached.exited(code)
-            return code
+            return _daemon_detached(args)
         _prepare_runtime(_peek_runtime(args))
     elif args.command in ("validate", "schema"):
         _logbook_without_gevent()  # validate runs no job: it needs no gevent
@@ -415,11 +425,49 @@ def _detach() -> _Detached:
     os.close(devnull)
     # Our own lines (errors, logs on stderr) go to the launcher through the pipe; fd 2 stays
     # /dev/null, so a command started before readiness never holds the launcher's pipe.
-    sys.stderr = os.fdopen(told_w, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    os.set_blocking(told_w, False)
+    sys.stderr = _ToLauncher(told_w)
     return _Detached(told_w)
 
 
-_TOLD = b"\0"  # never in text a daemon writes: what follows it is the verdict
+_TOLD = b"\0"  # never in text _ToLauncher passes on: what follows it is the verdict
+
+
+class _ToLauncher(io.TextIOBase):
+    """The detached daemon's stderr until its verdict: the launcher's pipe, never in its way.
+
+    Non-blocking: a launcher that stopped reading (suspended) misses lines, and the daemon
+    never waits for it. One that went away (killed, its terminal closed) is not written to
+    again, and nothing that writes here fails. NUL, the verdict's marker, goes escaped.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._gone = False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]  # a constant here
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, text: str) -> int:
+        if self._gone:
+            return len(text)
+        data = text.replace("\0", "\\0").encode("utf-8", "backslashreplace")
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except BlockingIOError:
+            pass  # the launcher is not reading: the rest of this text is dropped
+        except OSError:
+            self._gone = True  # the launcher is gone (EPIPE)
+        return len(text)
 
 
 class _Detached:
@@ -439,9 +487,17 @@ class _Detached:
         if self._told:
             return
         self._told = True
+        import select  # noqa: PLC0415 - only a detached daemon, once
+
+        deadline = time.monotonic() + 5.0  # a launcher that does not read is not waited for
         try:
-            sys.stderr.flush()
-            os.write(self._fd, verdict)
+            while verdict:
+                try:
+                    verdict = verdict[os.write(self._fd, verdict) :]
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not select.select([], [self._fd], [], left)[1]:
+                        break
         except OSError:
             pass  # the launcher is gone (killed): nobody to tell
         # From here on the daemon's stderr is /dev/null, as a background process's is; the

@@ -111,7 +111,8 @@ def _declared_state_dir(text: str) -> str | None:
         if value[:1] in ("'", '"'):
             end = value.find(value[0], 1)
             return value[1:end] if end > 0 else None
-        return value.split(" #", 1)[0].strip() or None
+        plain = re.split(r"[ \t]#", value, maxsplit=1)[0].strip()
+        return None if plain in ("", "~", "null", "Null", "NULL") else plain  # YAML's nulls
     declared = data.get("state_dir") if isinstance(data, dict) else None
     return declared if isinstance(declared, str) else None
 

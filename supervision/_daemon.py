@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import logbook
 
-from actors import JobvisorError, NoSuchChildError, SpecError, active_runtime
+from actors import JobvisorError, NoSuchChildError, active_runtime
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request
 from supervision._files import (
     Ident,
@@ -440,7 +440,7 @@ class Daemon:
                 _check_new_breakers(new, composition)
                 for change in changes:
                     self._apply(tree, change)
-            except (SpecError, NoSuchChildError) as exc:
+            except JobvisorError as exc:  # a spec the tree refuses, a child gone meanwhile
                 return {"ok": False, "code": "failed", "error": str(exc)}
             composition.manifest = new
             composition.renotify(tree)

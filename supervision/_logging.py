@@ -563,11 +563,7 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
                     acted=extra.get(ACTED) is True,
                     restart=extra.get(RESTARTED) is True,
                 )
-                teller = None
-                if self._teller is None and self._damper.holding and not self._closed:
-                    teller = self._teller = threading.Thread(
-                        target=self._tell_when_due, name="jv-log-summaries", daemon=True
-                    )
+                teller = self._new_teller()
             if teller is not None:
                 teller.start()  # not under the lock: under gevent, starting one switches greenlets
             for summary in summaries:
@@ -575,6 +571,16 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
             if not write:
                 return
         self._write(record)
+
+    def _new_teller(self) -> threading.Thread | None:
+        """Under the damper's lock: the teller to start, when failures are held and none runs."""
+        assert self._damper is not None
+        if self._teller is not None or self._closed or not self._damper.holding:
+            return None
+        self._teller = threading.Thread(
+            target=self._tell_when_due, name="jv-log-summaries", daemon=True
+        )
+        return self._teller
 
     def _tell_when_due(self) -> None:
         damper = self._damper
@@ -720,6 +726,9 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
         if not damper.would_hold(path, kind, failure, now):
             return False
         damper.admit(path, kind, failure, now=now, restart=restart)
+        teller = handler._new_teller()  # the first failure held may come this way
+    if teller is not None:
+        teller.start()
     return True
 
 

@@ -46,6 +46,13 @@ def test_a_manifest_being_edited_still_gives_its_declared_state_dir(
         assert find_state_dir(path) == str(tmp_path / "elsewhere"), (line, broken)
 
 
+def test_a_null_state_dir_under_a_yaml_error_is_the_default(tmp_path: Path) -> None:
+    for line in ("state_dir: ~", "state_dir: null  # the default", "state_dir:", "state_dir: x\t# c"):
+        path = manifest(tmp_path, f"version: 1\n{line}\n" + HEAD.split("\n", 1)[1] + "[broken\n")
+        want = tmp_path / ("x" if line.endswith("# c") else ".jobvisor")
+        assert find_state_dir(path) == str(want), line
+
+
 def test_a_nested_or_commented_state_dir_is_not_the_manifest_s(tmp_path: Path) -> None:
     path = manifest(tmp_path, HEAD + "  # state_dir: no\nx:\n  state_dir: no\n[broken\n")
     assert find_state_dir(path) == str(tmp_path / ".jobvisor")

@@ -14,6 +14,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faultkit import DAEMON as BASE
@@ -300,3 +301,79 @@ def test_a_signal_that_lands_in_another_thread_still_wakes_the_daemon(daemon: Ru
         proc=daemon.proc,
         timeout=10,
     )
+
+
+CHATTY = """
+version: 1
+jobs:
+  - name: chatty
+    python: "chatty:main"
+  - name: slow
+    service: true
+    command: [sleep, "100"]
+    ready: {command: [sh, -c, "test -e go"], timeout: 60s, interval: 20ms}
+"""
+
+
+def test_a_detached_daemon_outlives_its_launcher_and_any_bytes_a_job_writes(
+    tmp_path: Path,
+) -> None:
+    """Its stderr is the launcher's until it is ready: a NUL there is no verdict, and a
+    launcher killed meanwhile breaks nothing that writes to it."""
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(CHATTY))
+    (tmp_path / "chatty.py").write_text(
+        "import sys, time\n"
+        "def main():\n"
+        "    sys.stderr.write('hello\\0exit 7\\n')\n"
+        "    sys.stderr.flush()\n"
+        "    while True:\n"
+        "        time.sleep(0.02)\n"
+        "        sys.stderr.write('chatty\\n')\n"
+    )
+    pidfile = tmp_path / "jobvisor.pid"
+    launcher = subprocess.Popen(
+        [*CLI, "daemon", "--detach", "--pidfile", str(pidfile)],
+        cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(pidfile.exists, "the daemon wrote its pidfile")
+        launcher.kill()  # gone before the daemon is ready, and before it could say anything
+        launcher.wait(30)
+        (tmp_path / "go").touch()
+        def nodes() -> dict[str, Any]:
+            out = subprocess.run([*CLI, "status", "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False)
+            return {n["path"]: n for n in json.loads(out.stdout)["children"]} if out.returncode == 0 else {}
+        wait_until(lambda: nodes().get("slow", {}).get("state") == "running", "slow running")
+        chatty = nodes()["chatty"]
+        assert (chatty["state"], chatty["failures"]) == ("running", 0), chatty
+    finally:
+        launcher.kill()
+        launcher.wait(30)
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            wait_until(lambda: not pidfile.exists(), "the daemon stopped")
+
+
+def test_a_nul_a_job_writes_before_readiness_is_not_the_verdict(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(CHATTY))
+    (tmp_path / "chatty.py").write_text(
+        "import sys, time\n"
+        "def main():\n"
+        "    sys.stderr.write('hello\\0exit 7\\n')\n"
+        "    sys.stderr.flush()\n"
+        "    open('go', 'w').close()\n"
+        "    while True:\n"
+        "        time.sleep(1)\n"
+    )
+    pidfile = tmp_path / "jobvisor.pid"
+    try:
+        launcher = subprocess.run(
+            [*CLI, "daemon", "--detach", "--pidfile", str(pidfile)],
+            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert launcher.returncode == 0, launcher.stderr
+        assert "hello\\0exit 7" in launcher.stderr
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            wait_until(lambda: not pidfile.exists(), "the daemon stopped")

@@ -484,3 +484,25 @@ def test_a_loop_that_went_quiet_is_summed_up_when_due_without_another_record() -
     # Told once: closing the log has nothing left to say.
     assert stream.getvalue().count("more times") == 1
     assert not [t for t in threading.enumerate() if t.name == "jv-log-summaries"]
+
+
+def test_failures_held_before_their_records_are_made_are_summed_up_when_due_too() -> None:
+    """In a real loop the supervisor asks the damper first (held_back), and no record is
+    made: that way too, the summary comes when due, not only at the end."""
+    from supervision._logging import held_back
+
+    clock = ManualClock()
+    stream = Watched("more times")
+    log = logbook.Logger("supervision")
+    failed = "{}: {} (start {}): {}"
+    with configure_logging(LoggingSpec(level="information"), stream=stream, monotonic=clock):
+        for n in range(1, 8):
+            args = ("crash", "failed", n, ERROR)
+            if not held_back(log, logbook.ERROR, "crash", failed, args, ERROR):
+                log.error(failed, *args, extra={"path": "crash", "failure": ERROR})
+            clock.advance(0.01)
+        assert not stream.seen.is_set()
+        clock.advance(10)
+        assert stream.seen.wait(10), stream.getvalue()
+        assert "crash: failed 4 more times in the last 10 s" in stream.getvalue()
+    assert stream.getvalue().count("more times") == 1
