@@ -352,14 +352,14 @@ def _history(args: argparse.Namespace) -> int:
         _error(f"--limit: expected a count >= 1, got {args.limit}")
         return USAGE
     db = journal_path(Path(find_state_dir(args.manifest, getattr(args, "state_dir", None))))
+    as_json = getattr(args, "json", False)
     try:
         rows = read_history(db, args.job, args.limit)
-        as_json = getattr(args, "json", False)
         known = journal_paths(db) if not rows and args.job and not as_json else None
     except JournalError as exc:
         _error(str(exc))
         return USAGE
-    if getattr(args, "json", False):
+    if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return OK
     if known is not None:  # a typo, or a job that has not run yet: not an error (SPEC: 0)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from actors._attempt import OutputSink, ReadyCheck, Work
     from actors._breaker import Breaker
 
-__all__ = ["JobActor", "Schedule", "close_work", "cron_delay"]
+__all__ = ["JobActor", "Schedule", "close_work", "cron_delay", "first_tick"]
 
 log = logbook.Logger("actors.job")
 
@@ -86,6 +86,15 @@ class Schedule:
         return not self.service and (not self.periodic or self.times is not None)
 
 
+def first_tick(schedule: Schedule, now: float) -> float:
+    """When a periodic job started at wall time ``now`` ticks first, as ``JobActor`` does:
+    one ``every`` later, or at the cron expression's next time."""
+    if schedule.cron is not None:
+        return now + cron_delay(schedule.cron, now)
+    assert schedule.every is not None
+    return now + schedule.every
+
+
 def cron_delay(expr: str, now: float) -> float:
     """Seconds from wall time ``now`` to the next time ``expr`` fires, in local time."""
     from datetime import datetime  # noqa: PLC0415 - only cron jobs need these
@@ -112,12 +121,14 @@ def _check_cron(expr: object) -> None:
     shape = "a cron expression of 5 fields 'm h dom mon dow'"
     need(isinstance(expr, str) and len(expr.split()) == 5, "cron", shape, expr)
     assert isinstance(expr, str)
+    if croniter.is_valid(expr):
+        return  # one check for a good one: a manifest may hold thousands
     fields = expr.split()
     for i, (name, values) in enumerate(_CRON_FIELDS):
         alone = " ".join(fields[i] if j == i else "*" for j in range(5))
         what = f"a cron {name} of {values} (field {i + 1} of 'm h dom mon dow', here {fields[i]!r})"
         need(bool(croniter.is_valid(alone)), "cron", what, fields[i])
-    need(bool(croniter.is_valid(expr)), "cron", shape, expr)
+    need(bool(croniter.is_valid(expr)), "cron", shape, expr)  # each field alone was fine
 
 
 _RUN = OwnMessage("run")

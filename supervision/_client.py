@@ -21,6 +21,7 @@ from supervision._files import check_server
 # Not typing.TYPE_CHECKING: importing typing is a tenth of a control command's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import re
     from collections.abc import Mapping
     from typing import Any, Final
 
@@ -118,25 +119,33 @@ def _declared_state_dir(text: str) -> str | None:
 
 
 def _interpolate(value: str, env: Mapping[str, str], manifest: str) -> str:
-    """``${NAME}``, ``${NAME:-fallback}`` and ``$${`` as the loader reads them (SPEC §3)."""
+    """``value`` with ``${...}`` read as the loader reads it (SPEC §3), from ``env``."""
     if "${" not in value:
         return value
-    import re  # noqa: PLC0415
+    from supervision._interpolation import INTERPOLATION, SECRET_VARIABLE, VARIABLE  # noqa: PLC0415
 
     def one(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
             return "${"
-        name, fallback = match.group(1), match.group(3)
+        inner, closed = match.group(1), match.group(2)
+        secret = SECRET_VARIABLE.fullmatch(inner) if closed else None
+        variable = VARIABLE.fullmatch(inner) if closed and secret is None else None
+        name = secret.group(1) if secret else variable.group(1) if variable else None
+        if name is None:
+            raise StateDirError(
+                f"{manifest}: state_dir is {value!r}, which the loader refuses: fix it, or pass "
+                "the daemon's state dir (--state-dir)"
+            )
         if name in env:
             return env[name]
-        if fallback is not None:
-            return fallback
+        if variable is not None and variable.group(2) is not None:
+            return variable.group(2)
         raise StateDirError(
             f"{manifest}: state_dir is {value!r} and {name} is not set here: set it as the "
             "daemon had it, or pass the daemon's state dir (--state-dir)"
         )
 
-    return re.sub(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}", one, value)
+    return INTERPOLATION.sub(one, value)
 
 
 def request(

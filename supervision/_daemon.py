@@ -114,12 +114,16 @@ def diff_specs(old: SupervisorSpec, new: SupervisorSpec, prefix: str = "") -> li
     for name, child in reversed(old_children.items()):
         if name not in new_names:
             changes.append(Change("remove", _join(prefix, name), prefix, child))
-    for i, child in enumerate(new.children):
+    # In place: each goes before the next sibling that is there already (added ones in order).
+    befores: list[str | None] = []
+    following: str | None = None
+    for child in reversed(new.children):
+        befores.append(following)
+        if child.name in old_children:
+            following = child.name
+    for child, before in zip(new.children, reversed(befores), strict=True):
         path = _join(prefix, child.name)
         was = old_children.get(child.name)
-        # In place: before the next sibling that is there already (added children go in order).
-        after = (c.name for c in new.children[i + 1 :] if c.name in old_children)
-        before = next(after, None)
         if was is None:
             changes.append(Change("add", path, prefix, child, before))
         elif was == child:

@@ -586,6 +586,7 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         damper = self._damper
         assert damper is not None
         while True:
+            self._wake.clear()  # before reading the clock: a move after it still wakes us
             with self._damper_lock:
                 summaries = [] if self._closed else damper.due()
                 due = damper.next_due()
@@ -596,7 +597,6 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
             if due is None or self._closed:
                 return
             self._wake.wait(max(0.0, due - damper.now()))
-            self._wake.clear()
 
     def wake(self) -> None:
         """The clock moved: a summary may be due earlier than the teller thought."""

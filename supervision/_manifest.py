@@ -77,7 +77,7 @@ from supervision._units import (
     parse_duration,
     parse_size,
 )
-from supervision._work import WorkReader
+from supervision._work import STAND_INS, WorkReader
 from supervision._yaml import read_yaml
 
 if TYPE_CHECKING:
@@ -260,12 +260,6 @@ OUTPUT_KEYS: Final = ("max_bytes", "backups")
 STOP_KEYS: Final = ("signal", "grace")
 RETRY_KEYS: Final = ("attempts", "wait", "on")
 READY_KEYS: Final = ("tcp", "http", "command", "timeout", "interval")
-# What a readiness probe is checked with when its own target is bad (see Reader.build_read).
-_READY_STAND_INS: Final = {
-    "tcp": "localhost:1",
-    "http": "http://default.invalid/",
-    "command": ("true",),
-}
 PLACEMENT_KEYS: Final = ("ray",)
 # fmt: on
 _KIND_NOUN: Final = {"command": "a command job", "http": "an http job", "python": "a python job"}
@@ -915,7 +909,7 @@ class _Parser(WorkReader):
                 kwargs[key] = self.duration(f[key])
         cls = self.kind_class(v, "actors._ready", "ReadyProbe", "readiness probes")
         # A bad tcp is replaced, not dropped: else "exactly one of" follows from it.
-        return BAD if cls is None else self.build_read(v, cls, kwargs, "ready", _READY_STAND_INS)
+        return BAD if cls is None else self.build_read(v, cls, kwargs, "ready", STAND_INS)
 
     def placement(self, v: V) -> Any:
         """``local``, or a ``RayPlacement``; Ray is checked against the runtime and its presence."""

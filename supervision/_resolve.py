@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from supervision._interpolation import INTERPOLATION, SECRET_VARIABLE, VARIABLE
 from supervision._issues import HoldsSecret, Secret, Text, join, show, unknown_key
 from supervision._yaml import LineDict, LineList
 
@@ -33,9 +34,6 @@ MAX_DEPTH: Final = 64  # levels of nesting a manifest may have
 MAX_VALUES: Final = 100_000  # values a manifest may hold once aliases are expanded
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_INTERPOLATION = re.compile(r"\$\$\{|\$\{([^}]*)(\})?")
-_VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
-_SECRET_VARIABLE = re.compile(r"secret:([A-Za-z_][A-Za-z0-9_]*)")
 _SECRET_LOOKING = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 
@@ -139,11 +137,11 @@ class Resolver:
             if match.group(0) == "$${":
                 return "${"
             inner, closed = match.group(1), match.group(2)
-            if closed and (secret := _SECRET_VARIABLE.fullmatch(inner)):
+            if closed and (secret := SECRET_VARIABLE.fullmatch(inner)):
                 value = self._env_secret(secret.group(1), path, line, f" (for ${{{inner}}})")
                 secrets.append(value or "")
                 return value or ""
-            variable = _VARIABLE.fullmatch(inner) if closed else None
+            variable = VARIABLE.fullmatch(inner) if closed else None
             if variable is None:
                 shown = f"${{{inner}{closed or ''}"
                 self.add(
@@ -174,7 +172,7 @@ class Resolver:
                 return ""
             return str(found)
 
-        result = _INTERPOLATION.sub(substitute, text)
+        result = INTERPOLATION.sub(substitute, text)
         if secrets and len(secrets) == 1 and result == secrets[0]:
             return Secret(result)
         return HoldsSecret(result) if secrets else Text(result)

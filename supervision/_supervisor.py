@@ -37,7 +37,7 @@ from actors import (
     describe,
 )
 from actors._errors import ShuttingDownError
-from actors._job import cron_delay
+from actors._job import first_tick
 from actors._placement import RayPlacement
 from actors._supervised import OwnActor
 from supervision import _events as ev
@@ -409,7 +409,8 @@ class Supervisor(OwnActor):
         if rec.state is not State.STARTING:
             return
         if rec.periodic:  # its first tick, until its attempts tell the next ones exactly
-            rec.next_start_at = _first_tick(rec.spec, self.ctx.wall())
+            assert isinstance(rec.spec, JobSpec)
+            rec.next_start_at = first_tick(rec.spec.schedule, self.ctx.wall())
         self._up(rec)
         # A restart's own line said it was coming: its start is a detail (one record per
         # decision a person needs: the failure, then the restart or the give-up).
@@ -1216,14 +1217,6 @@ def _acted(rec: ChildRecord) -> dict[str, Any]:
     """A line's fields when it says what was done to ``rec``, by a person or by the policy's
     give-up or cooldown (never held back in a loop)."""
     return {"path": rec.path, ACTED: True}
-
-
-def _first_tick(spec: Any, now: float) -> float:
-    """When a periodic job started at wall time ``now`` ticks first (``actors._job``)."""
-    schedule = spec.schedule
-    if schedule.cron is not None:
-        return now + cron_delay(schedule.cron, now)
-    return float(now + schedule.every)
 
 
 def _children(children: list[ChildRecord]) -> str:

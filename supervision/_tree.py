@@ -203,7 +203,7 @@ class Tree:
             raise SpecError(
                 f"add_child: expected a JobSpec, ActorSpec or SupervisorSpec, got {spec!r}"
             )
-        if self.runtime == "threads" and reaped_unread() and _runs_processes_of((spec,)):
+        if self.runtime == "threads" and reaped_unread() and _runs_processes((spec,)):
             raise RuntimeSetupError(REAPED_UNREAD)  # as start_tree refuses it
         ref: ChildRef = self._command(Op.ADD, under, (spec, before))
         return ref
@@ -433,7 +433,7 @@ def _check_spec(spec: SupervisorSpec, breakers: Mapping[str, Breaker], runtime: 
     """Refuse what cannot run: a job naming an unknown breaker, Ray placement it cannot have,
     processes whose exits the system would reap unread."""
     _check_children(spec, breakers, runtime)
-    if runtime == "threads" and reaped_unread() and _runs_processes(spec):
+    if runtime == "threads" and reaped_unread() and _runs_processes(spec.children):
         raise RuntimeSetupError(REAPED_UNREAD)
 
 
@@ -450,18 +450,14 @@ def _check_children(spec: SupervisorSpec, breakers: Mapping[str, Breaker], runti
             )
 
 
-def _runs_processes(spec: SupervisorSpec) -> bool:
-    """Whether a job of the tree starts processes whose exit it reads.
+def _runs_processes(children: tuple[Any, ...]) -> bool:
+    """Whether a job among ``children`` (at any depth) starts processes whose exit it reads.
 
     Commands, python jobs isolated in a process, and command readiness checks.
     """
-    return _runs_processes_of(spec.children)
-
-
-def _runs_processes_of(children: tuple[Any, ...]) -> bool:
     for child in children:
         if isinstance(child, SupervisorSpec):
-            if _runs_processes_of(child.children):
+            if _runs_processes(child.children):
                 return True
         elif isinstance(child, JobSpec) and (
             child.kind == "command"

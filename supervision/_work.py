@@ -20,7 +20,7 @@ from actors._python import ISOLATIONS
 from supervision._issues import HoldsSecret
 from supervision._reader import BAD, Bad, Reader, V, entries_of, plain
 
-__all__ = ["WorkReader"]
+__all__ = ["STAND_INS", "WorkReader"]
 
 # fmt: off
 HTTP_KEYS: Final = (
@@ -39,8 +39,15 @@ _ARGV_WARNING: Final = (
 )
 
 
-# What a spec is built with, to report its other fields, when this one could not be read.
-_STAND_INS: Final = {"argv": ("true",), "url": "http://default.invalid/"}
+# What a spec is built with, to report its other fields, when this one could not be read (a
+# command's argv, an http job's url, a readiness probe's target; see Reader.build_read).
+STAND_INS: Final = {
+    "argv": ("true",),
+    "url": "http://default.invalid/",
+    "tcp": "localhost:1",
+    "http": "http://default.invalid/",
+    "command": ("true",),
+}
 
 
 class WorkReader(Reader):
@@ -70,10 +77,10 @@ class WorkReader(Reader):
         match kind:
             case "command":
                 cls = self._classes.get(("actors._command", "CommandWork"))
-                return None if cls is None else cls(argv=_STAND_INS["argv"])
+                return None if cls is None else cls(argv=STAND_INS["argv"])
             case "http":
                 cls = self._classes.get(("actors._http", "HttpWork"))
-                return None if cls is None else cls(url=_STAND_INS["url"])
+                return None if cls is None else cls(url=STAND_INS["url"])
             case "python":
                 return PythonWork(target="m:f")
         return None
@@ -133,7 +140,7 @@ class WorkReader(Reader):
         if grace is not None:
             given["grace"] = grace
         cls = self.kind_class(f["command"], "actors._command", "CommandWork", "command jobs")
-        return BAD if cls is None else self.build_read(job, cls, given, stand_ins=_STAND_INS)
+        return BAD if cls is None else self.build_read(job, cls, given, stand_ins=STAND_INS)
 
     # -- exit classification (SPEC §10) -----------------------------------------------------------
 
@@ -302,7 +309,7 @@ class WorkReader(Reader):
             out["url"] = (
                 self.missing(v, "url", "an http:// or https:// URL")
                 if need_url
-                else "http://default.invalid/"
+                else STAND_INS["url"]
             )
         for key, what in (("headers", "headers"), ("params", "query parameters")):
             if key in f:
@@ -315,4 +322,4 @@ class WorkReader(Reader):
             )
             out["expect_status"] = BAD if items is None else tuple(item.value for item in items)
         cls = self.kind_class(v, "actors._http", "HttpWork", "http jobs")
-        return BAD if cls is None else self.build_read(job, cls, out, stand_ins=_STAND_INS)
+        return BAD if cls is None else self.build_read(job, cls, out, stand_ins=STAND_INS)

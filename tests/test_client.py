@@ -66,6 +66,11 @@ def test_an_interpolated_state_dir_is_read_from_the_environment(tmp_path: Path) 
     assert find_state_dir(path, env={"JV_TEST_STATE": "there"}) == str(tmp_path / "there")
     path = manifest(tmp_path, HEAD + "state_dir: a$${b}\n")
     assert find_state_dir(path, env={}) == str(tmp_path / "a${b}")
+    path = manifest(tmp_path, HEAD + "state_dir: s-${secret:JV_TEST_STATE}\n")
+    assert find_state_dir(path, env={"JV_TEST_STATE": "x"}) == str(tmp_path / "s-x")
+    path = manifest(tmp_path, HEAD + "state_dir: s-${JV TEST}\n")
+    with pytest.raises(StateDirError, match="which the loader refuses"):
+        find_state_dir(path, env={})
 
 
 def test_an_unset_variable_in_the_state_dir_says_what_to_set(tmp_path: Path) -> None:

@@ -315,65 +315,75 @@ jobs:
 """
 
 
-def test_a_detached_daemon_outlives_its_launcher_and_any_bytes_a_job_writes(
-    tmp_path: Path,
-) -> None:
-    """Its stderr is the launcher's until it is ready: a NUL there is no verdict, and a
-    launcher killed meanwhile breaks nothing that writes to it."""
-    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(CHATTY))
-    (tmp_path / "chatty.py").write_text(
-        "import sys, time\n"
+def chatty(directory: Path, *then: str) -> Path:
+    """A daemon's manifest whose python job writes a NUL and a fake verdict to its stderr
+    first, then runs ``then`` (lines of its body); ``slow`` is ready once ``go`` exists.
+    Returns the pidfile's path."""
+    (directory / "jobs.yaml").write_text(textwrap.dedent(CHATTY))
+    body = "".join(f"    {line}\n" for line in then)
+    (directory / "chatty.py").write_text(
+        "import sys\n"
+        "from actors import current_attempt\n"
         "def main():\n"
         "    sys.stderr.write('hello\\0exit 7\\n')\n"
-        "    sys.stderr.flush()\n"
-        "    while True:\n"
-        "        time.sleep(0.02)\n"
-        "        sys.stderr.write('chatty\\n')\n"
+        "    sys.stderr.flush()\n" + body
     )
-    pidfile = tmp_path / "jobvisor.pid"
-    launcher = subprocess.Popen(
-        [*CLI, "daemon", "--detach", "--pidfile", str(pidfile)],
-        cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    return directory / "jobvisor.pid"
+
+
+@contextlib.contextmanager
+def stopped_at_the_end(pidfile: Path) -> Iterator[None]:
+    """SIGTERM to the daemon of ``pidfile`` at the end, and wait for its clean stop."""
     try:
-        wait_until(pidfile.exists, "the daemon wrote its pidfile")
-        launcher.kill()  # gone before the daemon is ready, and before it could say anything
-        launcher.wait(30)
-        (tmp_path / "go").touch()
-        def nodes() -> dict[str, Any]:
-            out = subprocess.run([*CLI, "status", "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False)
-            return {n["path"]: n for n in json.loads(out.stdout)["children"]} if out.returncode == 0 else {}
-        wait_until(lambda: nodes().get("slow", {}).get("state") == "running", "slow running")
-        chatty = nodes()["chatty"]
-        assert (chatty["state"], chatty["failures"]) == ("running", 0), chatty
+        yield
     finally:
-        launcher.kill()
-        launcher.wait(30)
         if pidfile.exists():
             os.kill(int(pidfile.read_text()), signal.SIGTERM)
             wait_until(lambda: not pidfile.exists(), "the daemon stopped")
 
 
-def test_a_nul_a_job_writes_before_readiness_is_not_the_verdict(tmp_path: Path) -> None:
-    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(CHATTY))
-    (tmp_path / "chatty.py").write_text(
-        "import sys, time\n"
-        "def main():\n"
-        "    sys.stderr.write('hello\\0exit 7\\n')\n"
-        "    sys.stderr.flush()\n"
-        "    open('go', 'w').close()\n"
-        "    while True:\n"
-        "        time.sleep(1)\n"
+def test_a_detached_daemon_outlives_its_launcher_and_any_bytes_a_job_writes(
+    tmp_path: Path,
+) -> None:
+    """Its stderr is the launcher's until it is ready: a launcher killed meanwhile breaks
+    nothing that writes to it."""
+    pidfile = chatty(
+        tmp_path,
+        "while not current_attempt().cancelled.wait(0.02):",  # stops when asked: no grace
+        "    print('chatty', file=sys.stderr)",
     )
-    pidfile = tmp_path / "jobvisor.pid"
-    try:
+    launcher = subprocess.Popen(
+        [*CLI, "daemon", "--detach", "--pidfile", str(pidfile)],
+        cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    with stopped_at_the_end(pidfile):
+        try:
+            wait_until(pidfile.exists, "the daemon wrote its pidfile")
+            launcher.kill()  # gone before the daemon is ready, and before it could say anything
+        finally:
+            launcher.wait(30)
+        (tmp_path / "go").touch()
+
+        def nodes() -> dict[str, Any]:
+            out = subprocess.run(
+                [*CLI, "status", "--json"],
+                cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+            )
+            if out.returncode != 0:
+                return {}
+            return {n["path"]: n for n in json.loads(out.stdout)["children"]}
+
+        wait_until(lambda: nodes().get("slow", {}).get("state") == "running", "slow running")
+        chatty_node = nodes()["chatty"]
+        assert (chatty_node["state"], chatty_node["failures"]) == ("running", 0), chatty_node
+
+
+def test_a_nul_a_job_writes_before_readiness_is_not_the_verdict(tmp_path: Path) -> None:
+    pidfile = chatty(tmp_path, "open('go', 'w').close()", "current_attempt().cancelled.wait()")
+    with stopped_at_the_end(pidfile):
         launcher = subprocess.run(
             [*CLI, "daemon", "--detach", "--pidfile", str(pidfile)],
             cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
         )
         assert launcher.returncode == 0, launcher.stderr
         assert "hello\\0exit 7" in launcher.stderr
-    finally:
-        if pidfile.exists():
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
-            wait_until(lambda: not pidfile.exists(), "the daemon stopped")

@@ -129,18 +129,22 @@ def test_under_threads_a_readiness_check_whose_status_was_lost_does_not_pass() -
     out = python(
         IGNORE_SIGCHLD.format(installed="threads")
         + """
-    import time
+    import threading
+    from supervision import StateChanged
     never = os.path.join(tempfile.mkdtemp(), "never")
     jobs = (
         "jobs:\\n  - name: s\\n    service: true\\n    command: [sleep, '100']\\n"
         f"    ready: {{command: [test, -e, {never}], timeout: 1s, interval: 10ms}}\\n"
     )
-    with start_tree(tree_of(jobs)) as tree:
+    settled = threading.Event()
+
+    def seen(event):
+        if isinstance(event, StateChanged) and event.new.value not in ("pending", "starting"):
+            settled.set()
+
+    with start_tree(tree_of(jobs), on_event=seen) as tree:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-        deadline = time.monotonic() + 20
-        while tree.status()["children"][0]["state"] in ("pending", "starting"):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        assert settled.wait(20)
         print(json.dumps(tree.status()["children"][0]))
     """
     )
