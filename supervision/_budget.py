@@ -74,6 +74,13 @@ class TreeBudget:
             tell(BudgetExhausted(decision, path))
         return decision
 
+    def retune(self, policy: RestartPolicy) -> None:
+        """Count against ``policy``'s budget from now on (a reload); past restarts still count."""
+        assert policy.budget is not None
+        with self._lock:
+            self.policy = policy
+            self._window = self._window.resized(policy.budget.intensity)
+
     def probe(self) -> None:
         """The tree's cooldown is over and its children start again: the tree is on probation."""
         with self._lock:

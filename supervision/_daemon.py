@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, Final
 import logbook
 
 from actors import JobvisorError, NoSuchChildError, active_runtime
+from actors._checks import fmt_duration
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request
+from supervision._explain import explain_policy
 from supervision._files import (
     Ident,
     ensure_private_dir,
@@ -38,7 +40,7 @@ from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, SupervisorSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Container
     from pathlib import Path
 
     from supervision._app import Composition
@@ -93,20 +95,36 @@ def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One step of a reload: ``op`` is add, remove or replace, at ``path`` under ``parent``."""
+    """One step of a reload: add, remove, replace or update ``path`` under ``parent``.
+
+    ``update`` gives a group (the root: path "") its new strategy, policy and order, and
+    its parent the spec it restarts it from; ``says`` is what it tells a person (nothing
+    when only its children changed, which their own steps say).
+    """
 
     op: str
     path: str
     parent: str
     spec: ChildSpec | None = None
     before: str | None = None  # add: the sibling it goes before (None: last), as in the manifest
+    says: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> tuple[str, ...]:
+        return self.says if self.op == "update" else (f"{self.op} {self.path}",)
 
 
-def diff_specs(old: SupervisorSpec, new: SupervisorSpec, prefix: str = "") -> list[Change]:
+def diff_specs(
+    old: SupervisorSpec,
+    new: SupervisorSpec,
+    prefix: str = "",
+    down: frozenset[str] = frozenset(),
+) -> list[Change]:
     """What turns the running ``old`` tree into ``new``; unchanged children are not named.
 
-    A group whose own policy changed is replaced whole; otherwise its children
-    are compared one by one.
+    A group is changed in place: its children one by one, then its own policy and order
+    (``update``, last). A group in ``down`` (not running) only takes its new spec, to
+    start from when it starts again.
     """
     changes: list[Change] = []
     old_children = {c.name: c for c in old.children}
@@ -114,33 +132,83 @@ def diff_specs(old: SupervisorSpec, new: SupervisorSpec, prefix: str = "") -> li
     for name, child in reversed(old_children.items()):
         if name not in new_names:
             changes.append(Change("remove", _join(prefix, name), prefix, child))
-    # In place: each goes before the next sibling that is there already (added ones in order).
+    for child, before in zip(new.children, _anchors(new, old_children), strict=True):
+        was = old_children.get(child.name)
+        if was != child:
+            changes.extend(_changed(was, child, prefix, before, down))
+    if old != new and not (prefix and prefix in down):
+        parent = prefix.rpartition("/")[0]
+        says = _tells(old, new, prefix, _placed(old, changes, prefix))
+        changes.append(Change("update", prefix, parent, new, says=says))
+    return changes
+
+
+def _changed(
+    was: ChildSpec | None, child: ChildSpec, prefix: str, before: str | None, down: frozenset[str]
+) -> list[Change]:
+    path = _join(prefix, child.name)
+    if was is None:
+        return [Change("add", path, prefix, child, before)]
+    if not (isinstance(was, SupervisorSpec) and isinstance(child, SupervisorSpec)):
+        return [Change("replace", path, prefix, child, before)]
+    if path in down:
+        return [Change("update", path, prefix, child, says=_tells(was, child, path))]
+    return diff_specs(was, child, path, down)
+
+
+def _anchors(new: SupervisorSpec, there: Container[str]) -> list[str | None]:
+    """For each child of ``new``, the next sibling after it that is ``there`` already (or None):
+    an added child goes in before it, added ones in order."""
     befores: list[str | None] = []
     following: str | None = None
     for child in reversed(new.children):
         befores.append(following)
-        if child.name in old_children:
+        if child.name in there:
             following = child.name
-    for child, before in zip(new.children, reversed(befores), strict=True):
-        path = _join(prefix, child.name)
-        was = old_children.get(child.name)
-        if was is None:
-            changes.append(Change("add", path, prefix, child, before))
-        elif was == child:
-            continue
-        elif (
-            isinstance(was, SupervisorSpec)
-            and isinstance(child, SupervisorSpec)
-            and _group_policy(was) == _group_policy(child)
-        ):
-            changes.extend(diff_specs(was, child, path))
-        else:
-            changes.append(Change("replace", path, prefix, child, before))
-    return changes
+    return befores[::-1]
 
 
-def _group_policy(spec: SupervisorSpec) -> tuple[Any, ...]:
-    return (spec.strategy, spec.policy, spec.restart, spec.grace)
+def _placed(old: SupervisorSpec, changes: list[Change], prefix: str) -> list[str]:
+    """The order ``changes`` leave a group's children in before its ``update``."""
+    gone = {c.path for c in changes if c.op == "remove" and c.parent == prefix}
+    names = [c.name for c in old.children if _join(prefix, c.name) not in gone]
+    for change in changes:
+        if change.op == "add" and change.parent == prefix:
+            assert change.spec is not None
+            at = names.index(change.before) if change.before is not None else len(names)
+            names.insert(at, change.spec.name)
+    return names
+
+
+def _tells(
+    old: SupervisorSpec, new: SupervisorSpec, path: str, placed: list[str] | None = None
+) -> tuple[str, ...]:
+    """What an update changes that a person did not see in the other steps of the reload."""
+    label = path or "supervisor"
+    before = set(_policy_lines(old, nested=bool(path)))
+    changed = [line for line in _policy_lines(new, nested=bool(path)) if line not in before]
+    says = [f"update {label}: {'; '.join(changed)}"] if changed else []
+    order = [c.name for c in new.children]
+    if placed is not None and placed != order:
+        says.append(f"reorder {label}: {', '.join(order)}")
+    return tuple(says)
+
+
+def _policy_lines(spec: SupervisorSpec, *, nested: bool) -> list[str]:
+    lines = [f"restart: {spec.restart.value}"] if nested else []
+    lines.append(f"strategy: {spec.strategy.value}")
+    explain_policy(spec.policy, lines, "")
+    if nested:
+        grace = "none (waits for its children)" if spec.grace is None else fmt_duration(spec.grace)
+        lines.append(f"grace: {grace}")
+    else:
+        budget = spec.policy.budget
+        lines.append(
+            "budget: none"
+            if budget is None
+            else f"budget: max_restarts={budget.max_restarts} within={fmt_duration(budget.within)}"
+        )
+    return lines
 
 
 def _join(prefix: str, name: str) -> str:
@@ -438,22 +506,30 @@ class Daemon:
         composition, tree = self.composition, self.tree
         assert composition is not None
         assert tree is not None
+        from supervision._tree import budget_change  # noqa: PLC0415 - avoids an import cycle
+
         with self._lock:
-            changes = diff_specs(composition.manifest.root, new.root)
             try:
+                budget_change(composition.manifest.root, new.root)
                 _check_new_breakers(new, composition)
+                down = _groups_down(tree.status()["children"])
+                changes = diff_specs(composition.manifest.root, new.root, down=down)
                 for change in changes:
                     self._apply(tree, change)
             except JobvisorError as exc:  # a spec the tree refuses, a child gone meanwhile
                 return {"ok": False, "code": "failed", "error": str(exc)}
             composition.manifest = new
             composition.renotify(tree)
-        summary = [f"{c.op} {c.path}" for c in changes]
+        summary = [line for c in changes for line in c.summary]
         log.info("reloaded {}: {}", self.manifest_path, ", ".join(summary) or "no change")
         return {"ok": True, "result": summary}
 
     @staticmethod
     def _apply(tree: Tree, change: Change) -> None:
+        if change.op == "update":
+            assert isinstance(change.spec, SupervisorSpec)
+            tree.update_group(change.spec, change.path)
+            return
         if change.op in ("remove", "replace"):
             tree.remove_child(change.path)
         if change.op in ("add", "replace"):
@@ -471,6 +547,23 @@ def act(tree: Tree, op: str, job: str) -> dict[str, Any]:
     except JobvisorError as exc:
         return {"ok": False, "code": "failed", "error": str(exc)}
     return {"ok": True, "result": None}
+
+
+def _groups_down(nodes: list[dict[str, Any]]) -> frozenset[str]:
+    """The paths of the groups in a status that run no supervisor now (stopped, backing off...)."""
+    down: set[str] = set()
+    for node in nodes:
+        children = node.get("children")
+        if children is None:
+            continue
+        if node["state"] in _DOWN:
+            down.add(node["path"])
+        else:
+            down |= _groups_down(children)
+    return frozenset(down)
+
+
+_DOWN: Final = frozenset({"stopped", "backoff", "cooldown", "failed", "gave_up", "succeeded"})
 
 
 def _check_new_breakers(new: Any, composition: Composition) -> None:

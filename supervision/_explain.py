@@ -87,7 +87,7 @@ def _explain_notify(specs: tuple[NotifySpec, ...], pad: str) -> list[str]:
     return lines
 
 
-def _explain_policy(policy: RestartPolicy, out: list[str], pad: str) -> None:
+def explain_policy(policy: RestartPolicy, out: list[str], pad: str) -> None:
     b, i, c = policy.backoff, policy.intensity, policy.cooldown
     out.append(f"{pad}intensity: max_restarts={i.max_restarts} within={fmt_duration(i.within)}")
     out.append(
@@ -113,7 +113,7 @@ def _explain_supervisor(
     if pad:
         out.append(f"{inner}restart: {spec.restart.value}")
     out.append(f"{inner}strategy: {spec.strategy.value}")
-    _explain_policy(spec.policy, out, inner)
+    explain_policy(spec.policy, out, inner)
     out.extend(
         f"{line} (the group and every job in it)" for line in _explain_notify(spec.notify, inner)
     )

@@ -103,9 +103,13 @@ class Budget:
         need_count(self.max_restarts, "budget.max_restarts", 0)
         need_duration(self.within, "budget.within", positive=True)
 
+    @property
+    def intensity(self) -> Intensity:
+        return Intensity(max_restarts=self.max_restarts, within=self.within)
+
     def window(self) -> Window:
         """An empty window that remembers just enough restarts for this budget."""
-        return Window(Intensity(max_restarts=self.max_restarts, within=self.within))
+        return Window(self.intensity)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +189,10 @@ class Window:
     def __repr__(self) -> str:
         restarts = tuple(self.restarts)
         return f"Window(restarts={restarts!r}, cycles={self.cycles}, probing={self.probing})"
+
+    def resized(self, intensity: Intensity) -> Window:
+        """This window under another intensity (a reload): the latest restarts are kept."""
+        return Window(intensity, self.restarts, self.cycles, self.probing)
 
     def in_window(self, now: float) -> int:
         """How many restarts lie inside ``(now - within, now]``."""

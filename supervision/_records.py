@@ -251,6 +251,7 @@ class Op(enum.Enum):
     REMOVE = "remove"
     ADD = "add"
     REF = "ref"
+    UPDATE = "update"
     SHUTDOWN = "shut down"
     KILL = "kill"
 

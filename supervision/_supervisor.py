@@ -36,7 +36,7 @@ from actors import (
     close_work,
     describe,
 )
-from actors._errors import ShuttingDownError
+from actors._errors import NotAGroupError, ShuttingDownError
 from actors._job import first_tick
 from actors._placement import RayPlacement
 from actors._supervised import OwnActor
@@ -1110,6 +1110,9 @@ class Supervisor(OwnActor):
                     settle(cmd.reply, self._status())
                 case Op.ADD if not cmd.path:
                     settle(cmd.reply, self._add(*cmd.arg))
+                case Op.UPDATE if not cmd.path:
+                    self._update(cmd.arg)
+                    settle(cmd.reply)
                 case _:
                     self._route(cmd)
         except Exception:
@@ -1137,6 +1140,8 @@ class Supervisor(OwnActor):
                 settle(cmd.reply)
             case Op.RESTART:
                 self._person_stop(rec, Intent.RESTART, lambda: self._restarted(rec, cmd.reply))
+            case Op.UPDATE:
+                self._update_group(rec, cmd)
 
     def _person_stop(self, rec: ChildRecord, intent: Intent, then: Callable[[], None]) -> None:
         """A stop a person asked for: never a failure, never counted against intensity."""
@@ -1208,6 +1213,49 @@ class Supervisor(OwnActor):
         log.info("{}: added", rec.path, extra={"path": rec.path})
         self._start_now(rec)
         return rec.ref
+
+    def _update_group(self, rec: ChildRecord, cmd: Command) -> None:
+        """A reload's new spec of the group ``rec``: what it restarts from, and what it runs."""
+        spec = cmd.arg
+        if not isinstance(rec.spec, SupervisorSpec):
+            raise NotAGroupError(rec.path, rec.spec.kind)
+        rec.spec = spec
+        if rec.actor is None:
+            settle(cmd.reply)  # down: it starts from the new spec when it starts again
+            return
+        try:
+            rec.actor.actor_ref.tell(replace(cmd, path=()))
+        except pykka.ActorDeadError:
+            settle(cmd.reply)  # ending: its next incarnation starts from the new spec
+
+    def _update(self, spec: SupervisorSpec) -> None:
+        """Take ``spec``'s strategy, policy and order of children in place (a reload).
+
+        The children keep running, and the restarts they made still count. Restarts in
+        place are revoked first: a permit decides with the policy it was given.
+        """
+        names = [c.name for c in spec.children]
+        if set(names) != set(self._by_name):
+            raise SpecError(
+                f"{self._name}: an update keeps the same children "
+                f"({', '.join(self._by_name) or 'none'}), got {', '.join(names) or 'none'}"
+            )
+        if self._closing is not None:
+            raise ShuttingDownError(f"{self._name}: not updated, it is {self._ending}")
+        if (spec.strategy, spec.policy) != (self.spec.strategy, self.policy):
+            for rec in self.children:
+                self._hold(rec)
+        intensity = spec.policy.intensity
+        if intensity != self.policy.intensity:
+            for rec in self.children:
+                rec.window = rec.window.resized(intensity)
+            self._group.window = self._group.window.resized(intensity)
+        if self.ctx.budget is not None and spec.policy.budget is not None:
+            self.ctx.budget.retune(spec.policy)
+        self.spec, self.policy = spec, spec.policy
+        place = {name: i for i, name in enumerate(names)}
+        self.children.sort(key=lambda r: place[r.spec.name])
+        self._start_queue = deque(sorted(self._start_queue, key=lambda r: place[r.spec.name]))
 
     def _status(self) -> list[dict[str, Any]]:
         return child_nodes(self.children)

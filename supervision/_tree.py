@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from supervision._events import Event, Subscription
 
-__all__ = ["RunResult", "Tree", "build_breakers", "start_tree"]
+__all__ = ["RunResult", "Tree", "budget_change", "build_breakers", "start_tree"]
 
 log = logbook.Logger("supervision.tree")
 
@@ -208,6 +208,22 @@ class Tree:
         ref: ChildRef = self._command(Op.ADD, under, (spec, before))
         return ref
 
+    def update_group(self, spec: SupervisorSpec, path: str = "") -> None:
+        """Give the group at ``path`` (the root: "") ``spec``'s strategy, policy and order.
+
+        ``spec`` names the children the group has now (add and remove them first): they
+        keep running, and the restarts they made still count. A group restarted later
+        starts from ``spec``; one that is down now starts from it when it starts again.
+        The tree's budget can be changed but not added or removed: it is fixed at the start.
+        """
+        if not isinstance(spec, SupervisorSpec):
+            raise SpecError(f"update_group: expected a SupervisorSpec, got {spec!r}")
+        if not path.strip("/"):
+            budget_change(self.spec, spec)
+        self._command(Op.UPDATE, path, spec)
+        if not path.strip("/"):
+            self.spec = spec
+
     def remove_child(self, path: str) -> None:
         """Stop the child at ``path`` and forget it."""
         self._command(Op.REMOVE, path)
@@ -279,7 +295,7 @@ class Tree:
         if self.ended:
             raise TreeStoppedError(f"the tree has stopped; cannot {op.value} {path!r}")
         parts = tuple(p for p in path.strip("/").split("/") if p)
-        if op not in {Op.ADD, Op.STATUS} and not parts:
+        if op not in {Op.ADD, Op.STATUS, Op.UPDATE} and not parts:
             raise SpecError(f"{op.value}: expected a child path like 'etl/load', got {path!r}")
         future: pykka.Future[Any] = pykka.ThreadingFuture()
         try:
@@ -290,6 +306,16 @@ class Tree:
 
 
 _CHILD_TYPES = (JobSpec, ActorSpec, SupervisorSpec)
+
+
+def budget_change(old: SupervisorSpec, new: SupervisorSpec) -> None:
+    """Refuse a change the running tree cannot take: a budget added or removed."""
+    if (old.policy.budget is None) != (new.policy.budget is None):
+        added = "added" if new.policy.budget is not None else "removed"
+        raise SpecError(
+            f"the tree's restart budget (supervisor.budget) is {added}: it is fixed when the "
+            "tree starts; restart the daemon (or the tree) to apply it"
+        )
 
 
 def _left(deadline: float | None) -> float | None:

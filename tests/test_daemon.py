@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 from faultkit import DAEMON as BASE
 from faultkit import Running, start_daemon, stop_daemon, wait_until
 
-from supervision import SupervisorSpec, python_job
+from supervision import Strategy, SupervisorSpec, python_job
 from supervision._daemon import diff_specs
 from supervision._history import read_history
 
@@ -178,12 +179,27 @@ def test_diff_specs() -> None:
     group = SupervisorSpec(name="g", children=(a,))
     old = SupervisorSpec(children=(a, b, group))
     new = SupervisorSpec(children=(b2, c, SupervisorSpec(name="g", children=(a, c))))
-    assert [(x.op, x.path) for x in diff_specs(old, new)] == [
-        ("remove", "a"), ("replace", "b"), ("add", "c"), ("add", "g/c"),
+    changes = diff_specs(old, new)
+    assert [(x.op, x.path) for x in changes] == [
+        ("remove", "a"), ("replace", "b"), ("add", "c"), ("add", "g/c"), ("update", "g"), ("update", ""),
     ]
-    # Each added or replaced child goes back before the sibling that follows it in the manifest.
-    assert [x.before for x in diff_specs(old, new)] == [None, "g", "g", None]
+    # Each added or replaced child goes back before the sibling that follows it in the manifest;
+    # each changed group (the root too) is updated last, to the manifest's order and policy.
+    assert [x.before for x in changes[:4]] == [None, "g", "g", None]
+    assert [(x.parent, x.spec) for x in changes[4:]] == [("", new.children[2]), ("", new)]
+    assert [line for x in changes for line in x.summary] == [
+        "remove a", "replace b", "add c", "add g/c",
+    ]
     assert diff_specs(old, old) == []
+    # A group down now only takes its new spec, to start from when it starts again.
+    assert [(x.op, x.path) for x in diff_specs(old, new, down=frozenset({"g"}))][-2:] == [
+        ("update", "g"), ("update", ""),
+    ]
+    # Its own policy changed: updated in place, never replaced (its children keep running).
+    slower = SupervisorSpec(name="g", children=(a,), strategy=Strategy.ONE_FOR_ALL)
+    assert [x.summary for x in diff_specs(old, replace(old, children=(a, b, slower)))] == [
+        ("update g: strategy: one_for_all",), (),
+    ]
 
 
 def test_a_reload_keeps_each_job_in_its_place(daemon: Running) -> None:
@@ -387,3 +403,102 @@ def test_a_nul_a_job_writes_before_readiness_is_not_the_verdict(tmp_path: Path) 
         )
         assert launcher.returncode == 0, launcher.stderr
         assert "hello\\0exit 7" in launcher.stderr
+
+
+ORDERED = """
+version: 1
+supervisor: {backoff: {initial: 1ms, max: 5ms}}
+jobs:
+  - name: a
+    service: true
+    command: [sleep, '100']
+  - name: b
+    service: true
+    command: [sh, -c, "while [ ! -e crash ]; do sleep 0.02; done; rm crash; exit 1"]
+  - name: c
+    service: true
+    command: [sleep, '100']
+"""
+
+
+def _crash_b(running: Running) -> dict[str, dict[str, Any]]:
+    """Make ``b`` fail once; return the nodes once its restart has started it again."""
+    starts = running.nodes()["b"]["starts"]
+    (running.dir / "crash").touch()
+    return wait_until(
+        lambda: (n := running.nodes())["b"]["starts"] > starts and n["b"]["state"] == "running" and n,
+        "b restarted",
+        proc=running.proc,
+    )
+
+
+def test_a_reload_applies_a_change_of_the_supervisors_own_policy(tmp_path: Path) -> None:
+    """The root's `supervisor:` block is applied in place: running jobs keep running."""
+    running = start_daemon(tmp_path, ORDERED)
+    try:
+        manifest = textwrap.dedent(ORDERED).replace(
+            "supervisor: {", "supervisor: {strategy: rest_for_one, intensity: {max_restarts: 7}, "
+        )
+        (tmp_path / "jobs.yaml").write_text(manifest)
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == (
+            "update supervisor: strategy: rest_for_one; intensity: max_restarts=7 within=1m\n"
+        )
+        assert {n["starts"] for n in running.nodes().values()} == {1}, "nothing restarted"
+        # rest_for_one now: b's failure restarts c, the one after it, and not a.
+        nodes = _crash_b(running)
+        assert wait_until(lambda: running.nodes()["c"]["starts"] == 2, "c restarted with b")
+        assert running.nodes()["a"]["starts"] == 1
+        # Applied: a second reload of the same manifest has nothing to do.
+        assert running.cli("reload").stdout == "no change\n"
+        assert nodes["b"]["failures"] == 1
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_a_reload_puts_jobs_in_the_manifests_order(tmp_path: Path) -> None:
+    """Moved jobs move, added ones land where the manifest puts them; rest_for_one follows."""
+    old = ORDERED.replace("supervisor: {", "supervisor: {strategy: rest_for_one, ")
+    running = start_daemon(tmp_path, old)
+    try:
+        head, a, b, c = textwrap.dedent(old).split("  - name: ")
+        added = "new\n    service: true\n    command: [sleep, '100']\n"
+        new = f"{head}  - name: {added}  - name: {c}  - name: {a}  - name: {b}"
+        (tmp_path / "jobs.yaml").write_text(new)
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "add new\nreorder supervisor: new, c, a, b\n"
+        assert list(running.nodes()) == ["new", "c", "a", "b"]
+        assert [n["starts"] for n in running.nodes().values()] == [1, 1, 1, 1]
+        # b is last now: its failure restarts nothing after it.
+        _crash_b(running)
+        assert [n["starts"] for n in running.nodes().values()] == [1, 1, 1, 2]
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_a_group_restarted_after_a_reload_comes_back_as_the_manifest_says(tmp_path: Path) -> None:
+    """A group's spec is the reloaded one: its restart brings its new jobs, not its old ones."""
+    old = """
+    version: 1
+    jobs:
+      - group: g
+        jobs:
+          - name: a
+            service: true
+            command: [sleep, '100']
+    """
+    running = start_daemon(tmp_path, old)
+    try:
+        new = textwrap.dedent(old) + "      - name: b\n        service: true\n        command: [sleep, '100']\n"
+        (tmp_path / "jobs.yaml").write_text(new.replace("  - group: g\n", "  - group: g\n    restart: transient\n"))
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "add g/b\nupdate g: restart: transient\n"
+        assert running.cli("restart", "g").returncode == 0
+        group = running.nodes()["g"]
+        assert [(n["path"], n["starts"]) for n in group["children"]] == [("g/a", 1), ("g/b", 1)]
+        assert group["starts"] == 2
+    finally:
+        assert stop_daemon(running) == 0

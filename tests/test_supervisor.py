@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import jobfuncs
@@ -11,10 +12,11 @@ from clockkit import ManualClock
 from treekit import FAST
 
 from actors import CommandWork
-from actors._errors import ShuttingDownError
+from actors._errors import NotAGroupError, ShuttingDownError
 from supervision import (
     ActorSpec,
     Backoff,
+    Budget,
     ChildExited,
     ChildUnavailableError,
     CooldownPolicy,
@@ -448,6 +450,58 @@ class TestDynamicChildren:
         with pytest.raises(NoSuchChildError, match="g/nope"):
             tree.add_child(actor("e", journal), under="g", before="nope")
         assert [c["name"] for c in tree.status()["children"][0]["children"]] == list("abcd")
+
+    def test_a_group_takes_a_new_strategy_and_order_in_place(self, make_tree, events, journal) -> None:
+        group = SupervisorSpec(name="g", policy=FAST, children=(actor("a", journal), actor("b", journal)))
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)), on_event=events)
+        assert tree.started(10)
+        a, b = group.children
+        tree.update_group(replace(group, strategy=Strategy.ONE_FOR_ALL, children=(b, a)), "g")
+        nodes = tree.status()["children"][0]["children"]
+        assert [(n["name"], n["starts"]) for n in nodes] == [("b", 1), ("a", 1)], "nothing restarted"
+        tree.ref("g/a").tell("crash")
+        events.reached("g/b", "running", times=2)  # one_for_all now: a's failure restarts b
+        events.reached("g/a", "running", times=2)
+        assert journal.of("start") == ["a", "b", "b", "a"], "in the new order"
+
+    def test_a_smaller_intensity_counts_the_restarts_made_before_it(
+        self, make_tree, events, journal
+    ) -> None:
+        roomy = RestartPolicy(backoff=Backoff(initial=0, max=0, jitter=0), intensity=Intensity(max_restarts=5))
+        tree = make_tree(SupervisorSpec(policy=roomy, children=(actor("a", journal),)), on_event=events)
+        assert tree.started(10)
+        tree.ref("a").tell("crash")
+        events.reached("a", "running", times=2)
+        tight = SupervisorSpec(policy=replace(roomy, intensity=Intensity(max_restarts=1)), children=(actor("a", journal),))
+        tree.update_group(tight)
+        tree.ref("a").tell("crash")
+        events.reached("a", "gave_up")  # the second restart in the window is one too many
+        assert tree.status()["children"][0]["starts"] == 2
+
+    def test_an_update_that_cannot_apply_is_refused_and_changes_nothing(
+        self, make_tree, journal
+    ) -> None:
+        spec = SupervisorSpec(policy=FAST, children=(actor("a", journal),))
+        tree = make_tree(spec)
+        assert tree.started(10)
+        with pytest.raises(SpecError, match=r"same children \(a\), got a, b"):
+            tree.update_group(replace(spec, children=(actor("a", journal), actor("b", journal))))
+        with pytest.raises(SpecError, match=r"budget \(supervisor.budget\) is added"):
+            tree.update_group(replace(spec, policy=replace(FAST, budget=Budget())))
+        with pytest.raises(NotAGroupError):
+            tree.update_group(spec, "a")
+        assert [c["name"] for c in tree.status()["children"]] == ["a"]
+        assert tree.ref("a").ask("ping", timeout=5) == ("pong", "a", 1)
+
+    def test_a_group_that_is_down_starts_from_its_new_spec(self, make_tree, journal) -> None:
+        group = SupervisorSpec(name="g", policy=FAST, children=(actor("a", journal),))
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)))
+        assert tree.started(10)
+        tree.stop_child("g")
+        tree.update_group(replace(group, children=(actor("b", journal),)), "g")
+        tree.start_child("g")
+        assert tree.ref("g/b").ask("ping", timeout=5) == ("pong", "b", 1)
+        assert [c["name"] for c in tree.status()["children"][0]["children"]] == ["b"]
 
     def test_bad_paths_and_duplicates(self, make_tree, journal) -> None:
         tree = make_tree(SupervisorSpec(children=(actor("a", journal),)))
