@@ -93,6 +93,10 @@ class _Burst:
     held_since: float = 0.0  # clock time of the first of them
     restarts_held: int = 0  # restart lines held since the last summary
     summarised_at: float | None = None  # clock time of its last summary, if any
+    # Clock time of the last line a reader saw of it (a failure in full, or a summary): a
+    # summary counts "in the last N s" from there, not from its first held failure (one held
+    # failure summed up with the "gave up" that follows at once said "in the last 0.0 s").
+    shown_at: float = 0.0
 
 
 class CrashLoopDamper:
@@ -169,7 +173,7 @@ class CrashLoopDamper:
             if burst is None or burst.error != failure:
                 if burst is not None:
                     out += self._end(path, now)
-                burst = self._bursts[path] = _Burst(failure, now)
+                burst = self._bursts[path] = _Burst(failure, now, shown_at=now)
             return out, self._failed(path, burst, kind, now)
         if burst is None or burst.failures < self.keep:
             if burst is not None:
@@ -190,6 +194,7 @@ class CrashLoopDamper:
         burst.last_failure = now
         if burst.failures <= self.keep:
             burst.seen.add(kind)
+            burst.shown_at = now
             return True
         if not burst.held:
             burst.held_since = now
@@ -246,11 +251,9 @@ class CrashLoopDamper:
         return [self._summarise(path, burst, now)] if burst.held else []
 
     def _summarise(self, path: str, burst: _Burst, now: float) -> Summary:
-        summary = Summary(
-            path, burst.held, now - burst.held_since, burst.error, burst.restarts_held
-        )
+        summary = Summary(path, burst.held, now - burst.shown_at, burst.error, burst.restarts_held)
         burst.held = burst.restarts_held = 0
-        burst.summarised_at = now
+        burst.summarised_at = burst.shown_at = now
         self._holding.discard(path)
         return summary
 

@@ -552,25 +552,27 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         self._closed = False
 
     def emit(self, record: logbook.LogRecord) -> None:
-        if self._damper is not None:
-            extra = record.extra
-            path, failure = extra.get("path"), extra.get("failure")
-            with self._damper_lock:
-                summaries, write = self._damper.admit(
-                    path if isinstance(path, str) else None,
-                    _kind(record),
-                    CLEAN if extra.get(CLEAN_EXIT) is True else _text_or_none(failure),
-                    acted=extra.get(ACTED) is True,
-                    restart=extra.get(RESTARTED) is True,
-                )
-                teller = self._new_teller()
-            if teller is not None:
-                teller.start()  # not under the lock: under gevent, starting one switches greenlets
-            for summary in summaries:
-                self._write(_summary_record(summary))
-            if not write:
-                return
-        self._write(record)
+        if self._damper is None:
+            self._write(record)
+            return
+        extra = record.extra
+        path, failure = extra.get("path"), extra.get("failure")
+        with self._damper_lock:
+            summaries, write = self._damper.admit(
+                path if isinstance(path, str) else None,
+                _kind(record),
+                CLEAN if extra.get(CLEAN_EXIT) is True else _text_or_none(failure),
+                acted=extra.get(ACTED) is True,
+                restart=extra.get(RESTARTED) is True,
+            )
+            teller = self._new_teller()
+        if teller is not None:
+            teller.start()  # not under the lock: under gevent, starting one switches greenlets
+        for summary in summaries:
+            # What it sums up came before this record: so does its time.
+            self._write(_summary_record(summary, before=record.time))
+        if write:
+            self._write(record)
 
     def _new_teller(self) -> threading.Thread | None:
         """Under the damper's lock: the teller to start, when failures are held and none runs."""
@@ -732,11 +734,14 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
     return True
 
 
-def _summary_record(summary: Summary) -> logbook.LogRecord:
+def _summary_record(summary: Summary, before: datetime | None = None) -> logbook.LogRecord:
     record = logbook.LogRecord(
         "supervision", logbook.WARNING, summary.text(), extra={"path": summary.path}
     )
-    record.time = datetime.now(UTC)  # logbook stamps a record only when a Logger makes it
+    now = datetime.now(UTC)  # logbook stamps a record only when a Logger makes it
+    if before is not None:
+        now = min(now, before if before.tzinfo is not None else before.replace(tzinfo=UTC))
+    record.time = now
     return record
 
 

@@ -13,6 +13,7 @@ import json
 import re
 import textwrap
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def test_a_summary_at_most_once_per_interval_per_child() -> None:
         assert cycle(damper) == HOLD_ALL  # within the interval since that summary
     clock.now += 5
     out, _ = damper.admit("crash", "started")
-    assert out == [Summary("crash", 5, 9.0, ERROR)]  # held since the first after the summary
+    assert out == [Summary("crash", 5, 10.0, ERROR)]  # since the summary: the last line shown
 
 
 def test_each_child_is_damped_and_summarised_on_its_own() -> None:
@@ -159,10 +160,11 @@ def test_a_summary_counts_the_restarts_it_held_too() -> None:
     damper.admit("crash", "failed", failure=ERROR)
     summaries, write = damper.admit("crash", "gave up")
     assert write
-    # Failures 3, 4 and 5 held; the restarts after failures 2, 3 and 4.
-    assert summaries == [Summary("crash", 3, pytest.approx(0.2), ERROR, restarts=3)]
+    # Failures 3, 4 and 5 held; the restarts after failures 2, 3 and 4; since failure 2, the
+    # last one shown.
+    assert summaries == [Summary("crash", 3, pytest.approx(0.3), ERROR, restarts=3)]
     assert summaries[0].text() == (
-        f"crash: failed 3 more times and was restarted 3 more times in the last 0.2 s, "
+        f"crash: failed 3 more times and was restarted 3 more times in the last 0.3 s, "
         f"same error: {ERROR}"
     )
     assert Summary("crash", 1, 0.0, ERROR, restarts=1).text() == (
@@ -172,6 +174,19 @@ def test_a_summary_counts_the_restarts_it_held_too() -> None:
     assert Summary("crash", 2, 12.4, ERROR).text() == (
         f"crash: failed 2 more times in the last 12 s, same error: {ERROR}"
     )
+
+
+def test_one_failure_held_and_summed_up_at_once_counts_from_the_last_one_shown() -> None:
+    """A backed-off loop that gives up: its summary said "in the last 0.0 s" (the trial's)."""
+    clock = Clock()
+    damper = CrashLoopDamper(keep=3, interval=10, clock=clock)
+    for _ in range(3):
+        assert damper.admit("crash", "failed", failure=ERROR) == ([], True)
+        clock.now += 0.12
+    assert damper.admit("crash", "failed", failure=ERROR) == ([], False)
+    summaries, write = damper.admit("crash", "gave up")
+    assert write
+    assert summaries[0].text() == f"crash: failed 1 more time in the last 0.1 s, same error: {ERROR}"
 
 
 def test_flush_reports_what_is_still_held() -> None:
@@ -361,7 +376,8 @@ def test_the_supervisor_asks_the_damper_before_it_makes_a_record() -> None:
     assert held == [(False, False), (False, False), (False, True)] + [(True, True)] * 4
     lines = stream.getvalue().splitlines()
     assert len(lines) == 5 + 1, lines
-    assert "crash: failed 4 more times in the last 0.0 s" in lines[-1]
+    # Since the third failure, the last one shown (at 0.02 s); closed at 0.07 s.
+    assert "crash: failed 4 more times in the last 0.1 s" in lines[-1]
 
 
 def test_a_persons_stops_and_starts_of_a_looping_job_are_all_logged(tmp_path: Path) -> None:
@@ -484,6 +500,25 @@ def test_a_loop_that_went_quiet_is_summed_up_when_due_without_another_record() -
     # Told once: closing the log has nothing left to say.
     assert stream.getvalue().count("more times") == 1
     assert not [t for t in threading.enumerate() if t.name == "jv-log-summaries"]
+
+
+def test_a_summary_written_before_a_record_is_stamped_no_later_than_it() -> None:
+    """The summary comes first, so its time does too (it was stamped after the "gave up")."""
+    clock = Clock()
+    stream = io.StringIO()
+    log = logbook.Logger("supervision")
+    with configure_logging(LoggingSpec(level="information"), stream=stream, monotonic=clock):
+        for n in range(1, 8):
+            supervisor_cycle(log, n)
+        # A record made a while before the handler sees it (logbook stamps it when made).
+        record = logbook.LogRecord("supervision", logbook.ERROR, "crash: gave up", extra={"path": "crash"})
+        record.time = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC).replace(tzinfo=None)  # as logbook
+        handler = next(iter(logbook.Handler.stack_manager.iter_context_objects()))
+        handler.emit(record)
+    summary, gave_up = stream.getvalue().splitlines()[-2:]
+    assert "more times" in summary
+    assert "crash: gave up" in gave_up
+    assert summary.split()[0] == gave_up.split()[0], (summary, gave_up)
 
 
 def test_failures_held_before_their_records_are_made_are_summed_up_when_due_too() -> None:
