@@ -273,6 +273,8 @@ def _load(args: argparse.Namespace) -> Any:
         manifest = load_manifest(path)
     except ManifestError as exc:
         sys.stderr.write(f"{exc}\n")
+        for warning in exc.warnings:  # told with the errors, not after they are fixed
+            sys.stderr.write(f"warning: {warning}\n")
         return None
     for warning in manifest.warnings:  # validate, run and daemon: once, at start
         sys.stderr.write(f"warning: {warning}\n")
@@ -374,10 +376,19 @@ def _history(args: argparse.Namespace) -> int:
             attempt = f"attempt {row['attempt']}{node}"
             line = f"{when}  {row['path']}  {attempt} {row['outcome']}{code}{error}"
         else:
-            details = ", ".join(f"{k}={v}" for k, v in row.get("detail", {}).items())
+            details = ", ".join(f"{k}={_shown(k, v)}" for k, v in row.get("detail", {}).items())
             line = f"{when}  {row['path']}  {row['kind']}" + (f" ({details})" if details else "")
         sys.stdout.write(printable(line) + "\n")  # errors may hold a job's control characters
     return OK
+
+
+def _shown(key: str, value: Any) -> str:
+    """A decision's detail as a person reads it: its delays in seconds to the millisecond."""
+    import math  # noqa: PLC0415 - history only
+
+    if key in ("delay", "duration") and isinstance(value, int | float) and math.isfinite(value):
+        return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
+    return str(value)
 
 
 def _logs(args: argparse.Namespace) -> int:
@@ -548,6 +559,8 @@ def _daemon(args: argparse.Namespace, on_ready: Callable[[], None] | None = None
         return USAGE
 
     def build(loaded: Any) -> Any:
+        if on_ready is not None:
+            loaded = _logged_when_detached(loaded, getattr(args, "log_file", None))
         return compose(
             loaded,
             runtime=getattr(args, "runtime", None),
@@ -567,7 +580,7 @@ def _daemon(args: argparse.Namespace, on_ready: Callable[[], None] | None = None
             pidfile=pidfile,
             state_dir=manifest.state_dir,
             http=manifest.http if args.http else None,
-            on_ready=on_ready,
+            on_ready=None if on_ready is None else lambda: _tell_ready(daemon, on_ready),
         )
         return daemon.run()
     except JobvisorError as exc:
@@ -578,6 +591,36 @@ def _daemon(args: argparse.Namespace, on_ready: Callable[[], None] | None = None
         # the user's to fix, so it gets one line naming the path, never a traceback.
         _error(_unusable(exc, manifest.state_dir, pidfile))
         return USAGE
+
+
+DETACHED_LOG = "daemon.log"
+DETACHED_LOG_BYTES, DETACHED_LOG_BACKUPS = 10 * 1024 * 1024, 3  # rotated: a daemon runs long
+
+
+def _logged_when_detached(manifest: Any, log_file: str | None) -> Any:
+    """A detached daemon's log goes to ``STATE_DIR/daemon.log`` unless told where.
+
+    Its stderr is /dev/null once it is ready: without a file its log would be lost.
+    """
+    from dataclasses import replace  # noqa: PLC0415
+
+    from supervision._spec import RotateSpec  # noqa: PLC0415
+
+    spec = manifest.logging
+    if log_file is not None or spec.file is not None or spec.level == "none":
+        return manifest
+    rotate = spec.rotate or RotateSpec(max_bytes=DETACHED_LOG_BYTES, backups=DETACHED_LOG_BACKUPS)
+    file = str(manifest.state_dir / DETACHED_LOG)
+    return replace(manifest, logging=replace(spec, file=file, rotate=rotate))
+
+
+def _tell_ready(daemon: Any, tell: Callable[[], None]) -> None:
+    """Say where the detached daemon's log goes, then tell the launcher it is ready."""
+    composition = daemon.composition
+    path = composition.logging.path if composition is not None else None
+    where = f"its log: {path}" if path is not None else "no log file: its log is discarded"
+    sys.stderr.write(f"jobvisor: daemon ready (pid {os.getpid()}); {where}\n")
+    tell()
 
 
 def _unusable(exc: OSError, state_dir: Path, pidfile: Path | None) -> str:

@@ -12,6 +12,7 @@ from actors._checks import fmt_duration
 from supervision._issues import TEXT_NAME, mask
 from supervision._policy import OnExhausted
 from supervision._spec import JobSpec, SupervisorSpec
+from supervision._units import fmt_size
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -59,7 +60,7 @@ def _explain_logging(spec: LoggingSpec) -> str:
     text = f"logging: level={spec.level} format={spec.format} file={spec.file or '(stderr)'}"
     if spec.rotate is not None:
         rotate = spec.rotate
-        size = f"{rotate.max_bytes}B" if rotate.max_bytes is not None else "none"
+        size = fmt_size(rotate.max_bytes) if rotate.max_bytes is not None else "none"
         text += f" rotate=(max_bytes={size} backups={rotate.backups} when={rotate.when or 'none'})"
     return text
 
@@ -256,7 +257,7 @@ def _explain_output(spec: JobSpec) -> str:
     if getattr(spec.work, "isolation", "process") != "process":
         return "none (isolation thread: a python job's prints are not captured)"
     return (
-        f"STATE_DIR/output/PATH.log max_bytes={spec.output.max_bytes}B "
+        f"STATE_DIR/output/PATH.log max_bytes={fmt_size(spec.output.max_bytes)} "
         f"backups={spec.output.backups}"
     )
 

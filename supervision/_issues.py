@@ -72,13 +72,17 @@ class ManifestError(SpecError):
     appear in it.
     """
 
-    def __init__(self, issues: Iterable[Issue], file: str | None = None) -> None:
+    def __init__(
+        self, issues: Iterable[Issue], file: str | None = None, warnings: Iterable[Issue] = ()
+    ) -> None:
         self.issues: tuple[Issue, ...] = tuple(issues)
         self.file = file
+        # What would have been warned of, had the manifest loaded (not part of the message).
+        self.warnings: tuple[Issue, ...] = tuple(warnings)
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.issues, self.file))
+        return (type(self), (self.issues, self.file, self.warnings))
 
 
 class Merged:

@@ -200,7 +200,7 @@ def parse(
     manifest = parser.manifest(data, path, 1 if isinstance(data, _FromYaml) else None)
     if parser.issues or manifest is None:
         issues = parser.final_issues() or [Issue("", None, "expected a valid manifest", file)]
-        raise ManifestError(issues, file)
+        raise ManifestError(issues, file, warnings=parser.final_issues(parser.warnings))
     return manifest
 
 

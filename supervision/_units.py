@@ -19,6 +19,7 @@ __all__ = [
     "SIZE_HINT",
     "SIZE_UNITS",
     "fmt_duration",
+    "fmt_size",
     "parse_duration",
     "parse_size",
 ]
@@ -81,3 +82,11 @@ def parse_size(value: object) -> int:
     if size is None or size < 0:
         raise SpecError(expected=f"a size like {SIZE_HINT}", got=value, shown=show(value))
     return size
+
+
+def fmt_size(size: int) -> str:
+    """``size`` bytes as a manifest would write it: ``10MiB``, ``512KiB``, else ``1000B``."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return f"{size}B"

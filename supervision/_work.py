@@ -119,6 +119,12 @@ class WorkReader(Reader):
             cwd = self.text(f["cwd"], "a directory path")
             if not isinstance(cwd, Bad):
                 cwd = str(self.base_dir / Path(cwd).expanduser())
+                if not Path(cwd).is_dir():  # a warning: an earlier job may make it
+                    self.warn(
+                        f["cwd"],
+                        f"expected a directory, got {cwd!r}, which is not one now: the job "
+                        "fails when it starts unless it is made by then",
+                    )
             given["cwd"] = cwd
         if "env" in f:
             given["env"] = self.str_map(f["env"], "a mapping of environment variables")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -380,6 +381,10 @@ jobs:
     assert out.returncode == 0, out.stderr
     assert "once  attempt 1 succeeded (0)" in out.stdout
     assert "bad  give_up" in out.stdout
+    # A delay as a person reads one (it showed 0.0013354 with every digit of the float).
+    restart = re.search(r"bad  restart \(delay=(\S+), number=1\)", out.stdout)
+    assert restart is not None, out.stdout
+    assert re.fullmatch(r"\d+(\.\d{1,3})?s", restart[1]), restart[0]
     rows = json.loads(jobvisor("history", "bad", "--json", "--limit", "1", cwd=tmp_path).stdout)
     assert [(r["path"], r["kind"]) for r in rows] == [("bad", "give_up")]
     out = jobvisor("run", "--resume", cwd=tmp_path)

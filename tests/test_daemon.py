@@ -227,10 +227,13 @@ def test_detach_returns_once_the_daemon_answers(tmp_path: Path) -> None:
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
         )
         assert launcher.returncode == 0, launcher.stderr
-        # Its start-up lines came to the launcher's stderr, up to the daemon's readiness.
-        assert "daemon ready" in launcher.stderr, launcher.stderr
+        # Its log goes to a private file in the state dir (its stderr is /dev/null once it
+        # is ready), and the launcher says so.
         pid = int(pidfile.read_text())
-        assert f"pid {pid}" in launcher.stderr
+        log = tmp_path / ".jobvisor" / "daemon.log"
+        assert f"jobvisor: daemon ready (pid {pid}); its log: {log}" in launcher.stderr
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+        assert "daemon ready" in log.read_text()
         # No wait for READY=1 first: the daemon already answers.
         status = subprocess.run([*CLI, "status", "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False)
         assert status.returncode == 0, status.stderr
@@ -242,6 +245,7 @@ def test_detach_returns_once_the_daemon_answers(tmp_path: Path) -> None:
             pass
         # The pidfile is removed as the very last step of a clean stop.
         wait_until(lambda: not pidfile.exists(), "the daemon finished stopping")
+        assert "daemon stopping" in log.read_text(), "logged after its readiness too"
     finally:
         notify.close()
         if pidfile.exists():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -34,7 +36,9 @@ from supervision._manifest import (
     parse_size,
 )
 from supervision._spec import BreakerSpec, LoggingSpec, RotateSpec
-from supervision._units import DURATION_HINT
+from supervision._units import DURATION_HINT, fmt_size
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
 FULL_ENV = {"API_TOKEN": "tok-123", "PGDATA": "/var/pg", "PORT": "8080"}
@@ -1498,3 +1502,62 @@ def test_a_python_target_that_cannot_be_imported_here_is_warned_of(tmp_path: Pat
         )
         for i in (0, 4)
     ]
+
+
+def test_a_command_cwd_that_is_not_a_directory_is_warned_of(tmp_path: Path) -> None:
+    (tmp_path / "here").mkdir()
+    (tmp_path / "afile").write_text("")
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        doc(
+            """
+            version: 1
+            jobs:
+              - {name: a, command: [ls], cwd: here}
+              - {name: b, command: [ls], cwd: nowhere}
+              - {name: c, command: [ls], cwd: afile}
+            """
+        )
+    )
+    m = load_manifest(manifest, env={})
+    assert [(w.path, w.line) for w in m.warnings] == [("jobs[1].cwd", 4), ("jobs[2].cwd", 5)]
+    assert m.warnings[0].message == (
+        f"expected a directory, got '{tmp_path / 'nowhere'}', which is not one now: the job "
+        "fails when it starts unless it is made by then"
+    )
+
+
+def test_warnings_are_told_with_the_errors_too(tmp_path: Path) -> None:
+    """A warning is not held back until the errors are fixed (validate showed only errors)."""
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        doc(
+            """
+            version: 1
+            jobs:
+              - {name: a, command: [ls], cwd: nowhere}
+              - {name: b, command: [ls], restart: sometimes}
+            """
+        )
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(manifest, env={})
+    assert [i.path for i in caught.value.issues] == ["jobs[1].restart"]
+    assert [w.path for w in caught.value.warnings] == ["jobs[0].cwd"]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "validate", str(manifest)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert out.returncode == 2
+    lines = out.stderr.splitlines()
+    assert "jobs[1].restart" in lines[0]
+    assert lines[1].startswith("warning: "), lines
+    assert "jobs[0].cwd" in lines[1]
+
+
+def test_a_size_is_shown_as_a_manifest_would_write_it() -> None:
+    """--explain showed max_bytes=10485760B for a 10MiB written in the manifest."""
+    assert [fmt_size(n) for n in (10 * 1024**2, 512 * 1024, 3 * 1024**3, 1000, 0, 1536)] == [
+        "10MiB", "512KiB", "3GiB", "1000B", "0B", "1536B",
+    ]
+    assert all(parse_size(fmt_size(n)) == n for n in (10 * 1024**2, 1000, 1536))

@@ -272,7 +272,7 @@ def test_explain_shows_the_effective_output(tmp_path: Path) -> None:
     assert jv.proc.returncode == 0, jv.stderr
     shown = [line.strip() for line in jv.stdout.splitlines() if "output:" in line]
     assert shown == [
-        "output: STATE_DIR/output/PATH.log max_bytes=10485760B backups=1",
+        "output: STATE_DIR/output/PATH.log max_bytes=10MiB backups=1",
         "output: off",
         "output: none (isolation thread: a python job's prints are not captured)",
     ]
