@@ -95,6 +95,17 @@ def first_tick(schedule: Schedule, now: float) -> float:
     return now + schedule.every
 
 
+def upcoming_tick(schedule: Schedule, tick: float, now: float) -> float:
+    """The first tick after wall time ``now``, given one due at wall time ``tick``, as
+    ``JobActor`` schedules them: at a fixed rate from it, or at the cron expression's times."""
+    if tick > now:
+        return tick
+    if schedule.cron is not None:
+        return now + cron_delay(schedule.cron, now)
+    assert schedule.every is not None
+    return tick + schedule.every * (int((now - tick) // schedule.every) + 1)
+
+
 def cron_delay(expr: str, now: float) -> float:
     """Seconds from wall time ``now`` to the next time ``expr`` fires, in local time."""
     from datetime import datetime  # noqa: PLC0415 - only cron jobs need these

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from actors._job import upcoming_tick
 from supervision._records import Command, Op
-from supervision._spec import SupervisorSpec
+from supervision._spec import JobSpec, SupervisorSpec
 from supervision._state import State
 
 if TYPE_CHECKING:
@@ -69,8 +70,12 @@ def node(
     return out
 
 
-def child_nodes(records: list[ChildRecord]) -> list[dict[str, Any]]:
-    """A supervisor's status nodes; a running group's children come as a pending future."""
+def child_nodes(records: list[ChildRecord], now: float) -> list[dict[str, Any]]:
+    """A supervisor's status nodes; a running group's children come as a pending future.
+
+    ``now`` is the wall time: a periodic job's tick that is due already (it runs now) is
+    not shown as its next one.
+    """
     nodes: list[dict[str, Any]] = []
     for rec in records:
         children: Any = None
@@ -88,7 +93,7 @@ def child_nodes(records: list[ChildRecord]) -> list[dict[str, Any]]:
             restarts=rec.restarts,
             failures=rec.failures,
             last_exit=rec.last_exit,
-            next_start_at=rec.next_start_at if waiting else None,
+            next_start_at=_next_start(rec, now) if waiting else None,
             children=children,
         )
         placed = _placed_on(rec)
@@ -96,6 +101,14 @@ def child_nodes(records: list[ChildRecord]) -> list[dict[str, Any]]:
             out["node"] = placed
         nodes.append(out)
     return nodes
+
+
+def _next_start(rec: ChildRecord, now: float) -> float | None:
+    at = rec.next_start_at
+    if at is None or at > now or not rec.periodic or rec.state is not State.RUNNING:
+        return at
+    assert isinstance(rec.spec, JobSpec)
+    return upcoming_tick(rec.spec.schedule, at, now)
 
 
 def _placed_on(rec: ChildRecord) -> dict[str, str] | None:

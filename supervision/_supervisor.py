@@ -1258,7 +1258,7 @@ class Supervisor(OwnActor):
         self._start_queue = deque(sorted(self._start_queue, key=lambda r: place[r.spec.name]))
 
     def _status(self) -> list[dict[str, Any]]:
-        return child_nodes(self.children)
+        return child_nodes(self.children, self.ctx.wall())
 
 
 def _acted(rec: ChildRecord) -> dict[str, Any]:

@@ -122,6 +122,33 @@ def test_a_periodic_job_shows_its_last_tick_and_when_the_next_one_is_due(
     jobfuncs.EVENTS["tick.release"].set()
 
 
+def test_while_a_tick_runs_the_next_one_is_shown_not_the_running_ones(make_tree) -> None:
+    """The running tick's own time is past: the status shows the one after it."""
+    every = 0.2
+    job = python_job("slowtick", "jobfuncs:block", "slowtick", schedule=Schedule(every=every))
+    tree = make_tree(tree_of(job))
+    try:
+        assert jobfuncs.EVENTS["slowtick.running"].wait(10)  # the first tick, which blocks
+        node = tree.status()["children"][0]
+        now = time.time()
+        assert node["last_exit"] is None
+        assert now < node["next_start_at"] <= now + every + 0.05, (node, now)
+    finally:
+        jobfuncs.EVENTS["slowtick.release"].set()
+
+
+def test_the_upcoming_tick_follows_the_actors_schedule() -> None:
+    from actors._job import cron_delay, upcoming_tick
+
+    every = Schedule(every=10)
+    assert upcoming_tick(every, 130.0, 125.0) == 130.0  # not due yet: itself
+    assert upcoming_tick(every, 100.0, 125.0) == 130.0  # fixed rate from the one due
+    assert upcoming_tick(every, 100.0, 130.0) == 140.0
+    cron = Schedule(cron="*/5 * * * *")
+    now = 1_800_000_123.0
+    assert upcoming_tick(cron, now - 1, now) == now + cron_delay("*/5 * * * *", now)
+
+
 def test_a_failed_tick_restarts_and_the_count_goes_on(make_tree, events) -> None:
     job = python_job(
         "tick", "jobfuncs:fail_times", "tick", 1, schedule=Schedule(every=0.01, times=3)
