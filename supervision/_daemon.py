@@ -563,7 +563,9 @@ def _groups_down(nodes: list[dict[str, Any]]) -> frozenset[str]:
     return frozenset(down)
 
 
-_DOWN: Final = frozenset({"stopped", "backoff", "cooldown", "failed", "gave_up", "succeeded"})
+_DOWN: Final = frozenset(
+    {"pending", "stopping", "stopped", "backoff", "cooldown", "failed", "gave_up", "succeeded"}
+)
 
 
 def _check_new_breakers(new: Any, composition: Composition) -> None:

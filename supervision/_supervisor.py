@@ -1220,8 +1220,8 @@ class Supervisor(OwnActor):
         if not isinstance(rec.spec, SupervisorSpec):
             raise NotAGroupError(rec.path, rec.spec.kind)
         rec.spec = spec
-        if rec.actor is None:
-            settle(cmd.reply)  # down: it starts from the new spec when it starts again
+        if rec.actor is None or rec.state is State.STOPPING:
+            settle(cmd.reply)  # down, or going: it starts from the new spec when it starts again
             return
         try:
             rec.actor.actor_ref.tell(replace(cmd, path=()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -502,6 +503,25 @@ class TestDynamicChildren:
         tree.start_child("g")
         assert tree.ref("g/b").ask("ping", timeout=5) == ("pong", "b", 1)
         assert [c["name"] for c in tree.status()["children"][0]["children"]] == ["b"]
+
+    def test_a_group_that_is_stopping_takes_its_new_spec_for_its_next_start(
+        self, make_tree, events, journal
+    ) -> None:
+        SlowStop.release.clear()
+        slow = ActorSpec(name="slow", actor_class=SlowStop, args=("slow", journal), grace=30)
+        group = SupervisorSpec(name="g", policy=FAST, children=(slow,))
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)), on_event=events)
+        assert tree.started(10)
+        stopping = threading.Thread(target=tree.stop_child, args=("g",))
+        stopping.start()
+        try:
+            events.reached("g", "stopping")
+            tree.update_group(replace(group, children=(actor("b", journal),)), "g")
+        finally:
+            SlowStop.release.set()
+            stopping.join(10)
+        tree.start_child("g")
+        assert tree.ref("g/b").ask("ping", timeout=5) == ("pong", "b", 1)
 
     def test_bad_paths_and_duplicates(self, make_tree, journal) -> None:
         tree = make_tree(SupervisorSpec(children=(actor("a", journal),)))
