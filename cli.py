@@ -672,6 +672,14 @@ def _control(args: argparse.Namespace) -> int:
     return OK
 
 
+def _stdout_for_the_document() -> Any:
+    """Keep stdout for ``run --json``'s document; fd 1 (and ``sys.stdout``) become stderr's."""
+    sys.stdout.flush()
+    kept = os.dup(1)  # not inheritable: no job's process gets it
+    os.dup2(2, 1)
+    return os.fdopen(kept, "w", encoding="utf-8")
+
+
 def _clock(at: float) -> str:
     import datetime as dt  # noqa: PLC0415
 
@@ -688,6 +696,9 @@ def _run(args: argparse.Namespace) -> int:
     if manifest is None:
         return USAGE
     as_json = getattr(args, "json", False)
+    # SPEC §4: with --json stdout is the document alone. What a job writes to its stdout (a
+    # thread's print, os.write(1, ...)) goes to stderr, with the log.
+    document = _stdout_for_the_document() if as_json else sys.stdout
     try:
         composition = compose(
             manifest,
@@ -710,7 +721,8 @@ def _run(args: argparse.Namespace) -> int:
             composition.logging.show_status("", sys.stderr)
         mask = composition.masker.mask
         if as_json:
-            sys.stdout.write(mask(json.dumps(report.status, indent=2)) + "\n")
+            document.write(mask(json.dumps(report.status, indent=2)) + "\n")
+            document.flush()
         else:
             sys.stdout.write(summary_table(report.status, mask) + "\n")
         if report.result.escalation is not None:

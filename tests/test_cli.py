@@ -363,6 +363,33 @@ def test_embedded_status_hides_secrets_too(runtime: str) -> None:
     assert "***" in error
 
 
+def test_run_json_keeps_stdout_for_the_document_alone(tmp_path: Path) -> None:
+    """SPEC §4: with --json stdout is the status document; a job's prints go to stderr."""
+    (tmp_path / "printer.py").write_text(
+        "import os, sys\n"
+        "def main():\n"
+        "    print('hello from python')\n"
+        "    sys.stdout.flush()\n"
+        "    os.write(1, b'straight to fd 1\\n')\n"
+    )
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - {name: p, python: "printer:main"}
+          - {name: c, command: [echo, hello from a command]}
+        """,
+    )
+    out = jobvisor("run", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert [n["state"] for n in doc["children"]] == ["succeeded", "succeeded"]
+    assert "hello from python" in out.stderr
+    assert "straight to fd 1" in out.stderr
+    assert "hello from a command" in out.stderr
+
+
 def test_history_and_resume(tmp_path: Path) -> None:
     write(
         tmp_path,
