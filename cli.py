@@ -729,6 +729,8 @@ def _run(args: argparse.Namespace) -> int:
             _error(mask(f"escalation reached the root: {report.result.escalation}"))
         elif report.result.failed:
             _error(f"failed or gave up: {', '.join(report.result.failed)}")
+        if report.forced:
+            _error("a second signal cut the stop short: what still ran was killed")
     # The journal and the logs are flushed and closed. After a second signal, or with a thread
     # abandoned (stuck in a call), end now: the interpreter's exit could wait on that thread.
     if report.forced or report.leftover:

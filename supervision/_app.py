@@ -298,7 +298,8 @@ def run_batch(
             tree.stop(5)
     result = tree.result()
     interrupted = signals.first.is_set()
-    code = 0 if result.ok else 1
+    # A second signal is no clean stop (SPEC §4's 0): what still ran was killed.
+    code = 0 if result.ok and not forced else 1
     # The journal's writer and the HTTP endpoint's server run until the composition closes.
     ours = ("jv-stopper", "jv-journal", "jv-http")
     leftover = tuple(task.name for task in live_tasks("jv-") if task.name not in ours)

@@ -881,12 +881,15 @@ class Supervisor(OwnActor):
 
     def _kill_overdue(self, rec: ChildRecord) -> None:
         if rec.actor is not None and rec.state is State.STOPPING:
-            log.warning(
-                "{}: did not stop within {}s; killing it",
-                rec.path,
-                rec.spec.grace,
-                extra={"path": rec.path},
-            )
+            if self._force:  # no grace was given: say why it is killed
+                log.warning("{}: killed (forced stop)", rec.path, extra={"path": rec.path})
+            else:
+                log.warning(
+                    "{}: did not stop within {}s; killing it",
+                    rec.path,
+                    rec.spec.grace,
+                    extra={"path": rec.path},
+                )
             rec.actor._jv_kill()
 
     def _start_now(self, rec: ChildRecord) -> None:

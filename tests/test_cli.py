@@ -334,7 +334,15 @@ jobs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    assert proc.returncode == 0, errfile.read_text()
+    # Not a clean stop: what still ran was killed (a `run && next` must not go on), and the
+    # log says why, not that a grace ran out (it had 60 s).
+    err = errfile.read_text()
+    assert proc.returncode == 1, err
+    assert "stubborn: killed (forced stop)" in err
+    assert "did not stop within" not in err
+    assert err.rstrip().endswith(
+        "jobvisor: a second signal cut the stop short: what still ran was killed"
+    ), err
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
