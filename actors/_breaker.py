@@ -130,8 +130,8 @@ class Breaker:
         self._changed(old.state, new.state)
         return ok
 
-    def record(self, ok: bool) -> None:
-        """Report how a permitted call ended."""
+    def record(self, ok: bool) -> bool:
+        """Report how a permitted call ended; True if it was a half-open breaker's trial."""
         with self._lock:
             old = self._status
             self._status = step_record(
@@ -139,6 +139,7 @@ class Breaker:
             )
             new = self._status
         self._changed(old.state, new.state)
+        return old.state is BreakerState.HALF_OPEN
 
     def retry_in(self) -> float:
         """Seconds until a waiting job should ask again."""

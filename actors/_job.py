@@ -219,6 +219,7 @@ class JobActor(OwnActor):
         self._recheck: TimerHandle | None = None
         self._deadline: TimerHandle | None = None
         self._waiting = False
+        self._trial_failed = False  # the last attempt was a half-open breaker's trial, and failed
         # Only a probe needs it: an Event made and set on every restart is 4 µs for nothing.
         self._probe_cancel = threading.Event() if ready is not None else None
 
@@ -283,9 +284,9 @@ class JobActor(OwnActor):
             if self._jv_stop_requested:
                 # The work ended because we cancelled it: its error is no fact of the job's.
                 self._jv_finish(None, code)
-            elif error is not None and self._breaker_opened():
+            elif error is not None and self._breaker_opened() and not self._trial_failed:
                 self._send_attempt_report()  # the child lives on, waiting for its breaker
-                self._wait_for_breaker(_RUN)
+                self._wait_for_breaker(_RUN, error, code)
             elif not self._restarted_in_place(error, code):
                 self._jv_finish(error, code)
             elif self._jv_stop_requested:
@@ -327,8 +328,8 @@ class JobActor(OwnActor):
         error, code = self._run_attempt()
         if self._jv_stop_requested:
             self._jv_finish()
-        elif error is not None and self._breaker_opened():
-            self._wait_for_breaker(None)
+        elif error is not None and self._breaker_opened() and not self._trial_failed:
+            self._wait_for_breaker(None, error, code)
         elif error is not None:
             self._jv_finish(error, code)
         elif self.schedule.times is not None and self._jv_attempts >= self.schedule.times:
@@ -384,7 +385,10 @@ class JobActor(OwnActor):
     def _breaker_opened(self) -> bool:
         return self.breaker is not None and self.breaker.status.state.value != "closed"
 
-    def _wait_for_breaker(self, again: object | None) -> None:
+    def _wait_for_breaker(
+        self, again: object | None, error: BaseException | None = None, code: int | None = None
+    ) -> None:
+        """Wait until the breaker lets a call through; ``error``: the failure that opened it."""
         breaker = self.breaker
         assert breaker is not None
         delay = breaker.retry_in()
@@ -392,7 +396,9 @@ class JobActor(OwnActor):
             self._waiting = True
             link = self._jv_link
             link.parent.tell(
-                Waiting(link.key, link.incarnation, breaker.name, self._wall() + delay)
+                Waiting(
+                    link.key, link.incarnation, breaker.name, self._wall() + delay, error, code
+                )
             )
         if again is not None:  # periodic jobs just let their next tick ask
             inbox = self.actor_inbox
@@ -429,6 +435,7 @@ class JobActor(OwnActor):
             self.path, number, self._wall(), output=self.output, started=self._started
         )
         self._spawned = False
+        self._trial_failed = False
         timeout = self.schedule.timeout
         if timeout is not None:
             self._deadline = self._scheduler.call_later(timeout, lambda: self._on_deadline(attempt))
@@ -472,8 +479,11 @@ class JobActor(OwnActor):
             # Ended from outside (timeout, readiness, kill): reported there already.
             return self._jv_error, code
         if not self._jv_stop_requested and self.breaker is not None:
-            # A stop we asked for is nothing for a breaker to count.
-            self.breaker.record(ok=error is None)
+            # A stop we asked for is nothing for a breaker to count. A trial call that failed
+            # is a failure of the job's like any other (its restarts are counted and end),
+            # where one that opened a closed breaker only makes it wait.
+            trial = self.breaker.record(ok=error is None)
+            self._trial_failed = trial and error is not None
         self._report_attempt(attempt, error, code, with_exit=with_exit)
         return error, code
 

@@ -116,12 +116,18 @@ class ChildExit:
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """The child's breaker is open: it makes no calls until ``retry_at`` (wall time)."""
+    """The child's breaker is open: it makes no calls until ``retry_at`` (wall time).
+
+    ``error`` (and ``code``): the failure of the attempt that opened it, when one did; the
+    child lives on, waiting, so this is where that failure is told.
+    """
 
     key: int
     incarnation: int
     breaker: str
     retry_at: float
+    error: BaseException | None = None
+    code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

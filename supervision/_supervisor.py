@@ -427,13 +427,28 @@ class Supervisor(OwnActor):
         if rec is None or rec.incarnation != msg.incarnation or rec.actor is None:
             return
         rec.next_start_at = msg.retry_at
+        if msg.error is not None:
+            # The attempt that opened the breaker failed: told here, as the child lives on.
+            error = self.ctx.shown(msg.error)
+            rec.failures += 1
+            rec.last_exit = LastExit(Outcome.FAILED, msg.code, error, self.ctx.wall())
+            log.error(
+                "{}: failed (attempt {}): {}; waiting: breaker {} is open, no calls until it "
+                "half-opens",
+                rec.path,
+                rec.attempts,
+                error,
+                msg.breaker,
+                extra={"path": rec.path, "attempt": rec.attempts, "failure": error},
+            )
+        else:
+            log.info(
+                "{}: waiting: breaker {} is open; no calls until it half-opens",
+                rec.path,
+                msg.breaker,
+                extra={"path": rec.path, "attempt": rec.attempts},
+            )
         self._set_state(rec, State.WAITING)
-        log.info(
-            "{}: waiting: breaker {} is open; no calls until it half-opens",
-            rec.path,
-            msg.breaker,
-            extra={"path": rec.path, "attempt": rec.attempts},
-        )
 
     def _on_final_status(self, msg: FinalStatus) -> None:
         rec = self._by_key.get(msg.key)

@@ -27,6 +27,7 @@ from supervision import (
     Intensity,
     JobSpec,
     OnExhausted,
+    Outcome,
     ProbationPassed,
     PythonWork,
     RestartPolicy,
@@ -178,6 +179,41 @@ def test_a_probe_that_waits_on_its_breaker_serves_its_probation_once_resumed(
     events.wait_for(lambda _: events.states("a")[-1:] == ["running"], 10)
     states = events.states("a")
     assert states[states.index("waiting") :] == ["waiting", "probation", "running"]
+
+
+def test_a_once_job_whose_trial_calls_fail_gives_up_as_its_policy_says(
+    make_tree, events
+) -> None:
+    """Waiting on an open breaker burns nothing, but a trial call that fails is a failure like
+    any other: restarted within the intensity, then given up (it waited for ever, its trial
+    failures unlogged and uncounted)."""
+    policy = RestartPolicy(backoff=Backoff(initial=0, max=0), intensity=Intensity(max_restarts=2))
+    clock = ManualClock()
+    breakers = build_breakers({"api": BreakerSpec(failure_threshold=1, reset_timeout=10)}, clock)
+    job = JobSpec(
+        name="a", work=PythonWork(target="jobfuncs:fail", args=("trial",)), breaker="api"
+    )
+    tree = make_tree(
+        SupervisorSpec(policy=policy, children=(job,)),
+        on_event=events, breakers=breakers, monotonic=clock,
+    )
+    events.reached("a", "waiting")  # the first failure opened it: no restart burned
+    node = tree.status()["children"][0]
+    assert (node["restarts"], node["failures"]) == (0, 1)
+    assert "trial failed on call 1" in node["last_exit"]["error"]
+    for trial in (2, 3):
+        clock.advance(10)  # half-open: the trial call fails, a restart, which waits again
+        events.reached("a", "waiting", times=trial)
+        node = tree.status()["children"][0]
+        assert (node["restarts"], node["failures"]) == (trial - 1, trial)
+    clock.advance(10)
+    events.reached("a", "gave_up")  # the third restart would exceed max_restarts 2
+    assert tree.wait(10)
+    node = tree.status()["children"][0]
+    assert (node["restarts"], node["failures"], node["state"]) == (2, 4, "gave_up")
+    assert jobfuncs.CALLS["trial"] == 4
+    failed = [e for e in events.of(AttemptFinished, "a") if e.outcome is Outcome.FAILED]
+    assert len(failed) == 4, "every call that failed is an attempt that failed, as counted"
 
 
 def test_unknown_breaker_is_refused(runtime) -> None:
