@@ -218,7 +218,27 @@ def _error(message: str) -> None:
     sys.stderr.write(f"jobvisor: {message}\n")
 
 
+def _open_standard_streams() -> None:
+    """A closed stdin, stdout or stderr becomes /dev/null.
+
+    Else ``sys.stdout`` is None (a traceback at the first print), and the next file we open
+    (the log, the journal) takes the number, where jobs would write their output.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for name, fd, mode in (("stdin", 0, "r"), ("stdout", 1, "w"), ("stderr", 2, "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, os.fdopen(fd, mode, encoding="utf-8", closefd=False))
+
+
 def main(argv: list[str] | None = None) -> int:
+    _open_standard_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

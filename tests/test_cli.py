@@ -398,6 +398,30 @@ def test_run_json_keeps_stdout_for_the_document_alone(tmp_path: Path) -> None:
     assert "hello from a command" in out.stderr
 
 
+def test_a_closed_stdout_is_no_traceback_and_no_file_of_ours(tmp_path: Path) -> None:
+    """`jobvisor ... >&-`: fd 1 becomes /dev/null. Python left sys.stdout None (a traceback
+    at the first print), and the log file would have taken fd 1, a job's prints going there."""
+    (tmp_path / "printer.py").write_text("def main():\n    print('hello from python')\n")
+    write(
+        tmp_path,
+        """
+        version: 1
+        logging: {file: jobvisor.log}
+        jobs:
+          - {name: p, python: "printer:main"}
+        """,
+    )
+    # (With --json a job's prints go to stderr, as ever.)
+    for verb, err in ((["validate"], ""), (["run"], ""), (["run", "--json"], "hello from python\n")):
+        out = subprocess.run(
+            ["sh", "-c", 'exec "$@" >&-', "sh", *CLI, *verb],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert (out.returncode, out.stderr) == (0, err), verb
+    assert "hello from python" not in (tmp_path / "jobvisor.log").read_text()
+
+
 def test_history_and_resume(tmp_path: Path) -> None:
     write(
         tmp_path,
