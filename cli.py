@@ -266,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         return commands.get(args.command, _control)(args)
     except KeyboardInterrupt:
         return FAILED
+    except BrokenPipeError:
+        # Whoever read our stdout went away (`jobvisor history | head`): they had what they
+        # wanted. No traceback, nor a second one when Python flushes stdout at the exit.
+        _silence_stdout()
+        return OK
     except Exception as exc:
         # status, start, stop, restart, reload, history, logs and top find the daemon's state
         # dir the same way; when the manifest cannot tell it, that is the user's to fix.
@@ -275,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(str(exc))
         return USAGE
+
+
+def _silence_stdout() -> None:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -692,6 +703,20 @@ def _control(args: argparse.Namespace) -> int:
     return OK
 
 
+def _write_out(stream: Any, text: str) -> None:
+    """``run``'s result; a reader gone (`| head`) changes nothing: the exit code is the verdict."""
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        if stream is not sys.stdout:
+            import contextlib  # noqa: PLC0415 - only here
+
+            with contextlib.suppress(OSError):
+                stream.close()  # its buffer is dropped, not flushed again at the exit
+
+
 def _stdout_for_the_document() -> Any:
     """Keep stdout for ``run --json``'s document; fd 1 (and ``sys.stdout``) become stderr's."""
     sys.stdout.flush()
@@ -741,10 +766,9 @@ def _run(args: argparse.Namespace) -> int:
             composition.logging.show_status("", sys.stderr)
         mask = composition.masker.mask
         if as_json:
-            document.write(mask(json.dumps(report.status, indent=2)) + "\n")
-            document.flush()
+            _write_out(document, mask(json.dumps(report.status, indent=2)))
         else:
-            sys.stdout.write(summary_table(report.status, mask) + "\n")
+            _write_out(sys.stdout, summary_table(report.status, mask))
         if report.result.escalation is not None:
             _error(mask(f"escalation reached the root: {report.result.escalation}"))
         elif report.result.failed:

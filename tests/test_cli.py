@@ -422,6 +422,31 @@ def test_a_closed_stdout_is_no_traceback_and_no_file_of_ours(tmp_path: Path) -> 
     assert "hello from python" not in (tmp_path / "jobvisor.log").read_text()
 
 
+def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
+    """`jobvisor history | head -1`: a broken pipe ended in a traceback. Now no word, exit 0;
+    for run the exit code stays the run's verdict."""
+    write(tmp_path, "version: 1\n" + FAST + "jobs:\n  - {name: bad, command: 'exit 4'}\n")
+    assert jobvisor("run", cwd=tmp_path).returncode == 1  # something in the journal
+
+    def gone(*verb: str) -> tuple[int, str]:
+        proc = subprocess.Popen(
+            [*CLI, *verb], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert proc.stdout is not None
+        proc.stdout.close()  # before it writes a byte
+        _, err = proc.communicate(timeout=60)
+        return proc.returncode, err
+
+    for verb in (("history",), ("validate", "--explain"), ("schema",)):
+        assert gone(*verb) == (0, ""), verb
+    for verb in (("run",), ("run", "--json")):
+        code, err = gone(*verb)
+        assert code == 1, (verb, err)
+        assert "Traceback" not in err
+        assert "Exception ignored" not in err
+
+
 def test_history_and_resume(tmp_path: Path) -> None:
     write(
         tmp_path,
