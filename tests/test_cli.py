@@ -398,6 +398,49 @@ def test_run_json_keeps_stdout_for_the_document_alone(tmp_path: Path) -> None:
     assert "hello from a command" in out.stderr
 
 
+def test_run_json_gives_stderr_a_jobs_prints_whole_lines_beside_the_log(
+    tmp_path: Path, runtime: str
+) -> None:
+    """Under --json a thread's prints share stderr with the log: a log line never cuts one.
+
+    Block-buffered (Python's default for a pipe), a line longer than the buffer went out
+    without its newline, which waited in the buffer: the next log line ('p: exited') went
+    on the same line.
+    """
+    (tmp_path / "printer.py").write_text(
+        "def main():\n"
+        "    for i in range(1000):\n"
+        "        print(f'line {i:04d}')\n"
+        "    print('x' * 10000)\n"
+        "    print('done')\n"
+    )
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - {name: p, python: "printer:main"}
+          - {name: iso, python: "printer:main", isolation: process}
+          - {name: c, command: [echo, hello from a command], depends_on: [p]}
+        """,
+    )
+    # Empty is unset: the default buffering, as most users have it.
+    buffered = {"PYTHONUNBUFFERED": ""}
+    out = jobvisor("--runtime", runtime, "run", "--json", cwd=tmp_path, env=buffered)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert [n["state"] for n in doc["children"]] == ["succeeded"] * 3
+    lines = out.stderr.splitlines()
+    assert [line for line in lines if line.startswith("line ")] == [
+        f"line {i:04d}" for i in range(1000)
+    ]
+    assert "x" * 10000 in lines
+    assert "done" in lines
+    # A child process's output is the log's (captured line by line), not a print of ours.
+    assert any(line.endswith("iso[1] done [path=iso attempt=1 stream=stdout]") for line in lines)
+    assert "c[1] hello from a command" in out.stderr
+
+
 def test_history_and_resume(tmp_path: Path) -> None:
     write(
         tmp_path,
