@@ -722,6 +722,11 @@ def _stdout_for_the_document() -> Any:
     sys.stdout.flush()
     kept = os.dup(1)  # not inheritable: no job's process gets it
     os.dup2(2, 1)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Its prints now share stderr with the log: written a line at a time, as on a
+        # terminal, so a log line lands between two of them, never inside one (block-buffered,
+        # a long line went out without its newline, and the next log line joined it).
+        sys.stdout.reconfigure(line_buffering=True, write_through=False)
     return os.fdopen(kept, "w", encoding="utf-8")
 
 

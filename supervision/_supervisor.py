@@ -1111,6 +1111,10 @@ class Supervisor(OwnActor):
             if isinstance(actor, Supervisor):
                 actor.actor_ref.tell(Command(Op.KILL, (), pykka.ThreadingFuture()))
             elif rec.state is State.STOPPING:
+                # Killed here: its kill timer (of no grace, when the stop began just now) would
+                # say so a second time.
+                disarm(rec.kill_timer)
+                rec.kill_timer = None
                 log.warning("{}: killed (forced stop)", rec.path, extra={"path": rec.path})
                 actor._jv_kill()
 

@@ -13,7 +13,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from faultkit import DAEMON, start_daemon, stop_daemon, wait_until, why_not_as_nobody
+from faultkit import (
+    DAEMON,
+    read_pids,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+    why_not_as_nobody,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
@@ -349,6 +356,65 @@ jobs:
     assert "killed" in out
 
 
+def test_a_second_ctrl_c_kills_a_group_too_and_says_so_once_each(
+    tmp_path: Path, runtime: str
+) -> None:
+    """Two SIGINTs, the second while the first stop waits out a long grace.
+
+    It gave exit 0, and each child was said to have 'not stopped within 60.0s' a moment after
+    its stop began; a child whose forced stop its group began was said to be killed twice.
+    """
+    stubborn = "trap '' TERM; echo $$ >> pids; touch started.{}; while true; do sleep 0.05; done"
+    write(
+        tmp_path,
+        f"""
+        version: 1
+        defaults:
+          stop: {{grace: 60s}}
+        jobs:
+          - group: g
+            jobs:
+              - {{name: a, service: true, command: [sh, -c, "{stubborn.format("a")}"]}}
+              - {{name: b, service: true, command: [sh, -c, "{stubborn.format("b")}"]}}
+          - {{name: last, command: [sh, -c, "{stubborn.format("last")}"]}}
+        """,
+    )
+    errfile = tmp_path / "stderr.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with errfile.open("w") as err:
+        proc = subprocess.Popen(
+            [*CLI, "--runtime", runtime, "run"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+        )
+        try:
+            for name in ("a", "b", "last"):
+                wait_until((tmp_path / f"started.{name}").exists, f"{name} started", proc=proc)
+            proc.send_signal(signal.SIGINT)
+            wait_until(lambda: "last: stopping" in errfile.read_text(), "stopping", proc=proc)
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    err_text = errfile.read_text()
+    assert proc.returncode == 1, err_text
+    assert "did not stop within" not in err_text
+    for path in ("g/a", "g/b", "last"):
+        assert err_text.count(f"{path}: killed (forced stop)") == 1, err_text
+    assert err_text.rstrip().endswith(
+        "jobvisor: a second signal cut the stop short: what still ran was killed"
+    ), err_text
+    for pid in read_pids(tmp_path / "pids"):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert re.search(r"^g/a +command +stopped .* killed$", out, re.MULTILINE), out
+
+
 def test_embedded_status_hides_secrets_too(runtime: str) -> None:
     from supervision import load_manifest, start_tree
 
@@ -445,6 +511,49 @@ def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
         assert code == 1, (verb, err)
         assert "Traceback" not in err
         assert "Exception ignored" not in err
+
+
+def test_run_json_gives_stderr_a_jobs_prints_whole_lines_beside_the_log(
+    tmp_path: Path, runtime: str
+) -> None:
+    """Under --json a thread's prints share stderr with the log: a log line never cuts one.
+
+    Block-buffered (Python's default for a pipe), a line longer than the buffer went out
+    without its newline, which waited in the buffer: the next log line ('p: exited') went
+    on the same line.
+    """
+    (tmp_path / "printer.py").write_text(
+        "def main():\n"
+        "    for i in range(1000):\n"
+        "        print(f'line {i:04d}')\n"
+        "    print('x' * 10000)\n"
+        "    print('done')\n"
+    )
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - {name: p, python: "printer:main"}
+          - {name: iso, python: "printer:main", isolation: process}
+          - {name: c, command: [echo, hello from a command], depends_on: [p]}
+        """,
+    )
+    # Empty is unset: the default buffering, as most users have it.
+    buffered = {"PYTHONUNBUFFERED": ""}
+    out = jobvisor("--runtime", runtime, "run", "--json", cwd=tmp_path, env=buffered)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert [n["state"] for n in doc["children"]] == ["succeeded"] * 3
+    lines = out.stderr.splitlines()
+    assert [line for line in lines if line.startswith("line ")] == [
+        f"line {i:04d}" for i in range(1000)
+    ]
+    assert "x" * 10000 in lines
+    assert "done" in lines
+    # A child process's output is the log's (captured line by line), not a print of ours.
+    assert any(line.endswith("iso[1] done [path=iso attempt=1 stream=stdout]") for line in lines)
+    assert "c[1] hello from a command" in out.stderr
 
 
 def test_history_and_resume(tmp_path: Path) -> None:
