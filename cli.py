@@ -591,7 +591,9 @@ def _daemon(args: argparse.Namespace, on_ready: Callable[[], None] | None = None
 
     def build(loaded: Any) -> Any:
         if on_ready is not None:
-            loaded = _logged_when_detached(loaded, getattr(args, "log_file", None))
+            loaded = _logged_when_detached(
+                loaded, getattr(args, "log_file", None), getattr(args, "log_level", None)
+            )
         return compose(
             loaded,
             runtime=getattr(args, "runtime", None),
@@ -628,7 +630,7 @@ DETACHED_LOG = "daemon.log"
 DETACHED_LOG_BYTES, DETACHED_LOG_BACKUPS = 10 * 1024 * 1024, 3  # rotated: a daemon runs long
 
 
-def _logged_when_detached(manifest: Any, log_file: str | None) -> Any:
+def _logged_when_detached(manifest: Any, log_file: str | None, level: str | None) -> Any:
     """A detached daemon's log goes to ``STATE_DIR/daemon.log`` unless told where.
 
     Its stderr is /dev/null once it is ready: without a file its log would be lost.
@@ -638,7 +640,7 @@ def _logged_when_detached(manifest: Any, log_file: str | None) -> Any:
     from supervision._spec import RotateSpec  # noqa: PLC0415
 
     spec = manifest.logging
-    if log_file is not None or spec.file is not None or spec.level == "none":
+    if log_file is not None or spec.file is not None or (level or spec.level) == "none":
         return manifest
     rotate = spec.rotate or RotateSpec(max_bytes=DETACHED_LOG_BYTES, backups=DETACHED_LOG_BACKUPS)
     file = str(manifest.state_dir / DETACHED_LOG)

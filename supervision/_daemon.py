@@ -410,9 +410,7 @@ class Daemon:
                     os.read(self._wake_r, 512)
                 if self._reload_asked and not self._stopping:
                     self._reload_asked = False
-                    outcome = self.reload()
-                    if not outcome["ok"]:
-                        log.error("reload refused: {}", outcome["error"])
+                    self.reload()  # a refusal is logged there
             sd_notify("STOPPING=1")
             log.info("daemon stopping")
         finally:
@@ -502,6 +500,8 @@ class Daemon:
         try:
             new = self._load()
         except ManifestError as exc:
+            # Logged however it was asked (SIGHUP, the socket, HTTP): the log is where it shows.
+            log.error("reload refused, nothing changed: {}", exc)  # noqa: TRY400 - no traceback
             return {"ok": False, "code": "bad_manifest", "error": str(exc)}
         composition, tree = self.composition, self.tree
         assert composition is not None
@@ -517,6 +517,7 @@ class Daemon:
                 for change in changes:
                     self._apply(tree, change)
             except JobvisorError as exc:  # a spec the tree refuses, a child gone meanwhile
+                log.error("reload of {} refused: {}", self.manifest_path, exc)  # noqa: TRY400
                 return {"ok": False, "code": "failed", "error": str(exc)}
             composition.manifest = new
             composition.renotify(tree)

@@ -83,7 +83,7 @@ from supervision._state import FINAL, TRANSITIONS, State
 from supervision._status import LastExit, child_nodes
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from actors import SupervisedActor
 
@@ -650,7 +650,9 @@ class Supervisor(OwnActor):
         error = rec.last_exit.error if rec.last_exit else None
         # "failure" (None for a success) is what the log's crash-loop damper keys on
         extra = {"path": rec.path, "attempt": rec.attempts, "failure": error}
-        one = self.spec.strategy is Strategy.ONE_FOR_ONE
+        # A restart in place (``again``) was made as one_for_one decides: so it is handled,
+        # also when a reload changed the strategy since (its report came after).
+        one = self.spec.strategy is Strategy.ONE_FOR_ONE or again is not None
         restarting = rule is None and wants_restart(rec.spec.restart, outcome)
         # A clean exit that is restarted is said by the restart's own line (one record per
         # decision), unless something else comes between them.
@@ -1213,6 +1215,9 @@ class Supervisor(OwnActor):
 
     def _remove(self, rec: ChildRecord, reply: pykka.Future[Any]) -> None:
         self.children.remove(rec)
+        # Never started again: not when its dependencies are met, nor by an ordered start.
+        self._blocked = [r for r in self._blocked if r is not rec]
+        self._start_queue = deque(r for r in self._start_queue if r is not rec)
         del self._by_key[rec.key]
         del self._by_name[rec.spec.name]
         rec.ref._close("removed")
@@ -1272,12 +1277,19 @@ class Supervisor(OwnActor):
             for rec in self.children:
                 rec.window = rec.window.resized(intensity)
             self._group.window = self._group.window.resized(intensity)
-        if self.ctx.budget is not None and spec.policy.budget is not None:
-            self.ctx.budget.retune(spec.policy)
+        if not self.path and self.ctx.budget is not None and spec.policy.budget is not None:
+            self.ctx.budget.retune(spec.policy)  # the tree's: only the root's spec has one
         self.spec, self.policy = spec, spec.policy
         place = {name: i for i, name in enumerate(names)}
-        self.children.sort(key=lambda r: place[r.spec.name])
-        self._start_queue = deque(sorted(self._start_queue, key=lambda r: place[r.spec.name]))
+
+        def ordered(records: Iterable[ChildRecord]) -> list[ChildRecord]:
+            here = [r for r in records if self._by_key.get(r.key) is r]
+            return sorted(here, key=lambda r: place[r.spec.name])
+
+        self.children = ordered(self.children)
+        self._start_queue = deque(ordered(self._start_queue))
+        self._group.members = ordered(self._group.members)  # a group restart to come
+        self._stop_queue = deque(ordered(self._stop_queue)[::-1])  # stops go in reverse
 
     def _status(self) -> list[dict[str, Any]]:
         return child_nodes(self.children, self.ctx.wall())

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import jobfuncs
+import logbook
 import pytest
 from actorkit import Journal, Recorder, SlowStop
 from clockkit import ManualClock
@@ -14,6 +15,7 @@ from treekit import FAST
 
 from actors import CommandWork
 from actors._errors import NotAGroupError, ShuttingDownError
+from actors._ready import ReadyProbe
 from supervision import (
     ActorSpec,
     Backoff,
@@ -522,6 +524,57 @@ class TestDynamicChildren:
             stopping.join(10)
         tree.start_child("g")
         assert tree.ref("g/b").ask("ping", timeout=5) == ("pong", "b", 1)
+
+    def test_a_child_removed_while_it_waits_on_a_dependency_stays_gone(
+        self, make_tree, events, tmp_path
+    ) -> None:
+        """It went back in the start queue once its dependency was met (and an update of the
+        group then failed on it), while a slow sibling held the queue."""
+        first = python_job("first", "jobfuncs:block", "dep")
+        later = replace(python_job("later", "jobfuncs:ok", "later"), depends_on=("first",))
+        ready = ReadyProbe(command=("test", "-e", str(tmp_path / "up")), timeout=60, interval=0.02)
+        slow = JobSpec(
+            name="slow", work=CommandWork(argv=("sleep", "100")), schedule=Schedule(service=True),
+            ready=ready,
+        )
+        spec = SupervisorSpec(policy=FAST, children=(first, later, slow))
+        tree = make_tree(spec, on_event=events)
+        assert jobfuncs.EVENTS["dep.running"].wait(10)
+        events.reached("slow", "starting")  # not ready: the queue waits on it
+        tree.remove_child("later")
+        jobfuncs.EVENTS["dep.release"].set()
+        events.reached("first", "succeeded")
+        tree.update_group(replace(spec, children=(first, slow)))
+        (tmp_path / "up").touch()
+        events.reached("slow", "running")
+        assert [c["name"] for c in tree.status()["children"]] == ["first", "slow"]
+        assert "later" not in jobfuncs.CALLS
+
+    def test_a_crash_loop_restarting_in_place_takes_a_new_strategy_cleanly(
+        self, make_tree, events
+    ) -> None:
+        """Reports of restarts made in place before the update are one_for_one's (they were
+        taken as the new strategy's, and the incarnation killed "against its policy")."""
+        loop = RestartPolicy(
+            backoff=Backoff(initial=0, max=0, jitter=0), intensity=Intensity(max_restarts=10**9)
+        )
+        crash = JobSpec(name="crash", work=CommandWork(shell="exit 1"), restart=RestartType.PERMANENT)
+        spec = SupervisorSpec(policy=loop, children=(crash,))
+        errors: list[str] = []
+
+        class Errors(logbook.Handler):  # type: ignore[misc]
+            def emit(self, record: logbook.LogRecord) -> None:
+                errors.append(record.message)
+
+        with Errors(level=logbook.ERROR, bubble=True).applicationbound():
+            tree = make_tree(spec, on_event=events)
+            events.reached("crash", "running", times=50)
+            tree.update_group(replace(spec, strategy=Strategy.ONE_FOR_ALL))
+            restarts = tree.status()["children"][0]["restarts"]
+            while tree.status()["children"][0]["restarts"] < restarts + 100:
+                events.reached("crash", "running", times=1)
+            tree.stop(10)
+        assert not [e for e in errors if "against its policy" in e]
 
     def test_bad_paths_and_duplicates(self, make_tree, journal) -> None:
         tree = make_tree(SupervisorSpec(children=(actor("a", journal),)))
