@@ -63,6 +63,7 @@ log = logbook.Logger("supervision.daemon")
 
 MAX_REQUEST: Final = 64 * 1024
 REQUEST_DEADLINE: Final = 5.0
+RELOAD_TRIES: Final = 3  # a reload racing a group's stop or start looks again, this often
 LOCK_NAME: Final = "daemon.lock"
 
 
@@ -152,7 +153,11 @@ def _changed(
     if not (isinstance(was, SupervisorSpec) and isinstance(child, SupervisorSpec)):
         return [Change("replace", path, prefix, child, before)]
     if path in down:
-        return [Change("update", path, prefix, child, says=_tells(was, child, path))]
+        # Its children change only in the spec it starts from next: said, not done.
+        inner = (c for c in diff_specs(was, child, path) if c.op != "update")
+        later = [line for c in inner for line in c.summary]
+        says = (*_tells(was, child, path), *(f"{line} (at {path}'s next start)" for line in later))
+        return [Change("update", path, prefix, child, says=says)]
     return diff_specs(was, child, path, down)
 
 
@@ -512,16 +517,30 @@ class Daemon:
             try:
                 budget_change(composition.manifest.root, new.root)
                 _check_new_breakers(new, composition)
-                down = _groups_down(tree.status()["children"])
-                changes = diff_specs(composition.manifest.root, new.root, down=down)
-                for change in changes:
-                    self._apply(tree, change)
-            except JobvisorError as exc:  # a spec the tree refuses, a child gone meanwhile
+            except JobvisorError as exc:
                 log.error("reload of {} refused: {}", self.manifest_path, exc)  # noqa: TRY400
                 return {"ok": False, "code": "failed", "error": str(exc)}
+            summary: list[str] = []
+            for tries_left in range(RELOAD_TRIES - 1, -1, -1):
+                # What the tree runs, as far as this daemon applied it (every step that
+                # succeeded, also of a reload that failed half way): the next diff's base.
+                running = composition.manifest.root
+                try:
+                    down = _groups_down(tree.status()["children"])
+                    changes = diff_specs(running, new.root, down=down)
+                    for change in changes:
+                        self._apply(tree, change)
+                        running = applied(running, change)
+                        summary.extend(change.summary)
+                    break
+                except JobvisorError as exc:  # a child gone meanwhile, a spec refused
+                    composition.manifest = replace(composition.manifest, root=running)
+                    if tries_left and isinstance(exc, NoSuchChildError):
+                        continue  # a group went down or came up meanwhile: look again
+                    log.error("reload of {} refused: {}", self.manifest_path, exc)  # noqa: TRY400
+                    return {"ok": False, "code": "failed", "error": str(exc)}
             composition.manifest = new
             composition.renotify(tree)
-        summary = [line for c in changes for line in c.summary]
         log.info("reloaded {}: {}", self.manifest_path, ", ".join(summary) or "no change")
         return {"ok": True, "result": summary}
 
@@ -548,6 +567,40 @@ def act(tree: Tree, op: str, job: str) -> dict[str, Any]:
     except JobvisorError as exc:
         return {"ok": False, "code": "failed", "error": str(exc)}
     return {"ok": True, "result": None}
+
+
+def applied(root: SupervisorSpec, change: Change) -> SupervisorSpec:
+    """``root`` with ``change`` made: what the tree runs once it has taken it."""
+    if change.op == "update" and not change.path:
+        assert isinstance(change.spec, SupervisorSpec)
+        return change.spec
+    return _edit(root, [p for p in change.parent.split("/") if p], change)
+
+
+def _edit(group: SupervisorSpec, parts: list[str], change: Change) -> SupervisorSpec:
+    if parts:
+        return replace(
+            group,
+            children=tuple(
+                _edit(c, parts[1:], change)
+                if c.name == parts[0] and isinstance(c, SupervisorSpec)
+                else c
+                for c in group.children
+            ),
+        )
+    name = change.path.rpartition("/")[2]
+    spec = change.spec
+    if change.op == "update":  # a group down: its new spec, where it is
+        assert spec is not None
+        return replace(group, children=tuple(spec if c.name == name else c for c in group.children))
+    # As the tree does it: a replaced child is removed, then added where an added one goes.
+    children: list[ChildSpec] = [c for c in group.children if c.name != name]
+    if change.op in ("add", "replace"):
+        names = [c.name for c in children]
+        at = names.index(change.before) if change.before in names else len(children)
+        assert spec is not None
+        children.insert(at, spec)
+    return replace(group, children=tuple(children))
 
 
 def _groups_down(nodes: list[dict[str, Any]]) -> frozenset[str]:

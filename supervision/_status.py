@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from actors._errors import TreeStoppedError
 from actors._job import upcoming_tick
 from supervision._records import Command, Op
 from supervision._spec import JobSpec, SupervisorSpec
@@ -156,8 +157,8 @@ def resolve(nodes: Any, deadline: float) -> list[dict[str, Any]]:
         if isinstance(children, pykka.Future):
             try:
                 children = children.get(timeout=max(0.0, deadline - time.monotonic()))
-            except (pykka.ActorDeadError, pykka.Timeout):
-                children = None
+            except (pykka.ActorDeadError, pykka.Timeout, TreeStoppedError):
+                children = None  # the group ended before it answered: shown as not running
         out.append(
             item
             if children is None and "children" not in item

@@ -1147,9 +1147,13 @@ class Supervisor(OwnActor):
         rec = target(self._by_name, self.path, cmd)
         if len(cmd.path) == 1 and cmd.op is not Op.ADD:
             self._act(rec, cmd)
-        else:
-            assert rec.actor is not None
+            return
+        assert rec.actor is not None
+        try:
             rec.actor.actor_ref.tell(replace(cmd, path=cmd.path[1:]))
+        except pykka.ActorDeadError:  # it ended just now; its exit report is on the way
+            where = "/".join((*self.path.split("/"), *cmd.path)).strip("/")
+            raise NoSuchChildError(f"{where} (group {rec.path} is stopping)") from None
 
     def _act(self, rec: ChildRecord, cmd: Command) -> None:
         match cmd.op:
@@ -1268,6 +1272,8 @@ class Supervisor(OwnActor):
                 f"({', '.join(self._by_name) or 'none'}), got {', '.join(names) or 'none'}"
             )
         if self._closing is not None:
+            if self.path:
+                return  # ending: its parent holds the new spec, which its next start takes
             raise ShuttingDownError(f"{self._name}: not updated, it is {self._ending}")
         if (spec.strategy, spec.policy) != (self.spec.strategy, self.policy):
             for rec in self.children:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -22,7 +23,7 @@ from faultkit import DAEMON as BASE
 from faultkit import Running, start_daemon, stop_daemon, wait_until
 
 from supervision import Strategy, SupervisorSpec, python_job
-from supervision._daemon import diff_specs
+from supervision._daemon import applied, diff_specs
 from supervision._history import read_history
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,15 +192,36 @@ def test_diff_specs() -> None:
         "remove a", "replace b", "add c", "add g/c",
     ]
     assert diff_specs(old, old) == []
-    # A group down now only takes its new spec, to start from when it starts again.
-    assert [(x.op, x.path) for x in diff_specs(old, new, down=frozenset({"g"}))][-2:] == [
-        ("update", "g"), ("update", ""),
-    ]
+    # A group down now only takes its new spec, to start from when it starts again; what
+    # changes in it is said all the same.
+    down = diff_specs(old, new, down=frozenset({"g"}))
+    assert [(x.op, x.path) for x in down][-2:] == [("update", "g"), ("update", "")]
+    assert down[-2].summary == ("add g/c (at g's next start)",)
     # Its own policy changed: updated in place, never replaced (its children keep running).
     slower = SupervisorSpec(name="g", children=(a,), strategy=Strategy.ONE_FOR_ALL)
     assert [x.summary for x in diff_specs(old, replace(old, children=(a, b, slower)))] == [
         ("update g: strategy: one_for_all",), (),
     ]
+
+
+def test_a_reload_cut_short_leaves_a_base_the_next_one_goes_on_from() -> None:
+    """After any prefix of a reload's steps, the next reload's diff only does what is left:
+    it never adds a child the first one added (a half-applied reload failed for ever, "b: a
+    child of that name exists already")."""
+    a, b, c, d = (python_job(n, "jobfuncs:ok", n) for n in "abcd")
+    b2 = python_job("b", "jobfuncs:ok", "changed")
+    old = SupervisorSpec(children=(a, b, SupervisorSpec(name="g", children=(a, c))))
+    new = SupervisorSpec(
+        strategy=Strategy.REST_FOR_ONE,
+        children=(d, SupervisorSpec(name="g", children=(c, d)), b2),
+    )
+    changes = diff_specs(old, new)
+    for k in range(len(changes) + 1):
+        partial = functools.reduce(applied, changes[:k], old)
+        rest = diff_specs(partial, new)
+        assert functools.reduce(applied, rest, partial) == new
+        done = {(x.op, x.path) for x in changes[:k] if x.op != "update"}
+        assert not done & {(x.op, x.path) for x in rest}, k
 
 
 def test_a_reload_keeps_each_job_in_its_place(daemon: Running) -> None:
