@@ -19,6 +19,7 @@ import signal
 import socket
 import stat
 import threading
+import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -407,8 +408,8 @@ class Daemon:
             if self.composition.endpoint is not None:  # HTTP actions wait for a reload, like ours
                 self.composition.endpoint.act = lambda op, job: self.handle({"op": op, "job": job})
             self.tree = self.composition.start()
-            self.tree.started(60)
-            self._announce_ready(state_dir)
+            if self._await_start(self.tree):
+                self._announce_ready(state_dir)
             while not self._stopping:
                 select.select([self._wake_r], [], [])
                 with contextlib.suppress(BlockingIOError):
@@ -431,6 +432,16 @@ class Daemon:
                 # By its own path, and only while it is still the file written above.
                 remove_if_same(self._pidfile, written)
         return 0
+
+    def _await_start(self, tree: Tree, timeout: float = 60.0) -> bool:
+        """Until the tree started (at most ``timeout``); False if a stop came first.
+
+        In slices: a SIGTERM while a slow readiness probe holds the start stops it now.
+        """
+        deadline = time.monotonic() + timeout
+        while not (self._stopping or tree.started(0.1)) and time.monotonic() < deadline:
+            pass
+        return not self._stopping
 
     def _announce_ready(self, state_dir: Path) -> None:
         sd_notify("READY=1")

@@ -126,6 +126,35 @@ def test_sighup_reloads(daemon: Running) -> None:
     assert "late" in daemon.nodes()
 
 
+def test_a_sigterm_while_a_readiness_probe_holds_the_start_stops_the_daemon_now(
+    tmp_path: Path,
+) -> None:
+    """It waited up to 60 s for the tree's start, said "daemon ready", and only then stopped."""
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent("""
+        version: 1
+        jobs:
+          - name: slow
+            service: true
+            command: [sleep, '100']
+            ready: {command: [sh, -c, "test -e go"], timeout: 60s, interval: 20ms}
+        """))
+    proc = subprocess.Popen(
+        [*CLI, "daemon"], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_until((tmp_path / ".jobvisor" / "control.sock").exists, "it serves", proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "daemon ready" not in err
+    assert "daemon stopping" in err
+
+
 def test_two_daemons_on_one_state_dir(daemon: Running) -> None:
     second = subprocess.run([*CLI, "daemon"], cwd=daemon.dir, env=ENV, capture_output=True, text=True, timeout=60, check=False)
     assert second.returncode == 2
