@@ -436,6 +436,7 @@ class JobActor(OwnActor):
         )
         self._spawned = False
         self._trial_failed = False
+        self._unreported = [attempt]  # whoever pops it reports the attempt: once, from any thread
         timeout = self.schedule.timeout
         if timeout is not None:
             self._deadline = self._scheduler.call_later(timeout, lambda: self._on_deadline(attempt))
@@ -496,6 +497,10 @@ class JobActor(OwnActor):
         with_exit: bool = False,
     ) -> None:
         """The one place an attempt's facts are made for the supervisor; told, or kept."""
+        try:
+            self._unreported.pop()
+        except IndexError:
+            return  # told already (killed from the supervisor's thread as it ended)
         link = self._jv_link
         report = AttemptDone(
             link.key,
@@ -591,6 +596,12 @@ class JobActor(OwnActor):
         # Work blocked in a system call only sees the thrown Kill once the call returns:
         # let it end its own work at once first (a command SIGKILLs its process group).
         attempt = self._attempt
+        if attempt is not None:
+            # Its own thread never reports it now (killed, or abandoned): it is journaled
+            # (SPEC §6: every attempt) as killed, here.
+            self._jv_killed = True
+            killed = Kill(f"{self.path} attempt {attempt.number} was killed")
+            self._report_attempt(attempt, killed, None)
         kill = getattr(self.work, "kill", None)
         if attempt is not None and kill is not None:
             attempt.cancelled.set()

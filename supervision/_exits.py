@@ -47,6 +47,8 @@ def classify(
     if isinstance(error, AttemptTimeout):
         return ExitReason(Outcome.TIMEOUT, error)
     if isinstance(report, AttemptDone):
+        if isinstance(error, Kill):  # killed after its grace (or by a forced stop)
+            return ExitReason(Outcome.KILLED, None)
         if report.stop_requested:
             # Ended because it was stopped: its error is no failure of the job's.
             return ExitReason(Outcome.STOPPED if error is not None else Outcome.SUCCEEDED, error)

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import jobfuncs
 import logbook
 import pytest
+from faultkit import wait_until
 from treekit import tree_of
 
+from actors import CommandWork
 from supervision import (
     AttemptFinished,
     Backoff,
     ChildExited,
     Intensity,
+    JobSpec,
     Outcome,
     RestartPolicy,
     RestartType,
@@ -147,6 +151,30 @@ def test_the_upcoming_tick_follows_the_actors_schedule() -> None:
     cron = Schedule(cron="*/5 * * * *")
     now = 1_800_000_123.0
     assert upcoming_tick(cron, now - 1, now) == now + cron_delay("*/5 * * * *", now)
+
+
+def test_an_attempt_killed_after_its_grace_is_an_attempt_too(
+    make_tree, events, tmp_path
+) -> None:
+    """SPEC §6: every attempt is journaled; one killed (a command ignoring its stop, a
+    thread that never returns) was not: its own thread never reported it."""
+    stubborn = JobSpec(
+        name="cmd",
+        work=CommandWork(shell=f"trap '' TERM; touch {tmp_path}/trapped; while true; do sleep 0.05; done"),
+        schedule=Schedule(service=True),
+        grace=0.2,
+    )
+    thread = python_job("py", "jobfuncs:stubborn", "py", schedule=Schedule(service=True))
+    tree = make_tree(tree_of(stubborn, replace(thread, grace=0.2)), on_event=events)
+    wait_until((tmp_path / "trapped").exists, "the command ignores TERM")
+    assert jobfuncs.EVENTS["py.running"].wait(10)
+    tree.stop_child("cmd")
+    tree.stop_child("py")
+    for i, path in enumerate(("cmd", "py")):
+        events.wait_for(lambda _, path=path: events.of(AttemptFinished, path), 10)
+        done = [(e.attempt, e.outcome) for e in events.of(AttemptFinished, path)]
+        assert done == [(1, Outcome.KILLED)], path
+        assert tree.status()["children"][i]["last_exit"]["outcome"] == "killed"
 
 
 def test_a_failed_tick_restarts_and_the_count_goes_on(make_tree, events) -> None:
