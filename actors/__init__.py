@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from actors._breaker import BreakerStatus as BreakerStatus
     from actors._breaker import step_allow as step_allow
     from actors._breaker import step_record as step_record
+    from actors._breaker import step_release as step_release
     from actors._command import (
         CommandFailed,
         CommandWork,
@@ -160,6 +161,7 @@ _INTERNAL: dict[str, str] = {
     "start_task": "actors._runtime",
     "step_allow": "actors._breaker",
     "step_record": "actors._breaker",
+    "step_release": "actors._breaker",
     "supervised_class": "actors._supervised",
 }
 

@@ -19,7 +19,14 @@ from actors._checks import need_count, need_duration
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Breaker", "BreakerState", "BreakerStatus", "step_allow", "step_record"]
+__all__ = [
+    "Breaker",
+    "BreakerState",
+    "BreakerStatus",
+    "step_allow",
+    "step_record",
+    "step_release",
+]
 
 
 class BreakerState(enum.StrEnum):
@@ -69,6 +76,17 @@ def step_record(
     if failures >= failure_threshold:
         return BreakerStatus(BreakerState.OPEN, 0, now, 0)
     return replace(status, failures=failures)
+
+
+def step_release(status: BreakerStatus) -> BreakerStatus:
+    """The state after a call that was let through was cancelled: no outcome to count.
+
+    A half-open breaker's trial that a stop cancelled is no longer in flight, so another
+    call may be the trial (kept, the breaker stayed half-open and full for ever).
+    """
+    if status.state is BreakerState.HALF_OPEN and status.in_flight:
+        return replace(status, in_flight=status.in_flight - 1)
+    return status
 
 
 class Breaker:
@@ -140,6 +158,11 @@ class Breaker:
             new = self._status
         self._changed(old.state, new.state)
         return old.state is BreakerState.HALF_OPEN
+
+    def release(self) -> None:
+        """Give back the permit of a call that was cancelled (stopped): nothing is counted."""
+        with self._lock:
+            self._status = step_release(self._status)
 
     def retry_in(self) -> float:
         """Seconds until a waiting job should ask again."""

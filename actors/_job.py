@@ -220,6 +220,10 @@ class JobActor(OwnActor):
         self._deadline: TimerHandle | None = None
         self._waiting = False
         self._trial_failed = False  # the last attempt was a half-open breaker's trial, and failed
+        # The breaker's permit for the call under way: one token, taken by whichever thread
+        # ends the call first (its own, a timeout's, a kill's), so it is counted or given back
+        # exactly once. Empty: no call holds one.
+        self._permit: list[bool] = []
         # Only a probe needs it: an Event made and set on every restart is 4 µs for nothing.
         self._probe_cancel = threading.Event() if ready is not None else None
 
@@ -284,7 +288,7 @@ class JobActor(OwnActor):
             if self._jv_stop_requested:
                 # The work ended because we cancelled it: its error is no fact of the job's.
                 self._jv_finish(None, code)
-            elif error is not None and self._breaker_opened() and not self._trial_failed:
+            elif self._waits_for_breaker(error):
                 self._send_attempt_report()  # the child lives on, waiting for its breaker
                 self._wait_for_breaker(_RUN, error, code)
             elif not self._restarted_in_place(error, code):
@@ -328,7 +332,7 @@ class JobActor(OwnActor):
         error, code = self._run_attempt()
         if self._jv_stop_requested:
             self._jv_finish()
-        elif error is not None and self._breaker_opened() and not self._trial_failed:
+        elif self._waits_for_breaker(error):
             self._wait_for_breaker(None, error, code)
         elif error is not None:
             self._jv_finish(error, code)
@@ -374,6 +378,8 @@ class JobActor(OwnActor):
         """May an attempt run now? If the breaker says no, wait (and ask again later)."""
         breaker = self.breaker
         if breaker is None or breaker.allow():
+            if breaker is not None:
+                self._permit = [True]
             if self._waiting:
                 self._waiting = False
                 link = self._jv_link
@@ -384,6 +390,39 @@ class JobActor(OwnActor):
 
     def _breaker_opened(self) -> bool:
         return self.breaker is not None and self.breaker.status.state.value != "closed"
+
+    def _waits_for_breaker(self, error: BaseException | None) -> bool:
+        """Does the child live on, waiting, after this attempt: did its failure open the breaker?
+
+        Not after a half-open breaker's trial (a failure like any other), nor after an attempt
+        ended from outside: a timeout reported the incarnation's end already (waiting, it lived
+        on unseen, and its next call took the trial's permit and kept it).
+        """
+        return (
+            error is not None
+            and self._jv_error is None
+            and not self._jv_killed
+            and not self._trial_failed
+            and self._breaker_opened()
+        )
+
+    def _settle(self, ok: bool | None) -> bool:
+        """End the call the breaker let through: ``ok``, or None for one we cancelled.
+
+        A cancelled call has no outcome to count, but it is no longer in flight: its permit
+        goes back. Returns True for a half-open breaker's trial that failed. Any thread.
+        """
+        breaker = self.breaker
+        if breaker is None:
+            return False  # most jobs: no exception raised and caught on every attempt
+        try:
+            self._permit.pop()
+        except IndexError:
+            return False  # no call, or ended already by another thread
+        if ok is None:
+            breaker.release()
+            return False
+        return breaker.record(ok=ok) and not ok
 
     def _wait_for_breaker(
         self, again: object | None, error: BaseException | None = None, code: int | None = None
@@ -479,12 +518,10 @@ class JobActor(OwnActor):
         if self._jv_error is not None or self._jv_killed:
             # Ended from outside (timeout, readiness, kill): reported there already.
             return self._jv_error, code
-        if not self._jv_stop_requested and self.breaker is not None:
-            # A stop we asked for is nothing for a breaker to count. A trial call that failed
-            # is a failure of the job's like any other (its restarts are counted and end),
-            # where one that opened a closed breaker only makes it wait.
-            trial = self.breaker.record(ok=error is None)
-            self._trial_failed = trial and error is not None
+        # A stop we asked for is nothing for a breaker to count (its permit goes back). A trial
+        # call that failed is a failure of the job's like any other (its restarts are counted
+        # and end), where one that opened a closed breaker only makes it wait.
+        self._trial_failed = self._settle(None if self._jv_stop_requested else error is None)
         self._report_attempt(attempt, error, code, with_exit=with_exit)
         return error, code
 
@@ -550,8 +587,7 @@ class JobActor(OwnActor):
         if self._jv_error is not None or self._jv_killed:
             return
         self._jv_error = error
-        if self.breaker is not None:
-            self.breaker.record(ok=False)
+        self._settle(ok=False)
         if attempt is not None:
             self._jv_attempts = attempt.number
             self._report_attempt(attempt, error, None)
@@ -610,6 +646,7 @@ class JobActor(OwnActor):
             except Exception as exc:
                 log.warning("{}: killing attempt {} failed: {}", self.path, attempt.number, exc)
         _release(self.work)
+        self._settle(None)  # killed after a stop: its call, if any, is over uncounted
         super()._jv_kill()
 
     def _jv_request_stop(self) -> None:

@@ -21,6 +21,7 @@ from faultkit import (
     wait_until,
     why_not_as_nobody,
 )
+from httpkit import HttpKit, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
@@ -591,6 +592,44 @@ jobs:
     assert one_line(out) == "jobvisor: the journal has nothing of onec; it has: bad, once"
     out = jobvisor("history", "onec", "--json", cwd=tmp_path)
     assert (out.returncode, out.stdout, out.stderr) == (0, "[]\n", "")
+
+
+def test_a_once_http_job_failing_behind_a_breaker_ends_told_and_counted(tmp_path: Path) -> None:
+    """A once http job behind a breaker, its server answering 500, ran for ever: the trial
+    calls' errors unlogged, FAILURES 1 in the status against every attempt in history. It
+    gives up as its intensity says, each failure an error line, status and history agreeing."""
+    with HttpKit(default=Reply(500)) as kit:
+        write(
+            tmp_path,
+            f"""
+            version: 1
+            supervisor:
+              backoff: {{initial: 1ms, max: 5ms}}
+              intensity: {{max_restarts: 1, within: 60s}}
+            breakers:
+              api: {{failure_threshold: 1, reset_timeout: 200ms}}
+            jobs:
+              - name: call
+                http: {{url: "{kit.url}/x"}}
+                breaker: api
+            """,
+        )
+        out = jobvisor("run", "--json", cwd=tmp_path, timeout=30)
+        assert kit.count == 3, "the call that opened it, then two trials"
+    assert out.returncode == 1, out.stderr
+    (node,) = json.loads(out.stdout)["children"]
+    counts = (node["state"], node["starts"], node["restarts"], node["failures"])
+    assert counts == ("gave_up", 2, 1, 3)
+    failed = [
+        re.search(r"\battempt=(\d+)\]", line)
+        for line in out.stderr.splitlines()
+        if " ERROR " in line and "call: failed" in line and "status 500" in line
+    ]
+    assert [m[1] for m in failed if m] == ["1", "2", "3"], out.stderr
+    rows = json.loads(jobvisor("history", "call", "--json", cwd=tmp_path).stdout)
+    attempts = [r for r in rows if r["type"] == "attempt"]
+    assert [(r["attempt"], r["outcome"]) for r in attempts] == [(n, "failed") for n in (1, 2, 3)]
+    assert len(attempts) == node["failures"]
 
 
 @pytest.mark.parametrize(("runtime", "loaded"), [("threads", "False"), ("gevent", "True")])

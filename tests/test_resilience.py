@@ -8,15 +8,19 @@ from typing import Any
 import jobfuncs
 import pytest
 from clockkit import ManualClock
+from httpkit import HttpKit, Reply, Stall
 
 from actors import (
     Breaker,
     BreakerState,
     BreakerStatus,
+    HttpWork,
     RetrySpec,
     RetryWait,
+    join_tasks,
     step_allow,
     step_record,
+    step_release,
 )
 from supervision import (
     AttemptFinished,
@@ -66,6 +70,15 @@ class TestBreakerRules:
         assert step_record(half, ok=True, now=30.0, failure_threshold=3) == BreakerStatus()
         reopened = step_record(half, ok=False, now=30.0, failure_threshold=3)
         assert (reopened.state, reopened.opened_at) == (BreakerState.OPEN, 30.0)
+
+    def test_a_cancelled_trial_gives_its_permit_back_and_counts_nothing(self) -> None:
+        half = BreakerStatus(BreakerState.HALF_OPEN, 0, 0.0, 1)
+        released = step_release(half)
+        assert released == BreakerStatus(BreakerState.HALF_OPEN, 0, 0.0, 0)
+        ok, _ = step_allow(released, 30.0, 10.0, 1)
+        assert ok, "the next call is the trial"
+        for other in (BreakerStatus(), BreakerStatus(BreakerState.OPEN, 0, 5.0, 0), released):
+            assert step_release(other) == other
 
     def test_breaker_object_reports_transitions(self) -> None:
         clock = ManualClock(0.0)
@@ -214,6 +227,109 @@ def test_a_once_job_whose_trial_calls_fail_gives_up_as_its_policy_says(
     assert jobfuncs.CALLS["trial"] == 4
     failed = [e for e in events.of(AttemptFinished, "a") if e.outcome is Outcome.FAILED]
     assert len(failed) == 4, "every call that failed is an attempt that failed, as counted"
+
+
+def test_a_once_http_job_failing_behind_a_breaker_is_logged_counted_and_gives_up(
+    make_tree, events, logs
+) -> None:
+    """A real server answering 500: each trial call's error is logged, each failed call is a
+    failure in the status as in the attempts, and the job gives up as its intensity says."""
+    policy = RestartPolicy(backoff=Backoff(initial=0, max=0), intensity=Intensity(max_restarts=1))
+    clock = ManualClock()
+    breakers = build_breakers({"api": BreakerSpec(failure_threshold=1, reset_timeout=10)}, clock)
+    retry = RetrySpec(attempts=2, wait=RetryWait(initial=0.001, max=0.001))
+    with HttpKit(default=Reply(500, body=b"down")) as kit:
+        job = JobSpec(name="call", work=HttpWork(url=f"{kit.url}/x"), breaker="api", retry=retry)
+        tree = make_tree(
+            SupervisorSpec(policy=policy, children=(job,)),
+            on_event=events,
+            breakers=breakers,
+            monotonic=clock,
+        )
+        events.reached("call", "waiting")  # attempt 1 (two tries) opened it
+        clock.advance(10)  # the trial (attempt 2) fails: restart 1, which waits again
+        events.reached("call", "waiting", times=2)
+        clock.advance(10)  # the trial (attempt 3) fails: restart 2 would exceed max_restarts 1
+        events.reached("call", "gave_up")
+        assert tree.wait(10)
+        assert kit.count == 6, "three attempts of two tries each, and not one call more"
+    node = tree.status()["children"][0]
+    assert (node["state"], node["starts"], node["restarts"], node["failures"]) == (
+        "gave_up",
+        2,
+        1,
+        3,
+    )
+    failed = [e for e in events.of(AttemptFinished, "call") if e.outcome is Outcome.FAILED]
+    assert [e.attempt for e in failed] == [1, 2, 3]
+    for number in (1, 2, 3):  # each failure, the trials' too, is an error line with its error
+        lines = [
+            r.message
+            for r in logs.records
+            if r.level_name == "ERROR"
+            and r.extra.get("path") == "call"
+            and r.extra.get("attempt") == number
+        ]
+        assert any("status 500 Internal Server Error" in line for line in lines), (number, lines)
+
+
+def test_a_timed_out_call_behind_a_breaker_leaves_no_incarnation_behind(make_tree, events) -> None:
+    """The incarnation a timeout ended is over: it does not wait on the breaker it opened
+    (it lived on unseen, took the trial call's permit and kept it: the job waited for ever)."""
+    policy = RestartPolicy(backoff=Backoff(initial=0, max=0), intensity=Intensity(max_restarts=1))
+    clock = ManualClock()
+    breakers = build_breakers({"api": BreakerSpec(failure_threshold=1, reset_timeout=10)}, clock)
+    with HttpKit(default=Stall()) as kit:
+        job = JobSpec(
+            name="call",
+            work=HttpWork(url=f"{kit.url}/x", timeout=60),
+            schedule=Schedule(timeout=1),
+            breaker="api",
+        )
+        tree = make_tree(
+            SupervisorSpec(policy=policy, children=(job,)),
+            on_event=events,
+            breakers=breakers,
+            monotonic=clock,
+        )
+        kit.wait_requests(1)
+        clock.advance(1)  # attempt 1 times out and opens the breaker: restart 1 waits on it
+        events.reached("call", "waiting")
+        clock.advance(10)  # half-open: restart 1 makes the trial call
+        kit.wait_requests(2)
+        clock.advance(1)  # it times out too: restart 2 would exceed max_restarts 1
+        events.reached("call", "gave_up")
+        assert tree.wait(10)
+        assert kit.count == 2
+        node = tree.status()["children"][0]
+        assert tree.stop(10)
+    assert (node["state"], node["restarts"], node["failures"]) == ("gave_up", 1, 2)
+    assert not join_tasks("jv-", 5), "each incarnation a timeout ended is over"
+
+
+def test_a_trial_call_stopped_by_a_person_gives_its_permit_back(make_tree, events) -> None:
+    """A stop is nothing for a breaker to count, but the trial call it cancelled is no longer
+    in flight: the next call may be the trial (the breaker stayed half-open and full, and
+    every job behind it waited for ever)."""
+    clock = ManualClock()
+    breakers = build_breakers({"api": BreakerSpec(failure_threshold=1, reset_timeout=10)}, clock)
+    with HttpKit(Reply(500), Stall(), default=Reply(200)) as kit:
+        job = JobSpec(name="call", work=HttpWork(url=f"{kit.url}/x", timeout=60), breaker="api")
+        tree = make_tree(
+            SupervisorSpec(children=(job,)), on_event=events, breakers=breakers, monotonic=clock
+        )
+        events.reached("call", "waiting")
+        clock.advance(10)
+        kit.wait_requests(2)  # the trial call, held by the server
+        tree.stop_child("call")
+        assert tree.status()["children"][0]["state"] == "stopped"
+        assert breakers["api"].state is BreakerState.HALF_OPEN
+        tree.start_child("call")
+        events.reached("call", "succeeded")
+        assert kit.count == 3
+    assert breakers["api"].state is BreakerState.CLOSED
+    node = tree.status()["children"][0]
+    assert (node["failures"], node["last_exit"]["outcome"]) == (1, "succeeded")
 
 
 def test_unknown_breaker_is_refused(runtime) -> None:
