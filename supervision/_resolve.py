@@ -32,6 +32,10 @@ __all__ = ["MAX_DEPTH", "MAX_VALUES", "Resolver", "looks_secret"]
 
 MAX_DEPTH: Final = 64  # levels of nesting a manifest may have
 MAX_VALUES: Final = 100_000  # values a manifest may hold once aliases are expanded
+# What a secret or variable that could not be read stands for, once its issue is reported: a
+# valid value everywhere (argv, env, header, URL), so it is not reported again as "null" or
+# an empty header; the manifest does not load, so it never runs.
+UNRESOLVED: Final = "unresolved"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_LOOKING = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
@@ -139,8 +143,9 @@ class Resolver:
             inner, closed = match.group(1), match.group(2)
             if closed and (secret := SECRET_VARIABLE.fullmatch(inner)):
                 value = self._env_secret(secret.group(1), path, line, f" (for ${{{inner}}})")
-                secrets.append(value or "")
-                return value or ""
+                value = UNRESOLVED if value is None else value
+                secrets.append(value)
+                return value
             variable = VARIABLE.fullmatch(inner) if closed else None
             if variable is None:
                 shown = f"${{{inner}{closed or ''}"
@@ -169,7 +174,7 @@ class Resolver:
                     f"expected environment variable {name} to be set (for ${{{name}}}), "
                     f"got it unset; set it or write ${{{name}:-fallback}}",
                 )
-                return ""
+                return UNRESOLVED
             return str(found)
 
         result = INTERPOLATION.sub(substitute, text)
@@ -191,7 +196,7 @@ class Resolver:
 
     def secret(
         self, value: dict[Any, Any], path: str, line: int | None, depth: int
-    ) -> Secret | None:
+    ) -> Secret:
         """The value of ``{secret: {env: NAME}}`` or ``{secret: {file: PATH}}``."""
         at = join(path, "secret")
         at_line = getattr(value, "lines", {}).get("secret", line)
@@ -202,19 +207,22 @@ class Resolver:
                 at_line,
                 f"expected a secret source: {{env: NAME}} or {{file: PATH}}, got {show(source)}",
             )
-            return None
+            return Secret(UNRESOLVED)
         lines = getattr(source, "lines", {})
         entries: dict[str, tuple[Any, str, int | None]] = {}
+        unknown = False
         for key, item in source.items():
             where, where_line = join(at, key), lines.get(key, at_line)
             if key in ("env", "file"):
                 entries[key] = (item, where, where_line)
             else:
+                unknown = True
                 self.add(where, where_line, unknown_key(key, ("env", "file")))
         if len(entries) != 1:
-            got = " and ".join(entries) or "neither"
-            self.add(at, at_line, f"expected exactly one of env or file, got {got}")
-            return None
+            if entries or not unknown:  # a typo alone ('fil:') is said once, above
+                got = " and ".join(entries) or "neither"
+                self.add(at, at_line, f"expected exactly one of env or file, got {got}")
+            return Secret(UNRESOLVED)
         kind, (item, where, where_line) = next(iter(entries.items()))
         if kind == "env":
             if not isinstance(item, str) or not _ENV_NAME.fullmatch(item):
@@ -223,13 +231,13 @@ class Resolver:
                     where_line,
                     f"expected an environment variable name like API_TOKEN, got {show(item)}",
                 )
-                return None
+                return Secret(UNRESOLVED)
             found = self._env_secret(item, where, where_line)
         else:
             found = self._file(item, where, where_line, depth)
             if found:
                 self.secrets.add(found)
-        return None if found is None else Secret(found)
+        return Secret(UNRESOLVED if found is None else found)
 
     def _file(self, item: Any, path: str, line: int | None, depth: int) -> str | None:
         """The file's text without one trailing newline."""

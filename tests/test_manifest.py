@@ -1561,3 +1561,35 @@ def test_a_size_is_shown_as_a_manifest_would_write_it() -> None:
         "10MiB", "512KiB", "3GiB", "1000B", "0B", "1536B",
     ]
     assert all(parse_size(fmt_size(n)) == n for n in (10 * 1024**2, 1000, 1536))
+
+
+def test_a_secret_that_cannot_be_read_is_one_issue(tmp_path: Path) -> None:
+    """Each was followed by "expected a string, got null" (or an argv or header complaint)."""
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        doc(
+            f"""
+            version: 1
+            jobs:
+              - name: a
+                command: [echo, {{secret: {{fil: x}}}}]
+                env:
+                  TOK: {{secret: {{file: {tmp_path}/missing}}}}
+                  B: {{secret: plain}}
+                  C: {{secret: {{env: X, file: y}}}}
+              - name: h
+                http: {{url: "http://127.0.0.1:1/", headers: {{Authorization: "Bearer ${{secret:NOPE}}"}}}}
+              - {{name: u, command: [echo, "${{NOPE_VAR}}"]}}
+            """
+        )
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(manifest, env={})
+    assert [i.path for i in caught.value.issues] == [
+        "jobs[0].command[1].secret.fil",
+        "jobs[0].env.TOK.secret.file",
+        "jobs[0].env.B.secret",
+        "jobs[0].env.C.secret",
+        "jobs[1].http.headers.Authorization",
+        "jobs[2].command[1]",
+    ]
