@@ -216,6 +216,13 @@ def show_logs(
     if not known and not job_known(manifest, os.path.dirname(directory), job.strip("/")):
         sys.stderr.write(f"jobvisor: no such job: {job} (and no output file {path})\n")
         return 4
+    if not known and not keep_following:
+        # A job of ours with nothing to show: said, not an empty screen and exit 0 alone.
+        sys.stderr.write(
+            f"jobvisor: {job} has no output file ({path}): it has written nothing yet, or its "
+            "output is not kept (output: false; a python job in a thread prints to "
+            "jobvisor's own stdout)\n"
+        )
     write = _writer()
     try:
         file: BinaryIO | None = open(path, "rb")  # noqa: SIM115 - follow() closes it

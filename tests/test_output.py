@@ -122,7 +122,10 @@ def test_output_false_writes_no_file_and_logs_knows_the_job(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / ".jobvisor" / "output" / "quiet.log").exists()
     shown = logs(tmp_path, "quiet")
-    assert (shown.returncode, shown.stdout, shown.stderr) == (0, b"", b"")
+    assert (shown.returncode, shown.stdout) == (0, b"")
+    # Said, not an empty screen alone.
+    assert shown.stderr.decode().startswith("jobvisor: quiet has no output file (")
+    assert "output: false" in shown.stderr.decode()
 
 
 def test_no_such_job_is_exit_4(tmp_path: Path) -> None:
