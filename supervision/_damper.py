@@ -165,6 +165,7 @@ class CrashLoopDamper:
         out = self._due(now)
         if path is None:
             return out, True
+        out += self._inside(path, now)
         burst = self._bursts.get(path)
         if burst is not None and now - burst.last_failure >= self.interval:
             out += self._end(path, now)  # quiet for an interval: the loop is over
@@ -187,6 +188,15 @@ class CrashLoopDamper:
         if burst.held:
             out.append(self._summarise(path, burst, now))
         return out, True
+
+    def _inside(self, path: str, now: float) -> list[Summary]:
+        """Summaries of the loops held under the group ``path``: a line about a group (its
+        restart, give-up, escalation) comes after them, as a child's own new line does."""
+        if not self._holding:
+            return []
+        inside = path + "/"
+        held = sorted(p for p in self._holding if p.startswith(inside))
+        return [self._summarise(p, self._bursts[p], now) for p in held]
 
     def _failed(self, path: str, burst: _Burst, kind: Hashable, now: float) -> bool:
         """Count one more failure of ``burst``; return whether to write its record."""

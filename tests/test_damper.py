@@ -189,6 +189,19 @@ def test_one_failure_held_and_summed_up_at_once_counts_from_the_last_one_shown()
     assert summaries[0].text() == f"crash: failed 1 more time in the last 0.1 s, same error: {ERROR}"
 
 
+def test_a_line_about_a_group_comes_after_what_its_childrens_loops_held() -> None:
+    """An escalating group's "gave up" came before the summary of its child's failures."""
+    clock = Clock()
+    damper = CrashLoopDamper(keep=1, interval=10, clock=clock)
+    for _ in range(3):
+        damper.admit("g/bad", "failed", failure=ERROR)
+        clock.now += 0.1
+    summaries, write = damper.admit("g", "gave up")
+    assert write
+    assert summaries == [Summary("g/bad", 2, pytest.approx(0.3), ERROR)]
+    assert damper.admit("gx", "gave up") == ([], True)  # a sibling's name is no parent
+
+
 def test_flush_reports_what_is_still_held() -> None:
     clock, damper = looping(3)
     clock.now += 2
