@@ -492,16 +492,22 @@ def test_a_closed_stdout_is_no_traceback_and_no_file_of_ours(tmp_path: Path) -> 
 def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
     """`jobvisor history | head -1`: a broken pipe ended in a traceback. Now no word, exit 0;
     for run the exit code stays the run's verdict."""
+    if os.environ.get("JOBVISOR_RUNTIME", "threads") != "threads":
+        pytest.skip(
+            "runs once, under threads: the jobvisor it starts is the same process either way, "
+            "and gevent's Popen in this one does not let a pipe's reader go first"
+        )
     write(tmp_path, "version: 1\n" + FAST + "jobs:\n  - {name: bad, command: 'exit 4'}\n")
     assert jobvisor("run", cwd=tmp_path).returncode == 1  # something in the journal
 
     def gone(*verb: str) -> tuple[int, str]:
+        read, write = os.pipe()
         proc = subprocess.Popen(
             [*CLI, *verb], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=write, stderr=subprocess.PIPE, text=True,
         )
-        assert proc.stdout is not None
-        proc.stdout.close()  # before it writes a byte
+        os.close(write)
+        os.close(read)  # before it writes a byte: its first write breaks the pipe
         _, err = proc.communicate(timeout=60)
         return proc.returncode, err
 
