@@ -685,6 +685,13 @@ def _control(args: argparse.Namespace) -> int:
     except NoDaemonError as exc:
         _error(str(exc))
         return NO_DAEMON
+    read = reply.get("manifest")
+    if (
+        isinstance(read, str)
+        and os.path.exists(args.manifest)  # noqa: PTH110 - no pathlib in control commands
+        and os.path.realpath(args.manifest) != os.path.realpath(read)
+    ):
+        _error(f"the daemon reads its own manifest, {read}, not {args.manifest}")
     if not reply.get("ok"):
         _error(str(reply.get("error")))
         codes = {"no_such_job": NO_SUCH_JOB, "bad_manifest": USAGE}

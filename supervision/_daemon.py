@@ -507,7 +507,8 @@ class Daemon:
         if op == "status":
             return {"ok": True, "result": tree.status()}
         if op == "reload":
-            return self.reload()
+            # Which manifest it read: the daemon's own, whatever file the client named.
+            return {**self.reload(), "manifest": str(self.manifest_path)}
         with self._lock:
             return act(tree, op, req["job"])
 

@@ -114,6 +114,21 @@ def test_a_bad_manifest_changes_nothing(daemon: Running) -> None:
     assert after["svc"]["starts"] == before["svc"]["starts"]
 
 
+def test_a_reload_naming_another_manifest_says_which_one_the_daemon_read(
+    daemon: Running,
+) -> None:
+    """The daemon reloads its own manifest; the one named only finds it ("no change" alone)."""
+    other = daemon.dir / "other.yaml"
+    other.write_text(textwrap.dedent(BASE) + "  - name: extra\n    command: [sh, -c, 'true']\n")
+    state = str(daemon.state)
+    out = daemon.cli("reload", "--manifest", str(other), "--state-dir", state)
+    assert (out.returncode, out.stdout) == (0, "no change\n"), out.stderr
+    assert out.stderr == (
+        f"jobvisor: the daemon reads its own manifest, {daemon.dir / 'jobs.yaml'}, not {other}\n"
+    )
+    assert daemon.cli("reload").stderr == ""
+
+
 def test_sighup_reloads(daemon: Running) -> None:
     (daemon.dir / "jobs.yaml").write_text(textwrap.dedent(BASE) + """
   - name: late
