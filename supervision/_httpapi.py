@@ -369,7 +369,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
         given = self.headers.get("Authorization")
         what = "an action" if action else "a read off loopback"
-        if given is None:
+        # No credentials at all (no header, or a scheme without a token) is 401, which says
+        # how to give them; a token that does not match is 403 (RFC 6750).
+        if given is None or not given.partition(" ")[2].strip():
             raise _Refused(
                 HTTPStatus.UNAUTHORIZED,
                 f"{what} needs Authorization: Bearer TOKEN",

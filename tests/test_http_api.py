@@ -247,6 +247,11 @@ def test_actions_need_the_token_and_reads_do_not(daemon: tuple[Running, Served])
         timeout=30,
     )
     assert basic.status_code == 403
+    # A scheme without a token gives no credentials: 401, which says how to give them.
+    empty = requests.post(
+        served.url + "/api/jobs/svc/restart", headers={"Authorization": "Bearer "}, timeout=30
+    )
+    assert empty.status_code == 401
     assert running.nodes()["svc"]["starts"] == 1  # none of those acted
 
     stopped = served.post("/api/jobs/svc/stop", token=TOKEN)
