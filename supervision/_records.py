@@ -365,6 +365,7 @@ class ChildRecord:
     permit: InPlace | None = None
     waiters: list[Callable[[], None]] = field(default_factory=list)
     final_children: list[dict[str, Any]] | None = None  # a stopped group's last status nodes
+    waits_for: str | None = None  # the dependency its last "waiting for" line named
     # What the spec says, read on every restart: a job that ends by itself (the tracker's
     # ``finite``), and a periodic job (whose attempts do not end the child).
     finite: bool = field(init=False)

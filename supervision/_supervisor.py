@@ -272,14 +272,17 @@ class Supervisor(OwnActor):
                 if blocker.state in (State.FAILED, State.GAVE_UP):
                     self._dependency_failed(rec, blocker)
                 elif rec not in self._blocked:
-                    log.info(
-                        "{}: waiting for {} before starting",
-                        rec.path,
-                        blocker.path,
-                        extra={"path": rec.path},
-                    )
+                    if rec.waits_for != blocker.path:  # said once per dependency waited for
+                        rec.waits_for = blocker.path
+                        log.info(
+                            "{}: waiting for {} before starting",
+                            rec.path,
+                            blocker.path,
+                            extra={"path": rec.path},
+                        )
                     self._blocked.append(rec)
                 continue
+            rec.waits_for = None
             self._launch(rec)
             if rec.state is State.STARTING:
                 self._starting = rec

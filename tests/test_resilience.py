@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import jobfuncs
+import logbook
 import pytest
 from clockkit import ManualClock
 from httpkit import HttpKit, Reply, Stall
@@ -396,6 +397,29 @@ def test_depends_on_starts_after_once_jobs_succeed(make_tree, events) -> None:
     assert tree.wait(10)
     assert jobfuncs.ORDER == ["extract", "load", "report"]
     assert tree.result().ok
+
+
+def test_a_wait_for_a_dependency_is_said_once(make_tree, events) -> None:
+    """It was said again each time a sibling changed state (the trial's ETL said it twice)."""
+    said: list[str] = []
+
+    class Said(logbook.Handler):  # type: ignore[misc]
+        def emit(self, record: logbook.LogRecord) -> None:
+            if "before starting" in record.message:
+                said.append(record.message)
+
+    first = python_job("first", "jobfuncs:block", "chain")
+    second = JobSpec(name="second", work=PythonWork(target="jobfuncs:ok"), depends_on=("first",))
+    third = JobSpec(name="third", work=PythonWork(target="jobfuncs:ok"), depends_on=("second",))
+    with Said(level=logbook.INFO, bubble=True).applicationbound():
+        tree = make_tree(SupervisorSpec(children=(first, second, third)), on_event=events)
+        assert jobfuncs.EVENTS["chain.running"].wait(10)
+        jobfuncs.EVENTS["chain.release"].set()
+        assert tree.wait(10)
+    assert sorted(said) == [
+        "second: waiting for first before starting",
+        "third: waiting for second before starting",
+    ]
 
 
 def test_dependent_of_a_job_that_gave_up_fails_without_starting(make_tree, events) -> None:
