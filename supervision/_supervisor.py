@@ -877,9 +877,8 @@ class Supervisor(OwnActor):
             self._launch(rec)
         elif msg.kind is TimerKind.PROBE and rec.state is State.COOLDOWN:
             rec.window.probe()
-            log.info(
-                "{}: cooldown over; probe start in probation", rec.path, extra={"path": rec.path}
-            )
+            # A decision of the policy's, as its cooldown is: never held back in a loop.
+            log.info("{}: cooldown over; probe start in probation", rec.path, extra=_acted(rec))
             self._launch(rec)
         elif msg.kind is TimerKind.PROBATION and rec.state is State.PROBATION:
             self._probation_passed(rec)

@@ -477,6 +477,34 @@ def test_every_cooldown_of_a_looping_group_is_logged(make_tree: Any) -> None:
     assert sum(" cooling down " in line for line in lines) == cycles, lines
 
 
+def test_every_probe_start_of_a_looping_job_is_logged(make_tree: Any) -> None:
+    """The second cooldown's "probe start" was held back as a repeated line."""
+    from conftest import Events
+
+    from supervision import CooldownStarted, GaveUp, load_manifest
+
+    manifest = load_manifest(
+        textwrap.dedent("""
+        version: 1
+        supervisor:
+          on_exhausted: cooldown
+          intensity: {max_restarts: 1, within: 60s}
+          backoff: {initial: 0s}
+          cooldown: {duration: 50ms, probation: 10ms, max_cycles: 3}
+        jobs: [{name: crashy, command: "exit 7", restart: permanent}]
+        """)
+    )
+    stream = io.StringIO()
+    events = Events()
+    with configure_logging(LoggingSpec(level="information"), stream=stream):
+        tree = make_tree(manifest.tree_spec(), on_event=events)
+        seen = events.wait_for(lambda items: any(isinstance(e, GaveUp) for e in items))
+        assert tree.stop(timeout=20)
+    cycles = sum(isinstance(e, CooldownStarted) for e in seen)
+    probes = sum("cooldown over; probe start" in line for line in stream.getvalue().splitlines())
+    assert probes == cycles >= 2, stream.getvalue()
+
+
 class Watched(io.StringIO):
     """A stream that says when a line with ``text`` was written, from any thread."""
 
