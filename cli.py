@@ -585,7 +585,7 @@ def _daemon(args: argparse.Namespace, on_ready: Callable[[], None] | None = None
     from supervision._app import compose  # noqa: PLC0415
     from supervision._daemon import Daemon  # noqa: PLC0415
 
-    manifest = _load(args)
+    manifest = _load_to_work(args)
     if manifest is None:
         return USAGE
 
@@ -602,13 +602,15 @@ def _daemon(args: argparse.Namespace, on_ready: Callable[[], None] | None = None
             restore=True,
         )
 
-    # Not resolve(): a symlink there is replaced, and at exit the path is removed, not a target.
-    pidfile = Path(args.pidfile).absolute() if args.pidfile else None
+    # Absolute already (_load_to_work), not resolved: a symlink there is replaced, and at exit
+    # the path is removed, not a target.
+    pidfile = Path(args.pidfile) if args.pidfile else None
+    manifest_path = Path(args.manifest)
     try:
         # The state dir (lock, socket, journal) is fixed for the daemon's life, --state-dir
         # included: a reload never moves it.
         daemon = Daemon(
-            Path(args.manifest).resolve(),
+            manifest_path,
             build,
             pidfile=pidfile,
             state_dir=manifest.state_dir,
@@ -628,6 +630,38 @@ def _daemon(args: argparse.Namespace, on_ready: Callable[[], None] | None = None
 
 DETACHED_LOG = "daemon.log"
 DETACHED_LOG_BYTES, DETACHED_LOG_BACKUPS = 10 * 1024 * 1024, 3  # rotated: a daemon runs long
+
+
+def _load_to_work(args: argparse.Namespace) -> Any:
+    """The manifest ``run`` or ``daemon`` works on, from its directory (see ``_work_beside``);
+    None when it cannot (said already). ``args``' paths are absolute after it."""
+    from pathlib import Path  # noqa: PLC0415 - see TYPE_CHECKING above
+
+    manifest = _load(args)
+    if manifest is None:
+        return None
+    args.manifest = str(Path(args.manifest).resolve())
+    if getattr(args, "pidfile", None):
+        args.pidfile = str(Path(args.pidfile).absolute())
+    return manifest if _work_beside(Path(args.manifest), args) else None
+
+
+def _work_beside(manifest_path: Path, args: argparse.Namespace) -> bool:
+    """``run`` and ``daemon`` work from the manifest's directory, where commands run: python
+    jobs (their relative files, an ``isolation: process`` child) run beside it too.
+
+    The paths given on the command line were read from where the user was: kept so.
+    """
+    log_file = getattr(args, "log_file", None)
+    if log_file and log_file != "-":
+        args.log_file = os.path.abspath(log_file)  # noqa: PTH100 - no pathlib at the top
+    where = manifest_path.parent
+    try:
+        os.chdir(where)
+    except OSError as exc:
+        _error(f"cannot work in the manifest's directory {where}: {exc.strerror or exc}")
+        return False
+    return True
 
 
 def _logged_when_detached(manifest: Any, log_file: str | None, level: str | None) -> Any:
@@ -751,7 +785,7 @@ def _run(args: argparse.Namespace) -> int:
     from supervision._app import compose, run_batch, write_progress  # noqa: PLC0415
     from supervision._table import summary_table  # noqa: PLC0415
 
-    manifest = _load(args)
+    manifest = _load_to_work(args)
     if manifest is None:
         return USAGE
     as_json = getattr(args, "json", False)

@@ -563,6 +563,32 @@ def test_run_json_gives_stderr_a_jobs_prints_whole_lines_beside_the_log(
     assert "c[1] hello from a command" in out.stderr
 
 
+def test_python_jobs_run_beside_the_manifest_as_commands_do(tmp_path: Path) -> None:
+    """Run from elsewhere, a python job wrote its files in the caller's directory while the
+    commands after it read theirs beside the manifest (the trial's ETL)."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "extract.py").write_text(
+        "def main():\n    open('raw.txt', 'w').write('data\\n')\n"
+    )
+    write(
+        project,
+        """
+        version: 1
+        jobs:
+          - {name: extract, python: "extract:main"}
+          - {name: iso, python: "extract:main", isolation: process, depends_on: [extract]}
+          - {name: load, command: "cat raw.txt > loaded.txt", depends_on: [iso]}
+        """,
+    )
+    out = jobvisor("run", str(project / "jobs.yaml"), "--log-file", "run.log", cwd=elsewhere)
+    assert out.returncode == 0, out.stderr
+    assert (project / "loaded.txt").read_text() == "data\n"
+    assert not (elsewhere / "raw.txt").exists()
+    assert (elsewhere / "run.log").exists(), "a path given on the command line is the caller's"
+
+
 def test_history_and_resume(tmp_path: Path) -> None:
     write(
         tmp_path,
