@@ -18,6 +18,7 @@ and ``bounded`` tells the caller not to read any further.
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -250,11 +251,26 @@ class Resolver:
         where = self.base_dir / Path(file_name).expanduser()
         try:
             value = where.read_text(encoding="utf-8")
+            mode = where.stat().st_mode
         except UnicodeDecodeError:  # its text would quote the secret's bytes
             reason = "not UTF-8 text"
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         else:
-            return value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
+            value = value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
+            self._judge_file(where, mode, value, path, line)
+            return value
         self.add(path, line, f"expected a readable secret file {str(where)!r}, got: {reason}")
         return None
+
+    def _judge_file(self, where: Path, mode: int, value: str, path: str, line: int | None) -> None:
+        """Warnings, as ssh gives for a key: a secret others can read, or an empty one."""
+        if mode & 0o077:
+            self.warn(
+                path,
+                line,
+                f"other users can read or change the secret file {str(where)!r} (mode "
+                f"{stat.S_IMODE(mode):04o}); make it private: chmod 600",
+            )
+        if not value.strip():
+            self.warn(path, line, f"the secret file {str(where)!r} is empty")

@@ -1593,3 +1593,37 @@ def test_a_secret_that_cannot_be_read_is_one_issue(tmp_path: Path) -> None:
         "jobs[1].http.headers.Authorization",
         "jobs[2].command[1]",
     ]
+
+
+def test_a_secret_file_others_can_read_or_an_empty_one_is_warned_of(tmp_path: Path) -> None:
+    """As ssh does for a key: they were taken silently."""
+    for name, mode, text in (("open", 0o644, "s3cr3t\n"), ("empty", 0o600, ""), ("ok", 0o600, "x")):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(mode)
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        doc(
+            """
+            version: 1
+            jobs:
+              - name: a
+                command: [env]
+                env:
+                  A: {secret: {file: open}}
+                  B: {secret: {file: empty}}
+                  C: {secret: {file: ok}}
+            """
+        )
+    )
+    m = load_manifest(manifest, env={})
+    assert [(w.path, w.message) for w in m.warnings] == [
+        (
+            "jobs[0].env.A.secret.file",
+            (
+                f"other users can read or change the secret file '{tmp_path / 'open'}' "
+                "(mode 0644); make it private: chmod 600"
+            ),
+        ),
+        ("jobs[0].env.B.secret.file", f"the secret file '{tmp_path / 'empty'}' is empty"),
+    ]
+    assert "s3cr3t" not in str([w.message for w in m.warnings])
