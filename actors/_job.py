@@ -103,7 +103,13 @@ def upcoming_tick(schedule: Schedule, tick: float, now: float) -> float:
     if schedule.cron is not None:
         return now + cron_delay(schedule.cron, now)
     assert schedule.every is not None
-    return tick + schedule.every * (int((now - tick) // schedule.every) + 1)
+    return fixed_rate(tick, schedule.every, now)
+
+
+def fixed_rate(first: float, every: float, now: float) -> float:
+    """The first tick after ``now`` of those every ``every`` from ``first`` (or ``first`` itself,
+    still to come); missed ticks are not replayed."""
+    return first + every * (int((now - first) // every) + 1) if now >= first else first
 
 
 def cron_delay(expr: str, now: float) -> float:
@@ -346,9 +352,8 @@ class JobActor(OwnActor):
         else:
             every = self.schedule.every
             assert every is not None
-            # Fixed rate from the first tick; missed ticks are not replayed.
-            # The first tick comes one interval after the start (first = the start).
-            due = first + every * (int((now - first) // every) + 1) if now >= first else first
+            # Fixed rate from the first tick; the first comes one interval after the start.
+            due = fixed_rate(first, every, now)
         self._next_tick_at = self._wall() + (due - now)
         self._tick_timer = self._scheduler.call_later(due - now, lambda: self._on_tick(due))
 

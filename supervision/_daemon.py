@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import select
@@ -175,15 +176,20 @@ def _anchors(new: SupervisorSpec, there: Container[str]) -> list[str | None]:
 
 
 def _placed(old: SupervisorSpec, changes: list[Change], prefix: str) -> list[str]:
-    """The order ``changes`` leave a group's children in before its ``update``."""
+    """The order ``changes`` leave a group's children in before its ``update`` (in one pass:
+    a reload may add thousands)."""
     gone = {c.path for c in changes if c.op == "remove" and c.parent == prefix}
-    names = [c.name for c in old.children if _join(prefix, c.name) not in gone]
+    added: dict[str | None, list[str]] = {}  # by the sibling each goes before; None: last
     for change in changes:
         if change.op == "add" and change.parent == prefix:
             assert change.spec is not None
-            at = names.index(change.before) if change.before is not None else len(names)
-            names.insert(at, change.spec.name)
-    return names
+            added.setdefault(change.before, []).append(change.spec.name)
+    names: list[str] = []
+    for child in old.children:
+        names.extend(added.get(child.name, ()))
+        if _join(prefix, child.name) not in gone:
+            names.append(child.name)
+    return names + added.get(None, [])
 
 
 def _tells(
@@ -534,18 +540,20 @@ class Daemon:
                 return {"ok": False, "code": "failed", "error": str(exc)}
             summary: list[str] = []
             for tries_left in range(RELOAD_TRIES - 1, -1, -1):
-                # What the tree runs, as far as this daemon applied it (every step that
-                # succeeded, also of a reload that failed half way): the next diff's base.
                 running = composition.manifest.root
+                done = 0
                 try:
                     down = _groups_down(tree.status()["children"])
                     changes = diff_specs(running, new.root, down=down)
                     for change in changes:
                         self._apply(tree, change)
-                        running = applied(running, change)
+                        done += 1
                         summary.extend(change.summary)
                     break
                 except JobvisorError as exc:  # a child gone meanwhile, a spec refused
+                    # What the tree runs now, every step that succeeded made: the next diff's
+                    # base. Worked out only here (a step at a time, over the whole tree).
+                    running = functools.reduce(applied, changes[:done], running)
                     composition.manifest = replace(composition.manifest, root=running)
                     if tries_left and isinstance(exc, NoSuchChildError):
                         continue  # a group went down or came up meanwhile: look again

@@ -1267,16 +1267,16 @@ class Supervisor(OwnActor):
         The children keep running, and the restarts they made still count. Restarts in
         place are revoked first: a permit decides with the policy it was given.
         """
+        if self._closing is not None:
+            if self.path:
+                return  # ending: its parent holds the new spec, which its next start takes
+            raise ShuttingDownError(f"{self._name}: not updated, it is {self._ending}")
         names = [c.name for c in spec.children]
         if set(names) != set(self._by_name):
             raise SpecError(
                 f"{self._name}: an update keeps the same children "
                 f"({', '.join(self._by_name) or 'none'}), got {', '.join(names) or 'none'}"
             )
-        if self._closing is not None:
-            if self.path:
-                return  # ending: its parent holds the new spec, which its next start takes
-            raise ShuttingDownError(f"{self._name}: not updated, it is {self._ending}")
         if (spec.strategy, spec.policy) != (self.spec.strategy, self.policy):
             for rec in self.children:
                 self._hold(rec)
