@@ -125,20 +125,40 @@ class CrashLoopDamper:
     def now(self) -> float:
         return self._clock()
 
-    def would_hold(self, path: str, kind: Hashable, failure: str | None, now: float) -> bool:
-        """Whether ``admit`` at ``now`` would hold this record back and write nothing else.
+    def hold(
+        self,
+        path: str,
+        kind: Hashable,
+        failure: str | None,
+        now: float,
+        *,
+        restart: bool = False,
+    ) -> bool:
+        """Hold this record back and count it, if ``admit`` at ``now`` would write nothing.
 
-        Changes nothing: a caller asks before it makes a record, and when the
-        answer is yes, calls ``admit`` with the same ``now`` to count it.
+        The gate's one pass, for a caller that asks before it makes a record (a
+        crash loop's lines, of which nearly every one is held): True leaves the
+        damper as ``admit`` would have; False changes nothing, and the caller
+        makes the record (its ``admit`` decides). ``kind`` is only read for a
+        record that is not a failure: a held failure's is never needed.
         """
-        if self._due_paths(now):
+        if now - self._earliest >= self.interval and self._due_paths(now):
             return False  # a summary is due: the record's admit writes it
         burst = self._bursts.get(path)
-        if burst is None or now - burst.last_failure >= self.interval:
+        if burst is None or now - burst.last_failure >= self.interval or burst.failures < self.keep:
             return False
+        holding = self._holding
+        if holding and (len(holding) > 1 or path not in holding) and self._holds_inside(path):
+            return False  # summaries of loops under this group come first: admit's
         if failure is not None:
-            return burst.error == failure and burst.failures >= self.keep
-        return burst.failures >= self.keep and kind in burst.seen
+            held = burst.error == failure
+            if held:
+                self._failed(path, burst, kind, now)
+            return held
+        held = kind in burst.seen
+        if held:
+            burst.restarts_held += restart
+        return held
 
     def admit(
         self,
@@ -197,6 +217,11 @@ class CrashLoopDamper:
         inside = path + "/"
         held = sorted(p for p in self._holding if p.startswith(inside))
         return [self._summarise(p, self._bursts[p], now) for p in held]
+
+    def _holds_inside(self, path: str) -> bool:
+        """Whether a loop under the group ``path`` holds failures (``_inside`` has summaries)."""
+        inside = path + "/"
+        return any(p.startswith(inside) for p in self._holding)
 
     def _failed(self, path: str, burst: _Burst, kind: Hashable, now: float) -> bool:
         """Count one more failure of ``burst``; return whether to write its record."""

@@ -720,14 +720,14 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
         break
     damper = handler._damper
     assert damper is not None
-    kind = (logger.name, level, msg, _text_args(args))
     if clean:
         failure = CLEAN
+    # A failure held back is counted by its error alone: its kind (which masks the counters of
+    # every text argument) is only worked out for the other lines.
+    kind = None if failure is not None else (logger.name, level, msg, _text_args(args))
     with handler._damper_lock:
-        now = damper.now()
-        if not damper.would_hold(path, kind, failure, now):
+        if not damper.hold(path, kind, failure, damper.now(), restart=restart):
             return False
-        damper.admit(path, kind, failure, now=now, restart=restart)
         teller = handler._new_teller()  # the first failure held may come this way
     if teller is not None:
         teller.start()

@@ -338,7 +338,7 @@ def test_a_real_loop_of_clean_exits_writes_one_line_per_restart_then_a_summary(
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["a", "b", "c", "d"]),
+            st.sampled_from(["a", "b", "g", "g/a"]),
             st.sampled_from(["started", "restart", "output"]),
             st.sampled_from([None, None, "boom", "other"]),
             st.sampled_from([0.0, 0.0, 0.5, 4.0, 11.0]),
@@ -346,20 +346,45 @@ def test_a_real_loop_of_clean_exits_writes_one_line_per_restart_then_a_summary(
         max_size=80,
     )
 )
-def test_would_hold_is_exactly_what_admit_holds(
+def test_hold_is_exactly_what_admit_holds(
     steps: list[tuple[str, str, str | None, float]],
 ) -> None:
-    # The log's gate asks before making a record; its answer must be admit's, at the same time.
+    # The log's gate asks before making a record, and counts it if held: its answer and what
+    # it leaves must be admit's, at the same time. Paths include groups ("g" holds "g/a").
     clock = Clock()
-    damper = CrashLoopDamper(keep=2, interval=10, clock=clock)
+    gated = CrashLoopDamper(keep=2, interval=10, clock=clock)
+    plain = CrashLoopDamper(keep=2, interval=10, clock=clock)
     for path, kind, failure, step in steps:
         clock.now += step
-        now = damper.now()
-        held = damper.would_hold(path, kind, failure, now)
-        assert held == (damper.admit(path, kind, failure, now=now) == ([], False))
+        now = gated.now()
+        restart = kind == "restart"
+        expected = plain.admit(path, kind, failure, now=now, restart=restart)
+        # A held failure's kind is never looked at: the gate does not build it.
+        held = gated.hold(path, None if failure is not None else kind, failure, now, restart=restart)
+        assert held == (expected == ([], False))
+        if not held:
+            assert gated.admit(path, kind, failure, now=now, restart=restart) == expected
+        assert gated._bursts == plain._bursts
+        assert gated._holding == plain._holding
         # Every record lets the due summaries out: no holding child is left overdue.
-        overdue = [p for p in damper._holding if now - _since(damper._bursts[p]) >= 10]
+        overdue = [p for p in gated._holding if now - _since(gated._bursts[p]) >= 10]
         assert overdue == []
+
+
+def test_a_groups_held_line_lets_its_childrens_summaries_out() -> None:
+    # A record about a group comes after the summaries of its children's held loops, also when
+    # the group's own record would be held: the gate says no, and admit writes them.
+    clock = Clock()
+    damper = CrashLoopDamper(keep=1, interval=10, clock=clock)
+    for _ in range(3):
+        damper.admit("g", "failed", "boom", now=clock.now)
+        damper.admit("g/a", "failed", "bang", now=clock.now)
+        clock.now += 0.1
+    assert damper._holding == {"g", "g/a"}
+    assert not damper.hold("g", None, "boom", clock.now)
+    summaries, write = damper.admit("g", "failed", "boom", now=clock.now)
+    assert [s.path for s in summaries] == ["g/a"]
+    assert not write
 
 
 def test_the_supervisor_asks_the_damper_before_it_makes_a_record() -> None:
