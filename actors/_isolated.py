@@ -131,7 +131,7 @@ def _outcome(
     work: PythonWork, record: tuple[Any, ...] | None, failed: CommandFailed | None
 ) -> int | None:
     """The try's code, or the exception that fails it, from the child's record and its exit."""
-    from actors._python import PythonExit, sys_exit_failure  # noqa: PLC0415 - imports us
+    from actors._python import PythonExit, result_code, sys_exit_failure  # noqa: PLC0415
 
     if record is None:  # no word from the child: os._exit, a signal, a crash, or no start
         if failed is None:
@@ -146,7 +146,7 @@ def _outcome(
         raise PythonExit(f"{work.target}: its process ended with exit code {code}", code)
     match record:
         case ("returned", int() | None as returned):
-            return returned
+            return result_code(work.target, returned)
         case ("exit", int() as status, str() as shown):
             if status == 0:
                 return 0

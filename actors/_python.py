@@ -47,12 +47,28 @@ def sys_exit_failure(target: str, shown: str, code: int) -> PythonExit:
     return PythonExit(f"{target} called sys.exit({shown})", code)
 
 
+def result_code(target: str, code: int | None) -> int | None:
+    """The attempt's exit code from a call's int result (None: no int); non-zero fails it.
+
+    An int result is the exit code, as ``sys.exit(main())`` makes it: 0 is
+    a success, and any other is the failure ``sys.exit`` with it would be.
+    """
+    if code:
+        raise PythonExit(
+            f"{target} returned {code}: a non-zero int result is a failed exit code "
+            "(return 0 or None for a success)",
+            code,
+        )
+    return code
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PythonWork:
     """Call ``target`` (``"module:function"``); a coroutine function runs in its own event loop.
 
     The call's return value is ignored unless it is an int, which becomes the
-    attempt's exit code. An exception fails the attempt.
+    attempt's exit code: non-zero fails it, as ``sys.exit`` with it would. An
+    exception fails the attempt.
 
     ``isolation``: ``"thread"`` calls it in the job actor's thread;
     ``"process"`` in a new child process per try, which a timeout or a stop
@@ -92,7 +108,7 @@ class PythonWork:
             return run_isolated(self, attempt)
         del attempt
         try:
-            return call_target(self.target, self.args, dict(self.kwargs))
+            code = call_target(self.target, self.args, dict(self.kwargs))
         except SystemExit as exc:
             # As for a process: sys.exit(n) ends the attempt with code n, None is 0 and
             # anything else is 1. Never let it through: it would end the actor unreported.
@@ -100,6 +116,7 @@ class PythonWork:
             if code == 0:
                 return 0
             raise sys_exit_failure(self.target, repr(exc.code), code) from None
+        return result_code(self.target, code)
 
     def cancel(self, attempt: Attempt) -> None:
         # A thread cannot be stopped from outside but by the kill at the end of the grace

@@ -132,14 +132,16 @@ def test_a_crash_in_c_code_fails_the_attempt_with_its_signal(make_tree, events) 
 @pytest.mark.parametrize(
     "case",
     [
-        ("returns", 3, "succeeded", 3),
+        ("returns", 3, "failed", 3),
+        ("returns", 0, "succeeded", 0),
         ("returns", "text", "succeeded", None),
         ("returns", True, "succeeded", None),
         ("sys_exit", 4, "failed", 4),
         ("sys_exit", 0, "succeeded", 0),
         ("sys_exit", None, "succeeded", 0),
         ("sys_exit", "bye", "failed", 1),
-        ("async_returns", 7, "succeeded", 7),
+        ("async_returns", 7, "failed", 7),
+        ("async_returns", 0, "succeeded", 0),
         ("exit_now", 0, "succeeded", 0),
     ],
 )
@@ -154,9 +156,11 @@ def test_a_child_reports_like_a_thread(make_tree, events, case) -> None:
     for job in jobs:
         [attempt] = events.of(AttemptFinished, job.name)
         assert (attempt.outcome.value, attempt.code) == (outcome, code), job.name
-    if func == "sys_exit" and outcome == "failed":
+    if outcome == "failed" and func != "exit_now":
         errors = {a.error for a in events.of(AttemptFinished)}
-        assert len(errors) == 1, errors  # the same message: "... called sys.exit(4)"
+        assert len(errors) == 1, errors  # the same message: "... called sys.exit(4)", "returned 3"
+        want = "called sys.exit" if func == "sys_exit" else f"returned {arg}"
+        assert want in errors.pop()
 
 
 def test_arguments_that_are_not_plain_values_arrive_as_they_were(make_tree, events) -> None:
@@ -180,13 +184,13 @@ def test_the_child_imports_what_the_parent_can(make_tree, tmp_path, monkeypatch)
     """A module beside a manifest is on the parent's sys.path: the child finds it too."""
     folder = tmp_path / "manifest_dir"
     folder.mkdir()
-    (folder / "isolation_probe_mod.py").write_text("def main():\n    return 5\n")
+    (folder / "isolation_probe_mod.py").write_text("def main():\n    return 0\n")
     monkeypatch.syspath_prepend(str(folder))
     job = python_job("m", "isolation_probe_mod:main", isolation="process")
     tree = make_tree(tree_of(job, policy=ONCE))
     assert tree.wait(20)
     last = tree.status()["children"][0]["last_exit"]
-    assert (last["outcome"], last["code"]) == ("succeeded", 5)
+    assert (last["outcome"], last["code"]) == ("succeeded", 0)
 
 
 def test_an_exception_reaches_the_log_and_the_status_with_its_traceback(make_tree, logs) -> None:

@@ -63,7 +63,21 @@ def test_sys_exit_in_a_python_job_ends_the_attempt_with_its_code(
 def test_coroutine_functions_run_to_completion(make_tree) -> None:
     tree = make_tree(tree_of(python_job("a", "jobfuncs:async_ok", "a")))
     assert tree.wait(10)
-    assert tree.status()["children"][0]["last_exit"]["code"] == 7
+    assert tree.status()["children"][0]["last_exit"]["code"] == 0
+
+
+@pytest.mark.parametrize("value", [4, -2])
+def test_a_non_zero_int_result_fails_the_attempt_as_sys_exit_would(make_tree, value: int) -> None:
+    """An int result is the exit code (README): 4 is a failure with code 4, never "succeeded (4)"."""
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    tree = make_tree(tree_of(python_job("r", "jobfuncs:exit_code", "r", value), policy=policy))
+    assert tree.wait(10)
+    node = tree.status()["children"][0]
+    assert node["state"] == "gave_up"
+    assert node["last_exit"]["outcome"] == "failed"
+    assert node["last_exit"]["code"] == value
+    assert f"jobfuncs:exit_code returned {value}" in node["last_exit"]["error"]
+    assert not tree.result().ok
 
 
 def test_import_errors_fail_the_attempt_with_a_clear_message(make_tree) -> None:
