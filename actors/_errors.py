@@ -127,6 +127,22 @@ class NoSuchChildError(JobvisorError, LookupError):
         self.path = path
 
 
+class GroupDownError(NoSuchChildError):
+    """A path names a child inside a group that is not running: nothing can reach it now.
+
+    The child is in the manifest (``status`` lists it), but its group is
+    stopped, given up, stopping or waiting to start again: start the group
+    first, which starts its children. A ``NoSuchChildError`` too, for code
+    that catches those; the CLI gives exit 1 (not 4: the job exists).
+    ``path`` is the child's, ``group`` the group's.
+    """
+
+    def __init__(self, path: str, group: str, state: str) -> None:
+        NoSuchChildError.__init__(self, path)
+        self.args = (f"cannot reach {path}: its group {group} is {state}; start {group} first",)
+        self.group = group
+
+
 class NotAGroupError(NoSuchChildError):
     """``add_child(under=path)`` names a job or an actor: only a group has children."""
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import logbook
 
-from actors import JobvisorError, NoSuchChildError, active_runtime
+from actors import GroupDownError, JobvisorError, NoSuchChildError, active_runtime
 from actors._checks import fmt_duration
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request
 from supervision._explain import explain_policy
@@ -582,6 +582,8 @@ def act(tree: Tree, op: str, job: str) -> dict[str, Any]:
     action = {"start": tree.start_child, "stop": tree.stop_child, "restart": tree.restart}[op]
     try:
         action(job.strip("/"))
+    except GroupDownError as exc:  # it exists: not "no such job" (exit 4)
+        return {"ok": False, "code": "group_down", "error": str(exc)}
     except NoSuchChildError as exc:
         return {"ok": False, "code": "no_such_job", "error": str(exc)}
     except JobvisorError as exc:

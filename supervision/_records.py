@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import logbook
 
 from actors import JobActor, NoSuchChildError, describe, start_supervised
-from actors._errors import NotAGroupError
+from actors._errors import GroupDownError, NotAGroupError
 from actors._placement import RayPlacement
 from supervision import _events as ev
 from supervision._logging import CLEAN_EXIT, RESTARTED, held_back
@@ -506,9 +506,7 @@ def target(siblings: Mapping[str, ChildRecord], own: str, cmd: Command) -> Child
             raise NotAGroupError(rec.path, rec.spec.kind)
         raise NoSuchChildError(f"{rec.path}/{'/'.join(cmd.path[1:])}")
     if rec.actor is None:
-        raise NoSuchChildError(
-            f"{rec.path}/{'/'.join(cmd.path[1:])} (group {rec.path} is {rec.state.value})"
-        )
+        raise GroupDownError(f"{rec.path}/{'/'.join(cmd.path[1:])}", rec.path, rec.state.value)
     return rec
 
 

@@ -36,7 +36,7 @@ from actors import (
     close_work,
     describe,
 )
-from actors._errors import NotAGroupError, ShuttingDownError
+from actors._errors import GroupDownError, NotAGroupError, ShuttingDownError
 from actors._job import first_tick
 from actors._placement import RayPlacement
 from actors._supervised import OwnActor
@@ -1155,7 +1155,7 @@ class Supervisor(OwnActor):
             rec.actor.actor_ref.tell(replace(cmd, path=cmd.path[1:]))
         except pykka.ActorDeadError:  # it ended just now; its exit report is on the way
             where = "/".join((*self.path.split("/"), *cmd.path)).strip("/")
-            raise NoSuchChildError(f"{where} (group {rec.path} is stopping)") from None
+            raise GroupDownError(where, rec.path, "stopping") from None
 
     def _act(self, rec: ChildRecord, cmd: Command) -> None:
         match cmd.op:

@@ -14,7 +14,7 @@ from clockkit import ManualClock
 from treekit import FAST
 
 from actors import CommandWork
-from actors._errors import NotAGroupError, ShuttingDownError
+from actors._errors import GroupDownError, NotAGroupError, ShuttingDownError
 from actors._ready import ReadyProbe
 from supervision import (
     ActorSpec,
@@ -43,6 +43,7 @@ from supervision import (
     TreeStoppedError,
     python_job,
 )
+from supervision._daemon import act
 
 
 def actor(
@@ -587,6 +588,25 @@ class TestDynamicChildren:
             tree.add_child(actor("a", journal))
         with pytest.raises(SpecError, match="child path"):
             tree.stop_child("")
+
+    def test_a_job_inside_a_stopped_group_is_not_said_to_be_missing(
+        self, make_tree, journal
+    ) -> None:
+        group = SupervisorSpec(name="g", policy=FAST, children=(actor("a", journal),))
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)))
+        assert tree.started(10)
+        tree.stop_child("g")
+        for action in (tree.start_child, tree.restart, tree.stop_child):
+            with pytest.raises(GroupDownError) as raised:
+                action("g/a")
+            assert str(raised.value) == "cannot reach g/a: its group g is stopped; start g first"
+            assert (raised.value.path, raised.value.group) == ("g/a", "g")
+        # still a NoSuchChildError for code that catches those, as before
+        assert isinstance(raised.value, NoSuchChildError)
+        reply = act(tree, "start", "g/a")
+        assert reply == {"ok": False, "code": "group_down", "error": str(raised.value)}
+        tree.start_child("g")
+        assert tree.ref("g/a").ask("ping", timeout=5)[:2] == ("pong", "a")
 
 
 class TestStableRef:
