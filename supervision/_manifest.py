@@ -153,6 +153,12 @@ def _load(path_or_text: str | Path, env: Mapping[str, str] | None) -> Manifest:
         return parse(_FromYaml(read_yaml(path_or_text, TEXT_NAME)), env=env, file=TEXT_NAME)
     if not isinstance(path_or_text, str | Path):
         raise TypeError(f"load_manifest: expected a Path or a str, got {path_or_text!r}")
+    if isinstance(path_or_text, str) and not path_or_text.strip():
+        message = (
+            "expected a manifest file's path or manifest text (YAML with a newline), got an "
+            f"empty string: {path_or_text!r}"
+        )
+        raise ManifestError([Issue("", None, message, TEXT_NAME)], TEXT_NAME)
     path = Path(path_or_text)
     file = str(path_or_text)
     try:

@@ -737,6 +737,14 @@ def test_unreadable_files_are_manifest_errors(tmp_path: Path) -> None:
         load_manifest(tmp_path / "missing.yaml")
     with pytest.raises(ManifestError, match="expected a readable manifest file"):
         load_manifest(str(tmp_path))
+    # An empty string names no file (it was read as ".", "Is a directory", with no name).
+    for empty in ("", "   "):
+        with pytest.raises(ManifestError) as caught:
+            load_manifest(empty)
+        assert str(caught.value).endswith(
+            "expected a manifest file's path or manifest text (YAML with a newline), got an "
+            f"empty string: {empty!r}"
+        )
     bad = tmp_path / "latin1.yaml"
     bad.write_bytes(b"version: 1\n# caf\xe9\n")
     with pytest.raises(ManifestError) as caught:
