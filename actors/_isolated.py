@@ -106,14 +106,23 @@ def _stopper(work: PythonWork) -> CommandWork:
 def _command(work: PythonWork, box: _Box) -> CommandWork:
     # -u: the child's prints reach the log line by line as they happen, not at its end.
     return CommandWork(
-        argv=(sys.executable, "-u", _SCRIPT, box.call_path, box.result_path), grace=work.grace
+        argv=(sys.executable, "-u", _SCRIPT, box.call_path, box.result_path),
+        grace=work.grace,
+        cwd=work.cwd,
+        env=dict(work.env),
     )
 
 
 def _call(work: PythonWork) -> bytes:
     """The call file's bytes (see ``actors._python_call``)."""
     call = (work.target, tuple(work.args), dict(work.kwargs))
-    path = [os.fspath(entry) for entry in sys.path if isinstance(entry, str | os.PathLike)]
+    # Absolute: the child may work in another directory (its cwd), where "" or "." would not
+    # find the modules beside the manifest that this process finds.
+    path = [
+        os.path.abspath(os.fspath(entry))  # noqa: PTH100 - str or bytes, as sys.path holds
+        for entry in sys.path
+        if isinstance(entry, str | os.PathLike)
+    ]
     try:
         return marshal.dumps((path, "m", call))
     except ValueError:

@@ -73,8 +73,10 @@ class PythonWork:
     ``isolation``: ``"thread"`` calls it in the job actor's thread;
     ``"process"`` in a new child process per try, which a timeout or a stop
     ends like a command (SIGTERM to its process group, SIGKILL ``grace``
-    seconds later), whatever the call does. ``grace`` applies to ``process``
-    only: a thread cannot be signalled.
+    seconds later), whatever the call does. ``grace``, ``cwd`` (the child's
+    working directory; None: ours) and ``env`` (added to ours) apply to
+    ``process`` only: a thread cannot be signalled, and shares our directory
+    and environment.
     """
 
     kind: ClassVar[str] = "python"
@@ -83,6 +85,8 @@ class PythonWork:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     isolation: str = "thread"
     grace: float = 5.0
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ok = isinstance(self.target, str) and bool(_TARGET.fullmatch(self.target))
@@ -100,6 +104,18 @@ class PythonWork:
             need_key(ok, key_field("kwargs", key), "a keyword argument name", key)
         need(self.isolation in ISOLATIONS, "isolation", "thread or process", self.isolation)
         need_duration(self.grace, "stop.grace")
+        need(self.cwd is None or isinstance(self.cwd, str), "cwd", "a directory path", self.cwd)
+        ok = isinstance(self.env, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()
+        )
+        need(ok, "env", "a mapping of environment variable names to strings", self.env)
+        for key, value in (("cwd", self.cwd), ("env", self.env)):
+            need(
+                not value or self.isolation == "process",
+                key,
+                f"{key} only with isolation process (a thread shares this process's)",
+                value,
+            )
 
     def run(self, attempt: Attempt) -> int | None:
         if self.isolation == "process":

@@ -270,6 +270,16 @@ PLACEMENT_KEYS: Final = ("ray",)
 # fmt: on
 _KIND_NOUN: Final = {"command": "a command job", "http": "an http job", "python": "a python job"}
 
+# Fields a python job has only in a child process of its own (isolation: process): a thread
+# shares jobvisor's. ``defaults`` give them to commands only.
+_PROCESS_KEYS: Final = {
+    key: (
+        f"expected {key} on a python job only with isolation: process (a thread shares "
+        "jobvisor's own working directory and environment), got it on a python job in a thread"
+    )
+    for key in ("cwd", "env")
+}
+
 
 class _Parser(WorkReader):
     """One pass over manifest data: the schema walk, collecting issues instead of raising."""
@@ -659,6 +669,10 @@ class _Parser(WorkReader):
         for key, kinds_ok in FOR_KINDS.items():
             if key in f and key not in inherited and kind not in kinds_ok:
                 if key == "service" and f[key].value is False:
+                    continue
+                if key in _PROCESS_KEYS and kind == "python":
+                    if "isolation" not in f or f["isolation"].value != "process":
+                        self.add(f[key], _PROCESS_KEYS[key])
                     continue
                 noun = " or ".join(kinds_ok)
                 self.add(

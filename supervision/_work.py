@@ -116,16 +116,7 @@ class WorkReader(Reader):
         # Like Procfile and compose tools: commands run beside the manifest unless told otherwise.
         given: dict[str, Any] = {"cwd": self.base_text}
         if "cwd" in f:
-            cwd = self.text(f["cwd"], "a directory path")
-            if not isinstance(cwd, Bad):
-                cwd = str(self.base_dir / Path(cwd).expanduser())
-                if not Path(cwd).is_dir():  # a warning: an earlier job may make it
-                    self.warn(
-                        f["cwd"],
-                        f"expected a directory, got {cwd!r}, which is not one now: the job "
-                        "fails when it starts unless it is made by then",
-                    )
-            given["cwd"] = cwd
+            given["cwd"] = self.directory(f["cwd"])
         if "env" in f:
             given["env"] = self.str_map(f["env"], "a mapping of environment variables")
         for key, read in (
@@ -147,6 +138,20 @@ class WorkReader(Reader):
             given["grace"] = grace
         cls = self.kind_class(f["command"], "actors._command", "CommandWork", "command jobs")
         return BAD if cls is None else self.build_read(job, cls, given, stand_ins=STAND_INS)
+
+    def directory(self, v: V) -> str | Bad:
+        """A job's ``cwd``: resolved beside the manifest; warned of when it is not a directory."""
+        cwd = self.text(v, "a directory path")
+        if isinstance(cwd, Bad):
+            return cwd
+        cwd = str(self.base_dir / Path(cwd).expanduser())
+        if not Path(cwd).is_dir():  # a warning: an earlier job may make it
+            self.warn(
+                v,
+                f"expected a directory, got {cwd!r}, which is not one now: the job fails when "
+                "it starts unless it is made by then",
+            )
+        return cwd
 
     # -- exit classification (SPEC §10) -----------------------------------------------------------
 
@@ -249,8 +254,15 @@ class WorkReader(Reader):
         given: dict[str, Any] = {}
         if "isolation" in f:
             given["isolation"] = self.choice(f["isolation"], ISOLATIONS)
-        if grace is not None and given.get("isolation") == "process":
-            given["grace"] = grace  # a process-isolated try is stopped like a command
+        if given.get("isolation") == "process":
+            if grace is not None:
+                given["grace"] = grace  # a process-isolated try is stopped like a command
+            # Its own directory and environment, as a command's (a thread shares jobvisor's:
+            # the manifest refuses them there).
+            if "cwd" in f:
+                given["cwd"] = self.directory(f["cwd"])
+            if "env" in f:
+                given["env"] = self.str_map(f["env"], "a mapping of environment variables")
         if args is None or any(isinstance(v, Bad) for v in (kwargs, *given.values())):
             return BAD
         target = f["python"].value if "python" in f else "m:f"

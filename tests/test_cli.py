@@ -589,6 +589,53 @@ def test_python_jobs_run_beside_the_manifest_as_commands_do(tmp_path: Path) -> N
     assert (elsewhere / "run.log").exists(), "a path given on the command line is the caller's"
 
 
+def test_a_process_isolated_python_job_has_its_own_cwd_and_env(tmp_path: Path) -> None:
+    """cwd and env, as a command has them, for a python job in a child process; a thread shares
+    jobvisor's directory and environment, so there they are refused with the way out."""
+    project = tmp_path / "project"
+    (project / "out").mkdir(parents=True)
+    (project / "etl.py").write_text(
+        "import os\n"
+        "def main():\n"
+        "    text = os.getcwd() + ' ' + os.environ['ETL_MODE'] + '\\n'\n"
+        "    open('where.txt', 'w').write(text)\n"
+    )
+    write(
+        project,
+        """
+        version: 1
+        defaults: {cwd: out}
+        jobs:
+          - {name: etl, python: "etl:main", isolation: process, cwd: out, env: {ETL_MODE: full}}
+          - {name: inline, python: "etl:main", isolation: thread}
+          - {name: cmd, command: "pwd > pwd.txt"}
+        """,
+    )
+    out = jobvisor("run", str(project / "jobs.yaml"), "--log-level", "none", cwd=tmp_path)
+    # inline: defaults' cwd is for commands only; ETL_MODE is not in its environment
+    assert out.returncode == 1, out.stderr
+    assert (project / "out" / "where.txt").read_text() == f"{project / 'out'} full\n"
+    assert (project / "out" / "pwd.txt").read_text() == f"{project / 'out'}\n"
+    assert not (project / "where.txt").exists()
+    write(
+        project,
+        """
+        version: 1
+        jobs:
+          - {name: a, python: "etl:main", cwd: out}
+          - {name: b, python: "etl:main", env: {ETL_MODE: full}}
+        """,
+    )
+    bad = jobvisor("validate", str(project / "jobs.yaml"), cwd=tmp_path)
+    assert bad.returncode == 2
+    for line, key in ((4, "cwd"), (5, "env")):
+        assert (
+            f"jobs.yaml:{line}: jobs[{line - 4}].{key}: expected {key} on a python job only with "
+            "isolation: process (a thread shares jobvisor's own working directory and "
+            "environment), got it on a python job in a thread"
+        ) in bad.stderr, bad.stderr
+
+
 def test_history_and_resume(tmp_path: Path) -> None:
     write(
         tmp_path,
