@@ -30,33 +30,42 @@ def summary_table(
     doc: dict[str, Any],
     mask: Callable[[str], str] = str,
     width: int | Literal["auto"] | None = "auto",
+    now: float | None = None,
 ) -> str:
-    """The end-of-run table: one row per child with state, counters and last exit.
+    """The status as a table: one row per child with state, counters and last exit.
 
-    The last column wraps so that no line is wider than ``width`` (by
-    default the terminal's, when stdout is one; None: never wrap). When the
-    other columns leave it less than ``_MIN_LAST`` characters, it goes on
-    indented lines below its row instead. Errors are masked with ``mask``,
-    and their control characters escaped.
+    When a child waits to start (a backoff, a cooldown, a periodic job's next
+    tick), a NEXT START column says in how long, from ``now`` (epoch seconds,
+    default the clock's). The last column wraps so that no line is wider
+    than ``width`` (by default the terminal's, when stdout is one; None:
+    never wrap). When the other columns leave it less than ``_MIN_LAST``
+    characters, it goes on indented lines below its row instead. Errors are
+    masked with ``mask``, and their control characters escaped.
     """
+    import time  # noqa: PLC0415 - with the table only: a control command's start stays light
+
     from supervision._printable import printable  # noqa: PLC0415
 
     if width == "auto":
         width = columns(sys.stdout)
-    header = ("PATH", "KIND", "STATE", "STARTS", "RESTARTS", "FAILURES", "LAST EXIT")
+    nodes = list(flatten_status(doc))
+    upcoming = any(isinstance(n.get("next_start_at"), int | float) for n in nodes)
+    clock = time.time() if now is None else now
+    header: tuple[str, ...] = ("PATH", "KIND", "STATE", "STARTS", "RESTARTS", "FAILURES")
+    header += ("NEXT START", "LAST EXIT") if upcoming else ("LAST EXIT",)
     rows = [header]
-    rows.extend(
-        (
+    for node in nodes:
+        row: tuple[str, ...] = (
             node["path"],
             node["kind"],
             node["state"],
             str(node["starts"]),
             str(node["restarts"]),
             str(node["failures"]),
-            printable(_exit_text(node.get("last_exit"), mask)),
         )
-        for node in flatten_status(doc)
-    )
+        if upcoming:
+            row += (_until(node.get("next_start_at"), clock),)
+        rows.append((*row, printable(_exit_text(node.get("last_exit"), mask))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     start = sum(widths) + 2 * len(widths)
     room = None if width is None else width - start
@@ -90,6 +99,20 @@ def _exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:
         # The first line only: an isolated job's error goes on with its traceback.
         text += ": " + (mask(last["error"]).splitlines() or [""])[0]
     return text
+
+
+def _until(at: object, now: float) -> str:
+    """How long until ``at`` (epoch seconds), as a person reads it; "-" when nothing waits."""
+    if not isinstance(at, int | float):
+        return "-"
+    left = max(0.0, at - now)
+    if left < 60:
+        return f"in {left:.1f}s"
+    minutes, seconds = divmod(int(left), 60)
+    if minutes < 60:
+        return f"in {minutes}m{seconds}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"in {hours}h{minutes}m"
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -200,6 +200,19 @@ def test_the_summary_table_escapes_control_characters_and_masks() -> None:
     assert "boom \\x1b]0;pwned\\x07 ***" in table
 
 
+def test_the_table_shows_when_each_child_starts_next_while_one_waits() -> None:
+    waiting = {**node("mailer", LONG), "state": "backoff", "next_start_at": 1000.0 + 4.25}
+    ticking = {**node("report", None), "state": "running", "next_start_at": 1000.0 + 3725}
+    doc = {"children": [waiting, ticking, node("ok", None)]}
+    lines = summary_table(doc, width=None, now=1000.0).splitlines()
+    assert lines[0].split("  ")[-2:] == ["NEXT START", "LAST EXIT"]
+    start = lines[0].index("NEXT START")
+    assert [line[start:].split("  ")[0] for line in lines[1:]] == ["in 4.2s", "in 1h2m", "-"]
+    # at the end of a run nothing waits: no column for it
+    done = {"children": [node("mailer", LONG), node("ok", None)]}
+    assert "NEXT START" not in summary_table(done, width=None)
+
+
 def test_without_a_width_the_table_is_not_wrapped() -> None:
     doc = {"children": [node("mailer", LONG)]}
     assert LONG in summary_table(doc, width=None)
