@@ -514,9 +514,7 @@ def open_endpoint(composition: Composition) -> Endpoint:
     manifest = composition.manifest
     spec = manifest.http
     assert spec is not None
-    metrics = TreeMetrics(
-        lambda: composition.manifest.root, composition.breakers, composition.masker.mask
-    )
+    metrics = TreeMetrics(manifest.root, composition.breakers, composition.masker.mask)
     journal = journal_path(manifest.state_dir) if composition.journal is not None else None
     return Endpoint(
         spec, metrics, mask=composition.masker.mask, state_dir=manifest.state_dir, journal=journal
