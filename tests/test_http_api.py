@@ -198,7 +198,7 @@ def test_status_history_and_a_crash_seen_as_events_and_metrics(
         assert served.metric("jobvisor_http_event_clients") == 1
     finally:
         stream.close()
-    # A client that went away is forgotten (noticed at the latest by a heartbeat's write).
+    # A client that hung up is forgotten (seen within a second, or at a heartbeat's write).
     wait_until(lambda: served.metric("jobvisor_http_event_clients") == 0, "forgotten", timeout=30)
 
     labels = {"path": "etl/crashy", "kind": "command"}
@@ -354,6 +354,28 @@ def test_a_stalled_client_does_not_delay_restarts(tmp_path: Path) -> None:
             stream.close()
         for sock in hostile:
             sock.close()
+        assert stop_daemon(running) == 0
+
+
+def test_a_stream_whose_client_hung_up_is_forgotten_before_the_next_heartbeat(
+    tmp_path: Path,
+) -> None:
+    quiet = manifest("http: {heartbeat: 60s}")
+    running = start_daemon(tmp_path, quiet, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
+    try:
+        served = Served(running.state)
+        stream = Stream(served)
+        try:
+            wait_until(
+                lambda: served.metric("jobvisor_http_event_clients") == 1, "open", timeout=30
+            )
+        finally:
+            stream.close()
+        # No event and no heartbeat for a minute: the hang-up itself is seen, within seconds.
+        wait_until(
+            lambda: served.metric("jobvisor_http_event_clients") == 0, "forgotten", timeout=5
+        )
+    finally:
         assert stop_daemon(running) == 0
 
 
