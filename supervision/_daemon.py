@@ -665,6 +665,8 @@ def _check_new_breakers(new: Any, composition: Composition) -> None:
         {k: v for k, v in new.breakers.items() if k not in composition.breakers}
     ).items():
         composition.breakers[name] = breaker
+        if composition.endpoint is not None:
+            composition.endpoint.metrics.add_breaker(name, breaker)
 
 
 def _lock_state_dir(state_dir: Path) -> Any:

@@ -84,7 +84,7 @@ class TreeMetrics:
         self._by_path: dict[str, _Series] = {}
         self.follow("", root)
         for name, breaker in (breakers or {}).items():
-            self.breaker.labels(mask(name)).set(BREAKER_VALUES[breaker.state.value])
+            self.add_breaker(name, breaker)
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             StateChanged: self._state_changed,
             ChildExited: self._child_exited,
@@ -197,6 +197,10 @@ class TreeMetrics:
                 state.add_metric((*labels, each.value), 1 if each is current else 0)
         yield from (starts, restarts, failures, state, gave_up)
 
+    def add_breaker(self, name: str, breaker: Breaker) -> None:
+        """Show ``breaker`` (one the tree had at start, or a reload added) in its state now."""
+        self.breaker.labels(self._mask(name)).set(BREAKER_VALUES[breaker.state.value])
+
     def follow(self, path: str, spec: ChildSpec | None) -> None:
         """The child at ``path`` is ``spec`` from now on (None: it was removed).
 
@@ -227,7 +231,6 @@ class TreeMetrics:
             self._kinds[each] = child.kind
             if each:  # the root's own series, as before, only once it has an event
                 self._series(each)
-        self._kinds[""] = "group"
 
     def _series(self, path: str) -> _Series:
         series = self._by_path.get(path)

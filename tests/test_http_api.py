@@ -381,7 +381,8 @@ def test_a_stream_whose_client_hung_up_is_forgotten_before_the_next_heartbeat(
 
 def test_the_metrics_follow_a_reload(tmp_path: Path) -> None:
     """A job a reload adds is labelled with its kind, one whose kind changed takes the new
-    one, and a removed one's series go (as prometheus_client's ``remove`` does)."""
+    one, a removed one's series go (as prometheus_client's ``remove`` does), and a breaker
+    it adds is shown."""
     before = """
     version: 1
     http: {heartbeat: 5s}
@@ -401,6 +402,8 @@ def test_the_metrics_follow_a_reload(tmp_path: Path) -> None:
     after = """
     version: 1
     http: {heartbeat: 5s}
+    breakers:
+      api: {failure_threshold: 100, reset_timeout: 1h}
     jobs:
       - name: svc
         service: true
@@ -408,6 +411,7 @@ def test_the_metrics_follow_a_reload(tmp_path: Path) -> None:
       - name: morph
         every: 1h
         http: {url: "http://127.0.0.1:9/"}
+        breaker: api
       - name: chatty
         service: true
         command: [sh, -c, "while true; do sleep 0.05; done"]
@@ -431,6 +435,8 @@ def test_the_metrics_follow_a_reload(tmp_path: Path) -> None:
             if name.startswith("jobvisor_") and "path" in dict(labels):
                 by_path.setdefault(dict(labels)["path"], set()).add(dict(labels)["kind"])
         assert by_path == {"svc": {"command"}, "morph": {"http"}, "chatty": {"command"}}
+        # A breaker the reload brought is shown from the start, closed, as at a daemon's start.
+        assert metrics[("jobvisor_breaker_state", (("breaker", "api"),))] == 0
     finally:
         assert stop_daemon(running) == 0
 
