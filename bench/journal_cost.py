@@ -93,7 +93,7 @@ def main() -> None:
     silence_logs()
     with tempfile.TemporaryDirectory() as tmp:
         if args.endpoint:
-            metrics = TreeMetrics(lambda: SPEC)
+            metrics = TreeMetrics(SPEC)
             endpoint = Endpoint(HttpSpec.of("127.0.0.1:0"), metrics)
             side, sink, flush, close = "endpoint", endpoint.sink(), lambda: True, endpoint.close
         else:

@@ -539,6 +539,8 @@ class Daemon:
                 log.error("reload of {} refused: {}", self.manifest_path, exc)  # noqa: TRY400
                 return {"ok": False, "code": "failed", "error": str(exc)}
             summary: list[str] = []
+            endpoint = composition.endpoint
+            follow = endpoint.metrics.follow if endpoint is not None else _unfollowed
             for tries_left in range(RELOAD_TRIES - 1, -1, -1):
                 running = composition.manifest.root
                 done = 0
@@ -546,7 +548,7 @@ class Daemon:
                     down = _groups_down(tree.status()["children"])
                     changes = diff_specs(running, new.root, down=down)
                     for change in changes:
-                        self._apply(tree, change)
+                        self._apply(tree, change, follow)
                         done += 1
                         summary.extend(change.summary)
                     break
@@ -565,16 +567,30 @@ class Daemon:
         return {"ok": True, "result": summary}
 
     @staticmethod
-    def _apply(tree: Tree, change: Change) -> None:
+    def _apply(tree: Tree, change: Change, follow: Callable[[str, ChildSpec | None], None]) -> None:
+        """Make one step on ``tree``, and tell ``follow`` (the metrics) what the path is now."""
         if change.op == "update":
             assert isinstance(change.spec, SupervisorSpec)
             tree.update_group(change.spec, change.path)
+            follow(change.path, change.spec)
             return
         if change.op in ("remove", "replace"):
             tree.remove_child(change.path)
-        if change.op in ("add", "replace"):
-            assert change.spec is not None
+        if change.op == "remove":
+            follow(change.path, None)
+            return
+        assert change.spec is not None
+        # Before the add: the new child's first events name its kind.
+        follow(change.path, change.spec)
+        try:
             tree.add_child(change.spec, under=change.parent, before=change.before)
+        except BaseException:
+            follow(change.path, None)  # not added after all
+            raise
+
+
+def _unfollowed(path: str, spec: ChildSpec | None) -> None:
+    """No metrics to tell of a reload's step."""
 
 
 def act(tree: Tree, op: str, job: str) -> dict[str, Any]:
@@ -651,6 +667,8 @@ def _check_new_breakers(new: Any, composition: Composition) -> None:
         {k: v for k, v in new.breakers.items() if k not in composition.breakers}
     ).items():
         composition.breakers[name] = breaker
+        if composition.endpoint is not None:
+            composition.endpoint.metrics.add_breaker(name, breaker)
 
 
 def _lock_state_dir(state_dir: Path) -> Any:

@@ -24,6 +24,7 @@ import json
 import queue
 import socket
 import threading
+import time
 import urllib.parse
 from dataclasses import fields
 from http import HTTPStatus
@@ -59,6 +60,7 @@ MAX_CONNECTIONS: Final = 64  # past this a new connection is closed at once
 REQUEST_DEADLINE: Final = 10.0  # per read or write on a connection: a stalled peer is cut
 STREAM_SNDBUF: Final = 32 * 1024
 STREAM_QUEUE: Final = 1000  # events a stream may fall behind by before it is cut
+HANGUP_CHECK: Final = 1.0  # seconds: how often an idle stream looks whether its client closed
 STATUS_DEADLINE: Final = 10.0
 MAX_HISTORY: Final = 10_000
 ACTIONS: Final = ("start", "stop", "restart")
@@ -472,15 +474,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"retry: 1000\n: connected\n\n")
             self.wfile.flush()
             heartbeat = endpoint.spec.heartbeat
+            beat_at = time.monotonic() + heartbeat
             while not endpoint.closed and not stream.cut:
+                left = beat_at - time.monotonic()
                 try:
-                    data = stream.queue.get(timeout=heartbeat)
+                    data = stream.queue.get(timeout=max(0.0, min(left, HANGUP_CHECK)))
                 except queue.Empty:
-                    data = b": heartbeat\n\n"  # also how a silent, vanished client is noticed
+                    # A client that closed is seen here; one that vanished without a word
+                    # (a pulled cable), only when a heartbeat's write fails.
+                    if _hung_up(self.connection):
+                        break
+                    if time.monotonic() < beat_at:
+                        continue
+                    data = b": heartbeat\n\n"
                 if data is None:
                     break
                 self.wfile.write(data)
                 self.wfile.flush()
+                beat_at = time.monotonic() + heartbeat
         except OSError:
             pass  # the client went away, or stalled past REQUEST_DEADLINE: forget it
         finally:
@@ -509,14 +520,30 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
+def _hung_up(connection: socket.socket) -> bool:
+    """True when the client closed (or reset) the connection; never waits.
+
+    A stream's client sends nothing after its request, so anything it does
+    send is read and dropped: only the end of its side counts.
+    """
+    timeout = connection.gettimeout()
+    connection.settimeout(0.0)
+    try:
+        return not connection.recv(4096)
+    except BlockingIOError:
+        return False  # nothing to read: still there
+    except OSError:
+        return True  # reset
+    finally:
+        connection.settimeout(timeout)
+
+
 def open_endpoint(composition: Composition) -> Endpoint:
     """The endpoint the composition's manifest asks for (``manifest.http`` must be set)."""
     manifest = composition.manifest
     spec = manifest.http
     assert spec is not None
-    metrics = TreeMetrics(
-        lambda: composition.manifest.root, composition.breakers, composition.masker.mask
-    )
+    metrics = TreeMetrics(manifest.root, composition.breakers, composition.masker.mask)
     journal = journal_path(manifest.state_dir) if composition.journal is not None else None
     return Endpoint(
         spec, metrics, mask=composition.masker.mask, state_dir=manifest.state_dir, journal=journal

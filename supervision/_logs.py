@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any, BinaryIO, Final
 
-__all__ = ["follow", "job_known", "output_file", "show_logs", "tail_lines"]
+__all__ = ["follow", "known_paths", "output_file", "show_logs", "tail_lines"]
 
 POLL: Final = 0.1  # seconds between looks at a followed file (no inotify in the stdlib)
 _BLOCK: Final = 65536
@@ -157,24 +157,25 @@ def _pump(file: BinaryIO, pending: bytes, write: Callable[[bytes], None]) -> byt
     return pending
 
 
-def job_known(manifest: str, state_dir: str, job: str) -> bool:
-    """Whether ``job`` names a job of the running daemon, or else of the manifest."""
+def known_paths(manifest: str, state_dir: str) -> dict[str, bool]:
+    """Every path of the running daemon's tree, or else of the manifest: is it a group?"""
+    paths: dict[str, bool] = {}
     try:
         reply = request(state_dir, {"op": "status"}, timeout=5.0)
     except NoDaemonError:
-        return job in _manifest_paths(manifest)
-    paths: set[str] = set()
-    _collect(reply.get("result") or {}, paths)
-    return job in paths
+        _manifest_paths(manifest, paths)
+    else:
+        _collect(reply.get("result") or {}, paths)
+    return paths
 
 
-def _collect(node: dict[str, Any], paths: set[str]) -> None:
+def _collect(node: dict[str, Any], paths: dict[str, bool]) -> None:
     for child in node.get("children") or ():
-        paths.add(str(child.get("path")))
+        paths[str(child.get("path"))] = child.get("kind") == "group"
         _collect(child, paths)
 
 
-def _manifest_paths(manifest: str) -> set[str]:
+def _manifest_paths(manifest: str, paths: dict[str, bool]) -> None:
     """Every job and group path a manifest declares, read without validating it."""
     import yaml  # noqa: PLC0415 - only when there is no output file to read
 
@@ -182,13 +183,11 @@ def _manifest_paths(manifest: str) -> set[str]:
         with open(manifest, encoding="utf-8") as file:
             data = yaml.safe_load(file)
     except (OSError, ValueError, yaml.YAMLError):  # UnicodeDecodeError is a ValueError
-        return set()
-    paths: set[str] = set()
+        return
     _walk(data.get("jobs") if isinstance(data, dict) else None, "", paths)
-    return paths
 
 
-def _walk(entries: object, prefix: str, paths: set[str]) -> None:
+def _walk(entries: object, prefix: str, paths: dict[str, bool]) -> None:
     for entry in entries if isinstance(entries, list) else ():
         if not isinstance(entry, dict):
             continue
@@ -198,23 +197,45 @@ def _walk(entries: object, prefix: str, paths: set[str]) -> None:
         path = f"{prefix}/{name}" if prefix else name
         replicas = entry.get("replicas")
         if "group" in entry:
-            paths.add(path)
+            paths[path] = True
             _walk(entry.get("jobs"), path, paths)
         elif isinstance(replicas, int) and not isinstance(replicas, bool) and replicas > 0:
-            paths.update(f"{path}.{i}" for i in range(replicas))
+            paths.update((f"{path}.{i}", False) for i in range(replicas))
         else:
-            paths.add(path)
+            paths[path] = False
+
+
+def _not_a_job(job: str, path: str, manifest: str, state_dir: str) -> str | None:
+    """Why ``job``, which has no output file at ``path``, is no job; None when it is one."""
+    paths = known_paths(manifest, state_dir)
+    name = job.strip("/")
+    if name not in paths:
+        return f"no such job: {job} (and no output file {path})"
+    if not paths[name]:
+        return None
+    # A group is no job either, but naming its jobs says where its output is.
+    jobs = [p for p, is_group in paths.items() if not is_group and p.startswith(f"{name}/")]
+    named = ", ".join(jobs[:_NAMED]) or "none"
+    if len(jobs) > _NAMED:
+        named += f" and {len(jobs) - _NAMED} more"
+    return f"{name} is a group: it has no output of its own; its jobs: {named}"
+
+
+_NAMED: Final = 10  # a group's jobs named when asked for its output; past that, counted
 
 
 def show_logs(
     job: str, *, manifest: str, state_dir: str | None, lines: int, keep_following: bool
 ) -> int:
-    """The ``logs`` command: 0, or 4 for no such job. Returns 0 on Ctrl-C while following."""
+    """The ``logs`` command: 0, or 4 for no such job (a group's path too: its jobs are named).
+
+    Returns 0 on Ctrl-C while following.
+    """
     directory = os.path.join(find_state_dir(manifest, state_dir), "output")
     path = output_file(directory, job.strip("/"))
     known = os.path.exists(path) or os.path.exists(f"{path}.1")
-    if not known and not job_known(manifest, os.path.dirname(directory), job.strip("/")):
-        sys.stderr.write(f"jobvisor: no such job: {job} (and no output file {path})\n")
+    if not known and (problem := _not_a_job(job, path, manifest, os.path.dirname(directory))):
+        sys.stderr.write(f"jobvisor: {problem}\n")
         return 4
     if not known and not keep_following:
         # A job of ours with nothing to show: said, not an empty screen and exit 0 alone.

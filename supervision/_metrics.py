@@ -26,7 +26,7 @@ from supervision._events import (
     GaveUp,
     StateChanged,
 )
-from supervision._spec import walk
+from supervision._spec import SupervisorSpec, walk
 from supervision._state import State
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from actors import Breaker
     from supervision._events import Event
-    from supervision._spec import SupervisorSpec
+    from supervision._spec import ChildSpec
 
 __all__ = ["BREAKER_VALUES", "CONTENT_TYPE", "EVENT_TYPES", "TreeMetrics"]
 
@@ -51,20 +51,20 @@ _BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, float
 class TreeMetrics:
     """The ``jobvisor_*`` metrics of one tree; ``observe`` takes its events.
 
-    ``root`` returns the tree's current spec (it changes on reload) to name
-    each path's ``kind``; ``mask`` hides secrets in anything shown.
+    ``root`` is the tree's spec at start, which names each path's ``kind``; a
+    reload tells its changes with ``follow``. ``mask`` hides secrets in
+    anything shown.
     """
 
     def __init__(
         self,
-        root: Callable[[], SupervisorSpec],
+        root: SupervisorSpec,
         breakers: Mapping[str, Breaker] | None = None,
         mask: Callable[[str], str] = str,
     ) -> None:
-        self._root = root
         self._mask = mask
-        self._kinds: dict[str, str] = {}
-        self._kinds_of: object = None
+        # Every path the tree has, with its kind; only the reload's thread changes it (``follow``).
+        self._kinds: dict[str, str] = {"": "group"}
         self.registry = reg = CollectorRegistry()
         self.duration = Histogram(
             "jobvisor_attempt_duration_seconds",
@@ -82,10 +82,9 @@ class TreeMetrics:
         reg.register(self)
         ProcessCollector(registry=reg)
         self._by_path: dict[str, _Series] = {}
-        for path, _ in walk(root()):
-            self._series(path)
+        self.follow("", root)
         for name, breaker in (breakers or {}).items():
-            self.breaker.labels(mask(name)).set(BREAKER_VALUES[breaker.state.value])
+            self.add_breaker(name, breaker)
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             StateChanged: self._state_changed,
             ChildExited: self._child_exited,
@@ -198,21 +197,48 @@ class TreeMetrics:
                 state.add_metric((*labels, each.value), 1 if each is current else 0)
         yield from (starts, restarts, failures, state, gave_up)
 
+    def add_breaker(self, name: str, breaker: Breaker) -> None:
+        """Show ``breaker`` (one the tree had at start, or a reload added) in its state now."""
+        self.breaker.labels(self._mask(name)).set(BREAKER_VALUES[breaker.state.value])
+
+    def follow(self, path: str, spec: ChildSpec | None) -> None:
+        """The child at ``path`` is ``spec`` from now on (None: it was removed).
+
+        A reload calls it for each step, in the reload's thread: after a removal (so no
+        event of the old child comes later) and before an addition (so the new child's
+        first event finds its kind). A path that is gone, or whose kind changed, loses its
+        series, as prometheus_client's ``remove`` drops a labelled child: the new kind
+        starts at zero under its own labels. A path that keeps its kind keeps its series
+        (a replaced job's counters go on). Each new path gets its series at once.
+        """
+        now: dict[str, ChildSpec] = {}
+        if spec is not None:
+            now[path] = spec
+            if isinstance(spec, SupervisorSpec):
+                now.update(walk(spec, path))
+        under: list[str] = []
+        if self._kinds.get(path) == "group":  # its children go, or stay, with it
+            under = [p for p in self._kinds if p and (not path or p.startswith(f"{path}/"))]
+        for each in (path, *under):
+            if each in now and now[each].kind == self._kinds.get(each):
+                continue
+            self._kinds.pop(each, None)
+            series = self._by_path.pop(each, None)
+            if series is not None:
+                for outcome in series.durations:
+                    self.duration.remove(*series.labels, outcome)
+        for each, child in now.items():
+            self._kinds[each] = child.kind
+            if each:  # the root's own series, as before, only once it has an event
+                self._series(each)
+
     def _series(self, path: str) -> _Series:
         series = self._by_path.get(path)
         if series is None:
-            series = self._by_path[path] = _Series((self._mask(path), self._kind(path)))
+            # "unknown": an event of a path no spec named, which ``follow`` never lets happen.
+            kind = self._kinds.get(path, "unknown")
+            series = self._by_path[path] = _Series((self._mask(path), kind))
         return series
-
-    def _kind(self, path: str) -> str:
-        kind = self._kinds.get(path)
-        if kind is None:
-            root = self._root()
-            if root is not self._kinds_of:  # a reload changed the tree: learn its paths again
-                self._kinds = {p: spec.kind for p, spec in walk(root)}
-                self._kinds_of = root
-            kind = self._kinds.get(path, "group" if not path else "unknown")
-        return kind
 
 
 class _Series:

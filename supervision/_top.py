@@ -1,7 +1,8 @@
 """``jobvisor top``: a live view of the daemon's tree in the terminal, redrawn twice a second.
 
 One row per child (path, state, restarts, last exit, next start), groups
-indented, states coloured on a colour terminal. The status comes from the
+indented, states coloured on a colour terminal; a long last exit is cut so
+that every column fits the terminal's width. The status comes from the
 control socket like ``jobvisor status``; ``q`` or Ctrl-C quits with 0. It uses
 the standard library's ``curses`` (a table redrawn in place needs nothing
 more), and imports nothing of the runtime.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import curses
+import itertools
 import sys
 import time
 
@@ -22,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Final
 
-__all__ = ["rows", "run_top"]
+__all__ = ["HEADER", "layout", "rows", "run_top"]
 
 REFRESH: Final = 0.5  # seconds between two status requests
 _KEY_WAIT_MS: Final = 100  # how long one wait for a key lasts: q is heeded at once
@@ -39,6 +41,9 @@ _COLOURS: Final = {
     "gave_up": curses.COLOR_RED,
 }
 HEADER: Final = ("PATH", "STATE", "RESTARTS", "LAST EXIT", "NEXT START")
+_LAST_EXIT: Final = HEADER.index("LAST EXIT")
+_MIN_LAST_EXIT: Final = len("LAST EXIT")  # the narrowest it is cut to: its header stays whole
+_GAP: Final = 2  # spaces between two columns
 
 
 def rows(doc: dict[str, Any], now: float) -> list[tuple[str, ...]]:
@@ -57,6 +62,29 @@ def rows(doc: dict[str, Any], now: float) -> list[tuple[str, ...]]:
 
     visit(doc.get("children") or [], 0)
     return out
+
+
+def layout(table: list[tuple[str, ...]], width: int) -> list[list[tuple[int, str]]]:
+    """Each row's cells, with the column each starts at, for a screen ``width`` wide.
+
+    A column is as wide as its widest cell, but LAST EXIT (an error can be a
+    line long) gives up room, its text cut with an ellipsis, so that NEXT
+    START still fits. On a screen too narrow even for that, the screen's edge
+    cuts what does not fit, the first columns staying whole.
+    """
+    widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
+    over = sum(widths) + _GAP * (len(widths) - 1) - width
+    if over > 0:
+        widths[_LAST_EXIT] = max(_MIN_LAST_EXIT, widths[_LAST_EXIT] - over)
+    starts = list(itertools.accumulate((w + _GAP for w in widths[:-1]), initial=0))
+    return [
+        [(x, _cut(cell, w)) for x, cell, w in zip(starts, row, widths, strict=True)]
+        for row in table
+    ]
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def run_top(manifest: str, state_dir: str | None) -> int:
@@ -128,17 +156,12 @@ class _Screen:
         elif result is None:
             self._put(screen, 1, printable(str(self.reply.get("error"))), width)
         table = [HEADER, *rows(result or {}, time.time())]
-        widths = [max(len(row[i]) for row in table) for i in range(len(HEADER) - 1)]
-        for y, row in enumerate(table[: max(0, height - 3)], 2):
-            x = 0
-            for i, cell in enumerate(row):
+        for y, placed in enumerate(layout(table, width)[: max(0, height - 3)], 2):
+            for i, (x, cell) in enumerate(placed):
                 attr = curses.A_BOLD if y == 2 else 0
                 if i == 1 and y > 2:
                     attr = self.colours.get(cell, 0)
                 self._put(screen, y, cell, width - x, attr, x=x)
-                x += (widths[i] if i < len(widths) else len(cell)) + 2
-                if x >= width:
-                    break
         if result is not None and result.get("breakers"):
             breakers = ", ".join(f"{k}={v}" for k, v in result["breakers"].items())
             y = min(len(table) + 3, height - 1)

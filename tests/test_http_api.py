@@ -12,6 +12,7 @@ import contextlib
 import json
 import socket
 import stat
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -197,7 +198,7 @@ def test_status_history_and_a_crash_seen_as_events_and_metrics(
         assert served.metric("jobvisor_http_event_clients") == 1
     finally:
         stream.close()
-    # A client that went away is forgotten (noticed at the latest by a heartbeat's write).
+    # A client that hung up is forgotten (seen within a second, or at a heartbeat's write).
     wait_until(lambda: served.metric("jobvisor_http_event_clients") == 0, "forgotten", timeout=30)
 
     labels = {"path": "etl/crashy", "kind": "command"}
@@ -356,6 +357,90 @@ def test_a_stalled_client_does_not_delay_restarts(tmp_path: Path) -> None:
         assert stop_daemon(running) == 0
 
 
+def test_a_stream_whose_client_hung_up_is_forgotten_before_the_next_heartbeat(
+    tmp_path: Path,
+) -> None:
+    quiet = manifest("http: {heartbeat: 60s}")
+    running = start_daemon(tmp_path, quiet, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
+    try:
+        served = Served(running.state)
+        stream = Stream(served)
+        try:
+            wait_until(
+                lambda: served.metric("jobvisor_http_event_clients") == 1, "open", timeout=30
+            )
+        finally:
+            stream.close()
+        # No event and no heartbeat for a minute: the hang-up itself is seen, within seconds.
+        wait_until(
+            lambda: served.metric("jobvisor_http_event_clients") == 0, "forgotten", timeout=5
+        )
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_the_metrics_follow_a_reload(tmp_path: Path) -> None:
+    """A job a reload adds is labelled with its kind, one whose kind changed takes the new
+    one, a removed one's series go (as prometheus_client's ``remove`` does), and a breaker
+    it adds is shown."""
+    before = """
+    version: 1
+    http: {heartbeat: 5s}
+    jobs:
+      - name: svc
+        service: true
+        command: [sh, -c, "while true; do sleep 0.05; done"]
+      - name: morph
+        service: true
+        command: [sh, -c, "while true; do sleep 0.05; done"]
+      - group: old
+        jobs:
+          - name: gone
+            service: true
+            command: [sh, -c, "while true; do sleep 0.05; done"]
+    """
+    after = """
+    version: 1
+    http: {heartbeat: 5s}
+    breakers:
+      api: {failure_threshold: 100, reset_timeout: 1h}
+    jobs:
+      - name: svc
+        service: true
+        command: [sh, -c, "while true; do sleep 0.05; done"]
+      - name: morph
+        every: 1h
+        http: {url: "http://127.0.0.1:9/"}
+        breaker: api
+      - name: chatty
+        service: true
+        command: [sh, -c, "while true; do sleep 0.05; done"]
+    """
+    running = start_daemon(tmp_path, before, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
+    try:
+        served = Served(running.state)
+        wait_until(lambda: served.metric("jobvisor_job_state", path="old/gone", kind="command", state="running") == 1, "gone running", timeout=30)  # fmt: skip
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(after))
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert "add chatty" in out.stdout
+        chatty = {"path": "chatty", "kind": "command"}
+        wait_until(lambda: served.metric("jobvisor_job_state", **chatty, state="running") == 1, "chatty running", timeout=30)  # fmt: skip
+        assert served.metric("jobvisor_job_starts_total", **chatty) == 1
+        assert served.metric("jobvisor_job_restarts_total", **chatty) == 0
+        wait_until(lambda: served.metric("jobvisor_job_starts_total", path="morph", kind="http") >= 1, "morph started as http", timeout=30)  # fmt: skip
+        metrics = served.metrics()
+        by_path: dict[str, set[str]] = {}
+        for name, labels in metrics:
+            if name.startswith("jobvisor_") and "path" in dict(labels):
+                by_path.setdefault(dict(labels)["path"], set()).add(dict(labels)["kind"])
+        assert by_path == {"svc": {"command"}, "morph": {"http"}, "chatty": {"command"}}
+        # A breaker the reload brought is shown from the start, closed, as at a daemon's start.
+        assert metrics[("jobvisor_breaker_state", (("breaker", "api"),))] == 0
+    finally:
+        assert stop_daemon(running) == 0
+
+
 # -- run -------------------------------------------------------------------------------------------
 
 
@@ -436,7 +521,7 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
 def test_the_page_is_served_with_a_strict_policy_or_404(tmp_path: Path) -> None:
     spec = SupervisorSpec(name="root", children=(python_job("a", "math:sqrt", 4),))
     page = tmp_path / "page.html"
-    endpoint = Endpoint(HttpSpec.of("127.0.0.1:0"), TreeMetrics(lambda: spec), page=page)
+    endpoint = Endpoint(HttpSpec.of("127.0.0.1:0"), TreeMetrics(spec), page=page)
     try:
         assert requests.get(endpoint.url, timeout=30).status_code == 404
         page.write_bytes(b"<!doctype html><title>jobvisor</title><p>tree</p>\n")
@@ -453,7 +538,7 @@ def test_the_page_is_served_with_a_strict_policy_or_404(tmp_path: Path) -> None:
 
 def test_each_tree_has_its_own_registry(make_tree: Callable[..., Any]) -> None:
     spec = SupervisorSpec(name="root", children=(python_job("a", "math:sqrt", 4),))
-    first, second = TreeMetrics(lambda: spec), TreeMetrics(lambda: spec)
+    first, second = TreeMetrics(spec), TreeMetrics(spec)
     events = Events()
     sink = first.sink()
     # State changes reach the metrics through on_state: no StateChanged is built for them.

@@ -136,6 +136,42 @@ def test_no_such_job_is_exit_4(tmp_path: Path) -> None:
     assert b"Traceback" not in shown.stderr
 
 
+GROUPS = """
+version: 1
+jobs:
+  - group: etl
+    jobs:
+      - name: a
+        service: true
+        command: "sleep 1000"
+      - group: inner
+        jobs:
+          - {name: b, service: true, command: "sleep 1000"}
+          - {name: w, replicas: 2, service: true, command: "sleep 1000"}
+"""
+
+
+def test_logs_of_a_group_says_it_is_one_and_names_its_jobs(tmp_path: Path) -> None:
+    said = (
+        "jobvisor: etl is a group: it has no output of its own; its jobs: "
+        "etl/a, etl/inner/b, etl/inner/w.0, etl/inner/w.1\n"
+    )
+    (tmp_path / "jobs.yaml").write_text(GROUPS)
+    for args in (("etl",), ("etl/", "-f")):  # from the manifest, with no daemon
+        shown = logs(tmp_path, *args)
+        assert (shown.returncode, shown.stdout, shown.stderr.decode()) == (4, b"", said)
+    running = start_daemon(tmp_path, GROUPS, "--runtime", RUNTIME)
+    try:  # from the daemon's status
+        shown = logs(tmp_path, "etl/inner")
+        assert shown.returncode == 4
+        assert shown.stderr.decode() == (
+            "jobvisor: etl/inner is a group: it has no output of its own; its jobs: "
+            "etl/inner/b, etl/inner/w.0, etl/inner/w.1\n"
+        )
+    finally:
+        assert stop_daemon(running) == 0
+
+
 def test_a_planted_symlink_at_an_output_file_is_not_followed(tmp_path: Path) -> None:
     out = tmp_path / ".jobvisor" / "output"
     out.mkdir(parents=True, mode=0o700)

@@ -17,6 +17,8 @@ import pytest
 from conftest import RUNTIME
 from faultkit import CLI, ENV, Running, start_daemon, stop_daemon
 
+from supervision._top import HEADER, layout, rows
+
 MANIFEST = """
 version: 1
 supervisor:
@@ -38,8 +40,8 @@ ROWS, COLUMNS = 30, 120
 class Terminal:
     """``jobvisor top`` on a pseudo-terminal of ours; ``screen`` is what a person would see."""
 
-    def __init__(self, cwd: Path) -> None:
-        env = {**ENV, "TERM": "xterm-256color", "LINES": str(ROWS), "COLUMNS": str(COLUMNS)}
+    def __init__(self, cwd: Path, columns: int = COLUMNS) -> None:
+        env = {**ENV, "TERM": "xterm-256color", "LINES": str(ROWS), "COLUMNS": str(columns)}
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec at once (the test process has threads)
             try:
@@ -48,7 +50,7 @@ class Terminal:
             finally:
                 os._exit(127)
         self.pid, self.fd = pid, fd
-        self.screen = pyte.Screen(COLUMNS, ROWS)
+        self.screen = pyte.Screen(columns, ROWS)
         self.stream = pyte.ByteStream(self.screen)
         self.code: int | None = None
 
@@ -162,3 +164,88 @@ def test_top_without_a_daemon_is_exit_3(tmp_path: Path) -> None:
     )
     assert done.returncode == 3
     assert done.stderr.startswith("jobvisor: no daemon is running for ")
+
+
+# -- a long last exit ------------------------------------------------------------------------------
+
+LONG = "this_function_does_not_exist_and_its_long_name_makes_a_long_error_" * 2
+A_DOC = {
+    "children": [
+        {
+            "name": "chatty",
+            "kind": "python",
+            "state": "waiting",
+            "restarts": 12,
+            "last_exit": {"outcome": "failed", "code": None, "error": "AttributeError: " + LONG},
+            "next_start_at": 1005.0,
+        },
+        {
+            "name": "etl",
+            "kind": "group",
+            "state": "running",
+            "restarts": 0,
+            "children": [
+                {"name": "load", "kind": "command", "state": "running", "restarts": 0},
+            ],
+        },
+    ]
+}
+
+
+def drawn(table: list[tuple[str, ...]], width: int) -> list[str]:
+    """The lines ``layout`` puts on a screen ``width`` columns wide, as curses would cut them."""
+    lines = []
+    for placed in layout(table, width):
+        line = [" "] * width
+        for x, text in placed:
+            for i, char in enumerate(text[: max(0, width - x)]):
+                line[x + i] = char
+        lines.append("".join(line).rstrip())
+    return lines
+
+
+@pytest.mark.parametrize("width", [100, 80, 60])
+def test_a_long_last_exit_is_cut_so_every_column_shows(width: int) -> None:
+    header, chatty, etl, load = drawn([HEADER, *rows(A_DOC, now=1000.0)], width)
+    assert header.split("  ")[-1] == "NEXT START"
+    assert chatty.endswith("  in 5.0s")
+    assert "  failed: Attr" in chatty
+    assert "…  in 5.0s" in chatty  # cut, with an ellipsis, then the next column
+    assert chatty.index("in 5.0s") == header.index("NEXT START")
+    assert etl.startswith("etl/")
+    assert etl.endswith("-")
+    assert load.startswith("  load")
+    assert load.split() == ["load", "running", "0", "-", "-"]
+
+
+def test_a_narrow_terminal_keeps_the_first_columns() -> None:
+    header, chatty, *_ = drawn([HEADER, *rows(A_DOC, now=1000.0)], 30)
+    assert header.startswith("PATH    STATE    RESTARTS")
+    assert chatty.startswith("chatty  waiting  12")
+    # Nothing wider than the screen: what does not fit is cut at its edge.
+    assert all(len(line) <= 30 for line in drawn([HEADER, *rows(A_DOC, now=1000.0)], 30))
+
+
+def test_top_on_a_100_column_terminal_shows_next_start(tmp_path: Path) -> None:
+    manifest = f"""
+    version: 1
+    supervisor: {{backoff: {{initial: 10m, max: 10m, jitter: 0}}}}
+    jobs:
+      - name: chatty
+        restart: permanent
+        python: "math:{LONG}"
+    """
+    running = start_daemon(tmp_path, manifest, "--runtime", RUNTIME)
+    term = Terminal(running.dir, columns=100)
+    try:
+        row = term.wait_for("chatty's failure", lambda: (r := term.row("chatty")) and "failed:" in r and r)  # fmt: skip
+        line = next(line for line in term.lines() if line.startswith("chatty"))
+        assert len(line) <= 100
+        assert row[-2] == "in"  # type: ignore[index]
+        assert row[-1].endswith("s")  # type: ignore[index]
+        assert "…" in line
+        os.write(term.fd, b"q")
+        assert term.finish() == 0
+    finally:
+        term.close()
+        assert stop_daemon(running) == 0
