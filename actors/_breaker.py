@@ -172,6 +172,18 @@ class Breaker:
         # Half-open and full: check again soon, without a storm.
         return min(1.0, self.reset_timeout / 10)
 
+    def retune(
+        self, *, failure_threshold: int, reset_timeout: float, half_open_max_calls: int
+    ) -> None:
+        """Take new thresholds (a reload), keeping the state and the counts made so far."""
+        need_count(failure_threshold, "failure_threshold", 1)
+        need_duration(reset_timeout, "reset_timeout", positive=True)
+        need_count(half_open_max_calls, "half_open_max_calls", 1)
+        with self._lock:
+            self.failure_threshold = failure_threshold
+            self.reset_timeout = reset_timeout
+            self.half_open_max_calls = half_open_max_calls
+
     def restore(self, status: BreakerStatus) -> None:
         """Take over a state saved earlier (a daemon restarting); no transition is reported."""
         with self._lock:

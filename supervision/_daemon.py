@@ -534,11 +534,11 @@ class Daemon:
         with self._lock:
             try:
                 budget_change(composition.manifest.root, new.root)
-                _check_new_breakers(new, composition)
+                # Added and changed before the steps (a new job may name one); removed after.
+                summary = _reload_breakers(new, composition)
             except JobvisorError as exc:
                 log.error("reload of {} refused: {}", self.manifest_path, exc)  # noqa: TRY400
                 return {"ok": False, "code": "failed", "error": str(exc)}
-            summary: list[str] = []
             endpoint = composition.endpoint
             follow = endpoint.metrics.follow if endpoint is not None else _unfollowed
             for tries_left in range(RELOAD_TRIES - 1, -1, -1):
@@ -562,6 +562,7 @@ class Daemon:
                     log.error("reload of {} refused: {}", self.manifest_path, exc)  # noqa: TRY400
                     return {"ok": False, "code": "failed", "error": str(exc)}
             composition.manifest = new
+            summary += _remove_breakers(new, composition)
             composition.renotify(tree)
         log.info("reloaded {}: {}", self.manifest_path, ", ".join(summary) or "no change")
         return {"ok": True, "result": summary}
@@ -660,15 +661,54 @@ _DOWN: Final = frozenset(
 )
 
 
-def _check_new_breakers(new: Any, composition: Composition) -> None:
+def _reload_breakers(new: Any, composition: Composition) -> list[str]:
+    """Add the breakers the new manifest declares, retune the changed ones; what it did.
+
+    A changed breaker keeps its state and counts (an open one stays open): only its
+    thresholds change, as a changed group keeps its jobs running.
+    """
     from supervision._tree import build_breakers  # noqa: PLC0415 - avoids an import cycle
 
+    said: list[str] = []
+    old_specs = composition.manifest.breakers
     for name, breaker in build_breakers(
         {k: v for k, v in new.breakers.items() if k not in composition.breakers}
     ).items():
         composition.breakers[name] = breaker
         if composition.endpoint is not None:
             composition.endpoint.metrics.add_breaker(name, breaker)
+        said.append(f"add breaker {name}")
+    for name, spec in new.breakers.items():
+        before = old_specs.get(name)
+        if before is None or before == spec or name not in composition.breakers:
+            continue
+        composition.breakers[name].retune(
+            failure_threshold=spec.failure_threshold,
+            reset_timeout=spec.reset_timeout,
+            half_open_max_calls=spec.half_open_max_calls,
+        )
+        changed = [
+            f"{key}={_shown_field(getattr(spec, key))}"
+            for key in ("failure_threshold", "reset_timeout", "half_open_max_calls")
+            if getattr(spec, key) != getattr(before, key)
+        ]
+        said.append(f"update breaker {name}: {', '.join(changed)}")
+    return said
+
+
+def _remove_breakers(new: Any, composition: Composition) -> list[str]:
+    """Drop the breakers the new manifest no longer declares (no job of it names them)."""
+    said: list[str] = []
+    for name in sorted(set(composition.breakers) - set(new.breakers)):
+        del composition.breakers[name]
+        if composition.endpoint is not None:
+            composition.endpoint.metrics.remove_breaker(name)
+        said.append(f"remove breaker {name}")
+    return said
+
+
+def _shown_field(value: object) -> str:
+    return fmt_duration(value) if isinstance(value, float) else str(value)
 
 
 def _lock_state_dir(state_dir: Path) -> Any:

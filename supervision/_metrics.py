@@ -13,6 +13,7 @@ take a lock and a lookup per change, which showed on the restart cycle.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Final
 
 import logbook
@@ -200,6 +201,11 @@ class TreeMetrics:
     def add_breaker(self, name: str, breaker: Breaker) -> None:
         """Show ``breaker`` (one the tree had at start, or a reload added) in its state now."""
         self.breaker.labels(self._mask(name)).set(BREAKER_VALUES[breaker.state.value])
+
+    def remove_breaker(self, name: str) -> None:
+        """A reload removed ``breaker``: its series goes, as prometheus_client's ``remove``."""
+        with contextlib.suppress(KeyError):
+            self.breaker.remove(self._mask(name))
 
     def follow(self, path: str, spec: ChildSpec | None) -> None:
         """The child at ``path`` is ``spec`` from now on (None: it was removed).

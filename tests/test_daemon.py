@@ -527,6 +527,40 @@ def test_a_reload_applies_a_change_of_the_supervisors_own_policy(tmp_path: Path)
         assert stop_daemon(running) == 0
 
 
+BREAKERS = """
+version: 1
+breakers:
+  api: {failure_threshold: 5, reset_timeout: 30s}
+  old: {failure_threshold: 2}
+jobs:
+  - name: svc
+    service: true
+    command: [sleep, '100']
+"""
+
+
+def test_a_reload_applies_a_change_of_the_breakers(tmp_path: Path) -> None:
+    """A changed breaker takes its new thresholds in its state now; one no job names goes."""
+    running = start_daemon(tmp_path, BREAKERS)
+    try:
+        new = textwrap.dedent(BREAKERS).replace(
+            "  api: {failure_threshold: 5, reset_timeout: 30s}\n  old: {failure_threshold: 2}\n",
+            "  api: {failure_threshold: 3, reset_timeout: 30s}\n  fresh: {}\n",
+        )
+        (tmp_path / "jobs.yaml").write_text(new)
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == (
+            "add breaker fresh\nupdate breaker api: failure_threshold=3\nremove breaker old\n"
+        )
+        status = json.loads(running.cli("status", "--json").stdout)
+        assert status["breakers"] == {"api": "closed", "fresh": "closed"}
+        assert running.nodes()["svc"]["starts"] == 1
+        assert running.cli("reload").stdout == "no change\n"
+    finally:
+        assert stop_daemon(running) == 0
+
+
 def test_a_reload_puts_jobs_in_the_manifests_order(tmp_path: Path) -> None:
     """Moved jobs move, added ones land where the manifest puts them; rest_for_one follows."""
     old = ORDERED.replace("supervisor: {", "supervisor: {strategy: rest_for_one, ")

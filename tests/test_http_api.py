@@ -386,6 +386,8 @@ def test_the_metrics_follow_a_reload(tmp_path: Path) -> None:
     before = """
     version: 1
     http: {heartbeat: 5s}
+    breakers:
+      legacy: {}
     jobs:
       - name: svc
         service: true
@@ -435,8 +437,10 @@ def test_the_metrics_follow_a_reload(tmp_path: Path) -> None:
             if name.startswith("jobvisor_") and "path" in dict(labels):
                 by_path.setdefault(dict(labels)["path"], set()).add(dict(labels)["kind"])
         assert by_path == {"svc": {"command"}, "morph": {"http"}, "chatty": {"command"}}
-        # A breaker the reload brought is shown from the start, closed, as at a daemon's start.
+        # A breaker the reload brought is shown from the start, closed, as at a daemon's start;
+        # one it removed is not shown any more.
         assert metrics[("jobvisor_breaker_state", (("breaker", "api"),))] == 0
+        assert ("jobvisor_breaker_state", (("breaker", "legacy"),)) not in metrics
     finally:
         assert stop_daemon(running) == 0
 

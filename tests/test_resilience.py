@@ -491,3 +491,20 @@ def test_a_service_that_never_gets_ready_fails(make_tree, events) -> None:
     events.reached("svc", "gave_up")
     node: dict[str, Any] = tree.status()["children"][0]
     assert "not ready" in node["last_exit"]["error"]
+
+
+def test_a_retuned_breaker_keeps_its_state_and_counts_to_its_new_threshold() -> None:
+    clock = ManualClock()
+    breaker = Breaker("api", failure_threshold=5, reset_timeout=30, clock=clock)
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.record(ok=False)
+    breaker.retune(failure_threshold=3, reset_timeout=10, half_open_max_calls=1)
+    assert breaker.state is BreakerState.CLOSED  # two failures so far, kept
+    assert breaker.allow()
+    breaker.record(ok=False)
+    assert breaker.state is BreakerState.OPEN  # the third, by the new threshold
+    clock.advance(10)
+    assert breaker.state is BreakerState.HALF_OPEN  # the new reset_timeout
+    with pytest.raises(SpecError, match="failure_threshold"):
+        breaker.retune(failure_threshold=0, reset_timeout=10, half_open_max_calls=1)
