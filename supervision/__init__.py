@@ -6,7 +6,7 @@ with start_tree(SupervisorSpec(children=(python_job("etl", "etl:main"),))) as tr
     tree.wait()
 
 ``__all__`` is the embedded API (README, SPEC §7): specs and policies, the
-tree, the manifest loader, typed events, the journal and the exception tree.
+tree, the manifest loader, logging, typed events, the journal and the exception tree.
 Each name loads its module on first use (PEP 562), so ``jobvisor status``,
 which imports ``supervision._client`` only, loads neither pykka nor logbook.
 The CLI's plumbing (composition, daemon, tables, decisions) lives in the
@@ -83,7 +83,9 @@ if TYPE_CHECKING:
         Journal,
     )
     from supervision._logging import (
+        LoggingSetup,
         LoggingSetupError,
+        configure_logging,
     )
     from supervision._manifest import (
         Issue,
@@ -106,6 +108,8 @@ if TYPE_CHECKING:
         BreakerSpec,
         ChildSpec,
         JobSpec,
+        LoggingSpec,
+        RotateSpec,
         SupervisorSpec,
         python_job,
     )
@@ -149,7 +153,9 @@ _PUBLIC: dict[str, str] = {
     "JobvisorError": "actors._errors",
     "Journal": "supervision._journal",
     "JournalError": "supervision._history",
+    "LoggingSetup": "supervision._logging",
     "LoggingSetupError": "supervision._logging",
+    "LoggingSpec": "supervision._spec",
     "Manifest": "supervision._manifest",
     "ManifestError": "supervision._manifest",
     "GroupDownError": "actors._errors",
@@ -165,6 +171,7 @@ _PUBLIC: dict[str, str] = {
     "RestartType": "supervision._policy",
     "RetrySpec": "actors._retry",
     "RetryWait": "actors._retry",
+    "RotateSpec": "supervision._spec",
     "RunResult": "supervision._tree",
     "RuntimeSetupError": "actors._errors",
     "Schedule": "actors._job",
@@ -178,6 +185,7 @@ _PUBLIC: dict[str, str] = {
     "SupervisorSpec": "supervision._spec",
     "Tree": "supervision._tree",
     "TreeStoppedError": "actors._errors",
+    "configure_logging": "supervision._logging",
     "current_attempt": "actors._attempt",
     "load_manifest": "supervision._manifest",
     "python_job": "supervision._spec",
@@ -198,18 +206,14 @@ _MOVED: dict[str, str] = {
     "FINAL": "supervision._state",
     "GiveUp": "supervision._policy",
     "Window": "supervision._policy",
-    "LoggingSetup": "supervision._logging",
-    "LoggingSpec": "supervision._spec",
     "NoDaemonError": "supervision._client",
     "Restart": "supervision._policy",
-    "RotateSpec": "supervision._spec",
     "RunReport": "supervision._app",
     "SecretMasker": "supervision._logging",
     "TRANSITIONS": "supervision._state",
     "build_breakers": "supervision._tree",
     "can_transition": "supervision._state",
     "compose": "supervision._app",
-    "configure_logging": "supervision._logging",
     "decide": "supervision._policy",
     "decide_probation_failure": "supervision._policy",
     "diff_specs": "supervision._daemon",
@@ -275,7 +279,9 @@ __all__ = [
     "JobvisorError",
     "Journal",
     "JournalError",
+    "LoggingSetup",
     "LoggingSetupError",
+    "LoggingSpec",
     "Manifest",
     "ManifestError",
     "NoSuchChildError",
@@ -290,6 +296,7 @@ __all__ = [
     "RestartType",
     "RetrySpec",
     "RetryWait",
+    "RotateSpec",
     "RunResult",
     "RuntimeSetupError",
     "Schedule",
@@ -303,6 +310,7 @@ __all__ = [
     "ThreadAbandoned",
     "Tree",
     "TreeStoppedError",
+    "configure_logging",
     "current_attempt",
     "load_manifest",
     "python_job",

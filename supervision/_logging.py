@@ -11,6 +11,11 @@ all of it::
 While a setup is active it owns jobvisor's output: records it does not
 write are swallowed, so nothing reaches logbook's default stderr handler or
 handlers pushed before it. Setups nest; close them in reverse order.
+
+A program that embeds a tree and sets up no logbook handler at all gets
+jobvisor's records through the standard library instead (``tree_started``):
+each goes to the stdlib logger named after its channel (``supervision.tree``,
+``actors.command``), masked, so a give-up is never silent.
 """
 
 from __future__ import annotations
@@ -32,16 +37,18 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import logbook
 from logbook.compat import RedirectLoggingHandler
 
-from actors import JobvisorError, active_runtime, describe
+from actors import JobvisorError, SpecError, active_runtime, describe
 from supervision._damper import CLEAN, CrashLoopDamper, Summary
 from supervision._files import UnsafePathError, make_dirs, open_private_file
 from supervision._secrets import SecretMasker, printable, printable_json
+from supervision._spec import LoggingSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Self, TextIO
 
-    from supervision._spec import LoggingSpec, RotateSpec
+    from supervision._manifest import Manifest
+    from supervision._spec import RotateSpec
 
 __all__ = [
     "LOGGERS",
@@ -49,7 +56,10 @@ __all__ = [
     "LoggingSetupError",
     "SecretMasker",
     "configure_logging",
+    "tree_started",
 ]
+
+log = logbook.Logger("supervision.logging")
 
 # The threshold each level of the manifest writes from; "none" writes nothing.
 THRESHOLDS: Final[dict[str, int | None]] = {
@@ -187,7 +197,7 @@ class LoggingSetup:
 
 
 def configure_logging(
-    spec: LoggingSpec,
+    spec: LoggingSpec | Manifest,
     *,
     level: str | None = None,
     file: str | None = None,
@@ -199,28 +209,32 @@ def configure_logging(
 ) -> LoggingSetup:
     """Send jobvisor's and the standard library's log records where ``spec`` says.
 
-    ``level`` and ``file`` override the spec (``--log-level``, ``--log-file``);
-    ``file="-"`` writes to the stream even if the spec names a file. A
-    relative ``spec.file`` resolves against ``base_dir`` (the manifest's
-    directory; default the working directory), a relative ``file`` override
-    against the working directory, as a command-line path would. Records go
-    to ``stream`` (default ``sys.stderr``) when there is no file. ``now`` is
-    the wall clock of time rotation, for tests.
+    ``spec`` is a ``LoggingSpec``, or a ``Manifest`` (``load_manifest``): then
+    its ``logging:`` block, with its directory as ``base_dir`` and its secrets
+    masked. ``level`` and ``file`` override the spec (``--log-level``,
+    ``--log-file``); ``file="-"`` writes to the stream even if the spec names
+    a file. A relative ``spec.file`` resolves against ``base_dir`` (the
+    manifest's directory; default the working directory), a relative ``file``
+    override against the working directory, as a command-line path would.
+    Records go to ``stream`` (default ``sys.stderr``) when there is no file.
+    ``now`` is the wall clock of time rotation, for tests.
 
-    Raises ``SpecError`` for an unknown level and ``LoggingSetupError`` when
-    the file cannot be opened; nothing is changed then. Level ``none`` opens
-    no file. Later write failures never raise: see ``LoggingSetupError``.
+    Raises ``SpecError`` for an unknown level or for anything but a spec or a
+    manifest, and ``LoggingSetupError`` when the file cannot be opened;
+    nothing is changed then. Level ``none`` opens no file. Later write
+    failures never raise: see ``LoggingSetupError``.
 
     Below ``verbose`` a crash loop's repeated lines are summed up (see
     ``supervision._damper``); ``monotonic`` is the clock of its interval.
     """
+    masker = masker if masker is not None else SecretMasker()
+    spec, base_dir = _logging_of(spec, masker, base_dir)
     changes: dict[str, Any] = {}
     if level is not None:
         changes["level"] = level
     if file is not None:
         changes["file"] = None if file == "-" else file
     effective = dataclasses.replace(spec, **changes) if changes else spec
-    masker = masker if masker is not None else SecretMasker()
     threshold = THRESHOLDS[effective.level]
 
     path: Path | None = None
@@ -253,7 +267,160 @@ def configure_logging(
         setup._undo.append(_closing(handler))
     setup._undo.append(_set_group_level(threshold))
     setup._undo.append(_route_stdlib(_STDLIB_THRESHOLDS[effective.level]))
+    setup._undo.append(_active(setup))
     return setup
+
+
+def _logging_of(
+    spec: LoggingSpec | Manifest, masker: SecretMasker, base_dir: Path | None
+) -> tuple[LoggingSpec, Path | None]:
+    """The ``LoggingSpec`` and base directory of ``spec``; a manifest's secrets go to ``masker``."""
+    if isinstance(spec, LoggingSpec):
+        return spec, base_dir
+    block = getattr(spec, "logging", None)
+    if not isinstance(block, LoggingSpec):
+        given = "None" if spec is None else f"a {type(spec).__name__}"
+        raise SpecError(
+            f"configure_logging takes a LoggingSpec or a Manifest (load_manifest); got {given}"
+        )
+    for secret in getattr(spec, "secrets", ()):
+        masker.add(secret)
+    path = getattr(spec, "path", None)
+    if base_dir is None and isinstance(path, Path):
+        base_dir = path.parent
+    return block, base_dir
+
+
+# The setups active now, oldest first: a tree started meanwhile adds its secrets to them.
+_setups: list[LoggingSetup] = []
+_setups_lock = threading.Lock()
+
+
+def _active(setup: LoggingSetup) -> Callable[[], None]:
+    with _setups_lock:
+        _setups.append(setup)
+
+    def undo() -> None:
+        with _setups_lock:
+            if setup in _setups:
+                _setups.remove(setup)
+
+    return undo
+
+
+def _module_loggers(skip: set[str] | None = None) -> Iterator[logbook.Logger]:
+    """The module-level Loggers of jobvisor's modules (not those named in ``skip``, which grows)."""
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] not in _PACKAGES or (skip is not None and name in skip):
+            continue
+        if skip is not None:
+            skip.add(name)
+        for value in list(getattr(module, "__dict__", {}).values()):
+            if isinstance(value, logbook.Logger):
+                yield value
+
+
+# -- without a setup: to the standard library -------------------------------------------------
+
+# logbook's levels as the standard library's; TRACE (verbose) goes below DEBUG.
+_TO_STDLIB: Final[dict[int, int]] = {
+    logbook.CRITICAL: logging.CRITICAL,
+    logbook.ERROR: logging.ERROR,
+    logbook.WARNING: logging.WARNING,
+    logbook.NOTICE: logging.INFO,
+    logbook.INFO: logging.INFO,
+    logbook.DEBUG: logging.DEBUG,
+}
+_STDLIB_TRACE: Final = 5
+
+
+class _ToStdlib(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
+    """Hands a jobvisor record to the stdlib logger of its channel while logbook has no handler.
+
+    Attached to each of jobvisor's Loggers, not pushed: pushed by a library, it would sit
+    on top of the program's own handlers, and popping theirs would fail. It stands aside
+    as soon as any logbook handler is pushed, a setup's or the program's. No record goes
+    round: what sends stdlib records into logbook (a setup's bridge, a program's
+    ``redirect_logging``) dispatches them through logbook's default dispatcher, which
+    does not have it. Messages are masked with the secrets of every tree started
+    (``tree_started``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(bubble=True)
+        self.masker = SecretMasker()
+        self._failed = False
+
+    def should_handle(self, record: logbook.LogRecord) -> bool:
+        for _ in logbook.Handler.stack_manager.iter_context_objects():
+            return False  # logbook was set up: the record is for its handlers
+        return logging.getLogger(record.channel).isEnabledFor(_stdlib_level(record.level))
+
+    def emit(self, record: logbook.LogRecord) -> None:
+        logger = logging.getLogger(record.channel)
+        message = printable(self.masker.mask(_text_body(record, self.masker)), keep="\t\n")
+        logger.handle(
+            logger.makeRecord(
+                logger.name,
+                _stdlib_level(record.level),
+                record.filename or "(unknown file)",
+                record.lineno or 0,
+                message,  # the traceback is in it, masked: no exc_info
+                (),
+                None,
+                func=record.func_name,
+            )
+        )
+
+    def handle_error(self, record: logbook.LogRecord, exc_info: Any) -> None:
+        del record
+        if not self._failed:
+            self._failed = True
+            _warn(f"a log record could not be handed to logging: {describe(exc_info[1])}")
+
+
+def _stdlib_level(level: int) -> int:
+    return _TO_STDLIB.get(level) or (_STDLIB_TRACE if level < logbook.DEBUG else logging.CRITICAL)
+
+
+_to_stdlib = _ToStdlib()
+_attached: set[str] = set()  # the modules whose Loggers have it; under _setups_lock
+
+
+def tree_started(source: object) -> None:
+    """A tree of ``source`` (a manifest or a spec) starts: its records must reach someone.
+
+    Its secrets are masked in the records of every setup active now and of the
+    standard library's way, and that way is attached to every jobvisor Logger
+    loaded by now. A manifest's ``logging:`` block is only applied by
+    ``configure_logging``: when it is not the default and no setup is active, that is said.
+    """
+    secrets = getattr(source, "secrets", None) or ()
+    with _setups_lock:
+        for logger in _module_loggers(_attached):
+            if _to_stdlib not in logger.handlers:
+                logger.handlers.append(_to_stdlib)
+        setups = list(_setups)
+    for secret in secrets:
+        _to_stdlib.masker.add(secret)
+        for setup in setups:
+            setup.masker.add(secret)
+    block = getattr(source, "logging", None)
+    if not setups and isinstance(block, LoggingSpec) and block != LoggingSpec():
+        log.warning(
+            "the manifest's logging: block ({}) is not applied by start_tree: to apply it, "
+            "call supervision.configure_logging(manifest) before start_tree",
+            _block_text(block),
+        )
+
+
+def _block_text(block: LoggingSpec) -> str:
+    default = LoggingSpec()
+    return ", ".join(
+        f"{name}: {getattr(block, name)}"
+        for name in ("level", "file", "format", "rotate")
+        if getattr(block, name) != getattr(default, name)
+    )
 
 
 def _gating(handler: _LineHandler) -> Callable[[], None]:
@@ -280,13 +447,10 @@ def _closing(handler: logbook.Handler) -> Callable[[], None]:
 def _set_group_level(threshold: int | None) -> Callable[[], None]:
     """Adopt jobvisor's Loggers into ``LOGGERS`` and set its level; return the undo."""
     adopted: list[logbook.Logger] = []
-    for name, module in list(sys.modules.items()):
-        if name.partition(".")[0] not in _PACKAGES:
-            continue
-        for value in list(getattr(module, "__dict__", {}).values()):
-            if isinstance(value, logbook.Logger) and value.group is None:
-                LOGGERS.add_logger(value)
-                adopted.append(value)
+    for logger in _module_loggers():
+        if logger.group is None:
+            LOGGERS.add_logger(logger)
+            adopted.append(logger)
     before = (LOGGERS.level, LOGGERS.disabled)
     # "none": disabled makes every Logger method return at once; CRITICAL covers log().
     LOGGERS.level = logbook.CRITICAL if threshold is None else threshold
@@ -474,9 +638,15 @@ _NOT_PAIRED: Final = frozenset({"path", "attempt", "failure", *_DAMPER_ONLY})
 
 def _render_text(record: logbook.LogRecord, masker: SecretMasker) -> str:
     """``TIME LEVEL channel: message [path=P attempt=N key=value]``, traceback indented below."""
-    mask = masker.mask
-    message = mask(_message_of(record)).replace("\n", INDENT)
-    line = f"{_timestamp(record.time)} {record.level_name:<8} {record.channel}: {message}"
+    line = f"{_timestamp(record.time)} {record.level_name:<8} {record.channel}: "
+    # Masked whole: a secret may itself hold a control character. The newlines left are
+    # the record's own continuation lines.
+    return printable(masker.mask(line + _text_body(record, masker)), keep="\t\n")
+
+
+def _text_body(record: logbook.LogRecord, masker: SecretMasker) -> str:
+    """``message [path=P attempt=N key=value]`` and the traceback, each part masked."""
+    line = masker.mask(_message_of(record)).replace("\n", INDENT)
     extra = record.extra
     if extra:
         items = [(key, extra[key]) for key in _FIRST if key in extra]
@@ -491,9 +661,7 @@ def _render_text(record: logbook.LogRecord, masker: SecretMasker) -> str:
     exception = _exception_of(record, masker)
     if exception:
         line += INDENT + exception.replace("\n", INDENT)
-    # Masked first: a secret may itself hold a control character. The newlines left are
-    # the record's own continuation lines.
-    return printable(mask(line), keep="\t\n")
+    return line
 
 
 _NEEDS_QUOTES: Final = re.compile(r'[\s"=\[\]]')

@@ -11,6 +11,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import logbook
@@ -39,6 +40,7 @@ from supervision._abandon import AbandonWatch
 from supervision._budget import TreeBudget
 from supervision._events import BreakerChanged, EventBus
 from supervision._exits import classify
+from supervision._logging import tree_started
 from supervision._output import OutputFiles
 from supervision._records import Command, FinalStatus, Op, TreeContext
 from supervision._spec import ActorSpec, BreakerSpec, ChildSpec, JobSpec, SupervisorSpec
@@ -338,9 +340,14 @@ def start_tree(
     """Start the tree a manifest (or a ``SupervisorSpec``) describes and return its handle.
 
     Children start in order in the background; ``Tree.started()`` waits for
-    that and ``Tree.wait()`` for the finite jobs to settle. ``runtime``
-    defaults to the one the process installed (``actors.install_runtime``;
-    threads when none was); one that does not match it is an error.
+    that and ``Tree.wait()`` for the finite jobs to settle. Anything but a
+    ``Manifest`` (``load_manifest``) or a ``SupervisorSpec`` is a ``SpecError``.
+    ``runtime`` defaults to the one the process installed
+    (``actors.install_runtime``; threads when none was); one that does not
+    match it is a ``RuntimeSetupError``, and so is a manifest's ``runtime:
+    gevent`` in a process that was not patched for it. Its records go where
+    ``configure_logging`` sends them; with no logbook handler at all, to the
+    standard library's ``logging`` (see ``supervision._logging``).
     ``breakers`` defaults to fresh breakers built from the manifest's
     ``breakers`` section. ``on_event`` subscribes before the first child
     starts, so it misses nothing; ``sink`` (a journal's ``record``) gets
@@ -355,22 +362,13 @@ def start_tree(
     With ``output_dir`` the command output of each job whose spec keeps it
     (``JobSpec.output``) also goes to ``output_dir/PATH.log``.
     """
-    if runtime is None:
-        runtime = active_runtime()
-    check_runtime(runtime)
-    spec = (
-        manifest_or_spec
-        if isinstance(manifest_or_spec, SupervisorSpec)
-        else manifest_or_spec.tree_spec()
-    )
-    if not isinstance(spec, SupervisorSpec):
-        raise SpecError(
-            f"start_tree: expected a Manifest or a SupervisorSpec, got {manifest_or_spec!r}"
-        )
+    spec = _tree_spec(manifest_or_spec)
+    runtime = _runtime(manifest_or_spec, runtime)
     if breakers is None:
         specs: Mapping[str, BreakerSpec] = getattr(manifest_or_spec, "breakers", {}) or {}
         breakers = build_breakers(specs, monotonic)
     _check_spec(spec, breakers, runtime)  # before the bus: a refused tree leaves no thread
+    tree_started(manifest_or_spec)
     tree_id = f"t{next(_tree_ids)}"
     bus = EventBus()
     if on_event is not None:
@@ -413,6 +411,45 @@ def start_tree(
     tree = Tree(spec, runtime, context)
     _live_trees.add(tree)
     return tree
+
+
+def _tree_spec(manifest_or_spec: object) -> SupervisorSpec:
+    """The root's spec, or a ``SpecError`` that says what was given and what to do instead."""
+    if isinstance(manifest_or_spec, SupervisorSpec):
+        return manifest_or_spec
+    tree_spec = getattr(manifest_or_spec, "tree_spec", None)
+    spec = tree_spec() if callable(tree_spec) else None
+    if isinstance(spec, SupervisorSpec):
+        return spec
+    given = manifest_or_spec
+    what = "None" if given is None else f"a {type(given).__name__}"
+    if isinstance(given, str | PurePath):
+        what += ": load it with load_manifest(path_or_text) first"
+    elif isinstance(given, JobSpec | ActorSpec):
+        what += ": put it in one, SupervisorSpec(children=(spec,))"
+    elif spec is not None:
+        what += f" whose tree_spec() gave {spec!r}"
+    raise SpecError(f"start_tree takes a Manifest or a SupervisorSpec; got {what}")
+
+
+def _runtime(manifest_or_spec: object, named: str | None) -> str:
+    """The runtime to run under: ``named``, else the process's, which a manifest's gevent needs.
+
+    A manifest's ``runtime: threads`` (its default) yields to a process patched by gevent,
+    as the manifest yields to ``--runtime`` on the command line; its ``gevent`` cannot be
+    had by a process that was not patched before anything else was imported.
+    """
+    if named is None:
+        named = active_runtime()
+        if getattr(manifest_or_spec, "runtime", None) == "gevent" and named != "gevent":
+            raise RuntimeSetupError(
+                "the manifest says runtime: gevent, but this process runs threads (it was not "
+                "monkey-patched by gevent): call actors.install_runtime('gevent') first thing in "
+                "your program, before importing anything else, or remove runtime: from the "
+                "manifest, or pass runtime='threads' to start_tree"
+            )
+    check_runtime(named)
+    return named
 
 
 def _scheduler(monotonic: Callable[[], float]) -> Scheduler:

@@ -1,4 +1,4 @@
-"""The embedded API picks the runtime the process already installed."""
+"""The embedded API in a program of its own: its runtime, what start_tree takes, its logging."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from supervision import SpecError, python_job, start_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -171,3 +173,191 @@ def test_under_gevent_an_ignored_sigchld_changes_nothing() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["3", "running"]
+
+
+# -- what start_tree takes -------------------------------------------------------------------------
+
+TEXT = "version: 1\njobs:\n  - {name: a, command: 'true'}\n"
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (TEXT, "got a str: load it with load_manifest(path_or_text) first"),
+        (Path("jobs.yaml"), "got a PosixPath: load it with load_manifest(path_or_text) first"),
+        (None, "got None"),
+        ({"version": 1, "jobs": []}, "got a dict"),
+        (
+            python_job("a", "jobfuncs:ok"),
+            "got a JobSpec: put it in one, SupervisorSpec(children=(spec,))",
+        ),
+    ],
+)
+def test_start_tree_refuses_what_is_not_a_tree_saying_what_to_do(given: object, said: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        start_tree(given)  # type: ignore[arg-type]
+    assert str(caught.value).startswith(
+        f"start_tree takes a Manifest or a SupervisorSpec; {said}"
+    ), caught.value
+
+
+# -- the manifest's runtime ------------------------------------------------------------------------
+
+GEVENT_MANIFEST = """
+    import actors
+    actors.install_runtime({installed!r})
+    from supervision import RuntimeSetupError, load_manifest, start_tree
+
+    manifest = load_manifest("version: 1\\nruntime: gevent\\njobs:\\n  - {{name: a, command: 'true'}}\\n")
+"""
+
+
+def test_a_manifests_gevent_is_refused_saying_what_to_do_where_the_process_runs_threads() -> None:
+    out = python(
+        GEVENT_MANIFEST.format(installed="threads")
+        + """
+    try:
+        start_tree(manifest)
+    except RuntimeSetupError as exc:
+        print(exc)
+    with start_tree(manifest, "threads") as tree:  # named: it wins, as --runtime does
+        assert tree.wait(10)
+        print(tree.runtime, tree.result().ok)
+    """
+    )
+    assert out.returncode == 0, out.stderr
+    refusal, named = out.stdout.splitlines()
+    assert refusal.startswith("the manifest says runtime: gevent, but this process runs threads")
+    assert "actors.install_runtime('gevent')" in refusal
+    assert "or remove runtime: from the manifest" in refusal
+    assert named == "threads True"
+
+
+def test_a_manifests_gevent_is_honoured_where_the_process_runs_gevent() -> None:
+    out = python(
+        GEVENT_MANIFEST.format(installed="gevent")
+        + """
+    with start_tree(manifest) as tree:
+        assert tree.wait(10)
+        print(tree.runtime, tree.result().ok)
+    """
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["gevent", "True"]
+
+
+# -- logging ---------------------------------------------------------------------------------------
+
+GIVES_UP = """
+    import logging, os, sys
+    from supervision import load_manifest, start_tree
+
+    os.environ["TOKEN"] = "s3cr3t-t0ken"
+    manifest = load_manifest(
+        "version: 1\\nsupervisor: {intensity: {max_restarts: 0}}\\n{logging}jobs:\\n"
+        "  - name: bad\\n"
+        "    command: 'echo token is $T; exit 3'\\n"
+        "    env: {T: {secret: {env: TOKEN}}}\\n"
+    )
+"""
+
+
+def gives_up(block: str = "", before: str = "", around: str = "") -> str:
+    """A program whose tree's one job gives up: manifest ``block``, after ``before``, in ``around``."""
+    body = "with start_tree(manifest) as tree:\n    assert tree.wait(20)\n"
+    if around:
+        body = f"{around}\n" + textwrap.indent(body, "    ")
+    return (
+        GIVES_UP.replace("{logging}", block)
+        + textwrap.indent(textwrap.dedent(before), "    ")
+        + textwrap.indent(body, "    ")
+    )
+
+
+def test_a_give_up_reaches_the_standard_librarys_logging_the_program_set_up() -> None:
+    out = python(
+        gives_up(
+            before="""
+                logging.basicConfig(
+                    level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s %(message)s"
+                )
+            """
+        )
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    gave_up = [line for line in lines if "gave up" in line]
+    assert len(gave_up) == 1, out.stdout
+    assert gave_up[0].startswith("ERROR supervision bad: gave up"), gave_up
+    output = [line for line in lines if line.startswith("INFO actors.command bad[1] ")]
+    assert output == ["INFO actors.command bad[1] token is *** [path=bad attempt=1 stream=stdout]"]
+    assert "s3cr3t-t0ken" not in out.stdout + out.stderr
+
+
+def test_with_no_logging_set_up_a_give_up_still_shows_on_stderr() -> None:
+    out = python(gives_up())
+    assert out.returncode == 0, out.stderr
+    assert "bad: gave up" in out.stderr, out.stderr
+    assert "s3cr3t-t0ken" not in out.stderr
+
+
+def test_configure_logging_applies_a_manifests_logging_block_and_owns_jobvisors_records(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "jobs.log"
+    out = python(
+        gives_up(
+            block=f"logging: {{level: information, file: {log}}}\\n",
+            before="""
+                from supervision import configure_logging
+                logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="stdlib %(message)s")
+            """,
+            around="with configure_logging(manifest):",
+        )
+    )
+    assert out.returncode == 0, out.stderr
+    written = log.read_text()
+    assert written.count("bad: gave up") == 1, written
+    assert "token is ***" in written
+    assert "s3cr3t-t0ken" not in written + out.stdout + out.stderr
+    # Not also handed to the program's own logging: that would print each line twice.
+    assert "gave up" not in out.stdout, out.stdout
+
+
+def test_a_manifests_logging_block_left_unapplied_is_said() -> None:
+    out = python(gives_up(block="logging: {level: debug}\\n"))
+    assert out.returncode == 0, out.stderr
+    assert (
+        "the manifest's logging: block (level: debug) is not applied by start_tree: to apply it, "
+        "call supervision.configure_logging(manifest) before start_tree"
+    ) in out.stderr, out.stderr
+
+
+def test_a_program_that_set_up_logbook_gets_the_records_there_and_not_twice() -> None:
+    out = python(
+        gives_up(
+            before="""
+                import logbook
+                logging.basicConfig(level=logging.INFO, stream=sys.stdout)
+                logbook.StderrHandler(format_string="logbook {record.message}").push_application()
+            """
+        )
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("logbook bad: gave up") == 1, out.stderr
+    assert "gave up" not in out.stdout, out.stdout
+
+
+def test_records_sent_back_into_logbook_by_the_program_do_not_go_round() -> None:
+    # redirect_logging sends the standard library's records to logbook, which has no handler:
+    # they must not come back through jobvisor's Loggers.
+    out = python(
+        gives_up(
+            before="""
+                from logbook.compat import redirect_logging
+                redirect_logging()
+            """
+        )
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "", out.stderr

@@ -32,6 +32,7 @@ from supervision import (
     RestartPolicy,
     SpecError,
     SupervisorSpec,
+    load_manifest,
     python_job,
 )
 from supervision._logging import (
@@ -609,6 +610,38 @@ def test_secrets_are_masked_on_the_stream_too() -> None:
     ):
         logbook.Logger("supervision").info(SECRET)
     assert stream.getvalue().rstrip().endswith("supervision: ***")
+
+
+def test_a_tree_started_under_a_setup_has_its_manifests_secrets_masked_there(
+    make_tree, monkeypatch
+) -> None:
+    # The setup was given a LoggingSpec alone: the secrets come with the tree.
+    monkeypatch.setenv("JV_TREE_TOKEN", SECRET)
+    manifest = load_manifest(
+        "version: 1\njobs:\n  - name: echo\n    command: 'echo token is $T'\n"
+        "    env: {T: {secret: {env: JV_TREE_TOKEN}}}\n"
+    )
+    stream = io.StringIO()
+    with configure_logging(LoggingSpec(level="information"), stream=stream):
+        tree = make_tree(manifest)
+        assert tree.wait(10)
+        assert tree.stop(10)
+    written = stream.getvalue()
+    assert "echo[1] token is *** [path=echo attempt=1 stream=stdout]" in written, written
+    assert SECRET not in written
+
+
+@pytest.mark.parametrize(
+    ("given", "got"), [(None, "None"), ("jobs.yaml", "a str"), (LoggingSpec, "a type")]
+)
+def test_configure_logging_refuses_what_is_neither_a_logging_spec_nor_a_manifest(
+    given: object, got: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        configure_logging(given)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"configure_logging takes a LoggingSpec or a Manifest (load_manifest); got {got}"
+    )
 
 
 class TestSecretMasker:
