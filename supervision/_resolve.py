@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import stat
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,6 +41,10 @@ UNRESOLVED: Final = "unresolved"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_LOOKING = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+# Where a string is a URL: a secret inside it is percent-encoded (``interpolate``).
+_IN_URL: Final = re.compile(r"(\.url|\.ready\.http)$")
+_ONE_SECRET: Final = re.compile(r"\$\{secret:[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 def looks_secret(name: str) -> bool:
@@ -135,8 +140,16 @@ class Resolver:
         return sequence
 
     def interpolate(self, text: str, path: str, line: int | None) -> str:
-        """``text`` with ``${NAME}``, ``${NAME:-x}``, ``${secret:NAME}`` and ``$${`` replaced."""
+        """``text`` with ``${NAME}``, ``${NAME:-x}``, ``${secret:NAME}`` and ``$${`` replaced.
+
+        A secret inside a URL (an http job's or notifier's ``url``, a readiness probe's
+        ``http``) is percent-encoded where it stands: its ``@``, ``/``, ``&`` or space would
+        otherwise change which host is called or split a query value, and only its first
+        part would be recognised as the password to hide. A URL that is one secret, whole,
+        is taken as written.
+        """
         secrets: list[str] = []
+        encode = _IN_URL.search(path) is not None and not _ONE_SECRET.fullmatch(text)
 
         def substitute(match: re.Match[str]) -> str:
             if match.group(0) == "$${":
@@ -145,6 +158,8 @@ class Resolver:
             if closed and (secret := SECRET_VARIABLE.fullmatch(inner)):
                 value = self._env_secret(secret.group(1), path, line, f" (for ${{{inner}}})")
                 value = UNRESOLVED if value is None else value
+                if encode:
+                    value = urllib.parse.quote(value, safe="")
                 secrets.append(value)
                 return value
             variable = VARIABLE.fullmatch(inner) if closed else None

@@ -9,6 +9,7 @@ non-ASCII text, checked in the log, ``run --json``, the journal and
 
 from __future__ import annotations
 
+import base64
 import json
 import shlex
 import signal
@@ -220,3 +221,38 @@ def test_explain_masks_secrets_in_argv(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "command sh -c 'exit 3' '***'" in out.stdout
     assert_no_secret(out.stdout + out.stderr, "validate --explain")
+
+
+def test_a_secret_inside_a_url_is_sent_as_written_and_never_shown_in_part(tmp_path: Path) -> None:
+    """A secret with a URL's own characters in it (``@``, ``/``, ``&``, a space) is encoded
+    where it stands: the request goes to the host written, with the whole secret as its
+    password and query value, and no piece of it shows (the trial saw ``***@cd/x``, and the
+    request went to host ``cd``)."""
+    from httpkit import HttpKit, Reply
+
+    password, token = "ab@cd/x", "p@ss word+/&k=v"
+    with HttpKit() as kit:
+        kit.script(Reply(500))
+        write(
+            tmp_path,
+            f"""
+            version: 1
+            supervisor: {{intensity: {{max_restarts: 0}}}}
+            jobs:
+              - name: api
+                http: {{url: "http://user:${{secret:PW}}@127.0.0.1:{kit.port}/x?k=${{secret:TOK}}"}}
+            """,
+        )
+        out = jobvisor("run", "--json", cwd=tmp_path, env={"PW": password, "TOK": token})
+        [request] = kit.wait_requests(1)
+    assert out.returncode == 1, out.stderr
+    assert request.path.startswith("/x")
+    assert request.query == {"k": [token]}
+    basic = base64.b64decode(request.headers["authorization"].removeprefix("Basic "))
+    assert basic.decode() == f"user:{password}"
+    error = json.loads(out.stdout)["children"][0]["last_exit"]["error"]
+    assert f"http://user:***@127.0.0.1:{kit.port}/x?k=***" in error, error
+    for text in (out.stdout, out.stderr):
+        # whole, in part (what the trial saw), and in part encoded
+        for piece in (password, token, "cd/x", "ss word", "&k=v", "cd%2Fx", "ss%20word"):
+            assert piece not in text, text
