@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Final, Protocol, TypeVar
 
 from actors._checks import need, need_count
 from actors._exponential import Exponential
@@ -15,9 +15,20 @@ if TYPE_CHECKING:
 
     import tenacity
 
-__all__ = ["RetrySpec", "RetryWait", "Retryable", "run_with_retry"]
+__all__ = [
+    "RETRY_AFTER_MAX",
+    "RetrySpec",
+    "RetryWait",
+    "Retryable",
+    "retry_delay",
+    "run_with_retry",
+]
 
 T = TypeVar("T")
+
+# The longest a server's Retry-After is waited inside one attempt (an attempt's timeout ends
+# a wait sooner): past it, a Retry-After of an hour would hold the attempt for that hour.
+RETRY_AFTER_MAX: Final = 300.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +61,15 @@ class RetrySpec:
         object.__setattr__(self, "on", tuple(on))
 
 
+def retry_delay(wait: RetryWait, number: int, hinted: float | None, rand: float) -> float:
+    """Seconds before retry ``number``: the server's ``hinted`` Retry-After when it gave one
+    (SPEC: honour it, beyond ``wait.max`` too: a retry sooner than asked only meets another
+    429), up to ``RETRY_AFTER_MAX``; else ``wait``'s computed delay (``rand`` in [0, 1))."""
+    if hinted is not None:
+        return min(RETRY_AFTER_MAX, max(0.0, hinted))
+    return wait.delay(number, rand)
+
+
 class Retryable(Protocol):
     """What a job kind tells the retry loop about one failure."""
 
@@ -71,19 +91,16 @@ def run_with_retry(
 
     Waiting happens on ``cancelled`` (the attempt's), so a stop or a timeout
     ends a wait at once, and no try starts once it is set. A ``Retry-After``
-    the work reports replaces the computed wait, capped at ``wait.max``. The
-    last failure is re-raised as it was.
+    the work reports replaces the computed wait (``retry_delay``). The last
+    failure is re-raised as it was.
     """
     # Imported on first use: a daemon whose jobs never retry does not carry tenacity.
     import tenacity  # noqa: PLC0415
 
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        delay = spec.wait.delay(state.attempt_number, rand())
         hinted = work.retry_after(exc) if exc is not None else None
-        if hinted is not None:
-            delay = min(spec.wait.max, max(0.0, hinted))
-        return delay
+        return retry_delay(spec.wait, state.attempt_number, hinted, rand())
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         # Tenacity also asks `wait` after the last try; only a real sleep is a retry.
