@@ -274,12 +274,21 @@ def run_batch(
     signals.install()
     tree = composition.start()
     forced = False
+    said_dead = False
     try:
         while not tree.wait(progress_every):
             if signals.first.is_set():
                 break
             if on_progress is not None:
                 on_progress(tree.status())
+            dead = tree.all_dead()
+            if dead and not said_dead:
+                log.warning(
+                    "nothing is left running: every job gave up or failed, and none restarts "
+                    "by itself; run waits for Ctrl-C (SIGINT or SIGTERM), as for a manifest "
+                    "with no finite job (a job started again through the HTTP API would run)"
+                )
+            said_dead = dead
         # A daemon thread: a stop stuck past the end of run must not hold the interpreter.
         stopper = threading.Thread(
             target=tree.stop, args=(stop_timeout,), name="jv-stopper", daemon=True

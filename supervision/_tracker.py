@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import threading
+from typing import Final
 
 from supervision._state import FINAL, State
+
+# What a child cannot come back from by itself.
+DEAD: Final = frozenset({State.GAVE_UP, State.FAILED})
 
 __all__ = ["Tracker"]
 
@@ -28,6 +32,10 @@ class Tracker:
         # Groups taken down to come back (a group restart, a tree cooldown): what their
         # shutdown marks stopped below them is not settled, so nothing waits on it.
         self._held: set[str] = set()
+        # Leaves, and groups, that ended for good and cannot run again by themselves (gave up,
+        # failed): when every leaf is, or is under such a group, nothing is left to wait for.
+        self._dead: set[str] = set()
+        self._dead_groups: set[str] = set()
         self.started = threading.Event()
         self.ended = threading.Event()
 
@@ -47,6 +55,10 @@ class Tracker:
                 # no lock is taken, three times per restart.
                 return
         with self._cond:
+            if state in DEAD:
+                self._dead.add(path)
+            else:
+                self._dead.discard(path)
             if finite:
                 self._finite.add(path)
             if state in FINAL:
@@ -65,6 +77,8 @@ class Tracker:
         with self._cond:
             self._unsettled = {p for p in self._unsettled if not p.startswith(prefix)}
             self._final[path] = state
+            if state in DEAD:
+                self._dead_groups.add(path)
             if not self._unsettled:
                 self._cond.notify_all()
 
@@ -76,6 +90,7 @@ class Tracker:
     def release(self, path: str) -> None:
         """The held group at ``path`` starts again or ends for good."""
         with self._cond:
+            self._dead_groups.discard(path)  # it starts again
             if path in self._held:
                 self._held.discard(path)
                 self._cond.notify_all()
@@ -84,7 +99,13 @@ class Tracker:
         """The child at ``path`` was removed, with everything under it."""
         prefix = f"{path}/"
         with self._cond:
-            for paths in (self._unsettled, self._finite, self._leaves):
+            for paths in (
+                self._unsettled,
+                self._finite,
+                self._leaves,
+                self._dead,
+                self._dead_groups,
+            ):
                 paths.difference_update([p for p in paths if p == path or p.startswith(prefix)])
             for p in [p for p in self._final if p == path or p.startswith(prefix)]:
                 del self._final[p]
@@ -102,6 +123,22 @@ class Tracker:
         if not self.started.is_set() or self._unsettled or self._held:
             return False
         return bool(self._finite) or not self._leaves
+
+    def all_dead(self) -> bool:
+        """Every leaf gave up or failed, itself or with a group above it: none runs again
+        unless a person starts it (a stop by a person is no such end). A tree of endless
+        leaves still waits then (SPEC: until a signal); ``run`` says why it waits."""
+        with self._cond:
+            return bool(self._leaves) and self._all_dead()
+
+    def _all_dead(self) -> bool:
+        leaves, dead = self._leaves, self._dead
+        if len(dead) >= len(leaves) and dead >= leaves:
+            return True
+        groups = tuple(f"{g}/" for g in self._dead_groups)
+        return bool(groups) and all(
+            leaf in dead or leaf.startswith(groups) for leaf in leaves
+        )
 
     def wait_settled(self, timeout: float | None) -> bool:
         with self._cond:

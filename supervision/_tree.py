@@ -128,6 +128,13 @@ class Tree:
         """Wait until every child has gone through its first start; False on timeout."""
         return self._ctx.tracker.started.wait(timeout)
 
+    def all_dead(self) -> bool:
+        """Every job gave up or failed (itself or with its group): none restarts by itself.
+
+        A tree of endless jobs does not settle then (``wait``): a person may start one again.
+        """
+        return self._ctx.tracker.all_dead()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every finite job has settled or the root has ended; False on timeout.
 

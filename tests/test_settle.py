@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import jobfuncs
@@ -70,6 +72,76 @@ class TestEmptyTrees:
         assert tree.wait(5)
         assert not tree.ended, "settled, not stopped: children may still be added"
         assert any("g: no children left; idle" in r.message for r in logs.records)
+
+    def test_a_tree_whose_every_service_gave_up_knows_nothing_runs_again(
+        self, make_tree, events
+    ) -> None:
+        once = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001, jitter=0))
+        dead = JobSpec(
+            name="dead",
+            work=PythonWork(target="jobfuncs:service_returns", args=("dead",)),
+            schedule=Schedule(service=True),
+            restart=RestartType.PERMANENT,
+        )
+        inner = SupervisorSpec(name="g", policy=once, children=(replace(dead, name="deep"),))
+        tree = make_tree(SupervisorSpec(policy=once, children=(dead, inner)), on_event=events)
+        events.reached("dead", "gave_up")
+        events.reached("g/deep", "gave_up")
+        assert tree._ctx.tracker.all_dead()
+        assert not tree.wait(0.05), "endless leaves: it waits for a signal (SPEC)"
+        tree.start_child("dead")
+        assert not tree._ctx.tracker.all_dead(), "started again by a person"
+
+    def test_a_service_that_still_runs_or_was_stopped_is_not_dead(
+        self, make_tree, journal, events
+    ) -> None:
+        once = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001, jitter=0))
+        dead = JobSpec(
+            name="dead",
+            work=PythonWork(target="jobfuncs:service_returns", args=("dead2",)),
+            schedule=Schedule(service=True),
+            restart=RestartType.PERMANENT,
+        )
+        children = (dead, actor("up", journal))
+        tree = make_tree(SupervisorSpec(policy=once, children=children), on_event=events)
+        events.reached("dead", "gave_up")
+        assert not tree._ctx.tracker.all_dead(), "up still runs"
+        tree.stop_child("up")
+        assert not tree._ctx.tracker.all_dead(), "a person's stop is no end"
+
+    def test_run_says_why_it_waits_when_every_service_gave_up(self, tmp_path: Path) -> None:
+        (tmp_path / "jobs.yaml").write_text(
+            "version: 1\n"
+            "supervisor: {intensity: {max_restarts: 0}}\n"
+            "jobs:\n  - {name: web, service: true, command: 'exit 3'}\n"
+        )
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "cli.py"), "run"],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert proc.stderr is not None
+            lines = []
+            for line in proc.stderr:
+                lines.append(line)
+                if "nothing is left running" in line:
+                    break
+            assert lines[-1].rstrip().endswith(
+                "nothing is left running: every job gave up or failed, and none restarts by "
+                "itself; run waits for Ctrl-C (SIGINT or SIGTERM), as for a manifest with no "
+                "finite job (a job started again through the HTTP API would run)"
+            ), lines
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
 
     def test_removing_a_group_forgets_the_jobs_under_it(self, make_tree) -> None:
         group = SupervisorSpec(name="g", children=(blocked_job("held"),))
