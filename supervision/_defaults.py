@@ -106,9 +106,13 @@ class Defaults:
             merged[key] = dv
             inherited.add(key)
             self.used.add(key)
-        if "ready" in inherited and not ("service" in merged and truthy(merged["service"].value)):
-            del merged["ready"]
-            inherited.discard("ready")
+        service = "service" in merged and truthy(merged["service"].value)
+        # A probe is a service's; a timeout, a run's that ends (on a service it is a lifetime:
+        # written on the service itself, it is meant).
+        for key in ("timeout",) if service else ("ready",):
+            if key in inherited:
+                del merged[key]
+                inherited.discard(key)
         return merged, inherited
 
 

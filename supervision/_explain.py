@@ -144,6 +144,8 @@ def _explain_job(
     out.append(f"{pad}job {spec.name}")
     out.extend(f"{inner}{line}" for line in _explain_work(spec))
     timeout = fmt_duration(spec.schedule.timeout) if spec.schedule.timeout else "none"
+    if spec.schedule.timeout and spec.schedule.service:
+        timeout += " (each run is stopped after it, then restarted)"
     mode = _explain_mode(spec.schedule)
     out.append(f"{inner}run: {mode}; timeout={timeout}; restart={spec.restart.value}")
     out.append(f"{inner}stop: {_explain_stop(spec)}")

@@ -116,7 +116,7 @@ def test_a_manifest_with_every_python_feature_builds_the_exact_specs() -> None:
         py(
             f"worker.{i}",
             "tasks:serve",
-            schedule=Schedule(service=True, timeout=300.0),
+            schedule=Schedule(service=True),  # defaults' timeout is not a service's
             breaker="api",
             depends_on=("migrate",),
             **inherited,
@@ -330,6 +330,29 @@ def test_defaults_apply_only_where_they_can() -> None:
     # A job that picks its own run mode inherits no run mode keys, hence no ready either.
     assert once.schedule == Schedule(every=5.0)
     assert once.ready is None
+
+
+def test_a_default_timeout_is_for_jobs_that_end_not_services() -> None:
+    """A service runs until stopped: a timeout from defaults (meant for once and periodic
+    jobs) made it a lifetime, killed and restarted every 2 s until it gave up. Its own
+    timeout stays, and --explain says what it means there."""
+    m = load("""
+        version: 1
+        defaults: {timeout: 2s}
+        jobs:
+          - {name: svc, command: "exec sleep 60", service: true}
+          - {name: capped, command: "exec sleep 60", service: true, timeout: 1h}
+          - {name: once, command: "true"}
+          - {name: tick, command: "true", every: 5s}
+    """)
+    svc, capped, once, tick = m.root.children
+    assert svc.schedule.timeout is None
+    assert capped.schedule.timeout == 3600.0
+    assert once.schedule.timeout == 2.0
+    assert tick.schedule.timeout == 2.0
+    text = m.explain()
+    assert "run: service; timeout=none;" in text
+    assert "run: service; timeout=1h (each run is stopped after it, then restarted);" in text
 
 
 def test_defaults_with_a_bad_value_are_reported_once_at_defaults() -> None:
