@@ -335,15 +335,20 @@ class JobActor(OwnActor):
         return True
 
     def _run_tick(self) -> None:
-        error, code = self._run_attempt()
+        # A tick that ends the incarnation (it failed, it was the last, a stop came) is told
+        # with the exit, one report as a once-job's: its failure is then said once, by the exit.
+        error, code = self._run_attempt(with_exit=True)
         if self._jv_stop_requested:
             self._jv_finish()
         elif self._waits_for_breaker(error):
+            self._send_attempt_report()
             self._wait_for_breaker(None, error, code)
         elif error is not None:
             self._jv_finish(error, code)
         elif self.schedule.times is not None and self._jv_attempts >= self.schedule.times:
             self._jv_finish(None, code)
+        else:
+            self._send_attempt_report()  # it ticks on
 
     def _next_tick(self, first: float) -> None:
         now = time.monotonic()

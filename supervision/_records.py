@@ -195,18 +195,17 @@ class TreeContext:
                     ),
                 )
 
-    def attempt_finished(
-        self, path: str, msg: AttemptDone, outcome: Outcome, *, ends_child: bool = False
-    ) -> None:
-        """Log and publish how one attempt of the job at ``path`` ended.
+    def attempt_finished(self, path: str, msg: AttemptDone, outcome: Outcome) -> None:
+        """Log (at debug) and publish how one attempt of the job at ``path`` ended.
 
-        ``ends_child``: the attempt is the child's whole run (a once-job or a service),
-        so its failure is the child's, which the exit's own record reports with its
-        error at ERROR; the same crash is not logged twice at two levels.
+        A failed attempt is the child's failure, which a record at ERROR says: its exit's
+        (a once-job, a service, a periodic job's tick all end the incarnation when they
+        fail), or its wait for the breaker the failure opened. The same crash is not
+        logged twice at two levels.
         """
         error = self.shown(msg.error)
         if outcome.is_failure:
-            (log.debug if ends_child else log.warning)(
+            log.debug(
                 "{}: attempt {} {}: {}",
                 path,
                 msg.attempt,

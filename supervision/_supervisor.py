@@ -502,7 +502,7 @@ class Supervisor(OwnActor):
             error = self.ctx.shown(reason.error)
             rec.last_exit = LastExit(reason.outcome, msg.code, error, msg.ended_at)
             rec.next_start_at = msg.next_at
-        self.ctx.attempt_finished(rec.path, msg, reason.outcome, ends_child=not rec.periodic)
+        self.ctx.attempt_finished(rec.path, msg, reason.outcome)
 
     def _on_exit(self, msg: ChildExit) -> None:
         if msg.attempt is not None:

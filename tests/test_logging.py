@@ -288,11 +288,12 @@ def test_a_restart_at_information_writes_its_failure_and_its_decision_once_each(
     ]
 
 
-def test_a_failed_attempt_is_a_warning_only_when_the_child_lives_on(
+def test_a_failed_attempt_that_ends_the_child_is_said_once_by_the_exit(
     make_tree, events, logs
 ) -> None:
-    # A periodic job's failed attempt is its own news; a once job's failure is the child's,
-    # which the exit's ERROR record says: the same crash is not logged twice at two levels.
+    # A once job's failure is the child's, and so is a periodic job's failed tick (it ends
+    # the incarnation, which its policy restarts): the exit's ERROR record says it, and the
+    # same crash is not logged twice at two levels (a tick's was a WARNING, then the ERROR).
     from supervision import Schedule, StateChanged
 
     policy = RestartPolicy(intensity=Intensity(max_restarts=0))
@@ -316,8 +317,11 @@ def test_a_failed_attempt_is_a_warning_only_when_the_child_lives_on(
             r.level_name for r in logs.records if r.message.startswith(f"{path}: attempt 1 failed")
         ]
 
-    assert attempt_records("p") == ["WARNING"]
+    assert attempt_records("p") == ["DEBUG"]
     assert attempt_records("o") == ["DEBUG"]
+    for path in ("p", "o"):
+        errors = [r for r in logs.records if r.message.startswith(f"{path}: failed (start 1)")]
+        assert [r.level_name for r in errors] == ["ERROR"], path
 
 
 def test_a_disabled_level_costs_no_check_and_comes_back_when_logging_stops() -> None:
