@@ -334,6 +334,19 @@ _TO_STDLIB: Final[dict[int, int]] = {
 _STDLIB_TRACE: Final = 5
 
 
+def _plain_lock() -> Any:
+    """A lock of the OS, also under gevent, for a critical section that never blocks nor yields.
+
+    The damper's decisions are pure computations: no greenlet can switch inside one, so
+    gevent's cooperative lock (several times the cost, on every crash) buys nothing there.
+    """
+    if active_runtime() == "gevent":
+        from gevent import monkey  # noqa: PLC0415 - only under the gevent runtime
+
+        return monkey.get_original("threading", "Lock")()
+    return threading.Lock()
+
+
 class _ToStdlib(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
     """Hands a jobvisor record to the stdlib logger of its channel while logbook has no handler.
 
@@ -350,6 +363,11 @@ class _ToStdlib(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
         super().__init__(bubble=True)
         self.masker = SecretMasker()
         self._failed = False
+        # A crash loop's repeats are held and summed up here too (a program's stderr would
+        # take a line per failure). Its summaries come with the next record about anything,
+        # a give-up's included: no thread of its own tells them when due.
+        self._damper = CrashLoopDamper()
+        self._damper_lock = _plain_lock()
 
     def should_handle(self, record: logbook.LogRecord) -> bool:
         for _ in logbook.Handler.stack_manager.iter_context_objects():
@@ -357,6 +375,22 @@ class _ToStdlib(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
         return logging.getLogger(record.channel).isEnabledFor(_stdlib_level(record.level))
 
     def emit(self, record: logbook.LogRecord) -> None:
+        extra = record.extra
+        path, failure = extra.get("path"), extra.get("failure")
+        with self._damper_lock:
+            summaries, write = self._damper.admit(
+                path if isinstance(path, str) else None,
+                _kind(record),
+                CLEAN if extra.get(CLEAN_EXIT) is True else _text_or_none(failure),
+                acted=extra.get(ACTED) is True,
+                restart=extra.get(RESTARTED) is True,
+            )
+        for summary in summaries:
+            self._hand(_summary_record(summary, before=record.time))
+        if write:
+            self._hand(record)
+
+    def _hand(self, record: logbook.LogRecord) -> None:
         logger = logging.getLogger(record.channel)
         message = printable(self.masker.mask(_text_body(record, self.masker)), keep="\t\n")
         logger.handle(
@@ -800,19 +834,6 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
             for summary in summaries:
                 self._write(_summary_record(summary))
         self._sink.close()
-
-
-def _plain_lock() -> Any:
-    """A lock of the OS, also under gevent, for a critical section that never blocks nor yields.
-
-    The damper's decisions are pure computations: no greenlet can switch inside one, so
-    gevent's cooperative lock (several times the cost, on every crash) buys nothing there.
-    """
-    if active_runtime() == "gevent":
-        from gevent import monkey  # noqa: PLC0415 - only under the gevent runtime
-
-        return monkey.get_original("threading", "Lock")()
-    return threading.Lock()
 
 
 _DIGITS: Final = re.compile(r"\d+")

@@ -294,6 +294,34 @@ def test_a_give_up_reaches_the_standard_librarys_logging_the_program_set_up() ->
     assert "s3cr3t-t0ken" not in out.stdout + out.stderr
 
 
+def test_a_crash_loop_reaching_the_standard_library_is_summed_up() -> None:
+    """Without a setup, a fast crash loop wrote one ERROR line per failure to the program's
+    logging (a flood on stderr); its repeats are held and summed up, as in jobvisor's log."""
+    out = python(
+        """
+        import logging, sys
+        from supervision import load_manifest, start_tree
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s")
+        manifest = load_manifest(
+            "version: 1\\n"
+            "supervisor: {backoff: {initial: 0, max: 0}, intensity: {max_restarts: 60, within: 1m}}\\n"
+            "jobs:\\n  - {name: loop, command: 'exit 3', restart: permanent}\\n"
+        )
+        with start_tree(manifest) as tree:
+            assert tree.wait(30)
+        """
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    failed = [line for line in lines if "loop: failed (start" in line]
+    assert len(failed) == 3, out.stdout  # the damper's keep
+    summaries = [line for line in lines if "loop: failed" in line and "more times" in line]
+    assert summaries, out.stdout
+    assert sum(int(line.split("failed ")[1].split()[0]) for line in summaries) == 61 - 3
+    assert "loop: gave up" in lines[-1] or any("loop: gave up" in line for line in lines)
+
+
 def test_with_no_logging_set_up_a_give_up_still_shows_on_stderr() -> None:
     out = python(gives_up())
     assert out.returncode == 0, out.stderr
