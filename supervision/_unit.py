@@ -36,6 +36,11 @@ def jobvisor_command(argv0: str | None = None, executable: str | None = None) ->
     return [script]
 
 
+def _specifiers(text: str) -> str:
+    """``text`` in a setting that expands ``%`` specifiers: each ``%`` doubled."""
+    return text.replace("%", "%%")
+
+
 def _quote(word: str) -> str:
     """One word of an Exec line: ``%`` doubled (a specifier otherwise), quoted if it must be."""
     word = word.replace("%", "%%")
@@ -69,7 +74,7 @@ def render_unit(
     reload = [*base, "reload", "--manifest", manifest, *extra]
     lines = [
         "[Unit]",
-        f"Description=jobvisor daemon for {manifest}",
+        f"Description=jobvisor daemon for {_specifiers(manifest)}",
         "After=network-online.target",
         "Wants=network-online.target",
         "",
@@ -79,12 +84,17 @@ def render_unit(
         f"WatchdogSec={WATCHDOG_SEC}s",
         f"ExecStart={_exec(start)}",
         f"ExecReload={_exec(reload)}",
-        f"WorkingDirectory={_quote(os.path.dirname(manifest))}",
+        # A path, not words: quotes would be part of it.
+        f"WorkingDirectory={_specifiers(os.path.dirname(manifest))}",
         "KillMode=mixed",
         f"TimeoutStopSec={TIMEOUT_STOP_SEC}s",
         "Restart=on-failure",
         "RestartSec=2s",
         "Environment=PYTHONUNBUFFERED=1",
+        "# Secrets the manifest reads from the environment (${secret:NAME}, {secret: {env:",
+        "# NAME}}) come from here: a file of NAME=value lines, owned by the service's user,",
+        "# mode 0600 (systemd reads it before it starts the daemon):",
+        "# EnvironmentFile=/etc/jobvisor/secrets.env",
     ]
     if not user_unit:
         lines.append(f"User={user or _current_user()}")

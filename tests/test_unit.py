@@ -95,6 +95,13 @@ def test_paths_with_spaces_and_percent_are_quoted(tmp_path: Path) -> None:
         "daemon",
         str(odd / "jobs.yaml"),
     ]
+    service, unit = parse(text)["Service"], parse(text)["Unit"]
+    # A path setting is not split into words: no quotes (systemd would take them as part of
+    # the path, which is then not absolute), only its specifiers' % doubled.
+    assert service["WorkingDirectory"] == str(odd).replace("%", "%%")
+    assert unit["Description"] == f"jobvisor daemon for {odd}/jobs.yaml".replace("%", "%%")
+    # Where a manifest's secrets come from, under systemd: said, commented out.
+    assert "# EnvironmentFile=" in text
 
 
 def test_an_installed_script_runs_as_is(tmp_path: Path) -> None:
