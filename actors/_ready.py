@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -106,7 +107,7 @@ class ReadyProbe:
             return f"tcp {self.tcp}"
         if self.http is not None:
             return f"http {redact_url(self.http)}"
-        return f"command {list(self.command or ())}"
+        return f"command {shlex.join(self.command or ())}"  # as a command job's is shown
 
     def wait_ready(self, cancelled: threading.Event) -> None:
         """Poll until the check passes; raise ``NotReady`` on timeout or when ``cancelled`` is set.

@@ -87,12 +87,24 @@ def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dic
         db,
         "SELECT * FROM ("  # noqa: S608 - only the fixed WHERE above is formatted in
         " SELECT ended_at AS at, path, 'attempt' AS type, attempt, outcome, code, error,"
-        f" NULL AS kind, NULL AS detail, node FROM attempts {where}"
-        " UNION ALL SELECT at, path, 'decision', NULL, NULL, NULL, NULL, kind, detail, NULL"
-        f" FROM decisions {where}) ORDER BY at DESC LIMIT ?",
+        f" NULL AS kind, NULL AS detail, node, started_at FROM attempts {where}"
+        " UNION ALL SELECT at, path, 'decision', NULL, NULL, NULL, NULL, kind, detail, NULL,"
+        f" NULL FROM decisions {where}) ORDER BY at DESC LIMIT ?",
         (*args, *args, limit),
     )
-    keys = ("at", "path", "type", "attempt", "outcome", "code", "error", "kind", "detail", "node")
+    keys = (
+        "at",
+        "path",
+        "type",
+        "attempt",
+        "outcome",
+        "code",
+        "error",
+        "kind",
+        "detail",
+        "node",
+        "started_at",
+    )
     out = []
     for row in reversed(rows):
         item = {k: v for k, v in zip(keys, row, strict=True) if v is not None}

@@ -346,5 +346,6 @@ def decide_probation_failure(policy: RestartPolicy, window: Window) -> Decision:
 
 def _cool_down(cooldown: CooldownPolicy, cycle: int, reason: str) -> Decision:
     if cooldown.max_cycles is not None and cycle > cooldown.max_cycles:
-        return GiveUp(f"{reason}; {cooldown.max_cycles} cooldown cycles spent", cycle - 1)
+        spent = f"{cooldown.max_cycles} cooldown cycle{'' if cooldown.max_cycles == 1 else 's'}"
+        return GiveUp(f"{reason}; {spent} spent", cycle - 1)
     return Cooldown(cooldown.duration_of(cycle), cycle, reason)

@@ -93,6 +93,13 @@ class TestDecideBudget:
         third = decide_budget(cool, window, 101.0)
         assert isinstance(third, GiveUp)
         assert "2 cooldown cycles spent" in third.reason
+        once = budget_policy(OnExhausted.COOLDOWN, duration=30, probation=10, max_cycles=1)
+        window = Budget(max_restarts=3, within=60).window()
+        for now in full:
+            window.apply(decide_budget(once, window, now), now)
+        window.apply(decide_budget(once, window, 8.0), 8.0)
+        window.probe()
+        assert "1 cooldown cycle spent" in decide_budget(once, window, 40.0).reason
 
     def test_no_budget_always_allows(self) -> None:
         window = Budget().window()

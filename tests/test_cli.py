@@ -660,6 +660,10 @@ jobs:
     assert re.fullmatch(r"\d+(\.\d{1,3})?s", restart[1]), restart[0]
     rows = json.loads(jobvisor("history", "bad", "--json", "--limit", "1", cwd=tmp_path).stdout)
     assert [(r["path"], r["kind"]) for r in rows] == [("bad", "give_up")]
+    # An attempt's row says when it started too (its "at" is its end).
+    [attempt] = json.loads(jobvisor("history", "once", "--json", cwd=tmp_path).stdout)
+    assert attempt["type"] == "attempt"
+    assert 0 <= attempt["at"] - attempt["started_at"] < 30
     out = jobvisor("run", "--resume", cwd=tmp_path)
     assert out.returncode == 1
     assert "skipped: once" in out.stderr

@@ -109,7 +109,14 @@ def test_a_first_version_journal_is_migrated_and_its_rows_read_as_before(tmp_pat
     conn.close()
     Journal(tmp_path).close()
     (row,) = read_history(db)
-    assert row == {"at": 2.0, "path": "a", "type": "attempt", "attempt": 1, "outcome": "succeeded"}
+    assert row == {
+        "at": 2.0,
+        "path": "a",
+        "type": "attempt",
+        "attempt": 1,
+        "outcome": "succeeded",
+        "started_at": 1.0,
+    }
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert "node" in [c[1] for c in conn.execute("PRAGMA table_info(attempts)")]

@@ -202,6 +202,11 @@ def test_ipv6_tcp_addresses_are_accepted() -> None:
     assert ReadyProbe(tcp="[::1]:5432").describe() == "tcp [::1]:5432"
 
 
+def test_a_command_probe_is_described_as_a_command_is() -> None:
+    probe = ReadyProbe(command=("/bin/sh", "-c", "echo ok; test -e ready"))
+    assert probe.describe() == "command /bin/sh -c 'echo ok; test -e ready'"
+
+
 def test_a_command_jobs_probe_runs_in_its_cwd_with_its_env(make_tree, events, tmp_path) -> None:
     # Through a tree: the supervisor gives each incarnation's probe its job's command setup.
     from actors import CommandWork, Schedule
