@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from actors._attempt import Work
 
 __all__ = [
+    "PlacementCancelled",
     "PlacementLost",
     "RayActorProxy",
     "RayWork",
@@ -76,6 +77,10 @@ class RemoteError(JobFailure):
 
 class PlacementLost(JobFailure):
     """The Ray actor running the work is gone: its worker died, or its node was lost."""
+
+
+class PlacementCancelled(JobFailure):
+    """A stop or timeout came before the attempt's work started on its node: it never did."""
 
 
 # -- the cluster connection ------------------------------------------------------------------------
@@ -380,6 +385,10 @@ class Runner:
         self.lines: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.attempt: Attempt | None = None
         self.work: Any = None
+        # The last attempt number a cancel named: its calls run on several threads in no
+        # fixed order, and a cancel that comes before its attempt must still stop it.
+        self.cancelled = 0
+        self.lock = threading.Lock()
         _Capture(self.lines).push_application()
 
     def where(self) -> tuple[str, str, int]:
@@ -390,9 +399,12 @@ class Runner:
     def run(self, work: Work | None, path: str, number: int, started_at: float) -> int | None:
         """One attempt of ``work``; None: the work of the runner's previous call (sent once)."""
         attempt = Attempt(path, number, started_at)
-        self.attempt = attempt
-        if work is not None:
-            self.work = work
+        with self.lock:
+            if work is not None:
+                self.work = work
+            if number <= self.cancelled:
+                raise _never_started(attempt)
+            self.attempt = attempt
         work = self.work
         token = current_attempt_var.set(attempt)
         try:
@@ -409,10 +421,12 @@ class Runner:
                 out.append(self.lines.get_nowait())
         return out
 
-    def cancel(self, *, kill: bool) -> None:
-        attempt, work = self.attempt, self.work
-        if attempt is None:
-            return
+    def cancel(self, number: int, *, kill: bool) -> None:
+        with self.lock:
+            self.cancelled = max(self.cancelled, number)
+            attempt, work = self.attempt, self.work
+        if attempt is None or attempt.number != number:
+            return  # its run, when it comes, sees the number and starts nothing
         attempt.cancelled.set()
         stop = getattr(work, "kill", None) if kill else work.cancel
         if stop is not None:
@@ -428,7 +442,9 @@ class RayWork:
     Not a spec: built per incarnation (``placed_work``), it holds the runner.
     A job actor reads its ``kill`` as "stops itself": a stop or timeout asks
     the remote work to stop (a command's group gets its stop signal, SIGKILL
-    after the grace, on its node) and kills the runner after ``grace``.
+    after the grace, on its node) and kills the runner after ``grace``. One
+    that comes before the work has started there (while the runner is being
+    placed) keeps it from starting: the attempt fails with ``PlacementCancelled``.
     """
 
     kind: ClassVar[str] = "ray"
@@ -446,18 +462,30 @@ class RayWork:
         self._path = ""
         self._timers: list[threading.Timer] = []
         self._streams = inner.kind == "command"
+        # Held while an attempt is sent, and by a cancel: a cancel either comes before the
+        # send (which then sends nothing) or knows the runner has the attempt to stop.
+        self._lock = threading.Lock()
+        self._sent_attempt: Attempt | None = None
 
     # -- the Work protocol -------------------------------------------------------------------------
 
     def run(self, attempt: Attempt) -> int | None:
+        if attempt.cancelled.is_set():
+            raise _never_started(attempt)  # a stop that came as the attempt was made
         ray = _ray()
         handle = self._runner(ray, attempt)
         if handle is None:
-            return None  # cancelled before the runner was up
+            raise _never_started(attempt)  # cancelled while it was being placed
         where = self.where()
-        # The work goes to a runner once: a periodic job's later attempts pickle no spec.
-        work, self._sent = (None if self._sent else self.inner), True
-        ref = handle.run.remote(work, attempt.path, attempt.number, attempt.started_at)
+        with self._lock:
+            # Placing took a while: a stop that came meanwhile (its cancel found no attempt
+            # on the runner to stop) must not see the work start now.
+            if attempt.cancelled.is_set():
+                raise _never_started(attempt)
+            # The work goes to a runner once: a periodic job's later attempts pickle no spec.
+            work, self._sent = (None if self._sent else self.inner), True
+            ref = handle.run.remote(work, attempt.path, attempt.number, attempt.started_at)
+            self._sent_attempt = attempt
         try:
             if self._streams:
                 self._stream(ray, handle, ref)
@@ -518,13 +546,14 @@ class RayWork:
         return f"node {node['id']} ({node['ip']})" if node else "a node not known yet"
 
     def cancel(self, attempt: Attempt) -> None:
-        attempt.cancelled.set()
-        handle = self._handle
+        with self._lock:
+            attempt.cancelled.set()
+            handle, sent = self._handle, self._sent_attempt is attempt
         if handle is None:
             return
-        if self._streams:
+        if self._streams and sent:
             with contextlib.suppress(Exception):
-                handle.cancel.remote(kill=False)
+                handle.cancel.remote(attempt.number, kill=False)
         # Python code cannot be stopped from outside but by ending its process: after the
         # grace, the runner is killed (a command's group has had its SIGKILL on the node).
         timer = threading.Timer(self.grace, self._kill_handle, args=(handle,))
@@ -533,8 +562,9 @@ class RayWork:
         timer.start()
 
     def kill(self, attempt: Attempt) -> None:
-        attempt.cancelled.set()
-        handle = self._handle
+        with self._lock:
+            attempt.cancelled.set()
+            handle = self._handle
         if handle is not None:
             self._kill_handle(handle)
 
@@ -570,6 +600,12 @@ class RayWork:
 
     def retry_after(self, exc: BaseException) -> float | None:
         return self.inner.retry_after(exc)
+
+
+def _never_started(attempt: Attempt) -> PlacementCancelled:
+    return PlacementCancelled(
+        f"{attempt.path} attempt {attempt.number} was stopped before it started on Ray"
+    )
 
 
 def placed_work(work: Work, placement: RayPlacement, grace: float) -> RayWork:

@@ -36,8 +36,8 @@ class Boot:
     def drain(self, wait: float) -> list[tuple[Any, ...]]:
         return self.inner.drain(wait)  # type: ignore[no-any-return]
 
-    def cancel(self, *, kill: bool) -> None:
-        self.inner.cancel(kill=kill)
+    def cancel(self, number: int, *, kill: bool) -> None:
+        self.inner.cancel(number, kill=kill)
 
     def receive(self, message: Any) -> Any:
         return self.inner.receive(message)

@@ -296,6 +296,112 @@ def test_a_periodic_jobs_attempts_share_one_runner(cluster, make_tree, tmp_path)
     assert "tick" not in runners()
 
 
+def test_a_cancel_before_the_attempt_reaches_its_runner_starts_nothing(cluster, tmp_path) -> None:
+    """A stop that comes while the attempt is being placed or sent is not lost on the way.
+
+    Its cancel comes before the runner has the attempt: the command must never start (it
+    ran until its timeout, the stop counted as a failure). Here the runner is up and idle
+    (as between a periodic job's ticks, or once placed), and the cancel comes first.
+    """
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ray
+
+    from actors import Attempt
+    from actors._placement import RayPlacement
+    from actors._ray import PlacementCancelled, placed_work
+
+    runs, hold = tmp_path / "runs", tmp_path / "hold"
+    command = CommandWork(shell=f"echo $$ >> {runs}; if [ -e {hold} ]; then exec sleep 60; fi")
+    # A long grace: only a cancel that reaches the attempt ends it soon.
+    work = placed_work(command, RayPlacement(), grace=60.0)
+    pool = ThreadPoolExecutor(1)
+    late = Attempt("early", 2, time.time())
+    try:
+        assert work.run(Attempt("early", 1, time.time())) == 0  # places the runner
+        hold.touch()
+        work.cancel(late)
+        with pytest.raises(PlacementCancelled, match="early attempt 2 was stopped before it"):
+            pool.submit(work.run, late).result(timeout=10)
+        assert len(runs.read_text().split()) == 1  # attempt 2's command never started
+        # The runner itself keeps a cancel that reaches it before its attempt does (a
+        # command's runner runs its calls on several threads, in no fixed order).
+        handle = runners()["early"]
+        ray.get(handle.cancel.remote(3, kill=False), timeout=30)
+        with pytest.raises(PlacementCancelled):
+            ray.get(handle.run.remote(None, "early", 3, time.time()), timeout=10)
+        assert len(runs.read_text().split()) == 1
+    finally:
+        work.kill(late)
+        pool.shutdown(wait=True)
+        work.release()
+    # Cancelled before anything was placed: nothing is.
+    fresh = placed_work(command, RayPlacement(), grace=60.0)
+    first = Attempt("fresh", 1, time.time())
+    fresh.cancel(first)
+    with pytest.raises(PlacementCancelled):
+        fresh.run(first)
+    assert (fresh.pid, "fresh" in runners()) == (None, False)
+    assert len(runs.read_text().split()) == 1
+
+
+def test_a_stop_while_a_job_is_being_placed_cancels_it(cluster, make_tree, tmp_path) -> None:
+    """A stop (a shutdown's too) during placement: nothing runs, no failure, no timeout."""
+    import time
+
+    from ray._private import state
+
+    from supervision import Journal
+    from supervision._history import FILENAME, read_history
+
+    ran = tmp_path / "ran"
+    # No node has this resource: the runner waits to be placed until the stop.
+    job = JobSpec(
+        name="svc",
+        work=CommandWork(shell=f"echo $$ >> {ran}; exec sleep 60"),
+        placement={"ray": {"resources": {"jv_not_yet": 1}}},
+        schedule=Schedule(service=True, timeout=30.0),
+        grace=10.0,
+    )
+    journal = Journal(tmp_path)
+    try:
+        tree = make_tree(tree_of(job), sink=journal.record)
+        runner = wait_until(lambda: runners().get("svc"), "its runner is being placed")
+        asked = time.monotonic()
+        tree.stop_child("svc")
+        assert time.monotonic() - asked < 3  # the stop ended it, not its grace or timeout
+        assert journal.flush()
+    finally:
+        journal.close()
+    node = tree.status()["children"][0]
+    assert (node["state"], node["failures"]) == ("stopped", 0), node
+    assert node["last_exit"]["outcome"] == "stopped", node["last_exit"]
+    rows = [r for r in read_history(tmp_path / FILENAME) if r["type"] == "attempt"]
+    assert [r["outcome"] for r in rows] == ["stopped"]  # it never ran: nothing succeeded
+    assert "was stopped before it started on Ray" in rows[0]["error"]
+    assert not ran.exists()
+    assert "svc" not in runners()
+    actor = runner._actor_id.hex()
+    wait_until(lambda: state.actors()[actor]["State"] == "DEAD", "its Ray actor is dead")
+
+
+def test_a_placement_that_never_comes_ends_at_the_attempts_timeout(cluster, make_tree) -> None:
+    """Placing is part of the attempt: its timeout bounds a wait for resources no node has."""
+    job = JobSpec(
+        name="stuck",
+        work=PythonWork(target="rayfuncs:count", args=("unused",)),
+        placement={"ray": {"resources": {"jv_not_yet": 1}}},
+        schedule=Schedule(timeout=1.0),
+        restart=RestartType.TEMPORARY,
+    )
+    tree = make_tree(tree_of(job))
+    assert tree.wait(timeout=30)
+    node = tree.status()["children"][0]
+    assert (node["state"], node["last_exit"]["outcome"]) == ("failed", "timeout"), node
+    assert "stuck" not in runners()
+
+
 def test_a_lost_node_restarts_a_service_on_the_other_node(cluster, make_tree, tmp_path) -> None:
     import time
 
