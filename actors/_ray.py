@@ -126,6 +126,8 @@ def _ray() -> Any:
     # Ray's crash handler in this process would take SIGTERM, our graceful stop, for a crash
     # and abort the process in the middle of stopping the tree.
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    for name, value in driver_env(sys.stderr).items():
+        os.environ.setdefault(name, value)
     import ray  # noqa: PLC0415 - loaded only when something is placed on Ray
 
     with _lock:
@@ -150,6 +152,19 @@ def _ray() -> Any:
         atexit.unregister(ray._private.worker.shutdown)
         _connected = ray
     return ray
+
+
+def driver_env(stream: Any) -> dict[str, str]:
+    """Ray's settings for what it prints in this process from placed work (``log_to_driver``).
+
+    Off a terminal (a log file, a pipe, ``journalctl``), no colour codes around each line's
+    ``(pid=...)`` prefix: they reached logs as ``\x1b[36m``.
+    """
+    try:
+        terminal = stream is not None and stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        terminal = False
+    return {} if terminal else {"RAY_COLOR_PREFIX": "0"}
 
 
 def _init_in_keeper(ray: Any, kwargs: dict[str, Any]) -> None:

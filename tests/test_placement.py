@@ -6,6 +6,7 @@ itself is tested on a real cluster in ``test_ray.py``.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -161,3 +162,18 @@ def test_a_tree_without_ray_placement_never_imports_ray(tmp_path) -> None:
         check=False,
     )
     assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr
+
+
+def test_ray_prints_no_colour_codes_off_a_terminal(tmp_path) -> None:
+    """A placed python job's print reached a log file as ``\\x1b[36m(Boot pid=...)``."""
+    from actors._ray import driver_env
+
+    with (tmp_path / "log").open("w") as file:
+        assert driver_env(file) == {"RAY_COLOR_PREFIX": "0"}
+    assert driver_env(None) == {"RAY_COLOR_PREFIX": "0"}
+    leader, follower = os.openpty()
+    try:
+        with os.fdopen(follower, "w") as tty:
+            assert driver_env(tty) == {}
+    finally:
+        os.close(leader)
