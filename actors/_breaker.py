@@ -3,12 +3,15 @@
 The transition rules are a pure function (``step``) over an explicit state,
 tested without threads; ``Breaker`` wraps them in a lock with an injected
 monotonic clock and tells ``on_change`` about every transition (the
-composition root logs, publishes and journals them).
+composition root logs, publishes and journals them). It also queues the
+callers it keeps waiting, so that a half-open breaker's trial calls go to
+those that have waited longest rather than to whichever asks first.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING
 from actors._checks import need_count, need_duration
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Hashable
 
 __all__ = [
     "Breaker",
@@ -121,6 +124,10 @@ class Breaker:
         )
         self._lock = threading.Lock()
         self._status = status or BreakerStatus()
+        # The callers waiting for a permit, the longest waiting first (a dict as an ordered
+        # set). Only a hint for who goes first: a caller that no longer asks costs the others
+        # one turn at most, and the breaker closing empties it.
+        self._waiting: dict[Hashable, None] = {}
 
     @property
     def status(self) -> BreakerStatus:
@@ -137,16 +144,53 @@ class Breaker:
             return BreakerState.HALF_OPEN
         return status.state
 
-    def allow(self) -> bool:
-        """Take a permit for one call, or learn that the breaker is open."""
+    def allow(self, caller: Hashable | None = None) -> bool:
+        """Take a permit for one call, or learn that the breaker is open.
+
+        ``caller`` (a job) may have waited in the queue (``queue``): for one turn after the
+        breaker half-opens, its trial permits are kept for the callers that have waited
+        longest, and a caller given a permit leaves the queue. Without one, any free permit.
+        """
         with self._lock:
             old = self._status
-            ok, self._status = step_allow(
-                old, self._clock(), self.reset_timeout, self.half_open_max_calls
-            )
+            now = self._clock()
+            if caller is not None and self._not_its_turn(caller, now):
+                return False
+            ok, self._status = step_allow(old, now, self.reset_timeout, self.half_open_max_calls)
+            if ok and caller is not None:
+                self._waiting.pop(caller, None)
             new = self._status
         self._changed(old.state, new.state)
         return ok
+
+    def queue(self, caller: Hashable) -> float:
+        """``caller`` was refused and waits: queue it (if it is not already) for its turn.
+
+        Returns the seconds until it should ask again (see ``retry_in``).
+        """
+        with self._lock:
+            self._waiting.setdefault(caller, None)
+        return self.retry_in()
+
+    def dequeue(self, caller: Hashable) -> None:
+        """``caller`` waits no longer (stopped): it holds up nobody's turn."""
+        with self._lock:
+            self._waiting.pop(caller, None)
+
+    def _not_its_turn(self, caller: Hashable, now: float) -> bool:
+        """Are the trial permits still free kept for callers that have waited longer?
+
+        Only during the turn, the first ``_soon`` seconds after the breaker half-opens (every
+        waiting job asks right then); after it, whoever asks first may have a permit.
+        """
+        status = self._status
+        if status.state is BreakerState.CLOSED or not self._waiting:
+            return False
+        half_open_at = status.opened_at + self.reset_timeout
+        if not half_open_at <= now < half_open_at + self._soon():
+            return False  # still open (refused anyway), or the turn is over
+        free = self.half_open_max_calls - status.in_flight
+        return caller not in itertools.islice(self._waiting, max(0, free))
 
     def record(self, ok: bool) -> bool:
         """Report how a permitted call ended; True if it was a half-open breaker's trial."""
@@ -156,6 +200,8 @@ class Breaker:
                 old, ok=ok, now=self._clock(), failure_threshold=self.failure_threshold
             )
             new = self._status
+            if new.state is BreakerState.CLOSED:
+                self._waiting.clear()  # nobody waits for a closed breaker
         self._changed(old.state, new.state)
         return old.state is BreakerState.HALF_OPEN
 
@@ -165,11 +211,20 @@ class Breaker:
             self._status = step_release(self._status)
 
     def retry_in(self) -> float:
-        """Seconds until a waiting job should ask again."""
+        """Seconds until a waiting job should ask again: when the breaker half-opens, or soon.
+
+        Soon: the breaker is half-open, or due to be, and refused a call (its trial permits
+        are taken, or kept for this turn for those that waited longer).
+        """
         status = self._status
         if status.state is BreakerState.OPEN:
-            return max(0.0, status.opened_at + self.reset_timeout - self._clock())
-        # Half-open and full: check again soon, without a storm.
+            wait = status.opened_at + self.reset_timeout - self._clock()
+            if wait > 0:
+                return wait
+        return self._soon()
+
+    def _soon(self) -> float:
+        # Check again soon, without a storm; also how long a half-open breaker's turn lasts.
         return min(1.0, self.reset_timeout / 10)
 
     def retune(

@@ -177,7 +177,9 @@ class JobActor(OwnActor):
 
     With a ``breaker``: while it is open no attempt runs, the job tells its
     supervisor it is waiting, and a failure that opens it does not end the
-    incarnation (so it burns no restart).
+    incarnation (so it burns no restart). A waiting job asks again when the
+    breaker says (a periodic one's tick moves there), in the breaker's queue
+    for the trial call, and tells its supervisor each time when that is.
     """
 
     def __init__(
@@ -220,7 +222,12 @@ class JobActor(OwnActor):
         self._wall = wall_clock
         self._jv_attempts = attempts_done
         self._attempt: Attempt | None = None  # set while an attempt runs, read by other threads
+        # The one tick timer: the scheduler's thread re-arms it after each tick, the actor's
+        # moves it to when its breaker says to ask again; under the lock, so never two.
+        self._tick_lock = threading.RLock()
         self._tick_timer: TimerHandle | None = None
+        self._tick_seq = 0  # which arming is the live one: a tick that fires for another is void
+        self._tick_due = 0.0  # monotonic time of the grid's next tick, that later ones follow
         self._next_tick_at: float | None = None  # wall time of the next tick, for the status
         self._recheck: TimerHandle | None = None
         self._deadline: TimerHandle | None = None
@@ -267,18 +274,21 @@ class JobActor(OwnActor):
             close_work(self.work, self.path)
 
     def _actor_loop_teardown(self) -> None:
-        # However the incarnation ended, what it holds elsewhere (a Ray actor) goes with it.
+        # However the incarnation ended, what it holds elsewhere (a Ray actor) goes with it,
+        # and its place in its breaker's queue (it would hold up the next trial a turn).
         try:
             _release(self.work)
+            if self.breaker is not None:
+                self.breaker.dequeue(self)
         finally:
             super()._actor_loop_teardown()
 
     def on_receive(self, message: Any) -> Any:
         if message is _RUN:
             # A restart in place queues its run; a stop asked meanwhile is queued too, and wins.
-            if not self._jv_stop_requested and self._gate(_RUN):
+            if not self._jv_stop_requested and self._gate():
                 self._run_once_or_service()
-        elif message is _TICK and self._gate(None):
+        elif message is _TICK and self._gate():
             self._run_tick()
         return None
 
@@ -296,7 +306,7 @@ class JobActor(OwnActor):
                 self._jv_finish(None, code)
             elif self._waits_for_breaker(error):
                 self._send_attempt_report()  # the child lives on, waiting for its breaker
-                self._wait_for_breaker(_RUN, error, code)
+                self._wait_for_breaker(error, code)
             elif not self._restarted_in_place(error, code):
                 self._jv_finish(error, code)
             elif self._jv_stop_requested:
@@ -341,8 +351,8 @@ class JobActor(OwnActor):
         if self._jv_stop_requested:
             self._jv_finish()
         elif self._waits_for_breaker(error):
-            self._send_attempt_report()
-            self._wait_for_breaker(None, error, code)
+            self._send_attempt_report()  # it lives on, waiting for its breaker
+            self._wait_for_breaker(error, code)
         elif error is not None:
             self._jv_finish(error, code)
         elif self.schedule.times is not None and self._jv_attempts >= self.schedule.times:
@@ -359,35 +369,46 @@ class JobActor(OwnActor):
             assert every is not None
             # Fixed rate from the first tick; the first comes one interval after the start.
             due = fixed_rate(first, every, now)
-        self._next_tick_at = self._wall() + (due - now)
-        self._tick_timer = self._scheduler.call_later(due - now, lambda: self._on_tick(due))
+        self._arm_tick(due - now, due)
+
+    def _arm_tick(self, delay: float, due: float) -> None:
+        """The next tick in ``delay`` seconds, and the ones after it from ``due`` on."""
+        with self._tick_lock:
+            if self._tick_timer is not None:
+                self._tick_timer.cancel()
+            self._tick_seq += 1
+            seq = self._tick_seq
+            self._tick_due = due
+            self._next_tick_at = self._wall() + delay
+            self._tick_timer = self._scheduler.call_later(delay, lambda: self._on_tick(due, seq))
 
     def _cron_delay(self) -> float:
         cron = self.schedule.cron
         assert cron is not None
         return cron_delay(cron, self._wall())
 
-    def _on_tick(self, due: float) -> None:
+    def _on_tick(self, due: float, seq: int) -> None:
         """Scheduler thread: queue a tick unless the previous attempt still runs."""
-        if self.actor_stopped.is_set():
-            return
-        if self._attempt is not None:
-            log.info(
-                "{}: tick skipped, attempt {} still running",
-                self.path,
-                self._attempt.number,
-                extra={"path": self.path, "attempt": self._attempt.number},
-            )
-        else:
-            self.actor_inbox.put(_envelope(_TICK))
-        self._next_tick(due)
+        with self._tick_lock:
+            if self.actor_stopped.is_set() or seq != self._tick_seq:
+                return  # moved meanwhile: the tick it became is the live one
+            if self._attempt is not None:
+                log.info(
+                    "{}: tick skipped, attempt {} still running",
+                    self.path,
+                    self._attempt.number,
+                    extra={"path": self.path, "attempt": self._attempt.number},
+                )
+            else:
+                self.actor_inbox.put(_envelope(_TICK))
+            self._next_tick(due)
 
     # -- breaker ---------------------------------------------------------------------------------
 
-    def _gate(self, again: object | None) -> bool:
+    def _gate(self) -> bool:
         """May an attempt run now? If the breaker says no, wait (and ask again later)."""
         breaker = self.breaker
-        if breaker is None or breaker.allow():
+        if breaker is None or breaker.allow(self):
             if breaker is not None:
                 self._permit = [True]
             if self._waiting:
@@ -395,7 +416,7 @@ class JobActor(OwnActor):
                 link = self._jv_link
                 link.parent.tell(Resumed(link.key, link.incarnation))
             return True
-        self._wait_for_breaker(again)
+        self._wait_for_breaker()
         return False
 
     def _breaker_opened(self) -> bool:
@@ -435,25 +456,34 @@ class JobActor(OwnActor):
         return breaker.record(ok=ok) and not ok
 
     def _wait_for_breaker(
-        self, again: object | None, error: BaseException | None = None, code: int | None = None
+        self, error: BaseException | None = None, code: int | None = None
     ) -> None:
-        """Wait until the breaker lets a call through; ``error``: the failure that opened it."""
+        """Wait in the breaker's queue until it lets a call through, asking when it says.
+
+        ``error``: the failure that opened it. The supervisor hears when the job asks next each
+        time it is refused, since that moves (the breaker reopened, or refused it for now): its
+        status says when, never a time gone by.
+        """
         breaker = self.breaker
         assert breaker is not None
-        delay = breaker.retry_in()
-        if not self._waiting:
-            self._waiting = True
-            link = self._jv_link
-            link.parent.tell(
-                Waiting(
-                    link.key, link.incarnation, breaker.name, self._wall() + delay, error, code
-                )
-            )
-        if again is not None:  # periodic jobs just let their next tick ask
+        delay = breaker.queue(self)
+        if self.schedule.periodic:
+            # Its next tick asks, then: at once when the breaker half-opens, in the queue with
+            # the others; the ticks after it keep their times.
+            with self._tick_lock:
+                self._arm_tick(delay, self._tick_due)
+        else:
             inbox = self.actor_inbox
             self._recheck = self._scheduler.call_later(
-                delay, lambda: None if self.actor_stopped.is_set() else inbox.put(_envelope(again))
+                delay, lambda: None if self.actor_stopped.is_set() else inbox.put(_envelope(_RUN))
             )
+        link = self._jv_link
+        still, self._waiting = self._waiting, True
+        link.parent.tell(
+            Waiting(
+                link.key, link.incarnation, breaker.name, self._wall() + delay, error, code, still
+            )
+        )
 
     # -- readiness -------------------------------------------------------------------------------
 

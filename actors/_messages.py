@@ -119,7 +119,8 @@ class Waiting:
     """The child's breaker is open: it makes no calls until ``retry_at`` (wall time).
 
     ``error`` (and ``code``): the failure of the attempt that opened it, when one did; the
-    child lives on, waiting, so this is where that failure is told.
+    child lives on, waiting, so this is where that failure is told. ``still``: it was waiting
+    already, and asked again in vain: ``retry_at`` is its next time to ask.
     """
 
     key: int
@@ -128,6 +129,7 @@ class Waiting:
     retry_at: float
     error: BaseException | None = None
     code: int | None = None
+    still: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -429,6 +429,12 @@ class Supervisor(OwnActor):
         rec = self._by_key.get(msg.key)
         if rec is None or rec.incarnation != msg.incarnation or rec.actor is None:
             return
+        if msg.still:
+            # Refused again: the breaker reopened, or kept the trial for a job that waited
+            # longer. Only when it asks next changed, nothing to say.
+            if rec.state is State.WAITING:
+                rec.next_start_at = msg.retry_at
+            return
         rec.next_start_at = msg.retry_at
         if msg.error is not None:
             # The attempt that opened the breaker failed: told here, as the child lives on.

@@ -9,6 +9,7 @@ import jobfuncs
 import logbook
 import pytest
 from clockkit import ManualClock
+from faultkit import wait_until
 from httpkit import HttpKit, Reply, Stall
 
 from actors import (
@@ -36,6 +37,7 @@ from supervision import (
     ProbationPassed,
     PythonWork,
     RestartPolicy,
+    RestartType,
     Schedule,
     SpecError,
     SupervisorSpec,
@@ -100,6 +102,41 @@ class TestBreakerRules:
         assert b.allow()
         b.record(ok=True)
         assert seen == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+    def test_a_half_open_breaker_gives_its_trials_to_the_callers_that_waited_longest(self) -> None:
+        """For one turn after it half-opens, the trial goes to the caller that has waited
+        longest; one that had its trial waits behind the rest; after the turn, anyone."""
+        clock = ManualClock(0.0)
+        b = Breaker("api", failure_threshold=1, reset_timeout=10, clock=clock)
+        assert b.allow("c")
+        b.record(ok=False)  # open from 0 to 10
+        assert [b.queue(caller) for caller in ("c", "a", "b")] == [10, 10, 10]
+        clock.now = 10.0
+        assert not b.allow("b"), "a and c waited longer"
+        assert b.queue("b") == 1.0, "asks again once the turn (reset_timeout / 10) is over"
+        assert not b.allow("a")
+        assert b.allow("c")
+        assert not b.allow("a"), "the one trial call is made"
+        b.record(ok=False)  # open from 10 to 20
+        assert b.queue("c") == 10  # behind a and b now
+        clock.now = 20.0
+        assert not b.allow("c")
+        assert not b.allow("b")
+        assert b.allow("a")
+        b.record(ok=False)  # open from 20 to 30
+        b.queue("a")  # b, c, a
+        b.dequeue("b")  # b went away: it holds nobody up
+        clock.now = 30.0
+        assert not b.allow("a")
+        assert b.allow("c")
+        b.record(ok=False)  # open from 30 to 40: a waits
+        clock.now = 40.0
+        assert not b.allow("x"), "never asked before: it comes after those that wait"
+        clock.now = 41.0  # a, at the head, did not come for its turn: first come, first served
+        assert b.allow("x")
+        b.record(ok=True)
+        assert b.state is BreakerState.CLOSED
+        assert b.allow("c")
 
     def test_invalid_breaker_specs(self) -> None:
         with pytest.raises(SpecError, match="failure_threshold"):
@@ -331,6 +368,130 @@ def test_a_trial_call_stopped_by_a_person_gives_its_permit_back(make_tree, event
     assert breakers["api"].state is BreakerState.CLOSED
     node = tree.status()["children"][0]
     assert (node["failures"], node["last_exit"]["outcome"]) == (1, "succeeded")
+
+
+def test_jobs_waiting_on_a_breaker_say_when_they_call_next_and_take_turns_at_the_trial(
+    make_tree, events
+) -> None:
+    """Two periodic jobs and a permanent once job wait on one breaker, every call failing.
+
+    While they wait, each one's next_start_at is the breaker's half-open time, moved on each
+    time it reopens (it stayed at the first one, in the past); the trial calls go round, the
+    longest waiting first (the once job, asking right at the half-open time, took them all).
+    """
+    clock = ManualClock()
+    epoch = 1_700_000_000.0
+
+    def wall() -> float:
+        return epoch + clock()
+
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0, max=0), intensity=Intensity(max_restarts=100, within=1000)
+    )
+    breakers = build_breakers({"api": BreakerSpec(failure_threshold=1, reset_timeout=10)}, clock)
+
+    def job(name: str, schedule: Schedule) -> JobSpec:
+        work = PythonWork(target="jobfuncs:fail", args=(name,))
+        return JobSpec(
+            name=name, work=work, schedule=schedule, restart=RestartType.PERMANENT, breaker="api"
+        )
+
+    spec = SupervisorSpec(
+        policy=policy,
+        children=(job("a", Schedule(every=1)), job("b", Schedule(every=1)), job("c", Schedule())),
+    )
+    tree = make_tree(spec, on_event=events, breakers=breakers, monotonic=clock, wall=wall)
+
+    def waiting_until(half_open: float, *, or_to_start: str = "") -> bool:
+        """Each job waits to ask at ``half_open``; but ``or_to_start``, a periodic job
+        (re)started, may be running, its first tick still to come (it starts in its own
+        thread, maybe after the clock moved)."""
+        nodes = tree.status()["children"]
+        return all(
+            (n["state"], n["next_start_at"]) == ("waiting", epoch + half_open)
+            or (n["name"] in or_to_start and n["state"] == "running")
+            for n in nodes
+        )
+
+    events.reached("c", "waiting")  # c's first call opened the breaker, from 100 to 110
+    clock.advance(1)  # the first ticks of a and b find it open
+    wait_until(lambda: waiting_until(110, or_to_start="ab"), "a, b and c wait for 110")
+    for half_open in (110.0, 120.0, 130.0, 140.0):
+        trials = len(events.of(AttemptFinished))
+        starts = {n["name"]: n["starts"] for n in tree.status()["children"]}
+        clock.advance(half_open - clock())  # one of them makes the trial call: it fails
+        tried = events.wait_for(lambda _, n=trials: len(events.of(AttemptFinished)) == n + 1)
+        by = next(e.path for e in reversed(tried) if isinstance(e, AttemptFinished))
+
+        def asked(h: float = half_open, by: str = by, starts: int = starts[by]) -> bool:
+            """The others asked too, and were told when to ask again (after the turn, or at
+            the next half-open time); the one that tried was restarted, to wait again."""
+            nodes = tree.status()["children"]
+            restarted = next(n["starts"] for n in nodes if n["name"] == by) == starts + 1
+            return restarted and all((n["next_start_at"] or 0) > epoch + h for n in nodes)
+
+        wait_until(asked, f"every job asked at {half_open}")
+        clock.advance(1)  # those told to ask after the turn learn it reopened
+        periodic = "" if by == "c" else by
+        wait_until(
+            lambda h=half_open, p=periodic: waiting_until(h + 10, or_to_start=p),
+            f"a, b and c wait for {half_open + 10}",
+        )
+    trials_by = [e.path for e in events.of(AttemptFinished)][1:]
+    assert trials_by[0] == "c", "c has waited longest: since its call opened the breaker"
+    assert sorted(trials_by[:3]) == ["a", "b", "c"], trials_by
+    assert trials_by[3] == "c", trials_by
+    assert jobfuncs.CALLS == {"a": 1, "b": 1, "c": 3}
+
+
+def test_jobs_behind_a_breaker_of_a_server_answering_500_each_get_their_trial(
+    make_tree, events
+) -> None:
+    """The trial run: two every-0.2s http jobs and a permanent once http job on one breaker,
+    the server always answering 500. Each job makes a trial call in turn (the once job made
+    them all, one periodic job never called), and none says it calls next in the past."""
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0, max=0), intensity=Intensity(max_restarts=100, within=1000)
+    )
+    breakers = build_breakers({"api": BreakerSpec(failure_threshold=3, reset_timeout=0.5)})
+    with HttpKit(default=Reply(500)) as kit:
+
+        def job(name: str, schedule: Schedule) -> JobSpec:
+            return JobSpec(
+                name=name,
+                work=HttpWork(url=f"{kit.url}/{name}"),
+                schedule=schedule,
+                restart=RestartType.PERMANENT,
+                breaker="api",
+            )
+
+        spec = SupervisorSpec(
+            policy=policy,
+            children=(
+                job("a", Schedule(every=0.2)),
+                job("b", Schedule(every=0.2)),
+                job("c", Schedule()),
+            ),
+        )
+        tree = make_tree(spec, on_event=events, breakers=breakers)
+
+        def reopened() -> list[float]:
+            return [e.at for e in events.of(BreakerChanged) if e.old == "half_open"]
+
+        events.wait_for(lambda _: any(e.new == "open" for e in events.of(BreakerChanged)))
+        opened = kit.count
+        # Three trials: each job has had one (the longest waiting goes first).
+        events.wait_for(lambda _: len(reopened()) >= 3)
+        tried = sorted(r.path for r in kit.requests[opened:][:3])
+        assert tried == ["/a", "/b", "/c"], [r.path for r in kit.requests]
+        last = reopened()[-1]
+
+        def told_after_reopening() -> bool:
+            nodes = [n for n in tree.status()["children"] if n["state"] == "waiting"]
+            return bool(nodes) and all(n["next_start_at"] > last for n in nodes)
+
+        wait_until(told_after_reopening, "the jobs waiting say when they call next", timeout=5)
+        assert tree.stop(10)
 
 
 def test_unknown_breaker_is_refused(runtime) -> None:
