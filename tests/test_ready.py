@@ -109,7 +109,7 @@ def test_command_polls_until_it_exits_0(tmp_path) -> None:
 def test_command_is_not_ready_while_it_fails() -> None:
     probe = ReadyProbe(command=("false",), timeout=0.2, interval=0.02)
     with pytest.raises(
-        NotReady, match=r"command \['false'\] not ready after 0\.2s: last check exited with 1"
+        NotReady, match=r"command false not ready after 0\.2s: last check exited with 1"
     ):
         probe.wait_ready(threading.Event())
 
