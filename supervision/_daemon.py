@@ -535,7 +535,7 @@ class Daemon:
             try:
                 budget_change(composition.manifest.root, new.root)
                 # Added and changed before the steps (a new job may name one); removed after.
-                summary = _reload_breakers(new, composition)
+                summary = _reload_breakers(new, composition, tree)
             except JobvisorError as exc:
                 log.error("reload of {} refused: {}", self.manifest_path, exc)  # noqa: TRY400
                 return {"ok": False, "code": "failed", "error": str(exc)}
@@ -661,7 +661,7 @@ _DOWN: Final = frozenset(
 )
 
 
-def _reload_breakers(new: Any, composition: Composition) -> list[str]:
+def _reload_breakers(new: Any, composition: Composition, tree: Tree) -> list[str]:
     """Add the breakers the new manifest declares, retune the changed ones; what it did.
 
     A changed breaker keeps its state and counts (an open one stays open): only its
@@ -675,6 +675,7 @@ def _reload_breakers(new: Any, composition: Composition) -> list[str]:
         {k: v for k, v in new.breakers.items() if k not in composition.breakers}
     ).items():
         composition.breakers[name] = breaker
+        tree.follow_breaker(breaker)
         if composition.endpoint is not None:
             composition.endpoint.metrics.add_breaker(name, breaker)
         said.append(f"add breaker {name}")

@@ -280,6 +280,13 @@ class Tree:
         _live_trees.discard(self)
         return ended
 
+    def follow_breaker(self, breaker: Breaker) -> None:
+        """``breaker`` joined the tree's breakers (a reload added it): its transitions are
+        published, journaled and counted as those of the breakers it started with."""
+        listener = self._ctx.breaker_listener
+        if listener is not None:
+            breaker.listen(listener)
+
     def kill(self) -> None:
         """Force the stop: kill every child now instead of waiting for its grace.
 

@@ -579,3 +579,38 @@ jobs:
         assert requests.get(url + "api/status", timeout=30).json()["state"] == "stopped"
     with pytest.raises(requests.ConnectionError):
         requests.get(url + "api/status", timeout=30)  # closed with the composition
+
+
+def test_a_breaker_a_reload_adds_is_followed_by_the_metrics(tmp_path: Path) -> None:
+    """Its transitions reach jobvisor_breaker_state as a breaker's at start do (it stayed 0,
+    closed, while it was open: the tree's listener was only on the breakers it started with)."""
+    before = """
+    version: 1
+    jobs:
+      - name: svc
+        service: true
+        command: [sh, -c, "while true; do sleep 0.05; done"]
+    """
+    after = """
+    version: 1
+    breakers:
+      api: {failure_threshold: 1, reset_timeout: 1h}
+    jobs:
+      - name: svc
+        service: true
+        command: [sh, -c, "while true; do sleep 0.05; done"]
+      - name: call
+        every: 0.2s
+        command: [sh, -c, "exit 3"]
+        breaker: api
+    """
+    running = start_daemon(tmp_path, before, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
+    try:
+        served = Served(running.state)
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(after))
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: json.loads(running.cli("status", "--json").stdout)["breakers"] == {"api": "open"}, "api open", timeout=30)  # fmt: skip
+        wait_until(lambda: served.metric("jobvisor_breaker_state", breaker="api") == 1, "api open in the metrics", timeout=5)  # fmt: skip
+    finally:
+        assert stop_daemon(running) == 0
