@@ -146,7 +146,7 @@ class Resolver:
         ``http``) is percent-encoded where it stands: its ``@``, ``/``, ``&`` or space would
         otherwise change which host is called or split a query value, and only its first
         part would be recognised as the password to hide. A URL that is one secret, whole,
-        is taken as written.
+        is taken as written, and so is one that begins it: it holds the scheme and the host.
         """
         secrets: list[str] = []
         encode = _IN_URL.search(path) is not None and not _ONE_SECRET.fullmatch(text)
@@ -158,7 +158,7 @@ class Resolver:
             if closed and (secret := SECRET_VARIABLE.fullmatch(inner)):
                 value = self._env_secret(secret.group(1), path, line, f" (for ${{{inner}}})")
                 value = UNRESOLVED if value is None else value
-                if encode:
+                if encode and match.start():
                     value = urllib.parse.quote(value, safe="")
                 secrets.append(value)
                 return value

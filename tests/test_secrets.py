@@ -256,3 +256,20 @@ def test_a_secret_inside_a_url_is_sent_as_written_and_never_shown_in_part(tmp_pa
         # whole, in part (what the trial saw), and in part encoded
         for piece in (password, token, "cd/x", "ss word", "&k=v", "cd%2Fx", "ss%20word"):
             assert piece not in text, text
+
+
+def test_a_url_that_begins_with_a_secret_takes_it_as_written() -> None:
+    """A secret holding a URL's beginning (a webhook, a base URL with its password) keeps its
+    scheme and host: encoded, the URL was refused as not http:// ('***/x')."""
+    from supervision import load_manifest
+
+    text = """
+version: 1
+jobs:
+  - name: api
+    http: {url: "${secret:BASE}/v1/ping?k=${secret:TOK}"}
+"""
+    env = {"BASE": "http://user:pa55word@127.0.0.1:9", "TOK": "p@ss word"}
+    manifest = load_manifest(text, env=env)
+    [job] = manifest.root.children
+    assert job.work.url == "http://user:pa55word@127.0.0.1:9/v1/ping?k=p%40ss%20word"
