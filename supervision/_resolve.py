@@ -42,6 +42,26 @@ UNRESOLVED: Final = "unresolved"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_LOOKING = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
+def _in_url(value: str, before: str, after: str) -> str:
+    """A secret as it must stand in a URL, between the texts ``before`` and ``after`` it.
+
+    At the start, or where the host is, as written (a base URL, a webhook, a host:port); in
+    the login, encoded but for ``:`` (which still splits user from password); anywhere else
+    (a path segment, a query value), encoded whole.
+    """
+    if not before:
+        return value
+    scheme = before.find("://")
+    if scheme >= 0:
+        authority = before[scheme + 3 :]
+        if not any(c in authority for c in "/?#"):  # still in the authority
+            if "@" in authority:
+                return value  # the host, after the login
+            ahead = re.split(r"[/?#]", after, maxsplit=1)[0]
+            return urllib.parse.quote(value, safe=":") if "@" in ahead else value
+    return urllib.parse.quote(value, safe="")
+
+
 # Where a string is a URL: a secret inside it is percent-encoded (``interpolate``).
 _IN_URL: Final = re.compile(r"(\.url|\.ready\.http)$")
 _ONE_SECRET: Final = re.compile(r"\$\{secret:[A-Za-z_][A-Za-z0-9_]*\}")
@@ -145,8 +165,9 @@ class Resolver:
         A secret inside a URL (an http job's or notifier's ``url``, a readiness probe's
         ``http``) is percent-encoded where it stands: its ``@``, ``/``, ``&`` or space would
         otherwise change which host is called or split a query value, and only its first
-        part would be recognised as the password to hide. A URL that is one secret, whole,
-        is taken as written, and so is one that begins it: it holds the scheme and the host.
+        part would be recognised as the password to hide (``_in_url`` says how, by where it
+        stands). A URL that is one secret, whole, is taken as written, and so is one that
+        begins it: it holds the scheme and the host.
         """
         secrets: list[str] = []
         encode = _IN_URL.search(path) is not None and not _ONE_SECRET.fullmatch(text)
@@ -156,10 +177,7 @@ class Resolver:
                 return "${"
             inner, closed = match.group(1), match.group(2)
             if closed and (secret := SECRET_VARIABLE.fullmatch(inner)):
-                value = self._env_secret(secret.group(1), path, line, f" (for ${{{inner}}})")
-                value = UNRESOLVED if value is None else value
-                if encode and match.start():
-                    value = urllib.parse.quote(value, safe="")
+                value = self._secret_in(text, match, secret.group(1), path, line, url=encode)
                 secrets.append(value)
                 return value
             variable = VARIABLE.fullmatch(inner) if closed else None
@@ -197,6 +215,21 @@ class Resolver:
         if secrets and len(secrets) == 1 and result == secrets[0]:
             return Secret(result)
         return HoldsSecret(result) if secrets else Text(result)
+
+    def _secret_in(
+        self, text: str, match: re.Match[str], name: str, path: str, line: int | None, *, url: bool
+    ) -> str:
+        """The value of ``${secret:NAME}`` at ``match`` in ``text``; in a URL (``url``) as it
+        must stand there (``_in_url``), and masked in that form too."""
+        value = self._env_secret(name, path, line, f" (for ${{secret:{name}}})")
+        if value is None:
+            return UNRESOLVED
+        if not url:
+            return value
+        encoded = _in_url(value, text[: match.start()], text[match.end() :])
+        if encoded != value:
+            self.secrets.add(encoded)
+        return encoded
 
     def _env_secret(self, name: str, path: str, line: int | None, written: str = "") -> str | None:
         """The secret in variable ``name``, collected; None (an issue) when it is unset."""

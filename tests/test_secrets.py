@@ -273,3 +273,48 @@ jobs:
     manifest = load_manifest(text, env=env)
     [job] = manifest.root.children
     assert job.work.url == "http://user:pa55word@127.0.0.1:9/v1/ping?k=p%40ss%20word"
+
+
+@pytest.mark.parametrize(
+    ("url", "env", "sent"),
+    [
+        # a whole login: its ":" still splits user from password; its "@" is encoded
+        (
+            "http://${secret:CREDS}@127.0.0.1:9/x",
+            {"CREDS": "user:pa@55"},
+            "http://user:pa%4055@127.0.0.1:9/x",
+        ),
+        # a password alone, with a ":" and a "/" in it
+        (
+            "http://user:${secret:PW}@127.0.0.1:9/x",
+            {"PW": "a:b/c"},
+            "http://user:a:b%2Fc@127.0.0.1:9/x",
+        ),
+        # the host (and port) as a secret: as written
+        ("http://${secret:HOSTPORT}/x", {"HOSTPORT": "127.0.0.1:8080"}, "http://127.0.0.1:8080/x"),
+        ("http://u:p@${secret:HOST}:9/x", {"HOST": "127.0.0.1"}, "http://u:p@127.0.0.1:9/x"),
+        # a path segment and a query value: encoded whole
+        (
+            "http://h:9/a/${secret:SEG}?k=${secret:V}#f",
+            {"SEG": "x/y", "V": "1&2"},
+            "http://h:9/a/x%2Fy?k=1%262#f",
+        ),
+    ],
+)
+def test_a_secret_in_a_url_is_encoded_for_the_part_it_stands_in(
+    url: str, env: dict[str, str], sent: str
+) -> None:
+    from supervision import load_manifest
+
+    text = f'version: 1\njobs:\n  - name: api\n    http: {{url: "{url}"}}\n'
+    manifest = load_manifest(text, env=env)
+    [job] = manifest.root.children
+    assert job.work.url == sent
+    masker = SecretMasker(manifest.secrets)
+    for value in env.values():
+        if value not in ("127.0.0.1", "127.0.0.1:8080"):  # hosts: too common to be secret here
+            assert value not in masker.mask(sent), sent
+    if "CREDS" in env:  # the login as it was encoded, ":" kept
+        assert masker.mask(f"GET {sent}") == "GET http://***@127.0.0.1:9/x"
+    if "PW" in env:
+        assert masker.mask(f"GET {sent}") == "GET http://user:***@127.0.0.1:9/x"
