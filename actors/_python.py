@@ -53,13 +53,17 @@ def result_code(target: str, code: int | None) -> int | None:
     An int result is the exit code, as ``sys.exit(main())`` makes it: 0 is
     a success, and any other is the failure ``sys.exit`` with it would be.
     """
-    if code:
+    if not code:
+        return code
+    status = code & 0xFF  # as a process's exit code: never a negative "signal"
+    shown = f"{code}" if status == code else f"{code} (exit code {status})"
+    if status:
         raise PythonExit(
-            f"{target} returned {code}: a non-zero int result is a failed exit code "
+            f"{target} returned {shown}: a non-zero int result is a failed exit code "
             "(return 0 or None for a success)",
-            code,
+            status,
         )
-    return code
+    return status
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -77,11 +77,14 @@ def call_target(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> i
 
 
 def exit_code(code: object) -> int:
-    """The exit code of ``sys.exit(code)``, as Python gives it to a process."""
+    """The exit code of ``sys.exit(code)``, as a process gets it: 0..255 (-1 is 255).
+
+    Never negative, which would read as "killed by signal N", in a thread as in a process.
+    """
     if code is None:
         return 0
     if isinstance(code, int):
-        return int(code)  # sys.exit(False) is 0 and sys.exit(True) is 1, as for Python itself
+        return int(code) & 0xFF  # sys.exit(False) is 0 and sys.exit(True) is 1, as for Python
     return 1
 
 

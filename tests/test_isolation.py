@@ -137,6 +137,8 @@ def test_a_crash_in_c_code_fails_the_attempt_with_its_signal(make_tree, events) 
         ("returns", "text", "succeeded", None),
         ("returns", True, "succeeded", None),
         ("sys_exit", 4, "failed", 4),
+        ("sys_exit", -1, "failed", 255),  # as a process exits: never a "signal" -1
+        ("returns", -2, "failed", 254),
         ("sys_exit", 0, "succeeded", 0),
         ("sys_exit", None, "succeeded", 0),
         ("sys_exit", "bye", "failed", 1),
