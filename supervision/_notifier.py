@@ -401,6 +401,8 @@ def _meaning(event: ev.Event) -> tuple[NotifyEvent, dict[str, Any]] | None:  # n
             return kind, {"breaker": name, "old": old, "new": new}
         case ev.StateChanged(new=State.FAILED):
             return NotifyEvent.FAILED, {}
+        case ev.StateChanged(old=State.PENDING, new=State.SUCCEEDED):
+            return None  # skipped by `run --resume`: the run it succeeded in told of it
         case ev.StateChanged(new=State.SUCCEEDED):
             return NotifyEvent.SUCCEEDED, {}
     return None
