@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import http.client
 import json
 import os
 import queue
@@ -129,19 +130,26 @@ class _Lane:
     def _work(self) -> None:
         while (item := self.queue.get()) is not None:
             try:
-                if self._closed.is_set():
-                    self._finish(item, NOT_SENT, 0)
-                    continue
-                with self._lock:
-                    self._current, self._tries = item, 0
-                error = self._deliver(item)
-                with self._lock:
-                    mine = self._current is item  # else ``abandon`` journaled it already
-                    self._current = None
-                if mine:
-                    self._finish(item, error, self._tries)
-            except Exception:
+                self._take(item)
+            except Exception:  # a bug of ours: said, and the worker goes on with the next
                 log.exception("notify {}: delivery failed unexpectedly", item.spec.label)
+
+    def _take(self, item: _Delivery) -> None:
+        if self._closed.is_set():
+            self._finish(item, NOT_SENT, 0)
+            return
+        with self._lock:
+            self._current, self._tries = item, 0
+        try:
+            error = self._deliver(item)
+        except Exception as exc:
+            log.exception("notify {}: delivery failed unexpectedly", item.spec.label)
+            error = f"failed unexpectedly: {type(exc).__name__}: {exc}"
+        with self._lock:
+            mine = self._current is item  # else ``abandon`` journaled it already
+            self._current = None
+        if mine:
+            self._finish(item, error, self._tries)
 
     def _deliver(self, item: _Delivery) -> str:
         """Every try of one delivery; "" once delivered, else why the last try failed."""
@@ -219,7 +227,8 @@ class Notifier:
         self._own: dict[str, tuple[NotifySpec, ...]] = {}
         self._by_breaker: dict[str, list[str]] = {}
         self._last_exit: dict[str, dict[str, Any]] = {}
-        self._closed = threading.Event()
+        self._closed = threading.Event()  # the stop's deadline passed
+        self._closing = False  # close began: later events are not sent (under _lanes_lock)
         # A lane per distinct notification, made at its first delivery; retired lanes (a
         # reload dropped their notification) finish their queue and are joined at close.
         self._lanes_lock = threading.Lock()
@@ -307,7 +316,7 @@ class Notifier:
         body = self._mask(json.dumps(payload)).encode()
         item = _Delivery(spec, path, kind, body)
         with self._lanes_lock:
-            if self._closed.is_set():
+            if self._closing:  # its lane may have ended already
                 self._finish(item, NOT_SENT, 0)
                 return
             key = _key(spec)
@@ -359,16 +368,16 @@ class Notifier:
         holds jobvisor's exit. Closing again does nothing.
         """
         with self._lanes_lock:
-            if self._closed.is_set():
+            if self._closing:
                 return
+            self._closing = True
             lanes = [*self._lanes.values(), *self._retired]
             for lane in self._lanes.values():
                 lane.retire()
         deadline = time.monotonic() + timeout
         for lane in lanes:
             lane.thread.join(max(0.0, deadline - time.monotonic()))
-        with self._lanes_lock:
-            self._closed.set()  # retries still waiting give up, queued deliveries are dropped
+        self._closed.set()  # retries still waiting give up, queued deliveries are not sent
         busy = [lane for lane in lanes if lane.thread.is_alive()]
         for lane in busy:
             lane.kill()
@@ -417,7 +426,7 @@ def _post(spec: NotifySpec, body: bytes) -> str:
             response.read()
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code} {exc.reason}"
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         return f"{type(exc).__name__}: {exc}"
     return ""
 
