@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TextIO
 
@@ -25,8 +25,8 @@ from supervision._journal import (
     job_hashes,
     last_breaker_states,
     open_cooldowns,
-    read_succeeded,
-    skip_succeeded,
+    read_successes,
+    succeeded_before,
 )
 from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configure_logging
 from supervision._notifier import Notifier
@@ -56,7 +56,9 @@ class Composition:
     masker: SecretMasker
     breakers: dict[str, Breaker] = field(default_factory=dict)
     journal: Journal | None = None
-    skipped: list[str] = field(default_factory=list)  # once-jobs `--resume` left out
+    # `--resume`: once-jobs that succeeded in an earlier run, {path: (code, at)}; they stay
+    # in the tree and its status, settled as succeeded, and are not run again.
+    succeeded: dict[str, tuple[int | None, float]] = field(default_factory=dict)
     cooldowns: dict[str, tuple[float, int]] = field(default_factory=dict)  # restored ones
     endpoint: Endpoint | None = None  # the HTTP endpoint, when the manifest or --http asks
     notifier: Notifier | None = None
@@ -69,6 +71,8 @@ class Composition:
             kwargs["on_event"] = self.notifier.handle
         if self.cooldowns and "cooldowns" not in kwargs:
             kwargs["cooldowns"] = self.cooldowns
+        if self.succeeded and "succeeded" not in kwargs:
+            kwargs["succeeded"] = self.succeeded
         kwargs.setdefault("output_dir", output_dir(self.manifest.state_dir))
         endpoint = self.endpoint
         if endpoint is not None:
@@ -77,6 +81,11 @@ class Composition:
         if endpoint is not None:
             endpoint.attach(tree)
         return tree
+
+    @property
+    def skipped(self) -> list[str]:
+        """The once-jobs `--resume` does not run again (they succeeded before), in start order."""
+        return list(self.succeeded)
 
     def renotify(self, tree: Tree) -> None:
         """After a reload: the new manifest's notifications apply from now on."""
@@ -133,8 +142,9 @@ def compose(
     cannot be opened. With ``manifest.http`` it listens there (``HttpError``
     if it cannot) and serves the tree once started. With ``journal`` it opens
     ``STATE_DIR/journal.sqlite3``
-    (``JournalError`` if it cannot); ``resume`` leaves out the once-jobs whose
-    identical spec already succeeded there; ``restore`` (the daemon) reopens
+    (``JournalError`` if it cannot); ``resume`` does not run the once-jobs
+    whose identical spec already succeeded there: they show as succeeded, with
+    the exit the journal kept (``Composition.skipped``); ``restore`` (the daemon) reopens
     the breakers the journal last saw open.
     """
     chosen = runtime or manifest.runtime
@@ -156,13 +166,12 @@ def compose(
         stream=stream,
         base_dir=base_dir,
     )
-    skipped: list[str] = []
+    succeeded: dict[str, tuple[int | None, float]] = {}
     opened: Journal | None = None
     try:
         if resume:
-            succeeded = read_succeeded(journal_path(manifest.state_dir))
-            root, skipped = skip_succeeded(manifest.root, succeeded)
-            manifest = replace(manifest, root=root)
+            successes = read_successes(journal_path(manifest.state_dir))
+            succeeded = succeeded_before(manifest.root, successes)
         if journal:
             opened = Journal(manifest.state_dir, hashes=job_hashes(manifest.root))
         breakers = build_breakers(manifest.breakers)
@@ -178,7 +187,7 @@ def compose(
         record = opened.notified if opened is not None else None
         notifier = Notifier(manifest.notify, manifest.root, mask=masker.mask, record=record)
     composition = Composition(
-        manifest, chosen, setup, masker, breakers, opened, skipped, cooldowns, notifier=notifier
+        manifest, chosen, setup, masker, breakers, opened, succeeded, cooldowns, notifier=notifier
     )
     if manifest.http is not None:
         from supervision._httpapi import open_endpoint  # noqa: PLC0415 - only when asked for

@@ -22,6 +22,7 @@ __all__ = [
     "open_cooldowns",
     "read_history",
     "read_succeeded",
+    "read_successes",
 ]
 
 FILENAME: Final = "journal.sqlite3"
@@ -121,17 +122,22 @@ def journal_paths(db: Path) -> list[str]:
 
 
 def read_succeeded(db: Path) -> dict[str, set[str]]:
-    """For ``run --resume``: the spec hashes each path has succeeded with (none if no journal)."""
+    """The spec hashes each path has succeeded with (none if no journal)."""
+    return {path: set(by_hash) for path, by_hash in read_successes(db).items()}
+
+
+def read_successes(db: Path) -> dict[str, dict[str, tuple[int | None, float]]]:
+    """For ``run --resume``: each path's last success per spec hash, ``(code, ended_at)``."""
     if not db.exists():
         return {}
     rows = _query(
         db,
-        "SELECT DISTINCT path, spec_hash FROM attempts"
-        " WHERE outcome = 'succeeded' AND spec_hash IS NOT NULL",
+        "SELECT path, spec_hash, code, ended_at FROM attempts"
+        " WHERE outcome = 'succeeded' AND spec_hash IS NOT NULL ORDER BY id",
     )
-    found: dict[str, set[str]] = {}
-    for path, digest in rows:
-        found.setdefault(path, set()).add(digest)
+    found: dict[str, dict[str, tuple[int | None, float]]] = {}
+    for path, digest, code, at in rows:
+        found.setdefault(path, {})[digest] = (code, float(at))
     return found
 
 

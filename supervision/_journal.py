@@ -40,10 +40,11 @@ from supervision._history import (
     open_cooldowns,
     read_history,
     read_succeeded,
+    read_successes,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
     from pathlib import Path
 
     from supervision._spec import SupervisorSpec
@@ -56,8 +57,9 @@ __all__ = [
     "open_cooldowns",
     "read_history",
     "read_succeeded",
-    "skip_succeeded",
+    "read_successes",
     "spec_hash",
+    "succeeded_before",
 ]
 
 log = logbook.Logger("supervision.journal")
@@ -334,32 +336,23 @@ class Journal:
         return read_succeeded(self.path)
 
 
-def skip_succeeded(
-    spec: SupervisorSpec, succeeded: dict[str, set[str]], prefix: str = ""
-) -> tuple[SupervisorSpec, list[str]]:
-    """``spec`` without the once-jobs whose identical spec already succeeded, and their paths."""
-    from dataclasses import replace  # noqa: PLC0415
+def succeeded_before(
+    spec: SupervisorSpec, successes: Mapping[str, Mapping[str, tuple[int | None, float]]]
+) -> dict[str, tuple[int | None, float]]:
+    """For ``run --resume``: the once-jobs of ``spec`` whose identical spec already succeeded.
 
-    from supervision._spec import JobSpec, SupervisorSpec  # noqa: PLC0415 - avoids a cycle
+    ``successes`` is ``read_successes``'s; each path found maps to ``(code, at)`` of
+    that success, in start order (``start_tree(succeeded=...)`` takes it).
+    """
+    from supervision._spec import JobSpec, walk  # noqa: PLC0415 - avoids an import cycle
 
-    kept: list[Any] = []
-    skipped: list[str] = []
-    for child in spec.children:
-        path = f"{prefix}/{child.name}" if prefix else child.name
-        if isinstance(child, SupervisorSpec):
-            inner, gone = skip_succeeded(child, succeeded, path)
-            kept.append(inner)
-            skipped.extend(gone)
-        elif (
-            isinstance(child, JobSpec)
-            and child.schedule.finite
-            and not child.schedule.periodic
-            and spec_hash(child) in succeeded.get(path, ())
-        ):
-            skipped.append(path)
-        else:
-            kept.append(child)
-    return replace(spec, children=tuple(kept)), skipped
+    found: dict[str, tuple[int | None, float]] = {}
+    for path, child in walk(spec):
+        if isinstance(child, JobSpec) and child.schedule.finite and not child.schedule.periodic:
+            success = successes.get(path, {}).get(spec_hash(child))
+            if success is not None:
+                found[path] = success
+    return found
 
 
 def _decision(event: ev.Event) -> tuple[str, str, dict[str, object]] | None:

@@ -1,18 +1,21 @@
 """Delivering notifications: a tree's events, as JSON, to commands and HTTP endpoints.
 
 The notifier hears the tree's events on the event bus's thread and only
-queues what is to be sent; one worker thread (a greenlet under gevent)
-delivers, each try bounded by the notification's ``timeout``, with
-``retry`` more tries. A hanging or failing notifier therefore never delays a
-restart: at worst its queue fills (``QUEUE_SIZE``) and later notifications
-are dropped, with a warning. Every delivery is logged when it fails, with
-the notification's name, and journaled (a ``notify`` decision row).
+queues what is to be sent. Each notification has a lane of its own: a bounded
+queue (``QUEUE_SIZE``) and one worker thread (a greenlet under gevent) that
+delivers in order, each try bounded by the notification's ``timeout``, with
+``retry`` more tries. A hanging or failing notification therefore never
+delays a restart, nor another notification's deliveries: at worst its own
+queue fills and its later notifications are dropped, with a warning. Every
+delivery is logged when it fails, with the notification's name, and
+journaled once (a ``notify`` decision row), the ones a stop cut short too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import http.client
 import json
 import os
 import queue
@@ -39,9 +42,14 @@ __all__ = ["QUEUE_SIZE", "Notifier"]
 
 log = logbook.Logger("supervision.notify")
 
-QUEUE_SIZE: Final = 1000
+QUEUE_SIZE: Final = 1000  # per notification
 RETRY_WAIT: Final = 0.5  # doubles per try, at most MAX_RETRY_WAIT
 MAX_RETRY_WAIT: Final = 5.0
+# After the stop's deadline: how long the workers get to say how their delivery ended (a
+# command is killed, a retry's wait cut short) before the rest is journaled for them.
+STOP_GRACE: Final = 0.5
+NOT_SENT: Final = "not sent: jobvisor was stopping"
+NO_ANSWER: Final = "no answer yet when jobvisor stopped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +60,155 @@ class _Delivery:
     body: bytes  # the JSON, secrets masked
 
 
+class _Lane:
+    """One notification's queue and worker: its deliveries, in order, one at a time.
+
+    ``finish`` (the notifier's) journals how each delivery ended; it is called
+    exactly once per delivery, by the worker, or by ``abandon`` for what the
+    worker could not end before the stop's deadline.
+    """
+
+    def __init__(
+        self,
+        spec: NotifySpec,
+        finish: Callable[[_Delivery, str, int], None],
+        closed: threading.Event,
+    ) -> None:
+        self.spec = spec
+        self._finish = finish
+        self._closed = closed
+        self.queue: queue.Queue[_Delivery | None] = queue.Queue(QUEUE_SIZE)
+        # Invariant: ``_current`` is the delivery under way and ``_tries`` its tries so far;
+        # whoever takes it out under ``_lock`` (the worker, or ``abandon``) journals it.
+        self._lock = threading.Lock()
+        self._current: _Delivery | None = None
+        self._tries = 0
+        self._proc: subprocess.Popen[bytes] | None = None  # the command being run, if any
+        self.thread = threading.Thread(target=self._work, name="jv-notify", daemon=True)
+        self.thread.start()
+
+    def put(self, item: _Delivery) -> bool:
+        """Queue ``item``; False when the queue is full (the caller says it was dropped)."""
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            return False
+        return True
+
+    def retire(self) -> None:
+        """End the worker once what is queued now is delivered (the manifest dropped it)."""
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)
+
+    def kill(self) -> None:
+        """The stop's deadline passed: end the command being run, if any."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def abandon(self) -> None:
+        """Journal what the worker did not end in time, and let it end when it can.
+
+        Runs in the stopping thread, after the grace: the worker may still be in
+        an HTTP request (no kill reaches it); its answer, if one comes, is dropped.
+        """
+        with self._lock:
+            current, self._current = self._current, None
+            tries = self._tries
+        if current is not None:
+            self._finish(current, NO_ANSWER, tries)
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self._finish(item, NOT_SENT, 0)
+        self.retire()
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            try:
+                self._take(item)
+            except Exception:  # a bug of ours: said, and the worker goes on with the next
+                log.exception("notify {}: delivery failed unexpectedly", item.spec.label)
+
+    def _take(self, item: _Delivery) -> None:
+        if self._closed.is_set():
+            self._finish(item, NOT_SENT, 0)
+            return
+        with self._lock:
+            self._current, self._tries = item, 0
+        try:
+            error = self._deliver(item)
+        except Exception as exc:
+            log.exception("notify {}: delivery failed unexpectedly", item.spec.label)
+            error = f"failed unexpectedly: {type(exc).__name__}: {exc}"
+        with self._lock:
+            mine = self._current is item  # else ``abandon`` journaled it already
+            self._current = None
+        if mine:
+            self._finish(item, error, self._tries)
+
+    def _deliver(self, item: _Delivery) -> str:
+        """Every try of one delivery; "" once delivered, else why the last try failed."""
+        spec = item.spec
+        error = ""
+        for attempt in range(1, spec.retry + 2):
+            self._tries = attempt
+            error = self._send(spec, item.body)
+            if not error or attempt > spec.retry or self._closed.is_set():
+                break
+            # Waiting here delays only this notification's later deliveries.
+            self._closed.wait(min(MAX_RETRY_WAIT, RETRY_WAIT * 2 ** (attempt - 1)))
+        return error
+
+    def _send(self, spec: NotifySpec, body: bytes) -> str:
+        """One try; "" when delivered, else why not."""
+        if spec.command is not None:
+            return self._run(spec.command, body, spec.timeout)
+        return _post(spec, body)
+
+    def _run(self, argv: tuple[str, ...], body: bytes, timeout: float) -> str:
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - the manifest's own command
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # a timeout ends what it started too
+            )
+        except OSError as exc:
+            return f"cannot run {argv[0]}: {exc.strerror or exc}"
+        self._proc = proc
+        try:
+            _, stderr = proc.communicate(body, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return f"timed out after {timeout:g}s"
+        finally:
+            self._proc = None
+        if proc.returncode < 0 and self._closed.is_set():
+            return "killed: jobvisor was stopping"
+        if proc.returncode != 0:
+            tail = stderr.decode(errors="replace").strip().splitlines()[-1:] if stderr else []
+            return f"exited with {proc.returncode}" + (f": {tail[0]}" if tail else "")
+        return ""
+
+
 class Notifier:
     """Turns a tree's events into deliveries for the notifications that want them.
 
     ``top`` are the manifest's notifications; each job's and group's own come
     from ``root`` (a group's cover every job in it). ``mask`` is the tree's
     secret masker; ``record`` (the journal's ``notified``) hears of every
-    delivery's end. ``handle`` is the event callback (``start_tree(on_event=...)``);
-    ``close`` delivers what is queued (at most ``timeout`` seconds) and ends the worker.
+    delivery's end, from the notification's worker thread or from the thread
+    that calls ``close``. ``handle`` is the event callback
+    (``start_tree(on_event=...)``); ``close`` delivers what is queued (at most
+    ``timeout`` seconds, for all notifications together) and ends the workers.
     """
 
     def __init__(
@@ -77,13 +226,15 @@ class Notifier:
         self._wall = wall
         self._own: dict[str, tuple[NotifySpec, ...]] = {}
         self._by_breaker: dict[str, list[str]] = {}
-        self.update(top, root)
         self._last_exit: dict[str, dict[str, Any]] = {}
-        self._queue: queue.Queue[_Delivery | None] = queue.Queue(QUEUE_SIZE)
-        self._closed = threading.Event()
-        self._proc: subprocess.Popen[bytes] | None = None  # the command being run, if any
-        self._thread = threading.Thread(target=self._work, name="jv-notify", daemon=True)
-        self._thread.start()
+        self._closed = threading.Event()  # the stop's deadline passed
+        self._closing = False  # close began: later events are not sent (under _lanes_lock)
+        # A lane per distinct notification, made at its first delivery; retired lanes (a
+        # reload dropped their notification) finish their queue and are joined at close.
+        self._lanes_lock = threading.Lock()
+        self._lanes: dict[str, _Lane] = {}
+        self._retired: list[_Lane] = []
+        self.update(top, root)
 
     @staticmethod
     def wanted(top: tuple[NotifySpec, ...], root: SupervisorSpec) -> bool:
@@ -101,6 +252,12 @@ class Notifier:
                 by_breaker.setdefault(spec.breaker, []).append(path)
         # Swapped whole: the event thread reads them without a lock.
         self._top, self._own, self._by_breaker = top, own, by_breaker
+        kept = {_key(spec) for spec in top} | {_key(s) for specs in own.values() for s in specs}
+        with self._lanes_lock:
+            for key in [key for key in self._lanes if key not in kept]:
+                lane = self._lanes.pop(key)
+                lane.retire()
+                self._retired.append(lane)
 
     # -- hearing events (the event bus's thread) --------------------------------------------------
 
@@ -157,9 +314,17 @@ class Notifier:
             "causes": causes,
         }
         body = self._mask(json.dumps(payload)).encode()
-        try:
-            self._queue.put_nowait(_Delivery(spec, path, kind, body))
-        except queue.Full:
+        item = _Delivery(spec, path, kind, body)
+        with self._lanes_lock:
+            if self._closing:  # its lane may have ended already
+                self._finish(item, NOT_SENT, 0)
+                return
+            key = _key(spec)
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = _Lane(spec, self._finish, self._closed)
+            queued = lane.put(item)
+        if not queued:
             log.warning(
                 "notify {}: {} of {} dropped: {} notifications are waiting already",
                 spec.label,
@@ -168,32 +333,7 @@ class Notifier:
                 QUEUE_SIZE,
             )
 
-    # -- delivering (the worker) -------------------------------------------------------------------
-
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            try:
-                if self._closed.is_set():
-                    self._finish(item, "not sent: jobvisor was stopping", 0)
-                    continue
-                self._deliver(item)
-            except Exception:
-                log.exception("notify {}: delivery failed unexpectedly", item.spec.label)
-
-    def _deliver(self, item: _Delivery) -> None:
-        spec = item.spec
-        error = ""
-        attempts = 0
-        for attempt in range(1, spec.retry + 2):
-            attempts = attempt
-            error = self._send(spec, item.body)
-            if not error:
-                break
-            if attempt > spec.retry or self._closed.is_set():
-                break
-            # Waiting here delays only later notifications, never the tree.
-            self._closed.wait(min(MAX_RETRY_WAIT, RETRY_WAIT * 2 ** (attempt - 1)))
-        self._finish(item, error, attempts)
+    # -- how deliveries end (the lanes' workers, and close) ----------------------------------------
 
     def _finish(self, item: _Delivery, error: str, attempts: int) -> None:
         """Log a failed delivery, and journal how every delivery ended."""
@@ -220,55 +360,38 @@ class Notifier:
             self._record(self._wall(), item.path, detail)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued for at most ``timeout`` seconds, then end the worker.
+        """Deliver what is queued for at most ``timeout`` seconds in all, then end the workers.
 
-        What is left then is not sent (each is journaled as such), and a command
-        still running is killed: a hanging notifier never holds jobvisor's exit.
+        Every notification delivers on meanwhile, side by side. What is left
+        then is not sent (each is journaled as such, a delivery still under way
+        too), and a command still running is killed: a hanging notifier never
+        holds jobvisor's exit. Closing again does nothing.
         """
+        with self._lanes_lock:
+            if self._closing:
+                return
+            self._closing = True
+            lanes = [*self._lanes.values(), *self._retired]
+            for lane in self._lanes.values():
+                lane.retire()
         deadline = time.monotonic() + timeout
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout)
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        self._closed.set()  # retries still waiting give up, queued deliveries are dropped
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        self._thread.join(timeout)
+        for lane in lanes:
+            lane.thread.join(max(0.0, deadline - time.monotonic()))
+        self._closed.set()  # retries still waiting give up, queued deliveries are not sent
+        busy = [lane for lane in lanes if lane.thread.is_alive()]
+        for lane in busy:
+            lane.kill()
+        grace = time.monotonic() + STOP_GRACE
+        for lane in busy:
+            lane.thread.join(max(0.0, grace - time.monotonic()))
+        for lane in busy:
+            if lane.thread.is_alive():
+                lane.abandon()
 
-    def _send(self, spec: NotifySpec, body: bytes) -> str:
-        """One try; "" when delivered, else why not."""
-        if spec.command is not None:
-            return self._run(spec.command, body, spec.timeout)
-        return _post(spec, body)
 
-    def _run(self, argv: tuple[str, ...], body: bytes, timeout: float) -> str:
-        try:
-            proc = subprocess.Popen(  # noqa: S603 - the manifest's own command
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # a timeout ends what it started too
-            )
-        except OSError as exc:
-            return f"cannot run {argv[0]}: {exc.strerror or exc}"
-        self._proc = proc
-        try:
-            _, stderr = proc.communicate(body, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return f"timed out after {timeout:g}s"
-        finally:
-            self._proc = None
-        if proc.returncode < 0 and self._closed.is_set():
-            return "killed: jobvisor was stopping"
-        if proc.returncode != 0:
-            tail = stderr.decode(errors="replace").strip().splitlines()[-1:] if stderr else []
-            return f"exited with {proc.returncode}" + (f": {tail[0]}" if tail else "")
-        return ""
+def _key(spec: NotifySpec) -> str:
+    """What makes two notifications one lane: the same target, events, timeout, retry and name."""
+    return repr(spec)
 
 
 def _meaning(event: ev.Event) -> tuple[NotifyEvent, dict[str, Any]] | None:  # noqa: PLR0911 - one case per event
@@ -287,6 +410,8 @@ def _meaning(event: ev.Event) -> tuple[NotifyEvent, dict[str, Any]] | None:  # n
             return kind, {"breaker": name, "old": old, "new": new}
         case ev.StateChanged(new=State.FAILED):
             return NotifyEvent.FAILED, {}
+        case ev.StateChanged(old=State.PENDING, new=State.SUCCEEDED):
+            return None  # skipped by `run --resume`: the run it succeeded in told of it
         case ev.StateChanged(new=State.SUCCEEDED):
             return NotifyEvent.SUCCEEDED, {}
     return None
@@ -301,7 +426,7 @@ def _post(spec: NotifySpec, body: bytes) -> str:
             response.read()
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code} {exc.reason}"
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         return f"{type(exc).__name__}: {exc}"
     return ""
 

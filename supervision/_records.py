@@ -98,6 +98,9 @@ class TreeContext:
     state_hook: Callable[[str, State, State], None] | None = None
     # A daemon's restart: children still cooling down per the journal, {path: (left, cycle)}.
     cooldowns: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    # `run --resume`: once-jobs whose identical spec succeeded in an earlier run, {path: (code,
+    # at)} of that success; each settles as succeeded with it at its first start, not run.
+    succeeded: Mapping[str, tuple[int | None, float]] = field(default_factory=dict)
     breakers: Mapping[str, Breaker] = field(default_factory=dict)
     breaker_listener: Callable[[str, BreakerState, BreakerState], None] | None = (
         None  # unhooked when the tree stops

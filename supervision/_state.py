@@ -31,7 +31,8 @@ _ENDED: Final = {S.SUCCEEDED, S.FAILED, S.GAVE_UP, S.BACKOFF, S.COOLDOWN, S.STOP
 # Why each edge exists, in supervisord's style:
 TRANSITIONS: Final[dict[State, frozenset[State]]] = {
     # PENDING -> FAILED: a dependency failed finally, so it never starts.
-    S.PENDING: frozenset({S.STARTING, S.STOPPED, S.BACKOFF, S.COOLDOWN, S.FAILED}),
+    # PENDING -> SUCCEEDED: `run --resume`: it succeeded in an earlier run, so it never starts.
+    S.PENDING: frozenset({S.STARTING, S.STOPPED, S.BACKOFF, S.COOLDOWN, S.FAILED, S.SUCCEEDED}),
     # STARTING ends in RUNNING/PROBATION, WAITING (breaker open), or an end (died in on_start).
     S.STARTING: frozenset({S.RUNNING, S.PROBATION, S.STOPPING, S.WAITING} | _ENDED),
     S.RUNNING: frozenset({S.STOPPING, S.WAITING} | _ENDED),

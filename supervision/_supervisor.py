@@ -263,9 +263,7 @@ class Supervisor(OwnActor):
             rec = self._start_queue.popleft()
             if rec.key not in self._by_key or rec.actor is not None:
                 continue
-            restored = self.ctx.cooldowns.get(rec.path)
-            if restored is not None and rec.starts == 0:
-                self._resume_cooldown(rec, *restored)
+            if rec.starts == 0 and self._journal_decides(rec):
                 continue
             blocker = unmet_dependency(rec, self._by_name)
             if blocker is not None:
@@ -291,6 +289,19 @@ class Supervisor(OwnActor):
             link = self._jv_link
             link.parent.tell(ChildStarted(link.key, link.incarnation))
 
+    def _journal_decides(self, rec: ChildRecord) -> bool:
+        """Whether the journal decided ``rec``'s first start instead: a cooldown a daemon's
+        restart picks up, or a success of an earlier run that `run --resume` keeps."""
+        restored = self.ctx.cooldowns.get(rec.path)
+        if restored is not None:
+            self._resume_cooldown(rec, *restored)
+            return True
+        before = self.ctx.succeeded.get(rec.path)
+        if before is not None and rec.state is State.PENDING:
+            self._succeeded_before(rec, *before)
+            return True
+        return False
+
     def _resume_cooldown(self, rec: ChildRecord, left: float, cycle: int) -> None:
         """Pick up a cooldown the journal says was running when the last daemon stopped."""
         rec.window.reset(cycle)
@@ -303,6 +314,16 @@ class Supervisor(OwnActor):
             cycle,
             extra={"path": rec.path},
         )
+
+    def _succeeded_before(self, rec: ChildRecord, code: int | None, at: float) -> None:
+        """`run --resume`: the journal has this spec's success; it counts, as it ended then."""
+        rec.last_exit = LastExit(Outcome.SUCCEEDED, code, None, at)
+        log.info(
+            "{}: succeeded in an earlier run; not run again (--resume)",
+            rec.path,
+            extra={"path": rec.path},
+        )
+        self._set_state(rec, State.SUCCEEDED)
 
     def _retry_blocked(self) -> None:
         blocked, self._blocked = self._blocked, []

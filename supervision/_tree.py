@@ -350,6 +350,7 @@ def start_tree(
     sink: Callable[[Event], None] | None = None,
     cooldowns: Mapping[str, tuple[float, int]] | None = None,
     output_dir: Path | None = None,
+    succeeded: Mapping[str, tuple[int | None, float]] | None = None,
 ) -> Tree:
     """Start the tree a manifest (or a ``SupervisorSpec``) describes and return its handle.
 
@@ -375,6 +376,10 @@ def start_tree(
     clock, is handed the scheduler's ``wake`` so that moving it fires timers).
     With ``output_dir`` the command output of each job whose spec keeps it
     (``JobSpec.output``) also goes to ``output_dir/PATH.log``.
+    ``succeeded`` (what ``run --resume`` found in the journal) maps the paths
+    of once-jobs that succeeded in an earlier run to that success's ``(code,
+    at)``: each stays in the tree and its status, settled as succeeded with
+    that exit and never started (a job depending on it starts at once).
     """
     spec = _tree_spec(manifest_or_spec)
     runtime = _runtime(manifest_or_spec, runtime)
@@ -420,6 +425,7 @@ def start_tree(
         sink_kinds=sink_kinds,
         state_hook=getattr(sink, "on_state", None),
         cooldowns=cooldowns or {},
+        succeeded=succeeded or {},
         budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,
     )
     tree = Tree(spec, runtime, context)

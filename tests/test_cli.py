@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from faultkit import (
     DAEMON,
+    Jobvisor,
     read_pids,
     start_daemon,
     stop_daemon,
@@ -22,6 +23,8 @@ from faultkit import (
     why_not_as_nobody,
 )
 from httpkit import HttpKit, Reply
+
+from supervision._table import flatten_status
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
@@ -675,6 +678,73 @@ jobs:
     assert one_line(out) == "jobvisor: the journal has nothing of onec; it has: bad, once"
     out = jobvisor("history", "onec", "--json", cwd=tmp_path)
     assert (out.returncode, out.stdout, out.stderr) == (0, "[]\n", "")
+
+
+def test_resume_shows_the_skipped_jobs_as_succeeded_before(tmp_path: Path) -> None:
+    """``run --resume`` left the jobs it skipped out of the table and the status document,
+    and a group it emptied showed as if its jobs had never been. They are there now, as
+    they ended: succeeded, with their journaled exit, not started again and not notified
+    again; a job waiting on one starts at once, and with every finite job done the run
+    ends (the service it started is stopped), as a first run whose jobs were quick would."""
+    heard = tmp_path / "heard.txt"
+    write(
+        tmp_path,
+        f"""
+        version: 1
+        notify:
+          - on: [succeeded]
+            command: [sh, -c, "cat >> {heard}; echo >> {heard}"]
+        jobs:
+          - {{name: a, command: [sh, -c, "echo a >> runs.txt"]}}
+          - {{name: b, command: [sh, -c, "echo b >> runs.txt"], depends_on: [a]}}
+          - group: g
+            jobs:
+              - {{name: x, command: [sh, -c, "echo x >> runs.txt"]}}
+          - {{name: svc, service: true, command: [sleep, "3600"]}}
+        """,
+    )
+    first = jobvisor("run", "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = {n["path"]: n for n in flatten_status(json.loads(first.stdout))}
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(manifest.read_text().replace("echo b", "echo b2"))
+    out = jobvisor("run", "--resume", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "skipped: a, g/x" in out.stderr
+    runs = (tmp_path / "runs.txt").read_text().split()
+    assert (sorted(runs[:3]), runs[3:]) == (["a", "b", "x"], ["b2"]), "only b ran again"
+    nodes = {n["path"]: n for n in flatten_status(json.loads(out.stdout))}
+    assert list(nodes) == ["a", "b", "g", "g/x", "svc"]
+    for path in ("a", "g/x"):
+        node = nodes[path]
+        counts = (node["state"], node["starts"], node["restarts"], node["failures"])
+        assert counts == ("succeeded", 0, 0, 0), node
+        last, then = node["last_exit"], before[path]["last_exit"]
+        assert (last["outcome"], last["code"], last["error"]) == ("succeeded", 0, None)
+        assert abs(last["at"] - then["at"]) < 0.5, "the exit of the run that had it"
+        assert node["next_start_at"] is None
+    assert (nodes["b"]["state"], nodes["b"]["starts"]) == ("succeeded", 1)
+    # The group looks as it did at the end of the first run, its job in it.
+    assert nodes["g"]["state"] == before["g"]["state"]
+    assert [c["path"] for c in nodes["g"]["children"]] == ["g/x"]
+    told = [json.loads(line)["path"] for line in heard.read_text().split("\n") if line]
+    assert sorted(told) == ["a", "b", "b", "g/x"], "a success is told in the run that had it"
+    # Nothing finite left to run: the run ends at once, the table saying what was skipped.
+    jv = Jobvisor(tmp_path, "run", "--resume")
+    try:
+        try:
+            code = jv.wait(20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"run --resume waited for a signal: exit {jv.terminate()}")
+    finally:
+        jv.close()
+    assert code == 0, jv.stderr
+    assert "skipped: a, b, g/x" in jv.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in jv.stdout.splitlines()[1:]}
+    for path in ("a", "b", "g/x"):
+        assert rows[path][:5] == ["command", "succeeded", "0", "0", "0"], jv.stdout
+        assert rows[path][5:] == ["succeeded", "(0)"], jv.stdout
+    assert rows["svc"][:3] == ["command", "stopped", "1"], jv.stdout
 
 
 def test_a_once_http_job_failing_behind_a_breaker_ends_told_and_counted(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from supervision import (
     SupervisorSpec,
     python_job,
 )
-from supervision._history import FILENAME, read_history, read_succeeded
-from supervision._journal import MIGRATIONS, job_hashes, skip_succeeded, spec_hash
+from supervision._history import FILENAME, read_history, read_succeeded, read_successes
+from supervision._journal import MIGRATIONS, job_hashes, spec_hash, succeeded_before
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,16 +47,21 @@ def test_a_run_records_every_attempt_and_decision(make_tree, tmp_path: Path) -> 
     only_bad = read_history(tmp_path / FILENAME, "bad", limit=2)
     assert [r.get("kind", r.get("outcome")) for r in only_bad] == ["failed", "give_up"]
     assert read_succeeded(tmp_path / FILENAME) == {"ok": {spec_hash(spec.children[0])}}
+    ((code, at),) = read_successes(tmp_path / FILENAME)["ok"].values()
+    (ok,) = [r for r in rows if r["type"] == "attempt" and r["path"] == "ok"]
+    assert (code, at) == (ok.get("code"), ok["at"])
 
 
 def test_resume_skips_only_identical_once_jobs_that_succeeded() -> None:
     first = python_job("a", "jobfuncs:ok", "a")
     changed = python_job("b", "jobfuncs:ok", "b2")
     spec = SupervisorSpec(children=(first, changed, SupervisorSpec(name="g", children=(first,))))
-    succeeded = {"a": {spec_hash(first)}, "b": {spec_hash(python_job("b", "jobfuncs:ok", "b"))}}
-    kept, skipped = skip_succeeded(spec, succeeded)
-    assert skipped == ["a"]
-    assert [c.name for c in kept.children] == ["b", "g"]
+    successes = {
+        "a": {spec_hash(first): (0, 5.0)},
+        "b": {spec_hash(python_job("b", "jobfuncs:ok", "b")): (0, 6.0)},
+        "g/a": {"another spec": (0, 7.0)},
+    }
+    assert succeeded_before(spec, successes) == {"a": (0, 5.0)}
 
 
 def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import sys
 import textwrap
 import threading
@@ -13,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from faultkit import run_jobvisor, start_daemon, stop_daemon, wait_until
+from httpkit import HttpKit, Reply, Stall
 
 from supervision import ManifestError, load_manifest
 from supervision._app import compose
-from supervision._events import ChildExited, StateChanged
+from supervision._events import ChildExited, GaveUp, StateChanged
 from supervision._history import journal_path, read_history
-from supervision._notify import NotifyEvent
+from supervision._notifier import Notifier
+from supervision._notify import NotifyEvent, NotifySpec
+from supervision._spec import SupervisorSpec
 from supervision._state import State
 
 if TYPE_CHECKING:
@@ -259,6 +263,175 @@ def test_a_hanging_notifier_never_delays_a_restart(tmp_path: Path, runtime: str)
     rows = [r for r in read_history(journal_path(tmp_path)) if r.get("kind") == "notify"]
     assert rows, "what was not sent is journaled as such"
     assert all(not r["detail"]["delivered"] for r in rows)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens: a connection to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def notify_rows(state_dir: Path) -> list[dict[str, Any]]:
+    return [r for r in read_history(journal_path(state_dir)) if r.get("kind") == "notify"]
+
+
+def test_a_healthy_notifier_hears_at_once_while_others_hang_or_fail(
+    tmp_path: Path, runtime: str
+) -> None:
+    """The trial's finding: every delivery shared one worker, so a hanging command held a
+    healthy notifier's events for its whole timeout, and the stop dropped them. Each
+    notifier delivers on its own now, and the stop's deadline is one for them all."""
+    out = tmp_path / "cmd.jsonl"
+    on = "on: [restarted, gave_up]"
+    with (
+        HttpKit(default=Stall()) as stuck,
+        HttpKit(default=Reply(500)) as bad,
+        HttpKit(default=Reply(204)) as good,
+    ):
+        # The broken ones first: a shared queue would hold everything behind them.
+        manifest = load_manifest(
+            textwrap.dedent(f"""\
+            version: 1
+            state_dir: {tmp_path}
+            supervisor: {{intensity: {{max_restarts: 3}}, backoff: {{initial: 0s, max: 0s}}}}
+            notify:
+              - {{name: hangcmd, {on}, timeout: 1h, command: [sleep, "3600"]}}
+              - {{name: hangcmd2, {on}, timeout: 1h, command: [sleep, "3601"]}}
+              - {{name: stuckhttp, {on}, timeout: 1h, http: {{url: "{stuck.url}/"}}}}
+              - {{name: badhttp, {on}, retry: 2, http: {{url: "{bad.url}/"}}}}
+              - {{name: deadhttp, {on}, http: {{url: "http://127.0.0.1:{closed_port()}/"}}}}
+              - {{name: badcmd, {on}, command: [sh, -c, "exit 1"]}}
+              - {{name: cmd, {on}, command: [{sys.executable}, -c, "{APPEND_STDIN}", {out}]}}
+              - {{name: good, {on}, http: {{url: "{good.url}/"}}}}
+            jobs:
+              - {{name: j, python: "jobfuncs:fail"}}
+            """),
+            env={},
+        )
+        gave_up = threading.Event()
+
+        def watch(event: Any) -> None:
+            if isinstance(event, StateChanged) and event.new is State.GAVE_UP:
+                gave_up.set()
+
+        with compose(manifest, runtime=runtime, stream=sys.stderr) as composition:
+            notifier = composition.notifier
+            assert notifier is not None
+            tree = composition.start(on_event=lambda e: (notifier.handle(e), watch(e)))
+            try:
+                assert gave_up.wait(20), "the job went through its restarts and gave up"
+                # Three restarts and the give-up, each at once, while the others still hang.
+                requests = good.wait_requests(4, timeout=5)
+                events = [json.loads(r.body)["event"] for r in requests]
+                assert events == ["restarted"] * 3 + ["gave_up"]
+                heard = wait_until(
+                    lambda: out.exists() and len(lines_of(out)) == 4 and lines_of(out),
+                    "the command heard all",
+                    timeout=5,
+                )
+                assert [e["event"] for e in heard] == ["restarted"] * 3 + ["gave_up"]
+                assert stuck.count == 1, "still stuck in its first delivery"
+            finally:
+                tree.stop(20)
+            started = time.monotonic()
+            notifier.close(1.0)
+            # One deadline for every notifier still busy, not one each.
+            assert time.monotonic() - started < 3.0
+    rows = notify_rows(tmp_path)
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_name.setdefault(row["detail"]["notifier"], []).append(row["detail"])
+    # Every delivery is journaled once, the one still in flight at the deadline too.
+    assert {name: len(details) for name, details in by_name.items()} == dict.fromkeys(
+        ("hangcmd", "hangcmd2", "stuckhttp", "badhttp", "deadhttp", "badcmd", "cmd", "good"), 4
+    )
+    for name in ("cmd", "good"):
+        assert all(d["delivered"] and d["attempts"] == 1 for d in by_name[name]), by_name[name]
+    for name in ("hangcmd", "hangcmd2", "stuckhttp", "badhttp", "deadhttp", "badcmd"):
+        assert not any(d["delivered"] for d in by_name[name]), by_name[name]
+    assert "not sent: jobvisor was stopping" in [d["error"] for d in by_name["hangcmd"]]
+    stuck_errors = {d["error"] for d in by_name["stuckhttp"]}
+    assert stuck_errors == {
+        "no answer yet when jobvisor stopped",
+        "not sent: jobvisor was stopping",
+    }, stuck_errors
+
+
+def test_run_delivers_to_a_healthy_notifier_whatever_the_broken_ones_do(tmp_path: Path) -> None:
+    """The trial's repro: a working command beside a 500, a dead port, a command exiting 1
+    and one that hangs past its timeout. The working one heard every event as it happened,
+    none was left \"not sent\" at the exit, and the exit waited at most the stop's 5 s."""
+    out = tmp_path / "cmd.jsonl"
+    on = "on: [restarted, cooldown, gave_up]"
+    with HttpKit(default=Reply(500)) as bad:
+        (tmp_path / "jobs.yaml").write_text(
+            textwrap.dedent(f"""\
+            version: 1
+            supervisor: {{intensity: {{max_restarts: 1}}, backoff: {{initial: 1ms, max: 1ms}}}}
+            notify:
+              - {{name: badhttp, {on}, retry: 2, http: {{url: "{bad.url}/"}}}}
+              - {{name: deadhttp, {on}, http: {{url: "http://127.0.0.1:{closed_port()}/"}}}}
+              - {{name: badcmd, {on}, command: [sh, -c, "exit 1"]}}
+              - {{name: hangcmd, {on}, timeout: 1s, command: [sleep, "3600"]}}
+              - {{name: cmd, {on}, command: [{sys.executable}, -c, "{APPEND_STDIN}", {out}]}}
+            jobs:
+              - group: g
+                on_exhausted: cooldown
+                cooldown: {{duration: 300ms, max_cycles: 1}}
+                intensity: {{max_restarts: 0}}
+                strategy: one_for_all
+                jobs:
+                  - {{name: j, command: [sh, -c, "exit 3"], restart: transient}}
+            """)
+        )
+        started = time.monotonic()
+        done = run_jobvisor(tmp_path, "run", "jobs.yaml")
+        took = time.monotonic() - started
+    assert done.proc.returncode == 1, done.stderr
+    heard = [(e["path"], e["event"]) for e in lines_of(out)]
+    rows = notify_rows(tmp_path / ".jobvisor")
+    mine = [r for r in rows if r["detail"]["notifier"] == "cmd"]
+    assert len(mine) == len(heard) >= 2, (heard, mine)
+    assert ("g", "cooldown") in heard
+    assert heard[-1][1] == "gave_up"
+    assert all(r["detail"]["delivered"] for r in mine), mine
+    assert took < 15, "the exit waits at most 5s for the notifications"
+
+
+def test_a_notification_a_reload_drops_delivers_its_queue_then_its_worker_ends(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.jsonl"
+    release = tmp_path / "go"
+    # Each delivery waits for the file ``go``, so the second is still queued at the reload.
+    wait_then_append = (
+        "import os, sys, time\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.01)\n"
+        + APPEND_STDIN
+    )
+    spec = NotifySpec(
+        on=(NotifyEvent.GAVE_UP,),
+        command=(sys.executable, "-c", wait_then_append, str(out), str(release)),
+        name="old",
+    )
+    rows: list[dict[str, Any]] = []
+    root = SupervisorSpec(children=())
+    notifier = Notifier((spec,), root, record=lambda _at, _path, detail: rows.append(detail))
+    try:
+        for path in ("a", "b"):
+            notifier.handle(GaveUp(path=path, at=time.time(), reason="r"))
+        notifier.update((), root)  # the reload dropped it: what it had is still delivered
+        release.touch()
+        wait_until(lambda: out.exists() and len(lines_of(out)) == 2, "both delivered")
+        wait_until(
+            lambda: not [t for t in threading.enumerate() if t.name == "jv-notify"],
+            "its worker ended",
+        )
+    finally:
+        notifier.close(5)
+    assert [e["path"] for e in lines_of(out)] == ["a", "b"]
+    assert [(d["notifier"], d["delivered"]) for d in rows] == [("old", True), ("old", True)]
 
 
 # fmt: off

@@ -31,6 +31,7 @@ from supervision import (
     start_tree,
 )
 from supervision._journal import Journal as JobJournal
+from supervision._table import flatten_status
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_BACKOFF = RestartPolicy(backoff=Backoff(initial=60.0, max=60.0, jitter=0))
@@ -151,6 +152,41 @@ class TestEmptyTrees:
         tree.remove_child("g")
         assert tree.wait(5)
         assert tree.result().ok
+
+    def test_a_job_that_succeeded_before_settles_as_succeeded_without_a_start(
+        self, make_tree, runtime: str
+    ) -> None:
+        """``run --resume``'s ``succeeded``: the job stays in the tree, settled with the exit
+        the journal kept; one depending on it starts; a group of only such jobs is up."""
+        key = f"resumed-{runtime}"
+        group = SupervisorSpec(name="g", children=(python_job("x", "jobfuncs:fail", key),))
+        spec = SupervisorSpec(
+            children=(
+                python_job("a", "jobfuncs:fail", key),
+                JobSpec(
+                    name="b",
+                    work=PythonWork(target="jobfuncs:ok", args=("b",)),
+                    depends_on=("a",),
+                ),
+                group,
+            )
+        )
+        tree = make_tree(spec, succeeded={"a": (0, 1700000000.5), "g/x": (None, 1.0)})
+        assert tree.wait(10)
+        assert tree.result().ok
+        nodes = {n["path"]: n for n in flatten_status(tree.status())}
+        for path, code, at in (("a", 0, 1700000000.5), ("g/x", None, 1.0)):
+            node = nodes[path]
+            assert (node["state"], node["starts"], node["failures"]) == ("succeeded", 0, 0)
+            assert node["last_exit"] == {
+                "outcome": "succeeded",
+                "code": code,
+                "error": None,
+                "at": at,
+            }
+        assert (nodes["b"]["state"], nodes["b"]["starts"]) == ("succeeded", 1)
+        assert nodes["g"]["state"] == "running"
+        assert jobfuncs.CALLS[key] == 0, "neither ran"
 
     def test_run_resume_with_every_once_job_done_exits_at_once(self, tmp_path: Path) -> None:
         (tmp_path / "jobs.yaml").write_text(
