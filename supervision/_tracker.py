@@ -18,9 +18,11 @@ class Tracker:
 
     Supervisors call ``update`` from their own threads; it is a dict write and
     a notify when the count reaches zero, cheap enough for every transition.
-    A tree settles when every finite leaf has; one with endless leaves only
-    settles when it ends, and one with no leaf at all (an empty manifest, a
-    ``--resume`` that left nothing to run, every child removed) has settled.
+    A tree settles when every finite leaf has (a once-job ``--resume`` skipped
+    is one, settled as succeeded from the start); one with endless leaves only
+    settles when it ends, and one with no leaf at all (an empty manifest, every
+    child removed) has settled. ``all_dead`` tells when no leaf can run again
+    by itself.
     """
 
     def __init__(self) -> None:
