@@ -375,16 +375,8 @@ class _ToStdlib(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
         return logging.getLogger(record.channel).isEnabledFor(_stdlib_level(record.level))
 
     def emit(self, record: logbook.LogRecord) -> None:
-        extra = record.extra
-        path, failure = extra.get("path"), extra.get("failure")
         with self._damper_lock:
-            summaries, write = self._damper.admit(
-                path if isinstance(path, str) else None,
-                _kind(record),
-                CLEAN if extra.get(CLEAN_EXIT) is True else _text_or_none(failure),
-                acted=extra.get(ACTED) is True,
-                restart=extra.get(RESTARTED) is True,
-            )
+            summaries, write = _admitted(self._damper, record)
         for summary in summaries:
             self._hand(_summary_record(summary, before=record.time))
         if write:
@@ -757,16 +749,8 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         if self._damper is None:
             self._write(record)
             return
-        extra = record.extra
-        path, failure = extra.get("path"), extra.get("failure")
         with self._damper_lock:
-            summaries, write = self._damper.admit(
-                path if isinstance(path, str) else None,
-                _kind(record),
-                CLEAN if extra.get(CLEAN_EXIT) is True else _text_or_none(failure),
-                acted=extra.get(ACTED) is True,
-                restart=extra.get(RESTARTED) is True,
-            )
+            summaries, write = _admitted(self._damper, record)
             teller = self._new_teller()
         if teller is not None:
             teller.start()  # not under the lock: under gevent, starting one switches greenlets
@@ -921,6 +905,19 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
     if teller is not None:
         teller.start()
     return True
+
+
+def _admitted(damper: CrashLoopDamper, record: logbook.LogRecord) -> tuple[list[Summary], bool]:
+    """``damper``'s word on ``record`` (its lock held): summaries before it, whether to write it."""
+    extra = record.extra
+    path, failure = extra.get("path"), extra.get("failure")
+    return damper.admit(
+        path if isinstance(path, str) else None,
+        _kind(record),
+        CLEAN if extra.get(CLEAN_EXIT) is True else _text_or_none(failure),
+        acted=extra.get(ACTED) is True,
+        restart=extra.get(RESTARTED) is True,
+    )
 
 
 def _summary_record(summary: Summary, before: datetime | None = None) -> logbook.LogRecord:
