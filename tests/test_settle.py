@@ -43,6 +43,16 @@ def actor(name: str, journal: Journal) -> ActorSpec:
     )
 
 
+def returning_service(name: str, key: str) -> JobSpec:
+    """A service that returns at once: each run a failure, restarted until it gives up."""
+    return JobSpec(
+        name=name,
+        work=PythonWork(target="jobfuncs:service_returns", args=(key,)),
+        schedule=Schedule(service=True),
+        restart=RestartType.PERMANENT,
+    )
+
+
 def blocked_job(name: str) -> JobSpec:
     """A once-job that runs until the test sets its event (or it is stopped)."""
     return JobSpec(name=name, work=PythonWork(target="jobfuncs:block", args=(name,)))
@@ -78,12 +88,7 @@ class TestEmptyTrees:
         self, make_tree, events
     ) -> None:
         once = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001, jitter=0))
-        dead = JobSpec(
-            name="dead",
-            work=PythonWork(target="jobfuncs:service_returns", args=("dead",)),
-            schedule=Schedule(service=True),
-            restart=RestartType.PERMANENT,
-        )
+        dead = returning_service("dead", "dead")
         inner = SupervisorSpec(name="g", policy=once, children=(replace(dead, name="deep"),))
         tree = make_tree(SupervisorSpec(policy=once, children=(dead, inner)), on_event=events)
         events.reached("dead", "gave_up")
@@ -97,12 +102,7 @@ class TestEmptyTrees:
         self, make_tree, journal, events
     ) -> None:
         once = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001, jitter=0))
-        dead = JobSpec(
-            name="dead",
-            work=PythonWork(target="jobfuncs:service_returns", args=("dead2",)),
-            schedule=Schedule(service=True),
-            restart=RestartType.PERMANENT,
-        )
+        dead = returning_service("dead", "dead2")
         children = (dead, actor("up", journal))
         tree = make_tree(SupervisorSpec(policy=once, children=children), on_event=events)
         events.reached("dead", "gave_up")
