@@ -614,8 +614,12 @@ class JobActor(OwnActor):
         )
 
     def _on_deadline(self, attempt: Attempt) -> None:
-        """Scheduler thread: the attempt ran out of time; fail it now, then stop its work."""
-        if self._attempt is not attempt:
+        """Scheduler thread: the attempt ran out of time; fail it now, then stop its work.
+
+        Not when a stop was asked before: it is ending the attempt already, with its grace
+        and its kill, and a stop is never a failure (a shutdown's was a ``timeout``).
+        """
+        if self._attempt is not attempt or self._jv_stop_requested:
             return
         error = AttemptTimeout(
             f"{self.path} attempt {attempt.number} timed out after {self.schedule.timeout}s"

@@ -191,6 +191,31 @@ def test_an_attempt_killed_after_its_grace_is_an_attempt_too(
         assert tree.status()["children"][i]["last_exit"]["outcome"] == "killed"
 
 
+def test_a_deadline_that_falls_during_a_stop_is_no_failure(make_tree, events, tmp_path) -> None:
+    """A stop asked first, its grace running, and then the attempt's timeout: the stop ends it
+    (a shutdown is never a failure). It was a `timeout`, counted in failures, the trial's
+    `stopped, failures=2, last_exit timeout (-15)`."""
+    stubborn = JobSpec(
+        name="cmd",
+        work=CommandWork(shell=f"trap '' TERM; touch {tmp_path}/trapped; while true; do sleep 0.05; done"),
+        schedule=Schedule(service=True, timeout=2.0),
+        grace=3.0,
+    )
+    tree = make_tree(tree_of(stubborn), on_event=events)
+    wait_until((tmp_path / "trapped").exists, "the command ignores TERM")
+    tree.stop_child("cmd")  # returns once it ended: killed after its grace, past the deadline
+    events.wait_for(lambda _: events.of(AttemptFinished, "cmd"), 10)
+    assert [(e.attempt, e.outcome) for e in events.of(AttemptFinished, "cmd")] == [
+        (1, Outcome.KILLED)
+    ]
+    node = tree.status()["children"][0]
+    assert (node["state"], node["failures"], node["last_exit"]["outcome"]) == (
+        "stopped",
+        0,
+        "killed",
+    )
+
+
 def test_a_failed_tick_restarts_and_the_count_goes_on(make_tree, events) -> None:
     job = python_job(
         "tick", "jobfuncs:fail_times", "tick", 1, schedule=Schedule(every=0.01, times=3)
