@@ -738,6 +738,11 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         self._sink = sink
         self._damper = damper
         self._damper_lock = _plain_lock()
+        # Held from a record's word from the damper to its last line written, by a record and by
+        # the teller alike: a record admitted while a summary is written goes after it (it
+        # could go before the summary of what led to it). The gate (``held_back``) writes
+        # nothing and never waits on it. Patched under gevent: a writer waits cooperatively.
+        self._order = threading.RLock()
         self._failed = False  # handle_error reported once
         # While failures are held, a thread that writes their summary when it falls due, though
         # no record comes to carry it; it ends when nothing is held. Under the damper's lock.
@@ -749,16 +754,17 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         if self._damper is None:
             self._write(record)
             return
-        with self._damper_lock:
-            summaries, write = _admitted(self._damper, record)
-            teller = self._new_teller()
+        with self._order:
+            with self._damper_lock:
+                summaries, write = _admitted(self._damper, record)
+                teller = self._new_teller()
+            for summary in summaries:
+                # What it sums up came before this record: so does its time.
+                self._write(_summary_record(summary, before=record.time))
+            if write:
+                self._write(record)
         if teller is not None:
-            teller.start()  # not under the lock: under gevent, starting one switches greenlets
-        for summary in summaries:
-            # What it sums up came before this record: so does its time.
-            self._write(_summary_record(summary, before=record.time))
-        if write:
-            self._write(record)
+            teller.start()  # not under a lock: under gevent, starting one switches greenlets
 
     def _new_teller(self) -> threading.Thread | None:
         """Under the damper's lock: the teller to start, when failures are held and none runs."""
@@ -775,13 +781,14 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         assert damper is not None
         while True:
             self._wake.clear()  # before reading the clock: a move after it still wakes us
-            with self._damper_lock:
-                summaries = [] if self._closed else damper.due()
-                due = damper.next_due()
-                if due is None or self._closed:
-                    self._teller = None
-            for summary in summaries:
-                self._write(_summary_record(summary))
+            with self._order:
+                with self._damper_lock:
+                    summaries = [] if self._closed else damper.due()
+                    due = damper.next_due()
+                    if due is None or self._closed:
+                        self._teller = None
+                for summary in summaries:
+                    self._write(_summary_record(summary))
             if due is None or self._closed:
                 return
             self._wake.wait(max(0.0, due - damper.now()))
@@ -813,10 +820,11 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
             self._wake.set()
             if teller is not None and teller is not threading.current_thread():
                 teller.join(5.0)
-            with self._damper_lock:
-                summaries = self._damper.flush()
-            for summary in summaries:
-                self._write(_summary_record(summary))
+            with self._order:
+                with self._damper_lock:
+                    summaries = self._damper.flush()
+                for summary in summaries:
+                    self._write(_summary_record(summary))
         self._sink.close()
 
 

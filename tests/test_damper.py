@@ -27,6 +27,7 @@ from test_cli import jobvisor, write
 
 from supervision._damper import CLEAN, CrashLoopDamper, Summary, _since
 from supervision._logging import configure_logging
+from supervision._secrets import SecretMasker
 from supervision._spec import LoggingSpec
 
 ERROR = "command x exited with 1"
@@ -566,6 +567,56 @@ def test_a_loop_that_went_quiet_is_summed_up_when_due_without_another_record() -
     # Told once: closing the log has nothing left to say.
     assert stream.getvalue().count("more times") == 1
     assert not [t for t in threading.enumerate() if t.name == "jv-log-summaries"]
+
+
+class HeldMasker(SecretMasker):
+    """Masks nothing; its masking of a line with ``text`` waits until ``go`` is set (a record
+    rendered slowly, between the damper's word on it and its write)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = threading.Event()
+        self.go = threading.Event()
+
+    def mask(self, text: str) -> str:
+        if self.text in text and not self.go.is_set():
+            self.seen.set()
+            assert self.go.wait(10)
+        return super().mask(text)
+
+
+def test_a_record_that_comes_while_a_summary_is_written_goes_after_it() -> None:
+    """The teller took the summary under the damper's lock and wrote it after: a record
+    admitted meanwhile ("gave up") could be written before the summary of what led to it."""
+    clock = ManualClock()
+    stream = io.StringIO()
+    masker = HeldMasker("more times")
+    log = logbook.Logger("supervision")
+    spec = LoggingSpec(level="information")
+    with configure_logging(spec, stream=stream, monotonic=clock, masker=masker):
+        for n in range(1, 9):
+            supervisor_cycle(log, n)
+            clock.advance(0.01)
+        clock.advance(10)  # the loop went quiet: its summary falls due, the teller writes it
+        handler = next(iter(logbook.Handler.stack_manager.iter_context_objects()))
+        handler.wake()
+        assert masker.seen.wait(10), "the teller is writing the summary"
+        done = threading.Event()
+
+        def give_up() -> None:
+            log.error("{}: gave up: {}", "crash", "too many", extra={"path": "crash"})
+            done.set()
+
+        writer = threading.Thread(target=give_up)
+        writer.start()
+        assert not done.wait(0.3), "the record waits for the summary being written"
+        masker.go.set()
+        writer.join(10)
+    lines = stream.getvalue().splitlines()
+    summary = next(i for i, line in enumerate(lines) if "more times" in line)
+    gave_up = next(i for i, line in enumerate(lines) if "crash: gave up" in line)
+    assert summary < gave_up, lines
 
 
 def test_a_summary_written_before_a_record_is_stamped_no_later_than_it() -> None:
