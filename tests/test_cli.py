@@ -312,6 +312,40 @@ jobs:
     assert "stopped" in out
 
 
+def run_stopped_twice(
+    tmp_path: Path,
+    started: list[Path],
+    first: int,
+    stopping: str,
+    errfile: Path,
+    *flags: str,
+) -> tuple[int, str]:
+    """``run`` in ``tmp_path`` until the ``started`` files exist, then ``first``, then SIGINT once
+    ``stopping`` is on its stderr (kept in ``errfile``): its exit code and stdout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with errfile.open("w") as err:
+        proc = subprocess.Popen(
+            [*CLI, *flags, "run"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+        )
+        try:
+            for path in started:
+                wait_until(path.exists, f"{path.name} made", proc=proc)
+            proc.send_signal(first)
+            wait_until(lambda: stopping in errfile.read_text(), "the stop began", proc=proc)
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return proc.returncode, out
+
+
 def test_second_signal_kills_what_ignores_the_first(tmp_path: Path) -> None:
     marker = tmp_path / "started"
     pidfile = tmp_path / "pid"
@@ -328,27 +362,13 @@ jobs:
     stop: {{grace: 60s}}
 """,
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with errfile.open("w") as err:
-        proc = subprocess.Popen(
-            [*CLI, "run"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, env=env
-        )
-        try:
-            wait_until(marker.exists, "the service started", proc=proc)
-            proc.send_signal(signal.SIGTERM)
-            wait_until(
-                lambda: "stubborn: stopping" in errfile.read_text(), "stopping began", proc=proc
-            )
-            proc.send_signal(signal.SIGINT)
-            out, _ = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    returncode, out = run_stopped_twice(
+        tmp_path, [marker], signal.SIGTERM, "stubborn: stopping", errfile
+    )
     # Not a clean stop: what still ran was killed (a `run && next` must not go on), and the
     # log says why, not that a grace ran out (it had 60 s).
     err = errfile.read_text()
-    assert proc.returncode == 1, err
+    assert returncode == 1, err
     assert "stubborn: killed (forced stop)" in err
     assert "did not stop within" not in err
     assert err.rstrip().endswith(
@@ -384,29 +404,12 @@ def test_a_second_ctrl_c_kills_a_group_too_and_says_so_once_each(
         """,
     )
     errfile = tmp_path / "stderr.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with errfile.open("w") as err:
-        proc = subprocess.Popen(
-            [*CLI, "--runtime", runtime, "run"],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            env=env,
-        )
-        try:
-            for name in ("a", "b", "last"):
-                wait_until((tmp_path / f"started.{name}").exists, f"{name} started", proc=proc)
-            proc.send_signal(signal.SIGINT)
-            wait_until(lambda: "last: stopping" in errfile.read_text(), "stopping", proc=proc)
-            proc.send_signal(signal.SIGINT)
-            out, _ = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    started = [tmp_path / f"started.{name}" for name in ("a", "b", "last")]
+    returncode, out = run_stopped_twice(
+        tmp_path, started, signal.SIGINT, "last: stopping", errfile, "--runtime", runtime
+    )
     err_text = errfile.read_text()
-    assert proc.returncode == 1, err_text
+    assert returncode == 1, err_text
     assert "did not stop within" not in err_text
     for path in ("g/a", "g/b", "last"):
         assert err_text.count(f"{path}: killed (forced stop)") == 1, err_text

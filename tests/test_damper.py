@@ -473,14 +473,27 @@ def test_every_give_up_of_a_looping_job_is_logged(make_tree: Any) -> None:
     assert len([line for line in lines if "failed (start" in line]) < 10  # still damped
 
 
-def test_every_cooldown_of_a_looping_group_is_logged(make_tree: Any) -> None:
-    # Three cooldown cycles within the damper's 10 s interval: each is a decision, each written.
+def cooldowns_until_given_up(make_tree: Any, manifest: str) -> tuple[int, list[str]]:
+    """Run ``manifest`` at information until it gives up: its cooldowns and its log's lines."""
     from conftest import Events
 
     from supervision import CooldownStarted, GaveUp, load_manifest
 
-    manifest = load_manifest(
-        textwrap.dedent("""
+    spec = load_manifest(textwrap.dedent(manifest)).tree_spec()
+    stream = io.StringIO()
+    events = Events()
+    with configure_logging(LoggingSpec(level="information"), stream=stream):
+        tree = make_tree(spec, on_event=events)
+        seen = events.wait_for(lambda items: any(isinstance(e, GaveUp) for e in items))
+        assert tree.stop(timeout=20)
+    return sum(isinstance(e, CooldownStarted) for e in seen), stream.getvalue().splitlines()
+
+
+def test_every_cooldown_of_a_looping_group_is_logged(make_tree: Any) -> None:
+    # Three cooldown cycles within the damper's 10 s interval: each is a decision, each written.
+    cycles, lines = cooldowns_until_given_up(
+        make_tree,
+        """
         version: 1
         jobs:
           - group: cool
@@ -489,28 +502,17 @@ def test_every_cooldown_of_a_looping_group_is_logged(make_tree: Any) -> None:
             backoff: {initial: 0s}
             cooldown: {duration: 50ms, probation: 10ms, max_cycles: 3}
             jobs: [{name: crashy, command: "exit 7", restart: permanent}]
-        """)
+        """,
     )
-    stream = io.StringIO()
-    events = Events()
-    with configure_logging(LoggingSpec(level="information"), stream=stream):
-        tree = make_tree(manifest.tree_spec(), on_event=events)
-        seen = events.wait_for(lambda items: any(isinstance(e, GaveUp) for e in items))
-        assert tree.stop(timeout=20)
-    cycles = sum(isinstance(e, CooldownStarted) for e in seen)
-    assert cycles == 3, seen
-    lines = stream.getvalue().splitlines()
+    assert cycles == 3, lines
     assert sum(" cooling down " in line for line in lines) == cycles, lines
 
 
 def test_every_probe_start_of_a_looping_job_is_logged(make_tree: Any) -> None:
     """The second cooldown's "probe start" was held back as a repeated line."""
-    from conftest import Events
-
-    from supervision import CooldownStarted, GaveUp, load_manifest
-
-    manifest = load_manifest(
-        textwrap.dedent("""
+    cycles, lines = cooldowns_until_given_up(
+        make_tree,
+        """
         version: 1
         supervisor:
           on_exhausted: cooldown
@@ -518,17 +520,10 @@ def test_every_probe_start_of_a_looping_job_is_logged(make_tree: Any) -> None:
           backoff: {initial: 0s}
           cooldown: {duration: 50ms, probation: 10ms, max_cycles: 3}
         jobs: [{name: crashy, command: "exit 7", restart: permanent}]
-        """)
+        """,
     )
-    stream = io.StringIO()
-    events = Events()
-    with configure_logging(LoggingSpec(level="information"), stream=stream):
-        tree = make_tree(manifest.tree_spec(), on_event=events)
-        seen = events.wait_for(lambda items: any(isinstance(e, GaveUp) for e in items))
-        assert tree.stop(timeout=20)
-    cycles = sum(isinstance(e, CooldownStarted) for e in seen)
-    probes = sum("cooldown over; probe start" in line for line in stream.getvalue().splitlines())
-    assert probes == cycles >= 2, stream.getvalue()
+    probes = sum("cooldown over; probe start" in line for line in lines)
+    assert probes == cycles >= 2, lines
 
 
 class Watched(io.StringIO):
