@@ -339,7 +339,7 @@ def test_a_real_loop_of_clean_exits_writes_one_line_per_restart_then_a_summary(
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["a", "b", "g", "g/a"]),
+            st.sampled_from(["a", "b", "g", "g/a", "g/h", "g/h/a"]),
             st.sampled_from(["started", "restart", "output"]),
             st.sampled_from([None, None, "boom", "other"]),
             st.sampled_from([0.0, 0.0, 0.5, 4.0, 11.0]),
@@ -367,6 +367,14 @@ def test_hold_is_exactly_what_admit_holds(
             assert gated.admit(path, kind, failure, now=now, restart=restart) == expected
         assert gated._bursts == plain._bursts
         assert gated._holding == plain._holding
+        # the groups index is what a scan of the holding paths would say
+        scanned: dict[str, int] = {}
+        for held in gated._holding:
+            parts = held.split("/")
+            for n in range(1, len(parts)):
+                group = "/".join(parts[:n])
+                scanned[group] = scanned.get(group, 0) + 1
+        assert gated._under == scanned
         # Every record lets the due summaries out: no holding child is left overdue.
         overdue = [p for p in gated._holding if now - _since(gated._bursts[p]) >= 10]
         assert overdue == []
