@@ -265,7 +265,9 @@ class JobActor(OwnActor):
     def on_stop(self) -> None:
         if self._probe_cancel is not None:
             self._probe_cancel.set()
-        for timer in (self._tick_timer, self._recheck):
+        with self._tick_lock:  # the scheduler's thread may be re-arming the tick right now
+            timers = (self._tick_timer, self._recheck)
+        for timer in timers:
             if timer is not None:
                 timer.cancel()
         if self._jv_stop_requested:

@@ -456,29 +456,34 @@ class Supervisor(OwnActor):
             if rec.state is State.WAITING:
                 rec.next_start_at = msg.retry_at
             return
-        rec.next_start_at = msg.retry_at
+        # Its attempt ended just before a stop reached it: the stop goes on, nothing waits.
+        stopping = rec.state is State.STOPPING
         if msg.error is not None:
             # The attempt that opened the breaker failed: told here, as the child lives on.
             error = self.ctx.shown(msg.error)
             rec.failures += 1
             rec.last_exit = LastExit(Outcome.FAILED, msg.code, error, self.ctx.wall())
-            log.error(
-                "{}: failed (attempt {}): {}; waiting: breaker {} is open, no calls until it "
-                "half-opens",
-                rec.path,
-                rec.attempts,
-                error,
-                msg.breaker,
-                extra={"path": rec.path, "attempt": rec.attempts, "failure": error},
-            )
-        else:
+            extra = {"path": rec.path, "attempt": rec.attempts, "failure": error}
+            args = (rec.path, rec.attempts, error, msg.breaker)
+            if stopping:
+                log.error("{}: failed (attempt {}): {}; breaker {} is open", *args, extra=extra)
+            else:
+                log.error(
+                    "{}: failed (attempt {}): {}; waiting: breaker {} is open, no calls until "
+                    "it half-opens",
+                    *args,
+                    extra=extra,
+                )
+        elif not stopping:
             log.info(
                 "{}: waiting: breaker {} is open; no calls until it half-opens",
                 rec.path,
                 msg.breaker,
                 extra={"path": rec.path, "attempt": rec.attempts},
             )
-        self._set_state(rec, State.WAITING)
+        if not stopping:
+            rec.next_start_at = msg.retry_at
+            self._set_state(rec, State.WAITING)
 
     def _on_final_status(self, msg: FinalStatus) -> None:
         rec = self._by_key.get(msg.key)

@@ -112,3 +112,10 @@ def record_order(key: str, name: str) -> None:
 
 
 ORDER: list[str] = []
+
+
+def deaf(key: str) -> None:
+    """Ignore cancellation; end when the test sets EVENTS[key + '.release'] (at most 30 s)."""
+    _count(key)
+    EVENTS[key + ".running"].set()
+    EVENTS[key + ".release"].wait(30)

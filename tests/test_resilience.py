@@ -19,6 +19,7 @@ from actors import (
     HttpWork,
     RetrySpec,
     RetryWait,
+    Waiting,
     join_tasks,
     step_allow,
     step_record,
@@ -232,21 +233,19 @@ def test_a_probe_that_waits_on_its_breaker_serves_its_probation_once_resumed(
     assert states[states.index("waiting") :] == ["waiting", "probation", "running"]
 
 
-def test_a_once_job_whose_trial_calls_fail_gives_up_as_its_policy_says(
-    make_tree, events
-) -> None:
+def test_a_once_job_whose_trial_calls_fail_gives_up_as_its_policy_says(make_tree, events) -> None:
     """Waiting on an open breaker burns nothing, but a trial call that fails is a failure like
     any other: restarted within the intensity, then given up (it waited for ever, its trial
     failures unlogged and uncounted)."""
     policy = RestartPolicy(backoff=Backoff(initial=0, max=0), intensity=Intensity(max_restarts=2))
     clock = ManualClock()
     breakers = build_breakers({"api": BreakerSpec(failure_threshold=1, reset_timeout=10)}, clock)
-    job = JobSpec(
-        name="a", work=PythonWork(target="jobfuncs:fail", args=("trial",)), breaker="api"
-    )
+    job = JobSpec(name="a", work=PythonWork(target="jobfuncs:fail", args=("trial",)), breaker="api")
     tree = make_tree(
         SupervisorSpec(policy=policy, children=(job,)),
-        on_event=events, breakers=breakers, monotonic=clock,
+        on_event=events,
+        breakers=breakers,
+        monotonic=clock,
     )
     events.reached("a", "waiting")  # the first failure opened it: no restart burned
     node = tree.status()["children"][0]
@@ -669,3 +668,46 @@ def test_a_retuned_breaker_keeps_its_state_and_counts_to_its_new_threshold() -> 
     assert breaker.state is BreakerState.HALF_OPEN  # the new reset_timeout
     with pytest.raises(SpecError, match="failure_threshold"):
         breaker.retune(failure_threshold=0, reset_timeout=10, half_open_max_calls=1)
+
+
+def test_a_breaker_wait_told_as_a_stop_begins_counts_the_failure_and_refuses_nothing(
+    make_tree, events, logs
+) -> None:
+    """The attempt that opened a breaker ended just before a stop reached its job: the job
+    tells ``Waiting`` (with that failure) while its supervisor has it stopping already. The
+    failure counts, the stop goes on, and no "refused transition (a jobvisor bug)" is logged.
+    """
+    breakers = build_breakers({"db": BreakerSpec(failure_threshold=1, reset_timeout=60)})
+    job = JobSpec(
+        name="a",
+        work=PythonWork(target="jobfuncs:deaf", args=("a",)),
+        schedule=Schedule(service=True),
+        breaker="db",
+        grace=30.0,
+    )
+    tree = make_tree(SupervisorSpec(children=(job,)), on_event=events, breakers=breakers)
+    assert jobfuncs.EVENTS["a.running"].wait(10)
+    stopper = threading.Thread(target=tree.stop_child, args=("a",), daemon=True)
+    stopper.start()
+    try:
+        events.reached("a", "stopping")
+        root = tree._root  # the protocol's own message, as the job's thread sends it
+        rec = root._by_name["a"]
+        failure = RuntimeError("backend down")
+        root.actor_ref.tell(Waiting(rec.key, rec.incarnation, "db", 0.0, error=failure, code=None))
+        node = wait_until(lambda: _failed_once(tree), "the failure counted", timeout=10)
+        assert node["state"] == "stopping"
+        assert "backend down" in node["last_exit"]["error"]
+        assert not [r for r in logs.records if "refused transition" in r.message]
+        said = [r.message for r in logs.records if "backend down" in r.message]
+        assert len(said) == 1, said
+        assert "breaker db is open" in said[0]
+        assert "waiting" not in said[0], "it is being stopped: it waits for nothing"
+    finally:
+        jobfuncs.EVENTS["a.release"].set()  # the attempt ends: the stop completes
+        stopper.join(10)
+
+
+def _failed_once(tree: Any) -> dict[str, Any] | None:
+    node = tree.status()["children"][0]
+    return node if node["failures"] == 1 else None
