@@ -33,7 +33,7 @@ from supervision._state import State
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
-    from actors import Breaker
+    from actors import Breaker, Outcome
     from supervision._events import Event
     from supervision._spec import ChildSpec
 
@@ -44,7 +44,8 @@ log = logbook.Logger("supervision.metrics")
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 BREAKER_VALUES: Final = {"closed": 0, "open": 1, "half_open": 2}
 EVENT_TYPES: Final = frozenset({StateChanged, ChildExited, AttemptFinished, GaveUp, BreakerChanged})
-_RESTARTED_FROM: Final = frozenset({State.BACKOFF, State.COOLDOWN})
+# A restart leaves backoff; a cooldown's probe start is a start, as the status counts it.
+_RESTARTED_FROM: Final = frozenset({State.BACKOFF})
 # Seconds: from a crash at start to a long batch job.
 _BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
 
@@ -104,8 +105,10 @@ class TreeMetrics:
         It runs in the supervisors' threads: it never blocks and never raises.
         """
         kinds: frozenset[type[Event]] | None = getattr(then, "event_types", None)
-        # State changes come through on_state, with no event made: only ``then`` gets those.
-        handlers = {kind: h for kind, h in self._handlers.items() if kind is not StateChanged}
+        # State changes and failures come through on_state and on_failure, with no event made:
+        # only ``then`` gets those.
+        inline = {StateChanged, ChildExited}
+        handlers = {kind: h for kind, h in self._handlers.items() if kind not in inline}
 
         def sink(event: Event) -> None:
             handler = handlers.get(type(event))
@@ -121,9 +124,10 @@ class TreeMetrics:
         both.event_types = (
             None
             if then is not None and kinds is None
-            else (EVENT_TYPES - {StateChanged}) | (kinds or set())
+            else (EVENT_TYPES - inline) | (kinds or set())
         )
         both.on_state = self.on_state
+        both.on_failure = self.on_failure
         return sink
 
     def observe(self, event: Event) -> None:
@@ -144,11 +148,15 @@ class TreeMetrics:
     def _state_changed(self, event: StateChanged) -> None:
         self.on_state(event.path, event.old, event.new)
 
+    def on_failure(self, path: str, outcome: Outcome) -> None:
+        """Account for one failure the status counts (a tree calls it inline: see ``sink``)."""
+        failures = self._series(path).failures
+        failures[outcome.value] = failures.get(outcome.value, 0) + 1
+
     def _child_exited(self, event: ChildExited) -> None:
-        outcome = event.outcome.value
-        if outcome in _FAILED:
-            failures = self._series(event.path).failures
-            failures[outcome] = failures.get(outcome, 0) + 1
+        # Only without the inline hook (``observe``): a sink counts failures by on_failure.
+        if event.outcome.value in _FAILED:
+            self.on_failure(event.path, event.outcome)
 
     def _attempt_finished(self, event: AttemptFinished) -> None:
         series = self._series(event.path)
@@ -172,12 +180,12 @@ class TreeMetrics:
         )
         restarts = CounterMetricFamily(
             "jobvisor_job_restarts",
-            "Starts after a failure (out of backoff or cooldown)",
+            "Restarts out of backoff, as the status counts them (a cooldown's probe is a start)",
             labels=job,
         )
         failures = CounterMetricFamily(
             "jobvisor_job_failures",
-            "Children that ended in failure, by outcome (failed, timeout, killed)",
+            "Failures, by outcome (failed, timeout, killed), as the status counts them",
             labels=(*job, "outcome"),
         )
         gave_up = CounterMetricFamily(

@@ -96,6 +96,9 @@ class TreeContext:
     # Called inline with every state change, no event built for it: a sink's ``on_state``
     # (the metrics), for which three events per restart were a fifth of what they cost.
     state_hook: Callable[[str, State, State], None] | None = None
+    # Called inline with every failure the status counts (a sink's ``on_failure``: the
+    # metrics), the one that opens a breaker too, which ends no incarnation.
+    failure_hook: Callable[[str, Outcome], None] | None = None
     # A daemon's restart: children still cooling down per the journal, {path: (left, cycle)}.
     cooldowns: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     # `run --resume`: once-jobs whose identical spec succeeded in an earlier run, {path: (code,
@@ -120,6 +123,13 @@ class TreeContext:
             sink(built)
         if bus.active:
             bus.publish(built)
+
+    def failed(self, rec: ChildRecord, outcome: Outcome) -> None:
+        """Count a failure of ``rec``'s, in its status and for the failure hook."""
+        rec.failures += 1
+        hook = self.failure_hook
+        if hook is not None:
+            hook(rec.path, outcome)
 
     def state_changed(self, path: str, old: State, new: State) -> None:
         """Publish a state change; the sink gets it only if it names ``StateChanged``."""

@@ -461,7 +461,7 @@ class Supervisor(OwnActor):
         if msg.error is not None:
             # The attempt that opened the breaker failed: told here, as the child lives on.
             error = self.ctx.shown(msg.error)
-            rec.failures += 1
+            self.ctx.failed(rec, Outcome.FAILED)
             rec.last_exit = LastExit(Outcome.FAILED, msg.code, error, self.ctx.wall())
             extra = {"path": rec.path, "attempt": rec.attempts, "failure": error}
             args = (rec.path, rec.attempts, error, msg.breaker)
@@ -595,7 +595,7 @@ class Supervisor(OwnActor):
         at = self.ctx.wall() if msg.attempt is None else msg.attempt.ended_at
         last = rec.last_exit = LastExit(reason.outcome, msg.code, error, at)
         if reason.outcome.is_failure:
-            rec.failures += 1
+            self.ctx.failed(rec, reason.outcome)
         self.ctx.publish(
             ev.ChildExited,
             lambda: ev.ChildExited(
@@ -1020,7 +1020,8 @@ class Supervisor(OwnActor):
             budget.probe()  # the tree's cooldown is over: its restarts count on probation now
         for rec in group.members:
             if rec.key in self._by_key and rec.state in (State.BACKOFF, State.COOLDOWN):
-                rec.restarts += 1
+                if rec.state is State.BACKOFF:  # a cooldown's probe start is no restart
+                    rec.restarts += 1
                 self._start_queue.append(rec)
         if group.window.probing:
             tree = budget is not None and budget.probing and not self.path

@@ -424,6 +424,7 @@ def start_tree(
         sink=sink,
         sink_kinds=sink_kinds,
         state_hook=getattr(sink, "on_state", None),
+        failure_hook=getattr(sink, "on_failure", None),
         cooldowns=cooldowns or {},
         succeeded=succeeded or {},
         budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,

@@ -25,13 +25,25 @@ from conftest import RUNTIME, Events
 from faultkit import Jobvisor, Running, run_jobvisor, start_daemon, stop_daemon, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervision import StateChanged
+from supervision import (
+    Backoff,
+    CooldownPolicy,
+    Intensity,
+    JobSpec,
+    OnExhausted,
+    PythonWork,
+    RestartPolicy,
+    Schedule,
+    StateChanged,
+    Strategy,
+)
 from supervision._app import compose, run_batch
 from supervision._httpapi import ADDRESS_FILE, PAGE_POLICY, Endpoint
 from supervision._listen import HttpSpec
 from supervision._manifest import load_manifest
 from supervision._metrics import TreeMetrics
-from supervision._spec import SupervisorSpec, python_job
+from supervision._spec import BreakerSpec, SupervisorSpec, python_job
+from supervision._tree import build_breakers
 
 TOKEN = "s3cret-t0ken-value"
 
@@ -614,3 +626,77 @@ def test_a_breaker_a_reload_adds_is_followed_by_the_metrics(tmp_path: Path) -> N
         wait_until(lambda: served.metric("jobvisor_breaker_state", breaker="api") == 1, "api open in the metrics", timeout=5)  # fmt: skip
     finally:
         assert stop_daemon(running) == 0
+
+
+def _counted(metrics: TreeMetrics, path: str) -> tuple[float, float, float]:
+    """(starts, restarts, failures of any outcome) in ``metrics`` for ``path``."""
+    found = {"starts": 0.0, "restarts": 0.0, "failures": 0.0}
+    for family in text_string_to_metric_families(metrics.text().decode()):
+        for sample in family.samples:
+            if sample.labels.get("path") != path or not sample.name.endswith("_total"):
+                continue
+            for what in found:
+                if sample.name == f"jobvisor_job_{what}_total":
+                    found[what] += sample.value
+    return found["starts"], found["restarts"], found["failures"]
+
+
+def _node(tree: Any, path: str) -> dict[str, Any]:
+    nodes = list(tree.status()["children"])
+    while nodes:
+        node = nodes.pop(0)
+        if node["path"] == path:
+            return node
+        nodes.extend(node.get("children", ()))
+    raise AssertionError(f"no {path} in the status")
+
+
+def _agree(tree: Any, metrics: TreeMetrics, path: str) -> tuple[int, int, int]:
+    node = _node(tree, path)
+    counted = (node["starts"], node["restarts"], node["failures"])
+    assert _counted(metrics, path) == counted, f"{path}: metrics against status {counted}"
+    return counted
+
+
+def test_the_metrics_count_what_the_status_counts(make_tree: Callable[..., Any]) -> None:
+    """Failures, restarts and starts agree between /metrics and the status: the failure that
+    opens a breaker (the job waits; it never exits), and a cooldown's probe start, which is a
+    start and no restart (README), for a child and for a group's members alike."""
+    cooling = RestartPolicy(
+        backoff=Backoff(initial=0, max=0, jitter=0),
+        intensity=Intensity(max_restarts=1, within=60),
+        on_exhausted=OnExhausted.COOLDOWN,
+        cooldown=CooldownPolicy(duration=0.01, probation=60, multiplier=1000, max=600),
+    )
+    failing = PythonWork(target="jobfuncs:fail", args=("x",))
+    spec = SupervisorSpec(
+        name="root",
+        policy=cooling,
+        children=(
+            JobSpec(
+                name="behind",
+                work=PythonWork(target="jobfuncs:fail", args=("b",)),
+                schedule=Schedule(service=True),
+                breaker="db",
+            ),
+            JobSpec(name="cooler", work=failing),
+            SupervisorSpec(
+                name="g",
+                strategy=Strategy.ONE_FOR_ALL,
+                policy=cooling,
+                children=(JobSpec(name="m", work=failing),),
+            ),
+        ),
+    )
+    breakers = build_breakers({"db": BreakerSpec(failure_threshold=1, reset_timeout=600)})
+    metrics = TreeMetrics(spec)
+    events = Events()
+    tree = make_tree(spec, sink=metrics.sink(), on_event=events, breakers=breakers)
+    events.reached("behind", "waiting")
+    # A restart, a cooldown, its probe start (a start, not a restart), a second cooldown (10 s).
+    events.reached("cooler", "cooldown", times=2)
+    events.reached("g/m", "cooldown", times=2)
+    tree.stop()
+    assert _agree(tree, metrics, "behind") == (1, 0, 1)
+    assert _agree(tree, metrics, "cooler") == (3, 1, 3)
+    assert _agree(tree, metrics, "g/m") == (3, 1, 3)
