@@ -67,7 +67,9 @@ def _ended(report: ChildExit, service: bool, path: str) -> ExitReason:
     if report.stop_requested:
         return ExitReason(Outcome.STOPPED, None)
     if service:
-        return ExitReason(Outcome.FAILED, ServiceExited(f"service {path} returned"))
+        how = "returned" if report.code is None else f"exited with {report.code}"
+        why = "a service runs until it is stopped, so any exit is a failure"
+        return ExitReason(Outcome.FAILED, ServiceExited(f"service {path} {how}: {why}"))
     return ExitReason(Outcome.SUCCEEDED, None)
 
 

@@ -287,6 +287,7 @@ class _Parser(WorkReader):
     def __init__(self, env: Mapping[str, str], base_dir: Path, file: str | None) -> None:
         super().__init__(file, base_dir)
         self.resolver = Resolver(env, base_dir, self._add_at, self._warn_at)
+        self.exec_path = env.get("PATH", os.defpath)
         self.secrets = self.resolver.secrets
         self.runtime = "threads"
         self.breakers: dict[str, BreakerSpec] = {}
@@ -717,6 +718,17 @@ class _Parser(WorkReader):
             mode = "periodic" if schedule.periodic else "once"
             at, what = f["ready"], "ready only on a service (service: true)"
             self.add(at, f"expected {what}, got it on a {mode} job")
+        codes = "success_exit_codes"
+        service = isinstance(schedule, Schedule) and schedule.service
+        if service and codes in f and codes not in inherited:
+            self.warn(
+                f[codes],
+                "expected success_exit_codes on a once or periodic job, got them on a "
+                "service, whose every exit is a failure (it runs until it is stopped): they "
+                "never apply; for supervisord's autorestart=unexpected, drop service: true "
+                "(a once job with restart: transient, the default, is restarted after any "
+                "other exit)",
+            )
         return self.options_read(job, f, kind, options, stop_signal)
 
     def options_read(

@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.util
+import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Final
@@ -59,6 +61,9 @@ class WorkReader(Reader):
         self.base_text = str(base_dir)
         self._classes: dict[tuple[str, str], Any] = {}
         self._importable: dict[str, bool] = {}  # top-level module names looked for
+        # Where a command's program is looked for, unless its own env sets PATH (jobvisor's
+        # environment: what its commands inherit).
+        self.exec_path = os.defpath
 
     def work(
         self, job: V, f: dict[str, V], kind: str | None, stop_signal: object, grace: object
@@ -132,12 +137,36 @@ class WorkReader(Reader):
         else:
             argv, shell = command
             given.update({"argv": argv} if shell is None else {"shell": shell})
+            if shell is None and "placement" not in f:  # a Ray node has its own programs
+                self.warn_missing_program(f["command"], argv[0], given)
         if stop_signal is not None:
             given["stop_signal"] = stop_signal
         if grace is not None:
             given["grace"] = grace
         cls = self.kind_class(f["command"], "actors._command", "CommandWork", "command jobs")
         return BAD if cls is None else self.build_read(job, cls, given, stand_ins=STAND_INS)
+
+    def warn_missing_program(self, v: V, program: str, given: dict[str, Any]) -> None:
+        """Warn of a program that is not there now: the job would fail at its start."""
+        items = self.items(v, "a list")  # read without a fault already
+        at = items[0] if items else v
+        env, cwd = given.get("env"), given.get("cwd")
+        if "/" in program:
+            file = Path(cwd if isinstance(cwd, str) else self.base_text, program)
+            if not (file.is_file() and os.access(file, os.X_OK)):
+                self.warn(
+                    at,
+                    f"expected an executable file, got {str(file)!r}, which is not one now: the "
+                    "job fails when it starts (exit 126 or 127) unless it is made one by then",
+                )
+            return
+        search = env["PATH"] if isinstance(env, dict) and "PATH" in env else self.exec_path
+        if shutil.which(program, path=search) is None:
+            self.warn(
+                at,
+                f"expected a program on PATH, got {program!r}, which is not found now: the job "
+                "fails when it starts (exit 127) unless it is installed by then",
+            )
 
     def directory(self, v: V) -> str | Bad:
         """A job's ``cwd``: resolved beside the manifest; warned of when it is not a directory."""

@@ -103,6 +103,21 @@ def test_service_that_returns_is_a_failure(make_tree, events) -> None:
     assert not tree.result().ok
 
 
+def test_a_command_service_that_exits_says_its_code_and_why_it_failed(make_tree, events) -> None:
+    policy = RestartPolicy(backoff=Backoff(initial=0, max=0), intensity=Intensity(max_restarts=0))
+    work = CommandWork(shell="exit 2", success_exit_codes=(0, 2))
+    tree = make_tree(
+        tree_of(JobSpec(name="svc", work=work, schedule=Schedule(service=True)), policy=policy),
+        on_event=events,
+    )
+    events.reached("svc", "gave_up")
+    (exit_,) = events.of(ChildExited, "svc")
+    assert exit_.error == (
+        "service svc exited with 2: a service runs until it is stopped, so any exit is a failure"
+    )
+    assert not tree.result().ok
+
+
 def test_periodic_job_with_times_runs_exactly_that_many_attempts(make_tree, events) -> None:
     job = python_job("tick", "jobfuncs:ok", "tick", schedule=Schedule(every=0.01, times=3))
     tree = make_tree(tree_of(job), on_event=events)

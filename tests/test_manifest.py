@@ -1313,10 +1313,10 @@ def test_validate_warns_of_secret_looking_plain_names_and_secrets_in_argv() -> N
         defaults:
           env: {PASSWORD: {secret: {env: DB_PASSWORD}}}
         jobs:
-          - {name: a, command: [tool, "${API_KEY}", "${HOME_DIR}"]}
-          - {name: b, command: [tool, {secret: {env: DB_PASSWORD}}]}
+          - {name: a, command: [echo, "${API_KEY}", "${HOME_DIR}"]}
+          - {name: b, command: [echo, {secret: {env: DB_PASSWORD}}]}
           - {name: c, command: "tool --key=${secret:API_TOKEN}"}
-          - {name: d, command: [tool], env: {TOKEN: "${secret:API_TOKEN}"}}
+          - {name: d, command: [echo], env: {TOKEN: "${secret:API_TOKEN}"}}
         """,
         env,
     )
@@ -1350,7 +1350,7 @@ def test_a_command_that_only_shares_text_with_a_secret_is_not_warned_of() -> Non
         jobs:
           - {name: backup, command: [sh, -c, "echo backup done"], env: {T: {secret: {env: T}}}}
           - {name: b, command: "tar czf /srv/backup.tgz /data"}
-          - {name: c, command: [tool, "--target=${secret:T}"]}
+          - {name: c, command: [echo, "--target=${secret:T}"]}
         """,
         {"T": "backup"},
     )
@@ -1367,7 +1367,7 @@ def test_cli_validate_prints_warnings_to_stderr_and_still_succeeds(tmp_path: Pat
     import sys
 
     manifest = tmp_path / "jobs.yaml"
-    manifest.write_text("version: 1\njobs:\n  - {name: a, command: [tool, {secret: {env: T}}]}\n")
+    manifest.write_text("version: 1\njobs:\n  - {name: a, command: [echo, {secret: {env: T}}]}\n")
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
         [sys.executable, str(root / "cli.py"), "validate", str(manifest)],
@@ -1658,3 +1658,65 @@ def test_a_secret_file_others_can_read_or_an_empty_one_is_warned_of(tmp_path: Pa
         ("jobs[0].env.B.secret.file", f"the secret file '{tmp_path / 'empty'}' is empty"),
     ]
     assert "s3cr3t" not in str([w.message for w in m.warnings])
+
+
+def test_a_program_that_is_not_there_now_is_warned_of(tmp_path: Path) -> None:
+    """As a missing cwd is: validate tells of it before the job fails at its start (127)."""
+    (tmp_path / "run.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "tool").write_text("#!/bin/sh\n")
+    (tmp_path / "tool").chmod(0o700)
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        doc(
+            """
+            version: 1
+            jobs:
+              - {name: a, command: [sh, -c, "true"]}
+              - {name: b, command: [no-such-program-jv, x]}
+              - {name: c, command: [./run.sh]}
+              - {name: d, command: [./tool]}
+              - {name: e, command: "no-such-program-jv && true"}
+              - {name: f, command: [mytool], env: {PATH: "TOOLS"}}
+            """
+        ).replace("TOOLS", str(tmp_path))
+    )
+    (tmp_path / "mytool").write_text("#!/bin/sh\n")
+    (tmp_path / "mytool").chmod(0o700)
+    m = load_manifest(manifest, env={"PATH": "/usr/bin:/bin"})
+    assert [(w.path, w.line) for w in m.warnings] == [
+        ("jobs[1].command[0]", 4),
+        ("jobs[2].command[0]", 5),
+    ]
+    assert m.warnings[0].message == (
+        "expected a program on PATH, got 'no-such-program-jv', which is not found now: the job "
+        "fails when it starts (exit 127) unless it is installed by then"
+    )
+    assert m.warnings[1].message == (
+        f"expected an executable file, got '{tmp_path / 'run.sh'}', which is not one now: the "
+        "job fails when it starts (exit 126 or 127) unless it is made one by then"
+    )
+
+
+def test_success_exit_codes_on_a_service_are_warned_of(tmp_path: Path) -> None:
+    """Any exit of a service is a failure (SPEC §2): its own success_exit_codes never apply."""
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        doc(
+            """
+            version: 1
+            defaults: {success_exit_codes: [0, 3]}
+            jobs:
+              - {name: a, command: [sh], service: true, success_exit_codes: [0, 2]}
+              - {name: b, command: [sh], success_exit_codes: [0, 2]}
+              - {name: c, command: [sh], service: true}
+            """
+        )
+    )
+    m = load_manifest(manifest, env={})
+    assert [(w.path, w.line) for w in m.warnings] == [("jobs[0].success_exit_codes", 4)]
+    assert m.warnings[0].message == (
+        "expected success_exit_codes on a once or periodic job, got them on a service, whose "
+        "every exit is a failure (it runs until it is stopped): they never apply; for "
+        "supervisord's autorestart=unexpected, drop service: true (a once job with restart: "
+        "transient, the default, is restarted after any other exit)"
+    )
