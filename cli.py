@@ -351,13 +351,21 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _unit(args: argparse.Namespace) -> int:
-    from supervision._unit import render_unit  # noqa: PLC0415 - stdlib only: no runtime, no pykka
+    from supervision._spec import SupervisorSpec, walk  # noqa: PLC0415
+    from supervision._unit import render_unit, stop_timeout  # noqa: PLC0415
 
     if not os.path.isfile(args.manifest):  # noqa: PTH113 - no pathlib here
         _error(f"no manifest at {args.manifest}: pass the path of the daemon's YAML file")
         return USAGE
+    manifest = _load(args)  # a unit for a manifest its daemon would refuse helps nobody
+    if manifest is None:
+        return USAGE
+    jobs = (c for _, c in walk(manifest.tree_spec()) if not isinstance(c, SupervisorSpec))
+    timeout = stop_timeout(child.grace for child in jobs)
     state_dir = getattr(args, "state_dir", None)
-    sys.stdout.write(render_unit(args.manifest, user_unit=args.user, state_dir=state_dir))
+    options = {"user_unit": args.user, "state_dir": state_dir, "timeout_stop": timeout}
+    text = render_unit(args.manifest, **options)
+    sys.stdout.write(text)
     return OK
 
 

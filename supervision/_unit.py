@@ -12,15 +12,31 @@ runs the unit from ``/``. Standard library only: this is a light command.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-__all__ = ["WATCHDOG_SEC", "jobvisor_command", "render_unit"]
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["WATCHDOG_SEC", "jobvisor_command", "render_unit", "stop_timeout"]
 
 WATCHDOG_SEC: Final = 30
-# Longer than a stop's default grace (5s) times a few groups stopping in turn.
-TIMEOUT_STOP_SEC: Final = 90
+TIMEOUT_STOP_SEC: Final = 90  # systemd's own default: a unit's never asks for less
+_REAP: Final = 1.0  # after a job's grace: SIGKILL, then its end (a python thread's abandoning)
+_SPARE: Final = 30.0  # the daemon's own end: the journal's last writes, its threads' joins
+
+
+def stop_timeout(graces: Iterable[float]) -> int:
+    """``TimeoutStopSec`` for a daemon whose jobs have these stop graces (seconds).
+
+    It stops them one after another (in reverse order, group by group), each for
+    up to its grace: their sum, a moment each to reap what was killed, and some
+    to spare; never less than systemd's default.
+    """
+    total = sum(grace + _REAP for grace in graces) + _SPARE
+    return max(TIMEOUT_STOP_SEC, math.ceil(total))
 
 
 def jobvisor_command(argv0: str | None = None, executable: str | None = None) -> list[str]:
@@ -61,11 +77,13 @@ def render_unit(
     state_dir: str | None = None,
     command: list[str] | None = None,
     user: str | None = None,
+    timeout_stop: int = TIMEOUT_STOP_SEC,
 ) -> str:
     """The unit's text for the daemon of ``manifest`` (any path: it is made absolute).
 
     A system unit runs as ``user`` (default: whoever runs ``jobvisor unit``);
     a user unit (``user_unit``) runs in that person's systemd and names no user.
+    ``timeout_stop``: how long systemd lets it stop (``stop_timeout``).
     """
     manifest = os.path.abspath(manifest)
     base = command if command is not None else jobvisor_command()
@@ -87,7 +105,7 @@ def render_unit(
         # A path, not words: quotes would be part of it.
         f"WorkingDirectory={_specifiers(os.path.dirname(manifest))}",
         "KillMode=mixed",
-        f"TimeoutStopSec={TIMEOUT_STOP_SEC}s",
+        f"TimeoutStopSec={timeout_stop}s",
         "Restart=on-failure",
         "RestartSec=2s",
         "Environment=PYTHONUNBUFFERED=1",

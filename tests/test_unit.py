@@ -172,3 +172,36 @@ def test_the_units_commands_run_and_reload_the_daemon(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         notify.close()
+
+
+def test_the_stop_timeout_covers_every_jobs_grace_in_turn(tmp_path: Path) -> None:
+    """The daemon stops its jobs one after another, each up to its grace: systemd's
+    TimeoutStopSec must not SIGKILL it half way (it was 90 s whatever the manifest)."""
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(
+            """\
+            version: 1
+            defaults: {stop: {grace: 60s}}
+            jobs:
+              - {name: a, command: [sleep, "9"], service: true}
+              - {name: w, command: [sleep, "9"], service: true, replicas: 2}
+              - group: g
+                jobs:
+                  - {name: b, command: [sleep, "9"], service: true, stop: {grace: 10s}}
+            """
+        )
+    )
+    # 60 + 2 x 60 + 10 of graces, a second each to reap what was killed, and 30 s to spare.
+    assert unit_of(tmp_path)["Service"]["TimeoutStopSec"] == f"{190 + 4 + 30}s"
+    (tmp_path / "jobs.yaml").write_text("version: 1\njobs:\n  - {name: a, command: [ls]}\n")
+    assert unit_of(tmp_path)["Service"]["TimeoutStopSec"] == "90s"  # never below systemd's own
+
+
+def test_a_unit_for_a_bad_manifest_is_refused_with_its_problems(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text("version: 1\njobs:\n  - {name: a, comand: [ls]}\n")
+    done = subprocess.run(
+        [*CLI, "unit"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert "jobs[0].comand: unknown key 'comand'" in done.stderr
+    assert done.stdout == ""
