@@ -150,8 +150,52 @@ def show(value: object) -> str:  # noqa: PLR0911 - one return per kind of value 
     return f"a {type(value).__name__}"
 
 
+# supervisord's and systemd's words for a job's fields, as people migrating write them.
+_POLICY_HINT: Final = (
+    "backoff and intensity belong to a supervisor: put the job in a group (group: NAME, with "
+    "backoff: and jobs: [the job]), or set the root's under supervisor:"
+)
+_JOB_WORDS: Final = {
+    "autostart": "nothing: every job starts with its tree (stop one with jobvisor stop NAME)",
+    "autorestart": "restart: permanent (supervisord's true), transient (unexpected, the "
+    "default) or temporary (false)",
+    "startretries": "intensity: {max_restarts: N, within: 60s}, which belongs to a supervisor "
+    "(a group's, or the root's under supervisor:)",
+    "startsecs": "ready: a probe that says when a service is up ({tcp: ...}, {http: ...} or "
+    "{command: [...]})",
+    "exitcodes": "success_exit_codes",
+    "stopsignal": "stop: {signal: TERM}",
+    "stopwaitsecs": "stop: {grace: 10s}",
+    "directory": "cwd",
+    "environment": "env",
+    "numprocs": "replicas",
+    "priority": "the order of the jobs list (they start in order) and depends_on",
+    "stdout_logfile": "output: {max_bytes: ..., backups: ...} (both streams go to "
+    "STATE_DIR/output/PATH.log)",
+    "redirect_stderr": "output: (both streams go to one file, each line says which)",
+    "execstart": "command",
+    "workingdirectory": "cwd",
+    "restartsec": "backoff: {initial: 2s}, which belongs to a supervisor (a group's, or the "
+    "root's under supervisor:)",
+    "timeoutstopsec": "stop: {grace: 10s}",
+    "successexitstatus": "success_exit_codes",
+    "oncalendar": 'cron: "m h dom mon dow"',
+}
+_POLICY_WORDS: Final = frozenset({"backoff", "intensity", "on_exhausted", "cooldown", "strategy"})
+
+
 def unknown_key(key: object, allowed: Sequence[str]) -> str:
-    """The message for a key that is not one of ``allowed``, with the closest one if any."""
+    """The message for a key that is not one of ``allowed``, with the closest one if any.
+
+    On a job (``allowed`` holds ``success_exit_codes``), supervisord's and systemd's words
+    and a supervisor's fields are told where jobvisor has them.
+    """
+    if isinstance(key, str) and "success_exit_codes" in allowed:
+        if key in _POLICY_WORDS:
+            return f"unknown key {show(key)}; {_POLICY_HINT}"
+        word = _JOB_WORDS.get(key.lower())
+        if word is not None:
+            return f"unknown key {show(key)}; jobvisor's word is {word}"
     close = _closest(key, allowed) if isinstance(key, str) else []
     if close:
         return f"unknown key {show(key)}; did you mean {close[0]!r}?"

@@ -1720,3 +1720,34 @@ def test_success_exit_codes_on_a_service_are_warned_of(tmp_path: Path) -> None:
         "supervisord's autorestart=unexpected, drop service: true (a once job with restart: "
         "transient, the default, is restarted after any other exit)"
     )
+
+
+def test_supervisord_and_systemd_words_on_a_job_say_what_jobvisor_calls_them() -> None:
+    text = """
+version: 1
+jobs:
+  - name: web
+    command: [sleep, "9"]
+    autorestart: unexpected
+    startretries: 3
+    stopwaitsecs: 10
+    directory: /srv
+    backoff: {initial: 1s}
+"""
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    said = {issue.path: issue.message for issue in caught.value.issues}
+    assert said["jobs[0].autorestart"] == (
+        "unknown key 'autorestart'; jobvisor's word is restart: permanent (supervisord's "
+        "true), transient (unexpected, the default) or temporary (false)"
+    )
+    assert said["jobs[0].startretries"].startswith("unknown key 'startretries'; jobvisor's word")
+    assert said["jobs[0].stopwaitsecs"] == (
+        "unknown key 'stopwaitsecs'; jobvisor's word is stop: {grace: 10s}"
+    )
+    assert said["jobs[0].directory"] == "unknown key 'directory'; jobvisor's word is cwd"
+    assert said["jobs[0].backoff"] == (
+        "unknown key 'backoff'; backoff and intensity belong to a supervisor: put the job in a "
+        "group (group: NAME, with backoff: and jobs: [the job]), or set the root's under "
+        "supervisor:"
+    )
