@@ -742,8 +742,11 @@ def _control(args: argparse.Namespace) -> int:
     if args.command == "status":
         from supervision._table import summary_table  # noqa: PLC0415
 
+        # On a terminal one line a row (the whole of each is in --json); into a pipe, whole.
         text = (
-            json.dumps(result, indent=2) if getattr(args, "json", False) else summary_table(result)
+            json.dumps(result, indent=2)
+            if getattr(args, "json", False)
+            else summary_table(result, fit="cut")
         )
         sys.stdout.write(text + "\n")
         if not getattr(args, "json", False) and result.get("breakers"):

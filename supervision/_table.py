@@ -15,7 +15,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any, Literal, TextIO
 
-__all__ = ["columns", "flatten_status", "summary_table"]
+__all__ = [
+    "MIN_PATH",
+    "columns",
+    "exit_text",
+    "flatten_status",
+    "split_room",
+    "summary_table",
+    "until",
+]
 
 
 def flatten_status(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -31,19 +39,28 @@ def summary_table(
     mask: Callable[[str], str] = str,
     width: int | Literal["auto"] | None = "auto",
     now: float | None = None,
+    *,
+    fit: Literal["wrap", "cut"] = "wrap",
 ) -> str:
     """The status as a table: one row per child with state, counters and last exit.
 
     When a child waits to start (a backoff, a cooldown, a periodic job's next
     tick), a NEXT START column says in how long, from ``now`` (epoch seconds,
-    default the clock's). The last column wraps so that no line is wider
-    than ``width`` (by default the terminal's, when stdout is one; None:
-    never wrap). When the other columns leave it less than ``_MIN_LAST``
-    characters, it goes on indented lines below its row instead. Errors are
-    masked with ``mask``, and their control characters escaped.
+    default the clock's). Errors are masked with ``mask``, and their control
+    characters escaped.
+
+    ``width`` is the terminal's (by default stdout's, when it is one); the
+    table is then made to fit it. A long PATH gives up its start (``…`` and
+    the end of the path, which names the job). The last column, with
+    ``fit="wrap"`` (the table ``run`` ends with: nothing of an error is
+    lost), wraps under itself, or on indented lines below its row when the
+    others leave it less than ``_MIN_LAST`` characters; with ``fit="cut"``
+    (``status``: one line a row) it is cut with ``…`` too. With ``width``
+    None (a pipe: scripts read it) every cell is whole.
     """
     import time  # noqa: PLC0415 - with the table only: a control command's start stays light
 
+    from supervision._cells import cells, cut, cut_start, pad  # noqa: PLC0415
     from supervision._printable import printable  # noqa: PLC0415
 
     if width == "auto":
@@ -64,32 +81,69 @@ def summary_table(
             str(node["failures"]),
         )
         if upcoming:
-            row += (_until(node.get("next_start_at"), clock),)
-        rows.append((*row, printable(_exit_text(node.get("last_exit"), mask))))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+            row += (until(node.get("next_start_at"), clock),)
+        rows.append((*row, printable(exit_text(node.get("last_exit"), mask))))
+    widths = [max(cells(row[i]) for row in rows) for i in range(len(header) - 1)]
+    # The other columns of a row's first line, and the gap after each column but the last.
+    fixed = sum(widths[1:]) + 2 * len(widths)
+    last = max(cells(row[-1]) for row in rows)
+    if width is not None and fit == "cut":
+        widths[0], last = split_room(width - fixed, widths[0], last, MIN_PATH, len(header[-1]))
+    elif width is not None and width - fixed - widths[0] < _MIN_LAST:
+        # Beside a PATH cut no shorter than MIN_PATH, or below a row cut to fit the width.
+        beside = width - fixed - _MIN_LAST
+        alone = min(widths[0], max(MIN_PATH, width - fixed + 2))  # +2: no gap ends that line
+        widths[0] = beside if beside >= MIN_PATH else alone
     start = sum(widths) + 2 * len(widths)
     room = None if width is None else width - start
-    below = room is not None and room < _MIN_LAST
+    below = room is not None and room < _MIN_LAST and fit == "wrap"
     lines: list[str] = []
-    for row in rows:
-        lead = "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  "
+    for path, *cols, error in rows:
+        cut_row = [cut_start(path, widths[0]), *cols]
+        lead = "  ".join(pad(cell, w) for cell, w in zip(cut_row, widths, strict=True)) + "  "
         if room is None:
-            lines.append(lead + row[-1])
+            lines.append(lead + error)
+        elif fit == "cut":
+            assert width is not None
+            # Columns too wide for a narrow terminal even so: its edge cuts the row.
+            lines.append(cut((lead + cut(error, last)).rstrip(), width))
         elif below:
             assert width is not None
             lines.append(lead.rstrip())
-            lines += ["    " + part for part in _wrap(row[-1], max(width - 4, _MIN_LAST))]
+            lines += ["    " + part for part in _wrap(error, max(width - 4, _MIN_LAST))]
         else:
-            first, *rest = _wrap(row[-1], room)
+            first, *rest = _wrap(error, room)
             lines.append(lead + first)
             lines += [" " * start + part for part in rest]
     return "\n".join(line.rstrip() for line in lines)
 
 
 _MIN_LAST = 20  # the narrowest the last column of the table is wrapped to beside its row
+MIN_PATH = 10  # the narrowest a long PATH is cut to: "…" and 9 characters of its end
 
 
-def _exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:
+def split_room(
+    room: int, first: int, second: int, min_first: int, min_second: int
+) -> tuple[int, int]:
+    """Two columns' widths, ``first`` and ``second`` wide, made to share ``room`` cells.
+
+    The narrower keeps its width when it takes no more than half; otherwise
+    both get half. Neither is cut below its minimum (or its own width, when
+    that is less): on a screen too narrow for that, its edge cuts the row.
+    """
+    if first + second <= room:
+        return first, second
+    half = room // 2
+    if second <= half:
+        wide = (room - second, second)
+    elif first <= room - half:
+        wide = (first, room - first)
+    else:
+        wide = (room - half, half)
+    return max(min(first, min_first), wide[0]), max(min(second, min_second), wide[1])
+
+
+def exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:
     if last is None:
         return "-"
     text = str(last["outcome"])
@@ -101,7 +155,7 @@ def _exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:
     return text
 
 
-def _until(at: object, now: float) -> str:
+def until(at: object, now: float) -> str:
     """How long until ``at`` (epoch seconds), as a person reads it; "-" when nothing waits."""
     if not isinstance(at, int | float):
         return "-"
@@ -120,8 +174,9 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def columns(stream: TextIO) -> int | None:
-    """The width of the terminal ``stream`` is, or None when it is not one."""
+    """The width of the terminal ``stream`` is, or None when it is not one or does not know it."""
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        # 0: a terminal whose size was never set (some remote shells); cut to 0, rows are empty.
+        return os.get_terminal_size(stream.fileno()).columns or None
     except (AttributeError, OSError, ValueError):  # no fileno, not a terminal, closed
         return None

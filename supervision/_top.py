@@ -1,11 +1,12 @@
 """``jobvisor top``: a live view of the daemon's tree in the terminal, redrawn twice a second.
 
 One row per child (path, state, restarts, last exit, next start), groups
-indented, states coloured on a colour terminal; a long last exit is cut so
-that every column fits the terminal's width. The status comes from the
-control socket like ``jobvisor status``; ``q`` or Ctrl-C quits with 0. It uses
-the standard library's ``curses`` (a table redrawn in place needs nothing
-more), and imports nothing of the runtime.
+indented, states coloured on a colour terminal; a long path or last exit is
+cut so that every column fits the terminal's width. More rows than fit
+scroll (arrows, j/k, PgUp/PgDn, Home/End), a footer saying which are shown.
+The status comes from the control socket like ``jobvisor status``; ``q`` or
+Ctrl-C quits with 0. It uses the standard library's ``curses`` (a table
+redrawn in place needs nothing more), and imports nothing of the runtime.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import itertools
 import sys
 import time
 
+from supervision._cells import cells, cut, cut_start
 from supervision._client import NoDaemonError, find_state_dir, request
 from supervision._printable import printable
-from supervision._table import _exit_text
+from supervision._table import MIN_PATH, exit_text, split_room, until
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,6 +46,19 @@ HEADER: Final = ("PATH", "STATE", "RESTARTS", "LAST EXIT", "NEXT START")
 _LAST_EXIT: Final = HEADER.index("LAST EXIT")
 _MIN_LAST_EXIT: Final = len("LAST EXIT")  # the narrowest it is cut to: its header stays whole
 _GAP: Final = 2  # spaces between two columns
+_CHROME: Final = 4  # lines that are not rows: the title, a problem, the header, the footer
+# Key -> how far it moves the rows shown: rows, pages, or (Home, End) as far as there are rows.
+_KEYS: Final = {
+    curses.KEY_DOWN: (1, "row"),
+    ord("j"): (1, "row"),
+    curses.KEY_UP: (-1, "row"),
+    ord("k"): (-1, "row"),
+    curses.KEY_NPAGE: (1, "page"),
+    curses.KEY_PPAGE: (-1, "page"),
+    curses.KEY_END: (1, "all"),
+    curses.KEY_HOME: (-1, "all"),
+}
+_ALL: Final = 1 << 30  # more rows than a tree has: _draw brings the first one shown back in
 
 
 def rows(doc: dict[str, Any], now: float) -> list[tuple[str, ...]]:
@@ -54,9 +69,8 @@ def rows(doc: dict[str, Any], now: float) -> list[tuple[str, ...]]:
         for node in nodes:
             group = node.get("kind") == "group"
             name = "  " * depth + str(node.get("name", node.get("path"))) + ("/" if group else "")
-            at = node.get("next_start_at")
-            upcoming = f"in {max(0.0, at - now):.1f}s" if isinstance(at, int | float) else "-"
-            last = printable(_exit_text(node.get("last_exit"), str).splitlines()[0])
+            upcoming = until(node.get("next_start_at"), now)
+            last = printable(exit_text(node.get("last_exit"), str).splitlines()[0])
             out.append((name, str(node["state"]), str(node["restarts"]), last, upcoming))
             visit(node.get("children") or [], depth + 1)
 
@@ -67,24 +81,33 @@ def rows(doc: dict[str, Any], now: float) -> list[tuple[str, ...]]:
 def layout(table: list[tuple[str, ...]], width: int) -> list[list[tuple[int, str]]]:
     """Each row's cells, with the column each starts at, for a screen ``width`` wide.
 
-    A column is as wide as its widest cell, but LAST EXIT (an error can be a
-    line long) gives up room, its text cut with an ellipsis, so that NEXT
-    START still fits. On a screen too narrow even for that, the screen's edge
-    cuts what does not fit, the first columns staying whole.
+    A column is as wide as its widest cell (in a terminal's cells: an emoji
+    takes two), but PATH and LAST EXIT (a name or an error can be a line
+    long) share what the other columns leave, each cut with an ellipsis: a
+    path keeps its indent and its end. On a screen too narrow even for that,
+    the screen's edge cuts what does not fit, the first columns staying whole.
     """
-    widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
-    over = sum(widths) + _GAP * (len(widths) - 1) - width
-    if over > 0:
-        widths[_LAST_EXIT] = max(_MIN_LAST_EXIT, widths[_LAST_EXIT] - over)
+    widths = [max(cells(row[i]) for row in table) for i in range(len(HEADER))]
+    others = sum(widths) - widths[0] - widths[_LAST_EXIT] + _GAP * (len(widths) - 1)
+    widths[0], widths[_LAST_EXIT] = split_room(
+        width - others, widths[0], widths[_LAST_EXIT], MIN_PATH, _MIN_LAST_EXIT
+    )
     starts = list(itertools.accumulate((w + _GAP for w in widths[:-1]), initial=0))
     return [
-        [(x, _cut(cell, w)) for x, cell, w in zip(starts, row, widths, strict=True)]
+        [
+            (x, _cut_path(cell, w) if i == 0 else cut(cell, w))
+            for i, (x, cell, w) in enumerate(zip(starts, row, widths, strict=True))
+        ]
         for row in table
     ]
 
 
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _cut_path(cell: str, width: int) -> str:
+    name = cell.lstrip(" ")
+    indent = len(cell) - len(name)
+    if cells(cell) <= width or width - indent < 2:  # no room for "…" and a character
+        return cut(cell, width)
+    return cell[:indent] + cut_start(name, width - indent)
 
 
 def run_top(manifest: str, state_dir: str | None) -> int:
@@ -111,6 +134,8 @@ class _Screen:
         self.reply = first
         self.problem = ""  # why the last request failed; "" when it worked
         self.colours: dict[str, int] = {}
+        self.first = 0  # the index of the first row shown: what the scroll keys move
+        self.page = 1  # how many rows the last drawing had room for: what a page key moves by
 
     def loop(self, screen: Any) -> None:
         self._setup(screen)
@@ -123,7 +148,12 @@ class _Screen:
                 key = screen.getch()
                 if key in (ord("q"), ord("Q")):
                     return
-                if key == curses.KEY_RESIZE:
+                if key in _KEYS:
+                    count, unit = _KEYS[key]
+                    by = {"row": 1, "page": self.page, "all": _ALL}[unit]
+                    self.first = max(0, self.first + count * by)  # _draw knows where the end is
+                    self._draw(screen)
+                elif key == curses.KEY_RESIZE:
                     self._draw(screen)
             fetched = time.monotonic()
             self._fetch()
@@ -155,22 +185,34 @@ class _Screen:
             self._put(screen, 1, printable(self.problem), width, self.colours.get("failed", 0))
         elif result is None:
             self._put(screen, 1, printable(str(self.reply.get("error"))), width)
-        table = [HEADER, *rows(result or {}, time.time())]
-        for y, placed in enumerate(layout(table, width)[: max(0, height - 3)], 2):
-            for i, (x, cell) in enumerate(placed):
-                attr = curses.A_BOLD if y == 2 else 0
+        breakers = (result or {}).get("breakers")
+        header, *placed = layout([HEADER, *rows(result or {}, time.time())], width)
+        self.page = max(1, height - _CHROME - (1 if breakers else 0))
+        # Rows come and go with a reload: the last page stays full, the first row shown is kept.
+        self.first = max(0, min(self.first, len(placed) - self.page))
+        shown = placed[self.first : self.first + self.page]
+        for y, row in enumerate([header, *shown], 2):
+            for i, (x, cell) in enumerate(row):
+                attr = curses.A_BOLD if y == 2 else 0  # the header's line
                 if i == 1 and y > 2:
                     attr = self.colours.get(cell, 0)
                 self._put(screen, y, cell, width - x, attr, x=x)
-        if result is not None and result.get("breakers"):
-            breakers = ", ".join(f"{k}={v}" for k, v in result["breakers"].items())
-            y = min(len(table) + 3, height - 1)
-            self._put(screen, y, f"breakers: {breakers}", width)
+        y = 3 + len(shown)
+        if placed:
+            footer = f"rows {self.first + 1}-{self.first + len(shown)} of {len(placed)}"
+            if len(shown) < len(placed):
+                footer += "  (Up/Down, j/k, PgUp/PgDn, Home/End scroll)"
+            self._put(screen, y, footer, width, curses.A_BOLD)
+        if breakers:
+            said = ", ".join(f"{k}={v}" for k, v in breakers.items())
+            self._put(screen, y + 1, f"breakers: {said}", width)
         screen.refresh()
 
     @staticmethod
     def _put(screen: Any, y: int, text: str, room: int, attr: int = 0, *, x: int = 0) -> None:
         if room <= 0:
             return
+        # Cut to the cells left, not to a count of characters: curses wraps what overflows
+        # the line, and an emoji takes two cells.
         with contextlib.suppress(curses.error):  # the bottom-right cell, or a shrunk terminal
-            screen.addnstr(y, x, text, room, attr)
+            screen.addstr(y, x, cut(text, room), attr)

@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import RUNTIME
+from faultkit import start_daemon, stop_daemon, wait_until
 from test_cli import CLI, ROOT, jobvisor, write
 
-from supervision._table import summary_table
+from supervision._table import columns, flatten_status, summary_table
 
 RECORD = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.+-]+ (TRACE|DEBUG|INFO|NOTICE|WARNING|ERROR|CRITICAL) ")
 PROGRESS = re.compile(r"\[\d\d:\d\d:\d\d\] \d+ \w+")
@@ -187,9 +189,44 @@ def test_on_a_narrow_terminal_the_last_column_goes_below_its_row() -> None:
     lines = summary_table(doc, width=60).splitlines()
     assert lines[0].rstrip().endswith("FAILURES")
     assert lines[1] == "    LAST EXIT"
-    assert lines[2].startswith("a-much-longer-job-name  command")
-    assert all(line.startswith("    ") and len(line) <= 60 for line in lines[3:])
+    # The path gives up its start so that the row fits: its end names the job.
+    assert lines[2].startswith("…nger-job-name  command")
+    assert all(len(line) <= 60 for line in lines)
+    assert all(line.startswith("    ") for line in lines[3:])
     assert "exited with 3 after 2 tries" in " ".join(lines[3:])
+
+
+A_NAME = "nightly-warehouse-export-to-the-reporting-cluster-with-every-retry-on"  # 69, valid
+
+
+@pytest.mark.parametrize("width", [100, 80])
+def test_the_final_table_cuts_a_long_path_and_wraps_the_last_column(width: int) -> None:
+    doc = {"children": [node(f"etl/{A_NAME}", LONG), node("ok", None)]}
+    lines = summary_table(doc, width=width).splitlines()
+    assert all(len(line) <= width for line in lines), lines
+    row = next(line for line in lines if line.startswith("…"))
+    assert A_NAME.endswith(row.split()[0][1:])
+    text = " ".join(" ".join(lines).split())
+    assert "smtp.invalid; exit 3' exited with 3 after 2 tries" in text  # wrapped: nothing lost
+
+
+@pytest.mark.parametrize("width", [100, 80])
+def test_status_on_a_terminal_is_one_line_a_row(width: int) -> None:
+    waiting = {**node(f"etl/{A_NAME}", LONG), "state": "backoff", "next_start_at": 1080.0}
+    doc = {"children": [waiting, node("mailer", LONG), node("ok", None)]}
+    lines = summary_table(doc, width=width, now=1000.0, fit="cut").splitlines()
+    assert len(lines) == 4, lines
+    assert all(len(line) <= width for line in lines), lines
+    header, long, mailer, ok = lines
+    assert header.split("  ")[0] == "PATH"
+    assert header.rstrip().endswith("LAST EXIT")
+    assert long.startswith("…")
+    assert A_NAME.endswith(long.split()[0][1:])
+    assert long[header.index("NEXT START") :].startswith("in 1m20s  ")
+    assert long.endswith("…")
+    assert mailer.startswith("mailer ")
+    assert mailer.endswith("…")
+    assert ok.split()[-1] == "-"
 
 
 def test_the_summary_table_escapes_control_characters_and_masks() -> None:
@@ -246,3 +283,75 @@ def test_a_jobs_error_with_control_characters_is_escaped_everywhere_it_is_shown(
         assert "boom \\x1b]0;pwned\\x07 \\x1b[2J done" in text, where
         assert "\x1b" not in text, where
         assert "\x07" not in text, where
+
+
+def status_on_a_terminal(cwd: Path, columns: int) -> str:
+    """``jobvisor status`` with its stdout on a pty ``columns`` wide: what it wrote there."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    attrs = termios.tcgetattr(slave)
+    attrs[1] &= ~termios.ONLCR  # the lines as written, without the terminal's \r
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env["PYTHONPATH"] = str(ROOT)
+    try:
+        proc = subprocess.Popen(
+            [*CLI, "status"], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=slave
+        )
+        os.close(slave)
+        chunks: list[bytes] = []
+        while select.select([master], [], [], 30)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: status closed its end
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        os.close(master)
+    return b"".join(chunks).decode()
+
+
+def test_status_fits_a_terminal_and_prints_whole_into_a_pipe(tmp_path: Path) -> None:
+    tail = "echo the-reporting-cluster-refused-the-connection-again-and-again"
+    manifest = f"""
+    version: 1
+    supervisor: {{backoff: {{initial: 10m, max: 10m, jitter: 0}}}}
+    jobs:
+      - group: etl
+        backoff: {{initial: 10m, max: 10m, jitter: 0}}
+        jobs:
+          - {{name: {A_NAME}, restart: permanent, command: "{tail}; exit 1"}}
+      - {{name: mailer, restart: permanent, command: "{tail}; exit 3"}}
+    """
+    running = start_daemon(tmp_path, manifest, "--runtime", RUNTIME)
+    try:
+        states = ["running", "backoff", "backoff"]  # etl, its job, mailer
+        wait_until(
+            lambda: [n["state"] for n in flatten_status(running.status())] == states,
+            "both jobs wait to restart",
+        )
+        shown = status_on_a_terminal(tmp_path, 100).splitlines()
+        piped = running.cli("status")
+    finally:
+        assert stop_daemon(running) == 0
+    assert len(shown) == 4, shown  # the header, etl, its job, mailer: one line each
+    assert all(len(line) <= 100 for line in shown), shown
+    assert any(line.startswith("…") and "backoff" in line for line in shown), shown
+    assert piped.returncode == 0, piped.stderr
+    whole = piped.stdout.splitlines()
+    assert len(whole) == 4, whole
+    assert f"etl/{A_NAME}  " in piped.stdout
+    assert whole[-1].endswith(f"{tail}; exit 3 exited with 3")
+
+
+def test_a_terminal_that_does_not_know_its_width_gets_the_whole_table() -> None:
+    master, slave = os.openpty()  # a size never set: 0 columns, as some remote shells give
+    try:
+        with os.fdopen(os.dup(slave), "w") as stream:
+            assert columns(stream) is None
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -17,6 +18,8 @@ import pytest
 from conftest import RUNTIME
 from faultkit import CLI, ENV, Running, start_daemon, stop_daemon
 
+from supervision._cells import cells, cut, cut_start
+from supervision._table import summary_table
 from supervision._top import HEADER, layout, rows
 
 MANIFEST = """
@@ -40,8 +43,8 @@ ROWS, COLUMNS = 30, 120
 class Terminal:
     """``jobvisor top`` on a pseudo-terminal of ours; ``screen`` is what a person would see."""
 
-    def __init__(self, cwd: Path, columns: int = COLUMNS) -> None:
-        env = {**ENV, "TERM": "xterm-256color", "LINES": str(ROWS), "COLUMNS": str(columns)}
+    def __init__(self, cwd: Path, columns: int = COLUMNS, lines: int = ROWS) -> None:
+        env = {**ENV, "TERM": "xterm-256color", "LINES": str(lines), "COLUMNS": str(columns)}
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec at once (the test process has threads)
             try:
@@ -50,7 +53,7 @@ class Terminal:
             finally:
                 os._exit(127)
         self.pid, self.fd = pid, fd
-        self.screen = pyte.Screen(columns, ROWS)
+        self.screen = pyte.Screen(columns, lines)
         self.stream = pyte.ByteStream(self.screen)
         self.code: int | None = None
 
@@ -85,6 +88,19 @@ class Terminal:
             cells = line.split()
             if cells and cells[0] == name:
                 return cells
+        return None
+
+    def cells(self, y: int) -> str:
+        """Line ``y`` one character a cell: a wide character's second cell is ``\\0``."""
+        line = self.screen.buffer[y]
+        return "".join(line[x].data or "\0" for x in range(self.screen.columns))
+
+    def footer(self) -> tuple[int, int, int] | None:
+        """The first row shown, the last one and how many there are, as the footer says."""
+        for line in self.lines():
+            if found := re.fullmatch(r"rows (\d+)-(\d+) of (\d+)\b.*", line):
+                first, last, total = found.groups()
+                return int(first), int(last), int(total)
         return None
 
     def finish(self, timeout: float = 20.0) -> int:
@@ -249,3 +265,198 @@ def test_top_on_a_100_column_terminal_shows_next_start(tmp_path: Path) -> None:
     finally:
         term.close()
         assert stop_daemon(running) == 0
+
+
+# -- a long path, and wide characters ------------------------------------------------------------
+
+NAME = "nightly-warehouse-export-to-the-reporting-cluster-with-every-retry-on"  # 69, valid
+A_LONG_DOC = {
+    "children": [
+        {
+            "name": "etl",
+            "kind": "group",
+            "state": "running",
+            "restarts": 0,
+            "children": [
+                {
+                    "name": NAME,
+                    "kind": "command",
+                    "state": "backoff",
+                    "restarts": 3,
+                    "last_exit": {"outcome": "failed", "code": 1, "error": None},
+                    "next_start_at": 1080.0,
+                },
+            ],
+        },
+        {
+            "name": "chatty",
+            "kind": "python",
+            "state": "waiting",
+            "restarts": 12,
+            "last_exit": {"outcome": "failed", "code": None, "error": "AttributeError: " + LONG},
+            "next_start_at": 4600.0,
+        },
+    ]
+}
+
+
+@pytest.mark.parametrize("width", [200, 100, 80, 60])
+def test_a_long_path_is_cut_too_so_every_column_fits(width: int) -> None:
+    table = drawn([HEADER, *rows(A_LONG_DOC, now=1000.0)], width)
+    header, etl, job, chatty = table
+    assert header.split("  ")[0] == "PATH"
+    assert [c.strip() for c in header.split("  ") if c][-4:] == list(HEADER[1:])
+    assert all(len(line) <= width for line in table)
+    if width <= 100:
+        assert job.startswith("  …")  # the indent stays, the start of the name goes
+        assert NAME.endswith(job[2:].split()[0][1:])  # the end of the name is kept
+    else:
+        assert job.split()[0] == NAME
+    assert job.split()[-3:] == ["(1)", "in", "1m20s"]
+    assert job.index("in 1m20s") == header.index("NEXT START")
+    assert chatty.index("in 1h0m") == header.index("NEXT START")
+    assert etl.startswith("etl/")
+
+
+def test_top_and_status_say_when_in_the_same_words() -> None:
+    doc = {"children": [{**A_LONG_DOC["children"][1], "path": "chatty", "starts": 13, "failures": 13}]}  # fmt: skip
+    for left, said in ((4.25, "in 4.2s"), (80, "in 1m20s"), (3600, "in 1h0m")):
+        doc["children"][0]["next_start_at"] = 1000.0 + left
+        assert rows(doc, now=1000.0)[0][-1] == said
+        assert f"  {said}  " in summary_table(doc, width=None, now=1000.0)
+
+
+def test_widths_are_counted_in_a_terminals_cells() -> None:
+    assert cells("svc000") == 6
+    assert cells("💥 boom") == 7  # an emoji takes two cells
+    assert cells("漢字") == 4
+    assert cells("e\u0301t\u00e9") == 3  # a combining accent takes none
+    assert cells("👍\ufe0f") == 2  # nor does a variation selector
+    assert cut("💥💥 boom", 4) == "💥…"  # not "💥💥…": that would take five
+    assert cut("💥💥 boom", 5) == "💥💥…"
+    assert cut_start("etl/漢字漢字", 6) == "…漢字"
+    assert cut_start("abcde\u0301f", 3) == "…e\u0301f"
+    assert cut_start("ab\u0301c", 2) == "…c"  # not an accent of b on the ellipsis
+
+
+# -- real terminals of two sizes ------------------------------------------------------------------
+
+SIZES = [(80, 24), (200, 50)]
+
+
+def many_jobs() -> str:
+    """Five groups of 60 jobs that succeed at once, then a job that fails: 306 rows."""
+    groups = "".join(
+        f"\n  - group: g{g}\n    jobs:"
+        + "".join(
+            f'\n      - {{name: svc{n:03d}, command: "true"}}' for n in range(g * 60, g * 60 + 60)
+        )
+        for g in range(5)
+    )
+    return (
+        f'version: 1\njobs:{groups}\n  - {{name: crash, restart: temporary, command: "exit 3"}}\n'
+    )
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    running = start_daemon(tmp_path_factory.mktemp("crowded"), many_jobs(), "--runtime", RUNTIME)
+    yield running
+    assert stop_daemon(running) == 0
+
+
+@pytest.mark.parametrize(("columns", "lines"), SIZES)
+def test_top_scrolls_through_more_rows_than_fit(crowded: Running, columns: int, lines: int) -> None:
+    term = Terminal(crowded.dir, columns, lines)
+    page = lines - 4  # the title, a line for problems, the header and the footer
+    keys = {
+        "down": b"\x1bOB",
+        "up": b"\x1bOA",
+        "pgdn": b"\x1b[6~",
+        "pgup": b"\x1b[5~",
+        "home": b"\x1bOH",
+        "end": b"\x1bOF",
+    }
+
+    def shows(first: int, last: int) -> object:
+        return term.wait_for(f"rows {first}-{last}", lambda: term.footer() == (first, last, 306))
+
+    try:
+        shows(1, page)
+        assert term.row("g0/")
+        assert term.row("crash") is None
+        os.write(term.fd, keys["end"])
+        shows(307 - page, 306)
+        term.wait_for("the failed job", lambda: (r := term.row("crash")) and r[1] == "failed")
+        assert term.row("g0/") is None
+        assert term.lines()[2].split()[0] == "PATH"  # the header stays put
+        for key, first in (
+            ("home", 1),
+            ("pgdn", 1 + page),
+            ("down", 2 + page),
+            ("j", 3 + page),
+            ("k", 2 + page),
+            ("up", 1 + page),
+            ("pgup", 1),
+            ("up", 1),  # the top is the top
+        ):
+            os.write(term.fd, keys.get(key, key.encode()))
+            shows(first, first + page - 1)
+        os.write(term.fd, b"q")
+        assert term.finish(timeout=5) == 0
+    finally:
+        term.close()
+
+
+BOOM = "def run():\n    raise OSError('💥💥 the export broke: ' + 'x' * 200)\n"
+
+
+@pytest.fixture(scope="module")
+def long_named(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    where = tmp_path_factory.mktemp("long")
+    (where / "boom.py").write_text(BOOM)
+    manifest = f"""
+    version: 1
+    supervisor: {{backoff: {{initial: 10m, max: 10m, jitter: 0}}}}
+    jobs:
+      - group: etl
+        backoff: {{initial: 10m, max: 10m, jitter: 0}}
+        jobs:
+          - {{name: {NAME}, restart: permanent, command: "exit 1"}}
+      - {{name: boom, restart: permanent, python: "boom:run"}}
+    """
+    running = start_daemon(where, manifest, "--runtime", RUNTIME)
+    yield running
+    assert stop_daemon(running) == 0
+
+
+@pytest.mark.parametrize(("columns", "lines"), SIZES)
+def test_top_fits_a_long_name_and_wide_characters(
+    long_named: Running, columns: int, lines: int
+) -> None:
+    term = Terminal(long_named.dir, columns, lines)
+    try:
+        term.wait_for("boom's failure", lambda: (r := term.row("boom")) and r[1] == "backoff")
+        term.wait_for("the long one's backoff", lambda: any(line.startswith("  ") and "backoff" in line for line in term.lines()))  # fmt: skip
+        screen = term.lines()
+        assert screen[2].split() == ["PATH", "STATE", "RESTARTS", "LAST", "EXIT", "NEXT", "START"]
+        at = screen[2].index("NEXT START")
+        job = next(
+            y for y, line in enumerate(screen) if line.startswith("  ") and "backoff" in line
+        )
+        boom = next(y for y, line in enumerate(screen) if line.startswith("boom"))
+        if columns < 100:
+            assert screen[job].startswith("  …")
+            assert NAME.endswith(screen[job].split()[0][1:])
+        else:
+            assert screen[job].split()[0] == NAME
+        for y in (job, boom):
+            cells = term.cells(y)
+            assert re.match(r"in \d+m\d+s", cells[at:]), cells
+            assert cells[at - 2 : at] == "  ", cells  # the gap before it is whole
+        assert "💥\0💥\0" in term.cells(boom)
+        assert "…" in term.cells(boom)[:at]
+        os.write(term.fd, b"q")
+        assert term.finish(timeout=5) == 0
+    finally:
+        term.close()
