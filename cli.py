@@ -754,6 +754,8 @@ def _control(args: argparse.Namespace) -> int:
             sys.stdout.write(f"breakers: {breakers}\n")
     elif args.command == "reload":
         sys.stdout.write(("\n".join(result) or "no change") + "\n")
+    elif isinstance(result, str):  # a stop of a job that is not running: nothing was done
+        sys.stdout.write(result + "\n")
     return OK
 
 

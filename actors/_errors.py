@@ -12,7 +12,9 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
     ├── DaemonError               (supervision) the daemon cannot start or serve
     ├── NoDaemonError             (supervision) no daemon answers on the state dir's socket
     ├── NoSuchChildError          a path names no child
+    │   ├── GroupDownError        the path's group is not running: nothing can reach the child
     │   └── NotAGroupError        the path names a job or an actor where a group is needed
+    ├── DependencyDownError       a start refused: a job it depends on is down for good
     ├── ChildUnavailableError     a message cannot reach a supervised child
     ├── TreeStoppedError          the tree was asked to act after it stopped
     │   └── ShuttingDownError     a group that is shutting down was asked to start or add
@@ -34,7 +36,9 @@ __all__ = [
     "AttemptTimeout",
     "ChildKilled",
     "ChildUnavailableError",
+    "DependencyDownError",
     "EscalationError",
+    "GroupDownError",
     "JobFailure",
     "JobvisorError",
     "NoSuchChildError",
@@ -141,6 +145,34 @@ class GroupDownError(NoSuchChildError):
         NoSuchChildError.__init__(self, path)
         self.args = (f"cannot reach {path}: its group {group} is {state}; start {group} first",)
         self.group = group
+
+
+# How a dependency's state reads after "which": "which gave up; start db first".
+_DEPENDENCY_SAID = {"gave_up": "gave up", "failed": "failed", "stopped": "is stopped"}
+
+
+class DependencyDownError(JobvisorError):
+    """A person's start or restart of a job whose ``depends_on`` names a job down for good.
+
+    Raised by ``Tree.start_child`` and ``Tree.restart`` when a dependency gave up,
+    failed finally or is stopped: as systemd's ``Requires=`` would not run a unit
+    without its requirement, the job is left as it is (a running one runs on).
+    Start the dependency first; the job then starts once it is ready. A
+    dependency that is merely not ready yet (starting, in backoff) is no error:
+    the job waits for it (``pending``), as at boot. The CLI gives exit 1 and the
+    HTTP API 409. ``path`` is the job's, ``dependency`` the dependency's path and
+    ``state`` its state (``gave_up``, ``failed``, ``stopped``).
+    """
+
+    def __init__(self, verb: str, path: str, dependency: str, state: str) -> None:
+        said = _DEPENDENCY_SAID.get(state, f"is {state}")
+        super().__init__(
+            f"cannot {verb} {path}: it depends on {dependency}, which {said}; "
+            f"start {dependency} first"
+        )
+        self.path = path
+        self.dependency = dependency
+        self.state = state
 
 
 class NotAGroupError(NoSuchChildError):

@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import logbook
 
-from actors import GroupDownError, JobvisorError, NoSuchChildError, active_runtime
+from actors import (
+    DependencyDownError,
+    GroupDownError,
+    JobvisorError,
+    NoSuchChildError,
+    active_runtime,
+)
 from actors._checks import fmt_duration
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request
 from supervision._explain import explain_policy
@@ -598,14 +604,16 @@ def act(tree: Tree, op: str, job: str) -> dict[str, Any]:
     """Start, stop or restart the child at ``job``; the reply of the control protocol."""
     action = {"start": tree.start_child, "stop": tree.stop_child, "restart": tree.restart}[op]
     try:
-        action(job.strip("/"))
+        said = action(job.strip("/"))  # a stop of what is not running says so
     except GroupDownError as exc:  # it exists: not "no such job" (exit 4)
         return {"ok": False, "code": "group_down", "error": str(exc)}
+    except DependencyDownError as exc:  # exit 1, HTTP 409
+        return {"ok": False, "code": "dependency_down", "error": str(exc)}
     except NoSuchChildError as exc:
         return {"ok": False, "code": "no_such_job", "error": str(exc)}
     except JobvisorError as exc:
         return {"ok": False, "code": "failed", "error": str(exc)}
-    return {"ok": True, "result": None}
+    return {"ok": True, "result": said}
 
 
 def applied(root: SupervisorSpec, change: Change) -> SupervisorSpec:

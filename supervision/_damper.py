@@ -23,8 +23,9 @@ summary of what was held before it; so is a
 record of what a person or the supervisor did to the child (stopping,
 stopped, start requested: ``acted``), every time, since a loop does not
 repeat those by itself. A different error, or a pause of ``interval``,
-ends the burst. Only the log is damped: the journal and events still see
-every attempt, and ``--log-level verbose`` turns damping off.
+ends the burst, and so does a person's start of the child (``forget``): its
+next failures are a new story. Only the log is damped: the journal and
+events still see every attempt, and ``--log-level verbose`` turns damping off.
 
 A job that exits *cleanly* and is restarted at once (a permanent command
 that does its work and ends) loops the same way and floods the log with the
@@ -253,6 +254,16 @@ class CrashLoopDamper:
             self._earliest = min(self._earliest, _since(burst))
         burst.held += 1
         return False
+
+    def forget(self, path: str) -> list[Summary]:
+        """A person started ``path`` again: its loop (and those of the jobs under it, for a
+        group) is over, and its next failures are a new story, written in full.
+
+        Returns the summaries of what was held, to be written first.
+        """
+        inside = path + "/"
+        ended = sorted(p for p in self._bursts if p == path or p.startswith(inside))
+        return [summary for p in ended for summary in self._end(p, self._clock())]
 
     @property
     def holding(self) -> bool:

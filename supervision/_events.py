@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "EventBus",
     "GaveUp",
+    "NotStarted",
     "ProbationPassed",
     "RestartCancelled",
     "RestartScheduled",
@@ -80,6 +81,14 @@ class RestartCancelled(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GaveUp(Event):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotStarted(Event):
+    """The child is not started, and will not be (state ``failed``): ``reason`` says why
+    (``dependency db gave_up``: a job it depends on is down for good)."""
+
     reason: str
 
 

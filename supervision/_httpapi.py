@@ -342,7 +342,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(exc.status, {"error": str(exc)}, exc.headers)
             return
         if reply.get("ok"):
-            self._json(HTTPStatus.OK, {"ok": True, "job": job, "action": action})
+            answer: dict[str, Any] = {"ok": True, "job": job, "action": action}
+            if isinstance(reply.get("result"), str):  # nothing to stop: said, not an error
+                answer["note"] = reply["result"]
+            self._json(HTTPStatus.OK, answer)
             return
         status = {
             "no_such_job": HTTPStatus.NOT_FOUND,

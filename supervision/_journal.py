@@ -216,6 +216,7 @@ class Journal:
             ev.RestartScheduled,
             ev.RestartCancelled,
             ev.GaveUp,
+            ev.NotStarted,
             ev.Escalated,
             ev.CooldownStarted,
             ev.ProbationPassed,
@@ -365,6 +366,8 @@ def _decision(event: ev.Event) -> tuple[str, str, dict[str, object]] | None:
             found = (event.path, "restart_cancelled", {})
         case ev.GaveUp():
             found = (event.path, "give_up", {"reason": event.reason})
+        case ev.NotStarted():
+            found = (event.path, "not_started", {"reason": event.reason})
         case ev.Escalated():
             found = (event.path, "escalate", {"reason": event.reason, "error": event.error})
         case ev.CooldownStarted():

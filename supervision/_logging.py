@@ -382,6 +382,13 @@ class _ToStdlib(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
         if write:
             self._hand(record)
 
+    def forget(self, path: str) -> None:
+        """``path``'s loop is over (``new_story``): hand on the summary of what it held."""
+        with self._damper_lock:
+            summaries = self._damper.forget(path)
+        for summary in summaries:
+            self._hand(_summary_record(summary))
+
     def _hand(self, record: logbook.LogRecord) -> None:
         logger = logging.getLogger(record.channel)
         message = printable(self.masker.mask(_text_body(record, self.masker)), keep="\t\n")
@@ -766,6 +773,16 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         if teller is not None:
             teller.start()  # not under a lock: under gevent, starting one switches greenlets
 
+    def forget(self, path: str) -> None:
+        """``path``'s loop is over (``new_story``): write the summary of what it held."""
+        if self._damper is None:
+            return
+        with self._order:
+            with self._damper_lock:
+                summaries = self._damper.forget(path)
+            for summary in summaries:
+                self._write(_summary_record(summary))
+
     def _new_teller(self) -> threading.Thread | None:
         """Under the damper's lock: the teller to start, when failures are held and none runs."""
         assert self._damper is not None
@@ -913,6 +930,19 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
     if teller is not None:
         teller.start()
     return True
+
+
+def new_story(path: str) -> None:
+    """A person starts the child at ``path`` again: its crash loop, if the log was damping one,
+    is over (what was held is summed up now), and its next failures are written in full.
+
+    Told directly, not carried by a record: the "start requested" line may be below the
+    configured level, while the failures after it are not.
+    """
+    handler = _gate
+    if handler is not None:
+        handler.forget(path)
+    _to_stdlib.forget(path)
 
 
 def _admitted(damper: CrashLoopDamper, record: logbook.LogRecord) -> tuple[list[Summary], bool]:

@@ -57,7 +57,9 @@ __all__ = [
     "CLOSED_BECAUSE",
     "COMING_BACK",
     "DEPENDENCY_STATES",
+    "DOWN_FOR_GOOD",
     "GROUP_KEY",
+    "Carried",
     "ChildRecord",
     "Command",
     "FinalStatus",
@@ -68,6 +70,7 @@ __all__ = [
     "TimerKind",
     "TreeContext",
     "disarm",
+    "down_dependency",
     "group_members",
     "settle",
     "start_incarnation",
@@ -339,12 +342,64 @@ class Timer:
 
 
 @dataclass(frozen=True, slots=True)
+class Carried:
+    """A child's counters as one incarnation of its group leaves them, for the next one.
+
+    A group's restart (a person's, its parent's strategy, an escalation's) starts a new
+    supervisor: its children count on from these, so a path's starts and attempt numbers
+    never repeat within one tree's life (the metrics, being counters, never go back either).
+    """
+
+    spec: ChildSpec  # what they were counted under: a job changed since starts from zero
+    incarnation: int
+    starts: int
+    restarts: int
+    failures: int
+    attempts: int
+    last_exit: LastExit | None
+    # A group child's: its children's, by name, and its last status nodes.
+    children: Mapping[str, Carried] | None = None
+    nodes: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def of(cls, rec: ChildRecord) -> Carried:
+        return cls(
+            rec.spec,
+            rec.incarnation,
+            rec.starts,
+            rec.restarts,
+            rec.failures,
+            rec.attempts,
+            rec.last_exit,
+            rec.carried,
+            rec.final_children,
+        )
+
+    def onto(self, rec: ChildRecord) -> None:
+        """Give ``rec`` (a new record of the same name) these counters, if they are its own.
+
+        A job or an actor whose spec changed since (a reload while its group was down) is a
+        new child, as a reload's replaced one is: it starts from zero. A group is the same
+        group whatever its spec: its children are matched in their turn.
+        """
+        group = isinstance(rec.spec, SupervisorSpec)
+        if group != isinstance(self.spec, SupervisorSpec) or (not group and rec.spec != self.spec):
+            return
+        rec.incarnation = self.incarnation
+        rec.starts, rec.restarts, rec.failures = self.starts, self.restarts, self.failures
+        rec.attempts, rec.last_exit = self.attempts, self.last_exit
+        rec.carried, rec.final_children = self.children, self.nodes
+
+
+@dataclass(frozen=True, slots=True)
 class FinalStatus:
-    """A supervisor's last status nodes, sent to its parent just before it ends."""
+    """A supervisor's last status nodes, sent to its parent just before it ends, and its
+    children's counters (by name), which its group's next incarnation counts on from."""
 
     key: int
     incarnation: int
     nodes: list[dict[str, Any]]
+    carried: Mapping[str, Carried]
 
 
 @dataclass(slots=True, eq=False)
@@ -377,6 +432,8 @@ class ChildRecord:
     permit: InPlace | None = None
     waiters: list[Callable[[], None]] = field(default_factory=list)
     final_children: list[dict[str, Any]] | None = None  # a stopped group's last status nodes
+    # A group child's: its children's counters as its last incarnation left them.
+    carried: Mapping[str, Carried] | None = None
     waits_for: str | None = None  # the dependency its last "waiting for" line named
     # What the spec says, read on every restart: a job that ends by itself (the tracker's
     # ``finite``), and a periodic job (whose attempts do not end the child).
@@ -402,6 +459,9 @@ class GroupRecord:
 DEPENDENCY_STATES = frozenset(
     {State.RUNNING, State.PROBATION, State.SUCCEEDED, State.FAILED, State.GAVE_UP, State.WAITING}
 )
+# A dependency in one of these will not come back by itself: a person's start of a job that
+# depends on it is refused (a job already waiting for it waits on, or fails at once as at boot).
+DOWN_FOR_GOOD = frozenset({State.FAILED, State.GAVE_UP, State.STOPPED})
 # Why a child's reference is closed when it settles in each final state.
 CLOSED_BECAUSE = {
     State.SUCCEEDED: "finished",
@@ -426,6 +486,19 @@ def unmet_dependency(rec: ChildRecord, siblings: Mapping[str, ChildRecord]) -> C
         ):
             continue
         return dep
+    return None
+
+
+def down_dependency(rec: ChildRecord, siblings: Mapping[str, ChildRecord]) -> ChildRecord | None:
+    """The first sibling ``rec`` depends on that is down for good (``DOWN_FOR_GOOD``), if any:
+    looked for past one that is merely not ready yet."""
+    spec = rec.spec
+    if not isinstance(spec, JobSpec):
+        return None
+    for name in spec.depends_on:
+        dep = siblings.get(name)
+        if dep is not None and dep.state in DOWN_FOR_GOOD:
+            return dep
     return None
 
 
@@ -503,7 +576,7 @@ def start_incarnation(
         return start_supervised(
             spec.actor_class, link, name, *spec.args, jv_at_once=at_once, **dict(spec.kwargs)
         )
-    return start_supervised(group, link, name, spec, ctx, rec.path)
+    return start_supervised(group, link, name, spec, ctx, rec.path, rec.carried)
 
 
 def target(siblings: Mapping[str, ChildRecord], own: str, cmd: Command) -> ChildRecord:

@@ -44,9 +44,8 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
     S.SUCCEEDED: frozenset({S.STARTING, S.BACKOFF, S.STOPPED, S.PENDING, S.COOLDOWN}),
     S.FAILED: frozenset({S.STARTING, S.STOPPED, S.PENDING, S.BACKOFF, S.COOLDOWN}),
     S.GAVE_UP: frozenset({S.STARTING, S.STOPPED, S.PENDING}),  # a person starts it again
-    S.STOPPING: frozenset(
-        {S.STOPPED, S.STARTING, S.BACKOFF, S.COOLDOWN}
-    ),  # STARTING: restart(path)
+    # STARTING: restart(path); PENDING: restart(path) of a job whose dependency is not ready.
+    S.STOPPING: frozenset({S.STOPPED, S.STARTING, S.BACKOFF, S.COOLDOWN, S.PENDING}),
     S.STOPPED: frozenset({S.STARTING, S.PENDING, S.BACKOFF, S.COOLDOWN, S.STOPPED}),
 }
 

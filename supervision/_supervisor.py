@@ -36,7 +36,12 @@ from actors import (
     close_work,
     describe,
 )
-from actors._errors import GroupDownError, NotAGroupError, ShuttingDownError
+from actors._errors import (
+    DependencyDownError,
+    GroupDownError,
+    NotAGroupError,
+    ShuttingDownError,
+)
 from actors._job import first_tick
 from actors._placement import RayPlacement
 from actors._supervised import OwnActor
@@ -44,7 +49,7 @@ from supervision import _events as ev
 from supervision._budget import BudgetExhausted
 from supervision._exits import ExitReason, classify
 from supervision._inplace import InPlace
-from supervision._logging import ACTED, held_back
+from supervision._logging import ACTED, held_back, new_story
 from supervision._policy import (
     Cooldown,
     Decision,
@@ -62,6 +67,7 @@ from supervision._records import (
     COMING_BACK,
     DEPENDENCY_STATES,
     GROUP_KEY,
+    Carried,
     ChildRecord,
     Command,
     FinalStatus,
@@ -72,6 +78,7 @@ from supervision._records import (
     TimerKind,
     TreeContext,
     disarm,
+    down_dependency,
     group_members,
     settle,
     start_incarnation,
@@ -83,7 +90,7 @@ from supervision._state import FINAL, TRANSITIONS, State
 from supervision._status import LastExit, child_nodes
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from actors import SupervisedActor
 
@@ -98,7 +105,14 @@ class Supervisor(OwnActor):
 
     _jv_auto_started: bool = False
 
-    def __init__(self, spec: SupervisorSpec, context: TreeContext, path: str) -> None:
+    def __init__(
+        self,
+        spec: SupervisorSpec,
+        context: TreeContext,
+        path: str,
+        carried: Mapping[str, Carried] | None = None,
+    ) -> None:
+        """``carried``: the children's counters as this group's last incarnation left them."""
         super().__init__()
         self.spec = spec
         self.ctx = context
@@ -137,7 +151,10 @@ class Supervisor(OwnActor):
             BudgetExhausted: self._on_budget_exhausted,
         }
         for child in spec.children:
-            self._add_record(child)
+            rec = self._add_record(child)
+            was = carried.get(child.name) if carried else None
+            if was is not None:
+                was.onto(rec)
 
     # -- pykka hooks -----------------------------------------------------------------------------
 
@@ -267,18 +284,7 @@ class Supervisor(OwnActor):
                 continue
             blocker = unmet_dependency(rec, self._by_name)
             if blocker is not None:
-                if blocker.state in (State.FAILED, State.GAVE_UP):
-                    self._dependency_failed(rec, blocker)
-                elif rec not in self._blocked:
-                    if rec.waits_for != blocker.path:  # said once per dependency waited for
-                        rec.waits_for = blocker.path
-                        log.info(
-                            "{}: waiting for {} before starting",
-                            rec.path,
-                            blocker.path,
-                            extra={"path": rec.path},
-                        )
-                    self._blocked.append(rec)
+                self._not_yet(rec, blocker)
                 continue
             rec.waits_for = None
             self._launch(rec)
@@ -330,11 +336,35 @@ class Supervisor(OwnActor):
         self._start_queue.extendleft(reversed(blocked))
         self._pump_start()
 
+    def _not_yet(self, rec: ChildRecord, blocker: ChildRecord) -> None:
+        """``rec`` cannot start before ``blocker``, a job it depends on: it waits (pending)
+        until that one is ready, or fails if that one failed finally or gave up."""
+        if blocker.state in (State.FAILED, State.GAVE_UP):
+            self._dependency_failed(rec, blocker)
+            return
+        if rec in self._blocked:
+            return
+        if rec.waits_for != blocker.path:  # said once per dependency waited for
+            rec.waits_for = blocker.path
+            log.info(
+                "{}: waiting for {} before starting",
+                rec.path,
+                blocker.path,
+                extra={"path": rec.path},
+            )
+        self._cancel_timers(rec)
+        rec.next_start_at = None
+        self._set_state(rec, State.PENDING)  # a person's start of a job that was down
+        self._blocked.append(rec)
+
     def _dependency_failed(self, rec: ChildRecord, dep: ChildRecord) -> None:
         reason = f"dependency {dep.path} {dep.state.value}"
-        rec.last_exit = LastExit(Outcome.FAILED, None, reason, self.ctx.wall())
+        at = self.ctx.wall()
+        rec.last_exit = LastExit(Outcome.FAILED, None, reason, at)
         log.error("{}: not started: {}", rec.path, reason, extra={"path": rec.path})
         self._set_state(rec, State.FAILED)
+        # A decision like a give-up: the journal keeps it, so `history` can tell it.
+        self.ctx.publish(ev.NotStarted, lambda: ev.NotStarted(path=rec.path, at=at, reason=reason))
 
     def _launch(self, rec: ChildRecord, *, at_once: bool = False) -> None:
         """Start one incarnation of ``rec``; a constructor error is a failed start.
@@ -489,12 +519,15 @@ class Supervisor(OwnActor):
         rec = self._by_key.get(msg.key)
         if rec is not None and rec.incarnation == msg.incarnation:
             rec.final_children = msg.nodes
+            rec.carried = msg.carried
 
     def _finish(self, error: BaseException | None = None) -> None:
-        """End this supervisor, leaving its last status with its parent."""
+        """End this supervisor, leaving its last status and its children's counters with its
+        parent (for the group's next incarnation to count on from)."""
         link = self._jv_link
         nodes = self._status()
-        link.parent.tell(FinalStatus(link.key, link.incarnation, nodes))
+        carried = {rec.spec.name: Carried.of(rec) for rec in self.children}
+        link.parent.tell(FinalStatus(link.key, link.incarnation, nodes, carried))
         self._jv_finish(error)
 
     def _on_resumed(self, msg: Resumed) -> None:
@@ -944,7 +977,12 @@ class Supervisor(OwnActor):
             rec.actor._jv_kill()
 
     def _start_now(self, rec: ChildRecord) -> None:
-        """Start ``rec`` out of the ordered sequence (its own restart), or queue it behind it."""
+        """Start ``rec`` out of the ordered sequence (a person's start, an added child), or
+        queue it behind it; one whose dependencies are not met waits for them, as at boot."""
+        blocker = unmet_dependency(rec, self._by_name)
+        if blocker is not None:
+            self._not_yet(rec, blocker)
+            return
         if self._starting is None and not self._start_queue:
             self._launch(rec)
         else:
@@ -1195,6 +1233,10 @@ class Supervisor(OwnActor):
             case Op.REF:
                 settle(cmd.reply, rec.ref)
             case Op.STOP:
+                said = self._nothing_to_stop(rec)
+                if said is not None:
+                    settle(cmd.reply, said)
+                    return
                 self._person_stop(rec, Intent.STOP, lambda: settle(cmd.reply))
             case Op.REMOVE:
                 self._person_stop(rec, Intent.REMOVE, lambda: self._remove(rec, cmd.reply))
@@ -1202,13 +1244,33 @@ class Supervisor(OwnActor):
                 self._person_start(rec)
                 settle(cmd.reply)
             case Op.RESTART:
+                if self._closing is None:
+                    self._refuse_without_dependencies(rec, "restart")  # before it is stopped
                 self._person_stop(rec, Intent.RESTART, lambda: self._restarted(rec, cmd.reply))
             case Op.UPDATE:
                 self._update_group(rec, cmd)
 
+    def _nothing_to_stop(self, rec: ChildRecord) -> str | None:
+        """What a person's stop of ``rec`` says when it is settled (succeeded, failed, gave up,
+        stopped): it stays as it is, its outcome kept, as ``systemctl stop`` of an inactive
+        unit changes nothing. None when there is something to stop (or to keep from coming
+        back: a restart it waits for, its group's, its dependencies)."""
+        if (
+            rec.actor is not None
+            or rec.state not in FINAL
+            or rec in self._group.members
+            or rec in self._start_queue
+        ):
+            return None
+        said = f"{rec.path}: not running ({rec.state.value}); nothing to stop"
+        log.info("{}", said, extra=_acted(rec))
+        return said
+
     def _person_stop(self, rec: ChildRecord, intent: Intent, then: Callable[[], None]) -> None:
         """A stop a person asked for: never a failure, never counted against intensity."""
         self._start_queue = deque(r for r in self._start_queue if r is not rec)
+        if rec in self._blocked:  # it waits no more for its dependencies: a stop sticks
+            self._blocked.remove(rec)
         group = self._group
         if group.members and intent is not Intent.RESTART and rec in group.members:
             group.members.remove(rec)  # a person's stop outranks a pending group restart
@@ -1229,15 +1291,24 @@ class Supervisor(OwnActor):
         if rec.state is not State.STOPPING:
             self._request_stop(rec)
 
-    def _person_start(self, rec: ChildRecord) -> None:
+    def _person_start(self, rec: ChildRecord, verb: str = "start") -> None:
         if rec.actor is not None:
             return
         if self._closing is not None:
             raise ShuttingDownError(f"{rec.path}: not started, {self._name} is {self._ending}")
+        self._refuse_without_dependencies(rec, verb)
         self._drop_restart(rec)
         rec.window.reset()
+        new_story(rec.path)  # a loop it gave up in is over: its next failures are shown in full
         log.info("{}: start requested", rec.path, extra=_acted(rec))
         self._start_now(rec)
+
+    def _refuse_without_dependencies(self, rec: ChildRecord, verb: str) -> None:
+        """A person may not start ``rec`` while a job it depends on is down for good (gave up,
+        failed, stopped), as systemd's ``Requires=`` would not; one not ready yet is waited for."""
+        down = down_dependency(rec, self._by_name)
+        if down is not None:
+            raise DependencyDownError(verb, rec.path, down.path, down.state.value)
 
     @property
     def _ending(self) -> str:
@@ -1246,8 +1317,10 @@ class Supervisor(OwnActor):
     def _restarted(self, rec: ChildRecord, reply: pykka.Future[Any]) -> None:
         rec.intent = None
         try:
-            self._person_start(rec)
-        except ShuttingDownError:
+            self._person_start(rec, "restart")
+        except (ShuttingDownError, DependencyDownError):  # a dependency went down meanwhile
+            if rec.state is State.STOPPING:
+                self._set_state(rec, State.STOPPED)
             settle(reply, error=sys.exc_info())
             return
         settle(reply)

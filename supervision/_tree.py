@@ -191,15 +191,29 @@ class Tree:
     # -- acting on children ----------------------------------------------------------------------
 
     def restart(self, path: str) -> None:
-        """Stop the child at ``path`` and start it again at once (not counted as a failure)."""
+        """Stop the child at ``path`` and start it again at once (not counted as a failure).
+
+        A job whose dependency gave up, failed or is stopped is not touched: a
+        ``DependencyDownError`` says which (start that one first).
+        """
         self._command(Op.RESTART, path)
 
-    def stop_child(self, path: str) -> None:
-        """Stop the child at ``path`` gracefully; it stays down (state ``stopped``)."""
-        self._command(Op.STOP, path)
+    def stop_child(self, path: str) -> str | None:
+        """Stop the child at ``path`` gracefully; it stays down (state ``stopped``).
+
+        A child that is not running and will not start by itself (succeeded, failed,
+        gave up, stopped) is left as it is, its outcome kept: the answer then says so
+        (``once: not running (succeeded); nothing to stop``); None after a real stop.
+        """
+        said: str | None = self._command(Op.STOP, path)
+        return said
 
     def start_child(self, path: str) -> None:
-        """Start a child that is down (stopped, gave up, failed); clears its restart window."""
+        """Start a child that is down (stopped, gave up, failed); clears its restart window.
+
+        A job whose dependency is not ready yet waits for it (``pending``), as at boot; one
+        whose dependency gave up, failed or is stopped raises ``DependencyDownError``.
+        """
         self._command(Op.START, path)
 
     def add_child(self, spec: ChildSpec, under: str = "", *, before: str | None = None) -> ChildRef:

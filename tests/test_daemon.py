@@ -602,7 +602,110 @@ def test_a_group_restarted_after_a_reload_comes_back_as_the_manifest_says(tmp_pa
         assert out.stdout == "add g/b\nupdate g: restart: transient\n"
         assert running.cli("restart", "g").returncode == 0
         group = running.nodes()["g"]
-        assert [(n["path"], n["starts"]) for n in group["children"]] == [("g/a", 1), ("g/b", 1)]
+        # Each counts on from the group's last incarnation (a's second start, b's too).
+        assert [(n["path"], n["starts"]) for n in group["children"]] == [("g/a", 2), ("g/b", 2)]
         assert group["starts"] == 2
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def _history_lines(running: Running, job: str) -> list[str]:
+    out = running.cli("history", job, "--limit", "100")
+    assert out.returncode == 0, out.stderr
+    return [line.split("  ", 2)[2] for line in out.stdout.splitlines()]
+
+
+def test_a_restarted_group_counts_on_and_its_attempt_numbers_never_repeat(tmp_path: Path) -> None:
+    manifest = """
+    version: 1
+    jobs:
+      - group: mail
+        backoff: {initial: 1ms, max: 1ms}
+        intensity: {max_restarts: 1, within: 60s}
+        jobs:
+          - {name: giveup, command: "exit 3", restart: permanent}
+          - {name: worker, service: true, command: [sleep, "100"]}
+    """
+    running = start_daemon(tmp_path, manifest)
+    try:
+
+        def giveup() -> dict[str, Any]:
+            return {n["name"]: n for n in running.nodes()["mail"]["children"]}["giveup"]
+
+        wait_until(lambda: giveup()["state"] == "gave_up", "mail/giveup gave up")
+        out = running.cli("restart", "mail")
+        assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
+        wait_until(lambda: giveup()["starts"] == 4, "mail/giveup started again twice")
+        wait_until(lambda: giveup()["state"] == "gave_up", "mail/giveup gave up again")
+        nodes = {n["name"]: n for n in running.nodes()["mail"]["children"]}
+        assert [nodes["giveup"][k] for k in ("starts", "restarts", "failures")] == [4, 2, 4]
+        assert nodes["worker"]["starts"] == 2
+        attempts = [line for line in _history_lines(running, "mail/giveup") if "attempt" in line]
+        assert [a.split()[1] for a in attempts] == ["1", "2", "3", "4"], attempts
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_a_job_whose_dependency_is_down_for_good_is_not_started_and_says_why(
+    tmp_path: Path,
+) -> None:
+    manifest = """
+    version: 1
+    supervisor: {backoff: {initial: 1ms, max: 1ms}, intensity: {max_restarts: 0, within: 60s}}
+    jobs:
+      - {name: db, command: "exit 3"}
+      - {name: app, service: true, command: [sleep, "100"], depends_on: [db]}
+      - {name: cache, service: true, command: [sleep, "100"]}
+      - {name: web, service: true, command: [sleep, "100"], depends_on: [cache]}
+    """
+    running = start_daemon(tmp_path, manifest)
+    try:
+        wait_until(lambda: running.nodes()["app"]["state"] == "failed", "app not started")
+        for verb in ("start", "restart"):
+            out = running.cli(verb, "app")
+            assert (out.returncode, out.stdout) == (1, ""), out.stderr
+            assert out.stderr == (
+                f"jobvisor: cannot {verb} app: it depends on db, which gave up; start db first\n"
+            )
+        app = running.nodes()["app"]
+        assert (app["state"], app["starts"]) == ("failed", 0)
+        assert app["last_exit"]["error"] == "dependency db gave_up"
+        # The supervisor's decision is in the journal, in the words of the status.
+        assert _history_lines(running, "app") == ["not_started (reason=dependency db gave_up)"]
+
+        assert running.cli("stop", "cache").returncode == 0
+        out = running.cli("restart", "web")
+        assert out.returncode == 1
+        assert "cannot restart web: it depends on cache, which is stopped; start cache first" in (
+            out.stderr
+        )
+        web = running.nodes()["web"]
+        assert (web["state"], web["starts"]) == ("running", 1), "refused: it runs on untouched"
+        assert running.cli("start", "cache").returncode == 0
+        assert running.cli("restart", "web").returncode == 0
+        assert running.nodes()["web"]["starts"] == 2
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_stopping_a_job_that_is_not_running_changes_nothing_and_says_so(tmp_path: Path) -> None:
+    manifest = """
+    version: 1
+    jobs:
+      - {name: once-ok, command: "true"}
+      - {name: svc, service: true, command: [sleep, "100"]}
+    """
+    running = start_daemon(tmp_path, manifest)
+    try:
+        wait_until(lambda: running.nodes()["once-ok"]["state"] == "succeeded", "once-ok done")
+        out = running.cli("stop", "once-ok")
+        assert (out.returncode, out.stderr) == (0, "")
+        assert out.stdout == "once-ok: not running (succeeded); nothing to stop\n"
+        once = running.nodes()["once-ok"]
+        assert (once["state"], once["last_exit"]["outcome"]) == ("succeeded", "succeeded")
+        first = running.cli("stop", "svc")
+        assert (first.returncode, first.stdout) == (0, "")
+        again = running.cli("stop", "svc")
+        assert (again.returncode, again.stdout) == (0, "svc: not running (stopped); nothing to stop\n")
     finally:
         assert stop_daemon(running) == 0

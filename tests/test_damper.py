@@ -129,6 +129,22 @@ def test_what_is_done_to_a_looping_child_is_written_every_time() -> None:
     assert damper.admit("crash", stop) == ([], False)  # the same line, not marked: held
 
 
+def test_a_persons_start_begins_a_new_story_for_the_child_and_the_jobs_under_it() -> None:
+    clock, damper = looping(4)
+    for _ in range(3):
+        cycle(damper, "g/a")
+        cycle(damper, "other")
+    clock.now += 1
+    # What was held is told first; then the loop is forgotten, here and below (a group's start).
+    assert damper.forget("crash") == [Summary("crash", 3, 1.0, ERROR)]
+    assert damper.forget("g") == [Summary("g/a", 2, 1.0, ERROR)]
+    assert damper.forget("nothing") == []
+    assert cycle(damper) == WRITE_ALL, "its first failure after the start is written in full"
+    assert cycle(damper, "g/a") == WRITE_ALL
+    assert cycle(damper, "other") == HOLD_ALL, "another child's loop goes on"
+    assert damper.holding
+
+
 def test_a_different_error_starts_a_new_burst() -> None:
     _, damper = looping(3)
     out, written = damper.admit("crash", "failed", failure="exited with 2")
@@ -479,6 +495,43 @@ def test_every_give_up_of_a_looping_job_is_logged(make_tree: Any) -> None:
     lines = stream.getvalue().splitlines()
     assert sum(": gave up: " in line for line in lines) == 2, lines
     assert len([line for line in lines if "failed (start" in line]) < 10  # still damped
+
+
+@pytest.mark.parametrize("level", ["information", "warning"])
+def test_a_persons_start_of_a_job_that_gave_up_shows_its_next_failures_in_full(
+    make_tree: Any, level: str
+) -> None:
+    """Its first failure after the start was only in the damper's summary ("failed 1 more
+    time ..."), as if the loop went on: a person's start begins a new story."""
+    from conftest import Events
+
+    from supervision import GaveUp, load_manifest
+
+    manifest = load_manifest(
+        textwrap.dedent("""
+        version: 1
+        supervisor:
+          backoff: {initial: 0s}
+          intensity: {max_restarts: 3, within: 60s}
+        jobs:
+          - {name: crash, command: "exit 1", restart: permanent}
+        """)
+    )
+    stream = io.StringIO()
+    events = Events()
+    with configure_logging(LoggingSpec(level=level), stream=stream):
+        tree = make_tree(manifest.tree_spec(), on_event=events)
+        events.wait_for(lambda items: any(isinstance(e, GaveUp) for e in items))
+        tree.start_child("crash")
+        events.wait_for(lambda items: sum(isinstance(e, GaveUp) for e in items) == 2)
+        assert tree.stop(timeout=20)
+    lines = stream.getvalue().splitlines()
+    starts = (re.search(r"failed \(start (\d+)\)", line) for line in lines)
+    failed = [int(m.group(1)) for m in starts if m]
+    assert failed == [1, 2, 3, 5, 6, 7], lines  # each story's first three, in full
+    summaries = [line for line in lines if "more time" in line]
+    assert len(summaries) == 2, lines  # the 4th failure, then the 8th: each with its give-up
+    assert "crash: failed 1 more time " in summaries[0]
 
 
 def cooldowns_until_given_up(make_tree: Any, manifest: str) -> tuple[int, list[str]]:

@@ -295,6 +295,38 @@ def test_actions_need_the_token_and_reads_do_not(daemon: tuple[Running, Served])
     assert rebound.status_code == 403
 
 
+def test_starting_a_job_whose_dependency_gave_up_is_a_conflict(tmp_path: Path) -> None:
+    text = f"""
+    version: 1
+    supervisor: {{intensity: {{max_restarts: 0, within: 60s}}}}
+    {WITH_TOKEN}
+    jobs:
+      - {{name: db, command: "exit 3"}}
+      - {{name: app, command: "true", depends_on: [db]}}
+    """
+    running = start_daemon(
+        tmp_path,
+        text,
+        "--http",
+        "127.0.0.1:0",
+        "--runtime",
+        RUNTIME,
+        env_extra={"JV_HTTP_TOKEN": TOKEN},
+    )
+    try:
+        served = Served(running.state)
+        wait_until(lambda: running.nodes()["app"]["state"] == "failed", "app not started")
+        refused = served.post("/api/jobs/app/start", token=TOKEN)
+        assert refused.status_code == 409, refused.text
+        assert refused.json() == {
+            "code": "dependency_down",
+            "error": "cannot start app: it depends on db, which gave up; start db first",
+        }
+        assert running.nodes()["app"]["starts"] == 0
+    finally:
+        assert stop_daemon(running) == 0
+
+
 def test_without_a_token_actions_are_off(tmp_path: Path) -> None:
     running = start_daemon(tmp_path, manifest(NO_TOKEN), "--http", ":0", "--runtime", RUNTIME)
     try:

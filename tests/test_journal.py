@@ -227,6 +227,7 @@ def test_the_journal_declares_exactly_the_events_it_keeps(tmp_path: Path) -> Non
         ev.RestartScheduled(path="a", at=1.0, delay=0.1, number=1),
         ev.RestartCancelled(path="a", at=1.0),
         ev.GaveUp(path="a", at=1.0, reason="r"),
+        ev.NotStarted(path="a", at=1.0, reason="dependency b gave_up"),
         ev.Escalated(path="a", at=1.0, reason="r", error="e"),
         ev.CooldownStarted(path="a", at=1.0, duration=1.0, cycle=1),
         ev.ProbationPassed(path="a", at=1.0),

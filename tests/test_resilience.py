@@ -31,8 +31,10 @@ from supervision import (
     BreakerChanged,
     ChildExited,
     CooldownPolicy,
+    DependencyDownError,
     Intensity,
     JobSpec,
+    NotStarted,
     OnExhausted,
     Outcome,
     ProbationPassed,
@@ -44,6 +46,7 @@ from supervision import (
     SupervisorSpec,
     python_job,
 )
+from supervision._daemon import act
 from supervision._spec import BreakerSpec
 from supervision._tree import build_breakers
 
@@ -600,6 +603,91 @@ def test_dependent_of_a_job_that_gave_up_fails_without_starting(make_tree, event
     assert "dependency bad gave_up" in status["after"]["last_exit"]["error"]
     assert jobfuncs.CALLS["after"] == 0
     assert tree.result().failed == ("after", "bad")
+
+
+def test_a_persons_start_of_a_job_whose_dependency_gave_up_is_refused(make_tree, events) -> None:
+    """As systemd's Requires= would not run it: refused, saying what to do, and nothing changes."""
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    bad = python_job("bad", "jobfuncs:fail", "bad")
+    after = JobSpec(
+        name="after", work=PythonWork(target="jobfuncs:ok", args=("after",)), depends_on=("bad",)
+    )
+    group = SupervisorSpec(name="g", policy=policy, children=(bad, after))
+    tree = make_tree(SupervisorSpec(policy=policy, children=(group,)), on_event=events)
+    events.reached("g/after", "failed")
+    decided = events.of(NotStarted, "g/after")
+    assert [e.reason for e in decided] == ["dependency g/bad gave_up"], "an event the journal keeps"
+    for verb, action in (("start", tree.start_child), ("restart", tree.restart)):
+        with pytest.raises(DependencyDownError) as refused:
+            action("g/after")
+        assert str(refused.value) == (
+            f"cannot {verb} g/after: it depends on g/bad, which gave up; start g/bad first"
+        )
+        assert (refused.value.path, refused.value.dependency) == ("g/after", "g/bad")
+    assert act(tree, "start", "g/after") == {
+        "ok": False,
+        "code": "dependency_down",
+        "error": "cannot start g/after: it depends on g/bad, which gave up; start g/bad first",
+    }
+    node = {n["name"]: n for n in tree.status()["children"][0]["children"]}["after"]
+    assert (node["state"], node["starts"]) == ("failed", 0)
+    assert jobfuncs.CALLS["after"] == 0
+
+
+def test_a_persons_start_waits_for_a_dependency_not_ready_yet_and_refuses_a_stopped_one(
+    make_tree, events, logs
+) -> None:
+    slow = RestartPolicy(backoff=Backoff(initial=60, max=60, jitter=0))
+    svc = JobSpec(
+        name="svc",
+        work=PythonWork(target="jobfuncs:block", args=("svc",)),
+        schedule=Schedule(service=True),
+        restart=RestartType.PERMANENT,
+    )
+    client = JobSpec(
+        name="client",
+        work=PythonWork(target="jobfuncs:block", args=("client",)),
+        schedule=Schedule(service=True),
+        depends_on=("svc",),
+    )
+    tree = make_tree(SupervisorSpec(policy=slow, children=(svc, client)), on_event=events)
+    events.reached("client", "running")
+
+    def svc_fails() -> None:
+        """The service returns: a failure, restarted in 60 s."""
+        times = len([s for s in events.states("svc") if s == "backoff"]) + 1
+        jobfuncs.EVENTS["svc.release"].set()
+        events.reached("svc", "backoff", times=times)
+        jobfuncs.EVENTS["svc.release"].clear()
+
+    def client() -> tuple[str, int]:
+        node = {n["name"]: n for n in tree.status()["children"]}["client"]
+        return node["state"], node["starts"]
+
+    tree.stop_child("client")
+    svc_fails()
+    tree.start_child("client")  # accepted: it waits, as at boot
+    assert client() == ("pending", 1)
+    tree.start_child("svc")
+    events.reached("client", "running", times=2)
+    assert jobfuncs.CALLS["client"] == 2
+
+    # A restart waits too; and a person's stop of a job waiting for its dependency sticks.
+    svc_fails()
+    tree.restart("client")
+    assert client() == ("pending", 2)
+    tree.stop_child("client")
+    tree.start_child("svc")
+    events.reached("svc", "running", times=3)
+    assert client() == ("stopped", 2)
+    tree.start_child("client")
+    events.reached("client", "running", times=3)
+
+    tree.stop_child("svc")
+    with pytest.raises(DependencyDownError, match="which is stopped; start svc first"):
+        tree.restart("client")
+    assert client() == ("running", 3), "refused: it runs on untouched"
+    assert not [r.message for r in logs.records if "jobvisor bug" in r.message]
 
 
 class GateProbe:

@@ -18,8 +18,10 @@ from actorkit import Journal, Recorder
 from supervision import (
     ActorSpec,
     Backoff,
+    Intensity,
     JobSpec,
     NoSuchChildError,
+    OnExhausted,
     PythonWork,
     RestartPolicy,
     RestartType,
@@ -35,6 +37,7 @@ from supervision._table import flatten_status
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_BACKOFF = RestartPolicy(backoff=Backoff(initial=60.0, max=60.0, jitter=0))
+FAST_ONCE = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001, jitter=0))
 
 
 def actor(name: str, journal: Journal) -> ActorSpec:
@@ -292,6 +295,118 @@ class TestCounters:
         node = tree.status()["children"][0]
         assert (node["state"], node["starts"], node["restarts"]) == ("succeeded", 3, 2)
         assert jobfuncs.CALLS["f"] == 3
+
+
+class TestStoppingWhatIsNotRunning:
+    def test_a_settled_job_keeps_its_outcome_and_the_stop_says_there_was_nothing_to_stop(
+        self, make_tree, events
+    ) -> None:
+        give_up = RestartPolicy(intensity=Intensity(max_restarts=0))
+        spec = SupervisorSpec(
+            policy=give_up,
+            children=(
+                python_job("ok", "jobfuncs:ok", "ok"),
+                replace(python_job("bad", "jobfuncs:fail", "bad"), restart=RestartType.TEMPORARY),
+                python_job("gone", "jobfuncs:fail", "gone"),
+            ),
+        )
+        tree = make_tree(spec, on_event=events)
+        assert tree.wait(10)
+        before = {n["path"]: n for n in tree.status()["children"]}
+        assert [before[p]["state"] for p in ("ok", "bad", "gone")] == [
+            "succeeded",
+            "failed",
+            "gave_up",
+        ]
+        for path in ("ok", "bad", "gone"):
+            said = tree.stop_child(path)
+            assert said == f"{path}: not running ({before[path]['state']}); nothing to stop"
+        assert {n["path"]: n for n in tree.status()["children"]} == before, "nothing changed"
+        assert tree.result().failed == ("bad", "gone"), "their outcomes still count"
+        assert tree.start_child("gone") is None
+
+    def test_a_stop_of_a_stopped_job_says_so_and_a_real_stop_says_nothing(
+        self, make_tree, journal: Journal
+    ) -> None:
+        tree = make_tree(SupervisorSpec(children=(actor("w", journal),)))
+        assert tree.started(10)
+        assert tree.stop_child("w") is None
+        assert tree.stop_child("w") == "w: not running (stopped); nothing to stop"
+        assert tree.status()["children"][0]["state"] == "stopped"
+
+
+class TestGroupIncarnations:
+    """A group's new incarnation counts on from the one before: numbers never repeat."""
+
+    def test_a_persons_restart_of_a_group_keeps_its_childrens_counters_and_attempts(
+        self, make_tree, events, journal: Journal, book: JobJournal
+    ) -> None:
+        policy = RestartPolicy(
+            backoff=Backoff(initial=0.001, max=0.001, jitter=0), intensity=Intensity(max_restarts=2)
+        )
+        children = (python_job("f", "jobfuncs:fail", "f"), actor("w", journal))
+        group = SupervisorSpec(name="g", policy=policy, children=children)
+        tree = make_tree(SupervisorSpec(children=(group,)), on_event=events, sink=book.record)
+        events.reached("g/f", "gave_up")
+        events.reached("g/w", "running")
+        tree.restart("g")
+        events.reached("g/f", "gave_up", times=2)
+        events.reached("g/w", "running", times=2)
+        nodes = {n["path"]: n for n in flatten_status(tree.status())}
+        f, w = nodes["g/f"], nodes["g/w"]
+        assert (f["starts"], f["restarts"], f["failures"]) == (6, 4, 6)
+        assert f["last_exit"]["error"] == "RuntimeError: f failed on call 6"
+        assert (w["starts"], w["restarts"], w["failures"]) == (2, 0, 0)
+        assert book.flush()
+        attempts = [r["attempt"] for r in book.history("g/f") if r["type"] == "attempt"]
+        assert attempts == [1, 2, 3, 4, 5, 6], "the attempts count on: none repeats"
+
+    def test_a_group_strategys_restart_of_a_nested_group_keeps_the_counters_below_it(
+        self, make_tree, events, journal: Journal
+    ) -> None:
+        inner = SupervisorSpec(name="h", policy=FAST_ONCE, children=(actor("a", journal),))
+        outer = SupervisorSpec(name="g", policy=FAST_ONCE, children=(inner,))
+        spec = SupervisorSpec(
+            strategy=Strategy.ONE_FOR_ALL, policy=FAST_ONCE, children=(outer, actor("b", journal))
+        )
+        tree = make_tree(spec, on_event=events)
+        events.reached("b", "running")
+        tree.ref("b").tell("crash")
+        events.reached("b", "running", times=2)
+        events.reached("g/h/a", "running", times=2)
+        nodes = {n["path"]: n for n in flatten_status(tree.status())}
+        assert [nodes[p]["starts"] for p in ("g", "g/h", "g/h/a", "b")] == [2, 2, 2, 2]
+        assert nodes["b"]["failures"] == 1
+
+    def test_a_group_restarted_after_it_escalated_keeps_the_counters_below_it(
+        self, make_tree, events, journal: Journal
+    ) -> None:
+        escalate = RestartPolicy(on_exhausted=OnExhausted.ESCALATE, intensity=Intensity(max_restarts=0))
+        group = SupervisorSpec(name="g", policy=escalate, children=(actor("a", journal),))
+        tree = make_tree(SupervisorSpec(policy=FAST_ONCE, children=(group,)), on_event=events)
+        events.reached("g/a", "running")
+        tree.ref("g/a").tell("crash")
+        events.reached("g/a", "running", times=2)
+        nodes = {n["path"]: n for n in flatten_status(tree.status())}
+        assert (nodes["g"]["starts"], nodes["g"]["failures"]) == (2, 1)
+        a = nodes["g/a"]
+        assert (a["starts"], a["failures"], a["last_exit"]["error"]) == (2, 1, "RuntimeError: a crashed")
+
+    def test_a_child_a_reload_changed_while_its_group_was_down_starts_from_zero(
+        self, make_tree, events, journal: Journal
+    ) -> None:
+        group = SupervisorSpec(
+            name="g", policy=FAST_ONCE, children=(actor("a", journal), actor("b", journal))
+        )
+        tree = make_tree(SupervisorSpec(children=(group,)), on_event=events)
+        events.reached("g/b", "running")
+        tree.stop_child("g")
+        changed = replace(actor("a", journal), restart=RestartType.TRANSIENT)
+        tree.update_group(replace(group, children=(changed, actor("b", journal))), "g")
+        tree.start_child("g")
+        events.reached("g/b", "running", times=2)
+        nodes = {n["path"]: n for n in flatten_status(tree.status())}
+        assert (nodes["g/a"]["starts"], nodes["g/b"]["starts"]) == (1, 2)
 
 
 class TestErrors:
