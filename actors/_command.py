@@ -32,6 +32,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import logbook
@@ -567,19 +568,12 @@ class _Child:
                 if stream is not None and not self._read(stream):
                     waiter.forget(fd)
                     del open_streams[fd]
-            if self._code is None and waiter.check_exit(pipes_closed=not open_streams):
-                self.signalled = self._stopping or self._killed
-                if not open_streams:
-                    # Nothing left to read: what is left of the group gets close()'s SIGKILL
-                    # now, not a stop_signal it would overtake, and under threads the status
-                    # comes with the reaping (two system calls less on every restart).
-                    self._kill_and_reap()
-                    if self._code is None:  # gevent: the waiter has it (libev's, or WNOWAIT)
-                        self._code = waiter.exit_code()
-                    break
-                self._code = waiter.exit_code()
-                # What is left of the group gets the stop signal (we are not waiting: no wake).
-                self.stop(self._stop_signal, self._grace, wake=False)
+            if (
+                self._code is None
+                and waiter.check_exit(pipes_closed=not open_streams)
+                and self._leader_exited(waiter, pipes_open=bool(open_streams))
+            ):
+                break
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
                 self._kill()
                 if self._code is not None:
@@ -653,6 +647,34 @@ class _Child:
                 stream.feed(data)
         stream.finish()
 
+    def _leader_exited(self, waiter: PollWaiter | HubWaiter, *, pipes_open: bool) -> bool:
+        """Take the leader's exit; True when nothing is left to wait for but what the pipes hold."""
+        self.signalled = self._stopping or self._killed
+        if not pipes_open:
+            # Nothing left to read: what is left of the group gets close()'s SIGKILL now, not
+            # a stop_signal it would overtake, and under threads the status comes with the
+            # reaping (two system calls less on every restart).
+            self._kill_and_reap()
+            if self._code is None:  # gevent: the waiter has it (libev's, or WNOWAIT)
+                self._code = waiter.exit_code()
+            return True
+        self._code = waiter.exit_code()
+        # What the pipes hold now is read; what one who left the group writes later is its own.
+        return not self._stop_the_rest()
+
+    def _stop_the_rest(self) -> bool:
+        """The leader exited, its pipes still open: the rest of its group gets the stop signal.
+
+        False when there is no rest (the group is then gone): one who left the group
+        (``setsid``) holds the pipes, and nothing of ours is left to wait for.
+        """
+        self.stop(self._stop_signal, self._grace, wake=False)  # we are not waiting: no wake
+        with self.lock:
+            if not self._gone:
+                leader = self.pids[0]
+                self._gone = not _group_has_others(leader, leader)
+            return not self._gone
+
     def _kill(self) -> None:
         with self.lock:
             self._kill_locked()
@@ -716,6 +738,31 @@ def _signal_group(pgid: int, signum: int) -> bool:
     except PermissionError:  # a member that switched to another user: the group is there
         pass
     return True
+
+
+def _group_has_others(pgid: int, leader: int) -> bool:
+    """Whether a living process other than ``leader`` is in process group ``pgid``.
+
+    Read from /proc, only when a leader exits while its pipes are still open (a background
+    child, or one that escaped with them): a zombie holds no pipe, and a group never gains a
+    member once all of them are dead.
+    """
+    try:
+        names = os.listdir("/proc")  # noqa: PTH208 - a list: nothing for a Kill to leave open
+    except OSError:
+        return True  # cannot tell: wait as for a member
+    for name in names:
+        if not name.isdigit() or int(name) == leader:
+            continue
+        try:  # one call: no point of ours between its open and its close for a Kill
+            stat = Path(f"/proc/{name}/stat").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        # The name in parentheses may hold anything: the fields after the last ")" do not.
+        fields = stat[stat.rfind(b")") + 2 :].split()  # state, ppid, pgrp, ...
+        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
+            return True
+    return False
 
 
 # The running child of each attempt, keyed by id(attempt). run() adds and removes its entry, so

@@ -703,17 +703,29 @@ def test_a_failed_exec_is_reaped_and_forgotten_while_no_stop_may_signal_it(
     assert held == [True]
 
 
-def test_a_process_that_left_the_group_delays_the_end_by_grace_only(
+def test_a_process_that_left_the_group_does_not_hold_up_the_end(
     lines: Lines, procs: Watched, tmp_path: Path
 ) -> None:
-    # It escaped with our stdout: we stop reading at the SIGKILL deadline instead of forever.
+    # It escaped with our stdout, and nobody is left in the group: nothing of ours holds the
+    # pipes, so nothing is waited for (it used to be the whole grace: a stop that "did not
+    # stop within 30s; killing it" of a leader that had exited at once).
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     script = f"setsid sh -c 'echo $$ > {fifo}; exec sleep 1000' & read pid < {fifo}; echo $pid"
-    assert CommandWork(shell=script, grace=0.2).run(attempt("escaped")) == 0
+    began = time.monotonic()
+    assert CommandWork(shell=script, grace=30).run(attempt("escaped")) == 0
+    assert time.monotonic() - began < 15, "it waited out the grace"
     (pid,) = lines.pids(1, "escaped")
     procs.add(pid)  # SIGKILLed by the fixture
     assert not procs.dead(pid), "setsid should have escaped the group kill"
+
+
+def test_a_member_left_in_the_group_is_still_waited_for(lines: Lines) -> None:
+    """The leader exits while another member of its group holds the pipes: that member gets
+    the stop signal, and its last words are read before the attempt ends."""
+    script = "(trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done) & sleep 0.2"
+    assert CommandWork(argv=("bash", "-c", script), grace=30).run(attempt("member")) == 0
+    assert lines.texts("member") == ["bye"]
 
 
 def open_fds(runtime: str) -> int:
