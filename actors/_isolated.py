@@ -22,6 +22,7 @@ import itertools
 import marshal
 import os
 import pickle
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -188,9 +189,12 @@ class _Box:
         return f"{self.dir}/result"
 
     def open(self, call: bytes) -> None:
+        tmp = tempfile.gettempdir()
+        if tmp not in SWEPT:
+            _sweep(tmp)
         # Not mkdtemp: a Kill landing after its mkdir would lose the name, and the directory.
         # The name is kept first; close() removes whatever of it exists.
-        self.dir = f"{tempfile.gettempdir()}/jobvisor-py-{os.getpid()}-{os.urandom(8).hex()}"
+        self.dir = f"{tmp}/{_PREFIX}{os.getpid()}-{os.urandom(8).hex()}"
         Path(self.dir).mkdir(mode=0o700)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = self._open(self.call_path, flags)
@@ -245,3 +249,45 @@ class _Box:
                     interrupted = interrupted or exc
         if interrupted is not None:
             raise interrupted
+
+
+_PREFIX: Final = "jobvisor-py-"
+# The temporary directories this process has swept of the call directories left by jobvisors
+# that are gone (a SIGKILL leaves an attempt's: nothing of that process was left to remove it).
+SWEPT: set[str] = set()
+
+
+def _sweep(tmp: str) -> None:
+    """Remove from ``tmp`` our user's call directories of processes that no longer run."""
+    SWEPT.add(tmp)
+    try:
+        names = os.listdir(tmp)  # noqa: PTH208 - a list: nothing for a Kill to leave open
+    except OSError:
+        return
+    uid = os.getuid()
+    for name in names:
+        pid = name.removeprefix(_PREFIX).partition("-")[0]
+        if not name.startswith(_PREFIX) or not pid.isdigit() or _runs(int(pid)):
+            continue
+        path = f"{tmp}/{name}"
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+            continue  # another user's, or not a directory of ours: not ours to remove
+        with contextlib.suppress(OSError):
+            for file in ("call", "result"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{path}/{file}")  # noqa: PTH108 - by name, as close() does
+            os.rmdir(path)  # noqa: PTH106
+
+
+def _runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

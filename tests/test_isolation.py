@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -523,3 +524,33 @@ def test_run_survives_os_exit_and_a_gil_holding_job_of_its_manifest(tmp_path: Pa
     nodes = {node["path"]: node for node in json.loads(done.stdout)["children"]}
     assert nodes["leave"]["last_exit"]["code"] == 7
     assert nodes["spin"]["last_exit"]["outcome"] == "timeout"
+
+
+def test_the_files_of_a_jobvisor_killed_by_sigkill_are_swept(make_tree, events) -> None:
+    """A jobvisor SIGKILLed while an isolated attempt ran left its call directory in /tmp for
+    ever; the next one to run an isolated attempt removes those of processes that are gone
+    (its own, and any process's that still runs, it leaves)."""
+    gone = Path(tempfile.gettempdir(), f"jobvisor-py-{dead_pid()}-{os.urandom(8).hex()}")
+    alive = Path(tempfile.gettempdir(), f"jobvisor-py-{os.getppid()}-{os.urandom(8).hex()}")
+    for where in (gone, alive):
+        where.mkdir(mode=0o700)
+        (where / "call").write_bytes(b"x")
+    try:
+        _isolated.SWEPT.clear()  # as in a process that has run no isolated attempt yet
+        tree = make_tree(tree_of(isolated("x", "exit_now", 0), policy=ONCE), on_event=events)
+        assert tree.wait(20)
+        assert not gone.exists()
+        assert (alive / "call").exists()
+    finally:
+        for where in (gone, alive):
+            for name in ("call", "result"):
+                (where / name).unlink(missing_ok=True)
+            if where.exists():
+                where.rmdir()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped): no process has it for now."""
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    return ended.pid
