@@ -58,6 +58,9 @@ class AttemptFinished(Event):
     started_at: float
     code: int | None
     node: str | None = None  # "ID (IP)" of the Ray node a placed job's attempt ran on
+    # A periodic job's next tick (wall time), as the status's next_start_at gives it: a
+    # stream's reader follows a tick from its event alone. None for other jobs.
+    next_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

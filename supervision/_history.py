@@ -21,6 +21,7 @@ __all__ = [
     "last_breaker_states",
     "open_cooldowns",
     "read_history",
+    "read_recent_attempts",
     "read_succeeded",
     "read_successes",
 ]
@@ -60,7 +61,7 @@ def _read(db: Path) -> sqlite3.Connection:
         raise JournalError(f"cannot read the journal {db}: {exc}") from exc
 
 
-def _query(db: Path, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+def _query(db: Path, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[Any]:
     """Run one read-only query; a missing or unreadable journal is a ``JournalError``."""
     conn = _read(db)
     try:
@@ -112,6 +113,48 @@ def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dic
         if "detail" in item:
             item["detail"] = json.loads(item["detail"])
         out.append(item)
+    return out
+
+
+_ATTEMPT_KEYS: Final = ("at", "path", "attempt", "outcome", "code", "error", "node", "started_at")
+# Each path the journal has attempts of, one index seek per path (SQLite's skip-scan by hand:
+# a DISTINCT would read every row), then that path's newest rows, again from the index.
+_RECENT: Final = """
+    WITH RECURSIVE paths(p) AS (
+        SELECT MIN(path) FROM attempts WHERE path >= :low AND path < :high
+        UNION ALL
+        SELECT (SELECT MIN(path) FROM attempts WHERE path > p AND path < :high)
+        FROM paths WHERE p IS NOT NULL
+    )
+    SELECT a.ended_at, a.path, a.attempt, a.outcome, a.code, a.error, a.node, a.started_at
+    FROM paths JOIN attempts AS a ON a.id IN (
+        SELECT id FROM attempts WHERE path = paths.p ORDER BY id DESC LIMIT :per_job
+    )
+    ORDER BY a.path, a.id
+"""
+
+
+def read_recent_attempts(
+    db: Path, path: str | None, per_job: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The newest ``per_job`` attempts of each path (``path`` and below, if given), oldest first.
+
+    One read for a page's every timeline: each path's rows come from its own, so a
+    chatty job cannot crowd another's out as it would in one window of the journal.
+    A row is an attempt as ``read_history`` gives it.
+    """
+    # "etl" is etl and etl/...: the range [etl, etl0) holds those ('/' sorts just before '0')
+    # and etl-x, etl.x, dropped below.
+    low, high = ("", "\U0010ffff") if path is None else (path, path + "0")
+    rows = _query(db, _RECENT, {"low": low, "high": high, "per_job": per_job})
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        item = {k: v for k, v in zip(_ATTEMPT_KEYS, row, strict=True) if v is not None}
+        name = str(item["path"])
+        if path is not None and name != path and not name.startswith(path + "/"):
+            continue
+        item["type"] = "attempt"
+        out.setdefault(name, []).append(item)
     return out
 
 

@@ -5,7 +5,8 @@ Routes (every answer but ``/``, ``/metrics`` and the event stream is JSON):
 - ``GET /``: the live page (``supervision/_page.html``), 404 while there is none;
 - ``GET /metrics``: Prometheus text (``_metrics``);
 - ``GET /api/config``: what the page needs to know (are actions on, do reads need the token);
-- ``GET /api/status``: the status document; ``GET /api/history?job=&limit=``: the journal;
+- ``GET /api/status``: the status document; ``GET /api/history?job=&limit=``: the journal
+  (``?per_job=N``: each job's newest N attempts, by path, in one answer);
 - ``GET /api/events``: Server-Sent Events, one JSON object (with ``type``) per tree event;
 - ``POST /api/jobs/PATH/start|stop|restart``: an action (bearer token).
 
@@ -37,7 +38,7 @@ from prometheus_client import Gauge
 
 from actors import JobvisorError
 from supervision._files import ensure_private_dir, remove_if_same, write_atomic
-from supervision._history import JournalError, journal_path, read_history
+from supervision._history import JournalError, journal_path, read_history, read_recent_attempts
 from supervision._listen import is_loopback
 from supervision._metrics import CONTENT_TYPE, TreeMetrics
 
@@ -63,6 +64,7 @@ STREAM_QUEUE: Final = 1000  # events a stream may fall behind by before it is cu
 HANGUP_CHECK: Final = 1.0  # seconds: how often an idle stream looks whether its client closed
 STATUS_DEADLINE: Final = 10.0
 MAX_HISTORY: Final = 10_000
+MAX_PER_JOB: Final = 1000  # attempts of each job in one ?per_job answer
 ACTIONS: Final = ("start", "stop", "restart")
 # The page is one file with inline script and style; it talks only to this server.
 PAGE_POLICY: Final = (
@@ -447,18 +449,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _history(self, query: dict[str, list[str]]) -> None:
         job = (query.get("job") or [""])[-1].strip("/") or None
-        text = (query.get("limit") or ["50"])[-1]
-        if not text.isdigit() or not 1 <= int(text) <= MAX_HISTORY:
+        per_job = query["per_job"][-1] if "per_job" in query else None
+        if per_job is not None and "limit" in query:
             raise _Refused(
-                HTTPStatus.BAD_REQUEST, f"limit: expected 1 to {MAX_HISTORY}, got {text!r}"
+                HTTPStatus.BAD_REQUEST, "limit and per_job: give one (per_job counts each job's)"
             )
+        text = per_job if per_job is not None else (query.get("limit") or ["50"])[-1]
+        name, most = ("per_job", MAX_PER_JOB) if per_job is not None else ("limit", MAX_HISTORY)
+        if not text.isdigit() or not 1 <= int(text) <= most:
+            raise _Refused(HTTPStatus.BAD_REQUEST, f"{name}: expected 1 to {most}, got {text!r}")
         if self.endpoint.journal is None:
             raise _Refused(HTTPStatus.NOT_FOUND, "this tree keeps no journal")
         try:
-            rows = read_history(self.endpoint.journal, job, int(text))
+            # per_job: {path: [attempt, ...]}, a page's every timeline in one read.
+            answer: Any = (
+                read_recent_attempts(self.endpoint.journal, job, int(text))
+                if per_job is not None
+                else read_history(self.endpoint.journal, job, int(text))
+            )
         except JournalError as exc:
             raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
-        self._json(HTTPStatus.OK, rows)
+        self._json(HTTPStatus.OK, answer)
 
     def _events(self, query: dict[str, list[str]]) -> None:
         del query

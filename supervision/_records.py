@@ -248,6 +248,7 @@ class TreeContext:
                 started_at=msg.started_at,
                 code=msg.code,
                 node=msg.node,
+                next_at=msg.next_at,
             ),
         )
 

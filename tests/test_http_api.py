@@ -240,6 +240,36 @@ def test_status_history_and_a_crash_seen_as_events_and_metrics(
     assert served.get("/api/history?limit=x").status_code == 400
 
 
+def test_history_per_job_gives_every_jobs_newest_attempts_in_one_answer(
+    daemon: tuple[Running, Served],
+) -> None:
+    """The page's timelines in one read (not one per job), in the rows ``history --json`` gives."""
+    running, served = daemon
+
+    def crashes() -> int:
+        rows = served.get("/api/history?job=etl/crashy&limit=100").json()
+        return sum(r["type"] == "attempt" and r.get("code") == 3 for r in rows)
+
+    for n in (1, 2):
+        (running.dir / "crash").touch()
+        wait_until(lambda n=n: crashes() == n, f"crash {n} in the journal", timeout=30)
+    answer = served.get("/api/history?per_job=1")
+    assert answer.status_code == 200
+    recent = answer.json()
+    (newest,) = recent["etl/crashy"]
+    rows = served.get("/api/history?job=etl/crashy&limit=10").json()
+    assert newest == [r for r in rows if r["type"] == "attempt"][-1]
+    assert (newest["type"], newest["attempt"], newest["code"]) == ("attempt", 2, 3)
+    assert set(served.get("/api/history?per_job=5&job=etl").json()) == {"etl/crashy"}
+    assert [
+        r["attempt"] for r in served.get("/api/history?per_job=5&job=etl").json()["etl/crashy"]
+    ] == [1, 2]
+    for bad in ("per_job=0", "per_job=x", "per_job=1001", "per_job=2&limit=3"):
+        refused = served.get(f"/api/history?{bad}")
+        assert refused.status_code == 400, bad
+        assert "per_job" in refused.json()["error"]
+
+
 def test_actions_need_the_token_and_reads_do_not(daemon: tuple[Running, Served]) -> None:
     running, served = daemon
     assert served.get("/api/status").status_code == 200  # loopback: reads are free

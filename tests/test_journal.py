@@ -256,3 +256,47 @@ def test_a_restart_with_an_infinite_delay_is_still_valid_json(tmp_path: Path) ->
         journal.close()
     details = [row["detail"] for row in read_history(tmp_path / FILENAME)]
     assert details == [{"delay": float("inf"), "number": 2000}, {"delay": 0.25, "number": 1}]
+
+
+def test_recent_attempts_come_per_job_each_from_its_own_rows(tmp_path: Path) -> None:
+    """The page's one history read: the newest attempts of every job, a chatty one no cause
+    for another's to be missing; ``etl`` means etl and below, never etl2 or etl-x."""
+    from actors import Outcome
+    from supervision._events import AttemptFinished, RestartScheduled
+    from supervision._history import read_recent_attempts
+
+    journal = Journal(tmp_path)
+
+    def attempt(path: str, n: int, outcome: Outcome = Outcome.SUCCEEDED) -> None:
+        journal.record(
+            AttemptFinished(path=path, at=float(n), attempt=n, outcome=outcome,
+                            error=None if outcome is Outcome.SUCCEEDED else "boom",
+                            started_at=float(n) - 0.5, code=0)
+        )  # fmt: skip
+
+    attempt("etl/load", 1, Outcome.FAILED)
+    journal.record(RestartScheduled(path="etl/load", at=1.0, delay=0.1, number=1))
+    for n in range(1, 500):
+        attempt("chatty", n)
+    attempt("etl/load", 2)
+    attempt("etl", 1)
+    attempt("etl2", 1)
+    attempt("etl-x", 1)
+    assert journal.flush()
+    journal.close()
+    db = tmp_path / FILENAME
+
+    recent = read_recent_attempts(db, None, 3)
+    assert list(recent) == ["chatty", "etl", "etl-x", "etl/load", "etl2"]
+    assert [r["attempt"] for r in recent["chatty"]] == [497, 498, 499]
+    assert [(r["attempt"], r["outcome"]) for r in recent["etl/load"]] == [
+        (1, "failed"),
+        (2, "succeeded"),
+    ]
+    # Each row as read_history gives an attempt.
+    (failed, _) = recent["etl/load"]
+    (same,) = [r for r in read_history(db, "etl/load", 10) if r.get("outcome") == "failed"]
+    assert failed == same
+    assert list(read_recent_attempts(db, "etl", 3)) == ["etl", "etl/load"]
+    assert list(read_recent_attempts(db, "etl/load", 1)) == ["etl/load"]
+    assert read_recent_attempts(db, "nothing", 3) == {}

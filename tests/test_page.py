@@ -188,6 +188,34 @@ def use_token(driver: WebDriver, token: str) -> None:
     driver.find_element(By.ID, "token-use").click()
 
 
+def conn(driver: WebDriver) -> str:
+    return driver.find_element(By.ID, "conn").get_attribute("data-conn") or ""
+
+
+def notices(driver: WebDriver) -> list[tuple[str, str]]:
+    """The notices on show, (kind, text), oldest first."""
+    # Read in one script: a notice that fades goes between two WebDriver calls.
+    found = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#notices .notice'),"
+        " n => [n.dataset.kind || '', n.querySelector('.text').textContent,"
+        " n.getClientRects().length > 0 && getComputedStyle(n).opacity !== '0']);"
+    )
+    return [(kind, text) for kind, text, visible in found if visible]
+
+
+def in_view(driver: WebDriver, css: str) -> bool:
+    """True when the element ``css`` is shown whole inside the viewport."""
+    return bool(
+        driver.execute_script(
+            "const e = document.querySelector(arguments[0]); if (!e) return false;"
+            "const r = e.getBoundingClientRect();"
+            "return r.width > 0 && r.height > 0 && r.top >= 0 && r.left >= 0 &&"
+            " r.bottom <= window.innerHeight && r.right <= window.innerWidth;",
+            css,
+        )
+    )
+
+
 def test_every_job_shows_and_a_crash_changes_the_page_without_a_reload(
     daemon: tuple[Running, str], browser: WebDriver
 ) -> None:
@@ -286,14 +314,14 @@ def test_actions_need_the_token_and_the_page_never_shows_it(
     restart = '.row[data-path="svc"] button[data-action="restart"]'
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, restart), "the buttons")
     browser.find_element(By.CSS_SELECTOR, restart).click()
-    until(browser, lambda d: "refused" in d.find_element(By.ID, "notice").text, "the refusal")
-    assert browser.find_element(By.ID, "notice").get_attribute("data-kind") == "error"
+    until(browser, lambda d: any("refused" in t for _, t in notices(d)), "the refusal")
+    assert [k for k, t in notices(browser) if "refused" in t] == ["error"]
     assert running.nodes()["svc"]["starts"] == 1, "a wrong token restarted the job"
 
     use_token(browser, TOKEN)
     browser.execute_script("window.__jobvisorMarker = 'kept'")
     browser.find_element(By.CSS_SELECTOR, restart).click()
-    until(browser, lambda d: "done" in d.find_element(By.ID, "notice").text, "the restart done")
+    until(browser, lambda d: any("done" in t for _, t in notices(d)), "the restart done")
     until(browser, lambda d: number(d, "svc", "starts") == 2, "the second start")
     assert running.nodes()["svc"]["starts"] == 2
     assert browser.execute_script("return window.__jobvisorMarker") == "kept"
@@ -305,31 +333,247 @@ def test_actions_need_the_token_and_the_page_never_shows_it(
     assert [e for e in console_errors(browser) if "/restart" not in e["message"]] == []
 
 
-def test_reconnects_when_the_daemon_restarts(tmp_path: Path, browser: WebDriver) -> None:
+def test_a_daemon_gone_away_is_said_plainly_and_the_page_comes_back_with_it(
+    tmp_path: Path, browser: WebDriver
+) -> None:
     port = free_port()
     running = daemon_at(tmp_path, port)
     try:
         open_page(browser, f"http://127.0.0.1:{port}")
+        use_token(browser, TOKEN)
+        until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".actions button"), "the buttons")
         browser.execute_script("window.__jobvisorMarker = 'kept'")
+        assert not browser.find_element(By.ID, "down").is_displayed()
         assert stop_daemon(running) == 0
-        until(
-            browser,
-            lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "reconnecting",
-            "that it lost the daemon",
+
+        down = browser.find_element(By.ID, "down")
+        until(browser, lambda d: down.is_displayed(), "that the daemon cannot be reached")
+        assert "cannot reach the daemon" in down.text.lower()
+        assert re.search(r"since \d\d:\d\d:\d\d", down.text), down.text
+        assert conn(browser) != "live"
+        # What the page shows is the last it knew: not a green "running" root, rows greyed.
+        root = browser.find_element(By.ID, "tree-state")
+        assert root.get_attribute("data-state") == "unknown"
+        assert root.text == "unknown"
+        opacity = browser.execute_script(
+            "return getComputedStyle(document.querySelector('.row[data-path=\"svc\"]')).opacity"
         )
-        assert "reconnecting" in browser.find_element(By.ID, "conn").text
+        assert float(opacity) < 0.8, "the rows are not marked stale"
+        buttons = browser.find_elements(By.CSS_SELECTOR, ".actions button")
+        assert buttons
+        assert all(not b.is_enabled() for b in buttons), "actions stay on while unreachable"
+
         running = daemon_at(tmp_path, port)
         until(
             browser,
-            lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live",
+            lambda d: conn(d) == "live" and not d.find_element(By.ID, "down").is_displayed(),
             "that it is live again",
         )
-        # The new daemon's tree, read again on reconnect: svc started once in this daemon.
+        # The status read that ends the stale view does not wipe the notice that says so.
+        assert any(k == "ok" and t.startswith("reconnected") for k, t in notices(browser))
+        assert browser.find_element(By.ID, "tree-state").get_attribute("data-state") == "running"
+        assert all(
+            b.is_enabled() for b in browser.find_elements(By.CSS_SELECTOR, ".actions button")
+        )
+        opacity = browser.execute_script(
+            "return getComputedStyle(document.querySelector('.row[data-path=\"svc\"]')).opacity"
+        )
+        assert float(opacity) == 1.0
+        # The new daemon's tree, read again on reconnect: crasher failed once in this daemon.
         (tmp_path / "go").touch()
         until(browser, lambda d: number(d, "crasher", "failures") == 1, "the new daemon's events")
         assert browser.execute_script("return window.__jobvisorMarker") == "kept"
     finally:
         assert stop_daemon(running) == 0
+
+
+def test_action_results_show_wherever_the_page_is_scrolled(
+    daemon: tuple[Running, str], browser: WebDriver
+) -> None:
+    """The header (state, connection) stays in view; a done notice fades, an error stays
+    until dismissed."""
+    _, url = daemon
+    size(browser, 1280, 330)
+    open_page(browser, url)
+    use_token(browser, "wrong-token")
+    restart = '.row[data-path="{}"] button[data-action="restart"]'
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, restart.format("svc")), "the buttons")
+    browser.find_element(By.CSS_SELECTOR, restart.format("svc")).click()
+    until(
+        browser,
+        lambda d: any(k == "error" and "refused" in t for k, t in notices(d)),
+        "the refusal",
+    )
+
+    use_token(browser, TOKEN)
+    browser.execute_script("window.scrollTo(0, document.documentElement.scrollHeight)")
+    assert browser.execute_script("return window.scrollY") > 100, "the window is too tall to test"
+    worker = browser.find_element(By.CSS_SELECTOR, restart.format("pipeline/worker"))
+    assert in_view(browser, "#conn"), "the header scrolled away"
+    assert in_view(browser, "#tree-state")
+    worker.click()
+    until(
+        browser,
+        lambda d: any(k == "ok" and "restart pipeline/worker: done" in t for k, t in notices(d)),
+        "the restart done",
+    )
+    assert in_view(browser, "#notices .notice[data-kind='ok']"), "the notice is off-screen"
+    until(browser, lambda d: number(d, "pipeline/worker", "starts") == 2, "the second start")
+    # The done notice goes by itself; the refusal, older than it, is still there.
+    until(browser, lambda d: not any("done" in t for _, t in notices(d)), "the done notice fading")
+    assert any(k == "error" and "refused" in t for k, t in notices(browser))
+    browser.find_element(
+        By.CSS_SELECTOR, "#notices .notice[data-kind='error'] button.dismiss"
+    ).click()
+    until(browser, lambda d: not any(k == "error" for k, _ in notices(d)), "the refusal dismissed")
+    # The refused POST is the only failed request; the page said so itself.
+    assert [e for e in console_errors(browser) if "/restart" not in e["message"]] == []
+
+
+# A job whose error holds a right-to-left override: the page shows it escaped, as the CLI does.
+BIDI = """
+version: 1
+jobs:
+  - name: bidi
+    restart: temporary
+    command: "exit 3 # \u202edesrever\u202c done"
+"""
+
+
+def test_job_text_with_control_characters_is_shown_escaped(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    running = start_daemon(tmp_path, BIDI, "--http", "127.0.0.1:0")
+    try:
+        shown = running.cli("status")
+        assert "\\u202e" in shown.stdout, shown.stdout  # what the CLI does
+        browser.get(url_of(running) + "/")
+        until(browser, lambda d: "code 3" in cell(d, "bidi", ".exit"), "the failure")
+        error = cell(browser, "bidi", ".exit .err")
+        assert "\\u202edesrever\\u202c done" in error, error
+        until(
+            browser,
+            lambda d: d.find_elements(By.CSS_SELECTOR, '.row[data-path="bidi"] .bar'),
+            "the attempt",
+        )
+        bar = browser.find_element(By.CSS_SELECTOR, '.row[data-path="bidi"] .bar')
+        ActionChains(browser).move_to_element(bar).perform()
+        tip = browser.find_element(By.ID, "tip")
+        until(browser, lambda d: tip.is_displayed(), "the attempt's tooltip")
+        assert "\\u202edesrever" in tip.text
+        html = browser.execute_script("return document.documentElement.outerHTML")
+        for raw in ("\u202e", "\u202c"):
+            assert raw not in html, f"a raw U+{ord(raw):04X} on the page"
+        assert console_errors(browser) == []
+    finally:
+        assert stop_daemon(running) == 0
+
+
+TICKERS = "\n".join(
+    f"""  - name: t{i}
+    python: "math:sqrt"
+    args: [4]
+    every: 100ms"""
+    for i in range(6)
+)
+MANY = f"""
+version: 1
+jobs:
+{TICKERS}
+  - group: g
+    jobs:
+      - name: svc
+        service: true
+        command: [sh, -c, "while true; do sleep 0.2; done"]
+"""
+
+COUNT_REQUESTS = """
+    const seen = {};
+    for (const e of performance.getEntriesByType('resource')) {
+        const u = new URL(e.name);
+        seen[u.pathname] = (seen[u.pathname] || 0) + 1;
+    }
+    return seen;
+"""
+
+
+def test_events_update_the_page_without_a_request_each(tmp_path: Path, browser: WebDriver) -> None:
+    """One history read for every timeline, and the status is not read again for each tick
+    that the event itself describes."""
+    running = start_daemon(tmp_path, MANY, "--http", "127.0.0.1:0")
+    try:
+        browser.get(url_of(running) + "/")
+        browser.execute_script("performance.setResourceTimingBufferSize(5000)")
+        until(
+            browser, lambda d: all(state_of(d, f"t{i}") == "running" for i in range(6)), "the jobs"
+        )
+        until(browser, lambda d: conn(d) == "live", "live")
+        until(browser, lambda d: newest_attempt(d, "t0") >= 5, "t0's ticks")
+        start = newest_attempt(browser, "t0")
+        began = browser.execute_script("return performance.now()")
+        before = browser.execute_script(COUNT_REQUESTS)
+        assert before.get("/api/history") == 1, before
+        # About four seconds of ticks (60 events), counted by the events themselves.
+        until(browser, lambda d: newest_attempt(d, "t0") >= start + 40, "t0's next ticks")
+        seconds = (browser.execute_script("return performance.now()") - began) / 1000
+        after = browser.execute_script(COUNT_REQUESTS)
+        reads = after.get("/api/status", 0) - before.get("/api/status", 0)
+        assert reads <= seconds + 1, f"{reads} status reads in {seconds:.1f}s"
+        assert after.get("/api/history") == 1, after
+        # The row follows the ticks all the same: its last exit and its next one.
+        assert "succeeded" in cell(browser, "t3", ".exit")
+        assert cell(browser, "t3", ".next") != ""
+        assert console_errors(browser) == []
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_a_replaced_jobs_earlier_attempts_are_set_apart(
+    daemon: tuple[Running, str], browser: WebDriver
+) -> None:
+    """After a reload replaces svc, its timeline's bars are the old instance's: shown as
+    such, beside a last exit of "—" that is the new one's."""
+    running, url = daemon
+    open_page(browser, url)
+    text = (running.dir / "jobs.yaml").read_text()
+    (running.dir / "jobs.yaml").write_text(text.replace("sleep 0.2; done", "sleep 0.3; done", 1))
+    out = running.cli("reload")
+    assert out.returncode == 0, out.stderr
+    bars = '.row[data-path="svc"] .timeline .bar'
+    # The old instance's stop ends its one attempt; the new instance has no exit yet.
+    until(
+        browser,
+        lambda d: (
+            d.find_elements(By.CSS_SELECTOR, bars)
+            and cell(d, "svc", ".exit") == "—"
+            and state_of(d, "svc") == "running"
+        ),
+        "the new svc beside the old one's attempt",
+    )
+    assert number(browser, "svc", "starts") == 1
+    until(
+        browser,
+        lambda d: all(
+            b.get_attribute("data-earlier") is not None
+            for b in d.find_elements(By.CSS_SELECTOR, bars)
+        ),
+        "the old attempts set apart",
+    )
+    bar = browser.find_element(By.CSS_SELECTOR, bars)
+    assert "earlier instance" in (bar.get_attribute("data-tip") or "")
+    assert float(bar.value_of_css_property("opacity")) < 0.8
+    # The same after a fresh load (the history read, not the events).
+    browser.refresh()
+    open_page(browser, url)
+    until(
+        browser,
+        lambda d: (
+            (found := d.find_elements(By.CSS_SELECTOR, bars))
+            and all(b.get_attribute("data-earlier") is not None for b in found)
+        ),
+        "the old attempts set apart after a load",
+    )
+    assert console_errors(browser) == []
 
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)])
