@@ -168,9 +168,8 @@ def spawn(
     if b"/" in executable:  # what os.path.dirname tells, without its call
         executables: tuple[bytes, ...] = (executable,)
     else:  # as Popen and os.execvp search, in the PATH the child gets
-        executables = tuple(
-            os.path.join(os.fsencode(d), executable)  # noqa: PTH118 - bytes, as fork_exec takes
-            for d in os.get_exec_path(full_env)
+        executables = _candidates(
+            (os.environ if full_env is None else full_env).get("PATH"), executable
         )
     sys.audit("subprocess.Popen", command, args, cwd, full_env)  # as Popen reports a start
     real = real_os()
@@ -227,6 +226,16 @@ def spawn(
             for _ in map(real.waitpid, map(pids.pop, (-1,)), (0,)):
                 pass
         raise _exec_error(failure, command, cwd)
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates(search: str | None, executable: bytes) -> tuple[bytes, ...]:
+    """Where exec looks for a bare command name: in each ``PATH`` entry (``os.defpath``
+    without one), in order. Built once per ``PATH`` and name: a crash loop of ``[python3,
+    ...]`` built it on every restart, a join and two encodings per entry.
+    """
+    dirs = os.get_exec_path({} if search is None else {"PATH": search})
+    return tuple(os.path.join(os.fsencode(d), executable) for d in dirs)  # noqa: PTH118 - bytes
 
 
 def _read_all(real: Any, fd: int) -> bytes:
