@@ -68,6 +68,10 @@ class OutputSink(Protocol):
     It must not raise: a file that cannot be written loses lines, never the attempt.
     """
 
+    @property
+    def logged(self) -> bool:
+        """Whether the lines go to the log too (read after each ``write``)."""
+
     def write(self, stream: str, lines: bytes) -> None:
         """Whole lines from ``stream`` (stdout, stderr), joined by b"\\n", without the last one."""
 

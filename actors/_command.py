@@ -384,11 +384,15 @@ class _Stream:
             self.parts = 0
 
     def _log(self, line: str) -> None:
+        if self.sink is not None and not self.sink.logged:
+            return  # its file has it, and only it (output: {log: false})
         # The line is an argument, never the format string: braces in it stay as they are.
         self.emit("{} {}", self.prefix, line.removesuffix("\r"), extra=self.extra)
 
     def _log_part(self, text: str) -> None:
         self.parts += 1
+        if self.sink is not None and not self.sink.logged:
+            return
         extra = {**self.extra, "part": self.parts}
         self.emit("{} {}", self.prefix, text.removesuffix("\r"), extra=extra)
 

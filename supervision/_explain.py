@@ -258,9 +258,10 @@ def _explain_output(spec: JobSpec) -> str:
         return "off"
     if getattr(spec.work, "isolation", "process") != "process":
         return "none (isolation thread: a python job's prints are not captured)"
+    unlogged = "" if spec.output.log else " log=false"  # the file only: none in the log
     return (
         f"STATE_DIR/output/PATH.log max_bytes={fmt_size(spec.output.max_bytes)} "
-        f"backups={spec.output.backups}"
+        f"backups={spec.output.backups}{unlogged}"
     )
 
 

@@ -262,7 +262,7 @@ BREAKER_KEYS: Final = ("failure_threshold", "reset_timeout", "half_open_max_call
 WINDOW_KEYS: Final = ("max_restarts", "within")  # an intensity or a budget
 GROWTH_KEYS: Final = ("initial", "max", "multiplier", "jitter")  # a backoff or a retry wait
 COOLDOWN_KEYS: Final = ("duration", "probation", "multiplier", "max", "max_cycles")
-OUTPUT_KEYS: Final = ("max_bytes", "backups")
+OUTPUT_KEYS: Final = ("max_bytes", "backups", "log")
 STOP_KEYS: Final = ("signal", "grace")
 RETRY_KEYS: Final = ("attempts", "wait", "on")
 READY_KEYS: Final = ("tcp", "http", "command", "timeout", "interval")
@@ -795,15 +795,16 @@ class _Parser(WorkReader):
         return None if check is None else check(v)
 
     def output(self, v: V) -> OutputSpec | Bad | None:
-        """``false`` (None: no output file), ``true`` (the defaults) or ``{max_bytes, backups}``."""
-        what = "false, true or a mapping with max_bytes and backups"
+        """``false`` (None: no output file), ``true`` (the defaults) or ``{max_bytes, backups,
+        log}``."""
+        what = "false, true or a mapping with max_bytes, backups and log"
         value = self.flag(v)
         if isinstance(value, bool):
             return OutputSpec() if value else None
         f = self.fields(v, OUTPUT_KEYS, what, null_ok=False)
         if f is None:
             return BAD
-        readers = {"max_bytes": self.size, "backups": self.count}
+        readers = {"max_bytes": self.size, "backups": self.count, "log": self.flag}
         kwargs = {key: read(f[key]) for key, read in readers.items() if key in f}
         return self.build(v, OutputSpec, "output", **kwargs)
 

@@ -94,6 +94,11 @@ class JobOutput:
         if data:
             sink.write_bytes(data)
 
+    @property
+    def logged(self) -> bool:
+        """Whether the lines go to the log too: unless ``log: false``, and the file takes them."""
+        return self._spec.log or self._failed
+
     def close(self) -> None:
         sink, self._sink = self._sink, None
         if sink is not None:

@@ -53,16 +53,20 @@ class OutputSpec:
 
     The file is rotated once it would pass ``max_bytes`` (``PATH.log.1`` ...
     ``PATH.log.N``, ``backups`` of them kept); a job's ``output: false`` is
-    ``JobSpec.output=None``.
+    ``JobSpec.output=None``. ``log=False`` keeps the lines out of the log (the file
+    only, as supervisord keeps a program's output out of its own log), unless the
+    file cannot be written.
     """
 
     max_bytes: int = 10 * 1024 * 1024
     backups: int = 3
+    log: bool = True
 
     def __post_init__(self) -> None:
         ok = isinstance(self.max_bytes, int) and not isinstance(self.max_bytes, bool)
         need(ok and self.max_bytes >= 1, "output.max_bytes", "a size >= 1", self.max_bytes)
         need_count(self.backups, "output.backups", 0)
+        need(isinstance(self.log, bool), "output.log", "true or false", self.log)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,7 +102,7 @@ class JobSpec:
         need(
             self.output is None or isinstance(self.output, OutputSpec),
             "output",
-            "false or a mapping with max_bytes and backups",
+            "false or a mapping with max_bytes, backups and log",
             self.output,
         )
         if self.name in self.depends_on:

@@ -288,8 +288,8 @@ def test_bad_output_values_are_reported_with_path_and_line(tmp_path: Path) -> No
         "jobs.yaml:5: jobs[0].output.max_bytes: expected a size >= 1, got 0",
         "jobs.yaml:5: jobs[0].output.backups: expected a count >= 0, got -1",
         (
-            "jobs.yaml:8: jobs[1].output: expected false, true or a mapping with max_bytes and "
-            "backups, got 'loud'"
+            "jobs.yaml:8: jobs[1].output: expected false, true or a mapping with max_bytes, "
+            "backups and log, got 'loud'"
         ),
         (
             "jobs.yaml:11: jobs[2].output: expected output only on command or python jobs, "
@@ -329,3 +329,35 @@ def test_a_job_named_with_dots_only_keeps_its_file_inside_the_output_dir(
 
     assert output_file("/s/output", f"g/{name}") == "/s/output/g/" + "%2E" * len(name) + ".log"
     assert output_file("/s/output", f"{name}/x") == "/s/output/" + "%2E" * len(name) + "/x.log"
+
+
+def test_output_log_false_keeps_a_jobs_lines_out_of_the_log(tmp_path: Path) -> None:
+    """supervisord keeps program output out of its own log: ``output: {log: false}`` writes a
+    chatty job's lines to its file only, so they cannot push the supervisor's decisions out
+    of a rotated log. A file that cannot be written still sends them to the log (never lost),
+    and ``--explain`` says where they go."""
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(
+            """\
+            version: 1
+            jobs:
+              - {name: quiet, command: "echo chatter-a", output: {log: false}}
+              - {name: loud, command: "echo chatter-b"}
+              - {name: planted, command: "echo chatter-c", output: {log: false}}
+            """
+        )
+    )
+    out = tmp_path / ".jobvisor" / "output"
+    out.mkdir(parents=True, mode=0o700)
+    tmp_path.joinpath(".jobvisor").chmod(0o700)
+    (out / "planted.log").symlink_to(tmp_path / "victim")
+    jv = run_jobvisor(tmp_path, "run", "--runtime", RUNTIME, "--log-level", "information")
+    assert jv.proc.returncode == 0, jv.stderr
+    assert "chatter-a" not in jv.stderr
+    assert "chatter-b" in jv.stderr
+    assert "chatter-c" in jv.stderr, "its file was refused: its lines go to the log"
+    assert [body(x) for x in (out / "quiet.log").read_bytes().splitlines()] == [b"chatter-a"]
+    explained = run_jobvisor(tmp_path, "validate", "--explain")
+    shown = [line.strip() for line in explained.stdout.splitlines() if "output:" in line]
+    assert shown[0] == "output: STATE_DIR/output/PATH.log max_bytes=10MiB backups=3 log=false"
+    assert shown[1] == "output: STATE_DIR/output/PATH.log max_bytes=10MiB backups=3"
