@@ -4,27 +4,34 @@ Supervisors never write it themselves: the tree calls ``Journal.record``
 inline as its sink for the events the journal keeps (``start_tree(sink=...)``);
 ``record`` only queues a row, and a writer thread commits them in batches (at
 most ``max_delay`` after they happened), so a slow disk never slows a restart.
-A process killed with SIGKILL loses no committed row; it can lose the rows of
-the last ``max_delay`` that were not committed yet. Reading it lives in
-``supervision._history``, which ``jobvisor history`` loads alone.
+A batch that cannot be written (a locked database, a full disk) is kept and
+retried, with the rows after it queued behind, in order; the log says once
+that writing failed and once that it works again. A process killed with
+SIGKILL loses no committed row; it can lose the rows of the last
+``max_delay`` that were not committed yet, and the kept ones. Reading it lives
+in ``supervision._history``, which ``jobvisor history`` loads alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
 import queue
+import resource
 import sqlite3
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import logbook
 
+from actors._runtime import active_runtime
 from supervision import _events as ev
 from supervision._files import (
     UnsafePathError,
@@ -63,6 +70,15 @@ __all__ = [
 ]
 
 log = logbook.Logger("supervision.journal")
+
+LOCK_WAIT: Final = 2.0  # how long a locked journal is waited for before it counts as failing
+# Under gevent SQLite's busy wait (a sleep in C) stalls every greenlet: SQLite waits this
+# long at a time, and the writer retries until LOCK_WAIT has passed before it says anything.
+GEVENT_BUSY: Final = 0.05
+RETRY_FIRST: Final = 0.1  # the first wait before a failed batch is tried again; it doubles...
+RETRY_MAX: Final = 5.0  # ...up to this
+MAX_KEPT: Final = 100_000  # rows kept while writing fails; past it the oldest attempts go first
+CLOSE_WAIT: Final = 10.0  # how long close() retries rows it could not write yet
 
 # Each entry migrates the schema from version i to i+1; PRAGMA user_version holds i.
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -103,11 +119,38 @@ _ATTEMPT: Final = (
     "attempt"  # (path, attempt, started_at, ended_at, outcome, code, error, hash, node)
 )
 _DECISION: Final = "decision"  # (at, path, kind, detail as JSON)
+_INSERT_ATTEMPT: Final = (
+    "INSERT INTO attempts (path, attempt, started_at, ended_at, outcome, code, error, spec_hash,"
+    " node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_DECISION: Final = "INSERT INTO decisions (at, path, kind, detail) VALUES (?, ?, ?, ?)"
+# What SQLite raises for a row it cannot take (a lone surrogate in a text, an int past 64
+# bits): the row's fault, not the database's, so trying it again would never help.
+_ROW_ERRORS: Final = (
+    ValueError,
+    OverflowError,
+    TypeError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class _Flush:
     done: threading.Event
+
+
+@dataclass(slots=True)
+class _Outage:
+    """A time the journal could not write: from the first failed batch to the next empty backlog."""
+
+    since: float  # monotonic, when the first failed try began
+    cause: str = ""  # the last failure's, in words
+    announced: bool = False  # the log said it cannot write
+    written: int = 0  # rows written since it began
+    dropped: int = 0  # rows dropped since it began
 
 
 class Journal:
@@ -116,6 +159,12 @@ class Journal:
     ``attach(tree)`` subscribes it to a tree's events; ``close()`` commits
     what is queued and stops the writer. Reading (``history``,
     ``succeeded_hashes``) uses its own connection and works while writing.
+
+    ``lock_wait``: how long a journal locked by another process is waited
+    for, at the start (then ``JournalError``) and at each write (then the
+    batch is kept and retried). ``max_kept``: how many rows it keeps while it
+    cannot write; past that the oldest attempts are dropped first (then the
+    oldest decisions), each counted and reported.
     """
 
     def __init__(
@@ -125,11 +174,17 @@ class Journal:
         hashes: dict[str, str] | None = None,
         max_delay: float = 0.05,
         batch: int = 500,
+        lock_wait: float = LOCK_WAIT,
+        max_kept: int = MAX_KEPT,
     ) -> None:
         self.path = journal_path(state_dir)
         self._hashes = hashes or {}
         self._max_delay = max_delay
         self._batch = batch
+        self._lock_wait = lock_wait
+        self._max_kept = max_kept
+        # The writer's busy wait: all of lock_wait in one go, where that stalls no one else.
+        self._busy = lock_wait if active_runtime() == "threads" else min(lock_wait, GEVENT_BUSY)
         try:
             self._prepare()
             self._migrate()
@@ -137,8 +192,7 @@ class Journal:
             raise JournalError(str(exc)) from exc
         except (OSError, sqlite3.Error) as exc:
             raise JournalError(
-                f"cannot open the journal {self.path}: {exc}; "
-                "check that the state dir is writable (or pass --state-dir)"
+                f"cannot open the journal {self.path}: {_cause(exc, self.path)}; {_hint(exc)}"
             ) from exc
         # A deque and two bells, not a queue of rows: a row costs an append, and the writer
         # wakes once per batch instead of once per row (per row was most of the journal's
@@ -150,7 +204,15 @@ class Journal:
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token: rows are pending
         self._hurry: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token: skip the delay
         self._stopping = False
-        self._failed = False
+        # The writer's own (no other thread touches them until it ended): rows it could not
+        # write yet, oldest first, before any in _pending; the outage they belong to, if any.
+        self._kept: deque[object] = deque()
+        self._outage: _Outage | None = None
+        self._dropped = 0  # rows dropped, ever: kept past max_kept, or refused by SQLite
+        self._cause = ""  # why writing last failed, in words
+        self._unwritten = 0  # rows the writer still held when close() gave up on them
+        self._deadline: float | None = None  # set by close(): retry until then
+        self._lost: int | None = None  # close()'s answer, once closed
         self._thread = threading.Thread(target=self._write_loop, name="jv-journal", daemon=True)
         self._thread.start()
 
@@ -169,14 +231,16 @@ class Journal:
             check_private_file(path, "journal file")
         os.close(open_private(self.path, os.O_RDWR | os.O_CREAT, "journal"))
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+    def _connect(self, busy: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=busy, isolation_level=None, check_same_thread=False
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
     def _migrate(self) -> None:
-        conn = self._connect()
+        conn = self._connect(self._lock_wait)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
@@ -265,31 +329,86 @@ class Journal:
         return _DECISION, (event.at, path, kind, json.dumps(detail))
 
     def _write_loop(self) -> None:
-        conn = self._connect()
-        pending, wake, hurry = self._pending, self._wake, self._hurry
+        """The writer thread: commit what is queued, batch by batch, until close() is done."""
+        wake, hurry = self._wake, self._hurry
+        conn: sqlite3.Connection | None = None
+        retry = RETRY_FIRST
         try:
             while True:
-                wake.get()
-                # Let rows gather for up to max_delay; a flush or close cuts it short.
+                if self._outage is None:
+                    wake.get()
+                    # Let rows gather for up to max_delay; a flush or close cuts it short.
+                    timeout = self._max_delay
+                else:
+                    # Rows queue behind the kept ones meanwhile; a flush or close tries at once.
+                    timeout = self._until_retry(retry)
+                    retry = min(retry * 2, RETRY_MAX)
                 with contextlib.suppress(queue.Empty):
-                    hurry.get(timeout=self._max_delay)
+                    hurry.get(timeout=timeout)
                     while True:  # more flushes meanwhile: this batch serves them all
                         hurry.get_nowait()
+                if self._outage is not None:
+                    with contextlib.suppress(queue.Empty):
+                        while True:  # rung while failing: what they rang for is taken now
+                            wake.get_nowait()
                 # Unrung before draining: a row appended after this rings again.
                 self._rung = False
                 stopping = self._stopping
-                rows = [pending.popleft() for _ in range(len(pending))]
-                for start in range(0, len(rows), self._batch):
-                    self._commit(conn, rows[start : start + self._batch])
-                for row in rows:
-                    if isinstance(row, _Flush):
-                        row.done.set()
-                if stopping:
+                conn = self._write(conn)
+                if self._outage is None:
+                    retry = RETRY_FIRST
+                elif stopping and self._deadline is not None and time.monotonic() >= self._deadline:
+                    self._unwritten = self._count(self._kept) + self._count(self._pending)
+                    return
+                if stopping and self._outage is None:
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, rows: Iterable[object]) -> None:
+    def _until_retry(self, retry: float) -> float:
+        if self._deadline is None:
+            return retry
+        return max(0.0, min(retry, self._deadline - time.monotonic()))
+
+    def _write(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """Commit the kept rows, then what was pending; at the first failure keep the rest.
+
+        Returns the connection to use next (None: connect again).
+        """
+        pending, kept = self._pending, self._kept
+        if kept:
+            # Behind the kept rows, in order. Only now: appending goes on meanwhile.
+            kept.extend([pending.popleft() for _ in range(len(pending))])
+            self._trim()
+        source = kept or pending
+        count = len(source)
+        while count > 0:
+            rows = [source.popleft() for _ in range(min(count, self._batch))]
+            count -= len(rows)
+            began = time.monotonic()
+            try:
+                if conn is None:
+                    conn = self._connect(self._busy)
+                written = self._commit(conn, rows)
+            except sqlite3.Error as exc:
+                if source is kept:
+                    kept.extendleft(reversed(rows))
+                else:
+                    kept.extend(rows)  # the rest of the pending rows follow at the next try
+                self._failed(exc, began, conn)
+                return None
+            for row in rows:
+                if isinstance(row, _Flush):
+                    row.done.set()
+            if self._outage is not None:
+                self._outage.written += written
+        if self._outage is not None and not kept:
+            self._recovered()
+        return conn
+
+    def _commit(self, conn: sqlite3.Connection, rows: Iterable[object]) -> int:
+        """Insert ``rows`` in one transaction; how many. A failure rolls back and raises."""
         attempts: list[tuple[Any, ...]] = []
         decisions: list[tuple[Any, ...]] = []
         for row in rows:
@@ -297,36 +416,195 @@ class Journal:
                 (attempts if row[0] is _ATTEMPT else decisions).append(row[1])
         try:
             conn.execute("BEGIN")
-            conn.executemany(
-                "INSERT INTO attempts (path, attempt, started_at, ended_at, outcome, code, error,"
-                " spec_hash, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                attempts,
-            )
-            conn.executemany(
-                "INSERT INTO decisions (at, path, kind, detail) VALUES (?, ?, ?, ?)", decisions
-            )
+            conn.executemany(_INSERT_ATTEMPT, attempts)
+            conn.executemany(_INSERT_DECISION, decisions)
             conn.execute("COMMIT")
-            self._failed = False
-        except sqlite3.Error as exc:
+        except _ROW_ERRORS:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            if not self._failed:  # say it once, keep supervising
-                self._failed = True
-                log.error("journal {}: could not write a batch: {}", self.path, exc)  # noqa: TRY400
+            return self._salvage(conn, attempts, decisions)
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return len(attempts) + len(decisions)
+
+    def _salvage(
+        self,
+        conn: sqlite3.Connection,
+        attempts: list[tuple[Any, ...]],
+        decisions: list[tuple[Any, ...]],
+    ) -> int:
+        """Row by row: a row SQLite refuses goes in with its values made storable, else is dropped.
+
+        One such row must not hold back the rows after it, as a retry never helps it.
+        """
+        written = 0
+        refused: list[str] = []
+        conn.execute("BEGIN")
+        try:
+            for sql, rows in ((_INSERT_ATTEMPT, attempts), (_INSERT_DECISION, decisions)):
+                for row in rows:
+                    try:
+                        conn.execute(sql, row)
+                    except _ROW_ERRORS:
+                        try:
+                            conn.execute(sql, tuple(_storable(value) for value in row))
+                        except _ROW_ERRORS as exc:
+                            refused.append(str(exc))
+                            continue
+                    written += 1
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        if refused:  # counted once committed: a batch that failed is tried again whole
+            self._dropped += len(refused)
+            if self._outage is not None:
+                self._outage.dropped += len(refused)
+            log.error(
+                "journal {}: {} could not be stored ({}); dropped",
+                self.path,
+                _rows(len(refused)),
+                refused[0],
+            )
+        return written
+
+    def _failed(self, exc: sqlite3.Error, began: float, conn: sqlite3.Connection | None) -> None:
+        """A batch was not written: start (or go on with) an outage; say so once."""
+        if conn is not None:
+            # A fresh connection for the next try: one that failed may be left unusable.
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        outage = self._outage
+        if outage is None:
+            outage = self._outage = _Outage(began)
+        outage.cause = self._cause = _cause(exc, self.path)
+        # SQLite waited all of lock_wait for a lock only where it may (threads); else the
+        # writer's tries did, and it says nothing of a lock until lock_wait has passed.
+        patience = 0.0 if self._busy >= self._lock_wait else self._lock_wait
+        if not outage.announced and (
+            not _locked(exc) or time.monotonic() - outage.since >= patience
+        ):
+            outage.announced = True
+            log.warning(
+                "journal {}: cannot write ({}); keeping {} and retrying",
+                self.path,
+                outage.cause,
+                _rows(self._count(self._kept)),
+            )
+        self._trim()
+
+    def _recovered(self) -> None:
+        outage, self._outage = self._outage, None
+        if outage is None or not (outage.announced or outage.dropped):
+            return  # a lock waited out in silence
+        if outage.dropped:
+            log.error(
+                "journal {}: written again; {} kept meanwhile were written, {} dropped",
+                self.path,
+                _rows(outage.written),
+                outage.dropped,
+            )
+        else:
+            log.warning(
+                "journal {}: written again; {} kept meanwhile were written",
+                self.path,
+                _rows(outage.written),
+            )
+
+    def _trim(self) -> None:
+        """Keep at most max_kept rows: drop the oldest attempts first, then the oldest rows."""
+        kept = self._kept
+        if len(kept) <= self._max_kept:
+            return
+        excess = self._count(kept) - self._max_kept  # a flush's marker takes no room
+        if excess <= 0:
+            return
+        dropped = 0
+        for droppable in (_ATTEMPT, None):  # None: any row (never a flush's marker)
+            rest: deque[object] = deque()
+            for item in kept:
+                if (
+                    dropped < excess
+                    and type(item) is tuple
+                    and (droppable is None or item[0] is droppable)
+                ):
+                    dropped += 1
+                else:
+                    rest.append(item)
+            kept = rest
+        self._kept.clear()
+        self._kept.extend(kept)
+        self._dropped += dropped
+        outage = self._outage
+        if outage is not None:
+            if not outage.dropped and dropped:
+                log.error(
+                    "journal {}: more than {} rows wait to be written ({}); dropping the oldest"
+                    " attempts first, each counted",
+                    self.path,
+                    self._max_kept,
+                    outage.cause,
+                )
+            outage.dropped += dropped
+
+    @staticmethod
+    def _count(rows: Iterable[object]) -> int:
+        return sum(1 for row in rows if type(row) is tuple)
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until what was queued so far is committed; False on timeout."""
+        """Wait until what was queued so far is committed; False on timeout or rows dropped."""
+        dropped = self._dropped
         marker = _Flush(threading.Event())
         self._put(marker)
         self._hurry.put(None)
-        return marker.done.wait(timeout)
+        return marker.done.wait(timeout) and self._dropped == dropped
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Commit what is queued, then stop the writer."""
+    def close(self, timeout: float = CLOSE_WAIT) -> int:
+        """Commit what is queued, retrying for up to ``timeout`` seconds, then stop the writer.
+
+        Returns how many rows were lost (dropped while it could not write, or
+        still unwritten now); any loss is logged at ERROR with its cause.
+        """
+        if self._lost is not None:
+            return self._lost
+        self._deadline = time.monotonic() + timeout
         self._stopping = True
         self._hurry.put(None)
         self._wake.put(None)
-        self._thread.join(timeout)
+        # A try that began just before the deadline may wait out a lock (busy) on top.
+        self._thread.join(timeout + self._busy + 1.0)
+        dropped = self._dropped
+        if self._thread.is_alive():  # stuck in SQLite (a hung disk): what it holds is lost
+            unwritten = self._count(list(self._kept)) + self._count(list(self._pending))
+            log.error(
+                "journal {}: still writing after {:g}s; {} may be lost",
+                self.path,
+                timeout,
+                _rows(unwritten + dropped),
+            )
+        else:
+            unwritten = self._unwritten
+            also = f", and {dropped} were dropped before" if dropped else ""
+            if unwritten:
+                log.error(
+                    "journal {}: {} could not be written ({}); they are lost{}",
+                    self.path,
+                    _rows(unwritten),
+                    self._cause,
+                    also,
+                )
+            elif dropped:
+                log.error(
+                    "journal {}: {} dropped while it could not write ({})",
+                    self.path,
+                    _rows(dropped),
+                    self._cause,
+                )
+        self._lost = unwritten + dropped
+        return self._lost
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -380,6 +658,73 @@ def _decision(event: ev.Event) -> tuple[str, str, dict[str, object]] | None:
         case ev.ThreadAbandoned():
             found = (event.path, "abandoned", {"thread": event.thread})
     return found
+
+
+def _rows(count: int) -> str:
+    return "1 row" if count == 1 else f"{count} rows"
+
+
+def _locked(exc: BaseException) -> bool:
+    name = getattr(exc, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+def _cause(exc: BaseException, db: Path) -> str:
+    """Why the journal could not be opened or written, in words (SQLite's own terse)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if _locked(exc):
+        return "the database is locked by another process"
+    if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+        return f"it is not an SQLite database, or a damaged one ({exc})"
+    if name.startswith("SQLITE_READONLY"):
+        return f"it is read-only here ({exc})"
+    if _full(exc) or name.startswith("SQLITE_IOERR"):
+        return _why_no_room(exc, db)
+    return str(exc)
+
+
+def _full(exc: BaseException) -> bool:
+    return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_FULL") or (
+        isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    )
+
+
+def _why_no_room(exc: BaseException, db: Path) -> str:
+    """A full disk, or a file size limit: SQLite says only "disk I/O error" for EFBIG."""
+    try:
+        space = os.statvfs(db.parent)
+        no_space = space.f_bavail * space.f_frsize < 64 * 1024
+    except OSError:
+        no_space = False
+    if _full(exc) or no_space:
+        return f"the disk is full ({exc})"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return f"{exc}; the file size limit of this process is {limit} bytes"
+    return str(exc)
+
+
+def _hint(exc: BaseException) -> str:
+    """What to do about a journal that cannot be opened."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if _locked(exc):
+        return "stop the process that holds it, or pass --state-dir"
+    if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+        return "move it aside (jobvisor then starts a new one), or pass --state-dir"
+    if _full(exc) or name.startswith("SQLITE_IOERR"):
+        return "free some space (or raise the limit), or pass --state-dir"
+    return "check that the state dir is writable (or pass --state-dir)"
+
+
+def _storable(value: object) -> object:
+    """A value SQLite takes in place of one it refused, saying the same."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return str(value)
+    if value is None or isinstance(value, (int, float, bytes)):
+        return value
+    return repr(value)
 
 
 def job_hashes(spec: SupervisorSpec) -> dict[str, str]:

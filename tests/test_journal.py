@@ -9,8 +9,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
+import logbook
 import pytest
+from faultkit import CLI, ENV, Jobvisor, wait_until
 
 from supervision import (
     Intensity,
@@ -300,3 +303,274 @@ def test_recent_attempts_come_per_job_each_from_its_own_rows(tmp_path: Path) -> 
     assert list(read_recent_attempts(db, "etl", 3)) == ["etl", "etl/load"]
     assert list(read_recent_attempts(db, "etl/load", 1)) == ["etl/load"]
     assert read_recent_attempts(db, "nothing", 3) == {}
+
+
+# -- a journal that cannot be written keeps its rows -----------------------------------------------
+
+
+def _attempt(number: int) -> Any:
+    from actors import Outcome
+    from supervision._events import AttemptFinished
+
+    at = float(number)
+    return AttemptFinished(
+        path="j",
+        at=at,
+        attempt=number,
+        outcome=Outcome.SUCCEEDED,
+        error=None,
+        started_at=at,
+        code=0,
+    )
+
+
+def _lock(db: Path) -> sqlite3.Connection:
+    """Another writer holding the journal (as another process would): every write must wait."""
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    return locker
+
+
+def _said(logs: Any, text: str, level: int = logbook.TRACE) -> list[str]:
+    return [r.message for r in logs.records if text in r.message and r.level >= level]
+
+
+def test_a_locked_journal_keeps_its_rows_and_writes_them_once_released(
+    tmp_path: Path, logs: Any
+) -> None:
+    db = tmp_path / FILENAME
+    journal = Journal(tmp_path, lock_wait=0.2)
+    locker = None
+    try:
+        for number in range(1, 6):
+            journal.record(_attempt(number))
+        assert journal.flush()
+        locker = _lock(db)
+        for number in range(6, 31):
+            journal.record(_attempt(number))
+        wait_until(lambda: _said(logs, "journal"), "the failure is logged")
+        for number in range(31, 61):
+            journal.record(_attempt(number))
+        locker.execute("ROLLBACK")
+        assert journal.flush(10)
+    finally:
+        if locker is not None:
+            locker.close()
+        journal.close()
+    assert [row["attempt"] for row in read_history(db, limit=1000)] == list(range(1, 61))
+    failed = _said(logs, "cannot write")
+    assert len(failed) == 1, failed
+    assert "locked by another process" in failed[0]
+    assert "keeping" in failed[0]
+    assert "rows and retrying" in failed[0]
+    again = _said(logs, "written again")
+    assert again == [f"journal {db}: written again; 55 rows kept meanwhile were written"]
+    assert not _said(logs, "", logbook.ERROR)
+
+
+def test_a_journal_still_locked_at_close_says_how_many_rows_it_lost(
+    tmp_path: Path, logs: Any
+) -> None:
+    import time
+
+    db = tmp_path / FILENAME
+    journal = Journal(tmp_path, lock_wait=0.2)
+    locker = _lock(db)
+    try:
+        journal.record(_attempt(1))
+        journal.notified(1.0, "j", {"delivered": True})
+        for number in range(2, 21):
+            journal.record(_attempt(number))
+        began = time.monotonic()
+        lost = journal.close(timeout=1.0)
+        took = time.monotonic() - began
+    finally:
+        locker.close()
+    assert lost == 21
+    assert 0.9 < took < 3.0, took
+    (said,) = _said(logs, "", logbook.ERROR)
+    assert said.startswith(f"journal {db}: 21 rows could not be written"), said
+    assert "locked by another process" in said
+    assert not read_history(db)
+
+
+def test_rows_kept_past_the_bound_are_dropped_oldest_attempt_first_and_counted(
+    tmp_path: Path, logs: Any
+) -> None:
+    from supervision._events import CooldownStarted
+
+    db = tmp_path / FILENAME
+    journal = Journal(tmp_path, lock_wait=0.2, max_kept=10)
+    locker = _lock(db)
+    try:
+        journal.record(CooldownStarted(path="j", at=0.5, duration=30.0, cycle=1))
+        for number in range(1, 31):
+            journal.record(_attempt(number))
+        wait_until(lambda: _said(logs, "dropping"), "the drop is logged")
+        locker.execute("ROLLBACK")
+        assert journal.flush(10)
+    finally:
+        locker.close()
+        lost = journal.close()
+    assert lost == 21
+    rows = read_history(db, limit=1000)
+    assert [row.get("kind", row.get("attempt")) for row in rows] == ["cooldown", *range(22, 31)]
+    (dropping,) = _said(logs, "dropping", logbook.ERROR)
+    assert "more than 10 rows wait" in dropping
+    (again,) = _said(logs, "written again")
+    assert again.endswith("10 rows kept meanwhile were written, 21 dropped")
+
+
+@pytest.mark.parametrize("fault", ["locked", "not_a_database"])
+def test_a_journal_that_cannot_be_opened_says_why(tmp_path: Path, fault: str) -> None:
+    db = tmp_path / FILENAME
+    locker = None
+    if fault == "locked":
+        Journal(tmp_path).close()
+        locker = _lock(db)
+        expected = r"locked by another process"
+    else:
+        tmp_path.chmod(0o700)
+        db.write_bytes(b"not a database, " * 512)
+        db.chmod(0o600)
+        expected = r"is not an SQLite database"
+    try:
+        with pytest.raises(JournalError, match=expected) as raised:
+            Journal(tmp_path, lock_wait=0.2)
+    finally:
+        if locker is not None:
+            locker.close()
+    assert "state dir is writable" not in str(raised.value)
+
+
+# A real `jobvisor run` whose file-size limit (RLIMIT_FSIZE) stops the journal from growing, as a
+# full disk would: Python ignores SIGXFSZ, so a write past the limit fails with EFBIG.
+TICKS = """
+version: 1
+jobs:
+  - name: t
+    command: ["true"]
+    every: 100ms
+    times: 40
+"""
+
+
+def _limit_file_size(pid: int, limit: int) -> None:
+    import resource
+
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+
+def _ticks_run(tmp_path: Path, runtime: str) -> tuple[Jobvisor, Path]:
+    (tmp_path / "jobs.yaml").write_text(TICKS)
+    state = tmp_path / "state"
+    jv = Jobvisor(
+        tmp_path, "run", "--runtime", runtime, "--log-level", "warning", "--state-dir",
+        str(state), "jobs.yaml",
+    )  # fmt: skip
+    return jv, state / FILENAME
+
+
+def _attempts(db: Path) -> list[int]:
+    try:
+        return [r["attempt"] for r in read_history(db, limit=1000) if r["type"] == "attempt"]
+    except JournalError:
+        return []
+
+
+def _freeze_journal(jv: Jobvisor, db: Path) -> int:
+    """Once some rows are in, no write past a file's first page; the rows committed so far.
+
+    Not the journal's size now: a checkpoint that fits would start the WAL over, and
+    writing would come and go. The process's stderr (a file) stays under a page.
+    """
+    wait_until(lambda: len(_attempts(db)) >= 3, "rows committed", proc=jv.proc)
+    _limit_file_size(jv.pid, 4096)
+    return len(_attempts(db))
+
+
+def test_run_keeps_the_rows_a_full_disk_refused_and_writes_them_once_it_can(
+    tmp_path: Path, runtime: str
+) -> None:
+    import resource
+
+    jv, db = _ticks_run(tmp_path, runtime)
+    try:
+        _freeze_journal(jv, db)
+        wait_until(lambda: "journal" in jv.stderr, "the failure is logged", proc=jv.proc)
+        _limit_file_size(jv.pid, resource.RLIM_INFINITY)
+        assert jv.wait(60) == 0, jv.stderr
+    finally:
+        jv.close()
+    err = jv.stderr
+    assert _attempts(db) == list(range(1, 41)), err
+    assert "Traceback" not in err
+    (failed,) = [line for line in err.splitlines() if "cannot write" in line]
+    assert "file size limit" in failed, failed
+    (again,) = [line for line in err.splitlines() if "written again" in line]
+    assert "kept meanwhile were written" in again
+    assert " ERROR " not in err, err
+
+
+def test_run_says_at_its_end_how_many_rows_a_full_disk_cost(tmp_path: Path, runtime: str) -> None:
+    jv, db = _ticks_run(tmp_path, runtime)
+    try:
+        committed = _freeze_journal(jv, db)
+        assert jv.wait(60) == 0, jv.stderr  # the jobs' verdict: they all succeeded
+    finally:
+        jv.close()
+    err = jv.stderr
+    assert "Traceback" not in err
+    kept = _attempts(db)
+    assert kept == list(range(1, len(kept) + 1))
+    assert len(kept) >= committed
+    (lost,) = [line for line in err.splitlines() if " ERROR " in line]
+    missing = 40 - len(kept)
+    assert f"{missing} {'row' if missing == 1 else 'rows'} could not be written" in lost, err
+    assert "file size limit" in lost
+    assert ["t", "command", "succeeded", "1", "0", "0"] in [
+        line.split()[:6] for line in jv.stdout.splitlines()
+    ]
+
+
+def test_run_names_a_file_size_limit_that_stops_the_journal_at_start(tmp_path: Path) -> None:
+    import resource
+
+    (tmp_path / "jobs.yaml").write_text(TICKS)
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
+
+    done = subprocess.run(
+        [*CLI, "run", "--state-dir", str(tmp_path / "state"), "jobs.yaml"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, preexec_fn=limited,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("jobvisor: cannot open the journal"), line
+    assert "file size limit" in line
+    assert "state dir is writable" not in line
+
+
+def test_a_row_sqlite_refuses_is_stored_escaped_and_holds_back_no_other(tmp_path: Path) -> None:
+    from actors import Outcome
+    from supervision._events import AttemptFinished
+
+    journal = Journal(tmp_path)
+    try:
+        journal.record(_attempt(1))
+        journal.record(
+            AttemptFinished(
+                path="j", at=2.0, attempt=2, outcome=Outcome.FAILED,
+                error="OSError: bad name b'\\xff' read as '\udcff'", started_at=2.0, code=2**70,
+            )
+        )  # fmt: skip
+        journal.record(_attempt(3))
+        assert journal.flush()
+    finally:
+        assert journal.close() == 0
+    rows = read_history(tmp_path / FILENAME)
+    assert [row["attempt"] for row in rows] == [1, 2, 3]
+    assert rows[1]["error"] == "OSError: bad name b'\\xff' read as '\\udcff'"
+    assert rows[1]["code"] == float(2**70)  # SQLite's INTEGER affinity takes it as a REAL
