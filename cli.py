@@ -198,7 +198,7 @@ def _daemon_detached(args: argparse.Namespace) -> int:
     _prepare_runtime(_peek_runtime(args))
     code = FAILED
     try:
-        code = _daemon(args, on_ready=detached.ready)
+        code = _daemon(args, on_ready=detached.ready, on_exit=detached.exited)
     except KeyboardInterrupt:
         pass
     except SystemExit as exc:
@@ -586,7 +586,12 @@ def _await_daemon(told: int) -> int:
     return FAILED
 
 
-def _daemon(args: argparse.Namespace, on_ready: Callable[[], None] | None = None) -> int:
+def _daemon(
+    args: argparse.Namespace,
+    on_ready: Callable[[], None] | None = None,
+    on_exit: Callable[[int], None] | None = None,
+) -> int:
+    """``daemon``: its exit code. ``on_exit`` is told it when the process ends at once."""
     from pathlib import Path  # noqa: PLC0415
 
     from actors import JobvisorError  # noqa: PLC0415 - after the runtime
@@ -624,8 +629,10 @@ def _daemon(args: argparse.Namespace, on_ready: Callable[[], None] | None = None
             state_dir=manifest.state_dir,
             http=manifest.http if args.http else None,
             on_ready=None if on_ready is None else lambda: _tell_ready(daemon, on_ready),
+            # A reload gives the log the manifest's level, unless the command line gave one.
+            pinned=frozenset({"logging.level"} if getattr(args, "log_level", None) else ()),
         )
-        return daemon.run()
+        code: int = daemon.run()
     except JobvisorError as exc:
         _error(str(exc))
         return USAGE
@@ -634,6 +641,15 @@ def _daemon(args: argparse.Namespace, on_ready: Callable[[], None] | None = None
         # the user's to fix, so it gets one line naming the path, never a traceback.
         _error(_unusable(exc, manifest.state_dir, pidfile))
         return USAGE
+    if daemon.forced:
+        # A second signal cut the stop short; the journal and the log are flushed and closed.
+        # End now, as run does: a thread the kill left behind could hold the interpreter's exit.
+        if on_exit is not None:
+            on_exit(code)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 DETACHED_LOG = "daemon.log"
@@ -712,7 +728,12 @@ def _unusable(exc: OSError, state_dir: Path, pidfile: Path | None) -> str:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from supervision._client import NoDaemonError, find_state_dir, request  # noqa: PLC0415
+    from supervision._client import (  # noqa: PLC0415
+        NoDaemonError,
+        elsewhere,
+        find_state_dir,
+        request,
+    )
 
     if hasattr(args, "job") and not args.job.strip("/"):
         # A usage error, found before asking anyone: exit 2 whether or not a daemon runs.
@@ -725,7 +746,9 @@ def _control(args: argparse.Namespace) -> int:
     try:
         reply = request(directory, req)
     except NoDaemonError as exc:
-        _error(str(exc))
+        # Found through the manifest's state_dir: maybe one written after the daemon started.
+        hint = "" if getattr(args, "state_dir", None) else elsewhere(args.manifest, directory)
+        _error(f"{exc}{hint}")
         return NO_DAEMON
     read = reply.get("manifest")
     if (

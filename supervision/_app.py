@@ -43,7 +43,15 @@ if TYPE_CHECKING:
     from supervision._httpapi import Endpoint
     from supervision._manifest import Manifest
 
-__all__ = ["Composition", "RunReport", "compose", "flatten_status", "run_batch", "summary_table"]
+__all__ = [
+    "Composition",
+    "RunReport",
+    "compose",
+    "flatten_status",
+    "forced_stop",
+    "run_batch",
+    "summary_table",
+]
 
 
 @dataclass
@@ -99,7 +107,11 @@ class Composition:
             )
             tree.subscribe(self.notifier.handle)
 
-    def close(self) -> None:
+    def close(self, *, then: Callable[[], None] | None = None) -> None:
+        """Close the endpoint, the notifier, the journal (its rows flushed) and the log.
+
+        ``then`` runs once the rest is closed, before the log is: a daemon's last line.
+        """
         try:
             if self.endpoint is not None:
                 self.endpoint.close()
@@ -111,7 +123,11 @@ class Composition:
                 if self.journal is not None:
                     self.journal.close()
             finally:
-                self.logging.close()
+                try:
+                    if then is not None:
+                        then()
+                finally:
+                    self.logging.close()
 
     def __enter__(self) -> Self:
         return self
@@ -308,7 +324,7 @@ def run_batch(
                 forced = True
                 break
         # The last snapshot, as the root left it.
-        status = _forced_stop(tree) if forced else tree.status()
+        status = forced_stop(tree) if forced else tree.status()
     finally:
         signals.restore()
         if not tree.ended and not forced:
@@ -324,8 +340,11 @@ def run_batch(
     return RunReport(code, status, result, interrupted, forced, leftover)
 
 
-def _forced_stop(tree: Tree) -> dict[str, Any]:
-    """Kill every child now (commands get SIGKILL); the last status, waiting for no thread."""
+def forced_stop(tree: Tree) -> dict[str, Any]:
+    """Kill every child now (commands get SIGKILL); the last status, waiting for no thread.
+
+    After a second signal (``run``'s and the daemon's): it says so in one line.
+    """
     log.warning("second signal: killing every child now, then exiting")
     tree.kill()
     deadline = time.monotonic() + FORCED_WAIT

@@ -7,7 +7,7 @@ control command costs little more than the interpreter's own start. The
 daemon's side of the protocol is ``supervision._daemon``.
 """
 
-# ruff: noqa: PTH111, PTH112, PTH118, PTH120, PTH123 - os.path, not pathlib: see find_state_dir
+# ruff: noqa: PTH110, PTH111, PTH112, PTH118, PTH120, PTH123 - os.path, not pathlib: see find_state_dir
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ __all__ = [
     "SOCKET_NAME",
     "NoDaemonError",
     "StateDirError",
+    "elsewhere",
     "find_state_dir",
     "request",
 ]
@@ -94,6 +95,31 @@ def find_state_dir(
         return default
     declared = _interpolate(declared, os.environ if env is None else env, path)
     return os.path.normpath(os.path.join(os.path.dirname(path), os.path.expanduser(declared)))
+
+
+def elsewhere(manifest: str | os.PathLike[str], found: str) -> str:
+    """Why no daemon may be found in ``found``, the state dir ``find_state_dir`` gave for
+    ``manifest``, when the manifest names its state dir: a daemon started before that
+    line was written uses the one it started with. A hint to add to the error (in
+    parentheses), "" when the manifest names none or ``found`` has a socket."""
+    if os.path.exists(os.path.join(found, SOCKET_NAME)):
+        return ""  # someone is there: not the question
+    path = os.path.realpath(manifest)
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    if "state_dir" not in text or not _declared_state_dir(text):
+        return ""
+    hint = (
+        f" (the manifest names state_dir {found}; a daemon started before that edit uses the "
+        "state dir it started with: pass --state-dir"
+    )
+    default = os.path.join(os.path.dirname(path), DEFAULT_STATE_DIR)
+    if default != found and os.path.exists(os.path.join(default, SOCKET_NAME)):
+        hint += f", such as {default}, where a daemon's socket is"
+    return hint + ")"
 
 
 def _declared_state_dir(text: str) -> str | None:

@@ -34,7 +34,9 @@ from actors import (
     active_runtime,
 )
 from actors._checks import fmt_duration
+from supervision._app import forced_stop
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request
+from supervision._events import Reloaded
 from supervision._explain import explain_policy
 from supervision._files import (
     Ident,
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 
     from supervision._app import Composition
     from supervision._listen import HttpSpec
+    from supervision._manifest import Manifest
     from supervision._tree import Tree
 
 __all__ = [
@@ -73,6 +76,7 @@ MAX_REQUEST: Final = 64 * 1024
 REQUEST_DEADLINE: Final = 5.0
 RELOAD_TRIES: Final = 3  # a reload racing a group's stop or start looks again, this often
 LOCK_NAME: Final = "daemon.lock"
+FORCED_EXIT: Final = 1  # a second signal cut the stop short: no clean stop, as run's exit
 
 
 class DaemonError(JobvisorError):
@@ -357,7 +361,14 @@ def _bind_private(path: Path) -> tuple[socket.socket, Ident]:
 
 
 class Daemon:
-    """Runs a manifest's tree until SIGTERM/SIGINT, reloading on SIGHUP or a request."""
+    """Runs a manifest's tree until SIGTERM/SIGINT, reloading on SIGHUP or a request.
+
+    The first SIGTERM or SIGINT stops the tree gracefully; a second one, while it stops,
+    kills what still runs at once (``forced``: ``run()`` returns ``FORCED_EXIT`` then, and
+    the caller should end the process with ``os._exit``, as after ``run``'s second signal).
+    ``pinned``: the settings the command line gave (``logging.level`` for ``--log-level``),
+    which a reload of the manifest does not change.
+    """
 
     def __init__(
         self,
@@ -368,8 +379,11 @@ class Daemon:
         state_dir: Path | None = None,
         http: HttpSpec | None = None,
         on_ready: Callable[[], None] | None = None,
+        pinned: Container[str] = (),
     ) -> None:
         self._state_dir = state_dir
+        self._pinned = pinned
+        self._started: Manifest | None = None  # as read at the start, before the flags
         self._on_ready = on_ready  # --detach: the launcher waits for this
         self._http = http  # --http: the endpoint's address is fixed for the daemon's life
         self.manifest_path = manifest_path
@@ -379,6 +393,8 @@ class Daemon:
         # two bytecodes and must not take a lock the main thread may hold; writing the pipe
         # wakes the main loop at once, where a timed wait noticed a stop up to 0.2 s late.
         self._stopping = False
+        self._again = False  # a signal came while stopping: what still runs is to be killed
+        self.forced = False  # it was: the stop was cut short
         self._reload_asked = False
         self._wake_r = self._wake_w = -1  # the self-pipe, open while run() runs
         self._pipe_lock = threading.Lock()
@@ -386,9 +402,9 @@ class Daemon:
         self.composition: Composition | None = None
         self.tree: Tree | None = None
 
-    def _load(self) -> Any:
-        """The manifest as on disk, in the state dir given at start (``--state-dir``) if any."""
-        manifest = load_manifest(self.manifest_path)
+    def _fixed(self, manifest: Manifest) -> Manifest:
+        """``manifest`` as this daemon runs it: in the state dir given at start
+        (``--state-dir``), with the endpoint of ``--http``, if any."""
         if self._state_dir is not None:
             manifest = replace(manifest, state_dir=self._state_dir)
         if self._http is not None:
@@ -396,7 +412,9 @@ class Daemon:
         return manifest
 
     def run(self) -> int:
-        manifest = self._load()
+        """Serve until stopped; 0 after a clean stop, ``FORCED_EXIT`` after a forced one."""
+        self._started = load_manifest(self.manifest_path)
+        manifest = self._fixed(self._started)
         state_dir = manifest.state_dir
         ensure_private_dir(state_dir)
         lock = _lock_state_dir(state_dir)
@@ -415,6 +433,7 @@ class Daemon:
         server = ControlServer(state_dir / SOCKET_NAME, self.handle)
         restore_signals = self._handle_signals()
         watchdog = _Watchdog.start_if_asked()
+        began: float | None = None  # when the stop began: the log's last line says how long
         try:
             self.composition = self._compose(manifest)
             if self.composition.endpoint is not None:  # HTTP actions wait for a reload, like ours
@@ -429,6 +448,7 @@ class Daemon:
                 if self._reload_asked and not self._stopping:
                     self._reload_asked = False
                     self.reload()  # a refusal is logged there
+            began = time.monotonic()
             sd_notify("STOPPING=1")
             log.info("daemon stopping")
         finally:
@@ -436,14 +456,52 @@ class Daemon:
                 watchdog.stop()
             server.close()
             if self.tree is not None:
-                self.tree.stop()
+                self._stop_tree(self.tree)
+            code = FORCED_EXIT if self.forced else 0
             if self.composition is not None:
-                self.composition.close()
+                # Its last line once the journal is flushed: the log ends with how it ended.
+                said = None if began is None else functools.partial(self._farewell, code, began)
+                self.composition.close(then=said)
             restore_signals()
             if self._pidfile is not None and written is not None:
                 # By its own path, and only while it is still the file written above.
                 remove_if_same(self._pidfile, written)
-        return 0
+        return code
+
+    def _stop_tree(self, tree: Tree) -> None:
+        """Stop ``tree`` gracefully; a signal meanwhile (the second) kills what still runs now.
+
+        The stop runs on a thread of its own while this one waits on the self-pipe, which
+        the stop's end and a signal both write: a second signal is acted on at once, where
+        a stop in this thread heard it only once every job had had its grace.
+        """
+        done = threading.Event()
+
+        def stop() -> None:
+            try:
+                tree.stop()
+            finally:
+                done.set()
+                with self._pipe_lock:  # never a write to a closed pipe's fd number
+                    self._wake()
+
+        # A daemon thread: a stop cut short must not hold the process's exit.
+        threading.Thread(target=stop, name="jv-stopper", daemon=True).start()
+        while not (done.is_set() or self._again):
+            select.select([self._wake_r], [], [])
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 512)
+        if not done.is_set():
+            self.forced = True
+            forced_stop(tree)  # says so; waits for no thread
+
+    def _farewell(self, code: int, began: float) -> None:
+        took = time.monotonic() - began
+        if self.forced:
+            how = f"exit {code}: a second signal killed what still ran"
+            log.warning("daemon stopped ({}); the stop took {:.3f}s", how, took)
+        else:
+            log.info("daemon stopped (exit {}); the stop took {:.3f}s", code, took)
 
     def _await_start(self, tree: Tree, timeout: float = 60.0) -> bool:
         """Until the tree started (at most ``timeout``); False if a stop came first.
@@ -486,6 +544,8 @@ class Daemon:
         del frame
         if signum == signal.SIGHUP:
             self._reload_asked = True
+        elif self._stopping:
+            self._again = True  # the second: as run's, it kills what still runs
         else:
             self._stopping = True
         self._wake()
@@ -525,19 +585,30 @@ class Daemon:
             return act(tree, op, req["job"])
 
     def reload(self) -> dict[str, Any]:
-        """Re-read the manifest and apply only the difference; a bad manifest changes nothing."""
+        """Re-read the manifest and apply only the difference; a bad manifest changes nothing.
+
+        The log's level and format are applied too; what is fixed at the start (the state
+        dir, the runtime, the log's file, the endpoint) is said, one line each, not applied.
+        Subscribers of the tree's events get a ``Reloaded``.
+        """
         try:
-            new = self._load()
+            read = load_manifest(self.manifest_path)
         except ManifestError as exc:
             # Logged however it was asked (SIGHUP, the socket, HTTP): the log is where it shows.
             log.error("reload refused, nothing changed: {}", exc)  # noqa: TRY400 - no traceback
             return {"ok": False, "code": "bad_manifest", "error": str(exc)}
+        new = self._fixed(read)
         composition, tree = self.composition, self.tree
         assert composition is not None
         assert tree is not None
         from supervision._tree import budget_change  # noqa: PLC0415 - avoids an import cycle
 
+        steps: list[Change] = []  # the tree's, as they were made
         with self._lock:
+            # Before any step: a job added now may print its secrets at once. (The log's and
+            # the endpoint's masker; the tree's own, for status and output files, is its start's.)
+            for secret in read.secrets:
+                composition.masker.add(secret)
             try:
                 budget_change(composition.manifest.root, new.root)
                 # Added and changed before the steps (a new job may name one); removed after.
@@ -556,6 +627,7 @@ class Daemon:
                     for change in changes:
                         self._apply(tree, change, follow)
                         done += 1
+                        steps.append(change)
                         summary.extend(change.summary)
                     break
                 except JobvisorError as exc:  # a child gone meanwhile, a spec refused
@@ -566,12 +638,83 @@ class Daemon:
                     if tries_left and isinstance(exc, NoSuchChildError):
                         continue  # a group went down or came up meanwhile: look again
                     log.error("reload of {} refused: {}", self.manifest_path, exc)  # noqa: TRY400
+                    tree.announce(_reloaded(steps, summary, str(exc)))
                     return {"ok": False, "code": "failed", "error": str(exc)}
             composition.manifest = new
             summary += _remove_breakers(new, composition)
             composition.renotify(tree)
-        log.info("reloaded {}: {}", self.manifest_path, ", ".join(summary) or "no change")
+            summary += self._relog(read, composition)
+            fixed = self._not_applied(read, composition)
+        summary += fixed
+        # A warning when something is not applied: said at the level a person keeps on.
+        said = log.warning if fixed else log.info
+        said("reloaded {}: {}", self.manifest_path, ", ".join(summary) or "no change")
+        tree.announce(_reloaded(steps, summary))
         return {"ok": True, "result": summary}
+
+    def _relog(self, read: Manifest, composition: Composition) -> list[str]:
+        """Give the log the manifest's level and format, unless a flag gave them; what changed."""
+        setup, spec = composition.logging, read.logging
+        assert self._started is not None
+        changed: dict[str, str] = {}
+        if "logging.level" not in self._pinned and spec.level != setup.level:
+            changed["level"] = spec.level
+        if spec.format != setup.format:
+            changed["format"] = spec.format
+        if not changed or not setup.retunable:
+            return []
+        setup.retune(**changed)
+        return [f"update logging: {', '.join(f'{k}={v}' for k, v in changed.items())}"]
+
+    def _not_applied(self, read: Manifest, composition: Composition) -> list[str]:
+        """What the manifest changed since the start that only a restart applies, a line each."""
+        started = self._started
+        assert started is not None
+        setup = composition.logging
+        restart = "restart the daemon"
+        lines: list[str] = []
+        here = composition.manifest.state_dir
+        if read.state_dir not in (started.state_dir, here):  # said once it differs from both
+            lines.append(
+                f"state_dir {read.state_dir}: the state dir is fixed at the start (this "
+                f"daemon's is {here}): {restart}"
+            )
+        if read.runtime not in (started.runtime, composition.runtime):
+            lines.append(
+                f"runtime {read.runtime}: the runtime is fixed at the start (this daemon runs "
+                f"{composition.runtime}): {restart}"
+            )
+        level = read.logging.level
+        if "logging.level" in self._pinned:
+            if level not in (started.logging.level, setup.level):
+                lines.append(
+                    f"logging.level {level}: the daemon was started with --log-level {setup.level}"
+                )
+        elif level != setup.level and not setup.retunable:
+            lines.append(
+                f"logging.level {level}: the log was off (level {setup.level}) at the start, so "
+                f"it writes nowhere: {restart}"
+            )
+        file, writing = read.logging.file, None if setup.path is None else str(setup.path)
+        if file not in (started.logging.file, writing):
+            where = writing or ("stderr" if setup.retunable else "nowhere")
+            lines.append(
+                f"logging.file {file or 'none'}: the log's file is fixed at the start"
+                f" (this daemon's log goes to {where}): {restart}"
+            )
+        if read.logging.rotate != started.logging.rotate:
+            lines.append(f"logging.rotate: the log's rotation is fixed at the start: {restart}")
+        if read.http != started.http:
+            endpoint = composition.endpoint
+            has = "has none" if endpoint is None else f"listens on {endpoint.url}"
+            lines.append(
+                "http: the endpoint's address and token are fixed at the start (this daemon "
+                f"{has}): {restart}"
+            )
+        cluster = (read.cluster_address, read.cluster_namespace)
+        if cluster != (started.cluster_address, started.cluster_namespace):
+            lines.append(f"cluster: the Ray cluster is fixed at the start: {restart}")
+        return [f"not applied: {line}" for line in lines]
 
     @staticmethod
     def _apply(tree: Tree, change: Change, follow: Callable[[str, ChildSpec | None], None]) -> None:
@@ -598,6 +741,24 @@ class Daemon:
 
 def _unfollowed(path: str, spec: ChildSpec | None) -> None:
     """No metrics to tell of a reload's step."""
+
+
+def _reloaded(steps: list[Change], lines: list[str], error: str | None = None) -> Reloaded:
+    """The event of a reload that made ``steps`` and said ``lines``."""
+    paths: dict[str, list[str]] = {"add": [], "remove": [], "replace": [], "update": []}
+    for step in steps:
+        if step.op != "update" or step.says:  # an update that said nothing only placed children
+            paths[step.op].append(step.path)
+    return Reloaded(
+        path="",
+        at=time.time(),
+        added=tuple(paths["add"]),
+        removed=tuple(paths["remove"]),
+        replaced=tuple(paths["replace"]),
+        updated=tuple(paths["update"]),
+        lines=tuple(lines),
+        error=error,
+    )
 
 
 def act(tree: Tree, op: str, job: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ __all__ = [
     "GaveUp",
     "NotStarted",
     "ProbationPassed",
+    "Reloaded",
     "RestartCancelled",
     "RestartScheduled",
     "StateChanged",
@@ -46,6 +47,13 @@ class Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateChanged(Event):
+    """The child at ``path`` went from ``old`` to ``new``.
+
+    A child's record starts ``pending`` unannounced at the tree's start; one a reload (or
+    ``Tree.add_child``) makes says ``stopped -> pending`` first: its path ran nothing before
+    (a replaced child's old record ended ``stopped``, a removed one's too).
+    """
+
     old: State
     new: State
 
@@ -126,6 +134,22 @@ class ThreadAbandoned(Event):
     """The thread (or greenlet) ``thread`` of the child at ``path`` outlived its kill."""
 
     thread: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reloaded(Event):
+    """A daemon's reload was applied (``path`` is ""): the paths of the children it added,
+    removed and replaced, the groups whose own block or order it updated in place ("" for the
+    root), and ``lines``, what the reload said (``add etl/load``, ``update breaker api: ...``,
+    ``not applied: ...``). ``error``: the step that failed, when a reload stopped part way
+    (what it names is what it had done by then); None when it was applied whole."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    replaced: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    lines: tuple[str, ...] = ()
+    error: str | None = None
 
 
 class Subscription:

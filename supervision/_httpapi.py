@@ -73,6 +73,7 @@ PAGE_POLICY: Final = (
     "frame-ancestors 'none'"
 )
 _LOOPBACK_NAMES: Final = ("localhost", "127.0.0.1", "::1")
+_SHUTDOWN_FLAG: Final = "_BaseServer__shutdown_request"  # socketserver's, read once per poll
 
 
 class HttpError(JobvisorError):
@@ -223,6 +224,7 @@ class Endpoint:
             return
         self._closed.set()
         self.hub.close()
+        self._server.stop_now()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
@@ -241,6 +243,14 @@ class _Server(ThreadingHTTPServer):
         if ":" in spec.host:
             self.address_family = socket.AF_INET6
         super().__init__((spec.host, spec.port), _Handler)
+
+    def stop_now(self) -> None:
+        """Make ``serve_forever`` end now, not at its next poll (0.5 s): the flag
+        ``shutdown()`` sets before it waits, then a connection that wakes the loop's select."""
+        setattr(self, _SHUTDOWN_FLAG, True)
+        host, port = self.server_address[:2]
+        with contextlib.suppress(OSError), socket.create_connection((str(host), int(port)), 1):
+            pass  # never accepted: the loop sees the flag first (were it renamed: one request)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):

@@ -150,6 +150,44 @@ class LoggingSetup:
         self._undo: list[Callable[[], None]] = []  # run last-first by close()
         self._closed = False
         self._stream_sink: _StreamSink | None = None  # set when records go to a stream
+        self._handler: _LineHandler | None = None  # None at level none: nothing is written
+        self._bridge: _StdlibBridge | None = None
+
+    @property
+    def retunable(self) -> bool:
+        """Whether ``retune`` can change this setup: one made at level ``none`` opened no
+        file nor stream, so it has nowhere to write to at another level."""
+        return self._handler is not None and not self._closed
+
+    def retune(self, *, level: str | None = None, format: str | None = None) -> None:  # noqa: A002
+        """Write from ``level`` and in ``format`` from now on (a daemon's reload); None keeps one.
+
+        The file, its rotation and the stream stay as they are. For the setup made last
+        (the level of jobvisor's Loggers is the process's); any thread. Raises ``SpecError``
+        for an unknown level or format, or when the setup is not ``retunable``.
+        """
+        handler, bridge = self._handler, self._bridge
+        if level is not None and level not in THRESHOLDS:
+            raise SpecError(field="level", expected=f"one of {', '.join(THRESHOLDS)}", got=level)
+        if format is not None and format not in _RENDERS:
+            raise SpecError(field="format", expected="text or json", got=format)
+        if handler is None or bridge is None or self._closed:
+            raise SpecError(
+                f"this log was set up at level {self.level}: it writes nowhere, so it cannot "
+                "be retuned; set it up again"
+            )
+        if format is not None and format != self.format:
+            handler.render = _RENDERS[format]
+            self.format = format
+        if level is not None and level != self.level:
+            threshold = THRESHOLDS[level]
+            # Before the Loggers let more through: a record they pass finds the handler ready.
+            handler.level = _NOTHING if threshold is None else threshold
+            handler.damp(level != "verbose")
+            _group_level(threshold)
+            bridge.setLevel(_STDLIB_THRESHOLDS[level])
+            logging.getLogger().setLevel(_STDLIB_THRESHOLDS[level])
+            self.level = level
 
     def show_status(self, text: str, stream: TextIO) -> None:
         """Draw ``text`` as the one status line at the bottom of the terminal ``stream``.
@@ -250,23 +288,26 @@ def configure_logging(
             if path is not None
             else _StreamSink(stream if stream is not None else sys.stderr)
         )
-        render = _render_json if effective.format == "json" else _render_text
-        # verbose shows every line, the whole point of choosing it
-        damper = None if effective.level == "verbose" else CrashLoopDamper(clock=monotonic)
-        line_handler = _LineHandler(threshold, render, masker, sink, damper)
+        render = _RENDERS[effective.format]
+        # verbose shows every line, the whole point of choosing it; the damper is made all the
+        # same, for a reload that sets another level (``retune``)
+        damper = CrashLoopDamper(clock=monotonic)
+        line_handler = _LineHandler(
+            threshold, render, masker, sink, damper, damping=effective.level != "verbose"
+        )
         attach = getattr(monotonic, "attach", None)  # a test's clock, which it moves by hand
-        if damper is not None and callable(attach):
+        if callable(attach):
             attach(line_handler.wake)
         handlers.append(line_handler)
         setup._stream_sink = sink if isinstance(sink, _StreamSink) else None
-        if damper is not None:
-            setup._undo.append(_gating(line_handler))
+        setup._handler = line_handler
+        setup._undo.append(_gating(line_handler))
 
     for handler in handlers:
         handler.push_application()
         setup._undo.append(_closing(handler))
     setup._undo.append(_set_group_level(threshold))
-    setup._undo.append(_route_stdlib(_STDLIB_THRESHOLDS[effective.level]))
+    setup._undo.append(_route_stdlib(_STDLIB_THRESHOLDS[effective.level], setup))
     setup._undo.append(_active(setup))
     return setup
 
@@ -485,10 +526,7 @@ def _set_group_level(threshold: int | None) -> Callable[[], None]:
             LOGGERS.add_logger(logger)
             adopted.append(logger)
     before = (LOGGERS.level, LOGGERS.disabled)
-    # "none": disabled makes every Logger method return at once; CRITICAL covers log().
-    LOGGERS.level = logbook.CRITICAL if threshold is None else threshold
-    LOGGERS.disabled = threshold is None
-    _shortcut(threshold)
+    _group_level(threshold)
 
     def undo() -> None:
         LOGGERS.level, LOGGERS.disabled = before
@@ -499,6 +537,14 @@ def _set_group_level(threshold: int | None) -> Callable[[], None]:
                 LOGGERS.remove_logger(logger)
 
     return undo
+
+
+def _group_level(threshold: int | None) -> None:
+    """Set the level of jobvisor's Loggers (``LOGGERS``): None writes nothing."""
+    # "none": disabled makes every Logger method return at once; CRITICAL covers log().
+    LOGGERS.level = logbook.CRITICAL if threshold is None else threshold
+    LOGGERS.disabled = threshold is None
+    _shortcut(threshold)
 
 
 # Each level method of a Logger and the level it logs at.
@@ -542,8 +588,10 @@ def _unshortcut(logger: logbook.Logger) -> None:
         logger.__dict__.pop(name, None)
 
 
-def _route_stdlib(level: int) -> Callable[[], None]:
+def _route_stdlib(level: int, setup: LoggingSetup | None = None) -> Callable[[], None]:
     """Forward stdlib records at ``level`` and above into logbook; return the undo.
+
+    ``setup`` keeps the bridge, for its ``retune``.
 
     Other handlers on the root logger stay: an embedding program keeps its
     own. The root level is set so that a call below ``level`` on a logger
@@ -552,6 +600,8 @@ def _route_stdlib(level: int) -> Callable[[], None]:
     root = logging.getLogger()
     bridge = _StdlibBridge()
     bridge.setLevel(level)
+    if setup is not None:
+        setup._bridge = bridge
     before = root.level
     root.addHandler(bridge)
     root.setLevel(level)
@@ -723,6 +773,10 @@ def _render_json(record: logbook.LogRecord, masker: SecretMasker) -> str:
     return printable_json(masker.mask(json.dumps(document, ensure_ascii=False, default=str)))
 
 
+_RENDERS: Final[dict[str, _Render]] = {"text": _render_text, "json": _render_json}
+_NOTHING: Final = logbook.CRITICAL + 1  # a handler's level that writes no record: level none
+
+
 class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
     """Renders each record at ``level`` and above as one masked line and hands it to a sink.
 
@@ -738,12 +792,16 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         masker: SecretMasker,
         sink: _Sink,
         damper: CrashLoopDamper | None = None,
+        *,
+        damping: bool = True,
     ) -> None:
         super().__init__(level=level, bubble=False)
-        self._render = render
+        self.render = render  # replaced whole by a retune: a record renders with one or the other
         self._masker = masker
         self._sink = sink
         self._damper = damper
+        # Whether the damper holds a loop's repeats now (not at verbose); read without a lock.
+        self.damping = damper is not None and damping
         self._damper_lock = _plain_lock()
         # Held from a record's word from the damper to its last line written, by a record and by
         # the teller alike: a record admitted while a summary is written goes after it (it
@@ -758,7 +816,7 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         self._closed = False
 
     def emit(self, record: logbook.LogRecord) -> None:
-        if self._damper is None:
+        if self._damper is None or not self.damping:
             self._write(record)
             return
         with self._order:
@@ -814,9 +872,21 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         """The clock moved: a summary may be due earlier than the teller thought."""
         self._wake.set()
 
+    def damp(self, on: bool) -> None:
+        """Hold a crash loop's repeats from now on, or (off: verbose) write every line; what
+        was held until now is summed up first."""
+        if self._damper is None or on == self.damping:
+            return
+        with self._order:
+            with self._damper_lock:
+                self.damping = on
+                summaries = [] if on else self._damper.flush()
+            for summary in summaries:
+                self._write(_summary_record(summary))
+
     def _write(self, record: logbook.LogRecord) -> None:
         try:
-            line = self._render(record, self._masker)
+            line = self.render(record, self._masker)
         except Exception as exc:
             channel = self._masker.mask(str(getattr(record, "channel", "?")))
             line = f"(a record on channel {channel} could not be rendered: {type(exc).__name__})"
@@ -910,7 +980,7 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
     setup, such as a test's capture, sees every record).
     """
     handler = _gate
-    if handler is None or level < handler.level:
+    if handler is None or not handler.damping or level < handler.level:
         return False
     for top in logbook.Handler.stack_manager.iter_context_objects():
         if top is not handler:

@@ -1334,6 +1334,11 @@ class Supervisor(OwnActor):
         del self._by_name[rec.spec.name]
         rec.ref._close("removed")
         self.ctx.tracker.forget(rec.path)
+        if rec.state is not State.STOPPED:
+            # Down (gave up, in backoff...): its story ends stopped all the same, as a running
+            # one's does, and a replacement's first state, `stopped -> pending`, reads on.
+            old, rec.state = rec.state, State.STOPPED
+            self.ctx.state_changed(rec.path, old, State.STOPPED)
         log.info("{}: removed", rec.path, extra={"path": rec.path})
         if not self.children:
             log.info("{}: no children left; idle until one is added", self._name, extra=self._here)
@@ -1350,6 +1355,9 @@ class Supervisor(OwnActor):
             )
         rec = self._add_record(spec, before)
         log.info("{}: added", rec.path, extra={"path": rec.path})
+        # Its path ran nothing until now: said, so that a subscriber sees where its story
+        # starts (made at the tree's start, a record's `pending` goes unsaid).
+        self.ctx.state_changed(rec.path, State.STOPPED, State.PENDING)
         self._start_now(rec)
         return rec.ref
 

@@ -259,6 +259,12 @@ class Tree:
         """
         return self._ctx.bus.subscribe(callback)
 
+    def announce(self, event: Event) -> None:
+        """Publish ``event``, which tells of something done to the tree from outside its
+        supervisors (a daemon's reload: ``Reloaded``), to its subscribers and to its sink,
+        if the sink takes that kind; any thread. Nothing happens with neither."""
+        self._ctx.publish(type(event), lambda: event)
+
     # -- stopping --------------------------------------------------------------------------------
 
     def stop(self, timeout: float | None = 30.0) -> bool:

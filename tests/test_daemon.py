@@ -7,20 +7,23 @@ import functools
 import json
 import os
 import random
+import re
 import signal
 import socket
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import RUNTIME
 from faultkit import DAEMON as BASE
-from faultkit import Running, start_daemon, stop_daemon, wait_until
+from faultkit import Jobvisor, Running, gone, start_daemon, stop_daemon, wait_until
 
 from supervision import Strategy, SupervisorSpec, python_job
 from supervision._daemon import applied, diff_specs
@@ -709,3 +712,192 @@ def test_stopping_a_job_that_is_not_running_changes_nothing_and_says_so(tmp_path
         assert (again.returncode, again.stdout) == (0, "svc: not running (stopped); nothing to stop\n")
     finally:
         assert stop_daemon(running) == 0
+
+
+# -- the end of a daemon -------------------------------------------------------------------------
+
+STUBBORN = """
+version: 1
+jobs:
+  - name: svc
+    service: true
+    command: [sh, -c, "while true; do sleep 0.05; done"]
+  - name: stubborn
+    service: true
+    command: [sh, -c, "trap 'echo term >> termed' TERM; echo $$ > pid; while true; do sleep 0.05; done"]
+    stop: {grace: 30s}
+"""
+
+
+def test_a_clean_stop_ends_the_log_with_one_line_saying_so(tmp_path: Path) -> None:
+    """An operator reading the log knows the daemon ended, and how: its last line says it."""
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
+    jv = Jobvisor(tmp_path, "daemon", "--runtime", RUNTIME)
+    try:
+        wait_until(lambda: "daemon ready" in jv.stderr, "the daemon is ready", proc=jv.proc)
+        assert jv.terminate() == 0, jv.stderr
+    finally:
+        jv.close()
+    last = jv.stderr.rstrip("\n").splitlines()[-1]
+    assert re.search(r"INFO +supervision\.daemon: daemon stopped \(exit 0\); the stop took \d", last), (
+        jv.stderr
+    )
+
+
+@pytest.mark.parametrize("how", ["foreground", "detached"])
+def test_a_second_signal_kills_what_still_runs_at_once(tmp_path: Path, how: str) -> None:
+    """As `run` does: the first SIGINT/SIGTERM stops gracefully (a job ignoring its stop signal
+    has its grace), a second kills what still runs at once, says so, and exits 1; it was
+    ignored, and the daemon waited out the 30 s grace saying nothing."""
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(STUBBORN))
+    pidfile = tmp_path / "jobvisor.pid"
+    jv: Jobvisor | None = None
+    if how == "foreground":
+        jv = Jobvisor(tmp_path, "daemon", "--runtime", RUNTIME, "--pidfile", str(pidfile))
+        signum, log = signal.SIGINT, jv.err_path
+    else:
+        launcher = subprocess.run(
+            [*CLI, "daemon", "--detach", "--pidfile", str(pidfile), "--runtime", RUNTIME],
+            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert launcher.returncode == 0, launcher.stderr
+        signum, log = signal.SIGTERM, tmp_path / ".jobvisor" / "daemon.log"
+    try:
+        wait_until(lambda: pidfile.exists() and (tmp_path / "pid").exists(), "the jobs run")
+        pid = int(pidfile.read_text())
+        stubborn = int((tmp_path / "pid").read_text())
+        os.kill(pid, signum)
+        wait_until((tmp_path / "termed").exists, "stubborn got its stop signal and ignored it")
+        assert not gone(pid), "the first signal is a graceful stop: it waits for stubborn"
+        sent = time.monotonic()
+        os.kill(pid, signum)
+        if jv is not None:
+            assert jv.wait(20) == 1, jv.stderr  # not a clean stop, as run's
+        else:
+            wait_until(lambda: gone(pid), "the detached daemon ended")
+        took = time.monotonic() - sent
+    finally:
+        if jv is not None:
+            jv.close()
+        elif pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    assert took < 10, f"the second signal took {took:.1f}s to end the daemon"
+    wait_until(lambda: gone(stubborn), "stubborn was killed")
+    text = log.read_text()
+    assert text.count("second signal: killing every child now") == 1, text
+    assert "stubborn: killed (forced stop)" in text
+    last = text.rstrip("\n").splitlines()[-1]
+    assert "daemon stopped (exit 1: a second signal killed what still ran)" in last, text
+    assert not pidfile.exists(), "a forced end still removes its pidfile"
+
+
+# -- what a reload cannot change ------------------------------------------------------------------
+
+
+def test_a_reload_applies_the_log_level_and_says_what_needs_a_restart(tmp_path: Path) -> None:
+    """The log's level and format are applied by a reload; the state dir, the runtime, the
+    log's file and the http endpoint are fixed at the start, and a reload says so, each in one
+    line (a reload and SIGHUP said "no change", and DEBUG lines never came)."""
+    other = "threads" if RUNTIME == "gevent" else "gevent"
+    manifest = textwrap.dedent(BASE).replace("version: 1\n", f"version: 1\nruntime: {RUNTIME}\n")
+    (tmp_path / "jobs.yaml").write_text(manifest)
+    jv = Jobvisor(tmp_path, "daemon")
+    try:
+        wait_until(lambda: "daemon ready" in jv.stderr, "the daemon is ready", proc=jv.proc)
+        edited = manifest.replace(
+            f"runtime: {RUNTIME}\n",
+            f"state_dir: other\nruntime: {other}\nlogging: {{level: debug, file: x.log}}\n"
+            "http: {listen: '127.0.0.1:0'}\n",
+        )
+        (tmp_path / "jobs.yaml").write_text(edited)
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*CLI, *args], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60,
+                check=False,
+            )
+
+        # The control commands look where the manifest says now: not where the daemon is.
+        lost = cli("reload")
+        assert lost.returncode == 3, lost.stderr
+        assert lost.stderr == (
+            f"jobvisor: no daemon is running for {tmp_path / 'other'} (No such file or directory)"
+            f" (the manifest names state_dir {tmp_path / 'other'}; a daemon started before that "
+            "edit uses the state dir it started with: pass --state-dir, such as "
+            f"{tmp_path / '.jobvisor'}, where a daemon's socket is)\n"
+        )
+        state = str(tmp_path / ".jobvisor")
+        out = cli("reload", "--state-dir", state)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == [
+            "update logging: level=debug",
+            (
+                f"not applied: state_dir {tmp_path / 'other'}: the state dir is fixed at the "
+                f"start (this daemon's is {tmp_path / '.jobvisor'}): restart the daemon"
+            ),
+            (
+                f"not applied: runtime {other}: the runtime is fixed at the start (this daemon "
+                f"runs {RUNTIME}): restart the daemon"
+            ),
+            (
+                f"not applied: logging.file {tmp_path / 'x.log'}: the log's file is fixed at the "
+                "start (this daemon's log goes to stderr): restart the daemon"
+            ),
+            (
+                "not applied: http: the endpoint's address and token are fixed at the start "
+                "(this daemon has none): restart the daemon"
+            ),
+        ], out.stdout
+        assert "update logging: level=debug" in jv.stderr
+        # Applied: a restart of svc writes DEBUG lines now.
+        assert cli("restart", "svc", "--state-dir", state).returncode == 0
+        wait_until(lambda: " DEBUG " in jv.stderr, "a DEBUG line", proc=jv.proc)
+        # Applied once: the next reload only repeats what still needs a restart.
+        again = cli("reload", "--state-dir", state)
+        assert again.stdout.splitlines() == out.stdout.splitlines()[1:], again.stdout
+        (tmp_path / "jobs.yaml").write_text(
+            edited.replace("level: debug, file: x.log", "level: debug, format: json")
+        )
+        json_out = cli("reload", "--state-dir", state)
+        assert json_out.stdout.splitlines()[0] == "update logging: format=json", json_out.stdout
+        assert cli("restart", "svc", "--state-dir", state).returncode == 0
+        wait_until(
+            lambda: '"message": "svc: stopping (restart)"' in jv.stderr, "a JSON line", proc=jv.proc
+        )
+        assert jv.terminate() == 0, jv.stderr
+    finally:
+        jv.close()
+
+
+def test_a_secret_a_reload_brings_is_masked_in_the_log(tmp_path: Path) -> None:
+    """The log masked only the secrets of the manifest the daemon started with: a job a
+    reload added printed its secret in clear."""
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
+    secret = "hunter2-not-for-logs"
+    with (tmp_path / "jobvisor.err").open("w") as err:
+        proc = subprocess.Popen(
+            [*CLI, "daemon", "--runtime", RUNTIME], cwd=tmp_path, env={**ENV, "JV_TOKEN": secret},
+            stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        log = tmp_path / "jobvisor.err"
+        wait_until(lambda: "daemon ready" in log.read_text(), "the daemon is ready", proc=proc)
+        (tmp_path / "jobs.yaml").write_text(
+            textwrap.dedent(BASE)
+            + "  - name: leak\n"
+            + """    command: [sh, -c, 'echo "token is $0"', "${secret:JV_TOKEN}"]\n"""
+        )
+        out = subprocess.run(
+            [*CLI, "reload"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: "token is ***" in log.read_text(), "leak's line, masked", proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert secret not in log.read_text()

@@ -14,6 +14,7 @@ import socket
 import stat
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -268,6 +269,49 @@ def test_history_per_job_gives_every_jobs_newest_attempts_in_one_answer(
         refused = served.get(f"/api/history?{bad}")
         assert refused.status_code == 400, bad
         assert "per_job" in refused.json()["error"]
+
+
+def test_the_event_stream_tells_of_a_reload(daemon: tuple[Running, Served]) -> None:
+    """A reload is one typed event, what it added, removed, replaced and updated; a child it
+    makes says its first state, `stopped -> pending`, as it did not (a replaced job's events
+    went `stopped`, then `pending -> starting`), and the stream said nothing of the reload."""
+    running, served = daemon
+    stream = Stream(served)
+    try:
+        stream.wait_for(lambda s: "heartbeat" in s.comments)
+        edited = textwrap.dedent(manifest(WITH_TOKEN)).replace(
+            "while true; do sleep 0.05; done", "while true; do sleep 0.04; done"
+        ).replace("  - group: etl\n", "  - group: etl\n    strategy: one_for_all\n")
+        edited += "  - name: extra\n    service: true\n    command: [sleep, '100']\n"
+        (running.dir / "jobs.yaml").write_text(edited)
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        stream.wait_for(lambda s: has_event(s, "reloaded", ""))
+        stream.wait_for(lambda s: has_event(s, "state_changed", "extra", new="running"))
+        stream.wait_for(lambda s: has_event(s, "state_changed", "svc", new="running"))
+    finally:
+        stream.close()
+    (reloaded,) = [e for e in stream.events if e["type"] == "reloaded"]
+    assert {k: v for k, v in reloaded.items() if k != "at"} == {
+        "type": "reloaded",
+        "path": "",
+        "added": ["extra"],
+        "removed": [],
+        "replaced": ["svc"],
+        "updated": ["etl"],
+        "lines": out.stdout.splitlines(),
+        "error": None,
+    }
+    assert out.stdout.splitlines() == ["replace svc", "update etl: strategy: one_for_all", "add extra"]
+
+    def states(path: str) -> list[tuple[str, str]]:
+        return [(e["old"], e["new"]) for e in stream.events if e["type"] == "state_changed" and e["path"] == path]  # fmt: skip
+
+    assert states("svc") == [
+        ("running", "stopping"), ("stopping", "stopped"),
+        ("stopped", "pending"), ("pending", "starting"), ("starting", "running"),
+    ]
+    assert states("extra") == [("stopped", "pending"), ("pending", "starting"), ("starting", "running")]  # fmt: skip
 
 
 def test_actions_need_the_token_and_reads_do_not(daemon: tuple[Running, Served]) -> None:
@@ -653,6 +697,21 @@ jobs:
         assert requests.get(url + "api/status", timeout=30).json()["state"] == "stopped"
     with pytest.raises(requests.ConnectionError):
         requests.get(url + "api/status", timeout=30)  # closed with the composition
+
+
+def test_closing_the_endpoint_does_not_wait_for_its_poll() -> None:
+    """Every stop of a daemon or run with an endpoint took 0.2-0.5 s longer: closing waited
+    for the server's loop to look at its shutdown flag, which it did every 0.5 s."""
+    spec = SupervisorSpec(name="root", children=(python_job("a", "math:sqrt", 4),))
+    took = []
+    for _ in range(3):
+        endpoint = Endpoint(HttpSpec.of("127.0.0.1:0"), TreeMetrics(spec))
+        # Its loop waits in select: a request went through it.
+        assert requests.get(endpoint.url + "metrics", timeout=30).status_code == 200
+        began = time.monotonic()
+        endpoint.close()
+        took.append(time.monotonic() - began)
+    assert sum(took) < 0.3, took
 
 
 def test_a_breaker_a_reload_adds_is_followed_by_the_metrics(tmp_path: Path) -> None:

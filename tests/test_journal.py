@@ -236,6 +236,7 @@ def test_the_journal_declares_exactly_the_events_it_keeps(tmp_path: Path) -> Non
         ev.ProbationPassed(path="a", at=1.0),
         ev.BreakerChanged(path="", at=1.0, name="db", old="closed", new="open"),
         ev.ThreadAbandoned(path="a", at=1.0, thread="jv-t1-a"),
+        ev.Reloaded(path="", at=1.0, added=("a",), lines=("add a",)),  # the log tells of it
     ]
     # Every kind there is (by name: slotted dataclasses leave their first class behind).
     assert {type(e).__name__ for e in samples} == {c.__name__ for c in ev.Event.__subclasses__()}
