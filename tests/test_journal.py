@@ -300,3 +300,23 @@ def test_recent_attempts_come_per_job_each_from_its_own_rows(tmp_path: Path) -> 
     assert list(read_recent_attempts(db, "etl", 3)) == ["etl", "etl/load"]
     assert list(read_recent_attempts(db, "etl/load", 1)) == ["etl/load"]
     assert read_recent_attempts(db, "nothing", 3) == {}
+
+
+def test_history_of_a_path_is_that_path_and_below_it_only(tmp_path: Path) -> None:
+    """``a_b`` is a_b and a_b/..., never axb/... (``_`` and ``%`` are LIKE's wildcards), nor
+    A_B/... (LIKE ignores ASCII case)."""
+    from actors import Outcome
+    from supervision._events import AttemptFinished
+
+    journal = Journal(tmp_path)
+    for n, path in enumerate(("a_b", "a_b/c", "axb/c", "A_B/c", "a%/c", "ab/c", "a_b2")):
+        journal.record(
+            AttemptFinished(path=path, at=float(n), attempt=1, outcome=Outcome.SUCCEEDED,
+                            error=None, started_at=float(n), code=0)
+        )  # fmt: skip
+    assert journal.flush()
+    journal.close()
+    db = tmp_path / FILENAME
+    assert [r["path"] for r in read_history(db, "a_b")] == ["a_b", "a_b/c"]
+    assert [r["path"] for r in read_history(db, "a%")] == ["a%/c"]
+    assert [r["path"] for r in read_history(db, "A_B")] == ["A_B/c"]
