@@ -82,8 +82,12 @@ def _query(db: Path, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> l
 
 def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """The latest attempts and decisions (of ``path`` and below, if given), oldest first."""
+    # "etl" is etl and what starts with etl/, the range [etl/, etl0) ('/' sorts just before
+    # '0'): a LIKE would take '_' and '%' in a path as wildcards, and ignore case.
     where, args = (
-        ("", ()) if path is None else ("WHERE path = ? OR path LIKE ?", (path, f"{path}/%"))
+        ("", ())
+        if path is None
+        else ("WHERE path = ? OR (path >= ? AND path < ?)", (path, f"{path}/", f"{path}0"))
     )
     rows = _query(
         db,

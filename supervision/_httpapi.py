@@ -11,19 +11,28 @@ Routes (every answer but ``/``, ``/metrics`` and the event stream is JSON):
 - ``POST /api/jobs/PATH/start|stop|restart``: an action (bearer token).
 
 It never holds up supervision: requests run on their own threads (greenlets
-under gevent) with socket deadlines, the number of connections is capped;
-metrics are bumped inline (``TreeMetrics.sink``), and while a stream is open
-the tree's event thread only drops each event's text into every stream's
-bounded queue: a stream whose client falls behind by a whole queue is cut.
+under gevent); metrics are bumped inline (``TreeMetrics.sink``), and while a
+stream is open the tree's event thread only drops each event's text into every
+stream's bounded queue: a stream whose client falls behind by a whole queue is cut.
+
+Nor can a client hold it up for others: a request must arrive whole within
+one deadline and an answer leave within another (not per read or write: a byte
+every few seconds would keep either going for ever); the connections are
+capped, and when every slot is taken a new one takes the slot of the oldest
+still sending its request; event streams, which stay open, have a cap of their
+own, so they never take the slots other requests need.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import io
 import json
 import queue
+import re
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -41,9 +50,12 @@ from supervision._files import ensure_private_dir, remove_if_same, write_atomic
 from supervision._history import JournalError, journal_path, read_history, read_recent_attempts
 from supervision._listen import is_loopback
 from supervision._metrics import CONTENT_TYPE, TreeMetrics
+from supervision._spec import NAME
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from _typeshed import ReadableBuffer
 
     from supervision._app import Composition
     from supervision._events import Event, Subscription
@@ -57,8 +69,15 @@ log = logbook.Logger("supervision.http")
 
 PAGE: Final = Path(__file__).with_name("_page.html")
 ADDRESS_FILE: Final = "http.json"  # in the state dir: where the endpoint listens (port 0)
-MAX_CONNECTIONS: Final = 64  # past this a new connection is closed at once
-REQUEST_DEADLINE: Final = 10.0  # per read or write on a connection: a stalled peer is cut
+MAX_CONNECTIONS: Final = 64  # at once: see _Slots for who gives way to a new one
+MAX_STREAMS: Final = MAX_CONNECTIONS // 4  # open event streams; the other slots stay for requests
+STREAM_RETRY: Final = 5  # seconds: the Retry-After of a stream refused for the cap
+# The whole request (line, headers, body) must arrive within it, and the whole answer leave
+# within it again (each of a stream's writes too): a stalled or trickling peer is cut.
+REQUEST_DEADLINE: Final = 10.0
+MAX_BODY: Final = 64 * 1024  # actions take no body; this much of one is read and dropped
+_CONTENT_LENGTH: Final = re.compile(r"[0-9]{1,18}")
+_CHUNK_SIZE: Final = re.compile(rb"[0-9A-Fa-f]{1,8}")
 STREAM_SNDBUF: Final = 32 * 1024
 STREAM_QUEUE: Final = 1000  # events a stream may fall behind by before it is cut
 HANGUP_CHECK: Final = 1.0  # seconds: how often an idle stream looks whether its client closed
@@ -118,10 +137,12 @@ class _Hub:
         self.streams: tuple[_Stream, ...] = ()
         self._subscription: Subscription | None = None
 
-    def join(self, tree: Tree) -> _Stream:
-        """A new stream; the first one subscribes to ``tree``'s events."""
+    def join(self, tree: Tree, most: int) -> _Stream | None:
+        """A new stream (None if ``most`` are open); the first subscribes to ``tree``'s events."""
         stream = _Stream()
         with self._lock:
+            if len(self.streams) >= most:
+                return None
             self.streams = (*self.streams, stream)
             if self._subscription is None:
                 self._subscription = tree.subscribe(self.publish)
@@ -161,8 +182,11 @@ class Endpoint:
         state_dir: Path | None = None,
         journal: Path | None = None,
         page: Path = PAGE,
+        deadline: float = REQUEST_DEADLINE,
     ) -> None:
+        """``deadline``: seconds for a request to arrive, and for its answer to leave."""
         self.spec = spec
+        self.deadline = deadline
         self.metrics = metrics
         self.mask = mask
         self.state_dir = state_dir
@@ -177,6 +201,11 @@ class Endpoint:
             "Open /api/events streams",
             registry=metrics.registry,
         ).set_function(lambda: len(self.hub.streams))
+        Gauge(
+            "jobvisor_http_connections",
+            f"Open connections to the endpoint (at most {MAX_CONNECTIONS}), streams included",
+            registry=metrics.registry,
+        ).set_function(lambda: self.connections)
         try:
             self._server = _Server(spec, self)
         except OSError as exc:
@@ -216,6 +245,11 @@ class Endpoint:
         return act(tree, op, job)
 
     @property
+    def connections(self) -> int:
+        """How many connections are open: reading a request, answering it, or streaming."""
+        return len(self._server.slots)
+
+    @property
     def closed(self) -> bool:
         return self._closed.is_set()
 
@@ -232,6 +266,55 @@ class Endpoint:
             remove_if_same(self.state_dir / ADDRESS_FILE, self._written)
 
 
+class _Slots:
+    """The open connections: at most ``most``, and none of them kept by a slow request.
+
+    A connection is *reading* until its whole request is in, then *answering*
+    (or streaming). When every slot is taken, a new connection takes the slot
+    of the oldest one still reading: that client has had the longest to send a
+    few hundred bytes, and one that sends its request at once is answered
+    however many others trickle theirs. Only answers (each bounded by the
+    deadline) and event streams (capped apart) keep a new connection out.
+    """
+
+    def __init__(self, most: int) -> None:
+        self._most = most
+        self.lock = threading.Lock()
+        self._held: set[socket.socket] = set()
+        self._reading: dict[socket.socket, None] = {}  # the oldest first
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def take(self, conn: socket.socket) -> bool:
+        """A slot for ``conn`` (a reading one's, if need be); False when every one answers."""
+        with self.lock:
+            if len(self._held) >= self._most:
+                if not self._reading:
+                    return False
+                oldest = next(iter(self._reading))
+                self.drop(oldest)
+                # Its thread, blocked in a read, sees the end of its request and returns.
+                with contextlib.suppress(OSError):
+                    oldest.shutdown(socket.SHUT_RDWR)
+            self._held.add(conn)
+            self._reading[conn] = None
+            return True
+
+    def answering(self, conn: socket.socket) -> bool:
+        """``conn``'s request is in; False if its slot was taken meanwhile (do not answer)."""
+        with self.lock:
+            if conn not in self._reading:
+                return False
+            del self._reading[conn]
+            return True
+
+    def drop(self, conn: socket.socket) -> None:
+        """Free ``conn``'s slot (with ``lock`` held)."""
+        self._held.discard(conn)
+        self._reading.pop(conn, None)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -239,7 +322,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, spec: HttpSpec, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.slots = _Slots(MAX_CONNECTIONS)
         if ":" in spec.host:
             self.address_family = socket.AF_INET6
         super().__init__((spec.host, spec.port), _Handler)
@@ -253,20 +336,77 @@ class _Server(ThreadingHTTPServer):
             pass  # never accepted: the loop sees the flag first (were it renamed: one request)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self.slots.take(request):
             self.shutdown_request(request)  # full: refused now rather than queued behind others
             return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
+        super().process_request(request, client_address)  # its thread ends in shutdown_request
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def shutdown_request(self, request: Any) -> None:
+        # Under the lock: a connection whose slot is taken is never one being closed, whose
+        # descriptor may already be a new connection's.
+        with self.slots.lock:
+            self.slots.drop(request)
+            super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Called in the ``except`` of a request that raised (the base prints to stderr)."""
+        del request
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # a client that reset or vanished mid-request
+            log.debug("http: {}: {}", client_address[0], error)
+        else:
+            log.error("http: a request from {} failed", client_address[0], exc_info=error)
+
+
+def _arm(sock: socket.socket, deadline: float) -> None:
+    """Give ``sock``'s next call what is left until ``deadline`` (its own timeout is per call)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("past the deadline")
+    sock.settimeout(left)
+
+
+class _RequestReader(io.RawIOBase):
+    """A request's bytes, all of which must arrive by one deadline, not one per read."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = time.monotonic() + seconds
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        _arm(self._sock, self._deadline)
+        return self._sock.recv_into(buffer)
+
+
+class _AnswerWriter(io.BufferedIOBase):
+    """Writes that must all be sent by a deadline ``start`` sets, however slowly the client reads.
+
+    Until the first ``start``, the request's own (a ``100 Continue`` is written then).
+    """
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._seconds = seconds
+        self._deadline = time.monotonic() + seconds
+
+    def start(self) -> None:
+        self._deadline = time.monotonic() + self._seconds
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, buffer: ReadableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        size = len(view)
+        while view:
+            _arm(self._sock, self._deadline)
+            view = view[self._sock.send(view) :]
+        return size
 
 
 def _action(path: str) -> tuple[str, str] | None:
@@ -289,7 +429,6 @@ class _Refused(Exception):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
-    timeout = REQUEST_DEADLINE
     _GETS: ClassVar[dict[str, str]] = {
         "/": "_page",
         "/metrics": "_metrics",
@@ -299,10 +438,17 @@ class _Handler(BaseHTTPRequestHandler):
         "/api/events": "_events",
     }
     _FREE: ClassVar[frozenset[str]] = frozenset({"/", "/api/config"})  # hold no data
+    _answer: _AnswerWriter
 
     @property
     def endpoint(self) -> Endpoint:
         return self.server.endpoint
+
+    def setup(self) -> None:
+        self.connection = self.request
+        deadline = self.endpoint.deadline
+        self.rfile = io.BufferedReader(_RequestReader(self.connection, deadline))
+        self.wfile = self._answer = _AnswerWriter(self.connection, deadline)
 
     def version_string(self) -> str:
         return "jobvisor"
@@ -310,8 +456,53 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         log.debug("http: {} {}", self.address_string(), self.endpoint.mask(format % args))
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """What the base server refuses itself (a bad request line, too many headers) as JSON."""
+        del explain
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # an answer with a status line, which clients read
+        status = HTTPStatus(code)
+        self._json(status, {"error": message or status.phrase})
+
+    def parse_request(self) -> bool:
+        """The request line and headers, then its body (read and dropped): True to answer it.
+
+        A method other than GET and POST is answered here (405), as is a refused body.
+        """
+        parsed = super().parse_request()
+        # One request per connection, whatever its Connection header: nothing idles on a thread.
+        self.close_connection = True
+        if not parsed:
+            return False
+        if self.request_version == "HTTP/0.9":
+            self.send_error(HTTPStatus.BAD_REQUEST, "expected HTTP/1.0 or HTTP/1.1")
+            return False
+        try:
+            self._read_body()
+        except _Refused as exc:
+            self._refuse(exc)
+            return False
+        if not self.server.slots.answering(self.connection):
+            return False  # its slot went to a newer connection: nobody waits for the answer
+        if self.command in ("GET", "POST"):
+            return True
+        try:
+            self._check_host()
+            path = urllib.parse.urlsplit(self.path).path
+            allow = "GET" if path in self._GETS else "POST" if _action(path) else None
+            if allow is None:
+                raise _Refused(HTTPStatus.NOT_FOUND, f"no such resource {path!r}")
+            raise _Refused(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"{self.command} is not answered here: {path!r} takes {allow}",
+                {"Allow": allow},
+            )
+        except _Refused as exc:
+            self._refuse(exc)
+        return False
+
     def do_GET(self) -> None:
-        self.close_connection = True  # one request per connection: nothing idles on a thread
         url = urllib.parse.urlsplit(self.path)
         try:
             self._check_host()
@@ -328,10 +519,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._check_token()
             getattr(self, name)(urllib.parse.parse_qs(url.query))
         except _Refused as exc:
-            self._json(exc.status, {"error": str(exc)}, exc.headers)
+            self._refuse(exc)
 
     def do_POST(self) -> None:
-        self.close_connection = True
         url = urllib.parse.urlsplit(self.path)
         try:
             self._check_host()
@@ -348,10 +538,9 @@ class _Handler(BaseHTTPRequestHandler):
             if not job:
                 raise _Refused(HTTPStatus.NOT_FOUND, "no job path before the action")
             self._check_token(action=True)
-            self._discard_body()
             reply = self.endpoint.act(action, job)
         except _Refused as exc:
-            self._json(exc.status, {"error": str(exc)}, exc.headers)
+            self._refuse(exc)
             return
         if reply.get("ok"):
             answer: dict[str, Any] = {"ok": True, "job": job, "action": action}
@@ -384,31 +573,70 @@ class _Handler(BaseHTTPRequestHandler):
                 HTTPStatus.FORBIDDEN,
                 "actions are off: the endpoint has no token (set http.token in the manifest)",
             )
-        given = self.headers.get("Authorization")
+        scheme, _, value = self.headers.get("Authorization", "").strip().partition(" ")
         what = "an action" if action else "a read off loopback"
-        # No credentials at all (no header, or a scheme without a token) is 401, which says
-        # how to give them; a token that does not match is 403 (RFC 6750).
-        if given is None or not given.partition(" ")[2].strip():
+        # No bearer token at all (no header, another scheme, a scheme alone) is 401, which says
+        # how to give one; a bearer token that does not match is 403 (RFC 6750).
+        if scheme.lower() != "bearer" or not value.strip():
             raise _Refused(
                 HTTPStatus.UNAUTHORIZED,
                 f"{what} needs Authorization: Bearer TOKEN",
                 {"WWW-Authenticate": 'Bearer realm="jobvisor"'},
             )
-        scheme, _, value = given.partition(" ")
         # Constant time: how much of a guess matched must not show in how long the answer took.
-        ok = hmac.compare_digest(value.strip().encode(), token.encode())
-        if scheme.lower() != "bearer" or not ok:
+        if not hmac.compare_digest(value.strip().encode(), token.encode()):
             raise _Refused(HTTPStatus.FORBIDDEN, "wrong token")
 
-    def _discard_body(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise _Refused(HTTPStatus.BAD_REQUEST, "Content-Length is not a number") from None
-        if length > 64 * 1024:
+    def _read_body(self) -> None:
+        """Read and drop a request's body, sized or chunked alike: no request here takes one.
+
+        Up to ``MAX_BODY`` is read (a client may send ``{}``; closing on unread bytes would
+        reset the connection before it reads the answer); more is 413.
+        """
+        codings = ",".join(self.headers.get_all("Transfer-Encoding") or ())
+        lengths = self.headers.get_all("Content-Length") or []
+        if codings and lengths:
+            raise _Refused(
+                HTTPStatus.BAD_REQUEST, "Transfer-Encoding and Content-Length: give one of them"
+            )
+        if codings:
+            if codings.rsplit(",", 1)[-1].strip().lower() != "chunked":
+                raise _Refused(
+                    HTTPStatus.BAD_REQUEST, f"Transfer-Encoding {codings!r}: expected chunked last"
+                )
+            self._read_chunks()
+            return
+        if not lengths:
+            return
+        if len(set(lengths)) > 1 or not _CONTENT_LENGTH.fullmatch(lengths[0].strip()):
+            raise _Refused(HTTPStatus.BAD_REQUEST, "Content-Length is not a number")
+        size = int(lengths[0])
+        if size > MAX_BODY:
             raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "actions take no body")
-        if length:
-            self.rfile.read(length)
+        if len(self.rfile.read(size)) < size:
+            raise _Refused(HTTPStatus.BAD_REQUEST, "the body ended before its Content-Length")
+
+    def _read_chunks(self) -> None:
+        taken = 0
+        while True:
+            line = self.rfile.readline(1024)
+            size_text = line.split(b";", 1)[0].strip()  # a chunk extension is dropped
+            if not line.endswith(b"\n") or not _CHUNK_SIZE.fullmatch(size_text):
+                raise _Refused(HTTPStatus.BAD_REQUEST, "the chunked body is malformed")
+            size = int(size_text, 16)
+            taken += size + len(line)
+            if taken > MAX_BODY:
+                raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "actions take no body")
+            if not size:
+                break
+            if self.rfile.read(size + 2)[size:] != b"\r\n":
+                raise _Refused(HTTPStatus.BAD_REQUEST, "the chunked body is malformed")
+        while (line := self.rfile.readline(1024)) not in (b"\r\n", b"\n"):  # trailer fields
+            taken += len(line)
+            if not line.endswith(b"\n"):
+                raise _Refused(HTTPStatus.BAD_REQUEST, "the chunked body is malformed")
+            if taken > MAX_BODY:
+                raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "actions take no body")
 
     def _tree(self) -> Tree:
         tree = self.endpoint.tree
@@ -459,6 +687,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _history(self, query: dict[str, list[str]]) -> None:
         job = (query.get("job") or [""])[-1].strip("/") or None
+        if job is not None and not all(NAME.fullmatch(name) for name in job.split("/")):
+            raise _Refused(
+                HTTPStatus.BAD_REQUEST, f"job: expected a job path like etl/load, got {job!r}"
+            )
         per_job = query["per_job"][-1] if "per_job" in query else None
         if per_job is not None and "limit" in query:
             raise _Refused(
@@ -484,11 +716,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _events(self, query: dict[str, list[str]]) -> None:
         del query
         endpoint = self.endpoint
-        stream = endpoint.hub.join(self._tree())
+        stream = endpoint.hub.join(self._tree(), MAX_STREAMS)
+        if stream is None:
+            raise _Refused(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"{MAX_STREAMS} event streams are open, as many as are served: retry later",
+                {"Retry-After": str(STREAM_RETRY)},
+            )
         try:
             # A small kernel buffer: a client that stops reading blocks a write (and is cut at
             # the deadline) after tens of KiB, not after megabytes of autotuned buffer.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+            self._answer.start()
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-store")
@@ -513,13 +752,17 @@ class _Handler(BaseHTTPRequestHandler):
                     data = b": heartbeat\n\n"
                 if data is None:
                     break
+                self._answer.start()  # each write has the whole deadline: a stream never ends
                 self.wfile.write(data)
                 self.wfile.flush()
                 beat_at = time.monotonic() + heartbeat
         except OSError:
-            pass  # the client went away, or stalled past REQUEST_DEADLINE: forget it
+            pass  # the client went away, or stalled past the deadline: forget it
         finally:
             endpoint.hub.leave(stream)
+
+    def _refuse(self, refused: _Refused) -> None:
+        self._json(refused.status, {"error": str(refused)}, refused.headers)
 
     def _json(self, status: HTTPStatus, body: Any, headers: dict[str, str] | None = None) -> None:
         text = self.endpoint.mask(json.dumps(body, separators=(",", ":")))
@@ -533,6 +776,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, str] | None = None,
     ) -> None:
         with contextlib.suppress(OSError):
+            self._answer.start()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -541,7 +785,8 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
 
 def _hung_up(connection: socket.socket) -> bool:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import socket
 import stat
+import struct
 import textwrap
 import threading
 import time
@@ -39,7 +41,13 @@ from supervision import (
     Strategy,
 )
 from supervision._app import compose, run_batch
-from supervision._httpapi import ADDRESS_FILE, PAGE_POLICY, Endpoint
+from supervision._httpapi import (
+    ADDRESS_FILE,
+    MAX_CONNECTIONS,
+    MAX_STREAMS,
+    PAGE_POLICY,
+    Endpoint,
+)
 from supervision._listen import HttpSpec
 from supervision._manifest import load_manifest
 from supervision._metrics import TreeMetrics
@@ -152,6 +160,19 @@ class Stream:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._thread.join(10)
+
+
+def exchange(host: str, port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One raw request (what ``requests`` would not send) and its whole answer."""
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines)}
+    return int(status_line.split()[1]), headers, body
 
 
 def has_event(stream: Stream, kind: str, path: str, **fields: Any) -> bool:
@@ -333,7 +354,9 @@ def test_actions_need_the_token_and_reads_do_not(daemon: tuple[Running, Served])
         headers={"Authorization": f"Basic {TOKEN}"},
         timeout=30,
     )
-    assert basic.status_code == 403
+    # Another scheme gives no bearer credentials: 401 too, which says how to give them.
+    assert basic.status_code == 401
+    assert basic.headers["WWW-Authenticate"].startswith("Bearer")
     # A scheme without a token gives no credentials: 401, which says how to give them.
     empty = requests.post(
         served.url + "/api/jobs/svc/restart", headers={"Authorization": "Bearer "}, timeout=30
@@ -367,6 +390,151 @@ def test_actions_need_the_token_and_reads_do_not(daemon: tuple[Running, Served])
     # A name that is not this machine's loopback (DNS rebinding) is refused on loopback.
     rebound = served.get("/api/status", headers={"Host": f"evil.example:{served.port}"})
     assert rebound.status_code == 403
+
+
+def test_other_methods_are_405_with_allow_and_bad_requests_are_json(
+    daemon: tuple[Running, Served],
+) -> None:
+    running, served = daemon
+    for method, path, allow in (
+        ("DELETE", "/api/status", "GET"),
+        ("OPTIONS", "/api/jobs/svc/restart", "POST"),
+        ("PUT", "/metrics", "GET"),
+        ("PATCH", "/api/jobs/etl/crashy/stop", "POST"),
+        ("HEAD", "/api/events", "GET"),
+    ):
+        answer = requests.request(
+            method,
+            served.url + path,
+            data=b"{}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+        assert (answer.status_code, answer.headers.get("Allow")) == (405, allow), (method, path)
+        if method != "HEAD":
+            assert answer.headers["Content-Type"] == "application/json"
+            assert method in answer.json()["error"]
+    status, headers, body = exchange(
+        served.host, served.port, b"FROB /api/history HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    assert (status, headers["allow"]) == (405, "GET")
+    assert "FROB" in json.loads(body)["error"]
+    gone = requests.delete(served.url + "/nope", timeout=30)
+    assert gone.status_code == 404
+    assert "/nope" in gone.json()["error"]
+    # What the base server refuses itself is answered in the same shape, not as HTML.
+    status, headers, body = exchange(served.host, served.port, b"GARBAGE\r\n\r\n")
+    assert (status, headers["content-type"]) == (400, "application/json")
+    assert json.loads(body)["error"]
+    assert running.nodes()["svc"]["starts"] == 1  # nothing acted
+
+
+def test_a_chunked_body_is_read_with_the_cap_a_sized_one_has(
+    daemon: tuple[Running, Served],
+) -> None:
+    running, served = daemon
+
+    def post(framing: bytes, body: bytes) -> tuple[int, dict[str, Any]]:
+        request = (
+            b"POST /api/jobs/svc/restart HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            + framing
+            + b"\r\n"
+            + body
+        )
+        status, _, answer = exchange(served.host, served.port, request)
+        return status, json.loads(answer)
+
+    # A chunk past the cap is refused before its data is read, as a Content-Length past it is.
+    status, answer = post(b"Transfer-Encoding: chunked\r\n", b"10001\r\n")
+    assert (status, answer["error"]) == (413, "actions take no body")
+    status, answer = post(b"Content-Length: 65537\r\n", b"")
+    assert (status, answer["error"]) == (413, "actions take no body")
+    # Chunks that add up past it: refused at the size line that passes it.
+    half = b"8000\r\n" + b"x" * 0x8000 + b"\r\n"
+    status, answer = post(b"Transfer-Encoding: chunked\r\n", half + b"8000\r\n")
+    assert (status, answer["error"]) == (413, "actions take no body")
+    for framing, body in (
+        (b"Transfer-Encoding: chunked\r\n", b"zz\r\nab\r\n0\r\n\r\n"),
+        (b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n"),
+        (b"Transfer-Encoding: gzip\r\n", b"abc"),
+    ):
+        status, answer = post(framing, body)
+        assert status == 400, (framing, body, answer)
+    assert running.nodes()["svc"]["starts"] == 1  # none of those acted
+    # A small body, whatever its framing, is read and dropped, and the action is done.
+    status, answer = post(b"Transfer-Encoding: chunked\r\n", b"2;x=y\r\n{}\r\n0\r\nX-T: 1\r\n\r\n")
+    assert status == 200, answer
+    wait_until(lambda: running.nodes()["svc"]["starts"] == 2, "svc restarted", timeout=30)
+
+
+def test_a_job_path_with_a_control_character_is_refused(daemon: tuple[Running, Served]) -> None:
+    _, served = daemon
+    for job in (
+        "svc%00x",
+        "svc%1b%5b2J",
+        "et%0al",
+        "svc%7f",
+        "svc%c2%9b",
+        "etl%20x",
+        "etl//crashy",
+    ):
+        for query in (f"job={job}", f"job={job}&per_job=2"):
+            refused = served.get(f"/api/history?{query}")
+            assert refused.status_code == 400, (query, refused.text)
+            assert "expected a job path like etl/load" in refused.json()["error"]
+    for job in ("etl", "etl/crashy", "/etl/", "svc"):
+        assert served.get(f"/api/history?job={job}").status_code == 200, job
+
+
+def test_trickling_clients_leave_room_for_every_other_request(
+    daemon: tuple[Running, Served],
+) -> None:
+    """More connections than the endpoint takes, each sending its request a line at a time
+    (the per-read deadline alone never cut them): a whole request still gets its answer."""
+    _, served = daemon
+    trickling: list[socket.socket] = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 6):
+            sock = socket.create_connection((served.host, served.port), timeout=30)
+            sock.sendall(b"GET /api/status HTTP/1.1\r\nX-Slow: 1\r\n")
+            trickling.append(sock)
+        for path in ("/api/status", "/metrics", "/api/config"):
+            answer = requests.get(served.url + path, timeout=5)
+            assert answer.status_code == 200, path
+    finally:
+        for sock in trickling:
+            sock.close()
+
+
+def test_event_streams_have_their_own_cap(daemon: tuple[Running, Served]) -> None:
+    """Streams past the cap are refused (503 with Retry-After): however many a client opens,
+    the slots other requests need stay free."""
+    _, served = daemon
+    streams: list[Stream] = []
+    try:
+        for _ in range(MAX_STREAMS):
+            streams.append(Stream(served))
+            assert streams[-1].status_line.split()[1] == "200"
+        request = f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n\r\n".encode()
+        for _ in range(MAX_CONNECTIONS):
+            status, headers, body = exchange(served.host, served.port, request)
+            assert (status, headers["content-type"]) == (503, "application/json")
+            assert int(headers["retry-after"]) > 0
+            assert f"{MAX_STREAMS} event streams" in json.loads(body)["error"]
+        assert served.get("/api/status").status_code == 200
+        assert served.metric("jobvisor_http_event_clients") == MAX_STREAMS
+        streams.pop().close()
+        wait_until(
+            lambda: served.metric("jobvisor_http_event_clients") == MAX_STREAMS - 1,
+            "one stream gone",
+            timeout=30,
+        )
+        streams.append(Stream(served))  # its place is taken again
+        assert streams[-1].status_line.split()[1] == "200"
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 def test_starting_a_job_whose_dependency_gave_up_is_a_conflict(tmp_path: Path) -> None:
@@ -821,3 +989,83 @@ def test_the_metrics_count_what_the_status_counts(make_tree: Callable[..., Any])
     assert _agree(tree, metrics, "behind") == (1, 0, 1)
     assert _agree(tree, metrics, "cooler") == (3, 1, 3)
     assert _agree(tree, metrics, "g/m") == (3, 1, 3)
+
+
+# -- in process: deadlines -------------------------------------------------------------------------
+
+TINY = SupervisorSpec(name="root", children=(python_job("a", "math:sqrt", 4),))
+
+
+@pytest.fixture
+def quick(tmp_path: Path) -> Iterator[Endpoint]:
+    """An endpoint (no tree) whose deadline is half a second: what is cut is cut in time."""
+    endpoint = Endpoint(
+        HttpSpec.of("127.0.0.1:0"), TreeMetrics(TINY), page=tmp_path / "page.html", deadline=0.5
+    )
+    try:
+        yield endpoint
+    finally:
+        endpoint.close()
+
+
+def _cut(sock: socket.socket, within: float, *, drip: bytes = b"") -> float | None:
+    """Seconds until the server closed ``sock`` (sending ``drip`` every 0.1 s meanwhile)."""
+    started = time.monotonic()
+    while (took := time.monotonic() - started) < within:
+        try:
+            if drip:
+                sock.sendall(drip)
+            if select.select([sock], [], [], 0.1)[0]:
+                data = sock.recv(4096)
+                assert not data, data  # closed without a word, not answered
+                return took
+        except ConnectionError:
+            return took
+    return None
+
+
+def test_a_request_must_arrive_whole_within_the_deadline(quick: Endpoint) -> None:
+    """Each header line comes well within the deadline; the request as a whole does not."""
+    sock = socket.create_connection(("127.0.0.1", quick.port), timeout=5)
+    try:
+        sock.sendall(b"GET /api/config HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        took = _cut(sock, 5.0, drip=b"X-Drip: 1\r\n")
+        assert took is not None, "a request that never ended was read for 5 s"
+        assert took < 2.0
+    finally:
+        sock.close()
+    silent = socket.create_connection(("127.0.0.1", quick.port), timeout=5)
+    try:
+        assert _cut(silent, 5.0) is not None  # and one that sends nothing at all
+    finally:
+        silent.close()
+    assert requests.get(quick.url + "api/config", timeout=5).status_code == 200
+    wait_until(lambda: quick.connections == 0, "every connection closed", timeout=5)
+
+
+def test_a_client_that_does_not_read_a_big_answer_is_cut_at_the_deadline(
+    quick: Endpoint, tmp_path: Path
+) -> None:
+    (tmp_path / "page.html").write_bytes(b"<!doctype html>" + b"x" * (16 << 20))
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", quick.port))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert sock.recv(12) == b"HTTP/1.1 200"
+        # Its connection is given up (the kernel may still hold what was sent), not kept.
+        wait_until(lambda: quick.connections == 0, "the reader cut", timeout=3)
+    finally:
+        sock.close()
+
+
+def test_a_client_that_resets_mid_request_leaves_no_traceback(
+    quick: Endpoint, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sock = socket.create_connection(("127.0.0.1", quick.port), timeout=5)
+    sock.sendall(b"GET /api/config HTTP/1.1\r\nX-a: b\r\n")
+    wait_until(lambda: quick.connections == 1, "the request being read", timeout=5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # a reset, not an orderly end
+    wait_until(lambda: quick.connections == 0, "the reset seen", timeout=5)
+    assert "Traceback" not in capfd.readouterr().err

@@ -575,3 +575,23 @@ def test_a_row_sqlite_refuses_is_stored_escaped_and_holds_back_no_other(tmp_path
     assert [row["attempt"] for row in rows] == [1, 2, 3]
     assert rows[1]["error"] == "OSError: bad name b'\\xff' read as '\\udcff'"
     assert rows[1]["code"] == float(2**70)  # SQLite's INTEGER affinity takes it as a REAL
+
+
+def test_history_of_a_path_is_that_path_and_below_it_only(tmp_path: Path) -> None:
+    """``a_b`` is a_b and a_b/..., never axb/... (``_`` and ``%`` are LIKE's wildcards), nor
+    A_B/... (LIKE ignores ASCII case)."""
+    from actors import Outcome
+    from supervision._events import AttemptFinished
+
+    journal = Journal(tmp_path)
+    for n, path in enumerate(("a_b", "a_b/c", "axb/c", "A_B/c", "a%/c", "ab/c", "a_b2")):
+        journal.record(
+            AttemptFinished(path=path, at=float(n), attempt=1, outcome=Outcome.SUCCEEDED,
+                            error=None, started_at=float(n), code=0)
+        )  # fmt: skip
+    assert journal.flush()
+    journal.close()
+    db = tmp_path / FILENAME
+    assert [r["path"] for r in read_history(db, "a_b")] == ["a_b", "a_b/c"]
+    assert [r["path"] for r in read_history(db, "a%")] == ["a%/c"]
+    assert [r["path"] for r in read_history(db, "A_B")] == ["A_B/c"]
