@@ -663,21 +663,23 @@ class _Child:
                 self._code = waiter.exit_code()
             return True
         self._code = waiter.exit_code()
-        # What the pipes hold now is read; what one who left the group writes later is its own.
-        return not self._stop_the_rest()
+        # What is left of the group gets the stop signal (we are not waiting: no wake).
+        self.stop(self._stop_signal, self._grace, wake=False)
+        # Under gevent this runs inside libev's callback of the exit, which the hub finishes
+        # later: ending the attempt here, its pipes' watchers stopped and their fds closed
+        # before that, made libev find a closed fd (an abort). It waits as before there.
+        return self._hub is None and self._nobody_left()
 
-    def _stop_the_rest(self) -> bool:
-        """The leader exited, its pipes still open: the rest of its group gets the stop signal.
-
-        False when there is no rest (the group is then gone): one who left the group
-        (``setsid``) holds the pipes, and nothing of ours is left to wait for.
+    def _nobody_left(self) -> bool:
+        """Whether the group, its leader exited, has no other living member (then it is gone):
+        one who left it (``setsid``) holds the pipes, and nothing of ours is left to wait for.
+        What the pipes hold now is read; what such a one writes later is its own.
         """
-        self.stop(self._stop_signal, self._grace, wake=False)  # we are not waiting: no wake
         with self.lock:
             if not self._gone:
                 leader = self.pids[0]
                 self._gone = not _group_has_others(leader, leader)
-            return not self._gone
+            return self._gone
 
     def _kill(self) -> None:
         with self.lock:
