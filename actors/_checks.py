@@ -16,6 +16,8 @@ from typing import Final
 from actors._errors import SpecError
 
 __all__ = [
+    "MAX_DURATION",
+    "SOCKET_MAX_DURATION",
     "fmt_duration",
     "is_number",
     "key_field",
@@ -23,6 +25,7 @@ __all__ = [
     "need_count",
     "need_duration",
     "need_number",
+    "too_long",
 ]
 
 NO_LIMIT: Final = math.inf
@@ -30,6 +33,16 @@ NO_LIMIT: Final = math.inf
 # schema (``supervision._fields``) bounds the same fields with them.
 EXIT_CODES: Final = (0, 255)
 HTTP_STATUSES: Final = (100, 599)
+# The longest duration a manifest or a spec may give (3650d, ten years): a lock's wait takes
+# up to threading.TIMEOUT_MAX (292 years, gevent's too), a monotonic or wall time plus it is
+# still a finite float and a datetime, and a wait longer than poll(2) takes is waited for
+# in pieces (``actors._waiters``). Past it, a scheduler's wait used to raise and stop every
+# timer of the tree.
+MAX_DURATION: Final = 3650 * 86400.0
+# The longest wait of one socket operation (an http job's or a notification's ``timeout``): a
+# socket's timeout goes to poll(2) as an int of milliseconds (24.8 days), which CPython casts
+# to it unchecked, so more would wrap round to an early or an endless wait.
+SOCKET_MAX_DURATION: Final = 24 * 86400.0
 
 
 def is_number(value: object) -> bool:
@@ -57,10 +70,23 @@ def need_key(ok: bool, field: str, expected: str, key: object) -> None:
         raise SpecError(field=field, expected=expected, got=key, about=repr(key))
 
 
-def need_duration(value: object, field: str, *, positive: bool = False) -> None:
-    """A duration in seconds: ``>= 0``, or ``> 0`` when ``positive``."""
+def need_duration(
+    value: object, field: str, *, positive: bool = False, longest: float = MAX_DURATION
+) -> None:
+    """A duration in seconds: ``>= 0``, or ``> 0`` when ``positive``, and at most ``longest``.
+
+    An infinite one, or an int too large for a float, is past ``longest`` too.
+    """
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and not (isinstance(value, float) and math.isnan(value)):
+        need(value <= longest, field, too_long(longest), value)  # type: ignore[operator]
     ok = is_number(value) and (value > 0 if positive else value >= 0)  # type: ignore[operator]
     need(ok, field, f"a duration {'> 0' if positive else '>= 0'}", value)
+
+
+def too_long(longest: float) -> str:
+    """The ``expected`` of a duration past ``longest``: ``a duration up to 3650d``."""
+    return f"a duration up to {fmt_duration(longest)}"
 
 
 def need_count(value: object, field: str, minimum: int) -> None:

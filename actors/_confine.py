@@ -16,7 +16,7 @@ import resource
 from dataclasses import dataclass
 from typing import Final
 
-from actors._checks import fmt_duration, need
+from actors._checks import MAX_DURATION, fmt_duration, need
 
 __all__ = ["UNLIMITED", "Confinement", "Limits", "RunAs", "check_umask"]
 
@@ -152,8 +152,10 @@ class Limits:
         cpu = self.cpu
         if cpu is not None and cpu != UNLIMITED:
             ok = isinstance(cpu, int | float) and not isinstance(cpu, bool)
-            ok = ok and math.isfinite(cpu) and cpu > 0  # type: ignore[arg-type,operator]
+            ok = ok and cpu > 0  # type: ignore[operator]
             need(ok, "cpu", "a duration > 0 or unlimited", cpu)
+            longest = f"a duration > 0 up to {fmt_duration(MAX_DURATION)} or unlimited"
+            need(cpu <= MAX_DURATION, "cpu", longest, cpu)  # type: ignore[operator]
 
     def rlimits(self) -> tuple[tuple[str, int, int, int], ...]:
         """``(name, resource, soft, hard)`` for each limit set."""

@@ -33,7 +33,15 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from actors._checks import HTTP_STATUSES, key_field, need, need_duration, need_int_in, need_key
+from actors._checks import (
+    HTTP_STATUSES,
+    SOCKET_MAX_DURATION,
+    key_field,
+    need,
+    need_duration,
+    need_int_in,
+    need_key,
+)
 from actors._errors import JobFailure, SpecError
 
 if TYPE_CHECKING:
@@ -440,7 +448,7 @@ class HttpWork:
         _check_map("headers", self.headers, header=True)
         _check_map("params", self.params, header=False)
         _check_payload(self.json, self.body)
-        need_duration(self.timeout, "http.timeout", positive=True)
+        need_duration(self.timeout, "http.timeout", positive=True, longest=SOCKET_MAX_DURATION)
         need(
             isinstance(self.expect_status, tuple | list),
             "http.expect_status",

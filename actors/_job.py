@@ -11,7 +11,7 @@ import logbook
 from pykka._envelope import Envelope
 
 from actors._attempt import Attempt, current_attempt_var
-from actors._checks import need, need_count, need_duration
+from actors._checks import MAX_DURATION, fmt_duration, need, need_count, need_duration
 from actors._errors import AttemptTimeout, SpecError
 from actors._messages import AttemptDone, ChildExit, ChildStarted, Resumed, Waiting
 from actors._ref import OwnMessage
@@ -113,13 +113,38 @@ def fixed_rate(first: float, every: float, now: float) -> float:
 
 
 def cron_delay(expr: str, now: float) -> float:
-    """Seconds from wall time ``now`` to the next time ``expr`` fires, in local time."""
+    """Seconds from wall time ``now`` to the next time ``expr`` fires, in local time.
+
+    ``MAX_DURATION`` when croniter finds no next time: a spec refuses such an
+    expression (``_check_cron``), so this is a defence only, and a job's thread
+    (or the scheduler's) must not fail on it at every tick.
+    """
+    upcoming = _next_fire(expr, now)
+    if upcoming is None:
+        if expr not in _NEVER_FIRES:
+            _NEVER_FIRES.add(expr)
+            log.error(
+                "cron expression {!r} has no next time: its next tick waits {}",
+                expr,
+                fmt_duration(MAX_DURATION),
+            )
+        return MAX_DURATION
+    return min(MAX_DURATION, max(0.0, upcoming - now))
+
+
+_NEVER_FIRES: set[str] = set()  # expressions already said to have no next time
+
+
+def _next_fire(expr: str, now: float) -> float | None:
+    """The wall time after ``now`` when ``expr`` fires next (local time); None if never."""
     from datetime import datetime  # noqa: PLC0415 - only cron jobs need these
 
-    from croniter import croniter  # noqa: PLC0415
+    from croniter import CroniterBadDateError, croniter  # noqa: PLC0415
 
-    upcoming = croniter(expr, datetime.fromtimestamp(now).astimezone()).get_next(float)
-    return max(0.0, float(upcoming) - now)
+    try:
+        return float(croniter(expr, datetime.fromtimestamp(now).astimezone()).get_next(float))
+    except CroniterBadDateError:
+        return None
 
 
 _CRON_FIELDS: Final = (
@@ -139,6 +164,15 @@ def _check_cron(expr: object) -> None:
     need(isinstance(expr, str) and len(expr.split()) == 5, "cron", shape, expr)
     assert isinstance(expr, str)
     if croniter.is_valid(expr):
+        # Valid fields may still name a date that never comes (31 February): croniter looks
+        # 50 years ahead, more than any cron expression's cycle (28 years).
+        if _next_fire(expr, time.time()) is None:
+            raise SpecError(
+                field="cron",
+                expected="a cron expression that fires",
+                got=expr,
+                about=f"{expr!r}, which never does",
+            )
         return  # one check for a good one: a manifest may hold thousands
     fields = expr.split()
     for i, (name, values) in enumerate(_CRON_FIELDS):

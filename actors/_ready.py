@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import requests
 
-from actors._checks import need, need_duration
+from actors._checks import SOCKET_MAX_DURATION, need, need_duration
 from actors._errors import JobFailure, SpecError
 from actors._http import check_url, redact_url
 from actors._runtime import active_runtime
@@ -117,7 +117,8 @@ class ReadyProbe:
         at once, or at the latest when the check in progress ends.
         """
         deadline = time.monotonic() + self.timeout
-        full = max(_CHECK_MIN, self.interval)
+        # A check's budget is a socket's timeout too, which poll(2) bounds (SOCKET_MAX_DURATION).
+        full = min(max(_CHECK_MIN, self.interval), SOCKET_MAX_DURATION)
         last: _Seen | None = None
         session = requests.Session() if self.http is not None else None
         # Once per wait, not per check: it looks the job's user up (NSS, maybe LDAP).

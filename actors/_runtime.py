@@ -715,14 +715,22 @@ class TimerHandle:
         return self.callback is None
 
 
+# The longest the scheduler waits at once before it looks at its clock again: a lock's wait
+# takes at most threading.TIMEOUT_MAX (gevent's too), and a deadline may lie beyond it.
+_LONGEST_WAIT: Final = 3600.0
+
+
 class Scheduler:
     """One thread that runs small callbacks at monotonic deadlines.
 
     Supervisors never sleep in their mailbox: a delay is a timer here whose
     callback tells them a message. Callbacks run on the scheduler's thread and
-    must not block; an exception in one is reported to ``on_error`` and the
-    scheduler goes on. One scheduler serves a whole tree, so thousands of
-    backoffs cost one thread, not thousands.
+    must not block. Nothing one timer does stops the others: a deadline however
+    far away is waited for in pieces, and an exception in a callback (any
+    ``BaseException``) is logged once, naming the callback, and then passed to
+    ``on_error`` (which runs on the scheduler's thread too; what it raises is
+    logged and dropped); the scheduler goes on. One scheduler serves a whole
+    tree, so thousands of backoffs cost one thread, not thousands.
     """
 
     def __init__(
@@ -741,8 +749,11 @@ class Scheduler:
         self._thread.start()
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
-        """Run ``callback`` on the scheduler thread after ``delay`` seconds."""
-        handle = TimerHandle(self._clock() + max(0.0, delay), callback, self)
+        """Run ``callback`` on the scheduler thread after ``delay`` seconds.
+
+        A delay that is not a number > 0 (NaN too) is none: ``callback`` is due now.
+        """
+        handle = TimerHandle(self._clock() + (delay if delay > 0 else 0.0), callback, self)
         with self._cond:
             if self._stopped:
                 handle.callback = handle.scheduler = None
@@ -797,7 +808,7 @@ class Scheduler:
                     wait = self._heap[0][0] - self._clock()
                     if wait <= 0:
                         break
-                    self._cond.wait(wait)
+                    self._cond.wait(min(wait, _LONGEST_WAIT))
                 if self._stopped:
                     return
                 handle = heapq.heappop(self._heap)[2]
@@ -809,6 +820,32 @@ class Scheduler:
                 continue
             try:
                 callback()
-            except Exception as exc:
-                if self._on_error is not None:
-                    self._on_error(exc)
+            except BaseException as exc:  # one timer must not end every other
+                self._failed(callback, exc)
+
+    def _failed(self, callback: Callable[[], None], exc: BaseException) -> None:
+        """Say once which callback failed and how; then tell ``on_error``, if any."""
+        import logbook  # noqa: PLC0415 - not at import: install_runtime may not have run yet
+
+        log = logbook.Logger("actors.runtime")
+        name = _named(callback)
+        log.error("timer callback {} failed: {}", name, _said(exc))
+        if self._on_error is None:
+            return
+        try:
+            self._on_error(exc)
+        except BaseException as again:  # as above
+            # One line, as the failure's own: what went wrong is said, no traceback to scroll.
+            log.error("timer callback {} failed; its report failed too: {}", name, _said(again))  # noqa: TRY400
+
+
+def _named(callback: Callable[[], None]) -> str:
+    """A callback's name for a log line: its function's qualified name, never its arguments
+    (they may hold anything, a secret too)."""
+    while isinstance(callback, functools.partial):
+        callback = callback.func
+    return str(getattr(callback, "__qualname__", None) or type(callback).__qualname__)
+
+
+def _said(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -13,12 +13,14 @@ import functools
 import itertools
 import os
 import select
-from typing import Any
+from typing import Any, Final
 
 from actors._runtime import active_runtime
 from actors._spawn import real_os
 
 __all__ = ["HubWaiter", "PollWaiter", "gevent_hub"]
+
+_POLL_MAX_MS: Final = 2**31 - 1  # poll(2)'s timeout is an int of milliseconds
 
 
 class PollWaiter:
@@ -46,8 +48,12 @@ class PollWaiter:
             self._poll.register(fd, select.POLLIN)
 
     def wait(self, timeout: float | None) -> list[int]:
-        """Block until a pipe is readable, the leader exited, a wake-up or the timeout."""
-        ms = None if timeout is None else int(timeout * 1000) + 1
+        """Block until a pipe is readable, the leader exited, a wake-up or the timeout.
+
+        A timeout longer than poll(2) takes (24.8 days) returns early, with nothing:
+        the caller's loop looks at its deadline and waits again.
+        """
+        ms = None if timeout is None else min(int(timeout * 1000) + 1, _POLL_MAX_MS)
         ready = []
         for fd, _ in self._poll.poll(ms):
             if fd == self.pidfd:

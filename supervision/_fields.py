@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from actors._checks import EXIT_CODES, HTTP_STATUSES
+from actors._checks import EXIT_CODES, HTTP_STATUSES, MAX_DURATION, fmt_duration
 from actors._exponential import JITTERS, MULTIPLIERS
 from actors._placement import RAY_FIELDS
 from actors._python import ISOLATIONS
@@ -273,11 +273,14 @@ _LEAVES: Final[dict[str, Json]] = {
         "additionalProperties": False,
     },
     "duration": _sourced(
-        {"type": "number", "minimum": 0},
+        {"type": "number", "minimum": 0, "maximum": MAX_DURATION},
         {"type": "string", "pattern": _DURATION},
         {"type": "string", "pattern": _BARE},
     )
-    | {"description": "a duration: 250ms, 30s, 5m, 1h, 1d, 1h30m or a number of seconds"},
+    | {
+        "description": "a duration: 250ms, 30s, 5m, 1h, 1d, 1h30m or a number of seconds, "
+        f"up to {fmt_duration(MAX_DURATION)}"
+    },
     "size": _sourced(
         {"type": "integer", "minimum": 0},
         {"type": "string", "pattern": _SIZE},

@@ -1,4 +1,5 @@
-"""Files jobvisor writes: private modes, no planted symlinks, no loose state dir.
+"""Files jobvisor writes: private modes, no planted symlinks, no loose state dir; and files
+it reads that someone else wrote (a secret): regular files of a bounded size only.
 
 Everything jobvisor creates is for its user only (directories 0700, files
 0600), whatever the process umask, because the journal and the logs hold
@@ -9,6 +10,11 @@ could have prepared (a symlink, owned by someone else, writable by group or
 others) is refused as ssh refuses a loose key: whatever is inside it could
 have been planted. An existing file that others can write is refused too; one
 that others can only read is made private.
+
+A file read for its whole content (``read_regular``: a secret) must be a
+regular file of at most a given size: a FIFO would block the reader for ever,
+and a device such as /dev/zero would fill its memory. A job's output file is
+read (``jobvisor logs``) never through a symlink (``open_output``).
 """
 
 # ruff: noqa: PTH101, PTH102, PTH104, PTH108, PTH114, PTH115, PTH116, PTH118, PTH119, PTH120
@@ -35,15 +41,20 @@ if TYPE_CHECKING:
     from typing import Final, TypeAlias
 
 __all__ = [
+    "FileTooLargeError",
+    "NotRegularFileError",
     "UnsafePathError",
     "check_not_loose",
     "check_private_file",
     "check_server",
     "ensure_private_dir",
+    "file_kind",
     "identity",
     "make_dirs",
     "open_private",
     "open_private_file",
+    "open_to_read",
+    "read_regular",
     "refuse_symlinks",
     "remove_if_same",
     "write_atomic",
@@ -63,9 +74,79 @@ class UnsafePathError(JobvisorError, OSError):
     is the refused path. The message is one line that says how to fix it.
     """
 
-    def __init__(self, message: str, path: Path) -> None:
+    def __init__(self, message: str, path: str | os.PathLike[str]) -> None:
         super().__init__(message)
         self.path = path
+
+
+class NotRegularFileError(JobvisorError, ValueError):
+    """A file read whole is not a regular file: ``kind`` says what it is (``a FIFO``)."""
+
+    def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
+        super().__init__(f"{os.fspath(path)} is {kind}, not a regular file")
+        self.path = path
+        self.kind = kind
+
+
+class FileTooLargeError(JobvisorError, ValueError):
+    """A file read whole holds more than ``limit`` bytes; ``size`` is its size (None: unknown,
+    it grew as it was read)."""
+
+    def __init__(self, path: str | os.PathLike[str], size: int | None, limit: int) -> None:
+        said = "more" if size is None else f"{size} bytes"
+        super().__init__(f"{os.fspath(path)} holds {said}: expected {limit} bytes at most")
+        self.path = path
+        self.size = size
+        self.limit = limit
+
+
+_KINDS: Final = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``mode`` is, in words: ``a regular file``, ``a FIFO``, ``a directory``."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((kind for test, kind in _KINDS if test(mode)), "not a file")
+
+
+def read_regular(path: str | os.PathLike[str], limit: int) -> tuple[bytes, os.stat_result]:
+    """The bytes of the regular file at ``path``, at most ``limit`` of them, and its stat.
+
+    A symlink is followed (a Kubernetes secret is one, through two more), but
+    what it leads to must be a regular file: anything else raises
+    ``NotRegularFileError`` without being opened (a device's open may act), or
+    once opened if it was swapped in meanwhile (``O_NONBLOCK``: a FIFO's open
+    returns at once). More than ``limit`` bytes raise ``FileTooLargeError``;
+    what cannot be read raises ``OSError``.
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFileError(path, file_kind(st.st_mode))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFileError(path, file_kind(st.st_mode))
+        if st.st_size > limit:
+            raise FileTooLargeError(path, st.st_size, limit)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:  # it grew as it was read
+            raise FileTooLargeError(path, None, limit)
+    finally:
+        os.close(fd)
+    return b"".join(chunks), st
 
 
 def _owner(uid: int) -> str:
@@ -77,15 +158,18 @@ def _owner(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _symlink(path: Path, what: str) -> UnsafePathError:
+def _symlink(path: str | os.PathLike[str], what: str, *, reading: bool = False) -> UnsafePathError:
     try:
         target = f" (to {os.readlink(path)})"
     except OSError:
         target = ""
+    # A file jobvisor reads is one it wrote itself: a link there was planted, not chosen.
+    if reading:
+        fix = "never reads through one; remove it"
+    else:
+        fix = "never writes through one; give the real path"
     return UnsafePathError(
-        f"refusing the {what} {path}: it is a symbolic link{target}, and jobvisor never writes "
-        "through one; give the real path",
-        path,
+        f"refusing the {what} {path}: it is a symbolic link{target}, and jobvisor {fix}", path
     )
 
 
@@ -190,6 +274,32 @@ def open_private_file(path: Path, flags: int, what: str) -> io.FileIO:
         file.close()
         raise
     return file
+
+
+def open_to_read(path: str | os.PathLike[str], what: str) -> io.BufferedReader:
+    """Open a file jobvisor wrote (a job's output file) to read it: never through a symlink,
+    and a regular file only (a FIFO planted there would block the reader for ever).
+
+    Raises ``UnsafePathError`` for either, and ``OSError`` (``FileNotFoundError``...) as
+    ``open`` would.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise _symlink(path, what, reading=True) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnsafePathError(
+                f"refusing the {what} {path}: it is {file_kind(mode)}, not a regular file", path
+            )
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _refuse_symlink(exc: OSError, path: Path, what: str, *errnos: int) -> None:

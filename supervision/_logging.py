@@ -1060,24 +1060,30 @@ def _warn(text: str) -> None:
 
 
 class _Trouble:
-    """Reports a run of write failures once, and the recovery from it once."""
+    """Reports a run of write failures once, and the recovery from it once.
 
-    def __init__(self, target: str) -> None:
+    ``target`` names what is written (``the log file PATH``), ``lost`` what a failed
+    write loses (``log records``, a job's ``output lines``).
+    """
+
+    def __init__(self, target: str, lost: str = "log records") -> None:
         self.target = target
-        self.dropped = 0  # records lost in the current run of failures; 0 while healthy
+        self.lost = lost
+        self.dropped = 0  # records (or lines) lost in the current run of failures; 0 while healthy
 
-    def failed(self, exc: BaseException) -> None:
-        self.dropped += 1
-        if self.dropped == 1:
+    def failed(self, exc: BaseException, count: int = 1) -> None:
+        first = not self.dropped
+        self.dropped += count
+        if first:
             _warn(
-                f"cannot write the log {self.target}: {describe(exc)}; "
-                "log records are dropped until it is writable again"
+                f"cannot write {self.target}: {describe(exc)}; "
+                f"{self.lost} are dropped until it is writable again"
             )
 
     def succeeded(self) -> None:
         if self.dropped:
             dropped, self.dropped = self.dropped, 0
-            _warn(f"the log {self.target} is writable again; {dropped} log records were dropped")
+            _warn(f"{self.target} is writable again; {dropped} {self.lost} were dropped")
 
 
 class _StreamSink:
@@ -1090,7 +1096,7 @@ class _StreamSink:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self._lock = threading.Lock()
-        self._trouble = _Trouble(f"stream {getattr(stream, 'name', stream)!s}")
+        self._trouble = _Trouble(f"the log stream {getattr(stream, 'name', stream)!s}")
         self._status = ""  # the status line now on the terminal; "" when none
 
     def show(self, status: str) -> None:
@@ -1125,16 +1131,31 @@ class _FileSink:
     write the path is checked against the open file: if the file was moved
     or deleted (logrotate, a removed directory) it is reopened, creating
     the directory again. Failures are reported once and the record dropped.
+
+    ``output``: the file is a job's output file (``supervision._output``), and
+    every message says so; a file that cannot be opened at first raises the
+    ``OSError`` itself, for the caller to report, not ``LoggingSetupError``
+    (whose advice is about ``--log-file``).
     """
 
-    def __init__(self, path: Path, rotate: RotateSpec | None, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        rotate: RotateSpec | None,
+        now: Callable[[], datetime],
+        *,
+        output: bool = False,
+    ) -> None:
         self._path = path
         self._max_bytes = rotate.max_bytes if rotate is not None else None
         self._when = rotate.when if rotate is not None else None
         self._backups = rotate.backups if rotate is not None else 0
         self._now = now
         self._lock = threading.Lock()
-        self._trouble = _Trouble(f"file {path}")
+        self._what = "output file" if output else "log file"
+        self._output = output
+        lost = "output lines" if output else "log records"
+        self._trouble = _Trouble(f"the {self._what} {path}", lost)
         # Invariants while _file is open: _ident is (st_dev, st_ino) of _file,
         # _size its length, _period_end the first instant of the next period (time rotation).
         self._file: Any = None
@@ -1147,6 +1168,8 @@ class _FileSink:
         except UnsafePathError:
             raise  # its own line says what is wrong and how to fix it
         except OSError as exc:
+            if output:
+                raise
             raise LoggingSetupError(path, exc) from exc
 
     def write(self, line: str) -> None:
@@ -1163,7 +1186,9 @@ class _FileSink:
                     self._rotate()
                 self._write_all(data)
             except OSError as exc:
-                self._trouble.failed(exc)
+                # A job's output is counted in lines (each write holds whole ones), a log in
+                # records (one a write, though a record may hold several lines).
+                self._trouble.failed(exc, data.count(b"\n") if self._output else 1)
             else:
                 self._trouble.succeeded()
 
@@ -1178,7 +1203,7 @@ class _FileSink:
         # it is reported once like any file that cannot be opened).
         make_dirs(self._path.parent)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-        file = open_private_file(self._path, flags, "log file")
+        file = open_private_file(self._path, flags, self._what)
         try:
             st = os.fstat(file.fileno())
         except OSError:

@@ -6,6 +6,9 @@ imports only the standard library; YAML is parsed only to tell a job with
 no output yet from no such job, or when the manifest declares a ``state_dir``.
 On a terminal each line's control characters are escaped (a job's output
 must not drive the reader's terminal); into a pipe its bytes go as they are.
+An output file, or a rotated one, is never read through a symlink nor as
+anything but a regular file: a link planted there could make ``logs`` print
+another file to whoever runs it (root's /etc/shadow), and a FIFO would hang it.
 """
 
 # ruff: noqa: PTH110, PTH116, PTH118, PTH120, PTH123 - os.path: pathlib costs a control command
@@ -17,6 +20,7 @@ import sys
 import time
 
 from supervision._client import NoDaemonError, find_state_dir, request
+from supervision._files import UnsafePathError, open_to_read
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,6 +31,7 @@ __all__ = ["follow", "known_paths", "output_file", "show_logs", "tail_lines"]
 
 POLL: Final = 0.1  # seconds between looks at a followed file (no inotify in the stdlib)
 _BLOCK: Final = 65536
+WHAT: Final = "output file"  # as refusals name it
 
 
 def output_file(directory: str, path: str) -> str:
@@ -43,14 +48,15 @@ def output_file(directory: str, path: str) -> str:
 def tail_lines(path: str, count: int, *, first: int = 0, backups: int = 9) -> list[bytes]:
     """The last ``count`` lines of ``path``, and of ``path.1``... when it holds fewer.
 
-    ``first``: the first of them to read (1 skips ``path`` itself).
+    ``first``: the first of them to read (1 skips ``path`` itself). Raises
+    ``UnsafePathError`` for one that is a symlink or not a regular file.
     """
     lines: list[bytes] = []
     for n in range(first, backups + 1):
         if len(lines) >= count:
             break
         try:
-            with open(path if n == 0 else f"{path}.{n}", "rb") as file:
+            with open_to_read(path if n == 0 else f"{path}.{n}", WHAT) as file:
                 lines = _last_lines(file, count - len(lines)) + lines
         except FileNotFoundError:
             if n > 0:
@@ -86,6 +92,7 @@ def follow(
     held is read first, then the new one from its start; a file cut shorter
     than what was read (truncated) is read again from its start. Yields after
     each look, so the caller decides how long to go on and how long to pause.
+    A new file that is a symlink or not a regular file raises ``UnsafePathError``.
     """
     follower = _Follower(path, write, file)
     try:
@@ -127,7 +134,7 @@ class _Follower:
 
     def _open(self) -> bool:
         try:
-            self.file = open(self.path, "rb")  # noqa: SIM115 - kept open between looks
+            self.file = open_to_read(self.path, WHAT)
         except FileNotFoundError:
             return False
         st = os.fstat(self.file.fileno())
@@ -227,7 +234,8 @@ _NAMED: Final = 10  # a group's jobs named when asked for its output; past that,
 def show_logs(
     job: str, *, manifest: str, state_dir: str | None, lines: int, keep_following: bool
 ) -> int:
-    """The ``logs`` command: 0, or 4 for no such job (a group's path too: its jobs are named).
+    """The ``logs`` command: 0, or 4 for no such job (a group's path too: its jobs are named),
+    or 1 for an output file that is a symlink or not a regular file (refused, unread).
 
     Returns 0 on Ctrl-C while following.
     """
@@ -244,9 +252,20 @@ def show_logs(
             "output is not kept (output: false; a python job in a thread prints to "
             "jobvisor's own stdout)\n"
         )
+    try:
+        _show(path, lines, keep_following=keep_following)
+    except UnsafePathError as exc:  # the file, a rotated one or the next one followed
+        sys.stderr.write(f"jobvisor: {exc}\n")
+        return 1
+    return 0
+
+
+def _show(path: str, lines: int, *, keep_following: bool) -> None:
+    """Print the last ``lines`` lines of ``path`` (and its backups) and, when
+    ``keep_following``, every line after them until Ctrl-C."""
     write = _writer()
     try:
-        file: BinaryIO | None = open(path, "rb")  # noqa: SIM115 - follow() closes it
+        file: BinaryIO | None = open_to_read(path, WHAT)
     except FileNotFoundError:
         file = None
     try:
@@ -265,7 +284,6 @@ def show_logs(
     finally:
         if file is not None:
             file.close()
-    return 0
 
 
 def _writer() -> Callable[[bytes], None]:

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from actors._checks import need, need_count, need_duration
+from actors._checks import SOCKET_MAX_DURATION, need, need_count, need_duration
 from supervision._reader import BAD, Bad
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class NotifySpec:
                 "a non-empty argv list",
                 self.command,
             )
-        need_duration(self.timeout, "timeout", positive=True)
+        need_duration(self.timeout, "timeout", positive=True, longest=SOCKET_MAX_DURATION)
         need_count(self.retry, "retry", 0)
         need(isinstance(self.name, str), "name", "a string", self.name)
 

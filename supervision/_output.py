@@ -116,7 +116,7 @@ class JobOutput:
                 parent /= part
                 ensure_private_dir(parent, "output directory")
             rotate = RotateSpec(max_bytes=self._spec.max_bytes, backups=self._spec.backups)
-            self._sink = _FileSink(path, rotate, _local_now)
+            self._sink = _FileSink(path, rotate, _local_now, output=True)
         except (OSError, JobvisorError) as exc:
             self._failed = True
             log.warning("{}: its output goes to the log only: {}", self._path, describe(exc))

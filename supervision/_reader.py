@@ -381,7 +381,8 @@ def _hints(expected: str, value: object) -> tuple[str, str]:
     a misspelt choice gets the closest one; a bool where text was expected, ``(quote it)``.
     """
     if isinstance(value, str | bool) or value is None:
-        if expected.startswith("a duration"):
+        # A duration past its bound ("up to 3650d") was read: its form needs no hint.
+        if expected.startswith("a duration") and "up to" not in expected:
             return f"{expected} like {DURATION_HINT}", ""
         if expected.startswith("a size"):
             return f"{expected} like {SIZE_HINT}", ""

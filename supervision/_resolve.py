@@ -7,8 +7,11 @@ other ``${...}`` is an error. ``${secret:NAME}`` is replaced by the secret
 in ``NAME`` inside a longer string; ``{secret: {env: NAME}}`` /
 ``{secret: {file: PATH}}`` (a mapping whose only key is ``secret``) is a
 whole secret value; a file is read as UTF-8, relative to the manifest's
-directory, without one trailing newline. Every secret value is collected
-so that reports mask it, and strings made of one are ``Secret``s.
+directory, without one trailing newline: a regular file (through symlinks, as
+Kubernetes mounts secrets) of at most ``MAX_SECRET_FILE`` bytes, so that a FIFO
+or a device named there is refused instead of hanging or filling memory.
+Every secret value is collected so that reports mask it, and strings made of
+one are ``Secret``s.
 
 The expansion is bounded (``MAX_VALUES`` values once aliases are expanded,
 ``MAX_DEPTH`` levels): a document past a bound is reported once, as that,
@@ -23,17 +26,20 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from supervision._files import FileTooLargeError, NotRegularFileError, read_regular
 from supervision._interpolation import INTERPOLATION, SECRET_VARIABLE, VARIABLE
 from supervision._issues import HoldsSecret, Secret, Text, join, show, unknown_key
+from supervision._units import fmt_size
 from supervision._yaml import LineDict, LineList
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["MAX_DEPTH", "MAX_VALUES", "Resolver", "looks_secret"]
+__all__ = ["MAX_DEPTH", "MAX_SECRET_FILE", "MAX_VALUES", "Resolver", "looks_secret"]
 
 MAX_DEPTH: Final = 64  # levels of nesting a manifest may have
 MAX_VALUES: Final = 100_000  # values a manifest may hold once aliases are expanded
+MAX_SECRET_FILE: Final = 1 << 20  # bytes a secret file may hold: a key, a token, a certificate
 # What a secret or variable that could not be read stands for, once its issue is reported: a
 # valid value everywhere (argv, env, header, URL), so it is not reported again as "null" or
 # an empty header; the manifest does not load, so it never runs.
@@ -99,7 +105,12 @@ class Resolver:
         self.budget -= 1
         if self.budget < 0:
             self.bounded = True
-            self.add(path, line, f"expected at most {MAX_VALUES} values, got more")
+            self.add(
+                path,
+                line,
+                f"expected a manifest of at most {MAX_VALUES} values in all (each scalar, list "
+                "and mapping, aliases expanded), got more",
+            )
             return None
         if isinstance(value, str):
             return self.interpolate(value, path, line) if "${" in value else value
@@ -110,7 +121,9 @@ class Resolver:
             self.add(
                 path,
                 line,
-                f"expected at most {MAX_DEPTH} levels of nesting, got more (a recursive alias?)",
+                f"expected at most {MAX_DEPTH} levels of nesting (mappings and lists inside each "
+                "other: a group in a group takes 2), got more: a recursive alias, or groups "
+                "nested too deep",
             )
             return None
         if isinstance(value, dict):
@@ -298,10 +311,22 @@ class Resolver:
             return None
         where = self.base_dir / Path(file_name).expanduser()
         try:
-            value = where.read_text(encoding="utf-8")
-            mode = where.stat().st_mode
+            data, st = read_regular(where, MAX_SECRET_FILE)
+            value = data.decode("utf-8")
+            mode = st.st_mode
         except UnicodeDecodeError:  # its text would quote the secret's bytes
             reason = "not UTF-8 text"
+        except NotRegularFileError as exc:
+            reason = f"{exc.kind}, not a regular file"
+        except FileTooLargeError as exc:
+            size = "more" if exc.size is None else fmt_size(exc.size)
+            self.add(
+                path,
+                line,
+                f"expected a secret file up to {fmt_size(MAX_SECRET_FILE)}, got {str(where)!r} "
+                f"of {size}",
+            )
+            return None
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         else:

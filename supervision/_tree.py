@@ -494,9 +494,7 @@ def _runtime(manifest_or_spec: object, named: str | None) -> str:
 
 
 def _scheduler(monotonic: Callable[[], float]) -> Scheduler:
-    scheduler = Scheduler(
-        monotonic, on_error=lambda exc: log.error("timer callback failed: {}", exc)
-    )
+    scheduler = Scheduler(monotonic)  # it logs a failed callback itself, naming it
     attach = getattr(monotonic, "attach", None)
     if attach is not None:  # a clock a test moves by hand: moving it must fire what is due
         attach(scheduler.wake)

@@ -186,6 +186,7 @@ def test_a_planted_symlink_at_an_output_file_is_not_followed(tmp_path: Path) -> 
     assert (out / "a.log").is_symlink()
     assert "a: its output goes to the log only" in jv.stderr
     assert "symbolic link" in jv.stderr
+    assert f"refusing the output file {out / 'a.log'}" in jv.stderr
 
 
 def test_secrets_are_masked_in_output_files(tmp_path: Path) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from clockkit import ManualClock
@@ -17,6 +18,9 @@ from faultkit import wait_until
 from actors import RuntimeSetupError, Scheduler, check_runtime, install_runtime
 from supervision import StateChanged, SupervisorSpec
 from supervision._events import EventBus
+
+if TYPE_CHECKING:
+    import logbook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,6 +83,55 @@ def test_scheduler_survives_a_failing_callback() -> None:
         assert isinstance(errors[0], ZeroDivisionError)
     finally:
         scheduler.stop()
+
+
+def test_a_timer_past_what_any_wait_takes_does_not_stop_the_scheduler() -> None:
+    # A lock's wait takes at most threading.TIMEOUT_MAX (gevent's too): a deadline further
+    # away must not end the thread, or no backoff, timeout or tick of the tree fires again.
+    scheduler = Scheduler()
+    try:
+        far = [scheduler.call_later(delay, lambda: None) for delay in (1e12, math.inf)]
+        for _ in range(2):  # the second is armed once the scheduler waits for the far ones
+            done = threading.Event()
+            scheduler.call_later(0.01, done.set)
+            assert done.wait(5)
+        assert scheduler.alive
+        assert all(not handle.cancelled for handle in far)
+    finally:
+        scheduler.stop()
+
+
+def test_a_failing_callback_is_logged_once_with_what_it_was(logs: logbook.TestHandler) -> None:
+    def broken() -> None:
+        raise ZeroDivisionError("division by zero")
+
+    def bad_reporter(exc: BaseException) -> None:
+        raise RuntimeError(f"reporter broke on {exc}")
+
+    done = threading.Event()
+    for on_error in (None, bad_reporter):
+        scheduler = Scheduler(on_error=on_error)
+        try:
+            scheduler.call_later(0, broken)
+            scheduler.call_later(0, lambda: (_ for _ in ()).throw(SystemExit(3)))
+            done.clear()
+            scheduler.call_later(0.001, done.set)
+            assert done.wait(5)
+            assert scheduler.alive
+        finally:
+            scheduler.stop()
+    said = [r.message for r in logs.records if r.channel == "actors.runtime"]
+    here = "timer callback test_a_failing_callback_is_logged_once_with_what_it_was.<locals>"
+    broke, exited = f"{here}.broken failed", f"{here}.<lambda> failed"
+    reported = "; its report failed too: RuntimeError: reporter broke on"
+    assert said == [
+        f"{broke}: ZeroDivisionError: division by zero",
+        f"{exited}: SystemExit: 3",
+        f"{broke}: ZeroDivisionError: division by zero",
+        f"{broke}{reported} division by zero",
+        f"{exited}: SystemExit: 3",
+        f"{exited}{reported} 3",
+    ]
 
 
 def test_unknown_runtime_is_refused() -> None:
