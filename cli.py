@@ -103,15 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--detach", action="store_true", help="run in the background")
     daemon.add_argument("--pidfile", metavar="P", help="write the daemon's pid to P")
     daemon.add_argument("--http", metavar="HOST:PORT", help=http_help)
-    for name, text in (
-        ("status", "the daemon's tree, states, restarts, breakers"),
-        ("reload", "re-read the manifest and apply only the difference"),
-    ):
-        verb = sub.add_parser(name, parents=[common], help=text)
-        verb.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    status = sub.add_parser(
+        "status", parents=[common], help="the daemon's tree, states, restarts, breakers"
+    )
+    status.add_argument(
+        "paths", nargs="*", metavar="PATH", help="only these children (a group: with its own)"
+    )
+    status.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    reload = sub.add_parser(
+        "reload", parents=[common], help="re-read the manifest and apply only the difference"
+    )
+    reload.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
     for name in ("start", "stop", "restart"):
-        verb = sub.add_parser(name, parents=[common], help=f"{name} one child of the daemon")
-        verb.add_argument("job", help="a child path such as etl/load")
+        verb = sub.add_parser(name, parents=[common], help=f"{name} children of the daemon")
+        verb.add_argument(
+            "jobs", nargs="+", metavar="PATH", help="child paths (etl/load ...), acted on in order"
+        )
         verb.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
     history = sub.add_parser(
         "history", parents=[common], help="attempts and supervisor decisions from the journal"
@@ -735,51 +742,84 @@ def _control(args: argparse.Namespace) -> int:
         request,
     )
 
-    if hasattr(args, "job") and not args.job.strip("/"):
-        # A usage error, found before asking anyone: exit 2 whether or not a daemon runs.
-        _error(f"{args.command} needs a job path such as etl/load, got {args.job!r}")
-        return USAGE
+    jobs: list[str] = getattr(args, "jobs", [])
+    for job in jobs:
+        if not job.strip("/"):
+            # A usage error, found before asking anyone: exit 2 whether or not a daemon runs.
+            _error(f"{args.command} needs a job path such as etl/load, got {job!r}")
+            return USAGE
     directory = find_state_dir(args.manifest, getattr(args, "state_dir", None))
-    req: dict[str, Any] = {"op": args.command}
-    if hasattr(args, "job"):
-        req["job"] = args.job
-    try:
-        reply = request(directory, req)
-    except NoDaemonError as exc:
-        # Found through the manifest's state_dir: maybe one written after the daemon started.
-        hint = "" if getattr(args, "state_dir", None) else elsewhere(args.manifest, directory)
-        _error(f"{exc}{hint}")
-        return NO_DAEMON
-    read = reply.get("manifest")
+    # One request a path, in the order given: each is said as it is done, and a path that
+    # fails does not keep the next ones from being tried (as supervisorctl does).
+    requests = [{"op": args.command, "job": job} for job in jobs] or [{"op": args.command}]
+    worst = OK
+    for i, req in enumerate(requests):
+        try:
+            reply = request(directory, req)
+        except NoDaemonError as exc:
+            # Found through the manifest's state_dir: maybe one written after the daemon started.
+            hint = "" if getattr(args, "state_dir", None) else elsewhere(args.manifest, directory)
+            _error(f"{exc}{hint}")
+            return NO_DAEMON
+        if i == 0:
+            _other_manifest(args.manifest, reply.get("manifest"))
+        # The worst result is the exit code: the highest one, so a path that names no child (4)
+        # outranks an action that failed (1).
+        worst = max(worst, _said(args, req, reply))
+    return worst
+
+
+def _other_manifest(named: str, read: object) -> None:
     if (
         isinstance(read, str)
-        and os.path.exists(args.manifest)  # noqa: PTH110 - no pathlib in control commands
-        and os.path.realpath(args.manifest) != os.path.realpath(read)
+        and os.path.exists(named)  # noqa: PTH110 - no pathlib in control commands
+        and os.path.realpath(named) != os.path.realpath(read)
     ):
-        _error(f"the daemon reads its own manifest, {read}, not {args.manifest}")
+        _error(f"the daemon reads its own manifest, {read}, not {named}")
+
+
+_DONE = {"start": "started", "stop": "stopped", "restart": "restarted"}
+
+
+def _said(args: argparse.Namespace, req: dict[str, Any], reply: dict[str, Any]) -> int:
+    """Tell what the daemon answered to ``req``; its exit code."""
     if not reply.get("ok"):
         _error(str(reply.get("error")))
         codes = {"no_such_job": NO_SUCH_JOB, "bad_manifest": USAGE}
         return codes.get(str(reply.get("code")), FAILED)
     result: Any = reply.get("result")
     if args.command == "status":
-        from supervision._table import summary_table  # noqa: PLC0415
-
-        # On a terminal one line a row (the whole of each is in --json); into a pipe, whole.
-        text = (
-            json.dumps(result, indent=2)
-            if getattr(args, "json", False)
-            else summary_table(result, fit="cut")
-        )
-        sys.stdout.write(text + "\n")
-        if not getattr(args, "json", False) and result.get("breakers"):
-            breakers = ", ".join(f"{k}={v}" for k, v in result["breakers"].items())
-            sys.stdout.write(f"breakers: {breakers}\n")
-    elif args.command == "reload":
+        return _status(args, result)
+    if args.command == "reload":
         sys.stdout.write(("\n".join(result) or "no change") + "\n")
     elif isinstance(result, str):  # a stop of a job that is not running: nothing was done
         sys.stdout.write(result + "\n")
+    else:
+        sys.stdout.write(f"{req['job'].strip('/')}: {_DONE[args.command]}\n")
+    sys.stdout.flush()  # each path's line as it is done
     return OK
+
+
+def _status(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    from supervision._table import select_status, summary_table  # noqa: PLC0415
+
+    code = OK
+    if args.paths:
+        result, missing = select_status(result, args.paths)
+        for path in missing:  # what NoSuchChildError says, as start and stop have it
+            _error(f"no child at path {path!r}: check `status` for the paths this tree has")
+            code = NO_SUCH_JOB
+    # On a terminal one line a row (the whole of each is in --json); into a pipe, whole.
+    text = (
+        json.dumps(result, indent=2)
+        if getattr(args, "json", False)
+        else summary_table(result, fit="cut")
+    )
+    sys.stdout.write(text + "\n")
+    if not getattr(args, "json", False) and result.get("breakers"):
+        breakers = ", ".join(f"{k}={v}" for k, v in result["breakers"].items())
+        sys.stdout.write(f"breakers: {breakers}\n")
+    return code
 
 
 def _write_out(stream: Any, text: str) -> None:

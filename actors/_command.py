@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     from actors._attempt import Attempt, OutputSink
 
-__all__ = ["CommandFailed", "CommandWork"]
+__all__ = ["CommandFailed", "CommandWork", "leader_of"]
 
 log = logbook.Logger("actors.command")
 
@@ -721,6 +721,18 @@ class _Child:
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.close()
+
+
+def leader_of(attempt: Attempt) -> int | None:
+    """The pid of the process leading ``attempt``'s group while it runs, else None.
+
+    Any thread; never blocks and reads no ``/proc``: the pid ``spawn`` recorded.
+    """
+    child = _LIVE.get(id(attempt))
+    if child is None or child.attempt is not attempt:
+        return None
+    head = child.pids[:1]
+    return head[0] if head and not child._ended and not child._gone else None
 
 
 def _recall_at(

@@ -12,6 +12,7 @@ from pykka._envelope import Envelope
 
 from actors._attempt import Attempt, current_attempt_var
 from actors._checks import MAX_DURATION, fmt_duration, need, need_count, need_duration
+from actors._command import leader_of
 from actors._errors import AttemptTimeout, SpecError
 from actors._messages import AttemptDone, ChildExit, ChildStarted, Resumed, Waiting
 from actors._ref import OwnMessage
@@ -631,6 +632,22 @@ class JobActor(OwnActor):
             self._jv_attempt_report = report
         else:
             link.parent.tell(report)
+
+    # -- its process, for status (any thread; never blocks) ---------------------------------------
+
+    def _own_group(self) -> bool:
+        """Whether an attempt runs in a process group of its own here: a command, or a python
+        job with ``isolation: process`` (not one placed on Ray: its process is on a node)."""
+        work = self.work
+        if getattr(work, "placed_on", False) is not False:  # RayWork has it, None or a node
+            return False
+        return work.kind == "command" or getattr(work, "isolation", None) == "process"
+
+    def leader_pid(self) -> int | None:
+        """The pid leading the running attempt's process group; None when none runs (or the
+        work has no process of its own)."""
+        attempt = self._attempt
+        return leader_of(attempt) if attempt is not None and self._own_group() else None
 
     def _send_attempt_report(self) -> None:
         report, self._jv_attempt_report = self._jv_attempt_report, None

@@ -426,6 +426,7 @@ class ChildRecord:
     attempts: int = 0
     last_exit: LastExit | None = None
     next_start_at: float | None = None
+    since: float | None = None  # wall time of the last change of ``state`` (status's ``since``)
     timer: Timer | None = None  # a restart, probe or probation timer
     kill_timer: Timer | None = None
     intent: Intent | None = None  # why a stop is under way

@@ -52,9 +52,16 @@ def node(
     failures: int = 0,
     last_exit: LastExit | None = None,
     next_start_at: float | None = None,
+    pid: int | None = None,
+    since: float | None = None,
     children: Any = None,
 ) -> dict[str, Any]:
-    """One child's status node; ``children`` (a group's) is a list or a pending future."""
+    """One child's status node; ``children`` (a group's) is a list or a pending future.
+
+    Beyond SPEC's fields: ``pid``, the process leading a running job's process group (a
+    command's, an ``isolation: process`` python job's), and ``since``, the wall time of
+    its last change of state.
+    """
     out: dict[str, Any] = {
         "name": spec.name,
         "path": path,
@@ -65,6 +72,8 @@ def node(
         "failures": failures,
         "last_exit": last_exit.as_dict() if last_exit is not None else None,
         "next_start_at": next_start_at,
+        "pid": pid,
+        "since": since,
     }
     if isinstance(spec, SupervisorSpec):
         out["children"] = idle_children(spec, path) if children is None else children
@@ -95,6 +104,8 @@ def child_nodes(records: list[ChildRecord], now: float) -> list[dict[str, Any]]:
             failures=rec.failures,
             last_exit=rec.last_exit,
             next_start_at=_next_start(rec, now) if waiting else None,
+            pid=_leader(rec),
+            since=rec.since,
             children=children,
         )
         placed = _placed_on(rec)
@@ -102,6 +113,12 @@ def child_nodes(records: list[ChildRecord], now: float) -> list[dict[str, Any]]:
             out["node"] = placed
         nodes.append(out)
     return nodes
+
+
+def _leader(rec: ChildRecord) -> int | None:
+    """The running job's process, as its actor recorded it at the spawn: no ``/proc`` read."""
+    leader = getattr(rec.actor, "leader_pid", None) if rec.actor is not None else None
+    return leader() if leader is not None else None
 
 
 def _next_start(rec: ChildRecord, now: float) -> float | None:

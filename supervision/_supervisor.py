@@ -225,6 +225,7 @@ class Supervisor(OwnActor):
         path = self._child_path(spec.name)
         ref = ChildRef(path, self.ctx.dead_letter)
         rec = ChildRecord(spec, key, path, ref, Window(self.policy.intensity))
+        rec.since = self.ctx.wall()  # pending from now
         if before is None:
             self.children.append(rec)
         else:
@@ -262,6 +263,7 @@ class Supervisor(OwnActor):
             log.error("{}: refused transition {} -> {} (a jobvisor bug)", rec.path, old, new)
             return
         rec.state = new
+        rec.since = self.ctx.wall()
         log.trace("{}: {} -> {}", rec.path, old, new, extra={"path": rec.path})
         closed_because = CLOSED_BECAUSE.get(new)
         if closed_because is not None:

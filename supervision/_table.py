@@ -20,6 +20,7 @@ __all__ = [
     "columns",
     "exit_text",
     "flatten_status",
+    "select_status",
     "split_room",
     "summary_table",
     "until",
@@ -32,6 +33,32 @@ def flatten_status(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield node
         if node.get("children"):
             yield from flatten_status(node)
+
+
+def select_status(doc: dict[str, Any], paths: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """``doc`` with only the nodes at ``paths`` (each group with its whole subtree), and the
+    paths that name no node.
+
+    The document keeps its shape: the root's ``children`` are the nodes asked for, in the
+    tree's order (depth first), each once; a node inside a group asked for too comes with
+    that group only. A path's slashes at either end do not count, as for start and stop.
+    """
+    wanted = {p.strip("/") for p in paths}
+    found: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def walk(nodes: list[dict[str, Any]], inside: bool) -> None:
+        for node in nodes:
+            hit = node["path"] in wanted
+            if hit:
+                seen.add(node["path"])
+                if not inside:
+                    found.append(node)
+            walk(node.get("children") or [], inside or hit)
+
+    walk(doc.get("children", []), inside=False)
+    missing = [p for p in dict.fromkeys(p.strip("/") for p in paths) if p not in seen]
+    return {**doc, "children": found}, missing
 
 
 def summary_table(
@@ -67,15 +94,17 @@ def summary_table(
         width = columns(sys.stdout)
     nodes = list(flatten_status(doc))
     upcoming = any(isinstance(n.get("next_start_at"), int | float) for n in nodes)
+    running = any(_uptime(n, 0.0) != "-" for n in nodes)
     clock = time.time() if now is None else now
-    header: tuple[str, ...] = ("PATH", "KIND", "STATE", "STARTS", "RESTARTS", "FAILURES")
+    header: tuple[str, ...] = ("PATH", "KIND", "STATE")
+    header += ("UPTIME",) if running else ()
+    header += ("STARTS", "RESTARTS", "FAILURES")
     header += ("NEXT START", "LAST EXIT") if upcoming else ("LAST EXIT",)
     rows = [header]
     for node in nodes:
-        row: tuple[str, ...] = (
-            node["path"],
-            node["kind"],
-            node["state"],
+        row: tuple[str, ...] = (node["path"], node["kind"], node["state"])
+        row += (_uptime(node, clock),) if running else ()
+        row += (
             str(node["starts"]),
             str(node["restarts"]),
             str(node["failures"]),
@@ -153,6 +182,28 @@ def exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:
         # The first line only: an isolated job's error goes on with its traceback.
         text += ": " + (mask(last["error"]).splitlines() or [""])[0]
     return text
+
+
+def _uptime(node: dict[str, Any], now: float) -> str:
+    """How long a running child has been running (``3m12s``); "-" for any other."""
+    since = node.get("since")
+    if node.get("state") != "running" or not isinstance(since, int | float):
+        return "-"
+    return _span(max(0.0, now - since))
+
+
+def _span(seconds: float) -> str:
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, seconds_left = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds_left}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours}h"
 
 
 def until(at: object, now: float) -> str:

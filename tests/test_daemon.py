@@ -637,7 +637,7 @@ def test_a_restarted_group_counts_on_and_its_attempt_numbers_never_repeat(tmp_pa
 
         wait_until(lambda: giveup()["state"] == "gave_up", "mail/giveup gave up")
         out = running.cli("restart", "mail")
-        assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
+        assert (out.returncode, out.stdout, out.stderr) == (0, "mail: restarted\n", "")
         wait_until(lambda: giveup()["starts"] == 4, "mail/giveup started again twice")
         wait_until(lambda: giveup()["state"] == "gave_up", "mail/giveup gave up again")
         nodes = {n["name"]: n for n in running.nodes()["mail"]["children"]}
@@ -707,7 +707,7 @@ def test_stopping_a_job_that_is_not_running_changes_nothing_and_says_so(tmp_path
         once = running.nodes()["once-ok"]
         assert (once["state"], once["last_exit"]["outcome"]) == ("succeeded", "succeeded")
         first = running.cli("stop", "svc")
-        assert (first.returncode, first.stdout) == (0, "")
+        assert (first.returncode, first.stdout) == (0, "svc: stopped\n")
         again = running.cli("stop", "svc")
         assert (again.returncode, again.stdout) == (0, "svc: not running (stopped); nothing to stop\n")
     finally:
