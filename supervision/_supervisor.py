@@ -1243,6 +1243,9 @@ class Supervisor(OwnActor):
             case Op.REMOVE:
                 self._person_stop(rec, Intent.REMOVE, lambda: self._remove(rec, cmd.reply))
             case Op.START:
+                if rec.actor is not None:  # nothing was done: it says so, as a stop does
+                    settle(cmd.reply, self._nothing_to_start(rec))
+                    return
                 self._person_start(rec)
                 settle(cmd.reply)
             case Op.RESTART:
@@ -1265,6 +1268,15 @@ class Supervisor(OwnActor):
         ):
             return None
         said = f"{rec.path}: not running ({rec.state.value}); nothing to stop"
+        log.info("{}", said, extra=_acted(rec))
+        return said
+
+    def _nothing_to_start(self, rec: ChildRecord) -> str:
+        """What a person's start of ``rec``, which has an incarnation, says (it starts nothing)."""
+        if rec.state is State.STOPPING:
+            said = f"{rec.path}: stopping; start it once it has stopped (or restart it)"
+        else:
+            said = f"{rec.path}: already {rec.state.value}; nothing to start"
         log.info("{}", said, extra=_acted(rec))
         return said
 

@@ -208,13 +208,16 @@ class Tree:
         said: str | None = self._command(Op.STOP, path)
         return said
 
-    def start_child(self, path: str) -> None:
+    def start_child(self, path: str) -> str | None:
         """Start a child that is down (stopped, gave up, failed); clears its restart window.
 
         A job whose dependency is not ready yet waits for it (``pending``), as at boot; one
-        whose dependency gave up, failed or is stopped raises ``DependencyDownError``.
+        whose dependency gave up, failed or is stopped raises ``DependencyDownError``. A
+        child that runs already is left as it is: the answer then says so (``web: already
+        running; nothing to start``); None after a real start.
         """
-        self._command(Op.START, path)
+        said: str | None = self._command(Op.START, path)
+        return said
 
     def add_child(self, spec: ChildSpec, under: str = "", *, before: str | None = None) -> ChildRef:
         """Add ``spec`` to the group at ``under`` and start it.

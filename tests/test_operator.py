@@ -144,3 +144,17 @@ def test_the_status_table_says_how_long_a_job_has_run(daemon: Running) -> None:
     assert web[3].endswith("s")
     assert web[3][:-1].isdigit() or "m" in web[3]
     assert db[3] == "-"
+
+
+def test_starting_a_running_job_says_it_runs_already_and_changes_nothing(daemon: Running) -> None:
+    """supervisorctl says "already started"; it said "started" as if it had been down."""
+    before = daemon.nodes()["web"]
+    out = daemon.cli("start", "web")
+    assert (out.returncode, out.stderr) == (0, ""), out.stderr
+    assert out.stdout == "web: already running; nothing to start\n"
+    after = daemon.nodes()["web"]
+    assert (after["state"], after["starts"], after["pid"]) == (
+        "running",
+        before["starts"],
+        before["pid"],
+    )

@@ -328,6 +328,8 @@ class TestNestingAndEscalation:
             "failures",
             "last_exit",
             "next_start_at",
+            "pid",  # beyond SPEC's fields: a running command's leader, null here
+            "since",  # when its state last changed
         }
         assert tree.ref("etl/clean").ask("ping", timeout=5) == (
             "pong",
