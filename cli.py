@@ -835,9 +835,13 @@ def _run(args: argparse.Namespace) -> int:
             log_level=getattr(args, "log_level", None),
             log_file=getattr(args, "log_file", None),
             resume=args.resume,
+            hold="run",  # one jobvisor per state dir, as the daemon
         )
     except JobvisorError as exc:
         _error(str(exc))
+        return USAGE
+    except OSError as exc:  # the state dir or its lock file cannot be made: as the daemon says
+        _error(_unusable(exc, manifest.state_dir, None))
         return USAGE
     with composition:
         if composition.skipped:

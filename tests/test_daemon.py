@@ -176,7 +176,7 @@ def test_a_sigterm_while_a_readiness_probe_holds_the_start_stops_the_daemon_now(
 def test_two_daemons_on_one_state_dir(daemon: Running) -> None:
     second = subprocess.run([*CLI, "daemon"], cwd=daemon.dir, env=ENV, capture_output=True, text=True, timeout=60, check=False)
     assert second.returncode == 2
-    assert "another daemon" in second.stderr
+    assert "another jobvisor (daemon, pid" in second.stderr
     assert daemon.status()["state"] == "running"
 
 
@@ -350,7 +350,7 @@ def test_detach_beside_a_running_daemon_says_so_and_exits_2(daemon: Running) -> 
         [*CLI, "daemon", "--detach"], cwd=daemon.dir, env=ENV, capture_output=True, text=True, timeout=60, check=False,
     )
     assert launcher.returncode == 2, launcher.stderr
-    assert "another daemon" in launcher.stderr, launcher.stderr
+    assert "another jobvisor (daemon, pid" in launcher.stderr, launcher.stderr
     assert daemon.nodes()["svc"]["state"] == "running", "the running daemon is untouched"
 
 
@@ -901,3 +901,59 @@ def test_a_secret_a_reload_brings_is_masked_in_the_log(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert secret not in log.read_text()
+
+
+def _jv(cwd: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_run_on_a_state_dir_a_daemon_holds_is_refused(daemon: Running) -> None:
+    http = daemon.state / "http.json"
+    out = _jv(daemon.dir, "run", "--http", "127.0.0.1:0")
+    assert out.returncode == 2, out.stderr
+    said = f"another jobvisor (daemon, pid {daemon.proc.pid}) holds {daemon.state}: stop it, or give run its own --state-dir"
+    assert said in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not http.exists(), "nothing of run's was written there"
+    assert daemon.nodes()["svc"]["starts"] == 1
+
+
+def test_a_run_holds_its_state_dir_against_a_second_run_and_a_daemon(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
+    first = Jobvisor(tmp_path, "run")
+    try:
+        lock = tmp_path / ".jobvisor" / "daemon.lock"
+        wait_until(lambda: lock.exists() and lock.read_text() == f"{first.pid} run\n", "run holds the lock", proc=first.proc)
+        second = _jv(tmp_path, "run")
+        assert second.returncode == 2, second.stderr
+        assert f"another jobvisor (run, pid {first.pid}) holds" in second.stderr
+        launched = _jv(tmp_path, "daemon")
+        assert launched.returncode == 2, launched.stderr
+        assert f"another jobvisor (run, pid {first.pid}) holds" in launched.stderr
+        assert "give this daemon its own --state-dir" in launched.stderr
+        assert first.terminate() == 0, first.stderr
+    finally:
+        first.close()
+    # Released at the end: the next one starts.
+    running = start_daemon(tmp_path, BASE)
+    assert stop_daemon(running) == 0
+
+
+def test_a_daemon_whose_state_dir_is_deleted_stops_and_says_why(tmp_path: Path) -> None:
+    import shutil
+
+    running = start_daemon(tmp_path, BASE)
+    try:
+        shutil.rmtree(running.state)
+        _, err = running.proc.communicate(timeout=30)
+    finally:
+        code = stop_daemon(running)
+    assert code == 1, err
+    assert f"the state dir {running.state} was deleted while the daemon ran" in err
+    assert "stopping (exit 1)" in err
+    assert "daemon stopped (exit 1" in err
+    again = start_daemon(tmp_path, BASE)
+    try:
+        assert again.nodes()["svc"]["state"] == "running"
+    finally:
+        assert stop_daemon(again) == 0
