@@ -52,11 +52,11 @@ if TYPE_CHECKING:
     from supervision._tree import Tree
 
 __all__ = [
+    "LOCK_NAME",
     "PROTOCOL",
     "ControlServer",
     "Daemon",
     "DaemonError",
-    "LOCK_NAME",
     "NoDaemonError",
     "act",
     "diff_specs",

@@ -11,7 +11,7 @@ have been planted. An existing file that others can write is refused too; one
 that others can only read is made private.
 """
 
-# ruff: noqa: PTH101, PTH102, PTH104, PTH108, PTH114, PTH115, PTH116, PTH118, PTH119, PTH120
+# ruff: noqa: PTH100, PTH101, PTH102, PTH104, PTH108, PTH114, PTH115, PTH116, PTH118, PTH119, PTH120
 # (file descriptors, O_NOFOLLOW and lstat, which pathlib does not offer)
 
 from __future__ import annotations

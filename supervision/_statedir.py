@@ -7,7 +7,7 @@ while one runs takes the lock with it, so the holder looks now and then whether
 the dir and the lock file are still the ones it made (``StateDirLock.lost``).
 """
 
-# ruff: noqa: PTH110, PTH116 - lstat and the fd's own stat, which pathlib does not offer
+# ruff: noqa: PTH116 - lstat and the fd's own stat, which pathlib does not offer
 
 from __future__ import annotations
 
@@ -83,27 +83,23 @@ class StateDirLock:
 
         Two ``lstat`` calls: cheap enough to ask every second.
         """
-        try:
-            directory = _inode(os.lstat(self.state_dir))
-        except FileNotFoundError:
-            return f"the state dir {self.state_dir} was deleted"
-        except OSError as exc:
-            return f"the state dir {self.state_dir} cannot be seen any more ({exc.strerror})"
-        if directory != self._dir:
-            return f"the state dir {self.state_dir} was deleted and made again (or replaced)"
         lock = self.state_dir / LOCK_NAME
-        try:
-            file = _inode(os.lstat(lock))
-        except FileNotFoundError:
-            return f"its lock file {lock} was deleted"
-        except OSError as exc:
-            return f"its lock file {lock} cannot be seen any more ({exc.strerror})"
-        if file != self._file:
-            return f"its lock file {lock} was replaced"
+        for path, made, what in (
+            (self.state_dir, self._dir, "the state dir"),
+            (lock, self._file, "its lock file"),
+        ):
+            try:
+                now = _inode(os.lstat(path))
+            except FileNotFoundError:
+                return f"{what} {path} was deleted"
+            except OSError as exc:
+                return f"{what} {path} cannot be seen any more ({exc.strerror})"
+            if now != made:
+                return f"{what} {path} was deleted and made again (or replaced)"
         return None
 
     def holder(self) -> str | None:
-        """Who holds the lock file now at the state dir's path, if another does: ``daemon, pid N``."""
+        """Who holds the lock file at the state dir's path now, if another does (``run, pid N``)."""
         try:
             with open(self.state_dir / LOCK_NAME, encoding="utf-8") as file:  # noqa: PTH123
                 try:

@@ -957,3 +957,44 @@ def test_a_daemon_whose_state_dir_is_deleted_stops_and_says_why(tmp_path: Path) 
         assert again.nodes()["svc"]["state"] == "running"
     finally:
         assert stop_daemon(again) == 0
+
+
+def _ignores_sighup(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
+def test_a_sighup_early_in_the_start_does_not_kill_the_daemon(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
+    proc = subprocess.Popen([*CLI, "daemon"], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # Ignored from the arguments' parsing on, before the manifest is even read.
+        wait_until(lambda: _ignores_sighup(proc.pid), "SIGHUP ignored", proc=proc)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: _jv(tmp_path, "status").returncode == 0, "the daemon answers", proc=proc)
+        assert not _ignores_sighup(proc.pid), "taken by the reload handler once it runs"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+
+
+def test_a_command_a_stopped_daemon_does_not_answer_says_it_may_still_be_carried_out(daemon: Running) -> None:
+    from supervision._client import NoDaemonError, request
+
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(NoDaemonError) as caught:
+            request(daemon.state, {"op": "stop", "job": "svc"}, timeout=0.5)
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    assert str(caught.value) == (
+        f"the daemon (pid {daemon.proc.pid}) at {daemon.state / 'control.sock'} gave no answer in 0.5s; "
+        "the command was sent and may still be carried out when it answers"
+    )
+    wait_until(lambda: daemon.nodes()["svc"]["state"] == "stopped", "svc stopped once it answered", proc=daemon.proc)
