@@ -155,6 +155,8 @@ def _peek_runtime(args: argparse.Namespace) -> str:
     flag: str | None = getattr(args, "runtime", None)
     if flag:
         return flag
+    if not os.path.isfile(args.manifest):  # noqa: PTH113 - a FIFO or a device is never read
+        return "threads"  # the real load says what is wrong
     try:
         import yaml  # noqa: PLC0415 - yaml starts no thread; the real load comes later
 
@@ -185,6 +187,16 @@ def _read_our_childrens_ends() -> None:
     if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+
+
+def _ignore_hangups() -> None:
+    """A SIGHUP (a reload) before the daemon can reload would kill it: ignored until then.
+
+    The daemon takes SIGHUP before it starts any job, so no job inherits the ignoring.
+    """
+    import signal  # noqa: PLC0415 - run and daemon only
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _logbook_without_gevent() -> None:
@@ -244,14 +256,54 @@ def _open_standard_streams() -> None:
             setattr(sys, name, os.fdopen(fd, mode, encoding="utf-8", closefd=False))
 
 
+class _StdoutError(OSError):
+    """Writing our stdout failed (a full disk, an I/O error): one line and exit 1, no traceback.
+
+    Not a reader gone (``BrokenPipeError``, ``| head``): that stays what it is.
+    """
+
+
+class _Stdout(io.FileIO):
+    """Our stdout's file: an error writing it is a ``_StdoutError``, told from any other."""
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _StdoutError(exc.errno, exc.strerror) from None
+
+
+def _text_out(fd: int, *, closefd: bool, like: Any = None) -> io.TextIOWrapper:
+    """A text stream over ``fd`` whose write errors are ``_StdoutError``s (see ``_Stdout``)."""
+    raw = _Stdout(fd, "w", closefd=closefd)
+    return io.TextIOWrapper(
+        io.BufferedWriter(raw),
+        encoding=getattr(like, "encoding", None) or "utf-8",
+        errors=getattr(like, "errors", None) or "strict",
+        line_buffering=bool(getattr(like, "line_buffering", False)),
+    )
+
+
+def _watch_stdout() -> None:
+    """``sys.stdout`` as ``_text_out`` makes it, unless someone else replaced it (a test's)."""
+    if sys.stdout is sys.__stdout__ and isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.flush()
+        sys.stdout = _text_out(1, closefd=False, like=sys.stdout)
+
+
 def main(argv: list[str] | None = None) -> int:
     _open_standard_streams()
+    _watch_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return USAGE
     if args.command in ("run", "daemon"):
+        if args.command == "daemon":
+            _ignore_hangups()
         _read_our_childrens_ends()
         if args.command == "daemon" and args.detach:
             return _daemon_detached(args)
@@ -270,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema": _schema,
     }
     try:
-        return commands.get(args.command, _control)(args)
+        return _written(commands.get(args.command, _control), args)
     except KeyboardInterrupt:
         return FAILED
     except BrokenPipeError:
@@ -289,6 +341,22 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE
 
 
+def _written(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``command``'s exit code once its stdout is flushed; 1 if stdout cannot be written.
+
+    What it wrote is lost then: exit 1 whatever its verdict was (run's too), so a script
+    sees that it did not get its output.
+    """
+    try:
+        code = command(args)
+        sys.stdout.flush()  # here, not at the exit, where an error is a traceback
+    except _StdoutError as exc:
+        _error(f"cannot write to stdout: {exc.strerror or exc}")
+        _silence_stdout()
+        return FAILED
+    return code
+
+
 def _silence_stdout() -> None:
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
@@ -305,7 +373,11 @@ def _load(args: argparse.Namespace) -> Any:
         _error(f"{path} is a directory, not a manifest: pass the path of its YAML file")
         return None
     if not path.is_file():
-        _error(f"no manifest at {path}: pass its path, or run where jobs.yaml is")
+        what = _not_regular(path)
+        if what is not None:  # a FIFO would block the read, /dev/zero never end it: not read
+            _error(f"{path} is not a regular file ({what}): pass the path of its YAML file")
+        else:
+            _error(f"no manifest at {path}: pass its path, or run where jobs.yaml is")
         return None
     try:
         manifest = load_manifest(path)
@@ -324,6 +396,23 @@ def _load(args: argparse.Namespace) -> Any:
     if getattr(args, "http", None):
         return _with_http(manifest, args.http)
     return manifest
+
+
+def _not_regular(path: Path) -> str | None:
+    """What is at ``path`` if it exists and is no regular file (nor a directory); else None."""
+    import stat  # noqa: PLC0415
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    kinds = {
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((kind for test, kind in kinds.items() if test(mode)), None)
 
 
 def _with_http(manifest: Any, listen: str) -> Any:
@@ -361,7 +450,7 @@ def _unit(args: argparse.Namespace) -> int:
     from supervision._spec import SupervisorSpec, walk  # noqa: PLC0415
     from supervision._unit import render_unit, stop_timeout  # noqa: PLC0415
 
-    if not os.path.isfile(args.manifest):  # noqa: PTH113 - no pathlib here
+    if not os.path.exists(args.manifest):  # noqa: PTH110 - no pathlib here; _load says the rest
         _error(f"no manifest at {args.manifest}: pass the path of the daemon's YAML file")
         return USAGE
     manifest = _load(args)  # a unit for a manifest its daemon would refuse helps nobody
@@ -827,13 +916,15 @@ def _write_out(stream: Any, text: str) -> None:
     try:
         stream.write(text + "\n")
         stream.flush()
-    except BrokenPipeError:
+    except OSError as exc:
         _silence_stdout()
         if stream is not sys.stdout:
             import contextlib  # noqa: PLC0415 - only here
 
             with contextlib.suppress(OSError):
                 stream.close()  # its buffer is dropped, not flushed again at the exit
+        if not isinstance(exc, BrokenPipeError):
+            raise  # a _StdoutError: main says it
 
 
 def _stdout_for_the_document() -> Any:
@@ -846,7 +937,7 @@ def _stdout_for_the_document() -> Any:
         # terminal, so a log line lands between two of them, never inside one (block-buffered,
         # a long line went out without its newline, and the next log line joined it).
         sys.stdout.reconfigure(line_buffering=True, write_through=False)
-    return os.fdopen(kept, "w", encoding="utf-8")
+    return _text_out(kept, closefd=True)
 
 
 def _clock(at: float) -> str:
@@ -855,10 +946,30 @@ def _clock(at: float) -> str:
     return dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec="milliseconds")
 
 
+def _compose_run(args: argparse.Namespace, manifest: Any) -> Any:
+    """``run``'s composition, holding the state dir; None when it cannot (said already)."""
+    from actors import JobvisorError  # noqa: PLC0415 - after the runtime
+    from supervision._app import compose  # noqa: PLC0415
+
+    try:
+        return compose(
+            manifest,
+            runtime=getattr(args, "runtime", None),
+            log_level=getattr(args, "log_level", None),
+            log_file=getattr(args, "log_file", None),
+            resume=args.resume,
+            hold="run",  # one jobvisor per state dir, as the daemon
+        )
+    except JobvisorError as exc:
+        _error(str(exc))
+    except OSError as exc:  # the state dir or its lock file cannot be made: as the daemon says
+        _error(_unusable(exc, manifest.state_dir, None))
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported after the runtime is prepared.
-    from actors import JobvisorError  # noqa: PLC0415
-    from supervision._app import compose, run_batch, write_progress  # noqa: PLC0415
+    from supervision._app import run_batch, write_progress  # noqa: PLC0415
     from supervision._table import summary_table  # noqa: PLC0415
 
     manifest = _load_to_work(args)
@@ -868,16 +979,8 @@ def _run(args: argparse.Namespace) -> int:
     # SPEC §4: with --json stdout is the document alone. What a job writes to its stdout (a
     # thread's print, os.write(1, ...)) goes to stderr, with the log.
     document = _stdout_for_the_document() if as_json else sys.stdout
-    try:
-        composition = compose(
-            manifest,
-            runtime=getattr(args, "runtime", None),
-            log_level=getattr(args, "log_level", None),
-            log_file=getattr(args, "log_file", None),
-            resume=args.resume,
-        )
-    except JobvisorError as exc:
-        _error(str(exc))
+    composition = _compose_run(args, manifest)
+    if composition is None:
         return USAGE
     with composition:
         if composition.skipped:

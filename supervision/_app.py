@@ -31,6 +31,7 @@ from supervision._journal import (
 from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configure_logging
 from supervision._notifier import Notifier
 from supervision._output import output_dir
+from supervision._statedir import StateDirLock
 from supervision._table import columns, flatten_status, summary_table
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
 
@@ -70,6 +71,7 @@ class Composition:
     cooldowns: dict[str, tuple[float, int]] = field(default_factory=dict)  # restored ones
     endpoint: Endpoint | None = None  # the HTTP endpoint, when the manifest or --http asks
     notifier: Notifier | None = None
+    lock: StateDirLock | None = None  # the state dir's, when it holds it (run): released last
 
     def start(self, **kwargs: Any) -> Tree:
         """Start the manifest's tree with this composition's runtime, breakers and journal."""
@@ -127,7 +129,11 @@ class Composition:
                     if then is not None:
                         then()
                 finally:
-                    self.logging.close()
+                    try:
+                        self.logging.close()
+                    finally:
+                        if self.lock is not None:
+                            self.lock.close()
 
     def __enter__(self) -> Self:
         return self
@@ -146,6 +152,7 @@ def compose(
     journal: bool = True,
     resume: bool = False,
     restore: bool = False,
+    hold: str | None = None,
 ) -> Composition:
     """Build logging (with secret masking), breakers and the runtime choice for ``manifest``.
 
@@ -161,8 +168,41 @@ def compose(
     (``JournalError`` if it cannot); ``resume`` does not run the once-jobs
     whose identical spec already succeeded there: they show as succeeded, with
     the exit the journal kept (``Composition.skipped``); ``restore`` (the daemon) reopens
-    the breakers the journal last saw open.
+    the breakers the journal last saw open. ``hold`` (``"run"``) takes the state dir's lock
+    first, as the daemon does (``StateDirHeldError`` while another jobvisor holds it), and
+    keeps it until the composition closes: one jobvisor per state dir.
     """
+    lock = StateDirLock(manifest.state_dir, hold) if hold is not None else None
+    try:
+        composition = _compose(
+            manifest,
+            runtime=runtime,
+            log_level=log_level,
+            log_file=log_file,
+            stream=stream,
+            journal=journal,
+            resume=resume,
+            restore=restore,
+        )
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    composition.lock = lock
+    return composition
+
+
+def _compose(
+    manifest: Manifest,
+    *,
+    runtime: str | None,
+    log_level: str | None,
+    log_file: str | None,
+    stream: TextIO | None,
+    journal: bool,
+    resume: bool,
+    restore: bool,
+) -> Composition:
     chosen = runtime or manifest.runtime
     check_runtime(chosen)
     masker = SecretMasker(manifest.secrets)

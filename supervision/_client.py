@@ -7,10 +7,11 @@ control command costs little more than the interpreter's own start. The
 daemon's side of the protocol is ``supervision._daemon``.
 """
 
-# ruff: noqa: PTH110, PTH111, PTH112, PTH118, PTH120, PTH123 - os.path, not pathlib: see find_state_dir
+# ruff: noqa: PTH110, PTH111, PTH112, PTH116, PTH118, PTH120, PTH123 - os.path, not pathlib: see find_state_dir
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -81,6 +82,8 @@ def find_state_dir(
     path = os.path.realpath(manifest)
     default = os.path.join(os.path.dirname(path), DEFAULT_STATE_DIR)
     try:
+        if not _regular(path):  # a FIFO would block the read, /dev/zero never end it
+            return default
         with open(path, encoding="utf-8") as file:
             text = file.read()
     except (OSError, UnicodeDecodeError) as exc:
@@ -97,6 +100,18 @@ def find_state_dir(
     return os.path.normpath(os.path.join(os.path.dirname(path), os.path.expanduser(declared)))
 
 
+def _regular(path: str) -> bool:
+    """False for what ``open`` must not read: a FIFO, a device, a socket. (A missing file or a
+    directory: True, as its ``open`` says what it is.)"""
+    import stat  # noqa: PLC0415 - loaded by os already: free
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return True
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+
+
 def elsewhere(manifest: str | os.PathLike[str], found: str) -> str:
     """Why no daemon may be found in ``found``, the state dir ``find_state_dir`` gave for
     ``manifest``, when the manifest names its state dir: a daemon started before that
@@ -106,6 +121,8 @@ def elsewhere(manifest: str | os.PathLike[str], found: str) -> str:
         return ""  # someone is there: not the question
     path = os.path.realpath(manifest)
     try:
+        if not _regular(path):
+            return ""
         with open(path, encoding="utf-8") as file:
             text = file.read()
     except (OSError, UnicodeDecodeError):
@@ -196,7 +213,7 @@ def request(
                     break
                 data += chunk
         except TimeoutError:
-            raise NoDaemonError(f"the daemon at {path} gave no answer in {timeout:g}s") from None
+            raise NoDaemonError(_no_answer(sock, path, timeout, req)) from None
         except OSError as exc:
             raise NoDaemonError(f"lost the daemon at {path}: {_reason(exc)}") from None
     try:
@@ -207,6 +224,24 @@ def request(
         what = "closed the connection without a reply" if not data else "sent no JSON object"
         raise NoDaemonError(f"the daemon at {path} {what}")
     return reply
+
+
+def _no_answer(sock: socket.socket, path: str, timeout: float, req: dict[str, Any]) -> str:
+    """A daemon that took a request and did not answer (stopped, stuck) may still act on it
+    later: said, so that exit 3 ("no daemon") is not read as "nothing will happen"."""
+    pid = ""
+    peer_cred = getattr(socket, "SO_PEERCRED", None)
+    if peer_cred is not None:
+        import struct  # noqa: PLC0415 - only on the way out
+
+        ucred = struct.Struct("3i")  # pid, uid, gid
+        with contextlib.suppress(OSError):
+            cred = sock.getsockopt(socket.SOL_SOCKET, peer_cred, ucred.size)
+            pid = f" (pid {ucred.unpack(cred)[0]})"
+    said = f"the daemon{pid} at {path} gave no answer in {timeout:g}s"
+    if req.get("op") == "status":
+        return said
+    return f"{said}; the command was sent and may still be carried out when it answers"
 
 
 def _connect(path: str, timeout: float) -> socket.socket:

@@ -11,7 +11,6 @@ never stalls the daemon (each has a deadline) and never crashes it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import os
@@ -38,16 +37,10 @@ from supervision._app import forced_stop
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request
 from supervision._events import Reloaded
 from supervision._explain import explain_policy
-from supervision._files import (
-    Ident,
-    ensure_private_dir,
-    identity,
-    open_private,
-    remove_if_same,
-    write_atomic,
-)
+from supervision._files import Ident, identity, remove_if_same, write_atomic
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, SupervisorSpec
+from supervision._statedir import LOCK_NAME, StateDirLock
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Container
@@ -59,6 +52,7 @@ if TYPE_CHECKING:
     from supervision._tree import Tree
 
 __all__ = [
+    "LOCK_NAME",
     "PROTOCOL",
     "ControlServer",
     "Daemon",
@@ -75,12 +69,16 @@ log = logbook.Logger("supervision.daemon")
 MAX_REQUEST: Final = 64 * 1024
 REQUEST_DEADLINE: Final = 5.0
 RELOAD_TRIES: Final = 3  # a reload racing a group's stop or start looks again, this often
-LOCK_NAME: Final = "daemon.lock"
 FORCED_EXIT: Final = 1  # a second signal cut the stop short: no clean stop, as run's exit
+LOST_EXIT: Final = 1  # its state dir was deleted under it: it stopped, not asked to
+WATCH_EVERY: Final = 1.0  # seconds between two looks at the state dir and its lock file
 
 
 class DaemonError(JobvisorError):
-    """The daemon cannot start: another daemon holds the state dir, or the socket path is unsafe."""
+    """The daemon cannot start: the control socket's path is taken by something else.
+
+    (Another jobvisor holding the state dir is ``StateDirHeldError``.)
+    """
 
 
 # -- sd_notify ---------------------------------------------------------------------------------
@@ -395,6 +393,7 @@ class Daemon:
         self._stopping = False
         self._again = False  # a signal came while stopping: what still runs is to be killed
         self.forced = False  # it was: the stop was cut short
+        self.lost: str | None = None  # why it stopped by itself: its state dir went (see _watch)
         self._reload_asked = False
         self._wake_r = self._wake_w = -1  # the self-pipe, open while run() runs
         self._pipe_lock = threading.Lock()
@@ -416,15 +415,46 @@ class Daemon:
         self._started = load_manifest(self.manifest_path)
         manifest = self._fixed(self._started)
         state_dir = manifest.state_dir
-        ensure_private_dir(state_dir)
-        lock = _lock_state_dir(state_dir)
+        lock = StateDirLock(state_dir, "daemon")
+        watching = threading.Event()
         try:
             with self._pipe_lock:
                 self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            return self._serve(manifest, state_dir)
+            threading.Thread(
+                target=self._watch, args=(lock, watching), name="jv-statewatch", daemon=True
+            ).start()
+            code = self._serve(manifest, state_dir)
         finally:
+            watching.set()
             self._close_pipe()
             lock.close()
+        return code
+
+    def _watch(self, lock: StateDirLock, done: threading.Event) -> None:
+        """Stop the daemon if its state dir or lock file is deleted or replaced while it runs.
+
+        Without its lock another daemon would start there and run every job a second time,
+        and without its socket no command reaches this one: two must not run, and this one
+        can no longer be told to stop, so it stops (exit ``LOST_EXIT``) and says why. Under
+        systemd a ``Restart=on-failure`` starts it again in a new state dir.
+        """
+        while not done.wait(WATCH_EVERY):
+            why = lock.lost()
+            if why is None:
+                continue
+            holder = lock.holder()
+            now = f"; another jobvisor ({holder}) holds it now" if holder else ""
+            self.lost = why
+            log.error(
+                "{} while the daemon ran{}: its lock, control socket and journal went with it, "
+                "so no command reaches this daemon and another could start there and run every "
+                "job twice; stopping (exit {})",
+                why,
+                now,
+                LOST_EXIT,
+            )
+            self.stop()
+            return
 
     def _serve(self, manifest: Any, state_dir: Path) -> int:
         written = None
@@ -457,7 +487,7 @@ class Daemon:
             server.close()
             if self.tree is not None:
                 self._stop_tree(self.tree)
-            code = FORCED_EXIT if self.forced else 0
+            code = FORCED_EXIT if self.forced else LOST_EXIT if self.lost is not None else 0
             if self.composition is not None:
                 # Its last line once the journal is flushed: the log ends with how it ended.
                 said = None if began is None else functools.partial(self._farewell, code, began)
@@ -500,6 +530,9 @@ class Daemon:
         if self.forced:
             how = f"exit {code}: a second signal killed what still ran"
             log.warning("daemon stopped ({}); the stop took {:.3f}s", how, took)
+        elif self.lost is not None:
+            how = f"exit {code}: {self.lost}"
+            log.error("daemon stopped ({}); the stop took {:.3f}s", how, took)
         else:
             log.info("daemon stopped (exit {}); the stop took {:.3f}s", code, took)
 
@@ -879,27 +912,6 @@ def _remove_breakers(new: Any, composition: Composition) -> list[str]:
 
 def _shown_field(value: object) -> str:
     return fmt_duration(value) if isinstance(value, float) else str(value)
-
-
-def _lock_state_dir(state_dir: Path) -> Any:
-    """Hold ``STATE_DIR/daemon.lock`` for the daemon's life; refuse if another daemon does."""
-    fd = open_private(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, "lock file")
-    handle = os.fdopen(fd, "r+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "unknown"
-        handle.close()
-        raise DaemonError(
-            f"another daemon (pid {owner}) holds {state_dir}: stop it first, "
-            "or give this one its own --state-dir"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
 
 
 class _Watchdog:

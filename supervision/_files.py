@@ -17,7 +17,7 @@ and a device such as /dev/zero would fill its memory. A job's output file is
 read (``jobvisor logs``) never through a symlink (``open_output``).
 """
 
-# ruff: noqa: PTH101, PTH102, PTH104, PTH108, PTH114, PTH115, PTH116, PTH118, PTH119, PTH120
+# ruff: noqa: PTH100, PTH101, PTH102, PTH104, PTH108, PTH114, PTH115, PTH116, PTH118, PTH119, PTH120
 # (file descriptors, O_NOFOLLOW and lstat, which pathlib does not offer)
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ __all__ = [
     "NotRegularFileError",
     "UnsafePathError",
     "check_not_loose",
+    "check_parents",
     "check_private_file",
     "check_server",
     "ensure_private_dir",
@@ -206,6 +207,42 @@ def make_dirs(path: Path) -> None:
         except FileExistsError:
             continue  # made meanwhile by someone else: ensure_private_dir judges it
         os.chmod(directory, DIR_MODE)  # the umask may have taken bits the owner needs
+
+
+def check_parents(path: Path, what: str = "state dir") -> None:
+    """Refuse ``path`` if a directory above it lets another user swap it (as ssh's StrictModes).
+
+    Whoever can write a parent can rename ``path`` away and put a symlink there,
+    and jobvisor reopens files by path (a job's output at each attempt): its
+    writes would go where they point. Each existing directory of the real path
+    up to ``/`` must be owned by root or by us, and not writable by group or
+    others unless it is sticky (``/tmp``: there others cannot rename our entries).
+    """
+    me = os.geteuid()
+    current = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    while True:
+        try:
+            st = os.stat(current)
+        except FileNotFoundError:
+            st = None  # made later, by us (make_dirs), 0700
+        if st is not None:
+            why = None
+            if st.st_uid not in (0, me):
+                why = f"is owned by {_owner(st.st_uid)}"
+            elif st.st_mode & _OTHERS_WRITE and not st.st_mode & stat.S_ISVTX:
+                why = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+            if why is not None:
+                raise UnsafePathError(
+                    f"refusing the {what} {path}: the directory {current} above it {why}, "
+                    "who could swap it for a symbolic link and redirect jobvisor's writes; "
+                    f"use a {what} whose parents only you (or root) can write (chmod go-w "
+                    f"{current}, or another --state-dir)",
+                    path,
+                )
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current = parent
 
 
 def ensure_private_dir(path: Path, what: str = "state dir") -> None:

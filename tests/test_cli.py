@@ -970,3 +970,40 @@ def test_a_control_command_without_a_manifest_says_so_and_exits_2(tmp_path: Path
         out = jobvisor(*verb, cwd=tmp_path)  # ./jobs.yaml, not there
         assert out.returncode == 2, (verb, out.stderr)
         assert "no manifest at jobs.yaml" in one_line(out)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("run",), ("run", "--json"), ("validate", "--explain"), ("validate",), ("schema",)],
+    ids=" ".join,
+)
+def test_a_stdout_that_cannot_be_written_is_one_line_and_exit_1(tmp_path: Path, args: tuple[str, ...]) -> None:
+    write(tmp_path, 'version: 1\njobs:\n  - name: a\n    command: ["true"]\n')
+    with open("/dev/full", "w") as full:  # noqa: PTH123
+        out = subprocess.run(
+            [*CLI, *args], cwd=tmp_path, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+        )
+    assert out.returncode == 1, out.stderr
+    assert "jobvisor: cannot write to stdout: No space left on device\n" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "Exception ignored" not in out.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_manifest_that_is_not_a_regular_file_is_said_so_and_never_read(tmp_path: Path, kind: str) -> None:
+    if kind == "fifo":
+        path = tmp_path / "jobs.yaml"
+        os.mkfifo(path)
+        said = f"{path} is not a regular file (a FIFO)"
+    else:
+        path = Path("/dev/zero")
+        said = "/dev/zero is not a regular file (a character device)"
+    for verb in ("validate", "run"):
+        out = jobvisor(verb, str(path), cwd=tmp_path, timeout=30)
+        assert out.returncode == 2, out.stderr
+        assert said in out.stderr
+    # A control command finds the state dir beside it, without reading it (a FIFO would block).
+    out = jobvisor("status", "--manifest", str(path), cwd=tmp_path, timeout=30)
+    assert out.returncode in (2, 3), out.stderr
+    assert "Traceback" not in out.stderr

@@ -176,7 +176,7 @@ def test_a_sigterm_while_a_readiness_probe_holds_the_start_stops_the_daemon_now(
 def test_two_daemons_on_one_state_dir(daemon: Running) -> None:
     second = subprocess.run([*CLI, "daemon"], cwd=daemon.dir, env=ENV, capture_output=True, text=True, timeout=60, check=False)
     assert second.returncode == 2
-    assert "another daemon" in second.stderr
+    assert "another jobvisor (daemon, pid" in second.stderr
     assert daemon.status()["state"] == "running"
 
 
@@ -350,7 +350,7 @@ def test_detach_beside_a_running_daemon_says_so_and_exits_2(daemon: Running) -> 
         [*CLI, "daemon", "--detach"], cwd=daemon.dir, env=ENV, capture_output=True, text=True, timeout=60, check=False,
     )
     assert launcher.returncode == 2, launcher.stderr
-    assert "another daemon" in launcher.stderr, launcher.stderr
+    assert "another jobvisor (daemon, pid" in launcher.stderr, launcher.stderr
     assert daemon.nodes()["svc"]["state"] == "running", "the running daemon is untouched"
 
 
@@ -901,3 +901,100 @@ def test_a_secret_a_reload_brings_is_masked_in_the_log(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert secret not in log.read_text()
+
+
+def _jv(cwd: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_run_on_a_state_dir_a_daemon_holds_is_refused(daemon: Running) -> None:
+    http = daemon.state / "http.json"
+    out = _jv(daemon.dir, "run", "--http", "127.0.0.1:0")
+    assert out.returncode == 2, out.stderr
+    said = f"another jobvisor (daemon, pid {daemon.proc.pid}) holds {daemon.state}: stop it, or give run its own --state-dir"
+    assert said in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not http.exists(), "nothing of run's was written there"
+    assert daemon.nodes()["svc"]["starts"] == 1
+
+
+def test_a_run_holds_its_state_dir_against_a_second_run_and_a_daemon(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
+    first = Jobvisor(tmp_path, "run")
+    try:
+        lock = tmp_path / ".jobvisor" / "daemon.lock"
+        wait_until(lambda: lock.exists() and lock.read_text() == f"{first.pid} run\n", "run holds the lock", proc=first.proc)
+        second = _jv(tmp_path, "run")
+        assert second.returncode == 2, second.stderr
+        assert f"another jobvisor (run, pid {first.pid}) holds" in second.stderr
+        launched = _jv(tmp_path, "daemon")
+        assert launched.returncode == 2, launched.stderr
+        assert f"another jobvisor (run, pid {first.pid}) holds" in launched.stderr
+        assert "give this daemon its own --state-dir" in launched.stderr
+        assert first.terminate() == 0, first.stderr
+    finally:
+        first.close()
+    # Released at the end: the next one starts.
+    running = start_daemon(tmp_path, BASE)
+    assert stop_daemon(running) == 0
+
+
+def test_a_daemon_whose_state_dir_is_deleted_stops_and_says_why(tmp_path: Path) -> None:
+    import shutil
+
+    running = start_daemon(tmp_path, BASE)
+    try:
+        shutil.rmtree(running.state)
+        _, err = running.proc.communicate(timeout=30)
+    finally:
+        code = stop_daemon(running)
+    assert code == 1, err
+    assert f"the state dir {running.state} was deleted while the daemon ran" in err
+    assert "stopping (exit 1)" in err
+    assert "daemon stopped (exit 1" in err
+    again = start_daemon(tmp_path, BASE)
+    try:
+        assert again.nodes()["svc"]["state"] == "running"
+    finally:
+        assert stop_daemon(again) == 0
+
+
+def _ignores_sighup(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
+def test_a_sighup_early_in_the_start_does_not_kill_the_daemon(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
+    proc = subprocess.Popen([*CLI, "daemon"], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # Ignored from the arguments' parsing on, before the manifest is even read.
+        wait_until(lambda: _ignores_sighup(proc.pid), "SIGHUP ignored", proc=proc)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: _jv(tmp_path, "status").returncode == 0, "the daemon answers", proc=proc)
+        assert not _ignores_sighup(proc.pid), "taken by the reload handler once it runs"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+
+
+def test_a_command_a_stopped_daemon_does_not_answer_says_it_may_still_be_carried_out(daemon: Running) -> None:
+    from supervision._client import NoDaemonError, request
+
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(NoDaemonError) as caught:
+            request(daemon.state, {"op": "stop", "job": "svc"}, timeout=0.5)
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    assert str(caught.value) == (
+        f"the daemon (pid {daemon.proc.pid}) at {daemon.state / 'control.sock'} gave no answer in 0.5s; "
+        "the command was sent and may still be carried out when it answers"
+    )
+    wait_until(lambda: daemon.nodes()["svc"]["state"] == "stopped", "svc stopped once it answered", proc=daemon.proc)

@@ -186,6 +186,45 @@ def test_a_state_dir_of_another_user_is_refused(tmp_path: Path, command: str) ->
     assert list(state.iterdir()) == []
 
 
+@needs_root
+@pytest.mark.parametrize("command", ["run", "daemon"])
+def test_a_state_dir_in_a_directory_another_user_owns_is_refused(
+    tmp_path: Path, command: str
+) -> None:
+    """Its owner could rename the state dir away mid-run and put a symlink in its place."""
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    evil = tmp_path / "evil"
+    evil.mkdir(mode=0o755)
+    os.chown(evil, NOBODY, NOBODY)
+    state = evil / "state"
+    line = assert_refused(
+        jobvisor(tmp_path, command, "--state-dir", str(state), "jobs.yaml"), str(state)
+    )
+    assert f"the directory {evil} above it is owned by nobody (uid 65534)" in line
+    assert list(evil.iterdir()) == []
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "daemon"])
+def test_a_state_dir_under_a_directory_others_can_write_is_refused_unless_sticky(
+    tmp_path: Path, command: str
+) -> None:
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    loose = tmp_path / "loose" / "deeper"
+    loose.mkdir(parents=True)
+    loose.parent.chmod(0o777)
+    state = loose / "state"
+    line = assert_refused(
+        jobvisor(tmp_path, command, "--state-dir", str(state), "jobs.yaml"), str(state)
+    )
+    assert f"the directory {loose.parent} above it is writable by group or others (mode 0777)" in line
+    assert list(loose.iterdir()) == []
+    loose.parent.chmod(0o1777)  # as /tmp: others cannot rename what is ours there
+    out = jobvisor(tmp_path, "run", "--state-dir", str(state), "jobs.yaml")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "ran").read_text() == "ran\n"
+
+
 # -- 2. no file is written through a planted symlink ---------------------------------------------
 
 

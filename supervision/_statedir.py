@@ -1,0 +1,119 @@
+"""One jobvisor per state dir: the lock ``run`` and the daemon hold, and how they notice losing it.
+
+Two jobvisors on one state dir would run every job twice and write the same output
+files, journal and ``http.json``; the lock (``STATE_DIR/daemon.lock``, an ``flock``)
+refuses the second, whichever command each is. A state dir deleted (or replaced)
+while one runs takes the lock with it, so the holder looks now and then whether
+the dir and the lock file are still the ones it made (``StateDirLock.lost``).
+"""
+
+# ruff: noqa: PTH116 - lstat and the fd's own stat, which pathlib does not offer
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from typing import TYPE_CHECKING, Final
+
+from actors._errors import JobvisorError
+from supervision._files import check_parents, ensure_private_dir, open_private
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["LOCK_NAME", "StateDirHeldError", "StateDirLock"]
+
+LOCK_NAME: Final = "daemon.lock"  # the name since the daemon alone took it: kept for old readers
+
+
+class StateDirHeldError(JobvisorError):
+    """Another jobvisor (a daemon or a ``run``) holds the state dir: stop it, or use another.
+
+    Raised at the start of ``run`` and ``daemon`` (the CLI's exit 2); nothing was started.
+    """
+
+
+def _holder(text: str) -> str:
+    """``daemon, pid 12`` from the lock file's ``12 daemon`` (``12`` alone: an older daemon's)."""
+    pid, _, kind = text.strip().partition(" ")
+    return f"{kind or 'daemon'}, pid {pid or 'unknown'}"
+
+
+class StateDirLock:
+    """Holds ``STATE_DIR/daemon.lock`` from its creation until ``close()``.
+
+    ``kind`` (``run``, ``daemon``) is written beside the pid, so the refusal a second
+    jobvisor gets names what holds the dir. The state dir's parents are checked first
+    (``check_parents``), then the dir is made private or checked.
+    """
+
+    def __init__(self, state_dir: Path, kind: str) -> None:
+        self.state_dir = state_dir
+        self.kind = kind
+        check_parents(state_dir)
+        ensure_private_dir(state_dir)
+        fd = open_private(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, "lock file")
+        handle = os.fdopen(fd, "r+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = _holder(handle.read())
+            handle.close()
+            this = "this daemon" if kind == "daemon" else kind
+            raise StateDirHeldError(
+                f"another jobvisor ({owner}) holds {state_dir}: stop it, or give {this} "
+                "its own --state-dir"
+            ) from None
+        except BaseException:
+            handle.close()
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {kind}\n")
+        handle.flush()
+        self._handle = handle
+        # What it made: a state dir or lock file at these paths that is not these is not ours.
+        self._dir = _inode(os.stat(state_dir))
+        self._file = _inode(os.fstat(handle.fileno()))
+
+    def lost(self) -> str | None:
+        """Why the lock no longer guards the state dir (deleted, replaced); None while it does.
+
+        Two ``lstat`` calls: cheap enough to ask every second.
+        """
+        lock = self.state_dir / LOCK_NAME
+        for path, made, what in (
+            (self.state_dir, self._dir, "the state dir"),
+            (lock, self._file, "its lock file"),
+        ):
+            try:
+                now = _inode(os.lstat(path))
+            except FileNotFoundError:
+                return f"{what} {path} was deleted"
+            except OSError as exc:
+                return f"{what} {path} cannot be seen any more ({exc.strerror})"
+            if now != made:
+                return f"{what} {path} was deleted and made again (or replaced)"
+        return None
+
+    def holder(self) -> str | None:
+        """Who holds the lock file at the state dir's path now, if another does (``run, pid N``)."""
+        try:
+            with open(self.state_dir / LOCK_NAME, encoding="utf-8") as file:  # noqa: PTH123
+                try:
+                    fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return _holder(file.read())
+        except OSError:
+            return None
+        return None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._handle.close()
+
+
+def _inode(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
