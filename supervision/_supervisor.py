@@ -1061,6 +1061,10 @@ class Supervisor(OwnActor):
                 if rec.state is State.BACKOFF:  # a cooldown's probe start is no restart
                     rec.restarts += 1
                 self._start_queue.append(rec)
+        # The restart is under way, no longer to come: its members are the start queue's now
+        # (kept, a later take-down would take them down again, and a settled one's stop would
+        # not find it settled).
+        group.members = []
         if group.window.probing:
             tree = budget is not None and budget.probing and not self.path
             what = (
