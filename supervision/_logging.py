@@ -1175,11 +1175,12 @@ class _FileSink:
     def write(self, line: str) -> None:
         self.write_bytes((line + "\n").encode("utf-8", "backslashreplace"))
 
-    def write_bytes(self, data: bytes) -> None:
-        """Append ``data`` (whole lines) in one write, rotating first if it is due."""
+    def write_bytes(self, data: bytes) -> bool:
+        """Append ``data`` (whole lines) in one write, rotating first if it is due; whether
+        it was written (a job's output file that failed: its lines go to the log instead)."""
         with self._lock:
             if self._closed:
-                return
+                return False
             try:
                 self._check_path()
                 if self._rotation_due(len(data)):
@@ -1189,8 +1190,9 @@ class _FileSink:
                 # A job's output is counted in lines (each write holds whole ones), a log in
                 # records (one a write, though a record may hold several lines).
                 self._trouble.failed(exc, data.count(b"\n") if self._output else 1)
-            else:
-                self._trouble.succeeded()
+                return False
+            self._trouble.succeeded()
+            return True
 
     def close(self) -> None:
         with self._lock:

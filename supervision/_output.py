@@ -64,7 +64,7 @@ class JobOutput:
     lines go to the log only: output is never a reason for a job to fail.
     """
 
-    __slots__ = ("_failed", "_files", "_path", "_prefix", "_sink", "_spec")
+    __slots__ = ("_failed", "_files", "_missed", "_path", "_prefix", "_sink", "_spec")
 
     def __init__(self, files: OutputFiles, spec: OutputSpec, attempt: Attempt) -> None:
         self._files = files
@@ -73,8 +73,10 @@ class JobOutput:
         self._prefix = f" {{}} {attempt.number} "
         self._sink: _FileSink | None = None
         self._failed = False
+        self._missed = False  # the last lines written did not reach the file
 
     def write(self, stream: str, lines: bytes) -> None:
+        self._missed = False
         sink = self._sink or self._open()
         if sink is None:
             return
@@ -89,15 +91,17 @@ class JobOutput:
         limit = self._spec.max_bytes
         while len(data) > limit:  # a file rotates between writes: none may be bigger than it
             cut = data.rfind(b"\n", 0, limit) + 1 or data.find(b"\n", limit) + 1
-            sink.write_bytes(data[:cut])
+            if not sink.write_bytes(data[:cut]):
+                self._missed = True
             data = data[cut:]
-        if data:
-            sink.write_bytes(data)
+        if data and not sink.write_bytes(data):
+            self._missed = True
 
     @property
     def logged(self) -> bool:
-        """Whether the lines go to the log too: unless ``log: false``, and the file takes them."""
-        return self._spec.log or self._failed
+        """Whether the lines go to the log too: unless ``log: false``, and the file takes them
+        (asked after each ``write``: lines its file could not take go to the log)."""
+        return self._spec.log or self._failed or self._missed
 
     def close(self) -> None:
         sink, self._sink = self._sink, None

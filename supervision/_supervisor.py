@@ -338,9 +338,14 @@ class Supervisor(OwnActor):
         self._start_queue.extendleft(reversed(blocked))
         self._pump_start()
 
-    def _not_yet(self, rec: ChildRecord, blocker: ChildRecord) -> None:
+    def _not_yet(self, rec: ChildRecord, blocker: ChildRecord, *, asked: bool = False) -> None:
         """``rec`` cannot start before ``blocker``, a job it depends on: it waits (pending)
-        until that one is ready, or fails if that one failed finally or gave up."""
+        until that one is ready, or fails if that one failed finally or gave up.
+
+        ``asked``: a person's start (or an added child). A group's restart (or probe) of
+        ``rec`` waits in its backoff (cooldown), as the status counted it a restart (or not)
+        when it began, and so the metrics count the start that ends it.
+        """
         if blocker.state in (State.FAILED, State.GAVE_UP):
             self._dependency_failed(rec, blocker)
             return
@@ -356,7 +361,8 @@ class Supervisor(OwnActor):
             )
         self._cancel_timers(rec)
         rec.next_start_at = None
-        self._set_state(rec, State.PENDING)  # a person's start of a job that was down
+        if asked or rec.state not in (State.BACKOFF, State.COOLDOWN):
+            self._set_state(rec, State.PENDING)  # a person's start of a job that was down
         self._blocked.append(rec)
 
     def _dependency_failed(self, rec: ChildRecord, dep: ChildRecord) -> None:
@@ -983,7 +989,7 @@ class Supervisor(OwnActor):
         queue it behind it; one whose dependencies are not met waits for them, as at boot."""
         blocker = unmet_dependency(rec, self._by_name)
         if blocker is not None:
-            self._not_yet(rec, blocker)
+            self._not_yet(rec, blocker, asked=True)
             return
         if self._starting is None and not self._start_queue:
             self._launch(rec)
@@ -1063,6 +1069,10 @@ class Supervisor(OwnActor):
                 if rec.state is State.BACKOFF:  # a cooldown's probe start is no restart
                     rec.restarts += 1
                 self._start_queue.append(rec)
+        # The restart is under way, no longer to come: its members are the start queue's now
+        # (kept, a later take-down would take them down again, and a settled one's stop would
+        # not find it settled).
+        group.members = []
         if group.window.probing:
             tree = budget is not None and budget.probing and not self.path
             what = (

@@ -991,6 +991,38 @@ def test_the_metrics_count_what_the_status_counts(make_tree: Callable[..., Any])
     assert _agree(tree, metrics, "g/m") == (3, 1, 3)
 
 
+def test_a_group_restart_waiting_for_a_dependency_is_counted_as_a_restart(
+    make_tree: Callable[..., Any],
+) -> None:
+    """A one_for_all restart whose member waits (pending) for a once job it depends on to
+    succeed again is a restart in /metrics as in the status (the status counts it when the
+    group restarts it, before it waits)."""
+    once = RestartPolicy(
+        backoff=Backoff(initial=0, max=0, jitter=0),
+        intensity=Intensity(max_restarts=1, within=60),
+        on_exhausted=OnExhausted.GIVE_UP,
+    )
+    spec = SupervisorSpec(
+        name="root",
+        strategy=Strategy.ONE_FOR_ALL,
+        policy=once,
+        children=(
+            JobSpec(name="first", work=PythonWork(target="jobfuncs:ok", args=("first",))),
+            JobSpec(
+                name="after",
+                work=PythonWork(target="jobfuncs:fail", args=("after",)),
+                schedule=Schedule(service=True),
+                depends_on=("first",),
+            ),
+        ),
+    )
+    metrics = TreeMetrics(spec)
+    events = Events()
+    tree = make_tree(spec, sink=metrics.sink(), on_event=events)
+    events.reached("after", "gave_up")
+    assert _agree(tree, metrics, "after") == (2, 1, 2)
+
+
 # -- in process: deadlines -------------------------------------------------------------------------
 
 TINY = SupervisorSpec(name="root", children=(python_job("a", "math:sqrt", 4),))

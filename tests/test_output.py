@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RUNTIME
-from faultkit import CLI, ENV, run_jobvisor, start_daemon, stop_daemon, wait_until
+from faultkit import CLI, ENV, Jobvisor, run_jobvisor, start_daemon, stop_daemon, wait_until
 
 STAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d (stdout|stderr) (\d+) ")
 
@@ -362,3 +362,35 @@ def test_output_log_false_keeps_a_jobs_lines_out_of_the_log(tmp_path: Path) -> N
     shown = [line.strip() for line in explained.stdout.splitlines() if "output:" in line]
     assert shown[0] == "output: STATE_DIR/output/PATH.log max_bytes=10MiB backups=3 log=false"
     assert shown[1] == "output: STATE_DIR/output/PATH.log max_bytes=10MiB backups=3"
+
+
+def test_output_log_false_logs_the_lines_its_file_fails_to_take(tmp_path: Path) -> None:
+    """A file that opened but then cannot be written (here: its path became a directory, as
+    a full disk would fail a write) sends the lines it could not take to the log: output is
+    never lost for that (README)."""
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(
+            """\
+            version: 1
+            jobs:
+              - name: quiet
+                command: "echo chatter-1; while [ ! -e go ]; do sleep 0.02; done; echo chatter-2"
+                output: {log: false}
+            """
+        )
+    )
+    out = tmp_path / ".jobvisor" / "output"
+    jv = Jobvisor(tmp_path, "run", "--runtime", RUNTIME, "--log-level", "information")
+    try:
+        wait_until(
+            lambda: (out / "quiet.log").exists() and b"chatter-1" in (out / "quiet.log").read_bytes(),
+            "the first line in its file",
+        )
+        (out / "quiet.log").unlink()
+        (out / "quiet.log").mkdir()  # the file cannot be opened again: its writes fail
+        (tmp_path / "go").touch()
+        assert jv.wait(30) == 0, jv.stderr
+    finally:
+        jv.close()
+    assert "chatter-1" not in jv.stderr, "its file took it"
+    assert "chatter-2" in jv.stderr, "its file could not take it: the log has it"

@@ -335,6 +335,48 @@ class TestStoppingWhatIsNotRunning:
         assert tree.status()["children"][0]["state"] == "stopped"
 
 
+    def test_a_job_settled_after_a_group_restart_is_not_stopped_again(
+        self, make_tree, events
+    ) -> None:
+        """A group restart that is over (its members ran again and settled) leaves nothing
+        pending for them: a stop of one still finds nothing to stop, its outcome kept."""
+        spec = SupervisorSpec(
+            strategy=Strategy.ONE_FOR_ALL,
+            policy=FAST_ONCE,
+            children=(
+                python_job("first", "jobfuncs:ok", "settled.first"),
+                python_job("second", "jobfuncs:fail_times", "settled.second", 1),
+            ),
+        )
+        tree = make_tree(spec, on_event=events)
+        assert tree.wait(10)
+        before = {n["path"]: n for n in tree.status()["children"]}
+        assert [(before[p]["state"], before[p]["starts"]) for p in ("first", "second")] == [
+            ("succeeded", 2),
+            ("succeeded", 2),
+        ]
+        assert tree.stop_child("first") == "first: not running (succeeded); nothing to stop"
+        assert {n["path"]: n for n in tree.status()["children"]} == before, "nothing changed"
+
+
+    def test_a_rest_for_one_restart_takes_down_only_the_rest_of_its_own_failure(
+        self, make_tree, events, journal: Journal
+    ) -> None:
+        """A group restart that is over leaves no members behind for the next one."""
+        children = tuple(actor(name, journal) for name in ("a", "b", "c"))
+        tree = make_tree(
+            SupervisorSpec(strategy=Strategy.REST_FOR_ONE, policy=FAST_ONCE, children=children),
+            on_event=events,
+        )
+        events.reached("c", "running")
+        tree.ref("b").tell("crash")
+        events.reached("c", "running", times=2)
+        tree.ref("c").tell("crash")
+        events.reached("c", "running", times=3)
+        nodes = {n["path"]: n for n in tree.status()["children"]}
+        assert [nodes[p]["starts"] for p in ("a", "b", "c")] == [1, 2, 3]
+
+
 class TestGroupIncarnations:
     """A group's new incarnation counts on from the one before: numbers never repeat."""
 
