@@ -1066,9 +1066,12 @@ class _Trouble:
     write loses (``log records``, a job's ``output lines``).
     """
 
-    def __init__(self, target: str, lost: str = "log records") -> None:
+    def __init__(self, target: str, lost: str = "log records", *, logged: bool = False) -> None:
+        """``logged``: what a failed write misses is in the log all the same (output lines)."""
         self.target = target
         self.lost = lost
+        fates = (("are dropped", "were dropped"), ("go to the log only", "went to the log only"))
+        self.fate = fates[logged]
         self.dropped = 0  # records (or lines) lost in the current run of failures; 0 while healthy
 
     def failed(self, exc: BaseException, count: int = 1) -> None:
@@ -1077,13 +1080,13 @@ class _Trouble:
         if first:
             _warn(
                 f"cannot write {self.target}: {describe(exc)}; "
-                f"{self.lost} are dropped until it is writable again"
+                f"{self.lost} {self.fate[0]} until it is writable again"
             )
 
     def succeeded(self) -> None:
         if self.dropped:
             dropped, self.dropped = self.dropped, 0
-            _warn(f"{self.target} is writable again; {dropped} {self.lost} were dropped")
+            _warn(f"{self.target} is writable again; {dropped} {self.lost} {self.fate[1]}")
 
 
 class _StreamSink:
@@ -1155,7 +1158,7 @@ class _FileSink:
         self._what = "output file" if output else "log file"
         self._output = output
         lost = "output lines" if output else "log records"
-        self._trouble = _Trouble(f"the {self._what} {path}", lost)
+        self._trouble = _Trouble(f"the {self._what} {path}", lost, logged=output)
         # Invariants while _file is open: _ident is (st_dev, st_ino) of _file,
         # _size its length, _period_end the first instant of the next period (time rotation).
         self._file: Any = None
