@@ -112,7 +112,8 @@ def summary_table(
         if upcoming:
             row += (until(node.get("next_start_at"), clock),)
         rows.append((*row, printable(exit_text(node.get("last_exit"), mask))))
-    widths = [max(cells(row[i]) for row in rows) for i in range(len(header) - 1)]
+    rows = _narrowed(rows, width if fit == "cut" else None, cells)
+    widths = [max(cells(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     # The other columns of a row's first line, and the gap after each column but the last.
     fixed = sum(widths[1:]) + 2 * len(widths)
     last = max(cells(row[-1]) for row in rows)
@@ -147,6 +148,25 @@ def summary_table(
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _narrowed(
+    rows: list[tuple[str, ...]], width: int | None, cells: Callable[[str], int]
+) -> list[tuple[str, ...]]:
+    """``rows`` without KIND, then UPTIME, then STARTS, while PATH and LAST EXIT, cut as
+    narrow as they go, would not fit ``width`` beside the rest: one line a row that still
+    says why. None (no width, or a table that wraps): all of them."""
+    if width is None:
+        return rows
+    for name in _DROPPABLE:
+        others = range(1, len(rows[0]) - 1)
+        fixed = sum(max(cells(row[i]) for row in rows) for i in others) + 2 * (len(rows[0]) - 1)
+        if width - fixed >= MIN_PATH + _MIN_LAST or name not in rows[0]:
+            continue
+        at = rows[0].index(name)
+        rows = [row[:at] + row[at + 1 :] for row in rows]
+    return rows
+
+
+_DROPPABLE = ("KIND", "UPTIME", "STARTS")  # what a narrow status does without, in order
 _MIN_LAST = 20  # the narrowest the last column of the table is wrapped to beside its row
 MIN_PATH = 10  # the narrowest a long PATH is cut to: "…" and 9 characters of its end
 

@@ -355,3 +355,22 @@ def test_a_terminal_that_does_not_know_its_width_gets_the_whole_table() -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_a_narrow_terminal_drops_kind_and_uptime_before_it_cuts_the_last_exit_away() -> None:
+    """At 80 columns, with UPTIME and NEXT START shown, LAST EXIT kept one cell ('…') and
+    PATH ten: the table said nothing of why a job failed. KIND goes first, then UPTIME,
+    then STARTS."""
+    running = {**node("web", None), "state": "running", "since": 990.0}
+    waiting = {**node(f"etl/{A_NAME}", LONG), "state": "backoff", "next_start_at": 1080.0}
+    doc = {"children": [running, waiting]}
+    header, web, long = summary_table(doc, width=80, now=1000.0, fit="cut").splitlines()
+    assert "KIND" not in header
+    assert all(len(line) <= 80 for line in (header, web, long))
+    shown = long[header.index("LAST EXIT") :]
+    assert len(shown) >= 18, shown
+    assert f"failed (3): {LONG}".startswith(shown.removesuffix("…")), shown
+    assert "STARTS" not in header.split()
+    assert "UPTIME" not in header
+    # Wide enough, nothing is dropped.
+    assert "KIND" in summary_table(doc, width=200, now=1000.0, fit="cut").splitlines()[0]
