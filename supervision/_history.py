@@ -123,34 +123,44 @@ def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dic
 _ATTEMPT_KEYS: Final = ("at", "path", "attempt", "outcome", "code", "error", "node", "started_at")
 # Each path the journal has attempts of, one index seek per path (SQLite's skip-scan by hand:
 # a DISTINCT would read every row), then that path's newest rows, again from the index.
-_RECENT: Final = """
+# The paths with attempts in [low, high), one index seek each (however many rows they have).
+_PATHS: Final = """
     WITH RECURSIVE paths(p) AS (
         SELECT MIN(path) FROM attempts WHERE path >= :low AND path < :high
         UNION ALL
         SELECT (SELECT MIN(path) FROM attempts WHERE path > p AND path < :high)
         FROM paths WHERE p IS NOT NULL
-    )
+    )"""
+_RECENT: Final = (
+    _PATHS
+    + """
     SELECT a.ended_at, a.path, a.attempt, a.outcome, a.code, a.error, a.node, a.started_at
     FROM paths JOIN attempts AS a ON a.id IN (
         SELECT id FROM attempts WHERE path = paths.p ORDER BY id DESC LIMIT :per_job
     )
     ORDER BY a.path, a.id
 """
+)
+_COUNT_PATHS: Final = _PATHS + "\n    SELECT COUNT(p) FROM paths"
+MAX_RECENT_ROWS: Final = 20_000  # rows in all of one read_recent_attempts answer (~3 MB)
 
 
 def read_recent_attempts(
-    db: Path, path: str | None, per_job: int
+    db: Path, path: str | None, per_job: int, *, total: int = MAX_RECENT_ROWS
 ) -> dict[str, list[dict[str, Any]]]:
     """The newest ``per_job`` attempts of each path (``path`` and below, if given), oldest first.
 
     One read for a page's every timeline: each path's rows come from its own, so a
     chatty job cannot crowd another's out as it would in one window of the journal.
-    A row is an attempt as ``read_history`` gives it.
+    With so many paths that the answer would pass ``total`` rows, each gets fewer
+    (at least one). A row is an attempt as ``read_history`` gives it.
     """
     # "etl" is etl and etl/...: the range [etl, etl0) holds those ('/' sorts just before '0')
     # and etl-x, etl.x, dropped below.
     low, high = ("", "\U0010ffff") if path is None else (path, path + "0")
-    rows = _query(db, _RECENT, {"low": low, "high": high, "per_job": per_job})
+    (count,) = _query(db, _COUNT_PATHS, {"low": low, "high": high})[0]
+    each = max(1, min(per_job, total // max(1, int(count))))
+    rows = _query(db, _RECENT, {"low": low, "high": high, "per_job": each})
     out: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         item = {k: v for k, v in zip(_ATTEMPT_KEYS, row, strict=True) if v is not None}

@@ -595,3 +595,28 @@ def test_history_of_a_path_is_that_path_and_below_it_only(tmp_path: Path) -> Non
     assert [r["path"] for r in read_history(db, "a_b")] == ["a_b", "a_b/c"]
     assert [r["path"] for r in read_history(db, "a%")] == ["a%/c"]
     assert [r["path"] for r in read_history(db, "A_B")] == ["A_B/c"]
+
+
+def test_recent_attempts_of_many_jobs_stay_within_a_total(tmp_path: Path) -> None:
+    """10,000 jobs x 60 attempts was one 89 MB answer read in 1.7 s: with many jobs each
+    gets fewer (never none), so that the answer holds at most ``total`` rows."""
+    from actors import Outcome
+    from supervision._events import AttemptFinished
+    from supervision._history import read_recent_attempts
+
+    journal = Journal(tmp_path)
+    for n in range(1, 6):
+        for p in range(30):
+            journal.record(
+                AttemptFinished(path=f"w.{p}", at=float(n), attempt=n, outcome=Outcome.FAILED,
+                                error="boom", started_at=n - 0.5, code=1)
+            )  # fmt: skip
+    assert journal.flush()
+    journal.close()
+    db = tmp_path / FILENAME
+    recent = read_recent_attempts(db, None, 5, total=60)
+    assert len(recent) == 30
+    assert {len(rows) for rows in recent.values()} == {2}
+    assert [r["attempt"] for r in recent["w.7"]] == [4, 5]  # each job's newest
+    assert {len(rows) for rows in read_recent_attempts(db, None, 5, total=10).values()} == {1}
+    assert {len(rows) for rows in read_recent_attempts(db, None, 5).values()} == {5}
