@@ -123,25 +123,22 @@ def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dic
 _ATTEMPT_KEYS: Final = ("at", "path", "attempt", "outcome", "code", "error", "node", "started_at")
 # Each path the journal has attempts of, one index seek per path (SQLite's skip-scan by hand:
 # a DISTINCT would read every row), then that path's newest rows, again from the index.
-# The paths with attempts in [low, high), one index seek each (however many rows they have).
-_PATHS: Final = """
+# Each path's newest attempts: the paths with attempts in [low, high), one index seek each
+# (however many rows they have), and as many rows of each as fit :total in all (at least one).
+_RECENT: Final = """
     WITH RECURSIVE paths(p) AS (
         SELECT MIN(path) FROM attempts WHERE path >= :low AND path < :high
         UNION ALL
         SELECT (SELECT MIN(path) FROM attempts WHERE path > p AND path < :high)
         FROM paths WHERE p IS NOT NULL
-    )"""
-_RECENT: Final = (
-    _PATHS
-    + """
+    )
     SELECT a.ended_at, a.path, a.attempt, a.outcome, a.code, a.error, a.node, a.started_at
     FROM paths JOIN attempts AS a ON a.id IN (
-        SELECT id FROM attempts WHERE path = paths.p ORDER BY id DESC LIMIT :per_job
+        SELECT id FROM attempts WHERE path = paths.p ORDER BY id DESC
+        LIMIT max(1, min(:per_job, :total / max(1, (SELECT COUNT(p) FROM paths))))
     )
     ORDER BY a.path, a.id
 """
-)
-_COUNT_PATHS: Final = _PATHS + "\n    SELECT COUNT(p) FROM paths"
 MAX_RECENT_ROWS: Final = 20_000  # rows in all of one read_recent_attempts answer (~3 MB)
 
 
@@ -158,9 +155,7 @@ def read_recent_attempts(
     # "etl" is etl and etl/...: the range [etl, etl0) holds those ('/' sorts just before '0')
     # and etl-x, etl.x, dropped below.
     low, high = ("", "\U0010ffff") if path is None else (path, path + "0")
-    (count,) = _query(db, _COUNT_PATHS, {"low": low, "high": high})[0]
-    each = max(1, min(per_job, total // max(1, int(count))))
-    rows = _query(db, _RECENT, {"low": low, "high": high, "per_job": each})
+    rows = _query(db, _RECENT, {"low": low, "high": high, "per_job": per_job, "total": total})
     out: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         item = {k: v for k, v in zip(_ATTEMPT_KEYS, row, strict=True) if v is not None}
