@@ -23,9 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from supervision._events import (
     AttemptFinished,
     BreakerChanged,
-    ChildExited,
     GaveUp,
-    StateChanged,
 )
 from supervision._spec import SupervisorSpec, walk
 from supervision._state import State
@@ -43,9 +41,9 @@ log = logbook.Logger("supervision.metrics")
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 BREAKER_VALUES: Final = {"closed": 0, "open": 1, "half_open": 2}
-EVENT_TYPES: Final = frozenset({StateChanged, ChildExited, AttemptFinished, GaveUp, BreakerChanged})
-# A restart leaves backoff; a cooldown's probe start is a start, as the status counts it.
-_RESTARTED_FROM: Final = frozenset({State.BACKOFF})
+# The events the metrics take; state changes, failures and restarts come inline instead
+# (``on_state``, ``on_failure``, ``on_restart``), from where the status counts them.
+EVENT_TYPES: Final = frozenset({AttemptFinished, GaveUp, BreakerChanged})
 # Seconds: from a crash at start to a long batch job.
 _BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
 
@@ -88,8 +86,6 @@ class TreeMetrics:
         for name, breaker in (breakers or {}).items():
             self.add_breaker(name, breaker)
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
-            StateChanged: self._state_changed,
-            ChildExited: self._child_exited,
             AttemptFinished: self._attempt_finished,
             GaveUp: self._gave_up,
             BreakerChanged: self._breaker_changed,
@@ -105,10 +101,7 @@ class TreeMetrics:
         It runs in the supervisors' threads: it never blocks and never raises.
         """
         kinds: frozenset[type[Event]] | None = getattr(then, "event_types", None)
-        # State changes and failures come through on_state and on_failure, with no event made:
-        # only ``then`` gets those.
-        inline = {StateChanged, ChildExited}
-        handlers = {kind: h for kind, h in self._handlers.items() if kind not in inline}
+        handlers = self._handlers
 
         def sink(event: Event) -> None:
             handler = handlers.get(type(event))
@@ -124,39 +117,29 @@ class TreeMetrics:
         both.event_types = (
             None
             if then is not None and kinds is None
-            else (EVENT_TYPES - inline) | (kinds or set())
+            else EVENT_TYPES | (kinds or set())
         )
         both.on_state = self.on_state
         both.on_failure = self.on_failure
+        both.on_restart = self.on_restart
         return sink
-
-    def observe(self, event: Event) -> None:
-        """Account for one tree event."""
-        handler = self._handlers.get(type(event))
-        if handler is not None:
-            handler(event)
 
     def on_state(self, path: str, old: State, new: State) -> None:
         """Account for one state change (a tree calls it inline: see ``sink``)."""
+        del old  # a restart is told by on_restart, where the status counts it
         series = self._series(path)
         series.current = new
         if new is State.STARTING:
             series.starts += 1
-            if old in _RESTARTED_FROM:
-                series.restarts += 1
 
-    def _state_changed(self, event: StateChanged) -> None:
-        self.on_state(event.path, event.old, event.new)
+    def on_restart(self, path: str) -> None:
+        """Account for one restart the status counts (a tree calls it inline: see ``sink``)."""
+        self._series(path).restarts += 1
 
     def on_failure(self, path: str, outcome: Outcome) -> None:
         """Account for one failure the status counts (a tree calls it inline: see ``sink``)."""
         failures = self._series(path).failures
         failures[outcome.value] = failures.get(outcome.value, 0) + 1
-
-    def _child_exited(self, event: ChildExited) -> None:
-        # Only without the inline hook (``observe``): a sink counts failures by on_failure.
-        if event.outcome.value in _FAILED:
-            self.on_failure(event.path, event.outcome)
 
     def _attempt_finished(self, event: AttemptFinished) -> None:
         series = self._series(event.path)

@@ -102,6 +102,8 @@ class TreeContext:
     # Called inline with every failure the status counts (a sink's ``on_failure``: the
     # metrics), the one that opens a breaker too, which ends no incarnation.
     failure_hook: Callable[[str, Outcome], None] | None = None
+    # Likewise with every restart the status counts (a sink's ``on_restart``).
+    restart_hook: Callable[[str], None] | None = None
     # A daemon's restart: children still cooling down per the journal, {path: (left, cycle)}.
     cooldowns: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     # `run --resume`: once-jobs whose identical spec succeeded in an earlier run, {path: (code,
@@ -126,6 +128,13 @@ class TreeContext:
             sink(built)
         if bus.active:
             bus.publish(built)
+
+    def restarted(self, rec: ChildRecord) -> None:
+        """Count a restart of ``rec``'s, in its status and for the restart hook."""
+        rec.restarts += 1
+        hook = self.restart_hook
+        if hook is not None:
+            hook(rec.path)
 
     def failed(self, rec: ChildRecord, outcome: Outcome) -> None:
         """Count a failure of ``rec``'s, in its status and for the failure hook."""

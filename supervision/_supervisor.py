@@ -338,14 +338,9 @@ class Supervisor(OwnActor):
         self._start_queue.extendleft(reversed(blocked))
         self._pump_start()
 
-    def _not_yet(self, rec: ChildRecord, blocker: ChildRecord, *, asked: bool = False) -> None:
+    def _not_yet(self, rec: ChildRecord, blocker: ChildRecord) -> None:
         """``rec`` cannot start before ``blocker``, a job it depends on: it waits (pending)
-        until that one is ready, or fails if that one failed finally or gave up.
-
-        ``asked``: a person's start (or an added child). A group's restart (or probe) of
-        ``rec`` waits in its backoff (cooldown), as the status counted it a restart (or not)
-        when it began, and so the metrics count the start that ends it.
-        """
+        until that one is ready, or fails if that one failed finally or gave up."""
         if blocker.state in (State.FAILED, State.GAVE_UP):
             self._dependency_failed(rec, blocker)
             return
@@ -361,8 +356,7 @@ class Supervisor(OwnActor):
             )
         self._cancel_timers(rec)
         rec.next_start_at = None
-        if asked or rec.state not in (State.BACKOFF, State.COOLDOWN):
-            self._set_state(rec, State.PENDING)  # a person's start of a job that was down
+        self._set_state(rec, State.PENDING)  # a person's start, or a group's restart
         self._blocked.append(rec)
 
     def _dependency_failed(self, rec: ChildRecord, dep: ChildRecord) -> None:
@@ -676,7 +670,7 @@ class Supervisor(OwnActor):
         # it waits its turn to be stopped, or stopping): what counts starts sees this one.
         state = rec.state
         self._set_state(rec, State.BACKOFF)
-        rec.restarts += 1
+        self.ctx.restarted(rec)
         rec.incarnation += 1
         rec.starts += 1
         self._set_state(rec, State.STARTING)
@@ -896,7 +890,7 @@ class Supervisor(OwnActor):
         rec.next_start_at = self.ctx.wall() + delay
         if kind is TimerKind.RESTART and delay <= 0:
             self._set_state(rec, State.BACKOFF)
-            rec.restarts += 1
+            self.ctx.restarted(rec)
             self._launch(rec, at_once=True)
             return
         # Armed before the state is published: whoever sees it can rely on the timer.
@@ -946,7 +940,7 @@ class Supervisor(OwnActor):
         rec.timer = None
         # A child's own restart does not wait behind an ordered start sequence.
         if msg.kind is TimerKind.RESTART and rec.state is State.BACKOFF:
-            rec.restarts += 1
+            self.ctx.restarted(rec)
             self._launch(rec)
         elif msg.kind is TimerKind.PROBE and rec.state is State.COOLDOWN:
             rec.window.probe()
@@ -989,7 +983,7 @@ class Supervisor(OwnActor):
         queue it behind it; one whose dependencies are not met waits for them, as at boot."""
         blocker = unmet_dependency(rec, self._by_name)
         if blocker is not None:
-            self._not_yet(rec, blocker, asked=True)
+            self._not_yet(rec, blocker)
             return
         if self._starting is None and not self._start_queue:
             self._launch(rec)
@@ -1067,7 +1061,7 @@ class Supervisor(OwnActor):
         for rec in group.members:
             if rec.key in self._by_key and rec.state in (State.BACKOFF, State.COOLDOWN):
                 if rec.state is State.BACKOFF:  # a cooldown's probe start is no restart
-                    rec.restarts += 1
+                    self.ctx.restarted(rec)
                 self._start_queue.append(rec)
         # The restart is under way, no longer to come: its members are the start queue's now
         # (kept, a later take-down would take them down again, and a settled one's stop would

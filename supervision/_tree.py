@@ -448,6 +448,7 @@ def start_tree(
         sink_kinds=sink_kinds,
         state_hook=getattr(sink, "on_state", None),
         failure_hook=getattr(sink, "on_failure", None),
+        restart_hook=getattr(sink, "on_restart", None),
         cooldowns=cooldowns or {},
         succeeded=succeeded or {},
         budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,
