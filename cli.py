@@ -17,7 +17,7 @@ import time
 # (status, start, stop, restart, reload, history) costs beyond the interpreter's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from pathlib import Path
     from typing import Any
 
@@ -283,6 +283,8 @@ def _text_out(fd: int, *, closefd: bool, like: Any = None) -> io.TextIOWrapper:
         encoding=getattr(like, "encoding", None) or "utf-8",
         errors=getattr(like, "errors", None) or "strict",
         line_buffering=bool(getattr(like, "line_buffering", False)),
+        # PYTHONUNBUFFERED (the unit sets it) or -u: what a job prints leaves at once.
+        write_through=bool(getattr(like, "write_through", False)),
     )
 
 
@@ -363,7 +365,7 @@ def _silence_stdout() -> None:
     os.close(null)
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Any:
     from pathlib import Path  # noqa: PLC0415 - see TYPE_CHECKING above
 
     from supervision._manifest import ManifestError, load_manifest  # noqa: PLC0415 - after the runtime
@@ -380,7 +382,7 @@ def _load(args: argparse.Namespace) -> Any:
             _error(f"no manifest at {path}: pass its path, or run where jobs.yaml is")
         return None
     try:
-        manifest = load_manifest(path)
+        manifest = load_manifest(path, env=env)
     except ManifestError as exc:
         sys.stderr.write(f"{exc}\n")
         for warning in exc.warnings:  # told with the errors, not after they are fixed
@@ -453,16 +455,26 @@ def _unit(args: argparse.Namespace) -> int:
     if not os.path.exists(args.manifest):  # noqa: PTH110 - no pathlib here; _load says the rest
         _error(f"no manifest at {args.manifest}: pass the path of the daemon's YAML file")
         return USAGE
-    manifest = _load(args)  # a unit for a manifest its daemon would refuse helps nobody
+    # A unit for a manifest its daemon would refuse helps nobody; but the environment's
+    # secrets come from systemd (the unit's EnvironmentFile=), not from where this runs.
+    manifest = _load(args, env=_StandIns(os.environ))
     if manifest is None:
         return USAGE
     jobs = (c for _, c in walk(manifest.tree_spec()) if not isinstance(c, SupervisorSpec))
     timeout = stop_timeout(child.grace for child in jobs)
     state_dir = getattr(args, "state_dir", None)
-    options = {"user_unit": args.user, "state_dir": state_dir, "timeout_stop": timeout}
-    text = render_unit(args.manifest, **options)
-    sys.stdout.write(text)
+    sys.stdout.write(
+        render_unit(args.manifest, user_unit=args.user, state_dir=state_dir, timeout_stop=timeout)
+    )
     return OK
+
+
+class _StandIns(dict[str, str]):
+    """The environment, with a stand-in for every variable it does not set."""
+
+    def get(self, key: str, default: object = None) -> str:
+        del default
+        return super().get(key, "unset-at-jobvisor-unit")
 
 
 def _schema(args: argparse.Namespace) -> int:

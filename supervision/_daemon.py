@@ -688,7 +688,6 @@ class Daemon:
     def _relog(self, read: Manifest, composition: Composition) -> list[str]:
         """Give the log the manifest's level and format, unless a flag gave them; what changed."""
         setup, spec = composition.logging, read.logging
-        assert self._started is not None
         changed: dict[str, str] = {}
         if "logging.level" not in self._pinned and spec.level != setup.level:
             changed["level"] = spec.level

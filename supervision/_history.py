@@ -121,10 +121,9 @@ def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dic
 
 
 _ATTEMPT_KEYS: Final = ("at", "path", "attempt", "outcome", "code", "error", "node", "started_at")
-# Each path the journal has attempts of, one index seek per path (SQLite's skip-scan by hand:
-# a DISTINCT would read every row), then that path's newest rows, again from the index.
-# Each path's newest attempts: the paths with attempts in [low, high), one index seek each
-# (however many rows they have), and as many rows of each as fit :total in all (at least one).
+# Each path with attempts in [low, high), one index seek per path (SQLite's skip-scan by hand:
+# a DISTINCT would read every row), then that path's newest rows, again from the index: as
+# many of each as fit :total in all, at least one.
 _RECENT: Final = """
     WITH RECURSIVE paths(p) AS (
         SELECT MIN(path) FROM attempts WHERE path >= :low AND path < :high

@@ -171,7 +171,7 @@ class LoggingSetup:
             raise SpecError(field="level", expected=f"one of {', '.join(THRESHOLDS)}", got=level)
         if format is not None and format not in _RENDERS:
             raise SpecError(field="format", expected="text or json", got=format)
-        if handler is None or bridge is None or self._closed:
+        if handler is None or bridge is None or not self.retunable:
             raise SpecError(
                 f"this log was set up at level {self.level}: it writes nowhere, so it cannot "
                 "be retuned; set it up again"

@@ -159,7 +159,9 @@ def _narrowed(
     for name in _DROPPABLE:
         others = range(1, len(rows[0]) - 1)
         fixed = sum(max(cells(row[i]) for row in rows) for i in others) + 2 * (len(rows[0]) - 1)
-        if width - fixed >= MIN_PATH + _MIN_LAST or name not in rows[0]:
+        if width - fixed >= MIN_PATH + _MIN_LAST:
+            break  # dropping more would only make more room
+        if name not in rows[0]:
             continue
         at = rows[0].index(name)
         rows = [row[:at] + row[at + 1 :] for row in rows]
@@ -231,13 +233,7 @@ def until(at: object, now: float) -> str:
     if not isinstance(at, int | float):
         return "-"
     left = max(0.0, at - now)
-    if left < 60:
-        return f"in {left:.1f}s"
-    minutes, seconds = divmod(int(left), 60)
-    if minutes < 60:
-        return f"in {minutes}m{seconds}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"in {hours}h{minutes}m"
+    return f"in {left:.1f}s" if left < 60 else f"in {_span(left)}"  # a day on: "in 3d2h"
 
 
 def _wrap(text: str, width: int) -> list[str]:

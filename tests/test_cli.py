@@ -1007,3 +1007,16 @@ def test_a_manifest_that_is_not_a_regular_file_is_said_so_and_never_read(tmp_pat
     out = jobvisor("status", "--manifest", str(path), cwd=tmp_path, timeout=30)
     assert out.returncode in (2, 3), out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_the_watched_stdout_keeps_python_unbuffered(unbuffered: str) -> None:
+    """The unit sets PYTHONUNBUFFERED: what a daemon's python job prints must leave at once.
+    The stdout the CLI wraps (to tell its write errors apart) had dropped write_through."""
+    code = "import sys, cli; cli._watch_stdout(); sys.stderr.write(str(sys.stdout.write_through))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": unbuffered}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.stderr == str(bool(unbuffered)), done.stderr

@@ -968,7 +968,11 @@ def _ignores_sighup(pid: int) -> bool:
 
 def test_a_sighup_early_in_the_start_does_not_kill_the_daemon(tmp_path: Path) -> None:
     (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
-    proc = subprocess.Popen([*CLI, "daemon"], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err_file = tmp_path / "stderr"
+    with err_file.open("w") as err_out:  # a file: a pipe nobody reads meanwhile could fill
+        proc = subprocess.Popen(
+            [*CLI, "daemon"], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=err_out
+        )
     try:
         # Ignored from the arguments' parsing on, before the manifest is even read.
         wait_until(lambda: _ignores_sighup(proc.pid), "SIGHUP ignored", proc=proc)
@@ -976,12 +980,12 @@ def test_a_sighup_early_in_the_start_does_not_kill_the_daemon(tmp_path: Path) ->
         wait_until(lambda: _jv(tmp_path, "status").returncode == 0, "the daemon answers", proc=proc)
         assert not _ignores_sighup(proc.pid), "taken by the reload handler once it runs"
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, err
+    assert proc.returncode == 0, err_file.read_text()
 
 
 def test_a_command_a_stopped_daemon_does_not_answer_says_it_may_still_be_carried_out(daemon: Running) -> None:

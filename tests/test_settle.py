@@ -90,28 +90,26 @@ class TestEmptyTrees:
     def test_a_tree_whose_every_service_gave_up_knows_nothing_runs_again(
         self, make_tree, events
     ) -> None:
-        once = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001, jitter=0))
         dead = returning_service("dead", "dead")
-        inner = SupervisorSpec(name="g", policy=once, children=(replace(dead, name="deep"),))
-        tree = make_tree(SupervisorSpec(policy=once, children=(dead, inner)), on_event=events)
+        inner = SupervisorSpec(name="g", policy=FAST_ONCE, children=(replace(dead, name="deep"),))
+        tree = make_tree(SupervisorSpec(policy=FAST_ONCE, children=(dead, inner)), on_event=events)
         events.reached("dead", "gave_up")
         events.reached("g/deep", "gave_up")
-        assert tree._ctx.tracker.all_dead()
+        assert tree.all_dead()
         assert not tree.wait(0.05), "endless leaves: it waits for a signal (SPEC)"
         tree.start_child("dead")
-        assert not tree._ctx.tracker.all_dead(), "started again by a person"
+        assert not tree.all_dead(), "started again by a person"
 
     def test_a_service_that_still_runs_or_was_stopped_is_not_dead(
         self, make_tree, journal, events
     ) -> None:
-        once = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001, jitter=0))
         dead = returning_service("dead", "dead2")
         children = (dead, actor("up", journal))
-        tree = make_tree(SupervisorSpec(policy=once, children=children), on_event=events)
+        tree = make_tree(SupervisorSpec(policy=FAST_ONCE, children=children), on_event=events)
         events.reached("dead", "gave_up")
-        assert not tree._ctx.tracker.all_dead(), "up still runs"
+        assert not tree.all_dead(), "up still runs"
         tree.stop_child("up")
-        assert not tree._ctx.tracker.all_dead(), "a person's stop is no end"
+        assert not tree.all_dead(), "a person's stop is no end"
 
     def test_run_says_why_it_waits_when_every_service_gave_up(self, tmp_path: Path) -> None:
         (tmp_path / "jobs.yaml").write_text(

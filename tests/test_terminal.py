@@ -24,7 +24,7 @@ from conftest import RUNTIME
 from faultkit import start_daemon, stop_daemon, wait_until
 from test_cli import CLI, ROOT, jobvisor, write
 
-from supervision._table import columns, flatten_status, summary_table
+from supervision._table import columns, flatten_status, summary_table, until
 
 RECORD = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.+-]+ (TRACE|DEBUG|INFO|NOTICE|WARNING|ERROR|CRITICAL) ")
 PROGRESS = re.compile(r"\[\d\d:\d\d:\d\d\] \d+ \w+")
@@ -294,6 +294,7 @@ def status_on_a_terminal(cwd: Path, columns: int) -> str:
     termios.tcsetattr(slave, termios.TCSANOW, attrs)
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     env["PYTHONPATH"] = str(ROOT)
+    proc: subprocess.Popen[bytes] | None = None
     try:
         proc = subprocess.Popen(
             [*CLI, "status"], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=slave
@@ -311,6 +312,9 @@ def status_on_a_terminal(cwd: Path, columns: int) -> str:
         assert proc.wait(timeout=30) == 0
     finally:
         os.close(master)
+        if proc is not None and proc.poll() is None:  # a failed wait leaves no status behind
+            proc.kill()
+            proc.wait()
     return b"".join(chunks).decode()
 
 
@@ -374,3 +378,7 @@ def test_a_narrow_terminal_drops_kind_and_uptime_before_it_cuts_the_last_exit_aw
     assert "UPTIME" not in header
     # Wide enough, nothing is dropped.
     assert "KIND" in summary_table(doc, width=200, now=1000.0, fit="cut").splitlines()[0]
+
+
+def test_a_wait_of_days_is_said_in_days() -> None:
+    assert until(1000.0 + 3 * 86400 + 7200, 1000.0) == "in 3d2h"  # it said "in 74h0m"

@@ -205,3 +205,23 @@ def test_a_unit_for_a_bad_manifest_is_refused_with_its_problems(tmp_path: Path) 
     assert done.returncode == 2
     assert "jobs[0].comand: unknown key 'comand'" in done.stderr
     assert done.stdout == ""
+
+
+def test_a_unit_needs_no_secret_of_the_environment_systemd_gives_later(tmp_path: Path) -> None:
+    """The unit says secrets come from its EnvironmentFile= under systemd: `unit` is run where
+    they are not set, and must not refuse the manifest for them."""
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(
+            """\
+            version: 1
+            jobs:
+              - {name: a, command: [sleep, "9"], service: true, env: {TOKEN: "${secret:JV_UNSET_TOKEN}"}}
+            """
+        )
+    )
+    env = {k: v for k, v in ENV.items() if k != "JV_UNSET_TOKEN"}
+    done = subprocess.run(
+        [*CLI, "unit"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert parse(done.stdout)["Service"]["TimeoutStopSec"] == "90s"
