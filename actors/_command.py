@@ -356,13 +356,14 @@ class _Stream:
         if newline:
             if sink is not None:
                 sink.write(self.name, head)
-            # A newline byte never occurs inside a UTF-8 sequence, so whole lines decode alone.
-            lines = head.decode("utf-8", "replace").split("\n")
-            if self.parts:
-                self._log_part(lines.pop(0))
-                self.parts = 0
-            for line in lines:
-                self._log(line)
+            if sink is None or sink.logged:  # else its file has them, only it (log: false)
+                # A newline byte never occurs inside a UTF-8 sequence: whole lines decode alone.
+                lines = head.decode("utf-8", "replace").split("\n")
+                if self.parts:
+                    self._log_part(lines.pop(0))
+                for line in lines:
+                    self._log(line)
+            self.parts = 0  # the line a part began is over
         while len(rest) > _MAX_LINE:
             if sink is not None:
                 sink.write(self.name, rest[:_MAX_LINE])
