@@ -460,3 +460,20 @@ def test_top_fits_a_long_name_and_wide_characters(
         assert term.finish(timeout=5) == 0
     finally:
         term.close()
+
+
+def test_a_page_of_rows_is_laid_out_as_the_whole_table_would_be() -> None:
+    """Only the rows shown are cut to fit (a scroll key redrew 20,000 rows cut whole), with
+    the widths of every row: a page looks the same as that part of the whole."""
+    many = {
+        "children": [
+            {"name": f"w{i}" + "x" * (i % 37), "path": f"w{i}", "kind": "command",
+             "state": "running", "restarts": i, "next_start_at": None,
+             "last_exit": {"outcome": "failed", "code": 1, "error": "boom " * (i % 20), "at": 0}}
+            for i in range(300)
+        ]
+    }  # fmt: skip
+    table = [HEADER, *rows(many, 0.0)]
+    whole = layout(table, 80)
+    assert layout(table, 80, slice(120, 140)) == [whole[0], *whole[121:141]]
+    assert layout(table, 80, slice(290, 400)) == [whole[0], *whole[291:]]
