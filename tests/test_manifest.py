@@ -1759,3 +1759,11 @@ jobs:
         "group (group: NAME, with backoff: and jobs: [the job]), or set the root's under "
         "supervisor:"
     )
+
+
+def test_a_program_missing_for_two_jobs_is_warned_of_for_each() -> None:
+    """A program is looked for once per place (10,000 jobs of one program were 10,000 PATH
+    searches, 0.85 -> 0.55 s for `validate`); each job that names a missing one still hears."""
+    text = "version: 1\njobs:\n  - {name: a, command: [no-such-jv-tool]}\n  - {name: b, command: [no-such-jv-tool]}\n"
+    m = load_manifest(text, env={"PATH": "/usr/bin:/bin"})
+    assert [(w.path, w.line) for w in m.warnings] == [("jobs[0].command[0]", 3), ("jobs[1].command[0]", 4)]
