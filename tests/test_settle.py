@@ -14,6 +14,7 @@ from pathlib import Path
 import jobfuncs
 import pytest
 from actorkit import Journal, Recorder
+from faultkit import Jobvisor, wait_until
 
 from supervision import (
     ActorSpec,
@@ -117,33 +118,23 @@ class TestEmptyTrees:
             "supervisor: {intensity: {max_restarts: 0}}\n"
             "jobs:\n  - {name: web, service: true, command: 'exit 3'}\n"
         )
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "cli.py"), "run"],
-            cwd=tmp_path,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
+        said = (
+            "nothing is left running: every job gave up or failed, and none restarts by "
+            "itself; run waits for Ctrl-C (SIGINT or SIGTERM), as for a manifest with no "
+            "finite job (a job started again through the HTTP API would run)"
         )
+        jv = Jobvisor(tmp_path, "run")  # its stderr in a file: a deadline, not a blocked read
         try:
-            assert proc.stderr is not None
-            lines = []
-            for line in proc.stderr:
-                lines.append(line)
-                if "nothing is left running" in line:
-                    break
-            assert lines[-1].rstrip().endswith(
-                "nothing is left running: every job gave up or failed, and none restarts by "
-                "itself; run waits for Ctrl-C (SIGINT or SIGTERM), as for a manifest with no "
-                "finite job (a job started again through the HTTP API would run)"
-            ), lines
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(30) == 1
+            lines = wait_until(
+                lambda: [x for x in jv.stderr.splitlines() if "nothing is left running" in x],
+                "run says nothing is left running",
+                proc=jv.proc,
+            )
+            assert lines[-1].rstrip().endswith(said), lines
+            jv.proc.send_signal(signal.SIGINT)
+            assert jv.wait(30) == 1
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stderr.close()
+            jv.close()
 
     def test_removing_a_group_forgets_the_jobs_under_it(self, make_tree) -> None:
         group = SupervisorSpec(name="g", children=(blocked_job("held"),))
