@@ -24,6 +24,7 @@ from supervision._journal import (
     Journal,
     job_hashes,
     last_breaker_states,
+    once_jobs,
     open_cooldowns,
     read_successes,
     succeeded_before,
@@ -226,7 +227,8 @@ def _compose(
     opened: Journal | None = None
     try:
         if resume:
-            successes = read_successes(journal_path(manifest.state_dir))
+            paths = [path for path, _ in once_jobs(manifest.root)]
+            successes = read_successes(journal_path(manifest.state_dir), paths)
             succeeded = succeeded_before(manifest.root, successes)
         if journal:
             opened = Journal(manifest.state_dir, hashes=job_hashes(manifest.root))

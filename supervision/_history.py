@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from actors._errors import JobvisorError
 from supervision._files import UnsafePathError, refuse_symlinks
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 __all__ = [
     "FILENAME",
@@ -177,19 +180,36 @@ def read_succeeded(db: Path) -> dict[str, set[str]]:
     return {path: set(by_hash) for path, by_hash in read_successes(db).items()}
 
 
-def read_successes(db: Path) -> dict[str, dict[str, tuple[int | None, float]]]:
-    """For ``run --resume``: each path's last success per spec hash, ``(code, ended_at)``."""
+def read_successes(
+    db: Path, paths: Collection[str] | None = None
+) -> dict[str, dict[str, tuple[int | None, float]]]:
+    """For ``run --resume``: each path's last success per spec hash, ``(code, ended_at)``.
+
+    ``paths``: only these (the once-jobs, read through the path index: a journal full of a
+    periodic job's successes is not read whole at every resume); None: every path.
+    """
     if not db.exists():
         return {}
-    rows = _query(
-        db,
+    select = (
         "SELECT path, spec_hash, code, ended_at FROM attempts"
-        " WHERE outcome = 'succeeded' AND spec_hash IS NOT NULL ORDER BY id",
+        " WHERE outcome = 'succeeded' AND spec_hash IS NOT NULL"
     )
+    if paths is None:
+        rows = _query(db, select + " ORDER BY id")
+    else:
+        rows = []
+        names = sorted(paths)
+        for at in range(0, len(names), _IN_MOST):  # each path's rows in one chunk, by id
+            chunk = names[at : at + _IN_MOST]
+            marks = ", ".join("?" * len(chunk))
+            rows += _query(db, f"{select} AND path IN ({marks}) ORDER BY id", tuple(chunk))
     found: dict[str, dict[str, tuple[int | None, float]]] = {}
     for path, digest, code, at in rows:
         found.setdefault(path, {})[digest] = (code, float(at))
     return found
+
+
+_IN_MOST: Final = 500  # values in one IN (...): far below any SQLite's limit on parameters
 
 
 def last_breaker_states(db: Path) -> dict[str, tuple[str, float]]:

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
     from pathlib import Path
 
-    from supervision._spec import SupervisorSpec
+    from supervision._spec import JobSpec, SupervisorSpec
 
 __all__ = [
     "Journal",
@@ -623,15 +623,23 @@ def succeeded_before(
     ``successes`` is ``read_successes``'s; each path found maps to ``(code, at)`` of
     that success, in start order (``start_tree(succeeded=...)`` takes it).
     """
+    found: dict[str, tuple[int | None, float]] = {}
+    for path, child in once_jobs(spec):
+        success = successes.get(path, {}).get(spec_hash(child))
+        if success is not None:
+            found[path] = success
+    return found
+
+
+def once_jobs(spec: SupervisorSpec) -> list[tuple[str, JobSpec]]:
+    """The once-jobs of ``spec`` with their paths, in start order: what ``--resume`` may skip."""
     from supervision._spec import JobSpec, walk  # noqa: PLC0415 - avoids an import cycle
 
-    found: dict[str, tuple[int | None, float]] = {}
-    for path, child in walk(spec):
-        if isinstance(child, JobSpec) and child.schedule.finite and not child.schedule.periodic:
-            success = successes.get(path, {}).get(spec_hash(child))
-            if success is not None:
-                found[path] = success
-    return found
+    return [
+        (path, child)
+        for path, child in walk(spec)
+        if isinstance(child, JobSpec) and child.schedule.finite and not child.schedule.periodic
+    ]
 
 
 def _decision(event: ev.Event) -> tuple[str, str, dict[str, object]] | None:

@@ -53,6 +53,13 @@ def test_a_run_records_every_attempt_and_decision(make_tree, tmp_path: Path) -> 
     ((code, at),) = read_successes(tmp_path / FILENAME)["ok"].values()
     (ok,) = [r for r in rows if r["type"] == "attempt" and r["path"] == "ok"]
     assert (code, at) == (ok.get("code"), ok["at"])
+    # Read for the paths asked only (--resume asks its once-jobs'), through the path index.
+    assert read_successes(tmp_path / FILENAME, ["ok"]) == read_successes(tmp_path / FILENAME)
+    assert read_successes(tmp_path / FILENAME, ["bad", "nothing"]) == {}
+    many = [f"j{i}" for i in range(1200)]  # more than one IN (...) holds
+    assert read_successes(tmp_path / FILENAME, [*many, "ok"])["ok"] == {
+        spec_hash(spec.children[0]): (code, at)
+    }
 
 
 def test_resume_skips_only_identical_once_jobs_that_succeeded() -> None:
