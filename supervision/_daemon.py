@@ -460,8 +460,14 @@ class Daemon:
         written = None
         if self._pidfile is not None:
             written = write_atomic(self._pidfile, f"{os.getpid()}\n".encode())
-        server = ControlServer(state_dir / SOCKET_NAME, self.handle)
+        # The signals first: a SIGTERM sent as soon as the control socket appears (what a
+        # launcher or a test waits for) must stop the daemon, not kill it by default.
         restore_signals = self._handle_signals()
+        try:
+            server = ControlServer(state_dir / SOCKET_NAME, self.handle)
+        except BaseException:
+            restore_signals()
+            raise
         watchdog = _Watchdog.start_if_asked()
         began: float | None = None  # when the stop began: the log's last line says how long
         try:
