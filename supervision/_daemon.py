@@ -460,14 +460,7 @@ class Daemon:
         written = None
         if self._pidfile is not None:
             written = write_atomic(self._pidfile, f"{os.getpid()}\n".encode())
-        # The signals first: a SIGTERM sent as soon as the control socket appears (what a
-        # launcher or a test waits for) must stop the daemon, not kill it by default.
-        restore_signals = self._handle_signals()
-        try:
-            server = ControlServer(state_dir / SOCKET_NAME, self.handle)
-        except BaseException:
-            restore_signals()
-            raise
+        restore_signals, server = self._listen(state_dir)
         watchdog = _Watchdog.start_if_asked()
         began: float | None = None  # when the stop began: the log's last line says how long
         try:
@@ -503,6 +496,19 @@ class Daemon:
                 # By its own path, and only while it is still the file written above.
                 remove_if_same(self._pidfile, written)
         return code
+
+    def _listen(self, state_dir: Path) -> tuple[Callable[[], None], ControlServer]:
+        """Take the signals, then open the control socket; what restores them, and the server.
+
+        The signals first: a SIGTERM sent as soon as the socket appears (what a launcher or a
+        test waits for) must stop the daemon, not kill it by the default action.
+        """
+        restore_signals = self._handle_signals()
+        try:
+            return restore_signals, ControlServer(state_dir / SOCKET_NAME, self.handle)
+        except BaseException:
+            restore_signals()
+            raise
 
     def _stop_tree(self, tree: Tree) -> None:
         """Stop ``tree`` gracefully; a signal meanwhile (the second) kills what still runs now.
@@ -644,8 +650,8 @@ class Daemon:
 
         steps: list[Change] = []  # the tree's, as they were made
         with self._lock:
-            # Before any step: a job added now may print its secrets at once. (The log's and
-            # the endpoint's masker; the tree's own, for status and output files, is its start's.)
+            # Before any step: a job added now may print its secrets at once. (One masker for
+            # the log, the endpoint, the status and the output files.)
             for secret in read.secrets:
                 composition.masker.add(secret)
             try:
