@@ -85,6 +85,9 @@ class Composition:
         if self.succeeded and "succeeded" not in kwargs:
             kwargs["succeeded"] = self.succeeded
         kwargs.setdefault("output_dir", output_dir(self.manifest.state_dir))
+        # The composition's masker, which a daemon's reload adds a new manifest's secrets to:
+        # a job a reload brings must not print them in clear in its output file or the status.
+        kwargs.setdefault("mask", self.masker.mask)
         endpoint = self.endpoint
         if endpoint is not None:
             kwargs["sink"] = endpoint.sink(kwargs.get("sink"))

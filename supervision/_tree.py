@@ -374,6 +374,7 @@ def start_tree(
     cooldowns: Mapping[str, tuple[float, int]] | None = None,
     output_dir: Path | None = None,
     succeeded: Mapping[str, tuple[int | None, float]] | None = None,
+    mask: Callable[[str], str] | None = None,
 ) -> Tree:
     """Start the tree a manifest (or a ``SupervisorSpec``) describes and return its handle.
 
@@ -403,6 +404,9 @@ def start_tree(
     of once-jobs that succeeded in an earlier run to that success's ``(code,
     at)``: each stays in the tree and its status, settled as succeeded with
     that exit and never started (a job depending on it starts at once).
+    ``mask`` hides secrets in the status and the output files (default: the
+    manifest's ``secrets``); a daemon passes its own masker, which a reload adds
+    the new manifest's secrets to.
     """
     spec = _tree_spec(manifest_or_spec)
     runtime = _runtime(manifest_or_spec, runtime)
@@ -430,7 +434,8 @@ def start_tree(
     for breaker in breakers.values():
         breaker.listen(publish)
     scheduler = _scheduler(monotonic)
-    mask = _masker(manifest_or_spec)
+    if mask is None:
+        mask = _masker(manifest_or_spec)
     context = TreeContext(
         scheduler=scheduler,
         bus=bus,

@@ -872,7 +872,8 @@ def test_a_reload_applies_the_log_level_and_says_what_needs_a_restart(tmp_path: 
 
 def test_a_secret_a_reload_brings_is_masked_in_the_log(tmp_path: Path) -> None:
     """The log masked only the secrets of the manifest the daemon started with: a job a
-    reload added printed its secret in clear."""
+    reload added printed its secret in clear (in the log; and, until the tree took the
+    daemon's masker, in the job's output file and the status)."""
     (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
     secret = "hunter2-not-for-logs"
     with (tmp_path / "jobvisor.err").open("w") as err:
@@ -886,7 +887,7 @@ def test_a_secret_a_reload_brings_is_masked_in_the_log(tmp_path: Path) -> None:
         (tmp_path / "jobs.yaml").write_text(
             textwrap.dedent(BASE)
             + "  - name: leak\n"
-            + """    command: [sh, -c, 'echo "token is $0"', "${secret:JV_TOKEN}"]\n"""
+            + """    command: [sh, -c, 'echo "token is $0"; exec /nonexistent/$0', "${secret:JV_TOKEN}"]\n"""
         )
         out = subprocess.run(
             [*CLI, "reload"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60,
@@ -894,6 +895,13 @@ def test_a_secret_a_reload_brings_is_masked_in_the_log(tmp_path: Path) -> None:
         )
         assert out.returncode == 0, out.stderr
         wait_until(lambda: "token is ***" in log.read_text(), "leak's line, masked", proc=proc)
+        output = tmp_path / ".jobvisor" / "output" / "leak.log"
+        wait_until(lambda: "token is ***" in output.read_text(), "its output file, masked", proc=proc)
+        status = subprocess.run(
+            [*CLI, "status", "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+            timeout=60, check=False,
+        )
+        assert status.returncode == 0, status.stderr
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
@@ -901,6 +909,9 @@ def test_a_secret_a_reload_brings_is_masked_in_the_log(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert secret not in log.read_text()
+    assert secret not in output.read_text()
+    assert secret not in status.stdout
+    assert "***" in status.stdout, "the failed job's error, masked"
 
 
 def _jv(cwd: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
