@@ -262,8 +262,16 @@ class EscalationError(JobFailure):
 
 
 def describe(err: BaseException) -> str:
-    """Render ``err`` as ``Type: message`` for logs, status and events."""
-    text = str(err)
+    """Render ``err`` as ``Type: message`` for logs, status and events.
+
+    A user's exception whose ``__str__`` raises is still a failure to tell, never a
+    fault of the supervisor that tells it: ``Type: <unprintable Type>``.
+    """
+    try:
+        text = str(err)
+    except Exception:
+        name = type(err).__name__
+        return f"{name}: <unprintable {name}>"
     if isinstance(err, JobvisorError):
         return text
     name = type(err).__name__

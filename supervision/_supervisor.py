@@ -10,6 +10,7 @@ failure is ever silent.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import deque
 from dataclasses import replace
@@ -172,11 +173,56 @@ class Supervisor(OwnActor):
         if handler is None:
             log.warning("{}: ignored unknown message {!r}", self._name, message, extra=self._here)
             return None
-        handler(message)
+        try:
+            handler(message)
+        except Exception:
+            # A fault of ours (see _tell_failed): a person's command still gets its answer.
+            if isinstance(message, Command):
+                settle(message.reply, error=sys.exc_info())
+            raise
         if self._deps_dirty:
             self._deps_dirty = False
             self._retry_blocked()
         return None
+
+    def _tell_failed(self, exc_info: Any) -> None:
+        # A handler of ours raised: a jobvisor bug. It is never silent, and nothing this
+        # supervisor started may outlive it unsupervised: every child is killed now (a group
+        # passes the kill on), then it fails, and its parent's policy judges that failure.
+        try:
+            log.error(
+                "{}: internal error: {}; killing its children and failing it (a jobvisor bug: "
+                "please report it with this traceback)",
+                self._name,
+                describe(exc_info[1]),
+                exc_info=exc_info,
+                extra=self._here,
+            )
+        finally:
+            self._kill_children_now()
+            with contextlib.suppress(Exception):  # its last status, as far as it can tell it
+                link = self._jv_link
+                link.parent.tell(FinalStatus(link.key, link.incarnation, self._status(), {}))
+        super()._tell_failed(exc_info)
+
+    def _kill_children_now(self) -> None:
+        """Kill every child at once, trusting as little of this supervisor's bookkeeping as it
+        can; each is shown stopped, as a kill at a shutdown leaves it."""
+        for rec in self.children:
+            actor = rec.actor
+            if actor is None:
+                continue
+            try:
+                if isinstance(actor, Supervisor):
+                    actor.actor_ref.tell(Command(Op.KILL, (), pykka.ThreadingFuture()))
+                else:
+                    actor._jv_kill()
+                rec.actor = None
+                if rec.state is not State.STOPPING:
+                    self._set_state(rec, State.STOPPING)
+                self._set_state(rec, State.STOPPED)
+            except Exception:
+                log.exception("{}: killing it failed", rec.path, extra={"path": rec.path})
 
     def on_stop(self) -> None:
         for rec in self.children:

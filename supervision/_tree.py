@@ -166,7 +166,9 @@ class Tree:
         escalation = (
             exit_.error if exit_ is not None and isinstance(exit_.error, EscalationError) else None
         )
-        return RunResult(not failed and escalation is None, failed, escalation)
+        # The root itself failed (a fault of jobvisor's own, said at ERROR): not a good run.
+        broke = exit_ is not None and classify(exit_).outcome is Outcome.FAILED
+        return RunResult(not failed and escalation is None and not broke, failed, escalation)
 
     # -- queries ---------------------------------------------------------------------------------
 

@@ -119,3 +119,15 @@ def deaf(key: str) -> None:
     _count(key)
     EVENTS[key + ".running"].set()
     EVENTS[key + ".release"].wait(30)
+
+
+class Unprintable(Exception):
+    """An exception whose ``str()`` itself raises: a user's bug, which must stay the user's."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("str of it failed")
+
+
+def raise_unprintable(key: str) -> None:
+    _count(key)
+    raise Unprintable

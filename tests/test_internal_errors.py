@@ -1,0 +1,112 @@
+"""What a user's odd exception, or a fault in jobvisor's own handling, does to a running tree.
+
+A supervisor's handler that raised used to end that supervisor without a word: a tree whose
+status had no children, `run` hung in its stop, its jobs orphaned and never stopped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jobfuncs
+import logbook
+import pytest
+from faultkit import wait_until
+
+from actors import CommandWork
+from supervision import (
+    ChildExited,
+    Intensity,
+    JobSpec,
+    RestartPolicy,
+    RestartType,
+    Schedule,
+    SupervisorSpec,
+    python_job,
+    start_tree,
+)
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    jobfuncs.reset()
+
+
+def _nodes(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {child["path"]: child for child in status["children"]}
+
+
+def test_an_exception_whose_str_raises_is_a_failure_like_any_other(
+    logs: logbook.TestHandler,
+) -> None:
+    spec = SupervisorSpec(
+        children=(
+            python_job("svc", "jobfuncs:block", "svc", schedule=Schedule(service=True)),
+            python_job("bad", "jobfuncs:raise_unprintable", "bad"),
+        ),
+        policy=RestartPolicy(intensity=Intensity(max_restarts=2, within=60.0)),
+    )
+    with start_tree(spec) as tree:
+        wait_until(lambda: _nodes(tree.status())["bad"]["state"] == "gave_up", "bad gave up")
+        nodes = _nodes(tree.status())
+        assert nodes["svc"]["state"] == "running", "its sibling runs on"
+        assert jobfuncs.CALLS["bad"] == 3, "its policy applied: a try and two restarts"
+        error = nodes["bad"]["last_exit"]["error"]
+        assert error.startswith("Unprintable"), error
+        assert "unprintable" in error
+        assert tree.stop(10)
+    assert not tree.result().ok
+    assert tree.result().failed == ("bad",)
+    assert any("bad" in r.message and "Unprintable" in r.message for r in logs.records)
+
+
+def test_a_supervisor_whose_own_handling_fails_says_so_and_leaves_no_job_behind(
+    logs: logbook.TestHandler,
+) -> None:
+    """A sink that raises stands in for a fault of jobvisor's own: it runs inline in the
+    supervisor's turn."""
+
+    def sink(event: Any) -> None:
+        if isinstance(event, ChildExited):
+            raise RuntimeError("the sink broke")  # noqa: TRY004 - not a type error
+
+    spec = SupervisorSpec(
+        children=(
+            JobSpec(
+                name="svc",
+                work=CommandWork(argv=("sleep", "100")),
+                schedule=Schedule(service=True),
+                restart=RestartType.PERMANENT,
+            ),
+            python_job("once", "jobfuncs:block", "once"),
+        ),
+    )
+    tree = start_tree(spec, sink=sink)
+    try:
+        wait_until(lambda: _nodes(tree.status())["svc"]["pid"], "svc runs")
+        pid = _nodes(tree.status())["svc"]["pid"]
+        jobfuncs.EVENTS["once.release"].set()  # its exit is what the sink breaks on
+        assert tree.wait(30), "the tree ends"
+        errors = [r for r in logs.records if r.level >= logbook.ERROR]
+        said = " ".join(r.message for r in errors)
+        assert "the sink broke" in said or any(
+            r.exc_info and "the sink broke" in str(r.exc_info[1]) for r in errors
+        ), [r.message for r in logs.records]
+        assert "jobvisor bug" in said
+        assert not tree.result().ok
+        status = tree.status()
+        assert status["state"] == "failed"
+        assert _nodes(status)["svc"]["state"] == "stopped", "its last status, its jobs killed"
+    finally:
+        assert tree.stop(10), "its stop does not hang"
+    wait_until(lambda: not _alive(pid), "the service's process was killed")
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, killed and not reaped yet, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
