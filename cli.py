@@ -120,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
             "jobs", nargs="+", metavar="PATH", help="child paths (etl/load ...), acted on in order"
         )
         verb.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    signal = sub.add_parser(
+        "signal",
+        parents=[common],
+        help="send a signal to jobs' process groups (supervisorctl signal, systemctl kill -s)",
+    )
+    signal.add_argument(
+        "signal", type=_signal_arg, metavar="SIGNAL", help="HUP, SIGHUP, hup or a number"
+    )
+    signal.add_argument(
+        "jobs", nargs="+", metavar="PATH", help="job paths (etl/load ...), signalled in order"
+    )
+    signal.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
     history = sub.add_parser(
         "history", parents=[common], help="attempts and supervisor decisions from the journal"
     )
@@ -148,6 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the manifest's JSON Schema (for editors: # yaml-language-server: $schema=)",
     )
     return parser
+
+
+def _signal_arg(text: str) -> int:
+    """A signal's number from its name or number: a usage error, before anyone is asked."""
+    from supervision._client import signal_number  # noqa: PLC0415 - only the signal command
+
+    try:
+        return signal_number(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _peek_runtime(args: argparse.Namespace) -> str:
@@ -333,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return OK
     except Exception as exc:
-        # status, start, stop, restart, reload, history, logs and top find the daemon's state
-        # dir the same way; when the manifest cannot tell it, that is the user's to fix.
+        # status, start, stop, restart, signal, reload, history, logs and top find the daemon's
+        # state dir the same way; when the manifest cannot tell it, that is the user's to fix.
         from supervision._client import StateDirError  # noqa: PLC0415 - only on the way out
 
         if not isinstance(exc, StateDirError):
@@ -853,6 +875,9 @@ def _control(args: argparse.Namespace) -> int:
     # One request a path, in the order given: each is said as it is done, and a path that
     # fails does not keep the next ones from being tried (as supervisorctl does).
     requests = [{"op": args.command, "job": job} for job in jobs] or [{"op": args.command}]
+    if args.command == "signal":
+        for req in requests:
+            req["signal"] = args.signal
     worst = OK
     for i, req in enumerate(requests):
         try:
@@ -893,6 +918,8 @@ def _said(args: argparse.Namespace, req: dict[str, Any], reply: dict[str, Any]) 
         return _status(args, result)
     if args.command == "reload":
         sys.stdout.write(("\n".join(result) or "no change") + "\n")
+    elif args.command == "signal":
+        sys.stdout.write(f"{req['job'].strip('/')}: sent {result}\n")
     elif isinstance(result, str):  # a stop of a job that is not running: nothing was done
         sys.stdout.write(result + "\n")
     else:

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     from actors._attempt import Attempt, OutputSink
 
-__all__ = ["CommandFailed", "CommandWork", "leader_of"]
+__all__ = ["CommandFailed", "CommandWork", "leader_of", "signal_attempt"]
 
 log = logbook.Logger("actors.command")
 
@@ -734,6 +734,36 @@ def leader_of(attempt: Attempt) -> int | None:
         return None
     head = child.pids[:1]
     return head[0] if head and not child._ended and not child._gone else None
+
+
+def signal_attempt(attempt: Attempt, signum: int) -> bool:
+    """Send ``signum`` to ``attempt``'s whole process group; False when it has none (any more).
+
+    A person's signal: nothing else is done (no stop, no deadline), and what the group does
+    on it is its own exit, if any. Any thread; never blocks. A group's id is safe to signal
+    while its leader is unreaped (a zombie too keeps the id from being reused): under the
+    lock, as a stop's signals are, ``_ended`` says whether ``run()``'s thread is about to
+    reap it; under gevent libev reaps a leader by itself, as soon as it exits, so it is
+    asked too, and nothing yields to the hub between that and the signal.
+    """
+    child = _LIVE.get(id(attempt))
+    if child is None or child.attempt is not attempt:
+        return False
+    with child.lock:
+        head = child.pids[:1]  # read once, as in stop()
+        if not head or child._ended or child._gone or not _unreaped(head[0]):
+            return False
+        child._gone = not _signal_group(head[0], signum)
+        return not child._gone
+
+
+def _unreaped(pid: int) -> bool:
+    """Whether our child ``pid`` runs, or exited but is not reaped yet (WNOWAIT keeps it so)."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
 
 
 def _recall_at(

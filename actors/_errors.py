@@ -15,6 +15,7 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
     │   ├── GroupDownError        the path's group is not running: nothing can reach the child
     │   └── NotAGroupError        the path names a job or an actor where a group is needed
     ├── DependencyDownError       a start refused: a job it depends on is down for good
+    ├── NotSignalledError         a signal refused: the child has no process of its own running
     ├── ChildUnavailableError     a message cannot reach a supervised child
     ├── TreeStoppedError          the tree was asked to act after it stopped
     │   └── ShuttingDownError     a group that is shutting down was asked to start or add
@@ -43,6 +44,7 @@ __all__ = [
     "JobvisorError",
     "NoSuchChildError",
     "NotAGroupError",
+    "NotSignalledError",
     "RuntimeSetupError",
     "ServiceExited",
     "ShuttingDownError",
@@ -184,6 +186,21 @@ class NotAGroupError(NoSuchChildError):
             f"{path!r} is not a group ({kind}): add_child(under=...) takes a group's path",
         )
         self.kind = kind
+
+
+class NotSignalledError(JobvisorError):
+    """A person's signal (``Tree.signal``) that was not sent: nothing was done.
+
+    Raised when the child has no process of its own to signal: a group, an
+    actor, an http job, a python job run in a thread or placed on Ray, or a
+    command (or ``isolation: process`` python job) that is not running now. The
+    message says which, and that nothing was sent. The CLI gives exit 1 and the
+    HTTP API 409. ``path`` is the child's.
+    """
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path} {why}")
+        self.path = path
 
 
 class ChildUnavailableError(JobvisorError):

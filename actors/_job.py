@@ -12,7 +12,7 @@ from pykka._envelope import Envelope
 
 from actors._attempt import Attempt, current_attempt_var
 from actors._checks import MAX_DURATION, fmt_duration, need, need_count, need_duration
-from actors._command import leader_of
+from actors._command import leader_of, signal_attempt
 from actors._errors import AttemptTimeout, SpecError
 from actors._messages import AttemptDone, ChildExit, ChildStarted, Resumed, Waiting
 from actors._ref import OwnMessage
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from actors._attempt import OutputSink, ReadyCheck, Work
     from actors._breaker import Breaker
 
-__all__ = ["JobActor", "Schedule", "close_work", "cron_delay", "first_tick"]
+__all__ = ["JobActor", "Schedule", "close_work", "cron_delay", "first_tick", "no_process"]
 
 log = logbook.Logger("actors.job")
 
@@ -633,21 +633,27 @@ class JobActor(OwnActor):
         else:
             link.parent.tell(report)
 
-    # -- its process, for status (any thread; never blocks) ---------------------------------------
+    # -- its process, for status and signals (any thread; never blocks) ---------------------------
 
     def _own_group(self) -> bool:
         """Whether an attempt runs in a process group of its own here: a command, or a python
         job with ``isolation: process`` (not one placed on Ray: its process is on a node)."""
-        work = self.work
-        if getattr(work, "placed_on", False) is not False:  # RayWork has it, None or a node
-            return False
-        return work.kind == "command" or getattr(work, "isolation", None) == "process"
+        return no_process(self.work) is None
 
     def leader_pid(self) -> int | None:
         """The pid leading the running attempt's process group; None when none runs (or the
         work has no process of its own)."""
         attempt = self._attempt
         return leader_of(attempt) if attempt is not None and self._own_group() else None
+
+    def send_signal(self, signum: int) -> bool:
+        """Send ``signum`` to the running attempt's whole process group, as a person asked;
+        False when none runs now (or the work has no process of its own: ``no_process``).
+
+        Nothing else changes: no stop, nothing counted; what the group does on it is its own.
+        """
+        attempt = self._attempt
+        return attempt is not None and self._own_group() and signal_attempt(attempt, signum)
 
     def _send_attempt_report(self) -> None:
         report, self._jv_attempt_report = self._jv_attempt_report, None
@@ -754,6 +760,25 @@ class JobActor(OwnActor):
         if attempt is not None:
             attempt.cancelled.set()
             self._cancel_work(attempt)
+
+
+def no_process(work: Work) -> str | None:
+    """Why ``work``'s attempts have no process of their own here to signal (``is an http job:
+    ...``, after the job's path); None when each runs in a process group of its own: a command,
+    or a python job with ``isolation: process`` (not one placed on Ray: its process is on a node).
+    """
+    kind = work.kind
+    if getattr(work, "placed_on", False) is not False:  # RayWork has it, None or a node
+        return "is placed on Ray: its process runs on a node, not signalled from here"
+    if kind == "command" or getattr(work, "isolation", None) == "process":
+        return None
+    if kind == "python":
+        return (
+            "is a python job run in a thread (isolation: thread): it has no process of its own "
+            "to signal"
+        )
+    article = "an" if kind[:1] in "aeiouh" else "a"  # an http job
+    return f"is {article} {kind} job: it has no process of its own to signal"
 
 
 def _envelope(message: object) -> Any:

@@ -1,6 +1,6 @@
 """The control client: find a manifest's state dir and talk to its daemon over the socket.
 
-``jobvisor status``, ``start``, ``stop``, ``restart`` and ``reload`` run this
+``jobvisor status``, ``start``, ``stop``, ``restart``, ``signal`` and ``reload`` run this
 and nothing else, so it imports only the standard library (no pykka, gevent,
 logbook, requests; YAML only when the manifest declares a ``state_dir``): a
 control command costs little more than the interpreter's own start. The
@@ -35,6 +35,8 @@ __all__ = [
     "elsewhere",
     "find_state_dir",
     "request",
+    "signal_name",
+    "signal_number",
 ]
 
 PROTOCOL: Final = 1
@@ -189,6 +191,34 @@ def _interpolate(value: str, env: Mapping[str, str], manifest: str) -> str:
         )
 
     return INTERPOLATION.sub(one, value)
+
+
+def signal_number(text: str) -> int:
+    """The signal ``text`` names: ``HUP``, ``SIGHUP``, ``hup`` or its number (``1``).
+
+    Raises ``ValueError`` with a message for a person when it names none (``0`` neither:
+    it sends nothing, it only checks).
+    """
+    import signal  # noqa: PLC0415 - only the signal command pays for it
+
+    name = text.strip().upper()
+    if name.isascii() and name.isdigit():
+        if int(name) in signal.valid_signals():  # the real-time ones too, which have no name
+            return int(name)
+    else:
+        with contextlib.suppress(KeyError):
+            return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    raise ValueError(f"unknown signal {text!r}: give a name such as HUP, USR1 or TERM, or a number")
+
+
+def signal_name(number: int) -> str:
+    """``SIGHUP`` for 1, ``SIGRTMIN+2`` for a real-time one: how a signal sent is said."""
+    import signal  # noqa: PLC0415
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIGRTMIN+{number - signal.SIGRTMIN}"
 
 
 def request(

@@ -2,7 +2,8 @@
 
 The control protocol is one JSON object per line, one request per connection (the
 client's side, ``request``, is ``supervision._client``):
-``{"v": 1, "op": "status" | "start" | "stop" | "restart" | "reload", "job": PATH}``
+``{"v": 1, "op": "status" | "start" | "stop" | "restart" | "reload", "job": PATH}``, or
+``{"v": 1, "op": "signal", "job": PATH, "signal": NUMBER}``,
 answered by ``{"ok": true, "result": ...}`` or ``{"ok": false, "code": ..., "error": ...}``.
 Malformed, truncated or oversized requests get an error reply; a connection
 never stalls the daemon (each has a deadline) and never crashes it.
@@ -34,7 +35,7 @@ from actors import (
 )
 from actors._checks import fmt_duration
 from supervision._app import forced_stop
-from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request
+from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request, signal_name
 from supervision._events import Reloaded
 from supervision._explain import explain_policy
 from supervision._files import Ident, identity, remove_if_same, write_atomic
@@ -282,12 +283,18 @@ class ControlServer:
         if req.get("v") != PROTOCOL:
             raise _BadRequest(f"unsupported protocol version {req.get('v')!r}: expected {PROTOCOL}")
         op = req.get("op")
-        if op not in ("status", "start", "stop", "restart", "reload"):
-            raise _BadRequest(f"unknown op {op!r}: expected status, start, stop, restart or reload")
-        if op in ("start", "stop", "restart") and not (
+        if op not in ("status", "start", "stop", "restart", "signal", "reload"):
+            raise _BadRequest(
+                f"unknown op {op!r}: expected status, start, stop, restart, signal or reload"
+            )
+        if op in ("start", "stop", "restart", "signal") and not (
             isinstance(req.get("job"), str) and req["job"].strip("/")
         ):
             raise _BadRequest(f"{op} needs a job path such as etl/load")
+        if op == "signal":
+            number = req.get("signal")
+            if type(number) is not int or number not in signal.valid_signals():
+                raise _BadRequest(f"signal needs a signal's number, got {number!r}")
         return self._handle(req)
 
     def close(self) -> None:
@@ -466,7 +473,9 @@ class Daemon:
         try:
             self.composition = self._compose(manifest)
             if self.composition.endpoint is not None:  # HTTP actions wait for a reload, like ours
-                self.composition.endpoint.act = lambda op, job: self.handle({"op": op, "job": job})
+                self.composition.endpoint.act = lambda op, job, signum: self.handle(
+                    {"op": op, "job": job, "signal": signum}
+                )
             self.tree = self.composition.start()
             if self._await_start(self.tree):
                 self._announce_ready(state_dir)
@@ -626,6 +635,9 @@ class Daemon:
         if op == "reload":
             # Which manifest it read: the daemon's own, whatever file the client named.
             return {**self.reload(), "manifest": str(self.manifest_path)}
+        if op == "signal":
+            # Not under the lock: a signal never waits, nor for a stop that waits out a grace.
+            return send_signal(tree, req["job"], req["signal"])
         with self._lock:
             return act(tree, op, req["job"])
 
@@ -819,6 +831,20 @@ def act(tree: Tree, op: str, job: str) -> dict[str, Any]:
     except JobvisorError as exc:
         return {"ok": False, "code": "failed", "error": str(exc)}
     return {"ok": True, "result": said}
+
+
+def send_signal(tree: Tree, job: str, signum: int) -> dict[str, Any]:
+    """Signal the job at ``job``; the reply of the control protocol, its result the signal's
+    name (``SIGHUP``)."""
+    try:
+        tree.signal(job.strip("/"), signum)
+    except GroupDownError as exc:
+        return {"ok": False, "code": "group_down", "error": str(exc)}
+    except NoSuchChildError as exc:
+        return {"ok": False, "code": "no_such_job", "error": str(exc)}
+    except JobvisorError as exc:  # NotSignalledError: exit 1, HTTP 409
+        return {"ok": False, "code": "not_signalled", "error": str(exc)}
+    return {"ok": True, "result": signal_name(signum)}
 
 
 def applied(root: SupervisorSpec, change: Change) -> SupervisorSpec:

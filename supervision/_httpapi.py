@@ -8,7 +8,8 @@ Routes (every answer but ``/``, ``/metrics`` and the event stream is JSON):
 - ``GET /api/status``: the status document; ``GET /api/history?job=&limit=``: the journal
   (``?per_job=N``: each job's newest N attempts, by path, in one answer);
 - ``GET /api/events``: Server-Sent Events, one JSON object (with ``type``) per tree event;
-- ``POST /api/jobs/PATH/start|stop|restart``: an action (bearer token).
+- ``POST /api/jobs/PATH/start|stop|restart``: an action (bearer token);
+  ``POST /api/jobs/PATH/signal?signal=HUP``: a signal to the job's process group (the same).
 
 It never holds up supervision: requests run on their own threads (greenlets
 under gevent); metrics are bumped inline (``TreeMetrics.sink``), and while a
@@ -46,6 +47,7 @@ import logbook
 from prometheus_client import Gauge
 
 from actors import JobvisorError
+from supervision._client import signal_number
 from supervision._files import ensure_private_dir, remove_if_same, write_atomic
 from supervision._history import JournalError, journal_path, read_history, read_recent_attempts
 from supervision._listen import is_loopback
@@ -84,7 +86,7 @@ HANGUP_CHECK: Final = 1.0  # seconds: how often an idle stream looks whether its
 STATUS_DEADLINE: Final = 10.0
 MAX_HISTORY: Final = 10_000
 MAX_PER_JOB: Final = 1000  # attempts of each job in one ?per_job answer
-ACTIONS: Final = ("start", "stop", "restart")
+ACTIONS: Final = ("start", "stop", "restart", "signal")
 # The page is one file with inline script and style; it talks only to this server.
 PAGE_POLICY: Final = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -193,7 +195,8 @@ class Endpoint:
         self.journal = journal
         self.page = page
         self.tree: Tree | None = None
-        self.act: Callable[[str, str], dict[str, Any]] = self._act_on_tree
+        # (action, job path, the signal's number for a signal): the control protocol's reply.
+        self.act: Callable[[str, str, int | None], dict[str, Any]] = self._act_on_tree
         self.hub = _Hub(mask)
         self._closed = threading.Event()
         Gauge(
@@ -236,12 +239,16 @@ class Endpoint:
         """The tree's inline sink: the metrics, then ``then`` (the journal's record)."""
         return self.metrics.sink(then)
 
-    def _act_on_tree(self, op: str, job: str) -> dict[str, Any]:
-        from supervision._daemon import act  # noqa: PLC0415 - the daemon imports this module
+    def _act_on_tree(self, op: str, job: str, signum: int | None) -> dict[str, Any]:
+        # The daemon imports this module.
+        from supervision._daemon import act, send_signal  # noqa: PLC0415
 
         tree = self.tree
         if tree is None:
             return {"ok": False, "code": "starting", "error": "the tree is still starting"}
+        if op == "signal":
+            assert signum is not None
+            return send_signal(tree, job, signum)
         return act(tree, op, job)
 
     @property
@@ -417,6 +424,21 @@ def _action(path: str) -> tuple[str, str] | None:
     return parts[-1], "/".join(urllib.parse.unquote(p) for p in parts[3:-1]).strip("/")
 
 
+def _signal_asked(query: str) -> int:
+    """The number of the one signal ``?signal=`` names (HUP, SIGHUP, 1); 400 for anything else."""
+    given = urllib.parse.parse_qs(query, keep_blank_values=True).get("signal", [])
+    if len(given) != 1:
+        raise _Refused(
+            HTTPStatus.BAD_REQUEST,
+            f"signal takes one ?signal= (a name such as HUP, USR1 or TERM, or a number), "
+            f"got {len(given)}",
+        )
+    try:
+        return signal_number(given[0])
+    except ValueError as exc:
+        raise _Refused(HTTPStatus.BAD_REQUEST, str(exc)) from None
+
+
 class _Refused(Exception):
     def __init__(
         self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None
@@ -538,13 +560,16 @@ class _Handler(BaseHTTPRequestHandler):
             if not job:
                 raise _Refused(HTTPStatus.NOT_FOUND, "no job path before the action")
             self._check_token(action=True)
-            reply = self.endpoint.act(action, job)
+            signum = _signal_asked(url.query) if action == "signal" else None
+            reply = self.endpoint.act(action, job, signum)
         except _Refused as exc:
             self._refuse(exc)
             return
         if reply.get("ok"):
             answer: dict[str, Any] = {"ok": True, "job": job, "action": action}
-            if isinstance(reply.get("result"), str):  # nothing to stop: said, not an error
+            if action == "signal":
+                answer["signal"] = reply["result"]  # its name: SIGHUP
+            elif isinstance(reply.get("result"), str):  # nothing to stop: said, not an error
                 answer["note"] = reply["result"]
             self._json(HTTPStatus.OK, answer)
             return

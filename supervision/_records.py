@@ -273,6 +273,7 @@ class Op(enum.Enum):
     STOP = "stop"
     START = "start"
     RESTART = "restart"
+    SIGNAL = "signal"
     REMOVE = "remove"
     ADD = "add"
     REF = "ref"

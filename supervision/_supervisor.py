@@ -41,13 +41,15 @@ from actors._errors import (
     DependencyDownError,
     GroupDownError,
     NotAGroupError,
+    NotSignalledError,
     ShuttingDownError,
 )
-from actors._job import first_tick
+from actors._job import JobActor, first_tick, no_process
 from actors._placement import RayPlacement
 from actors._supervised import OwnActor
 from supervision import _events as ev
 from supervision._budget import BudgetExhausted
+from supervision._client import signal_name
 from supervision._exits import ExitReason, classify
 from supervision._inplace import InPlace
 from supervision._logging import ACTED, held_back, new_story
@@ -1293,17 +1295,44 @@ class Supervisor(OwnActor):
             case Op.REMOVE:
                 self._person_stop(rec, Intent.REMOVE, lambda: self._remove(rec, cmd.reply))
             case Op.START:
-                if rec.actor is not None:  # nothing was done: it says so, as a stop does
-                    settle(cmd.reply, self._nothing_to_start(rec))
-                    return
-                self._person_start(rec)
-                settle(cmd.reply)
+                settle(cmd.reply, self._start_asked(rec))
             case Op.RESTART:
                 if self._closing is None:
                     self._refuse_without_dependencies(rec, "restart")  # before it is stopped
                 self._person_stop(rec, Intent.RESTART, lambda: self._restarted(rec, cmd.reply))
             case Op.UPDATE:
                 self._update_group(rec, cmd)
+            case Op.SIGNAL:
+                self._signal(rec, cmd.arg)
+                settle(cmd.reply)
+
+    def _start_asked(self, rec: ChildRecord) -> str | None:
+        """A person's start of ``rec``: None once started, or what it says when it runs."""
+        if rec.actor is not None:  # nothing was done: it says so, as a stop does
+            return self._nothing_to_start(rec)
+        self._person_start(rec)
+        return None
+
+    def _signal(self, rec: ChildRecord, signum: int) -> None:
+        """A person's signal to ``rec``'s process group, sent from here: a kill, never a wait.
+
+        Nothing else changes (no stop, no state, nothing counted): what the job does on it
+        is an exit like any other. ``NotSignalledError`` says why nothing was sent.
+        """
+        spec = rec.spec
+        if isinstance(spec, SupervisorSpec):
+            first = f" ({rec.path}/{spec.children[0].name} ...)" if spec.children else ""
+            why = f"is a group: signal its jobs{first} one by one"
+        elif not isinstance(spec, JobSpec):
+            why = "is an actor: it has no process of its own to signal"
+        elif (none := no_process(spec.work)) is not None:
+            why = none
+        elif not isinstance(rec.actor, JobActor) or not rec.actor.send_signal(signum):
+            why = f"is not running ({rec.state.value})"
+        else:
+            log.info("{}: {} sent (by a person)", rec.path, signal_name(signum), extra=_acted(rec))
+            return
+        raise NotSignalledError(rec.path, f"{why}; nothing was sent")
 
     def _nothing_to_stop(self, rec: ChildRecord) -> str | None:
         """What a person's stop of ``rec`` says when it is settled (succeeded, failed, gave up,

@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import itertools
 import random
+import signal
 import sys
 import threading
 import time
@@ -220,6 +221,19 @@ class Tree:
         """
         said: str | None = self._command(Op.START, path)
         return said
+
+    def signal(self, path: str, signum: int) -> None:
+        """Send signal ``signum`` to the whole process group of the job at ``path``, now.
+
+        A command's, or a python job's with ``isolation: process``, while it runs; nothing
+        else is done: what the job does on it (an exit, say) is judged as any other. A child
+        with no process of its own to signal (a group, an actor, an http job, a python job
+        in a thread), or one not running, raises ``NotSignalledError``: nothing was sent.
+        A ``signum`` that is no signal raises ``SpecError``.
+        """
+        if isinstance(signum, bool) or signum not in signal.valid_signals():
+            raise SpecError(f"signal: expected a signal number such as 1 (SIGHUP), got {signum!r}")
+        self._command(Op.SIGNAL, path, signum)
 
     def add_child(self, spec: ChildSpec, under: str = "", *, before: str | None = None) -> ChildRef:
         """Add ``spec`` to the group at ``under`` and start it.

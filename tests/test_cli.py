@@ -852,6 +852,7 @@ def test_control_commands_import_only_what_talks_to_the_socket_or_the_journal(
             ["status"],
             ["status", "--json"],
             ["restart", "svc"],
+            ["signal", "CONT", "svc"],
             ["stop", "svc"],
             ["start", "svc"],
             ["reload"],

@@ -27,12 +27,13 @@ from typing import Any
 import killkit
 import logbook
 import pytest
+from conftest import RUNTIME
 from faultkit import Watched, gone
 from prockit import children
 from treekit import tree_of
 
 from actors import Attempt, Kill, _command, _spawn, _waiters, _warden, current_task, interrupt_task
-from actors._command import _LIVE, CommandFailed, CommandWork, _Child
+from actors._command import _LIVE, CommandFailed, CommandWork, _Child, signal_attempt
 from actors._spawn import close_all, pipe_into, real_os, spawn
 from actors._warden import WARDEN
 from supervision import (
@@ -344,6 +345,42 @@ def test_cancel_sends_stop_signal_and_the_attempt_fails_with_it(
     assert isinstance(error, CommandFailed)
     assert error.code == -signal.SIGTERM
     assert procs.all_dead()
+
+
+def test_a_persons_signal_reaches_the_running_group_and_nothing_once_it_ended(
+    lines: Lines, procs: Watched
+) -> None:
+    att = attempt("s")
+    # The leader and its background child, one group: both trap it.
+    work = CommandWork(
+        shell="trap 'echo leader-usr1' USR1; "
+        "(trap 'echo child-usr1' USR1; echo child-ready; while :; do sleep 0.05; done) & "
+        "echo $$; while :; do sleep 0.05; done"
+    )
+    assert not signal_attempt(att, signal.SIGUSR1)  # not started: nothing to signal
+    runner = Runner(work, att)
+    procs.add(*lines.pids(1, "s"))
+    lines.wait_for(lambda t: "child-ready" in t, "s")
+    assert signal_attempt(att, signal.SIGUSR1)
+    lines.wait_for(lambda t: {"leader-usr1", "child-usr1"} <= set(t), "s")
+    assert runner.thread.is_alive()  # a signal is not a stop
+    work.cancel(att)
+    assert isinstance(runner.join(), CommandFailed)
+    assert procs.all_dead()
+    # Ended: its group's id may be anybody's by now, and nothing is sent to it.
+    assert not signal_attempt(att, signal.SIGUSR1)
+
+
+@pytest.mark.skipif(RUNTIME == "gevent", reason="libev reaps every child: no zombie stays")
+def test_a_group_is_signalled_only_while_its_leader_is_unreaped() -> None:
+    proc = subprocess.Popen(["sh", "-c", "exit 3"])
+    try:
+        # Exited, not reaped yet: its pid (and its group's id) is still its own.
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        assert _command._unreaped(proc.pid)
+    finally:
+        assert proc.wait() == 3
+    assert not _command._unreaped(proc.pid)  # reaped: the pid may be a new process's
 
 
 def test_a_cancel_before_the_start_still_stops_the_command() -> None:

@@ -203,6 +203,28 @@ def test_malformed_requests_get_errors_and_never_hurt_the_daemon(daemon: Running
     assert daemon.status()["state"] == "running"
 
 
+def _ask(daemon: Running, req: dict[str, Any]) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(daemon.state / "control.sock"))
+        sock.sendall(json.dumps(req).encode() + b"\n")
+        reply: dict[str, Any] = json.loads(sock.makefile().readline())
+    return reply
+
+
+def test_a_signal_request_names_a_real_signal_by_its_number(daemon: Running) -> None:
+    ask = {"v": 1, "op": "signal", "job": "svc"}
+    bad: list[dict[str, Any]] = [{}, {"signal": "HUP"}, {"signal": 0}, {"signal": True}]
+    for extra in [*bad, {"signal": 1.0}, {"signal": 999}]:
+        reply = _ask(daemon, {**ask, **extra})
+        assert (reply["ok"], reply["code"]) == (False, "bad_request"), (extra, reply)
+        assert reply["error"] == f"signal needs a signal's number, got {extra.get('signal')!r}"
+    assert _ask(daemon, {**ask, "signal": int(signal.SIGCONT)}) == {"ok": True, "result": "SIGCONT"}
+    assert _ask(daemon, {**ask, "job": "/"})["code"] == "bad_request"
+    svc = daemon.nodes()["svc"]
+    assert (svc["state"], svc["starts"], svc["failures"]) == ("running", 1, 0)
+
+
 def test_kill_9_keeps_the_journal_and_a_new_daemon_starts(tmp_path: Path) -> None:
     running = start_daemon(tmp_path, BASE)
     try:

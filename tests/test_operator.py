@@ -1,17 +1,20 @@
 """What an operator coming from supervisorctl expects of the control commands, on a real daemon:
-several paths in one start/stop/restart, status of some paths only, pid and uptime."""
+several paths in one start/stop/restart, status of some paths only, pid and uptime, signal."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import RUNTIME
-from faultkit import Running, start_daemon, stop_daemon, wait_until
+from faultkit import CLI, ENV, Running, start_daemon, stop_daemon, wait_until
 
 MANIFEST = """
 version: 1
@@ -27,12 +30,23 @@ jobs:
       - {name: clean, service: true, command: [sleep, "100"]}
   - {name: iso, service: true, python: "time:sleep", args: [100], isolation: process}
   - {name: thread, service: true, python: "jobfuncs:block", args: [t]}
+  - name: hup
+    service: true
+    command: "trap 'echo got-hup' HUP; trap 'echo got-usr1' USR1; while :; do sleep 0.1; done"
+  - name: pair
+    service: true
+    command: >-
+      trap 'echo leader-usr1' USR1;
+      (trap 'echo child-usr1' USR1; while :; do sleep 0.1; done) &
+      while :; do sleep 0.1; done
+  - {name: ping, http: {url: "http://127.0.0.1:9/"}, restart: temporary}
 """
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Running]:
-    running = start_daemon(tmp_path, MANIFEST, "--runtime", RUNTIME)
+    log = str(tmp_path / "daemon.log")
+    running = start_daemon(tmp_path, MANIFEST, "--runtime", RUNTIME, "--log-file", log)
     try:
         wait_until(lambda: running.nodes()["db"]["state"] == "succeeded", "db done")
         yield running
@@ -158,3 +172,161 @@ def test_starting_a_running_job_says_it_runs_already_and_changes_nothing(daemon:
         before["starts"],
         before["pid"],
     )
+
+
+def _output(daemon: Running, job: str) -> str:
+    path = daemon.state / "output" / f"{job}.log"
+    return path.read_text() if path.exists() else ""
+
+
+def _log(daemon: Running) -> str:
+    return (daemon.dir / "daemon.log").read_text()
+
+
+def test_signal_reaches_a_running_jobs_whole_group_and_counts_nothing(daemon: Running) -> None:
+    wait_until(lambda: _states(daemon)["hup"] == "running", "hup running")
+    out = daemon.cli("signal", "HUP", "hup")
+    assert (out.returncode, out.stdout, out.stderr) == (0, "hup: sent SIGHUP\n", "")
+    wait_until(lambda: "got-hup" in _output(daemon, "hup"), "the trap ran")
+    wait_until(lambda: "hup: SIGHUP sent (by a person)" in _log(daemon), "the log's line")
+    # A number, and a name in any case with or without SIG, as supervisorctl takes them.
+    out = daemon.cli("signal", str(int(signal.SIGUSR1)), "hup")
+    assert (out.returncode, out.stdout) == (0, "hup: sent SIGUSR1\n"), out.stderr
+    wait_until(lambda: "got-usr1" in _output(daemon, "hup"), "the second trap ran")
+    out = daemon.cli("signal", "sigHup", "hup")
+    assert (out.returncode, out.stdout) == (0, "hup: sent SIGHUP\n"), out.stderr
+    wait_until(lambda: _output(daemon, "hup").count("got-hup") == 2, "the trap ran again")
+    node = daemon.nodes()["hup"]
+    assert (node["state"], node["starts"], node["failures"]) == ("running", 1, 0)
+
+
+def test_signal_reaches_every_process_of_the_group(daemon: Running) -> None:
+    # The shell leads the group; its background subshell is in the same group: both trap it.
+    wait_until(lambda: _states(daemon)["pair"] == "running", "pair running")
+    out = daemon.cli("signal", "usr1", "pair")
+    assert (out.returncode, out.stdout, out.stderr) == (0, "pair: sent SIGUSR1\n", "")
+    wait_until(lambda: "leader-usr1" in _output(daemon, "pair"), "the leader's trap ran")
+    wait_until(lambda: "child-usr1" in _output(daemon, "pair"), "the child's trap ran")
+    assert daemon.nodes()["pair"]["failures"] == 0
+    # A job in a group, by its path.
+    out = daemon.cli("signal", "CONT", "etl/load")
+    assert (out.returncode, out.stdout, out.stderr) == (0, "etl/load: sent SIGCONT\n", "")
+
+
+def test_an_exit_a_signal_causes_is_judged_by_the_policy(daemon: Running) -> None:
+    web, iso = daemon.nodes()["web"], daemon.nodes()["iso"]
+    out = daemon.cli("signal", "SIGTERM", "web", "iso")  # iso: an isolation: process python job
+    assert (out.returncode, out.stderr) == (0, ""), out.stderr
+    assert out.stdout == "web: sent SIGTERM\niso: sent SIGTERM\n"
+    # A service that ends restarts, its exit a failure: what it did, not what we sent, counts.
+    for job, before in (("web", web), ("iso", iso)):
+        wait_until(lambda j=job: daemon.nodes()[j]["failures"] == 1, f"{job}'s exit counted")
+        wait_until(
+            lambda j=job, b=before: daemon.nodes()[j]["pid"] not in (None, b["pid"]),
+            f"{job} running again",
+        )
+    assert daemon.nodes()["web"]["last_exit"]["code"] == -signal.SIGTERM
+
+
+def test_signal_of_what_has_no_process_is_a_clear_error(daemon: Running) -> None:
+    wait_until(lambda: _states(daemon)["ping"] in ("failed", "gave_up"), "ping ended")
+    assert daemon.cli("stop", "all").returncode == 0
+    cases = {
+        "db": "jobvisor: db is not running (succeeded); nothing was sent\n",
+        "all": "jobvisor: all is not running (stopped); nothing was sent\n",
+        "ping": (
+            "jobvisor: ping is an http job: it has no process of its own to signal; nothing "
+            "was sent\n"
+        ),
+        "thread": (
+            "jobvisor: thread is a python job run in a thread (isolation: thread): it has no "
+            "process of its own to signal; nothing was sent\n"
+        ),
+        "etl": "jobvisor: etl is a group: signal its jobs (etl/load ...) one by one; nothing "
+        "was sent\n",
+    }
+    for job, said in cases.items():
+        out = daemon.cli("signal", "HUP", job)
+        assert (out.returncode, out.stdout, out.stderr) == (1, "", said)
+    missing = daemon.cli("signal", "HUP", "nope")
+    assert (missing.returncode, missing.stdout) == (4, "")
+    assert missing.stderr == (
+        "jobvisor: no child at path 'nope': check `status` for the paths this tree has\n"
+    )
+    # Every path is tried, in order; the worst result is the exit code.
+    several = daemon.cli("signal", "USR1", "db", "hup", "nope")
+    assert (several.returncode, several.stdout) == (4, "hup: sent SIGUSR1\n")
+    assert len(several.stderr.splitlines()) == 2
+    for bad in ("NOPE", "0", "999", "SIG", ""):
+        out = daemon.cli("signal", bad, "web")
+        assert (out.returncode, out.stdout) == (2, ""), bad
+        assert out.stderr.endswith(
+            f"jobvisor: error: argument SIGNAL: unknown signal {bad!r}: give a name such as "
+            "HUP, USR1 or TERM, or a number\n"
+        )
+        assert "Traceback" not in out.stderr
+    assert daemon.nodes()["web"]["starts"] == 1
+
+
+def test_signal_without_a_daemon(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    out = cli("signal", "HUP", "web")
+    assert (out.returncode, out.stdout) == (3, "")
+    assert len(out.stderr.splitlines()) == 1
+    assert "no daemon" in out.stderr, out.stderr
+    # A bad signal is a usage error before anyone is asked.
+    assert cli("signal", "NOPE", "web").returncode == 2
+
+
+def test_signal_over_http_needs_the_token(tmp_path: Path) -> None:
+    manifest = MANIFEST + "http: {token: {secret: {env: JV_HTTP_TOKEN}}}\n"
+    running = start_daemon(
+        tmp_path,
+        manifest,
+        "--http",
+        "127.0.0.1:0",
+        "--runtime",
+        RUNTIME,
+        env_extra={"JV_HTTP_TOKEN": "s3cret-token"},
+    )
+    try:
+        address = running.state / "http.json"
+        wait_until(address.exists, "the endpoint's address file")
+        url = json.loads(address.read_text())["url"].rstrip("/")
+        wait_until(lambda: _states(running)["hup"] == "running", "hup running")
+        target = url + "/api/jobs/hup/signal?signal=HUP"
+        assert requests.post(target, timeout=30).status_code == 401
+        auth = {"Authorization": "Bearer s3cret-token"}
+        assert (
+            requests.post(target, headers={"Authorization": "Bearer no"}, timeout=30).status_code
+            == 403
+        )
+        answer = requests.post(target, headers=auth, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"ok": True, "job": "hup", "action": "signal", "signal": "SIGHUP"}
+        wait_until(lambda: "got-hup" in _output(running, "hup"), "the trap ran")
+        for query in ("?signal=NOPE", "", "?signal=HUP&signal=TERM"):
+            wrong = requests.post(url + "/api/jobs/hup/signal" + query, headers=auth, timeout=30)
+            assert wrong.status_code == 400, (query, wrong.text)
+            assert "signal" in wrong.json()["error"]
+        down = requests.post(url + "/api/jobs/db/signal?signal=HUP", headers=auth, timeout=30)
+        assert down.status_code == 409
+        assert down.json()["error"] == "db is not running (succeeded); nothing was sent"
+        nope = requests.post(url + "/api/jobs/nope/signal?signal=HUP", headers=auth, timeout=30)
+        assert nope.status_code == 404
+        assert requests.get(target, timeout=30).status_code == 405
+        assert _output(running, "hup").count("got-hup") == 1
+    finally:
+        assert stop_daemon(running) == 0
