@@ -7,6 +7,7 @@ imported when a manifest names them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -14,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,6 +35,7 @@ _HTTP_PLAIN: Final = ("url", "method", "json", "body")  # passed to the spec as 
 LIMIT_KEYS: Final = ("nofile", "nproc", "memory", "cpu", "core")
 USER_KEYS: Final = ("name", "group")
 GIVE_UP_KEYS: Final = ("exit_codes", "exceptions", "http_status")
+_SYS_PATH: Final = threading.Lock()  # one import beside a manifest at a time
 _UMASK: Final = re.compile(r"\s*0?[0-7]{1,3}\s*")
 # A secret in argv works, but every local user can read it:
 _ARGV_WARNING: Final = (
@@ -222,6 +225,22 @@ class WorkReader(Reader):
 
         return self.build(v, GiveUpOn, "give_up_on", **given)
 
+    def import_beside(self, module: str) -> Any:
+        """Import ``module`` as a ``python:`` job's is found: on ``sys.path``, else beside the
+        manifest (whose directory goes on ``sys.path`` only when the tree is composed)."""
+        try:
+            return importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module.split(".", maxsplit=1)[0] or self.base_text in sys.path:
+                raise
+        with _SYS_PATH:  # looked in for this import only: loading a manifest changes nothing
+            sys.path.insert(0, self.base_text)
+            try:
+                return importlib.import_module(module)
+            finally:
+                with contextlib.suppress(ValueError):
+                    sys.path.remove(self.base_text)
+
     def exception_class(self, v: V) -> Any:
         """``module.Class`` (a bare name is a builtin), imported now so a typo fails validation."""
         text = v.value
@@ -229,7 +248,7 @@ class WorkReader(Reader):
             return self.expected(v, "an exception class as module.Class")
         module, _, name = text.strip().rpartition(".")
         try:
-            cls = getattr(importlib.import_module(module or "builtins"), name)
+            cls = getattr(self.import_beside(module or "builtins"), name)
         except Exception as exc:
             return self.expected(
                 v,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -264,3 +265,30 @@ def test_success_exit_codes_on_a_python_job_are_refused() -> None:
         load_manifest(text, env={})
     (issue,) = caught.value.issues
     assert "expected success_exit_codes only on command jobs" in issue.message
+
+
+def test_an_exception_class_beside_the_manifest_is_found_as_its_python_jobs_are(
+    tmp_path: Path,
+) -> None:
+    """`python: mod:f` ran a module beside the manifest, but `give_up_on.exceptions:
+    [mod.Err]` of the same module failed validation: No module named 'mod'."""
+    name = f"jv_beside_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text("class Boom(Exception):\n    pass\n\ndef f():\n    pass\n")
+    path = tmp_path / "jobs.yaml"
+    path.write_text(
+        manifest(f"""
+            - name: a
+              python: "{name}:f"
+              give_up_on: {{exceptions: [{name}.Boom]}}
+            """)
+    )
+    before = list(sys.path)
+    try:
+        m = load_manifest(path, env={})
+        (job,) = m.root.children
+        assert isinstance(job, JobSpec)
+        (cls,) = job.give_up_on.exceptions  # type: ignore[union-attr]
+        assert (cls.__module__, cls.__name__) == (name, "Boom")
+        assert sys.path == before, "the manifest's directory was only looked in"
+    finally:
+        sys.modules.pop(name, None)
