@@ -37,6 +37,7 @@ from actors import (
     close_work,
     describe,
 )
+from actors._checks import fmt_duration
 from actors._errors import (
     DependencyDownError,
     GroupDownError,
@@ -451,6 +452,18 @@ class Supervisor(OwnActor):
             # Its exit, if it already crashed, is queued behind this turn: started comes first,
             # as it would have by message.
             self._on_started(ChildStarted(rec.key, rec.incarnation))
+            return
+        ready = getattr(rec.spec, "ready", None)
+        if ready is not None:
+            # Said now: a long readiness wait was silence until its failure.
+            said = log.info if rec.starts == 1 else log.debug
+            said(
+                "{}: started; waiting until it is ready ({}, up to {})",
+                rec.path,
+                ready.describe(),
+                fmt_duration(ready.timeout),
+                extra={"path": rec.path},
+            )
 
     def _permit_for(self, rec: ChildRecord) -> InPlace | None:
         """A permit to restart in place, where only this supervisor's policy could say no.

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from faultkit import wait_until
 from httpkit import HttpKit, Reply, free_port
 
 from actors import JobFailure, SpecError
@@ -242,3 +243,25 @@ def test_explain_says_a_command_probe_runs_as_its_job() -> None:
     ]
     beside = "(run as the job's command: its cwd, env, user, umask and limits)"
     assert [beside in line for line in ready] == [True, False, False]
+
+
+def test_a_start_that_waits_for_readiness_says_so_at_once(make_tree, events, tmp_path, logs) -> None:
+    """A long `ready` timeout was minutes of silence in a CI log: the first line was the failure."""
+    from actors import CommandWork, Schedule
+    from supervision import JobSpec, SupervisorSpec
+
+    svc = JobSpec(
+        name="svc",
+        work=CommandWork(shell="sleep 30", cwd=str(tmp_path)),
+        schedule=Schedule(service=True),
+        ready=ReadyProbe(command=("test", "-e", "go"), timeout=90, interval=0.01),
+    )
+    tree = make_tree(SupervisorSpec(children=(svc,)), on_event=events)
+    said = "svc: started; waiting until it is ready (command test -e go, up to 90s)"
+    wait_until(lambda: any(r.message == said for r in logs.records), "the line")
+    assert [r.message for r in logs.records if r.message == said] == [said], [
+        r.message for r in logs.records
+    ]
+    assert tree.status()["children"][0]["state"] == "starting"
+    (tmp_path / "go").touch()
+    events.reached("svc", "running")
