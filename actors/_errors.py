@@ -33,6 +33,10 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
 
 from __future__ import annotations
 
+from typing import Final
+
+from actors._python_call import MESSAGE_MAX, TRACEBACK_MAX, clip_head
+
 __all__ = [
     "AttemptTimeout",
     "ChildKilled",
@@ -282,7 +286,8 @@ def describe(err: BaseException) -> str:
     """Render ``err`` as ``Type: message`` for logs, status and events.
 
     A user's exception whose ``__str__`` raises is still a failure to tell, never a
-    fault of the supervisor that tells it: ``Type: <unprintable Type>``.
+    fault of the supervisor that tells it: ``Type: <unprintable Type>``. A message
+    past ``MESSAGE_MAX`` characters is cut there, saying how many more it had.
     """
     try:
         text = str(err)
@@ -290,6 +295,11 @@ def describe(err: BaseException) -> str:
         name = type(err).__name__
         return f"{name}: <unprintable {name}>"
     if isinstance(err, JobvisorError):
-        return text
+        # Ours, cut where they are made (a child's message and traceback, ``_raised``); this
+        # bound is for a user's own JobFailure, as generous as those two together.
+        return clip_head(text, _OURS_MAX)
     name = type(err).__name__
-    return f"{name}: {text}" if text else name
+    return f"{name}: {clip_head(text)}" if text else name
+
+
+_OURS_MAX: Final = MESSAGE_MAX + TRACEBACK_MAX + 1024

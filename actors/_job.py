@@ -13,7 +13,7 @@ from pykka._envelope import Envelope
 from actors._attempt import Attempt, current_attempt_var
 from actors._checks import MAX_DURATION, fmt_duration, need, need_count, need_duration
 from actors._command import leader_of, signal_attempt
-from actors._errors import AttemptTimeout, SpecError
+from actors._errors import AttemptTimeout, ChildKilled, JobvisorError, SpecError, describe
 from actors._messages import AttemptDone, ChildExit, ChildStarted, Resumed, Waiting
 from actors._ref import OwnMessage
 from actors._retry import RetrySpec, run_with_retry
@@ -576,8 +576,13 @@ class JobActor(OwnActor):
                 )
         except Kill:
             error = AttemptTimeout(f"{self.path} attempt {number} was killed")
-        except Exception as exc:
-            error = exc
+        except BaseException as exc:
+            # Any other BaseException (a user's own, KeyboardInterrupt, GeneratorExit) is the
+            # work's failure, as in a child process: its attempt is reported and the policy
+            # applies. Only our Kill, caught above, is an end from outside. Told as itself
+            # ("Type: message"), it comes as a ChildKilled the supervisor takes as an ordinary
+            # failure (give_up_on still finds it: it is the cause).
+            error = exc if isinstance(exc, Exception) else _killed_by(exc)
             code = getattr(exc, "code", None)
             code = code if isinstance(code, int) else None
             if self._own_frames:
@@ -663,11 +668,10 @@ class JobActor(OwnActor):
     def _log_retry(self, number: int, exc: BaseException, delay: float) -> None:
         attempt = self._attempt
         log.info(
-            "{}: try {} failed ({}: {}); retrying in {:.3f}s",
+            "{}: try {} failed ({}); retrying in {:.3f}s",
             self.path,
             number,
-            type(exc).__name__,
-            exc,
+            _with_class(exc),
             delay,
             extra={"path": self.path, "attempt": attempt.number if attempt else None},
         )
@@ -779,6 +783,19 @@ def no_process(work: Work) -> str | None:
         )
     article = "an" if kind[:1] in "aeiouh" else "a"  # an http job
     return f"is {article} {kind} job: it has no process of its own to signal"
+
+
+def _with_class(exc: BaseException) -> str:
+    """``describe``'s text (cut as it cuts it), always after its class: ``HttpRequestError: ..``."""
+    text = describe(exc)
+    return f"{type(exc).__name__}: {text}" if isinstance(exc, JobvisorError) else text
+
+
+def _killed_by(exc: BaseException) -> ChildKilled:
+    """The failure a ``BaseException`` of the work's own makes, said as ``describe`` says it."""
+    killed = ChildKilled(describe(exc))
+    killed.__cause__ = exc
+    return killed
 
 
 def _envelope(message: object) -> Any:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from actors._checks import key_field, need, need_duration, need_key
 from actors._errors import JobFailure
-from actors._python_call import call_target, exit_code, resolve_target
+from actors._python_call import call_target, clip_head, exit_code, resolve_target
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,7 +43,8 @@ class PythonExit(JobFailure):
 
 
 def sys_exit_failure(target: str, shown: str, code: int) -> PythonExit:
-    """The failure of a call that ran ``sys.exit`` with a non-zero code (``shown``: its repr)."""
+    """The failure of a call that ran ``sys.exit`` with a non-zero code (``shown``: its repr,
+    cut as ``clip_head`` cuts it)."""
     return PythonExit(f"{target} called sys.exit({shown})", code)
 
 
@@ -135,7 +136,7 @@ class PythonWork:
             code = exit_code(exc.code)
             if code == 0:
                 return 0
-            raise sys_exit_failure(self.target, repr(exc.code), code) from None
+            raise sys_exit_failure(self.target, clip_head(repr(exc.code)), code) from None
         return result_code(self.target, code)
 
     def cancel(self, attempt: Attempt) -> None:

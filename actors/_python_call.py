@@ -44,6 +44,40 @@ _probe.close()
 del _probe
 
 
+def _generator() -> Any:
+    yield None
+
+
+async def _async_generator() -> Any:
+    yield None
+
+
+# types.GeneratorType and types.AsyncGeneratorType, likewise.
+_GENERATORS = (type(_generator()), type(_async_generator()))
+
+# What jobvisor keeps of an error's text (log, status, events, journal; per attempt): the first
+# MESSAGE_MAX characters of its message and the last TRACEBACK_MAX of a child's traceback, so
+# ``raise ValueError("x" * 5_000_000)`` in a crash loop does not write megabytes per restart.
+MESSAGE_MAX = 8 * 1024
+TRACEBACK_MAX = 64 * 1024
+# CPython's sys.exit reads an int through a C long (-1 for one beyond it, so 255).
+_LONG_MIN = -sys.maxsize - 1
+
+
+def clip_head(text: str, limit: int = MESSAGE_MAX) -> str:
+    """``text``, or its first ``limit`` characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
+def clip_tail(text: str, limit: int = TRACEBACK_MAX) -> str:
+    """``text``, or how many characters came first and its last ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    return f"({len(text) - limit:,} more characters) ...{text[-limit:]}"
+
+
 def resolve_target(target: str) -> Any:
     """Import ``module:attr.path`` and return the callable it names.
 
@@ -69,6 +103,14 @@ def call_target(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> i
     a bool), else None. Exceptions, ``SystemExit`` too, go to the caller.
     """
     result = resolve_target(target)(*args, **kwargs)
+    if isinstance(result, _GENERATORS):
+        # Called, a generator function runs none of its body: the job would "succeed" having
+        # done nothing. Never started, it has nothing to clean up either.
+        raise TypeError(
+            f"{target} returned a generator ({type(result).__name__}), which jobvisor "
+            "never iterates: none of its body ran (make the target a plain function, one "
+            "that iterates the generator if that is the job)"
+        )
     if isinstance(result, _CoroutineType):
         import asyncio  # noqa: PLC0415 - on first use: most jobs are not coroutines
 
@@ -80,10 +122,13 @@ def exit_code(code: object) -> int:
     """The exit code of ``sys.exit(code)``, as a process gets it: 0..255 (-1 is 255).
 
     Never negative, which would read as "killed by signal N", in a thread as in a process.
+    An int beyond a C long is 255, as the interpreter exits with it (``sys.exit(2**70)``).
     """
     if code is None:
         return 0
     if isinstance(code, int):
+        if not _LONG_MIN <= code <= sys.maxsize:
+            return 0xFF
         return int(code) & 0xFF  # sys.exit(False) is 0 and sys.exit(True) is 1, as for Python
     return 1
 
@@ -96,13 +141,33 @@ def _raised(exc: BaseException) -> tuple[Any, ...]:
     shown.stack = traceback.StackSummary.from_list(
         [frame for frame in shown.stack if frame.filename != __file__]
     )
-    text = "".join(shown.format()).rstrip("\n")
+    _clip_messages(shown)
+    text = clip_tail("".join(shown.format()).rstrip("\n"))
     try:
-        message = str(exc)
+        message = clip_head(str(exc))
     except Exception:  # an exception whose __str__ fails still fails the call
         message = f"<unprintable {type(exc).__name__}>"
     names = tuple(cls.__name__ for cls in type(exc).__mro__)
     return ("raised", type(exc).__name__, names, message, text)
+
+
+def _clip_messages(shown: Any) -> None:
+    """Cut each message a traceback ends an exception with (its causes' too), as ``clip_head``.
+
+    Its ``_str`` is the message it formats (CPython 3.11 to 3.13); where it has none, the
+    whole text is cut by its end all the same.
+    """
+    seen: set[int] = set()
+    todo = [shown]
+    while todo:
+        one = todo.pop()
+        if one is None or id(one) in seen:
+            continue
+        seen.add(id(one))
+        text = getattr(one, "_str", None)
+        if isinstance(text, str):
+            one._str = clip_head(text)
+        todo.extend((one.__cause__, one.__context__, *(getattr(one, "exceptions", None) or ())))
 
 
 def _call_from(path: str) -> tuple[Any, ...]:
@@ -118,7 +183,7 @@ def _call_from(path: str) -> tuple[Any, ...]:
         target, args, kwargs = call
         code = call_target(target, args, kwargs)
     except SystemExit as exc:
-        return ("exit", exit_code(exc.code), repr(exc.code))
+        return ("exit", exit_code(exc.code), clip_head(repr(exc.code)))
     except BaseException as exc:  # every way a call fails is reported
         return _raised(exc)
     return ("returned", code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -14,7 +15,7 @@ from actors._placement import RayPlacement, placement_of
 from supervision._policy import RestartPolicy, RestartType, Strategy
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator
 
     from supervision._exits import GiveUpOn
     from supervision._notify import NotifySpec
@@ -265,10 +266,24 @@ def python_job(
     """Shorthand for a ``python`` job calling ``target`` (``"module:function"``).
 
     ``isolation="process"`` runs each try in a child process (see ``PythonWork``).
+    A bad value is a ``SpecError`` that starts with the job's name.
     """
-    work = PythonWork(
-        target=target, args=args, kwargs=dict(kwargs or {}), isolation=isolation, grace=grace
-    )
+    try:
+        expected = "a mapping of keyword arguments"
+        need(kwargs is None or isinstance(kwargs, Mapping), "kwargs", expected, kwargs)
+        work = PythonWork(
+            target=target, args=args, kwargs=dict(kwargs or {}), isolation=isolation, grace=grace
+        )
+    except SpecError as exc:
+        raise SpecError(
+            f"{name}: {exc}",
+            field=exc.field,
+            expected=exc.expected,
+            got=exc.got,
+            shown=exc.shown,
+            about=exc.about,
+            other=exc.other,
+        ) from None
     return JobSpec(
         name=name,
         work=work,

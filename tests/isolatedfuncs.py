@@ -100,3 +100,42 @@ async def async_returns(value: int) -> int:
 def print_lines(text: str) -> None:
     print(text)
     print("to stderr", file=sys.stderr)
+
+
+class CustomBase(BaseException):
+    """A user's own ``BaseException``: a failure like any other, not a kill."""
+
+
+_BASES: dict[str, type[BaseException]] = {
+    "CustomBase": CustomBase,
+    "KeyboardInterrupt": KeyboardInterrupt,
+    "GeneratorExit": GeneratorExit,
+}
+
+
+def raise_base(name: str, message: str) -> None:
+    raise _BASES[name](message)
+
+
+def generator() -> object:
+    yield 1
+    raise ValueError("the body ran")
+
+
+async def async_generator() -> object:
+    yield 1
+
+
+def huge(length: int) -> None:
+    raise ValueError("x" * length)
+
+
+def deep(depth: int) -> None:
+    """Fail ``depth`` distinct frames down: a traceback Python cannot fold into 'repeated'."""
+    if depth <= 0:
+        raise ValueError("at the bottom")
+    _deep_other(depth - 1)
+
+
+def _deep_other(depth: int) -> None:
+    deep(depth)

@@ -131,3 +131,17 @@ class Unprintable(Exception):
 def raise_unprintable(key: str) -> None:
     _count(key)
     raise Unprintable
+
+
+class OwnBase(BaseException):
+    """A user's own ``BaseException``."""
+
+
+def base_when_stopped(key: str) -> None:
+    """Run until the attempt is cancelled, then raise a BaseException of its own."""
+    _count(key)
+    EVENTS[key + ".running"].set()
+    attempt = current_attempt()
+    assert attempt is not None
+    attempt.cancelled.wait(30)
+    raise OwnBase(f"{key} was stopped")

@@ -389,3 +389,14 @@ def test_records_sent_back_into_logbook_by_the_program_do_not_go_round() -> None
     )
     assert out.returncode == 0, out.stderr
     assert out.stderr == "", out.stderr
+
+
+def test_both_packages_say_they_are_typed_and_the_wheel_ships_it() -> None:
+    """PEP 561: without py.typed a user's mypy --strict calls every import of ours untyped."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package in ("actors", "supervision"):
+        assert (ROOT / package / "py.typed").is_file(), package
+        assert package in config["packages"]
+        assert "py.typed" in config["package-data"].get(package, []), package

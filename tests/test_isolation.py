@@ -9,9 +9,11 @@ children run are in ``isolatedfuncs``.
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -230,6 +232,127 @@ def test_output_of_the_child_is_logged_line_by_line(make_tree, logs) -> None:
     lines = [r.message for r in logs.records if r.channel == "actors.command"]
     assert "o[1] hello {there}" in lines
     assert "o[1] to stderr" in lines
+
+
+# -- what a failure says, alike in both isolations -----------------------------------------------
+
+BOTH = ("thread", "process")
+
+
+def both(name: str, func: str, *args: Any, **kwargs: Any) -> list[JobSpec]:
+    """The same call as a thread job (``NAME-thread``) and a process job (``NAME-process``)."""
+    target = f"isolatedfuncs:{func}"
+    return [python_job(f"{name}-{i}", target, *args, isolation=i, **kwargs) for i in BOTH]
+
+
+@pytest.mark.parametrize("base", ["CustomBase", "KeyboardInterrupt", "GeneratorExit"])
+def test_a_base_exception_of_the_job_is_an_attempt_that_failed(
+    make_tree, events, logs, base
+) -> None:
+    """Not "CustomBase ended the actor" with no attempt: its message, its attempt, the policy."""
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=1)
+    )
+    tree = make_tree(
+        tree_of(*both("b", "raise_base", base, "custom base"), policy=policy), on_event=events
+    )
+    assert tree.wait(20)
+    for isolation in BOTH:
+        path = f"b-{isolation}"
+        attempts = events.of(AttemptFinished, path)
+        assert [(a.attempt, a.outcome) for a in attempts] == [
+            (1, Outcome.FAILED),
+            (2, Outcome.FAILED),
+        ]
+        for attempt in attempts:
+            assert (attempt.error or "").startswith(f"{base}: custom base"), attempt.error
+        node = next(c for c in tree.status()["children"] if c["name"] == path)
+        assert (node["state"], node["starts"]) == ("gave_up", 2)
+        assert node["last_exit"]["error"].startswith(f"{base}: custom base")
+        failed = [r for r in logs.records if r.message.startswith(f"{path}: failed (start")]
+        assert [r.extra.get("attempt") for r in failed] == [1, 2]
+        assert all(f"{base}: custom base" in r.message for r in failed)
+    [thread] = {a.error for a in events.of(AttemptFinished, "b-thread")}
+    assert thread == f"{base}: custom base"
+
+
+def test_a_very_long_message_is_cut_and_says_how_much(make_tree, events, logs) -> None:
+    tree = make_tree(tree_of(*both("h", "huge", 5_000_000), policy=ONCE), on_event=events)
+    assert tree.wait(30)
+    for isolation in BOTH:
+        path = f"h-{isolation}"
+        [attempt] = events.of(AttemptFinished, path)
+        error = attempt.error or ""
+        assert error.startswith("ValueError: " + "x" * 8192 + "... (4,991,808 more characters)")
+        assert len(error) < 80_000, len(error)
+        node = next(c for c in tree.status()["children"] if c["name"] == path)
+        assert node["last_exit"]["error"] == error
+        logged = [r.message for r in logs.records if r.message.startswith(f"{path}: failed")]
+        assert logged
+        assert all(len(m) < 80_000 for m in logged)
+
+
+def test_a_very_long_sys_exit_argument_is_cut_too(make_tree, events) -> None:
+    tree = make_tree(tree_of(*both("s", "sys_exit", "y" * 100_000), policy=ONCE), on_event=events)
+    assert tree.wait(30)
+    for isolation in BOTH:
+        [attempt] = events.of(AttemptFinished, f"s-{isolation}")
+        error = attempt.error or ""
+        assert error.endswith("y" * 100 + "... (91,810 more characters))"), error[-100:]
+        assert len(error) < 9_000
+
+
+def test_a_very_long_traceback_keeps_its_end(make_tree) -> None:
+    job = isolated("d", "deep", 400)
+    tree = make_tree(tree_of(job, policy=ONCE))
+    assert tree.wait(30)
+    error = tree.status()["children"][0]["last_exit"]["error"]
+    head, _, traceback = error.partition("\n")
+    assert head == "ValueError: at the bottom"
+    assert re.match(r"\(([\d,]+) more characters\) \.\.\.", traceback), traceback[:200]
+    assert traceback.endswith('raise ValueError("at the bottom")\nValueError: at the bottom')
+    assert 64 * 1024 < len(traceback) < 64 * 1024 + 100
+
+
+@pytest.mark.parametrize("func", ["generator", "async_generator"])
+def test_a_generator_function_fails_saying_it_is_never_iterated(make_tree, events, func) -> None:
+    tree = make_tree(tree_of(*both("g", func), policy=ONCE), on_event=events)
+    assert tree.wait(20)
+    for isolation in BOTH:
+        [attempt] = events.of(AttemptFinished, f"g-{isolation}")
+        assert attempt.outcome is Outcome.FAILED
+        assert "generator" in (attempt.error or "")
+        assert "never iterates" in (attempt.error or "")
+        assert "the body ran" not in (attempt.error or "")
+
+
+@pytest.mark.parametrize("code", [2**70, -(2**70), 2**63, 2**63 - 1, 2**32 + 3, 2**31, 256, -1])
+def test_sys_exit_of_any_int_gives_the_code_the_interpreter_exits_with(
+    make_tree, events, code
+) -> None:
+    real = subprocess.run([sys.executable, "-c", f"import sys; sys.exit({code})"], check=False)
+    tree = make_tree(tree_of(*both("e", "sys_exit", code), policy=ONCE), on_event=events)
+    assert tree.wait(20)
+    for isolation in BOTH:
+        [attempt] = events.of(AttemptFinished, f"e-{isolation}")
+        assert attempt.code == real.returncode, isolation
+        want = Outcome.SUCCEEDED if real.returncode == 0 else Outcome.FAILED
+        assert attempt.outcome is want
+
+
+@pytest.mark.parametrize("kwargs", ["x", 5, [("a", 1)]])
+def test_kwargs_that_are_not_a_mapping_are_a_spec_error_naming_the_job(kwargs) -> None:
+    with pytest.raises(
+        SpecError, match=r"^etl: kwargs: expected a mapping of keyword arguments"
+    ) as info:
+        python_job("etl", "m:f", kwargs=kwargs)
+    assert info.value.field == "kwargs"
+
+
+def test_a_spec_error_of_python_job_names_the_job() -> None:
+    with pytest.raises(SpecError, match=r"^etl: isolation: expected thread or process") as info:
+        python_job("etl", "m:f", isolation="fork")
+    assert (info.value.field, info.value.got) == ("isolation", "fork")
 
 
 # -- timeouts and stops --------------------------------------------------------------------------
@@ -554,3 +677,17 @@ def dead_pid() -> int:
     ended = subprocess.Popen(["true"])
     ended.wait()
     return ended.pid
+
+
+def test_a_base_exception_that_ends_a_stopped_thread_job_is_a_stop(make_tree, events) -> None:
+    """A stop asked is never a failure, whatever the work raises as it ends."""
+    import jobfuncs
+
+    job = python_job("s", "jobfuncs:base_when_stopped", "s", schedule=Schedule(service=True))
+    tree = make_tree(tree_of(job), on_event=events)
+    assert jobfuncs.EVENTS["s.running"].wait(10)
+    assert tree.stop_child("s") is None
+    events.wait_for(lambda _: bool(events.of(ChildExited, "s")))
+    [exited] = events.of(ChildExited, "s")
+    assert exited.outcome is Outcome.STOPPED
+    assert tree.status()["children"][0]["state"] == "stopped"
