@@ -457,13 +457,7 @@ class Supervisor(OwnActor):
         if ready is not None:
             # Said now: a long readiness wait was silence until its failure.
             said = log.info if rec.starts == 1 else log.debug
-            said(
-                "{}: started; waiting until it is ready ({}, up to {})",
-                rec.path,
-                ready.describe(),
-                fmt_duration(ready.timeout),
-                extra={"path": rec.path},
-            )
+            said("{}: started; waiting until it is ready ({})", rec.path, _probe(ready))
 
     def _permit_for(self, rec: ChildRecord) -> InPlace | None:
         """A permit to restart in place, where only this supervisor's policy could say no.
@@ -1527,6 +1521,15 @@ def _acted(rec: ChildRecord) -> dict[str, Any]:
     """A line's fields when it says what was done to ``rec``, by a person or by the policy's
     give-up or cooldown (never held back in a loop)."""
     return {"path": rec.path, ACTED: True}
+
+
+def _probe(ready: Any) -> str:
+    """A readiness probe as a person reads it; an embedder's own has only ``wait_ready``."""
+    describe, timeout = getattr(ready, "describe", None), getattr(ready, "timeout", None)
+    what = describe() if callable(describe) else type(ready).__name__
+    if not isinstance(timeout, int | float):
+        return what
+    return f"{what}, up to {fmt_duration(timeout)}"
 
 
 def _children(children: list[ChildRecord]) -> str:
