@@ -46,6 +46,7 @@ from supervision._history import (
     last_breaker_states,
     open_cooldowns,
     read_history,
+    read_latest,
     read_succeeded,
     read_successes,
 )
@@ -59,10 +60,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Journal",
     "JournalError",
+    "job_hash",
     "job_hashes",
     "last_breaker_states",
     "open_cooldowns",
     "read_history",
+    "read_latest",
     "read_succeeded",
     "read_successes",
     "spec_hash",
@@ -616,19 +619,65 @@ class Journal:
 
 
 def succeeded_before(
-    spec: SupervisorSpec, successes: Mapping[str, Mapping[str, tuple[int | None, float]]]
+    spec: SupervisorSpec,
+    latest: Mapping[str, tuple[str | None, str, int | None, float]],
+    base: str | None = None,
 ) -> dict[str, tuple[int | None, float]]:
-    """For ``run --resume``: the once-jobs of ``spec`` whose identical spec already succeeded.
+    """For ``run --resume``: the once-jobs of ``spec`` it skips, ``{path: (code, at)}`` of the
+    success it keeps, in start order (``start_tree(succeeded=...)`` takes it).
 
-    ``successes`` is ``read_successes``'s; each path found maps to ``(code, at)`` of
-    that success, in start order (``start_tree(succeeded=...)`` takes it).
+    ``latest`` is ``read_latest``'s, ``base`` the manifest's directory (see ``job_hash``). A
+    once-job is skipped when its latest finished attempt succeeded with its spec of now, and
+    nothing it depends on runs again, as make does: a sibling job that is not skipped (a
+    finite one: a service starts at every run, it makes no result) or a group with a job in
+    it that is not, transitively. A failure after a success runs it again.
     """
-    found: dict[str, tuple[int | None, float]] = {}
-    for path, child in once_jobs(spec):
-        success = successes.get(path, {}).get(spec_hash(child))
-        if success is not None:
-            found[path] = success
-    return found
+    skipped: dict[str, tuple[int | None, float]] = {}
+    _runs_again(spec, "", latest, base, skipped)
+    return {path: skipped[path] for path, _ in once_jobs(spec) if path in skipped}
+
+
+def _runs_again(
+    group: SupervisorSpec,
+    prefix: str,
+    latest: Mapping[str, tuple[str | None, str, int | None, float]],
+    base: str | None,
+    skipped: dict[str, tuple[int | None, float]],
+) -> bool:
+    """Whether a finite job of ``group`` runs again under ``--resume``; fills ``skipped``."""
+    from supervision._spec import JobSpec, SupervisorSpec  # noqa: PLC0415 - an import cycle
+
+    children = {child.name: child for child in group.children}
+    runs: dict[str, bool] = {}
+
+    def again(name: str) -> bool:
+        if name in runs:
+            return runs[name]
+        runs[name] = False  # the manifest refuses a cycle; this only ends one
+        child = children.get(name)
+        path = f"{prefix}/{name}" if prefix else name
+        result = False
+        if isinstance(child, SupervisorSpec):
+            result = _runs_again(child, path, latest, base, skipped)
+        elif isinstance(child, JobSpec) and child.schedule.finite:
+            # Every dependency is looked at, so that a group's jobs all get their answer.
+            upstream = [again(dep) for dep in child.depends_on]
+            last = latest.get(path)
+            done = (
+                not child.schedule.periodic
+                and last is not None
+                and last[1] == "succeeded"
+                and last[0] == job_hash(child, base)
+            )
+            if done and not any(upstream) and last is not None:
+                skipped[path] = (last[2], last[3])
+            else:
+                result = True
+        runs[name] = result
+        return result
+
+    # A list, not a generator: every child gets its answer, not only those up to a True.
+    return any([again(name) for name in children])  # noqa: C419
 
 
 def once_jobs(spec: SupervisorSpec) -> list[tuple[str, JobSpec]]:
@@ -735,8 +784,23 @@ def _storable(value: object) -> object:
     return repr(value)
 
 
-def job_hashes(spec: SupervisorSpec) -> dict[str, str]:
-    """The spec hash of every job in a tree, by path."""
+def job_hash(job: JobSpec, base: str | None = None) -> str:
+    """A job's spec hash in the journal; ``base``: the directory of its manifest.
+
+    A python job's module is found on ``sys.path``, where the manifest's directory is put:
+    the same ``mod:f`` beside two manifests is two jobs, so the directory is part of its
+    hash (a command's cwd is part of its spec already). Hashes journaled before this was so
+    do not match: such a job runs once more under ``--resume``.
+    """
+    if base is not None and job.work.kind == "python":
+        return spec_hash((job, base))
+    return spec_hash(job)
+
+
+def job_hashes(spec: SupervisorSpec, base: str | None = None) -> dict[str, str]:
+    """The spec hash of every job in a tree, by path (``job_hash``)."""
     from supervision._spec import JobSpec, walk  # noqa: PLC0415 - avoids an import cycle
 
-    return {path: spec_hash(child) for path, child in walk(spec) if isinstance(child, JobSpec)}
+    return {
+        path: job_hash(child, base) for path, child in walk(spec) if isinstance(child, JobSpec)
+    }

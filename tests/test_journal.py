@@ -23,8 +23,20 @@ from supervision import (
     SupervisorSpec,
     python_job,
 )
-from supervision._history import FILENAME, read_history, read_succeeded, read_successes
-from supervision._journal import MIGRATIONS, job_hashes, spec_hash, succeeded_before
+from supervision._history import (
+    FILENAME,
+    read_history,
+    read_latest,
+    read_succeeded,
+    read_successes,
+)
+from supervision._journal import (
+    MIGRATIONS,
+    job_hash,
+    job_hashes,
+    spec_hash,
+    succeeded_before,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,18 +72,33 @@ def test_a_run_records_every_attempt_and_decision(make_tree, tmp_path: Path) -> 
     assert read_successes(tmp_path / FILENAME, [*many, "ok"])["ok"] == {
         spec_hash(spec.children[0]): (code, at)
     }
+    # --resume's read: each path's latest attempt, whatever its outcome, through the index.
+    latest = read_latest(tmp_path / FILENAME, [*many, "ok", "bad"])
+    assert latest == {
+        "ok": (spec_hash(spec.children[0]), "succeeded", code, at),
+        "bad": (spec_hash(spec.children[1]), "failed", latest["bad"][2], latest["bad"][3]),
+    }
 
 
-def test_resume_skips_only_identical_once_jobs_that_succeeded() -> None:
+def test_resume_skips_only_identical_once_jobs_whose_latest_attempt_succeeded() -> None:
     first = python_job("a", "jobfuncs:ok", "a")
     changed = python_job("b", "jobfuncs:ok", "b2")
-    spec = SupervisorSpec(children=(first, changed, SupervisorSpec(name="g", children=(first,))))
-    successes = {
-        "a": {spec_hash(first): (0, 5.0)},
-        "b": {spec_hash(python_job("b", "jobfuncs:ok", "b")): (0, 6.0)},
-        "g/a": {"another spec": (0, 7.0)},
+    failed_last = python_job("c", "jobfuncs:ok", "c")
+    spec = SupervisorSpec(
+        children=(first, changed, failed_last, SupervisorSpec(name="g", children=(first,)))
+    )
+    latest = {
+        "a": (spec_hash(first), "succeeded", 0, 5.0),
+        "b": (spec_hash(python_job("b", "jobfuncs:ok", "b")), "succeeded", 0, 6.0),
+        "c": (spec_hash(failed_last), "failed", None, 8.0),
+        "g/a": ("another spec", "succeeded", 0, 7.0),
     }
-    assert succeeded_before(spec, successes) == {"a": (0, 5.0)}
+    assert succeeded_before(spec, latest) == {"a": (0, 5.0)}
+    # A python job's hash has its manifest's directory: another one's success is not its.
+    assert succeeded_before(spec, latest, "/elsewhere") == {}
+    here = {"a": (job_hash(first, "/here"), "succeeded", 0, 5.0)}
+    assert succeeded_before(spec, here, "/here") == {"a": (0, 5.0)}
+    assert job_hashes(spec, "/here")["a"] == job_hash(first, "/here") != spec_hash(first)
 
 
 def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
