@@ -26,7 +26,7 @@ from supervision._journal import (
     last_breaker_states,
     once_jobs,
     open_cooldowns,
-    read_successes,
+    read_latest,
     succeeded_before,
 )
 from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configure_logging
@@ -229,12 +229,14 @@ def _compose(
     succeeded: dict[str, tuple[int | None, float]] = {}
     opened: Journal | None = None
     try:
+        # A python job's module comes from base_dir: part of its identity (job_hash).
+        base = str(base_dir)
         if resume:
             paths = [path for path, _ in once_jobs(manifest.root)]
-            successes = read_successes(journal_path(manifest.state_dir), paths)
-            succeeded = succeeded_before(manifest.root, successes)
+            latest = read_latest(journal_path(manifest.state_dir), paths)
+            succeeded = succeeded_before(manifest.root, latest, base)
         if journal:
-            opened = Journal(manifest.state_dir, hashes=job_hashes(manifest.root))
+            opened = Journal(manifest.state_dir, hashes=job_hashes(manifest.root, base))
         breakers = build_breakers(manifest.breakers)
         cooldowns: dict[str, tuple[float, int]] = {}
         if restore:

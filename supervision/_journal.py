@@ -46,6 +46,7 @@ from supervision._history import (
     last_breaker_states,
     open_cooldowns,
     read_history,
+    read_latest,
     read_succeeded,
     read_successes,
 )
@@ -59,10 +60,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Journal",
     "JournalError",
+    "job_hash",
     "job_hashes",
     "last_breaker_states",
     "open_cooldowns",
     "read_history",
+    "read_latest",
     "read_succeeded",
     "read_successes",
     "spec_hash",
@@ -79,6 +82,13 @@ RETRY_FIRST: Final = 0.1  # the first wait before a failed batch is tried again;
 RETRY_MAX: Final = 5.0  # ...up to this
 MAX_KEPT: Final = 100_000  # rows kept while writing fails; past it the oldest attempts go first
 CLOSE_WAIT: Final = 10.0  # how long close() retries rows it could not write yet
+# Retention: the newest rows of each path the journal keeps in each table (a job's attempts,
+# its decisions). A crash loop wrote 1M of each in 14 minutes (165 MB); 10,000 are days of
+# an hourly job's history, and what a person reads of a loop. The writer prunes the rest.
+KEEP: Final = 10_000
+PRUNE_BATCH: Final = 500  # rows one prune step deletes at most: one short transaction
+PRUNE_IDLE: Final = 0.05  # with pruning left and no row coming, the writer prunes this often
+PRUNE_SLICE: Final = 0.005  # after a batch, prune steps go on for at most this long (seconds)
 
 # Each entry migrates the schema from version i to i+1; PRAGMA user_version holds i.
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -124,6 +134,22 @@ _INSERT_ATTEMPT: Final = (
     " node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_DECISION: Final = "INSERT INTO decisions (at, path, kind, detail) VALUES (?, ?, ?, ?)"
+# Retention (Journal._prune), every query through the path index.
+_PAST_KEPT: Final = {
+    "attempts": "SELECT id FROM attempts WHERE path = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+    "decisions": "SELECT id FROM decisions WHERE path = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+}
+_PRUNE: Final = {
+    "attempts": "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE path = ?"
+    " AND id <= ? AND id != ? ORDER BY id LIMIT ?)",
+    "decisions": "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions WHERE path = ?"
+    " AND id <= ? AND id != ? ORDER BY id LIMIT ?)",
+}
+# The decision open_cooldowns reads of a path (its latest but breakers' and abandoned threads').
+_LAST_STATE: Final = (
+    "SELECT id FROM decisions WHERE path = ? AND kind NOT IN ('breaker', 'abandoned')"
+    " ORDER BY id DESC LIMIT 1"
+)
 # What SQLite raises for a row it cannot take (a lone surrogate in a text, an int past 64
 # bits): the row's fault, not the database's, so trying it again would never help.
 _ROW_ERRORS: Final = (
@@ -165,6 +191,13 @@ class Journal:
     batch is kept and retried). ``max_kept``: how many rows it keeps while it
     cannot write; past that the oldest attempts are dropped first (then the
     oldest decisions), each counted and reported.
+
+    ``keep``: the newest rows of each path it keeps in each table (None: all).
+    Its writer prunes older ones between batches, ``PRUNE_BATCH`` at a time: a
+    path is looked at when it is first written, then every ``keep // 10`` of its
+    rows. Never pruned: what ``run --resume`` and a daemon's restore read (each
+    path's latest attempt, each breaker's latest state and the latest decision a
+    cooldown is restored from are among the newest, or kept besides).
     """
 
     def __init__(
@@ -176,7 +209,10 @@ class Journal:
         batch: int = 500,
         lock_wait: float = LOCK_WAIT,
         max_kept: int = MAX_KEPT,
+        keep: int | None = KEEP,
     ) -> None:
+        if keep is not None and (type(keep) is not int or keep < 1):
+            raise ValueError(f"keep: expected a number of rows of at least 1 or None, got {keep!r}")
         self.path = journal_path(state_dir)
         self._hashes = hashes or {}
         self._max_delay = max_delay
@@ -213,6 +249,12 @@ class Journal:
         self._unwritten = 0  # rows the writer still held when close() gave up on them
         self._deadline: float | None = None  # set by close(): retry until then
         self._lost: int | None = None  # close()'s answer, once closed
+        # The writer's retention bookkeeping: rows written of each (table, path) since it was
+        # last looked at, and the (table, path)s to look at, in turn (a dict as an ordered set).
+        self._keep = keep
+        self._check_every = max(1, keep // 10) if keep is not None else 0
+        self._since: dict[tuple[str, str], int] = {}
+        self._to_prune: dict[tuple[str, str], None] = {}
         self._thread = threading.Thread(target=self._write_loop, name="jv-journal", daemon=True)
         self._thread.start()
 
@@ -336,7 +378,7 @@ class Journal:
         try:
             while True:
                 if self._outage is None:
-                    wake.get()
+                    conn = self._idle(wake, conn)
                     # Let rows gather for up to max_delay; a flush or close cuts it short.
                     timeout = self._max_delay
                 else:
@@ -354,7 +396,7 @@ class Journal:
                 # Unrung before draining: a row appended after this rings again.
                 self._rung = False
                 stopping = self._stopping
-                conn = self._write(conn)
+                conn = self._between(self._write(conn))
                 if self._outage is None:
                     retry = RETRY_FIRST
                 elif stopping and self._deadline is not None and time.monotonic() >= self._deadline:
@@ -365,6 +407,23 @@ class Journal:
         finally:
             if conn is not None:
                 conn.close()
+
+    def _idle(
+        self, wake: queue.SimpleQueue[None], conn: sqlite3.Connection | None
+    ) -> sqlite3.Connection | None:
+        """Wait for rows; old rows left to prune are pruned meanwhile, every PRUNE_IDLE.
+
+        Returns the connection to use next (None: connect again).
+        """
+        while self._to_prune:
+            try:
+                wake.get(timeout=PRUNE_IDLE)
+            except queue.Empty:
+                conn = self._prune_slice(conn)
+            else:
+                return conn
+        wake.get()
+        return conn
 
     def _until_retry(self, retry: float) -> float:
         if self._deadline is None:
@@ -427,7 +486,76 @@ class Journal:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        if self._keep is not None:
+            self._tally("attempts", attempts, 0)
+            self._tally("decisions", decisions, 1)
         return len(attempts) + len(decisions)
+
+    def _tally(self, table: str, rows: list[tuple[Any, ...]], at: int) -> None:
+        """Count the rows written of each path; one first written, or every ``keep // 10``
+        rows, is to be looked at for pruning."""
+        since, every, to_prune = self._since, self._check_every, self._to_prune
+        for row in rows:
+            key = (table, row[at])
+            count = since.get(key)
+            if count is None or count >= every:
+                since[key] = 0
+                to_prune[key] = None
+            else:
+                since[key] = count + 1
+
+    def _between(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """After a write: a few ms of pruning, if any is left and the journal writes well."""
+        if not self._to_prune or self._outage is not None or self._stopping or conn is None:
+            return conn
+        return self._prune_slice(conn)
+
+    def _prune_slice(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """Prune steps between two batches, for PRUNE_SLICE at most: a tight loop's rows are
+        pruned as fast as they come, and the next batch waits a few milliseconds at most."""
+        end = time.monotonic() + PRUNE_SLICE
+        while True:
+            conn = self._prune(conn)
+            if conn is None or not self._to_prune or time.monotonic() >= end:
+                return conn
+
+    def _prune(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """One step of retention: delete up to PRUNE_BATCH rows of one (table, path) older
+        than its newest ``keep``. Returns the connection to use next (None: connect again).
+
+        A failure only postpones it: the rows stay, and the path is looked at again after its
+        next ``keep // 10`` rows.
+        """
+        keep = self._keep
+        key = next(iter(self._to_prune))
+        del self._to_prune[key]
+        if keep is None:
+            return conn
+        table, path = key
+        try:
+            if conn is None:
+                conn = self._connect(self._busy)
+            # The newest row past the kept ones (an index walk of `keep` steps); it and all
+            # before it go, but for the one a cooldown's restore reads.
+            found = conn.execute(_PAST_KEPT[table], (path, keep)).fetchone()
+            if found is None:
+                return conn
+            spared = -1
+            if table == "decisions":
+                last = conn.execute(_LAST_STATE, (path,)).fetchone()
+                spared = -1 if last is None else int(last[0])
+            conn.execute("BEGIN")
+            deleted = conn.execute(_PRUNE[table], (path, found[0], spared, PRUNE_BATCH)).rowcount
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            log.debug("journal {}: pruning {} of {} postponed: {}", self.path, table, path, exc)
+            return None
+        if deleted >= PRUNE_BATCH:
+            self._to_prune[key] = None  # more to delete: after the others' turn
+        return conn
 
     def _salvage(
         self,
@@ -616,19 +744,65 @@ class Journal:
 
 
 def succeeded_before(
-    spec: SupervisorSpec, successes: Mapping[str, Mapping[str, tuple[int | None, float]]]
+    spec: SupervisorSpec,
+    latest: Mapping[str, tuple[str | None, str, int | None, float]],
+    base: str | None = None,
 ) -> dict[str, tuple[int | None, float]]:
-    """For ``run --resume``: the once-jobs of ``spec`` whose identical spec already succeeded.
+    """For ``run --resume``: the once-jobs of ``spec`` it skips, ``{path: (code, at)}`` of the
+    success it keeps, in start order (``start_tree(succeeded=...)`` takes it).
 
-    ``successes`` is ``read_successes``'s; each path found maps to ``(code, at)`` of
-    that success, in start order (``start_tree(succeeded=...)`` takes it).
+    ``latest`` is ``read_latest``'s, ``base`` the manifest's directory (see ``job_hash``). A
+    once-job is skipped when its latest finished attempt succeeded with its spec of now, and
+    nothing it depends on runs again, as make does: a sibling job that is not skipped (a
+    finite one: a service starts at every run, it makes no result) or a group with a job in
+    it that is not, transitively. A failure after a success runs it again.
     """
-    found: dict[str, tuple[int | None, float]] = {}
-    for path, child in once_jobs(spec):
-        success = successes.get(path, {}).get(spec_hash(child))
-        if success is not None:
-            found[path] = success
-    return found
+    skipped: dict[str, tuple[int | None, float]] = {}
+    _runs_again(spec, "", latest, base, skipped)
+    return {path: skipped[path] for path, _ in once_jobs(spec) if path in skipped}
+
+
+def _runs_again(
+    group: SupervisorSpec,
+    prefix: str,
+    latest: Mapping[str, tuple[str | None, str, int | None, float]],
+    base: str | None,
+    skipped: dict[str, tuple[int | None, float]],
+) -> bool:
+    """Whether a finite job of ``group`` runs again under ``--resume``; fills ``skipped``."""
+    from supervision._spec import JobSpec, SupervisorSpec  # noqa: PLC0415 - an import cycle
+
+    children = {child.name: child for child in group.children}
+    runs: dict[str, bool] = {}
+
+    def again(name: str) -> bool:
+        if name in runs:
+            return runs[name]
+        runs[name] = False  # the manifest refuses a cycle; this only ends one
+        child = children.get(name)
+        path = f"{prefix}/{name}" if prefix else name
+        result = False
+        if isinstance(child, SupervisorSpec):
+            result = _runs_again(child, path, latest, base, skipped)
+        elif isinstance(child, JobSpec) and child.schedule.finite:
+            # Every dependency is looked at, so that a group's jobs all get their answer.
+            upstream = [again(dep) for dep in child.depends_on]
+            last = latest.get(path)
+            done = (
+                not child.schedule.periodic
+                and last is not None
+                and last[1] == "succeeded"
+                and last[0] == job_hash(child, base)
+            )
+            if done and not any(upstream) and last is not None:
+                skipped[path] = (last[2], last[3])
+            else:
+                result = True
+        runs[name] = result
+        return result
+
+    # A list, not a generator: every child gets its answer, not only those up to a True.
+    return any([again(name) for name in children])  # noqa: C419
 
 
 def once_jobs(spec: SupervisorSpec) -> list[tuple[str, JobSpec]]:
@@ -735,8 +909,21 @@ def _storable(value: object) -> object:
     return repr(value)
 
 
-def job_hashes(spec: SupervisorSpec) -> dict[str, str]:
-    """The spec hash of every job in a tree, by path."""
+def job_hash(job: JobSpec, base: str | None = None) -> str:
+    """A job's spec hash in the journal; ``base``: the directory of its manifest.
+
+    A python job's module is found on ``sys.path``, where the manifest's directory is put:
+    the same ``mod:f`` beside two manifests is two jobs, so the directory is part of its
+    hash (a command's cwd is part of its spec already). Hashes journaled before this was so
+    do not match: such a job runs once more under ``--resume``.
+    """
+    if base is not None and job.work.kind == "python":
+        return spec_hash((job, base))
+    return spec_hash(job)
+
+
+def job_hashes(spec: SupervisorSpec, base: str | None = None) -> dict[str, str]:
+    """The spec hash of every job in a tree, by path (``job_hash``)."""
     from supervision._spec import JobSpec, walk  # noqa: PLC0415 - avoids an import cycle
 
-    return {path: spec_hash(child) for path, child in walk(spec) if isinstance(child, JobSpec)}
+    return {path: job_hash(child, base) for path, child in walk(spec) if isinstance(child, JobSpec)}

@@ -23,8 +23,20 @@ from supervision import (
     SupervisorSpec,
     python_job,
 )
-from supervision._history import FILENAME, read_history, read_succeeded, read_successes
-from supervision._journal import MIGRATIONS, job_hashes, spec_hash, succeeded_before
+from supervision._history import (
+    FILENAME,
+    read_history,
+    read_latest,
+    read_succeeded,
+    read_successes,
+)
+from supervision._journal import (
+    MIGRATIONS,
+    job_hash,
+    job_hashes,
+    spec_hash,
+    succeeded_before,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,18 +72,33 @@ def test_a_run_records_every_attempt_and_decision(make_tree, tmp_path: Path) -> 
     assert read_successes(tmp_path / FILENAME, [*many, "ok"])["ok"] == {
         spec_hash(spec.children[0]): (code, at)
     }
+    # --resume's read: each path's latest attempt, whatever its outcome, through the index.
+    latest = read_latest(tmp_path / FILENAME, [*many, "ok", "bad"])
+    assert latest == {
+        "ok": (spec_hash(spec.children[0]), "succeeded", code, at),
+        "bad": (spec_hash(spec.children[1]), "failed", latest["bad"][2], latest["bad"][3]),
+    }
 
 
-def test_resume_skips_only_identical_once_jobs_that_succeeded() -> None:
+def test_resume_skips_only_identical_once_jobs_whose_latest_attempt_succeeded() -> None:
     first = python_job("a", "jobfuncs:ok", "a")
     changed = python_job("b", "jobfuncs:ok", "b2")
-    spec = SupervisorSpec(children=(first, changed, SupervisorSpec(name="g", children=(first,))))
-    successes = {
-        "a": {spec_hash(first): (0, 5.0)},
-        "b": {spec_hash(python_job("b", "jobfuncs:ok", "b")): (0, 6.0)},
-        "g/a": {"another spec": (0, 7.0)},
+    failed_last = python_job("c", "jobfuncs:ok", "c")
+    spec = SupervisorSpec(
+        children=(first, changed, failed_last, SupervisorSpec(name="g", children=(first,)))
+    )
+    latest = {
+        "a": (spec_hash(first), "succeeded", 0, 5.0),
+        "b": (spec_hash(python_job("b", "jobfuncs:ok", "b")), "succeeded", 0, 6.0),
+        "c": (spec_hash(failed_last), "failed", None, 8.0),
+        "g/a": ("another spec", "succeeded", 0, 7.0),
     }
-    assert succeeded_before(spec, successes) == {"a": (0, 5.0)}
+    assert succeeded_before(spec, latest) == {"a": (0, 5.0)}
+    # A python job's hash has its manifest's directory: another one's success is not its.
+    assert succeeded_before(spec, latest, "/elsewhere") == {}
+    here = {"a": (job_hash(first, "/here"), "succeeded", 0, 5.0)}
+    assert succeeded_before(spec, here, "/here") == {"a": (0, 5.0)}
+    assert job_hashes(spec, "/here")["a"] == job_hash(first, "/here") != spec_hash(first)
 
 
 def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
@@ -627,3 +654,92 @@ def test_recent_attempts_of_many_jobs_stay_within_a_total(tmp_path: Path) -> Non
     assert [r["attempt"] for r in recent["w.7"]] == [4, 5]  # each job's newest
     assert {len(rows) for rows in read_recent_attempts(db, None, 5, total=10).values()} == {1}
     assert {len(rows) for rows in read_recent_attempts(db, None, 5).values()} == {5}
+
+
+def _rows_of(db: Path, table: str, path: str) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(
+            conn.execute(f"SELECT COUNT(*) FROM {table} WHERE path = ?", (path,)).fetchone()[0]
+        )
+    finally:
+        conn.close()
+
+
+def test_the_journal_keeps_a_bounded_number_of_rows_per_job_and_what_a_restore_needs(
+    tmp_path: Path,
+) -> None:
+    """A tight loop grew the journal without limit (1M attempts and 1M decisions, 165 MB in
+    14 minutes). It keeps ``keep`` rows of each job in each table, the newest, pruned by its
+    writer; never the rows --resume and a daemon's restore read: each job's latest attempt,
+    each breaker's latest state, the latest decision a cooldown is restored from."""
+    import time
+
+    from actors import Outcome
+    from supervision import _events as ev
+    from supervision._history import last_breaker_states, open_cooldowns
+
+    db = tmp_path / FILENAME
+    journal = Journal(tmp_path, keep=20)
+    try:
+        journal.record(
+            ev.AttemptFinished(
+                path="once",
+                at=1.0,
+                attempt=1,
+                outcome=Outcome.SUCCEEDED,
+                error=None,
+                started_at=0.5,
+                code=0,
+            )
+        )
+        journal.record(ev.BreakerChanged(path="loop", at=1.0, name="api", old="closed", new="open"))
+        journal.record(ev.CooldownStarted(path="loop", at=time.time(), duration=3600.0, cycle=2))
+        for i in range(600):
+            journal.record(
+                ev.AttemptFinished(
+                    path="loop",
+                    at=2.0 + i,
+                    attempt=i + 1,
+                    outcome=Outcome.FAILED,
+                    error="boom",
+                    started_at=1.0 + i,
+                    code=1,
+                )
+            )
+            # No decision about the job's state: the cooldown before them is still its last.
+            journal.record(ev.ThreadAbandoned(path="loop", at=2.0 + i, thread=f"t{i}"))
+        assert journal.flush()
+        wait_until(
+            lambda: (
+                _rows_of(db, "attempts", "loop") == 20 and _rows_of(db, "decisions", "loop") == 21
+            ),
+            "the loop's rows pruned to 20 (and its cooldown)",
+        )
+    finally:
+        journal.close()
+    attempts = [r["attempt"] for r in read_history(db, "loop", limit=100) if r["type"] == "attempt"]
+    assert attempts == list(range(581, 601)), "the newest are kept"
+    assert read_latest(db, ["once"])["once"][1:3] == ("succeeded", 0)
+    assert last_breaker_states(db) == {"api": ("open", 1.0)}
+    assert open_cooldowns(db, time.time())["loop"][1] == 2
+    # A journal grown before (or under a larger keep) is pruned once its job writes again.
+    journal = Journal(tmp_path, keep=5)
+    try:
+        journal.record(
+            ev.AttemptFinished(
+                path="loop",
+                at=700.0,
+                attempt=601,
+                outcome=Outcome.FAILED,
+                error="boom",
+                started_at=699.0,
+                code=1,
+            )
+        )
+        assert journal.flush()
+        wait_until(lambda: _rows_of(db, "attempts", "loop") == 5, "the loop's old rows pruned")
+    finally:
+        journal.close()
+    assert _rows_of(db, "attempts", "once") == 1
+    assert _rows_of(db, "decisions", "loop") == 21, "no decision of loop's was written: untouched"
