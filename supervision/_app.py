@@ -26,7 +26,7 @@ from supervision._journal import (
     last_breaker_states,
     once_jobs,
     open_cooldowns,
-    read_latest,
+    read_successes,
     succeeded_before,
 )
 from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configure_logging
@@ -233,8 +233,8 @@ def _compose(
         base = str(base_dir)
         if resume:
             paths = [path for path, _ in once_jobs(manifest.root)]
-            latest = read_latest(journal_path(manifest.state_dir), paths)
-            succeeded = succeeded_before(manifest.root, latest, base)
+            successes = read_successes(journal_path(manifest.state_dir), paths)
+            succeeded = succeeded_before(manifest.root, successes, base)
         if journal:
             opened = Journal(manifest.state_dir, hashes=job_hashes(manifest.root, base))
         breakers = build_breakers(manifest.breakers)

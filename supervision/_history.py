@@ -24,7 +24,6 @@ __all__ = [
     "last_breaker_states",
     "open_cooldowns",
     "read_history",
-    "read_latest",
     "read_recent_attempts",
     "read_succeeded",
     "read_successes",
@@ -211,35 +210,6 @@ def read_successes(
 
 
 _IN_MOST: Final = 500  # values in one IN (...): far below any SQLite's limit on parameters
-
-
-def read_latest(
-    db: Path, paths: Collection[str]
-) -> dict[str, tuple[str | None, str, int | None, float]]:
-    """For ``run --resume``: each path's latest finished attempt, ``(spec_hash, outcome, code,
-    ended_at)``; a path with none is left out.
-
-    One index seek per path (its newest row in the path index), however many rows the
-    journal holds of it.
-    """
-    if not db.exists():
-        return {}
-    found: dict[str, tuple[str | None, str, int | None, float]] = {}
-    names = sorted(paths)
-    for at in range(0, len(names), _IN_MOST):
-        chunk = names[at : at + _IN_MOST]
-        marks = ", ".join("(?)" for _ in chunk)
-        rows = _query(
-            db,
-            f"WITH asked(p) AS (VALUES {marks})"  # noqa: S608 - only the marks are formatted in
-            " SELECT a.path, a.spec_hash, a.outcome, a.code, a.ended_at FROM asked"
-            " JOIN attempts AS a ON a.id ="
-            " (SELECT id FROM attempts WHERE path = asked.p ORDER BY id DESC LIMIT 1)",
-            tuple(chunk),
-        )
-        for path, digest, outcome, code, ended in rows:
-            found[str(path)] = (digest, str(outcome), code, float(ended))
-    return found
 
 
 def last_breaker_states(db: Path) -> dict[str, tuple[str, float]]:

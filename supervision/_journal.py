@@ -46,7 +46,6 @@ from supervision._history import (
     last_breaker_states,
     open_cooldowns,
     read_history,
-    read_latest,
     read_succeeded,
     read_successes,
 )
@@ -65,7 +64,6 @@ __all__ = [
     "last_breaker_states",
     "open_cooldowns",
     "read_history",
-    "read_latest",
     "read_succeeded",
     "read_successes",
     "spec_hash",
@@ -745,64 +743,24 @@ class Journal:
 
 def succeeded_before(
     spec: SupervisorSpec,
-    latest: Mapping[str, tuple[str | None, str, int | None, float]],
+    successes: Mapping[str, Mapping[str, tuple[int | None, float]]],
     base: str | None = None,
 ) -> dict[str, tuple[int | None, float]]:
-    """For ``run --resume``: the once-jobs of ``spec`` it skips, ``{path: (code, at)}`` of the
-    success it keeps, in start order (``start_tree(succeeded=...)`` takes it).
+    """For ``run --resume``: the once-jobs of ``spec`` whose identical spec already succeeded
+    (SPEC §6), ``{path: (code, at)}`` of that success, in start order
+    (``start_tree(succeeded=...)`` takes it).
 
-    ``latest`` is ``read_latest``'s, ``base`` the manifest's directory (see ``job_hash``). A
-    once-job is skipped when its latest finished attempt succeeded with its spec of now, and
-    nothing it depends on runs again, as make does: a sibling job that is not skipped (a
-    finite one: a service starts at every run, it makes no result) or a group with a job in
-    it that is not, transitively. A failure after a success runs it again.
+    ``successes`` is ``read_successes``'s, ``base`` the manifest's directory (see
+    ``job_hash``). A success counts whatever came after it (a later run's failure too), and a
+    job that runs again does not make its dependants run: ``--resume`` finishes an
+    interrupted run; a plain ``run`` runs everything.
     """
-    skipped: dict[str, tuple[int | None, float]] = {}
-    _runs_again(spec, "", latest, base, skipped)
-    return {path: skipped[path] for path, _ in once_jobs(spec) if path in skipped}
-
-
-def _runs_again(
-    group: SupervisorSpec,
-    prefix: str,
-    latest: Mapping[str, tuple[str | None, str, int | None, float]],
-    base: str | None,
-    skipped: dict[str, tuple[int | None, float]],
-) -> bool:
-    """Whether a finite job of ``group`` runs again under ``--resume``; fills ``skipped``."""
-    from supervision._spec import JobSpec, SupervisorSpec  # noqa: PLC0415 - an import cycle
-
-    children = {child.name: child for child in group.children}
-    runs: dict[str, bool] = {}
-
-    def again(name: str) -> bool:
-        if name in runs:
-            return runs[name]
-        runs[name] = False  # the manifest refuses a cycle; this only ends one
-        child = children.get(name)
-        path = f"{prefix}/{name}" if prefix else name
-        result = False
-        if isinstance(child, SupervisorSpec):
-            result = _runs_again(child, path, latest, base, skipped)
-        elif isinstance(child, JobSpec) and child.schedule.finite:
-            # Every dependency is looked at, so that a group's jobs all get their answer.
-            upstream = [again(dep) for dep in child.depends_on]
-            last = latest.get(path)
-            done = (
-                not child.schedule.periodic
-                and last is not None
-                and last[1] == "succeeded"
-                and last[0] == job_hash(child, base)
-            )
-            if done and not any(upstream) and last is not None:
-                skipped[path] = (last[2], last[3])
-            else:
-                result = True
-        runs[name] = result
-        return result
-
-    # A list, not a generator: every child gets its answer, not only those up to a True.
-    return any([again(name) for name in children])  # noqa: C419
+    found: dict[str, tuple[int | None, float]] = {}
+    for path, child in once_jobs(spec):
+        success = successes.get(path, {}).get(job_hash(child, base))
+        if success is not None:
+            found[path] = success
+    return found
 
 
 def once_jobs(spec: SupervisorSpec) -> list[tuple[str, JobSpec]]:

@@ -26,7 +26,6 @@ from supervision import (
 from supervision._history import (
     FILENAME,
     read_history,
-    read_latest,
     read_succeeded,
     read_successes,
 )
@@ -72,31 +71,21 @@ def test_a_run_records_every_attempt_and_decision(make_tree, tmp_path: Path) -> 
     assert read_successes(tmp_path / FILENAME, [*many, "ok"])["ok"] == {
         spec_hash(spec.children[0]): (code, at)
     }
-    # --resume's read: each path's latest attempt, whatever its outcome, through the index.
-    latest = read_latest(tmp_path / FILENAME, [*many, "ok", "bad"])
-    assert latest == {
-        "ok": (spec_hash(spec.children[0]), "succeeded", code, at),
-        "bad": (spec_hash(spec.children[1]), "failed", latest["bad"][2], latest["bad"][3]),
-    }
 
 
-def test_resume_skips_only_identical_once_jobs_whose_latest_attempt_succeeded() -> None:
+def test_resume_skips_only_identical_once_jobs_that_succeeded() -> None:
     first = python_job("a", "jobfuncs:ok", "a")
     changed = python_job("b", "jobfuncs:ok", "b2")
-    failed_last = python_job("c", "jobfuncs:ok", "c")
-    spec = SupervisorSpec(
-        children=(first, changed, failed_last, SupervisorSpec(name="g", children=(first,)))
-    )
-    latest = {
-        "a": (spec_hash(first), "succeeded", 0, 5.0),
-        "b": (spec_hash(python_job("b", "jobfuncs:ok", "b")), "succeeded", 0, 6.0),
-        "c": (spec_hash(failed_last), "failed", None, 8.0),
-        "g/a": ("another spec", "succeeded", 0, 7.0),
+    spec = SupervisorSpec(children=(first, changed, SupervisorSpec(name="g", children=(first,))))
+    successes = {
+        "a": {spec_hash(first): (0, 5.0)},
+        "b": {spec_hash(python_job("b", "jobfuncs:ok", "b")): (0, 6.0)},
+        "g/a": {"another spec": (0, 7.0)},
     }
-    assert succeeded_before(spec, latest) == {"a": (0, 5.0)}
+    assert succeeded_before(spec, successes) == {"a": (0, 5.0)}
     # A python job's hash has its manifest's directory: another one's success is not its.
-    assert succeeded_before(spec, latest, "/elsewhere") == {}
-    here = {"a": (job_hash(first, "/here"), "succeeded", 0, 5.0)}
+    assert succeeded_before(spec, successes, "/elsewhere") == {}
+    here = {"a": {job_hash(first, "/here"): (0, 5.0)}}
     assert succeeded_before(spec, here, "/here") == {"a": (0, 5.0)}
     assert job_hashes(spec, "/here")["a"] == job_hash(first, "/here") != spec_hash(first)
 
@@ -720,7 +709,8 @@ def test_the_journal_keeps_a_bounded_number_of_rows_per_job_and_what_a_restore_n
         journal.close()
     attempts = [r["attempt"] for r in read_history(db, "loop", limit=100) if r["type"] == "attempt"]
     assert attempts == list(range(581, 601)), "the newest are kept"
-    assert read_latest(db, ["once"])["once"][1:3] == ("succeeded", 0)
+    (once,) = read_history(db, "once", limit=10)
+    assert (once["type"], once["outcome"]) == ("attempt", "succeeded"), "its success is kept"
     assert last_breaker_states(db) == {"api": ("open", 1.0)}
     assert open_cooldowns(db, time.time())["loop"][1] == 2
     # A journal grown before (or under a larger keep) is pruned once its job writes again.
