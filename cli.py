@@ -286,20 +286,50 @@ class _StdoutError(OSError):
 
 
 class _Stdout(io.FileIO):
-    """Our stdout's file: an error writing it is a ``_StdoutError``, told from any other."""
+    """Our stdout's file: an error writing it is a ``_StdoutError``, told from any other.
+
+    ``forgive``: its reader gone is no error either (``run``'s, see ``_forgive_gone_readers``).
+    """
+
+    forgive = False
 
     def write(self, data: Any) -> int:
         try:
             return super().write(data)
         except BrokenPipeError:
-            raise
+            if not self.forgive:
+                raise
+            return _gone(self, data)
         except OSError as exc:
             raise _StdoutError(exc.errno, exc.strerror) from None
 
 
-def _text_out(fd: int, *, closefd: bool, like: Any = None) -> io.TextIOWrapper:
+class _Stderr(io.FileIO):
+    """Our stderr's file: when its reader goes away (``2>&1 | head``), the rest goes nowhere.
+
+    Else the next message raised ``BrokenPipeError`` where the command's verdict was being
+    said, and the exit code was that error's (``run`` exited 0 after a job had failed).
+    """
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            return _gone(self, data)
+
+
+def _gone(raw: io.FileIO, data: Any) -> int:
+    """``data`` taken as written: ``raw``'s fd becomes /dev/null, so the rest is dropped too
+    (a python job's next print, the buffer flushed at the exit) without an error."""
+    _to_null(raw.fileno())
+    return memoryview(data).nbytes
+
+
+def _text_out(
+    fd: int, *, closefd: bool, like: Any = None, raw_type: type[io.FileIO] = _Stdout
+) -> io.TextIOWrapper:
     """A text stream over ``fd`` whose write errors are ``_StdoutError``s (see ``_Stdout``)."""
-    raw = _Stdout(fd, "w", closefd=closefd)
+    raw = raw_type(fd, "w", closefd=closefd)
     return io.TextIOWrapper(
         io.BufferedWriter(raw),
         encoding=getattr(like, "encoding", None) or "utf-8",
@@ -311,10 +341,25 @@ def _text_out(fd: int, *, closefd: bool, like: Any = None) -> io.TextIOWrapper:
 
 
 def _watch_stdout() -> None:
-    """``sys.stdout`` as ``_text_out`` makes it, unless someone else replaced it (a test's)."""
+    """``sys.stdout`` and ``sys.stderr`` as ``_text_out`` makes them, unless someone else
+    replaced them (a test's)."""
     if sys.stdout is sys.__stdout__ and isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.flush()
         sys.stdout = _text_out(1, closefd=False, like=sys.stdout)
+    if sys.stderr is sys.__stderr__ and isinstance(sys.stderr, io.TextIOWrapper):
+        sys.stderr.flush()
+        sys.stderr = _text_out(2, closefd=False, like=sys.stderr, raw_type=_Stderr)
+
+
+def _forgive_gone_readers() -> None:
+    """``run``: stdout's reader gone is no error either, for run nor for its python jobs' prints.
+
+    A closed output must not change a run's verdict: the summary, the document and a job's
+    print are lost, the exit code is the run's.
+    """
+    raw = getattr(getattr(sys.stdout, "buffer", None), "raw", None)
+    if isinstance(raw, _Stdout):
+        raw.forgive = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,8 +427,12 @@ def _written(command: Callable[[argparse.Namespace], int], args: argparse.Namesp
 
 
 def _silence_stdout() -> None:
+    _to_null(1)
+
+
+def _to_null(fd: int) -> None:
     null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
+    os.dup2(null, fd)
     os.close(null)
 
 
@@ -1006,11 +1055,25 @@ def _compose_run(args: argparse.Namespace, manifest: Any) -> Any:
     return None
 
 
+def _say_how_it_ended(report: Any, mask: Callable[[str], str]) -> None:
+    """``run``'s last lines on stderr: what failed, what a signal left unfinished."""
+    if report.result.escalation is not None:
+        _error(mask(f"escalation reached the root: {report.result.escalation}"))
+    elif report.result.failed:
+        _error(f"failed or gave up: {', '.join(report.result.failed)}")
+    stop_line = report.stop_line()
+    if stop_line is not None:
+        _error(mask(stop_line))
+    if report.forced:
+        _error("a second signal cut the stop short: what still ran was killed")
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported after the runtime is prepared.
     from supervision._app import run_batch, write_progress  # noqa: PLC0415
     from supervision._table import summary_table  # noqa: PLC0415
 
+    _forgive_gone_readers()
     manifest = _load_to_work(args)
     if manifest is None:
         return USAGE
@@ -1035,12 +1098,7 @@ def _run(args: argparse.Namespace) -> int:
             _write_out(document, mask(json.dumps(report.status, indent=2)))
         else:
             _write_out(sys.stdout, summary_table(report.status, mask))
-        if report.result.escalation is not None:
-            _error(mask(f"escalation reached the root: {report.result.escalation}"))
-        elif report.result.failed:
-            _error(f"failed or gave up: {', '.join(report.result.failed)}")
-        if report.forced:
-            _error("a second signal cut the stop short: what still ran was killed")
+        _say_how_it_ended(report, mask)
     # The journal and the logs are flushed and closed. After a second signal, or with a thread
     # abandoned (stuck in a call), end now: the interpreter's exit could wait on that thread.
     if report.forced or report.leftover:

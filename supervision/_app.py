@@ -32,6 +32,7 @@ from supervision._journal import (
 from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configure_logging
 from supervision._notifier import Notifier
 from supervision._output import output_dir
+from supervision._spec import JobSpec, walk
 from supervision._statedir import StateDirLock
 from supervision._table import columns, flatten_status, summary_table
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
@@ -292,9 +293,31 @@ class RunReport:
     interrupted: bool
     forced: bool = False
     leftover: tuple[str, ...] = ()
+    # The signal that ended the wait for the finite jobs ("SIGTERM"), None when they all
+    # settled first; and those that had not, when it came: (path, "running" | "not started" |
+    # "waiting"), in start order.
+    stopped_by: str | None = None
+    unfinished: tuple[tuple[str, str], ...] = ()
+
+    def stop_line(self) -> str | None:
+        """What a signal cut short, in one line for stderr (SPEC §4 says exit 0: a CI log
+        must still show that the run did not finish); None when no signal did."""
+        if self.stopped_by is None:
+            return None
+        if not self.unfinished:
+            return f"stopped by {self.stopped_by}; no finite job was left to finish"
+        said: dict[str, list[str]] = {}
+        for path, how in self.unfinished:
+            said.setdefault(how, []).append(path)
+        parts = [f"{how}: {', '.join(paths)}" for how, paths in said.items()]
+        return (
+            f"stopped by {self.stopped_by} before every job finished (exit "
+            f"{self.exit_code}); not finished: {'; '.join(parts)}"
+        )
 
 
 FORCED_WAIT = 2.0  # after a second signal: how long the kills may take to reach the root
+UNFINISHED_WAIT = 2.0  # at the first signal: how long the root may take to say who is unfinished
 
 
 class _Signals:
@@ -309,6 +332,7 @@ class _Signals:
         self.count = 0
         self.first = threading.Event()
         self.second = threading.Event()
+        self.name = ""  # the first one's: "SIGTERM"
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -322,8 +346,10 @@ class _Signals:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
-        del signum, frame
+        del frame
         self.count += 1
+        if self.count == 1:
+            self.name = signal.Signals(signum).name
         (self.first if self.count == 1 else self.second).set()
 
 
@@ -347,9 +373,17 @@ def run_batch(
     tree = composition.start()
     forced = False
     said_dead = False
+    stopped_by: str | None = None
+    unfinished: tuple[tuple[str, str], ...] = ()
     try:
         while not tree.wait(progress_every):
             if signals.first.is_set():
+                stopped_by = signals.name or "a signal"
+                log.warning(
+                    "run: {}: stopping every job (a second signal kills what still runs)",
+                    stopped_by,
+                )
+                unfinished = _unfinished(tree)
                 break
             if on_progress is not None:
                 on_progress(tree.status())
@@ -366,10 +400,14 @@ def run_batch(
             target=tree.stop, args=(stop_timeout,), name="jv-stopper", daemon=True
         )
         stopper.start()
+        shown = time.monotonic()
         while stopper.is_alive():
             if signals.second.wait(0.05):
                 forced = True
                 break
+            if on_progress is not None and time.monotonic() - shown >= progress_every:
+                shown = time.monotonic()
+                _show_stopping(tree, on_progress, progress_every)
         # The last snapshot, as the root left it.
         status = forced_stop(tree) if forced else tree.status()
     finally:
@@ -384,7 +422,50 @@ def run_batch(
     # The journal's writer and the HTTP endpoint's server run until the composition closes.
     ours = ("jv-stopper", "jv-journal", "jv-http")
     leftover = tuple(task.name for task in live_tasks("jv-") if task.name not in ours)
-    return RunReport(code, status, result, interrupted, forced, leftover)
+    return RunReport(code, status, result, interrupted, forced, leftover, stopped_by, unfinished)
+
+
+# What a finite job's state at a signal says of it, for ``RunReport.stop_line``: the rest
+# (succeeded, failed, gave up, stopped) had settled.
+_UNFINISHED: dict[str, str] = {
+    "pending": "not started",
+    "starting": "running",
+    "running": "running",
+    "probation": "running",
+    "stopping": "running",
+    "waiting": "waiting",  # its breaker is open
+    "backoff": "waiting",  # to start again
+    "cooldown": "waiting",
+}
+
+
+def _unfinished(tree: Tree) -> tuple[tuple[str, str], ...]:
+    """The finite jobs that had not settled when the signal came, with how far each got."""
+    try:
+        # Briefly: a second signal is only heard once this returns.
+        doc = tree.status(timeout=UNFINISHED_WAIT)
+        states = {node["path"]: node["state"] for node in flatten_status(doc)}
+    except Exception as exc:  # the root did not answer: the stop goes on, unnamed
+        log.error("run: no status from the tree at the signal: {}", exc)  # noqa: TRY400
+        return ()
+    found = []
+    for path, child in walk(tree.spec):
+        if isinstance(child, JobSpec) and child.schedule.finite:
+            how = _UNFINISHED.get(states.get(path, ""))
+            if how is not None:
+                found.append((path, how))
+    return tuple(found)
+
+
+def _show_stopping(
+    tree: Tree, on_progress: Callable[[dict[str, Any]], None], timeout: float
+) -> None:
+    """The progress line while the stop runs: it moves on, and says a second signal kills."""
+    try:
+        doc = tree.status(timeout=timeout)
+    except Exception:  # the root is busy stopping: the next slice asks again
+        return
+    on_progress(doc)
 
 
 def forced_stop(tree: Tree) -> dict[str, Any]:
@@ -411,7 +492,10 @@ def progress_line(doc: dict[str, Any]) -> str:
         if node["kind"] != "group":
             counts[node["state"]] = counts.get(node["state"], 0) + 1
     parts = [f"{n} {state}" for state, n in sorted(counts.items())]
-    return f"[{time.strftime('%H:%M:%S')}] " + ", ".join(parts)
+    line = f"[{time.strftime('%H:%M:%S')}] " + ", ".join(parts)
+    if doc.get("state") == "stopping":
+        line += " (stopping: a second Ctrl-C kills what still runs)"
+    return line
 
 
 def write_progress(

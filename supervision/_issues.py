@@ -24,6 +24,7 @@ __all__ = [
     "ManifestError",
     "Merged",
     "Secret",
+    "ShellText",
     "Text",
     "join",
     "mask",
@@ -98,6 +99,18 @@ class Text(str):
     """A string that came out of ``${NAME}`` interpolation."""
 
     __slots__ = ()
+
+
+class ShellText(Text):
+    """Interpolated text where a ``${NAME}``'s value holds what a shell reads as its own
+    syntax where it stands (a quote, ``;``, ``$``, a backquote...): ``names`` says whose.
+
+    Harmless but in a shell command string, where that value becomes shell text.
+    """
+
+    # No __slots__: an instance keeps its names. Rare (most values are plain words), so
+    # their __dict__ costs a big manifest nothing.
+    names: tuple[str, ...] = ()
 
 
 class HoldsSecret(Text):

@@ -362,6 +362,7 @@ class _Parser(WorkReader):
 
     def root(self, root: V, top: dict[str, V]) -> SupervisorSpec | Bad:
         flags: dict[str, Any] = {}
+        sup = None
         if "supervisor" in top:
             sup = self.fields(top["supervisor"], ROOT_KEYS, "a mapping of restart policy fields")
             flags = {} if sup is None else self.policy(sup)
@@ -375,6 +376,8 @@ class _Parser(WorkReader):
         children = self.children(top["jobs"])
         if self.issues:
             return BAD
+        if sup is not None:
+            self.warn_endless_cooldown(sup, flags, children, "supervisor:")
         return self.build(root, SupervisorSpec, name="root", children=children, **flags)
 
     def logging(self, v: V) -> LoggingSpec | Bad:
@@ -496,6 +499,42 @@ class _Parser(WorkReader):
             flags["policy"] = RestartPolicy(**good)
         return flags
 
+    def warn_endless_cooldown(
+        self, f: dict[str, V], flags: dict[str, Any], children: tuple[ChildSpec, ...], where: str
+    ) -> None:
+        """Warn of finite jobs that a cooldown without ``max_cycles`` would never let settle.
+
+        While such a job fails, it is tried again after each cooldown for ever, so
+        ``jobvisor run``, which waits for every finite job, never ends.
+        """
+        policy = flags.get("policy")
+        if (
+            "on_exhausted" not in f
+            or not isinstance(policy, RestartPolicy)
+            or policy.on_exhausted is not OnExhausted.COOLDOWN
+            or policy.cooldown.max_cycles is not None
+        ):
+            return
+        finite = [
+            child.name
+            for child in children
+            if isinstance(child, JobSpec)
+            and child.schedule.finite
+            and child.restart is not RestartType.TEMPORARY
+        ]
+        if not finite:
+            return
+        shown = ", ".join(finite[:5]) + (f" and {len(finite) - 5} more" if len(finite) > 5 else "")
+        one = len(finite) == 1
+        self.warn(
+            f["on_exhausted"],
+            f"on_exhausted: cooldown without cooldown.max_cycles: the finite job"
+            f"{'' if one else 's'} {shown} never settle{'s' if one else ''} while "
+            f"{'it keeps' if one else 'they keep'} failing (tried again after each cooldown, "
+            f"for ever), so jobvisor run never ends; set cooldown: {{max_cycles: N}} in "
+            f"{where} (a job gives up after N cycles), or on_exhausted: give_up",
+        )
+
     def intensity(self, v: V) -> Intensity | Bad:
         return self.window_limit(v, Intensity, "intensity")
 
@@ -602,6 +641,7 @@ class _Parser(WorkReader):
             children = self.children(f["jobs"])
         if isinstance(name, Bad):
             return None
+        self.warn_endless_cooldown(f, flags, children, f"group {name}")
 
         def build(deps: tuple[str, ...]) -> list[ChildSpec]:
             del deps  # a group has no depends_on of its own
@@ -714,6 +754,7 @@ class _Parser(WorkReader):
             options["restart"] = RestartType(value) if isinstance(value, str) else value
         if "output" in f:
             options["output"] = self.output(f["output"])
+        self.warn_permanent_once(f, schedule, options)
         if "ready" in f and isinstance(schedule, Schedule) and not schedule.service:
             mode = "periodic" if schedule.periodic else "once"
             at, what = f["ready"], "ready only on a service (service: true)"
@@ -730,6 +771,23 @@ class _Parser(WorkReader):
                 "other exit)",
             )
         return self.options_read(job, f, kind, options, stop_signal)
+
+    def warn_permanent_once(
+        self, f: dict[str, V], schedule: object, options: dict[str, Any]
+    ) -> None:
+        """A once job restarted after a success too never settles: ``run`` cannot end on it."""
+        once = isinstance(schedule, Schedule) and schedule.finite and not schedule.periodic
+        if once and options.get("restart") is RestartType.PERMANENT:
+            name = f["name"].value if "name" in f else "this job"
+            self.warn(
+                f["restart"],
+                f"{name} is a once job with restart: permanent, so it is restarted after it "
+                "succeeds too and never settles: jobvisor run gives up on it (exit 1, with 0 "
+                "failures) once its intensity is spent, or runs for ever under a larger "
+                "intensity or on_exhausted: cooldown; write restart: transient (the default: "
+                "restarted after a failure only) for a job that should end, or service: true "
+                "for one that runs until it is stopped",
+            )
 
     def options_read(
         self, job: V, f: dict[str, V], kind: str | None, options: dict[str, Any], stop: object

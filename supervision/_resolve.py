@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from supervision._files import FileTooLargeError, NotRegularFileError, read_regular
 from supervision._interpolation import INTERPOLATION, SECRET_VARIABLE, VARIABLE
-from supervision._issues import HoldsSecret, Secret, Text, join, show, unknown_key
+from supervision._issues import HoldsSecret, Secret, ShellText, Text, join, show, unknown_key
 from supervision._units import fmt_size
 from supervision._yaml import LineDict, LineList
 
@@ -47,6 +47,51 @@ UNRESOLVED: Final = "unresolved"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_LOOKING = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+# What a POSIX shell reads as syntax in a word outside quotes (spaces are left out: a value
+# split into words is a different slip, and often meant); inside double quotes only these
+# four are; inside single quotes only the closing quote.
+_SHELL_SYNTAX: Final = re.compile(r"[;&|<>()$`\\\"'\n*?\[#~]")
+_IN_DOUBLE_QUOTES: Final = re.compile(r'[$`\\"]')
+
+
+def _typed(result: str, secrets: list[str], shell: list[str]) -> Text:
+    """An interpolated string, as what it holds: a secret, some secret, shell syntax."""
+    if secrets and len(secrets) == 1 and result == secrets[0]:
+        return Secret(result)
+    if secrets:
+        return HoldsSecret(result)
+    if shell:
+        told = ShellText(result)
+        told.names = tuple(dict.fromkeys(shell))
+        return told
+    return Text(result)
+
+
+def shell_syntax(value: str, before: str) -> bool:
+    """Whether a shell reads ``value`` as syntax when it stands after the text ``before``
+    of a command string: ``a;b`` outside quotes, ``a"b`` inside double quotes..."""
+    if not _SHELL_SYNTAX.search(value):  # most values: a word, a path, a host
+        return False
+    quote = ""
+    escaped = False
+    for char in before:
+        if escaped:
+            escaped = False
+        elif quote == "'":
+            quote = "" if char == "'" else quote
+        elif char == "\\":
+            escaped = True
+        elif quote == '"':
+            quote = "" if char == '"' else quote
+        elif char in "'\"":
+            quote = char
+    if quote == "'":
+        return "'" in value
+    if quote == '"':
+        return _IN_DOUBLE_QUOTES.search(value) is not None
+    return _SHELL_SYNTAX.search(value) is not None
+
 
 def _in_url(value: str, before: str, after: str) -> str:
     """A secret as it must stand in a URL, between the texts ``before`` and ``after`` it.
@@ -183,6 +228,7 @@ class Resolver:
         begins it: it holds the scheme and the host.
         """
         secrets: list[str] = []
+        shell: list[str] = []  # the ${NAME}s whose values a shell would read as syntax
         encode = _IN_URL.search(path) is not None and not _ONE_SECRET.fullmatch(text)
 
         def substitute(match: re.Match[str]) -> str:
@@ -222,12 +268,11 @@ class Resolver:
                     f"got it unset; set it or write ${{{name}:-fallback}}",
                 )
                 return UNRESOLVED
+            if shell_syntax(found, text[: match.start()]):
+                shell.append(name)
             return str(found)
 
-        result = INTERPOLATION.sub(substitute, text)
-        if secrets and len(secrets) == 1 and result == secrets[0]:
-            return Secret(result)
-        return HoldsSecret(result) if secrets else Text(result)
+        return _typed(INTERPOLATION.sub(substitute, text), secrets, shell)
 
     def _secret_in(
         self, text: str, match: re.Match[str], name: str, path: str, line: int | None, *, url: bool

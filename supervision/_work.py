@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from actors import PythonWork
 from actors._python import ISOLATIONS
-from supervision._issues import HoldsSecret
+from supervision._issues import HoldsSecret, ShellText
 from supervision._reader import BAD, Bad, Reader, V, entries_of, plain
 
 __all__ = ["STAND_INS", "WorkReader"]
@@ -42,6 +42,48 @@ _ARGV_WARNING: Final = (
     "a secret in a command's argv can be read by every local user (ps, /proc/PID/cmdline); "
     "pass it in env: instead"
 )
+
+
+# A shell command string gets a ${secret:...} (or a ${NAME} holding a quote, ';', '$'...) as
+# shell text: the value is run as shell, and its pieces reach the log unmasked.
+_SHELL_SECRET_WARNING: Final = (
+    _ARGV_WARNING.removesuffix("; pass it in env: instead")
+    + "; in a shell command string its value also becomes shell text (its quotes, ';' or "
+    "'$' are run by the shell, and pieces of it reach the log unmasked): pass it in env: "
+    '(env: {KEY: "${secret:KEY}"}) and write "$KEY" in the command instead'
+)
+
+
+def _shell_text_warning(names: tuple[str, ...]) -> str:
+    shown = ", ".join(f"${{{name}}}" for name in names)
+    one = len(names) == 1
+    return (
+        f"the value of {shown} holds characters a shell reads as its own (a quote, ';', '$'...) "
+        f"where {'it stands' if one else 'they stand'} in this shell command string: "
+        f"{'it becomes' if one else 'they become'} shell text and {'runs' if one else 'run'} "
+        f"as such; pass {'it' if one else 'them'} in env: (env: {{{names[0]}: "
+        f'"${{{names[0]}}}"}}) and write "${names[0]}" in the command instead'
+    )
+
+
+_SHELLS: Final = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh"})
+
+
+def _shell_script(argv: list[Any]) -> int | None:
+    """The index of the script in ``[sh, -c, SCRIPT, ...]`` (``bash -ec``, ``-o pipefail``
+    before it too): a string a shell reads, as a command string is; None for other argv."""
+    if not argv or Path(str(argv[0])).name not in _SHELLS:
+        return None
+    told_c = takes_value = False
+    for i, arg in enumerate(map(str, argv[1:]), 1):
+        if takes_value:
+            takes_value = False
+        elif arg[:1] in ("-", "+") and arg not in ("-", "--"):
+            told_c = told_c or (arg[:1] == "-" and not arg.startswith("--") and "c" in arg)
+            takes_value = arg in ("-o", "+o", "-O", "+O")
+        else:
+            return i if told_c else None
+    return None
 
 
 # What a spec is built with, to report its other fields, when this one could not be read (a
@@ -344,14 +386,14 @@ class WorkReader(Reader):
         return cls
 
     def command(self, v: V) -> tuple[tuple[str, ...], str | None] | Bad:
-        """``(argv, None)`` for a list, ``((), shell)`` for a string; warns of a secret in argv."""
+        """``(argv, None)`` for a list, ``((), shell)`` for a string; warns of a secret in argv
+        and of a value that becomes shell text (see ``warn_argv``)."""
         value = v.value
         what = "a list of argv strings or a shell command string"
         if isinstance(value, str):
             if not value.strip() or "\0" in value:
                 return self.expected(v, what)
-            if isinstance(value, HoldsSecret):  # what it references, not a word it shares
-                self.warn(v, _ARGV_WARNING)
+            self.warn_argv(v, in_shell=True)
             return (), str(value)
         items = self.items(v, what)
         if items is None:
@@ -361,10 +403,18 @@ class WorkReader(Reader):
         argv = [self.scalar_text(item, "an argv string") for item in items]
         if any(isinstance(arg, Bad) for arg in argv):
             return BAD
-        for item in items:
-            if isinstance(item.value, HoldsSecret):
-                self.warn(item, _ARGV_WARNING)
+        script = _shell_script(argv)
+        for i, item in enumerate(items):
+            self.warn_argv(item, in_shell=i == script)
         return tuple(str(arg) for arg in argv), None
+
+    def warn_argv(self, v: V, *, in_shell: bool) -> None:
+        """Warn of a secret in argv, and of a value that becomes shell text ``in_shell`` (a
+        command string, an ``sh -c`` script): what it references, not a word it shares."""
+        if isinstance(v.value, HoldsSecret):
+            self.warn(v, _SHELL_SECRET_WARNING if in_shell else _ARGV_WARNING)
+        elif isinstance(v.value, ShellText) and in_shell:
+            self.warn(v, _shell_text_warning(v.value.names))
 
     def warn(self, at: V, message: str) -> None:
         self._warn_at(at.path, at.line, message)

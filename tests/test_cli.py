@@ -1021,3 +1021,214 @@ def test_the_watched_stdout_keeps_python_unbuffered(unbuffered: str) -> None:
         timeout=60, check=False,
     )  # fmt: skip
     assert done.stderr == str(bool(unbuffered)), done.stderr
+
+
+WAITS_FOR_GO = "while [ ! -e go ]; do sleep 0.02; done"
+TALKER = """\
+import os, sys, time
+
+
+def main():
+    while not os.path.exists("go"):
+        time.sleep(0.02)
+    print("a print to stdout", flush=True)
+    sys.stderr.write("a print to stderr\\n")
+    sys.stderr.flush()
+"""
+
+
+@pytest.mark.parametrize("code", [1, 0])
+@pytest.mark.parametrize("how", ["both", "stderr", "stdout", "json"])
+def test_a_reader_gone_mid_run_never_changes_its_verdict(
+    tmp_path: Path, how: str, code: int, runtime: str
+) -> None:
+    """`run 2>&1 | head -1` exited 0 though a job had given up: the last stderr line met the
+    closed pipe, and its BrokenPipeError became exit 0. A python job's print there failed it.
+
+    The reader goes away after the first line (stdout alone: before any), and only then do
+    the jobs end, so every later write meets a closed pipe.
+    """
+    (tmp_path / "talker.py").write_text(TALKER)
+    write(
+        tmp_path,
+        f"""
+        version: 1
+        supervisor: {{intensity: {{max_restarts: 0}}}}
+        jobs:
+          - {{name: x, command: "{WAITS_FOR_GO}; exit {code}"}}
+          - {{name: p, python: "talker:main"}}
+        """,
+    )
+    read, write_end = os.pipe()
+    flags = ["--json"] if how == "json" else []
+    proc = subprocess.Popen(
+        [*CLI, "--runtime", runtime, "run", *flags],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL if how == "stderr" else write_end,
+        stderr=subprocess.DEVNULL if how == "stdout" else write_end,
+    )
+    os.close(write_end)
+    try:
+        if how != "stdout":
+            with os.fdopen(read, "rb", closefd=False) as reader:
+                assert b"started" in reader.readline()  # the first log line: then away
+        os.close(read)
+        (tmp_path / "go").touch()
+        assert proc.wait(timeout=60) == code, how
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    history = jobvisor("history", "p", cwd=tmp_path)
+    assert "attempt 1 succeeded" in history.stdout, history.stdout
+    assert "failed" not in history.stdout, history.stdout
+
+
+def test_a_first_signal_is_said_and_what_it_left_unfinished_is_named(
+    tmp_path: Path, runtime: str
+) -> None:
+    """The first SIGTERM was silent: no log line, no last line. SPEC §4's exit 0 stays."""
+    write(
+        tmp_path,
+        """
+        version: 1
+        supervisor:
+          backoff: {initial: 60s, max: 60s}
+          intensity: {max_restarts: 3}
+        jobs:
+          - {name: slow, command: "touch started; sleep 60"}
+          - {name: later, command: "true", depends_on: [slow]}
+          - {name: flaky, command: "exit 1"}
+          - {name: done, command: "true"}
+          - {name: web, service: true, command: "sleep 60"}
+        """,
+    )
+    errfile = tmp_path / "stderr.log"
+    with errfile.open("w") as err:
+        proc = subprocess.Popen(
+            [*CLI, "--runtime", runtime, "run", "--json"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        try:
+            wait_until((tmp_path / "started").exists, "slow started", proc=proc)
+            wait_until(lambda: "flaky: restart 1 in" in errfile.read_text(), "a backoff", proc=proc)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = errfile.read_text()
+    assert proc.returncode == 0, text
+    assert re.search(
+        r" WARNING +supervision\.app: run: SIGTERM: stopping every job "
+        r"\(a second signal kills what still runs\)$",
+        text,
+        re.MULTILINE,
+    ), text
+    assert text.rstrip().splitlines()[-1] == (
+        "jobvisor: stopped by SIGTERM before every job finished (exit 0); "
+        "not finished: running: slow; not started: later; waiting: flaky"
+    ), text
+    states = {node["path"]: node["state"] for node in flatten_status(json.loads(out))}
+    assert states == {
+        "slow": "stopped",
+        "later": "stopped",
+        "flaky": "stopped",
+        "done": "succeeded",
+        "web": "stopped",
+    }
+
+
+def test_jobs_a_batch_run_never_settles_are_warned_of_by_name(tmp_path: Path) -> None:
+    """A once job under a cooldown without max_cycles, or with restart: permanent, kept run
+    going for ever (or gave up with 0 failures), unwarned."""
+    write(
+        tmp_path,
+        """
+        version: 1
+        supervisor: {intensity: {max_restarts: 0}}
+        jobs:
+          - {name: again, command: "true", restart: permanent}
+          - group: g
+            on_exhausted: cooldown
+            jobs:
+              - {name: flaky, command: "exit 1"}
+              - {name: web, service: true, command: "sleep 1"}
+              - {name: once, command: "true", restart: temporary}
+          - group: h
+            on_exhausted: cooldown
+            cooldown: {max_cycles: 3}
+            jobs: [{name: capped, command: "exit 1"}]
+        """,
+    )
+    out = jobvisor("validate", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2, out.stderr
+    assert warnings[0].startswith(
+        "warning: jobs.yaml:5: jobs[0].restart: again is a once job with restart: permanent, "
+        "so it is restarted after it succeeds too and never settles"
+    ), warnings[0]
+    assert "write restart: transient" in warnings[0]
+    assert warnings[1].startswith(
+        "warning: jobs.yaml:7: jobs[1].on_exhausted: on_exhausted: cooldown without "
+        "cooldown.max_cycles: the finite job flaky never settles while it keeps failing"
+    ), warnings[1]
+    assert "set cooldown: {max_cycles: N} in group g" in warnings[1]
+
+    # run says so at its start too, and (permanent, intensity 0) gives up on it with exit 1.
+    write(tmp_path, "version: 1\njobs:\n  - {name: again, command: 'true', restart: permanent}\n")
+    out = jobvisor("run", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("warning: jobs.yaml:3: jobs[0].restart: again is a once job")
+
+
+def test_a_value_that_lands_in_a_shell_string_as_shell_text_is_warned_of(
+    tmp_path: Path,
+) -> None:
+    """`command: "tool --key=${secret:K}"` ran the secret's `; echo INJECTED` as shell, and its
+    pieces reached the log unmasked, unwarned. The substitution itself is unchanged."""
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - {name: a, command: "echo key=${secret:API_KEY}"}
+          - {name: b, command: "echo ${MSG}"}
+          - {name: c, command: "echo '${MSG}' \\"${PLAIN}\\" ${PLAIN}"}
+          - {name: d, command: "echo \\"${QUOTED}\\""}
+          - {name: e, command: [echo, "${MSG}"]}
+          - {name: f, command: 'echo "$API_KEY"', env: {API_KEY: "${secret:API_KEY}"}}
+          - {name: g, command: [bash, -o, pipefail, -ec, "echo ${MSG}", "${MSG}"]}
+          - {name: h, command: [sh, script.sh, "${MSG}"]}
+        """,
+    )
+    env = {
+        "API_KEY": "abc; echo INJECTED-$((6*7)) #",
+        "MSG": "hi; echo X",
+        "PLAIN": "/usr/local/bin",
+        "QUOTED": 'say "hi"',
+    }
+    out = jobvisor("validate", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning: ")]
+    assert [w.split(": ")[2] for w in warnings] == [
+        "jobs[0].command",
+        "jobs[1].command",
+        "jobs[3].command",
+        "jobs[6].command[4]",  # an sh -c script is a shell string too; its arguments are not
+    ], out.stderr
+    assert "in a shell command string its value also becomes shell text" in warnings[0]
+    assert 'pass it in env: (env: {KEY: "${secret:KEY}"}) and write "$KEY"' in warnings[0]
+    assert "the value of ${MSG} holds characters a shell reads as its own" in warnings[1]
+    assert 'write "$MSG" in the command instead' in warnings[1]
+    assert "${QUOTED}" in warnings[2]
+    assert "INJECTED" not in out.stderr
+    assert "hi; echo" not in out.stderr

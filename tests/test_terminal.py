@@ -13,6 +13,7 @@ import fcntl
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -57,8 +58,13 @@ def screen(raw: str) -> tuple[list[str], str]:
     return done, "".join(line)
 
 
-def run_on_a_terminal(cwd: Path, columns: int = 80) -> tuple[str, str, int]:
-    """``jobvisor run`` with stderr on a pty of ``columns``; its stderr bytes, stdout, exit code."""
+def run_on_a_terminal(
+    cwd: Path, columns: int = 80, interrupt_when: Path | None = None
+) -> tuple[str, str, int]:
+    """``jobvisor run`` with stderr on a pty of ``columns``; its stderr bytes, stdout, exit code.
+
+    ``interrupt_when``: one SIGINT (a Ctrl-C) once that file exists.
+    """
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "COLUMNS")}
@@ -79,6 +85,9 @@ def run_on_a_terminal(cwd: Path, columns: int = 80) -> tuple[str, str, int]:
         # Read until the process has exited and the terminal holds nothing more. Not until
         # EIO: under gevent the parent may keep a copy of the terminal's other end open.
         while time.monotonic() < deadline:
+            if interrupt_when is not None and interrupt_when.exists():
+                proc.send_signal(signal.SIGINT)
+                interrupt_when = None
             if select.select([master], [], [], 0.1)[0]:
                 try:
                     chunk = os.read(master, 65536)
@@ -120,6 +129,35 @@ def test_log_records_never_share_a_line_with_the_progress(tmp_path: Path) -> Non
         assert RECORD.match(line), f"a record shares its line with the progress: {line!r}"
     assert last == ""  # the progress is cleared at the end
     assert "PATH" in stdout
+
+
+def test_a_first_ctrl_c_says_a_second_kills_and_the_progress_goes_on(tmp_path: Path) -> None:
+    """The first Ctrl-C was silent and the progress line froze while the stop ran."""
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - name: slow
+            command: [sh, -c, "trap 'sleep 1.5; exit 0' TERM; touch started; sleep 60 & wait"]
+            stop: {grace: 30s}
+          - {name: later, command: "true", depends_on: [slow]}
+        """,
+    )
+    raw, _, code = run_on_a_terminal(tmp_path, 200, interrupt_when=tmp_path / "started")
+    assert code == 0, raw
+    lines, last = screen(raw)
+    assert any(
+        line.endswith("run: SIGINT: stopping every job (a second signal kills what still runs)")
+        for line in lines
+    ), raw
+    # Redrawn while the stop waits for slow's trap, and it says so.
+    assert raw.count("(stopping: a second Ctrl-C kills what still runs)") >= 2, raw
+    assert last == "", raw
+    assert lines[-1] == (
+        "jobvisor: stopped by SIGINT before every job finished (exit 0); "
+        "not finished: running: slow; not started: later"
+    ), raw
 
 
 def test_the_progress_line_fits_a_narrow_terminal(tmp_path: Path) -> None:
