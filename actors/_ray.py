@@ -24,6 +24,7 @@ import queue
 import re
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -39,9 +40,10 @@ from actors._supervised import OwnActor
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from actors._attempt import Work
+    from actors._attempt import OutputSink, Work
 
 __all__ = [
+    "ClusterUnreachable",
     "PlacementCancelled",
     "PlacementLost",
     "RayActorProxy",
@@ -56,6 +58,13 @@ __all__ = [
 log = logbook.Logger("actors.ray")
 
 _POLL: Final = 0.25  # seconds between checks of a cancel while waiting on Ray
+_CONNECT_TIMEOUT: Final = 15.0  # seconds to connect to a cluster's address (Ray retries ~14 min)
+_START_TIMEOUT: Final = 120.0  # seconds to start a local Ray instance on a busy machine
+_RECONNECT_ENV: Final = "RAY_gcs_rpc_server_reconnect_timeout_s"
+_RECONNECT_TIMEOUT: Final = 10 * 365 * 86400  # Ray's C++ client exits the process after it
+_HEALTH_PERIOD: Final = 1.0  # seconds between checks that the cluster's head answers
+_HEALTH_WAIT: Final = 2.0  # seconds one check waits for the head's answer
+_HEALTH_FAILURES: Final = 3  # checks in a row without an answer: the cluster is lost
 _LOCAL_ADDRESSES: Final = (None, "", "local")
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -113,11 +122,37 @@ def configure_cluster(
 
 
 _connected: Any = None  # the ray module once connected: every attempt asks for it
+_connecting: _Connecting | None = None  # the ray.init under way or last failed, if any
+_lost: ClusterUnreachable | None = None  # set by the health watch while the head is gone
 
 
-def _ray() -> Any:
-    """The ``ray`` module, connected: an existing ``ray.init()`` is reused, else we start one."""
-    global _connected  # noqa: PLW0603
+class ClusterUnreachable(PlacementLost):
+    """Jobvisor cannot reach its Ray cluster: a wrong or dead ``cluster.address``, or a lost head.
+
+    The attempt fails (the policy decides, as for a lost node); nothing about
+    the cluster is decided for good: the next attempt tries again.
+    """
+
+
+class _Connecting:
+    """One ``ray.init`` under way in its keeper thread; any number of attempts wait on it."""
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.reported = False  # its "cannot connect" was logged (once per connect)
+
+
+def _ray(cancel: threading.Event | None = None) -> Any:
+    """The ``ray`` module, connected: an existing ``ray.init()`` is reused, else we start one.
+
+    The wait for a connection is bounded (``ClusterUnreachable`` after
+    ``_CONNECT_TIMEOUT``, with what to check) and ends when ``cancel`` is set
+    (returns None then): a stop, timeout or kill never waits on Ray's own
+    retries, and neither does ``shutdown``.
+    """
+    global _connected, _connecting  # noqa: PLW0603
     connected = _connected
     if connected is not None and not _closed and connected.is_initialized():
         return connected
@@ -133,25 +168,80 @@ def _ray() -> Any:
     with _lock:
         if _closed:
             raise PlacementLost("jobvisor is exiting: nothing more is placed on Ray")
+        connecting = None
         if not ray.is_initialized():
-            cluster = _cluster
-            kwargs: dict[str, Any] = {
-                "address": cluster.address,
-                "namespace": cluster.namespace,
-                "log_to_driver": True,
-                "configure_logging": False,
-            }
-            if cluster.address in _LOCAL_ADDRESSES:
-                kwargs["address"] = None
-                kwargs["include_dashboard"] = False
-            elif cluster.address != "auto" and cluster.working_dir is not None:
-                kwargs["runtime_env"] = {"working_dir": cluster.working_dir}
-            _init_in_keeper(ray, kwargs)
+            connecting = _connecting
+            if connecting is None or connecting.error is not None:
+                connecting = _connecting = _start_connect(ray, _cluster)
+    if connecting is not None and not _wait_connected(connecting, cancel):
+        return None
+    with _lock:
+        if _closed:
+            raise PlacementLost("jobvisor is exiting: nothing more is placed on Ray")
         # Ray's own exit hook would run before the trees stop (it was registered later):
         # its jobs would see their actors die first. ``shutdown`` runs after them instead.
         atexit.unregister(ray._private.worker.shutdown)
         _connected = ray
     return ray
+
+
+def _start_connect(ray: Any, cluster: _Cluster) -> _Connecting:
+    """Start ``ray.init`` for ``cluster`` in its keeper thread (with ``_lock`` held)."""
+    kwargs: dict[str, Any] = {
+        "address": cluster.address,
+        "namespace": cluster.namespace,
+        "log_to_driver": True,
+        "configure_logging": False,
+    }
+    if cluster.address in _LOCAL_ADDRESSES:
+        kwargs["address"] = None
+        kwargs["include_dashboard"] = False
+    else:
+        # Ray's client in this process ends the whole process (exit 1, no orderly stop, its
+        # local jobs with it) once the head has been away this long (default 60 s). Jobvisor
+        # outlives its cluster instead: the health watch fails the placed attempts.
+        os.environ.setdefault(_RECONNECT_ENV, str(_RECONNECT_TIMEOUT))
+        if cluster.address != "auto" and cluster.working_dir is not None:
+            kwargs["runtime_env"] = {"working_dir": cluster.working_dir}
+    connecting = _Connecting(cluster.address if kwargs["address"] is not None else None)
+    _init_in_keeper(ray, kwargs, connecting)
+    return connecting
+
+
+def _wait_connected(connecting: _Connecting, cancel: threading.Event | None) -> bool:
+    """Wait for ``connecting``, at most ``_CONNECT_TIMEOUT``; False if ``cancel`` came first."""
+    local = connecting.address is None
+    deadline = time.monotonic() + (_START_TIMEOUT if local else _CONNECT_TIMEOUT)
+    while not connecting.done.wait(_POLL):
+        if cancel is not None and cancel.is_set():
+            return False
+        if time.monotonic() >= deadline:
+            raise _unreachable(connecting, "did not answer")
+    if connecting.error is not None:
+        if local:
+            raise connecting.error
+        raise _unreachable(connecting, f"failed ({type(connecting.error).__name__})")
+    return True
+
+
+def _unreachable(connecting: _Connecting, what: str) -> ClusterUnreachable:
+    address = connecting.address or "local"
+    limit = _START_TIMEOUT if connecting.address is None else _CONNECT_TIMEOUT
+    message = (
+        f"cannot connect to the Ray cluster at {address}: it {what} within {limit:g}s; "
+        f"check cluster.address in the manifest, that the cluster's head is up there "
+        f"(ray status --address {address}) and reachable from here"
+    )
+    if address.startswith("127.") and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+        message += (
+            ", and for a cluster on 127.0.0.1 set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+            "in jobvisor's environment"
+        )
+    with _lock:
+        first, connecting.reported = not connecting.reported, True
+    if first:
+        log.error("{}", message)
+    return ClusterUnreachable(message)
 
 
 def driver_env(stream: Any) -> dict[str, str]:
@@ -167,29 +257,69 @@ def driver_env(stream: Any) -> dict[str, str]:
     return {} if terminal else {"RAY_COLOR_PREFIX": "0"}
 
 
-def _init_in_keeper(ray: Any, kwargs: dict[str, Any]) -> None:
-    """``ray.init`` in a thread that lives as long as the process.
+def _init_in_keeper(ray: Any, kwargs: dict[str, Any], connecting: _Connecting) -> None:
+    """``ray.init`` in a thread that lives as long as the process, once it has connected.
 
     A local Ray instance's processes die with the *thread* that started them
     (Linux's parent-death signal follows the thread): started from a job's
-    thread, they would die when that job ends.
+    thread, they would die when that job ends. Nobody holds a lock while it
+    connects, and nobody waits for it longer than ``_wait_connected`` does.
     """
-    done = threading.Event()
-    failure: list[BaseException] = []
 
     def keep() -> None:
         try:
             ray.init(**kwargs)
-        except BaseException as exc:  # handed to the caller below
-            failure.append(exc)
-        finally:
-            done.set()
+        except BaseException as exc:  # handed to the waiters; the next attempt starts anew
+            connecting.error = exc
+            connecting.done.set()
+            return
+        connecting.done.set()
+        if _closed:  # jobvisor stopped while this connected: nothing will use it
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            return
+        if kwargs["address"] is not None:
+            _watch_health(ray, connecting.address or "auto")
         threading.Event().wait()  # never set: this thread is the Ray processes' parent
 
     threading.Thread(target=keep, name="ray-keeper", daemon=True).start()
-    done.wait()
-    if failure:
-        raise failure[0]
+
+
+def _watch_health(ray: Any, address: str) -> None:
+    """Start the thread that asks the cluster's head, with a bounded wait, whether it lives.
+
+    After ``_HEALTH_FAILURES`` checks in a row without an answer the cluster is
+    lost: every placed attempt fails with ``ClusterUnreachable`` (local jobs
+    never notice); an answer again makes placement possible again.
+    """
+
+    def watch() -> None:
+        global _lost  # noqa: PLW0603
+        misses = 0
+        since = time.monotonic()
+        while not _closed:
+            started = time.monotonic()
+            try:
+                ray._private.worker.global_worker.gcs_client.check_alive([], timeout=_HEALTH_WAIT)
+            except Exception:
+                misses += 1
+                if misses == 1:
+                    since = started
+            else:
+                if _lost is not None:
+                    log.info("the Ray cluster at {} answers again", address)
+                misses, _lost = 0, None
+            if misses >= _HEALTH_FAILURES and _lost is None:
+                seconds = time.monotonic() - since
+                message = (
+                    f"lost the Ray cluster at {address}: its head has not answered for "
+                    f"{seconds:.0f}s"
+                )
+                log.error("{}; placed jobs fail until it answers again", message)
+                _lost = ClusterUnreachable(message)
+            time.sleep(max(0.0, _HEALTH_PERIOD - (time.monotonic() - started)))
+
+    threading.Thread(target=watch, name="ray-health", daemon=True).start()
 
 
 def live_runners() -> dict[str, Any]:
@@ -321,21 +451,35 @@ def forget_actor(ray: Any, path: str, handle: Any) -> None:
 
 
 def wait_ref(ray: Any, ref: Any, stop: threading.Event | None) -> bool:
-    """Wait until ``ref`` is ready; False if ``stop`` was set first."""
+    """Wait until ``ref`` is ready; False if ``stop`` was set first.
+
+    ``ClusterUnreachable`` once the health watch finds the cluster's head gone:
+    then nothing says whether, or when, ``ref`` would ever be ready.
+    """
     while True:
         done, _ = ray.wait([ref], timeout=_POLL)
         if done:
             return True
         if stop is not None and stop.is_set():
             return False
+        lost_cluster = _lost
+        if lost_cluster is not None:
+            raise lost_cluster
 
 
 def _get(ray: Any, ref: Any) -> Any:
     """``ray.get(ref)``: it returns, or raises once a stop's ``ray.kill`` ended the runner.
 
-    Without a timeout: a timed ``ray.get`` polls, which costs more than the call.
+    It waits with ``ray.wait`` first, a second at a time: a lost cluster's head
+    (``_lost``) would never let a plain ``ray.get`` return.
     """
-    return ray.get(ref)
+    while True:
+        done, _ = ray.wait([ref], timeout=_HEALTH_PERIOD)
+        if done:
+            return ray.get(ref)
+        lost_cluster = _lost
+        if lost_cluster is not None:
+            raise lost_cluster
 
 
 def lost(ray: Any, exc: BaseException) -> bool:
@@ -360,6 +504,8 @@ def lost(ray: Any, exc: BaseException) -> bool:
 
 def remote_failure(ray: Any, exc: BaseException, where: str) -> BaseException:
     """The attempt's failure for what ``ray.get`` raised."""
+    if isinstance(exc, ClusterUnreachable):
+        return exc
     if lost(ray, exc):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return PlacementLost(f"its Ray actor on {where} is gone ({type(exc).__name__}): {first}")
@@ -393,6 +539,23 @@ class _Capture(logbook.Handler):  # type: ignore[misc]
         self.sink.put((record.channel, record.level, record.msg, tuple(record.args), extra))
 
 
+_OUTPUT: Final = "jobvisor.output"  # the channel of a record that is output bytes for the file
+
+
+class _RemoteOutput:
+    """A placed command's ``OutputSink`` on its node: its bytes go back to jobvisor's file."""
+
+    def __init__(self, sink: queue.SimpleQueue[tuple[Any, ...]], *, logged: bool) -> None:
+        self.sink = sink
+        self.logged = logged
+
+    def write(self, stream: str, lines: bytes) -> None:
+        self.sink.put((_OUTPUT, 0, "", (stream, lines), {}))
+
+    def close(self) -> None:
+        pass
+
+
 class Runner:
     """The Ray actor of one job incarnation: runs its attempts of ``work`` on its node."""
 
@@ -411,9 +574,23 @@ class Runner:
 
         return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid()  # type: ignore[no-untyped-call]
 
-    def run(self, work: Work | None, path: str, number: int, started_at: float) -> int | None:
-        """One attempt of ``work``; None: the work of the runner's previous call (sent once)."""
+    def run(
+        self,
+        work: Work | None,
+        path: str,
+        number: int,
+        started_at: float,
+        logged: bool | None = None,
+    ) -> int | None:
+        """One attempt of ``work``; None: the work of the runner's previous call (sent once).
+
+        ``logged`` not None: the job has an output file (on jobvisor's side), and its lines
+        go to the log too when True. Its bytes are sent back with the records.
+        """
         attempt = Attempt(path, number, started_at)
+        if logged is not None:
+            sink = _RemoteOutput(self.lines, logged=logged)
+            attempt.output = lambda _attempt: sink
         with self.lock:
             if work is not None:
                 self.work = work
@@ -487,7 +664,9 @@ class RayWork:
     def run(self, attempt: Attempt) -> int | None:
         if attempt.cancelled.is_set():
             raise _never_started(attempt)  # a stop that came as the attempt was made
-        ray = _ray()
+        ray = _ray(attempt.cancelled)
+        if ray is None:
+            raise _never_started(attempt)  # stopped while jobvisor was connecting to Ray
         handle = self._runner(ray, attempt)
         if handle is None:
             raise _never_started(attempt)  # cancelled while it was being placed
@@ -499,16 +678,23 @@ class RayWork:
                 raise _never_started(attempt)
             # The work goes to a runner once: a periodic job's later attempts pickle no spec.
             work, self._sent = (None if self._sent else self.inner), True
-            ref = handle.run.remote(work, attempt.path, attempt.number, attempt.started_at)
+            # A command's output file is written here, from the lines its runner sends back.
+            output = attempt.output if self._streams else None
+            sink = output(attempt) if output is not None else None
+            logged = None if sink is None else sink.logged
+            ref = handle.run.remote(work, attempt.path, attempt.number, attempt.started_at, logged)
             self._sent_attempt = attempt
         try:
             if self._streams:
-                self._stream(ray, handle, ref)
+                self._stream(ray, handle, ref, sink)
             return _get(ray, ref)  # type: ignore[no-any-return]
         except Exception as exc:
             # Fenced before anything else happens: the next incarnation gets a new runner.
             self.release()
             raise remote_failure(ray, exc, where) from None
+        finally:
+            if sink is not None:
+                sink.close()
 
     def _runner(self, ray: Any, attempt: Attempt) -> Any:
         if self._handle is not None:
@@ -540,18 +726,27 @@ class RayWork:
         )
         return handle
 
-    def _stream(self, ray: Any, handle: Any, ref: Any) -> None:
-        """Log the remote work's records here as they come, until the attempt ends."""
+    def _stream(self, ray: Any, handle: Any, ref: Any, sink: OutputSink | None) -> None:
+        """Log the remote work's records here as they come, until the attempt ends.
+
+        Its output's bytes (``_OUTPUT`` records) go to ``sink``, the job's output file.
+        """
         while True:
             done, _ = ray.wait([ref], timeout=0)
             try:
-                records = ray.get(handle.drain.remote(0.0 if done else _POLL))
+                records = _get(ray, handle.drain.remote(0.0 if done else _POLL))
+            except ClusterUnreachable:
+                raise
             except Exception:
                 if done:
                     return
                 wait_ref(ray, ref, None)  # the runner died: ray.get(ref) says how
                 return
             for channel, level, msg, args, extra in records:
+                if channel == _OUTPUT:
+                    if sink is not None:
+                        sink.write(*args)
+                    continue
                 logbook.Logger(channel).log(level, msg, *args, extra=extra)
             if done:
                 return

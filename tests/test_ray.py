@@ -346,6 +346,105 @@ def test_a_cancel_before_the_attempt_reaches_its_runner_starts_nothing(cluster, 
     assert len(runs.read_text().split()) == 1
 
 
+def test_a_placed_commands_output_reaches_its_output_file(cluster, tmp_path) -> None:
+    """As a local command's: its lines come back from the node and go to STATE_DIR/output."""
+    import time
+
+    from actors import Attempt
+    from actors._placement import RayPlacement
+    from actors._ray import placed_work
+    from supervision._output import OutputFiles
+    from supervision._spec import OutputSpec
+
+    opener = OutputFiles(tmp_path / "output").opener(OutputSpec())
+    work = placed_work(
+        CommandWork(shell="echo out-line; echo err-line >&2; printf no-newline"),
+        RayPlacement(),
+        grace=1.0,
+    )
+    try:
+        assert work.run(Attempt("out", 1, time.time(), output=opener)) == 0
+    finally:
+        work.release()
+    lines = (tmp_path / "output" / "out.log").read_bytes().splitlines()
+    assert sorted(line.rsplit(b" ", 1)[-1] for line in lines) == [
+        b"err-line",
+        b"no-newline",
+        b"out-line",
+    ]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _unreachable_manifest(tmp_path: Any, job: str) -> None:
+    (tmp_path / "m.yaml").write_text(
+        f"version: 1\ncluster: {{address: '127.0.0.1:{_free_port()}'}}\njobs:\n  - {job}\n"
+    )
+
+
+def test_an_unreachable_cluster_fails_the_attempt_with_a_clear_error(tmp_path) -> None:
+    """Ray alone retries for about 14 minutes, silently: jobvisor gives up in seconds, and says."""
+    import time
+
+    from faultkit import ENV, Jobvisor
+
+    _unreachable_manifest(
+        tmp_path,
+        "{name: one, python: 'rayfuncs:count', args: [x], placement: ray, restart: temporary}",
+    )
+    env_before = dict(ENV)
+    ENV["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        started = time.monotonic()
+        jv = Jobvisor(tmp_path, "run", "m.yaml")
+    finally:
+        ENV.clear()
+        ENV.update(env_before)
+    try:
+        assert jv.wait(timeout=60) != 0
+        assert time.monotonic() - started < 45
+        errors = [line for line in jv.stderr.splitlines() if " ERROR " in line]
+        assert any("cannot connect to the Ray cluster at 127.0.0.1:" in e for e in errors), (
+            jv.stderr
+        )
+        assert any("check cluster.address" in e for e in errors)
+    finally:
+        jv.close()
+
+
+def test_a_stop_while_connecting_to_a_cluster_ends_at_once(tmp_path) -> None:
+    """SIGTERM while Ray still tries to connect: no wait, no failure counted, the process ends."""
+    import time
+
+    from faultkit import ENV, Jobvisor
+
+    _unreachable_manifest(
+        tmp_path, "{name: svc, python: 'rayfuncs:count', args: [x], service: true, placement: ray}"
+    )
+    env_before = dict(ENV)
+    ENV["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        jv = Jobvisor(tmp_path, "run", "m.yaml")
+    finally:
+        ENV.clear()
+        ENV.update(env_before)
+    try:
+        # Ray's own word that its first try (of 5 s) to reach the address failed.
+        wait_until(lambda: "Failed to connect to GCS" in jv.stderr, "connecting", proc=jv.proc)
+        asked = time.monotonic()
+        assert jv.terminate(timeout=30) == 0, jv.stderr
+        assert time.monotonic() - asked < 3, jv.stderr
+        assert "timed out" not in jv.stderr
+    finally:
+        jv.close()
+
+
 def test_a_stop_while_a_job_is_being_placed_cancels_it(cluster, make_tree, tmp_path) -> None:
     """A stop (a shutdown's too) during placement: nothing runs, no failure, no timeout."""
     import time
