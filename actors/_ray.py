@@ -65,6 +65,7 @@ _RECONNECT_TIMEOUT: Final = 10 * 365 * 86400  # Ray's C++ client exits the proce
 _HEALTH_PERIOD: Final = 1.0  # seconds between checks that the cluster's head answers
 _HEALTH_WAIT: Final = 2.0  # seconds one check waits for the head's answer
 _HEALTH_FAILURES: Final = 3  # checks in a row without an answer: the cluster is lost
+_KILL_WAIT: Final = 2.0  # seconds a ray.kill is waited for (it waits for the head)
 _LOCAL_ADDRESSES: Final = (None, "", "local")
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -348,8 +349,19 @@ def shutdown() -> None:
 
 
 def _kill(ray: Any, handle: Any) -> None:
-    with contextlib.suppress(Exception):  # already dead, or Ray already gone: nothing to fence
-        ray.kill(handle, no_restart=True)
+    """``ray.kill(handle)``, waited for at most ``_KILL_WAIT``.
+
+    It waits for the cluster's head to take the kill, and for ever while the head is
+    gone: then it goes on in the background, and the job's thread goes on.
+    """
+
+    def kill() -> None:
+        with contextlib.suppress(Exception):  # already dead, or Ray already gone: nothing to fence
+            ray.kill(handle, no_restart=True)
+
+    killer = threading.Thread(target=kill, name="ray-kill", daemon=True)
+    killer.start()
+    killer.join(_KILL_WAIT)
 
 
 def _worker_paths() -> list[str]:

@@ -7,7 +7,9 @@ second). The test that removes a node runs last.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -499,6 +501,103 @@ def test_a_placement_that_never_comes_ends_at_the_attempts_timeout(cluster, make
     node = tree.status()["children"][0]
     assert (node["state"], node["last_exit"]["outcome"]) == ("failed", "timeout"), node
     assert "stuck" not in runners()
+
+
+def _kill_agents_of(raylets: set[str]) -> None:
+    """Kill the agents a raylet of ``raylets`` started: a head's outlive its removal."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(v.startswith(b"RAY_RAYLET_PID=") and v[15:].decode() in raylets for v in env):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), 9)
+
+
+@pytest.mark.timeout(240)
+def test_jobvisor_outlives_the_loss_of_its_clusters_head(tmp_path, monkeypatch) -> None:
+    """Ray's client ends its process 60 s after the head is gone (exit 1, local jobs with it).
+
+    Jobvisor runs on: its placed attempts fail with a clear error in seconds, its local job
+    never notices, and a SIGTERM still stops it in order. Its own small cluster: its head dies.
+    """
+    import time
+
+    from faultkit import ENV, Jobvisor
+    from ray.cluster_utils import Cluster
+
+    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setitem(ENV, name, "0")
+        monkeypatch.setenv(name, "0")
+    own = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "_system_config": HEALTH, "include_dashboard": False},
+    )
+    jv = None
+    head_raylet: set[str] = set()
+    placed_pids = tmp_path / "placed"
+    try:
+        own.add_node(num_cpus=1)
+        own.wait_for_nodes()
+        address = own.address
+        head_raylet = {str(p.process.pid) for p in own.head_node.all_processes["raylet"]}
+        local = tmp_path / "local"
+        (tmp_path / "m.yaml").write_text(
+            "version: 1\n"
+            f"cluster: {{address: '{address}'}}\n"
+            "supervisor: {backoff: {initial: 1s, max: 2s}, intensity: {max_restarts: 1000, within: 60s}}\n"
+            "jobs:\n"
+            f"  - {{name: svc, python: 'rayfuncs:pid_and_block', args: ['{placed_pids}'], service: true, placement: ray}}\n"
+            f"  - {{name: loc, command: 'echo $$ > {local}; exec sleep 600', service: true}}\n"
+        )
+        jv = Jobvisor(tmp_path, "run", "m.yaml")
+        wait_until(placed_pids.exists, "placed", proc=jv.proc, timeout=60)
+        local_pid = int(wait_until(lambda: local.exists() and local.read_text().strip(), "loc"))
+        lost_at = time.monotonic()
+        own.remove_node(own.head_node)
+
+        def said() -> bool:
+            return any(
+                "svc: failed" in line and "lost the Ray cluster at" in line
+                for line in jv.stderr.splitlines()
+            )
+
+        wait_until(
+            said,
+            "a placed attempt failed, saying why",
+            proc=jv.proc,
+            timeout=30,
+        )
+        assert time.monotonic() - lost_at < 15
+        errors = [line for line in jv.stderr.splitlines() if " ERROR " in line]
+        assert any(f"lost the Ray cluster at {address}" in line for line in errors)
+        # Past Ray's own 60 s: jobvisor and its local job are still there.
+        with pytest.raises(subprocess.TimeoutExpired):
+            jv.wait(timeout=max(0.0, 75 - (time.monotonic() - lost_at)))
+        assert not gone(local_pid)
+        assert "will terminate" not in jv.stderr
+        asked = time.monotonic()
+        assert jv.terminate(timeout=60) == 0, jv.stderr[-3000:]
+        assert time.monotonic() - asked < 10, jv.stderr[-3000:]  # a stop, not a kill after grace
+        assert "killing it" not in jv.stderr
+        assert gone(local_pid)
+    finally:
+        if jv is not None:
+            jv.close()
+        raylets = head_raylet | {
+            str(proc.process.pid)
+            for node in own.list_all_nodes()
+            for proc in node.all_processes.get("raylet", ())
+        }
+        own.shutdown()
+        _kill_agents_of(raylets)
+        # The placed runner lost its node's raylet with the head: it must not outlive the test.
+        for pid in map(int, placed_pids.read_text().split() if placed_pids.exists() else ()):
+            if not gone(pid):
+                os.kill(pid, 9)
 
 
 def test_a_lost_node_restarts_a_service_on_the_other_node(cluster, make_tree, tmp_path) -> None:
