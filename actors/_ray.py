@@ -73,16 +73,51 @@ _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
 class RemoteError(JobFailure):
     """An exception the work raised on its Ray node; its text ends with the remote traceback.
 
-    ``type_names`` are the names of the remote exception's classes, so
-    ``retry.on`` matches as for a local python job.
+    Made on the node from the work's exception, whatever it holds (a lock, an
+    ``__init__`` Ray could not call again): only names and text travel.
+    ``type_names`` are the names of its classes, so ``retry.on`` matches as
+    for a local python job; ``qualified_names`` (``module.Class``) let
+    ``give_up_on.exceptions`` match it. ``traceback`` is the remote one.
     """
 
-    def __init__(self, message: str, type_names: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        type_names: tuple[str, ...] = (),
+        qualified_names: tuple[str, ...] = (),
+        traceback: str = "",
+    ) -> None:
         super().__init__(message)
         self.type_names = type_names
+        self.qualified_names = qualified_names
+        self.traceback = traceback
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.type_names))
+        args = (str(self), self.type_names, self.qualified_names, self.traceback)
+        return (type(self), args)
+
+    @classmethod
+    def of(cls, exc: BaseException) -> RemoteError:
+        """The ``RemoteError`` of ``exc``, as raised on the node (jobvisor's frames left out)."""
+        import traceback  # noqa: PLC0415 - only when a placed call fails
+
+        shown = traceback.TracebackException.from_exception(exc)
+        ours = str(Path(__file__).parent)
+        shown.stack = traceback.StackSummary.from_list(
+            [frame for frame in shown.stack if not frame.filename.startswith(ours)]
+        )
+        text = _ANSI.sub("", "".join(shown.format()).rstrip("\n"))
+        try:
+            message = str(exc)
+        except Exception:  # an exception whose __str__ fails still fails the attempt
+            message = f"<unprintable {type(exc).__name__}>"
+        mro = type(exc).__mro__
+        return cls(
+            _ANSI.sub("", f"{type(exc).__name__}: {message}"),
+            tuple(c.__name__ for c in mro),
+            tuple(f"{c.__module__}.{c.__qualname__}" for c in mro),
+            text,
+        )
 
 
 class PlacementLost(JobFailure):
@@ -521,15 +556,19 @@ def remote_failure(ray: Any, exc: BaseException, where: str) -> BaseException:
     if lost(ray, exc):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return PlacementLost(f"its Ray actor on {where} is gone ({type(exc).__name__}): {first}")
-    if isinstance(exc, ray.exceptions.RayTaskError):
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, JobFailure) and not isinstance(cause, RemoteError):
-            # Our own failures (a command's exit code, an http status) keep their meaning.
-            return cause
-        names = tuple(c.__name__ for c in type(cause).__mro__) if cause is not None else ()
-        head = f"{type(cause).__name__}: {cause}" if cause is not None else type(exc).__name__
-        text = _ANSI.sub("", str(exc))  # Ray colours the remote task's name
-        return RemoteError(f"{head} (on {where})\n{text}", names)
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, RemoteError):  # the work's own exception, as the node saw it
+        text = f"{cause} (on {where})\n{cause.traceback}"
+        return RemoteError(text, cause.type_names, cause.qualified_names, cause.traceback)
+    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, JobFailure):
+        return cause  # ours (a command's exit code, an http status) keep their meaning
+    if isinstance(exc, ray.exceptions.RayError):  # Ray's own trouble: its text, uncoloured
+        shown = cause if isinstance(exc, ray.exceptions.RayTaskError) and cause else exc
+        names = tuple(c.__name__ for c in type(shown).__mro__)
+        text = "" if shown is exc else f"\n{exc}"
+        return RemoteError(
+            _ANSI.sub("", f"{type(shown).__name__}: {shown} (on {where}){text}"), names
+        )
     return exc
 
 
@@ -613,6 +652,11 @@ class Runner:
         token = current_attempt_var.set(attempt)
         try:
             return work.run(attempt)
+        except JobFailure:
+            raise  # ours (a command's exit code, an http status): they travel as they are
+        except Exception as exc:
+            # The user's exception may not pickle, or not unpickle: its names and text do.
+            raise RemoteError.of(exc) from None
         finally:
             current_attempt_var.reset(token)
 

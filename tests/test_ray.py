@@ -134,6 +134,47 @@ def test_a_remote_exception_fails_the_attempt_with_its_traceback(cluster, make_t
     assert "\x1b[" not in error
 
 
+def test_an_exception_that_does_not_pickle_still_says_what_it_was(cluster, make_tree) -> None:
+    """Its class names and message cross, so give_up_on and retry.on match as for a local job."""
+    import rayfuncs
+
+    from supervision._exits import GiveUpOn
+
+    job = placed(
+        "unp",
+        PythonWork(target="rayfuncs:raise_unpicklable"),
+        give_up_on=GiveUpOn(exceptions=(rayfuncs.Unpicklable,)),
+    )
+    tree = make_tree(tree_of(job))
+    assert tree.wait(timeout=60)
+    node = tree.status()["children"][0]
+    assert (node["state"], node["restarts"]) == ("gave_up", 0), node
+    error = node["last_exit"]["error"]
+    assert error.startswith("Unpicklable: cannot travel (on node "), error
+    assert "in raise_unpicklable" in error
+    assert "\x1b[" not in error
+
+
+def test_retry_on_matches_an_exception_ray_cannot_rebuild(cluster, make_tree, tmp_path) -> None:
+    from actors import RetrySpec, RetryWait
+
+    calls = tmp_path / "calls"
+    job = placed(
+        "two",
+        PythonWork(target="rayfuncs:raise_two_args", args=(str(calls),)),
+        restart=RestartType.TEMPORARY,
+        retry=RetrySpec(
+            attempts=3, wait=RetryWait(initial=0.01, max=0.01, jitter=0), on=("LookupError",)
+        ),
+    )
+    tree = make_tree(tree_of(job))
+    assert tree.wait(timeout=60)
+    node = tree.status()["children"][0]
+    assert len(calls.read_text().split()) == 3  # retried: LookupError is one of its classes
+    assert node["last_exit"]["error"].startswith("TwoArgs: 1-2 (on node "), node["last_exit"]
+    assert "\x1b[" not in node["last_exit"]["error"]
+
+
 def test_a_command_on_ray_streams_its_output_and_returns_its_code(cluster, make_tree, logs) -> None:
     work = CommandWork(shell="echo out-line; echo err-line >&2; exit 7")
     tree = make_tree(tree_of(placed("cmd", work, restart=RestartType.TEMPORARY)))
