@@ -38,7 +38,7 @@ from actors._placement import RAY_EXTRA, RayPlacement, ray_installed
 from actors._supervised import OwnActor
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from actors._attempt import OutputSink, Work
 
@@ -65,6 +65,7 @@ _RECONNECT_TIMEOUT: Final = 10 * 365 * 86400  # Ray's C++ client exits the proce
 _HEALTH_PERIOD: Final = 1.0  # seconds between checks that the cluster's head answers
 _HEALTH_WAIT: Final = 2.0  # seconds one check waits for the head's answer
 _HEALTH_FAILURES: Final = 3  # checks in a row without an answer: the cluster is lost
+_PENDING_WARN: Final = 15.0  # seconds waiting to be placed before a warning says so
 _KILL_WAIT: Final = 2.0  # seconds a ray.kill is waited for (it waits for the head)
 _LOCAL_ADDRESSES: Final = (None, "", "local")
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
@@ -497,18 +498,28 @@ def forget_actor(ray: Any, path: str, handle: Any) -> None:
     _kill(ray, handle)
 
 
-def wait_ref(ray: Any, ref: Any, stop: threading.Event | None) -> bool:
+def wait_ref(
+    ray: Any,
+    ref: Any,
+    stop: threading.Event | None,
+    slow: Callable[[float], None] | None = None,
+) -> bool:
     """Wait until ``ref`` is ready; False if ``stop`` was set first.
 
     ``ClusterUnreachable`` once the health watch finds the cluster's head gone:
-    then nothing says whether, or when, ``ref`` would ever be ready.
+    then nothing says whether, or when, ``ref`` would ever be ready. ``slow``
+    is called once, with the seconds waited, after ``_PENDING_WARN``.
     """
+    warn_at = time.monotonic() + _PENDING_WARN if slow is not None else None
     while True:
         done, _ = ray.wait([ref], timeout=_POLL)
         if done:
             return True
         if stop is not None and stop.is_set():
             return False
+        if warn_at is not None and slow is not None and time.monotonic() >= warn_at:
+            warn_at = None
+            slow(_PENDING_WARN)
         lost_cluster = _lost
         if lost_cluster is not None:
             raise lost_cluster
@@ -762,8 +773,21 @@ class RayWork:
         handle = create_actor(ray, attempt.path, self.placement, concurrency=concurrency)
         self._handle, self._sent = handle, False
         ref = handle.where.remote()
+
+        def slow(waited: float) -> None:
+            # No timeout would end this wait: a placement no node can take waits for ever.
+            log.warning(
+                "{}: not placed on Ray after {:g}s: no node can take {} now; it waits until "
+                "one can (check the cluster's nodes and free resources: ray status), "
+                "a stop, or its timeout",
+                attempt.path,
+                waited,
+                self.placement.describe(),
+                extra={"path": attempt.path, "attempt": attempt.number},
+            )
+
         try:
-            if not wait_ref(ray, ref, attempt.cancelled):
+            if not wait_ref(ray, ref, attempt.cancelled, slow):
                 self.release()
                 return None
             node_id, ip, pid = ray.get(ref)

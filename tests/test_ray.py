@@ -528,6 +528,29 @@ def test_a_stop_while_a_job_is_being_placed_cancels_it(cluster, make_tree, tmp_p
     wait_until(lambda: state.actors()[actor]["State"] == "DEAD", "its Ray actor is dead")
 
 
+def test_a_placement_no_node_can_take_is_said_once(cluster, make_tree, logs, monkeypatch) -> None:
+    """Without a timeout it waits for ever: after a while a warning names the job and its need."""
+    from actors import _ray
+
+    monkeypatch.setattr(_ray, "_PENDING_WARN", 0.5)
+    job = JobSpec(
+        name="stuck",
+        work=PythonWork(target="rayfuncs:count", args=("unused",)),
+        placement={"ray": {"resources": {"jv_nowhere": 1}}},
+        restart=RestartType.TEMPORARY,
+    )
+    tree = make_tree(tree_of(job))
+
+    def warned() -> list[Any]:
+        return [r for r in logs.records if r.channel == "actors.ray" and r.level_name == "WARNING"]
+
+    (record,) = wait_until(warned, "the warning")
+    assert record.message.startswith("stuck: not placed on Ray after 0.5s: no node can take ray {")
+    assert "jv_nowhere: 1" in record.message
+    assert record.extra["path"] == "stuck"
+    assert tree.status()["children"][0]["state"] == "running"
+
+
 def test_a_placement_that_never_comes_ends_at_the_attempts_timeout(cluster, make_tree) -> None:
     """Placing is part of the attempt: its timeout bounds a wait for resources no node has."""
     job = JobSpec(
