@@ -143,6 +143,7 @@ _lock = threading.RLock()
 _cluster = _Cluster()
 _closed = False
 _runners: dict[str, Any] = {}  # path -> the live runner handle of that path
+_unfenced: list[Any] = []  # runners let go while the cluster was lost: killed once it answers
 
 
 def configure_cluster(
@@ -344,8 +345,14 @@ def _watch_health(ray: Any, address: str) -> None:
                     since = started
             else:
                 if _lost is not None:
-                    log.info("the Ray cluster at {} answers again", address)
-                misses, _lost = 0, None
+                    log.warning(
+                        "the Ray cluster at {} answers again; what placed work prints is "
+                        "no longer shown here until jobvisor restarts",
+                        address,
+                    )
+                    _lost = None
+                    _fence_later()
+                misses = 0
             if misses >= _HEALTH_FAILURES and _lost is None:
                 seconds = time.monotonic() - since
                 message = (
@@ -354,6 +361,9 @@ def _watch_health(ray: Any, address: str) -> None:
                 )
                 log.error("{}; placed jobs fail until it answers again", message)
                 _lost = ClusterUnreachable(message)
+                # Ray's threads that print the nodes' output and errors here poll the head
+                # in a busy loop while it is gone (a core of CPU): they stop.
+                ray._private.worker.global_worker.threads_stopped.set()
             time.sleep(max(0.0, _HEALTH_PERIOD - (time.monotonic() - started)))
 
     threading.Thread(target=watch, name="ray-health", daemon=True).start()
@@ -388,8 +398,13 @@ def _kill(ray: Any, handle: Any) -> None:
     """``ray.kill(handle)``, waited for at most ``_KILL_WAIT``.
 
     It waits for the cluster's head to take the kill, and for ever while the head is
-    gone: then it goes on in the background, and the job's thread goes on.
+    gone: then it goes on in the background, and the job's thread goes on. While the
+    cluster is known lost, the kill waits for its head to answer again (``_fence_later``).
     """
+    if _lost is not None:
+        with _lock:
+            _unfenced.append(handle)
+        return
 
     def kill() -> None:
         with contextlib.suppress(Exception):  # already dead, or Ray already gone: nothing to fence
@@ -398,6 +413,17 @@ def _kill(ray: Any, handle: Any) -> None:
     killer = threading.Thread(target=kill, name="ray-kill", daemon=True)
     killer.start()
     killer.join(_KILL_WAIT)
+
+
+def _fence_later() -> None:
+    """Kill the runners let go while the cluster was lost: its head answers again."""
+    ray = sys.modules.get("ray")
+    with _lock:
+        handles = list(_unfenced)
+        _unfenced.clear()
+    if ray is not None:
+        for handle in handles:
+            _kill(ray, handle)
 
 
 def _worker_paths() -> list[str]:
@@ -734,6 +760,9 @@ class RayWork:
         ray = _ray(attempt.cancelled)
         if ray is None:
             raise _never_started(attempt)  # stopped while jobvisor was connecting to Ray
+        lost_cluster = _lost
+        if lost_cluster is not None and self._handle is None:
+            raise lost_cluster  # nothing can be placed until its head answers again
         handle = self._runner(ray, attempt)
         if handle is None:
             raise _never_started(attempt)  # cancelled while it was being placed

@@ -567,6 +567,13 @@ def test_a_placement_that_never_comes_ends_at_the_attempts_timeout(cluster, make
     assert "stuck" not in runners()
 
 
+def _cpu_seconds(pid: int) -> float:
+    from pathlib import Path
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _kill_agents_of(raylets: set[str]) -> None:
     """Kill the agents a raylet of ``raylets`` started: a head's outlive its removal."""
     from pathlib import Path
@@ -638,6 +645,10 @@ def test_jobvisor_outlives_the_loss_of_its_clusters_head(tmp_path, monkeypatch) 
         assert time.monotonic() - lost_at < 15
         errors = [line for line in jv.stderr.splitlines() if " ERROR " in line]
         assert any(f"lost the Ray cluster at {address}" in line for line in errors)
+        # Ray's threads that print the nodes' output polled the dead head in a busy loop.
+        before = _cpu_seconds(jv.pid)
+        time.sleep(5)
+        assert _cpu_seconds(jv.pid) - before < 1.5
         # Past Ray's own 60 s: jobvisor and its local job are still there.
         with pytest.raises(subprocess.TimeoutExpired):
             jv.wait(timeout=max(0.0, 75 - (time.monotonic() - lost_at)))
