@@ -66,6 +66,7 @@ _HEALTH_PERIOD: Final = 1.0  # seconds between checks that the cluster's head an
 _HEALTH_WAIT: Final = 2.0  # seconds one check waits for the head's answer
 _HEALTH_FAILURES: Final = 3  # checks in a row without an answer: the cluster is lost
 _PENDING_WARN: Final = 15.0  # seconds waiting to be placed before a warning says so
+_RAY_PRINTS: Final = "ray_print_logs"  # Ray's handler of what workers print, in this process
 _KILL_WAIT: Final = 2.0  # seconds a ray.kill is waited for (it waits for the head)
 _LOCAL_ADDRESSES: Final = (None, "", "local")
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
@@ -311,6 +312,7 @@ def _init_in_keeper(ray: Any, kwargs: dict[str, Any], connecting: _Connecting) -
             connecting.error = exc
             connecting.done.set()
             return
+        _prints_to_stderr()
         connecting.done.set()
         if _closed:  # jobvisor stopped while this connected: nothing will use it
             with contextlib.suppress(Exception):
@@ -321,6 +323,34 @@ def _init_in_keeper(ray: Any, kwargs: dict[str, Any], connecting: _Connecting) -
         threading.Event().wait()  # never set: this thread is the Ray processes' parent
 
     threading.Thread(target=keep, name="ray-keeper", daemon=True).start()
+
+
+def _prints_to_stderr() -> None:
+    """What placed work prints goes to jobvisor's stderr, what it prints on stdout too.
+
+    Ray shows a worker's stdout on the driver's stdout, which is the CLI's own
+    (``--json`` documents). Off a terminal, Ray's ``[repeated Nx across
+    cluster]`` summaries lose their colour codes too.
+    """
+    from ray._private import ray_logging  # noqa: PLC0415
+
+    dispatcher = ray_logging.global_worker_stdstream_dispatcher
+    shown = [handler for name, handler in dispatcher.handlers if name == _RAY_PRINTS]
+    if not shown:
+        return  # log_to_driver off: nothing is shown here
+    show = shown[0]
+
+    def to_stderr(data: dict[str, Any]) -> None:
+        show({**data, "is_err": True})
+
+    dispatcher.remove_handler(_RAY_PRINTS)
+    dispatcher.add_handler(_RAY_PRINTS, to_stderr)
+    if driver_env(sys.stderr):  # not a terminal: Ray colours those summaries regardless
+        ray_logging._color = _plain  # type: ignore[assignment] # Ray's own function, replaced
+
+
+def _plain(text: str) -> str:
+    return text
 
 
 def _watch_health(ray: Any, address: str) -> None:
@@ -359,7 +389,11 @@ def _watch_health(ray: Any, address: str) -> None:
                     f"lost the Ray cluster at {address}: its head has not answered for "
                     f"{seconds:.0f}s"
                 )
-                log.error("{}; placed jobs fail until it answers again", message)
+                log.error(
+                    "{}; placed jobs fail until it answers again (a new head at that address "
+                    "is a new cluster, which this process cannot join: restart jobvisor)",
+                    message,
+                )
                 _lost = ClusterUnreachable(message)
                 # Ray's threads that print the nodes' output and errors here poll the head
                 # in a busy loop while it is gone (a core of CPU): they stop.

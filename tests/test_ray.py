@@ -417,6 +417,30 @@ def test_a_placed_commands_output_reaches_its_output_file(cluster, tmp_path) -> 
     ]
 
 
+def test_what_a_placed_job_prints_reaches_jobvisors_stderr(cluster, tmp_path, monkeypatch) -> None:
+    """Never its stdout: that is the CLI's own (``--json`` documents); no colour codes off a tty."""
+    from faultkit import ENV, Jobvisor
+
+    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setitem(ENV, name, "0")
+    (tmp_path / "m.yaml").write_text(
+        "version: 1\n"
+        f"cluster: {{address: '{cluster.address}'}}\n"
+        "jobs:\n"
+        "  - {name: p, python: 'rayfuncs:print_and_block', args: [placed-print-line],"
+        " service: true, stop: {grace: 1s}, placement: ray}\n"
+    )
+    jv = Jobvisor(tmp_path, "run", "m.yaml")
+    try:
+        wait_until(lambda: "placed-print-line" in jv.stderr, "the print", proc=jv.proc, timeout=40)
+        assert jv.terminate() == 0, jv.stderr
+        assert "placed-print-line" not in jv.stdout
+        (line,) = [x for x in jv.stderr.splitlines() if "placed-print-line" in x]
+        assert "\x1b[" not in line
+    finally:
+        jv.close()
+
+
 def _free_port() -> int:
     import socket
 
