@@ -67,6 +67,7 @@ _HEALTH_WAIT: Final = 2.0  # seconds one check waits for the head's answer
 _HEALTH_FAILURES: Final = 3  # checks in a row without an answer: the cluster is lost
 _PENDING_WARN: Final = 15.0  # seconds waiting to be placed before a warning says so
 _RAY_PRINTS: Final = "ray_print_logs"  # Ray's handler of what workers print, in this process
+_QUIET_AFTER: Final = 15.0  # seconds without the head before Ray's print threads are stopped
 _KILL_WAIT: Final = 2.0  # seconds a ray.kill is waited for (it waits for the head)
 _LOCAL_ADDRESSES: Final = (None, "", "local")
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
@@ -365,10 +366,16 @@ def _watch_health(ray: Any, address: str) -> None:
         global _lost  # noqa: PLW0603
         misses = 0
         since = time.monotonic()
+        quiet = False  # Ray's print threads were stopped
         while not _closed:
             started = time.monotonic()
             try:
-                ray._private.worker.global_worker.gcs_client.check_alive([], timeout=_HEALTH_WAIT)
+                check = ray._private.worker.global_worker.gcs_client.check_alive
+            except AttributeError:  # another Ray 2.x: no such check, so no watch
+                log.warning("cannot watch the Ray cluster at {}: this Ray has no check", address)
+                return
+            try:
+                check([], timeout=_HEALTH_WAIT)
             except Exception:
                 misses += 1
                 if misses == 1:
@@ -376,9 +383,11 @@ def _watch_health(ray: Any, address: str) -> None:
             else:
                 if _lost is not None:
                     log.warning(
-                        "the Ray cluster at {} answers again; what placed work prints is "
-                        "no longer shown here until jobvisor restarts",
+                        "the Ray cluster at {} answers again{}",
                         address,
+                        "; what placed work prints is no longer shown here until jobvisor restarts"
+                        if quiet
+                        else "",
                     )
                     _lost = None
                     _fence_later()
@@ -395,9 +404,11 @@ def _watch_health(ray: Any, address: str) -> None:
                     message,
                 )
                 _lost = ClusterUnreachable(message)
+            if _lost is not None and not quiet and started - since >= _QUIET_AFTER:
                 # Ray's threads that print the nodes' output and errors here poll the head
-                # in a busy loop while it is gone (a core of CPU): they stop.
+                # in a busy loop while it is gone (a core of CPU): they stop, for good.
                 ray._private.worker.global_worker.threads_stopped.set()
+                quiet = True
             time.sleep(max(0.0, _HEALTH_PERIOD - (time.monotonic() - started)))
 
     threading.Thread(target=watch, name="ray-health", daemon=True).start()

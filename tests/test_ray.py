@@ -598,16 +598,21 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _kill_agents_of(raylets: set[str]) -> None:
-    """Kill the agents a raylet of ``raylets`` started: a head's outlive its removal."""
+def _kill_leftovers_of(session: str) -> None:
+    """Kill what is left of a cluster's processes: a removed head's agents outlive it.
+
+    Known by their files open in the cluster's session directory.
+    """
     from pathlib import Path
 
     for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
         try:
-            env = (proc / "environ").read_bytes().split(b"\0")
+            held = any(str(fd.readlink()).startswith(session) for fd in (proc / "fd").iterdir())
         except OSError:
             continue
-        if any(v.startswith(b"RAY_RAYLET_PID=") and v[15:].decode() in raylets for v in env):
+        if held:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc.name), 9)
 
@@ -632,13 +637,12 @@ def test_jobvisor_outlives_the_loss_of_its_clusters_head(tmp_path, monkeypatch) 
         head_node_args={"num_cpus": 0, "_system_config": HEALTH, "include_dashboard": False},
     )
     jv = None
-    head_raylet: set[str] = set()
+    session = own.head_node.get_session_dir_path()
     placed_pids = tmp_path / "placed"
     try:
         own.add_node(num_cpus=1)
         own.wait_for_nodes()
         address = own.address
-        head_raylet = {str(p.process.pid) for p in own.head_node.all_processes["raylet"]}
         local = tmp_path / "local"
         (tmp_path / "m.yaml").write_text(
             "version: 1\n"
@@ -669,7 +673,9 @@ def test_jobvisor_outlives_the_loss_of_its_clusters_head(tmp_path, monkeypatch) 
         assert time.monotonic() - lost_at < 15
         errors = [line for line in jv.stderr.splitlines() if " ERROR " in line]
         assert any(f"lost the Ray cluster at {address}" in line for line in errors)
-        # Ray's threads that print the nodes' output polled the dead head in a busy loop.
+        # Ray's threads that print the nodes' output poll the dead head in a busy loop: they
+        # are stopped 15 s after the loss.
+        time.sleep(max(0.0, 20 - (time.monotonic() - lost_at)))
         before = _cpu_seconds(jv.pid)
         time.sleep(5)
         assert _cpu_seconds(jv.pid) - before < 1.5
@@ -686,13 +692,8 @@ def test_jobvisor_outlives_the_loss_of_its_clusters_head(tmp_path, monkeypatch) 
     finally:
         if jv is not None:
             jv.close()
-        raylets = head_raylet | {
-            str(proc.process.pid)
-            for node in own.list_all_nodes()
-            for proc in node.all_processes.get("raylet", ())
-        }
         own.shutdown()
-        _kill_agents_of(raylets)
+        _kill_leftovers_of(session)
         # The placed runner lost its node's raylet with the head: it must not outlive the test.
         for pid in map(int, placed_pids.read_text().split() if placed_pids.exists() else ()):
             if not gone(pid):
