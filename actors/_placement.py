@@ -8,6 +8,8 @@ or a ``RayPlacement``; ``actors._ray`` does the placing.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -19,6 +21,7 @@ __all__ = ["RAY_EXTRA", "RayPlacement", "check_placeable", "placement_of", "ray_
 
 RAY_EXTRA: Final = "pip install 'jobvisor[ray]'"
 RAY_FIELDS: Final = ("num_cpus", "num_gpus", "memory", "resources", "node")
+_NODE_ID: Final = re.compile(r"[0-9a-fA-F]{56}")  # Ray's NodeID: 28 bytes (Ray 2.x)
 _EXPECTED: Final = "local, ray, or {ray: {num_cpus, num_gpus, memory, resources, node}}"
 
 
@@ -58,8 +61,9 @@ class RayPlacement:
             need_key(isinstance(key, str) and bool(key), where, "a resource name", key)
             need(is_number(amount) and amount > 0, where, "an amount > 0", amount)
         object.__setattr__(self, "resources", dict(self.resources))
-        ok = self.node is None or (isinstance(self.node, str) and bool(self.node.strip()))
-        need(ok, "placement.ray.node", "a Ray node id or IP address", self.node)
+        node = self.node
+        ok = node is None or (isinstance(node, str) and (_is_node_id(node) or _is_ip(node)))
+        need(ok, "placement.ray.node", "a Ray node id (56 hex digits) or a node's IP address", node)
 
     def describe(self) -> str:
         """``ray``, or ``ray {num_cpus: 2, node: ...}`` with what is set."""
@@ -73,6 +77,19 @@ class RayPlacement:
             if value not in (None, {}):
                 parts.append(f"{name}: {value}")
         return "ray {" + ", ".join(parts) + "}" if parts else "ray"
+
+
+def _is_node_id(node: str) -> bool:
+    """Whether ``node`` has the form of a Ray node id: 28 bytes in hex, not Ray's nil id."""
+    return _NODE_ID.fullmatch(node) is not None and node.lower() != "f" * 56
+
+
+def _is_ip(node: str) -> bool:
+    try:
+        ipaddress.ip_address(node)
+    except ValueError:
+        return False
+    return True
 
 
 def placement_of(value: object) -> str | RayPlacement:

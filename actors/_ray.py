@@ -24,6 +24,7 @@ import queue
 import re
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -37,11 +38,12 @@ from actors._placement import RAY_EXTRA, RayPlacement, ray_installed
 from actors._supervised import OwnActor
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
-    from actors._attempt import Work
+    from actors._attempt import OutputSink, Work
 
 __all__ = [
+    "ClusterUnreachable",
     "PlacementCancelled",
     "PlacementLost",
     "RayActorProxy",
@@ -56,6 +58,17 @@ __all__ = [
 log = logbook.Logger("actors.ray")
 
 _POLL: Final = 0.25  # seconds between checks of a cancel while waiting on Ray
+_CONNECT_TIMEOUT: Final = 15.0  # seconds to connect to a cluster's address (Ray retries ~14 min)
+_START_TIMEOUT: Final = 120.0  # seconds to start a local Ray instance on a busy machine
+_RECONNECT_ENV: Final = "RAY_gcs_rpc_server_reconnect_timeout_s"
+_RECONNECT_TIMEOUT: Final = 10 * 365 * 86400  # Ray's C++ client exits the process after it
+_HEALTH_PERIOD: Final = 1.0  # seconds between checks that the cluster's head answers
+_HEALTH_WAIT: Final = 2.0  # seconds one check waits for the head's answer
+_HEALTH_FAILURES: Final = 3  # checks in a row without an answer: the cluster is lost
+_PENDING_WARN: Final = 15.0  # seconds waiting to be placed before a warning says so
+_RAY_PRINTS: Final = "ray_print_logs"  # Ray's handler of what workers print, in this process
+_QUIET_AFTER: Final = 15.0  # seconds without the head before Ray's print threads are stopped
+_KILL_WAIT: Final = 2.0  # seconds a ray.kill is waited for (it waits for the head)
 _LOCAL_ADDRESSES: Final = (None, "", "local")
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -63,16 +76,51 @@ _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
 class RemoteError(JobFailure):
     """An exception the work raised on its Ray node; its text ends with the remote traceback.
 
-    ``type_names`` are the names of the remote exception's classes, so
-    ``retry.on`` matches as for a local python job.
+    Made on the node from the work's exception, whatever it holds (a lock, an
+    ``__init__`` Ray could not call again): only names and text travel.
+    ``type_names`` are the names of its classes, so ``retry.on`` matches as
+    for a local python job; ``qualified_names`` (``module.Class``) let
+    ``give_up_on.exceptions`` match it. ``traceback`` is the remote one.
     """
 
-    def __init__(self, message: str, type_names: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        type_names: tuple[str, ...] = (),
+        qualified_names: tuple[str, ...] = (),
+        traceback: str = "",
+    ) -> None:
         super().__init__(message)
         self.type_names = type_names
+        self.qualified_names = qualified_names
+        self.traceback = traceback
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.type_names))
+        args = (str(self), self.type_names, self.qualified_names, self.traceback)
+        return (type(self), args)
+
+    @classmethod
+    def of(cls, exc: BaseException) -> RemoteError:
+        """The ``RemoteError`` of ``exc``, as raised on the node (jobvisor's frames left out)."""
+        import traceback  # noqa: PLC0415 - only when a placed call fails
+
+        shown = traceback.TracebackException.from_exception(exc)
+        ours = str(Path(__file__).parent)
+        shown.stack = traceback.StackSummary.from_list(
+            [frame for frame in shown.stack if not frame.filename.startswith(ours)]
+        )
+        text = _ANSI.sub("", "".join(shown.format()).rstrip("\n"))
+        try:
+            message = str(exc)
+        except Exception:  # an exception whose __str__ fails still fails the attempt
+            message = f"<unprintable {type(exc).__name__}>"
+        mro = type(exc).__mro__
+        return cls(
+            _ANSI.sub("", f"{type(exc).__name__}: {message}"),
+            tuple(c.__name__ for c in mro),
+            tuple(f"{c.__module__}.{c.__qualname__}" for c in mro),
+            text,
+        )
 
 
 class PlacementLost(JobFailure):
@@ -97,6 +145,7 @@ _lock = threading.RLock()
 _cluster = _Cluster()
 _closed = False
 _runners: dict[str, Any] = {}  # path -> the live runner handle of that path
+_unfenced: list[Any] = []  # runners let go while the cluster was lost: killed once it answers
 
 
 def configure_cluster(
@@ -113,11 +162,37 @@ def configure_cluster(
 
 
 _connected: Any = None  # the ray module once connected: every attempt asks for it
+_connecting: _Connecting | None = None  # the ray.init under way or last failed, if any
+_lost: ClusterUnreachable | None = None  # set by the health watch while the head is gone
 
 
-def _ray() -> Any:
-    """The ``ray`` module, connected: an existing ``ray.init()`` is reused, else we start one."""
-    global _connected  # noqa: PLW0603
+class ClusterUnreachable(PlacementLost):
+    """Jobvisor cannot reach its Ray cluster: a wrong or dead ``cluster.address``, or a lost head.
+
+    The attempt fails (the policy decides, as for a lost node); nothing about
+    the cluster is decided for good: the next attempt tries again.
+    """
+
+
+class _Connecting:
+    """One ``ray.init`` under way in its keeper thread; any number of attempts wait on it."""
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.reported = False  # its "cannot connect" was logged (once per connect)
+
+
+def _ray(cancel: threading.Event | None = None) -> Any:
+    """The ``ray`` module, connected: an existing ``ray.init()`` is reused, else we start one.
+
+    The wait for a connection is bounded (``ClusterUnreachable`` after
+    ``_CONNECT_TIMEOUT``, with what to check) and ends when ``cancel`` is set
+    (returns None then): a stop, timeout or kill never waits on Ray's own
+    retries, and neither does ``shutdown``.
+    """
+    global _connected, _connecting  # noqa: PLW0603
     connected = _connected
     if connected is not None and not _closed and connected.is_initialized():
         return connected
@@ -133,25 +208,80 @@ def _ray() -> Any:
     with _lock:
         if _closed:
             raise PlacementLost("jobvisor is exiting: nothing more is placed on Ray")
+        connecting = None
         if not ray.is_initialized():
-            cluster = _cluster
-            kwargs: dict[str, Any] = {
-                "address": cluster.address,
-                "namespace": cluster.namespace,
-                "log_to_driver": True,
-                "configure_logging": False,
-            }
-            if cluster.address in _LOCAL_ADDRESSES:
-                kwargs["address"] = None
-                kwargs["include_dashboard"] = False
-            elif cluster.address != "auto" and cluster.working_dir is not None:
-                kwargs["runtime_env"] = {"working_dir": cluster.working_dir}
-            _init_in_keeper(ray, kwargs)
+            connecting = _connecting
+            if connecting is None or connecting.error is not None:
+                connecting = _connecting = _start_connect(ray, _cluster)
+    if connecting is not None and not _wait_connected(connecting, cancel):
+        return None
+    with _lock:
+        if _closed:
+            raise PlacementLost("jobvisor is exiting: nothing more is placed on Ray")
         # Ray's own exit hook would run before the trees stop (it was registered later):
         # its jobs would see their actors die first. ``shutdown`` runs after them instead.
         atexit.unregister(ray._private.worker.shutdown)
         _connected = ray
     return ray
+
+
+def _start_connect(ray: Any, cluster: _Cluster) -> _Connecting:
+    """Start ``ray.init`` for ``cluster`` in its keeper thread (with ``_lock`` held)."""
+    kwargs: dict[str, Any] = {
+        "address": cluster.address,
+        "namespace": cluster.namespace,
+        "log_to_driver": True,
+        "configure_logging": False,
+    }
+    if cluster.address in _LOCAL_ADDRESSES:
+        kwargs["address"] = None
+        kwargs["include_dashboard"] = False
+    else:
+        # Ray's client in this process ends the whole process (exit 1, no orderly stop, its
+        # local jobs with it) once the head has been away this long (default 60 s). Jobvisor
+        # outlives its cluster instead: the health watch fails the placed attempts.
+        os.environ.setdefault(_RECONNECT_ENV, str(_RECONNECT_TIMEOUT))
+        if cluster.address != "auto" and cluster.working_dir is not None:
+            kwargs["runtime_env"] = {"working_dir": cluster.working_dir}
+    connecting = _Connecting(cluster.address if kwargs["address"] is not None else None)
+    _init_in_keeper(ray, kwargs, connecting)
+    return connecting
+
+
+def _wait_connected(connecting: _Connecting, cancel: threading.Event | None) -> bool:
+    """Wait for ``connecting``, at most ``_CONNECT_TIMEOUT``; False if ``cancel`` came first."""
+    local = connecting.address is None
+    deadline = time.monotonic() + (_START_TIMEOUT if local else _CONNECT_TIMEOUT)
+    while not connecting.done.wait(_POLL):
+        if cancel is not None and cancel.is_set():
+            return False
+        if time.monotonic() >= deadline:
+            raise _unreachable(connecting, "did not answer")
+    if connecting.error is not None:
+        if local:
+            raise connecting.error
+        raise _unreachable(connecting, f"failed ({type(connecting.error).__name__})")
+    return True
+
+
+def _unreachable(connecting: _Connecting, what: str) -> ClusterUnreachable:
+    address = connecting.address or "local"
+    limit = _START_TIMEOUT if connecting.address is None else _CONNECT_TIMEOUT
+    message = (
+        f"cannot connect to the Ray cluster at {address}: it {what} within {limit:g}s; "
+        f"check cluster.address in the manifest, that the cluster's head is up there "
+        f"(ray status --address {address}) and reachable from here"
+    )
+    if address.startswith("127.") and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+        message += (
+            ", and for a cluster on 127.0.0.1 set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+            "in jobvisor's environment"
+        )
+    with _lock:
+        first, connecting.reported = not connecting.reported, True
+    if first:
+        log.error("{}", message)
+    return ClusterUnreachable(message)
 
 
 def driver_env(stream: Any) -> dict[str, str]:
@@ -167,29 +297,121 @@ def driver_env(stream: Any) -> dict[str, str]:
     return {} if terminal else {"RAY_COLOR_PREFIX": "0"}
 
 
-def _init_in_keeper(ray: Any, kwargs: dict[str, Any]) -> None:
-    """``ray.init`` in a thread that lives as long as the process.
+def _init_in_keeper(ray: Any, kwargs: dict[str, Any], connecting: _Connecting) -> None:
+    """``ray.init`` in a thread that lives as long as the process, once it has connected.
 
     A local Ray instance's processes die with the *thread* that started them
     (Linux's parent-death signal follows the thread): started from a job's
-    thread, they would die when that job ends.
+    thread, they would die when that job ends. Nobody holds a lock while it
+    connects, and nobody waits for it longer than ``_wait_connected`` does.
     """
-    done = threading.Event()
-    failure: list[BaseException] = []
 
     def keep() -> None:
         try:
             ray.init(**kwargs)
-        except BaseException as exc:  # handed to the caller below
-            failure.append(exc)
-        finally:
-            done.set()
+        except BaseException as exc:  # handed to the waiters; the next attempt starts anew
+            connecting.error = exc
+            connecting.done.set()
+            return
+        _prints_to_stderr()
+        connecting.done.set()
+        if _closed:  # jobvisor stopped while this connected: nothing will use it
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            return
+        if kwargs["address"] is not None:
+            _watch_health(ray, connecting.address or "auto")
         threading.Event().wait()  # never set: this thread is the Ray processes' parent
 
     threading.Thread(target=keep, name="ray-keeper", daemon=True).start()
-    done.wait()
-    if failure:
-        raise failure[0]
+
+
+def _prints_to_stderr() -> None:
+    """What placed work prints goes to jobvisor's stderr, what it prints on stdout too.
+
+    Ray shows a worker's stdout on the driver's stdout, which is the CLI's own
+    (``--json`` documents). Off a terminal, Ray's ``[repeated Nx across
+    cluster]`` summaries lose their colour codes too.
+    """
+    from ray._private import ray_logging  # noqa: PLC0415
+
+    dispatcher = ray_logging.global_worker_stdstream_dispatcher
+    shown = [handler for name, handler in dispatcher.handlers if name == _RAY_PRINTS]
+    if not shown:
+        return  # log_to_driver off: nothing is shown here
+    show = shown[0]
+
+    def to_stderr(data: dict[str, Any]) -> None:
+        show({**data, "is_err": True})
+
+    dispatcher.remove_handler(_RAY_PRINTS)
+    dispatcher.add_handler(_RAY_PRINTS, to_stderr)
+    if driver_env(sys.stderr):  # not a terminal: Ray colours those summaries regardless
+        ray_logging._color = _plain  # type: ignore[assignment] # Ray's own function, replaced
+
+
+def _plain(text: str) -> str:
+    return text
+
+
+def _watch_health(ray: Any, address: str) -> None:
+    """Start the thread that asks the cluster's head, with a bounded wait, whether it lives.
+
+    After ``_HEALTH_FAILURES`` checks in a row without an answer the cluster is
+    lost: every placed attempt fails with ``ClusterUnreachable`` (local jobs
+    never notice); an answer again makes placement possible again.
+    """
+
+    def watch() -> None:
+        global _lost  # noqa: PLW0603
+        misses = 0
+        since = time.monotonic()
+        quiet = False  # Ray's print threads were stopped
+        while not _closed:
+            started = time.monotonic()
+            try:
+                check = ray._private.worker.global_worker.gcs_client.check_alive
+            except AttributeError:  # another Ray 2.x: no such check, so no watch
+                log.warning("cannot watch the Ray cluster at {}: this Ray has no check", address)
+                return
+            try:
+                check([], timeout=_HEALTH_WAIT)
+            except Exception:
+                misses += 1
+                if misses == 1:
+                    since = started
+            else:
+                if _lost is not None:
+                    log.warning(
+                        "the Ray cluster at {} answers again{}",
+                        address,
+                        "; what placed work prints is no longer shown here until jobvisor restarts"
+                        if quiet
+                        else "",
+                    )
+                    _lost = None
+                    _fence_later()
+                misses = 0
+            if misses >= _HEALTH_FAILURES and _lost is None:
+                seconds = time.monotonic() - since
+                message = (
+                    f"lost the Ray cluster at {address}: its head has not answered for "
+                    f"{seconds:.0f}s"
+                )
+                log.error(
+                    "{}; placed jobs fail until it answers again (a new head at that address "
+                    "is a new cluster, which this process cannot join: restart jobvisor)",
+                    message,
+                )
+                _lost = ClusterUnreachable(message)
+            if _lost is not None and not quiet and started - since >= _QUIET_AFTER:
+                # Ray's threads that print the nodes' output and errors here poll the head
+                # in a busy loop while it is gone (a core of CPU): they stop, for good.
+                ray._private.worker.global_worker.threads_stopped.set()
+                quiet = True
+            time.sleep(max(0.0, _HEALTH_PERIOD - (time.monotonic() - started)))
+
+    threading.Thread(target=watch, name="ray-health", daemon=True).start()
 
 
 def live_runners() -> dict[str, Any]:
@@ -218,8 +440,35 @@ def shutdown() -> None:
 
 
 def _kill(ray: Any, handle: Any) -> None:
-    with contextlib.suppress(Exception):  # already dead, or Ray already gone: nothing to fence
-        ray.kill(handle, no_restart=True)
+    """``ray.kill(handle)``, waited for at most ``_KILL_WAIT``.
+
+    It waits for the cluster's head to take the kill, and for ever while the head is
+    gone: then it goes on in the background, and the job's thread goes on. While the
+    cluster is known lost, the kill waits for its head to answer again (``_fence_later``).
+    """
+    if _lost is not None:
+        with _lock:
+            _unfenced.append(handle)
+        return
+
+    def kill() -> None:
+        with contextlib.suppress(Exception):  # already dead, or Ray already gone: nothing to fence
+            ray.kill(handle, no_restart=True)
+
+    killer = threading.Thread(target=kill, name="ray-kill", daemon=True)
+    killer.start()
+    killer.join(_KILL_WAIT)
+
+
+def _fence_later() -> None:
+    """Kill the runners let go while the cluster was lost: its head answers again."""
+    ray = sys.modules.get("ray")
+    with _lock:
+        handles = list(_unfenced)
+        _unfenced.clear()
+    if ray is not None:
+        for handle in handles:
+            _kill(ray, handle)
 
 
 def _worker_paths() -> list[str]:
@@ -320,22 +569,46 @@ def forget_actor(ray: Any, path: str, handle: Any) -> None:
     _kill(ray, handle)
 
 
-def wait_ref(ray: Any, ref: Any, stop: threading.Event | None) -> bool:
-    """Wait until ``ref`` is ready; False if ``stop`` was set first."""
+def wait_ref(
+    ray: Any,
+    ref: Any,
+    stop: threading.Event | None,
+    slow: Callable[[float], None] | None = None,
+) -> bool:
+    """Wait until ``ref`` is ready; False if ``stop`` was set first.
+
+    ``ClusterUnreachable`` once the health watch finds the cluster's head gone:
+    then nothing says whether, or when, ``ref`` would ever be ready. ``slow``
+    is called once, with the seconds waited, after ``_PENDING_WARN``.
+    """
+    warn_at = time.monotonic() + _PENDING_WARN if slow is not None else None
     while True:
         done, _ = ray.wait([ref], timeout=_POLL)
         if done:
             return True
         if stop is not None and stop.is_set():
             return False
+        if warn_at is not None and slow is not None and time.monotonic() >= warn_at:
+            warn_at = None
+            slow(_PENDING_WARN)
+        lost_cluster = _lost
+        if lost_cluster is not None:
+            raise lost_cluster
 
 
 def _get(ray: Any, ref: Any) -> Any:
     """``ray.get(ref)``: it returns, or raises once a stop's ``ray.kill`` ended the runner.
 
-    Without a timeout: a timed ``ray.get`` polls, which costs more than the call.
+    It waits with ``ray.wait`` first, a second at a time: a lost cluster's head
+    (``_lost``) would never let a plain ``ray.get`` return.
     """
-    return ray.get(ref)
+    while True:
+        done, _ = ray.wait([ref], timeout=_HEALTH_PERIOD)
+        if done:
+            return ray.get(ref)
+        lost_cluster = _lost
+        if lost_cluster is not None:
+            raise lost_cluster
 
 
 def lost(ray: Any, exc: BaseException) -> bool:
@@ -360,18 +633,24 @@ def lost(ray: Any, exc: BaseException) -> bool:
 
 def remote_failure(ray: Any, exc: BaseException, where: str) -> BaseException:
     """The attempt's failure for what ``ray.get`` raised."""
+    if isinstance(exc, ClusterUnreachable):
+        return exc
     if lost(ray, exc):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return PlacementLost(f"its Ray actor on {where} is gone ({type(exc).__name__}): {first}")
-    if isinstance(exc, ray.exceptions.RayTaskError):
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, JobFailure) and not isinstance(cause, RemoteError):
-            # Our own failures (a command's exit code, an http status) keep their meaning.
-            return cause
-        names = tuple(c.__name__ for c in type(cause).__mro__) if cause is not None else ()
-        head = f"{type(cause).__name__}: {cause}" if cause is not None else type(exc).__name__
-        text = _ANSI.sub("", str(exc))  # Ray colours the remote task's name
-        return RemoteError(f"{head} (on {where})\n{text}", names)
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, RemoteError):  # the work's own exception, as the node saw it
+        text = f"{cause} (on {where})\n{cause.traceback}"
+        return RemoteError(text, cause.type_names, cause.qualified_names, cause.traceback)
+    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, JobFailure):
+        return cause  # ours (a command's exit code, an http status) keep their meaning
+    if isinstance(exc, ray.exceptions.RayError):  # Ray's own trouble: its text, uncoloured
+        shown = cause if isinstance(exc, ray.exceptions.RayTaskError) and cause else exc
+        names = tuple(c.__name__ for c in type(shown).__mro__)
+        text = "" if shown is exc else f"\n{exc}"
+        return RemoteError(
+            _ANSI.sub("", f"{type(shown).__name__}: {shown} (on {where}){text}"), names
+        )
     return exc
 
 
@@ -393,6 +672,23 @@ class _Capture(logbook.Handler):  # type: ignore[misc]
         self.sink.put((record.channel, record.level, record.msg, tuple(record.args), extra))
 
 
+_OUTPUT: Final = "jobvisor.output"  # the channel of a record that is output bytes for the file
+
+
+class _RemoteOutput:
+    """A placed command's ``OutputSink`` on its node: its bytes go back to jobvisor's file."""
+
+    def __init__(self, sink: queue.SimpleQueue[tuple[Any, ...]], *, logged: bool) -> None:
+        self.sink = sink
+        self.logged = logged
+
+    def write(self, stream: str, lines: bytes) -> None:
+        self.sink.put((_OUTPUT, 0, "", (stream, lines), {}))
+
+    def close(self) -> None:
+        pass
+
+
 class Runner:
     """The Ray actor of one job incarnation: runs its attempts of ``work`` on its node."""
 
@@ -411,9 +707,23 @@ class Runner:
 
         return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid()  # type: ignore[no-untyped-call]
 
-    def run(self, work: Work | None, path: str, number: int, started_at: float) -> int | None:
-        """One attempt of ``work``; None: the work of the runner's previous call (sent once)."""
+    def run(
+        self,
+        work: Work | None,
+        path: str,
+        number: int,
+        started_at: float,
+        logged: bool | None = None,
+    ) -> int | None:
+        """One attempt of ``work``; None: the work of the runner's previous call (sent once).
+
+        ``logged`` not None: the job has an output file (on jobvisor's side), and its lines
+        go to the log too when True. Its bytes are sent back with the records.
+        """
         attempt = Attempt(path, number, started_at)
+        if logged is not None:
+            sink = _RemoteOutput(self.lines, logged=logged)
+            attempt.output = lambda _attempt: sink
         with self.lock:
             if work is not None:
                 self.work = work
@@ -424,6 +734,11 @@ class Runner:
         token = current_attempt_var.set(attempt)
         try:
             return work.run(attempt)
+        except JobFailure:
+            raise  # ours (a command's exit code, an http status): they travel as they are
+        except Exception as exc:
+            # The user's exception may not pickle, or not unpickle: its names and text do.
+            raise RemoteError.of(exc) from None
         finally:
             current_attempt_var.reset(token)
 
@@ -487,7 +802,12 @@ class RayWork:
     def run(self, attempt: Attempt) -> int | None:
         if attempt.cancelled.is_set():
             raise _never_started(attempt)  # a stop that came as the attempt was made
-        ray = _ray()
+        ray = _ray(attempt.cancelled)
+        if ray is None:
+            raise _never_started(attempt)  # stopped while jobvisor was connecting to Ray
+        lost_cluster = _lost
+        if lost_cluster is not None and self._handle is None:
+            raise lost_cluster  # nothing can be placed until its head answers again
         handle = self._runner(ray, attempt)
         if handle is None:
             raise _never_started(attempt)  # cancelled while it was being placed
@@ -499,16 +819,23 @@ class RayWork:
                 raise _never_started(attempt)
             # The work goes to a runner once: a periodic job's later attempts pickle no spec.
             work, self._sent = (None if self._sent else self.inner), True
-            ref = handle.run.remote(work, attempt.path, attempt.number, attempt.started_at)
+            # A command's output file is written here, from the lines its runner sends back.
+            output = attempt.output if self._streams else None
+            sink = output(attempt) if output is not None else None
+            logged = None if sink is None else sink.logged
+            ref = handle.run.remote(work, attempt.path, attempt.number, attempt.started_at, logged)
             self._sent_attempt = attempt
         try:
             if self._streams:
-                self._stream(ray, handle, ref)
+                self._stream(ray, handle, ref, sink)
             return _get(ray, ref)  # type: ignore[no-any-return]
         except Exception as exc:
             # Fenced before anything else happens: the next incarnation gets a new runner.
             self.release()
             raise remote_failure(ray, exc, where) from None
+        finally:
+            if sink is not None:
+                sink.close()
 
     def _runner(self, ray: Any, attempt: Attempt) -> Any:
         if self._handle is not None:
@@ -520,8 +847,21 @@ class RayWork:
         handle = create_actor(ray, attempt.path, self.placement, concurrency=concurrency)
         self._handle, self._sent = handle, False
         ref = handle.where.remote()
+
+        def slow(waited: float) -> None:
+            # No timeout would end this wait: a placement no node can take waits for ever.
+            log.warning(
+                "{}: not placed on Ray after {:g}s: no node can take {} now; it waits until "
+                "one can (check the cluster's nodes and free resources: ray status), "
+                "a stop, or its timeout",
+                attempt.path,
+                waited,
+                self.placement.describe(),
+                extra={"path": attempt.path, "attempt": attempt.number},
+            )
+
         try:
-            if not wait_ref(ray, ref, attempt.cancelled):
+            if not wait_ref(ray, ref, attempt.cancelled, slow):
                 self.release()
                 return None
             node_id, ip, pid = ray.get(ref)
@@ -540,18 +880,27 @@ class RayWork:
         )
         return handle
 
-    def _stream(self, ray: Any, handle: Any, ref: Any) -> None:
-        """Log the remote work's records here as they come, until the attempt ends."""
+    def _stream(self, ray: Any, handle: Any, ref: Any, sink: OutputSink | None) -> None:
+        """Log the remote work's records here as they come, until the attempt ends.
+
+        Its output's bytes (``_OUTPUT`` records) go to ``sink``, the job's output file.
+        """
         while True:
             done, _ = ray.wait([ref], timeout=0)
             try:
-                records = ray.get(handle.drain.remote(0.0 if done else _POLL))
+                records = _get(ray, handle.drain.remote(0.0 if done else _POLL))
+            except ClusterUnreachable:
+                raise
             except Exception:
                 if done:
                     return
                 wait_ref(ray, ref, None)  # the runner died: ray.get(ref) says how
                 return
             for channel, level, msg, args, extra in records:
+                if channel == _OUTPUT:
+                    if sink is not None:
+                        sink.write(*args)
+                    continue
                 logbook.Logger(channel).log(level, msg, *args, extra=extra)
             if done:
                 return

@@ -30,8 +30,10 @@ class Boot:
     def where(self) -> tuple[str, str, int]:
         return self.inner.where()  # type: ignore[no-any-return]
 
-    def run(self, work: Any, path: str, number: int, started_at: float) -> Any:
-        return self.inner.run(work, path, number, started_at)
+    def run(
+        self, work: Any, path: str, number: int, started_at: float, logged: bool | None = None
+    ) -> Any:
+        return self.inner.run(work, path, number, started_at, logged)
 
     def drain(self, wait: float) -> list[tuple[Any, ...]]:
         return self.inner.drain(wait)  # type: ignore[no-any-return]

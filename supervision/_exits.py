@@ -124,9 +124,12 @@ class GiveUpOn:
                 return f"give_up_on.exit_codes matched exit code {link.code}"
             if isinstance(link, HttpStatusError) and link.code in self.http_status:
                 return f"give_up_on.http_status matched status {link.code}"
+            # An exception raised on a Ray node arrives as its classes' names (RemoteError).
+            remote = getattr(link, "qualified_names", ())
             for cls in self.exceptions:
-                if isinstance(link, cls):
-                    return f"give_up_on.exceptions matched {type(link).__name__} ({_named(cls)})"
+                if isinstance(link, cls) or _named(cls) in remote:
+                    shown = type(link).__name__ if not remote else remote[0].rsplit(".", 1)[-1]
+                    return f"give_up_on.exceptions matched {shown} ({_named(cls)})"
             link = link.__cause__ or link.__context__
         return None
 

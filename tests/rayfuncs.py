@@ -77,3 +77,35 @@ def where(path: str) -> None:
 def count(path: str) -> None:
     """Record this call's process."""
     _calls(path)
+
+
+class Unpicklable(Exception):
+    """An exception that cannot travel: it holds a lock."""
+
+    def __init__(self, message: str, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+        self.lock = threading.Lock()
+
+
+class TwoArgs(LookupError):
+    """An exception that pickles but cannot be rebuilt: its __init__ needs two arguments."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}-{b}")
+
+
+def raise_unpicklable() -> None:
+    raise Unpicklable("cannot travel", "x")
+
+
+def raise_two_args(path: str) -> None:
+    """Count the call, then raise."""
+    _calls(path)
+    raise TwoArgs(1, 2)
+
+
+def print_and_block(text: str) -> None:
+    """Print ``text`` on stdout, then block."""
+    print(text, flush=True)
+    threading.Event().wait()

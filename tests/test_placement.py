@@ -42,6 +42,12 @@ def test_placement_reads_words_mappings_and_settings() -> None:
     )
 
 
+def test_a_node_is_a_ray_node_id_or_an_ip_address() -> None:
+    node_id = "0123456789abcdef" * 3 + "01234567"  # 56 hex digits, as `ray list nodes` shows
+    for node in (node_id, node_id.upper(), "10.0.0.2", "::1"):
+        assert RayPlacement(node=node).node == node
+
+
 @pytest.mark.parametrize(
     ("placement", "message"),
     [
@@ -59,7 +65,20 @@ def test_placement_reads_words_mappings_and_settings() -> None:
             {"ray": {"resources": {"slot": 0}}},
             "placement.ray.resources.slot: expected an amount > 0, got 0",
         ),
-        ({"ray": {"node": ""}}, "placement.ray.node: expected a Ray node id or IP address, got ''"),
+        (
+            {"ray": {"node": ""}},
+            "placement.ray.node: expected a Ray node id (56 hex digits) or a node's IP address, got ''",
+        ),
+        (  # Ray refused it only at each start: a ValueError at every restart
+            {"ray": {"node": "abc"}},
+            "placement.ray.node: expected a Ray node id (56 hex digits) or a node's IP address, got 'abc'",
+        ),
+        (  # Ray's nil id: the right form, never a node
+            {"ray": {"node": "f" * 56}},
+            "placement.ray.node: expected a Ray node id (56 hex digits) or a node's IP address, got '"
+            + "f" * 56
+            + "'",
+        ),
         ({"ray": 3}, "placement.ray: expected a mapping of Ray settings, got 3"),
     ],
 )

@@ -7,7 +7,9 @@ second). The test that removes a node runs last.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -130,6 +132,47 @@ def test_a_remote_exception_fails_the_attempt_with_its_traceback(cluster, make_t
     assert 'rayfuncs.py", line' in error
     assert "in _deeper" in error
     assert "\x1b[" not in error
+
+
+def test_an_exception_that_does_not_pickle_still_says_what_it_was(cluster, make_tree) -> None:
+    """Its class names and message cross, so give_up_on and retry.on match as for a local job."""
+    import rayfuncs
+
+    from supervision._exits import GiveUpOn
+
+    job = placed(
+        "unp",
+        PythonWork(target="rayfuncs:raise_unpicklable"),
+        give_up_on=GiveUpOn(exceptions=(rayfuncs.Unpicklable,)),
+    )
+    tree = make_tree(tree_of(job))
+    assert tree.wait(timeout=60)
+    node = tree.status()["children"][0]
+    assert (node["state"], node["restarts"]) == ("gave_up", 0), node
+    error = node["last_exit"]["error"]
+    assert error.startswith("Unpicklable: cannot travel (on node "), error
+    assert "in raise_unpicklable" in error
+    assert "\x1b[" not in error
+
+
+def test_retry_on_matches_an_exception_ray_cannot_rebuild(cluster, make_tree, tmp_path) -> None:
+    from actors import RetrySpec, RetryWait
+
+    calls = tmp_path / "calls"
+    job = placed(
+        "two",
+        PythonWork(target="rayfuncs:raise_two_args", args=(str(calls),)),
+        restart=RestartType.TEMPORARY,
+        retry=RetrySpec(
+            attempts=3, wait=RetryWait(initial=0.01, max=0.01, jitter=0), on=("LookupError",)
+        ),
+    )
+    tree = make_tree(tree_of(job))
+    assert tree.wait(timeout=60)
+    node = tree.status()["children"][0]
+    assert len(calls.read_text().split()) == 3  # retried: LookupError is one of its classes
+    assert node["last_exit"]["error"].startswith("TwoArgs: 1-2 (on node "), node["last_exit"]
+    assert "\x1b[" not in node["last_exit"]["error"]
 
 
 def test_a_command_on_ray_streams_its_output_and_returns_its_code(cluster, make_tree, logs) -> None:
@@ -346,6 +389,129 @@ def test_a_cancel_before_the_attempt_reaches_its_runner_starts_nothing(cluster, 
     assert len(runs.read_text().split()) == 1
 
 
+def test_a_placed_commands_output_reaches_its_output_file(cluster, tmp_path) -> None:
+    """As a local command's: its lines come back from the node and go to STATE_DIR/output."""
+    import time
+
+    from actors import Attempt
+    from actors._placement import RayPlacement
+    from actors._ray import placed_work
+    from supervision._output import OutputFiles
+    from supervision._spec import OutputSpec
+
+    opener = OutputFiles(tmp_path / "output").opener(OutputSpec())
+    work = placed_work(
+        CommandWork(shell="echo out-line; echo err-line >&2; printf no-newline"),
+        RayPlacement(),
+        grace=1.0,
+    )
+    try:
+        assert work.run(Attempt("out", 1, time.time(), output=opener)) == 0
+    finally:
+        work.release()
+    lines = (tmp_path / "output" / "out.log").read_bytes().splitlines()
+    assert sorted(line.rsplit(b" ", 1)[-1] for line in lines) == [
+        b"err-line",
+        b"no-newline",
+        b"out-line",
+    ]
+
+
+def test_what_a_placed_job_prints_reaches_jobvisors_stderr(cluster, tmp_path, monkeypatch) -> None:
+    """Never its stdout: that is the CLI's own (``--json`` documents); no colour codes off a tty."""
+    from faultkit import ENV, Jobvisor
+
+    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setitem(ENV, name, "0")
+    (tmp_path / "m.yaml").write_text(
+        "version: 1\n"
+        f"cluster: {{address: '{cluster.address}'}}\n"
+        "jobs:\n"
+        "  - {name: p, python: 'rayfuncs:print_and_block', args: [placed-print-line],"
+        " service: true, stop: {grace: 1s}, placement: ray}\n"
+    )
+    jv = Jobvisor(tmp_path, "run", "m.yaml")
+    try:
+        wait_until(lambda: "placed-print-line" in jv.stderr, "the print", proc=jv.proc, timeout=40)
+        assert jv.terminate() == 0, jv.stderr
+        assert "placed-print-line" not in jv.stdout
+        (line,) = [x for x in jv.stderr.splitlines() if "placed-print-line" in x]
+        assert "\x1b[" not in line
+    finally:
+        jv.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _unreachable_manifest(tmp_path: Any, job: str) -> None:
+    (tmp_path / "m.yaml").write_text(
+        f"version: 1\ncluster: {{address: '127.0.0.1:{_free_port()}'}}\njobs:\n  - {job}\n"
+    )
+
+
+def test_an_unreachable_cluster_fails_the_attempt_with_a_clear_error(tmp_path) -> None:
+    """Ray alone retries for about 14 minutes, silently: jobvisor gives up in seconds, and says."""
+    import time
+
+    from faultkit import ENV, Jobvisor
+
+    _unreachable_manifest(
+        tmp_path,
+        "{name: one, python: 'rayfuncs:count', args: [x], placement: ray, restart: temporary}",
+    )
+    env_before = dict(ENV)
+    ENV["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        started = time.monotonic()
+        jv = Jobvisor(tmp_path, "run", "m.yaml")
+    finally:
+        ENV.clear()
+        ENV.update(env_before)
+    try:
+        assert jv.wait(timeout=60) != 0
+        assert time.monotonic() - started < 45
+        errors = [line for line in jv.stderr.splitlines() if " ERROR " in line]
+        assert any("cannot connect to the Ray cluster at 127.0.0.1:" in e for e in errors), (
+            jv.stderr
+        )
+        assert any("check cluster.address" in e for e in errors)
+    finally:
+        jv.close()
+
+
+def test_a_stop_while_connecting_to_a_cluster_ends_at_once(tmp_path) -> None:
+    """SIGTERM while Ray still tries to connect: no wait, no failure counted, the process ends."""
+    import time
+
+    from faultkit import ENV, Jobvisor
+
+    _unreachable_manifest(
+        tmp_path, "{name: svc, python: 'rayfuncs:count', args: [x], service: true, placement: ray}"
+    )
+    env_before = dict(ENV)
+    ENV["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        jv = Jobvisor(tmp_path, "run", "m.yaml")
+    finally:
+        ENV.clear()
+        ENV.update(env_before)
+    try:
+        # Ray's own word that its first try (of 5 s) to reach the address failed.
+        wait_until(lambda: "Failed to connect to GCS" in jv.stderr, "connecting", proc=jv.proc)
+        asked = time.monotonic()
+        assert jv.terminate(timeout=30) == 0, jv.stderr
+        assert time.monotonic() - asked < 3, jv.stderr
+        assert "timed out" not in jv.stderr
+    finally:
+        jv.close()
+
+
 def test_a_stop_while_a_job_is_being_placed_cancels_it(cluster, make_tree, tmp_path) -> None:
     """A stop (a shutdown's too) during placement: nothing runs, no failure, no timeout."""
     import time
@@ -386,6 +552,29 @@ def test_a_stop_while_a_job_is_being_placed_cancels_it(cluster, make_tree, tmp_p
     wait_until(lambda: state.actors()[actor]["State"] == "DEAD", "its Ray actor is dead")
 
 
+def test_a_placement_no_node_can_take_is_said_once(cluster, make_tree, logs, monkeypatch) -> None:
+    """Without a timeout it waits for ever: after a while a warning names the job and its need."""
+    from actors import _ray
+
+    monkeypatch.setattr(_ray, "_PENDING_WARN", 0.5)
+    job = JobSpec(
+        name="stuck",
+        work=PythonWork(target="rayfuncs:count", args=("unused",)),
+        placement={"ray": {"resources": {"jv_nowhere": 1}}},
+        restart=RestartType.TEMPORARY,
+    )
+    tree = make_tree(tree_of(job))
+
+    def warned() -> list[Any]:
+        return [r for r in logs.records if r.channel == "actors.ray" and r.level_name == "WARNING"]
+
+    (record,) = wait_until(warned, "the warning")
+    assert record.message.startswith("stuck: not placed on Ray after 0.5s: no node can take ray {")
+    assert "jv_nowhere: 1" in record.message
+    assert record.extra["path"] == "stuck"
+    assert tree.status()["children"][0]["state"] == "running"
+
+
 def test_a_placement_that_never_comes_ends_at_the_attempts_timeout(cluster, make_tree) -> None:
     """Placing is part of the attempt: its timeout bounds a wait for resources no node has."""
     job = JobSpec(
@@ -400,6 +589,115 @@ def test_a_placement_that_never_comes_ends_at_the_attempts_timeout(cluster, make
     node = tree.status()["children"][0]
     assert (node["state"], node["last_exit"]["outcome"]) == ("failed", "timeout"), node
     assert "stuck" not in runners()
+
+
+def _cpu_seconds(pid: int) -> float:
+    from pathlib import Path
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _kill_leftovers_of(session: str) -> None:
+    """Kill what is left of a cluster's processes: a removed head's agents outlive it.
+
+    Known by their files open in the cluster's session directory.
+    """
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            held = any(str(fd.readlink()).startswith(session) for fd in (proc / "fd").iterdir())
+        except OSError:
+            continue
+        if held:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), 9)
+
+
+@pytest.mark.timeout(240)
+def test_jobvisor_outlives_the_loss_of_its_clusters_head(tmp_path, monkeypatch) -> None:
+    """Ray's client ends its process 60 s after the head is gone (exit 1, local jobs with it).
+
+    Jobvisor runs on: its placed attempts fail with a clear error in seconds, its local job
+    never notices, and a SIGTERM still stops it in order. Its own small cluster: its head dies.
+    """
+    import time
+
+    from faultkit import ENV, Jobvisor
+    from ray.cluster_utils import Cluster
+
+    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setitem(ENV, name, "0")
+        monkeypatch.setenv(name, "0")
+    own = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "_system_config": HEALTH, "include_dashboard": False},
+    )
+    jv = None
+    session = own.head_node.get_session_dir_path()
+    placed_pids = tmp_path / "placed"
+    try:
+        own.add_node(num_cpus=1)
+        own.wait_for_nodes()
+        address = own.address
+        local = tmp_path / "local"
+        (tmp_path / "m.yaml").write_text(
+            "version: 1\n"
+            f"cluster: {{address: '{address}'}}\n"
+            "supervisor: {backoff: {initial: 1s, max: 2s}, intensity: {max_restarts: 1000, within: 60s}}\n"
+            "jobs:\n"
+            f"  - {{name: svc, python: 'rayfuncs:pid_and_block', args: ['{placed_pids}'], service: true, placement: ray}}\n"
+            f"  - {{name: loc, command: 'echo $$ > {local}; exec sleep 600', service: true}}\n"
+        )
+        jv = Jobvisor(tmp_path, "run", "m.yaml")
+        wait_until(placed_pids.exists, "placed", proc=jv.proc, timeout=60)
+        local_pid = int(wait_until(lambda: local.exists() and local.read_text().strip(), "loc"))
+        lost_at = time.monotonic()
+        own.remove_node(own.head_node)
+
+        def said() -> bool:
+            return any(
+                "svc: failed" in line and "lost the Ray cluster at" in line
+                for line in jv.stderr.splitlines()
+            )
+
+        wait_until(
+            said,
+            "a placed attempt failed, saying why",
+            proc=jv.proc,
+            timeout=30,
+        )
+        assert time.monotonic() - lost_at < 15
+        errors = [line for line in jv.stderr.splitlines() if " ERROR " in line]
+        assert any(f"lost the Ray cluster at {address}" in line for line in errors)
+        # Ray's threads that print the nodes' output poll the dead head in a busy loop: they
+        # are stopped 15 s after the loss.
+        time.sleep(max(0.0, 20 - (time.monotonic() - lost_at)))
+        before = _cpu_seconds(jv.pid)
+        time.sleep(5)
+        assert _cpu_seconds(jv.pid) - before < 1.5
+        # Past Ray's own 60 s: jobvisor and its local job are still there.
+        with pytest.raises(subprocess.TimeoutExpired):
+            jv.wait(timeout=max(0.0, 75 - (time.monotonic() - lost_at)))
+        assert not gone(local_pid)
+        assert "will terminate" not in jv.stderr
+        asked = time.monotonic()
+        assert jv.terminate(timeout=60) == 0, jv.stderr[-3000:]
+        assert time.monotonic() - asked < 10, jv.stderr[-3000:]  # a stop, not a kill after grace
+        assert "killing it" not in jv.stderr
+        assert gone(local_pid)
+    finally:
+        if jv is not None:
+            jv.close()
+        own.shutdown()
+        _kill_leftovers_of(session)
+        # The placed runner lost its node's raylet with the head: it must not outlive the test.
+        for pid in map(int, placed_pids.read_text().split() if placed_pids.exists() else ()):
+            if not gone(pid):
+                os.kill(pid, 9)
 
 
 def test_a_lost_node_restarts_a_service_on_the_other_node(cluster, make_tree, tmp_path) -> None:
