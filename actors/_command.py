@@ -754,6 +754,8 @@ def signal_attempt(attempt: Attempt, signum: int) -> bool:
         if not head or child._ended or child._gone or not _unreaped(head[0]):
             return False
         child._gone = not _signal_group(head[0], signum)
+        if signum == signal.SIGKILL and not child._gone:
+            child._killed = True  # ours, not the cpu limit's: its exit says so
         return not child._gone
 
 

@@ -464,10 +464,7 @@ class Daemon:
             return
 
     def _serve(self, manifest: Any, state_dir: Path) -> int:
-        written = None
-        if self._pidfile is not None:
-            written = write_atomic(self._pidfile, f"{os.getpid()}\n".encode())
-        restore_signals, server = self._listen(state_dir)
+        restore_signals, server, written = self._listen(state_dir)
         watchdog = _Watchdog.start_if_asked()
         began: float | None = None  # when the stop began: the log's last line says how long
         try:
@@ -506,18 +503,28 @@ class Daemon:
                 remove_if_same(self._pidfile, written)
         return code
 
-    def _listen(self, state_dir: Path) -> tuple[Callable[[], None], ControlServer]:
-        """Take the signals, then open the control socket; what restores them, and the server.
+    def _listen(
+        self, state_dir: Path
+    ) -> tuple[Callable[[], None], ControlServer, Ident | None]:
+        """Take the signals, then open the control socket and write the pidfile: what restores
+        the signals, the server, and the pidfile as written (None without one).
 
-        The signals first: a SIGTERM sent as soon as the socket appears (what a launcher or a
-        test waits for) must stop the daemon, not kill it by the default action.
+        The signals first: a SIGTERM sent as soon as the socket or the pidfile appears (what a
+        launcher or a test waits for) must stop the daemon, not kill it by the default action.
         """
         restore_signals = self._handle_signals()
+        server = None
         try:
-            return restore_signals, ControlServer(state_dir / SOCKET_NAME, self.handle)
+            server = ControlServer(state_dir / SOCKET_NAME, self.handle)
+            written = None
+            if self._pidfile is not None:
+                written = write_atomic(self._pidfile, f"{os.getpid()}\n".encode())
         except BaseException:
+            if server is not None:
+                server.close()
             restore_signals()
             raise
+        return restore_signals, server, written
 
     def _stop_tree(self, tree: Tree) -> None:
         """Stop ``tree`` gracefully; a signal meanwhile (the second) kills what still runs now.

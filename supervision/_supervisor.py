@@ -457,7 +457,12 @@ class Supervisor(OwnActor):
         if ready is not None:
             # Said now: a long readiness wait was silence until its failure.
             said = log.info if rec.starts == 1 else log.debug
-            said("{}: started; waiting until it is ready ({})", rec.path, _probe(ready))
+            said(
+                "{}: started; waiting until it is ready ({})",
+                rec.path,
+                _probe(ready),
+                extra={"path": rec.path},
+            )
 
     def _permit_for(self, rec: ChildRecord) -> InPlace | None:
         """A permit to restart in place, where only this supervisor's policy could say no.
@@ -1335,7 +1340,11 @@ class Supervisor(OwnActor):
         elif (none := no_process(spec.work)) is not None:
             why = none
         elif not isinstance(rec.actor, JobActor) or not rec.actor.send_signal(signum):
-            why = f"is not running ({rec.state.value})"
+            why = (
+                "has no process right now (between two tries, or about to start its next)"
+                if rec.state is State.RUNNING
+                else f"is not running ({rec.state.value})"
+            )
         else:
             log.info("{}: {} sent (by a person)", rec.path, signal_name(signum), extra=_acted(rec))
             return

@@ -1065,3 +1065,18 @@ def test_commands_die_with_a_sigkilled_jobvisor(runtime: str, procs: Watched) ->
         if victim.stdout is not None:
             victim.stdout.close()
     assert procs.all_dead(timeout=10), "the warden did not kill the orphaned group"
+
+
+def test_a_persons_sigkill_is_not_said_to_be_the_cpu_limit(lines: Lines) -> None:
+    """A job with limits.cpu that someone sent SIGKILL read 'the cpu limit of 10m ended it'."""
+    from actors._command import signal_attempt
+    from actors._confine import Limits
+
+    att = attempt("s")
+    runner = Runner(CommandWork(shell="echo up; exec sleep 100", limits=Limits(cpu=600)), att)
+    lines.wait_for(lambda t: "up" in t, "s")
+    assert signal_attempt(att, signal.SIGKILL)
+    err = runner.join()
+    assert isinstance(err, CommandFailed)
+    assert "SIGKILL" in str(err)
+    assert "cpu limit" not in str(err), str(err)

@@ -110,3 +110,29 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_signal_to_a_job_between_two_tries_says_so(tmp_path: Path) -> None:
+    """It said 'flaky is not running (running)'."""
+    import signal
+
+    from actors._retry import RetrySpec, RetryWait
+    from supervision import NotSignalledError
+
+    mark = tmp_path / "tried"
+    spec = SupervisorSpec(
+        children=(
+            JobSpec(
+                name="flaky",
+                work=CommandWork(shell=f"touch {mark}; exit 1"),
+                retry=RetrySpec(attempts=3, wait=RetryWait(initial=30.0, max=30.0)),
+            ),
+        )
+    )
+    with start_tree(spec) as tree:
+        wait_until(mark.exists, "its first try ran")
+        wait_until(lambda: _nodes(tree.status())["flaky"]["state"] == "running", "running")
+        with pytest.raises(NotSignalledError) as caught:
+            tree.signal("flaky", signal.SIGHUP)
+        assert "has no process right now (between two tries" in str(caught.value)
+        assert tree.stop(10)
