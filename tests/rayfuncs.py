@@ -104,8 +104,3 @@ def raise_two_args(path: str) -> None:
     _calls(path)
     raise TwoArgs(1, 2)
 
-
-def print_and_block(text: str) -> None:
-    """Print ``text`` on stdout, then block."""
-    print(text, flush=True)
-    threading.Event().wait()
