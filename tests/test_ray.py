@@ -284,13 +284,14 @@ def test_an_http_job_on_ray_makes_its_request_from_the_node(cluster, make_tree) 
         (request,) = server.wait_requests(1, timeout=60)
         # Held by the server: the socket on the client side is open, and so is its owner.
         client = _socket_owner(request.client[1])
+        # Read while the request is held: once it ends the runner may end (a zombie's is empty).
+        cmdline = b"" if client is None else Path(f"/proc/{client}/cmdline").read_bytes()
         release.set()
         assert tree.wait(timeout=60)
         node = tree.status()["children"][0]
         assert node["state"] == "succeeded", node
         assert client is not None
         assert client != os.getpid()
-        cmdline = Path(f"/proc/{client}/cmdline").read_bytes()
         assert b"ray" in cmdline.lower()  # a Ray worker process made the request
 
         failing = placed("f", HttpWork(url=server.url + "/down"), restart=RestartType.TEMPORARY)
