@@ -33,6 +33,7 @@ import logbook
 import pykka
 
 from actors._attempt import Attempt, current_attempt_var
+from actors._checks import MAX_DURATION
 from actors._errors import JobFailure, SpecError
 from actors._placement import RAY_EXTRA, RayPlacement, ray_installed
 from actors._supervised import OwnActor
@@ -58,6 +59,7 @@ __all__ = [
 log = logbook.Logger("actors.ray")
 
 _POLL: Final = 0.25  # seconds between checks of a cancel while waiting on Ray
+_CONNECT_TIMEOUT_ENV: Final = "JOBVISOR_RAY_CONNECT_TIMEOUT"
 _CONNECT_TIMEOUT: Final = 15.0  # seconds to connect to a cluster's address (Ray retries ~14 min)
 _START_TIMEOUT: Final = 120.0  # seconds to start a local Ray instance on a busy machine
 _RECONNECT_ENV: Final = "RAY_gcs_rpc_server_reconnect_timeout_s"
@@ -67,7 +69,9 @@ _HEALTH_WAIT: Final = 2.0  # seconds one check waits for the head's answer
 _HEALTH_FAILURES: Final = 3  # checks in a row without an answer: the cluster is lost
 _PENDING_WARN: Final = 15.0  # seconds waiting to be placed before a warning says so
 _RAY_PRINTS: Final = "ray_print_logs"  # Ray's handler of what workers print, in this process
-_QUIET_AFTER: Final = 15.0  # seconds without the head before Ray's print threads are stopped
+# Seconds without the head before Ray's print threads are stopped; the variable is the tests'.
+_QUIET_AFTER_ENV: Final = "JOBVISOR_RAY_QUIET_AFTER"
+_QUIET_AFTER: Final = 15.0
 _KILL_WAIT: Final = 2.0  # seconds a ray.kill is waited for (it waits for the head)
 _LOCAL_ADDRESSES: Final = (None, "", "local")
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
@@ -249,9 +253,10 @@ def _start_connect(ray: Any, cluster: _Cluster) -> _Connecting:
 
 
 def _wait_connected(connecting: _Connecting, cancel: threading.Event | None) -> bool:
-    """Wait for ``connecting``, at most ``_CONNECT_TIMEOUT``; False if ``cancel`` came first."""
+    """Wait for ``connecting``, at most ``_connect_timeout()`` (a cluster's address) or
+    ``_START_TIMEOUT`` (a local instance); False if ``cancel`` came first."""
     local = connecting.address is None
-    deadline = time.monotonic() + (_START_TIMEOUT if local else _CONNECT_TIMEOUT)
+    deadline = time.monotonic() + (_START_TIMEOUT if local else _connect_timeout())
     while not connecting.done.wait(_POLL):
         if cancel is not None and cancel.is_set():
             return False
@@ -264,9 +269,31 @@ def _wait_connected(connecting: _Connecting, cancel: threading.Event | None) -> 
     return True
 
 
+def _connect_timeout() -> float:
+    return _seconds_from_env(_CONNECT_TIMEOUT_ENV, _CONNECT_TIMEOUT)
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    """A number of seconds from the variable ``name``, else ``default``: one that is not a
+    positive number is said once a use (a WARNING) and the default taken."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < MAX_DURATION:
+        log.warning(
+            "{}={!r} is not a positive number of seconds: {:g}s is used", name, text, default
+        )
+        return default
+    return seconds
+
+
 def _unreachable(connecting: _Connecting, what: str) -> ClusterUnreachable:
     address = connecting.address or "local"
-    limit = _START_TIMEOUT if connecting.address is None else _CONNECT_TIMEOUT
+    limit = _START_TIMEOUT if connecting.address is None else _connect_timeout()
     message = (
         f"cannot connect to the Ray cluster at {address}: it {what} within {limit:g}s; "
         f"check cluster.address in the manifest, that the cluster's head is up there "
@@ -277,6 +304,8 @@ def _unreachable(connecting: _Connecting, what: str) -> ClusterUnreachable:
             ", and for a cluster on 127.0.0.1 set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
             "in jobvisor's environment"
         )
+    if connecting.address is not None:
+        message += f"; for a cluster slower to answer, set {_CONNECT_TIMEOUT_ENV}=SECONDS"
     with _lock:
         first, connecting.reported = not connecting.reported, True
     if first:
@@ -367,6 +396,7 @@ def _watch_health(ray: Any, address: str) -> None:
         misses = 0
         since = time.monotonic()
         quiet = False  # Ray's print threads were stopped
+        quiet_after = _seconds_from_env(_QUIET_AFTER_ENV, _QUIET_AFTER)
         while not _closed:
             started = time.monotonic()
             try:
@@ -404,7 +434,7 @@ def _watch_health(ray: Any, address: str) -> None:
                     message,
                 )
                 _lost = ClusterUnreachable(message)
-            if _lost is not None and not quiet and started - since >= _QUIET_AFTER:
+            if _lost is not None and not quiet and started - since >= quiet_after:
                 # Ray's threads that print the nodes' output and errors here poll the head
                 # in a busy loop while it is gone (a core of CPU): they stop, for good.
                 ray._private.worker.global_worker.threads_stopped.set()

@@ -235,7 +235,9 @@ def request(
         if problem is not None:
             raise NoDaemonError(problem)
         try:
-            sock.sendall(json.dumps({"v": PROTOCOL, **req}).encode() + b"\n")
+            # A daemon that is busy answers and closes at once: its answer is still to read.
+            with contextlib.suppress(BrokenPipeError):
+                sock.sendall(json.dumps({"v": PROTOCOL, **req}).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(65536)

@@ -68,7 +68,9 @@ __all__ = [
 log = logbook.Logger("supervision.daemon")
 
 MAX_REQUEST: Final = 64 * 1024
-REQUEST_DEADLINE: Final = 5.0
+REQUEST_DEADLINE: Final = 5.0  # for a whole request to arrive, however it trickles in
+REPLY_DEADLINE: Final = 30.0  # for a reply (a big tree's status) to be taken by its client
+MAX_CONNECTIONS: Final = 64  # answered at once; a connection past them is told "busy"
 RELOAD_TRIES: Final = 3  # a reload racing a group's stop or start looks again, this often
 FORCED_EXIT: Final = 1  # a second signal cut the stop short: no clean stop, as run's exit
 LOST_EXIT: Final = 1  # its state dir was deleted under it: it stopped, not asked to
@@ -240,15 +242,46 @@ def _join(prefix: str, name: str) -> str:
 
 
 class ControlServer:
-    """A Unix stream socket (mode 0600) answering control requests on its own threads."""
+    """A Unix stream socket (mode 0600) answering control requests on its own threads.
 
-    def __init__(self, path: Path, handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    A request must arrive whole within ``deadline`` seconds, however it trickles in. At
+    most ``most`` connections are open at once: a new one past them takes the place of
+    the oldest still sending its request (cut off), so a request sent whole is answered
+    however many clients connect and say nothing; when every one is being answered, the
+    new one is told ``busy`` at once. A thread per connection, never more than ``most``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        handle: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        deadline: float = REQUEST_DEADLINE,
+        most: int = MAX_CONNECTIONS,
+    ) -> None:
+        if not deadline > 0:
+            raise ValueError(f"deadline: expected a positive number of seconds, got {deadline!r}")
+        if type(most) is not int or most < 1:
+            raise ValueError(f"most: expected a number of connections of at least 1, got {most!r}")
         self.path = path
         self._handle = handle
+        self._deadline = deadline
+        self._most = most
+        self._lock = threading.Lock()
+        self._open = 0  # places taken: connections reading their request or being answered
+        # Those still reading their request, oldest first (a dict as an ordered set), and
+        # those cut off for a newer one, whose threads are ending.
+        self._reading: dict[socket.socket, None] = {}
+        self._cut: set[socket.socket] = set()
         self._sock, self._ident = _bind_private(path)
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="jv-control", daemon=True)
         self._thread.start()
+
+    @property
+    def connections(self) -> int:
+        """How many places are taken now: connections reading their request or answered."""
+        return self._open
 
     def _serve(self) -> None:
         while not self._closed.is_set():
@@ -256,22 +289,68 @@ class ControlServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            threading.Thread(
-                target=self._answer, args=(conn,), name="jv-control-conn", daemon=True
-            ).start()
+            if not self._take(conn):
+                _busy(conn, self._most)
+                continue
+            try:
+                threading.Thread(
+                    target=self._answer, args=(conn,), name="jv-control-conn", daemon=True
+                ).start()
+            except BaseException:
+                self._done(conn)
+                raise
+
+    def _take(self, conn: socket.socket) -> bool:
+        """A place for ``conn``: a free one, or the oldest still reading's; False if none."""
+        with self._lock:
+            if self._open < self._most:
+                self._open += 1
+            else:
+                oldest = next(iter(self._reading), None)
+                if oldest is None:
+                    return False
+                # Its place passes to ``conn``; its read ends at once, and its thread with it.
+                del self._reading[oldest]
+                self._cut.add(oldest)
+                with contextlib.suppress(OSError):
+                    oldest.shutdown(socket.SHUT_RDWR)
+            self._reading[conn] = None
+            return True
 
     def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(REQUEST_DEADLINE)
+        try:
+            problem: _BadRequest | None = None
             try:
-                reply = self._reply(_read_request(conn))
+                data = _read_request(conn, self._deadline)
+            except _BadRequest as exc:
+                data, problem = b"", exc
+            with self._lock:
+                if conn in self._cut:
+                    return  # its place went to a newer connection: nobody hears an answer
+                del self._reading[conn]
+            try:
+                if problem is not None:
+                    raise problem
+                reply = self._reply(data)
             except _BadRequest as exc:
                 reply = {"ok": False, "code": "bad_request", "error": str(exc)}
             except Exception as exc:  # a bug here must not take the daemon down
                 log.exception("control request failed")
                 reply = {"ok": False, "code": "internal", "error": str(exc)}
             with contextlib.suppress(OSError):
+                conn.settimeout(REPLY_DEADLINE)
                 conn.sendall(json.dumps(reply).encode() + b"\n")
+        finally:
+            self._done(conn)
+
+    def _done(self, conn: socket.socket) -> None:
+        conn.close()
+        with self._lock:
+            if conn in self._cut:
+                self._cut.discard(conn)  # its place was passed on already
+            else:
+                self._reading.pop(conn, None)  # (there still if its thread never started)
+                self._open -= 1
 
     def _reply(self, data: bytes) -> dict[str, Any]:
         try:
@@ -310,13 +389,29 @@ class _BadRequest(Exception):
     pass
 
 
-def _read_request(conn: socket.socket) -> bytes:
+def _busy(conn: socket.socket, most: int) -> None:
+    """Tell a connection past the most that the daemon is busy, never waiting on it."""
+    with conn, contextlib.suppress(OSError):
+        conn.settimeout(0.0)  # never blocks: the accepting thread sends it
+        reply = {
+            "ok": False,
+            "code": "busy",
+            "error": f"the daemon has {most} control connections open, its most: try again",
+        }
+        conn.send(json.dumps(reply).encode() + b"\n")  # a few hundred bytes: the buffer takes it
+
+
+def _read_request(conn: socket.socket, deadline: float) -> bytes:
+    end = time.monotonic() + deadline
     data = b""
     while b"\n" not in data:
         try:
+            conn.settimeout(max(0.0, end - time.monotonic()) or 1e-9)
             chunk = conn.recv(4096)
         except TimeoutError:
-            raise _BadRequest(f"no complete request within {REQUEST_DEADLINE:g}s") from None
+            raise _BadRequest(f"no complete request within {deadline:g}s") from None
+        except OSError as exc:  # reset by its client, or cut off for a newer one
+            raise _BadRequest(f"the connection was lost while reading: {exc}") from None
         if not chunk:
             if data.strip():
                 return data  # a client that closed without a newline: take what came
@@ -503,9 +598,7 @@ class Daemon:
                 remove_if_same(self._pidfile, written)
         return code
 
-    def _listen(
-        self, state_dir: Path
-    ) -> tuple[Callable[[], None], ControlServer, Ident | None]:
+    def _listen(self, state_dir: Path) -> tuple[Callable[[], None], ControlServer, Ident | None]:
         """Take the signals, then open the control socket and write the pidfile: what restores
         the signals, the server, and the pidfile as written (None without one).
 

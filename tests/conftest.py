@@ -7,6 +7,7 @@ monkey-patched here, before the code under test is imported.
 from __future__ import annotations
 
 import os
+import sys
 
 from actors import install_runtime, join_tasks
 
@@ -22,6 +23,22 @@ import pykka  # noqa: E402
 import pytest  # noqa: E402
 
 from supervision import SupervisorSpec, Tree, start_tree  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Under gevent the suite runs in one process, whatever ``-n`` says.
+
+    pytest-xdist's workers wait on events their own threads set: gevent's patching of
+    this process (above, before anything else) makes those waits block for ever.
+    """
+    if RUNTIME == "gevent" and getattr(config.option, "numprocesses", None):
+        print(  # said before the session starts, as pytest says its own
+            f"tests/conftest.py: -n {config.option.numprocesses} ignored: "
+            "under JOBVISOR_RUNTIME=gevent the suite runs in one process",
+            file=sys.stderr,
+        )
+        config.option.numprocesses = 0
 
 
 @pytest.fixture
