@@ -15,6 +15,7 @@ from actors._checks import MAX_DURATION, fmt_duration, need, need_count, need_du
 from actors._command import leader_of, signal_attempt
 from actors._errors import AttemptTimeout, ChildKilled, JobvisorError, SpecError, describe
 from actors._messages import AttemptDone, ChildExit, ChildStarted, Resumed, Waiting
+from actors._ready import taken_before
 from actors._ref import OwnMessage
 from actors._retry import RetrySpec, run_with_retry
 from actors._runtime import Scheduler, TimerHandle, interrupt_task
@@ -288,6 +289,16 @@ class JobActor(OwnActor):
 
     def on_start(self) -> None:
         if self.ready is not None:
+            taken = taken_before(self.ready)
+            if taken is not None:
+                log.warning(
+                    "{}: something already answers at {}, where its readiness probe looks, "
+                    "before it started: another process (a copy of it left running?) may hold "
+                    "that address, and the probe pass without it",
+                    self.path,
+                    taken,
+                    extra={"path": self.path},
+                )
             probe = threading.Thread(
                 target=self._probe, name=f"jv-{self._jv_thread_name}-ready", daemon=True
             )

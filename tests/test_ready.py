@@ -245,7 +245,9 @@ def test_explain_says_a_command_probe_runs_as_its_job() -> None:
     assert [beside in line for line in ready] == [True, False, False]
 
 
-def test_a_start_that_waits_for_readiness_says_so_at_once(make_tree, events, tmp_path, logs) -> None:
+def test_a_start_that_waits_for_readiness_says_so_at_once(
+    make_tree, events, tmp_path, logs
+) -> None:
     """A long `ready` timeout was minutes of silence in a CI log: the first line was the failure."""
     from actors import CommandWork, Schedule
     from supervision import JobSpec, SupervisorSpec
@@ -265,3 +267,84 @@ def test_a_start_that_waits_for_readiness_says_so_at_once(make_tree, events, tmp
     assert tree.status()["children"][0]["state"] == "starting"
     (tmp_path / "go").touch()
     events.reached("svc", "running")
+
+
+# -- an address already taken --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["tcp", "http"])
+def test_a_probe_whose_address_answers_before_the_start_is_warned_of(
+    make_tree, events, tmp_path, logs, kind
+) -> None:
+    """Another process held the service's port: the probe passed against it, the dependants
+    started, and the service then failed to bind (`Address already in use`), unexplained."""
+    from actors import CommandWork, Schedule
+    from supervision import JobSpec, SupervisorSpec
+
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        port = other.getsockname()[1]
+        where = f"127.0.0.1:{port}"
+        probe = (
+            ReadyProbe(tcp=where, timeout=10) if kind == "tcp"
+            else ReadyProbe(http=f"http://{where}/health", timeout=10)
+        )  # fmt: skip
+        svc = JobSpec(
+            name="web",
+            work=CommandWork(shell="sleep 30", cwd=str(tmp_path)),
+            schedule=Schedule(service=True),
+            ready=probe,
+        )
+        make_tree(SupervisorSpec(children=(svc,)), on_event=events)
+        said = (
+            f"web: something already answers at {where}, where its readiness probe looks, "
+            "before it started: another process (a copy of it left running?) may hold that "
+            "address, and the probe pass without it"
+        )
+        wait_until(lambda: any(r.message == said for r in logs.records), "the warning")
+        (record,) = [r for r in logs.records if r.message == said]
+        assert record.level_name == "WARNING"
+        assert record.extra["path"] == "web"
+
+
+def test_a_probe_whose_address_is_free_before_the_start_says_nothing(
+    make_tree, events, tmp_path, logs
+) -> None:
+    from actors import CommandWork, Schedule
+    from supervision import JobSpec, SupervisorSpec
+
+    port = free_port()
+    svc = JobSpec(
+        name="web",
+        work=CommandWork(
+            argv=(
+                sys.executable,
+                "-c",
+                f"import socket,time; s=socket.create_server(('127.0.0.1', {port})); time.sleep(30)",
+            ),
+            cwd=str(tmp_path),
+        ),
+        schedule=Schedule(service=True),
+        ready=ReadyProbe(tcp=f"127.0.0.1:{port}", timeout=20, interval=0.01),
+    )
+    make_tree(SupervisorSpec(children=(svc,)), on_event=events)
+    events.reached("web", "running")
+    assert not [r for r in logs.records if "already answers" in r.message]
+
+
+@pytest.mark.parametrize(
+    ("probe", "where"),
+    [
+        (ReadyProbe(tcp="localhost:5432"), ("localhost", 5432)),
+        (ReadyProbe(tcp="[::1]:80"), ("::1", 80)),
+        (ReadyProbe(http="http://127.0.0.2:8080/x"), ("127.0.0.2", 8080)),
+        (ReadyProbe(http="https://localhost/"), ("localhost", 443)),
+        (ReadyProbe(http="http://[::1]/"), ("::1", 80)),
+        (ReadyProbe(tcp="db.example:5432"), None),  # not this machine: never looked at
+        (ReadyProbe(http="http://10.0.0.1/"), None),
+        (ReadyProbe(command=("true",)), None),
+    ],
+)
+def test_only_a_loopback_address_is_looked_at_before_a_start(probe, where) -> None:
+    from actors._ready import loopback_address
+
+    assert loopback_address(probe) == where
