@@ -32,6 +32,8 @@ __all__ = ["follow", "known_paths", "output_file", "show_logs", "tail_lines"]
 POLL: Final = 0.1  # seconds between looks at a followed file (no inotify in the stdlib)
 _BLOCK: Final = 65536
 WHAT: Final = "output file"  # as refusals name it
+_MOST_BACKUPS: Final = 1000  # backups looked at after a rotation (the scan ends at a gap)
+_CATCH_UP_TRIES: Final = 3  # scans of them, when the files move on while they are read
 
 
 def output_file(directory: str, path: str) -> str:
@@ -142,18 +144,66 @@ class _Follower:
         return True
 
     def _rotated(self) -> None:
-        """The file moved away: read what it still holds (the writer may have added some)."""
+        """The file moved away: read what it still holds (the writer may have added some),
+        then the files rotated after it that are still kept (``path.1``...), oldest first:
+        a flood can rotate more than once between two looks."""
         assert self.file is not None
         self.pending = _pump(self.file, self.pending, self.write)
+        self._end_line()
+        last = os.fstat(self.file.fileno())
+        self.close()
+        read = {(last.st_dev, last.st_ino)}
+        for _ in range(_CATCH_UP_TRIES):
+            newer = _rotated_after(self.path, (last.st_dev, last.st_ino), last.st_mtime_ns)
+            newer = [(name, ident) for name, ident in newer if ident not in read]
+            if not newer:
+                return
+            for name, ident in newer:
+                try:
+                    file = open_to_read(name, WHAT)
+                except FileNotFoundError:
+                    continue  # rotated away meanwhile: the next scan finds it, if it is kept
+                with file:
+                    st = os.fstat(file.fileno())
+                    if (st.st_dev, st.st_ino) != ident:
+                        break  # the files moved on meanwhile: look at them again
+                    self.pending = _pump(file, self.pending, self.write)
+                    self._end_line()
+                    read.add(ident)
+                    last = st
+
+    def _end_line(self) -> None:
         if self.pending:
             self.write(self.pending + b"\n")
             self.pending = b""
-        self.close()
 
     def close(self) -> None:
         file, self.file = self.file, None
         if file is not None:
             file.close()
+
+
+def _rotated_after(
+    path: str, ident: tuple[int, int], mtime_ns: int
+) -> list[tuple[str, tuple[int, int]]]:
+    """The backups of ``path`` (``path.1``... as jobvisor rotates) made after the file
+    ``ident``, oldest first, with their identities: those before it in the chain when it is
+    still there; when it is gone (more rotations than backups kept), every one written since
+    it was last written."""
+    chain: list[tuple[str, tuple[int, int], int]] = []
+    for n in range(1, _MOST_BACKUPS + 1):
+        name = f"{path}.{n}"
+        try:
+            st = os.lstat(name)
+        except FileNotFoundError:
+            break
+        chain.append((name, (st.st_dev, st.st_ino), st.st_mtime_ns))
+    idents = [found for _, found, _ in chain]
+    if ident in idents:
+        newer = chain[: idents.index(ident)]
+    else:
+        newer = [entry for entry in chain if entry[2] >= mtime_ns]
+    return [(name, found) for name, found, _ in reversed(newer)]
 
 
 def _pump(file: BinaryIO, pending: bytes, write: Callable[[bytes], None]) -> bytes:

@@ -383,7 +383,9 @@ def test_output_log_false_logs_the_lines_its_file_fails_to_take(tmp_path: Path) 
     jv = Jobvisor(tmp_path, "run", "--runtime", RUNTIME, "--log-level", "information")
     try:
         wait_until(
-            lambda: (out / "quiet.log").exists() and b"chatter-1" in (out / "quiet.log").read_bytes(),
+            lambda: (
+                (out / "quiet.log").exists() and b"chatter-1" in (out / "quiet.log").read_bytes()
+            ),
             "the first line in its file",
         )
         (out / "quiet.log").unlink()
@@ -394,3 +396,64 @@ def test_output_log_false_logs_the_lines_its_file_fails_to_take(tmp_path: Path) 
         jv.close()
     assert "chatter-1" not in jv.stderr, "its file took it"
     assert "chatter-2" in jv.stderr, "its file could not take it: the log has it"
+
+
+def _rotate(path: Path, backups: int) -> None:
+    """As the output file's own rotation does: ``path`` -> ``path.1`` -> ... -> ``path.N``."""
+    for n in range(backups, 0, -1):
+        older = path.with_name(f"{path.name}.{n}")
+        if n == backups:
+            older.unlink(missing_ok=True)
+        newer = path if n == 1 else path.with_name(f"{path.name}.{n - 1}")
+        if newer.exists():
+            newer.rename(older)
+    if backups == 0:
+        path.unlink()
+
+
+@pytest.mark.parametrize("backups", [1, 2, 3])
+def test_following_reads_every_file_rotated_between_two_looks(tmp_path: Path, backups: int) -> None:
+    """`logs -f` of a flood: two rotations between two looks skipped the file in between
+    (a whole file of lines) while it was still on disk as `.1`."""
+    from supervision._logs import follow
+
+    path = tmp_path / "web.log"
+    seen: list[bytes] = []
+    path.write_bytes(b"a1\na2\n")
+    lines = follow(str(path), seen.append)
+    try:
+        next(lines)
+        assert b"".join(seen) == b"a1\na2\n"
+        with path.open("ab") as file:
+            file.write(b"a3\n")
+        wrote = [b"a3\n"]
+        for name in ("b", "c", "d")[: backups + 1]:
+            _rotate(path, backups)
+            path.write_bytes(f"{name}1\n{name}2\n".encode())
+            wrote.append(f"{name}1\n{name}2\n".encode())
+        next(lines)
+    finally:
+        lines.close()
+    # The first file was open; the ones rotated after it are still among the backups when
+    # no more rotations came than backups are kept; the newest is at the path.
+    assert b"".join(seen) == b"a1\na2\n" + b"".join(wrote)
+
+
+def test_following_past_more_rotations_than_backups_reads_what_is_left_in_order(
+    tmp_path: Path,
+) -> None:
+    from supervision._logs import follow
+
+    path = tmp_path / "web.log"
+    seen: list[bytes] = []
+    path.write_bytes(b"a\n")
+    lines = follow(str(path), seen.append)
+    try:
+        next(lines)
+        for name in (b"b", b"c", b"d", b"e"):  # four rotations, one backup kept
+            _rotate(path, 1)
+            path.write_bytes(name + b"\n")
+        next(lines)
+    finally:
+        lines.close()
+    assert seen == [b"a\n", b"d\n", b"e\n"]  # b and c went before anyone could read them
