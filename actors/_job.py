@@ -15,11 +15,11 @@ from actors._checks import MAX_DURATION, fmt_duration, need, need_count, need_du
 from actors._command import leader_of, signal_attempt
 from actors._errors import AttemptTimeout, ChildKilled, JobvisorError, SpecError, describe
 from actors._messages import AttemptDone, ChildExit, ChildStarted, Resumed, Waiting
-from actors._ready import taken_before
 from actors._ref import OwnMessage
 from actors._retry import RetrySpec, run_with_retry
 from actors._runtime import Scheduler, TimerHandle, interrupt_task
 from actors._supervised import Kill, OwnActor
+from actors._taken import taken_before
 
 if TYPE_CHECKING:
     from collections.abc import Callable

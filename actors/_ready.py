@@ -9,7 +9,6 @@ more than the time left), so a hanging service cannot hold a stop for long.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import shlex
 import signal
@@ -18,7 +17,6 @@ import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit
 
 import requests
 
@@ -36,10 +34,9 @@ if TYPE_CHECKING:
     # A command job's ``confinement()``: what its child sets up, and its user's env.
     _Setup = tuple[Confinement | None, dict[str, str]]
 
-__all__ = ["NotReady", "ReadyProbe", "loopback_address", "taken_before"]
+__all__ = ["NotReady", "ReadyProbe"]
 
 _CHECK_MIN: Final = 1.0  # seconds one check may take at least (Kubernetes' default)
-_TAKEN_WAIT: Final = 0.2  # seconds a look at a loopback address before a start may take
 
 
 class NotReady(JobFailure):
@@ -186,47 +183,6 @@ class _Seen:
 
     reason: str
     timed_out: bool = False
-
-
-def loopback_address(probe: object) -> tuple[str, int] | None:
-    """(host, port) where a tcp or http ``probe`` looks, when that is this machine's loopback
-    (``localhost``, 127.0.0.0/8, ``::1``); None for any other address or probe."""
-    if not isinstance(probe, ReadyProbe):
-        return None
-    if probe.tcp is not None:
-        host, port = _split_host_port(probe.tcp)
-    elif probe.http is not None:
-        parts = urlsplit(probe.http)
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
-            return None
-        host = parts.hostname or ""
-    else:
-        return None
-    if host.lower() == "localhost":
-        return host, port
-    try:
-        return (host, port) if ipaddress.ip_address(host).is_loopback else None
-    except ValueError:
-        return None
-
-
-def taken_before(probe: object) -> str | None:
-    """``host:port`` if something on this machine answers where ``probe`` looks already, before
-    its service starts: another process holds the address, and the probe would pass without
-    the service (a copy of it left running, or anything else). None otherwise, or when the
-    probe looks elsewhere: only a loopback address, where a refusal is immediate, is tried."""
-    found = loopback_address(probe)
-    if found is None:
-        return None
-    host, port = found
-    try:
-        with socket.create_connection((host, port), timeout=_TAKEN_WAIT):
-            pass
-    except OSError:
-        return None
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _split_host_port(value: str) -> tuple[str, int]:

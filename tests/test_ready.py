@@ -345,6 +345,6 @@ def test_a_probe_whose_address_is_free_before_the_start_says_nothing(
     ],
 )
 def test_only_a_loopback_address_is_looked_at_before_a_start(probe, where) -> None:
-    from actors._ready import loopback_address
+    from actors._taken import loopback_address
 
     assert loopback_address(probe) == where
