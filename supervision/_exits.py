@@ -41,19 +41,31 @@ def classify(
     stopping); an ordinary exception is a failure; a child killed after its
     grace was stopped by force; a ``BaseException`` (``SystemExit``, a stray
     ``Kill``) is reported as ``ChildKilled``; a stop that was asked is never a
-    failure; a service that returns by itself failed.
+    failure, nor a success; a service that returns by itself failed. An
+    attempt and the exit it ends are classified alike: the journal, ``--resume``
+    and the events read the attempt's outcome, the status reads the exit's.
     """
     error = report.error
     if isinstance(error, AttemptTimeout):
         return ExitReason(Outcome.TIMEOUT, error)
     if isinstance(report, AttemptDone):
-        if isinstance(error, Kill):  # killed after its grace (or by a forced stop)
-            return ExitReason(Outcome.KILLED, None)
-        if report.stop_requested:
-            # Ended because it was stopped: its error is no failure of the job's.
-            return ExitReason(Outcome.STOPPED if error is not None else Outcome.SUCCEEDED, error)
-        return ExitReason(Outcome.FAILED if error is not None else Outcome.SUCCEEDED, error)
+        return _attempt_ended(report, service, path)
     return _ended(report, service, path)
+
+
+def _attempt_ended(report: AttemptDone, service: bool, path: str) -> ExitReason:
+    error = report.error
+    if isinstance(error, Kill):  # killed after its grace (or by a forced stop)
+        return ExitReason(Outcome.KILLED, None)
+    if report.stop_requested:
+        # Ended because it was stopped: its error is no failure of the job's, and a clean end
+        # (a command that traps SIGTERM and exits 0) no proof that its work was done.
+        return ExitReason(Outcome.STOPPED, error)
+    if error is not None:
+        return ExitReason(Outcome.FAILED, error)
+    if service:
+        return _service_exited(report.code, path)
+    return ExitReason(Outcome.SUCCEEDED, None)
 
 
 def _ended(report: ChildExit, service: bool, path: str) -> ExitReason:
@@ -67,10 +79,14 @@ def _ended(report: ChildExit, service: bool, path: str) -> ExitReason:
     if report.stop_requested:
         return ExitReason(Outcome.STOPPED, None)
     if service:
-        how = "returned" if report.code is None else f"exited with {report.code}"
-        why = "a service runs until it is stopped, so any exit is a failure"
-        return ExitReason(Outcome.FAILED, ServiceExited(f"service {path} {how}: {why}"))
+        return _service_exited(report.code, path)
     return ExitReason(Outcome.SUCCEEDED, None)
+
+
+def _service_exited(code: int | None, path: str) -> ExitReason:
+    how = "returned" if code is None else f"exited with {code}"
+    why = "a service runs until it is stopped, so any exit is a failure"
+    return ExitReason(Outcome.FAILED, ServiceExited(f"service {path} {how}: {why}"))
 
 
 def _as_child_killed(error: BaseException) -> ChildKilled:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     )
     from actors._attempt import ReadyCheck
     from supervision._budget import TreeBudget
+    from supervision._exits import ExitReason
     from supervision._inplace import InPlace
     from supervision._output import OutputFiles
     from supervision._policy import Decision, RestartPolicy, Window
@@ -220,15 +221,19 @@ class TreeContext:
                     ),
                 )
 
-    def attempt_finished(self, path: str, msg: AttemptDone, outcome: Outcome) -> None:
-        """Log (at debug) and publish how one attempt of the job at ``path`` ended.
+    def attempt_finished(self, path: str, msg: AttemptDone, reason: ExitReason) -> None:
+        """Log (at debug) and publish how one attempt of the job at ``path`` ended, as
+        ``reason`` (``classify``'s) says.
 
         A failed attempt is the child's failure, which a record at ERROR says: its exit's
         (a once-job, a service, a periodic job's tick all end the incarnation when they
         fail), or its wait for the breaker the failure opened. The same crash is not
         logged twice at two levels.
         """
-        error = self.shown(msg.error)
+        # The classification's error where it has one (why a service's clean exit failed);
+        # else the attempt's own (a kill's says which attempt).
+        outcome = reason.outcome
+        error = self.shown(msg.error if reason.error is None else reason.error)
         if outcome.is_failure:
             log.debug(
                 "{}: attempt {} {}: {}",

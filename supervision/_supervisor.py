@@ -622,14 +622,16 @@ class Supervisor(OwnActor):
         if rec is None or rec.incarnation != msg.incarnation:
             return
         rec.attempts = max(rec.attempts, msg.attempt)
-        reason = classify(msg)
+        spec = rec.spec
+        service = isinstance(spec, JobSpec) and spec.schedule.service
+        reason = classify(msg, service=service, path=rec.path)
         if rec.periodic:
             # Each tick is an attempt (SPEC §2): between two, the status shows how the last one
             # ended and when the next is due.
             error = self.ctx.shown(reason.error)
             rec.last_exit = LastExit(reason.outcome, msg.code, error, msg.ended_at)
             rec.next_start_at = msg.next_at
-        self.ctx.attempt_finished(rec.path, msg, reason.outcome)
+        self.ctx.attempt_finished(rec.path, msg, reason)
 
     def _on_exit(self, msg: ChildExit) -> None:
         if msg.attempt is not None:

@@ -15,11 +15,18 @@ import logbook
 import pytest
 from faultkit import CLI, ENV, Jobvisor, wait_until
 
+from actors import CommandWork
 from supervision import (
+    AttemptFinished,
+    Backoff,
     Intensity,
+    JobSpec,
     Journal,
     JournalError,
+    Outcome,
     RestartPolicy,
+    Schedule,
+    Strategy,
     SupervisorSpec,
     python_job,
 )
@@ -71,6 +78,91 @@ def test_a_run_records_every_attempt_and_decision(make_tree, tmp_path: Path) -> 
     assert read_successes(tmp_path / FILENAME, [*many, "ok"])["ok"] == {
         spec_hash(spec.children[0]): (code, at)
     }
+
+
+def _outcomes(db: Path, path: str) -> list[tuple[str, str | None]]:
+    rows = read_history(db, path)
+    return [(r["outcome"], r.get("error")) for r in rows if r["type"] == "attempt"]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.001], ids=["in-place", "through-the-supervisor"])
+def test_a_service_that_exits_0_by_itself_is_journaled_failed_as_its_status_counts_it(
+    make_tree, events, tmp_path: Path, delay: float
+) -> None:
+    """A service's attempt was classified without knowing it was a service: its exit 0 was
+    `failed (0)` in the status (failures 2, gave_up), `attempt 1 succeeded (0)` in history
+    and the attempt events, and a success --resume could count. Any exit of a service that
+    was not stopped is a failure (SPEC §2), in every place that tells of it. With no delay
+    the command restarts in place (``InPlace``), its reports told later, together."""
+    policy = RestartPolicy(
+        backoff=Backoff(initial=delay, max=delay), intensity=Intensity(max_restarts=1)
+    )
+    svc = JobSpec(name="svc", work=CommandWork(shell="exit 0"), schedule=Schedule(service=True))
+    spec = SupervisorSpec(policy=policy, children=(svc,))
+    journal = Journal(tmp_path, hashes=job_hashes(spec))
+
+    def both(event: Any) -> None:
+        events(event)
+        journal.record(event)
+
+    try:
+        tree = make_tree(spec, on_event=both)
+        events.reached("svc", "gave_up")
+        assert journal.flush()
+    finally:
+        journal.close()
+    [node] = tree.status()["children"]
+    assert (node["failures"], node["last_exit"]["outcome"]) == (2, "failed")
+    why = "service svc exited with 0: a service runs until it is stopped, so any exit is a failure"
+    assert [(e.outcome, e.error) for e in events.of(AttemptFinished, "svc")] == [
+        (Outcome.FAILED, why),
+        (Outcome.FAILED, why),
+    ]
+    assert _outcomes(tmp_path / FILENAME, "svc") == [("failed", why), ("failed", why)]
+    assert read_successes(tmp_path / FILENAME) == {}
+
+
+def test_a_service_stopped_by_a_group_restart_or_the_shutdown_is_journaled_stopped(
+    make_tree, events, tmp_path: Path
+) -> None:
+    """Every service a shutdown or a group restart stopped was `succeeded` in history (its
+    attempt returned with no error once a stop was asked) where its status said `stopped`.
+    A stop is no failure, and no success either (SPEC §2): `stopped`, in both."""
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=1)
+    )
+    # A python service returns when cancelled; a command one traps SIGTERM and exits 0. Each
+    # run of bad waits for sh's trap (then a stop cannot find sh without it) and fails once.
+    trapped, once = tmp_path / "trapped", tmp_path / "once"
+    py = python_job("py", "jobfuncs:block", "py", schedule=Schedule(service=True))
+    sh = JobSpec(
+        name="sh",
+        work=CommandWork(shell=f"trap 'exit 0' TERM; touch {trapped}; sleep 60 & wait"),
+        schedule=Schedule(service=True),
+    )
+    wait = f"while [ ! -e {trapped} ]; do sleep 0.01; done; rm {trapped}"
+    bad = JobSpec(
+        name="bad", work=CommandWork(shell=f"{wait}; test -e {once} || {{ touch {once}; exit 1; }}")
+    )
+    spec = SupervisorSpec(strategy=Strategy.ONE_FOR_ALL, policy=policy, children=(py, sh, bad))
+    journal = Journal(tmp_path, hashes=job_hashes(spec))
+
+    def both(event: Any) -> None:
+        events(event)
+        journal.record(event)
+
+    try:
+        tree = make_tree(spec, on_event=both)
+        events.reached("bad", "succeeded")  # its failure restarted the group once
+        assert tree.stop(timeout=20)
+        assert journal.flush()
+    finally:
+        journal.close()
+    for path in ("py", "sh"):
+        attempts = events.of(AttemptFinished, path)
+        assert [e.outcome for e in attempts] == [Outcome.STOPPED, Outcome.STOPPED], path
+        assert _outcomes(tmp_path / FILENAME, path) == [("stopped", None), ("stopped", None)]
+    assert set(read_successes(tmp_path / FILENAME)) == {"bad"}
 
 
 def test_resume_skips_only_identical_once_jobs_that_succeeded() -> None:

@@ -7,7 +7,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from faultkit import CLI, ENV
+from faultkit import CLI, ENV, Jobvisor, wait_until
 
 from supervision._table import flatten_status
 
@@ -83,3 +83,41 @@ def test_a_python_jobs_hash_has_the_directory_its_module_comes_from(tmp_path: Pa
     assert (tmp_path / "ran.txt").read_text().split() == ["one", "two"]
     out = jobvisor("--state-dir", str(state), "run", "--resume", cwd=tmp_path / "two")
     assert "skipped: y" in out.stderr, "the same directory's success still counts"
+
+
+def test_a_once_job_stopped_by_a_signal_is_journaled_stopped_and_resume_runs_it_again(
+    tmp_path: Path,
+) -> None:
+    """A job that trapped SIGTERM and exited 0 showed `stopped (0)` in the status, but the
+    journal had `attempt 1 succeeded (0)` (its attempt was classified apart from its exit),
+    and `run --resume` skipped it: its work never finished. A stop is no success (SPEC §2),
+    so history says `stopped` and --resume runs it again (SPEC §6)."""
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - name: migrate
+            command: >-
+              trap 'exit 0' TERM; echo begin >> r3.log;
+              if [ ! -e go ]; then sleep 100 & wait; fi; echo done >> r3.log
+        """,
+    )
+    log = tmp_path / "r3.log"
+    jv = Jobvisor(tmp_path, "run", "--json")
+    try:
+        wait_until(log.exists, "migrate began", proc=jv.proc)
+        assert jv.terminate() == 0, jv.stderr
+    finally:
+        jv.close()
+    assert "not finished: running: migrate" in jv.stderr, jv.stderr
+    [node] = flatten_status(json.loads(jv.stdout))
+    assert (node["state"], node["last_exit"]["outcome"]) == ("stopped", "stopped"), node
+    [attempt] = json.loads(jobvisor("history", "migrate", "--json", cwd=tmp_path).stdout)
+    assert (attempt["outcome"], attempt.get("code")) == ("stopped", 0), attempt
+    assert "attempt 1 stopped (0)" in jobvisor("history", cwd=tmp_path).stdout
+    (tmp_path / "go").touch()
+    out = jobvisor("run", "--resume", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "not run again" not in out.stderr, out.stderr
+    assert log.read_text().split() == ["begin", "begin", "done"]
