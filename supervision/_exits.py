@@ -86,6 +86,12 @@ def _ended(report: ChildExit, service: bool, path: str) -> ExitReason:
 def _service_exited(code: int | None, path: str) -> ExitReason:
     how = "returned" if code is None else f"exited with {code}"
     why = "a service runs until it is stopped, so any exit is a failure"
+    if code == 0:
+        # How a daemonizing command (nginx, a `cmd &` script) ends: its copy left our group.
+        why += (
+            " (a program that puts itself in the background, as a daemon does, must be run in "
+            "the foreground: its copy runs on out of jobvisor's reach)"
+        )
     return ExitReason(Outcome.FAILED, ServiceExited(f"service {path} {how}: {why}"))
 
 

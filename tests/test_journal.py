@@ -113,7 +113,13 @@ def test_a_service_that_exits_0_by_itself_is_journaled_failed_as_its_status_coun
         journal.close()
     [node] = tree.status()["children"]
     assert (node["failures"], node["last_exit"]["outcome"]) == (2, "failed")
-    why = "service svc exited with 0: a service runs until it is stopped, so any exit is a failure"
+    # Exit 0 is how a command that puts itself in the background (a daemon) ends: its copy
+    # runs on where no stop reaches it, one more at each restart. Said with the failure.
+    why = (
+        "service svc exited with 0: a service runs until it is stopped, so any exit is a "
+        "failure (a program that puts itself in the background, as a daemon does, must be "
+        "run in the foreground: its copy runs on out of jobvisor's reach)"
+    )
     assert [(e.outcome, e.error) for e in events.of(AttemptFinished, "svc")] == [
         (Outcome.FAILED, why),
         (Outcome.FAILED, why),
