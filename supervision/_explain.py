@@ -127,7 +127,14 @@ def _explain_supervisor(
             f"within={fmt_duration(budget.within)} (every restart in the tree; "
             f"on_exhausted {spec.policy.on_exhausted.value} applies to the whole tree)"
         )
-    out.append(f"{inner}children (start in order, stop in reverse):")
+    deps = any(isinstance(c, JobSpec) and c.depends_on for c in spec.children)
+    order = (
+        "start in order, a dependant after what it depends on; stop in reverse, a dependant "
+        "before what it depends on"
+        if deps
+        else "start in order, stop in reverse"
+    )
+    out.append(f"{inner}children ({order}):")
     for child in spec.children:
         if isinstance(child, SupervisorSpec):
             _explain_supervisor(child, out, inner + "  ", breakers)

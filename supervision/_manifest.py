@@ -294,6 +294,7 @@ class _Parser(WorkReader):
         self.breaker_names: list[str] = []
         self.defaults = Defaults()
         self._ray: bool | None = None
+        self._groups: list[str] = []  # the names of the groups being read, outermost first
 
     # -- the document ----------------------------------------------------------------------------
 
@@ -373,7 +374,7 @@ class _Parser(WorkReader):
                     flags["policy"] = dataclasses.replace(policy, budget=budget)
         if "jobs" not in top:
             return self.missing(root, "jobs", "a non-empty list of jobs and groups")
-        children = self.children(top["jobs"])
+        children = self.children(top["jobs"], flags.get("strategy"))
         if self.issues:
             return BAD
         if sup is not None:
@@ -596,7 +597,7 @@ class _Parser(WorkReader):
 
     # -- children --------------------------------------------------------------------------------
 
-    def children(self, v: V) -> tuple[ChildSpec, ...]:
+    def children(self, v: V, strategy: Strategy | None = None) -> tuple[ChildSpec, ...]:
         items = self.items(v, "a non-empty list of jobs and groups")
         if items is None:
             return ()
@@ -614,10 +615,34 @@ class _Parser(WorkReader):
                 entries.append(entry)
         owners = check_names(self, entries)
         deps = check_dependencies(self, entries, owners)
+        if strategy is Strategy.REST_FOR_ONE:
+            self.warn_listed_before(entries, owners)
         children: list[ChildSpec] = []
         for entry in entries:
             children.extend(entry.build(deps.get(id(entry), ())))
         return tuple(children)
+
+    def warn_listed_before(self, entries: list[Entry], owners: dict[str, Entry]) -> None:
+        """Warn of a dependant listed before what it depends on under rest_for_one.
+
+        A restart takes the failed child and those listed after it (OTP's rule, kept):
+        such a dependant is not restarted with its dependency, though it started after it.
+        """
+        place = {id(entry): i for i, entry in enumerate(entries)}
+        named = {**owners, **{e.name: e for e in entries if e.name is not None}}
+        where = f"group {'/'.join(self._groups)}" if self._groups else "the root supervisor"
+        for i, entry in enumerate(entries):
+            for dep in entry.deps:
+                target = named.get(dep.value) if isinstance(dep.value, str) else None
+                if target is None or place[id(target)] <= i:
+                    continue
+                self.warn(
+                    dep,
+                    f"{entry.name} depends on {dep.value} but is listed before it: under "
+                    f"rest_for_one ({where}) a restart of {dep.value} restarts only the "
+                    f"children listed after {dep.value}, not {entry.name}; list {dep.value} "
+                    f"before {entry.name}",
+                )
 
     def group(self, v: V) -> Entry | None:
         f = self.fields(v, GROUP_KEYS, "a group mapping")
@@ -638,7 +663,11 @@ class _Parser(WorkReader):
         if "jobs" not in f:
             self.missing(v, "jobs", "a non-empty list of the group's jobs")
         else:
-            children = self.children(f["jobs"])
+            self._groups.append(name if isinstance(name, str) else "?")
+            try:
+                children = self.children(f["jobs"], flags.get("strategy"))
+            finally:
+                self._groups.pop()
         if isinstance(name, Bad):
             return None
         self.warn_endless_cooldown(f, flags, children, f"group {name}")

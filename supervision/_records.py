@@ -9,6 +9,7 @@ a decision (``announce``) or an attempt's end, whoever's it is.
 from __future__ import annotations
 
 import enum
+import heapq
 import queue
 import random
 import time
@@ -21,6 +22,7 @@ from actors import JobActor, NoSuchChildError, describe, start_supervised
 from actors._errors import GroupDownError, NotAGroupError
 from actors._placement import RayPlacement
 from supervision import _events as ev
+from supervision._groupdeps import Blocker, GroupDeps
 from supervision._logging import CLEAN_EXIT, RESTARTED, held_back
 from supervision._policy import Cooldown, Restart, RestartType, Strategy
 from supervision._spec import ActorSpec, JobSpec, SupervisorSpec
@@ -75,6 +77,7 @@ __all__ = [
     "group_members",
     "settle",
     "start_incarnation",
+    "stop_order",
     "target",
     "unmet_dependency",
 ]
@@ -116,6 +119,8 @@ class TreeContext:
     )
     output: OutputFiles | None = None  # the jobs' output files; None: output goes to the log only
     budget: TreeBudget | None = None  # the root's budget, charged by every supervisor
+    # Every supervisor's children as it last set them, for a dependency on a group.
+    group_deps: GroupDeps = field(default_factory=GroupDeps)
 
     def publish(self, kind: type[ev.Event], event: Callable[[], ev.Event]) -> None:
         """Give the sink and the bus an event of ``kind``, built only if one of them takes it."""
@@ -488,8 +493,11 @@ CLOSED_BECAUSE = {
 }
 
 
-def unmet_dependency(rec: ChildRecord, siblings: Mapping[str, ChildRecord]) -> ChildRecord | None:
-    """The first sibling ``rec`` depends on that is not ready (running) or succeeded (once)."""
+def unmet_dependency(
+    rec: ChildRecord, siblings: Mapping[str, ChildRecord], groups: GroupDeps
+) -> ChildRecord | Blocker | None:
+    """The first sibling ``rec`` depends on that is not ready (running) or succeeded (once);
+    for a group, itself until it runs, then what is unmet below it (``GroupDeps.blocker``)."""
     spec = rec.spec
     if not isinstance(spec, JobSpec):
         return None
@@ -497,6 +505,13 @@ def unmet_dependency(rec: ChildRecord, siblings: Mapping[str, ChildRecord]) -> C
         dep = siblings.get(name)
         if dep is None:
             continue  # removed since: nothing left to wait for
+        if isinstance(dep.spec, SupervisorSpec):
+            if dep.state not in (State.RUNNING, State.PROBATION):
+                return dep
+            below = groups.blocker(dep.path)
+            if below is not None:
+                return below
+            continue
         once = isinstance(dep.spec, JobSpec) and dep.spec.schedule.finite
         if dep.state is State.SUCCEEDED or (
             not once and dep.state in (State.RUNNING, State.PROBATION, State.WAITING)
@@ -506,16 +521,24 @@ def unmet_dependency(rec: ChildRecord, siblings: Mapping[str, ChildRecord]) -> C
     return None
 
 
-def down_dependency(rec: ChildRecord, siblings: Mapping[str, ChildRecord]) -> ChildRecord | None:
-    """The first sibling ``rec`` depends on that is down for good (``DOWN_FOR_GOOD``), if any:
-    looked for past one that is merely not ready yet."""
+def down_dependency(
+    rec: ChildRecord, siblings: Mapping[str, ChildRecord], groups: GroupDeps
+) -> ChildRecord | Blocker | None:
+    """The first sibling ``rec`` depends on that is down for good (``DOWN_FOR_GOOD``), or a
+    job below a group it depends on that gave up or failed, if any: looked for past one
+    that is merely not ready yet."""
     spec = rec.spec
     if not isinstance(spec, JobSpec):
         return None
     for name in spec.depends_on:
         dep = siblings.get(name)
-        if dep is not None and dep.state in DOWN_FOR_GOOD:
+        if dep is None:
+            continue
+        if dep.state in DOWN_FOR_GOOD:
             return dep
+        below = groups.down(dep.path) if isinstance(dep.spec, SupervisorSpec) else None
+        if below is not None:
+            return below
     return None
 
 
@@ -534,6 +557,39 @@ def group_members(
             and rec.intent in (None, Intent.GROUP)
         )
     ]
+
+
+def stop_order(children: list[ChildRecord]) -> list[ChildRecord]:
+    """``children`` (in list order) in the order a stop of several takes them: each after
+    every sibling that depends on it, and otherwise last first.
+
+    A dependant started after what it depends on, whatever the list order, so it stops
+    first (systemd stops an ``After=`` dependant before its dependency). Without
+    dependencies this is the reverse list order of OTP's supervisor.
+    """
+    at = {rec.spec.name: i for i, rec in enumerate(children)}
+    needs: list[set[int]] = [set() for _ in children]  # the siblings each one depends on
+    dependants = [0] * len(children)  # of each, those not taken yet
+    for i, rec in enumerate(children):
+        if isinstance(rec.spec, JobSpec):
+            needs[i] = {at[n] for n in rec.spec.depends_on if n in at} - {i}
+            for j in needs[i]:
+                dependants[j] += 1
+    # Of those no sibling left depends on, the last in the list goes first.
+    free = [-i for i, n in enumerate(dependants) if n == 0]
+    heapq.heapify(free)
+    order: list[ChildRecord] = []
+    while free:
+        i = -heapq.heappop(free)
+        order.append(children[i])
+        for j in needs[i]:
+            dependants[j] -= 1
+            if dependants[j] == 0:
+                heapq.heappush(free, -j)
+    if len(order) < len(children):  # a cycle (the manifest refuses one; the API may not)
+        taken = set(map(id, order))
+        order.extend(rec for rec in reversed(children) if id(rec) not in taken)
+    return order
 
 
 def start_incarnation(

@@ -52,6 +52,7 @@ from supervision import _events as ev
 from supervision._budget import BudgetExhausted
 from supervision._client import signal_name
 from supervision._exits import ExitReason, classify
+from supervision._groupdeps import Blocker, Nudge, Seen
 from supervision._inplace import InPlace
 from supervision._logging import ACTED, held_back, new_story
 from supervision._policy import (
@@ -86,6 +87,7 @@ from supervision._records import (
     group_members,
     settle,
     start_incarnation,
+    stop_order,
     target,
     unmet_dependency,
 )
@@ -134,7 +136,7 @@ class Supervisor(OwnActor):
         # Children whose depends_on is not met yet; re-examined after a sibling changes state.
         self._blocked: list[ChildRecord] = []
         self._deps_dirty = False
-        # Reverse-order stop: one child at a time, then the callbacks in _after_stop.
+        # Ordered stop (see stop_order): one child at a time, then the callbacks in _after_stop.
         self._stop_queue: deque[ChildRecord] = deque()
         self._stop_waiting: ChildRecord | None = None
         self._after_stop: list[Callable[[], None]] = []
@@ -153,7 +155,10 @@ class Supervisor(OwnActor):
             Timer: self._on_timer,
             Command: self._on_command,
             BudgetExhausted: self._on_budget_exhausted,
+            Nudge: self._on_nudge,
         }
+        # This incarnation's children as a dependency on a group below it sees them.
+        self._seen = context.group_deps.table(path)
         for child in spec.children:
             rec = self._add_record(child)
             was = carried.get(child.name) if carried else None
@@ -168,6 +173,8 @@ class Supervisor(OwnActor):
         )
         if not self.path and self.ctx.budget is not None:
             self.ctx.budget.tell_root = self.actor_ref.tell
+        for rec in self.children:
+            self._watch_groups(rec)
         self._start_queue.extend(self.children)
         self._pump_start()
 
@@ -281,6 +288,7 @@ class Supervisor(OwnActor):
             self.children.insert(self.children.index(self._by_name[before]), rec)
         self._by_key[key] = rec
         self._by_name[spec.name] = rec
+        self._seen[path] = Seen(rec.state, rec.finite, isinstance(spec, SupervisorSpec))
         if not isinstance(spec, SupervisorSpec):
             self.ctx.tracker.add(path)
         self._track(rec)
@@ -319,8 +327,13 @@ class Supervisor(OwnActor):
             rec.ref._close(closed_because)
         elif new is State.STARTING:
             rec.ref._reopen()
-        if self._blocked and new in DEPENDENCY_STATES:
-            self._deps_dirty = True
+        seen = self._seen.get(rec.path)
+        if seen is not None:  # None: removed meanwhile
+            self._seen[rec.path] = seen._replace(state=new)
+        if new in DEPENDENCY_STATES:
+            if self._blocked:
+                self._deps_dirty = True
+            self.ctx.group_deps.changed(rec.path)
         self._track(rec)
         self.ctx.state_changed(rec.path, old, new)
 
@@ -333,7 +346,7 @@ class Supervisor(OwnActor):
                 continue
             if rec.starts == 0 and self._journal_decides(rec):
                 continue
-            blocker = unmet_dependency(rec, self._by_name)
+            blocker = unmet_dependency(rec, self._by_name, self.ctx.group_deps)
             if blocker is not None:
                 self._not_yet(rec, blocker)
                 continue
@@ -387,7 +400,20 @@ class Supervisor(OwnActor):
         self._start_queue.extendleft(reversed(blocked))
         self._pump_start()
 
-    def _not_yet(self, rec: ChildRecord, blocker: ChildRecord) -> None:
+    def _watch_groups(self, rec: ChildRecord) -> None:
+        """Be nudged when a child below a group ``rec`` depends on changes (it is another
+        supervisor's), as this one is by its own children's changes."""
+        if isinstance(rec.spec, JobSpec):
+            for name in rec.spec.depends_on:
+                dep = self._by_name.get(name)
+                if dep is not None and isinstance(dep.spec, SupervisorSpec):
+                    self.ctx.group_deps.watch(dep.path, self.actor_ref)
+
+    def _on_nudge(self, _: Nudge) -> None:
+        if self._blocked:
+            self._deps_dirty = True
+
+    def _not_yet(self, rec: ChildRecord, blocker: ChildRecord | Blocker) -> None:
         """``rec`` cannot start before ``blocker``, a job it depends on: it waits (pending)
         until that one is ready, or fails if that one failed finally or gave up."""
         if blocker.state in (State.FAILED, State.GAVE_UP):
@@ -408,7 +434,7 @@ class Supervisor(OwnActor):
         self._set_state(rec, State.PENDING)  # a person's start, or a group's restart
         self._blocked.append(rec)
 
-    def _dependency_failed(self, rec: ChildRecord, dep: ChildRecord) -> None:
+    def _dependency_failed(self, rec: ChildRecord, dep: ChildRecord | Blocker) -> None:
         reason = f"dependency {dep.path} {dep.state.value}"
         at = self.ctx.wall()
         rec.last_exit = LastExit(Outcome.FAILED, None, reason, at)
@@ -1043,7 +1069,7 @@ class Supervisor(OwnActor):
     def _start_now(self, rec: ChildRecord) -> None:
         """Start ``rec`` out of the ordered sequence (a person's start, an added child), or
         queue it behind it; one whose dependencies are not met waits for them, as at boot."""
-        blocker = unmet_dependency(rec, self._by_name)
+        blocker = unmet_dependency(rec, self._by_name, self.ctx.group_deps)
         if blocker is not None:
             self._not_yet(rec, blocker)
             return
@@ -1080,7 +1106,8 @@ class Supervisor(OwnActor):
                 self._escalate(f"{failed.path}: {reason}", cause)
 
     def _take_down(self, members: list[ChildRecord], delay: float, *, cooldown: bool) -> None:
-        """Stop ``members`` in reverse order, wait ``delay``, start them again in order."""
+        """Stop ``members`` (dependants first, else last first), wait ``delay``, start them
+        again in order."""
         group = self._group
         # A take-down still under way keeps its members: merge, in start order.
         pending = set(group.members) | set(members)
@@ -1113,7 +1140,7 @@ class Supervisor(OwnActor):
                     self._cancel_timers(rec)
                     self._set_state(rec, waiting)
 
-        self._stop_in_reverse([r for r in members if r.actor is not None], then)
+        self._stop_in_order([r for r in members if r.actor is not None], then)
 
     def _start_group_members(self) -> None:
         group = self._group
@@ -1153,11 +1180,17 @@ class Supervisor(OwnActor):
 
     # -- stopping --------------------------------------------------------------------------------
 
-    def _stop_in_reverse(self, recs: list[ChildRecord], then: Callable[[], None]) -> None:
-        """Stop ``recs`` (given in start order) last first, one at a time, then call ``then``."""
-        self._stop_queue.extend(reversed(recs))
+    def _stop_in_order(self, recs: list[ChildRecord], then: Callable[[], None]) -> None:
+        """Stop ``recs`` one at a time, dependants before what they depend on and otherwise
+        last first (see ``stop_order``), then call ``then``."""
+        self._stop_queue = self._in_stop_order([*self._stop_queue, *recs])
         self._after_stop.append(then)
         self._pump_stop()
+
+    def _in_stop_order(self, recs: Iterable[ChildRecord]) -> deque[ChildRecord]:
+        """``recs`` that are still children, in the order a stop takes them."""
+        wanted = set(map(id, recs))
+        return deque(r for r in stop_order(self.children) if id(r) in wanted)
 
     def _pump_stop(self) -> None:
         while self._stop_waiting is None and self._stop_queue:
@@ -1211,7 +1244,7 @@ class Supervisor(OwnActor):
                 self._hold(rec)
                 if rec.intent is None:
                     rec.intent = self._closing
-        self._stop_in_reverse([r for r in self.children if r.actor is not None], then)
+        self._stop_in_order([r for r in self.children if r.actor is not None], then)
 
     def _escalate(self, reason: str, cause: BaseException | None) -> None:
         if self._closing is not None:
@@ -1417,7 +1450,7 @@ class Supervisor(OwnActor):
     def _refuse_without_dependencies(self, rec: ChildRecord, verb: str) -> None:
         """A person may not start ``rec`` while a job it depends on is down for good (gave up,
         failed, stopped), as systemd's ``Requires=`` would not; one not ready yet is waited for."""
-        down = down_dependency(rec, self._by_name)
+        down = down_dependency(rec, self._by_name, self.ctx.group_deps)
         if down is not None:
             raise DependencyDownError(verb, rec.path, down.path, down.state.value)
 
@@ -1443,6 +1476,9 @@ class Supervisor(OwnActor):
         self._start_queue = deque(r for r in self._start_queue if r is not rec)
         del self._by_key[rec.key]
         del self._by_name[rec.spec.name]
+        self._seen.pop(rec.path, None)
+        if isinstance(rec.spec, SupervisorSpec):
+            self.ctx.group_deps.forget(rec.path)
         rec.ref._close("removed")
         self.ctx.tracker.forget(rec.path)
         if rec.state is not State.STOPPED:
@@ -1465,6 +1501,7 @@ class Supervisor(OwnActor):
                 f"{self._child_path(spec.name)}: not added, {self._name} is {self._ending}"
             )
         rec = self._add_record(spec, before)
+        self._watch_groups(rec)
         log.info("{}: added", rec.path, extra={"path": rec.path})
         # Its path ran nothing until now: said, so that a subscriber sees where its story
         # starts (made at the tree's start, a record's `pending` goes unsaid).
@@ -1522,7 +1559,7 @@ class Supervisor(OwnActor):
         self.children = ordered(self.children)
         self._start_queue = deque(ordered(self._start_queue))
         self._group.members = ordered(self._group.members)  # a group restart to come
-        self._stop_queue = deque(ordered(self._stop_queue)[::-1])  # stops go in reverse
+        self._stop_queue = self._in_stop_order(self._stop_queue)
 
     def _status(self) -> list[dict[str, Any]]:
         return child_nodes(self.children, self.ctx.wall())

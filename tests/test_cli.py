@@ -312,6 +312,47 @@ jobs:
     assert "stopped" in out
 
 
+def test_sigterm_stops_a_dependant_listed_first_before_what_it_depends_on(
+    tmp_path: Path, runtime: str
+) -> None:
+    """app (listed first) waits for db to start; a stop must not take db from under it."""
+    log = tmp_path / "terms"
+
+    def service(name: str, extra: str = "") -> str:
+        up = tmp_path / f"{name}.up"
+        shell = f"trap 'echo {name} >> {log}; exit 0' TERM; touch {up}; while :; do sleep 0.02; done"
+        return (
+            f"  - {{name: {name}, service: true, command: {json.dumps(shell)}, "
+            f"ready: {{command: [test, -e, {up}]}}{extra}}}\n"
+        )
+
+    write(
+        tmp_path,
+        "version: 1\njobs:\n" + service("app", ", depends_on: [db]") + service("db"),
+    )
+    errfile = tmp_path / "stderr.log"
+    with errfile.open("w") as err:
+        proc = subprocess.Popen(
+            [*CLI, "--runtime", runtime, "run"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        try:
+            wait_until((tmp_path / "app.up").exists, "app started", proc=proc)
+            wait_until(lambda: "app: started (start 1)" in errfile.read_text(), "app ready", proc=proc)
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, errfile.read_text()
+    assert log.read_text().split() == ["app", "db"]
+
+
 def run_stopped_twice(
     tmp_path: Path,
     started: list[Path],

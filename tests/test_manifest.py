@@ -1730,6 +1730,48 @@ def test_success_exit_codes_on_a_service_are_warned_of(tmp_path: Path) -> None:
     )
 
 
+def test_a_dependant_listed_before_its_dependency_under_rest_for_one_is_warned_of() -> None:
+    """OTP's rest_for_one restarts those listed after the failed child: a dependant listed
+    before its dependency is not restarted with it (the list order stays the rule)."""
+    text = doc(
+        """
+        version: 1
+        supervisor: {strategy: rest_for_one}
+        jobs:
+          - {name: app, command: [sh], service: true, depends_on: [db]}
+          - {name: db, command: [sh], service: true}
+          - {name: after, command: [sh], depends_on: [db]}
+          - group: etl
+            strategy: rest_for_one
+            jobs:
+              - group: inner
+                strategy: rest_for_one
+                jobs:
+                  - {name: load, command: [sh], depends_on: [w]}
+                  - {name: w, command: [sh], replicas: 2}
+          - group: calm
+            jobs:
+              - {name: app, command: [sh], depends_on: [db]}
+              - {name: db, command: [sh]}
+        """
+    )
+    m = load_manifest(text, env={"PATH": "/usr/bin:/bin"})
+    said = {w.path: (w.line, w.message) for w in m.warnings}
+    assert list(said) == ["jobs[0].depends_on[0]", "jobs[3].jobs[0].jobs[0].depends_on[0]"]
+    assert said["jobs[0].depends_on[0]"] == (
+        4,
+        (
+            "app depends on db but is listed before it: under rest_for_one (the root "
+            "supervisor) a restart of db restarts only the children listed after db, not app; "
+            "list db before app"
+        ),
+    )
+    assert said["jobs[3].jobs[0].jobs[0].depends_on[0]"][1] == (
+        "load depends on w but is listed before it: under rest_for_one (group etl/inner) a "
+        "restart of w restarts only the children listed after w, not load; list w before load"
+    )
+
+
 def test_supervisord_and_systemd_words_on_a_job_say_what_jobvisor_calls_them() -> None:
     text = """
 version: 1

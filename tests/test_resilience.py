@@ -43,6 +43,7 @@ from supervision import (
     RestartType,
     Schedule,
     SpecError,
+    StateChanged,
     SupervisorSpec,
     python_job,
 )
@@ -603,6 +604,52 @@ def test_dependent_of_a_job_that_gave_up_fails_without_starting(make_tree, event
     assert "dependency bad gave_up" in status["after"]["last_exit"]["error"]
     assert jobfuncs.CALLS["after"] == 0
     assert tree.result().failed == ("after", "bad")
+
+
+def test_a_dependency_on_a_group_waits_for_every_job_below_it(make_tree, events) -> None:
+    """As for a job: a service below it running, a once job succeeded, in nested groups too;
+    the group merely running is not enough (c ran while g's once job had not finished)."""
+    svc = JobSpec(
+        name="svc",
+        work=PythonWork(target="jobfuncs:block", args=("svc",)),
+        schedule=Schedule(service=True),
+    )
+    inner = SupervisorSpec(name="inner", children=(python_job("y", "jobfuncs:block", "y"),))
+    group = SupervisorSpec(name="g", children=(svc, python_job("x", "jobfuncs:block", "x"), inner))
+    c = JobSpec(name="c", work=PythonWork(target="jobfuncs:ok", args=("c",)), depends_on=("g",))
+    tree = make_tree(SupervisorSpec(children=(c, group)), on_event=events)
+    assert jobfuncs.EVENTS["x.running"].wait(10)
+    assert jobfuncs.EVENTS["y.running"].wait(10)
+    events.reached("g", "running")
+    jobfuncs.EVENTS["x.release"].set()
+    events.reached("g/x", "succeeded")
+    jobfuncs.EVENTS["y.release"].set()
+    events.reached("c", "succeeded")
+    order = [(e.path, e.new.value) for e in events.of(StateChanged)]
+    assert order.index(("c", "starting")) > order.index(("g/inner/y", "succeeded"))
+    assert order.index(("c", "starting")) > order.index(("g/x", "succeeded"))
+    assert jobfuncs.CALLS["c"] == 1
+    assert tree.wait(10), "every finite job settled (svc runs on)"
+
+
+def test_a_dependant_of_a_group_whose_job_gave_up_fails_without_starting(
+    make_tree, events
+) -> None:
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    group = SupervisorSpec(
+        name="g",
+        policy=policy,
+        children=(python_job("ok", "jobfuncs:ok", "ok"), python_job("x", "jobfuncs:fail", "x")),
+    )
+    c = JobSpec(name="c", work=PythonWork(target="jobfuncs:ok", args=("c",)), depends_on=("g",))
+    tree = make_tree(SupervisorSpec(policy=policy, children=(group, c)), on_event=events)
+    assert tree.wait(10)
+    node = {n["name"]: n for n in tree.status()["children"]}["c"]
+    assert (node["state"], node["starts"]) == ("failed", 0)
+    assert node["last_exit"]["error"] == "dependency g/x gave_up"
+    assert jobfuncs.CALLS["c"] == 0
+    with pytest.raises(DependencyDownError, match="it depends on g/x, which gave up"):
+        tree.start_child("c")
 
 
 def test_a_persons_start_of_a_job_whose_dependency_gave_up_is_refused(make_tree, events) -> None:

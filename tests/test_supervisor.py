@@ -252,6 +252,88 @@ class TestShutdown:
             SlowStop.release.set()
 
 
+def logging_service(name: str, log: Any, tmp_path: Any, **kw: Any) -> JobSpec:
+    """A command service that appends its name to ``log`` when it gets SIGTERM; it is ready
+    once its trap is set (so no stop reaches it before it can say so)."""
+    up = tmp_path / f"{name}.up"
+    shell = (
+        f"trap 'echo {name} >> {log}; rm -f {up}; exit 0' TERM; touch {up}; "
+        "while :; do sleep 0.02; done"
+    )
+    return JobSpec(
+        name=name,
+        work=CommandWork(shell=shell),
+        schedule=Schedule(service=True),
+        ready=ReadyProbe(command=("test", "-e", str(up)), timeout=30, interval=0.01),
+        **kw,
+    )
+
+
+class TestStopOrderFollowsDependencies:
+    """A dependant stops before what it depends on, whatever the list order (systemd stops
+    an ``After=`` dependant first); siblings otherwise stop last first."""
+
+    def test_a_shutdown_stops_dependants_first(self, make_tree, events, tmp_path) -> None:
+        log = tmp_path / "terms"
+        children = (
+            logging_service("web", log, tmp_path, depends_on=("api",)),
+            logging_service("api", log, tmp_path, depends_on=("db",)),
+            logging_service("db", log, tmp_path),
+            logging_service("z", log, tmp_path),
+        )
+        tree = make_tree(SupervisorSpec(policy=FAST, children=children), on_event=events)
+        assert tree.started(20)
+        events.reached("web", "running", timeout=20)
+        started = [e.path for e in events.of(StateChanged) if e.new.value == "running"]
+        assert [p for p in started if p != "z"] == ["db", "api", "web"]
+        assert tree.stop(20)
+        assert log.read_text().split() == ["z", "web", "api", "db"]
+
+    def test_a_group_stop_stops_dependants_first(self, make_tree, events, tmp_path) -> None:
+        log = tmp_path / "terms"
+        group = SupervisorSpec(
+            name="g",
+            policy=FAST,
+            children=(
+                logging_service("app", log, tmp_path, depends_on=("db",)),
+                logging_service("db", log, tmp_path),
+            ),
+        )
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)), on_event=events)
+        events.reached("g/app", "running", timeout=20)
+        tree.stop_child("g")
+        assert log.read_text().split() == ["app", "db"]
+
+    def test_a_one_for_all_restart_stops_dependants_first(
+        self, make_tree, events, tmp_path
+    ) -> None:
+        log = tmp_path / "terms"
+        crash = tmp_path / "crash"
+        x = JobSpec(
+            name="x",
+            work=CommandWork(
+                shell=f"while [ ! -e {crash} ]; do sleep 0.02; done; rm -f {crash}; exit 3"
+            ),
+            schedule=Schedule(service=True),
+        )
+        group = SupervisorSpec(
+            name="g",
+            strategy=Strategy.ONE_FOR_ALL,
+            policy=FAST,
+            children=(
+                logging_service("app", log, tmp_path, depends_on=("db",)),
+                logging_service("db", log, tmp_path),
+                x,
+            ),
+        )
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)), on_event=events)
+        events.reached("g/app", "running", timeout=20)
+        crash.touch()
+        events.reached("g/app", "running", times=2, timeout=20)
+        assert log.read_text().split() == ["app", "db"]
+        assert tree.status()["children"][0]["children"][2]["failures"] == 1
+
+
 class TestNestingAndEscalation:
     def test_escalation_through_two_levels_carries_the_cause_chain(self, make_tree, events) -> None:
         escalate = RestartPolicy(
