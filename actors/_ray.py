@@ -256,16 +256,17 @@ def _wait_connected(connecting: _Connecting, cancel: threading.Event | None) -> 
     """Wait for ``connecting``, at most ``_connect_timeout()`` (a cluster's address) or
     ``_START_TIMEOUT`` (a local instance); False if ``cancel`` came first."""
     local = connecting.address is None
-    deadline = time.monotonic() + (_START_TIMEOUT if local else _connect_timeout())
+    limit = _START_TIMEOUT if local else _connect_timeout()
+    deadline = time.monotonic() + limit
     while not connecting.done.wait(_POLL):
         if cancel is not None and cancel.is_set():
             return False
         if time.monotonic() >= deadline:
-            raise _unreachable(connecting, "did not answer")
+            raise _unreachable(connecting, "did not answer", limit)
     if connecting.error is not None:
         if local:
             raise connecting.error
-        raise _unreachable(connecting, f"failed ({type(connecting.error).__name__})")
+        raise _unreachable(connecting, f"failed ({type(connecting.error).__name__})", limit)
     return True
 
 
@@ -291,9 +292,8 @@ def _seconds_from_env(name: str, default: float) -> float:
     return seconds
 
 
-def _unreachable(connecting: _Connecting, what: str) -> ClusterUnreachable:
+def _unreachable(connecting: _Connecting, what: str, limit: float) -> ClusterUnreachable:
     address = connecting.address or "local"
-    limit = _START_TIMEOUT if connecting.address is None else _connect_timeout()
     message = (
         f"cannot connect to the Ray cluster at {address}: it {what} within {limit:g}s; "
         f"check cluster.address in the manifest, that the cluster's head is up there "

@@ -296,38 +296,44 @@ class ControlServer:
                 threading.Thread(
                     target=self._answer, args=(conn,), name="jv-control-conn", daemon=True
                 ).start()
-            except BaseException:
-                self._done(conn)
-                raise
+            except Exception:  # no thread to be had (RuntimeError): this one is told so
+                self._done(conn, keep=True)
+                _busy(conn, self._most)
 
     def _take(self, conn: socket.socket) -> bool:
-        """A place for ``conn``: a free one, or the oldest still reading's; False if none."""
+        """A place for ``conn``: a free one, or that of the oldest connection still reading a
+        request it has not sent whole; False if none."""
         with self._lock:
             if self._open < self._most:
                 self._open += 1
             else:
-                oldest = next(iter(self._reading), None)
+                oldest = next((c for c in self._reading if not _sent_whole(c)), None)
                 if oldest is None:
                     return False
                 # Its place passes to ``conn``; its read ends at once, and its thread with it.
+                # Only the reading side is shut: should its request have come whole meanwhile
+                # (read by its thread already), it is still answered.
                 del self._reading[oldest]
                 self._cut.add(oldest)
                 with contextlib.suppress(OSError):
-                    oldest.shutdown(socket.SHUT_RDWR)
+                    oldest.shutdown(socket.SHUT_RD)
             self._reading[conn] = None
             return True
 
     def _answer(self, conn: socket.socket) -> None:
         try:
             problem: _BadRequest | None = None
+            whole = False
             try:
-                data = _read_request(conn, self._deadline)
+                data, whole = _read_request(conn, self._deadline)
             except _BadRequest as exc:
                 data, problem = b"", exc
             with self._lock:
-                if conn in self._cut:
-                    return  # its place went to a newer connection: nobody hears an answer
-                del self._reading[conn]
+                cut = conn in self._cut
+                if not cut:
+                    del self._reading[conn]
+            if cut and not whole:
+                return  # its place went to a newer connection before it said what it wants
             try:
                 if problem is not None:
                     raise problem
@@ -343,8 +349,10 @@ class ControlServer:
         finally:
             self._done(conn)
 
-    def _done(self, conn: socket.socket) -> None:
-        conn.close()
+    def _done(self, conn: socket.socket, *, keep: bool = False) -> None:
+        """``conn``'s place is free again (``keep``: it stays open, to be told busy)."""
+        if not keep:
+            conn.close()
         with self._lock:
             if conn in self._cut:
                 self._cut.discard(conn)  # its place was passed on already
@@ -401,7 +409,23 @@ def _busy(conn: socket.socket, most: int) -> None:
         conn.send(json.dumps(reply).encode() + b"\n")  # a few hundred bytes: the buffer takes it
 
 
-def _read_request(conn: socket.socket, deadline: float) -> bytes:
+def _sent_whole(conn: socket.socket) -> bool:
+    """Whether ``conn``'s request waits whole in its buffer, read by nobody yet; never waits.
+
+    Through a copy of its fd made non-blocking: ``conn`` itself, with a timeout, would first
+    wait up to that timeout for something to read (its reader's fd is non-blocking already:
+    a socket with a timeout is, so the copy changes nothing for it).
+    """
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as peek:
+            peek.setblocking(False)
+            return b"\n" in peek.recv(MAX_REQUEST, socket.MSG_PEEK)
+    except OSError:  # nothing there yet (EAGAIN), or it is gone
+        return False
+
+
+def _read_request(conn: socket.socket, deadline: float) -> tuple[bytes, bool]:
+    """The request's line, and whether it came whole (a newline, not the end of the stream)."""
     end = time.monotonic() + deadline
     data = b""
     while b"\n" not in data:
@@ -414,12 +438,12 @@ def _read_request(conn: socket.socket, deadline: float) -> bytes:
             raise _BadRequest(f"the connection was lost while reading: {exc}") from None
         if not chunk:
             if data.strip():
-                return data  # a client that closed without a newline: take what came
+                return data, False  # a client that closed without a newline: take what came
             raise _BadRequest("empty request")
         data += chunk
         if len(data) > MAX_REQUEST:
             raise _BadRequest(f"request larger than {MAX_REQUEST} bytes")
-    return data.split(b"\n", 1)[0]
+    return data.split(b"\n", 1)[0], True
 
 
 def _bind_private(path: Path) -> tuple[socket.socket, Ident]:

@@ -87,10 +87,11 @@ def _service_exited(code: int | None, path: str) -> ExitReason:
     how = "returned" if code is None else f"exited with {code}"
     why = "a service runs until it is stopped, so any exit is a failure"
     if code == 0:
-        # How a daemonizing command (nginx, a `cmd &` script) ends: its copy left our group.
+        # How a daemonizing command (nginx, a double fork) ends: its copy left our group.
         why += (
-            " (a program that puts itself in the background, as a daemon does, must be run in "
-            "the foreground: its copy runs on out of jobvisor's reach)"
+            " (a program that puts itself in the background, as a daemon does, must run in "
+            "the foreground here: a copy that left its process group runs on out of "
+            "jobvisor's reach)"
         )
     return ExitReason(Outcome.FAILED, ServiceExited(f"service {path} {how}: {why}"))
 

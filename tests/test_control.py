@@ -165,3 +165,21 @@ def test_when_every_place_is_being_answered_a_new_connection_is_told_busy(
 def test_a_deadline_must_be_positive(tmp_path: Path, bad: float) -> None:
     with pytest.raises(ValueError, match="deadline"):
         ControlServer(tmp_path / SOCKET_NAME, _answer, deadline=bad)
+
+
+def test_a_request_sent_whole_is_answered_when_a_newer_connection_takes_its_place(
+    tmp_path: Path,
+) -> None:
+    """A whole request, then at once a silent connection: the new one must not cut the
+    request already sent (it was, 172 times in 300, before its thread had read it)."""
+    with _server(tmp_path, deadline=30.0, most=1) as server:
+        for _ in range(150):
+            with _connected(server.path) as asker:
+                asker.sendall(json.dumps({"v": 1, "op": "status"}).encode() + b"\n")
+                with _connected(server.path) as silent:
+                    assert _reply_of(asker) == {"ok": True, "result": {"op": "status"}}
+                    # Ended, and seen to end: it was told busy, or read to its end.
+                    silent.shutdown(socket.SHUT_WR)
+                    while silent.recv(65536):
+                        pass
+            wait_until(lambda: server.connections == 0, "both ended")

@@ -117,8 +117,9 @@ def test_a_service_that_exits_0_by_itself_is_journaled_failed_as_its_status_coun
     # runs on where no stop reaches it, one more at each restart. Said with the failure.
     why = (
         "service svc exited with 0: a service runs until it is stopped, so any exit is a "
-        "failure (a program that puts itself in the background, as a daemon does, must be "
-        "run in the foreground: its copy runs on out of jobvisor's reach)"
+        "failure (a program that puts itself in the background, as a daemon does, must run in "
+        "the foreground here: a copy that left its process group runs on out of jobvisor's "
+        "reach)"
     )
     assert [(e.outcome, e.error) for e in events.of(AttemptFinished, "svc")] == [
         (Outcome.FAILED, why),
