@@ -418,7 +418,7 @@ def _sent_whole(conn: socket.socket) -> bool:
     """
     try:
         with socket.socket(fileno=os.dup(conn.fileno())) as peek:
-            peek.setblocking(False)
+            peek.settimeout(0.0)
             return b"\n" in peek.recv(MAX_REQUEST, socket.MSG_PEEK)
     except OSError:  # nothing there yet (EAGAIN), or it is gone
         return False

@@ -401,13 +401,21 @@ class Supervisor(OwnActor):
         self._pump_start()
 
     def _watch_groups(self, rec: ChildRecord) -> None:
-        """Be nudged when a child below a group ``rec`` depends on changes (it is another
-        supervisor's), as this one is by its own children's changes."""
-        if isinstance(rec.spec, JobSpec):
-            for name in rec.spec.depends_on:
+        """Be nudged when a child below a group a job here depends on changes (it is another
+        supervisor's), as this one is by its own children's changes: for a job ``rec``, the
+        groups it names; for a group ``rec`` (one a reload adds or makes of a job), itself
+        when a sibling names it."""
+        spec, deps = rec.spec, self.ctx.group_deps
+        if isinstance(spec, JobSpec):
+            for name in spec.depends_on:
                 dep = self._by_name.get(name)
                 if dep is not None and isinstance(dep.spec, SupervisorSpec):
-                    self.ctx.group_deps.watch(dep.path, self.actor_ref)
+                    deps.watch(dep.path, self.actor_ref)
+        elif isinstance(spec, SupervisorSpec) and any(
+            isinstance(other.spec, JobSpec) and spec.name in other.spec.depends_on
+            for other in self.children
+        ):
+            deps.watch(rec.path, self.actor_ref)
 
     def _on_nudge(self, _: Nudge) -> None:
         if self._blocked:

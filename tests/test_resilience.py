@@ -846,3 +846,45 @@ def test_a_breaker_wait_told_as_a_stop_begins_counts_the_failure_and_refuses_not
 def _failed_once(tree: Any) -> dict[str, Any] | None:
     node = tree.status()["children"][0]
     return node if node["failures"] == 1 else None
+
+
+@pytest.mark.parametrize("replaced", [False, True], ids=["group-from-start", "job-made-a-group"])
+def test_a_dependant_waits_on_a_group_a_reload_made_of_a_job_and_starts_with_it(
+    make_tree, events, replaced
+) -> None:
+    """A reload that replaced job G by a group G: the unchanged D depending on it was never
+    told of G's jobs (its supervisor watched only groups named at D's start), and stayed
+    pending for ever once it waited on G/x (found by review)."""
+    from supervision import PythonWork, python_job
+
+    def svc(name: str, *deps: str) -> JobSpec:
+        return JobSpec(
+            name=name,
+            work=PythonWork(target="jobfuncs:block", args=(name,)),
+            schedule=Schedule(service=True),
+            depends_on=deps,
+        )
+
+    group = SupervisorSpec(name="G", children=(python_job("x", "jobfuncs:block", "x"),))
+    tree = make_tree(
+        SupervisorSpec(children=(svc("G") if replaced else group, svc("D", "G"))),
+        on_event=events,
+    )
+    if replaced:
+        events.reached("D", "running", timeout=10)
+        tree.remove_child("G")  # what a reload's "replace G" does
+        tree.add_child(group)
+    else:
+        jobfuncs.EVENTS["x.release"].set()  # D starts once x succeeded
+        events.reached("D", "running", timeout=10)
+        jobfuncs.EVENTS["x.release"].clear()
+        tree.stop_child("D")
+        tree.stop_child("G")
+        tree.start_child("G")
+    events.reached("G", "running", timeout=10, times=1 if replaced else 2)
+    tree.stop_child("D")
+    tree.start_child("D")  # G/x runs on: D waits
+    assert {n["name"]: n for n in tree.status()["children"]}["D"]["state"] == "pending"
+    jobfuncs.EVENTS["x.release"].set()
+    events.reached("G/x", "succeeded", timeout=10, times=1 if replaced else 2)
+    events.reached("D", "running", timeout=5, times=2)
