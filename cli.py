@@ -211,14 +211,15 @@ def _read_our_childrens_ends() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
-def _ignore_hangups() -> None:
+def _ignore_hangups() -> bool:
     """A SIGHUP (a reload) before the daemon can reload would kill it: ignored until then.
 
     The daemon takes SIGHUP before it starts any job, so no job inherits the ignoring.
+    True if it was ignored already (``nohup``): the daemon then outlives its terminal.
     """
     import signal  # noqa: PLC0415 - run and daemon only
 
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return signal.signal(signal.SIGHUP, signal.SIG_IGN) == signal.SIG_IGN
 
 
 def _logbook_without_gevent() -> None:
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE
     if args.command in ("run", "daemon"):
         if args.command == "daemon":
-            _ignore_hangups()
+            args.hangups_ignored = _ignore_hangups()
         _read_our_childrens_ends()
         if args.command == "daemon" and args.detach:
             return _daemon_detached(args)
@@ -810,6 +811,7 @@ def _daemon(
             on_ready=None if on_ready is None else lambda: _tell_ready(daemon, on_ready),
             # A reload gives the log the manifest's level, unless the command line gave one.
             pinned=frozenset({"logging.level"} if getattr(args, "log_level", None) else ()),
+            hangups_ignored=getattr(args, "hangups_ignored", False),
         )
         code: int = daemon.run()
     except JobvisorError as exc:
@@ -820,6 +822,9 @@ def _daemon(
         # the user's to fix, so it gets one line naming the path, never a traceback.
         _error(_unusable(exc, manifest.state_dir, pidfile))
         return USAGE
+    if daemon.ended is not None and on_ready is not None:
+        # Detached, its log is in a file: the launcher, if it still waits, says why in a line.
+        _error(f"the daemon stopped: the tree ended by itself: {daemon.ended} (see its log)")
     if daemon.forced:
         # A second signal cut the stop short; the journal and the log are flushed and closed.
         # End now, as run does: a thread the kill left behind could hold the interpreter's exit.
@@ -956,10 +961,26 @@ def _other_manifest(named: str, read: object) -> None:
 _DONE = {"start": "started", "stop": "stopped", "restart": "restarted"}
 
 
+def _set_here(unset: object) -> None:
+    """Of the variables a reload found unset in the daemon, name those set in this shell."""
+    if not isinstance(unset, list):
+        return
+    here = [name for name in unset if isinstance(name, str) and name in os.environ]
+    if here:
+        these, are, them = (
+            (here[0], "is", "it") if len(here) == 1 else (", ".join(here), "are", "them")
+        )
+        _error(
+            f"{these} {are} set in this shell, but the daemon does not see {them}: a daemon "
+            "keeps the environment it started with"
+        )
+
+
 def _said(args: argparse.Namespace, req: dict[str, Any], reply: dict[str, Any]) -> int:
     """Tell what the daemon answered to ``req``; its exit code."""
     if not reply.get("ok"):
         _error(str(reply.get("error")))
+        _set_here(reply.get("unset"))
         codes = {"no_such_job": NO_SUCH_JOB, "bad_manifest": USAGE}
         return codes.get(str(reply.get("code")), FAILED)
     result: Any = reply.get("result")

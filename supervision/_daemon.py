@@ -12,6 +12,7 @@ never stalls the daemon (each has a deadline) and never crashes it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -19,8 +20,10 @@ import select
 import signal
 import socket
 import stat
+import termios
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,7 +39,7 @@ from actors import (
 from actors._checks import fmt_duration
 from supervision._app import forced_stop
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request, signal_name
-from supervision._events import Reloaded
+from supervision._events import Escalated, GaveUp, Reloaded
 from supervision._explain import explain_policy
 from supervision._files import Ident, identity, remove_if_same, write_atomic
 from supervision._manifest import ManifestError, load_manifest
@@ -44,10 +47,11 @@ from supervision._spec import ChildSpec, SupervisorSpec
 from supervision._statedir import LOCK_NAME, StateDirLock
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container
+    from collections.abc import Callable, Container, Iterator
     from pathlib import Path
 
     from supervision._app import Composition
+    from supervision._events import Event
     from supervision._listen import HttpSpec
     from supervision._manifest import Manifest
     from supervision._tree import Tree
@@ -74,7 +78,11 @@ MAX_CONNECTIONS: Final = 64  # answered at once; a connection past them is told 
 RELOAD_TRIES: Final = 3  # a reload racing a group's stop or start looks again, this often
 FORCED_EXIT: Final = 1  # a second signal cut the stop short: no clean stop, as run's exit
 LOST_EXIT: Final = 1  # its state dir was deleted under it: it stopped, not asked to
-WATCH_EVERY: Final = 1.0  # seconds between two looks at the state dir and its lock file
+ENDED_EXIT: Final = 1  # its tree ended by itself (escalation past the root): nothing to supervise
+WATCH_EVERY: Final = 1.0  # seconds between two looks at the state dir, its lock file, its terminal
+# The SIGHUPs of one hangup (the shell's, the kernel's as the session's leader exits) come
+# within milliseconds of the terminal's loss; one this long after it is a person's.
+HANGUP_WINDOW: Final = 2.0
 
 
 class DaemonError(JobvisorError):
@@ -490,6 +498,10 @@ class Daemon:
     The first SIGTERM or SIGINT stops the tree gracefully; a second one, while it stops,
     kills what still runs at once (``forced``: ``run()`` returns ``FORCED_EXIT`` then, and
     the caller should end the process with ``os._exit``, as after ``run``'s second signal).
+    A tree that ends by itself (an escalation past the root, the root giving up on the
+    tree's budget) ends the daemon too (``ended`` says why; ``ENDED_EXIT``), and so does the
+    hangup of the terminal a foreground daemon runs in (a graceful stop, as SIGTERM's),
+    unless SIGHUP was ignored when it started (``hangups_ignored``: ``nohup``).
     ``pinned``: the settings the command line gave (``logging.level`` for ``--log-level``),
     which a reload of the manifest does not change.
     """
@@ -504,6 +516,7 @@ class Daemon:
         http: HttpSpec | None = None,
         on_ready: Callable[[], None] | None = None,
         pinned: Container[str] = (),
+        hangups_ignored: bool = False,
     ) -> None:
         self._state_dir = state_dir
         self._pinned = pinned
@@ -520,6 +533,17 @@ class Daemon:
         self._again = False  # a signal came while stopping: what still runs is to be killed
         self.forced = False  # it was: the stop was cut short
         self.lost: str | None = None  # why it stopped by itself: its state dir went (see _watch)
+        self.ended: str | None = None  # why its tree ended by itself (see _follow_end)
+        self._root_gave_up: str | None = None  # the root's reason, when it gave up on the tree
+        self._root_closing = False  # the root escalated or gave up: the tree is going down
+        # A foreground daemon's controlling terminal (see _hung_up): whether it had one at the
+        # start, since when it is gone, and a hangup the main loop is still to say.
+        self._hangups_ignored = hangups_ignored
+        self._terminal = False
+        self._terminal_gone_at: float | None = None
+        self._off_terminal = False  # a hangup was taken (its stdio went to /dev/null)
+        self._went_quietly = False  # the terminal went and no hangup's SIGHUP followed: said
+        self._hangup: str | None = None  # "stop" or "ignored", until the main loop says it
         self._reload_asked = False
         self._wake_r = self._wake_w = -1  # the self-pipe, open while run() runs
         self._pipe_lock = threading.Lock()
@@ -541,6 +565,7 @@ class Daemon:
         self._started = load_manifest(self.manifest_path)
         manifest = self._fixed(self._started)
         state_dir = manifest.state_dir
+        self._terminal = _has_terminal()
         lock = StateDirLock(state_dir, "daemon")
         watching = threading.Event()
         try:
@@ -565,6 +590,7 @@ class Daemon:
         systemd a ``Restart=on-failure`` starts it again in a new state dir.
         """
         while not done.wait(WATCH_EVERY):
+            self._look_at_terminal()
             why = lock.lost()
             if why is None:
                 continue
@@ -592,16 +618,24 @@ class Daemon:
                 self.composition.endpoint.act = lambda op, job, signum: self.handle(
                     {"op": op, "job": job, "signal": signum}
                 )
-            self.tree = self.composition.start()
+            journal = self.composition.journal
+            self.tree = self.composition.start(
+                sink=_noting(None if journal is None else journal.record, self._on_root_end)
+            )
+            threading.Thread(
+                target=self._follow_end, args=(self.tree,), name="jv-treeend", daemon=True
+            ).start()
             if self._await_start(self.tree):
                 self._announce_ready(state_dir)
             while not self._stopping:
                 select.select([self._wake_r], [], [])
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 512)
+                self._say_hangup()
                 if self._reload_asked and not self._stopping:
                     self._reload_asked = False
                     self.reload()  # a refusal is logged there
+            self._say_hangup()
             began = time.monotonic()
             sd_notify("STOPPING=1")
             log.info("daemon stopping")
@@ -611,7 +645,7 @@ class Daemon:
             server.close()
             if self.tree is not None:
                 self._stop_tree(self.tree)
-            code = FORCED_EXIT if self.forced else LOST_EXIT if self.lost is not None else 0
+            code = self._exit_code()
             if self.composition is not None:
                 # Its last line once the journal is flushed: the log ends with how it ended.
                 said = None if began is None else functools.partial(self._farewell, code, began)
@@ -621,6 +655,53 @@ class Daemon:
                 # By its own path, and only while it is still the file written above.
                 remove_if_same(self._pidfile, written)
         return code
+
+    def _exit_code(self) -> int:
+        if self.forced:
+            return FORCED_EXIT
+        if self.lost is not None:
+            return LOST_EXIT
+        return ENDED_EXIT if self.ended is not None else 0
+
+    def _follow_end(self, tree: Tree) -> None:
+        """Stop the daemon when its tree ends by itself (its own thread, until the tree ends).
+
+        An escalation past the root ends the run (SPEC §2), and a root that gave up on the
+        tree's budget stopped every job: nothing is left to supervise, and no command can
+        start a job again. A daemon that ran on would hide that from systemd, whose
+        ``Restart=on-failure`` starts it again once it has exited 1.
+        """
+        tree.wait_ended()
+        if self._stopping:
+            return  # its own stop ended the tree
+        result = tree.result()
+        if result.escalation is not None:
+            self.ended = "escalation reached the root"
+            detail = f"{self.ended}: {result.escalation}"
+        elif self._root_gave_up is not None:
+            self.ended = "the root gave up"
+            detail = f"{self.ended}: {self._root_gave_up}"
+        elif tree.status()["state"] == "failed":
+            self.ended = "the root supervisor failed"
+            detail = f"{self.ended} (its error is logged above)"
+        else:
+            self.ended = detail = "the root supervisor stopped by itself"
+        composition = self.composition
+        if composition is not None:
+            detail = composition.masker.mask(detail)
+        log.error(
+            "the tree ended by itself: {}; no job runs and no command can start one again; "
+            "stopping (exit {})",
+            detail,
+            ENDED_EXIT,
+        )
+        self.stop()
+
+    def _on_root_end(self, event: Event) -> None:
+        """The root escalated or gave up (its thread, before it says its start is over)."""
+        self._root_closing = True
+        if isinstance(event, GaveUp):
+            self._root_gave_up = event.reason
 
     def _listen(self, state_dir: Path) -> tuple[Callable[[], None], ControlServer, Ident | None]:
         """Take the signals, then open the control socket and write the pidfile: what restores
@@ -678,6 +759,9 @@ class Daemon:
         elif self.lost is not None:
             how = f"exit {code}: {self.lost}"
             log.error("daemon stopped ({}); the stop took {:.3f}s", how, took)
+        elif self.ended is not None:
+            how = f"exit {code}: the tree ended by itself: {self.ended}"
+            log.error("daemon stopped ({}); the stop took {:.3f}s", how, took)
         else:
             log.info("daemon stopped (exit {}); the stop took {:.3f}s", code, took)
 
@@ -689,7 +773,9 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while not (self._stopping or tree.started(0.1)) and time.monotonic() < deadline:
             pass
-        return not self._stopping
+        # A root that escalates or gives up ends the start too (noted before it says so): a
+        # tree going down is never said ready.
+        return not (self._stopping or self._root_closing)
 
     def _announce_ready(self, state_dir: Path) -> None:
         sd_notify("READY=1")
@@ -721,12 +807,82 @@ class Daemon:
     def _on_signal(self, signum: int, frame: object) -> None:
         del frame
         if signum == signal.SIGHUP:
-            self._reload_asked = True
+            if self._hung_up():
+                self._on_hangup()
+            else:
+                self._reload_asked = True
         elif self._stopping:
             self._again = True  # the second: as run's, it kills what still runs
         else:
             self._stopping = True
         self._wake()
+
+    def _hung_up(self) -> bool:
+        """Whether a SIGHUP comes of the terminal hanging up, not from a person or systemd.
+
+        Closing a terminal takes it away from every process of its session at once, and
+        SIGHUP follows (the kernel's to the session's leader, the leader's shell to its jobs,
+        the kernel's again as the leader exits). A SIGHUP is the hangup's when the daemon had
+        a controlling terminal at the start, has none now, and lost it just now: a ``kill
+        -HUP`` while the terminal is there, or long after it went quietly (the shell of a
+        background ``jobvisor daemon &`` exited), reloads, as every SIGHUP of a daemon
+        without a terminal does (detached, under systemd). In the signal handler: no lock.
+        """
+        if not self._terminal or _has_terminal():
+            return False
+        now = time.monotonic()
+        if self._terminal_gone_at is None:
+            self._terminal_gone_at = now
+        return now - self._terminal_gone_at < HANGUP_WINDOW
+
+    def _on_hangup(self) -> None:
+        """The terminal hung up: a graceful stop, as SIGTERM's (once: the hangup's next SIGHUP
+        is no second signal), or nothing under ``nohup``. Its stdio, the dead terminal, goes
+        to /dev/null either way. In the signal handler: flags only, the main loop says it."""
+        if not self._off_terminal:
+            self._off_terminal = True
+            _off_the_terminal()
+            self._hangup = "ignored" if self._hangups_ignored else "stop"
+        if not self._hangups_ignored:
+            self._stopping = True
+
+    def _look_at_terminal(self) -> None:
+        """The watch thread's look: a terminal gone with no SIGHUP (the session's leader, the
+        shell of a background ``jobvisor daemon &``, exited) is known as gone from then on,
+        so that a later SIGHUP reloads, and said once the hangup's SIGHUPs would have come.
+        Its stdio, once the terminal hangs up (then, or when its window closes later), goes
+        to /dev/null: writing it fails, a job's print too."""
+        if not self._terminal:
+            return
+        gone = self._terminal_gone_at
+        if gone is None:
+            if _has_terminal():
+                return
+            self._terminal_gone_at = gone = time.monotonic()
+        _off_the_terminal()
+        said = self._off_terminal or self._went_quietly
+        if not said and time.monotonic() - gone >= HANGUP_WINDOW:
+            self._went_quietly = True
+            log.info(
+                "the daemon's controlling terminal is gone, and no SIGHUP came with it (its "
+                "session's leader exited): running on; a SIGHUP reloads, as for a daemon "
+                "without a terminal"
+            )
+
+    def _say_hangup(self) -> None:
+        how, self._hangup = self._hangup, None
+        if how == "stop":
+            log.warning(
+                "the terminal hung up (SIGHUP, and the daemon's controlling terminal is gone): "
+                "stopping every job gracefully, as for SIGTERM (a SIGHUP while the terminal is "
+                "there reloads)"
+            )
+        elif how == "ignored":
+            log.info(
+                "the terminal hung up (SIGHUP, and the daemon's controlling terminal is gone); "
+                "SIGHUP was ignored when the daemon started (nohup): running on, its stdout and "
+                "stderr now /dev/null; a later SIGHUP reloads"
+            )
 
     def stop(self) -> None:
         """End ``run()`` (any thread): the tree is stopped, then ``run()`` returns."""
@@ -772,12 +928,16 @@ class Daemon:
         dir, the runtime, the log's file, the endpoint) is said, one line each, not applied.
         Subscribers of the tree's events get a ``Reloaded``.
         """
+        environ = _Looked(os.environ)
         try:
-            read = load_manifest(self.manifest_path)
+            read = load_manifest(self.manifest_path, env=environ)
         except ManifestError as exc:
+            error, unset = str(exc), environ.unset_in(str(exc))
+            if unset:
+                error += "\n" + _started_without(unset)
             # Logged however it was asked (SIGHUP, the socket, HTTP): the log is where it shows.
-            log.error("reload refused, nothing changed: {}", exc)  # noqa: TRY400 - no traceback
-            return {"ok": False, "code": "bad_manifest", "error": str(exc)}
+            log.error("reload refused, nothing changed: {}", error)  # noqa: TRY400 - no traceback
+            return {"ok": False, "code": "bad_manifest", "error": error, "unset": unset}
         new = self._fixed(read)
         composition, tree = self.composition, self.tree
         assert composition is not None
@@ -1073,6 +1233,102 @@ def _remove_breakers(new: Any, composition: Composition) -> list[str]:
 
 def _shown_field(value: object) -> str:
     return fmt_duration(value) if isinstance(value, float) else str(value)
+
+
+def _noting(
+    sink: Callable[[Event], None] | None, note: Callable[[Event], None]
+) -> Callable[[Event], None]:
+    """The tree's sink: ``sink`` (the journal's record), with the root's escalation or giving
+    up told to ``note`` first. Inline, in the root's thread: no event is built for a
+    subscriber (a daemon's restarts cost no more), and it is noted before the root says its
+    start is over."""
+
+    kinds: frozenset[type[Event]] | None = (
+        frozenset() if sink is None else getattr(sink, "event_types", None)
+    )
+
+    def noted(event: Event) -> None:
+        if not event.path and isinstance(event, Escalated | GaveUp):
+            note(event)
+        if sink is not None and (kinds is None or type(event) in kinds):
+            sink(event)
+
+    if kinds is not None:  # None: the sink takes every kind, and so does this one
+        noted.event_types = kinds | {Escalated, GaveUp}  # type: ignore[attr-defined]
+    for hook in ("on_state", "on_failure", "on_restart"):
+        if hasattr(sink, hook):
+            setattr(noted, hook, getattr(sink, hook))
+    return noted
+
+
+class _Looked(Mapping[str, str]):
+    """The environment a reload reads, remembering the names it asked for and found unset."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self._missed: dict[str, None] = {}  # in the order asked
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return self._environ[name]
+        except KeyError:
+            self._missed[name] = None
+            raise
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
+
+    def unset_in(self, error: str) -> list[str]:
+        """The names found unset that ``error`` (a ``ManifestError``'s) says are missing; a
+        ``${NAME:-fallback}`` that took its fallback is no problem, nor named."""
+        return [name for name in self._missed if f"environment variable {name} " in error]
+
+
+def _started_without(names: list[str]) -> str:
+    """What a reload that found ``names`` unset says: where it read them, and what to do."""
+    these = " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+    are, them = ("is", "it") if len(names) == 1 else ("are", "them")
+    return (
+        "a reload reads ${NAME} from the daemon's own environment, fixed when it started "
+        f"(pid {os.getpid()}), not from the shell that asks for the reload: {these} {are} "
+        f"unset there; restart the daemon with {them} set, or use a secret file "
+        "({secret: {file: PATH}}) or a value written in the manifest"
+    )
+
+
+def _has_terminal() -> bool:
+    """Whether this process has a controlling terminal now (one it can open as /dev/tty).
+
+    ENXIO when it has none: never had one (detached, a service), or it hung up. Any other
+    error (no /dev/tty in a container) says no too: such a daemon reloads on every SIGHUP.
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _off_the_terminal() -> None:
+    """Point the standard streams that are a hung-up terminal (EIO) at /dev/null.
+
+    Writing a hung-up terminal fails: the log's stderr lines (which nobody can read any
+    more) would, and so would a python job's print. Safe in a signal handler: no lock.
+    """
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for fd in (0, 1, 2):
+            try:
+                termios.tcgetattr(fd)
+            except termios.error as exc:
+                if exc.args[0] == errno.EIO:
+                    os.dup2(null, fd)  # inheritable, as the stream it replaces
+    finally:
+        os.close(null)
 
 
 class _Watchdog:

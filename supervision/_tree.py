@@ -154,6 +154,11 @@ class Tree:
         """True once the root supervisor has ended (stopped, or escalated past the root)."""
         return self._ctx.tracker.ended.is_set()
 
+    def wait_ended(self, timeout: float | None = None) -> bool:
+        """Wait until the root supervisor has ended: stopped (``stop``), or by itself (an
+        escalation past the root, the root giving up on the tree's budget); False on timeout."""
+        return self._ctx.tracker.ended.wait(timeout)
+
     def result(self) -> RunResult:
         """Summarise the run so far (see ``RunResult``)."""
         failed = tuple(
