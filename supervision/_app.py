@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Self, TextIO
 import logbook
 
 from actors import BreakerState, BreakerStatus, check_runtime, live_tasks
+from supervision._hangup import off_the_terminal
 from supervision._history import journal_path
 from supervision._journal import (
     Journal,
@@ -321,7 +322,12 @@ UNFINISHED_WAIT = 2.0  # at the first signal: how long the root may take to say 
 
 
 class _Signals:
-    """SIGINT/SIGTERM: the first stops gracefully, the second stops forcibly.
+    """SIGINT/SIGTERM/SIGHUP: the first stops gracefully, the second stops forcibly.
+
+    SIGHUP is the terminal's hangup (closing the terminal `run` runs in): a graceful stop, as
+    for foreman and honcho, where by default it killed `run` and left its jobs to the warden.
+    A hangup is heard once (a shell's SIGHUP after the kernel's is the same hangup, no second
+    signal), and not at all when it was ignored at the start (``nohup``).
 
     The handler only sets events: it runs in the main thread between two
     bytecodes, maybe inside a lock the main thread holds, so acting there
@@ -333,6 +339,7 @@ class _Signals:
         self.first = threading.Event()
         self.second = threading.Event()
         self.name = ""  # the first one's: "SIGTERM"
+        self.hung_up = False
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -340,6 +347,8 @@ class _Signals:
             return  # signal handlers can only be set from the main thread
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup: it stays ignored
+            self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._handle)
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():
@@ -347,6 +356,11 @@ class _Signals:
 
     def _handle(self, signum: int, frame: object) -> None:
         del frame
+        if signum == signal.SIGHUP:
+            off_the_terminal()  # nobody reads it any more, and writing it fails
+            if self.hung_up:
+                return
+            self.hung_up = True
         self.count += 1
         if self.count == 1:
             self.name = signal.Signals(signum).name

@@ -12,7 +12,6 @@ never stalls the daemon (each has a deadline) and never crashes it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import json
 import os
@@ -20,7 +19,6 @@ import select
 import signal
 import socket
 import stat
-import termios
 import threading
 import time
 from collections.abc import Mapping
@@ -42,6 +40,7 @@ from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request, s
 from supervision._events import Escalated, GaveUp, Reloaded
 from supervision._explain import explain_policy
 from supervision._files import Ident, identity, remove_if_same, write_atomic
+from supervision._hangup import off_the_terminal
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, SupervisorSpec
 from supervision._statedir import LOCK_NAME, StateDirLock
@@ -841,7 +840,7 @@ class Daemon:
         to /dev/null either way. In the signal handler: flags only, the main loop says it."""
         if not self._off_terminal:
             self._off_terminal = True
-            _off_the_terminal()
+            off_the_terminal()
             self._hangup = "ignored" if self._hangups_ignored else "stop"
         if not self._hangups_ignored:
             self._stopping = True
@@ -859,7 +858,7 @@ class Daemon:
             if _has_terminal():
                 return
             self._terminal_gone_at = gone = time.monotonic()
-        _off_the_terminal()
+        off_the_terminal()
         said = self._off_terminal or self._went_quietly
         if not said and time.monotonic() - gone >= HANGUP_WINDOW:
             self._went_quietly = True
@@ -1311,24 +1310,6 @@ def _has_terminal() -> bool:
         return False
     os.close(fd)
     return True
-
-
-def _off_the_terminal() -> None:
-    """Point the standard streams that are a hung-up terminal (EIO) at /dev/null.
-
-    Writing a hung-up terminal fails: the log's stderr lines (which nobody can read any
-    more) would, and so would a python job's print. Safe in a signal handler: no lock.
-    """
-    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        for fd in (0, 1, 2):
-            try:
-                termios.tcgetattr(fd)
-            except termios.error as exc:
-                if exc.args[0] == errno.EIO:
-                    os.dup2(null, fd)  # inheritable, as the stream it replaces
-    finally:
-        os.close(null)
 
 
 class _Watchdog:

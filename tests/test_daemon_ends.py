@@ -420,3 +420,52 @@ def test_a_reload_missing_a_variable_says_the_daemon_keeps_the_environment_it_st
         assert "cache" not in running.nodes(), "a bad manifest changes nothing"
     finally:
         assert stop_daemon(running) == 0
+
+
+# -- `run` in a terminal that hangs up -----------------------------------------------------------
+
+RUN_IN_A_TERMINAL = """
+version: 1
+logging: {file: run.log}
+jobs:
+  - name: svc
+    service: true
+    command: [sh, -c, "echo $$ > svc.pid; while true; do sleep 0.05; done"]
+"""
+
+
+@pytest.mark.parametrize("leader", ["run", "shell"])
+def test_a_terminal_that_hangs_up_stops_run_and_its_jobs_gracefully(
+    tmp_path: Path, leader: str
+) -> None:
+    """Closing the terminal of `jobvisor run` killed it outright (SIGHUP's default action):
+    no orderly stop, no summary, its jobs left to the warden. A hangup is a graceful stop, as
+    SIGTERM is (once: the shell's SIGHUP after the kernel's is no second signal)."""
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(RUN_IN_A_TERMINAL))
+    run = [*CLI, "run", "jobs.yaml"]
+    argv = run if leader == "run" else ["sh", "-c", f"{subprocess.list2cmdline(run)}; :"]
+    terminal = Terminal(tmp_path, argv)
+    log = tmp_path / "run.log"
+    with killed_at_the_end(tmp_path / "svc.pid"):
+        try:
+            svc = wait_until(lambda: _pid_in(tmp_path / "svc.pid"), "svc runs")
+            terminal.hang_up()
+            wait_until(lambda: gone(svc), "svc stopped")
+            if leader == "run":
+                assert terminal.proc.wait(10) == 0, log.read_text()
+            else:
+                terminal.proc.wait(10)
+        finally:
+            terminal.close()
+    # Under a shell, `run` may still be ending as the shell goes: its last lines are waited for.
+    wait_until(lambda: "svc: stopped (stopped)" in log.read_text(), "the stop said")
+    journal = tmp_path / ".jobvisor" / "journal.sqlite3"
+
+    def attempts() -> list[tuple[str, str]]:
+        rows = read_history(journal)
+        return [(r["path"], r["outcome"]) for r in rows if r.get("outcome")]
+
+    assert wait_until(attempts, "the attempt journaled") == [("svc", "stopped")]
+    text = log.read_text()
+    assert "run: SIGHUP: stopping every job" in text, text
+    assert "second signal: killing" not in text, text
