@@ -135,18 +135,38 @@ def cron_delay(expr: str, now: float) -> float:
 
 
 _NEVER_FIRES: set[str] = set()  # expressions already said to have no next time
+_CRON_PIECE: Final = (
+    10.0  # seconds: a cron tick's wait comes in pieces, the wall clock read at each
+)
+_CRON_EARLY: Final = 0.05  # a wake this close before a cron tick's wall time is the tick
 
 
 def _next_fire(expr: str, now: float) -> float | None:
-    """The wall time after ``now`` when ``expr`` fires next (local time); None if never."""
+    """The wall time after ``now`` when ``expr`` fires next (local time); None if never.
+
+    Reckoned on the local wall clock (naive times), each candidate turned into a moment by
+    the C library's rules of the process's zone (``mktime``, ``TZ`` or /etc/localtime), not
+    with the UTC offset of ``now``: across a DST change that ran a job an hour off, or twice.
+    A time that comes twice (autumn) fires at its first coming only; one that never comes
+    (spring) fires as the C library reads it, an hour on (02:30 -> 03:30).
+    """
     from datetime import datetime  # noqa: PLC0415 - only cron jobs need these
 
     from croniter import CroniterBadDateError, croniter  # noqa: PLC0415
 
     try:
-        return float(croniter(expr, datetime.fromtimestamp(now).astimezone()).get_next(float))
-    except CroniterBadDateError:
+        times = croniter(expr, datetime.fromtimestamp(now))  # noqa: DTZ006 - local wall time
+        for _ in range(_DST_CANDIDATES):
+            wall = times.get_next(datetime)
+            at = time.mktime((*wall.timetuple()[:8], -1))
+            if at > now:
+                return at
+    except (CroniterBadDateError, OverflowError, ValueError):
         return None
+    return None
+
+
+_DST_CANDIDATES: Final = 4  # candidates a repeated hour can put at or before ``now``
 
 
 _CRON_FIELDS: Final = (
@@ -411,23 +431,27 @@ class JobActor(OwnActor):
     def _next_tick(self, first: float) -> None:
         now = time.monotonic()
         if self.schedule.cron is not None:
-            due = now + self._cron_delay()
-        else:
-            every = self.schedule.every
-            assert every is not None
-            # Fixed rate from the first tick; the first comes one interval after the start.
-            due = fixed_rate(first, every, now)
+            # A cron time is a wall time: waited for in pieces, the wall clock read after each
+            # (a clock set back ran the tick early, then again; one set forward, late).
+            delay = self._cron_delay()
+            self._arm_tick(min(delay, _CRON_PIECE), now + delay, at=self._wall() + delay)
+            return
+        every = self.schedule.every
+        assert every is not None
+        # Fixed rate from the first tick; the first comes one interval after the start.
+        due = fixed_rate(first, every, now)
         self._arm_tick(due - now, due)
 
-    def _arm_tick(self, delay: float, due: float) -> None:
-        """The next tick in ``delay`` seconds, and the ones after it from ``due`` on."""
+    def _arm_tick(self, delay: float, due: float, *, at: float | None = None) -> None:
+        """The next tick in ``delay`` seconds (for a cron job: at wall time ``at``, looked at
+        again then), and the ones after it from ``due`` on."""
         with self._tick_lock:
             if self._tick_timer is not None:
                 self._tick_timer.cancel()
             self._tick_seq += 1
             seq = self._tick_seq
             self._tick_due = due
-            self._next_tick_at = self._wall() + delay
+            self._next_tick_at = self._wall() + delay if at is None else at
             self._tick_timer = self._scheduler.call_later(delay, lambda: self._on_tick(due, seq))
 
     def _cron_delay(self) -> float:
@@ -440,6 +464,12 @@ class JobActor(OwnActor):
         with self._tick_lock:
             if self.actor_stopped.is_set() or seq != self._tick_seq:
                 return  # moved meanwhile: the tick it became is the live one
+            at = self._next_tick_at
+            if self.schedule.cron is not None and at is not None:
+                left = at - self._wall()
+                if left > _CRON_EARLY:  # a piece of the wait, or the wall clock was set back
+                    self._arm_tick(min(left, _CRON_PIECE), due, at=at)
+                    return
             if self._attempt is not None:
                 log.info(
                     "{}: tick skipped, attempt {} still running",

@@ -130,9 +130,7 @@ def test_periodic_job_with_times_runs_exactly_that_many_attempts(make_tree, even
     assert tree.status()["children"][0]["state"] == "succeeded"
 
 
-def test_a_periodic_job_shows_its_last_tick_and_when_the_next_one_is_due(
-    make_tree, events
-) -> None:
+def test_a_periodic_job_shows_its_last_tick_and_when_the_next_one_is_due(make_tree, events) -> None:
     """Each tick is an attempt (SPEC §2): between two, the status says how the last ended."""
     every = 0.2
     job = python_job("tick", "jobfuncs:once_then_block", "tick", schedule=Schedule(every=every))
@@ -148,7 +146,12 @@ def test_a_periodic_job_shows_its_last_tick_and_when_the_next_one_is_due(
     assert first.started_at - started.at == pytest.approx(every, abs=0.1)
     node = tree.status()["children"][0]  # the second tick blocks: the first is the last ended
     assert node["state"] == "running"
-    assert node["last_exit"] == {"outcome": "succeeded", "code": None, "error": None, "at": first.at}
+    assert node["last_exit"] == {
+        "outcome": "succeeded",
+        "code": None,
+        "error": None,
+        "at": first.at,
+    }
     # Fixed rate: the second tick at start + 2 intervals, the third at + 3, whichever is next.
     due = node["next_start_at"] - first.started_at
     assert due == pytest.approx(every, abs=0.1) or due == pytest.approx(2 * every, abs=0.1), due
@@ -182,14 +185,14 @@ def test_the_upcoming_tick_follows_the_actors_schedule() -> None:
     assert upcoming_tick(cron, now - 1, now) == now + cron_delay("*/5 * * * *", now)
 
 
-def test_an_attempt_killed_after_its_grace_is_an_attempt_too(
-    make_tree, events, tmp_path
-) -> None:
+def test_an_attempt_killed_after_its_grace_is_an_attempt_too(make_tree, events, tmp_path) -> None:
     """SPEC §6: every attempt is journaled; one killed (a command ignoring its stop, a
     thread that never returns) was not: its own thread never reported it."""
     stubborn = JobSpec(
         name="cmd",
-        work=CommandWork(shell=f"trap '' TERM; touch {tmp_path}/trapped; while true; do sleep 0.05; done"),
+        work=CommandWork(
+            shell=f"trap '' TERM; touch {tmp_path}/trapped; while true; do sleep 0.05; done"
+        ),
         schedule=Schedule(service=True),
         grace=0.2,
     )
@@ -212,7 +215,9 @@ def test_a_deadline_that_falls_during_a_stop_is_no_failure(make_tree, events, tm
     `stopped, failures=2, last_exit timeout (-15)`."""
     stubborn = JobSpec(
         name="cmd",
-        work=CommandWork(shell=f"trap '' TERM; touch {tmp_path}/trapped; while true; do sleep 0.05; done"),
+        work=CommandWork(
+            shell=f"trap '' TERM; touch {tmp_path}/trapped; while true; do sleep 0.05; done"
+        ),
         schedule=Schedule(service=True, timeout=2.0),
         grace=3.0,
     )
@@ -327,3 +332,89 @@ def test_cron_delay_counts_to_the_next_matching_minute() -> None:
     assert cron_delay("14 10 * * *", at) == pytest.approx(24 * 3600 - 30.0, abs=3600)  # tomorrow
     assert Schedule(cron="*/5 * * * *", times=2).finite
     assert not Schedule(cron="*/5 * * * *").finite
+
+
+_DST_FIRES = """
+import time
+from actors._job import cron_delay
+
+def at(y, m, d, hh, mm):
+    return time.mktime((y, m, d, hh, mm, 0, 0, 0, -1))
+
+def fires(expr, start, n):
+    out, now = [], start
+    for _ in range(n):
+        now += cron_delay(expr, now)
+        out.append(time.strftime("%m-%d %H:%M %Z", time.localtime(now)))
+        now += 1
+    return " ".join(out)
+
+print(fires("0 12 * * *", at(2026, 3, 7, 12, 0) + 1, 2))
+print(fires("0 12 * * *", at(2026, 10, 31, 12, 0) + 1, 2))
+print(fires("30 1 * * *", at(2026, 10, 31, 1, 30) + 1, 2))
+print(fires("30 2 * * *", at(2026, 3, 7, 2, 30) + 1, 2))
+print(fires("0 * * * *", at(2026, 11, 1, 0, 0) + 1, 3))
+"""
+
+
+def test_cron_keeps_local_time_across_the_zones_dst_changes() -> None:
+    """A cron job's next time was reckoned with the UTC offset of the moment it was reckoned
+    in: the day after a change it ran an hour off (13:00 for `0 12 * * *`), and twice on the
+    autumn day (11:00 and 12:00). In a process of its own: the zone is the process's."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TZ": "EST5EDT,M3.2.0,M11.1.0"}  # New York's rule, no tz database
+    out = subprocess.run(
+        [sys.executable, "-c", _DST_FIRES], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == [
+        "03-08 12:00 EDT 03-09 12:00 EDT",  # the spring day: noon, not 13:00
+        "11-01 12:00 EST 11-02 12:00 EST",  # the autumn day: once, at noon
+        "11-01 01:30 EDT 11-02 01:30 EST",  # 01:30 comes twice that night: run once
+        "03-08 03:30 EDT 03-09 02:30 EDT",  # 02:30 never comes that night: run an hour on
+        # A wall time is fired once, an hourly job's too: 01:00 comes again at 01:00 EST.
+        "11-01 01:00 EDT 11-01 02:00 EST 11-01 03:00 EST",
+    ]
+
+
+@pytest.mark.parametrize("step", [-20.0, 25.0], ids=["set-back", "set-forward"])
+def test_a_cron_tick_comes_at_its_wall_time_when_the_clock_is_set(make_tree, events, step) -> None:
+    """The next cron tick was a monotonic delay armed once: a wall clock set back (an NTP
+    step) ran it early, and then again at its time; one set forward ran it late, by as much.
+    Its wait comes in pieces now, and the wall clock is read after each."""
+    from clockkit import ManualClock
+
+    from supervision import PythonWork, SupervisorSpec
+
+    clock = ManualClock()
+    minute = 1_700_000_040.0  # a whole minute
+    epoch = minute - 30 - clock()  # the wall clock reads 30 s before it at the start
+    offset = [0.0]
+
+    def wall() -> float:
+        return epoch + clock() + offset[0]
+
+    def job(name: str, schedule: Schedule) -> JobSpec:
+        return JobSpec(
+            name=name, work=PythonWork(target="jobfuncs:ok", args=(name,)), schedule=schedule
+        )
+
+    # m ticks when c's monotonic wait runs out: once its tick is done, so is c's timer.
+    spec = SupervisorSpec(
+        children=(job("c", Schedule(cron="* * * * *")), job("m", Schedule(every=30)))
+    )
+    tree = make_tree(spec, on_event=events, monotonic=clock, wall=wall)
+    wait_until(lambda: tree.status()["children"][0]["next_start_at"] == minute, "armed")
+    offset[0] = step
+    if step < 0:
+        clock.advance(30)  # the monotonic wait is over; by the wall clock, 20 s are left
+        events.wait_for(lambda _: bool(events.of(AttemptFinished, "m")))
+        clock.advance(20)
+    else:
+        clock.advance(10)  # the first piece: by the wall clock it is 5 s past the tick
+    events.wait_for(lambda _: bool(events.of(AttemptFinished, "c")))
+    assert events.of(AttemptFinished, "c")[0].started_at >= minute
+    wait_until(lambda: tree.status()["children"][0]["next_start_at"] == minute + 60, "next")
+    assert len(events.of(AttemptFinished, "c")) == 1
