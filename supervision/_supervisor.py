@@ -724,7 +724,17 @@ class Supervisor(OwnActor):
         # When it exited: its last attempt's end, if it brings one (a restart in place may be
         # told up to ``InPlace.HOLD`` later); else now, as it is handled.
         at = self.ctx.wall() if msg.attempt is None else msg.attempt.ended_at
-        last = rec.last_exit = LastExit(reason.outcome, msg.code, error, at)
+        last = LastExit(reason.outcome, msg.code, error, at)
+        if not (
+            # A periodic job stopped: its last exit stays its last tick's (a tick the stop
+            # ended was reported as stopped already, as its attempt).
+            reason.outcome is Outcome.STOPPED
+            and msg.attempt is None
+            and rec.last_exit is not None
+            and isinstance(spec, JobSpec)
+            and spec.schedule.periodic
+        ):
+            rec.last_exit = last
         if reason.outcome.is_failure:
             self.ctx.failed(rec, reason.outcome)
         self.ctx.publish(

@@ -418,3 +418,28 @@ def test_a_cron_tick_comes_at_its_wall_time_when_the_clock_is_set(make_tree, eve
     assert events.of(AttemptFinished, "c")[0].started_at >= minute
     wait_until(lambda: tree.status()["children"][0]["next_start_at"] == minute + 60, "next")
     assert len(events.of(AttemptFinished, "c")) == 1
+
+
+def test_a_periodic_job_stopped_between_ticks_keeps_its_last_ticks_exit(make_tree, events) -> None:
+    """README: a periodic job's `last_exit` is its last tick's. A person's stop (or restart)
+    between two ticks made it `stopped`, hiding how the last tick ended."""
+    from clockkit import ManualClock
+
+    from supervision import PythonWork, SupervisorSpec
+
+    clock = ManualClock()
+    job = JobSpec(
+        name="p", work=PythonWork(target="jobfuncs:ok", args=("p",)), schedule=Schedule(every=30)
+    )
+    tree = make_tree(SupervisorSpec(children=(job,)), on_event=events, monotonic=clock)
+    events.reached("p", "running")
+    clock.advance(30)
+    events.wait_for(lambda _: bool(events.of(AttemptFinished, "p")))
+    tree.stop_child("p")
+    [node] = tree.status()["children"]
+    assert node["state"] == "stopped"
+    assert node["last_exit"]["outcome"] == "succeeded"
+    tree.start_child("p")
+    events.reached("p", "running", times=2)
+    [node] = tree.status()["children"]
+    assert node["last_exit"]["outcome"] == "succeeded"
