@@ -443,3 +443,43 @@ def test_a_periodic_job_stopped_between_ticks_keeps_its_last_ticks_exit(make_tre
     events.reached("p", "running", times=2)
     [node] = tree.status()["children"]
     assert node["last_exit"]["outcome"] == "succeeded"
+
+
+def test_ticks_skipped_behind_a_long_attempt_are_said_once_then_counted(
+    make_tree, events, logs
+) -> None:
+    """A job every 10 ms running for a second wrote a hundred `tick skipped` lines a second:
+    the first is said, the rest counted in one line when a tick runs again."""
+    from clockkit import ManualClock
+
+    from supervision import PythonWork, SupervisorSpec
+
+    clock = ManualClock()
+    epoch = 1_700_000_000.0
+
+    def wall() -> float:
+        return epoch + clock()
+
+    job = JobSpec(
+        name="p", work=PythonWork(target="jobfuncs:block", args=("p",)), schedule=Schedule(every=1)
+    )
+    tree = make_tree(SupervisorSpec(children=(job,)), on_event=events, monotonic=clock, wall=wall)
+
+    def skips() -> int:
+        return sum("skipped" in r.message for r in logs.records)
+
+    wait_until(lambda: tree.status()["children"][0]["next_start_at"] == epoch + 101, "armed")
+    clock.advance(1)
+    assert jobfuncs.EVENTS["p.running"].wait(10)
+    for n in range(1, 6):  # each tick comes while attempt 1 runs
+        clock.advance(1)
+        wait_until(lambda n=n: skips() == n, "the tick passed")  # the later ones at DEBUG
+    jobfuncs.EVENTS["p.release"].set()
+    events.wait_for(lambda _: bool(events.of(AttemptFinished, "p")))
+    clock.advance(1)  # a tick runs again
+    events.wait_for(lambda _: len(events.of(AttemptFinished, "p")) == 2)
+    said = [r.message for r in logs.records if "skipped" in r.message and r.level_name == "INFO"]
+    assert said == [
+        "p: tick skipped, attempt 1 still running (the next are counted, said once a tick runs)",
+        "p: 5 ticks skipped while attempt 1 ran",
+    ]
