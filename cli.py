@@ -1076,17 +1076,25 @@ def _compose_run(args: argparse.Namespace, manifest: Any) -> Any:
     return None
 
 
-def _say_how_it_ended(report: Any, mask: Callable[[str], str]) -> None:
-    """``run``'s last lines on stderr: what failed, what a signal left unfinished."""
+def _say_how_it_ended(report: Any, mask: Callable[[str], str], logging: Any) -> None:
+    """``run``'s last lines on stderr: what failed, what a signal left unfinished.
+
+    Through the run's ``logging`` setup: after the records, and never waiting for a
+    reader of stderr who stopped reading.
+    """
+
+    def error(message: str) -> None:
+        logging.say(f"jobvisor: {message}", sys.stderr)
+
     if report.result.escalation is not None:
-        _error(mask(f"escalation reached the root: {report.result.escalation}"))
+        error(mask(f"escalation reached the root: {report.result.escalation}"))
     elif report.result.failed:
-        _error(f"failed or gave up: {', '.join(report.result.failed)}")
+        error(f"failed or gave up: {', '.join(report.result.failed)}")
     stop_line = report.stop_line()
     if stop_line is not None:
-        _error(mask(stop_line))
+        error(mask(stop_line))
     if report.forced:
-        _error("a second signal cut the stop short: what still ran was killed")
+        error("a second signal cut the stop short: what still ran was killed")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -1108,18 +1116,21 @@ def _run(args: argparse.Namespace) -> int:
     with composition:
         if composition.skipped:
             skipped = ", ".join(composition.skipped)
-            sys.stderr.write(f"jobvisor: --resume: already succeeded, skipped: {skipped}\n")
+            composition.logging.say(
+                f"jobvisor: --resume: already succeeded, skipped: {skipped}", sys.stderr
+            )
         live = sys.stderr.isatty() and not as_json and not os.environ.get("CI")
         progress = write_progress(logging=composition.logging) if live else None
         report = run_batch(composition, on_progress=progress)
         if live:
             composition.logging.show_status("", sys.stderr)
+        composition.logging.flush()  # the records first, where stdout shares their terminal
         mask = composition.masker.mask
         if as_json:
             _write_out(document, mask(json.dumps(report.status, indent=2)))
         else:
             _write_out(sys.stdout, summary_table(report.status, mask))
-        _say_how_it_ended(report, mask)
+        _say_how_it_ended(report, mask, composition.logging)
     # The journal and the logs are flushed and closed. After a second signal, or with a thread
     # abandoned (stuck in a call), end now: the interpreter's exit could wait on that thread.
     if report.forced or report.leftover:

@@ -20,13 +20,17 @@ each goes to the stdlib logger named after its channel (``supervision.tree``,
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import dataclasses
+import functools
 import glob
 import json
 import logging
 import os
 import re
+import select
+import stat
 import sys
 import threading
 import time
@@ -204,6 +208,32 @@ class LoggingSetup:
             stream.write(CLEAR_LINE + text)
             stream.flush()
 
+    def say(self, text: str, stream: TextIO) -> None:
+        """Write ``text``, a line of the program's own (a verdict), to ``stream``.
+
+        When the records go to the same stream, it goes after those logged before
+        it, and never waits for a reader who stopped reading (see ``configure_logging``);
+        otherwise it is written at once. A stream that fails is no error here.
+        """
+        sink = self._stream_sink
+        if sink is not None and sink.stream is stream and not self._closed:
+            sink.say(text)
+            return
+        with contextlib.suppress(OSError, ValueError):
+            stream.write(text + "\n")
+            stream.flush()
+
+    def flush(self) -> None:
+        """Wait until the records logged so far are on the stream, while its reader reads.
+
+        For a line written to the same terminal another way (a summary on stdout): it
+        comes after them. A reader who stopped reading is not waited for long (see
+        ``configure_logging``). Nothing to do when the records go to a file.
+        """
+        sink = self._stream_sink
+        if sink is not None and not self._closed:
+            sink.flush()
+
     def close(self) -> None:
         """Pop the handlers, close the file and restore stdlib logging and logger levels.
 
@@ -255,6 +285,11 @@ def configure_logging(
     manifest's directory; default the working directory), a relative ``file``
     override against the working directory, as a command-line path would.
     Records go to ``stream`` (default ``sys.stderr``) when there is no file.
+    A stream whose reader may stop reading (a pipe, a terminal) is written by
+    a thread of its own, and never holds a record up: what its reader does
+    not take is kept up to a bound, then dropped, and the count said in one
+    line once the reader takes writes again. ``close`` waits for what is
+    kept while the reader reads (a slow one gets the last line), not longer.
     ``now`` is the wall clock of time rotation, for tests.
 
     Raises ``SpecError`` for an unknown level or for anything but a spec or a
@@ -295,6 +330,8 @@ def configure_logging(
         line_handler = _LineHandler(
             threshold, render, masker, sink, damper, damping=effective.level != "verbose"
         )
+        if isinstance(sink, _StreamSink):
+            sink.notice = functools.partial(_dropped_line, line_handler)
         attach = getattr(monotonic, "attach", None)  # a test's clock, which it moves by hand
         if callable(attach):
             attach(line_handler.wake)
@@ -1048,10 +1085,18 @@ class _Sink(Protocol):
 
 
 def _warn(text: str) -> None:
-    """Tell the person running jobvisor, on stderr, that logging is in trouble."""
+    """Tell the person running jobvisor, on stderr, that logging is in trouble.
+
+    Through the log's writer when records go to stderr that way (``_StreamSink``): in
+    order with them, and never waiting for a reader who stopped reading.
+    """
     stream = sys.stderr
     if stream is None:
         return
+    for sink in _writers:
+        if sink.stream is stream:
+            sink.say(f"jobvisor: {text}")
+            return
     try:
         stream.write(f"jobvisor: {text}\n")
         stream.flush()
@@ -1089,27 +1134,145 @@ class _Trouble:
             _warn(f"{self.target} is writable again; {dropped} {self.lost} {self.fate[1]}")
 
 
+class _Status:
+    """A status line to draw (``_StreamSink.show``) waiting in a writer's backlog."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+# What a stream's writer keeps for a reader who stopped reading, in characters: about two
+# thousand records, seconds of a crash storm; a Ctrl-S or a paused `less` of that long loses
+# nothing. Beyond it records are dropped and counted: memory stays bounded, however long
+# the pause.
+BACKLOG: Final = 256 * 1024
+# At the end, how long the writer may go without a byte taken before the rest is given up
+# on: a reader that reads, however slowly, gets the last line; one that stopped does not
+# hold the exit (and had not taken a byte for that long already: then no wait at all).
+STALL: Final = 2.0
+CLOSE_AT_MOST: Final = 10.0  # and at most this long in all, for a reader that crawls
+
+
 class _StreamSink:
-    """Writes lines to a text stream (stderr by default), flushing each.
+    """Writes lines to a text stream (stderr by default).
 
     On a terminal it may also keep a status line (``show``) below the
     records: each record is written over it, and it is drawn again after.
+
+    A stream a person may stop reading (a pipe, a terminal, a socket: what
+    has a file descriptor that is not a regular file's) is written by a
+    thread of its own from a bounded backlog, so a record never waits for
+    the reader (``| less`` paused, Ctrl-S, a slow ``| tee``): the thread
+    that makes it, a supervisor's or the control socket's, goes on. When
+    the backlog is full, records are dropped and counted, and the count is
+    said in one line where they are missing, once the stream takes writes
+    again (``notice`` renders it). ``close`` waits for the backlog to be
+    written while the reader reads, not longer (``STALL``). The writer is an
+    OS thread under gevent too: a greenlet blocked in a write would block
+    them all. It writes the descriptor itself, outside the stream's buffer
+    (whose lock, held in a blocked write, would stop the interpreter's exit);
+    an error there is the stream's to handle (cli's stderr makes a reader
+    gone no error).
+
+    A regular file cannot stop taking writes that way, nor can a stream in
+    memory: they are written in place, as each record comes.
     """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self._lock = threading.Lock()
         self._trouble = _Trouble(f"the log stream {getattr(stream, 'name', stream)!s}")
-        self._status = ""  # the status line now on the terminal; "" when none
+        self._status = ""  # the status line now on the terminal (or after the backlog); "" none
+        self.notice: Callable[[int], str] = _dropped_text
+        self._fd = _blocking_fd(stream)
+        if self._fd is None:
+            self._lock = threading.Lock()
+            return
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()  # what went through the stream's buffer before goes first
+        self._encoding = getattr(stream, "encoding", None) or "utf-8"
+        start, allocate = _os_threads()
+        # Invariants under _mutex (an OS lock, held for a few operations, never across a
+        # write): _backlog holds what the writer has not taken yet, in order, an int standing
+        # for that many records dropped there; _size is the length of its texts; _dropped
+        # counts records dropped since the last item, and while it is not 0 every record is
+        # dropped (a gap is one gap: what comes after it waits for the writer to catch up);
+        # _idle is True while the writer waits on _wakeup (then held) for work; _put_count
+        # counts the items ever put in the backlog, _written those of them the writer is done
+        # with (written, or refused by the stream).
+        self._mutex = allocate()
+        self._backlog: list[str | int | _Status] = []
+        self._size = 0
+        self._dropped = 0
+        self._idle = False
+        self._put_count = 0
+        self._written = 0
+        self._closing = False  # no more records; the writer ends once the backlog is written
+        self._abandoned = False  # close gave up on the reader: the rest is dropped
+        self._ended = False  # the writer's thread returned
+        # When the writer last had bytes taken, or was handed work while it waited for some.
+        self._progress = time.monotonic()
+        self._wakeup = allocate()
+        self._wakeup.acquire()
+        start(self._run, ())
+        _writers_changed(add=self)
 
     def show(self, status: str) -> None:
-        with self._lock:
-            with contextlib.suppress(OSError, ValueError):
-                self.stream.write(CLEAR_LINE + status)
-                self.stream.flush()
+        if self._fd is None:
+            with self._lock:
+                with contextlib.suppress(OSError, ValueError):
+                    self.stream.write(CLEAR_LINE + status)
+                    self.stream.flush()
+                self._status = status
+            return
+        with self._mutex:
             self._status = status
+            last = self._backlog[-1] if self._backlog else None
+            if isinstance(last, _Status):
+                last.text = status  # a redraw not drawn yet is replaced, never queued after it
+            else:
+                self._backlog.append(_Status(status))
+                self._put_count += 1
+            self._wake()
 
     def write(self, line: str) -> None:
+        self._put(line, record=True)
+
+    def say(self, text: str) -> None:
+        """A line of jobvisor's own (a verdict, a warning): in order with the records, never
+        dropped for the backlog's bound, and never waiting for the reader either."""
+        self._put(text, record=False)
+
+    def _put(self, line: str, *, record: bool) -> None:
+        if self._fd is None:
+            self._write_in_place(line)
+            return
+        with self._mutex:
+            if self._abandoned:
+                return
+            text = line + "\n"
+            if self._status:
+                text = CLEAR_LINE + text + self._status  # one write: the two never interleave
+            if record and (self._dropped or (self._size and self._size + len(text) > BACKLOG)):
+                self._dropped += 1
+                return
+            if self._dropped:
+                self._backlog.append(self._dropped)
+                self._dropped = 0
+            self._backlog.append(text)
+            self._size += len(text)
+            self._put_count += 1
+            self._wake()
+
+    def _wake(self) -> None:
+        """Under _mutex: the writer, if it waits for work."""
+        if self._idle:
+            self._idle = False
+            self._progress = time.monotonic()  # a stall is counted from here, not from idling
+            self._wakeup.release()
+
+    def _write_in_place(self, line: str) -> None:
         with self._lock:
             text = line + "\n"
             if self._status:
@@ -1122,8 +1285,207 @@ class _StreamSink:
             else:
                 self._trouble.succeeded()
 
+    def flush(self) -> None:
+        """Wait until what was written before is on the stream, while the reader reads
+        (``STALL``): before a line the program writes to the same terminal another way."""
+        if self._fd is None:
+            return
+        with self._mutex:
+            target = self._put_count
+        self._wait(lambda: self._written >= target)
+
     def close(self) -> None:
-        """The stream belongs to the caller: it stays open."""
+        """Write what is left while the reader takes it, then end the writer. The stream
+        belongs to the caller: it stays open."""
+        if self._fd is None:
+            return
+        with self._mutex:
+            if self._closing:
+                return
+            self._closing = True
+            if self._dropped:  # said last, where they are missing
+                self._backlog.append(self._dropped)
+                self._dropped = 0
+            self._wake()
+        _writers_changed(remove=self)
+        if not self._wait(lambda: self._ended):
+            with self._mutex:
+                self._abandoned = True  # a write that returns some day drops the rest
+
+    def _wait(self, done: Callable[[], bool]) -> bool:
+        """Whether ``done()`` came true before the writer went ``STALL`` seconds without a
+        byte taken (or ``CLOSE_AT_MOST`` passed). Short naps: it is asked once or twice in a
+        process's life, and a nap lets the other greenlets run under gevent."""
+        until = time.monotonic() + CLOSE_AT_MOST
+        nap = 0.001
+        while not done():
+            now = time.monotonic()
+            if now - self._progress >= STALL or now >= until:
+                return False
+            time.sleep(nap)
+            nap = min(2 * nap, 0.05)
+        return True
+
+    # -- the writer's thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._turn():
+                pass
+        finally:
+            self._ended = True
+
+    def _turn(self) -> bool:
+        """Write what the backlog holds, or wait for more; False: the writer ends."""
+        with self._mutex:
+            items, self._backlog, self._size = self._backlog, [], 0
+            taken = self._put_count
+            if self._dropped:  # the gap ends here: what comes next has room again
+                items.append(self._dropped)
+                self._dropped = 0
+            if not items:
+                if self._closing or self._abandoned:
+                    return False
+                self._idle = True
+        if not items:
+            self._wakeup.acquire()
+            return True
+        # A write at most a pipe's atomic size, cut between records: another writer of the
+        # pipe (a job sharing our stderr) never lands inside one, and a reader that reads, if
+        # slowly, is seen to (``STALL``).
+        chunk: list[bytes] = []
+        size = 0
+        for item in items:
+            if isinstance(item, str):
+                text = item
+            elif isinstance(item, _Status):
+                text = CLEAR_LINE + item.text
+            else:
+                text = self._notice_line(item)
+            data = text.encode(self._encoding, "backslashreplace")
+            if size and size + len(data) > select.PIPE_BUF:
+                self._send(b"".join(chunk))
+                chunk.clear()
+                size = 0
+            chunk.append(data)
+            size += len(data)
+        self._send(b"".join(chunk))
+        self._written = taken  # one writer: no lock needed to move it on
+        return not self._abandoned
+
+    def _notice_line(self, count: int) -> str:
+        try:
+            line = self.notice(count)
+        except Exception:
+            line = _dropped_text(count)
+        return line + "\n"
+
+    def _send(self, encoded: bytes) -> None:
+        data = memoryview(encoded)
+        fd = self._fd
+        assert fd is not None
+        while data and not self._abandoned:
+            try:
+                written = os.write(fd, data)
+            except BlockingIOError:
+                # Someone made the descriptor non-blocking (a job, on the stderr it shares):
+                # wait until it takes writes, as a blocking write would.
+                _os_select()([], [fd], [], 1.0)
+                continue
+            except OSError as exc:
+                if not self._abandoned:  # else the stream may be closed by now: not ours to use
+                    self._through_the_stream(data.tobytes().decode(self._encoding, "replace"), exc)
+                return
+            data = data[written:]
+            with self._mutex:
+                self._progress = time.monotonic()
+        if self._trouble.dropped:
+            self._trouble.succeeded()
+
+    def _through_the_stream(self, text: str, error: OSError) -> None:
+        """The descriptor refused ``text`` (EPIPE: the reader is gone; EIO): the stream says
+        what that means, as when it is written in place (cli's stderr takes a reader gone
+        for no error, and is /dev/null from then on)."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError) as exc:
+            self._trouble.failed(exc)
+        except Exception:
+            self._trouble.failed(error)
+        else:
+            self._trouble.succeeded()
+
+
+# The stream sinks that have a writer's thread, for ``_warn``: replaced whole (read
+# without a lock, from any thread) under _writers_lock.
+_writers: tuple[_StreamSink, ...] = ()
+_writers_lock = _plain_lock()
+
+
+def _writers_changed(*, add: _StreamSink | None = None, remove: _StreamSink | None = None) -> None:
+    global _writers  # noqa: PLW0603 - one tuple for the process, replaced whole
+    with _writers_lock:
+        kept = tuple(sink for sink in _writers if sink is not remove)
+        _writers = (add, *kept) if add is not None else kept  # the newest first
+
+
+def _dropped_line(handler: _LineHandler, count: int) -> str:
+    """The line that says ``count`` records were dropped, as ``handler`` renders a record."""
+    record = logbook.LogRecord(
+        "supervision.logging",
+        logbook.WARNING,
+        "{} log records dropped: the log's reader did not keep up",
+        args=(count,),
+    )
+    record.time = datetime.now(UTC)  # logbook stamps a record only when a Logger makes it
+    return handler.render(record, _NO_SECRETS)
+
+
+_NO_SECRETS: Final = SecretMasker()  # the count's line holds none
+
+
+def _dropped_text(count: int) -> str:
+    return f"jobvisor: {count} log records dropped: the log's reader did not keep up"
+
+
+def _blocking_fd(stream: TextIO) -> int | None:
+    """The descriptor to write ``stream`` through a writer thread; None: write it in place.
+
+    A regular file, a stream without a descriptor (in memory, a test's capture) and a
+    non-blocking one (it drops what it cannot write: cli's pipe to a detached daemon's
+    launcher) never hold a record up.
+    """
+    try:
+        fd = stream.fileno()
+        mode = os.fstat(fd).st_mode
+        blocking = os.get_blocking(fd)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+    if stat.S_ISREG(mode) or not blocking:
+        return None
+    return fd
+
+
+def _os_threads() -> tuple[Callable[..., object], Callable[[], Any]]:
+    """``start_new_thread`` and ``allocate_lock`` of the OS, also under gevent."""
+    if active_runtime() == "gevent":
+        from gevent import monkey  # noqa: PLC0415 - only under the gevent runtime
+
+        return (
+            monkey.get_original("_thread", "start_new_thread"),
+            monkey.get_original("_thread", "allocate_lock"),
+        )
+    return _thread.start_new_thread, _thread.allocate_lock
+
+
+def _os_select() -> Callable[..., Any]:
+    """``select.select`` of the OS, for a writer's thread (gevent's is for greenlets)."""
+    if active_runtime() == "gevent":
+        from gevent import monkey  # noqa: PLC0415 - only under the gevent runtime
+
+        return monkey.get_original("select", "select")  # type: ignore[no-any-return]
+    return select.select
 
 
 class _FileSink:
