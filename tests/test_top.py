@@ -450,12 +450,19 @@ def test_top_fits_a_long_name_and_wide_characters(
             assert NAME.endswith(screen[job].split()[0][1:])
         else:
             assert screen[job].split()[0] == NAME
+        # A redraw in progress may be caught half drawn: the rows are read once both are whole.
+        def drawn() -> dict[int, str] | None:
+            got = {y: term.cells(y) for y in (job, boom)}
+            return got if all(re.match(r"in \d+m\d+s", c[at:]) for c in got.values()) else None
+
+        row = term.wait_for("both NEXT START cells drawn", drawn)
+        assert isinstance(row, dict)
         for y in (job, boom):
-            cells = term.cells(y)
+            cells = row[y]
             assert re.match(r"in \d+m\d+s", cells[at:]), cells
             assert cells[at - 2 : at] == "  ", cells  # the gap before it is whole
-        assert "💥\0💥\0" in term.cells(boom)
-        assert "…" in term.cells(boom)[:at]
+        assert "💥\0💥\0" in row[boom]
+        assert "…" in row[boom][:at]
         os.write(term.fd, b"q")
         assert term.finish(timeout=5) == 0
     finally:
