@@ -25,6 +25,7 @@ from actors._errors import JobFailure, SpecError
 from actors._http import check_url, redact_url
 from actors._runtime import active_runtime
 from actors._spawn import REAPED_UNREAD, _confined, reaped_unread
+from actors._taken import split_host_port
 
 if TYPE_CHECKING:
     import threading
@@ -79,7 +80,7 @@ class ReadyProbe:
                 about=got,
             )
         if self.tcp is not None:
-            _split_host_port(self.tcp)
+            split_host_port(self.tcp)
         if self.http is not None:
             check_url(self.http, "ready.http")
         if self.command is not None:
@@ -185,16 +186,8 @@ class _Seen:
     timed_out: bool = False
 
 
-def _split_host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
-    host = host.removeprefix("[").removesuffix("]").strip()  # "[::1]:80"
-    ok = bool(sep and host and port.isdigit() and port.isascii() and 0 < int(port[:6]) < 65536)
-    need(ok, "ready.tcp", "host:port like localhost:5432", value)
-    return host, int(port)
-
-
 def _check_tcp(address: str, budget: float) -> _Seen | None:
-    host, port = _split_host_port(address)
+    host, port = split_host_port(address)
     try:
         with socket.create_connection((host, port), timeout=budget):
             return None

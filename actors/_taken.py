@@ -11,7 +11,10 @@ import socket
 from typing import Final
 from urllib.parse import urlsplit
 
-__all__ = ["loopback_address", "taken_before"]
+from actors._checks import need
+from actors._errors import SpecError
+
+__all__ = ["loopback_address", "split_host_port", "taken_before"]
 
 _TAKEN_WAIT: Final = 0.2  # seconds a look at a loopback address before a start may take
 
@@ -22,11 +25,10 @@ def loopback_address(probe: object) -> tuple[str, int] | None:
     probe (a command probe, an embedder's own)."""
     tcp, http = getattr(probe, "tcp", None), getattr(probe, "http", None)
     if isinstance(tcp, str):
-        host, sep, port_text = tcp.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]").strip()
-        if not (sep and port_text.isdigit() and port_text.isascii()):
+        try:
+            host, port = split_host_port(tcp)
+        except SpecError:  # a ReadyProbe's was checked when made; an embedder's may be anything
             return None
-        port = int(port_text)
     elif isinstance(http, str):
         parts = urlsplit(http)
         try:
@@ -42,6 +44,15 @@ def loopback_address(probe: object) -> tuple[str, int] | None:
         return (host, port) if ipaddress.ip_address(host).is_loopback else None
     except ValueError:
         return None
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:80`` too) as (host, port); ``SpecError`` for anything else."""
+    host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    host = host.removeprefix("[").removesuffix("]").strip()  # "[::1]:80"
+    ok = bool(sep and host and port.isdigit() and port.isascii() and 0 < int(port[:6]) < 65536)
+    need(ok, "ready.tcp", "host:port like localhost:5432", value)
+    return host, int(port)
 
 
 def taken_before(probe: object) -> str | None:
