@@ -19,6 +19,7 @@ __all__ = [
     "AttemptFinished",
     "BreakerChanged",
     "ChildExited",
+    "Commanded",
     "CooldownStarted",
     "Escalated",
     "Event",
@@ -134,6 +135,18 @@ class ThreadAbandoned(Event):
     """The thread (or greenlet) ``thread`` of the child at ``path`` outlived its kill."""
 
     thread: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Commanded(Event):
+    """Someone outside the tree acted on the child at ``path``, and it was done: ``action`` is
+    ``start``, ``stop``, ``restart`` or ``signal`` (a person's, through the CLI, the HTTP API
+    or the embedded API; ``signal`` names the one sent), ``add`` or ``remove`` (a reload's, or
+    ``Tree.add_child`` / ``remove_child``: a changed job is removed, then added). Nothing is
+    published when nothing was done (``nothing to stop``, a refused start)."""
+
+    action: str
+    signal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -435,9 +435,12 @@ _JOB_TYPES: Final[dict[str, Shape]] = {
     ),
     "isolation": Choice(ISOLATIONS),
     "output": AnyOf(
-        (FLAG, fields_of(
-            OUTPUT_KEYS, {"max_bytes": SIZE, "backups": COUNT, "log": FLAG}, nullable=False
-        ))
+        (
+            FLAG,
+            fields_of(
+                OUTPUT_KEYS, {"max_bytes": SIZE, "backups": COUNT, "log": FLAG}, nullable=False
+            ),
+        )
     ),
     "notify": _NOTIFY,
     "user": AnyOf(

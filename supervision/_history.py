@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FILENAME",
+    "STATE_KINDS",
     "JournalError",
     "journal_path",
     "last_breaker_states",
@@ -30,6 +31,26 @@ __all__ = [
 ]
 
 FILENAME: Final = "journal.sqlite3"
+
+# The decisions that say what became of a child: the latest of them is what a daemon's restore
+# goes by (a cooldown still running is taken up again). Not among them, as they change nothing
+# of its state: a breaker's change, an abandoned thread, a notification's delivery (one comes
+# just after the cooldown it tells of), a person's signal.
+STATE_KINDS: Final = (
+    "restart",
+    "restart_cancelled",
+    "give_up",
+    "not_started",
+    "escalate",
+    "cooldown",
+    "probation_passed",
+    "person_start",
+    "person_stop",
+    "person_restart",
+    "added",
+    "removed",
+)
+STATE_KINDS_SQL: Final = "(" + ", ".join(f"'{kind}'" for kind in STATE_KINDS) + ")"
 
 
 class JournalError(JobvisorError):
@@ -237,15 +258,11 @@ def open_cooldowns(db: Path, now: float) -> dict[str, tuple[float, int]]:
         return {}
     rows = _query(
         db,
-        # An abandoned thread is no decision about the child's state: it cannot hide a cooldown.
-        "SELECT path, kind, detail, at FROM decisions WHERE kind NOT IN ('breaker', 'abandoned')"
-        " AND id IN (SELECT MAX(id) FROM decisions WHERE kind NOT IN ('breaker', 'abandoned')"
-        " GROUP BY path)",
+        f"SELECT path, kind, detail, at FROM decisions WHERE id IN (SELECT MAX(id) FROM decisions"  # noqa: S608 - constants
+        f" WHERE kind IN {STATE_KINDS_SQL} GROUP BY path) AND kind = 'cooldown'",
     )
     found: dict[str, tuple[float, int]] = {}
-    for path, kind, detail, at in rows:
-        if kind != "cooldown":
-            continue
+    for path, _kind, detail, at in rows:
         data = json.loads(detail)
         left = float(at) + float(data["duration"]) - now
         if left > 0:

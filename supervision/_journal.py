@@ -40,6 +40,7 @@ from supervision._files import (
     open_private,
 )
 from supervision._history import (
+    STATE_KINDS_SQL,
     JournalError,
     companions,
     journal_path,
@@ -143,9 +144,9 @@ _PRUNE: Final = {
     "decisions": "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions WHERE path = ?"
     " AND id <= ? AND id != ? ORDER BY id LIMIT ?)",
 }
-# The decision open_cooldowns reads of a path (its latest but breakers' and abandoned threads').
+# The decision open_cooldowns reads of a path: its latest about the child's state.
 _LAST_STATE: Final = (
-    "SELECT id FROM decisions WHERE path = ? AND kind NOT IN ('breaker', 'abandoned')"
+    f"SELECT id FROM decisions WHERE path = ? AND kind IN {STATE_KINDS_SQL}"  # noqa: S608 - constants
     " ORDER BY id DESC LIMIT 1"
 )
 # What SQLite raises for a row it cannot take (a lone surrogate in a text, an int past 64
@@ -326,6 +327,7 @@ class Journal:
             ev.ProbationPassed,
             ev.BreakerChanged,
             ev.ThreadAbandoned,
+            ev.Commanded,
         }
     )
 
@@ -362,7 +364,7 @@ class Journal:
                 self._hashes.get(event.path),
                 event.node,
             )
-        found = _decision(event)
+        found = _commanded(event) if type(event) is ev.Commanded else _decision(event)
         if found is None:
             return None
         path, kind, detail = found
@@ -798,6 +800,16 @@ def _decision(event: ev.Event) -> tuple[str, str, dict[str, object]] | None:
         case ev.ThreadAbandoned():
             found = (event.path, "abandoned", {"thread": event.thread})
     return found
+
+
+def _commanded(event: ev.Commanded) -> tuple[str, str, dict[str, object]]:
+    """A ``Commanded``'s (path, kind, detail): ``added``/``removed`` (a reload's, or the
+    embedded API's), else a person's action, ``person_stop`` ... (``person_signal`` with its
+    signal)."""
+    if event.action in ("add", "remove"):
+        return event.path, f"{event.action.removesuffix('e')}ed", {}
+    detail: dict[str, object] = {} if event.signal is None else {"signal": event.signal}
+    return event.path, f"person_{event.action}", detail
 
 
 def _rows(count: int) -> str:

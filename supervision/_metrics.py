@@ -115,9 +115,7 @@ class TreeMetrics:
 
         both: Any = sink
         both.event_types = (
-            None
-            if then is not None and kinds is None
-            else EVENT_TYPES | (kinds or set())
+            None if then is not None and kinds is None else EVENT_TYPES | (kinds or set())
         )
         both.on_state = self.on_state
         both.on_failure = self.on_failure

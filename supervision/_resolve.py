@@ -301,9 +301,7 @@ class Resolver:
             self.secrets.add(value)
         return value
 
-    def secret(
-        self, value: dict[Any, Any], path: str, line: int | None, depth: int
-    ) -> Secret:
+    def secret(self, value: dict[Any, Any], path: str, line: int | None, depth: int) -> Secret:
         """The value of ``{secret: {env: NAME}}`` or ``{secret: {file: PATH}}``."""
         at = join(path, "secret")
         at_line = getattr(value, "lines", {}).get("secret", line)

@@ -1359,6 +1359,7 @@ class Supervisor(OwnActor):
                 if said is not None:
                     settle(cmd.reply, said)
                     return
+                self._commanded(rec, "stop")
                 self._person_stop(rec, Intent.STOP, lambda: settle(cmd.reply))
             case Op.REMOVE:
                 self._person_stop(rec, Intent.REMOVE, lambda: self._remove(rec, cmd.reply))
@@ -1379,6 +1380,7 @@ class Supervisor(OwnActor):
         if rec.actor is not None:  # nothing was done: it says so, as a stop does
             return self._nothing_to_start(rec)
         self._person_start(rec)
+        self._commanded(rec, "start")
         return None
 
     def _signal(self, rec: ChildRecord, signum: int) -> None:
@@ -1402,7 +1404,9 @@ class Supervisor(OwnActor):
                 else f"is not running ({rec.state.value})"
             )
         else:
-            log.info("{}: {} sent (by a person)", rec.path, signal_name(signum), extra=_acted(rec))
+            name = signal_name(signum)
+            log.info("{}: {} sent (by a person)", rec.path, name, extra=_acted(rec))
+            self._commanded(rec, "signal", name)
             return
         raise NotSignalledError(rec.path, f"{why}; nothing was sent")
 
@@ -1430,6 +1434,15 @@ class Supervisor(OwnActor):
             said = f"{rec.path}: already {rec.state.value}; nothing to start"
         log.info("{}", said, extra=_acted(rec))
         return said
+
+    def _commanded(self, rec: ChildRecord, action: str, signal: str | None = None) -> None:
+        """Tell the journal (and subscribers) what was done to ``rec`` from outside the tree:
+        a daemon's restore must know that a person's start ended the cooldown it journaled."""
+        at = self.ctx.wall()
+        self.ctx.publish(
+            ev.Commanded,
+            lambda: ev.Commanded(path=rec.path, at=at, action=action, signal=signal),
+        )
 
     def _person_stop(self, rec: ChildRecord, intent: Intent, then: Callable[[], None]) -> None:
         """A stop a person asked for: never a failure, never counted against intensity."""
@@ -1488,6 +1501,7 @@ class Supervisor(OwnActor):
                 self._set_state(rec, State.STOPPED)
             settle(reply, error=sys.exc_info())
             return
+        self._commanded(rec, "restart")
         settle(reply)
 
     def _remove(self, rec: ChildRecord, reply: pykka.Future[Any]) -> None:
@@ -1508,6 +1522,7 @@ class Supervisor(OwnActor):
             old, rec.state = rec.state, State.STOPPED
             self.ctx.state_changed(rec.path, old, State.STOPPED)
         log.info("{}: removed", rec.path, extra={"path": rec.path})
+        self._commanded(rec, "remove")
         if not self.children:
             log.info("{}: no children left; idle until one is added", self._name, extra=self._here)
         settle(reply)
@@ -1524,6 +1539,7 @@ class Supervisor(OwnActor):
         rec = self._add_record(spec, before)
         self._watch_groups(rec)
         log.info("{}: added", rec.path, extra={"path": rec.path})
+        self._commanded(rec, "add")
         # Its path ran nothing until now: said, so that a subscriber sees where its story
         # starts (made at the tree's start, a record's `pending` goes unsaid).
         self.ctx.state_changed(rec.path, State.STOPPED, State.PENDING)

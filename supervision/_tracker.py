@@ -138,9 +138,7 @@ class Tracker:
         if len(dead) >= len(leaves) and dead >= leaves:
             return True
         groups = tuple(f"{g}/" for g in self._dead_groups)
-        return bool(groups) and all(
-            leaf in dead or leaf.startswith(groups) for leaf in leaves
-        )
+        return bool(groups) and all(leaf in dead or leaf.startswith(groups) for leaf in leaves)
 
     def wait_settled(self, timeout: float | None) -> bool:
         with self._cond:

@@ -103,4 +103,3 @@ def raise_two_args(path: str) -> None:
     """Count the call, then raise."""
     _calls(path)
     raise TwoArgs(1, 2)
-

@@ -320,7 +320,9 @@ def test_sigterm_stops_a_dependant_listed_first_before_what_it_depends_on(
 
     def service(name: str, extra: str = "") -> str:
         up = tmp_path / f"{name}.up"
-        shell = f"trap 'echo {name} >> {log}; exit 0' TERM; touch {up}; while :; do sleep 0.02; done"
+        shell = (
+            f"trap 'echo {name} >> {log}; exit 0' TERM; touch {up}; while :; do sleep 0.02; done"
+        )
         return (
             f"  - {{name: {name}, service: true, command: {json.dumps(shell)}, "
             f"ready: {{command: [test, -e, {up}]}}{extra}}}\n"
@@ -342,7 +344,9 @@ def test_sigterm_stops_a_dependant_listed_first_before_what_it_depends_on(
         )
         try:
             wait_until((tmp_path / "app.up").exists, "app started", proc=proc)
-            wait_until(lambda: "app: started (start 1)" in errfile.read_text(), "app ready", proc=proc)
+            wait_until(
+                lambda: "app: started (start 1)" in errfile.read_text(), "app ready", proc=proc
+            )
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=30)
         finally:
@@ -526,11 +530,19 @@ def test_a_closed_stdout_is_no_traceback_and_no_file_of_ours(tmp_path: Path) -> 
         """,
     )
     # (With --json a job's prints go to stderr, as ever.)
-    for verb, err in ((["validate"], ""), (["run"], ""), (["run", "--json"], "hello from python\n")):
+    for verb, err in (
+        (["validate"], ""),
+        (["run"], ""),
+        (["run", "--json"], "hello from python\n"),
+    ):
         out = subprocess.run(
             ["sh", "-c", 'exec "$@" >&-', "sh", *CLI, *verb],
-            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True, text=True, timeout=60, check=False,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert (out.returncode, out.stderr) == (0, err), verb
     assert "hello from python" not in (tmp_path / "jobvisor.log").read_text()
@@ -550,8 +562,12 @@ def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
     def gone(*verb: str) -> tuple[int, str]:
         read, write = os.pipe()
         proc = subprocess.Popen(
-            [*CLI, *verb], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=write, stderr=subprocess.PIPE, text=True,
+            [*CLI, *verb],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         os.close(write)
         os.close(read)  # before it writes a byte: its first write breaks the pipe
@@ -616,9 +632,7 @@ def test_python_jobs_run_beside_the_manifest_as_commands_do(tmp_path: Path) -> N
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     project.mkdir()
     elsewhere.mkdir()
-    (project / "extract.py").write_text(
-        "def main():\n    open('raw.txt', 'w').write('data\\n')\n"
-    )
+    (project / "extract.py").write_text("def main():\n    open('raw.txt', 'w').write('data\\n')\n")
     write(
         project,
         """
@@ -985,8 +999,13 @@ def test_a_daemon_stays_reachable_while_its_manifest_is_mid_edit(tmp_path: Path)
         # Without the variable the command cannot know where to look: it says so.
         unset = {k: v for k, v in os.environ.items() if k != "JV_TEST_STATE"}
         out = subprocess.run(
-            [*CLI, "status"], cwd=tmp_path, env={**unset, "PYTHONPATH": str(ROOT)},
-            capture_output=True, text=True, timeout=60, check=False,
+            [*CLI, "status"],
+            cwd=tmp_path,
+            env={**unset, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert out.returncode == 2, out.stderr
         assert "JV_TEST_STATE is not set" in one_line(out)
@@ -1019,12 +1038,20 @@ def test_a_control_command_without_a_manifest_says_so_and_exits_2(tmp_path: Path
     [("run",), ("run", "--json"), ("validate", "--explain"), ("validate",), ("schema",)],
     ids=" ".join,
 )
-def test_a_stdout_that_cannot_be_written_is_one_line_and_exit_1(tmp_path: Path, args: tuple[str, ...]) -> None:
+def test_a_stdout_that_cannot_be_written_is_one_line_and_exit_1(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
     write(tmp_path, 'version: 1\njobs:\n  - name: a\n    command: ["true"]\n')
     with open("/dev/full", "w") as full:  # noqa: PTH123
         out = subprocess.run(
-            [*CLI, *args], cwd=tmp_path, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+            [*CLI, *args],
+            cwd=tmp_path,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=False,
         )
     assert out.returncode == 1, out.stderr
     assert "jobvisor: cannot write to stdout: No space left on device\n" in out.stderr
@@ -1033,7 +1060,9 @@ def test_a_stdout_that_cannot_be_written_is_one_line_and_exit_1(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device"])
-def test_a_manifest_that_is_not_a_regular_file_is_said_so_and_never_read(tmp_path: Path, kind: str) -> None:
+def test_a_manifest_that_is_not_a_regular_file_is_said_so_and_never_read(
+    tmp_path: Path, kind: str
+) -> None:
     if kind == "fifo":
         path = tmp_path / "jobs.yaml"
         os.mkfifo(path)

@@ -41,13 +41,22 @@ def test_a_declared_one_is_relative_to_the_manifest(tmp_path: Path) -> None:
 def test_a_manifest_being_edited_still_gives_its_declared_state_dir(
     tmp_path: Path, broken: str
 ) -> None:
-    for line in ("state_dir: elsewhere", "state_dir: 'elsewhere'  # the daemon's", 'state_dir: "elsewhere"'):
+    for line in (
+        "state_dir: elsewhere",
+        "state_dir: 'elsewhere'  # the daemon's",
+        'state_dir: "elsewhere"',
+    ):
         path = manifest(tmp_path, f"version: 1\n{line}\n" + HEAD.split("\n", 1)[1] + broken)
         assert find_state_dir(path) == str(tmp_path / "elsewhere"), (line, broken)
 
 
 def test_a_null_state_dir_under_a_yaml_error_is_the_default(tmp_path: Path) -> None:
-    for line in ("state_dir: ~", "state_dir: null  # the default", "state_dir:", "state_dir: x\t# c"):
+    for line in (
+        "state_dir: ~",
+        "state_dir: null  # the default",
+        "state_dir:",
+        "state_dir: x\t# c",
+    ):
         path = manifest(tmp_path, f"version: 1\n{line}\n" + HEAD.split("\n", 1)[1] + "[broken\n")
         want = tmp_path / ("x" if line.endswith("# c") else ".jobvisor")
         assert find_state_dir(path) == str(want), line

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Running]:
     running = start_daemon(tmp_path, BASE)
@@ -61,7 +62,15 @@ def test_status_and_every_verb_with_exit_codes(daemon: Running) -> None:
 def test_no_daemon_is_exit_3(tmp_path: Path) -> None:
     (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
     for verb in (["status"], ["stop", "svc"], ["reload"]):
-        out = subprocess.run([*CLI, *verb], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False)
+        out = subprocess.run(
+            [*CLI, *verb],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert out.returncode == 3, out.stderr
         assert "no daemon" in out.stderr
 
@@ -74,14 +83,20 @@ def test_socket_is_private(daemon: Running) -> None:
 
 def test_reload_applies_only_the_difference(daemon: Running) -> None:
     before = daemon.nodes()
-    manifest = BASE.replace("args: [4]", "args: [9]") + """
+    manifest = (
+        BASE.replace("args: [4]", "args: [9]")
+        + """
   - name: extra
     command: [sh, -c, "echo hi"]
 """
-    manifest = manifest.replace("""  - name: svc
+    )
+    manifest = manifest.replace(
+        """  - name: svc
     service: true
     command: [sh, -c, "while true; do sleep 0.05; done"]
-""", "")
+""",
+        "",
+    )
     manifest += """  - name: svc
     service: true
     command: [sh, -c, "while true; do sleep 0.05; done"]
@@ -95,11 +110,16 @@ def test_reload_applies_only_the_difference(daemon: Running) -> None:
     assert "extra" in after
     assert after["tick"]["starts"] == 1  # replaced: a new child
     # Removing a job stops it.
-    (daemon.dir / "jobs.yaml").write_text(textwrap.dedent(BASE).replace("""  - name: tick
+    (daemon.dir / "jobs.yaml").write_text(
+        textwrap.dedent(BASE).replace(
+            """  - name: tick
     python: "math:sqrt"
     args: [4]
     every: 10s
-""", ""))
+""",
+            "",
+        )
+    )
     out = daemon.cli("reload")
     assert out.returncode == 0, out.stderr
     assert "remove tick" in out.stdout
@@ -133,10 +153,13 @@ def test_a_reload_naming_another_manifest_says_which_one_the_daemon_read(
 
 
 def test_sighup_reloads(daemon: Running) -> None:
-    (daemon.dir / "jobs.yaml").write_text(textwrap.dedent(BASE) + """
+    (daemon.dir / "jobs.yaml").write_text(
+        textwrap.dedent(BASE)
+        + """
   - name: late
     command: [sh, -c, "true"]
-""")
+"""
+    )
     daemon.proc.send_signal(signal.SIGHUP)
     journal = daemon.state / "journal.sqlite3"
     # The reload starts `late`; its attempt reaches the journal: wait on that, not on time.
@@ -148,17 +171,23 @@ def test_a_sigterm_while_a_readiness_probe_holds_the_start_stops_the_daemon_now(
     tmp_path: Path,
 ) -> None:
     """It waited up to 60 s for the tree's start, said "daemon ready", and only then stopped."""
-    (tmp_path / "jobs.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent("""
         version: 1
         jobs:
           - name: slow
             service: true
             command: [sleep, '100']
             ready: {command: [sh, -c, "test -e go"], timeout: 60s, interval: 20ms}
-        """))
+        """)
+    )
     proc = subprocess.Popen(
-        [*CLI, "daemon"], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
+        [*CLI, "daemon"],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_until((tmp_path / ".jobvisor" / "control.sock").exists, "it serves", proc=proc)
@@ -174,7 +203,15 @@ def test_a_sigterm_while_a_readiness_probe_holds_the_start_stops_the_daemon_now(
 
 
 def test_two_daemons_on_one_state_dir(daemon: Running) -> None:
-    second = subprocess.run([*CLI, "daemon"], cwd=daemon.dir, env=ENV, capture_output=True, text=True, timeout=60, check=False)
+    second = subprocess.run(
+        [*CLI, "daemon"],
+        cwd=daemon.dir,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert second.returncode == 2
     assert "another jobvisor (daemon, pid" in second.stderr
     assert daemon.status()["state"] == "running"
@@ -184,9 +221,16 @@ def test_malformed_requests_get_errors_and_never_hurt_the_daemon(daemon: Running
     path = str(daemon.state / "control.sock")
     rng = random.Random(7)
     payloads = [
-        b"not json\n", b"[1, 2]\n", b'{"v": 99, "op": "status"}\n', b'{"v": 1, "op": "explode"}\n',
-        b'{"v": 1, "op": "stop"}\n', b'{"v": 1, "op": "stop", "job": 5}\n', b"\xff\xfe\n",
-        b'{"v": 1, "op": "sta', b"x" * (70 * 1024) + b"\n", b"",
+        b"not json\n",
+        b"[1, 2]\n",
+        b'{"v": 99, "op": "status"}\n',
+        b'{"v": 1, "op": "explode"}\n',
+        b'{"v": 1, "op": "stop"}\n',
+        b'{"v": 1, "op": "stop", "job": 5}\n',
+        b"\xff\xfe\n",
+        b'{"v": 1, "op": "sta',
+        b"x" * (70 * 1024) + b"\n",
+        b"",
     ] + [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))) + b"\n" for _ in range(30)]
     for payload in payloads:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -251,14 +295,22 @@ def test_diff_specs() -> None:
     new = SupervisorSpec(children=(b2, c, SupervisorSpec(name="g", children=(a, c))))
     changes = diff_specs(old, new)
     assert [(x.op, x.path) for x in changes] == [
-        ("remove", "a"), ("replace", "b"), ("add", "c"), ("add", "g/c"), ("update", "g"), ("update", ""),
+        ("remove", "a"),
+        ("replace", "b"),
+        ("add", "c"),
+        ("add", "g/c"),
+        ("update", "g"),
+        ("update", ""),
     ]
     # Each added or replaced child goes back before the sibling that follows it in the manifest;
     # each changed group (the root too) is updated last, to the manifest's order and policy.
     assert [x.before for x in changes[:4]] == [None, "g", "g", None]
     assert [(x.parent, x.spec) for x in changes[4:]] == [("", new.children[2]), ("", new)]
     assert [line for x in changes for line in x.summary] == [
-        "remove a", "replace b", "add c", "add g/c",
+        "remove a",
+        "replace b",
+        "add c",
+        "add g/c",
     ]
     assert diff_specs(old, old) == []
     # A group down now only takes its new spec, to start from when it starts again; what
@@ -269,7 +321,8 @@ def test_diff_specs() -> None:
     # Its own policy changed: updated in place, never replaced (its children keep running).
     slower = SupervisorSpec(name="g", children=(a,), strategy=Strategy.ONE_FOR_ALL)
     assert [x.summary for x in diff_specs(old, replace(old, children=(a, b, slower)))] == [
-        ("update g: strategy: one_for_all",), (),
+        ("update g: strategy: one_for_all",),
+        (),
     ]
 
 
@@ -315,7 +368,12 @@ def test_detach_returns_once_the_daemon_answers(tmp_path: Path) -> None:
     try:
         launcher = subprocess.run(
             [*CLI, "daemon", "--detach", "--pidfile", str(pidfile), "--log-level", "debug"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert launcher.returncode == 0, launcher.stderr
         # Its log goes to a private file in the state dir (its stderr is /dev/null once it
@@ -326,7 +384,15 @@ def test_detach_returns_once_the_daemon_answers(tmp_path: Path) -> None:
         assert stat.S_IMODE(log.stat().st_mode) == 0o600
         assert "daemon ready" in log.read_text()
         # No wait for READY=1 first: the daemon already answers.
-        status = subprocess.run([*CLI, "status", "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False)
+        status = subprocess.run(
+            [*CLI, "status", "--json"],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["state"] == "running"
         while b"READY=1" not in notify.recv(4096):
@@ -349,7 +415,10 @@ def test_detach_returns_once_the_daemon_answers(tmp_path: Path) -> None:
     [
         (None, "no manifest at"),
         ("version: 1\njobs:\n  - name: a\n    command: [true\n", "jobs.yaml"),
-        ("version: 1\njobs:\n  - name: a\n    command: [true]\n    restart: sometimes\n", "restart"),
+        (
+            "version: 1\njobs:\n  - name: a\n    command: [true]\n    restart: sometimes\n",
+            "restart",
+        ),
     ],
     ids=["missing", "yaml-error", "bad-field"],
 )
@@ -359,7 +428,13 @@ def test_detach_with_a_bad_manifest_says_why_and_exits_2(
     if manifest is not None:
         (tmp_path / "jobs.yaml").write_text(manifest)
     launcher = subprocess.run(
-        [*CLI, "daemon", "--detach"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+        [*CLI, "daemon", "--detach"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert launcher.returncode == 2, launcher.stderr
     assert says in launcher.stderr
@@ -369,7 +444,13 @@ def test_detach_with_a_bad_manifest_says_why_and_exits_2(
 
 def test_detach_beside_a_running_daemon_says_so_and_exits_2(daemon: Running) -> None:
     launcher = subprocess.run(
-        [*CLI, "daemon", "--detach"], cwd=daemon.dir, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+        [*CLI, "daemon", "--detach"],
+        cwd=daemon.dir,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert launcher.returncode == 2, launcher.stderr
     assert "another jobvisor (daemon, pid" in launcher.stderr, launcher.stderr
@@ -398,10 +479,13 @@ def test_a_signal_that_lands_in_another_thread_still_wakes_the_daemon(daemon: Ru
         if int(t.name) != pid and "futex" in (t / "wchan").read_text()
     ]
     assert parked, "the daemon's actors wait on locks in threads of their own"
-    (daemon.dir / "jobs.yaml").write_text(textwrap.dedent(BASE) + """
+    (daemon.dir / "jobs.yaml").write_text(
+        textwrap.dedent(BASE)
+        + """
   - name: late
     command: [sh, -c, "true"]
-""")
+"""
+    )
     libc = ctypes.CDLL(None, use_errno=True)
     sys_tgkill = 234  # x86_64
     assert libc.syscall(sys_tgkill, pid, parked[-1], signal.SIGHUP) == 0
@@ -465,7 +549,10 @@ def test_a_detached_daemon_outlives_its_launcher_and_any_bytes_a_job_writes(
     )
     launcher = subprocess.Popen(
         [*CLI, "daemon", "--detach", "--pidfile", str(pidfile)],
-        cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     with stopped_at_the_end(pidfile):
         try:
@@ -478,7 +565,12 @@ def test_a_detached_daemon_outlives_its_launcher_and_any_bytes_a_job_writes(
         def nodes() -> dict[str, Any]:
             out = subprocess.run(
                 [*CLI, "status", "--json"],
-                cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+                cwd=tmp_path,
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
             )
             if out.returncode != 0:
                 return {}
@@ -494,7 +586,12 @@ def test_a_nul_a_job_writes_before_readiness_is_not_the_verdict(tmp_path: Path) 
     with stopped_at_the_end(pidfile):
         launcher = subprocess.run(
             [*CLI, "daemon", "--detach", "--pidfile", str(pidfile)],
-            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert launcher.returncode == 0, launcher.stderr
         assert "hello\\0exit 7" in launcher.stderr
@@ -521,7 +618,9 @@ def _crash_b(running: Running) -> dict[str, dict[str, Any]]:
     starts = running.nodes()["b"]["starts"]
     (running.dir / "crash").touch()
     return wait_until(
-        lambda: (n := running.nodes())["b"]["starts"] > starts and n["b"]["state"] == "running" and n,
+        lambda: (
+            (n := running.nodes())["b"]["starts"] > starts and n["b"]["state"] == "running" and n
+        ),
         "b restarted",
         proc=running.proc,
     )
@@ -620,8 +719,13 @@ def test_a_group_restarted_after_a_reload_comes_back_as_the_manifest_says(tmp_pa
     """
     running = start_daemon(tmp_path, old)
     try:
-        new = textwrap.dedent(old) + "      - name: b\n        service: true\n        command: [sleep, '100']\n"
-        (tmp_path / "jobs.yaml").write_text(new.replace("  - group: g\n", "  - group: g\n    restart: transient\n"))
+        new = (
+            textwrap.dedent(old)
+            + "      - name: b\n        service: true\n        command: [sleep, '100']\n"
+        )
+        (tmp_path / "jobs.yaml").write_text(
+            new.replace("  - group: g\n", "  - group: g\n    restart: transient\n")
+        )
         out = running.cli("reload")
         assert out.returncode == 0, out.stderr
         assert out.stdout == "add g/b\nupdate g: restart: transient\n"
@@ -731,7 +835,10 @@ def test_stopping_a_job_that_is_not_running_changes_nothing_and_says_so(tmp_path
         first = running.cli("stop", "svc")
         assert (first.returncode, first.stdout) == (0, "svc: stopped\n")
         again = running.cli("stop", "svc")
-        assert (again.returncode, again.stdout) == (0, "svc: not running (stopped); nothing to stop\n")
+        assert (again.returncode, again.stdout) == (
+            0,
+            "svc: not running (stopped); nothing to stop\n",
+        )
     finally:
         assert stop_daemon(running) == 0
 
@@ -761,9 +868,9 @@ def test_a_clean_stop_ends_the_log_with_one_line_saying_so(tmp_path: Path) -> No
     finally:
         jv.close()
     last = jv.stderr.rstrip("\n").splitlines()[-1]
-    assert re.search(r"INFO +supervision\.daemon: daemon stopped \(exit 0\); the stop took \d", last), (
-        jv.stderr
-    )
+    assert re.search(
+        r"INFO +supervision\.daemon: daemon stopped \(exit 0\); the stop took \d", last
+    ), jv.stderr
 
 
 @pytest.mark.parametrize("how", ["foreground", "detached"])
@@ -780,7 +887,12 @@ def test_a_second_signal_kills_what_still_runs_at_once(tmp_path: Path, how: str)
     else:
         launcher = subprocess.run(
             [*CLI, "daemon", "--detach", "--pidfile", str(pidfile), "--runtime", RUNTIME],
-            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert launcher.returncode == 0, launcher.stderr
         signum, log = signal.SIGTERM, tmp_path / ".jobvisor" / "daemon.log"
@@ -836,7 +948,12 @@ def test_a_reload_applies_the_log_level_and_says_what_needs_a_restart(tmp_path: 
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [*CLI, *args], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60,
+                [*CLI, *args],
+                cwd=tmp_path,
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=60,
                 check=False,
             )
 
@@ -900,8 +1017,11 @@ def test_a_secret_a_reload_brings_is_masked_in_the_log(tmp_path: Path) -> None:
     secret = "hunter2-not-for-logs"
     with (tmp_path / "jobvisor.err").open("w") as err:
         proc = subprocess.Popen(
-            [*CLI, "daemon", "--runtime", RUNTIME], cwd=tmp_path, env={**ENV, "JV_TOKEN": secret},
-            stdout=subprocess.DEVNULL, stderr=err,
+            [*CLI, "daemon", "--runtime", RUNTIME],
+            cwd=tmp_path,
+            env={**ENV, "JV_TOKEN": secret},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
     try:
         log = tmp_path / "jobvisor.err"
@@ -912,16 +1032,28 @@ def test_a_secret_a_reload_brings_is_masked_in_the_log(tmp_path: Path) -> None:
             + """    command: [sh, -c, 'echo "token is $0"; exec /nonexistent/$0', "${secret:JV_TOKEN}"]\n"""
         )
         out = subprocess.run(
-            [*CLI, "reload"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60,
+            [*CLI, "reload"],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
             check=False,
         )
         assert out.returncode == 0, out.stderr
         wait_until(lambda: "token is ***" in log.read_text(), "leak's line, masked", proc=proc)
         output = tmp_path / ".jobvisor" / "output" / "leak.log"
-        wait_until(lambda: "token is ***" in output.read_text(), "its output file, masked", proc=proc)
+        wait_until(
+            lambda: "token is ***" in output.read_text(), "its output file, masked", proc=proc
+        )
         status = subprocess.run(
-            [*CLI, "status", "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
-            timeout=60, check=False,
+            [*CLI, "status", "--json"],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert status.returncode == 0, status.stderr
         proc.send_signal(signal.SIGTERM)
@@ -937,7 +1069,15 @@ def test_a_secret_a_reload_brings_is_masked_in_the_log(tmp_path: Path) -> None:
 
 
 def _jv(cwd: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_run_on_a_state_dir_a_daemon_holds_is_refused(daemon: Running) -> None:
@@ -956,7 +1096,11 @@ def test_a_run_holds_its_state_dir_against_a_second_run_and_a_daemon(tmp_path: P
     first = Jobvisor(tmp_path, "run")
     try:
         lock = tmp_path / ".jobvisor" / "daemon.lock"
-        wait_until(lambda: lock.exists() and lock.read_text() == f"{first.pid} run\n", "run holds the lock", proc=first.proc)
+        wait_until(
+            lambda: lock.exists() and lock.read_text() == f"{first.pid} run\n",
+            "run holds the lock",
+            proc=first.proc,
+        )
         second = _jv(tmp_path, "run")
         assert second.returncode == 2, second.stderr
         assert f"another jobvisor (run, pid {first.pid}) holds" in second.stderr
@@ -1021,7 +1165,9 @@ def test_a_sighup_early_in_the_start_does_not_kill_the_daemon(tmp_path: Path) ->
     assert proc.returncode == 0, err_file.read_text()
 
 
-def test_a_command_a_stopped_daemon_does_not_answer_says_it_may_still_be_carried_out(daemon: Running) -> None:
+def test_a_command_a_stopped_daemon_does_not_answer_says_it_may_still_be_carried_out(
+    daemon: Running,
+) -> None:
     from supervision._client import NoDaemonError, request
 
     os.kill(daemon.proc.pid, signal.SIGSTOP)
@@ -1034,4 +1180,8 @@ def test_a_command_a_stopped_daemon_does_not_answer_says_it_may_still_be_carried
         f"the daemon (pid {daemon.proc.pid}) at {daemon.state / 'control.sock'} gave no answer in 0.5s; "
         "the command was sent and may still be carried out when it answers"
     )
-    wait_until(lambda: daemon.nodes()["svc"]["state"] == "stopped", "svc stopped once it answered", proc=daemon.proc)
+    wait_until(
+        lambda: daemon.nodes()["svc"]["state"] == "stopped",
+        "svc stopped once it answered",
+        proc=daemon.proc,
+    )

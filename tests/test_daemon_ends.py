@@ -96,7 +96,12 @@ def test_a_tree_that_escalates_past_the_root_ends_the_daemon_with_exit_1(tmp_pat
     assert sum(1 for row in rows if row.get("outcome") == "failed") == 2, rows
     wait_until(lambda: gone(s1), "s1 stopped")
     status = subprocess.run(
-        [*CLI, "status"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60,
+        [*CLI, "status"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert status.returncode == 3, status.stderr
@@ -108,7 +113,8 @@ def test_a_tree_that_escalates_during_the_start_ends_the_daemon_before_it_is_rea
 ) -> None:
     """The escalation comes while a readiness probe holds the start: the daemon said "daemon
     ready" (READY=1; `--detach`'s launcher exited 0) of a tree going down, and ran on."""
-    (tmp_path / "jobs.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent("""
         version: 1
         supervisor: {on_exhausted: escalate, intensity: {max_restarts: 1}, backoff: {initial: 1ms, max: 5ms}}
         jobs:
@@ -119,12 +125,18 @@ def test_a_tree_that_escalates_during_the_start_ends_the_daemon_before_it_is_rea
             service: true
             command: [sleep, '100']
             ready: {command: [sh, -c, "test -e go"], timeout: 60s, interval: 20ms}
-        """))
+        """)
+    )
     if how == "detached":
         with killed_at_the_end(tmp_path / "jobvisor.pid"):
             launcher = subprocess.run(
                 [*CLI, "daemon", "--detach", "--pidfile", str(tmp_path / "jobvisor.pid")],
-                cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=30, check=False,
+                cwd=tmp_path,
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
             )
             assert launcher.returncode == 1, launcher.stderr
             assert "the tree ended by itself: escalation reached the root" in launcher.stderr
@@ -218,7 +230,12 @@ class Terminal:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", IN_TERMINAL, *argv],
-                cwd=cwd, env=ENV, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                cwd=cwd,
+                env=ENV,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                start_new_session=True,
             )
         finally:
             os.close(slave)
@@ -303,13 +320,19 @@ def test_a_daemon_started_under_nohup_survives_its_terminal_and_then_reloads(
     where its stdout and stderr go (/dev/null), and a later SIGHUP still reloads."""
     (tmp_path / "jobs.yaml").write_text(textwrap.dedent(IN_A_TERMINAL))
     log, pidfile = tmp_path / "daemon.log", tmp_path / "jobvisor.pid"
-    terminal = Terminal(tmp_path, ["nohup", *CLI, "daemon", "--log-file", str(log), "--pidfile", str(pidfile)])
+    terminal = Terminal(
+        tmp_path, ["nohup", *CLI, "daemon", "--log-file", str(log), "--pidfile", str(pidfile)]
+    )
     with killed_at_the_end(pidfile, tmp_path / "svc.pid"):
         try:
             wait_until(lambda: log.exists() and "daemon ready" in log.read_text(), "ready")
             pid = int(pidfile.read_text())
             terminal.hang_up()
-            wait_until(lambda: "the terminal hung up" in log.read_text(), "the hangup seen", proc=terminal.proc)
+            wait_until(
+                lambda: "the terminal hung up" in log.read_text(),
+                "the hangup seen",
+                proc=terminal.proc,
+            )
             assert "running on" in log.read_text()
             assert "reloaded " not in log.read_text(), "the hangup is no reload"
             # A SIGHUP just after the hangup may be the hangup's own (the kernel's, as the
@@ -364,13 +387,19 @@ def test_a_daemon_without_a_terminal_reloads_on_every_sighup(tmp_path: Path) -> 
     (tmp_path / "jobs.yaml").write_text(textwrap.dedent(IN_A_TERMINAL))
     log = tmp_path / "daemon.log"
     proc = subprocess.Popen(
-        [*CLI, "daemon", "--log-file", str(log)], cwd=tmp_path, env=ENV,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [*CLI, "daemon", "--log-file", str(log)],
+        cwd=tmp_path,
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     with killed_at_the_end(tmp_path / "svc.pid"):
         try:
-            wait_until(lambda: log.exists() and "daemon ready" in log.read_text(), "ready", proc=proc)
+            wait_until(
+                lambda: log.exists() and "daemon ready" in log.read_text(), "ready", proc=proc
+            )
             for _ in range(2):
                 _reloads_on_a_sighup(proc.pid, log)
             proc.send_signal(signal.SIGTERM)
@@ -397,13 +426,23 @@ def test_a_reload_missing_a_variable_says_the_daemon_keeps_the_environment_it_st
         )
         shell = {**ENV, "REDIS_URL": "redis://127.0.0.1:6379"}
         valid = subprocess.run(
-            [*CLI, "validate"], cwd=tmp_path, env=shell, capture_output=True, text=True,
-            timeout=60, check=False,
+            [*CLI, "validate"],
+            cwd=tmp_path,
+            env=shell,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert valid.returncode == 0, valid.stderr
         out = subprocess.run(
-            [*CLI, "reload"], cwd=tmp_path, env=shell, capture_output=True, text=True,
-            timeout=60, check=False,
+            [*CLI, "reload"],
+            cwd=tmp_path,
+            env=shell,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert out.returncode == 2, out.stderr
         pid = running.proc.pid

@@ -203,7 +203,9 @@ def test_one_failure_held_and_summed_up_at_once_counts_from_the_last_one_shown()
     assert damper.admit("crash", "failed", failure=ERROR) == ([], False)
     summaries, write = damper.admit("crash", "gave up")
     assert write
-    assert summaries[0].text() == f"crash: failed 1 more time in the last 0.1 s, same error: {ERROR}"
+    assert (
+        summaries[0].text() == f"crash: failed 1 more time in the last 0.1 s, same error: {ERROR}"
+    )
 
 
 def test_a_line_about_a_group_comes_after_what_its_childrens_loops_held() -> None:
@@ -377,7 +379,9 @@ def test_hold_is_exactly_what_admit_holds(
         restart = kind == "restart"
         expected = plain.admit(path, kind, failure, now=now, restart=restart)
         # A held failure's kind is never looked at: the gate does not build it.
-        held = gated.hold(path, None if failure is not None else kind, failure, now, restart=restart)
+        held = gated.hold(
+            path, None if failure is not None else kind, failure, now, restart=restart
+        )
         assert held == (expected == ([], False))
         if not held:
             assert gated.admit(path, kind, failure, now=now, restart=restart) == expected
@@ -684,7 +688,9 @@ def test_a_summary_written_before_a_record_is_stamped_no_later_than_it() -> None
         for n in range(1, 8):
             supervisor_cycle(log, n)
         # A record made a while before the handler sees it (logbook stamps it when made).
-        record = logbook.LogRecord("supervision", logbook.ERROR, "crash: gave up", extra={"path": "crash"})
+        record = logbook.LogRecord(
+            "supervision", logbook.ERROR, "crash: gave up", extra={"path": "crash"}
+        )
         record.time = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC).replace(tzinfo=None)  # as logbook
         handler = next(iter(logbook.Handler.stack_manager.iter_context_objects()))
         handler.emit(record)

@@ -461,7 +461,9 @@ def test_run_refuses_a_journal_it_cannot_write(tmp_path: Path) -> None:
         run_jobvisor(tmp_path, "run", "--state-dir", str(state), "jobs.yaml").proc.returncode == 0
     )
     read_history(db)  # a reader (jobvisor history) leaves the -wal and -shm files behind
-    files = sorted(f for f in state.iterdir() if f.name != "daemon.lock")  # run's lock, as the daemon's
+    files = sorted(
+        f for f in state.iterdir() if f.name != "daemon.lock"
+    )  # run's lock, as the daemon's
     assert [f.name for f in files] == [db.name, f"{db.name}-shm", f"{db.name}-wal"]
     for file in files:
         file.chmod(0o444)

@@ -217,7 +217,9 @@ def test_a_state_dir_under_a_directory_others_can_write_is_refused_unless_sticky
     line = assert_refused(
         jobvisor(tmp_path, command, "--state-dir", str(state), "jobs.yaml"), str(state)
     )
-    assert f"the directory {loose.parent} above it is writable by group or others (mode 0777)" in line
+    assert (
+        f"the directory {loose.parent} above it is writable by group or others (mode 0777)" in line
+    )
     assert list(loose.iterdir()) == []
     loose.parent.chmod(0o1777)  # as /tmp: others cannot rename what is ours there
     out = jobvisor(tmp_path, "run", "--state-dir", str(state), "jobs.yaml")

@@ -300,9 +300,11 @@ def test_the_event_stream_tells_of_a_reload(daemon: tuple[Running, Served]) -> N
     stream = Stream(served)
     try:
         stream.wait_for(lambda s: "heartbeat" in s.comments)
-        edited = textwrap.dedent(manifest(WITH_TOKEN)).replace(
-            "while true; do sleep 0.05; done", "while true; do sleep 0.04; done"
-        ).replace("  - group: etl\n", "  - group: etl\n    strategy: one_for_all\n")
+        edited = (
+            textwrap.dedent(manifest(WITH_TOKEN))
+            .replace("while true; do sleep 0.05; done", "while true; do sleep 0.04; done")
+            .replace("  - group: etl\n", "  - group: etl\n    strategy: one_for_all\n")
+        )
         edited += "  - name: extra\n    service: true\n    command: [sleep, '100']\n"
         (running.dir / "jobs.yaml").write_text(edited)
         out = running.cli("reload")
@@ -323,14 +325,21 @@ def test_the_event_stream_tells_of_a_reload(daemon: tuple[Running, Served]) -> N
         "lines": out.stdout.splitlines(),
         "error": None,
     }
-    assert out.stdout.splitlines() == ["replace svc", "update etl: strategy: one_for_all", "add extra"]
+    assert out.stdout.splitlines() == [
+        "replace svc",
+        "update etl: strategy: one_for_all",
+        "add extra",
+    ]
 
     def states(path: str) -> list[tuple[str, str]]:
         return [(e["old"], e["new"]) for e in stream.events if e["type"] == "state_changed" and e["path"] == path]  # fmt: skip
 
     assert states("svc") == [
-        ("running", "stopping"), ("stopping", "stopped"),
-        ("stopped", "pending"), ("pending", "starting"), ("starting", "running"),
+        ("running", "stopping"),
+        ("stopping", "stopped"),
+        ("stopped", "pending"),
+        ("pending", "starting"),
+        ("starting", "running"),
     ]
     assert states("extra") == [("stopped", "pending"), ("pending", "starting"), ("starting", "running")]  # fmt: skip
 

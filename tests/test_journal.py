@@ -13,7 +13,7 @@ from typing import Any
 
 import logbook
 import pytest
-from faultkit import CLI, ENV, Jobvisor, wait_until
+from faultkit import CLI, ENV, Jobvisor, start_daemon, stop_daemon, wait_until
 
 from actors import CommandWork
 from supervision import (
@@ -337,6 +337,104 @@ def test_a_restarted_daemon_keeps_cooling_down_what_was_cooling_down(
     assert node["next_start_at"] == pytest.approx(time.time() + left, abs=3)
 
 
+def test_only_what_changes_a_childs_state_hides_its_cooldown_from_a_restarted_daemon(
+    tmp_path: Path,
+) -> None:
+    """The restore took a path's latest decision of any kind: a notification's delivery (a
+    ``notify`` on ``cooldown`` writes one just after the cooldown's row) hid the cooldown, and a
+    restarted daemon started the job at once. A person's start, stop or restart, and a reload
+    removing the path (and adding it again), do end it: the daemon that ran then had ended it."""
+    import time
+
+    from supervision._events import Commanded, CooldownStarted
+    from supervision._journal import open_cooldowns
+
+    journal = Journal(tmp_path)
+    now = time.time()
+    paths = ("notified", "signalled", "started", "stopped", "restarted", "replaced")
+    for path in paths:
+        journal.record(CooldownStarted(path=path, at=now - 3, duration=30.0, cycle=1))
+    journal.notified(now - 2, "notified", {"event": "cooldown", "delivered": True, "tries": 1})
+    journal.record(Commanded(path="signalled", at=now - 2, action="signal", signal="SIGHUP"))
+    for path, action in (("started", "start"), ("stopped", "stop"), ("restarted", "restart")):
+        journal.record(Commanded(path=path, at=now - 2, action=action))
+    journal.record(Commanded(path="replaced", at=now - 2, action="remove"))
+    journal.record(Commanded(path="replaced", at=now - 1, action="add"))
+    assert journal.flush()
+    journal.close()
+    db = tmp_path / FILENAME
+    assert sorted(open_cooldowns(db, now)) == ["notified", "signalled"]
+    kinds = {
+        row["path"]: (row["kind"], row.get("detail"))
+        for row in read_history(db, None, limit=100)
+        if row["kind"] != "cooldown"
+    }
+    assert kinds == {
+        "notified": ("notify", {"event": "cooldown", "delivered": True, "tries": 1}),
+        "signalled": ("person_signal", {"signal": "SIGHUP"}),
+        "started": ("person_start", {}),
+        "stopped": ("person_stop", {}),
+        "restarted": ("person_restart", {}),
+        "replaced": ("added", {}),
+    }
+
+
+def test_pruning_spares_the_cooldown_behind_later_notifications(tmp_path: Path) -> None:
+    import time
+
+    from supervision._events import CooldownStarted
+    from supervision._journal import open_cooldowns
+
+    db = tmp_path / FILENAME
+    journal = Journal(tmp_path, keep=5)
+    try:
+        now = time.time()
+        journal.record(CooldownStarted(path="loop", at=now, duration=3600.0, cycle=3))
+        for i in range(30):
+            journal.notified(now + i / 1000, "loop", {"event": "cooldown", "tries": i})
+        assert journal.flush()
+        wait_until(lambda: _rows_of(db, "decisions", "loop") == 6, "pruned to 5 (and its cooldown)")
+    finally:
+        journal.close()
+    assert open_cooldowns(db, time.time())["loop"][1] == 3
+
+
+def test_a_person_who_started_a_job_out_of_its_cooldown_finds_it_running_after_a_daemon_restart(
+    tmp_path: Path,
+) -> None:
+    """The job a person mended and started was put back in its 10-minute cooldown by the next
+    daemon's start: no row said it had been started since."""
+    fixed = tmp_path / "fixed"
+    manifest = f"""\
+        version: 1
+        supervisor:
+          backoff: {{initial: 0, max: 0, jitter: 0}}
+          intensity: {{max_restarts: 1, within: 10s}}
+          on_exhausted: cooldown
+          cooldown: {{duration: 10m, max: 10m, probation: 1s}}
+        jobs:
+          - name: flaky
+            command: [sh, -c, "test -e {fixed} || exit 1; exec sleep 60"]
+            service: true
+    """
+    running = start_daemon(tmp_path, manifest)
+    try:
+        wait_until(lambda: running.nodes()["flaky"]["state"] == "cooldown", "flaky cools down")
+        fixed.touch()
+        out = running.cli("start", "flaky")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: running.nodes()["flaky"]["state"] == "running", "flaky runs")
+    finally:
+        assert stop_daemon(running) == 0
+    running = start_daemon(tmp_path, manifest)
+    try:
+        wait_until(lambda: running.nodes()["flaky"]["state"] == "running", "flaky runs again")
+        history = running.cli("history", "flaky")
+        assert "flaky  person_start" in history.stdout, history.stdout
+    finally:
+        assert stop_daemon(running) == 0
+
+
 def test_the_journal_declares_exactly_the_events_it_keeps(tmp_path: Path) -> None:
     """A tree builds for the journal only what it declares: the two must agree."""
     from actors import Outcome
@@ -358,6 +456,7 @@ def test_the_journal_declares_exactly_the_events_it_keeps(tmp_path: Path) -> Non
         ev.ProbationPassed(path="a", at=1.0),
         ev.BreakerChanged(path="", at=1.0, name="db", old="closed", new="open"),
         ev.ThreadAbandoned(path="a", at=1.0, thread="jv-t1-a"),
+        ev.Commanded(path="a", at=1.0, action="stop"),
         ev.Reloaded(path="", at=1.0, added=("a",), lines=("add a",)),  # the log tells of it
     ]
     # Every kind there is (by name: slotted dataclasses leave their first class behind).

@@ -200,9 +200,11 @@ def goes_on(jv: Unread, *, answers: bool = True) -> None:
     counts = {job: output_lines(jv.cwd, job) for job in ("crash", "chat", "tick")}
     before = jv.status()["crash"]["restarts"] if answers else 0
     wait_until(
-        lambda: output_lines(jv.cwd, "crash") >= counts["crash"] + 50
-        and output_lines(jv.cwd, "chat") >= counts["chat"] + 3000
-        and output_lines(jv.cwd, "tick") >= counts["tick"] + 5,
+        lambda: (
+            output_lines(jv.cwd, "crash") >= counts["crash"] + 50
+            and output_lines(jv.cwd, "chat") >= counts["chat"] + 3000
+            and output_lines(jv.cwd, "tick") >= counts["tick"] + 5
+        ),
         "the crash loop restarts on, chat's and tick's output files grow",
         proc=jv.proc,
     )

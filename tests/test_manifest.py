@@ -1585,7 +1585,10 @@ def test_warnings_are_told_with_the_errors_too(tmp_path: Path) -> None:
     assert [w.path for w in caught.value.warnings] == ["jobs[0].cwd"]
     out = subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), "validate", str(manifest)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 2
     lines = out.stderr.splitlines()
@@ -1597,7 +1600,12 @@ def test_warnings_are_told_with_the_errors_too(tmp_path: Path) -> None:
 def test_a_size_is_shown_as_a_manifest_would_write_it() -> None:
     """--explain showed max_bytes=10485760B for a 10MiB written in the manifest."""
     assert [fmt_size(n) for n in (10 * 1024**2, 512 * 1024, 3 * 1024**3, 1000, 0, 1536)] == [
-        "10MiB", "512KiB", "3GiB", "1000B", "0B", "1536B",
+        "10MiB",
+        "512KiB",
+        "3GiB",
+        "1000B",
+        "0B",
+        "1536B",
     ]
     assert all(parse_size(fmt_size(n)) == n for n in (10 * 1024**2, 1000, 1536))
 
@@ -1816,4 +1824,7 @@ def test_a_program_missing_for_two_jobs_is_warned_of_for_each() -> None:
     searches, 0.85 -> 0.55 s for `validate`); each job that names a missing one still hears."""
     text = "version: 1\njobs:\n  - {name: a, command: [no-such-jv-tool]}\n  - {name: b, command: [no-such-jv-tool]}\n"
     m = load_manifest(text, env={"PATH": "/usr/bin:/bin"})
-    assert [(w.path, w.line) for w in m.warnings] == [("jobs[0].command[0]", 3), ("jobs[1].command[0]", 4)]
+    assert [(w.path, w.line) for w in m.warnings] == [
+        ("jobs[0].command[0]", 3),
+        ("jobs[1].command[0]", 4),
+    ]

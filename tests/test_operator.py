@@ -198,6 +198,13 @@ def test_signal_reaches_a_running_jobs_whole_group_and_counts_nothing(daemon: Ru
     wait_until(lambda: _output(daemon, "hup").count("got-hup") == 2, "the trap ran again")
     node = daemon.nodes()["hup"]
     assert (node["state"], node["starts"], node["failures"]) == ("running", 1, 0)
+    # Journaled as a person's, each with its signal: `history` says who did what, and when.
+    wait_until(
+        lambda: daemon.cli("history", "hup").stdout.count("hup  person_signal") == 3,
+        "three signals journaled",
+    )
+    history = daemon.cli("history", "hup").stdout
+    assert "hup  person_signal (signal=SIGUSR1)" in history, history
 
 
 def test_signal_reaches_every_process_of_the_group(daemon: Running) -> None:

@@ -480,8 +480,7 @@ def test_a_bound_from_the_environment_is_a_positive_number_of_seconds(logs, monk
         said = logs.records[-1]
         assert said.level_name == "WARNING"
         assert said.message == (
-            f"JOBVISOR_RAY_CONNECT_TIMEOUT={bad!r} is not a positive number of seconds: "
-            "15s is used"
+            f"JOBVISOR_RAY_CONNECT_TIMEOUT={bad!r} is not a positive number of seconds: 15s is used"
         )
 
 

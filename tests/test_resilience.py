@@ -632,9 +632,7 @@ def test_a_dependency_on_a_group_waits_for_every_job_below_it(make_tree, events)
     assert tree.wait(10), "every finite job settled (svc runs on)"
 
 
-def test_a_dependant_of_a_group_whose_job_gave_up_fails_without_starting(
-    make_tree, events
-) -> None:
+def test_a_dependant_of_a_group_whose_job_gave_up_fails_without_starting(make_tree, events) -> None:
     policy = RestartPolicy(intensity=Intensity(max_restarts=0))
     group = SupervisorSpec(
         name="g",

@@ -598,7 +598,9 @@ def test_a_stop_out_of_time_still_ends_a_pools_idle_threads(runtime: str, pool: 
 
 
 @THREADS_ONLY
-@pytest.mark.skipif(sys.version_info >= (3, 13), reason="_Task starts threads its own way on 3.11/3.12")
+@pytest.mark.skipif(
+    sys.version_info >= (3, 13), reason="_Task starts threads its own way on 3.11/3.12"
+)
 def test_a_thread_that_ends_before_it_runs_is_not_alive_for_ever(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -625,7 +627,9 @@ def test_a_thread_that_ends_before_it_runs_is_not_alive_for_ever(
 
 
 @THREADS_ONLY
-@pytest.mark.skipif(sys.version_info >= (3, 13), reason="_Task starts threads its own way on 3.11/3.12")
+@pytest.mark.skipif(
+    sys.version_info >= (3, 13), reason="_Task starts threads its own way on 3.11/3.12"
+)
 def test_a_thread_that_cannot_start_raises_why_and_leaves_nothing_behind(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -323,7 +323,6 @@ class TestStoppingWhatIsNotRunning:
         assert tree.stop_child("w") == "w: not running (stopped); nothing to stop"
         assert tree.status()["children"][0]["state"] == "stopped"
 
-
     def test_a_job_settled_after_a_group_restart_is_not_stopped_again(
         self, make_tree, events
     ) -> None:
@@ -346,7 +345,6 @@ class TestStoppingWhatIsNotRunning:
         ]
         assert tree.stop_child("first") == "first: not running (succeeded); nothing to stop"
         assert {n["path"]: n for n in tree.status()["children"]} == before, "nothing changed"
-
 
     def test_a_rest_for_one_restart_takes_down_only_the_rest_of_its_own_failure(
         self, make_tree, events, journal: Journal
@@ -412,7 +410,9 @@ class TestGroupIncarnations:
     def test_a_group_restarted_after_it_escalated_keeps_the_counters_below_it(
         self, make_tree, events, journal: Journal
     ) -> None:
-        escalate = RestartPolicy(on_exhausted=OnExhausted.ESCALATE, intensity=Intensity(max_restarts=0))
+        escalate = RestartPolicy(
+            on_exhausted=OnExhausted.ESCALATE, intensity=Intensity(max_restarts=0)
+        )
         group = SupervisorSpec(name="g", policy=escalate, children=(actor("a", journal),))
         tree = make_tree(SupervisorSpec(policy=FAST_ONCE, children=(group,)), on_event=events)
         events.reached("g/a", "running")
@@ -421,7 +421,11 @@ class TestGroupIncarnations:
         nodes = {n["path"]: n for n in flatten_status(tree.status())}
         assert (nodes["g"]["starts"], nodes["g"]["failures"]) == (2, 1)
         a = nodes["g/a"]
-        assert (a["starts"], a["failures"], a["last_exit"]["error"]) == (2, 1, "RuntimeError: a crashed")
+        assert (a["starts"], a["failures"], a["last_exit"]["error"]) == (
+            2,
+            1,
+            "RuntimeError: a crashed",
+        )
 
     def test_a_child_a_reload_changed_while_its_group_was_down_starts_from_zero(
         self, make_tree, events, journal: Journal

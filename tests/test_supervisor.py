@@ -22,6 +22,7 @@ from supervision import (
     Budget,
     ChildExited,
     ChildUnavailableError,
+    Commanded,
     CooldownPolicy,
     Escalated,
     EscalationError,
@@ -517,6 +518,7 @@ class TestDynamicChildren:
         assert journal.of("stop") == ["b"]
         with pytest.raises(ChildUnavailableError):
             ref.ask("ping", timeout=5)
+        assert tree.stop_child("g/b") == "g/b: not running (stopped); nothing to stop"
         tree.start_child("g/b")
         assert ref.ask("ping", timeout=5) == ("pong", "b", 2)
         tree.restart("g/b")
@@ -525,6 +527,16 @@ class TestDynamicChildren:
         assert (node["starts"], node["failures"], node["restarts"]) == (3, 0, 0)
         tree.remove_child("g/b")
         assert [c["name"] for c in tree.status()["children"][0]["children"]] == ["a"]
+        # What was done from outside, for the journal (a restore must know of a person's
+        # start after a cooldown); nothing for the stop that found nothing to stop.
+        acted = [(e.path, e.action, e.signal) for e in events.of(Commanded)]
+        assert acted == [
+            ("g/b", "add", None),
+            ("g/b", "stop", None),
+            ("g/b", "start", None),
+            ("g/b", "restart", None),
+            ("g/b", "remove", None),
+        ]
         with pytest.raises(ChildUnavailableError, match="removed"):
             ref.tell("x")
 
@@ -539,14 +551,20 @@ class TestDynamicChildren:
             tree.add_child(actor("e", journal), under="g", before="nope")
         assert [c["name"] for c in tree.status()["children"][0]["children"]] == list("abcd")
 
-    def test_a_group_takes_a_new_strategy_and_order_in_place(self, make_tree, events, journal) -> None:
-        group = SupervisorSpec(name="g", policy=FAST, children=(actor("a", journal), actor("b", journal)))
+    def test_a_group_takes_a_new_strategy_and_order_in_place(
+        self, make_tree, events, journal
+    ) -> None:
+        group = SupervisorSpec(
+            name="g", policy=FAST, children=(actor("a", journal), actor("b", journal))
+        )
         tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)), on_event=events)
         assert tree.started(10)
         a, b = group.children
         tree.update_group(replace(group, strategy=Strategy.ONE_FOR_ALL, children=(b, a)), "g")
         nodes = tree.status()["children"][0]["children"]
-        assert [(n["name"], n["starts"]) for n in nodes] == [("b", 1), ("a", 1)], "nothing restarted"
+        assert [(n["name"], n["starts"]) for n in nodes] == [("b", 1), ("a", 1)], (
+            "nothing restarted"
+        )
         tree.ref("g/a").tell("crash")
         events.reached("g/b", "running", times=2)  # one_for_all now: a's failure restarts b
         events.reached("g/a", "running", times=2)
@@ -555,12 +573,19 @@ class TestDynamicChildren:
     def test_a_smaller_intensity_counts_the_restarts_made_before_it(
         self, make_tree, events, journal
     ) -> None:
-        roomy = RestartPolicy(backoff=Backoff(initial=0, max=0, jitter=0), intensity=Intensity(max_restarts=5))
-        tree = make_tree(SupervisorSpec(policy=roomy, children=(actor("a", journal),)), on_event=events)
+        roomy = RestartPolicy(
+            backoff=Backoff(initial=0, max=0, jitter=0), intensity=Intensity(max_restarts=5)
+        )
+        tree = make_tree(
+            SupervisorSpec(policy=roomy, children=(actor("a", journal),)), on_event=events
+        )
         assert tree.started(10)
         tree.ref("a").tell("crash")
         events.reached("a", "running", times=2)
-        tight = SupervisorSpec(policy=replace(roomy, intensity=Intensity(max_restarts=1)), children=(actor("a", journal),))
+        tight = SupervisorSpec(
+            policy=replace(roomy, intensity=Intensity(max_restarts=1)),
+            children=(actor("a", journal),),
+        )
         tree.update_group(tight)
         tree.ref("a").tell("crash")
         events.reached("a", "gave_up")  # the second restart in the window is one too many
@@ -619,7 +644,9 @@ class TestDynamicChildren:
         later = replace(python_job("later", "jobfuncs:ok", "later"), depends_on=("first",))
         ready = ReadyProbe(command=("test", "-e", str(tmp_path / "up")), timeout=60, interval=0.02)
         slow = JobSpec(
-            name="slow", work=CommandWork(argv=("sleep", "100")), schedule=Schedule(service=True),
+            name="slow",
+            work=CommandWork(argv=("sleep", "100")),
+            schedule=Schedule(service=True),
             ready=ready,
         )
         spec = SupervisorSpec(policy=FAST, children=(first, later, slow))
@@ -643,7 +670,9 @@ class TestDynamicChildren:
         loop = RestartPolicy(
             backoff=Backoff(initial=0, max=0, jitter=0), intensity=Intensity(max_restarts=10**9)
         )
-        crash = JobSpec(name="crash", work=CommandWork(shell="exit 1"), restart=RestartType.PERMANENT)
+        crash = JobSpec(
+            name="crash", work=CommandWork(shell="exit 1"), restart=RestartType.PERMANENT
+        )
         spec = SupervisorSpec(policy=loop, children=(crash,))
         errors: list[str] = []
 
@@ -745,6 +774,7 @@ def test_commanded_stops_never_count_as_failures(make_tree, events, journal) -> 
     assert tree.started(10)
     for _ in range(3):
         tree.restart("a")
+
     # A restart returns once begun, not once running; one may also stop a start not yet done.
     def settled(items: list[object]) -> bool:
         states = _states(items, "a")

@@ -450,6 +450,7 @@ def test_top_fits_a_long_name_and_wide_characters(
             assert NAME.endswith(screen[job].split()[0][1:])
         else:
             assert screen[job].split()[0] == NAME
+
         # A redraw in progress may be caught half drawn: the rows are read once both are whole.
         def drawn() -> dict[int, str] | None:
             got = {y: term.cells(y) for y in (job, boom)}

@@ -200,7 +200,13 @@ def test_the_stop_timeout_covers_every_jobs_grace_in_turn(tmp_path: Path) -> Non
 def test_a_unit_for_a_bad_manifest_is_refused_with_its_problems(tmp_path: Path) -> None:
     (tmp_path / "jobs.yaml").write_text("version: 1\njobs:\n  - {name: a, comand: [ls]}\n")
     done = subprocess.run(
-        [*CLI, "unit"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False
+        [*CLI, "unit"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 2
     assert "jobs[0].comand: unknown key 'comand'" in done.stderr
@@ -221,7 +227,13 @@ def test_a_unit_needs_no_secret_of_the_environment_systemd_gives_later(tmp_path:
     )
     env = {k: v for k, v in ENV.items() if k != "JV_UNSET_TOKEN"}
     done = subprocess.run(
-        [*CLI, "unit"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+        [*CLI, "unit"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert parse(done.stdout)["Service"]["TimeoutStopSec"] == "90s"
