@@ -48,16 +48,17 @@ class PythonError(JobFailure):
     Raised by ``PythonWork.run`` in place of the child's exception, whose
     class may not even import in jobvisor's process. Its text is the child's
     ``Type: message`` followed by the traceback, so logs, status and journal
-    show where it failed; ``type_names`` are the names of the exception's
-    classes, so ``retry.on`` matches exactly as for a thread.
+    show where it failed; ``failure_names`` are the names of the exception's
+    classes, its cause chain's and its group's (``_python_call.failure_names``),
+    so ``give_up_on`` and ``retry.on`` match exactly as for a thread.
     """
 
-    def __init__(self, message: str, type_names: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str, failure_names: tuple[Any, ...] = ()) -> None:
         super().__init__(message)
-        self.type_names = type_names
+        self.failure_names = failure_names
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.type_names))
+        return (type(self), (str(self), self.failure_names))
 
 
 def run_isolated(work: PythonWork, attempt: Attempt) -> int | None:

@@ -165,15 +165,20 @@ class PythonWork:
         return self.target
 
     def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool:
-        """Any exception by default; with ``on``, only exceptions of those class names.
+        """Any exception by default; with ``on``, only exceptions of those classes.
 
-        An exception of a child process (``PythonError``) matches by the
-        classes of the child's exception.
+        ``on`` names them as ``give_up_on.exceptions`` does (``module.Class``,
+        a builtin by its bare name; a bare name matches any class of that
+        name), and matches alike: subclasses, the cause chain, and an
+        exception group when each of its exceptions matches (see
+        ``actors._failnames``). A child process's exception (``PythonError``)
+        and a Ray node's (``RemoteError``) match by the names they carry.
         """
         if not on:
             return True
-        names = getattr(exc, "type_names", None) or {cls.__name__ for cls in type(exc).__mro__}
-        return not set(on).isdisjoint(names)
+        from actors._failnames import every_part  # noqa: PLC0415 - only with retry.on
+
+        return every_part(exc, on)
 
     def retry_after(self, exc: BaseException) -> float | None:
         del exc

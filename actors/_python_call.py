@@ -16,8 +16,8 @@ when args and kwargs are plain values (what a manifest gives), else
 
     ("returned", CODE)                   CODE: an int the call returned, else None
     ("exit", CODE, SHOWN)                sys.exit(x): CODE as a process gets it, SHOWN = repr(x)
-    ("raised", NAME, NAMES, TEXT, TB)    an exception: its class name, the names of the
-                                         classes it derives from (for ``retry.on``), str(exc)
+    ("raised", NAME, NAMES, TEXT, TB)    an exception: its class name, ``failure_names`` of
+                                         it (for ``give_up_on`` and ``retry.on``), str(exc)
                                          and the traceback text
 """
 
@@ -118,6 +118,43 @@ def call_target(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> i
     return result if isinstance(result, int) and not isinstance(result, bool) else None
 
 
+# The most links failure_names gives (a cause chain of thousands, a group of thousands): what
+# it gives goes to the parent with every failed try, and marshal nests at most 2,000 deep.
+_LINKS_MAX = 256
+
+
+def failure_names(exc: BaseException) -> tuple[Any, ...]:
+    """The names ``exc`` answers to (``give_up_on``, ``retry.on``), as plain data ``marshal`` sends.
+
+    A chain: a link for ``exc``, then one for its cause and so on, as its traceback shows
+    them (``__cause__``, else ``__context__`` unless ``raise ... from None`` suppressed it).
+    A link is ``(NAMES, MEMBERS)``: NAMES are ``module.Class`` of each class of the exception,
+    its own first (its MRO); MEMBERS the chains of an exception group's exceptions, else
+    ``()``. An error that stands for one raised elsewhere (``PythonError``, ``RemoteError``)
+    carries that one's chain as ``failure_names``, which ends the chain in its place.
+    Made here, in a child too, so that thread, process and Ray name a failure alike.
+    """
+    return _chain(exc, [_LINKS_MAX])
+
+
+def _chain(exc: BaseException | None, budget: list[int]) -> tuple[Any, ...]:
+    links: list[Any] = []
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen and budget[0] > 0:
+        seen.add(id(exc))
+        carried = getattr(exc, "failure_names", None)
+        if isinstance(carried, tuple):
+            links.extend(carried)
+            break
+        budget[0] -= 1
+        names = tuple(f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__)
+        group = exc.exceptions if isinstance(exc, BaseExceptionGroup) else ()
+        links.append((names, tuple(_chain(member, budget) for member in group[: budget[0]])))
+        cause = exc.__cause__
+        exc = cause if cause is not None or exc.__suppress_context__ else exc.__context__
+    return tuple(links)
+
+
 def exit_code(code: object) -> int:
     """The exit code of ``sys.exit(code)``, as a process gets it: 0..255 (-1 is 255).
 
@@ -147,8 +184,7 @@ def _raised(exc: BaseException) -> tuple[Any, ...]:
         message = clip_head(str(exc))
     except Exception:  # an exception whose __str__ fails still fails the call
         message = f"<unprintable {type(exc).__name__}>"
-    names = tuple(cls.__name__ for cls in type(exc).__mro__)
-    return ("raised", type(exc).__name__, names, message, text)
+    return ("raised", type(exc).__name__, failure_names(exc), message, text)
 
 
 def _clip_messages(shown: Any) -> None:

@@ -36,6 +36,7 @@ from actors._attempt import Attempt, current_attempt_var
 from actors._checks import MAX_DURATION
 from actors._errors import JobFailure, SpecError
 from actors._placement import RAY_EXTRA, RayPlacement, ray_installed
+from actors._python_call import failure_names
 from actors._supervised import OwnActor
 
 if TYPE_CHECKING:
@@ -82,26 +83,21 @@ class RemoteError(JobFailure):
 
     Made on the node from the work's exception, whatever it holds (a lock, an
     ``__init__`` Ray could not call again): only names and text travel.
-    ``type_names`` are the names of its classes, so ``retry.on`` matches as
-    for a local python job; ``qualified_names`` (``module.Class``) let
-    ``give_up_on.exceptions`` match it. ``traceback`` is the remote one.
+    ``failure_names`` are the names of its classes, its cause chain's and its
+    group's (``_python_call.failure_names``), so ``give_up_on.exceptions``
+    and ``retry.on`` match it as they match a local python job's.
+    ``traceback`` is the remote one.
     """
 
     def __init__(
-        self,
-        message: str,
-        type_names: tuple[str, ...] = (),
-        qualified_names: tuple[str, ...] = (),
-        traceback: str = "",
+        self, message: str, failure_names: tuple[Any, ...] = (), traceback: str = ""
     ) -> None:
         super().__init__(message)
-        self.type_names = type_names
-        self.qualified_names = qualified_names
+        self.failure_names = failure_names
         self.traceback = traceback
 
     def __reduce__(self) -> tuple[Any, ...]:
-        args = (str(self), self.type_names, self.qualified_names, self.traceback)
-        return (type(self), args)
+        return (type(self), (str(self), self.failure_names, self.traceback))
 
     @classmethod
     def of(cls, exc: BaseException) -> RemoteError:
@@ -118,13 +114,7 @@ class RemoteError(JobFailure):
             message = str(exc)
         except Exception:  # an exception whose __str__ fails still fails the attempt
             message = f"<unprintable {type(exc).__name__}>"
-        mro = type(exc).__mro__
-        return cls(
-            _ANSI.sub("", f"{type(exc).__name__}: {message}"),
-            tuple(c.__name__ for c in mro),
-            tuple(f"{c.__module__}.{c.__qualname__}" for c in mro),
-            text,
-        )
+        return cls(_ANSI.sub("", f"{type(exc).__name__}: {message}"), failure_names(exc), text)
 
 
 class PlacementLost(JobFailure):
@@ -671,15 +661,15 @@ def remote_failure(ray: Any, exc: BaseException, where: str) -> BaseException:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, RemoteError):  # the work's own exception, as the node saw it
         text = f"{cause} (on {where})\n{cause.traceback}"
-        return RemoteError(text, cause.type_names, cause.qualified_names, cause.traceback)
+        return RemoteError(text, cause.failure_names, cause.traceback)
     if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, JobFailure):
         return cause  # ours (a command's exit code, an http status) keep their meaning
     if isinstance(exc, ray.exceptions.RayError):  # Ray's own trouble: its text, uncoloured
         shown = cause if isinstance(exc, ray.exceptions.RayTaskError) and cause else exc
-        names = tuple(c.__name__ for c in type(shown).__mro__)
         text = "" if shown is exc else f"\n{exc}"
         return RemoteError(
-            _ANSI.sub("", f"{type(shown).__name__}: {shown} (on {where}){text}"), names
+            _ANSI.sub("", f"{type(shown).__name__}: {shown} (on {where}){text}"),
+            failure_names(shown),
         )
     return exc
 

@@ -20,6 +20,7 @@ from actors import (
     ServiceExited,
 )
 from actors._checks import EXIT_CODES, HTTP_STATUSES, need, need_int_in
+from actors._failnames import first_match, qualified_name
 
 __all__ = ["ExitReason", "GiveUpOn", "classify"]
 
@@ -110,8 +111,9 @@ class GiveUpOn:
     """``give_up_on``: failures no restart can mend, so the child gives up at once.
 
     Like systemd's ``RestartPreventExitStatus=`` and Akka's decider, for every
-    kind: a command's exit code, an exception class (``isinstance``, so its
-    subclasses count; anywhere in the cause chain) or an http job's status.
+    kind: a command's exit code, an exception class (its subclasses count;
+    anywhere in the cause chain or in an exception group, by the names of the
+    classes: see ``actors._failnames``) or an http job's status.
     """
 
     exit_codes: tuple[int, ...] = ()
@@ -147,25 +149,21 @@ class GiveUpOn:
                 return f"give_up_on.exit_codes matched exit code {link.code}"
             if isinstance(link, HttpStatusError) and link.code in self.http_status:
                 return f"give_up_on.http_status matched status {link.code}"
-            # An exception raised on a Ray node arrives as its classes' names (RemoteError).
-            remote = getattr(link, "qualified_names", ())
-            for cls in self.exceptions:
-                if isinstance(link, cls) or _named(cls) in remote:
-                    shown = type(link).__name__ if not remote else remote[0].rsplit(".", 1)[-1]
-                    return f"give_up_on.exceptions matched {shown} ({_named(cls)})"
             link = link.__cause__ or link.__context__
+        # By the names of its classes, whether it was raised here, in a child process or on a
+        # Ray node (where only names travel): one matcher for all three.
+        wanted = [qualified_name(cls) for cls in self.exceptions]
+        found = first_match(error, wanted) if wanted else None
+        if found is not None:
+            return f"give_up_on.exceptions matched {found[0]} ({found[1]})"
         return None
 
     def describe(self) -> str:
         """The rules that are set, as ``validate --explain`` shows them."""
         rules = {
             "exit_codes": map(str, self.exit_codes),
-            "exceptions": map(_named, self.exceptions),
+            "exceptions": map(qualified_name, self.exceptions),
             "http_status": map(str, self.http_status),
         }
         shown = ((key, ", ".join(values)) for key, values in rules.items())
         return " ".join(f"{key}=[{text}]" for key, text in shown if text)
-
-
-def _named(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from actors import RetrySpec, RetryWait, Schedule
+from actors._failnames import qualified_name
 from actors._placement import RAY_FIELDS, RayPlacement
 from supervision._defaults import FOR_KINDS, JOB_KEYS, KINDS, Defaults
 from supervision._issues import (
@@ -982,6 +983,14 @@ class _Parser(WorkReader):
         names: list[str] = []
         check = _http_retry_check() if kind == "http" else None
         for item in items:
+            if kind == "python":
+                # Spelled and checked as give_up_on.exceptions are, and kept as the class names
+                # itself (json.decoder.JSONDecodeError), which is how a failure's names give it.
+                cls = self.exception_class(item)
+                if isinstance(cls, Bad):
+                    return BAD
+                names.append(qualified_name(cls))
+                continue
             name = self.scalar_text(item, "a failure name")
             if isinstance(name, Bad):
                 return BAD

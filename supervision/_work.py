@@ -292,11 +292,12 @@ class WorkReader(Reader):
         try:
             cls = getattr(self.import_beside(module or "builtins"), name)
         except Exception as exc:
-            return self.expected(
-                v,
-                "an importable exception class as module.Class",
-                hint=f" (importing it failed: {type(exc).__name__}: {exc})",
-            )
+            why = f"importing it failed: {type(exc).__name__}: {exc}"
+            if not module:  # a typo of a builtin, or a class of one's own without its module
+                why = "a bare name is a builtin exception, and there is none of that name: a "
+                why += "class of your own is written module.Class"
+            what = "an importable exception class as module.Class"
+            return self.expected(v, what, hint=f" ({why})")
         if not (isinstance(cls, type) and issubclass(cls, BaseException)):
             return self.expected(v, "an exception class as module.Class")
         return cls

@@ -139,3 +139,65 @@ def deep(depth: int) -> None:
 
 def _deep_other(depth: int) -> None:
     deep(depth)
+
+
+class ConfigError(Exception):
+    """A user's own exception class, for ``give_up_on`` and ``retry.on`` by ``module.Class``."""
+
+
+class BadConfigError(ConfigError):
+    pass
+
+
+_FAILURES: dict[str, type[Exception]] = {
+    "ValueError": ValueError,
+    "KeyError": KeyError,
+    "ConnectionError": ConnectionError,
+    "ConfigError": ConfigError,
+    "BadConfigError": BadConfigError,
+}
+
+
+def _failure(spelled: str) -> BaseException:
+    """``"A"``: an A; ``"A<B"``: an A raised from a B; ``"A+B"``: a TaskGroup's group of both."""
+    if "+" in spelled:
+        import asyncio
+
+        async def one(part: str) -> None:
+            raise _failure(part)
+
+        async def group() -> None:
+            async with asyncio.TaskGroup() as tasks:
+                for part in spelled.split("+"):
+                    tasks.create_task(one(part))
+
+        try:
+            asyncio.run(group())
+        except BaseException as exc:  # the TaskGroup's ExceptionGroup
+            return exc
+        raise AssertionError("the TaskGroup did not fail")
+    name, _, cause = spelled.partition("<")
+    if not cause:
+        return _FAILURES[name](f"a {name}")
+    try:
+        raise _failure(cause)
+    except BaseException as inner:
+        try:
+            raise _FAILURES[name](f"a {name} from a {cause}") from inner
+        except BaseException as outer:
+            return outer
+
+
+def fail_as(spelled: str) -> None:
+    """Raise the failure ``spelled`` says (see ``_failure``)."""
+    raise _failure(spelled)
+
+
+def fail_counted(counter: str, failures: int, spelled: str) -> str:
+    """``fail_as(spelled)`` on the first ``failures`` calls, counted in the file ``counter``."""
+    path = Path(counter)
+    n = int(path.read_text() or 0) + 1 if path.exists() else 1
+    path.write_text(str(n))
+    if n <= failures:
+        fail_as(spelled)
+    return "ok"

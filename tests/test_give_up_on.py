@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import marshal
 import sys
 import textwrap
 from pathlib import Path
 
+import isolatedfuncs
 import pytest
 from httpkit import HttpKit, Reply
 from treekit import tree_of
 
-from actors import SpecError
+from actors import RetrySpec, RetryWait, SpecError
 from actors._command import CommandFailed, CommandWork
 from actors._http import HttpStatusError, HttpWork
+from actors._python import PythonWork
+from actors._python_call import failure_names
 from supervision import (
     Intensity,
     JobSpec,
@@ -180,6 +184,138 @@ def test_zero_fails_when_it_is_not_listed(make_tree) -> None:
     assert tree.status()["children"][0]["state"] == "gave_up"
 
 
+# -- a python job's failure by name, in both isolations (and on Ray, in test_ray) -------------------
+
+
+def python_tree(make_tree, isolation: str, spelled: str, rule: GiveUpOn, **spec: object) -> dict:
+    """Run ``isolatedfuncs:fail_as(spelled)`` under ``rule`` with 2 restarts; its status node."""
+    job = JobSpec(
+        name="p",
+        work=PythonWork(target="isolatedfuncs:fail_as", args=(spelled,), isolation=isolation),
+        restart=RestartType.PERMANENT,
+        give_up_on=rule,
+        **spec,  # type: ignore[arg-type]
+    )
+    tree = make_tree(tree_of(job, policy=RestartPolicy(intensity=Intensity(max_restarts=2))))
+    assert tree.wait(60)
+    node: dict = tree.status()["children"][0]
+    return node
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+@pytest.mark.parametrize(
+    ("spelled", "rule", "shown"),
+    [
+        ("ValueError", (ValueError,), "ValueError (builtins.ValueError)"),
+        (
+            "BadConfigError",
+            (isolatedfuncs.ConfigError,),
+            "BadConfigError (isolatedfuncs.ConfigError)",
+        ),
+        ("ConfigError<KeyError", (KeyError,), "KeyError (builtins.KeyError)"),
+        (
+            "KeyError<ConfigError",
+            (isolatedfuncs.ConfigError,),
+            "ConfigError (isolatedfuncs.ConfigError)",
+        ),
+        # A TaskGroup's ExceptionGroup: one of its exceptions (or their causes) suffices.
+        ("ValueError+KeyError", (KeyError,), "KeyError (builtins.KeyError)"),
+        ("ValueError+ConfigError<KeyError", (KeyError,), "KeyError (builtins.KeyError)"),
+        ("ValueError+KeyError", (ExceptionGroup,), "ExceptionGroup (builtins.ExceptionGroup)"),
+    ],
+)
+def test_a_python_failure_gives_up_by_its_classes_and_causes_in_both_isolations(
+    make_tree, isolation: str, spelled: str, rule: tuple[type[BaseException], ...], shown: str
+) -> None:
+    """Under isolation: process, give_up_on.exceptions never matched (not even ValueError):
+    the child's error carried only bare names, and the rule read qualified ones."""
+    node = python_tree(make_tree, isolation, spelled, GiveUpOn(exceptions=rule))
+    assert (node["state"], node["starts"]) == ("gave_up", 1), node["last_exit"]
+    assert node["last_exit"]["error"].endswith(f"(give_up_on.exceptions matched {shown})")
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+@pytest.mark.parametrize(
+    ("spelled", "rule"),
+    [
+        ("ValueError", (KeyError,)),
+        ("ConfigError", (isolatedfuncs.BadConfigError,)),  # a base is no instance of its subclass
+        ("ValueError+ConnectionError", (KeyError,)),
+    ],
+)
+def test_a_python_failure_of_no_listed_class_is_restarted(
+    make_tree, isolation: str, spelled: str, rule: tuple[type[BaseException], ...]
+) -> None:
+    node = python_tree(make_tree, isolation, spelled, GiveUpOn(exceptions=rule))
+    assert (node["state"], node["starts"]) == ("gave_up", 3)
+    assert "give_up_on" not in node["last_exit"]["error"]
+
+
+def test_a_suppressed_context_is_no_cause() -> None:
+    """``raise X from None`` ends the chain, as the traceback shows it."""
+    try:
+        try:
+            raise KeyError("k")
+        except KeyError:
+            raise ValueError("v") from None
+    except ValueError as exc:
+        error = exc
+    assert GiveUpOn(exceptions=(KeyError,)).matches(error) is None
+    assert GiveUpOn(exceptions=(ValueError,)).matches(error) is not None
+
+
+def test_a_failures_names_are_bounded_plain_data() -> None:
+    """A child sends them with every failed try: a group of thousands, groups nested past
+    marshal's depth or a cycle of contexts must neither grow them without end nor break it."""
+    wide = ExceptionGroup("wide", [KeyError(i) for i in range(10_000)])
+    nested: BaseException = KeyError("deep")
+    for _ in range(1_000):
+        nested = ExceptionGroup("g", [nested])
+    one, other = ValueError(), KeyError()
+    one.__context__, other.__context__ = other, one
+    for error in (wide, nested, one):
+        names = failure_names(error)
+        assert marshal.loads(marshal.dumps(names)) == names
+        assert len(marshal.dumps(names)) < 64 * 1024
+    assert GiveUpOn(exceptions=(KeyError,)).matches(wide) is not None
+    assert GiveUpOn(exceptions=(KeyError,)).matches(one) is not None
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+@pytest.mark.parametrize(
+    ("on", "spelled", "calls"),
+    [
+        (("isolatedfuncs.ConfigError",), "BadConfigError", 3),  # qualified, as give_up_on
+        (("ConfigError",), "BadConfigError", 3),  # a bare name still matches any class's name
+        (("OSError",), "ConnectionError", 3),  # a builtin by its bare name, subclasses too
+        (("builtins.KeyError",), "ConfigError<KeyError", 3),  # in the cause chain
+        (("KeyError",), "ValueError", 1),
+        # A group is retried when every one of its exceptions is: one that is not listed
+        # would escape an ``except*`` of the listed ones, and fails the attempt.
+        (("ConnectionError",), "ConnectionError+ConnectionError", 3),
+        (("ConnectionError", "KeyError"), "ConnectionError+ValueError<KeyError", 3),
+        (("ConnectionError",), "ConnectionError+ConfigError", 1),
+    ],
+)
+def test_retry_on_names_a_python_failure_as_give_up_on_does_in_both_isolations(
+    make_tree, tmp_path: Path, *, isolation: str, on: tuple[str, ...], spelled: str, calls: int
+) -> None:
+    counter = tmp_path / "calls"
+    job = JobSpec(
+        name="r",
+        work=PythonWork(
+            target="isolatedfuncs:fail_counted",
+            args=(str(counter), 2, spelled),
+            isolation=isolation,
+        ),
+        retry=RetrySpec(attempts=3, wait=RetryWait(initial=0.001, max=0.001, jitter=0), on=on),
+    )
+    tree = make_tree(tree_of(job, policy=RestartPolicy(intensity=Intensity(max_restarts=0))))
+    assert tree.wait(60)
+    assert counter.read_text() == str(calls)
+    assert tree.status()["children"][0]["state"] == ("succeeded" if calls == 3 else "gave_up")
+
+
 # -- the manifest ---------------------------------------------------------------------------------
 
 
@@ -292,3 +428,86 @@ def test_an_exception_class_beside_the_manifest_is_found_as_its_python_jobs_are(
         assert sys.path == before, "the manifest's directory was only looked in"
     finally:
         sys.modules.pop(name, None)
+
+
+# -- retry.on of a python job: the spellings give_up_on takes, checked alike -----------------------
+
+
+def test_retry_on_of_a_python_job_takes_give_up_on_spellings() -> None:
+    m = load_manifest(
+        manifest(
+            """
+            - name: a
+              python: "isolatedfuncs:fail_as"
+              retry: {attempts: 2, on: [isolatedfuncs.ConfigError, ConnectionError]}
+            - name: b
+              python: "isolatedfuncs:fail_as"
+            - name: c
+              command: "exit 3"
+              retry: {attempts: 2, on: ["exit:3", signal]}
+            """,
+            defaults="retry: {attempts: 2, on: [json.JSONDecodeError]}",
+        ),
+        env={},
+    )
+    a, b, c = m.root.children
+    assert isinstance(a, JobSpec)
+    assert isinstance(b, JobSpec)
+    assert isinstance(c, JobSpec)
+    assert a.retry.on == ("isolatedfuncs.ConfigError", "builtins.ConnectionError")
+    # As the class names itself (json.decoder), so the failure's names meet it.
+    assert b.retry.on == ("json.decoder.JSONDecodeError",)
+    assert c.retry.on == ("exit:3", "signal")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        # A typo validated, and the job was never retried.
+        ("ConectionError", "expected an importable exception class as module.Class, got "),
+        # A class of the user's by its bare name: where it lives is not said.
+        ("ConfigError", "a bare name is a builtin"),
+        ("nosuchmod.Err", "importing it failed"),
+        ("os.path", "an exception class"),
+    ],
+)
+def test_retry_on_of_a_python_job_is_checked_as_give_up_on_is(name: str, message: str) -> None:
+    for field, path in (
+        (f"retry: {{attempts: 2, on: [{name}]}}", "jobs[0].retry.on[0]"),
+        (f"give_up_on: {{exceptions: [{name}]}}", "jobs[0].give_up_on.exceptions[0]"),
+    ):
+        text = manifest(f"""
+            - name: a
+              python: "isolatedfuncs:fail_as"
+              {field}
+            """)
+        with pytest.raises(ManifestError) as caught:
+            load_manifest(text, env={})
+        issues = [i for i in caught.value.issues if i.path == path]
+        assert issues, caught.value.issues
+        assert issues[0].line == 5
+        assert message in issues[0].message
+    messages = set()
+    for field in (f"retry: {{on: [{name}]}}", f"give_up_on: {{exceptions: [{name}]}}"):
+        text = manifest(f"""
+            - name: a
+              python: "isolatedfuncs:fail_as"
+              {field}
+            """)
+        with pytest.raises(ManifestError) as caught:
+            load_manifest(text, env={})
+        messages.add(caught.value.issues[0].message)
+    assert len(messages) == 1, messages  # one check, one message
+
+
+def test_retry_on_of_a_python_job_inherited_from_defaults_is_checked() -> None:
+    text = manifest(
+        """
+        - name: a
+          python: "isolatedfuncs:fail_as"
+        """,
+        defaults="retry: {attempts: 2, on: [ConectionError]}",
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    assert any("ConectionError" in i.message for i in caught.value.issues), caught.value.issues

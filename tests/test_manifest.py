@@ -109,7 +109,8 @@ def test_a_manifest_with_every_python_feature_builds_the_exact_specs() -> None:
         retry=RetrySpec(
             attempts=5,
             wait=RetryWait(initial=0.1, max=2.0, multiplier=1.5, jitter=0.0),
-            on=("ConnectionError", "TimeoutError"),
+            # As give_up_on.exceptions: each class as it names itself.
+            on=("builtins.ConnectionError", "builtins.TimeoutError"),
         ),
     )
     workers = [

@@ -174,6 +174,45 @@ def test_retry_on_matches_an_exception_ray_cannot_rebuild(cluster, make_tree, tm
     assert "\x1b[" not in node["last_exit"]["error"]
 
 
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_give_up_on_and_retry_on_name_a_remote_failure_as_a_local_one(
+    cluster, make_tree, tmp_path, isolation: str
+) -> None:
+    """Causes and a TaskGroup's exceptions cross from the node (and its child process) too."""
+    from actors import RetrySpec, RetryWait
+    from supervision._exits import GiveUpOn
+
+    calls = tmp_path / "calls"
+    wait = RetryWait(initial=0.01, max=0.01, jitter=0)
+    given_up = placed(
+        "g",
+        PythonWork(
+            target="isolatedfuncs:fail_as",
+            args=("ValueError+ConfigError<KeyError",),
+            isolation=isolation,
+        ),
+        give_up_on=GiveUpOn(exceptions=(KeyError,)),
+    )
+    retried = placed(
+        "r",
+        PythonWork(
+            target="isolatedfuncs:fail_counted",
+            args=(str(calls), 2, "ConfigError<ConnectionError"),
+            isolation=isolation,
+        ),
+        restart=RestartType.TEMPORARY,
+        retry=RetrySpec(attempts=3, wait=wait, on=("builtins.ConnectionError",)),
+    )
+    tree = make_tree(tree_of(given_up, retried))
+    assert tree.wait(timeout=60)
+    g, r = tree.status()["children"]
+    assert (g["state"], g["starts"]) == ("gave_up", 1), g
+    assert g["last_exit"]["error"].endswith(
+        "(give_up_on.exceptions matched KeyError (builtins.KeyError))"
+    )
+    assert (r["state"], calls.read_text()) == ("succeeded", "3")
+
+
 def test_a_command_on_ray_streams_its_output_and_returns_its_code(cluster, make_tree, logs) -> None:
     work = CommandWork(shell="echo out-line; echo err-line >&2; exit 7")
     tree = make_tree(tree_of(placed("cmd", work, restart=RestartType.TEMPORARY)))
