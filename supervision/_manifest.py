@@ -26,6 +26,7 @@ Rules this module decides where SPEC §3 is silent:
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import difflib
@@ -976,6 +977,28 @@ class _Parser(WorkReader):
             kwargs["on"] = self.retry_on(f["on"], kind)
         return self.finish(v, RetrySpec, kwargs, "retry")
 
+    def bare_retry_name(self, item: V) -> bool:
+        """Whether ``item`` is a bare name of no builtin exception, kept as it is with a warning.
+
+        ``retry.on: [ConfigError]`` always retried a class of that name from any module: a
+        manifest written so keeps working, told how to say which class it means (a typo,
+        which matches nothing, looks the same).
+        """
+        text = item.value
+        if not isinstance(text, str) or not text.strip() or "." in text:
+            return False
+        name = text.strip()
+        builtin = getattr(builtins, name, None)
+        if isinstance(builtin, type) and issubclass(builtin, BaseException):
+            return False
+        self.warn(
+            item,
+            f"{name} is no builtin exception: it matches a class of any module named so, and "
+            "nothing if it is misspelt; write module.Class (as give_up_on.exceptions does) to "
+            "say which class, checked at validation",
+        )
+        return True
+
     def retry_on(self, v: V, kind: str | None) -> tuple[str, ...] | Bad:
         items = self.items(v, "a list of failure names", single_ok=True)
         if items is None:
@@ -984,6 +1007,9 @@ class _Parser(WorkReader):
         check = _http_retry_check() if kind == "http" else None
         for item in items:
             if kind == "python":
+                if self.bare_retry_name(item):
+                    names.append(item.value.strip())
+                    continue
                 # Spelled and checked as give_up_on.exceptions are, and kept as the class names
                 # itself (json.decoder.JSONDecodeError), which is how a failure's names give it.
                 cls = self.exception_class(item)

@@ -472,6 +472,7 @@ def test_retry_on_of_a_python_job_takes_give_up_on_spellings() -> None:
     ],
 )
 def test_retry_on_of_a_python_job_is_checked_as_give_up_on_is(name: str, message: str) -> None:
+    bare = "." not in name  # retry.on's bare names: a warning (they always matched by name)
     for field, path in (
         (f"retry: {{attempts: 2, on: [{name}]}}", "jobs[0].retry.on[0]"),
         (f"give_up_on: {{exceptions: [{name}]}}", "jobs[0].give_up_on.exceptions[0]"),
@@ -481,12 +482,26 @@ def test_retry_on_of_a_python_job_is_checked_as_give_up_on_is(name: str, message
               python: "isolatedfuncs:fail_as"
               {field}
             """)
+        if bare and field.startswith("retry"):
+            m = load_manifest(text, env={})
+            (job,) = m.root.children
+            assert isinstance(job, JobSpec)
+            assert job.retry.on == (name,)
+            (warning,) = [w for w in m.warnings if w.path == path]
+            assert warning.line == 5
+            assert f"{name} is no builtin exception: it matches a class of any module" in (
+                warning.message
+            )
+            assert "write module.Class" in warning.message
+            continue
         with pytest.raises(ManifestError) as caught:
             load_manifest(text, env={})
         issues = [i for i in caught.value.issues if i.path == path]
         assert issues, caught.value.issues
         assert issues[0].line == 5
         assert message in issues[0].message
+    if bare:
+        return
     messages = set()
     for field in (f"retry: {{on: [{name}]}}", f"give_up_on: {{exceptions: [{name}]}}"):
         text = manifest(f"""
@@ -506,8 +521,17 @@ def test_retry_on_of_a_python_job_inherited_from_defaults_is_checked() -> None:
         - name: a
           python: "isolatedfuncs:fail_as"
         """,
-        defaults="retry: {attempts: 2, on: [ConectionError]}",
+        defaults="retry: {attempts: 2, on: [ConectionError, nosuchmod.Err]}",
     )
     with pytest.raises(ManifestError) as caught:
         load_manifest(text, env={})
-    assert any("ConectionError" in i.message for i in caught.value.issues), caught.value.issues
+    assert any("nosuchmod.Err" in i.message for i in caught.value.issues), caught.value.issues
+    text = manifest(
+        """
+        - name: a
+          python: "isolatedfuncs:fail_as"
+        """,
+        defaults="retry: {attempts: 2, on: [ConectionError]}",
+    )
+    m = load_manifest(text, env={})
+    assert any("ConectionError is no builtin exception" in w.message for w in m.warnings)
