@@ -1020,6 +1020,8 @@ class _Parser(WorkReader):
             name = self.scalar_text(item, "a failure name")
             if isinstance(name, Bad):
                 return BAD
+            if kind == "command" and not _command_failure(name):
+                return self.expected(item, "exit:N (N a number) or signal")
             if check is not None and isinstance(
                 self.build(item, check, "retry.on", on=(name,)), Bad
             ):
@@ -1127,6 +1129,12 @@ class _Parser(WorkReader):
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def _command_failure(name: str) -> bool:
+    """Whether ``name`` is one a command's ``retry.on`` knows (``CommandWork.retryable``)."""
+    code = name.removeprefix("exit:")
+    return name == "signal" or (code != name and code.lstrip("-").isdigit())
 
 
 def _http_retry_check() -> Callable[..., None] | None:

@@ -535,3 +535,18 @@ def test_retry_on_of_a_python_job_inherited_from_defaults_is_checked() -> None:
     )
     m = load_manifest(text, env={})
     assert any("ConectionError is no builtin exception" in w.message for w in m.warnings)
+
+
+@pytest.mark.parametrize("name", ["exti:3", "exit:x", "exit:", "signals", "timeout"])
+def test_retry_on_of_a_command_job_is_checked(name: str) -> None:
+    """A typo of ``exit:N`` or ``signal`` validated and never retried anything."""
+    text = manifest(f"""
+        - name: c
+          command: "exit 3"
+          retry: {{attempts: 2, on: ["exit:3", "{name}"]}}
+        """)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    (issue,) = caught.value.issues
+    assert (issue.path, issue.line) == ("jobs[0].retry.on[1]", 5)
+    assert "expected exit:N (N a number) or signal" in issue.message, issue.message
