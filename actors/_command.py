@@ -62,6 +62,7 @@ __all__ = ["CommandFailed", "CommandWork", "leader_of", "signal_attempt"]
 log = logbook.Logger("actors.command")
 
 _CHUNK: Final = 65536  # bytes per read(); the default pipe buffer size on Linux
+_READ_ON_MOST: Final = 16  # reads of a pipe once its leader exited, before it counts as held
 _MAX_LINE: Final = 65536  # a longer run of bytes without a newline is logged in pieces
 _SHELL: Final = "/bin/sh"
 _VALID_SIGNALS: Final = frozenset(signal.valid_signals())  # a set built per call: slow
@@ -576,7 +577,7 @@ class _Child:
             if (
                 self._code is None
                 and waiter.check_exit(pipes_closed=not open_streams)
-                and self._leader_exited(waiter, pipes_open=bool(open_streams))
+                and self._leader_exited(waiter, pipes_open=self._read_on(open_streams, waiter))
             ):
                 break
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
@@ -643,6 +644,34 @@ class _Child:
             return True
         stream.finish()
         return False
+
+    def _read_on(self, open_streams: dict[int, _Stream], waiter: PollWaiter | HubWaiter) -> bool:
+        """The leader exited: read what the pipes hold, to their end unless someone else holds
+        them; whether any is still open. Never waits.
+
+        Its last output and its exit usually come in one wake-up, its pipes' ends not read
+        yet: taken for pipes held by another member, they sent every attempt through
+        ``_nobody_left``'s listing of /proc (1.8 s an ``echo`` with 3,000 processes on the host).
+        """
+        if self._hub is not None:
+            # Under gevent their watchers bring the ends in the next turn of the loop, which
+            # lists nothing (see _leader_exited): ending here, inside libev's callback of the
+            # exit, would stop watchers and close fds under it.
+            return bool(open_streams)
+        for fd, stream in list(open_streams.items()):
+            os.set_blocking(fd, False)
+            for _ in range(_READ_ON_MOST):  # a writer left behind may never let it run dry
+                try:
+                    data = os.read(fd, _CHUNK)
+                except BlockingIOError:
+                    break  # held open by someone else: what they write later is waited for
+                if not data:
+                    stream.finish()
+                    waiter.forget(fd)
+                    del open_streams[fd]
+                    break
+                stream.feed(data)
+        return bool(open_streams)
 
     def _drain(self, stream: _Stream) -> None:
         """Log what a pipe holds now, without waiting for a writer that may never close it."""

@@ -767,6 +767,36 @@ def test_a_member_left_in_the_group_is_still_waited_for(lines: Lines) -> None:
     assert lines.texts("member") == ["bye"]
 
 
+_PROC_LISTINGS: list[int] = []  # one per listing of /proc, while a test counts them
+
+
+def _count_proc_listings(event: str, args: tuple[Any, ...]) -> None:
+    if _PROC_LISTINGS and event == "os.listdir" and str(args[0]) == "/proc":
+        _PROC_LISTINGS[0] += 1
+
+
+sys.addaudithook(_count_proc_listings)  # audit hooks stay for good: this one counts on demand
+
+
+def test_a_command_that_writes_and_exits_reads_no_proc(lines: Lines) -> None:
+    """Its last output and its exit come in one wake-up: the pipes looked still open, and
+    every attempt read all of /proc (a daemon with 3,000 other processes on the host: 1.8 s
+    an ``echo``, and its stop waited behind it). A leader's pipes are read to their end first."""
+    _PROC_LISTINGS.append(0)
+    try:
+        for number in range(1, 21):
+            assert CommandWork(argv=("echo", "tick")).run(attempt("echo", number)) == 0
+            with pytest.raises(CommandFailed):
+                CommandWork(shell="echo out; echo err >&2; exit 3").run(attempt("both", number))
+        listings = _PROC_LISTINGS[0]
+    finally:
+        _PROC_LISTINGS.clear()
+    assert lines.texts("echo") == ["tick"] * 20
+    assert lines.texts("both") == ["out"] * 20
+    assert lines.texts("both", "stderr") == ["err"] * 20
+    assert listings == 0, f"{listings} listings of /proc for 40 commands that ended alone"
+
+
 def open_fds(runtime: str) -> int:
     if runtime == "gevent":
         import gevent
