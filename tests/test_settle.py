@@ -242,7 +242,8 @@ class TestCounters:
         in_backoff.stop_child("w")
         node = in_backoff.status()["children"][0]
         assert (node["state"], node["failures"], node["restarts"]) == ("stopped", 1, 0)
-        assert decisions(book, "w") == ["restart", "restart_cancelled"], "the journal says so"
+        # The journal says so, and who: the person's stop cancelled it.
+        assert decisions(book, "w") == ["restart", "person_stop", "restart_cancelled"]
         in_backoff.start_child("w")
         assert in_backoff.ref("w").ask("ping", timeout=5) == ("pong", "w", 2)
         assert in_backoff.status()["children"][0]["restarts"] == 0, "a person's start is none"
@@ -253,7 +254,7 @@ class TestCounters:
         in_backoff.restart("w")
         assert in_backoff.ref("w").ask("ping", timeout=5) == ("pong", "w", 2)
         assert in_backoff.status()["children"][0]["restarts"] == 0
-        assert decisions(book, "w") == ["restart", "restart_cancelled"]
+        assert decisions(book, "w") == ["restart", "restart_cancelled", "person_restart"]
 
     def test_a_group_restart_cancelled_by_stop_is_no_restart(
         self, make_tree, events, journal: Journal
