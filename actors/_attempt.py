@@ -37,6 +37,11 @@ def current_attempt() -> Attempt | None:
 
     A long python job can poll ``current_attempt().cancelled`` to stop
     gracefully before its grace period ends and it is killed.
+
+    None also in a python job's child process (``isolation: process``): there a
+    stop is SIGTERM, for a ``signal`` handler to catch. A context variable, it is
+    None in a thread the job starts, unless that thread runs in a copy of the
+    job's context: ``Thread(target=contextvars.copy_context().run, args=(f,))``.
     """
     return current_attempt_var.get()
 

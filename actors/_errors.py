@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from actors._python_call import MESSAGE_MAX, TRACEBACK_MAX, clip_head
+from actors._python_call import MESSAGE_MAX, TRACEBACK_MAX, clip_head, headline, user_traceback
 
 __all__ = [
     "AttemptTimeout",
@@ -287,19 +287,33 @@ def describe(err: BaseException) -> str:
 
     A user's exception whose ``__str__`` raises is still a failure to tell, never a
     fault of the supervisor that tells it: ``Type: <unprintable Type>``. A message
-    past ``MESSAGE_MAX`` characters is cut there, saying how many more it had.
+    past ``MESSAGE_MAX`` characters is cut there, saying how many more it had. The
+    exception a user's raised ``from`` is named too: ``RuntimeError: outer (caused by
+    KeyError: 'k')``; where it happened is ``traceback_of``'s.
     """
-    try:
-        text = str(err)
-    except Exception:
-        name = type(err).__name__
-        return f"{name}: <unprintable {name}>"
     if isinstance(err, JobvisorError):
+        try:
+            text = str(err)
+        except Exception:
+            name = type(err).__name__
+            return f"{name}: <unprintable {name}>"
         # Ours, cut where they are made (a child's message and traceback, ``_raised``); this
         # bound is for a user's own JobFailure, as generous as those two together.
         return clip_head(text, _OURS_MAX)
-    name = type(err).__name__
-    return f"{name}: {clip_head(text)}" if text else name
+    return headline(err)
+
+
+def traceback_of(err: BaseException) -> str | None:
+    """Where a python job run in a thread failed: its traceback, as a child's error carries it.
+
+    With its causes and contexts, without jobvisor's frames, cut as a child's is. None for
+    every other failure (a command's, an http job's, an ``isolation: process`` child's, whose
+    text holds its traceback already, an exit code): they have nothing of the user's to trace.
+    The log writes it below the failure's line; status, events and the journal keep the line.
+    """
+    if isinstance(err, ChildKilled) and err.__cause__ is not None:
+        err = err.__cause__  # a BaseException of the job's, told as a failure
+    return user_traceback(err)
 
 
 _OURS_MAX: Final = MESSAGE_MAX + TRACEBACK_MAX + 1024

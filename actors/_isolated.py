@@ -162,9 +162,18 @@ def _outcome(
             if status == 0:
                 return 0
             raise sys_exit_failure(work.target, shown, status)
-        case ("raised", str() as name, tuple() as names, str() as message, str() as text):
+        case (
+            "raised",
+            str() as name,
+            tuple() as names,
+            str() as message,
+            str() as text,
+            str() as cause,
+        ):
             head = f"{name}: {message}" if message else name
-            raise PythonError(f"{head}\n{text}", tuple(names))
+            if cause:
+                head = f"{head} (caused by {cause})"
+            raise PythonError(f"{head}\n{text}" if text else head, tuple(names))
     raise PythonExit(f"{work.target}: its process reported {record!r}", 1)
 
 

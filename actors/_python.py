@@ -7,20 +7,34 @@ child process per try (``"process"``, see ``actors._isolated``).
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+import logbook
+
 from actors._checks import key_field, need, need_duration, need_key
 from actors._errors import JobFailure
 from actors._python_call import call_target, clip_head, exit_code, resolve_target
+from actors._supervised import Kill
+
+log = logbook.Logger("actors.python")
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from actors._attempt import Attempt
 
-__all__ = ["ISOLATIONS", "PythonExit", "PythonWork", "resolve_target", "sys_exit_failure"]
+__all__ = [
+    "ISOLATIONS",
+    "PythonExit",
+    "PythonWork",
+    "resolve_target",
+    "sys_exit_failure",
+    "warn_left_running",
+]
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 ISOLATIONS: Final = ("thread", "process")
@@ -71,9 +85,12 @@ def result_code(target: str, code: int | None) -> int | None:
 class PythonWork:
     """Call ``target`` (``"module:function"``); a coroutine function runs in its own event loop.
 
-    The call's return value is ignored unless it is an int, which becomes the
-    attempt's exit code: non-zero fails it, as ``sys.exit`` with it would. An
-    exception fails the attempt.
+    The call's return value is dropped unless it is an int, which becomes the
+    attempt's exit code: non-zero fails it, as ``sys.exit`` with it would
+    (``False`` is no int here: a success). An exception fails the attempt. A
+    coroutine function is refused under the gevent runtime in a thread.
+    Threads the call leaves running are waited for in a child, as Python's exit
+    waits for them, and named in a warning in a thread, which does not wait.
 
     ``isolation``: ``"thread"`` calls it in the job actor's thread;
     ``"process"`` in a new child process per try, which a timeout or a stop
@@ -127,16 +144,23 @@ class PythonWork:
             from actors._isolated import run_isolated  # noqa: PLC0415 - loads the command kind
 
             return run_isolated(self, attempt)
-        del attempt
+        threads = threading.active_count()
         try:
             code = call_target(self.target, self.args, dict(self.kwargs))
         except SystemExit as exc:
+            warn_left_running(attempt, threads)
             # As for a process: sys.exit(n) ends the attempt with code n, None is 0 and
             # anything else is 1. Never let it through: it would end the actor unreported.
             code = exit_code(exc.code)
             if code == 0:
                 return 0
             raise sys_exit_failure(self.target, clip_head(repr(exc.code)), code) from None
+        except Kill:
+            raise  # ended from outside: what it left is the least of it
+        except BaseException:
+            warn_left_running(attempt, threads)
+            raise
+        warn_left_running(attempt, threads)
         return result_code(self.target, code)
 
     def cancel(self, attempt: Attempt) -> None:
@@ -183,3 +207,61 @@ class PythonWork:
     def retry_after(self, exc: BaseException) -> float | None:
         del exc
         return None
+
+
+# Threads already named as left running: each is told of once, by the first attempt that saw it.
+_told: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+# Where jobvisor's own threads run: never a job's to leave behind.
+_OURS: Final = ("actors.", "supervision.", "pykka")
+_OUR_NAMES: Final = ("jv-", "jobvisor-", "ray-")
+
+
+def warn_left_running(attempt: Attempt, before: int) -> None:
+    """Warn of the threads a python job run in a thread started and left running.
+
+    ``before``: ``threading.active_count()`` as the call began. Only when there are more
+    now are the threads looked at (a look costs a walk over every thread of the process,
+    one per job actor), and those of jobvisor's own left out. A thread started in a job's
+    thread inherits its daemon flag: it runs on beside jobvisor and ends, unfinished, with
+    its process, which does not wait for it. Said once per thread; another job running at
+    the same moment may be the one that started it, which the warning cannot tell.
+    """
+    if threading.active_count() <= before:
+        return
+    main = threading.main_thread()
+    left = [
+        thread
+        for thread in threading.enumerate()
+        if thread is not main
+        and thread.is_alive()
+        and not isinstance(thread, threading._DummyThread)  # a foreign thread, seen by us
+        and not thread.name.startswith(_OUR_NAMES)
+        and not _runs_ours(thread)
+        and thread not in _told
+    ]
+    if not left:
+        return
+    _told.update(left)
+    count = f"{len(left)} thread{'s' if len(left) > 1 else ''} it started"
+    log.warning(
+        "{}: attempt {} ended with {} still running: {}; jobvisor does not wait for threads "
+        "of a job run in its own thread (isolation: thread): they run on beside it, and end, "
+        "unfinished, when its process exits (at the end of `run` too); join them before the "
+        "job returns, or use isolation: process, whose child waits for them as Python's exit does",
+        attempt.path,
+        attempt.number,
+        count,
+        ", ".join(thread.name for thread in left),
+        extra={"path": attempt.path, "attempt": attempt.number},
+    )
+
+
+def _runs_ours(thread: threading.Thread) -> bool:
+    target = getattr(thread, "_target", None)
+    owner = getattr(target, "__self__", None)
+    modules = (
+        type(thread).__module__,
+        getattr(target, "__module__", None) or "",
+        type(owner).__module__ if owner is not None else "",
+    )
+    return any(module.startswith(_OURS) for module in modules)

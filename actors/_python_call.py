@@ -16,9 +16,12 @@ when args and kwargs are plain values (what a manifest gives), else
 
     ("returned", CODE)                   CODE: an int the call returned, else None
     ("exit", CODE, SHOWN)                sys.exit(x): CODE as a process gets it, SHOWN = repr(x)
-    ("raised", NAME, NAMES, TEXT, TB)    an exception: its class name, ``failure_names`` of
-                                         it (for ``give_up_on`` and ``retry.on``), str(exc)
-                                         and the traceback text
+    ("raised", NAME, NAMES, TEXT, TB, CAUSE)
+                                         an exception: its class name, ``failure_names`` of
+                                         it (for ``give_up_on`` and ``retry.on``), str(exc),
+                                         the traceback text ("" if it has nothing but its
+                                         message) and its ``__cause__`` as ``Type: message``
+                                         ("" if none)
 """
 
 from __future__ import annotations
@@ -97,7 +100,10 @@ def resolve_target(target: str) -> Any:
 
 
 def call_target(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
-    """Call ``target``; a coroutine function runs in its own event loop.
+    """Call ``target``; a coroutine function runs in its own event loop (``asyncio.run``).
+
+    Under the gevent runtime a coroutine function is refused (``TypeError``): see
+    ``_gevent_patched``.
 
     Returns the attempt's exit code: the call's result if it is an int (not
     a bool), else None. Exceptions, ``SystemExit`` too, go to the caller.
@@ -112,6 +118,14 @@ def call_target(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> i
             "that iterates the generator if that is the job)"
         )
     if isinstance(result, _CoroutineType):
+        if _gevent_patched():
+            # Never started, it has nothing to clean up; closed, it warns of no "never awaited".
+            result.close()
+            raise TypeError(
+                f"{target} is a coroutine function, which jobvisor does not run in a thread "
+                "under the gevent runtime (asyncio's event loop and gevent's would share that "
+                "thread): use isolation: process, or the threads runtime"
+            )
         import asyncio  # noqa: PLC0415 - on first use: most jobs are not coroutines
 
         result = asyncio.run(result)
@@ -155,6 +169,17 @@ def _chain(exc: BaseException | None, budget: list[int]) -> tuple[Any, ...]:
     return tuple(links)
 
 
+def _gevent_patched() -> bool:
+    """Whether gevent patched this process's threads into greenlets (the gevent runtime).
+
+    Its greenlets share one OS thread, and asyncio one running loop per OS thread: a
+    second ``asyncio.run`` while another's loop waits failed with "cannot be called from a
+    running event loop". A child process (``isolation: process``) loads no gevent.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
 def exit_code(code: object) -> int:
     """The exit code of ``sys.exit(code)``, as a process gets it: 0..255 (-1 is 255).
 
@@ -170,21 +195,69 @@ def exit_code(code: object) -> int:
     return 1
 
 
-def _raised(exc: BaseException) -> tuple[Any, ...]:
+def said(exc: BaseException) -> str:
+    """``exc`` as ``Type: message`` (its message cut as ``clip_head`` cuts it), or ``Type``.
+
+    An exception whose ``__str__`` raises is still told: ``Type: <unprintable Type>``.
+    """
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:
+        return f"{name}: <unprintable {name}>"
+    return f"{name}: {clip_head(text)}" if text else name
+
+
+def headline(exc: BaseException) -> str:
+    """``said(exc)``, naming what it was raised ``from``: ``Type: message (caused by Type: ..)``.
+
+    The one line a failure is told in (status, history, events): an explicit cause is
+    part of what went wrong; an implicit context (an error while handling another) is
+    left to the traceback, where the log shows it.
+    """
+    cause = exc.__cause__
+    return said(exc) if cause is None else f"{said(exc)} (caused by {said(cause)})"
+
+
+def user_traceback(exc: BaseException) -> str | None:
+    """The traceback of an exception a call of ``call_target`` raised, as a child's record has it.
+
+    Its causes and contexts included, our own frames left out (the call, the import of the
+    target and whatever called them), the messages cut as ``clip_head`` and the whole as
+    ``clip_tail`` cuts them. None if ``exc`` did not come out of such a call (it was raised
+    by jobvisor, or in another process) and so has nothing of the user's to show.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != __file__:
+        tb = tb.tb_next
+    if tb is None:
+        return None
     import traceback  # noqa: PLC0415 - only when a call fails
 
     shown = traceback.TracebackException.from_exception(exc)
-    # Our own frames (the call, the import of the target) are not the user's business.
-    shown.stack = traceback.StackSummary.from_list(
-        [frame for frame in shown.stack if frame.filename != __file__]
-    )
+    # Our own frames (the call, the import of the target, and in a thread the job actor's
+    # around them) are not the user's business: the stack starts after the last of ours.
+    frames = list(shown.stack)
+    ours = [i for i, frame in enumerate(frames) if frame.filename == __file__]
+    shown.stack = traceback.StackSummary.from_list(frames[ours[-1] + 1 :] if ours else frames)
+    if (
+        not shown.stack
+        and shown.__cause__ is None
+        and (shown.__context__ is None or shown.__suppress_context__)
+    ):
+        return None  # raised by the call itself (a generator refused): its message says it all
     _clip_messages(shown)
-    text = clip_tail("".join(shown.format()).rstrip("\n"))
+    return clip_tail("".join(shown.format()).rstrip("\n"))
+
+
+def _raised(exc: BaseException) -> tuple[Any, ...]:
+    text = user_traceback(exc) or ""
     try:
         message = clip_head(str(exc))
     except Exception:  # an exception whose __str__ fails still fails the call
         message = f"<unprintable {type(exc).__name__}>"
-    return ("raised", type(exc).__name__, failure_names(exc), message, text)
+    cause = "" if exc.__cause__ is None else said(exc.__cause__)
+    return ("raised", type(exc).__name__, failure_names(exc), message, text, cause)
 
 
 def _clip_messages(shown: Any) -> None:
@@ -226,12 +299,15 @@ def _call_from(path: str) -> tuple[Any, ...]:
 
 
 def main(argv: list[str]) -> None:
-    """A child's main: make the call, write the result, end the process at once.
+    """A child's main: make the call, wait for its threads, write the result, end the process.
 
-    ``os._exit``: the attempt is over once the call returns, as it is in a
-    thread, so nothing the call left (threads, atexit hooks) may hold it up.
+    The threads the call left running (not daemons) are waited for, as the
+    interpreter's exit waits for them, within the attempt's timeout and stop
+    like the call itself; then ``os._exit``: nothing else the call left (atexit
+    hooks, daemon threads) may hold the attempt up.
     """
     record = _call_from(argv[1])
+    _wait_for_threads()
     fd = os.open(argv[2], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as file:
         file.write(marshal.dumps(record))
@@ -241,6 +317,35 @@ def main(argv: list[str]) -> None:
         except Exception:  # noqa: S110 - a closed stream: nothing left to flush
             pass
     os._exit(0)
+
+
+def _wait_for_threads() -> None:
+    """Wait for the non-daemon threads still running, as Python's own exit does.
+
+    ``threading._shutdown`` is what the interpreter runs at its exit: it runs the
+    hooks of ``threading._register_atexit`` (a ``ThreadPoolExecutor`` left open
+    finishes its queue and ends its workers) and joins every non-daemon thread.
+    A line on stderr (the job's log) says why the attempt has not ended yet.
+    """
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return  # never imported: the call started no thread Python would wait for
+    main = threading.main_thread()
+    left = [t.name for t in threading.enumerate() if t is not main and not t.daemon]
+    if not left:
+        return
+    print(  # noqa: T201 - the child's stderr is the job's log
+        f"jobvisor: the call ended; waiting for the thread{'s' if len(left) > 1 else ''} "
+        f"it left running, as Python's exit would: {', '.join(left)}",
+        file=sys.stderr,
+    )
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+        return
+    for thread in threading.enumerate():  # pragma: no cover - a Python without _shutdown
+        if thread is not main and not thread.daemon:
+            thread.join()
 
 
 if __name__ == "__main__":

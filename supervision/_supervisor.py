@@ -44,6 +44,7 @@ from actors._errors import (
     NotAGroupError,
     NotSignalledError,
     ShuttingDownError,
+    traceback_of,
 )
 from actors._job import JobActor, first_tick, no_process
 from actors._placement import RayPlacement
@@ -590,16 +591,14 @@ class Supervisor(OwnActor):
             self.ctx.failed(rec, Outcome.FAILED)
             rec.last_exit = LastExit(Outcome.FAILED, msg.code, error, self.ctx.wall())
             extra = {"path": rec.path, "attempt": rec.attempts, "failure": error}
-            args = (rec.path, rec.attempts, error, msg.breaker)
-            if stopping:
-                log.error("{}: failed (attempt {}): {}; breaker {} is open", *args, extra=extra)
-            else:
-                log.error(
+            text = "{}: failed (attempt {}): {}; breaker {} is open"
+            if not stopping:
+                text = (
                     "{}: failed (attempt {}): {}; waiting: breaker {} is open, no calls until "
-                    "it half-opens",
-                    *args,
-                    extra=extra,
+                    "it half-opens"
                 )
+            text, args = self._traced(text, (rec.path, rec.attempts, error, msg.breaker), msg.error)
+            log.error(text, *args, extra=extra)
         elif not stopping:
             log.info(
                 "{}: waiting: breaker {} is open; no calls until it half-opens",
@@ -756,10 +755,11 @@ class Supervisor(OwnActor):
         Its exit and restart are counted as they happened; the next incarnation is the one
         the stop (or the shutdown) under way ends. Nothing else changes.
         """
-        outcome = self._note_exit(rec, msg)[0].outcome
+        reason = self._note_exit(rec, msg)[0]
+        outcome = reason.outcome
         error = rec.last_exit.error if rec.last_exit else None
         extra = {"path": rec.path, "attempt": rec.attempts, "failure": error}
-        self._say_exit(rec, outcome, extra, merged=not outcome.is_failure)
+        self._say_exit(rec, outcome, extra, merged=not outcome.is_failure, cause=reason.error)
         what = f"restart {rec.restarts + 1}"
         if not outcome.is_failure:  # one line for both, as a clean exit restarted at once has
             what = f"exited ({outcome.value}); {what}"
@@ -839,7 +839,7 @@ class Supervisor(OwnActor):
             and not rec.window.probing
             and self.ctx.budget is None
         )
-        self._say_exit(rec, outcome, extra, merged=merge)
+        self._say_exit(rec, outcome, extra, merged=merge, cause=reason.error)
         if rule is not None:  # no restart can mend it: none is burned, no backoff waited
             self._give_up(rec, rule)
             return
@@ -863,18 +863,38 @@ class Supervisor(OwnActor):
         else:
             self._apply_group(rec, decision, reason.error)
 
-    @staticmethod
     def _say_exit(
-        rec: ChildRecord, outcome: Outcome, extra: dict[str, Any], *, merged: bool
+        self,
+        rec: ChildRecord,
+        outcome: Outcome,
+        extra: dict[str, Any],
+        *,
+        merged: bool,
+        cause: BaseException | None = None,
     ) -> None:
-        """Log an exit nobody asked for; ``merged``: a clean one the restart's line says."""
+        """Log an exit nobody asked for; ``merged``: a clean one the restart's line says.
+
+        ``cause``: the exception that failed it, whose traceback (a python thread job's)
+        follows the line, as a child's follows its error; only once the damper let it
+        through, so a crash loop formats none of those it holds.
+        """
         if outcome.is_failure:
             error = extra["failure"]
             msg, args = "{}: {} (start {}): {}", (rec.path, outcome.value, rec.starts, error)
             if not held_back(log, logbook.ERROR, rec.path, msg, args, error):
+                msg, args = self._traced(msg, args, cause)
                 log.error(msg, *args, extra=extra)
         elif not merged:
             log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
+
+    def _traced(
+        self, msg: str, args: tuple[Any, ...], cause: BaseException | None
+    ) -> tuple[str, tuple[Any, ...]]:
+        """A failure's log line with the traceback of ``cause`` below it, if it has one to show."""
+        trace = None if cause is None else traceback_of(cause)
+        if trace is None:
+            return msg, args
+        return f"{msg}\n{{}}", (*args, self.ctx.mask(trace))
 
     def _decide(self, window: Window, now: float, again: Decision | None) -> Decision:
         """The policy's decision; a restart in place brings its own, noted in ``window`` already.

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -201,3 +202,28 @@ def fail_counted(counter: str, failures: int, spelled: str) -> str:
     if n <= failures:
         fail_as(spelled)
     return "ok"
+
+
+def chained() -> None:
+    raise RuntimeError("outer") from KeyError("k")
+
+
+def _lookup() -> None:
+    raise KeyError("inner")
+
+
+def during_handling() -> None:
+    try:
+        _lookup()
+    except KeyError:
+        raise RuntimeError("while handling")  # noqa: B904 - the implicit chain is the point
+
+
+def leave_a_thread(path: str, delay: float) -> None:
+    """Start a thread (not a daemon by choice) that writes ``path`` ``delay`` seconds later."""
+
+    def later() -> None:
+        time.sleep(delay)
+        Path(path).write_text("written")
+
+    threading.Thread(target=later, name="late-writer").start()

@@ -309,6 +309,23 @@ def test_a_real_crash_loop_is_summed_up_and_the_journal_keeps_every_attempt(
     assert "more times" not in loud.stderr
 
 
+def test_a_python_crash_loop_shows_where_it_failed_only_with_the_failures_it_writes(
+    tmp_path: Path,
+) -> None:
+    """A thread job's traceback comes with its failure's line: the loop's held ones print none."""
+    (tmp_path / "loop_mod.py").write_text(
+        "def main():\n    raise RuntimeError('outer') from KeyError('k')\n"
+    )
+    write_loop(tmp_path, "{name: crash, python: 'loop_mod:main'}")
+    quiet = jobvisor("run", cwd=tmp_path)
+    assert quiet.returncode == 1, quiet.stderr
+    assert quiet.stderr.count("Traceback (most recent call last):") == 3, quiet.stderr
+    assert quiet.stderr.count('loop_mod.py", line 2, in main') == 3
+    summaries = [line for line in quiet.stderr.splitlines() if "more times" in line]
+    assert "same error: RuntimeError: outer (caused by KeyError: 'k')" in summaries[-1]
+    assert "Traceback" not in summaries[-1]
+
+
 def test_a_loop_of_clean_exits_is_damped_and_summed_up_in_its_own_words() -> None:
     clock = Clock()
     damper = CrashLoopDamper(keep=2, interval=10, clock=clock)

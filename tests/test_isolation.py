@@ -150,12 +150,13 @@ def test_a_crash_in_c_code_fails_the_attempt_with_its_signal(make_tree, events) 
         ("exit_now", 0, "succeeded", 0),
     ],
 )
-def test_a_child_reports_like_a_thread(make_tree, events, case) -> None:
+def test_a_child_reports_like_a_thread(make_tree, events, runtime, case) -> None:
     """Return values and exits end the attempt alike in both isolations."""
     func, arg, outcome, code = case
     jobs = [python_job(i, f"isolatedfuncs:{func}", arg, isolation=i) for i in ("thread", "process")]
-    if func == "exit_now":
-        jobs = jobs[1:]  # in a thread it would end this test process
+    if func == "exit_now" or (func.startswith("async") and runtime == "gevent"):
+        # In a thread os._exit would end this test process; gevent runs no coroutine there.
+        jobs = jobs[1:]
     tree = make_tree(tree_of(*jobs, policy=ONCE), on_event=events)
     assert tree.wait(20)
     for job in jobs:
@@ -274,6 +275,117 @@ def test_a_base_exception_of_the_job_is_an_attempt_that_failed(
         assert all(f"{base}: custom base" in r.message for r in failed)
     [thread] = {a.error for a in events.of(AttemptFinished, "b-thread")}
     assert thread == f"{base}: custom base"
+
+
+def _failed_lines(logs: Any, path: str) -> list[str]:
+    return [r.message for r in logs.records if r.message.startswith(f"{path}: failed (start")]
+
+
+def test_a_failure_is_logged_with_its_traceback_and_its_cause_in_both_isolations(
+    make_tree, logs
+) -> None:
+    """A thread job's log said only ``RuntimeError: outer``: not where, nor what caused it."""
+    tree = make_tree(tree_of(*both("c", "chained"), *both("i", "during_handling"), policy=ONCE))
+    assert tree.wait(20)
+    for isolation in BOTH:
+        [logged] = _failed_lines(logs, f"c-{isolation}")
+        head, _, traceback = logged.partition("\n")
+        assert head.endswith("RuntimeError: outer (caused by KeyError: 'k')"), head
+        assert "The above exception was the direct cause of the following exception" in traceback
+        assert 'isolatedfuncs.py", line' in traceback
+        assert "in chained" in traceback
+        assert traceback.endswith("RuntimeError: outer"), traceback
+        # Our own frames are not the user's business.
+        assert "_python_call" not in traceback
+        assert "_job.py" not in traceback
+        [logged] = _failed_lines(logs, f"i-{isolation}")
+        assert "During handling of the above exception, another exception occurred" in logged
+        assert "in _lookup" in logged
+        assert "in during_handling" in logged
+    # The status keeps one line for a thread, the head of a child's record: the cause is named.
+    errors = {c["name"]: c["last_exit"]["error"] for c in tree.status()["children"]}
+    assert errors["c-thread"] == "RuntimeError: outer (caused by KeyError: 'k')"
+    assert errors["c-process"].startswith("RuntimeError: outer (caused by KeyError: 'k')\n")
+    assert errors["i-thread"] == "RuntimeError: while handling"
+
+
+def test_an_import_error_says_where_the_import_failed(
+    make_tree, logs, tmp_path, monkeypatch
+) -> None:
+    (tmp_path / "badimport_probe.py").write_text("import os\nraise ImportError('nope')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    jobs = [python_job(f"b-{i}", "badimport_probe:main", isolation=i) for i in BOTH]
+    tree = make_tree(tree_of(*jobs, policy=ONCE))
+    assert tree.wait(20)
+    for isolation in BOTH:
+        [logged] = _failed_lines(logs, f"b-{isolation}")
+        assert 'badimport_probe.py", line 2, in <module>' in logged, logged
+        assert logged.endswith("ImportError: nope"), logged
+
+
+def test_an_exit_of_our_own_making_has_no_traceback(make_tree, logs) -> None:
+    """sys.exit(3) and a non-zero int result are exit codes: nothing raised to trace."""
+    tree = make_tree(tree_of(*both("s", "sys_exit", 3), *both("r", "returns", 4), policy=ONCE))
+    assert tree.wait(20)
+    for isolation in BOTH:
+        for path in (f"s-{isolation}", f"r-{isolation}"):
+            [logged] = _failed_lines(logs, path)
+            assert "\n" not in logged, logged
+
+
+def test_threads_a_job_leaves_running_are_named_in_a_thread_and_waited_for_in_a_child(
+    make_tree, events, logs, tmp_path
+) -> None:
+    """Plain Python waits for a thread at its exit: a child does; a thread job warns of it."""
+    written = {i: tmp_path / f"written-{i}" for i in BOTH}
+    jobs = [
+        python_job(f"t-{i}", "isolatedfuncs:leave_a_thread", str(written[i]), 0.3, isolation=i)
+        for i in BOTH
+    ]
+    tree = make_tree(tree_of(*jobs, policy=ONCE), on_event=events)
+    assert tree.wait(20)
+    assert {e.path: e.outcome for e in events.of(AttemptFinished)} == {
+        "t-thread": Outcome.SUCCEEDED,
+        "t-process": Outcome.SUCCEEDED,
+    }
+    # The child ended once its thread had: what it wrote is there when the attempt is over.
+    assert written["process"].read_text() == "written"
+    [warned] = [r for r in logs.records if "still running" in r.message]
+    assert warned.level_name == "WARNING"
+    assert warned.message.startswith("t-thread: attempt 1 ended with 1 thread it started still")
+    assert "late-writer" in warned.message
+    assert warned.extra["path"] == "t-thread"
+    assert not [
+        r for r in logs.records if "t-process" in r.message and "still running" in r.message
+    ]
+    deadline = time.monotonic() + 10
+    while not written["thread"].exists():  # it runs on beside us: let it end before the test
+        assert time.monotonic() < deadline, "the thread job's thread never wrote"
+        time.sleep(0.01)
+
+
+def test_a_coroutine_function_runs_in_both_isolations_but_not_in_a_gevent_thread(
+    make_tree, events, runtime
+) -> None:
+    """Under gevent two asyncio.run at once failed: "cannot be called from a running event loop"."""
+    tree = make_tree(
+        tree_of(*both("a", "async_returns", 0), *both("b", "async_returns", 0), policy=ONCE),
+        on_event=events,
+    )
+    assert tree.wait(20)
+    ended = {e.path: e for e in events.of(AttemptFinished)}
+    for name in ("a", "b"):
+        assert ended[f"{name}-process"].outcome is Outcome.SUCCEEDED
+        thread = ended[f"{name}-thread"]
+        if runtime != "gevent":
+            assert thread.outcome is Outcome.SUCCEEDED
+            continue
+        assert thread.outcome is Outcome.FAILED
+        assert thread.error == (
+            "TypeError: isolatedfuncs:async_returns is a coroutine function, which jobvisor does "
+            "not run in a thread under the gevent runtime (asyncio's event loop and gevent's "
+            "would share that thread): use isolation: process, or the threads runtime"
+        )
 
 
 def test_a_very_long_message_is_cut_and_says_how_much(make_tree, events, logs) -> None:

@@ -60,10 +60,14 @@ def test_sys_exit_in_a_python_job_ends_the_attempt_with_its_code(
         assert any("attempt 1 failed" in r.message for r in logs.records)
 
 
-def test_coroutine_functions_run_to_completion(make_tree) -> None:
+def test_coroutine_functions_run_to_completion(make_tree, runtime) -> None:
     tree = make_tree(tree_of(python_job("a", "jobfuncs:async_ok", "a")))
     assert tree.wait(10)
-    assert tree.status()["children"][0]["last_exit"]["code"] == 0
+    last = tree.status()["children"][0]["last_exit"]
+    if runtime == "gevent":  # refused there: see test_isolation
+        assert "is a coroutine function" in last["error"]
+        return
+    assert last["code"] == 0
 
 
 @pytest.mark.parametrize("value", [4, 254])
