@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 
 from actors._errors import JobvisorError
 from supervision._files import check_server
@@ -277,11 +278,15 @@ def _no_answer(sock: socket.socket, path: str, timeout: float, req: dict[str, An
 
 
 def _connect(path: str, timeout: float) -> socket.socket:
-    """A connected socket to ``path``; every way of failing is one ``NoDaemonError``."""
+    """A connected socket to ``path``; every way of failing is one ``NoDaemonError``.
+
+    A daemon whose listen backlog is full (a burst of clients) refuses a connect with
+    EAGAIN: tried again, a little later each time, within ``timeout``; it is there.
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(path)
+        _connect_when_heard(sock, path, timeout)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         sock.close()
         raise NoDaemonError(
@@ -294,6 +299,21 @@ def _connect(path: str, timeout: float) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _connect_when_heard(sock: socket.socket, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            sock.connect(path)
+        except BlockingIOError:
+            if time.monotonic() + pause >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        else:
+            return
 
 
 def _reason(exc: OSError) -> str:

@@ -481,7 +481,7 @@ def _bind_private(path: Path) -> tuple[socket.socket, Ident]:
             temp.unlink(missing_ok=True)
             raise
         st = os.lstat(path)
-        sock.listen(16)
+        sock.listen(socket.SOMAXCONN)  # a burst of clients waits here, not refused (EAGAIN)
     except BaseException:
         sock.close()
         raise
@@ -734,7 +734,9 @@ class Daemon:
 
         def stop() -> None:
             try:
-                tree.stop()
+                # As long as the jobs' graces take, one after another (a bound gave up with
+                # jobs not yet signalled, and a clean exit said); a second signal cuts it short.
+                tree.stop(None)
             finally:
                 done.set()
                 with self._pipe_lock:  # never a write to a closed pipe's fd number

@@ -183,3 +183,38 @@ def test_a_request_sent_whole_is_answered_when_a_newer_connection_takes_its_plac
                     while silent.recv(65536):
                         pass
             wait_until(lambda: server.connections == 0, "both ended")
+
+
+def test_a_burst_of_clients_is_answered_or_told_busy_never_no_daemon(tmp_path: Path) -> None:
+    """200 clients at once (a monitor's threads, a parallel fan-out): past the listen backlog
+    (16) a connect failed with EAGAIN, which the client took for no daemon (exit 3)."""
+
+    def slow(req: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(0.05)  # a status of a large tree
+        return _answer(req)
+
+    count = 200
+    start = threading.Barrier(count)
+    replies: list[Any] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        start.wait()
+        try:
+            got: Any = request(tmp_path, {"op": "status"}, timeout=30)
+        except Exception as exc:
+            got = exc
+        with lock:
+            replies.append(got)
+
+    with contextlib.closing(ControlServer(tmp_path / SOCKET_NAME, slow)):
+        threads = [threading.Thread(target=client) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    errors = [r for r in replies if isinstance(r, Exception)]
+    assert not errors, f"{len(errors)} of {count}: {errors[0]!r}"
+    codes = {r.get("code", "ok") for r in replies}
+    assert codes <= {"ok", "busy"}, codes
+    assert len(replies) == count
