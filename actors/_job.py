@@ -17,7 +17,14 @@ from actors._errors import AttemptTimeout, ChildKilled, JobvisorError, SpecError
 from actors._messages import AttemptDone, ChildExit, ChildStarted, Resumed, Waiting
 from actors._ref import OwnMessage
 from actors._retry import RetrySpec, run_with_retry
-from actors._runtime import Scheduler, TimerHandle, interrupt_task
+from actors._runtime import (
+    DueKill,
+    Scheduler,
+    TimerHandle,
+    active_runtime,
+    interrupt_later,
+    interrupt_task,
+)
 from actors._supervised import Kill, OwnActor
 from actors._taken import taken_before
 
@@ -252,8 +259,14 @@ class JobActor(OwnActor):
         ready: ReadyCheck | None = None,
         output: Callable[[Attempt], OutputSink] | None = None,
         again: InPlacePermit | None = None,
+        grace: float = 0.0,
     ) -> None:
         super().__init__()
+        # How long work that cannot be stopped from outside (a python thread) has to end by
+        # itself after its timeout asked it to (attempt.cancelled), before it is killed: its
+        # stop grace, as a stop gives it. 0: killed at once.
+        self._grace = grace
+        self._due_kill: DueKill | None = None  # that kill, while it is to come
         # Asked when the incarnation would end: may it go on as the next one at once (its
         # supervisor's permit, ``supervision._inplace``)? None: every end is reported.
         self._again = again
@@ -652,19 +665,37 @@ class JobActor(OwnActor):
         finally:
             current_attempt_var.reset(token)
             self._attempt = None
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
+            overran = self._end_timers()
         self._jv_attempts = number
         if self._jv_error is not None or self._jv_killed:
             # Ended from outside (timeout, readiness, kill): reported there already.
             return self._jv_error, code
+        if overran and not self._jv_stop_requested:
+            # Its deadline came while it ran, and its timer could not: a call that never yields
+            # (gevent) returns late. It timed out all the same, whatever it returned.
+            return self._overran(attempt, overran, with_exit=with_exit), None
         # A stop we asked for is nothing for a breaker to count (its permit goes back). A trial
         # call that failed is a failure of the job's like any other (its restarts are counted
         # and end), where one that opened a closed breaker only makes it wait.
         self._trial_failed = self._settle(None if self._jv_stop_requested else error is None)
         self._report_attempt(attempt, error, code, with_exit=with_exit)
         return error, code
+
+    def _end_timers(self) -> float:
+        """The attempt's call is over: its deadline and a kill its timeout left are off.
+
+        Returns how many seconds past its deadline it returned without the deadline's timer
+        having run (0.0 if none was).
+        """
+        due, self._due_kill = self._due_kill, None
+        if due is not None:
+            due.cancel()  # it ended within the grace its timeout gave it
+        deadline, self._deadline = self._deadline, None
+        if deadline is None:
+            return 0.0
+        overran = deadline.overdue
+        deadline.cancel()
+        return overran
 
     def _report_attempt(
         self,
@@ -746,10 +777,35 @@ class JobActor(OwnActor):
         error = AttemptTimeout(
             f"{self.path} attempt {attempt.number} timed out after {self.schedule.timeout}s"
         )
-        self._fail_from_outside(error, attempt)
+        self._fail_from_outside(error, attempt, grace=self._grace)
 
-    def _fail_from_outside(self, error: BaseException, attempt: Attempt | None) -> None:
-        """Another thread ends this incarnation at once; the running work is stopped after."""
+    def _overran(self, attempt: Attempt, overran: float, *, with_exit: bool) -> AttemptTimeout:
+        """Actor's thread: ``attempt`` returned ``overran`` seconds after its deadline, which
+        nothing could act on meanwhile; it is failed as the deadline would have failed it."""
+        how = (
+            "and never yielded to gevent (a loop, or a C call gevent does not make "
+            "cooperative), so its timeout could not fire before it returned"
+            if active_runtime() == "gevent"
+            else "and returned before its timeout was acted on"
+        )
+        error = AttemptTimeout(
+            f"{self.path} attempt {attempt.number} timed out after {self.schedule.timeout}s: "
+            f"it overran it by {overran:.1f}s {how}"
+        )
+        self._jv_error = error
+        self._settle(ok=False)
+        self._report_attempt(attempt, error, None, with_exit=with_exit)
+        return error
+
+    def _fail_from_outside(
+        self, error: BaseException, attempt: Attempt | None, *, grace: float = 0.0
+    ) -> None:
+        """Another thread ends this incarnation at once; the running work is stopped after.
+
+        ``grace``: how long work that cannot be stopped from outside has, once asked to end
+        (``attempt.cancelled``), before it is killed, as a stop gives it (0: killed now). Its
+        end is reported at once either way.
+        """
         if self._jv_error is not None or self._jv_killed:
             return
         self._jv_error = error
@@ -768,7 +824,12 @@ class JobActor(OwnActor):
             attempt.cancelled.set()
             self._cancel_work(attempt)
         if not stops_itself and self._jv_task is not None and self._jv_running:
-            interrupt_task(self._jv_task, Kill, self._jv_slot)
+            if grace > 0 and attempt is not None:
+                self._due_kill = interrupt_later(
+                    self._scheduler, grace, self._jv_task, Kill, self._jv_slot
+                )
+            else:
+                interrupt_task(self._jv_task, Kill, self._jv_slot)
 
     def _cancel_work(self, attempt: Attempt) -> None:
         try:

@@ -29,12 +29,14 @@ if TYPE_CHECKING:
 __all__ = [
     "KILL_GRACE",
     "RUNTIMES",
+    "DueKill",
     "Scheduler",
     "TimerHandle",
     "abandoned",
     "active_runtime",
     "current_task",
     "install_runtime",
+    "interrupt_later",
     "interrupt_task",
     "join_tasks",
     "kill_age",
@@ -581,12 +583,22 @@ def join_tasks(prefix: str, timeout: float | None, *, abandon: bool = False) -> 
             continue
         until = deadline
         if abandon:
-            with _kill_lock:
-                abandon_at = _killed.get(task)
+            abandon_at = _abandon_at(task)
             if abandon_at is not None:
                 until = abandon_at if until is None else min(until, abandon_at)
         task.join(None if until is None else max(0.0, until - time.monotonic()))
     return [t.name for t in live_tasks(prefix) if t is not me and t is not current]
+
+
+def _abandon_at(task: Any) -> float | None:
+    """When a join gives up on ``task``: ``KILL_GRACE`` after its kill, come or due; None: never
+    killed."""
+    with _kill_lock:
+        abandon_at = _killed.get(task)
+        due = _kills_due.get(task)
+    if abandon_at is None and due is not None:
+        return due + KILL_GRACE
+    return abandon_at
 
 
 # -- abandoning what a kill cannot end -------------------------------------------------------------
@@ -600,6 +612,8 @@ def join_tasks(prefix: str, timeout: float | None, *, abandon: bool = False) -> 
 _kill_lock = threading.Lock()
 # task -> when it is abandoned if still running (monotonic); a task's first kill sets it.
 _killed: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+# task -> when a kill is due for it (monotonic): ``interrupt_later`` set it, the kill not come yet.
+_kills_due: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 _kill_watchers: dict[str, Callable[[Any], None]] = {}
 
 
@@ -688,6 +702,45 @@ def interrupt_task(task: Any, exc_type: type[BaseException], slot: int | None = 
         _raise_in(task, exc_type)
 
 
+class DueKill:
+    """A kill of a task to come (``interrupt_later``); ``cancel()`` it once the work ended."""
+
+    __slots__ = ("_task", "_timer")
+
+    def __init__(self, task: Any, timer: TimerHandle) -> None:
+        self._task = task
+        self._timer = timer
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        with _kill_lock:
+            _kills_due.pop(self._task, None)
+
+
+def interrupt_later(
+    scheduler: Scheduler,
+    delay: float,
+    task: Any,
+    exc_type: type[BaseException],
+    slot: int | None = None,
+) -> DueKill:
+    """``interrupt_task`` in ``delay`` seconds (a grace), on ``scheduler``'s thread.
+
+    Meanwhile a join that abandons killed tasks (``join_tasks(..., abandon=True)``: a tree's
+    stop) waits for this one only until ``KILL_GRACE`` after the kill is due, as if it had
+    come: a task blocked in a call must not hold a stop for ever before its kill.
+    """
+    with _kill_lock:
+        _kills_due[task] = time.monotonic() + delay
+
+    def kill() -> None:
+        with _kill_lock:
+            _kills_due.pop(task, None)
+        interrupt_task(task, exc_type, slot)
+
+    return DueKill(task, scheduler.call_later(delay, kill))
+
+
 def _raise_in(thread: Any, exc_type: type[BaseException]) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type)
@@ -713,6 +766,17 @@ class TimerHandle:
     @property
     def cancelled(self) -> bool:
         return self.callback is None
+
+    @property
+    def overdue(self) -> float:
+        """Seconds it is past its time and still not run (0.0 when not due, run or cancelled).
+
+        Under gevent, a greenlet that never yields keeps the scheduler from running it.
+        """
+        scheduler = self.scheduler
+        if scheduler is None or self.callback is None:
+            return 0.0
+        return max(0.0, scheduler._clock() - self.when)
 
 
 # The longest the scheduler waits at once before it looks at its clock again: a lock's wait

@@ -21,6 +21,7 @@ import logbook
 from actors import BreakerState, BreakerStatus, check_runtime, live_tasks
 from supervision._hangup import off_the_terminal
 from supervision._history import journal_path
+from supervision._hubwatch import HubWatch
 from supervision._journal import (
     Journal,
     job_hashes,
@@ -42,6 +43,7 @@ log = logbook.Logger("supervision.app")
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from types import FrameType
 
     from actors import Breaker
     from supervision._httpapi import Endpoint
@@ -332,10 +334,13 @@ class _Signals:
     The handler only sets events: it runs in the main thread between two
     bytecodes, maybe inside a lock the main thread holds, so acting there
     could deadlock. The main thread waits on these events in short slices.
+    Under gevent a job's call that never yields keeps that main loop from running at all:
+    ``HubWatch`` then says so at the first signal and ends the process at the second.
     """
 
     def __init__(self) -> None:
         self.count = 0
+        self.watch = HubWatch("run", 1)  # 1: as a forced stop's exit
         self.first = threading.Event()
         self.second = threading.Event()
         self.name = ""  # the first one's: "SIGTERM"
@@ -351,11 +356,11 @@ class _Signals:
             self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._handle)
 
     def restore(self) -> None:
+        self.watch.close()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
-    def _handle(self, signum: int, frame: object) -> None:
-        del frame
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             off_the_terminal()  # nobody reads it any more, and writing it fails
             if self.hung_up:
@@ -365,6 +370,7 @@ class _Signals:
         if self.count == 1:
             self.name = signal.Signals(signum).name
         (self.first if self.count == 1 else self.second).set()
+        self.watch.signalled(signum, self.count, frame)
 
 
 def run_batch(

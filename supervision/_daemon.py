@@ -41,6 +41,7 @@ from supervision._events import Escalated, GaveUp, Reloaded
 from supervision._explain import explain_policy
 from supervision._files import Ident, identity, remove_if_same, write_atomic
 from supervision._hangup import off_the_terminal
+from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, SupervisorSpec
 from supervision._statedir import LOCK_NAME, StateDirLock
@@ -48,6 +49,7 @@ from supervision._statedir import LOCK_NAME, StateDirLock
 if TYPE_CHECKING:
     from collections.abc import Callable, Container, Iterator
     from pathlib import Path
+    from types import FrameType
 
     from supervision._app import Composition
     from supervision._events import Event
@@ -531,6 +533,9 @@ class Daemon:
         self._stopping = False
         self._again = False  # a signal came while stopping: what still runs is to be killed
         self.forced = False  # it was: the stop was cut short
+        # Under gevent, a job's call that never yields keeps the main loop from acting on a
+        # signal: this says so, and ends the process at the second one (see HubWatch).
+        self._hub_watch: HubWatch | None = None
         self.lost: str | None = None  # why it stopped by itself: its state dir went (see _watch)
         self.ended: str | None = None  # why its tree ended by itself (see _follow_end)
         self._root_gave_up: str | None = None  # the root's reason, when it gave up on the tree
@@ -797,7 +802,10 @@ class Daemon:
         if active_runtime() == "threads":
             wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
 
+        watch = self._hub_watch = HubWatch("daemon", FORCED_EXIT)
+
         def restore() -> None:
+            watch.close()
             if wakeup is not None:
                 signal.set_wakeup_fd(wakeup)
             for signum, handler in previous.items():
@@ -805,8 +813,7 @@ class Daemon:
 
         return restore
 
-    def _on_signal(self, signum: int, frame: object) -> None:
-        del frame
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             if self._hung_up():
                 self._on_hangup()
@@ -817,6 +824,8 @@ class Daemon:
         else:
             self._stopping = True
         self._wake()
+        if signum != signal.SIGHUP and self._hub_watch is not None:
+            self._hub_watch.signalled(signum, 2 if self._again else 1, frame)
 
     def _hung_up(self) -> bool:
         """Whether a SIGHUP comes of the terminal hanging up, not from a person or systemd.

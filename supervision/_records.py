@@ -630,6 +630,7 @@ def start_incarnation(
             ready=_beside(spec.ready, work),
             output=ctx.output.opener(spec.output) if ctx.output and spec.output else None,
             again=again,
+            grace=spec.grace,
             jv_at_once=at_once,
         )
     if isinstance(spec, ActorSpec) and isinstance(spec.placement, RayPlacement):

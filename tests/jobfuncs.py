@@ -20,6 +20,7 @@ _lock = threading.Lock()
 def reset() -> None:
     CALLS.clear()
     EVENTS.clear()
+    ENDED.clear()
 
 
 def _count(key: str) -> int:
@@ -145,3 +146,35 @@ def base_when_stopped(key: str) -> None:
     assert attempt is not None
     attempt.cancelled.wait(30)
     raise OwnBase(f"{key} was stopped")
+
+
+def spin(key: str, seconds: float) -> None:
+    """Busy for ``seconds`` in pure Python: under gevent it never yields, so no timer fires."""
+    _count(key)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def graceful(key: str, cleanup: float) -> None:
+    """Wait to be cancelled, then take ``cleanup`` seconds to end, as a job that cleans up does."""
+    _count(key)
+    attempt = current_attempt()
+    assert attempt is not None
+    EVENTS[key + ".running"].set()
+    if attempt.cancelled.wait(30):
+        EVENTS[key + ".cancelled"].set()
+        time.sleep(cleanup)
+        EVENTS[key + ".cleaned"].set()
+
+
+ENDED: dict[str, float] = {}
+
+
+def stubborn_until_killed(key: str) -> None:
+    """As ``stubborn``, and says when the kill ended it (``ENDED[key]``, monotonic)."""
+    try:
+        stubborn(key)
+    finally:
+        ENDED[key] = time.monotonic()
+        EVENTS[key + ".ended"].set()

@@ -7,6 +7,7 @@ it imports nothing of ours. A job says it is running by creating ``marker``.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import defaultdict
@@ -71,3 +72,15 @@ class StuckOnStop(pykka.ThreadingActor):
 
     def on_stop(self) -> None:
         hold(self.key)
+
+
+def read_pipe(marker: str = "") -> None:
+    """Blocked in ``os.read`` on a pipe nobody writes: a C call gevent does not make cooperative,
+    so under gevent the hub itself cannot run (the whole process waits there)."""
+    r, w = os.pipe()
+    _mark(marker)
+    try:
+        os.read(r, 1)
+    finally:
+        os.close(r)
+        os.close(w)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import replace
@@ -274,7 +275,7 @@ def test_timeout_fails_the_attempt_and_stops_its_work(make_tree, events) -> None
     policy = RestartPolicy(
         backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=0)
     )
-    job = python_job("t", "jobfuncs:stubborn", "t", schedule=Schedule(timeout=0.05))
+    job = python_job("t", "jobfuncs:stubborn", "t", schedule=Schedule(timeout=0.05), grace=0.05)
     tree = make_tree(tree_of(job, policy=policy), on_event=events)
     events.reached("t", "gave_up")
     exits = events.of(ChildExited, "t")
@@ -282,6 +283,65 @@ def test_timeout_fails_the_attempt_and_stops_its_work(make_tree, events) -> None
     assert "timed out after 0.05s" in (exits[0].error or "")
     node = tree.status()["children"][0]
     assert node["last_exit"]["outcome"] == "timeout"
+
+
+def test_a_call_that_returns_after_its_timeout_is_a_timeout(make_tree, events, runtime) -> None:
+    # Under gevent a loop that never yields keeps the timer from firing: its late return was
+    # reported succeeded. Under threads the kill lands in the loop at the deadline.
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=0)
+    )
+    job = python_job("spin", "jobfuncs:spin", "spin", 0.6, schedule=Schedule(timeout=0.2))
+    make_tree(tree_of(job, policy=policy), on_event=events)
+    events.reached("spin", "gave_up")
+    exits = events.of(ChildExited, "spin")
+    assert [e.outcome for e in exits] == [Outcome.TIMEOUT]
+    error = exits[0].error or ""
+    assert "timed out after 0.2s" in error
+    if runtime == "gevent":
+        assert "never yielded to gevent" in error, error
+        assert re.search(r"overran it by 0\.\ds", error), error
+
+
+def test_a_timeout_asks_a_python_thread_to_stop_and_waits_its_grace(make_tree, events) -> None:
+    # As a stop does: cancelled is set, the grace is waited, and only then the kill comes. A
+    # timeout under threads killed at once: cancelled was never seen, the grace skipped.
+    job = python_job(
+        "g",
+        "jobfuncs:graceful",
+        "g",
+        0.3,
+        schedule=Schedule(timeout=0.1),
+        grace=5.0,
+        restart=RestartType.TEMPORARY,
+    )
+    make_tree(tree_of(job), on_event=events)
+    assert jobfuncs.EVENTS["g.cancelled"].wait(10), "the job never saw its attempt cancelled"
+    assert jobfuncs.EVENTS["g.cleaned"].wait(10), "the kill came before the grace was over"
+    events.reached("g", "failed")
+    exits = events.of(ChildExited, "g")
+    assert [e.outcome for e in exits] == [Outcome.TIMEOUT]
+    assert "timed out after 0.1s" in (exits[0].error or "")
+
+
+def test_a_timed_out_python_thread_that_ignores_it_is_killed_after_its_grace(
+    make_tree, events
+) -> None:
+    job = python_job(
+        "s",
+        "jobfuncs:stubborn_until_killed",
+        "s",
+        schedule=Schedule(timeout=0.05),
+        grace=0.5,
+        restart=RestartType.TEMPORARY,
+    )
+    make_tree(tree_of(job), on_event=events)
+    events.reached("s", "failed")  # reported at the timeout, as before: the grace is the thread's
+    failed_at = time.monotonic()
+    assert [e.outcome for e in events.of(ChildExited, "s")] == [Outcome.TIMEOUT]
+    assert jobfuncs.EVENTS["s.ended"].wait(10), "the kill never came"
+    # The kill came at the end of its grace (0.5 s after the timeout), no sooner.
+    assert jobfuncs.ENDED["s"] - failed_at > 0.3
 
 
 def test_stop_of_a_cooperative_job_is_not_a_failure(make_tree, events) -> None:

@@ -147,13 +147,16 @@ def test_a_timed_out_python_job_is_abandoned_reported_and_journaled(
     runtime: str, tmp_path: Path, events: Any, logs: logbook.TestHandler
 ) -> None:
     key = "timeout"
-    spec = _one_job("hold", key, schedule=Schedule(timeout=0.1), restart=RestartType.TEMPORARY)
+    spec = _one_job(
+        "hold", key, schedule=Schedule(timeout=0.1), restart=RestartType.TEMPORARY, grace=0.2
+    )
     journal = Journal(tmp_path)
     tree = start_tree(spec, runtime, on_event=events, sink=journal.record)
     try:
         assert tree.wait(10)
         assert tree.result().failed == ("blk",)
-        # Reported while the tree still runs, a kill grace after the timeout's kill.
+        # Reported while the tree still runs, a kill grace after the kill that comes at the end
+        # of the stop grace the timeout gives it.
         events.wait_for(lambda items: any(isinstance(e, ThreadAbandoned) for e in items))
         assert _abandoned_logged(logs, "blk")
         took = _timed(lambda: tree.stop(None), SLACK)
@@ -191,18 +194,21 @@ def _journal_rows(tmp_path: Path) -> list[dict[str, Any]]:
 
 def test_run_ends_after_a_blocked_python_job_times_out(runtime: str, tmp_path: Path) -> None:
     # The issue's reproduction: the timeout fires, the job fails finally, and run used to
-    # hang after "root: shutting down" whatever signals it got.
+    # hang after "root: shutting down" whatever signals it got. The tree ends at the timeout;
+    # its stop waits for the thread only until a kill grace after its kill, due at the end of
+    # its stop grace.
     _manifest(
         tmp_path,
         """  - name: blk
     python: "stuckfuncs:sleep_long"
     timeout: 200ms
     restart: temporary
+    stop: {grace: 1s}
 """,
     )
     jv = Jobvisor(tmp_path, "run", "--runtime", runtime)
     try:
-        code = jv.wait(0.2 + KILL_GRACE + 20)
+        code = jv.wait(0.2 + 1 + KILL_GRACE + 20)
     finally:
         jv.close()
     assert code == 1, jv.stderr
@@ -301,3 +307,49 @@ def test_a_job_blocked_in_one_c_call_is_abandoned(runtime: str, events: Any) -> 
         assert [e.path for e in events.of(ThreadAbandoned)] == ["blk"]
     finally:
         _stop_and_release(tree, key)
+
+
+def _blocking_job(marker: Path) -> str:
+    """``blk``, blocked in ``os.read`` on an empty pipe: under gevent the hub cannot run at all."""
+    return f"""  - name: blk
+    python: "stuckfuncs:read_pipe"
+    args: ["{marker}"]
+    timeout: 1s
+    restart: temporary
+"""
+
+
+@pytest.mark.parametrize("mode", ["run", "daemon"])
+def test_second_signal_ends_the_process_while_a_job_blocks_in_a_c_call(
+    runtime: str, tmp_path: Path, mode: str
+) -> None:
+    # Under gevent a call that never yields stops the hub: no timeout, no stop can run. The
+    # first signal is still heard (a line names the job), the second ends the process.
+    marker = tmp_path / "running"
+    _manifest(tmp_path, _blocking_job(marker))
+    jv = Jobvisor(tmp_path, mode, "--runtime", runtime)
+    try:
+        wait_until(marker.exists, "the job runs", proc=jv.proc)
+        jv.proc.send_signal(signal.SIGTERM)
+        if runtime == "gevent":
+            wait_until(
+                lambda: "blocks gevent's hub" in jv.stderr,
+                "the first signal was heard",
+                proc=jv.proc,
+            )
+        else:
+            wait_until(lambda: "stopping" in jv.stderr, "the graceful stop began", proc=jv.proc)
+        sent = time.monotonic()
+        jv.proc.send_signal(signal.SIGTERM)
+        code = jv.wait(20)
+        took = time.monotonic() - sent
+    finally:
+        jv.close()
+    assert took < SLACK, f"the second signal took {took:.2f}s to end {mode}"
+    assert code == 1, jv.stderr  # not a clean stop
+    if runtime == "gevent":
+        first = next(line for line in jv.stderr.splitlines() if "blocks gevent's hub" in line)
+        assert "SIGTERM" in first
+        assert "blk" in first, first
+        assert "ending the process now" in jv.stderr
+    assert "Traceback" not in jv.stderr
