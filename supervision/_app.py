@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Self, TextIO
 import logbook
 
 from actors import BreakerState, BreakerStatus, check_runtime, live_tasks
+from supervision._fdlimit import fit_open_files
 from supervision._hangup import off_the_terminal
 from supervision._history import journal_path
 from supervision._hubwatch import HubWatch
@@ -230,6 +231,7 @@ def _compose(
         stream=stream,
         base_dir=base_dir,
     )
+    fit_open_files(manifest.root)
     succeeded: dict[str, tuple[int | None, float]] = {}
     opened: Journal | None = None
     try:

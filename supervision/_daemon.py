@@ -39,6 +39,7 @@ from supervision._app import forced_stop
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request, signal_name
 from supervision._events import Escalated, GaveUp, Reloaded
 from supervision._explain import explain_policy
+from supervision._fdlimit import fit_open_files
 from supervision._files import Ident, identity, remove_if_same, write_atomic
 from supervision._hangup import off_the_terminal
 from supervision._hubwatch import HubWatch
@@ -564,6 +565,13 @@ class Daemon:
             manifest = replace(manifest, http=self._http)
         return manifest
 
+    def _reloading(self, read: Manifest) -> Manifest:
+        """A reload's manifest as this daemon runs it; the open-file limit raised for the jobs
+        it adds (the start raised it for the first manifest's, ``supervision._app``)."""
+        manifest = self._fixed(read)
+        fit_open_files(manifest.root)
+        return manifest
+
     def run(self) -> int:
         """Serve until stopped; 0 after a clean stop, ``FORCED_EXIT`` after a forced one."""
         self._started = load_manifest(self.manifest_path)
@@ -948,7 +956,7 @@ class Daemon:
             # Logged however it was asked (SIGHUP, the socket, HTTP): the log is where it shows.
             log.error("reload refused, nothing changed: {}", error)  # noqa: TRY400 - no traceback
             return {"ok": False, "code": "bad_manifest", "error": error, "unset": unset}
-        new = self._fixed(read)
+        new = self._reloading(read)
         composition, tree = self.composition, self.tree
         assert composition is not None
         assert tree is not None
