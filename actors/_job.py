@@ -820,16 +820,17 @@ class JobActor(OwnActor):
         stops_itself = getattr(self.work, "kill", None) is not None
         if not stops_itself:
             self._jv_report()
+        task = self._jv_task if not stops_itself and self._jv_running else None
+        if task is not None and grace > 0 and attempt is not None:
+            # Armed before the cancel: work that ends at once on it finds the kill to call off
+            # (``_end_timers``).
+            self._due_kill = interrupt_later(self._scheduler, grace, task, Kill, self._jv_slot)
+            task = None
         if attempt is not None:
             attempt.cancelled.set()
             self._cancel_work(attempt)
-        if not stops_itself and self._jv_task is not None and self._jv_running:
-            if grace > 0 and attempt is not None:
-                self._due_kill = interrupt_later(
-                    self._scheduler, grace, self._jv_task, Kill, self._jv_slot
-                )
-            else:
-                interrupt_task(self._jv_task, Kill, self._jv_slot)
+        if task is not None:
+            interrupt_task(task, Kill, self._jv_slot)
 
     def _cancel_work(self, attempt: Attempt) -> None:
         try:

@@ -252,19 +252,30 @@ def last_breaker_states(db: Path) -> dict[str, tuple[str, float]]:
 def open_cooldowns(db: Path, now: float) -> dict[str, tuple[float, int]]:
     """For a daemon's start: children whose last decision is a cooldown still running at ``now``.
 
-    Returns ``{path: (seconds left, cycle)}``.
+    A later decision about a group above the child (a person's restart, stop or start of it,
+    a reload removing it, its own restart or cooldown) ended the child's too: its supervisor
+    was stopped or started anew. Returns ``{path: (seconds left, cycle)}``.
     """
     if not db.exists():
         return {}
     rows = _query(
         db,
-        f"SELECT path, kind, detail, at FROM decisions WHERE id IN (SELECT MAX(id) FROM decisions"  # noqa: S608 - constants
-        f" WHERE kind IN {STATE_KINDS_SQL} GROUP BY path) AND kind = 'cooldown'",
+        f"SELECT id, path, kind, detail, at FROM decisions WHERE id IN (SELECT MAX(id)"  # noqa: S608 - constants
+        f" FROM decisions WHERE kind IN {STATE_KINDS_SQL} GROUP BY path)",
     )
+    latest = {str(path): int(row_id) for row_id, path, _kind, _detail, _at in rows}
     found: dict[str, tuple[float, int]] = {}
-    for path, _kind, detail, at in rows:
+    for row_id, path, kind, detail, at in rows:
+        if kind != "cooldown" or _ended_above(str(path), int(row_id), latest):
+            continue
         data = json.loads(detail)
         left = float(at) + float(data["duration"]) - now
         if left > 0:
             found[str(path)] = (left, int(data["cycle"]))
     return found
+
+
+def _ended_above(path: str, row_id: int, latest: dict[str, int]) -> bool:
+    """Whether a group above ``path`` has a decision later than ``path``'s row ``row_id``."""
+    parts = path.split("/")
+    return any(latest.get("/".join(parts[:n]), -1) > row_id for n in range(1, len(parts)))

@@ -379,6 +379,31 @@ def test_only_what_changes_a_childs_state_hides_its_cooldown_from_a_restarted_da
     }
 
 
+def test_what_ends_a_groups_life_ends_the_cooldowns_of_the_jobs_below_it(tmp_path: Path) -> None:
+    """A person's restart (or stop, or a reload's removal) of a group wrote a row for the group
+    alone: its job's cooldown stayed that job's latest row, and the next daemon put the job,
+    running since, back in it (review). So does the group's own restart by its parent."""
+    import time
+
+    from supervision._events import Commanded, CooldownStarted, RestartScheduled
+    from supervision._journal import open_cooldowns
+
+    journal = Journal(tmp_path)
+    now = time.time()
+    # A group's row from before the cooldown changes nothing.
+    journal.record(Commanded(path="gx", at=now - 4, action="start"))
+    for path in ("g/a", "g/b", "h/a", "h/b", "gx/a", "k/a", "m/n/a"):
+        journal.record(CooldownStarted(path=path, at=now - 3, duration=30.0, cycle=1))
+    journal.record(Commanded(path="g", at=now - 2, action="restart"))
+    journal.record(RestartScheduled(path="h", at=now - 2, delay=0.0, number=1))
+    journal.record(Commanded(path="g", at=now - 2, action="signal", signal="SIGHUP"))
+    journal.record(Commanded(path="k/b", at=now - 2, action="stop"))  # a sibling: not its group
+    journal.record(Commanded(path="m", at=now - 2, action="remove"))
+    assert journal.flush()
+    journal.close()
+    assert sorted(open_cooldowns(tmp_path / FILENAME, now)) == ["gx/a", "k/a"]
+
+
 def test_pruning_spares_the_cooldown_behind_later_notifications(tmp_path: Path) -> None:
     import time
 
