@@ -326,12 +326,38 @@ def _gone(raw: io.FileIO, data: Any) -> int:
     return memoryview(data).nbytes
 
 
+class _Masked(io.TextIOWrapper):
+    """Our stdout or stderr: what is written through it has the tree's secrets masked.
+
+    A python job run in a thread prints to it: its secret printed in clear, where a child
+    process's print, read as its output, was masked. ``mask`` is set once the manifest's
+    secrets are known (``_mask_standard_streams``), and sees a reload's new ones.
+    """
+
+    mask: Callable[[str], str] | None = None
+
+    def write(self, text: str) -> int:
+        mask = self.mask
+        if mask is not None:
+            masked = mask(text)
+            if masked is not text:
+                super().write(masked)
+                return len(text)  # as asked: print and callers count what they gave
+        return super().write(text)
+
+
+def _mask_standard_streams(mask: Callable[[str], str]) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, _Masked):
+            stream.mask = mask
+
+
 def _text_out(
     fd: int, *, closefd: bool, like: Any = None, raw_type: type[io.FileIO] = _Stdout
 ) -> io.TextIOWrapper:
     """A text stream over ``fd`` whose write errors are ``_StdoutError``s (see ``_Stdout``)."""
     raw = raw_type(fd, "w", closefd=closefd)
-    return io.TextIOWrapper(
+    return _Masked(
         io.BufferedWriter(raw),
         encoding=getattr(like, "encoding", None) or "utf-8",
         errors=getattr(like, "errors", None) or "strict",
@@ -787,13 +813,15 @@ def _daemon(
             loaded = _logged_when_detached(
                 loaded, getattr(args, "log_file", None), getattr(args, "log_level", None)
             )
-        return compose(
+        composition = compose(
             loaded,
             runtime=getattr(args, "runtime", None),
             log_level=getattr(args, "log_level", None),
             log_file=getattr(args, "log_file", None),
             restore=True,
         )
+        _mask_standard_streams(composition.masker.mask)
+        return composition
 
     # Absolute already (_load_to_work), not resolved: a symlink there is replaced, and at exit
     # the path is removed, not a target.
@@ -1113,6 +1141,7 @@ def _run(args: argparse.Namespace) -> int:
     composition = _compose_run(args, manifest)
     if composition is None:
         return USAGE
+    _mask_standard_streams(composition.masker.mask)
     with composition:
         if composition.skipped:
             skipped = ", ".join(composition.skipped)

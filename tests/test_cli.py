@@ -1302,3 +1302,32 @@ def test_a_value_that_lands_in_a_shell_string_as_shell_text_is_warned_of(
     assert "${QUOTED}" in warnings[2]
     assert "INJECTED" not in out.stderr
     assert "hi; echo" not in out.stderr
+
+
+def test_a_thread_jobs_print_of_a_secret_is_masked(tmp_path: Path, runtime: str) -> None:
+    """A python job in a thread printed its secret in clear on jobvisor's stdout (and under
+    --json on its stderr), where a child process's print, read as its output, was masked."""
+    (tmp_path / "talk.py").write_text(
+        "import sys\n"
+        "def main(token):\n"
+        "    print('using', token)\n"
+        "    print(f'token={token};')\n"
+        "    sys.stderr.write(f'err {token}\\n')\n"
+    )
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - {name: p, python: "talk:main", kwargs: {token: {secret: {env: TALK_TOKEN}}}}
+        """,
+    )
+    secret = "s3cret-talk-4242"
+    for verb in (["run"], ["run", "--json"]):
+        out = jobvisor("--runtime", runtime, *verb, cwd=tmp_path, env={"TALK_TOKEN": secret})
+        assert out.returncode == 0, out.stderr
+        both = out.stdout + out.stderr
+        assert secret not in both, verb
+        assert "using ***" in both, verb
+        assert "token=***;" in both, verb
+        assert "err ***" in both, verb
