@@ -153,7 +153,9 @@ def show(value: object) -> str:  # noqa: PLR0911 - one return per kind of value 
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
-        return repr(value if len(value) <= 60 else value[:57] + "...")
+        # One that holds a secret is shown whole: cut short, a piece of it escapes masking.
+        whole = len(value) <= 60 or isinstance(value, HoldsSecret)
+        return repr(value if whole else value[:57] + "...")
     if isinstance(value, dict | Merged):
         return "a mapping" if value else "an empty mapping"
     if isinstance(value, list | tuple):

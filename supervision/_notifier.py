@@ -3,8 +3,10 @@
 The notifier hears the tree's events on the event bus's thread and only
 queues what is to be sent. Each notification has a lane of its own: a bounded
 queue (``QUEUE_SIZE``) and one worker thread (a greenlet under gevent) that
-delivers in order, each try bounded by the notification's ``timeout``, with
-``retry`` more tries. A hanging or failing notification therefore never
+delivers in order, each try bounded as a whole by the notification's
+``timeout``, with ``retry`` more tries for what may go better later (a command's
+failure; an HTTP 5xx, 429 or 408, a failed connection or a timeout). An HTTP
+delivery follows no redirect. A hanging or failing notification therefore never
 delays a restart, nor another notification's deliveries: at worst its own
 queue fills and its later notifications are dropped, with a warning. Every
 delivery is logged when it fails, with the notification's name, and
@@ -13,6 +15,7 @@ journaled once (a ``notify`` decision row), the ones a stop cut short too.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import http.client
@@ -20,11 +23,11 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,6 +35,7 @@ import logbook
 
 from supervision import _events as ev
 from supervision._notify import NotifyEvent, NotifySpec
+from supervision._printable import printable
 from supervision._spec import JobSpec, SupervisorSpec, walk
 from supervision._state import State
 
@@ -45,11 +49,26 @@ log = logbook.Logger("supervision.notify")
 QUEUE_SIZE: Final = 1000  # per notification
 RETRY_WAIT: Final = 0.5  # doubles per try, at most MAX_RETRY_WAIT
 MAX_RETRY_WAIT: Final = 5.0
+# The longest Retry-After a notification waits for before its next try; a longer one ends
+# the delivery (its later events wait behind it: an hour's wait would hold them an hour).
+MAX_RETRY_AFTER: Final = 60.0
+RETRIED_STATUSES: Final = frozenset({408, 429})  # and every 5xx: the receiver may do better
+_RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
 # After the stop's deadline: how long the workers get to say how their delivery ended (a
 # command is killed, a retry's wait cut short) before the rest is journaled for them.
 STOP_GRACE: Final = 0.5
 NOT_SENT: Final = "not sent: jobvisor was stopping"
 NO_ANSWER: Final = "no answer yet when jobvisor stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class _Try:
+    """How one try ended: ``error`` ("" when delivered), whether another try may do better
+    (``again``), and the wait the receiver asked for (a 429's or 503's ``Retry-After``)."""
+
+    error: str = ""
+    again: bool = True
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,17 +176,27 @@ class _Lane:
         error = ""
         for attempt in range(1, spec.retry + 2):
             self._tries = attempt
-            error = self._send(spec, item.body)
-            if not error or attempt > spec.retry or self._closed.is_set():
+            tried = self._send(spec, item.body)
+            error = tried.error
+            if not error or not tried.again or attempt > spec.retry or self._closed.is_set():
                 break
+            wait = min(MAX_RETRY_WAIT, RETRY_WAIT * 2 ** (attempt - 1))
+            if tried.retry_after is not None:
+                if tried.retry_after > MAX_RETRY_AFTER:  # an outage: trying early is pointless
+                    error += (
+                        f": Retry-After {tried.retry_after:g}s is past the "
+                        f"{MAX_RETRY_AFTER:g}s a notification waits"
+                    )
+                    break
+                wait = max(wait, tried.retry_after)
             # Waiting here delays only this notification's later deliveries.
-            self._closed.wait(min(MAX_RETRY_WAIT, RETRY_WAIT * 2 ** (attempt - 1)))
+            self._closed.wait(wait)
         return error
 
-    def _send(self, spec: NotifySpec, body: bytes) -> str:
-        """One try; "" when delivered, else why not."""
+    def _send(self, spec: NotifySpec, body: bytes) -> _Try:
+        """One try."""
         if spec.command is not None:
-            return self._run(spec.command, body, spec.timeout)
+            return _Try(self._run(spec.command, body, spec.timeout))
         return _post(spec, body)
 
     def _run(self, argv: tuple[str, ...], body: bytes, timeout: float) -> str:
@@ -341,11 +370,12 @@ class Notifier:
         error = self._mask(error)
         if error:
             log.error(
-                "notify {}: {} of {} not delivered after {} tries: {}",
+                "notify {}: {} of {} not delivered after {} {}: {}",
                 spec.label,
                 item.event.value,
                 item.path or "the tree",
                 attempts,
+                "try" if attempts == 1 else "tries",
                 error,
             )
         if self._record is not None:
@@ -405,9 +435,12 @@ def _meaning(event: ev.Event) -> tuple[NotifyEvent, dict[str, Any]] | None:  # n
             return NotifyEvent.COOLDOWN, {"duration": duration, "cycle": cycle}
         case ev.RestartScheduled(delay=delay, number=number):
             return NotifyEvent.RESTARTED, {"delay": delay, "number": number}
-        case ev.BreakerChanged(name=name, old=old, new=new) if new in ("open", "closed"):
-            kind = NotifyEvent.BREAKER_OPENED if new == "open" else NotifyEvent.BREAKER_CLOSED
-            return kind, {"breaker": name, "old": old, "new": new}
+        # Opened from closed only: a failed half-open trial is the same outage going on
+        # (it would page again every reset_timeout); the journal has every transition.
+        case ev.BreakerChanged(name=name, old=old, new=new) if (old, new) == ("closed", "open"):
+            return NotifyEvent.BREAKER_OPENED, {"breaker": name, "old": old, "new": new}
+        case ev.BreakerChanged(name=name, old=old, new="closed"):
+            return NotifyEvent.BREAKER_CLOSED, {"breaker": name, "old": old, "new": "closed"}
         case ev.StateChanged(new=State.FAILED):
             return NotifyEvent.FAILED, {}
         case ev.StateChanged(old=State.PENDING, new=State.SUCCEEDED):
@@ -417,18 +450,76 @@ def _meaning(event: ev.Event) -> tuple[NotifyEvent, dict[str, Any]] | None:  # n
     return None
 
 
-def _post(spec: NotifySpec, body: bytes) -> str:
+def _post(spec: NotifySpec, body: bytes) -> _Try:
+    """One POST of ``body``, bounded as a whole by ``spec.timeout``; no redirect is followed.
+
+    A 2xx is a delivery (its body is not read: the status is the receiver's
+    answer). The errors say nothing of the URL but a redirect's target
+    (which the caller masks), as the URL may be a secret.
+    """
     assert spec.http is not None
-    headers = {"Content-Type": "application/json", "User-Agent": "jobvisor", **spec.http.headers}
-    request = urllib.request.Request(spec.http.url, data=body, headers=headers, method="POST")  # noqa: S310 - the manifest's URL, http(s) only
+    url = urllib.parse.urlsplit(spec.http.url)
+    headers = {"Content-Type": "application/json", "User-Agent": "jobvisor"}
+    given = {name.lower() for name in spec.http.headers}
+    if url.username is not None and "authorization" not in given:  # as requests does
+        login = f"{urllib.parse.unquote(url.username)}:{urllib.parse.unquote(url.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+    headers.update(spec.http.headers)
+    target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    conn = kind(url.hostname or "", url.port, timeout=spec.timeout)
+    # urllib's timeout bounds each socket operation: an answer trickled a byte at a time
+    # never ended. At the deadline the socket is shut down, which wakes whatever waits on it.
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        with contextlib.suppress(OSError):
+            if conn.sock is not None:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(spec.timeout, expire)
+    watchdog.name = "jv-notify-timeout"
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        with urllib.request.urlopen(request, timeout=spec.timeout) as response:  # noqa: S310
-            response.read()
-    except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code} {exc.reason}"
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return ""
+        conn.request("POST", target, body=body, headers=headers)
+        response = conn.getresponse()
+        status, reason, location = response.status, response.reason, response.getheader("Location")
+        retry_after = response.getheader("Retry-After")
+        if expired.is_set():  # the shutdown ended the answer's head: it is cut short
+            return _Try(f"timed out after {spec.timeout:g}s")
+    except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set() or isinstance(exc, TimeoutError):
+            return _Try(f"timed out after {spec.timeout:g}s")
+        if isinstance(exc, http.client.InvalidURL):  # its text quotes the URL
+            return _Try(f"request could not be sent ({type(exc).__name__})", again=False)
+        return _Try(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    except ValueError as exc:  # a header http.client refuses: its text quotes the value
+        return _Try(f"request could not be sent ({type(exc).__name__})", again=False)
+    finally:
+        watchdog.cancel()
+        conn.close()
+    return _answered(status, reason, location, retry_after)
+
+
+def _answered(status: int, reason: str, location: str | None, retry_after: str | None) -> _Try:
+    """What an answer's status means to a delivery, and whether to try again."""
+    if 200 <= status < 300:
+        return _Try()
+    said = printable(f"HTTP {status} {reason}".strip())
+    if 300 <= status < 400:
+        # A webhook's redirect is a misconfiguration: following it would resend the event
+        # (its secret headers too) elsewhere, as urllib did, as a GET without the body.
+        where = f": redirected to {printable(location[:500])}" if location else ""
+        return _Try(f"{said}{where}; notifications do not follow redirects", again=False)
+    again = status >= 500 or status in RETRIED_STATUSES
+    wait = None
+    if status in _RETRY_AFTER_STATUSES:
+        from actors._http import parse_retry_after  # noqa: PLC0415 - rare: an overloaded receiver
+
+        wait = parse_retry_after(retry_after)
+    return _Try(said, again=again, retry_after=wait)
 
 
 def _owners(root: SupervisorSpec) -> Iterator[tuple[str, JobSpec | SupervisorSpec]]:

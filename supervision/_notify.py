@@ -10,6 +10,8 @@ every supervisor's path.
 from __future__ import annotations
 
 import enum
+import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -41,6 +43,24 @@ class NotifyEvent(enum.StrEnum):
 EVENTS: Final = ", ".join(e.value for e in NotifyEvent)
 NOTIFY_KEYS: Final = ("name", "on", "command", "http", "timeout", "retry")
 NOTIFY_HTTP_KEYS: Final = ("url", "headers")
+URL_EXPECTED: Final = (
+    "an http:// or https:// URL with a host and no spaces or control characters "
+    "(percent-encode them: %20)"
+)
+# Whitespace and control characters: an HTTP client refuses them in the request line.
+_NOT_IN_URL: Final = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
+
+
+def _is_url(url: object) -> bool:
+    """Whether ``url`` is an http(s) URL with a host that can be sent as it is written."""
+    if not isinstance(url, str) or _NOT_IN_URL.search(url):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,11 +71,13 @@ class HttpTarget:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        ok = isinstance(self.url, str) and self.url.startswith(("http://", "https://"))
-        need(ok, "http.url", "an http:// or https:// URL", self.url)
+        # The manifest reader shows a secret URL as ***, whatever is wrong with it.
+        need(_is_url(self.url), "http.url", URL_EXPECTED, self.url)
         for key, value in self.headers.items():
             need(
-                isinstance(key, str) and isinstance(value, str) and "\n" not in key + value,
+                isinstance(key, str)
+                and isinstance(value, str)
+                and not any(c in key + value for c in "\r\n\0"),
                 "http.headers",
                 "a mapping of header names to one-line values",
                 {key: value},

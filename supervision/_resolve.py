@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 from supervision._files import FileTooLargeError, NotRegularFileError, read_regular
 from supervision._interpolation import INTERPOLATION, SECRET_VARIABLE, VARIABLE
 from supervision._issues import HoldsSecret, Secret, ShellText, Text, join, show, unknown_key
+from supervision._secrets import url_parts
 from supervision._units import fmt_size
 from supervision._yaml import LineDict, LineList
 
@@ -229,7 +230,8 @@ class Resolver:
         """
         secrets: list[str] = []
         shell: list[str] = []  # the ${NAME}s whose values a shell would read as syntax
-        encode = _IN_URL.search(path) is not None and not _ONE_SECRET.fullmatch(text)
+        in_url = _IN_URL.search(path) is not None
+        encode = in_url and not _ONE_SECRET.fullmatch(text)
 
         def substitute(match: re.Match[str]) -> str:
             if match.group(0) == "$${":
@@ -237,6 +239,8 @@ class Resolver:
             inner, closed = match.group(1), match.group(2)
             if closed and (secret := SECRET_VARIABLE.fullmatch(inner)):
                 value = self._secret_in(text, match, secret.group(1), path, line, url=encode)
+                if in_url and match.start() == 0:  # the URL's beginning: scheme, host, path...
+                    self.secrets |= url_parts(value)
                 secrets.append(value)
                 return value
             variable = VARIABLE.fullmatch(inner) if closed else None
@@ -342,6 +346,8 @@ class Resolver:
             found = self._file(item, where, where_line, depth)
             if found:
                 self.secrets.add(found)
+        if found and _IN_URL.search(path):  # a URL, whole: its parts may show on their own
+            self.secrets |= url_parts(found)
         return Secret(UNRESOLVED if found is None else found)
 
     def _file(self, item: Any, path: str, line: int | None, depth: int) -> str | None:

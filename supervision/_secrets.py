@@ -23,7 +23,7 @@ from supervision._printable import printable, printable_json
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-__all__ = ["SecretMasker", "printable", "printable_json"]
+__all__ = ["SecretMasker", "printable", "printable_json", "url_parts"]
 
 
 class SecretMasker:
@@ -169,6 +169,35 @@ _OUTER: Final[tuple[Callable[[str], str], ...]] = (
     _json_inner,
     _json_unicode,
 )
+
+
+def url_parts(url: str) -> set[str]:
+    """The parts of a secret ``url`` that a message may show without the rest of it.
+
+    An HTTP client's error quotes the request's target (``/hook?key=...``), a
+    server's redirect its own copy of the path, a log line the login: masking
+    the whole URL misses each of them. Its login, password, path, query and
+    fragment are secrets of their own (also percent-decoded); its scheme and
+    host are not (every connection error names the host), nor a path ``/``.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return set()
+    found: set[str] = set()
+    login, at, _ = parts.netloc.rpartition("@")
+    if at and login:
+        found.add(login)
+    if password:
+        found.add(password)
+    if parts.path.strip("/"):
+        found.add(parts.path)
+    if parts.query:
+        found |= {parts.query, f"{parts.path}?{parts.query}"}
+    if parts.fragment:
+        found.add(parts.fragment)
+    return found | {urllib.parse.unquote(part) for part in found}
 
 
 def _leak_forms(value: str) -> set[str]:

@@ -10,7 +10,7 @@ import textwrap
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 from faultkit import run_jobvisor, start_daemon, stop_daemon, wait_until
@@ -18,10 +18,10 @@ from httpkit import HttpKit, Reply, Stall
 
 from supervision import ManifestError, load_manifest
 from supervision._app import compose
-from supervision._events import ChildExited, GaveUp, StateChanged
+from supervision._events import BreakerChanged, ChildExited, GaveUp, StateChanged
 from supervision._history import journal_path, read_history
 from supervision._notifier import Notifier
-from supervision._notify import NotifyEvent, NotifySpec
+from supervision._notify import HttpTarget, NotifyEvent, NotifySpec
 from supervision._spec import SupervisorSpec
 from supervision._state import State
 
@@ -534,3 +534,313 @@ def test_a_reload_brings_new_notifications(tmp_path: Path) -> None:
         assert first[0]["event"] == "restarted"
     finally:
         assert stop_daemon(running) == 0
+
+
+# -- what a delivery follows, how long a try lasts, what is tried again ---------------------------
+
+HOOK_KEY = "s3cr3tKEY"
+
+
+def one_notifier(**fields: Any) -> tuple[Notifier, queue.Queue[dict[str, Any]]]:
+    """A notifier with one notification for gave_up; each delivery's journal detail lands in
+    the queue as it ends."""
+    spec = NotifySpec(on=(NotifyEvent.GAVE_UP,), **fields)
+    rows: queue.Queue[dict[str, Any]] = queue.Queue()
+    notifier = Notifier((spec,), SupervisorSpec(children=()), record=lambda _a, _p, d: rows.put(d))
+    return notifier, rows
+
+
+def give_up(notifier: Notifier, path: str = "j") -> None:
+    notifier.handle(GaveUp(path=path, at=time.time(), reason="r"))
+
+
+class Trickler:
+    """A raw HTTP server on 127.0.0.1 that reads a request, then writes ``head`` and one byte
+    of ``drip`` every 0.1s, forever: what urllib's per-read timeout never ends."""
+
+    def __init__(self, head: bytes, drip: bytes) -> None:
+        self._head, self._drip = head, drip
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/"
+        self._threads = [threading.Thread(target=self._accept, name="trickler")]
+
+    def __enter__(self) -> Self:
+        self._threads[0].start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        with socket.create_connection(self._listener.getsockname()):
+            pass  # wakes accept()
+        for thread in self._threads:
+            thread.join(10)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            conn, _ = self._listener.accept()
+            thread = threading.Thread(target=self._serve, args=(conn,), name="trickler")
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data and not self._stop.is_set():
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            try:
+                conn.sendall(self._head)
+                while not self._stop.wait(0.1):
+                    conn.sendall(self._drip)
+            except OSError:
+                pass  # the client hung up: its timeout did its work
+
+
+@pytest.mark.parametrize(
+    ("head", "drip", "delivered"),
+    [
+        # The status line, then headers that never end.
+        (b"HTTP/1.1 200 OK\r\n", b"X", False),
+        # The trial's: a whole answer's head, then a chunked body of a byte at a time.
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nx\r\n", True),
+    ],
+    ids=["headers", "body"],
+)
+def test_timeout_bounds_the_whole_try_however_slowly_the_answer_trickles(
+    head: bytes, drip: bytes, delivered: bool, runtime: str
+) -> None:
+    """The trial's finding: urllib's timeout bounds each read, so a receiver that kept
+    sending a byte a second held the delivery, and every later one, until jobvisor stopped.
+    A 2xx is the receiver's yes: its body is not waited for."""
+    del runtime
+    with Trickler(head, drip) as slow:
+        notifier, rows = one_notifier(http=_target(slow.url), timeout=1.0, retry=0)
+        try:
+            started = time.monotonic()
+            give_up(notifier)
+            detail = rows.get(timeout=10)
+            took = time.monotonic() - started
+        finally:
+            notifier.close(1)
+    assert took < 3, took
+    assert detail["delivered"] is delivered, detail
+    if not delivered:
+        assert detail["error"] == "timed out after 1s"
+
+
+def _target(url: str, **headers: str) -> Any:
+    return HttpTarget(url=url, headers=headers)
+
+
+def test_a_redirect_is_a_failed_delivery_never_followed_nor_retried(runtime: str) -> None:
+    """The trial's finding: urllib followed a 302 to another host, as a GET carrying the
+    secret headers and no body, and journaled it delivered."""
+    del runtime
+    with HttpKit(default=Reply(204)) as other, HttpKit(default=Reply(200)) as hook:
+        hook.default = Reply(302, headers={"Location": f"{other.url}/ok?from=cross"})
+        notifier, rows = one_notifier(
+            http=_target(f"{hook.url}/hook", Authorization=f"Bearer {HOOK_KEY}"), retry=2
+        )
+        try:
+            give_up(notifier)
+            detail = rows.get(timeout=10)
+        finally:
+            notifier.close(1)
+        assert other.count == 0, "the redirect was followed"
+        assert hook.count == 1, "a redirect is not tried again"
+    assert detail["delivered"] is False
+    assert detail["attempts"] == 1
+    assert detail["error"] == (
+        f"HTTP 302 Found: redirected to {other.url}/ok?from=cross; "
+        "notifications do not follow redirects"
+    )
+
+
+@pytest.mark.parametrize(
+    ("replies", "tries", "delivered"),
+    [
+        ([Reply(404)], 1, False),  # the receiver said no: asking again changes nothing
+        ([Reply(400)], 1, False),
+        ([Reply(500), Reply(204)], 2, True),
+        ([Reply(408), Reply(204)], 2, True),
+        ([Reply(503), Reply(502), Reply(503)], 3, False),
+    ],
+    ids=["404", "400", "500", "408", "5xx-thrice"],
+)
+def test_only_a_5xx_429_408_or_a_failed_connection_is_tried_again(
+    replies: list[Reply], tries: int, delivered: bool, logs: Any, runtime: str
+) -> None:
+    del runtime
+    with HttpKit(*replies, default=Reply(204)) as hook:
+        notifier, rows = one_notifier(http=_target(f"{hook.url}/h"), retry=2, name="n")
+        try:
+            give_up(notifier)
+            detail = rows.get(timeout=20)
+        finally:
+            notifier.close(1)
+        assert hook.count == tries
+    assert (detail["delivered"], detail["attempts"]) == (delivered, tries), detail
+    if tries == 1:
+        assert any(
+            r.message.startswith("notify n: gave_up of j not delivered after 1 try: HTTP 4")
+            for r in logs.records
+        ), [r.message for r in logs.records]
+
+
+def test_a_429s_retry_after_is_honoured_within_the_notifiers_bounds(runtime: str) -> None:
+    del runtime
+    with HttpKit(
+        Reply(429, headers={"Retry-After": "1"}),
+        Reply(204),
+        Reply(503, headers={"Retry-After": "3600"}),
+        default=Reply(204),
+    ) as hook:
+        notifier, rows = one_notifier(http=_target(f"{hook.url}/h"), retry=2)
+        try:
+            give_up(notifier)
+            first = rows.get(timeout=10)
+            give_up(notifier, "k")
+            second = rows.get(timeout=10)
+        finally:
+            notifier.close(1)
+        requests = hook.wait_requests(3)
+        assert hook.count == 3, "an hour's Retry-After is not waited for, nor tried early"
+    assert (first["delivered"], first["attempts"]) == (True, 2)
+    assert [r.path for r in requests] == ["/h"] * 3
+    assert second["delivered"] is False
+    assert second["attempts"] == 1
+    assert second["error"] == (
+        "HTTP 503 Service Unavailable: Retry-After 3600s is past the 60s a notification waits"
+    )
+
+
+def test_a_429s_retry_after_sets_the_wait_before_the_next_try(runtime: str) -> None:
+    del runtime
+    seen: list[float] = []
+
+    with HttpKit(Reply(429, headers={"Retry-After": "1"}), default=Reply(204)) as hook:
+        notifier, rows = one_notifier(http=_target(f"{hook.url}/h"), retry=1)
+        try:
+            give_up(notifier)
+            hook.wait_requests(1)
+            seen.append(time.monotonic())
+            hook.wait_requests(2)
+            seen.append(time.monotonic())
+            detail = rows.get(timeout=10)
+        finally:
+            notifier.close(1)
+    assert detail["delivered"] is True
+    assert seen[1] - seen[0] >= 0.8, "waited the Retry-After, not the 0.5s backoff"
+
+
+def test_breaker_opened_is_told_when_it_opens_not_at_each_failed_trial(runtime: str) -> None:
+    """The trial's finding: every failed half-open trial paged again, one page per
+    reset_timeout for as long as the service was down."""
+    del runtime
+    with HttpKit(default=Reply(204)) as hook:
+        spec = NotifySpec(
+            on=(NotifyEvent.BREAKER_OPENED, NotifyEvent.BREAKER_CLOSED),
+            http=_target(f"{hook.url}/h"),
+        )
+        rows: queue.Queue[dict[str, Any]] = queue.Queue()
+        notifier = Notifier((spec,), SupervisorSpec(children=()), record=lambda *a: rows.put(a[2]))
+        try:
+            for old, new in [
+                ("closed", "open"),
+                ("open", "half_open"),
+                ("half_open", "open"),  # the trial failed: still the same outage
+                ("open", "half_open"),
+                ("half_open", "open"),
+                ("open", "half_open"),
+                ("half_open", "closed"),
+            ]:
+                notifier.handle(BreakerChanged(path="", at=time.time(), name="b", old=old, new=new))
+            for _ in range(2):
+                rows.get(timeout=10)
+        finally:
+            notifier.close(5)
+        heard = [(json.loads(r.body)["event"], json.loads(r.body)["old"]) for r in hook.requests]
+    assert heard == [("breaker_opened", "closed"), ("breaker_closed", "half_open")]
+
+
+# A notifier's url given as a secret, that is no URL: the trial's had a space in it.
+BAD_SECRET_URLS = [
+    f"http://127.0.0.1:1/hook?key={HOOK_KEY} more",
+    f"http://127.0.0.1:1/hook?key={HOOK_KEY}\x01",
+    f"http:///hook?key={HOOK_KEY}",
+    f"http://127.0.0.1:1/hook?key={HOOK_KEY}\tmore",
+]
+
+
+@pytest.mark.parametrize("value", BAD_SECRET_URLS, ids=["space", "control", "no-host", "tab"])
+def test_a_secret_notifier_url_that_is_no_url_is_refused_without_showing_it(value: str) -> None:
+    text = (
+        "version: 1\nnotify:\n  - on: [gave_up]\n    http: {url: {secret: {env: HOOKURL}}}\n"
+        "jobs:\n  - {name: j, command: [x]}\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={"HOOKURL": value})
+    (issue,) = caught.value.issues
+    assert (issue.path, issue.line) == ("notify[0].http.url", 4)
+    assert "expected an http:// or https:// URL" in issue.message
+    assert HOOK_KEY not in str(caught.value)
+    assert "hook" not in str(caught.value)
+
+
+def test_a_notifier_url_with_a_space_is_refused_and_a_secret_in_it_never_shown() -> None:
+    # Long enough that a message cutting the value short would cut the secret in two.
+    url = "http://127.0.0.1:1/x y?key=${secret:HOOK}"
+    text = f'version: 1\nnotify:\n  - {{on: [gave_up], http: {{url: "{url}"}}}}\n'
+    text += "jobs:\n  - {name: j, command: [x]}\n"
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={"HOOK": "0123456789abcdefghij0123456789ABCDEFGHIJ"})
+    (issue,) = caught.value.issues
+    assert issue.path == "notify[0].http.url"
+    assert "no spaces" in issue.message
+    for piece in ("0123", "6789", "ghij", "GHIJ"):
+        assert piece not in str(caught.value)
+
+
+def test_a_failed_delivery_to_a_secret_url_never_shows_a_part_of_it(
+    tmp_path: Path, runtime: str
+) -> None:
+    """The trial's finding: masking goes by the whole value, and the error held a part of
+    it, the request's path and query."""
+    with HttpKit(default=Reply(204)) as hook:
+        hook.default = Reply(302, headers={"Location": f"https://else.invalid/hook?key={HOOK_KEY}"})
+        manifest = load_manifest(
+            textwrap.dedent(f"""\
+            version: 1
+            state_dir: {tmp_path}
+            supervisor: {{intensity: {{max_restarts: 0}}}}
+            notify:
+              - {{on: [gave_up], http: {{url: {{secret: {{env: HOOKURL}}}}}}, retry: 0}}
+            jobs:
+              - {{name: j, python: "jobfuncs:fail"}}
+            """),
+            env={"HOOKURL": f"{hook.url}/hook?key={HOOK_KEY}"},
+        )
+        log = tmp_path / "log.txt"
+        with (
+            log.open("w") as stream,
+            compose(manifest, runtime=runtime, stream=stream) as composition,
+        ):
+            tree = composition.start()
+            hook.wait_requests(1)
+            tree.stop(20)
+            composition.notifier.close(20)  # type: ignore[union-attr]
+    (row,) = notify_rows(tmp_path)
+    assert row["detail"]["error"] == (
+        "HTTP 302 Found: redirected to https://else.invalid***; "
+        "notifications do not follow redirects"
+    )
+    assert row["detail"]["notifier"] == "***"
+    assert "redirected to https://else.invalid***" in log.read_text()
+    everything = json.dumps(list(read_history(journal_path(tmp_path))))
+    for text in (log.read_text(), everything):
+        assert HOOK_KEY not in text
+        assert "/hook?" not in text

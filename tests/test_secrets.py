@@ -318,3 +318,55 @@ def test_a_secret_in_a_url_is_encoded_for_the_part_it_stands_in(
         assert masker.mask(f"GET {sent}") == "GET http://***@127.0.0.1:9/x"
     if "PW" in env:
         assert masker.mask(f"GET {sent}") == "GET http://user:***@127.0.0.1:9/x"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "{secret: {env: URL}}",
+        '"${secret:URL}"',
+    ],
+    ids=["whole-secret", "interpolated-whole"],
+)
+@pytest.mark.parametrize("where", ["job", "notifier"])
+def test_a_url_given_as_a_secret_has_each_of_its_parts_masked_on_their_own(
+    written: str, where: str
+) -> None:
+    """The trial's finding: a notifier's error quoted only the request's path and query
+    ('/hook?key=...'), which masking the whole URL missed. A URL that is a secret, or
+    begins with one, has its login, password, path and query masked wherever they show."""
+    from supervision import load_manifest
+
+    url = "http://user:pa55word@127.0.0.1:9/hook/T0K3N?key=s3cr3tKEY"
+    if where == "job":
+        text = f"version: 1\njobs:\n  - name: api\n    http: {{url: {written}}}\n"
+    else:
+        text = (
+            f"version: 1\nnotify:\n  - {{on: [failed], http: {{url: {written}}}}}\n"
+            "jobs:\n  - {name: j, command: [x]}\n"
+        )
+    manifest = load_manifest(text, env={"URL": url})
+    masker = SecretMasker(manifest.secrets)
+    for shown in (
+        "InvalidURL: URL can't contain control characters. '/hook/T0K3N?key=s3cr3tKEY'",
+        "Max retries exceeded with url: /hook/T0K3N?key=s3cr3tKEY (Caused by ...)",
+        "POST /hook/T0K3N failed",
+        "key=s3cr3tKEY",
+        "login user:pa55word",
+        "password pa55word",
+        repr("/hook/T0K3N?key=s3cr3tKEY"),
+    ):
+        masked = masker.mask(shown)
+        for piece in ("T0K3N", "s3cr3tKEY", "pa55word"):
+            assert piece not in masked, (shown, masked)
+
+
+def test_a_url_beginning_with_a_secret_has_the_secrets_parts_masked_on_their_own() -> None:
+    from supervision import load_manifest
+
+    text = 'version: 1\njobs:\n  - name: api\n    http: {url: "${secret:BASE}/v1?k=1"}\n'
+    manifest = load_manifest(text, env={"BASE": "http://127.0.0.1:9/hooks/T0K3N"})
+    masker = SecretMasker(manifest.secrets)
+    assert "T0K3N" not in masker.mask("url: /hooks/T0K3N/v1?k=1")
+    # The host is not a secret of its own: it shows in every connection error.
+    assert masker.mask("connect to 127.0.0.1:9 refused") == "connect to 127.0.0.1:9 refused"
