@@ -40,7 +40,7 @@ from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request, s
 from supervision._events import Escalated, GaveUp, Reloaded
 from supervision._explain import explain_policy
 from supervision._fdlimit import fit_open_files
-from supervision._files import Ident, identity, remove_if_same, write_atomic
+from supervision._files import Ident, check_parents, identity, remove_if_same, write_atomic
 from supervision._hangup import off_the_terminal
 from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
@@ -578,6 +578,10 @@ class Daemon:
         manifest = self._fixed(self._started)
         state_dir = manifest.state_dir
         self._terminal = _has_terminal()
+        if self._pidfile is not None:
+            # Written beside its path and renamed over it: whoever could swap its directory
+            # would choose what it replaces (and what is removed at exit).
+            check_parents(self._pidfile, "pidfile", "--pidfile")
         lock = StateDirLock(state_dir, "daemon")
         watching = threading.Event()
         try:

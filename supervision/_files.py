@@ -5,7 +5,11 @@ Everything jobvisor creates is for its user only (directories 0700, files
 0600), whatever the process umask, because the journal and the logs hold
 every job's errors and output. Nothing is written through a symlink at the
 last component of a path: files open with ``O_NOFOLLOW``, and the pidfile is
-written beside its path and renamed over it. A state dir that another user
+written beside its path and renamed over it; nor at a directory on the way,
+for a directory another user could swap is refused (``check_parents``). A
+file opened to write must be a regular file (or a character device such as
+/dev/null): ``O_NONBLOCK`` makes a planted FIFO fail at once, where its open
+would wait for a reader for ever. A state dir that another user
 could have prepared (a symlink, owned by someone else, writable by group or
 others) is refused as ssh refuses a loose key: whatever is inside it could
 have been planted. An existing file that others can write is refused too; one
@@ -17,8 +21,9 @@ and a device such as /dev/zero would fill its memory. A job's output file is
 read (``jobvisor logs``) never through a symlink (``open_output``).
 """
 
-# ruff: noqa: PTH100, PTH101, PTH102, PTH104, PTH108, PTH114, PTH115, PTH116, PTH118, PTH119, PTH120
-# (file descriptors, O_NOFOLLOW and lstat, which pathlib does not offer)
+# ruff: noqa: PTH101, PTH102, PTH104, PTH108, PTH109, PTH114, PTH115, PTH116, PTH118, PTH119, PTH120
+# (file descriptors, O_NOFOLLOW and lstat, which pathlib does not offer; and no pathlib
+# at run time, see below)
 
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ from actors._errors import JobvisorError  # not `actors`: control commands impor
 # Neither typing nor pathlib at run time: the control client imports this module (check_server).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
     from pathlib import Path
     from typing import Final, TypeAlias
 
@@ -194,8 +199,14 @@ def check_not_loose(path: Path, st: os.stat_result, what: str) -> None:
         )
 
 
-def make_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents, each 0700 whatever the umask."""
+def make_dirs(path: Path, what: str = "directory") -> None:
+    """Create ``path`` and its missing parents, each 0700 whatever the umask.
+
+    One made meanwhile by someone else (between the look and the ``mkdir``) is
+    taken only if ``check_parents`` would take it: a real directory of root's
+    or ours that others cannot write unless it is sticky; otherwise
+    ``UnsafePathError``, for its owner could swap what is made in it.
+    """
     missing: list[Path] = []
     current = path
     while not os.path.lexists(current) and current != current.parent:
@@ -205,44 +216,109 @@ def make_dirs(path: Path) -> None:
         try:
             os.mkdir(directory, DIR_MODE)
         except FileExistsError:
-            continue  # made meanwhile by someone else: ensure_private_dir judges it
+            st = os.lstat(directory)
+            if stat.S_ISLNK(st.st_mode):
+                raise _symlink(directory, what) from None
+            if stat.S_ISDIR(st.st_mode) and (why := _loose_dir(st)) is not None:
+                raise UnsafePathError(
+                    f"refusing the {what} {path}: the directory {directory} on its way, made "
+                    f"meanwhile by someone else, {why}",
+                    path,
+                ) from None
+            continue  # ours (another of our threads made it), or not a directory: mkdir says so
         os.chmod(directory, DIR_MODE)  # the umask may have taken bits the owner needs
 
 
-def check_parents(path: Path, what: str = "state dir") -> None:
-    """Refuse ``path`` if a directory above it lets another user swap it (as ssh's StrictModes).
+def _loose_dir(st: os.stat_result) -> str | None:
+    """Why another user could rename what is in the directory of ``st``; None if none can."""
+    if st.st_uid not in (0, os.geteuid()):
+        return f"is owned by {_owner(st.st_uid)}"
+    if st.st_mode & _OTHERS_WRITE and not st.st_mode & stat.S_ISVTX:
+        return f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+_MAX_LINKS: Final = 40  # as the kernel's: beyond it its own open fails (ELOOP)
+
+
+def check_parents(
+    path: str | os.PathLike[str], what: str = "state dir", option: str = "--state-dir"
+) -> None:
+    """Refuse ``path`` if a directory on its way lets another user swap it (as ssh's StrictModes).
 
     Whoever can write a parent can rename ``path`` away and put a symlink there,
-    and jobvisor reopens files by path (a job's output at each attempt): its
-    writes would go where they point. Each existing directory of the real path
-    up to ``/`` must be owned by root or by us, and not writable by group or
-    others unless it is sticky (``/tmp``: there others cannot rename our entries).
+    and jobvisor reopens files by path (a log at each rotation, a job's output
+    at each attempt): its writes would go where they point. The path is walked
+    as the kernel walks it, each symlink on the way followed from where it is,
+    so a symlink's own directory is judged too, not only where it leads: each
+    directory must be owned by root or by us, and not writable by group or
+    others unless it is sticky (``/tmp``: there others cannot rename our
+    entries); an entry of a sticky directory others can write must then be
+    root's or ours (its owner may replace it). What does not exist yet is made
+    later by us (``make_dirs``, 0700). The last component is the opener's to
+    judge (``O_NOFOLLOW``). ``option`` is what gives another path
+    (``--log-file``).
     """
-    me = os.geteuid()
-    current = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    while True:
+    for entry, holder, holder_st, st in _way(path):
+        if holder_st.st_mode & _OTHERS_WRITE and st.st_uid not in (0, os.geteuid()):
+            kind = "symbolic link" if stat.S_ISLNK(st.st_mode) else "directory"
+            why = f"the {kind} {entry} in the shared directory {holder} is owned by "
+            why += _owner(st.st_uid)
+            fix = f"another {option}"
+        elif stat.S_ISDIR(st.st_mode) and (loose := _loose_dir(st)) is not None:
+            why = f"the directory {entry} above it {loose}"
+            fix = f"chmod go-w {entry}, or another {option}"
+        else:
+            continue
+        raise UnsafePathError(
+            f"refusing the {what} {path}: {why}, who could swap it for a symbolic link and "
+            f"redirect jobvisor's writes; use a {what} whose parents only you (or root) can "
+            f"write ({fix})",
+            path,
+        )
+
+
+def _way(
+    path: str | os.PathLike[str],
+) -> Iterator[tuple[str, str, os.stat_result, os.stat_result]]:
+    """What the kernel passes on its way to ``path``'s directory, in order: each directory
+    and symlink, with the directory that holds it, that one's stat, and its own ``lstat``
+    (``/`` first, held by itself). It ends where one is missing (made later, by us) or is
+    neither (the open then fails and says so)."""
+    pending = os.path.dirname(os.path.join(os.getcwd(), os.fspath(path))).split("/")
+    pending.reverse()  # a stack: a symlink's target is pushed in front of the rest
+    current = "/"
+    current_st = os.stat(current)
+    yield current, current, current_st, current_st
+    links = 0
+    while pending:
+        name = pending.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            # current holds no symlink, so its parent is the kernel's, judged on the way here
+            current = os.path.dirname(current)
+            current_st = os.stat(current)
+            continue
+        entry = os.path.join(current, name)
         try:
-            st = os.stat(current)
-        except FileNotFoundError:
-            st = None  # made later, by us (make_dirs), 0700
-        if st is not None:
-            why = None
-            if st.st_uid not in (0, me):
-                why = f"is owned by {_owner(st.st_uid)}"
-            elif st.st_mode & _OTHERS_WRITE and not st.st_mode & stat.S_ISVTX:
-                why = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
-            if why is not None:
-                raise UnsafePathError(
-                    f"refusing the {what} {path}: the directory {current} above it {why}, "
-                    "who could swap it for a symbolic link and redirect jobvisor's writes; "
-                    f"use a {what} whose parents only you (or root) can write (chmod go-w "
-                    f"{current}, or another --state-dir)",
-                    path,
-                )
-        parent = os.path.dirname(current)
-        if parent == current:
+            st = os.lstat(entry)
+        except (FileNotFoundError, NotADirectoryError):
             return
-        current = parent
+        yield entry, current, current_st, st
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                return
+            target = os.readlink(entry)
+            if target.startswith("/"):
+                current = "/"
+                current_st = os.stat(current)
+            pending.extend(reversed(target.split("/")))
+        elif stat.S_ISDIR(st.st_mode):
+            current, current_st = entry, st
+        else:
+            return
 
 
 def ensure_private_dir(path: Path, what: str = "state dir") -> None:
@@ -252,7 +328,7 @@ def ensure_private_dir(path: Path, what: str = "state dir") -> None:
     for a symlink, another user's directory or a loose one, and an
     ``OSError`` naming the path when it cannot be made or is not a directory.
     """
-    make_dirs(path)
+    make_dirs(path, what)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
@@ -267,17 +343,24 @@ def ensure_private_dir(path: Path, what: str = "state dir") -> None:
         os.close(fd)
 
 
+# O_NONBLOCK: an open to write a FIFO would wait for a reader for ever (jobvisor deaf to
+# SIGTERM, holding its lock); so it fails at once (ENXIO), or opens and is refused. Cleared
+# once the file is judged: a character device (a terminal) is then written as usual.
+_OPEN_FLAGS: Final = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
 def open_private(path: Path, flags: int, what: str) -> int:
     """``os.open`` for writing a file of ours: created 0600, never through a symlink.
 
     An existing regular file must be ours and not writable by others; one
     that others can read is made 0600. A character device (``/dev/null``)
-    is taken as it is: no other user can plant one.
+    is taken as it is: no other user can plant one. Anything else (a FIFO,
+    a socket) is refused at once, never waited on.
     """
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        fd = os.open(path, flags | _OPEN_FLAGS, FILE_MODE)
     except OSError as exc:
-        _refuse_symlink(exc, path, what, errno.ELOOP)
+        _refuse_unopened(exc, path, what)
         raise
     try:
         _checked(path, fd, what)
@@ -297,13 +380,13 @@ def open_private_file(path: Path, flags: int, what: str) -> io.FileIO:
     The object is closed when the last reference goes, whatever interrupts.
     """
     mode = "ab" if flags & os.O_APPEND else "wb"
-    opening = ((path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE),)
+    opening = ((path, flags | _OPEN_FLAGS, FILE_MODE),)
     try:
         file = next(
             map(functools.partial(io.FileIO, mode=mode), itertools.starmap(os.open, opening))
         )
     except OSError as exc:
-        _refuse_symlink(exc, path, what, errno.ELOOP)
+        _refuse_unopened(exc, path, what)
         raise
     try:
         _checked(path, file.fileno(), what)
@@ -345,13 +428,39 @@ def _refuse_symlink(exc: OSError, path: Path, what: str, *errnos: int) -> None:
         raise _symlink(path, what) from None
 
 
+def _not_regular(path: Path, mode: int, what: str) -> UnsafePathError:
+    return UnsafePathError(
+        f"refusing the {what} {path}: it is {file_kind(mode)}, not a regular file; "
+        "remove it or give another path",
+        path,
+    )
+
+
+def _refuse_unopened(exc: OSError, path: Path, what: str) -> None:
+    """Raise the error that says what is at ``path`` if ``exc``, from an open by
+    ``open_private``, means a symlink (``ELOOP``) or a FIFO with no reader or a socket
+    (``ENXIO``)."""
+    _refuse_symlink(exc, path, what, errno.ELOOP)
+    if exc.errno == errno.ENXIO:
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return
+        if not stat.S_ISREG(mode) and not stat.S_ISCHR(mode):
+            raise _not_regular(path, mode, what) from None
+
+
 def _checked(path: Path, fd: int, what: str) -> None:
-    """Refuse an opened file that is loose (see ``open_private``); its caller closes it."""
+    """Refuse an opened file that is not a regular file of ours (see ``open_private``), then
+    clear ``O_NONBLOCK``; its caller closes it."""
     st = os.fstat(fd)
-    if not stat.S_ISCHR(st.st_mode):
+    if stat.S_ISREG(st.st_mode):
         check_not_loose(path, st, what)
         if st.st_mode & _OTHERS_ANY:
             os.fchmod(fd, stat.S_IMODE(st.st_mode) & DIR_MODE)
+    elif not stat.S_ISCHR(st.st_mode):
+        raise _not_regular(path, st.st_mode, what)  # a FIFO someone reads from
+    os.set_blocking(fd, True)
 
 
 def check_private_file(path: Path, what: str) -> None:

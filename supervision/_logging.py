@@ -43,7 +43,7 @@ from logbook.compat import RedirectLoggingHandler
 
 from actors import JobvisorError, SpecError, active_runtime, describe
 from supervision._damper import CLEAN, CrashLoopDamper, Summary
-from supervision._files import UnsafePathError, make_dirs, open_private_file
+from supervision._files import UnsafePathError, check_parents, make_dirs, open_private_file
 from supervision._secrets import SecretMasker, printable, printable_json
 from supervision._spec import LoggingSpec
 
@@ -1566,9 +1566,13 @@ class _FileSink:
 
     def _open(self) -> None:
         # 0600 and never through a symlink (it may sit in a shared directory such as /tmp);
-        # a file others can write is refused (UnsafePathError, an OSError: after a rotation
-        # it is reported once like any file that cannot be opened).
-        make_dirs(self._path.parent)
+        # a file others can write, a FIFO, or a log file in a directory others could swap
+        # is refused (UnsafePathError, an OSError: after a rotation it is reported once like
+        # any file that cannot be opened). An output file's directories are the state dir's,
+        # checked at the start, and each made private (supervision._output).
+        if not self._output:
+            check_parents(self._path, self._what, "--log-file")
+        make_dirs(self._path.parent, f"{self._what}'s directory")
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         file = open_private_file(self._path, flags, self._what)
         try:

@@ -8,18 +8,20 @@ it with ``chown``, as that user would have made them in a shared directory.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from faultkit import CLI, ENV, Running, start_daemon, stop_daemon, why_not_as_nobody
 
-from supervision._files import UnsafePathError, open_private, write_atomic
+from supervision._files import UnsafePathError, open_private, open_private_file, write_atomic
 from supervision._history import JournalError, read_history
 from supervision._journal import Journal
 
@@ -45,14 +47,17 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-def jobvisor(cwd: Path, *args: str, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
+def jobvisor(
+    cwd: Path, *args: str, umask: int = 0o022, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``timeout``: a jobvisor that should have refused at once is killed after it (it hung)."""
     return subprocess.run(
         ["sh", "-c", f'umask {umask:03o}; exec "$@"', "sh", *CLI, *args],
         cwd=cwd,
         env=ENV,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 
@@ -419,6 +424,258 @@ def test_the_client_refuses_a_socket_served_by_another_user(tmp_path: Path) -> N
         if proc.stdout is not None:  # communicate() closed it, unless an assertion came first
             proc.stdout.close()
     assert received.strip() == "b''", "a request reached another user's server"
+
+
+# -- 4. no FIFO is waited on, no file written through a directory others can swap (issue 18) ---
+
+
+@contextmanager
+def planted_fifo(path: Path, *, reader: bool) -> Iterator[None]:
+    """A FIFO at ``path`` as ``mkfifo -m 666`` by nobody (by us unless root) makes it; with
+    ``reader``, someone holds it open to read, so an open to write it succeeds at once."""
+    os.mkfifo(path)
+    path.chmod(0o666)
+    if os.geteuid() == 0:
+        os.chown(path, NOBODY, NOBODY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK) if reader else None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+@pytest.mark.parametrize("reader", [False, True], ids=["no-reader", "a-reader"])
+@pytest.mark.parametrize("command", ["run", "daemon"])
+def test_a_fifo_at_the_log_file_is_refused_at_once(
+    tmp_path: Path, command: str, reader: bool
+) -> None:
+    """An open to write a FIFO waits for a reader for ever (holding the state dir's lock, deaf
+    to SIGTERM); with a reader the log would go to whoever reads it."""
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    log = tmp_path / "x.log"
+    with planted_fifo(log, reader=reader):
+        out = jobvisor(tmp_path, command, "--log-file", str(log), "jobs.yaml", timeout=20)
+    line = assert_refused(out, str(log))
+    assert "it is a FIFO, not a regular file" in line
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_fifo_swapped_in_for_the_log_file_mid_run_is_reported_not_waited_on(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "jv.log"
+    daemon = start(tmp_path, "--log-file", str(log), "jobs.yaml")
+    try:
+        log.unlink()  # as logrotate moves it away; someone else is quicker than its reopen
+        with planted_fifo(log, reader=False):
+            # Logged: the log file is opened again. Not waited on for ever if it hangs.
+            out = subprocess.run(
+                [*CLI, "restart", "svc"],
+                cwd=tmp_path,
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
+            assert out.returncode == 0, out.stderr
+            assert daemon.nodes()["svc"]["state"] == "running"
+            daemon.proc.send_signal(signal.SIGTERM)
+            _, err = daemon.proc.communicate(timeout=30)
+    finally:
+        code = stop_daemon(daemon)
+    assert code == 0, err
+    said = [line for line in err.splitlines() if "a FIFO" in line]
+    assert len(said) == 1, err
+    assert said[0].startswith(f"jobvisor: cannot write the log file {log}: "), said
+
+
+@pytest.mark.parametrize("opener", [open_private, open_private_file])
+@pytest.mark.parametrize("reader", [False, True], ids=["no-reader", "a-reader"])
+def test_the_openers_refuse_a_fifo_or_a_socket_at_once(
+    tmp_path: Path, opener: Callable[[Path, int, str], object], reader: bool
+) -> None:
+    """What opens every file jobvisor writes: the log, its rotations, output files, the lock
+    and the journal."""
+    fifo = tmp_path / "fifo"
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    with planted_fifo(fifo, reader=reader), pytest.raises(UnsafePathError) as info:
+        opener(fifo, flags, "output file")
+    assert str(info.value) == (
+        f"refusing the output file {fifo}: it is a FIFO, not a regular file; "
+        "remove it or give another path"
+    )
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "sock"))
+        with pytest.raises(UnsafePathError, match="it is a socket, not a regular file"):
+            opener(tmp_path / "sock", flags, "log file")
+
+
+def place(tmp_path: Path, command: str, option: str, path: Path) -> list[str]:
+    """The arguments that make ``command`` write ``path`` as ``option`` says (``logging.file``:
+    the manifest's)."""
+    if option == "logging.file":
+        (tmp_path / "jobs.yaml").write_text(
+            MANIFEST.replace("version: 1\n", f"version: 1\nlogging: {{file: '{path}'}}\n")
+        )
+        return [command, "jobs.yaml"]
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    return [command, option, str(path), "jobs.yaml"]
+
+
+FILE_OPTIONS = [
+    ("run", "--log-file"),
+    ("daemon", "--log-file"),
+    ("run", "logging.file"),
+    ("daemon", "--pidfile"),
+]
+
+
+@needs_root
+@pytest.mark.parametrize(("command", "option"), FILE_OPTIONS)
+def test_a_file_in_a_directory_another_user_owns_is_refused(
+    tmp_path: Path, command: str, option: str
+) -> None:
+    """``mkdir -m777 /tmp/d`` by nobody, who swaps ``d/logs`` for a symlink once root wrote in
+    it: root's next write (a rotation's reopen) goes where nobody likes."""
+    evil = tmp_path / "d"
+    evil.mkdir()
+    evil.chmod(0o777)
+    os.chown(evil, NOBODY, NOBODY)
+    path = evil / "logs" / "jv.file"
+    out = jobvisor(tmp_path, *place(tmp_path, command, option, path), timeout=20)
+    line = assert_refused(out, str(path))
+    assert f"the directory {evil} above it is owned by nobody (uid 65534)" in line
+    assert list(evil.iterdir()) == []
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize(("command", "option"), FILE_OPTIONS)
+def test_a_file_under_a_directory_others_can_write_is_refused_unless_sticky(
+    tmp_path: Path, command: str, option: str
+) -> None:
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    loose.chmod(0o777)
+    path = loose / "logs" / "jv.file"
+    out = jobvisor(tmp_path, *place(tmp_path, command, option, path), timeout=20)
+    line = assert_refused(out, str(path))
+    assert f"the directory {loose} above it is writable by group or others (mode 0777)" in line
+    wanted = "--log-file" if option == "logging.file" else option
+    assert f"or another {wanted})" in line
+    assert list(loose.iterdir()) == []
+    loose.chmod(0o1777)  # as /tmp: others cannot rename what is ours there
+    if command == "run":
+        out = jobvisor(tmp_path, *place(tmp_path, command, option, path))
+        assert out.returncode == 0, out.stderr
+        assert (tmp_path / "ran").read_text() == "ran\n"
+        assert path.exists()
+
+
+@pytest.mark.parametrize("option", ["--state-dir", "--log-file"])
+def test_a_path_through_a_symlink_in_a_directory_others_can_write_is_refused(
+    tmp_path: Path, option: str
+) -> None:
+    """What the link leads to is safe, but whoever can write its directory can point it
+    elsewhere mid-run: each directory on the way as written is checked, not only the
+    resolved path's."""
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    loose.chmod(0o777)
+    safe = tmp_path / "safe"
+    safe.mkdir(mode=0o700)
+    (loose / "link").symlink_to(safe)
+    path = loose / "link" / "inside"
+    line = assert_refused(jobvisor(tmp_path, "run", option, str(path), "jobs.yaml"), str(path))
+    assert f"the directory {loose} above it is writable by group or others (mode 0777)" in line
+    assert list(safe.iterdir()) == []
+    assert not (tmp_path / "ran").exists()
+
+
+@needs_root
+@pytest.mark.parametrize("option", ["--state-dir", "--log-file"])
+def test_a_symlink_another_user_owns_in_a_sticky_directory_is_refused(
+    tmp_path: Path, option: str
+) -> None:
+    """In /tmp a link's owner may replace it (the sticky bit guards an entry from others only);
+    a link of ours there is fine."""
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    safe = tmp_path / "safe"
+    safe.mkdir(mode=0o700)
+    link = shared / "link"
+    link.symlink_to(safe)
+    os.lchown(link, NOBODY, NOBODY)
+    path = link / "inside"
+    line = assert_refused(jobvisor(tmp_path, "run", option, str(path), "jobs.yaml"), str(path))
+    assert (
+        f"{link} in the shared directory {shared} is owned by nobody (uid 65534), who could "
+        "swap it" in line
+    )
+    assert list(safe.iterdir()) == []
+    os.lchown(link, 0, 0)
+    out = jobvisor(tmp_path, "run", option, str(path), "jobs.yaml")
+    assert out.returncode == 0, out.stderr
+    assert (safe / "inside").exists()
+
+
+MAKE_DIRS_RACE = """
+import os, sys
+from pathlib import Path
+from supervision._files import UnsafePathError, make_dirs
+
+target = Path(sys.argv[1])
+planted = str(target.parent)
+done = []
+
+
+def plant(event, args):
+    # Just before jobvisor makes it, someone else makes it first, open to all.
+    if event == "os.mkdir" and os.fspath(args[0]) == planted and not done:
+        done.append(True)
+        os.mkdir(planted)
+        os.chmod(planted, int(sys.argv[2], 8))
+
+
+sys.addaudithook(plant)
+try:
+    make_dirs(target)
+except UnsafePathError as exc:
+    print(exc)
+else:
+    print("made", oct(os.stat(target).st_mode & 0o777))
+"""
+
+
+@pytest.mark.parametrize(("planted", "said"), [("777", "refused"), ("700", "made 0o700")])
+def test_make_dirs_refuses_a_directory_someone_else_made_meanwhile_open_to_all(
+    tmp_path: Path, planted: str, said: str
+) -> None:
+    """Made between its look and its mkdir (an audit hook is quicker than any attacker):
+    another of ours, or root's, 0700 is fine (two of our threads may race), one others can
+    write is not."""
+    target = tmp_path / "a" / "b" / "c"
+    out = subprocess.run(
+        [sys.executable, "-c", MAKE_DIRS_RACE, str(target), planted],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    if said == "refused":
+        assert out.stdout.strip() == (
+            f"refusing the directory {target}: the directory {target.parent} on its way, made "
+            "meanwhile by someone else, is writable by group or others (mode 0777)"
+        )
+        assert not target.exists()
+    else:
+        assert out.stdout.strip() == said
 
 
 # -- the helpers themselves ----------------------------------------------------------------------
