@@ -239,9 +239,18 @@ class JobFailure(JobvisorError):
     subclasses say which way it failed. User code never needs to raise one.
     """
 
+    @property
+    def timed_out(self) -> bool:
+        """Did it run out of its time (outcome ``timeout``, not ``failed``)?"""
+        return False
+
 
 class AttemptTimeout(JobFailure):
     """An attempt ran past its ``timeout`` and its work was stopped."""
+
+    @property
+    def timed_out(self) -> bool:
+        return True
 
 
 class ServiceExited(JobFailure):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import email.utils
 import json as jsonlib
+import os
 import re
 import socket
 import threading
@@ -32,6 +33,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError
 
 from actors._checks import (
     HTTP_STATUSES,
@@ -43,6 +45,7 @@ from actors._checks import (
     need_key,
 )
 from actors._errors import JobFailure, SpecError
+from actors._runtime import Scheduler, TimerHandle
 
 if TYPE_CHECKING:
     from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
@@ -64,12 +67,20 @@ HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS
 # Tokens of ``retry.on`` for http jobs; an exact status such as "503" is accepted too.
 HTTP_RETRY_ON: Final = ("connection", "timeout", "5xx", "4xx", "429")
 _DEFAULT_RETRY_ON: Final = frozenset({"connection", "timeout", "5xx", "429"})
+# A request the server may act on twice if sent twice (urllib3's Retry leaves them out too).
+NON_IDEMPOTENT: Final = frozenset({"POST", "PATCH"})
+# Redirects are followed for these only: requests turns a POST's 302 into a GET without
+# its body (and the job then reports the GET's 200 as the POST's success).
+_REDIRECTED: Final = frozenset({"GET", "HEAD"})
 _RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+# RFC 9110 field-value: visible ASCII and obs-text (Latin-1), spaces and tabs inside only.
+_HEADER_VALUE = re.compile(r"(?:[!-~\x80-\xff](?:[ \t!-~\x80-\xff]*[!-~\x80-\xff])?)?")
 _CHUNK: Final = 64 * 1024
 _STDLIB_ERROR_MODULES: Final = frozenset({"builtins", "socket", "ssl", "http.client"})
 
 Reason = Literal["connection", "timeout", "cancelled", "invalid"]
+Aborted = Literal["cancelled", "timeout"]
 
 
 class HttpStatusError(JobFailure):
@@ -98,15 +109,22 @@ class HttpRequestError(JobFailure):
     ``timeout`` (no answer within ``timeout``), ``cancelled`` (the attempt was
     stopped and ``cancel`` aborted the request) or ``invalid`` (the request
     could not be sent, e.g. too many redirects). Connection errors and
-    timeouts are retried by default; the other two never are.
+    timeouts are retried by default (for POST and PATCH only when ``sent`` is
+    False); the other two never are. ``sent`` is False when the connection
+    could not be made, so the server surely got nothing.
     """
 
-    def __init__(self, message: str, reason: Reason) -> None:
+    def __init__(self, message: str, reason: Reason, sent: bool = True) -> None:
         super().__init__(message)
         self.reason: Reason = reason
+        self.sent = sent
+
+    @property
+    def timed_out(self) -> bool:
+        return self.reason == "timeout"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.reason))
+        return (type(self), (str(self), self.reason, self.sent))
 
 
 # -- validation helpers --------------------------------------------------------------------------
@@ -194,10 +212,15 @@ def _check_map(name: str, entries: object, *, header: bool) -> None:
             need_key(isinstance(key, str), key_field(f"http.{name}", key), "a string", key)
         at = key_field(f"http.{name}", key)
         need(isinstance(value, str), at, "a string", value, shown=type(value).__name__)
-        if header and (value != value.strip() or "\r" in value or "\n" in value):
+        if header and not _HEADER_VALUE.fullmatch(value):
+            # HTTP/1.1 sends header values as ISO-8859-1: anything else failed every try
+            # with a raw UnicodeEncodeError. The value may be a secret: never shown.
             raise SpecError(
                 field=at,
-                expected="a header value without line breaks or leading/trailing whitespace",
+                expected=(
+                    "a header value of Latin-1 text without control characters, line breaks "
+                    "or leading/trailing whitespace (percent-encode or base64 other text)"
+                ),
                 got=value,
                 shown="***",
             )
@@ -234,18 +257,23 @@ def _check_payload(json: Any, body: Any) -> None:
 class _InFlight:
     """The connections one ``run`` has checked out of the pool, so ``cancel`` can abort them.
 
-    Written by the thread that runs the request, read by the one that cancels;
-    ``lock`` guards ``conns`` and ``aborted``. Invariant: once ``aborted`` is
-    set, every connection in ``conns`` has its socket shut down, and any
-    socket connected later is shut down by ``_after_connect``.
+    Written by the thread that runs the request, read by the one that cancels
+    (or the deadline's timer); ``lock`` guards ``conns`` and ``why``.
+    Invariant: once ``why`` is set (the first abort's reason), every
+    connection in ``conns`` has its socket shut down, and any socket
+    connected later is shut down by ``_after_connect``.
     """
 
-    __slots__ = ("aborted", "conns", "lock")
+    __slots__ = ("conns", "lock", "why")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.conns: set[Any] = set()
-        self.aborted = False
+        self.why: Aborted | None = None
+
+    @property
+    def aborted(self) -> bool:
+        return self.why is not None
 
     def add(self, conn: Any) -> None:
         with self.lock:
@@ -258,12 +286,33 @@ class _InFlight:
         with self.lock:
             self.conns.discard(conn)
 
-    def abort(self) -> None:
+    def abort(self, why: Aborted = "cancelled") -> None:
         with self.lock:
-            self.aborted = True
+            if self.why is None:
+                self.why = why
             conns = list(self.conns)
         for conn in conns:
             _shutdown(getattr(conn, "sock", None))
+
+    def expire(self) -> None:
+        """The deadline's timer: the request ran out of its ``timeout``."""
+        self.abort("timeout")
+
+
+# One timer thread for every http request of the process, made on first use: it shuts a
+# request's sockets down at its deadline. urllib3 only bounds each wait on the socket, so a
+# server that sends a byte now and then (headers or body) held a request for ever.
+_deadlines: tuple[int, Scheduler] | None = None
+_deadlines_lock = threading.Lock()
+
+
+def _at_deadline(delay: float, inflight: _InFlight) -> TimerHandle:
+    global _deadlines  # noqa: PLW0603 - one per process, made lazily
+    with _deadlines_lock:
+        if _deadlines is None or _deadlines[0] != os.getpid() or not _deadlines[1].alive:
+            _deadlines = (os.getpid(), Scheduler())  # a fork keeps no thread: make another
+        scheduler = _deadlines[1]
+    return scheduler.call_later(delay, inflight.expire)
 
 
 # The requests of the current thread (greenlet) belong to this run; the pools read it.
@@ -352,6 +401,24 @@ class _Adapter(HTTPAdapter):
         self.poolmanager.pools.dispose_func = _close_pool
 
 
+class _Session(requests.Session):
+    """requests' session, dropping the headers set from secrets on a redirect to another
+    host: requests drops only Authorization, and an X-Api-Key went to wherever it pointed."""
+
+    def __init__(self, strip: frozenset[str]) -> None:
+        super().__init__()
+        self._strip = strip
+
+    def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
+        # requests' stubs leave these two unannotated.
+        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
+        old, new = response.request.url, prepared_request.url
+        if self._strip and self.should_strip_auth(old, new):  # type: ignore[no-untyped-call]
+            headers = prepared_request.headers
+            for name in [n for n in headers if n.lower() in self._strip]:
+                del headers[name]
+
+
 class _SessionHolder:
     """The mutable part of a frozen ``HttpWork``: its session and the runs in flight.
 
@@ -373,13 +440,15 @@ class _SessionHolder:
         # A copy (pickled for another process, e.g. a Ray worker) starts with its own session.
         return (_SessionHolder, ())
 
-    def session(self) -> requests.Session:
+    def session(self, strip: frozenset[str]) -> requests.Session:
+        """The session; ``strip``: the lower-cased names of the headers that a redirect to
+        another host drops (the work's, the same on every call)."""
         session = self._session
         if session is not None:
             return session
         with self._lock:
             if self._session is None:
-                session = requests.Session()
+                session = _Session(strip)
                 adapter = _Adapter()
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
@@ -417,12 +486,14 @@ class _SessionHolder:
 class HttpWork:
     """Send one HTTP request per try; the final status is the attempt's exit code.
 
-    Redirects are followed unless ``expect_status`` names a 3xx status. The
-    answer's body is read to the end and dropped, so the connection goes
-    back to the session's pool for the next try. ``timeout`` bounds the
-    connect and each wait for data (the attempt's own ``timeout`` bounds the
-    whole). Header values, ``params``, ``json`` and ``body`` are left out of
-    ``repr`` since they may hold secrets.
+    Redirects are followed for GET and HEAD unless ``expect_status`` names a
+    3xx status; a redirect to another host drops the headers named in
+    ``secret_headers`` (and Authorization). Another method's 3xx is its
+    answer, unfollowed. The answer's body is read to the end and dropped, so
+    the connection goes back to the session's pool for the next try.
+    ``timeout`` bounds each try as a whole, from the connect to the body's
+    end (curl's ``--max-time``). Header values, ``params``, ``json`` and
+    ``body`` are left out of ``repr`` since they may hold secrets.
     """
 
     kind: ClassVar[str] = "http"
@@ -434,6 +505,8 @@ class HttpWork:
     body: str | bytes | None = field(default=None, repr=False)
     timeout: float = 30.0
     expect_status: tuple[int, ...] = ()  # empty = any 2xx
+    # Names in ``headers`` whose values hold a secret (the manifest says which).
+    secret_headers: tuple[str, ...] = field(default=(), repr=False)
     _holder: _SessionHolder = field(
         default_factory=_SessionHolder, init=False, repr=False, compare=False, hash=False
     )
@@ -459,19 +532,29 @@ class HttpWork:
         for i, code in enumerate(statuses):
             need_int_in(code, f"http.expect_status[{i}]", "a status", *HTTP_STATUSES)
         object.__setattr__(self, "expect_status", statuses)
+        need(
+            isinstance(self.secret_headers, tuple | list | frozenset | set)
+            and all(isinstance(name, str) for name in self.secret_headers),
+            "http.secret_headers",
+            "a list of header names",
+            self.secret_headers,
+        )
+        object.__setattr__(self, "secret_headers", tuple(sorted(self.secret_headers)))
 
     # -- Work ------------------------------------------------------------------------------------
 
     def run(self, attempt: Attempt) -> int | None:
         """Job actor thread: send the request; return its status or raise a ``JobFailure``."""
         holder = self._holder
-        session = holder.session()
+        session = holder.session(frozenset(name.lower() for name in self.secret_headers))
         inflight = holder.begin(attempt)
         token = _current.set(inflight)
+        deadline: TimerHandle | None = None
         try:
             # Checked after begin(): a cancel() from now on finds this run and aborts it.
             if attempt.cancelled.is_set():
                 raise HttpRequestError(f"{self.describe()}: cancelled", "cancelled")
+            deadline = _at_deadline(self.timeout, inflight)
             response = session.request(
                 self.method,
                 self.url,
@@ -480,23 +563,37 @@ class HttpWork:
                 json=self.json,
                 data=self.body.encode() if isinstance(self.body, str) else self.body,
                 timeout=self.timeout,
-                allow_redirects=not any(300 <= c < 400 for c in self.expect_status),
+                allow_redirects=self.method in _REDIRECTED
+                and not any(300 <= c < 400 for c in self.expect_status),
                 stream=True,
             )
-            try:
-                for _ in response.iter_content(_CHUNK):
-                    pass  # read to the end so the connection can be reused
-            finally:
-                response.close()
+            self._read_body(response, inflight)
         except requests.RequestException as exc:
             raise self._failure(exc, inflight) from _safe_cause(exc)
         finally:
+            if deadline is not None:
+                deadline.cancel()
             _current.reset(token)
             holder.end(attempt)
         code = response.status_code
         if not self._expected(code):
             raise self._status_error(response)
         return code
+
+    def _read_body(self, response: requests.Response, inflight: _InFlight) -> None:
+        """Read the body to its end (so the connection can be reused) and drop it."""
+        got = 0
+        try:
+            for chunk in response.iter_content(_CHUNK):
+                got += len(chunk)
+        except requests.RequestException as exc:
+            raise self._failure(exc, inflight, response, got) from _safe_cause(exc)
+        finally:
+            response.close()
+        if inflight.aborted:
+            # A body read to the connection's close has no end to miss: the abort looked
+            # like its end.
+            raise self._failure(None, inflight, response, got)
 
     def cancel(self, attempt: Attempt) -> None:
         """Any thread: abort ``attempt``'s request in flight by shutting its socket down.
@@ -518,10 +615,15 @@ class HttpWork:
         """Connection errors, timeouts, 5xx and 429 by default; ``on`` names the classes instead.
 
         Tokens of ``on``: ``connection``, ``timeout``, ``5xx``, ``4xx``,
-        ``429`` or an exact status such as ``"503"``.
+        ``429`` or an exact status such as ``"503"``. POST and PATCH are
+        retried by default only on what the server surely did not act on: a
+        connection that could not be made, a 429, and a 503 with Retry-After.
         """
-        wanted = on or _DEFAULT_RETRY_ON
-        return not _classes(exc).isdisjoint(wanted)
+        if on:
+            return not _classes(exc).isdisjoint(on)
+        if self.method in NON_IDEMPOTENT:
+            return _surely_not_done(exc)
+        return not _classes(exc).isdisjoint(_DEFAULT_RETRY_ON)
 
     def retry_after(self, exc: BaseException) -> float | None:
         """The ``Retry-After`` of a 429 or 503 answer in seconds, else None."""
@@ -547,23 +649,90 @@ class HttpWork:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if retry_after is not None:
                 hint = f", Retry-After {retry_after:g}s"
+        location = response.headers.get("Location")
+        if 300 <= code < 400 and location and self.method not in _REDIRECTED:
+            hint += f", redirected to {_shown_location(location)} (not followed for {self.method})"
         return HttpStatusError(
             f"{self.describe()}: status {code}{phrase}, expected {expected}{hint}",
             code,
             retry_after,
         )
 
-    def _failure(self, exc: requests.RequestException, inflight: _InFlight) -> HttpRequestError:
+    def _failure(
+        self,
+        exc: requests.RequestException | None,
+        inflight: _InFlight,
+        response: requests.Response | None = None,
+        got: int = 0,
+    ) -> HttpRequestError:
+        """The failure of a try; ``response`` and ``got`` (bytes of it) when its body failed."""
         where = self.describe()
-        if inflight.aborted:
+        if inflight.why == "cancelled":
             return HttpRequestError(f"{where}: cancelled", "cancelled")
-        if isinstance(exc, requests.Timeout):
-            return HttpRequestError(f"{where}: timed out after {self.timeout:g}s", "timeout")
-        if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
-            return HttpRequestError(f"{where}: connection failed ({_root(exc)})", "connection")
+        read = (response.raw.tell() or got) if response is not None else 0
+        timed_out = f"{where}: timed out after {self.timeout:g}s"
+        if inflight.why == "timeout" or isinstance(exc, requests.Timeout):
+            if response is not None:
+                timed_out += (
+                    f" reading the body (status {response.status_code}, {_bytes(read)} read)"
+                )
+            sent = not isinstance(exc, requests.ConnectTimeout)
+            return HttpRequestError(timed_out, "timeout", sent)
+        broken = requests.ConnectionError | requests.exceptions.ChunkedEncodingError
+        if response is not None and isinstance(exc, broken):
+            # requests calls a body cut short a ChunkedEncodingError, whatever its framing.
+            length = response.headers.get("Content-Length", "")
+            ended = (
+                f"{read} of {length} bytes" if length.isdigit() else f"{_bytes(read)}, unfinished"
+            )
+            return HttpRequestError(
+                f"{where}: connection failed: the body ended after {ended}", "connection"
+            )
+        if isinstance(exc, broken):
+            return HttpRequestError(
+                f"{where}: connection failed ({_root(exc)})", "connection", _was_sent(exc)
+            )
         # Other RequestExceptions (too many redirects, invalid URL or header...) may echo
         # what was sent in their messages: name only the kind.
         return HttpRequestError(f"{where}: request failed ({type(exc).__name__})", "invalid")
+
+
+def _bytes(n: int) -> str:
+    return "1 byte" if n == 1 else f"{n} bytes"
+
+
+def _shown_location(location: str) -> str:
+    """A redirect's target for a message: its password masked (the manifest's secrets are
+    masked where every message is shown)."""
+    try:
+        return redact_url(location)
+    except ValueError:  # a malformed netloc: nothing of it can be shown safely
+        return "***"
+
+
+def _surely_not_done(exc: BaseException) -> bool:
+    """Could a retry of a non-idempotent request not do its work twice? Only when the server
+    surely did not act on it: nothing was sent, it refused for its rate (429), or it said it
+    is down for a while (503 with Retry-After)."""
+    if isinstance(exc, HttpRequestError):
+        return exc.reason in {"connection", "timeout"} and not exc.sent
+    if isinstance(exc, HttpStatusError):
+        return exc.code == 429 or (exc.code == 503 and exc.retry_after is not None)
+    return False
+
+
+def _was_sent(exc: BaseException) -> bool:
+    """False when the connection could not be made (refused, unresolved, connect timeout):
+    then nothing reached the server."""
+    seen: list[BaseException] = []
+    err: BaseException | None = exc
+    while err is not None and err not in seen:
+        if isinstance(err, ConnectTimeoutError):  # NewConnectionError is one too
+            return False
+        seen.append(err)
+        links = (err.__cause__, err.__context__, getattr(err, "reason", None), *err.args)
+        err = next((e for e in links if isinstance(e, BaseException)), None)
+    return True
 
 
 def _classes(exc: BaseException) -> set[str]:

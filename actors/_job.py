@@ -307,6 +307,10 @@ class JobActor(OwnActor):
         # ends the call first (its own, a timeout's, a kill's), so it is counted or given back
         # exactly once. Empty: no call holds one.
         self._permit: list[bool] = []
+        # The permit is a half-open breaker's trial: the attempt makes one call, no retries
+        # (pybreaker and Polly let one call through; every retry was a call to a service the
+        # breaker holds to be down).
+        self._trial = False
         # Only a probe needs it: an Event made and set on every restart is 4 µs for nothing.
         self._probe_cancel = threading.Event() if ready is not None else None
 
@@ -520,6 +524,7 @@ class JobActor(OwnActor):
         if breaker is None or breaker.allow(self):
             if breaker is not None:
                 self._permit = [True]
+                self._trial = breaker.status.state.value == "half_open"
             if self._waiting:
                 self._waiting = False
                 link = self._jv_link
@@ -635,8 +640,9 @@ class JobActor(OwnActor):
         token = current_attempt_var.set(attempt)
         error: BaseException | None = None
         code: int | None = None
+        trial, self._trial = self._trial, False
         try:
-            if self.retry is None:
+            if self.retry is None or trial:
                 code = self.work.run(attempt)
             else:
                 code = run_with_retry(

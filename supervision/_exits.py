@@ -15,6 +15,7 @@ from actors import (
     AttemptTimeout,
     ChildExit,
     ChildKilled,
+    JobFailure,
     Kill,
     Outcome,
     ServiceExited,
@@ -63,16 +64,22 @@ def _attempt_ended(report: AttemptDone, service: bool, path: str) -> ExitReason:
         # (a command that traps SIGTERM and exits 0) no proof that its work was done.
         return ExitReason(Outcome.STOPPED, error)
     if error is not None:
-        return ExitReason(Outcome.FAILED, error)
+        return ExitReason(_failed(error), error)
     if service:
         return _service_exited(report.code, path)
     return ExitReason(Outcome.SUCCEEDED, None)
 
 
+def _failed(error: BaseException) -> Outcome:
+    """A failure of the job's own: one that ran out of its time (an http job's request past
+    its ``http.timeout``) is a ``timeout``, as an attempt past its deadline is."""
+    return Outcome.TIMEOUT if isinstance(error, JobFailure) and error.timed_out else Outcome.FAILED
+
+
 def _ended(report: ChildExit, service: bool, path: str) -> ExitReason:
     error = report.error
     if isinstance(error, Exception):
-        return ExitReason(Outcome.FAILED, error)
+        return ExitReason(_failed(error), error)
     if report.killed or (isinstance(error, Kill) and report.stop_requested):
         return ExitReason(Outcome.KILLED, None)
     if error is not None:

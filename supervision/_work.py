@@ -442,6 +442,12 @@ class WorkReader(Reader):
         for key, what in (("headers", "headers"), ("params", "query parameters")):
             if key in f:
                 out[key] = self.str_map(f[key], f"a mapping of {what}")
+        if "headers" in f:
+            # A redirect to another host drops these (requests drops only Authorization).
+            entries = entries_of(f["headers"]) or {}
+            out["secret_headers"] = tuple(
+                str(name) for name, item in entries.items() if isinstance(item.value, HoldsSecret)
+            )
         if "timeout" in f:
             out["timeout"] = self.duration(f["timeout"])
         if "expect_status" in f:

@@ -57,7 +57,28 @@ class Stall:
     then: Reply | None = None
 
 
-Action = Reply | Reset | Stall
+@dataclass(frozen=True)
+class Trickle:
+    """Answer ``status``, then send the body one byte every ``every`` seconds until the kit
+    closes (or the client goes): a body that never ends. ``chunked``, else a Content-Length
+    far beyond what is ever sent."""
+
+    status: int = 200
+    every: float = 0.05
+    chunked: bool = True
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Answer ``status`` with ``Content-Length: length``, send ``sent`` bytes of the body,
+    then close the connection: a body cut short."""
+
+    length: int
+    sent: int
+    status: int = 200
+
+
+Action = Reply | Reset | Stall | Trickle | Cut
 
 
 @dataclass(frozen=True)
@@ -130,6 +151,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             action = action.then
+        if isinstance(action, Trickle | Cut):
+            self._send_partly(action)
+            return
         if action.delay:
             kit.closing.wait(action.delay)
         self.send_response(action.status)
@@ -139,6 +163,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(action.body)
+
+    def _send_partly(self, action: Trickle | Cut) -> None:
+        self.close_connection = True
+        self.send_response(action.status)
+        if isinstance(action, Cut):
+            self.send_header("Content-Length", str(action.length))
+            self.end_headers()
+            self.wfile.write(b"x" * action.sent)
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if action.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(1 << 30))
+        self.end_headers()
+        byte = b"1\r\nx\r\n" if action.chunked else b"x"
+        try:
+            while not self.server.kit.closing.is_set():
+                self.wfile.write(byte)
+                self.wfile.flush()
+                self.server.kit.closing.wait(action.every)
+        except OSError:
+            pass  # the client went (it timed out, or was cancelled)
 
     # http.server dispatches on do_<METHOD>.
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815

@@ -5,13 +5,14 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from httpkit import HttpKit, Reply, Reset, Stall
+from httpkit import Cut, HttpKit, Reply, Reset, Stall, Trickle
 
 from actors import Attempt, RetrySpec, RetryWait, run_with_retry
 from actors._http import (
@@ -430,7 +431,7 @@ def test_no_header_value_or_body_shows_anywhere(kit, make_work, logs, caplog) ->
     kit.script(Reply(503), Reset(), Reply(401))
     work = make_work(
         url=f"{kit.url}/x",
-        method="POST",
+        method="PUT",  # retried on 503 and a reset by default
         headers={"Authorization": SECRET},
         body=f"password={SECRET}",
     )
@@ -626,3 +627,141 @@ def test_http_failures_pickle_with_their_fields() -> None:
         "GET /: timed out",
         "timeout",
     )
+
+
+# -- http.timeout bounds the whole request ------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_a_body_that_never_ends_times_out_at_the_timeout(kit, make_work, chunked) -> None:
+    """``timeout`` bounds the request from connect to the body's end (curl --max-time): a
+    server that answers at once and then sends a byte now and then held the attempt for ever."""
+    kit.script(Trickle(every=0.05, chunked=chunked))
+    work = make_work(url=f"{kit.url}/trickle", timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(HttpRequestError) as info:
+        work.run(attempt())
+    took = time.monotonic() - started
+    assert 0.45 < took < 3, took
+    assert info.value.reason == "timeout"
+    message = str(info.value)
+    assert message.startswith(f"GET {kit.url}/trickle: timed out after 0.5s reading the body")
+    assert re.search(r"status 200, \d+ bytes? read", message), message
+    assert not work.retryable(HttpRequestError("", "cancelled"), ())
+
+
+def test_a_timed_out_request_is_an_attempt_of_outcome_timeout(kit, make_tree, make_work) -> None:
+    kit.script(Trickle(every=0.05))
+    job = JobSpec(name="h", work=make_work(url=f"{kit.url}/trickle", timeout=0.3))
+    tree = make_tree(SupervisorSpec(policy=NO_RESTART, children=(job,)))
+    assert tree.wait(10)
+    node = tree.status()["children"][0]
+    assert node["state"] == "gave_up"
+    assert node["last_exit"]["outcome"] == "timeout"
+    assert "timed out after 0.3s reading the body" in node["last_exit"]["error"]
+
+
+def test_a_body_cut_short_says_how_much_of_it_came(kit, make_work) -> None:
+    kit.script(Cut(length=100, sent=10))
+    with pytest.raises(HttpRequestError) as info:
+        make_work(url=f"{kit.url}/cut").run(attempt())
+    assert info.value.reason == "connection"
+    assert str(info.value) == (
+        f"GET {kit.url}/cut: connection failed: the body ended after 10 of 100 bytes"
+    )
+
+
+# -- non-idempotent methods: retries and redirects ------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_a_post_is_not_retried_by_default_on_what_the_server_may_have_done(
+    kit, make_work, method
+) -> None:
+    """urllib3's Retry leaves POST out: a 500 or a timeout may come after the work was done."""
+    kit.script(Reply(500), Reply(503), Stall())
+    spec = RetrySpec(attempts=3, wait=FAST_WAIT)
+    for expected in (500, 503):
+        result, _ = run_retrying(make_work(url=kit.url, method=method, json={"v": 1}), spec)
+        assert isinstance(result, HttpStatusError)
+        assert result.code == expected
+    result, _ = run_retrying(make_work(url=kit.url, method=method, timeout=0.2), spec)
+    assert isinstance(result, HttpRequestError)
+    assert result.reason == "timeout"
+    assert kit.count == 3, "each answered once, none retried"
+
+
+def test_a_post_is_retried_by_default_on_what_surely_was_not_done(kit, make_work) -> None:
+    kit.script(Reply(429), Reply(503, {"Retry-After": "0"}), Reply(201))
+    spec = RetrySpec(attempts=3, wait=FAST_WAIT)
+    result, _ = run_retrying(make_work(url=kit.url, method="POST"), spec)
+    assert result == 201
+    assert kit.count == 3
+    from httpkit import free_port
+
+    refused = make_work(url=f"http://127.0.0.1:{free_port()}/x", method="POST")
+    result, retries = run_retrying(refused, spec)
+    assert isinstance(result, HttpRequestError)
+    assert result.reason == "connection"
+    assert len(retries) >= 2, "a connection that could not be made is retried"
+
+
+def test_an_explicit_retry_on_wins_for_a_post(kit, make_work) -> None:
+    kit.script(Reply(500), Reply(200))
+    spec = RetrySpec(attempts=3, wait=FAST_WAIT, on=("5xx",))
+    result, _ = run_retrying(make_work(url=kit.url, method="POST"), spec)
+    assert result == 200
+    assert kit.count == 2
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_a_redirect_of_a_request_other_than_get_or_head_is_not_followed(
+    kit, make_work, method
+) -> None:
+    """requests follows a POST's 302 as a GET without its body, and says it succeeded."""
+    kit.script(Reply(302, {"Location": "http://u:hunter2@127.0.0.1:1/moved"}))
+    work = make_work(url=f"{kit.url}/deploy", method=method, json={"deploy": "v42"})
+    with pytest.raises(HttpStatusError) as info:
+        work.run(attempt())
+    assert info.value.code == 302
+    assert kit.count == 1
+    message = str(info.value)
+    assert "status 302 Found, expected 2xx" in message
+    assert "redirected to http://u:***@127.0.0.1:1/moved (not followed" in message
+    assert "hunter2" not in message
+
+
+def test_a_get_redirected_to_another_host_drops_the_headers_set_from_secrets(
+    kit, make_work
+) -> None:
+    kit.script(
+        Reply(302, {"Location": "/same"}),
+        Reply(302, {"Location": f"http://localhost:{kit.port}/other"}),
+        Reply(200),
+    )
+    work = make_work(
+        url=f"{kit.url}/start",
+        headers={"X-Api-Key": "k3y-s3cr3t", "X-Plain": "p", "Authorization": SECRET},
+        secret_headers=("X-Api-Key",),
+    )
+    assert work.run(attempt()) == 200
+    _, same, other = kit.wait_requests(3)
+    assert same.headers["x-api-key"] == "k3y-s3cr3t"  # the same host: kept
+    assert same.headers["authorization"] == SECRET
+    assert other.path == "/other"
+    assert "x-api-key" not in other.headers
+    assert "authorization" not in other.headers
+    assert other.headers["x-plain"] == "p"
+
+
+# -- header values -------------------------------------------------------------------------------
+
+
+def test_a_header_value_that_is_not_latin_1_is_refused_naming_the_header() -> None:
+    with pytest.raises(SpecError) as info:
+        HttpWork(url="http://h", headers={"X-Api-Key": "abc€secretEURO"})
+    message = str(info.value)
+    assert "X-Api-Key" in message
+    assert "Latin-1" in message
+    assert "secretEURO" not in message
+    assert "abc" not in message

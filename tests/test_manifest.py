@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import subprocess
@@ -224,6 +225,7 @@ def test_a_manifest_with_every_job_kind_builds_the_exact_specs() -> None:
                 json={"hello": [1, 2]},
                 timeout=10.0,
                 expect_status=(200, 204),
+                secret_headers=("Authorization",),
             ),
             schedule=Schedule(every=60.0),
             grace=3.0,
@@ -239,6 +241,7 @@ def test_a_manifest_with_every_job_kind_builds_the_exact_specs() -> None:
                 expect_status=(202,),
                 headers=headers,
                 timeout=10.0,
+                secret_headers=("Authorization",),
             ),
             grace=3.0,
         ),
@@ -1829,3 +1832,54 @@ def test_a_program_missing_for_two_jobs_is_warned_of_for_each() -> None:
         ("jobs[0].command[0]", 3),
         ("jobs[1].command[0]", 4),
     ]
+
+
+def test_an_http_job_knows_which_of_its_headers_hold_secrets() -> None:
+    """A redirect to another host drops them (``HttpWork.secret_headers``)."""
+    m = load(
+        """
+        version: 1
+        defaults:
+          http: {headers: {X-Default-Key: {secret: {env: K}}, Accept: text/plain}}
+        jobs:
+          - name: h
+            http:
+              url: "http://x/"
+              headers:
+                X-Api-Key: {secret: {env: K}}
+                Authorization: "Bearer ${secret:K}"
+                X-Plain: "${PLAIN}"
+        """,
+        env={"K": "k3y-v4lue", "PLAIN": "p"},
+    )
+    (job,) = m.root.children
+    assert job.work.secret_headers == ("Authorization", "X-Api-Key", "X-Default-Key")
+
+
+def test_a_header_from_a_secret_that_is_not_latin_1_is_refused_naming_it(tmp_path) -> None:
+    """It passed validate and failed every try with a raw UnicodeEncodeError quoting its place."""
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        doc(
+            """
+            version: 1
+            jobs:
+              - name: euro
+                http: {url: "http://127.0.0.1:9/x", headers: {X-Api-Key: {secret: {env: EUROKEY}}}}
+            """
+        )
+    )
+    env = {**os.environ, "EUROKEY": "abc€secretEURO", "PYTHONPATH": str(ROOT)}
+    for command in ("validate", "run"):
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "cli.py"), command, str(manifest)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+        assert out.returncode == 2, (command, out.stderr)
+        assert "jobs[0].http.headers.X-Api-Key: expected a header value of Latin-1" in out.stderr
+        assert "secretEURO" not in out.stderr + out.stdout
+        assert "UnicodeEncodeError" not in out.stderr

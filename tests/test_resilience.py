@@ -293,7 +293,7 @@ def test_a_once_http_job_failing_behind_a_breaker_is_logged_counted_and_gives_up
         clock.advance(10)  # the trial (attempt 3) fails: restart 2 would exceed max_restarts 1
         events.reached("call", "gave_up")
         assert tree.wait(10)
-        assert kit.count == 6, "three attempts of two tries each, and not one call more"
+        assert kit.count == 4, "two tries, then one call per trial, and not one call more"
     node = tree.status()["children"][0]
     assert (node["state"], node["starts"], node["restarts"], node["failures"]) == (
         "gave_up",
@@ -312,6 +312,31 @@ def test_a_once_http_job_failing_behind_a_breaker_is_logged_counted_and_gives_up
             and r.extra.get("attempt") == number
         ]
         assert any("status 500 Internal Server Error" in line for line in lines), (number, lines)
+
+
+def test_a_half_open_breakers_trial_is_one_call_without_retries(make_tree, events) -> None:
+    """While its breaker is half-open an attempt makes one call, as pybreaker or Polly let
+    one call through: it sent every retry of the attempt (4 requests per trial)."""
+    policy = RestartPolicy(backoff=Backoff(initial=0, max=0), intensity=Intensity(max_restarts=0))
+    clock = ManualClock()
+    breakers = build_breakers(
+        {"b": BreakerSpec(failure_threshold=1, reset_timeout=2, half_open_max_calls=1)}, clock
+    )
+    retry = RetrySpec(attempts=4, wait=RetryWait(initial=0.001, max=0.001))
+    with HttpKit(default=Reply(500)) as kit:
+        job = JobSpec(name="one", work=HttpWork(url=f"{kit.url}/e500"), breaker="b", retry=retry)
+        tree = make_tree(
+            SupervisorSpec(policy=policy, children=(job,)),
+            on_event=events,
+            breakers=breakers,
+            monotonic=clock,
+        )
+        events.reached("one", "waiting")  # attempt 1, closed: its four tries opened it
+        assert kit.count == 4
+        clock.advance(2)  # half-open: the trial is one call, which fails: given up
+        events.reached("one", "gave_up")
+        assert tree.wait(10)
+        assert kit.count == 5
 
 
 def test_a_timed_out_call_behind_a_breaker_leaves_no_incarnation_behind(make_tree, events) -> None:
