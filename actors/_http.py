@@ -33,7 +33,6 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError
 
 from actors._checks import (
     HTTP_STATUSES,
@@ -67,8 +66,6 @@ HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS
 # Tokens of ``retry.on`` for http jobs; an exact status such as "503" is accepted too.
 HTTP_RETRY_ON: Final = ("connection", "timeout", "5xx", "4xx", "429")
 _DEFAULT_RETRY_ON: Final = frozenset({"connection", "timeout", "5xx", "429"})
-# A request the server may act on twice if sent twice (urllib3's Retry leaves them out too).
-NON_IDEMPOTENT: Final = frozenset({"POST", "PATCH"})
 # Redirects are followed for these only: requests turns a POST's 302 into a GET without
 # its body (and the job then reports the GET's 200 as the POST's success).
 _REDIRECTED: Final = frozenset({"GET", "HEAD"})
@@ -109,22 +106,19 @@ class HttpRequestError(JobFailure):
     ``timeout`` (no answer within ``timeout``), ``cancelled`` (the attempt was
     stopped and ``cancel`` aborted the request) or ``invalid`` (the request
     could not be sent, e.g. too many redirects). Connection errors and
-    timeouts are retried by default (for POST and PATCH only when ``sent`` is
-    False); the other two never are. ``sent`` is False when the connection
-    could not be made, so the server surely got nothing.
+    timeouts are retried by default; the other two never are.
     """
 
-    def __init__(self, message: str, reason: Reason, sent: bool = True) -> None:
+    def __init__(self, message: str, reason: Reason) -> None:
         super().__init__(message)
         self.reason: Reason = reason
-        self.sent = sent
 
     @property
     def timed_out(self) -> bool:
         return self.reason == "timeout"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.reason, self.sent))
+        return (type(self), (str(self), self.reason))
 
 
 # -- validation helpers --------------------------------------------------------------------------
@@ -615,14 +609,12 @@ class HttpWork:
         """Connection errors, timeouts, 5xx and 429 by default; ``on`` names the classes instead.
 
         Tokens of ``on``: ``connection``, ``timeout``, ``5xx``, ``4xx``,
-        ``429`` or an exact status such as ``"503"``. POST and PATCH are
-        retried by default only on what the server surely did not act on: a
-        connection that could not be made, a 429, and a 503 with Retry-After.
+        ``429`` or an exact status such as ``"503"``. The same default for
+        every method (SPEC §2): a POST's timeout or 5xx may come after the
+        server acted on it, which ``validate`` warns of.
         """
         if on:
             return not _classes(exc).isdisjoint(on)
-        if self.method in NON_IDEMPOTENT:
-            return _surely_not_done(exc)
         return not _classes(exc).isdisjoint(_DEFAULT_RETRY_ON)
 
     def retry_after(self, exc: BaseException) -> float | None:
@@ -676,8 +668,7 @@ class HttpWork:
                 timed_out += (
                     f" reading the body (status {response.status_code}, {_bytes(read)} read)"
                 )
-            sent = not isinstance(exc, requests.ConnectTimeout)
-            return HttpRequestError(timed_out, "timeout", sent)
+            return HttpRequestError(timed_out, "timeout")
         broken = requests.ConnectionError | requests.exceptions.ChunkedEncodingError
         if response is not None and isinstance(exc, broken):
             # requests calls a body cut short a ChunkedEncodingError, whatever its framing.
@@ -690,7 +681,7 @@ class HttpWork:
             )
         if isinstance(exc, broken):
             return HttpRequestError(
-                f"{where}: connection failed ({_root(exc)})", "connection", _was_sent(exc)
+                f"{where}: connection failed ({_root(exc)})", "connection"
             )
         # Other RequestExceptions (too many redirects, invalid URL or header...) may echo
         # what was sent in their messages: name only the kind.
@@ -708,31 +699,6 @@ def _shown_location(location: str) -> str:
         return redact_url(location)
     except ValueError:  # a malformed netloc: nothing of it can be shown safely
         return "***"
-
-
-def _surely_not_done(exc: BaseException) -> bool:
-    """Could a retry of a non-idempotent request not do its work twice? Only when the server
-    surely did not act on it: nothing was sent, it refused for its rate (429), or it said it
-    is down for a while (503 with Retry-After)."""
-    if isinstance(exc, HttpRequestError):
-        return exc.reason in {"connection", "timeout"} and not exc.sent
-    if isinstance(exc, HttpStatusError):
-        return exc.code == 429 or (exc.code == 503 and exc.retry_after is not None)
-    return False
-
-
-def _was_sent(exc: BaseException) -> bool:
-    """False when the connection could not be made (refused, unresolved, connect timeout):
-    then nothing reached the server."""
-    seen: list[BaseException] = []
-    err: BaseException | None = exc
-    while err is not None and err not in seen:
-        if isinstance(err, ConnectTimeoutError):  # NewConnectionError is one too
-            return False
-        seen.append(err)
-        links = (err.__cause__, err.__context__, getattr(err, "reason", None), *err.args)
-        err = next((e for e in links if isinstance(e, BaseException)), None)
-    return True
 
 
 def _classes(exc: BaseException) -> set[str]:

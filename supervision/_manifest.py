@@ -283,6 +283,10 @@ _PROCESS_KEYS: Final = {
 }
 
 
+# Methods a server may act on twice if sent twice (here, not from actors._http: validate loads
+# no requests).
+_NON_IDEMPOTENT: Final = ("POST", "PATCH")
+
 class _Parser(WorkReader):
     """One pass over manifest data: the schema walk, collecting issues instead of raising."""
 
@@ -829,7 +833,24 @@ class _Parser(WorkReader):
             return None
         if kind == "python" and options.get("placement", "local") == "local":
             self.warn_unimportable(f["python"], options["work"].target)  # Ray's may differ
+        if kind == "http":
+            self.warn_repeated_post(f, options)
         return None if isinstance(stop, Bad) else options
+
+    def warn_repeated_post(self, f: dict[str, V], options: dict[str, Any]) -> None:
+        """A POST or PATCH retried on SPEC's default failures may be done twice by the server."""
+        work, retry = options.get("work"), options.get("retry")
+        method = getattr(work, "method", "GET")
+        if method not in _NON_IDEMPOTENT or retry is None or retry.attempts < 2 or retry.on:
+            return
+        name = f["name"].value if "name" in f else "this job"
+        self.warn(
+            f["retry"] if "retry" in f else f["http"],
+            f"{name} sends a {method}, which is retried on a timeout and a 5xx as every http "
+            "job is (SPEC §2): the server may have acted on the try that failed, and a retry "
+            "does it again; write retry: {on: [connection, 429]} to retry only what it "
+            "refused, or make the endpoint idempotent (an idempotency key)",
+        )
 
     def job_stop(self, f: dict[str, V], kind: str | None, inherited: set[str]) -> tuple[Any, Any]:
         """A job's ``stop.signal`` and ``stop.grace``; a signal of its own only on a command."""

@@ -675,35 +675,34 @@ def test_a_body_cut_short_says_how_much_of_it_came(kit, make_work) -> None:
 
 
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
-def test_a_post_is_not_retried_by_default_on_what_the_server_may_have_done(
-    kit, make_work, method
-) -> None:
-    """urllib3's Retry leaves POST out: a 500 or a timeout may come after the work was done."""
-    kit.script(Reply(500), Reply(503), Stall())
-    spec = RetrySpec(attempts=3, wait=FAST_WAIT)
-    for expected in (500, 503):
-        result, _ = run_retrying(make_work(url=kit.url, method=method, json={"v": 1}), spec)
-        assert isinstance(result, HttpStatusError)
-        assert result.code == expected
-    result, _ = run_retrying(make_work(url=kit.url, method=method, timeout=0.2), spec)
-    assert isinstance(result, HttpRequestError)
-    assert result.reason == "timeout"
-    assert kit.count == 3, "each answered once, none retried"
-
-
-def test_a_post_is_retried_by_default_on_what_surely_was_not_done(kit, make_work) -> None:
-    kit.script(Reply(429), Reply(503, {"Retry-After": "0"}), Reply(201))
-    spec = RetrySpec(attempts=3, wait=FAST_WAIT)
-    result, _ = run_retrying(make_work(url=kit.url, method="POST"), spec)
+def test_a_post_is_retried_by_default_as_any_http_job_is(kit, make_work, method) -> None:
+    """SPEC §2 fixes the default for every http job (connection errors, timeouts, 5xx, 429):
+    a POST too; ``validate`` warns that its server may have acted on the failed try."""
+    kit.script(Reply(500), Reply(503, {"Retry-After": "0"}), Reply(429), Reply(201))
+    spec = RetrySpec(attempts=4, wait=FAST_WAIT)
+    result, _ = run_retrying(make_work(url=kit.url, method=method, json={"v": 1}), spec)
     assert result == 201
-    assert kit.count == 3
-    from httpkit import free_port
+    assert kit.count == 4
 
-    refused = make_work(url=f"http://127.0.0.1:{free_port()}/x", method="POST")
-    result, retries = run_retrying(refused, spec)
-    assert isinstance(result, HttpRequestError)
-    assert result.reason == "connection"
-    assert len(retries) >= 2, "a connection that could not be made is retried"
+
+def test_validate_warns_of_a_post_retried_on_what_the_server_may_have_done() -> None:
+    from supervision import load_manifest
+
+    def warnings(retry: str, method: str = "POST") -> list[str]:
+        text = (
+            "version: 1\njobs:\n"
+            f"  - {{name: deploy, http: {{url: 'http://127.0.0.1:1/d', method: {method}}}, "
+            f"{retry}}}\n"
+        )
+        return [w.message for w in load_manifest(text, env={}).warnings]
+
+    (said,) = warnings("retry: {attempts: 3}")
+    assert "deploy sends a POST, which is retried on a timeout and a 5xx" in said
+    assert "retry: {on: [connection, 429]}" in said
+    assert warnings("retry: {attempts: 3}", "PATCH")
+    assert not warnings("retry: {attempts: 3, on: [connection, 429]}")
+    assert not warnings("retry: {attempts: 3}", "PUT")
+    assert not warnings("retry: {attempts: 1}")
 
 
 def test_an_explicit_retry_on_wins_for_a_post(kit, make_work) -> None:
