@@ -28,20 +28,23 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from actors._runtime import active_runtime
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from actors._confine import Confinement
 
 __all__ = [
     "REAPED_UNREAD",
     "Spawned",
+    "child_env",
     "close_all",
     "close_at",
     "pipe_into",
     "real_os",
     "reaped_unread",
+    "release",
     "spawn",
     "why_status_lost",
+    "withhold",
 ]
 
 
@@ -117,18 +120,71 @@ def close_all(fds: list[int], keep: int = 0) -> None:
         pass
 
 
-def _env_list(overrides: Mapping[str, str]) -> tuple[list[bytes] | None, Mapping[str, str] | None]:
-    """The child's environment as ``fork_exec`` takes it, and as a mapping (for its ``PATH``).
+# -- the environment a command gets ---------------------------------------------------------------
 
-    ``(None, None)`` when there is nothing to add: the child inherits ours
-    as it is (``execv``), cheaper than a copy.
+# The names of the variables that a running tree's manifest reads secrets from ({secret: {env:
+# NAME}}, ${secret:NAME}), each with the number of trees that do. No command inherits them:
+# a job gets a secret by naming it in its own env. Replaced whole under the lock, read without.
+_withheld_counts: dict[str, int] = {}
+_withheld: frozenset[str] = frozenset()
+_withheld_lock = threading.Lock()
+
+
+def withhold(names: Iterable[str]) -> None:
+    """Keep ``names`` out of what commands inherit from us, until as many ``release`` calls.
+
+    Any thread. A tree started from a manifest calls it with the variables its secrets come
+    from (``supervision.start_tree``), and ``release`` when it stopped.
     """
-    if not overrides:
-        return None, None
-    env = dict(os.environ)
-    env.update(overrides)
+    global _withheld  # noqa: PLW0603 - one set for the process, as os.environ is
+    with _withheld_lock:
+        for name in names:
+            _withheld_counts[name] = _withheld_counts.get(name, 0) + 1
+        _withheld = frozenset(_withheld_counts)
+
+
+def release(names: Iterable[str]) -> None:
+    """Undo one ``withhold(names)``: commands inherit a name again once no tree withholds it."""
+    global _withheld  # noqa: PLW0603
+    with _withheld_lock:
+        for name in names:
+            left = _withheld_counts.get(name, 0) - 1
+            if left > 0:
+                _withheld_counts[name] = left
+            else:
+                _withheld_counts.pop(name, None)
+        _withheld = frozenset(_withheld_counts)
+
+
+def child_env(
+    own: Mapping[str, str], base: Mapping[str, str] | None = None
+) -> dict[str, str] | None:
+    """The whole environment of a command whose own ``env`` is ``own``; None: ours, unchanged.
+
+    ``base`` is what it starts from instead of our environment (a command with a ``user``
+    gets its login's, see ``RunAs.confinement``). Neither gives a variable that ``withhold``
+    keeps back; ``own`` gives what it names, whatever that is.
+    """
+    withheld = _withheld
+    if base is None:
+        environ = os.environ
+        if not own and not (withheld and any(name in environ for name in withheld)):
+            return None  # inherited as it is (execv): cheaper than a copy
+        env = dict(environ)
+    else:
+        env = dict(base)
+    for name in withheld:
+        env.pop(name, None)
+    env.update(own)
+    return env
+
+
+def _env_list(env: Mapping[str, str] | None) -> list[bytes] | None:
+    """The child's environment as ``fork_exec`` takes it; None: it inherits ours."""
+    if env is None:
+        return None
     fsencode = os.fsencode
-    return [fsencode(k) + b"=" + fsencode(v) for k, v in env.items()], env
+    return [fsencode(k) + b"=" + fsencode(v) for k, v in env.items()]
 
 
 # fork_exec's last argument, allow_vfork, is gone in 3.14 (vfork is its own choice there).
@@ -144,6 +200,7 @@ def spawn(
     stderr: int,
     record: Spawned,
     confine: Confinement | None = None,
+    base: Mapping[str, str] | None = None,
 ) -> None:
     """Start ``args`` in a new session: vfork+exec in C, every fd but 0-2 closed in the child.
 
@@ -151,6 +208,8 @@ def spawn(
     raises ``OSError`` if it cannot start, as ``Popen`` would (``filename``
     the command, or ``cwd`` when that is what failed). ``confine`` (user,
     umask, limits) is set up in the child before exec, see ``_confined``.
+    Its environment is ``env`` on top of ``base`` (default: ours), without what
+    ``withhold`` keeps back (see ``child_env``).
 
     ``os.posix_spawn`` was measured as the alternative and is no cheaper
     (``bench/spawn_paths.py``); in 3.11 it cannot change directory (every
@@ -160,9 +219,12 @@ def spawn(
     """
     uid = gid = groups = None
     umask = -1
+    full_env = child_env(env, base)
     if confine is not None:
-        args, (uid, gid, groups), umask = _confined(args, cwd, env, confine)
-    env_list, full_env = _env_list(env)
+        args, (uid, gid, groups), umask = _confined(
+            args, cwd, os.environ if full_env is None else full_env, confine
+        )
+    env_list = _env_list(full_env)
     command = args[0]
     executable = os.fsencode(command)
     if b"/" in executable:  # what os.path.dirname tells, without its call
@@ -361,7 +423,7 @@ def _check_exists(command: str, cwd: str | None, env: Mapping[str, str]) -> None
     if "/" in command:
         found = (Path(cwd or ".") / command).exists()
     else:
-        path = env.get("PATH", os.environ.get("PATH", os.defpath))
+        path = env.get("PATH", os.defpath)
         found = any((Path(d or ".") / command).exists() for d in path.split(":"))
     if not found:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)

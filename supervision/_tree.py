@@ -37,6 +37,8 @@ from actors import (
 )
 from actors._placement import check_placeable
 from actors._spawn import REAPED_UNREAD, reaped_unread
+from actors._spawn import release as release_env
+from actors._spawn import withhold as withhold_env
 from supervision._abandon import AbandonWatch
 from supervision._budget import TreeBudget
 from supervision._events import BreakerChanged, EventBus
@@ -51,9 +53,10 @@ from supervision._supervisor import Supervisor
 from supervision._tracker import Tracker
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from pathlib import Path
 
+    from actors._attempt import LineCut
     from supervision._events import Event, Subscription
 
 __all__ = ["RunResult", "Tree", "budget_change", "build_breakers", "start_tree"]
@@ -122,6 +125,9 @@ class Tree:
         )
         self._stop_lock = threading.Lock()
         self._stopped = False
+        # The variables its manifest reads secrets from, which its commands do not inherit
+        # (``actors._spawn.withhold``) until it stopped; start_tree withheld them already.
+        self._withheld: set[str] = set()
 
     # -- waiting ---------------------------------------------------------------------------------
 
@@ -321,8 +327,20 @@ class Tree:
         if listener is not None:
             for breaker in self._ctx.breakers.values():
                 breaker.unlisten(listener)
+        with self._stop_lock:
+            withheld, self._withheld = self._withheld, set()
+        release_env(withheld)
         _live_trees.discard(self)
         return ended
+
+    def withhold(self, names: Iterable[str]) -> None:
+        """Keep the variables ``names`` out of what this tree's commands inherit, from now
+        until it stopped: a daemon's reload brings the ones its new manifest reads secrets
+        from. Any thread."""
+        with self._stop_lock:
+            new = set(names) - self._withheld
+            self._withheld |= new
+        withhold_env(new)
 
     def follow_breaker(self, breaker: Breaker) -> None:
         """``breaker`` joined the tree's breakers (a reload added it): its transitions are
@@ -427,7 +445,10 @@ def start_tree(
     that exit and never started (a job depending on it starts at once).
     ``mask`` hides secrets in the status and the output files (default: the
     manifest's ``secrets``); a daemon passes its own masker, which a reload adds
-    the new manifest's secrets to.
+    the new manifest's secrets to. A ``SecretMasker``'s ``mask`` also keeps each
+    secret whole where a command's long line is logged in parts (any other mask
+    cannot say where its secrets are). The variables the manifest reads secrets
+    from are kept out of what its commands inherit until the tree stopped.
     """
     spec = _tree_spec(manifest_or_spec)
     runtime = _runtime(manifest_or_spec, runtime)
@@ -470,6 +491,7 @@ def start_tree(
         breaker_listener=publish,
         mask=mask,
         output=None if output_dir is None else OutputFiles(output_dir, mask),
+        cut=_line_cut(mask),
         sink=sink,
         sink_kinds=sink_kinds,
         state_hook=getattr(sink, "on_state", None),
@@ -479,7 +501,15 @@ def start_tree(
         succeeded=succeeded or {},
         budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,
     )
-    tree = Tree(spec, runtime, context)
+    # Before the first child starts: no command of the tree may inherit a secret's variable.
+    withheld = set(getattr(manifest_or_spec, "secret_env", None) or ())
+    withhold_env(withheld)
+    try:
+        tree = Tree(spec, runtime, context)
+    except BaseException:
+        release_env(withheld)
+        raise
+    tree._withheld = withheld
     _live_trees.add(tree)
     return tree
 
@@ -607,6 +637,13 @@ def _masker(source: object) -> Callable[[str], str]:
     from supervision._secrets import SecretMasker  # noqa: PLC0415 - only manifests with secrets
 
     return SecretMasker(secrets).mask
+
+
+def _line_cut(mask: Callable[[str], str]) -> LineCut | None:
+    """The masker behind ``mask`` (a ``SecretMasker``'s ``mask``), which also says where a
+    command's long line may be cut without splitting a secret; None for any other mask."""
+    masker = getattr(mask, "__self__", None)
+    return masker if callable(getattr(masker, "safe_cut", None)) else None
 
 
 def _dead_letter(path: str, message: Any) -> None:
