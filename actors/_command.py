@@ -94,9 +94,8 @@ class CommandFailed(JobFailure):
 class CommandWork:
     """Run ``argv``, or ``shell`` through ``/bin/sh -c``, in ``cwd`` with ``env`` on top of ours.
 
-    Of ours, not what a running manifest reads secrets from (``actors._spawn.withhold``);
-    with a ``user``, only that user's login environment, its locale and PATH (see
-    ``RunAs.confinement``), as sudo gives one.
+    With a ``user``, on top of that user's login environment, its locale and PATH instead
+    (see ``RunAs.confinement``), as sudo gives one.
 
     Exit 0 succeeds (the attempt's code is 0); anything else raises
     ``CommandFailed``. The command gets a session and process group of its

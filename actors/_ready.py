@@ -255,7 +255,7 @@ def _as_job(args: list[str], job: Any, setup: _Setup | None) -> dict[str, Any]:
     ``actors._spawn`` sets them up. ``OSError`` if a command with limits is not there.
     """
     if job is None or setup is None:
-        return {"args": args, "env": child_env({})}  # no secret's variable, as no command has
+        return {"args": args}
     confine, base = setup
     env = child_env(job.env, base)
     kwargs: dict[str, Any] = {"args": args, "cwd": job.cwd, "env": env}

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from actors._runtime import active_runtime
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping
 
     from actors._confine import Confinement
 
@@ -41,10 +41,8 @@ __all__ = [
     "pipe_into",
     "real_os",
     "reaped_unread",
-    "release",
     "spawn",
     "why_status_lost",
-    "withhold",
 ]
 
 
@@ -122,39 +120,6 @@ def close_all(fds: list[int], keep: int = 0) -> None:
 
 # -- the environment a command gets ---------------------------------------------------------------
 
-# The names of the variables that a running tree's manifest reads secrets from ({secret: {env:
-# NAME}}, ${secret:NAME}), each with the number of trees that do. No command inherits them:
-# a job gets a secret by naming it in its own env. Replaced whole under the lock, read without.
-_withheld_counts: dict[str, int] = {}
-_withheld: frozenset[str] = frozenset()
-_withheld_lock = threading.Lock()
-
-
-def withhold(names: Iterable[str]) -> None:
-    """Keep ``names`` out of what commands inherit from us, until as many ``release`` calls.
-
-    Any thread. A tree started from a manifest calls it with the variables its secrets come
-    from (``supervision.start_tree``), and ``release`` when it stopped.
-    """
-    global _withheld  # noqa: PLW0603 - one set for the process, as os.environ is
-    with _withheld_lock:
-        for name in names:
-            _withheld_counts[name] = _withheld_counts.get(name, 0) + 1
-        _withheld = frozenset(_withheld_counts)
-
-
-def release(names: Iterable[str]) -> None:
-    """Undo one ``withhold(names)``: commands inherit a name again once no tree withholds it."""
-    global _withheld  # noqa: PLW0603
-    with _withheld_lock:
-        for name in names:
-            left = _withheld_counts.get(name, 0) - 1
-            if left > 0:
-                _withheld_counts[name] = left
-            else:
-                _withheld_counts.pop(name, None)
-        _withheld = frozenset(_withheld_counts)
-
 
 def child_env(
     own: Mapping[str, str], base: Mapping[str, str] | None = None
@@ -162,19 +127,15 @@ def child_env(
     """The whole environment of a command whose own ``env`` is ``own``; None: ours, unchanged.
 
     ``base`` is what it starts from instead of our environment (a command with a ``user``
-    gets its login's, see ``RunAs.confinement``). Neither gives a variable that ``withhold``
-    keeps back; ``own`` gives what it names, whatever that is.
+    gets its login's, see ``RunAs.confinement``); ``own`` goes on top and wins. Without
+    either, the child inherits ours as it is (``execv``): no copy, the common case.
     """
-    withheld = _withheld
     if base is None:
-        environ = os.environ
-        if not own and not (withheld and any(name in environ for name in withheld)):
-            return None  # inherited as it is (execv): cheaper than a copy
-        env = dict(environ)
+        if not own:
+            return None
+        env = dict(os.environ)
     else:
         env = dict(base)
-    for name in withheld:
-        env.pop(name, None)
     env.update(own)
     return env
 
@@ -208,8 +169,7 @@ def spawn(
     raises ``OSError`` if it cannot start, as ``Popen`` would (``filename``
     the command, or ``cwd`` when that is what failed). ``confine`` (user,
     umask, limits) is set up in the child before exec, see ``_confined``.
-    Its environment is ``env`` on top of ``base`` (default: ours), without what
-    ``withhold`` keeps back (see ``child_env``).
+    Its environment is ``env`` on top of ``base`` (default: ours), see ``child_env``.
 
     ``os.posix_spawn`` was measured as the alternative and is no cheaper
     (``bench/spawn_paths.py``); in 3.11 it cannot change directory (every

@@ -964,8 +964,10 @@ class Daemon:
 
         steps: list[Change] = []  # the tree's, as they were made
         with self._lock:
-            # Before any step: a job added now may print its secrets at once, or inherit them.
-            _learn_secrets(read, composition, tree)
+            # Before any step: a job added now may print its secrets at once. (One masker for
+            # the log, the endpoint, the status and the output files.)
+            for secret in read.secrets:
+                composition.masker.add(secret)
             try:
                 budget_change(composition.manifest.root, new.root)
                 # Added and changed before the steps (a new job may name one); removed after.
@@ -1301,14 +1303,6 @@ class _Looked(Mapping[str, str]):
         """The names found unset that ``error`` (a ``ManifestError``'s) says are missing; a
         ``${NAME:-fallback}`` that took its fallback is no problem, nor named."""
         return [name for name in self._missed if f"environment variable {name} " in error]
-
-
-def _learn_secrets(read: Manifest, composition: Composition, tree: Tree) -> None:
-    """A reloaded manifest's secrets are masked from now on (one masker for the log, the
-    endpoint, the status and the output files), and no command inherits their variables."""
-    for secret in read.secrets:
-        composition.masker.add(secret)
-    tree.withhold(read.secret_env)
 
 
 def _started_without(names: list[str]) -> str:

@@ -106,9 +106,7 @@ class Manifest:
     """A validated manifest: the tree to run and everything around it.
 
     ``secrets`` holds the resolved secret values so that logs, status and the
-    journal can mask them; it is left out of ``repr``. ``secret_env`` names the
-    variables they were read from: a tree started from the manifest keeps them
-    out of what its commands inherit (``actors._spawn.withhold``).
+    journal can mask them; it is left out of ``repr``.
     """
 
     path: Path | None  # the manifest file, None for manifest text
@@ -119,7 +117,6 @@ class Manifest:
     root: SupervisorSpec
     breakers: Mapping[str, BreakerSpec]
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
-    secret_env: frozenset[str] = frozenset()
     cluster_address: str | None = None
     cluster_namespace: str | None = None
     http: HttpSpec | None = None  # the HTTP endpoint (SPEC §9); None: off
@@ -343,7 +340,6 @@ class _Parser(WorkReader):
             root=spec,
             breakers=dict(self.breakers),
             secrets=frozenset(self.secrets),
-            secret_env=frozenset(self.resolver.secret_names),
             cluster_address=cluster,
             cluster_namespace=namespace,
             http=http,

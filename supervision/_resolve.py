@@ -139,7 +139,6 @@ class Resolver:
         self.add = add
         self.warn = warn
         self.secrets: set[str] = set()
-        self.secret_names: set[str] = set()  # the variables secrets are read from
         self.budget = MAX_VALUES
         self.bounded = False  # a bound was hit: what was read is incomplete
 
@@ -297,7 +296,6 @@ class Resolver:
     def _env_secret(self, name: str, path: str, line: int | None, written: str = "") -> str | None:
         """The secret in variable ``name``, collected; None (an issue) when it is unset."""
         value = self.env.get(name)
-        self.secret_names.add(name)
         if value is None:
             self.add(
                 path, line, f"expected environment variable {name} to be set{written}, got it unset"

@@ -37,8 +37,6 @@ from actors import (
 )
 from actors._placement import check_placeable
 from actors._spawn import REAPED_UNREAD, reaped_unread
-from actors._spawn import release as release_env
-from actors._spawn import withhold as withhold_env
 from supervision._abandon import AbandonWatch
 from supervision._budget import TreeBudget
 from supervision._events import BreakerChanged, EventBus
@@ -53,7 +51,7 @@ from supervision._supervisor import Supervisor
 from supervision._tracker import Tracker
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
     from actors._attempt import LineCut
@@ -125,9 +123,6 @@ class Tree:
         )
         self._stop_lock = threading.Lock()
         self._stopped = False
-        # The variables its manifest reads secrets from, which its commands do not inherit
-        # (``actors._spawn.withhold``) until it stopped; start_tree withheld them already.
-        self._withheld: set[str] = set()
 
     # -- waiting ---------------------------------------------------------------------------------
 
@@ -327,20 +322,8 @@ class Tree:
         if listener is not None:
             for breaker in self._ctx.breakers.values():
                 breaker.unlisten(listener)
-        with self._stop_lock:
-            withheld, self._withheld = self._withheld, set()
-        release_env(withheld)
         _live_trees.discard(self)
         return ended
-
-    def withhold(self, names: Iterable[str]) -> None:
-        """Keep the variables ``names`` out of what this tree's commands inherit, from now
-        until it stopped: a daemon's reload brings the ones its new manifest reads secrets
-        from. Any thread."""
-        with self._stop_lock:
-            new = set(names) - self._withheld
-            self._withheld |= new
-        withhold_env(new)
 
     def follow_breaker(self, breaker: Breaker) -> None:
         """``breaker`` joined the tree's breakers (a reload added it): its transitions are
@@ -447,8 +430,7 @@ def start_tree(
     manifest's ``secrets``); a daemon passes its own masker, which a reload adds
     the new manifest's secrets to. A ``SecretMasker``'s ``mask`` also keeps each
     secret whole where a command's long line is logged in parts (any other mask
-    cannot say where its secrets are). The variables the manifest reads secrets
-    from are kept out of what its commands inherit until the tree stopped.
+    cannot say where its secrets are).
     """
     spec = _tree_spec(manifest_or_spec)
     runtime = _runtime(manifest_or_spec, runtime)
@@ -501,15 +483,7 @@ def start_tree(
         succeeded=succeeded or {},
         budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,
     )
-    # Before the first child starts: no command of the tree may inherit a secret's variable.
-    withheld = set(getattr(manifest_or_spec, "secret_env", None) or ())
-    withhold_env(withheld)
-    try:
-        tree = Tree(spec, runtime, context)
-    except BaseException:
-        release_env(withheld)
-        raise
-    tree._withheld = withheld
+    tree = Tree(spec, runtime, context)
     _live_trees.add(tree)
     return tree
 

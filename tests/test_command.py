@@ -34,7 +34,6 @@ from treekit import tree_of
 
 from actors import Attempt, Kill, _command, _spawn, _waiters, _warden, current_task, interrupt_task
 from actors._command import _LIVE, CommandFailed, CommandWork, _Child, signal_attempt
-from actors._ready import ReadyProbe
 from actors._spawn import close_all, pipe_into, real_os, spawn
 from actors._warden import WARDEN
 from supervision import (
@@ -287,27 +286,6 @@ def test_cwd_and_env_for_argv_and_shell(lines: Lines, tmp_path: Path) -> None:
     )
     assert lines.texts("a") == ["here.txt"]
     assert lines.texts("s") == [str(tmp_path), "hello {braces}", os.environ["HOME"]]
-
-
-def test_what_a_tree_withholds_no_command_inherits_until_it_stopped(
-    lines: Lines, make_tree: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A daemon's reload tells its tree the variables the new manifest reads secrets from
-    # (Tree.withhold): from then on no command gets them but one whose env names them.
-    monkeypatch.setenv("JV_LATER_SECRET", "later-value-1")
-    shell = 'echo "[$JV_LATER_SECRET]"'
-    tree = make_tree(tree_of(JobSpec(name="idle", work=CommandWork(argv=("sleep", "60")))))
-    tree.withhold({"JV_LATER_SECRET"})
-    tree.withhold({"JV_LATER_SECRET"})  # once per tree, however often it is said
-    CommandWork(shell=shell).run(attempt("kept"))
-    CommandWork(shell=shell, env={"JV_LATER_SECRET": "named"}).run(attempt("named"))
-    probe = ReadyProbe(command=("sh", "-c", '[ -z "$JV_LATER_SECRET" ]'), timeout=5, interval=0.01)
-    probe.wait_ready(threading.Event())  # a probe inherits as a command does
-    assert tree.stop(20)
-    CommandWork(shell=shell).run(attempt("again"))
-    assert lines.texts("kept") == ["[]"]
-    assert lines.texts("named") == ["[named]"]
-    assert lines.texts("again") == ["[later-value-1]"]
 
 
 def test_a_relative_command_runs_from_cwd_and_env_path_is_searched(
