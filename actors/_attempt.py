@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Attempt",
+    "LineCut",
     "OutputSink",
     "ReadyCheck",
     "Work",
@@ -64,6 +65,22 @@ class Attempt:
     # It may return seconds: the work, if it still runs then, calls it again (and again while
     # it returns one), so that what it keeps is not kept for as long as the work runs.
     started: Callable[[], float | None] | None = None
+    # Where a command's line too long for one record may be cut without splitting a secret
+    # (the tree's ``SecretMasker``); None: the tree has no secret, any cut will do.
+    cut: LineCut | None = None
+
+
+class LineCut(Protocol):
+    """Keeps secrets whole where ``actors._command`` cuts a long line into parts, each masked
+    on its own (``supervision._secrets.SecretMasker``). Any thread; never raises."""
+
+    @property
+    def longest(self) -> int:
+        """The most bytes a secret takes in a line; 0 for none (then no cut moves)."""
+
+    def safe_cut(self, data: bytes, at: int) -> int:
+        """A cut near ``at`` that no secret in ``data`` straddles (``data`` holds
+        ``longest - 1`` bytes past ``at``)."""
 
 
 class OutputSink(Protocol):

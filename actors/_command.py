@@ -94,6 +94,9 @@ class CommandFailed(JobFailure):
 class CommandWork:
     """Run ``argv``, or ``shell`` through ``/bin/sh -c``, in ``cwd`` with ``env`` on top of ours.
 
+    With a ``user``, on top of that user's login environment, its locale and PATH instead
+    (see ``RunAs.confinement``), as sudo gives one.
+
     Exit 0 succeeds (the attempt's code is 0); anything else raises
     ``CommandFailed``. The command gets a session and process group of its
     own, stdin from ``/dev/null``, and its stdout and stderr logged line by
@@ -189,16 +192,17 @@ class CommandWork:
         for i, code in enumerate(self.success_exit_codes):
             need_int_in(code, f"success_exit_codes[{i}]", "an exit code", *EXIT_CODES)
 
-    def confinement(self) -> tuple[Confinement | None, dict[str, str]]:
-        """What the child sets up before exec, None for nothing; and the user's env (HOME, ...).
+    def confinement(self) -> tuple[Confinement | None, dict[str, str] | None]:
+        """What the child sets up before exec, None for nothing; and the environment its
+        ``env`` goes on top of: the user's clean one (``RunAs.confinement``), None for ours.
 
         Raises ``LookupError`` when the user or group is no longer known.
         """
         if self.user is None and self.umask is None and self.limits is None:
-            return None, {}
-        credentials, env = (None, {}) if self.user is None else self.user.confinement()
+            return None, None
+        credentials, base = (None, None) if self.user is None else self.user.confinement()
         rlimits = () if self.limits is None else self.limits.rlimits()
-        return Confinement(credentials, self.umask, rlimits), env
+        return Confinement(credentials, self.umask, rlimits), base
 
     # -- the Work protocol -------------------------------------------------------------------------
 
@@ -327,10 +331,13 @@ class _Stream:
     A line longer than ``_MAX_LINE`` bytes is logged in parts (of ``_MAX_LINE``
     bytes, the last one up to a read longer), so memory stays bounded whatever
     the child writes; each part's record says so with ``part`` (1, 2, ... in
-    order, the line's last part included).
+    order, the line's last part included). Each part is masked on its own (by
+    the log, by the output file), so in a tree with secrets a cut never splits
+    one (``Attempt.cut``): it waits for the bytes that could end a secret begun
+    before it, and goes before that secret (a part is that much shorter).
     """
 
-    __slots__ = ("emit", "extra", "fd", "name", "parts", "pending", "prefix", "sink")
+    __slots__ = ("cut", "emit", "extra", "fd", "name", "parts", "pending", "prefix", "sink")
 
     def __init__(
         self,
@@ -344,6 +351,7 @@ class _Stream:
         self.emit = emit
         self.name = name
         self.sink = sink  # the job's output file: the same lines, as bytes
+        self.cut = attempt.cut
         self.extra = {"path": attempt.path, "attempt": attempt.number, "stream": name}
         self.prefix = f"{attempt.path}[{attempt.number}]"
         self.pending = b""  # the bytes after the last newline; invariant: no b"\n" in it
@@ -365,23 +373,41 @@ class _Stream:
                 for line in lines:
                     self._log(line)
             self.parts = 0  # the line a part began is over
-        while len(rest) > _MAX_LINE:
+        self.pending = self._parts(rest, ending=False)
+
+    def _parts(self, rest: bytes, *, ending: bool) -> bytes:
+        """Log (and write) the parts of ``rest``, a line begun and not ended; what is left.
+
+        ``ending``: the pipe is at its end, no more bytes come to end a secret.
+        """
+        cut = self.cut
+        keep = 0 if cut is None else cut.longest - 1  # read each time: a reload adds secrets
+        if keep <= 0:
+            cut = None
+        elif ending:
+            keep = 0
+        sink = self.sink
+        while len(rest) > _MAX_LINE + keep:
+            at = _MAX_LINE if cut is None else cut.safe_cut(rest, _MAX_LINE)
             if sink is not None:
-                sink.write(self.name, rest[:_MAX_LINE])
-            self._log_part(rest[:_MAX_LINE].decode("utf-8", "replace"))
-            rest = rest[_MAX_LINE:]
-        self.pending = rest
+                sink.write(self.name, rest[:at])
+            self._log_part(rest[:at].decode("utf-8", "replace"))
+            rest = rest[at:]
+        return rest
 
     def finish(self) -> None:
         """The pipe is done: log a last line that had no newline."""
         if self.pending:
-            if self.sink is not None:
-                self.sink.write(self.name, self.pending)
-            text = self.pending.decode("utf-8", "replace")
-            if self.parts:
-                self._log_part(text)
-            else:
-                self._log(text)
+            # What the cuts kept in view for a secret, at most 64 KiB more: its own parts.
+            rest = self._parts(self.pending, ending=True)
+            if rest:  # none when the last cut went after a secret that ended the output
+                if self.sink is not None:
+                    self.sink.write(self.name, rest)
+                text = rest.decode("utf-8", "replace")
+                if self.parts:
+                    self._log_part(text)
+                else:
+                    self._log(text)
             self.pending = b""
             self.parts = 0
 
@@ -478,21 +504,21 @@ class _Child:
         out_r, out_w = pipe_into(self.fds, self.ends)
         err_r, err_w = pipe_into(self.fds, self.ends)
         try:
-            confine, env = self._confinement(work)
+            confine, base = self._confinement(work)
             if confine is None:
                 spawn(
                     work.args(), cwd=work.cwd, env=work.env, stdout=out_w, stderr=err_w, record=self
                 )
             else:
-                env = {**env, **work.env}  # the job's own env wins over the user's HOME, ...
                 spawn(
                     work.args(),
                     cwd=work.cwd,
-                    env=env,
+                    env=work.env,  # the job's own env wins over the user's HOME, ...
                     stdout=out_w,
                     stderr=err_w,
                     record=self,
                     confine=confine,
+                    base=base,
                 )
         except OSError as exc:
             raise _could_not_start(work, exc) from exc
@@ -513,7 +539,7 @@ class _Child:
         WARDEN.add(pid)  # the group's id too: a new session's leader leads its group
 
     @staticmethod
-    def _confinement(work: CommandWork) -> tuple[Confinement | None, dict[str, str]]:
+    def _confinement(work: CommandWork) -> tuple[Confinement | None, dict[str, str] | None]:
         try:
             return work.confinement()
         except LookupError as exc:  # the user or group went away since the manifest was read

@@ -31,6 +31,10 @@ _RESOURCES: Final = {
     "core": resource.RLIMIT_CORE,
 }
 _SIZES: Final = ("memory", "core")
+# What a command with a user keeps of jobvisor's environment (LC_* too): not a secret, and its
+# output's language and times as jobvisor's own. sudo's env_keep and systemd pass them alike.
+_PASSED: Final = frozenset({"PATH", "LANG", "LANGUAGE", "TZ"})
+_DEFAULT_PATH: Final = "/usr/local/bin:/usr/bin:/bin"  # jobvisor has none: a login's usual one
 
 
 def _user_named(name: str) -> pwd.struct_passwd | None:
@@ -112,11 +116,30 @@ class RunAs:
     def confinement(self) -> tuple[tuple[int, int, tuple[int, ...]] | None, dict[str, str]]:
         """``((uid, gid, groups), env)`` to switch to now, or ``(None, env)`` when not root.
 
-        ``env`` holds ``HOME``, ``USER`` and ``LOGNAME`` of the user, as a login
-        sets them. Raises ``LookupError`` when a name is no longer known.
+        ``env`` is the whole environment the command starts from, as sudo and
+        systemd's ``User=`` give one: nothing of jobvisor's (its HTTP token,
+        the variables other jobs' secrets come from: the other user could
+        read them in its ``/proc/PID/environ``) but the user's ``HOME``,
+        ``USER``, ``LOGNAME`` and ``SHELL`` (its passwd entry's, ``/bin/sh``
+        when that is empty), jobvisor's ``PATH`` (where the manifest's programs
+        were looked for; ``_DEFAULT_PATH`` without one) and its locale and
+        time zone (``LANG``, ``LANGUAGE``, ``LC_*``, ``TZ``). The same whether
+        or not jobvisor is root, so that a manifest runs alike under both.
+        Raises ``LookupError`` when a name is no longer known.
         """
         entry = pwd.getpwnam(self.name)
-        env = {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if name in _PASSED or name.startswith("LC_")
+        }
+        env.setdefault("PATH", _DEFAULT_PATH)
+        env.update(
+            HOME=entry.pw_dir,
+            USER=entry.pw_name,
+            LOGNAME=entry.pw_name,
+            SHELL=entry.pw_shell or "/bin/sh",
+        )
         if os.geteuid() != 0:
             return None, env
         gid = entry.pw_gid if self.group is None else grp.getgrnam(self.group).gr_gid

@@ -31,7 +31,7 @@ from actors._taken import taken_before
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from actors._attempt import OutputSink, ReadyCheck, Work
+    from actors._attempt import LineCut, OutputSink, ReadyCheck, Work
     from actors._breaker import Breaker
 
 __all__ = ["JobActor", "Schedule", "close_work", "cron_delay", "first_tick", "no_process"]
@@ -258,6 +258,7 @@ class JobActor(OwnActor):
         breaker: Breaker | None = None,
         ready: ReadyCheck | None = None,
         output: Callable[[Attempt], OutputSink] | None = None,
+        cut: LineCut | None = None,
         again: InPlacePermit | None = None,
         grace: float = 0.0,
     ) -> None:
@@ -275,6 +276,7 @@ class JobActor(OwnActor):
         # Work that runs none of the user's Python (a command) fails with our frames only.
         self._own_frames = bool(getattr(work, "pooled_thread", False))
         self.output = output  # where a command's output also goes: see Attempt.output
+        self.cut = cut  # where a long line of it may be cut: see Attempt.cut
         self.work = work
         self.schedule = schedule
         self.path = path
@@ -625,7 +627,12 @@ class JobActor(OwnActor):
         """
         number = self._jv_attempts + 1
         attempt = Attempt(
-            self.path, number, self._wall(), output=self.output, started=self._started
+            self.path,
+            number,
+            self._wall(),
+            output=self.output,
+            started=self._started,
+            cut=self.cut,
         )
         self._spawned = False
         self._trial_failed = False

@@ -24,7 +24,7 @@ from actors._checks import SOCKET_MAX_DURATION, need, need_duration
 from actors._errors import JobFailure, SpecError
 from actors._http import check_url, redact_url
 from actors._runtime import active_runtime
-from actors._spawn import REAPED_UNREAD, _confined, reaped_unread
+from actors._spawn import REAPED_UNREAD, _confined, child_env, reaped_unread
 from actors._taken import split_host_port
 
 if TYPE_CHECKING:
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
     from actors._confine import Confinement
 
-    # A command job's ``confinement()``: what its child sets up, and its user's env.
-    _Setup = tuple[Confinement | None, dict[str, str]]
+    # A command job's ``confinement()``: what its child sets up, and the env its own goes on.
+    _Setup = tuple[Confinement | None, dict[str, str] | None]
 
 __all__ = ["NotReady", "ReadyProbe"]
 
@@ -256,11 +256,13 @@ def _as_job(args: list[str], job: Any, setup: _Setup | None) -> dict[str, Any]:
     """
     if job is None or setup is None:
         return {"args": args}
-    confine, user_env = setup
-    env = {**os.environ, **user_env, **job.env} if user_env or job.env else None
+    confine, base = setup
+    env = child_env(job.env, base)
     kwargs: dict[str, Any] = {"args": args, "cwd": job.cwd, "env": env}
     if confine is not None:
-        args, (uid, gid, groups), umask = _confined(args, job.cwd, env or os.environ, confine)
+        args, (uid, gid, groups), umask = _confined(
+            args, job.cwd, os.environ if env is None else env, confine
+        )
         kwargs.update(args=args, user=uid, group=gid, extra_groups=groups, umask=umask)
     return kwargs
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REAPED_UNREAD",
     "Spawned",
+    "child_env",
     "close_all",
     "close_at",
     "pipe_into",
@@ -117,18 +118,34 @@ def close_all(fds: list[int], keep: int = 0) -> None:
         pass
 
 
-def _env_list(overrides: Mapping[str, str]) -> tuple[list[bytes] | None, Mapping[str, str] | None]:
-    """The child's environment as ``fork_exec`` takes it, and as a mapping (for its ``PATH``).
+# -- the environment a command gets ---------------------------------------------------------------
 
-    ``(None, None)`` when there is nothing to add: the child inherits ours
-    as it is (``execv``), cheaper than a copy.
+
+def child_env(
+    own: Mapping[str, str], base: Mapping[str, str] | None = None
+) -> dict[str, str] | None:
+    """The whole environment of a command whose own ``env`` is ``own``; None: ours, unchanged.
+
+    ``base`` is what it starts from instead of our environment (a command with a ``user``
+    gets its login's, see ``RunAs.confinement``); ``own`` goes on top and wins. Without
+    either, the child inherits ours as it is (``execv``): no copy, the common case.
     """
-    if not overrides:
-        return None, None
-    env = dict(os.environ)
-    env.update(overrides)
+    if base is None:
+        if not own:
+            return None
+        env = dict(os.environ)
+    else:
+        env = dict(base)
+    env.update(own)
+    return env
+
+
+def _env_list(env: Mapping[str, str] | None) -> list[bytes] | None:
+    """The child's environment as ``fork_exec`` takes it; None: it inherits ours."""
+    if env is None:
+        return None
     fsencode = os.fsencode
-    return [fsencode(k) + b"=" + fsencode(v) for k, v in env.items()], env
+    return [fsencode(k) + b"=" + fsencode(v) for k, v in env.items()]
 
 
 # fork_exec's last argument, allow_vfork, is gone in 3.14 (vfork is its own choice there).
@@ -144,6 +161,7 @@ def spawn(
     stderr: int,
     record: Spawned,
     confine: Confinement | None = None,
+    base: Mapping[str, str] | None = None,
 ) -> None:
     """Start ``args`` in a new session: vfork+exec in C, every fd but 0-2 closed in the child.
 
@@ -151,6 +169,7 @@ def spawn(
     raises ``OSError`` if it cannot start, as ``Popen`` would (``filename``
     the command, or ``cwd`` when that is what failed). ``confine`` (user,
     umask, limits) is set up in the child before exec, see ``_confined``.
+    Its environment is ``env`` on top of ``base`` (default: ours), see ``child_env``.
 
     ``os.posix_spawn`` was measured as the alternative and is no cheaper
     (``bench/spawn_paths.py``); in 3.11 it cannot change directory (every
@@ -160,9 +179,12 @@ def spawn(
     """
     uid = gid = groups = None
     umask = -1
+    full_env = child_env(env, base)
     if confine is not None:
-        args, (uid, gid, groups), umask = _confined(args, cwd, env, confine)
-    env_list, full_env = _env_list(env)
+        args, (uid, gid, groups), umask = _confined(
+            args, cwd, os.environ if full_env is None else full_env, confine
+        )
+    env_list = _env_list(full_env)
     command = args[0]
     executable = os.fsencode(command)
     if b"/" in executable:  # what os.path.dirname tells, without its call
@@ -361,7 +383,7 @@ def _check_exists(command: str, cwd: str | None, env: Mapping[str, str]) -> None
     if "/" in command:
         found = (Path(cwd or ".") / command).exists()
     else:
-        path = env.get("PATH", os.environ.get("PATH", os.defpath))
+        path = env.get("PATH", os.defpath)
         found = any((Path(d or ".") / command).exists() for d in path.split(":"))
     if not found:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)

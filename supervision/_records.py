@@ -44,7 +44,7 @@ if TYPE_CHECKING:
         SupervisedActor,
         TimerHandle,
     )
-    from actors._attempt import ReadyCheck
+    from actors._attempt import LineCut, ReadyCheck
     from supervision._budget import TreeBudget
     from supervision._exits import ExitReason
     from supervision._inplace import InPlace
@@ -118,6 +118,9 @@ class TreeContext:
         None  # unhooked when the tree stops
     )
     output: OutputFiles | None = None  # the jobs' output files; None: output goes to the log only
+    # Keeps a secret whole where a command's long line is cut in parts (``Attempt.cut``): the
+    # tree's masker; None when it has no secret.
+    cut: LineCut | None = None
     budget: TreeBudget | None = None  # the root's budget, charged by every supervisor
     # Every supervisor's children as it last set them, for a dependency on a group.
     group_deps: GroupDeps = field(default_factory=GroupDeps)
@@ -629,6 +632,7 @@ def start_incarnation(
             breaker=ctx.breakers.get(spec.breaker) if spec.breaker else None,
             ready=_beside(spec.ready, work),
             output=ctx.output.opener(spec.output) if ctx.output and spec.output else None,
+            cut=ctx.cut,
             again=again,
             grace=spec.grace,
             jv_at_once=at_once,

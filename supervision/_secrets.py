@@ -54,6 +54,9 @@ class SecretMasker:
         # Both match any form, longest first; _any only finds whether there is one.
         self._any: re.Pattern[str] | None = None
         self._at: re.Pattern[str] | None = None  # zero-width: the longest form at each position
+        # The most UTF-8 bytes a form takes: a cut of a command's long line keeps that
+        # much in view (``safe_cut``). 0: no secret, nothing to keep.
+        self.longest = 0
         for secret in secrets:
             self.add(secret)
 
@@ -73,7 +76,52 @@ class SecretMasker:
             )
             self._any = re.compile(alternatives)
             self._at = re.compile(f"(?=({alternatives}))")
+            longest = max(len(form.encode("utf-8", "surrogatepass")) for form in forms)
+            self.longest = max(self.longest, longest)
         return True
+
+    def safe_cut(self, data: bytes, at: int) -> int:
+        """Where to cut ``data`` near ``at`` so that no secret straddles the cut.
+
+        A command's line longer than 64 KiB is logged (and written to its
+        output file) in parts, each masked on its own: a secret cut in two
+        would show both halves in clear. The cut is ``at``, or the start of
+        the secret (of the stretch of overlapping ones) that straddles it, or
+        its end when that starts ``data``. For a whole view, ``data`` holds
+        ``longest - 1`` bytes past ``at`` (``actors._command`` waits for them).
+        Costs one look at ``2 * longest`` bytes around ``at``.
+        """
+        span = self._straddling(data, at)
+        if span is None:
+            return at
+        cut = at
+        while span is not None and span[0] > 0:
+            cut = span[0]
+            span = self._straddling(data, cut)
+        if span is None:
+            return cut
+        cut = at  # a secret begins the data: nothing of it can go before the cut
+        while (span := self._straddling(data, cut)) is not None:
+            cut = span[1]
+        return cut
+
+    def _straddling(self, data: bytes, at: int) -> tuple[int, int] | None:
+        """The first start and last end (byte offsets) of the forms that ``at`` cuts, if any."""
+        found = self._at
+        reach = self.longest - 1
+        if found is None or reach <= 0:
+            return None
+        low = max(0, at - reach)  # a form that starts before it ends by at
+        window = data[low : at + reach].decode("utf-8", "surrogateescape")  # lossless
+        span: tuple[int, int] | None = None
+        for match in found.finditer(window):
+            start = low + len(window[: match.start()].encode("utf-8", "surrogateescape"))
+            if start >= at:
+                break
+            end = start + len(match.group(1).encode("utf-8", "surrogateescape"))
+            if end > at:
+                span = (start, end) if span is None else (span[0], max(span[1], end))
+        return span
 
     def mask(self, text: str) -> str:
         """Return ``text`` with every registered secret replaced by ``***``."""

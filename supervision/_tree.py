@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from pathlib import Path
 
+    from actors._attempt import LineCut
     from supervision._events import Event, Subscription
 
 __all__ = ["RunResult", "Tree", "budget_change", "build_breakers", "start_tree"]
@@ -427,7 +428,9 @@ def start_tree(
     that exit and never started (a job depending on it starts at once).
     ``mask`` hides secrets in the status and the output files (default: the
     manifest's ``secrets``); a daemon passes its own masker, which a reload adds
-    the new manifest's secrets to.
+    the new manifest's secrets to. A ``SecretMasker``'s ``mask`` also keeps each
+    secret whole where a command's long line is logged in parts (any other mask
+    cannot say where its secrets are).
     """
     spec = _tree_spec(manifest_or_spec)
     runtime = _runtime(manifest_or_spec, runtime)
@@ -470,6 +473,7 @@ def start_tree(
         breaker_listener=publish,
         mask=mask,
         output=None if output_dir is None else OutputFiles(output_dir, mask),
+        cut=_line_cut(mask),
         sink=sink,
         sink_kinds=sink_kinds,
         state_hook=getattr(sink, "on_state", None),
@@ -607,6 +611,13 @@ def _masker(source: object) -> Callable[[str], str]:
     from supervision._secrets import SecretMasker  # noqa: PLC0415 - only manifests with secrets
 
     return SecretMasker(secrets).mask
+
+
+def _line_cut(mask: Callable[[str], str]) -> LineCut | None:
+    """The masker behind ``mask`` (a ``SecretMasker``'s ``mask``), which also says where a
+    command's long line may be cut without splitting a secret; None for any other mask."""
+    masker = getattr(mask, "__self__", None)
+    return masker if callable(getattr(masker, "safe_cut", None)) else None
 
 
 def _dead_letter(path: str, message: Any) -> None:

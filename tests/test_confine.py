@@ -561,3 +561,114 @@ def test_a_user_deleted_after_the_manifest_was_read_fails_the_start_and_the_prob
     assert fleeting_user in str(info.value)
     with pytest.raises(NotReady, match="its user or group is gone"):
         probe.wait_ready(threading.Event())
+
+
+# -- the environment of a command with a user ------------------------------------------------------
+
+
+def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+    """What a command switched to ``nobody`` gets: its login's, the PATH, locale and TZ, ``extra``."""
+    kept = {
+        k: v
+        for k, v in os.environ.items()
+        if k in {"PATH", "LANG", "LANGUAGE", "TZ"} or k.startswith("LC_")
+    }
+    login = {"HOME": NOBODY.pw_dir, "USER": "nobody", "LOGNAME": "nobody"}
+    return {**kept, **login, "SHELL": NOBODY.pw_shell or "/bin/sh", **extra}
+
+
+@pytest.fixture
+def daemon_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """jobvisor's own environment holds what no other user may read, and a locale and TZ."""
+    monkeypatch.setenv("JV_DAEMONS_OWN", "not-for-nobody")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("LC_TIME", "C")
+    monkeypatch.setenv("TZ", "UTC")
+
+
+@pytest.mark.parametrize("with_limits", [False, True])
+def test_a_user_switch_starts_from_a_clean_environment(
+    output: Output, daemon_env: None, with_limits: bool
+) -> None:
+    # The other user can read its own /proc/PID/environ: what jobvisor's environment holds
+    # (an HTTP token, other jobs' secrets) must not be there, as sudo and systemd's User= do.
+    work = CommandWork(
+        argv=("/usr/bin/env",),
+        cwd="/",
+        user="nobody",
+        env={"MINE": "1", "TZ": "Europe/Paris"},
+        limits=Limits(nofile=64) if with_limits else None,
+    )
+    got = dict(line.split("=", 1) for line in run(work, output))
+    assert got == _clean_env({"MINE": "1", "TZ": "Europe/Paris"})  # the job's env wins
+
+
+def test_a_probe_of_a_job_with_a_user_gets_its_clean_environment(daemon_env: None) -> None:
+    from actors._ready import ReadyProbe
+
+    work = CommandWork(argv=("true",), cwd="/", user="nobody", env={"MINE": "1"})
+    check = '[ -z "${JV_DAEMONS_OWN+set}" ] && [ "$MINE" = 1 ] && [ "$USER" = nobody ]'
+    probe = ReadyProbe(command=("/bin/sh", "-c", check), timeout=5, interval=0.01)
+    probe.beside(work).wait_ready(threading.Event())
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if item)
+
+
+def test_only_a_job_with_a_user_starts_without_the_variables_secrets_come_from(
+    make_tree: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The security trial: a job switched to a lower user held the HTTP token and another
+    # job's password in its environment (readable by that user), and with the token it
+    # controlled the whole tree. A user: job starts clean; it gets a secret only by its env.
+    # A job of jobvisor's own user inherits them as every variable: it is no boundary (the
+    # same uid reads jobvisor's /proc/PID/environ and its control socket), and psql reading
+    # PGPASSWORD that another job's header also names must keep working.
+    monkeypatch.setenv("JV_DBPW", "db-password-123")
+    monkeypatch.setenv("JV_TOKEN", "http-token-456")
+    monkeypatch.setenv("JV_PLAIN", "plain-value")
+    m = load_manifest(
+        textwrap.dedent("""
+        version: 1
+        http: {listen: "127.0.0.1:1", token: {secret: {env: JV_TOKEN}}}
+        jobs:
+          - name: db
+            command: [sleep, "60"]
+            env: {DBPW: {secret: {env: JV_DBPW}}}
+            service: true
+          - name: same
+            command: [sleep, "60"]
+            service: true
+          - name: low
+            command: [sleep, "60"]
+            user: nobody
+            service: true
+          - name: low-named
+            command: [sleep, "60"]
+            user: nobody
+            env: {DBPW: "${secret:JV_DBPW}"}
+            service: true
+        """),
+        env=os.environ,
+    )
+    tree = make_tree(m)
+    assert tree.started(30)
+
+    def pids() -> dict[str, int]:
+        return {c["name"]: c["pid"] for c in tree.status()["children"] if c["pid"]}
+
+    deadline = time.monotonic() + 30
+    while len(pids()) < 4:
+        assert time.monotonic() < deadline, tree.status()
+        time.sleep(0.01)
+    env = {name: _environ(pid) for name, pid in pids().items()}
+    assert env["db"]["DBPW"] == "db-password-123"
+    for name in ("db", "same"):  # jobvisor's own user: its environment, as a shell's children
+        assert env[name]["JV_DBPW"] == "db-password-123"
+        assert env[name]["JV_TOKEN"] == "http-token-456"
+        assert env[name]["JV_PLAIN"] == "plain-value"
+    assert env["low"] == _clean_env({})  # no token, no password, nothing else of jobvisor's
+    assert env["low-named"] == _clean_env({"DBPW": "db-password-123"})
+    assert tree.stop(20)

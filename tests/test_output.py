@@ -457,3 +457,49 @@ def test_following_past_more_rotations_than_backups_reads_what_is_left_in_order(
     finally:
         lines.close()
     assert seen == [b"a\n", b"d\n", b"e\n"]  # b and c went before anyone could read them
+
+
+@pytest.mark.parametrize(
+    ("before", "end"),
+    [(65530, "\\n"), (65536 - 4, "\\n"), (65536 + 65536 - 7, "\\n"), (65530, "")],
+)
+def test_a_secret_where_a_long_line_is_cut_is_masked_whole_in_the_log_and_the_file(
+    tmp_path: Path, before: int, end: str
+) -> None:
+    # A line longer than 64 KiB is logged (and written) in parts; a cut in the middle of a
+    # secret left each half to be masked on its own, which neither matches: both in clear.
+    (tmp_path / "pw").write_text("hunter2-XyZ-secret")
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(f"""
+        version: 1
+        jobs:
+          - name: leak
+            command:
+              - python3
+              - -c
+              - |
+                import os, sys, time
+                sys.stdout.write("A" * {before} + os.environ["PW"]); sys.stdout.flush()
+                time.sleep(0.3)
+                sys.stdout.write("B" * 10 + "{end}")
+            env: {{PW: {{secret: {{file: pw}}}}}}
+        """)
+    )
+    log_file = tmp_path / "jv.log"
+    args = ("--runtime", RUNTIME, "--log-level", "information", "--log-file", str(log_file))
+    jv = run_jobvisor(tmp_path, "run", *args)
+    assert jv.proc.returncode == 0, jv.stderr
+    text = (tmp_path / ".jobvisor" / "output" / "leak.log").read_bytes()
+    logged = log_file.read_text()
+    for where in (text.decode(), logged):
+        for piece in ("hunter", "XyZ", "secret\n", "2-X"):
+            assert piece not in where
+    # Nothing else is lost: the parts joined are the line, the secret masked once.
+    parts = b"".join(body(line) for line in text.splitlines())
+    assert parts == b"A" * before + b"***" + b"B" * 10
+    shown = [
+        line.split(" leak[1] ", 1)[1].rsplit(" [path=", 1)[0]
+        for line in logged.splitlines()
+        if " leak[1] " in line
+    ]
+    assert "".join(shown) == "A" * before + "***" + "B" * 10

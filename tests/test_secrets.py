@@ -89,6 +89,29 @@ def test_overlapping_secrets_are_masked_as_one_stretch() -> None:
     assert masker.mask("<alpha-beta-gamma>") == "<***>"
 
 
+def test_a_cut_of_a_long_line_never_falls_inside_a_secret() -> None:
+    # A command's line longer than 64 KiB is logged in parts, each masked on its own: a cut
+    # inside a secret would leave both halves in clear. safe_cut moves it to the secret's start.
+    masker = SecretMasker(["hunter2-XyZ"])
+    assert masker.longest == max(len(f.encode()) for f in masker._forms)
+    data = b"A" * 20 + b"hunter2-XyZ" + b"B" * 20
+    assert masker.safe_cut(data, 25) == 20  # inside: before it
+    assert masker.safe_cut(data, 20) == 20  # at its start already
+    assert masker.safe_cut(data, 31) == 31  # at its end
+    assert masker.safe_cut(data, 10) == 10  # nowhere near
+    # Overlapping secrets are one stretch: the cut goes before both.
+    both = SecretMasker(["abcdefgh", "efghijkl"])
+    assert both.safe_cut(b"xx" + b"abcdefghijkl" + b"yy", 9) == 2
+    # A secret that begins the data cannot go before it: the cut goes after it instead.
+    assert masker.safe_cut(b"hunter2-XyZ" + b"B" * 5, 4) == 11
+    # Bytes that are no UTF-8 and multibyte text around it change nothing.
+    odd = "\u00e9".encode() + b"\xff" + b"hunter2-XyZ"
+    assert masker.safe_cut(odd, len(odd) - 3) == 3
+    # No secret: no cost and no move.
+    assert SecretMasker().longest == 0
+    assert SecretMasker().safe_cut(data, 25) == 25
+
+
 def test_printable_escapes_terminal_controls_and_keeps_what_is_asked() -> None:
     hostile = "ok\x1b[31mred\x1b]0;title\x07\x00nul\x9bcsi\u202eevil\r\tend\n"
     shown = printable(hostile)
