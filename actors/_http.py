@@ -680,9 +680,7 @@ class HttpWork:
                 f"{where}: connection failed: the body ended after {ended}", "connection"
             )
         if isinstance(exc, broken):
-            return HttpRequestError(
-                f"{where}: connection failed ({_root(exc)})", "connection"
-            )
+            return HttpRequestError(f"{where}: connection failed ({_root(exc)})", "connection")
         # Other RequestExceptions (too many redirects, invalid URL or header...) may echo
         # what was sent in their messages: name only the kind.
         return HttpRequestError(f"{where}: request failed ({type(exc).__name__})", "invalid")

@@ -287,6 +287,7 @@ _PROCESS_KEYS: Final = {
 # no requests).
 _NON_IDEMPOTENT: Final = ("POST", "PATCH")
 
+
 class _Parser(WorkReader):
     """One pass over manifest data: the schema walk, collecting issues instead of raising."""
 
