@@ -16,6 +16,7 @@ from typing import Final
 from actors._errors import SpecError
 
 __all__ = [
+    "HEADER_NAME",
     "MAX_DURATION",
     "SOCKET_MAX_DURATION",
     "fmt_duration",
@@ -24,6 +25,7 @@ __all__ = [
     "need",
     "need_count",
     "need_duration",
+    "need_header_value",
     "need_number",
     "too_long",
 ]
@@ -128,3 +130,23 @@ def key_field(prefix: str, key: object) -> str:
     if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
         return f"{prefix}.{key}" if prefix else key
     return f"{prefix}[{key!r}]"
+
+
+HEADER_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+# RFC 9110 field-value: visible ASCII and obs-text (Latin-1), spaces and tabs inside only.
+_HEADER_VALUE: Final = re.compile(r"(?:[!-~\x80-\xff](?:[ \t!-~\x80-\xff]*[!-~\x80-\xff])?)?")
+
+
+def need_header_value(field: str, value: str) -> None:
+    """An HTTP header's value, which HTTP/1.1 sends as ISO-8859-1: anything else failed every
+    try with a raw UnicodeEncodeError. The value may be a secret: never shown."""
+    if not _HEADER_VALUE.fullmatch(value):
+        raise SpecError(
+            field=field,
+            expected=(
+                "a header value of Latin-1 text without control characters, line breaks "
+                "or leading/trailing whitespace (percent-encode or base64 other text)"
+            ),
+            got=value,
+            shown="***",
+        )

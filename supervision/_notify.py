@@ -15,7 +15,14 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from actors._checks import SOCKET_MAX_DURATION, need, need_count, need_duration
+from actors._checks import (
+    SOCKET_MAX_DURATION,
+    key_field,
+    need,
+    need_count,
+    need_duration,
+    need_header_value,
+)
 from supervision._reader import BAD, Bad
 
 if TYPE_CHECKING:
@@ -82,6 +89,7 @@ class HttpTarget:
                 "a mapping of header names to one-line values",
                 {key: value},
             )
+            need_header_value(key_field("http.headers", key), value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

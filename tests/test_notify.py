@@ -805,6 +805,22 @@ def test_a_notifier_url_with_a_space_is_refused_and_a_secret_in_it_never_shown()
         assert piece not in str(caught.value)
 
 
+@pytest.mark.parametrize("value", ["abc\u20acsecretEURO", " padded", "two\tparts\x01"])
+def test_a_notifier_header_that_http_cannot_send_is_refused_and_never_shown(value: str) -> None:
+    """HTTP sends header values as Latin-1: a euro sign in a secret failed every delivery with
+    a raw UnicodeEncodeError (as it did an http job's try)."""
+    text = "version: 1\nnotify:\n"
+    text += "  - {on: [gave_up], http: {url: 'http://127.0.0.1:1/h', headers: {X-Key: {secret: {env: K}}}}}\n"
+    text += "jobs:\n  - {name: j, command: [x]}\n"
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={"K": value})
+    (issue,) = caught.value.issues
+    assert issue.path.startswith("notify[0].http.headers"), issue.path
+    assert "Latin-1" in issue.message
+    assert value.strip() not in str(caught.value)
+    assert "secretEURO" not in str(caught.value)
+
+
 def test_a_failed_delivery_to_a_secret_url_never_shows_a_part_of_it(
     tmp_path: Path, runtime: str
 ) -> None:
