@@ -23,6 +23,7 @@ from typing import Any
 
 import logbook
 import pytest
+from faultkit import wait_until
 from treekit import tree_of
 
 from actors import Attempt
@@ -613,6 +614,9 @@ def test_a_probe_of_a_job_with_a_user_gets_its_clean_environment(daemon_env: Non
 
 
 def _environ(pid: int) -> dict[str, str]:
+    """The environment ``pid`` was exec'd with: a job's pid is known from its fork on, and until
+    its exec (a user switch forks for real) /proc shows the forked copy's, ours."""
+    wait_until(lambda: Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\0"), "its exec")
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     return dict(item.split("=", 1) for item in raw.decode().split("\0") if item)
 

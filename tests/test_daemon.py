@@ -897,7 +897,16 @@ def test_a_second_signal_kills_what_still_runs_at_once(tmp_path: Path, how: str)
         assert launcher.returncode == 0, launcher.stderr
         signum, log = signal.SIGTERM, tmp_path / ".jobvisor" / "daemon.log"
     try:
-        wait_until(lambda: pidfile.exists() and (tmp_path / "pid").exists(), "the jobs run")
+        # Whole lines: a file is there from its open on, empty until its writer writes.
+        wait_until(
+            lambda: (
+                pidfile.exists()
+                and pidfile.read_text().endswith("\n")
+                and (tmp_path / "pid").exists()
+                and (tmp_path / "pid").read_text().endswith("\n")
+            ),
+            "the jobs run",
+        )
         pid = int(pidfile.read_text())
         stubborn = int((tmp_path / "pid").read_text())
         os.kill(pid, signum)
