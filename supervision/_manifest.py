@@ -849,8 +849,9 @@ class _Parser(WorkReader):
             f["retry"] if "retry" in f else f["http"],
             f"{name} sends a {method}, which is retried on a timeout and a 5xx as every http "
             "job is (SPEC §2): the server may have acted on the try that failed, and a retry "
-            "does it again; write retry: {on: [connection, 429]} to retry only what it "
-            "refused, or make the endpoint idempotent (an idempotency key)",
+            "does it again (a connection dropped after the request was read too); write "
+            "retry: {on: [429]} to retry only what it refused for its rate, or make the "
+            "endpoint idempotent (an idempotency key)",
         )
 
     def job_stop(self, f: dict[str, V], kind: str | None, inherited: set[str]) -> tuple[Any, Any]:

@@ -511,7 +511,8 @@ def _answered(status: int, reason: str, location: str | None, retry_after: str |
     if 300 <= status < 400:
         # A webhook's redirect is a misconfiguration: following it would resend the event
         # (its secret headers too) elsewhere, as urllib did, as a GET without the body.
-        where = f": redirected to {printable(location[:500])}" if location else ""
+        # Whole: a cut before the masking (the log's, the journal's) could split a secret in it.
+        where = f": redirected to {printable(location)}" if location else ""
         return _Try(f"{said}{where}; notifications do not follow redirects", again=False)
     again = status >= 500 or status in RETRIED_STATUSES
     wait = None

@@ -235,17 +235,23 @@ def url_parts(url: str) -> set[str]:
         return set()
     found: set[str] = set()
     login, at, _ = parts.netloc.rpartition("@")
-    if at and login:
+    # A short login, path or fragment (`bob`, `/api`) is no secret of its own, and masked it
+    # would hide ordinary text everywhere (every `/api` in the log); a query, where tokens
+    # go, and a password are, whatever their length.
+    if at and len(login) >= _PART_MIN:
         found.add(login)
     if password:
         found.add(password)
-    if parts.path.strip("/"):
+    if len(parts.path.strip("/")) >= _PART_MIN:
         found.add(parts.path)
     if parts.query:
         found |= {parts.query, f"{parts.path}?{parts.query}"}
-    if parts.fragment:
+    if len(parts.fragment) >= _PART_MIN:
         found.add(parts.fragment)
     return found | {urllib.parse.unquote(part) for part in found}
+
+
+_PART_MIN: Final = 8  # characters a secret URL's login, path or fragment needs to be masked alone
 
 
 def _leak_forms(value: str) -> set[str]:

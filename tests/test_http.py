@@ -698,7 +698,7 @@ def test_validate_warns_of_a_post_retried_on_what_the_server_may_have_done() -> 
 
     (said,) = warnings("retry: {attempts: 3}")
     assert "deploy sends a POST, which is retried on a timeout and a 5xx" in said
-    assert "retry: {on: [connection, 429]}" in said
+    assert "retry: {on: [429]}" in said
     assert warnings("retry: {attempts: 3}", "PATCH")
     assert not warnings("retry: {attempts: 3, on: [connection, 429]}")
     assert not warnings("retry: {attempts: 3}", "PUT")

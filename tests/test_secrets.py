@@ -393,3 +393,15 @@ def test_a_url_beginning_with_a_secret_has_the_secrets_parts_masked_on_their_own
     assert "T0K3N" not in masker.mask("url: /hooks/T0K3N/v1?k=1")
     # The host is not a secret of its own: it shows in every connection error.
     assert masker.mask("connect to 127.0.0.1:9 refused") == "connect to 127.0.0.1:9 refused"
+
+
+def test_a_secret_urls_short_parts_are_not_secrets_of_their_own() -> None:
+    """Masked alone, a secret URL's `/api` or login `bob` hid every `/api` and `bob` in the log
+    (review); its password and its query, where tokens go, are masked whatever their length."""
+    from supervision._secrets import url_parts
+
+    found = url_parts("https://bob:pw@api.example/api?k=1#top")
+    assert {"pw", "k=1", "/api?k=1"} <= found
+    assert not {"bob", "/api", "top"} & found
+    long = url_parts("https://deployer:pw@h/hooks/T000/B000#fragment1")
+    assert {"deployer:pw", "/hooks/T000/B000", "fragment1"} <= long
