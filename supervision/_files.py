@@ -41,9 +41,9 @@ from actors._errors import JobvisorError  # not `actors`: control commands impor
 # Neither typing nor pathlib at run time: the control client imports this module (check_server).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
-    from typing import Final, TypeAlias
+    from typing import Any, Final, TypeAlias
 
 __all__ = [
     "FileTooLargeError",
@@ -55,6 +55,7 @@ __all__ = [
     "check_server",
     "ensure_private_dir",
     "file_kind",
+    "group_outsiders",
     "identity",
     "make_dirs",
     "open_private",
@@ -233,9 +234,51 @@ def _loose_dir(st: os.stat_result) -> str | None:
     """Why another user could rename what is in the directory of ``st``; None if none can."""
     if st.st_uid not in (0, os.geteuid()):
         return f"is owned by {_owner(st.st_uid)}"
-    if st.st_mode & _OTHERS_WRITE and not st.st_mode & stat.S_ISVTX:
-        return f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
-    return None
+    mode = st.st_mode
+    if not mode & _OTHERS_WRITE or mode & stat.S_ISVTX:
+        return None
+    if not mode & stat.S_IWOTH:
+        # Group-writable only: as Debian's OpenSSH takes it, harmless when nobody but root,
+        # the owner and system accounts is in the group (a project 0775 under umask 002 in
+        # its owner's private group; Ubuntu's /var/log, 0775 root:syslog).
+        import grp  # noqa: PLC0415 - only for a group-writable directory
+        import pwd  # noqa: PLC0415
+
+        outsiders = group_outsiders(st.st_gid, st.st_uid, grp.getgrgid, pwd.getpwall)
+        if not outsiders:
+            return None
+        return (
+            f"is writable by its group (mode {stat.S_IMODE(mode):04o}), which has "
+            f"{', '.join(outsiders[:3])} in it"
+        )
+    return f"is writable by group or others (mode {stat.S_IMODE(mode):04o})"
+
+
+_SYSTEM_UID_MAX: Final = 999  # Debian's and Fedora's: accounts below 1000 are the system's
+
+
+def group_outsiders(
+    gid: int,
+    owner: int,
+    group_of: Callable[[int], Any],
+    users: Callable[[], Iterable[Any]],
+    *,
+    me: int | None = None,
+) -> list[str]:
+    """The people, besides root, ``owner`` and jobvisor's user (``me``, default ours), in group
+    ``gid``: named in it or having it as their own; system accounts are not people here."""
+    trusted = {0, owner, os.geteuid() if me is None else me}
+    try:
+        named = set(group_of(gid).gr_mem)
+    except KeyError:
+        named = set()
+    return sorted(
+        user.pw_name
+        for user in users()
+        if (user.pw_gid == gid or user.pw_name in named)
+        and user.pw_uid not in trusted
+        and user.pw_uid > _SYSTEM_UID_MAX
+    )
 
 
 _MAX_LINKS: Final = 40  # as the kernel's: beyond it its own open fails (ELOOP)
@@ -267,7 +310,8 @@ def check_parents(
             fix = f"another {option}"
         elif stat.S_ISDIR(st.st_mode) and (loose := _loose_dir(st)) is not None:
             why = f"the directory {entry} above it {loose}"
-            fix = f"chmod go-w {entry}, or another {option}"
+            change = "chown" if loose.startswith("is owned") else "chmod go-w"
+            fix = f"{change} {entry}, or another {option}"
         else:
             continue
         raise UnsafePathError(

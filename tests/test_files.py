@@ -710,3 +710,46 @@ def test_a_symlink_planted_where_the_log_file_was_moved_away_is_not_followed(
     err = capsys.readouterr().err
     assert err.count("symbolic link") == 1, err
     assert (tmp_path / "jv.log.1").read_text().endswith("one\n")
+
+
+def test_a_group_writable_directory_is_trusted_when_no_other_person_is_in_its_group(
+    tmp_path: Path,
+) -> None:
+    """Refused whole, group-writable directories broke common setups (review): a project made
+    0775 under umask 002 (a user's private group), Ubuntu's /var/log (0775 root:syslog). A
+    group none but root, the owner, jobvisor's user and system accounts are in can swap
+    nothing a person could not; one with another person in it still can."""
+    from supervision._files import group_outsiders
+
+    class Group:
+        def __init__(self, gid: int, members: list[str]) -> None:
+            self.gr_gid, self.gr_mem, self.gr_name = gid, members, f"g{gid}"
+
+    class User:
+        def __init__(self, name: str, uid: int, gid: int) -> None:
+            self.pw_name, self.pw_uid, self.pw_gid = name, uid, gid
+
+    users = [User("root", 0, 0), User("syslog", 104, 110), User("alice", 1000, 1000)]
+    users += [User("bob", 1001, 1001), User("carol", 1002, 100)]
+    groups = {110: Group(110, []), 1000: Group(1000, []), 100: Group(100, []),
+              4: Group(4, ["syslog", "bob"])}  # fmt: skip
+
+    def outsiders(gid: int, owner: int) -> list[str]:
+        return group_outsiders(gid, owner, groups.__getitem__, lambda: users, me=0)
+
+    assert outsiders(110, 0) == []  # /var/log: root:syslog
+    assert outsiders(1000, 1000) == []  # alice's project, her private group
+    assert outsiders(100, 0) == ["carol"]  # users: a person's primary group
+    assert outsiders(4, 0) == ["bob"]  # adm, say, with a person added to it
+    assert outsiders(999, 0) == []  # a group the system does not know: nobody is in it
+
+
+def test_a_log_file_in_a_root_group_writable_directory_is_taken(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)  # root:root: nobody but root is in root's group here
+    path = shared / "jv.log"
+    out = jobvisor(tmp_path, "run", "--log-file", str(path), "jobs.yaml")
+    assert out.returncode == 0, out.stderr
+    assert path.exists()
