@@ -471,18 +471,28 @@ def _post(spec: NotifySpec, body: bytes) -> _Try:
     # urllib's timeout bounds each socket operation: an answer trickled a byte at a time
     # never ended. At the deadline the socket is shut down, which wakes whatever waits on it.
     expired = threading.Event()
+    lock = threading.Lock()  # orders the deadline against the connect that makes the socket
 
     def expire() -> None:
-        expired.set()
+        with lock:
+            expired.set()
+            sock = conn.sock
         with contextlib.suppress(OSError):
-            if conn.sock is not None:
-                conn.sock.shutdown(socket.SHUT_RDWR)
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
 
     watchdog = threading.Timer(spec.timeout, expire)
     watchdog.name = "jv-notify-timeout"
     watchdog.daemon = True
     watchdog.start()
     try:
+        conn.connect()
+        with lock:
+            # A deadline that came while the connect had no socket yet (a host's first
+            # address not answering, the next one taking it) shut nothing down.
+            late = expired.is_set()
+        if late:
+            raise TimeoutError  # said below, as the deadline's
         conn.request("POST", target, body=body, headers=headers)
         response = conn.getresponse()
         status, reason, location = response.status, response.reason, response.getheader("Location")

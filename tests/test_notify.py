@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import socket
@@ -860,3 +861,72 @@ def test_a_failed_delivery_to_a_secret_url_never_shows_a_part_of_it(
     for text in (log.read_text(), everything):
         assert HOOK_KEY not in text
         assert "/hook?" not in text
+
+
+def test_a_deadline_that_comes_while_the_connect_has_no_socket_yet_still_ends_the_try(
+    monkeypatch: pytest.MonkeyPatch, runtime: str
+) -> None:
+    """A name with two addresses (dual stack, round-robin DNS): the first drops the connect
+    until its timeout, the second takes it and trickles its answer. The deadline found no
+    socket to shut down, and the try ran on for ever (review). Real sockets; only the name's
+    resolution is fixed, to give it the two addresses."""
+    if runtime == "gevent":
+        pytest.skip("gevent resolves names with its own resolver; the deadline's code is the same")
+    from supervision._notifier import _post
+
+    served = socket.socket()
+    served.bind(("127.0.0.1", 0))
+    served.listen(5)
+    port = served.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = served.accept()
+            with conn:
+                conn.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\nX: " + b"a" * 1000:
+                    if stop.wait(0.2):
+                        return
+                    conn.send(bytes([byte]))
+
+    full = socket.socket()  # the first address: a full accept queue, its SYNs dropped
+    full.bind(("127.0.0.2", port))
+    full.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.settimeout(0)  # non-blocking
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.2", port))
+        fillers.append(filler)
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "two.test":
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+            ]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    spec = NotifySpec(
+        on=(NotifyEvent.FAILED,),
+        http=HttpTarget(url=f"http://two.test:{port}/hook"),
+        timeout=1.0,
+        retry=0,
+    )
+    try:
+        began = time.monotonic()
+        result = _post(spec, b"{}")
+        took = time.monotonic() - began
+    finally:
+        stop.set()
+        for sock in (served, full, *fillers):
+            sock.close()
+        thread.join(5)
+    assert result.error == "timed out after 1s"
+    assert took < 5, took
