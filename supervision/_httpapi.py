@@ -490,7 +490,7 @@ class _Handler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         """The request line and headers, then its body (read and dropped): True to answer it.
 
-        A method other than GET and POST is answered here (405), as is a refused body.
+        A method other than GET, HEAD and POST is answered here (405), as is a refused body.
         """
         parsed = super().parse_request()
         # One request per connection, whatever its Connection header: nothing idles on a thread.
@@ -507,7 +507,7 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if not self.server.slots.answering(self.connection):
             return False  # its slot went to a newer connection: nobody waits for the answer
-        if self.command in ("GET", "POST"):
+        if self.command in ("GET", "HEAD", "POST"):
             return True
         try:
             self._check_host()
@@ -542,6 +542,10 @@ class _Handler(BaseHTTPRequestHandler):
             getattr(self, name)(urllib.parse.parse_qs(url.query))
         except _Refused as exc:
             self._refuse(exc)
+
+    def do_HEAD(self) -> None:
+        """GET without the body (RFC 9110): ``_send`` writes none; an event stream its head."""
+        self.do_GET()
 
     def do_POST(self) -> None:
         url = urllib.parse.urlsplit(self.path)
@@ -741,6 +745,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _events(self, query: dict[str, list[str]]) -> None:
         del query
         endpoint = self.endpoint
+        if self.command == "HEAD":  # the stream's head alone: no place among the streams
+            self._stream_head()
+            return
         stream = endpoint.hub.join(self._tree(), MAX_STREAMS)
         if stream is None:
             raise _Refused(
@@ -752,13 +759,7 @@ class _Handler(BaseHTTPRequestHandler):
             # A small kernel buffer: a client that stops reading blocks a write (and is cut at
             # the deadline) after tens of KiB, not after megabytes of autotuned buffer.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
-            self._answer.start()
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Accel-Buffering", "no")  # nginx: pass each event on at once
-            self.send_header("Connection", "close")
-            self.end_headers()
+            self._stream_head()
             self.wfile.write(b"retry: 1000\n: connected\n\n")
             self.wfile.flush()
             heartbeat = endpoint.spec.heartbeat
@@ -785,6 +786,15 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client went away, or stalled past the deadline: forget it
         finally:
             endpoint.hub.leave(stream)
+
+    def _stream_head(self) -> None:
+        self._answer.start()
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Accel-Buffering", "no")  # nginx: pass each event on at once
+        self.send_header("Connection", "close")
+        self.end_headers()
 
     def _refuse(self, refused: _Refused) -> None:
         self._json(refused.status, {"error": str(refused)}, refused.headers)

@@ -410,7 +410,7 @@ def test_other_methods_are_405_with_allow_and_bad_requests_are_json(
         ("OPTIONS", "/api/jobs/svc/restart", "POST"),
         ("PUT", "/metrics", "GET"),
         ("PATCH", "/api/jobs/etl/crashy/stop", "POST"),
-        ("HEAD", "/api/events", "GET"),
+        ("HEAD", "/api/jobs/svc/restart", "POST"),
     ):
         answer = requests.request(
             method,
@@ -435,6 +435,32 @@ def test_other_methods_are_405_with_allow_and_bad_requests_are_json(
     status, headers, body = exchange(served.host, served.port, b"GARBAGE\r\n\r\n")
     assert (status, headers["content-type"]) == (400, "application/json")
     assert json.loads(body)["error"]
+    assert running.nodes()["svc"]["starts"] == 1  # nothing acted
+
+
+def test_head_answers_as_get_does_without_a_body(daemon: tuple[Running, Served]) -> None:
+    """RFC 9110: HEAD is GET without the body; `curl -I` and health checks that use it got 405."""
+    running, served = daemon
+    for path, kind in (
+        ("/", "text/html"),
+        ("/metrics", "text/plain"),
+        ("/api/status", "application/json"),
+        ("/api/history?limit=5", "application/json"),
+    ):
+        got = requests.get(served.url + path, timeout=30)
+        head = requests.head(served.url + path, timeout=30)
+        assert head.status_code == 200, (path, head.text)
+        assert head.headers["Content-Type"].startswith(kind), path
+        assert int(head.headers["Content-Length"]) > 0, path
+        assert head.content == b"", path
+        assert got.headers["Content-Type"] == head.headers["Content-Type"], path
+    # The event stream: its head, and the connection ends (no stream is held for it).
+    status, headers, body = exchange(
+        served.host, served.port, b"HEAD /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    assert (status, headers["content-type"]) == (200, "text/event-stream; charset=utf-8")
+    assert body == b""
+    assert requests.head(served.url + "/nope", timeout=30).status_code == 404
     assert running.nodes()["svc"]["starts"] == 1  # nothing acted
 
 
