@@ -373,7 +373,8 @@ class _Stream:
                 for line in lines:
                     self._log(line)
             self.parts = 0  # the line a part began is over
-        self.pending = self._parts(rest, ending=False)
+        # Every read of a job's output comes here: a line that fits goes on without a call.
+        self.pending = self._parts(rest, ending=False) if len(rest) > _MAX_LINE else rest
 
     def _parts(self, rest: bytes, *, ending: bool) -> bytes:
         """Log (and write) the parts of ``rest``, a line begun and not ended; what is left.
