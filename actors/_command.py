@@ -390,6 +390,7 @@ class _Stream:
         sink = self.sink
         while len(rest) > _MAX_LINE + keep:
             at = _MAX_LINE if cut is None else cut.safe_cut(rest, _MAX_LINE)
+            at = _char_start(rest, at)
             if sink is not None:
                 sink.write(self.name, rest[:at])
             self._log_part(rest[:at].decode("utf-8", "replace"))
@@ -424,6 +425,18 @@ class _Stream:
             return
         extra = {**self.extra, "part": self.parts}
         self.emit("{} {}", self.prefix, text.removesuffix("\r"), extra=extra)
+
+
+def _char_start(data: bytes, at: int) -> int:
+    """``at``, or the start of the UTF-8 character it falls inside: each part decodes whole.
+
+    At most three bytes back (a character's longest tail): output that is not UTF-8 is cut
+    where it is. A secret's edges (``safe_cut``) are characters' starts, never moved.
+    """
+    for back in range(min(3, at) + 1):
+        if data[at - back] & 0xC0 != 0x80:  # not a continuation byte: a character starts here
+            return at - back
+    return at
 
 
 class _Child:

@@ -503,3 +503,42 @@ def test_a_secret_where_a_long_line_is_cut_is_masked_whole_in_the_log_and_the_fi
         if " leak[1] " in line
     ]
     assert "".join(shown) == "A" * before + "***" + "B" * 10
+
+
+def test_a_long_line_is_cut_between_characters_never_inside_one(tmp_path: Path) -> None:
+    # A line past 64 KiB is logged (and written) in 64 KiB parts; a cut at the 65,536th byte
+    # split a two-byte character, and each part showed a replacement character for its half.
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent("""
+        version: 1
+        jobs:
+          - name: wide
+            command:
+              - python3
+              - -c
+              - |
+                import sys, time
+                sys.stdout.write("a" + "\\u00e9" * 40000); sys.stdout.flush()
+                time.sleep(0.3)  # the line's end comes later: it is cut as it grows
+                sys.stdout.write("\\n")
+            restart: temporary
+        """)
+    )
+    log_file = tmp_path / "jv.log"
+    args = ("--runtime", RUNTIME, "--log-level", "information", "--log-file", str(log_file))
+    jv = run_jobvisor(tmp_path, "run", *args)
+    assert jv.proc.returncode == 0, jv.stderr
+    logged = log_file.read_text(encoding="utf-8")
+    shown = [
+        line.split(" wide[1] ", 1)[1].rsplit(" [path=", 1)[0]
+        for line in logged.splitlines()
+        if " wide[1] " in line
+    ]
+    assert len(shown) == 2  # cut once: the line is 80,001 bytes
+    assert "\ufffd" not in logged
+    assert "".join(shown) == "a" + "\u00e9" * 40000
+    written = (tmp_path / ".jobvisor" / "output" / "wide.log").read_bytes().splitlines()
+    parts = [body(line) for line in written]
+    for part in parts:
+        part.decode("utf-8")  # each part whole characters: no UnicodeDecodeError
+    assert b"".join(parts) == ("a" + "\u00e9" * 40000).encode()
