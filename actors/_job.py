@@ -162,7 +162,8 @@ def _next_fire(expr: str, now: float) -> float | None:
     from croniter import CroniterBadDateError, croniter  # noqa: PLC0415
 
     try:
-        times = croniter(expr, datetime.fromtimestamp(now))  # noqa: DTZ006 - local wall time
+        fields = _CRON_NICKNAMES.get(expr.strip().lower(), expr)
+        times = croniter(fields, datetime.fromtimestamp(now))  # noqa: DTZ006 - local wall time
         for _ in range(_DST_CANDIDATES):
             wall = times.get_next(datetime)
             at = time.mktime((*wall.timetuple()[:8], -1))
@@ -185,11 +186,39 @@ _CRON_FIELDS: Final = (
 )
 
 
+# crontab(5)'s nicknames (its @reboot aside: a job without cron already runs at every start).
+_CRON_NICKNAMES: Final = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
 def _check_cron(expr: object) -> None:
     """Refuse a cron expression that is not 5 valid fields, naming the field that is not."""
     from croniter import croniter  # noqa: PLC0415 - only manifests with cron pay for the import
 
-    shape = "a cron expression of 5 fields 'm h dom mon dow'"
+    if isinstance(expr, str) and expr.strip().startswith("@"):
+        nickname = expr.strip().lower()
+        if nickname in _CRON_NICKNAMES:
+            return
+        if nickname == "@reboot":
+            raise SpecError(
+                field="cron",
+                expected="a time to run at (a job without cron runs once at every start: "
+                "leave cron out)",
+                got=expr,
+            )
+        raise SpecError(
+            field="cron",
+            expected=f"one of {', '.join(_CRON_NICKNAMES)} or 5 fields 'm h dom mon dow'",
+            got=expr,
+        )
+    shape = "a cron expression of 5 fields 'm h dom mon dow' (or @daily, @hourly, ...)"
     need(isinstance(expr, str) and len(expr.split()) == 5, "cron", shape, expr)
     assert isinstance(expr, str)
     if croniter.is_valid(expr):

@@ -398,6 +398,49 @@ def test_cron_delay_counts_to_the_next_matching_minute() -> None:
     assert not Schedule(cron="*/5 * * * *").finite
 
 
+@pytest.mark.parametrize(
+    ("nickname", "fields"),
+    [
+        ("@hourly", "0 * * * *"),
+        ("@daily", "0 0 * * *"),
+        ("@midnight", "0 0 * * *"),
+        ("@weekly", "0 0 * * 0"),
+        ("@monthly", "0 0 1 * *"),
+        ("@yearly", "0 0 1 1 *"),
+        ("@annually", "0 0 1 1 *"),
+    ],
+)
+def test_cron_nicknames_fire_as_their_five_fields(nickname: str, fields: str) -> None:
+    # crontab(5)'s nicknames, which a crontab or systemd's OnCalendar=daily user writes.
+    from datetime import datetime
+
+    from actors._job import cron_delay
+
+    Schedule(cron=nickname)  # accepted
+    Schedule(cron=nickname.upper())  # as crontab, case does not matter
+    for at in (
+        datetime(2026, 3, 2, 10, 14, 30).astimezone().timestamp(),
+        datetime(2026, 12, 31, 23, 59, 59).astimezone().timestamp(),
+    ):
+        assert cron_delay(nickname, at) == cron_delay(fields, at)
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("@reboot", "a job without cron runs once at every start"),
+        (
+            "@fortnightly",
+            "one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly",
+        ),
+        ("@daily 5", "one of @yearly"),
+    ],
+)
+def test_other_cron_nicknames_are_refused_saying_what_there_is(expr: str, message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        Schedule(cron=expr)
+
+
 _DST_FIRES = """
 import time
 from actors._job import cron_delay
