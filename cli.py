@@ -199,6 +199,14 @@ def _prepare_runtime(name: str) -> None:
         _logbook_without_gevent()
 
 
+def _init_if_first() -> None:
+    """As a container's first process (PID 1), keep an init in front of us: see ``_pid1``."""
+    if os.getpid() == 1:
+        from supervision._pid1 import become_init  # noqa: PLC0415 - PID 1 only
+
+        become_init()
+
+
 def _read_our_childrens_ends() -> None:
     """An ignored SIGCHLD survives exec, and with it the system reaps every child unread: no
     command's exit status could be known. A blocked one survives exec too, and gevent's libev
@@ -236,6 +244,17 @@ def _logbook_without_gevent() -> None:
 
 def _daemon_detached(args: argparse.Namespace) -> int:
     """``daemon --detach``: in the background, telling the launcher its verdict once."""
+    if "supervision._pid1" in sys.modules:
+        from supervision._pid1 import UNDER_INIT  # noqa: PLC0415 - PID 1 only
+
+        if UNDER_INIT:
+            _error(
+                "daemon --detach cannot run as a container's first process (PID 1): when it "
+                "exits, the kernel ends every process of the container, the daemon too; run "
+                "jobvisor daemon without --detach (as PID 1 it reaps orphans and passes "
+                "signals on, as an init does)"
+            )
+            return USAGE
     detached = _detach()
     _prepare_runtime(_peek_runtime(args))
     code = FAILED
@@ -390,6 +409,7 @@ def _forgive_gone_readers() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _init_if_first()
     _open_standard_streams()
     _watch_stdout()
     parser = build_parser()
