@@ -1055,14 +1055,13 @@ def _status(args: argparse.Namespace, result: dict[str, Any]) -> int:
         for path in missing:  # what NoSuchChildError says, as start and stop have it
             _error(f"no child at path {path!r}: check `status` for the paths this tree has")
             code = NO_SUCH_JOB
+    as_json = getattr(args, "json", False)
+    if code != OK and not as_json and not result.get("children"):
+        return code  # no path named a child: a table's header alone says nothing
     # On a terminal one line a row (the whole of each is in --json); into a pipe, whole.
-    text = (
-        json.dumps(result, indent=2)
-        if getattr(args, "json", False)
-        else summary_table(result, fit="cut")
-    )
+    text = json.dumps(result, indent=2) if as_json else summary_table(result, fit="cut")
     sys.stdout.write(text + "\n")
-    if not getattr(args, "json", False) and result.get("breakers"):
+    if not as_json and result.get("breakers"):
         breakers = ", ".join(f"{k}={v}" for k, v in result["breakers"].items())
         sys.stdout.write(f"breakers: {breakers}\n")
     return code
@@ -1173,6 +1172,7 @@ def _run(args: argparse.Namespace) -> int:
         report = run_batch(composition, on_progress=progress)
         if live:
             composition.logging.show_status("", sys.stderr)
+        composition.logging.sum_up()  # the loops' summaries before the table and the verdict
         composition.logging.flush()  # the records first, where stdout shares their terminal
         mask = composition.masker.mask
         if as_json:

@@ -23,7 +23,7 @@ class Handler(BaseHTTPRequestHandler):
             failing = Handler.failures_left > 0
             Handler.failures_left -= 1
         if failing:
-            self._answer(503, b"warming up\n", retry_after="0.5")
+            self._answer(503, b"warming up\n", retry_after="1")
         else:
             self._answer(200, b"report ready\n")
 

@@ -771,6 +771,8 @@ class Daemon:
 
     def _farewell(self, code: int, began: float) -> None:
         took = time.monotonic() - began
+        if self.composition is not None:
+            self.composition.logging.sum_up()  # the loops' summaries before the last line
         if self.forced:
             how = f"exit {code}: a second signal killed what still ran"
             log.warning("daemon stopped ({}); the stop took {:.3f}s", how, took)

@@ -223,6 +223,12 @@ class LoggingSetup:
             stream.write(text + "\n")
             stream.flush()
 
+    def sum_up(self) -> None:
+        """Write the summaries of the crash loops held back so far, now: before a last line
+        (``run``'s verdict, ``daemon stopped``), which they would otherwise follow."""
+        if self._handler is not None and not self._closed:
+            self._handler.sum_up()
+
     def flush(self) -> None:
         """Wait until the records logged so far are on the stream, while its reader reads.
 
@@ -936,6 +942,16 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
             self._failed = True
             _warn(f"a log record could not be written: {describe(exc_info[1])}")
 
+    def sum_up(self) -> None:
+        """Write the summary of every loop held back, now."""
+        if self._damper is None:
+            return
+        with self._order:
+            with self._damper_lock:
+                summaries = self._damper.flush()
+            for summary in summaries:
+                self._write(_summary_record(summary))
+
     def close(self) -> None:
         if self._damper is not None:
             with self._damper_lock:
@@ -944,11 +960,7 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
             self._wake.set()
             if teller is not None and teller is not threading.current_thread():
                 teller.join(5.0)
-            with self._order:
-                with self._damper_lock:
-                    summaries = self._damper.flush()
-                for summary in summaries:
-                    self._write(_summary_record(summary))
+            self.sum_up()
         self._sink.close()
 
 

@@ -267,6 +267,13 @@ def _not_a_job(job: str, path: str, manifest: str, state_dir: str) -> str | None
     paths = known_paths(manifest, state_dir)
     name = job.strip("/")
     if name not in paths:
+        # A job with replicas is its replicas, each with its own file (w.0, w.1, ...).
+        replicas = [p for p in paths if p.startswith(f"{name}.") and p[len(name) + 1 :].isdigit()]
+        if replicas:
+            named = ", ".join(replicas[:_NAMED])
+            if len(replicas) > _NAMED:
+                named += f" and {len(replicas) - _NAMED} more"
+            return f"{name} runs as replicas, each with its own output: {named}"
         return f"no such job: {job} (and no output file {path})"
     if not paths[name]:
         return None

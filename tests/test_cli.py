@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import RUNTIME
 from faultkit import (
     DAEMON,
     Jobvisor,
@@ -1331,3 +1333,56 @@ def test_a_thread_jobs_print_of_a_secret_is_masked(tmp_path: Path, runtime: str)
         assert "using ***" in both, verb
         assert "token=***;" in both, verb
         assert "err ***" in both, verb
+
+
+@pytest.mark.parametrize("command", ["run", "daemon"])
+def test_a_crash_loops_summary_comes_before_the_last_line_not_after_it(
+    tmp_path: Path, command: str
+) -> None:
+    # Stopped while a loop's failures were held back, their summary was written as the log
+    # closed: after run's verdict and after `daemon stopped`, which a CI step or a reader of
+    # the log's end takes for the last word.
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent("""
+        version: 1
+        supervisor:
+          backoff: {initial: 10ms, max: 10ms}
+          intensity: {max_restarts: 100000, within: 60s}
+        jobs:
+          - {name: crash, command: "exit 1", service: true}
+          - {name: slow, command: "sleep 60"}
+        """)
+    )
+    jv = Jobvisor(tmp_path, "--runtime", RUNTIME, command)  # the log on stderr, as the verdict
+    try:
+        wait_until(lambda: _attempts(tmp_path, "crash") >= 12, "a crash loop", proc=jv.proc)
+        assert "more times" not in jv.stderr  # held back, to be summed up
+        assert jv.terminate() == 0, jv.stderr
+    finally:
+        jv.close()
+    lines = jv.stderr.rstrip("\n").splitlines()
+    summaries = [
+        i for i, line in enumerate(lines) if "crash: failed " in line and " more times " in line
+    ]
+    assert summaries, jv.stderr
+    if command == "daemon":
+        assert "daemon stopped (exit 0)" in lines[-1], jv.stderr
+    else:
+        assert lines[-1].startswith("jobvisor: stopped by SIGTERM before every job finished"), (
+            lines[-1]
+        )
+    assert summaries[-1] < len(lines) - 1
+
+
+def _attempts(directory: Path, path: str) -> int:
+    import sqlite3
+
+    journal = directory / ".jobvisor" / "journal.sqlite3"
+    if not journal.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as db:
+        try:
+            row = db.execute("SELECT count(*) FROM attempts WHERE path = ?", (path,)).fetchone()
+        except sqlite3.OperationalError:  # no table yet
+            return 0
+    return int(row[0])

@@ -1883,3 +1883,33 @@ def test_a_header_from_a_secret_that_is_not_latin_1_is_refused_naming_it(tmp_pat
         assert "jobs[0].http.headers.X-Api-Key: expected a header value of Latin-1" in out.stderr
         assert "secretEURO" not in out.stderr + out.stdout
         assert "UnicodeEncodeError" not in out.stderr
+
+
+def test_the_demo_service_sends_a_retry_after_that_jobvisor_reads() -> None:
+    # The README's tour says `report` waits out the demo's Retry-After; it sent "0.5", which is
+    # not a Retry-After (seconds are whole) and was ignored: the log showed the backoff only.
+    import urllib.error
+    import urllib.request
+
+    from httpkit import free_port
+
+    from actors._http import parse_retry_after
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "demo.server", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert "serving on" in server.stdout.readline()
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/report", timeout=10)
+        with answer.value:
+            assert answer.value.code == 503
+            assert parse_retry_after(answer.value.headers["Retry-After"]) == 1.0
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)

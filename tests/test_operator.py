@@ -124,6 +124,13 @@ def test_status_of_an_unknown_path_is_exit_4(daemon: Running) -> None:
         "jobvisor: no child at path 'nope': check `status` for the paths this tree has\n"
     )
     assert [line.split()[0] for line in out.stdout.splitlines()[1:]] == ["web"]
+    # No path names a child: the error alone, no table's header with nothing under it.
+    alone = daemon.cli("status", "nope")
+    assert (alone.returncode, alone.stdout) == (4, "")
+    assert "no child at path 'nope'" in alone.stderr
+    # --json keeps its document's shape all the same.
+    doc = json.loads(daemon.cli("status", "--json", "nope").stdout)
+    assert doc["children"] == []
 
 
 def _cmdline(pid: int) -> list[str]:

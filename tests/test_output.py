@@ -160,6 +160,8 @@ def test_logs_of_a_group_says_it_is_one_and_names_its_jobs(tmp_path: Path) -> No
     for args in (("etl",), ("etl/", "-f")):  # from the manifest, with no daemon
         shown = logs(tmp_path, *args)
         assert (shown.returncode, shown.stdout, shown.stderr.decode()) == (4, b"", said)
+    shown = logs(tmp_path, "etl/inner/w")
+    assert shown.stderr.decode().startswith("jobvisor: etl/inner/w runs as replicas,")
     running = start_daemon(tmp_path, GROUPS, "--runtime", RUNTIME)
     try:  # from the daemon's status
         shown = logs(tmp_path, "etl/inner")
@@ -167,6 +169,13 @@ def test_logs_of_a_group_says_it_is_one_and_names_its_jobs(tmp_path: Path) -> No
         assert shown.stderr.decode() == (
             "jobvisor: etl/inner is a group: it has no output of its own; its jobs: "
             "etl/inner/b, etl/inner/w.0, etl/inner/w.1\n"
+        )
+        # A job with replicas is named by its replicas too ("no such job" before).
+        shown = logs(tmp_path, "etl/inner/w")
+        assert shown.returncode == 4
+        assert shown.stderr.decode() == (
+            "jobvisor: etl/inner/w runs as replicas, each with its own output: "
+            "etl/inner/w.0, etl/inner/w.1\n"
         )
     finally:
         assert stop_daemon(running) == 0
