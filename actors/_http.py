@@ -242,8 +242,9 @@ class _InFlight:
     Written by the thread that runs the request, read by the one that cancels
     (or the deadline's timer); ``lock`` guards ``conns`` and ``why``.
     Invariant: once ``why`` is set (the first abort's reason), every
-    connection in ``conns`` has its socket shut down, and any socket
-    connected later is shut down by ``_after_connect``.
+    connection in ``conns`` has its socket shut down (``_sock_of``: the one
+    its answer may be reading), and any socket connected later is shut down
+    by ``_after_connect``.
     """
 
     __slots__ = ("conns", "lock", "why")
@@ -262,7 +263,7 @@ class _InFlight:
             self.conns.add(conn)
             aborted = self.aborted
         if aborted:
-            _shutdown(getattr(conn, "sock", None))
+            _shutdown(_sock_of(conn))
 
     def discard(self, conn: Any) -> None:
         with self.lock:
@@ -274,7 +275,7 @@ class _InFlight:
                 self.why = why
             conns = list(self.conns)
         for conn in conns:
-            _shutdown(getattr(conn, "sock", None))
+            _shutdown(_sock_of(conn))
 
     def expire(self) -> None:
         """The deadline's timer: the request ran out of its ``timeout``."""
@@ -321,19 +322,37 @@ def _shutdown(sock: Any) -> None:
         pass  # already closed or never connected: nothing left to wake
 
 
+def _sock_of(conn: Any) -> Any:
+    """The socket that ``conn``'s request or answer waits on, or None before a connect.
+
+    An answer that ends with the connection (``Connection: close``, or HTTP/1.0
+    without a length) is read through the answer: http.client hands it the
+    socket and sets the connection's ``sock`` to None, so an abort that shut
+    ``conn.sock`` found nothing and the body was read for ever.
+    """
+    sock = getattr(conn, "_jv_sock", None)
+    return sock if sock is not None else getattr(conn, "sock", None)
+
+
 def _after_connect(conn: Any) -> None:
+    # Kept for _sock_of; replaced by each connect, so it is never another request's socket.
+    conn._jv_sock = conn.sock
     inflight = _current.get()
     if inflight is not None and inflight.aborted:
         _shutdown(conn.sock)
 
 
 class _TrackedHTTPConnection(HTTPConnection):
+    _jv_sock: Any = None  # the last connect's socket, kept after http.client lets it go
+
     def connect(self) -> None:
         super().connect()
         _after_connect(self)  # cancel() may have come while we were connecting
 
 
 class _TrackedHTTPSConnection(HTTPSConnection):
+    _jv_sock: Any = None
+
     def connect(self) -> None:
         super().connect()
         _after_connect(self)

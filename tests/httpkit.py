@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -57,15 +57,21 @@ class Stall:
     then: Reply | None = None
 
 
+# How a trickled body is framed: ``chunked``; ``length``, a Content-Length far beyond what
+# is ever sent; ``length+close``, the same with ``Connection: close``; ``close``, an HTTP/1.0
+# answer without a length, whose body ends with the connection. The last two are read by
+# clients through the answer, not the connection, which lets the connection's socket go.
+Framing = Literal["chunked", "length", "length+close", "close"]
+
+
 @dataclass(frozen=True)
 class Trickle:
     """Answer ``status``, then send the body one byte every ``every`` seconds until the kit
-    closes (or the client goes): a body that never ends. ``chunked``, else a Content-Length
-    far beyond what is ever sent."""
+    closes (or the client goes): a body that never ends, framed as ``framing`` says."""
 
     status: int = 200
     every: float = 0.05
-    chunked: bool = True
+    framing: Framing = "chunked"
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_partly(self, action: Trickle | Cut) -> None:
         self.close_connection = True
+        if isinstance(action, Trickle) and action.framing == "close":
+            self.protocol_version = "HTTP/1.0"  # the status line's version, for this answer
         self.send_response(action.status)
         if isinstance(action, Cut):
             self.send_header("Content-Length", str(action.length))
@@ -174,17 +182,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        if action.chunked:
+        framing = action.framing
+        if framing == "chunked":
             self.send_header("Transfer-Encoding", "chunked")
+        elif framing == "close":
+            pass  # the status line said HTTP/1.0: no length, the close ends the body
         else:
             self.send_header("Content-Length", str(1 << 30))
+            if framing == "length+close":
+                self.send_header("Connection", "close")
         self.end_headers()
-        byte = b"1\r\nx\r\n" if action.chunked else b"x"
+        byte = b"1\r\nx\r\n" if framing == "chunked" else b"x"
+        kit = self.server.kit
         try:
-            while not self.server.kit.closing.is_set():
+            while not kit.closing.is_set():
                 self.wfile.write(byte)
                 self.wfile.flush()
-                self.server.kit.closing.wait(action.every)
+                kit._trickled()
+                kit.closing.wait(action.every)
         except OSError:
             pass  # the client went (it timed out, or was cancelled)
 
@@ -207,6 +222,7 @@ class HttpKit:
         self._script: collections.deque[Action] = collections.deque(actions)
         self._cond = threading.Condition()
         self._conns: set[socket.socket] = set()
+        self._bytes_trickled = 0
         self._releases: set[threading.Event] = {self.closing}
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.kit = self
@@ -261,6 +277,12 @@ class HttpKit:
             assert ok, f"{len(self.requests)} requests arrived, expected {n}"
             return list(self.requests)
 
+    def wait_trickled(self, n: int, timeout: float = 10.0) -> None:
+        """Block until ``Trickle`` answers have sent at least ``n`` bytes of body in all."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self._bytes_trickled >= n, timeout)
+            assert ok, f"{self._bytes_trickled} bytes trickled, expected {n}"
+
     def wait_connections(self, n: int, timeout: float = 10.0) -> None:
         """Block until exactly ``n`` client connections are open (a closed one counts once
         its handler has seen the end of it)."""
@@ -284,6 +306,11 @@ class HttpKit:
             if self.closing.is_set():
                 event.set()
         event.wait()
+
+    def _trickled(self) -> None:
+        with self._cond:
+            self._bytes_trickled += 1
+            self._cond.notify_all()
 
     def _opened(self, conn: socket.socket) -> None:
         with self._cond:

@@ -632,11 +632,17 @@ def test_http_failures_pickle_with_their_fields() -> None:
 # -- http.timeout bounds the whole request ------------------------------------------------------
 
 
-@pytest.mark.parametrize("chunked", [True, False])
-def test_a_body_that_never_ends_times_out_at_the_timeout(kit, make_work, chunked) -> None:
+# Every way a body can be framed. The trial's: with ``Connection: close`` or as HTTP/1.0
+# without a length, http.client hands the socket to the answer and the connection forgets
+# it, so the deadline and a cancel, which shut the connection's socket, found none.
+FRAMINGS = ["chunked", "length", "length+close", "close"]
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_a_body_that_never_ends_times_out_at_the_timeout(kit, make_work, framing) -> None:
     """``timeout`` bounds the request from connect to the body's end (curl --max-time): a
     server that answers at once and then sends a byte now and then held the attempt for ever."""
-    kit.script(Trickle(every=0.05, chunked=chunked))
+    kit.script(Trickle(every=0.05, framing=framing))
     work = make_work(url=f"{kit.url}/trickle", timeout=0.5)
     started = time.monotonic()
     with pytest.raises(HttpRequestError) as info:
@@ -650,8 +656,61 @@ def test_a_body_that_never_ends_times_out_at_the_timeout(kit, make_work, chunked
     assert not work.retryable(HttpRequestError("", "cancelled"), ())
 
 
-def test_a_timed_out_request_is_an_attempt_of_outcome_timeout(kit, make_tree, make_work) -> None:
-    kit.script(Trickle(every=0.05))
+@pytest.mark.parametrize("framing", ["length+close", "close"])
+def test_each_try_of_a_body_ended_by_the_close_times_out_and_is_retried(
+    kit, make_work, framing
+) -> None:
+    kit.script(Trickle(every=0.05, framing=framing), Trickle(every=0.05, framing=framing))
+    work = make_work(url=f"{kit.url}/trickle", timeout=0.3)
+    started = time.monotonic()
+    result, _ = run_retrying(work, RetrySpec(attempts=2, wait=FAST_WAIT))
+    took = time.monotonic() - started
+    assert isinstance(result, HttpRequestError), result
+    assert result.reason == "timeout"
+    assert "timed out after 0.3s reading the body (status 200, " in str(result)
+    assert kit.count == 2
+    assert 0.55 < took < 2.5, took
+
+
+@pytest.mark.parametrize("framing", ["length+close", "close"])
+def test_cancel_aborts_a_body_ended_by_the_close(kit, make_work, framing) -> None:
+    kit.script(Trickle(every=0.05, framing=framing))
+    work = make_work(url=f"{kit.url}/trickle", timeout=30)
+    at = attempt()
+    thread, out = _run_in_thread(work, at)
+    kit.wait_trickled(3)  # the head is out: the client reads the body
+    started = time.monotonic()
+    at.cancelled.set()
+    work.cancel(at)
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 1
+    assert out["error"].reason == "cancelled"
+
+
+@pytest.mark.parametrize("framing", ["length+close", "close"])
+def test_stopping_an_http_job_reading_a_body_ended_by_the_close_aborts_it(
+    kit, make_tree, make_work, framing
+) -> None:
+    """The trial's: the stop waited its grace out and killed the job (last exit ``killed``)."""
+    kit.script(Trickle(every=0.05, framing=framing))
+    job = JobSpec(name="h", work=make_work(url=f"{kit.url}/trickle", timeout=60), grace=2)
+    tree = make_tree(SupervisorSpec(children=(job,)))
+    kit.wait_trickled(3)
+    started = time.monotonic()
+    tree.stop_child("h")
+    took = time.monotonic() - started
+    node = tree.status()["children"][0]
+    assert node["state"] == "stopped"
+    assert node["last_exit"]["outcome"] == "stopped"  # ended by cancel, not killed after grace
+    assert took < 1, took
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length+close", "close"])
+def test_a_timed_out_request_is_an_attempt_of_outcome_timeout(
+    kit, make_tree, make_work, framing
+) -> None:
+    kit.script(Trickle(every=0.05, framing=framing))
     job = JobSpec(name="h", work=make_work(url=f"{kit.url}/trickle", timeout=0.3))
     tree = make_tree(SupervisorSpec(policy=NO_RESTART, children=(job,)))
     assert tree.wait(10)

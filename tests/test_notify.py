@@ -608,8 +608,14 @@ class Trickler:
         (b"HTTP/1.1 200 OK\r\n", b"X", False),
         # The trial's: a whole answer's head, then a chunked body of a byte at a time.
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nx\r\n", True),
+        # Answers that end with the connection, which http.client reads through the answer
+        # rather than the connection (an http job's deadline missed them): their heads...
+        (b"HTTP/1.0 200 OK\r\nConnection: close\r\n", b"X", False),
+        # ...and their bodies, which a 2xx does not wait for.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n", b"x", True),
+        (b"HTTP/1.0 200 OK\r\n\r\n", b"x", True),
     ],
-    ids=["headers", "body"],
+    ids=["headers", "body", "headers-close", "body-close", "body-http1.0"],
 )
 def test_timeout_bounds_the_whole_try_however_slowly_the_answer_trickles(
     head: bytes, drip: bytes, delivered: bool, runtime: str
