@@ -383,8 +383,8 @@ class _Stream:
         """
         cut = self.cut
         keep = 0 if cut is None else cut.longest - 1  # read each time: a reload adds secrets
-        if keep <= 0:
-            cut = None
+        if keep <= 0:  # no secret (a tree's cut with none has longest 0): cut anywhere
+            cut, keep = None, 0
         elif ending:
             keep = 0
         sink = self.sink
@@ -433,6 +433,8 @@ def _char_start(data: bytes, at: int) -> int:
     At most three bytes back (a character's longest tail): output that is not UTF-8 is cut
     where it is. A secret's edges (``safe_cut``) are characters' starts, never moved.
     """
+    if at >= len(data):
+        return at  # the cut is the end: nothing is split
     for back in range(min(3, at) + 1):
         if data[at - back] & 0xC0 != 0x80:  # not a continuation byte: a character starts here
             return at - back

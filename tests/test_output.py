@@ -551,3 +551,31 @@ def test_a_long_line_is_cut_between_characters_never_inside_one(tmp_path: Path) 
     for part in parts:
         part.decode("utf-8")  # each part whole characters: no UnicodeDecodeError
     assert b"".join(parts) == ("a" + "\u00e9" * 40000).encode()
+
+
+def test_a_long_line_in_whole_64_kib_reads_is_cut_without_failing_the_job(tmp_path: Path) -> None:
+    # A part that ended exactly at the bytes read so far made the cut look one byte past them
+    # (IndexError), which failed the command's attempt: a 16 MiB line did so at once.
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent("""
+        version: 1
+        jobs:
+          - name: long
+            command:
+              - python3
+              - -c
+              - |
+                import os, time
+                for _ in range(3):
+                    os.write(1, b"y" * 65536)
+                    time.sleep(0.05)  # each read a whole 64 KiB
+                os.write(1, b"\\n")
+            restart: temporary
+        """)
+    )
+    log_file = tmp_path / "jv.log"
+    args = ("--runtime", RUNTIME, "--log-level", "information", "--log-file", str(log_file))
+    jv = run_jobvisor(tmp_path, "run", *args)
+    assert jv.proc.returncode == 0, log_file.read_text()
+    written = (tmp_path / ".jobvisor" / "output" / "long.log").read_bytes().splitlines()
+    assert b"".join(body(line) for line in written) == b"y" * 3 * 65536
