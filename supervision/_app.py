@@ -35,7 +35,7 @@ from supervision._journal import (
 from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configure_logging
 from supervision._notifier import Notifier
 from supervision._output import output_dir
-from supervision._spec import JobSpec, walk
+from supervision._spec import JobSpec, SupervisorSpec, walk
 from supervision._statedir import StateDirLock
 from supervision._table import columns, flatten_status, summary_table
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
@@ -384,7 +384,8 @@ def run_batch(
 ) -> RunReport:
     """Batch mode: run until every finite job settled, then stop the endless ones gracefully.
 
-    A manifest with no finite job runs until SIGINT/SIGTERM. The first
+    A manifest with no finite job runs until SIGINT/SIGTERM; one whose every job has
+    ``autostart: false`` starts none and ends at once, saying so. The first
     signal stops every child gracefully (stop signal, then kill after its
     grace); a second one kills what is still running and returns at once
     with ``forced`` set, without waiting for any thread: the caller flushes
@@ -397,8 +398,9 @@ def run_batch(
     said_dead = False
     stopped_by: str | None = None
     unfinished: tuple[tuple[str, str], ...] = ()
+    idle = _nothing_to_start(tree.spec)
     try:
-        while not tree.wait(progress_every):
+        while not idle and not tree.wait(progress_every):
             if signals.first.is_set():
                 stopped_by = signals.name or "a signal"
                 log.warning(
@@ -445,6 +447,19 @@ def run_batch(
     ours = ("jv-stopper", "jv-journal", "jv-http")
     leftover = tuple(task.name for task in live_tasks("jv-") if task.name not in ours)
     return RunReport(code, status, result, interrupted, forced, leftover, stopped_by, unfinished)
+
+
+def _nothing_to_start(spec: SupervisorSpec) -> bool:
+    """Whether every job of ``spec`` has ``autostart: false`` (said, then): a run of endless
+    ones would wait for a signal with nothing running, and a run has nobody to start one."""
+    jobs = [child for _, child in walk(spec) if isinstance(child, JobSpec)]
+    if not jobs or any(job.autostart for job in jobs):
+        return False
+    log.warning(
+        "run: nothing to start: every job has autostart: false (a person starts one: run the "
+        "tree with jobvisor daemon, then jobvisor start PATH)"
+    )
+    return True
 
 
 # What a finite job's state at a signal says of it, for ``RunReport.stop_line``: the rest

@@ -44,7 +44,7 @@ from supervision._files import Ident, check_parents, identity, remove_if_same, w
 from supervision._hangup import off_the_terminal
 from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
-from supervision._spec import ChildSpec, SupervisorSpec
+from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
 from supervision._statedir import LOCK_NAME, StateDirLock
 
 if TYPE_CHECKING:
@@ -123,7 +123,8 @@ class Change:
 
     ``update`` gives a group (the root: path "") its new strategy, policy and order, and
     its parent the spec it restarts it from; ``says`` is what it tells a person (nothing
-    when only its children changed, which their own steps say).
+    when only its children changed, which their own steps say). A job's ``update`` gives
+    it a new ``autostart``, its only change: nothing is started or stopped.
     """
 
     op: str
@@ -135,7 +136,10 @@ class Change:
 
     @property
     def summary(self) -> tuple[str, ...]:
-        return self.says if self.op == "update" else (f"{self.op} {self.path}",)
+        if self.op == "update":
+            return self.says
+        held = self.op != "remove" and isinstance(self.spec, JobSpec) and not self.spec.autostart
+        return (f"{self.op} {self.path}" + (" (not started: autostart: false)" if held else ""),)
 
 
 def diff_specs(
@@ -173,11 +177,22 @@ def _changed(
     path = _join(prefix, child.name)
     if was is None:
         return [Change("add", path, prefix, child, before)]
+    if isinstance(child, JobSpec) and same_child(was, child):  # only its autostart changed
+        flag = "true" if child.autostart else "false"
+        said = (
+            f"update {path}: autostart: {flag} (applies at the daemon's next start; nothing "
+            "is started or stopped now)"
+        )
+        return [Change("update", path, prefix, child, says=(said,))]
     if not (isinstance(was, SupervisorSpec) and isinstance(child, SupervisorSpec)):
         return [Change("replace", path, prefix, child, before)]
     if path in down:
         # Its children change only in the spec it starts from next: said, not done.
-        inner = (c for c in diff_specs(was, child, path) if c.op != "update")
+        inner = (
+            c
+            for c in diff_specs(was, child, path)
+            if c.op != "update" or isinstance(c.spec, JobSpec)  # a job's: its autostart
+        )
         later = [line for c in inner for line in c.summary]
         says = (*_tells(was, child, path), *(f"{line} (at {path}'s next start)" for line in later))
         return [Change("update", path, prefix, child, says=says)]
@@ -1083,6 +1098,9 @@ class Daemon:
     @staticmethod
     def _apply(tree: Tree, change: Change, follow: Callable[[str, ChildSpec | None], None]) -> None:
         """Make one step on ``tree``, and tell ``follow`` (the metrics) what the path is now."""
+        if change.op == "update" and isinstance(change.spec, JobSpec):
+            tree.set_autostart(change.path, autostart=change.spec.autostart)
+            return
         if change.op == "update":
             assert isinstance(change.spec, SupervisorSpec)
             tree.update_group(change.spec, change.path)

@@ -33,8 +33,8 @@ KINDS: Final = ("command", "http", "python")
 MODES: Final = ("service", "every", "cron")
 JOB_KEYS: Final = (
     "name", *KINDS, "args", "kwargs", "cwd", "env", "service", "every", "times", "cron",
-    "timeout", "retry", "breaker", "restart", "replicas", "depends_on", "ready", "stop",
-    "placement", "isolation", "output", "notify", "user", "umask", "limits",
+    "timeout", "retry", "breaker", "restart", "autostart", "replicas", "depends_on", "ready",
+    "stop", "placement", "isolation", "output", "notify", "user", "umask", "limits",
     "success_exit_codes", "give_up_on",
 )
 # fmt: on

@@ -148,7 +148,10 @@ def _explain_job(
     spec: JobSpec, out: list[str], pad: str, breakers: Mapping[str, BreakerSpec]
 ) -> None:
     inner = pad + "  "
-    out.append(f"{pad}job {spec.name}")
+    line = f"{pad}job {spec.name}"
+    if not spec.autostart:  # said only when false: true is every job's default
+        line += " autostart=false (not started with its tree: a person starts it)"
+    out.append(line)
     out.extend(f"{inner}{line}" for line in _explain_work(spec))
     timeout = fmt_duration(spec.schedule.timeout) if spec.schedule.timeout else "none"
     if spec.schedule.timeout and spec.schedule.service:

@@ -398,6 +398,7 @@ _JOB_TYPES: Final[dict[str, Shape]] = {
     ),
     "breaker": NAME_LEAF,
     "restart": _RESTART,
+    "autostart": FLAG,
     "replicas": Count(1, MAX_REPLICAS),
     "depends_on": ListOf(NAME_LEAF, single=True),
     "ready": fields_of(

@@ -175,7 +175,6 @@ _POLICY_HINT: Final = (
     "backoff: and jobs: [the job]), or set the root's under supervisor:"
 )
 _JOB_WORDS: Final = {
-    "autostart": "nothing: every job starts with its tree (stop one with jobvisor stop NAME)",
     "autorestart": "restart: permanent (supervisord's true), transient (unexpected, the "
     "default) or temporary (false)",
     "startretries": "intensity: {max_restarts: N, within: 60s}, which belongs to a supervisor "

@@ -766,13 +766,17 @@ def succeeded_before(
 
 
 def once_jobs(spec: SupervisorSpec) -> list[tuple[str, JobSpec]]:
-    """The once-jobs of ``spec`` with their paths, in start order: what ``--resume`` may skip."""
+    """The once-jobs of ``spec`` with their paths, in start order: what ``--resume`` may skip
+    (one with ``autostart: false`` is not run anyway: nothing to skip)."""
     from supervision._spec import JobSpec, walk  # noqa: PLC0415 - avoids an import cycle
 
     return [
         (path, child)
         for path, child in walk(spec)
-        if isinstance(child, JobSpec) and child.schedule.finite and not child.schedule.periodic
+        if isinstance(child, JobSpec)
+        and child.schedule.finite
+        and not child.schedule.periodic
+        and child.autostart
     ]
 
 

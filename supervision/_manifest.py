@@ -652,11 +652,19 @@ class _Parser(WorkReader):
                 )
 
     def group(self, v: V) -> Entry | None:
+        v, misplaced = _without(v, "autostart")  # a job's field: said so, naming the group
         f = self.fields(v, GROUP_KEYS, "a group mapping")
         if f is None:
             return None
         name_v = f["group"]
         name = self.name(name_v, "a group name")
+        if misplaced is not None:
+            self.add(
+                misplaced,
+                "expected autostart only on a job (a group starts with its parent: set "
+                "autostart: false on each of its jobs), got it on "
+                + (f"group {name}" if isinstance(name, str) else "a group"),
+            )
         flags = self.policy(f)
         if "restart" in f:
             value = self.choice(f["restart"], [r.value for r in RestartType])
@@ -782,6 +790,7 @@ class _Parser(WorkReader):
             ("ready", self.ready),
             ("placement", self.placement),
             ("give_up_on", self.give_up_on),
+            ("autostart", self.flag),
         ):
             if key in f:
                 options[key] = read(f[key])
@@ -892,6 +901,9 @@ class _Parser(WorkReader):
             "retry": lambda v: self.retry(v, None),
             "breaker": self.breaker,
             "restart": lambda v: self.choice(v, restarts),
+            "autostart": lambda v: (
+                v if isinstance(self.flag(v), bool) else self.expected(v, "true or false")
+            ),
             "ready": self.ready,
             "stop": self.stop_fields,
             "placement": self.placement,
@@ -1178,6 +1190,15 @@ def _absolute(path: Path) -> Path:
         return path.absolute()
     except OSError:
         return path
+
+
+def _without(v: V, key: str) -> tuple[V, V | None]:
+    """``v`` (a mapping) without ``key``, and ``key``'s value if it had one."""
+    entries = entries_of(v)
+    if entries is None or key not in entries:
+        return v, None
+    rest = {k: item for k, item in entries.items() if k != key}
+    return V(Merged(rest), v.path, v.line), entries[key]
 
 
 def _own_work(options: dict[str, Any]) -> dict[str, Any]:

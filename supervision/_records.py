@@ -25,7 +25,7 @@ from supervision import _events as ev
 from supervision._groupdeps import Blocker, GroupDeps
 from supervision._logging import CLEAN_EXIT, RESTARTED, held_back
 from supervision._policy import Cooldown, Restart, RestartType, Strategy
-from supervision._spec import ActorSpec, JobSpec, SupervisorSpec
+from supervision._spec import ActorSpec, JobSpec, SupervisorSpec, same_child
 from supervision._state import State
 
 if TYPE_CHECKING:
@@ -283,6 +283,7 @@ class Op(enum.Enum):
     """What a ``Command`` from the tree handle asks."""
 
     STATUS = "status"
+    AUTOSTART = "set autostart"
     STOP = "stop"
     START = "start"
     RESTART = "restart"
@@ -407,7 +408,9 @@ class Carried:
         group whatever its spec: its children are matched in their turn.
         """
         group = isinstance(rec.spec, SupervisorSpec)
-        if group != isinstance(self.spec, SupervisorSpec) or (not group and rec.spec != self.spec):
+        if group != isinstance(self.spec, SupervisorSpec) or (
+            not group and not same_child(rec.spec, self.spec)
+        ):
             return
         rec.incarnation = self.incarnation
         rec.starts, rec.restarts, rec.failures = self.starts, self.restarts, self.failures
@@ -460,6 +463,9 @@ class ChildRecord:
     # A group child's: its children's counters as its last incarnation left them.
     carried: Mapping[str, Carried] | None = None
     waits_for: str | None = None  # the dependency its last "waiting for" line named
+    # Left stopped at its supervisor's start (autostart: false) and not started since: what
+    # the journal decides of a first start (a cooldown, --resume's success) is not its.
+    held: bool = False
     # What the spec says, read on every restart: a job that ends by itself (the tracker's
     # ``finite``), and a periodic job (whose attempts do not end the child).
     finite: bool = field(init=False)

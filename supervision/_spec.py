@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import pykka
@@ -15,7 +15,7 @@ from actors._placement import RayPlacement, placement_of
 from supervision._policy import RestartPolicy, RestartType, Strategy
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from supervision._exits import GiveUpOn
     from supervision._notify import NotifySpec
@@ -30,7 +30,9 @@ __all__ = [
     "RotateSpec",
     "SupervisorSpec",
     "python_job",
+    "same_child",
     "walk",
+    "with_autostart",
 ]
 
 NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -96,10 +98,15 @@ class JobSpec:
     notify: tuple[NotifySpec, ...] = field(default=(), repr=False, compare=False)
     # Failures no restart can mend: the child gives up at once (SPEC §10).
     give_up_on: GiveUpOn | None = None
+    # False: not started with its tree, nor with its group's start, until a person starts it
+    # (supervisord's autostart=false). Compared, so a reload sees it change (and applies it in
+    # place), but out of the repr: the journal's spec hash (--resume) is the job's, not this.
+    autostart: bool = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
         _check_name(self.name)
         _check_grace(self.grace)
+        need(isinstance(self.autostart, bool), "autostart", "true or false", self.autostart)
         need(
             self.output is None or isinstance(self.output, OutputSpec),
             "output",
@@ -244,6 +251,28 @@ class LoggingSpec:
         need(self.format in LOG_FORMATS, "logging.format", "one of text, json", self.format)
 
 
+def same_child(a: ChildSpec, b: ChildSpec) -> bool:
+    """Whether ``a`` and ``b`` are one child, ``autostart`` aside: it only says whether the
+    child starts with its tree, which a reload changes in place (nothing restarts)."""
+    if isinstance(a, JobSpec) and isinstance(b, JobSpec) and a.autostart != b.autostart:
+        return replace(a, autostart=b.autostart) == b
+    return a == b
+
+
+def with_autostart(spec: ChildSpec, path: Sequence[str], autostart: bool) -> ChildSpec:
+    """``spec`` with the job at ``path`` below it (names from its children down; empty: the
+    job ``spec`` itself) given ``autostart``; as it is when no job is there."""
+    if not path:
+        return replace(spec, autostart=autostart) if isinstance(spec, JobSpec) else spec
+    if not isinstance(spec, SupervisorSpec):
+        return spec
+    children = tuple(
+        with_autostart(child, path[1:], autostart) if child.name == path[0] else child
+        for child in spec.children
+    )
+    return replace(spec, children=children)
+
+
 def walk(spec: SupervisorSpec, prefix: str = "") -> Iterator[tuple[str, ChildSpec]]:
     """Every child spec under ``spec`` with its path, depth first, in start order."""
     for child in spec.children:
@@ -262,10 +291,12 @@ def python_job(
     restart: RestartType = RestartType.TRANSIENT,
     grace: float = DEFAULT_GRACE,
     isolation: str = "thread",
+    autostart: bool = True,
 ) -> JobSpec:
     """Shorthand for a ``python`` job calling ``target`` (``"module:function"``).
 
-    ``isolation="process"`` runs each try in a child process (see ``PythonWork``).
+    ``isolation="process"`` runs each try in a child process (see ``PythonWork``);
+    ``autostart=False`` leaves it stopped when its tree starts, until ``start_child``.
     A bad value is a ``SpecError`` that starts with the job's name.
     """
     try:
@@ -290,4 +321,5 @@ def python_job(
         schedule=schedule or Schedule(),
         restart=restart,
         grace=grace,
+        autostart=autostart,
     )

@@ -60,7 +60,8 @@ def node(
 
     Beyond SPEC's fields: ``pid``, the process leading a running job's process group (a
     command's, an ``isolation: process`` python job's), and ``since``, the wall time of
-    its last change of state.
+    its last change of state; and ``autostart: false`` on a job that does not start with
+    its tree (the field is there only then).
     """
     out: dict[str, Any] = {
         "name": spec.name,
@@ -75,6 +76,8 @@ def node(
         "pid": pid,
         "since": since,
     }
+    if isinstance(spec, JobSpec) and not spec.autostart:
+        out["autostart"] = False
     if isinstance(spec, SupervisorSpec):
         out["children"] = idle_children(spec, path) if children is None else children
     return out

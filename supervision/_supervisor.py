@@ -92,7 +92,7 @@ from supervision._records import (
     target,
     unmet_dependency,
 )
-from supervision._spec import ChildSpec, JobSpec, SupervisorSpec
+from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, with_autostart
 from supervision._state import FINAL, TRANSITIONS, State
 from supervision._status import LastExit, child_nodes
 
@@ -160,6 +160,8 @@ class Supervisor(OwnActor):
         }
         # This incarnation's children as a dependency on a group below it sees them.
         self._seen = context.group_deps.table(path)
+        # A group's later incarnation (its restart) says its jobs left stopped only in detail.
+        self._first = carried is None
         for child in spec.children:
             rec = self._add_record(child)
             was = carried.get(child.name) if carried else None
@@ -176,7 +178,9 @@ class Supervisor(OwnActor):
             self.ctx.budget.tell_root = self.actor_ref.tell
         for rec in self.children:
             self._watch_groups(rec)
-        self._start_queue.extend(self.children)
+        self._start_queue.extend(
+            rec for rec in self.children if not self._left_stopped(rec, loud=self._first)
+        )
         self._pump_start()
 
     def on_receive(self, message: Any) -> Any:
@@ -345,13 +349,12 @@ class Supervisor(OwnActor):
             rec = self._start_queue.popleft()
             if rec.key not in self._by_key or rec.actor is not None:
                 continue
-            if rec.starts == 0 and self._journal_decides(rec):
+            if rec.starts == 0 and not rec.held and self._journal_decides(rec):
                 continue
             blocker = unmet_dependency(rec, self._by_name, self.ctx.group_deps)
             if blocker is not None:
                 self._not_yet(rec, blocker)
                 continue
-            rec.waits_for = None
             self._launch(rec)
             if rec.state is State.STARTING:
                 self._starting = rec
@@ -359,6 +362,26 @@ class Supervisor(OwnActor):
             self._reported_started = True
             link = self._jv_link
             link.parent.tell(ChildStarted(link.key, link.incarnation))
+
+    def _left_stopped(self, rec: ChildRecord, *, loud: bool = True) -> bool:
+        """Whether ``rec`` stays stopped as its supervisor starts: a job with ``autostart:
+        false`` never started yet, which waits for a person's start (supervisord's
+        ``autostart=false``; its dependants wait for it, pending). One a person started once
+        comes back with its group's restart, as any other job. ``loud``: said at INFO (at a
+        group's restart, a detail)."""
+        spec = rec.spec
+        if not isinstance(spec, JobSpec) or spec.autostart or rec.starts:
+            return False
+        rec.held = True
+        said = log.info if loud else log.debug
+        said(
+            "{}: not started (autostart: false); start it with: jobvisor start {}",
+            rec.path,
+            rec.path,
+            extra={"path": rec.path},
+        )
+        self._set_state(rec, State.STOPPED)
+        return True
 
     def _journal_decides(self, rec: ChildRecord) -> bool:
         """Whether the journal decided ``rec``'s first start instead: a cooldown a daemon's
@@ -442,6 +465,9 @@ class Supervisor(OwnActor):
         rec.next_start_at = None
         self._set_state(rec, State.PENDING)  # a person's start, or a group's restart
         self._blocked.append(rec)
+        # Behind a job that is stopped (autostart: false, or a person's stop) it cannot start
+        # by itself: a run does not wait for it (see Tracker.waiting).
+        self.ctx.tracker.waiting(rec.path, blocker.path)
 
     def _dependency_failed(self, rec: ChildRecord, dep: ChildRecord | Blocker) -> None:
         reason = f"dependency {dep.path} {dep.state.value}"
@@ -464,6 +490,10 @@ class Supervisor(OwnActor):
         rec.starts += 1
         rec.next_start_at = None
         rec.intent = None
+        rec.held = False
+        if rec.waits_for is not None:
+            rec.waits_for = None
+            self.ctx.tracker.waiting(rec.path, None)
         link = Link(self.actor_ref, rec.key, rec.incarnation, rec.ref)
         self._set_state(rec, State.STARTING)
         adopt = self._adopt
@@ -1363,6 +1393,8 @@ class Supervisor(OwnActor):
         if len(cmd.path) == 1 and cmd.op is not Op.ADD:
             self._act(rec, cmd)
             return
+        if cmd.op is Op.AUTOSTART:  # the group's next incarnation starts from its spec
+            rec.spec = with_autostart(rec.spec, cmd.path[1:], cmd.arg)
         assert rec.actor is not None
         try:
             rec.actor.actor_ref.tell(replace(cmd, path=cmd.path[1:]))
@@ -1389,8 +1421,8 @@ class Supervisor(OwnActor):
                 if self._closing is None:
                     self._refuse_without_dependencies(rec, "restart")  # before it is stopped
                 self._person_stop(rec, Intent.RESTART, lambda: self._restarted(rec, cmd.reply))
-            case Op.UPDATE:
-                self._update_group(rec, cmd)
+            case Op.UPDATE | Op.AUTOSTART:
+                self._update_in_place(rec, cmd)
             case Op.SIGNAL:
                 self._signal(rec, cmd.arg)
                 settle(cmd.reply)
@@ -1563,8 +1595,27 @@ class Supervisor(OwnActor):
         # Its path ran nothing until now: said, so that a subscriber sees where its story
         # starts (made at the tree's start, a record's `pending` goes unsaid).
         self.ctx.state_changed(rec.path, State.STOPPED, State.PENDING)
-        self._start_now(rec)
+        if not self._left_stopped(rec):
+            self._start_now(rec)
         return rec.ref
+
+    def _update_in_place(self, rec: ChildRecord, cmd: Command) -> None:
+        """A reload's change of ``rec`` that restarts nothing: a group's new spec, a job's
+        ``autostart``."""
+        if cmd.op is Op.UPDATE:
+            self._update_group(rec, cmd)
+            return
+        self._set_autostart(rec, cmd.arg)
+        settle(cmd.reply)
+
+    @staticmethod
+    def _set_autostart(rec: ChildRecord, autostart: bool) -> None:
+        """A reload's new ``autostart`` of the job ``rec``: for its next start with its
+        supervisor (the tree's, its group's); nothing is started or stopped now."""
+        spec = rec.spec
+        if not isinstance(spec, JobSpec):
+            raise SpecError(f"{rec.path} is no job: only a job has autostart")
+        rec.spec = with_autostart(spec, (), autostart)
 
     def _update_group(self, rec: ChildRecord, cmd: Command) -> None:
         """A reload's new spec of the group ``rec``: what it restarts from, and what it runs."""

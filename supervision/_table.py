@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MIN_PATH",
     "columns",
+    "exit_cell",
     "exit_text",
     "flatten_status",
     "select_status",
@@ -111,7 +112,7 @@ def summary_table(
         )
         if upcoming:
             row += (until(node.get("next_start_at"), clock),)
-        rows.append((*row, printable(exit_text(node.get("last_exit"), mask))))
+        rows.append((*row, printable(exit_cell(node, mask))))
     rows = _narrowed(rows, width if fit == "cut" else None, cells)
     widths = [max(cells(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     # The other columns of a row's first line, and the gap after each column but the last.
@@ -192,6 +193,14 @@ def split_room(
     else:
         wide = (room - half, half)
     return max(min(first, min_first), wide[0]), max(min(second, min_second), wide[1])
+
+
+def exit_cell(node: dict[str, Any], mask: Callable[[str], str]) -> str:
+    """A node's LAST EXIT cell: its last exit, or why a job that never ran is stopped."""
+    last = node.get("last_exit")
+    if last is None and node.get("autostart") is False and node.get("state") == "stopped":
+        return "not started (autostart: false)"
+    return exit_text(last, mask)
 
 
 def exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:

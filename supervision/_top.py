@@ -20,7 +20,7 @@ import time
 from supervision._cells import cells, cut, cut_start
 from supervision._client import NoDaemonError, find_state_dir, request
 from supervision._printable import printable
-from supervision._table import MIN_PATH, exit_text, split_room, until
+from supervision._table import MIN_PATH, exit_cell, split_room, until
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def rows(doc: dict[str, Any], now: float) -> list[tuple[str, ...]]:
             group = node.get("kind") == "group"
             name = "  " * depth + str(node.get("name", node.get("path"))) + ("/" if group else "")
             upcoming = until(node.get("next_start_at"), now)
-            last = printable(exit_text(node.get("last_exit"), str).splitlines()[0])
+            last = printable(exit_cell(node, str).splitlines()[0])
             out.append((name, str(node["state"]), str(node["restarts"]), last, upcoming))
             visit(node.get("children") or [], depth + 1)
 

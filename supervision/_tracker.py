@@ -21,8 +21,11 @@ class Tracker:
     A tree settles when every finite leaf has (a once-job ``--resume`` skipped
     is one, settled as succeeded from the start); one with endless leaves only
     settles when it ends, and one with no leaf at all (an empty manifest, every
-    child removed) has settled. ``all_dead`` tells when no leaf can run again
-    by itself.
+    child removed) has settled. A leaf that waits (``pending``) for a job that is
+    stopped, itself or through the jobs it waits for, cannot start by itself
+    either (its dependency waits for a person: ``autostart: false``, or a
+    person's stop): nothing waits for it. ``all_dead`` tells when no leaf can
+    run again by itself.
     """
 
     def __init__(self) -> None:
@@ -38,6 +41,8 @@ class Tracker:
         # failed): when every leaf is, or is under such a group, nothing is left to wait for.
         self._dead: set[str] = set()
         self._dead_groups: set[str] = set()
+        # Leaves waiting (pending) for a dependency: the path of the child each waits for.
+        self._waits: dict[str, str] = {}
         self.started = threading.Event()
         self.ended = threading.Event()
 
@@ -66,12 +71,34 @@ class Tracker:
             if state in FINAL:
                 self._unsettled.discard(path)
                 self._final[path] = state
-                if not self._unsettled:
+                if not self._unsettled or self._waits:  # a leaf waiting for it may be stuck
                     self._cond.notify_all()
             else:
                 if finite:
                     self._unsettled.add(path)
                 self._final.pop(path, None)
+
+    def waiting(self, path: str, dependency: str | None) -> None:
+        """The leaf at ``path`` waits (pending) for the child at ``dependency``; None: no
+        longer (it starts)."""
+        with self._cond:
+            if dependency is None:
+                self._waits.pop(path, None)
+            else:
+                self._waits[path] = dependency
+            self._cond.notify_all()
+
+    def _stuck(self, path: str) -> bool:
+        """Whether the leaf at ``path`` waits for a stopped child, itself or through the jobs
+        it waits for, which only a person starts again."""
+        seen: set[str] = set()
+        dependency = self._waits.get(path)
+        while dependency is not None and dependency not in seen:
+            if self._final.get(dependency) is State.STOPPED:
+                return True
+            seen.add(dependency)
+            dependency = self._waits.get(dependency)
+        return False
 
     def settle_subtree(self, path: str, state: State) -> None:
         """A group ended for good (gave up, failed, stopped): nothing under it will run again."""
@@ -109,6 +136,8 @@ class Tracker:
                 self._dead_groups,
             ):
                 paths.difference_update([p for p in paths if p == path or p.startswith(prefix)])
+            for p in [p for p in self._waits if p == path or p.startswith(prefix)]:
+                del self._waits[p]
             for p in [p for p in self._final if p == path or p.startswith(prefix)]:
                 del self._final[p]
             self._cond.notify_all()
@@ -122,7 +151,9 @@ class Tracker:
     def _settled(self) -> bool:
         if self.ended.is_set():
             return True
-        if not self.started.is_set() or self._unsettled or self._held:
+        if not self.started.is_set() or self._held:
+            return False
+        if self._unsettled and not (self._waits and all(map(self._stuck, self._unsettled))):
             return False
         return bool(self._finite) or not self._leaves
 

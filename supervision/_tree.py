@@ -44,7 +44,14 @@ from supervision._exits import classify
 from supervision._logging import tree_started
 from supervision._output import OutputFiles
 from supervision._records import Command, FinalStatus, Op, TreeContext
-from supervision._spec import ActorSpec, BreakerSpec, ChildSpec, JobSpec, SupervisorSpec
+from supervision._spec import (
+    ActorSpec,
+    BreakerSpec,
+    ChildSpec,
+    JobSpec,
+    SupervisorSpec,
+    with_autostart,
+)
 from supervision._state import State
 from supervision._status import document
 from supervision._supervisor import Supervisor
@@ -140,8 +147,10 @@ class Tree:
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every finite job has settled or the root has ended; False on timeout.
 
-        Settled means succeeded, failed finally, gave up or stopped. A tree with
-        no finite job only ends when stopped (or when escalation reaches the root).
+        Settled means succeeded, failed finally, gave up or stopped; a job waiting
+        (pending) for a stopped one (``autostart: false``, or a person's stop), itself or
+        through the jobs it waits for, is not waited for: only a person starts it. A tree
+        with no finite job only ends when stopped (or when escalation reaches the root).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._ctx.tracker.wait_settled(timeout):
@@ -270,6 +279,18 @@ class Tree:
             budget_change(self.spec, spec)
         self._command(Op.UPDATE, path, spec)
         if not path.strip("/"):
+            self.spec = spec
+
+    def set_autostart(self, path: str, *, autostart: bool) -> None:
+        """Give the job at ``path`` a new ``autostart`` (what a reload that changes only that
+        does): it says whether the job starts with its supervisor next time (the tree's start,
+        its group's); nothing is started or stopped now. Not a job: ``SpecError``."""
+        if not isinstance(autostart, bool):
+            raise SpecError(f"set_autostart: expected true or false, got {autostart!r}")
+        self._command(Op.AUTOSTART, path, autostart)
+        parts = [p for p in path.strip("/").split("/") if p]
+        spec = with_autostart(self.spec, parts, autostart)
+        if isinstance(spec, SupervisorSpec):
             self.spec = spec
 
     def remove_child(self, path: str) -> None:

@@ -452,6 +452,81 @@ def test_each_replica_has_its_own_work_so_stopping_one_keeps_the_others_sessions
     assert h0.work is not h1.work  # but not one session: closing h.0's must spare h.1's
 
 
+def test_autostart_is_read_on_a_job_from_defaults_and_for_every_replica() -> None:
+    """supervisord's ``autostart=false``: declared, not started with its tree."""
+    text = """
+        version: 1
+        defaults: {autostart: false}
+        jobs:
+          - {name: held, python: "m:f"}
+          - {name: w, python: "m:f", replicas: 2, service: true}
+          - {name: up, python: "m:f", autostart: true}
+          - group: g
+            jobs:
+              - {name: inner, command: [x], autostart: "${AUTO}"}
+    """
+    m = load(text, env={"AUTO": "yes"})
+    held, w0, w1, up, g = m.root.children
+    assert (held.autostart, w0.autostart, w1.autostart, up.autostart) == (False, False, False, True)
+    assert g.children[0].autostart is True  # a flag written as ${NAME} is read from its text
+    assert load("version: 1\njobs: [{name: a, python: 'm:f'}]").root.children[0].autostart
+
+
+def test_autostart_is_not_part_of_a_jobs_identity_for_the_journal() -> None:
+    """``run --resume`` and a reload that only flips it see the same job (its hash stays)."""
+    from supervision._journal import job_hash
+
+    on, off = py("a", "m:f"), py("a", "m:f", autostart=False)
+    assert job_hash(on) == job_hash(off)
+    assert on != off  # a reload still sees the change, and applies it in place
+
+
+def test_autostart_on_a_group_is_refused_naming_the_group() -> None:
+    issues = issues_of("""
+        version: 1
+        jobs:
+          - group: etl
+            autostart: false
+            jobs: [{name: a, python: "m:f"}]
+    """)
+    assert [(i.path, i.line, i.message) for i in issues] == [
+        (
+            "jobs[0].autostart",
+            4,
+            (
+                "expected autostart only on a job (a group starts with its parent: set "
+                "autostart: false on each of its jobs), got it on group etl"
+            ),
+        )
+    ]
+
+
+def test_a_bad_autostart_in_defaults_is_reported_once_at_defaults() -> None:
+    issues = issues_of("""
+        version: 1
+        defaults: {autostart: 3}
+        jobs:
+          - {name: a, python: "m:f"}
+          - {name: b, python: "m:f"}
+    """)
+    assert [(i.path, i.line, i.message) for i in issues] == [
+        ("defaults.autostart", 2, "expected true or false, got 3")
+    ]
+
+
+def test_explain_shows_autostart_only_when_false() -> None:
+    m = load("""
+        version: 1
+        jobs:
+          - {name: held, python: "m:f", autostart: false}
+          - {name: up, python: "m:f"}
+    """)
+    lines = m.explain().splitlines()
+    assert "    job held autostart=false (not started with its tree: a person starts it)" in lines
+    assert "    job up" in lines
+    assert sum("autostart" in line for line in lines) == 1
+
+
 def test_depends_on_must_name_siblings_and_have_no_cycles() -> None:
     issues = issues_of("""
         version: 1
@@ -571,6 +646,8 @@ ERRORS = [  # (text, path, line, expected, actual)
     (JOB + "    times: 3\n", "jobs[0].times", 5, "expected times only on a periodic job (every or cron)", "got it on a once job"),
     (JOB + "    service: true\n    every: 1s\n", "jobs[0].every", 6, "expected one run mode", "got both service and every"),
     (JOB + "    service: maybe\n", "jobs[0].service", 5, "expected true or false", "got 'maybe'"),
+    (JOB + "    autostart: maybe\n", "jobs[0].autostart", 5, "expected true or false", "got 'maybe'"),
+    (JOB + "    autostart: [false]\n", "jobs[0].autostart", 5, "expected true or false", "got a list"),
     (JOB + "    cron: '61 * * * *'\n", "jobs[0].cron", 5, "expected a cron minute of 0-59 (field 1 of 'm h dom mon dow', here '61')", "got '61 * * * *'"),
     (JOB + "    cron: '0 24 * * *'\n", "jobs[0].cron", 5, "expected a cron hour of 0-23 (field 2", "got '0 24 * * *'"),
     (JOB + "    cron: '0 0 * *'\n", "jobs[0].cron", 5, "expected a cron expression of 5 fields", "got '0 0 * *'"),

@@ -609,3 +609,27 @@ def test_readable_without_sideways_scrolling(
     )
     assert max(full["ends"]) <= full["right"] + 0.5, "the newest attempts are cut off"
     assert console_errors(browser) == []
+
+
+HELD = """
+version: 1
+jobs:
+  - name: held
+    service: true
+    autostart: false
+    command: [sh, -c, "while true; do sleep 0.2; done"]
+"""
+
+
+def test_a_job_left_stopped_by_autostart_false_says_why(tmp_path: Path, browser: WebDriver) -> None:
+    running = start_daemon(tmp_path, HELD, "--http", "127.0.0.1:0")
+    try:
+        browser.get(url_of(running) + "/")
+        until(browser, lambda d: state_of(d, "held") == "stopped", "the job left stopped")
+        assert cell(browser, "held", ".exit") == "not started (autostart: false)"
+        assert running.cli("start", "held").returncode == 0
+        until(browser, lambda d: state_of(d, "held") == "running", "its start")
+        assert cell(browser, "held", ".exit") == "—"
+        assert console_errors(browser) == []
+    finally:
+        assert stop_daemon(running) == 0

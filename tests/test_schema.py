@@ -376,6 +376,7 @@ _JOB_CASES = [
     ("timeout", Leaf("duration")),
     ("times", Leaf("count")),
     ("service", Leaf("flag")),
+    ("autostart", Leaf("flag")),
     ("restart", Choice(("x",))),
     ("retry", Fields({})),
     ("replicas", Leaf("count")),
@@ -445,6 +446,19 @@ def test_an_unknown_key_is_refused_by_both() -> None:
     ):
         assert not loads(data)
         assert schema_errors(data) != []
+
+
+def test_autostart_is_a_jobs_flag_and_a_defaults_one_but_not_a_groups() -> None:
+    job = {**_BASE["command"], "autostart": False}
+    for data in (
+        {"version": 1, "jobs": [job]},
+        {"version": 1, "defaults": {"autostart": "${B}"}, "jobs": [_BASE["command"]]},
+    ):
+        assert loads(data)
+        assert schema_errors(data) == []
+    group = {"version": 1, "jobs": [{"group": "g", "autostart": False, "jobs": [job]}]}
+    assert not loads(group)
+    assert schema_errors(group) != []
 
 
 def _bounded(value: Any) -> list[tuple[str, dict[str, Any]]]:
