@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import logbook
@@ -34,7 +35,16 @@ if TYPE_CHECKING:
     from actors._attempt import LineCut, OutputSink, ReadyCheck, Work
     from actors._breaker import Breaker
 
-__all__ = ["JobActor", "Schedule", "close_work", "cron_delay", "first_tick", "no_process"]
+__all__ = [
+    "JobActor",
+    "Schedule",
+    "close_work",
+    "cron_delay",
+    "first_tick",
+    "missed_tick",
+    "no_process",
+    "tick_delay",
+]
 
 log = logbook.Logger("actors.job")
 
@@ -45,7 +55,11 @@ class Schedule:
 
     Exactly one mode holds: once (the default), ``service`` (runs until
     stopped; returning is a failure) or periodic (``every`` seconds, ``times``
-    attempts if set).
+    attempts if set). A periodic job may be ``persistent`` (systemd's
+    ``Persistent=``: a tick missed while jobvisor was not running is run once
+    at the next start, see ``missed_tick``) and have a ``jitter`` (systemd's
+    ``RandomizedDelaySec=``: each tick waits a random part of it, see
+    ``tick_delay``).
     """
 
     service: bool = False
@@ -53,6 +67,10 @@ class Schedule:
     times: int | None = None
     cron: str | None = None  # "m h dom mon dow", local time
     timeout: float | None = None
+    # Out of the repr, which is a job's spec hash in the journal (``run --resume``): a field
+    # added to it made every journaled hash stale, and each once job ran again.
+    persistent: bool = field(default=False, repr=False)
+    jitter: float | None = field(default=None, repr=False)  # seconds; None: none set
 
     def __post_init__(self) -> None:
         modes = [
@@ -73,17 +91,33 @@ class Schedule:
         if self.every is not None:
             need_duration(self.every, "every", positive=True)
         if self.times is not None:
-            if not self.periodic:
-                mode = "service" if self.service else "once"
-                raise SpecError(
-                    field="times",
-                    expected="times only on a periodic job (every or cron)",
-                    got=self.times,
-                    about=f"it on a {mode} job",
-                )
+            self._need_periodic("times", self.times)
             need_count(self.times, "times", 1)
         if self.timeout is not None:
             need_duration(self.timeout, "timeout", positive=True)
+        if self.persistent is not False:
+            need(isinstance(self.persistent, bool), "persistent", "true or false", self.persistent)
+            self._need_periodic("persistent", self.persistent)
+        if self.jitter is not None:
+            self._need_periodic("jitter", self.jitter)
+            need_duration(self.jitter, "jitter")
+            if self.every is not None and self.jitter >= self.every:
+                raise SpecError(
+                    field="jitter",
+                    expected=f"a jitter shorter than every ({fmt_duration(self.every)}): each "
+                    "tick's delay must end before the next tick is due",
+                    got=self.jitter,
+                )
+
+    def _need_periodic(self, key: str, value: object) -> None:
+        if not self.periodic:
+            mode = "service" if self.service else "once"
+            raise SpecError(
+                field=key,
+                expected=f"{key} only on a periodic job (every or cron)",
+                got=value,
+                about=f"it on a {mode} job",
+            )
 
     @property
     def periodic(self) -> bool:
@@ -95,13 +129,55 @@ class Schedule:
         return not self.service and (not self.periodic or self.times is not None)
 
 
-def first_tick(schedule: Schedule, now: float) -> float:
+def first_tick(schedule: Schedule, now: float, last: float | None = None) -> float:
     """When a periodic job started at wall time ``now`` ticks first, as ``JobActor`` does:
-    one ``every`` later, or at the cron expression's next time."""
+    one ``every`` later, or at the cron expression's next time.
+
+    ``last``: a persistent job's last tick (its start) before this start, from the journal.
+    An ``every`` job's ticks then go on from it (anacron's rule: one interval after the last
+    run), never more than an interval ahead of ``now``; one that missed its tick catches up
+    at ``now`` (``missed_tick``), and its ticks go on from there.
+    """
     if schedule.cron is not None:
         return now + cron_delay(schedule.cron, now)
-    assert schedule.every is not None
-    return now + schedule.every
+    every = schedule.every
+    assert every is not None
+    if schedule.persistent and last is not None and last + every > now:
+        return min(last, now) + every
+    return now + every
+
+
+def missed_tick(schedule: Schedule, last: float | None, now: float) -> float | None:
+    """The wall time of the tick a persistent job missed while jobvisor was not running, to
+    run once at its start at ``now``; None when there is none to run.
+
+    ``last`` is its last tick's start (the newest attempt the journal has of it). Missed:
+    its schedule says it should have fired after ``last`` and by ``now``: for ``every``,
+    ``every`` after ``last`` (the last of such times is returned: one catch-up, never one per
+    tick missed, as systemd); for ``cron``, its previous time at or before ``now``. A job
+    that never ticked (``last`` None: a first start, or a journal that lost its rows) has nothing
+    to catch up, as a systemd timer without a stamp; nor has one that is not persistent.
+    """
+    if not schedule.persistent or last is None or last > now:
+        return None
+    if schedule.cron is not None:
+        fired = _previous_fire(schedule.cron, now)
+        return fired if fired is not None and fired > last else None
+    every = schedule.every
+    assert every is not None
+    if now - last < every:
+        return None
+    return last + every * ((now - last) // every)
+
+
+def tick_delay(schedule: Schedule, rand: Callable[[], float]) -> float:
+    """How long one tick waits after its time: ``jitter`` times a draw of ``rand`` in [0, 1).
+
+    Drawn anew for each tick; ``rand`` is not called without a jitter (it may be a tree's
+    one source, whose backoff draws must not move).
+    """
+    jitter = schedule.jitter
+    return jitter * rand() if jitter else 0.0
 
 
 def upcoming_tick(schedule: Schedule, tick: float, now: float) -> float:
@@ -175,6 +251,30 @@ def _next_fire(expr: str, now: float) -> float | None:
 
 
 _DST_CANDIDATES: Final = 4  # candidates a repeated hour can put at or before ``now``
+
+
+def _previous_fire(expr: str, now: float) -> float | None:
+    """The wall time at or before ``now`` when ``expr`` fired last (local time); None if none.
+
+    ``_next_fire``'s reckoning backwards: local wall times, each made a moment by ``mktime``.
+    """
+    from datetime import datetime, timedelta  # noqa: PLC0415 - only cron jobs need these
+
+    from croniter import CroniterBadDateError, croniter  # noqa: PLC0415
+
+    try:
+        fields = _CRON_NICKNAMES.get(expr.strip().lower(), expr)
+        # From a second on: a time of ``now`` itself is at or before it.
+        start = datetime.fromtimestamp(now) + timedelta(seconds=1)  # noqa: DTZ006 - local wall
+        times = croniter(fields, start.replace(microsecond=0))
+        for _ in range(_DST_CANDIDATES):
+            wall = times.get_prev(datetime)
+            at = time.mktime((*wall.timetuple()[:8], -1))
+            if at <= now:
+                return at
+    except (CroniterBadDateError, OverflowError, ValueError):
+        return None
+    return None
 
 
 _CRON_FIELDS: Final = (
@@ -290,8 +390,21 @@ class JobActor(OwnActor):
         cut: LineCut | None = None,
         again: InPlacePermit | None = None,
         grace: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+        catch_up: bool = False,
+        last_tick: float | None = None,
     ) -> None:
         super().__init__()
+        # A periodic job's timers: ``clock`` is the scheduler's (a test's manual clock moves
+        # both), ``rand`` draws each tick's delay in its ``jitter`` (``tick_delay``).
+        self._clock = clock
+        self._rand = rand
+        # A persistent job's first start, as its supervisor read the journal: run a tick it
+        # missed now (``catch_up``), or go on from its last tick (wall time), an every job's
+        # ticks an interval after it (``first_tick``).
+        self._catch_up = catch_up
+        self._last_tick = last_tick
         # How long work that cannot be stopped from outside (a python thread) has to end by
         # itself after its timeout asked it to (attempt.cancelled), before it is killed: its
         # stop grace, as a stop gives it. 0: killed at once.
@@ -329,6 +442,7 @@ class JobActor(OwnActor):
         self._tick_seq = 0  # which arming is the live one: a tick that fires for another is void
         self._tick_due = 0.0  # monotonic time of the grid's next tick, that later ones follow
         self._next_tick_at: float | None = None  # wall time of the next tick, for the status
+        self._grid_at: float | None = None  # a cron job's: wall time of that tick, undelayed
         self._skipped = 0  # ticks skipped behind the attempt running (under the tick lock)
         self._recheck: TimerHandle | None = None
         self._deadline: TimerHandle | None = None
@@ -373,7 +487,12 @@ class JobActor(OwnActor):
             )
             probe.start()
         if self.schedule.periodic:
-            self._next_tick(time.monotonic())
+            first = self._clock()
+            if self._catch_up:
+                self.actor_inbox.put(_envelope(_TICK))  # its ticks go on from this one
+            elif self._last_tick is not None and self.schedule.every is not None:
+                first -= max(0.0, self._wall() - self._last_tick)
+            self._next_tick(first)
         else:
             self.actor_inbox.put(_envelope(_RUN))
 
@@ -478,18 +597,23 @@ class JobActor(OwnActor):
             self._send_attempt_report()  # it ticks on
 
     def _next_tick(self, first: float) -> None:
-        now = time.monotonic()
+        now = self._clock()
+        # Each tick waits its own draw after its time; the times themselves do not move.
+        drawn = tick_delay(self.schedule, self._rand)
         if self.schedule.cron is not None:
             # A cron time is a wall time: waited for in pieces, the wall clock read after each
             # (a clock set back ran the tick early, then again; one set forward, late).
-            delay = self._cron_delay()
-            self._arm_tick(min(delay, _CRON_PIECE), now + delay, at=self._wall() + delay)
+            wall = self._wall()
+            grid = self._cron_next(wall)
+            self._grid_at = grid
+            wait = max(0.0, grid + drawn - wall)
+            self._arm_tick(min(wait, _CRON_PIECE), now + max(0.0, grid - wall), at=grid + drawn)
             return
         every = self.schedule.every
         assert every is not None
         # Fixed rate from the first tick; the first comes one interval after the start.
         due = fixed_rate(first, every, now)
-        self._arm_tick(due - now, due)
+        self._arm_tick(due - now + drawn, due)
 
     def _arm_tick(self, delay: float, due: float, *, at: float | None = None) -> None:
         """The next tick in ``delay`` seconds (for a cron job: at wall time ``at``, looked at
@@ -503,10 +627,18 @@ class JobActor(OwnActor):
             self._next_tick_at = self._wall() + delay if at is None else at
             self._tick_timer = self._scheduler.call_later(delay, lambda: self._on_tick(due, seq))
 
-    def _cron_delay(self) -> float:
+    def _cron_next(self, now: float) -> float:
+        """The wall time of the cron expression's next tick after wall time ``now``.
+
+        After a tick its jitter delayed, the next time is the one after that tick's own (the
+        grid does not move: a jitter longer than a gap of the expression's delays the next
+        tick, never drops it), but none that even the longest delay would have run by now.
+        """
         cron = self.schedule.cron
         assert cron is not None
-        return cron_delay(cron, self._wall())
+        jitter, grid = self.schedule.jitter, self._grid_at
+        after = now if not jitter or grid is None else max(grid, now - jitter)
+        return after + cron_delay(cron, after)
 
     def _on_tick(self, due: float, seq: int) -> None:
         """Scheduler thread: queue a tick unless the previous attempt still runs."""
@@ -771,6 +903,11 @@ class JobActor(OwnActor):
             link.parent.tell(report)
 
     # -- its process, for status and signals (any thread; never blocks) ---------------------------
+
+    @property
+    def next_tick_at(self) -> float | None:
+        """Wall time of the next tick as armed, its jitter's draw included (None until armed)."""
+        return self._next_tick_at
 
     def _own_group(self) -> bool:
         """Whether an attempt runs in a process group of its own here: a command, or a python

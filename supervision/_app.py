@@ -21,7 +21,7 @@ import logbook
 from actors import BreakerState, BreakerStatus, check_runtime, live_tasks
 from supervision._fdlimit import fit_open_files
 from supervision._hangup import off_the_terminal
-from supervision._history import journal_path
+from supervision._history import journal_path, last_ticks
 from supervision._hubwatch import HubWatch
 from supervision._journal import (
     Journal,
@@ -75,6 +75,8 @@ class Composition:
     # in the tree and its status, settled as succeeded, and are not run again.
     succeeded: dict[str, tuple[int | None, float]] = field(default_factory=dict)
     cooldowns: dict[str, tuple[float, int]] = field(default_factory=dict)  # restored ones
+    # The persistent jobs' last ticks in the journal, {path: started_at}: see start_tree.
+    last_ticks: dict[str, float] = field(default_factory=dict)
     endpoint: Endpoint | None = None  # the HTTP endpoint, when the manifest or --http asks
     notifier: Notifier | None = None
     lock: StateDirLock | None = None  # the state dir's, when it holds it (run): released last
@@ -89,6 +91,8 @@ class Composition:
             kwargs["cooldowns"] = self.cooldowns
         if self.succeeded and "succeeded" not in kwargs:
             kwargs["succeeded"] = self.succeeded
+        if self.last_ticks and "last_ticks" not in kwargs:
+            kwargs["last_ticks"] = self.last_ticks
         kwargs.setdefault("output_dir", output_dir(self.manifest.state_dir))
         # The composition's masker, which a daemon's reload adds a new manifest's secrets to:
         # a job a reload brings must not print them in clear in its output file or the status.
@@ -177,9 +181,10 @@ def compose(
     (``JournalError`` if it cannot); ``resume`` does not run the once-jobs
     whose identical spec already succeeded there: they show as succeeded, with
     the exit the journal kept (``Composition.skipped``); ``restore`` (the daemon) reopens
-    the breakers the journal last saw open. ``hold`` (``"run"``) takes the state dir's lock
-    first, as the daemon does (``StateDirHeldError`` while another jobvisor holds it), and
-    keeps it until the composition closes: one jobvisor per state dir.
+    the breakers the journal last saw open. With ``journal``, each ``persistent`` job's last
+    tick is read from it (``Composition.last_ticks``). ``hold`` (``"run"``) takes the state
+    dir's lock first, as the daemon does (``StateDirHeldError`` while another jobvisor holds
+    it), and keeps it until the composition closes: one jobvisor per state dir.
     """
     lock = StateDirLock(manifest.state_dir, hold) if hold is not None else None
     try:
@@ -241,7 +246,10 @@ def _compose(
             paths = [path for path, _ in once_jobs(manifest.root)]
             successes = read_successes(journal_path(manifest.state_dir), paths)
             succeeded = succeeded_before(manifest.root, successes, base)
+        ticks: dict[str, float] = {}
         if journal:
+            persistent = _persistent_jobs(manifest)
+            ticks = last_ticks(journal_path(manifest.state_dir), persistent) if persistent else {}
             opened = Journal(manifest.state_dir, hashes=job_hashes(manifest.root, base))
         breakers = build_breakers(manifest.breakers)
         cooldowns: dict[str, tuple[float, int]] = {}
@@ -256,7 +264,16 @@ def _compose(
         record = opened.notified if opened is not None else None
         notifier = Notifier(manifest.notify, manifest.root, mask=masker.mask, record=record)
     composition = Composition(
-        manifest, chosen, setup, masker, breakers, opened, succeeded, cooldowns, notifier=notifier
+        manifest,
+        chosen,
+        setup,
+        masker,
+        breakers,
+        opened,
+        succeeded,
+        cooldowns,
+        ticks,
+        notifier=notifier,
     )
     if manifest.http is not None:
         from supervision._httpapi import open_endpoint  # noqa: PLC0415 - only when asked for
@@ -267,6 +284,15 @@ def _compose(
             composition.close()
             raise
     return composition
+
+
+def _persistent_jobs(manifest: Manifest) -> list[str]:
+    """The paths of the manifest's persistent periodic jobs (most manifests have none)."""
+    return [
+        path
+        for path, child in walk(manifest.root)
+        if isinstance(child, JobSpec) and child.schedule.persistent
+    ]
 
 
 def _restore_breakers(breakers: dict[str, Breaker], db: Path) -> None:

@@ -7,9 +7,11 @@ wins; other ``http`` keys merge shallowly too). A default applies only
 where it can: ``env``/``cwd`` to command jobs, ``args``/``kwargs`` to python
 jobs, ``service`` to command and python jobs, ``ready`` to services,
 ``stop.signal``/``user``/``umask``/``limits`` to command jobs, a default
-``command``/``http``/``python`` only to a job that names no kind of its own, and the run mode keys
+``command``/``http``/``python`` only to a job that names no kind of its own, the run mode keys
 (``service``/``every``/``cron``/``times``) only to a job that sets none of
-``service``, ``every`` or ``cron``. ``name`` and ``depends_on`` cannot be
+``service``, ``every`` or ``cron``, and ``persistent``/``jitter`` to periodic
+jobs only (whether their ``every`` or ``cron`` is their own or inherited), as
+``ready`` goes to services. ``name`` and ``depends_on`` cannot be
 defaults. Problems in an inherited value are reported once, at
 ``defaults.KEY``.
 """
@@ -26,19 +28,31 @@ if TYPE_CHECKING:
 
     from supervision._reader import Reader
 
-__all__ = ["FOR_KINDS", "JOB_KEYS", "KINDS", "MODES", "OWN_ONLY", "Defaults"]
+__all__ = [
+    "FOR_KINDS",
+    "JOB_KEYS",
+    "KINDS",
+    "MODES",
+    "OWN_ONLY",
+    "PERIODIC",
+    "TIMER_KEYS",
+    "Defaults",
+]
 
 # fmt: off
 KINDS: Final = ("command", "http", "python")
 MODES: Final = ("service", "every", "cron")
 JOB_KEYS: Final = (
     "name", *KINDS, "args", "kwargs", "cwd", "env", "service", "every", "times", "cron",
-    "timeout", "retry", "breaker", "restart", "autostart", "replicas", "depends_on", "ready",
-    "stop", "placement", "isolation", "output", "notify", "user", "umask", "limits",
+    "persistent", "jitter", "timeout", "retry", "breaker", "restart", "autostart", "replicas",
+    "depends_on", "ready", "stop", "placement", "isolation", "output", "notify", "user", "umask",
+    "limits",
     "success_exit_codes", "give_up_on",
 )
 # fmt: on
 OWN_ONLY: Final = ("name", "depends_on")
+PERIODIC: Final = ("every", "cron")  # the run modes a timer's settings go with
+TIMER_KEYS: Final = ("persistent", "jitter")  # a periodic job's only
 FOR_KINDS: Final = {  # fields that apply to some kinds only
     "env": ("command",),
     "cwd": ("command",),
@@ -88,7 +102,7 @@ class Defaults:
         defaults = self.fields
         own_kinds = [k for k in KINDS if k in own]
         kind = own_kinds[0] if own_kinds else next((k for k in KINDS if k in defaults), None)
-        own_mode = any(k in own for k in MODES)
+        unfit = self._unfit(own, kind)
         for key, dv in defaults.items():
             if key in own:
                 if key == "env":
@@ -99,10 +113,8 @@ class Defaults:
                     continue
                 self.used.add(key)
                 continue
-            if (key in KINDS and own_kinds) or (key in (*MODES, "times") and own_mode):
-                continue
-            if key in FOR_KINDS and kind not in FOR_KINDS[key]:
-                continue
+            if key in unfit:
+                continue  # unused by this job: checked alone if no job uses it
             merged[key] = dv
             inherited.add(key)
             self.used.add(key)
@@ -114,6 +126,18 @@ class Defaults:
                 del merged[key]
                 inherited.discard(key)
         return merged, inherited
+
+    def _unfit(self, own: dict[str, V], kind: str | None) -> set[str]:
+        """The defaults a job with fields ``own`` of kind ``kind`` cannot take."""
+        unfit = {key for key, kinds in FOR_KINDS.items() if kind not in kinds}
+        if any(k in own for k in KINDS):
+            unfit.update(KINDS)
+        own_mode = any(k in own for k in MODES)
+        if own_mode:
+            unfit.update((*MODES, "times"))
+        if not any(k in (own if own_mode else self.fields) for k in PERIODIC):
+            unfit.update(TIMER_KEYS)  # not periodic, by its own mode or an inherited one
+        return unfit
 
 
 def _merge(default: V, own: V, nested: Sequence[str] = ()) -> V:

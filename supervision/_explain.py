@@ -238,7 +238,13 @@ def _explain_mode(schedule: Schedule) -> str:
         mode = f"cron {schedule.cron!r}"
     else:
         mode = "once"
-    return mode if schedule.times is None else f"{mode}, times={schedule.times}"
+    if schedule.times is not None:
+        mode += f", times={schedule.times}"
+    if schedule.persistent:
+        mode += ", persistent"
+    if schedule.jitter is not None:
+        mode += f", jitter={fmt_duration(schedule.jitter)}"
+    return mode
 
 
 def _explain_stop(spec: JobSpec) -> str:

@@ -383,6 +383,8 @@ _JOB_TYPES: Final[dict[str, Shape]] = {
     "every": DURATION,
     "times": AT_LEAST_1,
     "cron": TEXT,
+    "persistent": FLAG,
+    "jitter": DURATION,
     "timeout": DURATION,
     "retry": AnyOf(
         (

@@ -23,6 +23,7 @@ __all__ = [
     "JournalError",
     "journal_path",
     "last_breaker_states",
+    "last_ticks",
     "open_cooldowns",
     "read_history",
     "read_recent_attempts",
@@ -231,6 +232,29 @@ def read_successes(
 
 
 _IN_MOST: Final = 500  # values in one IN (...): far below any SQLite's limit on parameters
+
+
+def last_ticks(db: Path, paths: Collection[str]) -> dict[str, float]:
+    """For a start with persistent jobs: the start (wall time) of each path's newest attempt.
+
+    Only ``paths`` (each one's newest row found through the path index); a path with no
+    attempt in the journal, or no journal at all, is left out.
+    """
+    if not paths or not db.exists():
+        return {}
+    found: dict[str, float] = {}
+    names = sorted(paths)
+    for at in range(0, len(names), _IN_MOST):
+        chunk = names[at : at + _IN_MOST]
+        marks = ", ".join("?" * len(chunk))
+        rows = _query(
+            db,
+            "SELECT path, started_at FROM attempts WHERE id IN"  # noqa: S608 - only marks
+            f" (SELECT MAX(id) FROM attempts WHERE path IN ({marks}) GROUP BY path)",
+            tuple(chunk),
+        )
+        found.update((str(path), float(started)) for path, started in rows)
+    return found
 
 
 def last_breaker_states(db: Path) -> dict[str, tuple[str, float]]:

@@ -897,6 +897,9 @@ class _Parser(WorkReader):
             "timeout": lambda _: self.schedule(job, {key: v}),
             "cron": lambda _: self.schedule(job, {key: v}),
             "times": lambda _: self.build(job, Schedule, every=1.0, times=self.count(v)),
+            "persistent": lambda _: self.build(job, Schedule, every=1.0, persistent=self.flag(v)),
+            # On a cron job: only the bounds every jitter has (``every`` adds its own).
+            "jitter": lambda _: self.build(job, Schedule, cron="@daily", jitter=self.duration(v)),
             "replicas": self.replicas,
             "retry": lambda v: self.retry(v, None),
             "breaker": self.breaker,
@@ -952,6 +955,10 @@ class _Parser(WorkReader):
             kwargs["times"] = self.count(f["times"])
         if "cron" in f:
             kwargs["cron"] = f["cron"].value
+        if "persistent" in f:
+            kwargs["persistent"] = self.flag(f["persistent"])
+        if "jitter" in f:
+            kwargs["jitter"] = self.duration(f["jitter"])
         return self.build(job, Schedule, **kwargs) if kwargs else _ONCE
 
     def stop(self, v: V) -> tuple[Any, Any]:

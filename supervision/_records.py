@@ -29,7 +29,7 @@ from supervision._spec import ActorSpec, JobSpec, SupervisorSpec, same_child
 from supervision._state import State
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, MutableMapping
 
     import pykka
 
@@ -110,6 +110,10 @@ class TreeContext:
     restart_hook: Callable[[str], None] | None = None
     # A daemon's restart: children still cooling down per the journal, {path: (left, cycle)}.
     cooldowns: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    # A daemon's or run's start: each persistent job's last tick (its start, wall time) per
+    # the journal, {path: at}; taken (popped) at the job's first start, so only that start
+    # goes by it (a job a reload adds later is a new one).
+    last_ticks: MutableMapping[str, float] = field(default_factory=dict)
     # `run --resume`: once-jobs whose identical spec succeeded in an earlier run, {path: (code,
     # at)} of that success; each settles as succeeded with it at its first start, not run.
     succeeded: Mapping[str, tuple[int | None, float]] = field(default_factory=dict)
@@ -466,6 +470,11 @@ class ChildRecord:
     # Left stopped at its supervisor's start (autostart: false) and not started since: what
     # the journal decides of a first start (a cooldown, --resume's success) is not its.
     held: bool = False
+    # A persistent job's first start, from the journal (``Supervisor._persisted``): run the
+    # tick it missed at once (cleared once started), or go on from its last tick (wall time;
+    # cleared once its first tick is shown).
+    catch_up: bool = False
+    last_tick: float | None = None
     # What the spec says, read on every restart: a job that ends by itself (the tracker's
     # ``finite``), and a periodic job (whose attempts do not end the child).
     finite: bool = field(init=False)
@@ -641,6 +650,10 @@ def start_incarnation(
             cut=ctx.cut,
             again=again,
             grace=spec.grace,
+            clock=ctx.monotonic,
+            rand=ctx.rand,
+            catch_up=rec.catch_up,
+            last_tick=rec.last_tick,
             jv_at_once=at_once,
         )
     if isinstance(spec, ActorSpec) and isinstance(spec.placement, RayPlacement):

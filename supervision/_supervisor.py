@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,7 @@ from actors._errors import (
     ShuttingDownError,
     traceback_of,
 )
-from actors._job import JobActor, first_tick, no_process
+from actors._job import JobActor, first_tick, missed_tick, no_process
 from actors._placement import RayPlacement
 from actors._supervised import OwnActor
 from supervision import _events as ev
@@ -355,6 +356,8 @@ class Supervisor(OwnActor):
             if blocker is not None:
                 self._not_yet(rec, blocker)
                 continue
+            if rec.starts == 0 and rec.periodic:
+                self._persisted(rec)
             self._launch(rec)
             if rec.state is State.STARTING:
                 self._starting = rec
@@ -395,6 +398,28 @@ class Supervisor(OwnActor):
             self._succeeded_before(rec, *before)
             return True
         return False
+
+    def _persisted(self, rec: ChildRecord) -> None:
+        """A periodic job's first start: a persistent one goes by its last tick in the journal.
+
+        It runs a tick it missed while jobvisor was not running at once (once, however many
+        it missed: ``missed_tick``), or its ticks go on from its last one (``first_tick``).
+        """
+        last = self.ctx.last_ticks.pop(rec.path, None)
+        spec = rec.spec
+        if last is None or not isinstance(spec, JobSpec) or not spec.schedule.persistent:
+            return
+        missed = missed_tick(spec.schedule, last, self.ctx.wall())
+        if missed is None:
+            rec.last_tick = last
+            return
+        rec.catch_up = True
+        log.info(
+            "{}: missed its tick at {} while jobvisor was not running (persistent): running it now",
+            rec.path,
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(missed)),
+            extra={"path": rec.path},
+        )
 
     def _resume_cooldown(self, rec: ChildRecord, left: float, cycle: int) -> None:
         """Pick up a cooldown the journal says was running when the last daemon stopped."""
@@ -509,10 +534,12 @@ class Supervisor(OwnActor):
                 rec, link, self.ctx, Supervisor, at_once=at_once, again=permit
             )
         except Exception as exc:
+            rec.catch_up, rec.last_tick = False, None  # the first start's only
             # Told, not handled here: a restart that fails at once would otherwise recurse.
             log.exception("{}: could not start", rec.path)
             self.actor_ref.tell(ChildExit(rec.key, rec.incarnation, exc))
             return
+        rec.catch_up = False  # the first start's only: a restart's ticks go on from it
         if rec.actor._jv_started_at_once:
             # Its exit, if it already crashed, is queued behind this turn: started comes first,
             # as it would have by message.
@@ -591,7 +618,8 @@ class Supervisor(OwnActor):
             return
         if rec.periodic:  # its first tick, until its attempts tell the next ones exactly
             assert isinstance(rec.spec, JobSpec)
-            rec.next_start_at = first_tick(rec.spec.schedule, self.ctx.wall())
+            last, rec.last_tick = rec.last_tick, None
+            rec.next_start_at = first_tick(rec.spec.schedule, self.ctx.wall(), last)
         self._up(rec)
         # A restart's own line said it was coming: its start is a detail (one record per
         # decision a person needs: the failure, then the restart or the give-up).

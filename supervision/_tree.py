@@ -418,6 +418,7 @@ def start_tree(
     output_dir: Path | None = None,
     succeeded: Mapping[str, tuple[int | None, float]] | None = None,
     mask: Callable[[str], str] | None = None,
+    last_ticks: Mapping[str, float] | None = None,
 ) -> Tree:
     """Start the tree a manifest (or a ``SupervisorSpec``) describes and return its handle.
 
@@ -447,6 +448,11 @@ def start_tree(
     of once-jobs that succeeded in an earlier run to that success's ``(code,
     at)``: each stays in the tree and its status, settled as succeeded with
     that exit and never started (a job depending on it starts at once).
+    ``last_ticks`` (what a daemon or ``run`` found in the journal) maps the paths of
+    ``persistent`` periodic jobs to their last tick's start (wall time): at its first start
+    such a job runs a tick it missed since at once, or goes on from it (see
+    ``actors._job.missed_tick``); without it a persistent job has nothing to go by and
+    starts as any periodic job.
     ``mask`` hides secrets in the status and the output files (default: the
     manifest's ``secrets``); a daemon passes its own masker, which a reload adds
     the new manifest's secrets to. A ``SecretMasker``'s ``mask`` also keeps each
@@ -501,6 +507,7 @@ def start_tree(
         failure_hook=getattr(sink, "on_failure", None),
         restart_hook=getattr(sink, "on_restart", None),
         cooldowns=cooldowns or {},
+        last_ticks=dict(last_ticks or {}),  # the tree's own: its supervisors take from it
         succeeded=succeeded or {},
         budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,
     )

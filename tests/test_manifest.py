@@ -359,6 +359,61 @@ def test_a_default_timeout_is_for_jobs_that_end_not_services() -> None:
     assert "run: service; timeout=1h (each run is stopped after it, then restarted);" in text
 
 
+def test_persistent_and_jitter_go_to_periodic_jobs_and_defaults_give_them_to_those_only() -> None:
+    """As a default ``ready`` goes to services only: a default ``persistent`` or ``jitter``
+    goes to every periodic job (its own mode or one it inherits), never a once job or a
+    service, where it could not apply."""
+    m = load("""
+        version: 1
+        defaults: {persistent: true, jitter: 30s}
+        jobs:
+          - {name: hourly, python: "m:f", every: 1h}
+          - {name: nightly, python: "m:f", cron: "0 3 * * *", jitter: 10m}
+          - {name: own, python: "m:f", every: 5m, persistent: false}
+          - {name: once, python: "m:f"}
+          - {name: svc, python: "m:f", service: true}
+    """)
+    hourly, nightly, own, once, svc = m.root.children
+    assert hourly.schedule == Schedule(every=3600.0, persistent=True, jitter=30.0)
+    assert nightly.schedule == Schedule(cron="0 3 * * *", persistent=True, jitter=600.0)
+    assert own.schedule == Schedule(every=300.0, jitter=30.0)
+    assert once.schedule == Schedule()
+    assert svc.schedule == Schedule(service=True)
+    text = m.explain()
+    assert "run: every 1h, persistent, jitter=30s; timeout=none;" in text
+    assert "run: cron '0 3 * * *', persistent, jitter=10m; timeout=none;" in text
+    assert "run: every 5m, jitter=30s; timeout=none;" in text
+    assert "run: once; timeout=none;" in text  # neither shown where it is not set
+    inherited = load("""
+        version: 1
+        defaults: {every: 1h, times: 2, persistent: true}
+        jobs: [{name: a, python: "m:f"}]
+    """)
+    assert inherited.root.children[0].schedule == Schedule(every=3600.0, times=2, persistent=True)
+
+
+def test_a_default_jitter_is_checked_against_each_periodic_job_and_alone() -> None:
+    issues = issues_of("""
+        version: 1
+        defaults: {jitter: 1m}
+        jobs:
+          - {name: fast, python: "m:f", every: 30s}
+          - {name: slow, python: "m:f", every: 1h}
+    """)
+    assert [(i.path, i.line) for i in issues] == [("defaults.jitter", 2)]
+    assert "expected a jitter shorter than every (30s)" in issues[0].message
+    # No periodic job takes them: checked all the same, as any unused default is.
+    issues = issues_of("""
+        version: 1
+        defaults: {jitter: soon, persistent: maybe}
+        jobs: [{name: once, python: "m:f"}]
+    """)
+    assert sorted((i.path, i.line) for i in issues) == [
+        ("defaults.jitter", 2),
+        ("defaults.persistent", 2),
+    ]
+
+
 def test_defaults_with_a_bad_value_are_reported_once_at_defaults() -> None:
     issues = issues_of("""
         version: 1
@@ -645,6 +700,16 @@ ERRORS = [  # (text, path, line, expected, actual)
     (JOB + "    every: 1s\n    times: '3'\n", "jobs[0].times", 6, "expected a count >= 1", "got '3'"),
     (JOB + "    times: 3\n", "jobs[0].times", 5, "expected times only on a periodic job (every or cron)", "got it on a once job"),
     (JOB + "    service: true\n    every: 1s\n", "jobs[0].every", 6, "expected one run mode", "got both service and every"),
+    (JOB + "    persistent: true\n", "jobs[0].persistent", 5, "expected persistent only on a periodic job (every or cron)", "got it on a once job"),
+    (JOB + "    service: true\n    persistent: true\n", "jobs[0].persistent", 6, "expected persistent only on a periodic job (every or cron)", "got it on a service job"),
+    (JOB + "    every: 1h\n    persistent: maybe\n", "jobs[0].persistent", 6, "expected true or false", "got 'maybe'"),
+    (JOB + "    jitter: 5s\n", "jobs[0].jitter", 5, "expected jitter only on a periodic job (every or cron)", "got it on a once job"),
+    (JOB + "    service: true\n    jitter: 5s\n", "jobs[0].jitter", 6, "expected jitter only on a periodic job (every or cron)", "got it on a service job"),
+    (JOB + "    every: 1m\n    jitter: -1s\n", "jobs[0].jitter", 6, "expected a duration >= 0", "got '-1s'"),
+    (JOB + "    every: 1m\n    jitter: soon\n", "jobs[0].jitter", 6, "expected a duration >= 0", "got 'soon'"),
+    (JOB + "    every: 1m\n    jitter: 1m\n", "jobs[0].jitter", 6, "expected a jitter shorter than every (1m): each tick's delay must end before the next tick is due", "got '1m'"),
+    (JOB + "    every: 1m\n    jitter: 90s\n", "jobs[0].jitter", 6, "expected a jitter shorter than every (1m)", "got '90s'"),
+    (JOB + "    cron: '@daily'\n    jitter: 4000d\n", "jobs[0].jitter", 6, "expected a duration up to 3650d", "got '4000d'"),
     (JOB + "    service: maybe\n", "jobs[0].service", 5, "expected true or false", "got 'maybe'"),
     (JOB + "    autostart: maybe\n", "jobs[0].autostart", 5, "expected true or false", "got 'maybe'"),
     (JOB + "    autostart: [false]\n", "jobs[0].autostart", 5, "expected true or false", "got a list"),

@@ -260,7 +260,7 @@ def job(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(KINDS))
     others = [k for k in KINDS if k != kind]
     unfit = [k for k, kinds in FOR_KINDS.items() if kind not in kinds]
-    modes = ("service", "every", "cron", "times")
+    modes = ("service", "every", "cron", "times", "persistent", "jitter")
     skip = (*others, *unfit, "name", *_CROSS, *modes, kind)
     fields = draw(mapping(JOB, 9, skip=skip))
     cross = {k: v for k, v in _CROSS.items() if k not in (*others, *unfit, kind)}
@@ -276,6 +276,11 @@ def job(draw: st.DrawFn) -> dict[str, Any]:
             own["times"] = draw(st.integers(1, 3))
     elif mode == "cron":
         own["cron"] = "*/5 * * * *"
+    if mode in ("every", "cron"):  # a timer's settings, a periodic job's only
+        if draw(st.booleans()):
+            own["persistent"] = draw(_LEAF_VALUES["flag"])
+        if draw(st.booleans()):
+            own["jitter"] = draw(st.sampled_from([0, "0s", "0ms", 0.0]))  # below any every
     if kind != "command" and "stop" in fields and isinstance(fields["stop"], dict):
         fields["stop"].pop("signal", None)
     work = {
@@ -377,6 +382,8 @@ _JOB_CASES = [
     ("times", Leaf("count")),
     ("service", Leaf("flag")),
     ("autostart", Leaf("flag")),
+    ("persistent", Leaf("flag")),
+    ("jitter", Leaf("duration")),
     ("restart", Choice(("x",))),
     ("retry", Fields({})),
     ("replicas", Leaf("count")),
