@@ -637,7 +637,10 @@ class JobActor(OwnActor):
         cron = self.schedule.cron
         assert cron is not None
         jitter, grid = self.schedule.jitter, self._grid_at
-        after = now if not jitter or grid is None else max(grid, now - jitter)
+        after = now
+        if grid is not None:
+            # Never the tick just run again: its wake may come up to _CRON_EARLY before it.
+            after = max(grid, now - jitter if jitter else now)
         return after + cron_delay(cron, after)
 
     def _on_tick(self, due: float, seq: int) -> None:

@@ -393,3 +393,28 @@ def test_run_catches_up_a_missed_tick_too(tmp_path: Path, ticked_once: Path) -> 
     assert out.returncode == 0, out.stderr  # its one tick, the catch-up, ran: it ended
     assert "nightly: missed its tick at" in out.stderr
     assert _ticks(tmp_path) == 2
+
+
+def test_a_cron_tick_woken_a_little_before_its_time_is_not_run_twice(make_tree, events) -> None:
+    """A wake up to 50 ms before a cron time is that tick (the wall clock and the timers'
+    clock drift apart); its next time was then reckoned from that early wall time: the same
+    time again, and the tick ran twice."""
+    clock = ManualClock()
+    minute = 1_700_000_040.0
+    epoch = minute - 30 - clock()
+    lag = [0.0]  # how far the wall clock has fallen behind the timers' clock
+
+    def wall() -> float:
+        return epoch + clock() - lag[0]
+
+    spec = SupervisorSpec(children=(_job("c", Schedule(cron="* * * * *")),))
+    tree = make_tree(spec, on_event=events, monotonic=clock, wall=wall)
+    wait_until(lambda: tree.status()["children"][0]["next_start_at"] == minute, "armed")
+    for _ in range(2):  # its wait in pieces of 10 s
+        clock.advance(10)
+    lag[0] = 0.03
+    clock.advance(10)  # the timer fires; the wall clock reads 30 ms before the minute
+    events.wait_for(lambda _: len(events.of(AttemptFinished, "c")) == 1)
+    wait_until(lambda: tree.status()["children"][0]["next_start_at"] == minute + 60, "next")
+    clock.advance(1)
+    assert len(events.of(AttemptFinished, "c")) == 1
