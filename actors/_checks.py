@@ -19,6 +19,7 @@ __all__ = [
     "HEADER_NAME",
     "MAX_DURATION",
     "SOCKET_MAX_DURATION",
+    "a_kind",
     "fmt_duration",
     "is_number",
     "key_field",
@@ -55,6 +56,34 @@ def is_number(value: object) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an int too large for a float
         return False
+
+
+# What a message calls a value of a builtin type: words, not Python's type names ("a int").
+_KINDS: Final = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (bytes | bytearray, "binary data"),
+    (dict, "a mapping"),
+    (list, "a list"),
+    (tuple, "a tuple"),
+    (set | frozenset, "a set"),
+)
+
+
+def a_kind(value: object) -> str:
+    """What ``value`` is, for a message that must not show it: ``an integer``, ``a mapping``,
+    ``an object``, ``a PosixPath``, ``the class LoggingSpec`` (a class given for an instance)."""
+    if value is None:
+        return "None"
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
+    for cls, said in _KINDS:
+        if isinstance(value, cls):
+            return said
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeio' else 'a'} {name}"
 
 
 def need(ok: bool, field: str, expected: str, got: object, *, shown: str | None = None) -> None:

@@ -39,6 +39,7 @@ import logbook
 
 from actors._checks import (
     EXIT_CODES,
+    a_kind,
     fmt_duration,
     key_field,
     need,
@@ -156,7 +157,7 @@ class CommandWork:
                 key_field("env", key),
                 "a string",
                 value,
-                shown=type(value).__name__,
+                shown=a_kind(value),
             )
         need(
             isinstance(self.stop_signal, int)

@@ -37,6 +37,7 @@ from actors._checks import (
     HEADER_NAME,
     HTTP_STATUSES,
     SOCKET_MAX_DURATION,
+    a_kind,
     key_field,
     need,
     need_duration,
@@ -203,7 +204,7 @@ def _check_map(name: str, entries: object, *, header: bool) -> None:
         else:
             need_key(isinstance(key, str), key_field(f"http.{name}", key), "a string", key)
         at = key_field(f"http.{name}", key)
-        need(isinstance(value, str), at, "a string", value, shown=type(value).__name__)
+        need(isinstance(value, str), at, "a string", value, shown=a_kind(value))
         if header:
             need_header_value(at, value)
 
@@ -222,14 +223,14 @@ def _check_payload(json: Any, body: Any) -> None:
         except (TypeError, ValueError, RecursionError):
             # The exception's text may quote the value: name only its kind.
             raise SpecError(
-                field="http.json", expected=JSON_EXPECTED, got=json, shown=type(json).__name__
+                field="http.json", expected=JSON_EXPECTED, got=json, shown=a_kind(json)
             ) from None
     need(
         body is None or isinstance(body, str | bytes),
         "http.body",
         "the request body as a string",
         body,
-        shown=type(body).__name__,
+        shown=a_kind(body),
     )
 
 

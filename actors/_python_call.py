@@ -95,7 +95,9 @@ def resolve_target(target: str) -> Any:
         except AttributeError:
             raise AttributeError(f"{target}: module {module_name!r} has no {attr_path!r}") from None
     if not callable(obj):
-        raise TypeError(f"{target} is a {type(obj).__name__}, not a function")
+        kind = type(obj).__name__
+        article = "an" if kind[:1].lower() in "aeio" else "a"  # an int, a float
+        raise TypeError(f"{target} is {article} {kind}, not a function")
     return obj
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from actors import SpecError
+from actors._checks import a_kind
 from supervision._secrets import SecretMasker
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ def show(value: object) -> str:  # noqa: PLR0911 - one return per kind of value 
         return "a list" if value else "an empty list"
     if isinstance(value, bytes):
         return "binary data"
-    return f"a {type(value).__name__}"
+    return a_kind(value)
 
 
 # supervisord's and systemd's words for a job's fields, as people migrating write them.

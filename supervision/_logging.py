@@ -42,6 +42,7 @@ import logbook
 from logbook.compat import RedirectLoggingHandler
 
 from actors import JobvisorError, SpecError, active_runtime, describe
+from actors._checks import a_kind
 from supervision._damper import CLEAN, CrashLoopDamper, Summary
 from supervision._files import UnsafePathError, check_parents, make_dirs, open_private_file
 from supervision._secrets import SecretMasker, printable, printable_json
@@ -363,9 +364,9 @@ def _logging_of(
         return spec, base_dir
     block = getattr(spec, "logging", None)
     if not isinstance(block, LoggingSpec):
-        given = "None" if spec is None else f"a {type(spec).__name__}"
         raise SpecError(
-            f"configure_logging takes a LoggingSpec or a Manifest (load_manifest); got {given}"
+            f"configure_logging takes a LoggingSpec or a Manifest (load_manifest); got "
+            f"{a_kind(spec)}"
         )
     for secret in getattr(spec, "secrets", ()):
         masker.add(secret)

@@ -787,7 +787,7 @@ class _Parser(WorkReader):
             options["notify"] = read_notify(self, f["notify"]) or BAD
         for key, read in (
             ("breaker", self.breaker),
-            ("ready", self.ready),
+            ("ready", lambda v: self.ready(v, None if "placement" in f else options["work"])),
             ("placement", self.placement),
             ("give_up_on", self.give_up_on),
             ("autostart", self.flag),
@@ -1086,7 +1086,9 @@ class _Parser(WorkReader):
         items = self.items(v, "a list of sibling names", single_ok=True)
         return [i for i in items or [] if not isinstance(self.name(i, "a sibling's name"), Bad)]
 
-    def ready(self, v: V) -> Any:
+    def ready(self, v: V, work: object = None) -> Any:
+        """``ready:``; its command's program is warned of when it is not there, as it runs
+        beside ``work`` (the job's; None: not looked for, a job run on Ray or a default)."""
         f = self.fields(
             v,
             READY_KEYS,
@@ -1103,6 +1105,8 @@ class _Parser(WorkReader):
             else:
                 argv, shell = command
                 kwargs["command"] = argv if shell is None else ("/bin/sh", "-c", shell)
+                if work is not None:
+                    self.warn_probe_program(f["command"], command, work)
         for key in ("timeout", "interval"):
             if key in f:
                 kwargs[key] = self.duration(f[key])

@@ -54,6 +54,11 @@ URL_EXPECTED: Final = (
     "an http:// or https:// URL with a host and no spaces or control characters "
     "(percent-encode them: %20)"
 )
+# What fails when a notifier's program is not there now (see WorkReader.warn_unrunnable).
+_NOTIFIER_FAILS: Final = (
+    "every notification it is to send fails unless it is installed by then",
+    "every notification it is to send fails unless it is made one by then",
+)
 # Whitespace and control characters: an HTTP client refuses them in the request line.
 _NOT_IN_URL: Final = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
 
@@ -167,6 +172,8 @@ def _read_one(reader: WorkReader, v: V) -> NotifySpec | None:
     kwargs: dict[str, Any] = {"on": _events(reader, f["on"])}
     if "command" in f:
         command = reader.command(f["command"])
+        if not isinstance(command, Bad):  # run beside the manifest, with jobvisor's PATH
+            reader.warn_unrunnable(f["command"], command, {}, _NOTIFIER_FAILS)
         kwargs["command"] = (
             command
             if isinstance(command, Bad)

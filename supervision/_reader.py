@@ -98,7 +98,8 @@ class Reader:
 
         ``at`` is the mapping the spec is read from and ``prefix`` the name its
         fields start with (``backoff`` for ``backoff.max``). The spec reports
-        its first bad field; that field is then left to its default and the
+        its first bad field; that field is then left to its default (an entry
+        of a mapping field, ``headers.X-One``: that entry left out) and the
         spec built again, so that every bad field of one mapping is reported,
         but none that only follows from one reported.
         """
@@ -147,6 +148,13 @@ class Reader:
                 key = _kwarg_of(exc.field, kwargs)
                 if key is None or key in dropped:
                     return BAD
+                entry = _entry_of(exc.field, key, kwargs[key])
+                if entry is not None:
+                    # Only that entry goes (each header, each env variable): the mapping's
+                    # other entries are checked too, and each one refused is reported.
+                    kwargs[key] = {k: v for k, v in kwargs[key].items() if k != entry[0]}
+                    checked_only = True
+                    continue
                 dropped.add(key)
                 if stand_ins and key in stand_ins:  # one the spec cannot do without
                     kwargs[key] = stand_ins[key]
@@ -362,6 +370,18 @@ def _kwarg_of(field: str, kwargs: dict[str, Any]) -> str | None:
         return key
     joined = field.replace(".", "_")
     return joined if joined in kwargs else None
+
+
+def _entry_of(field: str, key: str, value: object) -> tuple[object] | None:
+    """The entry of mapping ``value`` (keyword ``key``) that ``field`` names, in a 1-tuple:
+    ``http.headers.X-Two`` -> ``("X-Two",)``; None when it names the whole of it."""
+    parts = _field_parts(field)
+    if not isinstance(value, dict) or key not in parts:  # ``stop.signal``: no entry named
+        return None
+    at = parts.index(key) + 1
+    if at < len(parts) and parts[at] in value:
+        return (parts[at],)
+    return None
 
 
 def _names_any(exc: SpecError, fields: set[str]) -> bool:

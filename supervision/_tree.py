@@ -35,6 +35,7 @@ from actors import (
     check_runtime,
     start_supervised,
 )
+from actors._checks import a_kind
 from actors._placement import check_placeable
 from actors._spawn import REAPED_UNREAD, reaped_unread
 from supervision._abandon import AbandonWatch
@@ -525,7 +526,7 @@ def _tree_spec(manifest_or_spec: object) -> SupervisorSpec:
     if isinstance(spec, SupervisorSpec):
         return spec
     given = manifest_or_spec
-    what = "None" if given is None else f"a {type(given).__name__}"
+    what = a_kind(given)
     if isinstance(given, str | PurePath):
         what += ": load it with load_manifest(path_or_text) first"
     elif isinstance(given, JobSpec | ActorSpec):

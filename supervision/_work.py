@@ -11,8 +11,10 @@ import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
+import itertools
 import os
 import re
+import shlex
 import shutil
 import sys
 import threading
@@ -67,6 +69,67 @@ def _shell_text_warning(names: tuple[str, ...]) -> str:
 
 
 _SHELLS: Final = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh"})
+
+# What fails when a command's program is not there now: (one not on PATH, a path that is not
+# an executable file).
+JOB_FAILS: Final = (
+    "the job fails when it starts (exit 127) unless it is installed by then",
+    "the job fails when it starts (exit 126 or 127) unless it is made one by then",
+)
+PROBE_FAILS: Final = (
+    "the readiness check fails, and so does the service's start, unless it is installed by then",
+    "the readiness check fails, and so does the service's start, unless it is made one by then",
+)
+# The first word of a command string that a shell runs itself, not as a program found on PATH:
+# its builtins and keywords (sh's, dash's and bash's).
+# fmt: off
+_SHELL_OWN: Final = frozenset({
+    "!", "{", "}", "[[", "]]", "case", "coproc", "do", "done", "elif", "else", "esac", "fi", "for",
+    "function", "if", "in", "select", "then", "time", "until", "while", ".", ":", "[", "alias",
+    "bg", "break", "builtin", "caller", "cd", "command", "compgen", "complete", "continue",
+    "declare", "dirs", "disown", "echo", "enable", "eval", "exit", "export", "false", "fc", "fg",
+    "getopts", "hash", "help", "history", "jobs", "kill", "let", "local", "logout", "mapfile",
+    "newgrp", "popd", "printf", "pushd", "pwd", "read", "readarray", "readonly", "return", "set",
+    "shift", "shopt", "source", "suspend", "test", "times", "trap", "true", "type", "typeset",
+    "ulimit", "umask", "unalias", "unset", "wait",
+})
+# fmt: on
+# Shell syntax in the first word that this check does not follow: an assignment (A=b cmd),
+# an expansion ($X, `cmd`, ~, a glob, {a,b}), history's and negation's '!'.
+_UNFOLLOWED: Final = re.compile(r"[$`=*?\[{}!]|^~")
+_SHELL_PUNCTUATION: Final = frozenset("();<>|&")
+
+
+def shell_program(script: str) -> str | None:
+    """The program a shell command string runs first, when a plain word names it: ``./sync.sh``
+    of ``"./sync.sh --x"``; ``exec``'s word after it. None when the check cannot tell: shell
+    syntax before that word (an assignment, an expansion, a redirection, a subshell or group,
+    a function definition), a builtin or keyword (``cd``, ``if``, ``.``), or a quote left open.
+    A wrapper that is a program (``env``, ``sudo``, ``nice``) is the program looked for: what
+    it runs is found through its own rules (sudo's secure_path), not followed here.
+    """
+    lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        words = list(itertools.islice(lexer, 3))
+    except ValueError:  # a quote left open: the shell refuses the string itself
+        return None
+    if words[:1] == ["exec"]:
+        words = words[1:]  # exec runs its word as the program (exec's options not followed)
+    if not words:
+        return None
+    first, after = words[0], words[1] if len(words) > 1 else ""
+    if (
+        not first
+        or set(first) <= _SHELL_PUNCTUATION
+        or first.startswith("-")
+        or _UNFOLLOWED.search(first)
+        or first in _SHELL_OWN
+        or after.startswith("(")  # f() { ...; }: a function defined
+        or (first.isdigit() and after[:1] in ("<", ">"))  # 2>err cmd: a redirection first
+    ):
+        return None
+    return first
 
 
 def _shell_script(argv: list[Any]) -> int | None:
@@ -183,8 +246,8 @@ class WorkReader(Reader):
         else:
             argv, shell = command
             given.update({"argv": argv} if shell is None else {"shell": shell})
-            if shell is None and "placement" not in f:  # a Ray node has its own programs
-                self.warn_missing_program(f["command"], argv[0], given)
+            if "placement" not in f:  # a Ray node has its own programs
+                self.warn_unrunnable(f["command"], command, given)
         if stop_signal is not None:
             given["stop_signal"] = stop_signal
         if grace is not None:
@@ -192,7 +255,38 @@ class WorkReader(Reader):
         cls = self.kind_class(f["command"], "actors._command", "CommandWork", "command jobs")
         return BAD if cls is None else self.build_read(job, cls, given, stand_ins=STAND_INS)
 
-    def warn_missing_program(self, v: V, program: str, given: dict[str, Any]) -> None:
+    def warn_unrunnable(
+        self,
+        v: V,
+        command: tuple[tuple[str, ...], str | None],
+        given: dict[str, Any],
+        fails: tuple[str, str] = JOB_FAILS,
+    ) -> None:
+        """Warn of a command (read by ``command``) whose program is not there now: an argv's
+        first item, a command string's first word when a plain one names it (``shell_program``).
+        ``given`` holds the ``cwd`` and ``env`` it runs with (none: beside the manifest, with
+        jobvisor's PATH); ``fails`` says what fails then."""
+        argv, shell = command
+        program = argv[0] if shell is None else shell_program(shell)
+        if program is not None:
+            self.warn_missing_program(v, program, given, fails)
+
+    def warn_probe_program(
+        self, v: V, command: tuple[tuple[str, ...], str | None], work: object
+    ) -> None:
+        """Warn of a readiness check's program that is not there now. A command job's check
+        runs as its command does (``ReadyProbe.beside``: the job's cwd and env); another's
+        beside the manifest with jobvisor's PATH. ``work`` read ``BAD``: not looked for."""
+        if isinstance(work, Bad):
+            return
+        given: dict[str, Any] = {}
+        if getattr(work, "confinement", None) is not None:
+            given = {"cwd": getattr(work, "cwd", None), "env": dict(getattr(work, "env", {}))}
+        self.warn_unrunnable(v, command, given, PROBE_FAILS)
+
+    def warn_missing_program(
+        self, v: V, program: str, given: dict[str, Any], fails: tuple[str, str] = JOB_FAILS
+    ) -> None:
         """Warn of a program that is not there now: the job would fail at its start."""
         env, cwd = given.get("env"), given.get("cwd")
         if "/" in program:
@@ -209,19 +303,17 @@ class WorkReader(Reader):
             )
         if not missing:
             return
-        items = self.items(v, "a list")  # read without a fault already
+        # An argv's program is its first item; a command string is one value.
+        items = self.items(v, "a list") if isinstance(v.value, list) else None
         at = items[0] if items else v
         if "/" in program:
             self.warn(
-                at,
-                f"expected an executable file, got {where!r}, which is not one now: the "
-                "job fails when it starts (exit 126 or 127) unless it is made one by then",
+                at, f"expected an executable file, got {where!r}, which is not one now: {fails[1]}"
             )
         else:
             self.warn(
                 at,
-                f"expected a program on PATH, got {program!r}, which is not found now: the job "
-                "fails when it starts (exit 127) unless it is installed by then",
+                f"expected a program on PATH, got {program!r}, which is not found now: {fails[0]}",
             )
 
     def directory(self, v: V) -> str | Bad:

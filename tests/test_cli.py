@@ -237,6 +237,51 @@ jobs:
     assert "max_restarts" in out.stdout
 
 
+def test_validate_reports_each_bad_header_and_warns_of_a_command_strings_program(
+    tmp_path: Path,
+) -> None:
+    """The new-user trial: a second bad header of one mapping went unsaid, and a command string
+    or a notifier whose program is not there validated clean (then exit 127 at run time)."""
+    write(
+        tmp_path,
+        r"""
+        version: 1
+        notify:
+          - {on: [failed], command: /usr/local/bin/page-ops-jv}
+        jobs:
+          - {name: sync, command: "./sync.sh --x"}
+          - {name: other, command: nosuchprog-jv --x}
+          - {name: fine, command: "cd /tmp && exec sleep 1"}
+          - name: ping
+            http:
+              url: http://127.0.0.1:9/x
+              headers: {X-One: "caf€", X-Two: "a\u0001b"}
+        """.lstrip("\n"),
+    )
+    out = jobvisor("validate", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    issues = [line for line in out.stderr.splitlines() if not line.startswith("warning: ")]
+    expected = "expected a header value of Latin-1 text"
+    assert issues == [
+        f"jobs.yaml:11: jobs[3].http.headers.X-One: {expected} {HEADER_WHY}, got 'caf€'",
+        f"jobs.yaml:11: jobs[3].http.headers.X-Two: {expected} {HEADER_WHY}, got 'a\\x01b'",
+    ]
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning: ")]
+    not_a_file = "expected an executable file, got"
+    assert [w.partition(", which")[0] for w in warnings] == [
+        f"warning: jobs.yaml:3: notify[0].command: {not_a_file} '/usr/local/bin/page-ops-jv'",
+        f"warning: jobs.yaml:5: jobs[0].command: {not_a_file} '{tmp_path / 'sync.sh'}'",
+        "warning: jobs.yaml:6: jobs[1].command: expected a program on PATH, got 'nosuchprog-jv'",
+    ]
+    assert "Traceback" not in out.stderr
+
+
+HEADER_WHY = (
+    "without control characters, line breaks or leading/trailing whitespace (percent-encode or "
+    "base64 other text)"
+)
+
+
 def test_secrets_never_reach_any_output(tmp_path: Path) -> None:
     secret = "s3cr3t-t0ken-value"
     write(

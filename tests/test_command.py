@@ -179,7 +179,7 @@ class Runner:
         ({"shell": "  "}, "non-empty"),
         ({"argv": ("true",), "grace": -1}, "stop.grace"),
         ({"argv": ("true",), "stop_signal": 12345}, "stop.signal"),
-        ({"argv": ("true",), "env": {"A": 1}}, "env"),
+        ({"argv": ("true",), "env": {"A": 1}}, "env.A: expected a string, got an integer"),
     ],
 )
 def test_invalid_commands_are_refused(kwargs: dict[str, Any], message: str) -> None:

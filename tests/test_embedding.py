@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervision import SpecError, python_job, start_tree
+from supervision import SpecError, SupervisorSpec, python_job, start_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -183,10 +183,14 @@ TEXT = "version: 1\njobs:\n  - {name: a, command: 'true'}\n"
 @pytest.mark.parametrize(
     ("given", "said"),
     [
-        (TEXT, "got a str: load it with load_manifest(path_or_text) first"),
+        (TEXT, "got a string: load it with load_manifest(path_or_text) first"),
         (Path("jobs.yaml"), "got a PosixPath: load it with load_manifest(path_or_text) first"),
         (None, "got None"),
-        ({"version": 1, "jobs": []}, "got a dict"),
+        ({"version": 1, "jobs": []}, "got a mapping"),
+        (5, "got an integer"),
+        (2.5, "got a number"),
+        (object(), "got an object"),
+        (SupervisorSpec, "got the class SupervisorSpec"),
         (
             python_job("a", "jobfuncs:ok"),
             "got a JobSpec: put it in one, SupervisorSpec(children=(spec,))",

@@ -815,6 +815,23 @@ def test_a_get_redirected_to_another_host_drops_the_headers_set_from_secrets(
 # -- header values -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"headers": {"X": 5}}, "http.headers.X: expected a string, got an integer"),
+        ({"json": {1, 2}}, "got a set"),
+        ({"body": 5}, "http.body: expected the request body as a string, got an integer"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_named_by_its_kind_in_words(
+    fields: dict[str, Any], said: str
+) -> None:
+    """Never shown (it may be a secret), and never as Python's type name: "got int"."""
+    with pytest.raises(SpecError) as info:
+        HttpWork(url="http://h", **fields)
+    assert str(info.value).endswith(said), info.value
+
+
 def test_a_header_value_that_is_not_latin_1_is_refused_naming_the_header() -> None:
     with pytest.raises(SpecError) as info:
         HttpWork(url="http://h", headers={"X-Api-Key": "abc€secretEURO"})

@@ -94,6 +94,16 @@ def test_import_errors_fail_the_attempt_with_a_clear_message(make_tree) -> None:
     assert "no_such_module_xyz" in node["last_exit"]["error"]
 
 
+def test_a_target_that_is_not_a_function_fails_the_attempt_saying_what_it_is(make_tree) -> None:
+    """``errno:EPERM`` is an int: the failure said "a int"."""
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    tree = make_tree(tree_of(python_job("m", "errno:EPERM"), policy=policy))
+    assert tree.wait(10)
+    node = tree.status()["children"][0]
+    assert node["state"] == "gave_up"
+    assert "errno:EPERM is an int, not a function" in node["last_exit"]["error"]
+
+
 def test_service_that_returns_is_a_failure(make_tree, events) -> None:
     policy = RestartPolicy(
         backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=1)

@@ -636,7 +636,14 @@ def test_a_tree_started_under_a_setup_has_its_manifests_secrets_masked_there(
 
 
 @pytest.mark.parametrize(
-    ("given", "got"), [(None, "None"), ("jobs.yaml", "a str"), (LoggingSpec, "a type")]
+    ("given", "got"),
+    [
+        (None, "None"),
+        ("jobs.yaml", "a string"),
+        (LoggingSpec, "the class LoggingSpec"),
+        (3, "an integer"),
+        (object(), "an object"),
+    ],
 )
 def test_configure_logging_refuses_what_is_neither_a_logging_spec_nor_a_manifest(
     given: object, got: str

@@ -1469,7 +1469,7 @@ def test_validate_warns_of_secret_looking_plain_names_and_secrets_in_argv() -> N
         jobs:
           - {name: a, command: [echo, "${API_KEY}", "${HOME_DIR}"]}
           - {name: b, command: [echo, {secret: {env: DB_PASSWORD}}]}
-          - {name: c, command: "tool --key=${secret:API_TOKEN}"}
+          - {name: c, command: "echo --key=${secret:API_TOKEN}"}
           - {name: d, command: [echo], env: {TOKEN: "${secret:API_TOKEN}"}}
         """,
         env,
@@ -1848,6 +1848,7 @@ def test_a_program_that_is_not_there_now_is_warned_of(tmp_path: Path) -> None:
     assert [(w.path, w.line) for w in m.warnings] == [
         ("jobs[1].command[0]", 4),
         ("jobs[2].command[0]", 5),
+        ("jobs[4].command", 7),  # a command string's first word, as an argv's first item
     ]
     assert m.warnings[0].message == (
         "expected a program on PATH, got 'no-such-program-jv', which is not found now: the job "
@@ -2055,3 +2056,213 @@ def test_the_demo_service_sends_a_retry_after_that_jobvisor_reads() -> None:
     finally:
         server.terminate()
         server.communicate(timeout=10)
+
+
+# -- the new-user trial's gaps (fix20b) -----------------------------------------------------------
+
+
+def test_every_header_value_http_cannot_send_is_reported_at_its_own_line() -> None:
+    """One bad header value hid the next of the same mapping: the spec refused the first and
+    the whole ``headers`` was dropped. Each is reported at its path, a plain value shown."""
+    issues = issues_of(
+        r"""
+        version: 1
+        notify:
+          - on: [failed]
+            http:
+              url: http://127.0.0.1:9/n
+              headers:
+                X-One: "caf€"
+                X-Ok: fine
+                X-Two: "a\u0001b"
+        jobs:
+          - name: ping
+            http:
+              url: http://127.0.0.1:9/x
+              headers:
+                X-One: "caf€"
+                X-Ok: fine
+                X Bad: name
+                X-Two: "a\u0001b"
+                X-Key: {secret: {env: K}}
+        """,
+        env={"K": "s3cr€t"},
+    )
+    assert [(i.path, i.line) for i in issues] == [
+        ("notify[0].http.headers.X-One", 7),
+        ("notify[0].http.headers.X-Two", 9),
+        ("jobs[0].http.headers.X-One", 15),
+        ("jobs[0].http.headers['X Bad']", 17),
+        ("jobs[0].http.headers.X-Two", 18),
+        ("jobs[0].http.headers.X-Key", 19),
+    ]
+    shown = [i.message.rpartition(", got ")[2] for i in issues]
+    assert shown == ["'caf€'", "'a\\x01b'", "'caf€'", "'X Bad'", "'a\\x01b'", "***"]
+    assert "s3cr" not in str(issues)
+
+
+SHELL_WARNED = [
+    # (command, the program the warning names, on PATH or a file beside the manifest)
+    ("nosuchprog-jv --x", "nosuchprog-jv", "PATH"),
+    ("  nosuchprog-jv", "nosuchprog-jv", "PATH"),
+    ("nosuchprog-jv>out", "nosuchprog-jv", "PATH"),
+    ("nosuchprog-jv; true", "nosuchprog-jv", "PATH"),
+    ("'nosuch prog-jv' --x", "nosuch prog-jv", "PATH"),
+    ("./sync.sh --x", "sync.sh", "file"),
+    ("./gone.sh", "gone.sh", "file"),
+    ("exec nosuchprog-jv --x", "nosuchprog-jv", "PATH"),
+    ("exec ./sync.sh", "sync.sh", "file"),
+]
+
+
+@pytest.mark.parametrize(("command", "program", "where"), SHELL_WARNED)
+def test_a_shell_command_string_whose_program_is_not_there_now_is_warned_of(
+    tmp_path: Path, command: str, program: str, where: str
+) -> None:
+    """Only an argv's program was looked for: a command string validated clean and failed at
+    its start with exit 127. Its first word is looked for the same way (``exec`` followed)."""
+    (tmp_path / "sync.sh").write_text("#!/bin/sh\n")  # not executable
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(doc(f"version: 1\njobs:\n  - name: a\n    command: {command!r}\n"))
+    m = load_manifest(manifest, env={"PATH": "/usr/bin:/bin"})
+    assert [(w.path, w.line) for w in m.warnings] == [("jobs[0].command", 4)]
+    if where == "PATH":
+        assert m.warnings[0].message == (
+            f"expected a program on PATH, got {program!r}, which is not found now: the job "
+            "fails when it starts (exit 127) unless it is installed by then"
+        )
+    else:
+        assert m.warnings[0].message == (
+            f"expected an executable file, got '{tmp_path / program}', which is not one now: the "
+            "job fails when it starts (exit 126 or 127) unless it is made one by then"
+        )
+
+
+SHELL_NOT_FOLLOWED = [
+    "A=b nosuchprog-jv",
+    "PATH=/opt/x:$PATH nosuchprog-jv",
+    "$PROG --x",
+    '"$PROG" --x',
+    "$${PROG} --x",
+    "`nosuchprog-jv`",
+    "(nosuchprog-jv)",
+    "{ nosuchprog-jv; }",
+    ">out nosuchprog-jv",
+    "2>err nosuchprog-jv",
+    "<in nosuchprog-jv",
+    "! nosuchprog-jv",
+    "~/bin/nosuchprog-jv",
+    "nosuchprog-jv* --x",
+    "'unbalanced",
+    "cd /tmp && nosuchprog-jv",
+    "if nosuchprog-jv; then true; fi",
+    "while nosuchprog-jv; do true; done",
+    "for x in 1; do nosuchprog-jv; done",
+    ". ./env.sh && nosuchprog-jv",
+    "source ./env.sh",
+    "export A=1; nosuchprog-jv",
+    "echo hi | nosuchprog-jv",
+    "true",
+    "exec 2>&1; nosuchprog-jv",
+    "exec -a name nosuchprog-jv",
+    "env nosuchprog-jv",
+    "./ok.sh --x && nosuchprog-jv",
+    "mytool --x",
+]
+
+
+@pytest.mark.parametrize("command", SHELL_NOT_FOLLOWED)
+def test_a_shell_command_string_the_check_cannot_follow_is_not_warned_of(
+    tmp_path: Path, command: str
+) -> None:
+    """Shell syntax before the first word (an assignment, an expansion, a redirection, a
+    group), a builtin or keyword, or a wrapper program (env, sudo: theirs is not our PATH)."""
+    (tmp_path / "ok.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "ok.sh").chmod(0o700)
+    (tmp_path / "mytool").write_text("#!/bin/sh\n")
+    (tmp_path / "mytool").chmod(0o700)
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        doc(f"version: 1\njobs:\n  - name: a\n    command: {command!r}\n")
+        + f"    env: {{PATH: '{tmp_path}:/usr/bin:/bin'}}\n"
+    )
+    m = load_manifest(manifest, env={"PATH": "/usr/bin:/bin"})
+    assert [(w.path, w.message) for w in m.warnings] == []
+
+
+def test_notifier_and_readiness_commands_whose_program_is_not_there_now_are_warned_of(
+    tmp_path: Path,
+) -> None:
+    """A notifier's command runs beside the manifest with jobvisor's PATH; a command job's
+    readiness check runs as its command does (its env's PATH), another job's as a notifier's."""
+    (tmp_path / "probe").write_text("#!/bin/sh\n")
+    (tmp_path / "probe").chmod(0o700)
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        doc(
+            """
+            version: 1
+            notify:
+              - {on: [failed], command: /usr/local/bin/page-ops-jv}
+              - {on: [failed], command: [no-such-notifier-jv, x]}
+              - {on: [failed], command: "no-such-notifier-jv --x"}
+              - {on: [failed], command: [sh, -c, "true"]}
+            jobs:
+              - name: a
+                command: [sleep, "9"]
+                service: true
+                ready: {command: [no-such-probe-jv]}
+                notify: [{on: [failed], command: "./page-me-jv"}]
+              - name: b
+                command: [sleep, "9"]
+                service: true
+                ready: {command: "no-such-probe-jv --ok"}
+              - name: c
+                command: [sleep, "9"]
+                service: true
+                env: {PATH: "TOOLS:/usr/bin:/bin"}
+                ready: {command: [probe]}
+              - name: d
+                python: "math:sqrt"
+                service: true
+                ready: {command: [probe]}
+              - name: e
+                command: [sleep, "9"]
+                service: true
+                ready: {command: [test, -e, /tmp]}
+            """
+        ).replace("TOOLS", str(tmp_path))
+    )
+    m = load_manifest(manifest, env={"PATH": "/usr/bin:/bin"})
+    assert [(w.path, w.line) for w in m.warnings] == [
+        ("notify[0].command", 3),
+        ("notify[1].command[0]", 4),
+        ("notify[2].command", 5),
+        ("jobs[0].ready.command[0]", 11),
+        ("jobs[0].notify[0].command", 12),
+        ("jobs[1].ready.command", 16),
+        ("jobs[3].ready.command[0]", 25),
+    ]
+    said = [w.message for w in m.warnings]
+    assert said[0] == (
+        "expected an executable file, got '/usr/local/bin/page-ops-jv', which is not one now: "
+        "every notification it is to send fails unless it is made one by then"
+    )
+    assert (
+        said[1]
+        == said[2]
+        == (
+            "expected a program on PATH, got 'no-such-notifier-jv', which is not found now: every "
+            "notification it is to send fails unless it is installed by then"
+        )
+    )
+    assert (
+        said[3]
+        == said[5]
+        == (
+            "expected a program on PATH, got 'no-such-probe-jv', which is not found now: the "
+            "readiness check fails, and so does the service's start, unless it is installed by then"
+        )
+    )
+    assert said[4].startswith(f"expected an executable file, got '{tmp_path / 'page-me-jv'}'")
+    assert "got 'probe'" in said[6]
