@@ -14,6 +14,8 @@ URL's password is shown as ``***``.
 
 from __future__ import annotations
 
+import _socket
+import contextlib
 import contextvars
 import email.utils
 import json as jsonlib
@@ -22,7 +24,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
@@ -238,7 +240,8 @@ def _check_payload(json: Any, body: Any) -> None:
 
 
 class _InFlight:
-    """The connections one ``run`` has checked out of the pool, so ``cancel`` can abort them.
+    """The connections one ``run`` has checked out of the pool, so ``cancel`` can abort them
+    (or, for a tcp readiness check, the sockets it connects).
 
     Written by the thread that runs the request, read by the one that cancels
     (or the deadline's timer); ``lock`` guards ``conns`` and ``why``.
@@ -289,14 +292,86 @@ class _InFlight:
 _deadlines: tuple[int, Scheduler] | None = None
 _deadlines_lock = threading.Lock()
 
+# How often the timer looks at a cancel that is an Event (a readiness probe's): an Event tells
+# nobody when it is set. A command check looks at its own as often.
+_CANCEL_LOOK: Final = 0.05
 
-def _at_deadline(delay: float, inflight: _InFlight) -> TimerHandle:
+
+def _scheduler() -> Scheduler:
     global _deadlines  # noqa: PLW0603 - one per process, made lazily
     with _deadlines_lock:
         if _deadlines is None or _deadlines[0] != os.getpid() or not _deadlines[1].alive:
             _deadlines = (os.getpid(), Scheduler())  # a fork keeps no thread: make another
-        scheduler = _deadlines[1]
-    return scheduler.call_later(delay, inflight.expire)
+        return _deadlines[1]
+
+
+class _Watch:
+    """Aborts ``inflight`` at its deadline (``expire``), or once ``cancelled`` is set.
+
+    Runs on the timer thread; ``cancel`` (any thread) ends it. ``lock`` guards
+    ``handle`` and ``done``: a look that re-arms the timer cannot outlive a cancel.
+    """
+
+    __slots__ = ("cancelled", "deadline", "done", "handle", "inflight", "lock", "scheduler")
+
+    def __init__(
+        self, timeout: float, inflight: _InFlight, cancelled: threading.Event | None
+    ) -> None:
+        self.scheduler = _scheduler()
+        self.deadline = time.monotonic() + timeout
+        self.inflight = inflight
+        self.cancelled = cancelled
+        self.lock = threading.Lock()
+        self.done = False
+        self.handle: TimerHandle | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        left = self.deadline - time.monotonic()
+        delay = left if self.cancelled is None else min(left, _CANCEL_LOOK)
+        with self.lock:
+            if not self.done:
+                self.handle = self.scheduler.call_later(delay, self._look)
+
+    def _look(self) -> None:
+        if self.cancelled is not None and self.cancelled.is_set():
+            self.inflight.abort("cancelled")
+        elif time.monotonic() >= self.deadline:
+            self.inflight.expire()
+        else:
+            self._arm()
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.done = True
+            handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.cancel()
+
+
+@contextlib.contextmanager
+def bounded(
+    timeout: float,
+    cancelled: threading.Event | None = None,
+    inflight: _InFlight | None = None,
+) -> Iterator[_InFlight]:
+    """Bound the block's requests (connect, send, head, body) by ``timeout`` as a whole.
+
+    Every request that the current thread (greenlet) sends in the block
+    through a ``tracked_session`` belongs to ``inflight`` (a new one by
+    default, yielded): at the deadline, or once ``cancelled`` is set, their
+    sockets are shut down, so the request fails at once; ``inflight.why``
+    then says which (``timeout`` or ``cancelled``). A socket added to it
+    (``_InFlight.add``) is shut down the same way.
+    """
+    inflight = _InFlight() if inflight is None else inflight
+    token = _current.set(inflight)
+    watch = _Watch(timeout, inflight, cancelled)
+    try:
+        yield inflight
+    finally:
+        watch.cancel()
+        _current.reset(token)
 
 
 # The requests of the current thread (greenlet) belong to this run; the pools read it.
@@ -308,15 +383,19 @@ _current: contextvars.ContextVar[_InFlight | None] = contextvars.ContextVar(
 def _shutdown(sock: Any) -> None:
     """Wake whoever waits on ``sock`` (thread or greenlet) by shutting it down both ways.
 
-    The raw socket is shut down below any TLS wrapper, so another thread's
-    ``SSL_read`` sees EOF instead of a half-torn SSL object; the reader then
-    closes the connection itself.
+    The system's socket is shut down below any TLS wrapper, so another
+    thread's ``SSL_read`` sees EOF instead of a half-torn SSL object; the
+    reader then closes the connection itself. Below gevent's too (it holds
+    the system's as ``_sock``): its own ``shutdown`` made the waiting read
+    raise instead of seeing the stream end, and what that read had gathered
+    was lost (``0 bytes read``). A connect in progress fails (reset).
     """
     if sock is None:
         return
+    raw = getattr(sock, "_sock", sock)
     try:
-        if isinstance(sock, socket.socket):  # gevent's patched class under gevent
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        if isinstance(raw, _socket.socket):
+            _socket.socket.shutdown(raw, socket.SHUT_RDWR)
         else:
             sock.shutdown(socket.SHUT_RDWR)
     except OSError:
@@ -326,11 +405,15 @@ def _shutdown(sock: Any) -> None:
 def _sock_of(conn: Any) -> Any:
     """The socket that ``conn``'s request or answer waits on, or None before a connect.
 
+    ``conn`` is a tracked connection, or a socket.
+
     An answer that ends with the connection (``Connection: close``, or HTTP/1.0
     without a length) is read through the answer: http.client hands it the
     socket and sets the connection's ``sock`` to None, so an abort that shut
     ``conn.sock`` found nothing and the body was read for ever.
     """
+    if isinstance(conn, socket.socket):  # added as itself (a tcp check's)
+        return conn
     sock = getattr(conn, "_jv_sock", None)
     return sock if sock is not None else getattr(conn, "sock", None)
 
@@ -421,6 +504,16 @@ class _Session(requests.Session):
                 del headers[name]
 
 
+def tracked_session(strip: frozenset[str] = frozenset()) -> requests.Session:
+    """A session whose requests ``bounded`` can end; ``strip``: the lower-cased names of the
+    headers that a redirect to another host drops. The caller closes it."""
+    session = _Session(strip)
+    adapter = _Adapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 class _SessionHolder:
     """The mutable part of a frozen ``HttpWork``: its session and the runs in flight.
 
@@ -450,10 +543,7 @@ class _SessionHolder:
             return session
         with self._lock:
             if self._session is None:
-                session = _Session(strip)
-                adapter = _Adapter()
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
+                session = tracked_session(strip)
                 self._finalizer = weakref.finalize(self, session.close)
                 self._session = session
             return self._session
@@ -550,32 +640,32 @@ class HttpWork:
         holder = self._holder
         session = holder.session(frozenset(name.lower() for name in self.secret_headers))
         inflight = holder.begin(attempt)
-        token = _current.set(inflight)
-        deadline: TimerHandle | None = None
         try:
-            # Checked after begin(): a cancel() from now on finds this run and aborts it.
-            if attempt.cancelled.is_set():
-                raise HttpRequestError(f"{self.describe()}: cancelled", "cancelled")
-            deadline = _at_deadline(self.timeout, inflight)
-            response = session.request(
-                self.method,
-                self.url,
-                headers=self.headers or None,
-                params=self.params or None,
-                json=self.json,
-                data=self.body.encode() if isinstance(self.body, str) else self.body,
-                timeout=self.timeout,
-                allow_redirects=self.method in _REDIRECTED
-                and not any(300 <= c < 400 for c in self.expect_status),
-                stream=True,
-            )
-            self._read_body(response, inflight)
+            with bounded(self.timeout, inflight=inflight):
+                # Checked after begin(): a cancel() from now on finds this run and aborts it.
+                if attempt.cancelled.is_set():
+                    raise HttpRequestError(f"{self.describe()}: cancelled", "cancelled")
+                response = session.request(
+                    self.method,
+                    self.url,
+                    headers=self.headers or None,
+                    params=self.params or None,
+                    json=self.json,
+                    data=self.body.encode() if isinstance(self.body, str) else self.body,
+                    timeout=self.timeout,
+                    allow_redirects=self.method in _REDIRECTED
+                    and not any(300 <= c < 400 for c in self.expect_status),
+                    stream=True,
+                )
+                if inflight.aborted:
+                    # Its head was cut short: http.client takes the end of the stream for
+                    # the head's end, so what looks like an answer is none.
+                    response.close()
+                    raise self._failure(None, inflight)
+                self._read_body(response, inflight)
         except requests.RequestException as exc:
             raise self._failure(exc, inflight) from _safe_cause(exc)
         finally:
-            if deadline is not None:
-                deadline.cancel()
-            _current.reset(token)
             holder.end(attempt)
         code = response.status_code
         if not self._expected(code):

@@ -3,7 +3,9 @@
 A probe polls until its check passes, fails with ``NotReady`` after
 ``timeout``, and gives up early when the waiter is cancelled. Each check is
 bounded like a Kubernetes probe: it may take ``max(1s, interval)`` (never
-more than the time left), so a hanging service cannot hold a stop for long.
+more than the time left) as a whole, whatever the service sends meanwhile (a
+head one byte at a time, a connect never answered), and a cancel ends the
+check in progress too, so a hanging service cannot hold a start or a stop.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import requests
 
 from actors._checks import SOCKET_MAX_DURATION, need, need_duration
 from actors._errors import JobFailure, SpecError
-from actors._http import check_url, redact_url
+from actors._http import bounded, check_url, redact_url, tracked_session
 from actors._runtime import active_runtime
 from actors._spawn import REAPED_UNREAD, _confined, child_env, reaped_unread
 from actors._taken import split_host_port
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     import threading
 
     from actors._confine import Confinement
+    from actors._http import _InFlight
 
     # A command job's ``confinement()``: what its child sets up, and the env its own goes on.
     _Setup = tuple[Confinement | None, dict[str, str] | None]
@@ -121,7 +124,7 @@ class ReadyProbe:
         # A check's budget is a socket's timeout too, which poll(2) bounds (SOCKET_MAX_DURATION).
         full = min(max(_CHECK_MIN, self.interval), SOCKET_MAX_DURATION)
         last: _Seen | None = None
-        session = requests.Session() if self.http is not None else None
+        session = tracked_session() if self.http is not None else None
         # Once per wait, not per check: it looks the job's user up (NSS, maybe LDAP).
         setup = self._setup()
         try:
@@ -170,10 +173,10 @@ class ReadyProbe:
         cancelled: threading.Event,
     ) -> _Seen | None:
         if self.tcp is not None:
-            return _check_tcp(self.tcp, budget)
+            return _check_tcp(self.tcp, budget, cancelled)
         if self.http is not None:
             assert session is not None
-            return _check_http(session, self.http, budget)
+            return _check_http(session, self.http, budget, cancelled)
         assert self.command is not None
         return _check_command(self.command, budget, cancelled, self.job, setup)
 
@@ -186,26 +189,79 @@ class _Seen:
     timed_out: bool = False
 
 
-def _check_tcp(address: str, budget: float) -> _Seen | None:
+def _check_tcp(address: str, budget: float, cancelled: threading.Event) -> _Seen | None:
     host, port = split_host_port(address)
-    try:
-        with socket.create_connection((host, port), timeout=budget):
-            return None
-    except TimeoutError:
+    failed: OSError | None = None
+    with bounded(budget, cancelled) as inflight:
+        try:
+            _connect(host, port, budget, inflight).close()
+        except OSError as exc:
+            failed = exc
+    # First: a socket shut down just before its connect seems to connect (poll says writable).
+    aborted = _aborted(inflight.why, budget)
+    if aborted is not None:
+        return aborted
+    if isinstance(failed, TimeoutError):
         return _Seen(f"timed out after {budget:.3g}s", timed_out=True)
-    except OSError as exc:
-        return _Seen(_describe(exc))
+    return None if failed is None else _Seen(_describe(failed))
 
 
-def _check_http(session: requests.Session, url: str, budget: float) -> _Seen | None:
-    try:
-        with session.get(url, timeout=budget, allow_redirects=False, stream=True) as response:
-            code = response.status_code
-    except requests.Timeout:
+def _connect(host: str, port: int, budget: float, inflight: _InFlight) -> socket.socket:
+    """A socket connected to ``host:port``, each address tried with the time left of ``budget``.
+
+    Each socket is in ``inflight`` while it connects, so the deadline and a
+    cancel shut it down (``socket.create_connection`` gave each address the
+    whole budget, and a connect nobody answers held a cancel for all of it).
+    """
+    deadline = time.monotonic() + budget
+    failed: OSError = TimeoutError("timed out")
+    for family, kind, proto, _, where in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        left = deadline - time.monotonic()
+        if left <= 0 or inflight.aborted:
+            break
+        sock = socket.socket(family, kind, proto)
+        inflight.add(sock)
+        try:
+            sock.settimeout(left)
+            sock.connect(where)
+        except OSError as exc:
+            sock.close()
+            failed = exc
+            continue
+        finally:
+            inflight.discard(sock)
+        return sock
+    raise failed
+
+
+def _check_http(
+    session: requests.Session, url: str, budget: float, cancelled: threading.Event
+) -> _Seen | None:
+    failed: requests.RequestException | None = None
+    with bounded(budget, cancelled) as inflight:
+        try:
+            with session.get(url, timeout=budget, allow_redirects=False, stream=True) as response:
+                code = response.status_code
+        except requests.RequestException as exc:
+            failed = exc
+    # First: a head cut short by the shutdown reads as a whole one (its end looks like EOF).
+    aborted = _aborted(inflight.why, budget)
+    if aborted is not None:
+        return aborted
+    if isinstance(failed, requests.Timeout):
         return _Seen(f"timed out after {budget:.3g}s", timed_out=True)
-    except requests.RequestException as exc:
-        return _Seen(type(exc).__name__)  # its text may quote the URL's secrets
+    if failed is not None:
+        return _Seen(type(failed).__name__)  # its text may quote the URL's secrets
     return None if 200 <= code < 400 else _Seen(f"answered {code}")
+
+
+def _aborted(why: str | None, budget: float) -> _Seen | None:
+    """What a check ``bounded`` ended saw: ``why`` is its ``inflight.why``."""
+    if why == "cancelled":
+        return _Seen("cancelled")
+    if why == "timeout":
+        return _Seen(f"timed out after {budget:.3g}s", timed_out=True)
+    return None
 
 
 def _check_command(

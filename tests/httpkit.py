@@ -61,17 +61,22 @@ class Stall:
 # is ever sent; ``length+close``, the same with ``Connection: close``; ``close``, an HTTP/1.0
 # answer without a length, whose body ends with the connection. The last two are read by
 # clients through the answer, not the connection, which lets the connection's socket go.
-Framing = Literal["chunked", "length", "length+close", "close"]
+# ``headers`` never gets as far as a body: the status line, then one header line sent a byte
+# at a time that never ends (the head itself trickles).
+Framing = Literal["chunked", "length", "length+close", "close", "headers"]
 
 
 @dataclass(frozen=True)
 class Trickle:
     """Answer ``status``, then send the body one byte every ``every`` seconds until the kit
-    closes (or the client goes): a body that never ends, framed as ``framing`` says."""
+    closes (or the client goes): a body that never ends, framed as ``framing`` says (with
+    ``headers``, a head that never ends: the bytes trickled are a header's). With ``upto``,
+    it sends that many bytes and then nothing more, until the kit closes."""
 
     status: int = 200
     every: float = 0.05
     framing: Framing = "chunked"
+    upto: int | None = None  # bytes sent before it goes quiet, the connection held open
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         if isinstance(action, Trickle) and action.framing == "close":
             self.protocol_version = "HTTP/1.0"  # the status line's version, for this answer
+        if isinstance(action, Trickle) and action.framing == "headers":
+            self.send_response_only(action.status)
+            self.flush_headers()  # the status line alone: the head's end never comes
+            self.wfile.write(b"X-Trickle: ")
+            self._trickle(b"x", action)
+            return
         self.send_response(action.status)
         if isinstance(action, Cut):
             self.send_header("Content-Length", str(action.length))
@@ -192,16 +203,23 @@ class _Handler(BaseHTTPRequestHandler):
             if framing == "length+close":
                 self.send_header("Connection", "close")
         self.end_headers()
-        byte = b"1\r\nx\r\n" if framing == "chunked" else b"x"
+        self._trickle(b"1\r\nx\r\n" if framing == "chunked" else b"x", action)
+
+    def _trickle(self, byte: bytes, action: Trickle) -> None:
+        """Send ``byte`` every ``action.every`` seconds (``action.upto`` times at most) until
+        the kit closes or the client goes."""
         kit = self.server.kit
+        sent = 0
         try:
-            while not kit.closing.is_set():
+            while not kit.closing.is_set() and sent != action.upto:
                 self.wfile.write(byte)
                 self.wfile.flush()
+                sent += 1
                 kit._trickled()
                 kit.closing.wait(action.every)
         except OSError:
-            pass  # the client went (it timed out, or was cancelled)
+            return  # the client went (it timed out, or was cancelled)
+        kit.closing.wait()  # quiet after ``upto`` bytes, the connection held
 
     # http.server dispatches on do_<METHOD>.
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
@@ -278,7 +296,7 @@ class HttpKit:
             return list(self.requests)
 
     def wait_trickled(self, n: int, timeout: float = 10.0) -> None:
-        """Block until ``Trickle`` answers have sent at least ``n`` bytes of body in all."""
+        """Block until ``Trickle`` answers have sent at least ``n`` bytes (of body, or of a head)."""
         with self._cond:
             ok = self._cond.wait_for(lambda: self._bytes_trickled >= n, timeout)
             assert ok, f"{self._bytes_trickled} bytes trickled, expected {n}"

@@ -656,6 +656,32 @@ def test_a_body_that_never_ends_times_out_at_the_timeout(kit, make_work, framing
     assert not work.retryable(HttpRequestError("", "cancelled"), ())
 
 
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_a_timed_out_body_says_how_much_of_it_came(kit, make_work, framing) -> None:
+    """Under gevent it always said ``0 bytes read``: gevent's own shutdown made the waiting
+    read raise, and what it had gathered was lost. Sent, then quiet: an exact count."""
+    kit.script(Trickle(every=0.01, framing=framing, upto=5))
+    work = make_work(url=f"{kit.url}/five", timeout=0.5)
+    with pytest.raises(HttpRequestError) as info:
+        work.run(attempt())
+    assert str(info.value) == (
+        f"GET {kit.url}/five: timed out after 0.5s reading the body (status 200, 5 bytes read)"
+    )
+
+
+def test_a_head_that_never_ends_times_out_at_the_timeout(kit, make_work) -> None:
+    """A status line, then a header a byte at a time: the shutdown at the deadline ended the
+    head, which read as a whole one, and the message told of a body (``0 bytes read``)."""
+    kit.script(Trickle(every=0.05, framing="headers"))
+    work = make_work(url=f"{kit.url}/head", timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(HttpRequestError) as info:
+        work.run(attempt())
+    assert 0.45 < time.monotonic() - started < 3
+    assert info.value.reason == "timeout"
+    assert str(info.value) == f"GET {kit.url}/head: timed out after 0.5s"
+
+
 @pytest.mark.parametrize("framing", ["length+close", "close"])
 def test_each_try_of_a_body_ended_by_the_close_times_out_and_is_retried(
     kit, make_work, framing

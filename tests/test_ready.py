@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
+import subprocess
 import sys
+import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import wait_until
-from httpkit import HttpKit, Reply, free_port
+from faultkit import CLI, ENV, Jobvisor, wait_until
+from httpkit import HttpKit, Reply, Trickle, free_port
 
 from actors import JobFailure, SpecError
 from actors._ready import NotReady, ReadyProbe
@@ -172,6 +179,224 @@ def test_a_cancelled_wait_checks_nothing() -> None:
         with pytest.raises(NotReady, match="cancelled"):
             ReadyProbe(http=kit.url).wait_ready(cancelled)
         assert kit.count == 0
+
+
+# -- each check is bounded as a whole, and a cancel reaches it -----------------------------------
+#
+# The trial's: a server that answered "HTTP/1.1 200 OK" and then sent a header byte every 0.2 s
+# held one check for ever (requests bounds each socket read, not the request), so the service
+# stayed `starting`: its probe never reached ready.timeout and a stop never reached the check.
+
+HEAD_NEVER_ENDS = Trickle(every=0.2, framing="headers")
+
+
+def joined(thread: threading.Thread, within: float) -> float:
+    """Join ``thread`` for up to ``within`` seconds; how long it took."""
+    started = time.monotonic()
+    thread.join(within)
+    return time.monotonic() - started
+
+
+def test_an_http_check_whose_head_never_ends_fails_at_its_budget() -> None:
+    with HttpKit(default=HEAD_NEVER_ENDS) as kit:
+        thread, out = wait_in_thread(
+            ReadyProbe(http=kit.url, timeout=1, interval=0.1), threading.Event()
+        )
+        try:
+            took = joined(thread, 3)
+            assert not thread.is_alive(), "the check outlived its budget and ready.timeout"
+        finally:
+            kit.close()
+            thread.join(10)
+    assert 0.9 < took < 2, took
+    assert str(out["error"]) == f"http {kit.url} not ready after 1s: last check timed out after 1s"
+
+
+def test_a_cancel_ends_an_http_check_whose_head_never_ends() -> None:
+    with HttpKit(default=HEAD_NEVER_ENDS) as kit:
+        cancelled = threading.Event()
+        thread, out = wait_in_thread(ReadyProbe(http=kit.url, timeout=60, interval=30), cancelled)
+        try:
+            kit.wait_trickled(2)  # the check is reading the head
+            cancelled.set()
+            took = joined(thread, 3)
+            assert not thread.is_alive(), "the cancel did not reach the check"
+        finally:
+            kit.close()
+            thread.join(10)
+    assert took < 0.5, took
+    assert str(out["error"]) == f"http {kit.url}: readiness wait cancelled"
+
+
+@contextmanager
+def connect_hangs() -> Iterator[str]:
+    """A listener whose accept queue is full: a connect to it hangs in SYN_SENT (the SYN is
+    dropped), as one to a host behind a firewall does. Yields its host:port."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as server:
+        where = f"127.0.0.1:{server.getsockname()[1]}"
+        with socket.create_connection(server.getsockname(), timeout=5):  # fills the queue
+            probe = socket.socket()
+            probe.settimeout(0.05)
+            with probe, pytest.raises(TimeoutError):  # the next one hangs: checked, not assumed
+                probe.connect(server.getsockname())
+            yield where
+
+
+def connecting_to(where: str) -> bool:
+    """Whether a socket of this machine is connecting (SYN_SENT) to 127.0.0.1:PORT ``where``."""
+    port = int(where.rsplit(":", 1)[1])
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text("ascii").splitlines()[1:]]
+    return any(row[2] == f"0100007F:{port:04X}" and row[3] == "02" for row in rows)
+
+
+def test_a_tcp_check_whose_connect_hangs_fails_at_its_budget() -> None:
+    with connect_hangs() as where:
+        probe = ReadyProbe(tcp=where, timeout=0.5, interval=0.1)
+        started = time.monotonic()
+        with pytest.raises(NotReady) as info:
+            probe.wait_ready(threading.Event())
+        assert 0.45 < time.monotonic() - started < 2
+    assert str(info.value) == f"tcp {where} not ready after 0.5s: last check timed out after 0.5s"
+
+
+def test_a_cancel_ends_a_tcp_check_whose_connect_hangs() -> None:
+    with connect_hangs() as where:
+        cancelled = threading.Event()
+        thread, out = wait_in_thread(ReadyProbe(tcp=where, timeout=60, interval=30), cancelled)
+        try:
+            wait_until(lambda: connecting_to(where), "the check's connect hangs")
+            cancelled.set()
+            took = joined(thread, 3)
+            assert not thread.is_alive(), "the cancel did not reach the connect"
+        finally:
+            thread.join(40)
+    assert took < 0.5, took
+    assert str(out["error"]) == f"tcp {where}: readiness wait cancelled"
+
+
+def test_a_service_whose_probes_head_never_ends_fails_its_start_at_ready_timeout(
+    make_tree, events, tmp_path
+) -> None:
+    from actors import CommandWork, Schedule
+    from supervision import Intensity, JobSpec, RestartPolicy, SupervisorSpec
+
+    with HttpKit(default=HEAD_NEVER_ENDS) as kit:
+        svc = JobSpec(
+            name="api",
+            work=CommandWork(argv=("sleep", "30"), cwd=str(tmp_path)),
+            schedule=Schedule(service=True),
+            ready=ReadyProbe(http=f"{kit.url}/health", timeout=1, interval=0.1),
+        )
+        report = JobSpec(
+            name="report", work=CommandWork(argv=("true",), cwd=str(tmp_path)), depends_on=("api",)
+        )
+        policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+        tree = make_tree(SupervisorSpec(policy=policy, children=(svc, report)), on_event=events)
+        started = time.monotonic()
+        events.reached("api", "gave_up", timeout=3)
+        events.reached("report", "failed", timeout=3)
+        took = time.monotonic() - started
+    api, dependant = tree.status()["children"]
+    assert 0.9 < took < 2.5, took
+    assert api["last_exit"]["error"].endswith(
+        f"http {kit.url}/health not ready after 1s: last check timed out after 1s"
+    ), api["last_exit"]
+    assert dependant["last_exit"]["error"] == "dependency api gave_up", dependant["last_exit"]
+
+
+def test_a_stop_ends_a_start_whose_probe_is_reading_a_head_that_never_ends(
+    make_tree, events, tmp_path
+) -> None:
+    from actors import CommandWork, Schedule
+    from supervision import JobSpec, SupervisorSpec
+
+    with HttpKit(default=HEAD_NEVER_ENDS) as kit:
+        svc = JobSpec(
+            name="api",
+            work=CommandWork(argv=("sleep", "30"), cwd=str(tmp_path)),
+            schedule=Schedule(service=True),
+            ready=ReadyProbe(http=kit.url, timeout=60, interval=30),
+            grace=2,
+        )
+        tree = make_tree(SupervisorSpec(children=(svc,)), on_event=events)
+        kit.wait_trickled(2)  # its probe is reading the head
+        started = time.monotonic()
+        tree.stop_child("api")
+        kit.wait_connections(0, timeout=1)  # the check in progress ended, its connection too
+        took = time.monotonic() - started
+        node = tree.status()["children"][0]
+    assert node["state"] == "stopped", node
+    assert took < 1, took  # well within its grace
+
+
+# A run whose service never gets ready: it gives up at ready.timeout and its dependant fails.
+NEVER_READY = """
+version: 1
+supervisor: {{intensity: {{max_restarts: 0, within: 60s}}}}
+jobs:
+  - name: api
+    service: true
+    command: [sleep, "30"]
+    ready: {{http: "{url}/health", timeout: 1s, interval: 100ms}}
+  - name: report
+    command: [echo, report]
+    depends_on: [api]
+"""
+
+
+def test_run_gives_up_on_a_service_whose_probes_head_never_ends(tmp_path, runtime) -> None:
+    with HttpKit(default=HEAD_NEVER_ENDS) as kit:
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(NEVER_READY.format(url=kit.url)))
+        jv = Jobvisor(tmp_path, "--runtime", runtime, "run")
+        try:
+            code = jv.wait(8)
+        finally:
+            if jv.proc.poll() is None:
+                jv.terminate(10)
+            jv.close()
+    err = jv.stderr
+    assert code == 1, err
+    assert f"http {kit.url}/health not ready after 1s: last check timed out after 1s" in err
+    rows = {line.split()[0]: line.split() for line in jv.stdout.splitlines()[1:]}
+    assert rows["api"][2] == "gave_up", jv.stdout
+    assert rows["report"][2] == "failed", jv.stdout
+
+
+def test_a_daemon_stops_at_once_while_its_probe_reads_a_head_that_never_ends(
+    tmp_path, runtime
+) -> None:
+    """A SIGTERM during the start waited on the check in progress, which never ended."""
+    with HttpKit(default=HEAD_NEVER_ENDS) as kit:
+        (tmp_path / "jobs.yaml").write_text(
+            "version: 1\njobs:\n"
+            "  - {name: api, service: true, command: [sleep, '30'], stop: {grace: 2s},\n"
+            f"     ready: {{http: '{kit.url}/health', timeout: 60s, interval: 30s}}}}\n"
+        )
+        proc = subprocess.Popen(
+            [*CLI, "--runtime", runtime, "daemon"],
+            cwd=tmp_path,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            kit.wait_trickled(2)  # its probe is reading the head
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=8)
+            took = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.communicate(timeout=10)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err
+    assert took < 2, took
+    assert "daemon ready" not in err
 
 
 # -- validation ----------------------------------------------------------------------------------
