@@ -865,6 +865,15 @@ class Supervisor(OwnActor):
         log.info("{}: stopped ({})", rec.path, reason.outcome.value, extra=_acted(rec))
         if rec.intent not in COMING_BACK or self._closing is not None:
             self._set_state(rec, State.STOPPED)
+        elif rec.state is not State.STOPPING:
+            # It ended while it waited its turn in a group's take-down: down as its siblings
+            # the take-down stopped are, not `running` with no incarnation (a person's start
+            # of it was refused as a transition from `running`).
+            self._set_state(rec, State.STOPPING)
+        if self._stop_waiting is not rec and rec in self._stop_queue:
+            # The queued stop was for this incarnation: a person's start or restart makes
+            # the next one, which the take-down must not stop for good.
+            self._stop_queue.remove(rec)
         waiters, rec.waiters = rec.waiters, []
         for waiter in waiters:
             waiter()

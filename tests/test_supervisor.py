@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from dataclasses import replace
 from typing import Any
@@ -11,6 +12,7 @@ import logbook
 import pytest
 from actorkit import Journal, Recorder, SlowStop
 from clockkit import ManualClock
+from faultkit import wait_until
 from treekit import FAST
 
 from actors import CommandWork
@@ -861,6 +863,59 @@ class TestOverlappingOperations:
         states = {n["name"]: n["state"] for n in tree.status()["children"]}
         assert states == {"a": "running", "b": "stopped", "c": "running"}
 
+    def test_a_member_that_dies_waiting_its_turn_in_a_take_down_can_be_started(
+        self, make_tree, events, journal, logs
+    ) -> None:
+        """Found by a storm: a one_for_all take-down was stopping a slow member while another,
+        still waiting its turn, died of a person's SIGHUP. It was left ``running`` with no
+        process, so a person's start logged "refused transition running -> starting (a jobvisor
+        bug)", and the group's stop queue then stopped the incarnation that start made: the
+        member stayed stopped after its group came back."""
+        SlowStop.release.clear()
+        tree = make_tree(_slow_to_stop_group(journal), on_event=events)
+        try:
+            events.reached("g/c", "running")
+            wait_until(lambda: _pids(tree, "g/a", "g/b"), "their processes run")
+            tree.signal("g/a", signal.SIGKILL)
+            journal.wait_count("stopping", "c", 1)  # last first: b waits its turn behind c
+            tree.signal("g/b", signal.SIGHUP)  # sleep dies of it, before its stop began
+            events.wait_for(lambda items: any(_exit_of(e, "g/b") for e in items))
+            assert _nodes(tree)["g/b"]["state"] == "stopping", "down with its group"
+            assert tree.start_child("g/b") is None
+        finally:
+            SlowStop.release.set()
+        events.reached("g/a", "running", times=2)
+        events.reached("g/c", "running", times=2)
+        nodes = _nodes(tree)
+        assert {p: nodes[p]["state"] for p in ("g/a", "g/b", "g/c")} == dict.fromkeys(
+            ("g/a", "g/b", "g/c"), "running"
+        )
+        wait_until(lambda: _pids(tree, "g/b"), "its process runs")
+        assert events.states("g/b")[-2:] == ["starting", "running"], "not stopped again"
+        assert not [r for r in logs.records if "refused transition" in r.message]
+
+    def test_a_person_restart_of_a_member_waiting_its_turn_in_a_take_down_sticks(
+        self, make_tree, events, journal, logs
+    ) -> None:
+        """The restarted incarnation was still in the group's stop queue: stopped for good."""
+        SlowStop.release.clear()
+        tree = make_tree(_slow_to_stop_group(journal), on_event=events)
+        try:
+            events.reached("g/c", "running")
+            wait_until(lambda: _pids(tree, "g/a", "g/b"), "their processes run")
+            tree.signal("g/a", signal.SIGKILL)
+            journal.wait_count("stopping", "c", 1)
+            tree.restart("g/b")
+        finally:
+            SlowStop.release.set()
+        events.reached("g/a", "running", times=2)
+        events.reached("g/c", "running", times=2)
+        nodes = _nodes(tree)
+        assert nodes["g/b"]["state"] == "running"
+        wait_until(lambda: _pids(tree, "g/b"), "its process runs")
+        assert events.states("g/b")[-2:] == ["starting", "running"], "not stopped again"
+        assert not [r for r in logs.records if "refused transition" in r.message]
+
     def test_start_child_while_shutting_down_is_refused_not_left_running(
         self, runtime, journal
     ) -> None:
@@ -887,3 +942,45 @@ class TestOverlappingOperations:
         SlowStop.release.set()
         assert tree.stop(10)
         assert journal.count("start", "b") == 1
+
+
+def _slow_to_stop_group(journal: Journal) -> SupervisorSpec:
+    """A root with the one_for_all group ``g``: services ``a`` and ``b``, then ``c``, whose
+    stop blocks until ``SlowStop.release``; a take-down stops it first and ``b`` waits."""
+    sleepers = (_sleeper("a"), _sleeper("b"))
+    slow = ActorSpec(name="c", actor_class=SlowStop, args=("c", journal))
+    group = SupervisorSpec(
+        name="g", strategy=Strategy.ONE_FOR_ALL, policy=FAST, children=(*sleepers, slow)
+    )
+    return SupervisorSpec(policy=FAST, children=(group,))
+
+
+def _sleeper(name: str) -> JobSpec:
+    """A service whose process dies of any signal it gets (sleep handles none)."""
+    return JobSpec(
+        name=name,
+        work=CommandWork(argv=("sleep", "100000")),
+        schedule=Schedule(service=True),
+        restart=RestartType.PERMANENT,
+    )
+
+
+def _exit_of(event: Any, path: str) -> bool:
+    return isinstance(event, ChildExited) and event.path == path
+
+
+def _pids(tree: Any, *paths: str) -> bool:
+    """Whether each job at ``paths`` has its process (it is ``running`` a moment before)."""
+    nodes = _nodes(tree)
+    return all(nodes[path]["pid"] is not None for path in paths)
+
+
+def _nodes(tree: Any) -> dict[str, dict[str, Any]]:
+    """Every node of the tree's status by its path."""
+    found: dict[str, dict[str, Any]] = {}
+    todo = list(tree.status()["children"])
+    while todo:
+        node = todo.pop()
+        found[node["path"]] = node
+        todo.extend(node.get("children") or ())
+    return found
