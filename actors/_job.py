@@ -162,7 +162,8 @@ def missed_tick(schedule: Schedule, last: float | None, now: float) -> float | N
         return None
     if schedule.cron is not None:
         fired = _previous_fire(schedule.cron, now)
-        return fired if fired is not None and fired > last else None
+        # A tick woken a little before its time (_CRON_EARLY) started before the time it was.
+        return fired if fired is not None and fired > last + _CRON_EARLY else None
     every = schedule.every
     assert every is not None
     if now - last < every:

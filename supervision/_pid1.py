@@ -15,7 +15,8 @@ of ``cli.main`` on, so the kernel queues them instead of dropping them (it drops
 what PID 1 neither handles nor blocks), and the init waits for them with
 ``sigwaitinfo``: no handler, no race with the fork. A signal from the terminal
 (Ctrl-C: ``si_code`` ``SI_KERNEL``) reached jobvisor already, as the foreground process
-group shares it: it is not passed on again, where it would count as a second one.
+group shares it: it is not passed on again, where it would count as a second one. A
+terminal's hangup (SIGHUP, SIGCONT) is sent to the session's leader alone: passed on.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ _KEPT: Final = frozenset(
 )
 FORWARDED: Final = frozenset(signal.valid_signals()) - _KEPT
 _SI_KERNEL: Final = 0x80  # si_code of a signal the kernel sent (a terminal's ^C, ^\, ^Z)
+# A terminal's hangup goes to its session's leader alone, the init: passed on all the same.
+_HANGUP: Final = frozenset({signal.SIGHUP, signal.SIGCONT})
 
 # True in jobvisor itself when the init above it is ours (``become_init``'s child).
 UNDER_INIT = False
@@ -77,7 +80,7 @@ def _serve(child: int) -> NoReturn:
             code = _reap(child)
             if code is not None:
                 os._exit(code)
-        elif info.si_code != _SI_KERNEL:
+        elif info.si_code != _SI_KERNEL or info.si_signo in _HANGUP:
             with contextlib.suppress(ProcessLookupError):  # it ended: its SIGCHLD is on the way
                 os.kill(child, info.si_signo)
 

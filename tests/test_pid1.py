@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
+import select
 import signal
 import sqlite3
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 from conftest import RUNTIME
-from faultkit import Jobvisor, run_jobvisor, wait_until
+from faultkit import CLI, ENV, Jobvisor, run_jobvisor, wait_until
 
 from supervision._pid1 import exit_code_of
 
@@ -132,3 +135,81 @@ def test_the_inits_exit_code_is_a_shells_reading_of_jobvisors_end() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         os._exit(0)
     assert exit_code_of(os.waitpid(pid, 0)[1]) == 128 + signal.SIGTERM
+
+
+class _Terminal:
+    """``jobvisor run`` as PID 1 of a PID namespace whose session a pty leads (``setsid -c``)."""
+
+    def __init__(self, cwd: Path, runtime: str) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [*CONTAINER, "setsid", "-c", *CLI, "--runtime", runtime, "run"],
+            cwd=cwd,
+            env=ENV,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+        )
+        os.close(slave)
+        self.seen = b""
+
+    def read_until(self, text: bytes, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{text!r} not seen in:\n{self.seen.decode(errors='replace')}"
+            if select.select([self.master], [], [], left)[0]:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:  # the other side is gone
+                    return
+
+    def close(self) -> None:
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@needs_namespace
+@pytest.mark.skipif(
+    RUNTIME == "gevent",
+    reason="from a gevent-patched test process the pty's hangup stays pending, undelivered, at "
+    "the namespace's init (seen, not understood); both of jobvisor's runtimes run from threads",
+)
+@pytest.mark.parametrize("runtime", ["threads", "gevent"])
+def test_as_pid_1_a_terminals_ctrl_c_is_one_signal_and_its_hangup_a_graceful_stop(
+    tmp_path: Path, runtime: str
+) -> None:
+    (tmp_path / "jobs.yaml").write_text(
+        "version: 1\njobs:\n  - {name: svc, service: true, command: [sleep, '1000']}\n"
+    )
+    terminal = _Terminal(tmp_path, runtime)
+    try:
+        terminal.read_until(b"svc: started")
+        os.write(terminal.master, b"\x03")  # Ctrl-C: the foreground group has it already
+        terminal.read_until(b"stopped by SIGINT")
+        assert terminal.proc.wait(20) == 0
+    finally:
+        terminal.close()
+    assert terminal.seen.count(b"run: SIGINT: stopping every job") == 1
+    assert b"second signal: killing" not in terminal.seen
+    # Closing the terminal: its hangup goes to the session's leader, the init, alone.
+    log = tmp_path / "jv.log"
+    (tmp_path / "jobs.yaml").write_text(
+        "version: 1\n"
+        f"logging: {{file: {log}}}\n"
+        "jobs:\n  - {name: svc, service: true, command: [sleep, '1000']}\n"
+    )
+    terminal = _Terminal(tmp_path, runtime)
+    try:
+        wait_until(lambda: log.exists() and "svc: started" in log.read_text(), "started")
+        os.close(terminal.master)
+        terminal.master = -1
+        assert terminal.proc.wait(20) == 0, log.read_text()
+    finally:
+        terminal.close()
+    assert "run: SIGHUP: stopping every job" in log.read_text()
