@@ -180,8 +180,8 @@ def _changed(
     if isinstance(child, JobSpec) and same_child(was, child):  # only its autostart changed
         flag = "true" if child.autostart else "false"
         said = (
-            f"update {path}: autostart: {flag} (applies at the daemon's next start; nothing "
-            "is started or stopped now)"
+            f"update {path}: autostart: {flag} (applies when its tree or group next starts it; "
+            "nothing is started or stopped now)"
         )
         return [Change("update", path, prefix, child, says=(said,))]
     if not (isinstance(was, SupervisorSpec) and isinstance(child, SupervisorSpec)):

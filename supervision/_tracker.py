@@ -108,7 +108,7 @@ class Tracker:
             self._final[path] = state
             if state in DEAD:
                 self._dead_groups.add(path)
-            if not self._unsettled:
+            if not self._unsettled or self._waits:  # a leaf waiting under it may be stuck
                 self._cond.notify_all()
 
     def hold(self, path: str) -> None:

@@ -154,7 +154,7 @@ def test_a_reload_step_says_what_it_does_with_autostart() -> None:
     assert flipped == [
         (
             (
-                "update x: autostart: false (applies at the daemon's next start; nothing is "
+                "update x: autostart: false (applies when its tree or group next starts it; nothing is "
                 "started or stopped now)"
             ),
         ),
@@ -174,7 +174,7 @@ def test_a_reload_step_says_what_it_does_with_autostart() -> None:
     assert [c.summary for c in down] == [
         (
             (
-                "update g/x: autostart: false (applies at the daemon's next start; nothing "
+                "update g/x: autostart: false (applies when its tree or group next starts it; nothing "
                 "is started or stopped now) (at g's next start)"
             ),
         ),
@@ -352,11 +352,11 @@ def test_reload_adds_it_stopped_and_flips_it_in_place_and_a_restart_leaves_it_do
         assert out.returncode == 0, out.stderr
         assert out.stdout.splitlines() == [
             (
-                "update db: autostart: true (applies at the daemon's next start; nothing is "
+                "update db: autostart: true (applies when its tree or group next starts it; nothing is "
                 "started or stopped now)"
             ),
             (
-                "update app: autostart: false (applies at the daemon's next start; nothing is "
+                "update app: autostart: false (applies when its tree or group next starts it; nothing is "
                 "started or stopped now)"
             ),
             "add late (not started: autostart: false)",
