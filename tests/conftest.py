@@ -1,18 +1,26 @@
 """Test fixtures: the runtime under test, captured logs, trees that always stop, leak checks.
 
-``JOBVISOR_RUNTIME=gevent`` runs the whole suite under gevent; the process is
-monkey-patched here, before the code under test is imported.
+``JOBVISOR_RUNTIME=gevent`` runs the whole suite under gevent; the process (each
+worker's, under ``-n``) is monkey-patched here, before the code under test is imported.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 from actors import install_runtime, join_tasks
 
 RUNTIME = os.environ.get("JOBVISOR_RUNTIME", "threads")
 install_runtime(RUNTIME)
+if RUNTIME == "gevent" and os.environ.get("PYTEST_XDIST_WORKER"):
+    # A pytest-xdist worker (``-n``) waits for its next test on an Event that execnet's own
+    # thread sets. Patched, that wait runs gevent's hub, which ends it at once with LoopExit
+    # when nothing else of the hub's is pending: this timer (never due) keeps one pending,
+    # and the set from the other thread wakes the hub.
+    import gevent
+
+    _KEEP_HUB = gevent.get_hub().loop.timer(86400.0, 86400.0)
+    _KEEP_HUB.start(lambda: None)
 
 import threading  # noqa: E402 - after the runtime is installed
 from collections.abc import Callable, Iterator  # noqa: E402
@@ -23,22 +31,6 @@ import pykka  # noqa: E402
 import pytest  # noqa: E402
 
 from supervision import SupervisorSpec, Tree, start_tree  # noqa: E402
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config: pytest.Config) -> None:
-    """Under gevent the suite runs in one process, whatever ``-n`` says.
-
-    pytest-xdist's workers wait on events their own threads set: gevent's patching of
-    this process (above, before anything else) makes those waits block for ever.
-    """
-    if RUNTIME == "gevent" and getattr(config.option, "numprocesses", None):
-        print(  # said before the session starts, as pytest says its own
-            f"tests/conftest.py: -n {config.option.numprocesses} ignored: "
-            "under JOBVISOR_RUNTIME=gevent the suite runs in one process",
-            file=sys.stderr,
-        )
-        config.option.numprocesses = 0
 
 
 @pytest.fixture

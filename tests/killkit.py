@@ -14,6 +14,12 @@ whose ``__init__`` is Python, a C function calling back into Python) counts
 as a Python call, though CPython checks after it too; and the point after a
 call that raised is counted where CPython would not check. Points in the
 standard library's Python code are not targeted.
+
+A loop's passes beyond the first ``REPEATS`` in one call are not targeted
+either: the loops that pass a point more often than that go over the
+machine's processes or files (``/proc``, the temporary directory), so their
+number of points, and a run's time, grew with whatever else ran beside the
+test (1,700 points and 20 to 60 s, where 16 passes of each leave 280).
 """
 
 from __future__ import annotations
@@ -32,19 +38,24 @@ _BACK = dis.opmap.get("JUMP_BACKWARD", -1)
 _BACK_IF = frozenset(
     code for name, code in dis.opmap.items() if name.startswith("POP_JUMP_BACKWARD_IF_")
 )
+REPEATS = 16  # passes of a point in one call that are targeted (any other loop here: 14 at most)
 
 
 class KillAt:
     """A ``sys.settrace`` tracer raising ``kill`` at the ``target``-th point (counted from 1)."""
 
-    def __init__(self, target: int, files: set[str], kill: type[BaseException]) -> None:
+    def __init__(
+        self, target: int, files: set[str], kill: type[BaseException], repeats: int = REPEATS
+    ) -> None:
         self.target = target
         self.files = files
         self.kill = kill
+        self.repeats = repeats
         self.points = 0
         self.landed: str | None = None  # where it raised: "file:line function what"
         # frame -> (its last opcode, its offset, whether it called a Python function since)
         self._last: dict[int, tuple[int, int, bool]] = {}
+        self._passes: dict[int, dict[int, int]] = {}  # frame -> offset -> passes so far
 
     def __call__(self, frame: Any, event: str, arg: Any) -> Any:
         caller = frame.f_back
@@ -55,7 +66,8 @@ class KillAt:
         if frame.f_code.co_filename not in self.files:
             return None
         self._last[id(frame)] = (-1, -1, False)
-        self._point(frame, "start")
+        self._passes[id(frame)] = {}
+        self._point(frame, "start", -1)
         frame.f_trace_opcodes = True
         frame.f_trace_lines = False
         return self._local
@@ -69,13 +81,18 @@ class KillAt:
                 or op == _BACK
                 or (op in _BACK_IF and here < offset)
             ):
-                self._point(frame, dis.opname[op])
+                self._point(frame, dis.opname[op], here)
             self._last[id(frame)] = (frame.f_code.co_code[here], here, False)
         elif event == "return":
             self._last.pop(id(frame), None)
+            self._passes.pop(id(frame), None)
         return self._local
 
-    def _point(self, frame: Any, what: str) -> None:
+    def _point(self, frame: Any, what: str, offset: int) -> None:
+        passes = self._passes.setdefault(id(frame), {})
+        passes[offset] = passes.get(offset, 0) + 1
+        if passes[offset] > self.repeats:
+            return
         self.points += 1
         if self.points == self.target and self.landed is None:
             name = Path(frame.f_code.co_filename).name

@@ -646,8 +646,9 @@ def test_a_kill_at_each_point_of_a_try_leaves_no_fd_file_or_process(runtime: str
         assert isinstance(result, Kill), f"{where}: {result!r}"
         assert fds() == before, where
         assert list(boxes(mine)) == [], where
-        assert zombies() == [], where
-        assert set(children()) == set(kept), where
+        ours = children()  # one look at /proc for both: each is a few ms
+        assert [pid for pid, state in ours.items() if state == "Z"] == [], where
+        assert set(ours) == set(kept), where
         runs += 1
     assert runs > 100
 

@@ -697,7 +697,7 @@ version: 1
 jobs:
   - name: t
     command: ["true"]
-    every: 100ms
+    every: 50ms
     times: 40
 """
 
