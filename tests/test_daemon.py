@@ -258,6 +258,8 @@ def _ask(daemon: Running, req: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_signal_request_names_a_real_signal_by_its_number(daemon: Running) -> None:
     ask = {"v": 1, "op": "signal", "job": "svc"}
+    # Running from its start, its process a moment later (under load, after the daemon's ready).
+    wait_until(lambda: daemon.nodes()["svc"]["pid"], "svc's process")
     bad: list[dict[str, Any]] = [{}, {"signal": "HUP"}, {"signal": 0}, {"signal": True}]
     for extra in [*bad, {"signal": 1.0}, {"signal": 999}]:
         reply = _ask(daemon, {**ask, **extra})
