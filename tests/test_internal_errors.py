@@ -131,7 +131,13 @@ def test_a_signal_to_a_job_between_two_tries_says_so(tmp_path: Path) -> None:
     )
     with start_tree(spec) as tree:
         wait_until(mark.exists, "its first try ran")
-        wait_until(lambda: _nodes(tree.status())["flaky"]["state"] == "running", "running")
+
+        # The mark is made before the try's `exit 1`: its process may still be there a moment.
+        def between() -> tuple[str, int | None]:
+            node = _nodes(tree.status())["flaky"]
+            return node["state"], node["pid"]
+
+        wait_until(lambda: between() == ("running", None), "between two tries")
         with pytest.raises(NotSignalledError) as caught:
             tree.signal("flaky", signal.SIGHUP)
         assert "has no process right now (between two tries" in str(caught.value)
