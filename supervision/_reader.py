@@ -31,6 +31,11 @@ _FALSE: Final = ("false", "no", "off")
 _FIELD_PART = re.compile(r"""\[(\d+)\]|\[('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\]|\.?([^.\[]+)""")
 
 
+# Each refused entry costs a build of the spec again: past this many in one mapping (a
+# generated manifest), the rest of it goes whole, reported by the first of them.
+_ENTRIES_ONE_BY_ONE: Final = 50
+
+
 class V(NamedTuple):
     """A value of the manifest with where it is: its path and line."""
 
@@ -138,6 +143,7 @@ class Reader:
         stand_ins: dict[str, Any] | None = None,
     ) -> T | Bad:
         checked_only = bool(dropped)  # a build for its reports: never a spec
+        removed: dict[str, int] = {}  # entries refused so far, by argument
         while True:
             try:
                 spec = cls(**kwargs)
@@ -149,7 +155,8 @@ class Reader:
                 if key is None or key in dropped:
                     return BAD
                 entry = _entry_of(exc.field, key, kwargs[key])
-                if entry is not None:
+                removed[key] = removed.get(key, 0) + 1
+                if entry is not None and removed[key] < _ENTRIES_ONE_BY_ONE:
                     # Only that entry goes (each header, each env variable): the mapping's
                     # other entries are checked too, and each one refused is reported.
                     kwargs[key] = {k: v for k, v in kwargs[key].items() if k != entry[0]}

@@ -110,6 +110,7 @@ def shell_program(script: str) -> str | None:
     """
     lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
+    lexer.commenters = ""  # sh starts a comment only at a word's start (./run#1.sh is a name)
     try:
         words = list(itertools.islice(lexer, 3))
     except ValueError:  # a quote left open: the shell refuses the string itself
@@ -122,7 +123,7 @@ def shell_program(script: str) -> str | None:
     if (
         not first
         or set(first) <= _SHELL_PUNCTUATION
-        or first.startswith("-")
+        or first.startswith(("-", "#"))  # an option, or a comment first: not followed
         or _UNFOLLOWED.search(first)
         or first in _SHELL_OWN
         or after.startswith("(")  # f() { ...; }: a function defined
