@@ -461,8 +461,12 @@ def test_kills_that_land_while_the_command_starts_leave_no_fd(runtime: str, proc
         interrupt_task(runner.task, Kill)
         work.cancel(att)
         runner.join()
-    assert_no_process_left(marker, procs)
+    # The fds before the processes, as the tests below count them: that check opens a pidfd
+    # on each process it finds, and under gevent the last leader, SIGKILLed as its Kill ended
+    # the attempt, may be a zombie libev has not reaped yet. Counted, that pidfd (the
+    # test's own) failed this under gevent about one run in ten.
     assert open_fds(runtime) == before
+    assert_no_process_left(marker, procs)
 
 
 END_STEPS = frozenset({"close", "_kill_and_reap", "_release"})  # _Child's, as an attempt ends
