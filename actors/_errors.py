@@ -5,7 +5,8 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
 
     JobvisorError
     ├── SpecError                 a spec or policy value is invalid
-    │   └── ManifestError         (supervision) every problem of a manifest, with paths and lines
+    │   ├── ManifestError         (supervision) every problem of a manifest, with paths and lines
+    │   └── ChildrenChangedError  a group's update names other children than the group has
     ├── RuntimeSetupError         the runtime or the tree cannot run in this process as set up
     ├── LoggingSetupError         (supervision) the log file cannot be opened
     ├── JournalError              (supervision) the journal cannot be opened or written
@@ -41,6 +42,7 @@ __all__ = [
     "AttemptTimeout",
     "ChildKilled",
     "ChildUnavailableError",
+    "ChildrenChangedError",
     "DependencyDownError",
     "EscalationError",
     "GroupDownError",
@@ -110,6 +112,18 @@ class SpecError(JobvisorError, ValueError):
         self.shown = shown
         self.about = about
         self.other = other
+
+
+class ChildrenChangedError(SpecError):
+    """``Tree.update_group`` gave a running group other children than it has: nothing changed.
+
+    An update changes a running group's strategy, policy and order, never its children:
+    add and remove them first (``add_child``, ``remove_child``), then update it. A group
+    that is down takes any children, for its next start. A reload that meets it made its
+    update while the group was down, and the group started (or restarted) since, with the
+    children it had: the reload looks again at what the group runs now. A ``SpecError``
+    too, as it was before it had a name of its own.
+    """
 
 
 class RuntimeSetupError(JobvisorError):

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from actors._errors import (
         AttemptTimeout,
         ChildKilled,
+        ChildrenChangedError,
         ChildUnavailableError,
         DependencyDownError,
         EscalationError,
@@ -140,6 +141,7 @@ _PUBLIC: dict[str, str] = {
     "ChildRef": "actors._ref",
     "ChildSpec": "supervision._spec",
     "ChildUnavailableError": "actors._errors",
+    "ChildrenChangedError": "actors._errors",
     "CommandFailed": "actors._command",
     "CommandWork": "actors._command",
     "CooldownPolicy": "supervision._policy",
@@ -271,6 +273,7 @@ __all__ = [
     "ChildRef",
     "ChildSpec",
     "ChildUnavailableError",
+    "ChildrenChangedError",
     "CommandFailed",
     "CommandWork",
     "Commanded",

@@ -35,6 +35,7 @@ from actors import (
     active_runtime,
 )
 from actors._checks import fmt_duration
+from actors._errors import ChildrenChangedError
 from supervision._app import forced_stop
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request, signal_name
 from supervision._events import Escalated, GaveUp, Reloaded
@@ -78,6 +79,9 @@ REQUEST_DEADLINE: Final = 5.0  # for a whole request to arrive, however it trick
 REPLY_DEADLINE: Final = 30.0  # for a reply (a big tree's status) to be taken by its client
 MAX_CONNECTIONS: Final = 64  # answered at once; a connection past them is told "busy"
 RELOAD_TRIES: Final = 3  # a reload racing a group's stop or start looks again, this often
+# What a step meets when a group went down, came up or restarted since the reload looked: it
+# changed nothing, and the reload works out the rest again from what the tree runs now.
+_RACED: Final = (NoSuchChildError, ChildrenChangedError)
 FORCED_EXIT: Final = 1  # a second signal cut the stop short: no clean stop, as run's exit
 LOST_EXIT: Final = 1  # its state dir was deleted under it: it stopped, not asked to
 ENDED_EXIT: Final = 1  # its tree ended by itself (escalation past the root): nothing to supervise
@@ -153,7 +157,24 @@ def diff_specs(
     A group is changed in place: its children one by one, then its own policy and order
     (``update``, last). A group in ``down`` (not running) only takes its new spec, to
     start from when it starts again.
+
+    The removes come first, wherever they are (a job moved to another group stops at its
+    old path before it starts at its new one, whichever comes first in the manifest), then
+    the new specs of the groups down (at once: one that starts while the slow steps run
+    starts from its new spec), then the rest in the manifest's order.
     """
+    return sorted(_diff(old, new, prefix, down), key=lambda c: _rank(c, down))
+
+
+def _rank(change: Change, down: frozenset[str]) -> int:
+    if change.op == "remove":
+        return 0
+    return 1 if change.op == "update" and change.path in down else 2
+
+
+def _diff(
+    old: SupervisorSpec, new: SupervisorSpec, prefix: str, down: frozenset[str]
+) -> list[Change]:
     changes: list[Change] = []
     old_children = {c.name: c for c in old.children}
     new_names = {c.name for c in new.children}
@@ -190,13 +211,13 @@ def _changed(
         # Its children change only in the spec it starts from next: said, not done.
         inner = (
             c
-            for c in diff_specs(was, child, path)
+            for c in _diff(was, child, path, frozenset())
             if c.op != "update" or isinstance(c.spec, JobSpec)  # a job's: its autostart
         )
         later = [line for c in inner for line in c.summary]
         says = (*_tells(was, child, path), *(f"{line} (at {path}'s next start)" for line in later))
         return [Change("update", path, prefix, child, says=says)]
-    return diff_specs(was, child, path, down)
+    return _diff(was, child, path, down)
 
 
 def _anchors(new: SupervisorSpec, there: Container[str]) -> list[str | None]:
@@ -996,30 +1017,11 @@ class Daemon:
             except JobvisorError as exc:
                 log.error("reload of {} refused: {}", self.manifest_path, exc)  # noqa: TRY400
                 return {"ok": False, "code": "failed", "error": str(exc)}
-            endpoint = composition.endpoint
-            follow = endpoint.metrics.follow if endpoint is not None else _unfollowed
-            for tries_left in range(RELOAD_TRIES - 1, -1, -1):
-                running = composition.manifest.root
-                done = 0
-                try:
-                    down = _groups_down(tree.status()["children"])
-                    changes = diff_specs(running, new.root, down=down)
-                    for change in changes:
-                        self._apply(tree, change, follow)
-                        done += 1
-                        steps.append(change)
-                        summary.extend(change.summary)
-                    break
-                except JobvisorError as exc:  # a child gone meanwhile, a spec refused
-                    # What the tree runs now, every step that succeeded made: the next diff's
-                    # base. Worked out only here (a step at a time, over the whole tree).
-                    running = functools.reduce(applied, changes[:done], running)
-                    composition.manifest = replace(composition.manifest, root=running)
-                    if tries_left and isinstance(exc, NoSuchChildError):
-                        continue  # a group went down or came up meanwhile: look again
-                    log.error("reload of {} refused: {}", self.manifest_path, exc)  # noqa: TRY400
-                    tree.announce(_reloaded(steps, summary, str(exc)))
-                    return {"ok": False, "code": "failed", "error": str(exc)}
+            cut = self._step(tree, composition, new.root, steps, summary)
+            if cut is not None:
+                log.error("reload of {} refused: {}", self.manifest_path, cut)
+                tree.announce(_reloaded(steps, summary, cut))
+                return {"ok": False, "code": "failed", "error": cut}
             composition.manifest = new
             summary += _remove_breakers(new, composition)
             composition.renotify(tree)
@@ -1031,6 +1033,44 @@ class Daemon:
         said("reloaded {}: {}", self.manifest_path, ", ".join(summary) or "no change")
         tree.announce(_reloaded(steps, summary))
         return {"ok": True, "result": summary}
+
+    def _step(
+        self,
+        tree: Tree,
+        composition: Composition,
+        new: SupervisorSpec,
+        steps: list[Change],
+        summary: list[str],
+    ) -> str | None:
+        """Make the steps from what the tree runs to ``new``, adding each to ``steps`` and what
+        it says to ``summary``; None once all are made, else why the reload stopped short."""
+        endpoint = composition.endpoint
+        follow = endpoint.metrics.follow if endpoint is not None else _unfollowed
+        tries_left = RELOAD_TRIES - 1
+        while True:
+            running = composition.manifest.root
+            changes: list[Change] = []
+            done = 0
+            try:
+                down = _groups_down(tree.status()["children"])
+                changes = diff_specs(running, new, down=down)
+                for change in changes:
+                    self._apply(tree, change, follow)
+                    done += 1
+                    steps.append(change)
+                    summary.extend(change.summary)
+            except JobvisorError as exc:  # a group changed meanwhile, a spec refused
+                # What the tree runs now, every step that succeeded made: the next diff's
+                # base. Worked out only here (a step at a time, over the whole tree).
+                running = functools.reduce(applied, changes[:done], running)
+                composition.manifest = replace(composition.manifest, root=running)
+                if not (tries_left and isinstance(exc, _RACED)):
+                    return _cut_short(exc, steps)
+                # A group went down, came up or restarted: look again.
+                log.debug("reload of {}: {}; looking again", self.manifest_path, exc)
+                tries_left -= 1
+            else:
+                return None
 
     def _relog(self, read: Manifest, composition: Composition) -> list[str]:
         """Give the log the manifest's level and format, unless a flag gave them; what changed."""
@@ -1119,6 +1159,16 @@ class Daemon:
         except BaseException:
             follow(change.path, None)  # not added after all
             raise
+
+
+def _cut_short(exc: JobvisorError, made: list[Change]) -> str:
+    """What a reload that ``exc`` cut short says, after the steps it ``made``."""
+    if not isinstance(exc, _RACED):
+        return str(exc)
+    return (
+        f"{exc} (groups went down or came up {RELOAD_TRIES} times while the reload ran: the "
+        f"{len(made)} steps it made stay made; reload again to apply the rest)"
+    )
 
 
 def _unfollowed(path: str, spec: ChildSpec | None) -> None:

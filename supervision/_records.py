@@ -67,6 +67,7 @@ __all__ = [
     "Command",
     "FinalStatus",
     "GroupRecord",
+    "GroupUpdated",
     "Intent",
     "Op",
     "Timer",
@@ -425,12 +426,29 @@ class Carried:
 @dataclass(frozen=True, slots=True)
 class FinalStatus:
     """A supervisor's last status nodes, sent to its parent just before it ends, and its
-    children's counters (by name), which its group's next incarnation counts on from."""
+    children's counters (by name), which its group's next incarnation counts on from.
+
+    ``spec`` is the one the group's next incarnation starts from: the group as it ran, with
+    the children commands added and removed (its parent's record has the one it started
+    from), or the one an update gave it while it ended.
+    """
 
     key: int
     incarnation: int
     nodes: list[dict[str, Any]]
     carried: Mapping[str, Carried]
+    spec: SupervisorSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupUpdated:
+    """A running group took an update (``Op.UPDATE``): told its parent before the update's
+    answer, for the parent's record to hold the new spec at once (the group's ``restart``
+    and ``grace``, which the parent applies, and what a restart starts from)."""
+
+    key: int
+    incarnation: int
+    spec: SupervisorSpec
 
 
 @dataclass(slots=True, eq=False)
@@ -467,6 +485,9 @@ class ChildRecord:
     # A group child's: its children's counters as its last incarnation left them.
     carried: Mapping[str, Carried] | None = None
     waits_for: str | None = None  # the dependency its last "waiting for" line named
+    # A group's: ``spec`` was given it (by an update) while its incarnation ended, and its
+    # next start takes that one, not the one the ending incarnation reports (``FinalStatus``).
+    given: bool = False
     # Left stopped at its supervisor's start (autostart: false) and not started since: what
     # the journal decides of a first start (a cooldown, --resume's success) is not its.
     held: bool = False

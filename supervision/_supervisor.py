@@ -40,6 +40,7 @@ from actors import (
 )
 from actors._checks import fmt_duration
 from actors._errors import (
+    ChildrenChangedError,
     DependencyDownError,
     GroupDownError,
     NotAGroupError,
@@ -79,6 +80,7 @@ from supervision._records import (
     Command,
     FinalStatus,
     GroupRecord,
+    GroupUpdated,
     Intent,
     Op,
     Timer,
@@ -143,6 +145,8 @@ class Supervisor(OwnActor):
         self._stop_waiting: ChildRecord | None = None
         self._after_stop: list[Callable[[], None]] = []
         self._closing: Intent | None = None  # SHUTDOWN or ESCALATE once the end has begun
+        # An update that came while this group ended: the spec its next incarnation starts from.
+        self._next_spec: SupervisorSpec | None = None
         self._force = False  # a forced stop: children get no grace
         # While the exit report of a restart in place is handled: its child and the actor that
         # is its next incarnation already, for that child's launch to take (see ``_launch``).
@@ -154,6 +158,7 @@ class Supervisor(OwnActor):
             Waiting: self._on_waiting,
             Resumed: self._on_resumed,
             FinalStatus: self._on_final_status,
+            GroupUpdated: self._on_group_updated,
             Timer: self._on_timer,
             Command: self._on_command,
             BudgetExhausted: self._on_budget_exhausted,
@@ -218,7 +223,9 @@ class Supervisor(OwnActor):
             self._kill_children_now()
             with contextlib.suppress(Exception):  # its last status, as far as it can tell it
                 link = self._jv_link
-                link.parent.tell(FinalStatus(link.key, link.incarnation, self._status(), {}))
+                link.parent.tell(
+                    FinalStatus(link.key, link.incarnation, self._status(), {}, self._spec_now())
+                )
         super()._tell_failed(exc_info)
 
     def _kill_children_now(self) -> None:
@@ -516,6 +523,7 @@ class Supervisor(OwnActor):
         rec.next_start_at = None
         rec.intent = None
         rec.held = False
+        rec.given = False  # this incarnation took it
         if rec.waits_for is not None:
             rec.waits_for = None
             self.ctx.tracker.waiting(rec.path, None)
@@ -673,15 +681,30 @@ class Supervisor(OwnActor):
         if rec is not None and rec.incarnation == msg.incarnation:
             rec.final_children = msg.nodes
             rec.carried = msg.carried
+            if msg.spec is not None and not rec.given and isinstance(rec.spec, SupervisorSpec):
+                rec.spec = msg.spec
+
+    def _on_group_updated(self, msg: GroupUpdated) -> None:
+        rec = self._by_key.get(msg.key)
+        if rec is not None and rec.incarnation == msg.incarnation and not rec.given:
+            rec.spec = msg.spec
 
     def _finish(self, error: BaseException | None = None) -> None:
-        """End this supervisor, leaving its last status and its children's counters with its
-        parent (for the group's next incarnation to count on from)."""
+        """End this supervisor, leaving its last status, its children's counters and the spec
+        it ran with its parent (for the group's next incarnation to start from)."""
         link = self._jv_link
         nodes = self._status()
         carried = {rec.spec.name: Carried.of(rec) for rec in self.children}
-        link.parent.tell(FinalStatus(link.key, link.incarnation, nodes, carried))
+        link.parent.tell(FinalStatus(link.key, link.incarnation, nodes, carried, self._spec_now()))
         self._jv_finish(error)
+
+    def _spec_now(self) -> SupervisorSpec:
+        """What this group's next incarnation starts from: the children it has now (a command
+        added or removed some since it started) under its spec, or the spec an update gave it
+        as it ended."""
+        if self._next_spec is not None:
+            return self._next_spec
+        return replace(self.spec, children=tuple(rec.spec for rec in self.children))
 
     def _on_resumed(self, msg: Resumed) -> None:
         rec = self._by_key.get(msg.key)
@@ -1655,18 +1678,30 @@ class Supervisor(OwnActor):
         rec.spec = with_autostart(spec, (), autostart)
 
     def _update_group(self, rec: ChildRecord, cmd: Command) -> None:
-        """A reload's new spec of the group ``rec``: what it restarts from, and what it runs."""
+        """A reload's new spec of the group ``rec``: what it runs, and what it restarts from.
+
+        A running group takes it itself and tells it back (``GroupUpdated``), or refuses it
+        whole (other children than it has: ``ChildrenChangedError``); when it ends, it tells
+        the spec it ran (``FinalStatus``). One down or ending takes it here, for its next
+        start, whatever its children.
+        """
         spec = cmd.arg
         if not isinstance(rec.spec, SupervisorSpec):
             raise NotAGroupError(rec.path, rec.spec.kind)
-        rec.spec = spec
-        if rec.actor is None or rec.state is State.STOPPING:
-            settle(cmd.reply)  # down, or going: it starts from the new spec when it starts again
+        if rec.actor is None:
+            rec.spec = spec  # down: it starts from the new spec when it starts again
+            settle(cmd.reply)
             return
-        try:
-            rec.actor.actor_ref.tell(replace(cmd, path=()))
-        except pykka.ActorDeadError:
-            settle(cmd.reply)  # ending: its next incarnation starts from the new spec
+        if rec.state is not State.STOPPING:
+            try:
+                rec.actor.actor_ref.tell(replace(cmd, path=()))
+            except pykka.ActorDeadError:
+                pass  # ending: as one stopping
+            else:
+                return
+        # Going: its next incarnation starts from the new spec, not the one this one reports.
+        rec.spec, rec.given = spec, True
+        settle(cmd.reply)
 
     def _update(self, spec: SupervisorSpec) -> None:
         """Take ``spec``'s strategy, policy and order of children in place (a reload).
@@ -1675,12 +1710,15 @@ class Supervisor(OwnActor):
         place are revoked first: a permit decides with the policy it was given.
         """
         if self._closing is not None:
-            if self.path:
-                return  # ending: its parent holds the new spec, which its next start takes
-            raise ShuttingDownError(f"{self._name}: not updated, it is {self._ending}")
+            if not self.path:
+                raise ShuttingDownError(f"{self._name}: not updated, it is {self._ending}")
+            self._next_spec = spec  # ending: its next incarnation starts from it
+            self._tell_updated()
+            return
         names = [c.name for c in spec.children]
         if set(names) != set(self._by_name):
-            raise SpecError(
+            # Made while the group was down (or before it restarted): the reload looks again.
+            raise ChildrenChangedError(
                 f"{self._name}: an update keeps the same children "
                 f"({', '.join(self._by_name) or 'none'}), got {', '.join(names) or 'none'}"
             )
@@ -1705,6 +1743,14 @@ class Supervisor(OwnActor):
         self._start_queue = deque(ordered(self._start_queue))
         self._group.members = ordered(self._group.members)  # a group restart to come
         self._stop_queue = self._in_stop_order(self._stop_queue)
+        self._tell_updated()
+
+    def _tell_updated(self) -> None:
+        """Give the parent's record the spec this group took, before the update's answer."""
+        if self.path:  # the root's spec is its tree handle's
+            link = self._jv_link
+            with contextlib.suppress(pykka.ActorDeadError):  # the tree is ending
+                link.parent.tell(GroupUpdated(link.key, link.incarnation, self._spec_now()))
 
     def _status(self) -> list[dict[str, Any]]:
         return child_nodes(self.children, self.ctx.wall())

@@ -319,14 +319,60 @@ def test_diff_specs() -> None:
     # A group down now only takes its new spec, to start from when it starts again; what
     # changes in it is said all the same.
     down = diff_specs(old, new, down=frozenset({"g"}))
-    assert [(x.op, x.path) for x in down][-2:] == [("update", "g"), ("update", "")]
-    assert down[-2].summary == ("add g/c (at g's next start)",)
+    assert [(x.op, x.path) for x in down] == [
+        ("remove", "a"),
+        ("update", "g"),  # before the slow steps: the group may start meanwhile
+        ("replace", "b"),
+        ("add", "c"),
+        ("update", ""),
+    ]
+    assert down[1].summary == ("add g/c (at g's next start)",)
     # Its own policy changed: updated in place, never replaced (its children keep running).
     slower = SupervisorSpec(name="g", children=(a,), strategy=Strategy.ONE_FOR_ALL)
     assert [x.summary for x in diff_specs(old, replace(old, children=(a, b, slower)))] == [
         ("update g: strategy: one_for_all",),
         (),
     ]
+
+
+def test_a_reload_stops_every_job_it_removes_before_it_starts_any() -> None:
+    """A job moved from one group to another never runs at both paths, whichever comes first
+    in the manifest: its old path is removed before anything is added, replaced or changed
+    (it was added beside the group before the group's steps removed it), and a group down
+    takes its new spec next, before the slow steps (it started meanwhile from its old one)."""
+    x, a, b = (python_job(n, "jobfuncs:ok", n) for n in "xab")
+    b2 = python_job("b", "jobfuncs:ok", "changed")
+    old = SupervisorSpec(
+        children=(b, SupervisorSpec(name="g", children=(a, x)), SupervisorSpec(name="h"))
+    )
+    new = SupervisorSpec(
+        children=(x, b2, SupervisorSpec(name="g", children=(a,)), SupervisorSpec(name="h"))
+    )
+    steps = [(c.op, c.path) for c in diff_specs(old, new)]
+    assert steps == [
+        ("remove", "g/x"),
+        ("add", "x"),
+        ("replace", "b"),
+        ("update", "g"),
+        ("update", ""),
+    ]
+    into_h = replace(
+        new, children=(b2, SupervisorSpec(name="g"), SupervisorSpec(name="h", children=(a, x)))
+    )
+    steps = [(c.op, c.path) for c in diff_specs(old, into_h, down=frozenset({"h"}))]
+    assert steps == [
+        ("remove", "g/x"),
+        ("remove", "g/a"),
+        ("update", "h"),
+        ("replace", "b"),
+        ("update", "g"),
+        ("update", ""),
+    ]
+    # Any prefix of them is a base the next diff goes on from.
+    changes = diff_specs(old, new)
+    for k in range(len(changes) + 1):
+        partial = functools.reduce(applied, changes[:k], old)
+        assert functools.reduce(applied, diff_specs(partial, new), partial) == new
 
 
 def test_a_reload_cut_short_leaves_a_base_the_next_one_goes_on_from() -> None:
@@ -1201,3 +1247,144 @@ def test_a_command_a_stopped_daemon_does_not_answer_says_it_may_still_be_carried
         "svc stopped once it answered",
         proc=daemon.proc,
     )
+
+
+# -- a reload while the tree still starts ----------------------------------------------------------
+
+
+def _moving(go: Path, how: str, *, x_in_g: bool, x_first: bool, version: int) -> str:
+    """A tree whose group ``g`` starts only once ``go`` exists (``gate``'s probe holds the start),
+    with a job ``x`` in ``g`` or beside it. ``opener``'s stop makes ``go``; ``slowstop`` ignores
+    SIGTERM, so its stop takes its whole grace (0.6 s), in which ``g`` starts. Version 2 changes
+    both (``how``: "replaced", opener first) or has neither ("removed": the last one first)."""
+    x = {"name": "x", "service": True, "command": ["sleep", "1003"], "stop": {"grace": "1s"}}
+    slowstop = {
+        "name": "slowstop",
+        "service": True,
+        "command": ["sh", "-c", f"trap '' TERM; while :; do sleep 0.02; done # v{version}"],
+        "stop": {"grace": "600ms"},
+    }
+    touch = f"trap 'touch {go}; exit 0' TERM; while :; do sleep 0.02; done # v{version}"
+    opener = {"name": "opener", "service": True, "command": ["sh", "-c", touch]}
+    gate = {
+        "name": "gate",
+        "service": True,
+        "command": ["sleep", "1004"],
+        "ready": {"command": ["test", "-e", str(go)], "interval": "20ms", "timeout": "30s"},
+    }
+    members = [
+        {"name": "a", "service": True, "command": ["sleep", "1001"]},
+        {"name": "b", "service": True, "command": ["sleep", "1002"]},
+    ]
+    group = {"group": "g", "jobs": members + ([x] if x_in_g else [])}
+    jobs: list[dict[str, Any]] = [opener, slowstop] if how == "replaced" else [slowstop, opener]
+    if how == "removed" and version == 2:
+        jobs = []
+    jobs += [gate, group]
+    if not x_in_g:
+        jobs.insert(0, x) if x_first else jobs.append(x)
+    return json.dumps({"version": 1, "runtime": RUNTIME, "jobs": jobs})
+
+
+def _children_running(pid: int) -> dict[tuple[str, ...], list[int]]:
+    """The processes whose parent is ``pid``, by their argv."""
+    out: dict[tuple[str, ...], list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_line = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        if int(stat_line[stat_line.rindex(")") + 2 :].split()[1]) == pid:
+            key = tuple(os.fsdecode(a) for a in argv.split(b"\0")[:-1])
+            out.setdefault(key, []).append(int(entry.name))
+    return out
+
+
+def _tree_nodes(state: Path) -> dict[str, dict[str, Any]] | None:
+    """The status nodes by path (a group's children too), asked on the control socket; None
+    while the daemon does not answer yet."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(str(state / "control.sock"))
+            sock.sendall(b'{"v": 1, "op": "status"}\n')
+            reply = json.loads(sock.makefile().readline())
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    if not reply["ok"]:
+        return None  # still starting: no tree yet
+    out: dict[str, dict[str, Any]] = {}
+    for node in reply["result"]["children"]:
+        out[node["path"]] = node
+        out.update((c["path"], c) for c in node.get("children") or ())
+    return out
+
+
+@pytest.mark.parametrize("x_first", [False, True], ids=["x_last", "x_first"])
+@pytest.mark.parametrize("how", ["replaced", "removed"])
+def test_a_reload_moving_a_job_out_of_a_group_that_starts_meanwhile(
+    tmp_path: Path, how: str, x_first: bool
+) -> None:
+    """While the tree starts, a reload moves ``x`` into ``g`` (not started yet: for its next
+    start), then another moves it out again, and ``g`` starts during that second reload (one of
+    its steps lets it). The second reload was refused half done ("g: an update keeps the same
+    children (a, b, x), got a, b"): ``g/x`` ran on, and with ``x`` first, ``x`` beside it too."""
+    go, manifest, state = tmp_path / "go", tmp_path / "jobs.yaml", tmp_path / ".jobvisor"
+    manifest.write_text(_moving(go, how, x_in_g=False, x_first=x_first, version=1))
+    jv = Jobvisor(tmp_path, "daemon", "--runtime", RUNTIME)
+    try:
+        nodes = wait_until(lambda: _tree_nodes(state), "the daemon answers", proc=jv.proc)
+        assert nodes["g"]["state"] == "pending", "gate holds the start"
+        manifest.write_text(_moving(go, how, x_in_g=True, x_first=x_first, version=1))
+        first = _jv(tmp_path, "reload")
+        assert (first.returncode, first.stdout) == (
+            0,
+            "remove x\nadd g/x (at g's next start)\n",
+        ), first.stderr
+        manifest.write_text(_moving(go, how, x_in_g=False, x_first=x_first, version=2))
+        second = _jv(tmp_path, "reload")
+        assert second.returncode == 0, second.stderr
+        if how == "replaced":  # g's new spec first: it takes it before it starts
+            steps = ["replace opener", "replace slowstop"]
+            steps = ["add x", *steps] if x_first else [*steps, "add x"]
+            said = ["remove g/x (at g's next start)", *steps]
+        else:  # g started during the removes, from its old spec: it is changed as it runs
+            said = ["remove opener", "remove slowstop", "remove g/x", "add x"]
+        assert second.stdout.splitlines() == said, second.stderr
+        paths = [*([] if how == "removed" else ["opener", "slowstop"]), "gate", "g", "g/a", "g/b"]
+        paths = ["x", *paths] if x_first else [*paths, "x"]
+        nodes = wait_until(
+            lambda: (
+                (now := _tree_nodes(state))
+                and [p for p, n in now.items() if n["state"] == "running"] == paths
+                and now
+            ),
+            "every job runs",
+            proc=jv.proc,
+        )
+        assert list(nodes) == paths
+        # Exactly one process per job: the one the status names.
+        found = _children_running(jv.pid)
+        for path, argv in {
+            "x": ("sleep", "1003"),
+            "g/a": ("sleep", "1001"),
+            "g/b": ("sleep", "1002"),
+            "gate": ("sleep", "1004"),
+        }.items():
+            assert found.get(argv) == [nodes[path]["pid"]], (path, found)
+    finally:
+        stopped = jv.terminate()
+        jv.close()
+    assert stopped == 0, jv.stderr
+    log = jv.stderr
+    assert "refused" not in log, log
+    assert f"reloaded {manifest}: {', '.join(said)}" in log, log
+    later = log[log.index("add g/x (at g's next start)") :]  # from the first reload on
+    assert later.count("supervision: x: started") == 1, log
+    if how == "replaced":
+        assert "g/x: started" not in log, "g started from its new spec"
+    else:  # stopped at its old path before it started at its new one
+        assert later.index("g/x: removed") < later.index("supervision: x: started"), log

@@ -16,7 +16,12 @@ from faultkit import wait_until
 from treekit import FAST
 
 from actors import CommandWork
-from actors._errors import GroupDownError, NotAGroupError, ShuttingDownError
+from actors._errors import (
+    ChildrenChangedError,
+    GroupDownError,
+    NotAGroupError,
+    ShuttingDownError,
+)
 from actors._ready import ReadyProbe
 from supervision import (
     ActorSpec,
@@ -607,6 +612,65 @@ class TestDynamicChildren:
             tree.update_group(spec, "a")
         assert [c["name"] for c in tree.status()["children"]] == ["a"]
         assert tree.ref("a").ask("ping", timeout=5) == ("pong", "a", 1)
+
+    def test_a_group_restarted_comes_back_with_the_children_it_had(
+        self, make_tree, journal
+    ) -> None:
+        """Children added to and removed from a running group stay so when it restarts (it came
+        back with the ones it started with: a reload's half, or a move between groups, undone)."""
+        group = SupervisorSpec(
+            name="g", policy=FAST, children=(actor("a", journal), actor("b", journal))
+        )
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)))
+        assert tree.started(10)
+        tree.remove_child("g/a")
+        tree.add_child(actor("c", journal), under="g")
+        tree.restart("g")
+        assert [c["name"] for c in tree.status()["children"][0]["children"]] == ["b", "c"]
+        assert tree.ref("g/c").ask("ping", timeout=5) == ("pong", "c", 2)
+        # and the new order and policy an update gives it, as before
+        tree.update_group(replace(group, children=(actor("c", journal), actor("b", journal))), "g")
+        tree.restart("g")
+        assert [c["name"] for c in tree.status()["children"][0]["children"]] == ["c", "b"]
+
+    def test_a_running_groups_own_grace_applies_at_once(self, make_tree) -> None:
+        """Its parent stops it by the grace an update gave it, not only after it restarted:
+        with its old one, 50 ms, it was killed before its job's own grace ran out."""
+        stubborn = JobSpec(
+            name="stubborn",
+            work=CommandWork(shell="trap '' TERM; while :; do sleep 0.02; done"),
+            schedule=Schedule(service=True),
+            grace=0.3,
+        )
+        group = SupervisorSpec(name="g", policy=FAST, children=(stubborn,), grace=0.05)
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)))
+        assert tree.started(10)
+        tree.update_group(replace(group, grace=30), "g")
+        with logbook.TestHandler(level=logbook.WARNING, bubble=True) as said:
+            said.push_application()
+            try:
+                tree.stop_child("g")
+            finally:
+                said.pop_application()
+        assert said.has_warning("g/stubborn: did not stop within 0.3s; killing it")
+        assert not said.has_warning("g: did not stop within 0.05s; killing it")
+
+    def test_an_update_made_for_other_children_changes_nothing_not_even_the_next_start(
+        self, make_tree, journal
+    ) -> None:
+        """A reload's update made while the group was down (its new children for its next
+        start) that meets it running with others is refused whole, as ChildrenChangedError: the
+        reload looks again. The group's next start took the refused spec."""
+        group = SupervisorSpec(
+            name="g", policy=FAST, children=(actor("a", journal), actor("b", journal))
+        )
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)))
+        assert tree.started(10)
+        with pytest.raises(ChildrenChangedError, match=r"g: an update keeps the same children"):
+            tree.update_group(replace(group, children=(actor("a", journal),)), "g")
+        assert isinstance(ChildrenChangedError("x"), SpecError), "as it was"
+        tree.restart("g")
+        assert [c["name"] for c in tree.status()["children"][0]["children"]] == ["a", "b"]
 
     def test_a_group_that_is_down_starts_from_its_new_spec(self, make_tree, journal) -> None:
         group = SupervisorSpec(name="g", policy=FAST, children=(actor("a", journal),))
