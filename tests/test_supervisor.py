@@ -633,18 +633,20 @@ class TestDynamicChildren:
         tree.restart("g")
         assert [c["name"] for c in tree.status()["children"][0]["children"]] == ["c", "b"]
 
-    def test_a_running_groups_own_grace_applies_at_once(self, make_tree) -> None:
+    def test_a_running_groups_own_grace_applies_at_once(self, make_tree, tmp_path) -> None:
         """Its parent stops it by the grace an update gave it, not only after it restarted:
         with its old one, 50 ms, it was killed before its job's own grace ran out."""
+        trapped = tmp_path / "trapped"
         stubborn = JobSpec(
             name="stubborn",
-            work=CommandWork(shell="trap '' TERM; while :; do sleep 0.02; done"),
+            work=CommandWork(shell=f"trap '' TERM; touch {trapped}; while :; do sleep 0.02; done"),
             schedule=Schedule(service=True),
             grace=0.3,
         )
         group = SupervisorSpec(name="g", policy=FAST, children=(stubborn,), grace=0.05)
         tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)))
         assert tree.started(10)
+        wait_until(trapped.exists, "its TERM ignored")  # a stop before that ended it at once
         tree.update_group(replace(group, grace=30), "g")
         with logbook.TestHandler(level=logbook.WARNING, bubble=True) as said:
             said.push_application()
