@@ -1051,11 +1051,13 @@ class Daemon:
             running = composition.manifest.root
             changes: list[Change] = []
             done = 0
+            halfway: list[bool] = []  # the step under way is a replace whose remove was made
             try:
                 down = _groups_down(tree.status()["children"])
                 changes = diff_specs(running, new, down=down)
                 for change in changes:
-                    self._apply(tree, change, follow)
+                    halfway.clear()
+                    self._apply(tree, change, follow, halfway)
                     done += 1
                     steps.append(change)
                     summary.extend(change.summary)
@@ -1063,6 +1065,9 @@ class Daemon:
                 # What the tree runs now, every step that succeeded made: the next diff's
                 # base. Worked out only here (a step at a time, over the whole tree).
                 running = functools.reduce(applied, changes[:done], running)
+                if halfway:  # its old child is gone: the next look adds the new one
+                    failed = changes[done]
+                    running = applied(running, replace(failed, op="remove", spec=None))
                 composition.manifest = replace(composition.manifest, root=running)
                 if not (tries_left and isinstance(exc, _RACED)):
                     return _cut_short(exc, steps)
@@ -1136,8 +1141,14 @@ class Daemon:
         return [f"not applied: {line}" for line in lines]
 
     @staticmethod
-    def _apply(tree: Tree, change: Change, follow: Callable[[str, ChildSpec | None], None]) -> None:
-        """Make one step on ``tree``, and tell ``follow`` (the metrics) what the path is now."""
+    def _apply(
+        tree: Tree,
+        change: Change,
+        follow: Callable[[str, ChildSpec | None], None],
+        halfway: list[bool],
+    ) -> None:
+        """Make one step on ``tree``, and tell ``follow`` (the metrics) what the path is now;
+        ``halfway`` is given True once a replace's remove is made (its add may still fail)."""
         if change.op == "update" and isinstance(change.spec, JobSpec):
             tree.set_autostart(change.path, autostart=change.spec.autostart)
             return
@@ -1148,6 +1159,8 @@ class Daemon:
             return
         if change.op in ("remove", "replace"):
             tree.remove_child(change.path)
+            if change.op == "replace":
+                halfway.append(True)
         if change.op == "remove":
             follow(change.path, None)
             return

@@ -1722,6 +1722,12 @@ class Supervisor(OwnActor):
                 f"{self._name}: an update keeps the same children "
                 f"({', '.join(self._by_name) or 'none'}), got {', '.join(names) or 'none'}"
             )
+        changed = [c.name for c in spec.children if self._by_name[c.name].spec != c]
+        if changed:
+            raise ChildrenChangedError(
+                f"{self._name}: an update keeps the same children, got other specs of "
+                f"{', '.join(changed)}"
+            )
         if (spec.strategy, spec.policy) != (self.spec.strategy, self.policy):
             for rec in self.children:
                 self._hold(rec)
