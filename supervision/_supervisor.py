@@ -1703,6 +1703,24 @@ class Supervisor(OwnActor):
         rec.spec, rec.given = spec, True
         settle(cmd.reply)
 
+    def _same_children(self, spec: SupervisorSpec) -> list[str]:
+        """``spec``'s children's names, in its order, when they are the ones running, each with
+        the spec it runs; else ``ChildrenChangedError``: the update was made while the group
+        was down (or before it restarted), and the reload looks again."""
+        names = [c.name for c in spec.children]
+        if set(names) != set(self._by_name):
+            raise ChildrenChangedError(
+                f"{self._name}: an update keeps the same children "
+                f"({', '.join(self._by_name) or 'none'}), got {', '.join(names) or 'none'}"
+            )
+        changed = [c.name for c in spec.children if self._by_name[c.name].spec != c]
+        if changed:
+            raise ChildrenChangedError(
+                f"{self._name}: an update keeps the same children, got other specs of "
+                f"{', '.join(changed)}"
+            )
+        return names
+
     def _update(self, spec: SupervisorSpec) -> None:
         """Take ``spec``'s strategy, policy and order of children in place (a reload).
 
@@ -1715,19 +1733,7 @@ class Supervisor(OwnActor):
             self._next_spec = spec  # ending: its next incarnation starts from it
             self._tell_updated()
             return
-        names = [c.name for c in spec.children]
-        if set(names) != set(self._by_name):
-            # Made while the group was down (or before it restarted): the reload looks again.
-            raise ChildrenChangedError(
-                f"{self._name}: an update keeps the same children "
-                f"({', '.join(self._by_name) or 'none'}), got {', '.join(names) or 'none'}"
-            )
-        changed = [c.name for c in spec.children if self._by_name[c.name].spec != c]
-        if changed:
-            raise ChildrenChangedError(
-                f"{self._name}: an update keeps the same children, got other specs of "
-                f"{', '.join(changed)}"
-            )
+        names = self._same_children(spec)
         if (spec.strategy, spec.policy) != (self.spec.strategy, self.policy):
             for rec in self.children:
                 self._hold(rec)
