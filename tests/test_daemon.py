@@ -1252,11 +1252,21 @@ def test_a_command_a_stopped_daemon_does_not_answer_says_it_may_still_be_carried
 # -- a reload while the tree still starts ----------------------------------------------------------
 
 
-def _moving(go: Path, how: str, *, x_in_g: bool, x_first: bool, version: int) -> str:
+def _moving(
+    go: Path,
+    how: str,
+    *,
+    x_in_g: bool,
+    x_first: bool,
+    version: int,
+    with_x: bool = True,
+    a: str = "1001",
+) -> str:
     """A tree whose group ``g`` starts only once ``go`` exists (``gate``'s probe holds the start),
     with a job ``x`` in ``g`` or beside it. ``opener``'s stop makes ``go``; ``slowstop`` ignores
     SIGTERM, so its stop takes its whole grace (0.6 s), in which ``g`` starts. Version 2 changes
-    both (``how``: "replaced", opener first) or has neither ("removed": the last one first)."""
+    both (``how``: "replaced", opener first) or has neither ("removed": the last one first).
+    ``with_x``: the tree has ``x`` at all; ``a``: the argument of ``g/a``'s sleep."""
     x = {"name": "x", "service": True, "command": ["sleep", "1003"], "stop": {"grace": "1s"}}
     slowstop = {
         "name": "slowstop",
@@ -1273,15 +1283,15 @@ def _moving(go: Path, how: str, *, x_in_g: bool, x_first: bool, version: int) ->
         "ready": {"command": ["test", "-e", str(go)], "interval": "20ms", "timeout": "30s"},
     }
     members = [
-        {"name": "a", "service": True, "command": ["sleep", "1001"]},
+        {"name": "a", "service": True, "command": ["sleep", a]},
         {"name": "b", "service": True, "command": ["sleep", "1002"]},
     ]
-    group = {"group": "g", "jobs": members + ([x] if x_in_g else [])}
+    group = {"group": "g", "jobs": members + ([x] if with_x and x_in_g else [])}
     jobs: list[dict[str, Any]] = [opener, slowstop] if how == "replaced" else [slowstop, opener]
     if how == "removed" and version == 2:
         jobs = []
     jobs += [gate, group]
-    if not x_in_g:
+    if with_x and not x_in_g:
         jobs.insert(0, x) if x_first else jobs.append(x)
     return json.dumps({"version": 1, "runtime": RUNTIME, "jobs": jobs})
 
@@ -1388,3 +1398,110 @@ def test_a_reload_moving_a_job_out_of_a_group_that_starts_meanwhile(
         assert "g/x: started" not in log, "g started from its new spec"
     else:  # stopped at its old path before it started at its new one
         assert later.index("g/x: removed") < later.index("supervision: x: started"), log
+
+
+# -- a reload that races a group's start or escalation (review 37c) ---------------------------------
+
+
+def _in_g_changed(go: Path, version: int) -> str:
+    """``_moving``'s tree without ``x``: version 2 removes the slow jobs and changes ``g/a``."""
+    a = "1001" if version == 1 else "2001"
+    return _moving(go, "removed", x_in_g=False, x_first=False, version=version, with_x=False, a=a)
+
+
+def test_changed_job_in_group_that_starts_during_reload(tmp_path: Path) -> None:
+    go, manifest, state = tmp_path / "go", tmp_path / "jobs.yaml", tmp_path / ".jobvisor"
+    manifest.write_text(_in_g_changed(go, 1))
+    jv = Jobvisor(tmp_path, "daemon", "--runtime", RUNTIME)
+    try:
+        nodes = wait_until(lambda: _tree_nodes(state), "the daemon answers", proc=jv.proc)
+        assert nodes["g"]["state"] == "pending"
+        manifest.write_text(_in_g_changed(go, 2))
+        r = _jv(tmp_path, "reload")
+        assert r.returncode == 0, r.stderr
+        wait_until(
+            lambda: (n := _tree_nodes(state)) and n.get("g/a", {}).get("state") == "running",
+            "g/a runs",
+            proc=jv.proc,
+        )
+        # The changed command runs (it was lost for good: the group took the old one).
+        wait_until(
+            lambda: ("sleep", "2001") in _children_running(jv.pid),
+            "g/a's new command",
+            proc=jv.proc,
+        )
+        assert _jv(tmp_path, "reload").stdout == "no change\n"
+        assert _jv(tmp_path, "restart", "g").returncode == 0
+        wait_until(
+            lambda: (n := _tree_nodes(state)) and n.get("g/a", {}).get("state") == "running",
+            "g/a runs",
+            proc=jv.proc,
+        )
+        found = sorted(k for k in _children_running(jv.pid) if k[0] == "sleep")
+        assert ("sleep", "2001") in found, found
+    finally:
+        jv.terminate()
+        jv.close()
+
+
+def _esc_manifest(trig: Path, a_cmd: str = "3002") -> str:
+    crasher = {
+        "name": "crasher",
+        "service": True,
+        "command": ["sh", "-c", f"while [ ! -e {trig} ]; do sleep 0.02; done; rm {trig}; exit 1"],
+    }
+    slowstop = {
+        "name": "slowstop",
+        "service": True,
+        "command": ["sh", "-c", "trap '' TERM; while :; do sleep 0.02; done"],
+        "stop": {"grace": "3s"},
+    }
+    members = [crasher, slowstop, {"name": "a", "service": True, "command": ["sleep", a_cmd]}]
+    group = {
+        "group": "g",
+        "on_exhausted": "escalate",
+        "intensity": {"max_restarts": 0, "within": "60s"},
+        "jobs": members,
+    }
+    return json.dumps({"version": 1, "runtime": RUNTIME, "jobs": [group]})
+
+
+def test_replace_while_group_escalates(tmp_path: Path) -> None:
+    trig, manifest, state = tmp_path / "trig", tmp_path / "jobs.yaml", tmp_path / ".jobvisor"
+    manifest.write_text(_esc_manifest(trig))
+    jv = Jobvisor(tmp_path, "daemon", "--runtime", RUNTIME)
+    try:
+        wait_until(
+            lambda: (n := _tree_nodes(state)) and n.get("g/slowstop", {}).get("state") == "running",
+            "running",
+            proc=jv.proc,
+        )
+        trig.touch()
+        wait_until(
+            lambda: (n := _tree_nodes(state)) and n["g/slowstop"]["state"] == "stopping",
+            "g escalates, slowstop stopping",
+            proc=jv.proc,
+        )
+        manifest.write_text(_esc_manifest(trig, "3003"))
+        # g/a's replace: removed, then not added (g escalates): refused, as before.
+        r = _jv(tmp_path, "reload")
+        assert r.returncode == 1
+        assert "g/a: not added, g is escalating" in r.stderr
+        wait_until(
+            lambda: (
+                (n := _tree_nodes(state))
+                and n.get("g", {}).get("state") == "running"
+                and n.get("g/slowstop", {}).get("state") == "running"
+            ),
+            "g back",
+            proc=jv.proc,
+            timeout=15,
+        )
+        # The next reload adds it (every later one failed: the daemon still counted it in g).
+        r = _jv(tmp_path, "reload")
+        assert (r.returncode, r.stdout) == (0, "add g/a\n"), r.stderr
+        assert _jv(tmp_path, "reload").stdout == "no change\n"
+        wait_until(lambda: ("sleep", "3003") in _children_running(jv.pid), "g/a", proc=jv.proc)
+    finally:
+        jv.terminate()
+        jv.close()
