@@ -476,16 +476,37 @@ def run_batch(
 
 
 def _nothing_to_start(spec: SupervisorSpec) -> bool:
-    """Whether every job of ``spec`` has ``autostart: false`` (said, then): a run of endless
-    ones would wait for a signal with nothing running, and a run has nobody to start one."""
-    jobs = [child for _, child in walk(spec) if isinstance(child, JobSpec)]
-    if not jobs or any(job.autostart for job in jobs):
+    """Whether no job of ``spec`` starts by itself (said, then): each has ``autostart: false``
+    or waits for one that has; a run of them would wait for a signal with nothing running,
+    and a run has nobody to start one."""
+    if not _held(spec):
         return False
     log.warning(
-        "run: nothing to start: every job has autostart: false (a person starts one: run the "
-        "tree with jobvisor daemon, then jobvisor start PATH)"
+        "run: nothing to start: every job has autostart: false or waits for one that has (a "
+        "person starts one: run the tree with jobvisor daemon, then jobvisor start PATH)"
     )
     return True
+
+
+def _held(group: SupervisorSpec) -> bool:
+    """Whether every child of ``group`` waits for a person: a job with ``autostart: false``, a
+    group whose children all do, or a child whose ``depends_on`` names such a sibling."""
+    held = [
+        child.name
+        for child in group.children
+        if (not child.autostart if isinstance(child, JobSpec) else _held(child))
+    ]
+    dependants: dict[str, list[str]] = {}
+    for child in group.children:
+        for name in getattr(child, "depends_on", ()):
+            dependants.setdefault(name, []).append(child.name)
+    seen = set(held)
+    while held:  # each name once: a chain of ten thousand is ten thousand steps
+        for name in dependants.get(held.pop(), ()):
+            if name not in seen:
+                seen.add(name)
+                held.append(name)
+    return bool(group.children) and len(seen) == len(group.children)
 
 
 # What a finite job's state at a signal says of it, for ``RunReport.stop_line``: the rest

@@ -252,13 +252,35 @@ def test_run_with_every_job_held_says_there_is_nothing_to_start(tmp_path: Path) 
     out = jobvisor(tmp_path, "run", timeout=30)
     assert out.returncode == 0, out.stderr
     assert (
-        "run: nothing to start: every job has autostart: false (a person starts one: run "
-        "the tree with jobvisor daemon, then jobvisor start PATH)"
+        "run: nothing to start: every job has autostart: false or waits for one that has (a "
+        "person starts one: run the tree with jobvisor daemon, then jobvisor start PATH)"
     ) in out.stderr
     assert [line.split()[:3] for line in out.stdout.splitlines()[1:]] == [
         ["web", "command", "stopped"],
         ["worker", "command", "stopped"],
     ]
+
+
+def test_run_whose_jobs_all_wait_for_a_held_one_says_there_is_nothing_to_start(
+    tmp_path: Path,
+) -> None:
+    # A held db and services that wait for it (through a group of held jobs too): nothing
+    # could start, and run sat waiting for a signal, saying nothing.
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(f"""
+        version: 1
+        jobs:
+          - {{name: db, service: true, command: {LOOP}, autostart: false}}
+          - {{name: app, service: true, command: {LOOP}, depends_on: [db]}}
+          - group: tools
+            jobs:
+              - {{name: shell, service: true, command: {LOOP}, autostart: false}}
+          - {{name: web, service: true, command: {LOOP}, depends_on: [app, tools]}}
+        """)
+    )
+    out = jobvisor(tmp_path, "run", timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "run: nothing to start: every job has autostart: false or waits for one" in out.stderr
 
 
 # -- jobvisor daemon -----------------------------------------------------------------------------
