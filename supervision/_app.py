@@ -494,7 +494,8 @@ def _held(group: SupervisorSpec) -> bool:
     held = [
         child.name
         for child in group.children
-        if (not child.autostart if isinstance(child, JobSpec) else _held(child))
+        if (isinstance(child, JobSpec) and not child.autostart)
+        or (isinstance(child, SupervisorSpec) and _held(child))
     ]
     dependants: dict[str, list[str]] = {}
     for child in group.children:
