@@ -1453,8 +1453,6 @@ class Supervisor(OwnActor):
         if len(cmd.path) == 1 and cmd.op is not Op.ADD:
             self._act(rec, cmd)
             return
-        if cmd.op is Op.AUTOSTART:  # the group's next incarnation starts from its spec
-            rec.spec = with_autostart(rec.spec, cmd.path[1:], cmd.arg)
         assert rec.actor is not None
         try:
             rec.actor.actor_ref.tell(replace(cmd, path=cmd.path[1:]))
@@ -1661,7 +1659,7 @@ class Supervisor(OwnActor):
 
     def _update_in_place(self, rec: ChildRecord, cmd: Command) -> None:
         """A reload's change of ``rec`` that restarts nothing: a group's new spec, a job's
-        ``autostart``."""
+        ``autostart`` (its group's end carries it on to its next start: ``_spec_now``)."""
         if cmd.op is Op.UPDATE:
             self._update_group(rec, cmd)
             return
