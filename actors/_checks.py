@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Final
 
 from actors._errors import SpecError
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_DURATION",
     "SOCKET_MAX_DURATION",
     "a_kind",
+    "check_map",
     "fmt_duration",
     "is_number",
     "key_field",
@@ -179,3 +181,22 @@ def need_header_value(field: str, value: str) -> None:
             got=value,
             shown="***",
         )
+
+
+def check_map(name: str, entries: object, *, header: bool) -> None:
+    """Names and string values of ``headers`` or ``params``; a header value is never echoed."""
+    need(isinstance(entries, Mapping), f"http.{name}", "a mapping", entries)
+    for key, value in entries.items():  # type: ignore[attr-defined]
+        if header:
+            need_key(
+                isinstance(key, str) and bool(HEADER_NAME.match(key)),
+                key_field(f"http.{name}", key),
+                "a name like FOO_BAR (header names are tokens)",
+                key,
+            )
+        else:
+            need_key(isinstance(key, str), key_field(f"http.{name}", key), "a string", key)
+        at = key_field(f"http.{name}", key)
+        need(isinstance(value, str), at, "a string", value, shown=a_kind(value))
+        if header:
+            need_header_value(at, value)

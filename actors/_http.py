@@ -24,7 +24,6 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
@@ -36,21 +35,20 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from actors._checks import (
-    HEADER_NAME,
     HTTP_STATUSES,
     SOCKET_MAX_DURATION,
     a_kind,
-    key_field,
+    check_map,
     need,
     need_duration,
-    need_header_value,
     need_int_in,
-    need_key,
 )
 from actors._errors import JobFailure, SpecError
 from actors._runtime import Scheduler, TimerHandle
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
     from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
 
     from actors._attempt import Attempt
@@ -181,6 +179,8 @@ def check_url(url: object, name: str) -> None:
     try:
         parts = urlsplit(url) if isinstance(url, str) else None
         ok = parts is not None and parts.scheme in {"http", "https"} and bool(parts.hostname)
+        if parts is not None:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not one (h:abc, h:99999)
     except ValueError:  # "http://[::1" and other malformed netlocs
         ok = False
     shown = None
@@ -190,25 +190,6 @@ def check_url(url: object, name: str) -> None:
         except ValueError:
             shown = "'***'"
     need(ok, name, URL_EXPECTED, url, shown=shown)
-
-
-def _check_map(name: str, entries: object, *, header: bool) -> None:
-    """Names and string values of ``headers`` or ``params``; a header value is never echoed."""
-    need(isinstance(entries, Mapping), f"http.{name}", "a mapping", entries)
-    for key, value in entries.items():  # type: ignore[attr-defined]
-        if header:
-            need_key(
-                isinstance(key, str) and bool(HEADER_NAME.match(key)),
-                key_field(f"http.{name}", key),
-                "a name like FOO_BAR (header names are tokens)",
-                key,
-            )
-        else:
-            need_key(isinstance(key, str), key_field(f"http.{name}", key), "a string", key)
-        at = key_field(f"http.{name}", key)
-        need(isinstance(value, str), at, "a string", value, shown=a_kind(value))
-        if header:
-            need_header_value(at, value)
 
 
 def _check_payload(json: Any, body: Any) -> None:
@@ -610,8 +591,8 @@ class HttpWork:
             method in HTTP_METHODS, "http.method", "one of " + ", ".join(HTTP_METHODS), self.method
         )
         object.__setattr__(self, "method", method)
-        _check_map("headers", self.headers, header=True)
-        _check_map("params", self.params, header=False)
+        check_map("headers", self.headers, header=True)
+        check_map("params", self.params, header=False)
         _check_payload(self.json, self.body)
         need_duration(self.timeout, "http.timeout", positive=True, longest=SOCKET_MAX_DURATION)
         need(

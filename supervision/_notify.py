@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from actors._checks import (
     SOCKET_MAX_DURATION,
-    key_field,
+    check_map,
     need,
     need_count,
     need_duration,
-    need_header_value,
 )
 from supervision._reader import BAD, Bad
 
@@ -85,16 +84,7 @@ class HttpTarget:
     def __post_init__(self) -> None:
         # The manifest reader shows a secret URL as ***, whatever is wrong with it.
         need(_is_url(self.url), "http.url", URL_EXPECTED, self.url)
-        for key, value in self.headers.items():
-            need(
-                isinstance(key, str)
-                and isinstance(value, str)
-                and not any(c in key + value for c in "\r\n\0"),
-                "http.headers",
-                "a mapping of header names to one-line values",
-                {key: value},
-            )
-            need_header_value(key_field("http.headers", key), value)
+        check_map("headers", self.headers, header=True)  # as an http job's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -753,6 +753,9 @@ ERRORS = [  # (text, path, line, expected, actual)
     (HTTP_JOB + "      verb: GET\n", "jobs[0].http.verb", 6, "unknown key 'verb'", "expected one of: method, url, headers"),
     (HTTP_JOB + "    retry: {on: [sometimes]}\n", "jobs[0].retry.on[0]", 6, "expected one of connection, timeout, 5xx, 4xx, 429", "got 'sometimes'"),
     ("version: 1\njobs:\n  - name: j\n    http: {method: GET}\n", "jobs[0].http.url", 4, "expected an http:// or https:// URL", "got nothing"),
+    # A port that is none (h:abc, h:99999) failed every try at run time.
+    ("version: 1\njobs:\n  - name: j\n    http: {url: 'http://h:99999/'}\n", "jobs[0].http.url", 4, "expected an http:// or https:// URL", "got 'http://h:99999/'"),
+    (JOB + "    service: true\n    ready: {http: 'http://h:abc/'}\n", "jobs[0].ready.http", 6, "expected an http:// or https:// URL", "got 'http://h:abc/'"),
     ("version: 1\njobs:\n  - name: j\n    http: 'http://h/'\n", "jobs[0].http", 4, "expected a mapping with url", "got 'http://h/'"),
     ("version: 1\njobs:\n  - group: g\n", "jobs[0].jobs", 3, "expected a non-empty list of the group's jobs", "got nothing"),
     ("version: 1\njobs:\n  - group: g\n    jobs: [{name: a, python: 'm:f'}]\n    restart: never\n", "jobs[0].restart", 5, "expected one of permanent, transient, temporary", "got 'never'"),

@@ -452,6 +452,9 @@ BAD = [
      "expected an http:// or https:// URL"),
     ("notify: [{on: [failed], http: {}}]", "notify[0].http.url", 2, "an http:// or https:// URL, got nothing"),
     ("notify: [{on: [failed], http: 3}]", "notify[0].http", 2, "expected a mapping with url"),
+    # A header name HTTP cannot send failed every delivery at run time (http jobs refused it).
+    ("notify: [{on: [failed], http: {url: 'http://x/', headers: {'X:Key': v}}}]",
+     "notify[0].http.headers['X:Key']", 2, "expected a name like FOO_BAR"),
     ("notify: [{on: [failed], command: [x], when: now}]", "notify[0].when", 2, "unknown key"),
 ]
 # fmt: on
