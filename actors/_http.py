@@ -516,15 +516,15 @@ class _SessionHolder:
         # A copy (pickled for another process, e.g. a Ray worker) starts with its own session.
         return (_SessionHolder, ())
 
-    def session(self, strip: frozenset[str]) -> requests.Session:
-        """The session; ``strip``: the lower-cased names of the headers that a redirect to
-        another host drops (the work's, the same on every call)."""
+    def session(self, strip: tuple[str, ...]) -> requests.Session:
+        """The session; ``strip``: the names of the headers that a redirect to another host
+        drops (the work's, the same on every call: read, lower-cased, at the first only)."""
         session = self._session
         if session is not None:
             return session
         with self._lock:
             if self._session is None:
-                session = tracked_session(strip)
+                session = tracked_session(frozenset(name.lower() for name in strip))
                 self._finalizer = weakref.finalize(self, session.close)
                 self._session = session
             return self._session
@@ -619,7 +619,7 @@ class HttpWork:
     def run(self, attempt: Attempt) -> int | None:
         """Job actor thread: send the request; return its status or raise a ``JobFailure``."""
         holder = self._holder
-        session = holder.session(frozenset(name.lower() for name in self.secret_headers))
+        session = holder.session(self.secret_headers)
         inflight = holder.begin(attempt)
         try:
             with bounded(self.timeout, inflight=inflight):
