@@ -161,7 +161,7 @@ def missed_tick(schedule: Schedule, last: float | None, now: float) -> float | N
     if not schedule.persistent or last is None or last > now:
         return None
     if schedule.cron is not None:
-        fired = _previous_fire(schedule.cron, now)
+        fired = _next_fire(schedule.cron, now, back=True)
         # A tick woken a little before its time (_CRON_EARLY) started before the time it was.
         return fired if fired is not None and fired > last + _CRON_EARLY else None
     every = schedule.every
@@ -225,8 +225,9 @@ _CRON_PIECE: Final = (
 _CRON_EARLY: Final = 0.05  # a wake this close before a cron tick's wall time is the tick
 
 
-def _next_fire(expr: str, now: float) -> float | None:
+def _next_fire(expr: str, now: float, *, back: bool = False) -> float | None:
     """The wall time after ``now`` when ``expr`` fires next (local time); None if never.
+    ``back``: the one at or before ``now`` when it fired last instead.
 
     Reckoned on the local wall clock (naive times), each candidate turned into a moment by
     the C library's rules of the process's zone (``mktime``, ``TZ`` or /etc/localtime), not
@@ -234,17 +235,19 @@ def _next_fire(expr: str, now: float) -> float | None:
     A time that comes twice (autumn) fires at its first coming only; one that never comes
     (spring) fires as the C library reads it, an hour on (02:30 -> 03:30).
     """
-    from datetime import datetime  # noqa: PLC0415 - only cron jobs need these
+    from datetime import datetime, timedelta  # noqa: PLC0415 - only cron jobs need these
 
     from croniter import CroniterBadDateError, croniter  # noqa: PLC0415
 
+    start = datetime.fromtimestamp(now)  # noqa: DTZ006 - local wall time
+    if back:  # from a second on: a time of ``now`` itself is at or before it
+        start = (start + timedelta(seconds=1)).replace(microsecond=0)
     try:
-        fields = _CRON_NICKNAMES.get(expr.strip().lower(), expr)
-        times = croniter(fields, datetime.fromtimestamp(now))  # noqa: DTZ006 - local wall time
+        times = croniter(_CRON_NICKNAMES.get(expr.strip().lower(), expr), start)
+        step = times.get_prev if back else times.get_next
         for _ in range(_DST_CANDIDATES):
-            wall = times.get_next(datetime)
-            at = time.mktime((*wall.timetuple()[:8], -1))
-            if at > now:
+            at = time.mktime((*step(datetime).timetuple()[:8], -1))
+            if (at <= now) if back else (at > now):
                 return at
     except (CroniterBadDateError, OverflowError, ValueError):
         return None
@@ -252,30 +255,6 @@ def _next_fire(expr: str, now: float) -> float | None:
 
 
 _DST_CANDIDATES: Final = 4  # candidates a repeated hour can put at or before ``now``
-
-
-def _previous_fire(expr: str, now: float) -> float | None:
-    """The wall time at or before ``now`` when ``expr`` fired last (local time); None if none.
-
-    ``_next_fire``'s reckoning backwards: local wall times, each made a moment by ``mktime``.
-    """
-    from datetime import datetime, timedelta  # noqa: PLC0415 - only cron jobs need these
-
-    from croniter import CroniterBadDateError, croniter  # noqa: PLC0415
-
-    try:
-        fields = _CRON_NICKNAMES.get(expr.strip().lower(), expr)
-        # From a second on: a time of ``now`` itself is at or before it.
-        start = datetime.fromtimestamp(now) + timedelta(seconds=1)  # noqa: DTZ006 - local wall
-        times = croniter(fields, start.replace(microsecond=0))
-        for _ in range(_DST_CANDIDATES):
-            wall = times.get_prev(datetime)
-            at = time.mktime((*wall.timetuple()[:8], -1))
-            if at <= now:
-                return at
-    except (CroniterBadDateError, OverflowError, ValueError):
-        return None
-    return None
 
 
 _CRON_FIELDS: Final = (
