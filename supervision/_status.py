@@ -126,17 +126,14 @@ def _leader(rec: ChildRecord) -> int | None:
 
 def _next_start(rec: ChildRecord, now: float) -> float | None:
     at = rec.next_start_at
-    if rec.periodic and rec.state is State.RUNNING:
-        assert isinstance(rec.spec, JobSpec)
-        if rec.spec.schedule.jitter:
-            # Each tick's delay is drawn as its actor arms it: shown once drawn (the first
-            # one's too, which no attempt's report has told yet).
-            drawn = getattr(rec.actor, "next_tick_at", None)
-            at = drawn if drawn is not None else at
-    if at is None or at > now or not rec.periodic or rec.state is not State.RUNNING:
+    if not rec.periodic or rec.state is not State.RUNNING:
         return at
     assert isinstance(rec.spec, JobSpec)
-    return upcoming_tick(rec.spec.schedule, at, now)
+    if rec.spec.schedule.jitter:
+        # Each tick's delay is drawn as its actor arms it: shown once drawn (the first one's
+        # too, which no attempt's report has told yet).
+        at = getattr(rec.actor, "next_tick_at", None) or at
+    return at if at is None or at > now else upcoming_tick(rec.spec.schedule, at, now)
 
 
 def _placed_on(rec: ChildRecord) -> dict[str, str] | None:
