@@ -522,21 +522,16 @@ class _Child:
         err_r, err_w = pipe_into(self.fds, self.ends)
         try:
             confine, base = self._confinement(work)
-            if confine is None:
-                spawn(
-                    work.args(), cwd=work.cwd, env=work.env, stdout=out_w, stderr=err_w, record=self
-                )
-            else:
-                spawn(
-                    work.args(),
-                    cwd=work.cwd,
-                    env=work.env,  # the job's own env wins over the user's HOME, ...
-                    stdout=out_w,
-                    stderr=err_w,
-                    record=self,
-                    confine=confine,
-                    base=base,
-                )
+            spawn(
+                work.args(),
+                cwd=work.cwd,
+                env=work.env,  # the job's own env wins over the user's HOME, ...
+                stdout=out_w,
+                stderr=err_w,
+                record=self,
+                confine=confine,
+                base=base,
+            )
         except OSError as exc:
             raise _could_not_start(work, exc) from exc
         finally:

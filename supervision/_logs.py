@@ -270,22 +270,22 @@ def _not_a_job(job: str, path: str, manifest: str, state_dir: str) -> str | None
         # A job with replicas is its replicas, each with its own file (w.0, w.1, ...).
         replicas = [p for p in paths if p.startswith(f"{name}.") and p[len(name) + 1 :].isdigit()]
         if replicas:
-            named = ", ".join(replicas[:_NAMED])
-            if len(replicas) > _NAMED:
-                named += f" and {len(replicas) - _NAMED} more"
-            return f"{name} runs as replicas, each with its own output: {named}"
+            return f"{name} runs as replicas, each with its own output: {_some(replicas)}"
         return f"no such job: {job} (and no output file {path})"
     if not paths[name]:
         return None
     # A group is no job either, but naming its jobs says where its output is.
     jobs = [p for p, is_group in paths.items() if not is_group and p.startswith(f"{name}/")]
-    named = ", ".join(jobs[:_NAMED]) or "none"
-    if len(jobs) > _NAMED:
-        named += f" and {len(jobs) - _NAMED} more"
-    return f"{name} is a group: it has no output of its own; its jobs: {named}"
+    return f"{name} is a group: it has no output of its own; its jobs: {_some(jobs) or 'none'}"
 
 
 _NAMED: Final = 10  # a group's jobs named when asked for its output; past that, counted
+
+
+def _some(paths: list[str]) -> str:
+    """The first ``_NAMED`` of ``paths``, and how many more: "a, b and 3 more"."""
+    named = ", ".join(paths[:_NAMED])
+    return f"{named} and {len(paths) - _NAMED} more" if len(paths) > _NAMED else named
 
 
 def show_logs(

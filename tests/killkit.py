@@ -44,13 +44,10 @@ REPEATS = 16  # passes of a point in one call that are targeted (any other loop 
 class KillAt:
     """A ``sys.settrace`` tracer raising ``kill`` at the ``target``-th point (counted from 1)."""
 
-    def __init__(
-        self, target: int, files: set[str], kill: type[BaseException], repeats: int = REPEATS
-    ) -> None:
+    def __init__(self, target: int, files: set[str], kill: type[BaseException]) -> None:
         self.target = target
         self.files = files
         self.kill = kill
-        self.repeats = repeats
         self.points = 0
         self.landed: str | None = None  # where it raised: "file:line function what"
         # frame -> (its last opcode, its offset, whether it called a Python function since)
@@ -91,7 +88,7 @@ class KillAt:
     def _point(self, frame: Any, what: str, offset: int) -> None:
         passes = self._passes.setdefault(id(frame), {})
         passes[offset] = passes.get(offset, 0) + 1
-        if passes[offset] > self.repeats:
+        if passes[offset] > REPEATS:
             return
         self.points += 1
         if self.points == self.target and self.landed is None:
