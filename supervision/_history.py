@@ -219,12 +219,8 @@ def read_successes(
     if paths is None:
         rows = _query(db, select + " ORDER BY id")
     else:
-        rows = []
-        names = sorted(paths)
-        for at in range(0, len(names), _IN_MOST):  # each path's rows in one chunk, by id
-            chunk = names[at : at + _IN_MOST]
-            marks = ", ".join("?" * len(chunk))
-            rows += _query(db, f"{select} AND path IN ({marks}) ORDER BY id", tuple(chunk))
+        # Each path's rows in one chunk, by id.
+        rows = _for_paths(db, f"{select} AND path IN ({{}}) ORDER BY id", paths)
     found: dict[str, dict[str, tuple[int | None, float]]] = {}
     for path, digest, code, at in rows:
         found.setdefault(path, {})[digest] = (code, float(at))
@@ -232,6 +228,17 @@ def read_successes(
 
 
 _IN_MOST: Final = 500  # values in one IN (...): far below any SQLite's limit on parameters
+
+
+def _for_paths(db: Path, sql: str, paths: Collection[str]) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` (whose ``{}`` takes the marks of an IN list) for ``paths``, asked
+    ``_IN_MOST`` paths at a time."""
+    names = sorted(paths)
+    rows: list[tuple[Any, ...]] = []
+    for at in range(0, len(names), _IN_MOST):
+        chunk = names[at : at + _IN_MOST]
+        rows += _query(db, sql.format(", ".join("?" * len(chunk))), tuple(chunk))
+    return rows
 
 
 def last_ticks(db: Path, paths: Collection[str]) -> dict[str, float]:
@@ -242,19 +249,13 @@ def last_ticks(db: Path, paths: Collection[str]) -> dict[str, float]:
     """
     if not paths or not db.exists():
         return {}
-    found: dict[str, float] = {}
-    names = sorted(paths)
-    for at in range(0, len(names), _IN_MOST):
-        chunk = names[at : at + _IN_MOST]
-        marks = ", ".join("?" * len(chunk))
-        rows = _query(
-            db,
-            "SELECT path, started_at FROM attempts WHERE id IN"  # noqa: S608 - only marks
-            f" (SELECT MAX(id) FROM attempts WHERE path IN ({marks}) GROUP BY path)",
-            tuple(chunk),
-        )
-        found.update((str(path), float(started)) for path, started in rows)
-    return found
+    rows = _for_paths(
+        db,
+        "SELECT path, started_at FROM attempts WHERE id IN"
+        " (SELECT MAX(id) FROM attempts WHERE path IN ({}) GROUP BY path)",
+        paths,
+    )
+    return {str(path): float(started) for path, started in rows}
 
 
 def last_breaker_states(db: Path) -> dict[str, tuple[str, float]]:
