@@ -257,6 +257,9 @@ def test_a_persistent_job_that_missed_its_tick_runs_it_at_once_and_says_so(
     assert not events.of(AttemptFinished, "recent")
     clock.advance(1)
     events.wait_for(lambda _: bool(events.of(AttemptFinished, "recent")))
+    # At its time, not before it (a tick early would pass the look above, the scheduler's
+    # thread racing it).
+    assert events.of(AttemptFinished, "recent")[0].started_at == last_ticks["recent"] + HOUR
     assert len(events.of(AttemptFinished, "missed")) == 1
 
 

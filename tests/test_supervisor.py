@@ -662,7 +662,7 @@ class TestDynamicChildren:
     ) -> None:
         """A reload's update made while the group was down (its new children for its next
         start) that meets it running with others is refused whole, as ChildrenChangedError: the
-        reload looks again. The group's next start took the refused spec."""
+        reload looks again. (The group's next start had taken the refused spec.)"""
         group = SupervisorSpec(
             name="g", policy=FAST, children=(actor("a", journal), actor("b", journal))
         )
