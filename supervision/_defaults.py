@@ -1,19 +1,20 @@
 """``defaults:`` of a manifest: which job inherits which default, and how they merge.
 
 ``defaults`` holds job fields for every job at any depth unless the job sets
-them. Each key merges shallowly (the job's value replaces the default),
-except ``env`` and ``http.headers``, whose entries merge (the job's entry
-wins; other ``http`` keys merge shallowly too). A default applies only
-where it can: ``env``/``cwd`` to command jobs, ``args``/``kwargs`` to python
-jobs, ``service`` to command and python jobs, ``ready`` to services,
-``stop.signal``/``user``/``umask``/``limits`` to command jobs, a default
-``command``/``http``/``python`` only to a job that names no kind of its own, the run mode keys
+them. Each key merges shallowly (the job's value replaces the default), except
+``env`` and ``http.headers``, whose entries merge (the job's entry wins; other
+``http`` keys merge shallowly too), and ``env_file``, whose files are read
+before the job's own (``_manifest.with_env_files`` layers them). A default
+applies only where it can: ``env``/``env_file``/``cwd`` to command jobs,
+``args``/``kwargs`` to python jobs, ``service`` to command and python jobs,
+``ready`` to services, ``stop.signal``/``user``/``umask``/``limits`` to
+command jobs, a default ``command``/``http``/``python`` only to a job that
+names no kind of its own, the run mode keys
 (``service``/``every``/``cron``/``times``) only to a job that sets none of
 ``service``, ``every`` or ``cron``, and ``persistent``/``jitter`` to periodic
 jobs only (whether their ``every`` or ``cron`` is their own or inherited), as
-``ready`` goes to services. ``name`` and ``depends_on`` cannot be
-defaults. Problems in an inherited value are reported once, at
-``defaults.KEY``.
+``ready`` goes to services. ``name`` and ``depends_on`` cannot be defaults.
+Problems in an inherited value are reported once, at ``defaults.KEY``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ __all__ = [
 KINDS: Final = ("command", "http", "python")
 MODES: Final = ("service", "every", "cron")
 JOB_KEYS: Final = (
-    "name", *KINDS, "args", "kwargs", "cwd", "env", "service", "every", "times", "cron",
+    "name", *KINDS, "args", "kwargs", "cwd", "env", "env_file", "service", "every", "times", "cron",
     "persistent", "jitter", "timeout", "retry", "breaker", "restart", "autostart", "replicas",
     "depends_on", "ready", "stop", "placement", "isolation", "output", "notify", "user", "umask",
     "limits",
@@ -55,6 +56,7 @@ PERIODIC: Final = ("every", "cron")  # the run modes a timer's settings go with
 TIMER_KEYS: Final = ("persistent", "jitter")  # a periodic job's only
 FOR_KINDS: Final = {  # fields that apply to some kinds only
     "env": ("command",),
+    "env_file": ("command",),
     "cwd": ("command",),
     "args": ("python",),
     "kwargs": ("python",),

@@ -379,6 +379,7 @@ _JOB_TYPES: Final[dict[str, Shape]] = {
     "kwargs": MapOf(ANY),
     "cwd": TEXT,
     "env": _STRINGS,
+    "env_file": ListOf(TEXT, single=True),
     "service": FLAG,
     "every": DURATION,
     "times": AT_LEAST_1,

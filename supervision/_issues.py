@@ -167,10 +167,6 @@ def show(value: object) -> str:  # noqa: PLR0911 - one return per kind of value 
 
 
 # supervisord's and systemd's words for a job's fields, as people migrating write them.
-_ENV_FILE: Final = (
-    "env: {NAME: value} (no file of values is read: a secret comes from a file with "
-    "{secret: {file: PATH}}, or from the environment with ${secret:NAME})"
-)
 _POLICY_HINT: Final = (
     "backoff and intensity belong to a supervisor: put the job in a group (group: NAME, with "
     "backoff: and jobs: [the job]), or set the root's under supervisor:"
@@ -187,8 +183,9 @@ _JOB_WORDS: Final = {
     "stopwaitsecs": "stop: {grace: 10s}",
     "directory": "cwd",
     "environment": "env",
-    "env_file": _ENV_FILE,
-    "environmentfile": _ENV_FILE,
+    "environmentfile": "env_file: PATH (a leading '-' for one that may be missing, as "
+    "systemd's), or a list of them",
+    "envfile": "env_file",
     "numprocs": "replicas",
     "priority": "the order of the jobs list (they start in order) and depends_on",
     "stdout_logfile": "output: {max_bytes: ..., backups: ...} (both streams go to "

@@ -14,6 +14,10 @@ Rules this module decides where SPEC §3 is silent:
 - ``${NAME}`` and secrets: see ``_resolve``; a count, number or flag written
   as ``${NAME}`` is read from the text.
 - ``defaults``: see ``_defaults``.
+- ``env_file``: files read by ``_envfile`` (relative to the manifest's
+  directory; ``-PATH`` may be missing), layered under ``env`` by
+  ``with_env_files``; a value whose name looks secret (``looks_secret``) and
+  is long enough to mask is a secret, a shorter one is warned of.
 - Every group has its own policy with the documented defaults; the root's
   ``supervisor:`` is not inherited by groups.
 - ``depends_on`` names siblings (jobs or groups); a replicated name means all
@@ -35,6 +39,7 @@ import importlib
 import importlib.util
 import os
 import signal
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -43,11 +48,13 @@ from actors import RetrySpec, RetryWait, Schedule
 from actors._failnames import qualified_name
 from actors._placement import RAY_FIELDS, RayPlacement
 from supervision._defaults import FOR_KINDS, JOB_KEYS, KINDS, Defaults
+from supervision._envfile import Assignment, EnvFileError, read_env_file
 from supervision._issues import (
     TEXT_NAME,
     Issue,
     ManifestError,
     Merged,
+    Secret,
     join,
 )
 from supervision._listen import HttpSpec
@@ -63,7 +70,8 @@ from supervision._policy import (
     Strategy,
 )
 from supervision._reader import BAD, Bad, V, entries_of, plain
-from supervision._resolve import Resolver
+from supervision._resolve import Resolver, looks_secret
+from supervision._secrets import SecretMasker
 from supervision._siblings import Entry, check_dependencies, check_names, replica_names
 from supervision._spec import (
     PLACEMENTS,
@@ -279,7 +287,7 @@ _PROCESS_KEYS: Final = {
         f"expected {key} on a python job only with isolation: process (a thread shares "
         "jobvisor's own working directory and environment), got it on a python job in a thread"
     )
-    for key in ("cwd", "env")
+    for key in ("cwd", "env", "env_file")
 }
 
 
@@ -302,6 +310,9 @@ class _Parser(WorkReader):
         self.defaults = Defaults()
         self._ray: bool | None = None
         self._groups: list[str] = []  # the names of the groups being read, outermost first
+        # Each env file read once per load, however many jobs name it (defaults' for 10,000):
+        # its assignments, or why it cannot be used (None: missing).
+        self._env_files: dict[str, list[Assignment] | str | None] = {}
 
     # -- the document ----------------------------------------------------------------------------
 
@@ -714,6 +725,7 @@ class _Parser(WorkReader):
         replicas = self.replicas(f["replicas"]) if "replicas" in f else None
         deps = self.depends_on(f["depends_on"]) if "depends_on" in f else []
         kind = self.job_kind(v, f, inherited)
+        f = self.with_env_files(own, f, inherited, kind)
         job = V(Merged(f), v.path, v.line)  # the job's own fields and those it inherits
         options = self.job_options(job, f, kind, inherited)
         if isinstance(name, Bad):
@@ -740,6 +752,123 @@ class _Parser(WorkReader):
             return [spec for spec in specs if not isinstance(spec, Bad)]
 
         return Entry(name, v, name_v, names, deps, f.get("depends_on"), build)
+
+    # -- env files ---------------------------------------------------------------------------------
+
+    def with_env_files(
+        self, own: dict[str, V], f: dict[str, V], inherited: set[str], kind: str | None
+    ) -> dict[str, V]:
+        """``f`` with what its env files set under ``env``, layered closest last: ``defaults``'
+        files, ``defaults``' ``env``, the job's own files in order, the job's own ``env``.
+
+        A job with an environment of its own only (a command, a python job in a process of
+        its own); elsewhere ``job_kind`` has said so. A file that cannot be read is reported
+        and left out.
+        """
+        process = kind == "python" and "isolation" in f and f["isolation"].value == "process"
+        if "env_file" not in f or not (kind == "command" or process):
+            return f
+        defaults = self.defaults.fields
+        default_files = defaults.get("env_file") if kind == "command" else None
+        own_files = own.get("env_file")
+        if default_files is not None and own_files is not None:
+            self.defaults.used.add("env_file")  # both are read: a job's files add to defaults'
+        layers: list[dict[Any, V] | None] = []
+        if default_files is not None:
+            layers.append(self.env_file_entries(default_files))
+        if "env" in defaults and ("env" in own or "env" in inherited):
+            layers.append(entries_of(defaults["env"]))
+        if own_files is not None:
+            layers.append(self.env_file_entries(own_files))
+        if "env" in own:
+            layers.append(entries_of(own["env"]))
+        env: dict[Any, V] = {}
+        for layer in layers:
+            if layer is None:  # reported: by env_file_entries, or by env's own reader
+                return f
+            env.update(layer)
+        at = f.get("env", f["env_file"])
+        return {**f, "env": V(Merged(env), at.path, at.line)}
+
+    def env_file_entries(self, v: V) -> dict[Any, V] | None:
+        """What the env files of ``v`` (a path or a list of them) set, a later file winning;
+        each value a ``Secret`` when its name looks secret. None when one cannot be used."""
+        what = "an env file's path, or a list of them (a leading '-': one that may be missing)"
+        items = self.items(v, what, single_ok=True)
+        if items is None:
+            return None
+        entries: dict[Any, V] = {}
+        usable = True
+        for item in items:
+            name = self.text(item, what)
+            if isinstance(name, Bad):
+                usable = False
+                continue
+            # systemd's spelling: EnvironmentFile=-/etc/default/app
+            optional = name.startswith("-")
+            where = self.base_dir / Path(name.removeprefix("-")).expanduser()
+            assignments = self.env_file(item, where, optional=optional)
+            if assignments is None:
+                usable = False
+                continue
+            for assignment in assignments:
+                value = assignment.value
+                secret = looks_secret(assignment.name) and _maskable(value)
+                entries[assignment.name] = V(
+                    Secret(value) if secret else value, item.path, item.line
+                )
+        return entries if usable else None
+
+    def env_file(self, item: V, where: Path, *, optional: bool) -> list[Assignment] | None:
+        """The assignments of the env file ``where`` (named at ``item``); None if it cannot be
+        used (reported at ``item``), ``[]`` for an optional one that is missing."""
+        key = str(where)
+        if key not in self._env_files:
+            self._env_files[key] = self.read_env_file(item, where)
+        found = self._env_files[key]
+        if isinstance(found, list):
+            return found
+        if found is None:  # missing
+            if optional:
+                return []
+            found = (
+                f"expected a readable env file {key!r}, got: No such file or directory (write "
+                f"-{item.value} for one that may be missing, as systemd's EnvironmentFile=- does)"
+            )
+        self.add(item, found)
+        return None
+
+    def read_env_file(self, item: V, where: Path) -> list[Assignment] | str | None:
+        """Read ``where`` once: its assignments, their secrets collected and their doubts warned
+        of; or why it cannot be used (None: it is missing)."""
+        try:
+            assignments, st = read_env_file(where)
+        except EnvFileError as exc:
+            return None if exc.missing else str(exc)
+        secret_names: list[str] = []
+        for assignment in assignments:
+            if not looks_secret(assignment.name) or not assignment.value.strip():
+                continue
+            if _maskable(assignment.value):
+                self.secrets.add(assignment.value)
+                secret_names.append(assignment.name)
+                continue
+            self.warn(
+                item,
+                f"{where}:{assignment.line}: {assignment.name} looks like a secret, but its value "
+                f"has fewer than {SecretMasker.MIN_LENGTH} characters: too short to mask (masked, "
+                "it would hide that text in every line), so it shows in clear wherever it "
+                "appears; give it a longer value, or a name without TOKEN, KEY, SECRET, "
+                "PASSWORD or CREDENTIAL if it is none",
+            )
+        if secret_names and st.st_mode & 0o077:
+            self.warn(
+                item,
+                f"other users can read the env file {str(where)!r} (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}), which sets {', '.join(secret_names[:3])}"
+                f"{' and more' if len(secret_names) > 3 else ''}; make it private: chmod 600",
+            )
+        return assignments
 
     def job_kind(self, v: V, f: dict[str, V], inherited: set[str]) -> str | None:
         """The job's kind; kind-specific fields the job sets for another kind are issues."""
@@ -892,6 +1021,7 @@ class _Parser(WorkReader):
             "env": lambda _: self.command_work(
                 job, {"command": V(["true"], "", None), key: v}, None, None
             ),
+            "env_file": self.env_file_entries,
             "service": lambda _: self.schedule(job, {key: v}),
             "every": lambda _: self.schedule(job, {key: v}),
             "timeout": lambda _: self.schedule(job, {key: v}),
@@ -1175,6 +1305,11 @@ class _Parser(WorkReader):
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def _maskable(value: str) -> bool:
+    """Whether a secret value is long enough for the masker to hide it in every line."""
+    return len(value.strip()) >= SecretMasker.MIN_LENGTH
 
 
 def _command_failure(name: str) -> bool:

@@ -1941,7 +1941,6 @@ jobs:
     stopwaitsecs: 10
     directory: /srv
     backoff: {initial: 1s}
-    env_file: .env
     EnvironmentFile: /etc/default/web
 """
     with pytest.raises(ManifestError) as caught:
@@ -1956,12 +1955,10 @@ jobs:
         "unknown key 'stopwaitsecs'; jobvisor's word is stop: {grace: 10s}"
     )
     assert said["jobs[0].directory"] == "unknown key 'directory'; jobvisor's word is cwd"
-    env_files = (
-        "jobvisor's word is env: {NAME: value} (no file of values is read: a secret comes from "
-        "a file with {secret: {file: PATH}}, or from the environment with ${secret:NAME})"
+    assert said["jobs[0].EnvironmentFile"] == (
+        "unknown key 'EnvironmentFile'; jobvisor's word is env_file: PATH (a leading '-' for "
+        "one that may be missing, as systemd's), or a list of them"
     )
-    assert said["jobs[0].env_file"] == f"unknown key 'env_file'; {env_files}"
-    assert said["jobs[0].EnvironmentFile"] == f"unknown key 'EnvironmentFile'; {env_files}"
     assert said["jobs[0].backoff"] == (
         "unknown key 'backoff'; backoff and intensity belong to a supervisor: put the job in a "
         "group (group: NAME, with backoff: and jobs: [the job]), or set the root's under "
