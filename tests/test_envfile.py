@@ -65,6 +65,8 @@ def test_the_dotenv_syntax_systemd_and_docker_read(tmp_path: Path) -> None:
         "b'\n"
         "NOEXPAND=$HOME/${USER}\n"
         "CRLF=windows\r\n"
+        'JOINED="one \\\ntwo"\n'
+        'UNKNOWN="C:\\dir \\d"\n'
         "TWICE=first\n"
         "TWICE=second\n",
     )
@@ -81,6 +83,8 @@ def test_the_dotenv_syntax_systemd_and_docker_read(tmp_path: Path) -> None:
         "SQMULTI": "a\nb",
         "NOEXPAND": "$HOME/${USER}",
         "CRLF": "windows",
+        "JOINED": "one two",
+        "UNKNOWN": "C:\\dir \\d",  # an escape it does not know keeps its backslash
         "TWICE": "second",
     }
 
