@@ -1370,9 +1370,12 @@ def test_a_reload_moving_a_job_out_of_a_group_that_starts_meanwhile(
             lambda: (
                 (now := _tree_nodes(state))
                 and [p for p, n in now.items() if n["state"] == "running"] == paths
+                # A command counts as running from its incarnation's start, a moment before
+                # its process exists: its pid comes with the spawn.
+                and all(now[p]["pid"] for p in paths if p != "g")
                 and now
             ),
-            "every job runs",
+            "every job runs, its process started",
             proc=jv.proc,
         )
         assert list(nodes) == paths
