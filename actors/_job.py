@@ -941,10 +941,15 @@ class JobActor(OwnActor):
         """
         if self._attempt is not attempt or self._jv_stop_requested:
             return
-        error = AttemptTimeout(
-            f"{self.path} attempt {attempt.number} timed out after {self.schedule.timeout}s"
-        )
-        self._fail_from_outside(error, attempt, grace=self._grace)
+        self._fail_from_outside(self._timed_out(attempt), attempt, grace=self._grace)
+
+    def _timed_out(self, attempt: Attempt, why: str = "") -> AttemptTimeout:
+        """The error of ``attempt`` ended by its timeout, told as a manifest writes it: 700ms
+        was ``timed out after 0.7000000000000001s`` in the log, the status and the journal."""
+        timeout = self.schedule.timeout
+        assert timeout is not None  # only an attempt with a deadline times out
+        told = f"{self.path} attempt {attempt.number} timed out after {fmt_duration(timeout)}"
+        return AttemptTimeout(f"{told}: {why}" if why else told)
 
     def _overran(self, attempt: Attempt, overran: float, *, with_exit: bool) -> AttemptTimeout:
         """Actor's thread: ``attempt`` returned ``overran`` seconds after its deadline, which
@@ -955,10 +960,7 @@ class JobActor(OwnActor):
             if active_runtime() == "gevent"
             else "and returned before its timeout was acted on"
         )
-        error = AttemptTimeout(
-            f"{self.path} attempt {attempt.number} timed out after {self.schedule.timeout}s: "
-            f"it overran it by {overran:.1f}s {how}"
-        )
+        error = self._timed_out(attempt, f"it overran it by {overran:.1f}s {how}")
         self._jv_error = error
         self._settle(ok=False)
         self._report_attempt(attempt, error, None, with_exit=with_exit)
