@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from actors._breaker import Breaker as Breaker
     from actors._breaker import BreakerState as BreakerState
     from actors._breaker import BreakerStatus as BreakerStatus
+    from actors._breaker import Permit as Permit
     from actors._breaker import step_allow as step_allow
     from actors._breaker import step_record as step_record
     from actors._breaker import step_release as step_release
@@ -137,6 +138,7 @@ _INTERNAL: dict[str, str] = {
     "Breaker": "actors._breaker",
     "BreakerState": "actors._breaker",
     "BreakerStatus": "actors._breaker",
+    "Permit": "actors._breaker",
     "ChildExit": "actors._messages",
     "ChildStarted": "actors._messages",
     "JobActor": "actors._job",

@@ -26,6 +26,7 @@ __all__ = [
     "Breaker",
     "BreakerState",
     "BreakerStatus",
+    "Permit",
     "step_allow",
     "step_record",
     "step_release",
@@ -36,6 +37,19 @@ class BreakerState(enum.StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+
+
+class Permit(enum.Enum):
+    """What ``Breaker.allow`` let through: a call of a closed breaker, or a half-open one's trial.
+
+    Told with the permit, as it is taken under the breaker's lock: read from the breaker
+    after, another job's trial may have reopened (or closed) it meanwhile, and a trial that
+    failed was taken for a call that found the breaker open (its job waited, burning nothing,
+    where the job whose trial reopened it first was restarted).
+    """
+
+    CALL = "call"
+    TRIAL = "trial"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +158,8 @@ class Breaker:
             return BreakerState.HALF_OPEN
         return status.state
 
-    def allow(self, caller: Hashable | None = None) -> bool:
-        """Take a permit for one call, or learn that the breaker is open.
+    def allow(self, caller: Hashable | None = None) -> Permit | None:
+        """Take a permit for one call (a half-open breaker's is a ``TRIAL``), or None: open.
 
         ``caller`` (a job) may have waited in the queue (``queue``): for one turn after the
         breaker half-opens, its trial permits are kept for the callers that have waited
@@ -155,13 +169,15 @@ class Breaker:
             old = self._status
             now = self._clock()
             if caller is not None and self._not_its_turn(caller, now):
-                return False
+                return None
             ok, self._status = step_allow(old, now, self.reset_timeout, self.half_open_max_calls)
             if ok and caller is not None:
                 self._waiting.pop(caller, None)
             new = self._status
         self._changed(old.state, new.state)
-        return ok
+        if not ok:
+            return None
+        return Permit.TRIAL if new.state is BreakerState.HALF_OPEN else Permit.CALL
 
     def queue(self, caller: Hashable) -> float:
         """``caller`` was refused and waits: queue it (if it is not already) for its turn.
@@ -192,8 +208,12 @@ class Breaker:
         free = self.half_open_max_calls - status.in_flight
         return caller not in itertools.islice(self._waiting, max(0, free))
 
-    def record(self, ok: bool) -> bool:
-        """Report how a permitted call ended; True if it was a half-open breaker's trial."""
+    def record(self, ok: bool) -> None:
+        """Report how a permitted call ended.
+
+        A trial that fails once another has reopened the breaker changes nothing here (it
+        is open already); that it was a trial is its permit's to tell (``allow``).
+        """
         with self._lock:
             old = self._status
             self._status = step_record(
@@ -203,7 +223,6 @@ class Breaker:
             if new.state is BreakerState.CLOSED:
                 self._waiting.clear()  # nobody waits for a closed breaker
         self._changed(old.state, new.state)
-        return old.state is BreakerState.HALF_OPEN
 
     def release(self) -> None:
         """Give back the permit of a call that was cancelled (stopped): nothing is counted."""

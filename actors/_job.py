@@ -12,6 +12,7 @@ import logbook
 from pykka._envelope import Envelope
 
 from actors._attempt import Attempt, current_attempt_var
+from actors._breaker import Permit
 from actors._checks import MAX_DURATION, fmt_duration, need, need_count, need_duration
 from actors._command import leader_of, signal_attempt
 from actors._errors import AttemptTimeout, ChildKilled, JobvisorError, SpecError, describe
@@ -431,7 +432,7 @@ class JobActor(OwnActor):
         # The breaker's permit for the call under way: one token, taken by whichever thread
         # ends the call first (its own, a timeout's, a kill's), so it is counted or given back
         # exactly once. Empty: no call holds one.
-        self._permit: list[bool] = []
+        self._permit: list[Permit] = []
         # The permit is a half-open breaker's trial: the attempt makes one call, no retries
         # (pybreaker and Polly let one call through; every retry was a call to a service the
         # breaker holds to be down).
@@ -667,10 +668,12 @@ class JobActor(OwnActor):
     def _gate(self) -> bool:
         """May an attempt run now? If the breaker says no, wait (and ask again later)."""
         breaker = self.breaker
-        if breaker is None or breaker.allow(self):
-            if breaker is not None:
-                self._permit = [True]
-                self._trial = breaker.status.state.value == "half_open"
+        permit = breaker.allow(self) if breaker is not None else None
+        if breaker is None or permit is not None:
+            if permit is not None:
+                self._permit = [permit]
+                # The permit's own word: the breaker read now may have been reopened since.
+                self._trial = permit is Permit.TRIAL
             if self._waiting:
                 self._waiting = False
                 link = self._jv_link
@@ -701,19 +704,21 @@ class JobActor(OwnActor):
         """End the call the breaker let through: ``ok``, or None for one we cancelled.
 
         A cancelled call has no outcome to count, but it is no longer in flight: its permit
-        goes back. Returns True for a half-open breaker's trial that failed. Any thread.
+        goes back. Returns True for a half-open breaker's trial that failed, whether its
+        failure reopened the breaker or another trial's did first. Any thread.
         """
         breaker = self.breaker
         if breaker is None:
             return False  # most jobs: no exception raised and caught on every attempt
         try:
-            self._permit.pop()
+            permit = self._permit.pop()
         except IndexError:
             return False  # no call, or ended already by another thread
         if ok is None:
             breaker.release()
             return False
-        return breaker.record(ok=ok) and not ok
+        breaker.record(ok=ok)
+        return permit is Permit.TRIAL and not ok
 
     def _wait_for_breaker(
         self, error: BaseException | None = None, code: int | None = None
@@ -936,10 +941,15 @@ class JobActor(OwnActor):
         """
         if self._attempt is not attempt or self._jv_stop_requested:
             return
-        error = AttemptTimeout(
-            f"{self.path} attempt {attempt.number} timed out after {self.schedule.timeout}s"
-        )
-        self._fail_from_outside(error, attempt, grace=self._grace)
+        self._fail_from_outside(self._timed_out(attempt), attempt, grace=self._grace)
+
+    def _timed_out(self, attempt: Attempt, why: str = "") -> AttemptTimeout:
+        """The error of ``attempt`` ended by its timeout, told as a manifest writes it: 700ms
+        was ``timed out after 0.7000000000000001s`` in the log, the status and the journal."""
+        timeout = self.schedule.timeout
+        assert timeout is not None  # only an attempt with a deadline times out
+        told = f"{self.path} attempt {attempt.number} timed out after {fmt_duration(timeout)}"
+        return AttemptTimeout(f"{told}: {why}" if why else told)
 
     def _overran(self, attempt: Attempt, overran: float, *, with_exit: bool) -> AttemptTimeout:
         """Actor's thread: ``attempt`` returned ``overran`` seconds after its deadline, which
@@ -950,10 +960,7 @@ class JobActor(OwnActor):
             if active_runtime() == "gevent"
             else "and returned before its timeout was acted on"
         )
-        error = AttemptTimeout(
-            f"{self.path} attempt {attempt.number} timed out after {self.schedule.timeout}s: "
-            f"it overran it by {overran:.1f}s {how}"
-        )
+        error = self._timed_out(attempt, f"it overran it by {overran:.1f}s {how}")
         self._jv_error = error
         self._settle(ok=False)
         self._report_attempt(attempt, error, None, with_exit=with_exit)

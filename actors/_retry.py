@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import tenacity
 
 __all__ = [
+    "DEFAULT_ATTEMPTS",
     "RETRY_AFTER_MAX",
     "RetrySpec",
     "RetryWait",
@@ -25,6 +26,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# The tries of a retry block that does not say how many: the first and two retries.
+DEFAULT_ATTEMPTS: Final = 3
 
 # The longest a server's Retry-After is waited inside one attempt (an attempt's timeout ends
 # a wait sooner): past it, a Retry-After of an hour would hold the attempt for that hour.
@@ -46,9 +50,13 @@ class RetrySpec:
 
     An empty ``on`` means the job kind's defaults (http: connection errors,
     timeouts, 5xx and 429; command: any non-zero exit; python: any exception).
+    ``attempts`` counts the tries, the first one included.
     """
 
-    attempts: int = 1
+    # A retry block that leaves attempts out still asks for retries: with 1 here,
+    # ``retry: {on: [429]}`` (the README's and validate's own advice) made one try, silently.
+    # 3 tries, as resilience4j's maxAttempts; a job without a retry block makes one.
+    attempts: int = DEFAULT_ATTEMPTS
     wait: RetryWait = RetryWait()
     on: tuple[str, ...] = ()
 

@@ -1147,6 +1147,13 @@ class _Parser(WorkReader):
             )
         if "on" in f:
             kwargs["on"] = self.retry_on(f["on"], kind)
+        if kwargs.get("attempts") == 1 and ("on" in f or "wait" in f):
+            self.warn(
+                f["attempts"],
+                "a retry of attempts: 1 never retries (one try, the first): its on and wait "
+                "never apply; write attempts: 2 or more, or leave attempts out (3 tries), or "
+                "drop the retry",
+            )
         return self.finish(v, RetrySpec, kwargs, "retry")
 
     def bare_retry_name(self, item: V) -> bool:

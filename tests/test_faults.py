@@ -571,7 +571,7 @@ def test_http_jobs_survive_resets_stalls_and_slow_answers(
         reset = f"GET {resets.url}/reset: connection failed (ConnectionResetError"
         assert f"reset: try 1 failed (HttpRequestError: {reset}" in text
         assert f"reset: attempt 1 failed: {reset}" in text
-        assert "stall: attempt 1 timeout: stall attempt 1 timed out after 0.5s" in text
+        assert "stall: attempt 1 timeout: stall attempt 1 timed out after 500ms" in text
         assert not [m for m in scene.messages(logbook.WARNING) if m.startswith("slow:")]
         assert_undisturbed(tree)
         after = scene.committed()

@@ -5,10 +5,14 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -788,6 +792,34 @@ def test_validate_warns_of_a_post_retried_on_what_the_server_may_have_done() -> 
     assert not warnings("retry: {attempts: 3, on: [connection, 429]}")
     assert not warnings("retry: {attempts: 3}", "PUT")
     assert not warnings("retry: {attempts: 1}")
+
+
+def test_a_retry_block_without_attempts_makes_three_tries_in_a_real_run(
+    kit: HttpKit, tmp_path: Path
+) -> None:
+    """The trial's manifest, as the README and the POST warning advise: ``retry: {on: [429]}``
+    made one try and failed (attempts defaulted to 1). Now 3 tries, and not one more."""
+    kit.script(*[Reply(429, {"Retry-After": "0"})] * 3, Reply(201))
+    (tmp_path / "jobs.yaml").write_text(
+        "version: 1\njobs:\n"
+        f"  - {{name: post429, http: {{url: '{kit.url}/p', method: POST}}, retry: {{on: [429]}}, "
+        "restart: temporary}\n",
+        encoding="utf-8",
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, str(root / "cli.py"), "run", "jobs.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=False,
+    )
+    assert out.returncode == 1, out.stderr
+    assert kit.count == 3, out.stderr
+    assert out.stderr.count("post429: try ") == 2, out.stderr  # two retries, each said
+    assert "status 429 Too Many Requests" in out.stderr
 
 
 def test_an_explicit_retry_on_wins_for_a_post(kit, make_work) -> None:

@@ -285,12 +285,15 @@ def test_timeout_fails_the_attempt_and_stops_its_work(make_tree, events) -> None
     policy = RestartPolicy(
         backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=0)
     )
-    job = python_job("t", "jobfuncs:stubborn", "t", schedule=Schedule(timeout=0.05), grace=0.05)
+    # 51 * 0.001 is how a manifest's 51ms parses: it was told as 0.051000000000000004s.
+    job = python_job(
+        "t", "jobfuncs:stubborn", "t", schedule=Schedule(timeout=51 * 0.001), grace=0.05
+    )
     tree = make_tree(tree_of(job, policy=policy), on_event=events)
     events.reached("t", "gave_up")
     exits = events.of(ChildExited, "t")
     assert [e.outcome for e in exits] == [Outcome.TIMEOUT]
-    assert "timed out after 0.05s" in (exits[0].error or "")
+    assert (exits[0].error or "").endswith("t attempt 1 timed out after 51ms")
     node = tree.status()["children"][0]
     assert node["last_exit"]["outcome"] == "timeout"
 
@@ -307,7 +310,7 @@ def test_a_call_that_returns_after_its_timeout_is_a_timeout(make_tree, events, r
     exits = events.of(ChildExited, "spin")
     assert [e.outcome for e in exits] == [Outcome.TIMEOUT]
     error = exits[0].error or ""
-    assert "timed out after 0.2s" in error
+    assert "timed out after 200ms" in error
     if runtime == "gevent":
         assert "never yielded to gevent" in error, error
         assert re.search(r"overran it by 0\.\ds", error), error
@@ -331,7 +334,7 @@ def test_a_timeout_asks_a_python_thread_to_stop_and_waits_its_grace(make_tree, e
     events.reached("g", "failed")
     exits = events.of(ChildExited, "g")
     assert [e.outcome for e in exits] == [Outcome.TIMEOUT]
-    assert "timed out after 0.1s" in (exits[0].error or "")
+    assert "timed out after 100ms" in (exits[0].error or "")
 
 
 def test_a_timed_out_python_thread_that_ignores_it_is_killed_after_its_grace(

@@ -582,6 +582,56 @@ def test_explain_shows_autostart_only_when_false() -> None:
     assert sum("autostart" in line for line in lines) == 1
 
 
+def test_a_retry_block_that_says_how_but_not_how_often_retries_three_times() -> None:
+    """``retry: {on: [429]}``, as the README and validate's own POST warning write it, made
+    one try: attempts defaulted to 1. A retry block means retries (resilience4j's
+    maxAttempts, 3 tries); no retry block stays no retry."""
+    m = load("""
+        version: 1
+        jobs:
+          - {name: post, http: {url: "http://127.0.0.1:1/", method: POST}, retry: {on: [429]}}
+          - {name: wait, command: "true", retry: {wait: {initial: 100ms}}}
+          - {name: empty, command: "true", retry: {}}
+          - {name: once, command: "true", retry: {attempts: 1}}
+          - {name: none, command: "true"}
+    """)
+    post, wait = m.root.children[:2]
+    assert [job.retry.attempts if job.retry else None for job in m.root.children] == [
+        3,
+        3,
+        3,
+        1,
+        None,
+    ]
+    assert post.retry == RetrySpec(attempts=3, on=("429",))
+    assert wait.retry == RetrySpec(attempts=3, wait=RetryWait(initial=0.1))
+    assert m.warnings == ()
+    lines = m.explain().splitlines()
+    assert (
+        "      retry: attempts=3 wait=(initial=500ms max=10s multiplier=2 jitter=0.1) on=429"
+        in lines
+    )
+    assert sum(line == "      retry: none (attempts=1)" for line in lines) == 2
+
+
+def test_validate_warns_of_a_retry_block_of_one_attempt_that_names_what_to_retry() -> None:
+    m = load("""
+        version: 1
+        jobs:
+          - {name: a, command: "true", retry: {attempts: 1, on: ["exit:3"]}}
+          - {name: b, command: "true", retry: {attempts: 1, wait: {initial: 1s}}}
+          - {name: c, command: "true", retry: {attempts: 1}}
+    """)
+    assert [(w.path, w.line) for w in m.warnings] == [
+        ("jobs[0].retry.attempts", 3),
+        ("jobs[1].retry.attempts", 4),
+    ]
+    assert m.warnings[0].message == (
+        "a retry of attempts: 1 never retries (one try, the first): its on and wait never "
+        "apply; write attempts: 2 or more, or leave attempts out (3 tries), or drop the retry"
+    )
+
+
 def test_depends_on_must_name_siblings_and_have_no_cycles() -> None:
     issues = issues_of("""
         version: 1

@@ -17,6 +17,7 @@ from actors import (
     BreakerState,
     BreakerStatus,
     HttpWork,
+    Permit,
     RetrySpec,
     RetryWait,
     Waiting,
@@ -143,6 +144,25 @@ class TestBreakerRules:
         assert b.state is BreakerState.CLOSED
         assert b.allow("c")
 
+    def test_a_permit_says_whether_it_is_a_trial_as_it_is_taken(self) -> None:
+        """Read from the breaker after the permit, a trial that another trial's failure had
+        reopened the breaker behind looked like a call of an open breaker."""
+        clock = ManualClock(0.0)
+        b = Breaker(
+            "api", failure_threshold=1, reset_timeout=10, half_open_max_calls=2, clock=clock
+        )
+        assert b.allow("a") is Permit.CALL
+        b.record(ok=False)
+        assert b.allow("a") is None
+        clock.now = 10.0
+        first, second = b.allow("a"), b.allow("b")
+        assert (first, second) == (Permit.TRIAL, Permit.TRIAL)
+        assert b.allow("c") is None, "half_open_max_calls: 2"
+        b.record(ok=False)  # a's trial reopens it: b's is still a trial, whose failure counts
+        assert b.state is BreakerState.OPEN
+        b.record(ok=False)
+        assert (b.state, b.status.opened_at) == (BreakerState.OPEN, 10.0)
+
     def test_invalid_breaker_specs(self) -> None:
         with pytest.raises(SpecError, match="failure_threshold"):
             BreakerSpec(failure_threshold=0)
@@ -268,6 +288,68 @@ def test_a_once_job_whose_trial_calls_fail_gives_up_as_its_policy_says(make_tree
     assert jobfuncs.CALLS["trial"] == 4
     failed = [e for e in events.of(AttemptFinished, "a") if e.outcome is Outcome.FAILED]
     assert len(failed) == 4, "every call that failed is an attempt that failed, as counted"
+
+
+def test_each_failed_trial_of_a_shared_half_open_breaker_is_its_jobs_failure(
+    make_tree, events
+) -> None:
+    """The trial run (t20): two jobs on a breaker with ``half_open_max_calls: 2`` each make a
+    trial call, and both fail. The job whose failure reopened it was restarted; the other's,
+    recorded on the breaker it then found open, only made it wait, burning nothing: which one
+    was a race. Each failed trial is a failure like any other, whichever reopened it."""
+    policy = RestartPolicy(backoff=Backoff(initial=0, max=0), intensity=Intensity(max_restarts=5))
+    clock = ManualClock()
+    breakers = build_breakers(
+        {"api": BreakerSpec(failure_threshold=1, reset_timeout=10, half_open_max_calls=2)}, clock
+    )
+    breakers["api"].restore(BreakerStatus(BreakerState.OPEN, 0, clock(), 0))
+    release = threading.Event()
+    with HttpKit(Stall(release, Reply(500)), Stall(release, Reply(500)), default=Reply(500)) as kit:
+        jobs = tuple(
+            JobSpec(name=name, work=HttpWork(url=f"{kit.url}/{name}"), breaker="api")
+            for name in ("a", "b")
+        )
+        tree = make_tree(
+            SupervisorSpec(policy=policy, children=jobs),
+            on_event=events,
+            breakers=breakers,
+            monotonic=clock,
+        )
+        for name in ("a", "b"):
+            events.reached(name, "waiting")
+        assert kit.count == 0
+        clock.advance(10)  # half-open: both ask in the turn, and each has a trial permit
+        kit.wait_requests(2)
+        release.set()  # both fail: one reopens the breaker, the other finds it open
+        for name in ("a", "b"):
+            events.reached(name, "waiting", times=2)  # restarted, behind the reopened breaker
+        counts = [(n["restarts"], n["failures"]) for n in tree.status()["children"]]
+        assert counts == [(1, 1), (1, 1)]
+        assert kit.count == 2
+        assert tree.stop(10)
+
+
+def test_a_breaker_counts_an_attempt_once_whatever_tries_its_retries_made(
+    make_tree, events
+) -> None:
+    """failure_threshold counts failed attempts (as the README says), not calls: an attempt
+    whose three tries all failed is one failure of the breaker's two."""
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    breakers = build_breakers({"api": BreakerSpec(failure_threshold=2, reset_timeout=10)})
+    retry = RetrySpec(attempts=3, wait=RetryWait(initial=0.001, max=0.001))
+    job = JobSpec(
+        name="a",
+        work=PythonWork(target="jobfuncs:fail", args=("tries",)),
+        breaker="api",
+        retry=retry,
+    )
+    tree = make_tree(
+        SupervisorSpec(policy=policy, children=(job,)), on_event=events, breakers=breakers
+    )
+    events.reached("a", "gave_up")
+    assert jobfuncs.CALLS["tries"] == 3
+    assert breakers["api"].status == BreakerStatus(BreakerState.CLOSED, failures=1)
+    assert tree.wait(10)
 
 
 def test_a_once_http_job_failing_behind_a_breaker_is_logged_counted_and_gives_up(
