@@ -75,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS)
     common.add_argument("--runtime", choices=RUNTIMES, default=argparse.SUPPRESS)
     common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="machine-readable output (refused where a command has none)",
     )
     parser = _Parser(
         prog="jobvisor",
@@ -414,8 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     _watch_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
+    if _refused_at_once(parser, args):
         return USAGE
     if args.command in ("run", "daemon"):
         if args.command == "daemon":
@@ -457,6 +459,42 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE
 
 
+# Why --json does not apply, for the commands that print no document: refused, so a script
+# never parses text it took for one.
+_NO_DOCUMENT = {
+    "unit": "unit: a unit is a file's text, written as it is "
+    "(jobvisor unit > /etc/systemd/system/NAME.service)",
+    "daemon": "daemon: it runs until stopped and prints no document; "
+    "jobvisor status --json gives its tree",
+    "top": "top: it is a live view for a terminal; jobvisor status --json gives the tree once",
+}
+
+
+def _refused_at_once(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """No command, or ``--json`` where it does not apply: said, before anything starts."""
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return True
+    refused = _json_refused(args)
+    if refused is not None:
+        _error(f"--json does not apply to {refused}")
+    return refused is not None
+
+
+def _json_refused(args: argparse.Namespace) -> str | None:
+    """Where ``--json`` was given to a command it does not apply to: what to say; else None."""
+    if not getattr(args, "json", False):
+        return None
+    if args.command == "validate" and args.explain:
+        # The explanation is written line by line from the specs: there is no document of it
+        # to give, and a second rendering of every spec as data would be a contract of its own.
+        return (
+            "validate --explain: the explanation is text for people; validate --json gives "
+            "the manifest's errors and warnings as data"
+        )
+    return _NO_DOCUMENT.get(args.command)
+
+
 def _written(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """``command``'s exit code once its stdout is flushed; 1 if stdout cannot be written.
 
@@ -483,31 +521,73 @@ def _to_null(fd: int) -> None:
     os.close(null)
 
 
-def _load(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Any:
+class _Told:
+    """Where loading a manifest tells what it found: stderr, as validate, run and daemon do."""
+
+    def refuse(self, file: str, message: str) -> None:
+        del file  # the message names it
+        _error(message)
+
+    def errors(self, exc: Any) -> None:
+        sys.stderr.write(f"{exc}\n")
+
+    def warnings(self, warnings: Any) -> None:
+        for warning in warnings:
+            sys.stderr.write(f"warning: {warning}\n")
+
+
+class _Findings(_Told):
+    """What loading a manifest found, kept for ``validate --json``'s document, not said."""
+
+    def __init__(self) -> None:
+        self.kept_errors: list[dict[str, Any]] = []
+        self.kept_warnings: list[dict[str, Any]] = []
+
+    def refuse(self, file: str, message: str) -> None:
+        self.kept_errors.append(
+            {"where": None, "file": file, "line": None, "column": None, "message": message}
+        )
+
+    def errors(self, exc: Any) -> None:
+        self.kept_errors.extend(_found(issue) for issue in exc.issues)
+
+    def warnings(self, warnings: Any) -> None:
+        self.kept_warnings.extend(_found(warning) for warning in warnings)
+
+
+def _found(issue: Any) -> dict[str, Any]:
+    """An ``Issue`` in a document: where in the manifest ("" is the whole: null), and the rest."""
+    return {
+        "where": issue.path or None,
+        "file": issue.file,
+        "line": issue.line,
+        "column": issue.column,
+        "message": issue.message,
+    }
+
+
+def _load(
+    args: argparse.Namespace, env: Mapping[str, str] | None = None, told: _Told | None = None
+) -> Any:
+    """The manifest at ``args.manifest``; None when it cannot be used. What is wrong with it,
+    and its warnings, are ``told`` (default: said on stderr)."""
     from pathlib import Path  # noqa: PLC0415 - see TYPE_CHECKING above
 
     from supervision._manifest import ManifestError, load_manifest  # noqa: PLC0415 - after the runtime
 
+    told = told or _Told()
     path = Path(args.manifest)
-    if path.is_dir():
-        _error(f"{path} is a directory, not a manifest: pass the path of its YAML file")
-        return None
-    if not path.is_file():
-        what = _not_regular(path)
-        if what is not None:  # a FIFO would block the read, /dev/zero never end it: not read
-            _error(f"{path} is not a regular file ({what}): pass the path of its YAML file")
-        else:
-            _error(f"no manifest at {path}: pass its path, or run where jobs.yaml is")
+    unreadable = _unreadable(path)
+    if unreadable is not None:
+        told.refuse(str(path), unreadable)
         return None
     try:
         manifest = load_manifest(path, env=env)
     except ManifestError as exc:
-        sys.stderr.write(f"{exc}\n")
-        for warning in exc.warnings:  # told with the errors, not after they are fixed
-            sys.stderr.write(f"warning: {warning}\n")
+        told.errors(exc)
+        told.warnings(exc.warnings)  # told with the errors, not after they are fixed
         return None
-    for warning in manifest.warnings:  # validate, run and daemon: once, at start
-        sys.stderr.write(f"warning: {warning}\n")
+    told.warnings(manifest.warnings)  # validate, run and daemon: once, at start
     state_dir = getattr(args, "state_dir", None)
     if state_dir:
         import dataclasses  # noqa: PLC0415
@@ -516,6 +596,18 @@ def _load(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Any
     if getattr(args, "http", None):
         return _with_http(manifest, args.http)
     return manifest
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why no manifest is read at ``path``; None when it is a regular file."""
+    if path.is_dir():
+        return f"{path} is a directory, not a manifest: pass the path of its YAML file"
+    if path.is_file():
+        return None
+    what = _not_regular(path)
+    if what is not None:  # a FIFO would block the read, /dev/zero never end it: not read
+        return f"{path} is not a regular file ({what}): pass the path of its YAML file"
+    return f"no manifest at {path}: pass its path, or run where jobs.yaml is"
 
 
 def _not_regular(path: Path) -> str | None:
@@ -552,18 +644,43 @@ def _with_http(manifest: Any, listen: str) -> Any:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    if getattr(args, "json", False):
+        return _validate_json(args)
     manifest = _load(args)
     if manifest is None:
         return USAGE
     if args.explain:
         sys.stdout.write(manifest.explain() + "\n")
     else:
-        from supervision._spec import walk  # noqa: PLC0415
-
-        count = sum(1 for _ in walk(manifest.tree_spec()))
+        count, _ = _counted(manifest)
         noun = "child" if count == 1 else "children"
         sys.stdout.write(f"{args.manifest}: OK ({count} {noun})\n")
     return OK
+
+
+def _validate_json(args: argparse.Namespace) -> int:
+    """``validate --json``: one document on stdout, every error and warning in it; 0 or 2."""
+    findings = _Findings()
+    manifest = _load(args, told=findings)
+    children, jobs = _counted(manifest) if manifest is not None else (None, None)
+    document = {
+        "ok": manifest is not None,
+        "manifest": args.manifest,
+        "errors": findings.kept_errors,
+        "warnings": findings.kept_warnings,
+        "children": children,
+        "jobs": jobs,
+    }
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    return OK if manifest is not None else USAGE
+
+
+def _counted(manifest: Any) -> tuple[int, int]:
+    """The manifest's children (groups and jobs, as validate says) and its jobs alone."""
+    from supervision._spec import SupervisorSpec, walk  # noqa: PLC0415
+
+    children = [child for _, child in walk(manifest.tree_spec())]
+    return len(children), sum(not isinstance(child, SupervisorSpec) for child in children)
 
 
 def _unit(args: argparse.Namespace) -> int:
@@ -668,6 +785,7 @@ def _logs(args: argparse.Namespace) -> int:
         state_dir=getattr(args, "state_dir", None),
         lines=args.lines,
         keep_following=args.follow,
+        as_json=getattr(args, "json", False),
     )
 
 
@@ -960,12 +1078,7 @@ def _unusable(exc: OSError, state_dir: Path, pidfile: Path | None) -> str:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from supervision._client import (  # noqa: PLC0415
-        NoDaemonError,
-        elsewhere,
-        find_state_dir,
-        request,
-    )
+    from supervision._client import find_state_dir  # noqa: PLC0415
 
     jobs: list[str] = getattr(args, "jobs", [])
     for job in jobs:
@@ -980,6 +1093,26 @@ def _control(args: argparse.Namespace) -> int:
     if args.command == "signal":
         for req in requests:
             req["signal"] = args.signal
+    # --json (status has its own document): each answer kept, and one document at the end,
+    # of what was done even when the daemon went away meanwhile.
+    kept: list[dict[str, Any]] | None = (
+        [] if getattr(args, "json", False) and args.command != "status" else None
+    )
+    code = _ask_each(args, directory, requests, kept)
+    if kept:
+        _write_answers(args, kept)
+    return code
+
+
+def _ask_each(
+    args: argparse.Namespace,
+    directory: str,
+    requests: list[dict[str, Any]],
+    kept: list[dict[str, Any]] | None,
+) -> int:
+    """Send the daemon each request; the worst exit code. Said, or kept for --json."""
+    from supervision._client import NoDaemonError, elsewhere, request  # noqa: PLC0415
+
     worst = OK
     for i, req in enumerate(requests):
         try:
@@ -993,7 +1126,8 @@ def _control(args: argparse.Namespace) -> int:
             _other_manifest(args.manifest, reply.get("manifest"))
         # The worst result is the exit code: the highest one, so a path that names no child (4)
         # outranks an action that failed (1).
-        worst = max(worst, _said(args, req, reply))
+        code = _said(args, req, reply) if kept is None else _kept(args, req, reply, kept)
+        worst = max(worst, code)
     return worst
 
 
@@ -1024,13 +1158,56 @@ def _set_here(unset: object) -> None:
         )
 
 
+def _refused(reply: dict[str, Any]) -> int:
+    """Say why the daemon refused (stderr, with --json too, as status does); the exit code."""
+    _error(str(reply.get("error")))
+    _set_here(reply.get("unset"))
+    codes = {"no_such_job": NO_SUCH_JOB, "bad_manifest": USAGE}
+    return codes.get(str(reply.get("code")), FAILED)
+
+
+def _kept(
+    args: argparse.Namespace,
+    req: dict[str, Any],
+    reply: dict[str, Any],
+    kept: list[dict[str, Any]],
+) -> int:
+    """``_said`` for --json: the answer to ``req`` kept for the document; its exit code.
+
+    A path's answer has the HTTP API's shape (``POST /api/jobs/PATH/ACTION``).
+    """
+    ok = bool(reply.get("ok"))
+    answer: dict[str, Any] = {"ok": ok}
+    if "job" in req:
+        answer.update(job=req["job"].strip("/"), action=args.command)
+    result: Any = reply.get("result")
+    if not ok:
+        answer.update(code=reply.get("code"), error=str(reply.get("error")))
+        if isinstance(reply.get("unset"), list) and reply["unset"]:
+            answer["unset"] = reply["unset"]
+    elif args.command == "reload":
+        answer["changes"] = result
+    elif args.command == "signal":
+        answer["signal"] = result
+    elif isinstance(result, str):  # nothing was done (a stop of a job that is not running)
+        answer["note"] = result
+    kept.append(answer)
+    return OK if ok else _refused(reply)
+
+
+def _write_answers(args: argparse.Namespace, kept: list[dict[str, Any]]) -> None:
+    """The document of ``--json``: reload's answer, or each path's in the order given."""
+    if args.command == "reload":
+        document = kept[0]
+    else:
+        document = {"ok": all(answer["ok"] for answer in kept), "results": kept}
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
 def _said(args: argparse.Namespace, req: dict[str, Any], reply: dict[str, Any]) -> int:
     """Tell what the daemon answered to ``req``; its exit code."""
     if not reply.get("ok"):
-        _error(str(reply.get("error")))
-        _set_here(reply.get("unset"))
-        codes = {"no_such_job": NO_SUCH_JOB, "bad_manifest": USAGE}
-        return codes.get(str(reply.get("code")), FAILED)
+        return _refused(reply)
     result: Any = reply.get("result")
     if args.command == "status":
         return _status(args, result)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any, BinaryIO, Final
 
-__all__ = ["follow", "known_paths", "output_file", "show_logs", "tail_lines"]
+__all__ = ["follow", "known_paths", "output_file", "record", "show_logs", "tail_lines"]
 
 POLL: Final = 0.1  # seconds between looks at a followed file (no inotify in the stdlib)
 _BLOCK: Final = 65536
@@ -289,12 +289,19 @@ def _some(paths: list[str]) -> str:
 
 
 def show_logs(
-    job: str, *, manifest: str, state_dir: str | None, lines: int, keep_following: bool
+    job: str,
+    *,
+    manifest: str,
+    state_dir: str | None,
+    lines: int,
+    keep_following: bool,
+    as_json: bool = False,
 ) -> int:
     """The ``logs`` command: 0, or 4 for no such job (a group's path too: its jobs are named),
     or 1 for an output file that is a symlink or not a regular file (refused, unread).
 
-    Returns 0 on Ctrl-C while following.
+    ``as_json``: each line as a JSON object on a line of its own (``record``). Returns 0 on
+    Ctrl-C while following.
     """
     directory = os.path.join(find_state_dir(manifest, state_dir), "output")
     path = output_file(directory, job.strip("/"))
@@ -309,18 +316,18 @@ def show_logs(
             "output is not kept (output: false; a python job in a thread prints to "
             "jobvisor's own stdout)\n"
         )
+    write = _json_writer(job.strip("/")) if as_json else _writer()
     try:
-        _show(path, lines, keep_following=keep_following)
+        _show(path, lines, write, keep_following=keep_following)
     except UnsafePathError as exc:  # the file, a rotated one or the next one followed
         sys.stderr.write(f"jobvisor: {exc}\n")
         return 1
     return 0
 
 
-def _show(path: str, lines: int, *, keep_following: bool) -> None:
-    """Print the last ``lines`` lines of ``path`` (and its backups) and, when
+def _show(path: str, lines: int, write: Callable[[bytes], None], *, keep_following: bool) -> None:
+    """Give ``write`` the last ``lines`` lines of ``path`` (and its backups) and, when
     ``keep_following``, every line after them until Ctrl-C."""
-    write = _writer()
     try:
         file: BinaryIO | None = open_to_read(path, WHAT)
     except FileNotFoundError:
@@ -361,6 +368,45 @@ def _writer() -> Callable[[bytes], None]:
         out.flush()
 
     return escaped
+
+
+_STREAMS: Final = (b"stdout", b"stderr")
+
+
+def record(job: str, line: bytes) -> dict[str, Any]:
+    """One output line as data: its stamp's ``time``, ``stream`` and ``attempt``, and the
+    job's ``message``; a line without a stamp (none jobvisor writes) is all message.
+
+    The message is the file's text, secrets masked already; bytes that are not UTF-8 become
+    U+FFFD.
+    """
+    stamp = line.split(b" ", 3)
+    if len(stamp) == 4 and stamp[1] in _STREAMS and stamp[2].isdigit():
+        at, stream, attempt, message = stamp
+        return {
+            "time": at.decode("ascii", "replace"),
+            "job": job,
+            "stream": stream.decode(),
+            "attempt": int(attempt),
+            "message": message.decode("utf-8", "replace"),
+        }
+    text = line.decode("utf-8", "replace")
+    return {"time": None, "job": job, "stream": None, "attempt": None, "message": text}
+
+
+def _json_writer(job: str) -> Callable[[bytes], None]:
+    """``logs --json``: one JSON object a line. ASCII only, control characters escaped, so
+    it is as safe on a terminal as in a pipe."""
+    import json  # noqa: PLC0415 - only --json
+
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        lines = data.removesuffix(b"\n").split(b"\n")
+        out.write("".join(json.dumps(record(job, line)) + "\n" for line in lines).encode())
+        out.flush()
+
+    return write
 
 
 def _quiet_stdout() -> None:

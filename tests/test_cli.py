@@ -954,10 +954,12 @@ def test_control_commands_import_only_what_talks_to_the_socket_or_the_journal(
             ["status"],
             ["status", "--json"],
             ["restart", "svc"],
+            ["restart", "svc", "--json"],
             ["signal", "CONT", "svc"],
             ["stop", "svc"],
             ["start", "svc"],
             ["reload"],
+            ["reload", "--json"],
             ["history"],
             ["history", "tick", "--json"],
         ):
@@ -987,7 +989,7 @@ def test_a_declared_state_dir_is_found_with_yaml_only_then(tmp_path: Path) -> No
 def test_validate_loads_no_runtime_machinery(tmp_path: Path) -> None:
     jobs = '[{name: a, command: [sh, -c, "true"]}, {name: c, python: "math:sqrt", args: [4]}]'
     write(tmp_path, f"version: 1\njobs: {jobs}\n")
-    for args in (["validate"], ["validate", "--explain"]):
+    for args in (["validate"], ["validate", "--explain"], ["validate", "--json"]):
         out, names = imports_of(*args, cwd=tmp_path, full=True)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "yaml" in names
