@@ -1154,7 +1154,8 @@ class _Parser(WorkReader):
                 "never apply; write attempts: 2 or more, or leave attempts out (3 tries), or "
                 "drop the retry",
             )
-        return self.finish(v, RetrySpec, kwargs, "retry")
+        # Built though a field read BAD, for the others' own reports (attempts: 0 beside a bad on).
+        return self.build_read(v, RetrySpec, kwargs, "retry")
 
     def bare_retry_name(self, item: V) -> bool:
         """Whether ``item`` is a bare name of no builtin exception, kept as it is with a warning.

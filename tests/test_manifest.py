@@ -632,6 +632,23 @@ def test_validate_warns_of_a_retry_block_of_one_attempt_that_names_what_to_retry
     )
 
 
+def test_a_bad_retry_on_does_not_hide_a_bad_attempts_beside_it() -> None:
+    """SPEC §3: every problem is collected; the bad ``on`` left ``attempts: 0`` unreported."""
+    issues = issues_of("""
+        version: 1
+        jobs:
+          - name: r
+            command: "true"
+            retry:
+              attempts: 0
+              on: ["timeout"]
+    """)
+    assert [(i.path, i.line) for i in issues] == [
+        ("jobs[0].retry.attempts", 6),
+        ("jobs[0].retry.on[0]", 7),
+    ]
+
+
 def test_depends_on_must_name_siblings_and_have_no_cycles() -> None:
     issues = issues_of("""
         version: 1
