@@ -655,7 +655,9 @@ class TestDynamicChildren:
             finally:
                 said.pop_application()
         assert said.has_warning("g/stubborn: did not stop within 0.3s; killing it")
-        assert not said.has_warning("g: did not stop within 0.05s; killing it")
+        assert not said.has_warning(
+            "g: did not stop within 0.05s (its grace); killing every job still running under it"
+        )
 
     def test_an_update_made_for_other_children_changes_nothing_not_even_the_next_start(
         self, make_tree, journal
