@@ -57,6 +57,7 @@ MAX_ENV_FILE: Final = 1 << 20  # bytes: as a secret file's bound, so no device f
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _EXPORT: Final = re.compile(r"export[ \t]+")
 _COMMENT: Final = re.compile(r"[ \t]#")  # starts a comment after an unquoted value
+_SPECIAL: Final = re.compile(r'["\\]')  # what ends a double-quoted stretch
 _DOUBLE_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$", "`": "`"}
 
 
@@ -243,8 +244,9 @@ def _quoted(text: str, start: int, quote: str, line: int) -> tuple[str, int]:
 
 
 def _next_special(text: str, at: int) -> int:
-    """Where the next ``"`` or backslash is from ``at``; -1 if neither comes."""
-    quote, backslash = text.find('"', at), text.find("\\", at)
-    if quote < 0 or backslash < 0:
-        return max(quote, backslash)
-    return min(quote, backslash)
+    """Where the next ``"`` or backslash is from ``at``; -1 if neither comes.
+
+    One scan: two ``find``s looked for the far closing quote again at every escape (a 1 MiB
+    value of escapes took 2.5 s)."""
+    found = _SPECIAL.search(text, at)
+    return -1 if found is None else found.start()

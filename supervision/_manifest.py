@@ -38,6 +38,7 @@ import gc
 import importlib
 import importlib.util
 import os
+import re
 import signal
 import stat
 from dataclasses import dataclass, field
@@ -813,7 +814,9 @@ class _Parser(WorkReader):
                 continue
             for assignment in assignments:
                 value = assignment.value
-                secret = looks_secret(assignment.name) and _maskable(value)
+                secret = (
+                    looks_secret(assignment.name) and _maskable(value) and not _plain_setting(value)
+                )
                 entries[assignment.name] = V(
                     Secret(value) if secret else value, item.path, item.line
                 )
@@ -848,6 +851,15 @@ class _Parser(WorkReader):
         secret_names: list[str] = []
         for assignment in assignments:
             if not looks_secret(assignment.name) or not assignment.value.strip():
+                continue
+            if _plain_setting(assignment.value):
+                self.warn(
+                    item,
+                    f"{where}:{assignment.line}: {assignment.name} looks like a secret, but its "
+                    "value is a boolean or a number, a setting: not masked (masked, it would hide "
+                    "that word in every line of every job); a secret of that shape belongs in "
+                    "{secret: {file: PATH}}",
+                )
                 continue
             if _maskable(assignment.value):
                 self.secrets.add(assignment.value)
@@ -1315,9 +1327,23 @@ class _Parser(WorkReader):
 # -- helpers ---------------------------------------------------------------------------------------
 
 
+# Values of a secret-looking name in an env file that are settings, not secrets: masked, each would
+# hide that word in every line of every job (ENABLE_TOKEN_AUTH=true, KEY_TTL=3600).
+_PLAIN_WORDS: Final = frozenset(
+    {"true", "false", "yes", "no", "on", "off", "enabled", "disabled", "none", "null"}
+)
+_PLAIN_NUMBER: Final = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+
+
 def _maskable(value: str) -> bool:
     """Whether a secret value is long enough for the masker to hide it in every line."""
     return len(value.strip()) >= SecretMasker.MIN_LENGTH
+
+
+def _plain_setting(value: str) -> bool:
+    """Whether an env file's value is a boolean or a number: a setting, never masked."""
+    text = value.strip()
+    return text.lower() in _PLAIN_WORDS or bool(_PLAIN_NUMBER.fullmatch(text))
 
 
 def _command_failure(name: str) -> bool:

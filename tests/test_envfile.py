@@ -268,6 +268,25 @@ def test_secret_looking_names_are_secrets_and_short_ones_are_warned_of(tmp_path:
     assert "abc" not in out.stderr
 
 
+def test_a_secret_looking_name_set_to_a_boolean_or_a_number_is_a_setting_not_masked(
+    tmp_path: Path,
+) -> None:
+    """Masked, ``ENABLE_TOKEN_AUTH=true`` hid every ``true`` in every job's lines (review)."""
+    env_file(
+        tmp_path / "app.env",
+        f"ENABLE_TOKEN_AUTH=true\nKEY_TTL=3600\nSECRET_RATIO=0.25\nAPI_TOKEN={TOKEN}\n",
+    )
+    write(tmp_path, JOB)
+    loaded = load_manifest(tmp_path / "jobs.yaml", env={"PATH": os.environ["PATH"]})
+    assert loaded.secrets == {TOKEN}
+    warnings = [str(w) for w in loaded.warnings]
+    assert len(warnings) == 3, warnings
+    for line, name in ((1, "ENABLE_TOKEN_AUTH"), (2, "KEY_TTL"), (3, "SECRET_RATIO")):
+        [said] = [w for w in warnings if f"app.env:{line}: {name} looks like a secret" in w]
+        assert "a boolean or a number, a setting: not masked" in said
+    assert not any(v in w for w in warnings for v in ("true", "3600", "0.25"))
+
+
 def test_a_secret_from_an_env_file_is_masked_in_the_run_log_and_json(tmp_path: Path) -> None:
     env_file(tmp_path / "app.env", f"API_TOKEN={TOKEN}\nGREETING=hello-plain\n")
     write(
