@@ -18,10 +18,17 @@ import jobfuncs
 from clockkit import ManualClock
 
 from supervision import (
+    AttemptFinished,
     Backoff,
+    CooldownPolicy,
+    CooldownStarted,
     Intensity,
+    OnExhausted,
+    Outcome,
+    ProbationPassed,
     RestartPolicy,
     RestartScheduled,
+    Schedule,
     SupervisorSpec,
     python_job,
 )
@@ -53,6 +60,93 @@ def test_a_fast_crasher_gives_up_after_max_restarts_though_its_backoff_outgrows_
     ]
     assert jobfuncs.CALLS["c"] == 4
     assert tree.status()["children"][0]["restarts"] == 3
+
+
+def cooling(max_cycles: int | None = None) -> RestartPolicy:
+    return RestartPolicy(
+        intensity=Intensity(max_restarts=0, within=60),
+        on_exhausted=OnExhausted.COOLDOWN,
+        cooldown=CooldownPolicy(duration=5, probation=10, multiplier=2, max_cycles=max_cycles),
+    )
+
+
+def test_a_periodic_probe_failing_its_first_tick_after_the_probation_time_fails_probation(
+    make_tree, events
+) -> None:
+    # The trial's t26: ticking less often than its probation lasts, the probe "passed" before
+    # its first tick, so every cooldown was cycle 1 and max_cycles never came.
+    clock = ManualClock()
+    job = python_job("tick", "jobfuncs:fail", "tick", schedule=Schedule(every=20, times=100))
+    make_tree(
+        SupervisorSpec(policy=cooling(max_cycles=2), children=(job,)),
+        on_event=events,
+        monotonic=clock,
+    )
+    events.reached("tick", "running")
+    clock.advance(20)  # its first tick fails: cycle 1
+    for cycle, duration in ((1, 5), (2, 10)):
+        events.reached("tick", "cooldown", times=cycle)
+        clock.advance(duration)
+        events.reached("tick", "probation", times=cycle)
+        clock.advance(20)  # the probation's time is over, then its first tick fails
+    events.reached("tick", "gave_up")
+    assert [e.cycle for e in events.of(CooldownStarted, "tick")] == [1, 2]
+    assert events.of(ProbationPassed, "tick") == []
+    assert jobfuncs.CALLS["tick"] == 3
+
+
+def test_a_periodic_probe_passes_its_probation_at_its_first_good_tick_after_the_time(
+    make_tree, events
+) -> None:
+    clock = ManualClock()
+    job = python_job(
+        "tick", "jobfuncs:fail_times", "tick", 1, schedule=Schedule(every=20, times=100)
+    )
+    make_tree(SupervisorSpec(policy=cooling(), children=(job,)), on_event=events, monotonic=clock)
+    events.reached("tick", "running")
+    clock.advance(20)
+    events.reached("tick", "cooldown")
+    clock.advance(5)
+    events.reached("tick", "probation")
+    clock.advance(10)  # the probation's time is over; no tick yet: not passed
+    clock.advance(10)
+    events.reached("tick", "running", times=2)
+    items = events.wait_for(lambda items: True)
+    good = next(
+        i
+        for i, e in enumerate(items)
+        if isinstance(e, AttemptFinished) and e.outcome is Outcome.SUCCEEDED
+    )
+    passed = [i for i, e in enumerate(items) if isinstance(e, ProbationPassed)]
+    assert len(passed) == 1
+    assert passed[0] > good, "the probation passed before the tick that proves it"
+    assert events.states("tick")[-3:] == ["starting", "probation", "running"]
+
+
+def test_a_periodic_probe_whose_tick_succeeded_early_still_serves_its_probation_time(
+    make_tree, events
+) -> None:
+    clock = ManualClock()
+    job = python_job(
+        "tick", "jobfuncs:fail_times", "tick", 1, schedule=Schedule(every=4, times=100)
+    )
+    make_tree(SupervisorSpec(policy=cooling(), children=(job,)), on_event=events, monotonic=clock)
+    events.reached("tick", "running")
+    clock.advance(4)
+    events.reached("tick", "cooldown")
+    clock.advance(5)
+    events.reached("tick", "probation")
+    clock.advance(4)
+    events.wait_for(
+        lambda items: any(
+            isinstance(e, AttemptFinished) and e.outcome is Outcome.SUCCEEDED for e in items
+        )
+    )
+    assert events.of(ProbationPassed, "tick") == []
+    assert events.states("tick")[-1] == "probation"
+    clock.advance(6)
+    events.reached("tick", "running", times=2)
+    assert len(events.of(ProbationPassed, "tick")) == 1
 
 
 def test_run_gives_a_fast_crasher_up_though_its_backoff_outgrows_within(tmp_path: Path) -> None:
