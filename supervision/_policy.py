@@ -77,7 +77,10 @@ class Backoff(Exponential):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Intensity:
-    """At most ``max_restarts`` restarts inside any sliding window of ``within`` seconds."""
+    """At most ``max_restarts`` restarts inside any sliding window of ``within`` seconds.
+
+    The seconds are the child's own, backoff waits left out (see ``Window``).
+    """
 
     max_restarts: int = 3
     within: float = 60.0
@@ -162,17 +165,26 @@ class RestartPolicy:
 class Window:
     """What a decision remembers about the past restarts of one child or group.
 
-    ``restarts`` holds the monotonic times of the latest restarts, oldest
-    first: at most ``max_restarts + 1`` of them, and none that had left the
-    intensity window when the last decision was noted, so a decision costs the
-    same after a million restarts as after ten. ``cycles`` counts consecutive
-    cooldown cycles; ``probing`` is true while a probe start runs in probation.
+    The window counts the time the child is given to run, not the time it
+    waits in its backoff: were the waits counted, a backoff grown past
+    ``within`` would let every restart leave the window before the next
+    failure, so a child failing at once would be restarted for ever, its
+    backoff never climbing. ``waited`` is the total of the backoff delays given
+    since the window was last cleared, and restarts are timed on a clock that
+    leaves them out (monotonic time ``now - waited``). The tree's budget gives
+    no delays (they are each child's), so its window runs on monotonic time.
+
+    ``restarts`` holds those times of the latest restarts, oldest first: at
+    most ``max_restarts + 1`` of them, and none that had left the intensity
+    window when the last decision was noted, so a decision costs the same after
+    a million restarts as after ten. ``cycles`` counts consecutive cooldown
+    cycles; ``probing`` is true while a probe start runs in probation.
 
     It lives on the supervisor's record of the child (or of the group) and
     changes only through its methods; ``decide`` only reads it.
     """
 
-    __slots__ = ("cycles", "probing", "restarts", "within")
+    __slots__ = ("cycles", "probing", "restarts", "waited", "within")
 
     def __init__(
         self,
@@ -180,38 +192,48 @@ class Window:
         restarts: Iterable[float] = (),
         cycles: int = 0,
         probing: bool = False,
+        waited: float = 0.0,
     ) -> None:
         self.within = intensity.within
         self.restarts: deque[float] = deque(restarts, maxlen=intensity.max_restarts + 1)
         self.cycles = cycles
         self.probing = probing
+        self.waited = waited
 
     def __repr__(self) -> str:
         restarts = tuple(self.restarts)
-        return f"Window(restarts={restarts!r}, cycles={self.cycles}, probing={self.probing})"
+        return (
+            f"Window(restarts={restarts!r}, waited={self.waited:g}, cycles={self.cycles}, "
+            f"probing={self.probing})"
+        )
 
     def resized(self, intensity: Intensity) -> Window:
         """This window under another intensity (a reload): the latest restarts are kept."""
-        return Window(intensity, self.restarts, self.cycles, self.probing)
+        return Window(intensity, self.restarts, self.cycles, self.probing, self.waited)
 
     def in_window(self, now: float) -> int:
-        """How many restarts lie inside ``(now - within, now]``."""
-        since = now - self.within
+        """How many restarts lie inside ``[now - within, now]`` (``now``: monotonic time).
+
+        The edge is inside, as in OTP: a restart exactly ``within`` old still counts.
+        """
+        since = now - self.waited - self.within
         expired = 0
         for at in self.restarts:  # oldest first: stops at the first one still inside
-            if at > since:
+            if at >= since:
                 break
             expired += 1
         return len(self.restarts) - expired
 
     def apply(self, decision: Decision, now: float) -> None:
         """Note ``decision``, made at monotonic time ``now``."""
-        since = now - self.within
-        while self.restarts and self.restarts[0] <= since:
+        ran = now - self.waited
+        since = ran - self.within
+        while self.restarts and self.restarts[0] < since:
             self.restarts.popleft()
         match decision:
-            case Restart():
-                self.restarts.append(now)
+            case Restart(delay=delay):
+                self.restarts.append(ran)
+                self.waited += delay
             case Cooldown(cycle=cycle):
                 self.reset(cycle)
             case GiveUp(cycles=cycles) if cycles is not None:
@@ -226,6 +248,7 @@ class Window:
     def reset(self, cycles: int = 0) -> None:
         """Forget every restart (a probe survived, a person started it); keep ``cycles``."""
         self.restarts.clear()
+        self.waited = 0.0  # nothing left to time: the child's clock may start again at now
         self.cycles = cycles
         self.probing = False
 
@@ -281,7 +304,8 @@ def wants_restart(restart: RestartType, outcome: Outcome) -> bool:
 def decide(policy: RestartPolicy, window: Window, now: float, rand: float = 0.5) -> Decision:
     """Decide what follows an exit that wants a restart, at monotonic time ``now``.
 
-    The window slides: restarts older than ``within`` seconds are forgotten.
+    The window slides: restarts older than ``within`` seconds of the child's
+    time (backoff waits left out: ``Window``) are forgotten.
     An exit that would be restart number ``max_restarts + 1`` in the window
     exhausts the intensity and ``on_exhausted`` applies; so an always-failing
     child with ``max_restarts: 3`` is started exactly four times.

@@ -496,6 +496,10 @@ class ChildRecord:
     # cleared once its first tick is shown).
     catch_up: bool = False
     last_tick: float | None = None
+    # A probe's probation (``Supervisor._probation_over``): its time is over (``served``);
+    # a periodic job's tick succeeded since the probe started (``ticked``).
+    served: bool = False
+    ticked: bool = False
     # What the spec says, read on every restart: a job that ends by itself (the tracker's
     # ``finite``), and a periodic job (whose attempts do not end the child).
     finite: bool = field(init=False)

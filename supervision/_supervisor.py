@@ -732,13 +732,24 @@ class Supervisor(OwnActor):
             self._set_state(rec, State.RUNNING)
             return
         probation = self.policy.cooldown.probation
+        rec.served = False
         if probation > 0:
             # Armed before the state is published: whoever sees it can rely on the timer.
             self._arm_child(rec, TimerKind.PROBATION, probation)
         self._set_state(rec, State.PROBATION)
         if probation <= 0:
-            self._probation_passed(rec)
-            self._set_state(rec, State.RUNNING)
+            self._probation_over(rec)
+
+    def _probation_over(self, rec: ChildRecord) -> None:
+        """The probe's probation time is over: it passes, a periodic job's once a tick has
+        also succeeded since the probe started. Its ticks may come less often than the
+        probation lasts: the time alone proved nothing, and a failure before that good tick
+        fails the probation (a longer cooldown, ``max_cycles``), as any probe's does."""
+        rec.served = True
+        if rec.periodic and not rec.ticked:
+            return  # ``_on_attempt`` passes it at its first good tick
+        self._probation_passed(rec)
+        self._set_state(rec, State.RUNNING)
 
     # -- exits -----------------------------------------------------------------------------------
 
@@ -757,6 +768,10 @@ class Supervisor(OwnActor):
             rec.last_exit = LastExit(reason.outcome, msg.code, error, msg.ended_at)
             rec.next_start_at = msg.next_at
         self.ctx.attempt_finished(rec.path, msg, reason)
+        if rec.periodic and reason.outcome is Outcome.SUCCEEDED and rec.state is State.PROBATION:
+            rec.ticked = True
+            if rec.served:  # told after the tick that proves it
+                self._probation_over(rec)
 
     def _on_exit(self, msg: ChildExit) -> None:
         if msg.attempt is not None:
@@ -1175,12 +1190,12 @@ class Supervisor(OwnActor):
             self._launch(rec)
         elif msg.kind is TimerKind.PROBE and rec.state is State.COOLDOWN:
             rec.window.probe()
+            rec.ticked = False
             # A decision of the policy's, as its cooldown is: never held back in a loop.
             log.info("{}: cooldown over; probe start in probation", rec.path, extra=_acted(rec))
             self._launch(rec)
         elif msg.kind is TimerKind.PROBATION and rec.state is State.PROBATION:
-            self._probation_passed(rec)
-            self._set_state(rec, State.RUNNING)
+            self._probation_over(rec)
 
     def _on_group_timer(self, kind: TimerKind) -> None:
         if kind is TimerKind.GROUP_RESTART:

@@ -64,9 +64,10 @@ class TestDecideBudget:
         window = policy.budget.window()  # type: ignore[union-attr]
         for now in (0.0, 10.0, 20.0):
             window.apply(decide_budget(policy, window, now), now)
-        assert isinstance(decide_budget(policy, window, 59.9), GiveUp)
-        # The restart at 0.0 has left the window 60s later: one more fits.
-        assert decide_budget(policy, window, 60.0) == Restart(0.0, 3)
+        # Exactly 60s old, the restart at 0.0 still counts (the window is [now-60, now], as OTP's).
+        assert isinstance(decide_budget(policy, window, 60.0), GiveUp)
+        # Past that it has left the window: one more fits.
+        assert decide_budget(policy, window, 60.5) == Restart(0.0, 3)
 
     def test_escalate_and_cooldown_cycles(self) -> None:
         full = [5.0, 6.0, 7.0]

@@ -8,6 +8,7 @@ from actors import Outcome, RetryWait
 from actors._exponential import Exponential
 from supervision import (
     Backoff,
+    Budget,
     CooldownPolicy,
     EscalationError,
     Intensity,
@@ -16,7 +17,16 @@ from supervision import (
     RestartType,
     SpecError,
 )
-from supervision._policy import Cooldown, Escalate, GiveUp, Restart, Window, decide, wants_restart
+from supervision._policy import (
+    Cooldown,
+    Escalate,
+    GiveUp,
+    Restart,
+    Window,
+    decide,
+    decide_budget,
+    wants_restart,
+)
 
 NO_JITTER = Backoff(initial=0.1, max=30.0, multiplier=2.0, jitter=0.0)
 
@@ -163,14 +173,32 @@ class TestIntensity:
         assert isinstance(second, Restart)
         assert second.number == 2
         window.apply(second, 5.0)
-        # At t=10 the restart at t=0 has left the window (it holds (now-10, now]).
-        third = decide(policy, window, 10.0)
+        # Past t=10.1 (10s of running after the restart at t=0 and its 0.1s backoff), that
+        # restart has left the window: the restart at t=5 (0.2s backoff) is the only one in it.
+        third = decide(policy, window, 10.5)
         assert isinstance(third, Restart)
         assert third.number == 2
-        window.apply(third, 10.0)
-        assert tuple(window.restarts) == (5.0, 10.0)
-        # At t=14.9 both restarts are inside: exhausted.
-        assert isinstance(decide(policy, window, 14.9), GiveUp)
+        window.apply(third, 10.5)
+        assert len(window.restarts) == 2
+        # 4.5s of running later both restarts are inside: exhausted.
+        assert isinstance(decide(policy, window, 15.0), GiveUp)
+
+    def test_a_restart_exactly_within_old_still_counts_as_in_otp(self) -> None:
+        # OTP keeps a restart whose age is the period itself (its threshold is ``>=``):
+        # the window is [now - within, now].
+        flat = Backoff(initial=0.5, max=0.5, multiplier=1.0, jitter=0.0)
+        policy = RestartPolicy(backoff=flat, intensity=Intensity(max_restarts=1, within=10))
+        window = Window(policy.intensity)
+        window.apply(decide(policy, window, 0.0), 0.0)
+        # Started again at 0.5, it ran exactly 10s: the restart is `within` old, inside.
+        assert window.in_window(10.5) == 1
+        assert isinstance(decide(policy, window, 10.5), GiveUp)
+        window.apply(Restart(0.0, 1), 10.5)  # noting at the edge forgets nothing at the edge
+        assert len(window.restarts) == 2
+        later = Window(policy.intensity)
+        later.apply(decide(policy, later, 0.0), 0.0)
+        assert later.in_window(10.75) == 0
+        assert decide(policy, later, 10.75) == Restart(0.5, 1)
 
     def test_backoff_restarts_from_initial_once_the_window_is_empty(self) -> None:
         policy = RestartPolicy(backoff=NO_JITTER, intensity=Intensity(max_restarts=5, within=10))
@@ -184,6 +212,61 @@ class TestIntensity:
         assert isinstance(d3, Restart)
         assert d3.delay == pytest.approx(0.1)
         assert d3.number == 1
+
+    @pytest.mark.parametrize(
+        ("initial", "within"), [(1.0, 3.0), (0.5, 1.0), (0.1, 60.0), (10.0, 1.0)]
+    )
+    def test_a_fast_crasher_gives_up_after_max_restarts_whatever_its_backoff(
+        self, initial: float, within: float
+    ) -> None:
+        # Backoff waits are not the child's time: a child that fails as soon as it starts
+        # is given up after max_restarts, also when its backoff outgrows ``within``.
+        backoff = Backoff(initial=initial, max=30.0, multiplier=2.0, jitter=0.0)
+        policy = RestartPolicy(backoff=backoff, intensity=Intensity(max_restarts=3, within=within))
+        window = Window(policy.intensity)
+        now, delays, starts = 0.0, [], 1
+        for _ in range(10):
+            d = decide(policy, window, now)
+            window.apply(d, now)
+            if not isinstance(d, Restart):
+                break
+            delays.append(d.delay)
+            starts += 1
+            now += d.delay + 0.001  # it starts after its backoff and fails at once
+        assert isinstance(d, GiveUp)
+        assert starts == 4
+        assert delays == [min(30.0, initial * 2**k) for k in range(3)]
+
+    def test_a_child_that_ran_longer_than_within_after_its_backoff_starts_afresh(self) -> None:
+        backoff = Backoff(initial=1.0, max=30.0, multiplier=2.0, jitter=0.0)
+        policy = RestartPolicy(backoff=backoff, intensity=Intensity(max_restarts=3, within=3))
+        window = Window(policy.intensity)
+        window.apply(decide(policy, window, 0.0), 0.0)  # restart 1 in 1s
+        # Started at 1.0, it ran 2.9s: still inside, restart 2, 2s.
+        d = decide(policy, window, 3.9)
+        assert d == Restart(2.0, 2)
+        window.apply(d, 3.9)
+        # Started at 5.9, it ran 3.1s: the window is empty, the backoff is initial again.
+        assert window.in_window(9.0) == 0
+        assert decide(policy, window, 9.0) == Restart(1.0, 1)
+
+    def test_a_reload_keeps_the_waits_given(self) -> None:
+        backoff = Backoff(initial=4.0, max=30.0, multiplier=2.0, jitter=0.0)
+        policy = RestartPolicy(backoff=backoff, intensity=Intensity(max_restarts=3, within=3))
+        window = Window(policy.intensity)
+        window.apply(decide(policy, window, 0.0), 0.0)
+        resized = window.resized(Intensity(max_restarts=5, within=3))
+        assert resized.in_window(4.5) == 1  # 0.5s of running after a 4s backoff
+
+    def test_the_tree_budget_counts_on_wall_time(self) -> None:
+        # Its restarts are the children's; the delays before them are theirs, per child.
+        policy = RestartPolicy(budget=Budget(max_restarts=1, within=10))
+        window = policy.budget.window()  # type: ignore[union-attr]
+        decision = decide_budget(policy, window, 0.0)
+        window.apply(decision, 0.0)
+        assert decision == Restart(0.0, 1)
+        assert window.in_window(10.0) == 1
+        assert window.in_window(10.5) == 0
 
     def test_exhausted_escalates_when_asked(self) -> None:
         policy = RestartPolicy(
@@ -205,19 +288,19 @@ class TestLongWindows:
     """The window keeps at most max_restarts + 1 times, however long the child has run."""
 
     def test_many_restarts_are_counted_exactly_as_the_window_slides(self) -> None:
+        at_once = Backoff(initial=0.0, max=0.0, multiplier=1.0, jitter=0.0)
         policy = RestartPolicy(
-            backoff=NO_JITTER, intensity=Intensity(max_restarts=10**9, within=10)
+            backoff=at_once, intensity=Intensity(max_restarts=10**9, within=249.75)
         )
         window = Window(policy.intensity)
         for i in range(5000):
-            d = decide(policy, window, i * 0.01)
+            d = decide(policy, window, i * 0.25)
             assert isinstance(d, Restart)
-            window.apply(d, i * 0.01)
-        # Times 0.00 .. 49.99: the window (39.99, 49.99] holds the last 1000.
+            window.apply(d, i * 0.25)
+        # Times 0.00 .. 1249.75: the window [1000, 1249.75] holds the last 1000.
         assert d.number == 1000
         assert len(window.restarts) == 1000
-        assert window.restarts[0] == pytest.approx(40.0)
-        assert window.restarts[-1] == pytest.approx(49.99)
+        assert (window.restarts[0], window.restarts[-1]) == (1000.0, 1249.75)
 
     def test_a_child_failing_for_ever_keeps_at_most_max_restarts_plus_one_times(self) -> None:
         policy = RestartPolicy(
