@@ -256,6 +256,14 @@ def request(
     if not isinstance(reply, dict):
         what = "closed the connection without a reply" if not data else "sent no JSON object"
         raise NoDaemonError(f"the daemon at {path} {what}")
+    error = reply.get("error")
+    if reply.get("code") == "bad_request" and isinstance(error, str) and "unknown op" in error:
+        # Ops only grow: one this client sends and the daemon does not know is a daemon that an
+        # older jobvisor started and that was never restarted after the upgrade.
+        reply["error"] = (
+            f"{error} (the daemon may be from an older jobvisor than this command: restart it "
+            "with this jobvisor to use the command)"
+        )
     return reply
 
 

@@ -64,6 +64,22 @@ def test_a_request_is_answered(tmp_path: Path) -> None:
         }
 
 
+def test_an_op_the_daemon_does_not_know_says_the_daemon_may_be_older(tmp_path: Path) -> None:
+    """A new client's ``signal`` against a daemon started by an older jobvisor was 'unknown op
+    'signal'', exit 1, with no word of why (trial 24)."""
+    with _server(tmp_path):
+        reply = request(tmp_path, {"op": "frobnicate"}, timeout=10)
+    assert (reply["ok"], reply["code"]) == (False, "bad_request")
+    assert reply["error"] == (
+        "unknown op 'frobnicate': expected status, start, stop, restart, signal or reload "
+        "(the daemon may be from an older jobvisor than this command: restart it with this "
+        "jobvisor to use the command)"
+    )
+    with _server(tmp_path):
+        reply = request(tmp_path, {"op": "start"}, timeout=10)
+    assert reply["error"] == "start needs a job path such as etl/load"  # no such hint
+
+
 def test_a_client_trickling_its_request_is_cut_off_at_the_deadline(tmp_path: Path) -> None:
     """One byte every 0.2 s: each read came within the old per-read timeout, so the request
     never ended; the deadline is the whole request's."""
