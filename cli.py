@@ -1100,7 +1100,7 @@ def _control(args: argparse.Namespace) -> int:
     )
     code = _ask_each(args, directory, requests, kept)
     if kept:
-        _write_answers(args, kept)
+        _write_answers(args, kept, code)
     return code
 
 
@@ -1121,6 +1121,8 @@ def _ask_each(
             # Found through the manifest's state_dir: maybe one written after the daemon started.
             hint = "" if getattr(args, "state_dir", None) else elsewhere(args.manifest, directory)
             _error(f"{exc}{hint}")
+            if getattr(args, "json", False):
+                _no_daemon_answers(args, requests[i:], f"{exc}{hint}", kept)
             return NO_DAEMON
         if i == 0:
             _other_manifest(args.manifest, reply.get("manifest"))
@@ -1129,6 +1131,31 @@ def _ask_each(
         code = _said(args, req, reply) if kept is None else _kept(args, req, reply, kept)
         worst = max(worst, code)
     return worst
+
+
+def _no_daemon_answers(
+    args: argparse.Namespace,
+    left: list[dict[str, Any]],
+    error: str,
+    kept: list[dict[str, Any]] | None,
+) -> None:
+    """--json with no daemon to answer ``left[0]``: the document still says so, on stdout.
+
+    That path may or may not have been done (a daemon lost in the middle of it); those after
+    it were not asked at all. Status has no answers to keep: its document is the error alone.
+    """
+    if kept is None:
+        sys.stdout.write(json.dumps({"ok": False, "code": "no_daemon", "error": error}) + "\n")
+        return
+    for n, req in enumerate(left):
+        answer: dict[str, Any] = {"ok": False}
+        if "job" in req:
+            answer.update(job=req["job"].strip("/"), action=args.command)
+        if n == 0:
+            answer.update(code="no_daemon", error=error)
+        else:
+            answer.update(code="not_asked", error="not asked: no daemon answered before")
+        kept.append(answer)
 
 
 def _other_manifest(named: str, read: object) -> None:
@@ -1195,12 +1222,16 @@ def _kept(
     return OK if ok else _refused(reply)
 
 
-def _write_answers(args: argparse.Namespace, kept: list[dict[str, Any]]) -> None:
-    """The document of ``--json``: reload's answer, or each path's in the order given."""
+def _write_answers(args: argparse.Namespace, kept: list[dict[str, Any]], code: int) -> None:
+    """The document of ``--json``: reload's answer, or each path's in the order given.
+
+    ``ok`` only when every path's answer is and the exit code says so too.
+    """
     if args.command == "reload":
         document = kept[0]
     else:
-        document = {"ok": all(answer["ok"] for answer in kept), "results": kept}
+        ok = code == OK and all(answer["ok"] for answer in kept)
+        document = {"ok": ok, "results": kept}
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 

@@ -39,17 +39,20 @@ class BreakerState(enum.StrEnum):
     HALF_OPEN = "half_open"
 
 
-class Permit(enum.Enum):
+@dataclass(frozen=True, slots=True)
+class Permit:
     """What ``Breaker.allow`` let through: a call of a closed breaker, or a half-open one's trial.
 
-    Told with the permit, as it is taken under the breaker's lock: read from the breaker
-    after, another job's trial may have reopened (or closed) it meanwhile, and a trial that
-    failed was taken for a call that found the breaker open (its job waited, burning nothing,
-    where the job whose trial reopened it first was restarted).
+    Both told with the permit, as it is taken under the breaker's lock. ``trial``: read from
+    the breaker after, another job's trial may have reopened (or closed) it meanwhile, and a
+    trial that failed was taken for a call that found the breaker open (its job waited,
+    burning nothing, where the job whose trial reopened it first was restarted).
+    ``generation``: the breaker's period the permit belongs to; handed back to ``record`` or
+    ``release``, one from an earlier period neither frees a trial of this one nor decides it.
     """
 
-    CALL = "call"
-    TRIAL = "trial"
+    trial: bool
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +62,8 @@ class BreakerStatus:
     state: BreakerState = BreakerState.CLOSED
     failures: int = 0  # consecutive failures while closed
     opened_at: float = 0.0
-    in_flight: int = 0  # calls let through while half-open and not yet recorded
+    in_flight: int = 0  # trial permits of this half-open period given and not handed back
+    generation: int = 0  # moves on every transition: which period a permit was taken in
 
 
 def step_allow(
@@ -69,7 +73,8 @@ def step_allow(
     if status.state is BreakerState.OPEN:
         if now < status.opened_at + reset_timeout:
             return False, status
-        status = BreakerStatus(BreakerState.HALF_OPEN, 0, status.opened_at, 0)
+        generation = status.generation + 1
+        status = BreakerStatus(BreakerState.HALF_OPEN, 0, status.opened_at, 0, generation)
     if status.state is BreakerState.HALF_OPEN:
         if status.in_flight >= half_open_max_calls:
             return False, status
@@ -78,30 +83,40 @@ def step_allow(
 
 
 def step_record(
-    status: BreakerStatus, ok: bool, now: float, failure_threshold: int
+    status: BreakerStatus, *, ok: bool, now: float, failure_threshold: int, generation: int
 ) -> BreakerStatus:
-    """The state after a call that was let through ended (``ok`` or not)."""
-    if status.state is BreakerState.HALF_OPEN:
+    """The state after a call that was let through ended (``ok`` or not).
+
+    ``generation``: its permit's. A call of an earlier period decides nothing while the
+    breaker is open or half-open (the trials of this period do), and takes up no trial's
+    room; a closed breaker counts it as any call, one more outcome of the service now.
+    """
+    if status.state is BreakerState.CLOSED:
         if ok:
-            return BreakerStatus()
-        return BreakerStatus(BreakerState.OPEN, 0, now, 0)
-    if status.state is BreakerState.OPEN:
-        return status  # a call that started before the breaker opened: already counted
+            return BreakerStatus(generation=status.generation) if status.failures else status
+        failures = status.failures + 1
+        if failures >= failure_threshold:
+            return BreakerStatus(BreakerState.OPEN, 0, now, 0, status.generation + 1)
+        return replace(status, failures=failures)
+    if status.state is BreakerState.OPEN or generation != status.generation:
+        return status  # nothing of this period (an open breaker's has no permits)
     if ok:
-        return BreakerStatus() if status.failures else status
-    failures = status.failures + 1
-    if failures >= failure_threshold:
-        return BreakerStatus(BreakerState.OPEN, 0, now, 0)
-    return replace(status, failures=failures)
+        return BreakerStatus(generation=status.generation + 1)
+    return BreakerStatus(BreakerState.OPEN, 0, now, 0, status.generation + 1)
 
 
-def step_release(status: BreakerStatus) -> BreakerStatus:
+def step_release(status: BreakerStatus, *, generation: int) -> BreakerStatus:
     """The state after a call that was let through was cancelled: no outcome to count.
 
     A half-open breaker's trial that a stop cancelled is no longer in flight, so another
-    call may be the trial (kept, the breaker stayed half-open and full for ever).
+    call may be the trial (kept, the breaker stayed half-open and full for ever). A permit
+    of an earlier period was never one of this period's trials: it frees none.
     """
-    if status.state is BreakerState.HALF_OPEN and status.in_flight:
+    if (
+        status.state is BreakerState.HALF_OPEN
+        and status.in_flight
+        and generation == status.generation
+    ):
         return replace(status, in_flight=status.in_flight - 1)
     return status
 
@@ -177,7 +192,7 @@ class Breaker:
         self._changed(old.state, new.state)
         if not ok:
             return None
-        return Permit.TRIAL if new.state is BreakerState.HALF_OPEN else Permit.CALL
+        return Permit(trial=new.state is BreakerState.HALF_OPEN, generation=new.generation)
 
     def queue(self, caller: Hashable) -> float:
         """``caller`` was refused and waits: queue it (if it is not already) for its turn.
@@ -208,26 +223,31 @@ class Breaker:
         free = self.half_open_max_calls - status.in_flight
         return caller not in itertools.islice(self._waiting, max(0, free))
 
-    def record(self, ok: bool) -> None:
-        """Report how a permitted call ended.
+    def record(self, permit: Permit, ok: bool) -> None:
+        """Report how the call ``permit`` let through ended.
 
         A trial that fails once another has reopened the breaker changes nothing here (it
-        is open already); that it was a trial is its permit's to tell (``allow``).
+        is open already); that it was a trial is its permit's to tell (``allow``). Nor does
+        the outcome of any call from an earlier period while open or half-open (``step_record``).
         """
         with self._lock:
             old = self._status
             self._status = step_record(
-                old, ok=ok, now=self._clock(), failure_threshold=self.failure_threshold
+                old,
+                ok=ok,
+                now=self._clock(),
+                failure_threshold=self.failure_threshold,
+                generation=permit.generation,
             )
             new = self._status
             if new.state is BreakerState.CLOSED:
                 self._waiting.clear()  # nobody waits for a closed breaker
         self._changed(old.state, new.state)
 
-    def release(self) -> None:
+    def release(self, permit: Permit) -> None:
         """Give back the permit of a call that was cancelled (stopped): nothing is counted."""
         with self._lock:
-            self._status = step_release(self._status)
+            self._status = step_release(self._status, generation=permit.generation)
 
     def retry_in(self) -> float:
         """Seconds until a waiting job should ask again: when the breaker half-opens, or soon.
@@ -259,9 +279,12 @@ class Breaker:
             self.half_open_max_calls = half_open_max_calls
 
     def restore(self, status: BreakerStatus) -> None:
-        """Take over a state saved earlier (a daemon restarting); no transition is reported."""
+        """Take over a state saved earlier (a daemon restarting); no transition is reported.
+
+        A new period: the permits given before it count as an earlier period's.
+        """
         with self._lock:
-            self._status = status
+            self._status = replace(status, generation=self._status.generation + 1)
 
     def listen(self, callback: Callable[[str, BreakerState, BreakerState], None]) -> None:
         """Also call ``callback(name, old, new)`` on every later transition."""

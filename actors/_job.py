@@ -12,7 +12,6 @@ import logbook
 from pykka._envelope import Envelope
 
 from actors._attempt import Attempt, current_attempt_var
-from actors._breaker import Permit
 from actors._checks import MAX_DURATION, fmt_duration, need, need_count, need_duration
 from actors._command import leader_of, signal_attempt
 from actors._errors import AttemptTimeout, ChildKilled, JobvisorError, SpecError, describe
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from actors._attempt import LineCut, OutputSink, ReadyCheck, Work
-    from actors._breaker import Breaker
+    from actors._breaker import Breaker, Permit
 
 __all__ = [
     "JobActor",
@@ -673,7 +672,7 @@ class JobActor(OwnActor):
             if permit is not None:
                 self._permit = [permit]
                 # The permit's own word: the breaker read now may have been reopened since.
-                self._trial = permit is Permit.TRIAL
+                self._trial = permit.trial
             if self._waiting:
                 self._waiting = False
                 link = self._jv_link
@@ -715,10 +714,10 @@ class JobActor(OwnActor):
         except IndexError:
             return False  # no call, or ended already by another thread
         if ok is None:
-            breaker.release()
+            breaker.release(permit)
             return False
-        breaker.record(ok=ok)
-        return permit is Permit.TRIAL and not ok
+        breaker.record(permit, ok=ok)
+        return permit.trial and not ok
 
     def _wait_for_breaker(
         self, error: BaseException | None = None, code: int | None = None

@@ -16,7 +16,17 @@ from typing import Any
 import jsonschema
 import pytest
 from conftest import RUNTIME
-from faultkit import CLI, DAEMON, ENV, run_jobvisor, start_daemon, stop_daemon, wait_until
+from faultkit import (
+    CLI,
+    DAEMON,
+    ENV,
+    Watched,
+    read_pids,
+    run_jobvisor,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
 
 SECRET = "hush-9f3a-value"
 
@@ -333,3 +343,104 @@ def test_control_commands_json_give_a_document_of_each_path_and_the_worst_exit(
         assert "every" in doc["error"]
     finally:
         assert stop_daemon(daemon) == 0
+
+
+# A restart of b outlasts the daemon: b takes its TERM (said in b.term) and runs on, its grace
+# long, while the request waits for the stop. Every job writes its pid, to be killed at the end.
+LOSABLE = """
+version: 1
+jobs:
+  - {name: a, service: true, command: [sh, -c, "echo $$ >> pids; exec sleep 600"]}
+  - name: b
+    service: true
+    stop: {grace: 60s}
+    command: [sh, -c, "echo $$ >> pids; trap 'echo b > b.term' TERM; while :; do sleep 0.1; done"]
+  - {name: c, service: true, command: [sh, -c, "echo $$ >> pids; exec sleep 600"]}
+"""
+
+
+def test_control_json_says_what_was_not_done_when_the_daemon_is_lost_midway(
+    tmp_path: Path,
+) -> None:
+    """The document was made of the answers received alone: ``ok: true`` with exit 3, and
+    neither b, whose restart the daemon took with it, nor c, never asked, in it."""
+    daemon = start_daemon(tmp_path, LOSABLE, "--runtime", RUNTIME)
+    watched = Watched()
+    try:
+        wait_until(lambda: len(read_pids(tmp_path / "pids")) == 3, "the jobs started")
+        cli = subprocess.Popen(
+            [*CLI, "restart", "--json", "a", "b", "c"],
+            cwd=tmp_path,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until((tmp_path / "b.term").exists, "b asked to stop", proc=cli)
+        daemon.proc.kill()
+        out, err = cli.communicate(timeout=30)
+        assert cli.returncode == 3, err
+        assert "Traceback" not in err
+        doc = json.loads(out)
+        assert doc["ok"] is False
+        done, lost, unasked = doc["results"]
+        assert done == {"ok": True, "job": "a", "action": "restart"}
+        assert {k: lost[k] for k in ("ok", "job", "action", "code")} == {
+            "ok": False,
+            "job": "b",
+            "action": "restart",
+            "code": "no_daemon",
+        }
+        assert lost["error"] in err  # said on stderr too
+        assert {k: unasked[k] for k in ("ok", "job", "action", "code")} == {
+            "ok": False,
+            "job": "c",
+            "action": "restart",
+            "code": "not_asked",
+        }
+    finally:
+        stop_daemon(daemon)
+        watched.add(*read_pids(tmp_path / "pids"))
+        watched.close()
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [["start", "a", "b"], ["stop", "a", "b"], ["restart", "a", "b"], ["signal", "HUP", "a", "b"]],
+)
+def test_control_json_with_no_daemon_is_a_document_of_each_path(
+    tmp_path: Path, verb: list[str]
+) -> None:
+    write(tmp_path, DAEMON)
+    out = jobvisor(tmp_path, *verb, "--json")
+    assert out.returncode == 3
+    doc = document(out)
+    action = verb[0]
+    assert doc["ok"] is False
+    first, second = doc["results"]
+    assert (first["ok"], first["job"], first["action"], first["code"]) == (
+        False,
+        "a",
+        action,
+        "no_daemon",
+    )
+    assert "no daemon" in first["error"]
+    assert first["error"] in out.stderr
+    assert (second["ok"], second["job"], second["action"], second["code"]) == (
+        False,
+        "b",
+        action,
+        "not_asked",
+    )
+
+
+@pytest.mark.parametrize("verb", ["reload", "status"])
+def test_reload_and_status_json_with_no_daemon_are_a_document(tmp_path: Path, verb: str) -> None:
+    write(tmp_path, DAEMON)
+    out = jobvisor(tmp_path, verb, "--json")
+    assert out.returncode == 3
+    doc = document(out)
+    assert (doc["ok"], doc["code"]) == (False, "no_daemon")
+    assert "no daemon" in doc["error"]
+    assert doc["error"] in out.stderr
+    assert set(doc) == {"ok", "code", "error"}

@@ -57,11 +57,12 @@ class TestBreakerRules:
     def test_opens_after_threshold_consecutive_failures(self) -> None:
         s = BreakerStatus()
         for _ in range(2):
-            s = step_record(s, ok=False, now=0.0, failure_threshold=3)
+            s = step_record(s, ok=False, now=0.0, failure_threshold=3, generation=0)
         assert s.state is BreakerState.CLOSED
-        s = step_record(s, ok=True, now=0.0, failure_threshold=3)  # a success resets the count
+        # a success resets the count
+        s = step_record(s, ok=True, now=0.0, failure_threshold=3, generation=0)
         for _ in range(3):
-            s = step_record(s, ok=False, now=5.0, failure_threshold=3)
+            s = step_record(s, ok=False, now=5.0, failure_threshold=3, generation=0)
         assert (s.state, s.opened_at) == (BreakerState.OPEN, 5.0)
 
     def test_open_refuses_until_reset_timeout_then_half_opens_with_limited_calls(self) -> None:
@@ -75,19 +76,20 @@ class TestBreakerRules:
         assert s.state is BreakerState.HALF_OPEN
 
     def test_half_open_success_closes_failure_reopens(self) -> None:
-        half = BreakerStatus(BreakerState.HALF_OPEN, 0, 0.0, 1)
-        assert step_record(half, ok=True, now=30.0, failure_threshold=3) == BreakerStatus()
-        reopened = step_record(half, ok=False, now=30.0, failure_threshold=3)
+        half = BreakerStatus(BreakerState.HALF_OPEN, 0, 0.0, 1, generation=2)
+        closed = step_record(half, ok=True, now=30.0, failure_threshold=3, generation=2)
+        assert closed == BreakerStatus(generation=3)
+        reopened = step_record(half, ok=False, now=30.0, failure_threshold=3, generation=2)
         assert (reopened.state, reopened.opened_at) == (BreakerState.OPEN, 30.0)
 
     def test_a_cancelled_trial_gives_its_permit_back_and_counts_nothing(self) -> None:
         half = BreakerStatus(BreakerState.HALF_OPEN, 0, 0.0, 1)
-        released = step_release(half)
+        released = step_release(half, generation=0)
         assert released == BreakerStatus(BreakerState.HALF_OPEN, 0, 0.0, 0)
         ok, _ = step_allow(released, 30.0, 10.0, 1)
         assert ok, "the next call is the trial"
         for other in (BreakerStatus(), BreakerStatus(BreakerState.OPEN, 0, 5.0, 0), released):
-            assert step_release(other) == other
+            assert step_release(other, generation=0) == other
 
     def test_breaker_object_reports_transitions(self) -> None:
         clock = ManualClock(0.0)
@@ -99,14 +101,16 @@ class TestBreakerRules:
             clock=clock,
             on_change=lambda name, old, new: seen.append((old.value, new.value)),
         )
-        assert b.allow()
-        b.record(ok=False)
+        call = b.allow()
+        assert call
+        b.record(call, ok=False)
         assert not b.allow()
         assert b.retry_in() == 5
         clock.now = 5.0
         assert b.state is BreakerState.HALF_OPEN
-        assert b.allow()
-        b.record(ok=True)
+        trial = b.allow()
+        assert trial
+        b.record(trial, ok=True)
         assert seen == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
 
     def test_a_half_open_breaker_gives_its_trials_to_the_callers_that_waited_longest(self) -> None:
@@ -114,33 +118,36 @@ class TestBreakerRules:
         longest; one that had its trial waits behind the rest; after the turn, anyone."""
         clock = ManualClock(0.0)
         b = Breaker("api", failure_threshold=1, reset_timeout=10, clock=clock)
-        assert b.allow("c")
-        b.record(ok=False)  # open from 0 to 10
+        b.record(b.allow("c"), ok=False)  # open from 0 to 10
         assert [b.queue(caller) for caller in ("c", "a", "b")] == [10, 10, 10]
         clock.now = 10.0
         assert not b.allow("b"), "a and c waited longer"
         assert b.queue("b") == 1.0, "asks again once the turn (reset_timeout / 10) is over"
         assert not b.allow("a")
-        assert b.allow("c")
+        trial = b.allow("c")
+        assert trial
         assert not b.allow("a"), "the one trial call is made"
-        b.record(ok=False)  # open from 10 to 20
+        b.record(trial, ok=False)  # open from 10 to 20
         assert b.queue("c") == 10  # behind a and b now
         clock.now = 20.0
         assert not b.allow("c")
         assert not b.allow("b")
-        assert b.allow("a")
-        b.record(ok=False)  # open from 20 to 30
+        trial = b.allow("a")
+        assert trial
+        b.record(trial, ok=False)  # open from 20 to 30
         b.queue("a")  # b, c, a
         b.dequeue("b")  # b went away: it holds nobody up
         clock.now = 30.0
         assert not b.allow("a")
-        assert b.allow("c")
-        b.record(ok=False)  # open from 30 to 40: a waits
+        trial = b.allow("c")
+        assert trial
+        b.record(trial, ok=False)  # open from 30 to 40: a waits
         clock.now = 40.0
         assert not b.allow("x"), "never asked before: it comes after those that wait"
         clock.now = 41.0  # a, at the head, did not come for its turn: first come, first served
-        assert b.allow("x")
-        b.record(ok=True)
+        trial = b.allow("x")
+        assert trial
+        b.record(trial, ok=True)
         assert b.state is BreakerState.CLOSED
         assert b.allow("c")
 
@@ -151,17 +158,127 @@ class TestBreakerRules:
         b = Breaker(
             "api", failure_threshold=1, reset_timeout=10, half_open_max_calls=2, clock=clock
         )
-        assert b.allow("a") is Permit.CALL
-        b.record(ok=False)
+        call = b.allow("a")
+        assert call == Permit(trial=False, generation=0)
+        b.record(call, ok=False)
         assert b.allow("a") is None
         clock.now = 10.0
         first, second = b.allow("a"), b.allow("b")
-        assert (first, second) == (Permit.TRIAL, Permit.TRIAL)
+        assert (first, second) == (Permit(trial=True, generation=2),) * 2
         assert b.allow("c") is None, "half_open_max_calls: 2"
-        b.record(ok=False)  # a's trial reopens it: b's is still a trial, whose failure counts
+        # a's trial reopens it: b's is still a trial, whose failure counts
+        b.record(first, ok=False)
         assert b.state is BreakerState.OPEN
-        b.record(ok=False)
+        b.record(second, ok=False)
         assert (b.state, b.status.opened_at) == (BreakerState.OPEN, 10.0)
+
+    def test_a_permit_from_an_earlier_period_frees_no_trial_of_this_one(self) -> None:
+        """A call taken while closed and stopped after the breaker opened and half-opened
+        again gave back a permit of this period's trials: a second trial ran beside the one."""
+        clock = ManualClock(0.0)
+        b = Breaker("api", failure_threshold=1, reset_timeout=10, clock=clock)
+        a = b.allow("a")
+        assert a == Permit(trial=False, generation=0)
+        b.record(b.allow("b"), ok=False)  # b's failure opens it: a's call is still out
+        clock.now = 11.0
+        c = b.allow("c")
+        assert c == Permit(trial=True, generation=2)
+        b.release(a)  # a is stopped: its permit was of the closed period
+        assert b.status.in_flight == 1, "c's trial still runs"
+        assert b.allow("d") is None, "half_open_max_calls: 1"
+        b.release(c)
+        assert b.allow("d"), "c's own permit, given back, frees the trial"
+
+    def test_a_stale_outcome_decides_nothing_in_a_later_half_open_period(self) -> None:
+        clock = ManualClock(0.0)
+        seen: list[tuple[float, str]] = []
+        b = Breaker(
+            "api",
+            failure_threshold=1,
+            reset_timeout=10,
+            half_open_max_calls=2,
+            clock=clock,
+            on_change=lambda name, old, new: seen.append((clock.now, new.value)),
+        )
+        b.record(b.allow("x"), ok=False)  # open at 0
+        clock.now = 10.0
+        a, slow = b.allow("a"), b.allow("b")  # the first period's two trials
+        clock.now = 11.0
+        b.record(slow, ok=False)  # reopens at 11
+        clock.now = 21.0
+        c = b.allow("c")  # the second period's trial
+        assert c == Permit(trial=True, generation=4)
+        clock.now = 22.0
+        b.record(a, ok=False)  # a's trial, of the first period, fails late
+        assert (b.status.state, b.status.in_flight) == (BreakerState.HALF_OPEN, 1)
+        clock.now = 23.0
+        b.record(c, ok=True)  # c's trial decides
+        assert b.state is BreakerState.CLOSED
+        assert seen == [
+            (0.0, "open"),
+            (10.0, "half_open"),
+            (11.0, "open"),
+            (21.0, "half_open"),
+            (23.0, "closed"),
+        ]
+
+    def test_a_stale_success_does_not_close_while_the_trial_is_out(self) -> None:
+        clock = ManualClock(0.0)
+        b = Breaker("api", failure_threshold=2, reset_timeout=10, clock=clock)
+        early = b.allow("a")  # a slow call of the closed breaker
+        b.record(b.allow("b"), ok=False)
+        b.record(b.allow("b"), ok=False)  # open at 0
+        clock.now = 10.0
+        trial = b.allow("c")
+        b.record(early, ok=True)
+        assert (b.state, b.status.in_flight) == (BreakerState.HALF_OPEN, 1)
+        b.record(trial, ok=False)
+        assert (b.state, b.status.opened_at) == (BreakerState.OPEN, 10.0)
+
+    def test_a_closed_breaker_counts_a_stale_outcome_as_an_ordinary_calls(self) -> None:
+        """Once closed again, a call from an earlier period is one more call to the service
+        now: its failure counts towards the threshold, its success starts the count again."""
+        clock = ManualClock(0.0)
+        b = Breaker(
+            "api", failure_threshold=2, reset_timeout=10, half_open_max_calls=2, clock=clock
+        )
+        early = b.allow("a")
+        b.record(b.allow("b"), ok=False)
+        b.record(b.allow("b"), ok=False)  # open at 0
+        clock.now = 10.0
+        first, second = b.allow("c"), b.allow("d")
+        b.record(first, ok=True)  # closes
+        b.record(early, ok=False)  # counts: one failure of two
+        assert (b.status.state, b.status.failures) == (BreakerState.CLOSED, 1)
+        b.record(second, ok=False)  # a trial of the period that closed it: counts as well
+        assert b.status.state is BreakerState.OPEN
+
+    def test_generation_moves_on_every_transition(self) -> None:
+        s = BreakerStatus()
+        s = step_record(s, ok=False, now=0.0, failure_threshold=1, generation=0)
+        assert (s.state, s.generation) == (BreakerState.OPEN, 1)
+        ok, s = step_allow(s, 10.0, 10.0, 1)
+        assert ok
+        assert (s.state, s.generation, s.in_flight) == (BreakerState.HALF_OPEN, 2, 1)
+        assert step_release(s, generation=1) == s, "a permit of an earlier period"
+        assert step_record(s, ok=False, now=11.0, failure_threshold=1, generation=0) == s
+        assert step_record(s, ok=True, now=11.0, failure_threshold=1, generation=1) == s
+        closed = step_record(s, ok=True, now=11.0, failure_threshold=1, generation=2)
+        assert (closed.state, closed.generation, closed.in_flight) == (BreakerState.CLOSED, 3, 0)
+
+    def test_a_restored_breaker_disowns_the_permits_taken_before(self) -> None:
+        clock = ManualClock(0.0)
+        b = Breaker("api", failure_threshold=1, reset_timeout=10, clock=clock)
+        clock.now = 5.0
+        b.restore(BreakerStatus(BreakerState.OPEN, 0, 0.0, 0))
+        clock.now = 10.0
+        trial = b.allow("t")
+        assert trial == Permit(trial=True, generation=2)
+        b.restore(BreakerStatus(BreakerState.OPEN, 0, 10.0, 0))
+        clock.now = 20.0
+        assert b.allow("u")
+        b.record(trial, ok=True)
+        assert b.status.state is BreakerState.HALF_OPEN
 
     def test_invalid_breaker_specs(self) -> None:
         with pytest.raises(SpecError, match="failure_threshold"):
@@ -240,7 +357,7 @@ def test_a_probe_that_waits_on_its_breaker_serves_its_probation_once_resumed(
     events.reached("a", "probation")
     tick(2)  # the probe's first call succeeds
     while breakers["db"].state is not BreakerState.OPEN:  # another job's calls fail: it opens
-        breakers["db"].record(ok=False)
+        breakers["db"].record(breakers["db"].allow(), ok=False)
     clock.advance(1)  # the next tick finds the breaker open: no call, the probe waits
     events.reached("a", "waiting")
     # Half-open after 10 s: the probe's next tick is the trial call, it succeeds, and the
@@ -897,12 +1014,14 @@ def test_a_retuned_breaker_keeps_its_state_and_counts_to_its_new_threshold() -> 
     clock = ManualClock()
     breaker = Breaker("api", failure_threshold=5, reset_timeout=30, clock=clock)
     for _ in range(2):
-        assert breaker.allow()
-        breaker.record(ok=False)
+        call = breaker.allow()
+        assert call
+        breaker.record(call, ok=False)
     breaker.retune(failure_threshold=3, reset_timeout=10, half_open_max_calls=1)
     assert breaker.state is BreakerState.CLOSED  # two failures so far, kept
-    assert breaker.allow()
-    breaker.record(ok=False)
+    call = breaker.allow()
+    assert call
+    breaker.record(call, ok=False)
     assert breaker.state is BreakerState.OPEN  # the third, by the new threshold
     clock.advance(10)
     assert breaker.state is BreakerState.HALF_OPEN  # the new reset_timeout
