@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import pykka
 
-from actors._errors import RuntimeSetupError
+from actors._errors import JobFailure, RuntimeSetupError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,6 +30,7 @@ __all__ = [
     "KILL_GRACE",
     "RUNTIMES",
     "DueKill",
+    "NoThreadError",
     "Scheduler",
     "TimerHandle",
     "abandoned",
@@ -42,6 +43,7 @@ __all__ = [
     "kill_age",
     "live_tasks",
     "start_task",
+    "start_thread",
     "watch_kills",
 ]
 
@@ -109,6 +111,40 @@ def check_runtime(name: str) -> None:
         )
 
 
+class NoThreadError(JobFailure, RuntimeError):
+    """The OS refused a new thread: the process or its cgroup is at its limit on tasks.
+
+    Raised by ``start_task`` and ``start_thread`` instead of the interpreter's bare
+    ``RuntimeError("can't start new thread")``. Not a bug of anyone's: a host out of
+    tasks (``RLIMIT_NPROC``, a cgroup's ``pids.max``), or of memory for a stack. An
+    attempt that cannot get its thread fails with it, as one whose process cannot
+    fork does, and its policy restarts it; raise the limit, or run fewer jobs. Still
+    a ``RuntimeError``, for code that caught the interpreter's.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "could not start: no thread could be started (the process or cgroup limit on "
+            "tasks, RLIMIT_NPROC / pids.max, is reached)"
+        )
+
+
+def start_thread(thread: threading.Thread) -> None:
+    """``thread.start()``, raising ``NoThreadError`` when the OS has no thread to give."""
+    try:
+        thread.start()
+    except RuntimeError as exc:
+        if not _no_thread(exc):
+            raise
+        raise NoThreadError from None
+
+
+def _no_thread(exc: RuntimeError) -> bool:
+    # CPython says "can't start new thread" for any failure of pthread_create (EAGAIN,
+    # ENOMEM); anything else (starting a thread twice) is a caller's bug, not the host's.
+    return "can't start new thread" in str(exc)
+
+
 def current_task() -> Any:
     """Return a handle for the running thread (or greenlet) for ``interrupt_task``."""
     if _gevent_patched():
@@ -173,7 +209,12 @@ def start_task(target: Callable[[], object], name: str, *, reuse: str | None = N
     if reuse is not None:
         with _pool_lock:
             _members.setdefault(reuse, set()).add(task)
-    task.start()
+    try:
+        start_thread(task)
+    except BaseException:
+        if reuse is not None:
+            _leave(reuse, task)  # it never ran: its pool must not count (nor wait for) it
+        raise
 
 
 # -- threads that run one command incarnation after another ----------------------------------------
@@ -794,7 +835,8 @@ class Scheduler:
     ``BaseException``) is logged once, naming the callback, and then passed to
     ``on_error`` (which runs on the scheduler's thread too; what it raises is
     logged and dropped); the scheduler goes on. One scheduler serves a whole
-    tree, so thousands of backoffs cost one thread, not thousands.
+    tree, so thousands of backoffs cost one thread, not thousands. Raises
+    ``NoThreadError`` when the OS has no thread for it.
     """
 
     def __init__(
@@ -810,7 +852,7 @@ class Scheduler:
         self._cond = threading.Condition(threading.Lock())
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="jobvisor-scheduler", daemon=True)
-        self._thread.start()
+        start_thread(self._thread)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         """Run ``callback`` on the scheduler thread after ``delay`` seconds.
@@ -839,8 +881,9 @@ class Scheduler:
             self._heap.clear()
             self._cancelled = 0
             self._cond.notify()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        thread = self._thread
+        if thread is not threading.current_thread() and thread.ident is not None:
+            thread.join(timeout)
 
     @property
     def alive(self) -> bool:

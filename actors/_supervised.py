@@ -23,7 +23,14 @@ from pykka import ActorRef
 from actors._errors import ChildKilled
 from actors._messages import ChildExit, ChildStarted, Link
 from actors._registry import register, unregister
-from actors._runtime import current_task, interrupt_task, new_event, start_task, task_slot
+from actors._runtime import (
+    NoThreadError,
+    current_task,
+    interrupt_task,
+    new_event,
+    start_task,
+    task_slot,
+)
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -322,6 +329,9 @@ def start_supervised(
     returns, if it can: an actor without its own ``on_start`` has nothing that
     can fail before its first message and no readiness to report, so it skips
     the ChildStarted handshake (``_jv_started_at_once`` says whether it did).
+
+    No thread for its loop (``NoThreadError``: the host's limit on tasks) is no
+    exception here: the incarnation is returned ended, its exit reported with that error.
     """
     actor = supervised_class(cls)(*args, **kwargs)
     actor._jv_link = link
@@ -339,6 +349,15 @@ def start_supervised(
     register(actor.actor_ref)
     try:
         actor._start_actor_loop()
+    except NoThreadError as exc:
+        # The host is out of tasks: this incarnation fails, as a command that cannot fork
+        # does, by its one exit report (its supervisor's policy restarts it), never as a
+        # start that raised, whose traceback a limit of the host's does not deserve.
+        actor._jv_record(exc)
+        unregister(actor.actor_ref)
+        actor.actor_stopped.set()
+        actor._jv_detach()
+        actor._jv_report()
     except BaseException:
         # No thread (the process is out of them): nothing will ever end this actor, so it
         # leaves the registry and the stable reference now; the caller counts a failed start.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import dataclasses
+import errno
 import functools
 import glob
 import json
@@ -858,6 +859,8 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         self._teller: threading.Thread | None = None
         self._wake = threading.Event()  # the clock moved (a test's), or the handler closes
         self._closed = False
+        # Until when no teller is tried again (monotonic; 0: none failed): one failed to start.
+        self._no_teller_until = 0.0
 
     def emit(self, record: logbook.LogRecord) -> None:
         if self._damper is None or not self.damping:
@@ -873,7 +876,7 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
             if write:
                 self._write(record)
         if teller is not None:
-            teller.start()  # not under a lock: under gevent, starting one switches greenlets
+            self._start_teller(teller)  # not under a lock: under gevent, a start switches
 
     def forget(self, path: str) -> None:
         """``path``'s loop is over (``new_story``): write the summary of what it held."""
@@ -890,10 +893,27 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         assert self._damper is not None
         if self._teller is not None or self._closed or not self._damper.holding:
             return None
+        if self._no_teller_until and time.monotonic() < self._no_teller_until:
+            return None
         self._teller = threading.Thread(
             target=self._tell_when_due, name="jv-log-summaries", daemon=True
         )
         return self._teller
+
+    def _start_teller(self, teller: threading.Thread) -> None:
+        """Start ``teller`` (``_new_teller``'s); never raises: it runs on a supervisor's turn.
+
+        Without a thread for it (the host's limit on tasks), what it would tell when due
+        comes with the next record instead, or at the end (``sum_up``); a record a while
+        later tries again.
+        """
+        try:
+            teller.start()
+        except Exception:
+            with self._damper_lock:
+                if self._teller is teller:
+                    self._teller = None
+                    self._no_teller_until = time.monotonic() + TELLER_RETRY
 
     def _tell_when_due(self) -> None:
         damper = self._damper
@@ -959,11 +979,20 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
                 self._closed = True
                 teller = self._teller
             self._wake.set()
-            if teller is not None and teller is not threading.current_thread():
+            # Not one that never started (no thread for it; or made, not started yet: it
+            # finds the handler closed and ends).
+            if (
+                teller is not None
+                and teller is not threading.current_thread()
+                and teller.ident is not None
+            ):
                 teller.join(5.0)
             self.sum_up()
         self._sink.close()
 
+
+# How long after a teller could not start (no thread to be had) the next one is tried.
+TELLER_RETRY: Final = 1.0
 
 _DIGITS: Final = re.compile(r"\d+")
 
@@ -1048,7 +1077,7 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
             return False
         teller = handler._new_teller()  # the first failure held may come this way
     if teller is not None:
-        teller.start()
+        handler._start_teller(teller)
     return True
 
 
@@ -1117,34 +1146,136 @@ def _warn(text: str) -> None:
         pass
 
 
+def _on_stderr(level: int, text: str) -> None:
+    del level  # stderr has none
+    _warn(text)
+
+
+# What to do about a write that failed, by its errno (``reason``).
+_ADVICE: Final[dict[int, str]] = {
+    errno.ENOSPC: "free space on its file system",
+    errno.EDQUOT: "free space, or raise the disk quota",
+    errno.EFBIG: "the file size limit (RLIMIT_FSIZE) is reached: raise it",
+    errno.EROFS: "its file system is mounted read-only: remount it read-write",
+    errno.EACCES: "check the permissions of the file and its directories",
+    errno.EPERM: "check the permissions of the file and its directories",
+    errno.ENOTDIR: "something that is not a directory is in its path: remove it",
+    errno.EISDIR: "a directory is where the file goes: remove it",
+    errno.EIO: "an I/O error: check the disk",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n, LimitNOFILE=)",
+    errno.ENFILE: "the system is out of open files",
+}
+
+
+def reason(exc: BaseException) -> str:
+    """Why a file could not be written, for a person: ``No space left on device (free space
+    on its file system)``, not an exception's repr; ours (``JobvisorError``) say it already."""
+    if isinstance(exc, OSError) and exc.strerror:
+        advice = _ADVICE.get(exc.errno) if exc.errno is not None else None
+        return f"{exc.strerror} ({advice})" if advice else exc.strerror
+    return describe(exc)
+
+
 class _Trouble:
     """Reports a run of write failures once, and the recovery from it once.
 
     ``target`` names what is written (``the log file PATH``), ``lost`` what a failed
-    write loses (``log records``, a job's ``output lines``).
+    write loses (``log records``, a job's ``output lines``). ``say(level, text)`` tells
+    it (default: stderr, for the log's own trouble). ``settle``: a recovery is told
+    only once writes went on succeeding that many seconds (with the next write after
+    that, or the next failure): a full disk that a rotation frees, and the next lines
+    fill again, is one trouble, not a pair of lines per rotation; the failures between
+    are counted in the recovery's line. Any thread; one object may serve several
+    writers (a job's attempts).
     """
 
-    def __init__(self, target: str, lost: str = "log records", *, logged: bool = False) -> None:
+    def __init__(
+        self,
+        target: str,
+        lost: str = "log records",
+        *,
+        logged: bool = False,
+        say: Callable[[int, str], None] = _on_stderr,
+        settle: float = 0.0,
+    ) -> None:
         """``logged``: what a failed write misses is in the log all the same (output lines)."""
         self.target = target
         self.lost = lost
         fates = (("are dropped", "were dropped"), ("go to the log only", "went to the log only"))
         self.fate = fates[logged]
-        self.dropped = 0  # records (or lines) lost in the current run of failures; 0 while healthy
+        self.say = say
+        self.settle = settle
+        self._lock = _plain_lock()  # never held while saying (a log call may switch greenlets)
+        # Invariants under _lock: ``troubled`` from a failure until its recovery is told;
+        # ``dropped`` counts what failed writes lost meanwhile; ``_writable_since`` is when
+        # writes last began to succeed again (None: the last one failed); ``_relapses``
+        # counts failures after such a start, before the recovery was told.
+        self.troubled = False
+        self.dropped = 0
+        self._writable_since: float | None = None
+        self._relapses = 0
 
     def failed(self, exc: BaseException, count: int = 1) -> None:
-        first = not self.dropped
-        self.dropped += count
-        if first:
-            _warn(
-                f"cannot write {self.target}: {describe(exc)}; "
-                f"{self.lost} {self.fate[0]} until it is writable again"
-            )
+        """A write (or an open, ``count`` 0) failed, losing ``count`` records or lines."""
+        now = time.monotonic()
+        said: list[tuple[int, str]] = []
+        with self._lock:
+            if self.troubled and self._settled(now):
+                said.append(self._recovery())  # it stayed writable: that was told late
+            if not self.troubled:
+                self.troubled = True
+                said.append(
+                    (
+                        logbook.WARNING,
+                        (
+                            f"cannot write {self.target}: {reason(exc)}; "
+                            f"{self.lost} {self.fate[0]} until it is writable again"
+                        ),
+                    )
+                )
+            elif self._writable_since is not None:
+                self._relapses += 1
+            self._writable_since = None
+            self.dropped += count
+        for level, text in said:
+            self.say(level, text)
+
+    def missed(self, count: int) -> None:
+        """``count`` more lost while the trouble lasts, without a write (its file is not open)."""
+        with self._lock:
+            if self.troubled:
+                self.dropped += count
 
     def succeeded(self) -> None:
-        if self.dropped:
-            dropped, self.dropped = self.dropped, 0
-            _warn(f"{self.target} is writable again; {dropped} {self.lost} {self.fate[1]}")
+        if not self.troubled:  # read without the lock: the healthy path costs nothing more
+            return
+        now = time.monotonic()
+        with self._lock:
+            if not self.troubled:
+                return
+            if self._writable_since is None:
+                self._writable_since = now
+            said = self._recovery() if self._settled(now) else None
+        if said is not None:
+            self.say(*said)
+
+    def _settled(self, now: float) -> bool:
+        since = self._writable_since
+        return since is not None and now - since >= self.settle
+
+    def _recovery(self) -> tuple[int, str]:
+        """Under the lock: the trouble is over; the line that says so."""
+        dropped, relapses = self.dropped, self._relapses
+        self.troubled, self.dropped, self._relapses = False, 0, 0
+        self._writable_since = None
+        text = f"{self.target} is writable again; {dropped} {self.lost} {self.fate[1]}"
+        if relapses:
+            times = "time" if relapses == 1 else "times"
+            text += (
+                f" (it failed again {relapses} more {times} before it stayed writable "
+                f"for {self.settle:g} s)"
+            )
+        return logbook.INFO, text
 
 
 class _Status:
@@ -1228,7 +1359,14 @@ class _StreamSink:
         self._progress = time.monotonic()
         self._wakeup = allocate()
         self._wakeup.acquire()
-        start(self._run, ())
+        try:
+            start(self._run, ())
+        except RuntimeError:
+            # No thread to be had (the host's limit on tasks): written in place, as a file
+            # is; a reader who stops reading then holds records up, but none is lost.
+            self._fd = None
+            self._lock = threading.Lock()
+            return
         _writers_changed(add=self)
 
     def show(self, status: str) -> None:
@@ -1412,7 +1550,7 @@ class _StreamSink:
             data = data[written:]
             with self._mutex:
                 self._progress = time.monotonic()
-        if self._trouble.dropped:
+        if self._trouble.troubled:
             self._trouble.succeeded()
 
     def _through_the_stream(self, text: str, error: OSError) -> None:
@@ -1513,7 +1651,11 @@ class _FileSink:
     ``output``: the file is a job's output file (``supervision._output``), and
     every message says so; a file that cannot be opened at first raises the
     ``OSError`` itself, for the caller to report, not ``LoggingSetupError``
-    (whose advice is about ``--log-file``).
+    (whose advice is about ``--log-file``). ``trouble`` reports its write
+    failures (one for a job's every attempt: ``supervision._output``).
+
+    A write the disk cut off (ENOSPC after part of it) leaves half a line: the
+    next write starts on a new line, never glued onto it.
     """
 
     def __init__(
@@ -1523,6 +1665,7 @@ class _FileSink:
         now: Callable[[], datetime],
         *,
         output: bool = False,
+        trouble: _Trouble | None = None,
     ) -> None:
         self._path = path
         self._max_bytes = rotate.max_bytes if rotate is not None else None
@@ -1533,7 +1676,9 @@ class _FileSink:
         self._what = "output file" if output else "log file"
         self._output = output
         lost = "output lines" if output else "log records"
-        self._trouble = _Trouble(f"the {self._what} {path}", lost, logged=output)
+        self._trouble = trouble or _Trouble(f"the {self._what} {path}", lost, logged=output)
+        # The file (st_dev, st_ino) a write was cut off in, ending inside a line; None: none.
+        self._torn: tuple[int, int] | None = None
         # Invariants while _file is open: _ident is (st_dev, st_ino) of _file,
         # _size its length, _period_end the first instant of the next period (time rotation).
         self._file: Any = None
@@ -1563,12 +1708,14 @@ class _FileSink:
                 self._check_path()
                 if self._rotation_due(len(data)):
                     self._rotate()
-                self._write_all(data)
+                # Cut off in this very file (not rotated away since): a line of its own.
+                self._write_all(b"\n" + data if self._torn == self._ident else data)
             except OSError as exc:
                 # A job's output is counted in lines (each write holds whole ones), a log in
                 # records (one a write, though a record may hold several lines).
                 self._trouble.failed(exc, data.count(b"\n") if self._output else 1)
                 return False
+            self._torn = None
             self._trouble.succeeded()
             return True
 
@@ -1647,12 +1794,17 @@ class _FileSink:
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
-        while view:
-            written = self._file.write(view)
-            if not written:
-                raise OSError("the file accepted no bytes")
-            view = view[written:]
-            self._size += written
+        try:
+            while view:
+                written = self._file.write(view)
+                if not written:
+                    raise OSError(errno.ENOSPC, "the file accepted no bytes")
+                view = view[written:]
+                self._size += written
+        except OSError:
+            if len(view) < len(data):  # cut off inside: the file ends inside a line
+                self._torn = self._ident
+            raise
 
 
 def _next_boundary(moment: datetime, when: str) -> datetime:

@@ -11,20 +11,28 @@ go to the file in one write, so the pump pays one more system call per read,
 not one per line. The file is rotated by size (``output: {max_bytes,
 backups}``) like jobvisor's own log; directories are 0700, files 0600, and
 no symlink is followed, at the file nor at a directory of the path.
+
+A file that cannot be opened or written (a full disk, a read-only or missing
+directory) is a WARNING in the log once per job until it can be written again
+(and has stayed so ``SETTLE`` seconds: a flood that a rotation frees room for,
+and fills again, is one trouble), then one INFO line with what it missed. Its
+lines go to the log meanwhile, unless the job said ``log: false``: then they are
+dropped, and counted.
 """
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import logbook
 
-from actors import JobvisorError, describe
+from actors import JobvisorError
 from supervision._files import ensure_private_dir
-from supervision._logging import _FileSink
+from supervision._logging import _FileSink, _Trouble
 from supervision._logs import output_file
 from supervision._spec import RotateSpec
 
@@ -38,6 +46,10 @@ __all__ = ["OutputFiles", "output_dir"]
 
 log = logbook.Logger("supervision.output")
 
+# How long a job's file must go on taking writes after a failure before the log says it is
+# writable again (told with the next write after that).
+SETTLE: Final = 5.0
+
 
 def output_dir(state_dir: Path) -> Path:
     """Where a state dir keeps its jobs' output files."""
@@ -50,21 +62,48 @@ class OutputFiles:
     def __init__(self, directory: Path, mask: Callable[[str], str] = str) -> None:
         self.directory = directory
         self.mask = None if mask is str else mask  # str: the tree has no secret
+        # Each job's trouble with its file, over all its attempts (each opens the file
+        # again): said once per job, not once per attempt. Keyed by path and ``log``.
+        self._troubles: dict[tuple[str, bool], _Trouble] = {}
+        self._lock = threading.Lock()
 
     def opener(self, spec: OutputSpec) -> Callable[[Attempt], OutputSink]:
         """What a job actor hands each attempt (``Attempt.output``) for a job kept as ``spec``."""
         return partial(JobOutput, self, spec)
+
+    def trouble(self, path: str, logged: bool) -> _Trouble:
+        """The reporter of ``path``'s trouble with its file (``logged``: its lines go to the
+        log all the same; else they are dropped)."""
+        key = (path, logged)
+        with self._lock:
+            trouble = self._troubles.get(key)
+            if trouble is None:
+                file = output_file(str(self.directory), path)
+                trouble = self._troubles[key] = _Trouble(
+                    f"the output file {file}",
+                    "output lines",
+                    logged=logged,
+                    say=partial(_say, path),
+                    settle=SETTLE,
+                )
+        return trouble
+
+
+def _say(path: str, level: int, text: str) -> None:
+    log.log(level, "{}: {}", path, text, extra={"path": path})
 
 
 class JobOutput:
     """One attempt's writer of its job's output file, opened at its first line.
 
     Runs in the attempt's thread only. A file that cannot be opened (a planted
-    symlink, a full disk) is reported once in the log, and the attempt's
-    lines go to the log only: output is never a reason for a job to fail.
+    symlink, a full disk) is reported in the log, once for the job until it can be
+    written again (``OutputFiles.trouble``), and the attempt's lines go to the log
+    only, or nowhere with ``log: false`` (counted): output is never a reason for a
+    job to fail.
     """
 
-    __slots__ = ("_failed", "_files", "_missed", "_path", "_prefix", "_sink", "_spec")
+    __slots__ = ("_failed", "_files", "_path", "_prefix", "_sink", "_spec", "_trouble")
 
     def __init__(self, files: OutputFiles, spec: OutputSpec, attempt: Attempt) -> None:
         self._files = files
@@ -73,12 +112,12 @@ class JobOutput:
         self._prefix = f" {{}} {attempt.number} "
         self._sink: _FileSink | None = None
         self._failed = False
-        self._missed = False  # the last lines written did not reach the file
+        self._trouble = files.trouble(attempt.path, spec.log)
 
     def write(self, stream: str, lines: bytes) -> None:
-        self._missed = False
         sink = self._sink or self._open()
         if sink is None:
+            self._trouble.missed(lines.count(b"\n") + 1)
             return
         mask = self._files.mask
         if mask is not None:
@@ -91,17 +130,16 @@ class JobOutput:
         limit = self._spec.max_bytes
         while len(data) > limit:  # a file rotates between writes: none may be bigger than it
             cut = data.rfind(b"\n", 0, limit) + 1 or data.find(b"\n", limit) + 1
-            if not sink.write_bytes(data[:cut]):
-                self._missed = True
+            sink.write_bytes(data[:cut])
             data = data[cut:]
-        if data and not sink.write_bytes(data):
-            self._missed = True
+        if data:
+            sink.write_bytes(data)
 
     @property
     def logged(self) -> bool:
-        """Whether the lines go to the log too: unless ``log: false``, and the file takes them
-        (asked after each ``write``: lines its file could not take go to the log)."""
-        return self._spec.log or self._failed or self._missed
+        """Whether the lines go to the log too: unless ``log: false``, even when its file
+        cannot take them (that is the promise of ``log: false``: they are dropped, counted)."""
+        return self._spec.log
 
     def close(self) -> None:
         sink, self._sink = self._sink, None
@@ -120,10 +158,10 @@ class JobOutput:
                 parent /= part
                 ensure_private_dir(parent, "output directory")
             rotate = RotateSpec(max_bytes=self._spec.max_bytes, backups=self._spec.backups)
-            self._sink = _FileSink(path, rotate, _local_now, output=True)
+            self._sink = _FileSink(path, rotate, _local_now, output=True, trouble=self._trouble)
         except (OSError, JobvisorError) as exc:
-            self._failed = True
-            log.warning("{}: its output goes to the log only: {}", self._path, describe(exc))
+            self._failed = True  # not again in this attempt: once per write would be a flood
+            self._trouble.failed(exc, 0)
             return None
         return self._sink
 

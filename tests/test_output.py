@@ -193,7 +193,8 @@ def test_a_planted_symlink_at_an_output_file_is_not_followed(tmp_path: Path) -> 
     assert jv.proc.returncode == 0, jv.stderr
     assert target.read_text() == "untouched\n"
     assert (out / "a.log").is_symlink()
-    assert "a: its output goes to the log only" in jv.stderr
+    assert "a: cannot write the output file" in jv.stderr
+    assert "output lines go to the log only until it is writable again" in jv.stderr
     assert "symbolic link" in jv.stderr
     assert f"refusing the output file {out / 'a.log'}" in jv.stderr
 
@@ -344,8 +345,9 @@ def test_a_job_named_with_dots_only_keeps_its_file_inside_the_output_dir(
 def test_output_log_false_keeps_a_jobs_lines_out_of_the_log(tmp_path: Path) -> None:
     """supervisord keeps program output out of its own log: ``output: {log: false}`` writes a
     chatty job's lines to its file only, so they cannot push the supervisor's decisions out
-    of a rotated log. A file that cannot be written still sends them to the log (never lost),
-    and ``--explain`` says where they go."""
+    of a rotated log. A file that cannot be written drops them (they never reach the log: a
+    planted symlink, refused, must not turn the promise over), said once, and ``--explain``
+    says where they go."""
     (tmp_path / "jobs.yaml").write_text(
         textwrap.dedent(
             """\
@@ -365,7 +367,11 @@ def test_output_log_false_keeps_a_jobs_lines_out_of_the_log(tmp_path: Path) -> N
     assert jv.proc.returncode == 0, jv.stderr
     assert "chatter-a" not in jv.stderr
     assert "chatter-b" in jv.stderr
-    assert "chatter-c" in jv.stderr, "its file was refused: its lines go to the log"
+    assert "chatter-c" not in jv.stderr, "its file was refused: its lines are dropped"
+    refused = [line for line in jv.stderr.splitlines() if "planted.log" in line]
+    assert len(refused) == 1, jv.stderr
+    assert "refusing the output file" in refused[0]
+    assert refused[0].endswith("output lines are dropped until it is writable again [path=planted]")
     assert [body(x) for x in (out / "quiet.log").read_bytes().splitlines()] == [b"chatter-a"]
     explained = run_jobvisor(tmp_path, "validate", "--explain")
     shown = [line.strip() for line in explained.stdout.splitlines() if "output:" in line]
@@ -373,10 +379,11 @@ def test_output_log_false_keeps_a_jobs_lines_out_of_the_log(tmp_path: Path) -> N
     assert shown[1] == "output: STATE_DIR/output/PATH.log max_bytes=10MiB backups=3"
 
 
-def test_output_log_false_logs_the_lines_its_file_fails_to_take(tmp_path: Path) -> None:
+def test_output_log_false_drops_the_lines_its_file_fails_to_take(tmp_path: Path) -> None:
     """A file that opened but then cannot be written (here: its path became a directory, as
-    a full disk would fail a write) sends the lines it could not take to the log: output is
-    never lost for that (README)."""
+    a full disk would fail a write) drops the lines it could not take: ``log: false`` keeps
+    them out of the log even then (a flood whose disk is full sent 10 MB to it in 20 s);
+    a WARNING in the log says so, once (README)."""
     (tmp_path / "jobs.yaml").write_text(
         textwrap.dedent(
             """\
@@ -404,7 +411,11 @@ def test_output_log_false_logs_the_lines_its_file_fails_to_take(tmp_path: Path) 
     finally:
         jv.close()
     assert "chatter-1" not in jv.stderr, "its file took it"
-    assert "chatter-2" in jv.stderr, "its file could not take it: the log has it"
+    assert "chatter-2" not in jv.stderr, "its file could not take it: dropped"
+    said = [line for line in jv.stderr.splitlines() if "quiet.log" in line]
+    assert len(said) == 1, jv.stderr
+    assert " WARNING " in said[0]
+    assert "output lines are dropped until it is writable again" in said[0]
 
 
 def _rotate(path: Path, backups: int) -> None:
