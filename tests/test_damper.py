@@ -573,6 +573,7 @@ def cooldowns_until_given_up(make_tree: Any, manifest: str) -> tuple[int, list[s
 
 def test_every_cooldown_of_a_looping_group_is_logged(make_tree: Any) -> None:
     # Three cooldown cycles within the damper's 10 s interval: each is a decision, each written.
+    # (Its probe fails at once; a probation of 10 ms passed under load before it did.)
     cycles, lines = cooldowns_until_given_up(
         make_tree,
         """
@@ -582,7 +583,7 @@ def test_every_cooldown_of_a_looping_group_is_logged(make_tree: Any) -> None:
             on_exhausted: cooldown
             intensity: {max_restarts: 1, within: 60s}
             backoff: {initial: 0s}
-            cooldown: {duration: 50ms, probation: 10ms, max_cycles: 3}
+            cooldown: {duration: 50ms, probation: 5s, max_cycles: 3}
             jobs: [{name: crashy, command: "exit 7", restart: permanent}]
         """,
     )
@@ -600,7 +601,7 @@ def test_every_probe_start_of_a_looping_job_is_logged(make_tree: Any) -> None:
           on_exhausted: cooldown
           intensity: {max_restarts: 1, within: 60s}
           backoff: {initial: 0s}
-          cooldown: {duration: 50ms, probation: 10ms, max_cycles: 3}
+          cooldown: {duration: 50ms, probation: 5s, max_cycles: 3}
         jobs: [{name: crashy, command: "exit 7", restart: permanent}]
         """,
     )
