@@ -104,6 +104,7 @@ ACCEPT_RESAY: Final = 60.0  # seconds after a shortage said before another is sa
 # What an accept of a socket still open meets that ends it: a socket closed under it (EBADF),
 # shut down (EINVAL: it no longer listens), or not a socket at all.
 _ENDED: Final = frozenset({errno.EBADF, errno.EINVAL, errno.ENOTSOCK})
+_SHORT: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _RAISE = "raise it where jobvisor starts (ulimit -n in its shell, LimitNOFILE= in its systemd unit)"
 
 
@@ -146,6 +147,10 @@ class AcceptShortage:
         end)."""
         if self._stopped.is_set() or exc.errno in _ENDED:
             return False
+        if exc.errno not in _SHORT:  # one connection's error (aborted before it was taken)
+            log.debug("{}: accept failed: {}; trying again", self.what, exc)
+            self._stopped.wait(self._pause)
+            return True
         if self._since is None:
             self._since = now = self._clock()
             self._saying = self._said_at is None or now - self._said_at >= self._resay
@@ -202,6 +207,4 @@ def _why(code: int | None) -> str:
             "the host has as many files open as it allows (fs.file-max): close some, or raise "
             "fs.file-max"
         )
-    if code in (errno.ENOBUFS, errno.ENOMEM):
-        return "the host is short of memory for sockets: free some"
-    return "an error accept() does not usually give"
+    return "the host is short of memory for sockets: free some"
