@@ -1348,6 +1348,9 @@ def _say_how_it_ended(report: Any, mask: Callable[[str], str], logging: Any) -> 
     stop_line = report.stop_line()
     if stop_line is not None:
         error(mask(stop_line))
+    lost_line = report.lost_line()
+    if lost_line is not None:
+        error(mask(lost_line))
     if report.forced:
         error("a second signal cut the stop short: what still ran was killed")
 

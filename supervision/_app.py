@@ -36,7 +36,7 @@ from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configu
 from supervision._notifier import Notifier
 from supervision._output import output_dir
 from supervision._spec import JobSpec, SupervisorSpec, walk
-from supervision._statedir import StateDirLock
+from supervision._statedir import StateDirLock, StateDirWatch
 from supervision._table import columns, flatten_status, summary_table
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
 
@@ -329,6 +329,9 @@ class RunReport:
     # "waiting"), in start order.
     stopped_by: str | None = None
     unfinished: tuple[tuple[str, str], ...] = ()
+    # Why the state dir was lost while it ran (``the state dir P was deleted``), or None: the
+    # run stopped every job then (or was stopping), and exits 1.
+    lost: str | None = None
 
     def stop_line(self) -> str | None:
         """What a signal cut short, in one line for stderr (SPEC §4 says exit 0: a CI log
@@ -337,14 +340,28 @@ class RunReport:
             return None
         if not self.unfinished:
             return f"stopped by {self.stopped_by}; no finite job was left to finish"
+        return (
+            f"stopped by {self.stopped_by} before every job finished (exit "
+            f"{self.exit_code}); not finished: {self._not_finished()}"
+        )
+
+    def lost_line(self) -> str | None:
+        """How the loss of the state dir ended the run, in one line for stderr; None if it
+        was not lost."""
+        if self.lost is None:
+            return None
+        unfinished = f"; not finished: {self._not_finished()}" if self.unfinished else ""
+        return (
+            f"{self.lost} while run ran: every job was stopped, and this run's journal rows, "
+            f"its lock and its output files went with the state dir (exit {self.exit_code})"
+            f"{unfinished}"
+        )
+
+    def _not_finished(self) -> str:
         said: dict[str, list[str]] = {}
         for path, how in self.unfinished:
             said.setdefault(how, []).append(path)
-        parts = [f"{how}: {', '.join(paths)}" for how, paths in said.items()]
-        return (
-            f"stopped by {self.stopped_by} before every job finished (exit "
-            f"{self.exit_code}); not finished: {'; '.join(parts)}"
-        )
+        return "; ".join(f"{how}: {', '.join(paths)}" for how, paths in said.items())
 
 
 FORCED_WAIT = 2.0  # after a second signal: how long the kills may take to reach the root
@@ -416,35 +433,22 @@ def run_batch(
     grace); a second one kills what is still running and returns at once
     with ``forced`` set, without waiting for any thread: the caller flushes
     what it must and ends the process.
+
+    With the state dir's lock (``compose(hold="run")``), a state dir deleted or replaced
+    while it runs stops every job gracefully too, as the daemon does, and the run exits 1
+    (``lost``): its journal rows went with the dir, and another jobvisor could start there.
     """
     signals = _Signals()
     signals.install()
     tree = composition.start()
+    lock = composition.lock
+    watch = None if lock is None else StateDirWatch(lock, _lost)
     forced = False
-    said_dead = False
     stopped_by: str | None = None
     unfinished: tuple[tuple[str, str], ...] = ()
-    idle = _nothing_to_start(tree.spec)
     try:
-        while not idle and not tree.wait(progress_every):
-            if signals.first.is_set():
-                stopped_by = signals.name or "a signal"
-                log.warning(
-                    "run: {}: stopping every job (a second signal kills what still runs)",
-                    stopped_by,
-                )
-                unfinished = _unfinished(tree)
-                break
-            if on_progress is not None:
-                on_progress(tree.status())
-            dead = tree.all_dead()
-            if dead and not said_dead:
-                log.warning(
-                    "nothing is left running: every job gave up or failed, and none restarts "
-                    "by itself; run waits for Ctrl-C (SIGINT or SIGTERM), as for a manifest "
-                    "with no finite job (a job started again through the HTTP API would run)"
-                )
-            said_dead = dead
+        if not _nothing_to_start(tree.spec):
+            stopped_by, unfinished = _wait(tree, signals, watch, on_progress, progress_every)
         # A daemon thread: a stop stuck past the end of run must not hold the interpreter.
         stopper = threading.Thread(
             target=tree.stop, args=(stop_timeout,), name="jv-stopper", daemon=True
@@ -462,17 +466,72 @@ def run_batch(
         status = forced_stop(tree) if forced else tree.status()
     finally:
         signals.restore()
+        if watch is not None:
+            watch.close()  # a loss during the stop counts too: its rows went all the same
         if not tree.ended and not forced:
             tree.kill()
             tree.stop(5)
     result = tree.result()
     interrupted = signals.first.is_set()
-    # A second signal is no clean stop (SPEC §4's 0): what still ran was killed.
-    code = 0 if result.ok and not forced else 1
+    lost = None if watch is None else watch.lost
+    # A second signal is no clean stop (SPEC §4's 0): what still ran was killed. A lost state
+    # dir is none either: the run's record went with it.
+    code = 0 if result.ok and not forced and lost is None else 1
     # The journal's writer and the HTTP endpoint's server run until the composition closes.
     ours = ("jv-stopper", "jv-journal", "jv-http")
     leftover = tuple(task.name for task in live_tasks("jv-") if task.name not in ours)
-    return RunReport(code, status, result, interrupted, forced, leftover, stopped_by, unfinished)
+    return RunReport(
+        code, status, result, interrupted, forced, leftover, stopped_by, unfinished, lost
+    )
+
+
+def _wait(
+    tree: Tree,
+    signals: _Signals,
+    watch: StateDirWatch | None,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    progress_every: float,
+) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """Until every finite job settled, a signal came or the state dir was lost: the signal's
+    name (None if none came) and the finite jobs that had not settled then."""
+    said_dead = False
+    while not tree.wait(progress_every):
+        if signals.first.is_set():
+            stopped_by = signals.name or "a signal"
+            log.warning(
+                "run: {}: stopping every job (a second signal kills what still runs)",
+                stopped_by,
+            )
+            return stopped_by, _unfinished(tree)
+        if watch is not None and watch.lost is not None:  # said at ERROR, by the watch
+            return None, _unfinished(tree)
+        if on_progress is not None:
+            on_progress(tree.status())
+        dead = tree.all_dead()
+        if dead and not said_dead:
+            log.warning(
+                "nothing is left running: every job gave up or failed, and none restarts "
+                "by itself; run waits for Ctrl-C (SIGINT or SIGTERM), as for a manifest "
+                "with no finite job (a job started again through the HTTP API would run)"
+            )
+        said_dead = dead
+    return None, ()
+
+
+def _lost(why: str, holder: str | None) -> None:
+    """Say that ``run``'s state dir was lost (the watch's thread); its main loop stops the jobs.
+
+    As the daemon does (``Daemon._lost``): going on would journal into a deleted file, and a
+    second jobvisor, started there meanwhile and not refused, would run every job twice.
+    """
+    now = f"; another jobvisor ({holder}) holds it now" if holder else ""
+    log.error(
+        "{} while run ran{}: its journal, lock and output files went with it, so this run's "
+        "record is lost and another jobvisor could start there and run every job twice; "
+        "stopping every job (exit 1)",
+        why,
+        now,
+    )
 
 
 def _nothing_to_start(spec: SupervisorSpec) -> bool:

@@ -40,13 +40,13 @@ from supervision._app import forced_stop
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request, signal_name
 from supervision._events import Escalated, GaveUp, Reloaded
 from supervision._explain import explain_policy
-from supervision._fdlimit import fit_open_files
+from supervision._fdlimit import AcceptShortage, fit_open_files
 from supervision._files import Ident, check_parents, identity, remove_if_same, write_atomic
 from supervision._hangup import off_the_terminal
 from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
-from supervision._statedir import LOCK_NAME, StateDirLock
+from supervision._statedir import LOCK_NAME, StateDirLock, StateDirWatch
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Container, Iterator
@@ -85,7 +85,6 @@ _RACED: Final = (NoSuchChildError, ChildrenChangedError)
 FORCED_EXIT: Final = 1  # a second signal cut the stop short: no clean stop, as run's exit
 LOST_EXIT: Final = 1  # its state dir was deleted under it: it stopped, not asked to
 ENDED_EXIT: Final = 1  # its tree ended by itself (escalation past the root): nothing to supervise
-WATCH_EVERY: Final = 1.0  # seconds between two looks at the state dir, its lock file, its terminal
 # The SIGHUPs of one hangup (the shell's, the kernel's as the session's leader exits) come
 # within milliseconds of the terminal's loss; one this long after it is a person's.
 HANGUP_WINDOW: Final = 2.0
@@ -295,6 +294,8 @@ class ControlServer:
     the oldest still sending its request (cut off), so a request sent whole is answered
     however many clients connect and say nothing; when every one is being answered, the
     new one is told ``busy`` at once. A thread per connection, never more than ``most``.
+    A daemon out of file descriptors (or memory) says so and accepts again once it can
+    (``AcceptShortage``): the connections wait in the socket's queue meanwhile.
     """
 
     def __init__(
@@ -330,11 +331,17 @@ class ControlServer:
         return self._open
 
     def _serve(self) -> None:
+        # Out of fds (its jobs' pipes and files too), or the host out of memory: the loop lives
+        # through it, or no command would reach the daemon again. Only a close ends it.
+        shortage = AcceptShortage(f"control socket {self.path}", self._closed)
         while not self._closed.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except OSError:
+            except OSError as exc:
+                if shortage.failed(exc):
+                    continue
                 return
+            shortage.accepted()
             if not self._take(conn):
                 _busy(conn, self._most)
                 continue
@@ -573,7 +580,7 @@ class Daemon:
         # Under gevent, a job's call that never yields keeps the main loop from acting on a
         # signal: this says so, and ends the process at the second one (see HubWatch).
         self._hub_watch: HubWatch | None = None
-        self.lost: str | None = None  # why it stopped by itself: its state dir went (see _watch)
+        self.lost: str | None = None  # why it stopped by itself: its state dir went (see _lost)
         self.ended: str | None = None  # why its tree ended by itself (see _follow_end)
         self._root_gave_up: str | None = None  # the root's reason, when it gave up on the tree
         self._root_closing = False  # the root escalated or gave up: the tree is going down
@@ -619,46 +626,40 @@ class Daemon:
             # would choose what it replaces (and what is removed at exit).
             check_parents(self._pidfile, "pidfile", "--pidfile")
         lock = StateDirLock(state_dir, "daemon")
-        watching = threading.Event()
+        watch: StateDirWatch | None = None
         try:
             with self._pipe_lock:
                 self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            threading.Thread(
-                target=self._watch, args=(lock, watching), name="jv-statewatch", daemon=True
-            ).start()
+            # Its terminal is looked at as often as its state dir, on the same thread.
+            watch = StateDirWatch(lock, self._lost, each=self._look_at_terminal)
             code = self._serve(manifest, state_dir)
         finally:
-            watching.set()
+            if watch is not None:
+                watch.close()
             self._close_pipe()
             lock.close()
         return code
 
-    def _watch(self, lock: StateDirLock, done: threading.Event) -> None:
-        """Stop the daemon if its state dir or lock file is deleted or replaced while it runs.
+    def _lost(self, why: str, holder: str | None) -> None:
+        """Stop the daemon: its state dir or lock file was deleted or replaced while it ran.
 
         Without its lock another daemon would start there and run every job a second time,
         and without its socket no command reaches this one: two must not run, and this one
         can no longer be told to stop, so it stops (exit ``LOST_EXIT``) and says why. Under
-        systemd a ``Restart=on-failure`` starts it again in a new state dir.
+        systemd a ``Restart=on-failure`` starts it again in a new state dir. (The watch's
+        thread; ``run`` does the same, ``supervision._app``.)
         """
-        while not done.wait(WATCH_EVERY):
-            self._look_at_terminal()
-            why = lock.lost()
-            if why is None:
-                continue
-            holder = lock.holder()
-            now = f"; another jobvisor ({holder}) holds it now" if holder else ""
-            self.lost = why
-            log.error(
-                "{} while the daemon ran{}: its lock, control socket and journal went with it, "
-                "so no command reaches this daemon and another could start there and run every "
-                "job twice; stopping (exit {})",
-                why,
-                now,
-                LOST_EXIT,
-            )
-            self.stop()
-            return
+        now = f"; another jobvisor ({holder}) holds it now" if holder else ""
+        self.lost = why
+        log.error(
+            "{} while the daemon ran{}: its lock, control socket and journal went with it, "
+            "so no command reaches this daemon and another could start there and run every "
+            "job twice; stopping (exit {})",
+            why,
+            now,
+            LOST_EXIT,
+        )
+        self.stop()
 
     def _serve(self, manifest: Any, state_dir: Path) -> int:
         restore_signals, server, written = self._listen(state_dir)

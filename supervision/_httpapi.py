@@ -48,6 +48,7 @@ from prometheus_client import Gauge
 
 from actors import JobvisorError
 from supervision._client import signal_number
+from supervision._fdlimit import AcceptShortage
 from supervision._files import ensure_private_dir, remove_if_same, write_atomic
 from supervision._history import JournalError, journal_path, read_history, read_recent_attempts
 from supervision._listen import is_loopback
@@ -220,6 +221,7 @@ class Endpoint:
         host, self.port = str(address[0]), int(address[1])
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}/"
+        self._server.shortage.what = f"http: {self.url}"
         self._written: Ident | None = None
         if state_dir is not None:
             ensure_private_dir(state_dir)
@@ -330,6 +332,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, spec: HttpSpec, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.slots = _Slots(MAX_CONNECTIONS)
+        self.stopped = threading.Event()
+        self.shortage = AcceptShortage("http", self.stopped)
         if ":" in spec.host:
             self.address_family = socket.AF_INET6
         super().__init__((spec.host, spec.port), _Handler)
@@ -338,9 +342,21 @@ class _Server(ThreadingHTTPServer):
         """Make ``serve_forever`` end now, not at its next poll (0.5 s): the flag
         ``shutdown()`` sets before it waits, then a connection that wakes the loop's select."""
         setattr(self, _SHUTDOWN_FLAG, True)
+        self.stopped.set()  # a wait out of fds ends too
         host, port = self.server_address[:2]
         with contextlib.suppress(OSError), socket.create_connection((str(host), int(port)), 1):
             pass  # never accepted: the loop sees the flag first (were it renamed: one request)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # The base's loop drops an accept's error and selects again, which finds the same
+        # connection waiting: out of fds, a silent busy loop. Said once, and waited out.
+        try:
+            got = super().get_request()
+        except OSError as exc:
+            self.shortage.failed(exc)
+            raise
+        self.shortage.accepted()
+        return got
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.take(request):

@@ -3,8 +3,9 @@
 Two jobvisors on one state dir would run every job twice and write the same output
 files, journal and ``http.json``; the lock (``STATE_DIR/daemon.lock``, an ``flock``)
 refuses the second, whichever command each is. A state dir deleted (or replaced)
-while one runs takes the lock with it, so the holder looks now and then whether
-the dir and the lock file are still the ones it made (``StateDirLock.lost``).
+while one runs takes the lock with it, so the holder looks every second whether
+the dir and the lock file are still the ones it made (``StateDirLock.lost``, on the
+thread of a ``StateDirWatch``), and stops once they are not.
 """
 
 # ruff: noqa: PTH116 - lstat and the fd's own stat, which pathlib does not offer
@@ -14,17 +15,20 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from typing import TYPE_CHECKING, Final
 
 from actors._errors import JobvisorError
 from supervision._files import check_parents, ensure_private_dir, open_private
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
-__all__ = ["LOCK_NAME", "StateDirHeldError", "StateDirLock"]
+__all__ = ["LOCK_NAME", "WATCH_EVERY", "StateDirHeldError", "StateDirLock", "StateDirWatch"]
 
 LOCK_NAME: Final = "daemon.lock"  # the name since the daemon alone took it: kept for old readers
+WATCH_EVERY: Final = 1.0  # seconds between two looks at the state dir and its lock file
 
 
 class StateDirHeldError(JobvisorError):
@@ -113,6 +117,53 @@ class StateDirLock:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._handle.close()
+
+
+class StateDirWatch:
+    """Looks every ``every`` seconds, on a thread of its own, whether ``lock`` still guards its
+    state dir, until ``close()``; once it does not, ``lost`` says why and ``on_lost(why,
+    holder)`` is called, once, and the watch ends.
+
+    ``holder`` is who holds a lock file at the state dir's path now (``run, pid 12``), if
+    another jobvisor does. ``each`` runs before every look (the daemon's look at its terminal).
+    Both run on the watch's thread: an exception there ends the watch, and is logged by the
+    thread's excepthook. ``run`` and the daemon stop when their state dir is lost: its journal,
+    lock and output files (the daemon's control socket too) went with it, and another jobvisor
+    could start there and run every job twice.
+    """
+
+    def __init__(
+        self,
+        lock: StateDirLock,
+        on_lost: Callable[[str, str | None], None],
+        *,
+        each: Callable[[], None] | None = None,
+        every: float = WATCH_EVERY,
+    ) -> None:
+        self.lost: str | None = None
+        self._lock = lock
+        self._on_lost = on_lost
+        self._each = each
+        self._every = every
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jv-statewatch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self._every):
+            if self._each is not None:
+                self._each()
+            why = self._lock.lost()
+            if why is not None:
+                self.lost = why
+                self._on_lost(why, self._lock.holder())
+                return
+
+    def close(self) -> None:
+        """End the watch (at once, unless ``on_lost`` is running: it is waited for)."""
+        self._done.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(5)
 
 
 def _inode(st: os.stat_result) -> tuple[int, int]:

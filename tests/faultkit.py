@@ -277,11 +277,16 @@ class Running:
 
 
 def start_daemon(
-    cwd: Path, manifest: str, *extra: str, env_extra: dict[str, str] | None = None
+    cwd: Path,
+    manifest: str,
+    *extra: str,
+    env_extra: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
 ) -> Running:
     """Write ``manifest`` to ``cwd/jobs.yaml`` and start a daemon on it; return once it is ready.
 
     Readiness is the daemon's own ``READY=1`` on a notify socket of ours, not a poll.
+    ``prefix``: a command the daemon runs under (``prlimit --nofile=48:48``).
     """
     (cwd / "jobs.yaml").write_text(textwrap.dedent(manifest))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -291,7 +296,7 @@ def start_daemon(
     notify.settimeout(30)
     env = {**ENV, "NOTIFY_SOCKET": str(address), **(env_extra or {})}
     proc = subprocess.Popen(
-        [*CLI, "daemon", *extra],
+        [*prefix, *CLI, "daemon", *extra],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -1196,6 +1197,119 @@ def test_a_daemon_whose_state_dir_is_deleted_stops_and_says_why(tmp_path: Path) 
         assert again.nodes()["svc"]["state"] == "running"
     finally:
         assert stop_daemon(again) == 0
+
+
+def test_a_run_whose_state_dir_is_deleted_stops_every_job_and_exits_1(tmp_path: Path) -> None:
+    # As the daemon's: without its state dir a run's journal rows, lock and output files are
+    # gone, and a second run there (started meanwhile, not refused) would run every job twice.
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
+    state = tmp_path / ".jobvisor"
+    first = Jobvisor(tmp_path, "run")
+    later = tmp_path / "later"
+    later.mkdir()
+    second: Jobvisor | None = None
+    try:
+        wait_until(lambda: "svc: started" in first.stderr, "svc started", proc=first.proc)
+        shutil.rmtree(state)
+        manifest, where = str(tmp_path / "jobs.yaml"), str(state)
+        second = Jobvisor(later, "run", manifest, "--state-dir", where)
+        code = first.wait(30)
+        assert second.proc.poll() is None, second.stderr  # the first gave way; it runs on
+        assert second.terminate() == 0, second.stderr
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+    err = first.stderr
+    assert code == 1, err
+    # "deleted", or "deleted and made again" once the second run made it first.
+    assert f"ERROR    supervision.app: the state dir {state} was deleted" in err
+    assert "its journal, lock and output files went with it" in err
+    assert "svc: stopped" in err, "its jobs are stopped gracefully"
+    last = err.splitlines()[-1]
+    assert last.startswith(f"jobvisor: the state dir {state} was deleted"), last
+    assert "every job was stopped, and this run's journal rows" in last
+    assert "(exit 1)" in last
+
+
+# Room for the daemon's own files (about 16 open after its start) and a few connections.
+FD_LIMIT = 40
+SERVICE = """
+version: 1
+jobs:
+  - name: svc
+    service: true
+    command: [sh, -c, "while true; do sleep 0.05; done"]
+"""
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
+@pytest.mark.parametrize("where", ["control", "http"])
+def test_a_daemon_out_of_file_descriptors_answers_again_once_some_are_freed(
+    tmp_path: Path, where: str
+) -> None:
+    from urllib.request import urlopen
+
+    from supervision._client import request
+
+    log_file = tmp_path / "daemon.log"
+    running = start_daemon(
+        tmp_path,
+        SERVICE,
+        "--log-file",
+        str(log_file),
+        "--http",
+        "127.0.0.1:0",
+        prefix=("prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}"),
+    )
+    try:
+        address = json.loads((running.state / "http.json").read_text())
+        said = _run_out_of_fds(running, log_file, address["port"] if where == "http" else None)
+        assert len(said) == 1, said  # once, however often it tried meanwhile
+        assert "WARNING" in said[0]
+        assert "Too many open files" in said[0]
+        assert f"as many files open as its limit allows ({FD_LIMIT}" in said[0]
+        assert "ulimit -n" in said[0]
+        assert "LimitNOFILE=" in said[0]
+        if where == "control":
+            assert str(running.state / "control.sock") in said[0]
+            reply = request(running.state, {"op": "status"}, timeout=10)
+            assert reply["ok"], reply
+        else:
+            assert f"http: {address['url']}" in said[0]
+            with urlopen(address["url"] + "api/status", timeout=10) as answer:
+                assert answer.status == 200
+        wait_until(
+            lambda: "accepting connections again" in log_file.read_text(),
+            "the end of the shortage said",
+            proc=running.proc,
+        )
+    finally:
+        code = stop_daemon(running)
+    assert code == 0
+
+
+def _run_out_of_fds(running: Running, log_file: Path, port: int | None) -> list[str]:
+    """Hold more connections than the daemon has fds for (to its HTTP ``port``, else its
+    control socket) until it says it cannot accept; its lines that say so."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(FD_LIMIT + 8):
+            if port is None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                held.append(sock)
+                sock.connect(str(running.state / "control.sock"))
+            else:
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        said: list[str] = wait_until(
+            lambda: [line for line in log_file.read_text().splitlines() if "cannot accept" in line],
+            "the shortage said",
+            proc=running.proc,
+        )
+    finally:
+        for sock in held:
+            sock.close()
+    return said
 
 
 def _ignores_sighup(pid: int) -> bool:

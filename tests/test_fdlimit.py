@@ -6,15 +6,18 @@ crash-loop on "Too many open files", with nothing at its start naming the limit.
 
 from __future__ import annotations
 
+import errno
 import resource
 import subprocess
 import textwrap
+import threading
 from pathlib import Path
 
+import logbook
 import pytest
 from faultkit import CLI, ENV
 
-from supervision._fdlimit import BASE, PER_PROCESS_JOB, needed, plan
+from supervision._fdlimit import BASE, PER_PROCESS_JOB, AcceptShortage, needed, plan
 from supervision._manifest import load_manifest
 
 INF = resource.RLIM_INFINITY
@@ -94,3 +97,48 @@ def test_a_run_under_a_short_hard_limit_says_so_at_its_start(tmp_path: Path) -> 
     done = _run(tmp_path, 150, 256, 256)
     head = done.stderr.splitlines()[:5]
     assert any("is short of the" in line and "LimitNOFILE=" in line for line in head), head
+
+
+def test_an_accept_loops_shortages_are_said_once_each_and_not_every_burst(
+    logs: logbook.TestHandler,
+) -> None:
+    # A daemon that hovers at its limit runs short at every burst of commands: one WARNING a
+    # minute at most, the next counting those not said; the end of one said, at INFO.
+    now = [0.0]
+    shortage = AcceptShortage("control socket S", threading.Event(), pause=0, clock=lambda: now[0])
+    emfile = OSError(errno.EMFILE, "Too many open files")
+    for _ in range(50):
+        assert shortage.failed(emfile)
+    now[0] = 2.0
+    shortage.accepted()
+    for at in (10.0, 20.0):  # two more, within the minute: counted
+        now[0] = at
+        assert shortage.failed(OSError(errno.ENFILE, "Too many open files in system"))
+        shortage.accepted()
+    now[0] = 61.0
+    assert shortage.failed(OSError(errno.ENOBUFS, "No buffer space available"))
+    said = [(r.level_name, r.message) for r in logs.records]
+    assert [level for level, _ in said] == ["WARNING", "INFO", "WARNING"], said
+    assert said[0][1].startswith("control socket S: cannot accept a connection: Too many open")
+    assert "as many files open as its limit allows" in said[0][1]
+    assert "ulimit -n" in said[0][1]
+    assert (
+        said[1][1]
+        == "control socket S: accepting connections again, after 2.0s and 50 failed tries"
+    )
+    assert "short of memory for sockets" in said[2][1]
+    assert "it ran short 2 times since the last said" in said[2][1]
+
+
+def test_an_accept_loop_ends_when_its_socket_is_closed_and_only_then(
+    logs: logbook.TestHandler,
+) -> None:
+    stopped = threading.Event()
+    shortage = AcceptShortage("http: U", stopped, pause=0)
+    assert not shortage.failed(OSError(errno.EBADF, "Bad file descriptor"))
+    assert not shortage.failed(OSError(errno.EINVAL, "Invalid argument"))  # shut down
+    # One connection's error, no shortage: tried again, not said.
+    assert shortage.failed(OSError(errno.ECONNABORTED, "Software caused connection abort"))
+    assert not [r for r in logs.records if r.level >= logbook.INFO]
+    stopped.set()  # closed while it ran short: the loop ends
+    assert not shortage.failed(OSError(errno.EMFILE, "Too many open files"))
