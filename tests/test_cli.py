@@ -18,6 +18,7 @@ from conftest import RUNTIME
 from faultkit import (
     DAEMON,
     Jobvisor,
+    gone,
     read_pids,
     start_daemon,
     stop_daemon,
@@ -508,9 +509,10 @@ def test_a_second_ctrl_c_kills_a_group_too_and_says_so_once_each(
     assert err_text.rstrip().endswith(
         "jobvisor: a second signal cut the stop short: what still ran was killed"
     ), err_text
-    for pid in read_pids(tmp_path / "pids"):
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    # Killed, each is gone or a zombie of a moment (under gevent libev may not have reaped a
+    # leader before the process ended; init reaps it then).
+    pids = read_pids(tmp_path / "pids")
+    wait_until(lambda: all(gone(pid) for pid in pids), "every killed job gone", timeout=5)
     assert re.search(r"^g/a +command +stopped .* killed$", out, re.MULTILINE), out
 
 
