@@ -166,7 +166,7 @@ class Window:
     """What a decision remembers about the past restarts of one child or group.
 
     The window counts the time the child is given to run, not the time it
-    waits in its backoff: were the waits counted, a backoff grown past
+    waits in its backoff (or for its breaker): were the waits counted, a backoff grown past
     ``within`` would let every restart leave the window before the next
     failure, so a child failing at once would be restarted for ever, its
     backoff never climbing. ``waited`` is the total of the backoff delays given
@@ -240,6 +240,10 @@ class Window:
                 self.reset(cycles)
             case _:
                 self.probing = False
+
+    def waited_for(self, seconds: float) -> None:
+        """The child waited ``seconds`` without running (for its breaker): off its clock too."""
+        self.waited += max(0.0, seconds)
 
     def probe(self) -> None:
         """A probe start begins its probation."""

@@ -500,6 +500,9 @@ class ChildRecord:
     # a periodic job's tick succeeded since the probe started (``ticked``).
     served: bool = False
     ticked: bool = False
+    # Monotonic time it began to wait for its breaker (state waiting), None when it does not:
+    # that wait is no running time, as a backoff's is not (``Window.waited``).
+    waiting_since: float | None = None
     # What the spec says, read on every restart: a job that ends by itself (the tracker's
     # ``finite``), and a periodic job (whose attempts do not end the child).
     finite: bool = field(init=False)

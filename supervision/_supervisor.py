@@ -345,6 +345,8 @@ class Supervisor(OwnActor):
             return
         rec.state = new
         rec.since = self.ctx.wall()
+        if old is State.WAITING:  # however it leaves: resumed, ended, stopped
+            self._waited(rec, self.ctx.monotonic())
         log.trace("{}: {} -> {}", rec.path, old, new, extra={"path": rec.path})
         closed_because = CLOSED_BECAUSE.get(new)
         if closed_because is not None:
@@ -685,6 +687,7 @@ class Supervisor(OwnActor):
             )
         if not stopping:
             rec.next_start_at = msg.retry_at
+            rec.waiting_since = self.ctx.monotonic()
             self._set_state(rec, State.WAITING)
 
     def _on_final_status(self, msg: FinalStatus) -> None:
@@ -725,6 +728,12 @@ class Supervisor(OwnActor):
         log.info("{}: resumed: its breaker let a call through", rec.path, extra={"path": rec.path})
         # A probe's probation counts only while it may call: it starts over from here.
         self._up(rec)
+
+    def _waited(self, rec: ChildRecord, now: float) -> None:
+        """The child's wait for its breaker is over: it is no running time of its window's."""
+        since, rec.waiting_since = rec.waiting_since, None
+        if since is not None:
+            rec.window.waited_for(now - since)
 
     def _up(self, rec: ChildRecord) -> None:
         """The child started or may call again: running, or serving a probe's probation."""
@@ -970,6 +979,7 @@ class Supervisor(OwnActor):
             self._probation_passed(rec)  # a once-job succeeding on probation closes it
         window = rec.window if one else self._group.window
         now = self.ctx.monotonic()
+        self._waited(rec, now)  # an exit while it waited: the state may not have said so yet
         decision = self._decide(window, now, again)
         if merge and not isinstance(decision, Restart):
             log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)

@@ -407,6 +407,33 @@ def test_a_once_job_whose_trial_calls_fail_gives_up_as_its_policy_says(make_tree
     assert len(failed) == 4, "every call that failed is an attempt that failed, as counted"
 
 
+def test_a_once_job_behind_a_breaker_that_never_closes_gives_up_at_the_default_numbers(
+    make_tree, events
+) -> None:
+    """Review 38b: its waits for the breaker counted as running time, so with max_restarts 3
+    within 60 s and a reset_timeout of 30 s each restart left the window before the next
+    failure, and the job waited and failed for ever. The waits count as backoff waits do."""
+    policy = RestartPolicy(
+        backoff=Backoff(initial=0, max=0), intensity=Intensity(max_restarts=3, within=60)
+    )
+    clock = ManualClock()
+    breakers = build_breakers({"api": BreakerSpec(failure_threshold=1, reset_timeout=30)}, clock)
+    job = JobSpec(name="a", work=PythonWork(target="jobfuncs:fail", args=("trial",)), breaker="api")
+    make_tree(
+        SupervisorSpec(policy=policy, children=(job,)),
+        on_event=events,
+        breakers=breakers,
+        monotonic=clock,
+    )
+    events.reached("a", "waiting")
+    for trial in (2, 3, 4):
+        clock.advance(30)  # half-open: the trial fails, a restart, which waits 30 s again
+        events.reached("a", "waiting", times=trial)
+    clock.advance(30)
+    events.reached("a", "gave_up")  # the fourth restart would exceed max_restarts 3
+    assert jobfuncs.CALLS["trial"] == 5
+
+
 def test_each_failed_trial_of_a_shared_half_open_breaker_is_its_jobs_failure(
     make_tree, events
 ) -> None:
