@@ -69,6 +69,12 @@ _SHELL: Final = "/bin/sh"
 _VALID_SIGNALS: Final = frozenset(signal.valid_signals())  # a set built per call: slow
 _ENV_NAME: Final = re.compile(r"[^=\0]+")  # what execve takes as an environment name
 _SHOWN_MAX: Final = 200  # characters of the command shown in error messages
+_NOT_OURS: Final = "(not sent by jobvisor: the kernel's out-of-memory killer, or another process)"
+# Why a start could not get an fd, beside the system's words (a pipe's error has no filename).
+_FD_LIMITS: Final = {
+    errno.EMFILE: "the open-file limit, ulimit -n, is reached",
+    errno.ENFILE: "the system's open-file limit, fs.file-max, is reached",
+}
 
 
 class CommandFailed(JobFailure):
@@ -248,6 +254,10 @@ class CommandWork:
                 f"the cpu limit of {fmt_duration(cpu)} ended it",
                 code,
             )
+        if code == -signal.SIGKILL and not child.signalled:
+            # Not our stop: killed as if by jobvisor, its error named nobody. A memory limit
+            # (RLIMIT_AS) is not named: reaching it fails allocations, it sends no signal.
+            raise CommandFailed(f"command {self.shown()} killed by SIGKILL {_NOT_OURS}", code)
         raise CommandFailed(f"command {self.shown()} killed by {_signame(-code)}", code)
 
     def cancel(self, attempt: Attempt) -> None:
@@ -518,9 +528,9 @@ class _Child:
             hub.loop.install_sigchld()
         output = self.attempt.output
         self.sink = sink = output(self.attempt) if output is not None else None
-        out_r, out_w = pipe_into(self.fds, self.ends)
-        err_r, err_w = pipe_into(self.fds, self.ends)
         try:
+            out_r, out_w = pipe_into(self.fds, self.ends)
+            err_r, err_w = pipe_into(self.fds, self.ends)
             confine, base = self._confinement(work)
             spawn(
                 work.args(),
@@ -543,7 +553,10 @@ class _Child:
         fds = [out_r, err_r]
         pid = self.pids[0]  # the spawn returned: it exists
         if hub is None:
-            self._waiter = PollWaiter(pid, fds, self.fds)
+            try:  # its pidfd and eventfd: the process, not watched, is close()'s to kill
+                self._waiter = PollWaiter(pid, fds, self.fds)
+            except OSError as exc:
+                raise _could_not_start(work, exc) from exc
         else:
             for fd in fds:
                 os.set_blocking(fd, False)  # see HubWaiter.wait
@@ -820,9 +833,11 @@ def signal_attempt(attempt: Attempt, signum: int) -> bool:
         head = child.pids[:1]  # read once, as in stop()
         if not head or child._ended or child._gone or not _unreaped(head[0]):
             return False
+        if signum == signal.SIGKILL:
+            # Ours, not the cpu limit's nor another's: its exit says so. Set before it is sent:
+            # run()'s thread may see the exit before killpg returns here.
+            child._killed = True
         child._gone = not _signal_group(head[0], signum)
-        if signum == signal.SIGKILL and not child._gone:
-            child._killed = True  # ours, not the cpu limit's: its exit says so
         return not child._gone
 
 
@@ -892,6 +907,9 @@ def _could_not_start(work: CommandWork, exc: OSError) -> CommandFailed:
     missing = exc.errno == errno.ENOENT and exc.filename != work.cwd
     reason = exc.strerror or str(exc)
     where = f": {exc.filename}" if exc.filename else ""
+    limit = None if exc.errno is None else _FD_LIMITS.get(exc.errno)
+    if limit is not None:
+        where += f" ({limit})"
     return CommandFailed(
         f"command {work.shown()} could not start: {reason}{where}", 127 if missing else 126
     )

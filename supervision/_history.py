@@ -106,7 +106,12 @@ def _query(db: Path, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> l
 
 
 def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """The latest attempts and decisions (of ``path`` and below, if given), oldest first."""
+    """The latest attempts and decisions (of ``path`` and below, if given), oldest first.
+
+    Latest by when they were written (``seq``), not by their wall time, which jumps with
+    the clock: after it went back an hour the newest rows have the oldest times. Rows an
+    older jobvisor wrote have no seq: they come before the others, by their time.
+    """
     # "etl" is etl and what starts with etl/, the range [etl/, etl0) ('/' sorts just before
     # '0'): a LIKE would take '_' and '%' in a path as wildcards, and ignore case.
     where, args = (
@@ -114,13 +119,16 @@ def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dic
         if path is None
         else ("WHERE path = ? OR (path >= ? AND path < ?)", (path, f"{path}/", f"{path}0"))
     )
+    # A journal no jobvisor of this version has opened yet (a read-only dir) has no seq.
+    seq = "seq" if _query(db, _HAS_SEQ) else "NULL AS seq"
     rows = _query(
         db,
-        "SELECT * FROM ("  # noqa: S608 - only the fixed WHERE above is formatted in
+        "SELECT * FROM ("  # noqa: S608 - only the fixed WHERE and seq above are formatted in
         " SELECT ended_at AS at, path, 'attempt' AS type, attempt, outcome, code, error,"
-        f" NULL AS kind, NULL AS detail, node, started_at FROM attempts {where}"
+        f" NULL AS kind, NULL AS detail, node, started_at, {seq} FROM attempts {where}"
         " UNION ALL SELECT at, path, 'decision', NULL, NULL, NULL, NULL, kind, detail, NULL,"
-        f" NULL FROM decisions {where}) ORDER BY at DESC LIMIT ?",
+        f" NULL, {seq} FROM decisions {where})"
+        " ORDER BY seq IS NULL, seq DESC, at DESC LIMIT ?",
         (*args, *args, limit),
     )
     keys = (
@@ -138,11 +146,14 @@ def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dic
     )
     out = []
     for row in reversed(rows):
-        item = {k: v for k, v in zip(keys, row, strict=True) if v is not None}
+        item = {k: v for k, v in zip(keys, row[:-1], strict=True) if v is not None}
         if "detail" in item:
             item["detail"] = json.loads(item["detail"])
         out.append(item)
     return out
+
+
+_HAS_SEQ: Final = "SELECT 1 FROM pragma_table_info('decisions') WHERE name = 'seq'"
 
 
 _ATTEMPT_KEYS: Final = ("at", "path", "attempt", "outcome", "code", "error", "node", "started_at")
@@ -294,7 +305,10 @@ def open_cooldowns(db: Path, now: float) -> dict[str, tuple[float, int]]:
         if kind != "cooldown" or _ended_above(str(path), int(row_id), latest):
             continue
         data = json.loads(detail)
-        left = float(at) + float(data["duration"]) - now
+        duration = float(data["duration"])
+        # Never more than its length: a cooldown journaled before the clock went back began
+        # in what is now the future.
+        left = min(duration, float(at) + duration - now)
         if left > 0:
             found[str(path)] = (left, int(data["cycle"]))
     return found

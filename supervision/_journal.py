@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -115,6 +116,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
     # The Ray node a placed job's attempt ran on ("ID (IP)"); NULL for local attempts.
     "ALTER TABLE attempts ADD COLUMN node TEXT;",
+    # The order rows were journaled in, across both tables (each table's id orders its own):
+    # what "newest" means, as a row's wall time jumps with the clock. NULL in rows from
+    # before it, which come first, by their time (see _history.read_history).
+    "ALTER TABLE attempts ADD COLUMN seq INTEGER; ALTER TABLE decisions ADD COLUMN seq INTEGER;",
 )
 
 
@@ -125,14 +130,23 @@ def spec_hash(spec: object) -> str:
 
 # Rows are queued as ready-made parameter tuples behind a tag: the writer only inserts.
 _ATTEMPT: Final = (
-    "attempt"  # (path, attempt, started_at, ended_at, outcome, code, error, hash, node)
+    "attempt"  # (path, attempt, started_at, ended_at, outcome, code, error, hash, node, seq)
 )
-_DECISION: Final = "decision"  # (at, path, kind, detail as JSON)
+_DECISION: Final = "decision"  # (at, path, kind, detail as JSON, seq)
 _INSERT_ATTEMPT: Final = (
     "INSERT INTO attempts (path, attempt, started_at, ended_at, outcome, code, error, spec_hash,"
-    " node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " node, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_DECISION: Final = "INSERT INTO decisions (at, path, kind, detail) VALUES (?, ?, ?, ?)"
+_INSERT_DECISION: Final = (
+    "INSERT INTO decisions (at, path, kind, detail, seq) VALUES (?, ?, ?, ?, ?)"
+)
+# Where a journal opened again goes on: the seq of each table's newest row (by id: one index
+# step; pruning never deletes it). Rows are written in seq order but for two threads' rows
+# queued a moment apart, whose seqs may then repeat once: they tie, and go by their time.
+_LAST_SEQ: Final = (
+    "SELECT MAX(seq) FROM (SELECT (SELECT seq FROM attempts ORDER BY id DESC LIMIT 1) AS seq"
+    " UNION ALL SELECT (SELECT seq FROM decisions ORDER BY id DESC LIMIT 1))"
+)
 # Retention (Journal._prune), every query through the path index.
 _PAST_KEPT: Final = {
     "attempts": "SELECT id FROM attempts WHERE path = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
@@ -222,7 +236,7 @@ class Journal:
         self._busy = lock_wait if active_runtime() == "threads" else min(lock_wait, GEVENT_BUSY)
         try:
             self._prepare()
-            self._migrate()
+            last = self._migrate()
         except UnsafePathError as exc:
             raise JournalError(str(exc)) from exc
         except (OSError, sqlite3.Error) as exc:
@@ -235,6 +249,9 @@ class Journal:
         # Condition's in Python, a new lock per wait, and the writer's two waits per batch were
         # 7% of a crash loop's GIL time in the daemon (issue 15, fifth pass).
         self._pending: deque[object] = deque()
+        # Each row's seq, taken as it is queued: the order of ``record`` calls. A count's
+        # next() is one C call, atomic under the GIL, so any thread may take one.
+        self._seq = itertools.count(last + 1).__next__
         self._rung = False  # a token is in _wake for what is pending
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token: rows are pending
         self._hurry: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token: skip the delay
@@ -280,7 +297,8 @@ class Journal:
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
-    def _migrate(self) -> None:
+    def _migrate(self) -> int:
+        """Bring the schema up to date; the seq of the journal's last row (0: none yet)."""
         conn = self._connect(self._lock_wait)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -299,6 +317,7 @@ class Journal:
                 conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
             finally:
                 conn.execute("ROLLBACK")
+            return int(conn.execute(_LAST_SEQ).fetchone()[0] or 0)
         finally:
             conn.close()
 
@@ -333,7 +352,7 @@ class Journal:
 
     def notified(self, at: float, path: str, detail: dict[str, Any]) -> None:
         """Queue a ``notify`` row: a notification's delivery ended (delivered or not, tries)."""
-        self._put((_DECISION, (at, path, "notify", json.dumps(detail))))
+        self._put((_DECISION, (at, path, "notify", json.dumps(detail), self._seq())))
 
     def _put(self, item: object) -> None:
         self._pending.append(item)
@@ -351,7 +370,7 @@ class Journal:
             # The one row of every restart: _decision's detail with its JSON made by hand, as
             # json.dumps cost more than the insert (a finite float's repr is valid JSON).
             restart = f'{{"delay": {event.delay!r}, "number": {int(event.number)}}}'
-            return _DECISION, (event.at, event.path, "restart", restart)
+            return _DECISION, (event.at, event.path, "restart", restart, self._seq())
         if isinstance(event, ev.AttemptFinished):
             return _ATTEMPT, (
                 event.path,
@@ -363,12 +382,13 @@ class Journal:
                 event.error,
                 self._hashes.get(event.path),
                 event.node,
+                self._seq(),
             )
         found = _commanded(event) if type(event) is ev.Commanded else _decision(event)
         if found is None:
             return None
         path, kind, detail = found
-        return _DECISION, (event.at, path, kind, json.dumps(detail))
+        return _DECISION, (event.at, path, kind, json.dumps(detail), self._seq())
 
     def _write_loop(self) -> None:
         """The writer thread: commit what is queued, batch by batch, until close() is done."""

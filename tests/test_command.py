@@ -9,6 +9,7 @@ stay a zombie: dead, which is all the tests ask.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
@@ -34,6 +35,7 @@ from treekit import tree_of
 
 from actors import Attempt, Kill, _command, _spawn, _waiters, _warden, current_task, interrupt_task
 from actors._command import _LIVE, CommandFailed, CommandWork, _Child, signal_attempt
+from actors._confine import Limits
 from actors._spawn import close_all, pipe_into, real_os, spawn
 from actors._warden import WARDEN
 from supervision import (
@@ -400,9 +402,12 @@ def test_cancel_returns_at_once_and_sigkill_follows_after_grace(
     started = time.monotonic()
     work.cancel(att)
     assert runner.thread.is_alive(), "cancel() waited for the grace period"
-    assert runner.join().code == -signal.SIGKILL
+    err = runner.join()
+    assert err.code == -signal.SIGKILL
     assert time.monotonic() - started >= 1.0
     assert procs.all_dead()
+    # Our own SIGKILL, after the grace: said as it was, with no guess at who else sent it.
+    assert str(err) == f"command {work.describe()} killed by SIGKILL"
 
 
 def test_kill_sigkills_the_group_at_once(lines: Lines, procs: Watched) -> None:
@@ -1118,9 +1123,6 @@ def test_commands_die_with_a_sigkilled_jobvisor(runtime: str, procs: Watched) ->
 
 def test_a_persons_sigkill_is_not_said_to_be_the_cpu_limit(lines: Lines) -> None:
     """A job with limits.cpu that someone sent SIGKILL read 'the cpu limit of 10m ended it'."""
-    from actors._command import signal_attempt
-    from actors._confine import Limits
-
     att = attempt("s")
     runner = Runner(CommandWork(shell="echo up; exec sleep 100", limits=Limits(cpu=600)), att)
     lines.wait_for(lambda t: "up" in t, "s")
@@ -1129,3 +1131,67 @@ def test_a_persons_sigkill_is_not_said_to_be_the_cpu_limit(lines: Lines) -> None
     assert isinstance(err, CommandFailed)
     assert "SIGKILL" in str(err)
     assert "cpu limit" not in str(err), str(err)
+
+
+@pytest.mark.parametrize("limits", [None, Limits(memory=1 << 30)], ids=["no limit", "memory limit"])
+def test_a_sigkill_jobvisor_did_not_send_says_who_may_have(limits: Limits | None) -> None:
+    """A command the kernel's out-of-memory killer ended (a memory-limited cgroup) read only
+    'killed by SIGKILL', as if jobvisor had killed it. ``limits.memory`` is RLIMIT_AS, whose
+    limit makes allocations fail and sends no signal: it is not named."""
+    work = CommandWork(shell="kill -9 $$", limits=limits)
+    with pytest.raises(CommandFailed) as info:
+        work.run(attempt())
+    assert info.value.code == -signal.SIGKILL
+    assert str(info.value) == (
+        "command kill -9 $$ killed by SIGKILL (not sent by jobvisor: the kernel's out-of-memory"
+        " killer, or another process)"
+    )
+
+
+def test_a_persons_sigkill_through_jobvisor_is_said_as_ours(lines: Lines) -> None:
+    att = attempt("p")
+    work = CommandWork(shell="echo up; exec sleep 100")
+    runner = Runner(work, att)
+    lines.wait_for(lambda t: "up" in t, "p")
+    assert signal_attempt(att, signal.SIGKILL)
+    assert str(runner.join()) == "command echo up; exec sleep 100 killed by SIGKILL"
+
+
+EMFILE_SAID = (
+    "command true could not start: Too many open files (the open-file limit, ulimit -n, is reached)"
+)
+
+
+def test_a_command_started_out_of_fds_says_so_in_words(runtime: str) -> None:
+    """With the open-file limit reached, a command's attempt failed with
+    ``OSError: [Errno 24] Too many open files`` (its output pipes), or ``could not start: Too
+    many open files`` (its spawn): one wording now, wherever the start ran out, and no fd left
+    behind. Each round leaves one more fd free, until the command runs."""
+    import resource
+
+    work = CommandWork(argv=("true",))
+    assert work.run(attempt()) == 0  # the warden's pipe and the hub's fds: opened once, now
+    before = open_fds(runtime)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    said: list[str | int] = []
+    for free in range(12):
+        filler: list[int] = []
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (before + 64, hard))
+            with contextlib.suppress(OSError):
+                while True:  # every fd below the limit taken, the gaps first
+                    filler.append(os.open(os.devnull, os.O_RDONLY))
+            close_all(filler, len(filler) - free)  # at once: gevent's os.close closes later
+            try:
+                said.append(work.run(attempt(number=free + 2)))
+            except CommandFailed as exc:
+                said.append(str(exc) if exc.code == 126 else repr(exc))
+        finally:
+            close_all(filler)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert open_fds(runtime) == before
+    assert said[0] == EMFILE_SAID
+    assert said[-1] == 0, said
+    ran = said.index(0)
+    assert said[:ran] == [EMFILE_SAID] * ran, said
+    assert said[ran:] == [0] * (len(said) - ran), said

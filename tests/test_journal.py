@@ -956,3 +956,152 @@ def test_the_journal_keeps_a_bounded_number_of_rows_per_job_and_what_a_restore_n
         journal.close()
     assert _rows_of(db, "attempts", "once") == 1
     assert _rows_of(db, "decisions", "loop") == 21, "no decision of loop's was written: untouched"
+
+
+# -- a wall clock that jumps -----------------------------------------------------------------------
+# A row's time is the event's wall time (time.time()): after the clock jumps back an hour, the
+# newest rows carry older times than the rows before them. "Newest" is the order rows were
+# written in; each row still shows its own wall time.
+
+_JUMPS = (1000.0, 4600.0, -2600.0)  # the wall time of each third of the rows: +1h, then -2h
+
+
+def _jumping(path: str, number: int) -> Any:
+    """Attempt ``number`` (1..9) of ``path``, its wall time a third of the rows later jumped."""
+    from actors import Outcome
+    from supervision._events import AttemptFinished
+
+    at = _JUMPS[(number - 1) // 3] + number
+    return AttemptFinished(path=path, at=at, attempt=number, outcome=Outcome.SUCCEEDED,
+                           error=None, started_at=at - 0.5, code=0)  # fmt: skip
+
+
+def test_history_is_newest_first_by_when_rows_were_written_not_by_their_wall_time(
+    tmp_path: Path,
+) -> None:
+    """After the clock jumped back, ``history --limit N`` showed the rows of the hour before
+    the jump (their wall times the latest), not the newest ones."""
+    from supervision._events import RestartScheduled
+
+    journal = Journal(tmp_path)
+    for number in range(1, 10):
+        journal.record(_jumping("j", number))
+        at = _JUMPS[(number - 1) // 3] + number + 0.1
+        journal.record(RestartScheduled(path="j", at=at, delay=0.5, number=number))
+    assert journal.flush()
+    journal.close()
+    db = tmp_path / FILENAME
+    rows = read_history(db, "j", limit=4)
+    assert [(r["type"], r.get("attempt"), r["at"]) for r in rows] == [
+        ("attempt", 8, -2592.0),
+        ("decision", None, -2591.9),
+        ("attempt", 9, -2591.0),
+        ("decision", None, -2590.9),
+    ]
+    everything = read_history(db, None, limit=100)
+    assert [r["attempt"] for r in everything if r["type"] == "attempt"] == list(range(1, 10))
+    shown = subprocess.run(
+        [*CLI, "history", "j", "--limit", "2", "--state-dir", str(tmp_path)],
+        env=ENV, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert [line.split("  ", 1)[1] for line in lines] == [
+        "j  attempt 9 succeeded (0)",
+        "j  restart (delay=0.5s, number=9)",
+    ], lines
+    # A journal opened again goes on after its newest rows, whatever their times.
+    journal = Journal(tmp_path)
+    journal.record(_jumping("k", 1))  # wall time 1001: before most of them
+    assert journal.flush()
+    journal.close()
+    (last,) = read_history(db, None, limit=1)
+    assert (last["path"], last["at"]) == ("k", 1001.0)
+
+
+def test_rows_from_before_the_order_was_kept_come_first_by_their_wall_time(tmp_path: Path) -> None:
+    """A journal written by an older jobvisor has no order of its own: its rows go by their
+    time, before every row written since."""
+    db = tmp_path / FILENAME
+    with sqlite3.connect(db) as conn:
+        conn.executescript(f"{MIGRATIONS[0]} {MIGRATIONS[1]} PRAGMA user_version = 2;")
+        for number, at in ((1, 30.0), (2, 10.0)):
+            conn.execute(
+                "INSERT INTO attempts (path, attempt, started_at, ended_at, outcome) "
+                "VALUES ('old', ?, ?, ?, 'succeeded')",
+                (number, at, at),
+            )
+        conn.execute(
+            "INSERT INTO decisions (at, path, kind, detail) VALUES (20.0, 'old', 'restart', '{}')"
+        )
+    conn.close()
+    # `history` of a journal no jobvisor of this version has opened yet (a read-only dir).
+    assert [r["at"] for r in read_history(db, None, limit=10)] == [10.0, 20.0, 30.0]
+    journal = Journal(tmp_path)
+    journal.record(_jumping("new", 1))  # 1001
+    journal.record(_jumping("new", 7))  # -2593: after it, written later
+    assert journal.flush()
+    journal.close()
+    assert [r["at"] for r in read_history(db, None, limit=10)] == [
+        10.0,
+        20.0,
+        30.0,
+        1001.0,
+        -2593.0,
+    ]
+    assert [r["at"] for r in read_history(db, None, limit=2)] == [1001.0, -2593.0]
+
+
+def test_pruning_keeps_the_rows_written_last_whatever_their_wall_time(tmp_path: Path) -> None:
+    from supervision._events import ThreadAbandoned
+
+    db = tmp_path / FILENAME
+    journal = Journal(tmp_path, keep=4)
+    try:
+        for number in range(1, 10):
+            journal.record(_jumping("loop", number))
+            at = _JUMPS[(number - 1) // 3] + number
+            journal.record(ThreadAbandoned(path="loop", at=at, thread=f"t{number}"))
+        assert journal.flush()
+        wait_until(
+            lambda: (
+                _rows_of(db, "attempts", "loop") == 4 and _rows_of(db, "decisions", "loop") == 4
+            ),
+            "the loop's rows pruned to 4",
+        )
+    finally:
+        journal.close()
+    rows = read_history(db, "loop", limit=100)
+    assert [r["attempt"] for r in rows if r["type"] == "attempt"] == [6, 7, 8, 9]
+    assert [r["detail"]["thread"] for r in rows if r["type"] == "decision"] == [
+        "t6",
+        "t7",
+        "t8",
+        "t9",
+    ]
+
+
+def test_resume_restore_and_persistent_ticks_read_the_rows_written_last(tmp_path: Path) -> None:
+    """What ``run --resume``, a persistent job's first tick and a daemon's restore read is each
+    path's row written last, not the one with the latest wall time; a cooldown journaled before
+    the clock went back keeps no more than its own length."""
+    import time
+
+    from supervision._events import BreakerChanged, CooldownStarted
+    from supervision._history import last_breaker_states, last_ticks, open_cooldowns
+
+    db = tmp_path / FILENAME
+    journal = Journal(tmp_path, hashes={"j": "h1"})
+    for number in range(1, 10):
+        journal.record(_jumping("j", number))
+    journal.record(BreakerChanged(path="j", at=5000.0, name="api", old="closed", new="open"))
+    journal.record(BreakerChanged(path="j", at=100.0, name="api", old="open", new="closed"))
+    now = time.time()
+    journal.record(CooldownStarted(path="c", at=now + 3600, duration=30.0, cycle=2))
+    assert journal.flush()
+    journal.close()
+    assert read_successes(db) == {"j": {"h1": (0, -2591.0)}}
+    assert last_ticks(db, ["j"]) == {"j": -2591.5}
+    assert last_breaker_states(db) == {"api": ("closed", 100.0)}
+    left, cycle = open_cooldowns(db, now)["c"]
+    assert (left, cycle) == (30.0, 2)
