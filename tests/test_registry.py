@@ -173,7 +173,8 @@ def test_an_actor_whose_thread_cannot_start_leaves_the_registry_and_its_referenc
 ) -> None:
     if runtime != "threads":
         pytest.skip("a greenlet is made in this process's memory: no OS thread to refuse")
-    from actors import ChildRef, _runtime
+    from actors import ChildExit, ChildRef, _runtime
+    from actors._runtime import NoThreadError
 
     def refuse(function: Any, args: Any) -> None:
         del function, args
@@ -182,7 +183,12 @@ def test_an_actor_whose_thread_cannot_start_leaves_the_registry_and_its_referenc
     monkeypatch.setattr(_runtime, "_start_new_thread", refuse)
     ref = ChildRef("test-no-thread")
     before = set(pykka.ActorRegistry.get_all())
-    with pytest.raises(RuntimeError, match="can't start new thread"):
-        start_supervised(Echo, Link(Parent(), key=1, incarnation=1, ref=ref), "test-no-thread")
+    parent = Parent()
+    # No exception: the incarnation ends by its one exit report, as a command that cannot fork.
+    actor = start_supervised(Echo, Link(parent, key=1, incarnation=1, ref=ref), "test-no-thread")
+    assert actor.actor_stopped.is_set()
     assert set(pykka.ActorRegistry.get_all()) == before
     assert ref._inbox is None  # messages to the reference wait for the next incarnation
+    [report] = [m for m in parent.told if isinstance(m, ChildExit)]
+    assert isinstance(report.error, NoThreadError), report
+    assert "could not start: no thread could be started" in str(report.error)
