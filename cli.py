@@ -1378,6 +1378,13 @@ def _run(args: argparse.Namespace) -> int:
             composition.logging.say(
                 f"jobvisor: --resume: already succeeded, skipped: {skipped}", sys.stderr
             )
+        if composition.older:
+            composition.logging.say(
+                f"jobvisor: --resume: the journal's successes of {', '.join(composition.older)}"
+                " were written by an older jobvisor, whose job identities this one cannot"
+                " match: they run again",
+                sys.stderr,
+            )
         live = sys.stderr.isatty() and not as_json and not os.environ.get("CI")
         progress = write_progress(logging=composition.logging) if live else None
         report = run_batch(composition, on_progress=progress)

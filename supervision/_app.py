@@ -27,6 +27,7 @@ from supervision._journal import (
     Journal,
     job_hashes,
     last_breaker_states,
+    older_successes,
     once_jobs,
     open_cooldowns,
     read_successes,
@@ -80,6 +81,9 @@ class Composition:
     endpoint: Endpoint | None = None  # the HTTP endpoint, when the manifest or --http asks
     notifier: Notifier | None = None
     lock: StateDirLock | None = None  # the state dir's, when it holds it (run): released last
+    # `--resume`: once-jobs run again as their successes were journaled by an older jobvisor,
+    # whose job identities cannot be matched (``older_successes``), in start order.
+    older: list[str] = field(default_factory=list)
 
     def start(self, **kwargs: Any) -> Tree:
         """Start the manifest's tree with this composition's runtime, breakers and journal."""
@@ -238,6 +242,7 @@ def _compose(
     )
     fit_open_files(manifest.root)
     succeeded: dict[str, tuple[int | None, float]] = {}
+    older: list[str] = []
     opened: Journal | None = None
     try:
         # A python job's module comes from base_dir: part of its identity (job_hash).
@@ -246,6 +251,7 @@ def _compose(
             paths = [path for path, _ in once_jobs(manifest.root)]
             successes = read_successes(journal_path(manifest.state_dir), paths)
             succeeded = succeeded_before(manifest.root, successes, base)
+            older = older_successes(manifest.root, successes)
         ticks: dict[str, float] = {}
         if journal:
             persistent = _persistent_jobs(manifest)
@@ -274,6 +280,7 @@ def _compose(
         cooldowns,
         ticks,
         notifier=notifier,
+        older=older,
     )
     if manifest.http is not None:
         from supervision._httpapi import open_endpoint  # noqa: PLC0415 - only when asked for

@@ -7,6 +7,7 @@ neither the runtime nor logging. ``supervision._journal`` writes the file.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -72,7 +73,17 @@ def companions(db: Path) -> tuple[Path, Path, Path]:
     return db, Path(f"{db}-wal"), Path(f"{db}-shm")
 
 
-def _read(db: Path) -> sqlite3.Connection:
+def _query(db: Path, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[Any]:
+    """Run one read-only query; a missing or unreadable journal is a ``JournalError``.
+
+    Nothing is written, nor created: a journal no process has open (no ``-wal`` beside it)
+    is read as an immutable file, as SQLite otherwise creates ``-wal`` and ``-shm`` for a
+    WAL database even to read it, and gives them the database's own mode whatever the umask
+    (it chmods them to it): 0644 beside a journal an older jobvisor made 0644, and left there
+    (a read-only connection cannot remove them). Should a writer come meanwhile (the file
+    changed, or a ``-wal`` appeared), what was read may be torn: it is read again, as the
+    writer's readers do, through its ``-wal`` (there ``-shm`` exists already, the writer's).
+    """
     if not db.exists():
         raise JournalError(f"no journal at {db}: run a manifest first (or pass --state-dir)")
     try:
@@ -81,28 +92,74 @@ def _read(db: Path) -> sqlite3.Connection:
     except UnsafePathError as exc:
         raise JournalError(str(exc)) from None
     try:
-        return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    except sqlite3.Error as exc:
-        raise JournalError(f"cannot read the journal {db}: {exc}") from exc
-
-
-def _query(db: Path, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[Any]:
-    """Run one read-only query; a missing or unreadable journal is a ``JournalError``."""
-    conn = _read(db)
-    try:
+        rows = _fetch_idle(db, sql, args)
+        if rows is not None:
+            return rows
         try:
-            return conn.execute(sql, args).fetchall()
+            return _fetch(db, "mode=ro", sql, args)
         except sqlite3.OperationalError:
+            # A read-only state dir, where SQLite cannot make its -shm: with nothing in the
+            # -wal, the file alone holds every row.
             wal = Path(f"{db}-wal")
             if wal.exists() and wal.stat().st_size:
                 raise
-            conn.close()
-            conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True, timeout=10)
-            return conn.execute(sql, args).fetchall()
-    except sqlite3.Error as exc:
+            return _fetch(db, "mode=ro&immutable=1", sql, args)
+    except (OSError, sqlite3.Error) as exc:
         raise JournalError(f"cannot read the journal {db}: {exc}") from exc
+
+
+def _fetch_idle(db: Path, sql: str, args: tuple[Any, ...] | dict[str, Any]) -> list[Any] | None:
+    """The rows of ``sql`` read from a journal no process has open, as an immutable file; None
+    when one has it open, or opened it meanwhile (then read it through its ``-wal``)."""
+    idle = _idle(db)
+    if idle is None:
+        return None
+    try:
+        rows = _fetch(db, "mode=ro&immutable=1", sql, args)
+    except sqlite3.Error:
+        if _idle(db) == idle:
+            raise
+        return None  # torn by a writer, maybe
+    return rows if _idle(db) == idle else None
+
+
+def _idle(db: Path) -> tuple[int, ...] | None:
+    """The journal file's identity and change times when no ``-wal`` is beside it (no process
+    has it open: every row is in the file); None when one is."""
+    if os.path.lexists(f"{db}-wal"):
+        return None
+    st = db.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _fetch(db: Path, mode: str, sql: str, args: tuple[Any, ...] | dict[str, Any]) -> list[Any]:
+    conn = sqlite3.connect(f"file:{db}?{mode}", uri=True, timeout=10)
+    try:
+        return conn.execute(sql, args).fetchall()
     finally:
         conn.close()
+
+
+# The columns of both tables: what a journal of an older schema lacks reads as null (it is
+# read as it is: migrating is a writer's, and `history` writes nothing).
+_COLUMNS: Final = (
+    "SELECT 'attempts', name FROM pragma_table_info('attempts')"
+    " UNION ALL SELECT 'decisions', name FROM pragma_table_info('decisions')"
+)
+
+
+def _columns(db: Path) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {"attempts": set(), "decisions": set()}
+    for table, name in _query(db, _COLUMNS):
+        found[str(table)].add(str(name))
+    return found
+
+
+def _column(columns: dict[str, set[str]], table: str, name: str, alias: str = "") -> str:
+    """``alias.name`` if ``table`` has it (schema 2 added ``node``, 3 ``seq``), else a null."""
+    if name in columns[table]:
+        return f"{alias}{name}"
+    return f"NULL AS {name}"
 
 
 def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -119,15 +176,17 @@ def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dic
         if path is None
         else ("WHERE path = ? OR (path >= ? AND path < ?)", (path, f"{path}/", f"{path}0"))
     )
-    # A journal no jobvisor of this version has opened yet (a read-only dir) has no seq.
-    seq = "seq" if _query(db, _HAS_SEQ) else "NULL AS seq"
+    # A journal no jobvisor of this version has opened yet (an older one's) lacks columns.
+    columns = _columns(db)
+    node = _column(columns, "attempts", "node")
+    seq_a, seq_d = _column(columns, "attempts", "seq"), _column(columns, "decisions", "seq")
     rows = _query(
         db,
-        "SELECT * FROM ("  # noqa: S608 - only the fixed WHERE and seq above are formatted in
+        "SELECT * FROM ("  # noqa: S608 - only the fixed WHERE and columns above are formatted in
         " SELECT ended_at AS at, path, 'attempt' AS type, attempt, outcome, code, error,"
-        f" NULL AS kind, NULL AS detail, node, started_at, {seq} FROM attempts {where}"
+        f" NULL AS kind, NULL AS detail, {node}, started_at, {seq_a} FROM attempts {where}"
         " UNION ALL SELECT at, path, 'decision', NULL, NULL, NULL, NULL, kind, detail, NULL,"
-        f" NULL, {seq} FROM decisions {where})"
+        f" NULL, {seq_d} FROM decisions {where})"
         " ORDER BY seq IS NULL, seq DESC, at DESC LIMIT ?",
         (*args, *args, limit),
     )
@@ -153,9 +212,6 @@ def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dic
     return out
 
 
-_HAS_SEQ: Final = "SELECT 1 FROM pragma_table_info('decisions') WHERE name = 'seq'"
-
-
 _ATTEMPT_KEYS: Final = ("at", "path", "attempt", "outcome", "code", "error", "node", "started_at")
 # Each path with attempts in [low, high), one index seek per path (SQLite's skip-scan by hand:
 # a DISTINCT would read every row), then that path's newest rows, again from the index: as
@@ -167,7 +223,7 @@ _RECENT: Final = """
         SELECT (SELECT MIN(path) FROM attempts WHERE path > p AND path < :high)
         FROM paths WHERE p IS NOT NULL
     )
-    SELECT a.ended_at, a.path, a.attempt, a.outcome, a.code, a.error, a.node, a.started_at
+    SELECT a.ended_at, a.path, a.attempt, a.outcome, a.code, a.error, {node}, a.started_at
     FROM paths JOIN attempts AS a ON a.id IN (
         SELECT id FROM attempts WHERE path = paths.p ORDER BY id DESC
         LIMIT max(1, min(:per_job, :total / max(1, (SELECT COUNT(p) FROM paths))))
@@ -190,7 +246,12 @@ def read_recent_attempts(
     # "etl" is etl and etl/...: the range [etl, etl0) holds those ('/' sorts just before '0')
     # and etl-x, etl.x, dropped below.
     low, high = ("", "\U0010ffff") if path is None else (path, path + "0")
-    rows = _query(db, _RECENT, {"low": low, "high": high, "per_job": per_job, "total": total})
+    node = _column(_columns(db), "attempts", "node", "a.")
+    rows = _query(
+        db,
+        _RECENT.format(node=node),
+        {"low": low, "high": high, "per_job": per_job, "total": total},
+    )
     out: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         item = {k: v for k, v in zip(_ATTEMPT_KEYS, row, strict=True) if v is not None}

@@ -15,6 +15,8 @@ in ``supervision._history``, which ``jobvisor history`` loads alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import errno
 import hashlib
 import itertools
@@ -27,6 +29,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -53,7 +56,7 @@ from supervision._history import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable
     from pathlib import Path
 
     from supervision._spec import JobSpec, SupervisorSpec
@@ -64,6 +67,7 @@ __all__ = [
     "job_hash",
     "job_hashes",
     "last_breaker_states",
+    "older_successes",
     "open_cooldowns",
     "read_history",
     "read_succeeded",
@@ -123,9 +127,129 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 )
 
 
+# What a spec hash this jobvisor journals begins with. Older ones wrote 16 hex digits of
+# sha256(repr(spec)), which every field a version adds to a spec changes (the repr shows its
+# default): their successes cannot be matched to a job, and ``run --resume`` says so
+# (``older_successes``). The next change of how a job's identity is computed takes "v3:".
+HASH_MARK: Final = "v2:"
+
+
 def spec_hash(spec: object) -> str:
-    """A stable digest of a frozen spec (its repr), to recognise an identical job later."""
-    return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
+    """A stable digest of a frozen spec, to recognise an identical job later (``HASH_MARK``).
+
+    Of its canonical form (``_canonical``): a dataclass field equal to its default is left
+    out, so a field a later version adds with a default keeps every hash journaled before.
+    The same in every process: nothing of ``id()``, ``hash()`` or a set's order goes in.
+    """
+    form = _form(spec).encode("utf-8", "surrogatepass")  # a lone surrogate in a text too
+    return HASH_MARK + hashlib.sha256(form).hexdigest()[:16]
+
+
+def _canonical(value: object, out: list[str]) -> None:
+    """Append ``value``'s canonical form to ``out``: one text per value, whatever its origin.
+
+    Dataclasses by their class name and the fields shown in their repr (the job's identity
+    the journal always kept: ``output``, ``autostart``... are out of it), sorted by name and
+    without those equal to their default; mappings and sets sorted by their items' forms; a
+    tuple and a list alike; enums by value; floats exactly (``float.hex``); classes (an
+    exception in ``give_up_on``) by module and name. Each text is length-prefixed and each
+    container counted, so two values never share a form. Anything else by its type and
+    repr, as before.
+    """
+    if isinstance(value, enum.Enum):
+        value = value.value
+    scalar = _scalar(value)
+    if scalar is not None:
+        out.append(scalar)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        shown = [
+            (name, field_value)
+            for name, default in _identity_fields(type(value))
+            if not _is_default(field_value := getattr(value, name), default)
+        ]
+        out.append(_text("d", type(value).__qualname__) + f"{len(shown)}(")
+        for name, field_value in shown:
+            out.append(_text("", name))
+            _canonical(field_value, out)
+        out.append(")")
+    elif isinstance(value, Mapping):
+        _sorted("m", [_form(k) + _form(v) for k, v in value.items()], out)
+    elif isinstance(value, (set, frozenset)):
+        _sorted("S", [_form(item) for item in value], out)
+    elif isinstance(value, (tuple, list)):
+        out.append(f"l{len(value)}(")
+        for item in value:
+            _canonical(item, out)
+        out.append(")")
+    else:
+        out.append(_text("r", f"{type(value).__qualname__}:{value!r}"))
+
+
+def _scalar(value: object) -> str | None:
+    """The canonical form of a value that holds no other, None for any other value."""
+    found: str | None = None
+    if value is None:
+        found = "N"
+    elif value is True or value is False:
+        found = "T" if value else "F"
+    elif isinstance(value, int):
+        found = f"i{int(value)};"
+    elif isinstance(value, float):
+        found = f"f{float(value).hex()};"
+    elif isinstance(value, str):
+        found = _text("s", value)
+    elif isinstance(value, bytes):
+        found = _text("b", value.hex())
+    elif isinstance(value, type):
+        found = _text("c", f"{value.__module__}.{value.__qualname__}")
+    return found
+
+
+def _form(value: object) -> str:
+    out: list[str] = []
+    _canonical(value, out)
+    return "".join(out)
+
+
+def _text(tag: str, text: str) -> str:
+    return f"{tag}{len(text)}:{text}"
+
+
+def _sorted(tag: str, forms: list[str], out: list[str]) -> None:
+    out.append(f"{tag}{len(forms)}(")
+    out.extend(sorted(forms))
+    out.append(")")
+
+
+_NO_DEFAULT: Final = object()
+# Each spec class's identity fields, (name, default or _NO_DEFAULT), found once per class.
+_IDENTITY_FIELDS: dict[type, tuple[tuple[str, object], ...]] = {}
+
+
+def _identity_fields(cls: type) -> tuple[tuple[str, object], ...]:
+    found = _IDENTITY_FIELDS.get(cls)
+    if found is None:
+        fields = sorted(dataclasses.fields(cls), key=lambda field: field.name)
+        found = tuple((field.name, _default(field)) for field in fields if field.repr)
+        _IDENTITY_FIELDS[cls] = found
+    return found
+
+
+def _default(field: dataclasses.Field[Any]) -> object:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return _NO_DEFAULT
+
+
+def _is_default(value: object, default: object) -> bool:
+    if default is _NO_DEFAULT:
+        return False
+    try:
+        return bool(value == default)
+    except Exception:  # a value that cannot say (an array's ==): it is not the default
+        return False
 
 
 # Rows are queued as ready-made parameter tuples behind a tag: the writer only inserts.
@@ -785,6 +909,25 @@ def succeeded_before(
     return found
 
 
+def older_successes(
+    spec: SupervisorSpec,
+    successes: Mapping[str, Mapping[str, tuple[int | None, float]]],
+) -> list[str]:
+    """For ``run --resume``: the once-jobs of ``spec`` whose only journaled successes an older
+    jobvisor wrote, in start order. Their hashes (see ``HASH_MARK``) cannot be computed
+    again: such a job runs again, which ``run`` says rather than leave it to be noticed.
+
+    A job with a success of this jobvisor's is left out: that one is what it goes by (a
+    success of its spec, or a spec changed since).
+    """
+    return [
+        path
+        for path, _child in once_jobs(spec)
+        if successes.get(path)
+        and not any(digest.startswith(HASH_MARK) for digest in successes[path])
+    ]
+
+
 def once_jobs(spec: SupervisorSpec) -> list[tuple[str, JobSpec]]:
     """The once-jobs of ``spec`` with their paths, in start order: what ``--resume`` may skip
     (one with ``autostart: false`` is not run anyway: nothing to skip)."""
@@ -909,7 +1052,8 @@ def job_hash(job: JobSpec, base: str | None = None) -> str:
     A python job's module is found on ``sys.path``, where the manifest's directory is put:
     the same ``mod:f`` beside two manifests is two jobs, so the directory is part of its
     hash (a command's cwd is part of its spec already). Hashes journaled before this was so
-    do not match: such a job runs once more under ``--resume``.
+    do not match: such a job runs once more under ``--resume``, as does every job whose
+    success an older jobvisor journaled (``older_successes``).
     """
     if base is not None and job.work.kind == "python":
         return spec_hash((job, base))
