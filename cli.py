@@ -1100,7 +1100,7 @@ def _control(args: argparse.Namespace) -> int:
     )
     code = _ask_each(args, directory, requests, kept)
     if kept:
-        _write_answers(args, kept, code)
+        _write_answers(args, kept)
     return code
 
 
@@ -1145,7 +1145,8 @@ def _no_daemon_answers(
     it were not asked at all. Status has no answers to keep: its document is the error alone.
     """
     if kept is None:
-        sys.stdout.write(json.dumps({"ok": False, "code": "no_daemon", "error": error}) + "\n")
+        document = {"ok": False, "code": "no_daemon", "error": error}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return
     for n, req in enumerate(left):
         answer: dict[str, Any] = {"ok": False}
@@ -1222,15 +1223,15 @@ def _kept(
     return OK if ok else _refused(reply)
 
 
-def _write_answers(args: argparse.Namespace, kept: list[dict[str, Any]], code: int) -> None:
+def _write_answers(args: argparse.Namespace, kept: list[dict[str, Any]]) -> None:
     """The document of ``--json``: reload's answer, or each path's in the order given.
 
-    ``ok`` only when every path's answer is and the exit code says so too.
+    ``ok`` only when every path's answer is (the exit code is OK exactly then).
     """
     if args.command == "reload":
         document = kept[0]
     else:
-        ok = code == OK and all(answer["ok"] for answer in kept)
+        ok = all(answer["ok"] for answer in kept)
         document = {"ok": ok, "results": kept}
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 

@@ -257,7 +257,11 @@ def request(
         what = "closed the connection without a reply" if not data else "sent no JSON object"
         raise NoDaemonError(f"the daemon at {path} {what}")
     error = reply.get("error")
-    if reply.get("code") == "bad_request" and isinstance(error, str) and "unknown op" in error:
+    if (
+        reply.get("code") == "bad_request"
+        and isinstance(error, str)
+        and error.startswith("unknown op ")
+    ):
         # Ops only grow: one this client sends and the daemon does not know is a daemon that an
         # older jobvisor started and that was never restarted after the upgrade.
         reply["error"] = (

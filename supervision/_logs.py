@@ -15,6 +15,7 @@ another file to whoever runs it (root's /etc/shadow), and a FIFO would hang it.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any, BinaryIO, Final
 
-__all__ = ["follow", "known_paths", "output_file", "record", "show_logs", "tail_lines"]
+__all__ = ["follow", "known_paths", "output_file", "show_logs", "tail_lines"]
 
 POLL: Final = 0.1  # seconds between looks at a followed file (no inotify in the stdlib)
 _BLOCK: Final = 65536
@@ -373,7 +374,7 @@ def _writer() -> Callable[[bytes], None]:
 _STREAMS: Final = (b"stdout", b"stderr")
 
 
-def record(job: str, line: bytes) -> dict[str, Any]:
+def _record(job: str, line: bytes) -> dict[str, Any]:
     """One output line as data: its stamp's ``time``, ``stream`` and ``attempt``, and the
     job's ``message``; a line without a stamp (none jobvisor writes) is all message.
 
@@ -397,13 +398,12 @@ def record(job: str, line: bytes) -> dict[str, Any]:
 def _json_writer(job: str) -> Callable[[bytes], None]:
     """``logs --json``: one JSON object a line. ASCII only, control characters escaped, so
     it is as safe on a terminal as in a pipe."""
-    import json  # noqa: PLC0415 - only --json
 
     out = sys.stdout.buffer
 
     def write(data: bytes) -> None:
         lines = data.removesuffix(b"\n").split(b"\n")
-        out.write("".join(json.dumps(record(job, line)) + "\n" for line in lines).encode())
+        out.write("".join(json.dumps(_record(job, line)) + "\n" for line in lines).encode())
         out.flush()
 
     return write

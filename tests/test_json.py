@@ -362,8 +362,9 @@ jobs:
 def test_control_json_says_what_was_not_done_when_the_daemon_is_lost_midway(
     tmp_path: Path,
 ) -> None:
-    """The document was made of the answers received alone: ``ok: true`` with exit 3, and
-    neither b, whose restart the daemon took with it, nor c, never asked, in it."""
+    """Before: the document held only the answers received (``ok: true`` with exit 3), with
+    neither b, whose restart the daemon took with it, nor c, never asked; now b is ``no_daemon``
+    and c ``not_asked``."""
     daemon = start_daemon(tmp_path, LOSABLE, "--runtime", RUNTIME)
     watched = Watched()
     try:
