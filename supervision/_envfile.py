@@ -103,10 +103,8 @@ def read_env_file(path: Path) -> tuple[list[Assignment], os.stat_result]:
     try:
         data, st = read_regular(path, MAX_ENV_FILE)
     except FileNotFoundError:
-        message = (
-            f"expected a readable env file {shown}, got: No such file or directory (write "
-            "-PATH for one that may be missing, as systemd's EnvironmentFile=- does)"
-        )
+        # Said by the caller, who knows how the path was written (its hint: -PATH).
+        message = f"expected a readable env file {shown}, got: No such file or directory"
         raise EnvFileError(message, missing=True) from None
     except NotRegularFileError as exc:
         message = f"expected a readable env file {shown}, got: {exc.kind}, not a regular file"

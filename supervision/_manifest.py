@@ -48,8 +48,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from actors import RetrySpec, RetryWait, Schedule
 from actors._failnames import qualified_name
 from actors._placement import RAY_FIELDS, RayPlacement
+from actors._retry import DEFAULT_ATTEMPTS
 from supervision._defaults import FOR_KINDS, JOB_KEYS, KINDS, Defaults
-from supervision._envfile import Assignment, EnvFileError, read_env_file
+from supervision._envfile import EnvFileError, read_env_file
 from supervision._issues import (
     TEXT_NAME,
     Issue,
@@ -313,7 +314,8 @@ class _Parser(WorkReader):
         self._groups: list[str] = []  # the names of the groups being read, outermost first
         # Each env file read once per load, however many jobs name it (defaults' for 10,000):
         # its assignments, or why it cannot be used (None: missing).
-        self._env_files: dict[str, list[Assignment] | str | None] = {}
+        # Each env file read once: its values, secrets decided (a ``Secret`` each), or why not.
+        self._env_files: dict[str, dict[str, str | Secret] | str | None] = {}
 
     # -- the document ----------------------------------------------------------------------------
 
@@ -726,7 +728,7 @@ class _Parser(WorkReader):
         replicas = self.replicas(f["replicas"]) if "replicas" in f else None
         deps = self.depends_on(f["depends_on"]) if "depends_on" in f else []
         kind = self.job_kind(v, f, inherited)
-        f = self.with_env_files(own, f, inherited, kind)
+        f = self.with_env_files(own, f, kind)
         job = V(Merged(f), v.path, v.line)  # the job's own fields and those it inherits
         options = self.job_options(job, f, kind, inherited)
         if isinstance(name, Bad):
@@ -756,9 +758,7 @@ class _Parser(WorkReader):
 
     # -- env files ---------------------------------------------------------------------------------
 
-    def with_env_files(
-        self, own: dict[str, V], f: dict[str, V], inherited: set[str], kind: str | None
-    ) -> dict[str, V]:
+    def with_env_files(self, own: dict[str, V], f: dict[str, V], kind: str | None) -> dict[str, V]:
         """``f`` with what its env files set under ``env``, layered closest last: ``defaults``'
         files, ``defaults``' ``env``, the job's own files in order, the job's own ``env``.
 
@@ -777,7 +777,7 @@ class _Parser(WorkReader):
         layers: list[dict[Any, V] | None] = []
         if default_files is not None:
             layers.append(self.env_file_entries(default_files))
-        if "env" in defaults and ("env" in own or "env" in inherited):
+        if "env" in defaults and "env" in f:
             layers.append(entries_of(defaults["env"]))
         if own_files is not None:
             layers.append(self.env_file_entries(own_files))
@@ -808,32 +808,27 @@ class _Parser(WorkReader):
             # systemd's spelling: EnvironmentFile=-/etc/default/app
             optional = name.startswith("-")
             where = self.base_dir / Path(name.removeprefix("-")).expanduser()
-            assignments = self.env_file(item, where, optional=optional)
-            if assignments is None:
+            values = self.env_file(item, where, optional=optional)
+            if values is None:
                 usable = False
                 continue
-            for assignment in assignments:
-                value = assignment.value
-                secret = (
-                    looks_secret(assignment.name) and _maskable(value) and not _plain_setting(value)
-                )
-                entries[assignment.name] = V(
-                    Secret(value) if secret else value, item.path, item.line
-                )
+            for name_, value in values.items():
+                entries[name_] = V(value, item.path, item.line)
         return entries if usable else None
 
-    def env_file(self, item: V, where: Path, *, optional: bool) -> list[Assignment] | None:
-        """The assignments of the env file ``where`` (named at ``item``); None if it cannot be
-        used (reported at ``item``), ``[]`` for an optional one that is missing."""
+    def env_file(self, item: V, where: Path, *, optional: bool) -> dict[str, str | Secret] | None:
+        """What the env file ``where`` (named at ``item``) sets, a later line winning, each value
+        a ``Secret`` when its name looks secret; None if it cannot be used (reported at
+        ``item``), empty for an optional one that is missing."""
         key = str(where)
         if key not in self._env_files:
             self._env_files[key] = self.read_env_file(item, where)
         found = self._env_files[key]
-        if isinstance(found, list):
+        if isinstance(found, dict):
             return found
         if found is None:  # missing
             if optional:
-                return []
+                return {}
             found = (
                 f"expected a readable env file {key!r}, got: No such file or directory (write "
                 f"-{item.value} for one that may be missing, as systemd's EnvironmentFile=- does)"
@@ -841,15 +836,17 @@ class _Parser(WorkReader):
         self.add(item, found)
         return None
 
-    def read_env_file(self, item: V, where: Path) -> list[Assignment] | str | None:
-        """Read ``where`` once: its assignments, their secrets collected and their doubts warned
-        of; or why it cannot be used (None: it is missing)."""
+    def read_env_file(self, item: V, where: Path) -> dict[str, str | Secret] | str | None:
+        """Read ``where`` once: what it sets (``env_file``), its secrets collected and their
+        doubts warned of; or why it cannot be used (None: it is missing)."""
         try:
             assignments, st = read_env_file(where)
         except EnvFileError as exc:
             return None if exc.missing else str(exc)
+        values: dict[str, str | Secret] = {}
         secret_names: list[str] = []
         for assignment in assignments:
+            values[assignment.name] = assignment.value  # a later line wins, secret or not
             if not looks_secret(assignment.name) or not assignment.value.strip():
                 continue
             if _plain_setting(assignment.value):
@@ -864,6 +861,7 @@ class _Parser(WorkReader):
             if _maskable(assignment.value):
                 self.secrets.add(assignment.value)
                 secret_names.append(assignment.name)
+                values[assignment.name] = Secret(assignment.value)
                 continue
             self.warn(
                 item,
@@ -880,7 +878,7 @@ class _Parser(WorkReader):
                 f"{stat.S_IMODE(st.st_mode):04o}), which sets {', '.join(secret_names[:3])}"
                 f"{' and more' if len(secret_names) > 3 else ''}; make it private: chmod 600",
             )
-        return assignments
+        return values
 
     def job_kind(self, v: V, f: dict[str, V], inherited: set[str]) -> str | None:
         """The job's kind; kind-specific fields the job sets for another kind are issues."""
@@ -1163,7 +1161,8 @@ class _Parser(WorkReader):
             self.warn(
                 f["attempts"],
                 "a retry of attempts: 1 never retries (one try, the first): its on and wait "
-                "never apply; write attempts: 2 or more, or leave attempts out (3 tries), or "
+                "never apply; write attempts: 2 or more, or leave attempts out "
+                f"({DEFAULT_ATTEMPTS} tries), or "
                 "drop the retry",
             )
         # Built though a field read BAD, for the others' own reports (attempts: 0 beside a bad on).
