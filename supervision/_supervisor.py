@@ -732,8 +732,9 @@ class Supervisor(OwnActor):
     def _waited(self, rec: ChildRecord, now: float) -> None:
         """The child's wait for its breaker is over: it is no running time of its window's."""
         since, rec.waiting_since = rec.waiting_since, None
-        if since is not None:
-            rec.window.waited_for(now - since)
+        if since is not None:  # off the window its exits are decided by (a group's, or its own)
+            one = self.spec.strategy is Strategy.ONE_FOR_ONE
+            (rec.window if one else self._group.window).waited_for(now - since)
 
     def _up(self, rec: ChildRecord) -> None:
         """The child started or may call again: running, or serving a probe's probation."""

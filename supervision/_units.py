@@ -57,7 +57,10 @@ def parse_duration(value: object) -> float:
                 seconds = float(value)
             elif _DURATION.fullmatch(value):
                 seconds = sum(
-                    float(number) * DURATION_UNITS[unit.lower()]
+                    # 700 * 0.001 is 0.7000000000000001, 700 / 1000 is 0.7: what was written.
+                    float(number) / 1000
+                    if unit.lower() == "ms"
+                    else float(number) * DURATION_UNITS[unit.lower()]
                     for number, unit in _DURATION_PART.findall(value)
                 )
     except (OverflowError, ValueError):

@@ -1253,6 +1253,14 @@ def test_parse_duration(value: object, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "seconds"), [("700ms", 0.7), ("100ms", 0.1), ("1500ms", 1.5), ("1s300ms", 1.3)]
+)
+def test_milliseconds_are_exactly_the_seconds_they_write(value: str, seconds: float) -> None:
+    """700 * 0.001 is 0.7000000000000001: a 700ms grace was said so in the log (review 38)."""
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize(
     "value",
     [
         True,
