@@ -802,7 +802,8 @@ class _Parser(WorkReader):
         usable = True
         for item in items:
             name = self.text(item, what)
-            if isinstance(name, Bad):
+            if isinstance(name, Bad) or any(i.path == item.path for i in self.issues):
+                # Reported (an unset ${NAME} in it): a path with its stand-in is no file to read.
                 usable = False
                 continue
             # systemd's spelling: EnvironmentFile=-/etc/default/app
@@ -869,7 +870,7 @@ class _Parser(WorkReader):
                 f"has fewer than {SecretMasker.MIN_LENGTH} characters: too short to mask (masked, "
                 "it would hide that text in every line), so it shows in clear wherever it "
                 "appears; give it a longer value, or a name without TOKEN, KEY, SECRET, "
-                "PASSWORD or CREDENTIAL if it is none",
+                "PASSWORD, PASSWD or CREDENTIAL if it is none",
             )
         if secret_names and st.st_mode & 0o077:
             self.warn(

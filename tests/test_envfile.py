@@ -133,6 +133,14 @@ def errors_of(tmp_path: Path, text: str = JOB) -> list[str]:
     return [str(issue) for issue in caught.value.issues]
 
 
+def test_an_env_file_path_with_an_unset_variable_is_said_once(tmp_path: Path) -> None:
+    """The unset ${NEWVAR} was said, then its stand-in path too: 'expected a readable env file
+    '.../unresolved/web.env'' (trial 25)."""
+    errors = errors_of(tmp_path, JOB.replace("env_file: app.env", "env_file: ${NEWVAR}/web.env"))
+    assert len(errors) == 1, errors
+    assert "expected environment variable NEWVAR to be set" in errors[0]
+
+
 @pytest.mark.parametrize(
     ("content", "line", "reason"),
     [
