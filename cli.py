@@ -233,6 +233,17 @@ def _ignore_hangups() -> bool:
     return signal.signal(signal.SIGHUP, signal.SIG_IGN) == signal.SIG_IGN
 
 
+def _ignore_logrotates_signals() -> None:
+    """SIGUSR1 and SIGUSR2 (logrotate's postrotate) before run or the daemon takes them (it
+    says them, and does nothing else) would kill it: ignored until then. Taken before any
+    job starts, so no job inherits the ignoring."""
+    import signal  # noqa: PLC0415 - run and daemon only
+
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def _logbook_without_gevent() -> None:
     """Import logbook with gevent hidden: it only probes whether gevent is installed, and
     under threads the probe loaded all of gevent (about 6 MiB) for nothing."""
@@ -422,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("run", "daemon"):
         if args.command == "daemon":
             args.hangups_ignored = _ignore_hangups()
+        _ignore_logrotates_signals()
         _read_our_childrens_ends()
         if args.command == "daemon" and args.detach:
             return _daemon_detached(args)

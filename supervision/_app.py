@@ -14,11 +14,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TextIO
+from typing import TYPE_CHECKING, Any, Final, Self, TextIO
 
 import logbook
 
 from actors import BreakerState, BreakerStatus, check_runtime, live_tasks
+from actors._runtime import NoThreadError, start_thread
 from supervision._fdlimit import fit_open_files
 from supervision._hangup import off_the_terminal
 from supervision._history import journal_path, last_ticks
@@ -372,6 +373,78 @@ class RunReport:
 
 
 FORCED_WAIT = 2.0  # after a second signal: how long the kills may take to reach the root
+
+# Signals a person or a tool sends by habit, whose default action ended jobvisor at once
+# without a word: its jobs SIGKILLed by the warden, no journal row, its socket left behind.
+# logrotate's usual postrotate (nginx's reopen) and its sibling change nothing: jobvisor
+# reopens a log or output file that was moved at the file's next write.
+NOTED_SIGNALS: Final = (signal.SIGUSR1, signal.SIGUSR2)
+NOTED_TEXT: Final = (
+    "{}: jobvisor reopens its log and output files by itself at their next write; nothing to do"
+)
+# The others stop it gracefully, as SIGTERM does (and a second one kills what still runs):
+# SIGQUIT (nginx's and gunicorn's graceful stop), the timers' SIGALRM, SIGVTALRM and SIGPROF,
+# SIGIO (SIGPOLL), SIGPWR, SIGXCPU (a CPU limit's warning, before its SIGKILL) and the
+# real-time ones. A fault's (SIGSEGV, SIGABRT, ...) and SIGKILL still end it at once.
+STOP_SIGNALS: Final = (
+    signal.SIGQUIT,
+    signal.SIGALRM,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+    signal.SIGIO,
+    signal.SIGPWR,
+    signal.SIGSTKFLT,
+    signal.SIGXCPU,
+    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
+)
+
+
+def take_signals(
+    stop: Callable[[int, FrameType | None], Any], note: Callable[[int, FrameType | None], Any]
+) -> dict[int, Any]:
+    """Handle ``STOP_SIGNALS`` with ``stop`` and ``NOTED_SIGNALS`` with ``note``; the previous
+    handlers, to put back. Only those left to their default (the noted ones ignored too, as
+    the CLI ignores them from its start): a handler an embedder set, or an inherited
+    ignore of a stop signal, stays. Main thread only."""
+    previous: dict[int, Any] = {}
+    for signums, handler, free in (
+        (STOP_SIGNALS, stop, (signal.SIG_DFL,)),
+        (NOTED_SIGNALS, note, (signal.SIG_DFL, signal.SIG_IGN)),
+    ):
+        for signum in signums:
+            if signal.getsignal(signum) in free:
+                previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+THREAD_TRIES: Final = 10  # a host out of tasks: tries at a thread of jobvisor's, 0.1 s apart
+
+
+def start_or_say(make: Callable[[], threading.Thread], instead: str) -> threading.Thread | None:
+    """Start the thread ``make`` makes; None when the host has none to give (its limit on
+    tasks, ``NoThreadError``) after ``THREAD_TRIES`` tries, said in one line with ``instead``,
+    what the caller does without it. A new thread each try: one whose start failed may not
+    be started again."""
+    for left in range(THREAD_TRIES - 1, -1, -1):
+        thread = make()
+        try:
+            start_thread(thread)
+        except NoThreadError as exc:
+            if not left:
+                log.warning("{}: {}; {}", thread.name, exc, instead)
+                return None
+            time.sleep(0.1)
+        else:
+            return thread
+    return None
+
+
+def say_noted(noted: list[int]) -> None:
+    """Log the noted signals that came (taken from ``noted``, which a handler appends to)."""
+    while noted:
+        log.info(NOTED_TEXT, signal.Signals(noted.pop(0)).name)
+
+
 UNFINISHED_WAIT = 2.0  # at the first signal: how long the root may take to say who is unfinished
 
 
@@ -397,11 +470,13 @@ class _Signals:
         self.second = threading.Event()
         self.name = ""  # the first one's: "SIGTERM"
         self.hung_up = False
+        self.noted: list[int] = []  # SIGUSR1s and SIGUSR2s not yet said (see say_noted)
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
+        self._previous.update(take_signals(self._handle, self._note))
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
         if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup: it stays ignored
@@ -423,6 +498,9 @@ class _Signals:
             self.name = signal.Signals(signum).name
         (self.first if self.count == 1 else self.second).set()
         self.watch.signalled(signum, self.count, frame)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002 - a handler's
+        self.noted.append(signum)  # said by the main loop: no lock in a handler
 
 
 def run_batch(
@@ -457,12 +535,18 @@ def run_batch(
         if not _nothing_to_start(tree.spec):
             stopped_by, unfinished = _wait(tree, signals, watch, on_progress, progress_every)
         # A daemon thread: a stop stuck past the end of run must not hold the interpreter.
-        stopper = threading.Thread(
-            target=tree.stop, args=(stop_timeout,), name="jv-stopper", daemon=True
+        stopper = start_or_say(
+            lambda: threading.Thread(
+                target=tree.stop, args=(stop_timeout,), name="jv-stopper", daemon=True
+            ),
+            "stopping every job on the main thread instead (a second signal is heard once "
+            "that stop is done)",
         )
-        stopper.start()
+        if stopper is None:
+            tree.stop(stop_timeout)
         shown = time.monotonic()
-        while stopper.is_alive():
+        while stopper is not None and stopper.is_alive():
+            say_noted(signals.noted)
             if signals.second.wait(0.05):
                 forced = True
                 break
@@ -503,6 +587,7 @@ def _wait(
     name (None if none came) and the finite jobs that had not settled then."""
     said_dead = False
     while not tree.wait(progress_every):
+        say_noted(signals.noted)
         if signals.first.is_set():
             stopped_by = signals.name or "a signal"
             log.warning(

@@ -36,7 +36,7 @@ from actors import (
 )
 from actors._checks import fmt_duration
 from actors._errors import ChildrenChangedError
-from supervision._app import forced_stop
+from supervision._app import STOP_SIGNALS, forced_stop, say_noted, start_or_say, take_signals
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request, signal_name
 from supervision._events import Escalated, GaveUp, Reloaded
 from supervision._explain import explain_policy
@@ -576,6 +576,8 @@ class Daemon:
         # wakes the main loop at once, where a timed wait noticed a stop up to 0.2 s late.
         self._stopping = False
         self._again = False  # a signal came while stopping: what still runs is to be killed
+        self._stop_by: int | None = None  # the signal that began the stop, if one did
+        self._noted: list[int] = []  # SIGUSR1s and SIGUSR2s the main loop has yet to say
         self.forced = False  # it was: the stop was cut short
         # Under gevent, a job's call that never yields keeps the main loop from acting on a
         # signal: this says so, and ends the process at the second one (see HubWatch).
@@ -675,20 +677,16 @@ class Daemon:
             self.tree = self.composition.start(
                 sink=_noting(None if journal is None else journal.record, self._on_root_end)
             )
-            threading.Thread(
-                target=self._follow_end, args=(self.tree,), name="jv-treeend", daemon=True
-            ).start()
+            tree = self.tree
+            follower = start_or_say(
+                lambda: threading.Thread(
+                    target=self._follow_end, args=(tree,), name="jv-treeend", daemon=True
+                ),
+                "the main loop looks every second whether the tree ended by itself instead",
+            )
             if self._await_start(self.tree):
                 self._announce_ready(state_dir)
-            while not self._stopping:
-                select.select([self._wake_r], [], [])
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 512)
-                self._say_hangup()
-                if self._reload_asked and not self._stopping:
-                    self._reload_asked = False
-                    self.reload()  # a refusal is logged there
-            self._say_hangup()
+            self._until_stopped(tree, follower is None)
             began = time.monotonic()
             sd_notify("STOPPING=1")
             log.info("daemon stopping")
@@ -708,6 +706,28 @@ class Daemon:
                 # By its own path, and only while it is still the file written above.
                 remove_if_same(self._pidfile, written)
         return code
+
+    def _until_stopped(self, tree: Tree, look: bool) -> None:
+        """The main loop: say what the signal handlers noted, reload when asked, until a stop.
+        ``look``: no thread follows the tree's end (``_follow_end``), so this loop looks every
+        second whether it ended by itself."""
+        while not self._stopping:
+            select.select([self._wake_r], [], [], 1.0 if look else None)
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 512)
+            self._say_hangup()
+            say_noted(self._noted)
+            if look and tree.ended:
+                self._follow_end(tree)  # returns at once: it ended
+            if self._reload_asked and not self._stopping:
+                self._reload_asked = False
+                self.reload()  # a refusal is logged there
+        self._say_hangup()
+        say_noted(self._noted)
+        stop_by = self._stop_by
+        if stop_by is not None and stop_by in STOP_SIGNALS:
+            name = signal.Signals(stop_by).name
+            log.warning("{}: taken as SIGTERM: stopping every job gracefully", name)
 
     def _exit_code(self) -> int:
         if self.forced:
@@ -797,11 +817,18 @@ class Daemon:
                     self._wake()
 
         # A daemon thread: a stop cut short must not hold the process's exit.
-        threading.Thread(target=stop, name="jv-stopper", daemon=True).start()
+        stopper = start_or_say(
+            lambda: threading.Thread(target=stop, name="jv-stopper", daemon=True),
+            "stopping every job on the main thread instead (a second signal is heard once "
+            "that stop is done)",
+        )
+        if stopper is None:
+            stop()
         while not (done.is_set() or self._again):
             select.select([self._wake_r], [], [])
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_r, 512)
+            say_noted(self._noted)
         if not done.is_set():
             self.forced = True
             forced_stop(tree)  # says so; waits for no thread
@@ -841,11 +868,14 @@ class Daemon:
             self._on_ready()
 
     def _handle_signals(self) -> Callable[[], None]:
-        """Take SIGTERM, SIGINT and SIGHUP; return what puts the previous handlers back."""
-        previous = {
-            signum: signal.signal(signum, self._on_signal)
+        """Take SIGTERM, SIGINT and SIGHUP, the other signals that would end the process at
+        once (``STOP_SIGNALS``: as SIGTERM) and logrotate's (SIGUSR1, SIGUSR2: said, nothing
+        done); return what puts the previous handlers back."""
+        previous = take_signals(self._on_signal, self._on_noted)
+        previous.update(
+            (signum, signal.signal(signum, self._on_signal))
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        }
+        )
         # Under threads a signal may land in any thread, and the handler then waits for the
         # main thread's next bytecode, which never comes while it sleeps in select: Python's
         # own wake-up fd makes the signal itself wake it. (gevent's libev wakes its hub.)
@@ -874,9 +904,14 @@ class Daemon:
             self._again = True  # the second: as run's, it kills what still runs
         else:
             self._stopping = True
+            self._stop_by = signum
         self._wake()
         if signum != signal.SIGHUP and self._hub_watch is not None:
             self._hub_watch.signalled(signum, 2 if self._again else 1, frame)
+
+    def _on_noted(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
+        self._noted.append(signum)  # said by the main loop: no lock in a handler
+        self._wake()
 
     def _hung_up(self) -> bool:
         """Whether a SIGHUP comes of the terminal hanging up, not from a person or systemd.

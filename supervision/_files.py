@@ -37,6 +37,7 @@ import socket
 import stat
 
 from actors._errors import JobvisorError  # not `actors`: control commands import this
+from supervision._held import gone_dir
 
 # Neither typing nor pathlib at run time: the control client imports this module (check_server).
 TYPE_CHECKING = False
@@ -206,8 +207,13 @@ def make_dirs(path: Path, what: str = "directory") -> None:
     One made meanwhile by someone else (between the look and the ``mkdir``) is
     taken only if ``check_parents`` would take it: a real directory of root's
     or ours that others cannot write unless it is sticky; otherwise
-    ``UnsafePathError``, for its owner could swap what is made in it.
+    ``UnsafePathError``, for its owner could swap what is made in it. Nothing is made in
+    or as a state dir this process held and lost (``supervision._held``): ``FileNotFoundError``.
     """
+    if (held := gone_dir(path)) is not None:  # another jobvisor may hold a new one there
+        raise FileNotFoundError(
+            errno.ENOENT, f"its state dir {held} was moved or deleted: not made again", str(path)
+        )
     missing: list[Path] = []
     current = path
     while not os.path.lexists(current) and current != current.parent:

@@ -74,8 +74,11 @@ class HubWatch:
         if count >= 2 and self._stuck:
             self._end()
         if not self._watching:
+            try:
+                _start_os_thread(self._watch)
+            except RuntimeError:  # a host out of tasks: unwatched (tried again at the next)
+                return
             self._watching = True
-            _start_os_thread(self._watch)
 
     def close(self) -> None:
         """Stop watching (the run or the daemon is ending by its own path)."""

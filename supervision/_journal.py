@@ -360,7 +360,7 @@ class Journal:
         self._busy = lock_wait if active_runtime() == "threads" else min(lock_wait, GEVENT_BUSY)
         try:
             self._prepare()
-            last = self._migrate()
+            self._conn, last = self._migrate()
         except UnsafePathError as exc:
             raise JournalError(str(exc)) from exc
         except (OSError, sqlite3.Error) as exc:
@@ -411,9 +411,16 @@ class Journal:
         ensure_private_dir(self.path.parent)
         for path in companions(self.path)[1:]:
             check_private_file(path, "journal file")
-        os.close(open_private(self.path, os.O_RDWR | os.O_CREAT, "journal"))
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT, "journal")
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self._ident = (st.st_dev, st.st_ino)  # the file a new connection must find at the path
 
     def _connect(self, busy: float) -> sqlite3.Connection:
+        if self._moved():  # by path, SQLite would make an empty journal (0644) in its place
+            raise sqlite3.OperationalError("its file was moved or deleted (its state dir too?)")
         conn = sqlite3.connect(
             self.path, timeout=busy, isolation_level=None, check_same_thread=False
         )
@@ -421,8 +428,17 @@ class Journal:
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
-    def _migrate(self) -> int:
-        """Bring the schema up to date; the seq of the journal's last row (0: none yet)."""
+    def _moved(self) -> bool:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._ident
+
+    def _migrate(self) -> tuple[sqlite3.Connection | None, int]:
+        """Bring the schema up to date; the connection, kept for the writer (a journal moved
+        or deleted with its state dir is written on through it, where a new one could not
+        find it), and the seq of the journal's last row (0: none yet)."""
         conn = self._connect(self._lock_wait)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -441,9 +457,12 @@ class Journal:
                 conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
             finally:
                 conn.execute("ROLLBACK")
-            return int(conn.execute(_LAST_SEQ).fetchone()[0] or 0)
-        finally:
+            last = int(conn.execute(_LAST_SEQ).fetchone()[0] or 0)
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy * 1000)}")
+        except BaseException:
             conn.close()
+            raise
+        return conn, last
 
     # -- writing (any thread in, the writer thread out) ------------------------------------------
 
@@ -517,7 +536,7 @@ class Journal:
     def _write_loop(self) -> None:
         """The writer thread: commit what is queued, batch by batch, until close() is done."""
         wake, hurry = self._wake, self._hurry
-        conn: sqlite3.Connection | None = None
+        conn, self._conn = self._conn, None
         retry = RETRY_FIRST
         try:
             while True:
@@ -543,7 +562,11 @@ class Journal:
                 conn = self._between(self._write(conn))
                 if self._outage is None:
                     retry = RETRY_FIRST
-                elif stopping and self._deadline is not None and time.monotonic() >= self._deadline:
+                elif (
+                    stopping
+                    and self._deadline is not None
+                    and (time.monotonic() >= self._deadline or self._moved())
+                ):
                     self._unwritten = self._count(self._kept) + self._count(self._pending)
                     return
                 if stopping and self._outage is None:

@@ -46,6 +46,7 @@ from actors import JobvisorError, SpecError, active_runtime, describe
 from actors._checks import a_kind
 from supervision._damper import CLEAN, CrashLoopDamper, Summary
 from supervision._files import UnsafePathError, check_parents, make_dirs, open_private_file
+from supervision._held import gone_dir
 from supervision._secrets import SecretMasker, printable, printable_json
 from supervision._spec import LoggingSpec
 
@@ -1706,7 +1707,8 @@ class _FileSink:
                 return False
             try:
                 self._check_path()
-                if self._rotation_due(len(data)):
+                # Not in a state dir that went: a rotation renames by path, there or here.
+                if self._rotation_due(len(data)) and gone_dir(self._path) is None:
                     self._rotate()
                 # Cut off in this very file (not rotated away since): a line of its own.
                 self._write_all(b"\n" + data if self._torn == self._ident else data)
@@ -1762,6 +1764,8 @@ class _FileSink:
             except OSError:
                 st = None
             if st is None or (st.st_dev, st.st_ino) != self._ident:
+                if gone_dir(self._path) is not None:
+                    return  # went with its state dir: written on there, nothing made here
                 self._discard()
         if self._file is None:
             self._open()

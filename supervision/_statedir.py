@@ -5,10 +5,13 @@ files, journal and ``http.json``; the lock (``STATE_DIR/daemon.lock``, an ``floc
 refuses the second, whichever command each is. A state dir deleted (or replaced)
 while one runs takes the lock with it, so the holder looks every second whether
 the dir and the lock file are still the ones it made (``StateDirLock.lost``, on the
-thread of a ``StateDirWatch``), and stops once they are not.
+thread of a ``StateDirWatch``), and stops once they are not. A state dir moved away
+(``mv .jobvisor .jv-old``) is told from one deleted, and where it went is said: its
+journal, log and output files go on being written there until the stop's end, and
+nothing is made at its old path again (``supervision._held``).
 """
 
-# ruff: noqa: PTH116 - lstat and the fd's own stat, which pathlib does not offer
+# ruff: noqa: PTH115 - readlink of /proc/self/fd/N, a string in and out
 
 from __future__ import annotations
 
@@ -18,8 +21,12 @@ import os
 import threading
 from typing import TYPE_CHECKING, Final
 
+import logbook
+
 from actors._errors import JobvisorError
+from actors._runtime import NoThreadError, start_thread
 from supervision._files import check_parents, ensure_private_dir, open_private
+from supervision._held import hold, release
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["LOCK_NAME", "WATCH_EVERY", "StateDirHeldError", "StateDirLock", "StateDirWatch"]
 
 LOCK_NAME: Final = "daemon.lock"  # the name since the daemon alone took it: kept for old readers
+log = logbook.Logger("supervision.statedir")
+
 WATCH_EVERY: Final = 1.0  # seconds between two looks at the state dir and its lock file
 
 
@@ -79,8 +88,16 @@ class StateDirLock:
         handle.flush()
         self._handle = handle
         # What it made: a state dir or lock file at these paths that is not these is not ours.
-        self._dir = _inode(os.stat(state_dir))
+        # The dir held open too: once it is gone from its path, whether it was moved (and
+        # where to) or deleted is asked of it.
+        try:
+            self._fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except BaseException:
+            handle.close()
+            raise
+        self._dir = _inode(os.fstat(self._fd))
         self._file = _inode(os.fstat(handle.fileno()))
+        hold(state_dir, self._dir)
 
     def lost(self) -> str | None:
         """Why the lock no longer guards the state dir (deleted, replaced); None while it does.
@@ -95,12 +112,26 @@ class StateDirLock:
             try:
                 now = _inode(os.lstat(path))
             except FileNotFoundError:
-                return f"{what} {path} was deleted"
+                return f"{what} {path} {self._went()}"
             except OSError as exc:
                 return f"{what} {path} cannot be seen any more ({exc.strerror})"
             if now != made:
+                if path is self.state_dir and (went := self._went()) != "was deleted":
+                    return f"{what} {path} {went}, and another was made in its place"
                 return f"{what} {path} was deleted and made again (or replaced)"
         return None
+
+    def _went(self) -> str:
+        """``was moved to P`` or ``was deleted``, asked of the dir held open."""
+        try:
+            if os.fstat(self._fd).st_nlink == 0:
+                return "was deleted"
+            where = os.readlink(f"/proc/self/fd/{self._fd}")
+        except OSError:
+            return "was moved or deleted"
+        if where.endswith(" (deleted)"):  # unlinked, its inode not yet freed
+            return "was deleted"
+        return f"was moved to {where}"
 
     def holder(self) -> str | None:
         """Who holds the lock file at the state dir's path now, if another does (``run, pid N``)."""
@@ -115,8 +146,13 @@ class StateDirLock:
         return None
 
     def close(self) -> None:
+        release(self.state_dir, self._dir)
         with contextlib.suppress(OSError):
             self._handle.close()
+        fd, self._fd = self._fd, -1
+        if fd >= 0:  # once: a second close must not close a number reused since
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class StateDirWatch:
@@ -147,7 +183,12 @@ class StateDirWatch:
         self._every = every
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jv-statewatch", daemon=True)
-        self._thread.start()
+        try:
+            start_thread(self._thread)
+        except NoThreadError as exc:
+            # A host out of tasks: the rest runs; only a loss of the state dir goes unseen.
+            self._done.set()
+            log.warning("{}: its state dir is not watched: {}", lock.kind, exc)
 
     def _run(self) -> None:
         while not self._done.wait(self._every):
@@ -162,7 +203,7 @@ class StateDirWatch:
     def close(self) -> None:
         """End the watch (at once, unless ``on_lost`` is running: it is waited for)."""
         self._done.set()
-        if self._thread is not threading.current_thread():
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(5)
 
 

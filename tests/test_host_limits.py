@@ -95,9 +95,8 @@ def _in_cgroup(group: Path) -> tuple[str, ...]:
 def _assert_survives_the_limit(jv: Jobvisor, log: Path, lift: Callable[[], None]) -> None:
     """The tree runs on while jobs cannot get a thread (or a process); SIGTERM ends it, 0.
 
-    ``lift`` lifts the limit before the stop: the daemon's and run's stop start a thread
-    of their own (``jv-stopper``, supervision/_daemon.py and _app.py), which a limit
-    still reached refuses (a traceback at exit: not this module's to fix).
+    ``lift`` lifts the limit before the stop, so that the stop is the usual one (a stop
+    under the limit: ``test_a_stop_with_no_thread_left_is_done_inline_and_said_in_one_line``).
     """
 
     def said(text: str) -> bool:
@@ -175,8 +174,7 @@ def test_a_daemon_under_rlimit_nproc_fails_the_starts_and_runs_on() -> None:
             *nobody,
         )
         log = where / "d.log"
-        # Not ``run``: its stopper thread starts once the tree has (supervision/_app.py),
-        # and a limit reached by then refuses it.
+        # The daemon: ``run``'s stop under the limit is the test further down's.
         jv = Jobvisor(where, "daemon", "--runtime", RUNTIME, "--log-file", str(log), prefix=prefix)
         _assert_survives_the_limit(jv, log, lambda: _end(held))
     finally:
@@ -397,3 +395,45 @@ def test_an_output_directory_replaced_by_a_file_is_said_once_per_episode(tmp_pat
     said = [line for line in said if "cannot write" in line or "goes to the log only" in line]
     assert len(said) == 1, said
     assert "Errno" not in said[0], said
+
+
+# -- the stop of a daemon or a run whose host has no task left ---------------------------------
+
+
+@pytest.mark.parametrize("command", ["daemon", "run"])
+@pytest.mark.timeout(120)
+def test_a_stop_with_no_thread_left_is_done_inline_and_said_in_one_line(
+    tmp_path: Path, pids_cgroup: Path, command: str
+) -> None:
+    """The daemon's and run's stop start a thread of their own (``jv-stopper``), which a host
+    at its limit on tasks refused: a traceback, and ``run`` crashed. Now, after a second of
+    tries, the stop is done on the main thread, said in one line, and exits as a stop does."""
+    (tmp_path / "jobs.yaml").write_text(
+        "version: 1\njobs:\n  - {name: svc, command: [sleep, '3600'], service: true}\n"
+    )
+    log = tmp_path / "d.log"
+    jv = Jobvisor(
+        tmp_path,
+        "--runtime",
+        RUNTIME,
+        command,
+        "--log-file",
+        str(log),
+        prefix=_in_cgroup(pids_cgroup),
+    )
+    try:
+        wait_until(lambda: log.exists() and "svc: started" in log.read_text(), "svc", proc=jv.proc)
+        if command == "daemon":
+            wait_until(lambda: "daemon ready" in log.read_text(), "ready", proc=jv.proc)
+        # Below what it has now: no thread can start, even once the daemon's server ended.
+        (pids_cgroup / "pids.max").write_text("1")
+        assert jv.terminate() == 0, jv.stderr + log.read_text()
+    finally:
+        jv.close()
+    text = log.read_text() + jv.stderr
+    assert "Traceback" not in text, text
+    assert "svc: stopped" in text, text
+    if RUNTIME == "threads":  # under gevent the stopper is a greenlet: no thread to refuse
+        said = [line for line in text.splitlines() if "jv-stopper: " in line]
+        assert len(said) == 1, said
+        assert "stopping every job on the main thread instead" in said[0], said
