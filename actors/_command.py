@@ -555,6 +555,8 @@ class _Child:
         if hub is None:
             try:  # its pidfd and eventfd: the process, not watched, is close()'s to kill
                 self._waiter = PollWaiter(pid, fds, self.fds)
+            except ProcessLookupError:
+                raise  # reaped unread already (SIGCHLD ignored): run() says its status was lost
             except OSError as exc:
                 raise _could_not_start(work, exc) from exc
         else:
