@@ -13,7 +13,9 @@ would wait for a reader for ever. A state dir that another user
 could have prepared (a symlink, owned by someone else, writable by group or
 others) is refused as ssh refuses a loose key: whatever is inside it could
 have been planted. An existing file that others can write is refused too; one
-that others can only read is made private.
+that others can only read is made private. A log or output file of ours that is
+only too open (logrotate's ``create 0664``) is made 0600 instead, and the opener
+is told (``tighten``): refusing it dropped every line until someone chmodded it.
 
 A file read for its whole content (``read_regular``: a secret) must be a
 regular file of at most a given size: a FIFO would block the reader for ever,
@@ -58,12 +60,14 @@ __all__ = [
     "file_kind",
     "group_outsiders",
     "identity",
+    "loosened",
     "make_dirs",
     "open_private",
     "open_private_file",
     "open_to_read",
     "read_regular",
     "refuse_symlinks",
+    "refused_owner",
     "remove_if_same",
     "write_atomic",
 ]
@@ -399,13 +403,18 @@ def ensure_private_dir(path: Path, what: str = "state dir") -> None:
 _OPEN_FLAGS: Final = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
-def open_private(path: Path, flags: int, what: str) -> int:
+def open_private(
+    path: Path, flags: int, what: str, *, tighten: Callable[[int], None] | None = None
+) -> int:
     """``os.open`` for writing a file of ours: created 0600, never through a symlink.
 
     An existing regular file must be ours and not writable by others; one
-    that others can read is made 0600. A character device (``/dev/null``)
-    is taken as it is: no other user can plant one. Anything else (a FIFO,
-    a socket) is refused at once, never waited on.
+    that others can read is made 0600. With ``tighten``, one of ours that
+    others can write is made 0600 too, not refused, and ``tighten(mode)`` is
+    called with the mode it had (say so: ``loosened``); another user's is
+    refused all the same. A character device (``/dev/null``) is taken as it
+    is: no other user can plant one. Anything else (a FIFO, a socket) is
+    refused at once, never waited on.
     """
     try:
         fd = os.open(path, flags | _OPEN_FLAGS, FILE_MODE)
@@ -413,14 +422,16 @@ def open_private(path: Path, flags: int, what: str) -> int:
         _refuse_unopened(exc, path, what)
         raise
     try:
-        _checked(path, fd, what)
+        _checked(path, fd, what, tighten)
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def open_private_file(path: Path, flags: int, what: str) -> io.FileIO:
+def open_private_file(
+    path: Path, flags: int, what: str, *, tighten: Callable[[int], None] | None = None
+) -> io.FileIO:
     """``open_private`` as an unbuffered binary file (``mode``: ``"ab"`` for append, ...).
 
     The file object owns the fd from the moment it exists: ``os.open`` hands
@@ -439,7 +450,7 @@ def open_private_file(path: Path, flags: int, what: str) -> io.FileIO:
         _refuse_unopened(exc, path, what)
         raise
     try:
-        _checked(path, file.fileno(), what)
+        _checked(path, file.fileno(), what, tighten)
     except BaseException:
         file.close()
         raise
@@ -500,17 +511,40 @@ def _refuse_unopened(exc: OSError, path: Path, what: str) -> None:
             raise _not_regular(path, mode, what) from None
 
 
-def _checked(path: Path, fd: int, what: str) -> None:
+def _checked(path: Path, fd: int, what: str, tighten: Callable[[int], None] | None = None) -> None:
     """Refuse an opened file that is not a regular file of ours (see ``open_private``), then
     clear ``O_NONBLOCK``; its caller closes it."""
     st = os.fstat(fd)
     if stat.S_ISREG(st.st_mode):
-        check_not_loose(path, st, what)
-        if st.st_mode & _OTHERS_ANY:
-            os.fchmod(fd, stat.S_IMODE(st.st_mode) & DIR_MODE)
+        if tighten is not None and st.st_uid == os.geteuid() and st.st_mode & _OTHERS_WRITE:
+            # Ours (O_NOFOLLOW: this very file, not a link's target), only too open: what a
+            # rotation made (logrotate's create 0664). The fd is judged, so nothing can be
+            # swapped in between; the chmod is on it.
+            os.fchmod(fd, FILE_MODE)
+            tighten(stat.S_IMODE(st.st_mode))
+        else:
+            check_not_loose(path, st, what)
+            if st.st_mode & _OTHERS_ANY:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) & DIR_MODE)
     elif not stat.S_ISCHR(st.st_mode):
         raise _not_regular(path, st.st_mode, what)  # a FIFO someone reads from
     os.set_blocking(fd, True)
+
+
+def loosened(path: str | os.PathLike[str], mode: int) -> str:
+    """What to say of the file at ``path`` that had ``mode`` and was made 0600 (``tighten``)."""
+    return (
+        f"{os.fspath(path)}: mode {mode:04o} was looser than jobvisor writes ({FILE_MODE:04o}); "
+        f"made it {FILE_MODE:04o} (logrotate's create: use create {FILE_MODE:04o})"
+    )
+
+
+def refused_owner(st: os.stat_result, owner: int) -> str | None:
+    """Why a writer running as ``owner`` refuses the file of ``st`` for good, or None:
+    another user's file is never written (a loose one of its own it makes private)."""
+    if stat.S_ISREG(st.st_mode) and st.st_uid != owner:
+        return f"it is owned by {_owner(st.st_uid)}, not by {_owner(owner)} who runs jobvisor"
+    return None
 
 
 def check_private_file(path: Path, what: str) -> None:

@@ -45,7 +45,13 @@ from logbook.compat import RedirectLoggingHandler
 from actors import JobvisorError, SpecError, active_runtime, describe
 from actors._checks import a_kind
 from supervision._damper import CLEAN, CrashLoopDamper, Summary
-from supervision._files import UnsafePathError, check_parents, make_dirs, open_private_file
+from supervision._files import (
+    UnsafePathError,
+    check_parents,
+    loosened,
+    make_dirs,
+    open_private_file,
+)
 from supervision._held import gone_dir
 from supervision._secrets import SecretMasker, printable, printable_json
 from supervision._spec import LoggingSpec
@@ -341,6 +347,8 @@ def configure_logging(
         )
         if isinstance(sink, _StreamSink):
             sink.notice = functools.partial(_dropped_line, line_handler)
+        elif isinstance(sink, _FileSink):
+            sink.notice = functools.partial(_notice_line, line_handler)
         attach = getattr(monotonic, "attach", None)  # a test's clock, which it moves by hand
         if callable(attach):
             attach(line_handler.wake)
@@ -933,6 +941,10 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
                 return
             self._wake.wait(max(0.0, due - damper.now()))
 
+    def takes(self) -> bool:
+        """Whether its file or stream would take a record now (see ``log_takes``)."""
+        return self._sink.takes()
+
     def wake(self) -> None:
         """The clock moved: a summary may be due earlier than the teller thought."""
         self._wake.set()
@@ -1123,6 +1135,7 @@ def _summary_record(summary: Summary, before: datetime | None = None) -> logbook
 
 
 class _Sink(Protocol):
+    def takes(self) -> bool: ...
     def write(self, line: str) -> None: ...
     def close(self) -> None: ...
 
@@ -1188,6 +1201,12 @@ class _Trouble:
     fill again, is one trouble, not a pair of lines per rotation; the failures between
     are counted in the recovery's line. Any thread; one object may serve several
     writers (a job's attempts).
+
+    ``logged``: what a failed write misses goes to the log instead (a job's output
+    lines, unless ``log: false``); each failure may say otherwise (``taken``: the log
+    itself failed too, or does not write from their level), and then they are counted
+    as dropped: the recovery's line says which went where, never that the log has
+    what it does not.
     """
 
     def __init__(
@@ -1199,25 +1218,31 @@ class _Trouble:
         say: Callable[[int, str], None] = _on_stderr,
         settle: float = 0.0,
     ) -> None:
-        """``logged``: what a failed write misses is in the log all the same (output lines)."""
         self.target = target
         self.lost = lost
-        fates = (("are dropped", "were dropped"), ("go to the log only", "went to the log only"))
-        self.fate = fates[logged]
+        self.logged = logged
         self.say = say
         self.settle = settle
         self._lock = _plain_lock()  # never held while saying (a log call may switch greenlets)
         # Invariants under _lock: ``troubled`` from a failure until its recovery is told;
-        # ``dropped`` counts what failed writes lost meanwhile; ``_writable_since`` is when
-        # writes last began to succeed again (None: the last one failed); ``_relapses``
-        # counts failures after such a start, before the recovery was told.
+        # ``dropped`` counts what failed writes lost meanwhile, ``to_log`` what went to the
+        # log instead; ``_writable_since`` is when writes last began to succeed again (None:
+        # the last one failed); ``_relapses`` counts failures after such a start, before the
+        # recovery was told. ``since`` and ``first``: when the trouble began (wall clock) and
+        # why; ``gap``: the last trouble told over, in one line, in the past tense.
         self.troubled = False
         self.dropped = 0
+        self.to_log = 0
         self._writable_since: float | None = None
         self._relapses = 0
+        self.since = ""
+        self.first = ""
+        self.gap = ""
 
-    def failed(self, exc: BaseException, count: int = 1) -> None:
-        """A write (or an open, ``count`` 0) failed, losing ``count`` records or lines."""
+    def failed(self, exc: BaseException, count: int = 1, *, taken: bool | None = None) -> None:
+        """A write (or an open, ``count`` 0) failed, losing ``count`` records or lines
+        (``taken``: to the log instead; default ``logged``)."""
+        taken = self.logged if taken is None else taken
         now = time.monotonic()
         said: list[tuple[int, str]] = []
         with self._lock:
@@ -1225,27 +1250,36 @@ class _Trouble:
                 said.append(self._recovery())  # it stayed writable: that was told late
             if not self.troubled:
                 self.troubled = True
-                said.append(
-                    (
-                        logbook.WARNING,
-                        (
-                            f"cannot write {self.target}: {reason(exc)}; "
-                            f"{self.lost} {self.fate[0]} until it is writable again"
-                        ),
-                    )
-                )
+                self.first = reason(exc)
+                self.since = datetime.now().astimezone().isoformat(timespec="seconds")
+                if taken:
+                    fate = "go to the log only"
+                elif self.logged:
+                    fate = "are dropped (the log does not take them either)"
+                else:
+                    fate = "are dropped"
+                text = f"cannot write {self.target}: {self.first}; "
+                text += f"{self.lost} {fate} until it is writable again"
+                said.append((logbook.WARNING, text))
             elif self._writable_since is not None:
                 self._relapses += 1
             self._writable_since = None
-            self.dropped += count
+            self._count(count, taken)
         for level, text in said:
             self.say(level, text)
 
-    def missed(self, count: int) -> None:
+    def missed(self, count: int, *, taken: bool | None = None) -> None:
         """``count`` more lost while the trouble lasts, without a write (its file is not open)."""
+        taken = self.logged if taken is None else taken
         with self._lock:
             if self.troubled:
-                self.dropped += count
+                self._count(count, taken)
+
+    def _count(self, count: int, taken: bool) -> None:
+        if taken:
+            self.to_log += count
+        else:
+            self.dropped += count
 
     def succeeded(self) -> None:
         if not self.troubled:  # read without the lock: the healthy path costs nothing more
@@ -1266,17 +1300,25 @@ class _Trouble:
 
     def _recovery(self) -> tuple[int, str]:
         """Under the lock: the trouble is over; the line that says so."""
-        dropped, relapses = self.dropped, self._relapses
-        self.troubled, self.dropped, self._relapses = False, 0, 0
+        dropped, to_log, relapses = self.dropped, self.to_log, self._relapses
+        self.troubled, self.dropped, self.to_log, self._relapses = False, 0, 0, 0
         self._writable_since = None
-        text = f"{self.target} is writable again; {dropped} {self.lost} {self.fate[1]}"
+        if to_log or (not dropped and self.logged):
+            tail = f"{to_log} {self.lost} went to the log only"
+            if dropped:
+                tail += f" and {dropped} were dropped (the log did not take them either)"
+        else:
+            tail = f"{dropped} {self.lost} were dropped"
+            if self.logged:
+                tail += " (the log did not take them either)"
         if relapses:
             times = "time" if relapses == 1 else "times"
-            text += (
+            tail += (
                 f" (it failed again {relapses} more {times} before it stayed writable "
                 f"for {self.settle:g} s)"
             )
-        return logbook.INFO, text
+        self.gap = f"could not write {self.target} from {self.since}: {self.first}; {tail}"
+        return logbook.INFO, f"{self.target} is writable again; {tail}"
 
 
 class _Status:
@@ -1369,6 +1411,9 @@ class _StreamSink:
             self._lock = threading.Lock()
             return
         _writers_changed(add=self)
+
+    def takes(self) -> bool:
+        return not self._trouble.troubled
 
     def show(self, status: str) -> None:
         if self._fd is None:
@@ -1597,6 +1642,29 @@ def _dropped_line(handler: _LineHandler, count: int) -> str:
 _NO_SECRETS: Final = SecretMasker()  # the count's line holds none
 
 
+def _notice_line(handler: _LineHandler | None, level: int, text: str) -> str:
+    """``text``, jobvisor's word about its log file, as ``handler`` renders a record."""
+    record = logbook.LogRecord("supervision.logging", level, "{}", args=(text,))
+    record.time = datetime.now(UTC)  # logbook stamps a record only when a Logger makes it
+    if handler is None:
+        return _render_text(record, _NO_SECRETS)
+    return handler.render(record, handler._masker)
+
+
+def log_takes(level: int) -> bool:
+    """Whether a record at ``level`` gets into jobvisor's log now: the active setup (the
+    newest) writes from that level and its file or stream is not failing. With no setup,
+    the program's own logging has it, as far as jobvisor can tell."""
+    with _setups_lock:
+        setup = _setups[-1] if _setups else None
+    if setup is None:
+        return True
+    handler = setup._handler
+    if handler is None or setup._closed:
+        return False  # level none
+    return level >= handler.level and handler.takes()
+
+
 def _dropped_text(count: int) -> str:
     return f"jobvisor: {count} log records dropped: the log's reader did not keep up"
 
@@ -1657,6 +1725,17 @@ class _FileSink:
 
     A write the disk cut off (ENOSPC after part of it) leaves half a line: the
     next write starts on a new line, never glued onto it.
+
+    A file of ours that another program made too open (logrotate's ``create
+    0664``) is made 0600 and that is said once, at WARNING: a job's output
+    file's in the log (through ``trouble``), the log file's in the log file
+    itself, before the next record (``notice`` renders it), and so is a gap
+    the log had (its trouble and what it dropped), once it can be written
+    again: a detached daemon's stderr, where the trouble was said, is
+    /dev/null.
+
+    A size rotation that is due by the bytes written looks at the file's real
+    size first: logrotate's ``copytruncate`` may have emptied it meanwhile.
     """
 
     def __init__(
@@ -1677,7 +1756,16 @@ class _FileSink:
         self._what = "output file" if output else "log file"
         self._output = output
         lost = "output lines" if output else "log records"
-        self._trouble = trouble or _Trouble(f"the {self._what} {path}", lost, logged=output)
+        # What to write into the log file itself, before the next record (see above): each
+        # a level and a text, rendered then by ``notice`` (configure_logging's handler).
+        self.notice: Callable[[int, str], str] = functools.partial(_notice_line, None)
+        self._notices: list[tuple[int, str]] = []
+        self._trouble = trouble or _Trouble(
+            f"the {self._what} {path}",
+            lost,
+            logged=output,
+            say=_on_stderr if output else self._told,
+        )
         # The file (st_dev, st_ino) a write was cut off in, ending inside a line; None: none.
         self._torn: tuple[int, int] | None = None
         # Invariants while _file is open: _ident is (st_dev, st_ino) of _file,
@@ -1699,9 +1787,28 @@ class _FileSink:
     def write(self, line: str) -> None:
         self.write_bytes((line + "\n").encode("utf-8", "backslashreplace"))
 
-    def write_bytes(self, data: bytes) -> bool:
+    @property
+    def troubled(self) -> bool:
+        return self._trouble.troubled
+
+    def takes(self) -> bool:
+        """Whether a record written now would get in: the file is open, or opens now (what
+        a write tries first), and did not fail since (a full disk). Asked only when a job's
+        output file fails, for what its lines' fate is (``log_takes``)."""
+        with self._lock:
+            if self._closed:
+                return False
+            was = self._file
+            try:
+                self._check_path()
+            except OSError:
+                return False
+            return not self._trouble.troubled or self._file is not was
+
+    def write_bytes(self, data: bytes, *, taken: Callable[[], bool] | None = None) -> bool:
         """Append ``data`` (whole lines) in one write, rotating first if it is due; whether
-        it was written (a job's output file that failed: its lines go to the log instead)."""
+        it was written. ``taken``, asked if it was not: whether what it holds gets into the
+        log all the same (a job's output lines; default: its trouble's ``logged``)."""
         with self._lock:
             if self._closed:
                 return False
@@ -1710,16 +1817,54 @@ class _FileSink:
                 # Not in a state dir that went: a rotation renames by path, there or here.
                 if self._rotation_due(len(data)) and gone_dir(self._path) is None:
                     self._rotate()
+                payload = self._rendered_notices() + data if self._notices else data
                 # Cut off in this very file (not rotated away since): a line of its own.
-                self._write_all(b"\n" + data if self._torn == self._ident else data)
+                self._write_all(b"\n" + payload if self._torn == self._ident else payload)
             except OSError as exc:
                 # A job's output is counted in lines (each write holds whole ones), a log in
                 # records (one a write, though a record may hold several lines).
-                self._trouble.failed(exc, data.count(b"\n") if self._output else 1)
+                count = data.count(b"\n") if self._output else 1
+                self._trouble.failed(exc, count, taken=None if taken is None else taken())
                 return False
+            self._notices.clear()
             self._torn = None
             self._trouble.succeeded()
+            if self._notices:  # the recovery, with the gap it ends: after the record that ended it
+                self._write_notices()
             return True
+
+    def _told(self, level: int, text: str) -> None:
+        """The log file's trouble, or its end: on stderr; its end, with the whole gap, in the
+        file too (its writer's lock held)."""
+        _on_stderr(level, text)
+        if level < logbook.WARNING and self._trouble.gap:
+            self._notices.append((logbook.WARNING, self._trouble.gap))
+
+    def _tighten(self, mode: int) -> None:
+        """``_open`` made the file 0600 from ``mode`` (its writer's lock held)."""
+        text = loosened(self._path, mode)
+        if self._output:
+            self._trouble.say(logbook.WARNING, text)
+        else:
+            self._notices.append((logbook.WARNING, text))
+
+    def _rendered_notices(self) -> bytes:
+        lines = []
+        for level, text in self._notices:
+            try:
+                lines.append(self.notice(level, text))
+            except Exception:
+                lines.append(f"jobvisor: {text}")
+        return "".join(line + "\n" for line in lines).encode("utf-8", "backslashreplace")
+
+    def _write_notices(self) -> None:
+        data = self._rendered_notices()
+        count = len(self._notices)
+        self._notices.clear()
+        try:
+            self._write_all(data)
+        except OSError as exc:
+            self._trouble.failed(exc, count)
 
     def close(self) -> None:
         with self._lock:
@@ -1736,7 +1881,7 @@ class _FileSink:
             check_parents(self._path, self._what, "--log-file")
         make_dirs(self._path.parent, f"{self._what}'s directory")
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-        file = open_private_file(self._path, flags, self._what)
+        file = open_private_file(self._path, flags, self._what, tighten=self._tighten)
         try:
             st = os.fstat(file.fileno())
         except OSError:
@@ -1773,7 +1918,11 @@ class _FileSink:
     def _rotation_due(self, incoming: int) -> bool:
         max_bytes = self._max_bytes
         if max_bytes is not None and self._size > 0 and self._size + incoming > max_bytes:
-            return True
+            # Counted, not looked at: logrotate's copytruncate may have emptied the file since
+            # (O_APPEND writes then go on at its new end). One fstat, only when it says rotate.
+            self._size = os.fstat(self._file.fileno()).st_size
+            if self._size > 0 and self._size + incoming > max_bytes:
+                return True
         return self._period_end is not None and self._now() >= self._period_end
 
     def _rotate(self) -> None:

@@ -21,7 +21,7 @@ import sys
 import time
 
 from supervision._client import NoDaemonError, find_state_dir, request
-from supervision._files import UnsafePathError, open_to_read
+from supervision._files import UnsafePathError, open_to_read, refused_owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -317,6 +317,8 @@ def show_logs(
             "output is not kept (output: false; a python job in a thread prints to "
             "jobvisor's own stdout)\n"
         )
+    if known and (stale := _not_written(path, os.path.dirname(directory))):
+        sys.stderr.write(f"jobvisor: {stale}\n")
     write = _json_writer(job.strip("/")) if as_json else _writer()
     try:
         _show(path, lines, write, keep_following=keep_following)
@@ -324,6 +326,25 @@ def show_logs(
         sys.stderr.write(f"jobvisor: {exc}\n")
         return 1
     return 0
+
+
+def _not_written(path: str, state_dir: str) -> str | None:
+    """Why the writer refuses the file at ``path`` (another user's: a rotation made it so),
+    and so it lacks the job's latest lines; None when it takes it. The writer runs as the
+    state dir's owner (it refuses any other)."""
+    try:
+        st = os.lstat(path)
+        owner = os.stat(state_dir).st_uid
+    except OSError:
+        return None
+    why = refused_owner(st, owner)
+    if why is None:
+        return None
+    return (
+        f"{path} is not written by jobvisor: {why}, so it refuses the file and the job's "
+        "output since it was made is not in it (it is in jobvisor's log, unless the job has "
+        f"output: {{log: false}}); remove the file or chown it to jobvisor's user"
+    )
 
 
 def _show(path: str, lines: int, write: Callable[[bytes], None], *, keep_following: bool) -> None:

@@ -32,7 +32,7 @@ import logbook
 
 from actors import JobvisorError
 from supervision._files import ensure_private_dir
-from supervision._logging import _FileSink, _Trouble
+from supervision._logging import _FileSink, _Trouble, log_takes
 from supervision._logs import output_file
 from supervision._spec import RotateSpec
 
@@ -49,6 +49,9 @@ log = logbook.Logger("supervision.output")
 # How long a job's file must go on taking writes after a failure before the log says it is
 # writable again (told with the next write after that).
 SETTLE: Final = 5.0
+
+# The level each stream's lines are logged at (actors._command): whether the log takes them.
+_LEVELS: Final = {"stdout": logbook.INFO, "stderr": logbook.WARNING}
 
 
 def output_dir(state_dir: Path) -> Path:
@@ -103,7 +106,7 @@ class JobOutput:
     job to fail.
     """
 
-    __slots__ = ("_failed", "_files", "_path", "_prefix", "_sink", "_spec", "_trouble")
+    __slots__ = ("_failed", "_files", "_path", "_prefix", "_sink", "_spec", "_takes", "_trouble")
 
     def __init__(self, files: OutputFiles, spec: OutputSpec, attempt: Attempt) -> None:
         self._files = files
@@ -113,11 +116,13 @@ class JobOutput:
         self._sink: _FileSink | None = None
         self._failed = False
         self._trouble = files.trouble(attempt.path, spec.log)
+        # Asked only when a write fails: the healthy path asks the log nothing.
+        self._takes = {name: partial(self._taken, name) for name in _LEVELS}
 
     def write(self, stream: str, lines: bytes) -> None:
-        sink = self._sink or self._open()
+        sink = self._sink or self._open(stream)
         if sink is None:
-            self._trouble.missed(lines.count(b"\n") + 1)
+            self._trouble.missed(lines.count(b"\n") + 1, taken=self._taken(stream))
             return
         mask = self._files.mask
         if mask is not None:
@@ -128,12 +133,18 @@ class JobOutput:
         stamp = (_now() + self._prefix.format(stream)).encode()
         data = stamp + lines.replace(b"\n", b"\n" + stamp) + b"\n"
         limit = self._spec.max_bytes
+        taken = self._takes.get(stream) or partial(self._taken, stream)
         while len(data) > limit:  # a file rotates between writes: none may be bigger than it
             cut = data.rfind(b"\n", 0, limit) + 1 or data.find(b"\n", limit) + 1
-            sink.write_bytes(data[:cut])
+            sink.write_bytes(data[:cut], taken=taken)
             data = data[cut:]
         if data:
-            sink.write_bytes(data)
+            sink.write_bytes(data, taken=taken)
+
+    def _taken(self, stream: str) -> bool:
+        """Whether ``stream``'s lines get into the log now, for what its file misses: not
+        with ``log: false``, nor while the log itself fails or writes from above their level."""
+        return self._spec.log and log_takes(_LEVELS.get(stream, logbook.INFO))
 
     @property
     def logged(self) -> bool:
@@ -146,7 +157,7 @@ class JobOutput:
         if sink is not None:
             sink.close()
 
-    def _open(self) -> _FileSink | None:
+    def _open(self, stream: str) -> _FileSink | None:
         if self._failed:
             return None
         path = Path(output_file(str(self._files.directory), self._path))
@@ -161,7 +172,7 @@ class JobOutput:
             self._sink = _FileSink(path, rotate, _local_now, output=True, trouble=self._trouble)
         except (OSError, JobvisorError) as exc:
             self._failed = True  # not again in this attempt: once per write would be a flood
-            self._trouble.failed(exc, 0)
+            self._trouble.failed(exc, 0, taken=self._taken(stream))
             return None
         return self._sink
 

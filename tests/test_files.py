@@ -163,16 +163,39 @@ def test_a_state_dir_others_can_write_is_refused(tmp_path: Path, command: str) -
     assert not (tmp_path / "ran").exists()
 
 
-@pytest.mark.parametrize("command", ["run", "daemon"])
-def test_a_log_file_others_can_write_is_refused(tmp_path: Path, command: str) -> None:
+def test_a_log_file_of_ours_others_can_write_is_made_private_and_said_in_it(
+    tmp_path: Path,
+) -> None:
+    """Ours, only too open (logrotate's create 0664): refusing it lost the whole log."""
     (tmp_path / "jobs.yaml").write_text(MANIFEST)
     log = tmp_path / "jv.log"
     log.write_text("")
     log.chmod(0o666)
+    out = jobvisor(tmp_path, "run", "--log-file", str(log), "jobs.yaml")
+    assert out.returncode == 0, out.stderr
+    assert mode(log) == 0o600
+    first = log.read_text().splitlines()[0]
+    assert " WARNING " in first
+    assert first.endswith(
+        f"{log}: mode 0666 was looser than jobvisor writes (0600); made it 0600 "
+        "(logrotate's create: use create 0600)"
+    )
+    assert (tmp_path / "ran").exists()
+
+
+@needs_root
+@pytest.mark.parametrize("command", ["run", "daemon"])
+def test_another_users_log_file_others_can_write_is_refused(tmp_path: Path, command: str) -> None:
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    log = tmp_path / "jv.log"
+    log.write_text("")
+    log.chmod(0o666)
+    os.chown(log, NOBODY, NOBODY)
     line = assert_refused(
         jobvisor(tmp_path, command, "--log-file", str(log), "jobs.yaml"), str(log)
     )
-    assert "writable by group or others (mode 0666)" in line
+    assert "owned by nobody" in line
+    assert mode(log) == 0o666
     assert log.read_text() == ""
     assert not (tmp_path / "ran").exists()
 

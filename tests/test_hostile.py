@@ -427,6 +427,9 @@ def test_an_output_file_that_cannot_be_written_is_called_the_output_file(tmp_pat
     # A record of the log (a detached daemon's stderr is /dev/null), at WARNING.
     assert " WARNING " in said[0], said
     assert f"chatty: cannot write the output file {path}: File too large (" in said[0], said
-    # Never lost: they are in the log (unless output: {log: false}).
-    assert "output lines go to the log only until it is writable again" in said[0], said
+    # Not said to be in the log: it writes from warning, and they are stdout's (information).
+    assert (
+        "output lines are dropped (the log does not take them either) until it is writable again"
+        in said[0]
+    ), said
     assert "log file" not in jv.stderr
