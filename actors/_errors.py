@@ -29,6 +29,7 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
         ├── HttpStatusError       an http job got a status it does not expect
         ├── HttpRequestError      an http request got no answer (connection, timeout, cancelled)
         ├── NotReady              a service's readiness probe did not pass
+        ├── NoThreadError         an attempt got no thread: the host's limit on tasks is reached
         └── EscalationError       a supervisor exhausted its budget and escalated
 """
 
@@ -49,6 +50,7 @@ __all__ = [
     "JobFailure",
     "JobvisorError",
     "NoSuchChildError",
+    "NoThreadError",
     "NotAGroupError",
     "NotSignalledError",
     "RuntimeSetupError",
@@ -340,3 +342,21 @@ def traceback_of(err: BaseException) -> str | None:
 
 
 _OURS_MAX: Final = MESSAGE_MAX + TRACEBACK_MAX + 1024
+
+
+class NoThreadError(JobFailure, RuntimeError):
+    """The OS refused a new thread: the process or its cgroup is at its limit on tasks.
+
+    Raised by ``start_task`` and ``start_thread`` instead of the interpreter's bare
+    ``RuntimeError("can't start new thread")``. Not a bug of anyone's: a host out of
+    tasks (``RLIMIT_NPROC``, a cgroup's ``pids.max``), or of memory for a stack. An
+    attempt that cannot get its thread fails with it, as one whose process cannot
+    fork does, and its policy restarts it; raise the limit, or run fewer jobs. Still
+    a ``RuntimeError``, for code that caught the interpreter's.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "could not start: no thread could be started (the process or cgroup limit on "
+            "tasks, RLIMIT_NPROC / pids.max, is reached)"
+        )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import pykka
 
-from actors._errors import JobFailure, RuntimeSetupError
+from actors._errors import NoThreadError, RuntimeSetupError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,24 +108,6 @@ def check_runtime(name: str) -> None:
         raise RuntimeSetupError(
             "runtime 'threads' was asked for, but this process is monkey-patched by gevent: "
             "use runtime='gevent'"
-        )
-
-
-class NoThreadError(JobFailure, RuntimeError):
-    """The OS refused a new thread: the process or its cgroup is at its limit on tasks.
-
-    Raised by ``start_task`` and ``start_thread`` instead of the interpreter's bare
-    ``RuntimeError("can't start new thread")``. Not a bug of anyone's: a host out of
-    tasks (``RLIMIT_NPROC``, a cgroup's ``pids.max``), or of memory for a stack. An
-    attempt that cannot get its thread fails with it, as one whose process cannot
-    fork does, and its policy restarts it; raise the limit, or run fewer jobs. Still
-    a ``RuntimeError``, for code that caught the interpreter's.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            "could not start: no thread could be started (the process or cgroup limit on "
-            "tasks, RLIMIT_NPROC / pids.max, is reached)"
         )
 
 
@@ -882,7 +864,7 @@ class Scheduler:
             self._cancelled = 0
             self._cond.notify()
         thread = self._thread
-        if thread is not threading.current_thread() and thread.ident is not None:
+        if thread is not threading.current_thread():
             thread.join(timeout)
 
     @property

@@ -359,8 +359,8 @@ def start_supervised(
         actor._jv_detach()
         actor._jv_report()
     except BaseException:
-        # No thread (the process is out of them): nothing will ever end this actor, so it
-        # leaves the registry and the stable reference now; the caller counts a failed start.
+        # Any other failed start: nothing will ever end this actor, so it leaves the registry
+        # and the stable reference now; the caller counts a failed start.
         unregister(actor.actor_ref)
         if link.ref is not None:
             link.ref._detach(actor.actor_inbox)

@@ -106,7 +106,7 @@ class JobOutput:
     job to fail.
     """
 
-    __slots__ = ("_failed", "_files", "_path", "_prefix", "_sink", "_spec", "_takes", "_trouble")
+    __slots__ = ("_failed", "_files", "_path", "_prefix", "_sink", "_spec", "_trouble")
 
     def __init__(self, files: OutputFiles, spec: OutputSpec, attempt: Attempt) -> None:
         self._files = files
@@ -116,8 +116,6 @@ class JobOutput:
         self._sink: _FileSink | None = None
         self._failed = False
         self._trouble = files.trouble(attempt.path, spec.log)
-        # Asked only when a write fails: the healthy path asks the log nothing.
-        self._takes = {name: partial(self._taken, name) for name in _LEVELS}
 
     def write(self, stream: str, lines: bytes) -> None:
         sink = self._sink or self._open(stream)
@@ -133,7 +131,8 @@ class JobOutput:
         stamp = (_now() + self._prefix.format(stream)).encode()
         data = stamp + lines.replace(b"\n", b"\n" + stamp) + b"\n"
         limit = self._spec.max_bytes
-        taken = self._takes.get(stream) or partial(self._taken, stream)
+        # Asked only when a write fails: the healthy path asks the log nothing.
+        taken = partial(self._taken, stream)
         while len(data) > limit:  # a file rotates between writes: none may be bigger than it
             cut = data.rfind(b"\n", 0, limit) + 1 or data.find(b"\n", limit) + 1
             sink.write_bytes(data[:cut], taken=taken)
