@@ -25,6 +25,7 @@ from actors import Schedule, SpecError
 from supervision import Strategy, SupervisorSpec, python_job
 from supervision._daemon import diff_specs
 from supervision._httpapi import ADDRESS_FILE
+from supervision._table import flatten_status
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
@@ -35,15 +36,7 @@ LOOP = '[sh, -c, "while true; do sleep 0.05; done"]'
 
 
 def nodes(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-
-    def walk(children: list[dict[str, Any]]) -> None:
-        for node in children:
-            found[node["path"]] = node
-            walk(node.get("children") or [])
-
-    walk(doc["children"])
-    return found
+    return {node["path"]: node for node in flatten_status(doc)}
 
 
 def said(logs: Any, text: str) -> list[str]:

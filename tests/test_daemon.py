@@ -29,6 +29,7 @@ from faultkit import Jobvisor, Running, gone, start_daemon, stop_daemon, wait_un
 from supervision import Strategy, SupervisorSpec, python_job
 from supervision._daemon import applied, diff_specs
 from supervision._history import read_history
+from supervision._table import flatten_status
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
@@ -1440,11 +1441,7 @@ def _tree_nodes(state: Path) -> dict[str, dict[str, Any]] | None:
         return None
     if not reply["ok"]:
         return None  # still starting: no tree yet
-    out: dict[str, dict[str, Any]] = {}
-    for node in reply["result"]["children"]:
-        out[node["path"]] = node
-        out.update((c["path"], c) for c in node.get("children") or ())
-    return out
+    return {node["path"]: node for node in flatten_status(reply["result"])}
 
 
 @pytest.mark.parametrize("x_first", [False, True], ids=["x_last", "x_first"])

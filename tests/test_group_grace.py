@@ -26,6 +26,7 @@ from supervision import (
     StateChanged,
     SupervisorSpec,
 )
+from supervision._table import flatten_status
 
 OWN_GRACE = 30.0  # each job's: a test that waited for it would hit its timeout
 GROUP_GRACE = 0.3
@@ -94,13 +95,7 @@ def all_gone(pids: dict[str, list[int]]) -> bool:
 
 
 def nodes(tree: Any) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    todo = list(tree.status()["children"])
-    while todo:
-        node = todo.pop()
-        found[node["path"]] = node
-        todo.extend(node.get("children") or ())
-    return found
+    return {node["path"]: node for node in flatten_status(tree.status())}
 
 
 def exits(events: Any) -> dict[str, list[tuple[int, Outcome]]]:

@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -18,6 +15,7 @@ import pytest
 from clockkit import ManualClock
 from conftest import RUNTIME
 from faultkit import Jobvisor, wait_until
+from test_cli import jobvisor
 
 from actors._job import first_tick, missed_tick, tick_delay
 from supervision import (
@@ -33,9 +31,6 @@ from supervision._history import read_history
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, str(ROOT / "cli.py")]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 HOUR = 3600.0
 
 
@@ -302,15 +297,8 @@ def _daemon(directory: Path, manifest: str) -> Jobvisor:
 
 
 def _status(directory: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        [*CLI, "status", "--json"],
-        cwd=directory,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = jobvisor("status", "--json", cwd=directory)
+    assert out.returncode == 0, out.stderr
     node: dict[str, Any] = json.loads(out.stdout)["children"][0]
     return node
 
@@ -388,15 +376,7 @@ def test_a_daemon_does_not_catch_up_a_tick_that_is_not_due(
 def test_run_catches_up_a_missed_tick_too(tmp_path: Path, ticked_once: Path) -> None:
     _set_last_tick(ticked_once, 2 * HOUR)
     (tmp_path / "jobs.yaml").write_text(textwrap.dedent(PERSISTENT) + "    times: 1\n")
-    out = subprocess.run(
-        [*CLI, "run", "--runtime", RUNTIME],
-        cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = jobvisor("run", "--runtime", RUNTIME, cwd=tmp_path)
     assert out.returncode == 0, out.stderr  # its one tick, the catch-up, ran: it ended
     assert "nightly: missed its tick at" in out.stderr
     assert _ticks(tmp_path) == 2

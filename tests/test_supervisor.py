@@ -52,6 +52,7 @@ from supervision import (
     python_job,
 )
 from supervision._daemon import act
+from supervision._table import flatten_status
 
 
 def actor(
@@ -1045,10 +1046,4 @@ def _pids(tree: Any, *paths: str) -> bool:
 
 def _nodes(tree: Any) -> dict[str, dict[str, Any]]:
     """Every node of the tree's status by its path."""
-    found: dict[str, dict[str, Any]] = {}
-    todo = list(tree.status()["children"])
-    while todo:
-        node = todo.pop()
-        found[node["path"]] = node
-        todo.extend(node.get("children") or ())
-    return found
+    return {node["path"]: node for node in flatten_status(tree.status())}
