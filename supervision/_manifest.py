@@ -316,6 +316,9 @@ class _Parser(WorkReader):
         # its assignments, or why it cannot be used (None: missing).
         # Each env file read once: its values, secrets decided (a ``Secret`` each), or why not.
         self._env_files: dict[str, dict[str, str | Secret] | str | None] = {}
+        # What a job's env_file field sets, by where it is written: ``defaults:``' one serves
+        # every job (10,000 jobs made its entries 10,000 times).
+        self._env_entries: dict[tuple[str, int | None], dict[Any, V] | None] = {}
 
     # -- the document ----------------------------------------------------------------------------
 
@@ -793,7 +796,14 @@ class _Parser(WorkReader):
 
     def env_file_entries(self, v: V) -> dict[Any, V] | None:
         """What the env files of ``v`` (a path or a list of them) set, a later file winning;
-        each value a ``Secret`` when its name looks secret. None when one cannot be used."""
+        each value a ``Secret`` when its name looks secret. None when one cannot be used.
+        Not to be changed: the same mapping answers each job that inherits ``v``."""
+        key = (v.path, v.line)
+        if key not in self._env_entries:
+            self._env_entries[key] = self._env_file_entries(v)
+        return self._env_entries[key]
+
+    def _env_file_entries(self, v: V) -> dict[Any, V] | None:
         what = "an env file's path, or a list of them (a leading '-': one that may be missing)"
         items = self.items(v, what, single_ok=True)
         if items is None:
