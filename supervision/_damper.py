@@ -94,6 +94,9 @@ class _Burst:
     held_since: float = 0.0  # clock time of the first of them
     restarts_held: int = 0  # restart lines held since the last summary
     summarised_at: float | None = None  # clock time of its last summary, if any
+    # The longest delay a restart line written during it said: a delay twice as long is news
+    # (a backoff growing), not the loop's repetition.
+    shown_delay: float = 0.0
     # Clock time of the last line a reader saw of it (a failure in full, or a summary): a
     # summary counts "in the last N s" from there, not from its first held failure (one held
     # failure summed up with the "gave up" that follows at once said "in the last 0.0 s").
@@ -138,6 +141,7 @@ class CrashLoopDamper:
         now: float,
         *,
         restart: bool = False,
+        delay: float = 0.0,
     ) -> bool:
         """Hold this record back and count it, if ``admit`` at ``now`` would write nothing.
 
@@ -159,7 +163,7 @@ class CrashLoopDamper:
             if held:
                 self._failed(path, burst, kind, now)
             return held
-        held = kind in burst.seen
+        held = kind in burst.seen and not (restart and _grown(burst, delay))
         if held:
             burst.restarts_held += restart
         return held
@@ -173,6 +177,7 @@ class CrashLoopDamper:
         now: float | None = None,
         acted: bool = False,
         restart: bool = False,
+        delay: float = 0.0,
     ) -> tuple[list[Summary], bool]:
         """One record: the summaries to write before it, and whether to write it.
 
@@ -183,7 +188,9 @@ class CrashLoopDamper:
         them is a loop too). ``acted``: the record says what a person or the
         supervisor did to the child (a stop, a start), which the loop does not
         repeat by itself: always written, as a new kind is. ``restart``: the
-        record says the child is restarted; held ones are counted in the summary.
+        record says the child is restarted (after ``delay`` seconds); held ones are
+        counted in the summary, and one whose delay is twice the longest written
+        during the burst is written (a backoff growing is news, as a new kind is).
         """
         now = self._clock() if now is None else now
         out = self._due(now)
@@ -202,16 +209,26 @@ class CrashLoopDamper:
             return out, self._failed(path, burst, kind, now)
         if burst is None or burst.failures < self.keep:
             if burst is not None:
-                burst.seen.add(kind)
+                _written(burst, kind, restart, delay)
             return out, True
         if kind in burst.seen and not acted:
-            burst.restarts_held += restart
-            return out, False
+            return out, self._repeated(burst, restart, delay)
         # Something new about a looping child: say what was held, then show it.
-        burst.seen.add(kind)
+        _written(burst, kind, restart, delay)
         if burst.held:
             out.append(self._summarise(path, burst, now))
         return out, True
+
+    @staticmethod
+    def _repeated(burst: _Burst, restart: bool, delay: float) -> bool:
+        """Whether to write a line the loop has written before (held, and counted, if not)."""
+        if not (restart and _grown(burst, delay)):
+            burst.restarts_held += restart
+            return False
+        # A restart whose delay grew: written, and what is held stays held (its number says
+        # how many came before; the summary counts them when due).
+        burst.shown_delay = delay
+        return True
 
     def _inside(self, path: str, now: float) -> list[Summary]:
         """Summaries of the loops held under the group ``path``: a line about a group (its
@@ -329,3 +346,15 @@ def _groups_above(path: str) -> list[str]:
 def _since(burst: _Burst) -> float:
     """When the interval before ``burst``'s next summary started."""
     return burst.held_since if burst.summarised_at is None else burst.summarised_at
+
+
+def _grown(burst: _Burst, delay: float) -> bool:
+    """Whether a restart after ``delay`` says the backoff grew since ``burst``'s last one shown."""
+    return delay > 0 and delay >= 2 * burst.shown_delay
+
+
+def _written(burst: _Burst, kind: Hashable, restart: bool, delay: float) -> None:
+    """A line of ``kind`` is written during ``burst`` (with ``restart``, one after ``delay``)."""
+    burst.seen.add(kind)
+    if restart:
+        burst.shown_delay = max(burst.shown_delay, delay)

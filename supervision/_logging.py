@@ -116,7 +116,8 @@ CLEAN_EXIT: Final = "clean_exit"
 # The ``extra`` key of a record that says what a person or the supervisor did to a child
 # (stopping, stopped, start requested): the damper never holds it; never written out.
 ACTED: Final = "acted"
-# The ``extra`` key of a record that says a child is restarted: a summary counts held ones.
+# The ``extra`` key of a record that says a child is restarted, its value the delay in seconds:
+# a summary counts held ones, and a delay grown twice as long is written.
 RESTARTED: Final = "restarted"
 _DAMPER_ONLY: Final = frozenset({CLEAN_EXIT, ACTED, RESTARTED})
 CLEAR_LINE: Final = "\r\x1b[K"  # back to the start of the terminal's line, and erase it
@@ -1061,6 +1062,7 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
     *,
     clean: bool = False,
     restart: bool = False,
+    delay: float = 0.0,
 ) -> bool:
     """Whether the log holds this record back (a crash loop's repeated line): then skip it.
 
@@ -1086,7 +1088,7 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
     # every text argument) is only worked out for the other lines.
     kind = None if failure is not None else (logger.name, level, msg, _text_args(args))
     with handler._damper_lock:
-        if not damper.hold(path, kind, failure, damper.now(), restart=restart):
+        if not damper.hold(path, kind, failure, damper.now(), restart=restart, delay=delay):
             return False
         teller = handler._new_teller()  # the first failure held may come this way
     if teller is not None:
@@ -1111,12 +1113,15 @@ def _admitted(damper: CrashLoopDamper, record: logbook.LogRecord) -> tuple[list[
     """``damper``'s word on ``record`` (its lock held): summaries before it, whether to write it."""
     extra = record.extra
     path, failure = extra.get("path"), extra.get("failure")
+    delay = extra.get(RESTARTED)
+    restart = type(delay) is float
     return damper.admit(
         path if isinstance(path, str) else None,
         _kind(record),
         CLEAN if extra.get(CLEAN_EXIT) is True else _text_or_none(failure),
         acted=extra.get(ACTED) is True,
-        restart=extra.get(RESTARTED) is True,
+        restart=restart,
+        delay=delay if restart else 0.0,
     )
 
 

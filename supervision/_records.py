@@ -208,10 +208,13 @@ class TreeContext:
                 about = extra.get("path") if extra else None
                 if not (
                     about
-                    and held_back(log, logbook.INFO, about, msg, args, clean=clean, restart=True)
+                    and held_back(
+                        log, logbook.INFO, about, msg, args, clean=clean, restart=True, delay=delay
+                    )
                 ):
-                    flag = CLEAN_EXIT if clean else RESTARTED  # for the damper alone
-                    log.info(msg, *args, extra={**(extra or {}), flag: True})
+                    # for the damper alone: a clean loop's, or a restart and its delay
+                    flag: Any = {CLEAN_EXIT: True} if clean else {RESTARTED: float(delay)}
+                    log.info(msg, *args, extra={**(extra or {}), **flag})
                 self.publish(
                     ev.RestartScheduled,
                     lambda: ev.RestartScheduled(path=path, at=wall(), delay=delay, number=number),

@@ -193,6 +193,37 @@ def test_a_summary_counts_the_restarts_it_held_too() -> None:
     )
 
 
+def backed_off(damper: CrashLoopDamper, clock: Clock, delays: list[float]) -> list[object]:
+    """A loop whose restarts wait ``delays``: what the damper decides for each restart line."""
+    said = []
+    for delay in delays:
+        damper.admit("crash", "failed", failure=ERROR)
+        said.append(damper.admit("crash", "restart", restart=True, delay=delay))
+        clock.now += delay
+    return said
+
+
+def test_a_restart_whose_delay_has_doubled_is_written_after_what_was_held() -> None:
+    """A growing backoff shows in the log: each doubling of the delay since the last restart line
+    shown is written (the failures held before it stay held: its number counts them, and so
+    does their summary when due); a delay at its maximum is held as any repeated line."""
+    clock = Clock()
+    damper = CrashLoopDamper(keep=3, interval=10, clock=clock)
+    said = backed_off(damper, clock, [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 1.6, 1.6, 3.0, 3.1])
+    assert said[:4] == [([], True)] * 4  # in full; then held failures, summed up when due
+    assert [write for _, write in said[4:]] == [True, True, False, False, False, False]
+    # 3.0 and 3.1 s are not twice the 1.6 s shown (a jittered delay near its maximum): held
+    damper.admit("crash", "failed", failure=ERROR)
+    assert damper.admit("crash", "restart", restart=True, delay=3.2) == ([], True)
+
+
+def test_a_loop_with_no_backoff_holds_its_restart_lines_as_before() -> None:
+    clock = Clock()
+    damper = CrashLoopDamper(keep=3, interval=10, clock=clock)
+    said = backed_off(damper, clock, [0.0] * 8)
+    assert [write for _, write in said] == [True, True, False, False, False, False, False, False]
+
+
 def test_one_failure_held_and_summed_up_at_once_counts_from_the_last_one_shown() -> None:
     """A backed-off loop that gives up: its summary said "in the last 0.0 s" (the trial's)."""
     clock = Clock()
@@ -309,6 +340,32 @@ def test_a_real_crash_loop_is_summed_up_and_the_journal_keeps_every_attempt(
     assert "more times" not in loud.stderr
 
 
+def test_a_real_loops_growing_backoff_shows_in_the_log(tmp_path: Path) -> None:
+    """Each doubling of the delay is written; the failures held before it, and the delays at the
+    maximum, are summed up when jobvisor gives up."""
+    manifest = (
+        "version: 1\n"
+        "supervisor:\n"
+        "  backoff: {initial: 20ms, max: 320ms, jitter: 0}\n"
+        "  intensity: {max_restarts: 8, within: 60s}\n"
+        'jobs:\n  - {name: crash, command: [sh, -c, "exit 1"]}\n'
+    )
+    write(tmp_path, manifest)
+    lines = run_damped(tmp_path)
+    restarts = [re.search(r"crash: (restart \d+ in [\d.]+s)", line) for line in lines]
+    assert [m[1] for m in restarts if m] == [
+        "restart 1 in 0.020s",
+        "restart 2 in 0.040s",
+        "restart 3 in 0.080s",
+        "restart 4 in 0.160s",
+        "restart 5 in 0.320s",
+    ], "\n".join(lines)
+    summaries = [line for line in lines if "more times" in line]
+    assert len(summaries) == 1
+    assert "crash: failed 6 more times and was restarted 3 more times in the last" in summaries[0]
+    assert any("crash: gave up" in line for line in lines)
+
+
 def test_a_python_crash_loop_shows_where_it_failed_only_with_the_failures_it_writes(
     tmp_path: Path,
 ) -> None:
@@ -394,14 +451,17 @@ def test_hold_is_exactly_what_admit_holds(
         clock.now += step
         now = gated.now()
         restart = kind == "restart"
-        expected = plain.admit(path, kind, failure, now=now, restart=restart)
+        delay = step if restart else 0.0  # a restart waits as long as the step to the next
+        expected = plain.admit(path, kind, failure, now=now, restart=restart, delay=delay)
         # A held failure's kind is never looked at: the gate does not build it.
         held = gated.hold(
-            path, None if failure is not None else kind, failure, now, restart=restart
+            path, None if failure is not None else kind, failure, now, restart=restart, delay=delay
         )
         assert held == (expected == ([], False))
         if not held:
-            assert gated.admit(path, kind, failure, now=now, restart=restart) == expected
+            assert (
+                gated.admit(path, kind, failure, now=now, restart=restart, delay=delay) == expected
+            )
         assert gated._bursts == plain._bursts
         assert gated._holding == plain._holding
         # the groups index is what a scan of the holding paths would say
