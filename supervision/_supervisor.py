@@ -959,7 +959,9 @@ class Supervisor(OwnActor):
         # A restart in place (``again``) was made as one_for_one decides: so it is handled,
         # also when a reload changed the strategy since (its report came after).
         one = self.spec.strategy is Strategy.ONE_FOR_ONE or again is not None
-        restarting = rule is None and wants_restart(rec.spec.restart, outcome)
+        restarting = (
+            rule is None and wants_restart(rec.spec.restart, outcome) and not _ticks_run(rec)
+        )
         # A clean exit that is restarted is said by the restart's own line (one record per
         # decision), unless something else comes between them.
         merge = (
@@ -1041,7 +1043,13 @@ class Supervisor(OwnActor):
                 self._probation_passed(rec)
             self._set_state(rec, State.SUCCEEDED)
         else:
-            reason = "temporary" if rec.spec.restart is RestartType.TEMPORARY else "not restarted"
+            times = _ticks_run(rec)
+            if times:  # a restart would run more ticks than it has: ``times`` counts failed ones
+                reason = f"its {times} ticks, times: {times}, are run"
+            elif rec.spec.restart is RestartType.TEMPORARY:
+                reason = "temporary"
+            else:
+                reason = "not restarted"
             log.warning("{}: failed finally ({})", rec.path, reason, extra={"path": rec.path})
             self._set_state(rec, State.FAILED)
 
@@ -1892,3 +1900,12 @@ def _probe(ready: Any) -> str:
 
 def _children(children: list[ChildRecord]) -> str:
     return "1 child" if len(children) == 1 else f"{len(children)} children"
+
+
+def _ticks_run(rec: ChildRecord) -> int | None:
+    """A periodic job's ``times`` once it has run them all (failed ticks count too), else None."""
+    spec = rec.spec
+    if not rec.periodic or not isinstance(spec, JobSpec):
+        return None
+    times = spec.schedule.times
+    return times if times is not None and rec.attempts >= times else None

@@ -263,6 +263,19 @@ def test_a_failed_tick_restarts_and_the_count_goes_on(make_tree, events) -> None
     assert (node["state"], node["starts"], node["restarts"]) == ("succeeded", 2, 1)
 
 
+def test_a_periodic_job_whose_last_tick_fails_ends_there(make_tree, events, logs) -> None:
+    # ``times`` counts the ticks run, failed ones included: a job whose every tick fails ran
+    # one more tick per restart (4 of ``times: 2`` before its intensity gave up).
+    job = python_job("tick", "jobfuncs:fail", "tick", schedule=Schedule(every=0.01, times=2))
+    tree = make_tree(tree_of(job), on_event=events)
+    assert tree.wait(10)
+    finished = [(e.attempt, e.outcome) for e in events.of(AttemptFinished, "tick")]
+    assert finished == [(1, Outcome.FAILED), (2, Outcome.FAILED)]
+    node = tree.status()["children"][0]
+    assert (node["state"], node["starts"], node["restarts"]) == ("failed", 2, 1)
+    assert logs.has_warning("tick: failed finally (its 2 ticks, times: 2, are run)")
+
+
 def test_overlapping_ticks_are_skipped_and_logged(make_tree) -> None:
     skipped = threading.Event()
 
