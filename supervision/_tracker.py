@@ -88,17 +88,41 @@ class Tracker:
                 self._waits[path] = dependency
             self._cond.notify_all()
 
-    def _stuck(self, path: str) -> bool:
-        """Whether the leaf at ``path`` waits for a stopped child, itself or through the jobs
-        it waits for, which only a person starts again."""
-        seen: set[str] = set()
-        dependency = self._waits.get(path)
-        while dependency is not None and dependency not in seen:
-            if self._final.get(dependency) is State.STOPPED:
-                return True
-            seen.add(dependency)
-            dependency = self._waits.get(dependency)
-        return False
+    def _all_stuck(self) -> bool:
+        """Whether every unsettled leaf waits for a stopped child, itself or through the jobs
+        it waits for, which only a person starts again.
+
+        ``stuck`` keeps each job's answer for this check: a walk that reaches a job another
+        walk answered for stops there, so each wait is followed once per check (a chain of N
+        leaves is N steps, not N²/2). A walk stops at the first stopped job, so every job it
+        passed has the same answer; at a job seen on its own path (a cycle of waits), none
+        of them leads to a stopped one.
+        """
+        waits, final = self._waits, self._final
+        stuck: dict[str, bool] = {}
+        for leaf in self._unsettled:
+            path: list[str] = []
+            on_path: set[str] = set()
+            dependency = waits.get(leaf)
+            answer = False
+            while dependency is not None:
+                known = stuck.get(dependency)
+                if known is not None:
+                    answer = known
+                    break
+                if final.get(dependency) is State.STOPPED:
+                    answer = True
+                    break
+                if dependency in on_path:
+                    break  # a cycle with nothing stopped in it
+                path.append(dependency)
+                on_path.add(dependency)
+                dependency = waits.get(dependency)
+            for job in path:
+                stuck[job] = answer
+            if not answer:
+                return False
+        return True
 
     def settle_subtree(self, path: str, state: State) -> None:
         """A group ended for good (gave up, failed, stopped): nothing under it will run again."""
@@ -153,7 +177,7 @@ class Tracker:
             return True
         if not self.started.is_set() or self._held:
             return False
-        if self._unsettled and not (self._waits and all(map(self._stuck, self._unsettled))):
+        if self._unsettled and not (self._waits and self._all_stuck()):
             return False
         return bool(self._finite) or not self._leaves
 

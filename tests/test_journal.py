@@ -189,6 +189,44 @@ def test_resume_skips_only_identical_once_jobs_that_succeeded() -> None:
     assert job_hashes(spec, "/here")["a"] == job_hash(first, "/here") != spec_hash(first)
 
 
+class _Text(str):
+    """A str the hash's shortcut for plain texts does not take: its generic walk does."""
+
+    __slots__ = ()
+
+
+def test_a_spec_hash_of_texts_is_what_it_was_before_its_shortcut() -> None:
+    """10,000 jobs x 20 env vars spent 0.2 s in the generic walk of every text; mappings of
+    str to str and sequences of str now take a shortcut, which must give the same bytes: a
+    changed hash would make ``run --resume`` run every succeeded once-job again."""
+    env = {"PATH": "/usr/bin:/bin", "Zé": "ünï\u00a0code", "EMPTY": "", "A": "s5:x)"}
+    env["LONG"] = "x" * 300
+    argv = ("/bin/sh", "-c", "echo $A", "")
+    job = JobSpec(name="migrate", work=CommandWork(argv=argv, env=env, cwd="/srv"))
+    python = python_job("p", "mod:f", "a", "b", kwargs={"k": "v", "n": 1})
+    # Computed by the generic walk alone (before the shortcut), pinned.
+    assert spec_hash(job) == "v2:a13bd95244bcaa84"
+    assert spec_hash(python) == "v2:4b58152c1860c5e6"
+    assert job_hash(python, "/here") == "v2:1004b79066424d3a"
+    assert spec_hash({"b": "2", "a": "1"}) == "v2:bd23044943b2aa71"
+    assert spec_hash(("x", "yz")) == spec_hash(["x", "yz"]) == "v2:e925dcb2657739c7"
+    assert spec_hash({}) == "v2:70c1edf73a0c9731"
+    assert spec_hash(()) == "v2:4b8939066e95cebe"
+    assert spec_hash({"a": 1, "b": "2"}) == "v2:a02a79090d0eb5c7"  # not all texts: generic
+    assert spec_hash(("x", 1)) == "v2:db4f07aee5891a79"
+    # The same texts as a str subclass take the generic walk: the same hash, whatever texts.
+    texts = ["", "a", "é", "\udcff", "s1:a", "m2(", ")", "x" * 1000, "A=B", "\n"]
+    for i in range(len(texts)):
+        mapping = {texts[j]: texts[(i + j) % len(texts)] for j in range(len(texts))}
+        generic = {_Text(k): _Text(v) for k, v in mapping.items()}
+        assert spec_hash(mapping) == spec_hash(generic)
+        row = tuple(texts[i:] + texts[:i])
+        assert spec_hash(row) == spec_hash(tuple(map(_Text, row)))
+        assert spec_hash(list(row)) == spec_hash([_Text(t) for t in row])
+        mixed = {**mapping, "k": _Text("v")}  # one entry not plain: the whole mapping generic
+        assert spec_hash(mixed) == spec_hash({**mapping, "k": "v"})
+
+
 def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys, time
