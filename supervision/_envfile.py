@@ -48,6 +48,7 @@ __all__ = [
     "Assignment",
     "EnvFileError",
     "EnvFileSyntaxError",
+    "loose",
     "parse_env_file",
     "read_env_file",
 ]
@@ -116,9 +117,9 @@ def read_env_file(path: Path) -> tuple[list[Assignment], os.stat_result]:
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise EnvFileError(f"expected a readable env file {shown}, got: {reason}") from None
-    loose = _loose(st)
-    if loose is not None:
-        raise EnvFileError(f"refusing the env file {path}: {loose}")
+    why = loose(st, "set what jobvisor's commands run with (LD_PRELOAD...)")
+    if why is not None:
+        raise EnvFileError(f"refusing the env file {path}: {why}")
     try:
         return parse_env_file(data.decode("utf-8")), st
     except UnicodeDecodeError as exc:
@@ -128,19 +129,18 @@ def read_env_file(path: Path) -> tuple[list[Assignment], os.stat_result]:
         raise EnvFileError(f"{path}:{exc.line}: {exc.reason}") from None
 
 
-def _loose(st: os.stat_result) -> str | None:
-    """Why another user could change the file of stat ``st`` (the opened file's); None if none."""
+def loose(st: os.stat_result, stake: str) -> str | None:
+    """Why another user could change the file of stat ``st`` (the opened file's), and so
+    ``stake``; None if none. The rule for every file whose text jobvisor trusts: an env file,
+    a secret file (``_resolve``)."""
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid not in (0, os.geteuid()):
         return (
-            f"it is owned by uid {st.st_uid}, who could change what jobvisor's commands run "
-            "with; chown it to root or to the user that runs jobvisor"
+            f"it is owned by uid {st.st_uid}, who could {stake}; chown it to root or to the "
+            "user that runs jobvisor"
         )
     if mode & stat.S_IWOTH:
-        return (
-            f"it is writable by others (mode {mode:04o}), who could set what jobvisor's "
-            "commands run with (LD_PRELOAD...); chmod o-w it"
-        )
+        return f"it is writable by others (mode {mode:04o}), who could {stake}; chmod o-w it"
     if mode & stat.S_IWGRP:
         import grp  # noqa: PLC0415 - only a group-writable file needs them
         import pwd  # noqa: PLC0415
@@ -149,7 +149,7 @@ def _loose(st: os.stat_result) -> str | None:
         if outsiders:
             return (
                 f"it is writable by its group (mode {mode:04o}), which has "
-                f"{', '.join(outsiders[:3])} in it; chmod g-w it"
+                f"{', '.join(outsiders[:3])} in it, who could {stake}; chmod g-w it"
             )
     return None
 

@@ -53,11 +53,13 @@ from supervision._defaults import FOR_KINDS, JOB_KEYS, KINDS, Defaults
 from supervision._envfile import EnvFileError, read_env_file
 from supervision._issues import (
     TEXT_NAME,
+    HoldsSecret,
     Issue,
     ManifestError,
     Merged,
     Secret,
     join,
+    mask,
 )
 from supervision._listen import HttpSpec
 from supervision._notify import NotifySpec, read_notify
@@ -72,7 +74,7 @@ from supervision._policy import (
     Strategy,
 )
 from supervision._reader import BAD, Bad, V, entries_of, plain
-from supervision._resolve import Resolver, looks_secret
+from supervision._resolve import Resolver, looks_secret, too_short
 from supervision._secrets import SecretMasker
 from supervision._siblings import Entry, check_dependencies, check_names, replica_names
 from supervision._spec import (
@@ -320,6 +322,14 @@ class _Parser(WorkReader):
         # every job (10,000 jobs made its entries 10,000 times).
         self._env_entries: dict[tuple[str, int | None], dict[Any, V] | None] = {}
 
+    def final_issues(self, issues: list[Issue] | None = None) -> list[Issue]:
+        """As ``Reader``'s, but a warning that names no value is left as written."""
+        final = super().final_issues(issues)
+        if not self.resolver.valueless:
+            return final
+        whole = {mask(message, self.secrets): message for message in self.resolver.valueless}
+        return [dataclasses.replace(i, message=whole.get(i.message, i.message)) for i in final]
+
     # -- the document ----------------------------------------------------------------------------
 
     def manifest(self, data: Any, path: Path | None, line: int | None) -> Manifest | None:
@@ -461,12 +471,31 @@ class _Parser(WorkReader):
         if "listen" in f:
             kwargs["listen"] = self.scalar_text(f["listen"], "HOST:PORT such as 127.0.0.1:8080")
         if "token" in f and f["token"].value is not None:
-            kwargs["token"] = f["token"].value
+            kwargs["token"] = self.token(f["token"])
         if "heartbeat" in f:
             kwargs["heartbeat"] = self.duration(f["heartbeat"])
         if any(isinstance(value, Bad) for value in kwargs.values()):
             return BAD
         return self.build(v, HttpSpec.of, "http", **kwargs)
+
+    def token(self, v: V) -> Any:
+        """The HTTP token at ``v``, masked wherever it shows, whatever it was written as.
+
+        One not read from a secret (``{secret: ...}``) is in the manifest, or in a plain
+        ``${NAME}``: warned of (once: a ``${API_TOKEN}`` is already, as secret-looking).
+        """
+        token = v.value
+        if not isinstance(token, str) or isinstance(token, HoldsSecret) or not token.strip():
+            return token  # a blank one is refused (HttpSpec)
+        if not any(w.path == v.path for w in self.warnings):
+            self.warn(
+                v,
+                "the token is written in the manifest, where whoever reads the file finds it; "
+                "write token: {secret: {env: NAME}} or {secret: {file: PATH}} instead (it is "
+                "masked all the same)",
+            )
+        self.resolver.collect(token, v.path, v.line, "the token")
+        return token
 
     def read_breakers(self, v: V) -> None:
         entries = self.fields_any(v, "a mapping of breaker names to their settings")
@@ -869,18 +898,16 @@ class _Parser(WorkReader):
                     "{secret: {file: PATH}}",
                 )
                 continue
-            if _maskable(assignment.value):
+            if SecretMasker.maskable(assignment.value):
                 self.secrets.add(assignment.value)
                 secret_names.append(assignment.name)
                 values[assignment.name] = Secret(assignment.value)
                 continue
             self.warn(
                 item,
-                f"{where}:{assignment.line}: {assignment.name} looks like a secret, but its value "
-                f"has fewer than {SecretMasker.MIN_LENGTH} characters: too short to mask (masked, "
-                "it would hide that text in every line), so it shows in clear wherever it "
-                "appears; give it a longer value, or a name without TOKEN, KEY, SECRET, "
-                "PASSWORD, PASSWD or CREDENTIAL if it is none",
+                f"{where}:{assignment.line}: {assignment.name} looks like a secret, but "
+                f"{too_short('its value')}; give it a longer value, or a name without TOKEN, "
+                "KEY, SECRET, PASSWORD, PASSWD or CREDENTIAL if it is none",
             )
         if secret_names and st.st_mode & 0o077:
             self.warn(
@@ -1343,11 +1370,6 @@ _PLAIN_WORDS: Final = frozenset(
     {"true", "false", "yes", "no", "on", "off", "enabled", "disabled", "none", "null"}
 )
 _PLAIN_NUMBER: Final = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
-
-
-def _maskable(value: str) -> bool:
-    """Whether a secret value is long enough for the masker to hide it in every line."""
-    return len(value.strip()) >= SecretMasker.MIN_LENGTH
 
 
 def _plain_setting(value: str) -> bool:

@@ -9,9 +9,12 @@ in ``NAME`` inside a longer string; ``{secret: {env: NAME}}`` /
 whole secret value; a file is read as UTF-8, relative to the manifest's
 directory, without one trailing newline: a regular file (through symlinks, as
 Kubernetes mounts secrets) of at most ``MAX_SECRET_FILE`` bytes, so that a FIFO
-or a device named there is refused instead of hanging or filling memory.
-Every secret value is collected so that reports mask it, and strings made of
-one are ``Secret``s.
+or a device named there is refused instead of hanging or filling memory. It is
+refused too when another user owns it or may write to it, by the env file's rule
+(``_envfile.loose``): that user could have chosen the secret (an HTTP token
+planted in ``/tmp`` is one its planter knows). Every secret value is collected
+so that reports mask it, one too short to mask is warned of (once, where it is
+first named), and strings made of one are ``Secret``s.
 
 The expansion is bounded (``MAX_VALUES`` values once aliases are expanded,
 ``MAX_DEPTH`` levels): a document past a bound is reported once, as that,
@@ -26,17 +29,18 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from supervision._envfile import loose
 from supervision._files import FileTooLargeError, NotRegularFileError, read_regular
 from supervision._interpolation import INTERPOLATION, SECRET_VARIABLE, VARIABLE
 from supervision._issues import HoldsSecret, Secret, ShellText, Text, join, show, unknown_key
-from supervision._secrets import url_parts
+from supervision._secrets import SecretMasker, url_parts
 from supervision._units import fmt_size
 from supervision._yaml import LineDict, LineList
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["MAX_DEPTH", "MAX_SECRET_FILE", "MAX_VALUES", "Resolver", "looks_secret"]
+__all__ = ["MAX_DEPTH", "MAX_SECRET_FILE", "MAX_VALUES", "Resolver", "looks_secret", "too_short"]
 
 MAX_DEPTH: Final = 64  # levels of nesting a manifest may have
 MAX_VALUES: Final = 100_000  # values a manifest may hold once aliases are expanded
@@ -119,6 +123,14 @@ _IN_URL: Final = re.compile(r"(\.url|\.ready\.http)$")
 _ONE_SECRET: Final = re.compile(r"\$\{secret:[A-Za-z_][A-Za-z0-9_]*\}")
 
 
+def too_short(what: str) -> str:
+    """The warning for a secret (``what``: where its value comes from) the masker cannot hide."""
+    return (
+        f"{what} has fewer than {SecretMasker.MIN_LENGTH} characters: too short to mask (masked, "
+        "it would hide that text in every line), so it shows in clear wherever it appears"
+    )
+
+
 def looks_secret(name: str) -> bool:
     """Whether a variable's name says it holds a secret (``API_TOKEN``, ``DB_PASSWORD``)."""
     return bool(_SECRET_LOOKING.search(name))
@@ -139,6 +151,10 @@ class Resolver:
         self.add = add
         self.warn = warn
         self.secrets: set[str] = set()
+        self._short: set[str] = set()  # secrets warned of as too short to mask: each once
+        # Those warnings: they name no value, so the issues' masking of short secrets where
+        # they stand whole ("ab") must leave them whole too (it made "vari***le").
+        self.valueless: set[str] = set()
         self.budget = MAX_VALUES
         self.bounded = False  # a bound was hit: what was read is incomplete
 
@@ -301,9 +317,21 @@ class Resolver:
                 path, line, f"expected environment variable {name} to be set{written}, got it unset"
             )
             return None
-        if value:
-            self.secrets.add(value)
+        self.collect(value, path, line, f"the secret in environment variable {name}")
         return value
+
+    def collect(self, value: str, path: str, line: int | None, what: str) -> None:
+        """Collect a secret's ``value`` (``what``: where it comes from) to be masked; one too
+        short to mask is warned of, once however many places name it."""
+        if not value:
+            return
+        # Kept even when short: an issue's message hides it where it stands whole (``mask``).
+        self.secrets.add(value)
+        if value.strip() and not SecretMasker.maskable(value) and value not in self._short:
+            self._short.add(value)
+            message = f"{too_short(what)}; give it a longer value"
+            self.valueless.add(message)
+            self.warn(path, line, message)
 
     def secret(self, value: dict[Any, Any], path: str, line: int | None, depth: int) -> Secret:
         """The value of ``{secret: {env: NAME}}`` or ``{secret: {file: PATH}}``."""
@@ -344,8 +372,6 @@ class Resolver:
             found = self._env_secret(item, where, where_line)
         else:
             found = self._file(item, where, where_line, depth)
-            if found:
-                self.secrets.add(found)
         if found and _IN_URL.search(path):  # a URL, whole: its parts may show on their own
             self.secrets |= url_parts(found)
         return Secret(UNRESOLVED if found is None else found)
@@ -362,7 +388,6 @@ class Resolver:
         try:
             data, st = read_regular(where, MAX_SECRET_FILE)
             value = data.decode("utf-8")
-            mode = st.st_mode
         except UnicodeDecodeError:  # its text would quote the secret's bytes
             reason = "not UTF-8 text"
         except NotRegularFileError as exc:
@@ -379,8 +404,15 @@ class Resolver:
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         else:
+            # Whoever else could write the file could have chosen the secret: an HTTP token
+            # planted in /tmp is one its planter knows.
+            why = loose(st, "have chosen the secret and can change it")
+            if why is not None:
+                self.add(path, line, f"refusing the secret file {str(where)!r}: {why}")
+                return None
             value = value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
-            self._judge_file(where, mode, value, path, line)
+            self._judge_file(where, st.st_mode, value, path, line)
+            self.collect(value, path, line, f"the secret in file {str(where)!r}")
             return value
         self.add(path, line, f"expected a readable secret file {str(where)!r}, got: {reason}")
         return None

@@ -60,11 +60,16 @@ class SecretMasker:
         for secret in secrets:
             self.add(secret)
 
+    @classmethod
+    def maskable(cls, value: str) -> bool:
+        """Whether ``add`` registers ``value``: it is long enough to hide in every line."""
+        return len(value.strip()) >= cls.MIN_LENGTH
+
     def add(self, value: str) -> bool:
         """Register ``value``; return False if it is too short to be masked."""
         if not isinstance(value, str):
             raise TypeError(f"a secret must be a str, got {type(value).__name__}")
-        if len(value.strip()) < self.MIN_LENGTH:
+        if not self.maskable(value):
             return False
         forms = {form for form in _leak_forms(value) if len(form) >= self.MIN_LENGTH}
         with self._lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shlex
 import signal
 import time
@@ -405,3 +406,145 @@ def test_a_secret_urls_short_parts_are_not_secrets_of_their_own() -> None:
     assert not {"bob", "/api", "top"} & found
     long = url_parts("https://deployer:pw@h/hooks/T000/B000#fragment1")
     assert {"deployer:pw", "/hooks/T000/B000", "fragment1"} <= long
+
+
+NOBODY = 65534  # another user, as tests/test_files.py plays one
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="plays a second user with chown")
+
+
+@needs_root
+def test_a_secret_file_another_user_owns_or_may_write_is_refused(tmp_path: Path) -> None:
+    """A token file planted by another user was taken silently, as the HTTP token too: its
+    planter knew the token that allows every action (review). An env file was refused."""
+    planted = tmp_path / "planted"
+    planted.write_text("planted-token-4f7e\n")
+    planted.chmod(0o600)
+    os.chown(planted, NOBODY, NOBODY)
+    shared = tmp_path / "shared"
+    shared.write_text("shared-password-9c2d\n")
+    shared.chmod(0o666)
+    write(
+        tmp_path,
+        """
+        version: 1
+        http: {token: {secret: {file: planted}}}
+        jobs:
+          - name: a
+            command: [sh, -c, "true"]
+            env: {PW: {secret: {file: shared}}}
+        """,
+    )
+    out = jobvisor("validate", cwd=tmp_path, env={})
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if not line.startswith("warning: ")]
+    assert errors == [
+        (
+            f"jobs.yaml:3: http.token.secret.file: refusing the secret file '{planted}': it is "
+            "owned by uid 65534, who could have chosen the secret and can change it; chown it to "
+            "root or to the user that runs jobvisor"
+        ),
+        (
+            f"jobs.yaml:7: jobs[0].env.PW.secret.file: refusing the secret file '{shared}': it is "
+            "writable by others (mode 0666), who could have chosen the secret and can change it; "
+            "chmod o-w it"
+        ),
+    ]
+    assert "planted-token" not in out.stderr
+    assert "shared-password" not in out.stderr
+    run = jobvisor("run", cwd=tmp_path, env={})
+    assert run.returncode == 2, run.stderr
+    assert f"refusing the secret file '{planted}'" in run.stderr
+    os.chown(planted, 0, 0)  # root's (or jobvisor's own user's) is taken
+    shared.chmod(0o600)
+    assert jobvisor("validate", cwd=tmp_path, env={}).returncode == 0
+
+
+def test_a_secret_too_short_to_mask_is_warned_of_once_naming_its_place(tmp_path: Path) -> None:
+    """``TK=ab PW=xyz jobvisor run`` logged ``pw=xyz tk=ab`` and said nothing (review): the
+    masker skips what is shorter than 4 characters, as for an env file's value, which warns."""
+    write(
+        tmp_path,
+        """
+        version: 1
+        http: {listen: "127.0.0.1:0", token: {secret: {env: TK}}}
+        jobs:
+          - name: a
+            command: [sh, -c, "echo pw=$PW"]
+            env:
+              PW: {secret: {env: PW}}
+              AGAIN: "--pw=${secret:PW}"
+        """,
+    )
+    env = {"TK": "ab", "PW": "xyz"}  # as the review ran it: "ab" is in "variable", too
+    for args in (("validate",), ("run",)):
+        out = jobvisor(*args, cwd=tmp_path, env=env)
+        assert out.returncode == 0, out.stderr
+        short = [line for line in out.stderr.splitlines() if "too short to mask" in line]
+        assert short == [
+            (
+                "warning: jobs.yaml:3: http.token.secret.env: the secret in environment variable TK "
+                "has fewer than 4 characters: too short to mask (masked, it would hide that text in "
+                "every line), so it shows in clear wherever it appears; give it a longer value"
+            ),
+            (
+                "warning: jobs.yaml:8: jobs[0].env.PW.secret.env: the secret in environment "
+                "variable PW has fewer than 4 characters: too short to mask (masked, it would hide "
+                "that text in every line), so it shows in clear wherever it appears; give it a "
+                "longer value"
+            ),
+        ], out.stderr
+    run = jobvisor("run", cwd=tmp_path, env=env)
+    assert "pw=xyz" in run.stderr  # warned of: in clear
+    (tmp_path / "short").write_text("k3y\n")
+    (tmp_path / "short").chmod(0o600)
+    text = "version: 1\njobs:\n  - {name: a, command: [env], env: {K: {secret: {file: short}}}}\n"
+    from supervision import load_manifest
+
+    [warning] = load_manifest(write(tmp_path, text), env={}).warnings
+    assert warning.path == "jobs[0].env.K.secret.file"
+    assert warning.message.startswith(
+        f"the secret in file '{tmp_path / 'short'}' has fewer than 4 characters"
+    )
+
+
+def test_a_token_written_in_the_manifest_is_warned_of_and_masked(tmp_path: Path) -> None:
+    """A plain-text token was taken silently and never masked: a job echoing it logged it in
+    clear, while ``--explain`` showed ``token=***`` (review)."""
+    token = "plaintexttoken12345"
+    write(
+        tmp_path,
+        f"""
+        version: 1
+        http: {{listen: "127.0.0.1:0", token: "{token}"}}
+        jobs:
+          - name: a
+            command: [echo, "the token is {token}"]
+        """,
+    )
+    out = jobvisor("validate", "--explain", cwd=tmp_path, env={})
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == [
+        (
+            "warning: jobs.yaml:3: http.token: the token is written in the manifest, where "
+            "whoever reads the file finds it; write token: {secret: {env: NAME}} or "
+            "{secret: {file: PATH}} instead (it is masked all the same)"
+        )
+    ]
+    assert "token=***" in out.stdout
+    assert token not in out.stdout
+    run = jobvisor("run", cwd=tmp_path, env={})
+    assert run.returncode == 0, run.stderr
+    assert "the token is ***" in run.stderr
+    assert token not in run.stdout + run.stderr
+
+
+def test_a_token_from_a_plain_variable_is_masked_and_warned_of_once() -> None:
+    from supervision import load_manifest
+
+    token = "from-the-environment-77"
+    for name in ("JV_HTTP", "JV_TOKEN"):  # the second is warned of as a secret-looking name
+        text = f'version: 1\nhttp: {{token: "${{{name}}}"}}\njobs: [{{name: a, command: [env]}}]\n'
+        loaded = load_manifest(text, env={name: token})
+        assert token in loaded.secrets
+        assert [w.path for w in loaded.warnings] == ["http.token"], loaded.warnings
