@@ -186,17 +186,21 @@ def need_header_value(field: str, value: str) -> None:
 def check_map(name: str, entries: object, *, header: bool) -> None:
     """Names and string values of ``headers`` or ``params``; a header value is never echoed."""
     need(isinstance(entries, Mapping), f"http.{name}", "a mapping", entries)
+    prefix = f"http.{name}"
+    # The messages' parts only for a bad entry, as a command's env check makes them: every
+    # http job's and notify hook's entries are checked at each manifest load and reload.
     for key, value in entries.items():  # type: ignore[attr-defined]
         if header:
-            need_key(
-                isinstance(key, str) and bool(HEADER_NAME.match(key)),
-                key_field(f"http.{name}", key),
-                "a name like FOO_BAR (header names are tokens)",
-                key,
-            )
+            named = isinstance(key, str) and bool(HEADER_NAME.match(key))
+            if not named:
+                expected = "a name like FOO_BAR (header names are tokens)"
+                need_key(named, key_field(prefix, key), expected, key)
         else:
-            need_key(isinstance(key, str), key_field(f"http.{name}", key), "a string", key)
-        at = key_field(f"http.{name}", key)
-        need(isinstance(value, str), at, "a string", value, shown=a_kind(value))
-        if header:
-            need_header_value(at, value)
+            named = isinstance(key, str)
+            if not named:
+                need_key(named, key_field(prefix, key), "a string", key)
+        text = isinstance(value, str)
+        if not text:
+            need(text, key_field(prefix, key), "a string", value, shown=a_kind(value))
+        if header and not _HEADER_VALUE.fullmatch(value):
+            need_header_value(key_field(prefix, key), value)

@@ -343,11 +343,13 @@ def bounded(
     default, yielded): at the deadline, or once ``cancelled`` is set, their
     sockets are shut down, so the request fails at once; ``inflight.why``
     then says which (``timeout`` or ``cancelled``). A socket added to it
-    (``_InFlight.add``) is shut down the same way.
+    (``_InFlight.add``) is shut down the same way. ``NoThreadError`` when the
+    deadline's timer thread cannot start: raised before the block, nothing left set.
     """
     inflight = _InFlight() if inflight is None else inflight
-    token = _current.set(inflight)
+    # The watch first: it may raise NoThreadError, and a context set before it stayed set.
     watch = _Watch(timeout, inflight, cancelled)
+    token = _current.set(inflight)
     try:
         yield inflight
     finally:

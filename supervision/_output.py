@@ -120,7 +120,10 @@ class JobOutput:
     def write(self, stream: str, lines: bytes) -> None:
         sink = self._sink or self._open(stream)
         if sink is None:
-            self._trouble.missed(lines.count(b"\n") + 1, taken=self._taken(stream))
+            # missed() counts only while the trouble lasts: its recovery told (another attempt
+            # wrote the file since), the lines' fate is not asked of the log (a stat each).
+            if self._trouble.troubled:
+                self._trouble.missed(lines.count(b"\n") + 1, taken=self._taken(stream))
             return
         mask = self._files.mask
         if mask is not None:

@@ -105,33 +105,22 @@ class StateDirLock:
         Two ``lstat`` calls: cheap enough to ask every second.
         """
         lock = self.state_dir / LOCK_NAME
-        for path, made, what in (
-            (self.state_dir, self._dir, "the state dir"),
-            (lock, self._file, "its lock file"),
+        # Each asked of its own open file: the lock file alone deleted leaves its dir in place.
+        for path, made, what, fd in (
+            (self.state_dir, self._dir, "the state dir", self._fd),
+            (lock, self._file, "its lock file", self._handle.fileno()),
         ):
             try:
                 now = _inode(os.lstat(path))
             except FileNotFoundError:
-                return f"{what} {path} {self._went()}"
+                return f"{what} {path} {_went(fd)}"
             except OSError as exc:
                 return f"{what} {path} cannot be seen any more ({exc.strerror})"
             if now != made:
-                if path is self.state_dir and (went := self._went()) != "was deleted":
+                if (went := _went(fd)) != "was deleted":
                     return f"{what} {path} {went}, and another was made in its place"
                 return f"{what} {path} was deleted and made again (or replaced)"
         return None
-
-    def _went(self) -> str:
-        """``was moved to P`` or ``was deleted``, asked of the dir held open."""
-        try:
-            if os.fstat(self._fd).st_nlink == 0:
-                return "was deleted"
-            where = os.readlink(f"/proc/self/fd/{self._fd}")
-        except OSError:
-            return "was moved or deleted"
-        if where.endswith(" (deleted)"):  # unlinked, its inode not yet freed
-            return "was deleted"
-        return f"was moved to {where}"
 
     def holder(self) -> str | None:
         """Who holds the lock file at the state dir's path now, if another does (``run, pid N``)."""
@@ -209,3 +198,16 @@ class StateDirWatch:
 
 def _inode(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
+
+
+def _went(fd: int) -> str:
+    """``was moved to P`` or ``was deleted``, asked of the dir or file held open as ``fd``."""
+    try:
+        if os.fstat(fd).st_nlink == 0:
+            return "was deleted"
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "was moved or deleted"
+    if where.endswith(" (deleted)"):  # unlinked, its inode not yet freed
+        return "was deleted"
+    return f"was moved to {where}"

@@ -1200,6 +1200,38 @@ def test_a_daemon_whose_state_dir_is_deleted_stops_and_says_why(tmp_path: Path) 
         assert stop_daemon(again) == 0
 
 
+def test_a_lost_lock_file_is_said_deleted_or_moved_as_it_was(tmp_path: Path) -> None:
+    from supervision._statedir import LOCK_NAME, StateDirLock
+
+    # The lock file alone deleted: its dir is where it was, so "moved to <the state dir>"
+    # would send the reader looking for a move that did not happen.
+    state = tmp_path / ".jobvisor"
+    lock = StateDirLock(state, "run")
+    try:
+        assert lock.lost() is None
+        (state / LOCK_NAME).unlink()
+        assert lock.lost() == f"its lock file {state / LOCK_NAME} was deleted"
+    finally:
+        lock.close()
+    # The lock file moved (within its dir, or out of it): where it went is said.
+    for moved in (state / "old.lock", tmp_path / "elsewhere.lock"):
+        lock = StateDirLock(state, "run")
+        try:
+            (state / LOCK_NAME).rename(moved)
+            assert lock.lost() == f"its lock file {state / LOCK_NAME} was moved to {moved}"
+        finally:
+            lock.close()
+            moved.unlink()
+    # Its dir moved: the dir's move is said, as before.
+    lock = StateDirLock(state, "run")
+    try:
+        away = tmp_path / "away"
+        state.rename(away)
+        assert lock.lost() == f"the state dir {state} was moved to {away}"
+    finally:
+        lock.close()
+
+
 def test_a_run_whose_state_dir_is_deleted_stops_every_job_and_exits_1(tmp_path: Path) -> None:
     # As the daemon's: without its state dir a run's journal rows, lock and output files are
     # gone, and a second run there (started meanwhile, not refused) would run every job twice.

@@ -254,6 +254,81 @@ def test_a_crash_loops_summary_without_a_thread_to_tell_it_comes_inline(
     assert "after the loop" in text
 
 
+# An http job's attempt and an http readiness check whose deadline watch cannot start (the
+# first request of a process starts the timer thread): a process in a cgroup whose limit is
+# the tasks it has now, then the limit lifted.
+_HTTP_WATCH_CANNOT_START = """
+import os, sys, threading, time
+from actors import Attempt
+from actors._errors import NoThreadError
+from actors._http import HttpWork, _current
+from actors._ready import ReadyProbe
+
+url, group = sys.argv[1], sys.argv[2]
+work = HttpWork(url=url, timeout=5)
+probe = ReadyProbe(http=url, timeout=5)
+with open(group + "/cgroup.procs", "w") as f:
+    f.write(str(os.getpid()))
+with open(group + "/pids.max", "w") as f:
+    f.write(str(len(os.listdir("/proc/self/task"))))
+try:
+    threading.Thread(target=lambda: None).start()
+except RuntimeError:
+    pass
+else:
+    sys.exit("a thread started: the limit does not hold")
+tries = {
+    "attempt": lambda: work.run(Attempt("h", 1, time.time())),
+    "ready": lambda: probe.wait_ready(threading.Event()),
+}
+for name, call in tries.items():
+    try:
+        call()
+    except NoThreadError as exc:
+        print(name, "failed:", exc)
+    else:
+        print(name, "passed under the limit")
+    print(name, "left in flight:", _current.get())
+with open(group + "/pids.max", "w") as f:
+    f.write("max")
+for name, call in tries.items():
+    print(name, "then:", call(), _current.get())
+work.close()
+"""
+
+
+def test_an_http_request_whose_deadline_watch_cannot_start_fails_once_and_leaves_nothing(
+    pids_cgroup: Path,
+) -> None:
+    """No thread for the timer that bounds a request: the attempt and the readiness check
+    each fail at once with the one-line reason, send nothing, and leave no request context
+    set on their thread (it was left set, the next request's on that thread taken as the
+    failed one's); once the limit is lifted both pass."""
+    from httpkit import HttpKit
+
+    with HttpKit() as kit:
+        out = subprocess.run(
+            [sys.executable, "-c", _HTTP_WATCH_CANNOT_START, kit.url, str(pids_cgroup)],
+            cwd=ROOT,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == [
+            f"attempt failed: {NO_THREAD}",
+            "attempt left in flight: None",
+            f"ready failed: {NO_THREAD}",
+            "ready left in flight: None",
+            "attempt then: 200 None",
+            "ready then: None None",
+        ], out.stdout
+        assert "Traceback" not in out.stderr, out.stderr
+        assert kit.count == 2, "nothing was sent under the limit"
+
+
 # -- a full disk, a read-only output directory ---------------------------------------------------
 
 
