@@ -163,7 +163,7 @@ def key_field(prefix: str, key: object) -> str:
     return f"{prefix}[{key!r}]"
 
 
-HEADER_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: fullmatch it
 # RFC 9110 field-value: visible ASCII and obs-text (Latin-1), spaces and tabs inside only.
 _HEADER_VALUE: Final = re.compile(r"(?:[!-~\x80-\xff](?:[ \t!-~\x80-\xff]*[!-~\x80-\xff])?)?")
 
@@ -191,7 +191,7 @@ def check_map(name: str, entries: object, *, header: bool) -> None:
     # http job's and notify hook's entries are checked at each manifest load and reload.
     for key, value in entries.items():  # type: ignore[attr-defined]
         if header:
-            named = isinstance(key, str) and bool(HEADER_NAME.match(key))
+            named = isinstance(key, str) and bool(HEADER_NAME.fullmatch(key))
             if not named:
                 expected = "a name like FOO_BAR (header names are tokens)"
                 need_key(named, key_field(prefix, key), expected, key)

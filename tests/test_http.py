@@ -473,6 +473,12 @@ def test_a_bad_header_value_is_refused_without_echoing_it() -> None:
     assert SECRET not in str(info.value)
 
 
+def test_a_header_name_ending_in_a_newline_is_refused() -> None:
+    # ``$`` also matches before a final newline: "X-A\n" passed as a token.
+    with pytest.raises(SpecError, match=r"http\.headers"):
+        HttpWork(url="http://h", headers={"X-A\n": "v"})
+
+
 # -- validation ----------------------------------------------------------------------------------
 
 
