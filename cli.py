@@ -497,13 +497,6 @@ def _json_refused(args: argparse.Namespace) -> str | None:
     """Where ``--json`` was given to a command it does not apply to: what to say; else None."""
     if not getattr(args, "json", False):
         return None
-    if args.command == "validate" and args.explain:
-        # The explanation is written line by line from the specs: there is no document of it
-        # to give, and a second rendering of every spec as data would be a contract of its own.
-        return (
-            "validate --explain: the explanation is text for people; validate --json gives "
-            "the manifest's errors and warnings as data"
-        )
     return _NO_DOCUMENT.get(args.command)
 
 
@@ -671,11 +664,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _validate_json(args: argparse.Namespace) -> int:
-    """``validate --json``: one document on stdout, every error and warning in it; 0 or 2."""
+    """``validate --json``: one document on stdout, every error and warning in it; 0 or 2.
+
+    With ``--explain`` it has ``explain`` too: the resolved tree as data (null when not ok).
+    """
     findings = _Findings()
     manifest = _load(args, told=findings)
     children, jobs = _counted(manifest) if manifest is not None else (None, None)
-    document = {
+    document: dict[str, Any] = {
         "ok": manifest is not None,
         "manifest": args.manifest,
         "errors": findings.kept_errors,
@@ -683,6 +679,10 @@ def _validate_json(args: argparse.Namespace) -> int:
         "children": children,
         "jobs": jobs,
     }
+    if args.explain:
+        from supervision._explain import explain_data  # noqa: PLC0415 - --explain only
+
+        document["explain"] = explain_data(manifest) if manifest is not None else None
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
     return OK if manifest is not None else USAGE
 
@@ -1136,11 +1136,12 @@ def _ask_each(
             if getattr(args, "json", False):
                 _no_daemon_answers(args, requests[i:], f"{exc}{hint}", kept)
             return NO_DAEMON
-        if i == 0:
-            _other_manifest(args.manifest, reply.get("manifest"))
+        other = _other_manifest(args.manifest, reply.get("manifest")) if i == 0 else None
+        if other is not None:
+            _error(other)
         # The worst result is the exit code: the highest one, so a path that names no child (4)
         # outranks an action that failed (1).
-        code = _said(args, req, reply) if kept is None else _kept(args, req, reply, kept)
+        code = _said(args, req, reply) if kept is None else _kept(args, req, reply, kept, other)
         worst = max(worst, code)
     return worst
 
@@ -1171,13 +1172,15 @@ def _no_daemon_answers(
         kept.append(answer)
 
 
-def _other_manifest(named: str, read: object) -> None:
+def _other_manifest(named: str, read: object) -> str | None:
+    """What to say when the manifest ``named`` is not the one the daemon ``read``; else None."""
     if (
         isinstance(read, str)
         and os.path.exists(named)  # noqa: PTH110 - no pathlib in control commands
         and os.path.realpath(named) != os.path.realpath(read)
     ):
-        _error(f"the daemon reads its own manifest, {read}, not {named}")
+        return f"the daemon reads its own manifest, {read}, not {named}"
+    return None
 
 
 _DONE = {"start": "started", "stop": "stopped", "restart": "restarted"}
@@ -1211,10 +1214,13 @@ def _kept(
     req: dict[str, Any],
     reply: dict[str, Any],
     kept: list[dict[str, Any]],
+    other: str | None = None,
 ) -> int:
     """``_said`` for --json: the answer to ``req`` kept for the document; its exit code.
 
-    A path's answer has the HTTP API's shape (``POST /api/jobs/PATH/ACTION``).
+    A path's answer has the HTTP API's shape (``POST /api/jobs/PATH/ACTION``). A reload's
+    names the manifest the daemon read, and ``other``, the warning that it is not the one
+    the command was given.
     """
     ok = bool(reply.get("ok"))
     answer: dict[str, Any] = {"ok": ok}
@@ -1231,6 +1237,10 @@ def _kept(
         answer["signal"] = result
     elif isinstance(result, str):  # nothing was done (a stop of a job that is not running)
         answer["note"] = result
+    if args.command == "reload" and isinstance(reply.get("manifest"), str):
+        answer["manifest"] = reply["manifest"]
+    if other is not None:
+        answer["warning"] = other
     kept.append(answer)
     return OK if ok else _refused(reply)
 
@@ -1251,6 +1261,9 @@ def _write_answers(args: argparse.Namespace, kept: list[dict[str, Any]]) -> None
 def _said(args: argparse.Namespace, req: dict[str, Any], reply: dict[str, Any]) -> int:
     """Tell what the daemon answered to ``req``; its exit code."""
     if not reply.get("ok"):
+        if getattr(args, "json", False):  # status: refused (busy, starting) is a document too
+            refusal = {"ok": False, "code": reply.get("code"), "error": str(reply.get("error"))}
+            sys.stdout.write(json.dumps(refusal, indent=2) + "\n")
         return _refused(reply)
     result: Any = reply.get("result")
     if args.command == "status":

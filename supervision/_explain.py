@@ -1,6 +1,8 @@
 """``jobvisor validate --explain``: the resolved tree, every effective policy and default shown.
 
-Secrets are masked; environment variables and headers are shown by name only.
+As text for people (``explain``) or as data for scripts (``explain_data``, ``--json``): the
+same values, the data's durations in seconds and sizes in bytes. Secrets are masked;
+environment variables and headers are shown by name only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from supervision._units import fmt_size
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import Any
 
     from actors import RetrySpec, Schedule
     from supervision._manifest import Manifest
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
     from supervision._policy import RestartPolicy
     from supervision._spec import BreakerSpec, LoggingSpec
 
-__all__ = ["explain"]
+__all__ = ["explain", "explain_data"]
 
 
 def explain(manifest: Manifest) -> str:
@@ -291,3 +294,265 @@ def _explain_ready(probe: object, work: object) -> str:
     if beside is not None and getattr(beside(work), "job", None) is not None:
         tail += " (run as the job's command: its cwd, env, user, umask and limits)"
     return _describe(probe) + tail
+
+
+# -- as data (validate --explain --json) ----------------------------------------------------------
+
+
+def explain_data(manifest: Manifest) -> dict[str, Any]:
+    """What ``explain`` says, as a JSON-able document; every string with its secrets masked.
+
+    Each job has the restart policy it follows, its parent's, and ``policy.from``, that
+    parent's path ("" the root): a job's restarts are its group's to decide.
+    """
+    http = manifest.http
+    document = {
+        "manifest": str(manifest.path) if manifest.path is not None else TEXT_NAME,
+        "version": manifest.version,
+        "runtime": manifest.runtime,
+        "state_dir": str(manifest.state_dir),
+        "logging": _logging_data(manifest.logging),
+        "cluster": {
+            "address": manifest.cluster_address or None,  # None: local, started when needed
+            "namespace": manifest.cluster_namespace or None,
+        },
+        "http": None if http is None else {"listen": http.listen, "token": bool(http.token)},
+        "breakers": {name: _breaker_data(spec) for name, spec in manifest.breakers.items()},
+        "notify": [_notify_data(spec) for spec in manifest.notify],
+        "root": _supervisor_data(manifest.root, "", manifest),
+    }
+    masked: dict[str, Any] = _masked(document, manifest.secrets)
+    return masked
+
+
+def _masked(value: Any, secrets: frozenset[str]) -> Any:
+    if isinstance(value, str):
+        return mask(value, secrets) if secrets else value
+    if isinstance(value, dict):
+        return {key: _masked(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, secrets) for item in value]
+    return value
+
+
+def _logging_data(spec: LoggingSpec) -> dict[str, Any]:
+    rotate = spec.rotate
+    return {
+        "level": spec.level,
+        "format": spec.format,
+        "file": spec.file,  # None: stderr
+        "rotate": None
+        if rotate is None
+        else {"max_bytes": rotate.max_bytes, "backups": rotate.backups, "when": rotate.when},
+    }
+
+
+def _breaker_data(spec: BreakerSpec) -> dict[str, Any]:
+    return {
+        "failure_threshold": spec.failure_threshold,
+        "reset_timeout": spec.reset_timeout,
+        "half_open_max_calls": spec.half_open_max_calls,
+    }
+
+
+def _notify_data(spec: NotifySpec) -> dict[str, Any]:
+    http = spec.http
+    return {
+        "label": spec.label,
+        "on": [event.value for event in spec.on],
+        "command": list(spec.command) if spec.command is not None else None,
+        "http": None if http is None else {"url": http.url, "headers": sorted(http.headers)},
+        "timeout": spec.timeout,
+        "retry": spec.retry,
+    }
+
+
+def policy_data(policy: RestartPolicy) -> dict[str, Any]:
+    """``explain_policy``'s values as data (the cooldown's only when on_exhausted is cooldown)."""
+    b, i, c = policy.backoff, policy.intensity, policy.cooldown
+    cooling = policy.on_exhausted is OnExhausted.COOLDOWN
+    return {
+        "intensity": {"max_restarts": i.max_restarts, "within": i.within},
+        "backoff": {
+            "initial": b.initial,
+            "max": b.max,
+            "multiplier": b.multiplier,
+            "jitter": b.jitter,
+        },
+        "on_exhausted": policy.on_exhausted.value,
+        "cooldown": {
+            "duration": c.duration,
+            "probation": c.probation,
+            "multiplier": c.multiplier,
+            "max": c.max,
+            "max_cycles": c.max_cycles,  # None: unlimited
+        }
+        if cooling
+        else None,
+    }
+
+
+def _supervisor_data(spec: SupervisorSpec, path: str, manifest: Manifest) -> dict[str, Any]:
+    root = not path and spec is manifest.root
+    node: dict[str, Any] = {
+        "type": "supervisor" if root else "group",
+        "name": spec.name,
+        "path": path,
+    }
+    if not root:
+        node["restart"] = spec.restart.value
+    node["strategy"] = spec.strategy.value
+    node["policy"] = policy_data(spec.policy)
+    node["notify"] = [_notify_data(one) for one in spec.notify]  # the group and its jobs
+    if root:
+        budget = spec.policy.budget
+        node["budget"] = (
+            None
+            if budget is None
+            else {"max_restarts": budget.max_restarts, "within": budget.within}
+        )
+    children = []
+    for child in spec.children:
+        where = f"{path}/{child.name}" if path else child.name
+        if isinstance(child, SupervisorSpec):
+            children.append(_supervisor_data(child, where, manifest))
+        elif isinstance(child, JobSpec):
+            job = _job_data(child, where, manifest)
+            job["policy"] = {**node["policy"], "from": path}
+            children.append(job)
+        else:
+            children.append(
+                {
+                    "type": "actor",
+                    "name": child.name,
+                    "path": where,
+                    "class": child.actor_class.__name__,
+                }
+            )
+    node["children"] = children
+    return node
+
+
+def _job_data(spec: JobSpec, path: str, manifest: Manifest) -> dict[str, Any]:
+    breaker = None
+    if spec.breaker is not None:
+        settings = manifest.breakers.get(spec.breaker)
+        breaker = {"name": spec.breaker, **(_breaker_data(settings) if settings else {})}
+    return {
+        "type": "job",
+        "name": spec.name,
+        "path": path,
+        "autostart": spec.autostart,
+        "work": _work_data(spec),
+        "give_up_on": (spec.give_up_on.describe() or None) if spec.give_up_on else None,
+        "run": _run_data(spec.schedule),
+        "restart": spec.restart.value,
+        "stop": {"signal": _stop_signal(spec), "grace": spec.grace},
+        "notify": [_notify_data(one) for one in spec.notify],
+        "retry": _retry_data(spec.retry),
+        "breaker": breaker,
+        "depends_on": list(spec.depends_on),
+        "ready": None if spec.ready is None else _ready_data(spec.ready, spec.work),
+        "placement": str(getattr(spec.placement, "describe", lambda: spec.placement)()),
+        "output": _output_data(spec, path, manifest),
+    }
+
+
+def _work_data(spec: JobSpec) -> dict[str, Any]:
+    work = spec.work
+    data: dict[str, Any] = {"kind": spec.kind, "describe": _describe(work)}
+    data["cwd"] = str(cwd) if (cwd := getattr(work, "cwd", None)) else None
+    data["env"] = sorted(getattr(work, "env", None) or ())  # names only: values may be secret
+    user, umask = getattr(work, "user", None), getattr(work, "umask", None)
+    limits = getattr(work, "limits", None)
+    data["user"] = user.describe() if user is not None else None
+    data["umask"] = f"{umask:03o}" if umask is not None else None
+    data["limits"] = limits.describe() if limits is not None else None
+    if spec.kind == "command":
+        data["success_exit_codes"] = list(getattr(work, "success_exit_codes", (0,)))
+    if spec.kind == "python":
+        data["isolation"] = getattr(work, "isolation", "thread")
+    if spec.kind == "http":
+        data["headers"] = sorted(getattr(work, "headers", None) or ())
+        data["timeout"] = getattr(work, "timeout", 0.0)
+        statuses = getattr(work, "expect_status", ())
+        data["expect_status"] = list(statuses) if statuses else None  # None: any 2xx
+    return data
+
+
+def _run_data(schedule: Schedule) -> dict[str, Any]:
+    if schedule.service:
+        mode = "service"
+    elif schedule.every is not None:
+        mode = "every"
+    elif schedule.cron is not None:
+        mode = "cron"
+    else:
+        mode = "once"
+    return {
+        "mode": mode,
+        "every": schedule.every,
+        "cron": schedule.cron,
+        "times": schedule.times,
+        "persistent": schedule.persistent,
+        "jitter": schedule.jitter,
+        "timeout": schedule.timeout or None,  # None: none
+    }
+
+
+def _stop_signal(spec: JobSpec) -> str | int | None:
+    signum = getattr(spec.work, "stop_signal", None)
+    if signum is None:
+        return None
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return int(signum)
+
+
+def _retry_data(retry: RetrySpec | None) -> dict[str, Any] | None:
+    if retry is None or retry.attempts == 1:
+        return None
+    w = retry.wait
+    return {
+        "attempts": retry.attempts,
+        "wait": {
+            "initial": w.initial,
+            "max": w.max,
+            "multiplier": w.multiplier,
+            "jitter": w.jitter,
+        },
+        "on": list(retry.on),  # empty: the kind's defaults
+    }
+
+
+def _ready_data(probe: object, work: object) -> dict[str, Any]:
+    timeout = getattr(probe, "timeout", None)
+    interval = getattr(probe, "interval", None)
+    beside = getattr(probe, "beside", None)
+    return {
+        "describe": _describe(probe),
+        "timeout": timeout if isinstance(timeout, int | float) else None,
+        "interval": interval if isinstance(interval, int | float) else None,
+        # Its command runs as the job's does: its cwd, env, user, umask and limits.
+        "as_job": beside is not None and getattr(beside(work), "job", None) is not None,
+    }
+
+
+def _output_data(spec: JobSpec, path: str, manifest: Manifest) -> dict[str, Any] | None:
+    """None where no output file is kept: off, or a thread's python job (its prints are not
+    captured)."""
+    if spec.kind not in ("command", "python") or spec.output is None:
+        return None
+    if getattr(spec.work, "isolation", "process") != "process":
+        return None
+    # Not supervision._output's output_dir: that module brings logging in, which validate
+    # never needs; _logs (standard library only) names the file as the daemon does.
+    from supervision._logs import output_file  # noqa: PLC0415 - only the data needs the path
+
+    return {
+        "file": output_file(str(manifest.state_dir / "output"), path),
+        "max_bytes": spec.output.max_bytes,
+        "backups": spec.output.backups,
+        "log": spec.output.log,
+    }

@@ -991,7 +991,12 @@ def test_a_declared_state_dir_is_found_with_yaml_only_then(tmp_path: Path) -> No
 def test_validate_loads_no_runtime_machinery(tmp_path: Path) -> None:
     jobs = '[{name: a, command: [sh, -c, "true"]}, {name: c, python: "math:sqrt", args: [4]}]'
     write(tmp_path, f"version: 1\njobs: {jobs}\n")
-    for args in (["validate"], ["validate", "--explain"], ["validate", "--json"]):
+    for args in (
+        ["validate"],
+        ["validate", "--explain"],
+        ["validate", "--json"],
+        ["validate", "--explain", "--json"],
+    ):
         out, names = imports_of(*args, cwd=tmp_path, full=True)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "yaml" in names

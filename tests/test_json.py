@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import textwrap
 from pathlib import Path
@@ -187,15 +188,101 @@ def test_validate_json_of_no_manifest_is_a_document_too(tmp_path: Path, what: st
     assert out.stderr == ""
 
 
-def test_validate_explain_json_is_refused_in_one_line(tmp_path: Path) -> None:
-    write(tmp_path, 'version: 1\njobs: [{name: a, command: ["true"]}]\n')
+EXPLAINED = """\
+version: 1
+breakers:
+  api: {failure_threshold: 3}
+supervisor:
+  backoff: {initial: 250ms, max: 4s}
+  intensity: {max_restarts: 2, within: 60s}
+jobs:
+  - name: web
+    command: [sh, -c, "exec sleep 100"]
+    env: {TOKEN: "${secret:SEC}", MODE: fast}
+    service: true
+    ready: {command: [test, -e, up], interval: 50ms, timeout: 5s}
+    stop: {signal: INT, grace: 2s}
+  - group: etl
+    on_exhausted: cooldown
+    intensity: {max_restarts: 5, within: 30s}
+    jobs:
+      - name: load
+        http: {url: "http://127.0.0.1:9/load?key=${secret:SEC}", timeout: 3s}
+        every: 1m
+        breaker: api
+        retry: {attempts: 4, wait: {initial: 100ms}}
+        depends_on: []
+"""
+
+
+def test_validate_explain_json_is_the_resolved_tree_as_data(tmp_path: Path) -> None:
+    """Before: refused (exit 2, nothing on stdout); now validate --json's document with an
+    ``explain`` key: every job's resolved settings, in seconds and bytes, the policy its
+    restarts follow and the group it comes from, secrets masked."""
+    write(tmp_path, EXPLAINED)
+    out = jobvisor(tmp_path, "validate", "--explain", "--json", env={"SEC": SECRET})
+    assert out.returncode == 0, out.stderr
+    assert SECRET not in out.stdout
+    doc = document(out)
+    assert {k: doc[k] for k in ("ok", "errors", "children", "jobs")} == {
+        "ok": True,
+        "errors": [],
+        "children": 3,
+        "jobs": 2,
+    }
+    tree = doc["explain"]
+    assert (tree["manifest"], tree["version"], tree["runtime"]) == (
+        str(tmp_path / "jobs.yaml"),
+        1,
+        "threads",
+    )
+    assert tree["state_dir"] == str(tmp_path / ".jobvisor")
+    assert tree["breakers"]["api"]["failure_threshold"] == 3
+    root = tree["root"]
+    assert (root["type"], root["path"], root["strategy"]) == ("supervisor", "", "one_for_one")
+    assert root["policy"]["backoff"]["initial"] == 0.25
+    assert root["policy"]["intensity"] == {"max_restarts": 2, "within": 60.0}
+    web, etl = root["children"]
+    assert (web["type"], web["path"], web["autostart"]) == ("job", "web", True)
+    assert web["work"]["kind"] == "command"
+    assert web["work"]["env"] == ["MODE", "TOKEN"]  # names only
+    assert web["run"]["mode"] == "service"
+    assert web["stop"] == {"signal": "SIGINT", "grace": 2.0}
+    assert (web["ready"]["timeout"], web["ready"]["interval"]) == (5.0, 0.05)
+    assert web["policy"]["from"] == ""  # the root's: its restarts follow the root's policy
+    assert web["policy"]["backoff"]["max"] == 4.0
+    assert web["output"]["max_bytes"] == 10 * 1024 * 1024
+    assert (etl["type"], etl["path"]) == ("group", "etl")
+    assert etl["policy"]["on_exhausted"] == "cooldown"
+    assert etl["policy"]["cooldown"]["duration"] == 30.0
+    (load,) = etl["children"]
+    assert load["path"] == "etl/load"
+    assert load["policy"]["from"] == "etl"
+    assert load["policy"]["intensity"] == {"max_restarts": 5, "within": 30.0}
+    assert load["run"]["mode"] == "every"
+    assert load["run"]["every"] == 60.0
+    assert load["breaker"] == {
+        "name": "api",
+        "failure_threshold": 3,
+        "reset_timeout": 30.0,
+        "half_open_max_calls": 1,
+    }
+    assert load["retry"]["attempts"] == 4
+    assert load["retry"]["wait"]["initial"] == 0.1
+    assert "***" in load["work"]["describe"]
+    assert out.stderr == ""  # warnings, if any, are in the document, as validate --json's
+
+
+def test_validate_explain_json_of_a_bad_manifest_has_its_errors_and_no_tree(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, 'version: 1\njobs: [{name: a, comand: ["true"]}]\n')
     out = jobvisor(tmp_path, "validate", "--explain", "--json")
     assert out.returncode == 2
-    assert out.stdout == ""
-    assert out.stderr == (
-        "jobvisor: --json does not apply to validate --explain: the explanation is text for "
-        "people; validate --json gives the manifest's errors and warnings as data\n"
-    )
+    doc = document(out)
+    assert (doc["ok"], doc["explain"]) == (False, None)
+    assert any(e["where"] == "jobs[0].comand" for e in doc["errors"])
+    assert out.stderr == ""
 
 
 # -- commands --json does not apply to ------------------------------------------------------------
@@ -334,7 +421,7 @@ def test_control_commands_json_give_a_document_of_each_path_and_the_worst_exit(
         ]
         out = daemon.cli("reload", "--json")
         assert out.returncode == 0, out.stderr
-        assert document(out) == {"ok": True, "changes": []}
+        assert document(out) == {"ok": True, "changes": [], "manifest": str(tmp_path / "jobs.yaml")}
         write(tmp_path, DAEMON.replace("every: 10s", "every: soon"))
         out = daemon.cli("reload", "--json")
         assert out.returncode == 2
@@ -445,3 +532,76 @@ def test_reload_and_status_json_with_no_daemon_are_a_document(tmp_path: Path, ve
     assert "no daemon" in doc["error"]
     assert doc["error"] in out.stderr
     assert set(doc) == {"ok", "code", "error"}
+
+
+# A stop of b waits out its grace (b ignores TERM): every stop request of b sent meanwhile is
+# being answered, each holding one of the daemon's 64 control connections.
+HOLDING = """
+version: 1
+jobs:
+  - name: b
+    service: true
+    stop: {grace: 60s}
+    command: [sh, -c, "trap 'echo b > b.term' TERM; echo $$ >> pids; while :; do sleep 0.1; done"]
+"""
+
+
+def test_status_json_of_a_daemon_that_refuses_to_answer_is_a_document(tmp_path: Path) -> None:
+    """Before: a daemon that answered ``busy`` (or ``starting``: no tree yet) left stdout
+    empty under --json, the reason on stderr alone; now ``{ok: false, code, error}``, with the
+    exit code of the text form (1)."""
+
+    daemon = start_daemon(tmp_path, HOLDING, "--runtime", RUNTIME)
+    watched = Watched()
+    held: list[socket.socket] = []
+    try:
+        wait_until(lambda: read_pids(tmp_path / "pids"), "b started", proc=daemon.proc)
+        for _ in range(64):
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            held.append(conn)
+            conn.connect(str(daemon.state / "control.sock"))
+            conn.sendall(b'{"v": 1, "op": "stop", "job": "b"}\n')
+        out = daemon.cli("status", "--json")
+        assert out.returncode == 1, out.stderr
+        doc = document(out)
+        assert (doc["ok"], doc["code"]) == (False, "busy")
+        assert set(doc) == {"ok", "code", "error"}
+        assert f"jobvisor: {doc['error']}\n" == out.stderr  # said on stderr too, as before
+        text = daemon.cli("status")
+        assert (text.returncode, text.stdout, text.stderr) == (1, "", out.stderr)
+    finally:
+        watched.add(*read_pids(tmp_path / "pids"))
+        watched.close()  # b killed: the stops it held end
+        for conn in held:
+            conn.close()
+        stop_daemon(daemon)
+
+
+def test_reload_json_naming_another_manifest_says_so_in_the_document(tmp_path: Path) -> None:
+    """Before: ``the daemon reads its own manifest, X, not OTHER`` on stderr alone; now the
+    document has it too (``warning``), and ``manifest``, the one the daemon read, whether the
+    reload was done or refused."""
+    daemon = start_daemon(tmp_path, DAEMON, "--runtime", RUNTIME)
+    try:
+        own = tmp_path / "jobs.yaml"
+        other = write(tmp_path, DAEMON, name="other.yaml")
+        said = f"the daemon reads its own manifest, {own}, not {other}"
+        out = daemon.cli("reload", "--json", "--manifest", str(other), "--state-dir", ".jobvisor")
+        assert out.returncode == 0, out.stderr
+        assert document(out) == {"ok": True, "changes": [], "manifest": str(own), "warning": said}
+        assert out.stderr == f"jobvisor: {said}\n"
+        write(tmp_path, DAEMON.replace("every: 10s", "every: soon"))
+        out = daemon.cli("reload", "--json", "--manifest", str(other), "--state-dir", ".jobvisor")
+        assert out.returncode == 2
+        doc = document(out)
+        assert (doc["ok"], doc["code"], doc["manifest"], doc["warning"]) == (
+            False,
+            "bad_manifest",
+            str(own),
+            said,
+        )
+        out = daemon.cli("reload", "--json")  # its own: no warning
+        assert out.returncode == 2
+        assert "warning" not in document(out)
+    finally:
+        assert stop_daemon(daemon) == 0
