@@ -315,6 +315,9 @@ def manifests(draw: st.DrawFn) -> dict[str, Any]:
     return top
 
 
+# 200 manifests loaded take 20-45 s on a loaded 2-core machine: the default 60 s cut it short
+# mid-example, which Hypothesis then reported as an inconsistent result.
+@pytest.mark.timeout(180)
 def test_manifests_the_loader_accepts_validate() -> None:
     accepted: list[int] = []
 
