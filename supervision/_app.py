@@ -22,6 +22,7 @@ from actors import BreakerState, BreakerStatus, check_runtime, live_tasks
 from actors._runtime import NoThreadError, start_thread
 from supervision._fdlimit import fit_open_files
 from supervision._hangup import off_the_terminal
+from supervision._held import lost_line
 from supervision._history import journal_path, last_ticks
 from supervision._hubwatch import HubWatch
 from supervision._journal import (
@@ -616,14 +617,7 @@ def _lost(why: str, holder: str | None) -> None:
     As the daemon does (``Daemon._lost``): going on would journal into a deleted file, and a
     second jobvisor, started there meanwhile and not refused, would run every job twice.
     """
-    now = f"; another jobvisor ({holder}) holds it now" if holder else ""
-    log.error(
-        "{} while run ran{}: its journal, lock and output files went with it, so this run's "
-        "record is lost and another jobvisor could start there and run every job twice; "
-        "stopping every job (exit 1)",
-        why,
-        now,
-    )
+    log.error("{}", lost_line(why, holder, "run", 1))
 
 
 def _nothing_to_start(spec: SupervisorSpec) -> bool:

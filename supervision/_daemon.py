@@ -43,6 +43,7 @@ from supervision._explain import explain_policy
 from supervision._fdlimit import AcceptShortage, fit_open_files
 from supervision._files import Ident, check_parents, identity, remove_if_same, write_atomic
 from supervision._hangup import off_the_terminal
+from supervision._held import lost_line
 from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
@@ -651,16 +652,8 @@ class Daemon:
         systemd a ``Restart=on-failure`` starts it again in a new state dir. (The watch's
         thread; ``run`` does the same, ``supervision._app``.)
         """
-        now = f"; another jobvisor ({holder}) holds it now" if holder else ""
         self.lost = why
-        log.error(
-            "{} while the daemon ran{}: its lock, control socket and journal went with it, "
-            "so no command reaches this daemon and another could start there and run every "
-            "job twice; stopping (exit {})",
-            why,
-            now,
-            LOST_EXIT,
-        )
+        log.error("{}", lost_line(why, holder, "daemon", LOST_EXIT))
         self.stop()
 
     def _serve(self, manifest: Any, state_dir: Path) -> int:

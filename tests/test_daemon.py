@@ -1200,6 +1200,22 @@ def test_a_daemon_whose_state_dir_is_deleted_stops_and_says_why(tmp_path: Path) 
         assert stop_daemon(again) == 0
 
 
+def test_the_lost_state_dirs_error_line_is_one_text_for_run_and_the_daemon() -> None:
+    from supervision._held import lost_line
+
+    why = "the state dir /srv/{app}/.jobvisor was deleted"  # braces in a path stay as they are
+    assert lost_line(why, None, "run", 1) == (
+        f"{why} while run ran: its journal, lock and output files went with it, so this run's "
+        "record is lost and another jobvisor could start there and run every job twice; "
+        "stopping every job (exit 1)"
+    )
+    assert lost_line(why, "run, pid 12", "daemon", 1) == (
+        f"{why} while the daemon ran; another jobvisor (run, pid 12) holds it now: its lock, "
+        "control socket and journal went with it, so no command reaches this daemon and "
+        "another could start there and run every job twice; stopping (exit 1)"
+    )
+
+
 def test_a_run_whose_state_dir_is_deleted_stops_every_job_and_exits_1(tmp_path: Path) -> None:
     # As the daemon's: without its state dir a run's journal rows, lock and output files are
     # gone, and a second run there (started meanwhile, not refused) would run every job twice.
