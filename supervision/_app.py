@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TextIO
 import logbook
 
 from actors import BreakerState, BreakerStatus, check_runtime, live_tasks
-from actors._runtime import NoThreadError, start_thread
+from actors._runtime import start_or_say
 from supervision._fdlimit import fit_open_files
 from supervision._hangup import off_the_terminal
 from supervision._held import lost_line
@@ -416,28 +416,6 @@ def take_signals(
             if signal.getsignal(signum) in free:
                 previous[signum] = signal.signal(signum, handler)
     return previous
-
-
-THREAD_TRIES: Final = 10  # a host out of tasks: tries at a thread of jobvisor's, 0.1 s apart
-
-
-def start_or_say(make: Callable[[], threading.Thread], instead: str) -> threading.Thread | None:
-    """Start the thread ``make`` makes; None when the host has none to give (its limit on
-    tasks, ``NoThreadError``) after ``THREAD_TRIES`` tries, said in one line with ``instead``,
-    what the caller does without it. A new thread each try: one whose start failed may not
-    be started again."""
-    for left in range(THREAD_TRIES - 1, -1, -1):
-        thread = make()
-        try:
-            start_thread(thread)
-        except NoThreadError as exc:
-            if not left:
-                log.warning("{}: {}; {}", thread.name, exc, instead)
-                return None
-            time.sleep(0.1)
-        else:
-            return thread
-    return None
 
 
 def say_noted(noted: list[int]) -> None:

@@ -36,7 +36,8 @@ from actors import (
 )
 from actors._checks import fmt_duration
 from actors._errors import ChildrenChangedError
-from supervision._app import STOP_SIGNALS, forced_stop, say_noted, start_or_say, take_signals
+from actors._runtime import start_or_say
+from supervision._app import STOP_SIGNALS, forced_stop, say_noted, take_signals
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request, signal_name
 from supervision._events import Escalated, GaveUp, Reloaded
 from supervision._explain import explain_policy
