@@ -1081,21 +1081,21 @@ class Daemon:
             running = composition.manifest.root
             changes: list[Change] = []
             done = 0
-            halfway: list[bool] = []  # the step under way is a replace whose remove was made
             try:
                 down = _groups_down(tree.status()["children"])
                 changes = diff_specs(running, new, down=down)
                 for change in changes:
-                    halfway.clear()
-                    self._apply(tree, change, follow, halfway)
+                    self._apply(tree, change, follow)
                     done += 1
                     steps.append(change)
                     summary.extend(change.summary)
-            except JobvisorError as exc:  # a group changed meanwhile, a spec refused
+            # A group changed meanwhile, a spec refused; after a replace's remove, maybe.
+            except (JobvisorError, _HalfMade) as caught:
+                exc = caught.cause if isinstance(caught, _HalfMade) else caught
                 # What the tree runs now, every step that succeeded made: the next diff's
                 # base. Worked out only here (a step at a time, over the whole tree).
                 running = functools.reduce(applied, changes[:done], running)
-                if halfway:  # its old child is gone: the next look adds the new one
+                if isinstance(caught, _HalfMade):  # the next look adds the new child
                     failed = changes[done]
                     running = applied(running, replace(failed, op="remove", spec=None))
                 composition.manifest = replace(composition.manifest, root=running)
@@ -1171,14 +1171,9 @@ class Daemon:
         return [f"not applied: {line}" for line in lines]
 
     @staticmethod
-    def _apply(
-        tree: Tree,
-        change: Change,
-        follow: Callable[[str, ChildSpec | None], None],
-        halfway: list[bool],
-    ) -> None:
+    def _apply(tree: Tree, change: Change, follow: Callable[[str, ChildSpec | None], None]) -> None:
         """Make one step on ``tree``, and tell ``follow`` (the metrics) what the path is now;
-        ``halfway`` is given True once a replace's remove is made (its add may still fail)."""
+        ``_HalfMade`` when a replace's add failed after its remove was made."""
         if change.op == "update" and isinstance(change.spec, JobSpec):
             tree.set_autostart(change.path, autostart=change.spec.autostart)
             return
@@ -1189,8 +1184,6 @@ class Daemon:
             return
         if change.op in ("remove", "replace"):
             tree.remove_child(change.path)
-            if change.op == "replace":
-                halfway.append(True)
         if change.op == "remove":
             follow(change.path, None)
             return
@@ -1199,9 +1192,20 @@ class Daemon:
         follow(change.path, change.spec)
         try:
             tree.add_child(change.spec, under=change.parent, before=change.before)
-        except BaseException:
+        except BaseException as exc:
             follow(change.path, None)  # not added after all
+            if change.op == "replace" and isinstance(exc, JobvisorError):
+                raise _HalfMade(exc) from exc
             raise
+
+
+class _HalfMade(Exception):
+    """A reload's replace cut short between its remove and its add: the old child is gone and
+    the new one was not added, for ``cause`` (a group changed meanwhile, the spec refused)."""
+
+    def __init__(self, cause: JobvisorError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _cut_short(exc: JobvisorError, made: list[Change]) -> str:
