@@ -1232,6 +1232,8 @@ def test_a_run_whose_state_dir_is_deleted_stops_every_job_and_exits_1(tmp_path: 
         second = Jobvisor(later, "run", manifest, "--state-dir", where)
         code = first.wait(30)
         assert second.proc.poll() is None, second.stderr  # the first gave way; it runs on
+        # Its signal handlers are set before its jobs start: a SIGTERM earlier killed it (-15).
+        wait_until(lambda: "svc: started" in second.stderr, "the second's svc", proc=second.proc)
         assert second.terminate() == 0, second.stderr
     finally:
         first.close()
