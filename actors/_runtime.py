@@ -42,6 +42,7 @@ __all__ = [
     "join_tasks",
     "kill_age",
     "live_tasks",
+    "start_or_say",
     "start_task",
     "start_thread",
     "watch_kills",
@@ -119,6 +120,30 @@ def start_thread(thread: threading.Thread) -> None:
         if not _no_thread(exc):
             raise
         raise NoThreadError from None
+
+
+THREAD_TRIES: Final = 10  # a host out of tasks: tries at a thread of jobvisor's, 0.1 s apart
+
+
+def start_or_say(make: Callable[[], threading.Thread], instead: str) -> threading.Thread | None:
+    """Start the thread ``make`` makes; None when the host has none to give (its limit on
+    tasks, ``NoThreadError``) after ``THREAD_TRIES`` tries, said in one line with ``instead``,
+    what the caller does without it. A new thread each try: one whose start failed may not
+    be started again."""
+    for left in range(THREAD_TRIES - 1, -1, -1):
+        thread = make()
+        try:
+            start_thread(thread)
+        except NoThreadError as exc:
+            if not left:
+                import logbook  # noqa: PLC0415 - as the Scheduler's: install_runtime may not have run
+
+                logbook.Logger("actors.runtime").warning("{}: {}; {}", thread.name, exc, instead)
+                return None
+            time.sleep(0.1)
+        else:
+            return thread
+    return None
 
 
 def _no_thread(exc: RuntimeError) -> bool:

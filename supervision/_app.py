@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Final, Self, TextIO
 import logbook
 
 from actors import BreakerState, BreakerStatus, check_runtime, live_tasks
-from actors._runtime import NoThreadError, start_thread
+from actors._runtime import start_or_say
 from supervision._fdlimit import fit_open_files
 from supervision._hangup import off_the_terminal
+from supervision._held import lost_line
 from supervision._history import journal_path, last_ticks
 from supervision._hubwatch import HubWatch
 from supervision._journal import (
@@ -37,7 +38,7 @@ from supervision._journal import (
 from supervision._logging import CLEAR_LINE, LoggingSetup, SecretMasker, configure_logging
 from supervision._notifier import Notifier
 from supervision._output import output_dir
-from supervision._spec import JobSpec, SupervisorSpec, walk
+from supervision._spec import ActorSpec, ChildSpec, JobSpec, SupervisorSpec, walk
 from supervision._statedir import StateDirLock, StateDirWatch
 from supervision._table import columns, flatten_status, summary_table
 from supervision._tree import RunResult, Tree, build_breakers, start_tree
@@ -417,28 +418,6 @@ def take_signals(
     return previous
 
 
-THREAD_TRIES: Final = 10  # a host out of tasks: tries at a thread of jobvisor's, 0.1 s apart
-
-
-def start_or_say(make: Callable[[], threading.Thread], instead: str) -> threading.Thread | None:
-    """Start the thread ``make`` makes; None when the host has none to give (its limit on
-    tasks, ``NoThreadError``) after ``THREAD_TRIES`` tries, said in one line with ``instead``,
-    what the caller does without it. A new thread each try: one whose start failed may not
-    be started again."""
-    for left in range(THREAD_TRIES - 1, -1, -1):
-        thread = make()
-        try:
-            start_thread(thread)
-        except NoThreadError as exc:
-            if not left:
-                log.warning("{}: {}; {}", thread.name, exc, instead)
-                return None
-            time.sleep(0.1)
-        else:
-            return thread
-    return None
-
-
 def say_noted(noted: list[int]) -> None:
     """Log the noted signals that came (taken from ``noted``, which a handler appends to)."""
     while noted:
@@ -616,21 +595,14 @@ def _lost(why: str, holder: str | None) -> None:
     As the daemon does (``Daemon._lost``): going on would journal into a deleted file, and a
     second jobvisor, started there meanwhile and not refused, would run every job twice.
     """
-    now = f"; another jobvisor ({holder}) holds it now" if holder else ""
-    log.error(
-        "{} while run ran{}: its journal, lock and output files went with it, so this run's "
-        "record is lost and another jobvisor could start there and run every job twice; "
-        "stopping every job (exit 1)",
-        why,
-        now,
-    )
+    log.error("{}", lost_line(why, holder, "run", 1))
 
 
 def _nothing_to_start(spec: SupervisorSpec) -> bool:
     """Whether no job of ``spec`` starts by itself (said, then): each has ``autostart: false``
     or waits for one that has; a run of them would wait for a signal with nothing running,
     and a run has nobody to start one."""
-    if not _held(spec):
+    if not _all_wait_for_a_person(spec):
         return False
     log.warning(
         "run: nothing to start: every job has autostart: false or waits for one that has (a "
@@ -639,26 +611,48 @@ def _nothing_to_start(spec: SupervisorSpec) -> bool:
     return True
 
 
-def _held(group: SupervisorSpec) -> bool:
+def _all_wait_for_a_person(group: SupervisorSpec) -> bool:
     """Whether every child of ``group`` waits for a person: a job with ``autostart: false``, a
-    group whose children all do, or a child whose ``depends_on`` names such a sibling."""
-    held = [
-        child.name
-        for child in group.children
-        if (isinstance(child, JobSpec) and not child.autostart)
-        or (isinstance(child, SupervisorSpec) and _held(child))
-    ]
-    dependants: dict[str, list[str]] = {}
-    for child in group.children:
-        for name in getattr(child, "depends_on", ()):
-            dependants.setdefault(name, []).append(child.name)
+    group whose children all do, or a job whose ``depends_on`` names such a sibling. Answered
+    as soon as it is known: no group is walked into past a child that starts by itself."""
+    children = group.children
+    # An actor, or a job that starts and waits for no sibling, answers at once.
+    if not children or any(_starts_by_itself(child) for child in children):
+        return False
+    held: list[str] = []
+    dependants: dict[str, list[str]] = {}  # a sibling's name: the started jobs that wait for it
+    for child in children:
+        if isinstance(child, SupervisorSpec) and not _all_wait_for_a_person(child):
+            return False  # a group waits for no sibling: it starts
+        if isinstance(child, JobSpec) and child.autostart:
+            for name in child.depends_on:
+                dependants.setdefault(name, []).append(child.name)
+        else:  # a job with autostart: false, or a group whose children all wait
+            held.append(child.name)
+    return _all_reached(held, dependants, len(children))
+
+
+def _all_reached(held: list[str], dependants: dict[str, list[str]], count: int) -> bool:
+    """Whether ``count`` names are the ``held`` ones and those that wait for one of them,
+    through ``dependants``; stops once all are found. Each name once: a chain of ten thousand
+    is ten thousand steps."""
     seen = set(held)
-    while held:  # each name once: a chain of ten thousand is ten thousand steps
+    left = count - len(seen)
+    while held and left:
         for name in dependants.get(held.pop(), ()):
             if name not in seen:
                 seen.add(name)
                 held.append(name)
-    return bool(group.children) and len(seen) == len(group.children)
+                left -= 1
+    return not left
+
+
+def _starts_by_itself(child: ChildSpec) -> bool:
+    """Whether ``child`` starts with its tree and waits for no sibling: an actor, or a job
+    with ``autostart`` (the default) and no ``depends_on``."""
+    if isinstance(child, JobSpec):
+        return child.autostart and not child.depends_on
+    return isinstance(child, ActorSpec)
 
 
 # What a finite job's state at a signal says of it, for ``RunReport.stop_line``: the rest

@@ -36,13 +36,15 @@ from actors import (
 )
 from actors._checks import fmt_duration
 from actors._errors import ChildrenChangedError
-from supervision._app import STOP_SIGNALS, forced_stop, say_noted, start_or_say, take_signals
+from actors._runtime import start_or_say
+from supervision._app import STOP_SIGNALS, forced_stop, say_noted, take_signals
 from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request, signal_name
 from supervision._events import Escalated, GaveUp, Reloaded
 from supervision._explain import explain_policy
 from supervision._fdlimit import AcceptShortage, fit_open_files
 from supervision._files import Ident, check_parents, identity, remove_if_same, write_atomic
 from supervision._hangup import off_the_terminal
+from supervision._held import lost_line
 from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
@@ -651,16 +653,8 @@ class Daemon:
         systemd a ``Restart=on-failure`` starts it again in a new state dir. (The watch's
         thread; ``run`` does the same, ``supervision._app``.)
         """
-        now = f"; another jobvisor ({holder}) holds it now" if holder else ""
         self.lost = why
-        log.error(
-            "{} while the daemon ran{}: its lock, control socket and journal went with it, "
-            "so no command reaches this daemon and another could start there and run every "
-            "job twice; stopping (exit {})",
-            why,
-            now,
-            LOST_EXIT,
-        )
+        log.error("{}", lost_line(why, holder, "daemon", LOST_EXIT))
         self.stop()
 
     def _serve(self, manifest: Any, state_dir: Path) -> int:
@@ -1087,21 +1081,21 @@ class Daemon:
             running = composition.manifest.root
             changes: list[Change] = []
             done = 0
-            halfway: list[bool] = []  # the step under way is a replace whose remove was made
             try:
                 down = _groups_down(tree.status()["children"])
                 changes = diff_specs(running, new, down=down)
                 for change in changes:
-                    halfway.clear()
-                    self._apply(tree, change, follow, halfway)
+                    self._apply(tree, change, follow)
                     done += 1
                     steps.append(change)
                     summary.extend(change.summary)
-            except JobvisorError as exc:  # a group changed meanwhile, a spec refused
+            # A group changed meanwhile, a spec refused; after a replace's remove, maybe.
+            except (JobvisorError, _HalfMade) as caught:
+                exc = caught.cause if isinstance(caught, _HalfMade) else caught
                 # What the tree runs now, every step that succeeded made: the next diff's
                 # base. Worked out only here (a step at a time, over the whole tree).
                 running = functools.reduce(applied, changes[:done], running)
-                if halfway:  # its old child is gone: the next look adds the new one
+                if isinstance(caught, _HalfMade):  # the next look adds the new child
                     failed = changes[done]
                     running = applied(running, replace(failed, op="remove", spec=None))
                 composition.manifest = replace(composition.manifest, root=running)
@@ -1177,14 +1171,9 @@ class Daemon:
         return [f"not applied: {line}" for line in lines]
 
     @staticmethod
-    def _apply(
-        tree: Tree,
-        change: Change,
-        follow: Callable[[str, ChildSpec | None], None],
-        halfway: list[bool],
-    ) -> None:
+    def _apply(tree: Tree, change: Change, follow: Callable[[str, ChildSpec | None], None]) -> None:
         """Make one step on ``tree``, and tell ``follow`` (the metrics) what the path is now;
-        ``halfway`` is given True once a replace's remove is made (its add may still fail)."""
+        ``_HalfMade`` when a replace's add failed after its remove was made."""
         if change.op == "update" and isinstance(change.spec, JobSpec):
             tree.set_autostart(change.path, autostart=change.spec.autostart)
             return
@@ -1195,8 +1184,6 @@ class Daemon:
             return
         if change.op in ("remove", "replace"):
             tree.remove_child(change.path)
-            if change.op == "replace":
-                halfway.append(True)
         if change.op == "remove":
             follow(change.path, None)
             return
@@ -1205,9 +1192,20 @@ class Daemon:
         follow(change.path, change.spec)
         try:
             tree.add_child(change.spec, under=change.parent, before=change.before)
-        except BaseException:
+        except BaseException as exc:
             follow(change.path, None)  # not added after all
+            if change.op == "replace" and isinstance(exc, JobvisorError):
+                raise _HalfMade(exc) from exc
             raise
+
+
+class _HalfMade(Exception):
+    """A reload's replace cut short between its remove and its add: the old child is gone and
+    the new one was not added, for ``cause`` (a group changed meanwhile, the spec refused)."""
+
+    def __init__(self, cause: JobvisorError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _cut_short(exc: JobvisorError, made: list[Change]) -> str:

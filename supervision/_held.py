@@ -6,6 +6,7 @@ and the output files' reopen in ``supervision._logging``) asks ``gone_dir`` firs
 held state dir was moved, deleted or replaced, nothing of jobvisor makes anything at its
 path again (another jobvisor may hold a new one there), and the files it has open are
 written on where they went. Plain module state, as the lock it mirrors is the process's.
+``lost_line`` is what ``run`` and the daemon say at ERROR when theirs went.
 """
 
 # ruff: noqa: PTH100 - abspath, not resolve: a path is compared as it is given, no symlink followed
@@ -13,9 +14,9 @@ written on where they went. Plain module state, as the lock it mirrors is the pr
 from __future__ import annotations
 
 import os
-from typing import Final
+from typing import Final, Literal
 
-__all__ = ["gone_dir", "hold", "release"]
+__all__ = ["gone_dir", "hold", "lost_line", "release"]
 
 # abspath -> (st_dev, st_ino) of the directory made there; the process's, as its lock is.
 _HELD: Final[dict[str, tuple[int, int]]] = {}
@@ -48,3 +49,32 @@ def gone_dir(path: str | os.PathLike[str]) -> str | None:
         if (st.st_dev, st.st_ino) != ident:
             return held
     return None
+
+
+# What went with a lost state dir, what that means and what is stopped, for each holder.
+_LOST: Final = {
+    "run": (
+        "run",
+        "its journal, lock and output files",
+        "this run's record is lost and another jobvisor",
+        "stopping every job",
+    ),
+    "daemon": (
+        "the daemon",
+        "its lock, control socket and journal",
+        "no command reaches this daemon and another",
+        "stopping",
+    ),
+}
+
+
+def lost_line(why: str, holder: str | None, kind: Literal["run", "daemon"], code: int) -> str:
+    """The ERROR line of a ``run`` or a daemon (``kind``) whose state dir went while it ran:
+    ``why`` (``StateDirLock.lost``), the other jobvisor that holds its path now (``holder``,
+    ``run, pid 12``) if one does, and the exit ``code`` it stops with."""
+    who, went, so, stopping = _LOST[kind]
+    now = f"; another jobvisor ({holder}) holds it now" if holder else ""
+    return (
+        f"{why} while {who} ran{now}: {went} went with it, so {so} could start there and run "
+        f"every job twice; {stopping} (exit {code})"
+    )

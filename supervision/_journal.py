@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import logbook
 
@@ -329,6 +329,13 @@ class _Flush:
     done: threading.Event
 
 
+class _Opened(NamedTuple):
+    """What ``Journal._migrate`` opened: the writer's connection, and its last row's seq."""
+
+    conn: sqlite3.Connection
+    last: int  # 0: no row yet
+
+
 @dataclass(slots=True)
 class _Outage:
     """A time the journal could not write: from the first failed batch to the next empty backlog."""
@@ -384,13 +391,14 @@ class Journal:
         self._busy = lock_wait if active_runtime() == "threads" else min(lock_wait, GEVENT_BUSY)
         try:
             self._prepare()
-            self._conn, last = self._migrate()
+            opened = self._migrate()
         except UnsafePathError as exc:
             raise JournalError(str(exc)) from exc
         except (OSError, sqlite3.Error) as exc:
             raise JournalError(
                 f"cannot open the journal {self.path}: {_cause(exc, self.path)}; {_hint(exc)}"
             ) from exc
+        self._conn: sqlite3.Connection | None = opened.conn  # the writer's, taken at its start
         # A deque and two bells, not a queue of rows: a row costs an append, and the writer
         # wakes once per batch instead of once per row (per row was most of the journal's
         # cost). The bells are SimpleQueues of tokens, not Events: an Event's wait is a
@@ -399,7 +407,7 @@ class Journal:
         self._pending: deque[object] = deque()
         # Each row's seq, taken as it is queued: the order of ``record`` calls. A count's
         # next() is one C call, atomic under the GIL, so any thread may take one.
-        self._seq = itertools.count(last + 1).__next__
+        self._seq = itertools.count(opened.last + 1).__next__
         self._rung = False  # a token is in _wake for what is pending
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token: rows are pending
         self._hurry: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token: skip the delay
@@ -459,7 +467,7 @@ class Journal:
             return True
         return (st.st_dev, st.st_ino) != self._ident
 
-    def _migrate(self) -> tuple[sqlite3.Connection | None, int]:
+    def _migrate(self) -> _Opened:
         """Bring the schema up to date; the connection, kept for the writer (a journal moved
         or deleted with its state dir is written on through it, where a new one could not
         find it), and the seq of the journal's last row (0: none yet)."""
@@ -486,7 +494,7 @@ class Journal:
         except BaseException:
             conn.close()
             raise
-        return conn, last
+        return _Opened(conn, last)
 
     # -- writing (any thread in, the writer thread out) ------------------------------------------
 

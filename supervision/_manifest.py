@@ -315,8 +315,8 @@ class _Parser(WorkReader):
         self._ray: bool | None = None
         self._groups: list[str] = []  # the names of the groups being read, outermost first
         # Each env file read once per load, however many jobs name it (defaults' for 10,000):
-        # its assignments, or why it cannot be used (None: missing).
-        # Each env file read once: its values, secrets decided (a ``Secret`` each), or why not.
+        # its values, secrets decided (a ``Secret`` each), or why it cannot be used (None:
+        # missing).
         self._env_files: dict[str, dict[str, str | Secret] | str | None] = {}
         # What a job's env_file field sets, by where it is written: ``defaults:``' one serves
         # every job (10,000 jobs made its entries 10,000 times).

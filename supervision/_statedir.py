@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 import logbook
 
 from actors._errors import JobvisorError
-from actors._runtime import NoThreadError, start_thread
+from actors._runtime import start_or_say
 from supervision._files import check_parents, ensure_private_dir, open_private
 from supervision._held import hold, release
 
@@ -171,13 +171,13 @@ class StateDirWatch:
         self._each = each
         self._every = every
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="jv-statewatch", daemon=True)
-        try:
-            start_thread(self._thread)
-        except NoThreadError as exc:
-            # A host out of tasks: the rest runs; only a loss of the state dir goes unseen.
-            self._done.set()
-            log.warning("{}: its state dir is not watched: {}", lock.kind, exc)
+        # A host out of tasks: tried for a second, as jobvisor's other threads are; then the
+        # rest runs, and only a loss of the state dir goes unseen.
+        self._thread = start_or_say(
+            lambda: threading.Thread(target=self._run, name="jv-statewatch", daemon=True),
+            f"the {lock.kind}'s state dir is not watched: should it be moved or deleted, the "
+            f"{lock.kind} runs on unaware of it",
+        )
 
     def _run(self) -> None:
         while not self._done.wait(self._every):
@@ -192,8 +192,9 @@ class StateDirWatch:
     def close(self) -> None:
         """End the watch (at once, unless ``on_lost`` is running: it is waited for)."""
         self._done.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(5)
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(5)
 
 
 def _inode(st: os.stat_result) -> tuple[int, int]:

@@ -398,3 +398,23 @@ def test_reload_adds_it_stopped_and_flips_it_in_place_and_a_restart_leaves_it_do
         }
     finally:
         assert stop_daemon(again) == 0
+
+
+def test_nothing_to_start_is_answered_at_the_first_child_that_starts_by_itself() -> None:
+    # Groups nested deeper than Python recurses, after a job that starts by itself: the answer
+    # is known at that job, so no group is walked into (a walk would raise RecursionError).
+    from supervision._app import _nothing_to_start
+
+    deep = SupervisorSpec(name="g0", children=(python_job("held", "jobfuncs:ok", autostart=False),))
+    for depth in range(1, 2 * sys.getrecursionlimit()):
+        deep = SupervisorSpec(name=f"g{depth}", children=(deep,))
+    for children in (
+        (python_job("free", "jobfuncs:ok"), deep),
+        (deep, python_job("free", "jobfuncs:ok")),
+    ):
+        assert not _nothing_to_start(SupervisorSpec(children=children))
+    app = replace(python_job("app", "jobfuncs:ok"), depends_on=("db",))
+    held = python_job("db", "jobfuncs:ok", autostart=False)
+    assert _nothing_to_start(SupervisorSpec(children=(app, held)))
+    assert not _nothing_to_start(SupervisorSpec(children=(app, replace(held, autostart=True))))
+    assert not _nothing_to_start(SupervisorSpec())

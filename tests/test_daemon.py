@@ -1232,6 +1232,22 @@ def test_a_lost_lock_file_is_said_deleted_or_moved_as_it_was(tmp_path: Path) -> 
         lock.close()
 
 
+def test_the_lost_state_dirs_error_line_is_one_text_for_run_and_the_daemon() -> None:
+    from supervision._held import lost_line
+
+    why = "the state dir /srv/{app}/.jobvisor was deleted"  # braces in a path stay as they are
+    assert lost_line(why, None, "run", 1) == (
+        f"{why} while run ran: its journal, lock and output files went with it, so this run's "
+        "record is lost and another jobvisor could start there and run every job twice; "
+        "stopping every job (exit 1)"
+    )
+    assert lost_line(why, "run, pid 12", "daemon", 1) == (
+        f"{why} while the daemon ran; another jobvisor (run, pid 12) holds it now: its lock, "
+        "control socket and journal went with it, so no command reaches this daemon and "
+        "another could start there and run every job twice; stopping (exit 1)"
+    )
+
+
 def test_a_run_whose_state_dir_is_deleted_stops_every_job_and_exits_1(tmp_path: Path) -> None:
     # As the daemon's: without its state dir a run's journal rows, lock and output files are
     # gone, and a second run there (started meanwhile, not refused) would run every job twice.
@@ -1248,6 +1264,8 @@ def test_a_run_whose_state_dir_is_deleted_stops_every_job_and_exits_1(tmp_path: 
         second = Jobvisor(later, "run", manifest, "--state-dir", where)
         code = first.wait(30)
         assert second.proc.poll() is None, second.stderr  # the first gave way; it runs on
+        # Its signal handlers are set before its jobs start: a SIGTERM earlier killed it (-15).
+        wait_until(lambda: "svc: started" in second.stderr, "the second's svc", proc=second.proc)
         assert second.terminate() == 0, second.stderr
     finally:
         first.close()

@@ -329,6 +329,86 @@ def test_an_http_request_whose_deadline_watch_cannot_start_fails_once_and_leaves
         assert kit.count == 2, "nothing was sent under the limit"
 
 
+# The state dir's watch cannot get its thread: a process at its cgroup's limit on tasks, one of
+# them a child's that an alarm gives back ("lift") a quarter of a second into the watch's tries.
+_WATCH_CANNOT_START = """
+import logbook, os, shutil, signal, subprocess, sys, threading
+from pathlib import Path
+from supervision._statedir import StateDirLock, StateDirWatch
+
+logbook.StderrHandler(format_string="{record.level_name}: {record.message}").push_application()
+state, group, lift = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "lift"
+lock = StateDirLock(state, "daemon")
+with open(group + "/cgroup.procs", "w") as f:
+    f.write(str(os.getpid()))
+child = subprocess.Popen(["sleep", "600"])
+with open(group + "/pids.max", "w") as f:
+    f.write(str(len(os.listdir("/proc/self/task")) + 1))
+try:
+    threading.Thread(target=lambda: None).start()
+except RuntimeError:
+    pass
+else:
+    sys.exit("a thread started: the limit does not hold")
+
+def give_back(signum, frame):
+    child.kill()
+    child.wait()
+
+if lift:  # on this thread, in the sleep between two tries
+    signal.signal(signal.SIGALRM, give_back)
+    signal.setitimer(signal.ITIMER_REAL, 0.25)
+lost = threading.Event()
+watch = StateDirWatch(lock, lambda why, holder: (print(why), lost.set()), every=0.01)
+if lift:
+    shutil.rmtree(state)
+    if not lost.wait(30):
+        sys.exit("the watch did not see its state dir go")
+watch.close()
+give_back(None, None)
+lock.close()
+print("closed")
+"""
+
+
+@pytest.mark.parametrize("lift", [False, True], ids=["held", "lifted"])
+def test_a_state_dir_watch_without_a_thread_tries_again_then_says_once_it_is_not_watched(
+    tmp_path: Path, pids_cgroup: Path, lift: bool
+) -> None:
+    """No thread for the watch at the start of a run or a daemon: it tried once and gave up.
+    Now it tries for a second, as the stopper does: a task given back meanwhile gives it its
+    thread, which sees the state dir go; otherwise one plain line says it is not watched."""
+    state = tmp_path / ".jobvisor"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _WATCH_CANNOT_START,
+            str(state),
+            str(pids_cgroup),
+            "lift" if lift else "hold",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    if lift:
+        assert out.stderr == ""
+        assert out.stdout == f"the state dir {state} was deleted\nclosed\n"
+    else:
+        said = (
+            f"WARNING: jv-statewatch: {NO_THREAD}; the daemon's state dir is not watched: "
+            "should it be moved or deleted, the daemon runs on unaware of it"
+        )
+        assert out.stderr.splitlines() == [said]
+        assert out.stdout == "closed\n"
+
+
 # -- a full disk, a read-only output directory ---------------------------------------------------
 
 
