@@ -49,6 +49,7 @@ from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
 from supervision._statedir import LOCK_NAME, StateDirLock, StateDirWatch
+from supervision._table import flatten_status
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Container, Iterator
@@ -1082,13 +1083,15 @@ class Daemon:
             changes: list[Change] = []
             done = 0
             try:
-                down = _groups_down(tree.status()["children"])
+                status = tree.status()
+                down = _groups_down(status["children"])
+                ended = _ended_jobs(status)
                 changes = diff_specs(running, new, down=down)
                 for change in changes:
                     self._apply(tree, change, follow)
                     done += 1
                     steps.append(change)
-                    summary.extend(change.summary)
+                    summary.extend(_says(change, ended))
             # A group changed meanwhile, a spec refused; after a replace's remove, maybe.
             except (JobvisorError, _HalfMade) as caught:
                 exc = caught.cause if isinstance(caught, _HalfMade) else caught
@@ -1302,6 +1305,36 @@ def _edit(group: SupervisorSpec, parts: list[str], change: Change) -> Supervisor
         assert spec is not None
         children.insert(at, spec)
     return replace(group, children=tuple(children))
+
+
+# A job down for good, as its state says it, that a replace starts again.
+_ENDED: Final = {
+    "stopped": "it was stopped",
+    "failed": "it had failed",
+    "gave_up": "it had given up",
+    "succeeded": "it had succeeded",
+}
+
+
+def _ended_jobs(status: dict[str, Any]) -> dict[str, str]:
+    """{path: its state} of the jobs in a status that are down for good (``_ENDED``)."""
+    return {
+        node["path"]: node["state"]
+        for node in flatten_status(status)
+        if "children" not in node and node["state"] in _ENDED
+    }
+
+
+def _says(change: Change, ended: dict[str, str]) -> tuple[str, ...]:
+    """What a reload's step tells a person: a replace that starts a job down for good (a
+    person's stop, a give-up, a once job's end) says so, as supervisord's update does it."""
+    state = ended.get(change.path)
+    spec = change.spec
+    if change.op != "replace" or state is None or not isinstance(spec, JobSpec):
+        return change.summary
+    if not spec.autostart:
+        return change.summary  # "not started" says it
+    return (f"replace {change.path} ({_ENDED[state]}: it starts again, with its new spec)",)
 
 
 def _groups_down(nodes: list[dict[str, Any]]) -> frozenset[str]:

@@ -128,6 +128,20 @@ def test_reload_applies_only_the_difference(daemon: Running) -> None:
     assert "tick" not in daemon.nodes()
 
 
+def test_a_reload_that_replaces_a_stopped_job_says_it_starts_again(daemon: Running) -> None:
+    # As supervisord's update: a changed job is a new one, started; a person who stopped it
+    # is told, not surprised to see it run (the line said only "replace svc").
+    assert daemon.cli("stop", "svc").returncode == 0
+    changed = BASE.replace("sleep 0.05", "sleep 0.06")
+    assert changed != BASE
+    (daemon.dir / "jobs.yaml").write_text(textwrap.dedent(changed))
+    out = daemon.cli("reload")
+    assert out.returncode == 0, out.stderr
+    said = "replace svc (it was stopped: it starts again, with its new spec)"
+    assert said in out.stdout.splitlines(), out.stdout
+    assert daemon.nodes()["svc"]["state"] == "running"
+
+
 def test_a_bad_manifest_changes_nothing(daemon: Running) -> None:
     before = daemon.nodes()
     (daemon.dir / "jobs.yaml").write_text("version: 1\njobs: [{name: x}]\n")
