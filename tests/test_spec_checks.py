@@ -9,6 +9,12 @@ root with an internal error).
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
+import inspect
+import sys
+import types
+import typing
 from dataclasses import replace
 
 import jobfuncs
@@ -16,6 +22,7 @@ import pykka
 import pytest
 from treekit import tree_of
 
+import actors
 import supervision
 from supervision import (
     ActorSpec,
@@ -193,3 +200,83 @@ def test_a_strategy_given_as_its_string_runs_as_that_strategy(make_tree, events)
     events.reached("b", "succeeded")
     events.reached("a", "running", times=2)  # restarted with b: one_for_all
     assert tree.status()["state"] == "running"
+
+
+# -- what the public signatures name is exported -------------------------------------------------
+
+_OURS = ("actors", "supervision")
+# Dataclasses jobvisor hands a program (load_manifest's, current_attempt's) and that it
+# never builds: what their fields take is not something a program names.
+_HANDED_OUT = ("Manifest", "Attempt")
+
+
+def _classes_in(hint: object) -> typing.Iterator[type]:
+    """The classes a type hint names, through unions, generics and Callable."""
+    if isinstance(hint, type) and not typing.get_args(hint):
+        yield hint
+    origin = typing.get_origin(hint)
+    if isinstance(origin, type) and origin is not types.UnionType:
+        yield origin
+    for arg in typing.get_args(hint):
+        if isinstance(arg, list):  # Callable's parameters
+            for inner in arg:
+                yield from _classes_in(inner)
+        else:
+            yield from _classes_in(arg)
+
+
+class _Names(dict[str, object]):
+    """Where a hint's names are looked up past its module's globals: our modules import what
+    only annotations use under ``TYPE_CHECKING``, so it is found in the module defining it."""
+
+    def __missing__(self, name: str) -> object:
+        for space in (collections.abc, typing):
+            if hasattr(space, name):
+                return getattr(space, name)
+        if name in sys.modules:  # a module named in a hint: threading.Event
+            return sys.modules[name]
+        for module in list(sys.modules.values()):
+            if module.__name__.split(".")[0] in _OURS and isinstance(vars(module).get(name), type):
+                return vars(module)[name]
+        raise KeyError(name)
+
+
+def _hints(obj: object) -> dict[str, object]:
+    """What a function's parameters or a dataclass's fields take (those a caller gives)."""
+    if inspect.isclass(obj):
+        if not dataclasses.is_dataclass(obj) or obj.__name__ in _HANDED_OUT:
+            return {}  # handles and errors jobvisor makes, which a program does not
+        hints = typing.get_type_hints(obj, localns=_Names())
+        return {f.name: hints[f.name] for f in dataclasses.fields(obj) if f.init}
+    if inspect.isfunction(obj):
+        return typing.get_type_hints(obj, localns=_Names())
+    return {}
+
+
+def _unexported(package: types.ModuleType) -> dict[str, set[str]]:
+    """Of the classes named by the parameters of ``package``'s public callables (and of the
+    classes those name, and so on), ours that ``package`` does not export: by who names them."""
+    exported = {id(getattr(package, name)) for name in package.__all__}
+    todo = [getattr(package, name) for name in package.__all__]
+    seen: set[int] = set()
+    missing: dict[str, set[str]] = {}
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        for param, hint in _hints(obj).items():
+            if param == "return":
+                continue
+            for cls in _classes_in(hint):
+                if cls.__module__.split(".")[0] not in _OURS or getattr(cls, "_is_protocol", False):
+                    continue  # a protocol (Work) is met by exported classes, not named
+                if id(cls) not in exported:
+                    missing.setdefault(cls.__name__, set()).add(f"{obj.__name__}.{param}")
+                todo.append(cls)
+    return missing
+
+
+@pytest.mark.parametrize("package", [supervision, actors], ids=lambda p: p.__name__)
+def test_every_type_a_public_signature_takes_is_exported(package: types.ModuleType) -> None:
+    assert _unexported(package) == {}
