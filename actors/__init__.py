@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         CommandFailed,
         CommandWork,
     )
+    from actors._confine import Limits, RunAs
     from actors._errors import (
         AttemptTimeout,
         ChildKilled,
@@ -112,6 +113,7 @@ _PUBLIC: dict[str, str] = {
     "HttpWork": "actors._http",
     "JobFailure": "actors._errors",
     "JobvisorError": "actors._errors",
+    "Limits": "actors._confine",
     "GroupDownError": "actors._errors",
     "DependencyDownError": "actors._errors",
     "NotSignalledError": "actors._errors",
@@ -124,6 +126,7 @@ _PUBLIC: dict[str, str] = {
     "ReadyProbe": "actors._ready",
     "RetrySpec": "actors._retry",
     "RetryWait": "actors._retry",
+    "RunAs": "actors._confine",
     "RuntimeSetupError": "actors._errors",
     "Schedule": "actors._job",
     "ServiceExited": "actors._errors",
@@ -202,6 +205,7 @@ __all__ = [
     "HttpWork",
     "JobFailure",
     "JobvisorError",
+    "Limits",
     "NoSuchChildError",
     "NoThreadError",
     "NotReady",
@@ -211,6 +215,7 @@ __all__ = [
     "ReadyProbe",
     "RetrySpec",
     "RetryWait",
+    "RunAs",
     "RuntimeSetupError",
     "Schedule",
     "ServiceExited",

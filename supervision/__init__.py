@@ -21,10 +21,12 @@ import importlib
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from actors._attempt import current_attempt
+    from actors._breaker import Breaker
     from actors._command import (
         CommandFailed,
         CommandWork,
     )
+    from actors._confine import Limits, RunAs
     from actors._errors import (
         AttemptTimeout,
         ChildKilled,
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from actors._messages import (
         Outcome,
     )
+    from actors._placement import RayPlacement
     from actors._python import (
         PythonWork,
     )
@@ -83,6 +86,7 @@ if TYPE_CHECKING:
         Subscription,
         ThreadAbandoned,
     )
+    from supervision._exits import GiveUpOn
     from supervision._history import (
         JournalError,
     )
@@ -100,6 +104,7 @@ if TYPE_CHECKING:
         ManifestError,
         load_manifest,
     )
+    from supervision._notify import HttpTarget, NotifyEvent, NotifySpec
     from supervision._policy import (
         Backoff,
         Budget,
@@ -110,12 +115,14 @@ if TYPE_CHECKING:
         RestartType,
         Strategy,
     )
+    from supervision._secrets import SecretMasker
     from supervision._spec import (
         ActorSpec,
         BreakerSpec,
         ChildSpec,
         JobSpec,
         LoggingSpec,
+        OutputSpec,
         RotateSpec,
         SupervisorSpec,
         python_job,
@@ -134,10 +141,11 @@ _PUBLIC: dict[str, str] = {
     "AttemptFinished": "supervision._events",
     "AttemptTimeout": "actors._errors",
     "Backoff": "supervision._policy",
+    "Breaker": "actors._breaker",
     "BreakerChanged": "supervision._events",
     "BreakerSpec": "supervision._spec",
+    "Budget": "supervision._policy",
     "ChildExited": "supervision._events",
-    "Commanded": "supervision._events",
     "ChildKilled": "actors._errors",
     "ChildRef": "actors._ref",
     "ChildSpec": "supervision._spec",
@@ -145,39 +153,46 @@ _PUBLIC: dict[str, str] = {
     "ChildrenChangedError": "actors._errors",
     "CommandFailed": "actors._command",
     "CommandWork": "actors._command",
+    "Commanded": "supervision._events",
     "CooldownPolicy": "supervision._policy",
     "CooldownStarted": "supervision._events",
     "DependencyDownError": "actors._errors",
-    "NotSignalledError": "actors._errors",
-    "NoThreadError": "actors._errors",
     "Escalated": "supervision._events",
     "EscalationError": "actors._errors",
     "Event": "supervision._events",
     "GaveUp": "supervision._events",
+    "GiveUpOn": "supervision._exits",
+    "GroupDownError": "actors._errors",
     "HttpRequestError": "actors._http",
     "HttpStatusError": "actors._http",
+    "HttpTarget": "supervision._notify",
     "HttpWork": "actors._http",
     "Intensity": "supervision._policy",
-    "Budget": "supervision._policy",
     "Issue": "supervision._manifest",
     "JobFailure": "actors._errors",
     "JobSpec": "supervision._spec",
     "JobvisorError": "actors._errors",
     "Journal": "supervision._journal",
     "JournalError": "supervision._history",
+    "Limits": "actors._confine",
     "LoggingSetup": "supervision._logging",
     "LoggingSetupError": "supervision._logging",
     "LoggingSpec": "supervision._spec",
     "Manifest": "supervision._manifest",
     "ManifestError": "supervision._manifest",
-    "GroupDownError": "actors._errors",
     "NoSuchChildError": "actors._errors",
+    "NoThreadError": "actors._errors",
     "NotReady": "actors._ready",
+    "NotSignalledError": "actors._errors",
     "NotStarted": "supervision._events",
+    "NotifyEvent": "supervision._notify",
+    "NotifySpec": "supervision._notify",
     "OnExhausted": "supervision._policy",
     "Outcome": "actors._messages",
+    "OutputSpec": "supervision._spec",
     "ProbationPassed": "supervision._events",
     "PythonWork": "actors._python",
+    "RayPlacement": "actors._placement",
     "ReadyProbe": "actors._ready",
     "Reloaded": "supervision._events",
     "RestartPolicy": "supervision._policy",
@@ -186,17 +201,19 @@ _PUBLIC: dict[str, str] = {
     "RetrySpec": "actors._retry",
     "RetryWait": "actors._retry",
     "RotateSpec": "supervision._spec",
+    "RunAs": "actors._confine",
     "RunResult": "supervision._tree",
     "RuntimeSetupError": "actors._errors",
     "Schedule": "actors._job",
+    "SecretMasker": "supervision._secrets",
     "ServiceExited": "actors._errors",
     "SpecError": "actors._errors",
     "State": "supervision._state",
     "StateChanged": "supervision._events",
-    "ThreadAbandoned": "supervision._events",
     "Strategy": "supervision._policy",
     "Subscription": "supervision._events",
     "SupervisorSpec": "supervision._spec",
+    "ThreadAbandoned": "supervision._events",
     "Tree": "supervision._tree",
     "TreeStoppedError": "actors._errors",
     "configure_logging": "supervision._logging",
@@ -208,7 +225,6 @@ _PUBLIC: dict[str, str] = {
 
 # Formerly exported here; now private. Named so that an old import says where it went.
 _MOVED: dict[str, str] = {
-    "Breaker": "actors",
     "BreakerState": "actors",
     "Composition": "supervision._app",
     "ControlServer": "supervision._daemon",
@@ -223,7 +239,6 @@ _MOVED: dict[str, str] = {
     "NoDaemonError": "supervision._client",
     "Restart": "supervision._policy",
     "RunReport": "supervision._app",
-    "SecretMasker": "supervision._logging",
     "TRANSITIONS": "supervision._state",
     "build_breakers": "supervision._tree",
     "can_transition": "supervision._state",
@@ -267,6 +282,7 @@ __all__ = [
     "AttemptFinished",
     "AttemptTimeout",
     "Backoff",
+    "Breaker",
     "BreakerChanged",
     "BreakerSpec",
     "Budget",
@@ -286,9 +302,11 @@ __all__ = [
     "EscalationError",
     "Event",
     "GaveUp",
+    "GiveUpOn",
     "GroupDownError",
     "HttpRequestError",
     "HttpStatusError",
+    "HttpTarget",
     "HttpWork",
     "Intensity",
     "Issue",
@@ -297,6 +315,7 @@ __all__ = [
     "JobvisorError",
     "Journal",
     "JournalError",
+    "Limits",
     "LoggingSetup",
     "LoggingSetupError",
     "LoggingSpec",
@@ -307,10 +326,14 @@ __all__ = [
     "NotReady",
     "NotSignalledError",
     "NotStarted",
+    "NotifyEvent",
+    "NotifySpec",
     "OnExhausted",
     "Outcome",
+    "OutputSpec",
     "ProbationPassed",
     "PythonWork",
+    "RayPlacement",
     "ReadyProbe",
     "Reloaded",
     "RestartPolicy",
@@ -319,9 +342,11 @@ __all__ = [
     "RetrySpec",
     "RetryWait",
     "RotateSpec",
+    "RunAs",
     "RunResult",
     "RuntimeSetupError",
     "Schedule",
+    "SecretMasker",
     "ServiceExited",
     "SpecError",
     "State",

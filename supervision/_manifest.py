@@ -657,6 +657,7 @@ class _Parser(WorkReader):
         if not items:
             self.expected(v, "a non-empty list of jobs and groups")
             return ()
+        before = len(self.issues)
         entries: list[Entry] = []
         for item in items:
             value = item.value
@@ -670,9 +671,12 @@ class _Parser(WorkReader):
         deps = check_dependencies(self, entries, owners)
         if strategy is Strategy.REST_FOR_ONE:
             self.warn_listed_before(entries, owners)
+        # Refused already: built without their dependencies, so that their group's spec does
+        # not refuse again what is reported (a cycle, a sibling that could not be built).
+        refused = len(self.issues) > before
         children: list[ChildSpec] = []
         for entry in entries:
-            children.extend(entry.build(deps.get(id(entry), ())))
+            children.extend(entry.build(() if refused else deps.get(id(entry), ())))
         return tuple(children)
 
     def warn_listed_before(self, entries: list[Entry], owners: dict[str, Entry]) -> None:

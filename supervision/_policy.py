@@ -10,9 +10,9 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from actors import Outcome
+from actors import Outcome, SpecError
 from actors._checks import need_count, need_duration
 from actors._exponential import Exponential, check_growth
 
@@ -34,11 +34,15 @@ __all__ = [
     "RestartType",
     "Strategy",
     "Window",
+    "as_enum",
     "decide",
     "decide_budget",
     "decide_probation_failure",
     "wants_restart",
 ]
+
+
+E = TypeVar("E", bound=enum.StrEnum)
 
 
 class Strategy(enum.StrEnum):
@@ -63,6 +67,23 @@ class OnExhausted(enum.StrEnum):
     GIVE_UP = "give_up"
     ESCALATE = "escalate"
     COOLDOWN = "cooldown"
+
+
+def as_enum(cls: type[E], value: object, field: str) -> E:
+    """``value`` as a member of ``cls``: a member, or its exact value as a string (the word a
+    manifest writes, ``"permanent"``); anything else is a ``SpecError`` naming ``field``.
+
+    The decisions compare members by identity, so a string kept as given would pass for
+    none of them (``restart="permanent"`` ran as transient).
+    """
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str) and value in cls._value2member_map_:
+        return cls(value)
+    name = cls.__name__
+    article = "an" if name[0] in "AEIOU" else "a"
+    choices = ", ".join(member.value for member in cls)
+    raise SpecError(field=field, expected=f"one of {choices} ({article} {name})", got=value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +181,10 @@ class RestartPolicy:
     on_exhausted: OnExhausted = OnExhausted.GIVE_UP
     cooldown: CooldownPolicy = CooldownPolicy()
     budget: Budget | None = None  # only the root's counts: the tree's restarts (see Budget)
+
+    def __post_init__(self) -> None:
+        on_exhausted = as_enum(OnExhausted, self.on_exhausted, "on_exhausted")
+        object.__setattr__(self, "on_exhausted", on_exhausted)
 
 
 class Window:

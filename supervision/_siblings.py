@@ -6,9 +6,10 @@ its siblings' names (a replicated name means all of its replicas).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from supervision._depgraph import cycles, sibling_expected
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,82 +56,32 @@ def check_dependencies(
 ) -> dict[int, tuple[str, ...]]:
     """Each entry's dependencies as child names; unknown names, itself and cycles are issues."""
     by_name = {entry.name: entry for entry in entries if entry.name is not None}
+    at = {id(entry): i for i, entry in enumerate(entries)}
     resolved: dict[int, tuple[str, ...]] = {}
-    edges: dict[int, list[Entry]] = {}
+    edges: list[list[int]] = []  # by position: the entries each one depends on
     for entry in entries:
         names: list[str] = []
-        targets: list[Entry] = []
+        targets: list[int] = []
         for dep in entry.deps:
             name = dep.value
             target = by_name.get(name) or owners.get(name)
             if target is None:
-                choices = sorted(set(by_name) | set(owners))
-                close = difflib.get_close_matches(name, choices, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                listed = ", ".join(choices) if len(choices) <= 12 else f"{len(choices)} names"
-                reader.expected(dep, f"the name of a sibling ({listed})", hint=hint)
+                expected, hint = sibling_expected(name, set(by_name) | set(owners))
+                reader.expected(dep, expected, hint=hint)
                 continue
             if target is entry:
                 reader.expected(dep, "the name of another sibling, not the job's own")
                 continue
             wanted = target.names if name == target.name else (name,)
             names.extend(n for n in wanted if n not in names)
-            targets.append(target)
+            targets.append(at[id(target)])
         resolved[id(entry)] = tuple(names)
-        edges[id(entry)] = targets
-    for cycle in _cycles(entries, edges) if any(edges.values()) else ():
-        first = cycle[0]
-        text = " -> ".join(str(e.name) for e in (*cycle, first))
+        edges.append(targets)
+    for cycle in cycles(edges) if any(edges) else ():
+        first = entries[cycle[0]]
+        text = " -> ".join(str(entries[i].name) for i in (*cycle, cycle[0]))
         reader.add(first.deps_at or first.v, f"expected no dependency cycle, got {text}")
     return resolved
-
-
-def _cycles(entries: list[Entry], edges: dict[int, list[Entry]]) -> list[list[Entry]]:
-    """One dependency cycle per strongly connected group of entries, in list order."""
-    reach = {id(entry): _reachable(entry, edges) for entry in entries}
-    done: set[int] = set()
-    cycles: list[list[Entry]] = []
-    for entry in entries:
-        key = id(entry)
-        if key in done or key not in reach[key]:
-            continue
-        members = {other for other in reach[key] if key in reach.get(other, set())}
-        done |= members
-        cycles.append(_path_back(entry, members, edges))
-    return cycles
-
-
-def _reachable(start: Entry, edges: dict[int, list[Entry]]) -> set[int]:
-    seen: set[int] = set()
-    todo = list(edges.get(id(start), []))
-    while todo:
-        node = todo.pop()
-        if id(node) not in seen:
-            seen.add(id(node))
-            todo.extend(edges.get(id(node), []))
-    return seen
-
-
-def _path_back(start: Entry, members: set[int], edges: dict[int, list[Entry]]) -> list[Entry]:
-    """A shortest cycle from ``start`` back to itself inside one strongly connected group."""
-    previous: dict[int, Entry] = {}
-    frontier = [start]
-    seen = {id(start)}
-    while frontier:
-        following: list[Entry] = []
-        for node in frontier:
-            for target in edges.get(id(node), []):
-                if target is start:
-                    path = [node]
-                    while path[-1] is not start:
-                        path.append(previous[id(path[-1])])
-                    return list(reversed(path))
-                if id(target) in members and id(target) not in seen:
-                    seen.add(id(target))
-                    previous[id(target)] = node
-                    following.append(target)
-        frontier = following
-    return [start]
 
 
 def replica_names(name: str, replicas: int | None) -> tuple[str, ...]:

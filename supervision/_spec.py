@@ -12,10 +12,11 @@ import pykka
 from actors import PythonWork, RetrySpec, Schedule, SpecError, Work
 from actors._checks import need, need_count, need_duration
 from actors._placement import RayPlacement, placement_of
-from supervision._policy import RestartPolicy, RestartType, Strategy
+from supervision._depgraph import cycles, sibling_expected
+from supervision._policy import RestartPolicy, RestartType, Strategy, as_enum
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Collection, Iterator, Sequence
 
     from supervision._exits import GiveUpOn
     from supervision._notify import NotifySpec
@@ -29,6 +30,7 @@ __all__ = [
     "OutputSpec",
     "RotateSpec",
     "SupervisorSpec",
+    "check_added_dependencies",
     "python_job",
     "same_child",
     "walk",
@@ -106,6 +108,7 @@ class JobSpec:
     def __post_init__(self) -> None:
         _check_name(self.name)
         _check_grace(self.grace)
+        object.__setattr__(self, "restart", as_enum(RestartType, self.restart, "restart"))
         need(isinstance(self.autostart, bool), "autostart", "true or false", self.autostart)
         need(
             self.output is None or isinstance(self.output, OutputSpec),
@@ -113,8 +116,19 @@ class JobSpec:
             "false or a mapping with max_bytes, backups and log",
             self.output,
         )
-        if self.name in self.depends_on:
-            raise SpecError(f"{self.name}: a job cannot depend on itself")
+        deps = self.depends_on
+        ok = isinstance(deps, tuple | list) and all(isinstance(name, str) for name in deps)
+        need(ok, "depends_on", "a list of sibling names", deps)
+        if not isinstance(deps, tuple):
+            object.__setattr__(self, "depends_on", tuple(deps))
+        if self.name in deps:
+            expected = "the name of another sibling, not the job's own"
+            raise SpecError(
+                f"{self.name}: depends_on: expected {expected}, got {self.name!r}",
+                field="depends_on",
+                expected=expected,
+                got=self.name,
+            )
         object.__setattr__(self, "placement", placement_of(self.placement))
 
     @property
@@ -145,6 +159,7 @@ class ActorSpec:
     def __post_init__(self) -> None:
         _check_name(self.name)
         _check_grace(self.grace)
+        object.__setattr__(self, "restart", as_enum(RestartType, self.restart, "restart"))
         object.__setattr__(self, "placement", placement_of(self.placement))
         if not (
             isinstance(self.actor_class, type)
@@ -179,13 +194,26 @@ class SupervisorSpec:
     def __post_init__(self) -> None:
         _check_name(self.name)
         _check_grace(self.grace)
+        object.__setattr__(self, "strategy", as_enum(Strategy, self.strategy, "strategy"))
+        object.__setattr__(self, "restart", as_enum(RestartType, self.restart, "restart"))
+        need(isinstance(self.policy, RestartPolicy), "policy", "a RestartPolicy", self.policy)
+        children = self.children
+        need(isinstance(children, tuple | list), "children", "a list of specs", children)
+        if not isinstance(children, tuple):
+            object.__setattr__(self, "children", children := tuple(children))
         seen: set[str] = set()
-        for child in self.children:
+        dependants = False
+        for child in children:
             if not isinstance(child, JobSpec | ActorSpec | SupervisorSpec):
                 raise SpecError(f"{self.name}: a child must be a spec, got {child!r}")
             if child.name in seen:
                 raise SpecError(f"{self.name}: duplicate child name {child.name!r}")
             seen.add(child.name)
+            dependants = dependants or (isinstance(child, JobSpec) and bool(child.depends_on))
+        if dependants:
+            for child in children:
+                _check_known(child, seen)
+            _check_no_cycle(children)
 
     kind = "group"
 
@@ -195,6 +223,50 @@ class SupervisorSpec:
 
 
 ChildSpec = JobSpec | ActorSpec | SupervisorSpec
+
+
+def check_added_dependencies(spec: ChildSpec, siblings: Sequence[ChildSpec]) -> None:
+    """What ``SupervisorSpec`` checks of its children, for ``spec`` joining ``siblings`` in a
+    running group (``Tree.add_child``): its ``depends_on`` names one of them, and makes no
+    cycle with theirs. A ``SpecError`` when not."""
+    _check_known(spec, {child.name for child in siblings} | {spec.name})
+    _check_no_cycle((*siblings, spec))
+
+
+def _check_known(child: ChildSpec, names: Collection[str]) -> None:
+    """Each of ``child``'s dependencies is one of its siblings' ``names`` (the manifest's rule)."""
+    if not isinstance(child, JobSpec):
+        return
+    for dep in child.depends_on:
+        if dep not in names:
+            expected, hint = sibling_expected(dep, names)
+            raise SpecError(
+                f"{child.name}: depends_on: expected {expected}, got {dep!r}{hint}",
+                field="depends_on",
+                expected=expected,
+                got=dep,
+            )
+
+
+def _check_no_cycle(children: Sequence[ChildSpec]) -> None:
+    """No dependency cycle among ``children``, told as the manifest tells it. A dependency on a
+    name no child has is no edge: a running group's children may name one removed since."""
+    at = {child.name: i for i, child in enumerate(children)}
+    edges = [
+        [at[dep] for dep in child.depends_on if dep in at] if isinstance(child, JobSpec) else []
+        for child in children
+    ]
+    found = cycles(edges) if any(edges) else []
+    if found:
+        cycle = found[0]
+        text = " -> ".join(children[i].name for i in (*cycle, cycle[0]))
+        raise SpecError(
+            f"{children[cycle[0]].name}: depends_on: expected no dependency cycle, got {text}",
+            field="depends_on",
+            expected="no dependency cycle",
+            got=text,
+            shown=text,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -305,6 +377,14 @@ def python_job(
         work = PythonWork(
             target=target, args=args, kwargs=dict(kwargs or {}), isolation=isolation, grace=grace
         )
+        return JobSpec(
+            name=name,
+            work=work,
+            schedule=schedule or Schedule(),
+            restart=restart,
+            grace=grace,
+            autostart=autostart,
+        )
     except SpecError as exc:
         raise SpecError(
             f"{name}: {exc}",
@@ -315,11 +395,3 @@ def python_job(
             about=exc.about,
             other=exc.other,
         ) from None
-    return JobSpec(
-        name=name,
-        work=work,
-        schedule=schedule or Schedule(),
-        restart=restart,
-        grace=grace,
-        autostart=autostart,
-    )

@@ -1,0 +1,282 @@
+"""Specs built in code get the checks a manifest gets: a bad one is a SpecError when it is built.
+
+A spec a program builds never went through the manifest's reader, so whatever the
+manifest refuses (a dependency cycle, a ``depends_on`` naming no sibling, a value of
+the wrong kind) must be refused by the spec itself, or the tree runs it and
+misbehaves (two jobs pending for ever, a strategy given as a string ending the
+root with an internal error).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import inspect
+import sys
+import types
+import typing
+from dataclasses import replace
+
+import jobfuncs
+import pykka
+import pytest
+from treekit import tree_of
+
+import actors
+import supervision
+from supervision import (
+    ActorSpec,
+    JobSpec,
+    OnExhausted,
+    PythonWork,
+    RestartPolicy,
+    RestartType,
+    Schedule,
+    SpecError,
+    Strategy,
+    SupervisorSpec,
+    python_job,
+)
+
+
+def job(name: str, *deps: str) -> JobSpec:
+    return JobSpec(name=name, work=PythonWork(target="jobfuncs:ok"), depends_on=deps)
+
+
+class Idle(pykka.ThreadingActor):
+    pass
+
+
+# -- depends_on ----------------------------------------------------------------------------------
+
+
+def test_a_dependency_cycle_is_refused_as_the_manifest_refuses_it() -> None:
+    with pytest.raises(SpecError) as caught:
+        SupervisorSpec(children=(job("a", "b"), job("b", "a")))
+    assert str(caught.value) == "a: depends_on: expected no dependency cycle, got a -> b -> a"
+    assert caught.value.field == "depends_on"
+    assert caught.value.expected == "no dependency cycle"
+
+
+def test_the_cycle_told_is_a_shortest_one_from_the_first_job_in_it() -> None:
+    children = (job("x"), job("a", "x", "c"), job("b", "a"), job("c", "b", "a"), job("d", "c"))
+    with pytest.raises(SpecError) as caught:
+        SupervisorSpec(name="g", children=children)
+    assert str(caught.value) == "a: depends_on: expected no dependency cycle, got a -> c -> a"
+
+
+def test_a_long_chain_is_no_cycle() -> None:
+    chain = tuple(job(f"j{i}", *((f"j{i - 1}",) if i else ())) for i in range(3000))
+    assert len(SupervisorSpec(children=chain).children) == 3000
+
+
+def test_depends_on_naming_no_sibling_is_refused_with_the_names_there_are() -> None:
+    with pytest.raises(SpecError) as caught:
+        SupervisorSpec(children=(job("db"), job("app", "dbb")))
+    assert str(caught.value) == (
+        "app: depends_on: expected the name of a sibling (app, db), got 'dbb' (did you mean 'db'?)"
+    )
+    assert caught.value.field == "depends_on"
+    assert caught.value.got == "dbb"
+
+
+def test_depends_on_may_name_a_group_or_an_actor() -> None:
+    group = SupervisorSpec(name="g", children=(job("x"),))
+    actor = ActorSpec(name="cache", actor_class=Idle)
+    spec = SupervisorSpec(children=(group, actor, job("app", "g", "cache")))
+    assert spec.children[2].depends_on == ("g", "cache")  # type: ignore[union-attr]
+
+
+def test_a_plain_string_for_depends_on_is_refused_and_a_list_is_taken() -> None:
+    with pytest.raises(SpecError) as caught:
+        JobSpec(name="app", work=PythonWork(target="jobfuncs:ok"), depends_on="db")  # type: ignore[arg-type]
+    assert str(caught.value) == "depends_on: expected a list of sibling names, got 'db'"
+    spec = JobSpec(name="app", work=PythonWork(target="jobfuncs:ok"), depends_on=["db"])  # type: ignore[arg-type]
+    assert spec.depends_on == ("db",)  # a tuple, as the manifest makes it: equal specs compare
+
+
+def test_a_job_depending_on_itself_names_the_field() -> None:
+    with pytest.raises(SpecError) as caught:
+        job("app", "db", "app")
+    assert str(caught.value) == (
+        "app: depends_on: expected the name of another sibling, not the job's own, got 'app'"
+    )
+    assert caught.value.field == "depends_on"
+
+
+def test_a_job_added_later_is_checked_against_the_siblings_it_joins() -> None:
+    from supervision._spec import check_added_dependencies
+
+    siblings = (job("db"), job("web", "db"))
+    check_added_dependencies(job("app", "db", "web"), siblings)
+    with pytest.raises(SpecError) as caught:
+        check_added_dependencies(job("app", "nope"), siblings)
+    assert str(caught.value) == (
+        "app: depends_on: expected the name of a sibling (app, db, web), got 'nope'"
+    )
+    # A sibling may still name one removed since; the name coming back can close a cycle.
+    with pytest.raises(SpecError) as caught:
+        check_added_dependencies(job("gone", "web"), (job("db"), job("web", "gone")))
+    assert str(caught.value) == (
+        "web: depends_on: expected no dependency cycle, got web -> gone -> web"
+    )
+    check_added_dependencies(ActorSpec(name="cache", actor_class=Idle), ())
+
+
+# -- enum fields given as their value --------------------------------------------------------------
+
+
+def test_an_enums_value_as_a_string_is_taken_as_the_enum() -> None:
+    spec = SupervisorSpec(strategy="one_for_all", restart="temporary")  # type: ignore[arg-type]
+    assert spec.strategy is Strategy.ONE_FOR_ALL
+    assert spec.restart is RestartType.TEMPORARY
+    assert python_job("j", "jobfuncs:ok", restart="permanent").restart is RestartType.PERMANENT  # type: ignore[arg-type]
+    actor = ActorSpec(name="a", actor_class=Idle, restart="transient")  # type: ignore[arg-type]
+    assert actor.restart is RestartType.TRANSIENT
+    policy = RestartPolicy(on_exhausted="cooldown")  # type: ignore[arg-type]
+    assert policy.on_exhausted is OnExhausted.COOLDOWN
+    assert policy == RestartPolicy(on_exhausted=OnExhausted.COOLDOWN)
+
+
+@pytest.mark.parametrize(
+    ("build", "said"),
+    [
+        (
+            lambda: SupervisorSpec(strategy="one-for-all"),
+            (
+                "strategy: expected one of one_for_one, one_for_all, rest_for_one "
+                "(a Strategy), got 'one-for-all'"
+            ),
+        ),
+        (
+            lambda: SupervisorSpec(restart=1),
+            "restart: expected one of permanent, transient, temporary (a RestartType), got 1",
+        ),
+        (
+            lambda: python_job("etl", "jobfuncs:ok", restart="PERMANENT"),
+            (
+                "etl: restart: expected one of permanent, transient, temporary (a RestartType), "
+                "got 'PERMANENT'"
+            ),
+        ),
+        (
+            lambda: RestartPolicy(on_exhausted=None),
+            "on_exhausted: expected one of give_up, escalate, cooldown (an OnExhausted), got None",
+        ),
+        (
+            lambda: SupervisorSpec(policy="fast"),
+            "policy: expected a RestartPolicy, got 'fast'",
+        ),
+    ],
+)
+def test_a_bad_enum_value_is_refused_naming_the_field_and_the_choices(build, said: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        build()
+    assert str(caught.value) == said
+
+
+def test_a_restart_given_as_its_string_runs_as_that_restart(make_tree, events) -> None:
+    """ "permanent" ran as transient: the decision compares restart types by identity."""
+    policy = RestartPolicy(
+        backoff=supervision.Backoff(initial=0.001, max=0.005, jitter=0),
+        intensity=supervision.Intensity(max_restarts=2, within=60),
+    )
+    spec = tree_of(python_job("j", "jobfuncs:ok", "j", restart="permanent"), policy=policy)  # type: ignore[arg-type]
+    make_tree(spec, on_event=events)
+    events.reached("j", "gave_up")
+    assert jobfuncs.CALLS["j"] == 3  # the first run and two restarts of a job that succeeded
+
+
+def test_a_strategy_given_as_its_string_runs_as_that_strategy(make_tree, events) -> None:
+    """ "one_for_all" ended the root with an internal error (AttributeError on .value)."""
+    spec = replace(
+        tree_of(
+            python_job("a", "jobfuncs:block", "a", schedule=Schedule(service=True)),
+            python_job("b", "jobfuncs:fail_times", "b", 1),
+        ),
+        strategy="one_for_all",  # type: ignore[arg-type]
+    )
+    tree = make_tree(spec, on_event=events)
+    events.reached("b", "succeeded")
+    events.reached("a", "running", times=2)  # restarted with b: one_for_all
+    assert tree.status()["state"] == "running"
+
+
+# -- what the public signatures name is exported -------------------------------------------------
+
+_OURS = ("actors", "supervision")
+# Dataclasses jobvisor hands a program (load_manifest's, current_attempt's) and that it
+# never builds: what their fields take is not something a program names.
+_HANDED_OUT = ("Manifest", "Attempt")
+
+
+def _classes_in(hint: object) -> typing.Iterator[type]:
+    """The classes a type hint names, through unions, generics and Callable."""
+    if isinstance(hint, type) and not typing.get_args(hint):
+        yield hint
+    origin = typing.get_origin(hint)
+    if isinstance(origin, type) and origin is not types.UnionType:
+        yield origin
+    for arg in typing.get_args(hint):
+        if isinstance(arg, list):  # Callable's parameters
+            for inner in arg:
+                yield from _classes_in(inner)
+        else:
+            yield from _classes_in(arg)
+
+
+class _Names(dict[str, object]):
+    """Where a hint's names are looked up past its module's globals: our modules import what
+    only annotations use under ``TYPE_CHECKING``, so it is found in the module defining it."""
+
+    def __missing__(self, name: str) -> object:
+        for space in (collections.abc, typing):
+            if hasattr(space, name):
+                return getattr(space, name)
+        if name in sys.modules:  # a module named in a hint: threading.Event
+            return sys.modules[name]
+        for module in list(sys.modules.values()):
+            if module.__name__.split(".")[0] in _OURS and isinstance(vars(module).get(name), type):
+                return vars(module)[name]
+        raise KeyError(name)
+
+
+def _hints(obj: object) -> dict[str, object]:
+    """What a function's parameters or a dataclass's fields take (those a caller gives)."""
+    if inspect.isclass(obj):
+        if not dataclasses.is_dataclass(obj) or obj.__name__ in _HANDED_OUT:
+            return {}  # handles and errors jobvisor makes, which a program does not
+        hints = typing.get_type_hints(obj, localns=_Names())
+        return {f.name: hints[f.name] for f in dataclasses.fields(obj) if f.init}
+    if inspect.isfunction(obj):
+        return typing.get_type_hints(obj, localns=_Names())
+    return {}
+
+
+def _unexported(package: types.ModuleType) -> dict[str, set[str]]:
+    """Of the classes named by the parameters of ``package``'s public callables (and of the
+    classes those name, and so on), ours that ``package`` does not export: by who names them."""
+    exported = {id(getattr(package, name)) for name in package.__all__}
+    todo = [getattr(package, name) for name in package.__all__]
+    seen: set[int] = set()
+    missing: dict[str, set[str]] = {}
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        for param, hint in _hints(obj).items():
+            if param == "return":
+                continue
+            for cls in _classes_in(hint):
+                if cls.__module__.split(".")[0] not in _OURS or getattr(cls, "_is_protocol", False):
+                    continue  # a protocol (Work) is met by exported classes, not named
+                if id(cls) not in exported:
+                    missing.setdefault(cls.__name__, set()).add(f"{obj.__name__}.{param}")
+                todo.append(cls)
+    return missing
+
+
+@pytest.mark.parametrize("package", [supervision, actors], ids=lambda p: p.__name__)
+def test_every_type_a_public_signature_takes_is_exported(package: types.ModuleType) -> None:
+    assert _unexported(package) == {}
