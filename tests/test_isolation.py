@@ -366,7 +366,7 @@ def test_threads_a_job_leaves_running_are_named_in_a_thread_and_waited_for_in_a_
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("started_by", ["thread", "pool"])
+@pytest.mark.parametrize("started_by", ["thread", "pool", "during"])
 def test_a_thread_the_program_started_before_the_attempt_is_never_blamed_on_the_job(
     make_tree, events, logs, started_by
 ) -> None:
@@ -374,7 +374,7 @@ def test_a_thread_the_program_started_before_the_attempt_is_never_blamed_on_the_
 
     ``j1`` returns only once ``j2`` runs, so the process has one more thread as it ends
     than as it began (``j2``'s): the leftover threads are looked at, and the program's
-    must be left out, whoever started it.
+    must be left out, whoever started it, and one the main thread started meanwhile too.
     """
     import jobfuncs
 
@@ -383,7 +383,7 @@ def test_a_thread_the_program_started_before_the_attempt_is_never_blamed_on_the_
     if started_by == "pool":
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="app-worker")
         pool.submit(release.wait, 30)
-    else:
+    elif started_by == "thread":
         threading.Thread(target=release.wait, args=(30,), name="app-runner", daemon=True).start()
     key = f"blame-{started_by}"
     try:
@@ -396,6 +396,10 @@ def test_a_thread_the_program_started_before_the_attempt_is_never_blamed_on_the_
             on_event=events,
         )
         assert jobfuncs.EVENTS[f"{key}-j2.running"].wait(10)
+        if started_by == "during":
+            # As ``await asyncio.to_thread(tree.stop)`` does while the job runs: a thread of
+            # the program's, no daemon as the main thread is none, which a job's never is.
+            threading.Thread(target=release.wait, args=(30,), name="asyncio_0").start()
         jobfuncs.EVENTS[f"{key}-j1.release"].set()
         events.wait_for(
             lambda items: any(isinstance(e, AttemptFinished) and e.path == "j1" for e in items)
