@@ -419,11 +419,11 @@ class Tree:
         running = self._still_running()
         one = len(running) == 1
         log.warning(
-            "leaving the with block: the tree did not stop within {}s (still running: {}); "
+            "leaving the with block: the tree did not stop within {} (still running: {}); "
             "killing {} now. To let a slow stop finish, call tree.stop(timeout) with a longer "
             "timeout before the block ends (or set tree.exit_timeout), or give {} a shorter "
             "stop grace",
-            f"{waited:g}",
+            "its timeout" if waited is None else f"{waited:g}s",
             ", ".join(running) or "its supervisors",
             "it" if one else "them",
             "that job" if one else "those jobs",
