@@ -52,6 +52,13 @@ class AbandonWatch:
     def close(self) -> None:
         self._unwatch()
 
+    def still_running(self) -> tuple[str, ...]:
+        """The names of the tasks reported abandoned that still run."""
+        with self._lock:
+            tasks = list(self._reported)
+        # Each was killed: killed and still running, however long ago.
+        return tuple(sorted(str(task.name) for task in tasks if abandoned(task, 0.0)))
+
     def _on_kill(self, task: Any) -> None:
         # In the killing thread: only a timer here, the check runs a grace later.
         self._ctx.scheduler.call_later(KILL_GRACE, lambda: self._check(task))

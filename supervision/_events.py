@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -178,22 +179,46 @@ class Subscription:
         self._bus._unsubscribe(self)
 
 
+# A subscriber that keeps raising: its first failure (of each kind) is logged in full, the
+# others summed up at most once per this many seconds.
+SUM_UP_EVERY = 10.0
+
+
+class _Failures:
+    """One subscriber's run of failures, no two more than ``SUM_UP_EVERY`` apart."""
+
+    __slots__ = ("held", "kinds", "last", "last_error", "since")
+
+    def __init__(self, now: float) -> None:
+        self.kinds: set[tuple[str, str, int]] = set()
+        self.since = now  # when the failures held since were last said
+        self.last = now
+        self.held = 0
+        self.last_error = ""
+
+
 class EventBus:
     """Delivers events, in the order published, on one dispatcher thread.
 
     Callbacks run on that thread, never on a supervisor's, so a slow callback
     delays other callbacks but never a restart. An exception in a callback is
-    logged and the callback keeps its subscription. With no subscriber,
-    publishing costs one attribute check.
+    logged and the callback keeps its subscription: the first of each kind in
+    full, with the event and the traceback; the repeats (a callback broken for
+    every event, dozens a second) summed up, a line per subscriber at most every
+    ``SUM_UP_EVERY`` seconds of ``clock``. With no subscriber, publishing costs
+    one attribute check.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._subs: tuple[Subscription, ...] = ()
         self._queue: queue.Queue[Event | None] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition(self._lock)
         self._pending = 0
+        self._clock = clock
+        # The dispatcher's own: subscribers whose failures are being summed up.
+        self._failing: dict[Subscription, _Failures] = {}
         # True while someone subscribed: read on every state change, so an attribute.
         self.active = False
 
@@ -234,7 +259,7 @@ class EventBus:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
     def stop(self, timeout: float | None = 5.0) -> None:
-        """Deliver what is queued, then end the dispatcher thread."""
+        """Deliver what is queued, then end the dispatcher thread (saying the failures held)."""
         with self._lock:
             thread = self._thread
         if thread is not None:
@@ -243,13 +268,95 @@ class EventBus:
                 thread.join(timeout)
 
     def _run(self) -> None:
-        while (event := self._queue.get()) is not None:
+        while True:
+            try:
+                event = self._queue.get(timeout=self._until_due())
+            except queue.Empty:
+                self._sum_up()
+                continue
+            if event is None:
+                break
             for sub in self._subs:
                 try:
                     sub.callback(event)
-                except Exception:
-                    log.exception("event subscriber {!r} raised on {}", sub.callback, event)
+                except Exception as exc:
+                    self._failed(sub, event, exc)
+            if self._failing:
+                self._sum_up()
             with self._idle:
                 self._pending -= 1
                 if self._pending == 0:
                     self._idle.notify_all()
+        self._sum_up(everything=True)
+
+    def _failed(self, sub: Subscription, event: Event, exc: Exception) -> None:
+        now = self._clock()
+        failures = self._failing.get(sub)
+        if failures is not None and now - failures.last >= SUM_UP_EVERY:
+            self._say_held(sub, failures, now)  # what came before the quiet spell
+            failures = None
+        if failures is None:
+            failures = self._failing[sub] = _Failures(now)
+        failures.last = now
+        kind = _kind(exc)
+        if kind in failures.kinds:
+            failures.held += 1
+            failures.last_error = f"{type(exc).__name__}: {exc}"
+            return
+        failures.kinds.add(kind)
+        log.error(
+            "event subscriber {} raised on {} (it keeps its subscription; its next failures "
+            "of this kind are summed up, a line every {:g} s at most)",
+            _named(sub.callback),
+            event,
+            SUM_UP_EVERY,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+
+    def _sum_up(self, *, everything: bool = False) -> None:
+        """Say the failures held of each subscriber whose line is due (``everything``: all)."""
+        now = self._clock()
+        for sub, failures in list(self._failing.items()):
+            if everything or now - failures.since >= SUM_UP_EVERY:
+                self._say_held(sub, failures, now)
+            if everything or now - failures.last >= SUM_UP_EVERY:
+                del self._failing[sub]  # quiet for long enough: its next failure is news
+
+    def _say_held(self, sub: Subscription, failures: _Failures, now: float) -> None:
+        if failures.held:
+            times = "time" if failures.held == 1 else "times"
+            seconds = now - failures.since
+            span = f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
+            log.error(
+                "event subscriber {} raised {} more {} in the last {} s (last: {})",
+                _named(sub.callback),
+                failures.held,
+                times,
+                span,
+                failures.last_error,
+            )
+        failures.held = 0
+        failures.since = now
+
+    def _until_due(self) -> float | None:
+        """Seconds until the next summary is due; None: none is held."""
+        due = [f.since + SUM_UP_EVERY for f in self._failing.values() if f.held]
+        if not due:
+            return None
+        return max(0.0, min(due) - self._clock())
+
+
+def _kind(exc: BaseException) -> tuple[str, str, int]:
+    """An exception's class and the line it was raised at: the same failure, repeated."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = ("", 0) if tb is None else (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+    return (type(exc).__qualname__, *where)
+
+
+def _named(callback: Callable[..., Any]) -> str:
+    """``module.qualname`` of a function or method; of its class for any other callable."""
+    module = getattr(callback, "__module__", None) or type(callback).__module__
+    name = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+    return f"{module}.{name}"

@@ -37,6 +37,7 @@ from actors import (
 )
 from actors._checks import a_kind
 from actors._placement import check_placeable
+from actors._runtime import KILL_GRACE
 from actors._spawn import REAPED_UNREAD, reaped_unread
 from supervision._abandon import AbandonWatch
 from supervision._budget import TreeBudget
@@ -119,6 +120,10 @@ class Tree:
     Every method is safe to call from any thread except a supervised child's
     own (a child waiting on its supervisor would wait for itself).
     """
+
+    # How long leaving a ``with`` block waits for the graceful stop before it kills what is
+    # left (``__exit__``); None: as long as it takes.
+    exit_timeout: float | None = 30.0
 
     def __init__(self, spec: SupervisorSpec, runtime: str, context: TreeContext) -> None:
         self.spec = spec
@@ -301,8 +306,10 @@ class Tree:
     def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
         """Call ``callback(event)`` for every later event of this tree.
 
-        Runs on the tree's event thread, in publication order; an exception
-        in the callback is logged and ignored. ``.cancel()`` the result to stop.
+        Runs on the tree's event thread (``jv-events``; from asyncio, hand the event to the
+        loop with ``loop.call_soon_threadsafe``), in publication order. An exception in the
+        callback is logged (the first of its kind in full, the repeats summed up every 10 s)
+        and ignored. ``.cancel()`` the result to stop.
         """
         return self._ctx.bus.subscribe(callback)
 
@@ -322,6 +329,12 @@ class Tree:
         except one still running ``KILL_GRACE`` after its kill (stuck in a
         call, or ignoring the kill): that one is abandoned, reported and
         journaled, and left to run on.
+
+        False when something of the tree still runs: the root has not ended by
+        ``timeout`` (``ended`` is False: ``kill()``, or ``stop`` again, ends it),
+        or it has but a thread of the tree was abandoned (``abandoned`` names it;
+        nothing of jobvisor's can end it). Asked again, it says so again, until
+        that thread has returned.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._stop_lock:
@@ -335,7 +348,7 @@ class Tree:
             # kill() can still finish the job.
             return False
         # Threads first (abandoned ones are reported through the events still running).
-        self._abandon.join(_left(deadline))
+        running = self._abandon.join(_left(deadline))
         self._abandon.close()
         self._ctx.bus.flush(_left(deadline))
         self._ctx.scheduler.stop(_left(deadline))
@@ -345,7 +358,17 @@ class Tree:
             for breaker in self._ctx.breakers.values():
                 breaker.unlisten(listener)
         _live_trees.discard(self)
-        return ended
+        return not running
+
+    @property
+    def abandoned(self) -> tuple[str, ...]:
+        """The names of the tree's threads (greenlets) that outlived their kill and still run.
+
+        Each was reported once (a warning, a ``ThreadAbandoned`` event, a journal row); it
+        runs on in the background until it returns or the process exits. Empty once each
+        has returned.
+        """
+        return self._abandon.still_running()
 
     def follow_breaker(self, breaker: Breaker) -> None:
         """``breaker`` joined the tree's breakers (a reload added it): its transitions are
@@ -370,7 +393,62 @@ class Tree:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        """Stop the tree; once the block is left, it has ended, and what it could not end is said.
+
+        The graceful stop gets ``exit_timeout`` seconds (30; None: no limit): what has not
+        stopped by then is named in a warning and killed, as ``kill()`` does. So the root
+        has ended when the block is left, a few seconds past ``exit_timeout`` at most (a
+        thread a kill cannot reach is abandoned ``KILL_GRACE`` after its kill: see
+        ``abandoned``); a root that even its kill did not end in ``_KILL_WAIT`` is said in
+        an error. A ``KeyboardInterrupt`` during the stop (a second Ctrl-C) kills at once
+        instead of waiting out a grace, and goes on up.
+        """
+        try:
+            if self.stop(self.exit_timeout) or self.ended:
+                return
+            self._kill_leftovers(self.exit_timeout)
+        except KeyboardInterrupt:
+            log.warning("interrupted while the tree stopped: killing every child now")
+            self.kill()
+            with contextlib.suppress(KeyboardInterrupt):  # one more: stop waiting at all
+                self.stop(_KILL_WAIT)
+            raise
+
+    def _kill_leftovers(self, waited: float | None) -> None:
+        """After a graceful stop out of time: name what still runs, kill it, wait for the end."""
+        running = self._still_running()
+        one = len(running) == 1
+        log.warning(
+            "leaving the with block: the tree did not stop within {} (still running: {}); "
+            "killing {} now. To let a slow stop finish, call tree.stop(timeout) with a longer "
+            "timeout before the block ends (or set tree.exit_timeout), or give {} a shorter "
+            "stop grace",
+            "its timeout" if waited is None else f"{waited:g}s",
+            ", ".join(running) or "its supervisors",
+            "it" if one else "them",
+            "that job" if one else "those jobs",
+        )
+        self.kill()
+        if not self.stop(_KILL_WAIT) and not self.ended:
+            log.error(
+                "leaving the with block: the tree has not ended {}s after its kill; it is left "
+                "as it is (tree.ended is False)",
+                f"{_KILL_WAIT:g}",
+            )
+
+    def _still_running(self) -> list[str]:
+        """``path (state)`` of each job or actor the stop has not ended yet, as far as known."""
+        try:
+            doc = self.status(timeout=_STATUS_WAIT)
+        except Exception:  # the root is busy or ended meanwhile: its kill comes all the same
+            return []
+        from supervision._table import flatten_status  # noqa: PLC0415 - only on a late stop
+
+        return [
+            f"{node['path']} ({node['state']})"
+            for node in flatten_status(doc)
+            if node.get("kind") != "group" and node.get("state") in _RUNNING_STATES
+        ]
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -389,6 +467,13 @@ class Tree:
 
 
 _CHILD_TYPES = (JobSpec, ActorSpec, SupervisorSpec)
+# Leaving a with block late: how long the kill may take to end the root (a thread's is
+# abandoned KILL_GRACE after it), and how long to ask for the names of what still runs.
+_KILL_WAIT = KILL_GRACE + 5.0
+_STATUS_WAIT = 2.0
+_RUNNING_STATES = frozenset(
+    s.value for s in (State.STARTING, State.RUNNING, State.WAITING, State.PROBATION, State.STOPPING)
+)
 
 
 def budget_change(old: SupervisorSpec, new: SupervisorSpec) -> None:
@@ -468,6 +553,8 @@ def start_tree(
     _check_spec(spec, breakers, runtime)  # before the bus: a refused tree leaves no thread
     tree_started(manifest_or_spec)
     tree_id = f"t{next(_tree_ids)}"
+    # Real time, not ``monotonic``: the bus only sums up a broken subscriber's log lines,
+    # which a test's clock that stands still would hold for ever.
     bus = EventBus()
     if on_event is not None:
         bus.subscribe(on_event)

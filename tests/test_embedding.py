@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -404,3 +406,61 @@ def test_both_packages_say_they_are_typed_and_the_wheel_ships_it() -> None:
         assert (ROOT / package / "py.typed").is_file(), package
         assert package in config["packages"]
         assert "py.typed" in config["package-data"].get(package, []), package
+
+
+# -- leaving a with block ------------------------------------------------------------------------
+
+CTRL_C = """
+    import logging, sys, time
+    import actors
+    actors.install_runtime({runtime!r})
+    from supervision import SupervisorSpec, python_job, start_tree
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    # A thread job that ignores its stop, with a grace no one waits out.
+    spec = SupervisorSpec(children=(python_job("j", "jobfuncs:stubborn", "j", grace=45.0),))
+    try:
+        with start_tree(spec) as tree:
+            assert tree.started(10)
+            print("ready", flush=True)
+            while True:  # the program's own work, until Ctrl-C
+                time.sleep(0.05)
+    except KeyboardInterrupt:
+        print("interrupted", tree.ended, flush=True)
+"""
+
+
+@pytest.mark.parametrize("installed", ["threads", "gevent"])
+def test_a_second_ctrl_c_while_a_with_block_stops_kills_at_once(
+    installed: str, tmp_path: Path
+) -> None:
+    from faultkit import wait_until
+
+    out, err = tmp_path / "out", tmp_path / "err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(CTRL_C.format(runtime=installed))],
+            cwd=ROOT,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests")))},
+        )
+    try:
+        wait_until(lambda: "ready" in out.read_text(), "the tree runs", proc=proc)
+        proc.send_signal(signal.SIGINT)  # the first: the block ends, its stop begins
+        wait_until(lambda: "j: stopping" in err.read_text(), "the stop began", proc=proc)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # the second: no waiting out the 45 s grace
+        code = proc.wait(30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = err.read_text()
+    assert took < 5, f"the second Ctrl-C took {took:.1f}s to end the program: {said}"
+    assert code == 0, said
+    assert out.read_text().split() == ["ready", "interrupted", "True"], said
+    assert "interrupted while the tree stopped: killing every child now" in said
+    assert "j: killed" in said

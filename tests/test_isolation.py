@@ -15,7 +15,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +364,52 @@ def test_threads_a_job_leaves_running_are_named_in_a_thread_and_waited_for_in_a_
     while not written["thread"].exists():  # it runs on beside us: let it end before the test
         assert time.monotonic() < deadline, "the thread job's thread never wrote"
         time.sleep(0.01)
+
+
+@pytest.mark.parametrize("started_by", ["thread", "pool", "during"])
+def test_a_thread_the_program_started_before_the_attempt_is_never_blamed_on_the_job(
+    make_tree, events, logs, started_by
+) -> None:
+    """The program's own thread, alive from before the attempt to after it, is not the job's.
+
+    ``j1`` returns only once ``j2`` runs, so the process has one more thread as it ends
+    than as it began (``j2``'s): the leftover threads are looked at, and the program's
+    must be left out, whoever started it, and one the main thread started meanwhile too.
+    """
+    import jobfuncs
+
+    release = threading.Event()
+    pool = None
+    if started_by == "pool":
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="app-worker")
+        pool.submit(release.wait, 30)
+    elif started_by == "thread":
+        threading.Thread(target=release.wait, args=(30,), name="app-runner", daemon=True).start()
+    key = f"blame-{started_by}"
+    try:
+        make_tree(
+            tree_of(
+                python_job("j1", "jobfuncs:deaf", f"{key}-j1"),
+                python_job("j2", "jobfuncs:block", f"{key}-j2"),
+                policy=ONCE,
+            ),
+            on_event=events,
+        )
+        assert jobfuncs.EVENTS[f"{key}-j2.running"].wait(10)
+        if started_by == "during":
+            # As ``await asyncio.to_thread(tree.stop)`` does while the job runs: a thread of
+            # the program's, no daemon as the main thread is none, which a job's never is.
+            threading.Thread(target=release.wait, args=(30,), name="asyncio_0").start()
+        jobfuncs.EVENTS[f"{key}-j1.release"].set()
+        events.wait_for(
+            lambda items: any(isinstance(e, AttemptFinished) and e.path == "j1" for e in items)
+        )
+        assert [e.outcome for e in events.of(AttemptFinished, "j1")] == [Outcome.SUCCEEDED]
+        assert not [r.message for r in logs.records if "still running" in r.message]
+    finally:
+        release.set()
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 def test_a_coroutine_function_runs_in_both_isolations_but_not_in_a_gevent_thread(

@@ -201,6 +201,82 @@ def test_event_bus_keeps_delivering_after_a_callback_raises(logs) -> None:
     assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in logs.records)
 
 
+def _broken(event: object) -> None:
+    raise ZeroDivisionError("division by zero")
+
+
+def _subscriber_lines(logs: logbook.TestHandler) -> list[Any]:
+    return [r for r in logs.records if r.channel == "supervision.events"]
+
+
+def test_a_subscriber_that_keeps_raising_is_logged_in_full_once_then_summed_up(logs) -> None:
+    # A broken callback on a busy tree raised on every event, each an ERROR with the event.
+    clock = ManualClock()
+    bus = EventBus(clock)
+    bus.subscribe(_broken)
+    event = StateChanged(path="x", at=0.0, old="pending", new="starting")  # type: ignore[arg-type]
+    try:
+        for _ in range(50):
+            bus.publish(event)
+        assert bus.flush(5)
+        [first] = _subscriber_lines(logs)
+        assert first.level_name == "ERROR"
+        assert first.exc_info[0] is ZeroDivisionError
+        assert "test_runtime._broken raised on StateChanged(path='x'" in first.message
+        assert "summed up" in first.message  # says what comes of the next ones
+        clock.advance(6)
+        for _ in range(3):
+            bus.publish(event)
+        assert bus.flush(5)
+        assert len(_subscriber_lines(logs)) == 1  # 52 failures so far, one line
+        clock.advance(4)  # 10 s since the first
+        bus.publish(event)
+        assert bus.flush(5)
+        summary = _subscriber_lines(logs)[1]
+        assert summary.level_name == "ERROR"
+        assert not summary.exc_info
+        assert summary.message == (
+            "event subscriber test_runtime._broken raised 53 more times in the last 10 s "
+            "(last: ZeroDivisionError: division by zero)"
+        )
+        clock.advance(2)
+        bus.publish(event)  # held: it is said at the bus's stop, if not before
+        assert bus.flush(5)
+        assert len(_subscriber_lines(logs)) == 2
+    finally:
+        bus.stop()
+    last = _subscriber_lines(logs)[2]
+    assert last.message.startswith("event subscriber test_runtime._broken raised 1 more time in ")
+    assert len(_subscriber_lines(logs)) == 3
+
+
+def test_a_subscriber_failing_again_after_a_quiet_spell_or_otherwise_is_shown_in_full(
+    logs,
+) -> None:
+    clock = ManualClock()
+    bus = EventBus(clock)
+    fail_with: list[type[Exception]] = [ZeroDivisionError]
+
+    def broken(event: object) -> None:
+        raise fail_with[0]("no")
+
+    bus.subscribe(broken)
+    event = StateChanged(path="x", at=0.0, old="pending", new="starting")  # type: ignore[arg-type]
+    try:
+        bus.publish(event)
+        assert bus.flush(5)
+        fail_with[0] = KeyError  # another error: in full, though within the 10 s
+        bus.publish(event)
+        assert bus.flush(5)
+        clock.advance(10.5)  # quiet for longer than that: a new story
+        bus.publish(event)
+        assert bus.flush(5)
+    finally:
+        bus.stop()
+    lines = _subscriber_lines(logs)
+    assert [r.exc_info[0] for r in lines] == [ZeroDivisionError, KeyError, KeyError]
+
+
 def test_cancelled_subscription_gets_nothing_more(make_tree, events) -> None:
     seen: list[object] = []
     tree = make_tree(SupervisorSpec(), on_event=events)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jobfuncs
 import logbook
 import pytest
 import stuckfuncs
@@ -106,10 +107,16 @@ def test_a_stop_abandons_an_actor_stuck_in_on_stop_and_reports_it(
     tree = start_tree(_stuck_actor_tree(key), runtime, on_event=events)
     try:
         assert tree.started(10)
-        took = _timed(lambda: tree.stop(timeout), 0.1 + KILL_GRACE + SLACK)
+        said: list[bool] = []
+        took = _timed(lambda: said.append(tree.stop(timeout)), 0.1 + KILL_GRACE + SLACK)
         assert took is not None, f"stop({timeout}) still waits for a thread stuck in on_stop"
         events.wait_for(lambda items: any(isinstance(e, ThreadAbandoned) for e in items))
-        assert [e.path for e in events.of(ThreadAbandoned)] == ["stuck"]
+        [abandoned] = events.of(ThreadAbandoned)
+        assert abandoned.path == "stuck"
+        # The root ended, but not every thread of the tree: no "all ended".
+        assert said == [False]
+        assert tree.ended
+        assert tree.abandoned == (abandoned.thread,)
         warning = next(r.message for r in logs.records if "abandoned" in r.message)
         assert "stuck" in warning
         if timeout is not None:  # the time it really had, not the grace it did not
@@ -169,6 +176,91 @@ def test_a_timed_out_python_job_is_abandoned_reported_and_journaled(
     assert [r["path"] for r in abandoned] == ["blk"]
     assert abandoned[0]["detail"]["thread"].startswith("jv-")
     assert len(events.of(ThreadAbandoned)) == 1  # once, though both the timer and stop saw it
+
+
+def test_a_stop_that_abandons_nothing_says_true_and_leaves_nothing(runtime: str) -> None:
+    key = "released"
+    tree = start_tree(_one_job("block_in_c", key, schedule=Schedule(service=True)), runtime)
+    try:
+        assert stuckfuncs.RUNNING[key].wait(10)
+        stuckfuncs.RELEASE[key].set()  # returns on its own: a service that ended, restarted
+        assert tree.stop(20) is True
+        assert tree.abandoned == ()
+    finally:
+        _stop_and_release(tree, key)
+
+
+def _late_stop(key: str, function: str = "stubborn") -> SupervisorSpec:
+    """A thread job ``j`` that ignores its stop, whose grace (45 s) outlasts any with block."""
+    work = PythonWork(target=f"jobfuncs:{function}", args=(key,))
+    return SupervisorSpec(children=(JobSpec(name="j", work=work, grace=45.0),))
+
+
+def _warned_leaving(logs: logbook.TestHandler) -> list[str]:
+    return [
+        r.message
+        for r in logs.records
+        if r.level == logbook.WARNING and "leaving the with block" in r.message
+    ]
+
+
+def test_leaving_a_with_block_kills_what_has_not_stopped_in_time_and_says_so(
+    runtime: str, events: Any, logs: logbook.TestHandler
+) -> None:
+    # The trial's case: a thread job whose grace outlasts the block's wait. The block used to
+    # end with the tree half-stopped, its job still stopping, its thread running, unsaid.
+    key = "exit-late"
+    started = time.monotonic()
+    with start_tree(_late_stop(key), runtime, on_event=events) as tree:
+        tree.exit_timeout = 0.5
+        assert jobfuncs.EVENTS[f"{key}.running"].wait(10)
+        started = time.monotonic()
+    took = time.monotonic() - started
+    assert took < 0.5 + KILL_GRACE + SLACK, f"leaving the block took {took:.1f}s"
+    assert tree.ended
+    assert tree.abandoned == ()  # a kill reaches a thread in Python code
+    assert not [
+        t.name for t in threading.enumerate() if t.name.startswith("jv-") and "-j" in t.name
+    ]
+    assert events.states("j")[-2:] == ["stopping", "stopped"]
+    [warned] = _warned_leaving(logs)
+    assert "did not stop within 0.5s" in warned
+    assert "still running: j (stopping)" in warned
+    assert "killing it now" in warned
+    assert "tree.stop(timeout)" in warned  # what to do about it
+
+
+def test_leaving_a_with_block_abandons_a_thread_no_kill_reaches_and_ends_on_time(
+    runtime: str, events: Any, logs: logbook.TestHandler
+) -> None:
+    key = "exit-stuck"
+    spec = _one_job("hold", key, grace=45.0)
+    started = time.monotonic()
+    try:
+        with start_tree(spec, runtime, on_event=events) as tree:
+            tree.exit_timeout = 0.5
+            assert stuckfuncs.RUNNING[key].wait(10)
+            started = time.monotonic()
+        took = time.monotonic() - started
+        assert took < 0.5 + KILL_GRACE + SLACK, f"leaving the block took {took:.1f}s"
+        assert tree.ended
+        [abandoned] = events.of(ThreadAbandoned)
+        assert tree.abandoned == (abandoned.thread,)
+        assert _warned_leaving(logs)
+        assert _abandoned_logged(logs, "blk")
+    finally:
+        stuckfuncs.RELEASE[key].set()
+
+
+def test_a_with_block_that_stops_in_time_says_nothing(
+    runtime: str, logs: logbook.TestHandler
+) -> None:
+    key = "exit-clean"
+    with start_tree(_late_stop(key, "block"), runtime) as tree:
+        assert jobfuncs.EVENTS[f"{key}.running"].wait(10)
+    assert tree.ended
+    assert not _warned_leaving(logs)
+    assert not [r for r in logs.records if r.level >= logbook.WARNING]
 
 
 # -- a real jobvisor process ------------------------------------------------------------------------
@@ -302,9 +394,16 @@ def test_a_job_blocked_in_one_c_call_is_abandoned(runtime: str, events: Any) -> 
     tree = start_tree(spec, runtime, on_event=events)
     try:
         assert stuckfuncs.RUNNING[key].wait(10)
-        took = _timed(lambda: tree.stop(None), 0.1 + KILL_GRACE + SLACK)
+        said: list[bool] = []
+        took = _timed(lambda: said.append(tree.stop(None)), 0.1 + KILL_GRACE + SLACK)
         assert took is not None, "stop(None) waited for a thread blocked in one C call"
         assert [e.path for e in events.of(ThreadAbandoned)] == ["blk"]
+        assert said == [False]
+        assert tree.abandoned == (events.of(ThreadAbandoned)[0].thread,)
+        assert tree.stop(None) is False  # asked again: the thread still runs
+        stuckfuncs.RELEASE[key].set()
+        wait_until(lambda: not tree.abandoned, "the released thread ends")
+        assert tree.stop(None) is True  # once it has returned, all of the tree has ended
     finally:
         _stop_and_release(tree, key)
 
