@@ -260,7 +260,10 @@ class Tree:
         """Add ``spec`` to the group at ``under`` and start it.
 
         It goes last, or before its sibling named ``before``: the order children
-        start and stop in, and ``rest_for_one``'s "the ones after it".
+        start and stop in, and ``rest_for_one``'s "the ones after it". Its ``depends_on``
+        is not checked against the group's children: a name none of them has is waited
+        for (``pending``) until a child of that name is added, as a reload adds a group's
+        new jobs one by one (``supervision._spec.check_added_dependencies`` checks it).
         """
         if not isinstance(spec, _CHILD_TYPES):
             raise SpecError(
