@@ -633,7 +633,7 @@ def _not_regular(path: Path) -> str | None:
 
 
 def _with_http(manifest: Any, listen: str) -> Any:
-    """``--http`` over the manifest's ``http.listen``; its token (and heartbeat) stay."""
+    """``--http`` over the manifest's ``http.listen``; its token (heartbeat, reads) stay."""
     import dataclasses  # noqa: PLC0415
 
     from actors import SpecError  # noqa: PLC0415
@@ -641,7 +641,7 @@ def _with_http(manifest: Any, listen: str) -> Any:
 
     old = manifest.http or HttpSpec()
     try:
-        spec = HttpSpec.of(listen, token=old.token, heartbeat=old.heartbeat)
+        spec = HttpSpec.of(listen, token=old.token, heartbeat=old.heartbeat, reads=old.reads)
     except SpecError as exc:
         _error(f"--http: expected {exc.expected}, got {listen!r}")
         return None

@@ -30,6 +30,7 @@ from actors._exponential import JITTERS, MULTIPLIERS
 from actors._placement import RAY_FIELDS
 from actors._python import ISOLATIONS
 from supervision._defaults import JOB_KEYS, OWN_ONLY
+from supervision._listen import READS
 from supervision._manifest import (
     BREAKER_KEYS,
     CLUSTER_KEYS,
@@ -531,7 +532,12 @@ MANIFEST: Final = fields_of(
         "jobs": _CHILDREN,
         "http": fields_of(
             LISTEN_KEYS,
-            {"listen": SCALAR, "token": AnyOf((TEXT, Const(None))), "heartbeat": DURATION},
+            {
+                "listen": SCALAR,
+                "token": AnyOf((TEXT, Const(None))),
+                "heartbeat": DURATION,
+                "reads": Choice(READS),
+            },
         ),
     },
     required=("version", "jobs"),

@@ -52,6 +52,7 @@ __all__ = [
     "FileTooLargeError",
     "NotRegularFileError",
     "UnsafePathError",
+    "check_dirs_to_read",
     "check_not_loose",
     "check_parents",
     "check_private_file",
@@ -65,6 +66,7 @@ __all__ = [
     "open_private",
     "open_private_file",
     "open_to_read",
+    "owned_by_another",
     "read_regular",
     "refuse_symlinks",
     "refused_owner",
@@ -170,14 +172,17 @@ def _owner(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _symlink(path: str | os.PathLike[str], what: str, *, reading: bool = False) -> UnsafePathError:
+def _symlink(
+    path: str | os.PathLike[str], what: str, *, reading: bool = False, chosen: bool = False
+) -> UnsafePathError:
     try:
         target = f" (to {os.readlink(path)})"
     except OSError:
         target = ""
-    # A file jobvisor reads is one it wrote itself: a link there was planted, not chosen.
+    # A file jobvisor reads is one it wrote itself: a link there was planted, not chosen
+    # (a state dir is chosen: its real path is the fix).
     if reading:
-        fix = "never reads through one; remove it"
+        fix = "never reads through one; " + ("give the real path" if chosen else "remove it")
     else:
         fix = "never writes through one; give the real path"
     return UnsafePathError(
@@ -185,12 +190,17 @@ def _symlink(path: str | os.PathLike[str], what: str, *, reading: bool = False) 
     )
 
 
-def check_not_loose(path: Path, st: os.stat_result, what: str) -> None:
-    """Refuse ``path`` (whose stat is ``st``) if another user owns it or may write to it."""
+def check_not_loose(
+    path: str | os.PathLike[str], st: os.stat_result, what: str, *, root_too: bool = False
+) -> None:
+    """Refuse ``path`` (whose stat is ``st``) if another user owns it or may write to it.
+
+    ``root_too``: one of root's is taken as well (a reader's check: root could read it anyway).
+    """
     if stat.S_ISLNK(st.st_mode):
         raise _symlink(path, what)
     me = os.geteuid()
-    if st.st_uid != me:
+    if st.st_uid != me and not (root_too and st.st_uid == 0):
         raise UnsafePathError(
             f"refusing the {what} {path}: it is owned by {_owner(st.st_uid)}, not by "
             f"{_owner(me)} who runs jobvisor; use one of your own",
@@ -457,20 +467,90 @@ def open_private_file(
     return file
 
 
-def open_to_read(path: str | os.PathLike[str], what: str) -> io.BufferedReader:
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir_to_read(name: str, dir_fd: int | None, shown: str, what: str) -> int:
+    """Open the directory ``name`` (in ``dir_fd``; ``shown`` is its whole path) to read from:
+    not a symlink, root's or ours, not writable by others; ``UnsafePathError`` otherwise."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(name, dir_fd):
+            raise _symlink(shown, what, reading=True, chosen=dir_fd is None) from None
+        raise
+    try:
+        check_not_loose(shown, os.fstat(fd), what, root_too=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _is_link(name: str, dir_fd: int | None) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
+
+
+def _walk_to_read(directory: str, within: str, what: str) -> int:
+    """The fd of ``directory``, opened from ``within`` (a state dir) one component at a time,
+    each judged by ``_open_dir_to_read``: ``O_NOFOLLOW`` alone guards the last component only,
+    and a directory on the way swapped for a symlink (``output -> /var/log``) would lead
+    the reader anywhere. ``what`` names the directories below ``within``."""
+    within = os.path.normpath(within)  # a trailing slash would have a link followed
+    relative = os.path.relpath(directory, within)
+    parts = [] if relative == "." else relative.split("/")
+    if ".." in parts:
+        raise ValueError(f"{directory} is not inside {within}")
+    fd = _open_dir_to_read(within, None, within, "state dir")
+    shown = within
+    try:
+        for part in parts:
+            shown = os.path.join(shown, part)
+            inner = _open_dir_to_read(part, fd, shown, what)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_dirs_to_read(directory: str, within: str, what: str = "output directory") -> None:
+    """Refuse ``within`` (a state dir) and each directory from it down to ``directory`` if one
+    is a symlink, another user's (root's is taken) or writable by others: ``UnsafePathError``
+    (its ``path`` the one refused). One missing raises ``FileNotFoundError``."""
+    os.close(_walk_to_read(directory, within, what))
+
+
+def open_to_read(
+    path: str | os.PathLike[str], what: str, *, within: str | None = None
+) -> io.BufferedReader:
     """Open a file jobvisor wrote (a job's output file) to read it: never through a symlink,
     and a regular file only (a FIFO planted there would block the reader for ever).
 
-    Raises ``UnsafePathError`` for either, and ``OSError`` (``FileNotFoundError``...) as
-    ``open`` would.
+    ``within``: the state dir ``path`` lies in; it and every directory on the way from it
+    are opened as ``check_dirs_to_read`` judges them, so none can be a symlink either.
+    Raises ``UnsafePathError`` for any of that, and ``OSError`` (``FileNotFoundError``...)
+    as ``open`` would.
     """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    name: str | os.PathLike[str] = path
+    dir_fd = None
+    if within is not None:
+        dir_fd = _walk_to_read(os.path.dirname(os.fspath(path)), within, "output directory")
+        name = os.path.basename(os.fspath(path))
     try:
-        fd = os.open(path, flags)
+        fd = os.open(name, flags, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP and os.path.islink(path):
             raise _symlink(path, what, reading=True) from None
         raise
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
@@ -500,8 +580,18 @@ def _not_regular(path: Path, mode: int, what: str) -> UnsafePathError:
 def _refuse_unopened(exc: OSError, path: Path, what: str) -> None:
     """Raise the error that says what is at ``path`` if ``exc``, from an open by
     ``open_private``, means a symlink (``ELOOP``) or a FIFO with no reader or a socket
-    (``ENXIO``)."""
+    (``ENXIO``); or, denied (``EACCES``, ``EPERM``), a symlink or another user's file: in
+    a sticky directory such as /tmp the kernel refuses to open either (``O_CREAT`` on an
+    entry someone else owns, ``protected_regular``), before ``O_NOFOLLOW`` could say ELOOP."""
     _refuse_symlink(exc, path, what, errno.ELOOP)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid():
+            check_not_loose(path, st, what)
+        return
     if exc.errno == errno.ENXIO:
         try:
             mode = os.lstat(path).st_mode
@@ -545,6 +635,15 @@ def refused_owner(st: os.stat_result, owner: int) -> str | None:
     if stat.S_ISREG(st.st_mode) and st.st_uid != owner:
         return f"it is owned by {_owner(st.st_uid)}, not by {_owner(owner)} who runs jobvisor"
     return None
+
+
+def owned_by_another(st: os.stat_result) -> str | None:
+    """Why the file of ``st`` (a symlink's own ``lstat`` too) is not ours to remove, move or
+    replace: another user owns it; None when we do."""
+    me = os.geteuid()
+    if st.st_uid == me:
+        return None
+    return f"it is owned by {_owner(st.st_uid)}, not by {_owner(me)} who runs jobvisor"
 
 
 def check_private_file(path: Path, what: str) -> None:

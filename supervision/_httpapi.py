@@ -553,7 +553,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             if name is None:
                 raise _Refused(HTTPStatus.NOT_FOUND, f"no such resource {url.path!r}")
-            if url.path not in self._FREE and not self.endpoint.spec.loopback:
+            if url.path not in self._FREE and self.endpoint.spec.reads_need_token:
                 self._check_token()
             getattr(self, name)(urllib.parse.parse_qs(url.query))
         except _Refused as exc:
@@ -607,7 +607,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         host = self.headers.get("Host", "")
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        name = name.strip("[]")
+        name = name.strip("[]").lower()  # host names are case-insensitive (RFC 4343)
         if name not in _LOOPBACK_NAMES and not is_loopback(name):
             raise _Refused(HTTPStatus.FORBIDDEN, f"Host {host!r} is not this machine's loopback")
 
@@ -619,7 +619,14 @@ class _Handler(BaseHTTPRequestHandler):
                 "actions are off: the endpoint has no token (set http.token in the manifest)",
             )
         scheme, _, value = self.headers.get("Authorization", "").strip().partition(" ")
-        what = "an action" if action else "a read off loopback"
+        if action:
+            what = "an action"
+        else:
+            what = (
+                "a read off loopback"
+                if not self.endpoint.spec.loopback
+                else "a read (reads: token)"
+            )
         # No bearer token at all (no header, another scheme, a scheme alone) is 401, which says
         # how to give one; a bearer token that does not match is 403 (RFC 6750).
         if scheme.lower() != "bearer" or not value.strip():
@@ -716,7 +723,7 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "actions": spec.token is not None,
                 "actions_need_token": True,
-                "reads_need_token": not spec.loopback,
+                "reads_need_token": spec.reads_need_token,
                 "heartbeat": spec.heartbeat,
                 "name": self._tree().spec.name if self.endpoint.tree is not None else None,
             },

@@ -12,9 +12,12 @@ from typing import Final
 
 from actors import SpecError
 
-__all__ = ["DEFAULT_HOST", "HttpSpec", "is_loopback", "parse_listen"]
+__all__ = ["DEFAULT_HOST", "READS", "HttpSpec", "is_loopback", "parse_listen"]
 
 DEFAULT_HOST: Final = "127.0.0.1"
+# Who may read (status, history, metrics, events) without the token: ``loopback``, anyone
+# who reaches a loopback address (every local user); ``token``: nobody.
+READS: Final = ("loopback", "token")
 _LISTEN: Final = re.compile(
     r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})|(?P<bare>\d{1,5})"
 )
@@ -47,16 +50,19 @@ def is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class HttpSpec:
-    """The endpoint's address and its bearer token (actions always need it; reads off loopback too).
+    """The endpoint's address and its bearer token (actions always need it; reads off loopback
+    too, and on loopback with ``reads="token"``: every local user reaches loopback).
 
     A host other than loopback without a token is refused: anyone who can
-    reach the port could read the tree or, worse, act on it.
+    reach the port could read the tree or, worse, act on it; so is
+    ``reads="token"`` without one.
     """
 
     host: str = DEFAULT_HOST
     port: int = 0
     token: str | None = field(default=None, repr=False)
     heartbeat: float = 15.0  # seconds between SSE comments, so proxies keep the stream open
+    reads: str = "loopback"  # one of READS
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host or "\0" in self.host:
@@ -71,6 +77,14 @@ class HttpSpec:
             raise SpecError(
                 field="heartbeat", expected="a duration from 50ms to 1h", got=self.heartbeat
             )
+        if self.reads not in READS:
+            raise SpecError(field="reads", expected="one of " + ", ".join(READS), got=self.reads)
+        if self.token is None and self.reads == "token":
+            raise SpecError(
+                field="reads",
+                expected="a token beside reads: token (reads then need it)",
+                got=self.reads,
+            )
         if self.token is None and not self.loopback:
             raise SpecError(
                 field="listen",
@@ -80,15 +94,23 @@ class HttpSpec:
 
     @classmethod
     def of(
-        cls, listen: str = f"{DEFAULT_HOST}:0", token: str | None = None, heartbeat: float = 15.0
+        cls,
+        listen: str = f"{DEFAULT_HOST}:0",
+        token: str | None = None,
+        heartbeat: float = 15.0,
+        reads: str = "loopback",
     ) -> HttpSpec:
         """The spec for ``listen`` (``HOST:PORT``) and the rest, as the manifest writes them."""
         host, port = parse_listen(listen)
-        return cls(host, port, token, heartbeat)
+        return cls(host, port, token, heartbeat, reads)
 
     @property
     def loopback(self) -> bool:
         return is_loopback(self.host)
+
+    @property
+    def reads_need_token(self) -> bool:
+        return self.reads == "token" or not self.loopback
 
     @property
     def listen(self) -> str:

@@ -51,6 +51,7 @@ from supervision._files import (
     loosened,
     make_dirs,
     open_private_file,
+    owned_by_another,
 )
 from supervision._held import gone_dir
 from supervision._secrets import SecretMasker, printable, printable_json
@@ -1779,6 +1780,7 @@ class _FileSink:
         self._ident: tuple[int, int] = (0, 0)
         self._size = 0
         self._period_end: datetime | None = None
+        self._held: _RotationHeld | None = None  # a rotation not done (see _rotate)
         self._closed = False
         try:
             self._open()
@@ -1931,21 +1933,111 @@ class _FileSink:
         return self._period_end is not None and self._now() >= self._period_end
 
     def _rotate(self) -> None:
-        """``file`` -> ``file.1`` -> ... -> ``file.N``; the oldest beyond ``backups`` is deleted."""
-        self._discard()
+        """``file`` -> ``file.1`` -> ... -> ``file.N``; the oldest beyond ``backups`` is deleted.
+
+        Only files of ours are removed, moved or replaced: a backup another user owns
+        (planted in a shared directory such as /tmp, where a non-root rename of it fails
+        and root's would destroy it) stops the rotation before any step, and one beyond
+        ``backups`` is left alone. A rotation stopped so, or by a step that fails, is said
+        once, naming the file that stopped it and what to do, and the file at the path
+        goes on being written (past its size or period: nothing is dropped). It is tried
+        again once that file changes or goes, or a whole rotation later (another
+        ``max_bytes``, the next period); the one that works is said too.
+        """
+        held = self._held
+        if held is not None and not self._retry_due(held):
+            return
+        blocked = self._foreign_backup()
+        fix = "remove it (its owner or root can)"
+        if blocked is None:
+            self._discard()
+            try:
+                self._shift()
+            except _StepFailed as exc:
+                blocked = (exc.path, exc.why)
+                fix = f"move {exc.path} out of the way"
+            finally:
+                self._open()  # the new file, or the same one when a step failed
+        if blocked is None:
+            if held is not None:
+                self._held = None
+                self._say(
+                    logbook.INFO,
+                    f"the {self._what} {self._path} rotates again: {held.path} no longer stops it",
+                )
+            return
+        path, why = blocked
+        self._held = _RotationHeld(
+            path,
+            _lstat_ident(path),
+            self._size,
+            _next_boundary(self._now(), self._when) if self._when is not None else None,
+            why,
+        )
+        if held is None or (held.path, held.why) != (path, why):
+            if not self._output:
+                fix += f", or give the {self._what} a directory of its own"
+            self._say(
+                logbook.WARNING,
+                f"cannot rotate the {self._what} {self._path}: {why}; {fix}; until then "
+                f"{self._path} is written on, unrotated (tried again once {path} changes)",
+            )
+
+    def _retry_due(self, held: _RotationHeld) -> bool:
+        if _lstat_ident(held.path) != held.ident:
+            return True
+        if self._max_bytes is not None and self._size >= held.size + self._max_bytes:
+            return True
+        return held.period_end is not None and self._now() >= held.period_end
+
+    def _foreign_backup(self) -> tuple[Path, str] | None:
+        """The first backup the rotation would move or replace that is not ours, and why."""
+        for n in range(1, self._backups + 1):
+            backup = self._backup(n)
+            try:
+                st = os.lstat(backup)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                return backup, f"its backup {backup} cannot be looked at: {exc.strerror}"
+            if (why := owned_by_another(st)) is not None:
+                return backup, (
+                    f"its backup {backup} {why.removeprefix('it ')}, and jobvisor never "
+                    "removes nor replaces another user's file"
+                )
+        return None
+
+    def _shift(self) -> None:
+        """The rotation's renames and removals; ``_StepFailed`` names the step that failed."""
         for old in self._path.parent.glob(f"{glob.escape(self._path.name)}.*"):
             suffix = old.name.rpartition(".")[2]
             if suffix.isdigit() and int(suffix) > self._backups:
-                old.unlink(missing_ok=True)
+                try:
+                    st = os.lstat(old)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise _StepFailed(old, f"cannot look at {old}: {exc.strerror}") from exc
+                if owned_by_another(st) is None:  # another user's is left where it is
+                    _step(old, "remove", functools.partial(old.unlink, missing_ok=True))
         for n in range(self._backups - 1, 0, -1):
             older = self._backup(n)
-            if older.is_symlink() or older.exists():
-                older.replace(self._backup(n + 1))
+            if os.path.lexists(older):
+                _step(older, "move", functools.partial(older.replace, self._backup(n + 1)))
         if self._backups > 0:
-            self._path.replace(self._backup(1))
+            _step(self._path, "move", functools.partial(self._path.replace, self._backup(1)))
         else:
-            self._path.unlink(missing_ok=True)
-        self._open()
+            _step(self._path, "remove", functools.partial(self._path.unlink, missing_ok=True))
+
+    def _say(self, level: int, text: str) -> None:
+        """About the file itself, not a write of it (its writer's lock held): a job's output
+        file's in the log, the log file's on stderr and in the file, before the next record
+        (a detached daemon's stderr is /dev/null)."""
+        if self._output:
+            self._trouble.say(level, text)
+        else:
+            _on_stderr(level, text)
+            self._notices.append((level, text))
 
     def _backup(self, n: int) -> Path:
         return self._path.with_name(f"{self._path.name}.{n}")
@@ -1963,6 +2055,50 @@ class _FileSink:
             if len(view) < len(data):  # cut off inside: the file ends inside a line
                 self._torn = self._ident
             raise
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RotationHeld:
+    """A rotation not done: the file that stopped it (its ``_lstat_ident`` then), the size of
+    the file written on at that moment, the end of the period it fell in, and why."""
+
+    path: Path
+    ident: tuple[int, int, int] | None
+    size: int
+    period_end: datetime | None
+    why: str
+
+
+class _StepFailed(Exception):
+    """A rotation's step failed: ``path`` is the file it was on, ``why`` says which and why."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(why)
+        self.path = path
+        self.why = why
+
+
+def _step(path: Path, verb: str, do: Callable[[], object]) -> None:
+    """Do one step on ``path``; a failure names it, and a rename's destination too, which is
+    then taken as what stops it (a directory there, say): the source is ours, checked."""
+    try:
+        do()
+    except OSError as exc:
+        if exc.filename2:
+            why = f"cannot {verb} {path} to {exc.filename2}: {exc.strerror}"
+            raise _StepFailed(Path(exc.filename2), why) from exc
+        raise _StepFailed(path, f"cannot {verb} {path}: {exc.strerror}") from exc
+
+
+def _lstat_ident(path: Path) -> tuple[int, int, int] | None:
+    """What tells the file at ``path`` (not what a link there points to) from a later one, or
+    from itself given to another owner; None when there is none. Not its times: the file
+    written on may be the one watched."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_uid
 
 
 def _next_boundary(moment: datetime, when: str) -> datetime:

@@ -9,6 +9,10 @@ must not drive the reader's terminal); into a pipe its bytes go as they are.
 An output file, or a rotated one, is never read through a symlink nor as
 anything but a regular file: a link planted there could make ``logs`` print
 another file to whoever runs it (root's /etc/shadow), and a FIFO would hang it.
+Nor through a directory that is a symlink, another user's or writable by others,
+from the state dir down (``output -> /var/log`` would print /var/log/dpkg.log as
+``dpkg``'s output): each is opened from the one above it, as run and daemon judge
+the state dir.
 """
 
 # ruff: noqa: PTH110, PTH116, PTH118, PTH120, PTH123 - os.path: pathlib costs a control command
@@ -21,7 +25,7 @@ import sys
 import time
 
 from supervision._client import NoDaemonError, find_state_dir, request
-from supervision._files import UnsafePathError, open_to_read, refused_owner
+from supervision._files import UnsafePathError, check_dirs_to_read, open_to_read, refused_owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,18 +52,21 @@ def output_file(directory: str, path: str) -> str:
     return os.path.join(directory, *parts) + ".log"
 
 
-def tail_lines(path: str, count: int, *, first: int = 0, backups: int = 9) -> list[bytes]:
+def tail_lines(
+    path: str, count: int, *, first: int = 0, backups: int = 9, within: str | None = None
+) -> list[bytes]:
     """The last ``count`` lines of ``path``, and of ``path.1``... when it holds fewer.
 
     ``first``: the first of them to read (1 skips ``path`` itself). Raises
-    ``UnsafePathError`` for one that is a symlink or not a regular file.
+    ``UnsafePathError`` for one that is a symlink or not a regular file, or (``within``:
+    the state dir) lies below a directory ``check_dirs_to_read`` refuses.
     """
     lines: list[bytes] = []
     for n in range(first, backups + 1):
         if len(lines) >= count:
             break
         try:
-            with open_to_read(path if n == 0 else f"{path}.{n}", WHAT) as file:
+            with open_to_read(path if n == 0 else f"{path}.{n}", WHAT, within=within) as file:
                 lines = _last_lines(file, count - len(lines)) + lines
         except FileNotFoundError:
             if n > 0:
@@ -85,7 +92,11 @@ def _last_lines(file: BinaryIO, count: int) -> list[bytes]:
 
 
 def follow(
-    path: str, write: Callable[[bytes], None], file: BinaryIO | None = None
+    path: str,
+    write: Callable[[bytes], None],
+    file: BinaryIO | None = None,
+    *,
+    within: str | None = None,
 ) -> Iterator[None]:
     """Follow ``path`` like ``tail -F``: give ``write`` each new whole line (newline included).
 
@@ -95,9 +106,10 @@ def follow(
     held is read first, then the new one from its start; a file cut shorter
     than what was read (truncated) is read again from its start. Yields after
     each look, so the caller decides how long to go on and how long to pause.
-    A new file that is a symlink or not a regular file raises ``UnsafePathError``.
+    A new file that is a symlink or not a regular file raises ``UnsafePathError``, and so
+    does one below a directory refused (``within``: see ``tail_lines``).
     """
-    follower = _Follower(path, write, file)
+    follower = _Follower(path, write, file, within)
     try:
         while True:
             follower.look()
@@ -107,8 +119,15 @@ def follow(
 
 
 class _Follower:
-    def __init__(self, path: str, write: Callable[[bytes], None], file: BinaryIO | None) -> None:
+    def __init__(
+        self,
+        path: str,
+        write: Callable[[bytes], None],
+        file: BinaryIO | None,
+        within: str | None = None,
+    ) -> None:
         self.path = path
+        self.within = within
         self.write = write
         self.file = file
         self.ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the open file
@@ -137,7 +156,7 @@ class _Follower:
 
     def _open(self) -> bool:
         try:
-            self.file = open_to_read(self.path, WHAT)
+            self.file = open_to_read(self.path, WHAT, within=self.within)
         except FileNotFoundError:
             return False
         st = os.fstat(self.file.fileno())
@@ -161,7 +180,7 @@ class _Follower:
                 return
             for name, ident in newer:
                 try:
-                    file = open_to_read(name, WHAT)
+                    file = open_to_read(name, WHAT, within=self.within)
                 except FileNotFoundError:
                     continue  # rotated away meanwhile: the next scan finds it, if it is kept
                 with file:
@@ -299,13 +318,25 @@ def show_logs(
     as_json: bool = False,
 ) -> int:
     """The ``logs`` command: 0, or 4 for no such job (a group's path too: its jobs are named),
-    or 1 for an output file that is a symlink or not a regular file (refused, unread).
+    or 1 for an output file that is a symlink or not a regular file, or a directory on its
+    way in the state dir that is a symlink, another user's or writable by others (refused,
+    unread), or 2 for a state dir so (as run and daemon refuse it).
 
     ``as_json``: each line as a JSON object on a line of its own (``record``). Returns 0 on
     Ctrl-C while following.
     """
-    directory = os.path.join(find_state_dir(manifest, state_dir), "output")
+    # normpath: a trailing slash would make the kernel follow a state dir that is a link.
+    state = os.path.normpath(find_state_dir(manifest, state_dir))
+    directory = os.path.join(state, "output")
     path = output_file(directory, job.strip("/"))
+    try:
+        # Before any look by path: os.path.exists would follow a planted directory link.
+        check_dirs_to_read(os.path.dirname(path), state)
+    except FileNotFoundError:
+        pass  # nothing written there yet: said below, as for no file
+    except UnsafePathError as exc:
+        sys.stderr.write(f"jobvisor: {exc}\n")
+        return 2 if exc.path == state else 1
     known = os.path.exists(path) or os.path.exists(f"{path}.1")
     if not known and (problem := _not_a_job(job, path, manifest, os.path.dirname(directory))):
         sys.stderr.write(f"jobvisor: {problem}\n")
@@ -321,7 +352,7 @@ def show_logs(
         sys.stderr.write(f"jobvisor: {stale}\n")
     write = _json_writer(job.strip("/")) if as_json else _writer()
     try:
-        _show(path, lines, write, keep_following=keep_following)
+        _show(path, lines, write, keep_following=keep_following, within=state)
     except UnsafePathError as exc:  # the file, a rotated one or the next one followed
         sys.stderr.write(f"jobvisor: {exc}\n")
         return 1
@@ -347,21 +378,28 @@ def _not_written(path: str, state_dir: str) -> str | None:
     )
 
 
-def _show(path: str, lines: int, write: Callable[[bytes], None], *, keep_following: bool) -> None:
+def _show(
+    path: str,
+    lines: int,
+    write: Callable[[bytes], None],
+    *,
+    keep_following: bool,
+    within: str | None = None,
+) -> None:
     """Give ``write`` the last ``lines`` lines of ``path`` (and its backups) and, when
-    ``keep_following``, every line after them until Ctrl-C."""
+    ``keep_following``, every line after them until Ctrl-C (``within``: see ``tail_lines``)."""
     try:
-        file: BinaryIO | None = open_to_read(path, WHAT)
+        file: BinaryIO | None = open_to_read(path, WHAT, within=within)
     except FileNotFoundError:
         file = None
     try:
         # The lines shown and the place following starts from come from one open file, so
         # no line written (or rotated away) in between is lost or shown twice.
         shown = _last_lines(file, lines) if file is not None else []
-        for line in tail_lines(path, lines - len(shown), first=1) + shown:
+        for line in tail_lines(path, lines - len(shown), first=1, within=within) + shown:
             write(line + b"\n")
         if keep_following:
-            for _ in follow(path, write, file):
+            for _ in follow(path, write, file, within=within):
                 time.sleep(POLL)
     except KeyboardInterrupt:
         pass

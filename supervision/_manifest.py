@@ -61,7 +61,7 @@ from supervision._issues import (
     join,
     mask,
 )
-from supervision._listen import HttpSpec
+from supervision._listen import READS, HttpSpec
 from supervision._notify import NotifySpec, read_notify
 from supervision._policy import (
     Backoff,
@@ -271,7 +271,7 @@ ROOT_KEYS: Final = (*POLICY_KEYS, "budget")  # the budget is the whole tree's: r
 LOGGING_KEYS: Final = ("level", "file", "rotate", "format")
 ROTATE_KEYS: Final = ("max_bytes", "backups", "when")
 CLUSTER_KEYS: Final = ("address", "namespace")
-LISTEN_KEYS: Final = ("listen", "token", "heartbeat")
+LISTEN_KEYS: Final = ("listen", "token", "heartbeat", "reads")
 BREAKER_KEYS: Final = ("failure_threshold", "reset_timeout", "half_open_max_calls")
 WINDOW_KEYS: Final = ("max_restarts", "within")  # an intensity or a budget
 GROWTH_KEYS: Final = ("initial", "max", "multiplier", "jitter")  # a backoff or a retry wait
@@ -474,6 +474,8 @@ class _Parser(WorkReader):
             kwargs["token"] = self.token(f["token"])
         if "heartbeat" in f:
             kwargs["heartbeat"] = self.duration(f["heartbeat"])
+        if "reads" in f:
+            kwargs["reads"] = self.choice(f["reads"], READS)
         if any(isinstance(value, Bad) for value in kwargs.values()):
             return BAD
         return self.build(v, HttpSpec.of, "http", **kwargs)

@@ -8,11 +8,13 @@ it with ``chown``, as that user would have made them in a shared directory.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -776,3 +778,117 @@ def test_a_log_file_in_a_root_group_writable_directory_is_taken(tmp_path: Path) 
     out = jobvisor(tmp_path, "run", "--log-file", str(path), "jobs.yaml")
     assert out.returncode == 0, out.stderr
     assert path.exists()
+
+
+# -- 5. a shared sticky directory (/tmp): what the kernel denies is named, rotation never
+# takes another user's file --------------------------------------------------------------------
+
+
+@needs_root
+def test_a_symlink_planted_at_the_log_file_in_a_sticky_directory_is_called_one(
+    tmp_path: Path,
+) -> None:
+    """The kernel denies an O_CREAT open of another user's link in a sticky world-writable
+    directory (EACCES) before O_NOFOLLOW could say ELOOP: the refusal still says it is a link."""
+    (tmp_path / "jobs.yaml").write_text(MANIFEST)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    target = tmp_path / "target"
+    target.write_text("precious\n")
+    link = shared / "link.log"
+    link.symlink_to(target)
+    os.lchown(link, NOBODY, NOBODY)
+    line = assert_refused(jobvisor(tmp_path, "run", "--log-file", str(link), "jobs.yaml"))
+    assert line == (
+        f"jobvisor: refusing the log file {link}: it is a symbolic link (to {target}), and "
+        "jobvisor never writes through one; give the real path"
+    )
+    assert target.read_text() == "precious\n"
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.fixture
+def as_nobody(tmp_path: Path) -> Iterator[tuple[tuple[str, ...], Path]]:
+    """A command prefix that runs as nobody, and a directory of nobody's it can reach (the
+    test's own tmp_path is root's 0700) holding a sticky world-writable ``shared`` (/tmp)."""
+    if (why := why_not_as_nobody()) is not None:
+        pytest.skip(why)
+    top = Path(tempfile.mkdtemp(prefix="jv-nobody-"))
+    try:
+        top.chmod(0o755)
+        home = top / "home"
+        home.mkdir(mode=0o700)
+        os.chown(home, NOBODY, NOBODY)
+        shared = top / "shared"
+        shared.mkdir()
+        shared.chmod(0o1777)
+        yield (
+            ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"),
+            top,
+        )
+    finally:
+        shutil.rmtree(top)
+
+
+def test_a_log_file_of_another_user_the_kernel_denies_is_called_theirs(
+    as_nobody: tuple[tuple[str, ...], Path],
+) -> None:
+    prefix, top = as_nobody
+    (top / "home" / "jobs.yaml").write_text(MANIFEST)
+    log = top / "shared" / "x.log"
+    log.write_text("root's\n")
+    log.chmod(0o600)  # root's, 0600: nobody's open is denied (EACCES)
+    out = subprocess.run(
+        [*prefix, *CLI, "run", "--log-file", str(log), "jobs.yaml"],
+        cwd=top / "home",
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    line = assert_refused(out)
+    assert line == (
+        f"jobvisor: refusing the log file {log}: it is owned by root (uid 0), not by nobody "
+        "(uid 65534) who runs jobvisor; use one of your own"
+    )
+
+
+ROTATING = """
+version: 1
+logging: {file: LOG, rotate: {max_bytes: 2000, backups: 2}}
+jobs:
+  - name: chatty
+    command: [sh, -c, "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done"]
+"""
+
+
+def test_a_backup_planted_in_tmp_keeps_a_non_root_log_written(
+    as_nobody: tuple[tuple[str, ...], Path],
+) -> None:
+    """nobody's jobvisor logs to /tmp/x.log; root planted /tmp/x.log.1: each rename of it is
+    denied (sticky), which dropped every record after the first rotation."""
+    prefix, top = as_nobody
+    log = top / "shared" / "x.log"
+    planted = top / "shared" / "x.log.1"
+    planted.write_text("root's\n")
+    (top / "home" / "jobs.yaml").write_text(ROTATING.replace("LOG", str(log)))
+    out = subprocess.run(
+        [*prefix, *CLI, "run", "jobs.yaml"],
+        cwd=top / "home",
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "cannot write the log file" not in out.stderr
+    assert out.stderr.count("cannot rotate") == 1, out.stderr
+    assert f"its backup {planted} is owned by root (uid 0), not by nobody (uid 65534)" in (
+        out.stderr
+    )
+    text = log.read_text()
+    assert all(f"line {n} [" in text for n in range(200)), "a line was dropped"
+    assert planted.read_text() == "root's\n"

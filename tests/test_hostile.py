@@ -390,6 +390,117 @@ def test_logs_following_stops_at_a_symlink_planted_as_the_next_file(tmp_path: Pa
     assert f"refusing the output file {current}: it is a symbolic link" in stderr
 
 
+# -- jobvisor logs: nor through a directory of the state dir another user could swap --------------
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="plays a second user with chown")
+
+
+def elsewhere(tmp_path: Path) -> Path:
+    """A directory outside the state dir holding an ``a.log`` (and ``etl/load.log``) that
+    ``logs`` must never print: what a symlinked directory would lead it to."""
+    target = tmp_path / "var-log"
+    (target / "etl").mkdir(parents=True)
+    for path in (target / "a.log", target / "etl" / "load.log"):
+        path.write_text("2025-01-01T00:00:00.000+00:00 stdout 1 dpkg: secret-hash\n")
+    return target
+
+
+def test_logs_refuses_an_output_directory_that_is_a_symlink(tmp_path: Path) -> None:
+    out, _ = planted(tmp_path)
+    out.rmdir()
+    out.symlink_to(elsewhere(tmp_path))  # another user's `output -> /var/log`
+    for args in ((), ("-f",)):
+        shown = jobvisor(tmp_path, "logs", "a", *args)
+        assert shown.returncode == 1, shown.stderr
+        assert shown.stdout == ""
+        assert shown.stderr == (
+            f"jobvisor: refusing the output directory {out}: it is a symbolic link (to "
+            f"{tmp_path / 'var-log'}), and jobvisor never reads through one; remove it\n"
+        )
+
+
+def test_logs_refuses_a_group_directory_on_the_way_that_is_a_symlink(tmp_path: Path) -> None:
+    out, _ = planted(tmp_path)
+    (out / "etl").symlink_to(elsewhere(tmp_path) / "etl")
+    shown = jobvisor(tmp_path, "logs", "etl/load", "-n", "5")
+    assert shown.returncode == 1, shown.stderr
+    assert "secret-hash" not in shown.stdout
+    assert f"refusing the output directory {out / 'etl'}: it is a symbolic link" in shown.stderr
+
+
+def test_logs_refuses_a_state_dir_that_is_a_symlink_as_run_does(tmp_path: Path) -> None:
+    out, _ = planted(tmp_path)
+    (out / "a.log").write_text("2025-01-01T00:00:00.000+00:00 stdout 1 fine\n")
+    state = tmp_path / ".jobvisor"
+    state.rename(tmp_path / "real")
+    state.symlink_to("real")
+    for given in (str(state), f"{state}/"):  # a trailing slash would have the kernel follow it
+        shown = jobvisor(tmp_path, "logs", "--state-dir", given, "a")
+        assert shown.returncode == 2, shown.stderr
+        assert shown.stdout == ""
+        assert shown.stderr == (
+            f"jobvisor: refusing the state dir {state}: it is a symbolic link (to real), and "
+            "jobvisor never reads through one; give the real path\n"
+        )
+    shown = jobvisor(tmp_path, "logs", "--state-dir", str(tmp_path / "real"), "a")
+    assert (shown.returncode, shown.stdout) == (0, "2025-01-01T00:00:00.000+00:00 stdout 1 fine\n")
+
+
+@needs_root
+def test_logs_refuses_a_state_dir_or_output_directory_of_another_user(tmp_path: Path) -> None:
+    out, _ = planted(tmp_path)
+    (out / "a.log").write_text("2025-01-01T00:00:00.000+00:00 stdout 1 planted\n")
+    state = out.parent
+    os.chown(out, NOBODY, NOBODY)
+    shown = jobvisor(tmp_path, "logs", "a")
+    assert shown.returncode == 1, shown.stderr
+    assert shown.stdout == ""
+    assert shown.stderr == (
+        f"jobvisor: refusing the output directory {out}: it is owned by nobody (uid 65534), "
+        "not by root (uid 0) who runs jobvisor; use one of your own\n"
+    )
+    os.chown(out, 0, 0)
+    os.chown(state, NOBODY, NOBODY)
+    shown = jobvisor(tmp_path, "logs", "a")
+    assert shown.returncode == 2, shown.stderr  # as run and daemon refuse it
+    assert shown.stdout == ""
+    assert shown.stderr == (
+        f"jobvisor: refusing the state dir {state}: it is owned by nobody (uid 65534), not by "
+        "root (uid 0) who runs jobvisor; use one of your own\n"
+    )
+    run = jobvisor(tmp_path, "run", "--state-dir", str(state), "jobs.yaml")
+    assert f"refusing the state dir {state}: it is owned by nobody (uid 65534)" in run.stderr
+
+
+def test_logs_following_stops_at_an_output_directory_swapped_for_a_symlink(
+    tmp_path: Path,
+) -> None:
+    out, _ = planted(tmp_path)
+    (out / "a.log").write_text("2025-01-01T00:00:00.000+00:00 stdout 1 first\n")
+    target = elsewhere(tmp_path)
+    with subprocess.Popen(
+        [*CLI, "logs", "a", "-f"],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as follower:
+        try:
+            assert follower.stdout is not None
+            assert follower.stdout.readline().endswith(" first\n")
+            out.rename(out.with_name("output.old"))  # swapped whole under the reader
+            out.symlink_to(target)
+            stdout, stderr = follower.communicate(timeout=HANG)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+    assert follower.returncode == 1, stderr
+    assert "secret-hash" not in stdout
+    assert f"refusing the output directory {out}: it is a symbolic link" in stderr
+
+
 # -- a full disk under the output files ------------------------------------------------------------
 
 

@@ -118,12 +118,13 @@ class Served:
 class Stream:
     """A real ``/api/events`` client on a plain socket; events are collected on a thread."""
 
-    def __init__(self, served: Served) -> None:
+    def __init__(self, served: Served, token: str | None = None) -> None:
         self.events: list[dict[str, Any]] = []
         self.comments: list[str] = []
         self._cond = threading.Condition()
         self._sock = socket.create_connection((served.host, served.port), timeout=30)
-        request = f"GET /api/events HTTP/1.1\r\nHost: {served.host}:{served.port}\r\n\r\n"
+        bearer = f"Authorization: Bearer {token}\r\n" if token is not None else ""
+        request = f"GET /api/events HTTP/1.1\r\nHost: {served.host}:{served.port}\r\n{bearer}\r\n"
         self._sock.sendall(request.encode())
         self._file = self._sock.makefile("rb")
         self.status_line = self._file.readline().decode()
@@ -604,6 +605,59 @@ def test_starting_a_job_whose_dependency_gave_up_is_a_conflict(tmp_path: Path) -
         assert stop_daemon(running) == 0
 
 
+def test_reads_token_makes_every_read_need_the_token_on_loopback_too(tmp_path: Path) -> None:
+    # Loopback is every local user's: with reads: token only the token's holders read the tree.
+    http = "http: {heartbeat: 200ms, reads: token, token: {secret: {env: JV_HTTP_TOKEN}}}"
+    running = start_daemon(
+        tmp_path,
+        manifest(http),
+        "--http",  # over the manifest's listen: its reads stay
+        "127.0.0.1:0",
+        "--runtime",
+        RUNTIME,
+        env_extra={"JV_HTTP_TOKEN": TOKEN},
+    )
+    try:
+        served = Served(running.state)
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        for read in ("/api/status", "/api/history", "/metrics", "/api/events"):
+            refused = served.get(read)
+            assert refused.status_code == 401, (read, refused.text)
+            assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+            assert "needs Authorization: Bearer TOKEN" in refused.json()["error"]
+            assert TOKEN not in refused.text
+            wrong = served.get(read, headers={"Authorization": "Bearer wrong"})
+            assert wrong.status_code == 403, (read, wrong.text)
+        assert served.get("/api/status", headers=bearer).json()["children"][0]["path"] == "svc"
+        assert served.get("/metrics", headers=bearer).status_code == 200
+        assert served.get("/api/history?job=svc", headers=bearer).status_code == 200
+        config = served.get("/api/config").json()  # what the page asks first: free, no data
+        assert config["reads_need_token"] is True
+        assert TOKEN not in json.dumps(config)
+        assert served.get("/").status_code in (200, 404)  # the page: no data in it
+
+        stream = Stream(served, token=TOKEN)
+        try:
+            assert stream.status_line.split()[1] == "200", stream.status_line
+            (tmp_path / "crash").touch()
+            stream.wait_for(lambda s: has_event(s, "child_exited", "etl/crashy"))
+        finally:
+            stream.close()
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_host_names_are_told_apart_whatever_their_case(quick: Endpoint) -> None:
+    host, port = quick.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    for name in ("LOCALHOST", "LocalHost", "localhost"):
+        request = f"GET /api/config HTTP/1.1\r\nHost: {name}:{port}\r\n\r\n".encode()
+        status, _, body = exchange(host, int(port), request)
+        assert status == 200, (name, body)
+    request = f"GET /api/config HTTP/1.1\r\nHost: EVIL.example:{port}\r\n\r\n".encode()
+    status, _, body = exchange(host, int(port), request)
+    assert status == 403, body
+
+
 def test_without_a_token_actions_are_off(tmp_path: Path) -> None:
     running = start_daemon(tmp_path, manifest(NO_TOKEN), "--http", ":0", "--runtime", RUNTIME)
     try:
@@ -810,6 +864,8 @@ def test_run_serves_until_its_jobs_are_done(tmp_path: Path) -> None:
         ((), "http: {token: ''}\n", "jobs.yaml:2: http.token: expected a non-empty string"),
         ((), "http: {heartbeat: 0s}\n", "jobs.yaml:2: http.heartbeat: expected a duration"),
         ((), "http: {listen: ':0', port: 1}\n", "jobs.yaml:2: http.port: unknown key"),
+        ((), "http: {reads: token}\n", "jobs.yaml:2: http.reads: expected a token beside"),
+        ((), "http: {reads: all}\n", "jobs.yaml:2: http.reads: expected one of loopback, token"),
     ],
 )
 def test_a_bad_http_setting_is_one_line_and_exit_2(

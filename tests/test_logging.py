@@ -394,6 +394,87 @@ def test_size_rotation_with_no_backups_truncates_and_stale_backups_go(tmp_path) 
     assert log_file.stat().st_size <= 200
 
 
+NOBODY = 65534
+
+
+def records_in(path: Path) -> list[int]:
+    return [int(line.rsplit(" ", 1)[1]) for line in lines(path) if " record " in line]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="plays a second user with chown")
+def test_a_backup_of_another_user_stops_the_rotation_and_no_record_is_dropped(
+    tmp_path, capsys
+) -> None:
+    # /tmp as a shared sticky directory: nobody planted x.log.1 (a non-root jobvisor's rename
+    # of it fails, root's would destroy it) and left an x.log.9 behind (root unlinked it).
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    log_file = shared / "x.log"
+    planted = shared / "x.log.1"
+    stale = shared / "x.log.9"
+    for theirs in (planted, stale):
+        theirs.write_text("theirs\n")
+        os.chown(theirs, NOBODY, NOBODY)
+    spec = LoggingSpec(
+        level="information", file=str(log_file), rotate=RotateSpec(max_bytes=400, backups=2)
+    )
+    log = logbook.Logger("supervision")
+    with configure_logging(spec):
+        for n in range(30):
+            log.info("record {:03d}", n)
+        err = capsys.readouterr().err
+        assert records_in(log_file) == list(range(30)), "every record is in the file written on"
+        said = (
+            f"cannot rotate the log file {log_file}: its backup {planted} is owned by nobody "
+            "(uid 65534), not by root (uid 0) who runs jobvisor, and jobvisor never removes "
+            "nor replaces another user's file; remove it (its owner or root can), or give the "
+            f"log file a directory of its own; until then {log_file} is written on, unrotated "
+            f"(tried again once {planted} changes)"
+        )
+        assert err.count("cannot rotate") == 1, err
+        assert said in err
+        in_file = [line for line in lines(log_file) if "cannot rotate" in line]
+        assert len(in_file) == 1, in_file  # a detached daemon's stderr is /dev/null
+        assert "WARNING" in in_file[0]
+        assert said in in_file[0]
+        assert "cannot write" not in err
+
+        planted.unlink()  # its owner takes it away: the next write rotates
+        log.info("record {:03d}", 30)
+    assert sorted(p.name for p in shared.iterdir()) == ["x.log", "x.log.1", "x.log.9"]
+    assert records_in(shared / "x.log.1") == list(range(30))
+    assert records_in(log_file) == [30]
+    assert f"the log file {log_file} rotates again: {planted} no longer stops it" in (
+        log_file.read_text()
+    )
+    assert stale.read_text() == "theirs\n"
+    assert stale.stat().st_uid == NOBODY
+
+
+def test_a_rotation_step_that_fails_names_its_file_and_the_log_goes_on(tmp_path, capsys) -> None:
+    log_file = tmp_path / "x.log"
+    blocker = tmp_path / "x.log.1"  # a directory where the first backup goes: the rename fails
+    blocker.mkdir()
+    (blocker / "inside").write_text("")
+    spec = LoggingSpec(
+        level="information", file=str(log_file), rotate=RotateSpec(max_bytes=300, backups=1)
+    )
+    with configure_logging(spec):
+        for n in range(20):
+            logbook.Logger("supervision").info("record {:03d}", n)
+    err = capsys.readouterr().err
+    assert err.count("cannot rotate") == 1, err
+    assert (
+        f"cannot rotate the log file {log_file}: cannot move {log_file} to {blocker}: "
+        f"Is a directory; move {blocker} out of the way, or give the log file a directory of "
+        f"its own; until then {log_file} is written on, unrotated (tried again once {blocker} "
+        "changes)"
+    ) in err
+    assert records_in(log_file) == list(range(20))
+    assert (blocker / "inside").exists()
+
+
 def test_hourly_rotation_follows_the_injected_clock(tmp_path) -> None:
     log_file = tmp_path / "jv.log"
     clock = ManualClock(epoch=datetime(2024, 5, 1, 10, 15, tzinfo=UTC))

@@ -633,3 +633,40 @@ def test_a_job_left_stopped_by_autostart_false_says_why(tmp_path: Path, browser:
         assert console_errors(browser) == []
     finally:
         assert stop_daemon(running) == 0
+
+
+def test_reads_that_need_the_token_go_live_once_it_is_typed(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    """http: {reads: token}: the page reads nothing until the token is typed, then reads the
+    status and the live stream with it in a header (fetch, not EventSource), never in a URL."""
+    running = start_daemon(
+        tmp_path,
+        MANIFEST.replace("http:\n", "http:\n  reads: token\n", 1),
+        "--http",
+        "127.0.0.1:0",
+        env_extra={"PAGE_TOKEN": TOKEN},
+    )
+    try:
+        url = url_of(running)
+        browser.get(url + "/")
+        until(
+            browser,
+            lambda d: "Reading needs the token" in d.find_element(By.ID, "down").text,
+            "that reading needs the token",
+        )
+        assert not any(state_of(browser, p) for p in PATHS)
+        use_token(browser, TOKEN)
+        until(browser, lambda d: all(state_of(d, p) for p in PATHS), "every job")
+        until(
+            browser,
+            lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live",
+            "the stream live",
+        )
+        assert browser.find_element(By.ID, "down").is_displayed() is False
+        (tmp_path / "go").touch()
+        until(browser, lambda d: (number(d, "crasher", "restarts") or 0) >= 1, "a restart")
+        assert browser.current_url == url + "/"
+        assert TOKEN not in browser.page_source
+    finally:
+        assert stop_daemon(running) == 0
