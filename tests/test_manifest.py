@@ -2435,3 +2435,28 @@ def test_a_restart_in_systemds_or_supervisords_words_is_told_jobvisors(
     assert (issue.path, issue.line) == ("jobs[0].restart", 5)
     assert issue.message.startswith("expected one of permanent, transient, temporary, got ")
     assert issue.message.endswith(f" ({hint})")
+
+
+def test_supervisords_expansions_are_warned_of_once_per_place() -> None:
+    """``%(ENV_X)s`` and ``%(program_name)s`` are plain text here: a migrant hears so."""
+    text = doc(
+        """
+        version: 1
+        jobs:
+          - name: api
+            command: "echo --token=%(ENV_T28_TOKEN)s --name=%(program_name)s %(ENV_T28_TOKEN)s"
+            env: {FMT: "%(asctime)s %(levelname)s", LOG: "/var/log/%(program_name)s.log"}
+        """
+    )
+    m = load_manifest(text, env={"PATH": "/usr/bin:/bin"})
+    said = {(w.path, w.line): w.message for w in m.warnings}
+    assert said == {
+        ("jobs[0].command", 4): (
+            "looks like supervisord's %(ENV_T28_TOKEN)s, taken as text here; jobvisor writes "
+            "${T28_TOKEN} (or {secret: {env: T28_TOKEN}} for a secret)"
+        ),
+        ("jobs[0].env.LOG", 5): (
+            "looks like supervisord's %(program_name)s, taken as text here; jobvisor has no "
+            "such expansion: write the name itself"
+        ),
+    }
