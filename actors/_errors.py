@@ -35,9 +35,12 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from actors._python_call import MESSAGE_MAX, TRACEBACK_MAX, clip_head, headline, user_traceback
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = [
     "AttemptTimeout",
@@ -146,11 +149,49 @@ class NoSuchChildError(JobvisorError, LookupError):
 
     Raised by ``Tree.restart``, ``stop_child``, ``start_child``,
     ``remove_child`` and ``add_child(under=...)``; the CLI maps it to exit 4.
+    ``known`` (the paths beside where the lookup failed) lets the message name
+    the path meant: a replicated job's replicas, the top level for ``all``.
     """
 
-    def __init__(self, path: str) -> None:
-        super().__init__(f"no child at path {path!r}: check `status` for the paths this tree has")
+    def __init__(self, path: str, known: Iterable[str] = ()) -> None:
+        super().__init__(no_child_said(path, known))
         self.path = path
+
+
+_NAMED: Final = 10  # paths a message names; past that, counted
+
+
+def no_child_said(path: str, known: Iterable[str] = ()) -> str:
+    """Why ``path`` names no child, with the spelling meant where it can be told.
+
+    supervisorctl's ``app:web`` and ``app:*`` and its ``all``, and the name of a job that
+    runs as replicas (``known``: paths beside where the lookup failed, ``app/worker.0``).
+    """
+    said = f"no child at path {path!r}: "
+    known = list(known)
+    if ":" in path:
+        group, _, rest = path.partition(":")
+        meant = "/".join(p for p in (group, *rest.split(":")) if p not in ("", "*"))
+        if rest.strip(":*"):
+            return f"{said}jobvisor writes {meant}"
+        return f"{said}jobvisor writes {meant}: a group's path acts on the group"
+    replicas = [p for p in known if p.startswith(f"{path}.") and p[len(path) + 1 :].isdigit()]
+    if replicas:
+        return f"{said}{path} runs as replicas, each a path of its own: {_some(replicas)}"
+    if path.lower() == "all":
+        top = [p for p in known if "/" not in p]
+        named = f": {_some(top)}" if top else ""
+        return (
+            f"{said}jobvisor has no `all` (unless a job is named so): `status` with no path "
+            f"shows the whole tree; name the paths, one or more{named} (a group's path acts "
+            "on the whole group)"
+        )
+    return f"{said}check `status` for the paths this tree has"
+
+
+def _some(paths: list[str]) -> str:
+    named = ", ".join(paths[:_NAMED])
+    return f"{named} and {len(paths) - _NAMED} more" if len(paths) > _NAMED else named
 
 
 class GroupDownError(NoSuchChildError):

@@ -29,6 +29,7 @@ __all__ = [
     "Text",
     "join",
     "mask",
+    "migrant_choice",
     "show",
     "unknown_key",
 ]
@@ -167,17 +168,29 @@ def show(value: object) -> str:  # noqa: PLR0911 - one return per kind of value 
 
 
 # supervisord's and systemd's words for a job's fields, as people migrating write them.
+_SUPERVISOR_FIELD: Final = "a supervisor's (a group's, or the root's under supervisor:)"
 _POLICY_HINT: Final = (
     "backoff and intensity belong to a supervisor: put the job in a group (group: NAME, with "
     "backoff: and jobs: [the job]), or set the root's under supervisor:"
 )
+_OUTPUT_WORD: Final = (
+    "output: {max_bytes: 10MiB, backups: ...} (both streams go to STATE_DIR/output/PATH.log; "
+    "supervisord's 1MB is 1MiB here, where 1MB is 1,000,000 bytes)"
+)
+_REPLICAS_WORD: Final = "replicas: N (named NAME.0, NAME.1, ...)"
+_DEPENDS_WORD: Final = "depends_on: [db] (it starts after what it names, and stops before it)"
 _JOB_WORDS: Final = {
     "autorestart": "restart: permanent (supervisord's true), transient (unexpected, the "
     "default) or temporary (false)",
-    "startretries": "intensity: {max_restarts: N, within: 60s}, which belongs to a supervisor "
-    "(a group's, or the root's under supervisor:)",
+    "startretries": "intensity: {max_restarts: N, within: ...}, "
+    + _SUPERVISOR_FIELD
+    + ", which counts every restart within that much run time, not only starts that died "
+    "before startsecs: supervisord restarts a program that was up for ever, so keep within "
+    "near N x startsecs (startretries=3 with startsecs=1: within: 3s), or set on_exhausted: "
+    "cooldown",
     "startsecs": "ready: a probe that says when a service is up ({tcp: ...}, {http: ...} or "
-    "{command: [...]})",
+    "{command: [...]}); being ready does not clear the restarts counted (they leave the "
+    "intensity's window after its within)",
     "exitcodes": "success_exit_codes",
     "stopsignal": "stop: {signal: TERM}",
     "stopwaitsecs": "stop: {grace: 10s}",
@@ -186,20 +199,85 @@ _JOB_WORDS: Final = {
     "environmentfile": "env_file: PATH (a leading '-' for one that may be missing, as "
     "systemd's), or a list of them",
     "envfile": "env_file",
-    "numprocs": "replicas",
+    "numprocs": _REPLICAS_WORD,
+    "process_name": _REPLICAS_WORD,
     "priority": "the order of the jobs list (they start in order) and depends_on",
-    "stdout_logfile": "output: {max_bytes: ..., backups: ...} (both streams go to "
-    "STATE_DIR/output/PATH.log)",
+    "stdout_logfile": _OUTPUT_WORD,
+    "stderr_logfile": _OUTPUT_WORD,
+    "stdout_logfile_maxbytes": _OUTPUT_WORD,
+    "stdout_logfile_backups": _OUTPUT_WORD,
+    "stderr_logfile_maxbytes": _OUTPUT_WORD,
+    "stderr_logfile_backups": _OUTPUT_WORD,
     "redirect_stderr": "output: (both streams go to one file, each line says which)",
     "execstart": "command",
     "workingdirectory": "cwd",
-    "restartsec": "backoff: {initial: 2s}, which belongs to a supervisor (a group's, or the "
-    "root's under supervisor:)",
+    "restartsec": "backoff: {initial: 2s}, " + _SUPERVISOR_FIELD,
     "timeoutstopsec": "stop: {grace: 10s}",
+    "killsignal": "stop: {signal: TERM}",
     "successexitstatus": "success_exit_codes",
     "oncalendar": 'cron: "m h dom mon dow"',
+    "randomizeddelaysec": "jitter: 5m (on an every: or cron: job)",
+    "timeoutstartsec": "ready: {..., timeout: 90s} (how long a service may take to be ready)",
+    "runtimemaxsec": "timeout: 1h (the longest a run may last: it is stopped then, a failure)",
+    "limitnofile": "limits: {nofile: 65536}",
+    "limitnproc": "limits: {nproc: 512}",
+    "limitcore": "limits: {core: 0}",
+    "limitcpu": "limits: {cpu: 1h}",
+    "requires": _DEPENDS_WORD,
+    "after": _DEPENDS_WORD,
+    "wants": _DEPENDS_WORD,
+    "bindsto": _DEPENDS_WORD,
+    "startlimitburst": "intensity: {max_restarts: 5, within: 10s}, " + _SUPERVISOR_FIELD,
+    "startlimitintervalsec": "intensity: {max_restarts: 5, within: 10s}, " + _SUPERVISOR_FIELD,
+    "type": "service: true for a program that runs until stopped (Type=simple, exec or "
+    "notify; a forking one must stay in the foreground), nothing for one that ends "
+    "(Type=oneshot)",
+}
+# Theirs with no word here: what jobvisor does instead.
+_GROUP_KILL: Final = (
+    "not needed: jobvisor always signals a command's whole process group (its stop signal, "
+    "then SIGKILL after stop.grace); a process that calls setsid leaves it"
+)
+_EXEC_STEPS: Final = (
+    'not supported: for a step before every start, command: "prep && exec main"; for a '
+    "one-time step, a once job that this one depends_on; nothing runs after a stop"
+)
+_NO_WORDS: Final = {
+    "killmode": _GROUP_KILL,
+    "stopasgroup": _GROUP_KILL,
+    "killasgroup": _GROUP_KILL,
+    "execstartpre": _EXEC_STEPS,
+    "execstartpost": _EXEC_STEPS,
+    "execstoppost": _EXEC_STEPS,
+    "execstop": "not supported: a stop is a signal, stop: {signal: TERM, grace: 10s}",
+    "execreload": "not supported: `jobvisor signal HUP PATH` sends the job a signal",
 }
 _POLICY_WORDS: Final = frozenset({"backoff", "intensity", "on_exhausted", "cooldown", "strategy"})
+# ``restart:`` as systemd's Restart= and supervisord's autorestart= spell it.
+_RESTART_CHOICES: Final = ("permanent", "transient", "temporary")
+_RESTART_WORDS: Final = {
+    True: "supervisord's autorestart=true, systemd's Restart=always, is restart: permanent",
+    False: "supervisord's autorestart=false, systemd's Restart=no, is restart: temporary",
+    "always": "systemd's Restart=always is restart: permanent",
+    "on-failure": "systemd's Restart=on-failure is restart: transient, the default",
+    "on-abnormal": "systemd's Restart=on-abnormal is near restart: transient, the default",
+    "no": "systemd's Restart=no is restart: temporary",
+    "true": "supervisord's autorestart=true is restart: permanent",
+    "false": "supervisord's autorestart=false is restart: temporary",
+    "unexpected": "supervisord's autorestart=unexpected is restart: transient, the default, "
+    "with its exitcodes as success_exit_codes",
+}
+
+
+def migrant_choice(value: object, choices: Sequence[str]) -> str | None:
+    """What jobvisor calls ``value``, a choice written in systemd's or supervisord's words."""
+    if tuple(choices) != _RESTART_CHOICES:
+        return None
+    if isinstance(value, str):
+        value = value.strip().lower()
+    elif not isinstance(value, bool):
+        return None
+    return _RESTART_WORDS.get(value)
 
 
 def unknown_key(key: object, allowed: Sequence[str]) -> str:
@@ -214,6 +292,9 @@ def unknown_key(key: object, allowed: Sequence[str]) -> str:
         word = _JOB_WORDS.get(key.lower())
         if word is not None:
             return f"unknown key {show(key)}; jobvisor's word is {word}"
+        instead = _NO_WORDS.get(key.lower())
+        if instead is not None:
+            return f"unknown key {show(key)}; {instead}"
     close = _closest(key, allowed) if isinstance(key, str) else []
     if close:
         return f"unknown key {show(key)}; did you mean {close[0]!r}?"

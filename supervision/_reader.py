@@ -14,7 +14,16 @@ import re
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 from actors import SpecError
-from supervision._issues import Issue, Merged, Text, join, mask, show, unknown_key
+from supervision._issues import (
+    Issue,
+    Merged,
+    Text,
+    join,
+    mask,
+    migrant_choice,
+    show,
+    unknown_key,
+)
 from supervision._spec import NAME
 from supervision._units import BARE_NUMBER, DURATION_HINT, SIZE_HINT, parse_duration, parse_size
 
@@ -288,7 +297,9 @@ class Reader:
         if isinstance(value, str) and value in choices:
             return str(value)
         hint = ""
-        if isinstance(value, str):
+        if (theirs := migrant_choice(value, choices)) is not None:
+            hint = f" ({theirs})"
+        elif isinstance(value, str):
             lower = {choice.lower(): choice for choice in choices}
             close = difflib.get_close_matches(value.lower(), lower, n=1)
             hint = f" (did you mean {lower[close[0]]!r}?)" if close else ""

@@ -711,7 +711,8 @@ def target(siblings: Mapping[str, ChildRecord], own: str, cmd: Command) -> Child
     """The child a command names first: itself, or the running group to pass it down to."""
     rec = siblings.get(cmd.path[0]) if cmd.path else None
     if rec is None:
-        raise NoSuchChildError("/".join((*own.split("/"), *cmd.path)).strip("/"))
+        known = [sibling.path for sibling in siblings.values()]
+        raise NoSuchChildError("/".join((*own.split("/"), *cmd.path)).strip("/"), known)
     if len(cmd.path) == 1 and cmd.op is not Op.ADD:
         return rec
     if not isinstance(rec.spec, SupervisorSpec):

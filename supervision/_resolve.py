@@ -31,7 +31,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from supervision._envfile import loose
 from supervision._files import FileTooLargeError, NotRegularFileError, read_regular
-from supervision._interpolation import INTERPOLATION, SECRET_VARIABLE, VARIABLE
+from supervision._interpolation import (
+    INTERPOLATION,
+    SECRET_VARIABLE,
+    VARIABLE,
+    supervisord_said,
+)
 from supervision._issues import HoldsSecret, Secret, ShellText, Text, join, show, unknown_key
 from supervision._secrets import SecretMasker, url_parts
 from supervision._units import fmt_size
@@ -175,6 +180,8 @@ class Resolver:
             )
             return None
         if isinstance(value, str):
+            if "%(" in value and (said := supervisord_said(value)) is not None:
+                self.warn(path, line, said)
             return self.interpolate(value, path, line) if "${" in value else value
         if not isinstance(value, dict | list | tuple):
             return value

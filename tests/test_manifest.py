@@ -2364,3 +2364,104 @@ def test_many_bad_entries_of_one_mapping_are_reported_one_by_one_up_to_a_bound(
     env_lines = [line for line in str(caught.value).splitlines() if "jobs[0].env" in line]
     # The first 50 one by one, the rest of the mapping with the last of them (all 400 before).
     assert 40 <= len(env_lines) <= 60, len(env_lines)
+
+
+# A migrant's unit and program words, as `jobvisor validate` prints them: (key: value, the
+# message's tail after "unknown key 'KEY'; ").
+MIGRANT_WORDS = [
+    ("RandomizedDelaySec: 5m", "jobvisor's word is jitter: 5m (on an every: or cron: job)"),
+    ("TimeoutStartSec: 90", "jobvisor's word is ready: {..., timeout: 90s}"),
+    ("RuntimeMaxSec: 1h", "jobvisor's word is timeout: 1h"),
+    ("LimitNOFILE: 65536", "jobvisor's word is limits: {nofile: 65536}"),
+    ("Requires: [db]", "jobvisor's word is depends_on: [db]"),
+    ("After: [db]", "jobvisor's word is depends_on: [db]"),
+    ("StartLimitBurst: 5", "jobvisor's word is intensity: {max_restarts: 5"),
+    ("StartLimitIntervalSec: 10", "jobvisor's word is intensity: {max_restarts: 5"),
+    ("KillMode: process", "not needed: jobvisor always signals a command's whole process group"),
+    ("stopasgroup: true", "not needed: jobvisor always signals a command's whole process group"),
+    ("killasgroup: true", "not needed: jobvisor always signals a command's whole process group"),
+    ("Type: simple", "jobvisor's word is service: true for a program that runs until stopped"),
+    ("ExecStartPre: [prep]", 'not supported: for a step before every start, command: "prep'),
+    ("ExecStopPost: [clean]", 'not supported: for a step before every start, command: "prep'),
+    ("process_name: 'w%(process_num)s'", "jobvisor's word is replicas: N (named NAME.0, NAME.1"),
+    ("numprocs: 2", "jobvisor's word is replicas: N (named NAME.0, NAME.1"),
+    ("STARTRETRIES: 3", "jobvisor's word is intensity: {max_restarts: N, within: ...}"),
+]
+
+
+@pytest.mark.parametrize(("line", "tail"), MIGRANT_WORDS)
+def test_validate_tells_a_migrants_word_what_jobvisor_calls_it(
+    tmp_path: Path, line: str, tail: str
+) -> None:
+    (tmp_path / "jobs.yaml").write_text(
+        f"version: 1\njobs:\n  - name: web\n    command: [sleep, '9']\n    {line}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).parent.parent / "cli.py"), "validate"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout
+    key = line.split(":", 1)[0]
+    said = f"jobs.yaml:5: jobs[0].{key}: unknown key {key!r}; "
+    assert said + tail in done.stderr
+    assert "expected one of" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ("always", "systemd's Restart=always is restart: permanent"),
+        ("on-failure", "systemd's Restart=on-failure is restart: transient, the default"),
+        ("'no'", "systemd's Restart=no is restart: temporary"),
+        ("true", "supervisord's autorestart=true, systemd's Restart=always, is restart: permanent"),
+        ("no", "supervisord's autorestart=false, systemd's Restart=no, is restart: temporary"),
+        ("'false'", "supervisord's autorestart=false is restart: temporary"),
+        (
+            "unexpected",
+            (
+                "supervisord's autorestart=unexpected is restart: transient, the default, "
+                "with its exitcodes as success_exit_codes"
+            ),
+        ),
+        ("On-Failure", "systemd's Restart=on-failure is restart: transient, the default"),
+    ],
+)
+def test_a_restart_in_systemds_or_supervisords_words_is_told_jobvisors(
+    value: str, hint: str
+) -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(JOB + f"    restart: {value}\n", env={})
+    [issue] = caught.value.issues
+    assert (issue.path, issue.line) == ("jobs[0].restart", 5)
+    assert issue.message.startswith("expected one of permanent, transient, temporary, got ")
+    assert issue.message.endswith(f" ({hint})")
+
+
+def test_supervisords_expansions_are_warned_of_once_per_place() -> None:
+    """``%(ENV_X)s`` and ``%(program_name)s`` are plain text here: a migrant hears so."""
+    text = doc(
+        """
+        version: 1
+        jobs:
+          - name: api
+            command: "echo --token=%(ENV_T28_TOKEN)s --name=%(program_name)s %(ENV_T28_TOKEN)s"
+            env: {FMT: "%(asctime)s %(levelname)s", LOG: "/var/log/%(program_name)s.log"}
+        """
+    )
+    m = load_manifest(text, env={"PATH": "/usr/bin:/bin"})
+    said = {(w.path, w.line): w.message for w in m.warnings}
+    assert said == {
+        ("jobs[0].command", 4): (
+            "looks like supervisord's %(ENV_T28_TOKEN)s, taken as text here; jobvisor writes "
+            "${T28_TOKEN} (or {secret: {env: T28_TOKEN}} for a secret)"
+        ),
+        ("jobs[0].env.LOG", 5): (
+            "looks like supervisord's %(program_name)s, taken as text here; jobvisor has no "
+            "such expansion: write the name itself"
+        ),
+    }

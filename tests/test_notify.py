@@ -111,6 +111,38 @@ def test_a_command_hears_give_up_on_stdin_with_last_exit_and_journal_row(tmp_pat
     assert all(r["detail"]["attempts"] == 1 for r in rows)
 
 
+def test_each_failure_is_a_restarted_and_the_end_one_gave_up_or_failed(tmp_path: Path) -> None:
+    """As the README says: ``failed`` is a job down for good without a restart, never each
+    failure (a trial expected it per failure); one that gives up sends ``gave_up`` alone."""
+    out = tmp_path / "all.jsonl"
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(f"""\
+        version: 1
+        supervisor: {{intensity: {{max_restarts: 3}}, backoff: {{initial: 1ms, max: 1ms}}}}
+        notify:
+          - on: [gave_up, failed, restarted]
+            command: [{sys.executable}, -c, "{APPEND_STDIN}", {out}]
+        jobs:
+          - {{name: flaky, command: [sh, -c, "exit 1"]}}
+          - {{name: after, command: ["true"], depends_on: [flaky]}}
+          - {{name: once, command: [sh, -c, "exit 2"], restart: temporary}}
+        """)
+    )
+    done = run_jobvisor(tmp_path, "run", "jobs.yaml")
+    assert done.proc.returncode == 1, done.stderr
+    heard = [(e["path"], e["event"], e.get("number")) for e in lines_of(out)]
+    assert [h for h in heard if h[0] == "flaky"] == [
+        ("flaky", "restarted", 1),
+        ("flaky", "restarted", 2),
+        ("flaky", "restarted", 3),
+        ("flaky", "gave_up", None),
+    ]
+    assert sorted(h for h in heard if h[0] != "flaky") == [
+        ("after", "failed", None),
+        ("once", "failed", None),
+    ]
+
+
 def test_a_groups_notify_hears_the_group_and_its_jobs_only(tmp_path: Path) -> None:
     group, top = tmp_path / "group.jsonl", tmp_path / "top.jsonl"
     (tmp_path / "jobs.yaml").write_text(

@@ -344,3 +344,43 @@ def test_signal_over_http_needs_the_token(tmp_path: Path) -> None:
         assert _output(running, "hup").count("got-hup") == 1
     finally:
         assert stop_daemon(running) == 0
+
+
+SUPERVISORCTL = """
+version: 1
+jobs:
+  - {name: db, service: true, command: [sleep, "100"]}
+  - group: app
+    jobs:
+      - {name: web, service: true, command: [sleep, "100"]}
+      - {name: worker, service: true, command: [sleep, "100"], replicas: 2}
+"""
+
+
+def test_supervisorctls_paths_are_told_jobvisors_spelling(tmp_path: Path) -> None:
+    """`app:web`, `app:*`, `all` and a replicated job's name (exit 4 all the same)."""
+    running = start_daemon(tmp_path, SUPERVISORCTL, "--runtime", RUNTIME)
+    try:
+        cases = {
+            ("restart", "app:web"): "no child at path 'app:web': jobvisor writes app/web",
+            ("stop", "app:*"): (
+                "no child at path 'app:*': jobvisor writes app: a group's path acts on the group"
+            ),
+            ("restart", "all"): (
+                "no child at path 'all': jobvisor has no `all` (unless a job is named so): "
+                "`status` with no path shows the whole tree; name the paths, one or more: "
+                "db, app (a group's path acts on the whole group)"
+            ),
+            ("signal", "HUP", "app/worker"): (
+                "no child at path 'app/worker': app/worker runs as replicas, each a path of "
+                "its own: app/worker.0, app/worker.1"
+            ),
+            ("start", "nope"): (
+                "no child at path 'nope': check `status` for the paths this tree has"
+            ),
+        }
+        for args, said in cases.items():
+            out = running.cli(*args)
+            assert (out.returncode, out.stdout, out.stderr) == (4, "", f"jobvisor: {said}\n")
+    finally:
+        assert stop_daemon(running) == 0
