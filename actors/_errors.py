@@ -35,7 +35,7 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from actors._python_call import MESSAGE_MAX, TRACEBACK_MAX, clip_head, headline, user_traceback
 
@@ -157,6 +157,10 @@ class NoSuchChildError(JobvisorError, LookupError):
         super().__init__(no_child_said(path, known))
         self.path = path
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its message, its path would be that message (a process boundary).
+        return (_no_such_child, (self.path, str(self)))
+
 
 _NAMED: Final = 10  # paths a message names; past that, counted
 
@@ -172,6 +176,8 @@ def no_child_said(path: str, known: Iterable[str] = ()) -> str:
     if ":" in path:
         group, _, rest = path.partition(":")
         meant = "/".join(p for p in (group, *rest.split(":")) if p not in ("", "*"))
+        if not meant:
+            return f"{said}check `status` for the paths this tree has"
         if rest.strip(":*"):
             return f"{said}jobvisor writes {meant}"
         return f"{said}jobvisor writes {meant}: a group's path acts on the group"
@@ -401,3 +407,11 @@ class NoThreadError(JobFailure, RuntimeError):
             "could not start: no thread could be started (the process or cgroup limit on "
             "tasks, RLIMIT_NPROC / pids.max, is reached)"
         )
+
+
+def _no_such_child(path: str, said: str) -> NoSuchChildError:
+    """A ``NoSuchChildError`` unpickled: its path and its message as they were."""
+    error = NoSuchChildError.__new__(NoSuchChildError)
+    Exception.__init__(error, said)
+    error.path = path
+    return error

@@ -230,12 +230,11 @@ def warn_left_running(attempt: Attempt, before: list[threading.Thread]) -> None:
     more now are the threads looked at (a look costs a walk over every thread of the
     process, one per job actor), and those alive before the call (the program's own: a
     pool it started, the thread that started the tree) and jobvisor's own left out. A
-    thread started in a job's thread inherits its daemon flag: it runs on beside jobvisor
-    and ends, unfinished, with its process, which does not wait for it. So one that is no
-    daemon was not the job's (the program's main thread started it meanwhile: an
-    ``asyncio.to_thread``), or is one Python's exit waits for: left out too. Said once per
-    thread; another job running at the same moment may be the one that started it, which
-    the warning cannot tell.
+    thread that is no daemon is warned of too (a job's inherits its thread's daemon flag,
+    so it asked for it): Python's exit waits for it, and a `run` would hang at its end.
+    asyncio's own workers (``asyncio_N``: the program's ``await asyncio.to_thread(...)``
+    while the job runs) are left out. Said once per thread; another job running at the
+    same moment may be the one that started it, which the warning cannot tell.
     """
     if threading.active_count() <= len(before):
         return
@@ -245,7 +244,7 @@ def warn_left_running(attempt: Attempt, before: list[threading.Thread]) -> None:
         thread
         for thread in threading.enumerate()
         if thread is not main
-        and thread.daemon
+        and (thread.daemon or not thread.name.startswith("asyncio_"))
         and thread not in earlier
         and thread.is_alive()
         and not isinstance(thread, threading._DummyThread)  # a foreign thread, seen by us

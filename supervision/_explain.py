@@ -56,7 +56,8 @@ def _explain_http(manifest: Manifest) -> str:
     if spec is None:
         return "http: off (--http HOST:PORT turns it on)"
     token = "token=*** (actions allowed)" if spec.token else "no token (reads only)"
-    return f"http: listen={spec.listen} {token}"
+    reads = ", reads need the token too" if spec.reads == "token" else ""
+    return f"http: listen={spec.listen} {token}{reads}"
 
 
 def _explain_logging(spec: LoggingSpec) -> str:
@@ -316,7 +317,9 @@ def explain_data(manifest: Manifest) -> dict[str, Any]:
             "address": manifest.cluster_address or None,  # None: local, started when needed
             "namespace": manifest.cluster_namespace or None,
         },
-        "http": None if http is None else {"listen": http.listen, "token": bool(http.token)},
+        "http": None
+        if http is None
+        else {"listen": http.listen, "token": bool(http.token), "reads": http.reads},
         "breakers": {name: _breaker_data(spec) for name, spec in manifest.breakers.items()},
         "notify": [_notify_data(spec) for spec in manifest.notify],
         "root": _supervisor_data(manifest.root, "", manifest),

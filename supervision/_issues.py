@@ -175,7 +175,7 @@ _POLICY_HINT: Final = (
 )
 _OUTPUT_WORD: Final = (
     "output: {max_bytes: 10MiB, backups: ...} (both streams go to STATE_DIR/output/PATH.log; "
-    "supervisord's 1MB is 1MiB here, where 1MB is 1,000,000 bytes)"
+    "supervisord's 1MB is 1MiB; jobvisor's 1MB is 1,000,000 bytes: write 1MiB)"
 )
 _REPLICAS_WORD: Final = "replicas: N (named NAME.0, NAME.1, ...)"
 _DEPENDS_WORD: Final = "depends_on: [db] (it starts after what it names, and stops before it)"

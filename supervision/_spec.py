@@ -31,6 +31,7 @@ __all__ = [
     "RotateSpec",
     "SupervisorSpec",
     "check_added_dependencies",
+    "check_known_dependencies",
     "python_job",
     "same_child",
     "walk",
@@ -210,9 +211,7 @@ class SupervisorSpec:
                 raise SpecError(f"{self.name}: duplicate child name {child.name!r}")
             seen.add(child.name)
             dependants = dependants or (isinstance(child, JobSpec) and bool(child.depends_on))
-        if dependants:
-            for child in children:
-                _check_known(child, seen)
+        if dependants:  # a name no sibling has is no edge: start_tree refuses it (known_deps)
             _check_no_cycle(children)
 
     kind = "group"
@@ -223,6 +222,17 @@ class SupervisorSpec:
 
 
 ChildSpec = JobSpec | ActorSpec | SupervisorSpec
+
+
+def check_known_dependencies(spec: SupervisorSpec) -> None:
+    """Every ``depends_on`` in ``spec``'s tree names a sibling (the manifest's rule), for a tree
+    about to start. Not checked as a spec is built: jobvisor rebuilds a running group's spec
+    from what it runs, which may name a sibling removed since (``Tree.remove_child``)."""
+    names = {child.name for child in spec.children}
+    for child in spec.children:
+        _check_known(child, names)
+        if isinstance(child, SupervisorSpec):
+            check_known_dependencies(child)
 
 
 def check_added_dependencies(spec: ChildSpec, siblings: Sequence[ChildSpec]) -> None:

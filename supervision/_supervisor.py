@@ -960,7 +960,9 @@ class Supervisor(OwnActor):
         # also when a reload changed the strategy since (its report came after).
         one = self.spec.strategy is Strategy.ONE_FOR_ONE or again is not None
         restarting = (
-            rule is None and wants_restart(rec.spec.restart, outcome) and not _ticks_run(rec)
+            rule is None
+            and wants_restart(rec.spec.restart, outcome)
+            and not (outcome.is_failure and _ticks_run(rec))
         )
         # A clean exit that is restarted is said by the restart's own line (one record per
         # decision), unless something else comes between them.

@@ -52,6 +52,7 @@ from supervision._spec import (
     ChildSpec,
     JobSpec,
     SupervisorSpec,
+    check_known_dependencies,
     with_autostart,
 )
 from supervision._state import State
@@ -687,6 +688,7 @@ _BREAKER_WORDS = {
 def _check_spec(spec: SupervisorSpec, breakers: Mapping[str, Breaker], runtime: str) -> None:
     """Refuse what cannot run: a job naming an unknown breaker, Ray placement it cannot have,
     processes whose exits the system would reap unread."""
+    check_known_dependencies(spec)
     _check_children(spec, breakers, runtime)
     if runtime == "threads" and reaped_unread() and _runs_processes(spec.children):
         raise RuntimeSetupError(REAPED_UNREAD)

@@ -227,3 +227,8 @@ def leave_a_thread(path: str, delay: float) -> None:
         Path(path).write_text("written")
 
     threading.Thread(target=later, name="late-writer").start()
+
+
+def leave_a_non_daemon(delay: float) -> None:
+    """Start a thread that is no daemon, by asking: Python's exit waits for it."""
+    threading.Thread(target=time.sleep, args=(delay,), name="held-exit", daemon=False).start()

@@ -366,6 +366,17 @@ def test_threads_a_job_leaves_running_are_named_in_a_thread_and_waited_for_in_a_
         time.sleep(0.01)
 
 
+def test_a_thread_a_job_starts_as_no_daemon_is_warned_of(make_tree, events, logs) -> None:
+    # Python's exit waits for it: a run would hang at its end. Warned of, as a daemon one is.
+    tree = make_tree(
+        tree_of(python_job("nd", "isolatedfuncs:leave_a_non_daemon", 0.5), policy=ONCE),
+        on_event=events,
+    )
+    assert tree.wait(20)
+    [warned] = [r for r in logs.records if "still running" in r.message]
+    assert "held-exit" in warned.message
+
+
 @pytest.mark.parametrize("started_by", ["thread", "pool", "during"])
 def test_a_thread_the_program_started_before_the_attempt_is_never_blamed_on_the_job(
     make_tree, events, logs, started_by
