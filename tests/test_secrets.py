@@ -460,6 +460,36 @@ def test_a_secret_file_another_user_owns_or_may_write_is_refused(tmp_path: Path)
     assert jobvisor("validate", cwd=tmp_path, env={}).returncode == 0
 
 
+@needs_root
+def test_a_secret_file_through_another_users_symlink_is_refused(tmp_path: Path) -> None:
+    """A link another user planted, to a root file whose text they know, passed the owner
+    check (it looked at the file pointed to): its text became the HTTP token (review 39a)."""
+    known = tmp_path / "known"
+    known.write_text("text-everyone-knows-7a1\n")
+    known.chmod(0o600)
+    link = tmp_path / "tok"
+    link.symlink_to(known)
+    os.chown(link, NOBODY, NOBODY, follow_symlinks=False)
+    write(
+        tmp_path,
+        """
+        version: 1
+        http: {token: {secret: {file: tok}}}
+        jobs:
+          - name: a
+            command: [sh, -c, "true"]
+        """,
+    )
+    out = jobvisor("validate", cwd=tmp_path, env={})
+    assert out.returncode == 2, out.stderr
+    assert (
+        f"refusing the secret file '{link}': it is a symbolic link owned by uid 65534, who "
+        "chose the file it points to; name the file itself"
+    ) in out.stderr
+    os.chown(link, 0, 0, follow_symlinks=False)  # root's own link is followed
+    assert jobvisor("validate", cwd=tmp_path, env={}).returncode == 0
+
+
 def test_a_secret_too_short_to_mask_is_warned_of_once_naming_its_place(tmp_path: Path) -> None:
     """``TK=ab PW=xyz jobvisor run`` logged ``pw=xyz tk=ab`` and said nothing (review): the
     masker skips what is shorter than 4 characters, as for an env file's value, which warns."""
