@@ -296,7 +296,8 @@ class ControlServer:
     most ``most`` connections are open at once: a new one past them takes the place of
     the oldest still sending its request (cut off), so a request sent whole is answered
     however many clients connect and say nothing; when every one is being answered, the
-    new one is told ``busy`` at once. A thread per connection, never more than ``most``.
+    new one is told ``busy`` at once. A thread per connection, never more than ``most`` (one
+    more while a request read whole just as its place was given away is answered).
     A daemon out of file descriptors (or memory) says so and accepts again once it can
     (``AcceptShortage``): the connections wait in the socket's queue meanwhile.
     """
@@ -388,6 +389,13 @@ class ControlServer:
                 cut = conn in self._cut
                 if not cut:
                     del self._reading[conn]
+                elif whole:
+                    # Read whole just as its place went to a newer one (the peek saw its
+                    # buffer already emptied): it is answered after all, so it holds a place
+                    # again, one past the most for as long as that takes. Uncounted, the newer
+                    # one's end freed a place this one still held: the most was passed for good.
+                    self._cut.discard(conn)
+                    self._open += 1
             if cut and not whole:
                 return  # its place went to a newer connection before it said what it wants
             try:
