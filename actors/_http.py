@@ -29,11 +29,6 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
 from actors._checks import (
     HTTP_STATUSES,
     SOCKET_MAX_DURATION,
@@ -49,7 +44,7 @@ from actors._runtime import Scheduler, TimerHandle
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-    from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
+    import requests
 
     from actors._attempt import Attempt
 
@@ -339,7 +334,7 @@ def bounded(
     """Bound the block's requests (connect, send, head, body) by ``timeout`` as a whole.
 
     Every request that the current thread (greenlet) sends in the block
-    through a ``tracked_session`` belongs to ``inflight`` (a new one by
+    through a ``_transport.tracked_session`` belongs to ``inflight`` (a new one by
     default, yielded): at the deadline, or once ``cancelled`` is set, their
     sockets are shut down, so the request fails at once; ``inflight.why``
     then says which (``timeout`` or ``cancelled``). A socket added to it
@@ -401,102 +396,6 @@ def _sock_of(conn: Any) -> Any:
     return sock if sock is not None else getattr(conn, "sock", None)
 
 
-def _after_connect(conn: Any) -> None:
-    # Kept for _sock_of; replaced by each connect, so it is never another request's socket.
-    conn._jv_sock = conn.sock
-    inflight = _current.get()
-    if inflight is not None and inflight.aborted:
-        _shutdown(conn.sock)
-
-
-class _TrackedHTTPConnection(HTTPConnection):
-    _jv_sock: Any = None  # the last connect's socket, kept after http.client lets it go
-
-    def connect(self) -> None:
-        super().connect()
-        _after_connect(self)  # cancel() may have come while we were connecting
-
-
-class _TrackedHTTPSConnection(HTTPSConnection):
-    _jv_sock: Any = None
-
-    def connect(self) -> None:
-        super().connect()
-        _after_connect(self)
-
-
-class _TrackedHTTPPool(HTTPConnectionPool):
-    """A pool that tells the current ``_InFlight`` which connections a request holds."""
-
-    ConnectionCls: type[BaseHTTPConnection | BaseHTTPSConnection] = _TrackedHTTPConnection
-
-    def _get_conn(self, timeout: float | None = None) -> BaseHTTPConnection:
-        conn = super()._get_conn(timeout)
-        inflight = _current.get()
-        if inflight is not None:
-            inflight.add(conn)
-        return conn
-
-    def _put_conn(self, conn: BaseHTTPConnection | None) -> None:
-        inflight = _current.get()
-        if inflight is not None and conn is not None:
-            inflight.discard(conn)
-        super()._put_conn(conn)
-
-
-class _TrackedHTTPSPool(_TrackedHTTPPool, HTTPSConnectionPool):
-    ConnectionCls = _TrackedHTTPSConnection
-
-
-def _close_pool(pool: HTTPConnectionPool) -> None:
-    pool.close()
-
-
-class _Adapter(HTTPAdapter):
-    """requests' adapter, with pools whose in-flight connections ``cancel`` can abort."""
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _TrackedHTTPPool,
-            "https": _TrackedHTTPSPool,
-        }
-        # urllib3 2 only forgets the pools on clear() (the session's close): their idle
-        # keep-alive connections stayed open until the garbage collector found the pool,
-        # which an exception's traceback can hold for a long time. Close them for real.
-        self.poolmanager.pools.dispose_func = _close_pool
-
-
-class _Session(requests.Session):
-    """requests' session, dropping the headers set from secrets on a redirect to another
-    host: requests drops only Authorization, and an X-Api-Key went to wherever it pointed."""
-
-    def __init__(self, strip: frozenset[str]) -> None:
-        super().__init__()
-        self._strip = strip
-
-    def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
-        # requests' stubs leave these two unannotated.
-        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
-        old, new = response.request.url, prepared_request.url
-        if self._strip and self.should_strip_auth(old, new):  # type: ignore[no-untyped-call]
-            headers = prepared_request.headers
-            for name in [n for n in headers if n.lower() in self._strip]:
-                del headers[name]
-
-
-def tracked_session(strip: frozenset[str] = frozenset()) -> requests.Session:
-    """A session whose requests ``bounded`` can end; ``strip``: the lower-cased names of the
-    headers that a redirect to another host drops. The caller closes it."""
-    session = _Session(strip)
-    adapter = _Adapter()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
 class _SessionHolder:
     """The mutable part of a frozen ``HttpWork``: its session and the runs in flight.
 
@@ -526,6 +425,8 @@ class _SessionHolder:
             return session
         with self._lock:
             if self._session is None:
+                from actors._transport import tracked_session  # noqa: PLC0415 - loads requests
+
                 session = tracked_session(frozenset(name.lower() for name in strip))
                 self._finalizer = weakref.finalize(self, session.close)
                 self._session = session
@@ -621,7 +522,10 @@ class HttpWork:
     def run(self, attempt: Attempt) -> int | None:
         """Job actor thread: send the request; return its status or raise a ``JobFailure``."""
         holder = self._holder
+        # Builds the session on the first try, loading requests, before the try's clock starts.
         session = holder.session(self.secret_headers)
+        import requests  # noqa: PLC0415 - loaded by the session: a look-up in sys.modules
+
         inflight = holder.begin(attempt)
         try:
             with bounded(self.timeout, inflight=inflight):
@@ -657,6 +561,8 @@ class HttpWork:
 
     def _read_body(self, response: requests.Response, inflight: _InFlight) -> None:
         """Read the body to its end (so the connection can be reused) and drop it."""
+        import requests  # noqa: PLC0415 - loaded by then (validate loads no requests)
+
         got = 0
         try:
             for chunk in response.iter_content(_CHUNK):
@@ -739,6 +645,8 @@ class HttpWork:
         got: int = 0,
     ) -> HttpRequestError:
         """The failure of a try; ``response`` and ``got`` (bytes of it) when its body failed."""
+        import requests  # noqa: PLC0415 - loaded by then (validate loads no requests)
+
         where = self.describe()
         if inflight.why == "cancelled":
             return HttpRequestError(f"{where}: cancelled", "cancelled")
@@ -792,6 +700,8 @@ def _classes(exc: BaseException) -> set[str]:
         return out
     if isinstance(exc, HttpRequestError):
         return {exc.reason}
+    import requests  # noqa: PLC0415 - validate loads no requests
+
     out = set()
     if isinstance(exc, requests.Timeout):
         out.add("timeout")
@@ -802,6 +712,8 @@ def _classes(exc: BaseException) -> set[str]:
 
 def _safe_cause(exc: requests.RequestException) -> BaseException | None:
     """Chain connection errors and timeouts (their text holds no header values); drop others."""
+    import requests  # noqa: PLC0415 - loaded by then (validate loads no requests)
+
     if isinstance(exc, requests.Timeout | requests.ConnectionError):
         return exc
     return None

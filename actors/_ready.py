@@ -20,17 +20,17 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
-import requests
-
 from actors._checks import SOCKET_MAX_DURATION, need, need_duration
 from actors._errors import JobFailure, SpecError
-from actors._http import bounded, check_url, redact_url, tracked_session
+from actors._http import bounded, check_url, redact_url
 from actors._runtime import active_runtime
 from actors._spawn import REAPED_UNREAD, _confined, child_env, reaped_unread
 from actors._taken import split_host_port
 
 if TYPE_CHECKING:
     import threading
+
+    import requests
 
     from actors._confine import Confinement
     from actors._http import _InFlight
@@ -120,11 +120,12 @@ class ReadyProbe:
         between checks happen on ``cancelled``, so setting it ends the wait
         at once, or at the latest when the check in progress ends.
         """
+        # Before the clock starts: the first one loads requests, which ready.timeout never meant.
+        session = _session() if self.http is not None else None
         deadline = time.monotonic() + self.timeout
         # A check's budget is a socket's timeout too, which poll(2) bounds (SOCKET_MAX_DURATION).
         full = min(max(_CHECK_MIN, self.interval), SOCKET_MAX_DURATION)
         last: _Seen | None = None
-        session = tracked_session() if self.http is not None else None
         # Once per wait, not per check: it looks the job's user up (NSS, maybe LDAP).
         setup = self._setup()
         try:
@@ -234,9 +235,18 @@ def _connect(host: str, port: int, budget: float, inflight: _InFlight) -> socket
     raise failed
 
 
+def _session() -> requests.Session:
+    """An http check's session: made at the wait's start, so requests is loaded only then."""
+    from actors._transport import tracked_session  # noqa: PLC0415 - validate loads no requests
+
+    return tracked_session()
+
+
 def _check_http(
     session: requests.Session, url: str, budget: float, cancelled: threading.Event
 ) -> _Seen | None:
+    import requests  # noqa: PLC0415 - loaded with the session: a look-up in sys.modules
+
     failed: requests.RequestException | None = None
     with bounded(budget, cancelled) as inflight:
         try:

@@ -989,7 +989,11 @@ def test_a_declared_state_dir_is_found_with_yaml_only_then(tmp_path: Path) -> No
 
 
 def test_validate_loads_no_runtime_machinery(tmp_path: Path) -> None:
-    jobs = '[{name: a, command: [sh, -c, "true"]}, {name: c, python: "math:sqrt", args: [4]}]'
+    jobs = (
+        '[{name: a, command: [sh, -c, "true"]}, {name: c, python: "math:sqrt", args: [4]},'
+        " {name: h, http: {url: 'http://127.0.0.1:9/'}},"
+        " {name: s, command: [sleep, '9'], service: true, ready: {http: 'http://127.0.0.1:9/'}}]"
+    )
     write(tmp_path, f"version: 1\njobs: {jobs}\n")
     for args in (
         ["validate"],
@@ -1000,7 +1004,11 @@ def test_validate_loads_no_runtime_machinery(tmp_path: Path) -> None:
         out, names = imports_of(*args, cwd=tmp_path, full=True)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "yaml" in names
-        assert not {"gevent", "requests"} & names
+        assert not {"gevent", "requests", "urllib3"} & names, {
+            "gevent",
+            "requests",
+            "urllib3",
+        } & names
         running = {f"supervision.{m}" for m in ("_tree", "_supervisor", "_daemon", "_app")}
         assert not running & names, running & names
         # pykka and logbook still follow the Schedule type, which lives in actors/_job.py.
