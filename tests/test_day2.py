@@ -133,8 +133,12 @@ def test_sigusr1_and_sigusr2_leave_jobvisor_and_its_jobs_running(
     jv = Jobvisor(tmp_path, "--runtime", RUNTIME, command, "--log-file", str(log))
     try:
         wait_until(lambda: _said(log, "svc: started"), "svc started", proc=jv.proc)
-        wait_until((tmp_path / "pid.txt").exists, "svc's pid", proc=jv.proc)
-        job = _svc_pid(tmp_path / "pid.txt")
+        # The shell creates pid.txt before it writes to it: its text, not its being there.
+        written = tmp_path / "pid.txt"
+        wait_until(
+            lambda: written.exists() and written.read_text().strip(), "svc's pid", proc=jv.proc
+        )
+        job = _svc_pid(written)
         for signum in (signal.SIGUSR1, signal.SIGUSR2):
             name = signal.Signals(signum).name
             jv.proc.send_signal(signum)

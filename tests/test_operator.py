@@ -48,7 +48,14 @@ def daemon(tmp_path: Path) -> Iterator[Running]:
     log = str(tmp_path / "daemon.log")
     running = start_daemon(tmp_path, MANIFEST, "--runtime", RUNTIME, "--log-file", log)
     try:
-        wait_until(lambda: running.nodes()["db"]["state"] == "succeeded", "db done")
+        # ping's refused request too: its state's change would come after a test's start.
+        wait_until(
+            lambda: (
+                (running.nodes()["db"]["state"], running.nodes()["ping"]["state"])
+                == ("succeeded", "failed")
+            ),
+            "db done, ping failed",
+        )
         yield running
     finally:
         assert stop_daemon(running) == 0
