@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         "reload", parents=[common], help="re-read the manifest and apply only the difference"
     )
     reload.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    reload.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only say what a reload would do; nothing is changed (supervisorctl's reread)",
+    )
     for name in ("start", "stop", "restart"):
         verb = sub.add_parser(name, parents=[common], help=f"{name} children of the daemon")
         verb.add_argument(
@@ -1105,6 +1110,8 @@ def _control(args: argparse.Namespace) -> int:
     if args.command == "signal":
         for req in requests:
             req["signal"] = args.signal
+    if getattr(args, "dry_run", False):
+        requests[0]["dry_run"] = True  # an option: a daemon that does not know it refuses it
     # --json (status has its own document): each answer kept, and one document at the end,
     # of what was done even when the daemon went away meanwhile.
     kept: list[dict[str, Any]] | None = (
@@ -1169,6 +1176,8 @@ def _no_daemon_answers(
             answer.update(code="no_daemon", error=error)
         else:
             answer.update(code="not_asked", error="not asked: no daemon answered before")
+        if req.get("dry_run"):
+            answer["dry_run"] = True
         kept.append(answer)
 
 
@@ -1184,6 +1193,8 @@ def _other_manifest(named: str, read: object) -> str | None:
 
 
 _DONE = {"start": "started", "stop": "stopped", "restart": "restarted"}
+# reload --dry-run's first line: the lines under it are those a reload would say.
+DRY_RUN = "dry run: nothing was changed; a reload now would say:"
 
 
 def _set_here(unset: object) -> None:
@@ -1239,6 +1250,8 @@ def _kept(
         answer["note"] = result
     if args.command == "reload" and isinstance(reply.get("manifest"), str):
         answer["manifest"] = reply["manifest"]
+    if req.get("dry_run"):
+        answer["dry_run"] = True
     if other is not None:
         answer["warning"] = other
     kept.append(answer)
@@ -1269,6 +1282,8 @@ def _said(args: argparse.Namespace, req: dict[str, Any], reply: dict[str, Any]) 
     if args.command == "status":
         return _status(args, result)
     if args.command == "reload":
+        if req.get("dry_run"):
+            sys.stdout.write(f"{DRY_RUN}\n")
         sys.stdout.write(("\n".join(result) or "no change") + "\n")
     elif args.command == "signal":
         sys.stdout.write(f"{req['job'].strip('/')}: sent {result}\n")

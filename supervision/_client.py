@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "OPTIONS_PROTOCOL",
     "PROTOCOL",
     "SOCKET_NAME",
     "NoDaemonError",
@@ -41,6 +42,12 @@ __all__ = [
 ]
 
 PROTOCOL: Final = 1
+# A request with an option (reload's dry_run) is sent as version 2. A daemon of version 1
+# ignores keys it does not know, so it would have reloaded for real: it refuses version 2
+# instead, and a daemon of version 2 refuses an option it does not know. Plain requests stay
+# version 1, which every daemon takes.
+OPTIONS_PROTOCOL: Final = 2
+_PLAIN_KEYS: Final = frozenset({"op", "job", "signal"})
 SOCKET_NAME: Final = "control.sock"
 DEFAULT_STATE_DIR: Final = ".jobvisor"
 
@@ -238,7 +245,8 @@ def request(
         try:
             # A daemon that is busy answers and closes at once: its answer is still to read.
             with contextlib.suppress(BrokenPipeError):
-                sock.sendall(json.dumps({"v": PROTOCOL, **req}).encode() + b"\n")
+                version = PROTOCOL if _PLAIN_KEYS.issuperset(req) else OPTIONS_PROTOCOL
+                sock.sendall(json.dumps({"v": version, **req}).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(65536)
@@ -257,18 +265,29 @@ def request(
         what = "closed the connection without a reply" if not data else "sent no JSON object"
         raise NoDaemonError(f"the daemon at {path} {what}")
     error = reply.get("error")
-    if (
-        reply.get("code") == "bad_request"
-        and isinstance(error, str)
-        and error.startswith("unknown op ")
-    ):
-        # Ops only grow: one this client sends and the daemon does not know is a daemon that an
-        # older jobvisor started and that was never restarted after the upgrade.
-        reply["error"] = (
-            f"{error} (the daemon may be from an older jobvisor than this command: restart it "
-            "with this jobvisor to use the command)"
-        )
+    if reply.get("code") == "bad_request" and isinstance(error, str):
+        reply["error"] = _older(error, req)
     return reply
+
+
+def _older(error: str, req: dict[str, Any]) -> str:
+    """A refusal's ``error``, saying why when the daemon is older than this client.
+
+    Ops and options only grow: one this client sends and the daemon does not know is a daemon
+    that an older jobvisor started and that was never restarted after the upgrade.
+    """
+    if error.startswith("unknown op "):
+        return (
+            f"{error} (the daemon may be from an older jobvisor than this command: restart "
+            "it with this jobvisor to use the command)"
+        )
+    if error.startswith(("unsupported protocol version 2", "unknown option ")):
+        options = ", ".join(sorted(set(req) - _PLAIN_KEYS))
+        return (
+            f"{error} (the daemon is from an older jobvisor than this command and does not "
+            f"know {options}: nothing was done; restart it with this jobvisor to use it)"
+        )
+    return error
 
 
 def _no_answer(sock: socket.socket, path: str, timeout: float, req: dict[str, Any]) -> str:

@@ -3,8 +3,11 @@
 The control protocol is one JSON object per line, one request per connection (the
 client's side, ``request``, is ``supervision._client``):
 ``{"v": 1, "op": "status" | "start" | "stop" | "restart" | "reload", "job": PATH}``, or
-``{"v": 1, "op": "signal", "job": PATH, "signal": NUMBER}``,
-answered by ``{"ok": true, "result": ...}`` or ``{"ok": false, "code": ..., "error": ...}``.
+``{"v": 1, "op": "signal", "job": PATH, "signal": NUMBER}``; a request with an option,
+``{"v": 2, "op": "reload", "dry_run": true}``, is version 2, which a daemon of version 1
+refuses (it ignored unknown keys: it would have reloaded), and which refuses an option it
+does not know. Each is answered by ``{"ok": true, "result": ...}`` or
+``{"ok": false, "code": ..., "error": ...}``.
 Malformed, truncated or oversized requests get an error reply; a connection
 never stalls the daemon (each has a deadline) and never crashes it.
 """
@@ -38,7 +41,14 @@ from actors._checks import fmt_duration
 from actors._errors import ChildrenChangedError
 from actors._runtime import start_or_say
 from supervision._app import STOP_SIGNALS, forced_stop, say_noted, take_signals
-from supervision._client import PROTOCOL, SOCKET_NAME, NoDaemonError, request, signal_name
+from supervision._client import (
+    OPTIONS_PROTOCOL,
+    PROTOCOL,
+    SOCKET_NAME,
+    NoDaemonError,
+    request,
+    signal_name,
+)
 from supervision._events import Escalated, GaveUp, Reloaded
 from supervision._explain import explain_policy
 from supervision._fdlimit import AcceptShortage, fit_open_files
@@ -431,13 +441,18 @@ class ControlServer:
             raise _BadRequest(f"not JSON: {exc}") from None
         if not isinstance(req, dict):
             raise _BadRequest("expected a JSON object")
-        if req.get("v") != PROTOCOL:
-            raise _BadRequest(f"unsupported protocol version {req.get('v')!r}: expected {PROTOCOL}")
+        version = req.get("v")
+        if version not in (PROTOCOL, OPTIONS_PROTOCOL) or type(version) is not int:
+            raise _BadRequest(
+                f"unsupported protocol version {version!r}: expected {PROTOCOL} or "
+                f"{OPTIONS_PROTOCOL}"
+            )
         op = req.get("op")
-        if op not in ("status", "start", "stop", "restart", "signal", "reload"):
+        if op not in _KEYS:
             raise _BadRequest(
                 f"unknown op {op!r}: expected status, start, stop, restart, signal or reload"
             )
+        _check_options(req, version, op)
         if op in ("start", "stop", "restart", "signal") and not (
             isinstance(req.get("job"), str) and req["job"].strip("/")
         ):
@@ -459,6 +474,31 @@ class ControlServer:
 
 class _BadRequest(Exception):
     pass
+
+
+def _check_options(req: dict[str, Any], version: int, op: str) -> None:
+    """Refuse a version 2 request's option that this daemon does not know (never ignored:
+    version 1 ignores unknown keys, so no client sends an option as version 1)."""
+    if version == OPTIONS_PROTOCOL:
+        unknown = sorted(set(req) - {"v", "op"} - _KEYS[op])
+        if unknown:
+            raise _BadRequest(
+                f"unknown option {unknown[0]!r} for {op}: this daemon knows "
+                + (", ".join(sorted(_KEYS[op])) or "none")
+            )
+    if "dry_run" in req and type(req["dry_run"]) is not bool:
+        raise _BadRequest(f"dry_run needs true or false, got {req['dry_run']!r}")
+
+
+# Each op's keys besides "v" and "op": what a version 2 request may carry.
+_KEYS: Final[dict[str, frozenset[str]]] = {
+    "status": frozenset(),
+    "start": frozenset({"job"}),
+    "stop": frozenset({"job"}),
+    "restart": frozenset({"job"}),
+    "signal": frozenset({"job", "signal"}),
+    "reload": frozenset({"dry_run"}),
+}
 
 
 def _busy(conn: socket.socket, most: int) -> None:
@@ -1013,6 +1053,8 @@ class Daemon:
             return {"ok": True, "result": tree.status()}
         if op == "reload":
             # Which manifest it read: the daemon's own, whatever file the client named.
+            if req.get("dry_run") is True:
+                return {**self.preview(), "manifest": str(self.manifest_path), "dry_run": True}
             return {**self.reload(), "manifest": str(self.manifest_path)}
         if op == "signal":
             # Not under the lock: a signal never waits, nor for a stop that waits out a grace.
@@ -1027,16 +1069,11 @@ class Daemon:
         dir, the runtime, the log's file, the endpoint) is said, one line each, not applied.
         Subscribers of the tree's events get a ``Reloaded``.
         """
-        environ = _Looked(os.environ)
-        try:
-            read = load_manifest(self.manifest_path, env=environ)
-        except ManifestError as exc:
-            error, unset = str(exc), environ.unset_in(str(exc))
-            if unset:
-                error += "\n" + _started_without(unset)
+        read = self._read()
+        if isinstance(read, dict):
             # Logged however it was asked (SIGHUP, the socket, HTTP): the log is where it shows.
-            log.error("reload refused, nothing changed: {}", error)  # noqa: TRY400 - no traceback
-            return {"ok": False, "code": "bad_manifest", "error": error, "unset": unset}
+            log.error("reload refused, nothing changed: {}", read["error"])
+            return read
         new = self._reloading(read)
         composition, tree = self.composition, self.tree
         assert composition is not None
@@ -1065,12 +1102,64 @@ class Daemon:
             summary += _remove_breakers(new, composition)
             composition.renotify(tree)
             summary += self._relog(read, composition)
-            fixed = self._not_applied(read, composition)
+            fixed = self._not_applied(read, new, composition)
         summary += fixed
         # A warning when something is not applied: said at the level a person keeps on.
         said = log.warning if fixed else log.info
         said("reloaded {}: {}", self.manifest_path, ", ".join(summary) or "no change")
         tree.announce(_reloaded(steps, summary))
+        return {"ok": True, "result": summary}
+
+    def _read(self) -> Manifest | dict[str, Any]:
+        """The manifest as a reload reads it now, or the reply that refuses it (``bad_manifest``,
+        naming the variables unset in the daemon's environment)."""
+        environ = _Looked(os.environ)
+        try:
+            return load_manifest(self.manifest_path, env=environ)
+        except ManifestError as exc:
+            error, unset = str(exc), environ.unset_in(str(exc))
+            if unset:
+                error += "\n" + _started_without(unset)
+            return {"ok": False, "code": "bad_manifest", "error": error, "unset": unset}
+
+    def preview(self) -> dict[str, Any]:
+        """What ``reload`` would say now, one line each, changing nothing (``reload --dry-run``,
+        supervisorctl's ``reread``): no step made, no breaker, secret, log or open-file limit
+        touched, no ``Reloaded`` told (nor journaled). A bad manifest is refused as by
+        ``reload``, in the same words.
+
+        One look at the tree: a reload made later, or racing a group that starts or stops
+        meanwhile, works out its steps again then.
+        """
+        read = self._read()
+        if isinstance(read, dict):
+            log.info("dry run of a reload: the manifest is refused: {}", read["error"])
+            return read
+        new = self._fixed(read)  # not _reloading: it raises the open-file limit
+        composition, tree = self.composition, self.tree
+        assert composition is not None
+        assert tree is not None
+        from supervision._tree import budget_change  # noqa: PLC0415 - avoids an import cycle
+
+        with self._lock:  # never halfway through a reload
+            try:
+                budget_change(composition.manifest.root, new.root)
+            except JobvisorError as exc:
+                return {"ok": False, "code": "failed", "error": str(exc)}
+            summary = _reload_breakers(new, composition, tree, apply=False)
+            status = tree.status()
+            ended = _ended_jobs(status)
+            down = _groups_down(status["children"])
+            for change in diff_specs(composition.manifest.root, new.root, down=down):
+                summary.extend(_says(change, ended))
+            summary += _remove_breakers(new, composition, apply=False)
+            summary += self._relog(read, composition, apply=False)
+            summary += self._not_applied(read, new, composition)
+        log.info(
+            "dry run of a reload of {} (nothing changed): {}",
+            self.manifest_path,
+            ", ".join(summary) or "no change",
+        )
         return {"ok": True, "result": summary}
 
     def _step(
@@ -1118,8 +1207,9 @@ class Daemon:
             else:
                 return None
 
-    def _relog(self, read: Manifest, composition: Composition) -> list[str]:
-        """Give the log the manifest's level and format, unless a flag gave them; what changed."""
+    def _relog(self, read: Manifest, composition: Composition, *, apply: bool = True) -> list[str]:
+        """Give the log the manifest's level and format, unless a flag gave them; what changed
+        (``apply`` False: only what would)."""
         setup, spec = composition.logging, read.logging
         changed: dict[str, str] = {}
         if "logging.level" not in self._pinned and spec.level != setup.level:
@@ -1128,17 +1218,19 @@ class Daemon:
             changed["format"] = spec.format
         if not changed or not setup.retunable:
             return []
-        setup.retune(**changed)
+        if apply:
+            setup.retune(**changed)
         return [f"update logging: {', '.join(f'{k}={v}' for k, v in changed.items())}"]
 
-    def _not_applied(self, read: Manifest, composition: Composition) -> list[str]:
-        """What the manifest changed since the start that only a restart applies, a line each."""
+    def _not_applied(self, read: Manifest, new: Manifest, composition: Composition) -> list[str]:
+        """What the manifest changed since the start that only a restart applies, a line each
+        (``new``: ``read`` as this daemon runs it)."""
         started = self._started
         assert started is not None
         setup = composition.logging
         restart = "restart the daemon"
         lines: list[str] = []
-        here = composition.manifest.state_dir
+        here = new.state_dir
         if read.state_dir not in (started.state_dir, here):  # said once it differs from both
             lines.append(
                 f"state_dir {read.state_dir}: the state dir is fixed at the start (this "
@@ -1364,8 +1456,11 @@ _DOWN: Final = frozenset(
 )
 
 
-def _reload_breakers(new: Any, composition: Composition, tree: Tree) -> list[str]:
-    """Add the breakers the new manifest declares, retune the changed ones; what it did.
+def _reload_breakers(
+    new: Any, composition: Composition, tree: Tree, *, apply: bool = True
+) -> list[str]:
+    """Add the breakers the new manifest declares, retune the changed ones; what it did
+    (``apply`` False: only what it would do).
 
     A changed breaker keeps its state and counts (an open one stays open): only its
     thresholds change, as a changed group keeps its jobs running.
@@ -1374,23 +1469,24 @@ def _reload_breakers(new: Any, composition: Composition, tree: Tree) -> list[str
 
     said: list[str] = []
     old_specs = composition.manifest.breakers
-    for name, breaker in build_breakers(
-        {k: v for k, v in new.breakers.items() if k not in composition.breakers}
-    ).items():
-        composition.breakers[name] = breaker
-        tree.follow_breaker(breaker)
-        if composition.endpoint is not None:
-            composition.endpoint.metrics.add_breaker(name, breaker)
+    added = {k: v for k, v in new.breakers.items() if k not in composition.breakers}
+    for name, breaker in (build_breakers(added) if apply else dict.fromkeys(added)).items():
+        if breaker is not None:
+            composition.breakers[name] = breaker
+            tree.follow_breaker(breaker)
+            if composition.endpoint is not None:
+                composition.endpoint.metrics.add_breaker(name, breaker)
         said.append(f"add breaker {name}")
     for name, spec in new.breakers.items():
         before = old_specs.get(name)
         if before is None or before == spec or name not in composition.breakers:
             continue
-        composition.breakers[name].retune(
-            failure_threshold=spec.failure_threshold,
-            reset_timeout=spec.reset_timeout,
-            half_open_max_calls=spec.half_open_max_calls,
-        )
+        if apply:
+            composition.breakers[name].retune(
+                failure_threshold=spec.failure_threshold,
+                reset_timeout=spec.reset_timeout,
+                half_open_max_calls=spec.half_open_max_calls,
+            )
         changed = [
             f"{key}={_shown_field(getattr(spec, key))}"
             for key in ("failure_threshold", "reset_timeout", "half_open_max_calls")
@@ -1400,13 +1496,15 @@ def _reload_breakers(new: Any, composition: Composition, tree: Tree) -> list[str
     return said
 
 
-def _remove_breakers(new: Any, composition: Composition) -> list[str]:
-    """Drop the breakers the new manifest no longer declares (no job of it names them)."""
+def _remove_breakers(new: Any, composition: Composition, *, apply: bool = True) -> list[str]:
+    """Drop the breakers the new manifest no longer declares (no job of it names them)
+    (``apply`` False: only say which it would drop)."""
     said: list[str] = []
     for name in sorted(set(composition.breakers) - set(new.breakers)):
-        del composition.breakers[name]
-        if composition.endpoint is not None:
-            composition.endpoint.metrics.remove_breaker(name)
+        if apply:
+            del composition.breakers[name]
+            if composition.endpoint is not None:
+                composition.endpoint.metrics.remove_breaker(name)
         said.append(f"remove breaker {name}")
     return said
 
