@@ -1265,8 +1265,8 @@ class Daemon:
             endpoint = composition.endpoint
             has = "has none" if endpoint is None else f"listens on {endpoint.url}"
             lines.append(
-                "http: the endpoint's address and token are fixed at the start (this daemon "
-                f"{has}): {restart}"
+                f"http{_http_keys(read.http, started.http)}: the endpoint is fixed at the start "
+                f"(this daemon {has}): {restart}"
             )
         cluster = (read.cluster_address, read.cluster_namespace)
         if cluster != (started.cluster_address, started.cluster_namespace):
@@ -1300,6 +1300,27 @@ class Daemon:
             if change.op == "replace" and isinstance(exc, JobvisorError):
                 raise _HalfMade(exc) from exc
             raise
+
+
+def _http_keys(read: HttpSpec | None, started: HttpSpec | None) -> str:
+    """The keys of ``http:`` that differ, `` (reads)``, or "" when the whole block came or went.
+    Not their values: the token is a secret."""
+    if read is None or started is None:
+        return ""
+    keys = [
+        key
+        for key, fields in _HTTP_KEYS.items()
+        if any(getattr(read, f) != getattr(started, f) for f in fields)
+    ]
+    return f" ({', '.join(keys)})" if keys else ""
+
+
+_HTTP_KEYS: Final = {
+    "listen": ("host", "port"),
+    "token": ("token",),
+    "heartbeat": ("heartbeat",),
+    "reads": ("reads",),
+}
 
 
 class _HalfMade(Exception):

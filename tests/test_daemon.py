@@ -1058,8 +1058,8 @@ def test_a_reload_applies_the_log_level_and_says_what_needs_a_restart(tmp_path: 
                 "start (this daemon's log goes to stderr): restart the daemon"
             ),
             (
-                "not applied: http: the endpoint's address and token are fixed at the start "
-                "(this daemon has none): restart the daemon"
+                "not applied: http: the endpoint is fixed at the start (this daemon has none): "
+                "restart the daemon"
             ),
         ], out.stdout
         assert "update logging: level=debug" in jv.stderr
@@ -1081,6 +1081,33 @@ def test_a_reload_applies_the_log_level_and_says_what_needs_a_restart(tmp_path: 
         assert jv.terminate() == 0, jv.stderr
     finally:
         jv.close()
+
+
+def test_a_reload_of_the_endpoints_settings_names_those_it_did_not_apply(tmp_path: Path) -> None:
+    """A change of ``http: {reads: ...}`` alone was said as "the endpoint's address and token
+    are fixed": it names the keys that changed now (no value: the token is a secret)."""
+    http = "http: {listen: '127.0.0.1:0', token: a-token-of-some-length, heartbeat: 15s}\n"
+    daemon = start_daemon(tmp_path, textwrap.dedent(BASE) + http)
+    try:
+        url = json.loads((daemon.state / "http.json").read_text())["url"]
+        for edited, keys in (
+            (http.replace("heartbeat: 15s", "heartbeat: 15s, reads: token"), "reads"),
+            (
+                http.replace("127.0.0.1:0", "127.0.0.1:1").replace("15s", "5s, reads: token"),
+                "listen, heartbeat, reads",
+            ),
+            (http.replace("a-token", "b-token"), "token"),
+        ):
+            (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE) + edited)
+            out = daemon.cli("reload")
+            assert out.returncode == 0, out.stderr
+            said = (
+                f"not applied: http ({keys}): the endpoint is fixed at the start (this daemon "
+                f"listens on {url}): restart the daemon"
+            )
+            assert out.stdout.splitlines() == [said]
+    finally:
+        assert stop_daemon(daemon) == 0
 
 
 def test_a_secret_a_reload_brings_is_masked_in_the_log(tmp_path: Path) -> None:
