@@ -1428,19 +1428,22 @@ def _edit(group: SupervisorSpec, parts: list[str], change: Change) -> Supervisor
     return replace(group, children=tuple(children))
 
 
-# A job down for good, as its state says it, that a replace starts again.
+# A job down for good, as its state says it, that a replace starts again; "never": one that
+# never ran (``autostart: false``, never started since), which it starts for the first time.
 _ENDED: Final = {
     "stopped": "it was stopped",
     "failed": "it had failed",
     "gave_up": "it had given up",
     "succeeded": "it had succeeded",
+    "never": "it never ran",
 }
 
 
 def _ended_jobs(status: dict[str, Any]) -> dict[str, str]:
-    """{path: its state} of the jobs in a status that are down for good (``_ENDED``)."""
+    """{path: its state} of the jobs in a status that are down for good (``_ENDED``), "never"
+    for those that never started."""
     return {
-        node["path"]: node["state"]
+        node["path"]: "never" if node.get("starts") == 0 else node["state"]
         for node in flatten_status(status)
         if "children" not in node and node["state"] in _ENDED
     }
@@ -1448,14 +1451,16 @@ def _ended_jobs(status: dict[str, Any]) -> dict[str, str]:
 
 def _says(change: Change, ended: dict[str, str]) -> tuple[str, ...]:
     """What a reload's step tells a person: a replace that starts a job down for good (a
-    person's stop, a give-up, a once job's end) says so, as supervisord's update does it."""
+    person's stop, a give-up, a once job's end) says so, as supervisord's update does it; one
+    that never ran (``autostart: false`` until this reload) starts now, not "again"."""
     state = ended.get(change.path)
     spec = change.spec
     if change.op != "replace" or state is None or not isinstance(spec, JobSpec):
         return change.summary
     if not spec.autostart:
         return change.summary  # "not started" says it
-    return (f"replace {change.path} ({_ENDED[state]}: it starts again, with its new spec)",)
+    again = "now" if state == "never" else "again"
+    return (f"replace {change.path} ({_ENDED[state]}: it starts {again}, with its new spec)",)
 
 
 def _groups_down(nodes: list[dict[str, Any]]) -> frozenset[str]:

@@ -142,6 +142,33 @@ def test_a_reload_that_replaces_a_stopped_job_says_it_starts_again(daemon: Runni
     assert daemon.nodes()["svc"]["state"] == "running"
 
 
+def test_a_reload_that_replaces_a_job_that_never_ran_does_not_say_again(tmp_path: Path) -> None:
+    """A job never started (``autostart: false``) was said "it was stopped: it starts again"
+    when a reload replaced it with ``autostart: true``: it starts for the first time."""
+    web = '  - name: web\n    service: true\n    autostart: false\n    command: [sh, -c, "{}"]\n'
+    daemon = start_daemon(tmp_path, textwrap.dedent(BASE) + web.format("exec sleep 601"))
+    try:
+        edits = (
+            ("exec sleep 602", "replace web (not started: autostart: false)"),
+            ("exec sleep 602", "update web: autostart: true "),  # nothing started: web waits
+            ("exec sleep 603", "replace web (it never ran: it starts now, with its new spec)"),
+        )
+        for command, said in edits:
+            edited = web.format(command)
+            if said.startswith(("update", "replace web (it")):
+                edited = edited.replace("    autostart: false\n", "")
+            (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE) + edited)
+            out = daemon.cli("reload")
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.startswith(said), out.stdout
+            if not said.endswith("new spec)"):
+                node = daemon.nodes()["web"]
+                assert (node["state"], node["starts"]) == ("stopped", 0), node
+        wait_until(lambda: daemon.nodes()["web"]["starts"] == 1, "web started", proc=daemon.proc)
+    finally:
+        assert stop_daemon(daemon) == 0
+
+
 def test_a_bad_manifest_changes_nothing(daemon: Running) -> None:
     before = daemon.nodes()
     (daemon.dir / "jobs.yaml").write_text("version: 1\njobs: [{name: x}]\n")
