@@ -13,7 +13,7 @@ import heapq
 import queue
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import logbook
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         TimerHandle,
     )
     from actors._attempt import LineCut, ReadyCheck
+    from actors._job import Schedule
     from supervision._budget import TreeBudget
     from supervision._exits import ExitReason
     from supervision._inplace import InPlace
@@ -423,6 +424,7 @@ class Carried:
         rec.incarnation = self.incarnation
         rec.starts, rec.restarts, rec.failures = self.starts, self.restarts, self.failures
         rec.attempts, rec.last_exit = self.attempts, self.last_exit
+        rec.run_from = self.attempts  # its group starts anew: so does its run of ticks
         rec.carried, rec.final_children = self.children, self.nodes
 
 
@@ -475,6 +477,9 @@ class ChildRecord:
     failures: int = 0
     # Attempts finished over all incarnations: the next incarnation's actor counts on from it.
     attempts: int = 0
+    # A periodic job's ``times`` count from here: the attempts before the run of ticks that a
+    # person's start (or its group's new start) began; its own restarts go on counting.
+    run_from: int = 0
     last_exit: LastExit | None = None
     next_start_at: float | None = None
     since: float | None = None  # wall time of the last change of ``state`` (status's ``since``)
@@ -641,6 +646,15 @@ def stop_order(children: list[ChildRecord]) -> list[ChildRecord]:
     return order
 
 
+def _this_run(schedule: Schedule, run_from: int) -> Schedule:
+    """``schedule`` as an incarnation's actor takes it: it ends once its attempt number reaches
+    ``times`` (numbers never repeat), so a run of ticks begun after ``run_from`` attempts ends
+    ``times`` after them."""
+    if schedule.times is None or not run_from:
+        return schedule
+    return replace(schedule, times=schedule.times + run_from)
+
+
 def start_incarnation(
     rec: ChildRecord,
     link: Link,
@@ -669,7 +683,7 @@ def start_incarnation(
             link,
             name,
             work,
-            spec.schedule,
+            _this_run(spec.schedule, rec.run_from),
             path=rec.path,
             scheduler=ctx.scheduler,
             attempts_done=rec.attempts,

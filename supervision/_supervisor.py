@@ -1706,6 +1706,7 @@ class Supervisor(OwnActor):
         self._refuse_without_dependencies(rec, verb)
         self._drop_restart(rec)
         rec.window.reset()
+        rec.run_from = rec.attempts  # a periodic job's ``times`` count its ticks from here
         new_story(rec.path)  # a loop it gave up in is over: its next failures are shown in full
         log.info("{}: start requested", rec.path, extra=_acted(rec))
         self._start_now(rec)
@@ -1910,4 +1911,4 @@ def _ticks_run(rec: ChildRecord) -> int | None:
     if not rec.periodic or not isinstance(spec, JobSpec):
         return None
     times = spec.schedule.times
-    return times if times is not None and rec.attempts >= times else None
+    return times if times is not None and rec.attempts - rec.run_from >= times else None

@@ -1,0 +1,57 @@
+"""A periodic job's ``times: N``: a person's start of one that ran them begins a new run of N.
+
+Its attempt numbers go on (they never repeat); the count of the run's ticks starts again.
+"""
+
+from __future__ import annotations
+
+import pytest
+from treekit import FAST, tree_of
+
+from supervision import AttemptFinished, Outcome, Schedule, SupervisorSpec, python_job
+
+# A service beside it: the tree runs on once the periodic job is done.
+KEEP = python_job("keep", "jobfuncs:block", "keep", schedule=Schedule(service=True))
+
+
+@pytest.mark.parametrize("started_by", ["start", "restart"])
+def test_a_persons_start_of_a_job_that_ran_its_ticks_runs_them_all_again(
+    make_tree, events, started_by: str
+) -> None:
+    job = python_job("tick", "jobfuncs:ok", "tick", schedule=Schedule(every=0.01, times=3))
+    tree = make_tree(tree_of(job, KEEP), on_event=events)
+    events.reached("tick", "succeeded")
+    (tree.start_child if started_by == "start" else tree.restart)("tick")
+    events.reached("tick", "succeeded", times=2)
+    done = [(e.attempt, e.outcome) for e in events.of(AttemptFinished, "tick")]
+    assert done == [(n, Outcome.SUCCEEDED) for n in range(1, 7)], "3 ticks, then 3 more"
+    node = tree.status()["children"][0]
+    assert (node["state"], node["starts"], node["restarts"]) == ("succeeded", 2, 0)
+
+
+def test_a_failing_job_started_again_runs_its_ticks_and_says_their_count(
+    make_tree, events, logs
+) -> None:
+    # Every tick fails: each is restarted until the run's ``times`` are run (failed ones count).
+    job = python_job("tick", "jobfuncs:fail", "tick", schedule=Schedule(every=0.01, times=2))
+    tree = make_tree(tree_of(job, KEEP), on_event=events)
+    events.reached("tick", "failed")
+    tree.start_child("tick")
+    events.reached("tick", "failed", times=2)
+    done = [(e.attempt, e.outcome) for e in events.of(AttemptFinished, "tick")]
+    assert done == [(n, Outcome.FAILED) for n in range(1, 5)], "2 ticks, then 2 more"
+    said = [r.message for r in logs.records if "failed finally" in r.message]
+    assert said == ["tick: failed finally (its 2 ticks, times: 2, are run)"] * 2
+
+
+def test_a_group_started_anew_runs_its_periodic_jobs_ticks_all_again(make_tree, events) -> None:
+    """A group's restart carries its jobs' counters over (attempt numbers never repeat): the
+    job that had run its ticks ran one more, not ``times``."""
+    job = python_job("tick", "jobfuncs:ok", "tick", schedule=Schedule(every=0.01, times=2))
+    group = SupervisorSpec(name="g", policy=FAST, children=(job, KEEP))
+    tree = make_tree(tree_of(group), on_event=events)
+    events.reached("g/tick", "succeeded")
+    tree.restart("g")
+    events.reached("g/tick", "succeeded", times=2)
+    done = [(e.attempt, e.outcome) for e in events.of(AttemptFinished, "g/tick")]
+    assert done == [(n, Outcome.SUCCEEDED) for n in range(1, 5)], "2 ticks, then 2 more"
