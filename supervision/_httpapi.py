@@ -4,7 +4,8 @@ Routes (every answer but ``/``, ``/metrics`` and the event stream is JSON):
 
 - ``GET /``: the live page (``supervision/_page.html``), 404 while there is none;
 - ``GET /metrics``: Prometheus text (``_metrics``);
-- ``GET /api/config``: what the page needs to know (are actions on, do reads need the token);
+- ``GET /api/config``: what the page needs to know (are actions on, do reads need the token;
+  the heartbeat and the tree's name only to one who may read the tree);
 - ``GET /api/status``: the status document; ``GET /api/history?job=&limit=``: the journal
   (``?per_job=N``: each job's newest N attempts, by path, in one answer);
 - ``GET /api/events``: Server-Sent Events, one JSON object (with ``type``) per tree event;
@@ -716,18 +717,28 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, self.endpoint.metrics.text(), CONTENT_TYPE)
 
     def _config(self, query: dict[str, list[str]]) -> None:
+        """Free, for the page before any token: whether actions are on and reads need the
+        token. The rest (the tree's name is the manifest's ``name:``) only to one who may
+        read the tree: when reads are free, or with the token."""
         del query
         spec = self.endpoint.spec
-        self._json(
-            HTTPStatus.OK,
-            {
-                "actions": spec.token is not None,
-                "actions_need_token": True,
-                "reads_need_token": spec.reads_need_token,
-                "heartbeat": spec.heartbeat,
-                "name": self._tree().spec.name if self.endpoint.tree is not None else None,
-            },
-        )
+        config: dict[str, Any] = {
+            "actions": spec.token is not None,
+            "actions_need_token": True,
+            "reads_need_token": spec.reads_need_token,
+        }
+        if not spec.reads_need_token or self._holds_token():
+            config["heartbeat"] = spec.heartbeat
+            config["name"] = self._tree().spec.name if self.endpoint.tree is not None else None
+        self._json(HTTPStatus.OK, config)
+
+    def _holds_token(self) -> bool:
+        """Whether the request carries the token (``_check_token``'s test, refusing nothing)."""
+        try:
+            self._check_token()
+        except _Refused:
+            return False
+        return True
 
     def _status(self, query: dict[str, list[str]]) -> None:
         del query

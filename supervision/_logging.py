@@ -315,7 +315,8 @@ def configure_logging(
     failures never raise: see ``LoggingSetupError``.
 
     Below ``verbose`` a crash loop's repeated lines are summed up (see
-    ``supervision._damper``); ``monotonic`` is the clock of its interval.
+    ``supervision._damper``); ``monotonic`` is the clock of its interval, and of
+    how often a held rotation is looked at again (``_FileSink._rotate``).
     """
     masker = masker if masker is not None else SecretMasker()
     spec, base_dir = _logging_of(spec, masker, base_dir)
@@ -336,7 +337,7 @@ def configure_logging(
     handlers: list[logbook.Handler] = [logbook.NullHandler()]  # swallows what ours do not write
     if threshold is not None:
         sink: _Sink = (
-            _FileSink(path, effective.rotate, now)
+            _FileSink(path, effective.rotate, now, monotonic=monotonic)
             if path is not None
             else _StreamSink(stream if stream is not None else sys.stderr)
         )
@@ -1008,6 +1009,8 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
 
 # How long after a teller could not start (no thread to be had) the next one is tried.
 TELLER_RETRY: Final = 1.0
+# Seconds between looks at a held rotation (``_FileSink._held_back``): is it due, can it go on?
+HELD_LOOK: Final = 1.0
 
 _DIGITS: Final = re.compile(r"\d+")
 
@@ -1752,6 +1755,7 @@ class _FileSink:
         *,
         output: bool = False,
         trouble: _Trouble | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._path = path
         self._max_bytes = rotate.max_bytes if rotate is not None else None
@@ -1781,6 +1785,8 @@ class _FileSink:
         self._size = 0
         self._period_end: datetime | None = None
         self._held: _RotationHeld | None = None  # a rotation not done (see _rotate)
+        self._monotonic = monotonic
+        self._look_again = 0.0  # monotonic: when a held rotation is looked at again
         self._closed = False
         try:
             self._open()
@@ -1822,7 +1828,11 @@ class _FileSink:
             try:
                 self._check_path()
                 # Not in a state dir that went: a rotation renames by path, there or here.
-                if self._rotation_due(len(data)) and gone_dir(self._path) is None:
+                if (
+                    not self._held_back()
+                    and self._rotation_due(len(data))
+                    and gone_dir(self._path) is None
+                ):
                     self._rotate()
                 payload = self._rendered_notices() + data if self._notices else data
                 # Cut off in this very file (not rotated away since): a line of its own.
@@ -1940,22 +1950,34 @@ class _FileSink:
         and root's would destroy it) stops the rotation before any step, and one beyond
         ``backups`` is left alone. A rotation stopped so, or by a step that fails, is said
         once, naming the file that stopped it and what to do, and the file at the path
-        goes on being written (past its size or period: nothing is dropped). It is tried
-        again once that file changes or goes, or a whole rotation later (another
-        ``max_bytes``, the next period); the one that works is said too.
+        goes on being written (past its size or period: nothing is dropped). A directory
+        jobvisor cannot write (its mode, a read-only mount, an immutable flag) fails every
+        step: it is named then, not the step's file. It is tried again once that file
+        changes or goes (the directory: once it can be written), or a whole rotation later
+        (another ``max_bytes``, the next period), looked at once a second at most; the one
+        that works is said too.
         """
         held = self._held
         if held is not None and not self._retry_due(held):
             return
         blocked = self._foreign_backup()
         fix = "remove it (its owner or root can)"
+        directory = self._path.parent
         if blocked is None:
             self._discard()
             try:
                 self._shift()
             except _StepFailed as exc:
-                blocked = (exc.path, exc.why)
-                fix = f"move {exc.path} out of the way"
+                # A directory we cannot write fails every step, whatever file it names:
+                # the destination a rename blames is not even there.
+                if not _writable(directory):
+                    blocked = (
+                        directory,
+                        f"its directory {directory} cannot be written ({exc.strerror})",
+                    )
+                else:
+                    blocked = (exc.path, exc.why)
+                    fix = f"move {exc.path} out of the way"
             finally:
                 self._open()  # the new file, or the same one when a step failed
         if blocked is None:
@@ -1973,18 +1995,48 @@ class _FileSink:
             self._size,
             _next_boundary(self._now(), self._when) if self._when is not None else None,
             why,
+            directory=path == directory,
         )
+        self._look_again = self._monotonic() + HELD_LOOK
         if held is None or (held.path, held.why) != (path, why):
-            if not self._output:
-                fix += f", or give the {self._what} a directory of its own"
-            self._say(
-                logbook.WARNING,
-                f"cannot rotate the {self._what} {self._path}: {why}; {fix}; until then "
-                f"{self._path} is written on, unrotated (tried again once {path} changes)",
+            self._say_held(self._held, fix)
+
+    def _say_held(self, held: _RotationHeld, fix: str) -> None:
+        """Say that the rotation is held back by ``held``, and what to do (``fix``)."""
+        if held.directory:
+            fix = (
+                f"let the user jobvisor runs as write {held.path} (its mode, owner, a "
+                "read-only mount or an immutable flag may stop it)"
             )
+            elsewhere = "a directory it can write"
+            again = f"{held.path} can be written"
+        else:
+            elsewhere = "a directory of its own"
+            again = f"{held.path} changes"
+        if not self._output:
+            fix += f", or give the {self._what} {elsewhere}"
+        self._say(
+            logbook.WARNING,
+            f"cannot rotate the {self._what} {self._path}: {held.why}; {fix}; until then "
+            f"{self._path} is written on, unrotated (tried again once {again})",
+        )
+
+    def _held_back(self) -> bool:
+        """Whether a rotation is held and not to be looked at yet: each look (the file's
+        size, the state dir, what stopped it) cost three stat calls a write, 14-23 us."""
+        if self._held is None:
+            return False
+        now = self._monotonic()
+        if now < self._look_again:
+            return True
+        self._look_again = now + HELD_LOOK
+        return False
 
     def _retry_due(self, held: _RotationHeld) -> bool:
-        if _lstat_ident(held.path) != held.ident:
+        if held.directory:
+            if _writable(held.path):
+                return True
+        elif _lstat_ident(held.path) != held.ident:
             return True
         if self._max_bytes is not None and self._size >= held.size + self._max_bytes:
             return True
@@ -2017,7 +2069,8 @@ class _FileSink:
                 except FileNotFoundError:
                     continue
                 except OSError as exc:
-                    raise _StepFailed(old, f"cannot look at {old}: {exc.strerror}") from exc
+                    why = f"cannot look at {old}: {exc.strerror}"
+                    raise _StepFailed(old, why, exc.strerror or str(exc)) from exc
                 if owned_by_another(st) is None:  # another user's is left where it is
                     _step(old, "remove", functools.partial(old.unlink, missing_ok=True))
         for n in range(self._backups - 1, 0, -1):
@@ -2067,15 +2120,17 @@ class _RotationHeld:
     size: int
     period_end: datetime | None
     why: str
+    directory: bool = False  # ``path`` is the file's directory, which cannot be written
 
 
 class _StepFailed(Exception):
     """A rotation's step failed: ``path`` is the file it was on, ``why`` says which and why."""
 
-    def __init__(self, path: Path, why: str) -> None:
+    def __init__(self, path: Path, why: str, strerror: str) -> None:
         super().__init__(why)
         self.path = path
         self.why = why
+        self.strerror = strerror
 
 
 def _step(path: Path, verb: str, do: Callable[[], object]) -> None:
@@ -2084,10 +2139,19 @@ def _step(path: Path, verb: str, do: Callable[[], object]) -> None:
     try:
         do()
     except OSError as exc:
+        strerror = exc.strerror or str(exc)
         if exc.filename2:
-            why = f"cannot {verb} {path} to {exc.filename2}: {exc.strerror}"
-            raise _StepFailed(Path(exc.filename2), why) from exc
-        raise _StepFailed(path, f"cannot {verb} {path}: {exc.strerror}") from exc
+            why = f"cannot {verb} {path} to {exc.filename2}: {strerror}"
+            raise _StepFailed(Path(exc.filename2), why, strerror) from exc
+        raise _StepFailed(path, f"cannot {verb} {path}: {strerror}", strerror) from exc
+
+
+def _writable(directory: Path) -> bool:
+    """Whether jobvisor's user may make and remove names in ``directory``: its mode, and
+    for root too a read-only mount or an immutable flag (``access``, as the kernel judges)."""
+    return os.access(
+        directory, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids
+    )
 
 
 def _lstat_ident(path: Path) -> tuple[int, int, int] | None:

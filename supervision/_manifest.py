@@ -51,6 +51,7 @@ from actors._placement import RAY_FIELDS, RayPlacement
 from actors._retry import DEFAULT_ATTEMPTS
 from supervision._defaults import FOR_KINDS, JOB_KEYS, KINDS, Defaults
 from supervision._envfile import EnvFileError, read_env_file
+from supervision._interpolation import INTERPOLATION, VARIABLE
 from supervision._issues import (
     TEXT_NAME,
     HoldsSecret,
@@ -295,6 +296,29 @@ _PROCESS_KEYS: Final = {
 }
 
 
+def _in_the_manifest(token: str) -> str | None:
+    """What of an HTTP token written as ``token`` is in the manifest's text itself, said; None
+    when all of it comes from the environment (``${NAME}``)."""
+    variables = 0
+    written = False  # text beside the variables, a ``$${``, or a fallback
+    end = 0
+    for match in INTERPOLATION.finditer(token):
+        written = written or match.start() > end or match.group(0) == "$${"
+        end = match.end()
+        found = VARIABLE.fullmatch(match.group(1) or "") if match.group(2) else None
+        if found is not None:  # another is refused as it is read
+            variables += 1
+            written = written or bool(found.group(2))
+    if not variables:
+        return "the token is written in the manifest"
+    if written or end < len(token):
+        return (
+            "part of the token is written in the manifest (text beside its ${NAME}, or a "
+            "${NAME:-fallback}, the token whenever NAME is unset)"
+        )
+    return None
+
+
 # Methods a server may act on twice if sent twice (here, not from actors._http: validate loads
 # no requests).
 _NON_IDEMPOTENT: Final = ("POST", "PATCH")
@@ -313,6 +337,7 @@ class _Parser(WorkReader):
         self.breaker_names: list[str] = []
         self.defaults = Defaults()
         self._ray: bool | None = None
+        self._token_written: str | None = None  # http.token's text, before ``${...}``
         self._groups: list[str] = []  # the names of the groups being read, outermost first
         # Each env file read once per load, however many jobs name it (defaults' for 10,000):
         # its values, secrets decided (a ``Secret`` each), or why it cannot be used (None:
@@ -335,6 +360,9 @@ class _Parser(WorkReader):
     def manifest(self, data: Any, path: Path | None, line: int | None) -> Manifest | None:
         if isinstance(data, _FromYaml):
             data = data.data
+        http = data.get("http") if isinstance(data, dict) else None
+        token = http.get("token") if isinstance(http, dict) else None
+        self._token_written = token if isinstance(token, str) else None
         root = V(self.resolver.resolve(data, "", line), "", line)
         if self.resolver.bounded:  # whatever follows would only describe the cut
             return None
@@ -483,16 +511,18 @@ class _Parser(WorkReader):
     def token(self, v: V) -> Any:
         """The HTTP token at ``v``, masked wherever it shows, whatever it was written as.
 
-        One not read from a secret (``{secret: ...}``) is in the manifest, or in a plain
-        ``${NAME}``: warned of (once: a ``${API_TOKEN}`` is already, as secret-looking).
+        One written in the manifest, whole or in part (text beside a ``${NAME}``, or a
+        ``${NAME:-fallback}``), is warned of. A plain ``${NAME}`` is not: read from the
+        environment and masked here, it is as safe as ``{secret: {env: NAME}}``.
         """
         token = v.value
         if not isinstance(token, str) or isinstance(token, HoldsSecret) or not token.strip():
             return token  # a blank one is refused (HttpSpec)
-        if not any(w.path == v.path for w in self.warnings):
+        written = _in_the_manifest(self._token_written or "")
+        if written is not None:
             self.warn(
                 v,
-                "the token is written in the manifest, where whoever reads the file finds it; "
+                f"{written}, where whoever reads the file finds it; "
                 "write token: {secret: {env: NAME}} or {secret: {file: PATH}} instead (it is "
                 "masked all the same)",
             )

@@ -917,6 +917,42 @@ def test_the_page_is_served_with_a_strict_policy_or_404(tmp_path: Path) -> None:
         endpoint.close()
 
 
+def test_the_config_gives_the_trees_name_only_to_who_may_read_the_tree(
+    make_tree: Callable[..., Any],
+) -> None:
+    """``/api/config`` is free (the page asks it before any token). With ``reads: token`` it
+    gave the tree's name (the manifest's ``name:``) and its heartbeat to anyone on loopback:
+    data every other read needs the token for (review). Now only what the page needs first."""
+    spec = SupervisorSpec(name="payments-prod", children=(python_job("a", "math:sqrt", 4),))
+    tree = make_tree(spec)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    whole = {
+        "actions": True,
+        "actions_need_token": True,
+        "reads_need_token": False,
+        "heartbeat": 15.0,
+        "name": "payments-prod",
+    }
+    for reads in ("token", "loopback"):
+        endpoint = Endpoint(HttpSpec.of(token=TOKEN, reads=reads), TreeMetrics(spec))
+        endpoint.attach(tree)
+        try:
+            url = endpoint.url + "api/config"
+            anyone = requests.get(url, timeout=30)
+            holder = requests.get(url, headers=bearer, timeout=30)
+            wrong = requests.get(url, headers={"Authorization": "Bearer wrong"}, timeout=30)
+        finally:
+            endpoint.close()
+        assert (anyone.status_code, holder.status_code, wrong.status_code) == (200, 200, 200)
+        if reads == "token":
+            before = {"actions": True, "actions_need_token": True, "reads_need_token": True}
+            assert anyone.json() == before
+            assert wrong.json() == before  # a wrong token is no token: nothing said of it
+            assert holder.json() == {**whole, "reads_need_token": True}
+        else:
+            assert anyone.json() == holder.json() == wrong.json() == whole
+
+
 def test_each_tree_has_its_own_registry(make_tree: Callable[..., Any]) -> None:
     spec = SupervisorSpec(name="root", children=(python_job("a", "math:sqrt", 4),))
     first, second = TreeMetrics(spec), TreeMetrics(spec)

@@ -6,12 +6,15 @@ injected clock, so nothing sleeps.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
 import logging
 import os
 import re
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -420,7 +423,8 @@ def test_a_backup_of_another_user_stops_the_rotation_and_no_record_is_dropped(
         level="information", file=str(log_file), rotate=RotateSpec(max_bytes=400, backups=2)
     )
     log = logbook.Logger("supervision")
-    with configure_logging(spec):
+    clock = ManualClock()
+    with configure_logging(spec, monotonic=clock):
         for n in range(30):
             log.info("record {:03d}", n)
         err = capsys.readouterr().err
@@ -440,7 +444,8 @@ def test_a_backup_of_another_user_stops_the_rotation_and_no_record_is_dropped(
         assert said in in_file[0]
         assert "cannot write" not in err
 
-        planted.unlink()  # its owner takes it away: the next write rotates
+        planted.unlink()  # its owner takes it away: the next write a second on rotates
+        clock.advance(1)
         log.info("record {:03d}", 30)
     assert sorted(p.name for p in shared.iterdir()) == ["x.log", "x.log.1", "x.log.9"]
     assert records_in(shared / "x.log.1") == list(range(30))
@@ -473,6 +478,89 @@ def test_a_rotation_step_that_fails_names_its_file_and_the_log_goes_on(tmp_path,
     ) in err
     assert records_in(log_file) == list(range(20))
     assert (blocker / "inside").exists()
+
+
+@contextlib.contextmanager
+def unwritable(directory: Path) -> Iterator[None]:
+    """``directory`` takes no new name, nor loses one: 0555 for a user; for root, whom no
+    mode stops, made immutable (``chattr +i``), which the kernel refuses root too."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        undo = functools.partial(directory.chmod, 0o755)
+    else:
+        made = subprocess.run(
+            ["chattr", "+i", str(directory)], capture_output=True, text=True, check=False
+        )
+        if made.returncode != 0:
+            pytest.skip(f"root writes any directory, and chattr +i failed: {made.stderr.strip()}")
+        undo = functools.partial(subprocess.run, ["chattr", "-i", str(directory)], check=True)
+    try:
+        yield
+    finally:
+        undo()
+
+
+def test_a_directory_that_cannot_be_written_is_named_as_what_stops_the_rotation(
+    tmp_path, capsys
+) -> None:
+    """The rename's failure blamed its destination (``x.log.1``, absent) and said to move it
+    out of the way, for a directory jobvisor cannot write (review)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log_file = logs / "x.log"
+    spec = LoggingSpec(
+        level="information", file=str(log_file), rotate=RotateSpec(max_bytes=300, backups=2)
+    )
+    with configure_logging(spec):
+        logbook.Logger("supervision").info("record {:03d}", 0)
+        with unwritable(logs):
+            for n in range(1, 20):
+                logbook.Logger("supervision").info("record {:03d}", n)
+    err = capsys.readouterr().err
+    assert err.count("cannot rotate") == 1, err
+    denied = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
+    assert (
+        f"cannot rotate the log file {log_file}: its directory {logs} cannot be written "
+        f"({denied}); let the user jobvisor runs as write {logs} (its mode, owner, a read-only mount or "
+        f"an immutable flag may stop it), or give the log file a directory it can write; until "
+        f"then {log_file} is written on, unrotated (tried again once {logs} can be written)"
+    ) in err, err
+    assert f"{log_file}.1" not in err
+    assert records_in(log_file) == list(range(20))
+    assert sorted(p.name for p in logs.iterdir()) == ["x.log"]
+
+
+def test_a_held_rotation_is_looked_at_again_once_a_second_and_done_once_it_can_be(
+    tmp_path, capsys
+) -> None:
+    """Each write of a held rotation cost three stat calls (14-23 us) to ask whether its
+    blocker went: now once a second, on the setup's monotonic clock."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log_file = logs / "x.log"
+    clock = ManualClock()
+    spec = LoggingSpec(
+        level="information", file=str(log_file), rotate=RotateSpec(max_bytes=300, backups=2)
+    )
+    log = logbook.Logger("supervision")
+    with configure_logging(spec, monotonic=clock):
+        log.info("record {:03d}", 0)
+        with unwritable(logs):
+            for n in range(1, 20):
+                log.info("record {:03d}", n)
+        # The directory can be written again: not looked at before a second is out.
+        log.info("record {:03d}", 20)
+        clock.advance(0.5)
+        log.info("record {:03d}", 21)
+        assert sorted(p.name for p in logs.iterdir()) == ["x.log"]
+        clock.advance(0.5)
+        log.info("record {:03d}", 22)
+        assert sorted(p.name for p in logs.iterdir()) == ["x.log", "x.log.1"]
+    assert records_in(logs / "x.log.1") == list(range(22))
+    assert records_in(log_file) == [22]
+    said = f"the log file {log_file} rotates again: {logs} no longer stops it"
+    assert said in capsys.readouterr().err
+    assert said in log_file.read_text()
 
 
 def test_hourly_rotation_follows_the_injected_clock(tmp_path) -> None:

@@ -487,6 +487,14 @@ jobs:
         command: [sh, -c, "while true; do sleep 0.2; done"]
 """
 
+# The event streams opened without the token: an EventSource's (its request is a resource
+# entry, "other"; its status is 401, or 0 when cut before it is read). The page's own
+# token stream is a fetch.
+TOKENLESS_STREAMS = """
+    return performance.getEntriesByType('resource').filter(e =>
+        new URL(e.name).pathname === '/api/events' && e.initiatorType !== 'fetch').length;
+"""
+
 COUNT_REQUESTS = """
     const seen = {};
     for (const e of performance.getEntriesByType('resource')) {
@@ -663,10 +671,63 @@ def test_reads_that_need_the_token_go_live_once_it_is_typed(
             lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live",
             "the stream live",
         )
+        # The first stream waits for /api/config: it was opened before, without the token
+        # (an EventSource), and refused (review).
+        assert browser.execute_script(TOKENLESS_STREAMS) == 0, "a stream opened without it"
+        assert not [e for e in browser.get_log("browser") if "/api/events" in e["message"]]
         assert browser.find_element(By.ID, "down").is_displayed() is False
         (tmp_path / "go").touch()
         until(browser, lambda d: (number(d, "crasher", "restarts") or 0) >= 1, "a restart")
         assert browser.current_url == url + "/"
         assert TOKEN not in browser.page_source
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_the_time_unreachable_counts_from_when_the_daemon_went_not_from_the_token_wanted(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    """The page kept the time "token needed" began into "unreachable" that followed: a
+    daemon that answered (wanting the token) for a minute, then went for a few seconds, was
+    "unreachable since" that minute ago and "reconnected: ... unreachable for 61s" (review)."""
+    port = free_port()
+    text = MANIFEST.replace("http:\n", "http:\n  reads: token\n", 1)
+
+    def start() -> Running:
+        return start_daemon(
+            tmp_path, text, "--http", f"127.0.0.1:{port}", env_extra={"PAGE_TOKEN": TOKEN}
+        )
+
+    def ago(driver: WebDriver) -> int | None:
+        found = re.search(r"\((\d+)s\)", driver.find_element(By.ID, "down").text)
+        return int(found[1]) if found else None
+
+    running = start()
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        until(
+            browser,
+            lambda d: "Reading needs the token" in d.find_element(By.ID, "down").text,
+            "that reading needs the token",
+        )
+        # A minute goes by on the page's clock, which all it shows is counted on.
+        browser.execute_script("const real = Date.now; Date.now = () => real.call(Date) + 60000;")
+        until(browser, lambda d: (ago(d) or 0) >= 60, "a minute of token needed")
+        assert stop_daemon(running) == 0
+        down = browser.find_element(By.ID, "down")
+        until(browser, lambda d: "cannot reach the daemon" in down.text.lower(), "unreachable")
+        assert (ago(browser) or 0) < 30, down.text  # since it went, not since the token was wanted
+        use_token(browser, TOKEN)  # typed while it is away: the page goes live once it is back
+        running = start()
+        until(
+            browser,
+            lambda d: conn(d) == "live" and not d.find_element(By.ID, "down").is_displayed(),
+            "that it is live again",
+        )
+        said = [t for k, t in notices(browser) if t.startswith("reconnected")]
+        assert len(said) == 1, notices(browser)
+        found = re.fullmatch(r"reconnected: the daemon was unreachable for (\d+)s", said[0])
+        assert found is not None, said
+        assert int(found[1]) < 30, said
     finally:
         assert stop_daemon(running) == 0

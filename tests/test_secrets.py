@@ -569,12 +569,52 @@ def test_a_token_written_in_the_manifest_is_warned_of_and_masked(tmp_path: Path)
     assert token not in run.stdout + run.stderr
 
 
-def test_a_token_from_a_plain_variable_is_masked_and_warned_of_once() -> None:
+def test_a_token_from_a_plain_variable_is_masked_as_a_secret_is_and_not_warned_of(
+    tmp_path: Path,
+) -> None:
+    """``token: "${VAR}"`` was warned of as "written in the manifest": it is not, it comes
+    from the environment, and it is masked everywhere as ``{secret: {env: VAR}}`` is (the
+    token is collected as a secret whatever it is written as), so nothing is warned of;
+    a secret-looking name's "shown in clear" was wrong for it too (review)."""
+    token = "from-the-environment-77"
+    for name in ("JV_HTTP", "JV_TOKEN"):
+        write(
+            tmp_path,
+            f"""
+            version: 1
+            http: {{listen: "127.0.0.1:0", token: "${{{name}}}"}}
+            jobs:
+              - name: a
+                command: [echo, "the token is ${{{name}}}"]
+            """,
+        )
+        out = jobvisor("validate", "--explain", cwd=tmp_path, env={name: token})
+        assert out.returncode == 0, out.stderr
+        assert "http.token" not in out.stderr  # its echo of ${JV_TOKEN}: plain, warned of
+        assert "token=***" in out.stdout
+        assert "echo 'the token is ***'" in out.stdout
+        assert token not in out.stdout
+        run = jobvisor("run", cwd=tmp_path, env={name: token})
+        assert run.returncode == 0, run.stderr
+        assert "the token is ***" in run.stderr
+        assert token not in run.stdout + run.stderr
+
+
+def test_a_token_written_in_part_or_as_a_fallback_is_warned_of_for_that() -> None:
     from supervision import load_manifest
 
     token = "from-the-environment-77"
-    for name in ("JV_HTTP", "JV_TOKEN"):  # the second is warned of as a secret-looking name
-        text = f'version: 1\nhttp: {{token: "${{{name}}}"}}\njobs: [{{name: a, command: [env]}}]\n'
-        loaded = load_manifest(text, env={name: token})
-        assert token in loaded.secrets
-        assert [w.path for w in loaded.warnings] == ["http.token"], loaded.warnings
+    said = (
+        "part of the token is written in the manifest (text beside its ${NAME}, or a "
+        "${NAME:-fallback}, the token whenever NAME is unset), where whoever reads the file "
+        "finds it; write token: {secret: {env: NAME}} or {secret: {file: PATH}} instead (it is "
+        "masked all the same)"
+    )
+    for written in ("${JV_HTTP:-s3cr3t-fallback}", "Bearer-${JV_HTTP}", "${JV_TOKEN:-fallback}"):
+        text = f'version: 1\nhttp: {{token: "{written}"}}\njobs: [{{name: a, command: [env]}}]\n'
+        loaded = load_manifest(text, env={"JV_HTTP": token, "JV_TOKEN": token})
+        assert [(w.path, w.message) for w in loaded.warnings] == [("http.token", said)], written
+        assert loaded.http is not None
+        assert loaded.http.token in loaded.secrets
+    text = 'version: 1\nhttp: {token: "${JV_HTTP:-}"}\njobs: [{name: a, command: [env]}]\n'
+    assert load_manifest(text, env={"JV_HTTP": token}).warnings == ()  # unset: blank, refused
