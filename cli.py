@@ -17,7 +17,7 @@ import time
 # (status, start, stop, restart, reload, history) costs beyond the interpreter's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
     from typing import Any
 
@@ -1300,9 +1300,12 @@ def _status(args: argparse.Namespace, result: dict[str, Any]) -> int:
 
     code = OK
     if args.paths:
+        from actors._errors import no_child_said  # noqa: PLC0415 - a path not found only
+
+        known = list(_paths_of(result.get("children") or []))
         result, missing = select_status(result, args.paths)
         for path in missing:  # what NoSuchChildError says, as start and stop have it
-            _error(f"no child at path {path!r}: check `status` for the paths this tree has")
+            _error(no_child_said(path, known))
             code = NO_SUCH_JOB
     as_json = getattr(args, "json", False)
     if code != OK and not as_json and not result.get("children"):
@@ -1314,6 +1317,14 @@ def _status(args: argparse.Namespace, result: dict[str, Any]) -> int:
         breakers = ", ".join(f"{k}={v}" for k, v in result["breakers"].items())
         sys.stdout.write(f"breakers: {breakers}\n")
     return code
+
+
+def _paths_of(nodes: list[dict[str, Any]]) -> Iterator[str]:
+    """Every path of a status document's tree, depth first: where a hint finds the path meant
+    (a replicated job's replicas, the top level for ``all``)."""
+    for node in nodes:
+        yield node["path"]
+        yield from _paths_of(node.get("children") or [])
 
 
 def _write_out(stream: Any, text: str) -> None:

@@ -26,7 +26,6 @@ import contextlib
 import errno
 import functools
 import os
-import re
 import shlex
 import signal
 import threading
@@ -39,15 +38,13 @@ import logbook
 
 from actors._checks import (
     EXIT_CODES,
-    a_kind,
     fmt_duration,
-    key_field,
     need,
     need_duration,
     need_int_in,
-    need_key,
 )
 from actors._confine import Confinement, Limits, RunAs, check_umask
+from actors._env import JobEnv, check_env
 from actors._errors import JobFailure, RuntimeSetupError, SpecError
 from actors._spawn import close_all, pipe_into, spawn, why_status_lost
 from actors._waiters import HubWaiter, PollWaiter, gevent_hub
@@ -67,7 +64,6 @@ _READ_ON_MOST: Final = 16  # reads of a pipe once its leader exited, before it c
 _MAX_LINE: Final = 65536  # a longer run of bytes without a newline is logged in pieces
 _SHELL: Final = "/bin/sh"
 _VALID_SIGNALS: Final = frozenset(signal.valid_signals())  # a set built per call: slow
-_ENV_NAME: Final = re.compile(r"[^=\0]+")  # what execve takes as an environment name
 _SHOWN_MAX: Final = 200  # characters of the command shown in error messages
 _NOT_OURS: Final = "(not sent by jobvisor: the kernel's out-of-memory killer, or another process)"
 # Why a start could not get an fd, beside the system's words (a pipe's error has no filename).
@@ -150,16 +146,8 @@ class CommandWork:
             raise SpecError(f"command shell: expected a non-empty string, got {self.shell!r}")
         if self.cwd is not None and not isinstance(self.cwd, str):
             raise SpecError(f"command cwd: expected a path string, got {self.cwd!r}")
-        for key, value in self.env.items():
-            # The messages' parts only for a bad entry: an env file may give thousands of jobs
-            # hundreds of entries each (their making was 2 s of a 10,000-job manifest's load).
-            named = isinstance(key, str) and bool(_ENV_NAME.fullmatch(key))
-            if not named:
-                need_key(named, key_field("env", key), "a name like FOO_BAR", key)
-            text = isinstance(value, str)
-            if not text:
-                # Never echo the value: it may be a secret.
-                need(text, key_field("env", key), "a string", value, shown=a_kind(value))
+        # A shared part (an env file's) was checked once, when it was made.
+        check_env(self.env.own if isinstance(self.env, JobEnv) else self.env)
         need(
             isinstance(self.stop_signal, int)
             and not isinstance(self.stop_signal, bool)

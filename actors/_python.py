@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 import logbook
 
 from actors._checks import key_field, need, need_duration, need_key
+from actors._env import JobEnv
 from actors._errors import JobFailure
 from actors._python_call import call_target, clip_head, exit_code, resolve_target
 from actors._supervised import Kill
@@ -127,8 +128,10 @@ class PythonWork:
         need(self.isolation in ISOLATIONS, "isolation", "thread or process", self.isolation)
         need_duration(self.grace, "stop.grace")
         need(self.cwd is None or isinstance(self.cwd, str), "cwd", "a directory path", self.cwd)
-        ok = isinstance(self.env, Mapping) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()
+        # A shared part (an env file's) was checked once, when it was made.
+        own = self.env.own if isinstance(self.env, JobEnv) else self.env
+        ok = isinstance(own, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in own.items()
         )
         need(ok, "env", "a mapping of environment variable names to strings", self.env)
         for key, value in (("cwd", self.cwd), ("env", self.env)):

@@ -30,7 +30,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from supervision._files import (
     FileTooLargeError,
@@ -38,16 +38,20 @@ from supervision._files import (
     group_outsiders,
     read_regular,
 )
+from supervision._issues import Merged
 from supervision._units import fmt_size
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from actors._env import SharedEnv
 
 __all__ = [
     "MAX_ENV_FILE",
     "Assignment",
     "EnvFileError",
     "EnvFileSyntaxError",
+    "OverShared",
     "loose",
     "parse_env_file",
     "read_env_file",
@@ -90,6 +94,19 @@ class EnvFileError(ValueError):
     def __init__(self, message: str, *, missing: bool = False) -> None:
         super().__init__(message)
         self.missing = missing
+
+
+class OverShared(Merged):
+    """A job's ``env`` in the manifest reader: what its env files set, ``shared`` with every
+    job that names the same files, under ``entries``, the entries of its own (and of
+    ``defaults``' ``env``), each with its place: those alone are read, checked and kept for
+    the job (a ``JobEnv``), not the files' thousands again for each job."""
+
+    __slots__ = ("shared",)
+
+    def __init__(self, entries: dict[Any, Any], shared: SharedEnv) -> None:
+        super().__init__(entries)
+        self.shared = shared
 
 
 def read_env_file(path: Path) -> tuple[list[Assignment], os.stat_result]:

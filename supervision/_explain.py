@@ -11,6 +11,8 @@ import signal
 from typing import TYPE_CHECKING
 
 from actors._checks import fmt_duration
+from actors._failnames import qualified_name
+from actors._placement import RayPlacement
 from supervision._issues import TEXT_NAME, mask
 from supervision._policy import OnExhausted
 from supervision._spec import JobSpec, SupervisorSpec
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from actors import RetrySpec, Schedule
+    from actors._confine import Limits
+    from supervision._exits import GiveUpOn
     from supervision._manifest import Manifest
     from supervision._notify import NotifySpec
     from supervision._policy import RestartPolicy
@@ -173,10 +177,28 @@ def _explain_job(
         out.append(f"{inner}depends_on: {', '.join(spec.depends_on)}")
     if spec.ready is not None:
         out.append(f"{inner}ready: {_explain_ready(spec.ready, spec.work)}")
-    placement = spec.placement
-    out.append(f"{inner}placement: {getattr(placement, 'describe', lambda: placement)()}")
+    out.append(f"{inner}placement: {_explain_placement(spec.placement)}")
     if spec.kind in ("command", "python"):
         out.append(f"{inner}output: {_explain_output(spec)}")
+
+
+def _explain_placement(placement: object) -> str:
+    """``local``, or ``ray {...}`` with what is set, as the manifest writes it (memory as a
+    size, not in bytes)."""
+    if not isinstance(placement, RayPlacement):
+        return str(placement)
+    parts = []
+    for name, value in _placement_data(placement).items():
+        if name == "type" or value is None or value == {}:
+            continue
+        if name == "memory":
+            shown = fmt_size(value)
+        elif name == "resources":
+            shown = "{" + ", ".join(f"{k}: {n:g}" for k, n in value.items()) + "}"
+        else:
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+        parts.append(f"{name}: {shown}")
+    return "ray {" + ", ".join(parts) + "}" if parts else "ray"
 
 
 def _explain_cluster(manifest: Manifest) -> str:
@@ -447,7 +469,7 @@ def _job_data(spec: JobSpec, path: str, manifest: Manifest) -> dict[str, Any]:
         "path": path,
         "autostart": spec.autostart,
         "work": _work_data(spec),
-        "give_up_on": (spec.give_up_on.describe() or None) if spec.give_up_on else None,
+        "give_up_on": _give_up_on_data(spec.give_up_on),
         "run": _run_data(spec.schedule),
         "restart": spec.restart.value,
         "stop": {"signal": _stop_signal(spec), "grace": spec.grace},
@@ -456,7 +478,7 @@ def _job_data(spec: JobSpec, path: str, manifest: Manifest) -> dict[str, Any]:
         "breaker": breaker,
         "depends_on": list(spec.depends_on),
         "ready": None if spec.ready is None else _ready_data(spec.ready, spec.work),
-        "placement": str(getattr(spec.placement, "describe", lambda: spec.placement)()),
+        "placement": _placement_data(spec.placement),
         "output": _output_data(spec, path, manifest),
     }
 
@@ -470,7 +492,7 @@ def _work_data(spec: JobSpec) -> dict[str, Any]:
     limits = getattr(work, "limits", None)
     data["user"] = user.describe() if user is not None else None
     data["umask"] = f"{umask:03o}" if umask is not None else None
-    data["limits"] = limits.describe() if limits is not None else None
+    data["limits"] = _limits_data(limits) if limits is not None else None
     if spec.kind == "command":
         data["success_exit_codes"] = list(getattr(work, "success_exit_codes", (0,)))
     if spec.kind == "python":
@@ -481,6 +503,37 @@ def _work_data(spec: JobSpec) -> dict[str, Any]:
         statuses = getattr(work, "expect_status", ())
         data["expect_status"] = list(statuses) if statuses else None  # None: any 2xx
     return data
+
+
+def _limits_data(limits: Limits) -> dict[str, Any]:
+    """Each limit in bytes, seconds or a count; "unlimited" lifted, None jobvisor's own."""
+    return {name: getattr(limits, name) for name in ("nofile", "nproc", "memory", "cpu", "core")}
+
+
+def _give_up_on_data(rules: GiveUpOn | None) -> dict[str, Any] | None:
+    """None when no rule is set (``give_up_on: {}`` too), as the text's ``give_up_on=none``."""
+    if rules is None or not (rules.exit_codes or rules.exceptions or rules.http_status):
+        return None
+    return {
+        "exit_codes": list(rules.exit_codes),
+        "exceptions": [qualified_name(cls) for cls in rules.exceptions],
+        "http_status": list(rules.http_status),
+    }
+
+
+def _placement_data(placement: object) -> dict[str, Any]:
+    """``{"type": "local"}``, or ``"ray"`` with its resources (memory in bytes; None: Ray's
+    default)."""
+    if not isinstance(placement, RayPlacement):
+        return {"type": str(placement)}
+    return {
+        "type": "ray",
+        "num_cpus": placement.num_cpus,
+        "num_gpus": placement.num_gpus,
+        "memory": placement.memory,
+        "resources": dict(placement.resources),
+        "node": placement.node,
+    }
 
 
 def _run_data(schedule: Schedule) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import logbook
 
+from actors._env import JobEnv
 from actors._runtime import active_runtime
 from supervision import _events as ev
 from supervision._files import (
@@ -173,6 +174,8 @@ def _canonical(value: object, out: list[str]) -> None:
             out.append(_text("", name))
             _canonical(field_value, out)
         out.append(")")
+    elif isinstance(value, JobEnv):
+        _job_env(value, out)
     elif isinstance(value, Mapping):
         forms = _text_items(value)
         if forms is None:
@@ -214,6 +217,30 @@ def _sequence(value: tuple[Any, ...] | list[Any], out: list[str]) -> None:
         for item in value:
             _canonical(item, out)
     out.append(")")
+
+
+def _job_env(env: JobEnv, out: list[str]) -> None:
+    """A ``JobEnv``'s form, the same bytes as a dict of its entries: the forms of its shared
+    part (an env file's) sorted once for every job that shares it, not again for each (10,000
+    jobs sharing 10,000 variables were 10^8 forms made and sorted)."""
+    shared, own = env.shared, env.own
+    memo = shared.memo.get("journal")
+    if memo is None:
+        forms = {key: f"s{len(key)}:{key}s{len(item)}:{item}" for key, item in shared.items()}
+        ordered = sorted(forms.values())
+        whole = f"m{len(ordered)}(" + "".join(ordered) + ")"  # the form with nothing over it
+        memo = shared.memo["journal"] = (forms, ordered, whole)
+    forms, ordered, whole = memo
+    if not own:
+        out.append(whole)
+        return
+    mine = _text_items(own)
+    if mine is None:  # not all plain str (code's own): the generic walk, as for a dict
+        _sorted("m", [_form(k) + _form(v) for k, v in env.items()], out)
+        return
+    hidden = {forms[key] for key in own if key in forms}
+    kept = [form for form in ordered if form not in hidden] if hidden else ordered
+    _sorted("m", kept + mine, out)
 
 
 def _text_items(mapping: Mapping[Any, Any]) -> list[str] | None:

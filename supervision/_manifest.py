@@ -46,11 +46,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from actors import RetrySpec, RetryWait, Schedule
+from actors._env import SharedEnv
 from actors._failnames import qualified_name
 from actors._placement import RAY_FIELDS, RayPlacement
 from actors._retry import DEFAULT_ATTEMPTS
 from supervision._defaults import FOR_KINDS, JOB_KEYS, KINDS, Defaults
-from supervision._envfile import EnvFileError, read_env_file
+from supervision._envfile import EnvFileError, OverShared, read_env_file
 from supervision._interpolation import INTERPOLATION, VARIABLE
 from supervision._issues import (
     TEXT_NAME,
@@ -345,7 +346,11 @@ class _Parser(WorkReader):
         self._env_files: dict[str, dict[str, str | Secret] | str | None] = {}
         # What a job's env_file field sets, by where it is written: ``defaults:``' one serves
         # every job (10,000 jobs made its entries 10,000 times).
-        self._env_entries: dict[tuple[str, int | None], dict[Any, V] | None] = {}
+        self._env_entries: dict[tuple[str, int | None], SharedEnv | None] = {}
+        # The entries of each list of files, by their paths: 10,000 jobs each naming one file
+        # of 10,000 variables share one (they were 10,000 copies, 12 GB and 165 s to load).
+        self._shared_envs: dict[tuple[str, ...], SharedEnv] = {}
+        self._combined: dict[tuple[int, ...], SharedEnv] = {}  # defaults' files and a job's
 
     def final_issues(self, issues: list[Issue] | None = None) -> list[Issue]:
         """As ``Reader``'s, but a warning that names no value is left as written."""
@@ -830,9 +835,11 @@ class _Parser(WorkReader):
         """``f`` with what its env files set under ``env``, layered closest last: ``defaults``'
         files, ``defaults``' ``env``, the job's own files in order, the job's own ``env``.
 
-        A job with an environment of its own only (a command, a python job in a process of
-        its own); elsewhere ``job_kind`` has said so. A file that cannot be read is reported
-        and left out.
+        The files' entries are one ``SharedEnv`` for every job that names the same files
+        (``OverShared``); the job keeps only its own and ``defaults``' ``env`` entries (those
+        its files do not set over). A job with an environment of its own only (a command, a
+        python job in a process of its own); elsewhere ``job_kind`` has said so. A file that
+        cannot be read is reported and left out.
         """
         process = kind == "python" and "isolation" in f and f["isolation"].value == "process"
         if "env_file" not in f or not (kind == "command" or process):
@@ -842,38 +849,54 @@ class _Parser(WorkReader):
         own_files = own.get("env_file")
         if default_files is not None and own_files is not None:
             self.defaults.used.add("env_file")  # both are read: a job's files add to defaults'
-        layers: list[dict[Any, V] | None] = []
-        if default_files is not None:
-            layers.append(self.env_file_entries(default_files))
-        if "env" in defaults and "env" in f:
-            layers.append(entries_of(defaults["env"]))
-        if own_files is not None:
-            layers.append(self.env_file_entries(own_files))
-        if "env" in own:
-            layers.append(entries_of(own["env"]))
-        env: dict[Any, V] = {}
-        for layer in layers:
-            if layer is None:  # reported: by env_file_entries, or by env's own reader
+        files: list[SharedEnv] = []
+        for named in (default_files, own_files):
+            if named is not None:
+                layer = self.env_file_entries(named)
+                if layer is None:  # reported
+                    return f
+                files.append(layer)
+        over = files[-1] if own_files is not None else None  # what beats defaults' env
+        entries: dict[Any, V] = {}
+        for layer_v, under in ((defaults.get("env"), over), (own.get("env"), None)):
+            if layer_v is None or "env" not in f:
+                continue
+            found = entries_of(layer_v)
+            if found is None:  # reported by env's own reader
                 return f
-            env.update(layer)
+            entries.update((k, e) for k, e in found.items() if under is None or k not in under)
         at = f.get("env", f["env_file"])
-        return {**f, "env": V(Merged(env), at.path, at.line)}
+        return {**f, "env": V(OverShared(entries, self.shared_env(files)), at.path, at.line)}
 
-    def env_file_entries(self, v: V) -> dict[Any, V] | None:
+    def shared_env(self, layers: list[SharedEnv]) -> SharedEnv:
+        """One ``SharedEnv`` of ``layers`` (defaults' files, a job's own), a later one winning:
+        made once for every job that names the same files."""
+        if len(layers) == 1:
+            return layers[0]
+        key = tuple(id(layer) for layer in layers)  # each layer kept in _env_entries
+        found = self._combined.get(key)
+        if found is None:
+            merged: dict[str, str] = {}
+            for layer in layers:
+                merged.update(layer)
+            found = self._combined[key] = SharedEnv(merged)
+        return found
+
+    def env_file_entries(self, v: V) -> SharedEnv | None:
         """What the env files of ``v`` (a path or a list of them) set, a later file winning;
-        each value a ``Secret`` when its name looks secret. None when one cannot be used.
-        Not to be changed: the same mapping answers each job that inherits ``v``."""
+        None when one cannot be used. One ``SharedEnv`` for each list of files, however many
+        jobs name it, whether in ``defaults`` or each on its own."""
         key = (v.path, v.line)
         if key not in self._env_entries:
             self._env_entries[key] = self._env_file_entries(v)
         return self._env_entries[key]
 
-    def _env_file_entries(self, v: V) -> dict[Any, V] | None:
+    def _env_file_entries(self, v: V) -> SharedEnv | None:
         what = "an env file's path, or a list of them (a leading '-': one that may be missing)"
         items = self.items(v, what, single_ok=True)
         if items is None:
             return None
-        entries: dict[Any, V] = {}
+        read: list[tuple[str, dict[str, str | Secret]]] = []
         usable = True
         for item in items:
             name = self.text(item, what)
@@ -888,9 +911,18 @@ class _Parser(WorkReader):
             if values is None:
                 usable = False
                 continue
-            for name_, value in values.items():
-                entries[name_] = V(value, item.path, item.line)
-        return entries if usable else None
+            read.append((str(where), values))
+        if not usable:
+            return None
+        files = tuple(where for where, _ in read)
+        shared = self._shared_envs.get(files)
+        if shared is None:
+            merged: dict[str, str] = {}
+            for _, values in read:
+                # Plain text: a secret's value is masked by the set it was added to on reading.
+                merged.update((name, str(value)) for name, value in values.items())
+            shared = self._shared_envs[files] = SharedEnv(merged)
+        return shared
 
     def env_file(self, item: V, where: Path, *, optional: bool) -> dict[str, str | Secret] | None:
         """What the env file ``where`` (named at ``item``) sets, a later line winning, each value

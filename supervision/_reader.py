@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 from actors import SpecError
@@ -394,7 +395,8 @@ def _entry_of(field: str, key: str, value: object) -> tuple[object] | None:
     """The entry of mapping ``value`` (keyword ``key``) that ``field`` names, in a 1-tuple:
     ``http.headers.X-Two`` -> ``("X-Two",)``; None when it names the whole of it."""
     parts = _field_parts(field)
-    if not isinstance(value, dict) or key not in parts:  # ``stop.signal``: no entry named
+    # A Mapping: a job's env over its env files' (``JobEnv``) too.
+    if not isinstance(value, Mapping) or key not in parts:  # ``stop.signal``: no entry named
         return None
     at = parts.index(key) + 1
     if at < len(parts) and parts[at] in value:

@@ -18,10 +18,12 @@ import shlex
 import shutil
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from actors import PythonWork
+from actors._env import JobEnv
 from actors._python import ISOLATIONS
 from supervision._issues import HoldsSecret, ShellText
 from supervision._reader import BAD, Bad, Reader, V, entries_of, plain
@@ -233,7 +235,7 @@ class WorkReader(Reader):
         if "cwd" in f:
             given["cwd"] = self.directory(f["cwd"])
         if "env" in f:
-            given["env"] = self.str_map(f["env"], "a mapping of environment variables")
+            given["env"] = self.env_map(f["env"])
         for key, read in (
             ("user", self.run_as),
             ("umask", self.umask),
@@ -255,6 +257,13 @@ class WorkReader(Reader):
             given["grace"] = grace
         cls = self.kind_class(f["command"], "actors._command", "CommandWork", "command jobs")
         return BAD if cls is None else self.build_read(job, cls, given, stand_ins=STAND_INS)
+
+    def env_map(self, v: V) -> Any:
+        """A job's ``env``: its entries as text, over what its env files set (``OverShared``:
+        one ``SharedEnv`` for every job that names them, not read again for each)."""
+        own = self.str_map(v, "a mapping of environment variables")
+        shared = getattr(v.value, "shared", None)
+        return own if shared is None or isinstance(own, Bad) else JobEnv(shared, own)
 
     def warn_unrunnable(
         self,
@@ -282,7 +291,7 @@ class WorkReader(Reader):
             return
         given: dict[str, Any] = {}
         if getattr(work, "confinement", None) is not None:
-            given = {"cwd": getattr(work, "cwd", None), "env": dict(getattr(work, "env", {}))}
+            given = {"cwd": getattr(work, "cwd", None), "env": getattr(work, "env", {})}
         self.warn_unrunnable(v, command, given, PROBE_FAILS)
 
     def warn_missing_program(
@@ -293,7 +302,7 @@ class WorkReader(Reader):
         if "/" in program:
             where = str(Path(cwd if isinstance(cwd, str) else self.base_text, program))
         else:
-            where = env["PATH"] if isinstance(env, dict) and "PATH" in env else self.exec_path
+            where = env["PATH"] if isinstance(env, Mapping) and "PATH" in env else self.exec_path
         # Looked for once per program and place: 10,000 jobs of one program were 10,000 searches.
         missing = self._missing.get((program, where))
         if missing is None:
@@ -457,7 +466,7 @@ class WorkReader(Reader):
             if "cwd" in f:
                 given["cwd"] = self.directory(f["cwd"])
             if "env" in f:
-                given["env"] = self.str_map(f["env"], "a mapping of environment variables")
+                given["env"] = self.env_map(f["env"])
         if args is None or any(isinstance(v, Bad) for v in (kwargs, *given.values())):
             return BAD
         target = f["python"].value if "python" in f else "m:f"

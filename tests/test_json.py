@@ -273,6 +273,64 @@ def test_validate_explain_json_is_the_resolved_tree_as_data(tmp_path: Path) -> N
     assert out.stderr == ""  # warnings, if any, are in the document, as validate --json's
 
 
+def test_validate_explain_json_gives_limits_give_up_on_and_placement_as_data(
+    tmp_path: Path,
+) -> None:
+    """Before: each was its text (``"nofile=1024 memory=512MiB ..."``, ``"exit_codes=[3]"``,
+    ``"ray {num_cpus: 0.5}"``), for a script to parse again; now objects of their fields,
+    sizes in bytes and durations in seconds as the rest of the document. The text form is
+    kept as it was."""
+    write(
+        tmp_path,
+        """\
+        version: 1
+        jobs:
+          - name: web
+            command: [sleep, "1"]
+            limits: {nofile: 1024, memory: 512MiB, cpu: 1m30s, core: unlimited}
+            give_up_on: {exit_codes: [3, 4], exceptions: [ValueError]}
+          - name: plain
+            command: "true"
+          - name: away
+            python: "m:f"
+            placement: {ray: {num_cpus: 0.5, memory: 1GiB, resources: {tpu: 2}, node: 10.0.0.2}}
+            give_up_on: {exceptions: [KeyError]}
+        """,
+    )
+    out = jobvisor(tmp_path, "validate", "--explain", "--json")
+    web, plain, away = document(out)["explain"]["root"]["children"]
+    assert web["work"]["limits"] == {
+        "nofile": 1024,
+        "nproc": None,  # None: jobvisor's own
+        "memory": 512 << 20,
+        "cpu": 90.0,
+        "core": "unlimited",
+    }
+    assert web["give_up_on"] == {
+        "exit_codes": [3, 4],
+        "exceptions": ["builtins.ValueError"],
+        "http_status": [],
+    }
+    assert web["placement"] == {"type": "local"}
+    assert (plain["work"]["limits"], plain["give_up_on"]) == (None, None)
+    assert away["placement"] == {
+        "type": "ray",
+        "num_cpus": 0.5,
+        "num_gpus": None,  # None: Ray's default
+        "memory": 1 << 30,
+        "resources": {"tpu": 2.0},
+        "node": "10.0.0.2",
+    }
+    assert away["give_up_on"]["exceptions"] == ["builtins.KeyError"]
+    text = jobvisor(tmp_path, "validate", "--explain").stdout
+    assert "limits=(nofile=1024 memory=512MiB cpu=90s core=unlimited)" in text
+    assert "give_up_on=(exit_codes=[3, 4] exceptions=[builtins.ValueError])" in text
+    assert "placement: local\n" in text
+    assert (
+        "placement: ray {num_cpus: 0.5, memory: 1GiB, resources: {tpu: 2}, node: 10.0.0.2}" in text
+    )
+
+
 def test_validate_explain_json_of_a_bad_manifest_has_its_errors_and_no_tree(
     tmp_path: Path,
 ) -> None:

@@ -391,3 +391,33 @@ def test_supervisorctls_paths_are_told_jobvisors_spelling(tmp_path: Path) -> Non
             assert (out.returncode, out.stdout, out.stderr) == (4, "", f"jobvisor: {said}\n")
     finally:
         assert stop_daemon(running) == 0
+
+
+def test_status_tells_supervisorctls_paths_jobvisors_spelling_too(tmp_path: Path) -> None:
+    """Before: `status app:web` said only "no child at path 'app:web': check `status` ...";
+    now the hints start and stop give (exit 4 all the same, a path found still shown)."""
+    running = start_daemon(tmp_path, SUPERVISORCTL, "--runtime", RUNTIME)
+    try:
+        cases = {
+            "app:web": "jobvisor writes app/web",
+            "app:*": "jobvisor writes app: a group's path acts on the group",
+            "all": (
+                "jobvisor has no `all` (unless a job is named so): `status` with no path shows "
+                "the whole tree; name the paths, one or more: db, app (a group's path acts on "
+                "the whole group)"
+            ),
+            "app/worker": (
+                "app/worker runs as replicas, each a path of its own: app/worker.0, app/worker.1"
+            ),
+            "nope": "check `status` for the paths this tree has",
+        }
+        for path, said in cases.items():
+            out = running.cli("status", path)
+            expected = f"jobvisor: no child at path {path!r}: {said}\n"
+            assert (out.returncode, out.stdout, out.stderr) == (4, "", expected)
+        both = running.cli("status", "--json", "db", "app:web")
+        assert both.returncode == 4
+        assert both.stderr == "jobvisor: no child at path 'app:web': jobvisor writes app/web\n"
+        assert [node["path"] for node in json.loads(both.stdout)["children"]] == ["db"]
+    finally:
+        assert stop_daemon(running) == 0
