@@ -25,7 +25,7 @@ from supervision._events import (
     BreakerChanged,
     GaveUp,
 )
-from supervision._spec import SupervisorSpec, walk
+from supervision._spec import SupervisorSpec, same_child, walk
 from supervision._state import State
 
 if TYPE_CHECKING:
@@ -63,8 +63,8 @@ class TreeMetrics:
         mask: Callable[[str], str] = str,
     ) -> None:
         self._mask = mask
-        # Every path the tree has, with its kind; only the reload's thread changes it (``follow``).
-        self._kinds: dict[str, str] = {"": "group"}
+        # Every path the tree has, with its spec; only the reload's thread changes it (``follow``).
+        self._specs: dict[str, ChildSpec] = {"": root}
         self.registry = reg = CollectorRegistry()
         self.duration = Histogram(
             "jobvisor_attempt_duration_seconds",
@@ -201,10 +201,13 @@ class TreeMetrics:
 
         A reload calls it for each step, in the reload's thread: after a removal (so no
         event of the old child comes later) and before an addition (so the new child's
-        first event finds its kind). A path that is gone, or whose kind changed, loses its
-        series, as prometheus_client's ``remove`` drops a labelled child: the new kind
-        starts at zero under its own labels. A path that keeps its kind keeps its series
-        (a replaced job's counters go on). Each new path gets its series at once.
+        first event finds its kind). The series go as the status's counters do: a path
+        that is gone, or a job or actor whose spec changed (a replaced one: autostart
+        aside), or whose kind changed, loses its series, as prometheus_client's ``remove``
+        drops a labelled child, and starts again from zero (a counter's reset, which
+        ``rate`` and ``increase`` take in their stride). A group stays the group it was
+        whatever its spec, and an unchanged child keeps its series. Each new path gets its
+        series at once.
         """
         now: dict[str, ChildSpec] = {}
         if spec is not None:
@@ -212,18 +215,19 @@ class TreeMetrics:
             if isinstance(spec, SupervisorSpec):
                 now.update(walk(spec, path))
         under: list[str] = []
-        if self._kinds.get(path) == "group":  # its children go, or stay, with it
-            under = [p for p in self._kinds if p and (not path or p.startswith(f"{path}/"))]
+        if isinstance(self._specs.get(path), SupervisorSpec):  # its children go, or stay, with it
+            under = [p for p in self._specs if p and (not path or p.startswith(f"{path}/"))]
         for each in (path, *under):
-            if each in now and now[each].kind == self._kinds.get(each):
+            was, new = self._specs.get(each), now.get(each)
+            if was is not None and new is not None and _same(was, new):
                 continue
-            self._kinds.pop(each, None)
+            self._specs.pop(each, None)
             series = self._by_path.pop(each, None)
             if series is not None:
                 for outcome in series.durations:
                     self.duration.remove(*series.labels, outcome)
         for each, child in now.items():
-            self._kinds[each] = child.kind
+            self._specs[each] = child
             if each:  # the root's own series, as before, only once it has an event
                 self._series(each)
 
@@ -231,7 +235,8 @@ class TreeMetrics:
         series = self._by_path.get(path)
         if series is None:
             # "unknown": an event of a path no spec named, which ``follow`` never lets happen.
-            kind = self._kinds.get(path, "unknown")
+            known = self._specs.get(path)
+            kind = "unknown" if known is None else known.kind
             series = self._by_path[path] = _Series((self._mask(path), kind))
         return series
 
@@ -249,6 +254,13 @@ class _Series:
         self.gave_up = 0
         self.failures: dict[str, int] = {}
         self.durations: dict[str, Any] = {}  # outcome: the histogram's labelled child
+
+
+def _same(was: ChildSpec, new: ChildSpec) -> bool:
+    """Whether ``new`` at a path is the child ``was`` was, to the status's counters."""
+    if isinstance(was, SupervisorSpec) or isinstance(new, SupervisorSpec):
+        return isinstance(was, SupervisorSpec) and isinstance(new, SupervisorSpec)
+    return same_child(was, new)
 
 
 _FAILED: Final = frozenset({"failed", "timeout", "killed"})

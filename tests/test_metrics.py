@@ -1,0 +1,99 @@
+"""What /metrics of a real daemon says, set against its status (SPEC §9; README's endpoint table).
+
+Real `jobvisor daemon` processes with ``--http 127.0.0.1:0``, scraped with a real GET
+and read with prometheus_client's own parser (``Served`` of test_http_api).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from conftest import RUNTIME
+from faultkit import Running, start_daemon, stop_daemon, wait_until
+from test_http_api import Served
+
+
+def _nodes(running: Running) -> dict[str, dict[str, Any]]:
+    """Every node of the daemon's status, by path."""
+    out = running.cli("status", "--json")
+    assert out.returncode == 0, out.stderr
+    found: dict[str, dict[str, Any]] = {}
+    todo = list(json.loads(out.stdout)["children"])
+    while todo:
+        node = todo.pop()
+        found[node["path"]] = node
+        todo.extend(node.get("children") or ())
+    return found
+
+
+def _series(served: Served, path: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The ``jobvisor_*`` samples of ``path``."""
+    return {
+        key: value
+        for key, value in served.metrics().items()
+        if key[0].startswith("jobvisor_") and ("path", path) in key[1]
+    }
+
+
+def _counts(served: Served, path: str, kind: str = "command") -> tuple[float, float, float]:
+    """(starts, restarts, failures of any outcome) of ``path`` in /metrics."""
+    labels = {"path": path, "kind": kind}
+    failures = sum(
+        value
+        for (name, keys), value in served.metrics().items()
+        if name == "jobvisor_job_failures_total" and ("path", path) in keys
+    )
+    starts = served.metric("jobvisor_job_starts_total", **labels)
+    return starts, served.metric("jobvisor_job_restarts_total", **labels), failures
+
+
+# `flappy` fails 4 times (3 restarts) and gives up; a reload changing its command replaces it.
+REPLACED = """
+version: 1
+http: {heartbeat: 5s}
+supervisor: {backoff: {initial: 1ms, max: 1ms}, intensity: {max_restarts: 3, within: 60s}}
+jobs:
+  - name: calm
+    service: true
+    command: [sh, -c, "while true; do sleep 0.05; done"]
+  - name: flappy
+    service: true
+    command: [sh, -c, "exit CODE"]
+"""
+
+
+def test_a_job_a_reload_replaces_counts_from_zero_as_its_status_does(tmp_path: Path) -> None:
+    """README: a replaced job starts from zero, an unchanged one keeps its counts; /metrics
+    "counts what the status counts" (it went on from the old job's: starts 8 against 4)."""
+    running = start_daemon(
+        tmp_path, REPLACED.replace("CODE", "3"), "--http", "127.0.0.1:0", "--runtime", RUNTIME
+    )
+    try:
+        served = Served(running.state)
+        wait_until(lambda: _nodes(running)["flappy"]["state"] == "gave_up", "flappy gave up", timeout=30)  # fmt: skip
+        assert _counts(served, "flappy") == (4, 3, 4)
+        wait_until(lambda: _nodes(running)["calm"]["state"] == "running", "calm running", timeout=30)  # fmt: skip
+        calm = _series(served, "calm")
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(REPLACED.replace("CODE", "4")))
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert "replace flappy" in out.stdout
+        wait_until(lambda: (n := _nodes(running)["flappy"])["state"] == "gave_up" and n["starts"] == 4, "the new flappy gave up", timeout=30)  # fmt: skip
+        node = _nodes(running)["flappy"]
+        assert (node["starts"], node["restarts"], node["failures"]) == (4, 3, 4)
+        assert _counts(served, "flappy") == (4, 3, 4)
+        assert served.metric("jobvisor_gave_up_total", path="flappy", kind="command") == 1
+        assert served.metric("jobvisor_job_failures_total", path="flappy", kind="command", outcome="failed") == 4  # fmt: skip
+        # Its attempts' histogram starts again too: the new job's 4, not 8.
+        assert served.metric("jobvisor_attempt_duration_seconds_count", path="flappy", kind="command", outcome="failed") == 4  # fmt: skip
+        # The sibling the reload left alone keeps every series as it was.
+        assert {k: v for k, v in _series(served, "calm").items() if "since" not in k[0]} == {
+            k: v for k, v in calm.items() if "since" not in k[0]
+        }
+        node = _nodes(running)["calm"]
+        assert _counts(served, "calm") == (node["starts"], node["restarts"], node["failures"])
+    finally:
+        assert stop_daemon(running) == 0
