@@ -252,7 +252,9 @@ class _Series:
         self.starts = 0
         self.restarts = 0
         self.gave_up = 0
-        self.failures: dict[str, int] = {}
+        # Every outcome's from 0: a series made at its first failure hides that one from
+        # ``increase()``, which needs a sample before it.
+        self.failures: dict[str, int] = dict.fromkeys(_FAILED, 0)
         self.durations: dict[str, Any] = {}  # outcome: the histogram's labelled child
 
 
@@ -263,4 +265,4 @@ def _same(was: ChildSpec, new: ChildSpec) -> bool:
     return same_child(was, new)
 
 
-_FAILED: Final = frozenset({"failed", "timeout", "killed"})
+_FAILED: Final = ("failed", "timeout", "killed")  # the outcomes ``on_failure`` is told of

@@ -97,3 +97,53 @@ def test_a_job_a_reload_replaces_counts_from_zero_as_its_status_does(tmp_path: P
         assert _counts(served, "calm") == (node["starts"], node["restarts"], node["failures"])
     finally:
         assert stop_daemon(running) == 0
+
+
+def _failure_series(served: Served, path: str) -> dict[str, float]:
+    """``jobvisor_job_failures_total`` of ``path``, by outcome, as the scrape has them."""
+    return {
+        dict(keys)["outcome"]: value
+        for (name, keys), value in served.metrics().items()
+        if name == "jobvisor_job_failures_total" and ("path", path) in keys
+    }
+
+
+def test_failure_series_are_there_at_zero_before_the_first_failure(tmp_path: Path) -> None:
+    """A series that appears at its first failure makes ``increase()`` miss that failure:
+    each child's are made at 0 for every outcome when it is added (at the start, by a
+    reload), and again at 0 when a reload replaces it."""
+    first = """
+    version: 1
+    http: {heartbeat: 5s}
+    jobs:
+      - name: calm
+        service: true
+        command: [sh, -c, "while true; do sleep 0.05; done"]
+      - name: swap
+        service: true
+        command: [sh, -c, "exit 3"]
+        restart: temporary
+    """
+    late = """
+      - name: late
+        service: true
+        command: [sh, -c, "while true; do sleep 0.05; done"]
+    """
+    second = first.replace("exit 3", "exit 4").rstrip() + late
+    zero = {"failed": 0.0, "timeout": 0.0, "killed": 0.0}
+    running = start_daemon(tmp_path, first, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
+    try:
+        served = Served(running.state)
+        assert _failure_series(served, "calm") == zero
+        wait_until(lambda: _failure_series(served, "swap")["failed"] == 1, "swap failed", timeout=30)  # fmt: skip
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(second))
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert "replace swap" in out.stdout
+        assert "add late" in out.stdout
+        assert _failure_series(served, "late") == zero
+        assert _failure_series(served, "calm") == zero
+        wait_until(lambda: _nodes(running)["swap"]["failures"] == 1, "the new swap failed", timeout=30)  # fmt: skip
+        assert _failure_series(served, "swap") == {**zero, "failed": 1.0}
+    finally:
+        assert stop_daemon(running) == 0
