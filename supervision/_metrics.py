@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from actors import Breaker, Outcome
     from supervision._events import Event
+    from supervision._notifier import Notifier
     from supervision._spec import ChildSpec
 
 __all__ = ["BREAKER_VALUES", "CONTENT_TYPE", "EVENT_TYPES", "TreeMetrics"]
@@ -82,6 +83,9 @@ class TreeMetrics:
         reg.register(self)
         ProcessCollector(registry=reg)
         self._by_path: dict[str, _Series] = {}
+        # Where the notification deliveries are counted: the run's notifier, which a
+        # reload may make later (None: none yet, or no deliveries to count).
+        self.notifier: Callable[[], Notifier | None] = lambda: None
         self.follow("", root)
         for name, breaker in (breakers or {}).items():
             self.add_breaker(name, breaker)
@@ -186,6 +190,17 @@ class TreeMetrics:
             for each in State:
                 state.add_metric((*labels, each.value), 1 if each is current else 0)
         yield from (starts, restarts, failures, state, gave_up)
+        notifier = self.notifier()
+        if notifier is not None:
+            deliveries = CounterMetricFamily(
+                "jobvisor_notify_deliveries",
+                "Notification deliveries by how they ended: delivered, failed (after its"
+                " retries), dropped (its queue was full)",
+                labels=("notification", "result"),
+            )
+            for (name, result), count in sorted(notifier.deliveries().items()):
+                deliveries.add_metric((name, result), count)
+            yield deliveries
 
     def add_breaker(self, name: str, breaker: Breaker) -> None:
         """Show ``breaker`` (one the tree had at start, or a reload added) in its state now."""

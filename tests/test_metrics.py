@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 from conftest import RUNTIME
 from faultkit import Running, start_daemon, stop_daemon, wait_until
+from httpkit import HttpKit, Reply, Stall
+from prometheus_client.parser import text_string_to_metric_families
 from test_http_api import Served
+
+from supervision._events import GaveUp
+from supervision._metrics import TreeMetrics
+from supervision._notifier import QUEUE_SIZE, Notifier
+from supervision._notify import HttpTarget, NotifyEvent, NotifySpec
+from supervision._spec import SupervisorSpec
 
 
 def _nodes(running: Running) -> dict[str, dict[str, Any]]:
@@ -147,3 +156,89 @@ def test_failure_series_are_there_at_zero_before_the_first_failure(tmp_path: Pat
         assert _failure_series(served, "swap") == {**zero, "failed": 1.0}
     finally:
         assert stop_daemon(running) == 0
+
+
+def _deliveries(served: Served) -> dict[tuple[str, str], float]:
+    """``jobvisor_notify_deliveries_total`` by (notification, result)."""
+    return {
+        (dict(keys)["notification"], dict(keys)["result"]): value
+        for (name, keys), value in served.metrics().items()
+        if name == "jobvisor_notify_deliveries_total"
+    }
+
+
+def test_notification_deliveries_are_counted_by_how_they_ended(tmp_path: Path) -> None:
+    """A broken pager can be alerted on: each delivery counts as delivered or failed (after
+    its retries), under the notification's name, or for one without a name its URL's scheme
+    and host alone (its userinfo, path and query may be secrets)."""
+    with HttpKit(Reply(500), Reply(204)) as hook:
+        secret_url = (
+            hook.url.replace("//", "//us3rNAME:tok3nPART@") + "/hook/T0K3NPATH?key=QU3RYKEY"
+        )
+        manifest = f"""
+        version: 1
+        http: {{heartbeat: 5s}}
+        supervisor: {{backoff: {{initial: 1ms, max: 1ms}}, intensity: {{max_restarts: 1}}}}
+        notify:
+          - {{on: [restarted, gave_up], retry: 0, http: {{url: "{secret_url}"}}}}
+          - {{name: pager, on: [gave_up], command: [sh, -c, "cat >/dev/null"]}}
+        jobs:
+          - name: flappy
+            service: true
+            command: [sh, -c, "exit 3"]
+        """
+        running = start_daemon(tmp_path, manifest, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
+        try:
+            served = Served(running.state)
+            hook.wait_requests(2, timeout=30)
+            host = f"http://127.0.0.1:{hook.port}"
+            want = {
+                (host, "delivered"): 1.0,
+                (host, "failed"): 1.0,
+                (host, "dropped"): 0.0,
+                ("pager", "delivered"): 1.0,
+                ("pager", "failed"): 0.0,
+                ("pager", "dropped"): 0.0,
+            }
+            wait_until(lambda: _deliveries(served) == want, f"{want} counted", timeout=30)
+            text = served.get("/metrics").text
+            assert not [s for s in ("tok3nPART", "T0K3NPATH", "QU3RYKEY", "us3rNAME") if s in text]
+        finally:
+            assert stop_daemon(running) == 0
+
+
+def test_a_delivery_its_full_queue_drops_is_counted_as_dropped() -> None:
+    """In process: one delivery held by its receiver, QUEUE_SIZE waiting behind it, and the
+    next one dropped; at the stop, what was not delivered counts as failed."""
+    with HttpKit(Stall()) as hook:
+        spec = NotifySpec(
+            on=(NotifyEvent.GAVE_UP,),
+            http=HttpTarget(url=hook.url + "/"),
+            timeout=30,
+            retry=0,
+            name="pager",
+        )
+        root = SupervisorSpec(children=())
+        notifier = Notifier((spec,), root)
+        metrics = TreeMetrics(root)
+        metrics.notifier = lambda: notifier
+
+        def counted() -> dict[str, float]:
+            return {
+                sample.labels["result"]: sample.value
+                for family in text_string_to_metric_families(metrics.text().decode())
+                for sample in family.samples
+                if sample.name == "jobvisor_notify_deliveries_total"
+                and sample.labels["notification"] == "pager"
+            }
+
+        try:
+            assert counted() == {"delivered": 0, "failed": 0, "dropped": 0}
+            notifier.handle(GaveUp(path="j", at=time.time(), reason="r"))
+            hook.wait_requests(1)
+            for _ in range(QUEUE_SIZE + 1):
+                notifier.handle(GaveUp(path="j", at=time.time(), reason="r"))
+            assert counted() == {"delivered": 0, "failed": 0, "dropped": 1}
+        finally:
+            notifier.close(0.1)
+        assert counted() == {"delivered": 0, "failed": QUEUE_SIZE + 1, "dropped": 1}
