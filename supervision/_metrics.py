@@ -14,12 +14,15 @@ take a lock and a lookup per change, which showed on the restart cycle.
 from __future__ import annotations
 
 import contextlib
+import platform
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 import logbook
 from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from actors._runtime import active_runtime
 from supervision._events import (
     AttemptFinished,
     BreakerChanged,
@@ -54,7 +57,7 @@ class TreeMetrics:
 
     ``root`` is the tree's spec at start, which names each path's ``kind``; a
     reload tells its changes with ``follow``. ``mask`` hides secrets in
-    anything shown.
+    anything shown; ``wall`` is the tree's wall clock (a state's ``since``).
     """
 
     def __init__(
@@ -62,8 +65,11 @@ class TreeMetrics:
         root: SupervisorSpec,
         breakers: Mapping[str, Breaker] | None = None,
         mask: Callable[[str], str] = str,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._mask = mask
+        self._wall = wall
+        self._build: tuple[str, str, str] | None = None  # made at the first scrape
         # Every path the tree has, with its spec; only the reload's thread changes it (``follow``).
         self._specs: dict[str, ChildSpec] = {"": root}
         self.registry = reg = CollectorRegistry()
@@ -131,6 +137,7 @@ class TreeMetrics:
         del old  # a restart is told by on_restart, where the status counts it
         series = self._series(path)
         series.current = new
+        series.since = self._wall()
         if new is State.STARTING:
             series.starts += 1
 
@@ -179,6 +186,11 @@ class TreeMetrics:
         state = GaugeMetricFamily(
             "jobvisor_job_state", "1 for the child's current state", labels=(*job, "state")
         )
+        since = GaugeMetricFamily(
+            "jobvisor_job_state_since_seconds",
+            "Unix time of the child's last change of state (the status's since)",
+            labels=job,
+        )
         for series in list(self._by_path.values()):
             labels = series.labels
             starts.add_metric(labels, series.starts)
@@ -186,10 +198,18 @@ class TreeMetrics:
             gave_up.add_metric(labels, series.gave_up)
             for outcome, count in list(series.failures.items()):
                 failures.add_metric((*labels, outcome), count)
+            since.add_metric(labels, series.since)
             current = series.current
             for each in State:
                 state.add_metric((*labels, each.value), 1 if each is current else 0)
-        yield from (starts, restarts, failures, state, gave_up)
+        yield from (starts, restarts, failures, state, since, gave_up)
+        build = GaugeMetricFamily(
+            "jobvisor_build_info",
+            "1, labelled with jobvisor's version, the Python and the runtime it runs",
+            labels=("version", "python", "runtime"),
+        )
+        build.add_metric(self._build_labels(), 1)
+        yield build
         notifier = self.notifier()
         if notifier is not None:
             deliveries = CounterMetricFamily(
@@ -201,6 +221,18 @@ class TreeMetrics:
             for (name, result), count in sorted(notifier.deliveries().items()):
                 deliveries.add_metric((name, result), count)
             yield deliveries
+
+    def _build_labels(self) -> tuple[str, str, str]:
+        if self._build is None:
+            # importlib.metadata takes tens of milliseconds: paid at the first scrape only.
+            from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+            try:
+                made = version("jobvisor")
+            except PackageNotFoundError:
+                made = "0+checkout"  # as ``jobvisor --version`` says
+            self._build = (made, platform.python_version(), active_runtime())
+        return self._build
 
     def add_breaker(self, name: str, breaker: Breaker) -> None:
         """Show ``breaker`` (one the tree had at start, or a reload added) in its state now."""
@@ -252,18 +284,28 @@ class TreeMetrics:
             # "unknown": an event of a path no spec named, which ``follow`` never lets happen.
             known = self._specs.get(path)
             kind = "unknown" if known is None else known.kind
-            series = self._by_path[path] = _Series((self._mask(path), kind))
+            series = self._by_path[path] = _Series((self._mask(path), kind), self._wall())
         return series
 
 
 class _Series:
     """What the events said of one path, as plain numbers (its supervisor's thread writes it)."""
 
-    __slots__ = ("current", "durations", "failures", "gave_up", "labels", "restarts", "starts")
+    __slots__ = (
+        "current",
+        "durations",
+        "failures",
+        "gave_up",
+        "labels",
+        "restarts",
+        "since",
+        "starts",
+    )
 
-    def __init__(self, labels: tuple[str, str]) -> None:
+    def __init__(self, labels: tuple[str, str], since: float) -> None:
         self.labels = labels
         self.current = State.PENDING
+        self.since = since  # pending from its series' making, as its status record's is
         self.starts = 0
         self.restarts = 0
         self.gave_up = 0

@@ -7,11 +7,13 @@ and read with prometheus_client's own parser (``Served`` of test_http_api).
 from __future__ import annotations
 
 import json
+import platform
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import RUNTIME
 from faultkit import Running, start_daemon, stop_daemon, wait_until
 from httpkit import HttpKit, Reply, Stall
@@ -99,9 +101,7 @@ def test_a_job_a_reload_replaces_counts_from_zero_as_its_status_does(tmp_path: P
         # Its attempts' histogram starts again too: the new job's 4, not 8.
         assert served.metric("jobvisor_attempt_duration_seconds_count", path="flappy", kind="command", outcome="failed") == 4  # fmt: skip
         # The sibling the reload left alone keeps every series as it was.
-        assert {k: v for k, v in _series(served, "calm").items() if "since" not in k[0]} == {
-            k: v for k, v in calm.items() if "since" not in k[0]
-        }
+        assert _series(served, "calm") == calm
         node = _nodes(running)["calm"]
         assert _counts(served, "calm") == (node["starts"], node["restarts"], node["failures"])
     finally:
@@ -242,3 +242,36 @@ def test_a_delivery_its_full_queue_drops_is_counted_as_dropped() -> None:
         finally:
             notifier.close(0.1)
         assert counted() == {"delivered": 0, "failed": QUEUE_SIZE + 1, "dropped": 1}
+
+
+def test_each_jobs_state_since_is_its_status_since_and_the_build_is_told(tmp_path: Path) -> None:
+    """``jobvisor_job_state_since_seconds`` is the status's ``since`` (unix time of the last
+    change of state), at the start and after a change; ``jobvisor_build_info`` is 1 with the
+    version ``--version`` prints, the Python and the runtime."""
+    running = start_daemon(tmp_path, REPLACED.replace("CODE", "3"), "--http", "127.0.0.1:0", "--runtime", RUNTIME)  # fmt: skip
+    try:
+        served = Served(running.state)
+        calm = {"path": "calm", "kind": "command"}
+        wait_until(lambda: served.metric("jobvisor_job_state", **calm, state="running") == 1, "calm running", timeout=30)  # fmt: skip
+        since = served.metric("jobvisor_job_state_since_seconds", **calm)
+        assert since == pytest.approx(_nodes(running)["calm"]["since"], abs=0.05)
+        out = running.cli("stop", "calm")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: _nodes(running)["calm"]["state"] == "stopped", "calm stopped", timeout=30)  # fmt: skip
+        stopped = served.metric("jobvisor_job_state_since_seconds", **calm)
+        assert stopped > since
+        assert stopped == pytest.approx(_nodes(running)["calm"]["since"], abs=0.05)
+        build = [
+            dict(keys)
+            for (name, keys), value in served.metrics().items()
+            if name == "jobvisor_build_info" and value == 1
+        ]
+        version = running.cli("--version").stdout.split()[1]
+        assert build == [
+            {"version": version, "python": platform.python_version(), "runtime": RUNTIME}
+        ]
+        # Bounded: one series per child, none per attempt.
+        per_path = [k for k in served.metrics() if k[0] == "jobvisor_job_state_since_seconds"]
+        assert sorted(dict(k[1])["path"] for k in per_path) == ["calm", "flappy"]
+    finally:
+        assert stop_daemon(running) == 0
