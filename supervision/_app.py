@@ -289,6 +289,7 @@ def _compose(
 
         try:
             composition.endpoint = open_endpoint(composition)
+            composition.endpoint.metrics.notifier = lambda: composition.notifier
         except BaseException:
             composition.close()
             raise

@@ -14,18 +14,21 @@ take a lock and a lookup per change, which showed on the restart cycle.
 from __future__ import annotations
 
 import contextlib
+import platform
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 import logbook
 from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from actors._runtime import active_runtime
 from supervision._events import (
     AttemptFinished,
     BreakerChanged,
     GaveUp,
 )
-from supervision._spec import SupervisorSpec, walk
+from supervision._spec import SupervisorSpec, same_child, walk
 from supervision._state import State
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
     from actors import Breaker, Outcome
     from supervision._events import Event
+    from supervision._notifier import Notifier
     from supervision._spec import ChildSpec
 
 __all__ = ["BREAKER_VALUES", "CONTENT_TYPE", "EVENT_TYPES", "TreeMetrics"]
@@ -53,7 +57,7 @@ class TreeMetrics:
 
     ``root`` is the tree's spec at start, which names each path's ``kind``; a
     reload tells its changes with ``follow``. ``mask`` hides secrets in
-    anything shown.
+    anything shown; ``wall`` is the tree's wall clock (a state's ``since``).
     """
 
     def __init__(
@@ -61,10 +65,13 @@ class TreeMetrics:
         root: SupervisorSpec,
         breakers: Mapping[str, Breaker] | None = None,
         mask: Callable[[str], str] = str,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._mask = mask
-        # Every path the tree has, with its kind; only the reload's thread changes it (``follow``).
-        self._kinds: dict[str, str] = {"": "group"}
+        self._wall = wall
+        self._build: tuple[str, str, str] | None = None  # made at the first scrape
+        # Every path the tree has, with its spec; only the reload's thread changes it (``follow``).
+        self._specs: dict[str, ChildSpec] = {"": root}
         self.registry = reg = CollectorRegistry()
         self.duration = Histogram(
             "jobvisor_attempt_duration_seconds",
@@ -82,6 +89,9 @@ class TreeMetrics:
         reg.register(self)
         ProcessCollector(registry=reg)
         self._by_path: dict[str, _Series] = {}
+        # Where the notification deliveries are counted: the run's notifier, which a
+        # reload may make later (None: none yet, or no deliveries to count).
+        self.notifier: Callable[[], Notifier | None] = lambda: None
         self.follow("", root)
         for name, breaker in (breakers or {}).items():
             self.add_breaker(name, breaker)
@@ -127,6 +137,7 @@ class TreeMetrics:
         del old  # a restart is told by on_restart, where the status counts it
         series = self._series(path)
         series.current = new
+        series.since = self._wall()
         if new is State.STARTING:
             series.starts += 1
 
@@ -175,6 +186,11 @@ class TreeMetrics:
         state = GaugeMetricFamily(
             "jobvisor_job_state", "1 for the child's current state", labels=(*job, "state")
         )
+        since = GaugeMetricFamily(
+            "jobvisor_job_state_since_seconds",
+            "Unix time of the child's last change of state (the status's since)",
+            labels=job,
+        )
         for series in list(self._by_path.values()):
             labels = series.labels
             starts.add_metric(labels, series.starts)
@@ -182,10 +198,41 @@ class TreeMetrics:
             gave_up.add_metric(labels, series.gave_up)
             for outcome, count in list(series.failures.items()):
                 failures.add_metric((*labels, outcome), count)
+            since.add_metric(labels, series.since)
             current = series.current
             for each in State:
                 state.add_metric((*labels, each.value), 1 if each is current else 0)
-        yield from (starts, restarts, failures, state, gave_up)
+        yield from (starts, restarts, failures, state, since, gave_up)
+        build = GaugeMetricFamily(
+            "jobvisor_build_info",
+            "1, labelled with jobvisor's version, the Python and the runtime it runs",
+            labels=("version", "python", "runtime"),
+        )
+        build.add_metric(self._build_labels(), 1)
+        yield build
+        notifier = self.notifier()
+        if notifier is not None:
+            deliveries = CounterMetricFamily(
+                "jobvisor_notify_deliveries",
+                "Notification deliveries by how they ended: delivered, failed (after its"
+                " retries), dropped (its queue was full)",
+                labels=("notification", "result"),
+            )
+            for (name, result), count in sorted(notifier.deliveries().items()):
+                deliveries.add_metric((name, result), count)
+            yield deliveries
+
+    def _build_labels(self) -> tuple[str, str, str]:
+        if self._build is None:
+            # importlib.metadata takes tens of milliseconds: paid at the first scrape only.
+            from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+            try:
+                made = version("jobvisor")
+            except PackageNotFoundError:
+                made = "0+checkout"  # as ``jobvisor --version`` says
+            self._build = (made, platform.python_version(), active_runtime())
+        return self._build
 
     def add_breaker(self, name: str, breaker: Breaker) -> None:
         """Show ``breaker`` (one the tree had at start, or a reload added) in its state now."""
@@ -201,10 +248,13 @@ class TreeMetrics:
 
         A reload calls it for each step, in the reload's thread: after a removal (so no
         event of the old child comes later) and before an addition (so the new child's
-        first event finds its kind). A path that is gone, or whose kind changed, loses its
-        series, as prometheus_client's ``remove`` drops a labelled child: the new kind
-        starts at zero under its own labels. A path that keeps its kind keeps its series
-        (a replaced job's counters go on). Each new path gets its series at once.
+        first event finds its kind). The series go as the status's counters do: a path
+        that is gone, or a job or actor whose spec changed (a replaced one: autostart
+        aside), or whose kind changed, loses its series, as prometheus_client's ``remove``
+        drops a labelled child, and starts again from zero (a counter's reset, which
+        ``rate`` and ``increase`` take in their stride). A group stays the group it was
+        whatever its spec, and an unchanged child keeps its series. Each new path gets its
+        series at once.
         """
         now: dict[str, ChildSpec] = {}
         if spec is not None:
@@ -212,18 +262,19 @@ class TreeMetrics:
             if isinstance(spec, SupervisorSpec):
                 now.update(walk(spec, path))
         under: list[str] = []
-        if self._kinds.get(path) == "group":  # its children go, or stay, with it
-            under = [p for p in self._kinds if p and (not path or p.startswith(f"{path}/"))]
+        if isinstance(self._specs.get(path), SupervisorSpec):  # its children go, or stay, with it
+            under = [p for p in self._specs if p and (not path or p.startswith(f"{path}/"))]
         for each in (path, *under):
-            if each in now and now[each].kind == self._kinds.get(each):
+            was, new = self._specs.get(each), now.get(each)
+            if was is not None and new is not None and _same(was, new):
                 continue
-            self._kinds.pop(each, None)
+            self._specs.pop(each, None)
             series = self._by_path.pop(each, None)
             if series is not None:
                 for outcome in series.durations:
                     self.duration.remove(*series.labels, outcome)
         for each, child in now.items():
-            self._kinds[each] = child.kind
+            self._specs[each] = child
             if each:  # the root's own series, as before, only once it has an event
                 self._series(each)
 
@@ -231,24 +282,44 @@ class TreeMetrics:
         series = self._by_path.get(path)
         if series is None:
             # "unknown": an event of a path no spec named, which ``follow`` never lets happen.
-            kind = self._kinds.get(path, "unknown")
-            series = self._by_path[path] = _Series((self._mask(path), kind))
+            known = self._specs.get(path)
+            kind = "unknown" if known is None else known.kind
+            series = self._by_path[path] = _Series((self._mask(path), kind), self._wall())
         return series
 
 
 class _Series:
     """What the events said of one path, as plain numbers (its supervisor's thread writes it)."""
 
-    __slots__ = ("current", "durations", "failures", "gave_up", "labels", "restarts", "starts")
+    __slots__ = (
+        "current",
+        "durations",
+        "failures",
+        "gave_up",
+        "labels",
+        "restarts",
+        "since",
+        "starts",
+    )
 
-    def __init__(self, labels: tuple[str, str]) -> None:
+    def __init__(self, labels: tuple[str, str], since: float) -> None:
         self.labels = labels
         self.current = State.PENDING
+        self.since = since  # pending from its series' making, as its status record's is
         self.starts = 0
         self.restarts = 0
         self.gave_up = 0
-        self.failures: dict[str, int] = {}
+        # Every outcome's from 0: a series made at its first failure hides that one from
+        # ``increase()``, which needs a sample before it.
+        self.failures: dict[str, int] = dict.fromkeys(_FAILED, 0)
         self.durations: dict[str, Any] = {}  # outcome: the histogram's labelled child
 
 
-_FAILED: Final = frozenset({"failed", "timeout", "killed"})
+def _same(was: ChildSpec, new: ChildSpec) -> bool:
+    """Whether ``new`` at a path is the child ``was`` was, to the status's counters."""
+    if isinstance(was, SupervisorSpec) or isinstance(new, SupervisorSpec):
+        return isinstance(was, SupervisorSpec) and isinstance(new, SupervisorSpec)
+    return same_child(was, new)
+
+
+_FAILED: Final = ("failed", "timeout", "killed")  # the outcomes ``on_failure`` is told of

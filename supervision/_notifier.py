@@ -10,7 +10,8 @@ delivery follows no redirect. A hanging or failing notification therefore never
 delays a restart, nor another notification's deliveries: at worst its own
 queue fills and its later notifications are dropped, with a warning. Every
 delivery is logged when it fails, with the notification's name, and
-journaled once (a ``notify`` decision row), the ones a stop cut short too.
+journaled once (a ``notify`` decision row), the ones a stop cut short too,
+and counted (``deliveries``: the endpoint's ``jobvisor_notify_deliveries_total``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from supervision._state import State
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["QUEUE_SIZE", "Notifier"]
+__all__ = ["QUEUE_SIZE", "RESULTS", "Notifier"]
 
 log = logbook.Logger("supervision.notify")
 
@@ -59,6 +60,9 @@ _RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
 STOP_GRACE: Final = 0.5
 NOT_SENT: Final = "not sent: jobvisor was stopping"
 NO_ANSWER: Final = "no answer yet when jobvisor stopped"
+# How a delivery ended, as counted: ``failed`` after its retries (or not sent at a stop),
+# ``dropped`` when its notification's queue was full.
+RESULTS: Final = ("delivered", "failed", "dropped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +267,9 @@ class Notifier:
         self._lanes_lock = threading.Lock()
         self._lanes: dict[str, _Lane] = {}
         self._retired: list[_Lane] = []
+        # Deliveries by (notification, result), each notification's from 0 (``deliveries``).
+        self._counts_lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
         self.update(top, root)
 
     @staticmethod
@@ -281,7 +288,14 @@ class Notifier:
                 by_breaker.setdefault(spec.breaker, []).append(path)
         # Swapped whole: the event thread reads them without a lock.
         self._top, self._own, self._by_breaker = top, own, by_breaker
-        kept = {_key(spec) for spec in top} | {_key(s) for specs in own.values() for s in specs}
+        distinct = {_key(each): each for each in top}
+        distinct.update((_key(s), s) for specs in own.values() for s in specs)
+        shown = {self._shown(each) for each in distinct.values()}
+        with self._counts_lock:
+            for name in shown:
+                for result in RESULTS:
+                    self._counts.setdefault((name, result), 0)
+        kept = distinct.keys()
         with self._lanes_lock:
             for key in [key for key in self._lanes if key not in kept]:
                 lane = self._lanes.pop(key)
@@ -354,6 +368,7 @@ class Notifier:
                 lane = self._lanes[key] = _Lane(spec, self._finish, self._closed)
             queued = lane.put(item)
         if not queued:
+            self._count(spec, "dropped")
             log.warning(
                 "notify {}: {} of {} dropped: {} notifications are waiting already",
                 spec.label,
@@ -368,6 +383,7 @@ class Notifier:
         """Log a failed delivery, and journal how every delivery ended."""
         spec = item.spec
         error = self._mask(error)
+        self._count(spec, "failed" if error else "delivered")
         if error:
             log.error(
                 "notify {}: {} of {} not delivered after {} {}: {}",
@@ -388,6 +404,28 @@ class Notifier:
             if error:
                 detail["error"] = error
             self._record(self._wall(), item.path, detail)
+
+    def deliveries(self) -> dict[tuple[str, str], int]:
+        """How many deliveries ended each way, by (notification, result); a notification
+        is its ``name``, or without one its URL's scheme and host (its userinfo, path and
+        query may be secrets) or its command's program, masked."""
+        with self._counts_lock:
+            return dict(self._counts)
+
+    def _count(self, spec: NotifySpec, result: str) -> None:
+        key = (self._shown(spec), result)
+        with self._counts_lock:  # the lanes' workers, the event thread and close count
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def _shown(self, spec: NotifySpec) -> str:
+        if spec.name:
+            shown = spec.name
+        elif spec.http is not None:
+            url = urllib.parse.urlsplit(spec.http.url)
+            shown = f"{url.scheme}://{url.netloc.rpartition('@')[2]}"
+        else:
+            shown = spec.label
+        return self._mask(shown)
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued for at most ``timeout`` seconds in all, then end the workers.

@@ -1,0 +1,277 @@
+"""What /metrics of a real daemon says, set against its status (SPEC §9; README's endpoint table).
+
+Real `jobvisor daemon` processes with ``--http 127.0.0.1:0``, scraped with a real GET
+and read with prometheus_client's own parser (``Served`` of test_http_api).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RUNTIME
+from faultkit import Running, start_daemon, stop_daemon, wait_until
+from httpkit import HttpKit, Reply, Stall
+from prometheus_client.parser import text_string_to_metric_families
+from test_http_api import Served
+
+from supervision._events import GaveUp
+from supervision._metrics import TreeMetrics
+from supervision._notifier import QUEUE_SIZE, Notifier
+from supervision._notify import HttpTarget, NotifyEvent, NotifySpec
+from supervision._spec import SupervisorSpec
+
+
+def _nodes(running: Running) -> dict[str, dict[str, Any]]:
+    """Every node of the daemon's status, by path."""
+    out = running.cli("status", "--json")
+    assert out.returncode == 0, out.stderr
+    found: dict[str, dict[str, Any]] = {}
+    todo = list(json.loads(out.stdout)["children"])
+    while todo:
+        node = todo.pop()
+        found[node["path"]] = node
+        todo.extend(node.get("children") or ())
+    return found
+
+
+def _series(served: Served, path: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The ``jobvisor_*`` samples of ``path``."""
+    return {
+        key: value
+        for key, value in served.metrics().items()
+        if key[0].startswith("jobvisor_") and ("path", path) in key[1]
+    }
+
+
+def _counts(served: Served, path: str, kind: str = "command") -> tuple[float, float, float]:
+    """(starts, restarts, failures of any outcome) of ``path`` in /metrics."""
+    labels = {"path": path, "kind": kind}
+    failures = sum(
+        value
+        for (name, keys), value in served.metrics().items()
+        if name == "jobvisor_job_failures_total" and ("path", path) in keys
+    )
+    starts = served.metric("jobvisor_job_starts_total", **labels)
+    return starts, served.metric("jobvisor_job_restarts_total", **labels), failures
+
+
+# `flappy` fails 4 times (3 restarts) and gives up; a reload changing its command replaces it.
+REPLACED = """
+version: 1
+http: {heartbeat: 5s}
+supervisor: {backoff: {initial: 1ms, max: 1ms}, intensity: {max_restarts: 3, within: 60s}}
+jobs:
+  - name: calm
+    service: true
+    command: [sh, -c, "while true; do sleep 0.05; done"]
+  - name: flappy
+    service: true
+    command: [sh, -c, "exit CODE"]
+"""
+
+
+def test_a_job_a_reload_replaces_counts_from_zero_as_its_status_does(tmp_path: Path) -> None:
+    """README: a replaced job starts from zero, an unchanged one keeps its counts; /metrics
+    "counts what the status counts" (it went on from the old job's: starts 8 against 4)."""
+    running = start_daemon(
+        tmp_path, REPLACED.replace("CODE", "3"), "--http", "127.0.0.1:0", "--runtime", RUNTIME
+    )
+    try:
+        served = Served(running.state)
+        wait_until(lambda: _nodes(running)["flappy"]["state"] == "gave_up", "flappy gave up", timeout=30)  # fmt: skip
+        assert _counts(served, "flappy") == (4, 3, 4)
+        wait_until(lambda: _nodes(running)["calm"]["state"] == "running", "calm running", timeout=30)  # fmt: skip
+        calm = _series(served, "calm")
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(REPLACED.replace("CODE", "4")))
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert "replace flappy" in out.stdout
+        wait_until(lambda: (n := _nodes(running)["flappy"])["state"] == "gave_up" and n["starts"] == 4, "the new flappy gave up", timeout=30)  # fmt: skip
+        node = _nodes(running)["flappy"]
+        assert (node["starts"], node["restarts"], node["failures"]) == (4, 3, 4)
+        assert _counts(served, "flappy") == (4, 3, 4)
+        assert served.metric("jobvisor_gave_up_total", path="flappy", kind="command") == 1
+        assert served.metric("jobvisor_job_failures_total", path="flappy", kind="command", outcome="failed") == 4  # fmt: skip
+        # Its attempts' histogram starts again too: the new job's 4, not 8.
+        assert served.metric("jobvisor_attempt_duration_seconds_count", path="flappy", kind="command", outcome="failed") == 4  # fmt: skip
+        # The sibling the reload left alone keeps every series as it was.
+        assert _series(served, "calm") == calm
+        node = _nodes(running)["calm"]
+        assert _counts(served, "calm") == (node["starts"], node["restarts"], node["failures"])
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def _failure_series(served: Served, path: str) -> dict[str, float]:
+    """``jobvisor_job_failures_total`` of ``path``, by outcome, as the scrape has them."""
+    return {
+        dict(keys)["outcome"]: value
+        for (name, keys), value in served.metrics().items()
+        if name == "jobvisor_job_failures_total" and ("path", path) in keys
+    }
+
+
+def test_failure_series_are_there_at_zero_before_the_first_failure(tmp_path: Path) -> None:
+    """A series that appears at its first failure makes ``increase()`` miss that failure:
+    each child's are made at 0 for every outcome when it is added (at the start, by a
+    reload), and again at 0 when a reload replaces it."""
+    first = """
+    version: 1
+    http: {heartbeat: 5s}
+    jobs:
+      - name: calm
+        service: true
+        command: [sh, -c, "while true; do sleep 0.05; done"]
+      - name: swap
+        service: true
+        command: [sh, -c, "exit 3"]
+        restart: temporary
+    """
+    late = """
+      - name: late
+        service: true
+        command: [sh, -c, "while true; do sleep 0.05; done"]
+    """
+    second = first.replace("exit 3", "exit 4").rstrip() + late
+    zero = {"failed": 0.0, "timeout": 0.0, "killed": 0.0}
+    running = start_daemon(tmp_path, first, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
+    try:
+        served = Served(running.state)
+        assert _failure_series(served, "calm") == zero
+        wait_until(lambda: _failure_series(served, "swap")["failed"] == 1, "swap failed", timeout=30)  # fmt: skip
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(second))
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert "replace swap" in out.stdout
+        assert "add late" in out.stdout
+        assert _failure_series(served, "late") == zero
+        assert _failure_series(served, "calm") == zero
+        wait_until(lambda: _nodes(running)["swap"]["failures"] == 1, "the new swap failed", timeout=30)  # fmt: skip
+        assert _failure_series(served, "swap") == {**zero, "failed": 1.0}
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def _deliveries(served: Served) -> dict[tuple[str, str], float]:
+    """``jobvisor_notify_deliveries_total`` by (notification, result)."""
+    return {
+        (dict(keys)["notification"], dict(keys)["result"]): value
+        for (name, keys), value in served.metrics().items()
+        if name == "jobvisor_notify_deliveries_total"
+    }
+
+
+def test_notification_deliveries_are_counted_by_how_they_ended(tmp_path: Path) -> None:
+    """A broken pager can be alerted on: each delivery counts as delivered or failed (after
+    its retries), under the notification's name, or for one without a name its URL's scheme
+    and host alone (its userinfo, path and query may be secrets)."""
+    with HttpKit(Reply(500), Reply(204)) as hook:
+        secret_url = (
+            hook.url.replace("//", "//us3rNAME:tok3nPART@") + "/hook/T0K3NPATH?key=QU3RYKEY"
+        )
+        manifest = f"""
+        version: 1
+        http: {{heartbeat: 5s}}
+        supervisor: {{backoff: {{initial: 1ms, max: 1ms}}, intensity: {{max_restarts: 1}}}}
+        notify:
+          - {{on: [restarted, gave_up], retry: 0, http: {{url: "{secret_url}"}}}}
+          - {{name: pager, on: [gave_up], command: [sh, -c, "cat >/dev/null"]}}
+        jobs:
+          - name: flappy
+            service: true
+            command: [sh, -c, "exit 3"]
+        """
+        running = start_daemon(tmp_path, manifest, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
+        try:
+            served = Served(running.state)
+            hook.wait_requests(2, timeout=30)
+            host = f"http://127.0.0.1:{hook.port}"
+            want = {
+                (host, "delivered"): 1.0,
+                (host, "failed"): 1.0,
+                (host, "dropped"): 0.0,
+                ("pager", "delivered"): 1.0,
+                ("pager", "failed"): 0.0,
+                ("pager", "dropped"): 0.0,
+            }
+            wait_until(lambda: _deliveries(served) == want, f"{want} counted", timeout=30)
+            text = served.get("/metrics").text
+            assert not [s for s in ("tok3nPART", "T0K3NPATH", "QU3RYKEY", "us3rNAME") if s in text]
+        finally:
+            assert stop_daemon(running) == 0
+
+
+def test_a_delivery_its_full_queue_drops_is_counted_as_dropped() -> None:
+    """In process: one delivery held by its receiver, QUEUE_SIZE waiting behind it, and the
+    next one dropped; at the stop, what was not delivered counts as failed."""
+    with HttpKit(Stall()) as hook:
+        spec = NotifySpec(
+            on=(NotifyEvent.GAVE_UP,),
+            http=HttpTarget(url=hook.url + "/"),
+            timeout=30,
+            retry=0,
+            name="pager",
+        )
+        root = SupervisorSpec(children=())
+        notifier = Notifier((spec,), root)
+        metrics = TreeMetrics(root)
+        metrics.notifier = lambda: notifier
+
+        def counted() -> dict[str, float]:
+            return {
+                sample.labels["result"]: sample.value
+                for family in text_string_to_metric_families(metrics.text().decode())
+                for sample in family.samples
+                if sample.name == "jobvisor_notify_deliveries_total"
+                and sample.labels["notification"] == "pager"
+            }
+
+        try:
+            assert counted() == {"delivered": 0, "failed": 0, "dropped": 0}
+            notifier.handle(GaveUp(path="j", at=time.time(), reason="r"))
+            hook.wait_requests(1)
+            for _ in range(QUEUE_SIZE + 1):
+                notifier.handle(GaveUp(path="j", at=time.time(), reason="r"))
+            assert counted() == {"delivered": 0, "failed": 0, "dropped": 1}
+        finally:
+            notifier.close(0.1)
+        assert counted() == {"delivered": 0, "failed": QUEUE_SIZE + 1, "dropped": 1}
+
+
+def test_each_jobs_state_since_is_its_status_since_and_the_build_is_told(tmp_path: Path) -> None:
+    """``jobvisor_job_state_since_seconds`` is the status's ``since`` (unix time of the last
+    change of state), at the start and after a change; ``jobvisor_build_info`` is 1 with the
+    version ``--version`` prints, the Python and the runtime."""
+    running = start_daemon(tmp_path, REPLACED.replace("CODE", "3"), "--http", "127.0.0.1:0", "--runtime", RUNTIME)  # fmt: skip
+    try:
+        served = Served(running.state)
+        calm = {"path": "calm", "kind": "command"}
+        wait_until(lambda: served.metric("jobvisor_job_state", **calm, state="running") == 1, "calm running", timeout=30)  # fmt: skip
+        since = served.metric("jobvisor_job_state_since_seconds", **calm)
+        assert since == pytest.approx(_nodes(running)["calm"]["since"], abs=0.05)
+        out = running.cli("stop", "calm")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: _nodes(running)["calm"]["state"] == "stopped", "calm stopped", timeout=30)  # fmt: skip
+        stopped = served.metric("jobvisor_job_state_since_seconds", **calm)
+        assert stopped > since
+        assert stopped == pytest.approx(_nodes(running)["calm"]["since"], abs=0.05)
+        build = [
+            dict(keys)
+            for (name, keys), value in served.metrics().items()
+            if name == "jobvisor_build_info" and value == 1
+        ]
+        version = running.cli("--version").stdout.split()[1]
+        assert build == [
+            {"version": version, "python": platform.python_version(), "runtime": RUNTIME}
+        ]
+        # Bounded: one series per child, none per attempt.
+        per_path = [k for k in served.metrics() if k[0] == "jobvisor_job_state_since_seconds"]
+        assert sorted(dict(k[1])["path"] for k in per_path) == ["calm", "flappy"]
+    finally:
+        assert stop_daemon(running) == 0
