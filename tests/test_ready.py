@@ -329,6 +329,49 @@ def test_a_stop_ends_a_start_whose_probe_is_reading_a_head_that_never_ends(
     assert took < 1, took  # well within its grace
 
 
+def test_a_start_that_never_gets_ready_has_no_exit_code_of_its_own(
+    make_tree, events, tmp_path
+) -> None:
+    """Its process is SIGTERMed by us once the probe gives up: status said `failed (-15)` (as
+    if someone had killed the service) where its attempt, journaled, had no code. As a
+    `timeout`'s, which we also kill: no code in the status, the events or the journal."""
+    from actors import CommandWork, Schedule
+    from supervision import (
+        AttemptFinished,
+        ChildExited,
+        Intensity,
+        JobSpec,
+        RestartPolicy,
+        SupervisorSpec,
+    )
+    from supervision._table import exit_text
+
+    port = free_port()
+    never = JobSpec(
+        name="api",
+        work=CommandWork(argv=("sleep", "1000"), cwd=str(tmp_path)),
+        schedule=Schedule(service=True),
+        ready=ReadyProbe(http=f"http://127.0.0.1:{port}/", timeout=0.3, interval=0.05),
+    )
+    slow = JobSpec(
+        name="slow",
+        work=CommandWork(argv=("sleep", "1000"), cwd=str(tmp_path)),
+        schedule=Schedule(timeout=0.3),
+    )
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    tree = make_tree(SupervisorSpec(policy=policy, children=(never, slow)), on_event=events)
+    events.reached("api", "gave_up")
+    events.reached("slow", "gave_up")
+    nodes = {n["path"]: n for n in tree.status()["children"]}
+    for path, outcome in (("api", "failed"), ("slow", "timeout")):
+        [attempt] = events.of(AttemptFinished, path)  # what the journal writes
+        [exited] = events.of(ChildExited, path)
+        last = nodes[path]["last_exit"]
+        assert (attempt.code, exited.code, last["code"]) == (None, None, None), path
+        assert exit_text(last, str).startswith(f"{outcome}: "), last
+    assert "not ready after 0.3s" in nodes["api"]["last_exit"]["error"]
+
+
 # A run whose service never gets ready: it gives up at ready.timeout and its dependant fails.
 NEVER_READY = """
 version: 1
