@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from faultkit import CLI, ENV, Jobvisor, wait_until
-from httpkit import HttpKit, Reply, Trickle, free_port
+from httpkit import HttpKit, Reply, Reset, Trickle, free_port
 
 from actors import JobFailure, SpecError
 from actors._ready import NotReady, ReadyProbe
@@ -55,8 +55,7 @@ def test_tcp_is_not_ready_after_the_timeout_when_nothing_listens() -> None:
         probe.wait_ready(threading.Event())
     assert 0.2 <= time.monotonic() - started < 5
     assert str(info.value) == (
-        f"tcp 127.0.0.1:{port} not ready after 0.2s: "
-        "last check ConnectionRefusedError: Connection refused"
+        f"tcp 127.0.0.1:{port} not ready after 0.2s: last check connection refused"
     )
     assert isinstance(info.value, JobFailure)
 
@@ -87,9 +86,30 @@ def test_http_is_not_ready_while_it_answers_errors() -> None:
 
 
 def test_http_is_not_ready_when_nothing_listens() -> None:
-    probe = ReadyProbe(http=f"http://127.0.0.1:{free_port()}/", timeout=0.1, interval=0.02)
-    with pytest.raises(NotReady, match="last check ConnectionError"):
+    # It said `last check ConnectionError`, as for a reset, a DNS failure or a TLS one.
+    port = free_port()
+    probe = ReadyProbe(http=f"http://u:hunter2@127.0.0.1:{port}/", timeout=0.1, interval=0.02)
+    with pytest.raises(NotReady) as info:
         probe.wait_ready(threading.Event())
+    assert str(info.value) == (
+        f"http http://u:***@127.0.0.1:{port}/ not ready after 0.1s: last check connection refused"
+    )
+
+
+@pytest.mark.parametrize(
+    ("action", "said"),
+    [
+        (Reply(503), "answered 503"),
+        (Reset(hard=True), "connection reset"),
+        (Reset(), "connection closed without an answer"),
+    ],
+)
+def test_an_http_checks_failure_says_what_happened(action: Any, said: str) -> None:
+    with HttpKit(default=action) as kit:
+        probe = ReadyProbe(http=f"{kit.url}/health", timeout=0.1, interval=0.02)
+        with pytest.raises(NotReady) as info:
+            probe.wait_ready(threading.Event())
+    assert str(info.value) == f"http {kit.url}/health not ready after 0.1s: last check {said}"
 
 
 # -- command -------------------------------------------------------------------------------------
