@@ -752,18 +752,27 @@ def _history(args: argparse.Namespace) -> int:
     if args.limit < 1:
         _error(f"--limit: expected a count >= 1, got {args.limit}")
         return USAGE
-    db = journal_path(Path(find_state_dir(args.manifest, getattr(args, "state_dir", None))))
+    state = find_state_dir(args.manifest, getattr(args, "state_dir", None))
+    db = journal_path(Path(state))
     as_json = getattr(args, "json", False)
     try:
         rows = read_history(db, args.job, args.limit)
-        known = journal_paths(db) if not rows and args.job and not as_json else None
+        known = journal_paths(db) if not rows and args.job else None
     except JournalError as exc:
         _error(str(exc))
         return USAGE
+    verdict = OK
+    if known is not None and not _in_tree(args.job, args.manifest, state):
+        # A typo: no such job, as status and logs say. A path the journal has rows of (a
+        # job a reload removed) has its history, and one of the tree its empty one.
+        _error(
+            printable(f"no child at path {args.job!r}: check `status` for the paths this tree has")
+        )
+        verdict = NO_SUCH_JOB
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-        return OK
-    if known is not None:  # a typo, or a job that has not run yet: not an error (SPEC: 0)
+        return verdict
+    if known is not None and verdict == OK:  # a job that has not run yet: said, not an error
         shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
         _error(printable(f"the journal has nothing of {args.job}; it has: {shown or 'no job yet'}"))
     for row in rows:
@@ -778,7 +787,19 @@ def _history(args: argparse.Namespace) -> int:
             details = ", ".join(f"{k}={_shown(k, v)}" for k, v in row.get("detail", {}).items())
             line = f"{when}  {row['path']}  {row['kind']}" + (f" ({details})" if details else "")
         sys.stdout.write(printable(line) + "\n")  # errors may hold a job's control characters
-    return OK
+    return verdict
+
+
+def _in_tree(job: str, manifest: str, state_dir: str) -> bool:
+    """Is ``job`` a path of the running daemon's tree (else of the manifest), or a job of
+    replicas (``w``, run as ``w.0``, ``w.1``, ...)?"""
+    from supervision._logs import known_paths  # noqa: PLC0415 - only for a path with no rows
+
+    paths = known_paths(manifest, state_dir)
+    name = job.strip("/")
+    return name in paths or any(
+        p.startswith(f"{name}.") and p[len(name) + 1 :].isdigit() for p in paths
+    )
 
 
 def _shown(key: str, value: Any) -> str:

@@ -828,9 +828,13 @@ class JobActor(OwnActor):
             self._attempt = None
             overran = self._end_timers()
         self._jv_attempts = number
-        if self._jv_error is not None or self._jv_killed:
-            # Ended from outside (timeout, readiness, kill): reported there already.
-            return self._jv_error, code
+        if self._jv_error is not None:
+            # Ended from outside (timeout, readiness): reported there already, with no code. An
+            # exit code now is our own stop's (a start never ready read `failed (-15)`, as if
+            # someone had killed it, where its attempt, journaled, had none).
+            return self._jv_error, None
+        if self._jv_killed:
+            return None, code  # killed from the supervisor's thread: reported there already
         if overran and not self._jv_stop_requested:
             # Its deadline came while it ran, and its timer could not: a call that never yields
             # (gevent) returns late. It timed out all the same, whatever it returned.

@@ -204,7 +204,7 @@ def _check_tcp(address: str, budget: float, cancelled: threading.Event) -> _Seen
         return aborted
     if isinstance(failed, TimeoutError):
         return _Seen(f"timed out after {budget:.3g}s", timed_out=True)
-    return None if failed is None else _Seen(_describe(failed))
+    return None if failed is None else _Seen(_what_failed(failed))
 
 
 def _connect(host: str, port: int, budget: float, inflight: _InFlight) -> socket.socket:
@@ -261,7 +261,7 @@ def _check_http(
     if isinstance(failed, requests.Timeout):
         return _Seen(f"timed out after {budget:.3g}s", timed_out=True)
     if failed is not None:
-        return _Seen(type(failed).__name__)  # its text may quote the URL's secrets
+        return _Seen(_what_failed(failed))
     return None if 200 <= code < 400 else _Seen(f"answered {code}")
 
 
@@ -331,6 +331,51 @@ def _as_job(args: list[str], job: Any, setup: _Setup | None) -> dict[str, Any]:
         )
         kwargs.update(args=args, user=uid, group=gid, extra_groups=groups, umask=umask)
     return kwargs
+
+
+def _what_failed(exc: BaseException) -> str:
+    """A failed connection or request said shortly: ``connection refused``, ``connection reset``.
+
+    From the innermost standard-library error of its chain (urllib3 keeps causes in
+    ``reason`` and ``args`` too), never from requests' or urllib3's text, which quotes the
+    URL and its secrets; their class's name when there is none (it said only that before:
+    ``ConnectionError`` for a refusal, a reset and a DNS failure alike).
+    """
+    seen: list[BaseException] = []
+    err: BaseException | None = exc
+    while err is not None and err not in seen:
+        seen.append(err)
+        links = (err.__cause__, err.__context__, getattr(err, "reason", None), *err.args)
+        err = next((e for e in links if isinstance(e, BaseException)), None)
+    for cause in reversed(seen):
+        said = _said(cause)
+        if said is not None:
+            return said
+    return type(exc).__name__
+
+
+def _said(cause: BaseException) -> str | None:
+    # Loaded by requests by then; a tcp check's first failure loads them (validate never).
+    import http.client  # noqa: PLC0415
+    import ssl  # noqa: PLC0415
+
+    plain = (
+        # First: a ConnectionResetError too.
+        (http.client.RemoteDisconnected, "connection closed without an answer"),
+        (ConnectionRefusedError, "connection refused"),
+        (ConnectionResetError, "connection reset"),
+    )
+    for kind, said in plain:
+        if isinstance(cause, kind):
+            return said
+    if isinstance(cause, socket.gaierror):
+        return f"host name not resolved ({cause.strerror or cause})"
+    if isinstance(cause, ssl.SSLError):
+        why = getattr(cause, "verify_message", None) or cause.reason or type(cause).__name__
+        return f"TLS failed ({why})"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror[:1].lower() + cause.strerror[1:]  # "no route to host"
+    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import http.client
 import json
 import os
@@ -29,6 +30,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -257,6 +259,8 @@ class Notifier:
         self._mask = mask
         self._record = record
         self._wall = wall
+        # In every body: which machine's jobvisor tells (two daemons' alerts look alike).
+        self._host = socket.gethostname()
         self._own: dict[str, tuple[NotifySpec, ...]] = {}
         self._by_breaker: dict[str, list[str]] = {}
         self._last_exit: dict[str, dict[str, Any]] = {}
@@ -318,8 +322,11 @@ class Notifier:
         if found is None:
             return
         kind, facts = found
+        # One id for the event, sent on every try of each of its deliveries: a receiver
+        # tells a retry (its answer lost, say) from a new event by it.
+        event_id = str(uuid.uuid4())
         for spec, path in self._targets(event, kind):
-            self._enqueue(spec, path, kind, event.at, facts)
+            self._enqueue(spec, path, kind, event.at, facts, event_id=event_id)
 
     def _targets(self, event: ev.Event, kind: NotifyEvent) -> list[tuple[NotifySpec, str]]:
         out = [(spec, event.path) for spec in self._top if kind in spec.on]
@@ -340,7 +347,14 @@ class Notifier:
         return out
 
     def _enqueue(
-        self, spec: NotifySpec, path: str, kind: NotifyEvent, at: float, facts: dict[str, Any]
+        self,
+        spec: NotifySpec,
+        path: str,
+        kind: NotifyEvent,
+        at: float,
+        facts: dict[str, Any],
+        *,
+        event_id: str,
     ) -> None:
         last = self._last_exit.get(path)
         causes = [c for c in (facts.get("reason"), facts.get("error")) if c]
@@ -348,9 +362,11 @@ class Notifier:
             causes.append(last["error"])
         payload = {
             "event": kind.value,
+            "id": event_id,
             "path": path,
             "at": at,
             "time": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds"),
+            "host": self._host,
             "notifier": spec.label,
             **facts,
             "last_exit": last,
@@ -497,7 +513,7 @@ def _post(spec: NotifySpec, body: bytes) -> _Try:
     """
     assert spec.http is not None
     url = urllib.parse.urlsplit(spec.http.url)
-    headers = {"Content-Type": "application/json", "User-Agent": "jobvisor"}
+    headers = {"Content-Type": "application/json", "User-Agent": _user_agent()}
     given = {name.lower() for name in spec.http.headers}
     if url.username is not None and "authorization" not in given:  # as requests does
         login = f"{urllib.parse.unquote(url.username)}:{urllib.parse.unquote(url.password or '')}"
@@ -549,6 +565,17 @@ def _post(spec: NotifySpec, body: bytes) -> _Try:
         watchdog.cancel()
         conn.close()
     return _answered(status, reason, location, retry_after)
+
+
+@functools.cache
+def _user_agent() -> str:
+    """``jobvisor/VERSION``: read at the first POST, as importlib.metadata costs tens of ms."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return f"jobvisor/{version('jobvisor')}"
+    except PackageNotFoundError:
+        return "jobvisor/0+checkout"  # as `jobvisor --version` says it
 
 
 def _answered(status: int, reason: str, location: str | None, retry_after: str | None) -> _Try:

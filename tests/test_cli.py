@@ -779,12 +779,27 @@ jobs:
     assert "skipped: once" in out.stderr
     assert (tmp_path / "runs.txt").read_text() == "once\n"
     assert jobvisor("history", "--limit", "0", cwd=tmp_path).returncode == 2
-    # A job the journal has nothing of: said on stderr, with the jobs it has.
+    # No such job (a typo): 4, as status and logs say it (it was 0, with an empty history).
+    nosuch = "jobvisor: no child at path 'onec': check `status` for the paths this tree has"
     out = jobvisor("history", "onec", cwd=tmp_path)
-    assert (out.returncode, out.stdout) == (0, "")
-    assert one_line(out) == "jobvisor: the journal has nothing of onec; it has: bad, once"
+    assert (out.returncode, out.stdout, one_line(out)) == (4, "", nosuch)
     out = jobvisor("history", "onec", "--json", cwd=tmp_path)
-    assert (out.returncode, out.stdout, out.stderr) == (0, "[]\n", "")
+    assert (out.returncode, out.stdout, one_line(out)) == (4, "[]\n", nosuch)
+    # A job the manifest has that has not run yet: said on stderr, with the jobs it has; 0.
+    # One the manifest no longer has (removed, as by a reload) still has its history.
+    (tmp_path / "jobs.yaml").write_text(
+        "version: 1\njobs:\n  - {name: once, command: [true]}\n"
+        "  - group: later\n    jobs: [{name: x, command: [true]}]\n"
+    )
+    for path in ("later", "later/x"):
+        out = jobvisor("history", path, cwd=tmp_path)
+        assert (out.returncode, out.stdout) == (0, ""), out.stderr
+        assert one_line(out) == f"jobvisor: the journal has nothing of {path}; it has: bad, once"
+        out = jobvisor("history", path, "--json", cwd=tmp_path)
+        assert (out.returncode, out.stdout, out.stderr) == (0, "[]\n", "")
+    out = jobvisor("history", "bad", cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert "bad  give_up" in out.stdout
 
 
 def test_resume_shows_the_skipped_jobs_as_succeeded_before(tmp_path: Path) -> None:

@@ -733,6 +733,46 @@ def test_only_a_5xx_429_408_or_a_failed_connection_is_tried_again(
         ), [r.message for r in logs.records]
 
 
+def test_a_retried_post_carries_the_same_id_the_host_and_our_user_agent(runtime: str) -> None:
+    """Two daemons' alerts could not be told apart, nor a retried POST de-duplicated: the body
+    had no host and no id. Each event has its own id, the same on every try of it."""
+    from importlib.metadata import version
+
+    del runtime
+    with HttpKit(Reply(503), default=Reply(204)) as hook:
+        notifier, rows = one_notifier(http=_target(f"{hook.url}/h"), retry=2)
+        try:
+            give_up(notifier)
+            first = rows.get(timeout=10)
+            give_up(notifier)
+            second = rows.get(timeout=10)
+        finally:
+            notifier.close(1)
+        requests = hook.wait_requests(3)
+    assert (first["attempts"], first["delivered"], second["attempts"]) == (2, True, 1)
+    bodies = [json.loads(r.body) for r in requests]
+    assert bodies[0]["id"] == bodies[1]["id"] != bodies[2]["id"]
+    assert len(bodies[0]["id"]) >= 32, bodies[0]
+    assert {b["host"] for b in bodies} == {socket.gethostname()}
+    agents = {r.headers["user-agent"] for r in requests}
+    assert agents == {f"jobvisor/{version('jobvisor')}"}
+
+
+def test_a_commands_stdin_json_has_the_host_and_an_id_too(tmp_path: Path) -> None:
+    out = tmp_path / "heard.jsonl"
+    command = (sys.executable, "-c", APPEND_STDIN, str(out))
+    notifier, rows = one_notifier(command=command)
+    try:
+        give_up(notifier)
+        give_up(notifier)
+        assert [rows.get(timeout=10)["delivered"] for _ in range(2)] == [True, True]
+    finally:
+        notifier.close(1)
+    heard = lines_of(out)
+    assert [e["host"] for e in heard] == [socket.gethostname()] * 2
+    assert len({e["id"] for e in heard}) == 2
+
+
 def test_a_429s_retry_after_is_honoured_within_the_notifiers_bounds(runtime: str) -> None:
     del runtime
     with HttpKit(

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from faultkit import CLI, ENV, Jobvisor, wait_until
-from httpkit import HttpKit, Reply, Trickle, free_port
+from httpkit import HttpKit, Reply, Reset, Trickle, free_port
 
 from actors import JobFailure, SpecError
 from actors._ready import NotReady, ReadyProbe
@@ -55,8 +55,7 @@ def test_tcp_is_not_ready_after_the_timeout_when_nothing_listens() -> None:
         probe.wait_ready(threading.Event())
     assert 0.2 <= time.monotonic() - started < 5
     assert str(info.value) == (
-        f"tcp 127.0.0.1:{port} not ready after 0.2s: "
-        "last check ConnectionRefusedError: Connection refused"
+        f"tcp 127.0.0.1:{port} not ready after 0.2s: last check connection refused"
     )
     assert isinstance(info.value, JobFailure)
 
@@ -87,9 +86,30 @@ def test_http_is_not_ready_while_it_answers_errors() -> None:
 
 
 def test_http_is_not_ready_when_nothing_listens() -> None:
-    probe = ReadyProbe(http=f"http://127.0.0.1:{free_port()}/", timeout=0.1, interval=0.02)
-    with pytest.raises(NotReady, match="last check ConnectionError"):
+    # It said `last check ConnectionError`, as for a reset, a DNS failure or a TLS one.
+    port = free_port()
+    probe = ReadyProbe(http=f"http://u:hunter2@127.0.0.1:{port}/", timeout=0.1, interval=0.02)
+    with pytest.raises(NotReady) as info:
         probe.wait_ready(threading.Event())
+    assert str(info.value) == (
+        f"http http://u:***@127.0.0.1:{port}/ not ready after 0.1s: last check connection refused"
+    )
+
+
+@pytest.mark.parametrize(
+    ("action", "said"),
+    [
+        (Reply(503), "answered 503"),
+        (Reset(hard=True), "connection reset"),
+        (Reset(), "connection closed without an answer"),
+    ],
+)
+def test_an_http_checks_failure_says_what_happened(action: Any, said: str) -> None:
+    with HttpKit(default=action) as kit:
+        probe = ReadyProbe(http=f"{kit.url}/health", timeout=0.1, interval=0.02)
+        with pytest.raises(NotReady) as info:
+            probe.wait_ready(threading.Event())
+    assert str(info.value) == f"http {kit.url}/health not ready after 0.1s: last check {said}"
 
 
 # -- command -------------------------------------------------------------------------------------
@@ -327,6 +347,49 @@ def test_a_stop_ends_a_start_whose_probe_is_reading_a_head_that_never_ends(
         node = tree.status()["children"][0]
     assert node["state"] == "stopped", node
     assert took < 1, took  # well within its grace
+
+
+def test_a_start_that_never_gets_ready_has_no_exit_code_of_its_own(
+    make_tree, events, tmp_path
+) -> None:
+    """Its process is SIGTERMed by us once the probe gives up: status said `failed (-15)` (as
+    if someone had killed the service) where its attempt, journaled, had no code. As a
+    `timeout`'s, which we also kill: no code in the status, the events or the journal."""
+    from actors import CommandWork, Schedule
+    from supervision import (
+        AttemptFinished,
+        ChildExited,
+        Intensity,
+        JobSpec,
+        RestartPolicy,
+        SupervisorSpec,
+    )
+    from supervision._table import exit_text
+
+    port = free_port()
+    never = JobSpec(
+        name="api",
+        work=CommandWork(argv=("sleep", "1000"), cwd=str(tmp_path)),
+        schedule=Schedule(service=True),
+        ready=ReadyProbe(http=f"http://127.0.0.1:{port}/", timeout=0.3, interval=0.05),
+    )
+    slow = JobSpec(
+        name="slow",
+        work=CommandWork(argv=("sleep", "1000"), cwd=str(tmp_path)),
+        schedule=Schedule(timeout=0.3),
+    )
+    policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+    tree = make_tree(SupervisorSpec(policy=policy, children=(never, slow)), on_event=events)
+    events.reached("api", "gave_up")
+    events.reached("slow", "gave_up")
+    nodes = {n["path"]: n for n in tree.status()["children"]}
+    for path, outcome in (("api", "failed"), ("slow", "timeout")):
+        [attempt] = events.of(AttemptFinished, path)  # what the journal writes
+        [exited] = events.of(ChildExited, path)
+        last = nodes[path]["last_exit"]
+        assert (attempt.code, exited.code, last["code"]) == (None, None, None), path
+        assert exit_text(last, str).startswith(f"{outcome}: "), last
+    assert "not ready after 0.3s" in nodes["api"]["last_exit"]["error"]
 
 
 # A run whose service never gets ready: it gives up at ready.timeout and its dependant fails.
