@@ -762,12 +762,11 @@ def _history(args: argparse.Namespace) -> int:
         _error(str(exc))
         return USAGE
     verdict = OK
-    if known is not None and not _in_tree(args.job, args.manifest, state):
+    said = None if known is None else _not_in_tree(args.job, args.manifest, state)
+    if said is not None:
         # A typo: no such job, as status and logs say. A path the journal has rows of (a
         # job a reload removed) has its history, and one of the tree its empty one.
-        _error(
-            printable(f"no child at path {args.job!r}: check `status` for the paths this tree has")
-        )
+        _error(printable(said))
         verdict = NO_SUCH_JOB
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
@@ -790,16 +789,21 @@ def _history(args: argparse.Namespace) -> int:
     return verdict
 
 
-def _in_tree(job: str, manifest: str, state_dir: str) -> bool:
-    """Is ``job`` a path of the running daemon's tree (else of the manifest), or a job of
-    replicas (``w``, run as ``w.0``, ``w.1``, ...)?"""
-    from supervision._logs import known_paths  # noqa: PLC0415 - only for a path with no rows
+def _not_in_tree(job: str, manifest: str, state_dir: str) -> str | None:
+    """Why ``job`` is no path of the running daemon's tree (else of the manifest), nor a job
+    of replicas (``w``, run as ``w.0``, ``w.1``, ...), as status says it; None if it is one,
+    or if no tree could be read (no daemon and no manifest to read, a busy daemon): unknown
+    is not "no such job"."""
+    from actors._errors import no_child_said  # noqa: PLC0415 - only for a path with no rows
+    from supervision._logs import tree_paths  # noqa: PLC0415
 
-    paths = known_paths(manifest, state_dir)
+    paths = tree_paths(manifest, state_dir)
     name = job.strip("/")
-    return name in paths or any(
-        p.startswith(f"{name}.") and p[len(name) + 1 :].isdigit() for p in paths
-    )
+    if paths is None or name in paths:
+        return None
+    if any(p.startswith(f"{name}.") and p[len(name) + 1 :].isdigit() for p in paths):
+        return None
+    return no_child_said(job, paths)
 
 
 def _shown(key: str, value: Any) -> str:
@@ -1322,11 +1326,12 @@ def _status(args: argparse.Namespace, result: dict[str, Any]) -> int:
     code = OK
     if args.paths:
         from actors._errors import no_child_said  # noqa: PLC0415 - a path not found only
+        from supervision._printable import printable  # noqa: PLC0415
 
         known = list(_paths_of(result.get("children") or []))
         result, missing = select_status(result, args.paths)
         for path in missing:  # what NoSuchChildError says, as start and stop have it
-            _error(no_child_said(path, known))
+            _error(printable(no_child_said(path, known)))  # the path is a person's own text
             code = NO_SUCH_JOB
     as_json = getattr(args, "json", False)
     if code != OK and not as_json and not result.get("children"):

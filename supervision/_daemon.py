@@ -307,7 +307,7 @@ class ControlServer:
     the oldest still sending its request (cut off), so a request sent whole is answered
     however many clients connect and say nothing; when every one is being answered, the
     new one is told ``busy`` at once. A thread per connection, never more than ``most`` (one
-    more while a request read whole just as its place was given away is answered).
+    more for each request read whole just as its place was given away, while it is answered).
     A daemon out of file descriptors (or memory) says so and accepts again once it can
     (``AcceptShortage``): the connections wait in the socket's queue meanwhile.
     """
@@ -1443,7 +1443,10 @@ def _ended_jobs(status: dict[str, Any]) -> dict[str, str]:
     """{path: its state} of the jobs in a status that are down for good (``_ENDED``), "never"
     for those that never started."""
     return {
-        node["path"]: "never" if node.get("starts") == 0 else node["state"]
+        # Only a stopped one: a job whose dependency failed is failed without a start of its own.
+        node["path"]: "never"
+        if node["state"] == "stopped" and node.get("starts") == 0
+        else node["state"]
         for node in flatten_status(status)
         if "children" not in node and node["state"] in _ENDED
     }

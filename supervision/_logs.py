@@ -236,13 +236,22 @@ def _pump(file: BinaryIO, pending: bytes, write: Callable[[bytes], None]) -> byt
 
 def known_paths(manifest: str, state_dir: str) -> dict[str, bool]:
     """Every path of the running daemon's tree, or else of the manifest: is it a group?"""
+    paths = tree_paths(manifest, state_dir)
+    return {} if paths is None else paths
+
+
+def tree_paths(manifest: str, state_dir: str) -> dict[str, bool] | None:
+    """``known_paths``, or None when no tree could be read: no daemon and no manifest that
+    parses, or a daemon that answered without its tree (busy, starting)."""
     paths: dict[str, bool] = {}
     try:
         reply = request(state_dir, {"op": "status"}, timeout=5.0)
     except NoDaemonError:
-        _manifest_paths(manifest, paths)
-    else:
-        _collect(reply.get("result") or {}, paths)
+        return paths if _manifest_paths(manifest, paths) else None
+    result = reply.get("result")
+    if not isinstance(result, dict):
+        return None
+    _collect(result, paths)
     return paths
 
 
@@ -252,16 +261,20 @@ def _collect(node: dict[str, Any], paths: dict[str, bool]) -> None:
         _collect(child, paths)
 
 
-def _manifest_paths(manifest: str, paths: dict[str, bool]) -> None:
-    """Every job and group path a manifest declares, read without validating it."""
+def _manifest_paths(manifest: str, paths: dict[str, bool]) -> bool:
+    """Every job and group path a manifest declares, read without validating it; whether it
+    could be read."""
     import yaml  # noqa: PLC0415 - only when there is no output file to read
 
     try:
         with open(manifest, encoding="utf-8") as file:
             data = yaml.safe_load(file)
     except (OSError, ValueError, yaml.YAMLError):  # UnicodeDecodeError is a ValueError
-        return
-    _walk(data.get("jobs") if isinstance(data, dict) else None, "", paths)
+        return False
+    if not isinstance(data, dict):
+        return False
+    _walk(data.get("jobs"), "", paths)
+    return True
 
 
 def _walk(entries: object, prefix: str, paths: dict[str, bool]) -> None:

@@ -1375,6 +1375,7 @@ class Supervisor(OwnActor):
             if rec.key in self._by_key and rec.state in (State.BACKOFF, State.COOLDOWN):
                 if rec.state is State.BACKOFF:  # a cooldown's probe start is no restart
                     self.ctx.restarted(rec)
+                rec.run_from = rec.attempts  # its group starts anew: so does its run of ticks
                 self._start_queue.append(rec)
         # The restart is under way, no longer to come: its members are the start queue's now
         # (kept, a later take-down would take them down again, and a settled one's stop would

@@ -800,6 +800,15 @@ jobs:
     out = jobvisor("history", "bad", cwd=tmp_path)
     assert (out.returncode, out.stderr) == (0, "")
     assert "bad  give_up" in out.stdout
+    # supervisorctl's spelling gets status's hint.
+    out = jobvisor("history", "later:x", cwd=tmp_path)
+    assert out.returncode == 4
+    assert "later/x" in one_line(out), out.stderr
+    # No tree to look in (no daemon, no manifest): a job not run yet is not called a typo.
+    (tmp_path / "jobs.yaml").unlink()
+    out = jobvisor("history", "later", cwd=tmp_path)
+    assert (out.returncode, out.stdout) == (0, ""), out.stderr
+    assert one_line(out) == "jobvisor: the journal has nothing of later; it has: bad, once"
 
 
 def test_resume_shows_the_skipped_jobs_as_succeeded_before(tmp_path: Path) -> None:

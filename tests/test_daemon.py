@@ -169,6 +169,33 @@ def test_a_reload_that_replaces_a_job_that_never_ran_does_not_say_again(tmp_path
         assert stop_daemon(daemon) == 0
 
 
+def test_a_reload_that_replaces_a_job_failed_by_its_dependency_says_it_had_failed(
+    tmp_path: Path,
+) -> None:
+    """A job whose dependency failed finally is failed with no start of its own: replacing it
+    was said "it never ran: it starts now", though it had failed (and waits for its
+    dependency)."""
+    jobs = """
+        version: 1
+        jobs:
+          - {{name: dep, command: "exit 3", restart: temporary}}
+          - {{name: after, command: "{}", depends_on: [dep]}}
+    """
+    daemon = start_daemon(tmp_path, textwrap.dedent(jobs.format("true")))
+    try:
+        wait_until(
+            lambda: daemon.nodes()["after"]["state"] == "failed", "after failed", proc=daemon.proc
+        )
+        assert daemon.nodes()["after"]["starts"] == 0
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(jobs.format("exit 0")))
+        out = daemon.cli("reload")
+        assert out.returncode == 0, out.stderr
+        said = "replace after (it had failed: it starts again, with its new spec)"
+        assert said in out.stdout.splitlines(), out.stdout
+    finally:
+        assert stop_daemon(daemon) == 0
+
+
 def test_a_bad_manifest_changes_nothing(daemon: Running) -> None:
     before = daemon.nodes()
     (daemon.dir / "jobs.yaml").write_text("version: 1\njobs: [{name: x}]\n")

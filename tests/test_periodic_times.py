@@ -5,10 +5,18 @@ Its attempt numbers go on (they never repeat); the count of the run's ticks star
 
 from __future__ import annotations
 
+import jobfuncs
 import pytest
 from treekit import FAST, tree_of
 
-from supervision import AttemptFinished, Outcome, Schedule, SupervisorSpec, python_job
+from supervision import (
+    AttemptFinished,
+    Outcome,
+    Schedule,
+    Strategy,
+    SupervisorSpec,
+    python_job,
+)
 
 # A service beside it: the tree runs on once the periodic job is done.
 KEEP = python_job("keep", "jobfuncs:block", "keep", schedule=Schedule(service=True))
@@ -55,3 +63,20 @@ def test_a_group_started_anew_runs_its_periodic_jobs_ticks_all_again(make_tree, 
     events.reached("g/tick", "succeeded", times=2)
     done = [(e.attempt, e.outcome) for e in events.of(AttemptFinished, "g/tick")]
     assert done == [(n, Outcome.SUCCEEDED) for n in range(1, 5)], "2 ticks, then 2 more"
+
+
+def test_a_one_for_all_restart_runs_a_finished_periodic_jobs_ticks_all_again(
+    make_tree, events
+) -> None:
+    """A sibling's exit restarts the whole one_for_all group, the job that had run its ticks
+    too: it ran one more tick, where a parent's restart of the group gave it ``times``."""
+    job = python_job("tick", "jobfuncs:ok", "tick", schedule=Schedule(every=0.01, times=2))
+    svc = python_job("svc", "jobfuncs:block", "ofa-svc", schedule=Schedule(service=True))
+    spec = SupervisorSpec(policy=FAST, strategy=Strategy.ONE_FOR_ALL, children=(job, svc))
+    tree = make_tree(spec, on_event=events)
+    events.reached("tick", "succeeded")
+    jobfuncs.EVENTS["ofa-svc.release"].set()  # svc ends: one_for_all takes tick down too
+    events.reached("tick", "succeeded", times=2)
+    done = [(e.attempt, e.outcome) for e in events.of(AttemptFinished, "tick")]
+    assert done == [(n, Outcome.SUCCEEDED) for n in range(1, 5)], "2 ticks, then 2 more"
+    assert tree.status()["children"][0]["state"] == "succeeded"
