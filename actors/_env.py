@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from actors._checks import a_kind, key_field, need, need_key
 
-__all__ = ["JobEnv", "SharedEnv", "check_env"]
+__all__ = ["JobEnv", "SharedEnv", "as_dict", "check_env"]
 
 _ENV_NAME: Final = re.compile(r"[^=\0]+")  # what execve takes as an environment name
 
@@ -63,9 +63,11 @@ class SharedEnv(Mapping[str, str]):
     def __eq__(self, other: object) -> bool:
         if other is self:
             return True
+        if isinstance(other, SharedEnv):  # a reload's new one: compared as dicts, in C
+            return self._entries == other._entries
         if not isinstance(other, Mapping):
             return NotImplemented
-        return len(other) == len(self) and self._entries == dict(other.items())
+        return len(other) == len(self) and self._entries == as_dict(other)
 
     __hash__ = None  # type: ignore[assignment] # as a dict's
 
@@ -108,13 +110,27 @@ class JobEnv(Mapping[str, str]):
             return NotImplemented
         if len(other) != len(self):  # the journal asks whether it is {}, the default, per job
             return False
-        if isinstance(other, JobEnv) and other.shared is self.shared and other.own == self.own:
-            return True
-        return self.whole() == dict(other.items())
+        # A reload's jobs share a new SharedEnv of the same entries: equal in C, not by a copy
+        # of each side per job (a reload's diff of 1,000 jobs x 10,000 entries was 6x).
+        if isinstance(other, JobEnv) and other.own == self.own:
+            return (
+                other.shared is self.shared
+                or other.shared == self.shared
+                or (
+                    self.whole() == other.whole()  # the same entries split another way
+                )
+            )
+        return self.whole() == as_dict(other)
 
     def whole(self) -> dict[str, str]:
-        """Its entries as a new dict (a copy of the shared ones too)."""
+        """Its entries as a new dict (a copy of the shared ones too), made in C."""
         return {**self.shared._entries, **self.own}
+
+    def update_into(self, target: dict[str, str]) -> None:
+        """``target.update(self)``, in C: an update from a Mapping walks it in Python, key by
+        key (a command's start with an env file of 1,000 entries: 128 -> 683 us)."""
+        target.update(self.shared._entries)
+        target.update(self.own)
 
     __hash__ = None  # type: ignore[assignment] # as a dict's
 
@@ -123,3 +139,12 @@ class JobEnv(Mapping[str, str]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (JobEnv, (self.shared, self.own))
+
+
+def as_dict(env: Mapping[str, str]) -> dict[str, str]:
+    """``env``'s entries as a dict: itself if it is one, else a copy made in C where it can."""
+    if type(env) is dict:
+        return env
+    if isinstance(env, JobEnv):
+        return env.whole()
+    return dict(env.items())

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from actors import _python_call
 from actors._command import CommandFailed, CommandWork
+from actors._env import as_dict
 from actors._errors import JobFailure
 from actors._spawn import close_all
 
@@ -111,7 +112,8 @@ def _command(work: PythonWork, box: _Box) -> CommandWork:
         argv=(sys.executable, "-u", _SCRIPT, box.call_path, box.result_path),
         grace=work.grace,
         cwd=work.cwd,
-        env=dict(work.env),
+        # A copy (a plain dict's own; a JobEnv's made in C, not walked key by key).
+        env=dict(work.env) if type(work.env) is dict else as_dict(work.env),
     )
 
 

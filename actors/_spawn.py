@@ -25,6 +25,7 @@ import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from actors._env import JobEnv
 from actors._runtime import active_runtime
 
 if TYPE_CHECKING:
@@ -136,7 +137,10 @@ def child_env(
         env = dict(os.environ)
     else:
         env = dict(base)
-    env.update(own)
+    if isinstance(own, JobEnv):
+        own.update_into(env)
+    else:
+        env.update(own)
     return env
 
 
