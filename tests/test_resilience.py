@@ -656,20 +656,25 @@ def test_jobs_waiting_on_a_breaker_say_when_they_call_next_and_take_turns_at_the
     )
     tree = make_tree(spec, on_event=events, breakers=breakers, monotonic=clock, wall=wall)
 
-    def waiting_until(half_open: float, *, or_to_start: str = "") -> bool:
-        """Each job waits to ask at ``half_open``; but ``or_to_start``, a periodic job
-        (re)started, may be running, its first tick still to come (it starts in its own
-        thread, maybe after the clock moved)."""
+    def waiting_until(half_open: float) -> bool:
+        """Each job asked and waits to ask again at ``half_open``: a job's next_start_at moves
+        only when it asks, where a running periodic job's is a tick it may not have asked at."""
         nodes = tree.status()["children"]
         return all(
-            (n["state"], n["next_start_at"]) == ("waiting", epoch + half_open)
-            or (n["name"] in or_to_start and n["state"] == "running")
-            for n in nodes
+            (n["state"], n["next_start_at"]) == ("waiting", epoch + half_open) for n in nodes
         )
 
+    def ticking(*names: str) -> None:
+        """The periodic jobs' (new) incarnations armed their first tick, a second from now:
+        its actor answers once its on_start ran, which read the clock (in its own thread,
+        maybe only after the clock moved on, a tick later than the others waited for)."""
+        for name in names:
+            tree.ref(name).ask("armed?", timeout=10)
+
     events.reached("c", "waiting")  # c's first call opened the breaker, from 100 to 110
+    ticking("a", "b")
     clock.advance(1)  # the first ticks of a and b find it open
-    wait_until(lambda: waiting_until(110, or_to_start="ab"), "a, b and c wait for 110")
+    wait_until(lambda: waiting_until(110), "a, b and c wait for 110")
     for half_open in (110.0, 120.0, 130.0, 140.0):
         trials = len(events.of(AttemptFinished))
         starts = {n["name"]: n["starts"] for n in tree.status()["children"]}
@@ -685,11 +690,11 @@ def test_jobs_waiting_on_a_breaker_say_when_they_call_next_and_take_turns_at_the
             return restarted and all((n["next_start_at"] or 0) > epoch + h for n in nodes)
 
         wait_until(asked, f"every job asked at {half_open}")
+        if by != "c":
+            ticking(by)  # its first tick asks, and finds the breaker open
         clock.advance(1)  # those told to ask after the turn learn it reopened
-        periodic = "" if by == "c" else by
         wait_until(
-            lambda h=half_open, p=periodic: waiting_until(h + 10, or_to_start=p),
-            f"a, b and c wait for {half_open + 10}",
+            lambda h=half_open: waiting_until(h + 10), f"a, b and c wait for {half_open + 10}"
         )
     trials_by = [e.path for e in events.of(AttemptFinished)][1:]
     assert trials_by[0] == "c", "c has waited longest: since its call opened the breaker"
