@@ -102,6 +102,7 @@ class Received:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    names: tuple[str, ...] = ()  # every header's name as sent, in order, repeats too
 
 
 class _Server(ThreadingHTTPServer):
@@ -145,6 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
                 query=parse_qs(parts.query),
                 headers={k.lower(): v for k, v in self.headers.items()},
                 body=body,
+                names=tuple(self.headers.keys()),
             )
         )
         if isinstance(action, Reset):

@@ -758,6 +758,23 @@ def test_a_retried_post_carries_the_same_id_the_host_and_our_user_agent(runtime:
     assert agents == {f"jobvisor/{version('jobvisor')}"}
 
 
+def test_the_notifications_own_headers_replace_ours_whatever_their_case(runtime: str) -> None:
+    """``headers: {user-agent: ...}`` sent both ours and theirs: names were matched by case."""
+    del runtime
+    with HttpKit(default=Reply(204)) as hook:
+        target = _target(f"{hook.url}/h", **{"user-agent": "mine/1", "content-type": "a/b"})
+        notifier, rows = one_notifier(http=target)
+        try:
+            give_up(notifier)
+            assert rows.get(timeout=10)["delivered"] is True
+        finally:
+            notifier.close(1)
+        [request] = hook.wait_requests(1)
+    names = [name.lower() for name in request.names]
+    assert (names.count("user-agent"), names.count("content-type")) == (1, 1), request.names
+    assert (request.headers["user-agent"], request.headers["content-type"]) == ("mine/1", "a/b")
+
+
 def test_a_commands_stdin_json_has_the_host_and_an_id_too(tmp_path: Path) -> None:
     out = tmp_path / "heard.jsonl"
     command = (sys.executable, "-c", APPEND_STDIN, str(out))
