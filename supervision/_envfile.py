@@ -21,8 +21,11 @@ no other user: its values become a command's environment, and whoever can write
 it can set ``LD_PRELOAD`` for that command (sudo refuses a sudoers file, and ssh
 an ``authorized_keys``, on the same grounds). A group-writable file is taken when
 nobody but root, the owner and system accounts is in the group, as for the state
-dir's parents (``_files``).
+dir's parents (``_files``). Nor is it read through another user's symbolic link
+anywhere on its path (``planted_link``): that user chose where it leads.
 """
+
+# ruff: noqa: PTH109, PTH115, PTH118, PTH120 - os.path: the walk goes by strings, as _files'
 
 from __future__ import annotations
 
@@ -54,10 +57,12 @@ __all__ = [
     "OverShared",
     "loose",
     "parse_env_file",
+    "planted_link",
     "read_env_file",
 ]
 
 MAX_ENV_FILE: Final = 1 << 20  # bytes: as a secret file's bound, so no device fills memory
+_MAX_LINKS: Final = 40  # links followed in one path, as Linux's ELOOP bound
 
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _EXPORT: Final = re.compile(r"export[ \t]+")
@@ -134,7 +139,7 @@ def read_env_file(path: Path) -> tuple[list[Assignment], os.stat_result]:
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise EnvFileError(f"expected a readable env file {shown}, got: {reason}") from None
-    why = loose(st, "set what jobvisor's commands run with (LD_PRELOAD...)")
+    why = loose(st, "set what jobvisor's commands run with (LD_PRELOAD...)") or planted_link(path)
     if why is not None:
         raise EnvFileError(f"refusing the env file {path}: {why}")
     try:
@@ -168,6 +173,52 @@ def loose(st: os.stat_result, stake: str) -> str | None:
                 f"it is writable by its group (mode {mode:04o}), which has "
                 f"{', '.join(outsiders[:3])} in it, who could {stake}; chmod g-w it"
             )
+    return None
+
+
+def planted_link(path: Path | str) -> str | None:
+    """Why the file at ``path`` is not to be read for its text: a symbolic link on the way to
+    it, the last component or any before it, is another user's, who chose where it leads (a
+    root file whose text they know, as the HTTP token); None if none.
+
+    The path is walked as the kernel walks it, a component at a time, a link's target taking
+    its place; a path that cannot be walked is left to the open, which says why.
+    """
+    start = os.path.join(os.getcwd(), path)  # not normalised: '..' after a link is physical
+    todo = start.split("/")[::-1]  # the components still to walk, the next one last
+    here, links = "/", 0
+    while todo:
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            here = os.path.dirname(here)
+            continue
+        step = os.path.join(here, part)
+        try:
+            st = os.lstat(step)
+            if not stat.S_ISLNK(st.st_mode):
+                here = step
+                continue
+            if st.st_uid not in (0, os.geteuid()):
+                if step == os.path.normpath(start) and not todo:
+                    return (
+                        f"it is a symbolic link owned by uid {st.st_uid}, who chose the file it "
+                        "points to; name the file itself"
+                    )
+                return (
+                    f"the symbolic link {step!r} on its path is owned by uid {st.st_uid}, who "
+                    "chose where it points; name the file itself"
+                )
+            links += 1
+            if links > _MAX_LINKS:
+                return None
+            target = os.readlink(step)
+        except OSError:
+            return None
+        if target.startswith("/"):
+            here = "/"
+        todo.extend(target.split("/")[::-1])
     return None
 
 

@@ -23,14 +23,13 @@ and ``bounded`` tells the caller not to read any further.
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from supervision._envfile import loose
+from supervision._envfile import loose, planted_link
 from supervision._files import FileTooLargeError, NotRegularFileError, read_regular
 from supervision._interpolation import (
     INTERPOLATION,
@@ -414,7 +413,7 @@ class Resolver:
         else:
             # Whoever else could write the file could have chosen the secret: an HTTP token
             # planted in /tmp is one its planter knows.
-            why = loose(st, "have chosen the secret and can change it") or _planted_link(where)
+            why = loose(st, "have chosen the secret and can change it") or planted_link(where)
             if why is not None:
                 self.add(path, line, f"refusing the secret file {str(where)!r}: {why}")
                 return None
@@ -436,18 +435,3 @@ class Resolver:
             )
         if not value.strip():
             self.warn(path, line, f"the secret file {str(where)!r} is empty")
-
-
-def _planted_link(where: Path | str) -> str | None:
-    """Why a symbolic link at ``where`` is not to be followed to a secret: another user made
-    it, and chose what it points to (a root file whose text they know, as the HTTP token)."""
-    try:
-        link = os.lstat(where)
-    except OSError:
-        return None
-    if not stat.S_ISLNK(link.st_mode) or link.st_uid in (0, os.geteuid()):
-        return None
-    return (
-        f"it is a symbolic link owned by uid {link.st_uid}, who chose the file it points to; "
-        "name the file itself"
-    )

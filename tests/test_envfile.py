@@ -249,6 +249,24 @@ def test_an_env_file_others_can_write_or_that_is_no_regular_file_is_refused(
     assert "expected an env file up to 1MiB" in error
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="plays a second user with chown")
+def test_an_env_file_through_another_users_symbolic_link_is_refused(tmp_path: Path) -> None:
+    """An env file had no link check: ``env_file: planted.env``, another user's link to a root
+    file, was read, its values a command's environment (review 40); secret files had one."""
+    known = env_file(tmp_path / "root.env", "LD_PRELOAD=/tmp/evil.so\n")
+    planted = tmp_path / "planted.env"
+    planted.symlink_to(known)
+    os.lchown(planted, 65534, 65534)
+    text = JOB.replace("env_file: app.env", "env_file: planted.env")
+    [error] = errors_of(tmp_path, text)
+    assert error == (
+        f"{tmp_path / 'jobs.yaml'}:6: jobs[0].env_file: refusing the env file {planted}: it is a symbolic link "
+        "owned by uid 65534, who chose the file it points to; name the file itself"
+    )
+    os.lchown(planted, os.geteuid(), os.getegid())  # our own link is followed
+    assert env_of(tmp_path, text) == {"LD_PRELOAD": "/tmp/evil.so"}
+
+
 def test_env_file_only_on_jobs_with_an_environment_of_their_own(tmp_path: Path) -> None:
     env_file(tmp_path / "app.env", "A=1\n")
     text = """

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from conftest import RUNTIME
 from faultkit import Running, start_daemon, stop_daemon, wait_until
-from httpkit import free_port
+from httpkit import HttpKit, Reply, Reset, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -680,6 +680,46 @@ def test_reads_that_need_the_token_go_live_once_it_is_typed(
         until(browser, lambda d: (number(d, "crasher", "restarts") or 0) >= 1, "a restart")
         assert browser.current_url == url + "/"
         assert TOKEN not in browser.page_source
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_a_page_loaded_while_the_daemon_restarts_reaches_token_needed_and_goes_live(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    """The first /api/config failed (the daemon restarting): the page then streamed without
+    the token for ever, refused (401), and typing the token did nothing (review 40)."""
+    from supervision._httpapi import PAGE
+
+    page = Reply(200, {"Content-Type": "text/html; charset=utf-8"}, PAGE.read_bytes())
+    with HttpKit(page, default=Reset()) as kit:  # the page, then nothing answers
+        port = kit.port
+        browser.get(f"{kit.url}/")
+        until(
+            browser,
+            lambda d: "cannot reach the daemon" in d.find_element(By.ID, "down").text.lower(),
+            "that the daemon cannot be reached",
+        )
+        assert any(r.path == "/api/config" for r in kit.requests)
+    running = start_daemon(
+        tmp_path,
+        MANIFEST.replace("http:\n", "http:\n  reads: token\n", 1),
+        "--http",
+        f"127.0.0.1:{port}",
+        env_extra={"PAGE_TOKEN": TOKEN},
+    )
+    try:
+        until(
+            browser,
+            lambda d: "Reading needs the token" in d.find_element(By.ID, "down").text,
+            "that reading needs the token",
+        )
+        use_token(browser, TOKEN)
+        until(browser, lambda d: all(state_of(d, p) for p in PATHS), "every job")
+        until(browser, lambda d: conn(d) == "live", "the stream live")
+        assert not browser.find_element(By.ID, "down").is_displayed()
+        (tmp_path / "go").touch()  # events come on the token stream
+        until(browser, lambda d: (number(d, "crasher", "restarts") or 0) >= 1, "a restart")
     finally:
         assert stop_daemon(running) == 0
 

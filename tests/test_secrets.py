@@ -490,6 +490,68 @@ def test_a_secret_file_through_another_users_symlink_is_refused(tmp_path: Path) 
     assert jobvisor("validate", cwd=tmp_path, env={}).returncode == 0
 
 
+@needs_root
+def test_a_secret_file_through_another_users_link_anywhere_on_its_path_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Only the last component was looked at, with one lstat (review 40): my own link to
+    another user's link to a root file, or a file under another user's link to a directory,
+    was taken, its text the HTTP token."""
+    known = tmp_path / "known"
+    known.write_text("text-everyone-knows-7a1\n")
+    known.chmod(0o600)
+    direct = tmp_path / "direct"
+    direct.symlink_to(known)
+    os.chown(direct, NOBODY, NOBODY, follow_symlinks=False)
+    (tmp_path / "mine").symlink_to("direct")  # root's: a link we trust, to one we do not
+    realdir = tmp_path / "realdir"
+    realdir.mkdir()
+    (realdir / "tok").write_text("text-everyone-knows-7a1\n")
+    (realdir / "tok").chmod(0o600)
+    viadir = tmp_path / "viadir"
+    viadir.symlink_to(realdir)
+    os.chown(viadir, NOBODY, NOBODY, follow_symlinks=False)
+    manifest = """
+        version: 1
+        http: {token: {secret: {file: NAME}}}
+        jobs:
+          - name: a
+            command: [sh, -c, "true"]
+        """
+    for name, link in (("mine", direct), ("viadir/tok", viadir), ("./viadir/../mine", viadir)):
+        write(tmp_path, manifest.replace("NAME", name))
+        out = jobvisor("validate", cwd=tmp_path, env={})
+        assert out.returncode == 2, (name, out.stderr)
+        assert (
+            f"refusing the secret file '{tmp_path / name}': the symbolic link '{link}' on its "
+            "path is owned by uid 65534, who chose where it points; name the file itself"
+        ) in out.stderr, name
+        assert "everyone-knows" not in out.stderr
+    os.chown(direct, 0, 0, follow_symlinks=False)  # root's links, and our own, are followed
+    os.chown(viadir, os.geteuid(), os.getegid(), follow_symlinks=False)
+    for name in ("mine", "viadir/tok", "./viadir/../mine"):
+        write(tmp_path, manifest.replace("NAME", name))
+        out = jobvisor("validate", cwd=tmp_path, env={})
+        assert out.returncode == 0, (name, out.stderr)
+
+
+def test_a_path_through_root_s_and_our_own_links_is_followed(tmp_path: Path) -> None:
+    """The walk refuses only links of other users: /tmp, a link we own to our own file, a
+    relative link climbing out with '..', and a link to a link to a directory are fine."""
+    from supervision._envfile import planted_link
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("x")
+    (tmp_path / "d" / "up").symlink_to("../d")
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to(tmp_path / "d")
+    for path in ("d/f", "a/f", "a/up/up/f", "d/up/../d/f", "missing/f", "d/f/not-a-dir"):
+        assert planted_link(tmp_path / path) is None, path
+    (tmp_path / "loop").symlink_to("loop")
+    assert planted_link(tmp_path / "loop" / "f") is None  # the open says ELOOP
+    assert planted_link("/tmp") is None
+
+
 def test_a_secret_too_short_to_mask_is_warned_of_once_naming_its_place(tmp_path: Path) -> None:
     """``TK=ab PW=xyz jobvisor run`` logged ``pw=xyz tk=ab`` and said nothing (review): the
     masker skips what is shorter than 4 characters, as for an env file's value, which warns."""
