@@ -204,7 +204,11 @@ def _check_tcp(address: str, budget: float, cancelled: threading.Event) -> _Seen
         return aborted
     if isinstance(failed, TimeoutError):
         return _Seen(f"timed out after {budget:.3g}s", timed_out=True)
-    return None if failed is None else _Seen(_what_failed(failed))
+    if failed is None:
+        return None
+    said = _what_failed(failed)
+    # A tcp address holds no secret: an error named by no more than its class keeps its text.
+    return _Seen(_describe(failed) if said == type(failed).__name__ else said)
 
 
 def _connect(host: str, port: int, budget: float, inflight: _InFlight) -> socket.socket:

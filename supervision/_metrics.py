@@ -72,6 +72,9 @@ class TreeMetrics:
         self._build: tuple[str, str, str] | None = None  # made at the first scrape
         # Every path the tree has, with its spec; only the reload's thread changes it (``follow``).
         self._specs: dict[str, ChildSpec] = {"": root}
+        # The children a reload changed while their group was down: {path: (the group, the
+        # spec its series was counted under)}, until that group starts (``_settle``).
+        self._pending: dict[str, tuple[str, ChildSpec]] = {}
         self.registry = reg = CollectorRegistry()
         self.duration = Histogram(
             "jobvisor_attempt_duration_seconds",
@@ -136,10 +139,12 @@ class TreeMetrics:
         """Account for one state change (a tree calls it inline: see ``sink``)."""
         del old  # a restart is told by on_restart, where the status counts it
         series = self._series(path)
+        if new is State.STARTING:
+            if self._pending:  # only after a reload changed a down group's children
+                self._settle(path)
+            series.starts += 1
         series.current = new
         series.since = self._wall()
-        if new is State.STARTING:
-            series.starts += 1
 
     def on_restart(self, path: str) -> None:
         """Account for one restart the status counts (a tree calls it inline: see ``sink``)."""
@@ -249,33 +254,84 @@ class TreeMetrics:
         A reload calls it for each step, in the reload's thread: after a removal (so no
         event of the old child comes later) and before an addition (so the new child's
         first event finds its kind). The series go as the status's counters do: a path
-        that is gone, or a job or actor whose spec changed (a replaced one: autostart
-        aside), or whose kind changed, loses its series, as prometheus_client's ``remove``
-        drops a labelled child, and starts again from zero (a counter's reset, which
-        ``rate`` and ``increase`` take in their stride). A group stays the group it was
-        whatever its spec, and an unchanged child keeps its series. Each new path gets its
-        series at once.
+        that is gone, or a job or actor a reload replaced (its spec changed: autostart
+        aside), loses its series, as prometheus_client's ``remove`` drops a labelled child,
+        and starts again from zero (a counter's reset, which ``rate`` and ``increase`` take
+        in their stride). Each new path gets its series at once.
+
+        A group's update (``spec`` a group, as the path was) changes no series of a running
+        group's: the reload replaced, added and removed its children one by one before. A
+        down group's children, removed ones too, keep theirs until it starts again: only
+        then does its status set each against the spec it was counted under (``_settle``).
         """
         now: dict[str, ChildSpec] = {}
         if spec is not None:
             now[path] = spec
             if isinstance(spec, SupervisorSpec):
                 now.update(walk(spec, path))
+        was = self._specs.get(path)
         under: list[str] = []
-        if isinstance(self._specs.get(path), SupervisorSpec):  # its children go, or stay, with it
-            under = [p for p in self._specs if p and (not path or p.startswith(f"{path}/"))]
-        for each in (path, *under):
-            was, new = self._specs.get(each), now.get(each)
-            if was is not None and new is not None and _same(was, new):
-                continue
-            self._specs.pop(each, None)
-            series = self._by_path.pop(each, None)
-            if series is not None:
-                for outcome in series.durations:
-                    self.duration.remove(*series.labels, outcome)
+        if isinstance(was, SupervisorSpec):  # its children go, or stay, with it
+            # Its children a reload removed while it was down too: theirs stay till it starts.
+            known = self._specs.keys() | self._pending.keys()
+            under = [p for p in known if p and (not path or p.startswith(f"{path}/"))]
+        if isinstance(was, SupervisorSpec) and isinstance(spec, SupervisorSpec):
+            gone = self._updated(path, under, now)
+        elif was is not None and (spec is None or not _same(was, spec)):
+            gone = [path, *under]
+        else:
+            gone = under
+        for each in gone:
+            self._drop(each)
         for each, child in now.items():
             self._specs[each] = child
             if each:  # the root's own series, as before, only once it has an event
+                self._series(each)
+
+    def _updated(self, path: str, under: list[str], now: Mapping[str, ChildSpec]) -> list[str]:
+        """The paths ``under`` the group at ``path`` its update removes now."""
+        group = self._by_path.get(path)
+        if group is None or group.current not in _DOWN:
+            # A down group's below it: at that group's start.
+            return [each for each in under if each not in now and each not in self._pending]
+        self._defer(path, under)
+        for each in under:
+            if each not in now:  # removed at its start (``_settle``), as in its status
+                self._specs.pop(each, None)
+        return []
+
+    def _defer(self, group: str, children: list[str]) -> None:
+        """``children`` of ``group``, which is down, are compared when it starts, as its
+        status does (``Carried.onto``): the first spec each was counted under stays (a
+        later reload may undo a change), and one removed since goes then."""
+        pending, specs = self._pending, self._specs
+        for each in children:
+            counted = specs.get(each)
+            if each not in pending and counted is not None:
+                pending[each] = (group, counted)
+
+    def _drop(self, path: str) -> None:
+        self._specs.pop(path, None)
+        self._pending.pop(path, None)
+        series = self._by_path.pop(path, None)
+        if series is not None:
+            for outcome in series.durations:
+                self.duration.remove(*series.labels, outcome)
+
+    def _settle(self, group: str) -> None:
+        """``group`` starts: each child a reload changed while it was down counts on, or
+        starts from zero, as its status's record does (``Carried.onto``)."""
+        pending = self._pending
+        for each, (down, counted) in list(pending.items()):
+            if down != group:
+                continue
+            pending.pop(each, None)
+            spec = self._specs.get(each)
+            if spec is None:  # removed while its group was down
+                self._drop(each)
+            elif not _same(counted, spec):
+                self._drop(each)
+                self._specs[each] = spec
                 self._series(each)
 
     def _series(self, path: str) -> _Series:
@@ -322,4 +378,17 @@ def _same(was: ChildSpec, new: ChildSpec) -> bool:
     return same_child(was, new)
 
 
+# A group in one of these states runs no supervisor: a reload only gives it its next spec.
+_DOWN: Final = frozenset(
+    {
+        State.PENDING,
+        State.STOPPING,
+        State.STOPPED,
+        State.BACKOFF,
+        State.COOLDOWN,
+        State.FAILED,
+        State.GAVE_UP,
+        State.SUCCEEDED,
+    }
+)
 _FAILED: Final = ("failed", "timeout", "killed")  # the outcomes ``on_failure`` is told of

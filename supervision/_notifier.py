@@ -274,6 +274,7 @@ class Notifier:
         # Deliveries by (notification, result), each notification's from 0 (``deliveries``).
         self._counts_lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = {}
+        self._names: set[str] = set()  # the notifications counted: those the manifest has now
         self.update(top, root)
 
     @staticmethod
@@ -296,6 +297,11 @@ class Notifier:
         distinct.update((_key(s), s) for specs in own.values() for s in specs)
         shown = {self._shown(each) for each in distinct.values()}
         with self._counts_lock:
+            # A removed notification's counts go, as a removed job's series do; its retired
+            # lane's last deliveries are not counted (``_count``).
+            self._names = shown
+            for counted in [c for c in self._counts if c[0] not in shown]:
+                del self._counts[counted]
             for name in shown:
                 for result in RESULTS:
                     self._counts.setdefault((name, result), 0)
@@ -434,7 +440,8 @@ class Notifier:
     def _count(self, spec: NotifySpec, result: str) -> None:
         key = (self._shown(spec), result)
         with self._counts_lock:  # the lanes' workers, the event thread and close count
-            self._counts[key] = self._counts.get(key, 0) + 1
+            if key[0] in self._names:
+                self._counts[key] = self._counts.get(key, 0) + 1
 
     def _shown(self, spec: NotifySpec) -> str:
         if spec.name:

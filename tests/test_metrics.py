@@ -275,3 +275,145 @@ def test_each_jobs_state_since_is_its_status_since_and_the_build_is_told(tmp_pat
         assert sorted(dict(k[1])["path"] for k in per_path) == ["calm", "flappy"]
     finally:
         assert stop_daemon(running) == 0
+
+
+DOWN_GROUP = """
+version: 1
+http: {heartbeat: 5s}
+jobs:
+  - group: g
+    jobs:
+      - name: x
+        service: true
+        command: [sleep, 'SECS']
+"""
+
+
+def test_a_job_changed_while_its_group_is_down_resets_when_its_status_does(
+    tmp_path: Path,
+) -> None:
+    """A reload changing a job of a stopped group resets its status only when the group
+    next starts, compared with the spec it was counted under: /metrics went to 0 at the
+    reload (status 2), and stayed 1 behind for good once a second reload put the command
+    back (status 3)."""
+    running = start_daemon(tmp_path, DOWN_GROUP.replace("SECS", "100"), "--http", "127.0.0.1:0", "--runtime", RUNTIME)  # fmt: skip
+    try:
+        served = Served(running.state)
+
+        def agree(starts: int) -> None:
+            node = _nodes(running)["g/x"]
+            assert node["starts"] == starts
+            assert _counts(served, "g/x") == (node["starts"], node["restarts"], node["failures"])
+
+        def reload(secs: str) -> None:
+            (tmp_path / "jobs.yaml").write_text(textwrap.dedent(DOWN_GROUP.replace("SECS", secs)))
+            out = running.cli("reload")
+            assert out.returncode == 0, out.stderr
+
+        def start_g() -> None:
+            out = running.cli("start", "g")
+            assert out.returncode == 0, out.stderr
+            wait_until(lambda: _nodes(running)["g/x"]["state"] == "running", "x running", timeout=30)  # fmt: skip
+
+        wait_until(lambda: _nodes(running).get("g/x", {}).get("state") == "running", "x running", timeout=30)  # fmt: skip
+        out = running.cli("restart", "g/x")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: (n := _nodes(running)["g/x"])["state"] == "running" and n["starts"] == 2, "x restarted", timeout=30)  # fmt: skip
+        agree(2)
+        assert running.cli("stop", "g").returncode == 0
+        reload("200")
+        agree(2)  # down: counted under its old spec until g starts
+        reload("100")
+        start_g()
+        agree(3)  # the spec it was counted under after all: it counts on
+        assert running.cli("stop", "g").returncode == 0
+        reload("300")
+        agree(3)
+        start_g()
+        agree(1)  # a new job at g's start, as its status says
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_a_notification_a_reload_removes_loses_its_delivery_series(tmp_path: Path) -> None:
+    """As a removed job's series go: a removed notification's counts are not kept for good."""
+    manifest = """
+    version: 1
+    http: {heartbeat: 5s}
+    notify:
+      - {name: pager, on: [gave_up], command: [sh, -c, "cat >/dev/null"]}
+    NOTIFY
+    jobs:
+      - name: calm
+        service: true
+        command: [sleep, '100']
+    """
+    other = "  - {name: mailer, on: [gave_up], command: [sh, -c, 'cat >/dev/null']}"
+    running = start_daemon(tmp_path, manifest.replace("NOTIFY", other), "--http", "127.0.0.1:0", "--runtime", RUNTIME)  # fmt: skip
+    try:
+        served = Served(running.state)
+        assert {name for name, _ in _deliveries(served)} == {"pager", "mailer"}
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(manifest.replace("NOTIFY", "")))
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert {name for name, _ in _deliveries(served)} == {"pager"}
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_a_job_removed_while_its_group_is_down_goes_when_its_status_does(
+    tmp_path: Path,
+) -> None:
+    """A down group's removed job stays in its status till the group starts, and counts on
+    if a reload puts it back meanwhile: its series did neither (gone at the reload, 1 at
+    the start against the status's 3)."""
+    manifest = """
+    version: 1
+    http: {heartbeat: 5s}
+    jobs:
+      - group: g
+        jobs:
+          - name: y
+            service: true
+            command: [sleep, '100']
+    X
+    """
+    x = "      - {name: x, service: true, command: [sleep, '100']}"
+    running = start_daemon(tmp_path, manifest.replace("X", x), "--http", "127.0.0.1:0", "--runtime", RUNTIME)  # fmt: skip
+    try:
+        served = Served(running.state)
+
+        def agree(starts: int) -> None:
+            node = _nodes(running)["g/x"]
+            assert node["starts"] == starts
+            assert _counts(served, "g/x") == (node["starts"], node["restarts"], node["failures"])
+
+        def reload(with_x: bool) -> None:
+            text = manifest.replace("X", x if with_x else "")
+            (tmp_path / "jobs.yaml").write_text(textwrap.dedent(text))
+            out = running.cli("reload")
+            assert out.returncode == 0, out.stderr
+
+        def start_g() -> None:
+            out = running.cli("start", "g")
+            assert out.returncode == 0, out.stderr
+            wait_until(lambda: _nodes(running)["g/y"]["state"] == "running", "g running", timeout=30)  # fmt: skip
+
+        wait_until(lambda: _nodes(running).get("g/x", {}).get("state") == "running", "x running", timeout=30)  # fmt: skip
+        assert running.cli("restart", "g/x").returncode == 0
+        wait_until(lambda: (n := _nodes(running)["g/x"])["state"] == "running" and n["starts"] == 2, "x restarted", timeout=30)  # fmt: skip
+        assert running.cli("stop", "g").returncode == 0
+        reload(with_x=False)
+        agree(2)
+        reload(with_x=True)
+        start_g()
+        wait_until(lambda: _nodes(running)["g/x"]["state"] == "running", "x running", timeout=30)  # fmt: skip
+        agree(3)
+        assert running.cli("stop", "g").returncode == 0
+        reload(with_x=False)
+        agree(3)
+        start_g()
+        assert "g/x" not in _nodes(running)
+        assert _series(served, "g/x") == {}
+    finally:
+        assert stop_daemon(running) == 0
