@@ -719,6 +719,18 @@ def _safe_cause(exc: requests.RequestException) -> BaseException | None:
     return None
 
 
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes, outermost first: urllib3 keeps them in ``reason`` and ``args``
+    as well as in ``__cause__`` and ``__context__``; each is taken once (a cycle ends it)."""
+    seen: list[BaseException] = []
+    err: BaseException | None = exc
+    while err is not None and err not in seen:
+        seen.append(err)
+        links = (err.__cause__, err.__context__, getattr(err, "reason", None), *err.args)
+        err = next((e for e in links if isinstance(e, BaseException)), None)
+    return seen
+
+
 def _root(exc: BaseException) -> str:
     """``Type: message`` of the innermost standard-library cause, e.g. a refused connection.
 
@@ -726,13 +738,7 @@ def _root(exc: BaseException) -> str:
     the standard library's socket, ssl and http.client errors never hold what
     was sent, so their text is safe to show.
     """
-    seen: list[BaseException] = []
-    err: BaseException | None = exc
-    while err is not None and err not in seen:
-        seen.append(err)
-        links = (err.__cause__, err.__context__, getattr(err, "reason", None), *err.args)
-        err = next((e for e in links if isinstance(e, BaseException)), None)
-    for candidate in reversed(seen):
+    for candidate in reversed(error_chain(exc)):
         if type(candidate).__module__ in _STDLIB_ERROR_MODULES:
             text = str(candidate)
             name = type(candidate).__name__

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from actors._checks import SOCKET_MAX_DURATION, need, need_duration
 from actors._errors import JobFailure, SpecError
-from actors._http import bounded, check_url, redact_url
+from actors._http import bounded, check_url, error_chain, redact_url
 from actors._runtime import active_runtime
 from actors._spawn import REAPED_UNREAD, _confined, child_env, reaped_unread
 from actors._taken import split_host_port
@@ -345,13 +345,7 @@ def _what_failed(exc: BaseException) -> str:
     URL and its secrets; their class's name when there is none (it said only that before:
     ``ConnectionError`` for a refusal, a reset and a DNS failure alike).
     """
-    seen: list[BaseException] = []
-    err: BaseException | None = exc
-    while err is not None and err not in seen:
-        seen.append(err)
-        links = (err.__cause__, err.__context__, getattr(err, "reason", None), *err.args)
-        err = next((e for e in links if isinstance(e, BaseException)), None)
-    for cause in reversed(seen):
+    for cause in reversed(error_chain(exc)):
         said = _said(cause)
         if said is not None:
             return said
