@@ -529,7 +529,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._check_host()
             path = urllib.parse.urlsplit(self.path).path
-            allow = "GET" if path in self._GETS else "POST" if _action(path) else None
+            # HEAD too where GET is: it is answered there (RFC 9110's Allow lists every one).
+            allow = "GET, HEAD" if path in self._GETS else "POST" if _action(path) else None
             if allow is None:
                 raise _Refused(HTTPStatus.NOT_FOUND, f"no such resource {path!r}")
             raise _Refused(
@@ -572,7 +573,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Refused(
                     HTTPStatus.METHOD_NOT_ALLOWED,
                     f"{url.path!r} is read with GET",
-                    {"Allow": "GET"},
+                    {"Allow": "GET, HEAD"},
                 )
             found = _action(url.path)
             if found is None:

@@ -29,7 +29,7 @@ from supervision._spec import ActorSpec, JobSpec, SupervisorSpec, same_child
 from supervision._state import State
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, MutableMapping
+    from collections.abc import Callable, Iterable, Mapping, MutableMapping
 
     import pykka
 
@@ -721,11 +721,17 @@ def start_incarnation(
     return start_supervised(group, link, name, spec, ctx, rec.path, rec.carried)
 
 
-def target(siblings: Mapping[str, ChildRecord], own: str, cmd: Command) -> ChildRecord:
-    """The child a command names first: itself, or the running group to pass it down to."""
+def target(
+    siblings: Mapping[str, ChildRecord], own: str, cmd: Command, order: Iterable[ChildRecord]
+) -> ChildRecord:
+    """The child a command names first: itself, or the running group to pass it down to.
+
+    ``order``: the children in the tree's order, which a reload changes and ``siblings``
+    (by name, in the order they were added) does not: a missing path's hint lists them so.
+    """
     rec = siblings.get(cmd.path[0]) if cmd.path else None
     if rec is None:
-        known = [sibling.path for sibling in siblings.values()]
+        known = [sibling.path for sibling in order]
         raise NoSuchChildError("/".join((*own.split("/"), *cmd.path)).strip("/"), known)
     if len(cmd.path) == 1 and cmd.op is not Op.ADD:
         return rec

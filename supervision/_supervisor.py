@@ -1569,7 +1569,7 @@ class Supervisor(OwnActor):
 
     def _route(self, cmd: Command) -> None:
         """Act on the child ``cmd.path`` names, or pass the command down to its group."""
-        rec = target(self._by_name, self.path, cmd)
+        rec = target(self._by_name, self.path, cmd, self.children)
         if len(cmd.path) == 1 and cmd.op is not Op.ADD:
             self._act(rec, cmd)
             return

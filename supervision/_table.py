@@ -13,7 +13,7 @@ import textwrap
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from typing import Any, Literal, TextIO
+    from typing import Any, Final, Literal, TextIO
 
 __all__ = [
     "MIN_PATH",
@@ -119,7 +119,7 @@ def summary_table(
     fixed = sum(widths[1:]) + 2 * len(widths)
     last = max(cells(row[-1]) for row in rows)
     if width is not None and fit == "cut":
-        widths[0], last = split_room(width - fixed, widths[0], last, MIN_PATH, len(header[-1]))
+        widths[0], last = _cut_widths(width - fixed, widths[0], last, len(header[-1]))
     elif width is not None and width - fixed - widths[0] < _MIN_LAST:
         # Beside a PATH cut no shorter than MIN_PATH, or below a row cut to fit the width.
         beside = width - fixed - _MIN_LAST
@@ -174,6 +174,17 @@ _MIN_LAST = 20  # the narrowest the last column of the table is wrapped to besid
 MIN_PATH = 10  # the narrowest a long PATH is cut to: "…" and 9 characters of its end
 
 
+def _cut_widths(room: int, path: int, last: int, header: int) -> tuple[int, int]:
+    """PATH's and LAST EXIT's widths in ``room`` cells, one line a row: PATH gives way down to
+    MIN_PATH before LAST EXIT, which says why, goes under _MIN_LAST (it was cut to
+    "failed (3): co…" beside a whole path on 80 columns)."""
+    path_w, last_w = split_room(room, path, last, MIN_PATH, header)
+    if last_w < min(last, _MIN_LAST):
+        last_w = min(last, _MIN_LAST)
+        path_w = max(min(path_w, MIN_PATH), room - last_w)
+    return path_w, last_w
+
+
 def split_room(
     room: int, first: int, second: int, min_first: int, min_second: int
 ) -> tuple[int, int]:
@@ -210,9 +221,15 @@ def exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:
     if last.get("code") is not None:
         text += f" ({last['code']})"
     if last.get("error"):
-        # The first line only: an isolated job's error goes on with its traceback.
-        text += ": " + (mask(last["error"]).splitlines() or [""])[0]
+        # Without an isolated job's traceback; the rest whole, its newlines shown escaped by
+        # the table (a command whose argv holds one lost "killed by SIGTERM", the reason).
+        error = mask(last["error"])
+        end = error.find(_TRACEBACK)
+        text += ": " + (error if end < 0 else error[:end]).rstrip("\n")
     return text
+
+
+_TRACEBACK: Final = "\nTraceback (most recent call last):"
 
 
 def _uptime(node: dict[str, Any], now: float) -> str:

@@ -418,3 +418,23 @@ def test_nothing_to_start_is_answered_at_the_first_child_that_starts_by_itself()
     assert _nothing_to_start(SupervisorSpec(children=(app, held)))
     assert not _nothing_to_start(SupervisorSpec(children=(app, replace(held, autostart=True))))
     assert not _nothing_to_start(SupervisorSpec())
+
+
+def test_the_all_hint_lists_the_top_level_paths_in_the_trees_order(make_tree, events) -> None:
+    """Trial 30: after a reload that replaced a job, ``restart all``'s hint listed the paths
+    in the order they were added (the replaced one last), not the tree's."""
+    from supervision import NoSuchChildError, Schedule, SupervisorSpec, python_job
+
+    def job(name: str) -> Any:
+        return python_job(name, "jobfuncs:block", f"order-{name}", schedule=Schedule(service=True))
+
+    tree = make_tree(SupervisorSpec(children=(job("a"), job("b"), job("c"))), on_event=events)
+    events.reached("c", "running")
+    tree.remove_child("a")
+    tree.add_child(job("a"), before="b")  # as a reload's replace puts it back in its place
+    assert [n["path"] for n in tree.status()["children"]] == ["a", "b", "c"]
+    with pytest.raises(NoSuchChildError) as info:
+        tree.restart("all")
+    assert "name the paths, one or more: a, b, c (" in str(info.value), info.value
+    for name in "abc":
+        jobfuncs.EVENTS[f"order-{name}.release"].set()

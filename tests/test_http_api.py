@@ -395,7 +395,7 @@ def test_actions_need_the_token_and_reads_do_not(daemon: tuple[Running, Served])
     assert "POST" in wrong.json()["error"]
     for read in ("/api/status", "/metrics", "/api/events"):
         wrong = served.post(read, token=TOKEN)
-        assert (wrong.status_code, wrong.headers["Allow"]) == (405, "GET"), (read, wrong.text)
+        assert (wrong.status_code, wrong.headers["Allow"]) == (405, "GET, HEAD"), (read, wrong.text)
     assert served.get("/api/jobs/svc/explode").status_code == 404  # no such action either way
     # A name that is not this machine's loopback (DNS rebinding) is refused on loopback.
     rebound = served.get("/api/status", headers={"Host": f"evil.example:{served.port}"})
@@ -407,9 +407,9 @@ def test_other_methods_are_405_with_allow_and_bad_requests_are_json(
 ) -> None:
     running, served = daemon
     for method, path, allow in (
-        ("DELETE", "/api/status", "GET"),
+        ("DELETE", "/api/status", "GET, HEAD"),
         ("OPTIONS", "/api/jobs/svc/restart", "POST"),
-        ("PUT", "/metrics", "GET"),
+        ("PUT", "/metrics", "GET, HEAD"),
         ("PATCH", "/api/jobs/etl/crashy/stop", "POST"),
         ("HEAD", "/api/jobs/svc/restart", "POST"),
     ):
@@ -427,7 +427,7 @@ def test_other_methods_are_405_with_allow_and_bad_requests_are_json(
     status, headers, body = exchange(
         served.host, served.port, b"FROB /api/history HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     )
-    assert (status, headers["allow"]) == (405, "GET")
+    assert (status, headers["allow"]) == (405, "GET, HEAD")
     assert "FROB" in json.loads(body)["error"]
     gone = requests.delete(served.url + "/nope", timeout=30)
     assert gone.status_code == 404

@@ -288,6 +288,29 @@ def test_the_table_shows_when_each_child_starts_next_while_one_waits() -> None:
     assert "NEXT START" not in summary_table(done, width=None)
 
 
+def test_on_80_columns_the_last_exit_keeps_room_to_say_why_before_the_path() -> None:
+    """Trial 30: the demo's rows on 80 columns read ``failed (3): co…`` beside a whole path:
+    PATH gives way (to MIN_PATH) before LAST EXIT goes under 20 cells."""
+    running = {**node("pipeline/transform", None), "state": "running", "since": 900.0}
+    doc = {"children": [running, node("pipeline/mailer", LONG)]}
+    lines = summary_table(doc, width=80, now=1000.0, fit="cut").splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    start = lines[0].index("LAST EXIT")
+    assert len(lines[2][start:]) >= 20, lines
+    assert lines[2][start:].startswith("failed (3): command"), lines
+
+
+def test_an_error_with_a_newline_is_whole_and_only_a_traceback_is_left_out() -> None:
+    """A command whose argv holds a newline lost its reason ("killed by SIGTERM") after it: the
+    cell kept the first line, meant to leave out an isolated job's traceback."""
+    argv = "command python3 -c 'import time\nwhile 1: pass' killed by SIGTERM"
+    isolated = 'ValueError: no\nTraceback (most recent call last):\n  File "x.py", line 1'
+    doc = {"children": [node("cache", argv), node("iso", isolated)]}
+    table = summary_table(doc, width=None)
+    assert "command python3 -c 'import time\\x0awhile 1: pass' killed by SIGTERM" in table
+    assert table.splitlines()[2].endswith("failed (3): ValueError: no"), table
+
+
 def test_without_a_width_the_table_is_not_wrapped() -> None:
     doc = {"children": [node("mailer", LONG)]}
     assert LONG in summary_table(doc, width=None)
