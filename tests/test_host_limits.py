@@ -558,6 +558,15 @@ def test_an_output_directory_replaced_by_a_file_is_said_once_per_episode(tmp_pat
 # -- the stop of a daemon or a run whose host has no task left ---------------------------------
 
 
+def _sleeping_in(group: Path) -> bool:
+    """Whether the cgroup holds svc's ``sleep 3600``."""
+    for pid in (group / "cgroup.procs").read_text().split():
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"3600"]:
+                return True
+    return False
+
+
 @pytest.mark.parametrize("command", ["daemon", "run"])
 @pytest.mark.timeout(120)
 def test_a_stop_with_no_thread_left_is_done_inline_and_said_in_one_line(
@@ -583,6 +592,9 @@ def test_a_stop_with_no_thread_left_is_done_inline_and_said_in_one_line(
         wait_until(lambda: log.exists() and "svc: started" in log.read_text(), "svc", proc=jv.proc)
         if command == "daemon":
             wait_until(lambda: "daemon ready" in log.read_text(), "ready", proc=jv.proc)
+        # "svc: started" is said before its command's spawn: its process, or the limit below
+        # failed that spawn (the CI saw "could not start", and no "svc: stopped").
+        wait_until(lambda: _sleeping_in(pids_cgroup), "svc's process", proc=jv.proc)
         # Below what it has now: no thread can start, even once the daemon's server ended.
         (pids_cgroup / "pids.max").write_text("1")
         assert jv.terminate() == 0, jv.stderr + log.read_text()
