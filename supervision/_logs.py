@@ -234,16 +234,17 @@ def _pump(file: BinaryIO, pending: bytes, write: Callable[[bytes], None]) -> byt
     return pending
 
 
-def known_paths(manifest: str, state_dir: str) -> dict[str, bool]:
-    """Every path of the running daemon's tree, or else of the manifest: is it a group?"""
+def known_paths(manifest: str, state_dir: str) -> dict[str, str]:
+    """Every path of the running daemon's tree, or else of the manifest, with its kind:
+    ``group``, ``command``, ``http``, ``python`` (``""`` when a manifest does not say)."""
     paths = tree_paths(manifest, state_dir)
     return {} if paths is None else paths
 
 
-def tree_paths(manifest: str, state_dir: str) -> dict[str, bool] | None:
+def tree_paths(manifest: str, state_dir: str) -> dict[str, str] | None:
     """``known_paths``, or None when no tree could be read: no daemon and no manifest that
     parses, or a daemon that answered without its tree (busy, starting)."""
-    paths: dict[str, bool] = {}
+    paths: dict[str, str] = {}
     try:
         reply = request(state_dir, {"op": "status"}, timeout=5.0)
     except NoDaemonError:
@@ -255,13 +256,13 @@ def tree_paths(manifest: str, state_dir: str) -> dict[str, bool] | None:
     return paths
 
 
-def _collect(node: dict[str, Any], paths: dict[str, bool]) -> None:
+def _collect(node: dict[str, Any], paths: dict[str, str]) -> None:
     for child in node.get("children") or ():
-        paths[str(child.get("path"))] = child.get("kind") == "group"
+        paths[str(child.get("path"))] = str(child.get("kind") or "")
         _collect(child, paths)
 
 
-def _manifest_paths(manifest: str, paths: dict[str, bool]) -> bool:
+def _manifest_paths(manifest: str, paths: dict[str, str]) -> bool:
     """Every job and group path a manifest declares, read without validating it; whether it
     could be read."""
     import yaml  # noqa: PLC0415 - only when there is no output file to read
@@ -277,7 +278,7 @@ def _manifest_paths(manifest: str, paths: dict[str, bool]) -> bool:
     return True
 
 
-def _walk(entries: object, prefix: str, paths: dict[str, bool]) -> None:
+def _walk(entries: object, prefix: str, paths: dict[str, str]) -> None:
     for entry in entries if isinstance(entries, list) else ():
         if not isinstance(entry, dict):
             continue
@@ -287,17 +288,19 @@ def _walk(entries: object, prefix: str, paths: dict[str, bool]) -> None:
         path = f"{prefix}/{name}" if prefix else name
         replicas = entry.get("replicas")
         if "group" in entry:
-            paths[path] = True
+            paths[path] = "group"
             _walk(entry.get("jobs"), path, paths)
-        elif isinstance(replicas, int) and not isinstance(replicas, bool) and replicas > 0:
-            paths.update((f"{path}.{i}", False) for i in range(replicas))
+            continue
+        kind = next((k for k in ("command", "http", "python") if k in entry), "")
+        if isinstance(replicas, int) and not isinstance(replicas, bool) and replicas > 0:
+            paths.update((f"{path}.{i}", kind) for i in range(replicas))
         else:
-            paths[path] = False
+            paths[path] = kind
 
 
-def _not_a_job(job: str, path: str, manifest: str, state_dir: str) -> str | None:
-    """Why ``job``, which has no output file at ``path``, is no job; None when it is one."""
-    paths = known_paths(manifest, state_dir)
+def _not_a_job(job: str, path: str, paths: dict[str, str]) -> str | None:
+    """Why ``job``, which has no output file at ``path``, is no job of ``paths`` (``known_paths``);
+    None when it is one."""
     name = job.strip("/")
     if name not in paths:
         # A job with replicas is its replicas, each with its own file (w.0, w.1, ...).
@@ -305,10 +308,10 @@ def _not_a_job(job: str, path: str, manifest: str, state_dir: str) -> str | None
         if replicas:
             return f"{name} runs as replicas, each with its own output: {_some(replicas)}"
         return f"no such job: {job} (and no output file {path})"
-    if not paths[name]:
+    if paths[name] != "group":
         return None
     # A group is no job either, but naming its jobs says where its output is.
-    jobs = [p for p, is_group in paths.items() if not is_group and p.startswith(f"{name}/")]
+    jobs = [p for p, kind in paths.items() if kind != "group" and p.startswith(f"{name}/")]
     return f"{name} is a group: it has no output of its own; its jobs: {_some(jobs) or 'none'}"
 
 
@@ -351,9 +354,17 @@ def show_logs(
         sys.stderr.write(f"jobvisor: {exc}\n")
         return 2 if exc.path == state else 1
     known = os.path.exists(path) or os.path.exists(f"{path}.1")
-    if not known and (problem := _not_a_job(job, path, manifest, os.path.dirname(directory))):
+    paths = {} if known else known_paths(manifest, os.path.dirname(directory))
+    if not known and (problem := _not_a_job(job, path, paths)):
         sys.stderr.write(f"jobvisor: {problem}\n")
         return 4
+    if not known and paths.get(job.strip("/")) == "http":
+        # Said, not "it has written nothing yet": an http job never writes one (trial 30).
+        sys.stderr.write(
+            f"jobvisor: {job} is an http job: it has no output file; each request's outcome is "
+            f"in jobvisor's log and in `jobvisor history {job}`\n"
+        )
+        return 0  # nothing to follow either: none will come
     if not known and not keep_following:
         # A job of ours with nothing to show: said, not an empty screen and exit 0 alone.
         sys.stderr.write(

@@ -128,6 +128,21 @@ def test_output_false_writes_no_file_and_logs_knows_the_job(tmp_path: Path) -> N
     assert "output: false" in shown.stderr.decode()
 
 
+def test_logs_of_an_http_job_says_it_has_no_output_file(tmp_path: Path) -> None:
+    """Trial 30: ``logs report`` of an http job said it "has written nothing yet" (and -f
+    waited for a file that never comes): an http job writes none."""
+    (tmp_path / "jobs.yaml").write_text(
+        "version: 1\njobs: [{name: report, http: {url: 'http://127.0.0.1:9/'}}]\n"
+    )
+    said = (
+        "jobvisor: report is an http job: it has no output file; each request's outcome is in "
+        "jobvisor's log and in `jobvisor history report`\n"
+    )
+    for args in (("report",), ("report", "-f")):
+        shown = logs(tmp_path, *args)
+        assert (shown.returncode, shown.stdout, shown.stderr.decode()) == (0, b"", said)
+
+
 def test_no_such_job_is_exit_4(tmp_path: Path) -> None:
     (tmp_path / "jobs.yaml").write_text("version: 1\njobs: [{name: a, command: 'true'}]\n")
     shown = logs(tmp_path, "nope")
