@@ -664,6 +664,8 @@ def test_reads_that_need_the_token_go_live_once_it_is_typed(
             "that reading needs the token",
         )
         assert not any(state_of(browser, p) for p in PATHS)
+        # Nothing is known of the breakers either: not "none" (it said so, trial 30's look).
+        assert browser.find_element(By.ID, "no-breakers").is_displayed() is False
         use_token(browser, TOKEN)
         until(browser, lambda d: all(state_of(d, p) for p in PATHS), "every job")
         until(
