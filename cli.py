@@ -794,14 +794,14 @@ def _not_in_tree(job: str, manifest: str, state_dir: str) -> str | None:
     of replicas (``w``, run as ``w.0``, ``w.1``, ...), as status says it; None if it is one,
     or if no tree could be read (no daemon and no manifest to read, a busy daemon): unknown
     is not "no such job"."""
-    from actors._errors import no_child_said  # noqa: PLC0415 - only for a path with no rows
+    from actors._errors import no_child_said, replicas_of  # noqa: PLC0415 - a path with no rows
     from supervision._logs import tree_paths  # noqa: PLC0415
 
     paths = tree_paths(manifest, state_dir)
     name = job.strip("/")
     if paths is None or name in paths:
         return None
-    if any(p.startswith(f"{name}.") and p[len(name) + 1 :].isdigit() for p in paths):
+    if replicas_of(name, paths):
         return None
     return no_child_said(job, paths)
 

@@ -181,7 +181,7 @@ def no_child_said(path: str, known: Iterable[str] = ()) -> str:
         if rest.strip(":*"):
             return f"{said}jobvisor writes {meant}"
         return f"{said}jobvisor writes {meant}: a group's path acts on the group"
-    replicas = [p for p in known if p.startswith(f"{path}.") and p[len(path) + 1 :].isdigit()]
+    replicas = replicas_of(path, known)
     if replicas:
         return f"{said}{path} runs as replicas, each a path of its own: {_some(replicas)}"
     if path.lower() == "all":
@@ -193,6 +193,12 @@ def no_child_said(path: str, known: Iterable[str] = ()) -> str:
             "on the whole group)"
         )
     return f"{said}check `status` for the paths this tree has"
+
+
+def replicas_of(name: str, paths: Iterable[str]) -> list[str]:
+    """The paths of ``name``'s replicas among ``paths`` (``w.0``, ``w.1``, ...), in their order."""
+    prefix = f"{name}."
+    return [p for p in paths if p.startswith(prefix) and p[len(prefix) :].isdigit()]
 
 
 def _some(paths: list[str]) -> str:

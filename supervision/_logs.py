@@ -24,6 +24,7 @@ import os
 import sys
 import time
 
+from actors._errors import replicas_of
 from supervision._client import NoDaemonError, find_state_dir, request
 from supervision._files import UnsafePathError, check_dirs_to_read, open_to_read, refused_owner
 
@@ -304,7 +305,7 @@ def _not_a_job(job: str, path: str, paths: dict[str, str]) -> str | None:
     name = job.strip("/")
     if name not in paths:
         # A job with replicas is its replicas, each with its own file (w.0, w.1, ...).
-        replicas = [p for p in paths if p.startswith(f"{name}.") and p[len(name) + 1 :].isdigit()]
+        replicas = replicas_of(name, paths)
         if replicas:
             return f"{name} runs as replicas, each with its own output: {_some(replicas)}"
         return f"no such job: {job} (and no output file {path})"

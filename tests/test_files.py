@@ -831,6 +831,19 @@ def as_nobody(tmp_path: Path) -> Iterator[tuple[tuple[str, ...], Path]]:
         shutil.rmtree(top)
 
 
+def _run_as(prefix: tuple[str, ...], top: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``jobvisor run ARGS`` as ``as_nobody``'s user, in its home."""
+    return subprocess.run(
+        [*prefix, *CLI, "run", *args],
+        cwd=top / "home",
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_a_log_file_of_another_user_the_kernel_denies_is_called_theirs(
     as_nobody: tuple[tuple[str, ...], Path],
 ) -> None:
@@ -839,15 +852,7 @@ def test_a_log_file_of_another_user_the_kernel_denies_is_called_theirs(
     log = top / "shared" / "x.log"
     log.write_text("root's\n")
     log.chmod(0o600)  # root's, 0600: nobody's open is denied (EACCES)
-    out = subprocess.run(
-        [*prefix, *CLI, "run", "--log-file", str(log), "jobs.yaml"],
-        cwd=top / "home",
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = _run_as(prefix, top, "--log-file", str(log), "jobs.yaml")
     line = assert_refused(out)
     assert line == (
         f"jobvisor: refusing the log file {log}: it is owned by root (uid 0), not by nobody "
@@ -874,15 +879,7 @@ def test_a_backup_planted_in_tmp_keeps_a_non_root_log_written(
     planted = top / "shared" / "x.log.1"
     planted.write_text("root's\n")
     (top / "home" / "jobs.yaml").write_text(ROTATING.replace("LOG", str(log)))
-    out = subprocess.run(
-        [*prefix, *CLI, "run", "jobs.yaml"],
-        cwd=top / "home",
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = _run_as(prefix, top, "jobs.yaml")
     assert out.returncode == 0, out.stderr
     assert "cannot write the log file" not in out.stderr
     assert out.stderr.count("cannot rotate") == 1, out.stderr

@@ -49,6 +49,20 @@ def _series(served: Served, path: str) -> dict[tuple[str, tuple[tuple[str, str],
     }
 
 
+def _agrees(running: Running, served: Served, path: str, starts: int) -> None:
+    """``path`` has started ``starts`` times, and /metrics counts what its status counts."""
+    node = _nodes(running)[path]
+    assert node["starts"] == starts
+    assert _counts(served, path) == (node["starts"], node["restarts"], node["failures"])
+
+
+def _reloaded(running: Running, manifest: str) -> None:
+    """The daemon reloads ``manifest`` (written over its own) and says it did."""
+    (running.dir / "jobs.yaml").write_text(textwrap.dedent(manifest))
+    out = running.cli("reload")
+    assert out.returncode == 0, out.stderr
+
+
 def _counts(served: Served, path: str, kind: str = "command") -> tuple[float, float, float]:
     """(starts, restarts, failures of any outcome) of ``path`` in /metrics."""
     labels = {"path": path, "kind": kind}
@@ -301,14 +315,10 @@ def test_a_job_changed_while_its_group_is_down_resets_when_its_status_does(
         served = Served(running.state)
 
         def agree(starts: int) -> None:
-            node = _nodes(running)["g/x"]
-            assert node["starts"] == starts
-            assert _counts(served, "g/x") == (node["starts"], node["restarts"], node["failures"])
+            _agrees(running, served, "g/x", starts)
 
         def reload(secs: str) -> None:
-            (tmp_path / "jobs.yaml").write_text(textwrap.dedent(DOWN_GROUP.replace("SECS", secs)))
-            out = running.cli("reload")
-            assert out.returncode == 0, out.stderr
+            _reloaded(running, DOWN_GROUP.replace("SECS", secs))
 
         def start_g() -> None:
             out = running.cli("start", "g")
@@ -384,15 +394,10 @@ def test_a_job_removed_while_its_group_is_down_goes_when_its_status_does(
         served = Served(running.state)
 
         def agree(starts: int) -> None:
-            node = _nodes(running)["g/x"]
-            assert node["starts"] == starts
-            assert _counts(served, "g/x") == (node["starts"], node["restarts"], node["failures"])
+            _agrees(running, served, "g/x", starts)
 
         def reload(with_x: bool) -> None:
-            text = manifest.replace("X", x if with_x else "")
-            (tmp_path / "jobs.yaml").write_text(textwrap.dedent(text))
-            out = running.cli("reload")
-            assert out.returncode == 0, out.stderr
+            _reloaded(running, manifest.replace("X", x if with_x else ""))
 
         def start_g() -> None:
             out = running.cli("start", "g")
