@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -364,13 +365,12 @@ def test_logs_refuses_a_fifo_at_an_output_file_at_once(tmp_path: Path) -> None:
         )
 
 
-def test_logs_following_stops_at_a_symlink_planted_as_the_next_file(tmp_path: Path) -> None:
-    out, victim = planted(tmp_path)
-    current = out / "a.log"
-    current.write_text("2025-01-01T00:00:00.000+00:00 stdout 1 first\n")
+def _following_a(cwd: Path, swap: Callable[[], None]) -> tuple[int, str, str]:
+    """``logs a -f`` once it showed a's first line, then ``swap``: how it ended (its exit
+    code, stdout, stderr). Killed if it is still running at the end."""
     with subprocess.Popen(
         [*CLI, "logs", "a", "-f"],
-        cwd=tmp_path,
+        cwd=cwd,
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -379,13 +379,25 @@ def test_logs_following_stops_at_a_symlink_planted_as_the_next_file(tmp_path: Pa
         try:
             assert follower.stdout is not None
             assert follower.stdout.readline().endswith(" first\n")
-            current.rename(out / "a.log.1")  # a rotation, with a planted link as the new file
-            current.symlink_to(victim)
+            swap()
             stdout, stderr = follower.communicate(timeout=HANG)
         finally:
             if follower.poll() is None:
                 follower.kill()
-    assert follower.returncode == 1, stderr
+    return follower.returncode, stdout, stderr
+
+
+def test_logs_following_stops_at_a_symlink_planted_as_the_next_file(tmp_path: Path) -> None:
+    out, victim = planted(tmp_path)
+    current = out / "a.log"
+    current.write_text("2025-01-01T00:00:00.000+00:00 stdout 1 first\n")
+
+    def swap() -> None:
+        current.rename(out / "a.log.1")  # a rotation, with a planted link as the new file
+        current.symlink_to(victim)
+
+    code, stdout, stderr = _following_a(tmp_path, swap)
+    assert code == 1, stderr
     assert "secret-hash" not in stdout
     assert f"refusing the output file {current}: it is a symbolic link" in stderr
 
@@ -479,24 +491,13 @@ def test_logs_following_stops_at_an_output_directory_swapped_for_a_symlink(
     out, _ = planted(tmp_path)
     (out / "a.log").write_text("2025-01-01T00:00:00.000+00:00 stdout 1 first\n")
     target = elsewhere(tmp_path)
-    with subprocess.Popen(
-        [*CLI, "logs", "a", "-f"],
-        cwd=tmp_path,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as follower:
-        try:
-            assert follower.stdout is not None
-            assert follower.stdout.readline().endswith(" first\n")
-            out.rename(out.with_name("output.old"))  # swapped whole under the reader
-            out.symlink_to(target)
-            stdout, stderr = follower.communicate(timeout=HANG)
-        finally:
-            if follower.poll() is None:
-                follower.kill()
-    assert follower.returncode == 1, stderr
+
+    def swap() -> None:
+        out.rename(out.with_name("output.old"))  # swapped whole under the reader
+        out.symlink_to(target)
+
+    code, stdout, stderr = _following_a(tmp_path, swap)
+    assert code == 1, stderr
     assert "secret-hash" not in stdout
     assert f"refusing the output directory {out}: it is a symbolic link" in stderr
 
