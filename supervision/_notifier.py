@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import logbook
 
+from actors._messages import Outcome
 from supervision import _events as ev
 from supervision._notify import NotifyEvent, NotifySpec
 from supervision._printable import printable
@@ -65,6 +66,13 @@ NO_ANSWER: Final = "no answer yet when jobvisor stopped"
 # How a delivery ended, as counted: ``failed`` after its retries (or not sent at a stop),
 # ``dropped`` when its notification's queue was full.
 RESULTS: Final = ("delivered", "failed", "dropped")
+# What pages: a ``recovered`` is sent when the job (or breaker) is healthy again after one.
+FAILURES: Final = frozenset(
+    {NotifyEvent.GAVE_UP, NotifyEvent.COOLDOWN, NotifyEvent.FAILED, NotifyEvent.BREAKER_OPENED}
+)
+# The failures a ``recovered`` names, at most: the first and the latest (a cooldown that
+# keeps failing its probe pages each cycle, for as long as it lasts).
+MAX_PAIRED: Final = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +272,10 @@ class Notifier:
         self._own: dict[str, tuple[NotifySpec, ...]] = {}
         self._by_breaker: dict[str, list[str]] = {}
         self._last_exit: dict[str, dict[str, Any]] = {}
+        # The failures each notification with ``recovered`` sent and no ``recovered`` ended yet,
+        # by (notification, path, breaker: "" for the job's own); the event thread's alone.
+        self._open: dict[tuple[str, str, str], tuple[NotifySpec, list[dict[str, Any]]]] = {}
+        self._runs_up: frozenset[str] = frozenset()  # paths a state of running proves healthy
         self._closed = threading.Event()  # the stop's deadline passed
         self._closing = False  # close began: later events are not sent (under _lanes_lock)
         # A lane per distinct notification, made at its first delivery; retired lanes (a
@@ -286,13 +298,18 @@ class Notifier:
         """Take the manifest's, jobs' and groups' notifications (at start, and after a reload)."""
         own: dict[str, tuple[NotifySpec, ...]] = {}
         by_breaker: dict[str, list[str]] = {}
+        runs_up = {""}
         for path, spec in _owners(root):
             if spec.notify:
                 own[path] = spec.notify
             if isinstance(spec, JobSpec) and spec.breaker:
                 by_breaker.setdefault(spec.breaker, []).append(path)
+            # A once or periodic job's running proves nothing yet: its success does.
+            if not isinstance(spec, JobSpec) or spec.schedule.service:
+                runs_up.add(path)
         # Swapped whole: the event thread reads them without a lock.
         self._top, self._own, self._by_breaker = top, own, by_breaker
+        self._runs_up = frozenset(runs_up)
         distinct = {_key(each): each for each in top}
         distinct.update((_key(s), s) for specs in own.values() for s in specs)
         shown = {self._shown(each) for each in distinct.values()}
@@ -324,10 +341,16 @@ class Notifier:
                 "at": event.at,
             }
             return
-        found = _meaning(event)
-        if found is None:
+        if isinstance(event, ev.Reloaded):
+            self._forget(event)
             return
-        kind, facts = found
+        found = _meaning(event)
+        if found is not None:
+            self._tell(event, *found)
+        if self._open:
+            self._recover(event)
+
+    def _tell(self, event: ev.Event, kind: NotifyEvent, facts: dict[str, Any]) -> None:
         targets = self._targets(event, kind)
         if not targets:
             return  # no id made: a crash loop's every restart passes here (11 -> 4 us)
@@ -336,6 +359,54 @@ class Notifier:
         event_id = str(uuid.uuid4())
         for spec, path in targets:
             self._enqueue(spec, path, kind, event.at, facts, event_id=event_id)
+            if kind in FAILURES and NotifyEvent.RECOVERED in spec.on:
+                breaker = event.name if isinstance(event, ev.BreakerChanged) else ""
+                _, sent = self._open.setdefault((_key(spec), path, breaker), (spec, []))
+                if len(sent) == MAX_PAIRED:
+                    del sent[1]
+                sent.append(
+                    {"event": kind.value, "id": event_id, "at": event.at, "time": _iso(event.at)}
+                )
+
+    def _recover(self, event: ev.Event) -> None:
+        """Send ``recovered`` for each failure notification that ``event`` shows is over."""
+        healthy = self._healthy(event)
+        if healthy is None:
+            return
+        path, breaker, by = healthy
+        ended = [key for key in self._open if key[2] == breaker and (breaker or key[1] == path)]
+        if not ended:
+            return
+        event_id = str(uuid.uuid4())
+        for key in ended:
+            spec, sent = self._open.pop(key)
+            facts: dict[str, Any] = {"by": by, "recovered_from": sent, "failures": len(sent)}
+            if breaker:
+                facts["breaker"] = breaker
+            self._enqueue(spec, key[1], NotifyEvent.RECOVERED, event.at, facts, event_id=event_id)
+
+    def _healthy(self, event: ev.Event) -> tuple[str, str, str] | None:
+        """The path (or breaker) ``event`` shows healthy, and how; None if it shows none."""
+        match event:
+            case ev.ProbationPassed(path=path):
+                return path, "", "probation_passed"
+            case ev.StateChanged(path=path, new=State.RUNNING) if path in self._runs_up:
+                return path, "", "running"
+            case ev.AttemptFinished(path=path, outcome=Outcome.SUCCEEDED) if (
+                path not in self._runs_up
+            ):
+                return path, "", "succeeded"
+            case ev.BreakerChanged(name=name, new="closed"):
+                return "", name, "breaker_closed"
+        return None
+
+    def _forget(self, event: ev.Reloaded) -> None:
+        """A reload removed jobs or notifications: their failures will never be told over."""
+        kept = {_key(spec) for spec in self._top}
+        kept.update(_key(s) for specs in self._own.values() for s in specs)
+        gone = set(event.removed) - set(event.added)
+        for key in [k for k in self._open if k[0] not in kept or k[1] in gone]:
+            del self._open[key]
 
     def _targets(self, event: ev.Event, kind: NotifyEvent) -> list[tuple[NotifySpec, str]]:
         out = [(spec, event.path) for spec in self._top if kind in spec.on]
@@ -367,14 +438,20 @@ class Notifier:
     ) -> None:
         last = self._last_exit.get(path)
         causes = [c for c in (facts.get("reason"), facts.get("error")) if c]
-        if last is not None and last.get("error") and last["error"] not in causes:
+        # A recovery has no cause: the last exit's error is the failure that is over.
+        if (
+            kind is not NotifyEvent.RECOVERED
+            and last
+            and last.get("error")
+            and last["error"] not in causes
+        ):
             causes.append(last["error"])
         payload = {
             "event": kind.value,
             "id": event_id,
             "path": path,
             "at": at,
-            "time": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds"),
+            "time": _iso(at),
             "host": self._host,
             "notifier": spec.label,
             **facts,
@@ -481,6 +558,10 @@ class Notifier:
         for lane in busy:
             if lane.thread.is_alive():
                 lane.abandon()
+
+
+def _iso(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _key(spec: NotifySpec) -> str:

@@ -44,6 +44,8 @@ class NotifyEvent(enum.StrEnum):
     BREAKER_CLOSED = "breaker_closed"
     RESTARTED = "restarted"  # a restart was scheduled
     SUCCEEDED = "succeeded"
+    # One of the failures above that this notification sent is over (the notifier's rule).
+    RECOVERED = "recovered"
 
 
 EVENTS: Final = ", ".join(e.value for e in NotifyEvent)

@@ -17,9 +17,10 @@ import pytest
 from faultkit import run_jobvisor, start_daemon, stop_daemon, wait_until
 from httpkit import HttpKit, Reply, Stall
 
+from actors._messages import Outcome
 from supervision import ManifestError, load_manifest
 from supervision._app import compose
-from supervision._events import BreakerChanged, ChildExited, GaveUp, StateChanged
+from supervision._events import AttemptFinished, BreakerChanged, ChildExited, GaveUp, StateChanged
 from supervision._history import journal_path, read_history
 from supervision._notifier import Notifier
 from supervision._notify import HttpTarget, NotifyEvent, NotifySpec
@@ -1028,3 +1029,164 @@ def test_a_deadline_that_comes_while_the_connect_has_no_socket_yet_still_ends_th
         thread.join(5)
     assert result.error == "timed out after 1s"
     assert took < 5, took
+
+
+# -- recovered: a receiver hears that what it was paged for is over ------------------------------
+
+
+def _next_post(received: queue.Queue[tuple[str, dict[str, Any]]], event: str) -> dict[str, Any]:
+    """The next POST of ``event`` (others before it are skipped), within 20 s."""
+    deadline = time.monotonic() + 20
+    while True:
+        _, body = received.get(timeout=max(0.1, deadline - time.monotonic()))
+        if body["event"] == event:
+            return body
+
+
+def test_a_service_started_again_after_it_gave_up_sends_recovered_naming_the_page(
+    tmp_path: Path, hook: tuple[str, queue.Queue[tuple[str, dict[str, Any]]]]
+) -> None:
+    url, received = hook
+    flag = tmp_path / "fixed"
+    running = start_daemon(
+        tmp_path,
+        f"""
+        version: 1
+        supervisor: {{intensity: {{max_restarts: 1}}, backoff: {{initial: 1ms, max: 1ms}}}}
+        notify:
+          - {{name: pager, on: [gave_up, recovered], http: {{url: "{url}/p"}}}}
+          - {{name: quiet, on: [restarted, recovered], http: {{url: "{url}/q"}}}}
+        jobs:
+          - name: svc
+            service: true
+            command: [sh, -c, "test -e {flag} && exec sleep 600; exit 1"]
+        """,
+    )
+    try:
+        gave_up = _next_post(received, "gave_up")
+        flag.touch()
+        started = running.cli("start", "svc")
+        assert started.returncode == 0, started.stderr
+        recovered = _next_post(received, "recovered")
+        assert recovered["path"] == "svc"
+        assert recovered["notifier"] == "pager"  # quiet sent no failure: it has nothing to end
+        assert recovered["by"] == "running"
+        assert recovered["recovered_from"] == [
+            {"event": "gave_up", "id": gave_up["id"], "at": gave_up["at"], "time": gave_up["time"]}
+        ]
+        assert recovered["id"] != gave_up["id"]
+        assert recovered["causes"] == []
+    finally:
+        assert stop_daemon(running) == 0
+    # Once: a restart of the healthy service, or the stop, ends nothing more.
+    rest = []
+    while not received.empty():
+        rest.append(received.get_nowait()[1]["event"])
+    assert "recovered" not in rest
+
+
+def test_a_cooldown_whose_probe_passes_its_probation_sends_recovered(
+    tmp_path: Path, hook: tuple[str, queue.Queue[tuple[str, dict[str, Any]]]]
+) -> None:
+    url, received = hook
+    flag = tmp_path / "fixed"
+    running = start_daemon(
+        tmp_path,
+        f"""
+        version: 1
+        supervisor:
+          intensity: {{max_restarts: 1}}
+          backoff: {{initial: 1ms, max: 1ms}}
+          on_exhausted: cooldown
+          cooldown: {{duration: 300ms, probation: 300ms, max: 300ms}}
+        notify:
+          - {{name: pager, on: [cooldown, recovered], http: {{url: "{url}/p"}}}}
+        jobs:
+          - name: svc
+            service: true
+            command: [sh, -c, "test -e {flag} && exec sleep 600; exit 1"]
+        """,
+    )
+    try:
+        cooldown = _next_post(received, "cooldown")
+        flag.touch()  # the probe, or a later cycle's, stays up
+        recovered = _next_post(received, "recovered")
+        assert recovered["path"] == "svc"
+        assert recovered["by"] == "probation_passed"
+        assert recovered["recovered_from"][0]["id"] == cooldown["id"]
+        assert {e["event"] for e in recovered["recovered_from"]} == {"cooldown"}
+        assert recovered["failures"] == len(recovered["recovered_from"])
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_recovered_pairs_a_breaker_with_its_closing_and_a_failed_job_with_its_success() -> None:
+    """A breaker's page ends when it closes, not when its job runs again (a half-open trial
+    runs it); a once-job's ``failed`` when a later run succeeds; nothing else ends a page."""
+    with HttpKit(default=Reply(204)) as kit:
+        spec = NotifySpec(
+            on=(NotifyEvent.BREAKER_OPENED, NotifyEvent.FAILED, NotifyEvent.RECOVERED),
+            http=_target(f"{kit.url}/h"),
+        )
+        rows: queue.Queue[dict[str, Any]] = queue.Queue()
+        notifier = Notifier((spec,), SupervisorSpec(children=()), record=lambda *a: rows.put(a[2]))
+        at = time.time()
+
+        def tell(event: Any) -> None:
+            notifier.handle(event)
+
+        try:
+            tell(BreakerChanged(path="", at=at, name="b", old="closed", new="open"))
+            tell(StateChanged(path="", at=at, old=State.WAITING, new=State.RUNNING))
+            tell(BreakerChanged(path="", at=at, name="b", old="open", new="half_open"))
+            tell(BreakerChanged(path="", at=at, name="b", old="half_open", new="closed"))
+            tell(BreakerChanged(path="", at=at, name="b", old="open", new="closed"))  # once
+            tell(StateChanged(path="once", at=at, old=State.RUNNING, new=State.FAILED))
+            tell(
+                AttemptFinished(
+                    path="other",
+                    at=at,
+                    attempt=1,
+                    outcome=Outcome.SUCCEEDED,
+                    error=None,
+                    started_at=at,
+                    code=0,
+                )
+            )
+            tell(
+                AttemptFinished(
+                    path="once",
+                    at=at,
+                    attempt=2,
+                    outcome=Outcome.FAILED,
+                    error="x",
+                    started_at=at,
+                    code=1,
+                )
+            )
+            tell(
+                AttemptFinished(
+                    path="once",
+                    at=at,
+                    attempt=3,
+                    outcome=Outcome.SUCCEEDED,
+                    error=None,
+                    started_at=at,
+                    code=0,
+                )
+            )
+            for _ in range(4):
+                rows.get(timeout=10)
+        finally:
+            notifier.close(5)
+        bodies = [json.loads(r.body) for r in kit.requests]
+    heard = [(b["event"], b["path"], b.get("by")) for b in bodies]
+    assert heard == [
+        ("breaker_opened", "", None),
+        ("recovered", "", "breaker_closed"),
+        ("failed", "once", None),
+        ("recovered", "once", "succeeded"),
+    ]
+    assert bodies[1]["breaker"] == "b"
+    assert bodies[1]["recovered_from"][0]["id"] == bodies[0]["id"]
+    assert bodies[3]["recovered_from"][0]["id"] == bodies[2]["id"]
