@@ -14,6 +14,7 @@ from actors._checks import fmt_duration
 from actors._failnames import qualified_name
 from actors._placement import RayPlacement
 from supervision._issues import TEXT_NAME, mask
+from supervision._notify import DAMPED
 from supervision._policy import OnExhausted
 from supervision._spec import JobSpec, SupervisorSpec
 from supervision._units import fmt_size
@@ -91,7 +92,8 @@ def _explain_notify(specs: tuple[NotifySpec, ...], pad: str) -> list[str]:
             assert spec.http is not None
             names = ", ".join(spec.http.headers)
             how = f"POST {spec.http.url}" + (f" headers: {names}" if names else "")
-        retry = f"(timeout={fmt_duration(spec.timeout)} retry={spec.retry})"
+        damp = f" damp={fmt_duration(spec.damp)}" if DAMPED.intersection(spec.on) else ""
+        retry = f"(timeout={fmt_duration(spec.timeout)} retry={spec.retry}{damp})"
         lines.append(f"{pad}notify: {spec.label} on {events}: {how} {retry}")
     return lines
 
@@ -389,6 +391,7 @@ def _notify_data(spec: NotifySpec) -> dict[str, Any]:
         "http": None if http is None else {"url": http.url, "headers": sorted(http.headers)},
         "timeout": spec.timeout,
         "retry": spec.retry,
+        "damp": spec.damp,
     }
 
 

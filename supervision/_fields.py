@@ -351,6 +351,7 @@ _NOTIFY = ListOf(
             "http": fields_of(NOTIFY_HTTP_KEYS, {"url": TEXT, "headers": _STRINGS}, nullable=False),
             "timeout": DURATION,
             "retry": COUNT,
+            "damp": DURATION,
         },
         required=("on",),
         nullable=False,

@@ -38,7 +38,7 @@ import logbook
 
 from actors._messages import Outcome
 from supervision import _events as ev
-from supervision._notify import NotifyEvent, NotifySpec
+from supervision._notify import DAMPED, NotifyEvent, NotifySpec
 from supervision._printable import printable
 from supervision._spec import JobSpec, SupervisorSpec, walk
 from supervision._state import State
@@ -262,8 +262,10 @@ class Notifier:
         mask: Callable[[str], str] = str,
         record: Callable[[float, str, dict[str, Any]], None] | None = None,
         wall: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._top = top
+        self._clock = clock  # what ``damp`` is measured by
         self._mask = mask
         self._record = record
         self._wall = wall
@@ -276,6 +278,9 @@ class Notifier:
         # by (notification, path, breaker: "" for the job's own); the event thread's alone.
         self._open: dict[tuple[str, str, str], tuple[NotifySpec, list[dict[str, Any]]]] = {}
         self._runs_up: frozenset[str] = frozenset()  # paths a state of running proves healthy
+        # When each (notification, path, event) was last sent, and how many were folded since;
+        # the event thread's alone.
+        self._damped: dict[tuple[str, str, NotifyEvent], tuple[float, int]] = {}
         self._closed = threading.Event()  # the stop's deadline passed
         self._closing = False  # close began: later events are not sent (under _lanes_lock)
         # A lane per distinct notification, made at its first delivery; retired lanes (a
@@ -358,6 +363,11 @@ class Notifier:
         # tells a retry (its answer lost, say) from a new event by it.
         event_id = str(uuid.uuid4())
         for spec, path in targets:
+            if kind in DAMPED and spec.damp > 0:
+                folded = self._fold(spec, path, kind)
+                if folded is None:
+                    continue
+                facts = {**facts, "suppressed": folded}
             self._enqueue(spec, path, kind, event.at, facts, event_id=event_id)
             if kind in FAILURES and NotifyEvent.RECOVERED in spec.on:
                 breaker = event.name if isinstance(event, ev.BreakerChanged) else ""
@@ -367,6 +377,17 @@ class Notifier:
                 sent.append(
                     {"event": kind.value, "id": event_id, "at": event.at, "time": _iso(event.at)}
                 )
+
+    def _fold(self, spec: NotifySpec, path: str, kind: NotifyEvent) -> int | None:
+        """None when ``kind`` was sent to ``spec`` for ``path`` less than ``damp`` ago (it is
+        folded); else how many were folded since the last one sent."""
+        key, now = (_key(spec), path, kind), self._clock()
+        last = self._damped.get(key)
+        if last is not None and now - last[0] < spec.damp:
+            self._damped[key] = (last[0], last[1] + 1)
+            return None
+        self._damped[key] = (now, 0)
+        return 0 if last is None else last[1]
 
     def _recover(self, event: ev.Event) -> None:
         """Send ``recovered`` for each failure notification that ``event`` shows is over."""
@@ -407,6 +428,8 @@ class Notifier:
         gone = set(event.removed) - set(event.added)
         for key in [k for k in self._open if k[0] not in kept or k[1] in gone]:
             del self._open[key]
+        for damped in [k for k in self._damped if k[0] not in kept or k[1] in gone]:
+            del self._damped[damped]
 
     def _targets(self, event: ev.Event, kind: NotifyEvent) -> list[tuple[NotifySpec, str]]:
         out = [(spec, event.path) for spec in self._top if kind in spec.on]

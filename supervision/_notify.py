@@ -25,12 +25,12 @@ from actors._checks import (
 from supervision._reader import BAD, Bad
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from supervision._reader import V
     from supervision._work import WorkReader
 
-__all__ = ["NOTIFY_KEYS", "HttpTarget", "NotifyEvent", "NotifySpec", "read_notify"]
+__all__ = ["DAMPED", "NOTIFY_KEYS", "HttpTarget", "NotifyEvent", "NotifySpec", "read_notify"]
 
 
 class NotifyEvent(enum.StrEnum):
@@ -49,7 +49,10 @@ class NotifyEvent(enum.StrEnum):
 
 
 EVENTS: Final = ", ".join(e.value for e in NotifyEvent)
-NOTIFY_KEYS: Final = ("name", "on", "command", "http", "timeout", "retry")
+NOTIFY_KEYS: Final = ("name", "on", "command", "http", "timeout", "retry", "damp")
+# The events a loop repeats, told at most once per job per ``damp``: a crash loop's restarts.
+DAMPED: Final = frozenset({NotifyEvent.RESTARTED})
+DAMP: Final = 60.0
 NOTIFY_HTTP_KEYS: Final = ("url", "headers")
 URL_EXPECTED: Final = (
     "an http:// or https:// URL with a host and no spaces or control characters "
@@ -94,6 +97,7 @@ class NotifySpec:
     """One notification: for the events ``on``, run ``command`` or POST to ``http``.
 
     Each delivery gets ``timeout`` seconds per try and ``retry`` more tries.
+    A ``DAMPED`` event is sent at most once per job per ``damp`` seconds (0: each one).
     ``name`` is what logs and the journal call it (default: the command or URL).
     """
 
@@ -103,6 +107,7 @@ class NotifySpec:
     timeout: float = 10.0
     retry: int = 2
     name: str = ""
+    damp: float = DAMP
 
     def __post_init__(self) -> None:
         ok = isinstance(self.on, tuple) and bool(self.on)
@@ -128,6 +133,7 @@ class NotifySpec:
             )
         need_duration(self.timeout, "timeout", positive=True, longest=SOCKET_MAX_DURATION)
         need_count(self.retry, "retry", 0)
+        need_duration(self.damp, "damp")
         need(isinstance(self.name, str), "name", "a string", self.name)
 
     @property
@@ -178,12 +184,13 @@ def _read_one(reader: WorkReader, v: V) -> NotifySpec | None:
         )
     if "http" in f:
         kwargs["http"] = _http(reader, f["http"])
-    if "timeout" in f:
-        kwargs["timeout"] = reader.duration(f["timeout"])
-    if "retry" in f:
-        kwargs["retry"] = reader.count(f["retry"])
-    if "name" in f:
-        kwargs["name"] = reader.text(f["name"], "a name for logs")
+    plain: dict[str, Callable[[V], Any]] = {
+        "timeout": reader.duration,
+        "retry": reader.count,
+        "damp": reader.duration,
+        "name": lambda name: reader.text(name, "a name for logs"),
+    }
+    kwargs.update((key, read(f[key])) for key, read in plain.items() if key in f)
     if any(isinstance(value, Bad) for value in kwargs.values()):
         return None
     spec = reader.build(v, NotifySpec, **kwargs)

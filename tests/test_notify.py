@@ -14,13 +14,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Self
 
 import pytest
+from clockkit import ManualClock
 from faultkit import run_jobvisor, start_daemon, stop_daemon, wait_until
 from httpkit import HttpKit, Reply, Stall
 
 from actors._messages import Outcome
 from supervision import ManifestError, load_manifest
 from supervision._app import compose
-from supervision._events import AttemptFinished, BreakerChanged, ChildExited, GaveUp, StateChanged
+from supervision._events import (
+    AttemptFinished,
+    BreakerChanged,
+    ChildExited,
+    Escalated,
+    GaveUp,
+    RestartScheduled,
+    StateChanged,
+)
 from supervision._history import journal_path, read_history
 from supervision._notifier import Notifier
 from supervision._notify import HttpTarget, NotifyEvent, NotifySpec
@@ -122,6 +131,7 @@ def test_each_failure_is_a_restarted_and_the_end_one_gave_up_or_failed(tmp_path:
         supervisor: {{intensity: {{max_restarts: 3}}, backoff: {{initial: 1ms, max: 1ms}}}}
         notify:
           - on: [gave_up, failed, restarted]
+            damp: 0s
             command: [{sys.executable}, -c, "{APPEND_STDIN}", {out}]
         jobs:
           - {{name: flaky, command: [sh, -c, "exit 1"]}}
@@ -318,7 +328,7 @@ def test_a_healthy_notifier_hears_at_once_while_others_hang_or_fail(
     healthy notifier's events for its whole timeout, and the stop dropped them. Each
     notifier delivers on its own now, and the stop's deadline is one for them all."""
     out = tmp_path / "cmd.jsonl"
-    on = "on: [restarted, gave_up]"
+    on = "on: [restarted, gave_up], damp: 0s"  # each restart a delivery of its own
     with (
         HttpKit(default=Stall()) as stuck,
         HttpKit(default=Reply(500)) as bad,
@@ -1190,3 +1200,79 @@ def test_recovered_pairs_a_breaker_with_its_closing_and_a_failed_job_with_its_su
     assert bodies[1]["breaker"] == "b"
     assert bodies[1]["recovered_from"][0]["id"] == bodies[0]["id"]
     assert bodies[3]["recovered_from"][0]["id"] == bodies[2]["id"]
+
+
+# -- damping: a crash loop's restarts are folded, one notification per job per interval ----------
+
+
+def test_a_crash_loops_restarts_are_damped_per_job_and_the_next_one_says_how_many_were_folded(
+    runtime: str,
+) -> None:
+    """The trial's finding: 50 restarts a second posted 50 a second and filled the queue."""
+    del runtime
+    clock = ManualClock()
+    with HttpKit(default=Reply(204)) as kit:
+        spec = NotifySpec(
+            on=(NotifyEvent.RESTARTED, NotifyEvent.GAVE_UP, NotifyEvent.ESCALATED),
+            http=_target(f"{kit.url}/h"),
+        )
+        rows: queue.Queue[dict[str, Any]] = queue.Queue()
+        notifier = Notifier(
+            (spec,), SupervisorSpec(children=()), record=lambda *a: rows.put(a[2]), clock=clock
+        )
+        try:
+            for number in range(1, 51):
+                for path in ("a", "b"):
+                    notifier.handle(
+                        RestartScheduled(path=path, at=time.time(), delay=0.001, number=number)
+                    )
+                clock.advance(0.02)
+            clock.advance(58.9)  # 59.9 s after a's first: still folded
+            notifier.handle(RestartScheduled(path="a", at=time.time(), delay=0.001, number=51))
+            clock.advance(0.2)  # past 60 s: the next one is sent, with the count
+            notifier.handle(RestartScheduled(path="a", at=time.time(), delay=0.001, number=52))
+            for _ in range(2):  # never damped, however close together
+                notifier.handle(GaveUp(path="a", at=time.time(), reason="r"))
+                notifier.handle(Escalated(path="", at=time.time(), reason="r", error="e"))
+            for _ in range(7):
+                rows.get(timeout=10)
+            assert rows.empty()
+        finally:
+            notifier.close(5)
+        bodies = [json.loads(r.body) for r in kit.requests]
+    heard = [(b["event"], b["path"], b.get("number"), b.get("suppressed")) for b in bodies]
+    assert heard == [
+        ("restarted", "a", 1, 0),
+        ("restarted", "b", 1, 0),
+        ("restarted", "a", 52, 50),  # 2..51 folded into it
+        ("gave_up", "a", None, None),
+        ("escalated", "", None, None),
+        ("gave_up", "a", None, None),
+        ("escalated", "", None, None),
+    ]
+
+
+def test_damp_0s_sends_every_restart_and_a_real_crash_loop_sends_one_by_default(
+    tmp_path: Path,
+) -> None:
+    out, each = tmp_path / "damped.jsonl", tmp_path / "each.jsonl"
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(f"""\
+        version: 1
+        supervisor: {{intensity: {{max_restarts: 30}}, backoff: {{initial: 1ms, max: 1ms}}}}
+        notify:
+          - {{on: [restarted, gave_up], command: [{sys.executable}, -c, "{APPEND_STDIN}", {out}]}}
+          - on: [restarted]
+            damp: 0s
+            command: [{sys.executable}, -c, "{APPEND_STDIN}", {each}]
+        jobs:
+          - {{name: loop, command: [sh, -c, "exit 1"]}}
+        """)
+    )
+    done = run_jobvisor(tmp_path, "run", "jobs.yaml")
+    assert done.proc.returncode == 1, done.stderr
+    assert [(e["event"], e.get("suppressed")) for e in lines_of(out)] == [
+        ("restarted", 0),
+        ("gave_up", None),
+    ]
+    assert [e["number"] for e in lines_of(each)] == list(range(1, 31))
