@@ -277,7 +277,8 @@ class Notifier:
         # The failures each notification with ``recovered`` sent and no ``recovered`` ended yet,
         # by (notification, path, breaker: "" for the job's own); the event thread's alone.
         self._open: dict[tuple[str, str, str], tuple[NotifySpec, list[dict[str, Any]]]] = {}
-        self._runs_up: frozenset[str] = frozenset()  # paths a state of running proves healthy
+        # Once and periodic jobs: their running proves nothing, a succeeded attempt does.
+        self._by_success: frozenset[str] = frozenset()
         # When each (notification, path, event) was last sent, and how many were folded since;
         # the event thread's alone.
         self._damped: dict[tuple[str, str, NotifyEvent], tuple[float, int]] = {}
@@ -303,18 +304,17 @@ class Notifier:
         """Take the manifest's, jobs' and groups' notifications (at start, and after a reload)."""
         own: dict[str, tuple[NotifySpec, ...]] = {}
         by_breaker: dict[str, list[str]] = {}
-        runs_up = {""}
+        by_success = set()
         for path, spec in _owners(root):
             if spec.notify:
                 own[path] = spec.notify
             if isinstance(spec, JobSpec) and spec.breaker:
                 by_breaker.setdefault(spec.breaker, []).append(path)
-            # A once or periodic job's running proves nothing yet: its success does.
-            if not isinstance(spec, JobSpec) or spec.schedule.service:
-                runs_up.add(path)
+            if isinstance(spec, JobSpec) and not spec.schedule.service:
+                by_success.add(path)
         # Swapped whole: the event thread reads them without a lock.
         self._top, self._own, self._by_breaker = top, own, by_breaker
-        self._runs_up = frozenset(runs_up)
+        self._by_success = frozenset(by_success)
         distinct = {_key(each): each for each in top}
         distinct.update((_key(s), s) for specs in own.values() for s in specs)
         shown = {self._shown(each) for each in distinct.values()}
@@ -411,10 +411,10 @@ class Notifier:
         match event:
             case ev.ProbationPassed(path=path):
                 return path, "", "probation_passed"
-            case ev.StateChanged(path=path, new=State.RUNNING) if path in self._runs_up:
+            case ev.StateChanged(path=path, new=State.RUNNING) if path not in self._by_success:
                 return path, "", "running"
             case ev.AttemptFinished(path=path, outcome=Outcome.SUCCEEDED) if (
-                path not in self._runs_up
+                path in self._by_success
             ):
                 return path, "", "succeeded"
             case ev.BreakerChanged(name=name, new="closed"):

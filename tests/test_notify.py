@@ -1139,7 +1139,10 @@ def test_recovered_pairs_a_breaker_with_its_closing_and_a_failed_job_with_its_su
             http=_target(f"{kit.url}/h"),
         )
         rows: queue.Queue[dict[str, Any]] = queue.Queue()
-        notifier = Notifier((spec,), SupervisorSpec(children=()), record=lambda *a: rows.put(a[2]))
+        root = load_manifest(
+            "version: 1\njobs: [{name: once, command: [x]}, {name: other, command: [x]}]\n", env={}
+        ).root
+        notifier = Notifier((spec,), root, record=lambda *a: rows.put(a[2]))
         at = time.time()
 
         def tell(event: Any) -> None:
@@ -1152,6 +1155,7 @@ def test_recovered_pairs_a_breaker_with_its_closing_and_a_failed_job_with_its_su
             tell(BreakerChanged(path="", at=at, name="b", old="half_open", new="closed"))
             tell(BreakerChanged(path="", at=at, name="b", old="open", new="closed"))  # once
             tell(StateChanged(path="once", at=at, old=State.RUNNING, new=State.FAILED))
+            tell(StateChanged(path="once", at=at, old=State.STARTING, new=State.RUNNING))
             tell(
                 AttemptFinished(
                     path="other",
