@@ -12,6 +12,12 @@ queue fills and its later notifications are dropped, with a warning. Every
 delivery is logged when it fails, with the notification's name, and
 journaled once (a ``notify`` decision row), the ones a stop cut short too,
 and counted (``deliveries``: the endpoint's ``jobvisor_notify_deliveries_total``).
+
+Two kinds are the notifier's own reading of the events: ``recovered``, sent by a
+notification that sent a failure (``FAILURES``) once the job or breaker is
+healthy again, and the damping of ``DAMPED`` kinds (a crash loop's restarts):
+at most one per job per notification per its ``damp``, the next one saying how
+many were folded (``suppressed``).
 """
 
 from __future__ import annotations
