@@ -7,7 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conftest import RUNTIME
 from faultkit import CLI, ENV, ROOT, Running, start_daemon, stop_daemon, wait_until
+from httpkit import free_port
+from test_terminal import status_on_a_terminal
 
 FLAKY = """
 version: 1
@@ -19,6 +22,11 @@ jobs:
     python: "demo.tasks:flaky"
     kwargs: {name: flaky, failures: FAILURES}
 """
+
+
+def _demo() -> str:
+    """The root's demo manifest on a free port (a demo a person runs may hold 8765)."""
+    return (ROOT / "jobs.yaml").read_text().replace("8765", str(free_port()))
 
 
 def _succeeded(running: Running) -> dict[str, Any] | None:
@@ -46,10 +54,7 @@ def test_the_demos_flaky_fails_as_often_after_an_edit_and_a_reload(tmp_path: Pat
 def test_the_demo_shows_what_the_readme_says_in_under_30_seconds(tmp_path: Path) -> None:
     """README, "What the demo shows": a retry, restarts with backoff, a give-up, a periodic
     job and a group restart, each said at the demo's level (information); exit 1, under 30 s."""
-    from httpkit import free_port
-
-    port = str(free_port())  # the root's 8765 may be taken by a demo a person runs meanwhile
-    (tmp_path / "jobs.yaml").write_text((ROOT / "jobs.yaml").read_text().replace("8765", port))
+    (tmp_path / "jobs.yaml").write_text(_demo())
     began = time.monotonic()
     done = subprocess.run(
         [*CLI, "run", "jobs.yaml"],
@@ -70,3 +75,21 @@ def test_the_demo_shows_what_the_readme_says_in_under_30_seconds(tmp_path: Path)
     ):
         assert said in log, f"{said!r} not in the log:\n{log}"
     assert "jobvisor: failed or gave up: mailer" in done.stdout + done.stderr
+
+
+def test_the_demos_status_on_80_columns_says_why_mailer_failed(tmp_path: Path) -> None:
+    """Trial 30: ``jobvisor status`` on 80 columns read ``failed (3): command…`` for mailer."""
+    running = start_daemon(tmp_path, _demo(), "--runtime", RUNTIME)
+    try:
+        wait_until(
+            lambda: running.nodes()["mailer"]["state"] == "gave_up", "mailer gives up",
+            proc=running.proc,
+        )  # fmt: skip
+        shown = status_on_a_terminal(tmp_path, 80).splitlines()
+    finally:
+        stop_daemon(running)
+    assert all(len(line) <= 80 for line in shown), shown
+    header = shown[0]
+    (mailer,) = [line for line in shown if line.startswith("mailer ")]
+    assert mailer[header.index("LAST EXIT") :] == "failed (3)", shown
+    assert shown[-1] == "mailer: command echo 'cannot reach smtp.invalid'; exit 3 exited with 3"
