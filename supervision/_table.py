@@ -89,7 +89,6 @@ def summary_table(
     import time  # noqa: PLC0415 - with the table only: a control command's start stays light
 
     from supervision._cells import cells, cut, cut_start, pad  # noqa: PLC0415
-    from supervision._printable import printable  # noqa: PLC0415
 
     if width == "auto":
         width = columns(sys.stdout)
@@ -101,25 +100,18 @@ def summary_table(
     header += ("UPTIME",) if running else ()
     header += ("STARTS", "RESTARTS", "FAILURES")
     header += ("NEXT START", "LAST EXIT") if upcoming else ("LAST EXIT",)
-    rows = [header]
-    for node in nodes:
-        row: tuple[str, ...] = (node["path"], node["kind"], node["state"])
-        row += (_uptime(node, clock),) if running else ()
-        row += (
-            str(node["starts"]),
-            str(node["restarts"]),
-            str(node["failures"]),
-        )
-        if upcoming:
-            row += (until(node.get("next_start_at"), clock),)
-        rows.append((*row, printable(exit_cell(node, mask))))
+    rows = [header] + [
+        _row(node, mask, clock, running=running, upcoming=upcoming) for node in nodes
+    ]
     rows = _narrowed(rows, width if fit == "cut" else None, cells)
+    whys: list[str] = []  # a failure's whole text, below the rows that could not show it
     widths = [max(cells(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     # The other columns of a row's first line, and the gap after each column but the last.
     fixed = sum(widths[1:]) + 2 * len(widths)
     last = max(cells(row[-1]) for row in rows)
     if width is not None and fit == "cut":
         widths[0], last = _cut_widths(width - fixed, widths[0], last, len(header[-1]))
+        rows, whys = _shortened(rows, nodes, last, mask, width=width)
     elif width is not None and width - fixed - widths[0] < _MIN_LAST:
         # Beside a PATH cut no shorter than MIN_PATH, or below a row cut to fit the width.
         beside = width - fixed - _MIN_LAST
@@ -146,7 +138,70 @@ def summary_table(
             first, *rest = _wrap(error, room)
             lines.append(lead + first)
             lines += [" " * start + part for part in rest]
-    return "\n".join(line.rstrip() for line in lines)
+    return "\n".join(line.rstrip() for line in lines + whys)
+
+
+def _row(
+    node: dict[str, Any],
+    mask: Callable[[str], str],
+    clock: float,
+    *,
+    running: bool,
+    upcoming: bool,
+) -> tuple[str, ...]:
+    """A node's cells, LAST EXIT whole."""
+    from supervision._printable import printable  # noqa: PLC0415
+
+    row: tuple[str, ...] = (node["path"], node["kind"], node["state"])
+    row += (_uptime(node, clock),) if running else ()
+    row += (str(node["starts"]), str(node["restarts"]), str(node["failures"]))
+    if upcoming:
+        row += (until(node.get("next_start_at"), clock),)
+    return (*row, printable(exit_cell(node, mask)))
+
+
+def _shortened(
+    rows: list[tuple[str, ...]],
+    nodes: list[dict[str, Any]],
+    last: int,
+    mask: Callable[[str], str],
+    *,
+    width: int,
+) -> tuple[list[tuple[str, ...]], list[str]]:
+    """``rows`` with each LAST EXIT wider than ``last`` said shortly (``_short_exit``), and for
+    each of those that failed, its whole error as ``PATH: ERROR`` lines to go below the table
+    (80 columns cut the demo's to ``failed (3): command…``: why was nowhere)."""
+    from supervision._cells import cells  # noqa: PLC0415
+    from supervision._printable import printable  # noqa: PLC0415
+
+    out, whys = rows[:1], []
+    for node, (*row, whole) in zip(nodes, rows[1:], strict=True):
+        if cells(whole) <= last:
+            out.append((*row, whole))
+            continue
+        why = _failed(node) and _error_text(node["last_exit"], mask)
+        if why:
+            whys += _wrap_why(f"{node['path']}: {printable(why)}", width)
+        out.append((*row, printable(_short_exit(node, mask))))
+    return out, whys
+
+
+def _failed(node: dict[str, Any]) -> bool:
+    last = node.get("last_exit")
+    return isinstance(last, dict) and last.get("outcome") in ("failed", "timeout")
+
+
+def _wrap_why(text: str, width: int) -> list[str]:
+    """A failure's whole line below the table, at most four lines (a job's long message is
+    whole in ``status --json``)."""
+    return textwrap.wrap(
+        text,
+        max(width, _MIN_LAST),
+        subsequent_indent="    ",
+        break_on_hyphens=False,
+        max_lines=4,
+        placeholder=" …",
+    )
 
 
 def _narrowed(
@@ -220,16 +275,48 @@ def exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:
     text = str(last["outcome"])
     if last.get("code") is not None:
         text += f" ({last['code']})"
-    if last.get("error"):
-        # Without an isolated job's traceback; the rest whole, its newlines shown escaped by
-        # the table (a command whose argv holds one lost "killed by SIGTERM", the reason).
-        error = mask(last["error"])
-        end = error.find(_TRACEBACK)
-        text += ": " + (error if end < 0 else error[:end]).rstrip("\n")
-    return text
+    error = _error_text(last, mask)
+    return text if error is None else f"{text}: {error}"
+
+
+def _error_text(last: dict[str, Any], mask: Callable[[str], str]) -> str | None:
+    if not last.get("error"):
+        return None
+    # Without an isolated job's traceback; the rest whole, its newlines shown escaped by
+    # the table (a command whose argv holds one lost "killed by SIGTERM", the reason).
+    error = mask(last["error"])
+    end = error.find(_TRACEBACK)
+    return (error if end < 0 else error[:end]).rstrip("\n")
 
 
 _TRACEBACK: Final = "\nTraceback (most recent call last):"
+
+
+def _short_exit(node: dict[str, Any], mask: Callable[[str], str]) -> str:
+    """``exit_cell`` without what the row says already or what is not why: a command's
+    ``command ARGV`` before how it ended, and ``exited with N`` when the cell shows ``(N)``.
+
+    For a cell too narrow for the whole: on 80 columns the demo's mailer read
+    ``failed (3): command…``, the argv filling what was left to say why.
+    """
+    last = node.get("last_exit")
+    raw = last.get("error") if isinstance(last, dict) else None
+    if not isinstance(raw, str) or not raw.startswith("command "):
+        return exit_cell(node, mask)
+    assert isinstance(last, dict)
+    error = mask(raw)
+    # How it ended follows the argv (``actors._command``), which may say the same words: the
+    # last "exited with" or "killed by"; else the first "could not start:" (its reason may
+    # say anything).
+    at = max(error.rfind(" exited with "), error.rfind(" killed by "))
+    if at < len("command"):
+        at = error.find(" could not start: ")
+    if at < len("command"):
+        return exit_cell(node, mask)
+    how = error[at + 1 :]
+    code = last.get("code")
+    text = str(last["outcome"]) + ("" if code is None else f" ({code})")
+    return text if how == f"exited with {code}" else f"{text}: {how}"
 
 
 def _uptime(node: dict[str, Any], now: float) -> str:

@@ -193,6 +193,25 @@ class TestStrategies:
         assert journal.of("stop") == ["d", "c"]
         assert journal.of("start") == ["a", "b", "c", "d", "b", "c", "d"]
 
+    @pytest.mark.parametrize(
+        "case", [(Strategy.ONE_FOR_ALL, "a, b, c, d"), (Strategy.REST_FOR_ONE, "b, c, d")]
+    )
+    def test_a_group_restart_is_one_info_line_naming_every_child_it_restarts(
+        self, make_tree, events, journal, logs, case: tuple[Strategy, str]
+    ) -> None:
+        """Trial 30: at the demo's level (information) a group restart seemed to show only the
+        failure (its children's starts are DEBUG). One INFO line says it and names them all."""
+        strategy, restarted = case
+        tree = make_tree(self.spec(strategy, journal), on_event=events)
+        events.reached("d", "running")
+        tree.ref("b").tell("crash")
+        events.reached("d", "running", times=2)
+        said = [r.message for r in logs.records if r.level == logbook.INFO]
+        group = [m for m in said if "restart of" in m]
+        assert len(group) == 1, said
+        assert group[0].startswith(f"root: {strategy.value} restart of {restarted} in "), group
+        assert " after b failed (restart 1 of " in group[0], group
+
     def test_group_strategies_back_off_and_count_per_group(
         self, make_tree, events, journal
     ) -> None:

@@ -209,6 +209,17 @@ def node(path: str, error: str | None) -> dict[str, object]:
 LONG = "command sh -c 'echo cannot reach smtp.invalid; exit 3' exited with 3 after 2 tries"
 
 
+def unwrapped(whys: list[str]) -> list[str]:
+    """The lines below a status table, each failure's as one (its wrapped lines are indented)."""
+    joined: list[str] = []
+    for line in whys:
+        if line.startswith("    ") and joined:
+            joined[-1] += " " + line.strip()
+        else:
+            joined.append(line)
+    return joined
+
+
 @pytest.mark.parametrize("width", [80, 100])
 def test_the_summary_table_fits_the_terminal_width(width: int) -> None:
     doc = {"children": [node("mailer", LONG), node("report-daily", LONG), node("ok", None)]}
@@ -253,9 +264,10 @@ def test_status_on_a_terminal_is_one_line_a_row(width: int) -> None:
     waiting = {**node(f"etl/{A_NAME}", LONG), "state": "backoff", "next_start_at": 1080.0}
     doc = {"children": [waiting, node("mailer", LONG), node("ok", None)]}
     lines = summary_table(doc, width=width, now=1000.0, fit="cut").splitlines()
-    assert len(lines) == 4, lines
     assert all(len(line) <= width for line in lines), lines
-    header, long, mailer, ok = lines
+    (header, long, mailer, ok), whys = lines[:4], lines[4:]
+    # Below the rows, each failure whose cell was cut, whole, its path too.
+    assert unwrapped(whys) == [f"etl/{A_NAME}: {LONG}", f"mailer: {LONG}"]
     assert header.split("  ")[0] == "PATH"
     assert header.rstrip().endswith("LAST EXIT")
     assert long.startswith("…")
@@ -297,7 +309,9 @@ def test_on_80_columns_the_last_exit_keeps_room_to_say_why_before_the_path() -> 
     assert all(len(line) <= 80 for line in lines), lines
     start = lines[0].index("LAST EXIT")
     assert len(lines[2][start:]) >= 20, lines
-    assert lines[2][start:].startswith("failed (3): command"), lines
+    # The argv gives way to how it ended (the whole is below the table).
+    assert lines[2][start:].startswith("failed (3): exited"), lines
+    assert unwrapped(lines[3:]) == [f"pipeline/mailer: {LONG}"], lines
 
 
 def test_an_error_with_a_newline_is_whole_and_only_a_traceback_is_left_out() -> None:
@@ -402,9 +416,14 @@ def test_status_fits_a_terminal_and_prints_whole_into_a_pipe(tmp_path: Path) -> 
         piped = running.cli("status")
     finally:
         assert stop_daemon(running) == 0
-    assert len(shown) == 4, shown  # the header, etl, its job, mailer: one line each
+    # the header, etl, its job, mailer: one line each; then each failure whose cell was cut
+    rows, whys = shown[:4], shown[4:]
     assert all(len(line) <= 100 for line in shown), shown
-    assert any(line.startswith("…") and "backoff" in line for line in shown), shown
+    assert any(line.startswith("…") and "backoff" in line for line in rows), shown
+    assert unwrapped(whys) == [
+        f"etl/{A_NAME}: command {tail}; exit 1 exited with 1",
+        f"mailer: command {tail}; exit 3 exited with 3",
+    ], shown
     assert piped.returncode == 0, piped.stderr
     whole = piped.stdout.splitlines()
     assert len(whole) == 4, whole
@@ -429,12 +448,14 @@ def test_a_narrow_terminal_drops_kind_and_uptime_before_it_cuts_the_last_exit_aw
     running = {**node("web", None), "state": "running", "since": 990.0}
     waiting = {**node(f"etl/{A_NAME}", LONG), "state": "backoff", "next_start_at": 1080.0}
     doc = {"children": [running, waiting]}
-    header, web, long = summary_table(doc, width=80, now=1000.0, fit="cut").splitlines()
+    lines = summary_table(doc, width=80, now=1000.0, fit="cut").splitlines()
+    (header, _, long), whys = lines[:3], lines[3:]
     assert "KIND" not in header
-    assert all(len(line) <= 80 for line in (header, web, long))
+    assert all(len(line) <= 80 for line in lines)
     shown = long[header.index("LAST EXIT") :]
     assert len(shown) >= 18, shown
-    assert f"failed (3): {LONG}".startswith(shown.removesuffix("…")), shown
+    assert "failed (3): exited with 3 after 2 tries".startswith(shown.removesuffix("…")), shown
+    assert unwrapped(whys) == [f"etl/{A_NAME}: {LONG}"], whys
     assert "STARTS" not in header.split()
     assert "UPTIME" not in header
     # Wide enough, nothing is dropped.
@@ -443,3 +464,43 @@ def test_a_narrow_terminal_drops_kind_and_uptime_before_it_cuts_the_last_exit_aw
 
 def test_a_wait_of_days_is_said_in_days() -> None:
     assert until(1000.0 + 3 * 86400 + 7200, 1000.0) == "in 3d2h"  # it said "in 74h0m"
+
+
+def test_on_80_columns_a_cut_failure_says_how_it_ended_and_is_whole_below_the_table() -> None:
+    """Trial 30: on 80 columns the demo's mailer read ``failed (3): command…``, the argv
+    filling the cell: the cell drops the argv (and ``exited with 3``, which ``(3)`` says), and
+    each failure cut so has its whole error below the table, after its whole path. A pipe has
+    no such line."""
+    killed = (
+        "command /opt/etl/bin/export --to reporting killed by SIGKILL (not sent by jobvisor: "
+        "the kernel's out-of-memory killer, or another process)"
+    )
+    python = "RuntimeError: the reporting cluster refused the connection again and again"
+    doc = {
+        "children": [
+            node("mailer", "command echo 'cannot reach smtp.invalid'; exit 3 exited with 3"),
+            {**node(f"etl/{A_NAME}", killed), "last_exit": {"outcome": "failed", "code": -9,
+                                                            "error": killed}},
+            {**node("pyjob", python), "last_exit": {"outcome": "failed", "error": python}},
+            {**node("pipeline/cache", None), "state": "stopped",
+             "last_exit": {"outcome": "stopped", "code": -15}},
+        ]
+    }  # fmt: skip
+    lines = summary_table(doc, width=80, now=1000.0, fit="cut").splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    header, mailer, etl, pyjob, cache = lines[:5]
+    start = header.index("LAST EXIT")
+    assert mailer[start:] == "failed (3)", lines
+    assert etl[start:].startswith("failed (-9): killed"), lines
+    assert pyjob[start:].startswith("failed: RuntimeErro"), lines
+    assert cache[start:] == "stopped (-15)", lines
+    assert unwrapped(lines[5:]) == [
+        "mailer: command echo 'cannot reach smtp.invalid'; exit 3 exited with 3",
+        f"etl/{A_NAME}: {killed}",
+        f"pyjob: {python}",
+    ], lines
+    # Wide enough, every cell is whole and nothing is said twice; into a pipe, the same.
+    for width in (300, None):
+        wide = summary_table(doc, width=width, now=1000.0, fit="cut").splitlines()
+        assert len(wide) == 5, wide
+        assert wide[1].endswith("exit 3 exited with 3"), wide
