@@ -6,7 +6,8 @@ Routes (every answer but ``/``, ``/metrics`` and the event stream is JSON):
 - ``GET /metrics``: Prometheus text (``_metrics``);
 - ``GET /api/config``: what the page needs to know (are actions on, do reads need the token;
   the heartbeat and the tree's name only to one who may read the tree);
-- ``GET /api/status``: the status document; ``GET /api/history?job=&limit=``: the journal
+- ``GET /api/status``: the status document, with ``process`` (which jobvisor answers:
+  ``_status.Process``); ``GET /api/history?job=&limit=``: the journal
   (``?per_job=N``: each job's newest N attempts, by path, in one answer);
 - ``GET /api/events``: Server-Sent Events, one JSON object (with ``type``) per tree event,
   each with an ``id:``; a client back with ``Last-Event-ID`` (or ``?last_event_id=``) gets
@@ -59,6 +60,7 @@ from supervision._history import JournalError, journal_path, read_history, read_
 from supervision._listen import is_loopback
 from supervision._metrics import CONTENT_TYPE, TreeMetrics
 from supervision._spec import NAME
+from supervision._status import Process
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -251,8 +253,11 @@ class Endpoint:
         journal: Path | None = None,
         page: Path = PAGE,
         deadline: float = REQUEST_DEADLINE,
+        process: Process | None = None,
     ) -> None:
-        """``deadline``: seconds for a request to arrive, and for its answer to leave."""
+        """``deadline``: seconds for a request to arrive, and for its answer to leave;
+        ``process``: what the status document says of the jobvisor serving it (a daemon
+        sets its own)."""
         self.spec = spec
         self.deadline = deadline
         self.metrics = metrics
@@ -261,6 +266,7 @@ class Endpoint:
         self.journal = journal
         self.page = page
         self.tree: Tree | None = None
+        self.process = process
         # (action, job path, the signal's number for a signal): the control protocol's reply.
         self.act: Callable[[str, str, int | None], dict[str, Any]] = self._act_on_tree
         self.hub = _Hub(mask, life=str(int(time.time() * 1000)))
@@ -811,6 +817,9 @@ class _Handler(BaseHTTPRequestHandler):
             document = self._tree().status(timeout=STATUS_DEADLINE)
         except (JobvisorError, TimeoutError) as exc:
             raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"no status: {exc}") from None
+        process = self.endpoint.process
+        if process is not None:
+            document = {**document, "process": process.as_dict()}
         self._json(HTTPStatus.OK, document)
 
     def _history(self, query: dict[str, list[str]]) -> None:
@@ -958,5 +967,11 @@ def open_endpoint(composition: Composition) -> Endpoint:
     metrics = TreeMetrics(manifest.root, composition.breakers, composition.masker.mask)
     journal = journal_path(manifest.state_dir) if composition.journal is not None else None
     return Endpoint(
-        spec, metrics, mask=composition.masker.mask, state_dir=manifest.state_dir, journal=journal
+        spec,
+        metrics,
+        mask=composition.masker.mask,
+        state_dir=manifest.state_dir,
+        journal=journal,
+        # A daemon's endpoint is told its own (``Daemon``): the one composing it is a run.
+        process=Process("run", manifest.path, manifest.state_dir),
     )

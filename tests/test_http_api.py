@@ -9,6 +9,7 @@ stream. The processes run under the suite's runtime (``--runtime``).
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import select
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema
 import pytest
 import requests
 from conftest import RUNTIME, Events
@@ -281,6 +283,48 @@ def test_status_history_and_a_crash_seen_as_events_and_metrics(
     assert all(r["path"] == "etl/crashy" for r in rows)
     assert served.get("/api/history?limit=0").status_code == 400
     assert served.get("/api/history?limit=x").status_code == 400
+
+
+PROCESS = jsonschema.Draft202012Validator(
+    {
+        "type": "object",
+        "required": ["mode", "pid", "version", "started_at", "uptime", "manifest", "state_dir"],
+        "additionalProperties": False,
+        "properties": {
+            "mode": {"enum": ["daemon", "run"]},
+            "pid": {"type": "integer", "minimum": 1},
+            "version": {"type": "string", "minLength": 1},
+            "started_at": {"type": "number"},
+            "uptime": {"type": "number", "minimum": 0},
+            "manifest": {"type": ["string", "null"]},
+            "state_dir": {"type": "string"},
+        },
+    }
+)
+
+
+def test_the_status_says_which_daemon_answers_it(daemon: tuple[Running, Served]) -> None:
+    """``status --json`` and ``/api/status`` name the process: a daemon, its pid, version,
+    start (epoch seconds, as every time in the document), uptime, manifest and state dir."""
+    running, served = daemon
+    before = time.time()
+    out = running.cli("status", "--json")
+    assert out.returncode == 0, out.stderr
+    by_cli = json.loads(out.stdout)["process"]
+    by_http = served.get("/api/status").json()["process"]
+    for process in (by_cli, by_http):
+        PROCESS.validate(process)
+        assert process["mode"] == "daemon"
+        assert process["pid"] == running.proc.pid
+        assert process["version"] == importlib.metadata.version("jobvisor")
+        assert process["manifest"] == str(running.dir / "jobs.yaml")
+        assert process["state_dir"] == str(running.state)
+        assert process["started_at"] < before
+        assert 0 < process["uptime"] < 120
+    assert by_cli["started_at"] == by_http["started_at"]
+    assert by_http["uptime"] >= by_cli["uptime"]
+    table = running.cli("status")  # the table is as it was: the process is --json's
+    assert table.stdout.startswith("PATH "), table.stdout
 
 
 def test_history_per_job_gives_every_jobs_newest_attempts_in_one_answer(
@@ -999,6 +1043,10 @@ def test_run_serves_until_its_jobs_are_done(tmp_path: Path) -> None:
 
         wait_until(running, "once running", timeout=30)
         assert served.metric("jobvisor_job_starts_total", path="once", kind="command") == 1
+        process = served.get("/api/status").json()["process"]
+        PROCESS.validate(process)
+        assert (process["mode"], process["pid"]) == ("run", jv.proc.pid)
+        assert process["manifest"] == str(tmp_path / "jobs.yaml")
         stream = Stream(served)
         try:
             (tmp_path / "go").touch()
