@@ -59,6 +59,7 @@ from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
 from supervision._statedir import LOCK_NAME, StateDirLock, StateDirWatch
+from supervision._status import Process
 from supervision._table import flatten_status
 
 if TYPE_CHECKING:
@@ -651,6 +652,7 @@ class Daemon:
         self._lock = threading.Lock()  # one reload or control action on the tree at a time
         self.composition: Composition | None = None
         self.tree: Tree | None = None
+        self.process: Process | None = None  # what its status says of it, from run()
 
     def _fixed(self, manifest: Manifest) -> Manifest:
         """``manifest`` as this daemon runs it: in the state dir given at start
@@ -673,6 +675,7 @@ class Daemon:
         self._started = load_manifest(self.manifest_path)
         manifest = self._fixed(self._started)
         state_dir = manifest.state_dir
+        self.process = Process("daemon", self.manifest_path, state_dir)
         self._terminal = _has_terminal()
         if self._pidfile is not None:
             # Written beside its path and renamed over it: whoever could swap its directory
@@ -716,6 +719,7 @@ class Daemon:
                 self.composition.endpoint.act = lambda op, job, signum: self.handle(
                     {"op": op, "job": job, "signal": signum}
                 )
+                self.composition.endpoint.process = self.process
             journal = self.composition.journal
             self.tree = self.composition.start(
                 sink=_noting(None if journal is None else journal.record, self._on_root_end)
@@ -1050,7 +1054,8 @@ class Daemon:
             return {"ok": False, "code": "starting", "error": "the daemon is still starting"}
         op = req["op"]
         if op == "status":
-            return {"ok": True, "result": tree.status()}
+            process = {} if self.process is None else {"process": self.process.as_dict()}
+            return {"ok": True, "result": {**tree.status(), **process}}
         if op == "reload":
             # Which manifest it read: the daemon's own, whatever file the client named.
             if req.get("dry_run") is True:

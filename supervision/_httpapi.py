@@ -6,16 +6,20 @@ Routes (every answer but ``/``, ``/metrics`` and the event stream is JSON):
 - ``GET /metrics``: Prometheus text (``_metrics``);
 - ``GET /api/config``: what the page needs to know (are actions on, do reads need the token;
   the heartbeat and the tree's name only to one who may read the tree);
-- ``GET /api/status``: the status document; ``GET /api/history?job=&limit=``: the journal
+- ``GET /api/status``: the status document, with ``process`` (which jobvisor answers:
+  ``_status.Process``); ``GET /api/history?job=&limit=``: the journal
   (``?per_job=N``: each job's newest N attempts, by path, in one answer);
-- ``GET /api/events``: Server-Sent Events, one JSON object (with ``type``) per tree event;
+- ``GET /api/events``: Server-Sent Events, one JSON object (with ``type``) per tree event,
+  each with an ``id:``; a client back with ``Last-Event-ID`` (or ``?last_event_id=``) gets
+  what it missed first, or one ``gap`` event when that is no longer kept;
 - ``POST /api/jobs/PATH/start|stop|restart``: an action (bearer token);
   ``POST /api/jobs/PATH/signal?signal=HUP``: a signal to the job's process group (the same).
 
 It never holds up supervision: requests run on their own threads (greenlets
-under gevent); metrics are bumped inline (``TreeMetrics.sink``), and while a
-stream is open the tree's event thread only drops each event's text into every
-stream's bounded queue: a stream whose client falls behind by a whole queue is cut.
+under gevent); metrics are bumped inline (``TreeMetrics.sink``), and once a
+stream has been opened the tree's event thread only keeps each event's text in a
+bounded backlog and drops it into every open stream's bounded queue: a stream
+whose client falls behind by a whole queue is cut.
 
 Nor can a client hold it up for others: a request must arrive whole within
 one deadline and an answer leave within another (not per read or write: a byte
@@ -27,6 +31,7 @@ own, so they never take the slots other requests need.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hmac
 import io
@@ -55,6 +60,7 @@ from supervision._history import JournalError, journal_path, read_history, read_
 from supervision._listen import is_loopback
 from supervision._metrics import CONTENT_TYPE, TreeMetrics
 from supervision._spec import NAME
+from supervision._status import Process
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -84,6 +90,11 @@ _CONTENT_LENGTH: Final = re.compile(r"[0-9]{1,18}")
 _CHUNK_SIZE: Final = re.compile(rb"[0-9A-Fa-f]{1,8}")
 STREAM_SNDBUF: Final = 32 * 1024
 STREAM_QUEUE: Final = 1000  # events a stream may fall behind by before it is cut
+# The newest events kept for a client that comes back (Last-Event-ID): this many at most,
+# and at most this much of their text (a reload's event carries its every line).
+BACKLOG: Final = 1000
+BACKLOG_BYTES: Final = 1024 * 1024
+_SHOWN_ID: Final = 80  # characters of a client's unknown Last-Event-ID said back in a gap
 HANGUP_CHECK: Final = 1.0  # seconds: how often an idle stream looks whether its client closed
 STATUS_DEADLINE: Final = 10.0
 MAX_HISTORY: Final = 10_000
@@ -117,13 +128,19 @@ def _snake(name: str) -> str:
 
 
 class _Stream:
-    """One ``/api/events`` client: a bounded queue the event thread fills without waiting."""
+    """One ``/api/events`` client: a bounded queue the event thread fills without waiting.
 
-    __slots__ = ("cut", "queue")
+    ``first``: what it is sent before the queue, all of it taken as it joined: the events it
+    missed (or a ``gap``), or, when there are none, the newest id (an ``id:`` alone), which
+    a client that saw no event yet gives back when it reconnects.
+    """
+
+    __slots__ = ("cut", "first", "queue")
 
     def __init__(self) -> None:
         self.queue: queue.Queue[bytes | None] = queue.Queue(STREAM_QUEUE)
         self.cut = False
+        self.first: list[bytes] = []
 
     def offer(self, data: bytes | None) -> None:
         try:
@@ -133,45 +150,94 @@ class _Stream:
 
 
 class _Hub:
-    """Fans each event out to every open stream; subscribed to the tree only while one is open."""
+    """Numbers each event, keeps the newest in a backlog and fans each out to every open stream.
 
-    def __init__(self, mask: Callable[[str], str]) -> None:
+    Subscribed to the tree from the first stream on, and not only while one is open: what
+    happens while a client reconnects is what its ``Last-Event-ID`` asks for. (A tree no
+    stream was ever opened on pays nothing for it.) An id is ``LIFE-N``: ``N`` counts this
+    endpoint's events from 1, ``LIFE`` (its start, in ms) tells an id of an earlier daemon's.
+    """
+
+    def __init__(self, mask: Callable[[str], str], life: str) -> None:
         self._mask = mask
+        self.life = life
         self._lock = threading.Lock()
         self.streams: tuple[_Stream, ...] = ()
         self._subscription: Subscription | None = None
+        self._count = 0  # the newest event's number
+        self._backlog: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._backlog_bytes = 0
 
-    def join(self, tree: Tree, most: int) -> _Stream | None:
-        """A new stream (None if ``most`` are open); the first subscribes to ``tree``'s events."""
+    def join(self, tree: Tree, most: int, after: str | None = None) -> _Stream | None:
+        """A new stream (None if ``most`` are open), sent first what came after the event
+        ``after`` (a ``Last-Event-ID``); the first stream subscribes to ``tree``'s events."""
         stream = _Stream()
         with self._lock:
             if len(self.streams) >= most:
                 return None
-            self.streams = (*self.streams, stream)
             if self._subscription is None:
                 self._subscription = tree.subscribe(self.publish)
+            stream.first = self._missed(after) if after is not None else []
+            if not stream.first:
+                stream.first = [f"id: {self._id(self._count)}\n\n".encode()]
+            self.streams = (*self.streams, stream)
         return stream
 
     def leave(self, stream: _Stream) -> None:
-        """Forget ``stream``; the last one cancels the subscription (an idle bus costs nothing)."""
+        """Forget ``stream`` (the subscription stays: the backlog keeps filling)."""
         with self._lock:
             self.streams = tuple(s for s in self.streams if s is not stream)
-            if not self.streams and self._subscription is not None:
-                self._subscription.cancel()
-                self._subscription = None
 
     def publish(self, event: Event) -> None:
-        streams = self.streams
-        if not streams:
-            return
         text = self._mask(json.dumps(event_json(event), separators=(",", ":")))
-        data = f"data: {text}\n\n".encode()
+        with self._lock:
+            self._count += 1
+            data = f"id: {self._id(self._count)}\ndata: {text}\n\n".encode()
+            self._backlog.append((self._count, data))
+            self._backlog_bytes += len(data)
+            while len(self._backlog) > BACKLOG or self._backlog_bytes > BACKLOG_BYTES:
+                self._backlog_bytes -= len(self._backlog.popleft()[1])
+            streams = self.streams
         for stream in streams:
             stream.offer(data)
 
     def close(self) -> None:
         for stream in self.streams:
             stream.offer(None)
+        with self._lock:
+            if self._subscription is not None:
+                self._subscription.cancel()
+                self._subscription = None
+
+    def _id(self, number: int) -> str:
+        return f"{self.life}-{number}"
+
+    def _missed(self, after: str) -> list[bytes]:
+        """The kept events after the one ``after`` names; one ``gap`` event when some of them
+        are not kept, or the id is not one of this endpoint's (with the lock held)."""
+        life, _, number = after.strip().rpartition("-")
+        if life != self.life or not number.isdigit() or int(number) > self._count:
+            shown = after if len(after) <= _SHOWN_ID else after[:_SHOWN_ID] + "…"
+            return [self._gap(after, None, f"{shown!r} is not an event id of this jobvisor")]
+        seen = int(number)
+        oldest = self._backlog[0][0] if self._backlog else self._count + 1
+        if seen + 1 < oldest:
+            lost = oldest - seen - 1
+            return [self._gap(after, lost, f"{lost} events after it are no longer kept")]
+        return [data for n, data in self._backlog if n > seen]
+
+    def _gap(self, after: str, lost: int | None, reason: str) -> bytes:
+        """What says that events were missed: read the status again, then follow on."""
+        gap = {
+            "type": "gap",
+            "path": "",
+            "at": time.time(),
+            "after": after[:_SHOWN_ID],
+            "missed": lost,
+            "reason": reason + "; read /api/status again",
+        }
+        text = self._mask(json.dumps(gap, separators=(",", ":")))
+        return f"id: {self._id(self._count)}\ndata: {text}\n\n".encode()
 
 
 class Endpoint:
@@ -187,8 +253,11 @@ class Endpoint:
         journal: Path | None = None,
         page: Path = PAGE,
         deadline: float = REQUEST_DEADLINE,
+        process: Process | None = None,
     ) -> None:
-        """``deadline``: seconds for a request to arrive, and for its answer to leave."""
+        """``deadline``: seconds for a request to arrive, and for its answer to leave;
+        ``process``: what the status document says of the jobvisor serving it (a daemon
+        sets its own)."""
         self.spec = spec
         self.deadline = deadline
         self.metrics = metrics
@@ -197,9 +266,10 @@ class Endpoint:
         self.journal = journal
         self.page = page
         self.tree: Tree | None = None
+        self.process = process
         # (action, job path, the signal's number for a signal): the control protocol's reply.
         self.act: Callable[[str, str, int | None], dict[str, Any]] = self._act_on_tree
-        self.hub = _Hub(mask)
+        self.hub = _Hub(mask, life=str(int(time.time() * 1000)))
         self._closed = threading.Event()
         Gauge(
             "jobvisor_http_event_clients",
@@ -747,6 +817,9 @@ class _Handler(BaseHTTPRequestHandler):
             document = self._tree().status(timeout=STATUS_DEADLINE)
         except (JobvisorError, TimeoutError) as exc:
             raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"no status: {exc}") from None
+        process = self.endpoint.process
+        if process is not None:
+            document = {**document, "process": process.as_dict()}
         self._json(HTTPStatus.OK, document)
 
     def _history(self, query: dict[str, list[str]]) -> None:
@@ -778,12 +851,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(HTTPStatus.OK, answer)
 
     def _events(self, query: dict[str, list[str]]) -> None:
-        del query
         endpoint = self.endpoint
         if self.command == "HEAD":  # the stream's head alone: no place among the streams
             self._stream_head()
             return
-        stream = endpoint.hub.join(self._tree(), MAX_STREAMS)
+        stream = endpoint.hub.join(self._tree(), MAX_STREAMS, self._last_event_id(query))
         if stream is None:
             raise _Refused(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -797,6 +869,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream_head()
             self.wfile.write(b"retry: 1000\n: connected\n\n")
             self.wfile.flush()
+            for frame in stream.first:
+                self._answer.start()  # each its own deadline, as the live events below
+                self.wfile.write(frame)
+                self.wfile.flush()
             heartbeat = endpoint.spec.heartbeat
             beat_at = time.monotonic() + heartbeat
             while not endpoint.closed and not stream.cut:
@@ -821,6 +897,12 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client went away, or stalled past the deadline: forget it
         finally:
             endpoint.hub.leave(stream)
+
+    def _last_event_id(self, query: dict[str, list[str]]) -> str | None:
+        """The id a client gives back: EventSource sends the header by itself when it
+        reconnects; the query is for curl."""
+        given = self.headers.get("Last-Event-ID") or (query.get("last_event_id") or [""])[-1]
+        return given or None
 
     def _stream_head(self) -> None:
         self._answer.start()
@@ -885,5 +967,11 @@ def open_endpoint(composition: Composition) -> Endpoint:
     metrics = TreeMetrics(manifest.root, composition.breakers, composition.masker.mask)
     journal = journal_path(manifest.state_dir) if composition.journal is not None else None
     return Endpoint(
-        spec, metrics, mask=composition.masker.mask, state_dir=manifest.state_dir, journal=journal
+        spec,
+        metrics,
+        mask=composition.masker.mask,
+        state_dir=manifest.state_dir,
+        journal=journal,
+        # A daemon's endpoint is told its own (``Daemon``): the one composing it is a run.
+        process=Process("run", manifest.path, manifest.state_dir),
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -16,12 +18,58 @@ from supervision._state import State
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
 
     from actors import Breaker, Outcome, SupervisedActor
     from supervision._records import ChildRecord
     from supervision._spec import ChildSpec
 
-__all__ = ["LastExit", "child_nodes", "document", "idle_children", "node", "resolve"]
+__all__ = [
+    "LastExit",
+    "Process",
+    "child_nodes",
+    "document",
+    "idle_children",
+    "node",
+    "resolve",
+    "version",
+]
+
+
+@functools.cache
+def version() -> str:
+    """jobvisor's version, as ``--version`` says it (read once: the metadata costs ~10 ms)."""
+    from importlib.metadata import PackageNotFoundError  # noqa: PLC0415
+    from importlib.metadata import version as of  # noqa: PLC0415
+
+    try:
+        return of("jobvisor")
+    except PackageNotFoundError:
+        return "0+checkout"
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """The jobvisor that serves a status document: its ``process`` object (a daemon's, and
+    ``run --http``'s endpoint's), which says which process answers and since when."""
+
+    mode: str  # "daemon" or "run"
+    manifest: Path | None  # None: a manifest given as text
+    state_dir: Path
+    pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)  # wall time, as every ``at``
+    _started: float = field(default_factory=time.monotonic)  # uptime: no clock step in it
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "pid": self.pid,
+            "version": version(),
+            "started_at": self.started_at,
+            "uptime": round(time.monotonic() - self._started, 3),
+            "manifest": str(self.manifest) if self.manifest is not None else None,
+            "state_dir": str(self.state_dir),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ stream. The processes run under the suite's runtime (``--runtime``).
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import select
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema
 import pytest
 import requests
 from conftest import RUNTIME, Events
@@ -43,6 +45,7 @@ from supervision import (
 from supervision._app import compose, run_batch
 from supervision._httpapi import (
     ADDRESS_FILE,
+    BACKLOG,
     MAX_CONNECTIONS,
     MAX_STREAMS,
     PAGE_POLICY,
@@ -118,13 +121,26 @@ class Served:
 class Stream:
     """A real ``/api/events`` client on a plain socket; events are collected on a thread."""
 
-    def __init__(self, served: Served, token: str | None = None) -> None:
+    def __init__(
+        self,
+        served: Served,
+        token: str | None = None,
+        *,
+        last_event_id: str | None = None,
+        query: str = "",
+    ) -> None:
         self.events: list[dict[str, Any]] = []
+        self.ids: list[str | None] = []  # each event's id, as the frame before its data gave it
+        self.last_id: str | None = None  # the last ``id:`` seen, with or without an event
         self.comments: list[str] = []
         self._cond = threading.Condition()
         self._sock = socket.create_connection((served.host, served.port), timeout=30)
         bearer = f"Authorization: Bearer {token}\r\n" if token is not None else ""
-        request = f"GET /api/events HTTP/1.1\r\nHost: {served.host}:{served.port}\r\n{bearer}\r\n"
+        if last_event_id is not None:
+            bearer += f"Last-Event-ID: {last_event_id}\r\n"
+        request = (
+            f"GET /api/events{query} HTTP/1.1\r\nHost: {served.host}:{served.port}\r\n{bearer}\r\n"
+        )
         self._sock.sendall(request.encode())
         self._file = self._sock.makefile("rb")
         self.status_line = self._file.readline().decode()
@@ -136,12 +152,18 @@ class Stream:
         self._thread.start()
 
     def _read(self) -> None:
+        frame_id: str | None = None
         with contextlib.suppress(OSError, ValueError):
             for raw in self._file:
                 line = raw.decode().rstrip("\n")
                 with self._cond:
-                    if line.startswith("data: "):
+                    if line.startswith("id: "):
+                        frame_id = self.last_id = line[4:]
+                    elif line == "":
+                        frame_id = None
+                    elif line.startswith("data: "):
                         self.events.append(json.loads(line[6:]))
+                        self.ids.append(frame_id)
                     elif line.startswith(":"):
                         self.comments.append(line[1:].strip())
                     self._cond.notify_all()
@@ -261,6 +283,48 @@ def test_status_history_and_a_crash_seen_as_events_and_metrics(
     assert all(r["path"] == "etl/crashy" for r in rows)
     assert served.get("/api/history?limit=0").status_code == 400
     assert served.get("/api/history?limit=x").status_code == 400
+
+
+PROCESS = jsonschema.Draft202012Validator(
+    {
+        "type": "object",
+        "required": ["mode", "pid", "version", "started_at", "uptime", "manifest", "state_dir"],
+        "additionalProperties": False,
+        "properties": {
+            "mode": {"enum": ["daemon", "run"]},
+            "pid": {"type": "integer", "minimum": 1},
+            "version": {"type": "string", "minLength": 1},
+            "started_at": {"type": "number"},
+            "uptime": {"type": "number", "minimum": 0},
+            "manifest": {"type": ["string", "null"]},
+            "state_dir": {"type": "string"},
+        },
+    }
+)
+
+
+def test_the_status_says_which_daemon_answers_it(daemon: tuple[Running, Served]) -> None:
+    """``status --json`` and ``/api/status`` name the process: a daemon, its pid, version,
+    start (epoch seconds, as every time in the document), uptime, manifest and state dir."""
+    running, served = daemon
+    before = time.time()
+    out = running.cli("status", "--json")
+    assert out.returncode == 0, out.stderr
+    by_cli = json.loads(out.stdout)["process"]
+    by_http = served.get("/api/status").json()["process"]
+    for process in (by_cli, by_http):
+        PROCESS.validate(process)
+        assert process["mode"] == "daemon"
+        assert process["pid"] == running.proc.pid
+        assert process["version"] == importlib.metadata.version("jobvisor")
+        assert process["manifest"] == str(running.dir / "jobs.yaml")
+        assert process["state_dir"] == str(running.state)
+        assert process["started_at"] < before
+        assert 0 < process["uptime"] < 120
+    assert by_cli["started_at"] == by_http["started_at"]
+    assert by_http["uptime"] >= by_cli["uptime"]
+    table = running.cli("status")  # the table is as it was: the process is --json's
+    assert table.stdout.startswith("PATH "), table.stdout
 
 
 def test_history_per_job_gives_every_jobs_newest_attempts_in_one_answer(
@@ -573,6 +637,145 @@ def test_event_streams_have_their_own_cap(daemon: tuple[Running, Served]) -> Non
             stream.close()
 
 
+def number(event_id: str | None) -> int:
+    """The count in an event's id (``LIFE-N``)."""
+    assert event_id is not None
+    life, _, n = event_id.rpartition("-")
+    assert life.isdigit(), event_id
+    assert n.isdigit(), event_id
+    return int(n)
+
+
+def crashy_runs(times: int) -> Callable[[Stream], bool]:
+    def seen(stream: Stream) -> bool:
+        runs = [
+            e for e in stream.events if e["type"] == "state_changed" and e["path"] == "etl/crashy"
+        ]
+        return sum(e["new"] == "running" for e in runs) >= times
+
+    return seen
+
+
+def test_a_stream_that_comes_back_gets_exactly_the_events_it_missed(
+    daemon: tuple[Running, Served],
+) -> None:
+    """Every event has an id; a client back with the last one it saw (``Last-Event-ID``, as
+    EventSource resends it, or ``?last_event_id=``) gets the events it missed, in order, then
+    the live ones; one that saw every event gets none twice."""
+    running, served = daemon
+    witness = Stream(served)  # open throughout: every event, to compare with
+    streams = [witness]
+    try:
+        witness.wait_for(lambda s: s.last_id is not None)  # the newest id, sent as it joins
+        first = Stream(served)
+        streams.append(first)
+        (running.dir / "crash").touch()
+        first.wait_for(crashy_runs(1))  # crashy running again after the crash
+        first.close()
+        seen = first.ids[-1]
+        (running.dir / "crash").touch()  # the second crash, which it does not see
+        witness.wait_for(crashy_runs(2))
+        # The witness joined first (ids from 1, none skipped); a crash is several events.
+        assert [number(i) for i in witness.ids] == list(range(1, len(witness.ids) + 1))
+        missed = [
+            (i, e)
+            for i, e in zip(witness.ids, witness.events, strict=True)
+            if number(i) > number(seen)
+        ]
+        assert len(missed) >= 4, missed
+        assert any(e["type"] == "attempt_finished" for _, e in missed)
+        for back in (
+            Stream(served, last_event_id=seen),
+            Stream(served, query=f"?last_event_id={seen}"),
+        ):
+            streams.append(back)
+            back.wait_for(lambda s: len(s.events) >= len(missed))
+            assert list(zip(back.ids, back.events, strict=True))[: len(missed)] == missed
+        newest = witness.ids[-1]  # nothing runs but svc and crashy: no event until a crash
+        caught_up = Stream(served, last_event_id=newest)
+        streams.append(caught_up)
+        caught_up.wait_for(lambda s: "heartbeat" in s.comments)
+        assert (caught_up.events, caught_up.last_id) == ([], newest)
+        (running.dir / "crash").touch()  # then the live events, as anyone's
+        caught_up.wait_for(lambda s: has_event(s, "attempt_finished", "etl/crashy", code=3))
+        assert number(caught_up.ids[0]) == number(newest) + 1
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+FLAPPING = """
+version: 1
+supervisor: {backoff: {initial: 1ms, max: 1ms}, intensity: {max_restarts: 1000000, within: 60s}}
+http: {heartbeat: 200ms, token: {secret: {env: JV_HTTP_TOKEN}}}
+jobs:
+  - {name: flap, restart: permanent, command: "exit 3"}
+"""
+
+
+def test_a_stream_back_from_too_long_ago_or_another_daemon_is_told_of_a_gap(
+    tmp_path: Path,
+) -> None:
+    """The backlog keeps the newest 1,000 events: a client whose last id is older, or from a
+    daemon before this one, gets one ``gap`` event (read the status again) with the newest
+    id, and the live events after it, not a silent hole."""
+    env = {"JV_HTTP_TOKEN": TOKEN}
+    args = ("--http", "127.0.0.1:0", "--runtime", RUNTIME)
+    running = start_daemon(tmp_path, FLAPPING, *args, env_extra=env)
+    streams: list[Stream] = []
+    try:
+        served = Served(running.state)
+        first = Stream(served)
+        streams.append(first)
+        first.wait_for(lambda s: len(s.events) >= 5)
+        first.close()
+        seen = first.ids[-1]
+        witness = Stream(served)
+        streams.append(witness)
+        witness.wait_for(lambda s: s.ids and number(s.ids[-1]) > number(seen) + BACKLOG + 50)
+        assert running.cli("stop", "flap").returncode == 0
+        witness.wait_for(lambda s: has_event(s, "commanded", "flap", action="stop"))
+        witness.wait_for(lambda s: has_event(s, "state_changed", "flap", new="stopped"))
+        back = Stream(served, last_event_id=seen)
+        streams.append(back)
+        back.wait_for(lambda s: len(s.events) >= 1)
+        (gap,) = back.events
+        assert (gap["type"], gap["path"], gap["after"]) == ("gap", "", seen)
+        assert gap["missed"] > 0, gap
+        assert "/api/status" in gap["reason"], gap
+        # The gap carries the newest id: coming back with it is to be caught up.
+        assert back.ids[0] == witness.ids[-1]
+        again = Stream(served, last_event_id=back.ids[0])
+        streams.append(again)
+        again.wait_for(lambda s: "heartbeat" in s.comments)
+        assert again.events == []
+        for stream in streams:
+            stream.close()
+        assert stop_daemon(running) == 0
+        # A daemon started again numbers from 1 as well: an id of the first one is not its.
+        running = start_daemon(
+            tmp_path,
+            FLAPPING.replace("restart: permanent, ", "autostart: false, "),
+            *args,
+            env_extra=env,
+        )
+        served = Served(running.state)
+        for given in (seen, "7", "x" * 500):
+            other = Stream(served, last_event_id=given)
+            streams.append(other)
+            other.wait_for(lambda s: len(s.events) >= 1)
+            (gap,) = other.events
+            assert (gap["type"], gap["missed"]) == ("gap", None), gap
+            assert "not an event id of this jobvisor" in gap["reason"]
+            assert len(gap["reason"]) < 200
+            assert number(other.ids[0]) == 0  # nothing ran yet
+            assert other.ids[0].split("-")[0] != seen.split("-")[0]
+    finally:
+        for stream in streams:
+            stream.close()
+        assert stop_daemon(running) == 0
+
+
 def test_starting_a_job_whose_dependency_gave_up_is_a_conflict(tmp_path: Path) -> None:
     text = f"""
     version: 1
@@ -840,6 +1043,10 @@ def test_run_serves_until_its_jobs_are_done(tmp_path: Path) -> None:
 
         wait_until(running, "once running", timeout=30)
         assert served.metric("jobvisor_job_starts_total", path="once", kind="command") == 1
+        process = served.get("/api/status").json()["process"]
+        PROCESS.validate(process)
+        assert (process["mode"], process["pid"]) == ("run", jv.proc.pid)
+        assert process["manifest"] == str(tmp_path / "jobs.yaml")
         stream = Stream(served)
         try:
             (tmp_path / "go").touch()
