@@ -95,6 +95,9 @@ STREAM_QUEUE: Final = 1000  # events a stream may fall behind by before it is cu
 BACKLOG: Final = 1000
 BACKLOG_BYTES: Final = 1024 * 1024
 _SHOWN_ID: Final = 80  # characters of a client's unknown Last-Event-ID said back in a gap
+_EVENT_NUMBER: Final = re.compile(
+    r"[0-9]{1,18}"
+)  # an event id's number, as this endpoint makes them
 HANGUP_CHECK: Final = 1.0  # seconds: how often an idle stream looks whether its client closed
 STATUS_DEADLINE: Final = 10.0
 MAX_HISTORY: Final = 10_000
@@ -216,7 +219,9 @@ class _Hub:
         """The kept events after the one ``after`` names; one ``gap`` event when some of them
         are not kept, or the id is not one of this endpoint's (with the lock held)."""
         life, _, number = after.strip().rpartition("-")
-        if life != self.life or not number.isdigit() or int(number) > self._count:
+        # ASCII digits only, and few of them: str.isdigit() takes '²', which int() refuses,
+        # and int() refuses more than 4,300 digits (a header may hold 64 KiB).
+        if life != self.life or not _EVENT_NUMBER.fullmatch(number) or int(number) > self._count:
             shown = after if len(after) <= _SHOWN_ID else after[:_SHOWN_ID] + "…"
             return [self._gap(after, None, f"{shown!r} is not an event id of this jobvisor")]
         seen = int(number)
@@ -869,10 +874,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream_head()
             self.wfile.write(b"retry: 1000\n: connected\n\n")
             self.wfile.flush()
-            for frame in stream.first:
+            # Taken from the stream as written: held for the stream's life, each one's replay
+            # was a backlog of its own (up to 1 MiB a stream) the backlog's bound never saw.
+            first, stream.first = stream.first, []
+            for frame in first:
                 self._answer.start()  # each its own deadline, as the live events below
                 self.wfile.write(frame)
                 self.wfile.flush()
+            del first
             heartbeat = endpoint.spec.heartbeat
             beat_at = time.monotonic() + heartbeat
             while not endpoint.closed and not stream.cut:
