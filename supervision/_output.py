@@ -78,6 +78,9 @@ class OutputFiles:
         """The reporter of ``path``'s trouble with its file (``logged``: its lines go to the
         log all the same; else they are dropped)."""
         key = (path, logged)
+        trouble = self._troubles.get(key)  # one dict read: entries are only ever added
+        if trouble is not None:
+            return trouble
         with self._lock:
             trouble = self._troubles.get(key)
             if trouble is None:
