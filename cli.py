@@ -784,7 +784,9 @@ def _history(args: argparse.Namespace) -> int:
             line = f"{when}  {row['path']}  {attempt} {row['outcome']}{code}{error}"
         else:
             details = ", ".join(f"{k}={_shown(k, v)}" for k, v in row.get("detail", {}).items())
-            line = f"{when}  {row['path']}  {row['kind']}" + (f" ({details})" if details else "")
+            # The daemon's own rows (its start, reloads, stop) are the tree's: path "".
+            where = row["path"] or "(daemon)"
+            line = f"{when}  {where}  {row['kind']}" + (f" ({details})" if details else "")
         sys.stdout.write(printable(line) + "\n")  # errors may hold a job's control characters
     return verdict
 
