@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 from conftest import RUNTIME
-from faultkit import Running, start_daemon, stop_daemon, wait_until
+from faultkit import CLI, ENV, Running, start_daemon, stop_daemon, wait_until
 
 from supervision._history import journal_path, read_history
 from supervision._httpapi import ADDRESS_FILE
@@ -183,5 +186,95 @@ def test_each_person_action_says_through_what_it_came(tmp_path: Path) -> None:
         assert "person_signal (signal=SIGHUP, via=control)" in text
         everything = json.dumps(rows) + text
         assert TOKEN not in everything  # the channel, never its secret
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def _seed(state: Path, now: float) -> None:
+    """Attempts 1-2 of ``old`` two hours ago, 3-5 a minute ago: what ``--since`` chooses from."""
+    from actors import Outcome
+    from supervision._events import AttemptFinished
+    from supervision._journal import Journal
+
+    journal = Journal(state)
+    for number in range(1, 6):
+        at = now - (7200.0 if number <= 2 else 60.0) + number
+        journal.record(AttemptFinished(path="old", at=at, attempt=number, started_at=at - 0.5,
+                                       outcome=Outcome.SUCCEEDED, error=None, code=0))  # fmt: skip
+    assert journal.flush()
+    assert journal.close() == 0
+
+
+def _history(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "history", *args, "--state-dir", str(state)],
+        env=ENV, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_history_since_a_duration_or_a_time_and_the_last_n_of_those(tmp_path: Path) -> None:
+    now = time.time()
+    _seed(tmp_path, now)
+
+    def attempts(*args: str) -> list[int]:
+        out = _history(tmp_path, "--json", *args)
+        assert (out.returncode, out.stderr) == (0, "")
+        return [row["attempt"] for row in json.loads(out.stdout)]
+
+    assert attempts() == [1, 2, 3, 4, 5]
+    assert attempts("--since", "10m") == [3, 4, 5]
+    assert attempts("--since", "3h") == [1, 2, 3, 4, 5]
+    assert attempts("--since", "1h30m", "-n", "2") == [4, 5]  # the last N since then
+    assert attempts("old", "--since", "10m", "--limit", "1") == [5]
+    half_hour_ago = datetime.fromtimestamp(now - 1800, UTC)
+    assert attempts("--since", half_hour_ago.isoformat()) == [3, 4, 5]
+    assert attempts("--since", half_hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ")) == [3, 4, 5]
+    local = datetime.fromtimestamp(now - 1800, UTC).astimezone().strftime("%Y-%m-%d %H:%M")
+    assert attempts("--since", local) == [3, 4, 5]
+    assert attempts("--since", datetime.fromtimestamp(now + 60, UTC).isoformat()) == []
+    text = _history(tmp_path, "--since", "10m")
+    assert [line.split("  ", 1)[1] for line in text.stdout.splitlines()] == [
+        f"old  attempt {n} succeeded (0)" for n in (3, 4, 5)
+    ]
+    for bad in ("yesterday", "-5m", "10 parsecs", ""):
+        out = _history(tmp_path, f"--since={bad}")  # "-5m" would be taken for an option
+        assert (out.returncode, out.stdout) == (2, ""), bad
+        assert out.stderr == (
+            "jobvisor: --since: expected a duration (250ms, 30s, 5m, 1h, 1d or a number of "
+            "seconds) or an ISO-8601 time such as 2026-12-06T19:00:00Z, got "
+            f"{bad.strip()!r}\n"
+        ), bad
+
+
+def test_api_history_since_and_its_refusals(tmp_path: Path) -> None:
+    now = time.time()
+    (tmp_path / ".jobvisor").mkdir(mode=0o700)
+    _seed(tmp_path / ".jobvisor", now)
+    running = _daemon(tmp_path)
+    try:
+        url = _url(running)
+
+        def got(query: str) -> requests.Response:
+            return requests.get(f"{url}/api/history?{query}", timeout=30)
+
+        wait_until(lambda: _daemon_rows(running), "its start journaled", proc=running.proc)
+        rows = got("since=10m&limit=500").json()
+        assert [row["attempt"] for row in rows if row["path"] == "old"] == [3, 4, 5]
+        assert "daemon_start" in [row.get("kind") for row in rows]
+        assert [row["attempt"] for row in got("job=old&since=3h&limit=2").json()] == [4, 5]
+        iso = datetime.fromtimestamp(now - 1800, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert [row["attempt"] for row in got(f"job=old&since={iso}").json()] == [3, 4, 5]
+        for bad in ("yesterday", "-1h", "10 parsecs"):
+            refused = got(f"since={bad}")
+            assert refused.status_code == 400, bad
+            assert refused.json()["error"] == (
+                "since: expected a duration (250ms, 30s, 5m, 1h, 1d or a number of seconds) or "
+                f"an ISO-8601 time such as 2026-12-06T19:00:00Z, got {bad!r}"
+            )
+        both = got("since=1h&per_job=5")
+        assert (both.status_code, both.json()["error"]) == (
+            400,
+            "since and per_job: give one (per_job reads each job's newest attempts)",
+        )
     finally:
         assert stop_daemon(running) == 0
