@@ -1653,7 +1653,7 @@ def _noting(
         if not event.path and isinstance(event, Escalated | GaveUp):
             note(event)
         if sink is not None and (kinds is None or type(event) in kinds):
-            if type(event) is Commanded and journal is not None and event.action in via:
+            if via and type(event) is Commanded and journal is not None and event.action in via:
                 journal.commanded(event, via[event.action])
             else:
                 sink(event)
