@@ -1622,10 +1622,10 @@ def _start_detail(manifest: Path, journal: Path) -> dict[str, Any]:
     detail: dict[str, Any] = {"pid": os.getpid(), "version": made, "manifest": str(manifest)}
     try:
         last = last_daemon_row(journal)
-    except JournalError:
-        last = None
+        before = None if last is None else last_daemon_row(journal, "daemon_start")
+    except JournalError:  # the start goes on: its row is what matters now
+        last = before = None
     if last is not None and last[0] != "daemon_stop":
-        before = last_daemon_row(journal, "daemon_start")
         pid = "" if before is None else f" (pid {before[1].get('pid')})"
         detail["previous"] = (
             f"the daemon before{pid} journaled no stop: it was killed, or its machine went down"
