@@ -143,11 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     history = sub.add_parser(
         "history", parents=[common], help="attempts and supervisor decisions from the journal"
     )
-    history.add_argument("job", nargs="?", help="a child path such as etl/load (and below)")
-    history.add_argument("--limit", type=int, default=50, metavar="N", help="default: 50")
-    history.add_argument(
-        "--manifest", default="jobs.yaml", help="where the state dir is declared (./jobs.yaml)"
-    )
+    _history_arguments(history)
     logs = sub.add_parser("logs", parents=[common], help="the output of one job (from its file)")
     logs.add_argument("job", help="a job path such as etl/load")
     logs.add_argument("-f", "--follow", action="store_true", help="go on printing new lines")
@@ -737,6 +733,21 @@ def _schema(args: argparse.Namespace) -> int:
     return OK
 
 
+def _history_arguments(history: argparse.ArgumentParser) -> None:
+    history.add_argument("job", nargs="?", help="a child path such as etl/load (and below)")
+    history.add_argument(
+        "-n", "--limit", type=int, default=50, metavar="N", help="the last N rows (default: 50)"
+    )
+    history.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only rows since then: a duration ago (10m, 2h, 1h30m) or an ISO-8601 time",
+    )
+    history.add_argument(
+        "--manifest", default="jobs.yaml", help="where the state dir is declared (./jobs.yaml)"
+    )
+
+
 def _history(args: argparse.Namespace) -> int:
     from pathlib import Path  # noqa: PLC0415
 
@@ -746,17 +757,27 @@ def _history(args: argparse.Namespace) -> int:
         journal_path,
         journal_paths,
         read_history,
+        since_time,
     )
     from supervision._printable import printable  # noqa: PLC0415
 
     if args.limit < 1:
         _error(f"--limit: expected a count >= 1, got {args.limit}")
         return USAGE
+    since = None
+    if args.since is not None:
+        import time  # noqa: PLC0415 - history --since only
+
+        try:
+            since = since_time(args.since, time.time())
+        except ValueError as exc:
+            _error(printable(f"--since: {exc}"))
+            return USAGE
     state = find_state_dir(args.manifest, getattr(args, "state_dir", None))
     db = journal_path(Path(state))
     as_json = getattr(args, "json", False)
     try:
-        rows = read_history(db, args.job, args.limit)
+        rows = read_history(db, args.job, args.limit, since=since)
         known = journal_paths(db) if not rows and args.job else None
     except JournalError as exc:
         _error(str(exc))
@@ -784,7 +805,9 @@ def _history(args: argparse.Namespace) -> int:
             line = f"{when}  {row['path']}  {attempt} {row['outcome']}{code}{error}"
         else:
             details = ", ".join(f"{k}={_shown(k, v)}" for k, v in row.get("detail", {}).items())
-            line = f"{when}  {row['path']}  {row['kind']}" + (f" ({details})" if details else "")
+            # The daemon's own rows (its start, reloads, stop) are the tree's: path "".
+            where = row["path"] or "(daemon)"
+            line = f"{when}  {where}  {row['kind']}" + (f" ({details})" if details else "")
         sys.stdout.write(printable(line) + "\n")  # errors may hold a job's control characters
     return verdict
 

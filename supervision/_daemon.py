@@ -49,12 +49,13 @@ from supervision._client import (
     request,
     signal_name,
 )
-from supervision._events import Escalated, GaveUp, Reloaded
+from supervision._events import Commanded, Escalated, GaveUp, Reloaded
 from supervision._explain import explain_policy
 from supervision._fdlimit import AcceptShortage, fit_open_files
 from supervision._files import Ident, check_parents, identity, remove_if_same, write_atomic
 from supervision._hangup import off_the_terminal
 from supervision._held import lost_line
+from supervision._history import JournalError, last_daemon_row
 from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 
     from supervision._app import Composition
     from supervision._events import Event
+    from supervision._journal import Journal
     from supervision._listen import HttpSpec
     from supervision._manifest import Manifest
     from supervision._tree import Tree
@@ -647,9 +649,16 @@ class Daemon:
         self._went_quietly = False  # the terminal went and no hangup's SIGHUP followed: said
         self._hangup: str | None = None  # "stop" or "ignored", until the main loop says it
         self._reload_asked = False
+        self._hangup_stop = False  # the terminal's hangup began the stop
+        self._failed: str | None = None  # an error ended the daemon: its daemon_stop row says
         self._wake_r = self._wake_w = -1  # the self-pipe, open while run() runs
         self._pipe_lock = threading.Lock()
         self._lock = threading.Lock()  # one reload or control action on the tree at a time
+        # One signal to a job at a time (a signal never waits for _lock's stop), so that...
+        self._signal_lock = threading.Lock()
+        # ...the channel of the action under way, by action (each one's lock is held
+        # meanwhile), tells its Commanded row through what the person asked (see _noting).
+        self._via: dict[str, str] = {}
         self.composition: Composition | None = None
         self.tree: Tree | None = None
         self.process: Process | None = None  # what its status says of it, from run()
@@ -717,13 +726,13 @@ class Daemon:
             self.composition = self._compose(manifest)
             if self.composition.endpoint is not None:  # HTTP actions wait for a reload, like ours
                 self.composition.endpoint.act = lambda op, job, signum: self.handle(
-                    {"op": op, "job": job, "signal": signum}
+                    {"op": op, "job": job, "signal": signum}, via="http"
                 )
                 self.composition.endpoint.process = self.process
             journal = self.composition.journal
-            self.tree = self.composition.start(
-                sink=_noting(None if journal is None else journal.record, self._on_root_end)
-            )
+            if journal is not None:
+                journal.daemon("daemon_start", _start_detail(self.manifest_path, journal.path))
+            self.tree = self.composition.start(sink=_noting(journal, self._on_root_end, self._via))
             tree = self.tree
             follower = start_or_say(
                 lambda: threading.Thread(
@@ -737,6 +746,9 @@ class Daemon:
             began = time.monotonic()
             sd_notify("STOPPING=1")
             log.info("daemon stopping")
+        except BaseException as exc:
+            self._failed = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise
         finally:
             if watchdog is not None:
                 watchdog.stop()
@@ -744,6 +756,9 @@ class Daemon:
             if self.tree is not None:
                 self._stop_tree(self.tree)
             code = self._exit_code()
+            if self.composition is not None and self.composition.journal is not None:
+                took = 0.0 if began is None else time.monotonic() - began
+                self.composition.journal.daemon("daemon_stop", self._stop_detail(code, took))
             if self.composition is not None:
                 # Its last line once the journal is flushed: the log ends with how it ended.
                 said = None if began is None else functools.partial(self._farewell, code, began)
@@ -768,13 +783,37 @@ class Daemon:
                 self._follow_end(tree)  # returns at once: it ended
             if self._reload_asked and not self._stopping:
                 self._reload_asked = False
-                self.reload()  # a refusal is logged there
+                self.reload(via="signal")  # a refusal is logged there
         self._say_hangup()
         say_noted(self._noted)
         stop_by = self._stop_by
         if stop_by is not None and stop_by in STOP_SIGNALS:
             name = signal.Signals(stop_by).name
             log.warning("{}: taken as SIGTERM: stopping every job gracefully", name)
+
+    def _stop_detail(self, code: int, took: float) -> dict[str, Any]:
+        """How the daemon stopped, for its ``daemon_stop`` row: ``how`` (the signal's name,
+        ``hangup``, ``state dir lost``, ``tree ended``, ``error``), ``via`` when a signal
+        asked, the exit code and how long the stop took; the reason where there is one."""
+        detail: dict[str, Any] = {}
+        if self._failed is not None:
+            detail = {"how": "error", "error": self._failed}
+        elif self.lost is not None:
+            detail = {"how": "state dir lost", "error": self.lost}
+        elif self.ended is not None:
+            detail = {"how": "tree ended", "error": self.ended}
+        elif self._hangup_stop:
+            detail = {"how": "hangup", "via": "signal"}
+        elif self._stop_by is not None:
+            detail = {"how": signal.Signals(self._stop_by).name, "via": "signal"}
+        else:
+            detail = {"how": "asked"}  # Daemon.stop() by the program that embeds it
+        if self.forced:
+            detail["forced"] = True  # a second signal killed what still ran
+        detail.update(code=code, took=round(took, 3))
+        if self.composition is not None and "error" in detail:
+            detail["error"] = self.composition.masker.mask(str(detail["error"]))
+        return detail
 
     def _exit_code(self) -> int:
         if self.forced:
@@ -987,6 +1026,7 @@ class Daemon:
             off_the_terminal()
             self._hangup = "ignored" if self._hangups_ignored else "stop"
         if not self._hangups_ignored:
+            self._hangup_stop = not self._stopping
             self._stopping = True
 
     def _look_at_terminal(self) -> None:
@@ -1048,7 +1088,9 @@ class Daemon:
 
     # -- control requests (control threads) ------------------------------------------------------
 
-    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, req: dict[str, Any], via: str = "control") -> dict[str, Any]:
+        """Answer a control request; ``via``: through what it came (``control``, the socket;
+        ``http``, the endpoint), which the journal's row of what it did says."""
         tree = self.tree
         if tree is None:
             return {"ok": False, "code": "starting", "error": "the daemon is still starting"}
@@ -1060,24 +1102,36 @@ class Daemon:
             # Which manifest it read: the daemon's own, whatever file the client named.
             if req.get("dry_run") is True:
                 return {**self.preview(), "manifest": str(self.manifest_path), "dry_run": True}
-            return {**self.reload(), "manifest": str(self.manifest_path)}
+            return {**self.reload(via=via), "manifest": str(self.manifest_path)}
         if op == "signal":
             # Not under the lock: a signal never waits, nor for a stop that waits out a grace.
-            return send_signal(tree, req["job"], req["signal"])
-        with self._lock:
+            with self._signal_lock, self._acting("signal", via):
+                return send_signal(tree, req["job"], req["signal"])
+        with self._lock, self._acting(op, via):
             return act(tree, op, req["job"])
 
-    def reload(self) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def _acting(self, action: str, via: str) -> Iterator[None]:
+        """While ``action`` is done (its lock held): its Commanded row says ``via``."""
+        self._via[action] = via
+        try:
+            yield
+        finally:
+            del self._via[action]
+
+    def reload(self, via: str = "control") -> dict[str, Any]:
         """Re-read the manifest and apply only the difference; a bad manifest changes nothing.
 
         The log's level and format are applied too; what is fixed at the start (the state
         dir, the runtime, the log's file, the endpoint) is said, one line each, not applied.
-        Subscribers of the tree's events get a ``Reloaded``.
+        Subscribers of the tree's events get a ``Reloaded``; the journal a ``daemon_reload``
+        row, saying ``via`` what it was asked (``signal``: SIGHUP; ``control``: the socket).
         """
         read = self._read()
         if isinstance(read, dict):
             # Logged however it was asked (SIGHUP, the socket, HTTP): the log is where it shows.
             log.error("reload refused, nothing changed: {}", read["error"])
+            self._journal_reload(via, None, read["error"])
             return read
         new = self._reloading(read)
         composition, tree = self.composition, self.tree
@@ -1097,11 +1151,14 @@ class Daemon:
                 summary = _reload_breakers(new, composition, tree)
             except JobvisorError as exc:
                 log.error("reload of {} refused: {}", self.manifest_path, exc)  # noqa: TRY400
+                self._journal_reload(via, None, str(exc))
                 return {"ok": False, "code": "failed", "error": str(exc)}
             cut = self._step(tree, composition, new.root, steps, summary)
             if cut is not None:
                 log.error("reload of {} refused: {}", self.manifest_path, cut)
-                tree.announce(_reloaded(steps, summary, cut))
+                event = _reloaded(steps, summary, cut)
+                tree.announce(event)
+                self._journal_reload(via, event, cut)
                 return {"ok": False, "code": "failed", "error": cut}
             composition.manifest = new
             summary += _remove_breakers(new, composition)
@@ -1112,8 +1169,23 @@ class Daemon:
         # A warning when something is not applied: said at the level a person keeps on.
         said = log.warning if fixed else log.info
         said("reloaded {}: {}", self.manifest_path, ", ".join(summary) or "no change")
-        tree.announce(_reloaded(steps, summary))
+        event = _reloaded(steps, summary)
+        tree.announce(event)
+        self._journal_reload(via, event, None)
         return {"ok": True, "result": summary}
+
+    def _journal_reload(self, via: str, event: Reloaded | None, error: str | None) -> None:
+        """The journal's row of a reload: what it changed (counts; none when it was refused
+        before any step) and the error that stopped it, if one did."""
+        composition = self.composition
+        if composition is None or composition.journal is None:
+            return
+        detail: dict[str, Any] = {"via": via}
+        for name in ("added", "removed", "replaced", "updated"):
+            detail[name] = 0 if event is None else len(getattr(event, name))
+        if error is not None:
+            detail["error"] = composition.masker.mask(error)
+        composition.journal.daemon("daemon_reload", detail)
 
     def _read(self) -> Manifest | dict[str, Any]:
         """The manifest as a reload reads it now, or the reply that refuses it (``bad_manifest``,
@@ -1543,18 +1615,41 @@ def _remove_breakers(new: Any, composition: Composition, *, apply: bool = True) 
     return said
 
 
+def _start_detail(manifest: Path, journal: Path) -> dict[str, Any]:
+    """A ``daemon_start`` row's detail: pid, version, manifest; ``previous`` when the daemon
+    before journaled no stop (killed, or its machine went down: nothing else says so)."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - at start only
+
+    try:
+        made = version("jobvisor")
+    except PackageNotFoundError:
+        made = "0+checkout"  # as ``jobvisor --version`` says
+    detail: dict[str, Any] = {"pid": os.getpid(), "version": made, "manifest": str(manifest)}
+    try:
+        last = last_daemon_row(journal)
+        before = None if last is None else last_daemon_row(journal, "daemon_start")
+    except JournalError:  # the start goes on: its row is what matters now
+        last = before = None
+    if last is not None and last[0] != "daemon_stop":
+        pid = "" if before is None else f" (pid {before[1].get('pid')})"
+        detail["previous"] = (
+            f"the daemon before{pid} journaled no stop: it was killed, or its machine went down"
+        )
+    return detail
+
+
 def _shown_field(value: object) -> str:
     return fmt_duration(value) if isinstance(value, float) else str(value)
 
 
 def _noting(
-    sink: Callable[[Event], None] | None, note: Callable[[Event], None]
+    journal: Journal | None, note: Callable[[Event], None], via: Mapping[str, str]
 ) -> Callable[[Event], None]:
-    """The tree's sink: ``sink`` (the journal's record), with the root's escalation or giving
-    up told to ``note`` first. Inline, in the root's thread: no event is built for a
-    subscriber (a daemon's restarts cost no more), and it is noted before the root says its
-    start is over."""
-
+    """The tree's sink: the journal's record, with the root's escalation or giving up told to
+    ``note`` first, and a person's action journaled with the channel ``via`` names for it.
+    Inline, in the root's thread: no event is built for a subscriber (a daemon's restarts
+    cost no more), and it is noted before the root says its start is over."""
+    sink = None if journal is None else journal.record
     kinds: frozenset[type[Event]] | None = (
         frozenset() if sink is None else getattr(sink, "event_types", None)
     )
@@ -1563,7 +1658,10 @@ def _noting(
         if not event.path and isinstance(event, Escalated | GaveUp):
             note(event)
         if sink is not None and (kinds is None or type(event) in kinds):
-            sink(event)
+            if via and type(event) is Commanded and journal is not None and event.action in via:
+                journal.commanded(event, via[event.action])
+            else:
+                sink(event)
 
     if kinds is not None:  # None: the sink takes every kind, and so does this one
         noted.event_types = kinds | {Escalated, GaveUp}  # type: ignore[attr-defined]

@@ -19,17 +19,20 @@ if TYPE_CHECKING:
     from collections.abc import Collection
 
 __all__ = [
+    "DAEMON_KINDS",
     "FILENAME",
     "STATE_KINDS",
     "JournalError",
     "journal_path",
     "last_breaker_states",
+    "last_daemon_row",
     "last_ticks",
     "open_cooldowns",
     "read_history",
     "read_recent_attempts",
     "read_succeeded",
     "read_successes",
+    "since_time",
 ]
 
 FILENAME: Final = "journal.sqlite3"
@@ -162,20 +165,31 @@ def _column(columns: dict[str, set[str]], table: str, name: str, alias: str = ""
     return f"NULL AS {name}"
 
 
-def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def read_history(
+    db: Path, path: str | None = None, limit: int = 50, *, since: float | None = None
+) -> list[dict[str, Any]]:
     """The latest attempts and decisions (of ``path`` and below, if given), oldest first.
 
     Latest by when they were written (``seq``), not by their wall time, which jumps with
     the clock: after it went back an hour the newest rows have the oldest times. Rows an
     older jobvisor wrote have no seq: they come before the others, by their time.
+    ``since``: only rows at or after this wall time (an attempt by its end): the latest
+    ``limit`` of those. Without ``path``, the daemon's own rows (path "") are in too.
     """
     # "etl" is etl and what starts with etl/, the range [etl/, etl0) ('/' sorts just before
     # '0'): a LIKE would take '_' and '%' in a path as wildcards, and ignore case.
     where, args = (
         ("", ())
         if path is None
-        else ("WHERE path = ? OR (path >= ? AND path < ?)", (path, f"{path}/", f"{path}0"))
+        else ("(path = ? OR (path >= ? AND path < ?))", (path, f"{path}/", f"{path}0"))
     )
+    where_a = where_d = where
+    if since is not None:
+        where_a = " AND ".join(filter(None, (where, "ended_at >= ?")))
+        where_d = " AND ".join(filter(None, (where, "at >= ?")))
+        args = (*args, since)
+    where_a = f"WHERE {where_a}" if where_a else ""
+    where_d = f"WHERE {where_d}" if where_d else ""
     # A journal no jobvisor of this version has opened yet (an older one's) lacks columns.
     columns = _columns(db)
     node = _column(columns, "attempts", "node")
@@ -184,9 +198,9 @@ def read_history(db: Path, path: str | None = None, limit: int = 50) -> list[dic
         db,
         "SELECT * FROM ("  # noqa: S608 - only the fixed WHERE and columns above are formatted in
         " SELECT ended_at AS at, path, 'attempt' AS type, attempt, outcome, code, error,"
-        f" NULL AS kind, NULL AS detail, {node}, started_at, {seq_a} FROM attempts {where}"
+        f" NULL AS kind, NULL AS detail, {node}, started_at, {seq_a} FROM attempts {where_a}"
         " UNION ALL SELECT at, path, 'decision', NULL, NULL, NULL, NULL, kind, detail, NULL,"
-        f" NULL, {seq_d} FROM decisions {where})"
+        f" NULL, {seq_d} FROM decisions {where_d})"
         " ORDER BY seq IS NULL, seq DESC, at DESC LIMIT ?",
         (*args, *args, limit),
     )
@@ -261,6 +275,53 @@ def read_recent_attempts(
         item["type"] = "attempt"
         out.setdefault(name, []).append(item)
     return out
+
+
+DAEMON_KINDS: Final = ("daemon_start", "daemon_reload", "daemon_stop")
+
+
+def last_daemon_row(db: Path, *kinds: str) -> tuple[str, dict[str, Any]] | None:
+    """The kind and detail of the latest row of a daemon's own life (of ``kinds``, else any
+    of ``DAEMON_KINDS``), None if none (or no journal): a start after one that is no
+    ``daemon_stop`` follows a daemon that was killed, or whose machine went down."""
+    if not db.exists():
+        return None
+    marks = ", ".join("?" * len(kinds or DAEMON_KINDS))
+    rows = _query(
+        db,
+        f"SELECT kind, detail FROM decisions WHERE path = '' AND kind IN ({marks})"  # noqa: S608 - marks
+        " ORDER BY id DESC LIMIT 1",
+        tuple(kinds or DAEMON_KINDS),
+    )
+    if not rows:
+        return None
+    return str(rows[0][0]), json.loads(rows[0][1])
+
+
+def since_time(text: str, now: float) -> float:
+    """The wall time ``text`` names, for ``history --since`` and ``/api/history?since=``: a
+    duration before ``now`` as a manifest writes one (``10m``, ``2h``, ``1h30m``) or an
+    ISO-8601 time (``2026-12-06T19:00``, ``...Z``, ``...+01:00``; without an offset, local).
+
+    Raises ``ValueError`` naming what it expected.
+    """
+    from datetime import datetime  # noqa: PLC0415 - history --since only
+
+    from actors import SpecError  # noqa: PLC0415
+    from supervision._units import DURATION_HINT, parse_duration  # noqa: PLC0415
+
+    text = text.strip()
+    try:
+        return now - parse_duration(text)
+    except SpecError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("z", "Z")).timestamp()
+    except ValueError:
+        raise ValueError(
+            f"expected a duration ({DURATION_HINT}) or an ISO-8601 time such as "
+            f"2026-12-06T19:00:00Z, got {text!r}"
+        ) from None
 
 
 def journal_paths(db: Path) -> list[str]:

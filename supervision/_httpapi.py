@@ -7,7 +7,7 @@ Routes (every answer but ``/``, ``/metrics`` and the event stream is JSON):
 - ``GET /api/config``: what the page needs to know (are actions on, do reads need the token;
   the heartbeat and the tree's name only to one who may read the tree);
 - ``GET /api/status``: the status document, with ``process`` (which jobvisor answers:
-  ``_status.Process``); ``GET /api/history?job=&limit=``: the journal
+  ``_status.Process``); ``GET /api/history?job=&limit=&since=``: the journal
   (``?per_job=N``: each job's newest N attempts, by path, in one answer);
 - ``GET /api/events``: Server-Sent Events, one JSON object (with ``type``) per tree event,
   each with an ``id:``; a client back with ``Last-Event-ID`` (or ``?last_event_id=``) gets
@@ -56,7 +56,13 @@ from actors import JobvisorError
 from supervision._client import signal_number
 from supervision._fdlimit import AcceptShortage
 from supervision._files import ensure_private_dir, remove_if_same, write_atomic
-from supervision._history import JournalError, journal_path, read_history, read_recent_attempts
+from supervision._history import (
+    JournalError,
+    journal_path,
+    read_history,
+    read_recent_attempts,
+    since_time,
+)
 from supervision._listen import is_loopback
 from supervision._metrics import CONTENT_TYPE, TreeMetrics
 from supervision._spec import NAME
@@ -531,6 +537,22 @@ def _signal_asked(query: str) -> int:
         raise _Refused(HTTPStatus.BAD_REQUEST, str(exc)) from None
 
 
+def _since(query: dict[str, list[str]], per_job: str | None) -> float | None:
+    """The wall time ``?since=`` names (a duration ago, or an ISO-8601 time), None without
+    one; 400 for anything else, and beside ``per_job`` (each job's newest, whenever)."""
+    if "since" not in query:
+        return None
+    if per_job is not None:
+        raise _Refused(
+            HTTPStatus.BAD_REQUEST,
+            "since and per_job: give one (per_job reads each job's newest attempts)",
+        )
+    try:
+        return since_time(query["since"][-1], time.time())
+    except ValueError as exc:
+        raise _Refused(HTTPStatus.BAD_REQUEST, f"since: {exc}") from None
+
+
 class _Refused(Exception):
     def __init__(
         self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None
@@ -842,6 +864,7 @@ class _Handler(BaseHTTPRequestHandler):
         name, most = ("per_job", MAX_PER_JOB) if per_job is not None else ("limit", MAX_HISTORY)
         if not text.isdigit() or not 1 <= int(text) <= most:
             raise _Refused(HTTPStatus.BAD_REQUEST, f"{name}: expected 1 to {most}, got {text!r}")
+        since = _since(query, per_job)
         if self.endpoint.journal is None:
             raise _Refused(HTTPStatus.NOT_FOUND, "this tree keeps no journal")
         try:
@@ -849,7 +872,7 @@ class _Handler(BaseHTTPRequestHandler):
             answer: Any = (
                 read_recent_attempts(self.endpoint.journal, job, int(text))
                 if per_job is not None
-                else read_history(self.endpoint.journal, job, int(text))
+                else read_history(self.endpoint.journal, job, int(text), since=since)
             )
         except JournalError as exc:
             raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None

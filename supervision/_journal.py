@@ -556,6 +556,21 @@ class Journal:
         """Queue a ``notify`` row: a notification's delivery ended (delivered or not, tries)."""
         self._put((_DECISION, (at, path, "notify", json.dumps(detail), self._seq())))
 
+    def daemon(self, kind: str, detail: dict[str, Any]) -> None:
+        """Queue a row of the daemon's own life (``daemon_start``, ``daemon_reload``,
+        ``daemon_stop``), path "" (the tree itself): a person reading ``history`` after an
+        incident sees that the daemon restarted, or was reloaded, in between."""
+        self._put((_DECISION, (time.time(), "", kind, json.dumps(detail), self._seq())))
+
+    def commanded(self, event: ev.Commanded, via: str) -> None:
+        """Queue ``event``'s row as ``record`` does, saying through what the person asked
+        (``via``: ``control``, the control socket; ``http``, the endpoint): never who, nor
+        any token. A reload's ``added``/``removed`` take none: their reload row has it."""
+        path, kind, detail = _commanded(event)
+        if kind.startswith("person_"):
+            detail["via"] = via
+        self._put((_DECISION, (event.at, path, kind, json.dumps(detail), self._seq())))
+
     def _put(self, item: object) -> None:
         self._pending.append(item)
         if not self._rung:

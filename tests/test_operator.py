@@ -218,7 +218,7 @@ def test_signal_reaches_a_running_jobs_whole_group_and_counts_nothing(daemon: Ru
         "three signals journaled",
     )
     history = daemon.cli("history", "hup").stdout
-    assert "hup  person_signal (signal=SIGUSR1)" in history, history
+    assert "hup  person_signal (signal=SIGUSR1, via=control)" in history, history
 
 
 def test_signal_reaches_every_process_of_the_group(daemon: Running) -> None:

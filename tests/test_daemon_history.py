@@ -1,0 +1,280 @@
+"""The journal tells the daemon's own life (start, reload, stop), who acted on a job and
+through what, and `history --since` / `/api/history?since=`: against a real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from conftest import RUNTIME
+from faultkit import CLI, ENV, Running, start_daemon, stop_daemon, wait_until
+
+from supervision._history import journal_path, read_history
+from supervision._httpapi import ADDRESS_FILE
+
+TOKEN = "s3cret-token-for-the-journal"
+MANIFEST = """
+version: 1
+http: {token: {secret: {env: JV_HTTP_TOKEN}}}
+jobs:
+  - {name: svc, service: true, command: [sleep, "100"]}
+"""
+RELOADED = """
+version: 1
+http: {token: {secret: {env: JV_HTTP_TOKEN}}}
+jobs:
+  - {name: svc, service: true, command: [sleep, "100"]}
+  - {name: extra, service: true, command: [sleep, "100"]}
+"""
+
+
+def _daemon(tmp_path: Path, manifest: str = MANIFEST) -> Running:
+    return start_daemon(
+        tmp_path,
+        manifest,
+        "--http",
+        "127.0.0.1:0",
+        "--runtime",
+        RUNTIME,
+        env_extra={"JV_HTTP_TOKEN": TOKEN},
+    )
+
+
+def _daemon_rows(running: Running) -> list[dict[str, Any]]:
+    return [row for row in read_history(journal_path(running.state), None, 500) if not row["path"]]
+
+
+def _json_history(running: Running, *args: str) -> list[dict[str, Any]]:
+    out = running.cli("history", "--json", *args)
+    assert out.returncode == 0, out.stderr
+    rows: list[dict[str, Any]] = json.loads(out.stdout)
+    return rows
+
+
+def _url(running: Running) -> str:
+    address = running.state / ADDRESS_FILE
+    wait_until(address.exists, "the endpoint's address file", timeout=30)
+    return str(json.loads(address.read_text())["url"]).rstrip("/")
+
+
+def test_start_reload_and_stop_are_journaled_and_read_by_the_next_daemon(tmp_path: Path) -> None:
+    first = _daemon(tmp_path)
+    pid = first.proc.pid
+    try:
+        (tmp_path / "jobs.yaml").write_text(RELOADED)
+        assert first.cli("reload").returncode == 0
+        (tmp_path / "jobs.yaml").write_text("version: 1\njobs: [{name: x, command: }]\n")
+        assert first.cli("reload").returncode == 2
+    finally:
+        assert stop_daemon(first) == 0
+    second = _daemon(tmp_path, RELOADED)
+    try:
+        wait_until(lambda: len(_daemon_rows(second)) == 5, "its start journaled", proc=second.proc)
+        rows = _json_history(second)
+        mine = [row for row in rows if row["path"] == ""]
+        kinds = [row["kind"] for row in mine]
+        assert kinds == [
+            "daemon_start",
+            "daemon_reload",
+            "daemon_reload",
+            "daemon_stop",
+            "daemon_start",
+        ], mine
+        start, reload, refused, stop, again = (row["detail"] for row in mine)
+        assert start["pid"] == pid
+        assert start["manifest"] == str(tmp_path / "jobs.yaml")
+        assert start["version"]
+        assert "previous" not in start
+        assert reload == {
+            "via": "control",
+            "added": 1,
+            "removed": 0,
+            "replaced": 0,
+            "updated": 0,
+        }
+        assert refused == {
+            "via": "control",
+            **dict.fromkeys(("added", "removed", "replaced", "updated"), 0),
+            "error": f"{tmp_path / 'jobs.yaml'}:2: jobs[0].command: expected a list of argv "
+            "strings or a shell command string, got null",
+        }
+        assert stop == {"how": "SIGTERM", "via": "signal", "code": 0, "took": stop["took"]}
+        assert again["pid"] == second.proc.pid
+        assert "previous" not in again  # the first one said how it stopped
+        # As a person reads it: the tree's own rows say "(daemon)" where a path would be.
+        text = second.cli("history")
+        assert text.returncode == 0, text.stderr
+        lines = [line for line in text.stdout.splitlines() if "(daemon)" in line]
+        assert [line.split("  ")[2].split(" ")[0] for line in lines] == kinds
+        assert "via=signal" in lines[3]
+        assert "SIGTERM" in lines[3]
+        # A job's history has none of them.
+        assert all(row["path"] == "svc" for row in _json_history(second, "svc"))
+        # Nor does the endpoint's of a job; without job= it has them.
+        url = _url(second)
+        every = requests.get(url + "/api/history?limit=500", timeout=30).json()
+        assert [row["kind"] for row in every if row["path"] == ""] == kinds
+    finally:
+        assert stop_daemon(second) == 0
+
+
+def test_a_daemon_killed_without_a_stop_is_said_by_the_next_start(tmp_path: Path) -> None:
+    first = _daemon(tmp_path)
+    try:
+        # Killed once its start row is committed (within the journal's max_delay of the start).
+        wait_until(lambda: _daemon_rows(first), "the start journaled", proc=first.proc)
+        first.proc.send_signal(signal.SIGKILL)
+    finally:
+        assert stop_daemon(first) == -signal.SIGKILL
+    second = _daemon(tmp_path)
+    try:
+
+        def starts() -> list[dict[str, Any]]:
+            return [row for row in _daemon_rows(second) if row["kind"] == "daemon_start"]
+
+        wait_until(lambda: len(starts()) == 2, "the second start journaled", proc=second.proc)
+        assert [row["detail"]["pid"] for row in starts()] == [first.proc.pid, second.proc.pid]
+        assert "previous" not in starts()[0]["detail"]
+        assert starts()[1]["detail"]["previous"] == (
+            f"the daemon before (pid {first.proc.pid}) journaled no stop: it was killed, "
+            "or its machine went down"
+        )
+    finally:
+        assert stop_daemon(second) == 0
+
+
+def test_each_person_action_says_through_what_it_came(tmp_path: Path) -> None:
+    running = _daemon(tmp_path)
+    try:
+        assert running.cli("restart", "svc").returncode == 0
+        url = _url(running)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        answer = requests.post(url + "/api/jobs/svc/restart", headers=headers, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert running.cli("stop", "svc").returncode == 0
+        assert running.cli("start", "svc").returncode == 0
+        assert running.cli("signal", "HUP", "svc").returncode == 0
+        os.kill(running.proc.pid, signal.SIGHUP)  # a reload by signal
+        wait_until(
+            lambda: any(r["kind"] == "daemon_reload" for r in _daemon_rows(running)),
+            "the SIGHUP's reload journaled",
+            proc=running.proc,
+        )
+        rows = _json_history(running, "--limit", "500")
+        acted = [
+            (row["kind"], row["detail"]["via"])
+            for row in rows
+            if row.get("kind", "").startswith("person_") or row.get("kind") == "daemon_reload"
+        ]
+        assert acted == [
+            ("person_restart", "control"),
+            ("person_restart", "http"),
+            ("person_stop", "control"),
+            ("person_start", "control"),
+            ("person_signal", "control"),
+            ("daemon_reload", "signal"),
+        ]
+        text = running.cli("history", "svc").stdout
+        assert "person_restart (via=http)" in text
+        assert "person_signal (signal=SIGHUP, via=control)" in text
+        everything = json.dumps(rows) + text
+        assert TOKEN not in everything  # the channel, never its secret
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def _seed(state: Path, now: float) -> None:
+    """Attempts 1-2 of ``old`` two hours ago, 3-5 a minute ago: what ``--since`` chooses from."""
+    from actors import Outcome
+    from supervision._events import AttemptFinished
+    from supervision._journal import Journal
+
+    journal = Journal(state)
+    for number in range(1, 6):
+        at = now - (7200.0 if number <= 2 else 60.0) + number
+        journal.record(AttemptFinished(path="old", at=at, attempt=number, started_at=at - 0.5,
+                                       outcome=Outcome.SUCCEEDED, error=None, code=0))  # fmt: skip
+    assert journal.flush()
+    assert journal.close() == 0
+
+
+def _history(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "history", *args, "--state-dir", str(state)],
+        env=ENV, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_history_since_a_duration_or_a_time_and_the_last_n_of_those(tmp_path: Path) -> None:
+    now = time.time()
+    _seed(tmp_path, now)
+
+    def attempts(*args: str) -> list[int]:
+        out = _history(tmp_path, "--json", *args)
+        assert (out.returncode, out.stderr) == (0, "")
+        return [row["attempt"] for row in json.loads(out.stdout)]
+
+    assert attempts() == [1, 2, 3, 4, 5]
+    assert attempts("--since", "10m") == [3, 4, 5]
+    assert attempts("--since", "3h") == [1, 2, 3, 4, 5]
+    assert attempts("--since", "1h30m", "-n", "2") == [4, 5]  # the last N since then
+    assert attempts("old", "--since", "10m", "--limit", "1") == [5]
+    half_hour_ago = datetime.fromtimestamp(now - 1800, UTC)
+    assert attempts("--since", half_hour_ago.isoformat()) == [3, 4, 5]
+    assert attempts("--since", half_hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ")) == [3, 4, 5]
+    local = datetime.fromtimestamp(now - 1800, UTC).astimezone().strftime("%Y-%m-%d %H:%M")
+    assert attempts("--since", local) == [3, 4, 5]
+    assert attempts("--since", datetime.fromtimestamp(now + 60, UTC).isoformat()) == []
+    text = _history(tmp_path, "--since", "10m")
+    assert [line.split("  ", 1)[1] for line in text.stdout.splitlines()] == [
+        f"old  attempt {n} succeeded (0)" for n in (3, 4, 5)
+    ]
+    for bad in ("yesterday", "-5m", "10 parsecs", ""):
+        out = _history(tmp_path, f"--since={bad}")  # "-5m" would be taken for an option
+        assert (out.returncode, out.stdout) == (2, ""), bad
+        assert out.stderr == (
+            "jobvisor: --since: expected a duration (250ms, 30s, 5m, 1h, 1d or a number of "
+            "seconds) or an ISO-8601 time such as 2026-12-06T19:00:00Z, got "
+            f"{bad.strip()!r}\n"
+        ), bad
+
+
+def test_api_history_since_and_its_refusals(tmp_path: Path) -> None:
+    now = time.time()
+    (tmp_path / ".jobvisor").mkdir(mode=0o700)
+    _seed(tmp_path / ".jobvisor", now)
+    running = _daemon(tmp_path)
+    try:
+        url = _url(running)
+
+        def got(query: str) -> requests.Response:
+            return requests.get(f"{url}/api/history?{query}", timeout=30)
+
+        wait_until(lambda: _daemon_rows(running), "its start journaled", proc=running.proc)
+        rows = got("since=10m&limit=500").json()
+        assert [row["attempt"] for row in rows if row["path"] == "old"] == [3, 4, 5]
+        assert "daemon_start" in [row.get("kind") for row in rows]
+        assert [row["attempt"] for row in got("job=old&since=3h&limit=2").json()] == [4, 5]
+        iso = datetime.fromtimestamp(now - 1800, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert [row["attempt"] for row in got(f"job=old&since={iso}").json()] == [3, 4, 5]
+        for bad in ("yesterday", "-1h", "10 parsecs"):
+            refused = got(f"since={bad}")
+            assert refused.status_code == 400, bad
+            assert refused.json()["error"] == (
+                "since: expected a duration (250ms, 30s, 5m, 1h, 1d or a number of seconds) or "
+                f"an ISO-8601 time such as 2026-12-06T19:00:00Z, got {bad!r}"
+            )
+        both = got("since=1h&per_job=5")
+        assert (both.status_code, both.json()["error"]) == (
+            400,
+            "since and per_job: give one (per_job reads each job's newest attempts)",
+        )
+    finally:
+        assert stop_daemon(running) == 0
