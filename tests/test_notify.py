@@ -1399,6 +1399,9 @@ def test_a_reload_that_edits_a_notifications_options_keeps_its_pages(
         at = time.time()
         try:
             notifier.handle(GaveUp(path="svc", at=at, reason="r"))
+            # Delivered first: an edited timeout is another lane, which does not wait for the
+            # old one's queue.
+            kit.wait_requests(1)
             notifier.update((new,), root)
             notifier.handle(Reloaded(path="", at=at))
             notifier.handle(StateChanged(path="svc", at=at, old=State.STARTING, new=State.RUNNING))
