@@ -79,6 +79,12 @@ FAILURES: Final = frozenset(
 # The failures a ``recovered`` names, at most: the first and the latest (a cooldown that
 # keeps failing its probe pages each cycle, for as long as it lasts).
 MAX_PAIRED: Final = 20
+# A notification as its pages and damping know it across reloads: its name, else its target
+# (not every option: adding ``damp: 5m`` lost its pages), and which of the manifest's
+# notifications so called it is (two may share a target).
+_Ident = tuple[str, int]
+# The notification that sent failures, and those failures (what its ``recovered`` names).
+_Page = tuple[NotifySpec, list[dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,17 +283,21 @@ class Notifier:
         self._wall = wall
         # In every body: which machine's jobvisor tells (two daemons' alerts look alike).
         self._host = socket.gethostname()
-        self._own: dict[str, tuple[NotifySpec, ...]] = {}
+        self._top_ids: tuple[tuple[NotifySpec, _Ident], ...] = ()
+        self._own: dict[str, tuple[tuple[NotifySpec, _Ident], ...]] = {}
+        self._specs: dict[_Ident, NotifySpec] = {}  # the manifest's notifications now
         self._by_breaker: dict[str, list[str]] = {}
         self._last_exit: dict[str, dict[str, Any]] = {}
-        # The failures each notification with ``recovered`` sent and no ``recovered`` ended yet,
-        # by (notification, path, breaker: "" for the job's own); the event thread's alone.
-        self._open: dict[tuple[str, str, str], tuple[NotifySpec, list[dict[str, Any]]]] = {}
+        # The failures each notification with ``recovered`` sent and no ``recovered`` ended
+        # yet: by what ends them, (breaker, "") or ("", path), so that an event finds its own
+        # at once (a crash loop's every ``running`` scanned them all); then by (notification,
+        # path). The event thread's alone.
+        self._open: dict[tuple[str, str], dict[tuple[_Ident, str], _Page]] = {}
         # Once and periodic jobs: their running proves nothing, a succeeded attempt does.
         self._by_success: frozenset[str] = frozenset()
-        # When each (notification, path, event) was last sent, and how many were folded since;
-        # the event thread's alone.
-        self._damped: dict[tuple[str, str, NotifyEvent], tuple[float, int]] = {}
+        # By (notification, path, event): when it was last sent, how many were folded since,
+        # and when the last of those was; the event thread's alone.
+        self._damped: dict[tuple[_Ident, str, NotifyEvent], tuple[float, int, float]] = {}
         self._closed = threading.Event()  # the stop's deadline passed
         self._closing = False  # close began: later events are not sent (under _lanes_lock)
         # A lane per distinct notification, made at its first delivery; retired lanes (a
@@ -308,21 +318,29 @@ class Notifier:
 
     def update(self, top: tuple[NotifySpec, ...], root: SupervisorSpec) -> None:
         """Take the manifest's, jobs' and groups' notifications (at start, and after a reload)."""
-        own: dict[str, tuple[NotifySpec, ...]] = {}
+        seen: dict[str, int] = {}
+
+        def ident(spec: NotifySpec) -> _Ident:
+            who = _who(spec)
+            seen[who] = seen.get(who, -1) + 1
+            return who, seen[who]
+
+        top_ids = tuple((spec, ident(spec)) for spec in top)
+        own: dict[str, tuple[tuple[NotifySpec, _Ident], ...]] = {}
         by_breaker: dict[str, list[str]] = {}
         by_success = set()
         for path, spec in _owners(root):
             if spec.notify:
-                own[path] = spec.notify
+                own[path] = tuple((each, ident(each)) for each in spec.notify)
             if isinstance(spec, JobSpec) and spec.breaker:
                 by_breaker.setdefault(spec.breaker, []).append(path)
             if isinstance(spec, JobSpec) and not spec.schedule.service:
                 by_success.add(path)
         # Swapped whole: the event thread reads them without a lock.
-        self._top, self._own, self._by_breaker = top, own, by_breaker
+        self._top, self._top_ids, self._own, self._by_breaker = top, top_ids, own, by_breaker
         self._by_success = frozenset(by_success)
-        distinct = {_key(each): each for each in top}
-        distinct.update((_key(s), s) for specs in own.values() for s in specs)
+        self._specs = {i: s for s, i in top_ids} | {i: s for ss in own.values() for s, i in ss}
+        distinct = {_key(each): each for each in self._specs.values()}
         shown = {self._shown(each) for each in distinct.values()}
         with self._counts_lock:
             # A removed notification's counts go, as a removed job's series do; its retired
@@ -362,38 +380,40 @@ class Notifier:
             self._recover(event)
 
     def _tell(self, event: ev.Event, kind: NotifyEvent, facts: dict[str, Any]) -> None:
-        targets = self._targets(event, kind)
-        if not targets:
-            return  # no id made: a crash loop's every restart passes here (11 -> 4 us)
         # One id for the event, sent on every try of each of its deliveries: a receiver
-        # tells a retry (its answer lost, say) from a new event by it.
-        event_id = str(uuid.uuid4())
-        for spec, path in targets:
+        # tells a retry (its answer lost, say) from a new event by it. Made only when one is
+        # sent: a crash loop's every restart passes here, most of them folded.
+        event_id = ""
+        for spec, ident, path in self._targets(event, kind):
+            told = facts  # each notification's own: a damped one's count is its alone
             if kind in DAMPED and spec.damp > 0:
-                folded = self._fold(spec, path, kind)
+                folded = self._fold(spec.damp, (ident, path, kind))
                 if folded is None:
                     continue
-                facts = {**facts, "suppressed": folded}
-            self._enqueue(spec, path, kind, event.at, facts, event_id=event_id)
+                told = {**facts, "suppressed": folded}
+            event_id = event_id or str(uuid.uuid4())
+            self._enqueue(spec, path, kind, event.at, told, event_id=event_id)
             if kind in FAILURES and NotifyEvent.RECOVERED in spec.on:
                 breaker = event.name if isinstance(event, ev.BreakerChanged) else ""
-                _, sent = self._open.setdefault((_key(spec), path, breaker), (spec, []))
+                pages = self._open.setdefault((breaker, "" if breaker else path), {})
+                _, sent = pages.setdefault((ident, path), (spec, []))
                 if len(sent) == MAX_PAIRED:
                     del sent[1]
                 sent.append(
                     {"event": kind.value, "id": event_id, "at": event.at, "time": _iso(event.at)}
                 )
 
-    def _fold(self, spec: NotifySpec, path: str, kind: NotifyEvent) -> int | None:
-        """None when ``kind`` was sent to ``spec`` for ``path`` less than ``damp`` ago (it is
-        folded); else how many were folded since the last one sent."""
-        key, now = (_key(spec), path, kind), self._clock()
+    def _fold(self, damp: float, key: tuple[_Ident, str, NotifyEvent]) -> int | None:
+        """None when ``key``'s event was sent less than ``damp`` ago (it is folded); else how
+        many were folded since the last one sent, if the last of them was less than ``damp``
+        ago (a restart a day later is not the old crash loop's: it says 0)."""
+        now = self._clock()
         last = self._damped.get(key)
-        if last is not None and now - last[0] < spec.damp:
-            self._damped[key] = (last[0], last[1] + 1)
+        if last is not None and now - last[0] < damp:
+            self._damped[key] = (last[0], last[1] + 1, now)
             return None
-        self._damped[key] = (now, 0)
-        return 0 if last is None else last[1]
+        self._damped[key] = (now, 0, now)
+        return 0 if last is None or now - last[2] >= damp else last[1]
 
     def _recover(self, event: ev.Event) -> None:
         """Send ``recovered`` for each failure notification that ``event`` shows is over."""
@@ -401,16 +421,17 @@ class Notifier:
         if healthy is None:
             return
         path, breaker, by = healthy
-        ended = [key for key in self._open if key[2] == breaker and (breaker or key[1] == path)]
+        ended = self._open.pop((breaker, path), None)
         if not ended:
             return
         event_id = str(uuid.uuid4())
-        for key in ended:
-            spec, sent = self._open.pop(key)
+        for (_, page_path), (spec, sent) in ended.items():
             facts: dict[str, Any] = {"by": by, "recovered_from": sent, "failures": len(sent)}
             if breaker:
                 facts["breaker"] = breaker
-            self._enqueue(spec, key[1], NotifyEvent.RECOVERED, event.at, facts, event_id=event_id)
+            self._enqueue(
+                spec, page_path, NotifyEvent.RECOVERED, event.at, facts, event_id=event_id
+            )
 
     def _healthy(self, event: ev.Event) -> tuple[str, str, str] | None:
         """The path (or breaker) ``event`` shows healthy, and how; None if it shows none."""
@@ -428,17 +449,33 @@ class Notifier:
         return None
 
     def _forget(self, event: ev.Reloaded) -> None:
-        """A reload removed jobs or notifications: their failures will never be told over."""
-        kept = {_key(spec) for spec in self._top}
-        kept.update(_key(s) for specs in self._own.values() for s in specs)
+        """A reload removed jobs (a group: all of its), breakers or notifications: their
+        failures will never be told over. A notification whose options it edited keeps its
+        pages, sent by it as it is now."""
+        specs = self._specs
         gone = set(event.removed) - set(event.added)
-        for key in [k for k in self._open if k[0] not in kept or k[1] in gone]:
-            del self._open[key]
-        for damped in [k for k in self._damped if k[0] not in kept or k[1] in gone]:
-            del self._damped[damped]
 
-    def _targets(self, event: ev.Event, kind: NotifyEvent) -> list[tuple[NotifySpec, str]]:
-        out = [(spec, event.path) for spec in self._top if kind in spec.on]
+        def removed(path: str) -> bool:
+            while path:
+                if path in gone:
+                    return True
+                path = path.rpartition("/")[0]
+            return False
+
+        for (breaker, path), pages in list(self._open.items()):
+            for (ident, page_path), (old, sent) in list(pages.items()):
+                spec = specs.get(ident)
+                if spec is None or NotifyEvent.RECOVERED not in spec.on or removed(page_path):
+                    del pages[ident, page_path]
+                elif spec is not old:
+                    pages[ident, page_path] = (spec, sent)
+            if not pages or (breaker and breaker not in self._by_breaker):
+                del self._open[breaker, path]
+        for key in [k for k in self._damped if k[0] not in specs or removed(k[1])]:
+            del self._damped[key]
+
+    def _targets(self, event: ev.Event, kind: NotifyEvent) -> list[tuple[NotifySpec, _Ident, str]]:
+        out = [(spec, ident, event.path) for spec, ident in self._top_ids if kind in spec.on]
         paths = (
             self._by_breaker.get(event.name, [])
             if isinstance(event, ev.BreakerChanged)
@@ -449,7 +486,7 @@ class Notifier:
             # The job's own, then each enclosing group's (a group's notify covers its jobs).
             owner = path
             while True:
-                out.extend((spec, path) for spec in own.get(owner, ()) if kind in spec.on)
+                out.extend((s, i, path) for s, i in own.get(owner, ()) if kind in s.on)
                 if "/" not in owner:
                     break
                 owner = owner.rsplit("/", 1)[0]
@@ -596,6 +633,14 @@ def _iso(at: float) -> str:
 def _key(spec: NotifySpec) -> str:
     """What makes two notifications one lane: the same target, events, timeout, retry and name."""
     return repr(spec)
+
+
+def _who(spec: NotifySpec) -> str:
+    if spec.name:
+        return f"name {spec.name}"
+    if spec.http is not None:
+        return f"http {spec.http.url}"
+    return f"command {spec.command!r}"
 
 
 def _meaning(event: ev.Event) -> tuple[NotifyEvent, dict[str, Any]] | None:  # noqa: PLR0911 - one case per event

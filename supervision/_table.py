@@ -110,8 +110,12 @@ def summary_table(
     fixed = sum(widths[1:]) + 2 * len(widths)
     last = max(cells(row[-1]) for row in rows)
     if width is not None and fit == "cut":
+        _, whole = _cut_widths(width - fixed, widths[0], last, len(header[-1]))
+        rows, whys = _shortened(rows, nodes, whole, mask, width=width)
+        # Sized again beside the exits as shortened: beside the whole ones, a long PATH was
+        # cut to ``…rt-to-warehouse`` with the row's last 10 cells left empty.
+        last = max(cells(row[-1]) for row in rows)
         widths[0], last = _cut_widths(width - fixed, widths[0], last, len(header[-1]))
-        rows, whys = _shortened(rows, nodes, last, mask, width=width)
     elif width is not None and width - fixed - widths[0] < _MIN_LAST:
         # Beside a PATH cut no shorter than MIN_PATH, or below a row cut to fit the width.
         beside = width - fixed - _MIN_LAST
@@ -306,15 +310,20 @@ def _short_exit(node: dict[str, Any], mask: Callable[[str], str]) -> str:
     assert isinstance(last, dict)
     error = mask(raw)
     # How it ended follows the argv (``actors._command``), which may say the same words: the
-    # last "exited with" or "killed by"; else the first "could not start:" (its reason may
-    # say anything).
-    at = max(error.rfind(" exited with "), error.rfind(" killed by "))
+    # last "exited with" or "killed by"; but for a command that could not start (126, 127,
+    # unless a shell exited so), the first "could not start:" (its reason may say anything;
+    # an argv holding "killed by oom" showed that).
+    code = last.get("code")
+    at = -1
+    if code in (126, 127) and not error.endswith(f" exited with {code}"):
+        at = error.find(" could not start: ")
+    if at < len("command"):
+        at = max(error.rfind(" exited with "), error.rfind(" killed by "))
     if at < len("command"):
         at = error.find(" could not start: ")
     if at < len("command"):
         return exit_cell(node, mask)
     how = error[at + 1 :]
-    code = last.get("code")
     text = str(last["outcome"]) + ("" if code is None else f" ({code})")
     return text if how == f"exited with {code}" else f"{text}: {how}"
 

@@ -27,6 +27,7 @@ from supervision._events import (
     ChildExited,
     Escalated,
     GaveUp,
+    Reloaded,
     RestartScheduled,
     StateChanged,
 )
@@ -1280,3 +1281,132 @@ def test_damp_0s_sends_every_restart_and_a_real_crash_loop_sends_one_by_default(
         ("gave_up", None),
     ]
     assert [e["number"] for e in lines_of(each)] == list(range(1, 31))
+
+
+def _posts(kit: HttpKit, n: int) -> list[dict[str, Any]]:
+    """The bodies of the first ``n`` POSTs to ``kit``, once they all arrived."""
+    return [json.loads(r.body) for r in kit.wait_requests(n)[:n]]
+
+
+def test_a_damp_0s_notification_never_says_suppressed_whatever_a_damped_one_beside_it_folded(
+    runtime: str,
+) -> None:
+    """Review r41a: the folded count of a damped notification leaked into the facts every later
+    notification of the same event was sent with (``damp: 0s`` said ``suppressed: 2``)."""
+    del runtime
+    clock = ManualClock()
+    with HttpKit(default=Reply(204)) as kit:
+        damped = NotifySpec(
+            on=(NotifyEvent.RESTARTED,), http=_target(f"{kit.url}/d"), name="damped"
+        )
+        each = NotifySpec(
+            on=(NotifyEvent.RESTARTED,), http=_target(f"{kit.url}/e"), name="each", damp=0.0
+        )
+        notifier = Notifier((damped, each), SupervisorSpec(children=()), clock=clock)
+        try:
+            for number in range(1, 6):  # every 20 s: 2 and 3 folded by the 60 s damp
+                notifier.handle(RestartScheduled(path="a", at=time.time(), delay=0, number=number))
+                clock.advance(20)
+            bodies = _posts(kit, 7)
+        finally:
+            notifier.close(5)
+    heard = sorted((b["notifier"], b["number"], b.get("suppressed", "-")) for b in bodies)
+    assert heard == [
+        ("damped", 1, 0),
+        ("damped", 4, 2),
+        *[("each", number, "-") for number in range(1, 6)],
+    ]
+
+
+def test_a_restart_after_a_quiet_damp_interval_says_none_were_suppressed(runtime: str) -> None:
+    """Review r41a: restarts folded long ago were told by the next restart, however much later
+    (a day on, ``suppressed: 2``); a count goes only with a restart within ``damp`` of the last
+    one folded."""
+    del runtime
+    clock = ManualClock()
+    with HttpKit(default=Reply(204)) as kit:
+        spec = NotifySpec(on=(NotifyEvent.RESTARTED,), http=_target(f"{kit.url}/h"))
+        notifier = Notifier((spec,), SupervisorSpec(children=()), clock=clock)
+        start = clock.now
+        try:
+            for at, number in ((0, 1), (10, 2), (20, 3), (86400, 1), (86410, 2), (86465, 3)):
+                clock.advance(start + at - clock.now)
+                notifier.handle(RestartScheduled(path="a", at=time.time(), delay=0, number=number))
+            bodies = _posts(kit, 3)
+        finally:
+            notifier.close(5)
+    assert [(b["number"], b["suppressed"]) for b in bodies] == [(1, 0), (1, 0), (3, 1)]
+
+
+def test_a_reload_that_removes_a_group_or_a_breaker_ends_their_pages_with_nothing_sent(
+    runtime: str,
+) -> None:
+    """Review r41a: removing group ``etl`` kept ``etl/load``'s page, and adding it back later
+    sent a ``recovered`` for the old incident; a removed breaker's page is ended the same way."""
+    del runtime
+    top = "version: 1\nbreakers: {api: {failure_threshold: 3, reset_timeout: 1m}}\njobs:\n"
+    whole = load_manifest(
+        top + "  - {name: a, command: [x], service: true, breaker: api}\n"
+        "  - {group: etl, jobs: [{name: load, command: [x], service: true}]}\n",
+        env={},
+    )
+    less = load_manifest(top + "  - {name: a, command: [x], service: true}\n", env={})
+    with HttpKit(default=Reply(204)) as kit:
+        spec = NotifySpec(
+            on=(NotifyEvent.GAVE_UP, NotifyEvent.BREAKER_OPENED, NotifyEvent.RECOVERED),
+            http=_target(f"{kit.url}/h"),
+        )
+        notifier = Notifier((spec,), whole.root)
+        at = time.time()
+        try:
+            notifier.handle(GaveUp(path="etl/load", at=at, reason="old incident"))
+            notifier.handle(BreakerChanged(path="", at=at, name="api", old="closed", new="open"))
+            notifier.update((spec,), less.root)
+            notifier.handle(Reloaded(path="", at=at, removed=("etl",), updated=("a",)))
+            notifier.update((spec,), whole.root)
+            notifier.handle(Reloaded(path="", at=at, added=("etl",), updated=("a",)))
+            notifier.handle(StateChanged(path="etl/load", at=at, old=State.STARTING,
+                                         new=State.RUNNING))  # fmt: skip
+            notifier.handle(BreakerChanged(path="", at=at, name="api", old="open", new="closed"))
+            notifier.handle(GaveUp(path="a", at=at, reason="after"))  # the last: all came
+            bodies = _posts(kit, 3)
+        finally:
+            notifier.close(5)
+        assert len(kit.requests) == 3
+    assert [(b["event"], b["path"]) for b in bodies] == [
+        ("gave_up", "etl/load"),
+        ("breaker_opened", ""),
+        ("gave_up", "a"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "edit"), [("pager", {"damp": 300.0}), ("", {"timeout": 5.0, "retry": 1})]
+)
+def test_a_reload_that_edits_a_notifications_options_keeps_its_pages(
+    name: str, edit: dict[str, Any]
+) -> None:
+    """Review r41a: pages were kept by every option of their notification, so adding
+    ``damp: 5m`` (or a timeout) lost them and the job's recovery sent nothing."""
+    root = load_manifest(
+        "version: 1\njobs: [{name: svc, command: [x], service: true}]\n", env={}
+    ).root
+    with HttpKit(default=Reply(204)) as kit:
+        on = (NotifyEvent.GAVE_UP, NotifyEvent.RECOVERED)
+        old = NotifySpec(on=on, http=_target(f"{kit.url}/h"), name=name)
+        new = NotifySpec(on=on, http=_target(f"{kit.url}/h"), name=name, **edit)
+        notifier = Notifier((old,), root)
+        at = time.time()
+        try:
+            notifier.handle(GaveUp(path="svc", at=at, reason="r"))
+            # Delivered first: an edited timeout is another lane, which does not wait for the
+            # old one's queue.
+            kit.wait_requests(1)
+            notifier.update((new,), root)
+            notifier.handle(Reloaded(path="", at=at))
+            notifier.handle(StateChanged(path="svc", at=at, old=State.STARTING, new=State.RUNNING))
+            bodies = _posts(kit, 2)
+        finally:
+            notifier.close(5)
+    assert [(b["event"], b["path"]) for b in bodies] == [("gave_up", "svc"), ("recovered", "svc")]
+    assert bodies[1]["recovered_from"][0]["id"] == bodies[0]["id"]

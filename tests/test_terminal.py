@@ -504,3 +504,38 @@ def test_on_80_columns_a_cut_failure_says_how_it_ended_and_is_whole_below_the_ta
         wide = summary_table(doc, width=width, now=1000.0, fit="cut").splitlines()
         assert len(wide) == 5, wide
         assert wide[1].endswith("exit 3 exited with 3"), wide
+
+
+def test_a_command_that_could_not_start_says_so_whatever_words_its_argv_holds() -> None:
+    """Review r41a: the last " killed by " or " exited with " was taken for how a command
+    ended, so an argv holding those words showed ``failed (127): killed by oom, s…``."""
+    alert = (
+        "command /usr/bin/notify-ops 'backup killed by oom, see /var/log/backup.log' "
+        "could not start: No such file or directory"
+    )
+    shell = "command sh -c 'echo could not start: retry; exit 127' exited with 127"
+    doc = {
+        "children": [
+            {**node("alert", alert), "last_exit": {"outcome": "failed", "code": 127,
+                                                   "error": alert}},
+            {**node("shell", shell), "last_exit": {"outcome": "failed", "code": 127,
+                                                   "error": shell}},
+        ]
+    }  # fmt: skip
+    lines = summary_table(doc, width=80, now=1000.0, fit="cut").splitlines()
+    start = lines[0].index("LAST EXIT")
+    assert lines[1][start:].startswith("failed (127): could not st"), lines
+    assert lines[2][start:] == "failed (127)", lines
+
+
+def test_on_80_columns_a_long_path_gets_the_room_its_shortened_exit_leaves() -> None:
+    """Review r41a: PATH was sized beside the whole LAST EXIT, before it was shortened to
+    ``failed (3)``: ``…rt-to-warehouse`` with 10 cells of the line left empty."""
+    path = "reporting/nightly/export-to-warehouse"
+    error = "command sh -c 'echo cannot reach smtp.invalid; exit 3 # padding padding' exited with 3"
+    lines = summary_table(
+        {"children": [node(path, error)]}, width=80, now=1000.0, fit="cut"
+    ).splitlines()
+    assert lines[1].endswith("failed (3)"), lines
+    assert len(lines[1]) == 80, lines  # PATH takes every cell the others leave it
+    assert unwrapped(lines[2:]) == [f"{path}: {error}"], lines
