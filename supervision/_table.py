@@ -103,7 +103,7 @@ def summary_table(
     header += ("NEXT START", "LAST EXIT") if upcoming else ("LAST EXIT",)
     rows = [header]
     for node in nodes:
-        row: tuple[str, ...] = (node["path"], node["kind"], node["state"])
+        row: tuple[str, ...] = (node["path"], node["kind"], state_cell(node))
         row += (_uptime(node, clock),) if running else ()
         row += (
             str(node["starts"]),
@@ -232,10 +232,20 @@ def exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:
 _TRACEBACK: Final = "\nTraceback (most recent call last):"
 
 
+def state_cell(node: dict[str, Any]) -> str:
+    """A node's STATE cell: its state, or ``idle`` for a periodic job between ticks (SPEC's
+    state is ``running`` then, and nothing runs: NEXT START says when its next tick is)."""
+    return IDLE if node.get("between_ticks") is True else str(node["state"])
+
+
+IDLE: Final = "idle"
+
+
 def _uptime(node: dict[str, Any], now: float) -> str:
-    """How long a running child has been running (``3m12s``); "-" for any other."""
+    """How long a running child has been running (``3m12s``); "-" for any other, and for a
+    periodic job between ticks (none runs)."""
     since = node.get("since")
-    if node.get("state") != "running" or not isinstance(since, int | float):
+    if state_cell(node) != "running" or not isinstance(since, int | float):
         return "-"
     return _span(max(0.0, now - since))
 
