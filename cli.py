@@ -1177,11 +1177,20 @@ def _ask_each(
     requests: list[dict[str, Any]],
     kept: list[dict[str, Any]] | None,
 ) -> int:
-    """Send the daemon each request; the worst exit code. Said, or kept for --json."""
+    """Send the daemon each request; the worst exit code. Said, or kept for --json.
+
+    A replicated job's name (``w``, run as ``w.0``, ``w.1``, ...) given to ``start``, ``stop``
+    or ``restart`` is each of its replicas in turn, one line each, as ``depends_on`` means them.
+    """
+    from collections import deque  # noqa: PLC0415
+
     from supervision._client import NoDaemonError, elsewhere, request  # noqa: PLC0415
 
     worst = OK
-    for i, req in enumerate(requests):
+    left = deque(requests)
+    first = True
+    while left:
+        req = left.popleft()
         try:
             reply = request(directory, req)
         except NoDaemonError as exc:
@@ -1189,16 +1198,41 @@ def _ask_each(
             hint = "" if getattr(args, "state_dir", None) else elsewhere(args.manifest, directory)
             _error(f"{exc}{hint}")
             if getattr(args, "json", False):
-                _no_daemon_answers(args, requests[i:], f"{exc}{hint}", kept)
+                _no_daemon_answers(args, [req, *left], f"{exc}{hint}", kept)
             return NO_DAEMON
-        other = _other_manifest(args.manifest, reply.get("manifest")) if i == 0 else None
+        other = _other_manifest(args.manifest, reply.get("manifest")) if first else None
+        first = False
         if other is not None:
             _error(other)
+        replicas = _replicas_meant(args, directory, req, reply)
+        if replicas:
+            left.extendleft({**req, "job": path} for path in reversed(replicas))
+            continue
         # The worst result is the exit code: the highest one, so a path that names no child (4)
         # outranks an action that failed (1).
         code = _said(args, req, reply) if kept is None else _kept(args, req, reply, kept, other)
         worst = max(worst, code)
     return worst
+
+
+def _replicas_meant(
+    args: argparse.Namespace, directory: str, req: dict[str, Any], reply: dict[str, Any]
+) -> list[str]:
+    """The replicas a ``start``, ``stop`` or ``restart`` of ``req``'s path meant, when the
+    daemon found no child there and it names a replicated job; else none (its hint is said).
+
+    Replicas are exactly ``w.0`` to ``w.N-1``: other names (``q.1`` and ``q.3``, a person's
+    own) are not taken for one job's, and keep the hint that names them.
+    """
+    if args.command not in _DONE or reply.get("code") != "no_such_job" or "job" not in req:
+        return []
+    from actors._errors import replicas_of  # noqa: PLC0415 - a path the daemon did not find
+    from supervision._logs import tree_paths  # noqa: PLC0415
+
+    paths = tree_paths(args.manifest, directory)  # the daemon's tree, as its status says it
+    replicas = replicas_of(req["job"].strip("/"), paths or ())
+    numbers = sorted(int(path.rpartition(".")[2]) for path in replicas)
+    return replicas if numbers == list(range(len(replicas))) else []
 
 
 def _no_daemon_answers(

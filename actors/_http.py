@@ -18,6 +18,7 @@ import _socket
 import contextlib
 import contextvars
 import email.utils
+import ipaddress
 import json as jsonlib
 import os
 import socket
@@ -42,7 +43,7 @@ from actors._errors import JobFailure, SpecError
 from actors._runtime import Scheduler, TimerHandle
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     import requests
 
@@ -227,12 +228,15 @@ class _InFlight:
     by ``_after_connect``.
     """
 
-    __slots__ = ("conns", "lock", "why")
+    __slots__ = ("conns", "deadline", "lock", "why")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.conns: set[Any] = set()
         self.why: Aborted | None = None
+        # Monotonic end of the ``bounded`` block it is in (None outside one): a host name
+        # lookup, which no socket's shutdown ends, is waited for until then only.
+        self.deadline: float | None = None
 
     @property
     def aborted(self) -> bool:
@@ -344,12 +348,88 @@ def bounded(
     inflight = _InFlight() if inflight is None else inflight
     # The watch first: it may raise NoThreadError, and a context set before it stayed set.
     watch = _Watch(timeout, inflight, cancelled)
+    inflight.deadline = watch.deadline
     token = _current.set(inflight)
     try:
         yield inflight
     finally:
         watch.cancel()
         _current.reset(token)
+
+
+# -- host name lookups ---------------------------------------------------------------------------
+
+
+class LookupTimedOut(TimeoutError):
+    """A host name lookup took longer than what was left of its request's (or check's) time."""
+
+
+def resolve(
+    host: str,
+    port: int,
+    *,
+    within: float,
+    family: int = 0,
+    aborted: Callable[[], bool] | None = None,
+    lookup: Callable[..., list[Any]] | None = None,
+) -> list[Any]:
+    """``getaddrinfo(host, port, family, SOCK_STREAM)``, waited for ``within`` seconds at most.
+
+    The system's resolver cannot be interrupted, and no socket exists yet for a
+    deadline to shut down: a resolver that hangs held a request or a readiness
+    check for its own timeouts (30 s and more), whatever the job's ``timeout``.
+    The lookup runs in a thread of its own, which a hung one is left to (it ends
+    when the resolver gives up). ``LookupTimedOut`` when ``within`` runs out,
+    ``OSError`` once ``aborted()`` (looked at every ``_CANCEL_LOOK``); the
+    resolver's own error as it is. An address is looked up in place (no name
+    to ask about); so is a name when no thread can be had, unbounded as before.
+    ``lookup`` stands in for ``socket.getaddrinfo`` (tests).
+    """
+    lookup = socket.getaddrinfo if lookup is None else lookup
+    if _is_address(host):
+        return lookup(host, port, family, socket.SOCK_STREAM)
+    done = threading.Event()
+    answer: list[Any] = []
+    failed: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            answer.extend(lookup(host, port, family, socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the waiter, who raises it
+            failed.append(exc)
+        finally:
+            done.set()
+
+    try:
+        threading.Thread(target=ask, name="jv-lookup", daemon=True).start()
+    except RuntimeError:
+        return lookup(host, port, family, socket.SOCK_STREAM)
+    deadline = time.monotonic() + within
+    while not done.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LookupTimedOut(f"host name lookup timed out after {round(within, 3):g}s")
+        if aborted is not None and aborted():
+            raise InterruptedError("host name lookup cut short")
+        done.wait(left if aborted is None else min(left, _CANCEL_LOOK))
+    if failed:
+        raise failed[0]
+    return answer
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.partition("%")[0])  # a scoped IPv6 address has %zone
+    except ValueError:
+        return False
+    return True
+
+
+def lookup_timed_out(exc: BaseException | None) -> LookupTimedOut | None:
+    """The ``LookupTimedOut`` in ``exc``'s chain (a request's failure), if any."""
+    if exc is None:
+        return None
+    return next((e for e in error_chain(exc) if isinstance(e, LookupTimedOut)), None)
 
 
 # The requests of the current thread (greenlet) belong to this run; the pools read it.
@@ -650,6 +730,10 @@ class HttpWork:
         where = self.describe()
         if inflight.why == "cancelled":
             return HttpRequestError(f"{where}: cancelled", "cancelled")
+        # First: the deadline that ended its wait has expired the request too.
+        lookup = lookup_timed_out(exc)
+        if lookup is not None:
+            return HttpRequestError(f"{where}: {lookup}", "timeout")
         read = (response.raw.tell() or got) if response is not None else 0
         timed_out = f"{where}: timed out after {self.timeout:g}s"
         if inflight.why == "timeout" or isinstance(exc, requests.Timeout):

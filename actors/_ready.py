@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from actors._checks import SOCKET_MAX_DURATION, need, need_duration
 from actors._errors import JobFailure, SpecError
-from actors._http import bounded, check_url, error_chain, redact_url
+from actors._http import (
+    LookupTimedOut,
+    bounded,
+    check_url,
+    error_chain,
+    lookup_timed_out,
+    redact_url,
+    resolve,
+)
 from actors._runtime import active_runtime
 from actors._spawn import REAPED_UNREAD, _confined, child_env, reaped_unread
 from actors._taken import split_host_port
@@ -199,6 +207,9 @@ def _check_tcp(address: str, budget: float, cancelled: threading.Event) -> _Seen
         except OSError as exc:
             failed = exc
     # First: a socket shut down just before its connect seems to connect (poll says writable).
+    # But not a lookup the deadline ended: the deadline expired the check too.
+    if isinstance(failed, LookupTimedOut) and inflight.why != "cancelled":
+        return _Seen(str(failed), timed_out=True)
     aborted = _aborted(inflight.why, budget)
     if aborted is not None:
         return aborted
@@ -216,11 +227,13 @@ def _connect(host: str, port: int, budget: float, inflight: _InFlight) -> socket
 
     Each socket is in ``inflight`` while it connects, so the deadline and a
     cancel shut it down (``socket.create_connection`` gave each address the
-    whole budget, and a connect nobody answers held a cancel for all of it).
+    whole budget, and a connect nobody answers held a cancel for all of it). The
+    name's lookup is bounded too (``resolve``).
     """
     deadline = time.monotonic() + budget
     failed: OSError = TimeoutError("timed out")
-    for family, kind, proto, _, where in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+    found = resolve(host, port, within=budget, aborted=lambda: inflight.aborted)
+    for family, kind, proto, _, where in found:
         left = deadline - time.monotonic()
         if left <= 0 or inflight.aborted:
             break
@@ -258,6 +271,9 @@ def _check_http(
                 code = response.status_code
         except requests.RequestException as exc:
             failed = exc
+    lookup = lookup_timed_out(failed)
+    if lookup is not None and inflight.why != "cancelled":
+        return _Seen(str(lookup), timed_out=True)
     # First: a head cut short by the shutdown reads as a whole one (its end looks like EOF).
     aborted = _aborted(inflight.why, budget)
     if aborted is not None:

@@ -9,16 +9,22 @@ under gevent this comes after the monkey-patching).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
 
-from actors._http import _current, _shutdown
+from actors._http import LookupTimedOut, _current, _shutdown, resolve
 
 if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
+
     from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
 
 __all__ = ["tracked_session"]
@@ -32,8 +38,47 @@ def _after_connect(conn: Any) -> None:
         _shutdown(conn.sock)
 
 
+def _new_conn_within(conn: Any, new_conn: Callable[[], socket.socket]) -> socket.socket:
+    """urllib3's ``_new_conn`` for ``conn``, its host name looked up within the request's time.
+
+    urllib3 looks the name up in its connect, for as long as the system's resolver
+    takes: here ``resolve`` does, bounded by the ``bounded`` block's deadline, and
+    each address found is connected to as urllib3 would (an address is not looked up).
+    """
+    inflight = _current.get()
+    host = conn._dns_host
+    if inflight is None or inflight.deadline is None:
+        return new_conn()
+    try:
+        found = resolve(
+            host,
+            conn.port,
+            within=max(0.0, inflight.deadline - time.monotonic()),
+            family=allowed_gai_family(),
+            aborted=lambda: inflight.aborted,
+        )
+    except LookupTimedOut as exc:
+        raise ConnectTimeoutError(conn, str(exc)) from exc
+    except OSError as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc  # type: ignore[arg-type]
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+    failed: Exception = NewConnectionError(conn, f"no address found for {host}")
+    for address in addresses:
+        conn._dns_host = address
+        try:
+            return new_conn()
+        except (NewConnectionError, ConnectTimeoutError) as exc:
+            failed = exc  # the next address, as socket.create_connection tries each
+        finally:
+            conn._dns_host = host
+    raise failed
+
+
 class _TrackedHTTPConnection(HTTPConnection):
     _jv_sock: Any = None  # the last connect's socket, kept after http.client lets it go
+
+    def _new_conn(self) -> socket.socket:
+        return _new_conn_within(self, super()._new_conn)
 
     def connect(self) -> None:
         super().connect()
@@ -42,6 +87,9 @@ class _TrackedHTTPConnection(HTTPConnection):
 
 class _TrackedHTTPSConnection(HTTPSConnection):
     _jv_sock: Any = None
+
+    def _new_conn(self) -> socket.socket:
+        return _new_conn_within(self, super()._new_conn)
 
     def connect(self) -> None:
         super().connect()

@@ -27,6 +27,10 @@ ends the burst, and so does a person's start of the child (``forget``): its
 next failures are a new story. Only the log is damped: the journal and
 events still see every attempt, and ``--log-level verbose`` turns damping off.
 
+Two trees in one process (``start_tree`` twice) may each have a job ``crash``: the
+paths are only unique inside a tree, so each tree has a damper of its own
+(``TreeDampers``), released when that tree stops.
+
 A job that exits *cleanly* and is restarted at once (a permanent command
 that does its work and ends) loops the same way and floods the log with the
 same line; its exits are a burst too (``clean``), summed up as::
@@ -44,7 +48,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
-__all__ = ["CLEAN", "CrashLoopDamper", "Summary"]
+__all__ = ["CLEAN", "CrashLoopDamper", "Summary", "TreeDampers"]
 
 # The "error" of a burst of clean exits: no failure's text is this (each names its error).
 CLEAN = "exited (succeeded)"
@@ -335,6 +339,51 @@ class CrashLoopDamper:
         burst.summarised_at = burst.shown_at = now
         self._stop_holding(path)
         return summary
+
+
+class TreeDampers:
+    """A ``CrashLoopDamper`` per tree (``None``: records of no tree's): one tree's loop neither
+    holds back nor counts another's lines about a job of the same path. The same lock as a
+    damper's guards it; the questions about every loop (``holding``, ``due``...) ask each.
+    """
+
+    def __init__(
+        self, *, keep: int = 3, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._first = CrashLoopDamper(keep=keep, interval=interval, clock=clock)  # checks them
+        self._clock = clock
+        self._dampers: dict[str | None, CrashLoopDamper] = {None: self._first}
+
+    def of(self, tree: str | None) -> CrashLoopDamper:
+        """The damper of ``tree``'s records, made at its first."""
+        damper = self._dampers.get(tree)
+        if damper is None:
+            first = self._first
+            damper = CrashLoopDamper(keep=first.keep, interval=first.interval, clock=self._clock)
+            self._dampers[tree] = damper
+        return damper
+
+    def release(self, tree: str) -> list[Summary]:
+        """``tree`` stopped: its damper goes, and what it held is summed up now."""
+        damper = self._dampers.pop(tree, None)
+        return [] if damper is None else damper.flush()
+
+    def now(self) -> float:
+        return self._clock()
+
+    @property
+    def holding(self) -> bool:
+        return any(damper.holding for damper in self._dampers.values())
+
+    def next_due(self) -> float | None:
+        due = [d for d in (damper.next_due() for damper in self._dampers.values()) if d is not None]
+        return min(due) if due else None
+
+    def due(self) -> list[Summary]:
+        return [summary for damper in self._dampers.values() for summary in damper.due()]
+
+    def flush(self) -> list[Summary]:
+        return [summary for damper in self._dampers.values() for summary in damper.flush()]
 
 
 def _groups_above(path: str) -> list[str]:

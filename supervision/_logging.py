@@ -44,7 +44,8 @@ from logbook.compat import RedirectLoggingHandler
 
 from actors import JobvisorError, SpecError, active_runtime, describe
 from actors._checks import a_kind
-from supervision._damper import CLEAN, CrashLoopDamper, Summary
+from actors._runtime import current_task
+from supervision._damper import CLEAN, Summary, TreeDampers
 from supervision._files import (
     UnsafePathError,
     check_parents,
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Self, TextIO
 
+    from supervision._damper import CrashLoopDamper
     from supervision._manifest import Manifest
     from supervision._spec import RotateSpec
 
@@ -71,6 +73,7 @@ __all__ = [
     "SecretMasker",
     "configure_logging",
     "tree_started",
+    "tree_stopped",
 ]
 
 log = logbook.Logger("supervision.logging")
@@ -344,7 +347,7 @@ def configure_logging(
         render = _RENDERS[effective.format]
         # verbose shows every line, the whole point of choosing it; the damper is made all the
         # same, for a reload that sets another level (``retune``)
-        damper = CrashLoopDamper(clock=monotonic)
+        damper = TreeDampers(clock=monotonic)
         line_handler = _LineHandler(
             threshold, render, masker, sink, damper, damping=effective.level != "verbose"
         )
@@ -464,7 +467,7 @@ class _ToStdlib(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
         # A crash loop's repeats are held and summed up here too (a program's stderr would
         # take a line per failure). Its summaries come with the next record about anything,
         # a give-up's included: no thread of its own tells them when due.
-        self._damper = CrashLoopDamper()
+        self._damper = TreeDampers()
         self._damper_lock = _plain_lock()
 
     def should_handle(self, record: logbook.LogRecord) -> bool:
@@ -473,17 +476,25 @@ class _ToStdlib(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
         return logging.getLogger(record.channel).isEnabledFor(_stdlib_level(record.level))
 
     def emit(self, record: logbook.LogRecord) -> None:
+        tree = _current_tree()
         with self._damper_lock:
-            summaries, write = _admitted(self._damper, record)
+            summaries, write = _admitted(self._damper.of(tree), record)
         for summary in summaries:
             self._hand(_summary_record(summary, before=record.time))
         if write:
             self._hand(record)
 
-    def forget(self, path: str) -> None:
+    def forget(self, tree: str | None, path: str) -> None:
         """``path``'s loop is over (``new_story``): hand on the summary of what it held."""
         with self._damper_lock:
-            summaries = self._damper.forget(path)
+            summaries = self._damper.of(tree).forget(path)
+        for summary in summaries:
+            self._hand(_summary_record(summary))
+
+    def release(self, tree: str) -> None:
+        """``tree`` stopped (``tree_stopped``): hand on what its loops held."""
+        with self._damper_lock:
+            summaries = self._damper.release(tree)
         for summary in summaries:
             self._hand(_summary_record(summary))
 
@@ -848,7 +859,7 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         render: _Render,
         masker: SecretMasker,
         sink: _Sink,
-        damper: CrashLoopDamper | None = None,
+        damper: TreeDampers | None = None,
         *,
         damping: bool = True,
     ) -> None:
@@ -878,9 +889,10 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         if self._damper is None or not self.damping:
             self._write(record)
             return
+        tree = _current_tree()
         with self._order:
             with self._damper_lock:
-                summaries, write = _admitted(self._damper, record)
+                summaries, write = _admitted(self._damper.of(tree), record)
                 teller = self._new_teller()
             for summary in summaries:
                 # What it sums up came before this record: so does its time.
@@ -890,13 +902,23 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         if teller is not None:
             self._start_teller(teller)  # not under a lock: under gevent, a start switches
 
-    def forget(self, path: str) -> None:
+    def forget(self, tree: str | None, path: str) -> None:
         """``path``'s loop is over (``new_story``): write the summary of what it held."""
         if self._damper is None:
             return
         with self._order:
             with self._damper_lock:
-                summaries = self._damper.forget(path)
+                summaries = self._damper.of(tree).forget(path)
+            for summary in summaries:
+                self._write(_summary_record(summary))
+
+    def release(self, tree: str) -> None:
+        """``tree`` stopped (``tree_stopped``): write what its loops held, and forget them."""
+        if self._damper is None:
+            return
+        with self._order:
+            with self._damper_lock:
+                summaries = self._damper.release(tree)
             for summary in summaries:
                 self._write(_summary_record(summary))
 
@@ -1091,8 +1113,11 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
     # A failure held back is counted by its error alone: its kind (which masks the counters of
     # every text argument) is only worked out for the other lines.
     kind = None if failure is not None else (logger.name, level, msg, _text_args(args))
+    tree = _current_tree()
     with handler._damper_lock:
-        if not damper.hold(path, kind, failure, damper.now(), restart=restart, delay=delay):
+        if not damper.of(tree).hold(
+            path, kind, failure, damper.now(), restart=restart, delay=delay
+        ):
             return False
         teller = handler._new_teller()  # the first failure held may come this way
     if teller is not None:
@@ -1107,10 +1132,31 @@ def new_story(path: str) -> None:
     Told directly, not carried by a record: the "start requested" line may be below the
     configured level, while the failures after it are not.
     """
+    tree = _current_tree()  # told by its supervisor, in the tree's own thread
     handler = _gate
     if handler is not None:
-        handler.forget(path)
-    _to_stdlib.forget(path)
+        handler.forget(tree, path)
+    _to_stdlib.forget(tree, path)
+
+
+def tree_stopped(tree: str) -> None:
+    """The tree ``tree`` (its id) stopped: what the log held of its loops is summed up now, and
+    its damping state goes (a process may start and stop trees all day)."""
+    with _setups_lock:
+        handlers = [setup._handler for setup in _setups if setup._handler is not None]
+    for handler in handlers:
+        handler.release(tree)
+    _to_stdlib.release(tree)
+
+
+def _current_tree() -> str | None:
+    """The id of the tree whose task runs now, or None: a tree's actors run in tasks named
+    ``jv-TREE-PATH`` (``start_incarnation``), and its records are about its own jobs."""
+    name = getattr(current_task(), "name", None)
+    if type(name) is not str or not name.startswith("jv-t"):
+        return None
+    tree, dash, _ = name[3:].partition("-")
+    return tree if dash and tree[1:].isdigit() else None
 
 
 def _admitted(damper: CrashLoopDamper, record: logbook.LogRecord) -> tuple[list[Summary], bool]:

@@ -159,11 +159,24 @@ def child_nodes(records: list[ChildRecord], now: float) -> list[dict[str, Any]]:
             since=rec.since,
             children=children,
         )
+        if rec.periodic and rec.state is State.RUNNING and _between_ticks(rec):
+            out["between_ticks"] = True
         placed = _placed_on(rec)
         if placed is not None:
             out["node"] = placed
         nodes.append(out)
     return nodes
+
+
+def _between_ticks(rec: ChildRecord) -> bool:
+    """Whether a periodic job that is ``running`` (SPEC's state from its start on: its
+    dependants count on it) runs no tick now, and waits for its next one.
+
+    Read from its actor's attempt in flight, as ``leader_pid`` is: a tick's start tells the
+    supervisor nothing (it would cost a message per tick for a display).
+    """
+    actor = rec.actor
+    return actor is not None and getattr(actor, "_attempt", True) is None
 
 
 def _leader(rec: ChildRecord) -> int | None:

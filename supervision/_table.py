@@ -156,7 +156,7 @@ def _row(
     """A node's cells, LAST EXIT whole."""
     from supervision._printable import printable  # noqa: PLC0415
 
-    row: tuple[str, ...] = (node["path"], node["kind"], node["state"])
+    row: tuple[str, ...] = (node["path"], node["kind"], state_cell(node))
     row += (_uptime(node, clock),) if running else ()
     row += (str(node["starts"]), str(node["restarts"]), str(node["failures"]))
     if upcoming:
@@ -328,10 +328,20 @@ def _short_exit(node: dict[str, Any], mask: Callable[[str], str]) -> str:
     return text if how == f"exited with {code}" else f"{text}: {how}"
 
 
+def state_cell(node: dict[str, Any]) -> str:
+    """A node's STATE cell: its state, or ``idle`` for a periodic job between ticks (SPEC's
+    state is ``running`` then, and nothing runs: NEXT START says when its next tick is)."""
+    return IDLE if node.get("between_ticks") is True else str(node["state"])
+
+
+IDLE: Final = "idle"
+
+
 def _uptime(node: dict[str, Any], now: float) -> str:
-    """How long a running child has been running (``3m12s``); "-" for any other."""
+    """How long a running child has been running (``3m12s``); "-" for any other, and for a
+    periodic job between ticks (none runs)."""
     since = node.get("since")
-    if node.get("state") != "running" or not isinstance(since, int | float):
+    if state_cell(node) != "running" or not isinstance(since, int | float):
         return "-"
     return _span(max(0.0, now - since))
 

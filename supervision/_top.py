@@ -20,7 +20,7 @@ import time
 from supervision._cells import cells, cut, cut_start
 from supervision._client import NoDaemonError, find_state_dir, request
 from supervision._printable import printable
-from supervision._table import MIN_PATH, exit_cell, split_room, until
+from supervision._table import MIN_PATH, exit_cell, split_room, state_cell, until
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def rows(doc: dict[str, Any], now: float) -> list[tuple[str, ...]]:
             name = "  " * depth + str(node.get("name", node.get("path"))) + ("/" if group else "")
             upcoming = until(node.get("next_start_at"), now)
             last = printable(exit_cell(node, str).splitlines()[0])
-            out.append((name, str(node["state"]), str(node["restarts"]), last, upcoming))
+            out.append((name, state_cell(node), str(node["restarts"]), last, upcoming))
             visit(node.get("children") or [], depth + 1)
 
     visit(doc.get("children") or [], 0)

@@ -43,7 +43,7 @@ from supervision._abandon import AbandonWatch
 from supervision._budget import TreeBudget
 from supervision._events import BreakerChanged, EventBus
 from supervision._exits import classify
-from supervision._logging import tree_started
+from supervision._logging import tree_started, tree_stopped
 from supervision._output import OutputFiles
 from supervision._records import Command, FinalStatus, Op, TreeContext
 from supervision._spec import (
@@ -361,6 +361,7 @@ class Tree:
         if listener is not None:
             for breaker in self._ctx.breakers.values():
                 breaker.unlisten(listener)
+        tree_stopped(self._ctx.tree_id)  # its threads are joined: no record of it comes now
         _live_trees.discard(self)
         return not running
 

@@ -798,3 +798,45 @@ def test_failures_held_before_their_records_are_made_are_summed_up_when_due_too(
         assert stream.seen.wait(10), stream.getvalue()
         assert "crash: failed 4 more times in the last 10 s" in stream.getvalue()
     assert stream.getvalue().count("more times") == 1
+
+
+def test_two_trees_in_one_process_each_damp_their_own_loops(make_tree: Any) -> None:
+    """``start_tree`` twice, a job ``crash`` in each: tree A's crash loop neither holds back
+    nor counts tree B's failures (they shared one damper, keyed by the path alone), and A's
+    stop sums up what A held, then and there."""
+    from conftest import Events
+
+    from supervision import AttemptFinished, GaveUp, Outcome, load_manifest
+
+    def manifest(restarts: int, backoff: str) -> Any:
+        return load_manifest(
+            textwrap.dedent(f"""
+            version: 1
+            supervisor:
+              backoff: {{initial: {backoff}, max: {backoff}}}
+              intensity: {{max_restarts: {restarts}, within: 60s}}
+            jobs:
+              - {{name: crash, command: "exit 1", restart: permanent}}
+            """)
+        ).tree_spec()
+
+    stream = io.StringIO()
+    a_events, b_events = Events(), Events()
+    with configure_logging(LoggingSpec(level="information"), stream=stream):
+        a = make_tree(manifest(10_000, "50ms"), on_event=a_events)
+        a_events.wait_for(
+            lambda items: len([e for e in items if isinstance(e, AttemptFinished)]) > 5
+        )
+        mark = len(stream.getvalue())
+        b = make_tree(manifest(2, "0s"), on_event=b_events)
+        b_events.wait_for(lambda items: any(isinstance(e, GaveUp) for e in items))
+        assert b.stop(timeout=20)
+        b_lines = stream.getvalue()[mark:].splitlines()
+        assert a.stop(timeout=20)
+        # Its failures: an attempt the stop ended is none.
+        a_tried = sum(e.outcome is Outcome.FAILED for e in a_events.of(AttemptFinished))
+        after_a = stream.getvalue()
+    b_failed = [m[1] for m in (re.search(r"failed \(start (\d+)\)", s) for s in b_lines) if m]
+    assert b_failed == ["1", "2", "3"], b_lines  # B's story, in full
+    summaries = re.findall(r"crash: failed (\d+) more times?", after_a)
+    assert sum(int(n) for n in summaries) == a_tried - 3, after_a  # A's own, said at A's stop

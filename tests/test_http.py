@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -23,8 +24,10 @@ from actors._http import (
     HttpRequestError,
     HttpStatusError,
     HttpWork,
+    LookupTimedOut,
     check_http_retry_on,
     parse_retry_after,
+    resolve,
 )
 from actors._retry import RETRY_AFTER_MAX, retry_delay
 from supervision import (
@@ -904,3 +907,61 @@ def test_a_header_value_that_is_not_latin_1_is_refused_naming_the_header() -> No
     assert "Latin-1" in message
     assert "secretEURO" not in message
     assert "abc" not in message
+
+
+# -- host name lookups ---------------------------------------------------------------------------
+
+
+def hanging_lookup(release: threading.Event, asked: list[tuple[Any, ...]]) -> Callable[..., Any]:
+    """A resolver that answers only once ``release`` is set (as a hung DNS server would never)."""
+
+    def lookup(*args: Any) -> list[Any]:
+        asked.append(args)
+        release.wait()
+        return socket.getaddrinfo("127.0.0.1", args[1], type=socket.SOCK_STREAM)
+
+    return lookup
+
+
+def test_a_hung_host_name_lookup_is_waited_for_only_what_is_left_of_the_deadline() -> None:
+    release, asked = threading.Event(), []
+    began = time.monotonic()
+    try:
+        with pytest.raises(LookupTimedOut, match=r"^host name lookup timed out after 0\.2s$"):
+            resolve("db.example", 5432, within=0.2, lookup=hanging_lookup(release, asked))
+        waited = time.monotonic() - began
+    finally:
+        release.set()  # the lookup's thread ends
+    assert asked == [("db.example", 5432, 0, socket.SOCK_STREAM)]
+    assert 0.2 <= waited < 2.0
+
+
+def test_a_lookup_answers_and_fails_as_the_resolver_does_and_an_abort_ends_its_wait() -> None:
+    release, asked = threading.Event(), []
+    release.set()
+    (found,) = resolve("db.example", 80, within=5, lookup=hanging_lookup(release, asked))
+    assert found[4] == ("127.0.0.1", 80)
+
+    def unknown(*_: Any) -> list[Any]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(socket.gaierror):
+        resolve("nowhere.example", 80, within=5, lookup=unknown)
+    hung = threading.Event()
+    try:
+        began = time.monotonic()
+        with pytest.raises(OSError, match="cut short"):
+            resolve(
+                "db.example", 80, within=30, aborted=lambda: True, lookup=hanging_lookup(hung, [])
+            )
+        assert time.monotonic() - began < 2.0  # not the 30 s
+    finally:
+        hung.set()
+    # An address is no name: nothing to wait for, no thread.
+    assert resolve("127.0.0.1", 80, within=0, lookup=socket.getaddrinfo)[0][4] == ("127.0.0.1", 80)
+
+
+def test_a_request_to_localhost_still_goes_through(kit, make_work) -> None:
+    kit.script(Reply(204))
+    work = make_work(url=f"http://localhost:{kit.port}/x", timeout=5)
+    assert work.run(attempt()) == 204

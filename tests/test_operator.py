@@ -393,6 +393,45 @@ def test_supervisorctls_paths_are_told_jobvisors_spelling(tmp_path: Path) -> Non
         assert stop_daemon(running) == 0
 
 
+def test_start_stop_restart_of_a_replicated_jobs_name_act_on_each_of_its_replicas(
+    tmp_path: Path,
+) -> None:
+    """`stop app/worker` is what a person means by its replicas, as `depends_on` means them:
+    each is acted on, one line each (it only named them, exit 4). Names that are not one
+    job's replicas, `q.1` and `q.3` with no `q.0`, keep the hint."""
+    manifest = SUPERVISORCTL + '  - {name: q.1, command: [sleep, "100"], service: true}\n'
+    manifest += '  - {name: q.3, command: [sleep, "100"], service: true}\n'
+    running = start_daemon(tmp_path, manifest, "--runtime", RUNTIME)
+    replicas = ("app/worker.0", "app/worker.1")
+    try:
+        for verb, said in [
+            ("stop", "stopped"),
+            ("stop", "not running (stopped); nothing to stop"),
+            ("start", "started"),
+            ("restart", "restarted"),
+        ]:
+            out = running.cli(verb, "app/worker")
+            lines = "".join(f"{path}: {said}\n" for path in replicas)
+            assert (out.returncode, out.stdout, out.stderr) == (0, lines, ""), verb
+        out = running.cli("stop", "--json", "app/worker", "db")
+        assert out.returncode == 0, out.stderr
+        document = json.loads(out.stdout)
+        assert document["ok"] is True
+        assert [answer["job"] for answer in document["results"]] == [*replicas, "db"]
+        assert [node["state"] for node in running.status()["children"][1]["children"][1:]] == [
+            "stopped",
+            "stopped",
+        ]
+        out = running.cli("stop", "q")
+        assert (out.returncode, out.stdout) == (4, "")
+        assert (
+            out.stderr
+            == "jobvisor: no child at path 'q': q runs as replicas, each a path of its own: q.1, q.3\n"
+        )
+    finally:
+        assert stop_daemon(running) == 0
+
+
 def test_status_tells_supervisorctls_paths_jobvisors_spelling_too(tmp_path: Path) -> None:
     """Before: `status app:web` said only "no child at path 'app:web': check `status` ...";
     now the hints start and stop give (exit 4 all the same, a path found still shown)."""

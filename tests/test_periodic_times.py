@@ -80,3 +80,37 @@ def test_a_one_for_all_restart_runs_a_finished_periodic_jobs_ticks_all_again(
     done = [(e.attempt, e.outcome) for e in events.of(AttemptFinished, "tick")]
     assert done == [(n, Outcome.SUCCEEDED) for n in range(1, 5)], "2 ticks, then 2 more"
     assert tree.status()["children"][0]["state"] == "succeeded"
+
+
+def test_a_periodic_job_between_ticks_is_shown_idle_with_its_next_tick(make_tree, events) -> None:
+    """SPEC's state stays ``running`` (it counts as running for its dependants), but no tick
+    runs: the node says ``between_ticks`` and the table shows it ``idle``, no UPTIME, the
+    countdown in NEXT START (it said ``running`` with an UPTIME that grew, and no process)."""
+    import time
+
+    import jobfuncs
+
+    from supervision._table import summary_table
+
+    jobfuncs.reset()
+    job = python_job("tick", "jobfuncs:block", "tick", schedule=Schedule(every=0.5))
+    tree = make_tree(tree_of(job, KEEP), on_event=events)
+    events.reached("tick", "running")
+    now = time.time()
+    doc = tree.status()
+    node = doc["children"][0]
+    assert (node["state"], node.get("between_ticks")) == ("running", True)  # its first tick waits
+    assert node["next_start_at"] > now
+    row = next(
+        line for line in summary_table(doc, width=None, now=now).splitlines() if "tick" in line
+    )
+    assert row.split()[:4] == ["tick", "python", "idle", "-"], row  # no UPTIME
+    assert "in 0." in row  # NEXT START
+    assert jobfuncs.EVENTS["tick.running"].wait(10)  # a tick runs now, until released
+    node = tree.status()["children"][0]
+    assert (node["state"], "between_ticks" in node) == ("running", False)
+    row = next(
+        line for line in summary_table(tree.status(), width=None).splitlines() if "tick" in line
+    )
+    assert row.split()[2] == "running"
+    jobfuncs.EVENTS["tick.release"].set()

@@ -47,6 +47,17 @@ def test_tcp_is_ready_when_something_listens() -> None:
         ReadyProbe(tcp=f"127.0.0.1:{port}", timeout=5).wait_ready(threading.Event())
 
 
+def test_tcp_and_http_checks_of_localhost_look_its_name_up_and_pass() -> None:
+    # The name is looked up in a thread of its own, bounded by the check's time (a hung
+    # resolver held a check for its own timeouts): a name that resolves still passes.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        ReadyProbe(tcp=f"localhost:{port}", timeout=5).wait_ready(threading.Event())
+    with HttpKit(Reply(200)) as kit:
+        ReadyProbe(http=f"http://localhost:{kit.port}/", timeout=5).wait_ready(threading.Event())
+        assert kit.count == 1
+
+
 def test_tcp_is_not_ready_after_the_timeout_when_nothing_listens() -> None:
     port = free_port()
     probe = ReadyProbe(tcp=f"127.0.0.1:{port}", timeout=0.2, interval=0.02)
