@@ -656,9 +656,9 @@ class Daemon:
         self._lock = threading.Lock()  # one reload or control action on the tree at a time
         # One signal to a job at a time (a signal never waits for _lock's stop), so that...
         self._signal_lock = threading.Lock()
-        # ...the channel of the action under way, by action (each one's lock is held
+        # ...the channel of the action under way, by action and path (each one's lock is held
         # meanwhile), tells its Commanded row through what the person asked (see _noting).
-        self._via: dict[str, str] = {}
+        self._via: dict[tuple[str, str], str] = {}
         self.composition: Composition | None = None
         self.tree: Tree | None = None
         self.process: Process | None = None  # what its status says of it, from run()
@@ -1105,19 +1105,24 @@ class Daemon:
             return {**self.reload(via=via), "manifest": str(self.manifest_path)}
         if op == "signal":
             # Not under the lock: a signal never waits, nor for a stop that waits out a grace.
-            with self._signal_lock, self._acting("signal", via):
+            with self._signal_lock, self._acting("signal", req["job"], via):
                 return send_signal(tree, req["job"], req["signal"])
-        with self._lock, self._acting(op, via):
+        with self._lock, self._acting(op, req["job"], via):
             return act(tree, op, req["job"])
 
     @contextlib.contextmanager
-    def _acting(self, action: str, via: str) -> Iterator[None]:
-        """While ``action`` is done (its lock held): its Commanded row says ``via``."""
-        self._via[action] = via
+    def _acting(self, action: str, job: str, via: str) -> Iterator[None]:
+        """While ``action`` on ``job`` is done (its lock held): its Commanded row says ``via``.
+
+        Only meanwhile: a tree command gives up after ``COMMAND_TIMEOUT`` (60 s), and a
+        restart's Commanded comes once the job's stop ended (its grace may be longer). Keyed by
+        the path too, so that such a late row has no ``via`` rather than the next request's."""
+        key = (action, "/".join(part for part in job.split("/") if part))
+        self._via[key] = via
         try:
             yield
         finally:
-            del self._via[action]
+            self._via.pop(key, None)
 
     def reload(self, via: str = "control") -> dict[str, Any]:
         """Re-read the manifest and apply only the difference; a bad manifest changes nothing.
@@ -1643,7 +1648,9 @@ def _shown_field(value: object) -> str:
 
 
 def _noting(
-    journal: Journal | None, note: Callable[[Event], None], via: Mapping[str, str]
+    journal: Journal | None,
+    note: Callable[[Event], None],
+    via: Mapping[tuple[str, str], str],
 ) -> Callable[[Event], None]:
     """The tree's sink: the journal's record, with the root's escalation or giving up told to
     ``note`` first, and a person's action journaled with the channel ``via`` names for it.
@@ -1658,10 +1665,13 @@ def _noting(
         if not event.path and isinstance(event, Escalated | GaveUp):
             note(event)
         if sink is not None and (kinds is None or type(event) in kinds):
-            if via and type(event) is Commanded and journal is not None and event.action in via:
-                journal.commanded(event, via[event.action])
-            else:
-                sink(event)
+            # One get, never `in` then [...]: the control thread may drop the entry in between.
+            if via and journal is not None and type(event) is Commanded:
+                channel = via.get((event.action, event.path))
+                if channel is not None:
+                    journal.commanded(event, channel)
+                    return
+            sink(event)
 
     if kinds is not None:  # None: the sink takes every kind, and so does this one
         noted.event_types = kinds | {Escalated, GaveUp}  # type: ignore[attr-defined]

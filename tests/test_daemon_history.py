@@ -278,3 +278,28 @@ def test_api_history_since_and_its_refusals(tmp_path: Path) -> None:
         )
     finally:
         assert stop_daemon(running) == 0
+
+
+def test_a_late_person_row_has_no_via_rather_than_another_requests(tmp_path: Path) -> None:
+    """A tree command gives up after 60 s; a restart's row comes once the stop ended, when its
+    request's channel is gone (or another request's is under way, of another job)."""
+    from supervision._daemon import _noting
+    from supervision._events import Commanded
+    from supervision._journal import Journal
+
+    journal = Journal(tmp_path)
+    via: dict[tuple[str, str], str] = {("restart", "etl/load"): "http"}
+    noted = _noting(journal, lambda event: None, via)
+    now = time.time()
+    noted(Commanded(path="etl/load", at=now, action="restart"))
+    noted(Commanded(path="svc", at=now + 1, action="restart"))  # svc's request gave up
+    via.clear()  # the request is over: its row, late, says no channel
+    noted(Commanded(path="etl/load", at=now + 2, action="restart"))
+    assert journal.flush()
+    assert journal.close() == 0
+    rows = read_history(journal_path(tmp_path), None, 500)
+    assert [(row["path"], row["detail"]) for row in rows] == [
+        ("etl/load", {"via": "http"}),
+        ("svc", {}),
+        ("etl/load", {}),
+    ]
