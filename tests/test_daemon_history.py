@@ -208,7 +208,7 @@ def _seed(state: Path, now: float) -> None:
 def _history(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, "history", *args, "--state-dir", str(state)],
-        env=ENV, capture_output=True, text=True, timeout=60, check=False,
+        env=ENV, capture_output=True, text=True, timeout=60, check=False, cwd=state,
     )  # fmt: skip
 
 
@@ -303,3 +303,19 @@ def test_a_late_person_row_has_no_via_rather_than_another_requests(tmp_path: Pat
         ("svc", {}),
         ("etl/load", {}),
     ]
+
+
+def test_history_of_a_job_with_nothing_since_then_says_so(tmp_path: Path) -> None:
+    now = time.time()
+    _seed(tmp_path, now)
+    out = _history(tmp_path, "old", "--since", "30s")
+    assert (out.returncode, out.stdout) == (0, "")
+    said, shown = out.stderr.rstrip("\n").rsplit(" since ", 1)
+    assert said == "jobvisor: the journal has nothing of old", out.stderr
+    when = datetime.fromisoformat(shown)
+    assert when.tzinfo is not None, shown  # the local time, with its offset
+    assert abs(when.timestamp() - (now - 30)) < 5, shown
+    # A path it has no row of at all: the paths it has, as without --since.
+    out = _history(tmp_path, "new", "--since", "30s")
+    assert (out.returncode, out.stdout) == (0, "")
+    assert out.stderr == "jobvisor: the journal has nothing of new; it has: old\n"
