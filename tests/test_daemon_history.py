@@ -271,6 +271,26 @@ def test_api_history_since_and_its_refusals(tmp_path: Path) -> None:
                 "since: expected a duration (250ms, 30s, 5m, 1h, 1d or a number of seconds) or "
                 f"an ISO-8601 time such as 2026-12-06T19:00:00Z, got {bad!r}"
             )
+        # A "+" in a query is a space (its offset written as is, not as %2B): taken back.
+        local = datetime.fromtimestamp(now - 1800, UTC).astimezone()
+        for offset in ("+01:00", "-05:00", "+05:30"):
+            there = local.astimezone(datetime.strptime(offset, "%z").tzinfo)
+            stamp = there.isoformat(timespec="seconds")
+            assert stamp.endswith(offset), stamp
+            for sent in (stamp, stamp.replace("+", "%2B")):
+                answer = got(f"job=old&since={sent}")
+                assert answer.status_code == 200, (sent, answer.text)
+                assert [row["attempt"] for row in answer.json()] == [3, 4, 5], sent
+        # A date and a local time, the space sent as "+": still no offset.
+        spaced = local.strftime("%Y-%m-%d+%H:%M:%S")
+        assert [row["attempt"] for row in got(f"job=old&since={spaced}").json()] == [3, 4, 5]
+        for empty in ("since=", "since", "job=old&since=&limit=5"):
+            refused = got(empty)
+            assert refused.status_code == 400, (empty, refused.text)
+            assert refused.json()["error"] == (
+                "since: expected a duration (250ms, 30s, 5m, 1h, 1d or a number of seconds) or "
+                "an ISO-8601 time such as 2026-12-06T19:00:00Z, got ''"
+            ), empty
         both = got("since=1h&per_job=5")
         assert (both.status_code, both.json()["error"]) == (
             400,
