@@ -55,7 +55,7 @@ from supervision._fdlimit import AcceptShortage, fit_open_files
 from supervision._files import Ident, check_parents, identity, remove_if_same, write_atomic
 from supervision._hangup import off_the_terminal
 from supervision._held import lost_line
-from supervision._history import JournalError, last_daemon_row
+from supervision._history import JournalError, last_daemon_start
 from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
@@ -792,7 +792,7 @@ class Daemon:
             log.warning("{}: taken as SIGTERM: stopping every job gracefully", name)
 
     def _stop_detail(self, code: int, took: float) -> dict[str, Any]:
-        """How the daemon stopped, for its ``daemon_stop`` row: ``how`` (the signal's name,
+        """How the daemon stopped, for its ``daemon_stop`` row: its pid, ``how`` (the signal's name,
         ``hangup``, ``state dir lost``, ``tree ended``, ``error``), ``via`` when a signal
         asked, the exit code and how long the stop took; the reason where there is one."""
         detail: dict[str, Any] = {}
@@ -813,7 +813,9 @@ class Daemon:
         detail.update(code=code, took=round(took, 3))
         if self.composition is not None and "error" in detail:
             detail["error"] = self.composition.masker.mask(str(detail["error"]))
-        return detail
+        # Its pid: a daemon that lost its lock may stop after the next one started (see
+        # _start_detail), and whose stop this is must not be guessed from the order.
+        return {"pid": os.getpid(), **detail}
 
     def _exit_code(self) -> int:
         if self.forced:
@@ -1185,7 +1187,7 @@ class Daemon:
         composition = self.composition
         if composition is None or composition.journal is None:
             return
-        detail: dict[str, Any] = {"via": via}
+        detail: dict[str, Any] = {"pid": os.getpid(), "via": via}
         for name in ("added", "removed", "replaced", "updated"):
             detail[name] = 0 if event is None else len(getattr(event, name))
         if error is not None:
@@ -1622,7 +1624,8 @@ def _remove_breakers(new: Any, composition: Composition, *, apply: bool = True) 
 
 def _start_detail(manifest: Path, journal: Path) -> dict[str, Any]:
     """A ``daemon_start`` row's detail: pid, version, manifest; ``previous`` when the daemon
-    before journaled no stop (killed, or its machine went down: nothing else says so)."""
+    before journaled no stop (killed, or its machine went down: nothing else says so; or
+    still stopping, having lost its state dir's lock)."""
     from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - at start only
 
     try:
@@ -1631,16 +1634,38 @@ def _start_detail(manifest: Path, journal: Path) -> dict[str, Any]:
         made = "0+checkout"  # as ``jobvisor --version`` says
     detail: dict[str, Any] = {"pid": os.getpid(), "version": made, "manifest": str(manifest)}
     try:
-        last = last_daemon_row(journal)
-        before = None if last is None else last_daemon_row(journal, "daemon_start")
+        last = last_daemon_start(journal)
     except JournalError:  # the start goes on: its row is what matters now
-        last = before = None
-    if last is not None and last[0] != "daemon_stop":
-        pid = "" if before is None else f" (pid {before[1].get('pid')})"
+        last = None
+    if last is None:
+        return detail
+    start, stops = last
+    pid = start.get("pid")
+    # A stop row without a pid is an older jobvisor's: then only one daemon wrote at a time.
+    if any(stop.get("pid", pid) == pid for stop in stops):
+        return detail
+    said = "" if pid is None else f" (pid {pid})"
+    if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
         detail["previous"] = (
-            f"the daemon before{pid} journaled no stop: it was killed, or its machine went down"
+            f"the daemon before{said} has journaled no stop yet: it is still running "
+            "(stopping, as one that lost its state dir's lock does)"
+        )
+    else:
+        detail["previous"] = (
+            f"the daemon before{said} journaled no stop: it was killed, or its machine went down"
         )
     return detail
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process has ``pid`` (one of another user's too)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    return True
 
 
 def _shown_field(value: object) -> str:

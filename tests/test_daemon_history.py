@@ -93,6 +93,7 @@ def test_start_reload_and_stop_are_journaled_and_read_by_the_next_daemon(tmp_pat
         assert start["version"]
         assert "previous" not in start
         assert reload == {
+            "pid": pid,
             "via": "control",
             "added": 1,
             "removed": 0,
@@ -100,12 +101,19 @@ def test_start_reload_and_stop_are_journaled_and_read_by_the_next_daemon(tmp_pat
             "updated": 0,
         }
         assert refused == {
+            "pid": pid,
             "via": "control",
             **dict.fromkeys(("added", "removed", "replaced", "updated"), 0),
             "error": f"{tmp_path / 'jobs.yaml'}:2: jobs[0].command: expected a list of argv "
             "strings or a shell command string, got null",
         }
-        assert stop == {"how": "SIGTERM", "via": "signal", "code": 0, "took": stop["took"]}
+        assert stop == {
+            "pid": pid,
+            "how": "SIGTERM",
+            "via": "signal",
+            "code": 0,
+            "took": stop["took"],
+        }
         assert again["pid"] == second.proc.pid
         assert "previous" not in again  # the first one said how it stopped
         # As a person reads it: the tree's own rows say "(daemon)" where a path would be.
@@ -339,3 +347,61 @@ def test_history_of_a_job_with_nothing_since_then_says_so(tmp_path: Path) -> Non
     out = _history(tmp_path, "new", "--since", "30s")
     assert (out.returncode, out.stdout) == (0, "")
     assert out.stderr == "jobvisor: the journal has nothing of new; it has: old\n"
+
+
+SLOW_STOP = """
+version: 1
+jobs:
+  - {name: slow, service: true, command: [sh, -c, "trap '' TERM INT; sleep 100"], stop: {grace: 60s}}
+"""
+QUICK_STOP = """
+version: 1
+jobs:
+  - {name: slow, service: true, command: [sleep, "100"]}
+"""
+
+
+def test_a_start_beside_a_daemon_still_stopping_says_so_and_its_stop_has_its_pid(
+    tmp_path: Path,
+) -> None:
+    """Its lock deleted, a daemon stops (here for a job's long grace) while a second one starts
+    on the same state dir: the second's start row says the first is still stopping, not that
+    it was killed; the first's stop row, written later, has its pid, and a third start, once
+    both stopped, says nothing of a previous one."""
+    first = start_daemon(tmp_path, SLOW_STOP, "--runtime", RUNTIME)
+    try:
+        (first.state / "daemon.lock").unlink()
+        first.wait_notify("STOPPING=1")
+        second = start_daemon(tmp_path, QUICK_STOP, "--runtime", RUNTIME)
+    except BaseException:
+        stop_daemon(first)
+        raise
+    try:
+
+        def starts() -> list[dict[str, Any]]:
+            return [row["detail"] for row in _daemon_rows(second) if row["kind"] == "daemon_start"]
+
+        wait_until(lambda: len(starts()) == 2, "the second start journaled", proc=second.proc)
+        assert starts()[1]["previous"] == (
+            f"the daemon before (pid {first.proc.pid}) has journaled no stop yet: it is still "
+            "running (stopping, as one that lost its state dir's lock does)"
+        )
+        first.proc.send_signal(signal.SIGINT)  # a second stop: forced, its jobs killed
+        first.proc.communicate(timeout=30)
+    finally:
+        stop_daemon(first)
+        assert stop_daemon(second) == 0
+    stops = [row["detail"] for row in _daemon_rows(second) if row["kind"] == "daemon_stop"]
+    assert sorted(row["pid"] for row in stops) == sorted([first.proc.pid, second.proc.pid])
+    third = start_daemon(tmp_path, QUICK_STOP, "--runtime", RUNTIME)
+    try:
+        wait_until(
+            lambda: sum(row["kind"] == "daemon_start" for row in _daemon_rows(third)) == 3,
+            "the third start journaled",
+            proc=third.proc,
+        )
+        last = [row for row in _daemon_rows(third) if row["kind"] == "daemon_start"][-1]
+        assert last["detail"]["pid"] == third.proc.pid
+        assert "previous" not in last["detail"]
+    finally:
+        assert stop_daemon(third) == 0
