@@ -659,6 +659,11 @@ class Daemon:
         # ...the channel of the action under way, by action and path (each one's lock is held
         # meanwhile), tells its Commanded row through what the person asked (see _noting).
         self._via: dict[tuple[str, str], str] = {}
+        # The stop row is the daemon's last: server.close() joins only the accept thread, so a
+        # reload under way (a control or HTTP thread) may end after it; its row is then left
+        # out (its log line says it), else the next start would take this daemon for killed.
+        self._rows_lock = threading.Lock()
+        self._rows_closed = False
         self.composition: Composition | None = None
         self.tree: Tree | None = None
         self.process: Process | None = None  # what its status says of it, from run()
@@ -753,12 +758,15 @@ class Daemon:
             if watchdog is not None:
                 watchdog.stop()
             server.close()
+            stopping = time.monotonic() if began is None else began  # an error's stop too
             if self.tree is not None:
                 self._stop_tree(self.tree)
             code = self._exit_code()
             if self.composition is not None and self.composition.journal is not None:
-                took = 0.0 if began is None else time.monotonic() - began
-                self.composition.journal.daemon("daemon_stop", self._stop_detail(code, took))
+                took = time.monotonic() - stopping
+                with self._rows_lock:  # its last row: a reload still under way writes none
+                    self._rows_closed = True
+                    self.composition.journal.daemon("daemon_stop", self._stop_detail(code, took))
             if self.composition is not None:
                 # Its last line once the journal is flushed: the log ends with how it ended.
                 said = None if began is None else functools.partial(self._farewell, code, began)
@@ -1192,7 +1200,9 @@ class Daemon:
             detail[name] = 0 if event is None else len(getattr(event, name))
         if error is not None:
             detail["error"] = composition.masker.mask(error)
-        composition.journal.daemon("daemon_reload", detail)
+        with self._rows_lock:
+            if not self._rows_closed:
+                composition.journal.daemon("daemon_reload", detail)
 
     def _read(self) -> Manifest | dict[str, Any]:
         """The manifest as a reload reads it now, or the reply that refuses it (``bad_manifest``,
