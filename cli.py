@@ -783,7 +783,9 @@ def _history(args: argparse.Namespace) -> int:
         _error(str(exc))
         return USAGE
     verdict = OK
-    said = None if known is None else _not_in_tree(args.job, args.manifest, state)
+    # A path with rows before --since is no typo, whatever the tree has now.
+    had = known is not None and args.job.strip("/") in known
+    said = None if known is None or had else _not_in_tree(args.job, args.manifest, state)
     if said is not None:
         # A typo: no such job, as status and logs say. A path the journal has rows of (a
         # job a reload removed) has its history, and one of the tree its empty one.
@@ -792,24 +794,29 @@ def _history(args: argparse.Namespace) -> int:
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return verdict
-    if known is not None and verdict == OK:  # a job that has not run yet: said, not an error
+    if had and since is not None:  # it has rows, none since then: not "it has: <it>"
+        _error(printable(f"the journal has nothing of {args.job} since {_clock(since, 'seconds')}"))
+    elif known is not None and verdict == OK:  # a job that has not run yet: said, not an error
         shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
         _error(printable(f"the journal has nothing of {args.job}; it has: {shown or 'no job yet'}"))
     for row in rows:
-        when = _clock(row["at"])
-        if row["type"] == "attempt":
-            code = f" ({row['code']})" if "code" in row else ""
-            error = f": {row['error']}" if "error" in row else ""
-            node = f" on node {row['node']}" if "node" in row else ""
-            attempt = f"attempt {row['attempt']}{node}"
-            line = f"{when}  {row['path']}  {attempt} {row['outcome']}{code}{error}"
-        else:
-            details = ", ".join(f"{k}={_shown(k, v)}" for k, v in row.get("detail", {}).items())
-            # The daemon's own rows (its start, reloads, stop) are the tree's: path "".
-            where = row["path"] or "(daemon)"
-            line = f"{when}  {where}  {row['kind']}" + (f" ({details})" if details else "")
-        sys.stdout.write(printable(line) + "\n")  # errors may hold a job's control characters
+        # Errors may hold a job's control characters.
+        sys.stdout.write(printable(_history_line(row)) + "\n")
     return verdict
+
+
+def _history_line(row: dict[str, Any]) -> str:
+    when = _clock(row["at"])
+    if row["type"] == "attempt":
+        code = f" ({row['code']})" if "code" in row else ""
+        error = f": {row['error']}" if "error" in row else ""
+        node = f" on node {row['node']}" if "node" in row else ""
+        attempt = f"attempt {row['attempt']}{node}"
+        return f"{when}  {row['path']}  {attempt} {row['outcome']}{code}{error}"
+    details = ", ".join(f"{k}={_shown(k, v)}" for k, v in row.get("detail", {}).items())
+    # The daemon's own rows (its start, reloads, stop) are the tree's: path "".
+    where = row["path"] or "(daemon)"
+    return f"{when}  {where}  {row['kind']}" + (f" ({details})" if details else "")
 
 
 def _not_in_tree(job: str, manifest: str, state_dir: str) -> str | None:
@@ -1439,10 +1446,10 @@ def _stdout_for_the_document() -> Any:
     return _text_out(kept, closefd=True)
 
 
-def _clock(at: float) -> str:
+def _clock(at: float, timespec: str = "milliseconds") -> str:
     import datetime as dt  # noqa: PLC0415
 
-    return dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec="milliseconds")
+    return dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec=timespec)
 
 
 def _compose_run(args: argparse.Namespace, manifest: Any) -> Any:

@@ -55,7 +55,7 @@ from supervision._fdlimit import AcceptShortage, fit_open_files
 from supervision._files import Ident, check_parents, identity, remove_if_same, write_atomic
 from supervision._hangup import off_the_terminal
 from supervision._held import lost_line
-from supervision._history import JournalError, last_daemon_row
+from supervision._history import JournalError, last_daemon_start
 from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
@@ -656,9 +656,14 @@ class Daemon:
         self._lock = threading.Lock()  # one reload or control action on the tree at a time
         # One signal to a job at a time (a signal never waits for _lock's stop), so that...
         self._signal_lock = threading.Lock()
-        # ...the channel of the action under way, by action (each one's lock is held
+        # ...the channel of the action under way, by action and path (each one's lock is held
         # meanwhile), tells its Commanded row through what the person asked (see _noting).
-        self._via: dict[str, str] = {}
+        self._via: dict[tuple[str, str], str] = {}
+        # The stop row is the daemon's last: server.close() joins only the accept thread, so a
+        # reload under way (a control or HTTP thread) may end after it; its row is then left
+        # out (its log line says it), else the next start would take this daemon for killed.
+        self._rows_lock = threading.Lock()
+        self._rows_closed = False
         self.composition: Composition | None = None
         self.tree: Tree | None = None
         self.process: Process | None = None  # what its status says of it, from run()
@@ -753,12 +758,15 @@ class Daemon:
             if watchdog is not None:
                 watchdog.stop()
             server.close()
+            stopping = time.monotonic() if began is None else began  # an error's stop too
             if self.tree is not None:
                 self._stop_tree(self.tree)
             code = self._exit_code()
             if self.composition is not None and self.composition.journal is not None:
-                took = 0.0 if began is None else time.monotonic() - began
-                self.composition.journal.daemon("daemon_stop", self._stop_detail(code, took))
+                took = time.monotonic() - stopping
+                with self._rows_lock:  # its last row: a reload still under way writes none
+                    self._rows_closed = True
+                    self.composition.journal.daemon("daemon_stop", self._stop_detail(code, took))
             if self.composition is not None:
                 # Its last line once the journal is flushed: the log ends with how it ended.
                 said = None if began is None else functools.partial(self._farewell, code, began)
@@ -792,7 +800,7 @@ class Daemon:
             log.warning("{}: taken as SIGTERM: stopping every job gracefully", name)
 
     def _stop_detail(self, code: int, took: float) -> dict[str, Any]:
-        """How the daemon stopped, for its ``daemon_stop`` row: ``how`` (the signal's name,
+        """How the daemon stopped, for its ``daemon_stop`` row: its pid, ``how`` (the signal's name,
         ``hangup``, ``state dir lost``, ``tree ended``, ``error``), ``via`` when a signal
         asked, the exit code and how long the stop took; the reason where there is one."""
         detail: dict[str, Any] = {}
@@ -813,7 +821,9 @@ class Daemon:
         detail.update(code=code, took=round(took, 3))
         if self.composition is not None and "error" in detail:
             detail["error"] = self.composition.masker.mask(str(detail["error"]))
-        return detail
+        # Its pid: a daemon that lost its lock may stop after the next one started (see
+        # _start_detail), and whose stop this is must not be guessed from the order.
+        return {"pid": os.getpid(), **detail}
 
     def _exit_code(self) -> int:
         if self.forced:
@@ -1105,19 +1115,24 @@ class Daemon:
             return {**self.reload(via=via), "manifest": str(self.manifest_path)}
         if op == "signal":
             # Not under the lock: a signal never waits, nor for a stop that waits out a grace.
-            with self._signal_lock, self._acting("signal", via):
+            with self._signal_lock, self._acting("signal", req["job"], via):
                 return send_signal(tree, req["job"], req["signal"])
-        with self._lock, self._acting(op, via):
+        with self._lock, self._acting(op, req["job"], via):
             return act(tree, op, req["job"])
 
     @contextlib.contextmanager
-    def _acting(self, action: str, via: str) -> Iterator[None]:
-        """While ``action`` is done (its lock held): its Commanded row says ``via``."""
-        self._via[action] = via
+    def _acting(self, action: str, job: str, via: str) -> Iterator[None]:
+        """While ``action`` on ``job`` is done (its lock held): its Commanded row says ``via``.
+
+        Only meanwhile: a tree command gives up after ``COMMAND_TIMEOUT`` (60 s), and a
+        restart's Commanded comes once the job's stop ended (its grace may be longer). Keyed by
+        the path too, so that such a late row has no ``via`` rather than the next request's."""
+        key = (action, "/".join(part for part in job.split("/") if part))
+        self._via[key] = via
         try:
             yield
         finally:
-            del self._via[action]
+            self._via.pop(key, None)
 
     def reload(self, via: str = "control") -> dict[str, Any]:
         """Re-read the manifest and apply only the difference; a bad manifest changes nothing.
@@ -1180,12 +1195,14 @@ class Daemon:
         composition = self.composition
         if composition is None or composition.journal is None:
             return
-        detail: dict[str, Any] = {"via": via}
+        detail: dict[str, Any] = {"pid": os.getpid(), "via": via}
         for name in ("added", "removed", "replaced", "updated"):
             detail[name] = 0 if event is None else len(getattr(event, name))
         if error is not None:
             detail["error"] = composition.masker.mask(error)
-        composition.journal.daemon("daemon_reload", detail)
+        with self._rows_lock:
+            if not self._rows_closed:
+                composition.journal.daemon("daemon_reload", detail)
 
     def _read(self) -> Manifest | dict[str, Any]:
         """The manifest as a reload reads it now, or the reply that refuses it (``bad_manifest``,
@@ -1617,7 +1634,8 @@ def _remove_breakers(new: Any, composition: Composition, *, apply: bool = True) 
 
 def _start_detail(manifest: Path, journal: Path) -> dict[str, Any]:
     """A ``daemon_start`` row's detail: pid, version, manifest; ``previous`` when the daemon
-    before journaled no stop (killed, or its machine went down: nothing else says so)."""
+    before journaled no stop (killed, or its machine went down: nothing else says so; or
+    still stopping, having lost its state dir's lock)."""
     from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - at start only
 
     try:
@@ -1626,16 +1644,38 @@ def _start_detail(manifest: Path, journal: Path) -> dict[str, Any]:
         made = "0+checkout"  # as ``jobvisor --version`` says
     detail: dict[str, Any] = {"pid": os.getpid(), "version": made, "manifest": str(manifest)}
     try:
-        last = last_daemon_row(journal)
-        before = None if last is None else last_daemon_row(journal, "daemon_start")
+        last = last_daemon_start(journal)
     except JournalError:  # the start goes on: its row is what matters now
-        last = before = None
-    if last is not None and last[0] != "daemon_stop":
-        pid = "" if before is None else f" (pid {before[1].get('pid')})"
+        last = None
+    if last is None:
+        return detail
+    start, stops = last
+    pid = start.get("pid")
+    # A stop row without a pid is an older jobvisor's: then only one daemon wrote at a time.
+    if any(stop.get("pid", pid) == pid for stop in stops):
+        return detail
+    said = "" if pid is None else f" (pid {pid})"
+    if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
         detail["previous"] = (
-            f"the daemon before{pid} journaled no stop: it was killed, or its machine went down"
+            f"the daemon before{said} has journaled no stop yet: it is still running "
+            "(stopping, as one that lost its state dir's lock does)"
+        )
+    else:
+        detail["previous"] = (
+            f"the daemon before{said} journaled no stop: it was killed, or its machine went down"
         )
     return detail
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process has ``pid`` (one of another user's too)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    return True
 
 
 def _shown_field(value: object) -> str:
@@ -1643,7 +1683,9 @@ def _shown_field(value: object) -> str:
 
 
 def _noting(
-    journal: Journal | None, note: Callable[[Event], None], via: Mapping[str, str]
+    journal: Journal | None,
+    note: Callable[[Event], None],
+    via: Mapping[tuple[str, str], str],
 ) -> Callable[[Event], None]:
     """The tree's sink: the journal's record, with the root's escalation or giving up told to
     ``note`` first, and a person's action journaled with the channel ``via`` names for it.
@@ -1658,10 +1700,13 @@ def _noting(
         if not event.path and isinstance(event, Escalated | GaveUp):
             note(event)
         if sink is not None and (kinds is None or type(event) in kinds):
-            if via and type(event) is Commanded and journal is not None and event.action in via:
-                journal.commanded(event, via[event.action])
-            else:
-                sink(event)
+            # One get, never `in` then [...]: the control thread may drop the entry in between.
+            if via and journal is not None and type(event) is Commanded:
+                channel = via.get((event.action, event.path))
+                if channel is not None:
+                    journal.commanded(event, channel)
+                    return
+            sink(event)
 
     if kinds is not None:  # None: the sink takes every kind, and so does this one
         noted.event_types = kinds | {Escalated, GaveUp}  # type: ignore[attr-defined]

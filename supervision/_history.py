@@ -26,6 +26,7 @@ __all__ = [
     "journal_path",
     "last_breaker_states",
     "last_daemon_row",
+    "last_daemon_start",
     "last_ticks",
     "open_cooldowns",
     "read_history",
@@ -296,6 +297,23 @@ def last_daemon_row(db: Path, *kinds: str) -> tuple[str, dict[str, Any]] | None:
     if not rows:
         return None
     return str(rows[0][0]), json.loads(rows[0][1])
+
+
+def last_daemon_start(db: Path) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The detail of the latest ``daemon_start`` row and those of the ``daemon_stop`` rows
+    after it, None if none (or no journal). Two daemons may have written in turn (one that
+    lost its state dir's lock stops while the next starts): its stop is the one of its pid."""
+    if not db.exists():
+        return None
+    rows = _query(
+        db,
+        "SELECT kind, detail FROM decisions WHERE path = '' AND kind IN (?, ?) AND id >= "
+        "(SELECT coalesce(max(id), 0) FROM decisions WHERE path = '' AND kind = ?) ORDER BY id",
+        ("daemon_start", "daemon_stop", "daemon_start"),
+    )
+    if not rows or rows[0][0] != "daemon_start":
+        return None
+    return json.loads(rows[0][1]), [json.loads(detail) for _, detail in rows[1:]]
 
 
 def since_time(text: str, now: float) -> float:

@@ -537,9 +537,17 @@ def _signal_asked(query: str) -> int:
         raise _Refused(HTTPStatus.BAD_REQUEST, str(exc)) from None
 
 
-def _since(query: dict[str, list[str]], per_job: str | None) -> float | None:
+# A time, then the offset its "+" became in a query string: `...T19:00:00 01:00`.
+_SPACED_OFFSET = re.compile(
+    r"^(\d{4}-?\d{2}-?\d{2}[Tt ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?) (\d{2}(?::?\d{2})?)$"
+)
+
+
+def _since(query_text: str, per_job: str | None) -> float | None:
     """The wall time ``?since=`` names (a duration ago, or an ISO-8601 time), None without
-    one; 400 for anything else, and beside ``per_job`` (each job's newest, whenever)."""
+    one; 400 for anything else (an empty one too, as the CLI's ``--since=''``), and beside
+    ``per_job`` (each job's newest, whenever). ``query_text``: the URL's query, raw."""
+    query = urllib.parse.parse_qs(query_text, keep_blank_values=True)
     if "since" not in query:
         return None
     if per_job is not None:
@@ -547,8 +555,10 @@ def _since(query: dict[str, list[str]], per_job: str | None) -> float | None:
             HTTPStatus.BAD_REQUEST,
             "since and per_job: give one (per_job reads each job's newest attempts)",
         )
+    # `+01:00` written as is (not `%2B01:00`) arrives as ` 01:00`: the README's example works.
+    text = _SPACED_OFFSET.sub(r"\1+\2", query["since"][-1].strip())
     try:
-        return since_time(query["since"][-1], time.time())
+        return since_time(text, time.time())
     except ValueError as exc:
         raise _Refused(HTTPStatus.BAD_REQUEST, f"since: {exc}") from None
 
@@ -864,7 +874,7 @@ class _Handler(BaseHTTPRequestHandler):
         name, most = ("per_job", MAX_PER_JOB) if per_job is not None else ("limit", MAX_HISTORY)
         if not text.isdigit() or not 1 <= int(text) <= most:
             raise _Refused(HTTPStatus.BAD_REQUEST, f"{name}: expected 1 to {most}, got {text!r}")
-        since = _since(query, per_job)
+        since = _since(urllib.parse.urlsplit(self.path).query, per_job)
         if self.endpoint.journal is None:
             raise _Refused(HTTPStatus.NOT_FOUND, "this tree keeps no journal")
         try:

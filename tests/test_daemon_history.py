@@ -93,6 +93,7 @@ def test_start_reload_and_stop_are_journaled_and_read_by_the_next_daemon(tmp_pat
         assert start["version"]
         assert "previous" not in start
         assert reload == {
+            "pid": pid,
             "via": "control",
             "added": 1,
             "removed": 0,
@@ -100,12 +101,19 @@ def test_start_reload_and_stop_are_journaled_and_read_by_the_next_daemon(tmp_pat
             "updated": 0,
         }
         assert refused == {
+            "pid": pid,
             "via": "control",
             **dict.fromkeys(("added", "removed", "replaced", "updated"), 0),
             "error": f"{tmp_path / 'jobs.yaml'}:2: jobs[0].command: expected a list of argv "
             "strings or a shell command string, got null",
         }
-        assert stop == {"how": "SIGTERM", "via": "signal", "code": 0, "took": stop["took"]}
+        assert stop == {
+            "pid": pid,
+            "how": "SIGTERM",
+            "via": "signal",
+            "code": 0,
+            "took": stop["took"],
+        }
         assert again["pid"] == second.proc.pid
         assert "previous" not in again  # the first one said how it stopped
         # As a person reads it: the tree's own rows say "(daemon)" where a path would be.
@@ -208,7 +216,7 @@ def _seed(state: Path, now: float) -> None:
 def _history(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, "history", *args, "--state-dir", str(state)],
-        env=ENV, capture_output=True, text=True, timeout=60, check=False,
+        env=ENV, capture_output=True, text=True, timeout=60, check=False, cwd=state,
     )  # fmt: skip
 
 
@@ -271,6 +279,26 @@ def test_api_history_since_and_its_refusals(tmp_path: Path) -> None:
                 "since: expected a duration (250ms, 30s, 5m, 1h, 1d or a number of seconds) or "
                 f"an ISO-8601 time such as 2026-12-06T19:00:00Z, got {bad!r}"
             )
+        # A "+" in a query is a space (its offset written as is, not as %2B): taken back.
+        local = datetime.fromtimestamp(now - 1800, UTC).astimezone()
+        for offset in ("+01:00", "-05:00", "+05:30"):
+            there = local.astimezone(datetime.strptime(offset, "%z").tzinfo)
+            stamp = there.isoformat(timespec="seconds")
+            assert stamp.endswith(offset), stamp
+            for sent in (stamp, stamp.replace("+", "%2B")):
+                answer = got(f"job=old&since={sent}")
+                assert answer.status_code == 200, (sent, answer.text)
+                assert [row["attempt"] for row in answer.json()] == [3, 4, 5], sent
+        # A date and a local time, the space sent as "+": still no offset.
+        spaced = local.strftime("%Y-%m-%d+%H:%M:%S")
+        assert [row["attempt"] for row in got(f"job=old&since={spaced}").json()] == [3, 4, 5]
+        for empty in ("since=", "since", "job=old&since=&limit=5"):
+            refused = got(empty)
+            assert refused.status_code == 400, (empty, refused.text)
+            assert refused.json()["error"] == (
+                "since: expected a duration (250ms, 30s, 5m, 1h, 1d or a number of seconds) or "
+                "an ISO-8601 time such as 2026-12-06T19:00:00Z, got ''"
+            ), empty
         both = got("since=1h&per_job=5")
         assert (both.status_code, both.json()["error"]) == (
             400,
@@ -278,3 +306,102 @@ def test_api_history_since_and_its_refusals(tmp_path: Path) -> None:
         )
     finally:
         assert stop_daemon(running) == 0
+
+
+def test_a_late_person_row_has_no_via_rather_than_another_requests(tmp_path: Path) -> None:
+    """A tree command gives up after 60 s; a restart's row comes once the stop ended, when its
+    request's channel is gone (or another request's is under way, of another job)."""
+    from supervision._daemon import _noting
+    from supervision._events import Commanded
+    from supervision._journal import Journal
+
+    journal = Journal(tmp_path)
+    via: dict[tuple[str, str], str] = {("restart", "etl/load"): "http"}
+    noted = _noting(journal, lambda event: None, via)
+    now = time.time()
+    noted(Commanded(path="etl/load", at=now, action="restart"))
+    noted(Commanded(path="svc", at=now + 1, action="restart"))  # svc's request gave up
+    via.clear()  # the request is over: its row, late, says no channel
+    noted(Commanded(path="etl/load", at=now + 2, action="restart"))
+    assert journal.flush()
+    assert journal.close() == 0
+    rows = read_history(journal_path(tmp_path), None, 500)
+    assert [(row["path"], row["detail"]) for row in rows] == [
+        ("etl/load", {"via": "http"}),
+        ("svc", {}),
+        ("etl/load", {}),
+    ]
+
+
+def test_history_of_a_job_with_nothing_since_then_says_so(tmp_path: Path) -> None:
+    now = time.time()
+    _seed(tmp_path, now)
+    out = _history(tmp_path, "old", "--since", "30s")
+    assert (out.returncode, out.stdout) == (0, "")
+    said, shown = out.stderr.rstrip("\n").rsplit(" since ", 1)
+    assert said == "jobvisor: the journal has nothing of old", out.stderr
+    when = datetime.fromisoformat(shown)
+    assert when.tzinfo is not None, shown  # the local time, with its offset
+    assert abs(when.timestamp() - (now - 30)) < 5, shown
+    # A path it has no row of at all: the paths it has, as without --since.
+    out = _history(tmp_path, "new", "--since", "30s")
+    assert (out.returncode, out.stdout) == (0, "")
+    assert out.stderr == "jobvisor: the journal has nothing of new; it has: old\n"
+
+
+SLOW_STOP = """
+version: 1
+jobs:
+  - {name: slow, service: true, command: [sh, -c, "trap '' TERM INT; sleep 100"], stop: {grace: 60s}}
+"""
+QUICK_STOP = """
+version: 1
+jobs:
+  - {name: slow, service: true, command: [sleep, "100"]}
+"""
+
+
+def test_a_start_beside_a_daemon_still_stopping_says_so_and_its_stop_has_its_pid(
+    tmp_path: Path,
+) -> None:
+    """Its lock deleted, a daemon stops (here for a job's long grace) while a second one starts
+    on the same state dir: the second's start row says the first is still stopping, not that
+    it was killed; the first's stop row, written later, has its pid, and a third start, once
+    both stopped, says nothing of a previous one."""
+    first = start_daemon(tmp_path, SLOW_STOP, "--runtime", RUNTIME)
+    try:
+        (first.state / "daemon.lock").unlink()
+        first.wait_notify("STOPPING=1")
+        second = start_daemon(tmp_path, QUICK_STOP, "--runtime", RUNTIME)
+    except BaseException:
+        stop_daemon(first)
+        raise
+    try:
+
+        def starts() -> list[dict[str, Any]]:
+            return [row["detail"] for row in _daemon_rows(second) if row["kind"] == "daemon_start"]
+
+        wait_until(lambda: len(starts()) == 2, "the second start journaled", proc=second.proc)
+        assert starts()[1]["previous"] == (
+            f"the daemon before (pid {first.proc.pid}) has journaled no stop yet: it is still "
+            "running (stopping, as one that lost its state dir's lock does)"
+        )
+        first.proc.send_signal(signal.SIGINT)  # a second stop: forced, its jobs killed
+        first.proc.communicate(timeout=30)
+    finally:
+        stop_daemon(first)
+        assert stop_daemon(second) == 0
+    stops = [row["detail"] for row in _daemon_rows(second) if row["kind"] == "daemon_stop"]
+    assert sorted(row["pid"] for row in stops) == sorted([first.proc.pid, second.proc.pid])
+    third = start_daemon(tmp_path, QUICK_STOP, "--runtime", RUNTIME)
+    try:
+        wait_until(
+            lambda: sum(row["kind"] == "daemon_start" for row in _daemon_rows(third)) == 3,
+            "the third start journaled",
+            proc=third.proc,
+        )
+        last = [row for row in _daemon_rows(third) if row["kind"] == "daemon_start"][-1]
+        assert last["detail"]["pid"] == third.proc.pid
+        assert "previous" not in last["detail"]
+    finally:
+        assert stop_daemon(third) == 0
