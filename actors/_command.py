@@ -484,7 +484,7 @@ class _Child:
         self._hub: Any = None  # the gevent hub under the gevent runtime
         self._stop_signal = work.stop_signal
         self._grace = work.grace
-        self.lock = _os_lock()
+        self.lock = _lock_type()()  # functools.cache's wrapper is C: no frame of ours
         self._kill_at: float | None = None  # monotonic time of the SIGKILL that follows a stop
         self._stopping = False  # stop_signal was sent to the group
         self._killed = False  # SIGKILL was sent to the group
@@ -900,10 +900,6 @@ def _lock_type() -> Callable[[], Any]:
 
         return monkey.get_original("_thread", "allocate_lock")  # type: ignore[no-any-return]
     return threading.Lock
-
-
-def _os_lock() -> Any:
-    return _lock_type()()
 
 
 # The running child of each attempt, keyed by id(attempt). run() adds and removes its entry, so
