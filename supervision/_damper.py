@@ -29,7 +29,9 @@ events still see every attempt, and ``--log-level verbose`` turns damping off.
 
 Two trees in one process (``start_tree`` twice) may each have a job ``crash``: the
 paths are only unique inside a tree, so each tree has a damper of its own
-(``TreeDampers``), released when that tree stops.
+(``TreeDampers``), released when that tree stops. A record of a tree that is not running
+(a thread of a stopped tree that still runs, abandoned at its stop) is damped with those of
+no tree: a damper made for it would never be released.
 
 A job that exits *cleanly* and is restarted at once (a permanent command
 that does its work and ends) loops the same way and floods the log with the
@@ -46,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable
+    from collections.abc import Callable, Container, Hashable
 
 __all__ = ["CLEAN", "CrashLoopDamper", "Summary", "TreeDampers"]
 
@@ -345,20 +347,29 @@ class TreeDampers:
     """A ``CrashLoopDamper`` per tree (``None``: records of no tree's): one tree's loop neither
     holds back nor counts another's lines about a job of the same path. The same lock as a
     damper's guards it; the questions about every loop (``holding``, ``due``...) ask each.
+    ``running``: the ids of the trees started and not yet stopped, which alone get a damper.
     """
 
     def __init__(
-        self, *, keep: int = 3, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        running: Container[str],
+        keep: int = 3,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._first = CrashLoopDamper(keep=keep, interval=interval, clock=clock)  # checks them
         self._clock = clock
+        self._running = running
         self._dampers: dict[str | None, CrashLoopDamper] = {None: self._first}
 
     def of(self, tree: str | None) -> CrashLoopDamper:
-        """The damper of ``tree``'s records, made at its first."""
+        """The damper of ``tree``'s records, made at its first; no tree's for one not running."""
         damper = self._dampers.get(tree)
         if damper is None:
             first = self._first
+            if tree not in self._running:
+                return first  # released (or never started): nothing would release one made now
             damper = CrashLoopDamper(keep=first.keep, interval=first.interval, clock=self._clock)
             self._dampers[tree] = damper
         return damper
@@ -370,6 +381,11 @@ class TreeDampers:
 
     def now(self) -> float:
         return self._clock()
+
+    @property
+    def trees(self) -> int:
+        """How many dampers are kept, no tree's included."""
+        return len(self._dampers)
 
     @property
     def holding(self) -> bool:

@@ -210,7 +210,15 @@ class TreeContext:
                 if not (
                     about
                     and held_back(
-                        log, logbook.INFO, about, msg, args, clean=clean, restart=True, delay=delay
+                        log,
+                        logbook.INFO,
+                        about,
+                        msg,
+                        args,
+                        clean=clean,
+                        restart=True,
+                        delay=delay,
+                        tree=self.tree_id,
                     )
                 ):
                     # for the damper alone: a clean loop's, or a restart and its delay

@@ -1016,7 +1016,7 @@ class Supervisor(OwnActor):
         if outcome.is_failure:
             error = extra["failure"]
             msg, args = "{}: {} (start {}): {}", (rec.path, outcome.value, rec.starts, error)
-            if not held_back(log, logbook.ERROR, rec.path, msg, args, error):
+            if not held_back(log, logbook.ERROR, rec.path, msg, args, error, tree=self.ctx.tree_id):
                 msg, args = self._traced(msg, args, cause)
                 log.error(msg, *args, extra=extra)
         elif not merged:
@@ -1708,7 +1708,9 @@ class Supervisor(OwnActor):
         self._drop_restart(rec)
         rec.window.reset()
         rec.run_from = rec.attempts  # a periodic job's ``times`` count its ticks from here
-        new_story(rec.path)  # a loop it gave up in is over: its next failures are shown in full
+        new_story(
+            rec.path, tree=self.ctx.tree_id
+        )  # a loop it gave up in is over: its next failures are shown in full
         log.info("{}: start requested", rec.path, extra=_acted(rec))
         self._start_now(rec)
 

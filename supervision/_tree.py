@@ -43,7 +43,7 @@ from supervision._abandon import AbandonWatch
 from supervision._budget import TreeBudget
 from supervision._events import BreakerChanged, EventBus
 from supervision._exits import classify
-from supervision._logging import tree_started, tree_stopped
+from supervision._logging import tree_begins, tree_started, tree_stopped
 from supervision._output import OutputFiles
 from supervision._records import Command, FinalStatus, Op, TreeContext
 from supervision._spec import (
@@ -604,7 +604,12 @@ def start_tree(
         succeeded=succeeded or {},
         budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,
     )
-    tree = Tree(spec, runtime, context)
+    tree_begins(tree_id)  # its records' damper is kept from now until tree_stopped
+    try:
+        tree = Tree(spec, runtime, context)
+    except BaseException:
+        tree_stopped(tree_id)
+        raise
     _live_trees.add(tree)
     return tree
 

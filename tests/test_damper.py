@@ -840,3 +840,128 @@ def test_two_trees_in_one_process_each_damp_their_own_loops(make_tree: Any) -> N
     assert b_failed == ["1", "2", "3"], b_lines  # B's story, in full
     summaries = re.findall(r"crash: failed (\d+) more times?", after_a)
     assert sum(int(n) for n in summaries) == a_tried - 3, after_a  # A's own, said at A's stop
+
+
+def test_a_stopped_trees_late_records_keep_no_damper() -> None:
+    """A thread of a stopped tree may still run (abandoned at its stop): its records go to the
+    damper of no tree's, and none is made again for a tree that will never release it."""
+    from supervision._damper import TreeDampers
+
+    running = {"t1"}
+    dampers = TreeDampers(clock=Clock(), running=running)
+    dampers.of("t1").admit("crash", "started", failure=ERROR)
+    assert dampers.trees == 2  # t1's, and no tree's
+    running.discard("t1")
+    dampers.release("t1")
+    late = dampers.of("t1")
+    assert late is dampers.of(None)
+    late.admit("crash", "failed", failure=ERROR)
+    assert dampers.trees == 1
+    assert dampers.of("t2") is late  # never started here: no damper kept for it either
+
+
+def test_a_real_trees_thread_that_outlives_its_stop_makes_no_damper(make_tree: Any) -> None:
+    """The log handler's side: a record from a thread named after a stopped tree."""
+    from supervision import SupervisorSpec, _logging
+
+    stream = io.StringIO()
+    with configure_logging(LoggingSpec(level="information"), stream=stream):
+        tree = make_tree(SupervisorSpec(children=()))
+        tree_id = tree._ctx.tree_id
+        handler = _logging._gate
+        assert handler is not None
+        assert handler._damper is not None
+
+        def record(text: str) -> None:
+            def say() -> None:
+                logbook.Logger("actors.job").warning(text, extra={"path": "crash"})
+
+            thread = threading.Thread(target=say, name=f"jv-{tree_id}-crash-ready")
+            thread.start()
+            thread.join()
+
+        before = handler._damper.trees
+        record("early")
+        assert handler._damper.trees == before + 1  # the running tree's own
+        assert tree.stop(timeout=20)
+        assert handler._damper.trees == before
+        record("late")
+        assert handler._damper.trees == before
+    assert "late" in stream.getvalue()
+
+
+def test_a_records_tree_is_its_threads_under_either_runtime() -> None:
+    """Under gevent a ``threading.Thread`` (a readiness probe, a ray watch) runs in a greenlet
+    named ``Greenlet-N``: its tree is still read from the thread's name; a task of
+    ``start_task`` (a greenlet there) from its own."""
+    from actors._runtime import start_task
+    from supervision._logging import _current_tree
+
+    seen: dict[str, str | None] = {}
+    done = threading.Event()
+
+    def record(key: str) -> None:
+        seen[key] = _current_tree()
+        seen[key + " again"] = _current_tree()  # the second from the cache
+
+    def task() -> None:
+        record("task")
+        done.set()
+
+    threads = [
+        threading.Thread(target=record, args=(key,), name=name)
+        for key, name in [("probe", "jv-t7-web-ready"), ("other", "jv-journal"), ("user", "mine")]
+    ]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    start_task(task, "jv-t8-root/crash")
+    assert done.wait(10)
+    record("main")
+    assert seen == {
+        "probe": "t7",
+        "probe again": "t7",
+        "other": None,
+        "other again": None,
+        "user": None,
+        "user again": None,
+        "task": "t8",
+        "task again": "t8",
+        "main": None,
+        "main again": None,
+    }
+
+
+def test_the_supervisor_names_its_tree_to_the_gate_whatever_thread_asks() -> None:
+    """``held_back`` and ``new_story`` are told the tree: a loop of tree t905's (logged in its
+    thread) asked about from another thread (the main one here) is t905's story, not no
+    tree's."""
+    from supervision._logging import held_back, new_story, tree_begins, tree_stopped
+
+    stream = io.StringIO()
+    log = logbook.Logger("supervision")
+    failed = "{}: {} (start {}): {}"
+
+    def fail(n: int) -> bool:
+        args = ("crash", "failed", n, ERROR)
+        if held_back(log, logbook.ERROR, "crash", failed, args, ERROR, tree="t905"):
+            return True
+        log.error(failed, *args, extra={"path": "crash", "failure": ERROR})
+        return False
+
+    def loop() -> None:
+        held.extend(fail(n) for n in range(1, 5))
+
+    held: list[bool] = []
+    tree_begins("t905")
+    try:
+        with configure_logging(LoggingSpec(level="information"), stream=stream):
+            thread = threading.Thread(target=loop, name="jv-t905-root")
+            thread.start()
+            thread.join()
+            assert fail(5)  # from the main thread: t905's fifth failure, held as the fourth
+            new_story("crash", tree="t905")  # what t905 held is summed up now
+            assert "crash: failed 2 more times" in stream.getvalue()
+    finally:
+        tree_stopped("t905")
+    assert held == [False, False, False, True]
