@@ -35,6 +35,7 @@ from actors._checks import (
     SOCKET_MAX_DURATION,
     a_kind,
     check_map,
+    fmt_duration,
     need,
     need_duration,
     need_int_in,
@@ -228,7 +229,7 @@ class _InFlight:
     by ``_after_connect``.
     """
 
-    __slots__ = ("conns", "deadline", "lock", "why")
+    __slots__ = ("conns", "deadline", "lock", "timeout", "why")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -237,6 +238,8 @@ class _InFlight:
         # Monotonic end of the ``bounded`` block it is in (None outside one): a host name
         # lookup, which no socket's shutdown ends, is waited for until then only.
         self.deadline: float | None = None
+        # That block's own timeout, which a lookup's failure says (the same on every try).
+        self.timeout: float | None = None
 
     @property
     def aborted(self) -> bool:
@@ -348,7 +351,7 @@ def bounded(
     inflight = _InFlight() if inflight is None else inflight
     # The watch first: it may raise NoThreadError, and a context set before it stayed set.
     watch = _Watch(timeout, inflight, cancelled)
-    inflight.deadline = watch.deadline
+    inflight.deadline, inflight.timeout = watch.deadline, timeout
     token = _current.set(inflight)
     try:
         yield inflight
@@ -370,6 +373,7 @@ def resolve(
     *,
     within: float,
     family: int = 0,
+    told: float | None = None,
     aborted: Callable[[], bool] | None = None,
     lookup: Callable[..., list[Any]] | None = None,
 ) -> list[Any]:
@@ -380,7 +384,9 @@ def resolve(
     check for its own timeouts (30 s and more), whatever the job's ``timeout``.
     The lookup runs in a thread of its own, which a hung one is left to (it ends
     when the resolver gives up). ``LookupTimedOut`` when ``within`` runs out,
-    ``OSError`` once ``aborted()`` (looked at every ``_CANCEL_LOOK``); the
+    saying ``told`` (the request's or check's own timeout, ``within`` by default: a
+    time left would differ on each try, and the crash-loop damper groups failures by their
+    text), ``OSError`` once ``aborted()`` (looked at every ``_CANCEL_LOOK``); the
     resolver's own error as it is. An address is looked up in place (no name
     to ask about); so is a name when no thread can be had, unbounded as before.
     ``lookup`` stands in for ``socket.getaddrinfo`` (tests).
@@ -408,7 +414,8 @@ def resolve(
     while not done.is_set():
         left = deadline - time.monotonic()
         if left <= 0:
-            raise LookupTimedOut(f"host name lookup timed out after {round(within, 3):g}s")
+            said = fmt_duration(round(within if told is None else told, 3))
+            raise LookupTimedOut(f"host name lookup timed out after {said}")
         if aborted is not None and aborted():
             raise InterruptedError("host name lookup cut short")
         done.wait(left if aborted is None else min(left, _CANCEL_LOOK))
