@@ -21,10 +21,12 @@ from httpkit import Cut, HttpKit, Reply, Reset, Stall, Trickle
 
 from actors import Attempt, RetrySpec, RetryWait, run_with_retry
 from actors._http import (
+    LOOKUP_WORKERS,
     HttpRequestError,
     HttpStatusError,
     HttpWork,
     LookupTimedOut,
+    ResolverNotAnswering,
     check_http_retry_on,
     parse_retry_after,
     resolve,
@@ -983,3 +985,55 @@ def test_every_try_a_hung_lookup_fails_says_the_same_text(make_work, monkeypatch
     finally:
         release.set()
     assert said == ["GET http://api.example:8080/feed: host name lookup timed out after 250ms"] * 2
+
+
+def lookup_threads() -> int:
+    return sum(t.name == "jobvisor-lookup" for t in threading.enumerate())
+
+
+def test_hung_lookups_hold_no_more_than_the_pools_threads_and_it_recovers() -> None:
+    # A thread per lookup: 200 hung lookups left 200 threads until the resolver gave up.
+    release, asked = threading.Event(), []
+    lookup = hanging_lookup(release, asked)
+    said = []
+    try:
+        for n in range(50):
+            with pytest.raises(LookupTimedOut) as info:
+                resolve(f"db{n}.example", 80, within=0.01, lookup=lookup)
+            said.append(str(info.value))
+            assert lookup_threads() <= LOOKUP_WORKERS
+        assert len(asked) == LOOKUP_WORKERS  # each worker is stuck in one
+        # Every worker stuck: a new name fails at once, not after its 30 s.
+        began = time.monotonic()
+        with pytest.raises(ResolverNotAnswering) as info:
+            resolve("other.example", 80, within=30, lookup=lookup)
+        assert time.monotonic() - began < 2.0
+        assert str(info.value) == (
+            f"host name lookup: the resolver is not answering ({LOOKUP_WORKERS} lookups waiting)"
+        )
+        assert said[-1] == str(info.value)
+    finally:
+        release.set()
+    # The name a worker was stuck on shares its lookup, or gets a worker it freed.
+    assert resolve(asked[0][0], 80, within=5, lookup=lookup)[0][4] == ("127.0.0.1", 80)
+    assert resolve("new.example", 81, within=5, lookup=lookup)[0][4] == ("127.0.0.1", 81)
+    assert lookup_threads() <= LOOKUP_WORKERS
+
+
+def test_lookups_of_one_name_share_the_one_in_flight() -> None:
+    release, asked = threading.Event(), []
+    lookup = hanging_lookup(release, asked)
+    found: list[Any] = []
+    first = threading.Thread(
+        target=lambda: found.extend(resolve("db.example", 80, within=10, lookup=lookup)),
+        name="test-first-lookup",
+    )
+    first.start()
+    try:
+        with pytest.raises(LookupTimedOut):
+            resolve("db.example", 80, within=0.2, lookup=lookup)
+    finally:
+        release.set()
+        first.join(10)
+    assert found[0][4] == ("127.0.0.1", 80)
+    assert asked == [("db.example", 80, 0, socket.SOCK_STREAM)]
