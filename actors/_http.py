@@ -28,6 +28,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -394,10 +395,15 @@ def resolve(
     text); ``ResolverNotAnswering`` at once when every worker is stuck;
     ``OSError`` once ``aborted()`` (looked at every ``_CANCEL_LOOK``); the
     resolver's own error as it is. An address is looked up in place (no name
-    to ask about); so is a name when no thread can be had, unbounded as before.
+    to ask about), and so is a name the system answers from its hosts file
+    before it asks any server (``_in_hosts_file``: ``localhost``, mostly); so is a name
+    when no thread can be had, unbounded as before.
     ``lookup`` stands in for ``socket.getaddrinfo`` (tests).
     """
-    lookup = socket.getaddrinfo if lookup is None else lookup
+    if lookup is None:
+        lookup = socket.getaddrinfo
+        if _in_hosts_file(host):
+            return lookup(host, port, family, socket.SOCK_STREAM)
     if _is_address(host):
         return lookup(host, port, family, socket.SOCK_STREAM)
     pool = _lookups()
@@ -540,6 +546,45 @@ def _lookups() -> _Lookups:
         if _lookup_pool is None or _lookup_pool.pid != os.getpid():
             _lookup_pool = _Lookups()  # a fork keeps no thread: make another
         return _lookup_pool
+
+
+_HOSTS_FILE: Final = Path("/etc/hosts")
+_NSSWITCH: Final = Path("/etc/nsswitch.conf")
+# (mtimes of both files, the names the hosts file answers first); re-read when either changes.
+_hosts_names: tuple[tuple[int, int], frozenset[str]] | None = None
+
+
+def _in_hosts_file(host: str) -> bool:
+    """Whether the system answers ``host`` from its hosts file before it asks any server.
+
+    Then no resolver can hang it, and a hand-off to a lookup thread would cost more than
+    the lookup. Only when nsswitch.conf names ``files`` first for hosts (glibc without
+    that file asks DNS first): a name the system might ask a server about goes to the pool.
+    """
+    global _hosts_names  # noqa: PLW0603 - a cache of two files, per process
+    try:
+        stamp = (_HOSTS_FILE.stat().st_mtime_ns, _NSSWITCH.stat().st_mtime_ns)
+    except OSError:
+        return False
+    known = _hosts_names
+    if known is None or known[0] != stamp:
+        known = _hosts_names = (stamp, _names_answered_first())
+    return host.lower() in known[1]
+
+
+def _names_answered_first() -> frozenset[str]:
+    try:
+        with _NSSWITCH.open(encoding="utf-8", errors="replace") as conf:
+            sources = next(
+                (line.split()[1:] for line in conf if line.split()[:1] == ["hosts:"]), []
+            )
+        if sources[:1] != ["files"]:
+            return frozenset()
+        with _HOSTS_FILE.open(encoding="utf-8", errors="replace") as hosts:
+            rows = [line.partition("#")[0].split() for line in hosts]
+    except OSError:
+        return frozenset()
+    return frozenset(name.lower() for row in rows for name in row[1:])
 
 
 def _is_address(host: str) -> bool:
