@@ -15,6 +15,7 @@ URL's password is shown as ``***``.
 from __future__ import annotations
 
 import _socket
+import collections
 import contextlib
 import contextvars
 import email.utils
@@ -27,6 +28,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,6 +37,7 @@ from actors._checks import (
     SOCKET_MAX_DURATION,
     a_kind,
     check_map,
+    fmt_duration,
     need,
     need_duration,
     need_int_in,
@@ -228,7 +231,7 @@ class _InFlight:
     by ``_after_connect``.
     """
 
-    __slots__ = ("conns", "deadline", "lock", "why")
+    __slots__ = ("conns", "deadline", "lock", "timeout", "why")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -237,6 +240,8 @@ class _InFlight:
         # Monotonic end of the ``bounded`` block it is in (None outside one): a host name
         # lookup, which no socket's shutdown ends, is waited for until then only.
         self.deadline: float | None = None
+        # That block's own timeout, which a lookup's failure says (the same on every try).
+        self.timeout: float | None = None
 
     @property
     def aborted(self) -> bool:
@@ -348,7 +353,7 @@ def bounded(
     inflight = _InFlight() if inflight is None else inflight
     # The watch first: it may raise NoThreadError, and a context set before it stayed set.
     watch = _Watch(timeout, inflight, cancelled)
-    inflight.deadline = watch.deadline
+    inflight.deadline, inflight.timeout = watch.deadline, timeout
     token = _current.set(inflight)
     try:
         yield inflight
@@ -364,12 +369,17 @@ class LookupTimedOut(TimeoutError):
     """A host name lookup took longer than what was left of its request's (or check's) time."""
 
 
+class ResolverNotAnswering(LookupTimedOut):
+    """Every lookup worker is stuck in a lookup nobody waits for any more: none is asked."""
+
+
 def resolve(
     host: str,
     port: int,
     *,
     within: float,
     family: int = 0,
+    told: float | None = None,
     aborted: Callable[[], bool] | None = None,
     lookup: Callable[..., list[Any]] | None = None,
 ) -> list[Any]:
@@ -378,43 +388,203 @@ def resolve(
     The system's resolver cannot be interrupted, and no socket exists yet for a
     deadline to shut down: a resolver that hangs held a request or a readiness
     check for its own timeouts (30 s and more), whatever the job's ``timeout``.
-    The lookup runs in a thread of its own, which a hung one is left to (it ends
-    when the resolver gives up). ``LookupTimedOut`` when ``within`` runs out,
+    The lookup runs on one of ``LOOKUP_WORKERS`` threads (``_Lookups``), which a
+    hung one is left to. ``LookupTimedOut`` when ``within`` runs out,
+    saying ``told`` (the request's or check's own timeout, ``within`` by default: a
+    time left would differ on each try, and the crash-loop damper groups failures by their
+    text); ``ResolverNotAnswering`` at once when every worker is stuck;
     ``OSError`` once ``aborted()`` (looked at every ``_CANCEL_LOOK``); the
     resolver's own error as it is. An address is looked up in place (no name
-    to ask about); so is a name when no thread can be had, unbounded as before.
+    to ask about), and so is a name the system answers from its hosts file
+    before it asks any server (``_in_hosts_file``: ``localhost``, mostly); so is a name
+    when no thread can be had, unbounded as before.
     ``lookup`` stands in for ``socket.getaddrinfo`` (tests).
     """
-    lookup = socket.getaddrinfo if lookup is None else lookup
+    if lookup is None:
+        lookup = socket.getaddrinfo
+        if _in_hosts_file(host):
+            return lookup(host, port, family, socket.SOCK_STREAM)
     if _is_address(host):
         return lookup(host, port, family, socket.SOCK_STREAM)
-    done = threading.Event()
-    answer: list[Any] = []
-    failed: list[BaseException] = []
-
-    def ask() -> None:
-        try:
-            answer.extend(lookup(host, port, family, socket.SOCK_STREAM))
-        except BaseException as exc:  # handed to the waiter, who raises it
-            failed.append(exc)
-        finally:
-            done.set()
-
-    try:
-        threading.Thread(target=ask, name="jv-lookup", daemon=True).start()
-    except RuntimeError:
+    pool = _lookups()
+    asked = pool.ask(_Lookup((lookup, host, port, family)))
+    if asked is None:
         return lookup(host, port, family, socket.SOCK_STREAM)
-    deadline = time.monotonic() + within
-    while not done.is_set():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise LookupTimedOut(f"host name lookup timed out after {round(within, 3):g}s")
-        if aborted is not None and aborted():
-            raise InterruptedError("host name lookup cut short")
-        done.wait(left if aborted is None else min(left, _CANCEL_LOOK))
-    if failed:
-        raise failed[0]
-    return answer
+    try:
+        deadline = time.monotonic() + within
+        while not asked.done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                said = fmt_duration(round(within if told is None else told, 3))
+                raise LookupTimedOut(f"host name lookup timed out after {said}")
+            if aborted is not None and aborted():
+                raise InterruptedError("host name lookup cut short")
+            asked.done.wait(left if aborted is None else min(left, _CANCEL_LOOK))
+    finally:
+        pool.leave(asked)
+    if asked.failed is not None:
+        raise asked.failed
+    return asked.answer
+
+
+LOOKUP_WORKERS: Final = 4  # threads that look names up, at most, for the whole process
+_LOOKUP_IDLE: Final = 30.0  # a worker without a lookup for this long ends
+
+
+class _Lookup:
+    """One lookup, shared by every ``resolve`` of its ``key`` while it is queued or runs."""
+
+    __slots__ = ("answer", "done", "failed", "key", "waiters")
+
+    def __init__(self, key: tuple[Callable[..., list[Any]], str, int, int]) -> None:
+        self.key = key
+        self.done = threading.Event()
+        self.answer: list[Any] = []
+        self.failed: BaseException | None = None
+        self.waiters = 1  # the resolves waiting for it; none left: it is abandoned
+
+    def run(self) -> None:
+        lookup, host, port, family = self.key
+        try:
+            self.answer = lookup(host, port, family, socket.SOCK_STREAM)
+        except BaseException as exc:  # handed to the waiters, who raise it
+            self.failed = exc
+
+
+class _Lookups:
+    """At most ``LOOKUP_WORKERS`` daemon threads, started when lookups wait, that run them.
+
+    A thread per lookup left one per hung lookup until the resolver gave up (30 s and more:
+    200 of them after 200 tries) and cost a thread's start per new connection. ``lock``
+    guards everything. Invariants: ``table`` holds every lookup queued or running, by its
+    key; ``queue`` those no worker took, each with a waiter (the last to leave drops it);
+    ``running`` those a worker runs, which stay until they end whether waited for or not.
+    Under gevent the threads are greenlets and ``socket.getaddrinfo`` gevent's
+    resolver, which yields to the others while it waits.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Condition(threading.Lock())
+        self.table: dict[tuple[Any, ...], _Lookup] = {}
+        self.queue: collections.deque[_Lookup] = collections.deque()
+        self.running: set[_Lookup] = set()
+        self.threads = 0
+
+    def ask(self, new: _Lookup) -> _Lookup | None:
+        """The lookup of ``new.key`` (``new`` queued, or the one in flight), waited for by one
+        more; None when no worker could be had (the caller looks it up in place)."""
+        with self.lock:
+            known = self.table.get(new.key)
+            if known is not None:
+                known.waiters += 1
+                return known
+            free = self.threads - len(self.running)
+            stuck = not any(asked.waiters for asked in self.running)
+            if stuck and free <= len(self.queue) and self.threads >= LOOKUP_WORKERS:
+                # Each stuck past the time of all who asked: another would stick too.
+                raise ResolverNotAnswering(
+                    "host name lookup: the resolver is not answering "
+                    f"({len(self.table)} lookups waiting)"
+                )
+            self.table[new.key] = new
+            self.queue.append(new)
+            if free >= len(self.queue) or self.threads >= LOOKUP_WORKERS:
+                self.lock.notify()
+                return new
+            self.threads += 1
+        try:
+            threading.Thread(target=self._work, name="jobvisor-lookup", daemon=True).start()
+        except RuntimeError:
+            with self.lock:
+                self.threads -= 1
+                if self.threads:
+                    return new  # a worker takes it in its turn
+                self.table.pop(new.key, None)
+                with contextlib.suppress(ValueError):
+                    self.queue.remove(new)
+            return None
+        return new
+
+    def leave(self, asked: _Lookup) -> None:
+        """One waiter less for ``asked``; the last drops it if no worker took it yet."""
+        with self.lock:
+            asked.waiters -= 1
+            if asked.waiters or asked in self.running or asked.done.is_set():
+                return
+            with contextlib.suppress(ValueError):
+                self.queue.remove(asked)
+                del self.table[asked.key]
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                idle_until = time.monotonic() + _LOOKUP_IDLE
+                while not self.queue:
+                    left = idle_until - time.monotonic()
+                    if left <= 0:
+                        self.threads -= 1
+                        return
+                    self.lock.wait(left)
+                asked = self.queue.popleft()
+                self.running.add(asked)
+            asked.run()
+            with self.lock:
+                # Off the books before the waiters wake: one of them may ask again at once.
+                self.running.discard(asked)
+                del self.table[asked.key]
+            asked.done.set()
+
+
+_lookup_pool: _Lookups | None = None
+_lookup_pool_lock = threading.Lock()
+
+
+def _lookups() -> _Lookups:
+    global _lookup_pool  # noqa: PLW0603 - one per process, made lazily
+    with _lookup_pool_lock:
+        if _lookup_pool is None or _lookup_pool.pid != os.getpid():
+            _lookup_pool = _Lookups()  # a fork keeps no thread: make another
+        return _lookup_pool
+
+
+_HOSTS_FILE: Final = Path("/etc/hosts")
+_NSSWITCH: Final = Path("/etc/nsswitch.conf")
+# (mtimes of both files, the names the hosts file answers first); re-read when either changes.
+_hosts_names: tuple[tuple[int, int], frozenset[str]] | None = None
+
+
+def _in_hosts_file(host: str) -> bool:
+    """Whether the system answers ``host`` from its hosts file before it asks any server.
+
+    Then no resolver can hang it, and a hand-off to a lookup thread would cost more than
+    the lookup. Only when nsswitch.conf names ``files`` first for hosts (glibc without
+    that file asks DNS first): a name the system might ask a server about goes to the pool.
+    """
+    global _hosts_names  # noqa: PLW0603 - a cache of two files, per process
+    try:
+        stamp = (_HOSTS_FILE.stat().st_mtime_ns, _NSSWITCH.stat().st_mtime_ns)
+    except OSError:
+        return False
+    known = _hosts_names
+    if known is None or known[0] != stamp:
+        known = _hosts_names = (stamp, _names_answered_first())
+    return host.lower() in known[1]
+
+
+def _names_answered_first() -> frozenset[str]:
+    try:
+        with _NSSWITCH.open(encoding="utf-8", errors="replace") as conf:
+            sources = next(
+                (line.split()[1:] for line in conf if line.split()[:1] == ["hosts:"]), []
+            )
+        if sources[:1] != ["files"]:
+            return frozenset()
+        with _HOSTS_FILE.open(encoding="utf-8", errors="replace") as hosts:
+            rows = [line.partition("#")[0].split() for line in hosts]
+    except OSError:
+        return frozenset()
+    return frozenset(name.lower() for row in rows for name in row[1:])
 
 
 def _is_address(host: str) -> bool:

@@ -54,6 +54,7 @@ def _new_conn_within(conn: Any, new_conn: Callable[[], socket.socket]) -> socket
             host,
             conn.port,
             within=max(0.0, inflight.deadline - time.monotonic()),
+            told=inflight.timeout,
             family=allowed_gai_family(),
             aborted=lambda: inflight.aborted,
         )

@@ -21,10 +21,12 @@ from httpkit import Cut, HttpKit, Reply, Reset, Stall, Trickle
 
 from actors import Attempt, RetrySpec, RetryWait, run_with_retry
 from actors._http import (
+    LOOKUP_WORKERS,
     HttpRequestError,
     HttpStatusError,
     HttpWork,
     LookupTimedOut,
+    ResolverNotAnswering,
     check_http_retry_on,
     parse_retry_after,
     resolve,
@@ -927,7 +929,7 @@ def test_a_hung_host_name_lookup_is_waited_for_only_what_is_left_of_the_deadline
     release, asked = threading.Event(), []
     began = time.monotonic()
     try:
-        with pytest.raises(LookupTimedOut, match=r"^host name lookup timed out after 0\.2s$"):
+        with pytest.raises(LookupTimedOut, match=r"^host name lookup timed out after 200ms$"):
             resolve("db.example", 5432, within=0.2, lookup=hanging_lookup(release, asked))
         waited = time.monotonic() - began
     finally:
@@ -965,3 +967,86 @@ def test_a_request_to_localhost_still_goes_through(kit, make_work) -> None:
     kit.script(Reply(204))
     work = make_work(url=f"http://localhost:{kit.port}/x", timeout=5)
     assert work.run(attempt()) == 204
+
+
+def test_every_try_a_hung_lookup_fails_says_the_same_text(make_work, monkeypatch) -> None:
+    # The crash-loop damper groups failures by their text: the time left (1.998s,
+    # 1.999s, ...) made each differ, and a loop of them was never damped.
+    release, asked = threading.Event(), []
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_lookup(release, asked))
+    work = make_work(url="http://api.example:8080/feed", timeout=0.25)
+    said = []
+    try:
+        for number in (1, 2):
+            with pytest.raises(HttpRequestError) as info:
+                work.run(attempt(number))
+            assert info.value.reason == "timeout"
+            said.append(str(info.value))
+    finally:
+        release.set()
+    assert said == ["GET http://api.example:8080/feed: host name lookup timed out after 250ms"] * 2
+
+
+def hosts_file_first() -> bool:
+    """Whether this system answers ``localhost`` from /etc/hosts before asking a server."""
+    try:
+        conf = Path("/etc/nsswitch.conf").read_text().splitlines()
+        hosts = Path("/etc/hosts").read_text().split()
+    except OSError:
+        return False
+    first = [line.split()[1:2] for line in conf if line.startswith("hosts:")]
+    return first == [["files"]] and "localhost" in hosts
+
+
+def lookup_threads() -> int:
+    return sum(t.name == "jobvisor-lookup" for t in threading.enumerate())
+
+
+def test_hung_lookups_hold_no_more_than_the_pools_threads_and_it_recovers() -> None:
+    # A thread per lookup: 200 hung lookups left 200 threads until the resolver gave up.
+    release, asked = threading.Event(), []
+    lookup = hanging_lookup(release, asked)
+    said = []
+    try:
+        for n in range(50):
+            with pytest.raises(LookupTimedOut) as info:
+                resolve(f"db{n}.example", 80, within=0.01, lookup=lookup)
+            said.append(str(info.value))
+            assert lookup_threads() <= LOOKUP_WORKERS
+        assert len(asked) == LOOKUP_WORKERS  # each worker is stuck in one
+        # Every worker stuck: a new name fails at once, not after its 30 s.
+        began = time.monotonic()
+        with pytest.raises(ResolverNotAnswering) as info:
+            resolve("other.example", 80, within=30, lookup=lookup)
+        assert time.monotonic() - began < 2.0
+        assert str(info.value) == (
+            f"host name lookup: the resolver is not answering ({LOOKUP_WORKERS} lookups waiting)"
+        )
+        assert said[-1] == str(info.value)
+        if hosts_file_first():  # answered there: no thread, nothing to hang
+            assert resolve("localhost", 80, within=1)[0][4][1] == 80
+    finally:
+        release.set()
+    # The name a worker was stuck on shares its lookup, or gets a worker it freed.
+    assert resolve(asked[0][0], 80, within=5, lookup=lookup)[0][4] == ("127.0.0.1", 80)
+    assert resolve("new.example", 81, within=5, lookup=lookup)[0][4] == ("127.0.0.1", 81)
+    assert lookup_threads() <= LOOKUP_WORKERS
+
+
+def test_lookups_of_one_name_share_the_one_in_flight() -> None:
+    release, asked = threading.Event(), []
+    lookup = hanging_lookup(release, asked)
+    found: list[Any] = []
+    first = threading.Thread(
+        target=lambda: found.extend(resolve("db.example", 80, within=10, lookup=lookup)),
+        name="test-first-lookup",
+    )
+    first.start()
+    try:
+        with pytest.raises(LookupTimedOut):
+            resolve("db.example", 80, within=0.2, lookup=lookup)
+    finally:
+        release.set()
+        first.join(10)
+    assert found[0][4] == ("127.0.0.1", 80)
+    assert asked == [("db.example", 80, 0, socket.SOCK_STREAM)]
