@@ -18,6 +18,7 @@ import _socket
 import collections
 import contextlib
 import contextvars
+import copy
 import email.utils
 import ipaddress
 import json as jsonlib
@@ -400,12 +401,12 @@ def resolve(
     when no thread can be had, unbounded as before.
     ``lookup`` stands in for ``socket.getaddrinfo`` (tests).
     """
+    if _is_address(host):  # first: an address needs no look at the hosts file either
+        return (lookup or socket.getaddrinfo)(host, port, family, socket.SOCK_STREAM)
     if lookup is None:
         lookup = socket.getaddrinfo
         if _in_hosts_file(host):
             return lookup(host, port, family, socket.SOCK_STREAM)
-    if _is_address(host):
-        return lookup(host, port, family, socket.SOCK_STREAM)
     pool = _lookups()
     asked = pool.ask(_Lookup((lookup, host, port, family)))
     if asked is None:
@@ -423,8 +424,18 @@ def resolve(
     finally:
         pool.leave(asked)
     if asked.failed is not None:
-        raise asked.failed
+        # Each waiter its own copy: one object raised in every thread gathered each one's
+        # frames in its traceback (another request's stack in a job's log, kept alive).
+        raise _own_copy(asked.failed) from None
     return asked.answer
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """A fresh copy of a shared lookup's error to raise (the error itself if it will not copy)."""
+    try:
+        return copy.copy(error).with_traceback(None)
+    except Exception:  # an exception whose constructor takes other than its args
+        return error
 
 
 LOOKUP_WORKERS: Final = 4  # threads that look names up, at most, for the whole process
@@ -480,12 +491,17 @@ class _Lookups:
                 known.waiters += 1
                 return known
             free = self.threads - len(self.running)
-            stuck = not any(asked.waiters for asked in self.running)
-            if stuck and free <= len(self.queue) and self.threads >= LOOKUP_WORKERS:
-                # Each stuck past the time of all who asked: another would stick too.
+            # Every worker runs a lookup that all who asked have given up on: another would
+            # stick too. (Workers only notified, none running yet, are not stuck: a burst of
+            # five names was refused the fifth while four idle workers were waking.)
+            stuck = len(self.running) >= LOOKUP_WORKERS and not any(
+                asked.waiters for asked in self.running
+            )
+            if stuck and free <= len(self.queue):
+                # One text every time, so that the crash-loop damper takes a loop of them as one.
                 raise ResolverNotAnswering(
                     "host name lookup: the resolver is not answering "
-                    f"({len(self.table)} lookups waiting)"
+                    f"(all {LOOKUP_WORKERS} lookup threads are stuck)"
                 )
             self.table[new.key] = new
             self.queue.append(new)
@@ -569,7 +585,8 @@ def _in_hosts_file(host: str) -> bool:
     known = _hosts_names
     if known is None or known[0] != stamp:
         known = _hosts_names = (stamp, _names_answered_first())
-    return host.lower() in known[1]
+    name = host.lower()
+    return name in known[1] or name.removesuffix(".") in known[1]  # urllib3 keeps a final dot
 
 
 def _names_answered_first() -> frozenset[str]:

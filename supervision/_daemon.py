@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import logbook
@@ -65,7 +66,6 @@ from supervision._table import flatten_status
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Container, Iterator
-    from pathlib import Path
     from types import FrameType
 
     from supervision._app import Composition
@@ -1655,7 +1655,13 @@ def _start_detail(manifest: Path, journal: Path) -> dict[str, Any]:
     if any(stop.get("pid", pid) == pid for stop in stops):
         return detail
     said = "" if pid is None else f" (pid {pid})"
-    if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+    at = start.get("at")
+    if (
+        isinstance(pid, int)
+        and pid != os.getpid()
+        and _alive(pid)
+        and not (isinstance(at, int | float) and _started_after(pid, at))
+    ):
         detail["previous"] = (
             f"the daemon before{said} has journaled no stop yet: it is still running "
             "(stopping, as one that lost its state dir's lock does)"
@@ -1676,6 +1682,21 @@ def _alive(pid: int) -> bool:
     except (ProcessLookupError, OverflowError, ValueError):
         return False
     return True
+
+
+def _started_after(pid: int, at: float) -> bool:
+    """Whether process ``pid`` started after wall time ``at``: then it is not the daemon that
+    journaled its start then, but a process its pid went to (a container's small pids are
+    soon reused). False when /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        with Path("/proc/stat").open("rb") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith(b"btime "))
+        ticks = int(stat[stat.rfind(b")") + 2 :].split()[19])  # field 22: starttime
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+    # btime is whole seconds: a second of slack either way.
+    return boot + ticks / os.sysconf("SC_CLK_TCK") > at + 1.0
 
 
 def _shown_field(value: object) -> str:

@@ -307,13 +307,15 @@ def last_daemon_start(db: Path) -> tuple[dict[str, Any], list[dict[str, Any]]] |
         return None
     rows = _query(
         db,
-        "SELECT kind, detail FROM decisions WHERE path = '' AND kind IN (?, ?) AND id >= "
+        "SELECT kind, detail, at FROM decisions WHERE path = '' AND kind IN (?, ?) AND id >= "
         "(SELECT coalesce(max(id), 0) FROM decisions WHERE path = '' AND kind = ?) ORDER BY id",
         ("daemon_start", "daemon_stop", "daemon_start"),
     )
     if not rows or rows[0][0] != "daemon_start":
         return None
-    return json.loads(rows[0][1]), [json.loads(detail) for _, detail in rows[1:]]
+    start = json.loads(rows[0][1])
+    start.setdefault("at", rows[0][2])  # when it was journaled: a pid's reuse is told by it
+    return start, [json.loads(detail) for _, detail, _ in rows[1:]]
 
 
 def since_time(text: str, now: float) -> float:

@@ -405,3 +405,20 @@ def test_a_start_beside_a_daemon_still_stopping_says_so_and_its_stop_has_its_pid
         assert "previous" not in last["detail"]
     finally:
         assert stop_daemon(third) == 0
+
+
+def test_a_pid_that_went_to_a_newer_process_is_not_taken_for_the_daemon_before() -> None:
+    # A container soon reuses a killed daemon's small pid: a process that started after the
+    # start row was journaled is not that daemon (it said "still running", not "killed").
+    from supervision._daemon import _started_after
+
+    before = time.time() - 60
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert _started_after(child.pid, before)
+        assert not _started_after(child.pid, time.time() + 60)
+        assert not _started_after(os.getpid(), time.time())
+    finally:
+        child.kill()
+        child.wait()
+    assert not _started_after(child.pid, before)  # gone: /proc cannot tell

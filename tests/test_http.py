@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from httpkit import Cut, HttpKit, Reply, Reset, Stall, Trickle
 
-from actors import Attempt, RetrySpec, RetryWait, run_with_retry
+from actors import Attempt, RetrySpec, RetryWait, _http, run_with_retry
 from actors._http import (
     LOOKUP_WORKERS,
     HttpRequestError,
@@ -1020,7 +1020,8 @@ def test_hung_lookups_hold_no_more_than_the_pools_threads_and_it_recovers() -> N
             resolve("other.example", 80, within=30, lookup=lookup)
         assert time.monotonic() - began < 2.0
         assert str(info.value) == (
-            f"host name lookup: the resolver is not answering ({LOOKUP_WORKERS} lookups waiting)"
+            "host name lookup: the resolver is not answering "
+            f"(all {LOOKUP_WORKERS} lookup threads are stuck)"
         )
         assert said[-1] == str(info.value)
         if hosts_file_first():  # answered there: no thread, nothing to hang
@@ -1050,3 +1051,73 @@ def test_lookups_of_one_name_share_the_one_in_flight() -> None:
         first.join(10)
     assert found[0][4] == ("127.0.0.1", 80)
     assert asked == [("db.example", 80, 0, socket.SOCK_STREAM)]
+
+
+def test_a_burst_of_names_to_idle_workers_is_queued_not_refused() -> None:
+    # Workers only notified (none has taken a lookup yet) are not stuck: the fifth name of a
+    # burst was refused with "the resolver is not answering" while four idle workers woke.
+    def slow(host: str, port: int, family: int, kind: int) -> list[Any]:
+        time.sleep(0.05)
+        return [(socket.AF_INET, kind, 6, "", ("127.0.0.1", port))]
+
+    warm = [
+        threading.Thread(
+            target=resolve, args=(f"w{n}.example", 80), kwargs={"within": 5, "lookup": slow}
+        )
+        for n in range(LOOKUP_WORKERS)
+    ]
+    for thread in warm:
+        thread.start()
+    for thread in warm:
+        thread.join(10)
+    pool = _http._lookups()
+    asked = [
+        pool.ask(_http._Lookup((slow, f"n{n}.example", 80, 0))) for n in range(LOOKUP_WORKERS + 1)
+    ]
+    try:
+        assert all(a is not None for a in asked)
+        for a in asked:
+            assert a is not None
+            assert a.done.wait(10)
+            assert a.failed is None
+            assert a.answer
+    finally:
+        for a in asked:
+            if a is not None:
+                pool.leave(a)
+
+
+def test_each_waiter_of_a_shared_failed_lookup_raises_its_own_error() -> None:
+    # One object raised in every waiting thread gathered each one's frames in its traceback.
+    release = threading.Event()
+
+    def failing(host: str, port: int, family: int, kind: int) -> list[Any]:
+        release.wait(10)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    raised: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            resolve("gone.example", 80, within=10, lookup=failing)
+        except OSError as exc:
+            raised.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    key = (failing, "gone.example", 80, 0)
+    while (
+        shared := _http._lookups().table.get(key)
+    ) is None or shared.waiters < 3:  # the event holds it
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(raised) == 3
+    assert len({id(exc) for exc in raised}) == 3
+    assert all(
+        isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME for exc in raised
+    )
