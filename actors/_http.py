@@ -406,7 +406,8 @@ def resolve(
     if lookup is None:
         lookup = socket.getaddrinfo
         if _in_hosts_file(host):
-            return lookup(host, port, family, socket.SOCK_STREAM)
+            # Without a final dot (urllib3 keeps one): what the file lists, asked of it alone.
+            return lookup(host.removesuffix("."), port, family, socket.SOCK_STREAM)
     pool = _lookups()
     asked = pool.ask(_Lookup((lookup, host, port, family)))
     if asked is None:
@@ -585,8 +586,7 @@ def _in_hosts_file(host: str) -> bool:
     known = _hosts_names
     if known is None or known[0] != stamp:
         known = _hosts_names = (stamp, _names_answered_first())
-    name = host.lower()
-    return name in known[1] or name.removesuffix(".") in known[1]  # urllib3 keeps a final dot
+    return host.lower().removesuffix(".") in known[1]  # urllib3 keeps a final dot
 
 
 def _names_answered_first() -> frozenset[str]:
