@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 from clockkit import ManualClock
-from faultkit import run_jobvisor, start_daemon, stop_daemon, wait_until
+from faultkit import Running, run_jobvisor, start_daemon, stop_daemon, wait_until
 from httpkit import HttpKit, Reply, Stall
 
 from actors._messages import Outcome
@@ -1054,24 +1054,35 @@ def _next_post(received: queue.Queue[tuple[str, dict[str, Any]]], event: str) ->
             return body
 
 
-def test_a_service_started_again_after_it_gave_up_sends_recovered_naming_the_page(
-    tmp_path: Path, hook: tuple[str, queue.Queue[tuple[str, dict[str, Any]]]]
-) -> None:
-    url, received = hook
+def _broken_until_fixed(tmp_path: Path, supervisor: str, notify: str) -> tuple[Running, Path]:
+    """A daemon whose service ``svc`` exits 1 until the returned flag file exists, then stays
+    up; ``supervisor`` is its manifest's supervisor block, ``notify`` its notify entries."""
     flag = tmp_path / "fixed"
     running = start_daemon(
         tmp_path,
         f"""
         version: 1
-        supervisor: {{intensity: {{max_restarts: 1}}, backoff: {{initial: 1ms, max: 1ms}}}}
-        notify:
-          - {{name: pager, on: [gave_up, recovered], http: {{url: "{url}/p"}}}}
-          - {{name: quiet, on: [restarted, recovered], http: {{url: "{url}/q"}}}}
+        {supervisor}
+        notify:{notify}
         jobs:
           - name: svc
             service: true
             command: [sh, -c, "test -e {flag} && exec sleep 600; exit 1"]
         """,
+    )
+    return running, flag
+
+
+def test_a_service_started_again_after_it_gave_up_sends_recovered_naming_the_page(
+    tmp_path: Path, hook: tuple[str, queue.Queue[tuple[str, dict[str, Any]]]]
+) -> None:
+    url, received = hook
+    running, flag = _broken_until_fixed(
+        tmp_path,
+        "supervisor: {intensity: {max_restarts: 1}, backoff: {initial: 1ms, max: 1ms}}",
+        f"""
+          - {{name: pager, on: [gave_up, recovered], http: {{url: "{url}/p"}}}}
+          - {{name: quiet, on: [restarted, recovered], http: {{url: "{url}/q"}}}}""",
     )
     try:
         gave_up = _next_post(received, "gave_up")
@@ -1100,23 +1111,15 @@ def test_a_cooldown_whose_probe_passes_its_probation_sends_recovered(
     tmp_path: Path, hook: tuple[str, queue.Queue[tuple[str, dict[str, Any]]]]
 ) -> None:
     url, received = hook
-    flag = tmp_path / "fixed"
-    running = start_daemon(
+    running, flag = _broken_until_fixed(
         tmp_path,
-        f"""
-        version: 1
-        supervisor:
-          intensity: {{max_restarts: 1}}
-          backoff: {{initial: 1ms, max: 1ms}}
+        """supervisor:
+          intensity: {max_restarts: 1}
+          backoff: {initial: 1ms, max: 1ms}
           on_exhausted: cooldown
-          cooldown: {{duration: 300ms, probation: 300ms, max: 300ms}}
-        notify:
-          - {{name: pager, on: [cooldown, recovered], http: {{url: "{url}/p"}}}}
-        jobs:
-          - name: svc
-            service: true
-            command: [sh, -c, "test -e {flag} && exec sleep 600; exit 1"]
-        """,
+          cooldown: {duration: 300ms, probation: 300ms, max: 300ms}""",
+        f"""
+          - {{name: pager, on: [cooldown, recovered], http: {{url: "{url}/p"}}}}""",
     )
     try:
         cooldown = _next_post(received, "cooldown")
