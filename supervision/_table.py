@@ -276,11 +276,26 @@ def exit_cell(node: dict[str, Any], mask: Callable[[str], str]) -> str:
 def exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:
     if last is None:
         return "-"
-    text = str(last["outcome"])
-    if last.get("code") is not None:
-        text += f" ({last['code']})"
+    text = _outcome_text(last)
     error = _error_text(last, mask)
     return text if error is None else f"{text}: {error}"
+
+
+def _outcome_text(last: dict[str, Any]) -> str:
+    """``failed (3)``, ``stopped (SIGTERM)``: a negative code is a signal (Popen's way, kept by
+    ``--json``), said by its name, as the error says it (``killed by SIGTERM``)."""
+    code = last.get("code")
+    text = str(last["outcome"])
+    if code is None:
+        return text
+    if isinstance(code, int) and code < 0:
+        import signal  # noqa: PLC0415 - its enum is a cost to every control command's start
+
+        try:
+            return f"{text} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"{text} (signal {-code})"
+    return f"{text} ({code})"
 
 
 def _error_text(last: dict[str, Any], mask: Callable[[str], str]) -> str | None:
@@ -324,8 +339,17 @@ def _short_exit(node: dict[str, Any], mask: Callable[[str], str]) -> str:
     if at < len("command"):
         return exit_cell(node, mask)
     how = error[at + 1 :]
-    text = str(last["outcome"]) + ("" if code is None else f" ({code})")
-    return text if how == f"exited with {code}" else f"{text}: {how}"
+    text = _outcome_text(last)
+    said = text.partition(" (")[2][:-1]  # "3" of "failed (3)", "SIGTERM" of "stopped (SIGTERM)"
+    if how in (f"exited with {said}", f"killed by {said}"):
+        return text
+    for said_already in (f"killed by {said}: ", f"killed by {said} "):
+        if how.startswith(said_already):  # the signal's why: a cpu limit, not jobvisor's
+            how = how[len(said_already) :]
+            if how.startswith("(") and how.endswith(")"):
+                how = how[1:-1]
+            break
+    return f"{text}: {how}"
 
 
 def state_cell(node: dict[str, Any]) -> str:

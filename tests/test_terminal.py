@@ -25,7 +25,7 @@ from conftest import RUNTIME
 from faultkit import start_daemon, stop_daemon, wait_until
 from test_cli import CLI, ROOT, jobvisor, write
 
-from supervision._table import columns, flatten_status, summary_table, until
+from supervision._table import columns, exit_text, flatten_status, summary_table, until
 
 RECORD = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.+-]+ (TRACE|DEBUG|INFO|NOTICE|WARNING|ERROR|CRITICAL) ")
 PROGRESS = re.compile(r"\[\d\d:\d\d:\d\d\] \d+ \w+")
@@ -314,6 +314,33 @@ def test_on_80_columns_the_last_exit_keeps_room_to_say_why_before_the_path() -> 
     assert unwrapped(lines[3:]) == [f"pipeline/mailer: {LONG}"], lines
 
 
+def test_a_last_exit_by_a_signal_names_the_signal_not_its_negative_number() -> None:
+    """The demo's final table read ``stopped (-15)`` for the cache it stopped: Popen's
+    convention, which status --json keeps (SPEC's ``code``), is not for a person. An http
+    job's status and an exit code stay numbers; a number no signal has stays one too."""
+    mask = str
+    assert exit_text({"outcome": "stopped", "code": -15}, mask) == "stopped (SIGTERM)"
+    assert exit_text({"outcome": "failed", "code": -9, "error": "x"}, mask) == "failed (SIGKILL): x"
+    assert exit_text({"outcome": "failed", "code": 3}, mask) == "failed (3)"
+    assert exit_text({"outcome": "succeeded", "code": 200}, mask) == "succeeded (200)"
+    assert exit_text({"outcome": "failed", "code": -200}, mask) == "failed (signal 200)"
+    killed = "command sleep 9 killed by SIGTERM"
+    limit = "command sleep 9 killed by SIGXCPU: the cpu limit of 2s ended it"
+    doc = {
+        "children": [
+            {**node("a-job-with-a-long-enough-name", killed), "last_exit": {
+                "outcome": "failed", "code": -15, "error": killed}},
+            {**node("a-job-with-a-cpu-limit-on-it", limit), "last_exit": {
+                "outcome": "failed", "code": -24, "error": limit}},
+        ]
+    }  # fmt: skip
+    lines = summary_table(doc, width=110, now=1000.0, fit="cut").splitlines()
+    start = lines[0].index("LAST EXIT")
+    # "killed by SIGTERM" is what (SIGTERM) says: the cut cell drops it as it drops "exited with N"
+    assert lines[1][start:] == "failed (SIGTERM)", lines
+    assert lines[2][start:].startswith("failed (SIGXCPU): the cpu limit"), lines
+
+
 def test_an_error_with_a_newline_is_whole_and_only_a_traceback_is_left_out() -> None:
     """A command whose argv holds a newline lost its reason ("killed by SIGTERM") after it: the
     cell kept the first line, meant to leave out an isolated job's traceback."""
@@ -491,9 +518,10 @@ def test_on_80_columns_a_cut_failure_says_how_it_ended_and_is_whole_below_the_ta
     header, mailer, etl, pyjob, cache = lines[:5]
     start = header.index("LAST EXIT")
     assert mailer[start:] == "failed (3)", lines
-    assert etl[start:].startswith("failed (-9): killed"), lines
+    # "killed by SIGKILL" is what (SIGKILL) says: the cell goes on with why
+    assert etl[start:] == "failed (SIGKILL): n…", lines
     assert pyjob[start:].startswith("failed: RuntimeErro"), lines
-    assert cache[start:] == "stopped (-15)", lines
+    assert cache[start:] == "stopped (SIGTERM)", lines
     assert unwrapped(lines[5:]) == [
         "mailer: command echo 'cannot reach smtp.invalid'; exit 3 exited with 3",
         f"etl/{A_NAME}: {killed}",
