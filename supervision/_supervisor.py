@@ -355,11 +355,14 @@ class Supervisor(OwnActor):
             rec.ref._reopen()
         seen = self._seen.get(rec.path)
         if seen is not None:  # None: removed meanwhile
-            self._seen[rec.path] = seen._replace(state=new)
+            # Not ``_replace``: four calls, three times a restart (``_make``, ``len``, ``new``)
+            self._seen[rec.path] = Seen(new, seen.once, seen.group)
         if new in DEPENDENCY_STATES:
             if self._blocked:
                 self._deps_dirty = True
-            self.ctx.group_deps.changed(rec.path)
+            deps = self.ctx.group_deps
+            if deps.watchers:  # none: nothing depends on a group (``changed`` would say so)
+                deps.changed(rec.path)
         self._track(rec)
         self.ctx.state_changed(rec.path, old, new)
 
