@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -22,7 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -313,17 +314,94 @@ def start_daemon(
 
 
 def stop_daemon(running: Running) -> int:
-    """SIGTERM (a graceful stop), then the exit code; a daemon that does not stop is killed."""
+    """SIGTERM (a graceful stop), then the exit code; one that does not stop fails the test
+    (killed, so nothing is left running)."""
     if running.proc.poll() is None:
         running.proc.send_signal(signal.SIGTERM)
     try:
         running.proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"the daemon (pid {running.proc.pid}) did not exit within 30s of SIGTERM"
+        ) from None
     finally:
         if running.proc.poll() is None:
             running.proc.kill()
             running.proc.wait()
         running.notify.close()
     return running.proc.returncode
+
+
+@dataclass(frozen=True)
+class Http:
+    """A daemon's HTTP endpoint, where its ``http.json`` says it listens, and the token that
+    opens it (kept out of the repr, so no failing test prints it)."""
+
+    address_file: Path
+    url: str  # without the trailing slash: ``http.url + "/api/status"``
+    token: str | None = field(default=None, repr=False)
+
+    @property
+    def host(self) -> str:
+        return self.url.removeprefix("http://").rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header that carries the token."""
+        assert self.token is not None, "this endpoint was started without a token"
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def http_of(
+    state: Path, token: str | None = None, proc: subprocess.Popen[Any] | None = None
+) -> Http:
+    """The endpoint a ``jobvisor`` with state dir ``state`` serves, once it wrote it down."""
+    address = state / "http.json"
+    wait_until(address.exists, "the endpoint's address file", proc=proc, timeout=30)
+    url = str(json.loads(address.read_text())["url"]).rstrip("/")
+    return Http(address, url, token)
+
+
+@dataclass
+class HttpDaemon(Running):
+    """A daemon that serves HTTP: ``http`` is its endpoint."""
+
+    http: Http
+
+
+@contextmanager
+def http_daemon(
+    cwd: Path,
+    manifest: str,
+    *extra: str,
+    listen: str = "127.0.0.1:0",
+    token: str | None = None,
+    token_env: str = "JV_HTTP_TOKEN",
+    env_extra: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+    code: int = 0,
+) -> Iterator[HttpDaemon]:
+    """A daemon on ``manifest`` serving HTTP on ``listen``, stopped (by its pid) at the end.
+
+    The token, generated unless given, is in the environment as ``token_env`` (the manifest
+    decides whether it reads it: ``token: {secret: {env: JV_HTTP_TOKEN}}``). A block that
+    ends normally fails unless the daemon exits ``code``; one that raised keeps its error.
+    """
+    token = secrets.token_urlsafe(24) if token is None else token
+    env = {token_env: token, **(env_extra or {})}
+    running = start_daemon(cwd, manifest, "--http", listen, *extra, env_extra=env, prefix=prefix)
+    try:
+        http = http_of(running.state, token, running.proc)
+        yield HttpDaemon(running.proc, running.dir, running.notify, http)
+    except BaseException:
+        stop_daemon(running)
+        raise
+    ended = stop_daemon(running)
+    assert ended == code, f"the daemon (pid {running.proc.pid}) exited with {ended}, not {code}"
 
 
 def without_dac_override() -> tuple[str, ...] | None:

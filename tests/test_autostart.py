@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -18,19 +19,18 @@ import jobfuncs
 import pytest
 import requests
 from conftest import RUNTIME
-from faultkit import start_daemon, stop_daemon, wait_until
+from faultkit import http_daemon, start_daemon, stop_daemon, wait_until
 from treekit import FAST, tree_of
 
 from actors import Schedule, SpecError
 from supervision import Strategy, SupervisorSpec, python_job
 from supervision._daemon import diff_specs
-from supervision._httpapi import ADDRESS_FILE
 from supervision._table import flatten_status
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-TOKEN = "aut0start-t0ken-value"
+TOKEN = secrets.token_urlsafe(24)  # a fresh one each run
 SERVICE = Schedule(service=True)
 LOOP = '[sh, -c, "while true; do sleep 0.05; done"]'
 
@@ -301,18 +301,7 @@ LATE = f"  - name: late\n    service: true\n    autostart: false\n    command: {
 
 def test_the_daemon_leaves_it_stopped_until_started_by_the_cli_or_http(tmp_path: Path) -> None:
     log = tmp_path / "daemon.log"
-    running = start_daemon(
-        tmp_path,
-        DAEMON,
-        "--log-file",
-        str(log),
-        "--http",
-        "127.0.0.1:0",
-        "--runtime",
-        RUNTIME,
-        env_extra={"JV_HTTP_TOKEN": TOKEN},
-    )
-    try:
+    with http_daemon(tmp_path, DAEMON, "--log-file", str(log), "--runtime", RUNTIME) as running:
         found = running.nodes()
         assert (found["db"]["state"], found["db"]["starts"], found["db"]["last_exit"]) == (
             "stopped",
@@ -334,18 +323,13 @@ def test_the_daemon_leaves_it_stopped_until_started_by_the_cli_or_http(tmp_path:
         assert (out.returncode, out.stdout) == (0, "db: stopped\n"), out.stderr
         assert running.nodes()["db"]["state"] == "stopped"
 
-        address = json.loads((running.state / ADDRESS_FILE).read_text())["url"].rstrip("/")
         answer = requests.post(
-            f"{address}/api/jobs/db/start",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=30,
+            f"{running.http.url}/api/jobs/db/start", headers=running.http.auth, timeout=30
         )
         assert answer.status_code == 200, answer.text
         wait_until(lambda: running.nodes()["db"]["state"] == "running", "db started over HTTP")
         assert running.nodes()["db"]["starts"] == 2
         assert log.read_text().count(line) == 1  # said once, at the start
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_reload_adds_it_stopped_and_flips_it_in_place_and_a_restart_leaves_it_down(

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from conftest import RUNTIME
 from faultkit import DAEMON as BASE
-from faultkit import Jobvisor, Running, gone, start_daemon, stop_daemon, wait_until
+from faultkit import Jobvisor, Running, gone, http_daemon, start_daemon, stop_daemon, wait_until
 
 from supervision import Strategy, SupervisorSpec, python_job
 from supervision._daemon import applied, diff_specs
@@ -1399,18 +1399,10 @@ def test_a_daemon_out_of_file_descriptors_answers_again_once_some_are_freed(
     from supervision._client import request
 
     log_file = tmp_path / "daemon.log"
-    running = start_daemon(
-        tmp_path,
-        SERVICE,
-        "--log-file",
-        str(log_file),
-        "--http",
-        "127.0.0.1:0",
-        prefix=("prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}"),
-    )
-    try:
-        address = json.loads((running.state / "http.json").read_text())
-        said = _run_out_of_fds(running, log_file, address["port"] if where == "http" else None)
+    limit = ("prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}")
+    with http_daemon(tmp_path, SERVICE, "--log-file", str(log_file), prefix=limit) as running:
+        url = running.http.url + "/"  # as the daemon writes it, and says it
+        said = _run_out_of_fds(running, log_file, running.http.port if where == "http" else None)
         assert len(said) == 1, said  # once, however often it tried meanwhile
         assert "WARNING" in said[0]
         assert "Too many open files" in said[0]
@@ -1422,17 +1414,14 @@ def test_a_daemon_out_of_file_descriptors_answers_again_once_some_are_freed(
             reply = request(running.state, {"op": "status"}, timeout=10)
             assert reply["ok"], reply
         else:
-            assert f"http: {address['url']}" in said[0]
-            with urlopen(address["url"] + "api/status", timeout=10) as answer:
+            assert f"http: {url}" in said[0]
+            with urlopen(url + "api/status", timeout=10) as answer:
                 assert answer.status == 200
         wait_until(
             lambda: "accepting connections again" in log_file.read_text(),
             "the end of the shortage said",
             proc=running.proc,
         )
-    finally:
-        code = stop_daemon(running)
-    assert code == 0
 
 
 def _run_out_of_fds(running: Running, log_file: Path, port: int | None) -> list[str]:

@@ -8,18 +8,26 @@ import os
 import signal
 import subprocess
 import time
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 from conftest import RUNTIME
-from faultkit import CLI, ENV, Running, start_daemon, stop_daemon, wait_until
+from faultkit import (
+    CLI,
+    ENV,
+    HttpDaemon,
+    Running,
+    http_daemon,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
 
 from supervision._history import journal_path, read_history
-from supervision._httpapi import ADDRESS_FILE
 
-TOKEN = "s3cret-token-for-the-journal"
 MANIFEST = """
 version: 1
 http: {token: {secret: {env: JV_HTTP_TOKEN}}}
@@ -35,16 +43,10 @@ jobs:
 """
 
 
-def _daemon(tmp_path: Path, manifest: str = MANIFEST) -> Running:
-    return start_daemon(
-        tmp_path,
-        manifest,
-        "--http",
-        "127.0.0.1:0",
-        "--runtime",
-        RUNTIME,
-        env_extra={"JV_HTTP_TOKEN": TOKEN},
-    )
+def _daemon(
+    tmp_path: Path, manifest: str = MANIFEST, code: int = 0
+) -> AbstractContextManager[HttpDaemon]:
+    return http_daemon(tmp_path, manifest, "--runtime", RUNTIME, code=code)
 
 
 def _daemon_rows(running: Running) -> list[dict[str, Any]]:
@@ -58,24 +60,14 @@ def _json_history(running: Running, *args: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _url(running: Running) -> str:
-    address = running.state / ADDRESS_FILE
-    wait_until(address.exists, "the endpoint's address file", timeout=30)
-    return str(json.loads(address.read_text())["url"]).rstrip("/")
-
-
 def test_start_reload_and_stop_are_journaled_and_read_by_the_next_daemon(tmp_path: Path) -> None:
-    first = _daemon(tmp_path)
-    pid = first.proc.pid
-    try:
+    with _daemon(tmp_path) as first:
+        pid = first.proc.pid
         (tmp_path / "jobs.yaml").write_text(RELOADED)
         assert first.cli("reload").returncode == 0
         (tmp_path / "jobs.yaml").write_text("version: 1\njobs: [{name: x, command: }]\n")
         assert first.cli("reload").returncode == 2
-    finally:
-        assert stop_daemon(first) == 0
-    second = _daemon(tmp_path, RELOADED)
-    try:
+    with _daemon(tmp_path, RELOADED) as second:
         wait_until(lambda: len(_daemon_rows(second)) == 5, "its start journaled", proc=second.proc)
         rows = _json_history(second)
         mine = [row for row in rows if row["path"] == ""]
@@ -126,23 +118,17 @@ def test_start_reload_and_stop_are_journaled_and_read_by_the_next_daemon(tmp_pat
         # A job's history has none of them.
         assert all(row["path"] == "svc" for row in _json_history(second, "svc"))
         # Nor does the endpoint's of a job; without job= it has them.
-        url = _url(second)
+        url = second.http.url
         every = requests.get(url + "/api/history?limit=500", timeout=30).json()
         assert [row["kind"] for row in every if row["path"] == ""] == kinds
-    finally:
-        assert stop_daemon(second) == 0
 
 
 def test_a_daemon_killed_without_a_stop_is_said_by_the_next_start(tmp_path: Path) -> None:
-    first = _daemon(tmp_path)
-    try:
+    with _daemon(tmp_path, code=-signal.SIGKILL) as first:
         # Killed once its start row is committed (within the journal's max_delay of the start).
         wait_until(lambda: _daemon_rows(first), "the start journaled", proc=first.proc)
         first.proc.send_signal(signal.SIGKILL)
-    finally:
-        assert stop_daemon(first) == -signal.SIGKILL
-    second = _daemon(tmp_path)
-    try:
+    with _daemon(tmp_path) as second:
 
         def starts() -> list[dict[str, Any]]:
             return [row for row in _daemon_rows(second) if row["kind"] == "daemon_start"]
@@ -154,16 +140,13 @@ def test_a_daemon_killed_without_a_stop_is_said_by_the_next_start(tmp_path: Path
             f"the daemon before (pid {first.proc.pid}) journaled no stop: it was killed, "
             "or its machine went down"
         )
-    finally:
-        assert stop_daemon(second) == 0
 
 
 def test_each_person_action_says_through_what_it_came(tmp_path: Path) -> None:
-    running = _daemon(tmp_path)
-    try:
+    with _daemon(tmp_path) as running:
         assert running.cli("restart", "svc").returncode == 0
-        url = _url(running)
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+        url = running.http.url
+        headers = running.http.auth
         answer = requests.post(url + "/api/jobs/svc/restart", headers=headers, timeout=60)
         assert answer.status_code == 200, answer.text
         assert running.cli("stop", "svc").returncode == 0
@@ -193,9 +176,7 @@ def test_each_person_action_says_through_what_it_came(tmp_path: Path) -> None:
         assert "person_restart (via=http)" in text
         assert "person_signal (signal=SIGHUP, via=control)" in text
         everything = json.dumps(rows) + text
-        assert TOKEN not in everything  # the channel, never its secret
-    finally:
-        assert stop_daemon(running) == 0
+        assert str(running.http.token) not in everything  # the channel, never its secret
 
 
 def _seed(state: Path, now: float) -> None:
@@ -258,9 +239,8 @@ def test_api_history_since_and_its_refusals(tmp_path: Path) -> None:
     now = time.time()
     (tmp_path / ".jobvisor").mkdir(mode=0o700)
     _seed(tmp_path / ".jobvisor", now)
-    running = _daemon(tmp_path)
-    try:
-        url = _url(running)
+    with _daemon(tmp_path) as running:
+        url = running.http.url
 
         def got(query: str) -> requests.Response:
             return requests.get(f"{url}/api/history?{query}", timeout=30)
@@ -304,8 +284,6 @@ def test_api_history_since_and_its_refusals(tmp_path: Path) -> None:
             400,
             "since and per_job: give one (per_job reads each job's newest attempts)",
         )
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_a_late_person_row_has_no_via_rather_than_another_requests(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import secrets
 import select
 import socket
 import stat
@@ -28,7 +29,15 @@ import jsonschema
 import pytest
 import requests
 from conftest import RUNTIME, Events
-from faultkit import Jobvisor, Running, run_jobvisor, start_daemon, stop_daemon, wait_until
+from faultkit import (
+    Http,
+    Jobvisor,
+    Running,
+    http_daemon,
+    http_of,
+    run_jobvisor,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervision import (
@@ -58,7 +67,7 @@ from supervision._metrics import TreeMetrics
 from supervision._spec import BreakerSpec, SupervisorSpec, python_job
 from supervision._tree import build_breakers
 
-TOKEN = "s3cret-t0ken-value"
+TOKEN = secrets.token_urlsafe(24)  # a fresh one each run: never a secret written down
 
 # `crashy` exits 3 each time the test drops a `crash` file beside the manifest.
 MANIFEST = """
@@ -89,11 +98,9 @@ def manifest(http: str) -> str:
 class Served:
     """A daemon (or run) with its endpoint's base URL."""
 
-    def __init__(self, state: Path) -> None:
-        address = state / ADDRESS_FILE
-        wait_until(address.exists, "the endpoint's address file", timeout=30)
-        self.address_file = address
-        self.url = json.loads(address.read_text())["url"].rstrip("/")
+    def __init__(self, http: Http) -> None:
+        self.address_file = http.address_file
+        self.url = http.url
         parts = urlsplit(self.url)
         self.host, self.port = str(parts.hostname), int(parts.port or 0)
 
@@ -208,19 +215,8 @@ def has_event(stream: Stream, kind: str, path: str, **fields: Any) -> bool:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Running, Served]]:
-    running = start_daemon(
-        tmp_path,
-        manifest(WITH_TOKEN),
-        "--http",
-        "127.0.0.1:0",
-        "--runtime",
-        RUNTIME,
-        env_extra={"JV_HTTP_TOKEN": TOKEN},
-    )
-    try:
-        yield running, Served(running.state)
-    finally:
-        assert stop_daemon(running) == 0
+    with http_daemon(tmp_path, manifest(WITH_TOKEN), "--runtime", RUNTIME, token=TOKEN) as running:
+        yield running, Served(running.http)
     assert not (running.state / ADDRESS_FILE).exists(), "the address file outlived the daemon"
 
 
@@ -720,69 +716,64 @@ def test_a_stream_back_from_too_long_ago_or_another_daemon_is_told_of_a_gap(
     """The backlog keeps the newest 1,000 events: a client whose last id is older, or from a
     daemon before this one, gets one ``gap`` event (read the status again) with the newest
     id, and the live events after it, not a silent hole."""
-    env = {"JV_HTTP_TOKEN": TOKEN}
-    args = ("--http", "127.0.0.1:0", "--runtime", RUNTIME)
-    running = start_daemon(tmp_path, FLAPPING, *args, env_extra=env)
     streams: list[Stream] = []
-    try:
-        served = Served(running.state)
-        first = Stream(served)
-        streams.append(first)
-        first.wait_for(lambda s: len(s.events) >= 5)
-        first.close()
-        seen = first.ids[-1]
-        witness = Stream(served)
-        streams.append(witness)
-        witness.wait_for(lambda s: s.ids and number(s.ids[-1]) > number(seen) + BACKLOG + 50)
-        assert running.cli("stop", "flap").returncode == 0
-        witness.wait_for(lambda s: has_event(s, "commanded", "flap", action="stop"))
-        witness.wait_for(lambda s: has_event(s, "state_changed", "flap", new="stopped"))
-        back = Stream(served, last_event_id=seen)
-        streams.append(back)
-        back.wait_for(lambda s: len(s.events) >= 1)
-        (gap,) = back.events
-        assert (gap["type"], gap["path"], gap["after"]) == ("gap", "", seen)
-        assert gap["missed"] > 0, gap
-        assert "/api/status" in gap["reason"], gap
-        # The gap carries the newest id: coming back with it is to be caught up.
-        assert back.ids[0] == witness.ids[-1]
-        again = Stream(served, last_event_id=back.ids[0])
-        streams.append(again)
-        again.wait_for(lambda s: "heartbeat" in s.comments)
-        assert again.events == []
-        for stream in streams:
-            stream.close()
-        assert stop_daemon(running) == 0
-        # A daemon started again numbers from 1 as well: an id of the first one is not its.
-        running = start_daemon(
-            tmp_path,
-            FLAPPING.replace("restart: permanent, ", "autostart: false, "),
-            *args,
-            env_extra=env,
-        )
-        served = Served(running.state)
-        life = Stream(served)
-        streams.append(life)
-        life.wait_for(lambda s: s.last_id is not None)
-        assert life.last_id is not None
-        ours = life.last_id.rpartition("-")[0]
-        # This daemon's own life with a number int() refuses ('²' is a digit to isdigit; more
-        # than 4,300 digits): a gap, not a request that failed with a traceback in the log.
-        for given in (seen, "7", "x" * 500, f"{ours}-\u00b2", f"{ours}-" + "9" * 5000):
-            quoted = urllib.parse.quote(given)
-            other = Stream(served, query=f"?last_event_id={quoted}")
-            streams.append(other)
-            other.wait_for(lambda s: len(s.events) >= 1)
-            (gap,) = other.events
-            assert (gap["type"], gap["missed"]) == ("gap", None), gap
-            assert "not an event id of this jobvisor" in gap["reason"]
-            assert len(gap["reason"]) < 200
-            assert number(other.ids[0]) == 0  # nothing ran yet
-            assert other.ids[0].split("-")[0] != seen.split("-")[0]
-    finally:
-        for stream in streams:
-            stream.close()
-        assert stop_daemon(running) == 0
+    with http_daemon(tmp_path, FLAPPING, "--runtime", RUNTIME, token=TOKEN) as running:
+        try:
+            served = Served(running.http)
+            first = Stream(served)
+            streams.append(first)
+            first.wait_for(lambda s: len(s.events) >= 5)
+            first.close()
+            seen = first.ids[-1]
+            witness = Stream(served)
+            streams.append(witness)
+            witness.wait_for(lambda s: s.ids and number(s.ids[-1]) > number(seen) + BACKLOG + 50)
+            assert running.cli("stop", "flap").returncode == 0
+            witness.wait_for(lambda s: has_event(s, "commanded", "flap", action="stop"))
+            witness.wait_for(lambda s: has_event(s, "state_changed", "flap", new="stopped"))
+            back = Stream(served, last_event_id=seen)
+            streams.append(back)
+            back.wait_for(lambda s: len(s.events) >= 1)
+            (gap,) = back.events
+            assert (gap["type"], gap["path"], gap["after"]) == ("gap", "", seen)
+            assert gap["missed"] > 0, gap
+            assert "/api/status" in gap["reason"], gap
+            # The gap carries the newest id: coming back with it is to be caught up.
+            assert back.ids[0] == witness.ids[-1]
+            again = Stream(served, last_event_id=back.ids[0])
+            streams.append(again)
+            again.wait_for(lambda s: "heartbeat" in s.comments)
+            assert again.events == []
+        finally:
+            for stream in streams:
+                stream.close()
+    # A daemon started again numbers from 1 as well: an id of the first one is not its.
+    streams.clear()
+    held = FLAPPING.replace("restart: permanent, ", "autostart: false, ")
+    with http_daemon(tmp_path, held, "--runtime", RUNTIME, token=TOKEN) as running:
+        try:
+            served = Served(running.http)
+            life = Stream(served)
+            streams.append(life)
+            life.wait_for(lambda s: s.last_id is not None)
+            assert life.last_id is not None
+            ours = life.last_id.rpartition("-")[0]
+            # This daemon's own life with a number int() refuses ('²' is a digit to isdigit;
+            # more than 4,300 digits): a gap, not a request that failed with a traceback.
+            for given in (seen, "7", "x" * 500, f"{ours}-\u00b2", f"{ours}-" + "9" * 5000):
+                quoted = urllib.parse.quote(given)
+                other = Stream(served, query=f"?last_event_id={quoted}")
+                streams.append(other)
+                other.wait_for(lambda s: len(s.events) >= 1)
+                (gap,) = other.events
+                assert (gap["type"], gap["missed"]) == ("gap", None), gap
+                assert "not an event id of this jobvisor" in gap["reason"]
+                assert len(gap["reason"]) < 200
+                assert number(other.ids[0]) == 0  # nothing ran yet
+                assert other.ids[0].split("-")[0] != seen.split("-")[0]
+        finally:
+            for stream in streams:
+                stream.close()
 
 
 def test_starting_a_job_whose_dependency_gave_up_is_a_conflict(tmp_path: Path) -> None:
@@ -794,44 +785,25 @@ def test_starting_a_job_whose_dependency_gave_up_is_a_conflict(tmp_path: Path) -
       - {{name: db, command: "exit 3"}}
       - {{name: app, command: "true", depends_on: [db]}}
     """
-    running = start_daemon(
-        tmp_path,
-        text,
-        "--http",
-        "127.0.0.1:0",
-        "--runtime",
-        RUNTIME,
-        env_extra={"JV_HTTP_TOKEN": TOKEN},
-    )
-    try:
-        served = Served(running.state)
+    with http_daemon(tmp_path, text, "--runtime", RUNTIME) as running:
+        served = Served(running.http)
         wait_until(lambda: running.nodes()["app"]["state"] == "failed", "app not started")
-        refused = served.post("/api/jobs/app/start", token=TOKEN)
+        refused = served.post("/api/jobs/app/start", token=running.http.token)
         assert refused.status_code == 409, refused.text
         assert refused.json() == {
             "code": "dependency_down",
             "error": "cannot start app: it depends on db, which gave up; start db first",
         }
         assert running.nodes()["app"]["starts"] == 0
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_reads_token_makes_every_read_need_the_token_on_loopback_too(tmp_path: Path) -> None:
     # Loopback is every local user's: with reads: token only the token's holders read the tree.
     http = "http: {heartbeat: 200ms, reads: token, token: {secret: {env: JV_HTTP_TOKEN}}}"
-    running = start_daemon(
-        tmp_path,
-        manifest(http),
-        "--http",  # over the manifest's listen: its reads stay
-        "127.0.0.1:0",
-        "--runtime",
-        RUNTIME,
-        env_extra={"JV_HTTP_TOKEN": TOKEN},
-    )
-    try:
-        served = Served(running.state)
-        bearer = {"Authorization": f"Bearer {TOKEN}"}
+    # --http (the helper's) over the manifest's listen: its reads stay.
+    with http_daemon(tmp_path, manifest(http), "--runtime", RUNTIME, token=TOKEN) as running:
+        served = Served(running.http)
+        bearer = running.http.auth
         for read in ("/api/status", "/api/history", "/metrics", "/api/events"):
             refused = served.get(read)
             assert refused.status_code == 401, (read, refused.text)
@@ -855,8 +827,6 @@ def test_reads_token_makes_every_read_need_the_token_on_loopback_too(tmp_path: P
             stream.wait_for(lambda s: has_event(s, "child_exited", "etl/crashy"))
         finally:
             stream.close()
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_host_names_are_told_apart_whatever_their_case(quick: Endpoint) -> None:
@@ -871,17 +841,14 @@ def test_host_names_are_told_apart_whatever_their_case(quick: Endpoint) -> None:
 
 
 def test_without_a_token_actions_are_off(tmp_path: Path) -> None:
-    running = start_daemon(tmp_path, manifest(NO_TOKEN), "--http", ":0", "--runtime", RUNTIME)
-    try:
-        served = Served(running.state)
+    with http_daemon(tmp_path, manifest(NO_TOKEN), "--runtime", RUNTIME, listen=":0") as running:
+        served = Served(running.http)
         assert served.host == "127.0.0.1"  # the default host
         assert served.get("/api/config").json()["actions"] is False
         refused = served.post("/api/jobs/svc/stop", token="anything")
         assert refused.status_code == 403
         assert "token" in refused.json()["error"]
         assert running.nodes()["svc"]["state"] == "running"
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_a_stalled_client_does_not_delay_restarts(tmp_path: Path) -> None:
@@ -894,63 +861,61 @@ def test_a_stalled_client_does_not_delay_restarts(tmp_path: Path) -> None:
         restart: permanent
         command: [sh, -c, "exit 3"]
     """
-    running = start_daemon(tmp_path, flapping, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
     hostile: list[socket.socket] = []
     stream: Stream | None = None
-    try:
-        served = Served(running.state)
-        for _ in range(4):  # subscribe and never read: their buffers fill, then their queues
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-            sock.connect((served.host, served.port))
-            sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: {served.host}\r\n\r\n".encode())
-            hostile.append(sock)
-        slowloris = socket.create_connection((served.host, served.port))
-        slowloris.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and no more
-        hostile.append(slowloris)
-        wait_until(
-            lambda: served.metric("jobvisor_http_event_clients") == 4, "4 streams", timeout=30
-        )
-        stream = Stream(served)
-        cycles = 300
+    with http_daemon(tmp_path, flapping, "--runtime", RUNTIME) as running:
+        try:
+            served = Served(running.http)
+            for _ in range(4):  # subscribe and never read: their buffers fill, then their queues
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                sock.connect((served.host, served.port))
+                sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: {served.host}\r\n\r\n".encode())
+                hostile.append(sock)
+            slowloris = socket.create_connection((served.host, served.port))
+            slowloris.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and no more
+            hostile.append(slowloris)
+            wait_until(
+                lambda: served.metric("jobvisor_http_event_clients") == 4, "4 streams", timeout=30
+            )
+            stream = Stream(served)
+            cycles = 300
 
-        def enough(s: Stream) -> bool:
-            return sum(e["type"] == "child_exited" for e in s.events) >= cycles
+            def enough(s: Stream) -> bool:
+                return sum(e["type"] == "child_exited" for e in s.events) >= cycles
 
-        stream.wait_for(enough, timeout=120)
-        # Every restart still came within its 1ms backoff plus scheduling: a crash's exit to
-        # the next start, as the daemon stamped them.
-        gaps = []
-        exited_at = None
-        for event in stream.events:
-            if event["type"] == "child_exited":
-                exited_at = event["at"]
-            elif event["type"] == "state_changed" and event["new"] == "starting" and exited_at:
-                gaps.append(event["at"] - exited_at)
-                exited_at = None
-        assert len(gaps) >= cycles - 1
-        gaps.sort()
-        assert gaps[len(gaps) // 2] < 0.05, gaps[-10:]
-        assert gaps[-1] < 1.0, gaps[-10:]
-        # The streams that never read were cut (a write stalled past the deadline, or a whole
-        # queue behind), not waited for.
-        wait_until(lambda: served.metric("jobvisor_http_event_clients") == 1, "cut", timeout=60)
-        assert served.get("/api/status").status_code == 200
-    finally:
-        if stream is not None:
-            stream.close()
-        for sock in hostile:
-            sock.close()
-        assert stop_daemon(running) == 0
+            stream.wait_for(enough, timeout=120)
+            # Every restart still came within its 1ms backoff plus scheduling: a crash's exit to
+            # the next start, as the daemon stamped them.
+            gaps = []
+            exited_at = None
+            for event in stream.events:
+                if event["type"] == "child_exited":
+                    exited_at = event["at"]
+                elif event["type"] == "state_changed" and event["new"] == "starting" and exited_at:
+                    gaps.append(event["at"] - exited_at)
+                    exited_at = None
+            assert len(gaps) >= cycles - 1
+            gaps.sort()
+            assert gaps[len(gaps) // 2] < 0.05, gaps[-10:]
+            assert gaps[-1] < 1.0, gaps[-10:]
+            # The streams that never read were cut (a write stalled past the deadline, or a whole
+            # queue behind), not waited for.
+            wait_until(lambda: served.metric("jobvisor_http_event_clients") == 1, "cut", timeout=60)
+            assert served.get("/api/status").status_code == 200
+        finally:
+            if stream is not None:
+                stream.close()
+            for sock in hostile:
+                sock.close()
 
 
 def test_a_stream_whose_client_hung_up_is_forgotten_before_the_next_heartbeat(
     tmp_path: Path,
 ) -> None:
     quiet = manifest("http: {heartbeat: 60s}")
-    running = start_daemon(tmp_path, quiet, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
-    try:
-        served = Served(running.state)
+    with http_daemon(tmp_path, quiet, "--runtime", RUNTIME) as running:
+        served = Served(running.http)
         stream = Stream(served)
         try:
             wait_until(
@@ -962,8 +927,6 @@ def test_a_stream_whose_client_hung_up_is_forgotten_before_the_next_heartbeat(
         wait_until(
             lambda: served.metric("jobvisor_http_event_clients") == 0, "forgotten", timeout=5
         )
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_the_metrics_follow_a_reload(tmp_path: Path) -> None:
@@ -1005,9 +968,8 @@ def test_the_metrics_follow_a_reload(tmp_path: Path) -> None:
         service: true
         command: [sh, -c, "while true; do sleep 0.05; done"]
     """
-    running = start_daemon(tmp_path, before, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
-    try:
-        served = Served(running.state)
+    with http_daemon(tmp_path, before, "--runtime", RUNTIME) as running:
+        served = Served(running.http)
         wait_until(lambda: served.metric("jobvisor_job_state", path="old/gone", kind="command", state="running") == 1, "gone running", timeout=30)  # fmt: skip
         (tmp_path / "jobs.yaml").write_text(textwrap.dedent(after))
         out = running.cli("reload")
@@ -1028,8 +990,6 @@ def test_the_metrics_follow_a_reload(tmp_path: Path) -> None:
         # one it removed is not shown any more.
         assert metrics[("jobvisor_breaker_state", (("breaker", "api"),))] == 0
         assert ("jobvisor_breaker_state", (("breaker", "legacy"),)) not in metrics
-    finally:
-        assert stop_daemon(running) == 0
 
 
 # -- run -------------------------------------------------------------------------------------------
@@ -1044,7 +1004,7 @@ def test_run_serves_until_its_jobs_are_done(tmp_path: Path) -> None:
     )
     jv = Jobvisor(tmp_path, "run", "--http", "127.0.0.1:0", "--runtime", RUNTIME)
     try:
-        served = Served(tmp_path / ".jobvisor")
+        served = Served(http_of(tmp_path / ".jobvisor", proc=jv.proc))
 
         def running() -> bool:
             answer = served.get("/api/status")  # 503 until the tree has started
@@ -1248,16 +1208,13 @@ def test_a_breaker_a_reload_adds_is_followed_by_the_metrics(tmp_path: Path) -> N
         command: [sh, -c, "exit 3"]
         breaker: api
     """
-    running = start_daemon(tmp_path, before, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
-    try:
-        served = Served(running.state)
+    with http_daemon(tmp_path, before, "--runtime", RUNTIME) as running:
+        served = Served(running.http)
         (tmp_path / "jobs.yaml").write_text(textwrap.dedent(after))
         out = running.cli("reload")
         assert out.returncode == 0, out.stderr
         wait_until(lambda: json.loads(running.cli("status", "--json").stdout)["breakers"] == {"api": "open"}, "api open", timeout=30)  # fmt: skip
         wait_until(lambda: served.metric("jobvisor_breaker_state", breaker="api") == 1, "api open in the metrics", timeout=5)  # fmt: skip
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def _counted(metrics: TreeMetrics, path: str) -> tuple[float, float, float]:

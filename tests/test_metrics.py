@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import RUNTIME
-from faultkit import Running, start_daemon, stop_daemon, wait_until
+from faultkit import Running, http_daemon, wait_until
 from httpkit import HttpKit, Reply, Stall
 from prometheus_client.parser import text_string_to_metric_families
 from test_http_api import Served
@@ -93,11 +93,8 @@ jobs:
 def test_a_job_a_reload_replaces_counts_from_zero_as_its_status_does(tmp_path: Path) -> None:
     """README: a replaced job starts from zero, an unchanged one keeps its counts; /metrics
     "counts what the status counts" (it went on from the old job's: starts 8 against 4)."""
-    running = start_daemon(
-        tmp_path, REPLACED.replace("CODE", "3"), "--http", "127.0.0.1:0", "--runtime", RUNTIME
-    )
-    try:
-        served = Served(running.state)
+    with http_daemon(tmp_path, REPLACED.replace("CODE", "3"), "--runtime", RUNTIME) as running:
+        served = Served(running.http)
         wait_until(lambda: _nodes(running)["flappy"]["state"] == "gave_up", "flappy gave up", timeout=30)  # fmt: skip
         assert _counts(served, "flappy") == (4, 3, 4)
         wait_until(lambda: _nodes(running)["calm"]["state"] == "running", "calm running", timeout=30)  # fmt: skip
@@ -118,8 +115,6 @@ def test_a_job_a_reload_replaces_counts_from_zero_as_its_status_does(tmp_path: P
         assert _series(served, "calm") == calm
         node = _nodes(running)["calm"]
         assert _counts(served, "calm") == (node["starts"], node["restarts"], node["failures"])
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def _failure_series(served: Served, path: str) -> dict[str, float]:
@@ -154,9 +149,8 @@ def test_failure_series_are_there_at_zero_before_the_first_failure(tmp_path: Pat
     """
     second = first.replace("exit 3", "exit 4").rstrip() + late
     zero = {"failed": 0.0, "timeout": 0.0, "killed": 0.0}
-    running = start_daemon(tmp_path, first, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
-    try:
-        served = Served(running.state)
+    with http_daemon(tmp_path, first, "--runtime", RUNTIME) as running:
+        served = Served(running.http)
         assert _failure_series(served, "calm") == zero
         wait_until(lambda: _failure_series(served, "swap")["failed"] == 1, "swap failed", timeout=30)  # fmt: skip
         (tmp_path / "jobs.yaml").write_text(textwrap.dedent(second))
@@ -168,8 +162,6 @@ def test_failure_series_are_there_at_zero_before_the_first_failure(tmp_path: Pat
         assert _failure_series(served, "calm") == zero
         wait_until(lambda: _nodes(running)["swap"]["failures"] == 1, "the new swap failed", timeout=30)  # fmt: skip
         assert _failure_series(served, "swap") == {**zero, "failed": 1.0}
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def _deliveries(served: Served) -> dict[tuple[str, str], float]:
@@ -201,9 +193,8 @@ def test_notification_deliveries_are_counted_by_how_they_ended(tmp_path: Path) -
             service: true
             command: [sh, -c, "exit 3"]
         """
-        running = start_daemon(tmp_path, manifest, "--http", "127.0.0.1:0", "--runtime", RUNTIME)
-        try:
-            served = Served(running.state)
+        with http_daemon(tmp_path, manifest, "--runtime", RUNTIME) as running:
+            served = Served(running.http)
             hook.wait_requests(2, timeout=30)
             host = f"http://127.0.0.1:{hook.port}"
             want = {
@@ -217,8 +208,6 @@ def test_notification_deliveries_are_counted_by_how_they_ended(tmp_path: Path) -
             wait_until(lambda: _deliveries(served) == want, f"{want} counted", timeout=30)
             text = served.get("/metrics").text
             assert not [s for s in ("tok3nPART", "T0K3NPATH", "QU3RYKEY", "us3rNAME") if s in text]
-        finally:
-            assert stop_daemon(running) == 0
 
 
 def test_a_delivery_its_full_queue_drops_is_counted_as_dropped() -> None:
@@ -262,9 +251,8 @@ def test_each_jobs_state_since_is_its_status_since_and_the_build_is_told(tmp_pat
     """``jobvisor_job_state_since_seconds`` is the status's ``since`` (unix time of the last
     change of state), at the start and after a change; ``jobvisor_build_info`` is 1 with the
     version ``--version`` prints, the Python and the runtime."""
-    running = start_daemon(tmp_path, REPLACED.replace("CODE", "3"), "--http", "127.0.0.1:0", "--runtime", RUNTIME)  # fmt: skip
-    try:
-        served = Served(running.state)
+    with http_daemon(tmp_path, REPLACED.replace("CODE", "3"), "--runtime", RUNTIME) as running:
+        served = Served(running.http)
         calm = {"path": "calm", "kind": "command"}
         wait_until(lambda: served.metric("jobvisor_job_state", **calm, state="running") == 1, "calm running", timeout=30)  # fmt: skip
         since = served.metric("jobvisor_job_state_since_seconds", **calm)
@@ -287,8 +275,6 @@ def test_each_jobs_state_since_is_its_status_since_and_the_build_is_told(tmp_pat
         # Bounded: one series per child, none per attempt.
         per_path = [k for k in served.metrics() if k[0] == "jobvisor_job_state_since_seconds"]
         assert sorted(dict(k[1])["path"] for k in per_path) == ["calm", "flappy"]
-    finally:
-        assert stop_daemon(running) == 0
 
 
 DOWN_GROUP = """
@@ -310,9 +296,8 @@ def test_a_job_changed_while_its_group_is_down_resets_when_its_status_does(
     next starts, compared with the spec it was counted under: /metrics went to 0 at the
     reload (status 2), and stayed 1 behind for good once a second reload put the command
     back (status 3)."""
-    running = start_daemon(tmp_path, DOWN_GROUP.replace("SECS", "100"), "--http", "127.0.0.1:0", "--runtime", RUNTIME)  # fmt: skip
-    try:
-        served = Served(running.state)
+    with http_daemon(tmp_path, DOWN_GROUP.replace("SECS", "100"), "--runtime", RUNTIME) as running:
+        served = Served(running.http)
 
         def agree(starts: int) -> None:
             _agrees(running, served, "g/x", starts)
@@ -341,8 +326,6 @@ def test_a_job_changed_while_its_group_is_down_resets_when_its_status_does(
         agree(3)
         start_g()
         agree(1)  # a new job at g's start, as its status says
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_a_notification_a_reload_removes_loses_its_delivery_series(tmp_path: Path) -> None:
@@ -359,16 +342,13 @@ def test_a_notification_a_reload_removes_loses_its_delivery_series(tmp_path: Pat
         command: [sleep, '100']
     """
     other = "  - {name: mailer, on: [gave_up], command: [sh, -c, 'cat >/dev/null']}"
-    running = start_daemon(tmp_path, manifest.replace("NOTIFY", other), "--http", "127.0.0.1:0", "--runtime", RUNTIME)  # fmt: skip
-    try:
-        served = Served(running.state)
+    with http_daemon(tmp_path, manifest.replace("NOTIFY", other), "--runtime", RUNTIME) as running:
+        served = Served(running.http)
         assert {name for name, _ in _deliveries(served)} == {"pager", "mailer"}
         (tmp_path / "jobs.yaml").write_text(textwrap.dedent(manifest.replace("NOTIFY", "")))
         out = running.cli("reload")
         assert out.returncode == 0, out.stderr
         assert {name for name, _ in _deliveries(served)} == {"pager"}
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_a_job_removed_while_its_group_is_down_goes_when_its_status_does(
@@ -389,9 +369,8 @@ def test_a_job_removed_while_its_group_is_down_goes_when_its_status_does(
     X
     """
     x = "      - {name: x, service: true, command: [sleep, '100']}"
-    running = start_daemon(tmp_path, manifest.replace("X", x), "--http", "127.0.0.1:0", "--runtime", RUNTIME)  # fmt: skip
-    try:
-        served = Served(running.state)
+    with http_daemon(tmp_path, manifest.replace("X", x), "--runtime", RUNTIME) as running:
+        served = Served(running.http)
 
         def agree(starts: int) -> None:
             _agrees(running, served, "g/x", starts)
@@ -420,5 +399,3 @@ def test_a_job_removed_while_its_group_is_down_goes_when_its_status_does(
         start_g()
         assert "g/x" not in _nodes(running)
         assert _series(served, "g/x") == {}
-    finally:
-        assert stop_daemon(running) == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import RUNTIME
-from faultkit import CLI, ENV, Running, start_daemon, stop_daemon, wait_until
+from faultkit import CLI, ENV, Running, http_daemon, start_daemon, stop_daemon, wait_until
 
 MANIFEST = """
 version: 1
@@ -313,23 +313,12 @@ def test_signal_without_a_daemon(tmp_path: Path) -> None:
 
 def test_signal_over_http_needs_the_token(tmp_path: Path) -> None:
     manifest = MANIFEST + "http: {token: {secret: {env: JV_HTTP_TOKEN}}}\n"
-    running = start_daemon(
-        tmp_path,
-        manifest,
-        "--http",
-        "127.0.0.1:0",
-        "--runtime",
-        RUNTIME,
-        env_extra={"JV_HTTP_TOKEN": "s3cret-token"},
-    )
-    try:
-        address = running.state / "http.json"
-        wait_until(address.exists, "the endpoint's address file")
-        url = json.loads(address.read_text())["url"].rstrip("/")
+    with http_daemon(tmp_path, manifest, "--runtime", RUNTIME) as running:
+        url = running.http.url
         wait_until(lambda: _states(running)["hup"] == "running", "hup running")
         target = url + "/api/jobs/hup/signal?signal=HUP"
         assert requests.post(target, timeout=30).status_code == 401
-        auth = {"Authorization": "Bearer s3cret-token"}
+        auth = running.http.auth
         assert (
             requests.post(target, headers={"Authorization": "Bearer no"}, timeout=30).status_code
             == 403
@@ -349,8 +338,6 @@ def test_signal_over_http_needs_the_token(tmp_path: Path) -> None:
         assert nope.status_code == 404
         assert requests.get(target, timeout=30).status_code == 405
         assert _output(running, "hup").count("got-hup") == 1
-    finally:
-        assert stop_daemon(running) == 0
 
 
 SUPERVISORCTL = """

@@ -11,19 +11,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import RUNTIME
-from faultkit import Running, start_daemon, stop_daemon, wait_until
+from faultkit import HttpDaemon, Running, http_daemon, wait_until
 from httpkit import HttpKit, Reply, Reset, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-TOKEN = "page-test-token-7f3a"  # checked never to reach the page
+TOKEN = secrets.token_urlsafe(24)  # fresh each run; checked never to reach the page
 WAIT = 30.0
 
 if RUNTIME != "threads":
@@ -78,27 +80,22 @@ jobs:
         service: true
         command: [sh, -c, "while true; do sleep 0.2; done"]
 """
+READS_TOKEN = MANIFEST.replace("http:\n", "http:\n  reads: token\n", 1)
 PATHS = ("caller", "svc", "crasher", "tick", "pipeline", "pipeline/worker")
 BREAKER = '.breaker[data-breaker="db"] .badge'
 
 
-def daemon_at(cwd: Path, port: int) -> Running:
-    return start_daemon(
-        cwd, MANIFEST, "--http", f"127.0.0.1:{port}", env_extra={"PAGE_TOKEN": TOKEN}
+def daemon_at(cwd: Path, port: int, manifest: str = MANIFEST) -> AbstractContextManager[HttpDaemon]:
+    """A daemon on ``manifest`` (its token read from PAGE_TOKEN) at ``port``, 0 for any."""
+    return http_daemon(
+        cwd, manifest, listen=f"127.0.0.1:{port}", token=TOKEN, token_env="PAGE_TOKEN"
     )
-
-
-def url_of(running: Running) -> str:
-    """Where a daemon started with ``--http 127.0.0.1:0`` listens, as it wrote it down."""
-    address = json.loads((running.state / "http.json").read_text())
-    return str(address["url"]).rstrip("/")
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Running, str]]:
-    running = daemon_at(tmp_path, 0)
-    yield running, url_of(running)
-    assert stop_daemon(running) == 0
+    with daemon_at(tmp_path, 0) as running:
+        yield running, running.http.url
 
 
 @pytest.fixture
@@ -280,8 +277,7 @@ jobs:
 
 def test_each_timeline_comes_from_its_own_history(tmp_path: Path, browser: WebDriver) -> None:
     """A job with many attempts does not push another job's out of the page's first load."""
-    running = start_daemon(tmp_path, FLOOD, "--http", "127.0.0.1:0")
-    try:
+    with http_daemon(tmp_path, FLOOD) as running:
 
         def chatty_attempts() -> int:
             out = running.cli("history", "chatty", "--json", "--limit", "1")
@@ -292,13 +288,11 @@ def test_each_timeline_comes_from_its_own_history(tmp_path: Path, browser: WebDr
         wait_until(
             lambda: chatty_attempts() > 600, "chatty's attempts", proc=running.proc, timeout=60
         )
-        browser.get(url_of(running) + "/")
+        browser.get(running.http.url + "/")
         failed = '.row[data-path="once"] .timeline .bar[data-outcome="failed"]'
         until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, failed), "once's failed attempt")
         until(browser, lambda d: newest_attempt(d, "chatty") > 600, "chatty's timeline")
         assert console_errors(browser) == []
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_actions_need_the_token_and_the_page_never_shows_it(
@@ -337,33 +331,31 @@ def test_a_daemon_gone_away_is_said_plainly_and_the_page_comes_back_with_it(
     tmp_path: Path, browser: WebDriver
 ) -> None:
     port = free_port()
-    running = daemon_at(tmp_path, port)
-    try:
+    with daemon_at(tmp_path, port):
         open_page(browser, f"http://127.0.0.1:{port}")
         use_token(browser, TOKEN)
         until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".actions button"), "the buttons")
         browser.execute_script("window.__jobvisorMarker = 'kept'")
         assert not browser.find_element(By.ID, "down").is_displayed()
-        assert stop_daemon(running) == 0
 
-        down = browser.find_element(By.ID, "down")
-        until(browser, lambda d: down.is_displayed(), "that the daemon cannot be reached")
-        assert "cannot reach the daemon" in down.text.lower()
-        assert re.search(r"since \d\d:\d\d:\d\d", down.text), down.text
-        assert conn(browser) != "live"
-        # What the page shows is the last it knew: not a green "running" root, rows greyed.
-        root = browser.find_element(By.ID, "tree-state")
-        assert root.get_attribute("data-state") == "unknown"
-        assert root.text == "unknown"
-        opacity = browser.execute_script(
-            "return getComputedStyle(document.querySelector('.row[data-path=\"svc\"]')).opacity"
-        )
-        assert float(opacity) < 0.8, "the rows are not marked stale"
-        buttons = browser.find_elements(By.CSS_SELECTOR, ".actions button")
-        assert buttons
-        assert all(not b.is_enabled() for b in buttons), "actions stay on while unreachable"
+    down = browser.find_element(By.ID, "down")
+    until(browser, lambda d: down.is_displayed(), "that the daemon cannot be reached")
+    assert "cannot reach the daemon" in down.text.lower()
+    assert re.search(r"since \d\d:\d\d:\d\d", down.text), down.text
+    assert conn(browser) != "live"
+    # What the page shows is the last it knew: not a green "running" root, rows greyed.
+    root = browser.find_element(By.ID, "tree-state")
+    assert root.get_attribute("data-state") == "unknown"
+    assert root.text == "unknown"
+    opacity = browser.execute_script(
+        "return getComputedStyle(document.querySelector('.row[data-path=\"svc\"]')).opacity"
+    )
+    assert float(opacity) < 0.8, "the rows are not marked stale"
+    buttons = browser.find_elements(By.CSS_SELECTOR, ".actions button")
+    assert buttons
+    assert all(not b.is_enabled() for b in buttons), "actions stay on while unreachable"
 
-        running = daemon_at(tmp_path, port)
+    with daemon_at(tmp_path, port):
         until(
             browser,
             lambda d: conn(d) == "live" and not d.find_element(By.ID, "down").is_displayed(),
@@ -383,8 +375,6 @@ def test_a_daemon_gone_away_is_said_plainly_and_the_page_comes_back_with_it(
         (tmp_path / "go").touch()
         until(browser, lambda d: number(d, "crasher", "failures") == 1, "the new daemon's events")
         assert browser.execute_script("return window.__jobvisorMarker") == "kept"
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_action_results_show_wherever_the_page_is_scrolled(
@@ -443,11 +433,10 @@ jobs:
 def test_job_text_with_control_characters_is_shown_escaped(
     tmp_path: Path, browser: WebDriver
 ) -> None:
-    running = start_daemon(tmp_path, BIDI, "--http", "127.0.0.1:0")
-    try:
+    with http_daemon(tmp_path, BIDI) as running:
         shown = running.cli("status")
         assert "\\u202e" in shown.stdout, shown.stdout  # what the CLI does
-        browser.get(url_of(running) + "/")
+        browser.get(running.http.url + "/")
         until(browser, lambda d: "code 3" in cell(d, "bidi", ".exit"), "the failure")
         error = cell(browser, "bidi", ".exit .err")
         assert "\\u202edesrever\\u202c done" in error, error
@@ -465,8 +454,6 @@ def test_job_text_with_control_characters_is_shown_escaped(
         for raw in ("\u202e", "\u202c"):
             assert raw not in html, f"a raw U+{ord(raw):04X} on the page"
         assert console_errors(browser) == []
-    finally:
-        assert stop_daemon(running) == 0
 
 
 TICKERS = "\n".join(
@@ -508,9 +495,8 @@ COUNT_REQUESTS = """
 def test_events_update_the_page_without_a_request_each(tmp_path: Path, browser: WebDriver) -> None:
     """One history read for every timeline, and the status is not read again for each tick
     that the event itself describes."""
-    running = start_daemon(tmp_path, MANY, "--http", "127.0.0.1:0")
-    try:
-        browser.get(url_of(running) + "/")
+    with http_daemon(tmp_path, MANY) as running:
+        browser.get(running.http.url + "/")
         browser.execute_script("performance.setResourceTimingBufferSize(5000)")
         until(
             browser, lambda d: all(state_of(d, f"t{i}") == "running" for i in range(6)), "the jobs"
@@ -532,8 +518,6 @@ def test_events_update_the_page_without_a_request_each(tmp_path: Path, browser: 
         assert "succeeded" in cell(browser, "t3", ".exit")
         assert cell(browser, "t3", ".next") != ""
         assert console_errors(browser) == []
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_a_replaced_jobs_earlier_attempts_are_set_apart(
@@ -630,17 +614,14 @@ jobs:
 
 
 def test_a_job_left_stopped_by_autostart_false_says_why(tmp_path: Path, browser: WebDriver) -> None:
-    running = start_daemon(tmp_path, HELD, "--http", "127.0.0.1:0")
-    try:
-        browser.get(url_of(running) + "/")
+    with http_daemon(tmp_path, HELD) as running:
+        browser.get(running.http.url + "/")
         until(browser, lambda d: state_of(d, "held") == "stopped", "the job left stopped")
         assert cell(browser, "held", ".exit") == "not started (autostart: false)"
         assert running.cli("start", "held").returncode == 0
         until(browser, lambda d: state_of(d, "held") == "running", "its start")
         assert cell(browser, "held", ".exit") == "—"
         assert console_errors(browser) == []
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_reads_that_need_the_token_go_live_once_it_is_typed(
@@ -648,15 +629,8 @@ def test_reads_that_need_the_token_go_live_once_it_is_typed(
 ) -> None:
     """http: {reads: token}: the page reads nothing until the token is typed, then reads the
     status and the live stream with it in a header (fetch, not EventSource), never in a URL."""
-    running = start_daemon(
-        tmp_path,
-        MANIFEST.replace("http:\n", "http:\n  reads: token\n", 1),
-        "--http",
-        "127.0.0.1:0",
-        env_extra={"PAGE_TOKEN": TOKEN},
-    )
-    try:
-        url = url_of(running)
+    with daemon_at(tmp_path, 0, READS_TOKEN) as running:
+        url = running.http.url
         browser.get(url + "/")
         until(
             browser,
@@ -682,8 +656,6 @@ def test_reads_that_need_the_token_go_live_once_it_is_typed(
         until(browser, lambda d: (number(d, "crasher", "restarts") or 0) >= 1, "a restart")
         assert browser.current_url == url + "/"
         assert TOKEN not in browser.page_source
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_a_page_loaded_while_the_daemon_restarts_reaches_token_needed_and_goes_live(
@@ -703,14 +675,7 @@ def test_a_page_loaded_while_the_daemon_restarts_reaches_token_needed_and_goes_l
             "that the daemon cannot be reached",
         )
         assert any(r.path == "/api/config" for r in kit.requests)
-    running = start_daemon(
-        tmp_path,
-        MANIFEST.replace("http:\n", "http:\n  reads: token\n", 1),
-        "--http",
-        f"127.0.0.1:{port}",
-        env_extra={"PAGE_TOKEN": TOKEN},
-    )
-    try:
+    with daemon_at(tmp_path, port, READS_TOKEN):
         until(
             browser,
             lambda d: "Reading needs the token" in d.find_element(By.ID, "down").text,
@@ -722,8 +687,6 @@ def test_a_page_loaded_while_the_daemon_restarts_reaches_token_needed_and_goes_l
         assert not browser.find_element(By.ID, "down").is_displayed()
         (tmp_path / "go").touch()  # events come on the token stream
         until(browser, lambda d: (number(d, "crasher", "restarts") or 0) >= 1, "a restart")
-    finally:
-        assert stop_daemon(running) == 0
 
 
 def test_the_time_unreachable_counts_from_when_the_daemon_went_not_from_the_token_wanted(
@@ -733,19 +696,12 @@ def test_the_time_unreachable_counts_from_when_the_daemon_went_not_from_the_toke
     daemon that answered (wanting the token) for a minute, then went for a few seconds, was
     "unreachable since" that minute ago and "reconnected: ... unreachable for 61s" (review)."""
     port = free_port()
-    text = MANIFEST.replace("http:\n", "http:\n  reads: token\n", 1)
-
-    def start() -> Running:
-        return start_daemon(
-            tmp_path, text, "--http", f"127.0.0.1:{port}", env_extra={"PAGE_TOKEN": TOKEN}
-        )
 
     def ago(driver: WebDriver) -> int | None:
         found = re.search(r"\((\d+)s\)", driver.find_element(By.ID, "down").text)
         return int(found[1]) if found else None
 
-    running = start()
-    try:
+    with daemon_at(tmp_path, port, READS_TOKEN):
         browser.get(f"http://127.0.0.1:{port}/")
         until(
             browser,
@@ -755,12 +711,11 @@ def test_the_time_unreachable_counts_from_when_the_daemon_went_not_from_the_toke
         # A minute goes by on the page's clock, which all it shows is counted on.
         browser.execute_script("const real = Date.now; Date.now = () => real.call(Date) + 60000;")
         until(browser, lambda d: (ago(d) or 0) >= 60, "a minute of token needed")
-        assert stop_daemon(running) == 0
-        down = browser.find_element(By.ID, "down")
-        until(browser, lambda d: "cannot reach the daemon" in down.text.lower(), "unreachable")
-        assert (ago(browser) or 0) < 30, down.text  # since it went, not since the token was wanted
-        use_token(browser, TOKEN)  # typed while it is away: the page goes live once it is back
-        running = start()
+    down = browser.find_element(By.ID, "down")
+    until(browser, lambda d: "cannot reach the daemon" in down.text.lower(), "unreachable")
+    assert (ago(browser) or 0) < 30, down.text  # since it went, not since the token was wanted
+    use_token(browser, TOKEN)  # typed while it is away: the page goes live once it is back
+    with daemon_at(tmp_path, port, READS_TOKEN):
         until(
             browser,
             lambda d: conn(d) == "live" and not d.find_element(By.ID, "down").is_displayed(),
@@ -771,5 +726,3 @@ def test_the_time_unreachable_counts_from_when_the_daemon_went_not_from_the_toke
         found = re.fullmatch(r"reconnected: the daemon was unreachable for (\d+)s", said[0])
         assert found is not None, said
         assert int(found[1]) < 30, said
-    finally:
-        assert stop_daemon(running) == 0
