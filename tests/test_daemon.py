@@ -1764,3 +1764,37 @@ def test_replace_while_group_escalates(tmp_path: Path) -> None:
     finally:
         jv.terminate()
         jv.close()
+
+
+def test_a_job_a_reload_adds_to_a_stopped_group_is_listed_at_once(tmp_path: Path) -> None:
+    """It got its zero metric series at the reload, but the status listed it only once its
+    group started: it is listed at once, ``stopped`` as its siblings."""
+    old = """
+    version: 1
+    jobs:
+      - group: g
+        jobs:
+          - name: a
+            service: true
+            command: [sleep, '100']
+    """
+    running = start_daemon(tmp_path, old)
+    try:
+        assert running.cli("stop", "g").returncode == 0
+        new = (
+            textwrap.dedent(old)
+            + "      - name: b\n        service: true\n        command: [sleep, '100']\n"
+        )
+        (tmp_path / "jobs.yaml").write_text(new)
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "add g/b (at g's next start)\n"
+        group = running.nodes()["g"]
+        assert group["state"] == "stopped"
+        listed = [(n["path"], n["state"], n["starts"]) for n in group["children"]]
+        assert listed == [("g/a", "stopped", 1), ("g/b", "stopped", 0)]
+        assert running.cli("start", "g").returncode == 0
+        group = running.nodes()["g"]
+        assert [(n["path"], n["starts"]) for n in group["children"]] == [("g/a", 2), ("g/b", 1)]
+    finally:
+        assert stop_daemon(running) == 0
