@@ -1798,3 +1798,56 @@ def test_a_job_a_reload_adds_to_a_stopped_group_is_listed_at_once(tmp_path: Path
         assert [(n["path"], n["starts"]) for n in group["children"]] == [("g/a", 2), ("g/b", 1)]
     finally:
         assert stop_daemon(running) == 0
+
+
+def test_a_reload_that_changes_only_an_http_jobs_headers_replaces_it(tmp_path: Path) -> None:
+    """A reload changing only a header (its value, or one added) is a change like any other
+    request field's: the job is replaced and sends the new ones. The summary names the job,
+    never a header's value; nor does the status."""
+    from httpkit import HttpKit
+
+    secret = "hunter2-header-secret"
+    manifest = """
+    version: 1
+    jobs:
+      - name: ping
+        every: 100ms
+        http:
+          url: URL/ping
+          headers: {Authorization: "Bearer ${secret:JV_TOKEN}", X-Plain: VALUE}
+    """
+    with HttpKit() as kit:
+        text = manifest.replace("URL", kit.url)
+        running = start_daemon(
+            tmp_path, text.replace("VALUE", "first"), env_extra={"JV_TOKEN": secret}
+        )
+        try:
+            kit.wait_requests(1)
+            (tmp_path / "jobs.yaml").write_text(textwrap.dedent(text.replace("VALUE", "second")))
+            out = running.cli("reload")
+            assert out.returncode == 0, out.stderr
+            assert out.stdout == "replace ping\n"
+            seen = kit.count
+            kit.wait_requests(seen + 2)
+            with kit._cond:
+                after = kit.requests[seen + 1 :]  # the one in flight at the reload aside
+            assert {r.headers["x-plain"] for r in after} == {"second"}
+            assert {r.headers["authorization"] for r in after} == {f"Bearer {secret}"}
+            # Another header's value, a name added: each a change, the value said nowhere.
+            changed = text.replace("VALUE", "second").replace(
+                "X-Plain: second", "X-Plain: second, X-Extra: third"
+            )
+            (tmp_path / "jobs.yaml").write_text(textwrap.dedent(changed))
+            out = running.cli("reload")
+            assert out.returncode == 0, out.stderr
+            assert out.stdout == "replace ping\n"
+            seen = kit.count
+            kit.wait_requests(seen + 2)
+            with kit._cond:
+                after = kit.requests[seen + 1 :]
+            assert {r.headers.get("x-extra") for r in after} == {"third"}
+            dry = running.cli("reload", "--dry-run")
+            shown = out.stdout + out.stderr + dry.stdout + dry.stderr + json.dumps(running.status())
+            assert not [value for value in ("second", "third", secret) if value in shown]
+        finally:
+            assert stop_daemon(running) == 0
