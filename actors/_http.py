@@ -30,6 +30,7 @@ import weakref
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -73,6 +74,9 @@ _DEFAULT_RETRY_ON: Final = frozenset({"connection", "timeout", "5xx", "429"})
 _REDIRECTED: Final = frozenset({"GET", "HEAD"})
 _RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
 _CHUNK: Final = 64 * 1024
+# A field's metadata: hidden from the repr (it may hold a secret), yet part of the job's
+# identity, which ``supervision._journal``'s spec hash reads from the repr's fields otherwise.
+IDENTITY: Final = MappingProxyType({"identity": True})
 _STDLIB_ERROR_MODULES: Final = frozenset({"builtins", "socket", "ssl", "http.client"})
 
 Reason = Literal["connection", "timeout", "cancelled", "invalid"]
@@ -742,14 +746,16 @@ class HttpWork:
     kind: ClassVar[str] = "http"
     url: str
     method: str = "GET"
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    params: Mapping[str, str] = field(default_factory=dict, repr=False)
-    json: Any = field(default=None, repr=False)  # at most one of json / body
-    body: str | bytes | None = field(default=None, repr=False)
+    # Out of the repr (a secret), not out of the job's identity: the journal's spec hash
+    # (``run --resume``) takes them all the same (``IDENTITY``).
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False, metadata=IDENTITY)
+    params: Mapping[str, str] = field(default_factory=dict, repr=False, metadata=IDENTITY)
+    json: Any = field(default=None, repr=False, metadata=IDENTITY)  # at most one of json / body
+    body: str | bytes | None = field(default=None, repr=False, metadata=IDENTITY)
     timeout: float = 30.0
     expect_status: tuple[int, ...] = ()  # empty = any 2xx
     # Names in ``headers`` whose values hold a secret (the manifest says which).
-    secret_headers: tuple[str, ...] = field(default=(), repr=False)
+    secret_headers: tuple[str, ...] = field(default=(), repr=False, metadata=IDENTITY)
     _holder: _SessionHolder = field(
         default_factory=_SessionHolder, init=False, repr=False, compare=False, hash=False
     )

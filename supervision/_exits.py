@@ -60,9 +60,11 @@ def _attempt_ended(report: AttemptDone, service: bool, path: str) -> ExitReason:
     if isinstance(error, Kill):  # killed after its grace (or by a forced stop)
         return ExitReason(Outcome.KILLED, None)
     if report.stop_requested:
-        # Ended because it was stopped: its error is no failure of the job's, and a clean end
-        # (a command that traps SIGTERM and exits 0) no proof that its work was done.
-        return ExitReason(Outcome.STOPPED, error)
+        # Ended because it was stopped: its error is no failure of the job's (the stop's own
+        # SIGTERM, a trap's exit code: ``code`` keeps it), so none is shown, as for the exit it
+        # ends; and a clean end (a command that traps SIGTERM and exits 0) no proof that its
+        # work was done.
+        return ExitReason(Outcome.STOPPED, None)
     if error is not None:
         return ExitReason(_failed(error), error)
     if service:

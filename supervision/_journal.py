@@ -131,7 +131,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 # What a spec hash this jobvisor journals begins with. Older ones wrote 16 hex digits of
 # sha256(repr(spec)), which every field a version adds to a spec changes (the repr shows its
 # default): their successes cannot be matched to a job, and ``run --resume`` says so
-# (``older_successes``). The next change of how a job's identity is computed takes "v3:".
+# (``older_successes``). The next change of how a job's identity is computed takes "v3:",
+# unless, as when an http job's headers, params and body joined it, a job's hash changes only
+# where it had to (a field at its default is out of the form): the others keep theirs.
 HASH_MARK: Final = "v2:"
 
 
@@ -150,7 +152,8 @@ def _canonical(value: object, out: list[str]) -> None:
     """Append ``value``'s canonical form to ``out``: one text per value, whatever its origin.
 
     Dataclasses by their class name and the fields shown in their repr (the job's identity
-    the journal always kept: ``output``, ``autostart``... are out of it), sorted by name and
+    the journal always kept: ``output``, ``autostart``... are out of it) or marked as part of
+    the identity though hidden (an http job's headers, params and body), sorted by name and
     without those equal to their default; mappings and sets sorted by their items' forms; a
     tuple and a list alike; enums by value; floats exactly (``float.hex``); classes (an
     exception in ``give_up_on``) by module and name. Each text is length-prefixed and each
@@ -281,7 +284,15 @@ def _identity_fields(cls: type) -> tuple[tuple[str, object], ...]:
     found = _IDENTITY_FIELDS.get(cls)
     if found is None:
         fields = sorted(dataclasses.fields(cls), key=lambda field: field.name)
-        found = tuple((field.name, _default(field)) for field in fields if field.repr)
+        # A field out of the repr (``output``, ``autostart``) is out of the identity, unless
+        # it is out of the repr only to hide a secret (an http job's headers, params and body:
+        # ``actors._http.IDENTITY``). Left out at their defaults, as any field: a job without
+        # them keeps the hash it was journaled under.
+        found = tuple(
+            (field.name, _default(field))
+            for field in fields
+            if field.repr or field.metadata.get("identity", False)
+        )
         _IDENTITY_FIELDS[cls] = found
     return found
 

@@ -1151,8 +1151,9 @@ def new_story(path: str, *, tree: str | None = None) -> None:
 
 
 def tree_stopped(tree: str) -> None:
-    """The tree ``tree`` (its id) stopped: what the log held of its loops is summed up now, and
-    its damping state goes (a process may start and stop trees all day)."""
+    """The tree ``tree`` (its id) ended, its root's end whatever caused it (a stop, a kill, an
+    escalation): what the log held of its loops is summed up now, and its damping state goes
+    (a process may start and stop trees all day)."""
     _running_trees.discard(tree)  # first: a late record of it must not make a damper again
     with _setups_lock:
         handlers = [setup._handler for setup in _setups if setup._handler is not None]

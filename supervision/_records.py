@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import logbook
 
-from actors import JobActor, NoSuchChildError, describe, start_supervised
+from actors import JobActor, NoSuchChildError, Outcome, describe, start_supervised
 from actors._errors import GroupDownError, NotAGroupError
 from actors._placement import RayPlacement
 from supervision import _events as ev
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
         BreakerState,
         ChildRef,
         Link,
-        Outcome,
         Scheduler,
         SupervisedActor,
         TimerHandle,
@@ -256,9 +255,14 @@ class TreeContext:
         logged twice at two levels.
         """
         # The classification's error where it has one (why a service's clean exit failed);
-        # else the attempt's own (a kill's says which attempt).
+        # else the attempt's own (a kill's says which attempt). A stop asked for is no error
+        # (SPEC §2): none, as the exit it ends says (``child_exited``, the status).
         outcome = reason.outcome
-        error = self.shown(msg.error if reason.error is None else reason.error)
+        error = (
+            None
+            if outcome is Outcome.STOPPED
+            else self.shown(msg.error if reason.error is None else reason.error)
+        )
         if outcome.is_failure:
             log.debug(
                 "{}: attempt {} {}: {}",

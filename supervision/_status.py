@@ -32,6 +32,7 @@ __all__ = [
     "idle_children",
     "node",
     "resolve",
+    "stopped_children",
     "version",
 ]
 
@@ -142,7 +143,11 @@ def child_nodes(records: list[ChildRecord], now: float) -> list[dict[str, Any]]:
         children: Any = None
         if isinstance(rec.spec, SupervisorSpec):
             actor = rec.actor
-            children = _ask_status(actor) if actor is not None else rec.final_children
+            children = (
+                _ask_status(actor)
+                if actor is not None
+                else stopped_children(rec.spec, rec.path, rec.final_children)
+            )
         waiting = rec.state in (State.BACKOFF, State.COOLDOWN, State.WAITING) or (
             rec.periodic and rec.state is State.RUNNING  # the next tick (after the first one)
         )
@@ -220,6 +225,33 @@ def _ask_status(actor: SupervisedActor) -> pykka.Future[Any]:
 def idle_children(spec: SupervisorSpec, path: str) -> list[dict[str, Any]]:
     """Status nodes for the children of a group that is not running."""
     return [node(child, f"{path}/{child.name}", State.STOPPED) for child in spec.children]
+
+
+def stopped_children(spec: SupervisorSpec, path: str, nodes: Any) -> Any:
+    """The children of a group that is down: its last nodes (``nodes``, at its stop; None: it
+    never ran), and a job a reload added since, ``stopped`` as they are, in its place.
+
+    One a reload changed or removed meanwhile keeps its last node until the group starts
+    (compared then with the spec it was counted under: see ``Carried.onto``), and so do its
+    metric series; one it added has its zero series from the reload on, and is listed so.
+    """
+    if nodes is None:
+        return None
+    out = list(nodes)
+    names = {n.get("name") for n in out}
+    after = -1  # where the spec's previous child is in ``out``: a new one goes after it
+    for child in spec.children:
+        if child.name in names:
+            at = next(i for i, n in enumerate(out) if n.get("name") == child.name)
+            was = out[at]
+            if isinstance(child, SupervisorSpec) and isinstance(was.get("children"), list):
+                below = stopped_children(child, was["path"], was["children"])
+                out[at] = {**was, "children": below}
+            after = at
+        else:
+            after += 1
+            out.insert(after, node(child, f"{path}/{child.name}", State.STOPPED))
+    return out
 
 
 def document(

@@ -99,8 +99,9 @@ class RunResult:
 class _Monitor:
     """The root supervisor's parent: records that the root started and how it ended."""
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Tracker, tree_id: str) -> None:
         self._tracker = tracker
+        self._tree_id = tree_id
         self.exit: ChildExit | None = None
         self.final: list[dict[str, Any]] = []
 
@@ -111,6 +112,10 @@ class _Monitor:
             self._tracker.started.set()
         elif isinstance(message, ChildExit):
             self.exit = message
+            # Whatever ended it (a stop, a kill after a stop that timed out, an escalation past
+            # the root), its loops are over: what the log held of them is written now, and their
+            # damper goes (a late record of a thread of it is damped with no tree's).
+            tree_stopped(self._tree_id)
             self._tracker.ended.set()
         self._tracker.notify()
 
@@ -130,7 +135,7 @@ class Tree:
         self.spec = spec
         self.runtime = runtime
         self._ctx = context
-        self._monitor = _Monitor(context.tracker)
+        self._monitor = _Monitor(context.tracker, context.tree_id)
         self._abandon = AbandonWatch(context)  # issue 11.1: a stuck thread never holds a stop
         self._root = start_supervised(
             Supervisor, Link(self._monitor, 0, 1), f"{context.tree_id}-root", spec, context, ""
@@ -361,7 +366,6 @@ class Tree:
         if listener is not None:
             for breaker in self._ctx.breakers.values():
                 breaker.unlisten(listener)
-        tree_stopped(self._ctx.tree_id)  # its threads are joined: no record of it comes now
         _live_trees.discard(self)
         return not running
 
@@ -604,7 +608,7 @@ def start_tree(
         succeeded=succeeded or {},
         budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,
     )
-    tree_begins(tree_id)  # its records' damper is kept from now until tree_stopped
+    tree_begins(tree_id)  # its records' damper is kept from now until its root ends
     try:
         tree = Tree(spec, runtime, context)
     except BaseException:

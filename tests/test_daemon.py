@@ -1753,3 +1753,90 @@ def test_replace_while_group_escalates(tmp_path: Path) -> None:
     finally:
         jv.terminate()
         jv.close()
+
+
+def test_a_job_a_reload_adds_to_a_stopped_group_is_listed_at_once(tmp_path: Path) -> None:
+    """It got its zero metric series at the reload, but the status listed it only once its
+    group started: it is listed at once, ``stopped`` as its siblings."""
+    old = """
+    version: 1
+    jobs:
+      - group: g
+        jobs:
+          - name: a
+            service: true
+            command: [sleep, '100']
+    """
+    running = start_daemon(tmp_path, old)
+    try:
+        assert running.cli("stop", "g").returncode == 0
+        new = (
+            textwrap.dedent(old)
+            + "      - name: b\n        service: true\n        command: [sleep, '100']\n"
+        )
+        (tmp_path / "jobs.yaml").write_text(new)
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "add g/b (at g's next start)\n"
+        group = running.nodes()["g"]
+        assert group["state"] == "stopped"
+        listed = [(n["path"], n["state"], n["starts"]) for n in group["children"]]
+        assert listed == [("g/a", "stopped", 1), ("g/b", "stopped", 0)]
+        assert running.cli("start", "g").returncode == 0
+        group = running.nodes()["g"]
+        assert [(n["path"], n["starts"]) for n in group["children"]] == [("g/a", 2), ("g/b", 1)]
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_a_reload_that_changes_only_an_http_jobs_headers_replaces_it(tmp_path: Path) -> None:
+    """A reload changing only a header (its value, or one added) is a change like any other
+    request field's: the job is replaced and sends the new ones. The summary names the job,
+    never a header's value; nor does the status."""
+    from httpkit import HttpKit
+
+    secret = "hunter2-header-secret"
+    manifest = """
+    version: 1
+    jobs:
+      - name: ping
+        every: 100ms
+        http:
+          url: URL/ping
+          headers: {Authorization: "Bearer ${secret:JV_TOKEN}", X-Plain: VALUE}
+    """
+    with HttpKit() as kit:
+        text = manifest.replace("URL", kit.url)
+        running = start_daemon(
+            tmp_path, text.replace("VALUE", "first"), env_extra={"JV_TOKEN": secret}
+        )
+        try:
+            kit.wait_requests(1)
+            (tmp_path / "jobs.yaml").write_text(textwrap.dedent(text.replace("VALUE", "second")))
+            out = running.cli("reload")
+            assert out.returncode == 0, out.stderr
+            assert out.stdout == "replace ping\n"
+            seen = kit.count
+            kit.wait_requests(seen + 2)
+            with kit._cond:
+                after = kit.requests[seen + 1 :]  # the one in flight at the reload aside
+            assert {r.headers["x-plain"] for r in after} == {"second"}
+            assert {r.headers["authorization"] for r in after} == {f"Bearer {secret}"}
+            # Another header's value, a name added: each a change, the value said nowhere.
+            changed = text.replace("VALUE", "second").replace(
+                "X-Plain: second", "X-Plain: second, X-Extra: third"
+            )
+            (tmp_path / "jobs.yaml").write_text(textwrap.dedent(changed))
+            out = running.cli("reload")
+            assert out.returncode == 0, out.stderr
+            assert out.stdout == "replace ping\n"
+            seen = kit.count
+            kit.wait_requests(seen + 2)
+            with kit._cond:
+                after = kit.requests[seen + 1 :]
+            assert {r.headers.get("x-extra") for r in after} == {"third"}
+            dry = running.cli("reload", "--dry-run")
+            shown = out.stdout + out.stderr + dry.stdout + dry.stderr + json.dumps(running.status())
+            assert not [value for value in ("second", "third", secret) if value in shown]
+        finally:
+            assert stop_daemon(running) == 0

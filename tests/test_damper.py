@@ -965,3 +965,54 @@ def test_the_supervisor_names_its_tree_to_the_gate_whatever_thread_asks() -> Non
     finally:
         tree_stopped("t905")
     assert held == [False, False, False, True]
+
+
+def test_a_tree_ended_by_kill_after_a_stop_that_timed_out_writes_what_its_damper_held(
+    make_tree: Any,
+) -> None:
+    """An embedding caller's ``stop(timeout)`` runs out (a job ignores its stop), then it
+    calls ``kill()`` and never stops again: the tree's damper was released only by a
+    ``stop`` that saw the end, so it was kept for ever and its "N more times" never written.
+    The log's clock stands still here: no teller writes it when due, only the tree's end."""
+    from conftest import Events
+
+    from supervision import AttemptFinished, Outcome, _logging, load_manifest
+
+    spec = load_manifest(
+        textwrap.dedent("""
+        version: 1
+        supervisor:
+          backoff: {initial: 10ms, max: 10ms}
+          intensity: {max_restarts: 10000, within: 60s}
+        jobs:
+          - name: deaf
+            service: true
+            command: [sh, -c, "trap '' TERM; while true; do sleep 0.05; done"]
+            stop: {grace: 60s}
+          - {name: crash, command: "exit 1", restart: permanent}
+        """)
+    ).tree_spec()
+    clock = ManualClock()
+    stream = Watched("more time")
+    events = Events()
+    with configure_logging(LoggingSpec(level="information"), stream=stream, monotonic=clock):
+        handler = _logging._gate
+        assert handler is not None
+        assert handler._damper is not None
+        before = handler._damper.trees
+        tree = make_tree(spec, on_event=events)
+        events.wait_for(
+            lambda items: sum(isinstance(e, AttemptFinished) for e in items) > 6, timeout=20
+        )
+        assert handler._damper.trees == before + 1
+        assert not tree.stop(timeout=0.3)  # deaf waits out its 60 s grace
+        tree.kill()
+        assert tree.wait_ended(20)
+        assert stream.seen.wait(10), stream.getvalue()  # written at the end, no stop() since
+        assert handler._damper.trees == before
+        failed = sum(
+            e.outcome is Outcome.FAILED for e in events.of(AttemptFinished) if e.path == "crash"
+        )
+        text = stream.getvalue()
+    summaries = re.findall(r"crash: failed (\d+) more times?", text)
+    assert sum(int(n) for n in summaries) == failed - 3, text

@@ -227,6 +227,32 @@ def test_a_spec_hash_of_texts_is_what_it_was_before_its_shortcut() -> None:
         assert spec_hash(mixed) == spec_hash({**mapping, "k": "v"})
 
 
+def test_an_http_jobs_hidden_request_fields_are_in_its_hash_and_a_plain_ones_hash_is_kept() -> None:
+    """Its headers, params, json and body are out of its repr (they may hold secrets), and
+    were out of its identity with it: ``run --resume`` took a job whose header changed for
+    the one that succeeded. Each counts now; a job without them keeps its journaled hash."""
+    from actors._http import HttpWork
+
+    def job(**request: Any) -> JobSpec:
+        work = HttpWork(url="http://127.0.0.1:8/x", method="POST", timeout=5.0, **request)
+        return JobSpec(name="call", work=work)
+
+    assert spec_hash(job()) == "v2:73a221d3c355bd86"  # pinned before headers counted
+    hashes = {
+        spec_hash(job(**request))
+        for request in [
+            {},
+            {"headers": {"X-Key": "a"}},
+            {"headers": {"X-Key": "b"}},
+            {"headers": {"X-Key": "b"}, "secret_headers": ("X-Key",)},
+            {"params": {"q": "a"}},
+            {"json": {"n": 1}},
+            {"body": "n=1"},
+        ]
+    }
+    assert len(hashes) == 7
+
+
 def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys, time

@@ -190,3 +190,55 @@ def test_a_commands_incarnations_run_on_pooled_threads(make_tree, events, runtim
 
 def tree_id(tree: Any) -> str:
     return tree._ctx.tree_id
+
+
+def test_an_incarnation_a_person_restarted_is_stopped_with_no_error_in_every_report(
+    make_tree: Any, events: Any, tmp_path: Any
+) -> None:
+    """``tree.restart(path)`` (``jobvisor restart``) of a running service: its attempt's event
+    said ``stopped`` with an error (``command sleep 60 killed by SIGTERM``) while its exit's
+    and the status said ``stopped`` with none. A stop asked for is never a failure (SPEC §2):
+    no error in either event, nor in the status's ``last_exit``; the signal is in ``code``."""
+    import textwrap
+
+    from supervision import AttemptFinished, Outcome, load_manifest
+
+    trapped = tmp_path / "trapped"
+    spec = load_manifest(
+        textwrap.dedent(f"""
+        version: 1
+        jobs:
+          - {{name: sleeper, service: true, command: [sleep, "60"]}}
+          - name: trapper
+            service: true
+            command: [sh, -c, "trap 'exit 3' TERM; touch {trapped}; while true; do sleep 0.05; done"]
+          - {{name: py, service: true, python: "jobfuncs:block", args: [restarted]}}
+        """)
+    ).tree_spec()
+    tree = make_tree(spec, on_event=events)
+    assert tree.started(timeout=20)
+    wait_until(trapped.exists, "the trap set")  # its stop's SIGTERM comes after its trap is set
+    names = ("sleeper", "trapper", "py")
+    for name in names:
+        tree.restart(name)
+        events.reached(name, "running", times=2)
+    reports = {}
+    for name in names:
+        (attempt,) = [e for e in events.of(AttemptFinished, name) if e.attempt == 1]
+        (exited,) = events.of(ChildExited, name)
+        reports[name] = (
+            (attempt.outcome, attempt.error, attempt.code),
+            (
+                exited.outcome,
+                exited.error,
+                exited.code,
+            ),
+        )
+    assert reports == {
+        "sleeper": ((Outcome.STOPPED, None, -15), (Outcome.STOPPED, None, -15)),
+        "trapper": ((Outcome.STOPPED, None, 3), (Outcome.STOPPED, None, 3)),
+        "py": ((Outcome.STOPPED, None, None), (Outcome.STOPPED, None, None)),
+    }
+    last = {c["name"]: c["last_exit"] for c in tree.status()["children"]}
+    shown = {name: (last[name]["outcome"], last[name]["error"]) for name in names}
+    assert shown == dict.fromkeys(names, ("stopped", None))

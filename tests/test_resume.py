@@ -121,3 +121,58 @@ def test_a_once_job_stopped_by_a_signal_is_journaled_stopped_and_resume_runs_it_
     assert out.returncode == 0, out.stderr
     assert "not run again" not in out.stderr, out.stderr
     assert log.read_text().split() == ["begin", "begin", "done"]
+
+
+def test_resume_runs_an_http_job_again_whose_headers_params_or_body_changed(
+    tmp_path: Path,
+) -> None:
+    """An http job's headers (and params, json, body: the fields left out of its repr, as
+    they may hold secrets) were no part of its identity: ``run --resume`` skipped the job
+    after a change of a header's value, and the server never saw the new one."""
+    from httpkit import HttpKit
+
+    secret = "hunter2-header-secret"
+    manifest = """
+    version: 1
+    jobs:
+      - name: call
+        http:
+          url: URL/call
+          method: POST
+          headers: {Authorization: "Bearer ${secret:JV_TOKEN}", X-Plain: VALUE}
+          params: {q: PARAM}
+          json: {n: BODY}
+    """
+
+    def run(value: str, param: str = "p1", body: str = "1", *flags: str) -> str:
+        text = manifest.replace("URL", kit.url).replace("VALUE", value)
+        write(tmp_path, text.replace("PARAM", param).replace("BODY", body))
+        out = subprocess.run(
+            [*CLI, "run", *flags],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**ENV, "JV_TOKEN": secret},
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert secret not in out.stderr
+        return out.stderr
+
+    with HttpKit() as kit:
+        run("first")
+        assert "skipped: call" in run("first", "p1", "1", "--resume")  # the same job: done
+        assert kit.count == 1
+        for value, param, body in [("second", "p1", "1"), ("second", "p2", "1"), ("second", "p2", "2")]:  # fmt: skip
+            assert "skipped" not in run(value, param, body, "--resume")
+            assert "skipped: call" in run(value, param, body, "--resume")
+        sent = kit.wait_requests(4)
+    assert [(r.headers["x-plain"], r.query["q"], r.body) for r in sent] == [
+        ("first", ["p1"], b'{"n": 1}'),
+        ("second", ["p1"], b'{"n": 1}'),
+        ("second", ["p2"], b'{"n": 1}'),
+        ("second", ["p2"], b'{"n": 2}'),
+    ]
+    journal = (tmp_path / ".jobvisor" / "journal.sqlite3").read_bytes()
+    assert secret.encode() not in journal

@@ -696,6 +696,51 @@ class TestDynamicChildren:
         tree.restart("g")
         assert [c["name"] for c in tree.status()["children"][0]["children"]] == ["a", "b"]
 
+    def test_a_down_groups_new_children_are_listed_in_their_place_before_it_starts(
+        self, make_tree, journal
+    ) -> None:
+        """Its status listed the nodes of its last incarnation only: a child an update added
+        while it was down showed only once it started. Listed at once, ``stopped``, where the
+        spec puts it, inner groups' too; the others keep their last node till the start."""
+        inner = SupervisorSpec(name="h", policy=FAST, children=(actor("c", journal),))
+        group = SupervisorSpec(name="g", policy=FAST, children=(actor("a", journal), inner))
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)))
+        assert tree.started(10)
+        tree.stop_child("g")
+        grown = replace(
+            group,
+            children=(
+                actor("x", journal),
+                actor("a", journal),
+                actor("b", journal),
+                replace(inner, children=(actor("c", journal), actor("d", journal))),
+            ),
+        )
+        tree.update_group(grown, "g")
+
+        def listed() -> list[tuple[str, str, int]]:
+            nodes = flatten_status(tree.status())
+            return [(n["path"], n["state"], n["starts"]) for n in nodes if n["path"] != "g"]
+
+        assert listed() == [
+            ("g/x", "stopped", 0),
+            ("g/a", "stopped", 1),
+            ("g/b", "stopped", 0),
+            ("g/h", "stopped", 1),
+            ("g/h/c", "stopped", 1),
+            ("g/h/d", "stopped", 0),
+        ]
+        tree.start_child("g")
+        wait_until(lambda: all(state == "running" for _, state, _ in listed()), "g started")
+        assert [(path, starts) for path, _, starts in listed()] == [
+            ("g/x", 1),
+            ("g/a", 2),
+            ("g/b", 1),
+            ("g/h", 2),
+            ("g/h/c", 2),
+            ("g/h/d", 1),
+        ]
+
     def test_a_group_that_is_down_starts_from_its_new_spec(self, make_tree, journal) -> None:
         group = SupervisorSpec(name="g", policy=FAST, children=(actor("a", journal),))
         tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)))
