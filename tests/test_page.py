@@ -513,7 +513,9 @@ def test_events_update_the_page_without_a_request_each(tmp_path: Path, browser: 
         browser.get(url_of(running) + "/")
         browser.execute_script("performance.setResourceTimingBufferSize(5000)")
         until(
-            browser, lambda d: all(state_of(d, f"t{i}") == "running" for i in range(6)), "the jobs"
+            browser,
+            lambda d: all(state_of(d, f"t{i}") in ("running", "idle") for i in range(6)),
+            "the jobs",
         )
         until(browser, lambda d: conn(d) == "live", "live")
         until(browser, lambda d: newest_attempt(d, "t0") >= 5, "t0's ticks")
@@ -771,5 +773,77 @@ def test_the_time_unreachable_counts_from_when_the_daemon_went_not_from_the_toke
         found = re.fullmatch(r"reconnected: the daemon was unreachable for (\d+)s", said[0])
         assert found is not None, said
         assert int(found[1]) < 30, said
+    finally:
+        assert stop_daemon(running) == 0
+
+
+# A periodic job whose tick lasts long enough to be seen running, with an idle second or
+# two between ticks.
+PERIODIC = """
+version: 1
+jobs:
+  - name: tick
+    command: [sh, -c, "sleep 1"]
+    every: 3s
+"""
+
+
+def daemon_node(running: Running, path: str) -> dict[str, Any]:
+    return dict(running.nodes()[path])
+
+
+def test_a_periodic_job_between_ticks_shows_idle_as_status_does(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    """Between ticks the page says ``idle`` with the next tick, as ``status`` and ``top`` do;
+    a tick that starts shows ``running``, its end ``idle`` again; a restarted periodic job
+    is idle until its first tick (it showed ``running`` throughout)."""
+    running = start_daemon(tmp_path, PERIODIC, "--http", "127.0.0.1:0")
+    try:
+        browser.get(url_of(running) + "/")
+        until(
+            browser, lambda d: state_of(d, "tick") == "idle", "the job idle before its first tick"
+        )
+        assert cell(browser, "tick", ".badge") == "idle"
+        assert cell(browser, "tick", ".next").startswith("in "), cell(browser, "tick", ".next")
+        assert daemon_node(running, "tick").get("between_ticks") is True
+        table = running.cli("status")
+        assert re.search(r"^tick\s.*\bidle\b", table.stdout, re.M), table.stdout
+        assert "1 idle" in browser.find_element(By.ID, "summary").text
+        idle = browser.execute_script(
+            "return getComputedStyle(document.querySelector('.row[data-path=\"tick\"] .badge'))"
+            ".backgroundColor"
+        )
+
+        until(browser, lambda d: state_of(d, "tick") == "running", "the tick running")
+        assert cell(browser, "tick", ".badge") == "running"
+        wait_until(
+            lambda: "between_ticks" not in daemon_node(running, "tick"),
+            "the daemon's tick running",
+            proc=running.proc,
+        )
+        busy = browser.execute_script(
+            "return getComputedStyle(document.querySelector('.row[data-path=\"tick\"] .badge'))"
+            ".backgroundColor"
+        )
+        assert busy != idle, "idle and running look the same"
+        until(
+            browser,
+            lambda d: state_of(d, "tick") == "idle" and newest_attempt(d, "tick") == 1,
+            "the tick's end: idle again",
+        )
+        assert "succeeded" in cell(browser, "tick", ".exit")
+        assert cell(browser, "tick", ".next").startswith("in ")
+        browser.save_screenshot(str(tmp_path / "idle.png"))
+        if os.environ.get("PAGE_SHOTS"):
+            shutil.copy(tmp_path / "idle.png", Path(os.environ["PAGE_SHOTS"]) / "idle.png")
+
+        # A restart: the new instance is idle until its first tick, one interval after it.
+        assert running.cli("restart", "tick").returncode == 0
+        until(browser, lambda d: number(d, "tick", "starts") == 2, "the restart")
+        until(browser, lambda d: state_of(d, "tick") == "idle", "the restarted job idle")
+        bars = browser.find_elements(By.CSS_SELECTOR, '.row[data-path="tick"] .timeline .bar')
+        assert len(bars) == 1, "idle only once the new instance's first tick had ended"
+        assert console_errors(browser) == []
     finally:
         assert stop_daemon(running) == 0
