@@ -808,7 +808,7 @@ def test_a_periodic_job_between_ticks_shows_idle_as_status_does(
         assert cell(browser, "tick", ".next").startswith("in "), cell(browser, "tick", ".next")
         assert daemon_node(running, "tick").get("between_ticks") is True
         table = running.cli("status")
-        assert re.search(r"^tick\s.*\bidle\b", table.stdout, re.M), table.stdout
+        assert re.search(r"^tick\s.*\bidle\b", table.stdout, re.MULTILINE), table.stdout
         assert "1 idle" in browser.find_element(By.ID, "summary").text
         idle = browser.execute_script(
             "return getComputedStyle(document.querySelector('.row[data-path=\"tick\"] .badge'))"
@@ -847,3 +847,96 @@ def test_a_periodic_job_between_ticks_shows_idle_as_status_does(
         assert console_errors(browser) == []
     finally:
         assert stop_daemon(running) == 0
+
+
+# Installed before the page's own script: status answers can be held back (each is taken by
+# the daemon when asked, and given to the page when the test says), and the EventSource is
+# kept where the test can hand the page an event of its own.
+HOOKS = """
+(() => {
+  const realFetch = window.fetch.bind(window);
+  window.__holdStatus = false;
+  window.__held = [];      // release functions of the status answers held back
+  window.__heldDocs = [];  // what each of them said
+  window.__statusReads = 0;
+  window.fetch = function (url, options) {
+    const answer = realFetch(url, options);
+    if (new URL(String(url), location.href).pathname !== '/api/status') return answer;
+    window.__statusReads += 1;
+    if (!window.__holdStatus) return answer;
+    return answer.then(r => r.clone().json().then(doc => new Promise(resolve => {
+      window.__heldDocs.push(doc);
+      window.__held.push(() => resolve(r));
+    })));
+  };
+  const Real = window.EventSource;
+  window.__sources = [];
+  function Kept(url, options) {
+    const source = new Real(url, options);
+    window.__sources.push(source);
+    return source;
+  }
+  Kept.CONNECTING = Real.CONNECTING; Kept.OPEN = Real.OPEN; Kept.CLOSED = Real.CLOSED;
+  window.EventSource = Kept;
+})();
+"""
+
+SEND_EVENT = """
+    const source = window.__sources[window.__sources.length - 1];
+    source.dispatchEvent(new MessageEvent('message', {data: arguments[0], lastEventId: arguments[1]}));
+"""
+
+
+def node_in(doc: dict[str, Any], path: str) -> dict[str, Any]:
+    for child in doc.get("children") or ():
+        if child["path"] == path:
+            return dict(child)
+        if path.startswith(child["path"] + "/"):
+            return node_in(child, path)
+    raise AssertionError(f"no {path} in {doc}")
+
+
+def test_a_status_read_older_than_the_events_shown_does_not_take_a_row_back(
+    daemon: tuple[Running, str], browser: WebDriver
+) -> None:
+    """A status answer taken before an event the page applied (its read was on its way, as
+    after a reconnect) does not overwrite what that event said; an event the shown status
+    reflects already (replayed after a reconnect) does not take the row back either."""
+    running, url = daemon
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOOKS})
+    open_page(browser, url)
+    browser.execute_script("window.__holdStatus = true")
+    (running.dir / "go").touch()
+    # The crash asks for a status read: taken in the backoff, held back until the job has
+    # run again (4s), which the page hears of by events.
+    until(browser, lambda d: d.execute_script("return window.__held.length") == 1, "a held read")
+    held = browser.execute_script("return window.__heldDocs[0]")
+    assert node_in(held, "crasher")["state"] == "backoff", node_in(held, "crasher")
+    until(browser, lambda d: state_of(d, "crasher") == "running", "the restart, by its events")
+    reads = browser.execute_script("return window.__statusReads")
+    browser.execute_script("window.__held.shift()()")
+    # The page asks again once that read is done (the restart's events asked for one): the
+    # held answer has been shown by then.
+    until(
+        browser,
+        lambda d: d.execute_script("return window.__statusReads") > reads,
+        "the next status read",
+    )
+    assert state_of(browser, "crasher") == "running", "the older status took the row back"
+    assert number(browser, "crasher", "failures") == 1  # the rest of that status is shown
+    browser.execute_script("window.__holdStatus = false; window.__held.forEach(f => f())")
+    until(browser, lambda d: number(d, "crasher", "starts") == 2, "a status after the restart")
+
+    # An event the status shown reflects already: its replay does not change the row.
+    newest = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/api/status').then(r => done(r.headers.get('Jobvisor-Last-Event-Id')));"
+    )
+    life = newest.rpartition("-")[0]
+    crash = json.dumps({"type": "state_changed", "path": "svc", "old": "running", "new": "backoff"})
+    browser.execute_script(SEND_EVENT, crash, f"{life}-1")
+    assert state_of(browser, "svc") == "running", "a replayed event took the row back"
+    # One after it does (the hook reaches the page).
+    browser.execute_script(SEND_EVENT, crash, f"{life}-{10**9}")
+    assert state_of(browser, "svc") == "backoff"
+    assert console_errors(browser) == []
