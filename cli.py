@@ -1228,18 +1228,34 @@ def _replicas_meant(
     """The replicas a ``start``, ``stop`` or ``restart`` of ``req``'s path meant, when the
     daemon found no child there and it names a replicated job; else none (its hint is said).
 
-    Replicas are exactly ``w.0`` to ``w.N-1``: other names (``q.1`` and ``q.3``, a person's
-    own) are not taken for one job's, and keep the hint that names them.
+    Replicas are the nodes the daemon's status marks ``replica_of`` that job (its
+    ``replicas: N``): a person's own ``q.0`` and ``q.1`` are not taken for ``q``'s by their
+    names, and ``q`` is refused as any unknown name.
     """
     if args.command not in _DONE or reply.get("code") != "no_such_job" or "job" not in req:
         return []
     from actors._errors import replicas_of  # noqa: PLC0415 - a path the daemon did not find
-    from supervision._logs import tree_paths  # noqa: PLC0415
+    from supervision._client import NoDaemonError, request  # noqa: PLC0415
 
-    paths = tree_paths(args.manifest, directory)  # the daemon's tree, as its status says it
-    replicas = replicas_of(req["job"].strip("/"), paths or ())
-    numbers = sorted(int(path.rpartition(".")[2]) for path in replicas)
-    return replicas if numbers == list(range(len(replicas))) else []
+    try:
+        status = request(directory, {"op": "status"}, timeout=5.0).get("result")
+    except (NoDaemonError, OSError):
+        return []  # the daemon's own answer (its hint) is said
+    replicated: dict[str, str] = {}
+    _replicas_in(status, replicated)
+    return replicas_of(req["job"].strip("/"), replicated, replicated)
+
+
+def _replicas_in(node: object, replicated: dict[str, str]) -> None:
+    """Each replica below ``node`` (a status document's), by path, to the path of its job."""
+    children = node.get("children") if isinstance(node, dict) else None
+    for child in children if isinstance(children, list) else ():
+        if not isinstance(child, dict):
+            continue
+        path, of = child.get("path"), child.get("replica_of")
+        if isinstance(path, str) and isinstance(of, str):
+            replicated[path] = f"{path.rpartition('/')[0]}/{of}".lstrip("/")
+        _replicas_in(child, replicated)
 
 
 def _no_daemon_answers(
@@ -1393,9 +1409,12 @@ def _status(args: argparse.Namespace, result: dict[str, Any]) -> int:
         from supervision._printable import printable  # noqa: PLC0415
 
         known = list(_paths_of(result.get("children") or []))
+        replicated: dict[str, str] = {}
+        _replicas_in(result, replicated)
         result, missing = select_status(result, args.paths)
         for path in missing:  # what NoSuchChildError says, as start and stop have it
-            _error(printable(no_child_said(path, known)))  # the path is a person's own text
+            # the path is a person's own text
+            _error(printable(no_child_said(path, known, replicated)))
             code = NO_SUCH_JOB
     as_json = getattr(args, "json", False)
     if code != OK and not as_json and not result.get("children"):

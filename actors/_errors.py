@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 from actors._python_call import MESSAGE_MAX, TRACEBACK_MAX, clip_head, headline, user_traceback
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 __all__ = [
     "AttemptTimeout",
@@ -150,11 +150,14 @@ class NoSuchChildError(JobvisorError, LookupError):
     Raised by ``Tree.restart``, ``stop_child``, ``start_child``,
     ``remove_child`` and ``add_child(under=...)``; the CLI maps it to exit 4.
     ``known`` (the paths beside where the lookup failed) lets the message name
-    the path meant: a replicated job's replicas, the top level for ``all``.
+    the path meant: a replicated job's replicas (``replicated``: ``replicas_of``'s), the top
+    level for ``all``.
     """
 
-    def __init__(self, path: str, known: Iterable[str] = ()) -> None:
-        super().__init__(no_child_said(path, known))
+    def __init__(
+        self, path: str, known: Iterable[str] = (), replicated: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(no_child_said(path, known, replicated))
         self.path = path
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -165,7 +168,9 @@ class NoSuchChildError(JobvisorError, LookupError):
 _NAMED: Final = 10  # paths a message names; past that, counted
 
 
-def no_child_said(path: str, known: Iterable[str] = ()) -> str:
+def no_child_said(
+    path: str, known: Iterable[str] = (), replicated: Mapping[str, str] | None = None
+) -> str:
     """Why ``path`` names no child, with the spelling meant where it can be told.
 
     supervisorctl's ``app:web`` and ``app:*`` and its ``all``, and the name of a job that
@@ -181,7 +186,7 @@ def no_child_said(path: str, known: Iterable[str] = ()) -> str:
         if rest.strip(":*"):
             return f"{said}jobvisor writes {meant}"
         return f"{said}jobvisor writes {meant}: a group's path acts on the group"
-    replicas = replicas_of(path, known)
+    replicas = replicas_of(path, known, replicated)
     if replicas:
         return f"{said}{path} runs as replicas, each a path of its own: {_some(replicas)}"
     if path.lower() == "all":
@@ -195,8 +200,18 @@ def no_child_said(path: str, known: Iterable[str] = ()) -> str:
     return f"{said}check `status` for the paths this tree has"
 
 
-def replicas_of(name: str, paths: Iterable[str]) -> list[str]:
-    """The paths of ``name``'s replicas among ``paths`` (``w.0``, ``w.1``, ...), in their order."""
+def replicas_of(
+    name: str, paths: Iterable[str], replicated: Mapping[str, str] | None = None
+) -> list[str]:
+    """The paths of ``name``'s replicas among ``paths`` (``w.0``, ``w.1``, ...), in their order.
+
+    ``replicated``: each replica's path to the path of the job it is one of, as the tree says
+    (a status node's ``replica_of``, a spec's); given, only those count, for the name alone
+    proves nothing (a person may name jobs ``q.0`` and ``q.1``). Without it (a manifest read
+    as text, where ``replicas:`` is not kept), the name pattern.
+    """
+    if replicated is not None:
+        return [p for p in paths if replicated.get(p) == name]
     prefix = f"{name}."
     return [p for p in paths if p.startswith(prefix) and p[len(prefix) :].isdigit()]
 

@@ -7,8 +7,10 @@ Routes (every answer but ``/``, ``/metrics`` and the event stream is JSON):
 - ``GET /api/config``: what the page needs to know (are actions on, do reads need the token;
   the heartbeat and the tree's name only to one who may read the tree);
 - ``GET /api/status``: the status document, with ``process`` (which jobvisor answers:
-  ``_status.Process``); ``GET /api/history?job=&limit=&since=``: the journal
-  (``?per_job=N``: each job's newest N attempts, by path, in one answer);
+  ``_status.Process``), and a ``Jobvisor-Last-Event-Id`` header: the newest event id of the
+  stream that the document reflects (later ones may be in it too);
+  ``GET /api/history?job=&limit=&since=``: the journal (``?per_job=N``: each job's newest N
+  attempts, by path, in one answer);
 - ``GET /api/events``: Server-Sent Events, one JSON object (with ``type``) per tree event,
   each with an ``id:``; a client back with ``Last-Event-ID`` (or ``?last_event_id=``) gets
   what it missed first, or one ``gap`` event when that is no longer kept;
@@ -220,6 +222,12 @@ class _Hub:
 
     def _id(self, number: int) -> str:
         return f"{self.life}-{number}"
+
+    def newest(self) -> str:
+        """The newest event's id: read before a status is taken, every event up to it is in
+        that status (each is published after the change it tells of)."""
+        with self._lock:
+            return self._id(self._count)
 
     def _missed(self, after: str) -> list[bytes]:
         """The kept events after the one ``after`` names; one ``gap`` event when some of them
@@ -850,6 +858,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _status(self, query: dict[str, list[str]]) -> None:
         del query
+        # Taken first: a page that applied a later event keeps what that event said.
+        seen = self.endpoint.hub.newest()
         try:
             document = self._tree().status(timeout=STATUS_DEADLINE)
         except (JobvisorError, TimeoutError) as exc:
@@ -857,7 +867,7 @@ class _Handler(BaseHTTPRequestHandler):
         process = self.endpoint.process
         if process is not None:
             document = {**document, "process": process.as_dict()}
-        self._json(HTTPStatus.OK, document)
+        self._json(HTTPStatus.OK, document, {"Jobvisor-Last-Event-Id": seen})
 
     def _history(self, query: dict[str, list[str]]) -> None:
         job = (query.get("job") or [""])[-1].strip("/") or None

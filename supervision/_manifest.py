@@ -821,6 +821,7 @@ class _Parser(WorkReader):
                     JobSpec,
                     name=n,
                     depends_on=depends,
+                    replica_of=None if replicas is None else name,
                     **(_own_work(options) if len(names) > 1 else options),
                 )
                 for n in names

@@ -733,6 +733,15 @@ def start_incarnation(
     return start_supervised(group, link, name, spec, ctx, rec.path, rec.carried)
 
 
+def replicated(records: Iterable[ChildRecord]) -> dict[str, str]:
+    """Each replica among ``records``, by path, to the path of the job it is one of."""
+    return {
+        rec.path: f"{rec.path.rpartition('/')[0]}/{rec.spec.replica_of}".lstrip("/")
+        for rec in records
+        if isinstance(rec.spec, JobSpec) and rec.spec.replica_of is not None
+    }
+
+
 def target(
     siblings: Mapping[str, ChildRecord], own: str, cmd: Command, order: Iterable[ChildRecord]
 ) -> ChildRecord:
@@ -743,8 +752,9 @@ def target(
     """
     rec = siblings.get(cmd.path[0]) if cmd.path else None
     if rec is None:
-        known = [sibling.path for sibling in order]
-        raise NoSuchChildError("/".join((*own.split("/"), *cmd.path)).strip("/"), known)
+        records = list(order)
+        path = "/".join((*own.split("/"), *cmd.path)).strip("/")
+        raise NoSuchChildError(path, [r.path for r in records], replicated(records))
     if len(cmd.path) == 1 and cmd.op is not Op.ADD:
         return rec
     if not isinstance(rec.spec, SupervisorSpec):

@@ -105,6 +105,10 @@ class JobSpec:
     # (supervisord's autostart=false). Compared, so a reload sees it change (and applies it in
     # place), but out of the repr: the journal's spec hash (--resume) is the job's, not this.
     autostart: bool = field(default=True, repr=False)
+    # The name of the job whose replica this is (``replicas: N`` makes NAME.0 .. NAME.N-1);
+    # None for any other, a person's own ``q.0`` too. Compared (a reload that makes replicas
+    # plain jobs replaces them), but out of the repr: the journal's spec hash stays the job's.
+    replica_of: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         _check_name(self.name)

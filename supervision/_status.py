@@ -110,7 +110,8 @@ def node(
     Beyond SPEC's fields: ``pid``, the process leading a running job's process group (a
     command's, an ``isolation: process`` python job's), and ``since``, the wall time of
     its last change of state; and ``autostart: false`` on a job that does not start with
-    its tree (the field is there only then).
+    its tree (the field is there only then); ``replica_of``, on a replica only, the name of
+    the job it is one of (``replicas: N``), the only proof: a person may name jobs ``q.0``.
     """
     out: dict[str, Any] = {
         "name": spec.name,
@@ -127,6 +128,8 @@ def node(
     }
     if isinstance(spec, JobSpec) and not spec.autostart:
         out["autostart"] = False
+    if isinstance(spec, JobSpec) and spec.replica_of is not None:
+        out["replica_of"] = spec.replica_of
     if isinstance(spec, SupervisorSpec):
         out["children"] = idle_children(spec, path) if children is None else children
     return out

@@ -701,6 +701,28 @@ def test_a_stream_that_comes_back_gets_exactly_the_events_it_missed(
             stream.close()
 
 
+def test_a_status_says_the_newest_event_it_reflects(daemon: tuple[Running, Served]) -> None:
+    """``Jobvisor-Last-Event-Id``: every event up to it is in the status document, so a page
+    that applied a later one keeps what that one said (and drops an earlier one's replay)."""
+    running, served = daemon
+    witness = Stream(served)
+    try:
+        witness.wait_for(lambda s: s.last_id is not None)
+        before = served.get("/api/status").headers["Jobvisor-Last-Event-Id"]
+        assert before == witness.last_id  # nothing happened since it joined
+        (running.dir / "crash").touch()
+        witness.wait_for(crashy_runs(1))
+        witness.wait_for(lambda s: has_event(s, "state_changed", "etl/crashy", new="running"))
+        after = served.get("/api/status")
+        seen = after.headers["Jobvisor-Last-Event-Id"]
+        assert number(seen) >= number(witness.ids[-1]) > number(before)
+        assert seen.rpartition("-")[0] == before.rpartition("-")[0]  # the same daemon's ids
+        crashy = after.json()["children"][1]["children"][0]
+        assert crashy["failures"] == 1, crashy  # what the events up to it told
+    finally:
+        witness.close()
+
+
 FLAPPING = """
 version: 1
 supervisor: {backoff: {initial: 1ms, max: 1ms}, intensity: {max_restarts: 1000000, within: 60s}}

@@ -121,6 +121,7 @@ def test_a_manifest_with_every_python_feature_builds_the_exact_specs() -> None:
             schedule=Schedule(service=True),  # defaults' timeout is not a service's
             breaker="api",
             depends_on=("migrate",),
+            replica_of="worker",
             **inherited,
         )
         for i in range(2)
@@ -489,6 +490,15 @@ def test_replicas_expand_into_identical_children_and_dependencies_on_them() -> N
     """)
     names = [c.name for c in m.root.children]
     assert names == ["w.0", "w.1", "w.2", "one.0", "after", "single"]
+    # What each replica is one of: the status says so (``replica_of``), not the name alone.
+    assert [getattr(c, "replica_of", None) for c in m.root.children] == [
+        "w",
+        "w",
+        "w",
+        "one",
+        None,
+        None,
+    ]
     w0, w1, w2 = m.root.children[:3]
     assert w0.work == w1.work == w2.work == PythonWork(target="m:f")
     assert {type(c) for c in (w0, w1, w2)} == {JobSpec}

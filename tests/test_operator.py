@@ -384,10 +384,11 @@ def test_start_stop_restart_of_a_replicated_jobs_name_act_on_each_of_its_replica
     tmp_path: Path,
 ) -> None:
     """`stop app/worker` is what a person means by its replicas, as `depends_on` means them:
-    each is acted on, one line each (it only named them, exit 4). Names that are not one
-    job's replicas, `q.1` and `q.3` with no `q.0`, keep the hint."""
-    manifest = SUPERVISORCTL + '  - {name: q.1, command: [sleep, "100"], service: true}\n'
-    manifest += '  - {name: q.3, command: [sleep, "100"], service: true}\n'
+    each is acted on, one line each (it only named them, exit 4). A person's own jobs named
+    `q.0` and `q.1` (no `replicas:`) are not one job's replicas: `q` names no child, as any
+    unknown name (they were taken for q's replicas by their names alone)."""
+    manifest = SUPERVISORCTL + '  - {name: q.0, command: [sleep, "100"], service: true}\n'
+    manifest += '  - {name: q.1, command: [sleep, "100"], service: true}\n'
     running = start_daemon(tmp_path, manifest, "--runtime", RUNTIME)
     replicas = ("app/worker.0", "app/worker.1")
     try:
@@ -409,12 +410,19 @@ def test_start_stop_restart_of_a_replicated_jobs_name_act_on_each_of_its_replica
             "stopped",
             "stopped",
         ]
-        out = running.cli("stop", "q")
-        assert (out.returncode, out.stdout) == (4, "")
-        assert (
-            out.stderr
-            == "jobvisor: no child at path 'q': q runs as replicas, each a path of its own: q.1, q.3\n"
-        )
+        nodes = running.nodes()
+        worker = running.status()["children"][1]["children"][1]
+        assert (worker["path"], worker["replica_of"]) == ("app/worker.0", "worker")
+        assert "replica_of" not in nodes["q.0"]
+        for verb in ("start", "stop", "restart", "status"):
+            out = running.cli(verb, "q")
+            said = "jobvisor: no child at path 'q': check `status` for the paths this tree has\n"
+            assert (out.returncode, out.stdout, out.stderr) == (4, "", said), verb
+        after = running.nodes()
+        assert [(after[p]["state"], after[p]["starts"]) for p in ("q.0", "q.1")] == [
+            ("running", 1),
+            ("running", 1),
+        ]
     finally:
         assert stop_daemon(running) == 0
 

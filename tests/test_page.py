@@ -499,7 +499,9 @@ def test_events_update_the_page_without_a_request_each(tmp_path: Path, browser: 
         browser.get(running.http.url + "/")
         browser.execute_script("performance.setResourceTimingBufferSize(5000)")
         until(
-            browser, lambda d: all(state_of(d, f"t{i}") == "running" for i in range(6)), "the jobs"
+            browser,
+            lambda d: all(state_of(d, f"t{i}") in ("running", "idle") for i in range(6)),
+            "the jobs",
         )
         until(browser, lambda d: conn(d) == "live", "live")
         until(browser, lambda d: newest_attempt(d, "t0") >= 5, "t0's ticks")
@@ -726,3 +728,167 @@ def test_the_time_unreachable_counts_from_when_the_daemon_went_not_from_the_toke
         found = re.fullmatch(r"reconnected: the daemon was unreachable for (\d+)s", said[0])
         assert found is not None, said
         assert int(found[1]) < 30, said
+
+
+# A periodic job whose tick lasts long enough to be seen running, with an idle second or
+# two between ticks.
+PERIODIC = """
+version: 1
+jobs:
+  - name: tick
+    command: [sh, -c, "sleep 2"]
+    every: 6s
+"""
+
+
+def daemon_node(running: Running, path: str) -> dict[str, Any]:
+    return dict(running.nodes()[path])
+
+
+def test_a_periodic_job_between_ticks_shows_idle_as_status_does(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    """Between ticks the page says ``idle`` with the next tick, as ``status`` and ``top`` do;
+    a tick that starts shows ``running``, its end ``idle`` again; a restarted periodic job
+    is idle until its first tick (it showed ``running`` throughout)."""
+    with http_daemon(tmp_path, PERIODIC) as running:
+        browser.get(running.http.url + "/")
+        until(
+            browser, lambda d: state_of(d, "tick") == "idle", "the job idle before its first tick"
+        )
+        assert cell(browser, "tick", ".badge") == "idle"
+        assert cell(browser, "tick", ".next").startswith("in "), cell(browser, "tick", ".next")
+        assert daemon_node(running, "tick").get("between_ticks") is True
+        table = running.cli("status")
+        assert re.search(r"^tick\s.*\bidle\b", table.stdout, re.MULTILINE), table.stdout
+        assert "1 idle" in browser.find_element(By.ID, "summary").text
+        # The state and its colour read at once: a tick lasts a second.
+        look = (
+            "const b = document.querySelector('.row[data-path=\"tick\"] .badge');"
+            "return [b.dataset.state, b.textContent, getComputedStyle(b).backgroundColor];"
+        )
+        idle = browser.execute_script(look)
+        assert idle[:2] == ["idle", "idle"]
+        busy = until(
+            browser, lambda d: (s := d.execute_script(look))[0] == "running" and s, "a tick"
+        )
+        assert busy[1] == "running"
+        assert busy[2] != idle[2], "idle and running look the same"
+        wait_until(
+            lambda: "between_ticks" not in daemon_node(running, "tick"),
+            "the daemon's tick running",
+            proc=running.proc,
+        )
+        until(
+            browser,
+            lambda d: state_of(d, "tick") == "idle" and newest_attempt(d, "tick") == 1,
+            "the tick's end: idle again",
+        )
+        assert "succeeded" in cell(browser, "tick", ".exit")
+        assert cell(browser, "tick", ".next").startswith("in ")
+        browser.save_screenshot(str(tmp_path / "idle.png"))
+        if os.environ.get("PAGE_SHOTS"):
+            shutil.copy(tmp_path / "idle.png", Path(os.environ["PAGE_SHOTS"]) / "idle.png")
+
+        # A restart: the new instance is idle until its first tick, one interval after it.
+        bars = '.row[data-path="tick"] .timeline .bar[data-outcome="succeeded"]'
+        before = len(browser.find_elements(By.CSS_SELECTOR, bars))
+        assert running.cli("restart", "tick").returncode == 0
+        until(browser, lambda d: number(d, "tick", "starts") == 2, "the restart")
+        until(browser, lambda d: state_of(d, "tick") == "idle", "the restarted job idle")
+        # Before the new instance's first tick ended (the restart may stop one: not succeeded).
+        assert len(browser.find_elements(By.CSS_SELECTOR, bars)) == before, "idle too late"
+        assert console_errors(browser) == []
+
+
+# Installed before the page's own script: status answers can be held back (each is taken by
+# the daemon when asked, and given to the page when the test says), and the EventSource is
+# kept where the test can hand the page an event of its own.
+HOOKS = """
+(() => {
+  const realFetch = window.fetch.bind(window);
+  window.__holdStatus = false;
+  window.__held = [];      // release functions of the status answers held back
+  window.__heldDocs = [];  // what each of them said
+  window.__statusReads = 0;
+  window.fetch = function (url, options) {
+    const answer = realFetch(url, options);
+    if (new URL(String(url), location.href).pathname !== '/api/status') return answer;
+    window.__statusReads += 1;
+    if (!window.__holdStatus) return answer;
+    return answer.then(r => r.clone().json().then(doc => new Promise(resolve => {
+      window.__heldDocs.push(doc);
+      window.__held.push(() => resolve(r));
+    })));
+  };
+  const Real = window.EventSource;
+  window.__sources = [];
+  function Kept(url, options) {
+    const source = new Real(url, options);
+    window.__sources.push(source);
+    return source;
+  }
+  Kept.CONNECTING = Real.CONNECTING; Kept.OPEN = Real.OPEN; Kept.CLOSED = Real.CLOSED;
+  window.EventSource = Kept;
+})();
+"""
+
+SEND_EVENT = """
+    const source = window.__sources[window.__sources.length - 1];
+    source.dispatchEvent(new MessageEvent('message', {data: arguments[0], lastEventId: arguments[1]}));
+"""
+
+
+def node_in(doc: dict[str, Any], path: str) -> dict[str, Any]:
+    for child in doc.get("children") or ():
+        if child["path"] == path:
+            return dict(child)
+        if path.startswith(child["path"] + "/"):
+            return node_in(child, path)
+    raise AssertionError(f"no {path} in {doc}")
+
+
+def test_a_status_read_older_than_the_events_shown_does_not_take_a_row_back(
+    daemon: tuple[Running, str], browser: WebDriver
+) -> None:
+    """A status answer taken before an event the page applied (its read was on its way, as
+    after a reconnect) does not overwrite what that event said; an event the shown status
+    reflects already (replayed after a reconnect) does not take the row back either."""
+    running, url = daemon
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOOKS})
+    open_page(browser, url)
+    browser.execute_script("window.__holdStatus = true")
+    (running.dir / "go").touch()
+    # The crash asks for a status read: taken in the backoff, held back until the job has
+    # run again (4s), which the page hears of by events.
+    until(browser, lambda d: d.execute_script("return window.__held.length") == 1, "a held read")
+    held = browser.execute_script("return window.__heldDocs[0]")
+    assert node_in(held, "crasher")["state"] == "backoff", node_in(held, "crasher")
+    until(browser, lambda d: state_of(d, "crasher") == "running", "the restart, by its events")
+    reads = browser.execute_script("return window.__statusReads")
+    browser.execute_script("window.__held.shift()()")
+    # The page asks again once that read is done (the restart's events asked for one): the
+    # held answer has been shown by then.
+    until(
+        browser,
+        lambda d: d.execute_script("return window.__statusReads") > reads,
+        "the next status read",
+    )
+    assert state_of(browser, "crasher") == "running", "the older status took the row back"
+    assert number(browser, "crasher", "failures") == 1  # the rest of that status is shown
+    browser.execute_script("window.__holdStatus = false; window.__held.forEach(f => f())")
+    until(browser, lambda d: number(d, "crasher", "starts") == 2, "a status after the restart")
+
+    # An event the status shown reflects already: its replay does not change the row.
+    newest = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/api/status').then(r => done(r.headers.get('Jobvisor-Last-Event-Id')));"
+    )
+    life = newest.rpartition("-")[0]
+    crash = json.dumps({"type": "state_changed", "path": "svc", "old": "running", "new": "backoff"})
+    browser.execute_script(SEND_EVENT, crash, f"{life}-1")
+    assert state_of(browser, "svc") == "running", "a replayed event took the row back"
+    # One after it does (the hook reaches the page).
+    browser.execute_script(SEND_EVENT, crash, f"{life}-{10**9}")
+    assert state_of(browser, "svc") == "backoff"
+    assert console_errors(browser) == []
