@@ -319,6 +319,10 @@ def test_actions_need_the_token_and_the_page_never_shows_it(
     until(browser, lambda d: number(d, "svc", "starts") == 2, "the second start")
     assert running.nodes()["svc"]["starts"] == 2
     assert browser.execute_script("return window.__jobvisorMarker") == "kept"
+    # The restart's SIGTERM ended its shell: said by its name, as the status table says it.
+    assert running.nodes()["svc"]["last_exit"]["code"] == -15
+    until(browser, lambda d: "SIGTERM" in cell(d, "svc", ".exit"), "the signal by its name")
+    assert "-15" not in cell(browser, "svc", ".exit")
 
     assert TOKEN not in browser.page_source
     assert TOKEN not in (browser.find_element(By.TAG_NAME, "body").text)
