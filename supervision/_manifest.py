@@ -41,11 +41,13 @@ import os
 import re
 import signal
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from actors import RetrySpec, RetryWait, Schedule
+from actors._checks import a_kind
 from actors._env import SharedEnv
 from actors._failnames import qualified_name
 from actors._placement import RAY_FIELDS, RayPlacement
@@ -97,7 +99,7 @@ from supervision._work import STAND_INS, WorkReader
 from supervision._yaml import read_yaml
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator
 
 __all__ = [
     "Issue",
@@ -152,8 +154,12 @@ class Manifest:
 # -- loading ---------------------------------------------------------------------------------------
 
 
-def load_manifest(path_or_text: str | Path, *, env: Mapping[str, str] | None = None) -> Manifest:
-    """Read and validate a manifest: a ``Path``, a string naming a file, or text holding a newline.
+def load_manifest(
+    path_or_text: str | Path | Mapping[str, Any], *, env: Mapping[str, str] | None = None
+) -> Manifest:
+    """Read and validate a manifest: a ``Path``, a string naming a file, text holding a
+    newline, or a mapping (the manifest as parsed YAML or JSON gives it, its problems told
+    at their field paths, ``jobs[0].command``, with no line).
 
     ``env`` (default ``os.environ``) resolves ``${NAME}`` and ``{secret: {env:
     NAME}}``. Relative paths resolve against the manifest's directory (the
@@ -164,11 +170,17 @@ def load_manifest(path_or_text: str | Path, *, env: Mapping[str, str] | None = N
         return _load(path_or_text, env)
 
 
-def _load(path_or_text: str | Path, env: Mapping[str, str] | None) -> Manifest:
+def _load(path_or_text: object, env: Mapping[str, str] | None) -> Manifest:
     if isinstance(path_or_text, str) and "\n" in path_or_text:
         return parse(_FromYaml(read_yaml(path_or_text, TEXT_NAME)), env=env, file=TEXT_NAME)
+    if isinstance(path_or_text, Mapping):
+        return parse(path_or_text, env=env, file=TEXT_NAME)
     if not isinstance(path_or_text, str | Path):
-        raise TypeError(f"load_manifest: expected a Path or a str, got {path_or_text!r}")
+        message = (
+            "expected a manifest file's path (a str or Path), manifest text (YAML with a "
+            f"newline) or a mapping, got {a_kind(path_or_text)}"
+        )
+        raise ManifestError([Issue("", None, message, TEXT_NAME)], TEXT_NAME)
     if isinstance(path_or_text, str) and not path_or_text.strip():
         message = (
             "expected a manifest file's path or manifest text (YAML with a newline), got an "
@@ -181,9 +193,13 @@ def _load(path_or_text: str | Path, env: Mapping[str, str] | None) -> Manifest:
         raw = path.expanduser().read_bytes()
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ManifestError(
-            [Issue("", None, f"expected a readable manifest file, got: {reason}", file)], file
-        ) from None
+        message = f"expected a readable manifest file, got: {reason}"
+        if isinstance(path_or_text, str) and _looks_inline(path_or_text):
+            message += (
+                "; manifest text is read as text only when it holds a newline: end it with "
+                "'\\n', or pass it parsed, as a mapping (load_manifest(json.loads(text)))"
+            )
+        raise ManifestError([Issue("", None, message, file)], file) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -196,6 +212,12 @@ def _load(path_or_text: str | Path, env: Mapping[str, str] | None) -> Manifest:
     except (OSError, RuntimeError):
         absolute = path.expanduser().absolute()
     return parse(data, env=env, path=absolute, file=file)
+
+
+def _looks_inline(text: str) -> bool:
+    """Whether a string that named no file was meant as manifest text (``{version: 1, ...}``,
+    ``version: 1``): a path starts with neither a brace nor holds a key's ``": "``."""
+    return text.lstrip().startswith("{") or ": " in text
 
 
 def parse(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Final, TypeVar
 
 from actors import Outcome, SpecError
-from actors._checks import need_count, need_duration
+from actors._checks import a_kind, need_count, need_duration
 from actors._exponential import Exponential, check_growth
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ __all__ = [
     "decide_budget",
     "decide_probation_failure",
     "wants_restart",
+    "wrong_type",
 ]
 
 
@@ -84,6 +86,38 @@ def as_enum(cls: type[E], value: object, field: str) -> E:
     article = "an" if name[0] in "AEIOU" else "a"
     choices = ", ".join(member.value for member in cls)
     raise SpecError(field=field, expected=f"one of {choices} ({article} {name})", got=value)
+
+
+_SHOWN_MAX: Final = 200  # a value's repr in a message, cut: a whole config dict helps no one
+
+
+def wrong_type(owner: str, field: str, expected: str, got: object, hint: str = "") -> SpecError:
+    """The ``SpecError`` of a spec field given a value of the wrong type: ``RestartPolicy.backoff:
+    expected a Backoff, got {'initial': 1} (a mapping: write Backoff(initial=1))``.
+
+    Built only once a check has failed (the checks are ``isinstance`` tests inline, as every
+    job of a big manifest passes them). A mapping given for a spec class gets the call to
+    write instead, as a program that took a manifest's shape for the API's would write it.
+    """
+    shown = repr(got)
+    if len(shown) > _SHOWN_MAX:
+        shown = shown[: _SHOWN_MAX - 3] + "..."
+    if not hint:
+        hint = f" ({a_kind(got)})"
+        words = expected.split()  # "a Backoff", "a Budget or None": the class is the second
+        cls = words[1] if len(words) > 1 and words[1].isidentifier() else ""
+        named = isinstance(got, Mapping) and all(
+            isinstance(key, str) and key.isidentifier() for key in got
+        )
+        if named and cls[:1].isupper():
+            args = ", ".join(f"{key}={value!r}" for key, value in got.items())  # type: ignore[attr-defined]
+            hint = f" ({a_kind(got)}: write {cls}({args}))"
+    return SpecError(
+        f"{owner}.{field}: expected {expected}, got {shown}{hint}",
+        field=field,
+        expected=expected,
+        got=got,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,6 +217,16 @@ class RestartPolicy:
     budget: Budget | None = None  # only the root's counts: the tree's restarts (see Budget)
 
     def __post_init__(self) -> None:
+        # A wrong type here passed the constructor and failed deep in the root at the first
+        # failure ("internal error: 'dict' object has no attribute 'delay'").
+        if not isinstance(self.backoff, Exponential):
+            raise wrong_type("RestartPolicy", "backoff", "a Backoff", self.backoff)
+        if not isinstance(self.intensity, Intensity):
+            raise wrong_type("RestartPolicy", "intensity", "an Intensity", self.intensity)
+        if not isinstance(self.cooldown, CooldownPolicy):
+            raise wrong_type("RestartPolicy", "cooldown", "a CooldownPolicy", self.cooldown)
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            raise wrong_type("RestartPolicy", "budget", "a Budget or None", self.budget)
         on_exhausted = as_enum(OnExhausted, self.on_exhausted, "on_exhausted")
         object.__setattr__(self, "on_exhausted", on_exhausted)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -10,10 +11,10 @@ from typing import TYPE_CHECKING, Any, Final
 import pykka
 
 from actors import PythonWork, RetrySpec, Schedule, SpecError, Work
-from actors._checks import need, need_count, need_duration
+from actors._checks import a_kind, need, need_count, need_duration
 from actors._placement import RayPlacement, placement_of
 from supervision._depgraph import cycles, sibling_expected
-from supervision._policy import RestartPolicy, RestartType, Strategy, as_enum
+from supervision._policy import RestartPolicy, RestartType, Strategy, as_enum, wrong_type
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Sequence
@@ -32,6 +33,7 @@ __all__ = [
     "SupervisorSpec",
     "check_added_dependencies",
     "check_known_dependencies",
+    "child_path",
     "python_job",
     "same_child",
     "walk",
@@ -51,6 +53,72 @@ def _check_name(name: str) -> None:
 def _check_grace(grace: float | None) -> None:
     if grace is not None:
         need_duration(grace, "stop.grace")
+
+
+def _check_work(work: object, name: str) -> None:
+    """``work`` is a job kind's work (the ``Work`` protocol: a ``kind`` and a ``run``).
+
+    A string there ran every attempt into "'str' object has no attribute 'run'", and the
+    status then failed too: so it is refused here, with the call that was meant.
+    """
+    if isinstance(getattr(type(work), "kind", None), str) and callable(getattr(work, "run", None)):
+        return
+    expected = "a job's work (a PythonWork, CommandWork or HttpWork)"
+    hint = ""
+    if isinstance(work, str):
+        hint = (
+            f" (a string: a python function is python_job({name!r}, {work!r}) or "
+            f"work=PythonWork(target={work!r}); a command CommandWork(argv=[...]) or "
+            "CommandWork(shell='...'); a URL HttpWork(url='...'))"
+        )
+    raise wrong_type("JobSpec", "work", expected, work, hint)
+
+
+def _check_give_up_on(rule: object) -> None:
+    from supervision._exits import GiveUpOn  # noqa: PLC0415 - only a job that has a rule pays
+
+    if not isinstance(rule, GiveUpOn):
+        raise wrong_type("JobSpec", "give_up_on", "a GiveUpOn or None", rule)
+
+
+def _notify_of(owner: str, notify: object) -> tuple[NotifySpec, ...]:
+    """``notify`` as the tuple of ``NotifySpec`` it must be (a list is taken)."""
+    # Imported here: _notify reads manifests through _reader, which imports this module.
+    from supervision._notify import NotifySpec  # noqa: PLC0415
+
+    ok = isinstance(notify, tuple | list) and all(isinstance(n, NotifySpec) for n in notify)
+    if not ok:
+        raise wrong_type(owner, "notify", "a tuple of NotifySpec", notify)
+    return tuple(notify)  # type: ignore[arg-type]
+
+
+def child_path(
+    path: object, method: str, *, param: str = "path", empty: bool = False
+) -> tuple[str, ...]:
+    """The names in ``path``, a ``Tree`` method's child path (``etl/load``), root's children down.
+
+    ``method`` (``restart``) and ``param`` name the argument in the ``SpecError`` refusing a
+    path that is not a string (``tree.restart(5)`` raised AttributeError 'strip'), or an
+    empty one unless ``empty`` (the root: ``add_child``'s ``under``, ``update_group``'s path).
+    """
+    if not isinstance(path, str):
+        expected = "a child path like 'etl/load' (a string)"
+        raise SpecError(
+            f"Tree.{method}: {param}: expected {expected}, got {path!r} ({a_kind(path)})",
+            field=param,
+            expected=expected,
+            got=path,
+        )
+    parts = tuple(p for p in path.strip("/").split("/") if p)
+    if not parts and not empty:
+        expected = "a child path like 'etl/load'"
+        raise SpecError(
+            f"Tree.{method}: {param}: expected {expected}, got {path!r}",
+            field=param,
+            expected=expected,
+            got=path,
+        )
+    return parts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,8 +180,23 @@ class JobSpec:
 
     def __post_init__(self) -> None:
         _check_name(self.name)
+        _check_work(self.work, self.name)
+        # Each an isinstance test inline: this runs for every job of a 10,000-job manifest.
+        if not isinstance(self.schedule, Schedule):
+            raise wrong_type("JobSpec", "schedule", "a Schedule", self.schedule)
         _check_grace(self.grace)
         object.__setattr__(self, "restart", as_enum(RestartType, self.restart, "restart"))
+        if self.retry is not None and not isinstance(self.retry, RetrySpec):
+            raise wrong_type("JobSpec", "retry", "a RetrySpec or None", self.retry)
+        if self.breaker is not None and not isinstance(self.breaker, str):
+            expected = "the name of a breaker in start_tree(breakers=...), or None"
+            raise wrong_type("JobSpec", "breaker", expected, self.breaker)
+        if self.ready is not None and not callable(getattr(self.ready, "wait_ready", None)):
+            raise wrong_type("JobSpec", "ready", "a ReadyProbe or None", self.ready)
+        if self.give_up_on is not None:
+            _check_give_up_on(self.give_up_on)
+        if self.notify:
+            object.__setattr__(self, "notify", _notify_of("JobSpec", self.notify))
         need(isinstance(self.autostart, bool), "autostart", "true or false", self.autostart)
         need(
             self.output is None or isinstance(self.output, OutputSpec),
@@ -166,6 +249,12 @@ class ActorSpec:
         _check_grace(self.grace)
         object.__setattr__(self, "restart", as_enum(RestartType, self.restart, "restart"))
         object.__setattr__(self, "placement", placement_of(self.placement))
+        if not isinstance(self.args, tuple):
+            if not isinstance(self.args, list):
+                raise wrong_type("ActorSpec", "args", "a tuple of arguments", self.args)
+            object.__setattr__(self, "args", tuple(self.args))
+        if not isinstance(self.kwargs, Mapping):
+            raise wrong_type("ActorSpec", "kwargs", "a mapping of keyword arguments", self.kwargs)
         if not (
             isinstance(self.actor_class, type)
             and issubclass(self.actor_class, pykka.ThreadingActor)
@@ -201,7 +290,10 @@ class SupervisorSpec:
         _check_grace(self.grace)
         object.__setattr__(self, "strategy", as_enum(Strategy, self.strategy, "strategy"))
         object.__setattr__(self, "restart", as_enum(RestartType, self.restart, "restart"))
-        need(isinstance(self.policy, RestartPolicy), "policy", "a RestartPolicy", self.policy)
+        if not isinstance(self.policy, RestartPolicy):
+            raise wrong_type("SupervisorSpec", "policy", "a RestartPolicy", self.policy)
+        if self.notify:
+            object.__setattr__(self, "notify", _notify_of("SupervisorSpec", self.notify))
         children = self.children
         need(isinstance(children, tuple | list), "children", "a list of specs", children)
         if not isinstance(children, tuple):
@@ -335,6 +427,10 @@ class LoggingSpec:
     def __post_init__(self) -> None:
         need(self.level in LEVELS, "logging.level", "one of " + ", ".join(LEVELS), self.level)
         need(self.format in LOG_FORMATS, "logging.format", "one of text, json", self.format)
+        if self.file is not None and not isinstance(self.file, str | os.PathLike):
+            raise wrong_type("LoggingSpec", "file", "a file name or None", self.file)
+        if self.rotate is not None and not isinstance(self.rotate, RotateSpec):
+            raise wrong_type("LoggingSpec", "rotate", "a RotateSpec or None", self.rotate)
 
 
 def same_child(a: ChildSpec, b: ChildSpec) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -1050,9 +1051,52 @@ def test_manifest_error_is_a_spec_error_that_pickles() -> None:
     assert (copy.issues, copy.file, str(copy)) == (error.issues, error.file, str(error))
 
 
-def test_load_manifest_rejects_other_argument_types() -> None:
-    with pytest.raises(TypeError):
-        load_manifest(42)
+def test_load_manifest_refuses_other_argument_types_with_a_manifest_error() -> None:
+    """Its docstring says ManifestError only: 42 was a builtin TypeError."""
+    for other in (42, None, [{"name": "a"}], b"version: 1\n"):
+        with pytest.raises(ManifestError) as caught:
+            load_manifest(other)  # type: ignore[arg-type]
+        assert str(caught.value).startswith(
+            "<manifest>: expected a manifest file's path (a str or Path), manifest text (YAML "
+            "with a newline) or a mapping, got "
+        )
+
+
+def test_a_mapping_is_loaded_as_its_yaml_with_field_paths_for_lines() -> None:
+    data = {"version": 1, "jobs": [{"name": "a", "command": ["true"], "every": "5s"}]}
+    assert load_manifest(data, env={}) == load(
+        "version: 1\njobs: [{name: a, command: ['true'], every: 5s}]\n"
+    )
+    assert load_manifest(json.loads(json.dumps(data)), env={}).path is None
+    # A program's tuple is a list, as JSON's would be.
+    tupled = {"version": 1, "jobs": ({"name": "a", "command": ("true",)},)}
+    assert [c.name for c in load_manifest(tupled, env={}).root.children] == ["a"]
+    bad = {"version": 1, "jobs": [{"name": "a", "comand": "true"}, {"name": "b", "every": 0}]}
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(bad, env={})
+    assert [(i.path, i.line, i.message) for i in caught.value.issues] == [
+        ("jobs[0].comand", None, "unknown key 'comand'; did you mean 'command'?"),
+        ("jobs[0]", None, "expected one of command, http or python, got none"),
+        ("jobs[1]", None, "expected one of command, http or python, got none"),
+        ("jobs[1].every", None, "expected a duration > 0, got 0"),
+    ]
+
+
+@pytest.mark.parametrize("text", ["{version: 1, jobs: []}", "version: 1", '{"version": 1}'])
+def test_one_line_manifest_text_says_it_needs_a_newline(text: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text)
+    assert str(caught.value) == (
+        f"{text}: expected a readable manifest file, got: No such file or directory; manifest "
+        "text is read as text only when it holds a newline: end it with '\\n', or pass it "
+        "parsed, as a mapping (load_manifest(json.loads(text)))"
+    )
+    # A name that looks like no text is told as a missing file only.
+    with pytest.raises(ManifestError) as caught:
+        load_manifest("missing.yaml")
+    assert str(caught.value) == (
+        "missing.yaml: expected a readable manifest file, got: No such file or directory"
+    )
 
 
 # -- secrets and interpolation --------------------------------------------------------------------

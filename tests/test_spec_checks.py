@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import inspect
+import pathlib
 import sys
 import types
 import typing
@@ -170,7 +171,7 @@ def test_an_enums_value_as_a_string_is_taken_as_the_enum() -> None:
         ),
         (
             lambda: SupervisorSpec(policy="fast"),
-            "policy: expected a RestartPolicy, got 'fast'",
+            "SupervisorSpec.policy: expected a RestartPolicy, got 'fast' (a string)",
         ),
     ],
 )
@@ -205,6 +206,234 @@ def test_a_strategy_given_as_its_string_runs_as_that_strategy(make_tree, events)
     events.reached("b", "succeeded")
     events.reached("a", "running", times=2)  # restarted with b: one_for_all
     assert tree.status()["state"] == "running"
+
+
+# -- fields of the wrong type ----------------------------------------------------------------------
+
+_WORK = PythonWork(target="jobfuncs:ok")
+
+
+@pytest.mark.parametrize(
+    ("build", "said"),
+    [
+        (
+            lambda: RestartPolicy(backoff={"initial": 1}),
+            (
+                "RestartPolicy.backoff: expected a Backoff, got {'initial': 1} "
+                "(a mapping: write Backoff(initial=1))"
+            ),
+        ),
+        (
+            lambda: RestartPolicy(intensity=5),
+            "RestartPolicy.intensity: expected an Intensity, got 5 (an integer)",
+        ),
+        (
+            lambda: RestartPolicy(cooldown="x"),
+            "RestartPolicy.cooldown: expected a CooldownPolicy, got 'x' (a string)",
+        ),
+        (
+            lambda: RestartPolicy(budget="x"),
+            "RestartPolicy.budget: expected a Budget or None, got 'x' (a string)",
+        ),
+        (
+            lambda: JobSpec(name="a", work="work:poller"),
+            (
+                "JobSpec.work: expected a job's work (a PythonWork, CommandWork or HttpWork), got "
+                "'work:poller' (a string: a python function is python_job('a', 'work:poller') or "
+                "work=PythonWork(target='work:poller'); a command CommandWork(argv=[...]) or "
+                "CommandWork(shell='...'); a URL HttpWork(url='...'))"
+            ),
+        ),
+        (
+            lambda: JobSpec(name="a", work=None),
+            (
+                "JobSpec.work: expected a job's work (a PythonWork, CommandWork or HttpWork), "
+                "got None (None)"
+            ),
+        ),
+        (
+            lambda: JobSpec(name="a", work=_WORK, schedule={"every": 1}),
+            (
+                "JobSpec.schedule: expected a Schedule, got {'every': 1} "
+                "(a mapping: write Schedule(every=1))"
+            ),
+        ),
+        (
+            lambda: python_job("a", "jobfuncs:ok", schedule={"every": 1}),
+            (
+                "a: JobSpec.schedule: expected a Schedule, got {'every': 1} "
+                "(a mapping: write Schedule(every=1))"
+            ),
+        ),
+        (
+            lambda: JobSpec(name="a", work=_WORK, retry={"attempts": 3}),
+            (
+                "JobSpec.retry: expected a RetrySpec or None, got {'attempts': 3} "
+                "(a mapping: write RetrySpec(attempts=3))"
+            ),
+        ),
+        (
+            lambda: JobSpec(name="a", work=_WORK, breaker=supervision.BreakerSpec()),
+            (
+                "JobSpec.breaker: expected the name of a breaker in start_tree(breakers=...), or "
+                "None, got BreakerSpec(failure_threshold=5, reset_timeout=30.0, "
+                "half_open_max_calls=1) (a BreakerSpec)"
+            ),
+        ),
+        (
+            lambda: JobSpec(name="a", work=_WORK, ready="localhost:80"),
+            "JobSpec.ready: expected a ReadyProbe or None, got 'localhost:80' (a string)",
+        ),
+        (
+            lambda: JobSpec(name="a", work=_WORK, give_up_on=(2,)),
+            "JobSpec.give_up_on: expected a GiveUpOn or None, got (2,) (a tuple)",
+        ),
+        (
+            lambda: JobSpec(name="a", work=_WORK, notify=("http://x",)),
+            "JobSpec.notify: expected a tuple of NotifySpec, got ('http://x',) (a tuple)",
+        ),
+        (
+            lambda: ActorSpec(name="a", actor_class=Idle, args="xy"),
+            "ActorSpec.args: expected a tuple of arguments, got 'xy' (a string)",
+        ),
+        (
+            lambda: ActorSpec(name="a", actor_class=Idle, kwargs=[("k", 1)]),
+            "ActorSpec.kwargs: expected a mapping of keyword arguments, got [('k', 1)] (a list)",
+        ),
+        (
+            lambda: SupervisorSpec(policy={"intensity": 1}),
+            (
+                "SupervisorSpec.policy: expected a RestartPolicy, got {'intensity': 1} "
+                "(a mapping: write RestartPolicy(intensity=1))"
+            ),
+        ),
+        (
+            lambda: SupervisorSpec(notify="ops"),
+            "SupervisorSpec.notify: expected a tuple of NotifySpec, got 'ops' (a string)",
+        ),
+        (
+            lambda: supervision.LoggingSpec(rotate={"max_bytes": 5}),
+            (
+                "LoggingSpec.rotate: expected a RotateSpec or None, got {'max_bytes': 5} "
+                "(a mapping: write RotateSpec(max_bytes=5))"
+            ),
+        ),
+        (
+            lambda: supervision.LoggingSpec(file=3),
+            "LoggingSpec.file: expected a file name or None, got 3 (an integer)",
+        ),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_refused_naming_class_field_value_and_type(
+    build, said: str
+) -> None:
+    """Each was taken and failed later: at the first failure ("root: internal error: 'dict'
+    object has no attribute 'delay'"), at every attempt ("'str' object has no attribute
+    'run'"), or in start_tree and status() (AttributeError 'window', 'finite', 'kind')."""
+    with pytest.raises(SpecError) as caught:
+        build()
+    assert str(caught.value) == said
+
+
+def test_the_field_and_value_of_a_wrong_type_are_the_errors_attributes() -> None:
+    with pytest.raises(SpecError) as caught:
+        RestartPolicy(backoff={"initial": 1})
+    assert (caught.value.field, caught.value.got) == ("backoff", {"initial": 1})
+    assert caught.value.expected == "a Backoff"
+
+
+def test_a_long_value_is_cut_in_the_message() -> None:
+    with pytest.raises(SpecError) as caught:
+        RestartPolicy(intensity=list(range(1000)))
+    message = str(caught.value)
+    assert message.startswith("RestartPolicy.intensity: expected an Intensity, got [0, 1, 2, ")
+    assert message.endswith("... (a list)")
+    assert len(message) < 300
+
+
+def test_lists_are_taken_where_a_tuple_is_and_every_right_type_still_builds() -> None:
+    from supervision import (
+        Budget,
+        CooldownPolicy,
+        GiveUpOn,
+        NotifyEvent,
+        NotifySpec,
+        ReadyProbe,
+        RetrySpec,
+    )
+
+    notify = NotifySpec(on=tuple(NotifyEvent), command=("true",))
+    spec = JobSpec(
+        name="a",
+        work=_WORK,
+        schedule=Schedule(every=1),
+        retry=RetrySpec(),
+        breaker="db",
+        ready=ReadyProbe(tcp="127.0.0.1:1"),
+        give_up_on=GiveUpOn(exit_codes=(2,)),
+        notify=[notify],  # type: ignore[arg-type]
+    )
+    assert spec.notify == (notify,)
+    actor = ActorSpec(name="c", actor_class=Idle, args=[1, 2], kwargs={"k": 1})  # type: ignore[arg-type]
+    assert actor.args == (1, 2)
+    policy = RestartPolicy(budget=Budget(), cooldown=CooldownPolicy())
+    group = SupervisorSpec(policy=policy, notify=[notify], children=(spec, actor))  # type: ignore[arg-type]
+    assert group.notify == (notify,)
+    assert supervision.LoggingSpec(file=pathlib.Path("jv.log")).file == pathlib.Path("jv.log")
+
+
+def test_a_child_path_that_is_no_string_is_a_spec_error_naming_method_and_value() -> None:
+    from supervision._spec import child_path
+
+    assert child_path("/etl/load/", "restart") == ("etl", "load")
+    assert child_path("", "add_child", param="under", empty=True) == ()
+    with pytest.raises(SpecError) as caught:
+        child_path(5, "restart")
+    assert str(caught.value) == (
+        "Tree.restart: path: expected a child path like 'etl/load' (a string), got 5 (an integer)"
+    )
+    assert (caught.value.field, caught.value.got) == ("path", 5)
+    with pytest.raises(SpecError) as caught:
+        child_path(["etl"], "add_child", param="under", empty=True)
+    assert str(caught.value) == (
+        "Tree.add_child: under: expected a child path like 'etl/load' (a string), got ['etl'] "
+        "(a list)"
+    )
+    with pytest.raises(SpecError) as caught:
+        child_path("/", "stop_child")
+    assert str(caught.value) == (
+        "Tree.stop_child: path: expected a child path like 'etl/load', got '/'"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True, reason="wired in supervision/_tree.py (Tree._command calls _spec.child_path)"
+)
+def test_tree_restart_of_a_path_that_is_no_string_is_a_spec_error(make_tree) -> None:
+    """tree.restart(5) raised AttributeError: 'int' object has no attribute 'strip'."""
+    tree = make_tree(
+        tree_of(python_job("j", "jobfuncs:block", "j", schedule=Schedule(service=True)))
+    )
+    assert tree.started(10)
+    with pytest.raises(SpecError, match=r"^Tree\.restart: path: expected a child path"):
+        tree.restart(5)  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match=r"^Tree\.stop_child: path: .* got None \(None\)$"):
+        tree.stop_child(None)  # type: ignore[arg-type]
+    assert tree.status()["children"][0]["state"] == "running"
+
+
+def test_a_tree_of_a_policy_with_a_dict_backoff_is_never_started(make_tree) -> None:
+    """It started, and at the first failure the root died of an internal error while wait()
+    returned True and status() showed the child running."""
+    with pytest.raises(SpecError, match=r"^RestartPolicy\.backoff: "):
+        make_tree(
+            tree_of(
+                python_job("j", "jobfuncs:fail", "j"),
+                policy=RestartPolicy(
+                    backoff={"initial": 1}  # type: ignore[arg-type]
+                ),
+            )
+        )
 
 
 # -- what the public signatures name is exported -------------------------------------------------
