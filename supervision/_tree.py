@@ -53,6 +53,7 @@ from supervision._spec import (
     JobSpec,
     SupervisorSpec,
     check_known_dependencies,
+    child_path,
     with_autostart,
 )
 from supervision._state import State
@@ -464,9 +465,8 @@ class Tree:
     def _command(self, op: Op, path: str, arg: Any = None, timeout: float = COMMAND_TIMEOUT) -> Any:
         if self.ended:
             raise TreeStoppedError(f"the tree has stopped; cannot {op.value} {path!r}")
-        parts = tuple(p for p in path.strip("/").split("/") if p)
-        if op not in {Op.ADD, Op.STATUS, Op.UPDATE} and not parts:
-            raise SpecError(f"{op.value}: expected a child path like 'etl/load', got {path!r}")
+        method, param = _METHODS[op]
+        parts = child_path(path, method, param=param, empty=op in {Op.ADD, Op.STATUS, Op.UPDATE})
         future: pykka.Future[Any] = pykka.ThreadingFuture()
         try:
             self._root.actor_ref.tell(Command(op, parts, future, arg))
@@ -476,6 +476,18 @@ class Tree:
 
 
 _CHILD_TYPES = (JobSpec, ActorSpec, SupervisorSpec)
+_METHODS = {
+    Op.STATUS: ("status", "path"),
+    Op.REF: ("ref", "path"),
+    Op.RESTART: ("restart", "path"),
+    Op.STOP: ("stop_child", "path"),
+    Op.START: ("start_child", "path"),
+    Op.SIGNAL: ("signal", "path"),
+    Op.ADD: ("add_child", "under"),
+    Op.UPDATE: ("update_group", "path"),
+    Op.AUTOSTART: ("set_autostart", "path"),
+    Op.REMOVE: ("remove_child", "path"),
+}
 # Leaving a with block late: how long the kill may take to end the root (a thread's is
 # abandoned KILL_GRACE after it), and how long to ask for the names of what still runs.
 _KILL_WAIT = KILL_GRACE + 5.0

@@ -406,9 +406,6 @@ def test_a_child_path_that_is_no_string_is_a_spec_error_naming_method_and_value(
     )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="wired in supervision/_tree.py (Tree._command calls _spec.child_path)"
-)
 def test_tree_restart_of_a_path_that_is_no_string_is_a_spec_error(make_tree) -> None:
     """tree.restart(5) raised AttributeError: 'int' object has no attribute 'strip'."""
     tree = make_tree(
