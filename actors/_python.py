@@ -18,7 +18,13 @@ import logbook
 from actors._checks import key_field, need, need_duration, need_key
 from actors._env import JobEnv
 from actors._errors import JobFailure
-from actors._python_call import call_target, clip_head, exit_code, resolve_target
+from actors._python_call import (
+    call_target,
+    cancel_coroutine,
+    clip_head,
+    exit_code,
+    resolve_target,
+)
 from actors._supervised import Kill
 
 log = logbook.Logger("actors.python")
@@ -89,7 +95,8 @@ class PythonWork:
     The call's return value is dropped unless it is an int, which becomes the
     attempt's exit code: non-zero fails it, as ``sys.exit`` with it would
     (``False`` is no int here: a success). An exception fails the attempt. A
-    coroutine function is refused under the gevent runtime in a thread.
+    coroutine function's task is cancelled by a stop or a timeout (in a thread; in a
+    child, SIGTERM is the stop), and refused under the gevent runtime in a thread.
     Threads the call leaves running are waited for in a child, as Python's exit
     waits for them, and named in a warning in a thread, which does not wait.
 
@@ -149,7 +156,7 @@ class PythonWork:
             return run_isolated(self, attempt)
         before = _alive_now()
         try:
-            code = call_target(self.target, self.args, dict(self.kwargs))
+            code = call_target(self.target, self.args, dict(self.kwargs), attempt.cancelled)
         except SystemExit as exc:
             warn_left_running(attempt, before)
             # As for a process: sys.exit(n) ends the attempt with code n, None is 0 and
@@ -168,11 +175,15 @@ class PythonWork:
 
     def cancel(self, attempt: Attempt) -> None:
         # A thread cannot be stopped from outside but by the kill at the end of the grace
-        # period; cooperative code watches attempt.cancelled instead. A process gets SIGTERM.
+        # period; cooperative code watches attempt.cancelled instead, and a coroutine's task
+        # is cancelled (asyncio's own stop: CancelledError at its await, its finally runs).
+        # A process gets SIGTERM.
         if self.isolation == "process":
             from actors._isolated import cancel_child  # noqa: PLC0415
 
             cancel_child(self, attempt)
+        else:
+            cancel_coroutine(attempt.cancelled)
 
     @property
     def kill(self) -> Callable[[Attempt], None] | None:

@@ -26,6 +26,7 @@ when args and kwargs are plain values (what a manifest gives), else
 
 from __future__ import annotations
 
+import _thread
 import importlib
 import marshal
 import os
@@ -101,11 +102,16 @@ def resolve_target(target: str) -> Any:
     return obj
 
 
-def call_target(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+def call_target(
+    target: str, args: tuple[Any, ...], kwargs: dict[str, Any], cancelled: Any = None
+) -> int | None:
     """Call ``target``; a coroutine function runs in its own event loop (``asyncio.run``).
 
-    Under the gevent runtime a coroutine function is refused (``TypeError``): see
-    ``_gevent_patched``.
+    ``cancelled``: the attempt's event (``Attempt.cancelled``; None in a child process,
+    whose stop is SIGTERM). Set, and ``cancel_coroutine`` called with it, it cancels the
+    coroutine's task: ``CancelledError`` at its await, and a call that lets it out returns
+    None, as a thread job that returns once cancelled. Under the gevent runtime a coroutine
+    function is refused (``TypeError``): see ``_gevent_patched``.
 
     Returns the attempt's exit code: the call's result if it is an int (not
     a bool), else None. Exceptions, ``SystemExit`` too, go to the caller.
@@ -128,10 +134,82 @@ def call_target(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> i
                 "under the gevent runtime (asyncio's event loop and gevent's would share that "
                 "thread): use isolation: process, or the threads runtime"
             )
-        import asyncio  # noqa: PLC0415 - on first use: most jobs are not coroutines
-
-        result = asyncio.run(result)
+        result = _run_coroutine(result, cancelled)
     return result if isinstance(result, int) and not isinstance(result, bool) else None
+
+
+def _run_coroutine(coro: Any, cancelled: Any) -> Any:
+    """``asyncio.run(coro)``, its task cancelled once ``cancel_coroutine(cancelled)`` asks.
+
+    asyncio.run's own cleanup follows either way: the loop's other tasks are cancelled, its
+    async generators and default executor shut down, the loop closed; no thread or loop of
+    a timed-out attempt runs on beside the next one.
+    """
+    import asyncio  # noqa: PLC0415 - on first use: most jobs are not coroutines
+
+    if cancelled is None:
+        return asyncio.run(coro)
+    stop = _LoopStop(cancelled)
+    try:
+        return asyncio.run(stop.watch(coro))
+    except asyncio.CancelledError:
+        if not stop.sent:
+            raise  # its own (a task it awaited was cancelled): the job's failure
+        return None  # ended by our cancel, as a sync job that returns once cancelled
+
+
+# The coroutine calls running now, by id of their attempt's ``cancelled`` (``cancel_coroutine``).
+_LOOPS: dict[int, _LoopStop] = {}
+_LOCK = _thread.allocate_lock()  # threading is not loaded in a bare interpreter: _thread is
+
+
+class _LoopStop:
+    """Cancels a running coroutine call's task from another thread, once."""
+
+    __slots__ = ("cancelled", "loop", "sent", "task")
+
+    def __init__(self, cancelled: Any) -> None:
+        self.cancelled = cancelled
+        self.loop: Any = None
+        self.task: Any = None
+        self.sent = False
+
+    async def watch(self, coro: Any) -> Any:
+        """Run ``coro`` in this task, reachable by ``cancel_coroutine`` while it runs."""
+        import asyncio  # noqa: PLC0415 - loaded already: this runs in its loop
+
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        try:
+            with _LOCK:
+                _LOOPS[id(self.cancelled)] = self
+                if self.cancelled.is_set():
+                    # Set before it was registered (a stop as the attempt began): its cancel
+                    # found nothing to cancel. The coroutine starts all the same, as a sync
+                    # job would (seeing it set), and is cancelled at its first await.
+                    self.send()
+            return await coro
+        finally:
+            with _LOCK:
+                _LOOPS.pop(id(self.cancelled), None)
+
+    def send(self) -> None:
+        """Cancel the task, once; under ``_LOCK``, while registered: its loop still runs (it
+        closes after ``watch`` has let go of it)."""
+        # Once: a stop after a timeout must not cancel the cleanup the first cancel began.
+        if not self.sent:
+            self.sent = True
+            self.loop.call_soon_threadsafe(self.task.cancel)
+
+
+def cancel_coroutine(cancelled: Any) -> None:
+    """Cancel the task of the coroutine call whose attempt's event is ``cancelled``, if one
+    runs; from any thread, never blocks. Set ``cancelled`` first: a call that begins after
+    this sees it set and cancels itself."""
+    with _LOCK:
+        stop = _LOOPS.get(id(cancelled))
+        if stop is not None and stop.cancelled is cancelled:
+            stop.send()
 
 
 # The most links failure_names gives (a cause chain of thousands, a group of thousands): what

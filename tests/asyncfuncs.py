@@ -1,0 +1,79 @@
+"""Coroutine functions run as python jobs (``python: "asyncfuncs:NAME"``), for test_python_async.
+
+They import nothing of ours. Each says what happened to it in ``SEEN[key]`` and sets
+``RUNNING[key]`` once it waits; ``LOOPS[key]`` keeps the event loops its attempts ran in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+
+SEEN: defaultdict[str, list[str]] = defaultdict(list)
+RUNNING: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+LOOPS: defaultdict[str, list[asyncio.AbstractEventLoop]] = defaultdict(list)
+# Lets a coroutine that swallows its cancellation go (any thread): see ``swallow``.
+RELEASE: dict[str, Callable[[], None]] = {}
+
+
+def reset() -> None:
+    for release in list(RELEASE.values()):
+        release()
+    for table in (SEEN, RUNNING, LOOPS, RELEASE):
+        table.clear()
+
+
+def _started(key: str) -> None:
+    LOOPS[key].append(asyncio.get_running_loop())
+    SEEN[key].append("started")
+    RUNNING[key].set()
+
+
+async def wait_long(key: str) -> None:
+    """The trial's ``acoro``: waits 1000 s, says so when cancelled, re-raises, cleans up."""
+    try:
+        _started(key)
+        await asyncio.sleep(1000)
+    except asyncio.CancelledError:
+        SEEN[key].append("cancelled")
+        raise
+    finally:
+        SEEN[key].append("finally")
+
+
+async def wait_then_return(key: str) -> int:
+    """Catches its cancellation and returns 0: a graceful end of its own."""
+    _started(key)
+    try:
+        await asyncio.sleep(1000)
+    except asyncio.CancelledError:
+        SEEN[key].append("cancelled")
+    return 0
+
+
+async def swallow(key: str) -> None:
+    """Swallows every cancellation and waits on, until the test calls ``RELEASE[key]``."""
+    loop = asyncio.get_running_loop()
+    released = loop.create_future()
+    RELEASE[key] = lambda: loop.call_soon_threadsafe(_done, released)
+    _started(key)
+    while not released.done():
+        try:
+            await asyncio.wait({released})  # asyncio.wait never cancels what it waits for
+        except asyncio.CancelledError:
+            SEEN[key].append("swallowed")
+
+
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def cancels_itself(key: str) -> None:
+    """A CancelledError of its own (a task it awaited was cancelled): a failure, not a stop."""
+    _started(key)
+    inner = asyncio.get_running_loop().create_future()
+    inner.cancel()
+    await inner
