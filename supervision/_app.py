@@ -258,7 +258,7 @@ def _compose(
         if journal:
             persistent = _persistent_jobs(manifest)
             ticks = last_ticks(journal_path(manifest.state_dir), persistent) if persistent else {}
-            opened = Journal(manifest.state_dir, hashes=job_hashes(manifest.root, base))
+            opened = Journal(manifest.state_dir, hashes=job_hashes(manifest.root, base), base=base)
         breakers = build_breakers(manifest.breakers)
         cooldowns: dict[str, tuple[float, int]] = {}
         if restore:

@@ -152,6 +152,10 @@ class Change:
     spec: ChildSpec | None = None
     before: str | None = None  # add: the sibling it goes before (None: last), as in the manifest
     says: tuple[str, ...] = ()
+    # What ``spec`` follows at ``path``: a replace's old child, a job's old spec, a group's
+    # that is down (its jobs change with it). The journal's hashes of its jobs change with the
+    # step; None for a running group's update (its jobs' own steps change theirs).
+    was: ChildSpec | None = None
 
     @property
     def summary(self) -> tuple[str, ...]:
@@ -219,9 +223,9 @@ def _changed(
             f"update {path}: autostart: {flag} (applies when its tree or group next starts it; "
             "nothing is started or stopped now)"
         )
-        return [Change("update", path, prefix, child, says=(said,))]
+        return [Change("update", path, prefix, child, says=(said,), was=was)]
     if not (isinstance(was, SupervisorSpec) and isinstance(child, SupervisorSpec)):
-        return [Change("replace", path, prefix, child, before)]
+        return [Change("replace", path, prefix, child, before, was=was)]
     if path in down:
         # Its children change only in the spec it starts from next: said, not done.
         inner = (
@@ -231,7 +235,7 @@ def _changed(
         )
         later = [line for c in inner for line in c.summary]
         says = (*_tells(was, child, path), *(f"{line} (at {path}'s next start)" for line in later))
-        return [Change("update", path, prefix, child, says=says)]
+        return [Change("update", path, prefix, child, says=says, was=was)]
     return _diff(was, child, path, down)
 
 
@@ -1268,6 +1272,8 @@ class Daemon:
         it says to ``summary``; None once all are made, else why the reload stopped short."""
         endpoint = composition.endpoint
         follow = endpoint.metrics.follow if endpoint is not None else _unfollowed
+        journal = composition.journal
+        rehash = journal.rehash if journal is not None else _unhashed
         tries_left = RELOAD_TRIES - 1
         while True:
             running = composition.manifest.root
@@ -1279,7 +1285,7 @@ class Daemon:
                 ended = _ended_jobs(status)
                 changes = diff_specs(running, new, down=down)
                 for change in changes:
-                    self._apply(tree, change, follow)
+                    self._apply(tree, change, follow, rehash)
                     done += 1
                     steps.append(change)
                     summary.extend(_says(change, ended))
@@ -1368,32 +1374,58 @@ class Daemon:
         return [f"not applied: {line}" for line in lines]
 
     @staticmethod
-    def _apply(tree: Tree, change: Change, follow: Callable[[str, ChildSpec | None], None]) -> None:
-        """Make one step on ``tree``, and tell ``follow`` (the metrics) what the path is now;
-        ``_HalfMade`` when a replace's add failed after its remove was made."""
-        if change.op == "update" and isinstance(change.spec, JobSpec):
-            tree.set_autostart(change.path, autostart=change.spec.autostart)
+    def _apply(
+        tree: Tree,
+        change: Change,
+        follow: Callable[[str, ChildSpec | None], None],
+        rehash: Callable[[str, ChildSpec | None, ChildSpec | None], None],
+    ) -> None:
+        """Make one step on ``tree``, and tell ``follow`` (the metrics) what the path is now and
+        ``rehash`` (the journal's hashes) which spec its jobs' attempts are of; ``_HalfMade``
+        when a replace's add failed after its remove was made."""
+        if change.op == "update" and change.was is None:  # a running group's: see Change.was
+            _update(tree, change, follow)
             return
         if change.op == "update":
-            assert isinstance(change.spec, SupervisorSpec)
-            tree.update_group(change.spec, change.path)
-            follow(change.path, change.spec)
+            # Before the step: a job, or a group that is down, may start from the new spec
+            # at once; undone if the step is refused (a group came up meanwhile).
+            rehash(change.path, change.was, change.spec)
+            try:
+                _update(tree, change, follow)
+            except BaseException:
+                rehash(change.path, change.spec, change.was)
+                raise
             return
         if change.op in ("remove", "replace"):
+            # Its last attempt is journaled before the remove returns (the sink is inline),
+            # under the old spec's hash; forgotten only then.
             tree.remove_child(change.path)
         if change.op == "remove":
             follow(change.path, None)
+            rehash(change.path, change.spec, None)
             return
         assert change.spec is not None
-        # Before the add: the new child's first events name its kind.
+        # Before the add: the new child's first events name its kind, its attempts its spec.
         follow(change.path, change.spec)
+        rehash(change.path, change.was, change.spec)
         try:
             tree.add_child(change.spec, under=change.parent, before=change.before)
         except BaseException as exc:
             follow(change.path, None)  # not added after all
+            rehash(change.path, change.spec, None)
             if change.op == "replace" and isinstance(exc, JobvisorError):
                 raise _HalfMade(exc) from exc
             raise
+
+
+def _update(tree: Tree, change: Change, follow: Callable[[str, ChildSpec | None], None]) -> None:
+    """A reload's ``update`` step: a job's new ``autostart``, a group's new spec."""
+    if isinstance(change.spec, JobSpec):
+        tree.set_autostart(change.path, autostart=change.spec.autostart)
+        return
+    assert isinstance(change.spec, SupervisorSpec)
+    tree.update_group(change.spec, change.path)
+    follow(change.path, change.spec)
 
 
 def _http_keys(read: HttpSpec | None, started: HttpSpec | None) -> str:
@@ -1438,6 +1470,10 @@ def _cut_short(exc: JobvisorError, made: list[Change]) -> str:
 
 def _unfollowed(path: str, spec: ChildSpec | None) -> None:
     """No metrics to tell of a reload's step."""
+
+
+def _unhashed(path: str, old: ChildSpec | None, new: ChildSpec | None) -> None:
+    """No journal to tell of a reload's step."""
 
 
 def _reloaded(steps: list[Change], lines: list[str], error: str | None = None) -> Reloaded:

@@ -57,10 +57,10 @@ from supervision._history import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
 
-    from supervision._spec import JobSpec, SupervisorSpec
+    from supervision._spec import ChildSpec, JobSpec, SupervisorSpec
 
 __all__ = [
     "Journal",
@@ -411,6 +411,7 @@ class Journal:
         state_dir: Path,
         *,
         hashes: dict[str, str] | None = None,
+        base: str | None = None,
         max_delay: float = 0.05,
         batch: int = 500,
         lock_wait: float = LOCK_WAIT,
@@ -421,6 +422,7 @@ class Journal:
             raise ValueError(f"keep: expected a number of rows of at least 1 or None, got {keep!r}")
         self.path = journal_path(state_dir)
         self._hashes = hashes or {}
+        self._base = base  # what ``hashes`` were made with: a reload's are too (``rehash``)
         self._max_delay = max_delay
         self._batch = batch
         self._lock_wait = lock_wait
@@ -562,6 +564,23 @@ class Journal:
             ev.Commanded,
         }
     )
+
+    def rehash(self, path: str, old: ChildSpec | None, new: ChildSpec | None) -> None:
+        """A daemon's reload changed the child at ``path`` from ``old`` to ``new`` (None: none
+        there): the attempts of ``new``'s jobs are journaled from now under their own spec's
+        hash (``job_hash``), and ``old``'s jobs that ``new`` has not are forgotten.
+
+        Called where the reload makes the step: after its remove, before its add, so that
+        ``run --resume`` never takes one spec's attempt for another's. Only the jobs whose
+        spec differs are hashed: a reload of one job in 10,000 hashes one.
+        """
+        before, after = dict(_jobs(path, old)), dict(_jobs(path, new))
+        hashes = self._hashes
+        for gone in before.keys() - after.keys():
+            hashes.pop(gone, None)  # one dict operation: atomic for the threads that read it
+        for at, job in after.items():
+            if before.get(at) != job or at not in hashes:
+                hashes[at] = job_hash(job, self._base)
 
     def notified(self, at: float, path: str, detail: dict[str, Any]) -> None:
         """Queue a ``notify`` row: a notification's delivery ended (delivered or not, tries)."""
@@ -1166,6 +1185,18 @@ def job_hash(job: JobSpec, base: str | None = None) -> str:
     if base is not None and job.work.kind == "python":
         return spec_hash((job, base))
     return spec_hash(job)
+
+
+def _jobs(path: str, child: ChildSpec | None) -> Iterator[tuple[str, JobSpec]]:
+    """The jobs of a child at ``path`` (itself, or those under a group), with their paths."""
+    from supervision._spec import JobSpec, SupervisorSpec, walk  # noqa: PLC0415 - import cycle
+
+    if isinstance(child, JobSpec):
+        yield path, child
+    elif isinstance(child, SupervisorSpec):
+        for at, under in walk(child, path):
+            if isinstance(under, JobSpec):
+                yield at, under
 
 
 def job_hashes(spec: SupervisorSpec, base: str | None = None) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -1169,3 +1170,54 @@ def test_resume_restore_and_persistent_ticks_read_the_rows_written_last(tmp_path
     assert last_breaker_states(db) == {"api": ("closed", 100.0)}
     left, cycle = open_cooldowns(db, now)["c"]
     assert (left, cycle) == (30.0, 2)
+
+
+def test_a_reloads_rehash_hashes_only_the_jobs_it_changed_and_forgets_the_removed(
+    tmp_path: Path,
+) -> None:
+    """``rehash`` (a daemon's reload step): a job whose spec is the same keeps the hash it has
+    (not computed again: a reload of one job in 10,000 hashes one), a changed or added one is
+    journaled under its new spec's hash, made with the journal's base, a removed one under
+    none; a replace of a group by a job forgets the group's jobs."""
+    same, changed = (
+        python_job("same", "jobfuncs:ok", "s"),
+        python_job("changed", "jobfuncs:ok", "1"),
+    )
+    gone, added = python_job("gone", "jobfuncs:ok", "g"), python_job("added", "jobfuncs:ok", "a")
+    old = SupervisorSpec(name="g", children=(same, changed, gone))
+    new = SupervisorSpec(
+        name="g", children=(same, python_job("changed", "jobfuncs:ok", "2"), added)
+    )
+    kept = {"g/same": "kept", "g/changed": "old", "g/gone": "old"}
+    journal = Journal(tmp_path, hashes=dict(kept), base="/here")
+    try:
+        journal.rehash("g", old, new)
+        job = python_job("g", "jobfuncs:ok")
+        journal.rehash("h", None, new)
+        journal.rehash("h", new, job)  # a group replaced by a job
+        paths = ("g/same", "g/changed", "g/gone", "g/added", "h", "h/same")
+        for number, path in enumerate(paths):
+            journal.record(
+                AttemptFinished(
+                    path=path,
+                    at=float(number),
+                    attempt=1,
+                    outcome=Outcome.SUCCEEDED,
+                    error=None,
+                    started_at=float(number),
+                    code=0,
+                )
+            )
+        assert journal.flush()
+    finally:
+        journal.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / FILENAME)) as db:
+        rows = dict(db.execute("SELECT path, spec_hash FROM attempts").fetchall())
+    assert rows == {
+        "g/same": "kept",
+        "g/changed": job_hash(new.children[1], "/here"),
+        "g/gone": None,
+        "g/added": job_hash(added, "/here"),
+        "h": job_hash(job, "/here"),
+        "h/same": None,
+    }

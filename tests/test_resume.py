@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import textwrap
 from pathlib import Path
 
-from faultkit import CLI, ENV, Jobvisor, wait_until
+from conftest import RUNTIME
+from faultkit import CLI, ENV, Jobvisor, start_daemon, stop_daemon, wait_until
 
+from supervision._history import journal_path
+from supervision._journal import job_hashes
+from supervision._manifest import load_manifest
 from supervision._table import flatten_status
 
 FAST = """
@@ -176,3 +182,108 @@ def test_resume_runs_an_http_job_again_whose_headers_params_or_body_changed(
     ]
     journal = (tmp_path / ".jobvisor" / "journal.sqlite3").read_bytes()
     assert secret.encode() not in journal
+
+
+def _attempt_hashes(state: Path) -> dict[str, list[str | None]]:
+    """Each path's attempts' spec hashes in the journal, oldest first."""
+    with contextlib.closing(sqlite3.connect(journal_path(state))) as db:
+        rows = db.execute("SELECT path, spec_hash FROM attempts ORDER BY id").fetchall()
+    found: dict[str, list[str | None]] = {}
+    for path, digest in rows:
+        found.setdefault(path, []).append(digest)
+    return found
+
+
+def test_a_daemons_reload_journals_each_job_under_its_new_specs_hash(tmp_path: Path) -> None:
+    """The daemon hashed its jobs once, at its start: after a reload that replaced a job (its
+    command, a python job's args) or added one, their attempts were journaled under the old
+    spec's hash (the added one's under none), so `run --resume` with the new manifest ran
+    them again, and one with the old manifest took the old job for done whether or not it
+    had succeeded. A service the reload replaces ends its last attempt under its old hash."""
+    first = """
+    version: 1
+    jobs:
+      - {name: svc, service: true, command: [sleep, "100"]}
+      - {name: build, command: [sh, -c, "echo build-v1 >> runs.txt"]}
+      - {name: calc, python: "math:sqrt", args: [4]}
+      - {name: gone, command: ["true"]}
+    """
+    second = """
+    version: 1
+    jobs:
+      - {name: svc, service: true, command: [sleep, "101"]}
+      - {name: build, command: [sh, -c, "echo build-v2 >> runs.txt"]}
+      - {name: calc, python: "math:sqrt", args: [9]}
+      - {group: more, jobs: [{name: step, command: [sh, -c, "echo step >> runs.txt"]}]}
+    """
+    once = ("build", "calc", "more/step")
+    running = start_daemon(tmp_path, first, "--runtime", RUNTIME)
+    try:
+
+        def settled(*paths: str) -> bool:
+            states = {n["path"]: n["state"] for n in flatten_status(running.status())}
+            return all(states.get(path) == "succeeded" for path in paths)
+
+        wait_until(lambda: settled("build", "calc", "gone"), "the first jobs succeeded")
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(second), encoding="utf-8")
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: settled(*once), "the reloaded jobs succeeded")
+    finally:
+        assert stop_daemon(running) == 0
+    assert sorted((tmp_path / "runs.txt").read_text().split()) == ["build-v1", "build-v2", "step"]
+    base = str(tmp_path)
+    before = job_hashes(load_manifest(write(tmp_path, first)).root, base)
+    after = job_hashes(load_manifest(write(tmp_path, second)).root, base)
+    journaled = _attempt_hashes(tmp_path / ".jobvisor")
+    assert journaled["build"] == [before["build"], after["build"]]
+    assert journaled["calc"] == [before["calc"], after["calc"]]
+    assert journaled["more/step"] == [after["more/step"]]
+    assert journaled["svc"] == [before["svc"], after["svc"]]
+    (tmp_path / "runs.txt").unlink()
+    # Without the service (a run would never end): the once-jobs' own specs are the same.
+    ran = "\n".join(line for line in second.splitlines() if "name: svc" not in line)
+    write(tmp_path, ran)
+    out = jobvisor("run", "--resume", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "skipped: build, calc, more/step" in out.stderr
+    assert not (tmp_path / "runs.txt").exists()
+
+
+def test_a_reload_of_a_stopped_group_journals_its_jobs_under_their_new_hashes(
+    tmp_path: Path,
+) -> None:
+    """A group that is down takes its new spec whole, to start from next: its changed and
+    added jobs, once it starts again, were journaled under the old hash and none."""
+    first = """
+    version: 1
+    jobs:
+      - {name: svc, service: true, command: [sleep, "100"]}
+      - group: g
+        jobs:
+          - {name: a, command: [sh, -c, "echo a-v1 >> runs.txt"]}
+    """
+    b = '\n          - {name: b, command: [sh, -c, "echo b >> runs.txt"]}'
+    second = first.replace('a-v1 >> runs.txt"]}', 'a-v2 >> runs.txt"]}' + b)
+    running = start_daemon(tmp_path, first, "--runtime", RUNTIME)
+    try:
+        wait_until(lambda: running.nodes()["g"]["children"][0]["state"] == "succeeded", "g/a ran")
+        assert running.cli("stop", "g").returncode == 0
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(second), encoding="utf-8")
+        out = running.cli("reload")
+        assert out.returncode == 0, out.stderr
+        assert "(at g's next start)" in out.stdout
+        assert running.cli("start", "g").returncode == 0
+
+        def settled() -> bool:
+            return {n["state"] for n in running.nodes()["g"]["children"]} == {"succeeded"}
+
+        wait_until(settled, "g's jobs ran again")
+    finally:
+        assert stop_daemon(running) == 0
+    assert sorted((tmp_path / "runs.txt").read_text().split()) == ["a-v1", "a-v2", "b"]
+    before = job_hashes(load_manifest(write(tmp_path, first)).root, str(tmp_path))
+    after = job_hashes(load_manifest(write(tmp_path, second)).root, str(tmp_path))
+    journaled = _attempt_hashes(tmp_path / ".jobvisor")
+    assert journaled["g/a"] == [before["g/a"], after["g/a"]]
+    assert journaled["g/b"] == [after["g/b"]]
