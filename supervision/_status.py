@@ -243,8 +243,8 @@ def stopped_children(spec: SupervisorSpec, path: str, nodes: Any) -> Any:
     if nodes is None:
         return None
     last: dict[Any, dict[str, Any]] = {}
-    for n in nodes:
-        last.setdefault(n.get("name"), n)
+    for item in nodes:
+        last.setdefault(item.get("name"), item)
     out: list[dict[str, Any]] = []
     for child in spec.children:
         was = last.pop(child.name, None)
@@ -255,7 +255,8 @@ def stopped_children(spec: SupervisorSpec, path: str, nodes: Any) -> Any:
         else:
             out.append(was)
     # Removed by a reload, shown until the group starts: after the spec's own.
-    out.extend(n for n in nodes if last.get(n.get("name")) is n)
+    removed = {id(item) for item in last.values()}
+    out.extend(item for item in nodes if id(item) in removed)
     return out
 
 
