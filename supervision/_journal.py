@@ -169,8 +169,11 @@ def _canonical(value: object, out: list[str]) -> None:
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         shown = [
             (name, field_value)
-            for name, default in _identity_fields(type(value))
-            if not _is_default(field_value := getattr(value, name), default)
+            for name, default, via in _identity_fields(type(value))
+            if not _is_default(
+                field_value := getattr(value, name) if via is None else getattr(value, via)(),
+                default,
+            )
         ]
         out.append(_text("d", type(value).__qualname__) + f"{len(shown)}(")
         for name, field_value in shown:
@@ -277,24 +280,30 @@ def _sorted(tag: str, forms: list[str], out: list[str]) -> None:
 
 _NO_DEFAULT: Final = object()
 # Each spec class's identity fields, (name, default or _NO_DEFAULT), found once per class.
-_IDENTITY_FIELDS: dict[type, tuple[tuple[str, object], ...]] = {}
+_IDENTITY_FIELDS: dict[type, tuple[tuple[str, object, str | None], ...]] = {}
 
 
-def _identity_fields(cls: type) -> tuple[tuple[str, object], ...]:
+def _identity_fields(cls: type) -> tuple[tuple[str, object, str | None], ...]:
     found = _IDENTITY_FIELDS.get(cls)
     if found is None:
         fields = sorted(dataclasses.fields(cls), key=lambda field: field.name)
         # A field out of the repr (``output``, ``autostart``) is out of the identity, unless
         # it is out of the repr only to hide a secret (an http job's headers, params and body:
         # ``actors._http.IDENTITY``). Left out at their defaults, as any field: a job without
-        # them keeps the hash it was journaled under.
+        # them keeps the hash it was journaled under. An identity that names a method reads
+        # the field through it (an http job's headers, a secret's value out).
         found = tuple(
-            (field.name, _default(field))
+            (field.name, _default(field), _via(field))
             for field in fields
             if field.repr or field.metadata.get("identity", False)
         )
         _IDENTITY_FIELDS[cls] = found
     return found
+
+
+def _via(field: dataclasses.Field[Any]) -> str | None:
+    via = field.metadata.get("identity")
+    return via if isinstance(via, str) else None
 
 
 def _default(field: dataclasses.Field[Any]) -> object:

@@ -253,6 +253,29 @@ def test_an_http_jobs_hidden_request_fields_are_in_its_hash_and_a_plain_ones_has
     assert len(hashes) == 7
 
 
+def test_a_secret_headers_value_is_no_part_of_an_http_jobs_hash() -> None:
+    """A secret header's value went into the hash (an unsalted digest anyone with the journal
+    could test guesses against; a rotated secret ran every finished job again under
+    ``--resume``), and so did which headers are masked. Its name counts, its value not; a plain
+    header's value counts; ``secret_headers`` alone changes nothing."""
+    from actors._http import HttpWork
+
+    def job(headers: dict[str, str], secret: tuple[str, ...] = ()) -> str:
+        work = HttpWork(
+            url="http://127.0.0.1:8/x", headers=headers, secret_headers=secret, timeout=5.0
+        )
+        return spec_hash(JobSpec(name="call", work=work))
+
+    both = {"Authorization": "Bearer one", "X-Plain": "a"}
+    secret = ("Authorization",)
+    assert job(both, secret) == job({**both, "Authorization": "Bearer two"}, secret)
+    assert job(both, secret) != job({**both, "X-Plain": "b"}, secret)
+    assert job(both, secret) != job({"X-Plain": "a"}, secret)  # the secret header's name counts
+    assert job({"X-Plain": "a"}, ()) == job({"X-Plain": "a"}, ("X-Other",))  # the list: none
+    assert job({"authorization": "Bearer one"}, secret) == job({"authorization": "x"}, secret)
+    assert job(both, ()) != job({**both, "Authorization": "Bearer two"}, ())
+
+
 def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys, time
