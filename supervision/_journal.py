@@ -1035,14 +1035,39 @@ def older_successes(
     again: such a job runs again, which ``run`` says rather than leave it to be noticed.
 
     A job with a success of this jobvisor's is left out: that one is what it goes by (a
-    success of its spec, or a spec changed since).
+    success of its spec, or a spec changed since). So is an http job's success under the
+    identity before its headers, params, json and body counted (``_before_request``): no
+    change of its spec is told by it, so it runs again, and is listed.
     """
-    return [
-        path
-        for path, _child in once_jobs(spec)
-        if successes.get(path)
-        and not any(digest.startswith(HASH_MARK) for digest in successes[path])
-    ]
+    found = []
+    for path, child in once_jobs(spec):
+        digests = successes.get(path)
+        if not digests:
+            continue
+        if not any(digest.startswith(HASH_MARK) for digest in digests) or (
+            _before_request(child) in digests and spec_hash(child) not in digests
+        ):
+            found.append(path)
+    return found
+
+
+def _before_request(job: JobSpec) -> str | None:
+    """An http job's hash as a jobvisor journaled it before its headers, params, json and body
+    were part of its identity (None for any other job, or one that has none of them: its
+    hash is what it was). An http job's hash has no manifest directory (``job_hash``)."""
+    work: Any = job.work
+    if work.kind != "http":
+        return None
+    bare: dict[str, Any] = {
+        "headers": {},
+        "params": {},
+        "json": None,
+        "body": None,
+        "secret_headers": (),
+    }
+    if all(getattr(work, key) == value for key, value in bare.items()):
+        return None
+    return spec_hash(dataclasses.replace(job, work=dataclasses.replace(work, **bare)))
 
 
 def once_jobs(spec: SupervisorSpec) -> list[tuple[str, JobSpec]]:
