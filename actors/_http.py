@@ -77,6 +77,9 @@ _CHUNK: Final = 64 * 1024
 # A field's metadata: hidden from the repr (it may hold a secret), yet part of the job's
 # identity, which ``supervision._journal``'s spec hash reads from the repr's fields otherwise.
 IDENTITY: Final = MappingProxyType({"identity": True})
+# The headers' metadata: in the identity as ``identity_headers`` gives them (a secret's value
+# out of it).
+_HEADERS_IDENTITY: Final = MappingProxyType({"identity": "identity_headers"})
 _STDLIB_ERROR_MODULES: Final = frozenset({"builtins", "socket", "ssl", "http.client"})
 
 Reason = Literal["connection", "timeout", "cancelled", "invalid"]
@@ -748,17 +751,31 @@ class HttpWork:
     method: str = "GET"
     # Out of the repr (a secret), not out of the job's identity: the journal's spec hash
     # (``run --resume``) takes them all the same (``IDENTITY``).
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False, metadata=IDENTITY)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False, metadata=_HEADERS_IDENTITY)
     params: Mapping[str, str] = field(default_factory=dict, repr=False, metadata=IDENTITY)
     json: Any = field(default=None, repr=False, metadata=IDENTITY)  # at most one of json / body
     body: str | bytes | None = field(default=None, repr=False, metadata=IDENTITY)
     timeout: float = 30.0
     expect_status: tuple[int, ...] = ()  # empty = any 2xx
-    # Names in ``headers`` whose values hold a secret (the manifest says which).
-    secret_headers: tuple[str, ...] = field(default=(), repr=False, metadata=IDENTITY)
+    # Names in ``headers`` whose values hold a secret (the manifest says which: those that
+    # take a secret reference). No part of the identity: which headers are masked changes
+    # nothing of the request.
+    secret_headers: tuple[str, ...] = field(default=(), repr=False)
     _holder: _SessionHolder = field(
         default_factory=_SessionHolder, init=False, repr=False, compare=False, hash=False
     )
+
+    def identity_headers(self) -> Mapping[str, str | None]:
+        """The headers as the job's identity (the journal's spec hash) takes them: a secret
+        header by its name alone. Its value's digest in the journal could be guessed offline,
+        and a rotated secret would run every finished job again under ``--resume``."""
+        if not self.secret_headers:
+            return self.headers
+        secret = {name.casefold() for name in self.secret_headers}
+        return {
+            name: None if name.casefold() in secret else value
+            for name, value in self.headers.items()
+        }
 
     def __post_init__(self) -> None:
         check_url(self.url, "http.url")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import random
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -518,8 +521,9 @@ class JobActor(OwnActor):
             # The attempt's end is the child's: its report goes with the exit report.
             error, code = self._run_attempt(with_exit=True)
             if self._jv_stop_requested:
-                # The work ended because we cancelled it: its error is no fact of the job's.
-                self._jv_finish(None, code)
+                # The work ended because we cancelled it: the stop's own error is gone already
+                # (``_run_attempt``); one of its own stays, as in its attempt's report.
+                self._jv_finish(error, code)
             elif self._waits_for_breaker(error):
                 self._send_attempt_report()  # the child lives on, waiting for its breaker
                 self._wait_for_breaker(error, code)
@@ -565,7 +569,7 @@ class JobActor(OwnActor):
         # with the exit, one report as a once-job's: its failure is then said once, by the exit.
         error, code = self._run_attempt(with_exit=True)
         if self._jv_stop_requested:
-            self._jv_finish()
+            self._jv_finish(error)
         elif self._waits_for_breaker(error):
             self._send_attempt_report()  # it lives on, waiting for its breaker
             self._wait_for_breaker(error, code)
@@ -843,8 +847,17 @@ class JobActor(OwnActor):
         # call that failed is a failure of the job's like any other (its restarts are counted
         # and end), where one that opened a closed breaker only makes it wait.
         self._trial_failed = self._settle(None if self._jv_stop_requested else error is None)
+        error = self._not_the_stops(error)
         self._report_attempt(attempt, error, code, with_exit=with_exit)
         return error, code
+
+    def _not_the_stops(self, error: BaseException | None) -> BaseException | None:
+        """``error``, unless a stop asked ended the attempt with it (its own signal or
+        cancellation, no error of the job's); what else it raised or exited with as it stopped
+        (a flush that failed) is one, and is told."""
+        if self._jv_stop_requested and _the_stops_own(error, self.work):
+            return None
+        return error
 
     def _end_timers(self) -> float:
         """The attempt's call is over: its deadline and a kill its timeout left are off.
@@ -1082,6 +1095,36 @@ def _with_class(exc: BaseException) -> str:
     """``describe``'s text (cut as it cuts it), always after its class: ``HttpRequestError: ..``."""
     text = describe(exc)
     return f"{type(exc).__name__}: {text}" if isinstance(exc, JobvisorError) else text
+
+
+_CANCELLED: Final = (asyncio.CancelledError, concurrent.futures.CancelledError, Kill)
+_GIVEN_UP: Final = {("actors._ray", "PlacementCancelled"), ("actors._ready", "NotReady")}
+
+
+def _the_stops_own(error: BaseException | None, work: object) -> bool:
+    """Did a stop's own doing end the attempt with ``error``: its signal (``stop_signal``, or
+    SIGKILL after the grace: as ``-N`` or a shell's ``128+N``), a cancellation, or one of our
+    own works' ends on cancel (an aborted request, a placement or readiness wait given up)?
+
+    A user's exception, or an exit status of its own, is not: a failure while stopping.
+    """
+    if error is None:
+        return True
+    seen = error.__cause__ if isinstance(error, ChildKilled) else error
+    if isinstance(seen, _CANCELLED):
+        return True
+    # Our works' own ends on cancel; by their modules as loaded (one not loaded raised none):
+    # a stopped command does not load the http and Ray kinds.
+    kind = type(error)
+    if (kind.__module__, kind.__name__) in _GIVEN_UP:
+        return True
+    if (kind.__module__, kind.__name__) == ("actors._http", "HttpRequestError"):
+        return getattr(error, "reason", None) in ("cancelled", "connection")
+    code = getattr(error, "code", None)
+    if not isinstance(error, JobvisorError) or not isinstance(code, int):
+        return False
+    signals = {int(getattr(work, "stop_signal", signal.SIGTERM)), int(signal.SIGKILL)}
+    return -code in signals or code - 128 in signals
 
 
 def _killed_by(exc: BaseException) -> ChildKilled:

@@ -52,6 +52,11 @@ def classify(
         return ExitReason(Outcome.TIMEOUT, error)
     if isinstance(report, AttemptDone):
         return _attempt_ended(report, service, path)
+    attempt = report.attempt
+    if report.stop_requested and attempt is not None and error is attempt.error is not None:
+        # What a stopped attempt raised as it stopped ended its incarnation: told as its
+        # attempt's report tells it (stopped, with that error), the two agree.
+        return _attempt_ended(attempt, service, path)
     return _ended(report, service, path)
 
 
@@ -60,11 +65,11 @@ def _attempt_ended(report: AttemptDone, service: bool, path: str) -> ExitReason:
     if isinstance(error, Kill):  # killed after its grace (or by a forced stop)
         return ExitReason(Outcome.KILLED, None)
     if report.stop_requested:
-        # Ended because it was stopped: its error is no failure of the job's (the stop's own
-        # SIGTERM, a trap's exit code: ``code`` keeps it), so none is shown, as for the exit it
-        # ends; and a clean end (a command that traps SIGTERM and exits 0) no proof that its
-        # work was done.
-        return ExitReason(Outcome.STOPPED, None)
+        # Ended because it was stopped: never a failure of the job's, nor a success (a command
+        # that traps SIGTERM and exits 0 proves no work done). The job actor took the stop's
+        # own signal or cancellation out already; an error left is one of the work's own as
+        # it stopped (a flush that failed, a trap's exit 3), told as the exit it ends tells it.
+        return ExitReason(Outcome.STOPPED, error)
     if error is not None:
         return ExitReason(_failed(error), error)
     if service:

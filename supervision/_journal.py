@@ -169,8 +169,11 @@ def _canonical(value: object, out: list[str]) -> None:
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         shown = [
             (name, field_value)
-            for name, default in _identity_fields(type(value))
-            if not _is_default(field_value := getattr(value, name), default)
+            for name, default, via in _identity_fields(type(value))
+            if not _is_default(
+                field_value := getattr(value, name) if via is None else getattr(value, via)(),
+                default,
+            )
         ]
         out.append(_text("d", type(value).__qualname__) + f"{len(shown)}(")
         for name, field_value in shown:
@@ -277,24 +280,30 @@ def _sorted(tag: str, forms: list[str], out: list[str]) -> None:
 
 _NO_DEFAULT: Final = object()
 # Each spec class's identity fields, (name, default or _NO_DEFAULT), found once per class.
-_IDENTITY_FIELDS: dict[type, tuple[tuple[str, object], ...]] = {}
+_IDENTITY_FIELDS: dict[type, tuple[tuple[str, object, str | None], ...]] = {}
 
 
-def _identity_fields(cls: type) -> tuple[tuple[str, object], ...]:
+def _identity_fields(cls: type) -> tuple[tuple[str, object, str | None], ...]:
     found = _IDENTITY_FIELDS.get(cls)
     if found is None:
         fields = sorted(dataclasses.fields(cls), key=lambda field: field.name)
         # A field out of the repr (``output``, ``autostart``) is out of the identity, unless
         # it is out of the repr only to hide a secret (an http job's headers, params and body:
         # ``actors._http.IDENTITY``). Left out at their defaults, as any field: a job without
-        # them keeps the hash it was journaled under.
+        # them keeps the hash it was journaled under. An identity that names a method reads
+        # the field through it (an http job's headers, a secret's value out).
         found = tuple(
-            (field.name, _default(field))
+            (field.name, _default(field), _via(field))
             for field in fields
             if field.repr or field.metadata.get("identity", False)
         )
         _IDENTITY_FIELDS[cls] = found
     return found
+
+
+def _via(field: dataclasses.Field[Any]) -> str | None:
+    via = field.metadata.get("identity")
+    return via if isinstance(via, str) else None
 
 
 def _default(field: dataclasses.Field[Any]) -> object:
@@ -1045,14 +1054,39 @@ def older_successes(
     again: such a job runs again, which ``run`` says rather than leave it to be noticed.
 
     A job with a success of this jobvisor's is left out: that one is what it goes by (a
-    success of its spec, or a spec changed since).
+    success of its spec, or a spec changed since). So is an http job's success under the
+    identity before its headers, params, json and body counted (``_before_request``): no
+    change of its spec is told by it, so it runs again, and is listed.
     """
-    return [
-        path
-        for path, _child in once_jobs(spec)
-        if successes.get(path)
-        and not any(digest.startswith(HASH_MARK) for digest in successes[path])
-    ]
+    found = []
+    for path, child in once_jobs(spec):
+        digests = successes.get(path)
+        if not digests:
+            continue
+        if not any(digest.startswith(HASH_MARK) for digest in digests) or (
+            _before_request(child) in digests and spec_hash(child) not in digests
+        ):
+            found.append(path)
+    return found
+
+
+def _before_request(job: JobSpec) -> str | None:
+    """An http job's hash as a jobvisor journaled it before its headers, params, json and body
+    were part of its identity (None for any other job, or one that has none of them: its
+    hash is what it was). An http job's hash has no manifest directory (``job_hash``)."""
+    work: Any = job.work
+    if work.kind != "http":
+        return None
+    bare: dict[str, Any] = {
+        "headers": {},
+        "params": {},
+        "json": None,
+        "body": None,
+        "secret_headers": (),
+    }
+    if all(getattr(work, key) == value for key, value in bare.items()):
+        return None
+    return spec_hash(dataclasses.replace(job, work=dataclasses.replace(work, **bare)))
 
 
 def once_jobs(spec: SupervisorSpec) -> list[tuple[str, JobSpec]]:

@@ -255,15 +255,19 @@ class TreeContext:
         logged twice at two levels.
         """
         # The classification's error where it has one (why a service's clean exit failed);
-        # else the attempt's own (a kill's says which attempt). A stop asked for is no error
-        # (SPEC §2): none, as the exit it ends says (``child_exited``, the status).
+        # else the attempt's own (a kill's says which attempt). A stop's own signal or
+        # cancellation is none (SPEC §2); what the work raised or exited with as it stopped is
+        # one, said at WARNING (its outcome, stopped, is no failure to say at ERROR).
         outcome = reason.outcome
-        error = (
-            None
-            if outcome is Outcome.STOPPED
-            else self.shown(msg.error if reason.error is None else reason.error)
-        )
-        if outcome.is_failure:
+        error = self.shown(msg.error if reason.error is None else reason.error)
+        if outcome is Outcome.STOPPED and error is not None:
+            log.warning(
+                "{}: failed while stopping: {}",
+                path,
+                error,
+                extra={"path": path, "attempt": msg.attempt},
+            )
+        elif outcome.is_failure:
             log.debug(
                 "{}: attempt {} {}: {}",
                 path,

@@ -56,6 +56,16 @@ def block(key: str) -> None:
             return
 
 
+def fail_on_stop(key: str) -> None:
+    """Run until the attempt is cancelled, then fail as a flush on shutdown may."""
+    _count(key)
+    EVENTS[key + ".running"].set()
+    attempt = current_attempt()
+    assert attempt is not None
+    attempt.cancelled.wait(30)
+    raise RuntimeError(f"flush on shutdown failed: {key} lost 312 rows")
+
+
 def once_then_block(key: str) -> None:
     """Return at the first call; block (as ``block``) at every later one."""
     if CALLS[key] >= 1:

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from supervision._journal import (
     MIGRATIONS,
     job_hash,
     job_hashes,
+    older_successes,
     spec_hash,
     succeeded_before,
 )
@@ -252,6 +254,73 @@ def test_an_http_jobs_hidden_request_fields_are_in_its_hash_and_a_plain_ones_has
         ]
     }
     assert len(hashes) == 7
+
+
+def test_a_secret_headers_value_is_no_part_of_an_http_jobs_hash() -> None:
+    """A secret header's value went into the hash (an unsalted digest anyone with the journal
+    could test guesses against; a rotated secret ran every finished job again under
+    ``--resume``), and so did which headers are masked. Its name counts, its value not; a plain
+    header's value counts; ``secret_headers`` alone changes nothing."""
+    from actors._http import HttpWork
+
+    def job(headers: dict[str, str], secret: tuple[str, ...] = ()) -> str:
+        work = HttpWork(
+            url="http://127.0.0.1:8/x", headers=headers, secret_headers=secret, timeout=5.0
+        )
+        return spec_hash(JobSpec(name="call", work=work))
+
+    both = {"Authorization": "Bearer one", "X-Plain": "a"}
+    secret = ("Authorization",)
+    assert job(both, secret) == job({**both, "Authorization": "Bearer two"}, secret)
+    assert job(both, secret) != job({**both, "X-Plain": "b"}, secret)
+    assert job(both, secret) != job({"X-Plain": "a"}, secret)  # the secret header's name counts
+    assert job({"X-Plain": "a"}, ()) == job({"X-Plain": "a"}, ("X-Other",))  # the list: none
+    assert job({"authorization": "Bearer one"}, secret) == job({"authorization": "x"}, secret)
+    assert job(both, ()) != job({**both, "Authorization": "Bearer two"}, ())
+
+
+def test_an_http_jobs_success_before_its_request_fields_counted_is_an_older_success(
+    tmp_path: Path,
+) -> None:
+    """A success journaled before an http job's headers, params, json and body were part of
+    its hash has another "v2:" hash than the job has now: ``run --resume`` sent it again
+    silently. It is listed with the older jobvisors' successes (``run`` says it runs again),
+    not taken as done: the old form cannot tell a changed header from the one that ran."""
+    from actors._http import HttpWork
+
+    def job(**request: Any) -> JobSpec:
+        work = HttpWork(url="http://127.0.0.1:8/x", method="POST", timeout=5.0, **request)
+        return JobSpec(name="call", work=work)
+
+    old = "v2:73a221d3c355bd86"  # the pinned hash of the job without its request fields
+    assert spec_hash(job()) == old
+    plain = replace(job(), name="plain")  # has none of them: its hash is what it was
+    journal = Journal(tmp_path, hashes={"call": old, "plain": spec_hash(plain)})
+    try:
+        for path in ("call", "plain"):
+            journal.record(
+                AttemptFinished(
+                    path=path,
+                    at=2.0,
+                    attempt=1,
+                    outcome=Outcome.SUCCEEDED,
+                    error=None,
+                    started_at=1.0,
+                    code=200,
+                )
+            )
+        assert journal.flush()
+    finally:
+        journal.close()
+    successes = read_successes(tmp_path / FILENAME)
+    with_headers = replace(job(headers={"X-Key": "a"}, json={"n": 1}), name="call")
+    spec = SupervisorSpec(children=(with_headers, plain))
+    assert succeeded_before(spec, successes) == {"plain": (200, 2.0)}
+    assert older_successes(spec, successes) == ["call"]
+    # Once it succeeded under its hash of now, that success is what it goes by.
+    again = {**successes, "call": {**successes["call"], spec_hash(with_headers): (200, 3.0)}}
+    assert older_successes(spec, again) == []
+    assert succeeded_before(spec, again) == {"call": (200, 3.0), "plain": (200, 2.0)}
 
 
 def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:

@@ -192,16 +192,19 @@ def tree_id(tree: Any) -> str:
     return tree._ctx.tree_id
 
 
-def test_an_incarnation_a_person_restarted_is_stopped_with_no_error_in_every_report(
-    make_tree: Any, events: Any, tmp_path: Any
+def test_a_stop_is_no_error_but_what_failed_as_it_stopped_is_one_in_every_report(
+    make_tree: Any, events: Any, tmp_path: Any, logs: logbook.TestHandler
 ) -> None:
-    """``tree.restart(path)`` (``jobvisor restart``) of a running service: its attempt's event
-    said ``stopped`` with an error (``command sleep 60 killed by SIGTERM``) while its exit's
-    and the status said ``stopped`` with none. A stop asked for is never a failure (SPEC §2):
-    no error in either event, nor in the status's ``last_exit``; the signal is in ``code``."""
+    """``tree.restart(path)`` (``jobvisor restart``) of running services: an attempt and the
+    exit it ends are ``stopped`` alike. The stop's own SIGTERM or cancellation is no error
+    (SPEC §2); what the work raised as it stopped (a flush that failed) or an exit status of
+    its own (a trap's ``exit 3``) is one, in ``attempt_finished``, ``child_exited``, the
+    status, the history and a warning (it was dropped from all of them)."""
     import textwrap
 
     from supervision import AttemptFinished, Outcome, load_manifest
+    from supervision._history import FILENAME, read_history
+    from supervision._journal import Journal, job_hashes
 
     trapped = tmp_path / "trapped"
     spec = load_manifest(
@@ -213,32 +216,66 @@ def test_an_incarnation_a_person_restarted_is_stopped_with_no_error_in_every_rep
             service: true
             command: [sh, -c, "trap 'exit 3' TERM; touch {trapped}; while true; do sleep 0.05; done"]
           - {{name: py, service: true, python: "jobfuncs:block", args: [restarted]}}
+          - {{name: flush, service: true, python: "jobfuncs:fail_on_stop", args: [flush]}}
         """)
     ).tree_spec()
-    tree = make_tree(spec, on_event=events)
-    assert tree.started(timeout=20)
-    wait_until(trapped.exists, "the trap set")  # its stop's SIGTERM comes after its trap is set
-    names = ("sleeper", "trapper", "py")
-    for name in names:
-        tree.restart(name)
-        events.reached(name, "running", times=2)
+    journal = Journal(tmp_path, hashes=job_hashes(spec))
+    names = ("sleeper", "trapper", "py", "flush")
+    try:
+        tree = make_tree(spec, on_event=lambda e: (journal.record(e), events(e)))
+        assert tree.started(timeout=20)
+        wait_until(trapped.exists, "the trap set")  # its stop's SIGTERM comes after the trap
+        for name in names:
+            tree.restart(name)
+            events.reached(name, "running", times=2)
+        assert journal.flush()
+    finally:
+        journal.close()
+    lost = "RuntimeError: flush on shutdown failed: flush lost 312 rows"
     reports = {}
     for name in names:
         (attempt,) = [e for e in events.of(AttemptFinished, name) if e.attempt == 1]
         (exited,) = events.of(ChildExited, name)
         reports[name] = (
             (attempt.outcome, attempt.error, attempt.code),
-            (
-                exited.outcome,
-                exited.error,
-                exited.code,
-            ),
+            (exited.outcome, exited.error, exited.code),
         )
-    assert reports == {
+    assert {k: v for k, v in reports.items() if k != "trapper"} == {
         "sleeper": ((Outcome.STOPPED, None, -15), (Outcome.STOPPED, None, -15)),
-        "trapper": ((Outcome.STOPPED, None, 3), (Outcome.STOPPED, None, 3)),
         "py": ((Outcome.STOPPED, None, None), (Outcome.STOPPED, None, None)),
+        "flush": ((Outcome.STOPPED, lost, None), (Outcome.STOPPED, lost, None)),
     }
+    (trap_attempt, trap_exit) = reports["trapper"]
+    assert trap_attempt == trap_exit
+    assert trap_attempt[0] is Outcome.STOPPED
+    assert trap_attempt[2] == 3
+    assert "exited with 3" in (trap_attempt[1] or ""), trap_attempt
     last = {c["name"]: c["last_exit"] for c in tree.status()["children"]}
     shown = {name: (last[name]["outcome"], last[name]["error"]) for name in names}
-    assert shown == dict.fromkeys(names, ("stopped", None))
+    assert shown == {
+        "sleeper": ("stopped", None),
+        "trapper": ("stopped", trap_attempt[1]),
+        "py": ("stopped", None),
+        "flush": ("stopped", lost),
+    }
+    rows = {
+        name: [
+            (r.get("outcome"), r.get("error"))
+            for r in read_history(tmp_path / FILENAME, name)
+            if r.get("kind", "attempt") == "attempt" and r.get("attempt") == 1
+        ]
+        for name in names
+    }
+    assert rows == {
+        "sleeper": [("stopped", None)],
+        "trapper": [("stopped", trap_attempt[1])],
+        "py": [("stopped", None)],
+        "flush": [("stopped", lost)],
+    }, rows
+    warned = [r.message for r in logs.records if "failed while stopping" in r.message]
+    assert sorted(warned) == sorted(
+        [
+            f"flush: failed while stopping: {lost}",
+            f"trapper: failed while stopping: {trap_attempt[1]}",
+        ]
+    ), warned

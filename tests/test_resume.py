@@ -287,3 +287,42 @@ def test_a_reload_of_a_stopped_group_journals_its_jobs_under_their_new_hashes(
     journaled = _attempt_hashes(tmp_path / ".jobvisor")
     assert journaled["g/a"] == [before["g/a"], after["g/a"]]
     assert journaled["g/b"] == [after["g/b"]]
+
+
+def test_resume_skips_an_http_job_whose_secret_header_only_was_rotated(tmp_path: Path) -> None:
+    """A secret header's value went into the job's hash: a rotated token ran every finished
+    http job again under ``--resume``, and the journal held a digest of each token that
+    could be checked against guesses. Its name counts, its value not; neither token is in
+    the journal."""
+    from httpkit import HttpKit
+
+    manifest = """
+    version: 1
+    jobs:
+      - name: call
+        http:
+          url: URL/call
+          headers: {Authorization: "Bearer ${secret:JV_TOKEN}"}
+    """
+
+    def run(token: str, *flags: str) -> str:
+        write(tmp_path, manifest.replace("URL", kit.url))
+        out = subprocess.run(
+            [*CLI, "run", *flags],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**ENV, "JV_TOKEN": token},
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stderr
+
+    with HttpKit() as kit:
+        run("first-token-1234")
+        assert "skipped: call" in run("second-token-5678", "--resume")
+        assert kit.count == 1
+    journal = (tmp_path / ".jobvisor" / "journal.sqlite3").read_bytes()
+    assert b"first-token-1234" not in journal
+    assert b"second-token-5678" not in journal

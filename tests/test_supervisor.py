@@ -741,6 +741,51 @@ class TestDynamicChildren:
             ("g/h/d", 1),
         ]
 
+    def test_a_down_groups_children_are_listed_in_a_reloads_new_order(
+        self, make_tree, journal
+    ) -> None:
+        """A reload that reorders a down group's children and adds one: the new one was put
+        after its predecessor's old place (last run a, b; new spec b, a, c: listed a, c, b).
+        Listed in the new spec's order; one it removed, still shown till the start, after."""
+        group = SupervisorSpec(
+            name="g",
+            policy=FAST,
+            children=(actor("a", journal), actor("b", journal), actor("e", journal)),
+        )
+        tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)))
+        assert tree.started(10)
+        tree.stop_child("g")
+        tree.update_group(
+            replace(
+                group,
+                children=(actor("b", journal), actor("a", journal), actor("c", journal)),
+            ),
+            "g",
+        )
+        nodes = flatten_status(tree.status())
+        listed = [(n["path"], n["starts"]) for n in nodes if n["path"] != "g"]
+        shown = [path for path, _ in listed]
+        assert shown[:3] == ["g/b", "g/a", "g/c"]
+        assert shown[3:] in ([], ["g/e"])
+        assert dict(listed)["g/c"] == 0
+        assert dict(listed)["g/a"] == dict(listed)["g/b"] == 1
+
+    def test_a_down_groups_thousands_of_children_are_listed_in_order_once_each(self) -> None:
+        """Listed in one pass (a scan per child made a 10,000-job group's read 9.6 s): each
+        child once, in the spec's order, its last node kept, a new one stopped, a removed one
+        after."""
+        from supervision._status import stopped_children
+
+        n = 2000
+        kids = tuple(JobSpec(name=f"j{i}", work=CommandWork(argv=("true",))) for i in range(n + 1))
+        spec = SupervisorSpec(name="g", children=kids[::-1][:n])  # reversed, j0 removed
+        last = [{"name": f"j{i}", "path": f"g/j{i}", "starts": 1} for i in range(n)]
+        out = stopped_children(spec, "g", last)
+        assert [x["name"] for x in out] == [f"j{i}" for i in range(n, 0, -1)] + ["j0"]
+        assert [x["starts"] for x in out] == [0] + [1] * n
+        assert out[0]["state"] == "stopped"
+        assert out[1] is last[n - 1]
+
     def test_a_group_that_is_down_starts_from_its_new_spec(self, make_tree, journal) -> None:
         group = SupervisorSpec(name="g", policy=FAST, children=(actor("a", journal),))
         tree = make_tree(SupervisorSpec(policy=FAST, children=(group,)))
