@@ -381,6 +381,36 @@ def test_a_daemon_gone_away_is_said_plainly_and_the_page_comes_back_with_it(
         assert browser.execute_script("return window.__jobvisorMarker") == "kept"
 
 
+# Status answers of the wrong shape (children a mapping): the page's rendering throws.
+WRONG_SHAPE = """
+const realFetch = window.fetch.bind(window);
+window.fetch = function (url, options) {
+  const answer = realFetch(url, options);
+  if (new URL(String(url), location.href).pathname !== '/api/status') return answer;
+  return answer.then(r => r.json().then(doc => {
+    doc.children = {};
+    return new Response(JSON.stringify(doc), {headers: r.headers});
+  }));
+};
+"""
+
+
+def test_a_fault_in_the_page_is_a_console_error_not_an_unreachable_daemon(
+    daemon: tuple[Running, str], browser: WebDriver
+) -> None:
+    running, url = daemon
+    open_page(browser, url)
+    assert console_errors(browser) == []
+    browser.execute_script(WRONG_SHAPE)
+    (running.dir / "go").touch()  # crasher exits: its counters are read again
+    errors = until(browser, console_errors, "the page's fault in the console")
+    assert "bug while showing the status" in errors[0]["message"], errors
+    assert not browser.find_element(By.ID, "down").is_displayed()
+    assert conn(browser) == "live"
+    said = [text for kind, text in notices(browser) if kind == "error"]
+    assert any("a bug in the page, not the daemon" in t for t in said), said
+
+
 def test_action_results_show_wherever_the_page_is_scrolled(
     daemon: tuple[Running, str], browser: WebDriver
 ) -> None:
