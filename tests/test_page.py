@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -22,6 +23,8 @@ import pytest
 from conftest import RUNTIME
 from faultkit import HttpDaemon, Running, http_daemon, wait_until
 from httpkit import HttpKit, Reply, Reset, free_port
+
+import supervision
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -927,3 +930,13 @@ def test_a_status_read_older_than_the_events_shown_does_not_take_a_row_back(
     browser.execute_script(SEND_EVENT, crash, f"{life}-{10**9}")
     assert state_of(browser, "svc") == "backoff"
     assert console_errors(browser) == []
+
+
+def test_the_pages_signal_names_are_linuxs_1_to_31() -> None:
+    """Each signal that ends a job is said by its name (it said "signal 31" for SIGSYS, and so
+    for 5, 16-23 and 26-31): the page's table is this Linux's own, 1 to 31."""
+    page = (Path(supervision.__file__).parent / "_page.html").read_text(encoding="utf-8")
+    table = re.search(r"var SIGNALS = \{(.*?)\};", page, re.DOTALL)
+    assert table is not None
+    names = {int(n): name for n, name in re.findall(r'(\d+): "(\w+)"', table[1])}
+    assert names == {n: signal.Signals(n).name for n in range(1, 32)}
