@@ -839,6 +839,33 @@ def test_a_periodic_job_between_ticks_shows_idle_as_status_does(
         assert console_errors(browser) == []
 
 
+def test_a_long_tick_shows_the_next_one_while_it_runs(tmp_path: Path, browser: WebDriver) -> None:
+    """A job that ticks every 4 s for 3 s: the page reads the status when a tick starts (its
+    ticks are 4 s apart), so its next tick shows while it runs. (The page went by the idle
+    gap, 1 s: no read, and a blank next-start cell for each tick after the first.)"""
+    manifest = PERIODIC.replace('"sleep 2"', '"sleep 3"').replace("every: 6s", "every: 4s")
+    look = (
+        "const row = document.querySelector('.row[data-path=\"tick\"]');"
+        "if (!row) return ['', '', ''];"
+        "const bars = row.querySelectorAll('.timeline .bar');"
+        "return [row.querySelector('.badge').dataset.state, row.querySelector('.next').textContent,"
+        " bars.length ? bars[bars.length - 1].getAttribute('aria-label') : ''];"
+    )
+
+    def after_a_tick_running_with_its_next(driver: WebDriver) -> bool:
+        state, after, label = driver.execute_script(look)
+        return state == "running" and after.startswith("in ") and label.startswith("attempt ")
+
+    with http_daemon(tmp_path, manifest) as running:
+        browser.get(running.http.url + "/")
+        # Before the page's resync (30 s), which reads the status whatever the ticks do.
+        WebDriverWait(browser, 20, poll_frequency=0.05).until(
+            after_a_tick_running_with_its_next, "page never showed a tick with the next one's time"
+        )
+        assert running.cli("status").returncode == 0
+        assert console_errors(browser) == []
+
+
 # Installed before the page's own script: status answers can be held back (each is taken by
 # the daemon when asked, and given to the page when the test says), and the EventSource is
 # kept where the test can hand the page an event of its own.
