@@ -866,6 +866,28 @@ def test_a_long_tick_shows_the_next_one_while_it_runs(tmp_path: Path, browser: W
         assert console_errors(browser) == []
 
 
+def test_a_tick_shows_by_the_daemons_clock_not_the_browsers(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    """The browser's clock 10 s behind the daemon's: a tick shows running when it starts, by
+    the daemon's clock as its events tell it (it showed 10 s late, after the tick had ended)."""
+    browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {"source": "const realNow = Date.now; Date.now = () => realNow() - 10000;"},
+    )
+    with http_daemon(tmp_path, PERIODIC) as running:
+        browser.get(running.http.url + "/")
+        until(browser, lambda d: newest_attempt(d, "tick") >= 1, "the first tick's end")
+        # The next is due 4 s after it ended, and lasts 2 s.
+        WebDriverWait(browser, 6, poll_frequency=0.05).until(
+            lambda d: state_of(d, "tick") == "running", "page never showed the next tick"
+        )
+        left = cell(browser, "tick", ".next")
+        assert left == "" or not left.startswith("in 1"), left
+        assert running.cli("status").returncode == 0
+        assert console_errors(browser) == []
+
+
 # Installed before the page's own script: status answers can be held back (each is taken by
 # the daemon when asked, and given to the page when the test says), and the EventSource is
 # kept where the test can hand the page an event of its own.
