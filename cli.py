@@ -824,16 +824,16 @@ def _not_in_tree(job: str, manifest: str, state_dir: str) -> str | None:
     of replicas (``w``, run as ``w.0``, ``w.1``, ...), as status says it; None if it is one,
     or if no tree could be read (no daemon and no manifest to read, a busy daemon): unknown
     is not "no such job"."""
-    from actors._errors import no_child_said, replicas_of  # noqa: PLC0415 - a path with no rows
+    from actors._errors import no_child_said  # noqa: PLC0415 - a path with no rows
     from supervision._logs import tree_paths  # noqa: PLC0415
 
-    paths = tree_paths(manifest, state_dir)
+    known = tree_paths(manifest, state_dir)
     name = job.strip("/")
-    if paths is None or name in paths:
+    if known is None or name in known.paths:
         return None
-    if replicas_of(name, paths):
+    if known.replicas(name):
         return None
-    return no_child_said(job, paths)
+    return no_child_said(job, known.paths, known.replicated)
 
 
 def _shown(key: str, value: Any) -> str:
@@ -1230,32 +1230,28 @@ def _replicas_meant(
 
     Replicas are the nodes the daemon's status marks ``replica_of`` that job (its
     ``replicas: N``): a person's own ``q.0`` and ``q.1`` are not taken for ``q``'s by their
-    names, and ``q`` is refused as any unknown name.
+    names, and ``q`` is refused as any unknown name. A daemon older than the field (no node
+    has it) is read as before: exactly ``w.0`` to ``w.N-1`` by their names.
     """
     if args.command not in _DONE or reply.get("code") != "no_such_job" or "job" not in req:
         return []
     from actors._errors import replicas_of  # noqa: PLC0415 - a path the daemon did not find
     from supervision._client import NoDaemonError, request  # noqa: PLC0415
+    from supervision._logs import replicas_in_status  # noqa: PLC0415
 
     try:
         status = request(directory, {"op": "status"}, timeout=5.0).get("result")
     except (NoDaemonError, OSError):
         return []  # the daemon's own answer (its hint) is said
-    replicated: dict[str, str] = {}
-    _replicas_in(status, replicated)
-    return replicas_of(req["job"].strip("/"), replicated, replicated)
-
-
-def _replicas_in(node: object, replicated: dict[str, str]) -> None:
-    """Each replica below ``node`` (a status document's), by path, to the path of its job."""
-    children = node.get("children") if isinstance(node, dict) else None
-    for child in children if isinstance(children, list) else ():
-        if not isinstance(child, dict):
-            continue
-        path, of = child.get("path"), child.get("replica_of")
-        if isinstance(path, str) and isinstance(of, str):
-            replicated[path] = f"{path.rpartition('/')[0]}/{of}".lstrip("/")
-        _replicas_in(child, replicated)
+    if not isinstance(status, dict):
+        return []
+    name = req["job"].strip("/")
+    replicated = replicas_in_status(status)
+    if replicated is not None:
+        return replicas_of(name, replicated, replicated)
+    replicas = replicas_of(name, _paths_of(status.get("children") or []))
+    numbers = sorted(int(path.rpartition(".")[2]) for path in replicas)
+    return replicas if numbers == list(range(len(replicas))) else []
 
 
 def _no_daemon_answers(
@@ -1406,11 +1402,11 @@ def _status(args: argparse.Namespace, result: dict[str, Any]) -> int:
     code = OK
     if args.paths:
         from actors._errors import no_child_said  # noqa: PLC0415 - a path not found only
+        from supervision._logs import replicas_in_status  # noqa: PLC0415
         from supervision._printable import printable  # noqa: PLC0415
 
         known = list(_paths_of(result.get("children") or []))
-        replicated: dict[str, str] = {}
-        _replicas_in(result, replicated)
+        replicated = replicas_in_status(result)
         result, missing = select_status(result, args.paths)
         for path in missing:  # what NoSuchChildError says, as start and stop have it
             # the path is a person's own text

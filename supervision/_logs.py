@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 from actors._errors import replicas_of
 from supervision._client import NoDaemonError, find_state_dir, request
@@ -235,26 +236,40 @@ def _pump(file: BinaryIO, pending: bytes, write: Callable[[bytes], None]) -> byt
     return pending
 
 
-def known_paths(manifest: str, state_dir: str) -> dict[str, str]:
-    """Every path of the running daemon's tree, or else of the manifest, with its kind:
-    ``group``, ``command``, ``http``, ``python`` (``""`` when a manifest does not say)."""
-    paths = tree_paths(manifest, state_dir)
-    return {} if paths is None else paths
+@dataclass(frozen=True)
+class Known:
+    """A tree's paths with their kind (``group``, ``command``, ``http``, ``python``; ``""`` when
+    a manifest does not say), and each replica's path to its job's (``replicated``). None:
+    the tree does not say which are replicas (a daemon older than ``replica_of``): told by
+    their names, ``w.0``, ``w.1``, ..."""
+
+    paths: dict[str, str]
+    replicated: dict[str, str] | None
+
+    def replicas(self, name: str) -> list[str]:
+        return replicas_of(name, self.paths, self.replicated)
 
 
-def tree_paths(manifest: str, state_dir: str) -> dict[str, str] | None:
+def known_paths(manifest: str, state_dir: str) -> Known:
+    """Every path of the running daemon's tree, or else of the manifest (none if neither)."""
+    known = tree_paths(manifest, state_dir)
+    return Known({}, {}) if known is None else known
+
+
+def tree_paths(manifest: str, state_dir: str) -> Known | None:
     """``known_paths``, or None when no tree could be read: no daemon and no manifest that
     parses, or a daemon that answered without its tree (busy, starting)."""
     paths: dict[str, str] = {}
+    replicated: dict[str, str] = {}
     try:
         reply = request(state_dir, {"op": "status"}, timeout=5.0)
     except NoDaemonError:
-        return paths if _manifest_paths(manifest, paths) else None
+        return Known(paths, replicated) if _manifest_paths(manifest, paths, replicated) else None
     result = reply.get("result")
     if not isinstance(result, dict):
         return None
     _collect(result, paths)
-    return paths
+    return Known(paths, replicas_in_status(result))
 
 
 def _collect(node: dict[str, Any], paths: dict[str, str]) -> None:
@@ -263,7 +278,27 @@ def _collect(node: dict[str, Any], paths: dict[str, str]) -> None:
         _collect(child, paths)
 
 
-def _manifest_paths(manifest: str, paths: dict[str, str]) -> bool:
+def replicas_in_status(status: object) -> dict[str, str] | None:
+    """Each replica of a status document, by path, to the path of its job, as its nodes'
+    ``replica_of`` say; None when no node has one: a daemon older than the field may have
+    replicas all the same (with none, a name is told by its pattern alone either way)."""
+    replicated: dict[str, str] = {}
+    _replicas_in(status, replicated)
+    return replicated or None
+
+
+def _replicas_in(node: object, replicated: dict[str, str]) -> None:
+    children = node.get("children") if isinstance(node, dict) else None
+    for child in children if isinstance(children, list) else ():
+        if not isinstance(child, dict):
+            continue
+        path, of = child.get("path"), child.get("replica_of")
+        if isinstance(path, str) and isinstance(of, str):
+            replicated[path] = f"{path.rpartition('/')[0]}/{of}".lstrip("/")
+        _replicas_in(child, replicated)
+
+
+def _manifest_paths(manifest: str, paths: dict[str, str], replicated: dict[str, str]) -> bool:
     """Every job and group path a manifest declares, read without validating it; whether it
     could be read."""
     import yaml  # noqa: PLC0415 - only when there is no output file to read
@@ -275,11 +310,11 @@ def _manifest_paths(manifest: str, paths: dict[str, str]) -> bool:
         return False
     if not isinstance(data, dict):
         return False
-    _walk(data.get("jobs"), "", paths)
+    _walk(data.get("jobs"), "", paths, replicated)
     return True
 
 
-def _walk(entries: object, prefix: str, paths: dict[str, str]) -> None:
+def _walk(entries: object, prefix: str, paths: dict[str, str], replicated: dict[str, str]) -> None:
     for entry in entries if isinstance(entries, list) else ():
         if not isinstance(entry, dict):
             continue
@@ -290,22 +325,24 @@ def _walk(entries: object, prefix: str, paths: dict[str, str]) -> None:
         replicas = entry.get("replicas")
         if "group" in entry:
             paths[path] = "group"
-            _walk(entry.get("jobs"), path, paths)
+            _walk(entry.get("jobs"), path, paths, replicated)
             continue
         kind = next((k for k in ("command", "http", "python") if k in entry), "")
         if isinstance(replicas, int) and not isinstance(replicas, bool) and replicas > 0:
             paths.update((f"{path}.{i}", kind) for i in range(replicas))
+            replicated.update((f"{path}.{i}", path) for i in range(replicas))
         else:
             paths[path] = kind
 
 
-def _not_a_job(job: str, path: str, paths: dict[str, str]) -> str | None:
-    """Why ``job``, which has no output file at ``path``, is no job of ``paths`` (``known_paths``);
+def _not_a_job(job: str, path: str, known: Known) -> str | None:
+    """Why ``job``, which has no output file at ``path``, is no job of ``known`` (``known_paths``);
     None when it is one."""
     name = job.strip("/")
+    paths = known.paths
     if name not in paths:
         # A job with replicas is its replicas, each with its own file (w.0, w.1, ...).
-        replicas = replicas_of(name, paths)
+        replicas = known.replicas(name)
         if replicas:
             return f"{name} runs as replicas, each with its own output: {_some(replicas)}"
         return f"no such job: {job} (and no output file {path})"
@@ -355,8 +392,9 @@ def show_logs(
         sys.stderr.write(f"jobvisor: {exc}\n")
         return 2 if exc.path == state else 1
     known = os.path.exists(path) or os.path.exists(f"{path}.1")
-    paths = {} if known else known_paths(manifest, os.path.dirname(directory))
-    if not known and (problem := _not_a_job(job, path, paths)):
+    tree = Known({}, {}) if known else known_paths(manifest, os.path.dirname(directory))
+    paths = tree.paths
+    if not known and (problem := _not_a_job(job, path, tree)):
         sys.stderr.write(f"jobvisor: {problem}\n")
         return 4
     if not known and paths.get(job.strip("/")) == "http":

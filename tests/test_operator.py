@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socketserver
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,8 @@ import pytest
 import requests
 from conftest import RUNTIME
 from faultkit import CLI, ENV, Running, http_daemon, start_daemon, stop_daemon, wait_until
+
+from supervision._client import request
 
 MANIFEST = """
 version: 1
@@ -423,7 +427,76 @@ def test_start_stop_restart_of_a_replicated_jobs_name_act_on_each_of_its_replica
             ("running", 1),
             ("running", 1),
         ]
+        # logs and history tell q so too, by the daemon's tree (they said "q runs as
+        # replicas" with exit 4, and "the journal has nothing of q" with exit 0).
+        _logs_and_history_of_q(running)
     finally:
+        assert stop_daemon(running) == 0
+    # With no daemon, by the manifest's replicas: fields.
+    _logs_and_history_of_q(running)
+
+
+def _logs_and_history_of_q(running: Running) -> None:
+    out = running.cli("logs", "q")
+    assert (out.returncode, out.stdout) == (4, ""), out.stderr
+    assert out.stderr.startswith("jobvisor: no such job: q (and no output file "), out.stderr
+    out = running.cli("history", "q")
+    said = "jobvisor: no child at path 'q': check `status` for the paths this tree has\n"
+    assert (out.returncode, out.stderr) == (4, said)
+    out = running.cli("logs", "app/worker")
+    said = (
+        "jobvisor: app/worker runs as replicas, each with its own output: "
+        "app/worker.0, app/worker.1\n"
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (4, "", said)
+    assert running.cli("history", "app/worker").returncode == 0
+
+
+class _OlderDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """A control socket in front of a real daemon whose status says no ``replica_of``, as a
+    daemon started by a jobvisor older than the field answers."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, real: Path) -> None:
+        self.real = real
+        super().__init__(path, _Relay)
+
+
+class _Relay(socketserver.StreamRequestHandler):
+    server: _OlderDaemon
+
+    def handle(self) -> None:
+        req = json.loads(self.rfile.readline())
+        req.pop("v")
+        reply = request(str(self.server.real), req, timeout=30.0)
+        if req.get("op") == "status":
+            reply = json.loads(json.dumps(reply).replace('"replica_of": ', '"job_of": '))
+        self.wfile.write(json.dumps(reply).encode() + b"\n")
+
+
+def test_a_replicated_jobs_name_on_a_daemon_older_than_replica_of_acts_on_its_replicas(
+    tmp_path: Path,
+) -> None:
+    """No node of its status has ``replica_of``: `stop app/worker` reads the replicas by their
+    names as before (exactly worker.0 to worker.N-1), not exit 4."""
+    running = start_daemon(tmp_path, SUPERVISORCTL, "--runtime", RUNTIME)
+    older = tmp_path / "older"
+    older.mkdir(mode=0o700)
+    server = _OlderDaemon(str(older / "control.sock"), running.state)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        doc = json.loads(running.cli("status", "--json", "--state-dir", str(older)).stdout)
+        assert "replica_of" not in json.dumps(doc), "the relay keeps the field"
+        out = running.cli("stop", "--state-dir", str(older), "app/worker")
+        said = "app/worker.0: stopped\napp/worker.1: stopped\n"
+        assert (out.returncode, out.stdout, out.stderr) == (0, said, "")
+        out = running.cli("logs", "--state-dir", str(older), "app/worker")
+        assert out.returncode == 4
+        assert "app/worker runs as replicas" in out.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
         assert stop_daemon(running) == 0
 
 

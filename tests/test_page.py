@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -22,6 +23,8 @@ import pytest
 from conftest import RUNTIME
 from faultkit import HttpDaemon, Running, http_daemon, wait_until
 from httpkit import HttpKit, Reply, Reset, free_port
+
+import supervision
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -379,6 +382,36 @@ def test_a_daemon_gone_away_is_said_plainly_and_the_page_comes_back_with_it(
         (tmp_path / "go").touch()
         until(browser, lambda d: number(d, "crasher", "failures") == 1, "the new daemon's events")
         assert browser.execute_script("return window.__jobvisorMarker") == "kept"
+
+
+# Status answers of the wrong shape (children a mapping): the page's rendering throws.
+WRONG_SHAPE = """
+const realFetch = window.fetch.bind(window);
+window.fetch = function (url, options) {
+  const answer = realFetch(url, options);
+  if (new URL(String(url), location.href).pathname !== '/api/status') return answer;
+  return answer.then(r => r.json().then(doc => {
+    doc.children = {};
+    return new Response(JSON.stringify(doc), {headers: r.headers});
+  }));
+};
+"""
+
+
+def test_a_fault_in_the_page_is_a_console_error_not_an_unreachable_daemon(
+    daemon: tuple[Running, str], browser: WebDriver
+) -> None:
+    running, url = daemon
+    open_page(browser, url)
+    assert console_errors(browser) == []
+    browser.execute_script(WRONG_SHAPE)
+    (running.dir / "go").touch()  # crasher exits: its counters are read again
+    errors = until(browser, console_errors, "the page's fault in the console")
+    assert "bug while showing the status" in errors[0]["message"], errors
+    assert not browser.find_element(By.ID, "down").is_displayed()
+    assert conn(browser) == "live"
+    said = [text for kind, text in notices(browser) if kind == "error"]
+    assert any("a bug in the page, not the daemon" in t for t in said), said
 
 
 def test_action_results_show_wherever_the_page_is_scrolled(
@@ -766,10 +799,13 @@ def test_a_periodic_job_between_ticks_shows_idle_as_status_does(
         table = running.cli("status")
         assert re.search(r"^tick\s.*\bidle\b", table.stdout, re.MULTILINE), table.stdout
         assert "1 idle" in browser.find_element(By.ID, "summary").text
-        # The state and its colour read at once: a tick lasts a second.
+        # The state, its colour and the newest attempt's bar read at once: a tick lasts a
+        # second, and the page shows it running up to a second late (its clock's step).
         look = (
             "const b = document.querySelector('.row[data-path=\"tick\"] .badge');"
-            "return [b.dataset.state, b.textContent, getComputedStyle(b).backgroundColor];"
+            "const bars = document.querySelectorAll('.row[data-path=\"tick\"] .timeline .bar');"
+            "return [b.dataset.state, b.textContent, getComputedStyle(b).backgroundColor,"
+            " bars.length ? bars[bars.length - 1].getAttribute('aria-label') : ''];"
         )
         idle = browser.execute_script(look)
         assert idle[:2] == ["idle", "idle"]
@@ -778,14 +814,12 @@ def test_a_periodic_job_between_ticks_shows_idle_as_status_does(
         )
         assert busy[1] == "running"
         assert busy[2] != idle[2], "idle and running look the same"
-        wait_until(
-            lambda: "between_ticks" not in daemon_node(running, "tick"),
-            "the daemon's tick running",
-            proc=running.proc,
-        )
+        # The tick shown running is the one after the newest bar; its end is idle again. (No
+        # look at the daemon's status here: a CLI read takes most of a tick.)
+        ended = int(m[1]) if (m := re.match(r"attempt (\d+)", busy[3])) else 0
         until(
             browser,
-            lambda d: state_of(d, "tick") == "idle" and newest_attempt(d, "tick") == 1,
+            lambda d: state_of(d, "tick") == "idle" and newest_attempt(d, "tick") > ended,
             "the tick's end: idle again",
         )
         assert "succeeded" in cell(browser, "tick", ".exit")
@@ -802,6 +836,55 @@ def test_a_periodic_job_between_ticks_shows_idle_as_status_does(
         until(browser, lambda d: state_of(d, "tick") == "idle", "the restarted job idle")
         # Before the new instance's first tick ended (the restart may stop one: not succeeded).
         assert len(browser.find_elements(By.CSS_SELECTOR, bars)) == before, "idle too late"
+        assert console_errors(browser) == []
+
+
+def test_a_long_tick_shows_the_next_one_while_it_runs(tmp_path: Path, browser: WebDriver) -> None:
+    """A job that ticks every 4 s for 3 s: the page reads the status when a tick starts (its
+    ticks are 4 s apart), so its next tick shows while it runs. (The page went by the idle
+    gap, 1 s: no read, and a blank next-start cell for each tick after the first.)"""
+    manifest = PERIODIC.replace('"sleep 2"', '"sleep 3"').replace("every: 6s", "every: 4s")
+    look = (
+        "const row = document.querySelector('.row[data-path=\"tick\"]');"
+        "if (!row) return ['', '', ''];"
+        "const bars = row.querySelectorAll('.timeline .bar');"
+        "return [row.querySelector('.badge').dataset.state, row.querySelector('.next').textContent,"
+        " bars.length ? bars[bars.length - 1].getAttribute('aria-label') : ''];"
+    )
+
+    def after_a_tick_running_with_its_next(driver: WebDriver) -> bool:
+        state, after, label = driver.execute_script(look)
+        return state == "running" and after.startswith("in ") and label.startswith("attempt ")
+
+    with http_daemon(tmp_path, manifest) as running:
+        browser.get(running.http.url + "/")
+        # Before the page's resync (30 s), which reads the status whatever the ticks do.
+        WebDriverWait(browser, 20, poll_frequency=0.05).until(
+            after_a_tick_running_with_its_next, "page never showed a tick with the next one's time"
+        )
+        assert running.cli("status").returncode == 0
+        assert console_errors(browser) == []
+
+
+def test_a_tick_shows_by_the_daemons_clock_not_the_browsers(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    """The browser's clock 10 s behind the daemon's: a tick shows running when it starts, by
+    the daemon's clock as its events tell it (it showed 10 s late, after the tick had ended)."""
+    browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {"source": "const realNow = Date.now; Date.now = () => realNow() - 10000;"},
+    )
+    with http_daemon(tmp_path, PERIODIC) as running:
+        browser.get(running.http.url + "/")
+        until(browser, lambda d: newest_attempt(d, "tick") >= 1, "the first tick's end")
+        # The next is due 4 s after it ended, and lasts 2 s.
+        WebDriverWait(browser, 6, poll_frequency=0.05).until(
+            lambda d: state_of(d, "tick") == "running", "page never showed the next tick"
+        )
+        left = cell(browser, "tick", ".next")
+        assert left == "" or not left.startswith("in 1"), left
+        assert running.cli("status").returncode == 0
         assert console_errors(browser) == []
 
 
@@ -896,3 +979,13 @@ def test_a_status_read_older_than_the_events_shown_does_not_take_a_row_back(
     browser.execute_script(SEND_EVENT, crash, f"{life}-{10**9}")
     assert state_of(browser, "svc") == "backoff"
     assert console_errors(browser) == []
+
+
+def test_the_pages_signal_names_are_linuxs_1_to_31() -> None:
+    """Each signal that ends a job is said by its name (it said "signal 31" for SIGSYS, and so
+    for 5, 16-23 and 26-31): the page's table is this Linux's own, 1 to 31."""
+    page = (Path(supervision.__file__).parent / "_page.html").read_text(encoding="utf-8")
+    table = re.search(r"var SIGNALS = \{(.*?)\};", page, re.DOTALL)
+    assert table is not None
+    names = {int(n): name for n, name in re.findall(r'(\d+): "(\w+)"', table[1])}
+    assert names == {n: signal.Signals(n).name for n in range(1, 32)}
