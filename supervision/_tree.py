@@ -100,9 +100,10 @@ class RunResult:
 class _Monitor:
     """The root supervisor's parent: records that the root started and how it ended."""
 
-    def __init__(self, tracker: Tracker, tree_id: str) -> None:
+    def __init__(self, tracker: Tracker, tree_id: str, on_end: Callable[[], None]) -> None:
         self._tracker = tracker
         self._tree_id = tree_id
+        self._on_end = on_end
         self.exit: ChildExit | None = None
         self.final: list[dict[str, Any]] = []
 
@@ -118,6 +119,7 @@ class _Monitor:
             # damper goes (a late record of a thread of it is damped with no tree's).
             tree_stopped(self._tree_id)
             self._tracker.ended.set()
+            self._on_end()
         self._tracker.notify()
 
 
@@ -136,7 +138,11 @@ class Tree:
         self.spec = spec
         self.runtime = runtime
         self._ctx = context
-        self._monitor = _Monitor(context.tracker, context.tree_id)
+        # What the tree holds besides its actors (timers, events, its place among the trees the
+        # exit stops) is let go once, when the root ends, whatever ended it: see ``_release``.
+        self._released = threading.Event()
+        self._releaser: threading.Thread | None = None
+        self._monitor = _Monitor(context.tracker, context.tree_id, self._root_ended)
         self._abandon = AbandonWatch(context)  # issue 11.1: a stuck thread never holds a stop
         self._root = start_supervised(
             Supervisor, Link(self._monitor, 0, 1), f"{context.tree_id}-root", spec, context, ""
@@ -352,23 +358,54 @@ class Tree:
                 self._stopped = True
                 if not self.ended:
                     self._root._jv_request_stop()
-        ended = self._ctx.tracker.ended.wait(_left(deadline))
-        if not ended:
-            # Keep the timers (kills after grace) and events running: a later stop() or
-            # kill() can still finish the job.
+        if not self._ctx.tracker.ended.wait(_left(deadline)):
+            # The timers (kills after grace) and events run on: a later stop() or kill() can
+            # still finish the job.
             return False
-        # Threads first (abandoned ones are reported through the events still running).
-        running = self._abandon.join(_left(deadline))
-        self._abandon.close()
-        self._ctx.bus.flush(_left(deadline))
-        self._ctx.scheduler.stop(_left(deadline))
-        self._ctx.bus.stop(_left(deadline))
-        listener = self._ctx.breaker_listener
-        if listener is not None:
-            for breaker in self._ctx.breakers.values():
-                breaker.unlisten(listener)
-        _live_trees.discard(self)
-        return not running
+        return self._wait_released(deadline)
+
+    def _wait_released(self, deadline: float | None) -> bool:
+        """The root has ended: wait until ``_release`` is done; True if nothing of the tree runs."""
+        # The caller's own wait for the threads: one killed and still running at its deadline
+        # is abandoned (and said) now, even when that comes before its KILL_GRACE does.
+        if self._abandon.join(_left(deadline)) or not self._released.wait(_left(deadline)):
+            return False
+        releaser = self._releaser
+        if releaser is not None and releaser is not threading.current_thread():
+            releaser.join(_left(deadline))  # it has done its work: only its own end is left
+        return not self._abandon.still_running()
+
+    def _root_ended(self) -> None:
+        # Called where the root's end is told (its thread, or the scheduler's on a timeout),
+        # which must not wait for the tree's threads: a thread of its own does that.
+        if self._releaser is not None:
+            return
+        releaser = threading.Thread(
+            target=self._release, name=f"jobvisor-{self._ctx.tree_id}-end", daemon=True
+        )
+        self._releaser = releaser
+        releaser.start()
+
+    def _release(self) -> None:
+        """The root has ended: join the tree's threads, then end its timers and its events.
+
+        Whatever ended the root (a stop, a kill, an escalation past it) this runs once, so a
+        tree ended by its kill leaves no scheduler or event thread behind until exit.
+        """
+        try:
+            # Threads first (abandoned ones are reported through the events still running).
+            self._abandon.join(None)
+            self._abandon.close()
+            self._ctx.bus.flush(_RELEASE_WAIT)
+            self._ctx.scheduler.stop(_RELEASE_WAIT)
+            self._ctx.bus.stop(_RELEASE_WAIT)
+            listener = self._ctx.breaker_listener
+            if listener is not None:
+                for breaker in self._ctx.breakers.values():
+                    breaker.unlisten(listener)
+            _live_trees.discard(self)
+        finally:
+            self._released.set()
 
     @property
     def abandoned(self) -> tuple[str, ...]:
@@ -387,17 +424,23 @@ class Tree:
         if listener is not None:
             breaker.listen(listener)
 
-    def kill(self) -> None:
+    def kill(self, timeout: float | None = 0.0) -> bool:
         """Force the stop: kill every child now instead of waiting for its grace.
 
-        Use it after ``stop`` when waiting is not an option (a second Ctrl-C).
+        Use it after ``stop`` when waiting is not an option (a second Ctrl-C). It sends the
+        kill and, by default, returns at once; with ``timeout`` (None: as long as it takes) it
+        waits as ``stop`` does. True when the tree has ended, its threads with it (as
+        ``stop``'s answer); False while it has not (``wait_ended`` waits for its root).
         """
-        if self.ended:
-            return
-        with self._stop_lock:
-            self._stopped = True
-        with contextlib.suppress(pykka.ActorDeadError):
-            self._root.actor_ref.tell(Command(Op.KILL, (), pykka.ThreadingFuture()))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.ended:
+            with self._stop_lock:
+                self._stopped = True
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._root.actor_ref.tell(Command(Op.KILL, (), pykka.ThreadingFuture()))
+        if not self._ctx.tracker.ended.wait(_left(deadline)):
+            return False
+        return self._wait_released(deadline)
 
     def __enter__(self) -> Self:
         return self
@@ -492,6 +535,9 @@ _METHODS = {
 # abandoned KILL_GRACE after it), and how long to ask for the names of what still runs.
 _KILL_WAIT = KILL_GRACE + 5.0
 _STATUS_WAIT = 2.0
+# How long the release of an ended tree waits for its events to be delivered, and for its
+# timer and event threads to end (a subscriber that blocks must not hold it for ever).
+_RELEASE_WAIT = 5.0
 _RUNNING_STATES = frozenset(
     s.value for s in (State.STARTING, State.RUNNING, State.WAITING, State.PROBATION, State.STOPPING)
 )

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -464,3 +465,79 @@ def test_a_second_ctrl_c_while_a_with_block_stops_kills_at_once(
     assert out.read_text().split() == ["ready", "interrupted", "True"], said
     assert "interrupted while the tree stopped: killing every child now" in said
     assert "j: killed" in said
+
+
+# -- a stop out of time, then a kill ---------------------------------------------------------------
+
+
+def _stubborn_command_tree(key: str) -> SupervisorSpec:
+    """A command that ignores SIGTERM, with a grace of 30 s: only a kill ends it soon."""
+    from actors import CommandWork
+    from supervision import JobSpec
+
+    up = f"/tmp/jv-{os.getpid()}-{key}"
+    job = JobSpec(
+        name="deaf",
+        work=CommandWork(shell=f"trap '' TERM; touch {up}; while :; do sleep 0.05; done", grace=30),
+        grace=30.0,
+    )
+    return SupervisorSpec(name=key, children=(job,))
+
+
+def _tree_threads() -> Counter[str]:
+    """How many threads of each name a tree has (every tree's scheduler has the same name)."""
+    import threading
+
+    return Counter(
+        t.name
+        for t in threading.enumerate()
+        if t.is_alive() and t.name.startswith(("jobvisor-scheduler", "jv-events", "jv-t"))
+    )
+
+
+def test_a_tree_ended_by_its_kill_leaves_no_thread_behind() -> None:
+    """stop(timeout) out of time, kill(), wait_ended(): the scheduler and the event thread go
+    with the root, as after a stop that ended it (they stayed until exit)."""
+    import threading
+
+    from faultkit import wait_until
+
+    before = _tree_threads()
+    trees = [start_tree(_stubborn_command_tree(f"k{i}")) for i in range(5)]
+    ups = [Path(f"/tmp/jv-{os.getpid()}-k{i}") for i in range(5)]
+    try:
+        wait_until(lambda: all(up.exists() for up in ups), "every command runs")
+        assert not any(tree.stop(0.2) for tree in trees), "a command ignoring SIGTERM ended"
+        assert all(isinstance(tree.kill(), bool) for tree in trees)  # at once by default
+        assert all(tree.wait_ended(10) for tree in trees)
+        # What the ended trees still had goes by itself: wait on those threads' ends.
+        for thread in threading.enumerate():
+            if thread.name in _tree_threads() - before:
+                thread.join(10)
+        left = _tree_threads() - before
+        assert not left, f"threads left behind by killed trees: {dict(left)}"
+    finally:
+        for tree in trees:
+            tree.kill()
+            tree.stop(10)
+        for up in ups:
+            up.unlink(missing_ok=True)
+
+
+def test_kill_with_a_timeout_waits_for_the_tree_and_its_threads() -> None:
+    from faultkit import wait_until
+
+    before = _tree_threads()
+    tree = start_tree(_stubborn_command_tree("kt"))
+    up = Path(f"/tmp/jv-{os.getpid()}-kt")
+    try:
+        wait_until(up.exists, "the command runs")
+        assert tree.stop(0.2) is False
+        assert tree.kill(10) is True
+        assert tree.ended
+        assert not _tree_threads() - before, dict(_tree_threads() - before)
+        assert tree.kill(1) is True  # once ended, at once
+    finally:
+        tree.kill()
+        tree.stop(10)
+        up.unlink(missing_ok=True)
