@@ -19,6 +19,7 @@ import logbook
 import pykka
 
 from actors import (
+    ActionTimeoutError,
     Breaker,
     BreakerState,
     ChildExit,
@@ -227,22 +228,30 @@ class Tree:
 
     # -- acting on children ----------------------------------------------------------------------
 
-    def restart(self, path: str) -> None:
+    def restart(self, path: str, *, timeout: float | None = None) -> None:
         """Stop the child at ``path`` and start it again at once (not counted as a failure).
 
         A job whose dependency gave up, failed or is stopped is not touched: a
-        ``DependencyDownError`` says which (start that one first).
+        ``DependencyDownError`` says which (start that one first). It waits for the child's
+        stop (up to its grace, then its kill) and its start again, as OTP's
+        ``restart_child`` does; out of ``timeout`` (None: as long as it takes), an
+        ``ActionTimeoutError`` says so and the restart goes on. ``timeout=0`` returns once
+        the supervisor has taken it (what an asyncio caller wants: nothing blocks).
         """
-        self._command(Op.RESTART, path)
+        self._act(Op.RESTART, path, timeout)
 
-    def stop_child(self, path: str) -> str | None:
+    def stop_child(self, path: str, *, timeout: float | None = None) -> str | None:
         """Stop the child at ``path`` gracefully; it stays down (state ``stopped``).
 
         A child that is not running and will not start by itself (succeeded, failed,
         gave up, stopped) is left as it is, its outcome kept: the answer then says so
-        (``once: not running (succeeded); nothing to stop``); None after a real stop.
+        (``once: not running (succeeded); nothing to stop``); None after a real stop. It
+        waits for the stop (up to the child's grace, then its kill), as OTP's
+        ``terminate_child`` does; out of ``timeout`` (None: as long as it takes), an
+        ``ActionTimeoutError`` says so and the stop goes on. ``timeout=0`` returns once the
+        supervisor has taken it (None then; ``status()`` says ``stopping`` until it ends).
         """
-        said: str | None = self._command(Op.STOP, path)
+        said: str | None = self._act(Op.STOP, path, timeout)
         return said
 
     def start_child(self, path: str) -> str | None:
@@ -315,9 +324,14 @@ class Tree:
         if isinstance(spec, SupervisorSpec):
             self.spec = spec
 
-    def remove_child(self, path: str) -> None:
-        """Stop the child at ``path`` and forget it."""
-        self._command(Op.REMOVE, path)
+    def remove_child(self, path: str, *, timeout: float | None = None) -> None:
+        """Stop the child at ``path`` and forget it once it has stopped.
+
+        Waits as ``stop_child`` does (``timeout``; ``ActionTimeoutError`` out of it, the
+        removal going on). With ``timeout=0`` it returns once the supervisor has taken it:
+        until its stop ends the child is listed, ``stopping``, and its name is taken.
+        """
+        self._act(Op.REMOVE, path, timeout)
 
     def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
         """Call ``callback(event)`` for every later event of this tree.
@@ -506,6 +520,9 @@ class Tree:
     # -- plumbing --------------------------------------------------------------------------------
 
     def _command(self, op: Op, path: str, arg: Any = None, timeout: float = COMMAND_TIMEOUT) -> Any:
+        return self._answer(op, path, self._send(op, path, arg), timeout)
+
+    def _send(self, op: Op, path: str, arg: Any = None) -> pykka.Future[Any]:
         if self.ended:
             raise TreeStoppedError(f"the tree has stopped; cannot {op.value} {path!r}")
         method, param = _METHODS[op]
@@ -515,10 +532,51 @@ class Tree:
             self._root.actor_ref.tell(Command(op, parts, future, arg))
         except pykka.ActorDeadError:
             raise TreeStoppedError(f"the tree has stopped; cannot {op.value} {path!r}") from None
-        return future.get(timeout=timeout)
+        return future
+
+    def _answer(self, op: Op, path: str, future: pykka.Future[Any], timeout: float | None) -> Any:
+        """``future``'s answer, or an ``ActionTimeoutError`` (never pykka's own ``Timeout``)."""
+        try:
+            return future.get(timeout=timeout)
+        except pykka.Timeout:
+            method = _METHODS[op][0]
+            if op in _CHILD_STOPS:
+                doing = _CHILD_STOPS[op]
+                raise ActionTimeoutError(
+                    f"{method}({path!r}): {doing} after {timeout:g}s (a stop waits up to the "
+                    "child's stop grace, then kills it); it goes on: tree.status() shows it, "
+                    "or pass a longer timeout (None: as long as it takes)"
+                ) from None
+            raise ActionTimeoutError(
+                f"{method}({path!r}): the tree's supervisor did not answer within {timeout:g}s "
+                "(busy, or stuck: see the log); what was asked may still be done, as "
+                "tree.status() will show"
+            ) from None
+
+    def _act(self, op: Op, path: str, timeout: float | None) -> Any:
+        """A stop, restart or removal of a child: its answer once the supervisor has taken it
+        (``timeout`` 0), or once done, within ``timeout``."""
+        future = self._send(op, path)
+        if timeout != 0:
+            return self._answer(op, path, future, timeout)
+        # A reference asked for after it takes the same way down the groups, each taking its
+        # messages in order: once it is answered, the child's own supervisor has taken the
+        # action. Answered by then: at once (a refusal, nothing to stop); else under way.
+        with contextlib.suppress(Exception):
+            self._answer(Op.REF, path, self._send(Op.REF, path), COMMAND_TIMEOUT)
+        try:
+            return future.get(timeout=0)
+        except pykka.Timeout:
+            return None
 
 
 _CHILD_TYPES = (JobSpec, ActorSpec, SupervisorSpec)
+# What a child action waited out of time was still doing.
+_CHILD_STOPS = {
+    Op.STOP: "the child is still stopping",
+    Op.RESTART: "the child is still restarting (stopping, or starting again)",
+    Op.REMOVE: "the child is still stopping (it is removed once stopped)",
+}
 _METHODS = {
     Op.STATUS: ("status", "path"),
     Op.REF: ("ref", "path"),

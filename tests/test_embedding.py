@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from supervision import SpecError, SupervisorSpec, python_job, start_tree
+from supervision import SpecError, SupervisorSpec, Tree, python_job, start_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -541,3 +541,59 @@ def test_kill_with_a_timeout_waits_for_the_tree_and_its_threads() -> None:
         tree.kill()
         tree.stop(10)
         up.unlink(missing_ok=True)
+
+
+# -- acting on a child does not wait out its stop --------------------------------------------------
+
+
+def _slow_stopping_tree(key: str) -> SupervisorSpec:
+    """Two thread jobs that ignore their stop, with a grace of 70 s: only a kill ends them."""
+    return SupervisorSpec(
+        children=(
+            python_job("slow", "jobfuncs:stubborn", f"{key}-slow", grace=70.0),
+            python_job("other", "jobfuncs:stubborn", f"{key}-other", grace=70.0),
+        )
+    )
+
+
+def _state(tree: Tree, path: str) -> str:
+    [node] = [c for c in tree.status()["children"] if c["name"] == path]
+    return str(node["state"])
+
+
+@pytest.mark.parametrize("action", ["stop_child", "restart", "remove_child"])
+def test_acting_on_a_child_with_timeout_0_returns_once_the_supervisor_took_it(action: str) -> None:
+    """With ``timeout=0`` the stop goes on after the call returns; out of a timeout, the
+    call says so with a JobvisorError (a raw pykka Timeout came after 60 s)."""
+    from actors import ActionTimeoutError
+
+    tree = start_tree(_slow_stopping_tree(action))
+    try:
+        assert tree.started(10)
+        sent = time.monotonic()
+        assert getattr(tree, action)("slow", timeout=0) is None
+        assert time.monotonic() - sent < 5
+        assert _state(tree, "slow") == "stopping"  # a removed child goes once it has stopped
+        with pytest.raises(ActionTimeoutError) as caught:
+            getattr(tree, action)("other", timeout=0.3)
+        said = str(caught.value)
+        assert said.startswith(f"{action}('other'): ")
+        assert "goes on" in said, said
+        assert "longer timeout" in said, said
+        assert _state(tree, "other") == "stopping"
+    finally:
+        assert tree.kill(15)
+
+
+def test_a_stop_of_what_is_not_running_still_answers_at_once() -> None:
+    from supervision import NoSuchChildError
+
+    tree = start_tree(_slow_stopping_tree("answers"))
+    try:
+        assert tree.started(10)
+        with pytest.raises(NoSuchChildError):
+            tree.stop_child("nosuch", timeout=0)
+        with pytest.raises(NoSuchChildError):
+            tree.restart("nosuch", timeout=0)
+    finally:
+        assert tree.kill(15)
