@@ -597,3 +597,68 @@ def test_a_stop_of_what_is_not_running_still_answers_at_once() -> None:
             tree.restart("nosuch", timeout=0)
     finally:
         assert tree.kill(15)
+
+
+# -- a tree left running at exit -------------------------------------------------------------------
+
+LEFT_RUNNING = """
+    import logging, sys, time
+    import actors
+    actors.install_runtime({runtime!r})
+    from supervision import CommandWork, JobSpec, SupervisorSpec, start_tree
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    # A command that ignores SIGTERM, with a grace no one waits out; the program never stops
+    # its tree: the exit does.
+    work = CommandWork(shell="trap '' TERM; echo $$ > {pid}; while :; do sleep 0.05; done", grace=60)
+    tree = start_tree(SupervisorSpec(children=(JobSpec(name="deaf", work=work, grace=60.0),)))
+    assert tree.started(10)
+    print("ready", flush=True)
+    try:
+        while True:  # the program's own work, until Ctrl-C
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("installed", ["threads", "gevent"])
+def test_a_ctrl_c_while_the_exit_stops_a_tree_kills_at_once_saying_so(
+    installed: str, tmp_path: Path
+) -> None:
+    from faultkit import gone, wait_until
+
+    out, err, pid_file = tmp_path / "out", tmp_path / "err", tmp_path / "pid"
+    program = LEFT_RUNNING.format(runtime=installed, pid=pid_file)
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(program)],
+            cwd=ROOT,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests")))},
+        )
+    try:
+        wait_until(lambda: "ready" in out.read_text(), "the tree runs", proc=proc)
+        pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "its pid"))
+        proc.send_signal(signal.SIGINT)  # the first: the program ends, leaving its tree running
+        # Its exit stops the tree: the command gets its SIGTERM, which it ignores.
+        wait_until(lambda: "deaf: stopping" in err.read_text(), "the exit's stop began", proc=proc)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # the second: no waiting out the 60 s grace
+        proc.wait(30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = err.read_text()
+    assert took < 5, f"the second Ctrl-C took {took:.1f}s to end the program: {said}"
+    assert "Exception ignored" not in said, said
+    assert "Traceback" not in said, said  # (gevent's hub prints the bare name of what it saw)
+    assert (
+        "interrupted while the exit stopped the trees left running: killing every child now" in said
+    )
+    assert "deaf: killed" in said, said
+    wait_until(lambda: gone(pid), "the command ended")
