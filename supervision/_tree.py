@@ -724,7 +724,7 @@ def start_tree(
         succeeded=succeeded or {},
         budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,
     )
-    tree_begins(tree_id)  # its records' damper is kept from now until its root ends
+    tree_begins(tree_id, spec.name)  # its records' damper is kept from now until its root ends
     try:
         tree = Tree(spec, runtime, context)
     except BaseException:

@@ -662,3 +662,40 @@ def test_a_ctrl_c_while_the_exit_stops_a_tree_kills_at_once_saying_so(
     )
     assert "deaf: killed" in said, said
     wait_until(lambda: gone(pid), "the command ended")
+
+
+# -- two trees in one process ----------------------------------------------------------------------
+
+TWO_TREES = """
+    import logging, sys
+    from supervision import Backoff, Intensity, RestartPolicy, SupervisorSpec, python_job, start_tree
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    once = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=0))
+    trees = [
+        start_tree(SupervisorSpec(name=name, policy=once, children=(python_job("ingest", "jobfuncs:fail"),)))
+        for name in {names!r}
+    ]
+    for tree in trees:
+        assert tree.wait(20)
+    for tree in trees:
+        assert tree.stop(20)
+"""
+
+
+def test_two_trees_records_say_which_tree_each_is_of() -> None:
+    out = python(TWO_TREES.format(names=("orders", "users")))
+    assert out.returncode == 0, out.stderr
+    started = sorted(line for line in out.stdout.splitlines() if "ingest: started" in line)
+    assert len(started) == 2, out.stdout
+    assert "[tree=orders path=ingest" in started[0], started
+    assert "[tree=users path=ingest" in started[1], started
+
+
+def test_one_tree_of_the_default_name_logs_as_it_did() -> None:
+    out = python(TWO_TREES.format(names=("root",)))
+    assert out.returncode == 0, out.stderr
+    assert "ingest: started (start 1) [path=ingest]" in out.stdout, out.stdout
+    assert "tree=" not in out.stdout, out.stdout
+    named = python(TWO_TREES.format(names=("orders",)))
+    assert "[tree=orders path=ingest" in named.stdout, named.stdout
