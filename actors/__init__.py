@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     )
     from actors._confine import Limits, RunAs
     from actors._errors import (
+        ActionTimeoutError,
         AttemptTimeout,
         ChildKilled,
         ChildUnavailableError,
@@ -132,6 +133,7 @@ _PUBLIC: dict[str, str] = {
     "ServiceExited": "actors._errors",
     "SpecError": "actors._errors",
     "TreeStoppedError": "actors._errors",
+    "ActionTimeoutError": "actors._errors",
     "active_runtime": "actors._runtime",
     "current_attempt": "actors._attempt",
     "install_runtime": "actors._runtime",
@@ -190,6 +192,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "RUNTIMES",
+    "ActionTimeoutError",
     "Attempt",
     "AttemptTimeout",
     "ChildKilled",

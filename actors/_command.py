@@ -30,6 +30,7 @@ import shlex
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -38,6 +39,7 @@ import logbook
 
 from actors._checks import (
     EXIT_CODES,
+    a_kind,
     fmt_duration,
     need,
     need_duration,
@@ -52,7 +54,7 @@ from actors._waiters import HubWaiter, PollWaiter, gevent_hub
 from actors._warden import WARDEN
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from actors._attempt import Attempt, OutputSink
 
@@ -133,9 +135,11 @@ class CommandWork:
 
     def __post_init__(self) -> None:
         if not isinstance(self.argv, tuple):
-            if isinstance(self.argv, str | bytes):
-                raise SpecError(f"command argv: expected a list of strings, got {self.argv!r}")
+            if not isinstance(self.argv, list):
+                raise _wrong_type("argv", "a list of strings", self.argv)
             object.__setattr__(self, "argv", tuple(self.argv))
+        if not isinstance(self.env, Mapping):
+            raise _wrong_type("env", "a mapping of names to strings", self.env)
         if bool(self.argv) == (self.shell is not None):
             raise SpecError(
                 "command: expected exactly one of argv (a list of strings) or shell (a string), "
@@ -162,8 +166,17 @@ class CommandWork:
 
     def _check_confinement(self) -> None:
         if isinstance(self.user, str):  # the user's name alone, as code may give it
-            object.__setattr__(self, "user", RunAs(name=self.user))
-        need(self.user is None or isinstance(self.user, RunAs), "user", "a user", self.user)
+            try:
+                object.__setattr__(self, "user", RunAs(name=self.user))
+            except SpecError as exc:
+                raise _wrong_type(
+                    "user",
+                    "a RunAs, the name of a user, or None",
+                    self.user,
+                    f" ({exc}: write RunAs(name=...) naming a user of this system)",
+                ) from None
+        if self.user is not None and not isinstance(self.user, RunAs):
+            raise _wrong_type("user", "a RunAs, the name of a user, or None", self.user)
         if self.umask is not None:
             check_umask(self.umask)
         need(
@@ -916,4 +929,18 @@ def _could_not_start(work: CommandWork, exc: OSError) -> CommandFailed:
         where += f" ({limit})"
     return CommandFailed(
         f"command {work.shown()} could not start: {reason}{where}", 127 if missing else 126
+    )
+
+
+def _wrong_type(field: str, expected: str, got: object, hint: str = "") -> SpecError:
+    """As ``supervision._policy.wrong_type`` (which actors cannot import): class, field, value
+    and its kind; built only once a check has failed."""
+    shown = repr(got)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return SpecError(
+        f"CommandWork.{field}: expected {expected}, got {shown}{hint or f' ({a_kind(got)})'}",
+        field=field,
+        expected=expected,
+        got=got,
     )

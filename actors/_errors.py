@@ -308,6 +308,14 @@ class TreeStoppedError(JobvisorError):
     """
 
 
+class ActionTimeoutError(JobvisorError, TimeoutError):
+    """A ``Tree`` call waited its ``timeout`` out; what it asked for goes on.
+
+    The message says what was still going on (a child still stopping, a supervisor that
+    has not answered) and what to do: look at ``tree.status()``, or wait longer.
+    """
+
+
 class ShuttingDownError(TreeStoppedError):
     """A group that is shutting down (or escalating) was asked to start or add a child.
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     )
     from actors._confine import Limits, RunAs
     from actors._errors import (
+        ActionTimeoutError,
         AttemptTimeout,
         ChildKilled,
         ChildrenChangedError,
@@ -216,6 +217,7 @@ _PUBLIC: dict[str, str] = {
     "ThreadAbandoned": "supervision._events",
     "Tree": "supervision._tree",
     "TreeStoppedError": "actors._errors",
+    "ActionTimeoutError": "actors._errors",
     "configure_logging": "supervision._logging",
     "current_attempt": "actors._attempt",
     "load_manifest": "supervision._manifest",
@@ -278,6 +280,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "ActionTimeoutError",
     "ActorSpec",
     "AttemptFinished",
     "AttemptTimeout",

@@ -1496,9 +1496,16 @@ def _reloaded(steps: list[Change], lines: list[str], error: str | None = None) -
 
 def act(tree: Tree, op: str, job: str) -> dict[str, Any]:
     """Start, stop or restart the child at ``job``; the reply of the control protocol."""
-    action = {"start": tree.start_child, "stop": tree.stop_child, "restart": tree.restart}[op]
+    from supervision._tree import COMMAND_TIMEOUT  # noqa: PLC0415 - avoids an import cycle
+
+    path = job.strip("/")
     try:
-        said = action(job.strip("/"))  # a stop of what is not running says so
+        if op == "start":
+            said = tree.start_child(path)
+        else:  # a stop of what is not running says so; a stop's reply waits for its end
+            said = (tree.stop_child if op == "stop" else tree.restart)(
+                path, timeout=COMMAND_TIMEOUT
+            )
     except GroupDownError as exc:  # it exists: not "no such job" (exit 4)
         return {"ok": False, "code": "group_down", "error": str(exc)}
     except DependencyDownError as exc:  # exit 1, HTTP 409

@@ -83,6 +83,8 @@ log = logbook.Logger("supervision.logging")
 # they get a damper of their own, which their stop releases. A record of a stopped tree's
 # thread that still runs (abandoned) is damped with no tree's instead of leaking a new one.
 _running_trees: set[str] = set()
+DEFAULT_TREE_NAME: Final = "root"
+_tree_names: dict[str, str] = {}  # the running trees' root names, by id
 
 # The threshold each level of the manifest writes from; "none" writes nothing.
 THRESHOLDS: Final[dict[str, int | None]] = {
@@ -483,6 +485,7 @@ class _ToStdlib(logbook.Handler):  # type: ignore[misc]  # logbook has no stubs
 
     def emit(self, record: logbook.LogRecord) -> None:
         tree = _current_tree()
+        _tag_tree(record, tree)
         with self._damper_lock:
             summaries, write = _admitted(self._damper.of(tree), record)
         for summary in summaries:
@@ -789,8 +792,8 @@ def _timestamp(when: datetime) -> str:
 
 # Not shown as a text line's ``key=value`` pairs: path and attempt come first, a failure's
 # error is already in its message, and CLEAN_EXIT and ACTED are for the damper alone.
-_FIRST: Final = ("path", "attempt")
-_NOT_PAIRED: Final = frozenset({"path", "attempt", "failure", *_DAMPER_ONLY})
+_FIRST: Final = ("tree", "path", "attempt")
+_NOT_PAIRED: Final = frozenset({"tree", "path", "attempt", "failure", *_DAMPER_ONLY})
 
 
 def _render_text(record: logbook.LogRecord, masker: SecretMasker) -> str:
@@ -892,10 +895,11 @@ class _LineHandler(logbook.Handler):  # type: ignore[misc]  # logbook has no stu
         self._no_teller_until = 0.0
 
     def emit(self, record: logbook.LogRecord) -> None:
+        tree = _current_tree()
+        _tag_tree(record, tree)
         if self._damper is None or not self.damping:
             self._write(record)
             return
-        tree = _current_tree()
         with self._order:
             with self._damper_lock:
                 summaries, write = _admitted(self._damper.of(tree), record)
@@ -1155,6 +1159,7 @@ def tree_stopped(tree: str) -> None:
     escalation): what the log held of its loops is summed up now, and its damping state goes
     (a process may start and stop trees all day)."""
     _running_trees.discard(tree)  # first: a late record of it must not make a damper again
+    _tree_names.pop(tree, None)
     with _setups_lock:
         handlers = [setup._handler for setup in _setups if setup._handler is not None]
     for handler in handlers:
@@ -1162,10 +1167,21 @@ def tree_stopped(tree: str) -> None:
     _to_stdlib.release(tree)
 
 
-def tree_begins(tree: str) -> None:
+def tree_begins(tree: str, name: str = DEFAULT_TREE_NAME) -> None:
     """The tree ``tree`` (its id) starts: its records get a damper of their own, until
-    ``tree_stopped``."""
+    ``tree_stopped``; and, while more than one tree runs or its root is not named
+    ``root``, its root's ``name`` as ``tree=`` (two trees' ``ingest`` look alike otherwise)."""
     _running_trees.add(tree)
+    _tree_names[tree] = name
+
+
+def _tag_tree(record: logbook.LogRecord, tree: str | None) -> None:
+    """Give ``record`` of ``tree`` its ``tree=`` where the name tells trees apart."""
+    if tree is None:
+        return
+    name = _tree_names.get(tree)
+    if name is not None and (name != DEFAULT_TREE_NAME or len(_tree_names) > 1):
+        record.extra.setdefault("tree", name)
 
 
 def _current_tree() -> str | None:

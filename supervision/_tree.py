@@ -19,6 +19,7 @@ import logbook
 import pykka
 
 from actors import (
+    ActionTimeoutError,
     Breaker,
     BreakerState,
     ChildExit,
@@ -100,9 +101,10 @@ class RunResult:
 class _Monitor:
     """The root supervisor's parent: records that the root started and how it ended."""
 
-    def __init__(self, tracker: Tracker, tree_id: str) -> None:
+    def __init__(self, tracker: Tracker, tree_id: str, on_end: Callable[[], None]) -> None:
         self._tracker = tracker
         self._tree_id = tree_id
+        self._on_end = on_end
         self.exit: ChildExit | None = None
         self.final: list[dict[str, Any]] = []
 
@@ -118,6 +120,7 @@ class _Monitor:
             # damper goes (a late record of a thread of it is damped with no tree's).
             tree_stopped(self._tree_id)
             self._tracker.ended.set()
+            self._on_end()
         self._tracker.notify()
 
 
@@ -136,7 +139,11 @@ class Tree:
         self.spec = spec
         self.runtime = runtime
         self._ctx = context
-        self._monitor = _Monitor(context.tracker, context.tree_id)
+        # What the tree holds besides its actors (timers, events, its place among the trees the
+        # exit stops) is let go once, when the root ends, whatever ended it: see ``_release``.
+        self._released = threading.Event()
+        self._releaser: threading.Thread | None = None
+        self._monitor = _Monitor(context.tracker, context.tree_id, self._root_ended)
         self._abandon = AbandonWatch(context)  # issue 11.1: a stuck thread never holds a stop
         self._root = start_supervised(
             Supervisor, Link(self._monitor, 0, 1), f"{context.tree_id}-root", spec, context, ""
@@ -221,22 +228,30 @@ class Tree:
 
     # -- acting on children ----------------------------------------------------------------------
 
-    def restart(self, path: str) -> None:
+    def restart(self, path: str, *, timeout: float | None = None) -> None:
         """Stop the child at ``path`` and start it again at once (not counted as a failure).
 
         A job whose dependency gave up, failed or is stopped is not touched: a
-        ``DependencyDownError`` says which (start that one first).
+        ``DependencyDownError`` says which (start that one first). It waits for the child's
+        stop (up to its grace, then its kill) and its start again, as OTP's
+        ``restart_child`` does; out of ``timeout`` (None: as long as it takes), an
+        ``ActionTimeoutError`` says so and the restart goes on. ``timeout=0`` returns once
+        the supervisor has taken it (what an asyncio caller wants: nothing blocks).
         """
-        self._command(Op.RESTART, path)
+        self._act(Op.RESTART, path, timeout)
 
-    def stop_child(self, path: str) -> str | None:
+    def stop_child(self, path: str, *, timeout: float | None = None) -> str | None:
         """Stop the child at ``path`` gracefully; it stays down (state ``stopped``).
 
         A child that is not running and will not start by itself (succeeded, failed,
         gave up, stopped) is left as it is, its outcome kept: the answer then says so
-        (``once: not running (succeeded); nothing to stop``); None after a real stop.
+        (``once: not running (succeeded); nothing to stop``); None after a real stop. It
+        waits for the stop (up to the child's grace, then its kill), as OTP's
+        ``terminate_child`` does; out of ``timeout`` (None: as long as it takes), an
+        ``ActionTimeoutError`` says so and the stop goes on. ``timeout=0`` returns once the
+        supervisor has taken it (None then; ``status()`` says ``stopping`` until it ends).
         """
-        said: str | None = self._command(Op.STOP, path)
+        said: str | None = self._act(Op.STOP, path, timeout)
         return said
 
     def start_child(self, path: str) -> str | None:
@@ -309,9 +324,14 @@ class Tree:
         if isinstance(spec, SupervisorSpec):
             self.spec = spec
 
-    def remove_child(self, path: str) -> None:
-        """Stop the child at ``path`` and forget it."""
-        self._command(Op.REMOVE, path)
+    def remove_child(self, path: str, *, timeout: float | None = None) -> None:
+        """Stop the child at ``path`` and forget it once it has stopped.
+
+        Waits as ``stop_child`` does (``timeout``; ``ActionTimeoutError`` out of it, the
+        removal going on). With ``timeout=0`` it returns once the supervisor has taken it:
+        until its stop ends the child is listed, ``stopping``, and its name is taken.
+        """
+        self._act(Op.REMOVE, path, timeout)
 
     def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
         """Call ``callback(event)`` for every later event of this tree.
@@ -352,23 +372,54 @@ class Tree:
                 self._stopped = True
                 if not self.ended:
                     self._root._jv_request_stop()
-        ended = self._ctx.tracker.ended.wait(_left(deadline))
-        if not ended:
-            # Keep the timers (kills after grace) and events running: a later stop() or
-            # kill() can still finish the job.
+        if not self._ctx.tracker.ended.wait(_left(deadline)):
+            # The timers (kills after grace) and events run on: a later stop() or kill() can
+            # still finish the job.
             return False
-        # Threads first (abandoned ones are reported through the events still running).
-        running = self._abandon.join(_left(deadline))
-        self._abandon.close()
-        self._ctx.bus.flush(_left(deadline))
-        self._ctx.scheduler.stop(_left(deadline))
-        self._ctx.bus.stop(_left(deadline))
-        listener = self._ctx.breaker_listener
-        if listener is not None:
-            for breaker in self._ctx.breakers.values():
-                breaker.unlisten(listener)
-        _live_trees.discard(self)
-        return not running
+        return self._wait_released(deadline)
+
+    def _wait_released(self, deadline: float | None) -> bool:
+        """The root has ended: wait until ``_release`` is done; True if nothing of the tree runs."""
+        # The caller's own wait for the threads: one killed and still running at its deadline
+        # is abandoned (and said) now, even when that comes before its KILL_GRACE does.
+        if self._abandon.join(_left(deadline)) or not self._released.wait(_left(deadline)):
+            return False
+        releaser = self._releaser
+        if releaser is not None and releaser is not threading.current_thread():
+            releaser.join(_left(deadline))  # it has done its work: only its own end is left
+        return not self._abandon.still_running()
+
+    def _root_ended(self) -> None:
+        # Called where the root's end is told (its thread, or the scheduler's on a timeout),
+        # which must not wait for the tree's threads: a thread of its own does that.
+        if self._releaser is not None:
+            return
+        releaser = threading.Thread(
+            target=self._release, name=f"jobvisor-{self._ctx.tree_id}-end", daemon=True
+        )
+        self._releaser = releaser
+        releaser.start()
+
+    def _release(self) -> None:
+        """The root has ended: join the tree's threads, then end its timers and its events.
+
+        Whatever ended the root (a stop, a kill, an escalation past it) this runs once, so a
+        tree ended by its kill leaves no scheduler or event thread behind until exit.
+        """
+        try:
+            # Threads first (abandoned ones are reported through the events still running).
+            self._abandon.join(None)
+            self._abandon.close()
+            self._ctx.bus.flush(_RELEASE_WAIT)
+            self._ctx.scheduler.stop(_RELEASE_WAIT)
+            self._ctx.bus.stop(_RELEASE_WAIT)
+            listener = self._ctx.breaker_listener
+            if listener is not None:
+                for breaker in self._ctx.breakers.values():
+                    breaker.unlisten(listener)
+            _live_trees.discard(self)
+        finally:
+            self._released.set()
 
     @property
     def abandoned(self) -> tuple[str, ...]:
@@ -387,17 +438,23 @@ class Tree:
         if listener is not None:
             breaker.listen(listener)
 
-    def kill(self) -> None:
+    def kill(self, timeout: float | None = 0.0) -> bool:
         """Force the stop: kill every child now instead of waiting for its grace.
 
-        Use it after ``stop`` when waiting is not an option (a second Ctrl-C).
+        Use it after ``stop`` when waiting is not an option (a second Ctrl-C). It sends the
+        kill and, by default, returns at once; with ``timeout`` (None: as long as it takes) it
+        waits as ``stop`` does. True when the tree has ended, its threads with it (as
+        ``stop``'s answer); False while it has not (``wait_ended`` waits for its root).
         """
-        if self.ended:
-            return
-        with self._stop_lock:
-            self._stopped = True
-        with contextlib.suppress(pykka.ActorDeadError):
-            self._root.actor_ref.tell(Command(Op.KILL, (), pykka.ThreadingFuture()))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.ended:
+            with self._stop_lock:
+                self._stopped = True
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._root.actor_ref.tell(Command(Op.KILL, (), pykka.ThreadingFuture()))
+        if not self._ctx.tracker.ended.wait(_left(deadline)):
+            return False
+        return self._wait_released(deadline)
 
     def __enter__(self) -> Self:
         return self
@@ -463,6 +520,9 @@ class Tree:
     # -- plumbing --------------------------------------------------------------------------------
 
     def _command(self, op: Op, path: str, arg: Any = None, timeout: float = COMMAND_TIMEOUT) -> Any:
+        return self._answer(op, path, self._send(op, path, arg), timeout)
+
+    def _send(self, op: Op, path: str, arg: Any = None) -> pykka.Future[Any]:
         if self.ended:
             raise TreeStoppedError(f"the tree has stopped; cannot {op.value} {path!r}")
         method, param = _METHODS[op]
@@ -472,10 +532,51 @@ class Tree:
             self._root.actor_ref.tell(Command(op, parts, future, arg))
         except pykka.ActorDeadError:
             raise TreeStoppedError(f"the tree has stopped; cannot {op.value} {path!r}") from None
-        return future.get(timeout=timeout)
+        return future
+
+    def _answer(self, op: Op, path: str, future: pykka.Future[Any], timeout: float | None) -> Any:
+        """``future``'s answer, or an ``ActionTimeoutError`` (never pykka's own ``Timeout``)."""
+        try:
+            return future.get(timeout=timeout)
+        except pykka.Timeout:
+            method = _METHODS[op][0]
+            if op in _CHILD_STOPS:
+                doing = _CHILD_STOPS[op]
+                raise ActionTimeoutError(
+                    f"{method}({path!r}): {doing} after {timeout:g}s (a stop waits up to the "
+                    "child's stop grace, then kills it); it goes on: tree.status() shows it, "
+                    "or pass a longer timeout (None: as long as it takes)"
+                ) from None
+            raise ActionTimeoutError(
+                f"{method}({path!r}): the tree's supervisor did not answer within {timeout:g}s "
+                "(busy, or stuck: see the log); what was asked may still be done, as "
+                "tree.status() will show"
+            ) from None
+
+    def _act(self, op: Op, path: str, timeout: float | None) -> Any:
+        """A stop, restart or removal of a child: its answer once the supervisor has taken it
+        (``timeout`` 0), or once done, within ``timeout``."""
+        future = self._send(op, path)
+        if timeout != 0:
+            return self._answer(op, path, future, timeout)
+        # A reference asked for after it takes the same way down the groups, each taking its
+        # messages in order: once it is answered, the child's own supervisor has taken the
+        # action. Answered by then: at once (a refusal, nothing to stop); else under way.
+        with contextlib.suppress(Exception):
+            self._answer(Op.REF, path, self._send(Op.REF, path), COMMAND_TIMEOUT)
+        try:
+            return future.get(timeout=0)
+        except pykka.Timeout:
+            return None
 
 
 _CHILD_TYPES = (JobSpec, ActorSpec, SupervisorSpec)
+# What a child action waited out of time was still doing.
+_CHILD_STOPS = {
+    Op.STOP: "the child is still stopping",
+    Op.RESTART: "the child is still restarting (stopping, or starting again)",
+    Op.REMOVE: "the child is still stopping (it is removed once stopped)",
+}
 _METHODS = {
     Op.STATUS: ("status", "path"),
     Op.REF: ("ref", "path"),
@@ -492,6 +593,9 @@ _METHODS = {
 # abandoned KILL_GRACE after it), and how long to ask for the names of what still runs.
 _KILL_WAIT = KILL_GRACE + 5.0
 _STATUS_WAIT = 2.0
+# How long the release of an ended tree waits for its events to be delivered, and for its
+# timer and event threads to end (a subscriber that blocks must not hold it for ever).
+_RELEASE_WAIT = 5.0
 _RUNNING_STATES = frozenset(
     s.value for s in (State.STARTING, State.RUNNING, State.WAITING, State.PROBATION, State.STOPPING)
 )
@@ -620,7 +724,7 @@ def start_tree(
         succeeded=succeeded or {},
         budget=TreeBudget(spec.policy, monotonic) if spec.policy.budget is not None else None,
     )
-    tree_begins(tree_id)  # its records' damper is kept from now until its root ends
+    tree_begins(tree_id, spec.name)  # its records' damper is kept from now until its root ends
     try:
         tree = Tree(spec, runtime, context)
     except BaseException:
@@ -770,9 +874,22 @@ def _dead_letter(path: str, message: Any) -> None:
 @atexit.register
 def _stop_live_trees() -> None:
     # Actor threads are daemons (see SupervisedActor); stop what the program left running
-    # gracefully instead of letting the interpreter cut it off.
-    for tree in list(_live_trees):
-        tree.stop(timeout=10.0)
+    # gracefully instead of letting the interpreter cut it off. A Ctrl-C meanwhile does what
+    # it does in a with block: kill at once, said in one line, not a traceback of atexit's.
+    trees = list(_live_trees)
+    try:
+        for tree in trees:
+            if not tree.stop(timeout=10.0) and not tree.ended:
+                tree.kill(_KILL_WAIT)
+    except KeyboardInterrupt:
+        log.warning(
+            "interrupted while the exit stopped the trees left running: killing every child now"
+        )
+        with contextlib.suppress(KeyboardInterrupt):  # one more: stop waiting at all
+            for tree in trees:
+                tree.kill()
+            for tree in trees:
+                tree.kill(_KILL_WAIT)
     placed = sys.modules.get("actors._ray")
     if placed is not None:  # after the trees: their placed children have stopped by now
         placed.shutdown()

@@ -9,11 +9,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from supervision import SpecError, SupervisorSpec, python_job, start_tree
+from supervision import SpecError, SupervisorSpec, Tree, python_job, start_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -464,3 +465,237 @@ def test_a_second_ctrl_c_while_a_with_block_stops_kills_at_once(
     assert out.read_text().split() == ["ready", "interrupted", "True"], said
     assert "interrupted while the tree stopped: killing every child now" in said
     assert "j: killed" in said
+
+
+# -- a stop out of time, then a kill ---------------------------------------------------------------
+
+
+def _stubborn_command_tree(key: str) -> SupervisorSpec:
+    """A command that ignores SIGTERM, with a grace of 30 s: only a kill ends it soon."""
+    from actors import CommandWork
+    from supervision import JobSpec
+
+    up = f"/tmp/jv-{os.getpid()}-{key}"
+    job = JobSpec(
+        name="deaf",
+        work=CommandWork(shell=f"trap '' TERM; touch {up}; while :; do sleep 0.05; done", grace=30),
+        grace=30.0,
+    )
+    return SupervisorSpec(name=key, children=(job,))
+
+
+def _tree_threads() -> Counter[str]:
+    """How many threads of each name a tree has (every tree's scheduler has the same name)."""
+    import threading
+
+    return Counter(
+        t.name
+        for t in threading.enumerate()
+        if t.is_alive() and t.name.startswith(("jobvisor-scheduler", "jv-events", "jv-t"))
+    )
+
+
+def test_a_tree_ended_by_its_kill_leaves_no_thread_behind() -> None:
+    """stop(timeout) out of time, kill(), wait_ended(): the scheduler and the event thread go
+    with the root, as after a stop that ended it (they stayed until exit)."""
+    import threading
+
+    from faultkit import wait_until
+
+    before = _tree_threads()
+    trees = [start_tree(_stubborn_command_tree(f"k{i}")) for i in range(5)]
+    ups = [Path(f"/tmp/jv-{os.getpid()}-k{i}") for i in range(5)]
+    try:
+        wait_until(lambda: all(up.exists() for up in ups), "every command runs")
+        assert not any(tree.stop(0.2) for tree in trees), "a command ignoring SIGTERM ended"
+        assert all(isinstance(tree.kill(), bool) for tree in trees)  # at once by default
+        assert all(tree.wait_ended(10) for tree in trees)
+        # What the ended trees still had goes by itself: wait on those threads' ends.
+        for thread in threading.enumerate():
+            if thread.name in _tree_threads() - before:
+                thread.join(10)
+        left = _tree_threads() - before
+        assert not left, f"threads left behind by killed trees: {dict(left)}"
+    finally:
+        for tree in trees:
+            tree.kill()
+            tree.stop(10)
+        for up in ups:
+            up.unlink(missing_ok=True)
+
+
+def test_kill_with_a_timeout_waits_for_the_tree_and_its_threads() -> None:
+    from faultkit import wait_until
+
+    before = _tree_threads()
+    tree = start_tree(_stubborn_command_tree("kt"))
+    up = Path(f"/tmp/jv-{os.getpid()}-kt")
+    try:
+        wait_until(up.exists, "the command runs")
+        assert tree.stop(0.2) is False
+        assert tree.kill(10) is True
+        assert tree.ended
+        assert not _tree_threads() - before, dict(_tree_threads() - before)
+        assert tree.kill(1) is True  # once ended, at once
+    finally:
+        tree.kill()
+        tree.stop(10)
+        up.unlink(missing_ok=True)
+
+
+# -- acting on a child does not wait out its stop --------------------------------------------------
+
+
+def _slow_stopping_tree(key: str) -> SupervisorSpec:
+    """Two thread jobs that ignore their stop, with a grace of 70 s: only a kill ends them."""
+    return SupervisorSpec(
+        children=(
+            python_job("slow", "jobfuncs:stubborn", f"{key}-slow", grace=70.0),
+            python_job("other", "jobfuncs:stubborn", f"{key}-other", grace=70.0),
+        )
+    )
+
+
+def _state(tree: Tree, path: str) -> str:
+    [node] = [c for c in tree.status()["children"] if c["name"] == path]
+    return str(node["state"])
+
+
+@pytest.mark.parametrize("action", ["stop_child", "restart", "remove_child"])
+def test_acting_on_a_child_with_timeout_0_returns_once_the_supervisor_took_it(action: str) -> None:
+    """With ``timeout=0`` the stop goes on after the call returns; out of a timeout, the
+    call says so with a JobvisorError (a raw pykka Timeout came after 60 s)."""
+    from actors import ActionTimeoutError
+
+    tree = start_tree(_slow_stopping_tree(action))
+    try:
+        assert tree.started(10)
+        sent = time.monotonic()
+        assert getattr(tree, action)("slow", timeout=0) is None
+        assert time.monotonic() - sent < 5
+        assert _state(tree, "slow") == "stopping"  # a removed child goes once it has stopped
+        with pytest.raises(ActionTimeoutError) as caught:
+            getattr(tree, action)("other", timeout=0.3)
+        said = str(caught.value)
+        assert said.startswith(f"{action}('other'): ")
+        assert "goes on" in said, said
+        assert "longer timeout" in said, said
+        assert _state(tree, "other") == "stopping"
+    finally:
+        assert tree.kill(15)
+
+
+def test_a_stop_of_what_is_not_running_still_answers_at_once() -> None:
+    from supervision import NoSuchChildError
+
+    tree = start_tree(_slow_stopping_tree("answers"))
+    try:
+        assert tree.started(10)
+        with pytest.raises(NoSuchChildError):
+            tree.stop_child("nosuch", timeout=0)
+        with pytest.raises(NoSuchChildError):
+            tree.restart("nosuch", timeout=0)
+    finally:
+        assert tree.kill(15)
+
+
+# -- a tree left running at exit -------------------------------------------------------------------
+
+LEFT_RUNNING = """
+    import logging, sys, time
+    import actors
+    actors.install_runtime({runtime!r})
+    from supervision import CommandWork, JobSpec, SupervisorSpec, start_tree
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    # A command that ignores SIGTERM, with a grace no one waits out; the program never stops
+    # its tree: the exit does.
+    work = CommandWork(shell="trap '' TERM; echo $$ > {pid}; while :; do sleep 0.05; done", grace=60)
+    tree = start_tree(SupervisorSpec(children=(JobSpec(name="deaf", work=work, grace=60.0),)))
+    assert tree.started(10)
+    print("ready", flush=True)
+    try:
+        while True:  # the program's own work, until Ctrl-C
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("installed", ["threads", "gevent"])
+def test_a_ctrl_c_while_the_exit_stops_a_tree_kills_at_once_saying_so(
+    installed: str, tmp_path: Path
+) -> None:
+    from faultkit import gone, wait_until
+
+    out, err, pid_file = tmp_path / "out", tmp_path / "err", tmp_path / "pid"
+    program = LEFT_RUNNING.format(runtime=installed, pid=pid_file)
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(program)],
+            cwd=ROOT,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests")))},
+        )
+    try:
+        wait_until(lambda: "ready" in out.read_text(), "the tree runs", proc=proc)
+        pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "its pid"))
+        proc.send_signal(signal.SIGINT)  # the first: the program ends, leaving its tree running
+        # Its exit stops the tree: the command gets its SIGTERM, which it ignores.
+        wait_until(lambda: "deaf: stopping" in err.read_text(), "the exit's stop began", proc=proc)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # the second: no waiting out the 60 s grace
+        proc.wait(30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = err.read_text()
+    assert took < 5, f"the second Ctrl-C took {took:.1f}s to end the program: {said}"
+    assert "Exception ignored" not in said, said
+    assert "Traceback" not in said, said  # (gevent's hub prints the bare name of what it saw)
+    assert (
+        "interrupted while the exit stopped the trees left running: killing every child now" in said
+    )
+    assert "deaf: killed" in said, said
+    wait_until(lambda: gone(pid), "the command ended")
+
+
+# -- two trees in one process ----------------------------------------------------------------------
+
+TWO_TREES = """
+    import logging, sys
+    from supervision import Backoff, Intensity, RestartPolicy, SupervisorSpec, python_job, start_tree
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    once = RestartPolicy(backoff=Backoff(initial=0.001, max=0.001), intensity=Intensity(max_restarts=0))
+    trees = [
+        start_tree(SupervisorSpec(name=name, policy=once, children=(python_job("ingest", "jobfuncs:fail"),)))
+        for name in {names!r}
+    ]
+    for tree in trees:
+        assert tree.wait(20)
+    for tree in trees:
+        assert tree.stop(20)
+"""
+
+
+def test_two_trees_records_say_which_tree_each_is_of() -> None:
+    out = python(TWO_TREES.format(names=("orders", "users")))
+    assert out.returncode == 0, out.stderr
+    started = sorted(line for line in out.stdout.splitlines() if "ingest: started" in line)
+    assert len(started) == 2, out.stdout
+    assert "[tree=orders path=ingest" in started[0], started
+    assert "[tree=users path=ingest" in started[1], started
+
+
+def test_one_tree_of_the_default_name_logs_as_it_did() -> None:
+    out = python(TWO_TREES.format(names=("root",)))
+    assert out.returncode == 0, out.stderr
+    assert "ingest: started (start 1) [path=ingest]" in out.stdout, out.stdout
+    assert "tree=" not in out.stdout, out.stdout
+    named = python(TWO_TREES.format(names=("orders",)))
+    assert "[tree=orders path=ingest" in named.stdout, named.stdout

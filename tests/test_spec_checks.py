@@ -532,3 +532,37 @@ def test_a_group_whose_dependency_was_removed_stops_cleanly(make_tree, logs) -> 
     tree.stop_child("g")
     assert {n["path"]: n["state"] for n in flatten_status(tree.status())}["g"] == "stopped"
     assert not [r.message for r in logs.records if "internal error" in r.message]
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"argv": 5}, "CommandWork.argv: expected a list of strings, got 5 (an integer)"),
+        ({"argv": "ls -l"}, "CommandWork.argv: expected a list of strings, got 'ls -l' (a string)"),
+        (
+            {"shell": "true", "env": 5},
+            "CommandWork.env: expected a mapping of names to strings, got 5 (an integer)",
+        ),
+        (
+            {"argv": ("true",), "user": 5},
+            "CommandWork.user: expected a RunAs, the name of a user, or None, got 5 (an integer)",
+        ),
+    ],
+)
+def test_a_commands_field_of_the_wrong_type_is_a_spec_error_naming_class_and_field(
+    fields: dict[str, object], said: str
+) -> None:
+    """``argv=5`` was a TypeError, ``env=5`` an AttributeError."""
+    with pytest.raises(SpecError) as caught:
+        actors.CommandWork(**fields)  # type: ignore[arg-type]
+    assert str(caught.value) == said
+    assert caught.value.field == said.split(":", maxsplit=1)[0].split(".")[1]
+
+
+def test_a_commands_user_that_does_not_exist_asks_for_a_runas() -> None:
+    with pytest.raises(SpecError) as caught:
+        actors.CommandWork(argv=("true",), user="no-such-user-h42f")
+    said = str(caught.value)
+    assert said.startswith("CommandWork.user: "), said
+    assert "RunAs(" in said, said
+    assert "no-such-user-h42f" in said, said
