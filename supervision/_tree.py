@@ -291,10 +291,11 @@ class Tree:
         """
         if not isinstance(spec, SupervisorSpec):
             raise SpecError(f"update_group: expected a SupervisorSpec, got {spec!r}")
-        if not path.strip("/"):
+        root = not child_path(path, "update_group", empty=True)  # before any use of it
+        if root:
             budget_change(self.spec, spec)
         self._command(Op.UPDATE, path, spec)
-        if not path.strip("/"):
+        if root:
             self.spec = spec
 
     def set_autostart(self, path: str, *, autostart: bool) -> None:
