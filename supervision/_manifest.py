@@ -78,7 +78,7 @@ from supervision._policy import (
     Strategy,
 )
 from supervision._reader import BAD, Bad, V, entries_of, plain
-from supervision._resolve import Resolver, looks_secret, too_short
+from supervision._resolve import MAX_DEPTH, Resolver, looks_secret, too_short
 from supervision._secrets import SecretMasker
 from supervision._siblings import Entry, check_dependencies, check_names, replica_names
 from supervision._spec import (
@@ -170,11 +170,28 @@ def load_manifest(
         return _load(path_or_text, env)
 
 
+def _as_dicts(value: Any, depth: int = 0) -> Any:
+    """``value`` with every mapping in it a ``dict`` (a ``MappingProxyType``, a program's own
+    ``Mapping``), as the reader takes what YAML gives: dicts, lists and scalars.
+
+    Past the reader's nesting bound it is left as it is, for the reader to refuse (a mapping
+    holding itself ends there too).
+    """
+    if depth > MAX_DEPTH or isinstance(value, str | int | float) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        items = [_as_dicts(item, depth + 1) for item in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, Mapping):
+        return {key: _as_dicts(item, depth + 1) for key, item in value.items()}
+    return value
+
+
 def _load(path_or_text: object, env: Mapping[str, str] | None) -> Manifest:
     if isinstance(path_or_text, str) and "\n" in path_or_text:
         return parse(_FromYaml(read_yaml(path_or_text, TEXT_NAME)), env=env, file=TEXT_NAME)
     if isinstance(path_or_text, Mapping):
-        return parse(path_or_text, env=env, file=TEXT_NAME)
+        return parse(_as_dicts(path_or_text), env=env, file=TEXT_NAME)
     if not isinstance(path_or_text, str | Path):
         message = (
             "expected a manifest file's path (a str or Path), manifest text (YAML with a "
@@ -197,7 +214,7 @@ def _load(path_or_text: object, env: Mapping[str, str] | None) -> Manifest:
         if isinstance(path_or_text, str) and _looks_inline(path_or_text):
             message += (
                 "; manifest text is read as text only when it holds a newline: end it with "
-                "'\\n', or pass it parsed, as a mapping (load_manifest(json.loads(text)))"
+                "'\\n', or pass it parsed, as a mapping (load_manifest(yaml.safe_load(text)))"
             )
         raise ManifestError([Issue("", None, message, file)], file) from None
     try:

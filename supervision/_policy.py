@@ -8,6 +8,8 @@ every rule of SPEC §2 is tested as a plain function with exact times.
 from __future__ import annotations
 
 import enum
+import pickle
+import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from actors._checks import a_kind, need_count, need_duration
 from actors._exponential import Exponential, check_growth
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 __all__ = [
     "Backoff",
@@ -39,6 +41,7 @@ __all__ = [
     "decide",
     "decide_budget",
     "decide_probation_failure",
+    "kept",
     "wants_restart",
     "wrong_type",
 ]
@@ -89,34 +92,101 @@ def as_enum(cls: type[E], value: object, field: str) -> E:
 
 
 _SHOWN_MAX: Final = 200  # a value's repr in a message, cut: a whole config dict helps no one
+# A key whose value a hint must not repeat: the text of a SpecError is logged and shown.
+_SECRETISH: Final = re.compile(
+    r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|URL|HEADER", re.IGNORECASE
+)
 
 
-def wrong_type(owner: str, field: str, expected: str, got: object, hint: str = "") -> SpecError:
+def _shown(value: object, depth: int = 0) -> str:
+    """``value``'s repr with every mapping's values left out (``{'url': ..., 'on': ...}``).
+
+    A mapping given for notify, ready or work can hold a webhook's URL or an Authorization
+    header; its keys say what it was, which is all a message about its type needs.
+    """
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key!r}: ..." for key in value) + "}"
+    if isinstance(value, list | tuple) and depth < 3:
+        items = ", ".join(_shown(item, depth + 1) for item in value[:_SHOWN_MAX])
+        if isinstance(value, tuple):
+            return f"({items},)" if len(value) == 1 else f"({items})"
+        return f"[{items}]"
+    return repr(value)
+
+
+def kept(got: object, shown: str) -> object:
+    """What a ``SpecError`` keeps as ``got``: ``got`` itself if it pickles, else ``shown``.
+
+    A SpecError goes to other processes (a Ray worker, a pool's caller): ``work=lambda: 0``
+    made one that would not pickle.
+    """
+    try:
+        pickle.dumps(got)
+    except Exception:  # whatever pickling raises (PicklingError, TypeError, ...)
+        return shown
+    return got
+
+
+def _plain(key: object, value: object) -> bool:
+    """Whether ``value`` may be repeated in a hint: a number, or a short string of a key that
+    holds no secret (nor a URL, which can carry one); a mapping or list is never repeated."""
+    if value is None or isinstance(value, bool | int | float):
+        return True
+    return (
+        isinstance(value, str)
+        and len(value) <= 40
+        and "://" not in value
+        and not _SECRETISH.search(str(key))
+    )
+
+
+def _call_hint(build: Callable[..., object], got: Mapping[object, object]) -> str:
+    """``Backoff(initial=1)``: the call to write for ``got``, or "" when it would be long,
+    would repeat a value that is not plain, or would not build (it is tried)."""
+    if not all(isinstance(key, str) and key.isidentifier() for key in got):
+        return ""
+    if not all(_plain(key, value) for key, value in got.items()):
+        return ""
+    args = ", ".join(f"{key}={value!r}" for key, value in got.items())
+    call = f"{getattr(build, '__name__', '')}({args})"
+    if len(call) > _SHOWN_MAX:
+        return ""
+    try:
+        build(**got)  # type: ignore[arg-type]
+    except Exception:  # a call that fails (SpecError, TypeError) is none to suggest
+        return ""
+    return call
+
+
+def wrong_type(
+    owner: str,
+    field: str,
+    expected: str,
+    got: object,
+    hint: str = "",
+    *,
+    build: Callable[..., object] | None = None,
+) -> SpecError:
     """The ``SpecError`` of a spec field given a value of the wrong type: ``RestartPolicy.backoff:
-    expected a Backoff, got {'initial': 1} (a mapping: write Backoff(initial=1))``.
+    expected a Backoff, got {'initial': ...} (a mapping: write Backoff(initial=1))``.
 
     Built only once a check has failed (the checks are ``isinstance`` tests inline, as every
-    job of a big manifest passes them). A mapping given for a spec class gets the call to
-    write instead, as a program that took a manifest's shape for the API's would write it.
+    job of a big manifest passes them). A mapping given for ``build``, the spec class the
+    field takes, gets the call to write, as a program that took a manifest's shape for the
+    API's would write it, when that call builds. A mapping's values are never shown.
     """
-    shown = repr(got)
+    shown = _shown(got)
     if len(shown) > _SHOWN_MAX:
         shown = shown[: _SHOWN_MAX - 3] + "..."
-    if not hint:
-        hint = f" ({a_kind(got)})"
-        words = expected.split()  # "a Backoff", "a Budget or None": the class is the second
-        cls = words[1] if len(words) > 1 and words[1].isidentifier() else ""
-        named = isinstance(got, Mapping) and all(
-            isinstance(key, str) and key.isidentifier() for key in got
-        )
-        if named and cls[:1].isupper():
-            args = ", ".join(f"{key}={value!r}" for key, value in got.items())  # type: ignore[attr-defined]
-            hint = f" ({a_kind(got)}: write {cls}({args}))"
+    if not hint and got is not None:
+        call = _call_hint(build, got) if build is not None and isinstance(got, Mapping) else ""
+        hint = f" ({a_kind(got)}: write {call})" if call else f" ({a_kind(got)})"
     return SpecError(
         f"{owner}.{field}: expected {expected}, got {shown}{hint}",
         field=field,
         expected=expected,
-        got=got,
+        got=kept(got, shown),
+        shown=shown,
     )
 
 
@@ -220,13 +290,19 @@ class RestartPolicy:
         # A wrong type here passed the constructor and failed deep in the root at the first
         # failure ("internal error: 'dict' object has no attribute 'delay'").
         if not isinstance(self.backoff, Exponential):
-            raise wrong_type("RestartPolicy", "backoff", "a Backoff", self.backoff)
+            raise wrong_type("RestartPolicy", "backoff", "a Backoff", self.backoff, build=Backoff)
         if not isinstance(self.intensity, Intensity):
-            raise wrong_type("RestartPolicy", "intensity", "an Intensity", self.intensity)
+            raise wrong_type(
+                "RestartPolicy", "intensity", "an Intensity", self.intensity, build=Intensity
+            )
         if not isinstance(self.cooldown, CooldownPolicy):
-            raise wrong_type("RestartPolicy", "cooldown", "a CooldownPolicy", self.cooldown)
+            raise wrong_type(
+                "RestartPolicy", "cooldown", "a CooldownPolicy", self.cooldown, build=CooldownPolicy
+            )
         if self.budget is not None and not isinstance(self.budget, Budget):
-            raise wrong_type("RestartPolicy", "budget", "a Budget or None", self.budget)
+            raise wrong_type(
+                "RestartPolicy", "budget", "a Budget or None", self.budget, build=Budget
+            )
         on_exhausted = as_enum(OnExhausted, self.on_exhausted, "on_exhausted")
         object.__setattr__(self, "on_exhausted", on_exhausted)
 

@@ -14,7 +14,14 @@ from actors import PythonWork, RetrySpec, Schedule, SpecError, Work
 from actors._checks import a_kind, need, need_count, need_duration
 from actors._placement import RayPlacement, placement_of
 from supervision._depgraph import cycles, sibling_expected
-from supervision._policy import RestartPolicy, RestartType, Strategy, as_enum, wrong_type
+from supervision._policy import (
+    RestartPolicy,
+    RestartType,
+    Strategy,
+    as_enum,
+    kept,
+    wrong_type,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Sequence
@@ -56,14 +63,23 @@ def _check_grace(grace: float | None) -> None:
 
 
 def _check_work(work: object, name: str) -> None:
-    """``work`` is a job kind's work (the ``Work`` protocol: a ``kind`` and a ``run``).
+    """``work`` is a job kind's work (the ``Work`` protocol: a str ``kind`` and a ``run``).
 
     A string there ran every attempt into "'str' object has no attribute 'run'", and the
-    status then failed too: so it is refused here, with the call that was meant.
+    status then failed too: so it is refused here, with the call that was meant. The kind is
+    read on the object, as the tree reads it: a slots dataclass's field or a property is a
+    descriptor on the class. A class is refused: its ``run`` is a function, not a bound one.
     """
-    if isinstance(getattr(type(work), "kind", None), str) and callable(getattr(work, "run", None)):
+    if (
+        isinstance(getattr(work, "kind", None), str)
+        and callable(getattr(work, "run", None))
+        and not isinstance(work, type)
+    ):
         return
-    expected = "a job's work (a PythonWork, CommandWork or HttpWork)"
+    expected = (
+        "a job's work: a PythonWork, CommandWork, HttpWork or a Work (an object with a str "
+        "kind and a run())"
+    )
     hint = ""
     if isinstance(work, str):
         hint = (
@@ -78,7 +94,7 @@ def _check_give_up_on(rule: object) -> None:
     from supervision._exits import GiveUpOn  # noqa: PLC0415 - only a job that has a rule pays
 
     if not isinstance(rule, GiveUpOn):
-        raise wrong_type("JobSpec", "give_up_on", "a GiveUpOn or None", rule)
+        raise wrong_type("JobSpec", "give_up_on", "a GiveUpOn or None", rule, build=GiveUpOn)
 
 
 def _notify_of(owner: str, notify: object) -> tuple[NotifySpec, ...]:
@@ -103,11 +119,13 @@ def child_path(
     """
     if not isinstance(path, str):
         expected = "a child path like 'etl/load' (a string)"
+        shown = repr(path)
+        kind = "" if path is None else f" ({a_kind(path)})"
         raise SpecError(
-            f"Tree.{method}: {param}: expected {expected}, got {path!r} ({a_kind(path)})",
+            f"Tree.{method}: {param}: expected {expected}, got {shown}{kind}",
             field=param,
             expected=expected,
-            got=path,
+            got=kept(path, shown),
         )
     parts = tuple(p for p in path.strip("/").split("/") if p)
     if not parts and not empty:
@@ -183,16 +201,20 @@ class JobSpec:
         _check_work(self.work, self.name)
         # Each an isinstance test inline: this runs for every job of a 10,000-job manifest.
         if not isinstance(self.schedule, Schedule):
-            raise wrong_type("JobSpec", "schedule", "a Schedule", self.schedule)
+            raise wrong_type("JobSpec", "schedule", "a Schedule", self.schedule, build=Schedule)
         _check_grace(self.grace)
         object.__setattr__(self, "restart", as_enum(RestartType, self.restart, "restart"))
         if self.retry is not None and not isinstance(self.retry, RetrySpec):
-            raise wrong_type("JobSpec", "retry", "a RetrySpec or None", self.retry)
+            raise wrong_type("JobSpec", "retry", "a RetrySpec or None", self.retry, build=RetrySpec)
         if self.breaker is not None and not isinstance(self.breaker, str):
             expected = "the name of a breaker in start_tree(breakers=...), or None"
             raise wrong_type("JobSpec", "breaker", expected, self.breaker)
         if self.ready is not None and not callable(getattr(self.ready, "wait_ready", None)):
-            raise wrong_type("JobSpec", "ready", "a ReadyProbe or None", self.ready)
+            from actors import ReadyProbe  # noqa: PLC0415 - loaded lazily; only a refusal needs it
+
+            raise wrong_type(
+                "JobSpec", "ready", "a ReadyProbe or None", self.ready, build=ReadyProbe
+            )
         if self.give_up_on is not None:
             _check_give_up_on(self.give_up_on)
         if self.notify:
@@ -291,7 +313,9 @@ class SupervisorSpec:
         object.__setattr__(self, "strategy", as_enum(Strategy, self.strategy, "strategy"))
         object.__setattr__(self, "restart", as_enum(RestartType, self.restart, "restart"))
         if not isinstance(self.policy, RestartPolicy):
-            raise wrong_type("SupervisorSpec", "policy", "a RestartPolicy", self.policy)
+            raise wrong_type(
+                "SupervisorSpec", "policy", "a RestartPolicy", self.policy, build=RestartPolicy
+            )
         if self.notify:
             object.__setattr__(self, "notify", _notify_of("SupervisorSpec", self.notify))
         children = self.children
@@ -430,7 +454,9 @@ class LoggingSpec:
         if self.file is not None and not isinstance(self.file, str | os.PathLike):
             raise wrong_type("LoggingSpec", "file", "a file name or None", self.file)
         if self.rotate is not None and not isinstance(self.rotate, RotateSpec):
-            raise wrong_type("LoggingSpec", "rotate", "a RotateSpec or None", self.rotate)
+            raise wrong_type(
+                "LoggingSpec", "rotate", "a RotateSpec or None", self.rotate, build=RotateSpec
+            )
 
 
 def same_child(a: ChildSpec, b: ChildSpec) -> bool:

@@ -306,10 +306,11 @@ class Tree:
         """
         if not isinstance(spec, SupervisorSpec):
             raise SpecError(f"update_group: expected a SupervisorSpec, got {spec!r}")
-        if not path.strip("/"):
+        root = not child_path(path, "update_group", empty=True)  # before any use of it
+        if root:
             budget_change(self.spec, spec)
         self._command(Op.UPDATE, path, spec)
-        if not path.strip("/"):
+        if root:
             self.spec = spec
 
     def set_autostart(self, path: str, *, autostart: bool) -> None:
@@ -742,10 +743,14 @@ def _tree_spec(manifest_or_spec: object) -> SupervisorSpec:
     spec = tree_spec() if callable(tree_spec) else None
     if isinstance(spec, SupervisorSpec):
         return spec
+    from collections.abc import Mapping  # noqa: PLC0415 - only a refusal needs it at run time
+
     given = manifest_or_spec
     what = a_kind(given)
     if isinstance(given, str | PurePath):
         what += ": load it with load_manifest(path_or_text) first"
+    elif isinstance(given, Mapping):
+        what += ": load it with load_manifest(mapping) first, which takes a parsed one"
     elif isinstance(given, JobSpec | ActorSpec):
         what += ": put it in one, SupervisorSpec(children=(spec,))"
     elif spec is not None:

@@ -189,7 +189,10 @@ TEXT = "version: 1\njobs:\n  - {name: a, command: 'true'}\n"
         (TEXT, "got a string: load it with load_manifest(path_or_text) first"),
         (Path("jobs.yaml"), "got a PosixPath: load it with load_manifest(path_or_text) first"),
         (None, "got None"),
-        ({"version": 1, "jobs": []}, "got a mapping"),
+        (
+            {"version": 1, "jobs": []},
+            "got a mapping: load it with load_manifest(mapping) first, which takes a parsed one",
+        ),
         (5, "got an integer"),
         (2.5, "got a number"),
         (object(), "got an object"),

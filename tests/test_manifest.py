@@ -10,8 +10,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
+import yaml
 
 from actors import PythonWork, RetrySpec, RetryWait, Schedule, SpecError
 from actors._command import CommandWork
@@ -1082,14 +1084,32 @@ def test_a_mapping_is_loaded_as_its_yaml_with_field_paths_for_lines() -> None:
     ]
 
 
+def test_a_mapping_of_any_mapping_type_is_loaded_as_a_dict_is() -> None:
+    """A MappingProxyType passed the door, then was refused as 'got a mappingproxy'."""
+    job = {"name": "a", "command": ["true"], "every": "5s", "env": {"A": "1"}}
+    want = load_manifest({"version": 1, "jobs": [job]}, env={})
+    proxied = MappingProxyType({"version": 1, "jobs": [MappingProxyType(job)]})
+    assert load_manifest(proxied, env={}) == want
+    inner = {**job, "env": MappingProxyType({"A": "1"})}
+    assert load_manifest({"version": 1, "jobs": (MappingProxyType(inner),)}, env={}) == want
+    bad = MappingProxyType({"version": 1, "jobs": [MappingProxyType({"name": "a"})]})
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(bad, env={})
+    assert [(i.path, i.message) for i in caught.value.issues] == [
+        ("jobs[0]", "expected one of command, http or python, got none")
+    ]
+
+
 @pytest.mark.parametrize("text", ["{version: 1, jobs: []}", "version: 1", '{"version": 1}'])
 def test_one_line_manifest_text_says_it_needs_a_newline(text: str) -> None:
+    """It said load_manifest(json.loads(text)), which fails on YAML's flow text."""
+    assert isinstance(yaml.safe_load(text), dict)  # the advice works for each of them
     with pytest.raises(ManifestError) as caught:
         load_manifest(text)
     assert str(caught.value) == (
         f"{text}: expected a readable manifest file, got: No such file or directory; manifest "
         "text is read as text only when it holds a newline: end it with '\\n', or pass it "
-        "parsed, as a mapping (load_manifest(json.loads(text)))"
+        "parsed, as a mapping (load_manifest(yaml.safe_load(text)))"
     )
     # A name that looks like no text is told as a missing file only.
     with pytest.raises(ManifestError) as caught:

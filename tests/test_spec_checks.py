@@ -13,7 +13,9 @@ import collections.abc
 import dataclasses
 import inspect
 import pathlib
+import pickle
 import sys
+import threading
 import types
 import typing
 from dataclasses import replace
@@ -219,7 +221,7 @@ _WORK = PythonWork(target="jobfuncs:ok")
         (
             lambda: RestartPolicy(backoff={"initial": 1}),
             (
-                "RestartPolicy.backoff: expected a Backoff, got {'initial': 1} "
+                "RestartPolicy.backoff: expected a Backoff, got {'initial': ...} "
                 "(a mapping: write Backoff(initial=1))"
             ),
         ),
@@ -238,8 +240,8 @@ _WORK = PythonWork(target="jobfuncs:ok")
         (
             lambda: JobSpec(name="a", work="work:poller"),
             (
-                "JobSpec.work: expected a job's work (a PythonWork, CommandWork or HttpWork), got "
-                "'work:poller' (a string: a python function is python_job('a', 'work:poller') or "
+                "JobSpec.work: expected a job's work: a PythonWork, CommandWork, HttpWork or a "
+                "Work (an object with a str kind and a run()), got 'work:poller' (a string: a python function is python_job('a', 'work:poller') or "
                 "work=PythonWork(target='work:poller'); a command CommandWork(argv=[...]) or "
                 "CommandWork(shell='...'); a URL HttpWork(url='...'))"
             ),
@@ -247,28 +249,28 @@ _WORK = PythonWork(target="jobfuncs:ok")
         (
             lambda: JobSpec(name="a", work=None),
             (
-                "JobSpec.work: expected a job's work (a PythonWork, CommandWork or HttpWork), "
-                "got None (None)"
+                "JobSpec.work: expected a job's work: a PythonWork, CommandWork, HttpWork or a "
+                "Work (an object with a str kind and a run()), got None"
             ),
         ),
         (
             lambda: JobSpec(name="a", work=_WORK, schedule={"every": 1}),
             (
-                "JobSpec.schedule: expected a Schedule, got {'every': 1} "
+                "JobSpec.schedule: expected a Schedule, got {'every': ...} "
                 "(a mapping: write Schedule(every=1))"
             ),
         ),
         (
             lambda: python_job("a", "jobfuncs:ok", schedule={"every": 1}),
             (
-                "a: JobSpec.schedule: expected a Schedule, got {'every': 1} "
+                "a: JobSpec.schedule: expected a Schedule, got {'every': ...} "
                 "(a mapping: write Schedule(every=1))"
             ),
         ),
         (
             lambda: JobSpec(name="a", work=_WORK, retry={"attempts": 3}),
             (
-                "JobSpec.retry: expected a RetrySpec or None, got {'attempts': 3} "
+                "JobSpec.retry: expected a RetrySpec or None, got {'attempts': ...} "
                 "(a mapping: write RetrySpec(attempts=3))"
             ),
         ),
@@ -302,10 +304,7 @@ _WORK = PythonWork(target="jobfuncs:ok")
         ),
         (
             lambda: SupervisorSpec(policy={"intensity": 1}),
-            (
-                "SupervisorSpec.policy: expected a RestartPolicy, got {'intensity': 1} "
-                "(a mapping: write RestartPolicy(intensity=1))"
-            ),
+            ("SupervisorSpec.policy: expected a RestartPolicy, got {'intensity': ...} (a mapping)"),
         ),
         (
             lambda: SupervisorSpec(notify="ops"),
@@ -314,7 +313,7 @@ _WORK = PythonWork(target="jobfuncs:ok")
         (
             lambda: supervision.LoggingSpec(rotate={"max_bytes": 5}),
             (
-                "LoggingSpec.rotate: expected a RotateSpec or None, got {'max_bytes': 5} "
+                "LoggingSpec.rotate: expected a RotateSpec or None, got {'max_bytes': ...} "
                 "(a mapping: write RotateSpec(max_bytes=5))"
             ),
         ),
@@ -414,7 +413,7 @@ def test_tree_restart_of_a_path_that_is_no_string_is_a_spec_error(make_tree) -> 
     assert tree.started(10)
     with pytest.raises(SpecError, match=r"^Tree\.restart: path: expected a child path"):
         tree.restart(5)  # type: ignore[arg-type]
-    with pytest.raises(SpecError, match=r"^Tree\.stop_child: path: .* got None \(None\)$"):
+    with pytest.raises(SpecError, match=r"^Tree\.stop_child: path: .* got None$"):
         tree.stop_child(None)  # type: ignore[arg-type]
     assert tree.status()["children"][0]["state"] == "running"
 
@@ -566,3 +565,162 @@ def test_a_commands_user_that_does_not_exist_asks_for_a_runas() -> None:
     assert said.startswith("CommandWork.user: "), said
     assert "RunAs(" in said, said
     assert "no-such-user-h42f" in said, said
+
+
+# -- a Work of a program's own, and what a refusal shows -------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _FieldKind:
+    """A Work whose kind is a slots dataclass field: the class holds a descriptor, not a str."""
+
+    kind: str = "echo"
+    ran: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def run(self, attempt: object) -> int:
+        self.ran.set()
+        return 0
+
+    def cancel(self, attempt: object) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "echo"
+
+    def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool:
+        return False
+
+    def retry_after(self, exc: BaseException) -> float | None:
+        return None
+
+
+class _KindProperty:
+    """A Work whose kind is a property."""
+
+    def __init__(self) -> None:
+        self.ran = threading.Event()
+
+    @property
+    def kind(self) -> str:
+        return "echo"
+
+    def run(self, attempt: object) -> int:
+        self.ran.set()
+        return 0
+
+    def cancel(self, attempt: object) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "echo"
+
+    def retryable(self, exc: BaseException, on: tuple[str, ...]) -> bool:
+        return False
+
+    def retry_after(self, exc: BaseException) -> float | None:
+        return None
+
+
+@pytest.mark.parametrize("make", [_FieldKind, _KindProperty], ids=["slots-field", "property"])
+def test_a_work_whose_kind_is_on_the_object_is_taken_and_runs(make_tree, make) -> None:
+    """Refused once the check read kind from the class: it had run before."""
+    work = make()
+    tree = make_tree(SupervisorSpec(children=(JobSpec(name="e", work=work),)))
+    assert work.ran.wait(10)
+    assert tree.status()["children"][0]["name"] == "e"
+
+
+def test_a_work_class_given_for_an_instance_is_refused_saying_what_a_work_is() -> None:
+    with pytest.raises(SpecError) as caught:
+        JobSpec(name="a", work=PythonWork)  # type: ignore[arg-type]
+    assert "a Work (an object with a str kind and a run())" in str(caught.value)
+    assert str(caught.value).endswith(
+        "got <class 'actors._python.PythonWork'> (the class PythonWork)"
+    )
+
+
+def test_tree_update_group_of_a_path_that_is_no_string_is_a_spec_error(make_tree) -> None:
+    """update_group(spec, 5) raised AttributeError: 'int' object has no attribute 'strip'."""
+    spec = tree_of(python_job("j", "jobfuncs:block", "j", schedule=Schedule(service=True)))
+    tree = make_tree(spec)
+    assert tree.started(10)
+    with pytest.raises(SpecError) as caught:
+        tree.update_group(spec, 5)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "Tree.update_group: path: expected a child path like 'etl/load' (a string), got 5 "
+        "(an integer)"
+    )
+    tree.update_group(spec, "/")  # the root, as ""
+    assert tree.status()["children"][0]["state"] == "running"
+
+
+def test_a_mapping_hint_is_left_out_when_long_nested_or_it_would_not_build() -> None:
+    cases = [
+        (lambda: RestartPolicy(backoff={f"k{i}": i for i in range(20)}), "a Backoff"),
+        (lambda: SupervisorSpec(policy={"backoff": {"initial": 1}}), "a RestartPolicy"),
+        (lambda: RestartPolicy(backoff={"initial": "1s"}), "a Backoff"),
+        (lambda: RestartPolicy(backoff={"initial": 1, "max": 0.5}), "a Backoff"),
+    ]
+    for build, expected in cases:
+        with pytest.raises(SpecError) as caught:
+            build()
+        message = str(caught.value)
+        assert "write" not in message, message
+        assert f"expected {expected}, got {{" in message, message
+        assert message.endswith(" (a mapping)"), message
+        assert len(message) < 300, message
+    with pytest.raises(SpecError) as caught:
+        SupervisorSpec(policy={"backoff": {"initial": 1}})
+    assert str(caught.value) == (
+        "SupervisorSpec.policy: expected a RestartPolicy, got {'backoff': ...} (a mapping)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("build", "secret"),
+    [
+        (
+            lambda: JobSpec(
+                name="a", work=_WORK, notify=[{"url": "https://hooks.example/T0/s3cr3t"}]
+            ),
+            "s3cr3t",
+        ),
+        (lambda: JobSpec(name="a", work=_WORK, ready={"http": "https://u:s3cr3t@h/"}), "s3cr3t"),
+        (
+            lambda: JobSpec(
+                name="a",
+                work={"url": "http://h/", "headers": {"Authorization": "Bearer s3cr3t"}},
+            ),
+            "s3cr3t",
+        ),
+        (lambda: SupervisorSpec(notify={"token": "s3cr3t"}), "s3cr3t"),
+    ],
+)
+def test_a_mapping_refused_shows_its_keys_never_its_values(build, secret: str) -> None:
+    """A webhook URL or an Authorization header landed verbatim in the SpecError text."""
+    with pytest.raises(SpecError) as caught:
+        build()
+    message = str(caught.value)
+    assert secret not in message, message
+    assert secret not in (caught.value.shown or ""), caught.value.shown
+    assert "'" in message  # the keys are shown
+
+
+def test_the_mapping_keys_are_shown_as_written_with_the_values_left_out() -> None:
+    with pytest.raises(SpecError) as caught:
+        JobSpec(name="a", work=_WORK, notify=[{"url": "https://h/x", "on": ["failed"]}])
+    assert str(caught.value) == (
+        "JobSpec.notify: expected a tuple of NotifySpec, got [{'url': ..., 'on': ...}] (a list)"
+    )
+
+
+def test_a_spec_error_of_a_value_that_does_not_pickle_pickles() -> None:
+    """work=lambda: 0 gave a SpecError that could not be pickled (to a Ray worker, a pool)."""
+    with pytest.raises(SpecError) as caught:
+        JobSpec(name="a", work=lambda: 0)  # type: ignore[arg-type]
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert str(copy) == str(caught.value)
+    assert copy.got.startswith("<function ")  # its repr, as the message shows it
+    with pytest.raises(SpecError) as caught:
+        supervision._spec.child_path(lambda: 0, "restart")
+    assert str(pickle.loads(pickle.dumps(caught.value))) == str(caught.value)
