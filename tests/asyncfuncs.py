@@ -14,6 +14,8 @@ from collections.abc import Callable
 SEEN: defaultdict[str, list[str]] = defaultdict(list)
 RUNNING: defaultdict[str, threading.Event] = defaultdict(threading.Event)
 LOOPS: defaultdict[str, list[asyncio.AbstractEventLoop]] = defaultdict(list)
+# Set once ``swallow`` has swallowed a cancellation.
+SWALLOWED: defaultdict[str, threading.Event] = defaultdict(threading.Event)
 # Lets a coroutine that swallows its cancellation go (any thread): see ``swallow``.
 RELEASE: dict[str, Callable[[], None]] = {}
 
@@ -21,7 +23,7 @@ RELEASE: dict[str, Callable[[], None]] = {}
 def reset() -> None:
     for release in list(RELEASE.values()):
         release()
-    for table in (SEEN, RUNNING, LOOPS, RELEASE):
+    for table in (SEEN, RUNNING, LOOPS, RELEASE, SWALLOWED):
         table.clear()
 
 
@@ -64,6 +66,7 @@ async def swallow(key: str) -> None:
             await asyncio.wait({released})  # asyncio.wait never cancels what it waits for
         except asyncio.CancelledError:
             SEEN[key].append("swallowed")
+            SWALLOWED[key].set()
 
 
 def _done(future: asyncio.Future[None]) -> None:

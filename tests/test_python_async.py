@@ -188,3 +188,29 @@ def test_a_call_whose_attempt_was_cancelled_before_it_began_is_cancelled_at_its_
 def test_a_call_without_an_event_runs_as_asyncio_run_does() -> None:
     """A child process (``isolation: process``) passes none: SIGTERM is its stop."""
     assert call_target("jobfuncs:async_ok", ("plain",), {}) == 0
+
+
+def test_a_stop_after_a_timeout_does_not_cancel_the_timed_out_coroutine_again(
+    make_tree, events, logs: logbook.TestHandler
+) -> None:
+    """The timeout's cancel began the coroutine's cleanup; the stop that comes while it still
+    runs must not throw a second ``CancelledError`` into that cleanup."""
+    key = "swallow-timeout"
+    job = python_job(
+        "sw",
+        "asyncfuncs:swallow",
+        key,
+        schedule=Schedule(timeout=0.3),
+        restart=RestartType.TEMPORARY,  # one attempt: SEEN is that attempt's alone
+        grace=GRACE,  # the kill does not come before the stop's cancel would
+    )
+    tree = make_tree(tree_of(job), on_event=events)
+    events.wait_for(lambda items: any(isinstance(e, AttemptFinished) for e in items))
+    [attempt] = events.of(AttemptFinished, "sw")
+    assert attempt.outcome == Outcome.TIMEOUT
+    assert asyncfuncs.SWALLOWED[key].wait(10)  # the timeout's cancel landed; it waits on
+    # Its loop is idle: a second cancel would land well within the stop's 0.5 s.
+    assert tree.stop(0.5) is False
+    seen = list(asyncfuncs.SEEN[key])
+    asyncfuncs.reset()  # released, its thread ends and the fixture's stop sees the tree end
+    assert seen == ["started", "swallowed"]  # cancelled once, by the timeout only
