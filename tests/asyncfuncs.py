@@ -14,6 +14,8 @@ from collections.abc import Callable
 SEEN: defaultdict[str, list[str]] = defaultdict(list)
 RUNNING: defaultdict[str, threading.Event] = defaultdict(threading.Event)
 LOOPS: defaultdict[str, list[asyncio.AbstractEventLoop]] = defaultdict(list)
+# What ``wait_long`` saw, a list per call in the order they began: attempts may overlap.
+CALLS: defaultdict[str, list[list[str]]] = defaultdict(list)
 # Set once ``swallow`` has swallowed a cancellation.
 SWALLOWED: defaultdict[str, threading.Event] = defaultdict(threading.Event)
 # Lets a coroutine that swallows its cancellation go (any thread): see ``swallow``.
@@ -23,7 +25,7 @@ RELEASE: dict[str, Callable[[], None]] = {}
 def reset() -> None:
     for release in list(RELEASE.values()):
         release()
-    for table in (SEEN, RUNNING, LOOPS, RELEASE, SWALLOWED):
+    for table in (SEEN, RUNNING, LOOPS, RELEASE, SWALLOWED, CALLS):
         table.clear()
 
 
@@ -35,14 +37,19 @@ def _started(key: str) -> None:
 
 async def wait_long(key: str) -> None:
     """The trial's ``acoro``: waits 1000 s, says so when cancelled, re-raises, cleans up."""
+    mine: list[str] = []
+    CALLS[key].append(mine)
     try:
         _started(key)
+        mine.append("started")
         await asyncio.sleep(1000)
     except asyncio.CancelledError:
         SEEN[key].append("cancelled")
+        mine.append("cancelled")
         raise
     finally:
         SEEN[key].append("finally")
+        mine.append("finally")
 
 
 async def wait_then_return(key: str) -> int:
