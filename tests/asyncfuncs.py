@@ -7,9 +7,11 @@ They import nothing of ours. Each says what happened to it in ``SEEN[key]`` and 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 SEEN: defaultdict[str, list[str]] = defaultdict(list)
 RUNNING: defaultdict[str, threading.Event] = defaultdict(threading.Event)
@@ -87,3 +89,26 @@ async def cancels_itself(key: str) -> None:
     inner = asyncio.get_running_loop().create_future()
     inner.cancel()
     await inner
+
+
+async def wait_long_in_a_child(log: str, fifo: str) -> None:
+    """``wait_long`` for a child process (``isolation: process``): it says what happened to
+    it as lines of the file ``log``, and its pid on the FIFO ``fifo`` once it waits."""
+
+    def say(what: str) -> None:
+        with Path(log).open("a") as file:
+            file.write(what + "\n")
+
+    try:
+        say("started")
+        fd = os.open(fifo, os.O_WRONLY)
+        try:
+            os.write(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        await asyncio.sleep(1000)
+    except asyncio.CancelledError:
+        say("cancelled")
+        raise
+    finally:
+        say("finally")
