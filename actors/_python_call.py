@@ -148,7 +148,8 @@ def _run_coroutine(coro: Any, cancelled: Any) -> Any:
 
     asyncio.run's own cleanup follows either way: the loop's other tasks are cancelled, its
     async generators and default executor shut down, the loop closed; no thread or loop of
-    a timed-out attempt runs on beside the next one.
+    a timed-out attempt runs on beside the next one (its exit is reported once the call has
+    returned, or at its grace's kill: ``coroutine_running``).
     """
     import asyncio  # noqa: PLC0415 - on first use: most jobs are not coroutines
 
@@ -213,6 +214,13 @@ class _LoopStop:
         if not self.sent:
             self.sent = True
             self.loop.call_soon_threadsafe(self.task.cancel)
+
+
+def coroutine_running(cancelled: Any) -> bool:
+    """Whether a coroutine call of the attempt whose event is ``cancelled`` runs now."""
+    with _LOCK:
+        stop = _LOOPS.get(id(cancelled))
+        return stop is not None and stop.cancelled is cancelled
 
 
 def cancel_coroutine(cancelled: Any) -> None:

@@ -112,3 +112,14 @@ async def wait_long_in_a_child(log: str, fifo: str) -> None:
         raise
     finally:
         say("finally")
+
+
+async def slow_cleanup(key: str) -> None:
+    """Waits 1000 s; cancelled, its ``finally`` takes 0.5 s (a connection closed politely)."""
+    _started(key)
+    try:
+        await asyncio.sleep(1000)
+    finally:
+        SEEN[key].append("cleaning")
+        await asyncio.sleep(0.5)
+        SEEN[key].append("cleaned")

@@ -109,6 +109,25 @@ def test_each_timed_out_attempt_is_cancelled_and_leaves_no_thread_or_loop(
     assert not _warned_killing(logs)
 
 
+def test_a_timed_out_attempts_cleanup_ends_before_the_next_attempt_starts(
+    make_tree, events, logs: logbook.TestHandler
+) -> None:
+    """Its exit is reported once the cancelled call has returned, as a command's once its
+    process has ended: two loops of one job never run at once."""
+    key = "slow-cleanup"
+    policy = RestartPolicy(intensity=Intensity(max_restarts=1))
+    job = python_job("t", "asyncfuncs:slow_cleanup", key, schedule=Schedule(timeout=0.3))
+    tree = make_tree(tree_of(job, policy=policy), on_event=events)
+    assert tree.wait(20)
+    assert tree.result().failed == ("t",)
+    assert asyncfuncs.SEEN[key] == ["started", "cleaning", "cleaned"] * 2
+    attempts = events.of(AttemptFinished, "t")
+    assert [a.outcome for a in attempts] == [Outcome.TIMEOUT] * 2
+    assert all("timed out after 300ms" in (a.error or "") for a in attempts)
+    assert all(loop.is_closed() for loop in asyncfuncs.LOOPS[key])
+    assert not _warned_killing(logs)
+
+
 def test_a_coroutine_that_swallows_its_cancellation_is_killed_and_abandoned_as_before(
     make_tree, events, logs: logbook.TestHandler
 ) -> None:
