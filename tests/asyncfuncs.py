@@ -20,13 +20,14 @@ LOOPS: defaultdict[str, list[asyncio.AbstractEventLoop]] = defaultdict(list)
 CALLS: defaultdict[str, list[list[str]]] = defaultdict(list)
 # Set once ``swallow`` has swallowed a cancellation.
 SWALLOWED: defaultdict[str, threading.Event] = defaultdict(threading.Event)
-# Lets a coroutine that swallows its cancellation go (any thread): see ``swallow``.
-RELEASE: dict[str, Callable[[], None]] = {}
+# Lets the coroutines that swallow their cancellation go (any thread): see ``swallow``.
+RELEASE: defaultdict[str, list[Callable[[], None]]] = defaultdict(list)
 
 
 def reset() -> None:
-    for release in list(RELEASE.values()):
-        release()
+    for releases in list(RELEASE.values()):
+        for release in releases:
+            release()
     for table in (SEEN, RUNNING, LOOPS, RELEASE, SWALLOWED, CALLS):
         table.clear()
 
@@ -65,10 +66,10 @@ async def wait_then_return(key: str) -> int:
 
 
 async def swallow(key: str) -> None:
-    """Swallows every cancellation and waits on, until the test calls ``RELEASE[key]``."""
+    """Swallows every cancellation and waits on, until the test calls ``reset()``."""
     loop = asyncio.get_running_loop()
     released = loop.create_future()
-    RELEASE[key] = lambda: loop.call_soon_threadsafe(_done, released)
+    RELEASE[key].append(lambda: loop.call_soon_threadsafe(_done, released))
     _started(key)
     while not released.done():
         try:

@@ -128,6 +128,23 @@ def test_a_timed_out_attempts_cleanup_ends_before_the_next_attempt_starts(
     assert not _warned_killing(logs)
 
 
+def test_a_timed_out_coroutine_stuck_in_its_cleanup_is_restarted_at_its_grace_s_kill(
+    make_tree, events
+) -> None:
+    """Its exit waits for the call no longer than the kill: a swallowed cancel does not hold
+    the job's restarts for ever."""
+    key = "swallow"
+    policy = RestartPolicy(intensity=Intensity(max_restarts=1))
+    job = python_job("sw", "asyncfuncs:swallow", key, schedule=Schedule(timeout=0.3), grace=0.3)
+    tree = make_tree(tree_of(job, policy=policy), on_event=events)
+    assert tree.wait(20)
+    assert tree.result().failed == ("sw",)
+    attempts = events.of(AttemptFinished, "sw")
+    assert [a.outcome for a in attempts] == [Outcome.TIMEOUT] * 2
+    assert asyncfuncs.SEEN[key] == ["started", "swallowed"] * 2
+    asyncfuncs.reset()  # released, their threads end: the fixture's stop sees them go
+
+
 def test_a_coroutine_that_swallows_its_cancellation_is_killed_and_abandoned_as_before(
     make_tree, events, logs: logbook.TestHandler
 ) -> None:
