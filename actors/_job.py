@@ -393,6 +393,8 @@ class JobActor(OwnActor):
         # stop grace, as a stop gives it. 0: killed at once.
         self._grace = grace
         self._due_kill: DueKill | None = None  # that kill, while it is to come
+        # The exit report of a timed-out call that ends on its cancel, due with that kill.
+        self._due_report: TimerHandle | None = None
         # Asked when the incarnation would end: may it go on as the next one at once (its
         # supervisor's permit, ``supervision._inplace``)? None: every end is reported.
         self._again = again
@@ -868,6 +870,9 @@ class JobActor(OwnActor):
         due, self._due_kill = self._due_kill, None
         if due is not None:
             due.cancel()  # it ended within the grace its timeout gave it
+        report, self._due_report = self._due_report, None
+        if report is not None:
+            report.cancel()  # it ended: its actor's end reports it
         deadline, self._deadline = self._deadline, None
         if deadline is None:
             return 0.0
@@ -1001,15 +1006,23 @@ class JobActor(OwnActor):
         # Work that stops itself on cancel (a command: stop signal, then SIGKILL after its
         # grace) keeps that grace, and the exit is reported once it has really ended, so a
         # restart never runs beside the old process. Anything else (python code) is
-        # interrupted and reported now: its thread may not come back.
+        # interrupted and reported now: its thread may not come back. A coroutine call ends
+        # on its cancel (its finally, asyncio.run's cleanup): reported once it has, or at
+        # the kill its grace ends with, so no restart's loop runs beside that cleanup.
         stops_itself = getattr(self.work, "kill", None) is not None
-        if not stops_itself:
+        ends_on_cancel = getattr(self.work, "ends_on_cancel", None)
+        waits = (
+            grace > 0 and attempt is not None and bool(ends_on_cancel and ends_on_cancel(attempt))
+        )
+        if not stops_itself and not waits:
             self._jv_report()
         task = self._jv_task if not stops_itself and self._jv_running else None
         if task is not None and grace > 0 and attempt is not None:
             # Armed before the cancel: work that ends at once on it finds the kill to call off
             # (``_end_timers``).
             self._due_kill = interrupt_later(self._scheduler, grace, task, Kill, self._jv_slot)
+            if waits:
+                self._due_report = self._scheduler.call_later(grace, self._jv_report)
             task = None
         if attempt is not None:
             attempt.cancelled.set()

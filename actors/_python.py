@@ -22,6 +22,7 @@ from actors._python_call import (
     call_target,
     cancel_coroutine,
     clip_head,
+    coroutine_running,
     exit_code,
     resolve_target,
 )
@@ -184,6 +185,15 @@ class PythonWork:
             cancel_child(self, attempt)
         else:
             cancel_coroutine(attempt.cancelled)
+
+    def ends_on_cancel(self, attempt: Attempt) -> bool:
+        """Whether the attempt's call ends by itself once cancelled: a coroutine's in a thread
+        (its task cancelled; a child's process ends on SIGTERM anyway, see ``kill``).
+
+        The job actor reports such a call's timeout once it has ended (or at the kill its
+        grace ends with), not at once as for plain code, whose thread may not come back.
+        """
+        return self.isolation == "thread" and coroutine_running(attempt.cancelled)
 
     @property
     def kill(self) -> Callable[[Attempt], None] | None:

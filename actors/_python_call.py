@@ -107,11 +107,12 @@ def call_target(
 ) -> int | None:
     """Call ``target``; a coroutine function runs in its own event loop (``asyncio.run``).
 
-    ``cancelled``: the attempt's event (``Attempt.cancelled``; None in a child process,
-    whose stop is SIGTERM). Set, and ``cancel_coroutine`` called with it, it cancels the
-    coroutine's task: ``CancelledError`` at its await, and a call that lets it out returns
-    None, as a thread job that returns once cancelled. Under the gevent runtime a coroutine
-    function is refused (``TypeError``): see ``_gevent_patched``.
+    ``cancelled``: the attempt's event (``Attempt.cancelled``). Set, and ``cancel_coroutine``
+    called with it, it cancels the coroutine's task: ``CancelledError`` at its await, and a
+    call that lets it out returns None, as a thread job that returns once cancelled.
+    ``ON_SIGTERM`` in a child process (its main thread): SIGTERM, its stop, cancels the task
+    alike. None: plain ``asyncio.run``. Under the gevent runtime a coroutine function is
+    refused in a thread (``TypeError``): see ``_gevent_patched``.
 
     Returns the attempt's exit code: the call's result if it is an int (not
     a bool), else None. Exceptions, ``SystemExit`` too, go to the caller.
@@ -138,12 +139,17 @@ def call_target(
     return result if isinstance(result, int) and not isinstance(result, bool) else None
 
 
+# ``call_target``'s ``cancelled`` in a child process: SIGTERM cancels the coroutine's task.
+ON_SIGTERM = "SIGTERM"
+
+
 def _run_coroutine(coro: Any, cancelled: Any) -> Any:
     """``asyncio.run(coro)``, its task cancelled once ``cancel_coroutine(cancelled)`` asks.
 
     asyncio.run's own cleanup follows either way: the loop's other tasks are cancelled, its
     async generators and default executor shut down, the loop closed; no thread or loop of
-    a timed-out attempt runs on beside the next one.
+    a timed-out attempt runs on beside the next one (its exit is reported once the call has
+    returned, or at its grace's kill: ``coroutine_running``).
     """
     import asyncio  # noqa: PLC0415 - on first use: most jobs are not coroutines
 
@@ -180,6 +186,14 @@ class _LoopStop:
 
         self.loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
+        if self.cancelled is ON_SIGTERM:
+            import signal  # noqa: PLC0415 - loaded already: asyncio's loop imports it
+
+            # Python's default would end the child at once: no CancelledError, no finally, as
+            # a thread's coroutine gets. Left in place until asyncio.run closes the loop (which
+            # removes it): a second SIGTERM during its cleanup cancels nothing again.
+            self.loop.add_signal_handler(signal.SIGTERM, self.send)
+            return await coro
         try:
             with _LOCK:
                 _LOOPS[id(self.cancelled)] = self
@@ -194,12 +208,19 @@ class _LoopStop:
                 _LOOPS.pop(id(self.cancelled), None)
 
     def send(self) -> None:
-        """Cancel the task, once; under ``_LOCK``, while registered: its loop still runs (it
-        closes after ``watch`` has let go of it)."""
+        """Cancel the task, once; under ``_LOCK``, while registered (or in its loop, by
+        SIGTERM): its loop still runs (it closes after ``watch`` has let go of it)."""
         # Once: a stop after a timeout must not cancel the cleanup the first cancel began.
         if not self.sent:
             self.sent = True
             self.loop.call_soon_threadsafe(self.task.cancel)
+
+
+def coroutine_running(cancelled: Any) -> bool:
+    """Whether a coroutine call of the attempt whose event is ``cancelled`` runs now."""
+    with _LOCK:
+        stop = _LOOPS.get(id(cancelled))
+        return stop is not None and stop.cancelled is cancelled
 
 
 def cancel_coroutine(cancelled: Any) -> None:
@@ -370,7 +391,7 @@ def _call_from(path: str) -> tuple[Any, ...]:
 
             call = pickle.loads(call)  # noqa: S301 - after sys.path: it may import the user's
         target, args, kwargs = call
-        code = call_target(target, args, kwargs)
+        code = call_target(target, args, kwargs, ON_SIGTERM)
     except SystemExit as exc:
         return ("exit", exit_code(exc.code), clip_head(repr(exc.code)))
     except BaseException as exc:  # every way a call fails is reported
