@@ -119,8 +119,9 @@ class _Monitor:
             # the root), its loops are over: what the log held of them is written now, and their
             # damper goes (a late record of a thread of it is damped with no tree's).
             tree_stopped(self._tree_id)
-            self._tracker.ended.set()
+            # Before ``ended``: whoever it wakes must find how the tree is let go decided.
             self._on_end()
+            self._tracker.ended.set()
         self._tracker.notify()
 
 
@@ -143,6 +144,8 @@ class Tree:
         # exit stops) is let go once, when the root ends, whatever ended it: see ``_release``.
         self._released = threading.Event()
         self._releaser: threading.Thread | None = None
+        self._release_here = False  # no thread could be started to do it: see ``_root_ended``
+        self._release_lock = threading.Lock()
         self._monitor = _Monitor(context.tracker, context.tree_id, self._root_ended)
         self._abandon = AbandonWatch(context)  # issue 11.1: a stuck thread never holds a stop
         self._root = start_supervised(
@@ -383,7 +386,17 @@ class Tree:
         """The root has ended: wait until ``_release`` is done; True if nothing of the tree runs."""
         # The caller's own wait for the threads: one killed and still running at its deadline
         # is abandoned (and said) now, even when that comes before its KILL_GRACE does.
-        if self._abandon.join(_left(deadline)) or not self._released.wait(_left(deadline)):
+        if self._abandon.join(_left(deadline)):
+            # Abandoned just now: its event reaches the subscribers before this answer does,
+            # as every other event of the stop's (bounded: the bus may be ending meanwhile).
+            left = _left(deadline)
+            self._ctx.bus.flush(_RELEASE_WAIT if left is None else min(left, _RELEASE_WAIT))
+            return False
+        if self._release_here:
+            with self._release_lock:  # one caller does it; another finds it done
+                if not self._released.is_set():
+                    self._release()
+        if not self._released.wait(_left(deadline)):
             return False
         releaser = self._releaser
         if releaser is not None and releaser is not threading.current_thread():
@@ -393,13 +406,19 @@ class Tree:
     def _root_ended(self) -> None:
         # Called where the root's end is told (its thread, or the scheduler's on a timeout),
         # which must not wait for the tree's threads: a thread of its own does that.
-        if self._releaser is not None:
+        if self._releaser is not None or self._release_here:
             return
         releaser = threading.Thread(
             target=self._release, name=f"jobvisor-{self._ctx.tree_id}-end", daemon=True
         )
         self._releaser = releaser
-        releaser.start()
+        try:
+            releaser.start()
+        except RuntimeError:
+            # No thread can start (a host's thread limit: the daemon's and run's stop are
+            # done on the main thread then): the caller of stop() or kill() lets go of it.
+            self._releaser = None
+            self._release_here = True
 
     def _release(self) -> None:
         """The root has ended: join the tree's threads, then end its timers and its events.
