@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -642,6 +643,7 @@ def test_a_ctrl_c_while_the_exit_stops_a_tree_kills_at_once_saying_so(
             text=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests")))},
         )
+    pid = None
     try:
         wait_until(lambda: "ready" in out.read_text(), "the tree runs", proc=proc)
         pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "its pid"))
@@ -656,6 +658,11 @@ def test_a_ctrl_c_while_the_exit_stops_a_tree_kills_at_once_saying_so(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if pid is not None and not gone(pid):
+            # A failed run must not leave its TERM-deaf command looping (one was found from an
+            # interrupted run): it leads a session of its own, so its group is its pid.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
     said = err.read_text()
     assert took < 5, f"the second Ctrl-C took {took:.1f}s to end the program: {said}"
     assert "Exception ignored" not in said, said
