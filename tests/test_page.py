@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.request import urlopen
 
 import pytest
 from conftest import RUNTIME
@@ -885,6 +886,89 @@ def test_a_tick_shows_by_the_daemons_clock_not_the_browsers(
         left = cell(browser, "tick", ".next")
         assert left == "" or not left.startswith("in 1"), left
         assert running.cli("status").returncode == 0
+        assert console_errors(browser) == []
+
+
+# Ticks of a second, three seconds apart: the idle gap is long enough to be told from a tick.
+SHORT_TICKS = """
+version: 1
+jobs:
+  - name: tick
+    command: [sh, -c, "sleep 1"]
+    every: 4s
+"""
+GAP = 3.0  # s: SHORT_TICKS's idle gap
+
+
+def api(url: str, path: str) -> Any:
+    """``path`` read from the daemon at ``url`` as JSON (loopback: reads need no token)."""
+    with urlopen(url + path, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def idle_after(driver: WebDriver, ended: int) -> bool:
+    """Whether the page shows the job idle after attempt ``ended``; fails once it shows a
+    later attempt without having been idle in between."""
+    state, label = driver.execute_script(
+        "const row = document.querySelector('.row[data-path=\"tick\"]');"
+        "if (!row) return ['', ''];"
+        "const bars = row.querySelectorAll('.timeline .bar');"
+        "return [row.querySelector('.badge').dataset.state,"
+        " bars.length ? bars[bars.length - 1].getAttribute('aria-label') : ''];"
+    )
+    shown = int(m[1]) if (m := re.match(r"attempt (\d+)", label)) else 0
+    assert shown <= ended, f"attempt {shown} ended with the page never idle after {ended}"
+    return state == "idle" and shown == ended
+
+
+@pytest.mark.parametrize("when", ["during a tick", "just after a tick"])
+def test_a_page_loaded_anywhere_in_the_tick_cycle_shows_idle_after_each_tick(
+    tmp_path: Path, browser: WebDriver, when: str
+) -> None:
+    """Loaded while a tick runs or just after one ended, the page shows the job idle within
+    one gap of each tick's end, tick after tick, as ``status`` says ``between_ticks``. (It
+    was seen ``running`` through gaps: screenshots that fell in a tick, as it turned out.)"""
+    with http_daemon(tmp_path, SHORT_TICKS) as running:
+        url = running.http.url
+
+        def tick() -> dict[str, Any]:
+            return node_in(api(url, "/api/status"), "tick")
+
+        now = wait_until(
+            lambda: "between_ticks" not in (n := tick()) and n, "a tick", proc=running.proc
+        )
+        if when == "just after a tick":
+            now = wait_until(
+                lambda: (n := tick()).get("between_ticks") is True and n,
+                "its end",
+                proc=running.proc,
+            )
+        # The number of the attempt its last exit is (the journal may write it a moment after).
+        last = now.get("last_exit") or {}
+        done = 0
+        if last:
+            done = wait_until(
+                lambda: next(
+                    (
+                        a["attempt"]
+                        for a in api(url, "/api/history?job=tick")
+                        if a["type"] == "attempt" and a["at"] == last["at"]
+                    ),
+                    0,
+                ),
+                "the last exit in the journal",
+                proc=running.proc,
+            )
+        browser.get(url + "/")
+        # The tick running at the load ends next; one that just ended is the first to check.
+        ended = done + 1 if when == "during a tick" else done
+        for _ in range(3):
+            until(browser, lambda d, n=ended: newest_attempt(d, "tick") >= n, f"attempt {ended}")
+            WebDriverWait(browser, GAP, poll_frequency=0.05).until(
+                lambda d, n=ended: idle_after(d, n), f"page never idle after attempt {ended}"
+            )
+            ended += 1
+        assert tick()["state"] == "running"
         assert console_errors(browser) == []
 
 
