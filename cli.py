@@ -1235,8 +1235,9 @@ def _replicas_meant(
 
     Replicas are the nodes the daemon's status marks ``replica_of`` that job (its
     ``replicas: N``): a person's own ``q.0`` and ``q.1`` are not taken for ``q``'s by their
-    names, and ``q`` is refused as any unknown name. A daemon older than the field (no node
-    has it) is read as before: exactly ``w.0`` to ``w.N-1`` by their names.
+    names, and ``q`` is refused as any unknown name, in a tree with no replicated job too (its
+    ``process`` says ``marks_replicas``). A daemon older than the field (no node has it, no
+    ``marks_replicas``) is read as before: exactly ``w.0`` to ``w.N-1`` by their names.
     """
     if args.command not in _DONE or reply.get("code") != "no_such_job" or "job" not in req:
         return []
