@@ -1191,7 +1191,12 @@ def _ask_each(
     """
     from collections import deque  # noqa: PLC0415
 
-    from supervision._client import NoDaemonError, elsewhere, request  # noqa: PLC0415
+    from supervision._client import (  # noqa: PLC0415
+        ACTION_TIMEOUT,
+        NoDaemonError,
+        elsewhere,
+        request,
+    )
 
     worst = OK
     left = deque(requests)
@@ -1199,7 +1204,7 @@ def _ask_each(
     while left:
         req = left.popleft()
         try:
-            reply = request(directory, req)
+            reply = request(directory, req, ACTION_TIMEOUT if req.get("op") in _DONE else 60.0)
         except NoDaemonError as exc:
             # Found through the manifest's state_dir: maybe one written after the daemon started.
             hint = "" if getattr(args, "state_dir", None) else elsewhere(args.manifest, directory)
@@ -1230,8 +1235,9 @@ def _replicas_meant(
 
     Replicas are the nodes the daemon's status marks ``replica_of`` that job (its
     ``replicas: N``): a person's own ``q.0`` and ``q.1`` are not taken for ``q``'s by their
-    names, and ``q`` is refused as any unknown name. A daemon older than the field (no node
-    has it) is read as before: exactly ``w.0`` to ``w.N-1`` by their names.
+    names, and ``q`` is refused as any unknown name, in a tree with no replicated job too (its
+    ``process`` says ``marks_replicas``). A daemon older than the field (no node has it, no
+    ``marks_replicas``) is read as before: exactly ``w.0`` to ``w.N-1`` by their names.
     """
     if args.command not in _DONE or reply.get("code") != "no_such_job" or "job" not in req:
         return []

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from typing import Any, Final
 
 __all__ = [
+    "ACTION_TIMEOUT",
     "DEFAULT_STATE_DIR",
     "OPTIONS_PROTOCOL",
     "PROTOCOL",
@@ -49,6 +50,10 @@ PROTOCOL: Final = 1
 OPTIONS_PROTOCOL: Final = 2
 _PLAIN_KEYS: Final = frozenset({"op", "job", "signal"})
 SOCKET_NAME: Final = "control.sock"
+# How long start, stop and restart wait for the daemon's reply: longer than the daemon's own
+# wait for the tree (COMMAND_TIMEOUT, 60 s), so that a stop still going on is said by the
+# daemon, which knows it, and not as a daemon that did not answer.
+ACTION_TIMEOUT: Final = 75.0
 DEFAULT_STATE_DIR: Final = ".jobvisor"
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 import logbook
 
 from actors import (
+    ActionTimeoutError,
     DependencyDownError,
     GroupDownError,
     JobvisorError,
@@ -1512,9 +1513,36 @@ def act(tree: Tree, op: str, job: str) -> dict[str, Any]:
         return {"ok": False, "code": "dependency_down", "error": str(exc)}
     except NoSuchChildError as exc:
         return {"ok": False, "code": "no_such_job", "error": str(exc)}
+    except ActionTimeoutError:
+        return {"ok": False, "code": "failed", "error": _still_going(op, path, COMMAND_TIMEOUT)}
     except JobvisorError as exc:
         return {"ok": False, "code": "failed", "error": str(exc)}
     return {"ok": True, "result": said}
+
+
+def _still_going(op: str, path: str, waited: float) -> str:
+    """What a CLI or HTTP user is told of an action that outlasted the daemon's wait.
+
+    The tree's own message is for the embedded API (``tree.status()``, "pass a longer
+    timeout"), which someone at a shell or a script over HTTP cannot do.
+    """
+    see = f"`jobvisor status {path}` (or GET /api/status)"
+    if op == "stop":
+        return (
+            f"{path}: still stopping after {waited:g}s (a stop waits up to its stop.grace, then "
+            f"kills what still runs); the stop goes on in the daemon: {see} shows when it is "
+            "stopped"
+        )
+    if op == "restart":
+        return (
+            f"{path}: still restarting after {waited:g}s (its stop waits up to its stop.grace, "
+            f"then kills what still runs; then it starts again); the restart goes on in the "
+            f"daemon: {see} shows when it runs again"
+        )
+    return (
+        f"{path}: the daemon's tree did not answer within {waited:g}s (busy, or stuck: see the "
+        f"daemon's log); the {op} may still be done: {see} shows it"
+    )
 
 
 def send_signal(tree: Tree, job: str, signum: int) -> dict[str, Any]:

@@ -280,11 +280,14 @@ def _collect(node: dict[str, Any], paths: dict[str, str]) -> None:
 
 def replicas_in_status(status: object) -> dict[str, str] | None:
     """Each replica of a status document, by path, to the path of its job, as its nodes'
-    ``replica_of`` say; None when no node has one: a daemon older than the field may have
-    replicas all the same (with none, a name is told by its pattern alone either way)."""
+    ``replica_of`` say; None when no node has one and its ``process`` does not say
+    ``marks_replicas``: a daemon older than the field may have replicas all the same (a name
+    is then told by its pattern alone)."""
     replicated: dict[str, str] = {}
     _replicas_in(status, replicated)
-    return replicated or None
+    process = status.get("process") if isinstance(status, dict) else None
+    marks = isinstance(process, dict) and process.get("marks_replicas") is True
+    return replicated if replicated or marks else None
 
 
 def _replicas_in(node: object, replicated: dict[str, str]) -> None:

@@ -466,9 +466,11 @@ def decide(policy: RestartPolicy, window: Window, now: float, rand: float = 0.5)
     if count < intensity.max_restarts:
         number = count + 1
         return Restart(policy.backoff.delay(number, rand), number)
+    # Said as what happened and what to change: "N restarts would exceed max_restarts M"
+    # was read as "it restarted N times" or "the limit is N".
     reason = (
-        f"{_restarts(count + 1)} within {intensity.within:g}s would exceed "
-        f"max_restarts {intensity.max_restarts}"
+        f"it failed {_times(count + 1)} within {intensity.within:g}s and max_restarts is "
+        f"{intensity.max_restarts} (raise max_restarts or within, or fix the failure)"
     )
     return _exhausted(policy, window, reason)
 
@@ -491,14 +493,15 @@ def decide_budget(policy: RestartPolicy, window: Window, now: float) -> Decision
     if count < budget.max_restarts:
         return Restart(0.0, count + 1)
     reason = (
-        f"{_restarts(count + 1)} in the tree within {budget.within:g}s would exceed "
-        f"budget.max_restarts {budget.max_restarts}"
+        f"jobs in the tree failed {_times(count + 1)} within {budget.within:g}s and "
+        f"budget.max_restarts is {budget.max_restarts} "
+        "(raise budget.max_restarts or budget.within, or fix the failures)"
     )
     return _exhausted(policy, window, reason)
 
 
-def _restarts(n: int) -> str:
-    return "1 restart" if n == 1 else f"{n} restarts"
+def _times(n: int) -> str:
+    return "1 time" if n == 1 else f"{n} times"
 
 
 def _exhausted(policy: RestartPolicy, window: Window, reason: str) -> Decision:

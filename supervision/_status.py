@@ -70,6 +70,9 @@ class Process:
             "uptime": round(time.monotonic() - self._started, 3),
             "manifest": str(self.manifest) if self.manifest is not None else None,
             "state_dir": str(self.state_dir),
+            # Its nodes mark each replica (``replica_of``): none marked is no replicas. A
+            # client reads replicas by their names (w.0, w.1) only without this (older).
+            "marks_replicas": True,
         }
 
 

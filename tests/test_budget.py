@@ -56,7 +56,8 @@ class TestDecideBudget:
             numbers.append(decision.number)
         assert numbers == [1, 2, 3]
         assert decide_budget(policy, window, 4.0) == GiveUp(
-            "4 restarts in the tree within 60s would exceed budget.max_restarts 3"
+            "jobs in the tree failed 4 times within 60s and budget.max_restarts is 3 "
+            "(raise budget.max_restarts or budget.within, or fix the failures)"
         )
 
     def test_the_window_slides(self) -> None:
@@ -171,7 +172,7 @@ class TestRealTrees:
         assert jobfuncs.CALLS["leaf"] + jobfuncs.CALLS["other"] <= 5
         root_gave_up = [e for e in events.of(GaveUp) if e.path == ""]
         assert len(root_gave_up) == 1
-        assert "budget.max_restarts 3" in root_gave_up[0].reason
+        assert "budget.max_restarts is 3" in root_gave_up[0].reason
         result = tree.result()
         assert not result.ok
         # Whichever restart the budget refused gave up (one, or both if both were refused).

@@ -962,6 +962,68 @@ def test_stopping_a_job_that_is_not_running_changes_nothing_and_says_so(tmp_path
         assert stop_daemon(running) == 0
 
 
+@pytest.mark.timeout(180)
+def test_a_stop_that_outlasts_the_daemons_wait_tells_the_cli_user_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """A TERM-deaf job with a grace longer than the daemon's 60 s wait for an action: `stop`
+    said "pass a longer timeout (None: as long as it takes)", the embedded API's advice, which
+    means nothing at a shell (or the client gave up first, at the same 60 s, with "no answer").
+    It says the stop goes on and how to see it end."""
+    pidfile = tmp_path / "slow.pid"
+    manifest = f"""
+    version: 1
+    jobs:
+      - name: slow
+        service: true
+        command: [sh, -c, "trap '' TERM; echo $$ > {pidfile}; while :; do sleep 0.05; done"]
+        stop: {{grace: 300s}}
+    """
+    running = start_daemon(tmp_path, manifest)
+    try:
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), "slow runs")
+        pid = int(pidfile.read_text())
+        out = subprocess.run(
+            [*CLI, "stop", "slow", "--json"],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=150,
+            check=False,
+        )
+        assert out.returncode == 1, out.stderr
+        said = (
+            "slow: still stopping after 60s (a stop waits up to its stop.grace, then kills what "
+            "still runs); the stop goes on in the daemon: `jobvisor status slow` (or GET "
+            "/api/status) shows when it is stopped"
+        )
+        assert out.stderr == f"jobvisor: {said}\n"
+        answer = json.loads(out.stdout)["results"][0]
+        assert (answer["code"], answer["error"]) == ("failed", said)
+        assert running.nodes()["slow"]["state"] == "stopping"
+        os.kill(pid, signal.SIGKILL)  # its grace is not waited out: the stop ends now
+        wait_until(lambda: running.nodes()["slow"]["state"] == "stopped", "slow stopped")
+    finally:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        assert stop_daemon(running) == 0
+
+
+def test_a_restart_or_start_that_outlasts_the_daemons_wait_names_what_to_do_at_a_shell() -> None:
+    """The restart and start kinds of the reply above (the stop's is run for real there)."""
+    from supervision._daemon import _still_going
+
+    restart = _still_going("restart", "web", 60.0)
+    assert restart.startswith("web: still restarting after 60s (its stop waits up to")
+    assert restart.endswith("`jobvisor status web` (or GET /api/status) shows when it runs again")
+    start = _still_going("start", "web", 60.0)
+    assert "the start may still be done: `jobvisor status web`" in start
+    for said in (restart, start):
+        assert "tree.status()" not in said
+        assert "timeout" not in said
+
+
 # -- the end of a daemon -------------------------------------------------------------------------
 
 STUBBORN = """

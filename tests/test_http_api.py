@@ -285,7 +285,16 @@ def test_status_history_and_a_crash_seen_as_events_and_metrics(
 PROCESS = jsonschema.Draft202012Validator(
     {
         "type": "object",
-        "required": ["mode", "pid", "version", "started_at", "uptime", "manifest", "state_dir"],
+        "required": [
+            "mode",
+            "pid",
+            "version",
+            "started_at",
+            "uptime",
+            "manifest",
+            "state_dir",
+            "marks_replicas",
+        ],
         "additionalProperties": False,
         "properties": {
             "mode": {"enum": ["daemon", "run"]},
@@ -295,6 +304,7 @@ PROCESS = jsonschema.Draft202012Validator(
             "uptime": {"type": "number", "minimum": 0},
             "manifest": {"type": ["string", "null"]},
             "state_dir": {"type": "string"},
+            "marks_replicas": {"const": True},
         },
     }
 )

@@ -436,6 +436,37 @@ def test_start_stop_restart_of_a_replicated_jobs_name_act_on_each_of_its_replica
     _logs_and_history_of_q(running)
 
 
+def test_a_persons_q_0_and_q_1_are_not_qs_replicas_in_a_tree_with_no_replicated_job(
+    tmp_path: Path,
+) -> None:
+    """No job of the tree has ``replicas:``, so no node has ``replica_of``: the CLI took that
+    for a daemon older than the field and told replicas by their names, and `stop q` stopped
+    a person's own q.0 and q.1. The daemon's ``process`` says it marks replicas
+    (``marks_replicas``): with it, no ``replica_of`` means no replicas."""
+    manifest = """
+    version: 1
+    jobs:
+      - {name: q.0, command: [sleep, "100"], service: true}
+      - {name: q.1, command: [sleep, "100"], service: true}
+    """
+    running = start_daemon(tmp_path, manifest, "--runtime", RUNTIME)
+    try:
+        assert running.status()["process"]["marks_replicas"] is True
+        said = "jobvisor: no child at path 'q': check `status` for the paths this tree has\n"
+        for verb in ("stop", "restart", "start", "status"):
+            out = running.cli(verb, "q")
+            assert (out.returncode, out.stdout, out.stderr) == (4, "", said), verb
+        after = running.nodes()
+        assert [(after[p]["state"], after[p]["starts"]) for p in ("q.0", "q.1")] == [
+            ("running", 1),
+            ("running", 1),
+        ]
+        out = running.cli("history", "q")
+        assert (out.returncode, out.stderr) == (4, said)
+    finally:
+        assert stop_daemon(running) == 0
+
+
 def _logs_and_history_of_q(running: Running) -> None:
     out = running.cli("logs", "q")
     assert (out.returncode, out.stdout) == (4, ""), out.stderr
@@ -472,6 +503,7 @@ class _Relay(socketserver.StreamRequestHandler):
         reply = request(str(self.server.real), req, timeout=30.0)
         if req.get("op") == "status":
             reply = json.loads(json.dumps(reply).replace('"replica_of": ', '"job_of": '))
+            reply["result"]["process"].pop("marks_replicas", None)
         self.wfile.write(json.dumps(reply).encode() + b"\n")
 
 

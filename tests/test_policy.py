@@ -275,13 +275,16 @@ class TestIntensity:
         starts, decisions = run_always_failing(policy, [0.0, 1.0])
         assert starts == 2
         assert isinstance(decisions[-1], Escalate)
-        assert "max_restarts 1" in decisions[-1].reason  # type: ignore[union-attr]
+        assert "max_restarts is 1" in decisions[-1].reason  # type: ignore[union-attr]
 
-    def test_a_give_up_at_the_first_restart_says_restart_not_restarts(self) -> None:
+    def test_a_give_up_at_the_first_failure_says_time_not_times(self) -> None:
         policy = RestartPolicy(intensity=Intensity(max_restarts=0, within=60))
         decision = decide(policy, Window(policy.intensity), 0.0)
         assert isinstance(decision, GiveUp)
-        assert decision.reason == "1 restart within 60s would exceed max_restarts 0"
+        assert (
+            decision.reason
+            == "it failed 1 time within 60s and max_restarts is 0 (raise max_restarts or within, or fix the failure)"
+        )
 
 
 class TestLongWindows:
@@ -393,9 +396,9 @@ class TestEscalationChain:
     def test_two_levels_carry_the_whole_cause_chain(self) -> None:
         root_cause = ValueError("disk full")
         inner = EscalationError(
-            "etl/load", "4 restarts within 60s would exceed max_restarts 3", root_cause
+            "etl/load", "it failed 4 times within 60s and max_restarts is 3", root_cause
         )
-        outer = EscalationError("etl", "2 restarts within 60s would exceed max_restarts 1", inner)
+        outer = EscalationError("etl", "it failed 2 times within 60s and max_restarts is 1", inner)
         chain = outer.chain()
         assert chain == [outer, inner, root_cause]
         text = str(outer)

@@ -202,6 +202,54 @@ def test_secrets_in_argv_never_reach_the_daemon_status(tmp_path: Path) -> None:
     assert_no_secret(stderr, "the daemon's log")
 
 
+@pytest.mark.parametrize("value", ["it's-a-p4ss-w0rd", "both'and\"quotes", "back\\slash\\path"])
+def test_a_secret_beside_a_plain_value_is_masked_alone_and_the_plain_value_shows(
+    tmp_path: Path, value: str
+) -> None:
+    """``${PLAIN}${secret:SEC}`` and ``x${secret:SEC}y``: the log, ``run --json`` and a
+    manifest error show ``plain-value***`` and ``x***y``, the plain value in clear, and no
+    piece of the secret in any quoting (a word's quoting starts before the secret)."""
+    env = {"PLAIN": "plain-value", "SEC": value}
+    write(
+        tmp_path,
+        """
+        version: 1
+        supervisor: {intensity: {max_restarts: 0}}
+        jobs:
+          - name: argv
+            command: [sh, -c, 'echo "out=$V"; exit 3', x, "${PLAIN}${secret:SEC}"]
+            env: {V: "x${secret:SEC}y"}
+          - name: py
+            python: "builtins:int"
+            args: ["${PLAIN}${secret:SEC}"]
+        """,
+    )
+    out = jobvisor("run", "--json", cwd=tmp_path, env=env)
+    assert out.returncode == 1, out.stderr
+    assert "argv[1] out=x***y [path=argv" in out.stderr
+    errors = {n["path"]: n["last_exit"]["error"] for n in json.loads(out.stdout)["children"]}
+    assert errors["argv"].startswith("command sh -c "), errors
+    assert errors["argv"].endswith(" x 'plain-value***' exited with 3"), errors
+    assert errors["py"].startswith("ValueError: invalid literal for int() with base 10: ")
+    assert errors["py"][-15:-1] == "plain-value***", errors
+    (tmp_path / "bad.yaml").write_text(
+        'version: 1\njobs:\n  - {name: t, command: ["true"], every: "x${secret:SEC}${PLAIN}"}\n'
+    )
+    bad = jobvisor("validate", "bad.yaml", cwd=tmp_path, env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.rstrip().endswith(("got 'x***plain-value'", 'got "x***plain-value"'))
+    for where, text in (
+        ("the log", out.stderr),
+        ("run --json", out.stdout),
+        ("validate", bad.stderr),
+    ):
+        for form in escapings(value).values():
+            for piece in pieces(form):
+                assert piece not in text, f"{where} shows a secret"
+        # no part of it either ("and" or "path" alone are every line's words)
+        assert not [value[i : i + 6] for i in range(len(value) - 5) if value[i : i + 6] in text]
+
+
 def stop_daemon_output(running: Running) -> str:
     """Stop the daemon gracefully; return what it logged."""
     running.proc.send_signal(signal.SIGTERM)
