@@ -468,7 +468,7 @@ def test_a_second_ctrl_c_while_a_with_block_stops_kills_at_once(
     assert code == 0, said
     assert out.read_text().split() == ["ready", "interrupted", "True"], said
     assert "interrupted while the tree stopped: killing every child now" in said
-    assert "j: killed" in said
+    assert "j: killed" in said, said
 
 
 # -- a stop out of time, then a kill ---------------------------------------------------------------
