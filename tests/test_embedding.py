@@ -427,6 +427,10 @@ CTRL_C = """
     try:
         with start_tree(spec) as tree:
             assert tree.started(10)
+            # Started is not yet running: a stop that comes before the job's thread took up
+            # its run skips the run, and stops at once, with nothing to kill (a loaded machine).
+            import jobfuncs
+            assert jobfuncs.EVENTS["j.running"].wait(10)
             print("ready", flush=True)
             while True:  # the program's own work, until Ctrl-C
                 time.sleep(0.05)
