@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -427,6 +428,10 @@ CTRL_C = """
     try:
         with start_tree(spec) as tree:
             assert tree.started(10)
+            # Started is not yet running: a stop that comes before the job's thread took up
+            # its run skips the run, and stops at once, with nothing to kill (a loaded machine).
+            import jobfuncs
+            assert jobfuncs.EVENTS["j.running"].wait(10)
             print("ready", flush=True)
             while True:  # the program's own work, until Ctrl-C
                 time.sleep(0.05)
@@ -435,40 +440,71 @@ CTRL_C = """
 """
 
 
-@pytest.mark.parametrize("installed", ["threads", "gevent"])
-def test_a_second_ctrl_c_while_a_with_block_stops_kills_at_once(
-    installed: str, tmp_path: Path
-) -> None:
-    from faultkit import wait_until
+@dataclass(frozen=True)
+class _TwoCtrlCs:
+    """How a program took two Ctrl-Cs: its exit code, the seconds from the second to its end,
+    and what it printed to stdout and stderr."""
+
+    code: int
+    took: float
+    out: str
+    said: str
+
+
+def _two_ctrl_cs(
+    program: str, tmp_path: Path, stopping: str, pid_file: Path | None = None
+) -> _TwoCtrlCs:
+    """Run ``program`` until it prints ``ready`` (and writes ``pid_file``, its command's pid),
+    Ctrl-C it, and once its log says ``stopping``, Ctrl-C it again. A TERM-deaf command the
+    program left (its pid in ``pid_file``) is killed whatever happened: one was found looping
+    from an interrupted run."""
+    from faultkit import gone, wait_until
 
     out, err = tmp_path / "out", tmp_path / "err"
     with out.open("w") as stdout, err.open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(CTRL_C.format(runtime=installed))],
+            [sys.executable, "-c", textwrap.dedent(program)],
             cwd=ROOT,
             stdout=stdout,
             stderr=stderr,
             text=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests")))},
         )
+    pid = None
     try:
-        wait_until(lambda: "ready" in out.read_text(), "the tree runs", proc=proc)
-        proc.send_signal(signal.SIGINT)  # the first: the block ends, its stop begins
-        wait_until(lambda: "j: stopping" in err.read_text(), "the stop began", proc=proc)
+        wait_until(lambda: "ready" in out.read_text(), "the program runs", proc=proc)
+        if pid_file is not None:
+            pid = int(
+                wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "its pid")
+            )
+        proc.send_signal(signal.SIGINT)  # the first: a stop begins, with a grace no one waits
+        wait_until(lambda: stopping in err.read_text(), "the stop began", proc=proc)
         sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)  # the second: no waiting out the 45 s grace
+        proc.send_signal(signal.SIGINT)  # the second: no waiting out that grace
         code = proc.wait(30)
         took = time.monotonic() - sent
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    said = err.read_text()
-    assert took < 5, f"the second Ctrl-C took {took:.1f}s to end the program: {said}"
-    assert code == 0, said
-    assert out.read_text().split() == ["ready", "interrupted", "True"], said
+        if pid is not None and not gone(pid):
+            # It leads a session of its own, so its group is its pid.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    return _TwoCtrlCs(code, took, out.read_text(), err.read_text())
+
+
+@pytest.mark.parametrize("installed", ["threads", "gevent"])
+def test_a_second_ctrl_c_while_a_with_block_stops_kills_at_once(
+    installed: str, tmp_path: Path
+) -> None:
+    ran = _two_ctrl_cs(CTRL_C.format(runtime=installed), tmp_path, "j: stopping")
+    said = ran.said
+    assert ran.took < 5, f"the second Ctrl-C took {ran.took:.1f}s to end the program: {said}"
+    assert ran.code == 0, said
+    assert ran.out.split() == ["ready", "interrupted", "True"], said
     assert "interrupted while the tree stopped: killing every child now" in said
-    assert "j: killed" in said
+    assert "j: killed" in said, said
 
 
 # -- a stop out of time, then a kill ---------------------------------------------------------------
@@ -632,45 +668,20 @@ def test_a_ctrl_c_while_the_exit_stops_a_tree_kills_at_once_saying_so(
 ) -> None:
     from faultkit import gone, wait_until
 
-    out, err, pid_file = tmp_path / "out", tmp_path / "err", tmp_path / "pid"
+    pid_file = tmp_path / "pid"
     program = LEFT_RUNNING.format(runtime=installed, pid=pid_file)
-    with out.open("w") as stdout, err.open("w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(program)],
-            cwd=ROOT,
-            stdout=stdout,
-            stderr=stderr,
-            text=True,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests")))},
-        )
-    pid = None
-    try:
-        wait_until(lambda: "ready" in out.read_text(), "the tree runs", proc=proc)
-        pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "its pid"))
-        proc.send_signal(signal.SIGINT)  # the first: the program ends, leaving its tree running
-        # Its exit stops the tree: the command gets its SIGTERM, which it ignores.
-        wait_until(lambda: "deaf: stopping" in err.read_text(), "the exit's stop began", proc=proc)
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)  # the second: no waiting out the 60 s grace
-        proc.wait(30)
-        took = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if pid is not None and not gone(pid):
-            # A failed run must not leave its TERM-deaf command looping (one was found from an
-            # interrupted run): it leads a session of its own, so its group is its pid.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-    said = err.read_text()
-    assert took < 5, f"the second Ctrl-C took {took:.1f}s to end the program: {said}"
+    # The first Ctrl-C ends the program, leaving its tree running; its exit stops the tree:
+    # the command gets its SIGTERM, which it ignores.
+    ran = _two_ctrl_cs(program, tmp_path, "deaf: stopping", pid_file)
+    said = ran.said
+    assert ran.took < 5, f"the second Ctrl-C took {ran.took:.1f}s to end the program: {said}"
     assert "Exception ignored" not in said, said
     assert "Traceback" not in said, said  # (gevent's hub prints the bare name of what it saw)
     assert (
         "interrupted while the exit stopped the trees left running: killing every child now" in said
     )
     assert "deaf: killed" in said, said
+    pid = int(pid_file.read_text())
     wait_until(lambda: gone(pid), "the command ended")
 
 

@@ -539,7 +539,12 @@ def test_a_cron_tick_comes_at_its_wall_time_when_the_clock_is_set(make_tree, eve
         children=(job("c", Schedule(cron="* * * * *")), job("m", Schedule(every=30)))
     )
     tree = make_tree(spec, on_event=events, monotonic=clock, wall=wall)
-    wait_until(lambda: tree.status()["children"][0]["next_start_at"] == minute, "armed")
+    # Both armed before the clock moves: m's interval counts from its own start, which a
+    # loaded machine may make after c's; armed late, its tick (and the wait below) never came.
+    wait_until(
+        lambda: [c["next_start_at"] for c in tree.status()["children"]] == [minute, minute],
+        "both armed",
+    )
     offset[0] = step
     if step < 0:
         clock.advance(30)  # the monotonic wait is over; by the wall clock, 20 s are left

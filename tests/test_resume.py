@@ -194,6 +194,26 @@ def _attempt_hashes(state: Path) -> dict[str, list[str | None]]:
     return found
 
 
+def _reload_to(
+    running: Jobvisor, tmp_path: Path, manifest: str
+) -> subprocess.CompletedProcess[str]:
+    """The daemon's manifest rewritten as ``manifest``, and reloaded: its answer, a success."""
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(manifest), encoding="utf-8")
+    out = running.cli("reload")
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def _hashes_across(
+    tmp_path: Path, first: str, second: str
+) -> tuple[dict[str, str], dict[str, str], dict[str, list[str | None]]]:
+    """Each job's hash under ``first`` and under ``second``, and the journal's attempts'."""
+    base = str(tmp_path)
+    before = job_hashes(load_manifest(write(tmp_path, first)).root, base)
+    after = job_hashes(load_manifest(write(tmp_path, second)).root, base)
+    return before, after, _attempt_hashes(tmp_path / ".jobvisor")
+
+
 def test_a_daemons_reload_journals_each_job_under_its_new_specs_hash(tmp_path: Path) -> None:
     """The daemon hashed its jobs once, at its start: after a reload that replaced a job (its
     command, a python job's args) or added one, their attempts were journaled under the old
@@ -225,17 +245,12 @@ def test_a_daemons_reload_journals_each_job_under_its_new_specs_hash(tmp_path: P
             return all(states.get(path) == "succeeded" for path in paths)
 
         wait_until(lambda: settled("build", "calc", "gone"), "the first jobs succeeded")
-        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(second), encoding="utf-8")
-        out = running.cli("reload")
-        assert out.returncode == 0, out.stderr
+        _reload_to(running, tmp_path, second)
         wait_until(lambda: settled(*once), "the reloaded jobs succeeded")
     finally:
         assert stop_daemon(running) == 0
     assert sorted((tmp_path / "runs.txt").read_text().split()) == ["build-v1", "build-v2", "step"]
-    base = str(tmp_path)
-    before = job_hashes(load_manifest(write(tmp_path, first)).root, base)
-    after = job_hashes(load_manifest(write(tmp_path, second)).root, base)
-    journaled = _attempt_hashes(tmp_path / ".jobvisor")
+    before, after, journaled = _hashes_across(tmp_path, first, second)
     assert journaled["build"] == [before["build"], after["build"]]
     assert journaled["calc"] == [before["calc"], after["calc"]]
     assert journaled["more/step"] == [after["more/step"]]
@@ -269,9 +284,7 @@ def test_a_reload_of_a_stopped_group_journals_its_jobs_under_their_new_hashes(
     try:
         wait_until(lambda: running.nodes()["g"]["children"][0]["state"] == "succeeded", "g/a ran")
         assert running.cli("stop", "g").returncode == 0
-        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(second), encoding="utf-8")
-        out = running.cli("reload")
-        assert out.returncode == 0, out.stderr
+        out = _reload_to(running, tmp_path, second)
         assert "(at g's next start)" in out.stdout
         assert running.cli("start", "g").returncode == 0
 
@@ -282,9 +295,7 @@ def test_a_reload_of_a_stopped_group_journals_its_jobs_under_their_new_hashes(
     finally:
         assert stop_daemon(running) == 0
     assert sorted((tmp_path / "runs.txt").read_text().split()) == ["a-v1", "a-v2", "b"]
-    before = job_hashes(load_manifest(write(tmp_path, first)).root, str(tmp_path))
-    after = job_hashes(load_manifest(write(tmp_path, second)).root, str(tmp_path))
-    journaled = _attempt_hashes(tmp_path / ".jobvisor")
+    before, after, journaled = _hashes_across(tmp_path, first, second)
     assert journaled["g/a"] == [before["g/a"], after["g/a"]]
     assert journaled["g/b"] == [after["g/b"]]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
 import shlex
 import shutil
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -140,7 +142,25 @@ def test_the_units_commands_run_and_reload_the_daemon(tmp_path: Path) -> None:
     service = unit_of(tmp_path)["Service"]
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
-    notify.settimeout(30)
+    # Read all along, as systemd does: a socket queues 10 datagrams (max_dgram_qlen), and
+    # unread, the watchdog's every 0.1 s filled it while a loaded machine started the reload's
+    # command, and the daemon's STOPPING=1 then waited on it, never exiting.
+    heard: list[bytes] = []
+    said = threading.Condition()
+
+    def listen() -> None:
+        with contextlib.suppress(OSError):  # closed at the end
+            while message := notify.recv(4096):
+                with said:
+                    heard.append(message)
+                    said.notify_all()
+
+    def told(message: bytes) -> None:
+        with said:
+            assert said.wait_for(lambda: message in heard, 30), heard
+
+    listener = threading.Thread(target=listen, name="test-notify", daemon=True)
+    listener.start()
     env = {**ENV, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"}
     proc = subprocess.Popen(
         shlex.split(service["ExecStart"]),
@@ -150,11 +170,8 @@ def test_the_units_commands_run_and_reload_the_daemon(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        heard = b""
-        while b"READY=1" not in heard:
-            heard = notify.recv(4096)
-        while notify.recv(4096) != b"WATCHDOG=1":
-            pass
+        told(b"READY=1")
+        told(b"WATCHDOG=1")
         reload = subprocess.run(
             shlex.split(service["ExecReload"]),
             cwd="/",
@@ -167,11 +184,14 @@ def test_the_units_commands_run_and_reload_the_daemon(tmp_path: Path) -> None:
         assert reload.returncode == 0, reload.stderr
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+        told(b"STOPPING=1")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        notify.shutdown(socket.SHUT_RDWR)
         notify.close()
+        listener.join(10)
 
 
 def test_the_stop_timeout_covers_every_jobs_grace_in_turn(tmp_path: Path) -> None:
