@@ -1021,12 +1021,14 @@ class Supervisor(OwnActor):
             self._probation_passed(rec)  # a once-job succeeding on probation closes it
         window = rec.window if one else self._group.window
         now = self.ctx.monotonic()
-        self._waited(rec, now)  # an exit while it waited: the state may not have said so yet
+        if rec.waiting_since is not None:  # an exit while it waited: the state may not say so
+            self._waited(rec, now)
         decision = self._decide(window, now, again)
         if merge and not isinstance(decision, Restart):
             log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
             merge = False
-        if isinstance(decision, Restart) and self._over_budget(rec):
+        # (no budget: no call to charge none, once a restart)
+        if isinstance(decision, Restart) and self.ctx.budget is not None and self._over_budget(rec):
             return
         if again is None:
             window.apply(decision, now)
