@@ -633,7 +633,7 @@ class Journal:
                 event.attempt,
                 event.started_at,
                 event.at,
-                event.outcome.value,
+                event.outcome._value_,  # not ``value``: an enum's property is two Python calls
                 event.code,
                 event.error,
                 self._hashes.get(event.path),

@@ -643,6 +643,11 @@ def _quiet(*args: object, **kwargs: object) -> None:
     del args, kwargs
 
 
+# What a Logger method below the level is: ``log.trace is QUIET`` skips building the record's
+# arguments (an ``extra`` dict) and the call, which a crash loop paid five times a restart.
+QUIET: Final = _quiet
+
+
 def _shortcut(threshold: int | None) -> None:
     """Make each member's methods below ``threshold`` (all for None) the no-op ``_quiet``.
 
@@ -1068,10 +1073,14 @@ _no_counter: set[str] = set()
 _NO_COUNTER_MAX: Final = (1024, 256)  # texts kept, characters per text
 
 
+# A tuple, not ``int | float``: the union was built again for each argument of each record.
+_NUMBERS: Final = (int, float)
+
+
 def _text_args(args: Any) -> tuple[str, ...]:
     out = []
     for arg in args or ():
-        if isinstance(arg, int | float):
+        if isinstance(arg, _NUMBERS):
             continue
         text = arg if type(arg) is str else str(arg)
         if text not in _no_counter:
@@ -1132,7 +1141,8 @@ def held_back(  # noqa: PLR0917 - the parts of the log call it stands in for, in
             path, kind, failure, damper.now(), restart=restart, delay=delay
         ):
             return False
-        teller = handler._new_teller()  # the first failure held may come this way
+        # the first failure held may come this way; none while one runs (every other time)
+        teller = None if handler._teller is not None else handler._new_teller()
     if teller is not None:
         handler._start_teller(teller)
     return True

@@ -245,14 +245,14 @@ class TreeContext:
                     ),
                 )
 
-    def attempt_finished(self, path: str, msg: AttemptDone, reason: ExitReason) -> None:
+    def attempt_finished(self, path: str, msg: AttemptDone, reason: ExitReason) -> str | None:
         """Log (at debug) and publish how one attempt of the job at ``path`` ended, as
         ``reason`` (``classify``'s) says.
 
         A failed attempt is the child's failure, which a record at ERROR says: its exit's
         (a once-job, a service, a periodic job's tick all end the incarnation when they
         fail), or its wait for the breaker the failure opened. The same crash is not
-        logged twice at two levels.
+        logged twice at two levels. Returns the error as shown (the exit it ends reuses it).
         """
         # The classification's error where it has one (why a service's clean exit failed);
         # else the attempt's own (a kill's says which attempt). A stop's own signal or
@@ -298,6 +298,7 @@ class TreeContext:
                 next_at=msg.next_at,
             ),
         )
+        return error
 
     def shown(self, error: BaseException | None) -> str | None:
         """An error as logs, status and events show it: described, secrets masked."""

@@ -57,7 +57,7 @@ from supervision._client import signal_name
 from supervision._exits import ExitReason, classify
 from supervision._groupdeps import Blocker, Nudge, Seen
 from supervision._inplace import InPlace
-from supervision._logging import ACTED, held_back, new_story
+from supervision._logging import ACTED, QUIET, held_back, new_story
 from supervision._policy import (
     Cooldown,
     Decision,
@@ -114,6 +114,11 @@ log = logbook.Logger("supervision")
 KILLED_GROUP_ENDS = 5.0
 
 
+# An attempt's error and the text it was shown as (``TreeContext.shown``). A plain tuple: a
+# named one's ``__new__`` is a Python call, once a restart.
+_Shown = tuple[BaseException | None, str | None]
+
+
 class Supervisor(OwnActor):
     """Supervises an ordered list of children under one strategy and policy."""
 
@@ -130,6 +135,13 @@ class Supervisor(OwnActor):
         super().__init__()
         self.spec = spec
         self.ctx = context
+        # Whether a state change goes anywhere but a subscriber of the bus (a frozen context's
+        # hooks): else ``state_changed`` is called only while the bus has one.
+        self._states_kept = context.state_hook is not None or (
+            context.sink is not None
+            and context.sink_kinds is not None
+            and ev.StateChanged in context.sink_kinds
+        )
         self.path = path
         self.policy = spec.policy
         self._keys = iter(range(GROUP_KEY + 1, 1 << 62))
@@ -355,16 +367,27 @@ class Supervisor(OwnActor):
             rec.ref._reopen()
         seen = self._seen.get(rec.path)
         if seen is not None:  # None: removed meanwhile
-            # Not ``_replace``: four calls, three times a restart (``_make``, ``len``, ``new``)
-            self._seen[rec.path] = Seen(new, seen.once, seen.group)
-        if new in DEPENDENCY_STATES:
-            if self._blocked:
-                self._deps_dirty = True
-            deps = self.ctx.group_deps
-            if deps.watchers:  # none: nothing depends on a group (``changed`` would say so)
-                deps.changed(rec.path)
-        self._track(rec)
-        self.ctx.state_changed(rec.path, old, new)
+            # Not ``_replace`` (four calls), nor ``Seen(...)`` (its ``__new__`` is Python):
+            # three times a restart
+            self._seen[rec.path] = tuple.__new__(Seen, (new, seen.once, seen.group))
+        ctx = self.ctx
+        # No watcher: nothing depends on a group (``changed`` would say so)
+        if new in DEPENDENCY_STATES and (self._blocked or ctx.group_deps.watchers):
+            self._dependency_moved(rec)
+        if self._closing is None and not isinstance(rec.spec, SupervisorSpec):
+            ctx.tracker.update(rec.path, new, rec.finite)  # ``_track``'s, a call less
+        else:
+            self._track(rec)
+        if self._states_kept or ctx.bus.active:  # else nobody is told: no call
+            ctx.state_changed(rec.path, old, new)
+
+    def _dependency_moved(self, rec: ChildRecord) -> None:
+        """``rec`` went into a state its dependants look at: the blocked ones look again."""
+        if self._blocked:
+            self._deps_dirty = True
+        deps = self.ctx.group_deps
+        if deps.watchers:
+            deps.changed(rec.path)
 
     # -- starting --------------------------------------------------------------------------------
 
@@ -543,7 +566,6 @@ class Supervisor(OwnActor):
         if rec.waits_for is not None:
             rec.waits_for = None
             self.ctx.tracker.waiting(rec.path, None)
-        link = Link(self.actor_ref, rec.key, rec.incarnation, rec.ref)
         self._set_state(rec, State.STARTING)
         adopt = self._adopt
         if adopt is not None and adopt[0] is rec:
@@ -552,6 +574,7 @@ class Supervisor(OwnActor):
             rec.actor = adopt[1]
             self._on_started(ChildStarted(rec.key, rec.incarnation))
             return
+        link = Link(self.actor_ref, rec.key, rec.incarnation, rec.ref)
         permit = rec.permit = self._permit_for(rec)
         try:
             rec.actor = start_incarnation(
@@ -648,7 +671,8 @@ class Supervisor(OwnActor):
         # A restart's own line said it was coming: its start is a detail (one record per
         # decision a person needs: the failure, then the restart or the give-up).
         started = log.info if rec.starts == 1 else log.debug
-        started("{}: started (start {})", rec.path, rec.starts, extra={"path": rec.path})
+        if started is not QUIET:
+            started("{}: started (start {})", rec.path, rec.starts, extra={"path": rec.path})
         if self._starting is rec:
             self._starting = None
             self._pump_start()
@@ -767,9 +791,13 @@ class Supervisor(OwnActor):
     # -- exits -----------------------------------------------------------------------------------
 
     def _on_attempt(self, msg: AttemptDone) -> None:
+        self._attempt(msg)
+
+    def _attempt(self, msg: AttemptDone) -> _Shown | None:
+        """Note how one attempt ended; the error it showed, for its exit's report to reuse."""
         rec = self._by_key.get(msg.key)
         if rec is None or rec.incarnation != msg.incarnation:
-            return
+            return None
         rec.attempts = max(rec.attempts, msg.attempt)
         spec = rec.spec
         service = isinstance(spec, JobSpec) and spec.schedule.service
@@ -780,15 +808,15 @@ class Supervisor(OwnActor):
             error = self.ctx.shown(reason.error)
             rec.last_exit = LastExit(reason.outcome, msg.code, error, msg.ended_at)
             rec.next_start_at = msg.next_at
-        self.ctx.attempt_finished(rec.path, msg, reason)
+        text = self.ctx.attempt_finished(rec.path, msg, reason)
         if rec.periodic and reason.outcome is Outcome.SUCCEEDED and rec.state is State.PROBATION:
             rec.ticked = True
             if rec.served:  # told after the tick that proves it
                 self._probation_over(rec)
+        return (msg.error if reason.error is None else reason.error), text
 
     def _on_exit(self, msg: ChildExit) -> None:
-        if msg.attempt is not None:
-            self._on_attempt(msg.attempt)
+        shown = None if msg.attempt is None else self._attempt(msg.attempt)
         rec = self._by_key.get(msg.key)
         if (
             rec is None
@@ -807,7 +835,7 @@ class Supervisor(OwnActor):
         rec.actor = None
         self._cancel_timers(rec)
         try:
-            self._exited(rec, msg)
+            self._exited(rec, msg, shown)
         finally:
             adopt, self._adopt = self._adopt, None
             if adopt is not None:  # never: the permit decides as this supervisor just did
@@ -821,8 +849,8 @@ class Supervisor(OwnActor):
                 adopt[1]._jv_kill()
         self._pump_start()
 
-    def _exited(self, rec: ChildRecord, msg: ChildExit) -> None:
-        reason, rule = self._note_exit(rec, msg)
+    def _exited(self, rec: ChildRecord, msg: ChildExit, shown: _Shown | None = None) -> None:
+        reason, rule = self._note_exit(rec, msg, shown)
         if self._starting is rec:
             self._starting = None
         if rec.intent is not None or self._closing is not None:
@@ -830,13 +858,22 @@ class Supervisor(OwnActor):
         else:
             self._unexpected_exit(rec, reason, rule, msg.again)
 
-    def _note_exit(self, rec: ChildRecord, msg: ChildExit) -> tuple[ExitReason, str | None]:
-        """Count and publish an incarnation's exit; with the ``give_up_on`` rule it matches."""
+    def _note_exit(
+        self, rec: ChildRecord, msg: ChildExit, shown: _Shown | None = None
+    ) -> tuple[ExitReason, str | None]:
+        """Count and publish an incarnation's exit; with the ``give_up_on`` rule it matches.
+
+        ``shown``: the error its last attempt's report showed, reused if it is the exit's too
+        (a crash's: describing and masking it again was four calls a restart).
+        """
         rec.attempts = max(rec.attempts, msg.attempts)
         spec = rec.spec
         service = isinstance(spec, JobSpec) and spec.schedule.service
         reason = classify(msg, service=service, path=rec.path)
-        error = self.ctx.shown(reason.error)
+        if shown is not None and shown[0] is reason.error:
+            error = shown[1]
+        else:
+            error = self.ctx.shown(reason.error)
         rule = self._give_up_rule(rec, reason)
         if rule is not None:
             error = f"{error} ({rule})"
@@ -962,19 +999,16 @@ class Supervisor(OwnActor):
         # A restart in place (``again``) was made as one_for_one decides: so it is handled,
         # also when a reload changed the strategy since (its report came after).
         one = self.spec.strategy is Strategy.ONE_FOR_ONE or again is not None
+        failed = outcome.is_failure  # a property: asked once
         restarting = (
             rule is None
             and wants_restart(rec.spec.restart, outcome)
-            and not (outcome.is_failure and _ticks_run(rec))
+            and not (failed and _ticks_run(rec))
         )
         # A clean exit that is restarted is said by the restart's own line (one record per
         # decision), unless something else comes between them.
         merge = (
-            restarting
-            and one
-            and not outcome.is_failure
-            and not rec.window.probing
-            and self.ctx.budget is None
+            restarting and one and not failed and not rec.window.probing and self.ctx.budget is None
         )
         self._say_exit(rec, outcome, extra, merged=merge, cause=reason.error)
         if rule is not None:  # no restart can mend it: none is burned, no backoff waited
@@ -987,12 +1021,14 @@ class Supervisor(OwnActor):
             self._probation_passed(rec)  # a once-job succeeding on probation closes it
         window = rec.window if one else self._group.window
         now = self.ctx.monotonic()
-        self._waited(rec, now)  # an exit while it waited: the state may not have said so yet
+        if rec.waiting_since is not None:  # an exit while it waited: the state may not say so
+            self._waited(rec, now)
         decision = self._decide(window, now, again)
         if merge and not isinstance(decision, Restart):
             log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
             merge = False
-        if isinstance(decision, Restart) and self._over_budget(rec):
+        # (no budget: no call to charge none, once a restart)
+        if isinstance(decision, Restart) and self.ctx.budget is not None and self._over_budget(rec):
             return
         if again is None:
             window.apply(decision, now)
@@ -1018,7 +1054,8 @@ class Supervisor(OwnActor):
         """
         if outcome.is_failure:
             error = extra["failure"]
-            msg, args = "{}: {} (start {}): {}", (rec.path, outcome.value, rec.starts, error)
+            # ``_value_``, not ``value``: an enum's property is two Python calls (Python 3.11)
+            msg, args = "{}: {} (start {}): {}", (rec.path, outcome._value_, rec.starts, error)
             if not held_back(log, logbook.ERROR, rec.path, msg, args, error, tree=self.ctx.tree_id):
                 msg, args = self._traced(msg, args, cause)
                 log.error(msg, *args, extra=extra)
@@ -1180,6 +1217,8 @@ class Supervisor(OwnActor):
             rec.timer = self._arm(rec.key, kind, delay)
 
     def _cancel_timers(self, rec: ChildRecord) -> None:
+        if rec.timer is None and rec.kill_timer is None:
+            return  # a crash loop's restart, twice: no call to disarm nothing
         disarm(rec.timer)
         disarm(rec.kill_timer)
         rec.timer = rec.kill_timer = None

@@ -24,6 +24,7 @@ from prockit import running
 from actors import ChildExit, CommandWork, Link
 from actors._job import JobActor
 from supervision import (
+    AttemptFinished,
     Backoff,
     ChildExited,
     Intensity,
@@ -522,3 +523,40 @@ def test_a_service_restarted_in_place_fails_on_each_return_and_gives_up(make_tre
 def _sleeping() -> set[int]:
     """Pids of this process's children running ``sleep 30``."""
     return running(("sleep", "30"))
+
+
+def test_a_crash_is_described_and_masked_once_for_its_attempt_and_its_exit(runtime) -> None:
+    # The attempt's report and the exit it ends show the same error: the exit reuses the text
+    # the attempt's was shown as (a restart described and masked it twice, issue 15), and
+    # the status, the attempt and the exit still agree on it, masked.
+    masked: list[str] = []
+
+    def mask(text: str) -> str:
+        masked.append(text)
+        return text.replace("hush", "***")
+
+    spec = SupervisorSpec(
+        policy=_policy(4),
+        children=(
+            JobSpec(
+                name="c",
+                work=CommandWork(shell="echo hush; exit 3"),
+                restart=RestartType.PERMANENT,
+            ),
+        ),
+    )
+    events = Events()
+    tree = start_tree(spec, runtime, on_event=events, mask=mask)
+    try:
+        events.reached("c", "gave_up")
+        node = tree.status()["children"][0]
+    finally:
+        assert tree.stop(timeout=20)
+    exits = events.of(ChildExited, "c")
+    attempts = events.of(AttemptFinished, "c")
+    assert len(exits) == len(attempts) == 5
+    assert [e.error for e in exits] == [a.error for a in attempts]
+    assert exits[-1].error is not None
+    assert node["last_exit"]["error"] == exits[-1].error
+    assert all("hush" not in (e.error or "") for e in exits)
+    assert len([t for t in masked if t.startswith("command ")]) == 5  # once a crash
