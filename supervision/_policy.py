@@ -467,10 +467,13 @@ def decide(policy: RestartPolicy, window: Window, now: float, rand: float = 0.5)
         number = count + 1
         return Restart(policy.backoff.delay(number, rand), number)
     # Said as what happened and what to change: "N restarts would exceed max_restarts M"
-    # was read as "it restarted N times" or "the limit is N".
+    # was read as "it restarted N times" or "the limit is N". Not "it failed N times": the
+    # window also counts a permanent job's clean exits, and a group's window its children's.
+    within = " or within" if intensity.max_restarts else ""
     reason = (
-        f"it failed {_times(count + 1)} within {intensity.within:g}s and max_restarts is "
-        f"{intensity.max_restarts} (raise max_restarts or within, or fix the failure)"
+        f"a {_nth(count + 1)} restart within {intensity.within:g}s is more than "
+        f"max_restarts: {intensity.max_restarts} allows "
+        f"(raise max_restarts{within}, or fix what makes it exit)"
     )
     return _exhausted(policy, window, reason)
 
@@ -492,16 +495,20 @@ def decide_budget(policy: RestartPolicy, window: Window, now: float) -> Decision
     count = window.in_window(now)
     if count < budget.max_restarts:
         return Restart(0.0, count + 1)
+    within = " or budget.within" if budget.max_restarts else ""
     reason = (
-        f"jobs in the tree failed {_times(count + 1)} within {budget.within:g}s and "
-        f"budget.max_restarts is {budget.max_restarts} "
-        "(raise budget.max_restarts or budget.within, or fix the failures)"
+        f"a {_nth(count + 1)} restart in the tree within {budget.within:g}s is more than "
+        f"budget.max_restarts: {budget.max_restarts} allows "
+        f"(raise budget.max_restarts{within}, or fix what makes jobs exit)"
     )
     return _exhausted(policy, window, reason)
 
 
-def _times(n: int) -> str:
-    return "1 time" if n == 1 else f"{n} times"
+def _nth(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ... 11th, 12th, 13th, ... 21st."""
+    if n % 100 in (11, 12, 13):
+        return f"{n}th"
+    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th') }"
 
 
 def _exhausted(policy: RestartPolicy, window: Window, reason: str) -> Decision:
