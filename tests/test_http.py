@@ -675,14 +675,15 @@ def test_a_body_that_never_ends_times_out_at_the_timeout(kit, make_work, framing
 def test_a_timed_out_body_says_how_much_of_it_came(kit, make_work, framing) -> None:
     """Under gevent it always said ``0 bytes read``: gevent's own shutdown made the waiting
     read raise, and what it had gathered was lost. Sent, then quiet: an exact count."""
-    # The 5 bytes go out at once with the head: five paced wake-ups of a loaded server's
-    # thread could outlast the deadline, and the count was then 3 or 4.
-    kit.script(Trickle(every=0, framing=framing, upto=5))
-    work = make_work(url=f"{kit.url}/five", timeout=1.0)
+    # Paced, so the count is summed over several reads (one counting only its last read's
+    # bytes said 1); a timeout far past the 5 x 10 ms, as five paced wake-ups of a loaded
+    # server's thread outlasted a 0.5 s deadline and the count was then 3 or 4.
+    kit.script(Trickle(every=0.01, framing=framing, upto=5))
+    work = make_work(url=f"{kit.url}/five", timeout=3.0)
     with pytest.raises(HttpRequestError) as info:
         work.run(attempt())
     assert str(info.value) == (
-        f"GET {kit.url}/five: timed out after 1s reading the body (status 200, 5 bytes read)"
+        f"GET {kit.url}/five: timed out after 3s reading the body (status 200, 5 bytes read)"
     )
 
 
