@@ -303,8 +303,7 @@ class CommandWork:
 
     def shown(self) -> str:
         """``describe()`` cut to a length that suits an error message."""
-        text = self.describe()
-        return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 1] + "…"
+        return _shown(self.shell, self.argv)
 
     def args(self) -> list[str]:
         """The argv to execute: ``argv``, or ``/bin/sh -c shell``."""
@@ -315,6 +314,14 @@ class CommandWork:
 def _joined(argv: tuple[str, ...]) -> str:
     # Every failure of a crash loop says its command: quoted once, not on every restart.
     return shlex.join(argv)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shown(shell: str | None, argv: tuple[str, ...]) -> str:
+    """``CommandWork.shown``'s text, made once per command (every failure of a crash loop
+    says it)."""
+    text = shell if shell is not None else _joined(argv)
+    return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 1] + "…"
 
 
 def _cpu_limit_ended(code: int, *, signalled: bool) -> bool:
@@ -540,7 +547,7 @@ class _Child:
         Whatever this leaves behind when it raises (also when a ``Kill``
         interrupts it) is ``close()``'s to kill and release.
         """
-        self._hub = hub = gevent_hub()
+        self._hub = hub = gevent_hub() if _under_gevent() else None
         if hub is not None:
             # Before the spawn, so libev never misses the SIGCHLD of a child that exits at once.
             hub.loop.install_sigchld()
@@ -652,7 +659,9 @@ class _Child:
                 self._code is None
                 # exited: a pidfd's wake-up said so (both waiters' check_exit say it at once)
                 and (waiter.exited or waiter.check_exit(pipes_closed=not open_streams))
-                and self._leader_exited(waiter, pipes_open=self._read_on(open_streams, waiter))
+                and self._leader_exited(
+                    waiter, pipes_open=bool(open_streams) and self._read_on(open_streams, waiter)
+                )
             ):
                 break
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
@@ -714,7 +723,8 @@ class _Child:
         if data:
             stream.feed(data)
             return True
-        stream.finish()
+        if stream.pending:  # a last line without its newline (most end with one, or none)
+            stream.finish()
         return False
 
     def _read_on(self, open_streams: dict[int, _Stream], waiter: PollWaiter | HubWaiter) -> bool:
@@ -920,6 +930,13 @@ def _group_has_others(pgid: int, leader: int) -> bool:
         if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
             return True
     return False
+
+
+@functools.cache
+def _under_gevent() -> bool:
+    """Whether this process runs under gevent: asked once (the cache is C, no frame of ours on
+    a start), as ``_lock_type`` does: a process is patched before anything starts, or never."""
+    return active_runtime() == "gevent"
 
 
 @functools.cache
