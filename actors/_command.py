@@ -303,8 +303,7 @@ class CommandWork:
 
     def shown(self) -> str:
         """``describe()`` cut to a length that suits an error message."""
-        text = self.describe()
-        return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 1] + "…"
+        return _shown(self.shell, self.argv)
 
     def args(self) -> list[str]:
         """The argv to execute: ``argv``, or ``/bin/sh -c shell``."""
@@ -315,6 +314,14 @@ class CommandWork:
 def _joined(argv: tuple[str, ...]) -> str:
     # Every failure of a crash loop says its command: quoted once, not on every restart.
     return shlex.join(argv)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shown(shell: str | None, argv: tuple[str, ...]) -> str:
+    """``CommandWork.shown``'s text, made once per command (every failure of a crash loop
+    says it)."""
+    text = shell if shell is not None else _joined(argv)
+    return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 1] + "…"
 
 
 def _cpu_limit_ended(code: int, *, signalled: bool) -> bool:
@@ -345,7 +352,18 @@ class _Stream:
     before it, and goes before that secret (a part is that much shorter).
     """
 
-    __slots__ = ("cut", "emit", "extra", "fd", "name", "parts", "pending", "prefix", "sink")
+    __slots__ = (
+        "attempt",
+        "cut",
+        "emit",
+        "extra",
+        "fd",
+        "name",
+        "parts",
+        "pending",
+        "prefix",
+        "sink",
+    )
 
     def __init__(
         self,
@@ -360,8 +378,10 @@ class _Stream:
         self.name = name
         self.sink = sink  # the job's output file: the same lines, as bytes
         self.cut = attempt.cut
-        self.extra = {"path": attempt.path, "attempt": attempt.number, "stream": name}
-        self.prefix = f"{attempt.path}[{attempt.number}]"
+        self.attempt = attempt
+        # Made at the first line logged (_named): a crash loop's attempts mostly log none.
+        self.extra: dict[str, Any] | None = None
+        self.prefix = ""
         self.pending = b""  # the bytes after the last newline; invariant: no b"\n" in it
         self.parts = 0  # parts of the current line logged already; pending is its next part
 
@@ -424,15 +444,23 @@ class _Stream:
     def _log(self, line: str) -> None:
         if self.sink is not None and not self.sink.logged:
             return  # its file has it, and only it (output: {log: false})
+        extra = self.extra or self._named()
         # The line is an argument, never the format string: braces in it stay as they are.
-        self.emit("{} {}", self.prefix, line.removesuffix("\r"), extra=self.extra)
+        self.emit("{} {}", self.prefix, line.removesuffix("\r"), extra=extra)
 
     def _log_part(self, text: str) -> None:
         self.parts += 1
         if self.sink is not None and not self.sink.logged:
             return
-        extra = {**self.extra, "part": self.parts}
+        extra = {**(self.extra or self._named()), "part": self.parts}
         self.emit("{} {}", self.prefix, text.removesuffix("\r"), extra=extra)
+
+    def _named(self) -> dict[str, Any]:
+        """The records' ``extra`` and prefix, made once per stream (``extra`` is shared)."""
+        attempt = self.attempt
+        self.prefix = f"{attempt.path}[{attempt.number}]"
+        extra = self.extra = {"path": attempt.path, "attempt": attempt.number, "stream": self.name}
+        return extra
 
 
 def _char_start(data: bytes, at: int) -> int:
@@ -491,7 +519,7 @@ class _Child:
         # once it has them. close() closes whatever these hold, whenever a Kill came.
         self.fds: list[int] = []
         self.ends: list[int] = []
-        self.streams: list[_Stream] = []
+        self.streams: dict[int, _Stream] = {}  # by the read end's fd
         self.sink: OutputSink | None = None  # the job's output file, closed with the fds
         self._waiter: PollWaiter | HubWaiter | None = None
         self._hub: Any = None  # the gevent hub under the gevent runtime
@@ -519,7 +547,7 @@ class _Child:
         Whatever this leaves behind when it raises (also when a ``Kill``
         interrupts it) is ``close()``'s to kill and release.
         """
-        self._hub = hub = gevent_hub()
+        self._hub = hub = gevent_hub() if _under_gevent() else None
         if hub is not None:
             # Before the spawn, so libev never misses the SIGCHLD of a child that exits at once.
             hub.loop.install_sigchld()
@@ -528,7 +556,10 @@ class _Child:
         try:
             out_r, out_w = pipe_into(self.fds, self.ends)
             err_r, err_w = pipe_into(self.fds, self.ends)
-            confine, base = self._confinement(work)
+            if work.user is None and work.umask is None and work.limits is None:
+                confine, base = None, None  # the common case, without two calls a start
+            else:
+                confine, base = self._confinement(work)
             spawn(
                 work.args(),
                 cwd=work.cwd,
@@ -543,8 +574,8 @@ class _Child:
             raise _could_not_start(work, exc) from exc
         finally:
             close_all(self.ends)
-        self.streams.append(_Stream(out_r, "stdout", self.attempt, log.info, sink))
-        self.streams.append(_Stream(err_r, "stderr", self.attempt, log.warning, sink))
+        self.streams[out_r] = _Stream(out_r, "stdout", self.attempt, log.info, sink)
+        self.streams[err_r] = _Stream(err_r, "stderr", self.attempt, log.warning, sink)
         # Under gevent nothing may yield to the hub before the child watcher has started,
         # or libev could reap the leader unseen.
         fds = [out_r, err_r]
@@ -616,7 +647,7 @@ class _Child:
         """
         waiter = self._waiter
         assert waiter is not None
-        open_streams = {s.fd: s for s in self.streams}
+        open_streams = self.streams.copy()  # those not at their end yet
         self._recall_at = _recall_at(self.attempt.started)
         while self._code is None or open_streams:
             for fd in waiter.wait(self._wait_limit()):
@@ -626,8 +657,11 @@ class _Child:
                     del open_streams[fd]
             if (
                 self._code is None
-                and waiter.check_exit(pipes_closed=not open_streams)
-                and self._leader_exited(waiter, pipes_open=self._read_on(open_streams, waiter))
+                # exited: a pidfd's wake-up said so (both waiters' check_exit say it at once)
+                and (waiter.exited or waiter.check_exit(pipes_closed=not open_streams))
+                and self._leader_exited(
+                    waiter, pipes_open=bool(open_streams) and self._read_on(open_streams, waiter)
+                )
             ):
                 break
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
@@ -649,7 +683,9 @@ class _Child:
         if self._closed:
             return
         interrupted: BaseException | None = None
-        for step in (self._kill_and_reap, self._release):
+        # The leader's end may have killed and reaped already (_leader_exited): one call less.
+        done = self._ended and (self._reaped or self._hub is not None)
+        for step in (self._release,) if done else (self._kill_and_reap, self._release):
             for _ in range(2):
                 try:
                     step()
@@ -663,8 +699,10 @@ class _Child:
     # -- internals ---------------------------------------------------------------------------------
 
     def _wait_limit(self) -> float | None:
-        """``_timeout``, or less to call the attempt's ``started`` again when it is due."""
-        timeout = self._timeout()
+        """Seconds until the SIGKILL deadline (None: no deadline, wait for an event only), or
+        less to call the attempt's ``started`` again when it is due."""
+        kill_at = self._kill_at
+        timeout = None if kill_at is None or self._killed else max(0.0, kill_at - time.monotonic())
         at = self._recall_at
         if at is None:
             return timeout
@@ -676,13 +714,6 @@ class _Child:
         left = max(0.0, at - now)
         return left if timeout is None else min(timeout, left)
 
-    def _timeout(self) -> float | None:
-        """Seconds until the SIGKILL deadline, or None to wait for an event only."""
-        kill_at = self._kill_at
-        if kill_at is None or self._killed:
-            return None
-        return max(0.0, kill_at - time.monotonic())
-
     def _read(self, stream: _Stream) -> bool:
         """Read what the pipe holds and log its lines; False at its end."""
         try:
@@ -692,7 +723,8 @@ class _Child:
         if data:
             stream.feed(data)
             return True
-        stream.finish()
+        if stream.pending:  # a last line without its newline (most end with one, or none)
+            stream.finish()
         return False
 
     def _read_on(self, open_streams: dict[int, _Stream], waiter: PollWaiter | HubWaiter) -> bool:
@@ -796,7 +828,8 @@ class _Child:
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter.close()  # stops its watchers before their fds close
-        close_all(self.ends)  # a start cut short before it closed them
+        if self.ends:
+            close_all(self.ends)  # a start cut short before it closed them
         close_all(self.fds)
         if self.pids:
             WARDEN.discard(self.pids[0])
@@ -897,6 +930,13 @@ def _group_has_others(pgid: int, leader: int) -> bool:
         if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
             return True
     return False
+
+
+@functools.cache
+def _under_gevent() -> bool:
+    """Whether this process runs under gevent: asked once (the cache is C, no frame of ours on
+    a start), as ``_lock_type`` does: a process is patched before anything starts, or never."""
+    return active_runtime() == "gevent"
 
 
 @functools.cache

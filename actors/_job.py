@@ -526,7 +526,7 @@ class JobActor(OwnActor):
                 # The work ended because we cancelled it: the stop's own error is gone already
                 # (``_run_attempt``); one of its own stays, as in its attempt's report.
                 self._jv_finish(error, code)
-            elif self._waits_for_breaker(error):
+            elif self.breaker is not None and self._waits_for_breaker(error):  # most have none
                 self._send_attempt_report()  # the child lives on, waiting for its breaker
                 self._wait_for_breaker(error, code)
             elif not self._restarted_in_place(error, code):
@@ -832,7 +832,12 @@ class JobActor(OwnActor):
         finally:
             current_attempt_var.reset(token)
             self._attempt = None
-            overran = self._end_timers()
+            # Most attempts have no timer to end: no call for them (a crash loop's restarts).
+            overran = (
+                0.0
+                if self._due_kill is None and self._due_report is None and self._deadline is None
+                else self._end_timers()
+            )
         self._jv_attempts = number
         if self._jv_error is not None:
             # Ended from outside (timeout, readiness): reported there already, with no code. An
@@ -848,8 +853,11 @@ class JobActor(OwnActor):
         # A stop we asked for is nothing for a breaker to count (its permit goes back). A trial
         # call that failed is a failure of the job's like any other (its restarts are counted
         # and end), where one that opened a closed breaker only makes it wait.
-        self._trial_failed = self._settle(None if self._jv_stop_requested else error is None)
-        error = self._not_the_stops(error)
+        # Most jobs have no breaker: nothing to settle, and no call.
+        self._trial_failed = self.breaker is not None and self._settle(
+            None if self._jv_stop_requested else error is None
+        )
+        error = self._not_the_stops(error) if self._jv_stop_requested else error
         self._report_attempt(attempt, error, code, with_exit=with_exit)
         return error, code
 

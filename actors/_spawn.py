@@ -144,10 +144,8 @@ def child_env(
     return env
 
 
-def _env_list(env: Mapping[str, str] | None) -> list[bytes] | None:
-    """The child's environment as ``fork_exec`` takes it; None: it inherits ours."""
-    if env is None:
-        return None
+def _env_list(env: Mapping[str, str]) -> list[bytes]:
+    """The child's environment as ``fork_exec`` takes it."""
     fsencode = os.fsencode
     return [fsencode(k) + b"=" + fsencode(v) for k, v in env.items()]
 
@@ -188,14 +186,13 @@ def spawn(
         args, (uid, gid, groups), umask = _confined(
             args, cwd, os.environ if full_env is None else full_env, confine
         )
-    env_list = _env_list(full_env)
+    env_list = None if full_env is None else _env_list(full_env)  # None: inherits ours
     command = args[0]
-    executable = os.fsencode(command)
-    if b"/" in executable:  # what os.path.dirname tells, without its call
-        executables: tuple[bytes, ...] = (executable,)
+    if "/" in command:  # what os.path.dirname tells, without its call (nor fsencode's)
+        executables = _path_given(command)
     else:  # as Popen and os.execvp search, in the PATH the child gets
         executables = _candidates(
-            (os.environ if full_env is None else full_env).get("PATH"), executable
+            (os.environ if full_env is None else full_env).get("PATH"), os.fsencode(command)
         )
     sys.audit("subprocess.Popen", command, args, cwd, full_env)  # as Popen reports a start
     real = real_os()
@@ -216,7 +213,7 @@ def spawn(
             (errpipe_write,),
             cwd,
             env_list,
-            _devnull(),
+            _devnull_fd[0] if _devnull_fd else _devnull(),
             -1,
             -1,
             stdout,
@@ -252,6 +249,13 @@ def spawn(
             for _ in map(real.waitpid, map(pids.pop, (-1,)), (0,)):
                 pass
         raise _exec_error(failure, command, cwd)
+
+
+@functools.lru_cache(maxsize=256)
+def _path_given(command: str) -> tuple[bytes, ...]:
+    """The one file exec runs for a command named with a ``/``: encoded once per name (the
+    cache is C, no frame of ours on a restart)."""
+    return (os.fsencode(command),)
 
 
 @functools.lru_cache(maxsize=256)

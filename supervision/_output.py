@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -69,10 +69,27 @@ class OutputFiles:
         # again): said once per job, not once per attempt. Keyed by path and ``log``.
         self._troubles: dict[tuple[str, bool], _Trouble] = {}
         self._lock = threading.Lock()
+        # Each job's file and the directories on its way, worked out once (pathlib's 60-odd
+        # calls an attempt of a crash loop that prints); only ever added, the same each time.
+        self._where: dict[str, tuple[Path, tuple[Path, ...]]] = {}
 
     def opener(self, spec: OutputSpec) -> Callable[[Attempt], OutputSink]:
         """What a job actor hands each attempt (``Attempt.output``) for a job kept as ``spec``."""
         return partial(JobOutput, self, spec)
+
+    def where(self, path: str) -> tuple[Path, tuple[Path, ...]]:
+        """The output file of the job at ``path``, and the directories from ours to its own
+        (each checked at every open). Any thread."""
+        found = self._where.get(path)
+        if found is None:
+            file = Path(output_file(str(self.directory), path))
+            parent = self.directory
+            dirs = [parent]
+            for part in file.relative_to(parent).parts[:-1]:
+                parent /= part
+                dirs.append(parent)
+            found = self._where[path] = (file, tuple(dirs))
+        return found
 
     def trouble(self, path: str, logged: bool) -> _Trouble:
         """The reporter of ``path``'s trouble with its file (``logged``: its lines go to the
@@ -165,21 +182,24 @@ class JobOutput:
     def _open(self, stream: str) -> _FileSink | None:
         if self._failed:
             return None
-        path = Path(output_file(str(self._files.directory), self._path))
+        path, dirs = self._files.where(self._path)
         try:
-            # Each directory on the way is checked: O_NOFOLLOW guards the file's name only.
-            ensure_private_dir(self._files.directory, "output directory")
-            parent = self._files.directory
-            for part in path.relative_to(parent).parts[:-1]:
-                parent /= part
-                ensure_private_dir(parent, "output directory")
-            rotate = RotateSpec(max_bytes=self._spec.max_bytes, backups=self._spec.backups)
+            # Each directory on the way is checked, at every open: O_NOFOLLOW guards the file's
+            # name only, and a directory may have been swapped since the last attempt.
+            for directory in dirs:
+                ensure_private_dir(directory, "output directory")
+            rotate = _rotate(self._spec.max_bytes, self._spec.backups)
             self._sink = _FileSink(path, rotate, _local_now, output=True, trouble=self._trouble)
         except (OSError, JobvisorError) as exc:
             self._failed = True  # not again in this attempt: once per write would be a flood
             self._trouble.failed(exc, 0, taken=self._taken(stream))
             return None
         return self._sink
+
+
+@lru_cache(maxsize=64)
+def _rotate(max_bytes: int, backups: int) -> RotateSpec:
+    return RotateSpec(max_bytes=max_bytes, backups=backups)
 
 
 def _local_now() -> datetime:

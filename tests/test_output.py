@@ -7,11 +7,17 @@ import signal
 import stat
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
+import logbook
 import pytest
 from conftest import RUNTIME
 from faultkit import CLI, ENV, Jobvisor, run_jobvisor, start_daemon, stop_daemon, wait_until
+
+from actors import Attempt, CommandWork
+from supervision._output import OutputFiles
+from supervision._spec import OutputSpec
 
 STAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d (stdout|stderr) (\d+) ")
 
@@ -606,3 +612,23 @@ def test_a_long_line_in_whole_64_kib_reads_is_cut_without_failing_the_job(tmp_pa
     assert jv.proc.returncode == 0, log_file.read_text()
     written = (tmp_path / ".jobvisor" / "output" / "long.log").read_bytes().splitlines()
     assert b"".join(body(line) for line in written) == b"y" * 3 * 65536
+
+
+def test_a_directory_on_the_way_swapped_for_a_symlink_between_attempts_is_not_followed(
+    tmp_path: Path,
+) -> None:
+    # What each attempt's open works out once per job (the file's path, its directories) is
+    # kept; the checks of the directories on the way are made again at every open.
+    files = OutputFiles(tmp_path / "output")
+    opener = files.opener(OutputSpec())
+    work = CommandWork(shell="echo line")
+    with logbook.TestHandler() as said:
+        assert work.run(Attempt("g/a", 1, time.time(), output=opener)) == 0
+        group = tmp_path / "output" / "g"
+        assert body((group / "a.log").read_bytes()) == b"line\n"
+        elsewhere = tmp_path / "elsewhere"
+        group.rename(elsewhere)
+        group.symlink_to(elsewhere)
+        assert work.run(Attempt("g/a", 2, time.time(), output=opener)) == 0
+    assert body((elsewhere / "a.log").read_bytes()) == b"line\n"  # attempt 1's line alone
+    assert any("symbolic link" in r.message for r in said.records), said.formatted_records
