@@ -1192,7 +1192,6 @@ def _ask_each(
     from collections import deque  # noqa: PLC0415
 
     from supervision._client import (  # noqa: PLC0415
-        ACTION_TIMEOUT,
         NoDaemonError,
         elsewhere,
         request,
@@ -1204,7 +1203,7 @@ def _ask_each(
     while left:
         req = left.popleft()
         try:
-            reply = request(directory, req, ACTION_TIMEOUT if req.get("op") in _DONE else 60.0)
+            reply = request(directory, req)  # its own wait for each op
         except NoDaemonError as exc:
             # Found through the manifest's state_dir: maybe one written after the daemon started.
             hint = "" if getattr(args, "state_dir", None) else elsewhere(args.manifest, directory)

@@ -50,10 +50,12 @@ PROTOCOL: Final = 1
 OPTIONS_PROTOCOL: Final = 2
 _PLAIN_KEYS: Final = frozenset({"op", "job", "signal"})
 SOCKET_NAME: Final = "control.sock"
-# How long start, stop and restart wait for the daemon's reply: longer than the daemon's own
-# wait for the tree (COMMAND_TIMEOUT, 60 s), so that a stop still going on is said by the
-# daemon, which knows it, and not as a daemon that did not answer.
+# How long start, stop, restart and reload wait for the daemon's reply: longer than the
+# daemon's own wait (COMMAND_TIMEOUT, 60 s from a request's arrival, its wait behind another
+# action included), so that a stop still going on, or a daemon busy with another, is said by
+# the daemon, which knows it, and not as a daemon that did not answer.
 ACTION_TIMEOUT: Final = 75.0
+_ACTIONS: Final = frozenset({"start", "stop", "restart", "reload"})
 DEFAULT_STATE_DIR: Final = ".jobvisor"
 
 
@@ -235,13 +237,18 @@ def signal_name(number: int) -> str:
 
 
 def request(
-    state_dir: str | os.PathLike[str], req: dict[str, Any], timeout: float = 60.0
+    state_dir: str | os.PathLike[str], req: dict[str, Any], timeout: float | None = None
 ) -> dict[str, Any]:
     """Send one control request to the daemon of ``state_dir`` and return its reply.
+
+    ``timeout``: how long to wait for it; None: ``ACTION_TIMEOUT`` for an action on the tree
+    (start, stop, restart, reload), 60 s for the rest.
 
     Raises ``NoDaemonError`` naming the socket and the reason when no daemon
     can be reached or it answers with something that is not a reply.
     """
+    if timeout is None:
+        timeout = ACTION_TIMEOUT if req.get("op") in _ACTIONS else 60.0
     path = os.path.join(state_dir, SOCKET_NAME)
     with _connect(path, timeout) as sock:
         problem = check_server(sock, state_dir)

@@ -105,6 +105,8 @@ ENDED_EXIT: Final = 1  # its tree ended by itself (escalation past the root): no
 # The SIGHUPs of one hangup (the shell's, the kernel's as the session's leader exits) come
 # within milliseconds of the terminal's loss; one this long after it is a person's.
 HANGUP_WINDOW: Final = 2.0
+# The least an action waits for the tree, even one that got the lock at its request's deadline.
+ACT_FLOOR: Final = 1.0
 
 
 class DaemonError(JobvisorError):
@@ -659,6 +661,7 @@ class Daemon:
         self._wake_r = self._wake_w = -1  # the self-pipe, open while run() runs
         self._pipe_lock = threading.Lock()
         self._lock = threading.Lock()  # one reload or control action on the tree at a time
+        self._doing: str | None = None  # what holds _lock: named to a request that waits on it
         # One signal to a job at a time (a signal never waits for _lock's stop), so that...
         self._signal_lock = threading.Lock()
         # ...the channel of the action under way, by action and path (each one's lock is held
@@ -1106,6 +1109,13 @@ class Daemon:
     def handle(self, req: dict[str, Any], via: str = "control") -> dict[str, Any]:
         """Answer a control request; ``via``: through what it came (``control``, the socket;
         ``http``, the endpoint), which the journal's row of what it did says."""
+        from supervision._tree import COMMAND_TIMEOUT  # noqa: PLC0415 - avoids an import cycle
+
+        # From the request's arrival: its wait for another action's lock counts, so that its
+        # answer comes within COMMAND_TIMEOUT however long that action takes (the client waits
+        # a little longer: ACTION_TIMEOUT).
+        asked = time.monotonic()
+        deadline = asked + COMMAND_TIMEOUT
         tree = self.tree
         if tree is None:
             return {"ok": False, "code": "starting", "error": "the daemon is still starting"}
@@ -1116,14 +1126,48 @@ class Daemon:
         if op == "reload":
             # Which manifest it read: the daemon's own, whatever file the client named.
             if req.get("dry_run") is True:
-                return {**self.preview(), "manifest": str(self.manifest_path), "dry_run": True}
-            return {**self.reload(via=via), "manifest": str(self.manifest_path)}
+                preview = self.preview(deadline)
+                return {**preview, "manifest": str(self.manifest_path), "dry_run": True}
+            return {**self.reload(via=via, deadline=deadline), "manifest": str(self.manifest_path)}
         if op == "signal":
             # Not under the lock: a signal never waits, nor for a stop that waits out a grace.
             with self._signal_lock, self._acting("signal", req["job"], via):
                 return send_signal(tree, req["job"], req["signal"])
-        with self._lock, self._acting(op, req["job"], via):
-            return act(tree, op, req["job"])
+        return self._act(tree, op, req["job"], via, asked)
+
+    def _act(self, tree: Tree, op: str, job: str, via: str, asked: float) -> dict[str, Any]:
+        """A start, stop or restart ``asked`` then, in its turn; ``busy`` when none came
+        within the wait (``COMMAND_TIMEOUT``)."""
+        from supervision._tree import COMMAND_TIMEOUT  # noqa: PLC0415 - avoids an import cycle
+
+        with self._turn(f"{op} {job.strip('/')}", asked + COMMAND_TIMEOUT) as busy:
+            if busy is not None:
+                return busy
+            with self._acting(op, job, via):
+                return act(tree, op, job, asked)
+
+    @contextlib.contextmanager
+    def _turn(self, doing: str, deadline: float | None) -> Iterator[dict[str, Any] | None]:
+        """The lock of the tree's actions, held for ``doing`` (``stop web``, ``reload``): None
+        once taken; out of time at ``deadline`` (None: never), the ``busy`` reply, which names
+        the action that holds it, and nothing is done."""
+        timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._lock.acquire(timeout=timeout):
+            other = self._doing
+            under_way = "another action" if other is None else f"another action ({other})"
+            yield {
+                "ok": False,
+                "code": "busy",
+                "error": f"busy: {under_way} is under way; {doing} was not done: try again "
+                "when it ends",
+            }
+            return
+        self._doing = doing
+        try:
+            yield None
+        finally:
+            self._doing = None
+            self._lock.release()
 
     @contextlib.contextmanager
     def _acting(self, action: str, job: str, via: str) -> Iterator[None]:
@@ -1139,13 +1183,15 @@ class Daemon:
         finally:
             self._via.pop(key, None)
 
-    def reload(self, via: str = "control") -> dict[str, Any]:
+    def reload(self, via: str = "control", deadline: float | None = None) -> dict[str, Any]:
         """Re-read the manifest and apply only the difference; a bad manifest changes nothing.
 
         The log's level and format are applied too; what is fixed at the start (the state
         dir, the runtime, the log's file, the endpoint) is said, one line each, not applied.
         Subscribers of the tree's events get a ``Reloaded``; the journal a ``daemon_reload``
         row, saying ``via`` what it was asked (``signal``: SIGHUP; ``control``: the socket).
+        Behind another action past ``deadline`` (None: it waits as long as that takes), the
+        ``busy`` reply: nothing is done.
         """
         read = self._read()
         if isinstance(read, dict):
@@ -1160,7 +1206,10 @@ class Daemon:
         from supervision._tree import budget_change  # noqa: PLC0415 - avoids an import cycle
 
         steps: list[Change] = []  # the tree's, as they were made
-        with self._lock:
+        with self._turn("reload", deadline) as busy:
+            if busy is not None:
+                log.warning("reload not done: {}", busy["error"])
+                return busy
             # Before any step: a job added now may print its secrets at once. (One masker for
             # the log, the endpoint, the status and the output files.)
             for secret in read.secrets:
@@ -1221,7 +1270,7 @@ class Daemon:
                 error += "\n" + _started_without(unset)
             return {"ok": False, "code": "bad_manifest", "error": error, "unset": unset}
 
-    def preview(self) -> dict[str, Any]:
+    def preview(self, deadline: float | None = None) -> dict[str, Any]:
         """What ``reload`` would say now, one line each, changing nothing (``reload --dry-run``,
         supervisorctl's ``reread``): no step made, no breaker, secret, log or open-file limit
         touched, no ``Reloaded`` told (nor journaled). A bad manifest is refused as by
@@ -1240,7 +1289,9 @@ class Daemon:
         assert tree is not None
         from supervision._tree import budget_change  # noqa: PLC0415 - avoids an import cycle
 
-        with self._lock:  # never halfway through a reload
+        with self._turn("reload --dry-run", deadline) as busy:  # never halfway through a reload
+            if busy is not None:
+                return busy
             try:
                 budget_change(composition.manifest.root, new.root)
             except JobvisorError as exc:
@@ -1495,18 +1546,35 @@ def _reloaded(steps: list[Change], lines: list[str], error: str | None = None) -
     )
 
 
-def act(tree: Tree, op: str, job: str) -> dict[str, Any]:
-    """Start, stop or restart the child at ``job``; the reply of the control protocol."""
+def act(
+    tree: Tree,
+    op: str,
+    job: str,
+    asked: float | None = None,
+    *,
+    wait: float | None = None,
+    daemon: bool = True,
+) -> dict[str, Any]:
+    """Start, stop or restart the child at ``job``; the reply of the control protocol.
+
+    It waits for the tree until ``wait`` (None: ``COMMAND_TIMEOUT``) after ``asked`` (a
+    ``time.monotonic()``; None: now), when the request came, which may have waited for another
+    action since. ``daemon``: asked through a daemon (whose ``status`` command shows an action
+    that goes on), not an HTTP endpoint of ``run --http`` or of an embedded tree.
+    """
     from supervision._tree import COMMAND_TIMEOUT  # noqa: PLC0415 - avoids an import cycle
 
+    asked = time.monotonic() if asked is None else asked
+    deadline = asked + (COMMAND_TIMEOUT if wait is None else wait)
+    # Never 0, which the tree takes as "return once taken" (a reply of done for a stop only
+    # begun): one that got the lock at its deadline waits this long, what a quick stop takes.
+    left = max(ACT_FLOOR, deadline - time.monotonic())
     path = job.strip("/")
     try:
         if op == "start":
-            said = tree.start_child(path)
+            said = tree.start_child(path, timeout=left)
         else:  # a stop of what is not running says so; a stop's reply waits for its end
-            said = (tree.stop_child if op == "stop" else tree.restart)(
-                path, timeout=COMMAND_TIMEOUT
-            )
+            said = (tree.stop_child if op == "stop" else tree.restart)(path, timeout=left)
     except GroupDownError as exc:  # it exists: not "no such job" (exit 4)
         return {"ok": False, "code": "group_down", "error": str(exc)}
     except DependencyDownError as exc:  # exit 1, HTTP 409
@@ -1514,34 +1582,41 @@ def act(tree: Tree, op: str, job: str) -> dict[str, Any]:
     except NoSuchChildError as exc:
         return {"ok": False, "code": "no_such_job", "error": str(exc)}
     except ActionTimeoutError:
-        return {"ok": False, "code": "failed", "error": _still_going(op, path, COMMAND_TIMEOUT)}
+        # Said as the request's whole wait, its wait for another action's turn too.
+        error = _still_going(op, path, round(time.monotonic() - asked), daemon=daemon)
+        # Not a failure: a stop or restart goes on (the page says it so); a start that got
+        # no answer may not have been taken at all.
+        return {"ok": False, "code": "failed" if op == "start" else "under_way", "error": error}
     except JobvisorError as exc:
         return {"ok": False, "code": "failed", "error": str(exc)}
     return {"ok": True, "result": said}
 
 
-def _still_going(op: str, path: str, waited: float) -> str:
+def _still_going(op: str, path: str, waited: float, *, daemon: bool = True) -> str:
     """What a CLI or HTTP user is told of an action that outlasted the daemon's wait.
 
     The tree's own message is for the embedded API (``tree.status()``, "pass a longer
-    timeout"), which someone at a shell or a script over HTTP cannot do.
+    timeout"), which someone at a shell or a script over HTTP cannot do. Without a daemon
+    (``run --http``, an embedded tree's endpoint) ``jobvisor status`` has none to ask.
     """
-    see = f"`jobvisor status {path}` (or GET /api/status)"
+    see = f"`jobvisor status {path}` (or GET /api/status)" if daemon else "GET /api/status"
+    where = " in the daemon" if daemon else ""
+    tree = "the daemon's tree" if daemon else "the tree"
+    logged = "the daemon's log" if daemon else "the log"
     if op == "stop":
         return (
             f"{path}: still stopping after {waited:g}s (a stop waits up to its stop.grace, then "
-            f"kills what still runs); the stop goes on in the daemon: {see} shows when it is "
-            "stopped"
+            f"kills what still runs); the stop goes on{where}: {see} shows when it is stopped"
         )
     if op == "restart":
         return (
             f"{path}: still restarting after {waited:g}s (its stop waits up to its stop.grace, "
-            f"then kills what still runs; then it starts again); the restart goes on in the "
-            f"daemon: {see} shows when it runs again"
+            f"then kills what still runs; then it starts again); the restart goes on{where}: "
+            f"{see} shows when it runs again"
         )
     return (
-        f"{path}: the daemon's tree did not answer within {waited:g}s (busy, or stuck: see the "
-        f"daemon's log); the {op} may still be done: {see} shows it"
+        f"{path}: {tree} did not answer within {waited:g}s (busy, or stuck: see {logged}); the "
+        f"{op} may still be done: {see} shows it"
     )
 
 

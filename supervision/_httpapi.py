@@ -341,7 +341,7 @@ class Endpoint:
         if op == "signal":
             assert signum is not None
             return send_signal(tree, job, signum)
-        return act(tree, op, job)
+        return act(tree, op, job, daemon=False)  # no daemon: said as GET /api/status
 
     @property
     def connections(self) -> int:

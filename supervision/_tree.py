@@ -257,15 +257,16 @@ class Tree:
         said: str | None = self._act(Op.STOP, path, timeout)
         return said
 
-    def start_child(self, path: str) -> str | None:
+    def start_child(self, path: str, *, timeout: float = COMMAND_TIMEOUT) -> str | None:
         """Start a child that is down (stopped, gave up, failed); clears its restart window.
 
         A job whose dependency is not ready yet waits for it (``pending``), as at boot; one
         whose dependency gave up, failed or is stopped raises ``DependencyDownError``. A
         child that runs already is left as it is: the answer then says so (``web: already
-        running; nothing to start``); None after a real start.
+        running; nothing to start``); None after a real start. Its supervisor not answering
+        within ``timeout``, an ``ActionTimeoutError`` says so (the start may still be done).
         """
-        said: str | None = self._command(Op.START, path)
+        said: str | None = self._command(Op.START, path, timeout=timeout)
         return said
 
     def signal(self, path: str, signum: int) -> None:

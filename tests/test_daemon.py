@@ -1000,7 +1000,7 @@ def test_a_stop_that_outlasts_the_daemons_wait_tells_the_cli_user_what_to_do(
         )
         assert out.stderr == f"jobvisor: {said}\n"
         answer = json.loads(out.stdout)["results"][0]
-        assert (answer["code"], answer["error"]) == ("failed", said)
+        assert (answer["code"], answer["error"]) == ("under_way", said)
         assert running.nodes()["slow"]["state"] == "stopping"
         os.kill(pid, signal.SIGKILL)  # its grace is not waited out: the stop ends now
         wait_until(lambda: running.nodes()["slow"]["state"] == "stopped", "slow stopped")
@@ -1008,6 +1008,130 @@ def test_a_stop_that_outlasts_the_daemons_wait_tells_the_cli_user_what_to_do(
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
         assert stop_daemon(running) == 0
+
+
+def _deaf(name: str, pidfile: Path) -> str:
+    """A manifest entry: a service deaf to SIGTERM whose stop waits out a 300 s grace."""
+    return f"""
+      - name: {name}
+        service: true
+        command: [sh, -c, "trap '' TERM; echo $$ > {pidfile}; while :; do sleep 0.05; done"]
+        stop: {{grace: 300s}}
+    """
+
+
+def _cli(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _ended(proc: subprocess.Popen[str]) -> tuple[int, str, float]:
+    """Its exit code, its stderr and when it ended (time.monotonic())."""
+    _, err = proc.communicate(timeout=150)
+    return proc.returncode, err, time.monotonic()
+
+
+def test_a_stop_behind_another_stop_answers_within_the_daemons_wait_and_goes_on(
+    tmp_path: Path,
+) -> None:
+    """`stop a` (TERM-deaf, grace 300 s), then `stop b`: b waited 60 s for a's turn, then up to
+    60 s for its own stop, and the CLI said "gave no answer in 75s". The wait for the turn
+    counts now: b's answer comes 60 s after it was asked, its stop going on."""
+    pids = {name: tmp_path / f"{name}.pid" for name in ("a", "b")}
+    manifest = "version: 1\njobs:" + "".join(_deaf(n, p) for n, p in pids.items())
+    running = start_daemon(tmp_path, manifest)
+    try:
+        for pid in pids.values():
+            wait_until(lambda pid=pid: pid.exists() and pid.read_text().strip(), "a and b run")
+        first = _cli(tmp_path, "stop", "a")
+        wait_until(lambda: running.nodes()["a"]["state"] == "stopping", "a stopping")
+        asked = time.monotonic()
+        second = _cli(tmp_path, "stop", "b")
+        code, err, at = _ended(second)
+        assert code == 1, err
+        # 61 s when its turn came with less than ACT_FLOOR (1 s) of its wait left.
+        assert re.match(r"jobvisor: b: still stopping after 6[01]s \(a stop waits", err), err
+        assert "the stop goes on in the daemon: `jobvisor status b`" in err
+        assert at - asked < 70, "answered within the daemon's 60 s, not the client's 75 s"
+        assert running.nodes()["b"]["state"] == "stopping", "b's stop was made, and goes on"
+        code, err, _ = _ended(first)
+        assert (code, err.startswith("jobvisor: a: still stopping after 60s")) == (1, True), err
+    finally:
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+                os.kill(int(pid.read_text()), signal.SIGKILL)
+        assert stop_daemon(running) == 0
+
+
+def test_an_action_behind_a_reload_that_outlasts_the_wait_is_told_the_daemon_is_busy(
+    tmp_path: Path,
+) -> None:
+    """A reload that removes a TERM-deaf job holds the tree's turn for its whole stop. A
+    `stop b` and a `reload --dry-run` behind it were answered only when it ended (or the CLI
+    gave up: exit 3, "gave no answer"); now, 60 s after each was asked: busy, naming the
+    reload, nothing done. The reload itself is heard past 60 s (it waits 75 s, not 60)."""
+    pids = {name: tmp_path / f"{name}.pid" for name in ("a", "b")}
+    head = "version: 1\njobs:"
+    running = start_daemon(tmp_path, head + "".join(_deaf(n, p) for n, p in pids.items()))
+    try:
+        for pid in pids.values():
+            wait_until(lambda pid=pid: pid.exists() and pid.read_text().strip(), "a and b run")
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(head + _deaf("b", pids["b"])))
+        reload = _cli(tmp_path, "reload")
+        # Its remove of a is made under the turn: the reload holds it from now on.
+        wait_until(lambda: running.nodes()["a"]["state"] == "stopping", "the reload stops a")
+        asked = time.monotonic()
+        behind = [_cli(tmp_path, "stop", "b"), _cli(tmp_path, "reload", "--dry-run")]
+        ended = [_ended(proc) for proc in behind]
+        for (code, err, at), doing in zip(ended, ["stop b", "reload --dry-run"], strict=True):
+            assert code == 1, err
+            assert err == (
+                f"jobvisor: busy: another action (reload) is under way; {doing} was not done: "
+                "try again when it ends\n"
+            )
+            assert at - asked < 70, "answered within the daemon's 60 s"
+        assert running.nodes()["b"]["state"] == "running", "b's stop was not made"
+        os.kill(int(pids["a"].read_text()), signal.SIGKILL)  # the reload's stop of a ends now
+        code, err, _ = _ended(reload)
+        assert code == 0, err
+        assert "a" not in running.nodes()
+    finally:
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+                os.kill(int(pid.read_text()), signal.SIGKILL)
+        assert stop_daemon(running) == 0
+
+
+def test_a_stop_that_outlasts_an_endpoints_wait_without_a_daemon_names_the_api(
+    tmp_path: Path,
+) -> None:
+    """`run --http` and an embedded tree's endpoint have no daemon: their reply said "the stop
+    goes on in the daemon: `jobvisor status slow`", which exits 3 there. It names
+    GET /api/status, and says the stop is under way (not a failure)."""
+    from supervision import CommandWork, JobSpec, RestartType, start_tree
+    from supervision._daemon import act
+
+    pidfile = tmp_path / "slow.pid"
+    shell = f"trap '' TERM; echo $$ > {pidfile}; while :; do sleep 0.05; done"
+    job = JobSpec(
+        name="slow", work=CommandWork(shell=shell), restart=RestartType.PERMANENT, grace=300.0
+    )
+    tree = start_tree(SupervisorSpec(children=(job,)))
+    try:
+        tree.started(10)
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), "slow runs")
+        reply = act(tree, "stop", "slow", wait=1.0, daemon=False)
+        assert reply == {
+            "ok": False,
+            "code": "under_way",
+            "error": "slow: still stopping after 1s (a stop waits up to its stop.grace, then "
+            "kills what still runs); the stop goes on: GET /api/status shows when it is stopped",
+        }
+    finally:
+        with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        tree.stop(30)
 
 
 def test_a_restart_or_start_that_outlasts_the_daemons_wait_names_what_to_do_at_a_shell() -> None:
@@ -1022,6 +1146,11 @@ def test_a_restart_or_start_that_outlasts_the_daemons_wait_names_what_to_do_at_a
     for said in (restart, start):
         assert "tree.status()" not in said
         assert "timeout" not in said
+    alone = _still_going("start", "web", 60.0, daemon=False)  # `run --http`, an embedded tree
+    assert alone == (
+        "web: the tree did not answer within 60s (busy, or stuck: see the log); the start may "
+        "still be done: GET /api/status shows it"
+    )
 
 
 # -- the end of a daemon -------------------------------------------------------------------------
