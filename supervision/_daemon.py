@@ -127,13 +127,30 @@ def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]
+    global _notify_blocked  # noqa: PLW0603 - one warning per burst, whichever thread sends
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         try:
-            sock.sendto(message.encode(), address)
+            # Never blocking: a socket nobody reads fills after a few datagrams (the watchdog's
+            # come often), and a blocking send then waits for ever, STOPPING=1 at exit too.
+            sock.sendto(message.encode(), socket.MSG_DONTWAIT, address)
+        except BlockingIOError as exc:
+            if not _notify_blocked:
+                log.warning(
+                    "sd_notify to {} failed: {} (nobody reads it; said once until a send "
+                    "gets through)",
+                    env.get("NOTIFY_SOCKET"),
+                    exc,
+                )
+            _notify_blocked = True
+            return False
         except OSError as exc:
             log.warning("sd_notify to {} failed: {}", env.get("NOTIFY_SOCKET"), exc)
             return False
+    _notify_blocked = False
     return True
+
+
+_notify_blocked = False  # the last send found the socket full: said already
 
 
 # -- reload by difference ----------------------------------------------------------------------

@@ -1103,6 +1103,24 @@ def test_an_action_behind_a_reload_that_outlasts_the_wait_is_told_the_daemon_is_
         assert stop_daemon(running) == 0
 
 
+def test_a_notify_socket_nobody_reads_never_blocks_the_daemons_stop(tmp_path: Path) -> None:
+    """A blocking send to a full notify socket (a few datagrams; the watchdog's come often)
+    waited for ever, STOPPING=1 at SIGTERM too: the daemon never exited. It sends without
+    blocking now, and says so once per burst."""
+    running = start_daemon(tmp_path, BASE, env_extra={"WATCHDOG_USEC": "100000"})
+    try:
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with filler, contextlib.suppress(BlockingIOError):
+            while True:  # full: the queue of a socket nobody reads
+                filler.sendto(b"FILLER=1", socket.MSG_DONTWAIT, str(tmp_path / "notify.sock"))
+        running.proc.send_signal(signal.SIGTERM)
+        _, err = running.proc.communicate(timeout=30)
+        assert running.proc.returncode == 0, err
+        assert err.count("Resource temporarily unavailable (nobody reads it; said once") == 1, err
+    finally:
+        assert stop_daemon(running) == 0
+
+
 def test_a_stop_that_outlasts_an_endpoints_wait_without_a_daemon_names_the_api(
     tmp_path: Path,
 ) -> None:

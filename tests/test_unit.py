@@ -264,3 +264,30 @@ def test_a_unit_needs_no_secret_of_the_environment_systemd_gives_later(tmp_path:
     )
     assert done.returncode == 0, done.stderr
     assert parse(done.stdout)["Service"]["TimeoutStopSec"] == "90s"
+
+
+def test_sd_notify_to_a_full_socket_drops_the_message_and_warns_once_a_burst(
+    tmp_path: Path,
+) -> None:
+    """A notify socket nobody reads fills after a few datagrams; a blocking send then waited
+    for ever (the watchdog's thread, STOPPING=1 at the daemon's exit). Dropped now, said once
+    until a send gets through again."""
+    import logbook
+
+    from supervision._daemon import sd_notify
+
+    address = tmp_path / "notify.sock"
+    env = {"NOTIFY_SOCKET": str(address)}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unread, logbook.TestHandler() as said:
+        unread.bind(str(address))
+        sent = [sd_notify("WATCHDOG=1", env) for _ in range(50)]
+        assert True in sent
+        assert sent[-1] is False, "the queue is full: dropped, not waited for"
+        assert len([r for r in said.records if "nobody reads it" in r.message]) == 1
+        with contextlib.suppress(BlockingIOError):  # read at last: room again
+            while True:
+                unread.recv(4096, socket.MSG_DONTWAIT)
+        assert sd_notify("STOPPING=1", env) is True
+        sent = [sd_notify("WATCHDOG=1", env) for _ in range(50)]  # a second burst
+        assert sent[-1] is False
+        assert len([r for r in said.records if "nobody reads it" in r.message]) == 2
