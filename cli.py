@@ -814,8 +814,8 @@ def _history_line(row: dict[str, Any]) -> str:
         attempt = f"attempt {row['attempt']}{node}"
         return f"{when}  {row['path']}  {attempt} {row['outcome']}{code}{error}"
     details = ", ".join(f"{k}={_shown(k, v)}" for k, v in row.get("detail", {}).items())
-    # The daemon's own rows (its start, reloads, stop) are the tree's: path "".
-    where = row["path"] or "(daemon)"
+    # The daemon's own rows (its start, reloads, stop) and a run's start are the tree's: path "".
+    where = row["path"] or ("(run)" if row["kind"] == "run_start" else "(daemon)")
     return f"{when}  {where}  {row['kind']}" + (f" ({details})" if details else "")
 
 
@@ -1530,6 +1530,10 @@ def _run(args: argparse.Namespace) -> int:
         return USAGE
     _mask_standard_streams(composition.masker.mask)
     with composition:
+        if composition.journal is not None:  # where the next --resume counts successes from
+            composition.journal.run_start(
+                {"pid": os.getpid(), "manifest": str(manifest.path), "resume": args.resume}
+            )
         if composition.skipped:
             skipped = ", ".join(composition.skipped)
             composition.logging.say(

@@ -251,7 +251,7 @@ def _compose(
         base = str(base_dir)
         if resume:
             paths = [path for path, _ in once_jobs(manifest.root)]
-            successes = read_successes(journal_path(manifest.state_dir), paths)
+            successes = read_successes(journal_path(manifest.state_dir), paths, resumed=True)
             succeeded = succeeded_before(manifest.root, successes, base)
             older = older_successes(manifest.root, successes)
         ticks: dict[str, float] = {}
