@@ -386,18 +386,35 @@ def _mask_standard_streams(mask: Callable[[str], str]) -> None:
             stream.mask = mask
 
 
+class _Unbuffered(io.BufferedWriter):
+    """A buffer that keeps nothing: each write leaves at once, as under CPython's -u (whose
+    text layer writes to the raw file itself); a raw write that took only part is written on.
+
+    A text layer's ``write_through`` alone hands its text to the buffer, not to the file: a
+    thread job's stderr line came after ``run``'s verdict through a pipe.
+    """
+
+    def write(self, data: Any) -> int:
+        written = super().write(data)
+        self.flush()
+        return written
+
+
 def _text_out(
     fd: int, *, closefd: bool, like: Any = None, raw_type: type[io.FileIO] = _Stdout
 ) -> io.TextIOWrapper:
-    """A text stream over ``fd`` whose write errors are ``_StdoutError``s (see ``_Stdout``)."""
+    """A text stream over ``fd`` whose write errors are ``_StdoutError``s (see ``_Stdout``),
+    buffered as CPython buffers its own: stderr a line at a time, and with PYTHONUNBUFFERED
+    (the unit sets it) or -u, stdout and stderr not at all: what a job prints leaves at once,
+    in order with the log and ``run``'s last lines."""
     raw = raw_type(fd, "w", closefd=closefd)
+    unbuffered = bool(getattr(like, "write_through", False))
     return _Masked(
-        io.BufferedWriter(raw),
+        _Unbuffered(raw) if unbuffered else io.BufferedWriter(raw),
         encoding=getattr(like, "encoding", None) or "utf-8",
         errors=getattr(like, "errors", None) or "strict",
-        line_buffering=bool(getattr(like, "line_buffering", False)),
-        # PYTHONUNBUFFERED (the unit sets it) or -u: what a job prints leaves at once.
-        write_through=bool(getattr(like, "write_through", False)),
+        line_buffering=raw_type is _Stderr or bool(getattr(like, "line_buffering", False)),
+        write_through=unbuffered,
     )
 
 

@@ -1181,6 +1181,50 @@ def test_the_watched_stdout_keeps_python_unbuffered(unbuffered: str) -> None:
     assert done.stderr == str(bool(unbuffered)), done.stderr
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_thread_jobs_stderr_line_comes_before_the_verdict_through_a_pipe(
+    tmp_path: Path, unbuffered: str
+) -> None:
+    """`run x.yaml 2>&1 | cat`: a thread python job's `print(..., file=sys.stderr)` came out
+    after the verdict, as fd 2 was wrapped in a BufferedWriter (write_through on the text
+    layer still left it in the bytes buffer). Stderr is written through as CPython's own is:
+    each line, and with PYTHONUNBUFFERED each write (a print without its newline too), leaves
+    at once; stdout too under PYTHONUNBUFFERED."""
+    (tmp_path / "talk.py").write_text(
+        "import sys\n"
+        "def main():\n"
+        "    print('the job says on stderr', file=sys.stderr)\n"
+        "    print('no newline', end='', file=sys.stderr)\n"
+        "    print('the job says on stdout')\n"
+        "    raise SystemExit(3)\n"
+    )
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - {name: p, python: "talk:main", restart: temporary}
+        """,
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": unbuffered}
+    with subprocess.Popen(
+        [*CLI, "run"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as proc:  # fmt: skip
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    lines = out.splitlines()
+    verdict = lines.index("jobvisor: failed or gave up: p")
+    said = lines.index("the job says on stderr")
+    assert said < verdict, out
+    # The log's line of p's end comes after what p wrote before it ended.
+    ended = next(n for n, line in enumerate(lines) if "p: failed (start 1)" in line)
+    assert said < ended, out
+    if unbuffered:
+        # Each write as it came: stderr's unfinished line, then stdout's print (one fd here).
+        assert "no newlinethe job says on stdout" in lines[:ended], out
+
+
 WAITS_FOR_GO = "while [ ! -e go ]; do sleep 0.02; done"
 TALKER = """\
 import os, sys, time
