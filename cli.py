@@ -1529,6 +1529,13 @@ def _say_how_it_ended(report: Any, mask: Callable[[str], str], logging: Any) -> 
         error("a second signal cut the stop short: what still ran was killed")
 
 
+def _may_draw() -> bool:
+    """Whether ``run`` may keep its progress line on a terminal: not under CI (a log read
+    later), nor on ``TERM=dumb``, which takes no escape sequence (the line is redrawn with
+    one). ``NO_COLOR`` leaves it: it asks for no colour, and run draws none."""
+    return not os.environ.get("CI") and os.environ.get("TERM") != "dumb"
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported after the runtime is prepared.
     from supervision._app import run_batch, write_progress  # noqa: PLC0415
@@ -1563,7 +1570,7 @@ def _run(args: argparse.Namespace) -> int:
                 " match: they run again",
                 sys.stderr,
             )
-        live = sys.stderr.isatty() and not as_json and not os.environ.get("CI")
+        live = sys.stderr.isatty() and not as_json and _may_draw()
         progress = write_progress(logging=composition.logging) if live else None
         report = run_batch(composition, on_progress=progress)
         if live:
