@@ -1208,7 +1208,7 @@ def _ask_each(
     """
     from collections import deque  # noqa: PLC0415
 
-    from supervision._client import NoDaemonError, elsewhere, request  # noqa: PLC0415
+    from supervision._client import NoDaemonError, elsewhere, held_by_run, request  # noqa: PLC0415
 
     worst = OK
     left = deque(requests)
@@ -1218,8 +1218,11 @@ def _ask_each(
         try:
             reply = request(directory, req)
         except NoDaemonError as exc:
-            # Found through the manifest's state_dir: maybe one written after the daemon started.
-            hint = "" if getattr(args, "state_dir", None) else elsewhere(args.manifest, directory)
+            # A run holds it (no socket); else, found through the manifest's state_dir: maybe
+            # one written after the daemon started.
+            hint = held_by_run(directory)
+            if not hint and not getattr(args, "state_dir", None):
+                hint = elsewhere(args.manifest, directory)
             _error(f"{exc}{hint}")
             if getattr(args, "json", False):
                 _no_daemon_answers(args, [req, *left], f"{exc}{hint}", kept)

@@ -1225,6 +1225,52 @@ def test_a_thread_jobs_stderr_line_comes_before_the_verdict_through_a_pipe(
         assert "no newlinethe job says on stdout" in lines[:ended], out
 
 
+@pytest.mark.parametrize("http", [False, True])
+def test_a_control_command_on_a_state_dir_a_run_holds_says_a_run_has_no_socket(
+    tmp_path: Path, http: bool
+) -> None:
+    """`status --manifest M` while a `run` of M held its state dir said that a daemon started
+    before an edit of state_dir uses another: the run was not named. It is now, with what
+    has a control socket (a daemon) or an HTTP API (`run --http`, whose address it names)."""
+    write(
+        tmp_path,
+        """
+        version: 1
+        state_dir: .jv
+        jobs:
+          - {name: wait, command: "touch began; while [ ! -e go ]; do sleep 0.02; done"}
+        """,
+    )
+    flags = ["--http", "127.0.0.1:0"] if http else []
+    jv = Jobvisor(tmp_path, "run", *flags)
+    try:
+        wait_until((tmp_path / "began").exists, "the job began", proc=jv.proc)
+        if http:
+            address = tmp_path / ".jv" / "http.json"
+            text = wait_until(lambda: address.exists() and address.read_text(), "http.json")
+            url = json.loads(text)["url"]
+        for args in (("status", "--manifest", "jobs.yaml"), ("stop", "wait", "--state-dir", ".jv")):
+            out = jobvisor(*args, cwd=tmp_path)
+            assert out.returncode == 3, out.stderr
+            said = out.stderr
+            assert f"a `jobvisor run` (pid {jv.pid}) holds this state dir" in said, said
+            assert "a run has no control socket" in said, said
+            assert "a daemon started before that edit" not in said, said
+            if http:
+                assert f"its HTTP API is at {url} (try {url}api/status)" in said, said
+            else:
+                assert "`run --http HOST:PORT` serves its status and actions over HTTP" in said
+            assert "`jobvisor daemon`" in said, said
+        (tmp_path / "go").touch()
+        assert jv.wait(60) == 0, jv.stderr
+    finally:
+        jv.close()
+    # Once the run ended, its lock file's pid is no one's: no word of it.
+    out = jobvisor("status", "--manifest", "jobs.yaml", cwd=tmp_path)
+    assert out.returncode == 3, out.stderr
+    assert "jobvisor run" not in out.stderr, out.stderr
+
+
 WAITS_FOR_GO = "while [ ! -e go ]; do sleep 0.02; done"
 TALKER = """\
 import os, sys, time
