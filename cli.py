@@ -1573,6 +1573,12 @@ def _run(args: argparse.Namespace) -> int:
                 " match: they run again",
                 sys.stderr,
             )
+        if composition.changed:
+            composition.logging.say(
+                "jobvisor: --resume: runs again, as its spec changed since it succeeded: "
+                + ", ".join(composition.changed),
+                sys.stderr,
+            )
         live = sys.stderr.isatty() and not as_json and _may_draw()
         progress = write_progress(logging=composition.logging) if live else None
         report = run_batch(composition, on_progress=progress)

@@ -68,6 +68,9 @@ def test_resume_skips_a_job_whose_identical_spec_succeeded_in_the_run_it_resumes
     out = jobvisor("run", "--resume", "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "skipped: transform\n" in out.stderr, out.stderr
+    # Why extract runs again is said (load failed in the run resumed: nothing to say).
+    said = "jobvisor: --resume: runs again, as its spec changed since it succeeded: extract\n"
+    assert said in out.stderr, out.stderr
     assert sorted(_runs(tmp_path)) == ["extract-v2", "load"]
     assert nodes(out)["load"]["state"] == "succeeded"
 
