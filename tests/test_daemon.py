@@ -1032,6 +1032,7 @@ def _ended(proc: subprocess.Popen[str]) -> tuple[int, str, float]:
     return proc.returncode, err, time.monotonic()
 
 
+@pytest.mark.timeout(180)
 def test_a_stop_behind_another_stop_answers_within_the_daemons_wait_and_goes_on(
     tmp_path: Path,
 ) -> None:
@@ -1064,6 +1065,7 @@ def test_a_stop_behind_another_stop_answers_within_the_daemons_wait_and_goes_on(
         assert stop_daemon(running) == 0
 
 
+@pytest.mark.timeout(180)
 def test_an_action_behind_a_reload_that_outlasts_the_wait_is_told_the_daemon_is_busy(
     tmp_path: Path,
 ) -> None:
