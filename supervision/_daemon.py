@@ -446,6 +446,10 @@ class ControlServer:
             req = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise _BadRequest(f"not JSON: {exc}") from None
+        except RecursionError:  # the decoder recurses per bracket: a client's bad input
+            raise _BadRequest(
+                "not JSON: too deeply nested (a request is one flat JSON object)"
+            ) from None
         if not isinstance(req, dict):
             raise _BadRequest("expected a JSON object")
         version = req.get("v")
