@@ -495,22 +495,24 @@ def _say_gap(text: str) -> None:
     sys.stderr.flush()
 
 
+def _out(data: bytes) -> None:
+    """To stdout with no buffer of Python's: Ctrl-C in a buffered flush that had written
+    left the bytes in the buffer, and the exit's flush wrote the last line a second time."""
+    sys.stdout.flush()  # anything printed before
+    view = memoryview(data)
+    while view:
+        view = view[os.write(sys.stdout.fileno(), view) :]
+
+
 def _writer() -> Callable[[bytes], None]:
-    out = sys.stdout.buffer
     if not sys.stdout.isatty():
-
-        def raw(data: bytes) -> None:
-            out.write(data)
-            out.flush()
-
-        return raw
+        return _out
     from supervision._printable import printable  # noqa: PLC0415 - only for a terminal
 
     def escaped(data: bytes) -> None:
         text = data.decode("utf-8", "replace")
         lines = text.removesuffix("\n").split("\n")  # not splitlines: \x1c, \u2028 get escaped
-        out.write("".join(printable(line) + "\n" for line in lines).encode())
-        out.flush()
+        _out("".join(printable(line) + "\n" for line in lines).encode())
 
     return escaped
 
@@ -543,12 +545,9 @@ def _json_writer(job: str) -> Callable[[bytes], None]:
     """``logs --json``: one JSON object a line. ASCII only, control characters escaped, so
     it is as safe on a terminal as in a pipe."""
 
-    out = sys.stdout.buffer
-
     def write(data: bytes) -> None:
         lines = data.removesuffix(b"\n").split(b"\n")
-        out.write("".join(json.dumps(_record(job, line)) + "\n" for line in lines).encode())
-        out.flush()
+        _out("".join(json.dumps(_record(job, line)) + "\n" for line in lines).encode())
 
     return write
 
