@@ -815,7 +815,15 @@ def _history(args: argparse.Namespace) -> int:
         _error(printable(f"the journal has nothing of {args.job} since {_clock(since, 'seconds')}"))
     elif known is not None and verdict == OK:  # a job that has not run yet: said, not an error
         shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
-        _error(printable(f"the journal has nothing of {args.job}; it has: {shown or 'no job yet'}"))
+        # An attempt is journaled as it ends: "no job yet" was said beside the daemon's rows,
+        # and while the job ran.
+        _error(
+            printable(
+                f"the journal has nothing of {args.job}; it has: {shown}"
+                if shown
+                else f"no attempt of {args.job} has finished yet"
+            )
+        )
     for row in rows:
         # Errors may hold a job's control characters.
         sys.stdout.write(printable(_history_line(row)) + "\n")
