@@ -95,6 +95,7 @@ from supervision._records import (
     target,
     unmet_dependency,
 )
+from supervision._shortage import RETRY, SHORTAGES, host_shortage
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, with_autostart
 from supervision._state import FINAL, TRANSITIONS, State
 from supervision._status import LastExit, child_nodes
@@ -1010,25 +1011,34 @@ class Supervisor(OwnActor):
         merge = (
             restarting and one and not failed and not rec.window.probing and self.ctx.budget is None
         )
-        self._say_exit(rec, outcome, extra, merged=merge, cause=reason.error)
-        if rule is not None:  # no restart can mend it: none is burned, no backoff waited
-            self._give_up(rec, rule)
-            return
         if not restarting:
-            self._settle(rec, outcome)
+            self._ended(rec, reason, extra, merge, rule)
             return
-        if outcome is Outcome.SUCCEEDED and rec.window.probing:
-            self._probation_passed(rec)  # a once-job succeeding on probation closes it
+        # (a crash's error has no cause: no call for it, once a restart)
+        cause = reason.error
+        if cause is not None and cause.__cause__ is not None and self._short(rec, reason, again):
+            return
+        if not failed:  # a failure's line waits for its decision, which it may be the cause of
+            self._say_exit(rec, outcome, extra, merged=merge)
+            if outcome is Outcome.SUCCEEDED and rec.window.probing:
+                self._probation_passed(rec)  # a once-job succeeding on probation closes it
         window = rec.window if one else self._group.window
         now = self.ctx.monotonic()
         if rec.waiting_since is not None:  # an exit while it waited: the state may not say so
             self._waited(rec, now)
         decision = self._decide(window, now, again)
-        if merge and not isinstance(decision, Restart):
-            log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
-            merge = False
+        restart = isinstance(decision, Restart)
         # (no budget: no call to charge none, once a restart)
-        if isinstance(decision, Restart) and self.ctx.budget is not None and self._over_budget(rec):
+        verdict = (
+            None if not restart or self.ctx.budget is None else self.ctx.budget.charge(rec.path)
+        )
+        if failed:
+            # Said once decided: a failure the supervisor gives up, escalates or cools down
+            # after is that decision's cause, written in full even in a crash loop.
+            final = not restart or verdict is not None
+            self._say_exit(rec, outcome, extra, merged=False, cause=reason.error, final=final)
+        if verdict is not None:
+            self._over_budget(rec, verdict)
             return
         if again is None:
             window.apply(decision, now)
@@ -1036,6 +1046,45 @@ class Supervisor(OwnActor):
             self._apply(rec, decision, reason.error, exited=outcome if merge else None)
         else:
             self._apply_group(rec, decision, reason.error)
+
+    def _short(self, rec: ChildRecord, reason: ExitReason, again: Decision | None) -> bool:
+        """Whether ``rec``'s start failed for jobvisor's own want of descriptors, processes or
+        memory (``host_shortage``): then it is no failure of the job's, counts against no
+        intensity nor budget, and is tried again after the backoff, at least ``RETRY``.
+        (Never a restart in place, ``again``: a command that could not start is none.)"""
+        code = host_shortage(reason.error)
+        if code is None or again is not None:
+            return False
+        delay = max(RETRY, self.policy.backoff.delay(1, self.ctx.rand()))
+        error = (rec.last_exit and rec.last_exit.error) or str(reason.error)
+        SHORTAGES.failed(rec.path, code, error, delay, self.ctx.scheduler)  # said once for all
+        log.debug(
+            "{}: {}; start again in {:.3f}s (jobvisor's want, counted against no max_restarts)",
+            rec.path,
+            error,
+            delay,
+            extra={"path": rec.path},
+        )
+        self._schedule_start(rec, delay, TimerKind.RESTART)
+        return True
+
+    def _ended(
+        self,
+        rec: ChildRecord,
+        reason: ExitReason,
+        extra: dict[str, Any],
+        merge: bool,
+        rule: str | None,
+    ) -> None:
+        """An exit that is not restarted: the child gives up to ``rule``, or settles."""
+        outcome = reason.outcome
+        # A failure that is not restarted ends its story: written in full (``final``).
+        final = outcome.is_failure
+        self._say_exit(rec, outcome, extra, merged=merge, cause=reason.error, final=final)
+        if rule is not None:  # no restart can mend it: none is burned, no backoff waited
+            self._give_up(rec, rule)
+        else:
+            self._settle(rec, outcome)
 
     def _say_exit(
         self,
@@ -1045,8 +1094,10 @@ class Supervisor(OwnActor):
         *,
         merged: bool,
         cause: BaseException | None = None,
+        final: bool = False,
     ) -> None:
-        """Log an exit nobody asked for; ``merged``: a clean one the restart's line says.
+        """Log an exit nobody asked for; ``merged``: a clean one the restart's line says;
+        ``final``: a failure no restart follows, never held back.
 
         ``cause``: the exception that failed it, whose traceback (a python thread job's)
         follows the line, as a child's follows its error; only once the damper let it
@@ -1056,7 +1107,12 @@ class Supervisor(OwnActor):
             error = extra["failure"]
             # ``_value_``, not ``value``: an enum's property is two Python calls (Python 3.11)
             msg, args = "{}: {} (start {}): {}", (rec.path, outcome._value_, rec.starts, error)
-            if not held_back(log, logbook.ERROR, rec.path, msg, args, error, tree=self.ctx.tree_id):
+            if final:
+                msg, args = self._traced(msg, args, cause)
+                log.error(msg, *args, extra={**extra, ACTED: True})
+            elif not held_back(
+                log, logbook.ERROR, rec.path, msg, args, error, tree=self.ctx.tree_id
+            ):
                 msg, args = self._traced(msg, args, cause)
                 log.error(msg, *args, extra=extra)
         elif not merged:
@@ -1097,17 +1153,13 @@ class Supervisor(OwnActor):
 
     # -- decisions -------------------------------------------------------------------------------
 
-    def _over_budget(self, rec: ChildRecord) -> bool:
-        """Charge the tree's budget for a restart of ``rec``; True if the budget refused it.
+    def _over_budget(self, rec: ChildRecord, verdict: Decision) -> None:
+        """The tree's budget refused a restart of ``rec`` (its ``verdict``).
 
         A refused child stays down: it gives up with the budget's reason, or waits in
         backoff (unscheduled) for the root to escalate or cool the whole tree down.
         """
-        budget = self.ctx.budget
-        verdict = None if budget is None else budget.charge(rec.path)
         match verdict:
-            case None:
-                return False
             case GiveUp(reason=reason):
                 self._give_up(rec, f"tree budget exhausted: {reason}")
             case _:
@@ -1118,7 +1170,6 @@ class Supervisor(OwnActor):
                 )
                 rec.next_start_at = None
                 self._set_state(rec, State.BACKOFF)
-        return True
 
     def _on_budget_exhausted(self, msg: BudgetExhausted) -> None:
         """At the root: the tree's budget is spent; ``on_exhausted`` applies to the whole tree."""
@@ -1173,6 +1224,10 @@ class Supervisor(OwnActor):
                 self.ctx.announce(
                     decision, self.policy, rec.path, what, extra=extra, clean=exited is not None
                 )
+            case _ if exited is not None:  # a clean exit no restart follows: said on its own
+                extra = {"path": rec.path, "attempt": rec.attempts, "failure": None}
+                log.info("{}: exited ({})", rec.path, exited.value, extra=extra)
+                self._apply(rec, decision, cause)
             case Cooldown(duration=duration):
                 self._schedule_start(rec, duration, TimerKind.PROBE)
                 self._set_state(rec, State.COOLDOWN)
