@@ -95,7 +95,6 @@ from supervision._records import (
     target,
     unmet_dependency,
 )
-from supervision._shortage import RETRY, SHORTAGES, host_shortage
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, with_autostart
 from supervision._state import FINAL, TRANSITIONS, State
 from supervision._status import LastExit, child_nodes
@@ -1014,10 +1013,6 @@ class Supervisor(OwnActor):
         if not restarting:
             self._ended(rec, reason, extra, merge, rule)
             return
-        # (a crash's error has no cause: no call for it, once a restart)
-        cause = reason.error
-        if cause is not None and cause.__cause__ is not None and self._short(rec, reason, again):
-            return
         if not failed:  # a failure's line waits for its decision, which it may be the cause of
             self._say_exit(rec, outcome, extra, merged=merge)
             if outcome is Outcome.SUCCEEDED and rec.window.probing:
@@ -1037,6 +1032,9 @@ class Supervisor(OwnActor):
             # after is that decision's cause, written in full even in a crash loop.
             final = not restart or verdict is not None
             self._say_exit(rec, outcome, extra, merged=False, cause=reason.error, final=final)
+        if merge and not restart:
+            log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
+            merge = False
         if verdict is not None:
             self._over_budget(rec, verdict)
             return
@@ -1046,27 +1044,6 @@ class Supervisor(OwnActor):
             self._apply(rec, decision, reason.error, exited=outcome if merge else None)
         else:
             self._apply_group(rec, decision, reason.error)
-
-    def _short(self, rec: ChildRecord, reason: ExitReason, again: Decision | None) -> bool:
-        """Whether ``rec``'s start failed for jobvisor's own want of descriptors, processes or
-        memory (``host_shortage``): then it is no failure of the job's, counts against no
-        intensity nor budget, and is tried again after the backoff, at least ``RETRY``.
-        (Never a restart in place, ``again``: a command that could not start is none.)"""
-        code = host_shortage(reason.error)
-        if code is None or again is not None:
-            return False
-        delay = max(RETRY, self.policy.backoff.delay(1, self.ctx.rand()))
-        error = (rec.last_exit and rec.last_exit.error) or str(reason.error)
-        SHORTAGES.failed(rec.path, code, error, delay, self.ctx.scheduler)  # said once for all
-        log.debug(
-            "{}: {}; start again in {:.3f}s (jobvisor's want, counted against no max_restarts)",
-            rec.path,
-            error,
-            delay,
-            extra={"path": rec.path},
-        )
-        self._schedule_start(rec, delay, TimerKind.RESTART)
-        return True
 
     def _ended(
         self,
@@ -1224,10 +1201,6 @@ class Supervisor(OwnActor):
                 self.ctx.announce(
                     decision, self.policy, rec.path, what, extra=extra, clean=exited is not None
                 )
-            case _ if exited is not None:  # a clean exit no restart follows: said on its own
-                extra = {"path": rec.path, "attempt": rec.attempts, "failure": None}
-                log.info("{}: exited ({})", rec.path, exited.value, extra=extra)
-                self._apply(rec, decision, cause)
             case Cooldown(duration=duration):
                 self._schedule_start(rec, duration, TimerKind.PROBE)
                 self._set_state(rec, State.COOLDOWN)

@@ -7,9 +7,7 @@ crash-loop on "Too many open files", with nothing at its start naming the limit.
 from __future__ import annotations
 
 import errno
-import os
 import resource
-import shutil
 import subprocess
 import textwrap
 import threading
@@ -17,12 +15,10 @@ from pathlib import Path
 
 import logbook
 import pytest
-from faultkit import CLI, ENV, start_daemon, stop_daemon, wait_until
+from faultkit import CLI, ENV
 
-from actors import CommandFailed
 from supervision._fdlimit import BASE, PER_PROCESS_JOB, AcceptShortage, needed, plan
 from supervision._manifest import load_manifest
-from supervision._shortage import host_shortage
 
 INF = resource.RLIM_INFINITY
 
@@ -146,90 +142,3 @@ def test_an_accept_loop_ends_when_its_socket_is_closed_and_only_then(
     assert not [r for r in logs.records if r.level >= logbook.INFO]
     stopped.set()  # closed while it ran short: the loop ends
     assert not shortage.failed(OSError(errno.EMFILE, "Too many open files"))
-
-
-STOPPED = 16
-SHORT_OF_FDS = 110  # the daemon's own ~25 and its clients', and about 17 of 30 services' 5 each
-
-
-@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
-def test_starts_that_fail_for_the_daemons_own_want_of_fds_wait_for_them_and_never_give_up(
-    tmp_path: Path,
-) -> None:
-    # `ulimit -n 64` and 40 services: 31 gave up for good in 0.7 s, "could not start: Too many
-    # open files" counted against each one's max_restarts, each to be started by hand.
-    services = "".join(
-        f"  - {{name: s{n}, service: true, command: [sleep, '3600']}}\n" for n in range(30)
-    )
-    manifest = (
-        "version: 1\nsupervisor:\n  backoff: {initial: 0s}\n"
-        "  intensity: {max_restarts: 3, within: 60s}\njobs:\n" + services
-    )
-    log_file = tmp_path / "daemon.log"
-    limit = ("prlimit", f"--nofile={SHORT_OF_FDS}:{SHORT_OF_FDS}")
-    running = start_daemon(tmp_path, manifest, "--log-file", str(log_file), prefix=limit)
-    try:
-        wait_until(
-            lambda: "starts fail for want of" in log_file.read_text(),
-            "the shortage said",
-            proc=running.proc,
-        )
-        # Descriptors freed: 16 jobs stopped as they run (some only once an earlier stop let
-        # them start), so the other 14 fit; they start unaided.
-        stopped: list[str] = []
-        while len(stopped) < STOPPED:
-            up = wait_until(
-                lambda: sorted(
-                    path
-                    for path, node in running.nodes().items()
-                    if node["state"] == "running" and path not in stopped
-                ),
-                "a job running to stop",
-                proc=running.proc,
-            )
-            for path in up[: STOPPED - len(stopped)]:
-                assert running.cli("stop", path).returncode == 0
-                stopped.append(path)
-        wait_until(
-            lambda: all(
-                node["state"] == ("stopped" if path in stopped else "running")
-                for path, node in running.nodes().items()
-            ),
-            "every job not stopped running",
-            proc=running.proc,
-            timeout=60,
-        )
-        wait_until(lambda: "starts work again" in log_file.read_text(), "its end said")
-    finally:
-        stop_daemon(running)
-    log = log_file.read_text()
-    assert "gave up" not in log, log
-    shortage = [line for line in log.splitlines() if "starts fail for want of" in line]
-    assert len(shortage) == 1, shortage  # once, not per job per try
-    assert " WARNING " in shortage[0]
-    assert "file descriptors" in shortage[0]
-    assert "Too many open files" in shortage[0]
-    assert "max_restarts" in shortage[0]
-    ended = [line for line in log.splitlines() if "starts work again" in line]
-    assert len(ended) == 1, ended
-    assert " INFO " in ended[0]
-    assert not [line for line in log.splitlines() if "could not start" in line and "ERROR" in line]
-
-
-def test_only_a_commands_start_that_failed_for_jobvisors_own_want_is_a_shortage() -> None:
-    def could_not_start(code: int) -> CommandFailed:
-        try:
-            try:
-                raise OSError(code, os.strerror(code))
-            except OSError as exc:
-                raise CommandFailed("command x could not start", 126) from exc
-        except CommandFailed as failed:
-            return failed
-
-    for code in (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM):
-        assert host_shortage(could_not_start(code)) == code
-    assert host_shortage(could_not_start(errno.ENOENT)) is None  # the job's: no such program
-    assert host_shortage(could_not_start(errno.EACCES)) is None
-    assert host_shortage(OSError(errno.EMFILE, "Too many open files")) is None  # a job's own
-    assert host_shortage(CommandFailed("command x exited with 1", 1)) is None
-    assert host_shortage(None) is None
