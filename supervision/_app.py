@@ -255,7 +255,13 @@ def _compose(
         base = str(base_dir)
         if resume:
             paths = [path for path, _ in once_jobs(manifest.root)]
-            successes = read_successes(journal_path(manifest.state_dir), paths, resumed=True)
+            successes = read_successes(
+                journal_path(manifest.state_dir),
+                paths,
+                resumed=True,
+                # Whose run it finishes: `run` journals this in its run_start row.
+                manifest=None if manifest.path is None else str(manifest.path),
+            )
             succeeded = succeeded_before(manifest.root, successes, base)
             older = older_successes(manifest.root, successes)
             changed = [

@@ -417,3 +417,33 @@ def test_resume_without_run_rows_counts_every_success_as_before(tmp_path: Path) 
     assert out.returncode == 0, out.stderr
     assert "skipped: s1, s2, s3, s4, s5" in out.stderr, out.stderr
     assert not (tmp_path / "runs.txt").exists()
+
+
+def test_resume_finishes_its_own_manifests_run_when_another_shared_the_state_dir(
+    tmp_path: Path,
+) -> None:
+    """Two manifests in one directory share `.jobvisor`: a plain `run b.yaml` between a
+    failed `run a.yaml` and its `--resume` does not make the resume forget a.yaml's
+    successes (the run it finishes is a.yaml's latest, not the state dir's latest)."""
+    a = write(
+        tmp_path,
+        "version: 1\n" + FAST + "jobs:\n"
+        '  - {name: s1, command: [sh, -c, "echo s1 >> runs.txt"]}\n'
+        "  - {name: s2, depends_on: [s1], restart: temporary,"
+        ' command: [sh, -c, "echo s2 >> runs.txt; test -e ok"]}\n',
+    ).rename(tmp_path / "a.yaml")
+    b = write(
+        tmp_path, "version: 1\njobs:\n  - {name: b, command: [sh, -c, 'echo b >> runs.txt']}\n"
+    ).rename(tmp_path / "b.yaml")
+    assert jobvisor("run", str(a), cwd=tmp_path).returncode != 0
+    assert jobvisor("run", str(b), cwd=tmp_path).returncode == 0
+    assert _runs(tmp_path) == ["s1", "s2", "b"]
+    (tmp_path / "runs.txt").unlink()
+    (tmp_path / "ok").touch()
+    out = jobvisor("run", "--resume", "a.yaml", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "skipped: s1\n" in out.stderr, out.stderr
+    assert _runs(tmp_path) == ["s2"]
+    # b.yaml's own resume finishes b.yaml's run, whatever a.yaml's resume wrote since.
+    out = jobvisor("run", "--resume", str(b), cwd=tmp_path)
+    assert "skipped: b\n" in out.stderr, out.stderr
