@@ -1564,7 +1564,7 @@ def _run(args: argparse.Namespace) -> int:
         return USAGE
     _mask_standard_streams(composition.masker.mask)
     with composition:
-        if composition.journal is not None:  # where the next --resume counts successes from
+        if composition.journal is not None:  # where the next --resume counts from; committed
             composition.journal.run_start(
                 {"pid": os.getpid(), "manifest": str(manifest.path), "resume": args.resume}
             )
