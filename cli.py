@@ -380,6 +380,54 @@ class _Masked(io.TextIOWrapper):
         return super().write(text)
 
 
+_PART_MOST = 65536  # characters of a line without its end held back, at most
+
+
+class _AroundProgress:
+    """``sys.stderr`` while ``run`` draws its progress line there: a thread job's stderr
+    line landed on the end of it ('[02:42:43] 2 runningjob line 2'). Each whole line goes
+    through the run's ``logging`` as a record does (the progress line cleared, then drawn
+    again below it), masked; a line's start waits for its end (``end`` writes what is left).
+    Anything else is the stream's."""
+
+    def __init__(self, stream: Any, logging: Any) -> None:
+        self._stream = stream
+        self._logging = logging
+        import threading  # noqa: PLC0415 - run's alone
+
+        self._lock = threading.Lock()  # job threads print at once: each line whole, in order
+        self._part = ""
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._lock:
+            lines = (self._part + text).split("\n")
+            self._part = lines.pop()
+            if len(self._part) > _PART_MOST:
+                lines.append(self._part)
+                self._part = ""
+            self._say(lines)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing: a line's start stays until its end, as the progress line is on it."""
+
+    def end(self) -> None:
+        with self._lock:
+            if self._part:
+                self._say([self._part])
+                self._part = ""
+
+    def _say(self, lines: list[str]) -> None:
+        mask = getattr(self._stream, "mask", None)
+        for line in lines:
+            self._logging.say(mask(line) if mask is not None else line, self._stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _mask_standard_streams(mask: Callable[[str], str]) -> None:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, _Masked):
@@ -1588,9 +1636,18 @@ def _run(args: argparse.Namespace) -> int:
             )
         live = sys.stderr.isatty() and not as_json and _may_draw()
         progress = write_progress(logging=composition.logging) if live else None
-        report = run_batch(composition, on_progress=progress)
         if live:
+            stderr = sys.stderr
+            around = _AroundProgress(stderr, composition.logging)
+            sys.stderr = around
+            try:
+                report = run_batch(composition, on_progress=progress)
+            finally:
+                sys.stderr = stderr
+                around.end()
             composition.logging.show_status("", sys.stderr)
+        else:
+            report = run_batch(composition, on_progress=progress)
         composition.logging.sum_up()  # the loops' summaries before the table and the verdict
         composition.logging.flush()  # the records first, where stdout shares their terminal
         mask = composition.masker.mask

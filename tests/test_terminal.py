@@ -136,6 +136,39 @@ def test_log_records_never_share_a_line_with_the_progress(tmp_path: Path) -> Non
     assert "PATH" in stdout
 
 
+def test_a_thread_jobs_stderr_lines_never_share_a_line_with_the_progress(tmp_path: Path) -> None:
+    """A python job's print to stderr landed on the end of the progress line
+    ('[02:42:43] 2 runningjob line 2'): while the line is drawn, each of its lines clears
+    it and draws it again below, as a log record does."""
+    (tmp_path / "talk.py").write_text(
+        "import sys, time\n"
+        "def main():\n"
+        "    for i in range(6):\n"
+        "        print(f'job line {i}', file=sys.stderr)\n"
+        "        sys.stderr.write('job ')\n"  # a line in two writes is still one line
+        "        sys.stderr.write(f'part {i}\\n')\n"
+        "        time.sleep(0.2)\n",
+        encoding="utf-8",
+    )
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - {name: talk, python: "talk:main"}
+          - {name: slow, command: [sh, -c, "sleep 1.5"]}
+        """,
+    )
+    raw, stdout, code = run_on_a_terminal(tmp_path)
+    assert code == 0, raw
+    assert len(PROGRESS.findall(raw)) >= 2, raw
+    lines, last = screen(raw)
+    said = [line for line in lines if "job " in line]
+    assert said == [f"job {what} {i}" for i in range(6) for what in ("line", "part")], raw
+    assert last == ""
+    assert "PATH" in stdout
+
+
 @pytest.mark.parametrize("env", [{"TERM": "dumb"}, {"CI": "true"}, {"NO_COLOR": "1"}])
 def test_term_dumb_and_ci_turn_the_progress_line_off_and_no_color_leaves_it(
     tmp_path: Path, env: dict[str, str]
