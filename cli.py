@@ -1589,8 +1589,9 @@ def _say_how_it_ended(report: Any, mask: Callable[[str], str], logging: Any) -> 
 
 def _may_draw() -> bool:
     """Whether ``run`` may keep its progress line on a terminal: not under CI (a log read
-    later), nor on ``TERM=dumb``, which takes no escape sequence (the line is redrawn with
-    one). ``NO_COLOR`` leaves it: it asks for no colour, and run draws none."""
+    later; ``CI=`` empty is no CI, as a shell clears it for one command), nor on
+    ``TERM=dumb``, which takes no escape sequence (the line is redrawn with one).
+    ``NO_COLOR`` leaves it: it asks for no colour, and run draws none."""
     return not os.environ.get("CI") and os.environ.get("TERM") != "dumb"
 
 
