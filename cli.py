@@ -385,18 +385,25 @@ _PART_MOST = 65536  # characters of a line without its end held back, at most
 
 class _AroundProgress:
     """``sys.stderr`` while ``run`` draws its progress line there: a thread job's stderr
-    line landed on the end of it ('[02:42:43] 2 runningjob line 2'). Each whole line goes
-    through the run's ``logging`` as a record does (the progress line cleared, then drawn
-    again below it), masked; a line's start waits for its end (``end`` writes what is left).
-    Anything else is the stream's."""
+    line landed on the end of it ('[02:42:43] 2 runningjob line 2'). Each whole line clears
+    the progress line and draws it again below, as a log record does (through the run's
+    ``logging`` when its records go to this stream, in order with them), masked; a line's
+    start waits for its end (``end`` writes what is left). It draws the progress line too
+    (``show_status``), so it knows what to draw again. Anything else is the stream's."""
 
     def __init__(self, stream: Any, logging: Any) -> None:
-        self._stream = stream
-        self._logging = logging
         import threading  # noqa: PLC0415 - run's alone
 
+        from supervision._logging import CLEAR_LINE  # noqa: PLC0415
+
+        self._stream = stream
+        self._logging = logging
+        # The records go to a stream (stderr) when they go to no file, at a level but none.
+        self._shared = logging.retunable and logging.path is None
+        self._clear = CLEAR_LINE
         self._lock = threading.Lock()  # job threads print at once: each line whole, in order
         self._part = ""
+        self._status = ""
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
@@ -413,6 +420,11 @@ class _AroundProgress:
     def flush(self) -> None:
         """Nothing: a line's start stays until its end, as the progress line is on it."""
 
+    def show_status(self, text: str, stream: Any) -> None:
+        with self._lock:
+            self._status = text
+            self._logging.show_status(text, stream)
+
     def end(self) -> None:
         with self._lock:
             if self._part:
@@ -420,9 +432,19 @@ class _AroundProgress:
                 self._part = ""
 
     def _say(self, lines: list[str]) -> None:
+        if not lines:
+            return
         mask = getattr(self._stream, "mask", None)
-        for line in lines:
-            self._logging.say(mask(line) if mask is not None else line, self._stream)
+        lines = [mask(line) if mask is not None else line for line in lines]
+        if self._shared:
+            for line in lines:
+                self._logging.say(line, self._stream)
+            return
+        import contextlib  # noqa: PLC0415 - run's alone
+
+        with contextlib.suppress(OSError, ValueError):  # as the log's own writes
+            self._stream.write("".join(self._clear + line + "\n" for line in lines) + self._status)
+            self._stream.flush()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -1636,19 +1658,18 @@ def _run(args: argparse.Namespace) -> int:
                 sys.stderr,
             )
         live = sys.stderr.isatty() and not as_json and _may_draw()
-        progress = write_progress(logging=composition.logging) if live else None
         if live:
             stderr = sys.stderr
             around = _AroundProgress(stderr, composition.logging)
             sys.stderr = around
             try:
-                report = run_batch(composition, on_progress=progress)
+                report = run_batch(composition, on_progress=write_progress(stderr, logging=around))
             finally:
                 sys.stderr = stderr
                 around.end()
             composition.logging.show_status("", sys.stderr)
         else:
-            report = run_batch(composition, on_progress=progress)
+            report = run_batch(composition, on_progress=None)
         composition.logging.sum_up()  # the loops' summaries before the table and the verdict
         composition.logging.flush()  # the records first, where stdout shares their terminal
         mask = composition.masker.mask

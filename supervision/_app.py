@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Self, TextIO
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TextIO
 
 import logbook
 
@@ -745,8 +745,14 @@ def progress_line(doc: dict[str, Any]) -> str:
     return line
 
 
+class _ShowsStatus(Protocol):
+    """What draws the status line: a ``LoggingSetup``, or ``run``'s stderr around it."""
+
+    def show_status(self, text: str, stream: TextIO) -> None: ...
+
+
 def write_progress(
-    stream: TextIO = sys.stderr, *, logging: LoggingSetup | None = None
+    stream: TextIO = sys.stderr, *, logging: _ShowsStatus | None = None
 ) -> Callable[[dict[str, Any]], None]:
     """A progress callback that redraws ``progress_line`` as the last line of the terminal.
 

@@ -136,10 +136,13 @@ def test_log_records_never_share_a_line_with_the_progress(tmp_path: Path) -> Non
     assert "PATH" in stdout
 
 
-def test_a_thread_jobs_stderr_lines_never_share_a_line_with_the_progress(tmp_path: Path) -> None:
+@pytest.mark.parametrize("logging", ["", "logging: {file: run.log}"])
+def test_a_thread_jobs_stderr_lines_never_share_a_line_with_the_progress(
+    tmp_path: Path, logging: str
+) -> None:
     """A python job's print to stderr landed on the end of the progress line
     ('[02:42:43] 2 runningjob line 2'): while the line is drawn, each of its lines clears
-    it and draws it again below, as a log record does."""
+    it and draws it again below, as a log record does; with the records in a file too."""
     (tmp_path / "talk.py").write_text(
         "import sys, time\n"
         "def main():\n"
@@ -152,11 +155,12 @@ def test_a_thread_jobs_stderr_lines_never_share_a_line_with_the_progress(tmp_pat
     )
     write(
         tmp_path,
-        """
+        f"""
         version: 1
+        {logging}
         jobs:
-          - {name: talk, python: "talk:main"}
-          - {name: slow, command: [sh, -c, "sleep 1.5"]}
+          - {{name: talk, python: "talk:main"}}
+          - {{name: slow, command: [sh, -c, "sleep 1.5"]}}
         """,
     )
     raw, stdout, code = run_on_a_terminal(tmp_path)
