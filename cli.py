@@ -380,6 +380,76 @@ class _Masked(io.TextIOWrapper):
         return super().write(text)
 
 
+_PART_MOST = 65536  # characters of a line without its end held back, at most
+
+
+class _AroundProgress:
+    """``sys.stderr`` while ``run`` draws its progress line there: a thread job's stderr
+    line landed on the end of it ('[02:42:43] 2 runningjob line 2'). Each whole line clears
+    the progress line and draws it again below, as a log record does (through the run's
+    ``logging`` when its records go to this stream, in order with them), masked; a line's
+    start waits for its end (``end`` writes what is left). It draws the progress line too
+    (``show_status``), so it knows what to draw again. Anything else is the stream's."""
+
+    def __init__(self, stream: Any, logging: Any) -> None:
+        import threading  # noqa: PLC0415 - run's alone
+
+        from supervision._logging import CLEAR_LINE  # noqa: PLC0415
+
+        self._stream = stream
+        self._logging = logging
+        # The records go to a stream (stderr) when they go to no file, at a level but none.
+        self._shared = logging.retunable and logging.path is None
+        self._clear = CLEAR_LINE
+        self._lock = threading.Lock()  # job threads print at once: each line whole, in order
+        self._part = ""
+        self._status = ""
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._lock:
+            lines = (self._part + text).split("\n")
+            self._part = lines.pop()
+            if len(self._part) > _PART_MOST:
+                lines.append(self._part)
+                self._part = ""
+            self._say(lines)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing: a line's start stays until its end, as the progress line is on it."""
+
+    def show_status(self, text: str, stream: Any) -> None:
+        with self._lock:
+            self._status = text
+            self._logging.show_status(text, stream)
+
+    def end(self) -> None:
+        with self._lock:
+            if self._part:
+                self._say([self._part])
+                self._part = ""
+
+    def _say(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        mask = getattr(self._stream, "mask", None)
+        lines = [mask(line) if mask is not None else line for line in lines]
+        if self._shared:
+            for line in lines:
+                self._logging.say(line, self._stream)
+            return
+        import contextlib  # noqa: PLC0415 - run's alone
+
+        with contextlib.suppress(OSError, ValueError):  # as the log's own writes
+            self._stream.write("".join(self._clear + line + "\n" for line in lines) + self._status)
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _mask_standard_streams(mask: Callable[[str], str]) -> None:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, _Masked):
@@ -815,7 +885,15 @@ def _history(args: argparse.Namespace) -> int:
         _error(printable(f"the journal has nothing of {args.job} since {_clock(since, 'seconds')}"))
     elif known is not None and verdict == OK:  # a job that has not run yet: said, not an error
         shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
-        _error(printable(f"the journal has nothing of {args.job}; it has: {shown or 'no job yet'}"))
+        # An attempt is journaled as it ends: "no job yet" was said beside the daemon's rows,
+        # and while the job ran.
+        _error(
+            printable(
+                f"the journal has nothing of {args.job}; it has: {shown}"
+                if shown
+                else f"no attempt of {args.job} has finished yet"
+            )
+        )
     for row in rows:
         # Errors may hold a job's control characters.
         sys.stdout.write(printable(_history_line(row)) + "\n")
@@ -1540,8 +1618,9 @@ def _say_how_it_ended(report: Any, mask: Callable[[str], str], logging: Any) -> 
 
 def _may_draw() -> bool:
     """Whether ``run`` may keep its progress line on a terminal: not under CI (a log read
-    later), nor on ``TERM=dumb``, which takes no escape sequence (the line is redrawn with
-    one). ``NO_COLOR`` leaves it: it asks for no colour, and run draws none."""
+    later; ``CI=`` empty is no CI, as a shell clears it for one command), nor on
+    ``TERM=dumb``, which takes no escape sequence (the line is redrawn with one).
+    ``NO_COLOR`` leaves it: it asks for no colour, and run draws none."""
     return not os.environ.get("CI") and os.environ.get("TERM") != "dumb"
 
 
@@ -1563,7 +1642,7 @@ def _run(args: argparse.Namespace) -> int:
         return USAGE
     _mask_standard_streams(composition.masker.mask)
     with composition:
-        if composition.journal is not None:  # where the next --resume counts successes from
+        if composition.journal is not None:  # where the next --resume counts from; committed
             composition.journal.run_start(
                 {"pid": os.getpid(), "manifest": str(manifest.path), "resume": args.resume}
             )
@@ -1586,10 +1665,18 @@ def _run(args: argparse.Namespace) -> int:
                 sys.stderr,
             )
         live = sys.stderr.isatty() and not as_json and _may_draw()
-        progress = write_progress(logging=composition.logging) if live else None
-        report = run_batch(composition, on_progress=progress)
         if live:
+            stderr = sys.stderr
+            around = _AroundProgress(stderr, composition.logging)
+            sys.stderr = around
+            try:
+                report = run_batch(composition, on_progress=write_progress(stderr, logging=around))
+            finally:
+                sys.stderr = stderr
+                around.end()
             composition.logging.show_status("", sys.stderr)
+        else:
+            report = run_batch(composition, on_progress=None)
         composition.logging.sum_up()  # the loops' summaries before the table and the verdict
         composition.logging.flush()  # the records first, where stdout shares their terminal
         mask = composition.masker.mask

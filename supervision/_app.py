@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Self, TextIO
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TextIO
 
 import logbook
 
@@ -255,7 +255,13 @@ def _compose(
         base = str(base_dir)
         if resume:
             paths = [path for path, _ in once_jobs(manifest.root)]
-            successes = read_successes(journal_path(manifest.state_dir), paths, resumed=True)
+            successes = read_successes(
+                journal_path(manifest.state_dir),
+                paths,
+                resumed=True,
+                # Whose run it finishes: `run` journals this in its run_start row.
+                manifest=None if manifest.path is None else str(manifest.path),
+            )
             succeeded = succeeded_before(manifest.root, successes, base)
             older = older_successes(manifest.root, successes)
             changed = [
@@ -739,8 +745,14 @@ def progress_line(doc: dict[str, Any]) -> str:
     return line
 
 
+class _ShowsStatus(Protocol):
+    """What draws the status line: a ``LoggingSetup``, or ``run``'s stderr around it."""
+
+    def show_status(self, text: str, stream: TextIO) -> None: ...
+
+
 def write_progress(
-    stream: TextIO = sys.stderr, *, logging: LoggingSetup | None = None
+    stream: TextIO = sys.stderr, *, logging: _ShowsStatus | None = None
 ) -> Callable[[dict[str, Any]], None]:
     """A progress callback that redraws ``progress_line`` as the last line of the terminal.
 

@@ -159,22 +159,27 @@ def elsewhere(manifest: str | os.PathLike[str], found: str) -> str:
 
 def held_by_run(found: str) -> str:
     """Why no daemon answers in ``found`` when a ``jobvisor run`` holds it (its lock file,
-    ``PID run``, names a live one): a run has no control socket. A hint to add to the error
-    (in parentheses) naming what has one (a daemon) or an HTTP API (``run --http``: its
-    address when it has one); "" when no run holds it.
+    ``PID run``, is held, and names a live one): a run has no control socket. A hint to add
+    to the error (in parentheses) naming what has one (a daemon) or an HTTP API (``run
+    --http``: its address when it has one); "" when no run holds it.
 
-    The lock is only read, never taken: a daemon starting meanwhile must find it free.
+    Only files of this user are read (the hint is printed: another's text could say
+    anything). The lock is tried for an instant, shared, never kept: a lock file keeps its
+    ``PID run`` after its run ended, and the pid may be another's since (``npm run``).
     """
+    lock = _own(os.path.join(found, "daemon.lock"), held=True)
+    if lock is None:
+        return ""
+    text, written = lock
+    pid_text, _, kind = text.strip().partition(" ")
     try:
-        with open(os.path.join(found, "daemon.lock"), encoding="utf-8") as file:
-            pid_text, _, kind = file.read(64).strip().partition(" ")
         pid = int(pid_text)
-    except (OSError, UnicodeDecodeError, ValueError):
+    except ValueError:
         return ""
     if kind != "run" or not _runs(pid):
         return ""
     said = f" (a `jobvisor run` (pid {pid}) holds this state dir, and a run has no control socket"
-    url = _http_url(found)
+    url = _http_url(found, written)
     if url:
         return f"{said}: its HTTP API is at {url} (try {url}api/status); `jobvisor daemon` has one)"
     return (
@@ -183,9 +188,37 @@ def held_by_run(found: str) -> str:
     )
 
 
+def _own(path: str, *, held: bool = False) -> tuple[str, int] | None:
+    """The text of ``path`` (its first 4 KiB) and its mtime (ns), if it is a regular file of
+    this user, in UTF-8; with ``held``, only while another process holds its flock."""
+    import fcntl  # noqa: PLC0415 - this hint only
+    import stat  # noqa: PLC0415
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid():
+            return None
+        if held:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # held: a jobvisor runs there
+            else:
+                return None  # nobody holds it: what it says is of a jobvisor that ended
+        return os.read(fd, 4096).decode("utf-8"), found.st_mtime_ns
+    except (OSError, UnicodeDecodeError):
+        return None
+    finally:
+        os.close(fd)  # and with it the shared lock, if it was taken
+
+
 def _runs(pid: int) -> bool:
-    """Whether ``pid`` is a running ``jobvisor run`` (a lock file outlives its run; the pid may
-    be another process's since)."""
+    """Whether ``pid`` is a running ``jobvisor run`` (asked besides the lock: an older
+    jobvisor's lock file may be held by a daemon it started)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -199,16 +232,21 @@ def _runs(pid: int) -> bool:
         return True  # no /proc to ask: the signal said it runs
 
 
-def _http_url(found: str) -> str:
-    """The address a ``run --http`` wrote to ``found``'s ``http.json``, "" if none."""
-    import json  # noqa: PLC0415 - this hint only
+def _http_url(found: str, since: int) -> str:
+    """The address a ``run --http`` wrote to ``found``'s ``http.json``, "" if none, or if it
+    was written before the lock file was (``since``, ns): a SIGKILLed ``run --http`` or
+    daemon left it, and the run holding the lock now serves no HTTP. Only a plain
+    ``http://`` URL of printable ASCII is taken: it is printed as it is."""
+    import re  # noqa: PLC0415 - this hint only
 
-    try:
-        with open(os.path.join(found, "http.json"), encoding="utf-8") as file:
-            url = json.load(file).get("url")
-    except (OSError, ValueError, AttributeError):
+    address = _own(os.path.join(found, "http.json"))
+    if address is None or address[1] < since:
         return ""
-    return url if isinstance(url, str) else ""
+    try:
+        url = json.loads(address[0]).get("url")
+    except (ValueError, AttributeError):
+        return ""
+    return url if isinstance(url, str) and re.fullmatch(r"http://[!-~]+", url) else ""
 
 
 def _declared_state_dir(text: str) -> str | None:

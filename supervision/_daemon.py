@@ -57,7 +57,7 @@ from supervision._fdlimit import AcceptShortage, fit_open_files
 from supervision._files import Ident, check_parents, identity, remove_if_same, write_atomic
 from supervision._hangup import off_the_terminal
 from supervision._held import lost_line
-from supervision._history import JournalError, last_daemon_start
+from supervision._history import JournalError, last_daemon_start, read_history
 from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
@@ -466,6 +466,10 @@ class ControlServer:
             req = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise _BadRequest(f"not JSON: {exc}") from None
+        except RecursionError:  # the decoder recurses per bracket: a client's bad input
+            raise _BadRequest(
+                "not JSON: too deeply nested (a request is one flat JSON object)"
+            ) from None
         if not isinstance(req, dict):
             raise _BadRequest("expected a JSON object")
         version = req.get("v")
@@ -1832,6 +1836,22 @@ def _start_detail(manifest: Path, journal: Path) -> dict[str, Any]:
     else:
         detail["previous"] = (
             f"the daemon before{said} journaled no stop: it was killed, or its machine went down"
+        )
+        # Said in the log too: the row alone was read only by who thought to run history.
+        try:
+            newest = read_history(journal, None, 1)
+        except JournalError:
+            newest = []
+        when = (
+            f", after {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(newest[-1]['at']))} "
+            "(its last journal row)"
+            if newest
+            else ""
+        )
+        log.warning(
+            "{}{}; what it had running then has no row (the journal has each attempt once it ends)",
+            detail["previous"],
+            when,
         )
     return detail
 

@@ -22,10 +22,12 @@ cooling down, a different output line) is always written, after the
 summary of what was held before it; so is a
 record of what a person or the supervisor did to the child (stopping,
 stopped, start requested: ``acted``), every time, since a loop does not
-repeat those by itself. A different error, or a pause of ``interval``,
-ends the burst, and so does a person's start of the child (``forget``): its
-next failures are a new story. Only the log is damped: the journal and
-events still see every attempt, and ``--log-level verbose`` turns damping off.
+repeat those by itself; and so is the failure that ends in a give-up, an
+escalation or a cooldown (an ``acted`` failure), the decision's cause.
+A different error, or a pause of ``interval``, ends the burst, and so
+does a person's start of the child (``forget``): its next failures are a
+new story. Only the log is damped: the journal and events still see every
+attempt, and ``--log-level verbose`` turns damping off.
 
 Two trees in one process (``start_tree`` twice) may each have a job ``crash``: the
 paths are only unique inside a tree, so each tree has a damper of its own
@@ -193,7 +195,9 @@ class CrashLoopDamper:
         or ``CLEAN`` when it reports a clean exit that is restarted (a burst of
         them is a loop too). ``acted``: the record says what a person or the
         supervisor did to the child (a stop, a start), which the loop does not
-        repeat by itself: always written, as a new kind is. ``restart``: the
+        repeat by itself: always written, as a new kind is; with a ``failure``, it
+        is the failure the supervisor gives up, escalates or cools down after
+        (counted in the burst, written in full after the summary of what was held). ``restart``: the
         record says the child is restarted (after ``delay`` seconds); held ones are
         counted in the summary, and one whose delay is twice the longest written
         during the burst is written (a backoff growing is news, as a new kind is).
@@ -212,7 +216,9 @@ class CrashLoopDamper:
                 if burst is not None:
                     out += self._end(path, now)
                 burst = self._bursts[path] = _Burst(failure, now, shown_at=now)
-            return out, self._failed(path, burst, kind, now)
+            return out, self._failed(path, burst, kind, now) or self._deciding(
+                path, burst, acted, out
+            )
         if burst is None or burst.failures < self.keep:
             if burst is not None:
                 _written(burst, kind, restart, delay)
@@ -224,6 +230,20 @@ class CrashLoopDamper:
         if burst.held:
             out.append(self._summarise(path, burst, now))
         return out, True
+
+    def _deciding(self, path: str, burst: _Burst, acted: bool, out: list[Summary]) -> bool:
+        """Whether a failure just held is the one a give-up, escalation or cooldown follows
+        (``acted``): then it is the decision's cause, written in full after the summary of
+        what was held before it (in ``out``)."""
+        if not acted:
+            return False
+        burst.held -= 1
+        if burst.held:
+            out.append(self._summarise(path, burst, burst.last_failure))
+        else:
+            self._stop_holding(path)
+        burst.shown_at = burst.last_failure
+        return True
 
     @staticmethod
     def _repeated(burst: _Burst, restart: bool, delay: float) -> bool:

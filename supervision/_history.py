@@ -358,15 +358,19 @@ def read_succeeded(db: Path) -> dict[str, set[str]]:
 
 
 def read_successes(
-    db: Path, paths: Collection[str] | None = None, *, resumed: bool = False
+    db: Path,
+    paths: Collection[str] | None = None,
+    *,
+    resumed: bool = False,
+    manifest: str | None = None,
 ) -> dict[str, dict[str, tuple[int | None, float]]]:
     """For ``run --resume``: each path's last success per spec hash, ``(code, ended_at)``.
 
     ``paths``: only these (the once-jobs, read through the path index: a journal full of a
     periodic job's successes is not read whole at every resume); None: every path.
     ``resumed``: only the successes of the run a ``--resume`` finishes, those since the
-    start of the last ``run`` that was no ``--resume`` (``run_start_seq``); every one in a
-    journal no ``run`` marked so (an older jobvisor's, a daemon's alone).
+    start of the last ``run`` of ``manifest`` that was no ``--resume`` (``run_start_seq``);
+    every one in a journal no ``run`` marked so (an older jobvisor's, a daemon's alone).
     """
     if not db.exists():
         return {}
@@ -374,7 +378,7 @@ def read_successes(
         "SELECT path, spec_hash, code, ended_at FROM attempts"
         " WHERE outcome = 'succeeded' AND spec_hash IS NOT NULL"
     )
-    since = run_start_seq(db) if resumed else None
+    since = run_start_seq(db, manifest) if resumed else None
     if since is not None:
         select += f" AND seq > {since:d}"
     if paths is None:
@@ -391,19 +395,30 @@ def read_successes(
 RUN_START: Final = "run_start"  # a `run`'s row at its start, path "" (shown as `(run)`)
 
 
-def run_start_seq(db: Path) -> int | None:
-    """The seq of the latest ``run_start`` row of a ``run`` that was no ``--resume``: the
-    start of the run a ``--resume`` finishes (a resume of a resume goes on with the same
-    one). None without one: a journal no ``run`` of this jobvisor marked, or not yet
-    migrated to seq (no ``run`` of this jobvisor wrote it then either)."""
+def run_start_seq(db: Path, manifest: str | None = None) -> int | None:
+    """The seq of the latest ``run_start`` row of a ``run`` of ``manifest`` (its resolved
+    path, as ``run`` writes it) that was no ``--resume``: the start of the run a ``--resume``
+    finishes (a resume of a resume goes on with the same one). Two manifests in one
+    directory share a state dir, so another manifest's run in between is no new start of
+    this one's. Without a row of ``manifest`` (or None), the latest of any manifest's (the
+    rows of a jobvisor that wrote none). None without one: a journal no ``run`` of this
+    jobvisor marked, or not yet migrated to seq (no ``run`` of this jobvisor wrote it then
+    either)."""
     if "seq" not in _columns(db)["decisions"]:
         return None
-    rows = _query(
-        db,
+    select = (
         "SELECT seq FROM decisions WHERE path = '' AND kind = ?"
-        " AND NOT coalesce(json_extract(detail, '$.resume'), 0) ORDER BY id DESC LIMIT 1",
-        (RUN_START,),
+        " AND NOT coalesce(json_extract(detail, '$.resume'), 0)"
     )
+    rows: list[tuple[Any, ...]] = []
+    if manifest is not None:
+        rows = _query(
+            db,
+            select + " AND json_extract(detail, '$.manifest') = ? ORDER BY id DESC LIMIT 1",
+            (RUN_START, manifest),
+        )
+    if not rows:
+        rows = _query(db, select + " ORDER BY id DESC LIMIT 1", (RUN_START,))
     return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
 

@@ -110,6 +110,12 @@ HANGUP_CHECK: Final = 1.0  # seconds: how often an idle stream looks whether its
 STATUS_DEADLINE: Final = 10.0
 MAX_HISTORY: Final = 10_000
 MAX_PER_JOB: Final = 1000  # attempts of each job in one ?per_job answer
+# An answer past BIG_ANSWER bytes is held whole until its client has read it (a stalled one:
+# up to the deadline): at most MAX_BIG_ANSWERS are sent at once, the next is told to retry.
+# 70 clients asking ?limit=10000 and never reading took a daemon from 45 to 307 MB (trial 33).
+BIG_ANSWER: Final = 256 * 1024
+MAX_BIG_ANSWERS: Final = 4
+BIG_RETRY: Final = 1  # seconds: the Retry-After of a large answer refused for the cap
 ACTIONS: Final = ("start", "stop", "restart", "signal")
 # The page is one file with inline script and style; it talks only to this server.
 PAGE_POLICY: Final = (
@@ -289,6 +295,10 @@ class Endpoint:
         # (action, job path, the signal's number for a signal): the control protocol's reply.
         self.act: Callable[[str, str, int | None], dict[str, Any]] = self._act_on_tree
         self.hub = _Hub(mask, life=str(int(time.time() * 1000)))
+        # One history answer built at a time: its rows as objects are many times its text, and
+        # 70 built at once were most of trial 33's peak (and stayed, fragments of the heap).
+        self.building = threading.Lock()
+        self.big_answers = threading.BoundedSemaphore(MAX_BIG_ANSWERS)
         self._closed = threading.Event()
         Gauge(
             "jobvisor_http_event_clients",
@@ -887,16 +897,34 @@ class _Handler(BaseHTTPRequestHandler):
         since = _since(urllib.parse.urlsplit(self.path).query, per_job)
         if self.endpoint.journal is None:
             raise _Refused(HTTPStatus.NOT_FOUND, "this tree keeps no journal")
-        try:
-            # per_job: {path: [attempt, ...]}, a page's every timeline in one read.
-            answer: Any = (
-                read_recent_attempts(self.endpoint.journal, job, int(text))
-                if per_job is not None
-                else read_history(self.endpoint.journal, job, int(text), since=since)
+        with self.endpoint.building:
+            try:
+                # per_job: {path: [attempt, ...]}, a page's every timeline in one read.
+                answer: Any = (
+                    read_recent_attempts(self.endpoint.journal, job, int(text))
+                    if per_job is not None
+                    else read_history(self.endpoint.journal, job, int(text), since=since)
+                )
+            except JournalError as exc:
+                raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
+            # Only the bytes outlive the build: the objects and the text go before the write.
+            body = self._encode(answer)
+            del answer
+        if len(body) <= BIG_ANSWER:
+            self._send(HTTPStatus.OK, body, "application/json")
+            return
+        if not self.endpoint.big_answers.acquire(blocking=False):
+            del body
+            raise _Refused(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"{MAX_BIG_ANSWERS} large answers are being sent, as many as are sent at once: "
+                "retry later",
+                {"Retry-After": str(BIG_RETRY)},
             )
-        except JournalError as exc:
-            raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
-        self._json(HTTPStatus.OK, answer)
+        try:
+            self._send(HTTPStatus.OK, body, "application/json")
+        finally:
+            self.endpoint.big_answers.release()
 
     def _events(self, query: dict[str, list[str]]) -> None:
         endpoint = self.endpoint
@@ -969,8 +997,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(refused.status, {"error": str(refused)}, refused.headers)
 
     def _json(self, status: HTTPStatus, body: Any, headers: dict[str, str] | None = None) -> None:
-        text = self.endpoint.mask(json.dumps(body, separators=(",", ":")))
-        self._send(status, text.encode(), "application/json", headers)
+        self._send(status, self._encode(body), "application/json", headers)
+
+    def _encode(self, body: Any) -> bytes:
+        return self.endpoint.mask(json.dumps(body, separators=(",", ":"))).encode()
 
     def _send(
         self,

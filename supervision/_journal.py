@@ -45,6 +45,7 @@ from supervision._files import (
     open_private,
 )
 from supervision._history import (
+    RUN_START,
     STATE_KINDS_SQL,
     JournalError,
     companions,
@@ -353,6 +354,12 @@ _PRUNE: Final = {
     "decisions": "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions WHERE path = ?"
     " AND id <= ? AND id != ? ORDER BY id LIMIT ?)",
 }
+_PRUNE_TREE: Final = (
+    "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions WHERE path = ?"
+    " AND id <= ? AND id != ? AND id NOT IN (SELECT MAX(id) FROM decisions WHERE path = ''"
+    " AND kind = 'run_start' AND NOT coalesce(json_extract(detail, '$.resume'), 0)"  # RUN_START
+    " GROUP BY json_extract(detail, '$.manifest')) ORDER BY id LIMIT ?)"
+)
 # The decision open_cooldowns reads of a path: its latest about the child's state.
 _LAST_STATE: Final = (
     f"SELECT id FROM decisions WHERE path = ? AND kind IN {STATE_KINDS_SQL}"  # noqa: S608 - constants
@@ -411,8 +418,9 @@ class Journal:
     Its writer prunes older ones between batches, ``PRUNE_BATCH`` at a time: a
     path is looked at when it is first written, then every ``keep // 10`` of its
     rows. Never pruned: what ``run --resume`` and a daemon's restore read (each
-    path's latest attempt, each breaker's latest state and the latest decision a
-    cooldown is restored from are among the newest, or kept besides).
+    path's latest attempt, each breaker's latest state, the latest decision a
+    cooldown is restored from and each manifest's latest ``run_start`` that was no
+    resume are among the newest, or kept besides).
     """
 
     def __init__(
@@ -601,11 +609,14 @@ class Journal:
         incident sees that the daemon restarted, or was reloaded, in between."""
         self._put((_DECISION, (time.time(), "", kind, json.dumps(detail), self._seq())))
 
-    def run_start(self, detail: dict[str, Any]) -> None:
-        """Queue a ``run``'s ``run_start`` row (path ""; ``resume`` in ``detail``) before its
-        first attempt: ``run --resume`` counts the successes since the last one that was no
-        resume (``read_successes``)."""
-        self.daemon("run_start", detail)
+    def run_start(self, detail: dict[str, Any], timeout: float = 5.0) -> bool:
+        """Write a ``run``'s ``run_start`` row (path ""; ``manifest`` and ``resume`` in
+        ``detail``) and wait until it is committed, before its first attempt: ``run --resume``
+        counts the successes since the last one of its manifest that was no resume
+        (``read_successes``), so a run killed in its first 50 ms must not leave none (the
+        resume would count from the night before). False as ``flush``."""
+        self.daemon(RUN_START, detail)
+        return self.flush(timeout)
 
     def commanded(self, event: ev.Commanded, via: str) -> None:
         """Queue ``event``'s row as ``record`` does, saying through what the person asked
@@ -830,8 +841,11 @@ class Journal:
             if table == "decisions":
                 last = conn.execute(_LAST_STATE, (path,)).fetchone()
                 spared = -1 if last is None else int(last[0])
+            # The tree's rows: each manifest's latest plain run_start is what a --resume
+            # counts from, however many resumes and daemon starts came after it.
+            prune = _PRUNE_TREE if table == "decisions" and path == "" else _PRUNE[table]
             conn.execute("BEGIN")
-            deleted = conn.execute(_PRUNE[table], (path, found[0], spared, PRUNE_BATCH)).rowcount
+            deleted = conn.execute(prune, (path, found[0], spared, PRUNE_BATCH)).rowcount
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn is not None:

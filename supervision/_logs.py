@@ -15,7 +15,7 @@ from the state dir down (``output -> /var/log`` would print /var/log/dpkg.log as
 the state dir.
 """
 
-# ruff: noqa: PTH110, PTH116, PTH118, PTH120, PTH123 - os.path: pathlib costs a control command
+# ruff: noqa: PTH110, PTH116, PTH118, PTH119, PTH120, PTH123 - os.path: pathlib costs a control command
 
 from __future__ import annotations
 
@@ -99,6 +99,7 @@ def follow(
     file: BinaryIO | None = None,
     *,
     within: str | None = None,
+    gap: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
     """Follow ``path`` like ``tail -F``: give ``write`` each new whole line (newline included).
 
@@ -109,9 +110,11 @@ def follow(
     than what was read (truncated) is read again from its start. Yields after
     each look, so the caller decides how long to go on and how long to pause.
     A new file that is a symlink or not a regular file raises ``UnsafePathError``, and so
-    does one below a directory refused (``within``: see ``tail_lines``).
+    does one below a directory refused (``within``: see ``tail_lines``). ``gap`` is told
+    where files may have rotated away unread: more rotations than backups kept came
+    between two looks (how much went is not known: the files keep no offset or count).
     """
-    follower = _Follower(path, write, file, within)
+    follower = _Follower(path, write, file, within, gap)
     try:
         while True:
             follower.look()
@@ -127,9 +130,11 @@ class _Follower:
         write: Callable[[bytes], None],
         file: BinaryIO | None,
         within: str | None = None,
+        gap: Callable[[str], None] | None = None,
     ) -> None:
         self.path = path
         self.within = within
+        self.gap = gap
         self.write = write
         self.file = file
         self.ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the open file
@@ -175,8 +180,17 @@ class _Follower:
         last = os.fstat(self.file.fileno())
         self.close()
         read = {(last.st_dev, last.st_ino)}
-        for _ in range(_CATCH_UP_TRIES):
-            newer = _rotated_after(self.path, (last.st_dev, last.st_ino), last.st_mtime_ns)
+        for tries in range(_CATCH_UP_TRIES):
+            newer, kept = _rotated_after(self.path, (last.st_dev, last.st_ino), last.st_mtime_ns)
+            if kept and not tries and self.gap is not None:
+                # The file read last went past the backups: those rotated after it went too,
+                # unless exactly one rotation more than kept came (the oldest kept follows it).
+                # Without backups every rotation deletes: one between two reads is the rule.
+                self.gap(
+                    f"output may have rotated away unread here: {os.path.basename(self.path)} "
+                    f"rotated more times than its {kept} backup{'s' if kept != 1 else ''} kept "
+                    "between two reads"
+                )
             newer = [(name, ident) for name, ident in newer if ident not in read]
             if not newer:
                 return
@@ -207,11 +221,11 @@ class _Follower:
 
 def _rotated_after(
     path: str, ident: tuple[int, int], mtime_ns: int
-) -> list[tuple[str, tuple[int, int]]]:
+) -> tuple[list[tuple[str, tuple[int, int]]], int | None]:
     """The backups of ``path`` (``path.1``... as jobvisor rotates) made after the file
     ``ident``, oldest first, with their identities: those before it in the chain when it is
     still there; when it is gone (more rotations than backups kept), every one written since
-    it was last written."""
+    it was last written, and how many backups there are (None: it is still there)."""
     chain: list[tuple[str, tuple[int, int], int]] = []
     for n in range(1, _MOST_BACKUPS + 1):
         name = f"{path}.{n}"
@@ -221,11 +235,13 @@ def _rotated_after(
             break
         chain.append((name, (st.st_dev, st.st_ino), st.st_mtime_ns))
     idents = [found for _, found, _ in chain]
+    kept: int | None = None
     if ident in idents:
         newer = chain[: idents.index(ident)]
     else:
         newer = [entry for entry in chain if entry[2] >= mtime_ns]
-    return [(name, found) for name, found, _ in reversed(newer)]
+        kept = len(chain)
+    return [(name, found) for name, found, _ in reversed(newer)], kept
 
 
 def _pump(file: BinaryIO, pending: bytes, write: Callable[[bytes], None]) -> bytes:
@@ -465,7 +481,7 @@ def _show(
         for line in tail_lines(path, lines - len(shown), first=1, within=within) + shown:
             write(line + b"\n")
         if keep_following:
-            for _ in follow(path, write, file, within=within):
+            for _ in follow(path, write, file, within=within, gap=_say_gap):
                 time.sleep(POLL)
     except KeyboardInterrupt:
         pass
@@ -476,22 +492,30 @@ def _show(
             file.close()
 
 
+def _say_gap(text: str) -> None:
+    # On stderr, so that stdout stays the job's lines (and --json's objects) alone.
+    sys.stderr.write(f"[jobvisor: {text}]\n")
+    sys.stderr.flush()
+
+
+def _out(data: bytes) -> None:
+    """To stdout with no buffer of Python's: Ctrl-C in a buffered flush that had written
+    left the bytes in the buffer, and the exit's flush wrote the last line a second time."""
+    sys.stdout.flush()  # anything printed before
+    view = memoryview(data)
+    while view:
+        view = view[os.write(sys.stdout.fileno(), view) :]
+
+
 def _writer() -> Callable[[bytes], None]:
-    out = sys.stdout.buffer
     if not sys.stdout.isatty():
-
-        def raw(data: bytes) -> None:
-            out.write(data)
-            out.flush()
-
-        return raw
+        return _out
     from supervision._printable import printable  # noqa: PLC0415 - only for a terminal
 
     def escaped(data: bytes) -> None:
         text = data.decode("utf-8", "replace")
         lines = text.removesuffix("\n").split("\n")  # not splitlines: \x1c, \u2028 get escaped
-        out.write("".join(printable(line) + "\n" for line in lines).encode())
-        out.flush()
+        _out("".join(printable(line) + "\n" for line in lines).encode())
 
     return escaped
 
@@ -524,12 +548,9 @@ def _json_writer(job: str) -> Callable[[bytes], None]:
     """``logs --json``: one JSON object a line. ASCII only, control characters escaped, so
     it is as safe on a terminal as in a pipe."""
 
-    out = sys.stdout.buffer
-
     def write(data: bytes) -> None:
         lines = data.removesuffix(b"\n").split(b"\n")
-        out.write("".join(json.dumps(_record(job, line)) + "\n" for line in lines).encode())
-        out.flush()
+        _out("".join(json.dumps(_record(job, line)) + "\n" for line in lines).encode())
 
     return write
 

@@ -1010,25 +1010,33 @@ class Supervisor(OwnActor):
         merge = (
             restarting and one and not failed and not rec.window.probing and self.ctx.budget is None
         )
-        self._say_exit(rec, outcome, extra, merged=merge, cause=reason.error)
-        if rule is not None:  # no restart can mend it: none is burned, no backoff waited
-            self._give_up(rec, rule)
-            return
         if not restarting:
-            self._settle(rec, outcome)
+            self._ended(rec, reason, extra, merge, rule)
             return
-        if outcome is Outcome.SUCCEEDED and rec.window.probing:
-            self._probation_passed(rec)  # a once-job succeeding on probation closes it
+        if not failed:  # a failure's line waits for its decision, which it may be the cause of
+            self._say_exit(rec, outcome, extra, merged=merge)
+            if outcome is Outcome.SUCCEEDED and rec.window.probing:
+                self._probation_passed(rec)  # a once-job succeeding on probation closes it
         window = rec.window if one else self._group.window
         now = self.ctx.monotonic()
         if rec.waiting_since is not None:  # an exit while it waited: the state may not say so
             self._waited(rec, now)
         decision = self._decide(window, now, again)
-        if merge and not isinstance(decision, Restart):
+        restart = isinstance(decision, Restart)
+        # (no budget: no call to charge none, once a restart)
+        verdict = (
+            None if not restart or self.ctx.budget is None else self.ctx.budget.charge(rec.path)
+        )
+        if failed:
+            # Said once decided: a failure the supervisor gives up, escalates or cools down
+            # after is that decision's cause, written in full even in a crash loop.
+            final = not restart or verdict is not None
+            self._say_exit(rec, outcome, extra, merged=False, cause=reason.error, final=final)
+        if merge and not restart:
             log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
             merge = False
-        # (no budget: no call to charge none, once a restart)
-        if isinstance(decision, Restart) and self.ctx.budget is not None and self._over_budget(rec):
+        if verdict is not None:
+            self._over_budget(rec, verdict)
             return
         if again is None:
             window.apply(decision, now)
@@ -1036,6 +1044,24 @@ class Supervisor(OwnActor):
             self._apply(rec, decision, reason.error, exited=outcome if merge else None)
         else:
             self._apply_group(rec, decision, reason.error)
+
+    def _ended(
+        self,
+        rec: ChildRecord,
+        reason: ExitReason,
+        extra: dict[str, Any],
+        merge: bool,
+        rule: str | None,
+    ) -> None:
+        """An exit that is not restarted: the child gives up to ``rule``, or settles."""
+        outcome = reason.outcome
+        # A failure that is not restarted ends its story: written in full (``final``).
+        final = outcome.is_failure
+        self._say_exit(rec, outcome, extra, merged=merge, cause=reason.error, final=final)
+        if rule is not None:  # no restart can mend it: none is burned, no backoff waited
+            self._give_up(rec, rule)
+        else:
+            self._settle(rec, outcome)
 
     def _say_exit(
         self,
@@ -1045,8 +1071,10 @@ class Supervisor(OwnActor):
         *,
         merged: bool,
         cause: BaseException | None = None,
+        final: bool = False,
     ) -> None:
-        """Log an exit nobody asked for; ``merged``: a clean one the restart's line says.
+        """Log an exit nobody asked for; ``merged``: a clean one the restart's line says;
+        ``final``: a failure no restart follows, never held back.
 
         ``cause``: the exception that failed it, whose traceback (a python thread job's)
         follows the line, as a child's follows its error; only once the damper let it
@@ -1056,7 +1084,12 @@ class Supervisor(OwnActor):
             error = extra["failure"]
             # ``_value_``, not ``value``: an enum's property is two Python calls (Python 3.11)
             msg, args = "{}: {} (start {}): {}", (rec.path, outcome._value_, rec.starts, error)
-            if not held_back(log, logbook.ERROR, rec.path, msg, args, error, tree=self.ctx.tree_id):
+            if final:
+                msg, args = self._traced(msg, args, cause)
+                log.error(msg, *args, extra={**extra, ACTED: True})
+            elif not held_back(
+                log, logbook.ERROR, rec.path, msg, args, error, tree=self.ctx.tree_id
+            ):
                 msg, args = self._traced(msg, args, cause)
                 log.error(msg, *args, extra=extra)
         elif not merged:
@@ -1097,17 +1130,13 @@ class Supervisor(OwnActor):
 
     # -- decisions -------------------------------------------------------------------------------
 
-    def _over_budget(self, rec: ChildRecord) -> bool:
-        """Charge the tree's budget for a restart of ``rec``; True if the budget refused it.
+    def _over_budget(self, rec: ChildRecord, verdict: Decision) -> None:
+        """The tree's budget refused a restart of ``rec`` (its ``verdict``).
 
         A refused child stays down: it gives up with the budget's reason, or waits in
         backoff (unscheduled) for the root to escalate or cool the whole tree down.
         """
-        budget = self.ctx.budget
-        verdict = None if budget is None else budget.charge(rec.path)
         match verdict:
-            case None:
-                return False
             case GiveUp(reason=reason):
                 self._give_up(rec, f"tree budget exhausted: {reason}")
             case _:
@@ -1118,7 +1147,6 @@ class Supervisor(OwnActor):
                 )
                 rec.next_start_at = None
                 self._set_state(rec, State.BACKOFF)
-        return True
 
     def _on_budget_exhausted(self, msg: BudgetExhausted) -> None:
         """At the root: the tree's budget is spent; ``on_exhausted`` applies to the whole tree."""

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -1269,6 +1270,85 @@ def test_a_control_command_on_a_state_dir_a_run_holds_says_a_run_has_no_socket(
     out = jobvisor("status", "--manifest", "jobs.yaml", cwd=tmp_path)
     assert out.returncode == 3, out.stderr
     assert "jobvisor run" not in out.stderr, out.stderr
+
+
+_HOLDER = (
+    "import fcntl, sys\n"
+    "f = open(sys.argv[1], 'r+')\n"
+    "if sys.argv[2] == 'hold': fcntl.flock(f, fcntl.LOCK_EX)\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+@contextlib.contextmanager
+def _lock_owner(state: Path, hold: bool) -> Iterator[int]:
+    """A live process whose argv has the word `run` (as `npm run` has), named in the state
+    dir's lock file as `PID run`; holding the lock (an flock) if ``hold``."""
+    lock = state / "daemon.lock"
+    lock.touch()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(lock), "hold" if hold else "no", "run"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        lock.write_text(f"{proc.pid} run\n")
+        yield proc.pid
+    finally:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        proc.stdin.close()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+def _http_json(state: Path, url: str, *, stale: bool = False) -> Path:
+    address = state / "http.json"
+    address.write_text(json.dumps({"url": url}))
+    if stale:  # left by an earlier run, before this one wrote the lock file
+        before = (state / "daemon.lock").stat().st_mtime - 10
+        os.utime(address, (before, before))
+    return address
+
+
+def test_the_run_hint_needs_the_lock_held_and_a_current_http_json(tmp_path: Path) -> None:
+    """The hint trusted a lock file's `PID run` whose run had ended (a recycled pid with a
+    word `run`: npm run, docker run), and an http.json a SIGKILLed `run --http` left."""
+    from supervision._client import held_by_run
+
+    with _lock_owner(tmp_path, hold=False):
+        assert held_by_run(str(tmp_path)) == ""
+    with _lock_owner(tmp_path, hold=True) as pid:
+        said = held_by_run(str(tmp_path))
+        assert f"a `jobvisor run` (pid {pid}) holds this state dir" in said, said
+        _http_json(tmp_path, "http://127.0.0.1:9/", stale=True)
+        assert "HTTP API is at" not in held_by_run(str(tmp_path))
+        _http_json(tmp_path, "http://127.0.0.1:9/")
+        assert "its HTTP API is at http://127.0.0.1:9/ " in held_by_run(str(tmp_path))
+
+
+def test_the_run_hint_reads_only_our_own_files_and_prints_no_escape(tmp_path: Path) -> None:
+    """The hint printed the text of a state dir's files raw (an ESC to stderr), whoever
+    owned them."""
+    from supervision._client import held_by_run
+
+    with _lock_owner(tmp_path, hold=True) as pid:
+        for url in ("http://127.0.0.1:9/\x1b]0;owned\x07", "file:///etc/passwd", "http://a b/"):
+            _http_json(tmp_path, url)
+            said = held_by_run(str(tmp_path))
+            assert f"(pid {pid})" in said, said
+            assert "HTTP API is at" not in said, said
+        if os.geteuid() != 0:
+            return  # giving a file to another user takes root
+        address = _http_json(tmp_path, "http://127.0.0.1:9/")
+        os.chown(address, 4242, 4242)
+        assert "HTTP API is at" not in held_by_run(str(tmp_path))
+        os.chown(tmp_path / "daemon.lock", 4242, 4242)
+        assert held_by_run(str(tmp_path)) == ""
 
 
 WAITS_FOR_GO = "while [ ! -e go ]; do sleep 0.02; done"

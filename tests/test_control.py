@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import logbook
 import pytest
 from faultkit import wait_until
 
@@ -78,6 +79,23 @@ def test_an_op_the_daemon_does_not_know_says_the_daemon_may_be_older(tmp_path: P
     with _server(tmp_path):
         reply = request(tmp_path, {"op": "start"}, timeout=10)
     assert reply["error"] == "start needs a job path such as etl/load"  # no such hint
+
+
+@pytest.mark.parametrize("line", [b"[" * 50_000, b'{"a":' * 12_000])
+def test_a_deeply_nested_request_is_a_bad_request_not_a_traceback(
+    tmp_path: Path, logs: logbook.TestHandler, line: bytes
+) -> None:
+    """50,000 ``[`` then a newline: the decoder's recursion ran out, and the catch-all answered
+    'internal' with a traceback at ERROR each time (trial 33)."""
+    with _server(tmp_path) as server:
+        sock = _connected(server.path)
+        with sock:
+            sock.sendall(line + b"\n")
+            reply = _reply_of(sock)
+        assert request(tmp_path, {"op": "status"}, timeout=10)["ok"] is True
+    assert reply["code"] == "bad_request", reply
+    assert reply["error"].startswith("not JSON: too deeply nested"), reply
+    assert not [r for r in logs.records if r.level >= logbook.WARNING], logs.formatted_records
 
 
 def test_a_client_trickling_its_request_is_cut_off_at_the_deadline(tmp_path: Path) -> None:

@@ -142,6 +142,42 @@ def test_a_daemon_killed_without_a_stop_is_said_by_the_next_start(tmp_path: Path
         )
 
 
+KILLED = """
+version: 1
+jobs:
+  - {name: svc, service: true, command: [sleep, "100"]}
+  - {name: once, command: [sleep, "100"]}
+"""
+
+
+def test_the_start_after_a_sigkill_warns_of_it_and_history_says_what_it_lacks(
+    tmp_path: Path,
+) -> None:
+    """After `kill -9` the next daemon's log said nothing (only its journal row did), and
+    `history once` while once ran said 'the journal has nothing of once; it has: no job yet'
+    though the journal held the daemon's rows (trial 33)."""
+    log_file = tmp_path / "second.log"
+    with http_daemon(tmp_path, KILLED, "--runtime", RUNTIME, code=-signal.SIGKILL) as first:
+        wait_until(lambda: _daemon_rows(first), "the start journaled", proc=first.proc)
+        out = first.cli("history", "once")
+        assert (out.returncode, out.stdout) == (0, ""), out.stderr
+        assert out.stderr == "jobvisor: no attempt of once has finished yet\n"
+        last = _daemon_rows(first)[-1]["at"]
+        first.proc.send_signal(signal.SIGKILL)
+    with http_daemon(tmp_path, KILLED, "--runtime", RUNTIME, "--log-file", str(log_file)) as second:
+        wait_until(
+            lambda: len(_daemon_rows(second)) == 2, "the second start journaled", proc=second.proc
+        )
+        warnings = [line for line in log_file.read_text().splitlines() if " WARNING " in line]
+    shown = datetime.fromtimestamp(last).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    assert len(warnings) == 1, warnings
+    assert warnings[0].endswith(
+        f"supervision.daemon: the daemon before (pid {first.proc.pid}) journaled no stop: it "
+        f"was killed, or its machine went down, after {shown} (its last journal row); what it "
+        "had running then has no row (the journal has each attempt once it ends)"
+    ), warnings
+
+
 def test_each_person_action_says_through_what_it_came(tmp_path: Path) -> None:
     with _daemon(tmp_path) as running:
         assert running.cli("restart", "svc").returncode == 0

@@ -74,6 +74,19 @@ def test_the_first_failures_are_written_in_full_then_held() -> None:
     assert cycle(damper) == HOLD_ALL
 
 
+def test_the_failure_a_decision_follows_is_written_after_the_summary_of_those_held() -> None:
+    clock, damper = looping(4)  # the first in full, three held
+    clock.now += 1
+    summaries, write = damper.admit("crash", "failed", failure=ERROR, acted=True)
+    assert write
+    assert summaries == [Summary("crash", 3, 1.0, ERROR)]  # this one is not among them
+    assert not damper.holding
+    assert damper.admit("crash", "gave up", acted=True) == ([], True)
+    _, damper = looping(1)  # nothing held before it: written, and nothing summed up
+    assert damper.admit("crash", "failed", failure=ERROR, acted=True) == ([], True)
+    assert not damper.holding
+
+
 def test_a_summary_at_most_once_per_interval_per_child() -> None:
     clock = Clock()
     damper = CrashLoopDamper(keep=1, interval=10, clock=clock)
@@ -342,7 +355,10 @@ def test_a_real_crash_loop_is_summed_up_and_the_journal_keeps_every_attempt(
     assert written[:3] == [1, 2, 3], "\n".join(lines)
     assert held == 151 - len(written), "\n".join(lines)
     assert "same error: command sh -c 'echo boom >&2; exit 1' exited with 1" in summaries[-1]
-    assert "crash: gave up" in lines[lines.index(summaries[-1]) + 1]
+    # The failure that ends in the give-up is its cause, written in full right before it.
+    last = lines.index(summaries[-1])
+    assert "crash: failed (start 151)" in lines[last + 1], "\n".join(lines)
+    assert "crash: gave up" in lines[last + 2]
     history = jobvisor("history", "crash", "--json", "--limit", "1000", cwd=tmp_path)
     attempts = [row for row in json.loads(history.stdout) if row["type"] == "attempt"]
     assert len(attempts) == 151
@@ -352,7 +368,8 @@ def test_a_real_crash_loop_is_summed_up_and_the_journal_keeps_every_attempt(
         for row in json.loads(history.stdout)
         if row["type"] == "decision" and row["kind"] in {"restart", "give_up"}
     }
-    for start in written[3:]:  # a quiet spell of 10 s (half of it, for the journal's own lag)
+    assert written[-1] == 151
+    for start in written[3:-1]:  # a quiet spell of 10 s (half of it, for the journal's own lag)
         assert restarted[start] - restarted[start - 1] >= 10 / 2, (start, "\n".join(lines))
     loud = jobvisor("run", "--log-level", "verbose", cwd=tmp_path)
     assert loud.returncode == 1
@@ -382,8 +399,10 @@ def test_a_real_loops_growing_backoff_shows_in_the_log(tmp_path: Path) -> None:
     ], "\n".join(lines)
     summaries = [line for line in lines if _SUMMARY in line]
     assert len(summaries) == 1
-    assert "crash: failed 6 more times and was restarted 3 more times in the last" in summaries[0]
-    assert any("crash: gave up" in line for line in lines)
+    # the 9th failure, the give-up's cause, is written in full (not in the summary) before it
+    assert "crash: failed 5 more times and was restarted 3 more times in the last" in summaries[0]
+    gave_up = next(i for i, line in enumerate(lines) if "crash: gave up" in line)
+    assert "crash: failed (start 9)" in lines[gave_up - 1], "\n".join(lines)
 
 
 def test_a_python_crash_loop_shows_where_it_failed_only_with_the_failures_it_writes(
@@ -396,8 +415,9 @@ def test_a_python_crash_loop_shows_where_it_failed_only_with_the_failures_it_wri
     write_loop(tmp_path, "{name: crash, python: 'loop_mod:main'}")
     quiet = jobvisor("run", cwd=tmp_path)
     assert quiet.returncode == 1, quiet.stderr
-    assert quiet.stderr.count("Traceback (most recent call last):") == 3, quiet.stderr
-    assert quiet.stderr.count('loop_mod.py", line 2, in main') == 3
+    # the first 3, and the 151st, whose failure the give-up follows
+    assert quiet.stderr.count("Traceback (most recent call last):") == 4, quiet.stderr
+    assert quiet.stderr.count('loop_mod.py", line 2, in main') == 4
     summaries = [line for line in quiet.stderr.splitlines() if _SUMMARY in line]
     assert "same error: RuntimeError: outer (caused by KeyError: 'k')" in summaries[-1]
     assert "Traceback" not in summaries[-1]
@@ -629,10 +649,10 @@ def test_a_persons_start_of_a_job_that_gave_up_shows_its_next_failures_in_full(
     lines = stream.getvalue().splitlines()
     starts = (re.search(r"failed \(start (\d+)\)", line) for line in lines)
     failed = [int(m.group(1)) for m in starts if m]
-    assert failed == [1, 2, 3, 5, 6, 7], lines  # each story's first three, in full
-    summaries = [line for line in lines if "more time" in line]
-    assert len(summaries) == 2, lines  # the 4th failure, then the 8th: each with its give-up
-    assert "crash: failed 1 more time " in summaries[0]
+    # Each story's first three in full, and the 4th (then the 8th), which its give-up follows;
+    # the 5th was only in a summary ("failed 1 more time ...") before the start was a new story.
+    assert failed == [1, 2, 3, 4, 5, 6, 7, 8], lines
+    assert not [line for line in lines if "more time" in line], lines
 
 
 def cooldowns_until_given_up(make_tree: Any, manifest: str) -> tuple[int, list[str]]:
@@ -1039,3 +1059,23 @@ def test_a_tree_ended_by_kill_after_a_stop_that_timed_out_writes_what_its_damper
         text = stream.getvalue()
     summaries = re.findall(r"crash: failed (\d+) more times?", text)
     assert sum(int(n) for n in summaries) == failed - 3, text
+
+
+def test_the_failure_that_ends_in_a_give_up_is_written_in_full_before_it(tmp_path: Path) -> None:
+    """A batch job's deciding attempt was only in the summary ("failed 1 more time ...") before
+    "gave up": the failure that leads to a give-up is a decision's cause, always written."""
+    manifest = (
+        "version: 1\n"
+        "supervisor:\n"
+        "  backoff: {initial: 0s, max: 0s}\n"
+        "  intensity: {max_restarts: 3, within: 60s}\n"
+        'jobs:\n  - {name: load, command: [sh, -c, "echo no db >&2; exit 3"]}\n'
+    )
+    write(tmp_path, manifest)
+    lines = run_damped(tmp_path)
+    gave_up = next(i for i, line in enumerate(lines) if "load: gave up" in line)
+    error = "command sh -c 'echo no db >&2; exit 3' exited with 3"
+    assert f"load: failed (start 4): {error}" in lines[gave_up - 1], "\n".join(lines)
+    starts = [m[1] for line in lines if (m := re.search(r"load: failed \(start (\d+)\)", line))]
+    assert starts == ["1", "2", "3", "4"], "\n".join(lines)
+    assert not [line for line in lines if "more time" in line and "failed" in line]

@@ -14,6 +14,7 @@ import json
 import secrets
 import select
 import socket
+import sqlite3
 import stat
 import struct
 import textwrap
@@ -53,14 +54,17 @@ from supervision import (
     Strategy,
 )
 from supervision._app import compose, run_batch
+from supervision._history import journal_path
 from supervision._httpapi import (
     ADDRESS_FILE,
     BACKLOG,
+    MAX_BIG_ANSWERS,
     MAX_CONNECTIONS,
     MAX_STREAMS,
     PAGE_POLICY,
     Endpoint,
 )
+from supervision._journal import Journal
 from supervision._listen import HttpSpec
 from supervision._manifest import load_manifest
 from supervision._metrics import TreeMetrics
@@ -573,6 +577,11 @@ def test_a_chunked_body_is_read_with_the_cap_a_sized_one_has(
     status, answer = post(b"Transfer-Encoding: chunked\r\n", b"2;x=y\r\n{}\r\n0\r\nX-T: 1\r\n\r\n")
     assert status == 200, answer
     wait_until(lambda: running.nodes()["svc"]["starts"] == 2, "svc restarted", timeout=30)
+    # No body is parsed: one nested 50,000 deep (the control socket's 'internal' of trial 33)
+    # is dropped unread like any other, and the action done.
+    status, answer = post(b"Content-Length: 50000\r\n", b"[" * 50_000)
+    assert status == 200, answer
+    wait_until(lambda: running.nodes()["svc"]["starts"] == 3, "svc restarted again", timeout=30)
 
 
 def test_a_job_path_with_a_control_character_is_refused(daemon: tuple[Running, Served]) -> None:
@@ -1433,3 +1442,62 @@ def test_a_client_that_resets_mid_request_leaves_no_traceback(
     sock.close()  # a reset, not an orderly end
     wait_until(lambda: quick.connections == 0, "the reset seen", timeout=5)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_large_answers_sent_at_once_are_capped_and_the_next_is_told_to_retry(
+    tmp_path: Path,
+) -> None:
+    """70 clients asking ?limit=10000 that never read took the daemon from 45 to 307 MB, kept
+    (trial 33): each held its answer whole while its write stalled. Past ``MAX_BIG_ANSWERS``
+    being sent, a large one is 503 with Retry-After; a small one is answered as ever."""
+    state = tmp_path / "state"
+    Journal(state).close()
+    with contextlib.closing(sqlite3.connect(journal_path(state))) as db, db:
+        # 10,000 attempts of 700 bytes each: past what the kernel's buffers take of a write.
+        db.executemany(
+            "INSERT INTO attempts (path, attempt, started_at, ended_at, outcome, code, error,"
+            " spec_hash, seq) VALUES ('etl/load', ?, ?, ?, 'failed', 3, ?, 'v2:0', ?)",
+            [
+                (n, 1e9 + n, 1e9 + n + 0.5, f"exited with 3: {n:06} " + "e" * 600, n)
+                for n in range(1, 10_001)
+            ],
+        )
+    endpoint = Endpoint(
+        HttpSpec.of("127.0.0.1:0"), TreeMetrics(TINY), journal=journal_path(state), deadline=60
+    )
+    big = b"GET /api/history?limit=10000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    held: list[socket.socket] = []
+    try:
+        whole = requests.get(endpoint.url + "api/history?limit=10000", timeout=30)
+        assert whole.status_code == 200
+        assert len(whole.content) > 6_000_000
+        for _ in range(MAX_BIG_ANSWERS):  # each answer begun, then stalled: nothing is read
+            sock = socket.socket()
+            held.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(30)
+            sock.connect(("127.0.0.1", endpoint.port))
+            sock.sendall(big)
+            assert sock.recv(12) == b"HTTP/1.1 200"
+        status, headers, body = exchange("127.0.0.1", endpoint.port, big)
+        assert status == 503, body[:200]
+        assert headers["retry-after"] == "1"
+        assert json.loads(body) == {
+            "error": f"{MAX_BIG_ANSWERS} large answers are being sent, as many as are sent at "
+            "once: retry later"
+        }
+        small = requests.get(endpoint.url + "api/history?limit=10", timeout=30)
+        assert small.status_code == 200
+        assert small.json() == whole.json()[-10:]  # the newest ten, oldest first
+        for sock in held:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset: their writes fail at once, and their places are free
+        held.clear()
+        wait_until(lambda: endpoint.connections == 0, "the stalled answers ended", timeout=10)
+        again = requests.get(endpoint.url + "api/history?limit=10000", timeout=30)
+        assert (again.status_code, again.content) == (200, whole.content)
+        assert again.headers["Content-Length"] == str(len(whole.content))
+    finally:
+        for sock in held:
+            sock.close()
+        endpoint.close()

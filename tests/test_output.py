@@ -501,6 +501,48 @@ def test_following_past_more_rotations_than_backups_reads_what_is_left_in_order(
     assert seen == [b"a\n", b"d\n", b"e\n"]  # b and c went before anyone could read them
 
 
+def test_logs_f_says_on_stderr_where_output_rotated_away_unread(tmp_path: Path) -> None:
+    """`logs -f` dropped the lines of files rotated past the backups kept between two of its
+    reads without a word (trial 33): it says so on stderr, where they went missing."""
+    (tmp_path / "jobs.yaml").write_text("version: 1\njobs:\n  - {name: web, command: [true]}\n")
+    path = tmp_path / ".jobvisor" / "output" / "web.log"
+    path.parent.mkdir(parents=True, mode=0o700)
+    tmp_path.joinpath(".jobvisor").chmod(0o700)
+    path.write_bytes(b"a\n")
+    path.chmod(0o600)
+    follower = subprocess.Popen(
+        [*CLI, "logs", "web", "-f"],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert follower.stdout is not None
+        assert follower.stderr is not None
+        assert follower.stdout.readline() == b"a\n"
+        follower.send_signal(signal.SIGSTOP)  # between two of its reads, for as long as it takes
+        for name in (b"b", b"c", b"d"):  # three rotations, one backup kept: b went unread
+            _rotate(path, 1)
+            path.write_bytes(name + b"\n")
+        follower.send_signal(signal.SIGCONT)
+        assert follower.stderr.readline() == (
+            b"[jobvisor: output may have rotated away unread here: web.log rotated more "
+            b"times than its 1 backup kept between two reads]\n"
+        )
+        assert [follower.stdout.readline() for _ in range(2)] == [b"c\n", b"d\n"]
+        _rotate(path, 1)  # one rotation: its backup is read, and nothing is said
+        path.write_bytes(b"e\n")
+        assert follower.stdout.readline() == b"e\n"
+        follower.send_signal(signal.SIGINT)
+        out, err = follower.communicate(timeout=30)
+        assert (follower.returncode, out, err) == (0, b"", b"")
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+
+
 @pytest.mark.parametrize(
     ("before", "end"),
     [(65530, "\\n"), (65536 - 4, "\\n"), (65536 + 65536 - 7, "\\n"), (65530, "")],

@@ -425,7 +425,9 @@ def test_run_gives_up_on_a_service_whose_probes_head_never_ends(tmp_path, runtim
         (tmp_path / "jobs.yaml").write_text(textwrap.dedent(NEVER_READY.format(url=kit.url)))
         jv = Jobvisor(tmp_path, "--runtime", runtime, "run")
         try:
-            code = jv.wait(8)
+            # Well inside the service's own 30 s, which a run that waited on it would outlast:
+            # 8 s was eaten by a loaded machine's start-up.
+            code = jv.wait(25)
         finally:
             if jv.proc.poll() is None:
                 jv.terminate(10)

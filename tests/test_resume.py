@@ -417,3 +417,77 @@ def test_resume_without_run_rows_counts_every_success_as_before(tmp_path: Path) 
     assert out.returncode == 0, out.stderr
     assert "skipped: s1, s2, s3, s4, s5" in out.stderr, out.stderr
     assert not (tmp_path / "runs.txt").exists()
+
+
+def test_resume_finishes_its_own_manifests_run_when_another_shared_the_state_dir(
+    tmp_path: Path,
+) -> None:
+    """Two manifests in one directory share `.jobvisor`: a plain `run b.yaml` between a
+    failed `run a.yaml` and its `--resume` does not make the resume forget a.yaml's
+    successes (the run it finishes is a.yaml's latest, not the state dir's latest)."""
+    a = write(
+        tmp_path,
+        "version: 1\n" + FAST + "jobs:\n"
+        '  - {name: s1, command: [sh, -c, "echo s1 >> runs.txt"]}\n'
+        "  - {name: s2, depends_on: [s1], restart: temporary,"
+        ' command: [sh, -c, "echo s2 >> runs.txt; test -e ok"]}\n',
+    ).rename(tmp_path / "a.yaml")
+    b = write(
+        tmp_path, "version: 1\njobs:\n  - {name: b, command: [sh, -c, 'echo b >> runs.txt']}\n"
+    ).rename(tmp_path / "b.yaml")
+    assert jobvisor("run", str(a), cwd=tmp_path).returncode != 0
+    assert jobvisor("run", str(b), cwd=tmp_path).returncode == 0
+    assert _runs(tmp_path) == ["s1", "s2", "b"]
+    (tmp_path / "runs.txt").unlink()
+    (tmp_path / "ok").touch()
+    out = jobvisor("run", "--resume", "a.yaml", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "skipped: s1\n" in out.stderr, out.stderr
+    assert _runs(tmp_path) == ["s2"]
+    # b.yaml's own resume finishes b.yaml's run, whatever a.yaml's resume wrote since.
+    out = jobvisor("run", "--resume", str(b), cwd=tmp_path)
+    assert "skipped: b\n" in out.stderr, out.stderr
+
+
+def test_the_run_start_is_committed_before_the_first_job_starts(tmp_path: Path) -> None:
+    """A run SIGKILLed as its first job starts leaves its run_start row: the next --resume
+    counts from this run, not the night before (the row was queued, committed up to 50 ms
+    later, so a run killed meanwhile had none)."""
+    write(tmp_path, "version: 1\njobs:\n  - {name: kill, command: [sh, -c, 'kill -9 $PPID']}\n")
+    assert jobvisor("run", cwd=tmp_path).returncode == -9
+    with contextlib.closing(sqlite3.connect(journal_path(tmp_path / ".jobvisor"))) as db:
+        rows = db.execute("SELECT detail FROM decisions WHERE kind = 'run_start'").fetchall()
+    assert [json.loads(row[0])["resume"] for row in rows] == [False]
+
+
+def test_pruning_spares_each_manifests_latest_plain_run_start(tmp_path: Path) -> None:
+    """The row a --resume counts from is never pruned, however many rows of the tree (resumes,
+    a daemon's starts) came after it."""
+    from supervision._history import run_start_seq
+    from supervision._journal import Journal
+
+    db = journal_path(tmp_path)
+    journal = Journal(tmp_path, keep=3)
+    try:
+        journal.run_start({"pid": 1, "manifest": "/a.yaml", "resume": False})
+        journal.run_start({"pid": 2, "manifest": "/b.yaml", "resume": False})
+        assert journal.flush()
+        a, b = run_start_seq(db, "/a.yaml"), run_start_seq(db, "/b.yaml")
+        for pid in range(3, 13):
+            journal.run_start({"pid": pid, "manifest": "/a.yaml", "resume": True})
+            journal.daemon("daemon_start", {"pid": pid})
+        assert journal.flush()
+
+        def pids() -> list[int]:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                rows = conn.execute("SELECT detail FROM decisions WHERE path = ''").fetchall()
+            return [json.loads(row[0])["pid"] for row in rows]
+
+        wait_until(lambda: 3 not in pids(), "the tree's older rows pruned")
+        assert pids()[:2] == [1, 2]
+    finally:
+        journal.close()
+    assert (run_start_seq(db, "/a.yaml"), run_start_seq(db, "/b.yaml")) == (a, b)
+    assert a is not None
+    assert b is not None
+    assert a < b

@@ -136,14 +136,51 @@ def test_log_records_never_share_a_line_with_the_progress(tmp_path: Path) -> Non
     assert "PATH" in stdout
 
 
-@pytest.mark.parametrize("env", [{"TERM": "dumb"}, {"CI": "true"}, {"NO_COLOR": "1"}])
+@pytest.mark.parametrize("logging", ["", "logging: {file: run.log}"])
+def test_a_thread_jobs_stderr_lines_never_share_a_line_with_the_progress(
+    tmp_path: Path, logging: str
+) -> None:
+    """A python job's print to stderr landed on the end of the progress line
+    ('[02:42:43] 2 runningjob line 2'): while the line is drawn, each of its lines clears
+    it and draws it again below, as a log record does; with the records in a file too."""
+    (tmp_path / "talk.py").write_text(
+        "import sys, time\n"
+        "def main():\n"
+        "    for i in range(6):\n"
+        "        print(f'job line {i}', file=sys.stderr)\n"
+        "        sys.stderr.write('job ')\n"  # a line in two writes is still one line
+        "        sys.stderr.write(f'part {i}\\n')\n"
+        "        time.sleep(0.2)\n",
+        encoding="utf-8",
+    )
+    write(
+        tmp_path,
+        f"""
+        version: 1
+        {logging}
+        jobs:
+          - {{name: talk, python: "talk:main"}}
+          - {{name: slow, command: [sh, -c, "sleep 1.5"]}}
+        """,
+    )
+    raw, stdout, code = run_on_a_terminal(tmp_path)
+    assert code == 0, raw
+    assert len(PROGRESS.findall(raw)) >= 2, raw
+    lines, last = screen(raw)
+    said = [line for line in lines if "job " in line]
+    assert said == [f"job {what} {i}" for i in range(6) for what in ("line", "part")], raw
+    assert last == ""
+    assert "PATH" in stdout
+
+
+@pytest.mark.parametrize("env", [{"TERM": "dumb"}, {"CI": "true"}, {"NO_COLOR": "1"}, {"CI": ""}])
 def test_term_dumb_and_ci_turn_the_progress_line_off_and_no_color_leaves_it(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     """On a terminal the progress line could not be turned off but by CI. TERM=dumb (a
     terminal that takes no escape sequences: Emacs' shell, a CI's pseudo-terminal) draws
     none, nor any other escape; NO_COLOR asks for no colour, of which run draws none anyway:
-    its progress line stays."""
+    its progress line stays, as it does with CI empty (`CI= jobvisor run` clears it)."""
     write(
         tmp_path,
         """
@@ -158,7 +195,7 @@ def test_term_dumb_and_ci_turn_the_progress_line_off_and_no_color_leaves_it(
     assert sum("chatty[1] line" in line for line in raw.splitlines()) == 10, raw
     assert "PATH" in stdout
     assert not re.search(r"\x1b\[[\d;]*m", raw + stdout), "no colour, ever"
-    if "NO_COLOR" in env:
+    if "NO_COLOR" in env or env.get("CI") == "":
         assert PROGRESS.search(raw), raw
     else:
         assert not PROGRESS.search(raw), raw
