@@ -386,18 +386,35 @@ def _mask_standard_streams(mask: Callable[[str], str]) -> None:
             stream.mask = mask
 
 
+class _Unbuffered(io.BufferedWriter):
+    """A buffer that keeps nothing: each write leaves at once, as under CPython's -u (whose
+    text layer writes to the raw file itself); a raw write that took only part is written on.
+
+    A text layer's ``write_through`` alone hands its text to the buffer, not to the file: a
+    thread job's stderr line came after ``run``'s verdict through a pipe.
+    """
+
+    def write(self, data: Any) -> int:
+        written = super().write(data)
+        self.flush()
+        return written
+
+
 def _text_out(
     fd: int, *, closefd: bool, like: Any = None, raw_type: type[io.FileIO] = _Stdout
 ) -> io.TextIOWrapper:
-    """A text stream over ``fd`` whose write errors are ``_StdoutError``s (see ``_Stdout``)."""
+    """A text stream over ``fd`` whose write errors are ``_StdoutError``s (see ``_Stdout``),
+    buffered as CPython buffers its own: stderr a line at a time, and with PYTHONUNBUFFERED
+    (the unit sets it) or -u, stdout and stderr not at all: what a job prints leaves at once,
+    in order with the log and ``run``'s last lines."""
     raw = raw_type(fd, "w", closefd=closefd)
+    unbuffered = bool(getattr(like, "write_through", False))
     return _Masked(
-        io.BufferedWriter(raw),
+        _Unbuffered(raw) if unbuffered else io.BufferedWriter(raw),
         encoding=getattr(like, "encoding", None) or "utf-8",
         errors=getattr(like, "errors", None) or "strict",
-        line_buffering=bool(getattr(like, "line_buffering", False)),
-        # PYTHONUNBUFFERED (the unit sets it) or -u: what a job prints leaves at once.
-        write_through=bool(getattr(like, "write_through", False)),
+        line_buffering=raw_type is _Stderr or bool(getattr(like, "line_buffering", False)),
+        write_through=unbuffered,
     )
 
 
@@ -814,8 +831,8 @@ def _history_line(row: dict[str, Any]) -> str:
         attempt = f"attempt {row['attempt']}{node}"
         return f"{when}  {row['path']}  {attempt} {row['outcome']}{code}{error}"
     details = ", ".join(f"{k}={_shown(k, v)}" for k, v in row.get("detail", {}).items())
-    # The daemon's own rows (its start, reloads, stop) are the tree's: path "".
-    where = row["path"] or "(daemon)"
+    # The daemon's own rows (its start, reloads, stop) and a run's start are the tree's: path "".
+    where = row["path"] or ("(run)" if row["kind"] == "run_start" else "(daemon)")
     return f"{when}  {where}  {row['kind']}" + (f" ({details})" if details else "")
 
 
@@ -1195,6 +1212,7 @@ def _ask_each(
         ACTION_TIMEOUT,
         NoDaemonError,
         elsewhere,
+        held_by_run,
         request,
     )
 
@@ -1206,8 +1224,11 @@ def _ask_each(
         try:
             reply = request(directory, req, ACTION_TIMEOUT if req.get("op") in _DONE else 60.0)
         except NoDaemonError as exc:
-            # Found through the manifest's state_dir: maybe one written after the daemon started.
-            hint = "" if getattr(args, "state_dir", None) else elsewhere(args.manifest, directory)
+            # A run holds it (no socket); else, found through the manifest's state_dir: maybe
+            # one written after the daemon started.
+            hint = held_by_run(directory)
+            if not hint and not getattr(args, "state_dir", None):
+                hint = elsewhere(args.manifest, directory)
             _error(f"{exc}{hint}")
             if getattr(args, "json", False):
                 _no_daemon_answers(args, [req, *left], f"{exc}{hint}", kept)
@@ -1518,6 +1539,13 @@ def _say_how_it_ended(report: Any, mask: Callable[[str], str], logging: Any) -> 
         error("a second signal cut the stop short: what still ran was killed")
 
 
+def _may_draw() -> bool:
+    """Whether ``run`` may keep its progress line on a terminal: not under CI (a log read
+    later), nor on ``TERM=dumb``, which takes no escape sequence (the line is redrawn with
+    one). ``NO_COLOR`` leaves it: it asks for no colour, and run draws none."""
+    return not os.environ.get("CI") and os.environ.get("TERM") != "dumb"
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported after the runtime is prepared.
     from supervision._app import run_batch, write_progress  # noqa: PLC0415
@@ -1536,6 +1564,10 @@ def _run(args: argparse.Namespace) -> int:
         return USAGE
     _mask_standard_streams(composition.masker.mask)
     with composition:
+        if composition.journal is not None:  # where the next --resume counts successes from
+            composition.journal.run_start(
+                {"pid": os.getpid(), "manifest": str(manifest.path), "resume": args.resume}
+            )
         if composition.skipped:
             skipped = ", ".join(composition.skipped)
             composition.logging.say(
@@ -1548,7 +1580,13 @@ def _run(args: argparse.Namespace) -> int:
                 " match: they run again",
                 sys.stderr,
             )
-        live = sys.stderr.isatty() and not as_json and not os.environ.get("CI")
+        if composition.changed:
+            composition.logging.say(
+                "jobvisor: --resume: runs again, as its spec changed since it succeeded: "
+                + ", ".join(composition.changed),
+                sys.stderr,
+            )
+        live = sys.stderr.isatty() and not as_json and _may_draw()
         progress = write_progress(logging=composition.logging) if live else None
         report = run_batch(composition, on_progress=progress)
         if live:

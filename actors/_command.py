@@ -514,6 +514,7 @@ class _Child:
         "_grace",
         "_hub",
         "_kill_at",
+        "_kill_sent",
         "_killed",
         "_reaped",
         "_recall_at",
@@ -550,6 +551,7 @@ class _Child:
         self._kill_at: float | None = None  # monotonic time of the SIGKILL that follows a stop
         self._stopping = False  # stop_signal was sent to the group
         self._killed = False  # SIGKILL was sent to the group
+        self._kill_sent = False  # ... by _kill_locked, and killpg returned
         # A signal found no process in the group: it is gone for good (a group never gets a
         # member back), and its id may be a new process's before long: no more signals to it.
         self._gone = False
@@ -820,10 +822,14 @@ class _Child:
 
     def _kill_locked(self) -> None:
         head = self.pids[:1]  # read once, as in stop()
-        if head and not self._ended and not self._killed:
-            self._killed = True
+        if head and not self._ended and not self._kill_sent:
+            self._killed = True  # before it is sent: the wait may see the exit first
             if not self._gone:
                 self._gone = not _signal_group(head[0], signal.SIGKILL)
+            # After: a Kill landing before killpg returned leaves it unsent, and close()'s
+            # kill-and-reap sends it then (else the group's others lived on, and the leader's
+            # reap could block for good). A person's SIGKILL sent first is sent again, harmless.
+            self._kill_sent = True
 
     def _kill_and_reap(self) -> None:
         if self._ended and (self._reaped or self._hub is not None):

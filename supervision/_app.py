@@ -86,6 +86,9 @@ class Composition:
     # `--resume`: once-jobs run again as their successes were journaled by an older jobvisor,
     # whose job identities cannot be matched (``older_successes``), in start order.
     older: list[str] = field(default_factory=list)
+    # `--resume`: once-jobs run again as their spec changed since they succeeded in the run it
+    # finishes (a success under another hash of this jobvisor's), in start order.
+    changed: list[str] = field(default_factory=list)
 
     def start(self, **kwargs: Any) -> Tree:
         """Start the manifest's tree with this composition's runtime, breakers and journal."""
@@ -245,15 +248,21 @@ def _compose(
     fit_open_files(manifest.root)
     succeeded: dict[str, tuple[int | None, float]] = {}
     older: list[str] = []
+    changed: list[str] = []
     opened: Journal | None = None
     try:
         # A python job's module comes from base_dir: part of its identity (job_hash).
         base = str(base_dir)
         if resume:
             paths = [path for path, _ in once_jobs(manifest.root)]
-            successes = read_successes(journal_path(manifest.state_dir), paths)
+            successes = read_successes(journal_path(manifest.state_dir), paths, resumed=True)
             succeeded = succeeded_before(manifest.root, successes, base)
             older = older_successes(manifest.root, successes)
+            changed = [
+                path
+                for path in paths
+                if successes.get(path) and path not in succeeded and path not in older
+            ]
         ticks: dict[str, float] = {}
         if journal:
             persistent = _persistent_jobs(manifest)
@@ -283,6 +292,7 @@ def _compose(
         ticks,
         notifier=notifier,
         older=older,
+        changed=changed,
     )
     if manifest.http is not None:
         from supervision._httpapi import open_endpoint  # noqa: PLC0415 - only when asked for

@@ -37,6 +37,7 @@ __all__ = [
     "StateDirError",
     "elsewhere",
     "find_state_dir",
+    "held_by_run",
     "request",
     "signal_name",
     "signal_number",
@@ -152,6 +153,60 @@ def elsewhere(manifest: str | os.PathLike[str], found: str) -> str:
     if default != found and os.path.exists(os.path.join(default, SOCKET_NAME)):
         hint += f", such as {default}, where a daemon's socket is"
     return hint + ")"
+
+
+def held_by_run(found: str) -> str:
+    """Why no daemon answers in ``found`` when a ``jobvisor run`` holds it (its lock file,
+    ``PID run``, names a live one): a run has no control socket. A hint to add to the error
+    (in parentheses) naming what has one (a daemon) or an HTTP API (``run --http``: its
+    address when it has one); "" when no run holds it.
+
+    The lock is only read, never taken: a daemon starting meanwhile must find it free.
+    """
+    try:
+        with open(os.path.join(found, "daemon.lock"), encoding="utf-8") as file:
+            pid_text, _, kind = file.read(64).strip().partition(" ")
+        pid = int(pid_text)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return ""
+    if kind != "run" or not _runs(pid):
+        return ""
+    said = f" (a `jobvisor run` (pid {pid}) holds this state dir, and a run has no control socket"
+    url = _http_url(found)
+    if url:
+        return f"{said}: its HTTP API is at {url} (try {url}api/status); `jobvisor daemon` has one)"
+    return (
+        f"{said}: `run --http HOST:PORT` serves its status and actions over HTTP, and a manifest "
+        "run by `jobvisor daemon` has one)"
+    )
+
+
+def _runs(pid: int) -> bool:
+    """Whether ``pid`` is a running ``jobvisor run`` (a lock file outlives its run; the pid may
+    be another process's since)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's: running
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return b"run" in file.read().split(b"\0")
+    except OSError:
+        return True  # no /proc to ask: the signal said it runs
+
+
+def _http_url(found: str) -> str:
+    """The address a ``run --http`` wrote to ``found``'s ``http.json``, "" if none."""
+    import json  # noqa: PLC0415 - this hint only
+
+    try:
+        with open(os.path.join(found, "http.json"), encoding="utf-8") as file:
+            url = json.load(file).get("url")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return url if isinstance(url, str) else ""
 
 
 def _declared_state_dir(text: str) -> str | None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DAEMON_KINDS",
     "FILENAME",
+    "RUN_START",
     "STATE_KINDS",
     "JournalError",
     "journal_path",
@@ -33,6 +34,7 @@ __all__ = [
     "read_recent_attempts",
     "read_succeeded",
     "read_successes",
+    "run_start_seq",
     "since_time",
 ]
 
@@ -356,12 +358,15 @@ def read_succeeded(db: Path) -> dict[str, set[str]]:
 
 
 def read_successes(
-    db: Path, paths: Collection[str] | None = None
+    db: Path, paths: Collection[str] | None = None, *, resumed: bool = False
 ) -> dict[str, dict[str, tuple[int | None, float]]]:
     """For ``run --resume``: each path's last success per spec hash, ``(code, ended_at)``.
 
     ``paths``: only these (the once-jobs, read through the path index: a journal full of a
     periodic job's successes is not read whole at every resume); None: every path.
+    ``resumed``: only the successes of the run a ``--resume`` finishes, those since the
+    start of the last ``run`` that was no ``--resume`` (``run_start_seq``); every one in a
+    journal no ``run`` marked so (an older jobvisor's, a daemon's alone).
     """
     if not db.exists():
         return {}
@@ -369,6 +374,9 @@ def read_successes(
         "SELECT path, spec_hash, code, ended_at FROM attempts"
         " WHERE outcome = 'succeeded' AND spec_hash IS NOT NULL"
     )
+    since = run_start_seq(db) if resumed else None
+    if since is not None:
+        select += f" AND seq > {since:d}"
     if paths is None:
         rows = _query(db, select + " ORDER BY id")
     else:
@@ -378,6 +386,25 @@ def read_successes(
     for path, digest, code, at in rows:
         found.setdefault(path, {})[digest] = (code, float(at))
     return found
+
+
+RUN_START: Final = "run_start"  # a `run`'s row at its start, path "" (shown as `(run)`)
+
+
+def run_start_seq(db: Path) -> int | None:
+    """The seq of the latest ``run_start`` row of a ``run`` that was no ``--resume``: the
+    start of the run a ``--resume`` finishes (a resume of a resume goes on with the same
+    one). None without one: a journal no ``run`` of this jobvisor marked, or not yet
+    migrated to seq (no ``run`` of this jobvisor wrote it then either)."""
+    if "seq" not in _columns(db)["decisions"]:
+        return None
+    rows = _query(
+        db,
+        "SELECT seq FROM decisions WHERE path = '' AND kind = ?"
+        " AND NOT coalesce(json_extract(detail, '$.resume'), 0) ORDER BY id DESC LIMIT 1",
+        (RUN_START,),
+    )
+    return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
 _IN_MOST: Final = 500  # values in one IN (...): far below any SQLite's limit on parameters

@@ -601,6 +601,12 @@ class Journal:
         incident sees that the daemon restarted, or was reloaded, in between."""
         self._put((_DECISION, (time.time(), "", kind, json.dumps(detail), self._seq())))
 
+    def run_start(self, detail: dict[str, Any]) -> None:
+        """Queue a ``run``'s ``run_start`` row (path ""; ``resume`` in ``detail``) before its
+        first attempt: ``run --resume`` counts the successes since the last one that was no
+        resume (``read_successes``)."""
+        self.daemon("run_start", detail)
+
     def commanded(self, event: ev.Commanded, via: str) -> None:
         """Queue ``event``'s row as ``record`` does, saying through what the person asked
         (``via``: ``control``, the control socket; ``http``, the endpoint): never who, nor

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import curses
 import itertools
+import os
 import sys
 import time
 
@@ -168,7 +169,9 @@ class _Screen:
             curses.curs_set(0)
         if curses.has_colors():
             curses.use_default_colors()
-            for n, (state, colour) in enumerate(_COLOURS.items(), 1):
+            # NO_COLOR (no-color.org): every state in the terminal's own colours.
+            coloured = {} if os.environ.get("NO_COLOR") else _COLOURS
+            for n, (state, colour) in enumerate(coloured.items(), 1):
                 curses.init_pair(n, colour, -1)
                 self.colours[state] = curses.color_pair(n)
         screen.keypad(True)  # noqa: FBT003 - curses' own signature

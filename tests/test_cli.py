@@ -1181,6 +1181,96 @@ def test_the_watched_stdout_keeps_python_unbuffered(unbuffered: str) -> None:
     assert done.stderr == str(bool(unbuffered)), done.stderr
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_thread_jobs_stderr_line_comes_before_the_verdict_through_a_pipe(
+    tmp_path: Path, unbuffered: str
+) -> None:
+    """`run x.yaml 2>&1 | cat`: a thread python job's `print(..., file=sys.stderr)` came out
+    after the verdict, as fd 2 was wrapped in a BufferedWriter (write_through on the text
+    layer still left it in the bytes buffer). Stderr is written through as CPython's own is:
+    each line, and with PYTHONUNBUFFERED each write (a print without its newline too), leaves
+    at once; stdout too under PYTHONUNBUFFERED."""
+    (tmp_path / "talk.py").write_text(
+        "import sys\n"
+        "def main():\n"
+        "    print('the job says on stderr', file=sys.stderr)\n"
+        "    print('no newline', end='', file=sys.stderr)\n"
+        "    print('the job says on stdout')\n"
+        "    raise SystemExit(3)\n"
+    )
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - {name: p, python: "talk:main", restart: temporary}
+        """,
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": unbuffered}
+    with subprocess.Popen(
+        [*CLI, "run"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as proc:  # fmt: skip
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    lines = out.splitlines()
+    verdict = lines.index("jobvisor: failed or gave up: p")
+    said = lines.index("the job says on stderr")
+    assert said < verdict, out
+    # The log's line of p's end comes after what p wrote before it ended.
+    ended = next(n for n, line in enumerate(lines) if "p: failed (start 1)" in line)
+    assert said < ended, out
+    if unbuffered:
+        # Each write as it came: stderr's unfinished line, then stdout's print (one fd here).
+        assert "no newlinethe job says on stdout" in lines[:ended], out
+
+
+@pytest.mark.parametrize("http", [False, True])
+def test_a_control_command_on_a_state_dir_a_run_holds_says_a_run_has_no_socket(
+    tmp_path: Path, http: bool
+) -> None:
+    """`status --manifest M` while a `run` of M held its state dir said that a daemon started
+    before an edit of state_dir uses another: the run was not named. It is now, with what
+    has a control socket (a daemon) or an HTTP API (`run --http`, whose address it names)."""
+    write(
+        tmp_path,
+        """
+        version: 1
+        state_dir: .jv
+        jobs:
+          - {name: wait, command: "touch began; while [ ! -e go ]; do sleep 0.02; done"}
+        """,
+    )
+    flags = ["--http", "127.0.0.1:0"] if http else []
+    jv = Jobvisor(tmp_path, "run", *flags)
+    try:
+        wait_until((tmp_path / "began").exists, "the job began", proc=jv.proc)
+        if http:
+            address = tmp_path / ".jv" / "http.json"
+            text = wait_until(lambda: address.exists() and address.read_text(), "http.json")
+            url = json.loads(text)["url"]
+        for args in (("status", "--manifest", "jobs.yaml"), ("stop", "wait", "--state-dir", ".jv")):
+            out = jobvisor(*args, cwd=tmp_path)
+            assert out.returncode == 3, out.stderr
+            said = out.stderr
+            assert f"a `jobvisor run` (pid {jv.pid}) holds this state dir" in said, said
+            assert "a run has no control socket" in said, said
+            assert "a daemon started before that edit" not in said, said
+            if http:
+                assert f"its HTTP API is at {url} (try {url}api/status)" in said, said
+            else:
+                assert "`run --http HOST:PORT` serves its status and actions over HTTP" in said
+            assert "`jobvisor daemon`" in said, said
+        (tmp_path / "go").touch()
+        assert jv.wait(60) == 0, jv.stderr
+    finally:
+        jv.close()
+    # Once the run ended, its lock file's pid is no one's: no word of it.
+    out = jobvisor("status", "--manifest", "jobs.yaml", cwd=tmp_path)
+    assert out.returncode == 3, out.stderr
+    assert "jobvisor run" not in out.stderr, out.stderr
+
+
 WAITS_FOR_GO = "while [ ! -e go ]; do sleep 0.02; done"
 TALKER = """\
 import os, sys, time

@@ -533,6 +533,9 @@ def enumerated_kinds(marker: str) -> dict[str, CommandWork]:
         "bad-cwd": CommandWork(argv=("true",), cwd="/no/such/dir"),
         "output": CommandWork(shell="echo out; echo err >&2"),
         "straggler": CommandWork(shell=f"sleep {marker} & exit 0", grace=0.05),
+        # Away from the pipes: the attempt ends with the leader, and close()'s SIGKILL alone
+        # ends the sleep (a Kill landing in it lost that signal; review r43c).
+        "away": CommandWork(shell=f"sleep {marker} >/dev/null 2>&1 & echo started"),
     }
 
 

@@ -41,13 +41,14 @@ def nodes(out: subprocess.CompletedProcess[str]) -> dict[str, dict[str, object]]
     return {n["path"]: n for n in flatten_status(json.loads(out.stdout))}
 
 
-def test_resume_skips_a_job_whose_identical_spec_succeeded_whatever_came_after(
+def test_resume_skips_a_job_whose_identical_spec_succeeded_in_the_run_it_resumes(
     tmp_path: Path,
 ) -> None:
     """SPEC §6: `run --resume` skips once-jobs whose identical spec already succeeded in the
-    journal. A later plain run's failure does not undo that success, and a job that runs
-    again (its spec changed) does not make its dependants run: --resume finishes an
-    interrupted run; a plain run runs everything (README says so)."""
+    journal: in the run it finishes, the last plain run (a job that failed there runs again,
+    whatever succeeded before it). A job that runs again (its spec changed) does not make its
+    dependants run: --resume finishes an interrupted run; a plain run runs everything (README
+    says so)."""
     manifest = write(
         tmp_path,
         "version: 1\n"
@@ -66,8 +67,11 @@ def test_resume_skips_a_job_whose_identical_spec_succeeded_whatever_came_after(
     manifest.write_text(manifest.read_text().replace("extract-v1", "extract-v2"))
     out = jobvisor("run", "--resume", "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "skipped: load, transform" in out.stderr
-    assert (tmp_path / "runs.txt").read_text().split() == ["extract-v2"]
+    assert "skipped: transform\n" in out.stderr, out.stderr
+    # Why extract runs again is said (load failed in the run resumed: nothing to say).
+    said = "jobvisor: --resume: runs again, as its spec changed since it succeeded: extract\n"
+    assert said in out.stderr, out.stderr
+    assert sorted(_runs(tmp_path)) == ["extract-v2", "load"]
     assert nodes(out)["load"]["state"] == "succeeded"
 
 
@@ -337,3 +341,79 @@ def test_resume_skips_an_http_job_whose_secret_header_only_was_rotated(tmp_path:
     journal = (tmp_path / ".jobvisor" / "journal.sqlite3").read_bytes()
     assert b"first-token-1234" not in journal
     assert b"second-token-5678" not in journal
+
+
+# Five steps in a chain; a step blocks while a file named after it exists (`hold-s3`).
+NIGHTLY = (
+    "version: 1\n"
+    + FAST
+    + "jobs:\n"
+    + "".join(
+        f"  - {{name: s{n},{f' depends_on: [s{n - 1}],' if n > 1 else ''}"
+        f' command: [sh, -c, "echo s{n} >> runs.txt; if [ -e hold-s{n} ]; then sleep 100 & wait; fi"]}}\n'
+        for n in range(1, 6)
+    )
+)
+
+
+def _interrupted(where: Path, step: str, *args: str) -> Jobvisor:
+    """A `run ARGS` SIGTERMed while ``step`` runs (held by its file): stopped, exit 0."""
+    hold = where / f"hold-{step}"
+    hold.touch()
+    jv = Jobvisor(where, "run", *args)
+    try:
+        wait_until(lambda: step in _runs(where), f"{step} began", proc=jv.proc)
+        assert jv.terminate() == 0, jv.stderr
+    finally:
+        jv.close()
+        hold.unlink()
+    assert f"running: {step}" in jv.stderr, jv.stderr
+    return jv
+
+
+def _runs(where: Path) -> list[str]:
+    runs = where / "runs.txt"
+    return runs.read_text().split() if runs.exists() else []
+
+
+def test_resume_finishes_the_interrupted_run_not_every_success_ever(tmp_path: Path) -> None:
+    """Night 1 succeeds fully; night 2 is SIGTERMed in s3; `run --resume` skipped s4 and s5
+    too, as their identical specs succeeded on night 1. It finishes the run it resumes: only
+    successes since the start of the last run that was no --resume count, so a resume of an
+    interrupted resume still skips what both did (trial 32)."""
+    write(tmp_path, NIGHTLY)
+    assert jobvisor("run", cwd=tmp_path).returncode == 0
+    (tmp_path / "runs.txt").unlink()
+    _interrupted(tmp_path, "s3")
+    assert _runs(tmp_path) == ["s1", "s2", "s3"]
+    (tmp_path / "runs.txt").unlink()
+    jv = _interrupted(tmp_path, "s4", "--resume")
+    assert "skipped: s1, s2\n" in jv.stderr, jv.stderr
+    assert _runs(tmp_path) == ["s3", "s4"]
+    (tmp_path / "runs.txt").unlink()
+    out = jobvisor("run", "--resume", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "skipped: s1, s2, s3\n" in out.stderr, out.stderr
+    assert _runs(tmp_path) == ["s4", "s5"]
+    assert {path: node["state"] for path, node in nodes(out).items()} == dict.fromkeys(
+        ("s1", "s2", "s3", "s4", "s5"), "succeeded"
+    )
+    # The runs' starts are in history without a job, as the daemon's are.
+    lines = jobvisor("history", "-n", "500", cwd=tmp_path).stdout.splitlines()
+    starts = [line.split("  ", 1)[1] for line in lines if "(run)" in line]
+    assert [s.split(" (")[0] for s in starts] == ["(run)  run_start"] * 4, lines
+    assert ["resume=True" in s for s in starts] == [False, False, True, True], starts
+
+
+def test_resume_without_run_rows_counts_every_success_as_before(tmp_path: Path) -> None:
+    """A journal whose successes no `run` marked (an older jobvisor's, or a daemon's) keeps
+    the rule it had: every success of the identical spec counts."""
+    write(tmp_path, NIGHTLY)
+    assert jobvisor("run", cwd=tmp_path).returncode == 0
+    with contextlib.closing(sqlite3.connect(journal_path(tmp_path / ".jobvisor"))) as db, db:
+        db.execute("DELETE FROM decisions WHERE path = ''")
+    (tmp_path / "runs.txt").unlink()
+    out = jobvisor("run", "--resume", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "skipped: s1, s2, s3, s4, s5" in out.stderr, out.stderr
+    assert not (tmp_path / "runs.txt").exists()

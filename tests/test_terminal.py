@@ -59,15 +59,20 @@ def screen(raw: str) -> tuple[list[str], str]:
 
 
 def run_on_a_terminal(
-    cwd: Path, columns: int = 80, interrupt_when: Path | None = None
+    cwd: Path,
+    columns: int = 80,
+    interrupt_when: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[str, str, int]:
     """``jobvisor run`` with stderr on a pty of ``columns``; its stderr bytes, stdout, exit code.
 
-    ``interrupt_when``: one SIGINT (a Ctrl-C) once that file exists.
+    ``interrupt_when``: one SIGINT (a Ctrl-C) once that file exists. ``env``: set besides
+    ours (without CI, NO_COLOR, COLUMNS; TERM xterm).
     """
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("CI", "COLUMNS")}
+    unset = ("CI", "NO_COLOR", "COLUMNS")
+    env = {k: v for k, v in os.environ.items() if k not in unset} | {"TERM": "xterm"} | (env or {})
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen(
         [*CLI, "run"],
@@ -129,6 +134,35 @@ def test_log_records_never_share_a_line_with_the_progress(tmp_path: Path) -> Non
         assert RECORD.match(line), f"a record shares its line with the progress: {line!r}"
     assert last == ""  # the progress is cleared at the end
     assert "PATH" in stdout
+
+
+@pytest.mark.parametrize("env", [{"TERM": "dumb"}, {"CI": "true"}, {"NO_COLOR": "1"}])
+def test_term_dumb_and_ci_turn_the_progress_line_off_and_no_color_leaves_it(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """On a terminal the progress line could not be turned off but by CI. TERM=dumb (a
+    terminal that takes no escape sequences: Emacs' shell, a CI's pseudo-terminal) draws
+    none, nor any other escape; NO_COLOR asks for no colour, of which run draws none anyway:
+    its progress line stays."""
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - name: chatty
+            command: [sh, -c, "for i in $(seq 10); do echo line $i; sleep 0.05; done"]
+        """,
+    )
+    raw, stdout, code = run_on_a_terminal(tmp_path, env=env)
+    assert code == 0, raw
+    assert sum("chatty[1] line" in line for line in raw.splitlines()) == 10, raw
+    assert "PATH" in stdout
+    assert not re.search(r"\x1b\[[\d;]*m", raw + stdout), "no colour, ever"
+    if "NO_COLOR" in env:
+        assert PROGRESS.search(raw), raw
+    else:
+        assert not PROGRESS.search(raw), raw
+        assert "\x1b" not in raw, raw
 
 
 def test_a_first_ctrl_c_says_a_second_kills_and_the_progress_goes_on(tmp_path: Path) -> None:

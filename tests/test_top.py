@@ -43,8 +43,16 @@ ROWS, COLUMNS = 30, 120
 class Terminal:
     """``jobvisor top`` on a pseudo-terminal of ours; ``screen`` is what a person would see."""
 
-    def __init__(self, cwd: Path, columns: int = COLUMNS, lines: int = ROWS) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        columns: int = COLUMNS,
+        lines: int = ROWS,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         env = {**ENV, "TERM": "xterm-256color", "LINES": str(lines), "COLUMNS": str(columns)}
+        env.pop("NO_COLOR", None)
+        env.update(extra or {})
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec at once (the test process has threads)
             try:
@@ -150,6 +158,22 @@ def test_top_shows_the_tree_refreshes_and_q_quits(daemon: Running) -> None:
         y = next(i for i, line in enumerate(term.lines()) if line.lstrip().startswith("steady"))
         x = term.lines()[y].index("running")
         assert term.screen.buffer[y][x].fg == "green"
+        os.write(term.fd, b"q")
+        assert term.finish() == 0
+    finally:
+        term.close()
+
+
+def test_top_draws_no_colour_under_no_color(daemon: Running) -> None:
+    """NO_COLOR (no-color.org) set to anything: top keeps the terminal's own colours."""
+    term = Terminal(daemon.dir, extra={"NO_COLOR": "1"})
+    try:
+        term.wait_for(
+            "the running job", lambda: (row := term.row("steady")) and row[1] == "running"
+        )
+        y = next(i for i, line in enumerate(term.lines()) if line.lstrip().startswith("steady"))
+        x = term.lines()[y].index("running")
+        assert term.screen.buffer[y][x].fg == "default"
         os.write(term.fd, b"q")
         assert term.finish() == 0
     finally:
