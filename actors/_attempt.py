@@ -100,6 +100,9 @@ class OutputSink(Protocol):
     def admit(self, stream: str, count: int) -> int:
         """How many of the ``count`` lines just written (the first ones) to log too."""
 
+    def admit_part(self, stream: str, size: int) -> bool:
+        """Whether to log a part of ``size`` bytes of a line too long for one record."""
+
     def tell(self) -> None:
         """Say in the log, if due, how many lines ``admit`` kept out of it."""
 

@@ -401,10 +401,10 @@ class _Stream:
                 admitted = sink.admit(self.name, count)
                 if admitted == count:
                     self._log_lines(head)
-                else:
-                    if admitted:
-                        self._log_lines(head[: _nth_newline(head, admitted)])
-                    sink.tell()
+                elif admitted:
+                    self._log_lines(head[: _nth_newline(head, admitted)])
+                # After the lines it sums up, and on a later line when the flood is over.
+                sink.tell()
             self.parts = 0  # the line a part began is over
         # Every read of a job's output comes here: a line that fits goes on without a call.
         self.pending = self._parts(rest, ending=False) if len(rest) > _MAX_LINE else rest
@@ -434,6 +434,11 @@ class _Stream:
             at = _char_start(rest, at)
             if sink is not None:
                 sink.write(self.name, rest[:at])
+                if sink.logged and not sink.admit_part(self.name, at):
+                    self.parts += 1  # in its file only: a flood of long lines, said so
+                    sink.tell()
+                    rest = rest[at:]
+                    continue
             self._log_part(rest[:at].decode("utf-8", "replace"))
             rest = rest[at:]
         return rest

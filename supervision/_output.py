@@ -20,9 +20,10 @@ lines go to the log meanwhile, unless the job said ``log: false``: then they are
 dropped, and counted.
 
 A job's lines are copied into the log within a budget (``LogBudget``: ``LOG_BURST``
-lines at once, then ``LOG_RATE`` a second, over all its attempts) while its file takes
-them: past it they go to the file only, and the log says how many every ``SAY_EVERY``
-seconds and at the attempt's end. A flood (``yes``) otherwise wrote 4.7 MB a second
+lines at once, then ``LOG_RATE`` a second, over all its attempts; a part of a line too
+long for one record costs a line per KiB) while its file takes them: past it they go to
+the file only, and the log says how many every ``SAY_EVERY`` seconds and at the attempt's
+end. A flood (``yes``) otherwise wrote 4.7 MB a second
 into the log (a detached daemon's rotated log lost all it had in 9 s) at 60 us of the
 daemon's CPU a line. A job without a file (``output: false``) or whose file fails has every
 line logged: the log is all there is of them.
@@ -93,9 +94,7 @@ class LogBudget:
         """How many of ``count`` lines (the first ones) go to the log at ``now``
         (monotonic seconds); the others are counted to be said (``due``)."""
         with self._lock:
-            if self._at is not None:
-                self._tokens = min(LOG_BURST, self._tokens + (now - self._at) * LOG_RATE)
-            self._at = now
+            self._refill(now)
             allowed = min(count, int(self._tokens))
             self._tokens -= allowed
             if allowed < count:
@@ -105,6 +104,26 @@ class LogBudget:
                 self._skipped += count - allowed
                 self._level = max(self._level, level)
             return allowed
+
+    def take_whole(self, cost: int, now: float, level: int = logbook.INFO) -> bool:
+        """Whether one line's part that costs ``cost`` lines goes to the log (all of it or
+        none); one skipped line when not."""
+        with self._lock:
+            self._refill(now)
+            if self._tokens >= cost:
+                self._tokens -= cost
+                return True
+            if not self._skipped:
+                self._since = now
+                self._level = level
+            self._skipped += 1
+            self._level = max(self._level, level)
+            return False
+
+    def _refill(self, now: float) -> None:
+        if self._at is not None:
+            self._tokens = min(LOG_BURST, self._tokens + (now - self._at) * LOG_RATE)
+        self._at = now
 
     def due(self, now: float, *, now_or_never: bool = False) -> tuple[int, float, int] | None:
         """The lines skipped and not said, over how many seconds, at which level: once
@@ -267,6 +286,17 @@ class JobOutput:
         if not log_takes(level):
             return count
         return self._budget.take(count, time.monotonic(), level)
+
+    def admit_part(self, stream: str, size: int) -> bool:
+        """Whether to copy into the log a part of ``size`` bytes of a line too long for one
+        record (``actors._command``): it costs a line per KiB, so parts of 64 KiB do not
+        take the budget's 1,000 lines' worth of log 64 times over."""
+        if self._sink is None or self._trouble.troubled:
+            return True
+        level = _LEVELS.get(stream, logbook.INFO)
+        if not log_takes(level):
+            return True
+        return self._budget.take_whole(1 + size // 1024, time.monotonic(), level)
 
     def tell(self, *, now_or_never: bool = False) -> None:
         """Say the lines ``admit`` kept out of the log, if due (``LogBudget.due``)."""

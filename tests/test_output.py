@@ -688,3 +688,31 @@ def test_a_job_budget_refills_at_its_rate_and_says_its_skips_every_few_seconds()
     assert budget.due(now=100.0 + SAY_EVERY) is None
     assert budget.take(5, now=200.0) == 5
     assert budget.due(now=200.0, now_or_never=True) is None, "nothing skipped since"
+
+
+def test_a_flood_of_long_lines_is_bounded_in_bytes_too(tmp_path: Path) -> None:
+    """A line too long for one record is logged in 64 KiB parts; each costs a line of the
+    budget per KiB, so 4 MiB without a newline puts about 1 MiB into the log, not 4."""
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(
+            """\
+            version: 1
+            jobs:
+              - {name: wide, command: "head -c 4194304 /dev/zero | tr '\\\\0' x", restart: temporary}
+            """
+        )
+    )
+    log_file = tmp_path / "jobvisor.log"
+    jv = run_jobvisor(tmp_path, "--log-file", str(log_file), "run", "--runtime", RUNTIME)
+    assert jv.proc.returncode == 0, jv.stderr
+    text = log_file.read_text()
+    parts = re.findall(r"wide\[1\] (x+) \[path=wide attempt=1 stream=stdout part=(\d+)\]", text)
+    logged = sum(len(x) for x, _ in parts)
+    assert 64 * 1024 <= logged <= 1024 * 1024 + 5 * 64 * 1024, logged
+    said = re.findall(r"wide: (\d+) more output lines? in the last [\d.]+ s not copied", text)
+    assert len(said) == 1, text[-2000:]
+    assert int(said[0]) + len(parts) == 64  # each part is logged or counted
+    filed = b"".join(
+        body(x) for x in (tmp_path / ".jobvisor" / "output" / "wide.log").read_bytes().splitlines()
+    )
+    assert filed == b"x" * 4194304
