@@ -97,15 +97,6 @@ class OutputSink(Protocol):
     def write(self, stream: str, lines: bytes) -> None:
         """Whole lines from ``stream`` (stdout, stderr), joined by b"\\n", without the last one."""
 
-    def admit(self, stream: str, count: int) -> int:
-        """How many of the ``count`` lines just written (the first ones) to log too."""
-
-    def admit_part(self, stream: str, size: int) -> bool:
-        """Whether to log a part of ``size`` bytes of a line too long for one record."""
-
-    def tell(self) -> None:
-        """Say in the log, if due, how many lines ``admit`` kept out of it."""
-
     def close(self) -> None:
         """The attempt's command ended: release the file."""
 

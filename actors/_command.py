@@ -393,29 +393,16 @@ class _Stream:
         if newline:
             if sink is not None:
                 sink.write(self.name, head)
-            if sink is None:
-                self._log_lines(head)
-            elif sink.logged:  # else its file has them, only it (log: false)
-                # A flood's lines past the job's budget are in its file only (said so).
-                count = head.count(b"\n") + 1
-                admitted = sink.admit(self.name, count)
-                if admitted == count:
-                    self._log_lines(head)
-                elif admitted:
-                    self._log_lines(head[: _nth_newline(head, admitted)])
-                # After the lines it sums up, and on a later line when the flood is over.
-                sink.tell()
+            if sink is None or sink.logged:  # else its file has them, only it (log: false)
+                # A newline byte never occurs inside a UTF-8 sequence: whole lines decode alone.
+                lines = head.decode("utf-8", "replace").split("\n")
+                if self.parts:
+                    self._log_part(lines.pop(0))
+                for line in lines:
+                    self._log(line)
             self.parts = 0  # the line a part began is over
         # Every read of a job's output comes here: a line that fits goes on without a call.
         self.pending = self._parts(rest, ending=False) if len(rest) > _MAX_LINE else rest
-
-    def _log_lines(self, head: bytes) -> None:
-        # A newline byte never occurs inside a UTF-8 sequence: whole lines decode alone.
-        lines = head.decode("utf-8", "replace").split("\n")
-        if self.parts:
-            self._log_part(lines.pop(0))
-        for line in lines:
-            self._log(line)
 
     def _parts(self, rest: bytes, *, ending: bool) -> bytes:
         """Log (and write) the parts of ``rest``, a line begun and not ended; what is left.
@@ -434,11 +421,6 @@ class _Stream:
             at = _char_start(rest, at)
             if sink is not None:
                 sink.write(self.name, rest[:at])
-                if sink.logged and not sink.admit_part(self.name, at):
-                    self.parts += 1  # in its file only: a flood of long lines, said so
-                    sink.tell()
-                    rest = rest[at:]
-                    continue
             self._log_part(rest[:at].decode("utf-8", "replace"))
             rest = rest[at:]
         return rest
@@ -479,14 +461,6 @@ class _Stream:
         self.prefix = f"{attempt.path}[{attempt.number}]"
         extra = self.extra = {"path": attempt.path, "attempt": attempt.number, "stream": self.name}
         return extra
-
-
-def _nth_newline(data: bytes, count: int) -> int:
-    """Where the ``count``-th newline of ``data`` is (it has more than ``count`` lines)."""
-    at = -1
-    for _ in range(count):
-        at = data.index(b"\n", at + 1)
-    return at
 
 
 def _char_start(data: bytes, at: int) -> int:

@@ -705,15 +705,6 @@ class _RemoteOutput:
     def write(self, stream: str, lines: bytes) -> None:
         self.sink.put((_OUTPUT, 0, "", (stream, lines), {}))
 
-    def admit(self, stream: str, count: int) -> int:  # noqa: ARG002 - OutputSink's
-        return count  # no log budget on a node: its lines come back to jobvisor's log whole
-
-    def admit_part(self, stream: str, size: int) -> bool:  # noqa: ARG002 - OutputSink's
-        return True
-
-    def tell(self) -> None:
-        pass
-
     def close(self) -> None:
         pass
 

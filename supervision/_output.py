@@ -18,21 +18,11 @@ directory) is a WARNING in the log once per job until it can be written again
 and fills again, is one trouble), then one INFO line with what it missed. Its
 lines go to the log meanwhile, unless the job said ``log: false``: then they are
 dropped, and counted.
-
-A job's lines are copied into the log within a budget (``LogBudget``: ``LOG_BURST``
-lines at once, then ``LOG_RATE`` a second, over all its attempts; a part of a line too
-long for one record costs a line per KiB) while its file takes them: past it they go to
-the file only, and the log says how many every ``SAY_EVERY`` seconds and at the attempt's
-end. A flood (``yes``) otherwise wrote 4.7 MB a second
-into the log (a detached daemon's rotated log lost all it had in 9 s) at 60 us of the
-daemon's CPU a line. A job without a file (``output: false``) or whose file fails has every
-line logged: the log is all there is of them.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime
 from functools import lru_cache, partial
 from pathlib import Path
@@ -52,7 +42,7 @@ if TYPE_CHECKING:
     from actors._attempt import Attempt, OutputSink
     from supervision._spec import OutputSpec
 
-__all__ = ["LOG_BURST", "LOG_RATE", "SAY_EVERY", "LogBudget", "OutputFiles", "output_dir"]
+__all__ = ["OutputFiles", "output_dir"]
 
 log = logbook.Logger("supervision.output")
 
@@ -62,79 +52,6 @@ SETTLE: Final = 5.0
 
 # The level each stream's lines are logged at (actors._command): whether the log takes them.
 _LEVELS: Final = {"stdout": logbook.INFO, "stderr": logbook.WARNING}
-
-
-# A job's budget of lines copied into the log: a burst (a traceback, a start-up banner) goes
-# in whole; a flood gets a line a 10 ms, the rest only in its file. 100 lines a second are
-# 10 to 17 KB of log a second: a daemon's rotated log (10 MiB x 3) lasts 40-odd minutes of a
-# flood, not 9 s.
-LOG_BURST: Final = 1000
-LOG_RATE: Final = 100
-# How often a flood's skipped lines are said while it goes on (the damper's 10 s window's
-# spirit: a line per few seconds, not one per read).
-SAY_EVERY: Final = 5.0
-
-
-class LogBudget:
-    """One job's allowance of output lines copied into the log, over all its attempts: a
-    token bucket of ``LOG_BURST`` lines refilled at ``LOG_RATE`` a second. Any thread (an
-    attempt being stopped may still read while the next one starts)."""
-
-    __slots__ = ("_at", "_level", "_lock", "_since", "_skipped", "_tokens")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tokens = float(LOG_BURST)
-        self._at: float | None = None
-        self._skipped = 0  # lines not copied and not said yet
-        self._since = 0.0  # when the first of them was skipped
-        self._level = logbook.INFO  # the highest of their levels
-
-    def take(self, count: int, now: float, level: int = logbook.INFO) -> int:
-        """How many of ``count`` lines (the first ones) go to the log at ``now``
-        (monotonic seconds); the others are counted to be said (``due``)."""
-        with self._lock:
-            self._refill(now)
-            allowed = min(count, int(self._tokens))
-            self._tokens -= allowed
-            if allowed < count:
-                if not self._skipped:
-                    self._since = now
-                    self._level = level
-                self._skipped += count - allowed
-                self._level = max(self._level, level)
-            return allowed
-
-    def take_whole(self, cost: int, now: float, level: int = logbook.INFO) -> bool:
-        """Whether one line's part that costs ``cost`` lines goes to the log (all of it or
-        none); one skipped line when not."""
-        with self._lock:
-            self._refill(now)
-            if self._tokens >= cost:
-                self._tokens -= cost
-                return True
-            if not self._skipped:
-                self._since = now
-                self._level = level
-            self._skipped += 1
-            self._level = max(self._level, level)
-            return False
-
-    def _refill(self, now: float) -> None:
-        if self._at is not None:
-            self._tokens = min(LOG_BURST, self._tokens + (now - self._at) * LOG_RATE)
-        self._at = now
-
-    def due(self, now: float, *, now_or_never: bool = False) -> tuple[int, float, int] | None:
-        """The lines skipped and not said, over how many seconds, at which level: once
-        ``SAY_EVERY`` seconds have passed since the first of them (or at once with
-        ``now_or_never``); None when nothing is to be said yet."""
-        with self._lock:
-            if not self._skipped or (not now_or_never and now - self._since < SAY_EVERY):
-                return None
-            told = (self._skipped, now - self._since, self._level)
-            self._skipped = 0
-            return told
 
 
 def output_dir(state_dir: Path) -> Path:
@@ -155,7 +72,6 @@ class OutputFiles:
         # Each job's file and the directories on its way, worked out once (pathlib's 60-odd
         # calls an attempt of a crash loop that prints); only ever added, the same each time.
         self._where: dict[str, tuple[Path, tuple[Path, ...]]] = {}
-        self._budgets: dict[str, LogBudget] = {}  # each job's, over its attempts
 
     def opener(self, spec: OutputSpec) -> Callable[[Attempt], OutputSink]:
         """What a job actor hands each attempt (``Attempt.output``) for a job kept as ``spec``."""
@@ -174,14 +90,6 @@ class OutputFiles:
                 dirs.append(parent)
             found = self._where[path] = (file, tuple(dirs))
         return found
-
-    def budget(self, path: str) -> LogBudget:
-        """The budget of lines ``path``'s attempts copy into the log. Any thread."""
-        budget = self._budgets.get(path)  # one dict read: entries are only ever added
-        if budget is None:
-            with self._lock:
-                budget = self._budgets.setdefault(path, LogBudget())
-        return budget
 
     def trouble(self, path: str, logged: bool) -> _Trouble:
         """The reporter of ``path``'s trouble with its file (``logged``: its lines go to the
@@ -218,16 +126,7 @@ class JobOutput:
     job to fail.
     """
 
-    __slots__ = (
-        "_budget",
-        "_failed",
-        "_files",
-        "_path",
-        "_prefix",
-        "_sink",
-        "_spec",
-        "_trouble",
-    )
+    __slots__ = ("_failed", "_files", "_path", "_prefix", "_sink", "_spec", "_trouble")
 
     def __init__(self, files: OutputFiles, spec: OutputSpec, attempt: Attempt) -> None:
         self._files = files
@@ -237,7 +136,6 @@ class JobOutput:
         self._sink: _FileSink | None = None
         self._failed = False
         self._trouble = files.trouble(attempt.path, spec.log)
-        self._budget = files.budget(attempt.path)
 
     def write(self, stream: str, lines: bytes) -> None:
         sink = self._sink or self._open(stream)
@@ -276,45 +174,7 @@ class JobOutput:
         cannot take them (that is the promise of ``log: false``: they are dropped, counted)."""
         return self._spec.log
 
-    def admit(self, stream: str, count: int) -> int:
-        """How many of ``count`` lines just written (the first ones) to copy into the log:
-        all unless the file has them (it is open and not failing) and the job's budget is
-        spent. Lines the log does not take anyway (their level) spend none of it."""
-        if self._sink is None or self._trouble.troubled:
-            return count
-        level = _LEVELS.get(stream, logbook.INFO)
-        if not log_takes(level):
-            return count
-        return self._budget.take(count, time.monotonic(), level)
-
-    def admit_part(self, stream: str, size: int) -> bool:
-        """Whether to copy into the log a part of ``size`` bytes of a line too long for one
-        record (``actors._command``): it costs a line per KiB, so parts of 64 KiB do not
-        take the budget's 1,000 lines' worth of log 64 times over."""
-        if self._sink is None or self._trouble.troubled:
-            return True
-        level = _LEVELS.get(stream, logbook.INFO)
-        if not log_takes(level):
-            return True
-        return self._budget.take_whole(1 + size // 1024, time.monotonic(), level)
-
-    def tell(self, *, now_or_never: bool = False) -> None:
-        """Say the lines ``admit`` kept out of the log, if due (``LogBudget.due``)."""
-        told = self._budget.due(time.monotonic(), now_or_never=now_or_never)
-        if told is None:
-            return
-        count, seconds, level = told
-        span = f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"  # as the damper's
-        file = self._files.where(self._path)[0]
-        text = (
-            f"{count} more output {'line' if count == 1 else 'lines'} in the last {span} s "
-            f"not copied to the log (more than {LOG_BURST} at once or {LOG_RATE} a second); "
-            f"all are in {file}"
-        )
-        _say(self._path, level, text)
-
     def close(self) -> None:
-        self.tell(now_or_never=True)  # its lines are all read: what was skipped is said now
         sink, self._sink = self._sink, None
         if sink is not None:
             sink.close()

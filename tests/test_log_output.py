@@ -47,12 +47,6 @@ jobs:
   - name: chat
     service: true
     command: ["${JV_PYTHON}", "-u", "-c", "${CHAT}"]
-  # chat's lines past its budget are in its file only: babble's, with no file, all go to
-  # the log, and fill it as chat's did before.
-  - name: babble
-    service: true
-    output: false
-    command: ["${JV_PYTHON}", "-u", "-c", "${CHAT}"]
   - name: tick
     service: true
     output: {log: false}

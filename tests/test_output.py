@@ -16,7 +16,7 @@ from conftest import RUNTIME
 from faultkit import CLI, ENV, Jobvisor, run_jobvisor, start_daemon, stop_daemon, wait_until
 
 from actors import Attempt, CommandWork
-from supervision._output import LOG_BURST, LOG_RATE, SAY_EVERY, LogBudget, OutputFiles
+from supervision._output import OutputFiles
 from supervision._spec import OutputSpec
 
 STAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d (stdout|stderr) (\d+) ")
@@ -674,87 +674,3 @@ def test_a_directory_on_the_way_swapped_for_a_symlink_between_attempts_is_not_fo
         assert work.run(Attempt("g/a", 2, time.time(), output=opener)) == 0
     assert body((elsewhere / "a.log").read_bytes()) == b"line\n"  # attempt 1's line alone
     assert any("symbolic link" in r.message for r in said.records), said.formatted_records
-
-
-def test_a_flood_is_copied_into_the_log_up_to_its_budget_and_summed_up(tmp_path: Path) -> None:
-    """A job printing 50,000 lines at once gets its first ``LOG_BURST`` lines into the log
-    and one line saying how many more were not copied and where they all are; its file has
-    every line. A job with no output file (``output: false``) has the log only: all its
-    lines are there. A quiet job's lines are in the log in order, as before."""
-    (tmp_path / "jobs.yaml").write_text(
-        textwrap.dedent(
-            """\
-            version: 1
-            jobs:
-              - {name: flood, command: "seq 50000", restart: temporary}
-              - {name: quiet, command: "printf 'q1\\\\nq2\\\\nq3\\\\n'", restart: temporary}
-              - {name: bare, command: "seq 3000", restart: temporary, output: false}
-            """
-        )
-    )
-    log_file = tmp_path / "jobvisor.log"
-    jv = run_jobvisor(tmp_path, "--log-file", str(log_file), "run", "--runtime", RUNTIME)
-    assert jv.proc.returncode == 0, jv.stderr
-    text = log_file.read_text()
-    copied = [int(x) for x in re.findall(r"flood\[1\] (\d+) \[path=flood", text)]
-    # The burst, then the few lines a second refills while the rest is read, in order.
-    assert copied[:LOG_BURST] == list(range(1, LOG_BURST + 1)), copied[LOG_BURST - 3 :]
-    assert copied == sorted(set(copied)), copied[LOG_BURST:]
-    assert LOG_BURST <= len(copied) < LOG_BURST + 2 * LOG_RATE, len(copied)
-    said = [line for line in text.splitlines() if "not copied to the log" in line]
-    assert len(said) == 1, said
-    out = tmp_path / ".jobvisor" / "output"
-    assert re.search(
-        rf"INFO +supervision\.output: flood: {50000 - len(copied)} more output lines in the last "
-        rf"[\d.]+ s not copied to the log \(more than {LOG_BURST} at once or {LOG_RATE} a "
-        rf"second\); all are in "
-        rf"{re.escape(str(out / 'flood.log'))} \[path=flood\]$",
-        said[0],
-    ), said[0]
-    filed = [body(x) for x in (out / "flood.log").read_bytes().splitlines()]
-    assert filed == [str(n).encode() for n in range(1, 50001)]
-    assert re.findall(r"quiet\[1\] (q\d) \[", text) == ["q1", "q2", "q3"]
-    bare = [int(x) for x in re.findall(r"bare\[1\] (\d+) \[path=bare", text)]
-    assert bare == list(range(1, 3001))
-
-
-def test_a_job_budget_refills_at_its_rate_and_says_its_skips_every_few_seconds() -> None:
-    """Past the burst a job gets ``LOG_RATE`` lines a second into the log; what is skipped
-    is said at most every ``SAY_EVERY`` seconds while it goes on, and at once when asked."""
-    budget = LogBudget()
-    assert budget.take(LOG_BURST - 10, now=100.0) == LOG_BURST - 10
-    assert budget.take(50, now=100.0) == 10
-    assert budget.due(now=100.0) is None, "the first skip is said after SAY_EVERY"
-    assert budget.take(LOG_RATE * 3, now=101.0) == LOG_RATE  # one second's worth
-    assert budget.due(now=100.0 + SAY_EVERY) == (40 + 2 * LOG_RATE, SAY_EVERY, logbook.INFO)
-    assert budget.due(now=100.0 + SAY_EVERY) is None
-    assert budget.take(5, now=200.0) == 5
-    assert budget.due(now=200.0, now_or_never=True) is None, "nothing skipped since"
-
-
-def test_a_flood_of_long_lines_is_bounded_in_bytes_too(tmp_path: Path) -> None:
-    """A line too long for one record is logged in 64 KiB parts; each costs a line of the
-    budget per KiB, so 4 MiB without a newline puts about 1 MiB into the log, not 4."""
-    (tmp_path / "jobs.yaml").write_text(
-        textwrap.dedent(
-            """\
-            version: 1
-            jobs:
-              - {name: wide, command: "head -c 4194304 /dev/zero | tr '\\\\0' x", restart: temporary}
-            """
-        )
-    )
-    log_file = tmp_path / "jobvisor.log"
-    jv = run_jobvisor(tmp_path, "--log-file", str(log_file), "run", "--runtime", RUNTIME)
-    assert jv.proc.returncode == 0, jv.stderr
-    text = log_file.read_text()
-    parts = re.findall(r"wide\[1\] (x+) \[path=wide attempt=1 stream=stdout part=(\d+)\]", text)
-    logged = sum(len(x) for x, _ in parts)
-    assert 64 * 1024 <= logged <= 1024 * 1024 + 5 * 64 * 1024, logged
-    said = re.findall(r"wide: (\d+) more output lines? in the last [\d.]+ s not copied", text)
-    assert len(said) == 1, text[-2000:]
-    assert int(said[0]) + len(parts) == 64  # each part is logged or counted
-    filed = b"".join(
-        body(x) for x in (tmp_path / ".jobvisor" / "output" / "wide.log").read_bytes().splitlines()
-    )
-    assert filed == b"x" * 4194304
