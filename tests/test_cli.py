@@ -1214,16 +1214,19 @@ def test_a_thread_jobs_stderr_line_comes_before_the_verdict_through_a_pipe(
     ) as proc:  # fmt: skip
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, out
-    lines = out.splitlines()
-    verdict = lines.index("jobvisor: failed or gave up: p")
-    said = lines.index("the job says on stderr")
+    # By place in the output, not by whole lines: a print is two writes (its text, then its
+    # end), and a log record of another thread may come between them (CI saw "the job says
+    # on stderr" run on into the tree's line of p's start).
+    verdict = out.index("jobvisor: failed or gave up: p")
+    said = out.index("the job says on stderr")
     assert said < verdict, out
     # The log's line of p's end comes after what p wrote before it ended.
-    ended = next(n for n, line in enumerate(lines) if "p: failed (start 1)" in line)
+    ended = out.index("p: failed (start 1)")
     assert said < ended, out
     if unbuffered:
         # Each write as it came: stderr's unfinished line, then stdout's print (one fd here).
-        assert "no newlinethe job says on stdout" in lines[:ended], out
+        assert said < out.index("no newline") < out.index("the job says on stdout") < ended, out
+        assert "no newline\n" not in out, out  # nothing ended the unfinished line
 
 
 @pytest.mark.parametrize("http", [False, True])
