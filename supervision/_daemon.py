@@ -14,6 +14,7 @@ never stalls the daemon (each has a deadline) and never crashes it.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import functools
 import json
@@ -128,7 +129,10 @@ def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
     if address.startswith("@"):
         address = "\0" + address[1:]
     global _notify_blocked  # noqa: PLW0603 - one warning per burst, whichever thread sends
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+    # The C socket, never gevent's: a patched socket waits on the hub when the send would
+    # block, whatever MSG_DONTWAIT says, and a full socket then held the stop for ever.
+    sock = _socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with contextlib.closing(sock):
         try:
             # Never blocking: a socket nobody reads fills after a few datagrams (the watchdog's
             # come often), and a blocking send then waits for ever, STOPPING=1 at exit too.
