@@ -19,7 +19,8 @@ import contextlib
 import fcntl
 import os
 import threading
-from typing import TYPE_CHECKING, Final
+import time
+from typing import IO, TYPE_CHECKING, Final
 
 import logbook
 
@@ -38,6 +39,10 @@ LOCK_NAME: Final = "daemon.lock"  # the name since the daemon alone took it: kep
 log = logbook.Logger("supervision.statedir")
 
 WATCH_EVERY: Final = 1.0  # seconds between two looks at the state dir and its lock file
+# How long a start waits for the lock before it is refused: a look at who holds it (the
+# client's hint, ``StateDirLock.holder``) takes it shared for an instant, and a start that
+# came in that instant was refused, naming a holder that had ended.
+LOCK_PATIENCE: Final = 0.25
 
 
 class StateDirHeldError(JobvisorError):
@@ -51,6 +56,21 @@ def _holder(text: str) -> str:
     """``daemon, pid 12`` from the lock file's ``12 daemon`` (``12`` alone: an older daemon's)."""
     pid, _, kind = text.strip().partition(" ")
     return f"{kind or 'daemon'}, pid {pid or 'unknown'}"
+
+
+def _lock(handle: IO[str], patience: float) -> None:
+    """Take ``handle``'s flock, exclusive, trying for ``patience`` seconds; BlockingIOError if
+    another still holds it then (a jobvisor running there holds it for its whole life)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+        else:
+            return
 
 
 class StateDirLock:
@@ -69,7 +89,7 @@ class StateDirLock:
         fd = open_private(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, "lock file")
         handle = os.fdopen(fd, "r+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(handle, LOCK_PATIENCE)
         except BlockingIOError:
             handle.seek(0)
             owner = _holder(handle.read())

@@ -1475,6 +1475,30 @@ def test_a_daemon_whose_state_dir_is_deleted_stops_and_says_why(tmp_path: Path) 
         assert stop_daemon(again) == 0
 
 
+def test_a_start_waits_out_an_instants_look_at_who_holds_the_lock(tmp_path: Path) -> None:
+    """A status command's look at who holds the state dir takes its lock shared for an
+    instant (review r44b: 1,298 of 20,000 starts racing such looks were refused, naming a
+    holder that had ended). A start waits that out; one that is really held is refused."""
+    import fcntl
+    import threading
+
+    from supervision._statedir import LOCK_NAME, LOCK_PATIENCE, StateDirHeldError, StateDirLock
+
+    state = tmp_path / ".jobvisor"
+    StateDirLock(state, "run").close()  # the dir and its lock file, as a start leaves them
+    with open(state / LOCK_NAME, encoding="utf-8") as look:  # noqa: PTH123
+        fcntl.flock(look, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        # The look ends well within the start's patience.
+        threading.Timer(LOCK_PATIENCE / 5, fcntl.flock, (look, fcntl.LOCK_UN)).start()
+        StateDirLock(state, "daemon").close()
+    held = StateDirLock(state, "run")
+    try:
+        with pytest.raises(StateDirHeldError, match=r"another jobvisor \(run, pid \d+\)"):
+            StateDirLock(state, "daemon")
+    finally:
+        held.close()
+
+
 def test_a_lost_lock_file_is_said_deleted_or_moved_as_it_was(tmp_path: Path) -> None:
     from supervision._statedir import LOCK_NAME, StateDirLock
 
