@@ -58,7 +58,7 @@ from supervision._fdlimit import AcceptShortage, fit_open_files
 from supervision._files import Ident, check_parents, identity, remove_if_same, write_atomic
 from supervision._hangup import off_the_terminal
 from supervision._held import lost_line
-from supervision._history import JournalError, last_daemon_start, read_history
+from supervision._history import JournalError, last_daemon_start, last_row_at
 from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
@@ -1843,13 +1843,13 @@ def _start_detail(manifest: Path, journal: Path) -> dict[str, Any]:
         )
         # Said in the log too: the row alone was read only by who thought to run history.
         try:
-            newest = read_history(journal, None, 1)
+            newest = last_row_at(journal, unless_run_since=at if isinstance(at, int | float) else 0)
         except JournalError:
-            newest = []
+            newest = None
         when = (
-            f", after {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(newest[-1]['at']))} "
+            f", after {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(newest))} "
             "(its last journal row)"
-            if newest
+            if newest is not None
             else ""
         )
         log.warning(

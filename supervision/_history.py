@@ -28,6 +28,7 @@ __all__ = [
     "last_breaker_states",
     "last_daemon_row",
     "last_daemon_start",
+    "last_row_at",
     "last_ticks",
     "open_cooldowns",
     "read_history",
@@ -320,6 +321,24 @@ def last_daemon_start(db: Path) -> tuple[dict[str, Any], list[dict[str, Any]]] |
     return start, [json.loads(detail) for _, detail, _ in rows[1:]]
 
 
+def last_row_at(db: Path, *, unless_run_since: float) -> float | None:
+    """When the journal's newest row (an attempt's end, a decision) was written; None if it
+    has none, or a ``run`` started there since ``unless_run_since`` (its rows would be
+    taken for those of the daemon before it). Three lookups by id: no journal is read whole
+    at a daemon's start."""
+    if not db.exists():
+        return None
+    rows = _query(
+        db,
+        "SELECT (SELECT 1 FROM decisions WHERE path = '' AND kind = ? AND at > ? LIMIT 1),"
+        " max(coalesce((SELECT ended_at FROM attempts ORDER BY id DESC LIMIT 1), 0),"
+        " coalesce((SELECT at FROM decisions ORDER BY id DESC LIMIT 1), 0))",
+        (RUN_START, unless_run_since),
+    )
+    ran, at = rows[0] if rows else (None, 0)
+    return None if ran or not at else float(at)
+
+
 def since_time(text: str, now: float) -> float:
     """The wall time ``text`` names, for ``history --since`` and ``/api/history?since=``: a
     duration before ``now`` as a manifest writes one (``10m``, ``2h``, ``1h30m``) or an
@@ -400,25 +419,23 @@ def run_start_seq(db: Path, manifest: str | None = None) -> int | None:
     path, as ``run`` writes it) that was no ``--resume``: the start of the run a ``--resume``
     finishes (a resume of a resume goes on with the same one). Two manifests in one
     directory share a state dir, so another manifest's run in between is no new start of
-    this one's. Without a row of ``manifest`` (or None), the latest of any manifest's (the
-    rows of a jobvisor that wrote none). None without one: a journal no ``run`` of this
-    jobvisor marked, or not yet migrated to seq (no ``run`` of this jobvisor wrote it then
-    either)."""
+    this one's; ``manifest`` None: the latest of any. None without one: a manifest no ``run``
+    of this jobvisor marked (its successes all count, even when another manifest's runs in
+    the same state dir were marked), or a journal not yet migrated to seq."""
     if "seq" not in _columns(db)["decisions"]:
         return None
     select = (
         "SELECT seq FROM decisions WHERE path = '' AND kind = ?"
         " AND NOT coalesce(json_extract(detail, '$.resume'), 0)"
     )
-    rows: list[tuple[Any, ...]] = []
-    if manifest is not None:
+    if manifest is None:
+        rows = _query(db, select + " ORDER BY id DESC LIMIT 1", (RUN_START,))
+    else:
         rows = _query(
             db,
             select + " AND json_extract(detail, '$.manifest') = ? ORDER BY id DESC LIMIT 1",
             (RUN_START, manifest),
         )
-    if not rows:
-        rows = _query(db, select + " ORDER BY id DESC LIMIT 1", (RUN_START,))
     return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
 

@@ -161,7 +161,11 @@ def test_the_start_after_a_sigkill_warns_of_it_and_history_says_what_it_lacks(
         wait_until(lambda: _daemon_rows(first), "the start journaled", proc=first.proc)
         out = first.cli("history", "once")
         assert (out.returncode, out.stdout) == (0, ""), out.stderr
-        assert out.stderr == "jobvisor: no attempt of once has finished yet\n"
+        # Not "of once": said alike of a name no job has (review r44a).
+        assert out.stderr == (
+            "jobvisor: the journal has no finished attempt of any job yet (an attempt is "
+            "journaled as it ends)\n"
+        )
         last = _daemon_rows(first)[-1]["at"]
         first.proc.send_signal(signal.SIGKILL)
     with http_daemon(tmp_path, KILLED, "--runtime", RUNTIME, "--log-file", str(log_file)) as second:
@@ -175,6 +179,37 @@ def test_the_start_after_a_sigkill_warns_of_it_and_history_says_what_it_lacks(
         f"supervision.daemon: the daemon before (pid {first.proc.pid}) journaled no stop: it "
         f"was killed, or its machine went down, after {shown} (its last journal row); what it "
         "had running then has no row (the journal has each attempt once it ends)"
+    ), warnings
+
+
+def test_the_warning_after_a_sigkill_names_no_time_when_a_run_wrote_since(
+    tmp_path: Path,
+) -> None:
+    """A `run` in the state dir between the killed daemon and the next start wrote the newest
+    rows: their time was named as the killed daemon's last (review r44a)."""
+    log_file = tmp_path / "second.log"
+    with http_daemon(tmp_path, KILLED, "--runtime", RUNTIME, code=-signal.SIGKILL) as first:
+        wait_until(lambda: _daemon_rows(first), "the start journaled", proc=first.proc)
+        first.proc.send_signal(signal.SIGKILL)
+    (tmp_path / "once.yaml").write_text('version: 1\njobs:\n  - {name: o, command: ["true"]}\n')
+    ran = subprocess.run(
+        [*CLI, "run", "once.yaml"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    with http_daemon(tmp_path, KILLED, "--runtime", RUNTIME, "--log-file", str(log_file)) as second:
+        wait_until(lambda: any(r["kind"] == "daemon_start" for r in _daemon_rows(second)[-1:]),
+                   "the second start journaled", proc=second.proc)  # fmt: skip
+        warnings = [line for line in log_file.read_text().splitlines() if " WARNING " in line]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].endswith(
+        f"the daemon before (pid {first.proc.pid}) journaled no stop: it was killed, or its "
+        "machine went down; what it had running then has no row (the journal has each "
+        "attempt once it ends)"
     ), warnings
 
 

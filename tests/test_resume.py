@@ -69,7 +69,7 @@ def test_resume_skips_a_job_whose_identical_spec_succeeded_in_the_run_it_resumes
     assert out.returncode == 0, out.stderr
     assert "skipped: transform\n" in out.stderr, out.stderr
     # Why extract runs again is said (load failed in the run resumed: nothing to say).
-    said = "jobvisor: --resume: runs again, as its spec changed since it succeeded: extract\n"
+    said = "jobvisor: --resume: run again, their spec changed since they succeeded: extract\n"
     assert said in out.stderr, out.stderr
     assert sorted(_runs(tmp_path)) == ["extract-v2", "load"]
     assert nodes(out)["load"]["state"] == "succeeded"
@@ -447,6 +447,27 @@ def test_resume_finishes_its_own_manifests_run_when_another_shared_the_state_dir
     # b.yaml's own resume finishes b.yaml's run, whatever a.yaml's resume wrote since.
     out = jobvisor("run", "--resume", str(b), cwd=tmp_path)
     assert "skipped: b\n" in out.stderr, out.stderr
+
+
+def test_a_manifest_no_run_marked_counts_every_success_though_another_was_marked(
+    tmp_path: Path,
+) -> None:
+    """a.yaml last ran under a jobvisor that marked no runs, b.yaml since under this one: a.yaml's
+    --resume counts every success of its own, not those since b.yaml's run (its fallback took
+    the state dir's latest run of any manifest)."""
+    from supervision._history import run_start_seq
+    from supervision._journal import Journal
+
+    journal = Journal(tmp_path)
+    try:
+        journal.run_start({"pid": 1, "manifest": "/b.yaml", "resume": False})
+        assert journal.flush()
+    finally:
+        journal.close()
+    db = journal_path(tmp_path)
+    assert run_start_seq(db, "/b.yaml") is not None
+    assert run_start_seq(db, "/a.yaml") is None
+    assert run_start_seq(db) == run_start_seq(db, "/b.yaml")
 
 
 def test_the_run_start_is_committed_before_the_first_job_starts(tmp_path: Path) -> None:
