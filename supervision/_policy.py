@@ -471,8 +471,8 @@ def decide(policy: RestartPolicy, window: Window, now: float, rand: float = 0.5)
     # window also counts a permanent job's clean exits, and a group's window its children's.
     within = " or within" if intensity.max_restarts else ""
     reason = (
-        f"a {_nth(count + 1)} restart within {intensity.within:g}s is more than "
-        f"max_restarts: {intensity.max_restarts} allows "
+        f"restart {count + 1} within {intensity.within:g}s is more than "
+        f"max_restarts ({intensity.max_restarts}) allows "
         f"(raise max_restarts{within}, or fix what makes it exit)"
     )
     return _exhausted(policy, window, reason)
@@ -497,18 +497,11 @@ def decide_budget(policy: RestartPolicy, window: Window, now: float) -> Decision
         return Restart(0.0, count + 1)
     within = " or budget.within" if budget.max_restarts else ""
     reason = (
-        f"a {_nth(count + 1)} restart in the tree within {budget.within:g}s is more than "
-        f"budget.max_restarts: {budget.max_restarts} allows "
+        f"restart {count + 1} in the tree within {budget.within:g}s is more than "
+        f"budget.max_restarts ({budget.max_restarts}) allows "
         f"(raise budget.max_restarts{within}, or fix what makes jobs exit)"
     )
     return _exhausted(policy, window, reason)
-
-
-def _nth(n: int) -> str:
-    """1st, 2nd, 3rd, 4th, ... 11th, 12th, 13th, ... 21st."""
-    if n % 100 in (11, 12, 13):
-        return f"{n}th"
-    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th') }"
 
 
 def _exhausted(policy: RestartPolicy, window: Window, reason: str) -> Decision:

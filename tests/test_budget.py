@@ -56,7 +56,7 @@ class TestDecideBudget:
             numbers.append(decision.number)
         assert numbers == [1, 2, 3]
         assert decide_budget(policy, window, 4.0) == GiveUp(
-            "a 4th restart in the tree within 60s is more than budget.max_restarts: 3 allows "
+            "restart 4 in the tree within 60s is more than budget.max_restarts (3) allows "
             "(raise budget.max_restarts or budget.within, or fix what makes jobs exit)"
         )
 
@@ -172,7 +172,7 @@ class TestRealTrees:
         assert jobfuncs.CALLS["leaf"] + jobfuncs.CALLS["other"] <= 5
         root_gave_up = [e for e in events.of(GaveUp) if e.path == ""]
         assert len(root_gave_up) == 1
-        assert "budget.max_restarts: 3 allows" in root_gave_up[0].reason
+        assert "budget.max_restarts (3) allows" in root_gave_up[0].reason
         result = tree.result()
         assert not result.ok
         # Whichever restart the budget refused gave up (one, or both if both were refused).

@@ -80,7 +80,7 @@ def test_a_tree_that_escalates_past_the_root_ends_the_daemon_with_exit_1(tmp_pat
     assert code == 1, err
     assert re.search(
         r"ERROR +supervision\.daemon: the tree ended by itself: escalation reached the root: "
-        r".*t: a 2nd restart within 60s is more than max_restarts: 1 allows .*; stopping \(exit 1\)",
+        r".*t: restart 2 within 60s is more than max_restarts \(1\) allows .*; stopping \(exit 1\)",
         err,
     ), err
     assert re.search(
@@ -181,7 +181,7 @@ def test_a_tree_whose_budget_runs_out_with_give_up_ends_the_daemon_with_exit_1(
     assert code == 1, err
     assert re.search(
         r"ERROR +supervision\.daemon: the tree ended by itself: the root gave up: tree budget "
-        r"exhausted: a 3rd restart in the tree within 60s is more than budget\.max_restarts: 2 "
+        r"exhausted: restart 3 in the tree within 60s is more than budget\.max_restarts \(2\) "
         r"allows \(raise budget\.max_restarts or budget\.within, or fix what makes jobs exit\) \(after ",
         err,
     ), err

@@ -69,7 +69,7 @@ def test_the_demo_shows_what_the_readme_says_in_under_30_seconds(tmp_path: Path)
         "flaky: restart 1 in ",  # restarts with backoff
         "flaky: restart 2 in ",
         "flaky: exited (succeeded) [path=flaky attempt=3]",
-        "mailer: gave up: a 3rd restart within 60s is more than max_restarts: 2 allows (raise max_restarts or within, or fix what makes it exit)",
+        "mailer: gave up: restart 3 within 60s is more than max_restarts (2) allows (raise max_restarts or within, or fix what makes it exit)",
         "heartbeat: exited (succeeded) [path=heartbeat attempt=4]",  # every: 1s, times: 4
         "pipeline: one_for_all restart of pipeline/cache, pipeline/transform in ",
     ):

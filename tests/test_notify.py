@@ -111,7 +111,7 @@ def test_a_command_hears_give_up_on_stdin_with_last_exit_and_journal_row(tmp_pat
     assert gave_up["notifier"] == "pager"
     assert gave_up["last_exit"]["code"] == 3
     assert gave_up["last_exit"]["outcome"] == "failed"
-    assert "max_restarts: 1 allows" in gave_up["causes"][0]
+    assert "max_restarts (1) allows" in gave_up["causes"][0]
     assert gave_up["time"].endswith("+00:00")
     assert abs(gave_up["at"] - time.time()) < 60
     # The job's own notification adds to the top level's, for that job only.

@@ -275,31 +275,30 @@ class TestIntensity:
         starts, decisions = run_always_failing(policy, [0.0, 1.0])
         assert starts == 2
         assert isinstance(decisions[-1], Escalate)
-        assert "max_restarts: 1 allows" in decisions[-1].reason  # type: ignore[union-attr]
+        assert "max_restarts (1) allows" in decisions[-1].reason  # type: ignore[union-attr]
 
     def test_a_give_up_with_no_restart_allowed_does_not_suggest_a_longer_window(self) -> None:
         policy = RestartPolicy(intensity=Intensity(max_restarts=0, within=60))
         decision = decide(policy, Window(policy.intensity), 0.0)
         assert isinstance(decision, GiveUp)
         assert decision.reason == (
-            "a 1st restart within 60s is more than max_restarts: 0 allows "
+            "restart 1 within 60s is more than max_restarts (0) allows "
             "(raise max_restarts, or fix what makes it exit)"
         )
 
-    @pytest.mark.parametrize(
-        ("allowed", "nth"), [(1, "2nd"), (2, "3rd"), (10, "11th"), (20, "21st")]
-    )
+    @pytest.mark.parametrize("allowed", [1, 2, 7, 10, 20])
     def test_a_give_up_names_the_restart_it_refuses_not_a_count_of_failures(
-        self, allowed: int, nth: str
+        self, allowed: int
     ) -> None:
         """The window also counts a permanent job's clean exits and a group's other children's
-        restarts, so "it failed N times" (a review's find) was false for both."""
+        restarts, so "it failed N times" (a review's find) was false for both. By its number,
+        as the restart lines say it ("a 8th restart" was a review's find too)."""
         policy = RestartPolicy(intensity=Intensity(max_restarts=allowed, within=60))
         starts, decisions = run_always_failing(policy, [float(i) for i in range(allowed + 1)])
         assert starts == allowed + 1
         assert isinstance(decisions[-1], GiveUp)
         assert decisions[-1].reason == (
-            f"a {nth} restart within 60s is more than max_restarts: {allowed} allows "
+            f"restart {allowed + 1} within 60s is more than max_restarts ({allowed}) allows "
             "(raise max_restarts or within, or fix what makes it exit)"
         )
 
@@ -413,10 +412,10 @@ class TestEscalationChain:
     def test_two_levels_carry_the_whole_cause_chain(self) -> None:
         root_cause = ValueError("disk full")
         inner = EscalationError(
-            "etl/load", "a 4th restart within 60s is more than max_restarts: 3 allows", root_cause
+            "etl/load", "restart 4 within 60s is more than max_restarts (3) allows", root_cause
         )
         outer = EscalationError(
-            "etl", "a 2nd restart within 60s is more than max_restarts: 1 allows", inner
+            "etl", "restart 2 within 60s is more than max_restarts (1) allows", inner
         )
         chain = outer.chain()
         assert chain == [outer, inner, root_cause]

@@ -181,6 +181,6 @@ def test_run_gives_a_fast_crasher_up_though_its_backoff_outgrows_within(tmp_path
     assert "in 0.200s (restart 1 of 3" in out.stderr
     assert "in 0.400s (restart 2 of 3" in out.stderr
     assert (
-        "crash: gave up: a 4th restart within 0.5s is more than max_restarts: 3 allows (raise"
+        "crash: gave up: restart 4 within 0.5s is more than max_restarts (3) allows (raise"
         in out.stderr
     )
