@@ -17,7 +17,7 @@ import time
 # (status, start, stop, restart, reload, history) costs beyond the interpreter's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
     from pathlib import Path
     from typing import Any
 
@@ -387,9 +387,11 @@ class _AroundProgress:
     """``sys.stderr`` while ``run`` draws its progress line there: a thread job's stderr
     line landed on the end of it ('[02:42:43] 2 runningjob line 2'). Each whole line clears
     the progress line and draws it again below, as a log record does (through the run's
-    ``logging`` when its records go to this stream, in order with them), masked; a line's
-    start waits for its end (``end`` writes what is left). It draws the progress line too
-    (``show_status``), so it knows what to draw again. Anything else is the stream's."""
+    ``logging`` when its records go to this stream, in order with them and under their
+    bound), masked. A line's start waits for its end, or a ``flush`` (then it is a line of
+    its own: a progress bar's ``\r`` update shows). It draws the progress line too
+    (``show_status``), so it knows what to draw again. After ``end`` it writes through.
+    Anything else is the stream's."""
 
     def __init__(self, stream: Any, logging: Any) -> None:
         import threading  # noqa: PLC0415 - run's alone
@@ -402,46 +404,77 @@ class _AroundProgress:
         self._shared = logging.retunable and logging.path is None
         self._clear = CLEAR_LINE
         self._lock = threading.Lock()  # job threads print at once: each line whole, in order
-        self._part = ""
+        self._parts: list[str] = []  # a line's start, in the writes it came in
+        self._held = 0  # their length
         self._status = ""
+        self._ended = False
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         with self._lock:
-            lines = (self._part + text).split("\n")
-            self._part = lines.pop()
-            if len(self._part) > _PART_MOST:
-                lines.append(self._part)
-                self._part = ""
+            if self._ended:  # a thread that outlived the run: no progress line any more
+                self._say([text], whole=False)
+                return len(text)
+            if "\n" not in text:  # a line's start, joined once at its end: no quadratic cost
+                self._parts.append(text)
+                self._held += len(text)
+                if self._held > _PART_MOST:
+                    self._say([self._take()])
+                return len(text)
+            lines = text.split("\n")
+            lines[0] = self._take() + lines[0]
+            tail = lines.pop()
+            if tail:
+                self._parts.append(tail)
+                self._held = len(tail)
             self._say(lines)
         return len(text)
 
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
     def flush(self) -> None:
-        """Nothing: a line's start stays until its end, as the progress line is on it."""
+        with self._lock:
+            if self._parts and not self._ended:
+                self._say([self._take()])
 
     def show_status(self, text: str, stream: Any) -> None:
         with self._lock:
-            self._status = text
-            self._logging.show_status(text, stream)
+            if not self._ended:
+                self._status = text
+                self._logging.show_status(text, stream)
 
     def end(self) -> None:
+        """The progress line is gone: what is held is said, and later writes go through."""
         with self._lock:
-            if self._part:
-                self._say([self._part])
-                self._part = ""
+            if self._parts:
+                self._say([self._take()])
+            self._ended = True
+            self._status = ""
 
-    def _say(self, lines: list[str]) -> None:
+    def _take(self) -> str:
+        held = "".join(self._parts)
+        self._parts.clear()
+        self._held = 0
+        return held
+
+    def _say(self, lines: list[str], *, whole: bool = True) -> None:
         if not lines:
             return
         mask = getattr(self._stream, "mask", None)
         lines = [mask(line) if mask is not None else line for line in lines]
-        if self._shared:
-            for line in lines:
-                self._logging.say(line, self._stream)
-            return
         import contextlib  # noqa: PLC0415 - run's alone
 
+        if not whole:
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.write(lines[0])
+            return
+        if self._shared:
+            for line in lines:
+                self._logging.say(line, self._stream, bounded=True)
+            return
         with contextlib.suppress(OSError, ValueError):  # as the log's own writes
             self._stream.write("".join(self._clear + line + "\n" for line in lines) + self._status)
             self._stream.flush()
@@ -891,7 +924,8 @@ def _history(args: argparse.Namespace) -> int:
             printable(
                 f"the journal has nothing of {args.job}; it has: {shown}"
                 if shown
-                else f"no attempt of {args.job} has finished yet"
+                else "the journal has no finished attempt of any job yet (an attempt is "
+                "journaled as it ends)"
             )
         )
     for row in rows:
@@ -1660,7 +1694,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         if composition.changed:
             composition.logging.say(
-                "jobvisor: --resume: runs again, as its spec changed since it succeeded: "
+                "jobvisor: --resume: run again, their spec changed since they succeeded: "
                 + ", ".join(composition.changed),
                 sys.stderr,
             )

@@ -230,16 +230,21 @@ class LoggingSetup:
             stream.write(CLEAR_LINE + text)
             stream.flush()
 
-    def say(self, text: str, stream: TextIO) -> None:
+    def say(self, text: str, stream: TextIO, *, bounded: bool = False) -> None:
         """Write ``text``, a line of the program's own (a verdict), to ``stream``.
 
         When the records go to the same stream, it goes after those logged before
         it, and never waits for a reader who stopped reading (see ``configure_logging``);
         otherwise it is written at once. A stream that fails is no error here.
+        ``bounded``: a line as many as a job may write (its own stderr's), which the
+        records' bound applies to as to a record: dropped, and counted, past it.
         """
         sink = self._stream_sink
         if sink is not None and sink.stream is stream and not self._closed:
-            sink.say(text)
+            if bounded:
+                sink.write(text)
+            else:
+                sink.say(text)
             return
         with contextlib.suppress(OSError, ValueError):
             stream.write(text + "\n")

@@ -150,7 +150,11 @@ def test_a_thread_jobs_stderr_lines_never_share_a_line_with_the_progress(
         "        print(f'job line {i}', file=sys.stderr)\n"
         "        sys.stderr.write('job ')\n"  # a line in two writes is still one line
         "        sys.stderr.write(f'part {i}\\n')\n"
-        "        time.sleep(0.2)\n",
+        "        sys.stderr.writelines([f'job list {i}\\n'])\n"  # not around the wrapper
+        "        time.sleep(0.2)\n"
+        "    sys.stderr.write('job flushed')\n"  # a flush shows a line's start on its own
+        "    sys.stderr.flush()\n"
+        "    sys.stderr.write('job later\\n')\n",
         encoding="utf-8",
     )
     write(
@@ -168,7 +172,11 @@ def test_a_thread_jobs_stderr_lines_never_share_a_line_with_the_progress(
     assert len(PROGRESS.findall(raw)) >= 2, raw
     lines, last = screen(raw)
     said = [line for line in lines if "job " in line]
-    assert said == [f"job {what} {i}" for i in range(6) for what in ("line", "part")], raw
+    assert said == [
+        *(f"job {what} {i}" for i in range(6) for what in ("line", "part", "list")),
+        "job flushed",
+        "job later",
+    ], raw
     assert last == ""
     assert "PATH" in stdout
 
