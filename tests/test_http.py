@@ -677,13 +677,14 @@ def test_a_timed_out_body_says_how_much_of_it_came(kit, make_work, framing) -> N
     read raise, and what it had gathered was lost. Sent, then quiet: an exact count."""
     # Paced, so the count is summed over several reads (one counting only its last read's
     # bytes said 1); a timeout far past the 5 x 10 ms, as five paced wake-ups of a loaded
-    # server's thread outlasted a 0.5 s deadline and the count was then 3 or 4.
+    # server's thread outlasted a 0.5 s deadline and the count was then 3 or 4. Each framing
+    # waits it out whole: 1.5 s, not more.
     kit.script(Trickle(every=0.01, framing=framing, upto=5))
-    work = make_work(url=f"{kit.url}/five", timeout=3.0)
+    work = make_work(url=f"{kit.url}/five", timeout=1.5)
     with pytest.raises(HttpRequestError) as info:
         work.run(attempt())
     assert str(info.value) == (
-        f"GET {kit.url}/five: timed out after 3s reading the body (status 200, 5 bytes read)"
+        f"GET {kit.url}/five: timed out after 1.5s reading the body (status 200, 5 bytes read)"
     )
 
 

@@ -98,6 +98,11 @@ class Terminal:
                 return cells
         return None
 
+    def colour(self, name: str, word: str) -> str:
+        """The foreground colour ``word`` is drawn in on job ``name``'s line."""
+        y = next(i for i, line in enumerate(self.lines()) if line.lstrip().startswith(name))
+        return str(self.screen.buffer[y][self.lines()[y].index(word)].fg)
+
     def cells(self, y: int) -> str:
         """Line ``y`` one character a cell: a wide character's second cell is ``\\0``."""
         line = self.screen.buffer[y]
@@ -155,9 +160,7 @@ def test_top_shows_the_tree_refreshes_and_q_quits(daemon: Running) -> None:
             lambda: (row := term.row("flaky")) is not None and int(row[2]) > restarts,
         )
         # Colours on a colour terminal: a running job's state is green.
-        y = next(i for i, line in enumerate(term.lines()) if line.lstrip().startswith("steady"))
-        x = term.lines()[y].index("running")
-        assert term.screen.buffer[y][x].fg == "green"
+        assert term.colour("steady", "running") == "green"
         os.write(term.fd, b"q")
         assert term.finish() == 0
     finally:
@@ -171,9 +174,7 @@ def test_top_draws_no_colour_under_no_color(daemon: Running) -> None:
         term.wait_for(
             "the running job", lambda: (row := term.row("steady")) and row[1] == "running"
         )
-        y = next(i for i, line in enumerate(term.lines()) if line.lstrip().startswith("steady"))
-        x = term.lines()[y].index("running")
-        assert term.screen.buffer[y][x].fg == "default"
+        assert term.colour("steady", "running") == "default"
         os.write(term.fd, b"q")
         assert term.finish() == 0
     finally:
