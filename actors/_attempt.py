@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Attempt",
     "LineCut",
+    "OutputOpener",
     "OutputSink",
     "ReadyCheck",
     "Work",
@@ -99,6 +100,16 @@ class OutputSink(Protocol):
 
     def close(self) -> None:
         """The attempt's command ended: release the file."""
+
+
+class OutputOpener(Protocol):
+    """A job actor's opener of its attempts' ``OutputSink`` (``Attempt.output``), which may
+    keep what they write to open from one attempt to the next (``supervision._output``)."""
+
+    def __call__(self, attempt: Attempt) -> OutputSink: ...
+
+    def close(self) -> None:
+        """The attempts that followed each other at once are over: let the file go."""
 
 
 class ReadyCheck(Protocol):

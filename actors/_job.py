@@ -35,7 +35,7 @@ from actors._taken import taken_before
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from actors._attempt import LineCut, OutputSink, ReadyCheck, Work
+    from actors._attempt import LineCut, OutputOpener, ReadyCheck, Work
     from actors._breaker import Breaker, Permit
 
 __all__ = [
@@ -369,7 +369,7 @@ class JobActor(OwnActor):
         retry: RetrySpec | None = None,
         breaker: Breaker | None = None,
         ready: ReadyCheck | None = None,
-        output: Callable[[Attempt], OutputSink] | None = None,
+        output: OutputOpener | None = None,
         cut: LineCut | None = None,
         again: InPlacePermit | None = None,
         grace: float = 0.0,
@@ -496,8 +496,10 @@ class JobActor(OwnActor):
 
     def _actor_loop_teardown(self) -> None:
         # However the incarnation ended, what it holds elsewhere (a Ray actor) goes with it,
-        # and its place in its breaker's queue (it would hold up the next trial a turn).
+        # its output file (a Kill between its attempts), and its place in its breaker's queue
+        # (it would hold up the next trial a turn).
         try:
+            self._output_done()
             _release(self.work)
             if self.breaker is not None:
                 self.breaker.dequeue(self)
@@ -518,6 +520,12 @@ class JobActor(OwnActor):
     # What ends an incarnation, as facts: a stop asked, or the attempt's error; a service
     # that returns and every other meaning is for the supervisor's classification.
 
+    def _output_done(self) -> None:
+        """The attempts no longer follow each other at once: the output file they kept open
+        goes (the next attempt opens it again)."""
+        if self.output is not None:
+            self.output.close()
+
     def _run_once_or_service(self) -> None:
         while True:
             # The attempt's end is the child's: its report goes with the exit report.
@@ -525,18 +533,25 @@ class JobActor(OwnActor):
             if self._jv_stop_requested:
                 # The work ended because we cancelled it: the stop's own error is gone already
                 # (``_run_attempt``); one of its own stays, as in its attempt's report.
+                self._output_done()  # before the exit report, as the attempt's own end did
                 self._jv_finish(error, code)
             elif self.breaker is not None and self._waits_for_breaker(error):  # most have none
+                self._output_done()
                 self._send_attempt_report()  # the child lives on, waiting for its breaker
                 self._wait_for_breaker(error, code)
             elif not self._restarted_in_place(error, code):
+                self._output_done()
                 self._jv_finish(error, code)
             elif self._jv_stop_requested:
-                pass  # restarted in place, and a stop came: it ends the next incarnation unrun
+                # Restarted in place, and a stop came: it ends the next incarnation unrun.
+                self._output_done()
             elif not self.actor_inbox.empty():
+                self._output_done()
                 self.actor_inbox.put(_envelope(_RUN))  # the next run goes behind what waits
             else:
-                continue  # the next incarnation's run, now (a permit means no breaker to ask)
+                # The next incarnation's run, now (a permit means no breaker to ask), its
+                # output file still open.
+                continue
             return
 
     def _restarted_in_place(self, error: BaseException | None, code: int | None) -> bool:
@@ -570,6 +585,7 @@ class JobActor(OwnActor):
         # A tick that ends the incarnation (it failed, it was the last, a stop came) is told
         # with the exit, one report as a once-job's: its failure is then said once, by the exit.
         error, code = self._run_attempt(with_exit=True)
+        self._output_done()  # a job between its ticks holds no file
         if self._jv_stop_requested:
             self._jv_finish(error)
         elif self._waits_for_breaker(error):

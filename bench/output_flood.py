@@ -44,6 +44,8 @@ def attempt_seconds(work: CommandWork, files: OutputFiles | None) -> float:
     attempt = Attempt("flood", 1, time.time(), output=output)
     began = time.perf_counter()
     work.run(attempt)
+    if output is not None:
+        output.close()  # as its job does when no attempt follows at once
     return time.perf_counter() - began
 
 

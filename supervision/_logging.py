@@ -49,6 +49,7 @@ from supervision._damper import CLEAN, Summary, TreeDampers
 from supervision._files import (
     UnsafePathError,
     check_parents,
+    ensure_private_dir,
     loosened,
     make_dirs,
     open_private_file,
@@ -1867,7 +1868,8 @@ class _FileSink:
     every message says so; a file that cannot be opened at first raises the
     ``OSError`` itself, for the caller to report, not ``LoggingSetupError``
     (whose advice is about ``--log-file``). ``trouble`` reports its write
-    failures (one for a job's every attempt: ``supervision._output``).
+    failures (one for a job's every attempt: ``supervision._output``), and
+    ``dirs`` are the directories on its way, each checked at every open.
 
     A write the disk cut off (ENOSPC after part of it) leaves half a line: the
     next write starts on a new line, never glued onto it.
@@ -1893,8 +1895,12 @@ class _FileSink:
         output: bool = False,
         trouble: _Trouble | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        dirs: tuple[Path, ...] = (),
     ) -> None:
         self._path = path
+        # An output file's directories, from the state dir's down to its own: each checked at
+        # every open, a reopen after a move included (O_NOFOLLOW guards the file's name only).
+        self._dirs = dirs
         self._max_bytes = rotate.max_bytes if rotate is not None else None
         self._when = rotate.when if rotate is not None else None
         self._backups = rotate.backups if rotate is not None else 0
@@ -2033,7 +2039,11 @@ class _FileSink:
         # checked at the start, and each made private (supervision._output).
         if not self._output:
             check_parents(self._path, self._what, "--log-file")
-        make_dirs(self._path.parent, f"{self._what}'s directory")
+        if self._dirs:
+            for directory in self._dirs:
+                ensure_private_dir(directory, "output directory")
+        else:
+            make_dirs(self._path.parent, f"{self._what}'s directory")
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         file = open_private_file(self._path, flags, self._what, tighten=self._tighten)
         try:

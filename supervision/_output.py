@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Final
 import logbook
 
 from actors import JobvisorError
-from supervision._files import ensure_private_dir
 from supervision._logging import _FileSink, _Trouble, log_takes
 from supervision._logs import output_file
 from supervision._spec import RotateSpec
@@ -39,10 +38,10 @@ from supervision._spec import RotateSpec
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from actors._attempt import Attempt, OutputSink
+    from actors._attempt import Attempt
     from supervision._spec import OutputSpec
 
-__all__ = ["OutputFiles", "output_dir"]
+__all__ = ["KeptOutput", "OutputFiles", "output_dir"]
 
 log = logbook.Logger("supervision.output")
 
@@ -73,9 +72,10 @@ class OutputFiles:
         # calls an attempt of a crash loop that prints); only ever added, the same each time.
         self._where: dict[str, tuple[Path, tuple[Path, ...]]] = {}
 
-    def opener(self, spec: OutputSpec) -> Callable[[Attempt], OutputSink]:
-        """What a job actor hands each attempt (``Attempt.output``) for a job kept as ``spec``."""
-        return partial(JobOutput, self, spec)
+    def opener(self, spec: OutputSpec) -> KeptOutput:
+        """What a job actor hands each attempt (``Attempt.output``) for a job kept as ``spec``:
+        one per incarnation, whose attempts share the open file (see ``KeptOutput``)."""
+        return KeptOutput(self, spec)
 
     def where(self, path: str) -> tuple[Path, tuple[Path, ...]]:
         """The output file of the job at ``path``, and the directories from ours to its own
@@ -116,6 +116,35 @@ def _say(path: str, level: int, text: str) -> None:
     log.log(level, "{}: {}", path, text, extra={"path": path})
 
 
+class KeptOutput:
+    """Opens each attempt's writer of one incarnation's output file, and keeps the file open
+    from one attempt to the next until ``close()``.
+
+    A command restarted in place runs its next attempt at once, on the same actor: a crash
+    loop that prints opened and closed its file on every restart (its directories' checks, the
+    open: 18 system calls and about 70 Python calls a restart). The job actor closes it when
+    its attempts stop following each other at once (``actors._job``): a job waiting for a
+    backoff, a tick or a stop holds no file. A file moved or deleted meanwhile is noticed at
+    the next write and opened again, each directory on its way checked (``_FileSink``).
+    """
+
+    __slots__ = ("_files", "_spec", "sink")
+
+    def __init__(self, files: OutputFiles, spec: OutputSpec) -> None:
+        self._files = files
+        self._spec = spec
+        self.sink: _FileSink | None = None  # the open file, owned here; None: not open
+
+    def __call__(self, attempt: Attempt) -> JobOutput:
+        return JobOutput(self._files, self._spec, attempt, self)
+
+    def close(self) -> None:
+        """Close the file; the next attempt opens it again. Idempotent."""
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.close()
+
+
 class JobOutput:
     """One attempt's writer of its job's output file, opened at its first line.
 
@@ -126,10 +155,13 @@ class JobOutput:
     job to fail.
     """
 
-    __slots__ = ("_failed", "_files", "_path", "_prefix", "_sink", "_spec", "_trouble")
+    __slots__ = ("_failed", "_files", "_kept", "_path", "_prefix", "_sink", "_spec", "_trouble")
 
-    def __init__(self, files: OutputFiles, spec: OutputSpec, attempt: Attempt) -> None:
+    def __init__(
+        self, files: OutputFiles, spec: OutputSpec, attempt: Attempt, kept: KeptOutput | None = None
+    ) -> None:
         self._files = files
+        self._kept = kept  # who owns the file, shared with the attempts before and after
         self._spec = spec
         self._path = attempt.path
         self._prefix = f" {{}} {attempt.number} "
@@ -176,25 +208,30 @@ class JobOutput:
 
     def close(self) -> None:
         sink, self._sink = self._sink, None
-        if sink is not None:
-            sink.close()
+        if sink is not None and self._kept is None:
+            sink.close()  # a kept one is its keeper's to close
 
     def _open(self, stream: str) -> _FileSink | None:
+        kept = self._kept
+        if kept is not None and kept.sink is not None:
+            self._sink = kept.sink  # the attempt before this one's, still open
+            return self._sink
         if self._failed:
             return None
         path, dirs = self._files.where(self._path)
         try:
-            # Each directory on the way is checked, at every open: O_NOFOLLOW guards the file's
-            # name only, and a directory may have been swapped since the last attempt.
-            for directory in dirs:
-                ensure_private_dir(directory, "output directory")
             rotate = _rotate(self._spec.max_bytes, self._spec.backups)
-            self._sink = _FileSink(path, rotate, _local_now, output=True, trouble=self._trouble)
+            sink = _FileSink(
+                path, rotate, _local_now, output=True, trouble=self._trouble, dirs=dirs
+            )
         except (OSError, JobvisorError) as exc:
             self._failed = True  # not again in this attempt: once per write would be a flood
             self._trouble.failed(exc, 0, taken=self._taken(stream))
             return None
-        return self._sink
+        if kept is not None:
+            kept.sink = sink
+        self._sink = sink
+        return sink
 
 
 @lru_cache(maxsize=64)

@@ -614,15 +614,20 @@ def test_a_kill_at_each_point_of_an_attempt_leaves_nothing_behind(
 def test_a_kill_at_each_point_of_an_attempt_with_an_output_file_leaves_no_fd(
     runtime: str, tmp_path: Path
 ) -> None:
-    # The job's output file opens at the attempt's first line and closes at its end: a Kill
-    # between os.open and the file object that owns the fd lost it.
+    # The job's output file opens at the attempt's first line and closes when its job lets it
+    # go (here, at the attempt's end): a Kill between os.open and the file object that owns
+    # the fd lost it.
     if runtime == "gevent":
         pytest.skip("under gevent a Kill lands only in a cooperative wait")
-    opener = OutputFiles(tmp_path / "output").opener(OutputSpec())
+    outputs = OutputFiles(tmp_path / "output")
     work = CommandWork(shell="echo out")
 
     def run() -> Any:
-        return work.run(Attempt("out", 1, time.time(), output=opener))
+        opener = outputs.opener(OutputSpec())  # a new incarnation's: the file is opened anew
+        try:
+            return work.run(Attempt("out", 1, time.time(), output=opener))
+        finally:
+            opener.close()
 
     run()  # the output directory, the warden's pipe and /dev/null, once
     before = open_fds(runtime)

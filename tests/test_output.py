@@ -660,17 +660,110 @@ def test_a_directory_on_the_way_swapped_for_a_symlink_between_attempts_is_not_fo
     tmp_path: Path,
 ) -> None:
     # What each attempt's open works out once per job (the file's path, its directories) is
-    # kept; the checks of the directories on the way are made again at every open.
+    # kept; the checks of the directories on the way are made again at every open (the file
+    # let go between the two, as a job does unless it restarts in place).
     files = OutputFiles(tmp_path / "output")
     opener = files.opener(OutputSpec())
     work = CommandWork(shell="echo line")
     with logbook.TestHandler() as said:
         assert work.run(Attempt("g/a", 1, time.time(), output=opener)) == 0
+        opener.close()
         group = tmp_path / "output" / "g"
         assert body((group / "a.log").read_bytes()) == b"line\n"
         elsewhere = tmp_path / "elsewhere"
         group.rename(elsewhere)
         group.symlink_to(elsewhere)
         assert work.run(Attempt("g/a", 2, time.time(), output=opener)) == 0
+        opener.close()
     assert body((elsewhere / "a.log").read_bytes()) == b"line\n"  # attempt 1's line alone
     assert any("symbolic link" in r.message for r in said.records), said.formatted_records
+
+
+def _open_on(file: Path) -> list[str]:
+    """This process's fds open on ``file``."""
+    fds = Path("/proc/self/fd")
+    found = []
+    for fd in fds.iterdir():
+        try:
+            if fd.readlink() == file:
+                found.append(fd.name)
+        except OSError:
+            pass  # closed meanwhile (the listing's own fd)
+    return found
+
+
+def test_a_reopen_of_a_file_moved_mid_attempt_checks_each_directory_on_the_way(
+    tmp_path: Path,
+) -> None:
+    # The file is kept open by the attempts that follow each other at once, so a move is seen
+    # at a write (the path no longer names the open file) and the file opened again: every
+    # directory on the way is checked then too, not only the file's own name.
+    files = OutputFiles(tmp_path / "output")
+    opener = files.opener(OutputSpec())
+    out = opener(Attempt("g/a", 1, time.time()))
+    group = tmp_path / "output" / "g"
+    trap = tmp_path / "trap"
+    trap.mkdir(mode=0o700)
+    with logbook.TestHandler() as said:
+        out.write("stdout", b"one")
+        group.rename(tmp_path / "elsewhere")
+        group.symlink_to(trap)
+        out.write("stdout", b"two")
+        out.close()
+        opener.close()
+    assert not (trap / "a.log").exists()
+    assert body((tmp_path / "elsewhere" / "a.log").read_bytes()) == b"one\n"
+    assert any("symbolic link" in r.message for r in said.records), said.formatted_records
+
+
+def test_attempts_that_follow_at_once_share_the_open_file_until_it_is_let_go(
+    tmp_path: Path,
+) -> None:
+    files = OutputFiles(tmp_path / "output")
+    opener = files.opener(OutputSpec())
+    work = CommandWork(shell="echo line")
+    file = tmp_path / "output" / "a.log"
+    assert work.run(Attempt("a", 1, time.time(), output=opener)) == 0
+    kept = _open_on(file)
+    assert len(kept) == 1, "kept open for the next attempt"
+    assert work.run(Attempt("a", 2, time.time(), output=opener)) == 0
+    assert _open_on(file) == kept, "the same open file, not another"
+    opener.close()
+    assert _open_on(file) == []
+    assert [STAMP.match(x).group(2) for x in file.read_bytes().splitlines()] == [b"1", b"2"]  # type: ignore[union-attr]
+
+
+LOOP = """
+version: 1
+supervisor:
+  strategy: one_for_one
+  backoff: {{initial: 0, max: 0, jitter: 0}}
+  intensity: {{max_restarts: {most}, within: 60s}}
+jobs:
+  - {{name: loop, command: "echo line; exit 1", restart: permanent}}
+"""
+
+
+def test_a_crash_loop_restarted_in_place_holds_its_file_no_longer_than_it_runs(
+    tmp_path: Path,
+) -> None:
+    # Its attempts share the open file; the give-up, and a stop of the tree mid-loop, let it go.
+    from supervision import load_manifest, start_tree
+
+    file = tmp_path / "output" / "loop.log"
+    with start_tree(
+        load_manifest(LOOP.format(most=5)), RUNTIME, output_dir=tmp_path / "output"
+    ) as tree:
+        assert tree.wait(30)
+        assert tree.status()["children"][0]["state"] == "gave_up"
+        assert _open_on(file) == []
+    assert [STAMP.match(x).group(2) for x in file.read_bytes().splitlines()] == [  # type: ignore[union-attr]
+        str(n).encode() for n in range(1, 7)
+    ]
+    file.unlink()
+    with start_tree(
+        load_manifest(LOOP.format(most=10**9)), RUNTIME, output_dir=tmp_path / "output"
+    ) as tree:
+        wait_until(lambda: file.exists() and file.read_bytes().count(b"\n") >= 20, "20 restarts")
+        assert tree.stop(30)
+        assert _open_on(file) == []

@@ -448,6 +448,7 @@ def test_a_placed_commands_output_reaches_its_output_file(cluster, tmp_path) -> 
         assert work.run(Attempt("out", 1, time.time(), output=opener)) == 0
     finally:
         work.release()
+        opener.close()
     lines = (tmp_path / "output" / "out.log").read_bytes().splitlines()
     assert sorted(line.rsplit(b" ", 1)[-1] for line in lines) == [
         b"err-line",
