@@ -108,6 +108,10 @@ class OutputOpener(Protocol):
 
     def __call__(self, attempt: Attempt) -> OutputSink: ...
 
+    @property
+    def idle(self) -> bool:
+        """A file is kept open that the attempt under way has not written to."""
+
     def close(self) -> None:
         """The attempts that followed each other at once are over: let the file go."""
 

@@ -1947,6 +1947,11 @@ class _FileSink:
     def troubled(self) -> bool:
         return self._trouble.troubled
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the file is open: not after a reopen that failed, until one succeeds."""
+        return self._file is not None
+
     def takes(self) -> bool:
         """Whether a record written now would get in: the file is open, or opens now (what
         a write tries first), and did not fail since (a full disk). Asked only when a job's

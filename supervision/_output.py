@@ -124,19 +124,28 @@ class KeptOutput:
     loop that prints opened and closed its file on every restart (its directories' checks, the
     open: 18 system calls and about 70 Python calls a restart). The job actor closes it when
     its attempts stop following each other at once (``actors._job``): a job waiting for a
-    backoff, a tick or a stop holds no file. A file moved or deleted meanwhile is noticed at
-    the next write and opened again, each directory on its way checked (``_FileSink``).
+    backoff, a retry, a tick or a stop holds no file, nor does an attempt that has written
+    nothing for ``actors._job.OUTPUT_LINGER`` seconds (``idle``). A file moved or deleted
+    meanwhile is noticed at the next write and opened again, each directory on its way
+    checked (``_FileSink``).
     """
 
-    __slots__ = ("_files", "_spec", "sink")
+    __slots__ = ("_files", "_spec", "lent", "sink")
 
     def __init__(self, files: OutputFiles, spec: OutputSpec) -> None:
         self._files = files
         self._spec = spec
         self.sink: _FileSink | None = None  # the open file, owned here; None: not open
+        self.lent = False  # the attempt under way has written to it
 
     def __call__(self, attempt: Attempt) -> JobOutput:
+        self.lent = False
         return JobOutput(self._files, self._spec, attempt, self)
+
+    @property
+    def idle(self) -> bool:
+        """The file is open, and the attempt under way has not written to it."""
+        return self.sink is not None and not self.lent
 
     def close(self) -> None:
         """Close the file; the next attempt opens it again. Idempotent."""
@@ -158,7 +167,7 @@ class JobOutput:
     __slots__ = ("_failed", "_files", "_kept", "_path", "_prefix", "_sink", "_spec", "_trouble")
 
     def __init__(
-        self, files: OutputFiles, spec: OutputSpec, attempt: Attempt, kept: KeptOutput | None = None
+        self, files: OutputFiles, spec: OutputSpec, attempt: Attempt, kept: KeptOutput
     ) -> None:
         self._files = files
         self._kept = kept  # who owns the file, shared with the attempts before and after
@@ -207,15 +216,17 @@ class JobOutput:
         return self._spec.log
 
     def close(self) -> None:
-        sink, self._sink = self._sink, None
-        if sink is not None and self._kept is None:
-            sink.close()  # a kept one is its keeper's to close
+        self._sink = None  # its keeper's to close (``KeptOutput``)
 
     def _open(self, stream: str) -> _FileSink | None:
         kept = self._kept
-        if kept is not None and kept.sink is not None:
-            self._sink = kept.sink  # the attempt before this one's, still open
-            return self._sink
+        kept.lent = True
+        sink = kept.sink
+        if sink is not None:
+            if sink.is_open:
+                self._sink = sink  # the attempt before this one's, still open
+                return sink
+            kept.close()  # its reopen failed: tried once an attempt, as a first open is
         if self._failed:
             return None
         path, dirs = self._files.where(self._path)
@@ -228,8 +239,7 @@ class JobOutput:
             self._failed = True  # not again in this attempt: once per write would be a flood
             self._trouble.failed(exc, 0, taken=self._taken(stream))
             return None
-        if kept is not None:
-            kept.sink = sink
+        kept.sink = sink
         self._sink = sink
         return sink
 

@@ -14,6 +14,7 @@ import logbook
 import pytest
 from conftest import RUNTIME
 from faultkit import CLI, ENV, Jobvisor, run_jobvisor, start_daemon, stop_daemon, wait_until
+from prockit import fds
 
 from actors import Attempt, CommandWork
 from supervision._output import OutputFiles
@@ -679,17 +680,9 @@ def test_a_directory_on_the_way_swapped_for_a_symlink_between_attempts_is_not_fo
     assert any("symbolic link" in r.message for r in said.records), said.formatted_records
 
 
-def _open_on(file: Path) -> list[str]:
+def _open_on(file: Path) -> list[int]:
     """This process's fds open on ``file``."""
-    fds = Path("/proc/self/fd")
-    found = []
-    for fd in fds.iterdir():
-        try:
-            if fd.readlink() == file:
-                found.append(fd.name)
-        except OSError:
-            pass  # closed meanwhile (the listing's own fd)
-    return found
+    return [fd for fd, target in fds().items() if target == str(file)]
 
 
 def test_a_reopen_of_a_file_moved_mid_attempt_checks_each_directory_on_the_way(
@@ -767,3 +760,58 @@ def test_a_crash_loop_restarted_in_place_holds_its_file_no_longer_than_it_runs(
         wait_until(lambda: file.exists() and file.read_bytes().count(b"\n") >= 20, "20 restarts")
         assert tree.stop(30)
         assert _open_on(file) == []
+
+
+QUIET_AFTER = """
+version: 1
+supervisor:
+  strategy: one_for_one
+  backoff: {{initial: 0, max: 0, jitter: 0}}
+jobs:
+  - name: svc
+    command: "[ -e {mark} ] && exec sleep 60; touch {mark}; echo boom; exit 1"
+    restart: permanent
+"""
+
+
+def test_an_attempt_that_stays_quiet_lets_go_of_the_file_the_one_before_kept(
+    tmp_path: Path,
+) -> None:
+    # Attempt 1 prints and crashes; attempt 2, restarted in place, runs on without a word. It
+    # held attempt 1's file for as long as it ran: one that logrotate moved away and deleted
+    # kept its space (review r45a).
+    from supervision import load_manifest, start_tree
+
+    file = tmp_path / "output" / "svc.log"
+    mark = tmp_path / "mark"
+    manifest = load_manifest(QUIET_AFTER.format(mark=mark))
+    with start_tree(manifest, RUNTIME, output_dir=tmp_path / "output") as tree:
+        wait_until(lambda: tree.status()["children"][0]["starts"] == 2, "attempt 2 started")
+        wait_until(lambda: not _open_on(file), "the quiet attempt lets go of the file", timeout=10)
+        assert tree.stop(30)
+    assert [body(x) for x in file.read_bytes().splitlines()] == [b"boom"]
+
+
+def test_a_job_waiting_for_its_retry_holds_no_output_file(tmp_path: Path) -> None:
+    from supervision import load_manifest, start_tree
+
+    file = tmp_path / "output" / "r.log"
+    manifest = load_manifest(
+        textwrap.dedent(
+            """
+            version: 1
+            jobs:
+              - name: r
+                command: "echo try; exit 1"
+                retry: {attempts: 2, wait: {initial: 30s, max: 30s, jitter: 0}}
+            """
+        )
+    )
+    said = logbook.TestHandler(level=logbook.INFO)
+    with (
+        said.applicationbound(),
+        start_tree(manifest, RUNTIME, output_dir=tmp_path / "output") as tree,
+    ):
+        wait_until(lambda: any("retrying in" in r.message for r in said.records), "the wait")
+        assert _open_on(file) == []
+        assert tree.stop(30)
