@@ -555,7 +555,11 @@ class TestDynamicChildren:
         tree.remove_child("g/b")
         assert [c["name"] for c in tree.status()["children"][0]["children"]] == ["a"]
         # What was done from outside, for the journal (a restore must know of a person's
-        # start after a cooldown); nothing for the stop that found nothing to stop.
+        # start after a cooldown); nothing for the stop that found nothing to stop. The events
+        # are told on the bus's thread: the remove's may come after remove_child returned.
+        events.wait_for(
+            lambda items: any(isinstance(e, Commanded) and e.action == "remove" for e in items)
+        )
         acted = [(e.path, e.action, e.signal) for e in events.of(Commanded)]
         assert acted == [
             ("g/b", "add", None),
