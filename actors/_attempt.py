@@ -108,9 +108,9 @@ class OutputOpener(Protocol):
 
     def __call__(self, attempt: Attempt) -> OutputSink: ...
 
-    @property
-    def idle(self) -> bool:
-        """A file is kept open that the attempt under way has not written to."""
+    # While a file is kept open that the attempt under way has not tried to write to: when
+    # an attempt last began writing to it (monotonic); else None.
+    idle_since: float | None
 
     def close(self) -> None:
         """The attempts that followed each other at once are over: let the file go."""

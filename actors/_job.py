@@ -405,7 +405,6 @@ class JobActor(OwnActor):
         self._again = again
         self._started = self._work_started if again is not None else None
         self._spawned = False  # the attempt's command started (its ``Attempt.started`` came)
-        self._let_go_at = 0.0  # monotonic: when the attempt lets go of a kept file it left alone
         # Work that runs none of the user's Python (a command) fails with our frames only.
         self._own_frames = bool(getattr(work, "pooled_thread", False))
         self.output = output  # where a command's output also goes: see Attempt.output
@@ -974,7 +973,8 @@ class JobActor(OwnActor):
             self._jv_link.parent.tell(report)
 
     def _log_retry(self, number: int, exc: BaseException, delay: float) -> None:
-        self._output_done()  # a job waiting for its retry holds no file
+        if delay > 0:
+            self._output_done()  # a job waiting for its retry holds no file
         attempt = self._attempt
         log.info(
             "{}: try {} failed ({}); retrying in {:.3f}s",
@@ -1073,25 +1073,25 @@ class JobActor(OwnActor):
         Returns when to be called again if their reports are kept a while (``InPlace.tell_due``),
         or to let go of the output file the attempt before kept open (``OUTPUT_LINGER``).
         """
-        first = not self._spawned
         self._spawned = True
         again = self._again
         assert again is not None
         due = again.tell_due()
         output = self.output
-        if output is None or not output.idle:
+        if output is None:
             return due
-        # The file the attempt before kept open, and this one has not written to it: let it
-        # go if this one stays quiet (a service that runs on), or a file logrotate moved away
-        # and deleted stays held, its space not freed, for as long as it runs.
-        now = time.monotonic()
-        if first:
-            self._let_go_at = now + OUTPUT_LINGER
-        elif now >= self._let_go_at:
+        since = output.idle_since
+        if since is None:
+            return due
+        # A file an attempt before kept open, and this one has not written to it: let it go
+        # once no attempt has begun writing to it for OUTPUT_LINGER (a service that runs on
+        # quietly, or quiet attempts in a row), or a file logrotate moved away and deleted
+        # stays held, its space not freed.
+        left = since + OUTPUT_LINGER - time.monotonic()
+        if left <= 0:
             output.close()
             return due
-        left = self._let_go_at - now
-        return left if due is None else min(due, left)
+        return left if due is None or left < due else due
 
     def _jv_report(self) -> None:
         # An exit report kept back by a restart in place goes first: reports stay in order.

@@ -23,6 +23,7 @@ dropped, and counted.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime
 from functools import lru_cache, partial
 from pathlib import Path
@@ -124,31 +125,30 @@ class KeptOutput:
     loop that prints opened and closed its file on every restart (its directories' checks, the
     open: 18 system calls and about 70 Python calls a restart). The job actor closes it when
     its attempts stop following each other at once (``actors._job``): a job waiting for a
-    backoff, a retry, a tick or a stop holds no file, nor does an attempt that has written
-    nothing for ``actors._job.OUTPUT_LINGER`` seconds (``idle``). A file moved or deleted
-    meanwhile is noticed at the next write and opened again, each directory on its way
+    backoff, a retry's wait, a tick or a stop holds no file, nor do attempts that have not
+    written to it for ``actors._job.OUTPUT_LINGER`` seconds (``idle_since``). A file moved or
+    deleted meanwhile is noticed at the next write and opened again, each directory on its way
     checked (``_FileSink``).
     """
 
-    __slots__ = ("_files", "_spec", "lent", "sink")
+    __slots__ = ("_files", "_spec", "idle_since", "sink", "used_at")
 
     def __init__(self, files: OutputFiles, spec: OutputSpec) -> None:
         self._files = files
         self._spec = spec
         self.sink: _FileSink | None = None  # the open file, owned here; None: not open
-        self.lent = False  # the attempt under way has written to it
+        self.used_at = 0.0  # monotonic: when an attempt last began writing to it
+        # ``used_at`` while the file is open and the attempt under way has not tried to write
+        # yet, else None: a plain attribute, read at every start (``JobActor._work_started``).
+        self.idle_since: float | None = None
 
     def __call__(self, attempt: Attempt) -> JobOutput:
-        self.lent = False
+        self.idle_since = None if self.sink is None else self.used_at
         return JobOutput(self._files, self._spec, attempt, self)
-
-    @property
-    def idle(self) -> bool:
-        """The file is open, and the attempt under way has not written to it."""
-        return self.sink is not None and not self.lent
 
     def close(self) -> None:
         """Close the file; the next attempt opens it again. Idempotent."""
+        self.idle_since = None
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.close()
@@ -220,7 +220,8 @@ class JobOutput:
 
     def _open(self, stream: str) -> _FileSink | None:
         kept = self._kept
-        kept.lent = True
+        kept.idle_since = None
+        kept.used_at = time.monotonic()
         sink = kept.sink
         if sink is not None:
             if sink.is_open:
