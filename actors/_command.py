@@ -69,6 +69,16 @@ _SHELL: Final = "/bin/sh"
 _VALID_SIGNALS: Final = frozenset(signal.valid_signals())  # a set built per call: slow
 _SHOWN_MAX: Final = 200  # characters of the command shown in error messages
 _NOT_OURS: Final = "(not sent by jobvisor: the kernel's out-of-memory killer, or another process)"
+# The thread waiting on a command waits at SCHED_BATCH, whose wake-ups never preempt: at
+# SCHED_OTHER a child's exit woke it ahead of the exiting child on the same CPU once for each
+# pipe the exit closed, then for the pidfd: 3.8 context switches a /bin/true restart, and
+# 20-25 us of its CPU (bench/README.md, issue 15, stop 45). Only around the wait: what the thread
+# starts inherits its policy (a batch policy is not one reset-on-fork resets), and the spawn,
+# the readiness probe's thread and everything else run as before. Only in a process that runs
+# at SCHED_OTHER (one run under `chrt` keeps what it was given), and only under threads: under
+# gevent this thread is the hub's, everyone's.
+_WAIT_QUIETLY: Final = os.sched_getscheduler(0) == os.SCHED_OTHER
+_ZERO_PRIORITY: Final = os.sched_param(0)  # the only one SCHED_OTHER and SCHED_BATCH take
 # Why a start could not get an fd, beside the system's words (a pipe's error has no filename).
 _FD_LIMITS: Final = {
     errno.EMFILE: "the open-file limit, ulimit -n, is reached",
@@ -649,6 +659,15 @@ class _Child:
         """
         waiter = self._waiter
         assert waiter is not None
+        quiet = False
+        try:
+            quiet = self._hub is None and _WAIT_QUIETLY and _set_policy(os.SCHED_BATCH)
+            return self._supervise(waiter)
+        finally:
+            if quiet:
+                _set_policy(os.SCHED_OTHER)
+
+    def _supervise(self, waiter: PollWaiter | HubWaiter) -> int:
         open_streams = self.streams.copy()  # those not at their end yet
         self._recall_at = _recall_at(self.attempt.started)
         while self._code is None or open_streams:
@@ -842,6 +861,16 @@ class _Child:
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.close()
+
+
+def _set_policy(policy: int) -> bool:
+    """The calling thread's scheduling policy (its nice kept); False if the kernel refused it
+    (a seccomp filter): then the thread is as it was, and only a few wake-ups are at stake."""
+    try:
+        os.sched_setscheduler(0, policy, _ZERO_PRIORITY)
+    except OSError:
+        return False
+    return True
 
 
 def leader_of(attempt: Attempt) -> int | None:

@@ -1645,3 +1645,38 @@ def _attempts(directory: Path, path: str) -> int:
         except sqlite3.OperationalError:  # no table yet
             return 0
     return int(row[0])
+
+
+@pytest.mark.parametrize("nice", [4, -3])
+def test_a_commands_process_runs_at_the_policy_and_nice_jobvisor_runs_at(
+    tmp_path: Path, runtime: str, nice: int
+) -> None:
+    """The thread watching a command waits at SCHED_BATCH (``actors._command``); the command
+    itself starts at SCHED_OTHER and jobvisor's nice, as under supervisord or systemd, also
+    when it restarts in place (at once, on the same thread)."""
+    if nice < 0 and os.geteuid() != 0:
+        pytest.skip("a negative nice needs root")
+    (tmp_path / "marks").mkdir()
+    (tmp_path / "shown.py").write_text(
+        "import os, sys\n"
+        "print('sched', os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))\n"
+        "marks = len(os.listdir('marks'))\n"
+        "if marks < 2:\n"
+        "    open(f'marks/{marks}', 'w').close()\n"
+        "    sys.exit(1)\n"
+    )
+    write(
+        tmp_path,
+        f"""
+        version: 1
+        supervisor:
+          backoff: {{initial: 0, max: 0, jitter: 0}}
+          intensity: {{max_restarts: 5, within: 60s}}
+        jobs:
+          - {{name: c, command: [{sys.executable}, shown.py]}}
+        """,
+    )
+    out = jobvisor("--runtime", runtime, "run", cwd=tmp_path, prefix=("nice", "-n", str(nice)))
+    assert out.returncode == 0, out.stderr
+    for attempt in (1, 2, 3):
+        assert f"c[{attempt}] sched {os.SCHED_OTHER} {nice}" in out.stderr

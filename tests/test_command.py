@@ -951,6 +951,40 @@ def test_spawn_moves_its_error_pipe_off_fds_0_to_2_and_closes_it(
     close(out_w)
 
 
+def test_run_waits_on_its_command_at_sched_batch_and_the_command_runs_at_the_threads_own(
+    lines: Lines, tmp_path: Path, runtime: str
+) -> None:
+    """At SCHED_OTHER a child's exit woke the waiting thread ahead of the exiting child on its
+    CPU, once for each pipe the exit closed, then for the pidfd (bench/README.md, issue 15,
+    stop 45); a SCHED_BATCH wake-up never preempts. What the thread starts, and the thread
+    once ``run`` returned, are as they were: the policy and nice of the caller."""
+    gate = tmp_path / "gate"
+    shown = "import os, sys, time; print(os.sched_getscheduler(0), os.getpriority(0, 0), flush=1)"
+    wait = "while not os.path.exists(sys.argv[1]): time.sleep(0.005)"
+    work = CommandWork(argv=(sys.executable, "-I", "-S", "-c", f"{shown}\n{wait}", str(gate)))
+    seen: list[Any] = []
+    # Under gevent the "thread" is a greenlet: its nice would be the whole test process's.
+    nice = 3 if runtime == "threads" else os.getpriority(os.PRIO_PROCESS, 0)
+
+    def body() -> None:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)  # this thread's (Linux), to see it passed on
+        seen.append(work.run(attempt()))
+        seen.append(os.sched_getscheduler(0))
+
+    thread = threading.Thread(target=body, name="test-command")
+    thread.start()
+    try:
+        assert lines.wait_for(lambda t: len(t) == 1) == [f"{os.SCHED_OTHER} {nice}"]
+        if runtime == "threads":
+            assert os.sched_getscheduler(thread.native_id) == os.SCHED_BATCH  # waiting now
+        else:  # the hub's thread runs everyone's greenlets: it is left as it is
+            assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    finally:
+        gate.touch()
+        thread.join(10)
+    assert seen == [0, os.SCHED_OTHER]
+
+
 # -- jobs in a tree --------------------------------------------------------------------------------
 
 
