@@ -69,15 +69,15 @@ _SHELL: Final = "/bin/sh"
 _VALID_SIGNALS: Final = frozenset(signal.valid_signals())  # a set built per call: slow
 _SHOWN_MAX: Final = 200  # characters of the command shown in error messages
 _NOT_OURS: Final = "(not sent by jobvisor: the kernel's out-of-memory killer, or another process)"
-# The thread waiting on a command waits at SCHED_BATCH, whose wake-ups never preempt: at
-# SCHED_OTHER a child's exit woke it ahead of the exiting child on the same CPU once for each
-# pipe the exit closed, then for the pidfd: 3.8 context switches a /bin/true restart, and
-# 20-25 us of its CPU (bench/README.md, issue 15, stop 45). Only around the wait: what the thread
-# starts inherits its policy (a batch policy is not one reset-on-fork resets), and the spawn,
-# the readiness probe's thread and everything else run as before. Only in a process that runs
-# at SCHED_OTHER (one run under `chrt` keeps what it was given), and only under threads: under
-# gevent this thread is the hub's, everyone's.
-_WAIT_QUIETLY: Final = os.sched_getscheduler(0) == os.SCHED_OTHER
+# The thread waiting on a command waits at SCHED_BATCH, which on waking does not preempt a
+# running task (but one at SCHED_IDLE): at SCHED_OTHER a child's exit woke it ahead of the
+# exiting child on the same CPU once for each pipe the exit closed, then for the pidfd: 3.8
+# context switches a /bin/true restart, and 20-25 us of its CPU (bench/README.md, issue 15,
+# stop 45). Only around the wait: what the thread starts inherits its policy (a batch policy is
+# not one reset-on-fork resets), and the spawn, the readiness probe's thread and everything
+# else run as before. Only from SCHED_OTHER, read each time (`chrt` may change a running
+# daemon's; a thread of an embedding program has its own), and only under threads: under gevent
+# this thread is the hub's, everyone's.
 _ZERO_PRIORITY: Final = os.sched_param(0)  # the only one SCHED_OTHER and SCHED_BATCH take
 # Why a start could not get an fd, beside the system's words (a pipe's error has no filename).
 _FD_LIMITS: Final = {
@@ -659,13 +659,15 @@ class _Child:
         """
         waiter = self._waiter
         assert waiter is not None
-        quiet = False
+        # Decided before the switch: a Kill landing right after it still finds it to undo.
+        quiet = self._hub is None and os.sched_getscheduler(0) == os.SCHED_OTHER
         try:
-            quiet = self._hub is None and _WAIT_QUIETLY and _set_policy(os.SCHED_BATCH)
+            if quiet:
+                _set_policy(os.SCHED_BATCH)
             return self._supervise(waiter)
         finally:
             if quiet:
-                _set_policy(os.SCHED_OTHER)
+                _back_to_other()
 
     def _supervise(self, waiter: PollWaiter | HubWaiter) -> int:
         open_streams = self.streams.copy()  # those not at their end yet
@@ -863,14 +865,25 @@ class _Child:
             sink.close()
 
 
-def _set_policy(policy: int) -> bool:
-    """The calling thread's scheduling policy (its nice kept); False if the kernel refused it
-    (a seccomp filter): then the thread is as it was, and only a few wake-ups are at stake."""
-    try:
+def _set_policy(policy: int) -> None:
+    """The calling thread's scheduling policy, its nice kept. One the kernel refuses (a seccomp
+    filter) leaves the thread as it was: only a few wake-ups are at stake."""
+    with contextlib.suppress(OSError):
         os.sched_setscheduler(0, policy, _ZERO_PRIORITY)
-    except OSError:
-        return False
-    return True
+
+
+def _back_to_other() -> None:
+    """``_set_policy(SCHED_OTHER)``, past a Kill landing in it (tried again, then re-raised):
+    whatever the thread does next (``close()``, a warden's restart) must not inherit BATCH."""
+    interrupted: BaseException | None = None
+    for _ in range(2):
+        try:
+            _set_policy(os.SCHED_OTHER)
+            break
+        except BaseException as exc:
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def leader_of(attempt: Attempt) -> int | None:

@@ -964,7 +964,8 @@ def test_run_waits_on_its_command_at_sched_batch_and_the_command_runs_at_the_thr
     work = CommandWork(argv=(sys.executable, "-I", "-S", "-c", f"{shown}\n{wait}", str(gate)))
     seen: list[Any] = []
     # Under gevent the "thread" is a greenlet: its nice would be the whole test process's.
-    nice = 3 if runtime == "threads" else os.getpriority(os.PRIO_PROCESS, 0)
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    nice = min(19, nice + 3) if runtime == "threads" else nice
 
     def body() -> None:
         os.setpriority(os.PRIO_PROCESS, 0, nice)  # this thread's (Linux), to see it passed on
@@ -983,6 +984,31 @@ def test_run_waits_on_its_command_at_sched_batch_and_the_command_runs_at_the_thr
         gate.touch()
         thread.join(10)
     assert seen == [0, os.SCHED_OTHER]
+
+
+@pytest.mark.parametrize("policy", [os.SCHED_BATCH, os.SCHED_IDLE])
+def test_a_thread_at_another_policy_is_left_at_it_and_so_are_its_commands(
+    lines: Lines, runtime: str, policy: int
+) -> None:
+    """Read at each attempt: a thread of an embedding program, or a daemon ``chrt`` changed
+    after its start, keeps its policy, and its commands get it."""
+    if runtime != "threads":
+        pytest.skip("under gevent the thread is the hub's: its policy is the test process's")
+    shown = "import os; print(os.sched_getscheduler(0))"
+    work = CommandWork(argv=(sys.executable, "-I", "-S", "-c", shown))
+    seen: list[Any] = []
+
+    def body() -> None:
+        os.sched_setscheduler(0, policy, os.sched_param(0))  # after jobvisor's import
+        for number in (1, 2):
+            seen.append(work.run(attempt(number=number)))
+            seen.append(os.sched_getscheduler(0))
+
+    thread = threading.Thread(target=body, name="test-command")
+    thread.start()
+    thread.join(30)
+    assert seen == [0, policy, 0, policy]
+    assert lines.texts() == [str(policy), str(policy)]
 
 
 # -- jobs in a tree --------------------------------------------------------------------------------
