@@ -654,6 +654,52 @@ def test_a_kill_at_each_point_of_an_attempt_with_an_output_file_leaves_no_fd(
     assert runs > 100
 
 
+@pytest.mark.skipif(not killkit.CHECKED, reason="models where CPython 3.11/3.12 checks for a Kill")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # a file a Kill dropped closes when freed
+def test_a_kill_at_each_point_of_two_attempts_sharing_their_output_file_leaves_no_fd(
+    runtime: str, tmp_path: Path
+) -> None:
+    """Restarted in place, an attempt borrows the output file the one before it opened and
+    kept (``KeptOutput``): a Kill anywhere in either attempt, or between them, leaves no fd
+    once the incarnation lets the file go (``JobActor._output_done``, also in its teardown,
+    here the ``finally``)."""
+    if runtime == "gevent":
+        pytest.skip("under gevent a Kill lands only in a cooperative wait")
+    outputs = OutputFiles(tmp_path / "output")
+    work = CommandWork(shell="echo out")
+    kept: list[int] = []
+
+    def run() -> Any:
+        opener = outputs.opener(OutputSpec())  # one incarnation's
+        try:
+            work.run(Attempt("out", 1, time.time(), output=opener))
+            kept.append(open_fds(runtime))
+            return work.run(Attempt("out", 2, time.time(), output=opener))
+        finally:
+            opener.close()
+
+    run()  # the output directory, the warden's pipe and /dev/null, once
+    before = open_fds(runtime)
+    kept.clear()
+    run()
+    assert kept == [before + 1]  # between the attempts the file stays open: shared
+    files = {module.__file__ for module in (_command, _spawn, _waiters, _output, _logging, _files)}
+    runs = 0
+    gc.collect()
+    gc.freeze()  # as in the test above: each run's collection looks only at what came since
+    try:
+        with logbook.NullHandler().applicationbound():
+            for where, result in killkit.kill_each_point(run, files, Kill):
+                assert isinstance(result, Kill), f"{where}: {result!r}"
+                traceback.clear_frames(result.__traceback__)
+                gc.collect()
+                assert open_fds(runtime) == before, where
+                runs += 1
+    finally:
+        gc.unfreeze()
+    assert runs > 200
+
+
 def test_what_is_left_of_the_group_is_stopped_when_the_leader_exits(
     lines: Lines, procs: Watched, tmp_path: Path
 ) -> None:
