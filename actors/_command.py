@@ -72,12 +72,12 @@ _NOT_OURS: Final = "(not sent by jobvisor: the kernel's out-of-memory killer, or
 # The thread waiting on a command waits at SCHED_BATCH, which on waking does not preempt a
 # running task (but one at SCHED_IDLE): at SCHED_OTHER a child's exit woke it ahead of the
 # exiting child on the same CPU once for each pipe the exit closed, then for the pidfd: 3.8
-# context switches a /bin/true restart, and 20-25 us of its CPU (bench/README.md, issue 15,
-# stop 45). Only around the wait: what the thread starts inherits its policy (a batch policy is
-# not one reset-on-fork resets), and the spawn, the readiness probe's thread and everything
-# else run as before. Only from SCHED_OTHER, read each time (`chrt` may change a running
-# daemon's; a thread of an embedding program has its own), and only under threads: under gevent
-# this thread is the hub's, everyone's.
+# context switches a /bin/true restart, 1.9 at SCHED_BATCH, and 3-8% of its CPU less, the
+# switches' own cost counted (bench/README.md, issue 15, stop 45). Only around the wait: what
+# the thread starts inherits its policy (a batch policy is not one reset-on-fork resets), and
+# the spawn, the readiness probe's thread and everything else run as before. Only from
+# SCHED_OTHER, read each time (`chrt` may change a running daemon's; a thread of an embedding
+# program has its own), and only under threads: under gevent this thread is the hub's.
 _ZERO_PRIORITY: Final = os.sched_param(0)  # the only one SCHED_OTHER and SCHED_BATCH take
 # Why a start could not get an fd, beside the system's words (a pipe's error has no filename).
 _FD_LIMITS: Final = {
@@ -660,7 +660,7 @@ class _Child:
         waiter = self._waiter
         assert waiter is not None
         # Decided before the switch: a Kill landing right after it still finds it to undo.
-        quiet = self._hub is None and os.sched_getscheduler(0) == os.SCHED_OTHER
+        quiet = self._hub is None and _policy() == os.SCHED_OTHER
         try:
             if quiet:
                 _set_policy(os.SCHED_BATCH)
@@ -863,6 +863,15 @@ class _Child:
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.close()
+
+
+def _policy() -> int:
+    """The calling thread's scheduling policy; -1 if the kernel will not say (a seccomp
+    filter): then it is left alone."""
+    try:
+        return os.sched_getscheduler(0)
+    except OSError:
+        return -1
 
 
 def _set_policy(policy: int) -> None:
