@@ -59,14 +59,8 @@ def block(key: str) -> None:
 def block_until_released_once(key: str) -> None:
     """As ``block``, but a release lets one call return: that call takes it (clears it), so
     the next one blocks again (a service that ends once, not at every restart after)."""
-    _count(key)
-    EVENTS[key + ".running"].set()
-    attempt = current_attempt()
-    release = EVENTS[key + ".release"]
-    while not release.wait(0.01):
-        if attempt is not None and attempt.cancelled.is_set():
-            return
-    release.clear()
+    block(key)
+    EVENTS[key + ".release"].clear()
 
 
 def fail_on_stop(key: str) -> None:

@@ -630,7 +630,12 @@ def test_a_kill_at_each_point_of_an_attempt_with_an_output_file_leaves_no_fd(
             opener.close()
 
     run()  # the output directory, the warden's pipe and /dev/null, once
-    before = open_fds(runtime)
+    assert _kills_leave_no_fd(run, runtime, open_fds(runtime)) > 100
+
+
+def _kills_leave_no_fd(run: Callable[[], Any], runtime: str, before: int) -> int:
+    """Run ``run`` with a Kill at each point of the command and output modules, one per run;
+    after each, ``before`` fds are open. Returns the number of runs."""
     files = {module.__file__ for module in (_command, _spawn, _waiters, _output, _logging, _files)}
     runs = 0
     # Each run's collection need only look at what came since: a file a Kill dropped is
@@ -651,7 +656,7 @@ def test_a_kill_at_each_point_of_an_attempt_with_an_output_file_leaves_no_fd(
                 runs += 1
     finally:
         gc.unfreeze()
-    assert runs > 100
+    return runs
 
 
 @pytest.mark.skipif(not killkit.CHECKED, reason="models where CPython 3.11/3.12 checks for a Kill")
@@ -683,21 +688,7 @@ def test_a_kill_at_each_point_of_two_attempts_sharing_their_output_file_leaves_n
     kept.clear()
     run()
     assert kept == [before + 1]  # between the attempts the file stays open: shared
-    files = {module.__file__ for module in (_command, _spawn, _waiters, _output, _logging, _files)}
-    runs = 0
-    gc.collect()
-    gc.freeze()  # as in the test above: each run's collection looks only at what came since
-    try:
-        with logbook.NullHandler().applicationbound():
-            for where, result in killkit.kill_each_point(run, files, Kill):
-                assert isinstance(result, Kill), f"{where}: {result!r}"
-                traceback.clear_frames(result.__traceback__)
-                gc.collect()
-                assert open_fds(runtime) == before, where
-                runs += 1
-    finally:
-        gc.unfreeze()
-    assert runs > 200
+    assert _kills_leave_no_fd(run, runtime, before) > 200
 
 
 def test_what_is_left_of_the_group_is_stopped_when_the_leader_exits(
