@@ -709,12 +709,8 @@ class _Child:
         # The leader's end may have killed and reaped already (_leader_exited): one call less.
         done = self._ended and (self._reaped or self._hub is not None)
         for step in (self._release,) if done else (self._kill_and_reap, self._release):
-            for _ in range(2):
-                try:
-                    step()
-                    break
-                except BaseException as exc:
-                    interrupted = interrupted or exc
+            cut = _twice(step)
+            interrupted = interrupted or cut
         self._closed = True
         if interrupted is not None:
             raise interrupted
@@ -884,15 +880,23 @@ def _set_policy(policy: int) -> None:
 def _back_to_other() -> None:
     """``_set_policy(SCHED_OTHER)``, past a Kill landing in it (tried again, then re-raised):
     whatever the thread does next (``close()``, a warden's restart) must not inherit BATCH."""
+    cut = _twice(_set_policy, os.SCHED_OTHER)
+    if cut is not None:
+        raise cut
+
+
+def _twice(step: Callable[..., object], *args: Any) -> BaseException | None:
+    """Run ``step(*args)``, and again if something (a Kill thrown into the thread) cut it
+    short; return the first such interruption, for the caller to raise once it is done.
+    Each step it runs must be safe to run twice."""
     interrupted: BaseException | None = None
     for _ in range(2):
         try:
-            _set_policy(os.SCHED_OTHER)
+            step(*args)
             break
         except BaseException as exc:
             interrupted = interrupted or exc
-    if interrupted is not None:
-        raise interrupted
+    return interrupted
 
 
 def leader_of(attempt: Attempt) -> int | None:

@@ -474,7 +474,9 @@ def _two_ctrl_cs(
         )
     pid = None
     try:
-        wait_until(lambda: "ready" in out.read_text(), "the program runs", proc=proc)
+        # The whole line: a Ctrl-C between print's "ready" and its newline printed
+        # "readyinterrupted" (seen once in a full run under gevent).
+        wait_until(lambda: "ready\n" in out.read_text(), "the program runs", proc=proc)
         if pid_file is not None:
             pid = int(
                 wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "its pid")
