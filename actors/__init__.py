@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from actors._job import close_work as close_work
     from actors._messages import AttemptDone as AttemptDone
     from actors._messages import ChildExit as ChildExit
+    from actors._messages import ChildExits as ChildExits
     from actors._messages import ChildStarted as ChildStarted
     from actors._messages import Link as Link
     from actors._messages import Outcome
@@ -147,6 +148,7 @@ _INTERNAL: dict[str, str] = {
     "BreakerStatus": "actors._breaker",
     "Permit": "actors._breaker",
     "ChildExit": "actors._messages",
+    "ChildExits": "actors._messages",
     "ChildStarted": "actors._messages",
     "JobActor": "actors._job",
     "Kill": "actors._supervised",

@@ -873,16 +873,20 @@ def _policy() -> int:
 def _set_policy(policy: int) -> None:
     """The calling thread's scheduling policy, its nice kept. One the kernel refuses (a seccomp
     filter) leaves the thread as it was: only a few wake-ups are at stake."""
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 - not contextlib.suppress: twice on every restart (three calls each)
         os.sched_setscheduler(0, policy, _ZERO_PRIORITY)
+    except OSError:
+        pass
 
 
 def _back_to_other() -> None:
     """``_set_policy(SCHED_OTHER)``, past a Kill landing in it (tried again, then re-raised):
     whatever the thread does next (``close()``, a warden's restart) must not inherit BATCH."""
-    cut = _twice(_set_policy, os.SCHED_OTHER)
-    if cut is not None:
-        raise cut
+    try:
+        _set_policy(os.SCHED_OTHER)
+    except BaseException:
+        _twice(_set_policy, os.SCHED_OTHER)  # a Kill cut it short: again, then it goes on up
+        raise
 
 
 def _twice(step: Callable[..., object], *args: Any) -> BaseException | None:

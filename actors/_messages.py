@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AttemptDone",
     "ChildExit",
+    "ChildExits",
     "ChildStarted",
     "Link",
     "Outcome",
@@ -30,12 +31,14 @@ class Outcome(enum.StrEnum):
     STOPPED = "stopped"  # ended because a person, a shutdown or the actor itself stopped it
     KILLED = "killed"  # did not stop within its grace period and was abandoned
 
-    @property
-    def is_failure(self) -> bool:
-        return self in _FAILURES
+    # Failed or timed out. Set on each member below: a property was a Python call, asked
+    # four to eight times a restart.
+    is_failure: bool
 
 
-_FAILURES = frozenset({Outcome.FAILED, Outcome.TIMEOUT})
+for _outcome in Outcome:
+    _outcome.is_failure = _outcome in (Outcome.FAILED, Outcome.TIMEOUT)
+del _outcome
 
 
 class Parent(Protocol):
@@ -112,6 +115,16 @@ class ChildExit:
     # Not None: the incarnation restarted in place (``supervision._inplace``), and this is
     # the supervisor's own decision, already made and noted in its window.
     again: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildExits:
+    """Exit reports of restarts in place told together (``supervision._inplace``), oldest
+    first: handled one after another, as if each had come alone. One message for a tight
+    loop's batch: each message costs the supervisor's turn more than a report's own
+    bookkeeping does."""
+
+    reports: tuple[ChildExit, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from actors._errors import GroupDownError, NotAGroupError
 from actors._placement import RayPlacement
 from supervision import _events as ev
 from supervision._groupdeps import Blocker, GroupDeps
-from supervision._logging import CLEAN_EXIT, RESTARTED, held_back
+from supervision._logging import CLEAN_EXIT, QUIET, RESTARTED, held_back
 from supervision._policy import Cooldown, Restart, RestartType, Strategy
 from supervision._spec import ActorSpec, JobSpec, SupervisorSpec, same_child
 from supervision._state import State
@@ -267,23 +267,12 @@ class TreeContext:
                 error,
                 extra={"path": path, "attempt": msg.attempt},
             )
-        elif outcome.is_failure:
-            log.debug(
-                "{}: attempt {} {}: {}",
-                path,
-                msg.attempt,
-                outcome.value,
-                error,
-                extra={"path": path, "attempt": msg.attempt},
-            )
-        else:
-            log.debug(
-                "{}: attempt {} {}",
-                path,
-                msg.attempt,
-                outcome.value,
-                extra={"path": path, "attempt": msg.attempt},
-            )
+        elif (debug := log.debug) is not QUIET:  # on every restart: no call when it is off
+            extra = {"path": path, "attempt": msg.attempt}
+            if outcome.is_failure:
+                debug("{}: attempt {} {}: {}", path, msg.attempt, outcome.value, error, extra=extra)
+            else:
+                debug("{}: attempt {} {}", path, msg.attempt, outcome.value, extra=extra)
         self.publish(
             ev.AttemptFinished,
             lambda: ev.AttemptFinished(

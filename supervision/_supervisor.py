@@ -24,6 +24,7 @@ from pykka._envelope import Envelope
 from actors import (
     AttemptDone,
     ChildExit,
+    ChildExits,
     ChildRef,
     ChildStarted,
     EscalationError,
@@ -176,6 +177,7 @@ class Supervisor(OwnActor):
         self._adopt: tuple[ChildRecord, SupervisedActor] | None = None
         self._handlers: dict[type, Callable[[Any], None]] = {
             ChildExit: self._on_exit,
+            ChildExits: self._on_exits,
             ChildStarted: self._on_started,
             AttemptDone: self._on_attempt,
             Waiting: self._on_waiting,
@@ -343,7 +345,7 @@ class Supervisor(OwnActor):
         else:
             self.ctx.tracker.update(rec.path, rec.state, rec.finite)
 
-    def _set_state(self, rec: ChildRecord, new: State) -> None:
+    def _set_state(self, rec: ChildRecord, new: State) -> None:  # noqa: C901 - kept in one place
         """The one place a child changes state: checked, tracked, published.
 
         It also opens the child's stable reference when it starts and closes it when
@@ -359,7 +361,9 @@ class Supervisor(OwnActor):
         rec.since = self.ctx.wall()
         if old is State.WAITING:  # however it leaves: resumed, ended, stopped
             self._waited(rec, self.ctx.monotonic())
-        log.trace("{}: {} -> {}", rec.path, old, new, extra={"path": rec.path})
+        trace = log.trace
+        if trace is not QUIET:  # three times a restart: no call (nor ``extra``) when off
+            trace("{}: {} -> {}", rec.path, old, new, extra={"path": rec.path})
         closed_because = CLOSED_BECAUSE.get(new)
         if closed_because is not None:
             rec.ref._close(closed_because)
@@ -572,7 +576,7 @@ class Supervisor(OwnActor):
             # It restarted in place: it is this incarnation already (its link says so), running.
             self._adopt = None
             rec.actor = adopt[1]
-            self._on_started(ChildStarted(rec.key, rec.incarnation))
+            self._started(rec)
             return
         link = Link(self.actor_ref, rec.key, rec.incarnation, rec.ref)
         permit = rec.permit = self._permit_for(rec)
@@ -590,7 +594,7 @@ class Supervisor(OwnActor):
         if rec.actor._jv_started_at_once:
             # Its exit, if it already crashed, is queued behind this turn: started comes first,
             # as it would have by message.
-            self._on_started(ChildStarted(rec.key, rec.incarnation))
+            self._started(rec)
             return
         ready = getattr(rec.spec, "ready", None)
         if ready is not None:
@@ -654,8 +658,11 @@ class Supervisor(OwnActor):
 
     def _on_started(self, msg: ChildStarted) -> None:
         rec = self._by_key.get(msg.key)
-        if rec is None or rec.incarnation != msg.incarnation:
-            return
+        if rec is not None and rec.incarnation == msg.incarnation:
+            self._started(rec)
+
+    def _started(self, rec: ChildRecord) -> None:
+        """Its current incarnation started (told, or counted so in its launch's own turn)."""
         if rec.state is State.WAITING and self._starting is rec:
             # Ready while its breaker keeps it waiting: started all the same.
             self._starting = None
@@ -814,6 +821,10 @@ class Supervisor(OwnActor):
             if rec.served:  # told after the tick that proves it
                 self._probation_over(rec)
         return (msg.error if reason.error is None else reason.error), text
+
+    def _on_exits(self, msg: ChildExits) -> None:
+        for report in msg.reports:
+            self._on_exit(report)
 
     def _on_exit(self, msg: ChildExit) -> None:
         shown = None if msg.attempt is None else self._attempt(msg.attempt)

@@ -21,7 +21,7 @@ from conftest import Events
 from faultkit import wait_until
 from prockit import running
 
-from actors import ChildExit, CommandWork, Link
+from actors import ChildExit, ChildExits, CommandWork, Link
 from actors._job import JobActor
 from supervision import (
     AttemptFinished,
@@ -70,16 +70,22 @@ def _job_actors() -> list[JobActor]:
 
 
 class Inbox(pykka.ThreadingActor):
-    """A stand-in supervisor: a real actor that keeps what it is told."""
+    """A stand-in supervisor: a real actor that keeps what it is told, each report of a
+    ``ChildExits`` in its turn, as the supervisor handles them; ``messages?``: how many
+    messages brought them."""
 
     def __init__(self) -> None:
         super().__init__()
         self.told: list[Any] = []
+        self.messages = 0
 
     def on_receive(self, message: Any) -> Any:
         if message == "told?":
             return list(self.told)
-        self.told.append(message)
+        if message == "messages?":
+            return self.messages
+        self.messages += 1
+        self.told.extend(message.reports if isinstance(message, ChildExits) else (message,))
         return None
 
 
@@ -186,6 +192,31 @@ def test_a_tight_loops_reports_are_told_together_once_per_hold(inbox) -> None:
     # A quiet spell: the next loop's first restarts go one by one again.
     assert restart(now[0] + InPlace.HOLD) is None
     assert len(inbox.ask("told?")) == InPlace.LOOSE + 3
+
+
+def test_reports_kept_together_are_told_in_one_message_and_one_alone_as_itself(inbox) -> None:
+    policy, clock, now = _policy(1000), [100.0], [5.0]
+    permit = _permit(policy, Window(policy.intensity), clock, now)
+    actor = Incarnation(inbox)
+    incarnations = iter(range(3, 1000))
+    for k in range(InPlace.LOOSE + 3):  # the loop's first ones alone, then three kept
+        now[0] = 5.0 + k * 0.001
+        assert permit(ChildExit(7, next(incarnations), RuntimeError("exit 1"), 1), actor)
+        permit.tell_due()
+    assert inbox.ask("messages?") == InPlace.LOOSE
+    assert all(type(m) is ChildExit for m in inbox.ask("told?"))
+    permit.flush()
+    # One message more for the three, in order: the supervisor's turn is woken once for them.
+    assert inbox.ask("messages?") == InPlace.LOOSE + 1
+    told = inbox.ask("told?")
+    assert [m.incarnation for m in told] == list(range(3, 3 + InPlace.LOOSE + 3))
+    assert [m.again.number for m in told] == list(range(1, InPlace.LOOSE + 4))
+    # Kept again after a while: one alone is told as itself.
+    now[0] += InPlace.HOLD
+    assert permit(ChildExit(7, next(incarnations), RuntimeError("exit 1"), 1), actor)
+    permit.tell_due()
+    assert inbox.ask("messages?") == InPlace.LOOSE + 2
+    assert type(inbox.ask("told?")[-1]) is ChildExit
 
 
 def test_a_full_hold_is_told_at_once(inbox) -> None:
