@@ -69,7 +69,12 @@ class ChildStarted:
     incarnation: int
 
 
-@dataclass(frozen=True, slots=True)
+# The two reports of every restart are not frozen: a frozen dataclass's __init__ sets each
+# field through object.__setattr__ (1.6 us a report here, against 0.45). Nobody writes to
+# one once it is told; the permit of a restart in place sets ``again`` before.
+
+
+@dataclass(slots=True)
 class AttemptDone:
     """One attempt of a job ended (a periodic job reports every tick): its raw facts.
 
@@ -90,7 +95,7 @@ class AttemptDone:
     next_at: float | None = None  # a periodic job's next tick, wall time
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChildExit:
     """The child ended; sent exactly once per incarnation, with the raw facts of its end.
 

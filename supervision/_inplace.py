@@ -162,9 +162,9 @@ class InPlace:
             if not isinstance(decision, Restart) or decision.delay > 0:
                 return False
             window.apply(decision, now)
-            # Set on the report made for this call, which nobody else has seen yet: a frozen
-            # copy with it would build every field again, on every restart.
-            object.__setattr__(report, "again", decision)
+            # Set on the report made for this call, which nobody else has seen yet: a copy
+            # with it would build every field again, on every restart.
+            report.again = decision
             self._pending.append(report)
             self._parent = parent = link.parent
             # Under the lock: a kill the supervisor sends after revoking reports the new number.
