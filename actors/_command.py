@@ -667,7 +667,13 @@ class _Child:
             return self._supervise(waiter)
         finally:
             if quiet:
-                _back_to_other()
+                # Here, not in a helper: a Kill can land at a function's first instruction,
+                # before its try. What the thread starts next must not inherit BATCH.
+                try:
+                    _set_policy(os.SCHED_OTHER)
+                except BaseException:
+                    _twice(_set_policy, os.SCHED_OTHER)  # a Kill cut it short: again, then up
+                    raise
 
     def _supervise(self, waiter: PollWaiter | HubWaiter) -> int:
         open_streams = self.streams.copy()  # those not at their end yet
@@ -877,16 +883,6 @@ def _set_policy(policy: int) -> None:
         os.sched_setscheduler(0, policy, _ZERO_PRIORITY)
     except OSError:
         pass
-
-
-def _back_to_other() -> None:
-    """``_set_policy(SCHED_OTHER)``, past a Kill landing in it (tried again, then re-raised):
-    whatever the thread does next (``close()``, a warden's restart) must not inherit BATCH."""
-    try:
-        _set_policy(os.SCHED_OTHER)
-    except BaseException:
-        _twice(_set_policy, os.SCHED_OTHER)  # a Kill cut it short: again, then it goes on up
-        raise
 
 
 def _twice(step: Callable[..., object], *args: Any) -> BaseException | None:

@@ -97,7 +97,8 @@ class AttemptDone:
 
 @dataclass(slots=True)
 class ChildExit:
-    """The child ended; sent exactly once per incarnation, with the raw facts of its end.
+    """The child ended; sent exactly once per incarnation, with the raw facts of its end
+    (alone, or among a restart-in-place loop's in a ``ChildExits``).
 
     ``error`` is the first exception that ended it (None: it returned or
     stopped), ``stop_requested`` whether its supervisor asked it to stop,

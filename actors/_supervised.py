@@ -6,7 +6,8 @@ stops it after ``on_failure``; one in an ``ask`` goes to the caller and the
 actor lives on; and any ``BaseException`` makes pykka stop *every* actor in the
 process. ``SupervisedActor`` hooks pykka's actor loop so that each incarnation
 sends exactly one ``ChildExit`` to its supervisor, whatever happened, and no
-``BaseException`` ever reaches pykka.
+``BaseException`` ever reaches pykka. (A command restarting in place tells a tight loop's
+reports together, in one ``ChildExits``: one ``ChildExit`` each still.)
 """
 
 from __future__ import annotations
