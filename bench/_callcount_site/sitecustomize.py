@@ -1,7 +1,9 @@
 """Loaded by ``bench/call_counts.py``'s daemon (on its ``PYTHONPATH``): profiles the job's
 thread (cProfile) from its attempts, ``CALLCOUNT_WARM`` s after the start, for
 ``CALLCOUNT_SPAN`` s, and writes the counts per restart to ``CALLCOUNT_OUT``. Under gevent
-cProfile sees every greenlet of the one thread: the whole daemon."""
+cProfile sees every greenlet of the one thread: the whole daemon. With ``CALLCOUNT_THREAD``
+``supervisor`` (threads only) it profiles the supervisor's turns instead, per exit report
+handled (one ``ChildExit``, alone or in a ``ChildExits``)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 OUT = os.environ.get("CALLCOUNT_OUT")
 WARM = float(os.environ.get("CALLCOUNT_WARM", "3"))
 SPAN = float(os.environ.get("CALLCOUNT_SPAN", "5"))
+THREAD = os.environ.get("CALLCOUNT_THREAD", "job")
 
 
 def _write(prof: cProfile.Profile, restarts: int) -> None:
@@ -32,11 +35,22 @@ def _write(prof: cProfile.Profile, restarts: int) -> None:
         )
 
 
+def _reports(message: Any) -> int:
+    """How many exit reports a supervisor's message brings."""
+    kind = type(message).__name__
+    return len(message.reports) if kind == "ChildExits" else int(kind == "ChildExit")
+
+
 def _patch() -> None:
-    while not hasattr(sys.modules.get("actors._job"), "JobActor"):
+    module, owner, method = (
+        ("supervision._supervisor", "Supervisor", "on_receive")
+        if THREAD == "supervisor"
+        else ("actors._job", "JobActor", "_run_attempt")
+    )
+    while not hasattr(sys.modules.get(module), owner):
         time.sleep(0.001)
-    job: Any = sys.modules["actors._job"]
-    original = job.JobActor._run_attempt
+    job: Any = getattr(sys.modules[module], owner)
+    original = getattr(job, method)
     state: dict[str, Any] = {"t0": time.monotonic(), "prof": None, "n": 0, "done": False}
 
     def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -47,14 +61,14 @@ def _patch() -> None:
                     state["prof"], state["start"] = cProfile.Profile(), now
                     state["prof"].enable()
             else:
-                state["n"] += 1
+                state["n"] += _reports(args[0]) if THREAD == "supervisor" else 1
                 if now - state["start"] > SPAN:
                     state["prof"].disable()
                     state["done"] = True
                     _write(state["prof"], state["n"])
         return original(self, *args, **kwargs)
 
-    job.JobActor._run_attempt = wrapped
+    setattr(job, method, wrapped)
 
 
 if OUT and "daemon" in sys.argv:
