@@ -250,9 +250,10 @@ def _alive_now() -> list[threading.Thread]:
 def warn_left_running(attempt: Attempt, before: list[threading.Thread]) -> None:
     """Warn of the threads a python job run in a thread started and left running.
 
-    ``before``: the threads alive as the call began (``_alive_now``). Only when there are
-    more now are the threads looked at (a look costs a walk over every thread of the
-    process, one per job actor), and those alive before the call (the program's own: a
+    ``before``: the threads alive as the call began (``_alive_now``). Only when they are not
+    the same ones now are the threads looked at (a count would miss a thread started while
+    another ended; a look costs a walk over every thread of the process, one per job
+    actor), and those alive before the call (the program's own: a
     pool it started, the thread that started the tree) and jobvisor's own left out. A
     thread that is no daemon is warned of too (a job's inherits its thread's daemon flag,
     so it asked for it): Python's exit waits for it, and a `run` would hang at its end.
@@ -260,13 +261,14 @@ def warn_left_running(attempt: Attempt, before: list[threading.Thread]) -> None:
     while the job runs) are left out. Said once per thread; another job running at the
     same moment may be the one that started it, which the warning cannot tell.
     """
-    if threading.active_count() <= len(before):
+    now = threading.enumerate()
+    if now == before:  # the same threads (a C loop, by identity): nothing to look at
         return
     earlier = set(before)
     main = threading.main_thread()
     left = [
         thread
-        for thread in threading.enumerate()
+        for thread in now
         if thread is not main
         and (thread.daemon or not thread.name.startswith("asyncio_"))
         and thread not in earlier

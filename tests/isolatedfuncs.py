@@ -232,3 +232,16 @@ def leave_a_thread(path: str, delay: float) -> None:
 def leave_a_non_daemon(delay: float) -> None:
     """Start a thread that is no daemon, by asking: Python's exit waits for it."""
     threading.Thread(target=time.sleep, args=(delay,), name="held-exit", daemon=False).start()
+
+
+# Threads alive before an attempt that ``leave_one_as_another_ends`` ends, with their release.
+ENDING: list[tuple[threading.Thread, threading.Event]] = []
+
+
+def leave_one_as_another_ends(delay: float) -> None:
+    """``leave_a_non_daemon``, while a thread alive before the call (``ENDING``) ends: as many
+    threads at its end as at its start, one of them new."""
+    leave_a_non_daemon(delay)
+    for thread, release in ENDING:
+        release.set()
+        thread.join()

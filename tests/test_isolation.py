@@ -377,6 +377,30 @@ def test_a_thread_a_job_starts_as_no_daemon_is_warned_of(make_tree, events, logs
     assert "held-exit" in warned.message
 
 
+def test_a_thread_left_is_warned_of_also_when_another_ended_meanwhile(
+    make_tree, events, logs
+) -> None:
+    # The process has as many threads at the attempt's end as at its start: one of them new.
+    import isolatedfuncs
+
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, args=(30,), name="app-ending", daemon=True)
+    other.start()
+    isolatedfuncs.ENDING.append((other, release))
+    try:
+        tree = make_tree(
+            tree_of(python_job("nd", "isolatedfuncs:leave_one_as_another_ends", 0.5), policy=ONCE),
+            on_event=events,
+        )
+        assert tree.wait(20)
+    finally:
+        release.set()
+        isolatedfuncs.ENDING.clear()
+    [warned] = [r for r in logs.records if "still running" in r.message]
+    assert "held-exit" in warned.message
+    assert "app-ending" not in warned.message
+
+
 @pytest.mark.parametrize("started_by", ["thread", "pool", "during"])
 def test_a_thread_the_program_started_before_the_attempt_is_never_blamed_on_the_job(
     make_tree, events, logs, started_by
