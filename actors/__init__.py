@@ -95,6 +95,7 @@ if TYPE_CHECKING:
     from actors._runtime import interrupt_task as interrupt_task
     from actors._runtime import join_tasks as join_tasks
     from actors._runtime import live_tasks as live_tasks
+    from actors._runtime import os_lock_type as os_lock_type
     from actors._runtime import start_task as start_task
     from actors._supervised import Kill as Kill
     from actors._supervised import SupervisedActor as SupervisedActor
@@ -158,6 +159,7 @@ _INTERNAL: dict[str, str] = {
     "Resumed": "actors._messages",
     "Retryable": "actors._retry",
     "Scheduler": "actors._runtime",
+    "os_lock_type": "actors._runtime",
     "SupervisedActor": "actors._supervised",
     "TimerHandle": "actors._runtime",
     "Waiting": "actors._messages",

@@ -28,7 +28,6 @@ import functools
 import os
 import shlex
 import signal
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from actors._checks import (
 from actors._confine import Confinement, Limits, RunAs, check_umask
 from actors._env import JobEnv, check_env
 from actors._errors import JobFailure, RuntimeSetupError, SpecError
-from actors._runtime import active_runtime
+from actors._runtime import active_runtime, os_lock_type
 from actors._spawn import close_all, pipe_into, spawn, why_status_lost
 from actors._waiters import HubWaiter, PollWaiter, gevent_hub
 from actors._warden import WARDEN
@@ -536,7 +535,7 @@ class _Child:
         self._hub: Any = None  # the gevent hub under the gevent runtime
         self._stop_signal = work.stop_signal
         self._grace = work.grace
-        self.lock = _lock_type()()  # functools.cache's wrapper is C: no frame of ours
+        self.lock = os_lock_type()()  # functools.cache's wrapper is C: no frame of ours
         self._kill_at: float | None = None  # monotonic time of the SIGKILL that follows a stop
         self._stopping = False  # stop_signal was sent to the group
         self._killed = False  # SIGKILL was sent to the group
@@ -996,24 +995,8 @@ def _group_has_others(pgid: int, leader: int) -> bool:
 @functools.cache
 def _under_gevent() -> bool:
     """Whether this process runs under gevent: asked once (the cache is C, no frame of ours on
-    a start), as ``_lock_type`` does: a process is patched before anything starts, or never."""
+    a start), as ``os_lock_type`` does: a process is patched before anything starts, or never."""
     return active_runtime() == "gevent"
-
-
-@functools.cache
-def _lock_type() -> Callable[[], Any]:
-    """The OS's lock, also under gevent, whose patched ``threading.Lock`` is pure Python.
-
-    ``_Child.lock`` is held only around signals, a flag or two and reading /proc (a
-    group's other members), none of which yields to gevent's hub: no greenlet can find it
-    held by another of its own thread, so the OS's lock cannot block a hub. About 2 µs
-    less per acquire under gevent, four times a restart.
-    """
-    if active_runtime() == "gevent":
-        from gevent import monkey  # noqa: PLC0415 - only under the gevent runtime
-
-        return monkey.get_original("_thread", "allocate_lock")  # type: ignore[no-any-return]
-    return threading.Lock
 
 
 # The running child of each attempt, keyed by id(attempt). run() adds and removes its entry, so

@@ -42,6 +42,7 @@ __all__ = [
     "join_tasks",
     "kill_age",
     "live_tasks",
+    "os_lock_type",
     "start_or_say",
     "start_task",
     "start_thread",
@@ -487,6 +488,23 @@ class LazyEvent:
     def _at_fork_reinit(self) -> None:
         self._guard = threading.Lock()
         self._cond = None
+
+
+@functools.cache
+def os_lock_type() -> Callable[[], Any]:
+    """The OS's lock, also under gevent, whose patched ``threading.Lock`` is pure Python.
+
+    For a lock held only around work that never yields to gevent's hub (no wait, no
+    cooperative I/O): no greenlet can then find it held by another of its own thread, so
+    the OS's lock cannot block a hub. About 2 µs less per acquire under gevent; the command
+    attempt's (``_Child.lock``), the warden's and a restart-in-place permit's are taken on
+    every restart.
+    """
+    if active_runtime() == "gevent":
+        from gevent import monkey  # noqa: PLC0415 - only under the gevent runtime
+
+        return monkey.get_original("_thread", "allocate_lock")  # type: ignore[no-any-return]
+    return threading.Lock
 
 
 def new_event() -> Any:

@@ -10,10 +10,11 @@ import contextlib
 import fcntl
 import os
 import sys
-import threading
 from typing import Final
 
 import logbook
+
+from actors._runtime import os_lock_type
 
 __all__ = ["WARDEN", "Warden"]
 
@@ -72,7 +73,9 @@ class Warden:
         self._reset()
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()
+        # Held around a write to a pipe that never blocks, or a warden's start: no yield
+        # to gevent's hub, so the OS's lock (gevent's is pure Python, twice a restart).
+        self._lock = os_lock_type()()
         self._fd = -1  # the write end of the warden's stdin; -1 until the first command
         self._pid = 0
         self._groups: set[int] = set()  # the live groups; the warden knows them or will

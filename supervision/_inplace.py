@@ -36,13 +36,12 @@ kept back is told as the permit is revoked, and no restart is decided after.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pykka
 
-from actors import ChildExits, Link
+from actors import ChildExits, Link, os_lock_type
 from supervision._exits import classify
 from supervision._policy import Restart, decide, wants_restart
 
@@ -110,7 +109,9 @@ class InPlace:
         beside them); ``clock``: the hold's, real time by default (reports wait in real
         time: a test's frozen policy clock must not keep them for ever).
         """
-        self._lock = threading.Lock()  # gevent's under gevent (the process is patched first)
+        # Held around the policy's decision and a tell, neither of which yields to gevent's
+        # hub: the OS's lock also under gevent (gevent's is pure Python).
+        self._lock = os_lock_type()()
         self._revoked = False
         # Exit reports of restarts in place not told yet, oldest first.
         self._pending: list[ChildExit] = []
