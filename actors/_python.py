@@ -6,6 +6,7 @@ child process per try (``"process"``, see ``actors._isolated``).
 
 from __future__ import annotations
 
+import operator
 import re
 import threading
 import weakref
@@ -262,7 +263,8 @@ def warn_left_running(attempt: Attempt, before: list[threading.Thread]) -> None:
     same moment may be the one that started it, which the warning cannot tell.
     """
     now = threading.enumerate()
-    if now == before:  # the same threads (a C loop, by identity): nothing to look at
+    # The same threads, by identity (a Thread's own __eq__ never asked), in C: nothing new.
+    if len(now) == len(before) and all(map(operator.is_, now, before)):
         return
     earlier = set(before)
     main = threading.main_thread()

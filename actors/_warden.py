@@ -75,6 +75,7 @@ class Warden:
     def _reset(self) -> None:
         # Held around a write to a pipe that never blocks, or a warden's start: no yield
         # to gevent's hub, so the OS's lock (gevent's is pure Python, twice a restart).
+        # Nothing under it may log (a handler may yield): a failure is said after it.
         self._lock = os_lock_type()()
         self._fd = -1  # the write end of the warden's stdin; -1 until the first command
         self._pid = 0
@@ -85,15 +86,20 @@ class Warden:
     def add(self, pgid: int) -> None:
         with self._lock:
             self._groups.add(pgid)
-            self._send(b"+%d\n" % pgid)
+            failed = self._send(b"+%d\n" % pgid)
+        if failed is not None:
+            _no_warden(failed)
 
     def discard(self, pgid: int) -> None:
+        failed = None
         with self._lock:
             if pgid in self._groups:
                 # Queued before the group is forgotten: a Kill landing in between makes the
                 # caller's retry queue it again (a second "-" the warden ignores), never none.
-                self._send(b"-%d\n" % pgid)
+                failed = self._send(b"-%d\n" % pgid)
                 self._groups.discard(pgid)
+        if failed is not None:
+            _no_warden(failed)
 
     def forget(self) -> None:
         """In a forked child: drop the inherited pipe, so that only jobvisor holds it open."""
@@ -102,9 +108,11 @@ class Warden:
                 os.close(self._fd)
         self._reset()  # a new lock too: another thread may have held the old one at the fork
 
-    def _send(self, line: bytes) -> None:
+    def _send(self, line: bytes) -> OSError | None:
+        """Queue ``line`` for the warden and send what the pipe takes; the error that left
+        no warden (said by the caller, once the lock is let go), else None."""
         if self._broken:
-            return
+            return None
         self._backlog += line
         try:
             try:
@@ -116,7 +124,8 @@ class Warden:
                 self._flush()
         except OSError as exc:
             self._broken, self._backlog = True, b""
-            log.warning("no command warden, commands may outlive a crash of jobvisor: {}", exc)
+            return exc
+        return None
 
     def _flush(self) -> None:
         while self._backlog:
@@ -155,6 +164,10 @@ class Warden:
             fcntl.fcntl(write_end, _F_SETPIPE_SZ, 1 << 20)  # room for many 0.2s batches
         self._fd = write_end
         self._backlog = b"".join(b"+%d\n" % g for g in self._groups)
+
+
+def _no_warden(exc: OSError) -> None:
+    log.warning("no command warden, commands may outlive a crash of jobvisor: {}", exc)
 
 
 WARDEN: Final = Warden()

@@ -1301,3 +1301,32 @@ def test_a_command_started_out_of_fds_says_so_in_words(runtime: str) -> None:
     ran = said.index(0)
     assert said[:ran] == [EMFILE_SAID] * ran, said
     assert said[ran:] == [0] * (len(said) - ran), said
+
+
+def test_the_warning_that_no_warden_could_start_is_said_outside_the_wardens_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Under gevent the lock is the OS's: a log handler that yields (or, as here, one that
+    # asks the warden itself) while it is held would block the process for good.
+    warden = _warden.Warden()
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # its start fails
+    said: list[str] = []
+
+    class Asks(logbook.Handler):
+        def emit(self, record: logbook.LogRecord) -> None:
+            warden.discard(1)  # takes the lock: under it, this never returned
+            said.append(record.message)
+
+    done = threading.Event()
+
+    def add() -> None:
+        with Asks(level=logbook.WARNING, bubble=True):
+            warden.add(1)
+        done.set()
+
+    worker = threading.Thread(target=add, daemon=True)
+    worker.start()
+    assert done.wait(10), "the warden's warning was said with its lock held"
+    worker.join()
+    missing = "[Errno 2] No such file or directory: '/nonexistent/python'"
+    assert said == [f"no command warden, commands may outlive a crash of jobvisor: {missing}"]
