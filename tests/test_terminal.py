@@ -188,19 +188,22 @@ def test_term_dumb_and_ci_turn_the_progress_line_off_and_no_color_leaves_it(
     """On a terminal the progress line could not be turned off but by CI. TERM=dumb (a
     terminal that takes no escape sequences: Emacs' shell, a CI's pseudo-terminal) draws
     none, nor any other escape; NO_COLOR asks for no colour, of which run draws none anyway:
-    its progress line stays, as it does with CI empty (`CI= jobvisor run` clears it)."""
+    its progress line stays, as it does with CI empty (`CI= jobvisor run` clears it).
+
+    The job runs about 1.5 s: the line is drawn every 0.5 s after the tree starts (a job of
+    0.5 s, as this one was, ended before the first one once on a loaded CI)."""
     write(
         tmp_path,
         """
         version: 1
         jobs:
           - name: chatty
-            command: [sh, -c, "for i in $(seq 10); do echo line $i; sleep 0.05; done"]
+            command: [sh, -c, "for i in $(seq 30); do echo line $i; sleep 0.05; done"]
         """,
     )
     raw, stdout, code = run_on_a_terminal(tmp_path, env=env)
     assert code == 0, raw
-    assert sum("chatty[1] line" in line for line in raw.splitlines()) == 10, raw
+    assert sum("chatty[1] line" in line for line in raw.splitlines()) == 30, raw
     assert "PATH" in stdout
     assert not re.search(r"\x1b\[[\d;]*m", raw + stdout), "no colour, ever"
     if "NO_COLOR" in env or env.get("CI") == "":
