@@ -239,8 +239,8 @@ ENDING: list[tuple[threading.Thread, threading.Event]] = []
 
 
 def leave_one_as_another_ends(delay: float) -> None:
-    """``leave_a_non_daemon``, while a thread alive before the call (``ENDING``) ends: as many
-    threads at its end as at its start, one of them new."""
+    """``leave_a_non_daemon``, while the threads alive before the call in ``ENDING`` end: no
+    more threads at its end than at its start, one of them new."""
     leave_a_non_daemon(delay)
     for thread, release in ENDING:
         release.set()

@@ -401,6 +401,9 @@ def test_a_thread_left_is_warned_of_also_when_another_ended_meanwhile(
     [warned] = [r for r in logs.records if "still running" in r.message]
     assert "held-exit" in warned.message
     assert "app-ending" not in warned.message
+    for thread in threading.enumerate():  # the job's, no daemon: ended before the next test
+        if thread.name == "held-exit":
+            thread.join(10)
 
 
 @pytest.mark.parametrize("started_by", ["thread", "pool", "during"])
