@@ -53,7 +53,9 @@ from supervision import (  # noqa: E402
     start_tree,
 )
 
-TARGET = 1.25  # ours at most 1.25x the baseline's time per cycle
+# Issue 15's goals: ours at most this many times the hand-made restart's time per cycle. (The
+# first goal, 1.25x on both runtimes, was met long ago; a verdict against it said nothing.)
+TARGETS = {"threads": 0.8, "gevent": 1.0}
 
 
 class Crash(Exception):
@@ -257,7 +259,7 @@ def main() -> int:
         )
     paired = median([m / b for m, b in zip(times[ours.name], times[bare.name], strict=True)])
     cpu_ratio = median(cpu[ours.name]) / median(cpu[bare.name])
-    print(f"  ratio jobvisor/bare = {ratio:.2f}x ({verdict(ratio, TARGET)})")
+    print(f"  ratio jobvisor/bare = {ratio:.2f}x ({verdict(ratio, TARGETS[RUNTIME])})")
     print(f"  (median of the per-round ratios: {paired:.2f}x; process cpu ratio {cpu_ratio:.2f}x)")
     if switch is not None:
         share = median([lg / m - 1 for lg, m in zip(times[logged], times[ours.name], strict=True)])

@@ -10,11 +10,14 @@ rounds (the period start to start, and this process's CPU):
 - ``away``: after the spawn the thread restricts itself to the CPUs but the one it runs on
   (``sched_setaffinity``), and takes them all again before the next spawn;
 - ``janitor``: the ended attempt's fds are closed by another thread;
-- ``prepipe``: that thread also makes the next attempts' output pipes ahead.
+- ``prepipe``: that thread also makes the next attempts' output pipes ahead;
+- ``late``: the work after the exit (the report) is done after the next spawn instead, so
+  that it could run beside the new child rather than before it.
 
-None of these is in jobvisor: bench/README.md ("stop 46") has the figures and why.
+None of these is in jobvisor: bench/README.md ("stop 46", and "stop 47" for ``late``) has
+the figures and why.
 
-    python bench/spawn_placement.py [--variants yield,away,janitor,prepipe] [--rounds 4]
+    python bench/spawn_placement.py [--variants yield,away,janitor,prepipe,late] [--rounds 4]
                                     [--runs 3000] [--post 65]
 """
 
@@ -91,7 +94,7 @@ def one(variant: str, runs: int, post: float) -> tuple[float, float]:
                 here = int(stat.rsplit(")", 1)[1].split()[36])
                 if everyone - {here}:
                     os.sched_setaffinity(0, everyone - {here})
-            _busy(post)
+            _busy(2 * post if variant == "late" else post)  # late: the last run's report too
             pidfd, wake = os.pidfd_open(pid), os.eventfd(0)
             poll = select.poll()
             for fd in (r1, r2, pidfd, wake):
@@ -111,7 +114,8 @@ def one(variant: str, runs: int, post: float) -> tuple[float, float]:
             else:
                 for fd in (r1, r2, pidfd, wake):
                     os.close(fd)
-            _busy(post)
+            if variant != "late":
+                _busy(post)
         t1, c1 = time.perf_counter(), time.process_time()
     finally:
         todo.put(None)
@@ -125,7 +129,7 @@ def one(variant: str, runs: int, post: float) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variants", default="yield,away,janitor,prepipe")
+    parser.add_argument("--variants", default="yield,away,janitor,prepipe,late")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3000)
     parser.add_argument("--post", type=float, default=65.0, help="us of Python after each step")
