@@ -762,6 +762,41 @@ def test_a_crash_loop_restarted_in_place_holds_its_file_no_longer_than_it_runs(
         assert _open_on(file) == []
 
 
+DEAF_SECOND = """
+version: 1
+supervisor:
+  strategy: one_for_one
+  backoff: {{initial: 0, max: 0, jitter: 0}}
+  intensity: {{max_restarts: 1000, within: 60s}}
+jobs:
+  - name: deaf
+    command: "echo line; [ -e {mark} ] && {{ trap '' TERM; echo deaf; exec sleep 60; }}; touch {mark}; exit 1"
+    restart: permanent
+    stop: {{grace: 0.2s}}
+"""
+
+
+def test_a_stop_that_kills_an_attempt_restarted_in_place_lets_go_of_the_file_it_kept(
+    tmp_path: Path,
+) -> None:
+    # The job actor's own end, not one attempt's: attempt 2, restarted in place, writes to the
+    # file attempt 1 kept open and ignores the stop's SIGTERM, so the grace runs out and the
+    # actor is killed (its group SIGKILLed, a Kill thrown into its thread) holding the file.
+    from supervision import load_manifest, start_tree
+
+    file = tmp_path / "output" / "deaf.log"
+    mark = tmp_path / "mark"
+    manifest = load_manifest(DEAF_SECOND.format(mark=mark))
+    with start_tree(manifest, RUNTIME, output_dir=tmp_path / "output") as tree:
+        wait_until(lambda: file.exists() and b"deaf" in file.read_bytes(), "attempt 2 runs")
+        assert len(_open_on(file)) == 1, "attempt 1's file, kept for attempt 2"
+        assert tree.stop(30)
+        node = tree.status()["children"][0]
+        assert (node["starts"], node["state"]) == (2, "stopped"), node
+        assert _open_on(file) == []
+    assert [body(x) for x in file.read_bytes().splitlines()] == [b"line", b"line", b"deaf"]
+
+
 QUIET_AFTER = """
 version: 1
 supervisor:
