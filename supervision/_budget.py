@@ -58,21 +58,29 @@ class TreeBudget:
     def tripped(self) -> bool:
         return self._tripped is not None
 
-    def charge(self, path: str) -> Decision | None:
-        """Spend one restart of ``path``: None if the budget allows it, else the tree's decision."""
+    def charge(self, path: str) -> tuple[Decision | None, BudgetExhausted | None]:
+        """Spend one restart of ``path``: (None, None) if the budget allows it, else the tree's
+        decision, with the root's word when this charge is the one that spent the budget.
+
+        The caller gives the root that word (``tell``) once it has said the failure that spent
+        it: told at once, the root's answer could be written before its cause.
+        """
         with self._lock:
             if self._tripped is not None:
-                return self._tripped
+                return self._tripped, None
             now = self._monotonic()
             decision = decide_budget(self.policy, self._window, now)
             self._window.apply(decision, now)
             if isinstance(decision, Restart):
-                return None
+                return None, None
             self._tripped = decision
-            tell = self.tell_root
+        return decision, BudgetExhausted(decision, path)
+
+    def tell(self, word: BudgetExhausted) -> None:
+        """Give the root ``charge``'s word that the budget is spent."""
+        tell = self.tell_root
         if tell is not None:
-            tell(BudgetExhausted(decision, path))
-        return decision
+            tell(word)
 
     def retune(self, policy: RestartPolicy) -> None:
         """Count against ``policy``'s budget from now on (a reload); past restarts still count."""

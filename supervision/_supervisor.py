@@ -995,7 +995,7 @@ class Supervisor(OwnActor):
         elif was_dying:
             self._pump_stop()
 
-    def _unexpected_exit(
+    def _unexpected_exit(  # noqa: C901 - one exit's decision and what is said of it, in order
         self,
         rec: ChildRecord,
         reason: ExitReason,
@@ -1034,15 +1034,19 @@ class Supervisor(OwnActor):
             self._waited(rec, now)
         decision = self._decide(window, now, again)
         restart = isinstance(decision, Restart)
+        budget = self.ctx.budget
         # (no budget: no call to charge none, once a restart)
-        verdict = (
-            None if not restart or self.ctx.budget is None else self.ctx.budget.charge(rec.path)
-        )
+        verdict, word = (None, None) if not restart or budget is None else budget.charge(rec.path)
         if failed:
             # Said once decided: a failure the supervisor gives up, escalates or cools down
             # after is that decision's cause, written in full even in a crash loop.
             final = not restart or verdict is not None
             self._say_exit(rec, outcome, extra, merged=False, cause=reason.error, final=final)
+        if word is not None:
+            # Now that its cause is said (not before: the root's answer came first in the log),
+            # and before the refused child's own end, which the root is to hear of second.
+            assert budget is not None
+            budget.tell(word)
         if merge and not restart:
             log.info("{}: exited ({})", rec.path, outcome.value, extra=extra)
             merge = False

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import jobfuncs
+import logbook
 import pytest
 from clockkit import ManualClock
 
@@ -125,20 +127,23 @@ class TestTreeBudget:
         told: list[BudgetExhausted] = []
         budget = TreeBudget(budget_policy(OnExhausted.COOLDOWN), clock)
         budget.tell_root = told.append
-        assert [budget.charge(p) for p in ("a/x", "b/y", "a/x")] == [None, None, None]
-        tripped = budget.charge("b/y")
+        assert [budget.charge(p) for p in ("a/x", "b/y", "a/x")] == [(None, None)] * 3
+        tripped, word = budget.charge("b/y")
         assert isinstance(tripped, Cooldown)
-        assert told == [BudgetExhausted(tripped, "b/y")]
-        assert budget.charge("a/x") is tripped, "refused while the root decides"
-        assert len(told) == 1, "the root hears of it once"
+        assert word == BudgetExhausted(tripped, "b/y")
+        assert told == [], "the charger tells the root, once it has said why"
+        budget.tell(word)
+        assert told == [word]
+        assert budget.charge("a/x") == (tripped, None), "refused while the root decides, no word"
         budget.probe()
         assert budget.probing
-        assert isinstance(budget.charge("a/x"), Cooldown), "a restart on probation cools down again"
-        assert len(told) == 2
+        again, word = budget.charge("a/x")
+        assert isinstance(again, Cooldown), "a restart on probation cools down again"
+        assert word == BudgetExhausted(again, "a/x")
         budget.probe()
         budget.probation_passed()
         clock.advance(1)
-        assert budget.charge("a/x") is None
+        assert budget.charge("a/x") == (None, None)
 
 
 def three_levels(
@@ -182,6 +187,22 @@ class TestRealTrees:
             assert gave_up.reason.startswith("tree budget exhausted: ")
         events.reached("outer", "stopped")  # the whole tree stops, not only the refused leaf
 
+    def test_the_failure_that_spent_the_budget_is_said_before_the_roots_answer_to_it(
+        self, make_tree
+    ) -> None:
+        # The leaf's supervisor told the root as it charged the budget, before it said the
+        # failure: the root's "giving up" could come first in the log, its cause after it
+        # (review r44). Each failure line is held here until the root answers (0.5 s at most):
+        # the root must not answer before the line that spent the budget is written.
+        said = HoldsFailures("leaf: failed", "root: tree budget exhausted")
+        with said.applicationbound():
+            tree = make_tree(three_levels(budget_policy()))
+            assert tree.wait(30)
+        failures = [n for n, m in enumerate(said.messages) if "leaf: failed" in m]
+        (answer,) = [n for n, m in enumerate(said.messages) if m.startswith("root: tree budget")]
+        assert failures, said.messages
+        assert failures[-1] < answer, said.messages[failures[-1] - 3 :]
+
     def test_escalate_fails_the_tree_naming_the_budget(self, make_tree, events) -> None:
         tree = make_tree(three_levels(budget_policy(OnExhausted.ESCALATE)), on_event=events)
         assert tree.wait(20)
@@ -212,6 +233,28 @@ class TestRealTrees:
         assert tree.wait(20)
         assert jobfuncs.CALLS["leaf"] == 5
         assert tree.result().ok
+
+
+class HoldsFailures(logbook.Handler):
+    """Keeps every record's message in order; a ``failure`` line waits until an ``answer``
+    line is written (from another thread), or half a second."""
+
+    def __init__(self, failure: str, answer: str) -> None:
+        super().__init__(level=logbook.DEBUG, bubble=True)
+        self.failure = failure
+        self.answer = answer
+        self.answered = threading.Event()
+        self.messages: list[str] = []
+        self._lock = threading.Lock()
+
+    def emit(self, record: logbook.LogRecord) -> None:
+        message = record.message
+        if self.failure in message:
+            self.answered.wait(0.5)
+        elif message.startswith(self.answer):
+            self.answered.set()
+        with self._lock:
+            self.messages.append(message)
 
 
 MANIFEST = """\
