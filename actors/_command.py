@@ -55,7 +55,7 @@ from actors._warden import WARDEN
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from actors._attempt import Attempt, OutputSink
+    from actors._attempt import Attempt, LineCut, OutputSink
 
 __all__ = ["CommandFailed", "CommandWork", "leader_of", "signal_attempt"]
 
@@ -227,6 +227,7 @@ class CommandWork:
         SIGKILLs the whole group and reaps the leader before it propagates.
         """
         key = id(attempt)
+        cut = attempt.cut  # what its errors, cut short, must not split (a secret)
         child = _Child(self, attempt)  # no process and no fd yet: nothing that could leak
         _LIVE[key] = child
         try:
@@ -237,7 +238,7 @@ class CommandWork:
         except (ChildProcessError, ProcessLookupError):
             # The leader was reaped by someone else before we could read its status (its
             # pidfd could not open, or waitid found no such child).
-            lost = f"command {self.shown()}: its exit status was lost: {why_status_lost()}"
+            lost = f"command {self.shown(cut)}: its exit status was lost: {why_status_lost()}"
             raise RuntimeSetupError(lost) from None
         finally:
             try:
@@ -252,19 +253,19 @@ class CommandWork:
         if code >= 0 and code in self.success_exit_codes:
             return code
         if code > 0:
-            raise CommandFailed(f"command {self.shown()} exited with {code}", code)
+            raise CommandFailed(f"command {self.shown(cut)} exited with {code}", code)
         cpu = None if self.limits is None else self.limits.cpu
         if isinstance(cpu, int | float) and _cpu_limit_ended(code, signalled=child.signalled):
             raise CommandFailed(
-                f"command {self.shown()} killed by {_signame(-code)}: "
+                f"command {self.shown(cut)} killed by {_signame(-code)}: "
                 f"the cpu limit of {fmt_duration(cpu)} ended it",
                 code,
             )
         if code == -signal.SIGKILL and not child.signalled:
             # Not our stop: killed as if by jobvisor, its error named nobody. A memory limit
             # (RLIMIT_AS) is not named: reaching it fails allocations, it sends no signal.
-            raise CommandFailed(f"command {self.shown()} killed by SIGKILL {_NOT_OURS}", code)
-        raise CommandFailed(f"command {self.shown()} killed by {_signame(-code)}", code)
+            raise CommandFailed(f"command {self.shown(cut)} killed by SIGKILL {_NOT_OURS}", code)
+        raise CommandFailed(f"command {self.shown(cut)} killed by {_signame(-code)}", code)
 
     def cancel(self, attempt: Attempt) -> None:
         """Send ``stop_signal`` to the attempt's process group; SIGKILL follows after ``grace``.
@@ -310,9 +311,19 @@ class CommandWork:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def shown(self) -> str:
-        """``describe()`` cut to a length that suits an error message."""
-        return _shown(self.shell, self.argv)
+    def shown(self, cut: LineCut | None = None) -> str:
+        """``describe()`` cut to a length that suits an error message.
+
+        ``cut``: the tree's masker (``Attempt.cut``) when it knows a secret. The message is
+        masked whole later, and a secret cut short is no longer the one it knows: the cut then
+        goes before the secret it would split, or after it when the secret starts the text.
+        """
+        text = _joined_text(self.shell, self.argv)
+        if len(text) <= _SHOWN_MAX:
+            return text
+        if cut is None or not cut.longest:
+            return _shown(self.shell, self.argv)
+        return _cut_off_secrets(text, cut)
 
     def args(self) -> list[str]:
         """The argv to execute: ``argv``, or ``/bin/sh -c shell``."""
@@ -325,12 +336,28 @@ def _joined(argv: tuple[str, ...]) -> str:
     return shlex.join(argv)
 
 
+def _joined_text(shell: str | None, argv: tuple[str, ...]) -> str:
+    return shell if shell is not None else _joined(argv)
+
+
 @functools.lru_cache(maxsize=1024)
 def _shown(shell: str | None, argv: tuple[str, ...]) -> str:
-    """``CommandWork.shown``'s text, made once per command (every failure of a crash loop
-    says it)."""
-    text = shell if shell is not None else _joined(argv)
+    """``CommandWork.shown``'s text with no secret to keep whole, made once per command (every
+    failure of a crash loop says it)."""
+    text = _joined_text(shell, argv)
     return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 1] + "…"
+
+
+def _cut_off_secrets(text: str, cut: LineCut) -> str:
+    """``text`` cut near ``_SHOWN_MAX`` characters where no secret ``cut`` knows straddles it.
+
+    Not cached: a reload may teach the masker a secret this command already held.
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    at = len(text[: _SHOWN_MAX - 1].encode("utf-8", "surrogatepass"))
+    safe = cut.safe_cut(data, at)
+    head = data[:safe].decode("utf-8", "surrogatepass")  # a secret begins and ends on a char
+    return head if safe >= len(data) else head + "…"
 
 
 def _cpu_limit_ended(code: int, *, signalled: bool) -> bool:
@@ -570,7 +597,7 @@ class _Child:
             if work.user is None and work.umask is None and work.limits is None:
                 confine, base = None, None  # the common case, without two calls a start
             else:
-                confine, base = self._confinement(work)
+                confine, base = self._confinement(work, self.attempt.cut)
             spawn(
                 work.args(),
                 cwd=work.cwd,
@@ -582,7 +609,7 @@ class _Child:
                 base=base,
             )
         except OSError as exc:
-            raise _could_not_start(work, exc) from exc
+            raise _could_not_start(work, exc, self.attempt.cut) from exc
         finally:
             close_all(self.ends)
         self.streams[out_r] = _Stream(out_r, "stdout", self.attempt, log.info, sink)
@@ -597,7 +624,7 @@ class _Child:
             except ProcessLookupError:
                 raise  # reaped unread already (SIGCHLD ignored): run() says its status was lost
             except OSError as exc:
-                raise _could_not_start(work, exc) from exc
+                raise _could_not_start(work, exc, self.attempt.cut) from exc
         else:
             for fd in fds:
                 os.set_blocking(fd, False)  # see HubWaiter.wait
@@ -605,12 +632,16 @@ class _Child:
         WARDEN.add(pid)  # the group's id too: a new session's leader leads its group
 
     @staticmethod
-    def _confinement(work: CommandWork) -> tuple[Confinement | None, dict[str, str] | None]:
+    def _confinement(
+        work: CommandWork, cut: LineCut | None
+    ) -> tuple[Confinement | None, dict[str, str] | None]:
         try:
             return work.confinement()
         except LookupError as exc:  # the user or group went away since the manifest was read
             reason = f"its user or group is gone ({exc})"
-            raise CommandFailed(f"command {work.shown()} could not start: {reason}", 126) from None
+            raise CommandFailed(
+                f"command {work.shown(cut)} could not start: {reason}", 126
+            ) from None
 
     # -- any thread --------------------------------------------------------------------------------
 
@@ -1004,7 +1035,7 @@ def _under_gevent() -> bool:
 _LIVE: dict[int, _Child] = {}
 
 
-def _could_not_start(work: CommandWork, exc: OSError) -> CommandFailed:
+def _could_not_start(work: CommandWork, exc: OSError, cut: LineCut | None) -> CommandFailed:
     missing = exc.errno == errno.ENOENT and exc.filename != work.cwd
     reason = exc.strerror or str(exc)
     where = f": {exc.filename}" if exc.filename else ""
@@ -1012,7 +1043,7 @@ def _could_not_start(work: CommandWork, exc: OSError) -> CommandFailed:
     if limit is not None:
         where += f" ({limit})"
     return CommandFailed(
-        f"command {work.shown()} could not start: {reason}{where}", 127 if missing else 126
+        f"command {work.shown(cut)} could not start: {reason}{where}", 127 if missing else 126
     )
 
 

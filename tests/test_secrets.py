@@ -22,6 +22,7 @@ import pytest
 from test_cli import jobvisor, write
 from test_daemon import Running, start_daemon, stop_daemon
 
+from actors import Attempt, CommandFailed, CommandWork
 from supervision._secrets import SecretMasker, printable, printable_json
 
 # Each one breaks a naive masker in its own way.
@@ -200,6 +201,28 @@ def test_secrets_in_argv_never_reach_the_daemon_status(tmp_path: Path) -> None:
     assert_no_secret(json.dumps(node), "status --json")
     assert_no_secret(table.stdout, "status")
     assert_no_secret(stderr, "the daemon's log")
+
+
+@pytest.mark.parametrize("value", ["ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "it's-ключ-密码-secret"])
+def test_a_long_commands_error_is_never_cut_inside_a_secret(value: str) -> None:
+    """An error shows the first 200 characters of a command, and is masked whole later: a cut
+    inside a secret left its start in clear, no longer the secret the masker knows (31 of 36
+    characters, found by trying it). The cut is moved off the secret, wherever it falls."""
+    masker = SecretMasker([value])
+    seen = set()
+    for pad in range(120, 200):
+        work = CommandWork(argv=("sh", "-c", "exit 7", "x" * pad, value, "tail"))
+        with pytest.raises(CommandFailed) as failed:
+            work.run(Attempt("cut", 1, time.time(), cut=masker))
+        shown = masker.mask(str(failed.value))
+        seen.add("***" in shown)
+        assert shown.endswith(" exited with 7"), shown
+        assert len(shown) <= len("command ") + 200 + len(" exited with 7"), shown
+        quoted = shlex.quote(value)  # as the command shows it
+        for n in range(SecretMasker.MIN_LENGTH, len(quoted) + 1):
+            assert value[:n] not in shown, (pad, shown)
+            assert n < 6 or quoted[:n] not in shown, (pad, shown)
+    assert seen == {True, False}, "the whole secret shown (masked), and the cut before it"
 
 
 @pytest.mark.parametrize("value", ["it's-a-p4ss-w0rd", "both'and\"quotes", "back\\slash\\path"])
