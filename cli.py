@@ -110,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         "status", parents=[common], help="the daemon's tree, states, restarts, breakers"
     )
     status.add_argument(
-        "paths", nargs="*", metavar="PATH", help="only these children (a group: with its own)"
+        "paths",
+        nargs="*",
+        type=_child_path,
+        metavar="PATH",
+        help="only these children (a group: with its own)",
     )
     status.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
     reload = sub.add_parser(
@@ -125,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("start", "stop", "restart"):
         verb = sub.add_parser(name, parents=[common], help=f"{name} children of the daemon")
         verb.add_argument(
-            "jobs", nargs="+", metavar="PATH", help="child paths (etl/load ...), acted on in order"
+            "jobs",
+            nargs="+",
+            type=_child_path,
+            metavar="PATH",
+            help="child paths (etl/load ...), acted on in order",
         )
         verb.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
     signal = sub.add_parser(
@@ -137,7 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
         "signal", type=_signal_arg, metavar="SIGNAL", help="HUP, SIGHUP, hup or a number"
     )
     signal.add_argument(
-        "jobs", nargs="+", metavar="PATH", help="job paths (etl/load ...), signalled in order"
+        "jobs",
+        nargs="+",
+        type=_child_path,
+        metavar="PATH",
+        help="job paths (etl/load ...), signalled in order",
     )
     signal.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
     history = sub.add_parser(
@@ -145,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _history_arguments(history)
     logs = sub.add_parser("logs", parents=[common], help="the output of one job (from its file)")
-    logs.add_argument("job", help="a job path such as etl/load")
+    logs.add_argument("job", type=_child_path, help="a job path such as etl/load")
     logs.add_argument("-f", "--follow", action="store_true", help="go on printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="default: 50")
     logs.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
@@ -853,8 +865,17 @@ def _schema(args: argparse.Namespace) -> int:
     return OK
 
 
+def _child_path(text: str) -> str:
+    """A child path as a person may type it, the way the tree reads it: ``g//a/`` is ``g/a``
+    (restart and signal acted on g/a, and status, logs and history found no ``g//a``). One
+    with no name in it (``/``) stays as typed, for its error to say."""
+    return "/".join(part for part in text.split("/") if part) or text
+
+
 def _history_arguments(history: argparse.ArgumentParser) -> None:
-    history.add_argument("job", nargs="?", help="a child path such as etl/load (and below)")
+    history.add_argument(
+        "job", nargs="?", type=_child_path, help="a child path such as etl/load (and below)"
+    )
     history.add_argument(
         "-n", "--limit", type=int, default=50, metavar="N", help="the last N rows (default: 50)"
     )

@@ -706,6 +706,11 @@ class _Handler(BaseHTTPRequestHandler):
             action, job = found
             if not job:
                 raise _Refused(HTTPStatus.NOT_FOUND, "no job path before the action")
+            if not all(NAME.fullmatch(name) for name in job.split("/")):
+                # As ``/api/history?job=`` refuses it: ``etl//load`` had been done, as etl/load
+                raise _Refused(
+                    HTTPStatus.BAD_REQUEST, f"expected a job path like etl/load, got {job!r}"
+                )
             self._check_token(action=True)
             signum = _signal_asked(url.query) if action == "signal" else None
             reply = self.endpoint.act(action, job, signum)

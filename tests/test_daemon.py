@@ -62,6 +62,44 @@ def test_status_and_every_verb_with_exit_codes(daemon: Running) -> None:
     assert daemon.nodes()["svc"]["failures"] == 0, "commanded stops are not failures"
 
 
+GROUPED = """
+version: 1
+jobs:
+  - group: g
+    jobs:
+      - {name: a, service: true, command: "echo up; exec sleep 60", output: {}}
+"""
+
+
+def test_a_path_with_a_doubled_or_trailing_slash_is_the_same_path_in_every_command(
+    tmp_path: Path,
+) -> None:
+    # restart and signal took g//a as g/a (and echoed g//a back); status, logs and history
+    # found no such path, and history said g/ had no rows (operator trial h232).
+    running = start_daemon(tmp_path, GROUPED)
+    try:
+        nodes = lambda: {n["path"]: n for n in flatten_status(running.status())}  # noqa: E731
+        wait_until(lambda: nodes()["g/a"]["state"] == "running", "g/a running")
+        wait_until(lambda: running.cli("logs", "g/a").stdout.endswith("up\n"), "its line")
+        for path in ("g//a", "g/a/", "/g/a", "g//a//"):
+            status = running.cli("status", path)
+            assert status.returncode == 0, (path, status.stderr)
+            assert "g/a " in status.stdout, (path, status.stdout)
+            logs = running.cli("logs", path)
+            assert (logs.returncode, logs.stdout.endswith("up\n")) == (0, True), (path, logs)
+            restart = running.cli("restart", path)
+            assert (restart.returncode, restart.stdout) == (0, "g/a: restarted\n"), (path, restart)
+            history = running.cli("history", path, "--json")
+            assert history.returncode == 0, (path, history.stderr)
+            assert {row["path"] for row in json.loads(history.stdout)} == {"g/a"}, path
+        for path in ("g/", "g//"):
+            history = running.cli("history", path, "--json")
+            assert history.returncode == 0, (path, history.stderr)
+            assert "g/a" in {row["path"] for row in json.loads(history.stdout)}, path
+    finally:
+        assert stop_daemon(running) == 0
+
+
 def test_no_daemon_is_exit_3(tmp_path: Path) -> None:
     (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
     for verb in (["status"], ["stop", "svc"], ["reload"]):

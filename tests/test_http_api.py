@@ -459,6 +459,12 @@ def test_actions_need_the_token_and_reads_do_not(daemon: tuple[Running, Served])
     assert running.nodes()["etl"]  # the daemon still answers its own socket
     crashy = served.get("/api/status").json()["children"][1]["children"][0]
     assert crashy["starts"] == 2
+    # Refused as /api/history refuses it (it was done, as etl/crashy, and said etl//crashy).
+    doubled = served.post("/api/jobs/etl//crashy/restart", token=TOKEN)
+    assert doubled.status_code == 400, doubled.text
+    assert "expected a job path like etl/load, got 'etl//crashy'" in doubled.json()["error"]
+    crashy = served.get("/api/status").json()["children"][1]["children"][0]
+    assert crashy["starts"] == 2, "nothing was done"
 
     assert served.post("/api/jobs/nope/restart", token=TOKEN).status_code == 404
     assert served.post("/api/jobs/etl/nope/stop", token=TOKEN).status_code == 404
