@@ -70,6 +70,9 @@ class JournalError(JobvisorError):
     """
 
 
+_SQLITE_MAX: Final = 2**63 - 1  # the largest INTEGER SQLite takes
+
+
 def journal_path(state_dir: Path) -> Path:
     """Where the journal of ``state_dir`` lives."""
     return Path(state_dir) / FILENAME
@@ -206,7 +209,8 @@ def read_history(
         " UNION ALL SELECT at, path, 'decision', NULL, NULL, NULL, NULL, kind, detail, NULL,"
         f" NULL, {seq_d} FROM decisions {where_d})"
         " ORDER BY seq IS NULL, seq DESC, at DESC LIMIT ?",
-        (*args, *args, limit),
+        # More rows than SQLite can count are all of them (it refused 10**20 with a traceback).
+        (*args, *args, min(limit, _SQLITE_MAX)),
     )
     keys = (
         "at",

@@ -780,6 +780,12 @@ jobs:
     assert "skipped: once" in out.stderr
     assert (tmp_path / "runs.txt").read_text() == "once\n"
     assert jobvisor("history", "--limit", "0", cwd=tmp_path).returncode == 2
+    # More than SQLite counts is every row (it was a traceback: OverflowError).
+    every = jobvisor("history", "bad", "--json", "--limit", str(10**20), cwd=tmp_path)
+    assert every.returncode == 0, every.stderr
+    assert json.loads(every.stdout) == json.loads(
+        jobvisor("history", "bad", "--json", "--limit", "10000", cwd=tmp_path).stdout
+    )
     # No such job (a typo): 4, as status and logs say it (it was 0, with an empty history).
     nosuch = "jobvisor: no child at path 'onec': check `status` for the paths this tree has"
     out = jobvisor("history", "onec", cwd=tmp_path)
