@@ -214,15 +214,22 @@ class Tree:
     def status(self, timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
         """The status document of SPEC §4: ``{"name", "state", "children": [...]}``."""
         deadline = time.monotonic() + timeout
-        if self.ended:
-            exit_ = self._monitor.exit
-            failed = exit_ is not None and classify(exit_).outcome is Outcome.FAILED
-            state = State.FAILED if failed else State.STOPPED
-            nodes = self._monitor.final
-        else:
+        if not self.ended:
             state = State.STOPPING if self._stopped else State.RUNNING
-            nodes = self._command(Op.STATUS, "", timeout=timeout)
-        return document(self.spec.name, state, nodes, self._ctx.breakers, deadline)
+            try:
+                nodes = self._command(Op.STATUS, "", timeout=timeout)
+            except TreeStoppedError:
+                # The root ended after the look above, and its end is being noted: the final
+                # document, once it is (a wait, which yields: a loop of asks under gevent
+                # that never did kept the hub from noting it at all).
+                if not self.wait_ended(max(0.0, deadline - time.monotonic())):
+                    raise
+            else:
+                return document(self.spec.name, state, nodes, self._ctx.breakers, deadline)
+        exit_ = self._monitor.exit
+        failed = exit_ is not None and classify(exit_).outcome is Outcome.FAILED
+        state = State.FAILED if failed else State.STOPPED
+        return document(self.spec.name, state, self._monitor.final, self._ctx.breakers, deadline)
 
     def ref(self, path: str) -> ChildRef:
         """The stable reference of the child at ``path``; it survives the child's restarts."""

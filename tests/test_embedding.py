@@ -629,6 +629,34 @@ def test_acting_on_a_child_with_timeout_0_returns_once_the_supervisor_took_it(ac
         assert tree.kill(15)
 
 
+def test_status_while_another_thread_stops_the_tree_answers_and_never_says_it_stopped_early() -> (
+    None
+):
+    """Between the root's end and the tree's noting it, ``status`` raised ``TreeStoppedError``
+    ("the tree has stopped") while ``ended`` was False; under gevent a loop polling it until
+    ``ended`` spun for good, never yielding (embedded-API trial h233). It now answers: the
+    final document, once the end is noted."""
+    import threading
+
+    from supervision import Schedule
+
+    states = Counter()
+    for n in range(20):
+        job = python_job("s", "jobfuncs:block", f"status-stop-{n}", schedule=Schedule(service=True))
+        tree = start_tree(SupervisorSpec(children=(job,)))
+        assert tree.started(10)
+        stopper = threading.Thread(target=tree.stop, args=(10,))
+        stopper.start()
+        try:
+            while not tree.ended:
+                states[tree.status(timeout=10)["state"]] += 1  # no sleep: it must yield itself
+            states[tree.status()["state"]] += 1
+        finally:
+            stopper.join(15)
+    assert set(states) <= {"running", "stopping", "stopped"}, states
+    assert states["stopped"] >= 20, states
+
+
 def test_a_stop_of_what_is_not_running_still_answers_at_once() -> None:
     from supervision import NoSuchChildError
 
