@@ -27,6 +27,7 @@ from actors import (
     ChildExits,
     ChildRef,
     ChildStarted,
+    ChildUnavailableError,
     EscalationError,
     Link,
     NoSuchChildError,
@@ -96,7 +97,7 @@ from supervision._records import (
     target,
     unmet_dependency,
 )
-from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, with_autostart
+from supervision._spec import ActorSpec, ChildSpec, JobSpec, SupervisorSpec, with_autostart
 from supervision._state import FINAL, TRANSITIONS, State
 from supervision._status import LastExit, child_nodes
 
@@ -1668,7 +1669,7 @@ class Supervisor(OwnActor):
     def _act(self, rec: ChildRecord, cmd: Command) -> None:
         match cmd.op:
             case Op.REF:
-                settle(cmd.reply, rec.ref)
+                _give_ref(rec, cmd.reply)
             case Op.STOP:
                 said = self._nothing_to_stop(rec)
                 if said is not None:
@@ -2000,3 +2001,26 @@ def _ticks_run(rec: ChildRecord) -> int | None:
         return None
     times = spec.schedule.times
     return times if times is not None and rec.attempts - rec.run_from >= times else None
+
+
+def _give_ref(rec: ChildRecord, reply: pykka.Future[Any]) -> None:
+    """Answer ``Tree.ref``: an actor's stable reference. A job or a group has none: a tell to
+    one was taken and never handled, and an ask waited for as long as it ran."""
+    if isinstance(rec.spec, ActorSpec):
+        settle(reply, rec.ref)
+    else:
+        settle(reply, error=(ChildUnavailableError, _no_ref(rec), None))
+
+
+def _no_ref(rec: ChildRecord) -> ChildUnavailableError:
+    """Why ``Tree.ref`` gives ``rec`` no reference: it is a job or a group."""
+    path, spec = rec.path, rec.spec
+    if isinstance(spec, SupervisorSpec):
+        what = "a group"
+    else:
+        what = f"{'an' if spec.kind[:1] in 'aeiou' else 'a'} {spec.kind} job"
+    return ChildUnavailableError(
+        f"{path!r} is {what}: only an actor (ActorSpec) has a stable reference, as only an "
+        "actor takes messages; a job or a group is acted on through the tree's own methods "
+        "(status, start_child, stop_child, restart, signal)"
+    )

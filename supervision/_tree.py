@@ -232,7 +232,10 @@ class Tree:
         return document(self.spec.name, state, self._monitor.final, self._ctx.breakers, deadline)
 
     def ref(self, path: str) -> ChildRef:
-        """The stable reference of the child at ``path``; it survives the child's restarts."""
+        """The stable reference of the actor child at ``path``; it survives the child's restarts.
+
+        A job or a group takes no messages, so has none: ``ChildUnavailableError`` says so.
+        """
         ref: ChildRef = self._command(Op.REF, path)
         return ref
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import jobfuncs
 import logbook
+import pykka
 import pytest
 from clockkit import ManualClock
 from faultkit import wait_until
@@ -26,6 +27,7 @@ from actors import (
     step_record,
     step_release,
 )
+from actors._job import JobActor
 from supervision import (
     AttemptFinished,
     Backoff,
@@ -667,9 +669,15 @@ def test_jobs_waiting_on_a_breaker_say_when_they_call_next_and_take_turns_at_the
     def ticking(*names: str) -> None:
         """The periodic jobs' (new) incarnations armed their first tick, a second from now:
         its actor answers once its on_start ran, which read the clock (in its own thread,
-        maybe only after the clock moved on, a tick later than the others waited for)."""
-        for name in names:
-            tree.ref(name).ask("armed?", timeout=10)
+        maybe only after the clock moved on, a tick later than the others waited for). A job
+        has no stable reference: its actor itself is asked."""
+        asked = []
+        for ref in pykka.ActorRegistry.get_by_class(JobActor):
+            actor = ref._actor_weakref()
+            if actor is not None and actor.path in names:
+                ref.ask("armed?", timeout=10)
+                asked.append(actor.path)
+        assert sorted(asked) == sorted(names), asked
 
     events.reached("c", "waiting")  # c's first call opened the breaker, from 100 to 110
     ticking("a", "b")

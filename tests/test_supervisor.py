@@ -945,6 +945,20 @@ class TestStableRef:
         with pytest.raises(ChildUnavailableError):
             ref.ask("ping", timeout=5)
 
+    def test_a_job_or_a_group_has_no_stable_reference_to_send_to(self, make_tree) -> None:
+        # It had one: a tell was taken and never handled, and an ask waited for as long as the
+        # service ran (embedded-API trial h233); a group's said "ignored" and answered None.
+        service = python_job("svc", "jobfuncs:block", "ref-job", schedule=Schedule(service=True))
+        group = SupervisorSpec(name="g", children=(python_job("in", "jobfuncs:ok", "in"),))
+        tree = make_tree(SupervisorSpec(children=(service, group)))
+        assert tree.started(10)
+        for path, kind in (("svc", "a python job"), ("g", "a group"), ("g/in", "a python job")):
+            with pytest.raises(ChildUnavailableError) as refused:
+                tree.ref(path)
+            said = str(refused.value)
+            assert said.startswith(f"{path!r} is {kind}: only an actor (ActorSpec) "), said
+            assert "takes messages" in said, said
+
 
 def _states(items: list[object], path: str) -> list[str]:
     return [e.new.value for e in items if isinstance(e, StateChanged) and e.path == path]
