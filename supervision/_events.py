@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import logbook
 
+from actors import SpecError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -223,6 +225,13 @@ class EventBus:
         self.active = False
 
     def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
+        if not callable(callback):  # refused here, not at every event in the log
+            raise SpecError(
+                f"subscribe: expected a callable taking an event, got {callback!r}",
+                field="callback",
+                expected="a callable taking an event",
+                got=repr(callback),
+            )
         sub = Subscription(self, callback)
         with self._lock:
             self._subs = (*self._subs, sub)

@@ -11,9 +11,10 @@ import sys
 import threading
 import time
 import weakref
+from collections import abc
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, overload
 
 import logbook
 import pykka
@@ -46,6 +47,7 @@ from supervision._events import BreakerChanged, EventBus
 from supervision._exits import classify
 from supervision._logging import tree_begins, tree_started, tree_stopped
 from supervision._output import OutputFiles
+from supervision._policy import kept
 from supervision._records import Command, FinalStatus, Op, TreeContext
 from supervision._spec import (
     ActorSpec,
@@ -158,7 +160,7 @@ class Tree:
 
     def started(self, timeout: float | None = None) -> bool:
         """Wait until every child has gone through its first start; False on timeout."""
-        return self._ctx.tracker.started.wait(timeout)
+        return self._ctx.tracker.started.wait(_seconds(timeout, "started"))
 
     def all_dead(self) -> bool:
         """Every job gave up or failed (itself or with its group): none restarts by itself.
@@ -175,6 +177,7 @@ class Tree:
         through the jobs it waits for, is not waited for: only a person starts it. A tree
         with no finite job only ends when stopped (or when escalation reaches the root).
         """
+        timeout = _seconds(timeout, "wait")
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._ctx.tracker.wait_settled(timeout):
             return False
@@ -190,7 +193,7 @@ class Tree:
     def wait_ended(self, timeout: float | None = None) -> bool:
         """Wait until the root supervisor has ended: stopped (``stop``), or by itself (an
         escalation past the root, the root giving up on the tree's budget); False on timeout."""
-        return self._ctx.tracker.ended.wait(timeout)
+        return self._ctx.tracker.ended.wait(_seconds(timeout, "wait_ended"))
 
     def result(self) -> RunResult:
         """Summarise the run so far (see ``RunResult``)."""
@@ -213,6 +216,7 @@ class Tree:
 
     def status(self, timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
         """The status document of SPEC §4: ``{"name", "state", "children": [...]}``."""
+        timeout = _seconds(timeout, "status", none=False)
         deadline = time.monotonic() + timeout
         if not self.ended:
             state = State.STOPPING if self._stopped else State.RUNNING
@@ -251,7 +255,7 @@ class Tree:
         ``ActionTimeoutError`` says so and the restart goes on. ``timeout=0`` returns once
         the supervisor has taken it (what an asyncio caller wants: nothing blocks).
         """
-        self._act(Op.RESTART, path, timeout)
+        self._act(Op.RESTART, path, _seconds(timeout, "restart"))
 
     def stop_child(self, path: str, *, timeout: float | None = None) -> str | None:
         """Stop the child at ``path`` gracefully; it stays down (state ``stopped``).
@@ -264,7 +268,7 @@ class Tree:
         ``ActionTimeoutError`` says so and the stop goes on. ``timeout=0`` returns once the
         supervisor has taken it (None then; ``status()`` says ``stopping`` until it ends).
         """
-        said: str | None = self._act(Op.STOP, path, timeout)
+        said: str | None = self._act(Op.STOP, path, _seconds(timeout, "stop_child"))
         return said
 
     def start_child(self, path: str, *, timeout: float = COMMAND_TIMEOUT) -> str | None:
@@ -276,6 +280,7 @@ class Tree:
         running; nothing to start``); None after a real start. Its supervisor not answering
         within ``timeout``, an ``ActionTimeoutError`` says so (the start may still be done).
         """
+        timeout = _seconds(timeout, "start_child", none=False)
         said: str | None = self._command(Op.START, path, timeout=timeout)
         return said
 
@@ -346,7 +351,7 @@ class Tree:
         removal going on). With ``timeout=0`` it returns once the supervisor has taken it:
         until its stop ends the child is listed, ``stopping``, and its name is taken.
         """
-        self._act(Op.REMOVE, path, timeout)
+        self._act(Op.REMOVE, path, _seconds(timeout, "remove_child"))
 
     def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
         """Call ``callback(event)`` for every later event of this tree.
@@ -381,6 +386,7 @@ class Tree:
         nothing of jobvisor's can end it). Asked again, it says so again, until
         that thread has returned.
         """
+        timeout = _seconds(timeout, "stop")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._stop_lock:
             if not self._stopped:
@@ -477,6 +483,7 @@ class Tree:
         waits as ``stop`` does. True when the tree has ended, its threads with it (as
         ``stop``'s answer); False while it has not (``wait_ended`` waits for its root).
         """
+        timeout = _seconds(timeout, "kill")
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.ended:
             with self._stop_lock:
@@ -601,6 +608,32 @@ class Tree:
             return None
 
 
+@overload
+def _seconds(timeout: object, method: str) -> float | None: ...
+@overload
+def _seconds(timeout: object, method: str, *, none: Literal[False]) -> float: ...
+def _seconds(timeout: object, method: str, *, none: bool = True) -> float | None:
+    """A ``Tree`` method's ``timeout``, checked before anything is asked: seconds >= 0, or None
+    (as long as it takes) where the method takes it; more than a wait can take is None there.
+
+    A string or None given to another one had failed inside, with a bare ``TypeError`` (a
+    ``stop_child`` after the stop was sent).
+    """
+    if timeout is None and none:
+        return None
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0:
+        if timeout <= threading.TIMEOUT_MAX:
+            return float(timeout)
+        return None if none else threading.TIMEOUT_MAX
+    expected = "seconds >= 0" + (" or None (as long as it takes)" if none else "")
+    raise SpecError(
+        f"Tree.{method}: timeout: expected {expected}, got {timeout!r} ({a_kind(timeout)})",
+        field="timeout",
+        expected=expected,
+        got=kept(timeout, repr(timeout)),
+    )
+
+
 _CHILD_TYPES = (JobSpec, ActorSpec, SupervisorSpec)
 # What a child action waited out of time was still doing.
 _CHILD_STOPS = {
@@ -706,6 +739,7 @@ def start_tree(
     if breakers is None:
         specs: Mapping[str, BreakerSpec] = getattr(manifest_or_spec, "breakers", {}) or {}
         breakers = build_breakers(specs, monotonic)
+    _check_given(breakers, on_event)
     _check_spec(spec, breakers, runtime)  # before the bus: a refused tree leaves no thread
     tree_started(manifest_or_spec)
     tree_id = f"t{next(_tree_ids)}"
@@ -844,6 +878,28 @@ _BREAKER_WORDS = {
     BreakerState.HALF_OPEN: "half-opened: letting a trial call through",
     BreakerState.CLOSED: "closed: calls flow again",
 }
+
+
+def _check_given(breakers: object, on_event: object) -> None:
+    """Refuse ``start_tree``'s other arguments at once: a list of breakers had failed deep
+    inside (an ``AttributeError``), a subscriber that cannot be called at every event."""
+    if not isinstance(breakers, abc.Mapping) or not all(
+        isinstance(name, str) and isinstance(breaker, Breaker) for name, breaker in breakers.items()
+    ):
+        raise SpecError(
+            "start_tree: breakers: expected a mapping of names to Breakers (build_breakers "
+            f"makes one), got {a_kind(breakers)}",
+            field="breakers",
+            expected="a mapping of names to Breakers",
+            got=repr(breakers)[:200],
+        )
+    if on_event is not None and not callable(on_event):
+        raise SpecError(
+            f"start_tree: on_event: expected a callable taking an event, got {on_event!r}",
+            field="on_event",
+            expected="a callable taking an event",
+            got=repr(on_event)[:200],
+        )
 
 
 def _check_spec(spec: SupervisorSpec, breakers: Mapping[str, Breaker], runtime: str) -> None:

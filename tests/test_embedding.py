@@ -657,6 +657,50 @@ def test_status_while_another_thread_stops_the_tree_answers_and_never_says_it_st
     assert states["stopped"] >= 20, states
 
 
+def test_a_timeout_or_a_subscriber_of_the_wrong_kind_is_refused_before_anything_is_done() -> None:
+    """A string or None where a method takes seconds failed inside with a bare TypeError, and
+    ``stop_child`` had stopped the child first; a subscriber that is no callable was taken,
+    then logged at every event; a list of breakers failed with an AttributeError (embedded-API
+    trial h233)."""
+    from supervision import Schedule
+
+    job = python_job("s", "jobfuncs:block", "wrong-kinds", schedule=Schedule(service=True))
+    spec = SupervisorSpec(children=(job,))
+    with pytest.raises(SpecError, match=r"^start_tree: on_event: expected a callable"):
+        start_tree(spec, on_event="print")  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match=r"^start_tree: breakers: expected a mapping of names"):
+        start_tree(spec, breakers=[1, 2])  # type: ignore[arg-type]
+    tree = start_tree(spec)
+    try:
+        assert tree.started(10)
+        calls = {
+            "stop_child": lambda t: tree.stop_child("s", timeout=t),
+            "restart": lambda t: tree.restart("s", timeout=t),
+            "remove_child": lambda t: tree.remove_child("s", timeout=t),
+            "start_child": lambda t: tree.start_child("s", timeout=t),
+            "status": lambda t: tree.status(timeout=t),
+            "wait": tree.wait,
+            "started": tree.started,
+            "wait_ended": tree.wait_ended,
+            "stop": tree.stop,
+            "kill": tree.kill,
+        }
+        for method, call in calls.items():
+            for wrong in ("5", -1, float("nan"), True):
+                with pytest.raises(SpecError, match=rf"^Tree.{method}: timeout: expected seconds"):
+                    call(wrong)
+        with pytest.raises(
+            SpecError, match=r"^Tree.status: timeout: expected seconds >= 0, got None"
+        ):
+            tree.status(timeout=None)  # type: ignore[arg-type]
+        assert _state(tree, "s") == "running", "nothing was done"
+        assert tree.status(timeout=1e300)["state"] == "running"  # past any wait: the longest
+        with pytest.raises(SpecError, match=r"^subscribe: expected a callable"):
+            tree.subscribe(5)  # type: ignore[arg-type]
+    finally:
+        assert tree.stop(15)
+
+
 def test_a_stop_of_what_is_not_running_still_answers_at_once() -> None:
     from supervision import NoSuchChildError
 
