@@ -48,10 +48,21 @@ def output_file(directory: str, path: str) -> str:
 
     A name made of dots only (``..``, which names allow) is written with
     ``%2E`` for each dot, which no name holds, so no job's file lies outside
-    ``directory`` or collides with another's.
+    ``directory`` or collides with another's. So is the last dot of a group's name
+    that ends in ``.log`` (``a.log/b`` -> ``DIRECTORY/a%2Elog/b.log``): its directory
+    would be the file of a job ``a`` beside it, whose output was then lost.
     """
-    parts = [p.replace(".", "%2E") if not p.strip(".") else p for p in path.split("/")]
-    return os.path.join(directory, *parts) + ".log"
+    *groups, name = path.split("/")
+    return os.path.join(directory, *map(_group_part, groups), _dots(name)) + ".log"
+
+
+def _dots(part: str) -> str:
+    return part.replace(".", "%2E") if not part.strip(".") else part
+
+
+def _group_part(part: str) -> str:
+    part = _dots(part)
+    return part[:-4] + "%2Elog" if part.endswith(".log") else part
 
 
 def tail_lines(

@@ -363,6 +363,35 @@ def test_a_job_named_with_dots_only_keeps_its_file_inside_the_output_dir(
 
     assert output_file("/s/output", f"g/{name}") == "/s/output/g/" + "%2E" * len(name) + ".log"
     assert output_file("/s/output", f"{name}/x") == "/s/output/" + "%2E" * len(name) + "/x.log"
+    assert output_file("/s/output", "a.log/b.log") == "/s/output/a%2Elog/b.log.log"
+    assert output_file("/s/output", "x/.log/b") == "/s/output/x/%2Elog/b.log"
+
+
+def test_a_group_named_like_a_jobs_file_keeps_both_outputs_apart(tmp_path: Path) -> None:
+    # The group a.log's directory was the file of the job a beside it: validate said OK, a's
+    # output was lost ("Is a directory") and logs a refused (operator trial h232).
+    done = run(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - {name: a, command: "echo from-a"}
+          - group: a.log
+            jobs:
+              - {name: b, command: "echo from-b"}
+        """,
+        "--log-level",
+        "warning",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cannot write the output file" not in done.stderr, done.stderr
+    out = tmp_path / ".jobvisor" / "output"
+    assert [body(x) for x in (out / "a.log").read_bytes().splitlines()] == [b"from-a"]
+    assert [body(x) for x in (out / "a%2Elog" / "b.log").read_bytes().splitlines()] == [b"from-b"]
+    for path, line in (("a", b"from-a"), ("a.log/b", b"from-b")):
+        shown = logs(tmp_path, path)
+        assert shown.returncode == 0, shown.stderr
+        assert [body(x) for x in shown.stdout.splitlines()] == [line], shown.stdout
 
 
 def test_output_log_false_keeps_a_jobs_lines_out_of_the_log(tmp_path: Path) -> None:
