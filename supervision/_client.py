@@ -161,7 +161,9 @@ def held_by_run(found: str) -> str:
     """Why no daemon answers in ``found`` when a ``jobvisor run`` holds it (its lock file,
     ``PID run``, is held, and names a live one): a run has no control socket. A hint to add
     to the error (in parentheses) naming what has one (a daemon) or an HTTP API (``run
-    --http``: its address when it has one); "" when no run holds it.
+    --http``: its address when it has one); "" when no run holds it. A daemon that holds it
+    with no socket is stopping (or starting): said too, where "no daemon is running" and a
+    second daemon's "another jobvisor (daemon) holds it" contradicted each other.
 
     Only files of this user are read (the hint is printed: another's text could say
     anything). The lock is tried for an instant, shared, never kept: a lock file keeps its
@@ -176,8 +178,15 @@ def held_by_run(found: str) -> str:
         pid = int(pid_text)
     except ValueError:
         return ""
-    if kind != "run" or not _runs(pid):
+    if kind not in ("run", "daemon") or not _runs(pid, kind):
         return ""
+    if kind == "daemon":
+        # Its socket goes first when it stops, and its lock last, after its jobs' stop grace.
+        return (
+            f" (the daemon (pid {pid}) that holds this state dir takes no command: it is "
+            "stopping, its jobs given their stop grace, or still starting; `status` answers "
+            "again once a daemon runs)"
+        )
     said = f" (a `jobvisor run` (pid {pid}) holds this state dir, and a run has no control socket"
     url = _http_url(found, written)
     if url:
@@ -216,9 +225,9 @@ def _own(path: str, *, held: bool = False) -> tuple[str, int] | None:
         os.close(fd)  # and with it the shared lock, if it was taken
 
 
-def _runs(pid: int) -> bool:
-    """Whether ``pid`` is a running ``jobvisor run`` (asked besides the lock: an older
-    jobvisor's lock file may be held by a daemon it started)."""
+def _runs(pid: int, kind: str = "run") -> bool:
+    """Whether ``pid`` is a running ``jobvisor run`` (``kind``: ``daemon``, a daemon; asked
+    besides the lock: an older jobvisor's lock file may be held by a daemon it started)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -227,7 +236,7 @@ def _runs(pid: int) -> bool:
         pass  # someone else's: running
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as file:
-            return b"run" in file.read().split(b"\0")
+            return kind.encode() in file.read().split(b"\0")
     except OSError:
         return True  # no /proc to ask: the signal said it runs
 

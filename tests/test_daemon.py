@@ -100,6 +100,34 @@ def test_a_path_with_a_doubled_or_trailing_slash_is_the_same_path_in_every_comma
         assert stop_daemon(running) == 0
 
 
+def test_status_while_the_daemon_stops_says_it_is_stopping_not_that_none_runs(
+    tmp_path: Path,
+) -> None:
+    # For its jobs' whole stop grace, status said "no daemon is running" while a second daemon
+    # was refused because "another jobvisor (daemon, pid N) holds" the dir (operator trial h232)
+    running = start_daemon(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - name: deaf
+            service: true
+            command: "trap '' TERM; echo up; exec sleep 60"
+            stop: {grace: 60s}
+        """,
+    )
+    try:
+        running.proc.send_signal(signal.SIGTERM)  # its jobs get 60 s: it stops for that long
+        wait_until(lambda: running.cli("status").returncode == 3, "the socket gone")
+        out = running.cli("status")
+        said = f"the daemon (pid {running.proc.pid}) that holds this state dir takes no command"
+        assert said in out.stderr, out.stderr
+        assert "it is stopping" in out.stderr, out.stderr
+        assert running.proc.poll() is None
+    finally:
+        stop_daemon(running)  # a second SIGTERM: kills at once
+
+
 def test_no_daemon_is_exit_3(tmp_path: Path) -> None:
     (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
     for verb in (["status"], ["stop", "svc"], ["reload"]):
