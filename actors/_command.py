@@ -67,6 +67,7 @@ _MAX_LINE: Final = 65536  # a longer run of bytes without a newline is logged in
 _SHELL: Final = "/bin/sh"
 _VALID_SIGNALS: Final = frozenset(signal.valid_signals())  # a set built per call: slow
 _SHOWN_MAX: Final = 200  # characters of the command shown in error messages
+_NO_NUL: Final = "a string without a NUL character (exec cannot pass one)"
 _NOT_OURS: Final = "(not sent by jobvisor: the kernel's out-of-memory killer, or another process)"
 # The thread waiting on a command waits at SCHED_BATCH, which on waking does not preempt a
 # running task (but one at SCHED_IDLE): at SCHED_OTHER a child's exit woke it ahead of the
@@ -160,6 +161,13 @@ class CommandWork:
             raise SpecError(f"command shell: expected a non-empty string, got {self.shell!r}")
         if self.cwd is not None and not isinstance(self.cwd, str):
             raise SpecError(f"command cwd: expected a path string, got {self.cwd!r}")
+        # exec cannot pass a NUL: one failed every attempt ("embedded null byte"), as a
+        # manifest's is refused when it is loaded
+        for i, arg in enumerate(self.argv):
+            need("\0" not in arg, f"command argv[{i}]", _NO_NUL, arg)
+        for name in ("shell", "cwd"):
+            text = getattr(self, name)
+            need(text is None or "\0" not in text, f"command {name}", _NO_NUL, text)
         # A shared part (an env file's) was checked once, when it was made.
         check_env(self.env.own if isinstance(self.env, JobEnv) else self.env)
         need(

@@ -294,7 +294,9 @@ def _scheduler() -> Scheduler:
     global _deadlines  # noqa: PLW0603 - one per process, made lazily
     with _deadlines_lock:
         if _deadlines is None or _deadlines[0] != os.getpid() or not _deadlines[1].alive:
-            _deadlines = (os.getpid(), Scheduler())  # a fork keeps no thread: make another
+            # A fork keeps no thread: make another. Named its own: it outlives every tree (one
+            # for the process), and was taken for a tree's scheduler left running.
+            _deadlines = (os.getpid(), Scheduler(name="jobvisor-http-deadlines"))
         return _deadlines[1]
 
 

@@ -868,6 +868,7 @@ class Scheduler:
         self,
         clock: Callable[[], float] = time.monotonic,
         on_error: Callable[[BaseException], None] | None = None,
+        name: str = "jobvisor-scheduler",
     ) -> None:
         self._clock = clock
         self._on_error = on_error
@@ -876,7 +877,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._cond = threading.Condition(threading.Lock())
         self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name="jobvisor-scheduler", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         start_thread(self._thread)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:

@@ -182,6 +182,10 @@ class Runner:
         ({"argv": ("true",), "grace": -1}, "stop.grace"),
         ({"argv": ("true",), "stop_signal": 12345}, "stop.signal"),
         ({"argv": ("true",), "env": {"A": 1}}, "env.A: expected a string, got an integer"),
+        # exec cannot pass a NUL: taken, it failed every attempt (embedded-API trial h233)
+        ({"argv": ("echo", "a\0b")}, r"^command argv\[1\]: expected a string without a NUL"),
+        ({"shell": "echo \0"}, r"^command shell: expected a string without a NUL"),
+        ({"argv": ("true",), "cwd": "/tmp\0"}, r"^command cwd: expected a string without a NUL"),
     ],
 )
 def test_invalid_commands_are_refused(kwargs: dict[str, Any], message: str) -> None:

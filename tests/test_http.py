@@ -530,6 +530,12 @@ def test_an_http_job_succeeds_in_a_tree(kit, make_tree, make_work) -> None:
     assert (node["kind"], node["state"]) == ("http", "succeeded")
     assert node["last_exit"]["code"] == 204
     assert tree.result().ok
+    # The process's deadline timer is named its own, not as a tree's scheduler: after the
+    # tree stopped, one named so was taken for the tree's, left running (h233).
+    assert tree.stop(10)
+    names = {t.name for t in threading.enumerate()}
+    assert "jobvisor-http-deadlines" in names
+    assert "jobvisor-scheduler" not in names, names
 
 
 def test_an_http_job_with_a_bad_status_fails_in_a_tree(kit, make_tree, make_work) -> None:
