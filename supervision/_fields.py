@@ -560,5 +560,7 @@ def json_schema() -> Json:
         "title": "jobvisor manifest",
         "description": "A jobvisor manifest (jobs.yaml): jobs, groups and their supervisors.",
         **MANIFEST.schema(),
+        # docker compose's extension fields: blocks a file keeps for its anchors, not read
+        "patternProperties": {"^x-": {}},
         "$defs": defs,
     }

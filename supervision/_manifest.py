@@ -414,7 +414,7 @@ class _Parser(WorkReader):
         if root.value is None:
             self.add(root, f"expected {what}, got an empty document")
             return None
-        top = self.fields(root, TOP_KEYS, what, null_ok=False)
+        top = self.fields(root, TOP_KEYS, what, null_ok=False, extensions=True)
         if top is None:
             return None
         state_dir = self.header(root, top)

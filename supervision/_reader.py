@@ -231,9 +231,19 @@ class Reader:
     # -- generic readers: YAML values converted, never judged (the specs do that) ----------------
 
     def fields(
-        self, v: V, allowed: Sequence[str], what: str, *, null_ok: bool = True
+        self,
+        v: V,
+        allowed: Sequence[str],
+        what: str,
+        *,
+        null_ok: bool = True,
+        extensions: bool = False,
     ) -> dict[str, V] | None:
-        """The entries of a mapping with only ``allowed`` keys; unknown keys are issues."""
+        """The entries of a mapping with only ``allowed`` keys; unknown keys are issues.
+
+        ``extensions``: keys that start with ``x-`` are left out, not refused (docker
+        compose's extension fields, where a file keeps the blocks its anchors name).
+        """
         if v.value is None and null_ok:
             return {}
         entries = entries_of(v)
@@ -244,6 +254,8 @@ class Reader:
         for key, item in entries.items():
             if isinstance(key, str) and key in allowed:
                 out[key] = item
+            elif extensions and isinstance(key, str) and key.startswith("x-"):
+                continue
             else:
                 self.add(V(key, item.path, item.line), unknown_key(key, allowed))
         return out

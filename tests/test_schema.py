@@ -458,6 +458,29 @@ def test_an_unknown_key_is_refused_by_both() -> None:
         assert schema_errors(data) != []
 
 
+def test_a_top_level_x_key_is_an_extension_both_leave_out_and_only_there() -> None:
+    # docker compose's habit: a block of anchors under x-..., merged into jobs with <<: it was
+    # refused as an unknown key (operator trial h232)
+    text = (
+        "version: 1\n"
+        "x-base: &base {command: 'echo hi', restart: permanent}\n"
+        "x-notes: [anything, {at: all}]\n"
+        "jobs:\n"
+        "  - {name: a, <<: *base}\n"
+    )
+    manifest = load_manifest(text, env=ENV)
+    assert [c.name for c in manifest.root.children] == ["a"]
+    data = {"version": 1, "x-base": {"any": [1]}, "jobs": [_BASE["command"]]}
+    assert loads(data)
+    assert schema_errors(data) == []
+    for data in (
+        {"version": 1, "jobs": [{**_BASE["command"], "x-note": "a job's is refused"}]},
+        {"version": 1, "jobs": [_BASE["command"]], "xbase": {}},
+    ):
+        assert not loads(data)
+        assert schema_errors(data) != []
+
+
 def test_autostart_is_a_jobs_flag_and_a_defaults_one_but_not_a_groups() -> None:
     job = {**_BASE["command"], "autostart": False}
     for data in (
