@@ -388,7 +388,7 @@ class _Stream:
     """One output pipe of a child: splits what it reads into lines and logs each of them.
 
     A line longer than ``_MAX_LINE`` bytes is logged in parts (of ``_MAX_LINE``
-    bytes, the last one up to a read longer), so memory stays bounded whatever
+    bytes at most), so memory stays bounded whatever
     the child writes; each part's record says so with ``part`` (1, 2, ... in
     order, the line's last part included). Each part is masked on its own (by
     the log, by the output file), so in a tree with secrets a cut never splits
@@ -430,8 +430,15 @@ class _Stream:
         self.parts = 0  # parts of the current line logged already; pending is its next part
 
     def feed(self, data: bytes) -> None:
-        if self.pending:
-            data = self.pending + data
+        pending = self.pending
+        if pending:
+            data = pending + data
+            if len(data) > _MAX_LINE:
+                # The line begun in a read before may end in this one past the most a part
+                # takes (a read is 64 KiB at most, so only that first line can): its parts now.
+                end = data.find(b"\n", len(pending))
+                if end > _MAX_LINE:
+                    data = self._parts(data[:end], ending=True) + data[end:]
         head, newline, rest = data.rpartition(b"\n")
         sink = self.sink
         if newline:

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -318,6 +319,20 @@ def test_a_line_longer_than_the_cap_is_logged_in_parts_that_say_so(output: Outpu
     assert parts == list(range(1, len(parts) + 1))
     assert len(parts) >= 2
     assert "".join(text for text, _ in texts[:-1]) == "y" * 150000
+    assert texts[-1] == ("next", None)
+
+
+@pytest.mark.parametrize("size", [65537, 70000, 131072, 131073])
+def test_no_part_of_a_long_line_is_longer_than_the_cap(output: Output, size: int) -> None:
+    # A line whose newline came in the read after the one that began it was logged whole, up
+    # to two reads long: 70,000 bytes as one line (operator trial h232).
+    write = f"import os; os.write(1, b'y' * {size} + b'\\n'); os.write(1, b'next\\n')"
+    work = CommandWork(argv=(sys.executable, "-I", "-S", "-c", write))  # one write: 64 KiB reads
+    assert work.run(Attempt("long", 1, time.time())) == 0
+    texts = [(text, part) for path, _, text, part in output.items if path == "long"]
+    assert max(len(text) for text, _ in texts) <= 65536
+    assert [part for _, part in texts[:-1]] == list(range(1, len(texts)))
+    assert "".join(text for text, _ in texts[:-1]) == "y" * size
     assert texts[-1] == ("next", None)
 
 
