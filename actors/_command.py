@@ -326,7 +326,8 @@ class CommandWork:
         masked whole later, and a secret cut short is no longer the one it knows: the cut then
         goes before the secret it would split, or after it when the secret starts the text.
         """
-        text = _joined_text(self.shell, self.argv)
+        # Every failure of a crash loop says it: no call of ours when it is short (the common)
+        text = self.shell if self.shell is not None else _joined(self.argv)
         if len(text) <= _SHOWN_MAX:
             return text
         if cut is None or not cut.longest:
@@ -344,15 +345,11 @@ def _joined(argv: tuple[str, ...]) -> str:
     return shlex.join(argv)
 
 
-def _joined_text(shell: str | None, argv: tuple[str, ...]) -> str:
-    return shell if shell is not None else _joined(argv)
-
-
 @functools.lru_cache(maxsize=1024)
 def _shown(shell: str | None, argv: tuple[str, ...]) -> str:
     """``CommandWork.shown``'s text with no secret to keep whole, made once per command (every
     failure of a crash loop says it)."""
-    text = _joined_text(shell, argv)
+    text = shell if shell is not None else _joined(argv)
     return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 1] + "…"
 
 
