@@ -1346,6 +1346,7 @@ def _ask_each(
         elsewhere,
         held_by_run,
         request,
+        stopping_daemon,
     )
 
     worst = OK
@@ -1356,14 +1357,18 @@ def _ask_each(
         try:
             reply = request(directory, req)  # its own wait for each op
         except NoDaemonError as exc:
-            # A run holds it (no socket); else, found through the manifest's state_dir: maybe
-            # one written after the daemon started.
-            hint = held_by_run(directory)
-            if not hint and not getattr(args, "state_dir", None):
-                hint = elsewhere(args.manifest, directory)
-            _error(f"{exc}{hint}")
+            # A daemon stopping (its socket gone, its lock held) is said as such; a run holds
+            # it (no socket); else, found through the manifest's state_dir: maybe one written
+            # after the daemon started.
+            said = stopping_daemon(directory)
+            if not said:
+                hint = held_by_run(directory)
+                if not hint and not getattr(args, "state_dir", None):
+                    hint = elsewhere(args.manifest, directory)
+                said = f"{exc}{hint}"
+            _error(said)
             if getattr(args, "json", False):
-                _no_daemon_answers(args, [req, *left], f"{exc}{hint}", kept)
+                _no_daemon_answers(args, [req, *left], said, kept)
             return NO_DAEMON
         other = _other_manifest(args.manifest, reply.get("manifest")) if first else None
         first = False

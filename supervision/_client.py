@@ -41,6 +41,7 @@ __all__ = [
     "request",
     "signal_name",
     "signal_number",
+    "stopping_daemon",
 ]
 
 PROTOCOL: Final = 1
@@ -161,32 +162,16 @@ def held_by_run(found: str) -> str:
     """Why no daemon answers in ``found`` when a ``jobvisor run`` holds it (its lock file,
     ``PID run``, is held, and names a live one): a run has no control socket. A hint to add
     to the error (in parentheses) naming what has one (a daemon) or an HTTP API (``run
-    --http``: its address when it has one); "" when no run holds it. A daemon that holds it
-    with no socket is stopping (or starting): said too, where "no daemon is running" and a
-    second daemon's "another jobvisor (daemon) holds it" contradicted each other.
+    --http``: its address when it has one); "" when no run holds it.
 
     Only files of this user are read (the hint is printed: another's text could say
     anything). The lock is tried for an instant, shared, never kept: a lock file keeps its
     ``PID run`` after its run ended, and the pid may be another's since (``npm run``).
     """
-    lock = _own(os.path.join(found, "daemon.lock"), held=True)
-    if lock is None:
+    held = _holder(found, "run")
+    if held is None:
         return ""
-    text, written = lock
-    pid_text, _, kind = text.strip().partition(" ")
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return ""
-    if kind not in ("run", "daemon") or not _runs(pid, kind):
-        return ""
-    if kind == "daemon":
-        # Its socket goes first when it stops, and its lock last, after its jobs' stop grace.
-        return (
-            f" (the daemon (pid {pid}) that holds this state dir takes no command: it is "
-            "stopping, its jobs given their stop grace, or still starting; `status` answers "
-            "again once a daemon runs)"
-        )
+    pid, written = held
     said = f" (a `jobvisor run` (pid {pid}) holds this state dir, and a run has no control socket"
     url = _http_url(found, written)
     if url:
@@ -195,6 +180,40 @@ def held_by_run(found: str) -> str:
         f"{said}: `run --http HOST:PORT` serves its status and actions over HTTP, and a manifest "
         "run by `jobvisor daemon` has one)"
     )
+
+
+def stopping_daemon(found: str) -> str:
+    """What to say instead of "no daemon is running" when a live daemon holds ``found`` with no
+    control socket: it is stopping (its socket goes first, its lock last, after its jobs'
+    stop grace), or still starting; "" otherwise. A second daemon is refused as another
+    holds the dir, which "no daemon is running" contradicted (operator trial h232).
+    """
+    if os.path.lexists(os.path.join(found, SOCKET_NAME)):
+        return ""  # there is one to ask: it did not answer (busy), which the error says
+    held = _holder(found, "daemon")
+    if held is None:
+        return ""
+    return (
+        f"the daemon (pid {held[0]}) that holds {found} takes no command: it is stopping, its "
+        "jobs given their stop grace, or still starting; ask again once a daemon runs"
+    )
+
+
+def _holder(found: str, kind: str) -> tuple[int, int] | None:
+    """(pid, mtime ns of the lock file) of the live ``jobvisor KIND`` (``run``, ``daemon``)
+    holding ``found``'s lock now, if that is what holds it."""
+    lock = _own(os.path.join(found, "daemon.lock"), held=True)
+    if lock is None:
+        return None
+    text, written = lock
+    pid_text, _, held_by = text.strip().partition(" ")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return None
+    if held_by != kind or not _runs(pid, kind):
+        return None
+    return pid, written
 
 
 def _own(path: str, *, held: bool = False) -> tuple[str, int] | None:

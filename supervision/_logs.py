@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -48,9 +49,9 @@ def output_file(directory: str, path: str) -> str:
 
     A name made of dots only (``..``, which names allow) is written with
     ``%2E`` for each dot, which no name holds, so no job's file lies outside
-    ``directory`` or collides with another's. So is the last dot of a group's name
-    that ends in ``.log`` (``a.log/b`` -> ``DIRECTORY/a%2Elog/b.log``): its directory
-    would be the file of a job ``a`` beside it, whose output was then lost.
+    ``directory`` or collides with another's. So is the dot before ``log`` of a group's
+    name that ends in ``.log`` or ``.log.N`` (``a.log/b`` -> ``DIRECTORY/a%2Elog/b.log``):
+    its directory would be the file, or a backup, of a job ``a`` beside it.
     """
     *groups, name = path.split("/")
     return os.path.join(directory, *map(_group_part, groups), _dots(name)) + ".log"
@@ -61,8 +62,12 @@ def _dots(part: str) -> str:
 
 
 def _group_part(part: str) -> str:
-    part = _dots(part)
-    return part[:-4] + "%2Elog" if part.endswith(".log") else part
+    return _ROTATED_NAME.sub(r"%2E\1", _dots(part))
+
+
+# A group's name that would be a job's output file or one of its backups (``a.log``,
+# ``a.log.1``): its last such dot is written %2E.
+_ROTATED_NAME: Final = re.compile(r"\.(log(?:\.[0-9]+)?)$")
 
 
 def tail_lines(

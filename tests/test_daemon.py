@@ -120,9 +120,10 @@ def test_status_while_the_daemon_stops_says_it_is_stopping_not_that_none_runs(
         running.proc.send_signal(signal.SIGTERM)  # its jobs get 60 s: it stops for that long
         wait_until(lambda: running.cli("status").returncode == 3, "the socket gone")
         out = running.cli("status")
-        said = f"the daemon (pid {running.proc.pid}) that holds this state dir takes no command"
-        assert said in out.stderr, out.stderr
-        assert "it is stopping" in out.stderr, out.stderr
+        said = f"jobvisor: the daemon (pid {running.proc.pid}) that holds {running.state} takes"
+        assert out.stderr.startswith(said), out.stderr
+        assert "no command: it is stopping" in out.stderr, out.stderr
+        assert "no daemon is running" not in out.stderr, out.stderr
         assert running.proc.poll() is None
     finally:
         stop_daemon(running)  # a second SIGTERM: kills at once

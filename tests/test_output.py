@@ -364,6 +364,8 @@ def test_a_job_named_with_dots_only_keeps_its_file_inside_the_output_dir(
     assert output_file("/s/output", f"g/{name}") == "/s/output/g/" + "%2E" * len(name) + ".log"
     assert output_file("/s/output", f"{name}/x") == "/s/output/" + "%2E" * len(name) + "/x.log"
     assert output_file("/s/output", "a.log/b.log") == "/s/output/a%2Elog/b.log.log"
+    assert output_file("/s/output", "a.log.1/b") == "/s/output/a%2Elog.1/b.log"  # a backup's
+    assert output_file("/s/output", "a.logs/b") == "/s/output/a.logs/b.log"
     assert output_file("/s/output", "x/.log/b") == "/s/output/x/%2Elog/b.log"
 
 
