@@ -1846,7 +1846,7 @@ class Supervisor(OwnActor):
             log.info("{}: no children left; idle until one is added", self._name, extra=self._here)
         settle(reply)
 
-    def _add(self, spec: ChildSpec, before: str | None = None) -> ChildRef:
+    def _add(self, spec: ChildSpec, before: str | None = None) -> ChildRef | None:
         if spec.name in self._by_name:
             raise SpecError(f"{self._child_path(spec.name)}: a child of that name exists already")
         if before is not None and before not in self._by_name:
@@ -1864,7 +1864,8 @@ class Supervisor(OwnActor):
         self.ctx.state_changed(rec.path, State.STOPPED, State.PENDING)
         if not self._left_stopped(rec):
             self._start_now(rec)
-        return rec.ref
+        # An actor's stable reference; a job or a group takes no messages (``_give_ref``)
+        return rec.ref if isinstance(rec.spec, ActorSpec) else None
 
     def _update_in_place(self, rec: ChildRecord, cmd: Command) -> None:
         """A reload's change of ``rec`` that restarts nothing: a group's new spec, a job's

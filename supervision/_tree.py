@@ -297,8 +297,11 @@ class Tree:
             raise SpecError(f"signal: expected a signal number such as 1 (SIGHUP), got {signum!r}")
         self._command(Op.SIGNAL, path, signum)
 
-    def add_child(self, spec: ChildSpec, under: str = "", *, before: str | None = None) -> ChildRef:
-        """Add ``spec`` to the group at ``under`` and start it.
+    def add_child(
+        self, spec: ChildSpec, under: str = "", *, before: str | None = None
+    ) -> ChildRef | None:
+        """Add ``spec`` to the group at ``under`` and start it; an actor's stable reference
+        (``ref``'s), None for a job or a group, which take no messages.
 
         It goes last, or before its sibling named ``before``: the order children
         start and stop in, and ``rest_for_one``'s "the ones after it". Its ``depends_on``
@@ -312,7 +315,7 @@ class Tree:
             )
         if self.runtime == "threads" and reaped_unread() and _runs_processes((spec,)):
             raise RuntimeSetupError(REAPED_UNREAD)  # as start_tree refuses it
-        ref: ChildRef = self._command(Op.ADD, under, (spec, before))
+        ref: ChildRef | None = self._command(Op.ADD, under, (spec, before))
         return ref
 
     def update_group(self, spec: SupervisorSpec, path: str = "") -> None:

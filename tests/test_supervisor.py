@@ -958,6 +958,9 @@ class TestStableRef:
             said = str(refused.value)
             assert said.startswith(f"{path!r} is {kind}: only an actor (ActorSpec) "), said
             assert "takes messages" in said, said
+        # Nor does add_child give one (review r48): an actor's, None for a job or a group.
+        assert tree.add_child(python_job("more", "jobfuncs:ok", "more")) is None
+        assert tree.add_child(SupervisorSpec(name="h", children=())) is None
 
 
 def _states(items: list[object], path: str) -> list[str]:
