@@ -131,7 +131,11 @@ class SecretMasker:
     def mask(self, text: str) -> str:
         """Return ``text`` with every registered secret replaced by ``***``."""
         found, at = self._any, self._at
-        if found is None or at is None or not text or found.search(text) is None:
+        if found is None or at is None or not text:
+            return text
+        if _CLIP_WORDS in text:  # rare: a message or traceback clipped where it was made
+            text = self._clipped(text)
+        if found.search(text) is None:
             return text
         # Every position a form starts at, with the longest form there: the union of
         # these spans is what is secret, however the forms overlap.
@@ -150,12 +154,46 @@ class SecretMasker:
         pieces.append(text[last:])
         return "".join(pieces)
 
+    def _clipped(self, text: str) -> str:
+        """``text`` with the piece of a secret next to a clip mark masked.
+
+        A long message or traceback is clipped where it is made (``clip_head``,
+        ``clip_tail``: in a job's thread, or a child process), before anything masks it:
+        the start (or end) of a secret it cut is no longer the secret. Only the piece that
+        touches the mark is looked at, against every form: any start of one before
+        ``... (N more characters)``, any end of one after ``(N more characters) ...``.
+        """
+        forms = self._forms
+        for mark in reversed(list(_HEAD_CLIP.finditer(text))):
+            at = mark.start()
+            piece = max(
+                (n for f in forms for n in range(1, len(f)) if text.endswith(f[:n], 0, at)),
+                default=0,
+            )
+            if piece:
+                text = text[: at - piece] + self.MASK + text[at:]
+        for mark in reversed(list(_TAIL_CLIP.finditer(text))):
+            at = mark.end()
+            piece = max(
+                (n for f in forms for n in range(1, len(f)) if text.startswith(f[-n:], at)),
+                default=0,
+            )
+            if piece:
+                text = text[:at] + self.MASK + text[at + piece :]
+        return text
+
     def __len__(self) -> int:
         """The number of registered forms (never the values: they are secret)."""
         return len(self._forms)
 
     def __repr__(self) -> str:
         return f"<SecretMasker with {len(self._forms)} masked forms>"
+
+
+# ``actors._python_call.clip_head`` and ``clip_tail``'s marks (the count has thousands commas).
+_CLIP_WORDS: Final = " more characters)"
+_HEAD_CLIP: Final = re.compile(r"\.\.\. \([0-9,]+ more characters\)")
+_TAIL_CLIP: Final = re.compile(r"\([0-9,]+ more characters\) \.\.\.")
 
 
 def _shell_single(text: str) -> str:

@@ -203,6 +203,25 @@ def test_secrets_in_argv_never_reach_the_daemon_status(tmp_path: Path) -> None:
     assert_no_secret(stderr, "the daemon's log")
 
 
+def test_a_secret_cut_by_a_clipped_message_or_traceback_is_masked_to_the_cut() -> None:
+    """A python job's message past 8 KiB (and its traceback past its bound) is clipped where it
+    is made, before the tree masks it: a secret straddling the clip showed its start, 20 of
+    36 characters (review r48). Its piece next to the clip is masked too."""
+    from actors._python_call import MESSAGE_MAX, clip_head, clip_tail
+
+    value = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    masker = SecretMasker([value])
+    for keep in (1, 4, 20, 35):
+        head = masker.mask(clip_head("x" * (MESSAGE_MAX - keep) + value + " tail"))
+        assert value[:keep] not in head, head[-80:]
+        assert head.endswith("x***... (" + f"{len(value) - keep + 5} more characters)"), head[-60:]
+        tail = masker.mask(clip_tail("head " + value + "y" * (4096 - keep), 4096))
+        assert value[-keep:] not in tail, tail[:80]
+        assert "more characters) ...***y" in tail, tail[:80]
+    plain = masker.mask(clip_head("x" * MESSAGE_MAX + "tail"))  # nothing secret: left alone
+    assert plain.endswith("xxx... (4 more characters)")
+
+
 @pytest.mark.parametrize("value", ["ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "it's-ключ-密码-secret"])
 def test_a_long_commands_error_is_never_cut_inside_a_secret(value: str) -> None:
     """An error shows the first 200 characters of a command, and is masked whole later: a cut
