@@ -226,11 +226,12 @@ class EventBus:
 
     def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
         if not callable(callback):  # refused here, not at every event in the log
+            shown = repr(callback)[:200]
             raise SpecError(
-                f"subscribe: expected a callable taking an event, got {callback!r}",
+                f"Tree.subscribe: callback: expected a callable taking an event, got {shown}",
                 field="callback",
                 expected="a callable taking an event",
-                got=repr(callback),
+                got=shown,
             )
         sub = Subscription(self, callback)
         with self._lock:

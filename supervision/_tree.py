@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
+import numbers
 import random
 import signal
 import sys
@@ -624,10 +625,12 @@ def _seconds(timeout: object, method: str, *, none: bool = True) -> float | None
     """
     if timeout is None and none:
         return None
-    if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0:
-        if timeout <= threading.TIMEOUT_MAX:
-            return float(timeout)
-        return None if none else threading.TIMEOUT_MAX
+    if isinstance(timeout, numbers.Real) and not isinstance(timeout, bool):  # numpy's too
+        seconds = float(timeout)
+        if seconds >= 0:  # not NaN
+            if seconds <= threading.TIMEOUT_MAX:
+                return seconds
+            return None if none else threading.TIMEOUT_MAX
     expected = "seconds >= 0" + (" or None (as long as it takes)" if none else "")
     raise SpecError(
         f"Tree.{method}: timeout: expected {expected}, got {timeout!r} ({a_kind(timeout)})",
@@ -894,14 +897,15 @@ def _check_given(breakers: object, on_event: object) -> None:
             f"makes one), got {a_kind(breakers)}",
             field="breakers",
             expected="a mapping of names to Breakers",
-            got=repr(breakers)[:200],
+            got=a_kind(breakers),
         )
     if on_event is not None and not callable(on_event):
+        shown = repr(on_event)[:200]
         raise SpecError(
-            f"start_tree: on_event: expected a callable taking an event, got {on_event!r}",
+            f"start_tree: on_event: expected a callable taking an event, got {shown}",
             field="on_event",
             expected="a callable taking an event",
-            got=repr(on_event)[:200],
+            got=shown,
         )
 
 

@@ -695,7 +695,7 @@ def test_a_timeout_or_a_subscriber_of_the_wrong_kind_is_refused_before_anything_
             tree.status(timeout=None)  # type: ignore[arg-type]
         assert _state(tree, "s") == "running", "nothing was done"
         assert tree.status(timeout=1e300)["state"] == "running"  # past any wait: the longest
-        with pytest.raises(SpecError, match=r"^subscribe: expected a callable"):
+        with pytest.raises(SpecError, match=r"^Tree.subscribe: callback: expected a callable"):
             tree.subscribe(5)  # type: ignore[arg-type]
     finally:
         assert tree.stop(15)
