@@ -163,7 +163,8 @@ class SecretMasker:
         touches the mark is looked at, against every form: any start of one before
         ``... (N more characters)``, any end of one after ``(N more characters) ...``.
         """
-        forms = self._forms
+        with self._lock:  # a reload's add() grows the set meanwhile
+            forms = tuple(self._forms)
         for mark in reversed(list(_HEAD_CLIP.finditer(text))):
             at = mark.start()
             piece = max(
