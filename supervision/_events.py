@@ -199,6 +199,18 @@ class _Failures:
         self.last_error = ""
 
 
+def need_subscriber(callback: object, method: str, param: str) -> None:
+    """Refuse a subscriber that cannot be called, at the call (not at every event, in the log)."""
+    if not callable(callback):
+        shown = repr(callback)[:200]
+        raise SpecError(
+            f"{method}: {param}: expected a callable taking an event, got {shown}",
+            field=param,
+            expected="a callable taking an event",
+            got=shown,
+        )
+
+
 class EventBus:
     """Delivers events, in the order published, on one dispatcher thread.
 
@@ -225,14 +237,7 @@ class EventBus:
         self.active = False
 
     def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
-        if not callable(callback):  # refused here, not at every event in the log
-            shown = repr(callback)[:200]
-            raise SpecError(
-                f"Tree.subscribe: callback: expected a callable taking an event, got {shown}",
-                field="callback",
-                expected="a callable taking an event",
-                got=shown,
-            )
+        need_subscriber(callback, "Tree.subscribe", "callback")
         sub = Subscription(self, callback)
         with self._lock:
             self._subs = (*self._subs, sub)

@@ -12,6 +12,7 @@ or print can use it without loading the runtime.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import threading
@@ -57,6 +58,7 @@ class SecretMasker:
         # The most UTF-8 bytes a form takes: a cut of a command's long line keeps that
         # much in view (``safe_cut``). 0: no secret, nothing to keep.
         self.longest = 0
+        self._sorted: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         for secret in secrets:
             self.add(secret)
 
@@ -81,6 +83,9 @@ class SecretMasker:
             )
             self._any = re.compile(alternatives)
             self._at = re.compile(f"(?=({alternatives}))")
+            # For a clip mark's look (``_clipped``): the forms, and each one reversed, sorted,
+            # so that "does a form start with this piece" is a bisection, not a scan
+            self._sorted = (tuple(sorted(self._forms)), tuple(sorted(f[::-1] for f in self._forms)))
             longest = max(len(form.encode("utf-8", "surrogatepass")) for form in forms)
             self.longest = max(self.longest, longest)
         return True
@@ -163,22 +168,17 @@ class SecretMasker:
         touches the mark is looked at, against every form: any start of one before
         ``... (N more characters)``, any end of one after ``(N more characters) ...``.
         """
-        with self._lock:  # a reload's add() grows the set meanwhile
-            forms = tuple(self._forms)
+        heads, tails = self._sorted  # one snapshot: a reload's add() replaces it whole
+        most = max(map(len, heads), default=0) - 1  # a whole form is masked as any is
         for mark in reversed(list(_HEAD_CLIP.finditer(text))):
             at = mark.start()
-            piece = max(
-                (n for f in forms for n in range(1, len(f)) if text.endswith(f[:n], 0, at)),
-                default=0,
-            )
+            piece = _longest(heads, (text[at - n : at] for n in range(min(most, at), 0, -1)))
             if piece:
                 text = text[: at - piece] + self.MASK + text[at:]
         for mark in reversed(list(_TAIL_CLIP.finditer(text))):
             at = mark.end()
-            piece = max(
-                (n for f in forms for n in range(1, len(f)) if text.startswith(f[-n:], at)),
-                default=0,
-            )
+            ends = (text[at : at + n][::-1] for n in range(min(most, len(text) - at), 0, -1))
+            piece = _longest(tails, ends)
             if piece:
                 text = text[:at] + self.MASK + text[at + piece :]
         return text
@@ -195,6 +195,16 @@ class SecretMasker:
 _CLIP_WORDS: Final = " more characters)"
 _HEAD_CLIP: Final = re.compile(r"\.\.\. \([0-9,]+ more characters\)")
 _TAIL_CLIP: Final = re.compile(r"\([0-9,]+ more characters\) \.\.\.")
+
+
+def _longest(forms: tuple[str, ...], pieces: Iterable[str]) -> int:
+    """The length of the first of ``pieces`` (longest first) that starts one of ``forms``
+    (sorted), 0 for none: a bisection each."""
+    for piece in pieces:
+        i = bisect.bisect_left(forms, piece)
+        if i < len(forms) and forms[i].startswith(piece):
+            return len(piece)
+    return 0
 
 
 def _shell_single(text: str) -> str:

@@ -44,7 +44,7 @@ from actors._runtime import KILL_GRACE
 from actors._spawn import REAPED_UNREAD, reaped_unread
 from supervision._abandon import AbandonWatch
 from supervision._budget import TreeBudget
-from supervision._events import BreakerChanged, EventBus
+from supervision._events import BreakerChanged, EventBus, need_subscriber
 from supervision._exits import classify
 from supervision._logging import tree_begins, tree_started, tree_stopped
 from supervision._output import OutputFiles
@@ -899,14 +899,8 @@ def _check_given(breakers: object, on_event: object) -> None:
             expected="a mapping of names to Breakers",
             got=a_kind(breakers),
         )
-    if on_event is not None and not callable(on_event):
-        shown = repr(on_event)[:200]
-        raise SpecError(
-            f"start_tree: on_event: expected a callable taking an event, got {shown}",
-            field="on_event",
-            expected="a callable taking an event",
-            got=shown,
-        )
+    if on_event is not None:
+        need_subscriber(on_event, "start_tree", "on_event")
 
 
 def _check_spec(spec: SupervisorSpec, breakers: Mapping[str, Breaker], runtime: str) -> None:
