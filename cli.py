@@ -896,8 +896,6 @@ def _history(args: argparse.Namespace) -> int:
     from supervision._history import (  # noqa: PLC0415
         JournalError,
         journal_path,
-        journal_paths,
-        read_history,
         since_time,
     )
     from supervision._printable import printable  # noqa: PLC0415
@@ -918,15 +916,11 @@ def _history(args: argparse.Namespace) -> int:
     db = journal_path(Path(state))
     as_json = getattr(args, "json", False)
     try:
-        rows = read_history(db, args.job, args.limit, since=since)
-        known = journal_paths(db) if not rows and args.job else None
+        rows, known, had, said = _history_rows(db, args, since, state)
     except JournalError as exc:
         _error(str(exc))
         return USAGE
     verdict = OK
-    # A path with rows before --since is no typo, whatever the tree has now.
-    had = known is not None and args.job.strip("/") in known
-    said = None if known is None or had else _not_in_tree(args.job, args.manifest, state)
     if said is not None:
         # A typo: no such job, as status and logs say. A path the journal has rows of (a
         # job a reload removed) has its history, and one of the tree its empty one.
@@ -938,21 +932,35 @@ def _history(args: argparse.Namespace) -> int:
     if had and since is not None:  # it has rows, none since then: not "it has: <it>"
         _error(printable(f"the journal has nothing of {args.job} since {_clock(since, 'seconds')}"))
     elif known is not None and verdict == OK:  # a job that has not run yet: said, not an error
-        shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
-        # An attempt is journaled as it ends: "no job yet" was said beside the daemon's rows,
-        # and while the job ran.
-        _error(
-            printable(
-                f"the journal has nothing of {args.job}; it has: {shown}"
-                if shown
-                else "the journal has no finished attempt of any job yet (an attempt is "
-                "journaled as it ends)"
-            )
-        )
+        _error(printable(_nothing_of(args.job, known)))
     for row in rows:
         # Errors may hold a job's control characters.
         sys.stdout.write(printable(_history_line(row)) + "\n")
     return verdict
+
+
+def _history_rows(
+    db: Path, args: argparse.Namespace, since: float | None, state: str
+) -> tuple[list[dict[str, Any]], list[str] | None, bool, str | None]:
+    """The rows ``history`` shows; when there are none of a path, the paths the journal has
+    (else None), whether it has rows of that path (before ``--since``), and why the path is
+    none of the tree (None if it is, or that is unknown)."""
+    from supervision._history import journal_paths, read_history  # noqa: PLC0415
+
+    rows = read_history(db, args.job, args.limit, since=since)
+    known = journal_paths(db) if not rows and args.job else None
+    # A path with rows before --since is no typo, whatever the tree has now.
+    had = known is not None and args.job.strip("/") in known
+    said, replicas = (
+        (None, []) if known is None or had else _in_tree(args.job, args.manifest, state)
+    )
+    if replicas:
+        # A replicated job's name is its replicas' rows, together, as `restart w` acts on
+        # each (it said "the journal has nothing of w; it has: w.0, w.1").
+        rows = read_history(db, replicas, args.limit, since=since)
+        had = known is not None and any(path in known for path in replicas)
+        known = None if rows else known
+    return rows, known, had, said
 
 
 def _history_line(row: dict[str, Any]) -> str:
@@ -969,21 +977,35 @@ def _history_line(row: dict[str, Any]) -> str:
     return f"{when}  {where}  {row['kind']}" + (f" ({details})" if details else "")
 
 
-def _not_in_tree(job: str, manifest: str, state_dir: str) -> str | None:
+def _nothing_of(job: str, known: list[str]) -> str:
+    """What the journal has, said for a job with no rows."""
+    shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+    # An attempt is journaled as it ends: "no job yet" was said beside the daemon's rows,
+    # and while the job ran.
+    return (
+        f"the journal has nothing of {job}; it has: {shown}"
+        if shown
+        else "the journal has no finished attempt of any job yet (an attempt is journaled as it "
+        "ends)"
+    )
+
+
+def _in_tree(job: str, manifest: str, state_dir: str) -> tuple[str | None, list[str]]:
     """Why ``job`` is no path of the running daemon's tree (else of the manifest), nor a job
-    of replicas (``w``, run as ``w.0``, ``w.1``, ...), as status says it; None if it is one,
-    or if no tree could be read (no daemon and no manifest to read, a busy daemon): unknown
-    is not "no such job"."""
+    of replicas (``w``, run as ``w.0``, ``w.1``, ...), as status says it (None if it is one,
+    or if no tree could be read: no daemon and no manifest to read, a busy daemon; unknown
+    is not "no such job"); and the paths of its replicas, if it has some."""
     from actors._errors import no_child_said  # noqa: PLC0415 - a path with no rows
     from supervision._logs import tree_paths  # noqa: PLC0415
 
     known = tree_paths(manifest, state_dir)
     name = job.strip("/")
     if known is None or name in known.paths:
-        return None
-    if known.replicas(name):
-        return None
-    return no_child_said(job, known.paths, known.replicated)
+        return None, []
+    replicas = known.replicas(name)
+    if replicas:
+        return None, replicas
+    return no_child_said(job, known.paths, known.replicated), []
 
 
 def _shown(key: str, value: Any) -> str:

@@ -157,8 +157,13 @@ class NoSuchChildError(JobvisorError, LookupError):
     def __init__(
         self, path: str, known: Iterable[str] = (), replicated: Mapping[str, str] | None = None
     ) -> None:
+        known = list(known)
         super().__init__(no_child_said(path, known, replicated))
         self.path = path
+        # The paths a replicated job's name meant (an HTTP action acts on each, as the CLI).
+        self.replicas: list[str] = (
+            replicas_of(path, known, replicated) if replicated is not None else []
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt from its message, its path would be that message (a process boundary).
@@ -443,4 +448,5 @@ def _no_such_child(path: str, said: str) -> NoSuchChildError:
     error = NoSuchChildError.__new__(NoSuchChildError)
     Exception.__init__(error, said)
     error.path = path
+    error.replicas = []  # not carried: the message names them
     return error

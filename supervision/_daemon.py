@@ -1605,7 +1605,8 @@ def act(
     except DependencyDownError as exc:  # exit 1, HTTP 409
         return {"ok": False, "code": "dependency_down", "error": str(exc)}
     except NoSuchChildError as exc:
-        return {"ok": False, "code": "no_such_job", "error": str(exc)}
+        refused = {"ok": False, "code": "no_such_job", "error": str(exc)}
+        return {**refused, "replicas": exc.replicas} if exc.replicas else refused
     except ActionTimeoutError:
         # Said as the request's whole wait, its wait for another action's turn too.
         error = _still_going(op, path, round(time.monotonic() - asked), daemon=daemon)

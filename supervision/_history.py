@@ -16,7 +16,7 @@ from actors._errors import JobvisorError
 from supervision._files import UnsafePathError, refuse_symlinks
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Sequence
 
 __all__ = [
     "DAEMON_KINDS",
@@ -173,9 +173,14 @@ def _column(columns: dict[str, set[str]], table: str, name: str, alias: str = ""
 
 
 def read_history(
-    db: Path, path: str | None = None, limit: int = 50, *, since: float | None = None
+    db: Path,
+    path: str | Sequence[str] | None = None,
+    limit: int = 50,
+    *,
+    since: float | None = None,
 ) -> list[dict[str, Any]]:
-    """The latest attempts and decisions (of ``path`` and below, if given), oldest first.
+    """The latest attempts and decisions (of ``path`` and below, if given; of each of several
+    job paths), oldest first.
 
     Latest by when they were written (``seq``), not by their wall time, which jumps with
     the clock: after it went back an hour the newest rows have the oldest times. Rows an
@@ -189,6 +194,10 @@ def read_history(
         ("", ())
         if path is None
         else ("(path = ? OR (path >= ? AND path < ?))", (path, f"{path}/", f"{path}0"))
+        if isinstance(path, str)
+        # Several (a replicated job's replicas, up to 10,000): one argument, not three a path,
+        # which would pass SQLite's limit on them. Replicas are jobs: nothing is below them.
+        else ("path IN (SELECT value FROM json_each(?))", (json.dumps(list(path)),))
     )
     where_a = where_d = where
     if since is not None:

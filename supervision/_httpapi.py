@@ -55,6 +55,7 @@ import logbook
 from prometheus_client import Gauge
 
 from actors import JobvisorError
+from actors._errors import replicas_of
 from supervision._client import signal_number
 from supervision._fdlimit import AcceptShortage
 from supervision._files import ensure_private_dir, remove_if_same, write_atomic
@@ -66,6 +67,7 @@ from supervision._history import (
     since_time,
 )
 from supervision._listen import is_loopback
+from supervision._logs import replicas_in_status
 from supervision._metrics import CONTENT_TYPE, TreeMetrics
 from supervision._spec import NAME
 from supervision._status import Process
@@ -532,6 +534,22 @@ class _AnswerWriter(io.BufferedIOBase):
         return size
 
 
+def _answer(job: str, action: str, reply: dict[str, Any]) -> tuple[HTTPStatus, dict[str, Any]]:
+    """The HTTP status and answer of an action's reply (the control protocol's)."""
+    if reply.get("ok"):
+        answer: dict[str, Any] = {"ok": True, "job": job, "action": action}
+        if action == "signal":
+            answer["signal"] = reply["result"]  # its name: SIGHUP
+        elif isinstance(reply.get("result"), str):  # nothing to stop: said, not an error
+            answer["note"] = reply["result"]
+        return HTTPStatus.OK, answer
+    status = {
+        "no_such_job": HTTPStatus.NOT_FOUND,
+        "starting": HTTPStatus.SERVICE_UNAVAILABLE,
+    }.get(str(reply.get("code")), HTTPStatus.CONFLICT)
+    return status, {"error": str(reply.get("error")), "code": reply.get("code")}
+
+
 def _action(path: str) -> tuple[str, str] | None:
     """``/api/jobs/PATH/ACTION`` as (action, job path; empty when none); None when not one."""
     parts = path.split("/")
@@ -717,19 +735,21 @@ class _Handler(BaseHTTPRequestHandler):
         except _Refused as exc:
             self._refuse(exc)
             return
-        if reply.get("ok"):
-            answer: dict[str, Any] = {"ok": True, "job": job, "action": action}
-            if action == "signal":
-                answer["signal"] = reply["result"]  # its name: SIGHUP
-            elif isinstance(reply.get("result"), str):  # nothing to stop: said, not an error
-                answer["note"] = reply["result"]
-            self._json(HTTPStatus.OK, answer)
+        replicas = reply.get("replicas") if action != "signal" else None
+        if not replicas:
+            self._json(*_answer(job, action, reply))
             return
-        status = {
-            "no_such_job": HTTPStatus.NOT_FOUND,
-            "starting": HTTPStatus.SERVICE_UNAVAILABLE,
-        }.get(str(reply.get("code")), HTTPStatus.CONFLICT)
-        self._json(status, {"error": str(reply.get("error")), "code": reply.get("code")})
+        # A replicated job's name is each of its replicas in turn, as the CLI and depends_on
+        # mean it (it was 404, naming them). The first that fails ends it, as a CLI line does
+        # not: an HTTP answer has one status; what was done before it is in the answer.
+        results: list[dict[str, Any]] = []
+        for path in replicas:
+            status, answer = _answer(path, action, self.endpoint.act(action, path, None))
+            results.append(answer if status == HTTPStatus.OK else {**answer, "job": path})
+            if status != HTTPStatus.OK:
+                self._json(status, {**answer, "job": job, "results": results})
+                return
+        self._json(HTTPStatus.OK, {"ok": True, "job": job, "action": action, "results": results})
 
     # -- checks ----------------------------------------------------------------------------------
 
@@ -822,6 +842,18 @@ class _Handler(BaseHTTPRequestHandler):
             if taken > MAX_BODY:
                 raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "actions take no body")
 
+    def _replicas(self, job: str) -> list[str]:
+        """The replicas of the job at ``job``, as the tree's status marks them; none if it
+        has none, or the tree is not there yet."""
+        tree = self.endpoint.tree
+        if tree is None:
+            return []
+        try:
+            replicated = replicas_in_status(tree.status(timeout=STATUS_DEADLINE)) or {}
+        except JobvisorError:  # an ended or busy tree: its rows are what there is
+            return []
+        return replicas_of(job, replicated, replicated)
+
     def _tree(self) -> Tree:
         tree = self.endpoint.tree
         if tree is None:
@@ -910,6 +942,12 @@ class _Handler(BaseHTTPRequestHandler):
                     if per_job is not None
                     else read_history(self.endpoint.journal, job, int(text), since=since)
                 )
+                if job is not None and per_job is None and not answer:
+                    # A replicated job's name is its replicas' rows, as `history w` gives them.
+                    replicas = self._replicas(job)
+                    if replicas:
+                        db = self.endpoint.journal
+                        answer = read_history(db, replicas, int(text), since=since)
             except JournalError as exc:
                 raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
             # Only the bytes outlive the build: the objects and the text go before the write.

@@ -560,3 +560,86 @@ def test_status_tells_supervisorctls_paths_jobvisors_spelling_too(tmp_path: Path
         assert [node["path"] for node in json.loads(both.stdout)["children"]] == ["db"]
     finally:
         assert stop_daemon(running) == 0
+
+
+REPLICATED = """
+version: 1
+jobs:
+  - {name: w, command: [sh, -c, "exit 3"], replicas: 2, restart: temporary}
+  - {name: q, command: [sh, -c, "exit 4"], restart: temporary}
+"""
+
+
+def test_history_of_a_replicated_jobs_name_is_its_replicas_rows(tmp_path: Path) -> None:
+    """`history w` shows the rows of w.0 and w.1 together, as `restart w` acts on each. It
+    said "the journal has nothing of w; it has: q, w.0, w.1" with exit 0. With no daemon, the
+    manifest's ``replicas:`` tells them."""
+    running = start_daemon(tmp_path, REPLICATED, "--runtime", RUNTIME)
+    try:
+        wait_until(
+            lambda: all(n["state"] == "failed" for n in running.nodes().values()),
+            "every job failed once",
+        )
+        _history_of_w(running)
+    finally:
+        assert stop_daemon(running) == 0
+    _history_of_w(running)
+
+
+def _history_of_w(running: Running) -> None:
+    out = running.cli("history", "w")
+    assert (out.returncode, out.stderr) == (0, ""), out.stderr
+    ended = [line.split("  ")[1:] for line in out.stdout.splitlines()]
+    assert sorted(ended) == [
+        ["w.0", "attempt 1 failed (3): command sh -c 'exit 3' exited with 3"],
+        ["w.1", "attempt 1 failed (3): command sh -c 'exit 3' exited with 3"],
+    ]
+    rows = json.loads(running.cli("history", "--json", "w").stdout)
+    assert sorted(row["path"] for row in rows) == ["w.0", "w.1"]
+    out = running.cli("history", "--since", "1h", "--limit", "1", "w")
+    assert (out.returncode, len(out.stdout.splitlines())) == (0, 1), out.stderr
+
+
+def test_http_actions_and_history_of_a_replicated_jobs_name_take_each_replica(
+    tmp_path: Path,
+) -> None:
+    """``POST /api/jobs/w/restart`` restarts w.0 and w.1, as `jobvisor restart w` does (it was
+    404, naming them); ``/api/history?job=w`` is their rows, as `history w`. A person's own
+    ``q`` is still 404, and a signal (which the CLI does not spread either) still names them."""
+    manifest = REPLICATED.replace(
+        '{name: w, command: [sh, -c, "exit 3"], replicas: 2, restart: temporary}',
+        '{name: w, command: [sleep, "100"], replicas: 2, service: true}',
+    )
+    manifest += "http: {token: {secret: {env: JV_HTTP_TOKEN}}}\n"
+    with http_daemon(tmp_path, manifest, "--runtime", RUNTIME) as running:
+        url, auth = running.http.url, running.http.auth
+        wait_until(lambda: running.nodes()["q"]["state"] == "failed", "q failed")
+        answer = requests.post(url + "/api/jobs/w/restart", headers=auth, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {
+            "ok": True,
+            "job": "w",
+            "action": "restart",
+            "results": [
+                {"ok": True, "job": "w.0", "action": "restart"},
+                {"ok": True, "job": "w.1", "action": "restart"},
+            ],
+        }
+        assert [running.nodes()[p]["starts"] for p in ("w.0", "w.1")] == [2, 2]
+        rows = requests.get(url + "/api/history?job=w", timeout=30).json()
+        ended = [row for row in rows if row["type"] == "attempt"]
+        assert sorted((row["path"], row["outcome"]) for row in ended) == [
+            ("w.0", "stopped"),
+            ("w.1", "stopped"),
+        ]
+        stopped = requests.post(url + "/api/jobs/w/stop", headers=auth, timeout=30).json()
+        assert [r["job"] for r in stopped["results"]] == ["w.0", "w.1"]
+        again = requests.post(url + "/api/jobs/w/stop", headers=auth, timeout=30).json()
+        assert [r.get("note") for r in again["results"]] == [
+            f"{path}: not running (stopped); nothing to stop" for path in ("w.0", "w.1")
+        ]
+        nope = requests.post(url + "/api/jobs/w.2/start", headers=auth, timeout=30)
+        assert nope.status_code == 404
+        signal = requests.post(url + "/api/jobs/w/signal?signal=HUP", headers=auth, timeout=30)
+        assert signal.status_code == 404
+        assert "w runs as replicas, each a path of its own: w.0, w.1" in signal.json()["error"]
