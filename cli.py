@@ -966,11 +966,14 @@ def _history_rows(
 def _history_line(row: dict[str, Any]) -> str:
     when = _clock(row["at"])
     if row["type"] == "attempt":
-        code = f" ({row['code']})" if "code" in row else ""
+        from supervision._table import outcome_text  # noqa: PLC0415 - control commands stay light
+
+        # A signal by its name, as status says it: "stopped (SIGTERM)", not "stopped (-15)".
+        outcome = outcome_text({"outcome": row["outcome"], "code": row.get("code")})
         error = f": {row['error']}" if "error" in row else ""
         node = f" on node {row['node']}" if "node" in row else ""
         attempt = f"attempt {row['attempt']}{node}"
-        return f"{when}  {row['path']}  {attempt} {row['outcome']}{code}{error}"
+        return f"{when}  {row['path']}  {attempt} {outcome}{error}"
     details = ", ".join(f"{k}={_shown(k, v)}" for k, v in row.get("detail", {}).items())
     # The daemon's own rows (its start, reloads, stop) and a run's start are the tree's: path "".
     where = row["path"] or ("(run)" if row["kind"] == "run_start" else "(daemon)")

@@ -21,6 +21,7 @@ __all__ = [
     "exit_cell",
     "exit_text",
     "flatten_status",
+    "outcome_text",
     "select_status",
     "split_room",
     "summary_table",
@@ -276,12 +277,12 @@ def exit_cell(node: dict[str, Any], mask: Callable[[str], str]) -> str:
 def exit_text(last: dict[str, Any] | None, mask: Callable[[str], str]) -> str:
     if last is None:
         return "-"
-    text = _outcome_text(last)
+    text = outcome_text(last)
     error = _error_text(last, mask)
     return text if error is None else f"{text}: {error}"
 
 
-def _outcome_text(last: dict[str, Any]) -> str:
+def outcome_text(last: dict[str, Any]) -> str:
     """``failed (3)``, ``stopped (SIGTERM)``: a negative code is a signal (Popen's way, kept by
     ``--json``), said by its name, as the error says it (``killed by SIGTERM``)."""
     code = last.get("code")
@@ -339,7 +340,7 @@ def _short_exit(node: dict[str, Any], mask: Callable[[str], str]) -> str:
     if at < len("command"):
         return exit_cell(node, mask)
     how = error[at + 1 :]
-    text = _outcome_text(last)
+    text = outcome_text(last)
     said = text.partition(" (")[2][:-1]  # "3" of "failed (3)", "SIGTERM" of "stopped (SIGTERM)"
     if how in (f"exited with {said}", f"killed by {said}"):
         return text

@@ -398,6 +398,36 @@ def test_history_of_a_job_with_nothing_since_then_says_so(tmp_path: Path) -> Non
     assert out.stderr == "jobvisor: the journal has nothing of new; it has: old\n"
 
 
+def test_history_says_a_signal_by_its_name_as_status_does(tmp_path: Path) -> None:
+    """``stopped (SIGTERM)``, ``failed (SIGHUP)``; a number no signal has, ``signal 99``. It
+    said ``stopped (-15)`` where status said ``stopped (SIGTERM)``; ``--json`` keeps -15."""
+    from actors import Outcome
+    from supervision._events import AttemptFinished
+    from supervision._journal import Journal
+
+    journal = Journal(tmp_path)
+    now = time.time()
+    for number, (outcome, code) in enumerate(
+        [(Outcome.STOPPED, -15), (Outcome.FAILED, -1), (Outcome.FAILED, -99), (Outcome.FAILED, 3)],
+        start=1,
+    ):
+        journal.record(AttemptFinished(path="w", at=now + number, attempt=number, started_at=now,
+                                       outcome=outcome, error=None, code=code))  # fmt: skip
+    assert journal.flush()
+    assert journal.close() == 0
+    out = _history(tmp_path, "w")
+    assert out.returncode == 0, out.stderr
+    shown = [line.split("  ", 2)[2] for line in out.stdout.splitlines()]
+    assert shown == [
+        "attempt 1 stopped (SIGTERM)",
+        "attempt 2 failed (SIGHUP)",
+        "attempt 3 failed (signal 99)",
+        "attempt 4 failed (3)",
+    ]
+    out = _history(tmp_path, "w", "--json")
+    assert [row["code"] for row in json.loads(out.stdout)] == [-15, -1, -99, 3]
+
+
 SLOW_STOP = """
 version: 1
 jobs:
