@@ -20,6 +20,7 @@ import logbook
 
 from actors import BreakerState, BreakerStatus, check_runtime, live_tasks
 from actors._runtime import start_or_say
+from supervision._envfile import loose_dir
 from supervision._fdlimit import fit_open_files
 from supervision._hangup import off_the_terminal
 from supervision._held import lost_line
@@ -215,6 +216,26 @@ def compose(
     return composition
 
 
+def _modules_beside(base_dir: Path) -> str | None:
+    """Put ``base_dir`` on ``sys.path``, where ``python:`` jobs find the modules beside their
+    manifest (like `python -m` from there); why not, if another user could plant one there.
+
+    Last on it, not first: a file there named as an installed package (``prometheus_client.py``,
+    ``requests.py``) is not what jobvisor's own later imports, nor a job's, get.
+    """
+    text = str(base_dir)
+    if text in sys.path:
+        return None
+    unsafe = loose_dir(base_dir)
+    if unsafe is None:
+        sys.path.append(text)
+    return unsafe
+
+
+def _is_python(child: ChildSpec) -> bool:
+    return isinstance(child, JobSpec) and child.work.kind == "python"
+
+
 def _compose(
     manifest: Manifest,
     *,
@@ -230,9 +251,7 @@ def _compose(
     check_runtime(chosen)
     masker = SecretMasker(manifest.secrets)
     base_dir = manifest.path.parent if manifest.path is not None else Path.cwd()
-    # python jobs name modules that live beside the manifest (like `python -m` from there).
-    if str(base_dir) not in sys.path:
-        sys.path.insert(0, str(base_dir))
+    unsafe = _modules_beside(base_dir)
     if manifest.cluster_address or manifest.cluster_namespace:
         from actors._ray import configure_cluster  # noqa: PLC0415 - light; Ray loads on first use
 
@@ -245,6 +264,13 @@ def _compose(
         stream=stream,
         base_dir=base_dir,
     )
+    if unsafe is not None and any(_is_python(child) for _, child in walk(manifest.root)):
+        log.warning(
+            "python jobs' modules are not looked for beside the manifest, in {}: {} (or keep "
+            "the manifest and its modules in a directory only you can write)",
+            base_dir,
+            unsafe,
+        )
     fit_open_files(manifest.root)
     succeeded: dict[str, tuple[int | None, float]] = {}
     older: list[str] = []

@@ -56,6 +56,7 @@ __all__ = [
     "EnvFileSyntaxError",
     "OverShared",
     "loose",
+    "loose_dir",
     "parse_env_file",
     "planted_link",
     "read_env_file",
@@ -174,6 +175,18 @@ def loose(st: os.stat_result, stake: str) -> str | None:
                 f"{', '.join(outsiders[:3])} in it, who could {stake}; chmod g-w it"
             )
     return None
+
+
+def loose_dir(path: Path | str) -> str | None:
+    """Why another user could put a module in directory ``path`` that a ``python:`` job's
+    import would run as jobvisor's user (it is theirs, or they can write in it: ``/tmp``,
+    sticky bit or not); None if none, or if it cannot be read (an import finds nothing
+    there either)."""
+    try:
+        st = os.stat(path)  # noqa: PTH116 - pathlib stays out of control commands
+    except (OSError, ValueError):
+        return None
+    return loose(st, "put a module there that a python job's import runs as jobvisor's user")
 
 
 def planted_link(path: Path | str) -> str | None:

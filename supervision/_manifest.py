@@ -53,7 +53,7 @@ from actors._failnames import qualified_name
 from actors._placement import RAY_FIELDS, RayPlacement
 from actors._retry import DEFAULT_ATTEMPTS
 from supervision._defaults import FOR_KINDS, JOB_KEYS, KINDS, Defaults
-from supervision._envfile import EnvFileError, OverShared, read_env_file
+from supervision._envfile import EnvFileError, OverShared, loose, planted_link, read_env_file
 from supervision._interpolation import INTERPOLATION, VARIABLE
 from supervision._issues import (
     TEXT_NAME,
@@ -207,7 +207,7 @@ def _load(path_or_text: object, env: Mapping[str, str] | None) -> Manifest:
     path = Path(path_or_text)
     file = str(path_or_text)
     try:
-        raw = path.expanduser().read_bytes()
+        raw, why = _read_trusted(path.expanduser())
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         message = f"expected a readable manifest file, got: {reason}"
@@ -217,6 +217,8 @@ def _load(path_or_text: object, env: Mapping[str, str] | None) -> Manifest:
                 "'\\n', or pass it parsed, as a mapping (load_manifest(yaml.safe_load(text)))"
             )
         raise ManifestError([Issue("", None, message, file)], file) from None
+    if why is not None:
+        raise ManifestError([Issue("", None, f"refusing this manifest: {why}", file)], file)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -229,6 +231,17 @@ def _load(path_or_text: object, env: Mapping[str, str] | None) -> Manifest:
     except (OSError, RuntimeError):
         absolute = path.expanduser().absolute()
     return parse(data, env=env, path=absolute, file=file)
+
+
+def _read_trusted(path: Path) -> tuple[bytes, str | None]:
+    """The bytes of the manifest at ``path``, and why it is not to be run if another user
+    could choose what it runs: its file is theirs, or they can write it, or a symbolic link
+    of theirs leads to it (the rule of an env file's and a secret file's text)."""
+    with path.open("rb") as file:
+        st = os.fstat(file.fileno())
+        raw = file.read()
+    why = loose(st, "choose the commands jobvisor runs") if stat.S_ISREG(st.st_mode) else None
+    return raw, why or planted_link(path)
 
 
 def _looks_inline(text: str) -> bool:

@@ -25,6 +25,7 @@ from typing import Any, Final
 from actors import PythonWork
 from actors._env import JobEnv
 from actors._python import ISOLATIONS
+from supervision._envfile import loose_dir
 from supervision._issues import HoldsSecret, ShellText
 from supervision._reader import BAD, Bad, Reader, V, entries_of, plain
 
@@ -214,17 +215,25 @@ class WorkReader(Reader):
             try:
                 found = (
                     top in sys.modules
-                    or importlib.machinery.PathFinder.find_spec(top, [self.base_text]) is not None
                     or importlib.util.find_spec(top) is not None
+                    or (
+                        importlib.machinery.PathFinder.find_spec(top, [self.base_text]) is not None
+                        and loose_dir(self.base_text) is None
+                    )
                 )
             except (ImportError, ValueError):
                 found = True  # a name a finder cannot take: the attempt will say what is wrong
             self._importable[top] = found
         if not found:
+            unsafe = loose_dir(self.base_text)
+            beside = (
+                f" (not looked for beside the manifest: {unsafe})" if unsafe is not None else ""
+            )
             self.warn(
                 v,
                 "expected a module importable here (beside the manifest or on sys.path), got "
-                f"{top!r} not found: the job fails when it starts unless it is installed by then",
+                f"{top!r} not found{beside}: the job fails when it starts unless it is installed "
+                "by then",
             )
 
     def command_work(self, job: V, f: dict[str, V], stop_signal: object, grace: object) -> Any:
@@ -377,8 +386,15 @@ class WorkReader(Reader):
         except ModuleNotFoundError as exc:
             if exc.name != module.split(".", maxsplit=1)[0] or self.base_text in sys.path:
                 raise
+        unsafe = loose_dir(self.base_text)
+        if unsafe is not None:  # not looked in, as a tree's start does not (_modules_beside)
+            raise ModuleNotFoundError(
+                f"No module named {module!r} (not looked for beside the manifest, in "
+                f"{self.base_text}: {unsafe})",
+                name=module,
+            )
         with _SYS_PATH:  # looked in for this import only: loading a manifest changes nothing
-            sys.path.insert(0, self.base_text)
+            sys.path.append(self.base_text)
             try:
                 return importlib.import_module(module)
             finally:

@@ -545,3 +545,84 @@ def test_an_output_file_that_cannot_be_written_is_called_the_output_file(tmp_pat
         in said[0]
     ), said
     assert "log file" not in jv.stderr
+
+
+def test_a_manifest_another_user_could_change_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    """The rule of an env file's text: the manifest chooses the commands jobvisor runs, so one
+    that another user owns or can write is refused, as `validate` and `run` read it. A
+    world-writable manifest in a shared directory ran its commands as root."""
+    ran = tmp_path / "ran"
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(f"version: 1\njobs:\n  - {{name: c, command: [touch, '{ran}']}}\n")
+    manifest.chmod(0o666)
+    said = (
+        "jobs.yaml: refusing this manifest: it is writable by others (mode 0666), who could "
+        "choose the commands jobvisor runs; chmod o-w it"
+    )
+    for command in ("validate", "run"):
+        out = jobvisor(tmp_path, command, "jobs.yaml")
+        assert (out.returncode, out.stdout) == (2, ""), out.stderr
+        assert said in out.stderr, out.stderr
+    manifest.chmod(0o644)
+    os.chown(manifest, NOBODY, NOBODY)
+    out = jobvisor(tmp_path, "run", "jobs.yaml")
+    assert out.returncode == 2, out.stderr
+    assert (
+        "jobs.yaml: refusing this manifest: it is owned by uid 65534, who could choose the "
+        "commands jobvisor runs; chown it to root or to the user that runs jobvisor"
+    ) in out.stderr
+    assert not ran.exists()
+    os.chown(manifest, 0, 0)
+    out = jobvisor(tmp_path, "run", "jobs.yaml")
+    assert out.returncode == 0, out.stderr
+    assert ran.exists()
+
+
+def test_no_module_is_imported_from_beside_a_manifest_in_a_directory_others_can_write(
+    tmp_path: Path,
+) -> None:
+    """A python job's module beside its manifest, in a directory any user can write (a
+    sticky /tmp-like one), is not imported: anyone could have put it there, and it would run
+    as jobvisor's user. The job fails to import it; the log says why."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    imported = tmp_path / "imported"
+    (shared / "planted.py").write_text(f"open({str(imported)!r}, 'w').close()\ndef f(): pass\n")
+    (shared / "jobs.yaml").write_text(
+        "version: 1\njobs:\n  - {name: p, python: 'planted:f', restart: temporary}\n"
+    )
+    checked = jobvisor(shared, "validate", "jobs.yaml")
+    assert checked.returncode == 0, checked.stderr
+    assert "got 'planted' not found (not looked for beside the manifest: it is writable by " in (
+        checked.stderr
+    )
+    out = jobvisor(shared, "run", "jobs.yaml")
+    assert out.returncode == 1, out.stderr
+    assert (
+        f"python jobs' modules are not looked for beside the manifest, in {shared}: it is "
+        "writable by others (mode 1777), who could put a module there"
+    ) in out.stderr
+    assert "No module named 'planted'" in out.stderr
+    assert not imported.exists()
+
+
+def test_a_file_beside_the_manifest_named_as_a_library_is_not_what_jobvisor_imports(
+    tmp_path: Path,
+) -> None:
+    """The manifest's directory is searched after the installed packages: a
+    ``prometheus_client.py`` beside it is not what ``--http`` imports (it was, first on
+    ``sys.path``: its code ran, and its ImportError reached the user as a traceback). The
+    job's own module beside it is still found."""
+    imported = tmp_path / "imported"
+    (tmp_path / "prometheus_client.py").write_text(
+        f"open({str(imported)!r}, 'w').close()\nraise ImportError('planted')\n"
+    )
+    (tmp_path / "mine.py").write_text("def f():\n    return 'done'\n")
+    (tmp_path / "jobs.yaml").write_text("version: 1\njobs:\n  - {name: p, python: 'mine:f'}\n")
+    out = jobvisor(tmp_path, "run", "--http", "127.0.0.1:0", "jobs.yaml")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not imported.exists()
