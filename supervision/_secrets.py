@@ -12,8 +12,12 @@ or print can use it without loading the runtime.
 
 from __future__ import annotations
 
+import base64
 import bisect
+import html
+import itertools
 import json
+import os
 import re
 import threading
 import urllib.parse
@@ -59,8 +63,7 @@ class SecretMasker:
         # much in view (``safe_cut``). 0: no secret, nothing to keep.
         self.longest = 0
         self._sorted: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
-        for secret in secrets:
-            self.add(secret)
+        self.add_all(secrets)
 
     @classmethod
     def maskable(cls, value: str) -> bool:
@@ -69,18 +72,24 @@ class SecretMasker:
 
     def add(self, value: str) -> bool:
         """Register ``value``; return False if it is too short to be masked."""
-        if not isinstance(value, str):
-            raise TypeError(f"a secret must be a str, got {type(value).__name__}")
-        if not self.maskable(value):
-            return False
-        forms = {form for form in _leak_forms(value) if len(form) >= self.MIN_LENGTH}
+        return self.add_all([value]) == 1
+
+    def add_all(self, values: Iterable[str]) -> int:
+        """Register each of ``values`` (one build for all: a build per value made many
+        secrets quadratic); how many are long enough to be masked."""
+        forms: set[str] = set()
+        added = 0
+        for value in values:
+            if not isinstance(value, str):
+                raise TypeError(f"a secret must be a str, got {type(value).__name__}")
+            if self.maskable(value):
+                forms |= {form for form in _leak_forms(value) if len(form) >= self.MIN_LENGTH}
+                added += 1
         with self._lock:
             if forms <= self._forms:
-                return True
+                return added
             self._forms |= forms
-            alternatives = "|".join(
-                map(re.escape, sorted(self._forms, key=lambda form: (-len(form), form)))
-            )
+            alternatives = _alternatives(sorted(self._forms))
             self._any = re.compile(alternatives)
             self._at = re.compile(f"(?=({alternatives}))")
             # For a clip mark's look (``_clipped``): the forms, and each one reversed, sorted,
@@ -88,7 +97,7 @@ class SecretMasker:
             self._sorted = (tuple(sorted(self._forms)), tuple(sorted(f[::-1] for f in self._forms)))
             longest = max(len(form.encode("utf-8", "surrogatepass")) for form in forms)
             self.longest = max(self.longest, longest)
-        return True
+        return added
 
     def safe_cut(self, data: bytes, at: int) -> int:
         """Where to cut ``data`` near ``at`` so that no secret straddles the cut.
@@ -197,6 +206,39 @@ _HEAD_CLIP: Final = re.compile(r"\.\.\. \([0-9,]+ more characters\)")
 _TAIL_CLIP: Final = re.compile(r"\([0-9,]+ more characters\) \.\.\.")
 
 
+def _alternatives(forms: list[str]) -> str:
+    """A pattern that matches any of ``forms`` (sorted, none empty), the longest of those
+    that start at a place: the forms as a trie, common beginnings written once.
+
+    A plain alternation of every form is tried form by form at each character of a line;
+    with a few secrets' dozens of forms (hex, base64, each escape) that was 50 us a line,
+    the trie 3 to 10 times less. Nested too deep for ``re`` (thousands of forms each the
+    start of the next), the plain one, longest first.
+    """
+    try:
+        pattern = _trie(forms)
+        re.compile(pattern)
+    except (RecursionError, OverflowError, re.error):
+        return "|".join(map(re.escape, sorted(forms, key=lambda form: (-len(form), form))))
+    return pattern
+
+
+def _trie(forms: list[str]) -> str:
+    # Sorted, the beginning all share is the first's and the last's; "" (a form that ends
+    # here) sorts first. Greedy, a longer form is tried before the end of a shorter one.
+    common = os.path.commonprefix([forms[0], forms[-1]])  # noqa: RUF071 - of text, not paths
+    rest = [form[len(common) :] for form in forms]
+    ends = rest[0] == ""
+    rest = rest[1:] if ends else rest
+    if not rest:
+        return re.escape(common)
+    branches = [_trie(list(group)) for _, group in itertools.groupby(rest, key=lambda f: f[0])]
+    body = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+    if ends:
+        body = f"(?:{body})?"
+    return re.escape(common) + body
+
+
 def _longest(forms: tuple[str, ...], pieces: Iterable[str]) -> int:
     """The length of the first of ``pieces`` (longest first) that starts one of ``forms``
     (sorted), 0 for none: a bisection each."""
@@ -251,6 +293,69 @@ def _url_plus(text: str) -> str:
     return urllib.parse.quote_plus(text, safe="")
 
 
+def _url_path(text: str) -> str:
+    # quote()'s default, a path's: '/' is kept as it is.
+    return urllib.parse.quote(text)
+
+
+def _url_lower(text: str) -> str:
+    # %2b for %2B: RFC 3986 takes both, and some encoders write the lower case.
+    return re.sub(r"%[0-9A-F]{2}", lambda hit: hit.group().lower(), _url(text))
+
+
+def _url_path_lower(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda hit: hit.group().lower(), _url_path(text))
+
+
+def _bytes_inner(text: str) -> str:
+    # A response's body or a pipe's bytes shown as they are: raise Error(resp.content).
+    return repr(_utf8(text))[2:-1]
+
+
+def _bytes_single(text: str) -> str:
+    return repr(_utf8(text) + b"'\"")[2:-4]
+
+
+def _html(text: str) -> str:
+    return html.escape(text)
+
+
+def _html_text(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _unicode_escape(text: str) -> str:
+    return text.encode("unicode_escape").decode("ascii")
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _encoded(text: str) -> set[str]:
+    """A secret's bytes as hex and as base64, standard and URL-safe.
+
+    In base64 the characters a secret's bytes stand for depend on where it starts among
+    the bytes encoded (``user:SECRET`` in a Basic authorization): for each of the three
+    places, the run of characters made of its bits alone, which shows whatever comes
+    before or after it.
+    """
+    data = _utf8(text)
+    found = {data.hex(), data.hex().upper()}
+    for before in range(3):
+        coded = base64.b64encode(b"\0" * before + data).decode("ascii")
+        first, end = -(-8 * before // 6), 8 * (before + len(data)) // 6
+        piece = coded[first:end]
+        if len(piece) >= _BASE64_MIN:
+            found |= {piece, piece.translate(_URL_SAFE)}
+    return found
+
+
+# Shorter runs of base64 characters come up by chance: four of them are any word.
+_BASE64_MIN: Final = 8
+_URL_SAFE: Final = str.maketrans("+/", "-_")
+
+
 # Every escape a secret can pass through on its way into a line; the second list is
 # what a line already escaped once can pass through again (a document, a repr).
 _ESCAPES: Final[tuple[Callable[[str], str], ...]] = (
@@ -264,6 +369,14 @@ _ESCAPES: Final[tuple[Callable[[str], str], ...]] = (
     _json_unicode,
     _url,
     _url_plus,
+    _url_path,
+    _url_lower,
+    _url_path_lower,
+    _bytes_inner,
+    _bytes_single,
+    _html,
+    _html_text,
+    _unicode_escape,
 )
 _OUTER: Final[tuple[Callable[[str], str], ...]] = (
     _repr_inner,
@@ -311,5 +424,6 @@ _PART_MIN: Final = 8  # characters a secret URL's login, path or fragment needs 
 def _leak_forms(value: str) -> set[str]:
     bases = {value, value.strip()} | {line.strip() for line in value.splitlines()}
     once = {escape(base) for base in bases for escape in _ESCAPES}
+    once |= {form for base in bases for form in _encoded(base)}
     twice = {outer(form) for form in once for outer in _OUTER}
     return bases | once | twice | {printable(form) for form in bases | once}

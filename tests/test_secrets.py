@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shlex
 import signal
 import time
@@ -72,6 +73,67 @@ def test_every_escaped_form_of_a_secret_is_masked(value: str) -> None:
             assert piece not in masked, how
         # what the masker left is the surrounding text, escaped the same way
         assert "tail" in masked or how in ("raw", "url", "url-plus"), how
+
+
+ENCODED = ("AbC/dEf+GhIjK==", "pässwörd/&<\"x>'y z")  # a base64-style key; every escape's mark
+
+
+def encodings(value: str) -> dict[str, str]:
+    """The ways a value is written that a trial found in clear: a path's URL quoting, lower
+    case percent escapes, a bytes repr, HTML, ``unicode_escape``, hex and base64 (alone, and
+    inside a Basic authorization at each of the three places a value can start in it)."""
+    data = value.encode()
+    found = {
+        "url-path": urllib.parse.quote(value),
+        "url-lower": re.sub(r"%[0-9A-F]{2}", lambda hit: hit[0].lower(), urllib.parse.quote(value)),
+        "bytes": repr(data),
+        "bytes-of-both": repr(data + b"'\""),
+        "html": "<p>" + __import__("html").escape(value) + "</p>",
+        "html-text": __import__("html").escape(value, quote=False),
+        "unicode-escape": value.encode("unicode_escape").decode(),
+        "hex": data.hex(),
+        "HEX": data.hex().upper(),
+        "base64": base64.b64encode(data).decode(),
+        "base64-url": base64.urlsafe_b64encode(b"x" + data).decode(),
+    }
+    for login in ("u", "us", "use"):
+        found[f"basic-{login}"] = "Basic " + base64.b64encode(f"{login}:".encode() + data).decode()
+    return found
+
+
+@pytest.mark.parametrize("value", ENCODED)
+def test_every_encoded_form_of_a_secret_is_masked(value: str) -> None:
+    masker = SecretMasker([value])
+    for how, text in encodings(value).items():
+        line = f"failed: RuntimeError: {text} tail"
+        masked = masker.mask(line)
+        assert "***" in masked, how
+        assert text not in masked, how
+        assert masked.startswith("failed: RuntimeError: "), how
+        assert masked.endswith(" tail"), how
+    # Base64 of another value is left alone: only the runs made of the secret's own bits go.
+    other = base64.b64encode(b"u:another-value-entirely").decode()
+    assert masker.mask(other) == other
+
+
+def test_forms_that_begin_alike_are_each_masked_to_their_longest() -> None:
+    """The forms are matched as a trie: at each place the longest form that starts there."""
+    masker = SecretMasker(["token-abcd", "token-abcdef", "token-abXY"])
+    said = masker.mask("token-abcdefg token-abcdz token-abXYZ token-ab")
+    assert said == "***g ***z ***Z token-ab"
+
+
+def test_forms_nested_too_deep_for_a_trie_are_matched_one_by_one() -> None:
+    """Each form the start of the next, a thousand deep: ``re`` cannot nest so many groups,
+    and the plain alternation, longest first, is used."""
+    import re
+
+    from supervision._secrets import _alternatives
+
+    forms = sorted({"x" * n for n in range(4, 1100)})
+    found = re.compile(_alternatives(forms)).search("a " + "x" * 1200)
+    assert found is not None
+    assert found.group() == "x" * 1099
 
 
 def test_the_shell_quoted_form_keeps_the_quotes_around_the_mask() -> None:
