@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="child paths (etl/load ...), acted on in order",
         )
         verb.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+        if name != "stop":  # a stop's answer waits for its end, as systemctl's
+            verb.add_argument(
+                "--no-block",
+                action="store_true",
+                help="answer once the daemon took it, not once each child is up (its ready "
+                "check passed), as systemctl --no-block",
+            )
     signal = sub.add_parser(
         "signal",
         parents=[common],
@@ -1342,6 +1349,9 @@ def _control(args: argparse.Namespace) -> int:
             req["signal"] = args.signal
     if getattr(args, "dry_run", False):
         requests[0]["dry_run"] = True  # an option: a daemon that does not know it refuses it
+    if getattr(args, "no_block", False):
+        for req in requests:
+            req["no_block"] = True
     # --json (status has its own document): each answer kept, and one document at the end,
     # of what was done even when the daemon went away meanwhile.
     kept: list[dict[str, Any]] | None = (

@@ -4,7 +4,8 @@ The control protocol is one JSON object per line, one request per connection (th
 client's side, ``request``, is ``supervision._client``):
 ``{"v": 1, "op": "status" | "start" | "stop" | "restart" | "reload", "job": PATH}``, or
 ``{"v": 1, "op": "signal", "job": PATH, "signal": NUMBER}``; a request with an option,
-``{"v": 2, "op": "reload", "dry_run": true}``, is version 2, which a daemon of version 1
+``{"v": 2, "op": "reload", "dry_run": true}`` (or a start's or restart's ``"no_block": true``:
+answered once taken, not once the child is up), is version 2, which a daemon of version 1
 refuses (it ignored unknown keys: it would have reloaded), and which refuses an option it
 does not know. Each is answered by ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "code": ..., "error": ...}``.
@@ -65,6 +66,7 @@ from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
 from supervision._statedir import LOCK_NAME, StateDirLock, StateDirWatch
 from supervision._status import Process
 from supervision._table import flatten_status
+from supervision._until_up import UP, UntilUp, down_again, not_up_yet
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Container, Iterator
@@ -521,16 +523,17 @@ def _check_options(req: dict[str, Any], version: int, op: str) -> None:
                 f"unknown option {unknown[0]!r} for {op}: this daemon knows "
                 + (", ".join(sorted(_KEYS[op])) or "none")
             )
-    if "dry_run" in req and type(req["dry_run"]) is not bool:
-        raise _BadRequest(f"dry_run needs true or false, got {req['dry_run']!r}")
+    for option in ("dry_run", "no_block"):
+        if option in req and type(req[option]) is not bool:
+            raise _BadRequest(f"{option} needs true or false, got {req[option]!r}")
 
 
 # Each op's keys besides "v" and "op": what a version 2 request may carry.
 _KEYS: Final[dict[str, frozenset[str]]] = {
     "status": frozenset(),
-    "start": frozenset({"job"}),
+    "start": frozenset({"job", "no_block"}),
     "stop": frozenset({"job"}),
-    "restart": frozenset({"job"}),
+    "restart": frozenset({"job", "no_block"}),
     "signal": frozenset({"job", "signal"}),
     "reload": frozenset({"dry_run"}),
 }
@@ -1158,18 +1161,24 @@ class Daemon:
             # Not under the lock: a signal never waits, nor for a stop that waits out a grace.
             with self._signal_lock, self._acting("signal", req["job"], via):
                 return send_signal(tree, req["job"], req["signal"])
-        return self._act(tree, op, req["job"], via, asked)
+        return self._act(tree, op, req["job"], via, asked, up=req.get("no_block") is not True)
 
-    def _act(self, tree: Tree, op: str, job: str, via: str, asked: float) -> dict[str, Any]:
+    def _act(
+        self, tree: Tree, op: str, job: str, via: str, asked: float, *, up: bool = True
+    ) -> dict[str, Any]:
         """A start, stop or restart ``asked`` then, in its turn; ``busy`` when none came
-        within the wait (``COMMAND_TIMEOUT``)."""
+        within the wait (``COMMAND_TIMEOUT``). ``up``: a start is answered once its child is
+        up (``act``)."""
         from supervision._tree import COMMAND_TIMEOUT  # noqa: PLC0415 - avoids an import cycle
 
         with self._turn(f"{op} {job.strip('/')}", asked + COMMAND_TIMEOUT) as busy:
             if busy is not None:
                 return busy
             with self._acting(op, job, via):
-                return act(tree, op, job, asked)
+                reply, until = begin_act(tree, op, job, asked, up=up)
+        # Not under the lock: a start waiting for its job's ready check keeps no other
+        # action waiting (a stop of another job, a reload).
+        return until_up(tree, op, job, reply, until, asked=asked)
 
     @contextlib.contextmanager
     def _turn(self, doing: str, deadline: float | None) -> Iterator[dict[str, Any] | None]:
@@ -1579,14 +1588,91 @@ def act(
     *,
     wait: float | None = None,
     daemon: bool = True,
+    up: bool = True,
 ) -> dict[str, Any]:
     """Start, stop or restart the child at ``job``; the reply of the control protocol.
 
     It waits for the tree until ``wait`` (None: ``COMMAND_TIMEOUT``) after ``asked`` (a
     ``time.monotonic()``; None: now), when the request came, which may have waited for another
     action since. ``daemon``: asked through a daemon (whose ``status`` command shows an action
-    that goes on), not an HTTP endpoint of ``run --http`` or of an embedded tree.
+    that goes on), not an HTTP endpoint of ``run --http`` or of an embedded tree. ``up``: a
+    start or restart is answered once the child is up (running, its ready check passed),
+    or failed before (``failed``), or is still on its way at the end of the wait
+    (``under_way``); ``up=False`` (``--no-block``) once its supervisor took it.
     """
+    reply, until = begin_act(tree, op, job, asked, wait=wait, daemon=daemon, up=up)
+    return until_up(tree, op, job, reply, until, asked=asked, wait=wait, daemon=daemon)
+
+
+def begin_act(
+    tree: Tree,
+    op: str,
+    job: str,
+    asked: float | None = None,
+    *,
+    wait: float | None = None,
+    daemon: bool = True,
+    up: bool = True,
+) -> tuple[dict[str, Any], UntilUp | None]:
+    """``act``'s action, done (a daemon holds its actions' lock for this part only); and,
+    for a start to follow until the child is up, what follows it, for ``until_up``."""
+    follow = UntilUp(tree, job.strip("/")) if up and op in ("start", "restart") else None
+    try:
+        reply = _act(tree, op, job, asked, wait=wait, daemon=daemon)
+    except BaseException:
+        if follow is not None:
+            follow.cancel()
+        raise
+    if follow is not None and not (reply.get("ok") and reply.get("result") is None):
+        follow.cancel()  # refused, or nothing done (already running): answered as it is
+        follow = None
+    return reply, follow
+
+
+def until_up(
+    tree: Tree,
+    op: str,
+    job: str,
+    reply: dict[str, Any],
+    until: UntilUp | None,
+    *,
+    asked: float | None = None,
+    wait: float | None = None,
+    daemon: bool = True,
+) -> dict[str, Any]:
+    """``reply`` once the child ``until`` follows is up (None: at once); else why not."""
+    if until is None:
+        return reply
+    from supervision._tree import COMMAND_TIMEOUT  # noqa: PLC0415 - avoids an import cycle
+
+    asked = time.monotonic() if asked is None else asked
+    path = job.strip("/")
+    try:
+        deadline = asked + (COMMAND_TIMEOUT if wait is None else wait)
+        if not until.done.wait(max(0.0, deadline - time.monotonic())):
+            see = f"`jobvisor status {path}` (or GET /api/status)" if daemon else "GET /api/status"
+            waited = round(time.monotonic() - asked)
+            return {
+                "ok": False,
+                "code": "under_way",
+                "error": not_up_yet(op, path, waited, until.now, see),
+            }
+    finally:
+        until.cancel()
+    if until.state in UP:
+        return reply
+    return {"ok": False, "code": "failed", "error": down_again(tree, op, path, until.state)}
+
+
+def _act(
+    tree: Tree,
+    op: str,
+    job: str,
+    asked: float | None,
+    *,
+    wait: float | None,
+    daemon: bool,
+) -> dict[str, Any]:
     from supervision._tree import COMMAND_TIMEOUT  # noqa: PLC0415 - avoids an import cycle
 
     asked = time.monotonic() if asked is None else asked

@@ -77,7 +77,10 @@ def assert_refused(out: subprocess.CompletedProcess[str], *names: str) -> str:
 
 def start(tmp_path: Path, *args: str) -> Running:
     """A real ``jobvisor daemon`` of ``SERVICE`` started under umask 000, once it is ready."""
-    old = os.umask(0)  # inherited: what the daemon creates must not depend on it
+    # The manifest is the person's, made under their umask (one that others may write is
+    # refused); the daemon's umask is 000: what it creates must not depend on it.
+    (tmp_path / "jobs.yaml").write_text(SERVICE)
+    old = os.umask(0)
     try:
         return start_daemon(tmp_path, SERVICE, *args)
     finally:
