@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import pykka
 from pykka._envelope import Envelope
@@ -41,6 +41,12 @@ class OwnMessage:
 
     def __repr__(self) -> str:
         return f"<own message {self.name}>"
+
+
+_NO_START: Final = {
+    "stopped with its tree": "a tree that has stopped does not start again",
+    "removed": "it is no longer in the tree (add it again for a new reference)",
+}
 
 
 class ChildRef:
@@ -123,7 +129,10 @@ class ChildRef:
 
     def _stash_or_raise(self, envelope: Envelope[Any]) -> None:
         if self._mode is _Mode.CLOSED:
-            raise ChildUnavailableError(f"child {self.path} is {self._reason}: start it first")
+            # A stopped tree cannot start it again, nor anything a removed child: "start it
+            # first" was said after tree.stop() too.
+            then = _NO_START.get(self._reason, "start it first")
+            raise ChildUnavailableError(f"child {self.path} is {self._reason}: {then}")
         if len(self._stash) >= STASH_LIMIT:
             raise ChildUnavailableError(
                 f"child {self.path} is restarting and {STASH_LIMIT} messages already wait for it"

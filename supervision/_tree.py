@@ -146,6 +146,8 @@ class Tree:
         # What the tree holds besides its actors (timers, events, its place among the trees the
         # exit stops) is let go once, when the root ends, whatever ended it: see ``_release``.
         self._released = threading.Event()
+        # The stable references handed out, by path: told at the end that their tree ended.
+        self._refs: dict[str, ChildRef] = {}
         self._releaser: threading.Thread | None = None
         self._release_here = False  # no thread could be started to do it: see ``_root_ended``
         self._release_lock = threading.Lock()
@@ -242,6 +244,7 @@ class Tree:
         A job or a group takes no messages, so has none: ``ChildUnavailableError`` says so.
         """
         ref: ChildRef = self._command(Op.REF, path)
+        self._refs[ref.path] = ref
         return ref
 
     # -- acting on children ----------------------------------------------------------------------
@@ -447,6 +450,9 @@ class Tree:
         Whatever ended the root (a stop, a kill, an escalation past it) this runs once, so a
         tree ended by its kill leaves no scheduler or event thread behind until exit.
         """
+        for ref in list(self._refs.values()):
+            # Said "start it first", which an ended tree cannot.
+            ref._close("stopped with its tree")
         try:
             # Threads first (abandoned ones are reported through the events still running).
             self._abandon.join(None)

@@ -568,8 +568,11 @@ class TestDynamicChildren:
             ("g/b", "restart", None),
             ("g/b", "remove", None),
         ]
-        with pytest.raises(ChildUnavailableError, match="removed"):
+        with pytest.raises(ChildUnavailableError) as refused:
             ref.tell("x")
+        assert str(refused.value) == (
+            "child g/b is removed: it is no longer in the tree (add it again for a new reference)"
+        )
 
     def test_a_child_is_added_last_or_before_a_sibling(self, make_tree, journal) -> None:
         group = SupervisorSpec(name="g", children=(actor("a", journal), actor("c", journal)))
@@ -961,6 +964,20 @@ class TestStableRef:
         # Nor does add_child give one (review r48): an actor's, None for a job or a group.
         assert tree.add_child(python_job("more", "jobfuncs:ok", "more")) is None
         assert tree.add_child(SupervisorSpec(name="h", children=())) is None
+
+
+def test_a_stable_ref_after_its_trees_stop_says_the_tree_stopped(make_tree, journal) -> None:
+    """It said "start it first", which a stopped tree cannot do (embedded-API trial h233)."""
+    tree = make_tree(SupervisorSpec(children=(actor("a", journal),)))
+    assert tree.started(10)
+    ref = tree.ref("a")
+    assert tree.stop(10)
+    with pytest.raises(ChildUnavailableError) as refused:
+        ref.tell("x")
+    said = str(refused.value)
+    assert said == (
+        "child a is stopped with its tree: a tree that has stopped does not start again"
+    ), said
 
 
 def _states(items: list[object], path: str) -> list[str]:
