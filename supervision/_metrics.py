@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import logbook
 from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors._runtime import active_runtime
 from supervision._events import (
@@ -76,12 +76,14 @@ class TreeMetrics:
         # spec its series was counted under)}, until that group starts (``_settle``).
         self._pending: dict[str, tuple[str, ChildSpec]] = {}
         self.registry = reg = CollectorRegistry()
+        # Collected by ``collect``, not the registry: without its ``_created`` series, a
+        # gauge family of its own per path and outcome that no counter here has.
         self.duration = Histogram(
             "jobvisor_attempt_duration_seconds",
             "How long each attempt of a job ran",
             ("path", "kind", "outcome"),
             buckets=_BUCKETS,
-            registry=reg,
+            registry=None,
         )
         self.breaker = Gauge(
             "jobvisor_breaker_state",
@@ -169,7 +171,7 @@ class TreeMetrics:
     def _breaker_changed(self, event: BreakerChanged) -> None:
         self.breaker.labels(self._mask(event.name)).set(BREAKER_VALUES.get(event.new, 0))
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         """The counted families, made at scrape time (the registry calls it)."""
         job = ("path", "kind")
         starts = CounterMetricFamily(
@@ -186,7 +188,9 @@ class TreeMetrics:
             labels=(*job, "outcome"),
         )
         gave_up = CounterMetricFamily(
-            "jobvisor_gave_up", "Children given up on (intensity exhausted)", labels=job
+            "jobvisor_gave_up",
+            "Children given up on (intensity exhausted, or a give_up_on match at once)",
+            labels=job,
         )
         state = GaugeMetricFamily(
             "jobvisor_job_state", "1 for the child's current state", labels=(*job, "state")
@@ -208,6 +212,9 @@ class TreeMetrics:
             for each in State:
                 state.add_metric((*labels, each.value), 1 if each is current else 0)
         yield from (starts, restarts, failures, state, since, gave_up)
+        for family in self.duration.collect():
+            family.samples = [one for one in family.samples if not one.name.endswith("_created")]
+            yield family
         build = GaugeMetricFamily(
             "jobvisor_build_info",
             "1, labelled with jobvisor's version, the Python and the runtime it runs",

@@ -113,6 +113,14 @@ def test_a_job_a_reload_replaces_counts_from_zero_as_its_status_does(tmp_path: P
         assert served.metric("jobvisor_attempt_duration_seconds_count", path="flappy", kind="command", outcome="failed") == 4  # fmt: skip
         # The sibling the reload left alone keeps every series as it was.
         assert _series(served, "calm") == calm
+        # The histogram has no _created gauge family (one a path and outcome, which no
+        # counter has), and give_up_on's give-ups are said in gave_up's HELP too.
+        text = served.get("/metrics").text
+        assert "_created" not in text
+        assert (
+            "# HELP jobvisor_gave_up_total Children given up on (intensity exhausted, or a "
+            "give_up_on match at once)\n"
+        ) in text
         node = _nodes(running)["calm"]
         assert _counts(served, "calm") == (node["starts"], node["restarts"], node["failures"])
 
