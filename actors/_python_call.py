@@ -89,17 +89,33 @@ def resolve_target(target: str) -> Any:
     the message; the job actor turns them into a failed attempt.
     """
     module_name, _, attr_path = target.partition(":")
+    imported = module_name in sys.modules
     obj: Any = importlib.import_module(module_name)
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, sys.intern(part))  # interned: no new string per attempt
         except AttributeError:
-            raise AttributeError(f"{target}: module {module_name!r} has no {attr_path!r}") from None
+            said = f"{target}: module {module_name!r} has no {attr_path!r}"
+            raise AttributeError(said + _imported_before(obj, imported)) from None
     if not callable(obj):
         kind = type(obj).__name__
         article = "an" if kind[:1].lower() in "aeio" else "a"  # an int, a float
         raise TypeError(f"{target} is {article} {kind}, not a function")
     return obj
+
+
+def _imported_before(module: Any, imported: bool) -> str:
+    """Why a name added to a module's file since is not there: the module was imported
+    before, once in this process, and is not imported again (a daemon's reload adds a job
+    naming a function its file has now, and the job failed with "has no ...")."""
+    where = getattr(module, "__file__", None) if imported else None
+    if not where:
+        return ""
+    return (
+        f" (it was imported from {where} before, and a module is imported once in a "
+        "process: to run what its file holds now, restart jobvisor, or give the job "
+        "isolation: process, whose every attempt imports it anew)"
+    )
 
 
 def call_target(

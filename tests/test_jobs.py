@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -621,3 +622,34 @@ def test_ticks_skipped_behind_a_long_attempt_are_said_once_then_counted(
         "p: tick skipped, attempt 1 still running (the next are counted, said once a tick runs)",
         "p: 5 ticks skipped while attempt 1 ran",
     ]
+
+
+def test_a_name_added_to_a_module_imported_before_is_said_to_need_a_restart(
+    tmp_path, monkeypatch
+) -> None:
+    """A daemon's reload added a thread job naming a function its module's file has now;
+    the module was imported before, once in the process, so the job failed with a bare "has
+    no 'evil'" that `validate` (a new process) did not see. The message says why."""
+    from actors._python_call import resolve_target
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = tmp_path / "reloaded_tasks.py"
+    source.write_text("def ok():\n    return None\n")
+    try:
+        assert resolve_target("reloaded_tasks:ok")() is None
+        source.write_text("def ok():\n    return None\n\n\ndef evil():\n    return None\n")
+        with pytest.raises(AttributeError) as refused:
+            resolve_target("reloaded_tasks:evil")
+        assert str(refused.value) == (
+            f"reloaded_tasks:evil: module 'reloaded_tasks' has no 'evil' (it was imported from "
+            f"{source} before, and a module is imported once in a process: to run what its "
+            "file holds now, restart jobvisor, or give the job isolation: process, whose every "
+            "attempt imports it anew)"
+        )
+    finally:
+        sys.modules.pop("reloaded_tasks", None)
+    # Imported now for the first time: what it lacks is a typo, said as before.
+    with pytest.raises(AttributeError) as refused:
+        resolve_target("reloaded_tasks:nope")
+    assert str(refused.value) == "reloaded_tasks:nope: module 'reloaded_tasks' has no 'nope'"
+    sys.modules.pop("reloaded_tasks", None)
