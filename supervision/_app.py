@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TextIO
 
 import logbook
 
-from actors import BreakerState, BreakerStatus, check_runtime, live_tasks
+from actors import BreakerState, BreakerStatus, JobvisorError, check_runtime, live_tasks
 from actors._runtime import start_or_say
 from supervision._envfile import loose_dir
 from supervision._fdlimit import fit_open_files
@@ -208,6 +208,12 @@ def compose(
             resume=resume,
             restore=restore,
         )
+    except ImportError as exc:
+        # A module of jobvisor's own (prometheus_client for --http) found beside the manifest,
+        # first on sys.path, and broken: said in one line, not as a traceback.
+        if lock is not None:
+            lock.close()
+        raise ImportSetupError(_import_failed(exc, manifest)) from None
     except BaseException:
         if lock is not None:
             lock.close()
@@ -216,19 +222,43 @@ def compose(
     return composition
 
 
-def _modules_beside(base_dir: Path) -> str | None:
-    """Put ``base_dir`` on ``sys.path``, where ``python:`` jobs find the modules beside their
-    manifest (like `python -m` from there); why not, if another user could plant one there.
+class ImportSetupError(JobvisorError):
+    """A module jobvisor needs to set the tree up could not be imported (one beside the
+    manifest has its name, say); the message names it and what to do."""
 
-    Last on it, not first: a file there named as an installed package (``prometheus_client.py``,
-    ``requests.py``) is not what jobvisor's own later imports, nor a job's, get.
-    """
+
+def _import_failed(exc: ImportError, manifest: Manifest) -> str:
+    base = manifest.path.parent if manifest.path is not None else Path.cwd()
+    beside: Path | None = None
+    frame = exc.__traceback__
+    while frame is not None:  # the last of its frames in a file beside the manifest
+        where = Path(frame.tb_frame.f_code.co_filename)
+        if where.parent == base:
+            beside = where
+        frame = frame.tb_next
+    top = (exc.name or "").split(".")[0]
+    if beside is None and top:
+        beside = next((p for p in (base / f"{top}.py", base / top) if p.exists()), None)
+    name = exc.name or (beside.stem if beside is not None else "a module")
+    said = f"could not import {name}: {exc}"
+    if beside is None:
+        return said
+    return (
+        f"{said} ({beside} beside the manifest has its name, and the manifest's directory "
+        "comes first on sys.path, as python -m's does: rename it)"
+    )
+
+
+def _modules_beside(base_dir: Path) -> str | None:
+    """Put ``base_dir`` first on ``sys.path``, where ``python:`` jobs find the modules beside
+    their manifest (as `python -m` from there: a job's ``statistics.py`` is its own, not the
+    standard library's); why not, if another user could plant one there."""
     text = str(base_dir)
     if text in sys.path:
         return None
     unsafe = loose_dir(base_dir)
     if unsafe is None:
-        sys.path.append(text)
+        sys.path.insert(0, text)
     return unsafe
 
 

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_ENV_FILE",
+    "TRUSTED_OWNERS",
     "Assignment",
     "EnvFileError",
     "EnvFileSyntaxError",
@@ -157,7 +158,10 @@ def loose(st: os.stat_result, stake: str) -> str | None:
     ``stake``; None if none. The rule for every file whose text jobvisor trusts: an env file,
     a secret file (``_resolve``)."""
     mode = stat.S_IMODE(st.st_mode)
-    if st.st_uid not in (0, os.geteuid()):
+    trusted = trusted_owners()
+    if trusted is None:
+        return None
+    if st.st_uid not in (0, os.geteuid(), *trusted):
         return (
             f"it is owned by uid {st.st_uid}, who could {stake}; chown it to root or to the "
             "user that runs jobvisor"
@@ -175,6 +179,31 @@ def loose(st: os.stat_result, stake: str) -> str | None:
                 f"{', '.join(outsiders[:3])} in it, who could {stake}; chmod g-w it"
             )
     return None
+
+
+TRUSTED_OWNERS: Final = "JOBVISOR_TRUSTED_OWNERS"
+
+
+def trusted_owners() -> frozenset[int] | None:
+    """The users, besides root and jobvisor's own, whose files ``loose`` trusts, from
+    ``JOBVISOR_TRUSTED_OWNERS`` (uids or names, by commas: a container's root running
+    sources mounted from uid 1000, as git's ``safe.directory``); None for ``*``: every file,
+    writable by others too (a WSL ``/mnt/c``, all 0777). A name no user has is no one."""
+    text = os.environ.get(TRUSTED_OWNERS, "")
+    if text.strip() == "*":
+        return None
+    found: set[int] = set()
+    for word in filter(None, (part.strip() for part in text.split(","))):
+        if word.isdigit():
+            found.add(int(word))
+            continue
+        import pwd  # noqa: PLC0415 - only a name needs it
+
+        try:
+            found.add(pwd.getpwnam(word).pw_uid)
+        except KeyError:
+            continue
+    return frozenset(found)
 
 
 def loose_dir(path: Path | str) -> str | None:
@@ -197,6 +226,11 @@ def planted_link(path: Path | str) -> str | None:
     The path is walked as the kernel walks it, a component at a time, a link's target taking
     its place; a path that cannot be walked is left to the open, which says why.
     """
+    trusted = trusted_owners()
+    return None if trusted is None else _planted(path, {0, os.geteuid(), *trusted})
+
+
+def _planted(path: Path | str, owners: set[int]) -> str | None:
     start = os.path.join(os.getcwd(), path)  # not normalised: '..' after a link is physical
     todo = start.split("/")[::-1]  # the components still to walk, the next one last
     here, links = "/", 0
@@ -213,7 +247,7 @@ def planted_link(path: Path | str) -> str | None:
             if not stat.S_ISLNK(st.st_mode):
                 here = step
                 continue
-            if st.st_uid not in (0, os.geteuid()):
+            if st.st_uid not in owners:
                 if step == os.path.normpath(start) and not todo:
                     return (
                         f"it is a symbolic link owned by uid {st.st_uid}, who chose the file it "

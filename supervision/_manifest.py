@@ -53,7 +53,14 @@ from actors._failnames import qualified_name
 from actors._placement import RAY_FIELDS, RayPlacement
 from actors._retry import DEFAULT_ATTEMPTS
 from supervision._defaults import FOR_KINDS, JOB_KEYS, KINDS, Defaults
-from supervision._envfile import EnvFileError, OverShared, loose, planted_link, read_env_file
+from supervision._envfile import (
+    TRUSTED_OWNERS,
+    EnvFileError,
+    OverShared,
+    loose,
+    planted_link,
+    read_env_file,
+)
 from supervision._interpolation import INTERPOLATION, VARIABLE
 from supervision._issues import (
     TEXT_NAME,
@@ -218,6 +225,10 @@ def _load(path_or_text: object, env: Mapping[str, str] | None) -> Manifest:
             )
         raise ManifestError([Issue("", None, message, file)], file) from None
     if why is not None:
+        why += (
+            f" (where such files are to be trusted, as a container's root running sources "
+            f"mounted from another user: {TRUSTED_OWNERS}=UID, or '*' for every file)"
+        )
         raise ManifestError([Issue("", None, f"refusing this manifest: {why}", file)], file)
     try:
         text = raw.decode("utf-8")

@@ -394,7 +394,7 @@ class WorkReader(Reader):
                 name=module,
             )
         with _SYS_PATH:  # looked in for this import only: loading a manifest changes nothing
-            sys.path.append(self.base_text)
+            sys.path.insert(0, self.base_text)
             try:
                 return importlib.import_module(module)
             finally:

@@ -574,9 +574,32 @@ def test_a_manifest_another_user_could_change_is_refused_before_anything_runs(
         "commands jobvisor runs; chown it to root or to the user that runs jobvisor"
     ) in out.stderr
     assert not ran.exists()
-    os.chown(manifest, 0, 0)
-    out = jobvisor(tmp_path, "run", "jobs.yaml")
-    assert out.returncode == 0, out.stderr
+    assert "(where such files are to be trusted, as a container's root running sources " in (
+        out.stderr
+    )
+    assert not ran.exists()
+    # Trusted by name (a container's root running sources mounted from uid 65534): it runs.
+    trusting = subprocess.run(
+        [*CLI, "validate", "jobs.yaml"],
+        cwd=tmp_path,
+        env={**ENV, "JOBVISOR_TRUSTED_OWNERS": "nobody"},
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+        check=False,
+    )
+    assert trusting.returncode == 0, trusting.stderr
+    manifest.chmod(0o666)  # and '*' trusts every file, one others may write too (WSL's /mnt/c)
+    trusting = subprocess.run(
+        [*CLI, "run", "jobs.yaml"],
+        cwd=tmp_path,
+        env={**ENV, "JOBVISOR_TRUSTED_OWNERS": "*"},
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+        check=False,
+    )
+    assert trusting.returncode == 0, trusting.stderr
     assert ran.exists()
 
 
@@ -609,20 +632,27 @@ def test_no_module_is_imported_from_beside_a_manifest_in_a_directory_others_can_
     assert not imported.exists()
 
 
-def test_a_file_beside_the_manifest_named_as_a_library_is_not_what_jobvisor_imports(
+def test_a_broken_module_beside_the_manifest_named_as_jobvisors_own_is_said_in_one_line(
     tmp_path: Path,
 ) -> None:
-    """The manifest's directory is searched after the installed packages: a
-    ``prometheus_client.py`` beside it is not what ``--http`` imports (it was, first on
-    ``sys.path``: its code ran, and its ImportError reached the user as a traceback). The
-    job's own module beside it is still found."""
-    imported = tmp_path / "imported"
-    (tmp_path / "prometheus_client.py").write_text(
-        f"open({str(imported)!r}, 'w').close()\nraise ImportError('planted')\n"
+    """The manifest's directory comes first on ``sys.path``, as `python -m`'s does, so a job's
+    own ``statistics.py`` is its own; a ``prometheus_client.py`` there is what ``--http``
+    imports. A broken one gave a traceback; now one line names the file, exit 2, and the
+    job's own module beside it is still the job's."""
+    (tmp_path / "prometheus_client.py").write_text("raise ImportError('planted')\n")
+    (tmp_path / "statistics.py").write_text("def main():\n    print('mine ran')\n")
+    (tmp_path / "jobs.yaml").write_text(
+        "version: 1\njobs:\n  - {name: p, python: 'statistics:main'}\n"
     )
-    (tmp_path / "mine.py").write_text("def f():\n    return 'done'\n")
-    (tmp_path / "jobs.yaml").write_text("version: 1\njobs:\n  - {name: p, python: 'mine:f'}\n")
     out = jobvisor(tmp_path, "run", "--http", "127.0.0.1:0", "jobs.yaml")
-    assert out.returncode == 0, out.stderr
+    assert (out.returncode, out.stdout) == (2, ""), out.stderr
     assert "Traceback" not in out.stderr
-    assert not imported.exists()
+    assert (
+        f"jobvisor: could not import prometheus_client: planted ({tmp_path}/prometheus_client.py "
+        "beside the manifest has its name, and the manifest's directory comes first on "
+        "sys.path, as python -m's does: rename it)"
+    ) in out.stderr, out.stderr
+    (tmp_path / "prometheus_client.py").unlink()
+    out = jobvisor(tmp_path, "run", "jobs.yaml")
+    assert out.returncode == 0, out.stderr
+    assert "mine ran" in out.stderr + out.stdout

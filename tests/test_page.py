@@ -16,6 +16,7 @@ import shutil
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.request import urlopen
@@ -1081,3 +1082,37 @@ def test_the_pages_signal_names_are_linuxs_1_to_31() -> None:
     assert table is not None
     names = {int(n): name for n, name in re.findall(r'(\d+): "(\w+)"', table[1])}
     assert names == {n: signal.Signals(n).name for n in range(1, 32)}
+
+
+ONCE = """
+version: 1
+http: {}
+jobs:
+  - {name: once, command: [sh, -c, "exit 0"]}
+  - {name: svc, service: true, command: [sleep, "100"]}
+"""
+
+
+def test_a_last_exit_of_another_day_says_its_day(tmp_path: Path, browser: WebDriver) -> None:
+    """The browser's clock three days ahead: the once job's exit, "today" by the daemon's,
+    is three days old by the page's, and says its day (a bare time of day read as today's);
+    its full date and time are its title. A timeline bar's tip has them too."""
+    browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {"source": "const realNow = Date.now; Date.now = () => realNow() + 3 * 86400000;"},
+    )
+    with http_daemon(tmp_path, ONCE) as running:
+        wait_until(lambda: running.nodes()["once"]["state"] == "succeeded", "once done")
+        ended = running.nodes()["once"]["last_exit"]["at"]
+        browser.get(running.http.url + "/")
+        shown = until(browser, lambda d: cell(d, "once", ".exit .at"), "the exit's time")
+        when = datetime.fromtimestamp(ended, UTC).astimezone()
+        day = f"{when:%b} {when.day}"
+        assert shown == f" at {day} {when:%H:%M:%S}", shown
+        found = browser.find_element(By.CSS_SELECTOR, '.row[data-path="once"] .exit .at')
+        title = found.get_attribute("title") or ""
+        assert str(when.year) in title, title
+        assert f"{when:%H:%M:%S}" in title, title
+        if os.environ.get("JV_PAGE_SHOTS"):
+            browser.save_screenshot(str(Path(os.environ["JV_PAGE_SHOTS"]) / "another_day.png"))
+        assert console_errors(browser) == []
