@@ -766,8 +766,8 @@ class Daemon:
         try:
             self.composition = self._compose(manifest)
             if self.composition.endpoint is not None:  # HTTP actions wait for a reload, like ours
-                self.composition.endpoint.act = lambda op, job, signum: self.handle(
-                    {"op": op, "job": job, "signal": signum}, via="http"
+                self.composition.endpoint.act = lambda op, job, signum, up: self.handle(
+                    {"op": op, "job": job, "signal": signum, "no_block": not up}, via="http"
                 )
                 self.composition.endpoint.process = self.process
             journal = self.composition.journal
@@ -1246,8 +1246,7 @@ class Daemon:
                 return busy
             # Before any step: a job added now may print its secrets at once. (One masker for
             # the log, the endpoint, the status and the output files.)
-            for secret in read.secrets:
-                composition.masker.add(secret)
+            composition.masker.add_all(read.secrets)  # one build: a build each was quadratic
             try:
                 budget_change(composition.manifest.root, new.root)
                 # Added and changed before the steps (a new job may name one); removed after.
@@ -1655,7 +1654,7 @@ def until_up(
             return {
                 "ok": False,
                 "code": "under_way",
-                "error": not_up_yet(op, path, waited, until.now, see),
+                "error": not_up_yet(tree, op, path, waited, now=until.now, see=see),
             }
     finally:
         until.cancel()

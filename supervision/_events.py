@@ -225,7 +225,10 @@ class EventBus:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._subs: tuple[Subscription, ...] = ()
-        self._queue: queue.Queue[Event | None] = queue.Queue()
+        # Each event with the subscribers it was published to: one that subscribed while it
+        # waited in the queue is not given it ("every later event": a start's follower took
+        # an earlier start's running for its own).
+        self._queue: queue.Queue[tuple[Event, tuple[Subscription, ...]] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition(self._lock)
@@ -253,10 +256,11 @@ class EventBus:
             self.active = bool(self._subs)
 
     def publish(self, event: Event) -> None:
-        if self._subs:
+        subs = self._subs
+        if subs:
             with self._lock:
                 self._pending += 1
-            self._queue.put(event)
+            self._queue.put((event, subs))
 
     @property
     def dispatching_here(self) -> bool:
@@ -285,13 +289,15 @@ class EventBus:
     def _run(self) -> None:
         while True:
             try:
-                event = self._queue.get(timeout=self._until_due())
+                item = self._queue.get(timeout=self._until_due())
             except queue.Empty:
                 self._sum_up()
                 continue
-            if event is None:
+            if item is None:
                 break
-            for sub in self._subs:
+            event, given = item
+            now = self._subs  # one that cancelled meanwhile is given nothing more
+            for sub in given if given is now else [s for s in given if s in now]:
                 try:
                     sub.callback(event)
                 except Exception as exc:

@@ -295,7 +295,7 @@ class Endpoint:
         self.tree: Tree | None = None
         self.process = process
         # (action, job path, the signal's number for a signal): the control protocol's reply.
-        self.act: Callable[[str, str, int | None], dict[str, Any]] = self._act_on_tree
+        self.act: Callable[[str, str, int | None, bool], dict[str, Any]] = self._act_on_tree
         self.hub = _Hub(mask, life=str(int(time.time() * 1000)))
         # One history answer built at a time: its rows as objects are many times its text, and
         # 70 built at once were most of trial 33's peak (and stayed, fragments of the heap).
@@ -343,7 +343,7 @@ class Endpoint:
         """The tree's inline sink: the metrics, then ``then`` (the journal's record)."""
         return self.metrics.sink(then)
 
-    def _act_on_tree(self, op: str, job: str, signum: int | None) -> dict[str, Any]:
+    def _act_on_tree(self, op: str, job: str, signum: int | None, up: bool) -> dict[str, Any]:
         # The daemon imports this module.
         from supervision._daemon import act, send_signal  # noqa: PLC0415
 
@@ -353,7 +353,7 @@ class Endpoint:
         if op == "signal":
             assert signum is not None
             return send_signal(tree, job, signum)
-        return act(tree, op, job, daemon=False)  # no daemon: said as GET /api/status
+        return act(tree, op, job, daemon=False, up=up)  # no daemon: said as GET /api/status
 
     @property
     def connections(self) -> int:
@@ -558,6 +558,21 @@ def _action(path: str) -> tuple[str, str] | None:
     return parts[-1], "/".join(urllib.parse.unquote(p) for p in parts[3:-1]).strip("/")
 
 
+def _no_block(query: str, action: str) -> bool:
+    """Whether ``?no_block=1`` asks a start or restart answered once taken (not once its
+    child is up); 400 for another value, or on another action."""
+    given = urllib.parse.parse_qs(query, keep_blank_values=True).get("no_block")
+    if given is None:
+        return False
+    if action not in ("start", "restart"):
+        raise _Refused(
+            HTTPStatus.BAD_REQUEST, f"no_block is a start's or restart's, not {action}'s"
+        )
+    if given not in (["1"], ["true"], ["0"], ["false"]):
+        raise _Refused(HTTPStatus.BAD_REQUEST, f"no_block: expected 1 or 0, got {given!r}")
+    return given[0] in ("1", "true")
+
+
 def _signal_asked(query: str) -> int:
     """The number of the one signal ``?signal=`` names (HUP, SIGHUP, 1); 400 for anything else."""
     given = urllib.parse.parse_qs(query, keep_blank_values=True).get("signal", [])
@@ -731,7 +746,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             self._check_token(action=True)
             signum = _signal_asked(url.query) if action == "signal" else None
-            reply = self.endpoint.act(action, job, signum)
+            up = not _no_block(url.query, action)
+            reply = self.endpoint.act(action, job, signum, up)
         except _Refused as exc:
             self._refuse(exc)
             return
@@ -744,7 +760,7 @@ class _Handler(BaseHTTPRequestHandler):
         # not: an HTTP answer has one status; what was done before it is in the answer.
         results: list[dict[str, Any]] = []
         for path in replicas:
-            status, answer = _answer(path, action, self.endpoint.act(action, path, None))
+            status, answer = _answer(path, action, self.endpoint.act(action, path, None, up))
             results.append(answer if status == HTTPStatus.OK else {**answer, "job": path})
             if status != HTTPStatus.OK:
                 self._json(status, {**answer, "job": job, "results": results})
@@ -934,25 +950,21 @@ class _Handler(BaseHTTPRequestHandler):
         since = _since(urllib.parse.urlsplit(self.path).query, per_job)
         if self.endpoint.journal is None:
             raise _Refused(HTTPStatus.NOT_FOUND, "this tree keeps no journal")
-        with self.endpoint.building:
-            try:
-                # per_job: {path: [attempt, ...]}, a page's every timeline in one read.
-                answer: Any = (
-                    read_recent_attempts(self.endpoint.journal, job, int(text))
-                    if per_job is not None
-                    else read_history(self.endpoint.journal, job, int(text), since=since)
-                )
-                if job is not None and per_job is None and not answer:
-                    # A replicated job's name is its replicas' rows, as `history w` gives them.
-                    replicas = self._replicas(job)
-                    if replicas:
-                        db = self.endpoint.journal
-                        answer = read_history(db, replicas, int(text), since=since)
-            except JournalError as exc:
-                raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
-            # Only the bytes outlive the build: the objects and the text go before the write.
-            body = self._encode(answer)
-            del answer
+        db = self.endpoint.journal
+        body = self._built(
+            # per_job: {path: [attempt, ...]}, a page's every timeline in one read.
+            lambda: (
+                read_recent_attempts(db, job, int(text))
+                if per_job is not None
+                else read_history(db, job, int(text), since=since)
+            )
+        )
+        if job is not None and per_job is None and body == b"[]":
+            # A replicated job's name is its replicas' rows, as `history w` gives them; the
+            # tree asked outside the lock, so that a busy one keeps no other answer waiting.
+            replicas = self._replicas(job)
+            if replicas:
+                body = self._built(lambda: read_history(db, replicas, int(text), since=since))
         if len(body) <= BIG_ANSWER:
             self._send(HTTPStatus.OK, body, "application/json")
             return
@@ -1041,6 +1053,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, status: HTTPStatus, body: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, self._encode(body), "application/json", headers)
+
+    def _built(self, read: Callable[[], Any]) -> bytes:
+        """The encoded answer of ``read``'s journal rows, one answer built at a time (their
+        objects are many times their text); 503 when the journal cannot be read."""
+        with self.endpoint.building:
+            try:
+                answer = read()
+            except JournalError as exc:
+                raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
+            # Only the bytes outlive the build: the objects and the text go before the write.
+            return self._encode(answer)
 
     def _encode(self, body: Any) -> bytes:
         return self.endpoint.mask(json.dumps(body, separators=(",", ":"))).encode()

@@ -398,8 +398,7 @@ def _logging_of(
             f"configure_logging takes a LoggingSpec or a Manifest (load_manifest); got "
             f"{a_kind(spec)}"
         )
-    for secret in getattr(spec, "secrets", ()):
-        masker.add(secret)
+    masker.add_all(getattr(spec, "secrets", ()))
     path = getattr(spec, "path", None)
     if base_dir is None and isinstance(path, Path):
         base_dir = path.parent
@@ -558,10 +557,10 @@ def tree_started(source: object) -> None:
             if _to_stdlib not in logger.handlers:
                 logger.handlers.append(_to_stdlib)
         setups = list(_setups)
-    for secret in secrets:
-        _to_stdlib.masker.add(secret)
-        for setup in setups:
-            setup.masker.add(secret)
+    secrets = list(secrets)
+    _to_stdlib.masker.add_all(secrets)
+    for setup in setups:
+        setup.masker.add_all(secrets)
     block = getattr(source, "logging", None)
     if not setups and isinstance(block, LoggingSpec) and block != LoggingSpec():
         log.warning(

@@ -56,6 +56,7 @@ class SecretMasker:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._forms: set[str] = set()  # every registered form; only grows
+        self._written: set[str] = set()  # those of them that are not hex nor base64
         # Both match any form, longest first; _any only finds whether there is one.
         self._any: re.Pattern[str] | None = None
         self._at: re.Pattern[str] | None = None  # zero-width: the longest form at each position
@@ -78,23 +79,29 @@ class SecretMasker:
         """Register each of ``values`` (one build for all: a build per value made many
         secrets quadratic); how many are long enough to be masked."""
         forms: set[str] = set()
+        written: set[str] = set()  # the value as written and escaped: no hex, no base64
         added = 0
         for value in values:
             if not isinstance(value, str):
                 raise TypeError(f"a secret must be a str, got {type(value).__name__}")
             if self.maskable(value):
-                forms |= {form for form in _leak_forms(value) if len(form) >= self.MIN_LENGTH}
+                plain, encoded = _leak_forms(value)
+                written |= {form for form in plain if len(form) >= self.MIN_LENGTH}
+                forms |= written | {form for form in encoded if len(form) >= self.MIN_LENGTH}
                 added += 1
         with self._lock:
             if forms <= self._forms:
                 return added
             self._forms |= forms
+            self._written |= written
             alternatives = _alternatives(sorted(self._forms))
             self._any = re.compile(alternatives)
             self._at = re.compile(f"(?=({alternatives}))")
             # For a clip mark's look (``_clipped``): the forms, and each one reversed, sorted,
-            # so that "does a form start with this piece" is a bisection, not a scan
-            self._sorted = (tuple(sorted(self._forms)), tuple(sorted(f[::-1] for f in self._forms)))
+            # so that "does a form start with this piece" is a bisection, not a scan. Not the
+            # hex and base64 ones: any digit or letter starts one, and would be masked there.
+            ends = self._written
+            self._sorted = (tuple(sorted(ends)), tuple(sorted(f[::-1] for f in ends)))
             longest = max(len(form.encode("utf-8", "surrogatepass")) for form in forms)
             self.longest = max(self.longest, longest)
         return added
@@ -217,7 +224,7 @@ def _alternatives(forms: list[str]) -> str:
     """
     try:
         pattern = _trie(forms)
-        re.compile(pattern)
+        re.compile(f"(?=({pattern}))")  # as deep as the deepest use (``_at``)
     except (RecursionError, OverflowError, re.error):
         return "|".join(map(re.escape, sorted(forms, key=lambda form: (-len(form), form))))
     return pattern
@@ -421,9 +428,10 @@ def url_parts(url: str) -> set[str]:
 _PART_MIN: Final = 8  # characters a secret URL's login, path or fragment needs to be masked alone
 
 
-def _leak_forms(value: str) -> set[str]:
+def _leak_forms(value: str) -> tuple[set[str], set[str]]:
+    """The forms of ``value`` as written and escaped; and as hex and base64."""
     bases = {value, value.strip()} | {line.strip() for line in value.splitlines()}
     once = {escape(base) for base in bases for escape in _ESCAPES}
-    once |= {form for base in bases for form in _encoded(base)}
     twice = {outer(form) for form in once for outer in _OUTER}
-    return bases | once | twice | {printable(form) for form in bases | once}
+    encoded = {form for base in bases for form in _encoded(base)}
+    return bases | once | twice | {printable(form) for form in bases | once}, encoded

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["UP", "UntilUp", "down_again", "not_up_yet"]
 
 UP: Final = frozenset({State.RUNNING, State.SUCCEEDED, State.PROBATION, State.WAITING})
+_STATES: Final = {state.value: state for state in State}
 _ON_THE_WAY: Final = frozenset({State.PENDING, State.STARTING})
 _AFTER: Final = {
     State.BACKOFF: "it is started again after its backoff",
@@ -63,14 +64,20 @@ class UntilUp:
         self._sub.cancel()
 
 
-def not_up_yet(op: str, path: str, waited: float, now: State | None, see: str) -> str:
+def not_up_yet(
+    tree: Tree, op: str, path: str, waited: float, *, now: State | None, see: str
+) -> str:
     """What is said of a child still on its way up when the request's wait ran out."""
     done = "started" if op == "start" else "restarted"
-    why = (
-        "it waits for a dependency to be ready"
-        if now is State.PENDING
-        else "its ready check has not passed yet"
-    )
+    node = _node_now(tree, path)
+    if node is not None:  # a child pending before and after (a restart of one) says nothing
+        now = _STATES.get(str(node.get("state")), now)
+    if now is State.PENDING:
+        why = "it waits for a dependency to be ready"
+    elif node is not None and node.get("kind") == "group":
+        why = "its jobs are still starting"
+    else:
+        why = "its ready check has not passed yet"
     return (
         f"{path}: {done}, and not up after {waited:g}s: {why}; it goes on: {see} shows when it runs"
     )
@@ -82,18 +89,25 @@ def down_again(tree: Tree, op: str, path: str, state: State | None) -> str:
     after = _AFTER.get(state, f"it is {state}") if state is not None else "it is down"
     if state is State.STOPPED:
         return f"{path}: {done}, but {after} before it was up"
-    error = _last_error(tree, path)
-    said = f": {error}" if error else ""
-    return f"{path}: {done}, but it failed before it was up{said}; {after}"
+    node = _node_now(tree, path)
+    error = _error_of(node)
+    if error is None:
+        # Not its own failure: a sibling's under one_for_all took it down, or a dependency
+        # failed for good before it could start.
+        return f"{path}: {done}, but it was not up: {after} (see `status`, `history`)"
+    return f"{path}: {done}, but it failed before it was up: {error}; {after}"
 
 
-def _last_error(tree: Tree, path: str) -> str | None:
-    """The error of the child's last exit, as status shows it (masked); None if none."""
+def _node_now(tree: Tree, path: str) -> dict[str, Any] | None:
+    """The child's status node now (as ``status`` shows it, masked); None if unknown."""
     try:
         document = tree.status(timeout=5.0)
     except JobvisorError:
         return None
-    node = _node(document, path)
+    return _node(document, path)
+
+
+def _error_of(node: dict[str, Any] | None) -> str | None:
     last = node.get("last_exit") if node is not None else None
     error = last.get("error") if isinstance(last, dict) else None
     return error if isinstance(error, str) else None

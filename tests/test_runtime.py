@@ -201,6 +201,36 @@ def test_event_bus_keeps_delivering_after_a_callback_raises(logs) -> None:
     assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in logs.records)
 
 
+def test_a_subscriber_is_given_only_the_events_published_after_it_subscribed() -> None:
+    """Events still queued behind a slow subscriber when another subscribes are not its: it
+    took an earlier start's ``starting`` and ``running`` for its own start's (review r49)."""
+    bus = EventBus()
+    holding, release = threading.Event(), threading.Event()
+
+    def slow(event: object) -> None:
+        holding.set()
+        release.wait(10)
+
+    bus.subscribe(slow)
+    earlier = StateChanged(path="x", at=0.0, old="pending", new="starting")  # type: ignore[arg-type]
+    later = StateChanged(path="x", at=1.0, old="starting", new="running")  # type: ignore[arg-type]
+    bus.publish(earlier)
+    bus.publish(earlier)  # queued behind the one the slow subscriber holds
+    assert holding.wait(10)
+    seen: list[object] = []
+    gone: list[object] = []
+    sub = bus.subscribe(seen.append)
+    cancelled = bus.subscribe(gone.append)
+    bus.publish(later)
+    cancelled.cancel()  # before its delivery: nothing more for it
+    release.set()
+    assert bus.flush(10)
+    bus.stop()
+    sub.cancel()
+    assert seen == [later]
+    assert gone == []
+
+
 def _broken(event: object) -> None:
     raise ZeroDivisionError("division by zero")
 

@@ -116,6 +116,21 @@ def test_every_encoded_form_of_a_secret_is_masked(value: str) -> None:
     assert masker.mask(other) == other
 
 
+def test_digits_and_letters_beside_a_clip_mark_are_not_taken_for_an_encoded_secret() -> None:
+    """A clip mark's neighbour is masked when it could be a cut piece of a secret, as written
+    or escaped; hex and base64 forms start and end with any digit or letter, so with them
+    "status 537..." lost its number (review r49)."""
+    masker = SecretMasker(["Sup3rSecret"])
+    for text in (
+        "error at line 5... (1,234 more characters)",
+        "status 537... (9 more characters)",
+        "(9 more characters) ...574 done",
+    ):
+        assert masker.mask(text) == text
+    # A cut piece of the secret as written is still masked there.
+    assert masker.mask("token Sup3rSe... (9 more characters)") == "token ***... (9 more characters)"
+
+
 def test_forms_that_begin_alike_are_each_masked_to_their_longest() -> None:
     """The forms are matched as a trie: at each place the longest form that starts there."""
     masker = SecretMasker(["token-abcd", "token-abcdef", "token-abXY"])

@@ -18,6 +18,7 @@ from faultkit import CLI, ENV, Running, http_daemon, start_daemon, stop_daemon, 
 from httpkit import free_port
 
 from supervision import load_manifest, start_tree
+from supervision._daemon import act
 from supervision._state import State
 from supervision._until_up import UntilUp
 
@@ -141,6 +142,18 @@ def test_an_http_start_answers_once_the_job_is_up_or_says_why_not(
         assert answer.status_code == 409, answer.text
         assert answer.json()["code"] == "failed"
         assert "never: started, but it failed before it was up: tcp" in answer.json()["error"]
+        # ?no_block=1, as the CLI's --no-block: answered once taken.
+        requests.post(url + "/api/jobs/never/stop", headers=auth, timeout=60)
+        answer = requests.post(url + "/api/jobs/never/start?no_block=1", headers=auth, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert _state(running, "never") == "starting"
+        for query in (
+            "/api/jobs/never/start?no_block=2",
+            "/api/jobs/web/signal?signal=HUP&no_block=1",
+        ):
+            refused = requests.post(url + query, headers=auth, timeout=60)
+            assert refused.status_code == 400, (query, refused.text)
+            assert "no_block" in refused.json()["error"]
 
 
 def test_until_up_follows_a_start_past_a_restarts_stop_to_where_it_went() -> None:
@@ -169,5 +182,36 @@ jobs:
             assert not until.done.is_set()
         finally:
             until.cancel()
+    finally:
+        tree.stop()
+
+
+def test_a_start_waiting_for_a_dependency_says_so_when_the_wait_runs_out(refused: int) -> None:
+    """``app`` waits (pending) for ``dep``, whose ready check does not pass: the answer at
+    the end of the wait says it waits for a dependency (it said "its ready check has not
+    passed yet", of a job with none), for a restart of the pending job too, which changes no
+    state and so sends no event."""
+    spec = f"""
+version: 1
+jobs:
+  - name: dep
+    command: [sleep, "1000"]
+    service: true
+    ready: {{tcp: "127.0.0.1:{refused}", timeout: 60s}}
+  - {{name: app, command: [sleep, "1000"], service: true, depends_on: [dep], autostart: false}}
+"""
+    tree = start_tree(load_manifest(spec))
+    try:
+        for op in ("start", "restart"):
+            reply = act(tree, op, "app", wait=1.0, daemon=False)
+            done = "started" if op == "start" else "restarted"
+            assert reply == {
+                "ok": False,
+                "code": "under_way",
+                "error": f"app: {done}, and not up after 1s: it waits for a dependency to be "
+                "ready; it goes on: GET /api/status shows when it runs",
+            }, op
+        # Not followed (--no-block): answered once taken.
+        assert act(tree, "start", "app", up=False, daemon=False) == {"ok": True, "result": None}
     finally:
         tree.stop()
