@@ -1622,9 +1622,11 @@ def begin_act(
         if follow is not None:
             follow.cancel()
         raise
-    if follow is not None and not (reply.get("ok") and reply.get("result") is None):
-        follow.cancel()  # refused, or nothing done (already running): answered as it is
-        follow = None
+    if follow is not None:
+        taken = reply.get("ok") and (reply.get("result") is None or follow.join(tree))
+        if not taken:
+            follow.cancel()  # refused, or nothing to do (already running): answered as it is
+            follow = None
     return reply, follow
 
 

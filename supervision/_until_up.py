@@ -60,6 +60,20 @@ class UntilUp:
             self.state = event.new
             self.done.set()
 
+    def join(self, tree: Tree) -> bool:
+        """Follow a child that a start found on its way up already (``already starting;
+        nothing to start``, a restart of its own under way), as ``systemctl start`` waits
+        for a unit still activating; False (nothing to follow) if it is not."""
+        node = _node_now(tree, self.path)
+        if node is None or _STATES.get(str(node.get("state"))) not in _ON_THE_WAY:
+            return False
+        self._begun = True
+        seen = self.now  # a change the events told before _begun was set
+        if seen is not None and seen not in _ON_THE_WAY and seen is not State.STOPPING:
+            self.state = seen
+            self.done.set()
+        return True
+
     def cancel(self) -> None:
         self._sub.cancel()
 

@@ -86,6 +86,11 @@ def test_start_and_restart_answer_once_the_job_is_up(tmp_path: Path, refused: in
         out = running.cli("start", "--no-block", "never")
         assert (out.returncode, out.stdout, out.stderr) == (0, "never: started\n", "")
         assert _state(running, "never") == "starting"
+        # A start of it while it is on its way follows it, as systemctl start waits for a
+        # unit still activating (it said "already starting; nothing to start", exit 0).
+        out = running.cli("start", "never")
+        assert (out.returncode, out.stdout) == (1, ""), out.stderr
+        assert "never: started, but it failed before it was up: tcp" in out.stderr
         # A job with no ready check is up once it runs; --json says the same.
         out = running.cli("restart", "--json", "plain")
         assert out.returncode == 0, out.stderr
