@@ -295,6 +295,8 @@ def outcome_text(last: dict[str, Any]) -> str:
         try:
             return f"{text} ({signal.Signals(-code).name})"
         except ValueError:
+            if signal.SIGRTMIN <= -code <= signal.SIGRTMAX:  # as `jobvisor signal` says it
+                return f"{text} (SIGRTMIN+{-code - signal.SIGRTMIN})"
             return f"{text} (signal {-code})"
     return f"{text} ({code})"
 

@@ -408,7 +408,13 @@ def test_history_says_a_signal_by_its_name_as_status_does(tmp_path: Path) -> Non
     journal = Journal(tmp_path)
     now = time.time()
     for number, (outcome, code) in enumerate(
-        [(Outcome.STOPPED, -15), (Outcome.FAILED, -1), (Outcome.FAILED, -99), (Outcome.FAILED, 3)],
+        [
+            (Outcome.STOPPED, -15),
+            (Outcome.FAILED, -1),
+            (Outcome.FAILED, -99),
+            (Outcome.FAILED, 3),
+            (Outcome.FAILED, -(signal.SIGRTMIN + 1)),
+        ],
         start=1,
     ):
         journal.record(AttemptFinished(path="w", at=now + number, attempt=number, started_at=now,
@@ -423,9 +429,16 @@ def test_history_says_a_signal_by_its_name_as_status_does(tmp_path: Path) -> Non
         "attempt 2 failed (SIGHUP)",
         "attempt 3 failed (signal 99)",
         "attempt 4 failed (3)",
+        "attempt 5 failed (SIGRTMIN+1)",  # as `jobvisor signal` says it
     ]
     out = _history(tmp_path, "w", "--json")
-    assert [row["code"] for row in json.loads(out.stdout)] == [-15, -1, -99, 3]
+    assert [row["code"] for row in json.loads(out.stdout)] == [
+        -15,
+        -1,
+        -99,
+        3,
+        -signal.SIGRTMIN - 1,
+    ]
 
 
 SLOW_STOP = """
