@@ -378,6 +378,8 @@ def _signame(number: int) -> str:
     try:
         return signal.Signals(number).name
     except ValueError:
+        if signal.SIGRTMIN <= number <= signal.SIGRTMAX:  # as `jobvisor signal` says it
+            return f"SIGRTMIN+{number - signal.SIGRTMIN}"
         return f"signal {number}"
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DAEMON_KINDS",
     "FILENAME",
+    "MAX_RECENT_ROWS",
     "RUN_START",
     "STATE_KINDS",
     "JournalError",

@@ -60,6 +60,7 @@ from supervision._client import signal_number
 from supervision._fdlimit import AcceptShortage
 from supervision._files import ensure_private_dir, remove_if_same, write_atomic
 from supervision._history import (
+    MAX_RECENT_ROWS,
     JournalError,
     journal_path,
     read_history,
@@ -558,6 +559,15 @@ def _action(path: str) -> tuple[str, str] | None:
     return parts[-1], "/".join(urllib.parse.unquote(p) for p in parts[3:-1]).strip("/")
 
 
+def _each_recent(db: Path, paths: list[str], count: int) -> dict[str, Any]:
+    """``read_recent_attempts`` of each of ``paths`` (a replicated job's replicas), in one."""
+    found: dict[str, Any] = {}
+    share = max(1, MAX_RECENT_ROWS // len(paths))  # the one answer's bound, shared
+    for path in paths:
+        found.update(read_recent_attempts(db, path, count, total=share))
+    return found
+
+
 def _no_block(query: str, action: str) -> bool:
     """Whether ``?no_block=1`` asks a start or restart answered once taken (not once its
     child is up); 400 for another value, or on another action."""
@@ -959,12 +969,14 @@ class _Handler(BaseHTTPRequestHandler):
                 else read_history(db, job, int(text), since=since)
             )
         )
-        if job is not None and per_job is None and body == b"[]":
+        if job is not None and body in (b"[]", b"{}"):
             # A replicated job's name is its replicas' rows, as `history w` gives them; the
             # tree asked outside the lock, so that a busy one keeps no other answer waiting.
             replicas = self._replicas(job)
-            if replicas:
+            if replicas and per_job is None:
                 body = self._built(lambda: read_history(db, replicas, int(text), since=since))
+            elif replicas:
+                body = self._built(lambda: _each_recent(db, replicas, int(text)))
         if len(body) <= BIG_ANSWER:
             self._send(HTTPStatus.OK, body, "application/json")
             return

@@ -627,6 +627,11 @@ def test_http_actions_and_history_of_a_replicated_jobs_name_take_each_replica(
         }
         assert [running.nodes()[p]["starts"] for p in ("w.0", "w.1")] == [2, 2]
         rows = requests.get(url + "/api/history?job=w", timeout=30).json()
+        each = requests.get(url + "/api/history?job=w&per_job=5", timeout=30).json()
+        assert {path: [row["outcome"] for row in rows] for path, rows in each.items()} == {
+            "w.0": ["stopped"],
+            "w.1": ["stopped"],
+        }
         ended = [row for row in rows if row["type"] == "attempt"]
         assert sorted((row["path"], row["outcome"]) for row in ended) == [
             ("w.0", "stopped"),
