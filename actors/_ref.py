@@ -135,7 +135,9 @@ class ChildRef:
             raise ChildUnavailableError(f"child {self.path} is {self._reason}: {then}")
         if len(self._stash) >= STASH_LIMIT:
             raise ChildUnavailableError(
-                f"child {self.path} is restarting and {STASH_LIMIT} messages already wait for it"
+                f"child {self.path} is not running, and {len(self._stash)} messages already wait "
+                f"for it to start (a reference keeps {STASH_LIMIT} sent meanwhile at most): "
+                "send again once it runs"
             )
         self._stash.append(envelope)
 
@@ -152,7 +154,8 @@ class ChildRef:
     def _detach(self, inbox: Any) -> None:
         """Stop routing to ``inbox``; move what it still holds into the stash.
 
-        What does not fit (a closed reference, a full stash) fails at once.
+        All of it, past ``STASH_LIMIT`` too: each message was taken already (its ``tell``
+        returned), and is in memory either way. Only a closed reference fails them.
         """
         overflow: list[Envelope[Any]] = []
         with self._lock:
@@ -170,7 +173,7 @@ class ChildRef:
                     continue  # the ended incarnation's own (a job's queued run): no one else's
                 if self._inbox is not None:
                     self._inbox.put(envelope)  # a newer incarnation is attached already
-                elif self._mode is _Mode.CLOSED or len(self._stash) >= STASH_LIMIT:
+                elif self._mode is _Mode.CLOSED:
                     overflow.append(envelope)
                 else:
                     self._stash.append(envelope)
@@ -184,7 +187,7 @@ class ChildRef:
                 envelope = dead.get()
                 if self._inbox is not None:
                     self._inbox.put(envelope)
-                elif self._mode is _Mode.STASHING and len(self._stash) < STASH_LIMIT:
+                elif self._mode is _Mode.STASHING:  # taken already: kept, as _detach does
                     self._stash.append(envelope)
                 else:
                     failed.append(envelope)

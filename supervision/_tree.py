@@ -404,6 +404,11 @@ class Tree:
             # The timers (kills after grace) and events run on: a later stop() or kill() can
             # still finish the job.
             return False
+        if self._ctx.bus.dispatching_here:
+            # From an event callback: the events thread is the caller, and ends once it
+            # returns. Waiting for it here waited for itself, up to 10 s, every other
+            # subscriber's events held meanwhile.
+            return False
         return self._wait_released(deadline)
 
     def _wait_released(self, deadline: float | None) -> bool:

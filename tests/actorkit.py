@@ -84,3 +84,21 @@ class SlowStop(Recorder):
         while not SlowStop.release.wait(0.01):
             pass
         self.journal.add("stop", self.name)
+
+
+class SlowCrash(Recorder):
+    """Takes a moment before it crashes on "crash", so that messages queue up behind it."""
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "crash":
+            self.journal.add("crashing", self.name)
+            threading.Event().wait(0.2)
+        return super().on_receive(message)
+
+
+class FailingStop(Recorder):
+    """Raises in on_stop: what an actor that cannot close a connection does."""
+
+    def on_stop(self) -> None:
+        super().on_stop()
+        raise RuntimeError(f"{self.name}: on_stop fails")

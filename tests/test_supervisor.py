@@ -10,7 +10,7 @@ from typing import Any
 import jobfuncs
 import logbook
 import pytest
-from actorkit import Journal, Recorder, SlowStop
+from actorkit import FailingStop, Journal, Recorder, SlowCrash, SlowStop
 from clockkit import ManualClock
 from faultkit import wait_until
 from treekit import FAST
@@ -978,6 +978,66 @@ def test_a_stable_ref_after_its_trees_stop_says_the_tree_stopped(make_tree, jour
     assert said == (
         "child a is stopped with its tree: a tree that has stopped does not start again"
     ), said
+
+
+def test_messages_queued_past_the_stash_limit_at_a_crash_all_reach_the_next_incarnation(
+    make_tree, journal
+) -> None:
+    """1,500 tells queued behind a crash: each was taken (its tell returned), so each is
+    carried over to the next incarnation. The 500 past the restart stash's 1,000 had been
+    failed as dead letters, said "the child stopped for good" while it ran again (trial
+    h240)."""
+    spec = ActorSpec(name="a", actor_class=SlowCrash, args=("a", journal))
+    tree = make_tree(SupervisorSpec(policy=FAST, children=(spec,)))
+    assert tree.started(10)
+    ref = tree.ref("a")
+    ref.tell("crash")
+    journal.wait_count("crashing", "a", 1)
+    for number in range(1500):
+        ref.tell(number)
+    assert ref.ask("seen", timeout=30) == list(range(1500))
+    assert journal.count("start", "a") == 2
+
+
+def test_an_actor_whose_on_stop_raises_as_it_is_stopped_is_stopped_not_failed(
+    make_tree, journal
+) -> None:
+    """A stop commanded is never a failure (SPEC §2): an actor's on_stop that raised during a
+    restart or a stop counted a failure each time, where a job's is told as stopped with
+    its error (trial h240)."""
+    spec = ActorSpec(name="bs", actor_class=FailingStop, args=("bs", journal))
+    tree = make_tree(SupervisorSpec(policy=FAST, children=(spec,)))
+    assert tree.started(10)
+    tree.restart("bs", timeout=10)
+    tree.stop_child("bs", timeout=10)
+    node = tree.status()["children"][0]
+    assert (node["state"], node["failures"], node["last_exit"]["outcome"]) == (
+        "stopped",
+        0,
+        "stopped",
+    )
+    assert "on_stop fails" in node["last_exit"]["error"]
+
+
+def test_stop_called_from_an_event_callback_returns_at_the_roots_end(make_tree) -> None:
+    """From a subscriber: the events thread is the caller, so stop() cannot wait for it. It
+    waited for itself 10 s, holding every other subscriber's events, and said True; now it
+    returns False once the root has ended, and the tree's release goes on once it returns."""
+    said: list[tuple[bool, bool]] = []
+    done = threading.Event()
+    job = python_job("once", "jobfuncs:ok", "once", autostart=False)
+    tree = make_tree(SupervisorSpec(children=(job,)))
+
+    def on_event(event: object) -> None:
+        if isinstance(event, StateChanged) and event.new == "succeeded" and not said:
+            said.append((tree.stop(30), tree.ended))
+            done.set()
+
+    tree.subscribe(on_event)
+    tree.start_child("once")
+    assert done.wait(30)
+    assert said == [(False, True)]
+    assert tree.stop(30)  # from elsewhere: the whole release
 
 
 def _states(items: list[object], path: str) -> list[str]:
