@@ -929,7 +929,10 @@ def _check_children(spec: SupervisorSpec, breakers: Mapping[str, Breaker], runti
             _check_children(child, breakers, runtime)
         elif isinstance(child, JobSpec) and child.breaker and child.breaker not in breakers:
             known = ", ".join(sorted(breakers)) or "none are declared"
-            raise SpecError(f"job {child.name}: unknown breaker {child.breaker!r} ({known})")
+            raise SpecError(
+                f"job {child.name}: unknown breaker {child.breaker!r} ({known}): declare it, "
+                "start_tree(spec, breakers={name: Breaker(...)}) or a manifest's breakers:"
+            )
         if isinstance(child, JobSpec | ActorSpec) and child.placement != "local":
             check_placeable(
                 f"{'actor' if isinstance(child, ActorSpec) else 'job'} {child.name}", runtime

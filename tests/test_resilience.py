@@ -765,8 +765,13 @@ def test_unknown_breaker_is_refused(runtime) -> None:
     from supervision import start_tree
 
     job = JobSpec(name="j", work=PythonWork(target="jobfuncs:ok"), breaker="nope")
-    with pytest.raises(SpecError, match="unknown breaker 'nope'"):
+    with pytest.raises(SpecError) as refused:
         start_tree(SupervisorSpec(children=(job,)), runtime)
+    # What to do, not only what is wrong (embedded-API trial h240).
+    assert str(refused.value) == (
+        "job j: unknown breaker 'nope' (none are declared): declare it, "
+        "start_tree(spec, breakers={name: Breaker(...)}) or a manifest's breakers:"
+    )
 
 
 def test_retry_inside_one_attempt(make_tree, events) -> None:
