@@ -121,6 +121,9 @@ class ChildExit:
     # Not None: the incarnation restarted in place (``supervision._inplace``), and this is
     # the supervisor's own decision, already made and noted in its window.
     again: Any = None
+    # ``error`` was raised by the actor's own ``on_stop``, the first of its end: told as a
+    # stop's (``stopped``, with it) when a stop was asked, never as a failure.
+    in_stop: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,16 @@ class ChildRef:
     reference's own business.
     """
 
-    __slots__ = ("_dead_letter", "_inbox", "_lock", "_mode", "_reason", "_stash", "path")
+    __slots__ = (
+        "_carried",
+        "_dead_letter",
+        "_inbox",
+        "_lock",
+        "_mode",
+        "_reason",
+        "_stash",
+        "path",
+    )
 
     def __init__(self, path: str, dead_letter: Callable[[str, Any], None] | None = None) -> None:
         self.path = path
@@ -82,6 +91,9 @@ class ChildRef:
         self._mode = _Mode.STASHING
         self._reason = ""
         self._stash: deque[Envelope[Any]] = deque()
+        # Of the stash, how many an ended incarnation left (taken already, kept whatever their
+        # number): STASH_LIMIT bounds only those sent since.
+        self._carried = 0
         self._dead_letter = dead_letter
 
     def __repr__(self) -> str:
@@ -133,11 +145,11 @@ class ChildRef:
             # first" was said after tree.stop() too.
             then = _NO_START.get(self._reason, "start it first")
             raise ChildUnavailableError(f"child {self.path} is {self._reason}: {then}")
-        if len(self._stash) >= STASH_LIMIT:
+        if len(self._stash) - self._carried >= STASH_LIMIT:
             raise ChildUnavailableError(
-                f"child {self.path} is not running, and {len(self._stash)} messages already wait "
-                f"for it to start (a reference keeps {STASH_LIMIT} sent meanwhile at most): "
-                "send again once it runs"
+                f"child {self.path} is not running, and the {STASH_LIMIT} messages sent since "
+                "already wait for it to start (as many as a reference keeps meanwhile): send "
+                "again once it runs"
             )
         self._stash.append(envelope)
 
@@ -148,6 +160,7 @@ class ChildRef:
         with self._lock:
             while self._stash:
                 inbox.put(self._stash.popleft())
+            self._carried = 0
             self._inbox = inbox
             self._mode = _Mode.ATTACHED
 
@@ -177,6 +190,7 @@ class ChildRef:
                     overflow.append(envelope)
                 else:
                     self._stash.append(envelope)
+                    self._carried += 1
         self._fail(overflow)
 
     def _salvage(self, dead: Any) -> None:
@@ -189,6 +203,7 @@ class ChildRef:
                     self._inbox.put(envelope)
                 elif self._mode is _Mode.STASHING:  # taken already: kept, as _detach does
                     self._stash.append(envelope)
+                    self._carried += 1
                 else:
                     failed.append(envelope)
         self._fail(failed)
@@ -201,7 +216,14 @@ class ChildRef:
             self._inbox = None
             pending = list(self._stash)
             self._stash.clear()
+            self._carried = 0
         self._fail(pending)
+
+    def _tree_ended(self) -> None:
+        """Its tree has ended: closed for good, and said so (a removed child's keeps its own
+        reason, which says more)."""
+        if self._reason != "removed":
+            self._close("stopped with its tree")
 
     def _reopen(self) -> None:
         """A closed child is being started again: stash until it attaches."""
@@ -215,8 +237,7 @@ class ChildRef:
         for envelope in envelopes:
             if envelope.reply_to is not None:
                 err = ChildUnavailableError(
-                    f"child {self.path} stopped before handling the message "
-                    f"({self._reason or 'restart stash full'})"
+                    f"child {self.path} stopped before handling the message ({self._reason})"
                 )
                 envelope.reply_to.set_exception((ChildUnavailableError, err, None))
             elif self._dead_letter is not None:

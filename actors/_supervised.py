@@ -75,6 +75,7 @@ class SupervisedActor(pykka.ThreadingActor):
     _jv_attempt_report: Any = None
     _jv_stop_requested: bool = False
     _jv_killed: bool = False
+    _jv_in_stop: bool = False  # the error was on_stop's (``ChildExit.in_stop``)
     _jv_running: bool = False  # true while the actor's thread runs our loop: a kill may land
     _jv_slot: int = 0  # which task of its thread the loop is (a pooled thread runs several)
     _jv_thread_name: str = "actor"
@@ -187,6 +188,8 @@ class SupervisedActor(pykka.ThreadingActor):
         try:
             self.on_stop()
         except Exception:
+            if self._jv_error is None:  # the first error of its end is on_stop's own
+                self._jv_in_stop = True
             self._handle_failure(*sys.exc_info())
 
     def _jv_record(self, exc: BaseException) -> None:
@@ -225,6 +228,7 @@ class SupervisedActor(pykka.ThreadingActor):
             self._jv_killed,
             self._jv_attempts,
             self._jv_attempt_report,
+            in_stop=self._jv_in_stop,
         )
         try:  # noqa: SIM105 - not contextlib.suppress: this runs on every restart
             link.parent.tell(report)

@@ -1623,7 +1623,11 @@ def begin_act(
             follow.cancel()
         raise
     if follow is not None:
-        taken = reply.get("ok") and (reply.get("result") is None or follow.join(tree))
+        try:
+            taken = reply.get("ok") and (reply.get("result") is None or follow.join(tree))
+        except BaseException:
+            follow.cancel()
+            raise
         if not taken:
             follow.cancel()  # refused, or nothing to do (already running): answered as it is
             follow = None

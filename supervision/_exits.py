@@ -87,8 +87,9 @@ def _ended(report: ChildExit, service: bool, path: str) -> ExitReason:
     error = report.error
     if isinstance(error, Exception):
         # An actor's on_stop that raised as it was stopped: a stop is never a failure; told
-        # with what it raised, as a job's attempt that raised as it stopped is.
-        stopped = report.stop_requested and not report.killed
+        # with what it raised, as a job's attempt that raised as it stopped is. A crash of
+        # its own before (a message handled ahead of the stop) stays a failure.
+        stopped = report.stop_requested and report.in_stop and not report.killed
         return ExitReason(Outcome.STOPPED if stopped else _failed(error), error)
     if report.killed or (isinstance(error, Kill) and report.stop_requested):
         return ExitReason(Outcome.KILLED, None)

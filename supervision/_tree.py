@@ -146,8 +146,9 @@ class Tree:
         # What the tree holds besides its actors (timers, events, its place among the trees the
         # exit stops) is let go once, when the root ends, whatever ended it: see ``_release``.
         self._released = threading.Event()
-        # The stable references handed out, by path: told at the end that their tree ended.
-        self._refs: dict[str, ChildRef] = {}
+        # The stable references handed out (by identity: a path removed and added again has
+        # a new one): told at the end that their tree ended.
+        self._refs: dict[int, ChildRef] = {}
         self._releaser: threading.Thread | None = None
         self._release_here = False  # no thread could be started to do it: see ``_root_ended``
         self._release_lock = threading.Lock()
@@ -244,7 +245,7 @@ class Tree:
         A job or a group takes no messages, so has none: ``ChildUnavailableError`` says so.
         """
         ref: ChildRef = self._command(Op.REF, path)
-        self._refs[ref.path] = ref
+        self._refs[id(ref)] = ref
         return ref
 
     # -- acting on children ----------------------------------------------------------------------
@@ -320,6 +321,8 @@ class Tree:
         if self.runtime == "threads" and reaped_unread() and _runs_processes((spec,)):
             raise RuntimeSetupError(REAPED_UNREAD)  # as start_tree refuses it
         ref: ChildRef | None = self._command(Op.ADD, under, (spec, before))
+        if ref is not None:
+            self._refs[id(ref)] = ref
         return ref
 
     def update_group(self, spec: SupervisorSpec, path: str = "") -> None:
@@ -404,15 +407,21 @@ class Tree:
             # The timers (kills after grace) and events run on: a later stop() or kill() can
             # still finish the job.
             return False
-        if self._ctx.bus.dispatching_here:
-            # From an event callback: the events thread is the caller, and ends once it
-            # returns. Waiting for it here waited for itself, up to 10 s, every other
-            # subscriber's events held meanwhile.
-            return False
         return self._wait_released(deadline)
 
     def _wait_released(self, deadline: float | None) -> bool:
-        """The root has ended: wait until ``_release`` is done; True if nothing of the tree runs."""
+        """The root has ended: wait until ``_release`` is done; True if nothing of the tree runs.
+
+        From an event callback (``stop`` or ``kill`` once a job succeeded): False at once. The
+        events thread is the caller, and ends once it returns; waiting for it waited for
+        itself, up to 10 s, every other subscriber's events held meanwhile.
+        """
+        if self._ctx.bus.dispatching_here:
+            if self._release_here:  # no thread could be started for it: done here, then
+                with self._release_lock:
+                    if not self._released.is_set():
+                        self._release()
+            return False
         # The caller's own wait for the threads: one killed and still running at its deadline
         # is abandoned (and said) now, even when that comes before its KILL_GRACE does.
         if self._abandon.join(_left(deadline)):
@@ -456,8 +465,7 @@ class Tree:
         tree ended by its kill leaves no scheduler or event thread behind until exit.
         """
         for ref in list(self._refs.values()):
-            # Said "start it first", which an ended tree cannot.
-            ref._close("stopped with its tree")
+            ref._tree_ended()  # said "start it first", which an ended tree cannot
         try:
             # Threads first (abandoned ones are reported through the events still running).
             self._abandon.join(None)

@@ -48,12 +48,16 @@ class UntilUp:
         self.state: State | None = None  # where it went: up, or down again
         self.now: State | None = None  # its latest state seen (for a wait that ran out)
         self._begun = False
+        self._since = float("-inf")  # events older than a joined child's last change: ignored
+        self._now_at = float("-inf")  # when ``now`` came to be
         self._sub = tree.subscribe(self._event)
 
     def _event(self, event: Event) -> None:
         if type(event) is not StateChanged or event.path != self.path or self.done.is_set():
             return
-        self.now = event.new
+        if event.at < self._since:
+            return
+        self.now, self._now_at = event.new, event.at
         if event.new in _ON_THE_WAY:
             self._begun = True  # a restart's stop came first: its own end is not the answer
         elif self._begun and event.new is not State.STOPPING:
@@ -67,8 +71,14 @@ class UntilUp:
         node = _node_now(tree, self.path)
         if node is None or _STATES.get(str(node.get("state"))) not in _ON_THE_WAY:
             return False
+        since = node.get("since")
+        if isinstance(since, int | float):
+            # What came before the snapshot's state (a start and a failure that a late event
+            # tells now) is not this start's answer.
+            self._since = since
         self._begun = True
-        seen = self.now  # a change the events told before _begun was set
+        # A change the events told before _begun was set, if it came after the snapshot's.
+        seen = self.now if self._now_at >= self._since else None
         if seen is not None and seen not in _ON_THE_WAY and seen is not State.STOPPING:
             self.state = seen
             self.done.set()
