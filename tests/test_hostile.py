@@ -577,30 +577,26 @@ def test_a_manifest_another_user_could_change_is_refused_before_anything_runs(
     assert "(where such files are to be trusted, as a container's root running sources " in (
         out.stderr
     )
-    assert not ran.exists()
     # Trusted by name (a container's root running sources mounted from uid 65534): it runs.
-    trusting = subprocess.run(
-        [*CLI, "validate", "jobs.yaml"],
-        cwd=tmp_path,
-        env={**ENV, "JOBVISOR_TRUSTED_OWNERS": "nobody"},
-        capture_output=True,
-        text=True,
-        timeout=HANG,
-        check=False,
-    )
+    trusting = trusted(tmp_path, "nobody", "validate", "jobs.yaml")
     assert trusting.returncode == 0, trusting.stderr
     manifest.chmod(0o666)  # and '*' trusts every file, one others may write too (WSL's /mnt/c)
-    trusting = subprocess.run(
-        [*CLI, "run", "jobs.yaml"],
-        cwd=tmp_path,
-        env={**ENV, "JOBVISOR_TRUSTED_OWNERS": "*"},
+    trusting = trusted(tmp_path, "*", "run", "jobs.yaml")
+    assert trusting.returncode == 0, trusting.stderr
+    assert ran.exists()
+
+
+def trusted(cwd: Path, owners: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``jobvisor ARGS`` with ``JOBVISOR_TRUSTED_OWNERS=owners``."""
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=cwd,
+        env={**ENV, "JOBVISOR_TRUSTED_OWNERS": owners},
         capture_output=True,
         text=True,
         timeout=HANG,
         check=False,
     )
-    assert trusting.returncode == 0, trusting.stderr
-    assert ran.exists()
 
 
 def test_no_module_is_imported_from_beside_a_manifest_in_a_directory_others_can_write(
