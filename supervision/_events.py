@@ -171,13 +171,15 @@ class Reloaded(Event):
 class Subscription:
     """Returned by ``subscribe``; ``cancel()`` stops further deliveries."""
 
-    __slots__ = ("_bus", "callback")
+    __slots__ = ("_bus", "callback", "cancelled")
 
     def __init__(self, bus: EventBus, callback: Callable[[Event], Any]) -> None:
         self._bus = bus
         self.callback = callback
+        self.cancelled = False  # looked at before each delivery: none after cancel() returns
 
     def cancel(self) -> None:
+        self.cancelled = True
         self._bus._unsubscribe(self)
 
 
@@ -296,8 +298,9 @@ class EventBus:
             if item is None:
                 break
             event, given = item
-            now = self._subs  # one that cancelled meanwhile is given nothing more
-            for sub in given if given is now else [s for s in given if s in now]:
+            for sub in given:
+                if sub.cancelled:  # meanwhile, or during this event's dispatch
+                    continue
                 try:
                     sub.callback(event)
                 except Exception as exc:

@@ -231,6 +231,20 @@ def test_a_subscriber_is_given_only_the_events_published_after_it_subscribed() -
     assert gone == []
 
 
+def test_a_subscription_cancelled_during_a_dispatch_is_given_nothing_more() -> None:
+    """Cancelled by an earlier subscriber's callback while an event is being handed out:
+    ``cancel()`` stops further deliveries, that event's too (review r50)."""
+    bus = EventBus()
+    seen: list[object] = []
+    later: list[Any] = []
+    bus.subscribe(lambda event: later[0].cancel())
+    later.append(bus.subscribe(seen.append))
+    bus.publish(StateChanged(path="x", at=0.0, old="pending", new="starting"))  # type: ignore[arg-type]
+    assert bus.flush(10)
+    bus.stop()
+    assert seen == []
+
+
 def _broken(event: object) -> None:
     raise ZeroDivisionError("division by zero")
 
