@@ -197,9 +197,14 @@ def _ray(cancel: threading.Event | None = None) -> Any:
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     for name, value in driver_env(sys.stderr).items():
         os.environ.setdefault(name, value)
-    import ray  # noqa: PLC0415 - loaded only when something is placed on Ray
-
     with _lock:
+        try:  # one thread at a time: beside another's failed import, a half-made module
+            import ray  # noqa: PLC0415 - loaded only when something is placed on Ray
+        except ImportError as exc:  # installed but broken (a library of its own is missing)
+            raise SpecError(
+                f"placement ray needs Ray, which is installed but does not import: {exc}; "
+                f"{RAY_EXTRA}"
+            ) from None
         if _closed:
             raise PlacementLost("jobvisor is exiting: nothing more is placed on Ray")
         connecting = None
@@ -660,8 +665,7 @@ def remote_failure(ray: Any, exc: BaseException, where: str) -> BaseException:
         return PlacementLost(f"its Ray actor on {where} is gone ({type(exc).__name__}): {first}")
     cause = getattr(exc, "cause", None)
     if isinstance(cause, RemoteError):  # the work's own exception, as the node saw it
-        text = f"{cause} (on {where})\n{cause.traceback}"
-        return RemoteError(text, cause.failure_names, cause.traceback)
+        return _on_node(cause, where)
     if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, JobFailure):
         return cause  # ours (a command's exit code, an http status) keep their meaning
     if isinstance(exc, ray.exceptions.RayError):  # Ray's own trouble: its text, uncoloured
@@ -672,6 +676,13 @@ def remote_failure(ray: Any, exc: BaseException, where: str) -> BaseException:
             failure_names(shown),
         )
     return exc
+
+
+def _on_node(cause: RemoteError, where: str) -> RemoteError:
+    """``cause``, the work's own exception as its node saw it, said with where it ran."""
+    return RemoteError(
+        f"{cause} (on {where})\n{cause.traceback}", cause.failure_names, cause.traceback
+    )
 
 
 # -- the remote side -------------------------------------------------------------------------------
@@ -1008,11 +1019,18 @@ class RemoteActor:
 
         cls = pickle.loads(pickled)  # noqa: S301 - jobvisor's own bytes, from its driver
         self.lock = threading.Lock()
-        self.actor = cls(*args[0], **args[1])
-        self.actor.on_start()
+        # Raised in Ray's creation task, the user's error reached the driver as the actor's
+        # death, "gone", its type and traceback lost: kept, and told by where(), the start's
+        # first call, with the node it ran on.
+        self.failed: RemoteError | None = None
+        try:
+            self.actor = cls(*args[0], **args[1])
+            self.actor.on_start()
+        except Exception as exc:
+            self.failed = RemoteError.of(exc)
 
-    def where(self) -> tuple[str, str, int]:
-        return Runner.where(self)  # type: ignore[arg-type]
+    def where(self) -> tuple[str, str, int, RemoteError | None]:
+        return (*Runner.where(self), self.failed)  # type: ignore[arg-type]
 
     def receive(self, message: Any) -> Any:
         with self.lock:  # a pykka actor handles one message at a time
@@ -1059,11 +1077,13 @@ class RayActorProxy(OwnActor):
         )
         self._handle = handle
         try:
-            node_id, ip, _ = ray.get(handle.where.remote())
+            node_id, ip, _, failed = ray.get(handle.where.remote())
         except Exception as exc:
             raise remote_failure(ray, exc, self._where) from None
         self.placed_node = {"id": node_id, "ip": ip}
         self._where = f"node {node_id} ({ip})"
+        if failed is not None:  # its own __init__ or on_start raised, on the node
+            raise _on_node(failed, self._where)
         watch = handle.watch.remote()
         threading.Thread(
             target=self._watch, args=(ray, watch), name=f"jv-{self._jv_thread_name}-watch"

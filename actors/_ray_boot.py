@@ -27,7 +27,7 @@ class Boot:
 
         self.inner: Any = _ray.Runner() if target is None else _ray.RemoteActor(target, args)
 
-    def where(self) -> tuple[str, str, int]:
+    def where(self) -> tuple[Any, ...]:  # a RemoteActor's ends with its failure, if any
         return self.inner.where()  # type: ignore[no-any-return]
 
     def run(

@@ -294,6 +294,14 @@ _LEAVES: Final[dict[str, Json]] = {
     "scalar": _sourced({"type": "string"}, {"type": "number"}),
     "name": _sourced({"type": "string", "pattern": NAME.pattern})
     | {"description": "letters, digits, '_', '.' or '-'"},
+    "ray_address": _sourced(
+        {
+            "type": "string",
+            "pattern": r"^\s*(?:auto|local|(?:ray://)?(?:\[[0-9A-Fa-f:.]+\]"
+            r"|[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?):\d{1,5})\s*$",
+        }
+    )
+    | {"description": "a Ray cluster address: auto, local, HOST:PORT or ray://HOST:PORT"},
     "any": {},
 }
 
@@ -527,7 +535,10 @@ MANIFEST: Final = fields_of(
         ),
         "cluster": fields_of(
             CLUSTER_KEYS,
-            {"address": AnyOf((TEXT, Const(None))), "namespace": AnyOf((TEXT, Const(None)))},
+            {
+                "address": AnyOf((Leaf("ray_address"), Const(None))),
+                "namespace": AnyOf((TEXT, Const(None))),
+            },
         ),
         "notify": _NOTIFY,
         "jobs": _CHILDREN,

@@ -255,6 +255,20 @@ def _read_trusted(path: Path) -> tuple[bytes, str | None]:
     return raw, why or planted_link(path)
 
 
+_RAY_ADDRESS: Final = re.compile(
+    r"(?:ray://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?):(\d{1,5})"
+)
+
+
+def _ray_address(text: str) -> bool:
+    """Whether ``text`` is an address ``ray.init`` takes: ``auto``, ``local``, ``HOST:PORT`` or
+    ``ray://HOST:PORT`` (a port from 1 to 65535)."""
+    if text.strip() in ("auto", "local"):
+        return True
+    found = _RAY_ADDRESS.fullmatch(text.strip())
+    return found is not None and 1 <= int(found[1]) <= 65535
+
+
 def _looks_inline(text: str) -> bool:
     """Whether a string that named no file was meant as manifest text (``{version: 1, ...}``,
     ``version: 1``): a path starts with neither a brace nor holds a key's ``": "``."""
@@ -554,6 +568,10 @@ class _Parser(WorkReader):
                 out.append(None)
                 continue
             value = self.text(f[key], what)
+            if key == "address" and isinstance(value, str) and not _ray_address(value):
+                # "foo" passed validate, then failed each attempt at run time (":99999" only
+                # after waiting 15 s to connect).
+                value = self.expected(f[key], what)
             out.append(value if isinstance(value, str) else None)
         return out[0], out[1]
 

@@ -66,6 +66,14 @@ class Counter(pykka.ThreadingActor):
         return self.count
 
 
+class BadInit(pykka.ThreadingActor):
+    """A user's actor whose own __init__ raises: its configuration is wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        raise ValueError("bad config in __init__")
+
+
 def where(path: str) -> None:
     """Record the node this runs on, and return."""
     import ray

@@ -2539,3 +2539,33 @@ def test_supervisords_expansions_are_warned_of_once_per_place() -> None:
             "such expansion: write the name itself"
         ),
     }
+
+
+@pytest.mark.parametrize(
+    ("address", "good"),
+    [
+        ("auto", True),
+        ("local", True),
+        ("127.0.0.1:6379", True),
+        ("head.example:6379", True),
+        ("ray://head:10001", True),
+        ("[::1]:6379", True),
+        ("foo", False),
+        ("127.0.0.1:99999", False),
+        ("127.0.0.1:0", False),
+        ("http://127.0.0.1:6379", False),
+    ],
+)
+def test_a_ray_cluster_address_is_checked_at_load(address: str, good: bool) -> None:
+    """``foo`` passed validate and failed every attempt at run time, ``:99999`` after 15 s
+    of trying to connect (trial h242): the address is one ``ray.init`` takes, or an error
+    at its line."""
+    text = f"version: 1\ncluster: {{address: '{address}'}}\njobs: [{{name: a, command: [x]}}]\n"
+    if good:
+        assert load(text, {}).cluster_address == address
+        return
+    said = "expected a Ray cluster address: auto, HOST:PORT or ray://HOST:PORT, got "
+    found = issues_of(text)
+    assert [(i.path, i.line, i.message) for i in found] == [
+        ("cluster.address", 2, f"{said}{address!r}")
+    ]

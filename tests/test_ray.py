@@ -289,6 +289,28 @@ def test_an_actors_stable_ref_survives_its_remote_actors_death(cluster, make_tre
     assert gone(first)
 
 
+def test_an_actor_whose_init_raises_on_ray_fails_with_its_own_exception(cluster, make_tree) -> None:
+    """Raised in Ray's creation task, the user's error had reached the supervisor as the
+    remote actor's death: "gone (ActorDiedError)", blamed on a node, its type and traceback
+    lost and Ray's colours in the text (trial h242). It is the start's failure, as any remote
+    exception is, with its traceback."""
+    import rayfuncs
+
+    spec = ActorSpec(
+        name="bad",
+        actor_class=rayfuncs.BadInit,
+        placement={"ray": {}},
+        restart=RestartType.TEMPORARY,
+    )
+    tree = make_tree(tree_of(spec))
+    wait_until(lambda: tree.status()["children"][0]["state"] == "failed", "bad failed", timeout=60)
+    error = tree.status()["children"][0]["last_exit"]["error"]
+    assert error.startswith("ValueError: bad config in __init__ (on node "), error
+    assert "in __init__" in error.split("\n", 1)[1], error  # its traceback
+    assert "gone" not in error
+    assert "\x1b" not in error
+
+
 def _socket_owner(port: int) -> int | None:
     """The pid holding the TCP socket whose local port is ``port`` (from /proc, no psutil)."""
     from pathlib import Path
@@ -502,6 +524,39 @@ def test_an_unreachable_cluster_fails_the_attempt_with_a_clear_error(tmp_path) -
         assert any("set JOBVISOR_RAY_CONNECT_TIMEOUT=SECONDS" in e for e in errors)
     finally:
         jv.close()
+
+
+def test_a_ray_that_is_installed_but_does_not_import_is_said_so(tmp_path) -> None:
+    """Ray's package found, its import failing (a library of its own missing): each attempt
+    said a bare ``ImportError: libray_core.so ...``, and beside it, from another thread's
+    import, ``module 'ray' has no attribute 'is_initialized'`` (trial h242)."""
+    import subprocess
+
+    from faultkit import CLI, ENV
+
+    broken = tmp_path / "broken" / "ray"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('libray_core.so: cannot open it')\n")
+    jobs = "".join(
+        f"  - {{name: j{n}, python: 'rayfuncs:count', args: [x], placement: ray, "
+        "restart: temporary}\n"
+        for n in range(3)
+    )
+    (tmp_path / "m.yaml").write_text(f"version: 1\njobs:\n{jobs}")
+    env = {**ENV, "PYTHONPATH": f"{tmp_path / 'broken'}:{ENV.get('PYTHONPATH', '')}"}
+    out = subprocess.run(
+        [*CLI, "run", "m.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    said = (
+        "placement ray needs Ray, which is installed but does not import: libray_core.so: "
+        "cannot open it; pip install 'jobvisor[ray]'"
+    )
+    for n in range(3):
+        assert f"j{n}" in out.stderr
+    assert out.stderr.count(said) >= 3, out.stderr
+    assert "is_initialized" not in out.stderr
 
 
 def test_a_bound_from_the_environment_is_a_positive_number_of_seconds(logs, monkeypatch) -> None:
