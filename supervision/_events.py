@@ -240,6 +240,9 @@ class EventBus:
         self._failing: dict[Subscription, _Failures] = {}
         # True while someone subscribed: read on every state change, so an attribute.
         self.active = False
+        # Set by stop(): nothing published after it is delivered, nor counted as waiting to be
+        # (a flush then waited its whole timeout for an event no thread would hand out).
+        self._stopped = False
 
     def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
         need_subscriber(callback, "Tree.subscribe", "callback")
@@ -261,6 +264,8 @@ class EventBus:
         subs = self._subs
         if subs:
             with self._lock:
+                if self._stopped:
+                    return
                 self._pending += 1
             self._queue.put((event, subs))
 
@@ -283,6 +288,7 @@ class EventBus:
         """Deliver what is queued, then end the dispatcher thread (saying the failures held)."""
         with self._lock:
             thread = self._thread
+            self._stopped = True
         if thread is not None:
             self._queue.put(None)
             if thread is not threading.current_thread():

@@ -245,6 +245,20 @@ def test_a_subscription_cancelled_during_a_dispatch_is_given_nothing_more() -> N
     assert seen == []
 
 
+def test_an_event_published_after_the_bus_stopped_is_not_waited_for() -> None:
+    """Nothing hands it out once the dispatcher has ended: it was counted all the same, and
+    every later flush waited its whole timeout for it (review r50)."""
+    bus = EventBus()
+    seen: list[object] = []
+    bus.subscribe(seen.append)
+    event = StateChanged(path="x", at=0.0, old="pending", new="starting")  # type: ignore[arg-type]
+    bus.publish(event)
+    bus.stop()
+    bus.publish(event)
+    assert bus.flush(0.5) is True
+    assert seen == [event]
+
+
 def _broken(event: object) -> None:
     raise ZeroDivisionError("division by zero")
 
