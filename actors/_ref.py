@@ -70,6 +70,7 @@ class ChildRef:
     """
 
     __slots__ = (
+        "__weakref__",  # a tree keeps those it handed out weakly (Tree._refs)
         "_carried",
         "_dead_letter",
         "_inbox",

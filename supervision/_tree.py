@@ -146,9 +146,10 @@ class Tree:
         # What the tree holds besides its actors (timers, events, its place among the trees the
         # exit stops) is let go once, when the root ends, whatever ended it: see ``_release``.
         self._released = threading.Event()
-        # The stable references handed out (by identity: a path removed and added again has
-        # a new one): told at the end that their tree ended.
-        self._refs: dict[int, ChildRef] = {}
+        # The stable references handed out (a path removed and added again has a new one):
+        # told at the end that their tree ended. Weakly: a program that adds and removes
+        # children for good does not keep every reference it dropped.
+        self._refs: weakref.WeakSet[ChildRef] = weakref.WeakSet()
         self._releaser: threading.Thread | None = None
         self._release_here = False  # no thread could be started to do it: see ``_root_ended``
         self._release_lock = threading.Lock()
@@ -245,7 +246,7 @@ class Tree:
         A job or a group takes no messages, so has none: ``ChildUnavailableError`` says so.
         """
         ref: ChildRef = self._command(Op.REF, path)
-        self._refs[id(ref)] = ref
+        self._refs.add(ref)
         return ref
 
     # -- acting on children ----------------------------------------------------------------------
@@ -322,7 +323,7 @@ class Tree:
             raise RuntimeSetupError(REAPED_UNREAD)  # as start_tree refuses it
         ref: ChildRef | None = self._command(Op.ADD, under, (spec, before))
         if ref is not None:
-            self._refs[id(ref)] = ref
+            self._refs.add(ref)
         return ref
 
     def update_group(self, spec: SupervisorSpec, path: str = "") -> None:
@@ -464,7 +465,7 @@ class Tree:
         Whatever ended the root (a stop, a kill, an escalation past it) this runs once, so a
         tree ended by its kill leaves no scheduler or event thread behind until exit.
         """
-        for ref in list(self._refs.values()):
+        for ref in list(self._refs):
             ref._tree_ended()  # said "start it first", which an ended tree cannot
         try:
             # Threads first (abandoned ones are reported through the events still running).

@@ -87,12 +87,14 @@ class SlowStop(Recorder):
 
 
 class SlowCrash(Recorder):
-    """Takes a moment before it crashes on "crash", so that messages queue up behind it."""
+    """On ``("crash", gate)`` crashes once the test sets ``gate``: messages queue up behind
+    it meanwhile, as many as the test sends."""
 
     def on_receive(self, message: Any) -> Any:
-        if message == "crash":
+        if isinstance(message, tuple) and message[0] == "crash":
             self.journal.add("crashing", self.name)
-            threading.Event().wait(0.2)
+            assert message[1].wait(10), "the test never let the crash go"
+            message = "crash"
         return super().on_receive(message)
 
 

@@ -1001,17 +1001,21 @@ def test_messages_queued_past_the_stash_limit_at_a_crash_all_reach_the_next_inca
     tree = make_tree(SupervisorSpec(policy=FAST, children=(spec,)))
     assert tree.started(10)
     ref = tree.ref("a")
-    ref.tell("crash")
+    gate = threading.Event()
+    ref.tell(("crash", gate))
     journal.wait_count("crashing", "a", 1)
     for number in range(1500):
-        ref.tell(number)
+        ref.tell(number)  # all queued behind the held crash
+    gate.set()
     assert ref.ask("seen", timeout=30) == list(range(1500))
     assert journal.count("start", "a") == 2
     # The stash's bound counts what is sent during a restart, not what was carried over.
-    ref.tell("crash")
+    gate = threading.Event()
+    ref.tell(("crash", gate))
     journal.wait_count("crashing", "a", 2)
     for number in range(1500):
         ref.tell(number)  # queued behind the crash: carried over
+    gate.set()
     journal.wait_count("start", "a", 3)
     assert ref.ask("ping", timeout=30)[2] == 3
 
@@ -1044,9 +1048,16 @@ def test_a_crash_on_a_message_handled_ahead_of_a_stop_is_still_a_failure(
     spec = ActorSpec(name="a", actor_class=SlowCrash, args=("a", journal))
     tree = make_tree(SupervisorSpec(policy=FAST, children=(spec,)))
     assert tree.started(10)
-    tree.ref("a").tell("crash")
+    gate = threading.Event()
+    tree.ref("a").tell(("crash", gate))
     journal.wait_count("crashing", "a", 1)
-    tree.stop_child("a", timeout=10)
+    # The stop, asked while the crash is held, waits behind it in the actor's inbox.
+    stopping = threading.Thread(target=tree.stop_child, args=("a",), kwargs={"timeout": 10})
+    stopping.start()
+    wait_until(lambda: tree.status()["children"][0]["state"] == "stopping", "a stopping")
+    gate.set()
+    stopping.join(30)
+    assert not stopping.is_alive()
     node = tree.status()["children"][0]
     assert (node["state"], node["failures"], node["last_exit"]["outcome"]) == (
         "stopped",
