@@ -89,6 +89,10 @@ def test_a_path_with_a_doubled_or_trailing_slash_is_the_same_path_in_every_comma
             assert (logs.returncode, logs.stdout.endswith("up\n")) == (0, True), (path, logs)
             restart = running.cli("restart", path)
             assert (restart.returncode, restart.stdout) == (0, "g/a: restarted\n"), (path, restart)
+            # The journal writes the restart's rows on its own thread: waited for, not raced.
+            wait_until(
+                lambda: running.cli("history", "g/a", "--json").stdout.strip() != "[]", "rows"
+            )
             history = running.cli("history", path, "--json")
             assert history.returncode == 0, (path, history.stderr)
             assert {row["path"] for row in json.loads(history.stdout)} == {"g/a"}, path
