@@ -48,6 +48,7 @@ from actors._confine import Confinement, Limits, RunAs, check_umask
 from actors._env import JobEnv, check_env
 from actors._errors import JobFailure, RuntimeSetupError, SpecError
 from actors._runtime import active_runtime, os_lock_type
+from actors._signals import signal_text
 from actors._spawn import close_all, pipe_into, spawn, why_status_lost
 from actors._waiters import HubWaiter, PollWaiter, gevent_hub
 from actors._warden import WARDEN
@@ -265,7 +266,7 @@ class CommandWork:
         cpu = None if self.limits is None else self.limits.cpu
         if isinstance(cpu, int | float) and _cpu_limit_ended(code, signalled=child.signalled):
             raise CommandFailed(
-                f"command {self.shown(cut)} killed by {_signame(-code)}: "
+                f"command {self.shown(cut)} killed by {signal_text(-code)}: "
                 f"the cpu limit of {fmt_duration(cpu)} ended it",
                 code,
             )
@@ -273,7 +274,7 @@ class CommandWork:
             # Not our stop: killed as if by jobvisor, its error named nobody. A memory limit
             # (RLIMIT_AS) is not named: reaching it fails allocations, it sends no signal.
             raise CommandFailed(f"command {self.shown(cut)} killed by SIGKILL {_NOT_OURS}", code)
-        raise CommandFailed(f"command {self.shown(cut)} killed by {_signame(-code)}", code)
+        raise CommandFailed(f"command {self.shown(cut)} killed by {signal_text(-code)}", code)
 
     def cancel(self, attempt: Attempt) -> None:
         """Send ``stop_signal`` to the attempt's process group; SIGKILL follows after ``grace``.
@@ -372,15 +373,6 @@ def _cpu_limit_ended(code: int, *, signalled: bool) -> bool:
     process that survived SIGXCPU); a SIGKILL we sent ourselves is a stop.
     """
     return code == -signal.SIGXCPU or (code == -signal.SIGKILL and not signalled)
-
-
-def _signame(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        if signal.SIGRTMIN <= number <= signal.SIGRTMAX:  # as `jobvisor signal` says it
-            return f"SIGRTMIN+{number - signal.SIGRTMIN}"
-        return f"signal {number}"
 
 
 class _Stream:

@@ -18,6 +18,7 @@ import socket
 import time
 
 from actors._errors import JobvisorError
+from actors._signals import signal_text
 from supervision._files import check_server
 
 # Not typing.TYPE_CHECKING: importing typing is a tenth of a control command's start.
@@ -349,12 +350,7 @@ def signal_number(text: str) -> int:
 
 def signal_name(number: int) -> str:
     """``SIGHUP`` for 1, ``SIGRTMIN+2`` for a real-time one: how a signal sent is said."""
-    import signal  # noqa: PLC0415
-
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+    return signal_text(number)
 
 
 def request(

@@ -9,6 +9,8 @@ import os
 import sys
 import textwrap
 
+from actors._signals import signal_text
+
 # Not typing.TYPE_CHECKING: importing typing is a tenth of a control command's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -290,14 +292,7 @@ def outcome_text(last: dict[str, Any]) -> str:
     if code is None:
         return text
     if isinstance(code, int) and code < 0:
-        import signal  # noqa: PLC0415 - its enum is a cost to every control command's start
-
-        try:
-            return f"{text} ({signal.Signals(-code).name})"
-        except ValueError:
-            if signal.SIGRTMIN <= -code <= signal.SIGRTMAX:  # as `jobvisor signal` says it
-                return f"{text} (SIGRTMIN+{-code - signal.SIGRTMIN})"
-            return f"{text} (signal {-code})"
+        return f"{text} ({signal_text(-code)})"
     return f"{text} ({code})"
 
 

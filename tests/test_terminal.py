@@ -649,3 +649,19 @@ def test_on_80_columns_a_long_path_gets_the_room_its_shortened_exit_leaves() -> 
     assert lines[1].endswith("failed (3)"), lines
     assert len(lines[1]) == 80, lines  # PATH takes every cell the others leave it
     assert unwrapped(lines[2:]) == [f"{path}: {error}"], lines
+
+
+def test_a_signal_is_said_by_one_name_everywhere() -> None:
+    # A command's error, status, history and `jobvisor signal`'s answer say a signal alike.
+    from actors._signals import signal_text
+    from supervision._client import signal_name
+    from supervision._table import outcome_text
+
+    rt1 = signal.SIGRTMIN + 1
+    assert signal_text(signal.SIGTERM) == signal_name(signal.SIGTERM) == "SIGTERM"
+    assert signal_text(rt1) == signal_name(rt1) == "SIGRTMIN+1"
+    assert signal_text(200) == "signal 200"  # none this system has
+    assert outcome_text({"outcome": "failed", "code": -rt1}) == "failed (SIGRTMIN+1)"
+    assert outcome_text({"outcome": "stopped", "code": -15}) == "stopped (SIGTERM)"
+    assert outcome_text({"outcome": "failed", "code": -200}) == "failed (signal 200)"
+    assert outcome_text({"outcome": "failed", "code": 3}) == "failed (3)"
