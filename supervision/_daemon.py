@@ -62,6 +62,7 @@ from supervision._held import lost_line
 from supervision._history import JournalError, last_daemon_start, last_row_at
 from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
+from supervision._notifier import notify_changes
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
 from supervision._statedir import LOCK_NAME, StateDirLock, StateDirWatch
 from supervision._status import Process
@@ -1262,9 +1263,11 @@ class Daemon:
                 tree.announce(event)
                 self._journal_reload(via, event, cut)
                 return {"ok": False, "code": "failed", "error": cut}
+            old = composition.manifest
             composition.manifest = new
             summary += _remove_breakers(new, composition)
             composition.renotify(tree)
+            summary += _notify_lines(old, new, composition)
             summary += self._relog(read, composition)
             fixed = self._not_applied(read, new, composition)
         summary += fixed
@@ -1336,6 +1339,7 @@ class Daemon:
             for change in diff_specs(composition.manifest.root, new.root, down=down):
                 summary.extend(_says(change, ended))
             summary += _remove_breakers(new, composition, apply=False)
+            summary += _notify_lines(composition.manifest, new, composition)
             summary += self._relog(read, composition, apply=False)
             summary += self._not_applied(read, new, composition)
         log.info(
@@ -1559,6 +1563,11 @@ def _unfollowed(path: str, spec: ChildSpec | None) -> None:
 
 def _unhashed(path: str, old: ChildSpec | None, new: ChildSpec | None) -> None:
     """No journal to tell of a reload's step."""
+
+
+def _notify_lines(old: Manifest, new: Manifest, composition: Composition) -> list[str]:
+    """A reload's lines of the notifications it changes (kept jobs' and the manifest's own)."""
+    return notify_changes(old.notify, old.root, new.notify, new.root, mask=composition.masker.mask)
 
 
 def _reloaded(steps: list[Change], lines: list[str], error: str | None = None) -> Reloaded:

@@ -30,6 +30,7 @@ import http.client
 import json
 import os
 import queue
+import shlex
 import signal
 import socket
 import subprocess
@@ -52,7 +53,7 @@ from supervision._state import State
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["QUEUE_SIZE", "RESULTS", "Notifier"]
+__all__ = ["QUEUE_SIZE", "RESULTS", "Notifier", "notify_changes"]
 
 log = logbook.Logger("supervision.notify")
 
@@ -587,14 +588,7 @@ class Notifier:
                 self._counts[key] = self._counts.get(key, 0) + 1
 
     def _shown(self, spec: NotifySpec) -> str:
-        if spec.name:
-            shown = spec.name
-        elif spec.http is not None:
-            url = urllib.parse.urlsplit(spec.http.url)
-            shown = f"{url.scheme}://{url.netloc.rpartition('@')[2]}"
-        else:
-            shown = spec.label
-        return self._mask(shown)
+        return self._mask(_label(spec))
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued for at most ``timeout`` seconds in all, then end the workers.
@@ -633,6 +627,75 @@ def _iso(at: float) -> str:
 def _key(spec: NotifySpec) -> str:
     """What makes two notifications one lane: the same target, events, timeout, retry and name."""
     return repr(spec)
+
+
+def _label(spec: NotifySpec) -> str:
+    """What logs and the journal call a notification: its name, its URL's scheme and host (no
+    credentials, path nor query), or its command."""
+    if spec.name:
+        return spec.name
+    if spec.http is not None:
+        url = urllib.parse.urlsplit(spec.http.url)
+        return f"{url.scheme}://{url.netloc.rpartition('@')[2]}"
+    return spec.label
+
+
+def _described(spec: NotifySpec) -> str:
+    """A notification as a reload says it: as ``_label``, a command whole (``sh -c 'cat >
+    a'``: two of ``sh`` are told apart)."""
+    if spec.command and not spec.name:
+        return shlex.join(spec.command)
+    return _label(spec)
+
+
+def notify_changes(
+    old_top: tuple[NotifySpec, ...],
+    old_root: SupervisorSpec,
+    new_top: tuple[NotifySpec, ...],
+    new_root: SupervisorSpec,
+    *,
+    mask: Callable[[str], str] = str,
+) -> list[str]:
+    """What a reload changes in the notifications, a line each: ``notify: add NAME`` for the
+    manifest's own, ``notify of web: update NAME`` for a job's or group's.
+
+    Only of jobs and groups the reload keeps: one it adds or removes is said as such, with
+    whatever it notifies. A notification is known by its name, else by its target (URL or
+    command), as the journal knows it; one whose events, timeout, retries or damping changed
+    is an ``update``.
+    """
+    kept = {path for path, _ in _owners(old_root)} & {path for path, _ in _owners(new_root)}
+    before = {"": old_top} | {path: spec.notify for path, spec in _owners(old_root)}
+    lines: list[str] = []
+    owners = [("", new_top), *((path, spec.notify) for path, spec in _owners(new_root))]
+    for owner, new in owners:
+        old = before.get(owner, ())
+        if (owner and owner not in kept) or old == new:
+            continue
+        where = f"notify of {owner}" if owner else "notify"
+        old_by, new_by = _by_who(old), _by_who(new)
+        for who, spec in new_by.items():
+            if who not in old_by:
+                lines.append(mask(f"{where}: add {_described(spec)}"))
+            elif old_by[who] != spec:
+                lines.append(mask(f"{where}: update {_described(spec)}"))
+        lines.extend(
+            mask(f"{where}: remove {_described(spec)}")
+            for who, spec in old_by.items()
+            if who not in new_by
+        )
+    return lines
+
+
+def _by_who(specs: tuple[NotifySpec, ...]) -> dict[tuple[str, int], NotifySpec]:
+    """``specs`` by what tells them apart: ``_who``, and which of that target it is."""
+    seen: dict[str, int] = {}
+    out: dict[tuple[str, int], NotifySpec] = {}
+    for spec in specs:
+        who = _who(spec)
+        seen[who] = seen.get(who, -1) + 1
+        out[who, seen[who]] = spec
+    return out
 
 
 def _who(spec: NotifySpec) -> str:

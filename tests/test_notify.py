@@ -32,7 +32,7 @@ from supervision._events import (
     StateChanged,
 )
 from supervision._history import journal_path, read_history
-from supervision._notifier import Notifier
+from supervision._notifier import Notifier, notify_changes
 from supervision._notify import HttpTarget, NotifyEvent, NotifySpec
 from supervision._spec import SupervisorSpec
 from supervision._state import State
@@ -578,8 +578,14 @@ def test_a_reload_brings_new_notifications(tmp_path: Path) -> None:
         (tmp_path / "jobs.yaml").write_text(
             textwrap.dedent(manifest).rstrip("\n") + textwrap.dedent(notify)
         )
+        preview = running.cli("reload", "--dry-run")
+        assert preview.returncode == 0, preview.stderr
+        assert f"notify: add {sys.executable} -c" in preview.stdout
         reload = running.cli("reload")
         assert reload.returncode == 0, reload.stderr
+        # Said, as every other change a reload makes: it said "no change" (h246).
+        assert f"notify: add {sys.executable} -c" in reload.stdout
+        assert "no change" not in reload.stdout
         first = wait_until(
             lambda: out.exists() and lines_of(out), "a notification after the reload"
         )
@@ -587,6 +593,41 @@ def test_a_reload_brings_new_notifications(tmp_path: Path) -> None:
         assert first[0]["event"] == "restarted"
     finally:
         assert stop_daemon(running) == 0
+
+
+def test_a_reload_says_each_notification_it_adds_changes_or_removes() -> None:
+    def manifest(text: str) -> Any:
+        return load_manifest(textwrap.dedent(text), env={})
+
+    old = manifest("""
+        version: 1
+        notify:
+          - {on: [failed], command: [sh, -c, "cat > a"]}
+          - {on: [failed], http: {url: "http://user:pw@127.0.0.1:9/hook?k=v"}, name: pager}
+        jobs:
+          - {name: web, command: [sleep, "9"], notify: [{on: [failed], command: [wall]}]}
+          - {name: gone, command: [sleep, "9"], notify: [{on: [failed], command: [wall]}]}
+    """)
+    new = manifest("""
+        version: 1
+        notify:
+          - {on: [failed, gave_up], http: {url: "http://127.0.0.1:9/other"}, name: pager}
+          - {on: [failed], command: [sh, -c, "cat > b"]}
+        jobs:
+          - {name: web, command: [sleep, "9"], notify: [{on: [failed], command: [wall], retry: 5}]}
+          - {name: fresh, command: [sleep, "9"], notify: [{on: [failed], command: [wall]}]}
+    """)
+    lines = notify_changes(old.notify, old.root, new.notify, new.root, mask=lambda t: t)
+    assert lines == [
+        "notify: update pager",
+        "notify: add sh -c 'cat > b'",
+        "notify: remove sh -c 'cat > a'",
+        "notify of web: update wall",  # gone and fresh: their removal and addition say it
+    ]
+    assert notify_changes(new.notify, new.root, new.notify, new.root) == []
+    # What logs and the journal call it: no credentials of a URL, and the masker's say.
+    masked = notify_changes((), old.root, old.notify, old.root, mask=lambda t: t.replace("a", "*"))
+    assert masked == ["notify: *dd sh -c 'c*t > *'", "notify: *dd p*ger"]
 
 
 # -- what a delivery follows, how long a try lasts, what is tried again ---------------------------
