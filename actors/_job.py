@@ -1105,13 +1105,17 @@ class JobActor(OwnActor):
         # Work blocked in a system call only sees the thrown Kill once the call returns:
         # let it end its own work at once first (a command SIGKILLs its process group).
         attempt = self._attempt
+        kill = getattr(self.work, "kill", None)
         if attempt is not None:
             # Its own thread never reports it now (killed, or abandoned): it is journaled
-            # (SPEC §6: every attempt) as killed, here.
+            # (SPEC §6: every attempt) as killed, here. A process group of its own gets SIGKILL
+            # just below: its code says so, in the history and the status, as a stop's signal.
             self._jv_killed = True
+            code = -signal.SIGKILL if kill is not None and self._own_group() else None
+            if code is not None:
+                self._jv_code = code
             killed = Kill(f"{self.path} attempt {attempt.number} was killed")
-            self._report_attempt(attempt, killed, None)
-        kill = getattr(self.work, "kill", None)
+            self._report_attempt(attempt, killed, code)
         if attempt is not None and kill is not None:
             attempt.cancelled.set()
             try:

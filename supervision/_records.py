@@ -255,11 +255,16 @@ class TreeContext:
         logged twice at two levels. Returns the error as shown (the exit it ends reuses it).
         """
         # The classification's error where it has one (why a service's clean exit failed);
-        # else the attempt's own (a kill's says which attempt). A stop's own signal or
-        # cancellation is none (SPEC §2); what the work raised or exited with as it stopped is
-        # one, said at WARNING (its outcome, stopped, is no failure to say at ERROR).
+        # else the attempt's own. A stop's own signal or cancellation is none (SPEC §2), nor
+        # the SIGKILL (or thrown Kill) past its grace, as its exit says it; what the work
+        # raised or exited with as it stopped is one, said at WARNING (its outcome, stopped, is
+        # no failure to say at ERROR).
         outcome = reason.outcome
-        error = self.shown(msg.error if reason.error is None else reason.error)
+        error = (
+            None
+            if outcome is Outcome.KILLED
+            else self.shown(msg.error if reason.error is None else reason.error)
+        )
         if outcome is Outcome.STOPPED and error is not None:
             log.warning(
                 "{}: failed while stopping: {}",

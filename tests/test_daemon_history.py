@@ -514,3 +514,37 @@ def test_a_pid_that_went_to_a_newer_process_is_not_taken_for_the_daemon_before()
         child.kill()
         child.wait()
     assert not _started_after(child.pid, before)  # gone: /proc cannot tell
+
+
+def test_a_command_killed_past_its_grace_says_sigkill_and_no_error_everywhere(
+    tmp_path: Path,
+) -> None:
+    """Its history said `killed` with no code and the error "Kill: ... was killed" where its
+    status said no error (h246): the SIGKILL is the stop's own, as SPEC §2 has it."""
+    manifest = """
+    version: 1
+    jobs:
+      - name: stubborn
+        service: true
+        command: [sh, -c, "trap '' TERM; echo up > up; while true; do sleep 0.05; done"]
+        stop: {grace: 0.3s}
+    """
+    running = start_daemon(tmp_path, manifest)
+    try:
+        wait_until((tmp_path / "up").exists, "stubborn ignores TERM", proc=running.proc)
+        stop = running.cli("stop", "stubborn")
+        assert stop.returncode == 0, stop.stderr
+        last = running.nodes()["stubborn"]["last_exit"]
+        assert (last["outcome"], last["code"], last["error"]) == ("killed", -9, None), last
+        rows = wait_until(
+            lambda: [r for r in _json_history(running, "stubborn") if r["type"] == "attempt"],
+            "stubborn's attempt in the journal",
+        )
+        assert (rows[-1]["outcome"], rows[-1]["code"], rows[-1].get("error")) == (
+            "killed",
+            -9,
+            None,
+        ), rows[-1]
+        assert "attempt 1 killed (SIGKILL)" in running.cli("history", "stubborn").stdout
+    finally:
+        assert stop_daemon(running) == 0
