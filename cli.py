@@ -363,6 +363,9 @@ class _Stderr(io.FileIO):
 
     Else the next message raised ``BrokenPipeError`` where the command's verdict was being
     said, and the exit code was that error's (``run`` exited 0 after a job had failed).
+    A write that fails otherwise (a full disk, an I/O error) is dropped: stderr is where it
+    would be said, and the exit code must stay the command's (it was the interpreter's 120).
+    The next write tries again: a disk may have room by then.
     """
 
     def write(self, data: Any) -> int:
@@ -370,6 +373,8 @@ class _Stderr(io.FileIO):
             return super().write(data)
         except BrokenPipeError:
             return _gone(self, data)
+        except OSError:
+            return memoryview(data).nbytes
 
 
 def _gone(raw: io.FileIO, data: Any) -> int:

@@ -1154,6 +1154,36 @@ def test_a_stdout_that_cannot_be_written_is_one_line_and_exit_1(
     assert "Exception ignored" not in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("manifest", "args", "code"),
+    [
+        ('version: 1\njobs:\n  - name: a\n    command: ["true"]\n', ("run",), 0),
+        ('version: 1\njobs:\n  - name: a\n    command: ["false"]\n', ("run",), 1),
+        ("version: 1\njobs: [", ("run",), 2),
+        ("version: 1\njobs: [", ("validate",), 2),
+        ("version: 1\njobs: []\n", ("history", "--since", "bogus"), 2),
+    ],
+    ids=["run ok", "run fails", "run bad manifest", "validate bad manifest", "bad argument"],
+)
+def test_a_stderr_that_cannot_be_written_leaves_the_exit_code_the_commands(
+    tmp_path: Path, manifest: str, args: tuple[str, ...], code: int
+) -> None:
+    # A cron line's `2>>/var/log/etl.err` on a full disk: every command exited 120, the
+    # interpreter's code for an error it could not print (h243).
+    write(tmp_path, manifest)
+    with open("/dev/full", "w") as full:  # noqa: PTH123
+        out = subprocess.run(
+            [*CLI, *args],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=full,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=False,
+        )
+    assert out.returncode == code
+
+
 @pytest.mark.parametrize("kind", ["fifo", "device"])
 def test_a_manifest_that_is_not_a_regular_file_is_said_so_and_never_read(
     tmp_path: Path, kind: str
