@@ -270,9 +270,13 @@ class Reader:
 
     @staticmethod
     def number(v: V) -> Any:
-        """A float for a number (or a number written as ``${NAME}``); anything else as it is."""
+        """A float for a number (or a number written as ``${NAME}``); anything else as it is.
+
+        Text in a number's form is one: YAML 1.1 reads ``1.5e1`` and ``1e3`` (no dot, or no
+        sign in the exponent) as text, where a duration took them (h243).
+        """
         value = v.value
-        if isinstance(value, Text) and BARE_NUMBER.fullmatch(value):
+        if isinstance(value, str) and BARE_NUMBER.fullmatch(value):
             value = float(value)
         if isinstance(value, int | float) and not isinstance(value, bool):
             try:

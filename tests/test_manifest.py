@@ -441,6 +441,26 @@ def test_defaults_with_a_bad_value_are_reported_once_at_defaults() -> None:
     assert "did you mean 'timeout'?" in issues[-1].message
 
 
+def test_a_number_in_exponent_form_is_a_number_as_a_duration_takes_it() -> None:
+    # YAML 1.1 reads 1.5e1 and 1e3 as text: "expected a number >= 1, got '1.5e1'", where a
+    # duration beside it took 2e-1 (h243).
+    m = load("""
+        version: 1
+        supervisor: {backoff: {initial: 1e-1, max: 1e2, multiplier: 1.5e1, jitter: 0}}
+        jobs:
+          - name: a
+            command: "true"
+            timeout: 1e3
+            retry: {attempts: 2, wait: {multiplier: 2e0, initial: 2e-1}}
+    """)
+    assert m.root.policy.backoff == Backoff(initial=0.1, max=100.0, multiplier=15.0, jitter=0.0)
+    (a,) = m.root.children
+    assert isinstance(a, JobSpec)
+    assert a.retry is not None
+    assert (a.retry.wait.multiplier, a.retry.wait.initial) == (2.0, 0.2)
+    assert a.schedule.timeout == 1000.0
+
+
 def test_groups_nest_with_their_own_policies_and_jobs() -> None:
     m = load("""
         version: 1
