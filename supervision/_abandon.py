@@ -91,6 +91,9 @@ class AbandonWatch:
             return
         event = ThreadAbandoned(path=path, at=ctx.wall(), thread=name)
         if sink is not None:
-            sink(event)
+            try:
+                sink(event)
+            except Exception as exc:
+                ctx.sink_failed(sink, event, exc)
         if ctx.bus.active:
             ctx.bus.publish(event)

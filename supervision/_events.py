@@ -213,6 +213,59 @@ def need_subscriber(callback: object, method: str, param: str) -> None:
         )
 
 
+class SinkFailures:
+    """What a tree does when its sink (``start_tree(sink=...)``, or one of its ``on_state``,
+    ``on_failure``, ``on_restart`` hooks) raises: it says so and goes on.
+
+    The sink is called inline in a supervisor's turn: its exception, unguarded, was taken for
+    a bug of the supervisor's, which killed its children and failed (h244). As a subscriber's:
+    the first failure of each kind is logged in full, the repeats summed up, a line at most
+    every ``SUM_UP_EVERY`` seconds (said with the next failure after that: no timer). Any
+    thread; only a failure takes the lock.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._kinds: set[tuple[str, str, int]] = set()
+        self._held = 0
+        self._since = clock()
+
+    def __call__(self, sink: Callable[..., Any], what: object, exc: Exception) -> None:
+        """``sink`` raised ``exc`` on ``what`` (the event, or the hook's arguments)."""
+        kind = _kind(exc)
+        with self._lock:
+            now = self._clock()
+            first = kind not in self._kinds
+            if first:
+                self._kinds.add(kind)
+            else:
+                self._held += 1
+                if now - self._since < SUM_UP_EVERY:
+                    return
+            held, since = self._held, self._since
+            self._held, self._since = 0, now
+        if first:
+            log.error(
+                "the tree's sink {} raised on {}: that event is not recorded there; supervision "
+                "goes on (its next failures of this kind are summed up, a line every {:g} s at "
+                "most)",
+                _named(sink),
+                what,
+                SUM_UP_EVERY,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        else:
+            log.error(
+                "the tree's sink {} raised {} more times in the last {:.0f} s (last: {}: {})",
+                _named(sink),
+                held,
+                now - since,
+                type(exc).__name__,
+                exc,
+            )
+
+
 class EventBus:
     """Delivers events, in the order published, on one dispatcher thread.
 

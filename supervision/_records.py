@@ -109,6 +109,8 @@ class TreeContext:
     failure_hook: Callable[[str, Outcome], None] | None = None
     # Likewise with every restart the status counts (a sink's ``on_restart``).
     restart_hook: Callable[[str], None] | None = None
+    # Told when the sink or one of its hooks raises: logged, and the turn goes on.
+    sink_failed: ev.SinkFailures = field(default_factory=ev.SinkFailures)
     # A daemon's restart: children still cooling down per the journal, {path: (left, cycle)}.
     cooldowns: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     # A daemon's or run's start: each persistent job's last tick (its start, wall time) per
@@ -139,7 +141,10 @@ class TreeContext:
             return
         built = event()
         if sink is not None:
-            sink(built)
+            try:  # no cost unless it raises (3.11's exceptions): on every restart
+                sink(built)
+            except Exception as exc:
+                self.sink_failed(sink, built, exc)
         if bus.active:
             bus.publish(built)
 
@@ -148,20 +153,29 @@ class TreeContext:
         rec.restarts += 1
         hook = self.restart_hook
         if hook is not None:
-            hook(rec.path)
+            try:
+                hook(rec.path)
+            except Exception as exc:
+                self.sink_failed(hook, f"the restart of {rec.path}", exc)
 
     def failed(self, rec: ChildRecord, outcome: Outcome) -> None:
         """Count a failure of ``rec``'s, in its status and for the failure hook."""
         rec.failures += 1
         hook = self.failure_hook
         if hook is not None:
-            hook(rec.path, outcome)
+            try:
+                hook(rec.path, outcome)
+            except Exception as exc:
+                self.sink_failed(hook, f"the failure of {rec.path} ({outcome.value})", exc)
 
     def state_changed(self, path: str, old: State, new: State) -> None:
         """Publish a state change; the sink gets it only if it names ``StateChanged``."""
         hook = self.state_hook
         if hook is not None:
-            hook(path, old, new)
+            try:
+                hook(path, old, new)
+            except Exception as exc:
+                self.sink_failed(hook, f"{path}: {old.value} -> {new.value}", exc)
         kinds, bus = self.sink_kinds, self.bus
         # Not to a sink that takes every kind: sinks were promised no state changes.
         sink = self.sink if kinds is not None and ev.StateChanged in kinds else None
@@ -169,7 +183,10 @@ class TreeContext:
             return
         event = ev.StateChanged(path=path, at=self.wall(), old=old, new=new)
         if sink is not None:
-            sink(event)
+            try:
+                sink(event)
+            except Exception as exc:
+                self.sink_failed(sink, event, exc)
         if bus.active:
             bus.publish(event)
 

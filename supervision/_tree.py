@@ -44,7 +44,7 @@ from actors._runtime import KILL_GRACE
 from actors._spawn import REAPED_UNREAD, reaped_unread
 from supervision._abandon import AbandonWatch
 from supervision._budget import TreeBudget
-from supervision._events import BreakerChanged, EventBus, need_subscriber
+from supervision._events import BreakerChanged, Event, EventBus, SinkFailures, need_subscriber
 from supervision._exits import classify
 from supervision._logging import tree_begins, tree_started, tree_stopped
 from supervision._output import OutputFiles
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from actors._attempt import LineCut
-    from supervision._events import Event, Subscription
+    from supervision._events import Subscription
 
 __all__ = ["RunResult", "Tree", "budget_change", "build_breakers", "start_tree"]
 
@@ -377,7 +377,16 @@ class Tree:
     def announce(self, event: Event) -> None:
         """Publish ``event``, which tells of something done to the tree from outside its
         supervisors (a daemon's reload: ``Reloaded``), to its subscribers and to its sink,
-        if the sink takes that kind; any thread. Nothing happens with neither."""
+        if the sink takes that kind; any thread. Nothing happens with neither. Anything
+        but an ``Event`` is refused (``SpecError``): subscribers read its fields."""
+        if not isinstance(event, Event):
+            shown = repr(event)[:200]
+            raise SpecError(
+                f"announce: expected an event (a supervision.events class), got {shown}",
+                field="event",
+                expected="an event",
+                got=shown,
+            )
         self._ctx.publish(type(event), lambda: event)
 
     # -- stopping --------------------------------------------------------------------------------
@@ -765,7 +774,7 @@ def start_tree(
     if breakers is None:
         specs: Mapping[str, BreakerSpec] = getattr(manifest_or_spec, "breakers", {}) or {}
         breakers = build_breakers(specs, monotonic)
-    _check_given(breakers, on_event)
+    _check_given(breakers, on_event, sink)
     _check_spec(spec, breakers, runtime)  # before the bus: a refused tree leaves no thread
     tree_started(manifest_or_spec)
     tree_id = f"t{next(_tree_ids)}"
@@ -776,16 +785,8 @@ def start_tree(
         bus.subscribe(on_event)
 
     sink_kinds = getattr(sink, "event_types", None)
-    breaker_sink = sink if sink_kinds is None or BreakerChanged in sink_kinds else None
-
-    def publish(name: str, old: BreakerState, new: BreakerState) -> None:
-        if bus.active or breaker_sink is not None:
-            event = BreakerChanged(path="", at=wall(), name=name, old=old.value, new=new.value)
-            if breaker_sink is not None:
-                breaker_sink(event)
-            if bus.active:
-                bus.publish(event)
-
+    sink_failed = SinkFailures()
+    publish = _breaker_publisher(bus, sink, sink_kinds, wall, sink_failed)
     for breaker in breakers.values():
         breaker.listen(publish)
     scheduler = _scheduler(monotonic)
@@ -810,6 +811,7 @@ def start_tree(
         state_hook=getattr(sink, "on_state", None),
         failure_hook=getattr(sink, "on_failure", None),
         restart_hook=getattr(sink, "on_restart", None),
+        sink_failed=sink_failed,
         cooldowns=cooldowns or {},
         last_ticks=dict(last_ticks or {}),  # the tree's own: its supervisors take from it
         succeeded=succeeded or {},
@@ -823,6 +825,30 @@ def start_tree(
         raise
     _live_trees.add(tree)
     return tree
+
+
+def _breaker_publisher(
+    bus: EventBus,
+    sink: Callable[[Event], None] | None,
+    sink_kinds: frozenset[type[Event]] | None,
+    wall: Callable[[], float],
+    sink_failed: SinkFailures,
+) -> Callable[[str, BreakerState, BreakerState], None]:
+    """What a breaker calls as it changes state: a ``BreakerChanged`` to the bus and the sink."""
+    breaker_sink = sink if sink_kinds is None or BreakerChanged in sink_kinds else None
+
+    def publish(name: str, old: BreakerState, new: BreakerState) -> None:
+        if bus.active or breaker_sink is not None:
+            event = BreakerChanged(path="", at=wall(), name=name, old=old.value, new=new.value)
+            if breaker_sink is not None:
+                try:
+                    breaker_sink(event)
+                except Exception as exc:
+                    sink_failed(breaker_sink, event, exc)
+            if bus.active:
+                bus.publish(event)
+
+    return publish
 
 
 def _tree_spec(manifest_or_spec: object) -> SupervisorSpec:
@@ -906,9 +932,9 @@ _BREAKER_WORDS = {
 }
 
 
-def _check_given(breakers: object, on_event: object) -> None:
+def _check_given(breakers: object, on_event: object, sink: object = None) -> None:
     """Refuse ``start_tree``'s other arguments at once: a list of breakers had failed deep
-    inside (an ``AttributeError``), a subscriber that cannot be called at every event."""
+    inside (an ``AttributeError``), a subscriber or sink that cannot be called at every event."""
     if not isinstance(breakers, abc.Mapping) or not all(
         isinstance(name, str) and isinstance(breaker, Breaker) for name, breaker in breakers.items()
     ):
@@ -921,6 +947,8 @@ def _check_given(breakers: object, on_event: object) -> None:
         )
     if on_event is not None:
         need_subscriber(on_event, "start_tree", "on_event")
+    if sink is not None:
+        need_subscriber(sink, "start_tree", "sink")
 
 
 def _check_spec(spec: SupervisorSpec, breakers: Mapping[str, Breaker], runtime: str) -> None:

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -697,8 +698,64 @@ def test_a_timeout_or_a_subscriber_of_the_wrong_kind_is_refused_before_anything_
         assert tree.status(timeout=1e300)["state"] == "running"  # past any wait: the longest
         with pytest.raises(SpecError, match=r"^Tree.subscribe: callback: expected a callable"):
             tree.subscribe(5)  # type: ignore[arg-type]
+        # Taken and handed to subscribers, who read an event's fields (h244).
+        with pytest.raises(SpecError, match=r"^announce: expected an event .*, got 'hello'"):
+            tree.announce("hello")  # type: ignore[arg-type]
     finally:
         assert tree.stop(15)
+    with pytest.raises(SpecError, match=r"^start_tree: sink: expected a callable"):
+        start_tree(spec, sink=5)  # type: ignore[arg-type]
+
+
+class _BrokenSink:
+    """A sink that raises on every event, and from its hooks (metrics-like)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, event: object) -> None:
+        self.calls += 1
+        raise RuntimeError("sink broke")
+
+    def on_state(self, path: str, old: object, new: object) -> None:
+        raise RuntimeError("on_state broke")
+
+
+def test_a_sink_that_raises_is_logged_and_the_tree_goes_on(logs: Any) -> None:
+    """Called inline in a supervisor's turn, its exception was taken for a bug of jobvisor's:
+    the root killed every child and failed, and ``stop`` raised it once (h244)."""
+    from faultkit import wait_until
+
+    from supervision import Schedule
+
+    sink = _BrokenSink()
+    spec = SupervisorSpec(
+        children=(
+            python_job("x", "jobfuncs:ok", "sink-x"),
+            python_job("svc", "jobfuncs:block", "sink-svc", schedule=Schedule(service=True)),
+        )
+    )
+    tree = start_tree(spec, sink=sink)
+    try:
+        assert tree.started(10)
+        assert _state(tree, "svc") == "running"
+        wait_until(lambda: _state(tree, "x") == "succeeded", "x succeeded")
+    finally:
+        assert tree.stop(15)
+    status = tree.status()
+    assert status["state"] == "stopped", status
+    assert {c["path"]: c["state"] for c in status["children"]}["x"] == "succeeded"
+    assert sink.calls > 2
+    said = [r for r in logs.records if "the tree's sink" in r.message]
+    assert {r.level_name for r in said} == {"ERROR"}
+    first = [r for r in said if r.exc_info]
+    # One in full for each kind (the call's and the hook's), the repeats summed up later.
+    assert len(first) == 2, [r.message for r in said]
+    assert sorted(r.message.split(" raised on ")[0] for r in first) == [
+        "the tree's sink test_embedding._BrokenSink",
+        "the tree's sink test_embedding._BrokenSink.on_state",
+    ]
+    assert not [r for r in logs.records if "internal error" in r.message]
 
 
 def test_a_stop_of_what_is_not_running_still_answers_at_once() -> None:
