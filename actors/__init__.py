@@ -76,7 +76,7 @@ if TYPE_CHECKING:
         NotReady,
         ReadyProbe,
     )
-    from actors._ref import ChildRef
+    from actors._ref import ChildRef, ReplyTimeoutError
     from actors._retry import Retryable as Retryable
     from actors._retry import (
         RetrySpec,
@@ -107,6 +107,7 @@ _PUBLIC: dict[str, str] = {
     "AttemptTimeout": "actors._errors",
     "ChildKilled": "actors._errors",
     "ChildRef": "actors._ref",
+    "ReplyTimeoutError": "actors._ref",
     "ChildUnavailableError": "actors._errors",
     "CommandFailed": "actors._command",
     "CommandWork": "actors._command",
@@ -220,6 +221,7 @@ __all__ = [
     "Outcome",
     "PythonWork",
     "ReadyProbe",
+    "ReplyTimeoutError",
     "RetrySpec",
     "RetryWait",
     "RunAs",

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any, Final
 import pykka
 from pykka._envelope import Envelope
 
-from actors._errors import ChildUnavailableError
+from actors._errors import ChildUnavailableError, JobvisorError
 from actors._runtime import reply_future
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["ChildRef", "OwnMessage"]
+__all__ = ["ChildRef", "OwnMessage", "ReplyTimeoutError"]
 
 STASH_LIMIT = 1000  # Akka's restart-stash-capacity: beyond it, senders get an error at once
 
@@ -47,6 +47,14 @@ _NO_START: Final = {
     "stopped with its tree": "a tree that has stopped does not start again",
     "removed": "it is no longer in the tree (add it again for a new reference)",
 }
+
+
+class ReplyTimeoutError(JobvisorError, pykka.Timeout):
+    """``ChildRef.ask`` waited its ``timeout`` out for the reply; the message stays sent.
+
+    A ``JobvisorError`` (as every error of a tree's), and pykka's ``Timeout`` too (what an
+    ask raised before, and a bare pykka reference's ask raises).
+    """
 
 
 class ChildRef:
@@ -133,7 +141,18 @@ class ChildRef:
                         self._stash_or_raise(envelope)
                     except ChildUnavailableError:
                         future.set_exception()
-        return future.get(timeout=timeout) if block else future
+        if not block:
+            return future
+        try:
+            return future.get(timeout=timeout)
+        except pykka.Timeout:
+            if getattr(future, "_result", None) is not None:
+                raise  # the actor's own reply was a Timeout: it stands
+            raise ReplyTimeoutError(
+                f"child {self.path} did not answer within {timeout:g} s; the message stays "
+                "sent and may still be handled (tree.status() says whether the child runs, "
+                "restarts, or waits for a sibling's start)"
+            ) from None
 
     @property
     def available(self) -> bool:

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     )
     from actors._ref import (
         ChildRef,
+        ReplyTimeoutError,
     )
     from actors._retry import (
         RetrySpec,
@@ -149,6 +150,7 @@ _PUBLIC: dict[str, str] = {
     "ChildExited": "supervision._events",
     "ChildKilled": "actors._errors",
     "ChildRef": "actors._ref",
+    "ReplyTimeoutError": "actors._ref",
     "ChildSpec": "supervision._spec",
     "ChildUnavailableError": "actors._errors",
     "ChildrenChangedError": "actors._errors",
@@ -339,6 +341,7 @@ __all__ = [
     "RayPlacement",
     "ReadyProbe",
     "Reloaded",
+    "ReplyTimeoutError",
     "RestartPolicy",
     "RestartScheduled",
     "RestartType",

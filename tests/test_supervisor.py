@@ -931,6 +931,32 @@ class TestStableRef:
         assert answer.get(timeout=5) == ("pong", "w", 2)
         assert ref.ask("seen", timeout=5) == [0, 1, 2, 3, 4]
 
+    def test_an_ask_that_waits_its_timeout_out_is_a_jobvisor_error_and_pykkas_timeout(
+        self, make_tree, events, journal
+    ) -> None:
+        # It was a bare pykka.Timeout, "Timeout 2 seconds": missed by `except JobvisorError`,
+        # and no word of the child (h244).
+        import pykka
+
+        from supervision import JobvisorError, ReplyTimeoutError
+
+        policy = RestartPolicy(backoff=Backoff(initial=60, max=60, jitter=0))
+        clock = ManualClock()
+        tree = make_tree(
+            SupervisorSpec(policy=policy, children=(actor("w", journal),)),
+            on_event=events,
+            monotonic=clock,
+        )
+        ref = tree.ref("w")
+        ref.tell("crash")
+        events.reached("w", "backoff")
+        with pytest.raises(ReplyTimeoutError, match=r"^child w did not answer within 0.05 s;") as e:
+            ref.ask("late", timeout=0.05)
+        assert isinstance(e.value, JobvisorError)
+        assert isinstance(e.value, pykka.Timeout)
+        clock.advance(60)
+        assert ref.ask("seen", timeout=5) == ["late"]  # the message stayed sent
+
     def test_asks_to_a_child_that_gave_up_fail_at_once(self, make_tree, events, journal) -> None:
         policy = RestartPolicy(
             backoff=Backoff(initial=0.05, max=0.05), intensity=Intensity(max_restarts=0)
