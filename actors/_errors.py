@@ -35,9 +35,17 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Final
 
-from actors._python_call import MESSAGE_MAX, TRACEBACK_MAX, clip_head, headline, user_traceback
+from actors._python_call import (
+    MESSAGE_MAX,
+    TRACEBACK_MAX,
+    clip_head,
+    clip_tail,
+    headline,
+    user_traceback,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -419,7 +427,57 @@ def traceback_of(err: BaseException) -> str | None:
     """
     if isinstance(err, ChildKilled) and err.__cause__ is not None:
         err = err.__cause__  # a BaseException of the job's, told as a failure
-    return user_traceback(err)
+    return user_traceback(err) or _actors_traceback(err)
+
+
+def _actors_traceback(err: BaseException) -> str | None:
+    """Where an actor failed: the frames of ``err``'s traceback from the first that is not
+    jobvisor's or pykka's on (its ``__init__``, ``on_start``, ``on_receive`` and what they
+    called, ours too).
+
+    None when no frame is left: raised by jobvisor itself (a command's exit, an http job's
+    error), whose message says it all. A failure the log said with no line to look at (h244).
+    """
+    tb = err.__traceback__
+    if tb is None:
+        return None
+    import traceback  # noqa: PLC0415 - only when a failure is logged
+
+    frames = traceback.extract_tb(tb)
+    dirs = _our_dirs()
+    # The machinery that called the actor leads; what it called, ours too (a ref's ask), stays.
+    first = next((i for i, f in enumerate(frames) if not f.filename.startswith(dirs)), None)
+    if not first or not frames[first - 1].filename.startswith(_actor_callers()):
+        # All ours (its message says it all), or not called by an actor's loop or start (a
+        # job's retry through tenacity): nothing of an actor's to show.
+        return None
+    theirs = traceback.StackSummary.from_list(frames[first:])
+    head = traceback.format_exception_only(type(err), err)
+    text = "Traceback (most recent call last):\n" + "".join(theirs.format()) + "".join(head)
+    return clip_tail(text.rstrip("\n"))
+
+
+@functools.cache
+def _our_dirs() -> tuple[str, ...]:
+    """The directories of jobvisor's packages and pykka's, each ending with a ``/``."""
+    import os.path  # noqa: PLC0415 - kept out of the control commands' start
+
+    import pykka  # noqa: PLC0415 - only when a failure is logged
+
+    here = os.path.dirname(os.path.abspath(__file__))  # noqa: PTH100, PTH120
+    supervision = os.path.join(os.path.dirname(here), "supervision")  # noqa: PTH118, PTH120
+    dirs = (here, supervision, os.path.dirname(pykka.__file__))  # noqa: PTH120
+    return tuple(os.path.join(d, "") for d in dirs)  # noqa: PTH118
+
+
+@functools.cache
+def _actor_callers() -> tuple[str, ...]:
+    """The files whose code calls an actor's own: pykka's loop (``on_start``, ``on_receive``)
+    and ``start_supervised`` (its ``__init__``)."""
+    import os.path  # noqa: PLC0415 - kept out of the control commands' start
+
+    here = os.path.dirname(os.path.abspath(__file__))  # noqa: PTH100, PTH120
+    return (_our_dirs()[2], os.path.join(here, "_supervised.py"))  # noqa: PTH118
 
 
 _OURS_MAX: Final = MESSAGE_MAX + TRACEBACK_MAX + 1024

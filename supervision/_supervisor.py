@@ -588,7 +588,10 @@ class Supervisor(OwnActor):
         except Exception as exc:
             rec.catch_up, rec.last_tick = False, None  # the first start's only
             # Told, not handled here: a restart that fails at once would otherwise recurse.
-            log.exception("{}: could not start", rec.path)
+            if traceback_of(exc) is None:
+                # Not the actor's own __init__ (whose failure line shows its frames, once):
+                # jobvisor's, in full.
+                log.exception("{}: could not start", rec.path)
             self.actor_ref.tell(ChildExit(rec.key, rec.incarnation, exc))
             return
         rec.catch_up = False  # the first start's only: a restart's ticks go on from it

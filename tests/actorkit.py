@@ -98,6 +98,14 @@ class SlowCrash(Recorder):
         return super().on_receive(message)
 
 
+class FailingInit(Recorder):
+    """Raises in ``__init__``: a connection its constructor cannot open."""
+
+    def __init__(self, name: str, journal: Journal) -> None:
+        super().__init__(name, journal)
+        raise ConnectionError(f"{name}: cannot connect")
+
+
 class FailingStop(Recorder):
     """Raises in on_stop: what an actor that cannot close a connection does."""
 

@@ -280,9 +280,12 @@ def test_a_restart_at_information_writes_its_failure_and_its_decision_once_each(
             assert ref.ask("ping", timeout=20)[2] == n
         assert tree.stop(timeout=20)
     about_c = [line for line in stream.getvalue().splitlines() if "[path=c" in line]
-    crashes = [line for line in about_c if "c crashed" in line]
+    lines = stream.getvalue().splitlines()
+    crashes = [line for line in lines if "c: failed (start" in line]
     assert len(crashes) == 2, about_c  # one record per crash, at one level
-    assert all(" ERROR " in line and "c: failed (start" in line for line in crashes)
+    assert all(" ERROR " in line and "c crashed" in line for line in crashes)
+    # its traceback below each, the actor's own frames (the record's last line ends it)
+    assert len([line for line in about_c if line.startswith("    RuntimeError: c crashed")]) == 2
     restarts = [line for line in about_c if re.search(r"c: restart \d in 0\.000s", line)]
     assert len(restarts) == 2
     # "started" once: a restart's decision already says it comes back, and when

@@ -5,12 +5,12 @@ from __future__ import annotations
 import signal
 import threading
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import jobfuncs
 import logbook
 import pytest
-from actorkit import FailingStop, Journal, Recorder, SlowCrash, SlowStop
+from actorkit import FailingInit, FailingStop, Journal, Recorder, SlowCrash, SlowStop
 from clockkit import ManualClock
 from faultkit import wait_until
 from treekit import FAST
@@ -907,6 +907,39 @@ class TestDynamicChildren:
         assert reply == {"ok": False, "code": "group_down", "error": str(raised.value)}
         tree.start_child("g")
         assert tree.ref("g/a").ask("ping", timeout=5)[:2] == ("pong", "a")
+
+
+class TestFailuresLogged:
+    """An actor's failure line had no traceback (on_start, on_receive), or one of jobvisor's
+    frames, said twice a start (__init__) (h244): its own frames, once, as a python job's."""
+
+    CASES: ClassVar[dict[str, tuple[type, dict[str, Any]]]] = {
+        "on_receive": (Recorder, {}),
+        "on_start": (Recorder, {"fail_start": True}),
+        "__init__": (FailingInit, {}),
+    }
+
+    @pytest.mark.parametrize("where", list(CASES))
+    def test_an_actors_failure_is_logged_once_with_its_own_frames_only(
+        self, make_tree, events, journal, logs, where: str
+    ) -> None:
+        cls, kwargs = self.CASES[where]
+        policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+        spec = ActorSpec(name="w", actor_class=cls, args=("w", journal), kwargs=kwargs)
+        tree = make_tree(SupervisorSpec(policy=policy, children=(spec,)), on_event=events)
+        if cls is Recorder and not kwargs:
+            assert tree.started(10)
+            tree.ref("w").tell("crash")
+        events.reached("w", "gave_up")
+        said = [r.message for r in logs.records if r.message.startswith("w: ")]
+        [failed] = [m for m in said if m.startswith("w: failed (start 1)")]
+        lines = failed.splitlines()
+        assert lines[1] == "Traceback (most recent call last):", failed
+        assert "actorkit.py" in lines[2], failed
+        assert lines[2].endswith(f"in {where}"), failed
+        assert not [m for m in said if "could not start" in m], said
+        for ours in ("/actors/", "/supervision/", "/pykka/"):
+            assert ours not in failed, failed
 
 
 class TestStableRef:
