@@ -506,9 +506,19 @@ class Journal:
         finally:
             os.close(fd)
         self._ident = (st.st_dev, st.st_ino)  # the file a new connection must find at the path
+        st = self.path.parent.stat()
+        self._dir_ident = (st.st_dev, st.st_ino)  # and the dir it is in (``_lost_alone``)
 
     def _connect(self, busy: float) -> sqlite3.Connection:
         if self._moved():  # by path, SQLite would make an empty journal (0644) in its place
+            gone = self._lost_alone()
+            if gone == "deleted":
+                return self._renewed()
+            if gone == "replaced":
+                raise sqlite3.OperationalError(
+                    "its file was replaced by another while jobvisor ran; remove that file "
+                    "and a new journal is started at its path"
+                )
             raise sqlite3.OperationalError("its file was moved or deleted (its state dir too?)")
         conn = sqlite3.connect(
             self.path, timeout=busy, isolation_level=None, check_same_thread=False
@@ -516,6 +526,62 @@ class Journal:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
+
+    def _lost_alone(self) -> str | None:
+        """``deleted`` or ``replaced`` when the journal's file alone went from its path, its
+        dir still the one it was made in (a person's ``rm``, a cleanup script); None while it
+        is there, or when its dir went with it (moved: it is written on through its open
+        connection, and the state dir's watch stops the daemon).
+
+        Two ``stat`` calls, before each batch written: rows written to a deleted file were
+        lost without a word (h245).
+        """
+        try:
+            st = self.path.parent.stat()
+        except OSError:
+            return None
+        if (st.st_dev, st.st_ino) != self._dir_ident:
+            return None
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return "deleted"
+        except OSError:
+            return None
+        return None if (st.st_dev, st.st_ino) == self._ident else "replaced"
+
+    def _still_ours(self, conn: sqlite3.Connection | None, rows: int) -> sqlite3.Connection | None:
+        """``conn``, unless its file alone was deleted or replaced: None, and a new connection
+        finds out which (``_connect``). Looked at only when ``rows`` are to be written."""
+        if conn is None or not rows or self._lost_alone() is None:
+            return conn
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+        return None
+
+    def _renewed(self) -> sqlite3.Connection:
+        """A new journal at the path of one deleted under us, said at ERROR; its connection.
+
+        The rows the deleted one held are gone with it; the rows not written yet go to the
+        new one (its ``-wal`` and ``-shm``, if left, were the deleted one's: removed first,
+        or SQLite would replay them into the new file).
+        """
+        try:
+            for path in companions(self.path)[1:]:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            self._prepare()
+            opened = self._migrate()
+        except (OSError, UnsafePathError, JournalError) as exc:
+            # Kept, and tried again, as a batch that failed (the writer only knows SQLite's).
+            raise sqlite3.OperationalError(f"a new journal could not be made: {exc}") from exc
+        log.error(
+            "journal {}: its file was deleted while jobvisor ran; a new journal is started "
+            "at that path, and the rows not written yet go to it (what the deleted one held "
+            "is gone: history starts again from here)",
+            self.path,
+        )
+        return opened.conn
 
     def _moved(self) -> bool:
         try:
@@ -739,6 +805,7 @@ class Journal:
             self._trim()
         source = kept or pending
         count = len(source)
+        conn = self._still_ours(conn, count)
         while count > 0:
             rows = [source.popleft() for _ in range(min(count, self._batch))]
             count -= len(rows)

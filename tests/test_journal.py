@@ -34,6 +34,7 @@ from supervision import (
 )
 from supervision._history import (
     FILENAME,
+    companions,
     read_history,
     read_succeeded,
     read_successes,
@@ -749,6 +750,62 @@ def test_a_locked_journal_keeps_its_rows_and_writes_them_once_released(
     again = _said(logs, "written again")
     assert again == [f"journal {db}: written again; 55 rows kept meanwhile were written"]
     assert not _said(logs, "", logbook.ERROR)
+
+
+@pytest.mark.parametrize("what", ["the file", "all its files"])
+def test_a_journal_deleted_under_its_writer_is_started_again_at_its_path_and_said(
+    tmp_path: Path, logs: Any, what: str
+) -> None:
+    """Its writer wrote on into the deleted file: every later row lost, not a word (h245)."""
+    db = tmp_path / FILENAME
+    journal = Journal(tmp_path)
+    try:
+        for number in range(1, 6):
+            journal.record(_attempt(number))
+        assert journal.flush()
+        for path in [db, *companions(db)[1:]] if what == "all its files" else [db]:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        for number in range(6, 11):
+            journal.record(_attempt(number))
+        assert journal.flush()
+        assert [row["attempt"] for row in read_history(db, limit=100)] == list(range(6, 11))
+        assert db.stat().st_mode & 0o777 == 0o600
+    finally:
+        journal.close()
+    said = _said(logs, "its file was deleted", logbook.ERROR)
+    assert said == [
+        (
+            f"journal {db}: its file was deleted while jobvisor ran; a new journal is started "
+            "at that path, and the rows not written yet go to it (what the deleted one held is "
+            "gone: history starts again from here)"
+        )
+    ]
+
+
+def test_a_journal_replaced_under_its_writer_keeps_its_rows_until_the_file_goes(
+    tmp_path: Path, logs: Any
+) -> None:
+    db = tmp_path / FILENAME
+    journal = Journal(tmp_path)
+    try:
+        journal.record(_attempt(1))
+        assert journal.flush()
+        db.unlink()
+        fd = os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, os.urandom(4096))  # garbage: a cleanup script's, nothing of ours
+        os.close(fd)
+        for number in range(2, 6):
+            journal.record(_attempt(number))
+        assert not journal.flush(0.5), "nothing is written into another's file"
+        failed = _said(logs, "cannot write")
+        assert len(failed) == 1, failed
+        assert "its file was replaced by another while jobvisor ran" in failed[0]
+        db.unlink()
+        assert journal.flush(10)
+        assert [row["attempt"] for row in read_history(db, limit=100)] == [2, 3, 4, 5]
+    finally:
+        journal.close()
 
 
 def test_a_journal_still_locked_at_close_says_how_many_rows_it_lost(
