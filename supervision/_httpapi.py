@@ -98,6 +98,7 @@ STREAM_RETRY: Final = 5  # seconds: the Retry-After of a stream refused for the 
 REQUEST_DEADLINE: Final = 10.0
 MAX_BODY: Final = 64 * 1024  # actions take no body; this much of one is read and dropped
 _CONTENT_LENGTH: Final = re.compile(r"[0-9]{1,18}")
+_DIGITS: Final = re.compile(r"[0-9]+")  # a Content-Length too long to be read as a number
 _CHUNK_SIZE: Final = re.compile(rb"[0-9A-Fa-f]{1,8}")
 STREAM_SNDBUF: Final = 32 * 1024
 STREAM_QUEUE: Final = 1000  # events a stream may fall behind by before it is cut
@@ -781,9 +782,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _check_host(self) -> None:
         """On loopback, only loopback names: a page elsewhere cannot rebind its name to us."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) > 1:  # RFC 9112 3.2: a request with two is refused, whoever answers it
+            raise _Refused(HTTPStatus.BAD_REQUEST, "more than one Host header")
         if not self.endpoint.spec.loopback:
             return
-        host = self.headers.get("Host", "")
+        host = hosts[0] if hosts else ""
+        if "://" in self.path.split("?", 1)[0]:
+            # An absolute URL as the target: its host is the request's, not the header's
+            # (RFC 9112 3.2.2), and it must be loopback too.
+            host = urllib.parse.urlsplit(self.path).netloc.rpartition("@")[2]
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         name = name.strip("[]").lower()  # host names are case-insensitive (RFC 4343)
         if name not in _LOOPBACK_NAMES and not is_loopback(name):
@@ -838,7 +846,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not lengths:
             return
-        if len(set(lengths)) > 1 or not _CONTENT_LENGTH.fullmatch(lengths[0].strip()):
+        if len({length.strip() for length in lengths}) > 1:
+            raise _Refused(HTTPStatus.BAD_REQUEST, "Content-Length headers that differ")
+        if not _CONTENT_LENGTH.fullmatch(lengths[0].strip()):
+            if _DIGITS.fullmatch(lengths[0].strip()):
+                raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "actions take no body")
             raise _Refused(HTTPStatus.BAD_REQUEST, "Content-Length is not a number")
         size = int(lengths[0])
         if size > MAX_BODY:

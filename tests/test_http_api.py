@@ -567,6 +567,11 @@ def test_a_chunked_body_is_read_with_the_cap_a_sized_one_has(
     assert (status, answer["error"]) == (413, "actions take no body")
     status, answer = post(b"Content-Length: 65537\r\n", b"")
     assert (status, answer["error"]) == (413, "actions take no body")
+    # Too long to read as a number is too large all the same, not "not a number" (h245).
+    status, answer = post(b"Content-Length: 99999999999999999999\r\n", b"")
+    assert (status, answer["error"]) == (413, "actions take no body")
+    status, answer = post(b"Content-Length: 1\r\nContent-Length: 2\r\n", b"x")
+    assert (status, answer["error"]) == (400, "Content-Length headers that differ")
     # Chunks that add up past it: refused at the size line that passes it.
     half = b"8000\r\n" + b"x" * 0x8000 + b"\r\n"
     status, answer = post(b"Transfer-Encoding: chunked\r\n", half + b"8000\r\n")
@@ -885,6 +890,21 @@ def test_host_names_are_told_apart_whatever_their_case(quick: Endpoint) -> None:
     request = f"GET /api/config HTTP/1.1\r\nHost: EVIL.example:{port}\r\n\r\n".encode()
     status, _, body = exchange(host, int(port), request)
     assert status == 403, body
+    # A second Host header, or an absolute URL's host, was not looked at (h245).
+    for hosts, status_wanted in (
+        (f"Host: 127.0.0.1:{port}\r\nHost: EVIL.example\r\n", 400),
+        (f"Host: EVIL.example\r\nHost: 127.0.0.1:{port}\r\n", 400),
+    ):
+        request = f"GET /api/config HTTP/1.1\r\n{hosts}\r\n".encode()
+        status, _, body = exchange(host, int(port), request)
+        assert status == status_wanted, (hosts, body)
+    for target, status_wanted in (
+        ("http://EVIL.example:80/api/config", 403),
+        (f"http://127.0.0.1:{port}/api/config", 200),
+    ):
+        request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        status, _, body = exchange(host, int(port), request)
+        assert status == status_wanted, (target, body)
 
 
 def test_without_a_token_actions_are_off(tmp_path: Path) -> None:
