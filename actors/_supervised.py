@@ -79,6 +79,9 @@ class SupervisedActor(pykka.ThreadingActor):
     _jv_running: bool = False  # true while the actor's thread runs our loop: a kill may land
     _jv_slot: int = 0  # which task of its thread the loop is (a pooled thread runs several)
     _jv_thread_name: str = "actor"
+    # The message the actor's thread handles now (None between two): a kill answers its ask,
+    # whose asker waited for ever on an actor stuck in a call no Kill reaches (threads).
+    _jv_envelope: Any = None
     # One token, taken by the one exit report: list.pop is atomic (one C call), and cheaper
     # than a lock per incarnation (a Python object of gevent's under gevent).
     _jv_report_token: list[bool]
@@ -120,14 +123,14 @@ class SupervisedActor(pykka.ThreadingActor):
         # ActorRegistry.stop_all()) and an ask's exception is not logged: it goes to its caller.
         inbox, stopped = self.actor_inbox, self.actor_stopped
         while not stopped.is_set():
-            envelope = inbox.get()
+            envelope = self._jv_envelope = inbox.get()
             try:
                 response = self._handle_receive(envelope.message)
                 if envelope.reply_to is not None:
-                    envelope.reply_to.set(response)
+                    _answer(envelope.reply_to, response)
             except Exception:
                 if envelope.reply_to is not None:
-                    envelope.reply_to.set_exception()
+                    _answer(envelope.reply_to, None, sys.exc_info())
                 else:
                     self._tell_failed(sys.exc_info())
             except BaseException as exc:
@@ -137,12 +140,13 @@ class SupervisedActor(pykka.ThreadingActor):
                 killed = ChildKilled(f"{type(exc).__name__} ended the actor")
                 killed.__cause__ = exc
                 if envelope.reply_to is not None:
-                    envelope.reply_to.set_exception((ChildKilled, killed, None))
+                    _answer(envelope.reply_to, None, (ChildKilled, killed, None))
                 else:
                     self._tell_failed((ChildKilled, killed, None))
             # Not kept while the loop waits for the next message: a supervisor's last one is
             # often an exit report, whose error holds the ended incarnation's frames and so the
             # whole actor, for as long as the supervisor stays idle.
+            self._jv_envelope = None
             del envelope
             response = None
 
@@ -256,15 +260,39 @@ class SupervisedActor(pykka.ThreadingActor):
         self.actor_inbox.put(pykka._envelope.Envelope(pykka.messages._ActorStop()))
 
     def _jv_kill(self) -> None:
-        """End the actor's thread now: it ignored a stop for its whole grace period."""
+        """End the actor's thread now: it ignored a stop for its whole grace period.
+
+        The ask it is handling is answered now, ``ChildKilled``: under threads a Kill does
+        not reach a thread blocked in a call, and its asker waited for ever.
+        """
         self._jv_stop_requested = True
         self._jv_killed = True
+        envelope = self._jv_envelope
+        if envelope is not None and envelope.reply_to is not None:
+            path = self._jv_link.ref.path if self._jv_link.ref is not None else "the actor"
+            killed = ChildKilled(
+                f"child {path} was killed while it handled this message (it ignored its "
+                "stop for its whole grace)"
+            )
+            _answer(envelope.reply_to, None, (ChildKilled, killed, None))
         task = self._jv_task
         if task is not None and self._jv_running:
             interrupt_task(task, Kill, self._jv_slot)
         unregister(self.actor_ref)
         self.actor_stopped.set()
         self._jv_report()
+
+
+def _answer(future: Any, value: Any, exc_info: Any = None) -> None:
+    """Set an ask's reply (``exc_info``: its exception), unless it has one already: a kill
+    answered it while the actor still handled it (``_jv_kill``)."""
+    try:
+        if exc_info is None:
+            future.set(value)
+        else:
+            future.set_exception(exc_info)
+    except queue.Full:
+        pass
 
 
 # An actor's urn: this process's random prefix and a counter, unique as pykka needs it (its

@@ -74,6 +74,17 @@ class StuckOnStop(pykka.ThreadingActor):
         hold(self.key)
 
 
+class StuckOnReceive(pykka.ThreadingActor):
+    """An actor whose every message is stuck in ``hold(key)``."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def on_receive(self, message: object) -> None:
+        hold(self.key)
+
+
 def read_pipe(marker: str = "") -> None:
     """Blocked in ``os.read`` on a pipe nobody writes: a C call gevent does not make cooperative,
     so under gevent the hub itself cannot run (the whole process waits there)."""

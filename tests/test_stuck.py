@@ -125,6 +125,24 @@ def test_a_stop_abandons_an_actor_stuck_in_on_stop_and_reports_it(
         _stop_and_release(tree, key)
 
 
+def test_an_ask_an_actor_was_stuck_in_is_answered_when_it_is_killed(runtime: str) -> None:
+    # Under threads its asker waited for ever, the tree stopped and the thread abandoned (h244).
+    from supervision import ChildKilled
+
+    key = "stuck-ask"
+    spec = ActorSpec(name="s", actor_class=stuckfuncs.StuckOnReceive, args=(key,), grace=0.1)
+    tree = start_tree(SupervisorSpec(children=(spec,)), runtime)
+    try:
+        assert tree.started(10)
+        answer = tree.ref("s").ask("x", block=False)
+        assert stuckfuncs.RUNNING[key].wait(10)
+        tree.stop(0.1 + KILL_GRACE + SLACK)
+        with pytest.raises(ChildKilled, match=r"^child s was killed while it handled this message"):
+            answer.get(timeout=5)
+    finally:
+        _stop_and_release(tree, key)
+
+
 def test_stop_after_removing_a_stuck_actor_does_not_wait_for_it(runtime: str) -> None:
     key = "removed"
     tree = start_tree(_stuck_actor_tree(key), runtime)
