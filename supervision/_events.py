@@ -202,15 +202,27 @@ class _Failures:
 
 
 def need_subscriber(callback: object, method: str, param: str) -> None:
-    """Refuse a subscriber that cannot be called, at the call (not at every event, in the log)."""
-    if not callable(callback):
-        shown = repr(callback)[:200]
-        raise SpecError(
-            f"{method}: {param}: expected a callable taking an event, got {shown}",
-            field=param,
-            expected="a callable taking an event",
-            got=shown,
-        )
+    """Refuse a subscriber that cannot be called with an event, at the call (not at every
+    event, in the log): no callable, or one whose parameters take no argument (``lambda:
+    None``) or need more than one. One whose signature Python cannot tell is taken."""
+    shown = repr(callback)[:200]
+    if callable(callback):
+        import inspect  # noqa: PLC0415 - only when a subscriber is given
+
+        try:
+            inspect.signature(callback).bind(None)
+        except TypeError as exc:
+            shown = f"{shown}, which cannot be called with one event ({exc})"
+        except ValueError:  # a builtin without a signature (print): taken
+            return
+        else:
+            return
+    raise SpecError(
+        f"{method}: {param}: expected a callable taking an event, got {shown}",
+        field=param,
+        expected="a callable taking an event",
+        got=shown,
+    )
 
 
 class SinkFailures:

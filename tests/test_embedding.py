@@ -698,6 +698,10 @@ def test_a_timeout_or_a_subscriber_of_the_wrong_kind_is_refused_before_anything_
         assert tree.status(timeout=1e300)["state"] == "running"  # past any wait: the longest
         with pytest.raises(SpecError, match=r"^Tree.subscribe: callback: expected a callable"):
             tree.subscribe(5)  # type: ignore[arg-type]
+        # One that takes no event was taken, then failed in the log at every event (h244).
+        with pytest.raises(SpecError, match=r"cannot be called with one event"):
+            tree.subscribe(lambda: None)  # type: ignore[arg-type,misc]
+        tree.subscribe(print).cancel()  # no signature Python can tell: taken
         # Taken and handed to subscribers, who read an event's fields (h244).
         with pytest.raises(SpecError, match=r"^announce: expected an event .*, got 'hello'"):
             tree.announce("hello")  # type: ignore[arg-type]
