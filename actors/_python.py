@@ -79,7 +79,9 @@ def result_code(target: str, code: int | None) -> int | None:
     """
     if not code:
         return code
-    status = code & 0xFF  # as a process's exit code: never a negative "signal"
+    # As a process's exit code (never a negative "signal"); beyond a C long, 255, as
+    # sys.exit(2**70) makes it (the low byte made 2**70 a success).
+    status = exit_code(code)
     shown = f"{code}" if status == code else f"{code} (exit code {status})"
     if status:
         raise PythonExit(

@@ -158,12 +158,14 @@ class GiveUpOn:
         # Imported here: actors' kinds load on first use, and most trees use one or two.
         from actors._command import CommandFailed  # noqa: PLC0415
         from actors._http import HttpStatusError  # noqa: PLC0415
+        from actors._python import PythonExit  # noqa: PLC0415
 
         seen: set[int] = set()
         link: BaseException | None = error
         while link is not None and id(link) not in seen:
             seen.add(id(link))
-            if isinstance(link, CommandFailed) and link.code in self.exit_codes:
+            # A python job's sys.exit(n) or int result is its exit code, as a command's (h249)
+            if isinstance(link, CommandFailed | PythonExit) and link.code in self.exit_codes:
                 return f"give_up_on.exit_codes matched exit code {link.code}"
             if isinstance(link, HttpStatusError) and link.code in self.http_status:
                 return f"give_up_on.http_status matched status {link.code}"

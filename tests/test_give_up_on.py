@@ -54,6 +54,13 @@ def test_an_exit_code_matches_and_names_the_rule() -> None:
     )
     assert rule.matches(CommandFailed("exited with 5", 5)) is None
     assert rule.matches(None) is None
+    # A python job's sys.exit(3) or `return 3`: its exit code too; it never matched (h249).
+    from actors import PythonExit
+
+    assert rule.matches(PythonExit("m:f called sys.exit(3)", 3)) == (
+        "give_up_on.exit_codes matched exit code 3"
+    )
+    assert rule.matches(PythonExit("m:f returned 5", 5)) is None
 
 
 def test_an_exception_matches_its_subclasses_and_in_the_cause_chain() -> None:

@@ -540,6 +540,19 @@ def test_sys_exit_of_any_int_gives_the_code_the_interpreter_exits_with(
         assert attempt.outcome is want
 
 
+@pytest.mark.parametrize("code", [2**70, 2**64, -(2**70), 256, 3])
+def test_an_int_result_is_the_exit_code_sys_exit_with_it_gives(make_tree, events, code) -> None:
+    # The result's low byte made 2**70 a success, where sys.exit(2**70) exits 255 (h249).
+    real = subprocess.run([sys.executable, "-c", f"import sys; sys.exit({code})"], check=False)
+    tree = make_tree(tree_of(*both("r", "returns", code), policy=ONCE), on_event=events)
+    assert tree.wait(20)
+    for isolation in BOTH:
+        [attempt] = events.of(AttemptFinished, f"r-{isolation}")
+        assert attempt.code == real.returncode, isolation
+        want = Outcome.SUCCEEDED if real.returncode == 0 else Outcome.FAILED
+        assert attempt.outcome is want
+
+
 @pytest.mark.parametrize("kwargs", ["x", 5, [("a", 1)]])
 def test_kwargs_that_are_not_a_mapping_are_a_spec_error_naming_the_job(kwargs) -> None:
     with pytest.raises(
