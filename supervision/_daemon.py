@@ -63,6 +63,7 @@ from supervision._history import JournalError, last_daemon_start, last_row_at
 from supervision._hubwatch import HubWatch
 from supervision._manifest import ManifestError, load_manifest
 from supervision._notifier import notify_changes
+from supervision._secrets import SecretMasker
 from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
 from supervision._statedir import LOCK_NAME, StateDirLock, StateDirWatch
 from supervision._status import Process
@@ -70,7 +71,7 @@ from supervision._table import flatten_status
 from supervision._until_up import UP, UntilUp, down_again, not_up_yet
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Iterator
+    from collections.abc import Callable, Container, Iterable, Iterator
     from types import FrameType
 
     from supervision._app import Composition
@@ -1339,7 +1340,10 @@ class Daemon:
             for change in diff_specs(composition.manifest.root, new.root, down=down):
                 summary.extend(_says(change, ended))
             summary += _remove_breakers(new, composition, apply=False)
-            summary += _notify_lines(composition.manifest, new, composition)
+            # Masked with the new manifest's secrets too, which a dry run does not take
+            # (a notification it adds may hold one: it showed in clear, review r51).
+            also = read.secrets - composition.manifest.secrets
+            summary += _notify_lines(composition.manifest, new, composition, also=also)
             summary += self._relog(read, composition, apply=False)
             summary += self._not_applied(read, new, composition)
         log.info(
@@ -1565,9 +1569,18 @@ def _unhashed(path: str, old: ChildSpec | None, new: ChildSpec | None) -> None:
     """No journal to tell of a reload's step."""
 
 
-def _notify_lines(old: Manifest, new: Manifest, composition: Composition) -> list[str]:
-    """A reload's lines of the notifications it changes (kept jobs' and the manifest's own)."""
-    return notify_changes(old.notify, old.root, new.notify, new.root, mask=composition.masker.mask)
+def _notify_lines(
+    old: Manifest, new: Manifest, composition: Composition, also: Iterable[str] = ()
+) -> list[str]:
+    """A reload's lines of the notifications it changes (kept jobs' and the manifest's own),
+    masked by the composition's masker and, if given, by secrets it does not know (``also``)."""
+    known = composition.masker.mask
+    extra = SecretMasker()
+    if not extra.add_all(also):
+        return notify_changes(old.notify, old.root, new.notify, new.root, mask=known)
+    return notify_changes(
+        old.notify, old.root, new.notify, new.root, mask=lambda text: extra.mask(known(text))
+    )
 
 
 def _reloaded(steps: list[Change], lines: list[str], error: str | None = None) -> Reloaded:

@@ -673,29 +673,25 @@ def notify_changes(
         if (owner and owner not in kept) or old == new:
             continue
         where = f"notify of {owner}" if owner else "notify"
-        old_by, new_by = _by_who(old), _by_who(new)
-        for who, spec in new_by.items():
-            if who not in old_by:
+        # The same ones first, wherever they are in the list: they say nothing. Then by
+        # target: one whose events or timing changed is an update (two of one target were
+        # paired by place, and a removed first one read as an update and a removal).
+        gone = list(old)
+        fresh = []
+        for spec in new:
+            if spec in gone:
+                gone.remove(spec)
+            else:
+                fresh.append(spec)
+        for spec in fresh:
+            was = next((each for each in gone if _who(each) == _who(spec)), None)
+            if was is None:
                 lines.append(mask(f"{where}: add {_described(spec)}"))
-            elif old_by[who] != spec:
+            else:
+                gone.remove(was)
                 lines.append(mask(f"{where}: update {_described(spec)}"))
-        lines.extend(
-            mask(f"{where}: remove {_described(spec)}")
-            for who, spec in old_by.items()
-            if who not in new_by
-        )
+        lines.extend(mask(f"{where}: remove {_described(spec)}") for spec in gone)
     return lines
-
-
-def _by_who(specs: tuple[NotifySpec, ...]) -> dict[tuple[str, int], NotifySpec]:
-    """``specs`` by what tells them apart: ``_who``, and which of that target it is."""
-    seen: dict[str, int] = {}
-    out: dict[tuple[str, int], NotifySpec] = {}
-    for spec in specs:
-        who = _who(spec)
-        seen[who] = seen.get(who, -1) + 1
-        out[who, seen[who]] = spec
-    return out
 
 
 def _who(spec: NotifySpec) -> str:

@@ -595,6 +595,32 @@ def test_a_reload_brings_new_notifications(tmp_path: Path) -> None:
         assert stop_daemon(running) == 0
 
 
+def test_a_dry_run_masks_a_secret_a_notification_it_would_add_brings(tmp_path: Path) -> None:
+    # The dry run takes no secret of the new manifest, and said the new command in clear
+    # (review r51); the reload itself masked it.
+    key = "hunter2zzSECRET"
+    manifest = """
+    version: 1
+    logging: {level: information, file: jv.log}
+    jobs:
+      - {name: svc, service: true, command: [sleep, "600"]}
+    """
+    running = start_daemon(tmp_path, manifest, env_extra={"PAGER_KEY": key})
+    try:
+        notify = '\nnotify: [{on: [failed], command: [sh, -c, "echo ${secret:PAGER_KEY}"]}]\n'
+        (tmp_path / "jobs.yaml").write_text(textwrap.dedent(manifest) + notify)
+        for args in (("reload", "--dry-run"), ("reload",)):
+            out = running.cli(*args)
+            assert out.returncode == 0, out.stderr
+            assert "notify: add sh -c 'echo ***'" in out.stdout, (args, out.stdout)
+            assert key not in out.stdout + out.stderr
+        log = (tmp_path / "jv.log").read_text()
+        assert "dry run of a reload" in log
+        assert key not in log
+    finally:
+        assert stop_daemon(running) == 0
+
+
 def test_a_reload_says_each_notification_it_adds_changes_or_removes() -> None:
     def manifest(text: str) -> Any:
         return load_manifest(textwrap.dedent(text), env={})
@@ -625,6 +651,18 @@ def test_a_reload_says_each_notification_it_adds_changes_or_removes() -> None:
         "notify of web: update wall",  # gone and fresh: their removal and addition say it
     ]
     assert notify_changes(new.notify, new.root, new.notify, new.root) == []
+    # Two of one target, the first removed: one removal, not an update and a removal (r51).
+    two = manifest("""
+        version: 1
+        notify: [{on: [failed], command: [wall]}, {on: [gave_up], command: [wall]}]
+        jobs: [{name: web, command: [sleep, "9"]}]
+    """)
+    one = manifest("""
+        version: 1
+        notify: [{on: [gave_up], command: [wall]}]
+        jobs: [{name: web, command: [sleep, "9"]}]
+    """)
+    assert notify_changes(two.notify, two.root, one.notify, one.root) == ["notify: remove wall"]
     # What logs and the journal call it: no credentials of a URL, and the masker's say.
     masked = notify_changes((), old.root, old.notify, old.root, mask=lambda t: t.replace("a", "*"))
     assert masked == ["notify: *dd sh -c 'c*t > *'", "notify: *dd p*ger"]
