@@ -566,13 +566,20 @@ class Journal:
         new one (its ``-wal`` and ``-shm``, if left, were the deleted one's: removed first,
         or SQLite would replay them into the new file).
         """
+        made = None
         try:
             for path in companions(self.path)[1:]:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
             self._prepare()
-            opened = self._migrate()
-        except (OSError, UnsafePathError, JournalError) as exc:
+            made = self._ident
+            # The writer's busy wait, not the start's: under gevent a long one holds the hub.
+            opened = self._migrate(self._busy)
+        except (OSError, sqlite3.Error, UnsafePathError, JournalError) as exc:
+            if made is not None:
+                # Half made (a full disk): gone again, so that the next try makes it anew,
+                # where an empty file without tables would fail every batch for good.
+                self._unmake(made)
             # Kept, and tried again, as a batch that failed (the writer only knows SQLite's).
             raise sqlite3.OperationalError(f"a new journal could not be made: {exc}") from exc
         log.error(
@@ -583,6 +590,16 @@ class Journal:
         )
         return opened.conn
 
+    def _unmake(self, made: tuple[int, int]) -> None:
+        """Remove the journal file ``_renewed`` made (``made``: its identity) and its
+        companions, if it is still the one at the path."""
+        with contextlib.suppress(OSError):
+            st = self.path.lstat()
+            if (st.st_dev, st.st_ino) == made:
+                for path in companions(self.path):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+
     def _moved(self) -> bool:
         try:
             st = self.path.stat()
@@ -590,11 +607,11 @@ class Journal:
             return True
         return (st.st_dev, st.st_ino) != self._ident
 
-    def _migrate(self) -> _Opened:
+    def _migrate(self, busy: float | None = None) -> _Opened:
         """Bring the schema up to date; the connection, kept for the writer (a journal moved
         or deleted with its state dir is written on through it, where a new one could not
         find it), and the seq of the journal's last row (0: none yet)."""
-        conn = self._connect(self._lock_wait)
+        conn = self._connect(self._lock_wait if busy is None else busy)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):

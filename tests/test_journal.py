@@ -783,6 +783,41 @@ def test_a_journal_deleted_under_its_writer_is_started_again_at_its_path_and_sai
     ]
 
 
+def test_a_journal_deleted_while_the_disk_is_full_is_made_again_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """A new journal half made (its file, no tables) was taken for good: every batch failed
+    with "no such table" for ever (review r51). RLIMIT_FSIZE fails its writes as a full disk."""
+    import resource
+
+    manifest = """
+    version: 1
+    logging: {level: information, file: jv.log}
+    jobs:
+      - {name: t, command: "true", every: 50ms}
+    """
+    running = start_daemon(tmp_path, manifest)
+    db = running.state / FILENAME
+    try:
+        wait_until(lambda: _attempts(db), "the first rows")
+        resource.prlimit(running.proc.pid, resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
+        for path in companions(db):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        log = tmp_path / "jv.log"
+        wait_until(lambda: "a new journal could not be made" in log.read_text(), "the failure")
+        resource.prlimit(
+            running.proc.pid,
+            resource.RLIMIT_FSIZE,
+            (resource.RLIM_INFINITY, resource.RLIM_INFINITY),
+        )
+        wait_until(lambda: "a new journal is started" in log.read_text(), "the new journal")
+        wait_until(lambda: len(_attempts(db)) >= 3, "rows in the new journal")
+    finally:
+        assert stop_daemon(running) == 0
+    assert "written again" in log.read_text()
+
+
 def test_a_journal_replaced_under_its_writer_keeps_its_rows_until_the_file_goes(
     tmp_path: Path, logs: Any
 ) -> None:
@@ -798,6 +833,7 @@ def test_a_journal_replaced_under_its_writer_keeps_its_rows_until_the_file_goes(
         for number in range(2, 6):
             journal.record(_attempt(number))
         assert not journal.flush(0.5), "nothing is written into another's file"
+        wait_until(lambda: _said(logs, "cannot write"), "the failure is logged")
         failed = _said(logs, "cannot write")
         assert len(failed) == 1, failed
         assert "its file was replaced by another while jobvisor ran" in failed[0]
