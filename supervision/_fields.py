@@ -120,6 +120,10 @@ class Number(Shape):
         core: Json = {"type": self.json_type, "minimum": self.low}
         if self.high is not None:
             core["maximum"] = self.high
+        if self.json_type == "number":
+            # Text in a number's form too, as the loader takes it: YAML 1.1 reads 1.5e1 and
+            # 1e3 as text (its bounds are the loader's to check then).
+            return _sourced(core, {"type": "string", "pattern": _BARE})
         return _sourced(core)
 
 
@@ -288,7 +292,8 @@ _LEAVES: Final[dict[str, Json]] = {
     )
     | {"description": "a size: 512KiB, 10MiB, 1GiB, 10MB or a number of bytes"},
     "count": _sourced({"type": "integer", "minimum": 0}) | {"description": "a whole number"},
-    "number": _sourced({"type": "number"}),
+    # Text in a number's form too: YAML 1.1 reads 1.5e1 and 1e3 as text (the loader's number)
+    "number": _sourced({"type": "number"}, {"type": "string", "pattern": _BARE}),
     "flag": _sourced({"type": "boolean"}),
     "text": _sourced({"type": "string", "minLength": 1}),
     "scalar": _sourced({"type": "string"}, {"type": "number"}),

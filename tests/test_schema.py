@@ -560,3 +560,19 @@ def test_a_bound_out_of_its_range_is_refused_by_both_and_its_ends_pass_both(fiel
         data = {"version": 1, "jobs": [_BASE["command"]], **dict(_bounded(value))[field]}
         assert not loads(data), f"{field}={value}: the loader took it"
         assert schema_errors(data) != [], f"{field}={value}: the schema took it"
+
+
+def test_a_number_in_exponent_form_that_yaml_reads_as_text_validates_as_it_loads() -> None:
+    # The loader took 1.5e1 (text to YAML 1.1) as a number, and the schema refused it (r51).
+    text = (
+        "version: 1\n"
+        "supervisor: {backoff: {multiplier: 1.5e1}}\n"
+        "jobs:\n"
+        "  - {name: a, command: 'true', retry: {wait: {multiplier: 2e0}}}\n"
+    )
+    data = read_yaml(text, "m.yaml")
+    assert isinstance(data["supervisor"]["backoff"]["multiplier"], str)  # as YAML reads it
+    load_manifest(text, env=ENV)
+    assert schema_errors(data) == []
+    refused = dict(data, supervisor={"backoff": {"multiplier": "fast"}})
+    assert schema_errors(refused)
