@@ -431,30 +431,51 @@ def traceback_of(err: BaseException) -> str | None:
 
 
 def _actors_traceback(err: BaseException) -> str | None:
-    """Where an actor failed: the frames of ``err``'s traceback from the first that is not
-    jobvisor's or pykka's on (its ``__init__``, ``on_start``, ``on_receive`` and what they
-    called, ours too).
+    """Where an actor failed: ``err``'s traceback from its first frame that is not jobvisor's
+    or pykka's on (its ``__init__``, ``on_start``, ``on_receive`` and what they called, ours
+    too), with its causes and contexts as Python prints them.
 
-    None when no frame is left: raised by jobvisor itself (a command's exit, an http job's
-    error), whose message says it all. A failure the log said with no line to look at (h244).
+    None when ``err`` was not raised by an actor's own code (``actor_raised``): a command's
+    exit or an http job's error say it all in their message. A failure the log said with no
+    line to look at (h244).
     """
-    tb = err.__traceback__
-    if tb is None:
+    first = _actors_first(err)
+    if first is None:
         return None
     import traceback  # noqa: PLC0415 - only when a failure is logged
 
-    frames = traceback.extract_tb(tb)
-    dirs = _our_dirs()
-    # The machinery that called the actor leads; what it called, ours too (a ref's ask), stays.
-    first = next((i for i, f in enumerate(frames) if not f.filename.startswith(dirs)), None)
-    if not first or not frames[first - 1].filename.startswith(_actor_callers()):
-        # All ours (its message says it all), or not called by an actor's loop or start (a
-        # job's retry through tenacity): nothing of an actor's to show.
+    shown = traceback.TracebackException.from_exception(err)
+    shown.stack = traceback.StackSummary.from_list(list(shown.stack)[first:])
+    return clip_tail("".join(shown.format()).rstrip("\n"))
+
+
+def actor_raised(err: BaseException) -> bool:
+    """Whether ``err`` came out of an actor's own code (``__init__``, ``on_start``,
+    ``on_receive``...), called by pykka's loop or ``start_supervised``: a walk over its
+    traceback's frames, nothing formatted (a failed start asks it on every restart)."""
+    return _actors_first(err) is not None
+
+
+def _actors_first(err: BaseException) -> int | None:
+    """The index of ``err``'s first traceback frame that is the actor's own, if an actor's
+    loop or start called it; else None."""
+    tb = err.__traceback__
+    if tb is None:
         return None
-    theirs = traceback.StackSummary.from_list(frames[first:])
-    head = traceback.format_exception_only(type(err), err)
-    text = "Traceback (most recent call last):\n" + "".join(theirs.format()) + "".join(head)
-    return clip_tail(text.rstrip("\n"))
+    dirs = _our_dirs()
+    callers = _actor_callers()
+    previous = ""
+    index = 0
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith(dirs):
+            # The machinery that called it leads; the first frame past it must be called by
+            # an actor's loop or start (a job's retry goes through tenacity: not an actor's).
+            return index if index and previous.startswith(callers) else None
+        previous = filename
+        index += 1
+        tb = tb.tb_next
+    return None  # all ours: its message says it all
 
 
 @functools.cache

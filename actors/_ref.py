@@ -145,8 +145,10 @@ class ChildRef:
             return future
         try:
             return future.get(timeout=timeout)
-        except pykka.Timeout:
-            if getattr(future, "_result", None) is not None:
+        except pykka.Timeout as exc:
+            result = getattr(future, "_result", None)
+            exc_info = getattr(result, "exc_info", None)
+            if exc_info is not None and exc_info[1] is exc:
                 raise  # the actor's own reply was a Timeout: it stands
             raise ReplyTimeoutError(
                 f"child {self.path} did not answer within {timeout:g} s; the message stays "

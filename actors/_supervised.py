@@ -270,10 +270,7 @@ class SupervisedActor(pykka.ThreadingActor):
         envelope = self._jv_envelope
         if envelope is not None and envelope.reply_to is not None:
             path = self._jv_link.ref.path if self._jv_link.ref is not None else "the actor"
-            killed = ChildKilled(
-                f"child {path} was killed while it handled this message (it ignored its "
-                "stop for its whole grace)"
-            )
+            killed = ChildKilled(f"child {path} was killed while it handled this message")
             _answer(envelope.reply_to, None, (ChildKilled, killed, None))
         task = self._jv_task
         if task is not None and self._jv_running:

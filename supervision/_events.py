@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -232,31 +233,50 @@ class SinkFailures:
     The sink is called inline in a supervisor's turn: its exception, unguarded, was taken for
     a bug of the supervisor's, which killed its children and failed (h244). As a subscriber's:
     the first failure of each kind is logged in full, the repeats summed up, a line at most
-    every ``SUM_UP_EVERY`` seconds (said with the next failure after that: no timer). Any
-    thread; only a failure takes the lock.
+    every ``SUM_UP_EVERY`` seconds, said with the next failure after that (no timer); after
+    ``SUM_UP_EVERY`` with none, a failure is news again. Any thread; only a failure takes the
+    lock.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._kinds: set[tuple[str, str, int]] = set()
-        self._held = 0
+        self._held = 0  # repeats not said yet, since ``_since``
         self._since = clock()
+        self._last = -math.inf  # the last failure's time
+        self._last_error = ""
 
     def __call__(self, sink: Callable[..., Any], what: object, exc: Exception) -> None:
         """``sink`` raised ``exc`` on ``what`` (the event, or the hook's arguments)."""
         kind = _kind(exc)
+        said: list[tuple[int, float, str]] = []  # held repeats to say: (count, span, last)
         with self._lock:
             now = self._clock()
+            if now - self._last >= SUM_UP_EVERY:  # a quiet spell: what was held, then news
+                if self._held:
+                    said.append((self._held, now - self._since, self._last_error))
+                self._kinds.clear()
+                self._held, self._since = 0, now
+            self._last = now
             first = kind not in self._kinds
             if first:
                 self._kinds.add(kind)
             else:
                 self._held += 1
-                if now - self._since < SUM_UP_EVERY:
-                    return
-            held, since = self._held, self._since
-            self._held, self._since = 0, now
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                if now - self._since >= SUM_UP_EVERY:
+                    said.append((self._held, now - self._since, self._last_error))
+                    self._held, self._since = 0, now
+        for count, span, last in said:
+            log.error(
+                "the tree's sink {} raised {} more {} in the last {:.0f} s (last: {})",
+                _named(sink),
+                count,
+                "time" if count == 1 else "times",
+                span,
+                last,
+            )
         if first:
             log.error(
                 "the tree's sink {} raised on {}: that event is not recorded there; supervision "
@@ -266,15 +286,6 @@ class SinkFailures:
                 what,
                 SUM_UP_EVERY,
                 exc_info=(type(exc), exc, exc.__traceback__),
-            )
-        else:
-            log.error(
-                "the tree's sink {} raised {} more times in the last {:.0f} s (last: {}: {})",
-                _named(sink),
-                held,
-                now - since,
-                type(exc).__name__,
-                exc,
             )
 
 

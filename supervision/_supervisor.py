@@ -48,6 +48,7 @@ from actors._errors import (
     NotAGroupError,
     NotSignalledError,
     ShuttingDownError,
+    actor_raised,
     traceback_of,
 )
 from actors._job import JobActor, first_tick, missed_tick, no_process
@@ -588,7 +589,7 @@ class Supervisor(OwnActor):
         except Exception as exc:
             rec.catch_up, rec.last_tick = False, None  # the first start's only
             # Told, not handled here: a restart that fails at once would otherwise recurse.
-            if traceback_of(exc) is None:
+            if not actor_raised(exc):
                 # Not the actor's own __init__ (whose failure line shows its frames, once):
                 # jobvisor's, in full.
                 log.exception("{}: could not start", rec.path)

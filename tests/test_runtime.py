@@ -781,3 +781,39 @@ def test_a_thread_that_cannot_start_raises_why_and_leaves_nothing_behind(
         task.start()
     assert not task.is_alive()
     assert task not in threading.enumerate()
+
+
+def test_a_sink_that_keeps_raising_is_said_in_full_once_a_kind_and_its_repeats_summed_up(
+    logs: logbook.TestHandler,
+) -> None:
+    # A first failure of another kind dropped the repeats held (review r51).
+    from supervision._events import SinkFailures
+
+    clock = ManualClock()
+    failed = SinkFailures(clock)
+
+    def sink(event: object) -> None:
+        raise ValueError("v")
+
+    def fail(exc: Exception) -> None:
+        try:
+            raise exc
+        except Exception as raised:
+            failed(sink, "an event", raised)
+
+    for _ in range(50):
+        fail(ValueError("v"))
+    fail(KeyError("k"))
+    lines = [r for r in logs.records if "the tree's sink" in r.message]
+    assert [bool(r.exc_info) for r in lines] == [True, True]  # one in full a kind
+    clock.advance(12)  # a quiet spell: what was held is said, and the next is news
+    fail(ValueError("v"))
+    lines = [r.message for r in logs.records if "the tree's sink" in r.message]
+    assert lines[2].endswith("raised 49 more times in the last 12 s (last: ValueError: v)")
+    assert "raised on an event" in lines[3]
+    for _ in range(3):  # failing on, 4 s apart: summed up once 10 s have passed
+        clock.advance(4)
+        fail(ValueError("v"))
+    lines = [r.message for r in logs.records if "the tree's sink" in r.message]
+    assert lines[4].endswith("raised 3 more times in the last 12 s (last: ValueError: v)")
+    assert len(lines) == 5

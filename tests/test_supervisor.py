@@ -909,6 +909,14 @@ class TestDynamicChildren:
         assert tree.ref("g/a").ask("ping", timeout=5)[:2] == ("pong", "a")
 
 
+class _ChainedCrash(Recorder):
+    def on_receive(self, message: Any) -> Any:
+        try:
+            return {}[message]
+        except KeyError as exc:
+            raise RuntimeError("db down") from exc
+
+
 class TestFailuresLogged:
     """An actor's failure line had no traceback (on_start, on_receive), or one of jobvisor's
     frames, said twice a start (__init__) (h244): its own frames, once, as a python job's."""
@@ -940,6 +948,20 @@ class TestFailuresLogged:
         assert not [m for m in said if "could not start" in m], said
         for ours in ("/actors/", "/supervision/", "/pykka/"):
             assert ours not in failed, failed
+
+    def test_an_actors_chained_failure_shows_its_cause_as_python_does(
+        self, make_tree, events, journal, logs
+    ) -> None:
+        policy = RestartPolicy(intensity=Intensity(max_restarts=0))
+        spec = ActorSpec(name="w", actor_class=_ChainedCrash, args=("w", journal))
+        tree = make_tree(SupervisorSpec(policy=policy, children=(spec,)), on_event=events)
+        assert tree.started(10)
+        tree.ref("w").tell("k")
+        events.reached("w", "gave_up")
+        [failed] = [r.message for r in logs.records if r.message.startswith("w: failed")]
+        assert "KeyError: 'k'" in failed
+        assert "The above exception was the direct cause of the following exception:" in failed
+        assert failed.rstrip().endswith("RuntimeError: db down"), failed
 
 
 class TestStableRef:
