@@ -892,7 +892,10 @@ class Supervisor(OwnActor):
             error = self.ctx.shown(reason.error)
         rule = self._give_up_rule(rec, reason)
         if rule is not None:
-            error = f"{error} ({rule})"
+            # On its first line, which the log's failure line and the summary table show (a
+            # child process's error has its traceback below it: the rule went after that).
+            head, newline, rest = (error or "").partition("\n")
+            error = f"{head} ({rule}){newline}{rest}"
         # When it exited: its last attempt's end, if it brings one (a restart in place may be
         # told up to ``InPlace.HOLD`` later); else now, as it is handled.
         at = self.ctx.wall() if msg.attempt is None else msg.attempt.ended_at
