@@ -1156,7 +1156,14 @@ def no_process(work: Work) -> str | None:
 
 
 def _with_class(exc: BaseException) -> str:
-    """``describe``'s text (cut as it cuts it), always after its class: ``HttpRequestError: ..``."""
+    """``describe``'s text (cut as it cuts it), always after its class: ``HttpRequestError: ..``.
+
+    A python job's exception from its child process or a Ray node is told as it was raised
+    there, its first line: its text is ``Type: message`` and the traceback (a retry's line
+    said ``PythonError: ConnectionError: refused`` and the whole traceback, h249).
+    """
+    if getattr(exc, "failure_names", None) is not None:  # PythonError, RemoteError
+        return describe(exc).split("\n", 1)[0]
     text = describe(exc)
     return f"{type(exc).__name__}: {text}" if isinstance(exc, JobvisorError) else text
 
