@@ -96,7 +96,8 @@ def resolve_target(target: str) -> Any:
             obj = getattr(obj, sys.intern(part))  # interned: no new string per attempt
         except AttributeError:
             said = f"{target}: module {module_name!r} has no {attr_path!r}"
-            raise AttributeError(said + _imported_before(obj, imported)) from None
+            hint = _imported_before(obj, imported, part) or _close_to(obj, part)
+            raise AttributeError(said + hint) from None
     if not callable(obj):
         kind = type(obj).__name__
         article = "an" if kind[:1].lower() in "aeio" else "a"  # an int, a float
@@ -104,18 +105,50 @@ def resolve_target(target: str) -> Any:
     return obj
 
 
-def _imported_before(module: Any, imported: bool) -> str:
+def _imported_before(module: Any, imported: bool, name: str) -> str:
     """Why a name added to a module's file since is not there: the module was imported
     before, once in this process, and is not imported again (a daemon's reload adds a job
-    naming a function its file has now, and the job failed with "has no ...")."""
+    naming a function its file has now, and the job failed with "has no ..."). Said only
+    when its file defines ``name`` now: a typo's file never did (h249)."""
     where = getattr(module, "__file__", None) if imported else None
-    if not where:
+    if not where or not _defines(where, name):
         return ""
     return (
         f" (it was imported from {where} before, and a module is imported once in a "
         "process: to run what its file holds now, restart jobvisor, or give the job "
         "isolation: process, whose every attempt imports it anew)"
     )
+
+
+def _defines(path: str, name: str) -> bool:
+    """Whether the source at ``path`` defines ``name`` at its top level (a def, a class, an
+    assignment, an import of it): read on a failure only."""
+    import re  # noqa: PLC0415 - only when a name is missing
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:  # noqa: PTH123
+            text = file.read(4 << 20)
+    except OSError:
+        return False
+    word = re.escape(name)
+    found = re.search(
+        rf"^(?:(?:async\s+)?def|class)\s+{word}\b|^{word}\s*[:=]|^(?:from|import)\s.*\b{word}\b",
+        text,
+        re.MULTILINE,
+    )
+    return found is not None
+
+
+def _close_to(obj: Any, name: str) -> str:
+    """`` (did you mean 'show'?)`` when ``obj`` has a public name close to ``name``."""
+    import difflib  # noqa: PLC0415 - only when a name is missing
+
+    try:
+        names = [each for each in dir(obj) if not each.startswith("_")]
+    except Exception:  # a module whose __dir__ raises: no suggestion
+        return ""
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def call_target(

@@ -649,10 +649,20 @@ def test_a_name_added_to_a_module_imported_before_is_said_to_need_a_restart(
             "file holds now, restart jobvisor, or give the job isolation: process, whose every "
             "attempt imports it anew)"
         )
+        # A typo in a module imported before: its file never had it, so no restart would
+        # help (h249); a name close to it is suggested.
+        with pytest.raises(AttributeError) as refused:
+            resolve_target("reloaded_tasks:evli")
+        assert str(refused.value) == "reloaded_tasks:evli: module 'reloaded_tasks' has no 'evli'"
     finally:
         sys.modules.pop("reloaded_tasks", None)
     # Imported now for the first time: what it lacks is a typo, said as before.
     with pytest.raises(AttributeError) as refused:
         resolve_target("reloaded_tasks:nope")
     assert str(refused.value) == "reloaded_tasks:nope: module 'reloaded_tasks' has no 'nope'"
+    with pytest.raises(AttributeError) as refused:
+        resolve_target("reloaded_tasks:evli")
+    assert str(refused.value) == (
+        "reloaded_tasks:evli: module 'reloaded_tasks' has no 'evli' (did you mean 'evil'?)"
+    )
     sys.modules.pop("reloaded_tasks", None)
