@@ -1364,8 +1364,8 @@ class _Parser(WorkReader):
         which matches nothing, looks the same).
         """
         text = item.value
-        if not isinstance(text, str) or not text.strip() or "." in text:
-            return False
+        if not isinstance(text, str) or "." in text or not text.strip().isidentifier():
+            return False  # no class's name (503, exit:3): refused as give_up_on's are (h249)
         name = text.strip()
         builtin = getattr(builtins, name, None)
         if isinstance(builtin, type) and issubclass(builtin, BaseException):

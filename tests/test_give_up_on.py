@@ -547,6 +547,21 @@ def test_retry_on_of_a_python_job_inherited_from_defaults_is_checked() -> None:
     assert any("ConectionError is no builtin exception" in w.message for w in m.warnings)
 
 
+@pytest.mark.parametrize("name", ["503", "exit:3", "connection error"])
+def test_retry_on_of_a_python_job_refuses_what_no_class_can_be_named(name: str) -> None:
+    """Taken with a warning that it "matches a class of any module named so" (h249)."""
+    text = manifest(f"""
+        - name: p
+          python: "isolatedfuncs:fail_as"
+          retry: {{attempts: 2, on: ["{name}"]}}
+        """)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    (issue,) = caught.value.issues
+    assert issue.path == "jobs[0].retry.on[0]", issue
+    assert "expected an importable exception class as module.Class" in issue.message
+
+
 @pytest.mark.parametrize("name", ["exti:3", "exit:x", "exit:", "signals", "timeout"])
 def test_retry_on_of_a_command_job_is_checked(name: str) -> None:
     """A typo of ``exit:N`` or ``signal`` validated and never retried anything."""
