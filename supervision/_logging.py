@@ -43,6 +43,7 @@ import logbook
 from logbook.compat import RedirectLoggingHandler
 
 from actors import JobvisorError, SpecError, active_runtime, describe
+from actors._attempt import current_attempt
 from actors._checks import a_kind
 from actors._runtime import current_task
 from supervision._damper import CLEAN, Summary, TreeDampers
@@ -716,7 +717,14 @@ class _StdlibBridge(RedirectLoggingHandler):  # type: ignore[misc]  # logbook ha
         return int(super().convert_level(level))
 
     def find_extra(self, old_record: logging.LogRecord) -> dict[str, Any]:
-        return {k: v for k, v in vars(old_record).items() if k not in _STDLIB_ATTRS}
+        extra = {k: v for k, v in vars(old_record).items() if k not in _STDLIB_ATTRS}
+        if "path" not in extra:
+            # A python job's own logging, in its thread: about that child, as every record
+            # about a child says (SPEC §5); a child process's lines say it already (h249).
+            attempt = current_attempt()
+            if attempt is not None:
+                extra["path"], extra["attempt"] = attempt.path, attempt.number
+        return extra
 
 
 # -- rendering -----------------------------------------------------------------------------------

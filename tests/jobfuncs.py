@@ -6,6 +6,7 @@ name the test picks, so tests never sleep to find out what a job did.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -195,3 +196,9 @@ def stubborn_until_killed(key: str) -> None:
     finally:
         ENDED[key] = time.monotonic()
         EVENTS[key + ".ended"].set()
+
+
+def log_stdlib(key: str) -> None:
+    """Log through the standard library's logging, as a job's own code does."""
+    _count(key)
+    logging.getLogger("myjob").warning("the job says %s", key)

@@ -262,6 +262,21 @@ def test_a_real_tree_logs_its_decisions_with_path_and_attempt(tmp_path, make_tre
     assert {r["channel"] for r in about_f} <= {"supervision", "actors.job"}
 
 
+def test_a_thread_jobs_own_logging_names_its_path_and_attempt(tmp_path, make_tree) -> None:
+    # Its records came without them, where a child process's lines had them (h249, SPEC §5).
+    log_file = tmp_path / "tree.json"
+    spec = SupervisorSpec(children=(python_job("j", "jobfuncs:log_stdlib", "j"),))
+    with configure_logging(LoggingSpec(level="information", file=str(log_file), format="json")):
+        tree = make_tree(spec)
+        assert tree.wait(20)
+        logging.getLogger("myjob").warning("not a job's")
+        assert tree.stop(timeout=20)
+    records = {r["message"]: r for r in json_lines(log_file) if r["channel"] == "myjob"}
+    said = records["the job says j"]
+    assert (said["path"], said["attempt"]) == ("j", 1)
+    assert records["not a job's"].get("path") is None
+
+
 def test_a_restart_at_information_writes_its_failure_and_its_decision_once_each(
     make_tree,
 ) -> None:
