@@ -64,6 +64,9 @@ log = logbook.Logger("actors.command")
 
 _CHUNK: Final = 65536  # bytes per read(); the default pipe buffer size on Linux
 _READ_ON_MOST: Final = 16  # reads of a pipe once its leader exited, before it counts as held
+# How long a pipe its exited leader left open may take to end, once an attempt, before it
+# counts as held by another member: another thread's fork holds a copy of it until its exec.
+_HELD_WAIT: Final = 0.05
 _MAX_LINE: Final = 65536  # a longer run of bytes without a newline is logged in pieces
 _SHELL: Final = "/bin/sh"
 _VALID_SIGNALS: Final = frozenset(signal.valid_signals())  # a set built per call: slow
@@ -801,13 +804,24 @@ class _Child:
             # lists nothing (see _leader_exited): ending here, inside libev's callback of the
             # exit, would stop watchers and close fds under it.
             return bool(open_streams)
+        waited = False
         for fd, stream in list(open_streams.items()):
             os.set_blocking(fd, False)
             for _ in range(_READ_ON_MOST):  # a writer left behind may never let it run dry
                 try:
                     data = os.read(fd, _CHUNK)
                 except BlockingIOError:
-                    break  # held open by someone else: what they write later is waited for
+                    # Another thread's child, between its fork and its exec, holds a copy of
+                    # every fd for a moment: that moment is waited out (once an attempt)
+                    # before the pipe counts as held by a member that lives on, whose look is
+                    # a listing of /proc (with 2,000 processes on the host, 50 ms an attempt
+                    # and a core's worth of CPU for a daemon of many short commands, h248).
+                    if waited:
+                        break  # held open by someone else: what they write later is waited for
+                    waited = True
+                    if not _readable(fd, _HELD_WAIT):
+                        break
+                    continue
                 if not data:
                     stream.finish()
                     waiter.forget(fd)
@@ -901,6 +915,15 @@ class _Child:
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.close()
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` has something to read, or is at its end, within ``timeout`` seconds."""
+    import select  # noqa: PLC0415 - only when a pipe outlived its leader
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def _policy() -> int:

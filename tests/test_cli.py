@@ -514,7 +514,7 @@ def test_a_second_ctrl_c_kills_a_group_too_and_says_so_once_each(
     # leader before the process ended; init reaps it then).
     pids = read_pids(tmp_path / "pids")
     wait_until(lambda: all(gone(pid) for pid in pids), "every killed job gone", timeout=5)
-    assert re.search(r"^g/a +command +stopped .* killed$", out, re.MULTILINE), out
+    assert re.search(r"^g/a +command +stopped .* killed \(SIGKILL\)$", out, re.MULTILINE), out
 
 
 def test_embedded_status_hides_secrets_too(runtime: str) -> None:
