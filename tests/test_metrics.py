@@ -407,3 +407,33 @@ def test_a_job_removed_while_its_group_is_down_goes_when_its_status_does(
         start_g()
         assert "g/x" not in _nodes(running)
         assert _series(served, "g/x") == {}
+
+
+def test_a_scrape_under_gevent_lets_the_hub_run_while_it_writes_its_text() -> None:
+    # Written out in the hub, 2,000 jobs' metrics held supervision and the control socket for
+    # half a second a scrape (h248). Under threads the endpoint's thread is the OS's own.
+    if RUNTIME != "gevent":
+        pytest.skip("under threads a scrape runs on a thread of its own already")
+    import gevent
+
+    from supervision import python_job
+
+    jobs = tuple(python_job(f"j{n}", "jobfuncs:ok", f"m{n}") for n in range(2000))
+    metrics = TreeMetrics(SupervisorSpec(children=jobs))
+    turns = [0]
+    done = [False]
+
+    def beside() -> None:
+        while not done[0]:
+            turns[0] += 1
+            gevent.sleep(0)
+
+    other = gevent.spawn(beside)
+    gevent.sleep(0)  # it runs once, then waits for its next turn
+    before = turns[0]
+    text = metrics.text()
+    during = turns[0] - before
+    done[0] = True
+    other.join(5)
+    assert b'jobvisor_job_state{kind="python",path="j1999",state="running"} 0.0' in text
+    assert during > 0, "nothing else ran in the hub while the scrape's text was written"
