@@ -202,3 +202,10 @@ def log_stdlib(key: str) -> None:
     """Log through the standard library's logging, as a job's own code does."""
     _count(key)
     logging.getLogger("myjob").warning("the job says %s", key)
+
+
+def fail_after_release(key: str) -> None:
+    """Wait until the test sets EVENTS[key + '.release'], then fail as ``fail`` does."""
+    EVENTS[key + ".release"].wait(30)
+    n = _count(key)
+    raise RuntimeError(f"{key} failed on call {n}")
