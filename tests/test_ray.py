@@ -209,8 +209,10 @@ def test_give_up_on_and_retry_on_name_a_remote_failure_as_a_local_one(
     assert (g["state"], g["starts"]) == ("gave_up", 1), g
     # On its first line, as the failure line and the summary table show it (the traceback
     # follows below it).
-    assert g["last_exit"]["error"].split("\n", 1)[0].endswith(
-        "(give_up_on.exceptions matched KeyError (builtins.KeyError))"
+    assert (
+        g["last_exit"]["error"]
+        .split("\n", 1)[0]
+        .endswith("(give_up_on.exceptions matched KeyError (builtins.KeyError))")
     )
     assert (r["state"], calls.read_text()) == ("succeeded", "3")
 
