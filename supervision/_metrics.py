@@ -131,7 +131,10 @@ class TreeMetrics:
         from gevent import get_hub  # noqa: PLC0415 - loaded whenever this runs (gevent)
 
         collected = _Collected(list(self.registry.collect()))
-        text: bytes = get_hub().threadpool.apply(generate_latest, (collected,))
+        try:
+            text: bytes = get_hub().threadpool.apply(generate_latest, (collected,))
+        except RuntimeError:  # no thread to be had (a host at its limit): written here
+            return generate_latest(collected)
         return text
 
     def sink(self, then: Callable[[Event], None] | None = None) -> Callable[[Event], None]:

@@ -11,11 +11,12 @@ failure is ever silent.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 from collections import deque
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import logbook
 import pykka
@@ -109,6 +110,11 @@ if TYPE_CHECKING:
 
 
 __all__ = ["Supervisor"]
+
+# Where the traceback an error carries begins (an exception group's too).
+_TRACEBACK_START: Final = re.compile(
+    r"\n[ |+]*(?:Exception Group )?Traceback \(most recent call last\):"
+)
 
 log = logbook.Logger("supervision")
 
@@ -892,10 +898,12 @@ class Supervisor(OwnActor):
             error = self.ctx.shown(reason.error)
         rule = self._give_up_rule(rec, reason)
         if rule is not None:
-            # On its first line, which the log's failure line and the summary table show (a
-            # child process's error has its traceback below it: the rule went after that).
-            head, newline, rest = (error or "").partition("\n")
-            error = f"{head} ({rule}){newline}{rest}"
+            # Before a traceback the error carries (a child process's, a Ray node's), so that
+            # the failure line and the summary table, which show its first line, show it too.
+            text = error or ""
+            found = _TRACEBACK_START.search(text)
+            cut = len(text) if found is None else found.start()
+            error = f"{text[:cut]} ({rule}){text[cut:]}"
         # When it exited: its last attempt's end, if it brings one (a restart in place may be
         # told up to ``InPlace.HOLD`` later); else now, as it is handled.
         at = self.ctx.wall() if msg.attempt is None else msg.attempt.ended_at
