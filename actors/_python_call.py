@@ -96,7 +96,7 @@ def resolve_target(target: str) -> Any:
             obj = getattr(obj, sys.intern(part))  # interned: no new string per attempt
         except AttributeError:
             said = f"{target}: module {module_name!r} has no {attr_path!r}"
-            hint = _imported_before(obj, imported, part) or _close_to(obj, part)
+            hint = _imported_before(obj, imported, part) or _close_to(obj, part, imported)
             raise AttributeError(said + hint) from None
     if not callable(obj):
         kind = type(obj).__name__
@@ -111,44 +111,96 @@ def _imported_before(module: Any, imported: bool, name: str) -> str:
     naming a function its file has now, and the job failed with "has no ..."). Said only
     when its file defines ``name`` now: a typo's file never did (h249)."""
     where = getattr(module, "__file__", None) if imported else None
-    if not where or not _defines(where, name):
+    if not where or name not in _file_names(where):
         return ""
-    return (
-        f" (it was imported from {where} before, and a module is imported once in a "
-        "process: to run what its file holds now, restart jobvisor, or give the job "
-        "isolation: process, whose every attempt imports it anew)"
-    )
+    return _IMPORTED_BEFORE.format(where=where)
 
 
-def _defines(path: str, name: str) -> bool:
-    """Whether the source at ``path`` defines ``name`` at its top level (a def, a class, an
-    assignment, an import of it): read on a failure only."""
-    import re  # noqa: PLC0415 - only when a name is missing
-
-    try:
-        with open(path, encoding="utf-8", errors="replace") as file:  # noqa: PTH123
-            text = file.read(4 << 20)
-    except OSError:
-        return False
-    word = re.escape(name)
-    found = re.search(
-        rf"^(?:(?:async\s+)?def|class)\s+{word}\b|^{word}\s*[:=]|^(?:from|import)\s.*\b{word}\b",
-        text,
-        re.MULTILINE,
-    )
-    return found is not None
+_IMPORTED_BEFORE = (
+    " (it was imported from {where} before, and a module is imported once in a "
+    "process: to run what its file holds now, restart jobvisor, or give the job "
+    "isolation: process, whose every attempt imports it anew)"
+)
 
 
-def _close_to(obj: Any, name: str) -> str:
-    """`` (did you mean 'show'?)`` when ``obj`` has a public name close to ``name``."""
+def _close_to(obj: Any, name: str, imported: bool) -> str:
+    """`` (did you mean 'show'?)`` when ``obj`` has a public name close to ``name``, or its
+    file defines one now (then why it is not there yet is said too)."""
     import difflib  # noqa: PLC0415 - only when a name is missing
 
     try:
-        names = [each for each in dir(obj) if not each.startswith("_")]
+        names = {each for each in dir(obj) if not each.startswith("_")}
     except Exception:  # a module whose __dir__ raises: no suggestion
         return ""
-    close = difflib.get_close_matches(name, names, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    where = getattr(obj, "__file__", None)
+    in_file = _file_names(where) if isinstance(where, str) else frozenset()
+    close = difflib.get_close_matches(name, sorted(names | in_file), n=1)
+    if not close:
+        return ""
+    hint = f" (did you mean {close[0]!r}?)"
+    if close[0] not in names and imported:
+        hint += _IMPORTED_BEFORE.format(where=where)
+    return hint
+
+
+def _file_names(path: str) -> frozenset[str]:
+    """The names a Python source file binds at its top level (under an ``if`` or ``try``
+    too): its defs, classes, assignments and imports. Empty for anything but a ``.py`` file
+    of at most 4 MiB that parses. Read on a failure only, once per version of the file."""
+    try:
+        st = os.stat(path)  # noqa: PTH116 - no pathlib in a child's imports
+    except OSError:
+        return frozenset()
+    if not path.endswith(".py") or st.st_size > 4 << 20:
+        return frozenset()
+    key = (path, st.st_mtime_ns, st.st_size)  # a file changed is read again
+    names = _NAMES.get(key)
+    if names is None:
+        if len(_NAMES) >= 64:
+            _NAMES.clear()
+        names = _NAMES[key] = _names_in(path)
+    return names
+
+
+# Each file's names by (path, mtime, size): a crash loop of a missing name reads it once.
+_NAMES: dict[tuple[str, int, int], frozenset[str]] = {}
+
+
+def _names_in(path: str) -> frozenset[str]:
+    import ast  # noqa: PLC0415 - only when a name is missing
+
+    try:
+        with open(path, "rb") as file:  # noqa: PTH123
+            tree = ast.parse(file.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return frozenset()
+    names: set[str] = set()
+    body: list[Any] = list(tree.body)
+    while body:
+        node = body.pop()
+        names.update(_bound_by(ast, node))
+        if isinstance(node, ast.If | ast.Try | ast.With):
+            body.extend(node.body)
+            body.extend(getattr(node, "orelse", ()))
+            body.extend(getattr(node, "finalbody", ()))
+            for handler in getattr(node, "handlers", ()):
+                body.extend(handler.body)
+    return frozenset(names)
+
+
+def _bound_by(ast: Any, node: Any) -> list[str]:
+    """The names one top-level statement binds (none for an annotation alone)."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return [alias.asname or alias.name.split(".")[0] for alias in node.names]
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, ast.AnnAssign | ast.AugAssign) and node.value is not None:
+        targets = [node.target]
+    else:
+        return []
+    return [n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)]
 
 
 def call_target(

@@ -653,7 +653,30 @@ def test_a_name_added_to_a_module_imported_before_is_said_to_need_a_restart(
         # help (h249); a name close to it is suggested.
         with pytest.raises(AttributeError) as refused:
             resolve_target("reloaded_tasks:evli")
-        assert str(refused.value) == "reloaded_tasks:evli: module 'reloaded_tasks' has no 'evli'"
+        assert str(refused.value) == (
+            "reloaded_tasks:evli: module 'reloaded_tasks' has no 'evli' (did you mean 'evil'?) "
+            f"(it was imported from {source} before, and a module is imported once in a "
+            "process: to run what its file holds now, restart jobvisor, or give the job "
+            "isolation: process, whose every attempt imports it anew)"
+        )
+        # Only what the file binds: a name in a comment, a docstring or another's import is
+        # not its own; one under an if, or imported over lines, is.
+        source.write_text(
+            '"""def late(): a docstring."""\n'
+            "# def later(): a comment\n"
+            "from os import (\n    sep,\n)\n"
+            "if True:\n    def maybe():\n        pass\n"
+            "limit: int\n"
+        )
+        for name, hinted in (("late", False), ("later", False), ("limit", False)):
+            with pytest.raises(AttributeError) as refused:
+                resolve_target(f"reloaded_tasks:{name}")
+            assert ("imported once" in str(refused.value)) is hinted, name
+        for name in ("sep", "maybe"):
+            with pytest.raises(AttributeError) as refused:
+                resolve_target(f"reloaded_tasks:{name}")
+            assert "imported once" in str(refused.value), name
+        source.write_text("def ok():\n    return None\n\n\ndef evil():\n    return None\n")
     finally:
         sys.modules.pop("reloaded_tasks", None)
     # Imported now for the first time: what it lacks is a typo, said as before.
