@@ -1130,7 +1130,10 @@ class Supervisor(OwnActor):
         self, msg: str, args: tuple[Any, ...], cause: BaseException | None
     ) -> tuple[str, tuple[Any, ...]]:
         """A failure's log line with the traceback of ``cause`` below it, if it has one to show."""
-        trace = None if cause is None else traceback_of(cause)
+        # Not for a record nobody makes (its logger off: --log-level none, the benchmarks):
+        # an actor's traceback, formatted for nothing, doubled its crash loop's cycle.
+        off = log.disabled or log.level > logbook.ERROR
+        trace = None if cause is None or off else traceback_of(cause)
         if trace is None:
             return msg, args
         return f"{msg}\n{{}}", (*args, self.ctx.mask(trace))
