@@ -321,10 +321,16 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every secret, in every quoted and escaped form, replaced by ``***``."""
     secrets = frozenset(secrets)
     text = _masker(secrets).mask(text)
-    # Values too short for the masker to hide everywhere are still hidden where they appear whole.
+    # Values too short for the masker to hide everywhere are still hidden where they appear
+    # whole: not inside a word (`TK=ab` made "read***le" of every "readable", h251).
     for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
+        if not secret:
+            continue
+        if SecretMasker.maskable(secret):
             text = text.replace(secret, "***")
+        else:
+            whole = rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])"
+            text = re.sub(whole, "***", text)
     return text
 
 

@@ -767,6 +767,15 @@ def test_a_secret_too_short_to_mask_is_warned_of_once_naming_its_place(tmp_path:
     )
 
 
+def test_a_short_secret_is_hidden_in_a_manifest_error_only_where_it_is_whole() -> None:
+    # `TK=ab` made "read***le" of an error's "readable" (h251).
+    from supervision._issues import mask
+
+    text = "expected a readable file, got 'ab' (ab) for variable AB"
+    assert mask(text, {"ab"}) == "expected a readable file, got '***' (***) for variable AB"
+    assert mask("token=s3cr3tvalue, again s3cr3tvalue", {"s3cr3tvalue"}) == ("token=***, again ***")
+
+
 def test_a_token_written_in_the_manifest_is_warned_of_and_masked(tmp_path: Path) -> None:
     """A plain-text token was taken silently and never masked: a job echoing it logged it in
     clear, while ``--explain`` showed ``token=***`` (review)."""
