@@ -116,11 +116,13 @@ def test_status_while_the_daemon_stops_says_it_is_stopping_not_that_none_runs(
         jobs:
           - name: deaf
             service: true
-            command: "trap '' TERM; echo up; exec sleep 60"
+            command: "trap '' TERM; touch up; exec sleep 60"
             stop: {grace: 60s}
         """,
     )
     try:
+        # Its trap set first: a SIGTERM before it ended the job, and the daemon, at once (CI).
+        wait_until((tmp_path / "up").exists, "deaf ignores SIGTERM", proc=running.proc)
         running.proc.send_signal(signal.SIGTERM)  # its jobs get 60 s: it stops for that long
         wait_until(lambda: running.cli("status").returncode == 3, "the socket gone")
         out = running.cli("status")
