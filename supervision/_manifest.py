@@ -361,6 +361,13 @@ RETRY_KEYS: Final = ("attempts", "wait", "on")
 READY_KEYS: Final = ("tcp", "http", "command", "timeout", "interval")
 PLACEMENT_KEYS: Final = ("ray",)
 # fmt: on
+# give_up_on's keys: the kinds that fail that way, as said, and the one that never does. A python
+# job has an exit code too (sys.exit(n), an int result), and an HTTP status if its own code
+# raises jobvisor's HttpStatusError.
+_GIVE_UP_UNMET: Final = (
+    ("http_status", "http", "command", "HTTP status"),
+    ("exit_codes", "command or python", "http", "exit code"),
+)
 _KIND_NOUN: Final = {"command": "a command job", "http": "an http job", "python": "a python job"}
 
 # Fields a python job has only in a child process of its own (isolation: process): a thread
@@ -1131,6 +1138,15 @@ class _Parser(WorkReader):
             mode = "periodic" if schedule.periodic else "once"
             at, what = f["ready"], "ready only on a service (service: true)"
             self.add(at, f"expected {what}, got it on a {mode} job")
+        self.warn_never_applies(f, kind, schedule, inherited)
+        return self.options_read(job, f, kind, options, stop_signal)
+
+    def warn_never_applies(
+        self, f: dict[str, V], kind: str | None, schedule: object, inherited: set[str]
+    ) -> None:
+        """A job's own exit rules that its kind or run mode never meets (not its defaults')."""
+        if "give_up_on" in f and "give_up_on" not in inherited:
+            self.warn_give_up_unmet(f["give_up_on"], kind)
         codes = "success_exit_codes"
         service = isinstance(schedule, Schedule) and schedule.service
         if service and codes in f and codes not in inherited:
@@ -1142,7 +1158,18 @@ class _Parser(WorkReader):
                 "(a once job with restart: transient, the default, is restarted after any "
                 "other exit)",
             )
-        return self.options_read(job, f, kind, options, stop_signal)
+
+    def warn_give_up_unmet(self, v: V, kind: str | None) -> None:
+        """A job's own ``give_up_on`` rule for what its kind never fails with: a command has
+        no HTTP status, an http job no exit code (one from ``defaults`` is for every kind)."""
+        entries = entries_of(v) or {}
+        for key, noun, never, lacks in _GIVE_UP_UNMET:
+            if key in entries and kind == never:
+                self.warn(
+                    entries[key],
+                    f"expected give_up_on.{key} on {noun} jobs, got it on {_KIND_NOUN[kind]}, "
+                    f"which has no {lacks}: it never applies",
+                )
 
     def warn_permanent_once(
         self, f: dict[str, V], schedule: object, options: dict[str, Any]

@@ -2062,6 +2062,47 @@ def test_success_exit_codes_on_a_service_are_warned_of(tmp_path: Path) -> None:
     )
 
 
+def test_a_give_up_on_rule_its_job_kind_never_meets_is_warned_of(tmp_path: Path) -> None:
+    """A command never has an HTTP status, an http job never an exit code: such a rule of a
+    job's own never applies (one from defaults, for every kind, is not warned of)."""
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(
+        doc(
+            """
+            version: 1
+            defaults: {give_up_on: {http_status: [401], exit_codes: [2]}}
+            jobs:
+              - {name: a, command: [sh], give_up_on: {http_status: [404], exit_codes: [3]}}
+              - {name: b, http: {url: "http://127.0.0.1:9/"}, give_up_on: {exit_codes: 3}}
+              - {name: c, python: "os:getcwd", give_up_on: {exit_codes: [3], http_status: 410}}
+              - {name: d, command: [sh]}
+              - name: e
+                http: {url: "http://127.0.0.1:9/"}
+                give_up_on: {http_status: [404], exceptions: [builtins.OSError]}
+            """
+        )
+    )
+    m = load_manifest(manifest, env={})
+    assert [(w.path, w.line, w.message) for w in m.warnings] == [
+        (
+            "jobs[0].give_up_on.http_status",
+            4,
+            (
+                "expected give_up_on.http_status on http jobs, got it on a command job, which "
+                "has no HTTP status: it never applies"
+            ),
+        ),
+        (
+            "jobs[1].give_up_on.exit_codes",
+            5,
+            (
+                "expected give_up_on.exit_codes on command or python jobs, got it on an http "
+                "job, which has no exit code: it never applies"
+            ),
+        ),
+    ]
+
+
 def test_a_dependant_listed_before_its_dependency_under_rest_for_one_is_warned_of() -> None:
     """OTP's rest_for_one restarts those listed after the failed child: a dependant listed
     before its dependency is not restarted with it (the list order stays the rule)."""
