@@ -159,15 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="job paths (etl/load ...), signalled in order",
     )
     signal.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    _shutdown_arguments(
+        sub.add_parser(
+            "shutdown",
+            parents=[common],
+            help="stop the daemon gracefully, as SIGTERM does, and wait until it has ended "
+            "(supervisorctl shutdown, systemctl stop)",
+        )
+    )
     history = sub.add_parser(
         "history", parents=[common], help="attempts and supervisor decisions from the journal"
     )
     _history_arguments(history)
-    logs = sub.add_parser("logs", parents=[common], help="the output of one job (from its file)")
-    logs.add_argument("job", type=_child_path, help="a job path such as etl/load")
-    logs.add_argument("-f", "--follow", action="store_true", help="go on printing new lines")
-    logs.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="default: 50")
-    logs.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    _logs_arguments(
+        sub.add_parser("logs", parents=[common], help="the output of one job (from its file)")
+    )
     top = sub.add_parser("top", parents=[common], help="a live view of the daemon's tree")
     top.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
     unit = sub.add_parser(
@@ -183,6 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the manifest's JSON Schema (for editors: # yaml-language-server: $schema=)",
     )
     return parser
+
+
+def _logs_arguments(logs: argparse.ArgumentParser) -> None:
+    logs.add_argument("job", type=_child_path, help="a job path such as etl/load")
+    logs.add_argument("-f", "--follow", action="store_true", help="go on printing new lines")
+    logs.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="default: 50")
+    logs.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+
+
+def _shutdown_arguments(shutdown: argparse.ArgumentParser) -> None:
+    shutdown.add_argument(
+        "--no-block", action="store_true", help="answer once the stop began, not once it ended"
+    )
+    shutdown.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
 
 
 def _signal_arg(text: str) -> int:
@@ -595,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         "top": _top,
         "unit": _unit,
         "schema": _schema,
+        "shutdown": _shutdown,
     }
     try:
         return _written(commands.get(args.command, _control), args)
@@ -1366,6 +1387,53 @@ def _control(args: argparse.Namespace) -> int:
     if kept:
         _write_answers(args, kept)
     return code
+
+
+def _shutdown(args: argparse.Namespace) -> int:
+    """``jobvisor shutdown``: the daemon's graceful stop, waited for unless ``--no-block``."""
+    from supervision._client import NoDaemonError, elsewhere, find_state_dir  # noqa: PLC0415
+    from supervision._shutdown import ShutdownRefusedError, ask_shutdown  # noqa: PLC0415
+
+    as_json = getattr(args, "json", False)
+    directory = find_state_dir(args.manifest, getattr(args, "state_dir", None))
+    began = time.monotonic()
+    try:
+        stopping = ask_shutdown(directory)
+    except (NoDaemonError, ShutdownRefusedError) as exc:
+        said = str(exc)
+        if isinstance(exc, NoDaemonError) and not getattr(args, "state_dir", None):
+            said += elsewhere(args.manifest, directory)
+        _error(said)
+        if as_json:
+            code = "no_daemon" if isinstance(exc, NoDaemonError) else "refused"
+            sys.stdout.write(
+                json.dumps({"ok": False, "code": code, "error": said}, indent=2) + "\n"
+            )
+        return NO_DAEMON if isinstance(exc, NoDaemonError) else FAILED
+    with stopping:
+        who = f"daemon (pid {stopping.pid})"
+        document: dict[str, Any] = {
+            "ok": True,
+            "pid": stopping.pid,
+            "already_stopping": stopping.already,
+            "stopped": False,
+        }
+        if not as_json:
+            sys.stdout.write(f"{who}: stopping{' already' if stopping.already else ''}\n")
+            sys.stdout.flush()
+        if not args.no_block:
+            try:
+                stopping.wait()
+            except KeyboardInterrupt:
+                _error(f"stopped waiting; the {who} goes on stopping")
+                return FAILED
+            took = time.monotonic() - began
+            document.update(stopped=True, took=round(took, 3))
+            if not as_json:
+                sys.stdout.write(f"{who}: stopped ({took:.1f}s)\n")
+    if as_json:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    return OK
 
 
 def _ask_each(

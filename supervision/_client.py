@@ -1,7 +1,7 @@
 """The control client: find a manifest's state dir and talk to its daemon over the socket.
 
-``jobvisor status``, ``start``, ``stop``, ``restart``, ``signal`` and ``reload`` run this
-and nothing else, so it imports only the standard library (no pykka, gevent,
+``jobvisor status``, ``start``, ``stop``, ``restart``, ``signal``, ``reload`` and
+``shutdown`` run this and nothing else, so it imports only the standard library (no pykka, gevent,
 logbook, requests; YAML only when the manifest declares a ``state_dir``): a
 control command costs little more than the interpreter's own start. The
 daemon's side of the protocol is ``supervision._daemon``.
@@ -25,7 +25,7 @@ from supervision._files import check_server
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import re
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from typing import Any, Final
 
 __all__ = [
@@ -36,9 +36,13 @@ __all__ = [
     "SOCKET_NAME",
     "NoDaemonError",
     "StateDirError",
+    "connected",
     "elsewhere",
+    "exchange",
     "find_state_dir",
     "held_by_run",
+    "holder",
+    "peer_pid",
     "request",
     "signal_name",
     "signal_number",
@@ -169,7 +173,7 @@ def held_by_run(found: str) -> str:
     anything). The lock is tried for an instant, shared, never kept: a lock file keeps its
     ``PID run`` after its run ended, and the pid may be another's since (``npm run``).
     """
-    held = _holder(found, "run")
+    held = holder(found, "run")
     if held is None:
         return ""
     pid, written = held
@@ -191,7 +195,7 @@ def stopping_daemon(found: str) -> str:
     """
     if os.path.lexists(os.path.join(found, SOCKET_NAME)):
         return ""  # there is one to ask: it did not answer (busy), which the error says
-    held = _holder(found, "daemon")
+    held = holder(found, "daemon")
     if held is None:
         return ""
     return (
@@ -200,7 +204,7 @@ def stopping_daemon(found: str) -> str:
     )
 
 
-def _holder(found: str, kind: str) -> tuple[int, int] | None:
+def holder(found: str, kind: str) -> tuple[int, int] | None:
     """(pid, mtime ns of the lock file) of the live ``jobvisor KIND`` (``run``, ``daemon``)
     holding ``found``'s lock now, if that is what holds it."""
     lock = _own(os.path.join(found, "daemon.lock"), held=True)
@@ -366,26 +370,41 @@ def request(
     """
     if timeout is None:
         timeout = ACTION_TIMEOUT if req.get("op") in _ACTIONS else 60.0
+    with connected(state_dir, timeout) as (sock, path):
+        return exchange(sock, path, req, timeout)
+
+
+@contextlib.contextmanager
+def connected(
+    state_dir: str | os.PathLike[str], timeout: float
+) -> Iterator[tuple[socket.socket, str]]:
+    """A connection to the daemon of ``state_dir`` (checked to be this user's own server) and
+    its socket's path; ``NoDaemonError`` when none can be reached."""
     path = os.path.join(state_dir, SOCKET_NAME)
     with _connect(path, timeout) as sock:
         problem = check_server(sock, state_dir)
         if problem is not None:
             raise NoDaemonError(problem)
-        try:
-            # A daemon that is busy answers and closes at once: its answer is still to read.
-            with contextlib.suppress(BrokenPipeError):
-                version = PROTOCOL if _PLAIN_KEYS.issuperset(req) else OPTIONS_PROTOCOL
-                sock.sendall(json.dumps({"v": version, **req}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except TimeoutError:
-            raise NoDaemonError(_no_answer(sock, path, timeout, req)) from None
-        except OSError as exc:
-            raise NoDaemonError(f"lost the daemon at {path}: {_reason(exc)}") from None
+        yield sock, path
+
+
+def exchange(sock: socket.socket, path: str, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Send ``req`` on a ``connected`` socket and read the daemon's reply (see ``request``)."""
+    try:
+        # A daemon that is busy answers and closes at once: its answer is still to read.
+        with contextlib.suppress(BrokenPipeError):
+            version = PROTOCOL if _PLAIN_KEYS.issuperset(req) else OPTIONS_PROTOCOL
+            sock.sendall(json.dumps({"v": version, **req}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        raise NoDaemonError(_no_answer(sock, path, timeout, req)) from None
+    except OSError as exc:
+        raise NoDaemonError(f"lost the daemon at {path}: {_reason(exc)}") from None
     try:
         reply = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -419,18 +438,26 @@ def _older(error: str, req: dict[str, Any]) -> str:
     return error
 
 
+def peer_pid(sock: socket.socket) -> int | None:
+    """The pid of the process at the other end of a unix socket; None where none is told."""
+    peer_cred = getattr(socket, "SO_PEERCRED", None)
+    if peer_cred is None:
+        return None
+    import struct  # noqa: PLC0415 - control commands stay light
+
+    ucred = struct.Struct("3i")  # pid, uid, gid
+    try:
+        pid: int = ucred.unpack(sock.getsockopt(socket.SOL_SOCKET, peer_cred, ucred.size))[0]
+    except OSError:
+        return None
+    return pid
+
+
 def _no_answer(sock: socket.socket, path: str, timeout: float, req: dict[str, Any]) -> str:
     """A daemon that took a request and did not answer (stopped, stuck) may still act on it
     later: said, so that exit 3 ("no daemon") is not read as "nothing will happen"."""
-    pid = ""
-    peer_cred = getattr(socket, "SO_PEERCRED", None)
-    if peer_cred is not None:
-        import struct  # noqa: PLC0415 - only on the way out
-
-        ucred = struct.Struct("3i")  # pid, uid, gid
-        with contextlib.suppress(OSError):
-            cred = sock.getsockopt(socket.SOL_SOCKET, peer_cred, ucred.size)
-            pid = f" (pid {ucred.unpack(cred)[0]})"
+    peer = peer_pid(sock)
+    pid = "" if peer is None else f" (pid {peer})"
     said = f"the daemon{pid} at {path} gave no answer in {timeout:g}s"
     if req.get("op") == "status":
         return said

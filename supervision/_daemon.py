@@ -3,7 +3,8 @@
 The control protocol is one JSON object per line, one request per connection (the
 client's side, ``request``, is ``supervision._client``):
 ``{"v": 1, "op": "status" | "start" | "stop" | "restart" | "reload", "job": PATH}``, or
-``{"v": 1, "op": "signal", "job": PATH, "signal": NUMBER}``; a request with an option,
+``{"v": 1, "op": "signal", "job": PATH, "signal": NUMBER}``, or ``{"v": 1, "op": "shutdown"}``
+(a graceful stop of the daemon, as SIGTERM's); a request with an option,
 ``{"v": 2, "op": "reload", "dry_run": true}`` (or a start's or restart's ``"no_block": true``:
 answered once taken, not once the child is up), is version 2, which a daemon of version 1
 refuses (it ignored unknown keys: it would have reloaded), and which refuses an option it
@@ -489,7 +490,8 @@ class ControlServer:
         op = req.get("op")
         if op not in _KEYS:
             raise _BadRequest(
-                f"unknown op {op!r}: expected status, start, stop, restart, signal or reload"
+                f"unknown op {op!r}: expected status, start, stop, restart, signal, reload or "
+                "shutdown"
             )
         _check_options(req, version, op)
         if op in ("start", "stop", "restart", "signal") and not (
@@ -538,6 +540,7 @@ _KEYS: Final[dict[str, frozenset[str]]] = {
     "restart": frozenset({"job", "no_block"}),
     "signal": frozenset({"job", "signal"}),
     "reload": frozenset({"dry_run"}),
+    "shutdown": frozenset(),
 }
 
 
@@ -668,6 +671,7 @@ class Daemon:
         self._stopping = False
         self._again = False  # a signal came while stopping: what still runs is to be killed
         self._stop_by: int | None = None  # the signal that began the stop, if one did
+        self._shutdown_via: str | None = None  # or the shutdown request, and through what
         self._noted: list[int] = []  # SIGUSR1s and SIGUSR2s the main loop has yet to say
         self.forced = False  # it was: the stop was cut short
         # Under gevent, a job's call that never yields keeps the main loop from acting on a
@@ -839,8 +843,9 @@ class Daemon:
 
     def _stop_detail(self, code: int, took: float) -> dict[str, Any]:
         """How the daemon stopped, for its ``daemon_stop`` row: its pid, ``how`` (the signal's name,
-        ``hangup``, ``state dir lost``, ``tree ended``, ``error``), ``via`` when a signal
-        asked, the exit code and how long the stop took; the reason where there is one."""
+        ``hangup``, ``shutdown``, ``state dir lost``, ``tree ended``, ``error``), ``via`` when a
+        signal or a request asked, the exit code and how long the stop took; the reason where
+        there is one."""
         detail: dict[str, Any] = {}
         if self._failed is not None:
             detail = {"how": "error", "error": self._failed}
@@ -852,6 +857,8 @@ class Daemon:
             detail = {"how": "hangup", "via": "signal"}
         elif self._stop_by is not None:
             detail = {"how": signal.Signals(self._stop_by).name, "via": "signal"}
+        elif self._shutdown_via is not None:
+            detail = {"how": "shutdown", "via": self._shutdown_via}
         else:
             detail = {"how": "asked"}  # Daemon.stop() by the program that embeds it
         if self.forced:
@@ -1139,6 +1146,12 @@ class Daemon:
     def handle(self, req: dict[str, Any], via: str = "control") -> dict[str, Any]:
         """Answer a control request; ``via``: through what it came (``control``, the socket;
         ``http``, the endpoint), which the journal's row of what it did says."""
+        if req["op"] == "shutdown":  # a starting daemon's too: its start is cut short
+            return self._shut_down(via)
+        return self._on_tree(req, via)
+
+    def _on_tree(self, req: dict[str, Any], via: str) -> dict[str, Any]:
+        """A request about the tree: its status, a reload, an action on a child."""
         from supervision._tree import COMMAND_TIMEOUT  # noqa: PLC0415 - avoids an import cycle
 
         # From the request's arrival: its wait for another action's lock counts, so that its
@@ -1164,6 +1177,16 @@ class Daemon:
             with self._signal_lock, self._acting("signal", req["job"], via):
                 return send_signal(tree, req["job"], req["signal"])
         return self._act(tree, op, req["job"], via, asked, up=req.get("no_block") is not True)
+
+    def _shut_down(self, via: str) -> dict[str, Any]:
+        """``jobvisor shutdown``: the graceful stop SIGTERM begins, answered at once (the
+        client waits for the process's end, which outlasts the socket)."""
+        already = self._stopping
+        if not already:
+            self._shutdown_via = via
+            log.info("shutdown asked (via {}): stopping every job gracefully", via)
+            self.stop()
+        return {"ok": True, "result": {"pid": os.getpid(), "already": already}}
 
     def _act(
         self, tree: Tree, op: str, job: str, via: str, asked: float, *, up: bool = True

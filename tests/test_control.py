@@ -72,7 +72,8 @@ def test_an_op_the_daemon_does_not_know_says_the_daemon_may_be_older(tmp_path: P
         reply = request(tmp_path, {"op": "frobnicate"}, timeout=10)
     assert (reply["ok"], reply["code"]) == (False, "bad_request")
     assert reply["error"] == (
-        "unknown op 'frobnicate': expected status, start, stop, restart, signal or reload "
+        "unknown op 'frobnicate': expected status, start, stop, restart, signal, reload or "
+        "shutdown "
         "(the daemon may be from an older jobvisor than this command: restart it with this "
         "jobvisor to use the command)"
     )

@@ -1,0 +1,206 @@
+"""`jobvisor shutdown`: a daemon stopped by a command, as supervisorctl shutdown and systemctl
+stop do, waited for until it is gone (its jobs given their stop grace)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from faultkit import DAEMON, Running, gone, start_daemon, stop_daemon, wait_until
+
+from supervision._history import journal_path, read_history
+
+
+def _stubborn(tmp_path: Path, grace: str) -> str:
+    """A manifest with a job that ignores SIGTERM, killed after ``grace``; and one that notes
+    its SIGTERM in ``tmp_path/polite``."""
+    return f"""\
+        version: 1
+        jobs:
+          - name: polite
+            command: "trap 'touch {tmp_path / "polite"}; exit 0' TERM; while :; do sleep 0.05; done"
+            service: true
+          - {{name: stubborn, command: "trap '' TERM; exec sleep 600", service: true,
+              stop: {{grace: {grace}}}}}
+        """
+
+
+def _up(running: Running) -> None:
+    wait_until(
+        lambda: running.nodes()["stubborn"]["state"] == "running",
+        "stubborn running",
+        proc=running.proc,
+        timeout=30,
+    )
+
+
+def _stop_row(state: Path) -> dict[str, object]:
+    rows = [
+        r for r in read_history(journal_path(state), None, 500) if r.get("kind") == "daemon_stop"
+    ]
+    assert len(rows) == 1, rows
+    detail = rows[0]["detail"]
+    assert isinstance(detail, dict)
+    return detail
+
+
+def test_shutdown_stops_the_daemon_gracefully_and_returns_once_it_is_gone(tmp_path: Path) -> None:
+    running = start_daemon(tmp_path, _stubborn(tmp_path, "1s"))
+    try:
+        _up(running)
+        began = time.monotonic()
+        out = running.cli("shutdown")
+        took = time.monotonic() - began
+        # Gone when the command returns: its process has ended (a zombie of ours till reaped).
+        assert running.proc.poll() == 0, out
+        assert out.returncode == 0, out.stderr
+        assert took >= 1.0  # the stubborn job's grace was waited out
+        pid = running.proc.pid
+        lines = out.stdout.splitlines()
+        assert lines[0] == f"daemon (pid {pid}): stopping"
+        assert lines[1].startswith(f"daemon (pid {pid}): stopped (")
+        assert (tmp_path / "polite").exists()  # its stop signal, not the process's end
+        detail = _stop_row(running.state)
+        assert (detail["how"], detail["via"], detail["code"]) == ("shutdown", "control", 0)
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_shutdown_no_block_answers_once_the_stop_began(tmp_path: Path) -> None:
+    running = start_daemon(tmp_path, _stubborn(tmp_path, "20s"))
+    try:
+        _up(running)
+        out = running.cli("shutdown", "--no-block", "--json")
+        assert out.returncode == 0, out.stderr
+        assert running.proc.poll() is None  # still waiting out the stubborn job's 20 s grace
+        assert json.loads(out.stdout) == {
+            "ok": True,
+            "pid": running.proc.pid,
+            "already_stopping": False,
+            "stopped": False,
+        }
+        # Asked again while it stops: it is stopping already (its socket may be gone by now).
+        again = running.cli("shutdown", "--no-block")
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == f"daemon (pid {running.proc.pid}): stopping already\n"
+    finally:
+        # A second signal kills what still runs at once (exit 1, forced): the test is done.
+        running.proc.send_signal(signal.SIGTERM)
+        assert stop_daemon(running) in (0, 1)
+
+
+def test_a_shutdown_of_a_daemon_stopping_already_waits_for_its_end(tmp_path: Path) -> None:
+    running = start_daemon(tmp_path, _stubborn(tmp_path, "1s"))
+    try:
+        _up(running)
+        running.proc.send_signal(signal.SIGTERM)
+        out = running.cli("shutdown", "--json")
+        assert out.returncode == 0, out.stderr
+        assert running.proc.poll() == 0
+        document = json.loads(out.stdout)
+        assert document["already_stopping"] is True
+        assert document["stopped"] is True
+        assert isinstance(document["took"], float)
+        assert _stop_row(running.state)["how"] == "SIGTERM"  # the signal began it
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_shutdown_with_no_daemon_is_exit_3(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text(DAEMON)
+    out = subprocess.run(
+        [*_cli(), "shutdown"], cwd=tmp_path, env=_env(), capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 3
+    assert out.stdout == ""
+    assert "no daemon is running" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_shutdown_takes_no_job_path(tmp_path: Path) -> None:
+    running = start_daemon(tmp_path, DAEMON)
+    try:
+        out = running.cli("shutdown", "svc")
+        assert out.returncode == 2
+        assert "unrecognized arguments: svc" in out.stderr
+        assert running.proc.poll() is None
+    finally:
+        assert stop_daemon(running) == 0
+
+
+def test_shutdown_of_a_daemon_that_does_not_know_it_says_how_to_stop_it(tmp_path: Path) -> None:
+    """An older daemon refuses an op it does not know: the command says to send SIGTERM."""
+    from supervision._shutdown import shutdown_refused
+
+    said = shutdown_refused(
+        {"ok": False, "code": "bad_request", "error": "unknown op 'shutdown': expected ..."},
+        4242,
+    )
+    assert said == (
+        "unknown op 'shutdown': expected ... (the daemon, pid 4242, is from an older jobvisor "
+        "than this command: stop it with kill -TERM 4242, which stops it gracefully too)"
+    )
+
+
+def _cli() -> list[str]:
+    import sys
+
+    return [sys.executable, str(Path(__file__).resolve().parent.parent / "cli.py")]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+
+def test_the_daemons_pid_is_gone_after_shutdown(tmp_path: Path) -> None:
+    running = start_daemon(tmp_path, DAEMON)
+    pid = running.proc.pid
+    out = running.cli("shutdown")
+    assert out.returncode == 0, out.stderr
+    running.proc.wait(timeout=5)  # reaped by us, its parent
+    assert gone(pid)
+    assert stop_daemon(running) == 0
+
+
+def test_shutdown_of_a_daemon_still_starting_cuts_its_start_short(tmp_path: Path) -> None:
+    """Its socket answers before its tree is up (a readiness probe holds the start here)."""
+    (tmp_path / "jobs.yaml").write_text(
+        "version: 1\n"
+        "jobs:\n"
+        "  - name: slow\n"
+        "    service: true\n"
+        "    command: [sleep, '100']\n"
+        '    ready: {command: [sh, -c, "test -e go"], timeout: 60s, interval: 20ms}\n'
+    )
+    proc = subprocess.Popen(
+        [*_cli(), "daemon"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until((tmp_path / ".jobvisor" / "control.sock").exists, "it serves", proc=proc)
+        out = subprocess.run(
+            [*_cli(), "shutdown"],
+            cwd=tmp_path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert proc.poll() == 0
+        err = proc.communicate(timeout=15)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "daemon ready" not in err
+    assert "shutdown asked (via control): stopping every job gracefully" in err
