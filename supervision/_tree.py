@@ -595,14 +595,18 @@ class Tree:
 
     def _send(self, op: Op, path: str, arg: Any = None) -> pykka.Future[Any]:
         if self.ended:
-            raise TreeStoppedError(f"the tree has stopped; cannot {op.value} {path!r}")
+            raise TreeStoppedError(
+                f"the tree has stopped; cannot {op.value} {_meant(op, path, arg)}"
+            )
         method, param = _METHODS[op]
         parts = child_path(path, method, param=param, empty=op in {Op.ADD, Op.STATUS, Op.UPDATE})
         future: pykka.Future[Any] = pykka.ThreadingFuture()
         try:
             self._root.actor_ref.tell(Command(op, parts, future, arg))
         except pykka.ActorDeadError:
-            raise TreeStoppedError(f"the tree has stopped; cannot {op.value} {path!r}") from None
+            raise TreeStoppedError(
+                f"the tree has stopped; cannot {op.value} {_meant(op, path, arg)}"
+            ) from None
         return future
 
     def _answer(self, op: Op, path: str, future: pykka.Future[Any], timeout: float | None) -> Any:
@@ -676,6 +680,17 @@ _CHILD_STOPS = {
     Op.RESTART: "the child is still restarting (stopping, or starting again)",
     Op.REMOVE: "the child is still stopping (it is removed once stopped)",
 }
+
+
+def _meant(op: Op, path: str, arg: Any) -> str:
+    """What a refused command was about: an added child's own path, not its group's."""
+    if op is Op.ADD and isinstance(arg, tuple) and arg:
+        name = getattr(arg[0], "name", None)
+        if isinstance(name, str):
+            path = f"{path.strip('/')}/{name}".lstrip("/")
+    return repr(path)
+
+
 _METHODS = {
     Op.STATUS: ("status", "path"),
     Op.REF: ("ref", "path"),
