@@ -79,12 +79,19 @@ def install_runtime(name: str) -> None:
     """Prepare this process for runtime ``name``; call it before anything else.
 
     ``gevent`` monkey-patches the whole process, so it must run before the
-    modules that create threads, locks or sockets are used; ``threads`` needs
+    modules that create threads, locks or sockets are used (once jobvisor has
+    started a thread it is refused, ``RuntimeSetupError``); ``threads`` needs
     nothing. Calling it twice is harmless.
     """
     if name not in RUNTIMES:
         raise RuntimeSetupError(f"unknown runtime {name!r}: expected one of {', '.join(RUNTIMES)}")
     if name == "gevent" and not _gevent_patched():
+        if _threads_started:
+            raise RuntimeSetupError(
+                "install_runtime('gevent') comes too late: jobvisor has started threads in this "
+                "process (a tree, or a job's), which gevent's patching would break; call it "
+                "first thing in your program, before start_tree"
+            )
         from gevent import monkey  # noqa: PLC0415 - importing gevent is the patching step
 
         monkey.patch_all()
@@ -113,8 +120,15 @@ def check_runtime(name: str) -> None:
         )
 
 
+# Set once jobvisor has started a thread of its own: gevent's patching would break it (a lock
+# it holds, a wait it is in), so install_runtime('gevent') is refused from then on.
+_threads_started = False
+
+
 def start_thread(thread: threading.Thread) -> None:
     """``thread.start()``, raising ``NoThreadError`` when the OS has no thread to give."""
+    global _threads_started  # noqa: PLW0603 - a one-way latch
+    _threads_started = True
     try:
         thread.start()
     except RuntimeError as exc:

@@ -167,6 +167,57 @@ def test_start_tree_under_gevent_after_install_in_a_fresh_process() -> None:
     assert out.stdout.strip() == "succeeded"
 
 
+def test_gevent_installed_after_a_tree_started_is_refused_and_the_tree_runs_on() -> None:
+    """Patching under running threads broke them: the tree's stop waited out its timeout and
+    tracebacks of gevent's reached stderr (trial h255). Imported only, nothing is started."""
+    code = (
+        "import pykka\n"
+        "from actors import RuntimeSetupError, active_runtime, install_runtime\n"
+        "from supervision import ActorSpec, SupervisorSpec, start_tree\n"
+        "class A(pykka.ThreadingActor):\n"
+        "    pass\n"
+        "tree = start_tree(SupervisorSpec(children=(ActorSpec(name='a', actor_class=A),)))\n"
+        "assert tree.started(10)\n"
+        "try:\n"
+        "    install_runtime('gevent')\n"
+        "except RuntimeSetupError as exc:\n"
+        "    print(exc)\n"
+        "print(active_runtime(), tree.stop(10))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.splitlines() == [
+        (
+            "install_runtime('gevent') comes too late: jobvisor has started threads in this "
+            "process (a tree, or a job's), which gevent's patching would break; call it first "
+            "thing in your program, before start_tree"
+        ),
+        "threads True",
+    ]
+    assert out.stderr == ""
+    imported_only = (
+        "import supervision\n"
+        "from actors import active_runtime, install_runtime\n"
+        "install_runtime('gevent')\n"
+        "print(active_runtime())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", imported_only],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout == "gevent\n"
+
+
 def test_a_tree_left_running_is_stopped_gracefully_at_exit() -> None:
     code = (
         "import pykka\n"

@@ -256,9 +256,9 @@ class TestShutdown:
         with pytest.raises(TreeStoppedError):
             tree.restart("a")
         # The child's path, not the group it goes under (the root: '').
-        with pytest.raises(TreeStoppedError, match="^the tree has stopped; cannot add 'z'$"):
+        with pytest.raises(TreeStoppedError, match=r"^the tree has stopped; cannot add 'z'$"):
             tree.add_child(actor("z", journal))
-        with pytest.raises(TreeStoppedError, match="^the tree has stopped; cannot add 'g/z'$"):
+        with pytest.raises(TreeStoppedError, match=r"^the tree has stopped; cannot add 'g/z'$"):
             tree.add_child(actor("z", journal), under="g")
 
     def test_a_child_that_ignores_its_stop_is_killed_after_grace_and_the_rest_go_on(
