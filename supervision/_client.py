@@ -47,6 +47,7 @@ __all__ = [
     "signal_name",
     "signal_number",
     "stopping_daemon",
+    "stopping_pid",
 ]
 
 PROTOCOL: Final = 1
@@ -193,15 +194,22 @@ def stopping_daemon(found: str) -> str:
     stop grace), or still starting; "" otherwise. A second daemon is refused as another
     holds the dir, which "no daemon is running" contradicted (operator trial h232).
     """
-    if os.path.lexists(os.path.join(found, SOCKET_NAME)):
-        return ""  # there is one to ask: it did not answer (busy), which the error says
-    held = holder(found, "daemon")
-    if held is None:
+    pid = stopping_pid(found)
+    if pid is None:
         return ""
     return (
-        f"the daemon (pid {held[0]}) that holds {found} takes no command: it is stopping, its "
+        f"the daemon (pid {pid}) that holds {found} takes no command: it is stopping, its "
         "jobs given their stop grace, or still starting; ask again once a daemon runs"
     )
+
+
+def stopping_pid(found: str) -> int | None:
+    """The pid of the live daemon that holds ``found`` with no control socket (stopping, or
+    still starting), which ``stopping_daemon`` names; None when there is none."""
+    if os.path.lexists(os.path.join(found, SOCKET_NAME)):
+        return None  # there is one to ask: it did not answer (busy), which the error says
+    held = holder(found, "daemon")
+    return None if held is None else held[0]
 
 
 def holder(found: str, kind: str) -> tuple[int, int] | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import curses
 import os
 import pty
 import re
 import select
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,11 +18,12 @@ from pathlib import Path
 import pyte
 import pytest
 from conftest import RUNTIME
-from faultkit import CLI, ENV, Running, start_daemon, stop_daemon
+from faultkit import CLI, ENV, Running, start_daemon, stop_daemon, wait_until
 
 from supervision._cells import cells, cut, cut_start
+from supervision._client import request
 from supervision._table import summary_table
-from supervision._top import HEADER, layout, rows
+from supervision._top import HEADER, _Screen, layout, rows
 
 MANIFEST = """
 version: 1
@@ -38,6 +41,14 @@ jobs:
         command: "sleep 1000"
 """
 ROWS, COLUMNS = 30, 120
+
+
+class Emulator(pyte.Screen):  # type: ignore[misc]
+    """A terminal that keeps dim (SGR 2, which pyte drops) as italics, which top never draws."""
+
+    def select_graphic_rendition(self, *attrs: int) -> None:
+        kept = [a for attr in attrs for a in ({2: (3,), 22: (22, 23)}.get(attr, (attr,)))]
+        super().select_graphic_rendition(*kept)
 
 
 class Terminal:
@@ -61,7 +72,7 @@ class Terminal:
             finally:
                 os._exit(127)
         self.pid, self.fd = pid, fd
-        self.screen = pyte.Screen(columns, lines)
+        self.screen = Emulator(columns, lines)
         self.stream = pyte.ByteStream(self.screen)
         self.code: int | None = None
 
@@ -102,6 +113,12 @@ class Terminal:
         """The foreground colour ``word`` is drawn in on job ``name``'s line."""
         y = next(i for i, line in enumerate(self.lines()) if line.lstrip().startswith(name))
         return str(self.screen.buffer[y][self.lines()[y].index(word)].fg)
+
+    def dim(self, name: str) -> bool:
+        """Whether job ``name``'s line is drawn dim, every character of it."""
+        y = next(i for i, line in enumerate(self.lines()) if line.lstrip().startswith(name))
+        drawn = [c for c in self.screen.buffer[y].values() if c.data.strip()]
+        return bool(drawn) and all(c.italics for c in drawn)
 
     def cells(self, y: int) -> str:
         """Line ``y`` one character a cell: a wide character's second cell is ``\\0``."""
@@ -261,10 +278,42 @@ def test_a_long_last_exit_is_cut_so_every_column_shows(width: int) -> None:
 
 def test_a_narrow_terminal_keeps_the_first_columns() -> None:
     header, chatty, *_ = drawn([HEADER, *rows(A_DOC, now=1000.0)], 30)
-    assert header.startswith("PATH    STATE    RESTARTS")
+    assert header.startswith("PATH    STATE    RST  LAST")
     assert chatty.startswith("chatty  waiting  12")
     # Nothing wider than the screen: what does not fit is cut at its edge.
     assert all(len(line) <= 30 for line in drawn([HEADER, *rows(A_DOC, now=1000.0)], 30))
+
+
+NARROW_DOC = {
+    "children": [
+        {
+            "name": "mailer",
+            "kind": "command",
+            "state": "backoff",
+            "restarts": 12,
+            "last_exit": {
+                "outcome": "failed",
+                "code": 3,
+                "error": "command /usr/bin/mail exited with 3",
+            },
+            "next_start_at": 1004.25,
+        },
+        {"name": "web", "kind": "command", "state": "running", "restarts": 0},
+    ]
+}
+
+
+def test_a_narrow_terminal_gives_last_exit_what_narrow_columns_leave() -> None:
+    """At 50 columns RESTARTS kept its header's 8 cells for "12" and NEXT START its 10 for
+    "in 4.2s", and LAST EXIT read ``failed (3)…``: their headers are shortened instead."""
+    assert drawn([HEADER, *rows(NARROW_DOC, now=1000.0)], 50) == [
+        "PATH    STATE    RST  LAST EXIT            NEXT",
+        "mailer  backoff  12   failed (3): comman…  in 4.2s",
+        "web     running  0    -                    -",
+    ]
+    # With room enough, the headers are whole.
+    assert drawn([HEADER, *rows(NARROW_DOC, now=1000.0)], 80)[0].split("  ")[-1] == "NEXT START"
+    assert "RESTARTS" in drawn([HEADER, *rows(NARROW_DOC, now=1000.0)], 80)[0]
 
 
 def test_top_on_a_100_column_terminal_shows_next_start(tmp_path: Path) -> None:
@@ -330,7 +379,9 @@ def test_a_long_path_is_cut_too_so_every_column_fits(width: int) -> None:
     table = drawn([HEADER, *rows(A_LONG_DOC, now=1000.0)], width)
     header, etl, job, chatty = table
     assert header.split("  ")[0] == "PATH"
-    assert [c.strip() for c in header.split("  ") if c][-4:] == list(HEADER[1:])
+    # At 60, LAST EXIT would have 13 cells: RESTARTS and NEXT START give up their headers' width.
+    named = ["STATE", "RST", "LAST EXIT", "NEXT"] if width <= 60 else list(HEADER[1:])
+    assert [c.strip() for c in header.split("  ") if c][-4:] == named
     assert all(len(line) <= width for line in table)
     if width <= 100:
         assert job.startswith("  …")  # the indent stays, the start of the name goes
@@ -338,8 +389,8 @@ def test_a_long_path_is_cut_too_so_every_column_fits(width: int) -> None:
     else:
         assert job.split()[0] == NAME
     assert job.split()[-3:] == ["(1)", "in", "1m20s"]
-    assert job.index("in 1m20s") == header.index("NEXT START")
-    assert chatty.index("in 1h0m") == header.index("NEXT START")
+    assert job.index("in 1m20s") == header.index(named[-1])
+    assert chatty.index("in 1h0m") == header.index(named[-1])
     assert etl.startswith("etl/")
 
 
@@ -510,3 +561,149 @@ def test_a_page_of_rows_is_laid_out_as_the_whole_table_would_be() -> None:
     whole = layout(table, 80)
     assert layout(table, 80, slice(120, 140)) == [whole[0], *whole[121:141]]
     assert layout(table, 80, slice(290, 400)) == [whole[0], *whole[291:]]
+
+
+# -- a daemon that goes away ----------------------------------------------------------------------
+
+GOING = """
+version: 1
+supervisor: {backoff: {initial: 10m, max: 10m, jitter: 0}}
+jobs:
+  - {name: mailer, restart: permanent, command: "exit 3"}
+  - {name: web, service: true, command: "sleep 1000"}
+"""
+
+
+def at_local(hms: str) -> float:
+    """Today's ``HH:MM:SS`` on this machine's clock, in epoch seconds: what top shows as it."""
+    hour, minute, second = map(int, hms.split(":"))
+    return time.mktime((*time.localtime()[:3], hour, minute, second, 0, 0, -1))
+
+
+def pieces(frame: list[tuple[int, int, str, int]], y: int) -> list[tuple[str, int]]:
+    return [(text, attr) for line, _, text, attr in frame if line == y]
+
+
+def test_a_stale_table_is_dimmed_its_countdowns_stopped_until_the_daemon_answers(
+    tmp_path: Path,
+) -> None:
+    """The last status top had went on being drawn as live: states in colour, countdowns
+    ticking to ``in 0.0s``, the raw errno text as the only sign (operator trial)."""
+    running = start_daemon(tmp_path, GOING, "--runtime", RUNTIME)
+    sock: socket.socket | None = None
+    try:
+        wait_until(lambda: running.nodes()["mailer"].get("next_start_at"), "mailer's backoff")
+        reply = request(running.state, {"op": "status"})
+        due = next(n for n in reply["result"]["children"] if n["name"] == "mailer")["next_start_at"]
+        clock = [due - 20]
+        screen = _Screen(str(running.state), reply, clock=lambda: clock[0])
+        screen.colours = {"backoff": 1 << 8, "running": 2 << 8, "failed": 3 << 8}
+        width = 200
+        live = screen.frame(30, width)
+        assert pieces(live, 1) == []  # no problem to tell
+        assert pieces(live, 3)[1:2] == [("backoff", 1 << 8)]
+        assert pieces(live, 3)[-1] == ("in 20.0s", 0)
+        assert pieces(live, 4)[:2] == [("web", 0), ("running", 2 << 8)]
+
+        assert stop_daemon(running) == 0
+        clock[0] = at_local("22:23:20")
+        screen.fetch()
+        clock[0] += 10
+        stale = screen.frame(30, width)
+        assert pieces(stale, 0) == [
+            (f"jobvisor top  {running.state}  22:23:30  (q quits)", curses.A_BOLD)
+        ]
+        assert pieces(stale, 1) == [
+            (
+                (
+                    "Cannot reach the daemon since 22:23:20 (10s): it is not running (its "
+                    "control socket is gone); the rows are its last status, dimmed, until it "
+                    "answers"
+                ),
+                3 << 8,
+            )
+        ]
+        mailer = pieces(stale, 3)
+        assert [text for text, _ in mailer] == [text for text, _ in pieces(live, 3)]
+        assert {attr for _, attr in mailer} == {curses.A_DIM}  # no state colour
+        assert pieces(stale, 4) == [(text, curses.A_DIM) for text, _ in pieces(live, 4)]
+        assert pieces(stale, 2) == pieces(live, 2)  # the header
+        clock[0] += 3600  # the countdown stays where the last status left it
+        assert pieces(screen.frame(30, width), 3)[-1] == ("in 20.0s", curses.A_DIM)
+        assert "(60 min)" in pieces(screen.frame(30, width), 1)[0][0]
+
+        # A socket left behind (a daemon killed) that nothing listens on.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(running.state / "control.sock"))
+        screen.fetch()
+        problem = pieces(screen.frame(30, width), 1)[0][0]
+        assert problem.startswith("Cannot reach the daemon since 22:23:20 (60 min): it is not running (nothing listens on its control socket: was it killed?);")  # fmt: skip
+        assert "refused" not in problem
+        sock.close()
+        (running.state / "control.sock").unlink()
+
+        running = start_daemon(tmp_path, GOING, "--runtime", RUNTIME)
+        wait_until(lambda: running.nodes()["mailer"].get("next_start_at"), "mailer's backoff")
+        screen.fetch()
+        due = next(n for n in screen.reply["result"]["children"] if n["name"] == "mailer")["next_start_at"]  # fmt: skip
+        clock[0] = due - 30
+        again = screen.frame(30, width)
+        assert pieces(again, 1) == []
+        assert pieces(again, 3)[1:2] == [("backoff", 1 << 8)]
+        assert pieces(again, 3)[-1] == ("in 30.0s", 0)
+        clock[0] += 1  # live: it counts down again
+        assert pieces(screen.frame(30, width), 3)[-1] == ("in 29.0s", 0)
+    finally:
+        if sock is not None:
+            sock.close()
+        stop_daemon(running)
+
+
+def test_top_says_a_stopping_daemon_is_stopping_and_dims_what_it_last_said(
+    tmp_path: Path,
+) -> None:
+    running = start_daemon(
+        tmp_path,
+        """
+        version: 1
+        supervisor: {backoff: {initial: 10m, max: 10m, jitter: 0}}
+        jobs:
+          - {name: mailer, restart: permanent, command: "exit 3"}
+          - name: deaf
+            service: true
+            command: "trap '' TERM; touch up; exec sleep 60"
+            stop: {grace: 60s}
+        """,
+        "--runtime",
+        RUNTIME,
+    )
+    term = Terminal(running.dir, columns=110)
+    try:
+        wait_until((tmp_path / "up").exists, "deaf ignores SIGTERM", proc=running.proc)
+        term.wait_for("mailer's countdown", lambda: (r := term.row("mailer")) and r[-2] == "in")
+        term.wait_for("deaf running", lambda: (r := term.row("deaf")) and r[1] == "running")
+        running.proc.send_signal(signal.SIGTERM)  # its jobs get 60 s: it stops for that long
+        said = "Cannot reach the daemon since "
+        term.wait_for("the problem", lambda: term.lines()[1].startswith(said))
+        problem = term.lines()[1]
+        assert f": it is stopping (pid {running.proc.pid})" in problem, problem
+        assert "No such file" not in problem
+        frozen = term.row("mailer")
+        assert frozen is not None
+
+        def ago() -> int:
+            found = re.search(r"\((\d+)s\)", term.lines()[1])
+            return int(found.group(1)) if found else 0
+
+        # Two seconds of redraws on: the countdown (``in 9m58s``) has not moved.
+        term.wait_for("2s gone", lambda: ago() >= 2)
+        assert term.row("mailer") == frozen
+        for name, state in (("mailer", "backoff"), ("deaf", "running")):
+            assert term.colour(name, state) == "default"
+            assert term.dim(name)
+        assert not term.dim("PATH")  # the header is not the daemon's
+        os.write(term.fd, b"q")
+        assert term.finish() == 0
+    finally:
+        term.close()
+        stop_daemon(running)  # a second SIGTERM: kills at once
