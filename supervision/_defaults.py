@@ -89,7 +89,8 @@ class Defaults:
             elif isinstance(key, str) and key in allowed:
                 self.fields[key] = item
             else:
-                reader.add(V(key, item.path, item.line), unknown_key(key, allowed))
+                values = {k: e.value for k, e in (entries or {}).items()}
+                reader.add(V(key, item.path, item.line), unknown_key(key, allowed, values))
 
     def unused(self) -> Iterator[tuple[str, V]]:
         """The defaults no job inherited: still checked, so that no bad value goes unreported."""

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from actors import SpecError
 from actors._checks import a_kind
+from supervision import _theirs
 from supervision._secrets import SecretMasker
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "Issue",
@@ -233,6 +234,28 @@ _JOB_WORDS: Final = {
     "notify; a forking one must stay in the foreground), nothing for one that ends "
     "(Type=oneshot)",
 }
+# The words above that show a value: how theirs reads, and the example it replaces.
+_THEIR_VALUES: Final[dict[str, tuple[Callable[[object], str | None], str]]] = {
+    "startretries": (_theirs.count, "N"),
+    "stopsignal": (_theirs.signal_name, "TERM"),
+    "stopwaitsecs": (_theirs.span, "10s"),
+    "restartsec": (_theirs.span, "2s"),
+    "timeoutstopsec": (_theirs.span, "10s"),
+    "killsignal": (_theirs.signal_name, "TERM"),
+    "randomizeddelaysec": (_theirs.span, "5m"),
+    "timeoutstartsec": (_theirs.span, "90s"),
+    "runtimemaxsec": (_theirs.span, "1h"),
+    "limitnofile": (_theirs.limit, "65536"),
+    "limitnproc": (_theirs.limit, "512"),
+    "limitcore": (_theirs.limit_size, "0"),
+    "limitcpu": (_theirs.limit_duration, "1h"),
+}
+# systemd's rate limit is two keys, one intensity: each key's hint shows both, or the default.
+_RATE_LIMIT: Final = {
+    "StartLimitBurst": (_theirs.count, "5"),
+    "StartLimitIntervalSec": (_theirs.positive_span, "10s"),
+}
+_RATE_LIMIT_WORDS: Final = frozenset(name.lower() for name in _RATE_LIMIT)
 # Theirs with no word here: what jobvisor does instead.
 _GROUP_KILL: Final = (
     "not needed: jobvisor always signals a command's whole process group (its stop signal, "
@@ -280,17 +303,22 @@ def migrant_choice(value: object, choices: Sequence[str]) -> str | None:
     return _RESTART_WORDS.get(value)
 
 
-def unknown_key(key: object, allowed: Sequence[str]) -> str:
+def unknown_key(
+    key: object, allowed: Sequence[str], values: Mapping[object, object] | None = None
+) -> str:
     """The message for a key that is not one of ``allowed``, with the closest one if any.
 
     On a job (``allowed`` holds ``success_exit_codes``), supervisord's and systemd's words
-    and a supervisor's fields are told where jobvisor has them.
+    and a supervisor's fields are told where jobvisor has them; ``values``, the mapping's
+    entries, gives the word the value written where it translates.
     """
     if isinstance(key, str) and "success_exit_codes" in allowed:
         if key in _POLICY_WORDS:
             return f"unknown key {show(key)}; {_POLICY_HINT}"
         word = _JOB_WORDS.get(key.lower())
         if word is not None:
+            if values is not None:
+                word = _with_their_value(key, word, values)
             return f"unknown key {show(key)}; jobvisor's word is {word}"
         instead = _NO_WORDS.get(key.lower())
         if instead is not None:
@@ -299,6 +327,42 @@ def unknown_key(key: object, allowed: Sequence[str]) -> str:
     if close:
         return f"unknown key {show(key)}; did you mean {close[0]!r}?"
     return f"unknown key {show(key)}; expected one of: {', '.join(allowed)}"
+
+
+def _with_their_value(key: str, word: str, values: Mapping[object, object]) -> str:
+    """``word`` showing the value written for ``key`` in jobvisor's spelling, where it has one.
+
+    Its fixed example stays for a value that does not translate, and for a secret's.
+    """
+    if key.lower() in _RATE_LIMIT_WORDS:
+        return _rate_limit(values) or word
+    read, example = _THEIR_VALUES.get(key.lower(), (None, ""))
+    theirs = _their_value(values.get(key), read) if read is not None else None
+    return word if theirs is None else word.replace(example, theirs, 1)
+
+
+def _their_value(value: object, read: Callable[[object], str | None]) -> str | None:
+    return None if isinstance(value, HoldsSecret) else read(value)
+
+
+def _rate_limit(values: Mapping[object, object]) -> str | None:
+    """systemd's StartLimitBurst= and StartLimitIntervalSec= as one intensity, a default for
+    one not written; None if one written does not translate."""
+    shown: list[str] = []
+    defaults: list[str] = []
+    for name, (read, default) in _RATE_LIMIT.items():
+        written = [v for k, v in values.items() if isinstance(k, str) and k.lower() == name.lower()]
+        if not written:
+            shown.append(default)
+            defaults.append(f"{default}: systemd's default {name}")
+            continue
+        theirs = _their_value(written[0], read)
+        if theirs is None:
+            return None
+        shown.append(theirs)
+    burst, interval = shown
+    note = f" ({'; '.join(defaults)})" if defaults else ""
+    return f"intensity: {{max_restarts: {burst}, within: {interval}}}{note}, {_SUPERVISOR_FIELD}"
 
 
 def _closest(key: str, allowed: Sequence[str]) -> list[str]:

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 from actors import SpecError
+from supervision import _theirs
 from supervision._issues import (
+    HoldsSecret,
     Issue,
     Merged,
     Text,
@@ -251,13 +253,16 @@ class Reader:
             self.expected(v, what)
             return None
         out: dict[str, V] = {}
+        values: dict[Any, object] | None = None
         for key, item in entries.items():
             if isinstance(key, str) and key in allowed:
                 out[key] = item
             elif extensions and isinstance(key, str) and key.startswith("x-"):
                 continue
             else:
-                self.add(V(key, item.path, item.line), unknown_key(key, allowed))
+                if values is None:  # an unknown key's hint may show the values written
+                    values = {k: e.value for k, e in entries.items()}
+                self.add(V(key, item.path, item.line), unknown_key(key, allowed, values))
         return out
 
     @staticmethod
@@ -439,7 +444,7 @@ def _hints(expected: str, value: object) -> tuple[str, str]:
     if isinstance(value, str | bool) or value is None:
         # A duration past its bound ("up to 3650d") was read: its form needs no hint.
         if expected.startswith("a duration") and "up to" not in expected:
-            return f"{expected} like {DURATION_HINT}", ""
+            return f"{expected} like {DURATION_HINT}", _jobvisors_spelling(value)
         if expected.startswith("a size"):
             return f"{expected} like {SIZE_HINT}", ""
     if isinstance(value, str) and expected.startswith("one of "):
@@ -450,6 +455,18 @@ def _hints(expected: str, value: object) -> tuple[str, str]:
     if isinstance(value, bool) and "string" in expected:
         return expected, " (quote it)"
     return expected, ""
+
+
+def _jobvisors_spelling(value: object) -> str:
+    """For a duration in systemd's spelling (``10sec``, ``1min 30s``), jobvisor's of it."""
+    if not isinstance(value, str) or isinstance(value, HoldsSecret):
+        return ""
+    try:
+        parse_duration(value)
+    except SpecError:
+        theirs = _theirs.span(value)
+        return f" (systemd's spelling; jobvisor writes {theirs})" if theirs else ""
+    return ""  # read, and refused for its length
 
 
 def entries_of(v: V) -> dict[Any, V] | None:

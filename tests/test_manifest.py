@@ -2520,7 +2520,10 @@ MIGRANT_WORDS = [
     ("ExecStopPost: [clean]", 'not supported: for a step before every start, command: "prep'),
     ("process_name: 'w%(process_num)s'", "jobvisor's word is replicas: N (named NAME.0, NAME.1"),
     ("numprocs: 2", "jobvisor's word is replicas: N (named NAME.0, NAME.1"),
-    ("STARTRETRIES: 3", "jobvisor's word is intensity: {max_restarts: N, within: ...}"),
+    ("STARTRETRIES: 3", "jobvisor's word is intensity: {max_restarts: 3, within: ...}"),
+    ("RestartSec: 5", "jobvisor's word is backoff: {initial: 5s}, a supervisor's"),
+    ("stopwaitsecs: 3", "jobvisor's word is stop: {grace: 3s}"),
+    ("KillSignal: SIGINT", "jobvisor's word is stop: {signal: INT}"),
 ]
 
 
@@ -2545,6 +2548,169 @@ def test_validate_tells_a_migrants_word_what_jobvisor_calls_it(
     assert said + tail in done.stderr
     assert "expected one of" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+_CMD = "version: 1\njobs:\n  - name: web\n    command: [sleep, '9']\n"
+_SUP: str = ", a supervisor's (a group's, or the root's under supervisor:)"
+_RETRIES: str = (
+    _SUP + ", which counts every restart within that much run time, not only starts that died "
+    "before startsecs: supervisord restarts a program that was up for ever, so keep within near "
+    "N x startsecs (startretries=3 with startsecs=1: within: 3s), or set on_exhausted: cooldown"
+)
+
+# A migrant's key with the value written, and the hint: (lines of the job, {key: tail after
+# "unknown key 'KEY'; jobvisor's word is "}). Their value in jobvisor's form, where it has one.
+# fmt: off
+MIGRANT_VALUES = [
+    ("RestartSec: 5", {"RestartSec": "backoff: {initial: 5s}" + _SUP}),
+    ("RestartSec: 1.5", {"RestartSec": "backoff: {initial: 1.5s}" + _SUP}),
+    ("RestartSec: 1min 30s", {"RestartSec": "backoff: {initial: 90s}" + _SUP}),
+    ("RestartSec: 1m30s", {"RestartSec": "backoff: {initial: 90s}" + _SUP}),
+    ("RestartSec: 90sec", {"RestartSec": "backoff: {initial: 90s}" + _SUP}),
+    ("RestartSec: 2h", {"RestartSec": "backoff: {initial: 2h}" + _SUP}),
+    ("RestartSec: 500ms", {"RestartSec": "backoff: {initial: 500ms}" + _SUP}),
+    ("RestartSec: 1d 2h 3min 4s", {"RestartSec": "backoff: {initial: 93784s}" + _SUP}),
+    ("RestartSec: 1 week", {"RestartSec": "backoff: {initial: 7d}" + _SUP}),
+    ("stopwaitsecs: 3", {"stopwaitsecs": "stop: {grace: 3s}"}),
+    ("TimeoutStopSec: 10", {"TimeoutStopSec": "stop: {grace: 10s}"}),
+    ("TimeoutStopSec: 2min", {"TimeoutStopSec": "stop: {grace: 2m}"}),
+    ("stopsignal: INT", {"stopsignal": "stop: {signal: INT}"}),
+    ("KillSignal: SIGINT", {"KillSignal": "stop: {signal: INT}"}),
+    ("KillSignal: 2", {"KillSignal": "stop: {signal: INT}"}),
+    ("stopsignal: hup", {"stopsignal": "stop: {signal: HUP}"}),
+    ("LimitNOFILE: 1024", {"LimitNOFILE": "limits: {nofile: 1024}"}),
+    ("LimitNOFILE: infinity", {"LimitNOFILE": "limits: {nofile: unlimited}"}),
+    ("LimitNPROC: 64", {"LimitNPROC": "limits: {nproc: 64}"}),
+    ("LimitCORE: 0", {"LimitCORE": "limits: {core: 0}"}),
+    ("LimitCORE: 1G", {"LimitCORE": "limits: {core: 1GiB}"}),
+    ("LimitCPU: 30min", {"LimitCPU": "limits: {cpu: 30m}"}),
+    ("RandomizedDelaySec: 30", {"RandomizedDelaySec": "jitter: 30s (on an every: or cron: job)"}),
+    ("TimeoutStartSec: 2min", {
+        "TimeoutStartSec": "ready: {..., timeout: 2m} (how long a service may take to be ready)"
+    }),
+    ("RuntimeMaxSec: 3h", {
+        "RuntimeMaxSec": "timeout: 3h (the longest a run may last: it is stopped then, a failure)"
+    }),
+    ("startretries: 7", {"startretries": "intensity: {max_restarts: 7, within: ...}" + _RETRIES}),
+    # Both of systemd's rate limit, one intensity on both keys; one alone gets the other's default.
+    ("StartLimitBurst: 3\n    StartLimitIntervalSec: 60", {
+        "StartLimitBurst": "intensity: {max_restarts: 3, within: 1m}" + _SUP,
+        "StartLimitIntervalSec": "intensity: {max_restarts: 3, within: 1m}" + _SUP,
+    }),
+    ("StartLimitBurst: 3", {
+        "StartLimitBurst": "intensity: {max_restarts: 3, within: 10s} (10s: systemd's default "
+        "StartLimitIntervalSec)" + _SUP,
+    }),
+    ("StartLimitIntervalSec: 2min", {
+        "StartLimitIntervalSec": "intensity: {max_restarts: 5, within: 2m} (5: systemd's default "
+        "StartLimitBurst)" + _SUP,
+    }),
+    # What does not translate gets the fixed example, whatever it is.
+    ("RestartSec: banana", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
+    ("RestartSec:", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
+    ("RestartSec: [1, 2]", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
+    ("RestartSec: {a: 1}", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
+    ("RestartSec: true", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
+    ("RestartSec: -1", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
+    ("RestartSec: 1e400", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
+    ("RestartSec: 100000000000000000000000000000", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
+    ("RestartSec: 99999999999y", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
+    ("TimeoutStopSec: infinity", {"TimeoutStopSec": "stop: {grace: 10s}"}),
+    ("KillSignal: SIGBOGUS", {"KillSignal": "stop: {signal: TERM}"}),
+    ("KillSignal: 999", {"KillSignal": "stop: {signal: TERM}"}),
+    ("LimitNOFILE: 1024:4096", {"LimitNOFILE": "limits: {nofile: 65536}"}),
+    ("LimitNOFILE: 1.5", {"LimitNOFILE": "limits: {nofile: 65536}"}),
+    ("startretries: lots", {"startretries": "intensity: {max_restarts: N, within: ...}" + _RETRIES}),
+    ("StartLimitBurst: 3\n    StartLimitIntervalSec: 0", {
+        "StartLimitBurst": "intensity: {max_restarts: 5, within: 10s}" + _SUP,
+        "StartLimitIntervalSec": "intensity: {max_restarts: 5, within: 10s}" + _SUP,
+    }),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("lines", "hints"), MIGRANT_VALUES)
+def test_a_migrants_word_is_told_with_the_value_it_was_given(
+    lines: str, hints: dict[str, str]
+) -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(_CMD + f"    {lines}\n", env={})
+    said = {issue.path: issue.message for issue in caught.value.issues}
+    assert said == {
+        f"jobs[0].{key}": f"unknown key {key!r}; jobvisor's word is {tail}"
+        for key, tail in hints.items()
+    }
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "~", "[]", "[1, 2]", "{a: b}", "true", "-5", "1e999", "'.'", "'1e400'", "9" * 400,
+     "'9999999999999999999999 d'", "'5 lightyears'", "'\\u00b5'", "'1:2:3'", "'0x10'"],
+)  # fmt: skip
+def test_a_migrants_word_with_any_value_is_told_without_a_traceback(value: str) -> None:
+    keys = ["RestartSec", "stopwaitsecs", "TimeoutStopSec", "stopsignal", "KillSignal",
+            "LimitNOFILE", "LimitNPROC", "LimitCORE", "LimitCPU", "RandomizedDelaySec",
+            "TimeoutStartSec", "RuntimeMaxSec", "startretries", "StartLimitBurst",
+            "StartLimitIntervalSec"]  # fmt: skip
+    lines = "".join(f"    {key}: {value}\n" for key in keys)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(_CMD + lines, env={})
+    said = [issue.message for issue in caught.value.issues]
+    assert len(said) == len(keys)
+    assert all("jobvisor's word is" in message for message in said), said
+
+
+def test_a_migrants_value_that_is_a_secret_is_not_told() -> None:
+    text = _CMD + (
+        "    RestartSec: ${secret:WAIT}\n    StartLimitBurst: ${secret:BURST}\n"
+        '    KillSignal: "${secret:SIG}"\n    LimitNOFILE: "${secret:FILES}"\n'
+    )
+    env = {"WAIT": "7", "BURST": "4", "SIG": "SIGUSR1", "FILES": "4321"}
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env=env)
+    said = str(caught.value)
+    assert "backoff: {initial: 2s}" in said
+    assert "intensity: {max_restarts: 5, within: 10s}" in said
+    assert "stop: {signal: TERM}" in said
+    assert "limits: {nofile: 65536}" in said
+    for secret in ("7s", "4,", "USR1", "4321"):
+        assert secret not in said
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "theirs"),
+    [
+        ("stop", "{grace: 10sec}", "10s"),
+        ("stop", "{grace: '1min 30s'}", "90s"),
+        ("stop", "{grace: 2min}", "2m"),
+        ("timeout", "1min", "1m"),
+        ("timeout", "1 hour", "1h"),
+        ("timeout", "250msec", "250ms"),
+    ],
+)
+def test_a_duration_in_systemds_spelling_is_refused_with_jobvisors(
+    field: str, value: str, theirs: str
+) -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(_CMD + f"    {field}: {value}\n", env={})
+    [issue] = caught.value.issues
+    assert issue.message.startswith("expected a duration")
+    assert issue.message.endswith(f" (systemd's spelling; jobvisor writes {theirs})")
+
+
+@pytest.mark.parametrize("value", ["infinity", "banana", "10 parsecs", "'5'"])
+def test_a_duration_that_is_not_systemds_either_gets_no_spelling(value: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(_CMD + f"    stop: {{grace: {value}, signal: NOPE}}\n", env={})
+    assert "systemd's spelling" not in str(caught.value)
+
+
+def test_a_secret_duration_in_systemds_spelling_is_not_told() -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(_CMD + "    timeout: ${secret:T}\n", env={"T": "17min"})
+    said = str(caught.value)
+    assert "got ***" in said
+    assert "17" not in said
 
 
 @pytest.mark.parametrize(
