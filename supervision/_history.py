@@ -11,6 +11,7 @@ import os
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
 from actors._errors import JobvisorError
 from supervision._files import UnsafePathError, refuse_symlinks
@@ -144,7 +145,9 @@ def _idle(db: Path) -> tuple[int, ...] | None:
 
 
 def _fetch(db: Path, mode: str, sql: str, args: tuple[Any, ...] | dict[str, Any]) -> list[Any]:
-    conn = sqlite3.connect(f"file:{db}?{mode}", uri=True, timeout=10)
+    # Quoted: in a URI a '#' begins a fragment (mode=ro dropped with it), '?' the query, and
+    # '%41' is 'A' (trial h252: a state dir named so had SQLite make another file).
+    conn = sqlite3.connect(f"file:{quote(str(db), safe='/')}?{mode}", uri=True, timeout=10)
     try:
         return conn.execute(sql, args).fetchall()
     finally:
@@ -239,9 +242,29 @@ def read_history(
     for row in reversed(rows):
         item = {k: v for k, v in zip(keys, row[:-1], strict=True) if v is not None}
         if "detail" in item:
-            item["detail"] = json.loads(item["detail"])
+            raw = item["detail"]
+            item["detail"] = _decoded(raw)
+            if item["detail"] is None:  # a row someone edited: shown as it is, not a traceback
+                item["detail"] = {"unreadable": str(raw)[:_UNREADABLE]}
         out.append(item)
     return out
+
+
+_UNREADABLE: Final = 200  # characters of a detail that is no JSON object, shown as they are
+
+
+def _decoded(detail: object) -> dict[str, Any] | None:
+    """A decision's ``detail``: the JSON object jobvisor wrote, or None for anything else (a
+    journal edited by hand, or damaged), which each reader skips or shows as it is."""
+    if not isinstance(detail, str | bytes):
+        return None
+    try:
+        data = json.loads(detail)
+    except ValueError:  # JSONDecodeError, and a number past int's digits limit
+        return None
+    except RecursionError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 _ATTEMPT_KEYS: Final = ("at", "path", "attempt", "outcome", "code", "error", "node", "started_at")
@@ -313,7 +336,7 @@ def last_daemon_row(db: Path, *kinds: str) -> tuple[str, dict[str, Any]] | None:
     )
     if not rows:
         return None
-    return str(rows[0][0]), json.loads(rows[0][1])
+    return str(rows[0][0]), _decoded(rows[0][1]) or {}
 
 
 def last_daemon_start(db: Path) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
@@ -330,9 +353,9 @@ def last_daemon_start(db: Path) -> tuple[dict[str, Any], list[dict[str, Any]]] |
     )
     if not rows or rows[0][0] != "daemon_start":
         return None
-    start = json.loads(rows[0][1])
+    start = _decoded(rows[0][1]) or {}
     start.setdefault("at", rows[0][2])  # when it was journaled: a pid's reuse is told by it
-    return start, [json.loads(detail) for _, detail, _ in rows[1:]]
+    return start, [_decoded(detail) or {} for _, detail, _ in rows[1:]]
 
 
 def last_row_at(db: Path, *, unless_run_since: float) -> float | None:
@@ -495,8 +518,9 @@ def last_breaker_states(db: Path) -> dict[str, tuple[str, float]]:
     )
     found: dict[str, tuple[str, float]] = {}
     for _path, detail, at in rows:
-        data = json.loads(detail)
-        found[str(data["breaker"])] = (str(data["new"]), float(at))
+        data = _decoded(detail)
+        if data is not None and "breaker" in data and "new" in data:  # else not ours: skipped
+            found[str(data["breaker"])] = (str(data["new"]), float(at))
     return found
 
 
@@ -519,13 +543,16 @@ def open_cooldowns(db: Path, now: float) -> dict[str, tuple[float, int]]:
     for row_id, path, kind, detail, at in rows:
         if kind != "cooldown" or _ended_above(str(path), int(row_id), latest):
             continue
-        data = json.loads(detail)
-        duration = float(data["duration"])
+        data = _decoded(detail)
+        try:
+            duration, cycle = float(data["duration"]), int(data["cycle"])  # type: ignore[index]
+        except (TypeError, KeyError, ValueError):
+            continue  # not a row jobvisor wrote: no cooldown is restored from it
         # Never more than its length: a cooldown journaled before the clock went back began
         # in what is now the future.
         left = min(duration, float(at) + duration - now)
         if left > 0:
-            found[str(path)] = (left, int(data["cycle"]))
+            found[str(path)] = (left, cycle)
     return found
 
 

@@ -407,6 +407,60 @@ def test_history_without_a_journal_says_so(tmp_path: Path) -> None:
         read_history(tmp_path / FILENAME)
 
 
+@pytest.mark.parametrize("name", ["st#1", "st?x", "st%41", "a b"])
+def test_history_reads_a_journal_whose_path_has_what_a_uri_means_otherwise(
+    tmp_path: Path, name: str
+) -> None:
+    """The path went into SQLite's URI as it was: '#' began a fragment, dropping ``mode=ro``
+    with the rest, and SQLite made (read-write, through any symlink there) the file named by
+    what came before it; '%41' was read as 'A' (trial h252)."""
+    journal = Journal(tmp_path / name)
+    journal.record(_attempt(1))
+    assert journal.flush()
+    journal.close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rows = read_history(tmp_path / name / FILENAME)
+    assert [(row["path"], row["attempt"]) for row in rows] == [("j", 1)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing made beside it
+
+
+def test_decisions_whose_detail_is_no_json_object_are_shown_or_skipped_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """A journal edited by hand (or damaged): history showed a traceback, and a daemon's start
+    would have died reading its breakers and cooldowns (trial h252)."""
+    import time
+
+    from supervision._events import BreakerChanged, CooldownStarted
+    from supervision._journal import last_breaker_states, open_cooldowns
+
+    journal = Journal(tmp_path)
+    now = time.time()
+    journal.record(CooldownStarted(path="c", at=now - 1, duration=30.0, cycle=2))
+    journal.record(BreakerChanged(path="", at=now, name="db", old="closed", new="open"))
+    assert journal.flush()
+    journal.close()
+    db = tmp_path / FILENAME
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE decisions SET detail = 'not json' WHERE kind = 'cooldown'")
+        conn.execute("UPDATE decisions SET detail = '[1, 2]' WHERE kind = 'breaker'")
+    rows = read_history(db)
+    assert [row["detail"] for row in rows] == [{"unreadable": "not json"}, {"unreadable": "[1, 2]"}]
+    assert open_cooldowns(db, now) == {}
+    assert last_breaker_states(db) == {}
+    out = subprocess.run(
+        [*CLI, "history", "--state-dir", str(tmp_path)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "unreadable=not json" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
 def test_a_restarted_daemon_gets_its_open_breakers_back(tmp_path: Path, runtime: str) -> None:
     import time
 
