@@ -352,12 +352,16 @@ def signal_number(text: str) -> int:
 
     name = text.strip().upper()
     if name.isascii() and name.isdigit():
-        if int(name) in signal.valid_signals():  # the real-time ones too, which have no name
+        # Few digits: int() refuses 4,300 and more, with a message of Python's (trial h252).
+        if len(name) < 10 and int(name) in signal.valid_signals():  # the real-time ones too
             return int(name)
     else:
         with contextlib.suppress(KeyError):
             return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
-    raise ValueError(f"unknown signal {text!r}: give a name such as HUP, USR1 or TERM, or a number")
+    shown = text if len(text) <= 40 else f"{text[:37]}..."
+    raise ValueError(
+        f"unknown signal {shown!r}: give a name such as HUP, USR1 or TERM, or a number"
+    )
 
 
 def signal_name(number: int) -> str:

@@ -25,6 +25,7 @@ import select
 import signal
 import socket
 import stat
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -475,6 +476,11 @@ class ControlServer:
             req = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise _BadRequest(f"not JSON: {exc}") from None
+        except ValueError:  # int()'s limit on digits (sys.get_int_max_str_digits)
+            raise _BadRequest(
+                f"not JSON: a number of more than {sys.get_int_max_str_digits()} digits (a "
+                "request is one flat JSON object of short values)"
+            ) from None
         except RecursionError:  # the decoder recurses per bracket: a client's bad input
             raise _BadRequest(
                 "not JSON: too deeply nested (a request is one flat JSON object)"

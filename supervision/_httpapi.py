@@ -99,6 +99,7 @@ REQUEST_DEADLINE: Final = 10.0
 MAX_BODY: Final = 64 * 1024  # actions take no body; this much of one is read and dropped
 _CONTENT_LENGTH: Final = re.compile(r"[0-9]{1,18}")
 _DIGITS: Final = re.compile(r"[0-9]+")  # a Content-Length too long to be read as a number
+_COUNT: Final = re.compile(r"[0-9]{1,9}")  # a ?limit= or ?per_job=, read as a number
 _CHUNK_SIZE: Final = re.compile(rb"[0-9A-Fa-f]{1,8}")
 STREAM_SNDBUF: Final = 32 * 1024
 STREAM_QUEUE: Final = 1000  # events a stream may fall behind by before it is cut
@@ -804,7 +805,10 @@ class _Handler(BaseHTTPRequestHandler):
                 HTTPStatus.FORBIDDEN,
                 "actions are off: the endpoint has no token (set http.token in the manifest)",
             )
-        scheme, _, value = self.headers.get("Authorization", "").strip().partition(" ")
+        given = self.headers.get_all("Authorization") or []
+        if len(given) > 1:  # which one counts is for no server to guess: refused, as Host's
+            raise _Refused(HTTPStatus.BAD_REQUEST, "more than one Authorization header")
+        scheme, _, value = (given[0] if given else "").strip().partition(" ")
         if action:
             what = "an action"
         else:
@@ -967,8 +971,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
         text = per_job if per_job is not None else (query.get("limit") or ["50"])[-1]
         name, most = ("per_job", MAX_PER_JOB) if per_job is not None else ("limit", MAX_HISTORY)
-        if not text.isdigit() or not 1 <= int(text) <= most:
-            raise _Refused(HTTPStatus.BAD_REQUEST, f"{name}: expected 1 to {most}, got {text!r}")
+        # ASCII digits, and few: isdigit() takes '²', and int() refuses 4,300 digits and more.
+        if not _COUNT.fullmatch(text) or not 1 <= int(text) <= most:
+            shown = text if len(text) <= 40 else f"{text[:37]}..."
+            raise _Refused(HTTPStatus.BAD_REQUEST, f"{name}: expected 1 to {most}, got {shown!r}")
         since = _since(urllib.parse.urlsplit(self.path).query, per_job)
         if self.endpoint.journal is None:
             raise _Refused(HTTPStatus.NOT_FOUND, "this tree keeps no journal")

@@ -391,6 +391,21 @@ def test_malformed_requests_get_errors_and_never_hurt_the_daemon(daemon: Running
     assert daemon.status()["state"] == "running"
 
 
+def test_a_number_past_pythons_digits_limit_is_a_bad_request_not_an_internal_error(
+    daemon: Running,
+) -> None:
+    """json.loads raised ValueError (not JSONDecodeError) for it: `internal`, and a traceback
+    at ERROR in the daemon's log for any client's line (trial h252)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(daemon.state / "control.sock"))
+        sock.sendall(b'{"v": 1, "op": "status", "x": ' + b"9" * 5000 + b"}\n")
+        reply = json.loads(sock.makefile().readline())
+    assert (reply["ok"], reply["code"]) == (False, "bad_request")
+    assert reply["error"].startswith("not JSON: a number of more than 4300 digits")
+    assert daemon.status()["state"] == "running"
+
+
 def _ask(daemon: Running, req: dict[str, Any]) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(30)

@@ -368,6 +368,38 @@ def test_history_per_job_gives_every_jobs_newest_attempts_in_one_answer(
         assert "per_job" in refused.json()["error"]
 
 
+def test_numbers_past_pythons_digits_limit_and_two_authorizations_are_bad_requests(
+    daemon: tuple[Running, Served],
+) -> None:
+    """A 5,000-digit limit or per_job failed the request with a traceback at ERROR in the log;
+    a signal's number gave Python's own message; a second Authorization header was ignored
+    (two Host headers are refused) (trial h252)."""
+    running, served = daemon
+    many = "9" * 5000
+    for query in (f"limit={many}", f"per_job={many}", "limit=\u00b2", "per_job=\u0663"):
+        refused = served.get(f"/api/history?{query}")
+        assert refused.status_code == 400, query
+        error = refused.json()["error"]
+        assert error.startswith(("limit: expected 1 to", "per_job: expected 1 to")), error
+        assert len(error) < 200, error
+    refused = served.post(f"/api/jobs/svc/signal?signal={many}", token=TOKEN)
+    assert refused.status_code == 400
+    assert refused.json()["error"].startswith("unknown signal '9999")
+    assert "sys.set_int_max_str_digits" not in refused.text
+    port = served.port
+    for first, second in ((TOKEN, "wrong"), ("wrong", TOKEN), (TOKEN, TOKEN)):
+        request = (
+            f"POST /api/jobs/svc/restart HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {first}\r\nAuthorization: Bearer {second}\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        status, _, body = exchange(served.host, port, request)
+        assert status == 400, body
+        assert b"more than one Authorization header" in body
+    assert running.nodes()["svc"]["starts"] == 1  # none of those acted
+    assert served.get("/api/status").status_code == 200
+
+
 def test_the_event_stream_tells_of_a_reload(daemon: tuple[Running, Served]) -> None:
     """A reload is one typed event, what it added, removed, replaced and updated; a child it
     makes says its first state, `stopped -> pending`, as it did not (a replaced job's events
