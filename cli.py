@@ -1691,7 +1691,9 @@ def _status(args: argparse.Namespace, result: dict[str, Any]) -> int:
     text = json.dumps(result, indent=2) if as_json else summary_table(result, fit="cut")
     sys.stdout.write(text + "\n")
     if not as_json and result.get("breakers"):
-        breakers = ", ".join(f"{k}={v}" for k, v in result["breakers"].items())
+        from supervision._printable import printable  # noqa: PLC0415 - a daemon's word
+
+        breakers = printable(", ".join(f"{k}={v}" for k, v in result["breakers"].items()))
         sys.stdout.write(f"breakers: {breakers}\n")
     return code
 

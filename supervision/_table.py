@@ -164,7 +164,8 @@ def _row(
     row += (str(node["starts"]), str(node["restarts"]), str(node["failures"]))
     if upcoming:
         row += (until(node.get("next_start_at"), clock),)
-    return (*row, printable(exit_cell(node, mask)))
+    # Every cell: the document is a daemon's word, and one served by another user is theirs.
+    return (*map(printable, row), printable(exit_cell(node, mask)))
 
 
 def _shortened(
@@ -188,7 +189,7 @@ def _shortened(
             continue
         why = _failed(node) and _error_text(node["last_exit"], mask)
         if why:
-            whys += _wrap_why(f"{node['path']}: {printable(why)}", width)
+            whys += _wrap_why(printable(f"{node['path']}: {why}"), width)
         out.append((*row, printable(_short_exit(node, mask))))
     return out, whys
 

@@ -79,7 +79,8 @@ def rows(doc: dict[str, Any], now: float) -> list[tuple[str, ...]]:
             name = "  " * depth + str(node.get("name", node.get("path"))) + ("/" if group else "")
             upcoming = until(node.get("next_start_at"), now)
             last = printable(exit_cell(node, str).splitlines()[0])
-            out.append((name, state_cell(node), str(node["restarts"]), last, upcoming))
+            cells = (name, state_cell(node), str(node["restarts"]))  # a daemon's word: escaped
+            out.append((*map(printable, cells), last, upcoming))
             visit(node.get("children") or [], depth + 1)
 
     visit(doc.get("children") or [], 0)
@@ -301,7 +302,7 @@ class _Screen:
                 footer += "  (Up/Down, j/k, PgUp/PgDn, Home/End scroll)"
             put(y, footer, width, curses.A_BOLD)
         if breakers:
-            said = ", ".join(f"{k}={v}" for k, v in breakers.items())
+            said = printable(", ".join(f"{k}={v}" for k, v in breakers.items()))
             put(y + 1, f"breakers: {said}", width, dim)
         return out
 

@@ -369,6 +369,29 @@ def test_the_summary_table_escapes_control_characters_and_masks() -> None:
     assert "boom \\x1b]0;pwned\\x07 ***" in table
 
 
+@pytest.mark.parametrize(("width", "fit"), [(None, "wrap"), (200, "wrap"), (70, "cut")])
+def test_every_cell_a_daemon_sent_is_escaped_not_only_the_last_exit(
+    width: int | None, fit: str
+) -> None:
+    """A status document is a daemon's word: one served by another user (a state dir of
+    theirs) retitled and cleared the terminal through PATH and STATE (trial h252)."""
+    evil = "\x1b]0;PWNED\x07\x1b[2J\u202e"
+    doc = {
+        "children": [
+            {
+                **node(f"job{evil}", f"long enough to be cut at seventy columns {evil}"),
+                "kind": f"command{evil}",
+                "state": f"running{evil}",
+                "starts": f"4{evil}",
+            }
+        ]
+    }
+    table = summary_table(doc, width=width, now=1000.0, fit=fit)  # type: ignore[arg-type]
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in table
+    assert "\\x1b]0;PWNED" in table
+
+
 def test_the_table_shows_when_each_child_starts_next_while_one_waits() -> None:
     waiting = {**node("mailer", LONG), "state": "backoff", "next_start_at": 1000.0 + 4.25}
     ticking = {**node("report", None), "state": "running", "next_start_at": 1000.0 + 3725}

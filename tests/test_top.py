@@ -707,3 +707,30 @@ def test_top_says_a_stopping_daemon_is_stopping_and_dims_what_it_last_said(
     finally:
         term.close()
         stop_daemon(running)  # a second SIGTERM: kills at once
+
+
+def test_every_cell_a_daemon_sent_is_escaped() -> None:
+    """A status document is a daemon's word, and one served by another user is theirs: only
+    LAST EXIT was escaped (trial h252)."""
+    from supervision._top import rows
+
+    evil = "\x1b]0;PWNED\x07\u202e"
+    doc = {
+        "children": [
+            {
+                "name": f"job{evil}",
+                "path": "job",
+                "kind": "command",
+                "state": f"running{evil}",
+                "starts": 1,
+                "restarts": f"0{evil}",
+                "failures": 0,
+                "last_exit": None,
+            }
+        ]
+    }
+    (row,) = rows(doc, 1000.0)
+    text = "".join(row)
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in text
+    assert row[0] == "job\\x1b]0;PWNED\\x07\\u202e"
