@@ -1621,12 +1621,14 @@ def _kept(
         answer["signal"] = result
     elif isinstance(result, str):  # nothing was done (a stop of a job that is not running)
         answer["note"] = result
-    if args.command == "reload" and isinstance(reply.get("manifest"), str):
-        answer["manifest"] = reply["manifest"]
-    if req.get("dry_run"):
-        answer["dry_run"] = True
-    if other is not None:
-        answer["warning"] = other
+    read = reply.get("manifest")
+    after = {
+        "killed": reply.get("killed") or None,  # what a stop had to kill past its grace
+        "manifest": read if args.command == "reload" and isinstance(read, str) else None,
+        "dry_run": True if req.get("dry_run") else None,
+        "warning": other,
+    }
+    answer.update((key, value) for key, value in after.items() if value is not None)
     kept.append(answer)
     return OK if ok else _refused(reply)
 
@@ -1663,9 +1665,23 @@ def _said(args: argparse.Namespace, req: dict[str, Any], reply: dict[str, Any]) 
     elif isinstance(result, str):  # a stop of a job that is not running: nothing was done
         sys.stdout.write(result + "\n")
     else:
-        sys.stdout.write(f"{req['job'].strip('/')}: {_DONE[args.command]}\n")
+        path = req["job"].strip("/")
+        sys.stdout.write(f"{path}: {_DONE[args.command]}{_kills_said(path, reply)}\n")
     sys.stdout.flush()  # each path's line as it is done
     return OK
+
+
+def _kills_said(path: str, reply: dict[str, Any]) -> str:
+    """What a stop or restart had to kill past its stop grace, said after its "stopped"."""
+    killed = [str(p) for p in reply.get("killed") or ()]
+    if not killed:
+        return ""
+    how = "with SIGKILL after its stop grace: it did not end on its stop signal"
+    if killed == [path]:
+        return f" (killed {how})"
+    from supervision._printable import printable  # noqa: PLC0415 - a daemon's word
+
+    return printable(f" ({', '.join(killed)} killed {how})")
 
 
 def _status(args: argparse.Namespace, result: dict[str, Any]) -> int:

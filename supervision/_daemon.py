@@ -1737,6 +1737,7 @@ def _act(
     # begun): one that got the lock at its deadline waits this long, what a quick stop takes.
     left = max(ACT_FLOOR, deadline - time.monotonic())
     path = job.strip("/")
+    began = time.time()  # the wall time a kill of this stop's is journaled and shown at
     try:
         if op == "start":
             said = tree.start_child(path, timeout=left)
@@ -1757,7 +1758,28 @@ def _act(
         return {"ok": False, "code": "failed" if op == "start" else "under_way", "error": error}
     except JobvisorError as exc:
         return {"ok": False, "code": "failed", "error": str(exc)}
-    return {"ok": True, "result": said}
+    killed = _killed_since(tree, path, began) if op != "start" and said is None else []
+    return {"ok": True, "result": said, **({"killed": killed} if killed else {})}
+
+
+def _killed_since(tree: Tree, path: str, since: float) -> list[str]:
+    """The jobs at or under ``path`` whose last exit, at or after ``since``, was a kill: what a
+    stop or restart had to kill once its stop grace ran out (a person tuning ``stop.grace``
+    needs to know it)."""
+    try:
+        status = tree.status()
+    except JobvisorError:
+        return []
+    below = f"{path}/"
+    return [
+        node["path"]
+        for node in flatten_status(status)
+        if (node["path"] == path or node["path"].startswith(below))
+        and isinstance(last := node.get("last_exit"), dict)
+        and last.get("outcome") == "killed"
+        and isinstance(last.get("at"), int | float)
+        and last["at"] >= since
+    ]
 
 
 def _still_going(op: str, path: str, waited: float, *, daemon: bool = True) -> str:

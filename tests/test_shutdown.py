@@ -204,3 +204,32 @@ def test_shutdown_of_a_daemon_still_starting_cuts_its_start_short(tmp_path: Path
             proc.wait()
     assert "daemon ready" not in err
     assert "shutdown asked (via control): stopping every job gracefully" in err
+
+
+def test_a_stop_that_had_to_kill_says_so(tmp_path: Path) -> None:
+    """`stop stubborn` waited out its grace, killed it, and said only `stubborn: stopped`
+    (trial h254): whoever tunes stop.grace needs to see it."""
+    running = start_daemon(tmp_path, _stubborn(tmp_path, "1s"))
+    try:
+        _up(running)
+        out = running.cli("stop", "stubborn", "polite")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == [
+            (
+                "stubborn: stopped (killed with SIGKILL after its stop grace: it did not end "
+                "on its stop signal)"
+            ),
+            "polite: stopped",
+        ]
+        assert running.cli("start", "stubborn").returncode == 0
+        out = running.cli("restart", "stubborn", "--json")
+        assert out.returncode == 0, out.stderr
+        (answer,) = json.loads(out.stdout)["results"]
+        assert answer == {
+            "ok": True,
+            "job": "stubborn",
+            "action": "restart",
+            "killed": ["stubborn"],
+        }
+    finally:
+        assert stop_daemon(running) == 0
