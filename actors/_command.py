@@ -47,6 +47,7 @@ from actors._checks import (
 from actors._confine import Confinement, Limits, RunAs, check_umask
 from actors._env import JobEnv, check_env
 from actors._errors import JobFailure, RuntimeSetupError, SpecError
+from actors._printable import printable
 from actors._runtime import active_runtime, os_lock_type
 from actors._signals import signal_text
 from actors._spawn import close_all, pipe_into, spawn, why_status_lost
@@ -72,6 +73,12 @@ _SHELL: Final = "/bin/sh"
 _VALID_SIGNALS: Final = frozenset(signal.valid_signals())  # a set built per call: slow
 _SHOWN_MAX: Final = 200  # characters of the command shown in error messages
 _NO_NUL: Final = "a string without a NUL character (exec cannot pass one)"
+# A failed command's error ends with its last line on stderr (systemctl status shows the last
+# lines too): kept up to this many bytes, said up to _LAST_SAID (a secret's bytes past it kept
+# in view, so that the cut never splits one).
+_LAST_KEPT: Final = 8192
+_LAST_SAID: Final = 200
+LAST_LINE_SAID: Final = "; its last line on stderr: "  # before it, in the error
 _NOT_OURS: Final = "(not sent by jobvisor: the kernel's out-of-memory killer, or another process)"
 # The thread waiting on a command waits at SCHED_BATCH, which on waking does not preempt a
 # running task (but one at SCHED_IDLE): at SCHED_OTHER a child's exit woke it ahead of the
@@ -247,6 +254,7 @@ class CommandWork:
             if attempt.cancelled.is_set():  # a cancel() that came before the start
                 child.stop(self.stop_signal, self.grace)
             code = child.supervise()
+            last = child.last_on_stderr()
         except (ChildProcessError, ProcessLookupError):
             # The leader was reaped by someone else before we could read its status (its
             # pidfd could not open, or waitid found no such child).
@@ -265,7 +273,8 @@ class CommandWork:
         if code >= 0 and code in self.success_exit_codes:
             return code
         if code > 0:
-            raise CommandFailed(f"command {self.shown(cut)} exited with {code}", code)
+            said = _last_said(last, cut) if last else ""
+            raise CommandFailed(f"command {self.shown(cut)} exited with {code}{said}", code)
         cpu = None if self.limits is None else self.limits.cpu
         if isinstance(cpu, int | float) and _cpu_limit_ended(code, signalled=child.signalled):
             raise CommandFailed(
@@ -396,6 +405,7 @@ class _Stream:
         "emit",
         "extra",
         "fd",
+        "last",
         "name",
         "parts",
         "pending",
@@ -422,6 +432,8 @@ class _Stream:
         self.prefix = ""
         self.pending = b""  # the bytes after the last newline; invariant: no b"\n" in it
         self.parts = 0  # parts of the current line logged already; pending is its next part
+        # stderr's last line that is not blank, for a failure's error; None: not kept (stdout)
+        self.last: bytes | None = b"" if name == "stderr" else None
 
     def feed(self, data: bytes) -> None:
         pending = self.pending
@@ -436,6 +448,8 @@ class _Stream:
         head, newline, rest = data.rpartition(b"\n")
         sink = self.sink
         if newline:
+            if self.last is not None:
+                self._note_last(head)
             if sink is not None:
                 sink.write(self.name, head)
             if sink is None or sink.logged:  # else its file has them, only it (log: false)
@@ -470,8 +484,16 @@ class _Stream:
             rest = rest[at:]
         return rest
 
+    def _note_last(self, lines: bytes) -> None:
+        tail = lines.rstrip()
+        if tail:
+            start = tail.rfind(b"\n") + 1
+            self.last = tail[start : start + _LAST_KEPT]
+
     def finish(self) -> None:
         """The pipe is done: log a last line that had no newline."""
+        if self.pending and self.last is not None:
+            self._note_last(self.pending)
         if self.pending:
             # What the cuts kept in view for a secret, at most 64 KiB more: its own parts.
             rest = self._parts(self.pending, ending=True)
@@ -506,6 +528,21 @@ class _Stream:
         self.prefix = f"{attempt.path}[{attempt.number}]"
         extra = self.extra = {"path": attempt.path, "attempt": attempt.number, "stream": self.name}
         return extra
+
+
+def _last_said(last: bytes, cut: LineCut | None) -> str:
+    """``; its last line on stderr: ...``, cut at ``_LAST_SAID`` bytes (never inside a secret,
+    which the error's masking must find whole), its control characters escaped; "" for none."""
+    line = last.lstrip()
+    if not line:
+        return ""
+    if len(line) > _LAST_SAID:
+        at = _LAST_SAID - 1  # and an ellipsis
+        if cut is not None and cut.longest > 0:
+            at = cut.safe_cut(line, at)
+        line = line[: _char_start(line, at)] + "…".encode()
+    text = printable(line.decode("utf-8", "replace"))
+    return f"{LAST_LINE_SAID}{text}"
 
 
 def _char_start(data: bytes, at: int) -> int:
@@ -682,6 +719,13 @@ class _Child:
                 self._waiter.wake()
 
     # -- run()'s thread ----------------------------------------------------------------------------
+
+    def last_on_stderr(self) -> bytes:
+        """The last line on stderr that was not blank (b"" for none)."""
+        for stream in self.streams.values():
+            if stream.last:
+                return stream.last
+        return b""
 
     def supervise(self) -> int:
         """Log the output until the leader has exited and the pipes are closed; return its code.

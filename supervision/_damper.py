@@ -45,9 +45,12 @@ same line; its exits are a burst too (``clean``), summed up as::
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from actors._command import LAST_LINE_SAID
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Container, Hashable
@@ -96,6 +99,7 @@ class Summary:
 class _Burst:
     error: str
     last_failure: float  # clock time of its latest failure
+    key: str = ""  # what a failure of the same loop has too (``same_error``)
     failures: int = 0
     seen: set[Hashable] = field(default_factory=set)  # kinds of record written during it
     held: int = 0  # failures held back since the last summary
@@ -109,6 +113,16 @@ class _Burst:
     # summary counts "in the last N s" from there, not from its first held failure (one held
     # failure summed up with the "gave up" that follows at once said "in the last 0.0 s").
     shown_at: float = 0.0
+
+
+_NUMBERS = re.compile(r"[0-9]+")
+
+
+def same_error(error: str) -> str:
+    """What failures of one loop have in common: the error, the numbers in a command's last
+    line on stderr aside (a time, a pid, a port it tried: the loop is the same one)."""
+    head, said, line = error.partition(LAST_LINE_SAID)
+    return error if not said else head + said + _NUMBERS.sub("#", line)
 
 
 class CrashLoopDamper:
@@ -167,7 +181,7 @@ class CrashLoopDamper:
         if path in self._under:
             return False  # summaries of loops under this group come first: admit's
         if failure is not None:
-            held = burst.error == failure
+            held = burst.key == same_error(failure)
             if held:
                 self._failed(path, burst, kind, now)
             return held
@@ -212,10 +226,11 @@ class CrashLoopDamper:
             out += self._end(path, now)  # quiet for an interval: the loop is over
             burst = None
         if failure is not None:
-            if burst is None or burst.error != failure:
+            key = same_error(failure)
+            if burst is None or burst.key != key:
                 if burst is not None:
                     out += self._end(path, now)
-                burst = self._bursts[path] = _Burst(failure, now, shown_at=now)
+                burst = self._bursts[path] = _Burst(failure, now, key=key, shown_at=now)
             return out, self._failed(path, burst, kind, now) or self._deciding(
                 path, burst, acted, out
             )

@@ -248,6 +248,46 @@ def test_failures_raise_command_failed_with_the_code(
 
 
 @pytest.mark.parametrize(
+    ("shell", "said"),
+    [
+        # Its last line that is not blank: systemctl status shows the last lines too (h254).
+        (
+            "echo up; printf 'Traceback...\\nOSError: [Errno 98] Address in use\\n\\n  \\n' >&2; exit 1",
+            "; its last line on stderr: OSError: [Errno 98] Address in use",
+        ),
+        (
+            "printf 'no newline at the end' >&2; exit 2",
+            "; its last line on stderr: no newline at the end",
+        ),
+        ("echo only stdout; exit 3", ""),
+        (
+            "printf '\\033]0;title\\007 bell\\n' >&2; exit 4",
+            "; its last line on stderr: \\x1b]0;title\\x07 bell",
+        ),
+        ("printf '%0300d\\n' 7 >&2; exit 5", "; its last line on stderr: " + "0" * 199 + "…"),
+    ],
+)
+def test_a_failed_commands_error_ends_with_its_last_line_on_stderr(shell: str, said: str) -> None:
+    with pytest.raises(CommandFailed) as info:
+        CommandWork(shell=shell).run(attempt())
+    assert str(info.value) == f"command {shell} exited with {info.value.code}{said}"
+
+
+def test_the_last_line_on_stderr_is_not_cut_inside_a_secret() -> None:
+    from supervision._secrets import SecretMasker
+
+    secret = "s3cr3t-value-xyz"
+    masker = SecretMasker([secret])
+    start = Attempt("cmd", 1, time.time(), cut=masker)
+    line = "x" * 190 + secret + "y" * 20
+    with pytest.raises(CommandFailed) as info:
+        CommandWork(shell=f"echo {line} >&2; exit 1").run(start)
+    said = str(info.value).split("; its last line on stderr: ", 1)[1]
+    assert said == "x" * 190 + "…"  # cut before the secret, not inside it
+    assert "s3cr" not in str(info.value).split("exited with 1", 1)[1]
+
+
+@pytest.mark.parametrize(
     ("version", "marked"),
     [
         ((3, 11, 7), False),

@@ -377,7 +377,10 @@ def test_a_secret_from_an_env_file_is_masked_in_the_run_log_and_json(tmp_path: P
     assert "leak[1] out *** hello-plain" in out.stderr
     assert "leak[1] err ***" in out.stderr
     node = json.loads(out.stdout)["children"][0]
-    assert node["last_exit"]["error"].endswith("sh *** exited with 3")
+    # Its last line on stderr, masked as the rest (h254).
+    assert node["last_exit"]["error"].endswith(
+        "sh *** exited with 3; its last line on stderr: err ***"
+    )
     history = jobvisor("history", "--json", cwd=tmp_path)
     assert history.returncode == 0, history.stderr
     output = (tmp_path / ".jobvisor" / "output" / "leak.log").read_text()
