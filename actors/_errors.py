@@ -20,6 +20,7 @@ It lives in the lowest layer (``actors``) so that both packages raise from it;
     ├── ChildUnavailableError     a message cannot reach a supervised child
     ├── TreeStoppedError          the tree was asked to act after it stopped
     │   └── ShuttingDownError     a group that is shutting down was asked to start or add
+    ├── InHubError                a Tree call that waits was made in gevent's hub (a signal handler)
     └── JobFailure                why an attempt or a supervisor failed
         ├── AttemptTimeout        an attempt ran past its ``timeout``
         ├── ServiceExited         a service returned while nobody stopped it
@@ -58,6 +59,7 @@ __all__ = [
     "DependencyDownError",
     "EscalationError",
     "GroupDownError",
+    "InHubError",
     "JobFailure",
     "JobvisorError",
     "NoSuchChildError",
@@ -326,6 +328,17 @@ class ActionTimeoutError(JobvisorError, TimeoutError):
 
     The message says what was still going on (a child still stopping, a supervisor that
     has not answered) and what to do: look at ``tree.status()``, or wait longer.
+    """
+
+
+class InHubError(JobvisorError):
+    """A ``Tree`` call that waits (for an answer, or for the tree) was made in gevent's hub.
+
+    Under the gevent runtime a plain ``signal.signal`` handler runs in the hub greenlet when
+    its signal comes while the main greenlet waits, and nothing may wait there (gevent's own
+    ``BlockingSwitchOutError``). Nothing was asked of the tree. Install the handler with
+    ``gevent.signal_handler(signum, handler)``, which runs it in a greenlet of its own; or
+    call ``tree.stop()``, which in the hub begins the stop and returns False at once.
     """
 
 

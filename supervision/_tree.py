@@ -28,6 +28,7 @@ from actors import (
     ChildRef,
     ChildStarted,
     EscalationError,
+    InHubError,
     Link,
     Outcome,
     RuntimeSetupError,
@@ -132,7 +133,10 @@ class Tree:
     """A running supervisor tree. Use it as a context manager so it always stops.
 
     Every method is safe to call from any thread except a supervised child's
-    own (a child waiting on its supervisor would wait for itself).
+    own (a child waiting on its supervisor would wait for itself). Under gevent, in the hub
+    greenlet (a plain ``signal.signal`` handler), where nothing may wait: ``stop`` and
+    ``kill`` begin and return False, and a call that would wait for an answer raises
+    ``InHubError`` unless it has its answer already.
     """
 
     # How long leaving a ``with`` block waits for the graceful stop before it kills what is
@@ -165,7 +169,7 @@ class Tree:
 
     def started(self, timeout: float | None = None) -> bool:
         """Wait until every child has gone through its first start; False on timeout."""
-        return self._ctx.tracker.started.wait(_seconds(timeout, "started"))
+        return self._wait_for(self._ctx.tracker.started, _seconds(timeout, "started"), "started")
 
     def all_dead(self) -> bool:
         """Every job gave up or failed (itself or with its group): none restarts by itself.
@@ -183,6 +187,10 @@ class Tree:
         with no finite job only ends when stopped (or when escalation reaches the root).
         """
         timeout = _seconds(timeout, "wait")
+        if _in_hub(self.runtime):
+            if self._released.is_set():  # settled, and every event delivered: nothing to wait
+                return True
+            raise _hub_refusal("Tree.wait()")
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._ctx.tracker.wait_settled(timeout):
             return False
@@ -198,7 +206,18 @@ class Tree:
     def wait_ended(self, timeout: float | None = None) -> bool:
         """Wait until the root supervisor has ended: stopped (``stop``), or by itself (an
         escalation past the root, the root giving up on the tree's budget); False on timeout."""
-        return self._ctx.tracker.ended.wait(_seconds(timeout, "wait_ended"))
+        return self._wait_for(
+            self._ctx.tracker.ended, _seconds(timeout, "wait_ended"), "wait_ended"
+        )
+
+    def _wait_for(self, event: threading.Event, timeout: float | None, method: str) -> bool:
+        """``event.wait(timeout)``; in gevent's hub only what needs no wait (it is set, or the
+        timeout is 0), else ``InHubError``."""
+        if _in_hub(self.runtime) and not event.is_set():
+            if timeout == 0:
+                return False
+            raise _hub_refusal(f"Tree.{method}()")
+        return event.wait(timeout)
 
     def result(self) -> RunResult:
         """Summarise the run so far (see ``RunResult``)."""
@@ -405,6 +424,10 @@ class Tree:
         or it has but a thread of the tree was abandoned (``abandoned`` names it;
         nothing of jobvisor's can end it). Asked again, it says so again, until
         that thread has returned.
+
+        Under gevent, in the hub greenlet (a plain ``signal.signal`` handler), where nothing
+        may wait: it begins the stop and returns False at once, as from an event callback;
+        the main greenlet's ``wait()``, ``wait_ended()`` or ``with`` block waits for the end.
         """
         timeout = _seconds(timeout, "stop")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -413,6 +436,10 @@ class Tree:
                 self._stopped = True
                 if not self.ended:
                     self._root._jv_request_stop()
+        if _in_hub(self.runtime):
+            # A wait here raises gevent's BlockingSwitchOutError (after the stop was asked: the
+            # tree was left half stopped, and the main greenlet's wait raised it too).
+            return False
         if not self._ctx.tracker.ended.wait(_left(deadline)):
             # The timers (kills after grace) and events run on: a later stop() or kill() can
             # still finish the job.
@@ -515,6 +542,7 @@ class Tree:
         kill and, by default, returns at once; with ``timeout`` (None: as long as it takes) it
         waits as ``stop`` does. True when the tree has ended, its threads with it (as
         ``stop``'s answer); False while it has not (``wait_ended`` waits for its root).
+        In gevent's hub it sends the kill and returns False at once, as ``stop`` does there.
         """
         timeout = _seconds(timeout, "kill")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -523,6 +551,8 @@ class Tree:
                 self._stopped = True
             with contextlib.suppress(pykka.ActorDeadError):
                 self._root.actor_ref.tell(Command(Op.KILL, (), pykka.ThreadingFuture()))
+        if _in_hub(self.runtime):
+            return False
         if not self._ctx.tracker.ended.wait(_left(deadline)):
             return False
         return self._wait_released(deadline)
@@ -600,6 +630,8 @@ class Tree:
             )
         method, param = _METHODS[op]
         parts = child_path(path, method, param=param, empty=op in {Op.ADD, Op.STATUS, Op.UPDATE})
+        if _in_hub(self.runtime):  # its answer would be waited for: nothing is asked
+            raise _hub_refusal(f"Tree.{method}({path!r})" if path else f"Tree.{method}()")
         future: pykka.Future[Any] = pykka.ThreadingFuture()
         try:
             self._root.actor_ref.tell(Command(op, parts, future, arg))
@@ -643,6 +675,26 @@ class Tree:
             return future.get(timeout=0)
         except pykka.Timeout:
             return None
+
+
+def _in_hub(runtime: str) -> bool:
+    """Whether the caller runs in gevent's hub greenlet, where nothing may wait (a wait raises
+    gevent's ``BlockingSwitchOutError``): a plain ``signal.signal`` handler runs there when
+    its signal comes while the main greenlet waits."""
+    if runtime != "gevent":
+        return False
+    import gevent  # noqa: PLC0415 - loaded whenever a tree runs under gevent
+
+    return gevent.getcurrent() is gevent.get_hub()
+
+
+def _hub_refusal(call: str) -> InHubError:
+    return InHubError(
+        f"{call} was called in gevent's hub, where nothing may wait (a signal.signal handler "
+        "runs there under the gevent runtime): install the handler with "
+        "gevent.signal_handler(signum, handler), which runs it in a greenlet of its own; "
+        "tree.stop() works in either (in the hub it begins the stop and returns False)"
+    )
 
 
 @overload

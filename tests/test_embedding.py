@@ -822,6 +822,158 @@ def test_a_ctrl_c_while_the_exit_stops_a_tree_kills_at_once_saying_so(
     wait_until(lambda: gone(pid), "the command ended")
 
 
+# -- a plain signal handler under gevent -----------------------------------------------------------
+
+# Under gevent Python runs a signal.signal handler in the hub greenlet when the signal comes
+# while the main greenlet waits, and nothing may wait there: tree.stop() in it raised gevent's
+# BlockingSwitchOutError, in the handler and again out of the main wait, and left the tree half
+# stopped (svc running, the root stopping, never ended).
+SIGTERMED = """
+    import actors; actors.install_runtime("gevent")
+    import signal, time
+    from supervision import CommandWork, JobSpec, Schedule, SupervisorSpec, start_tree
+
+    svc = JobSpec(name="svc", work=CommandWork(argv=("sleep", "100")), schedule=Schedule(service=True))
+    tree = start_tree(SupervisorSpec(children=(svc,)))
+    said = []
+    signal.signal(signal.SIGTERM, lambda *_: said.append(tree.stop(10)))
+    assert tree.started(10)
+    print("ready", flush=True)
+{wait}
+    print("ended", said, tree.ended, tree.status()["state"], flush=True)
+    print([child["state"] for child in tree.status()["children"]], tree.stop(10), flush=True)
+"""
+
+DUMPED = """
+    import actors; actors.install_runtime("gevent")
+    import signal, time
+    from supervision import CommandWork, JobSpec, JobvisorError, Schedule, SupervisorSpec, start_tree
+
+    svc = JobSpec(name="svc", work=CommandWork(argv=("sleep", "100")), schedule=Schedule(service=True))
+    tree = start_tree(SupervisorSpec(children=(svc,)))
+    said = []
+
+    def dump(*_):  # a "dump the status on SIGUSR1" handler, and other calls that wait
+        for name, call in (
+            ("status", lambda: tree.status()["state"]),
+            ("restart", lambda: tree.restart("svc")),
+            ("wait_ended", lambda: tree.wait_ended(5)),
+            ("started", tree.started),
+        ):
+            try:
+                said.append(f"{name} {call()}")
+            except JobvisorError as exc:
+                said.append(f"{name} {type(exc).__name__}: {exc}")
+            print(said[-1], flush=True)
+
+    signal.signal(signal.SIGUSR1, dump)
+    signal.signal(signal.SIGTERM, lambda *_: tree.stop())
+    assert tree.started(10)
+    print("ready", flush=True)
+    tree.wait(60)
+    print("ended", tree.ended, flush=True)
+    while len(said) < 8:  # the dump once the tree has ended
+        time.sleep(0.05)
+    print([(child["state"], child["restarts"]) for child in tree.status()["children"]], flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class _Signalled:
+    """What a program that was sent signals printed to stdout and stderr, and its exit code."""
+
+    code: int
+    out: str
+    err: str
+
+
+def _signalled(program: str, tmp_path: Path, steps: list[tuple[int, str]]) -> _Signalled:
+    """Run ``program`` until it prints ``ready``; send each signal of ``steps`` in turn, each
+    once the program has printed what its step waits for; then wait for the program's end."""
+    from faultkit import wait_until
+
+    out, err = tmp_path / "out", tmp_path / "err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(program)],
+            cwd=ROOT,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests")))},
+        )
+    try:
+        wait_until(lambda: "ready\n" in out.read_text(), "the program runs", proc=proc)
+        for signum, then in steps:
+            proc.send_signal(signum)
+            # Or its end: what it said on the way out is what the test then shows.
+            wait_until(lambda then=then: then in out.read_text() or proc.poll() is not None, then)
+            if proc.poll() is not None:
+                break
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return _Signalled(code, out.read_text(), err.read_text())
+
+
+@pytest.mark.parametrize(
+    "wait",
+    [
+        "tree.wait(30)",
+        "with tree:  # leaving it stops the tree again: it has ended\n    tree.wait_ended(30)",
+        "while not tree.ended:  # an idle program, its main greenlet asleep\n    time.sleep(0.05)",
+    ],
+    ids=["wait", "with", "idle"],
+)
+def test_a_plain_sigterm_handler_under_gevent_stops_the_tree(wait: str, tmp_path: Path) -> None:
+    """The stop begins in the hub and says False at once, as from a subscriber; the main
+    greenlet's wait returns once the tree has ended, stopped whole, and no traceback is shown."""
+    program = SIGTERMED.format(wait=textwrap.indent(wait, "    "))
+    ran = _signalled(program, tmp_path, [(signal.SIGTERM, "ended")])
+    assert ran.code == 0, ran.err
+    assert ran.out.splitlines()[1:] == ["ended [False] True stopped", "['stopped'] True"], ran
+    assert ran.err == ""
+
+
+def test_a_plain_sigusr1_handler_under_gevent_is_told_what_cannot_wait_there(
+    tmp_path: Path,
+) -> None:
+    """status() and the other calls that wait for an answer say why they cannot in the hub and
+    what to do, and do nothing; what needs no wait is answered (started(), and every answer
+    once the tree has ended). The tree runs on, and a SIGTERM's stop ends it whole."""
+    ran = _signalled(
+        DUMPED,
+        tmp_path,
+        [
+            (signal.SIGUSR1, "started True"),
+            (signal.SIGTERM, "ended True"),
+            (signal.SIGUSR1, "wait_ended True"),
+        ],
+    )
+    assert ran.code == 0, ran.err
+    assert ran.err == ""
+    hub = (
+        "was called in gevent's hub, where nothing may wait (a signal.signal handler runs "
+        "there under the gevent runtime): install the handler with "
+        "gevent.signal_handler(signum, handler), which runs it in a greenlet of its own; "
+        "tree.stop() works in either (in the hub it begins the stop and returns False)"
+    )
+    assert ran.out.splitlines()[1:] == [
+        f"status InHubError: Tree.status() {hub}",
+        f"restart InHubError: Tree.restart('svc') {hub}",
+        f"wait_ended InHubError: Tree.wait_ended() {hub}",
+        "started True",
+        "ended True",
+        "status stopped",
+        "restart TreeStoppedError: the tree has stopped; cannot restart 'svc'",
+        "wait_ended True",
+        "started True",
+        "[('stopped', 0)]",
+    ], ran
+
+
 # -- two trees in one process ----------------------------------------------------------------------
 
 TWO_TREES = """
