@@ -684,8 +684,10 @@ def _in_hub(runtime: str) -> bool:
     if runtime != "gevent":
         return False
     import gevent  # noqa: PLC0415 - loaded whenever a tree runs under gevent
+    from gevent.hub import Hub  # noqa: PLC0415
 
-    return gevent.getcurrent() is gevent.get_hub()
+    # Not ``is get_hub()``: that makes a hub for a native thread that has none.
+    return isinstance(gevent.getcurrent(), Hub)
 
 
 def _hub_refusal(call: str) -> InHubError:
