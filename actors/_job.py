@@ -382,8 +382,13 @@ class JobActor(OwnActor):
         rand: Callable[[], float] = random.random,
         catch_up: bool = False,
         last_tick: float | None = None,
+        on_tick: Callable[[bool], None] | None = None,
     ) -> None:
         super().__init__()
+        # Called in this thread as each tick starts (True) and ends; it never raises. The
+        # status reads a tick in flight from ``_attempt`` when asked; the metrics, which never
+        # ask, are told.
+        self._ticked = on_tick
         # A periodic job's timers: ``clock`` is the scheduler's (a test's manual clock moves
         # both), ``rand`` draws each tick's delay in its ``jitter`` (``tick_delay``).
         self._clock = clock
@@ -589,7 +594,16 @@ class JobActor(OwnActor):
     def _run_tick(self) -> None:
         # A tick that ends the incarnation (it failed, it was the last, a stop came) is told
         # with the exit, one report as a once-job's: its failure is then said once, by the exit.
-        error, code = self._run_attempt(with_exit=True)
+        ticked = self._ticked
+        if ticked is None:
+            error, code = self._run_attempt(with_exit=True)
+        else:
+            ticked(True)  # noqa: FBT003 - the hook's one argument: a tick runs
+            try:
+                error, code = self._run_attempt(with_exit=True)
+            finally:
+                # Before its report: whoever hears of its end finds it over.
+                ticked(False)  # noqa: FBT003 - as above
         self._output_done()  # a job between its ticks holds no file
         if self._jv_stop_requested:
             self._jv_finish(error)

@@ -2083,7 +2083,7 @@ def _noting(
 
     if kinds is not None:  # None: the sink takes every kind, and so does this one
         noted.event_types = kinds | {Escalated, GaveUp}  # type: ignore[attr-defined]
-    for hook in ("on_state", "on_failure", "on_restart"):
+    for hook in ("on_state", "on_failure", "on_restart", "on_tick"):
         if hasattr(sink, hook):
             setattr(noted, hook, getattr(sink, hook))
     return noted

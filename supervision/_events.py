@@ -228,7 +228,7 @@ def need_subscriber(callback: object, method: str, param: str) -> None:
 
 class SinkFailures:
     """What a tree does when its sink (``start_tree(sink=...)``, or one of its ``on_state``,
-    ``on_failure``, ``on_restart`` hooks) raises: it says so and goes on.
+    ``on_failure``, ``on_restart``, ``on_tick`` hooks) raises: it says so and goes on.
 
     The sink is called inline in a supervisor's turn: its exception, unguarded, was taken for
     a bug of the supervisor's, which killed its children and failed (h244). As a subscriber's:

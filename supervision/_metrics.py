@@ -28,7 +28,7 @@ from supervision._events import (
     BreakerChanged,
     GaveUp,
 )
-from supervision._spec import SupervisorSpec, same_child, walk
+from supervision._spec import JobSpec, SupervisorSpec, same_child, walk
 from supervision._state import State
 
 if TYPE_CHECKING:
@@ -45,8 +45,9 @@ log = logbook.Logger("supervision.metrics")
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 BREAKER_VALUES: Final = {"closed": 0, "open": 1, "half_open": 2}
-# The events the metrics take; state changes, failures and restarts come inline instead
-# (``on_state``, ``on_failure``, ``on_restart``), from where the status counts them.
+# The events the metrics take; state changes, failures, restarts and a periodic job's ticks
+# come inline instead (``on_state``, ``on_failure``, ``on_restart``, ``on_tick``), from where
+# the status counts them.
 EVENT_TYPES: Final = frozenset({AttemptFinished, GaveUp, BreakerChanged})
 # Seconds: from a crash at start to a long batch job.
 _BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
@@ -92,7 +93,8 @@ class TreeMetrics:
         # gauge family of its own per path and outcome that no counter here has.
         self.duration = Histogram(
             "jobvisor_attempt_duration_seconds",
-            "How long each attempt of a job ran",
+            "How long each attempt of a job ran (a periodic job's ticks are attempts of one"
+            " start: _count counts them)",
             ("path", "kind", "outcome"),
             buckets=_BUCKETS,
             registry=None,
@@ -162,6 +164,7 @@ class TreeMetrics:
         both.on_state = self.on_state
         both.on_failure = self.on_failure
         both.on_restart = self.on_restart
+        both.on_tick = self.on_tick
         return sink
 
     def on_state(self, path: str, old: State, new: State) -> None:
@@ -172,8 +175,18 @@ class TreeMetrics:
             if self._pending:  # only after a reload changed a down group's children
                 self._settle(path)
             series.starts += 1
+            # An incarnation before it that never ended its tick (a thread left behind) says
+            # nothing of this one's.
+            series.ticking = False
         series.current = new
         series.since = self._wall()
+
+    def on_tick(self, path: str, running: bool) -> None:
+        """A periodic job's tick starts (``running``) or ends (its actor calls it inline, in
+        its own thread: the status reads whether a tick runs from that actor, never told)."""
+        series = self._by_path.get(path)
+        if series is not None:  # none: a late tick of a job a reload removed makes none
+            series.ticking = running
 
     def on_restart(self, path: str) -> None:
         """Account for one restart the status counts (a tree calls it inline: see ``sink``)."""
@@ -202,7 +215,10 @@ class TreeMetrics:
         """The counted families, made at scrape time (the registry calls it)."""
         job = ("path", "kind")
         starts = CounterMetricFamily(
-            "jobvisor_job_starts", "Starts of a child (first start included)", labels=job
+            "jobvisor_job_starts",
+            "Starts of a child (first start included); a periodic job's ticks are attempts of"
+            " one start: count them with jobvisor_attempt_duration_seconds_count",
+            labels=job,
         )
         restarts = CounterMetricFamily(
             "jobvisor_job_restarts",
@@ -227,6 +243,13 @@ class TreeMetrics:
             "Unix time of the child's last change of state (the status's since)",
             labels=job,
         )
+        # A periodic job's only: any other job's would be one more series a child, always 0.
+        between = GaugeMetricFamily(
+            "jobvisor_job_between_ticks",
+            "1 while a periodic job (every, cron) waits for its next tick, its state running;"
+            " 0 while a tick runs, or in any other state",
+            labels=job,
+        )
         for series in list(self._by_path.values()):
             labels = series.labels
             starts.add_metric(labels, series.starts)
@@ -238,7 +261,10 @@ class TreeMetrics:
             current = series.current
             for each in State:
                 state.add_metric((*labels, each.value), 1 if each is current else 0)
-        yield from (starts, restarts, failures, state, since, gave_up)
+            if series.periodic:
+                idle = current is State.RUNNING and not series.ticking
+                between.add_metric(labels, 1 if idle else 0)
+        yield from (starts, restarts, failures, state, since, between, gave_up)
         for family in self.duration.collect():
             family.samples = [one for one in family.samples if not one.name.endswith("_created")]
             yield family
@@ -375,6 +401,7 @@ class TreeMetrics:
             known = self._specs.get(path)
             kind = "unknown" if known is None else known.kind
             series = self._by_path[path] = _Series((self._mask(path), kind), self._wall())
+            series.periodic = isinstance(known, JobSpec) and known.schedule.periodic
         return series
 
 
@@ -387,9 +414,11 @@ class _Series:
         "failures",
         "gave_up",
         "labels",
+        "periodic",
         "restarts",
         "since",
         "starts",
+        "ticking",
     )
 
     def __init__(self, labels: tuple[str, str], since: float) -> None:
@@ -403,6 +432,9 @@ class _Series:
         # ``increase()``, which needs a sample before it.
         self.failures: dict[str, int] = dict.fromkeys(_FAILED, 0)
         self.durations: dict[str, Any] = {}  # outcome: the histogram's labelled child
+        self.periodic = False  # a periodic job's: it has a between_ticks series
+        # A tick of it runs: written by its actor's thread (``on_tick``), a bool at a time.
+        self.ticking = False
 
 
 def _same(was: ChildSpec, new: ChildSpec) -> bool:

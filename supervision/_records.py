@@ -109,6 +109,9 @@ class TreeContext:
     failure_hook: Callable[[str, Outcome], None] | None = None
     # Likewise with every restart the status counts (a sink's ``on_restart``).
     restart_hook: Callable[[str], None] | None = None
+    # Likewise, in the job's own thread, as a periodic job's tick starts (True) and ends (a
+    # sink's ``on_tick``: the metrics' between_ticks, which the status reads from the actor).
+    tick_hook: Callable[[str, bool], None] | None = None
     # Told when the sink or one of its hooks raises: logged, and the turn goes on.
     sink_failed: ev.SinkFailures = field(default_factory=ev.SinkFailures)
     # A daemon's restart: children still cooling down per the journal, {path: (left, cycle)}.
@@ -167,6 +170,21 @@ class TreeContext:
                 hook(rec.path, outcome)
             except Exception as exc:
                 self.sink_failed(hook, f"the failure of {rec.path} ({outcome.value})", exc)
+
+    def ticks_of(self, path: str) -> Callable[[bool], None] | None:
+        """What a periodic job at ``path`` calls as each tick starts and ends (None: no hook)."""
+        hook = self.tick_hook
+        if hook is None:
+            return None
+
+        def ticked(running: bool) -> None:
+            try:
+                hook(path, running)
+            except Exception as exc:
+                said = "starts" if running else "ends"
+                self.sink_failed(hook, f"{path}: a tick {said}", exc)
+
+        return ticked
 
     def state_changed(self, path: str, old: State, new: State) -> None:
         """Publish a state change; the sink gets it only if it names ``StateChanged``."""
@@ -727,6 +745,7 @@ def start_incarnation(
             rand=ctx.rand,
             catch_up=rec.catch_up,
             last_tick=rec.last_tick,
+            on_tick=ctx.ticks_of(rec.path) if spec.schedule.periodic else None,
             jv_at_once=at_once,
         )
     if isinstance(spec, ActorSpec) and isinstance(spec.placement, RayPlacement):

@@ -880,6 +880,7 @@ def start_tree(
         state_hook=getattr(sink, "on_state", None),
         failure_hook=getattr(sink, "on_failure", None),
         restart_hook=getattr(sink, "on_restart", None),
+        tick_hook=getattr(sink, "on_tick", None),
         sink_failed=sink_failed,
         cooldowns=cooldowns or {},
         last_ticks=dict(last_ticks or {}),  # the tree's own: its supervisors take from it

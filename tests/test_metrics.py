@@ -11,20 +11,26 @@ import platform
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import jobfuncs
 import pytest
-from conftest import RUNTIME
+from clockkit import ManualClock
+from conftest import RUNTIME, Events
 from faultkit import Running, http_daemon, wait_until
 from httpkit import HttpKit, Reply, Stall
 from prometheus_client.parser import text_string_to_metric_families
 from test_http_api import Served
 
+from supervision import AttemptFinished, Schedule, python_job
 from supervision._events import GaveUp
 from supervision._metrics import TreeMetrics
 from supervision._notifier import QUEUE_SIZE, Notifier
 from supervision._notify import HttpTarget, NotifyEvent, NotifySpec
 from supervision._spec import SupervisorSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def _nodes(running: Running) -> dict[str, dict[str, Any]]:
@@ -437,3 +443,123 @@ def test_a_scrape_under_gevent_lets_the_hub_run_while_it_writes_its_text() -> No
     other.join(5)
     assert b'jobvisor_job_state{kind="python",path="j1999",state="running"} 0.0' in text
     assert during > 0, "nothing else ran in the hub while the scrape's text was written"
+
+
+def _scraped(metrics: TreeMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A scrape of ``metrics``, read by prometheus_client's parser, as ``Served.metrics``."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics.text().decode())
+        for sample in family.samples
+    }
+
+
+def _ticks(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    """``jobvisor_job_between_ticks`` by path: only the jobs that have the series."""
+    return {
+        dict(keys)["path"]: value
+        for (name, keys), value in samples.items()
+        if name == "jobvisor_job_between_ticks"
+    }
+
+
+def _running(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], path: str) -> float:
+    """``jobvisor_job_state{state="running"}`` of the python job at ``path``."""
+    key = ("jobvisor_job_state", (("kind", "python"), ("path", path), ("state", "running")))
+    return samples[key]
+
+
+def test_a_periodic_job_between_its_ticks_is_told_from_one_whose_tick_runs(
+    make_tree: Callable[..., Any], events: Events
+) -> None:
+    """``jobvisor_job_state`` says ``running`` from a periodic job's start on (SPEC's state:
+    its dependants count on it), and nothing said that no tick ran, where ``status`` and the
+    page say ``idle``: ``jobvisor_job_between_ticks`` is 1 while none runs (before the first
+    too), 0 while one does, as the status's ``between_ticks``. A service has no such series.
+    The clock is the test's: a tick comes only when it moves."""
+    clock = ManualClock()
+    tick = python_job("tick", "jobfuncs:block", "tick", schedule=Schedule(every=30))
+    svc = python_job("svc", "jobfuncs:block", "svc", schedule=Schedule(service=True))
+    spec = SupervisorSpec(children=(tick, svc))
+    metrics = TreeMetrics(spec)
+    tree = make_tree(spec, sink=metrics.sink(), on_event=events, monotonic=clock)
+    events.reached("tick", "running")
+    events.reached("svc", "running")
+    # Armed before the clock moves: a tick armed after it would never come.
+    wait_until(lambda: tree.status()["children"][0]["next_start_at"], "the first tick armed")
+    assert tree.status()["children"][0].get("between_ticks") is True
+    samples = _scraped(metrics)
+    assert _ticks(samples) == {"tick": 1}
+    assert _running(samples, "tick") == 1
+    clock.advance(30)
+    assert jobfuncs.EVENTS["tick.running"].wait(10)
+    assert "between_ticks" not in tree.status()["children"][0]
+    samples = _scraped(metrics)
+    assert _ticks(samples) == {"tick": 0}
+    assert _running(samples, "tick") == 1
+    jobfuncs.EVENTS["tick.release"].set()
+    events.wait_for(lambda _: bool(events.of(AttemptFinished, "tick")))
+    samples = _scraped(metrics)
+    assert _ticks(samples) == {"tick": 1}
+    assert _running(samples, "tick") == 1
+    # Its ticks are attempts of its one start: the histogram counts them, starts does not.
+    assert samples[("jobvisor_job_starts_total", (("kind", "python"), ("path", "tick")))] == 1
+    count = (("kind", "python"), ("outcome", "succeeded"), ("path", "tick"))
+    assert samples[("jobvisor_attempt_duration_seconds_count", count)] == 1
+
+
+TICKERS = """
+version: 1
+http: {heartbeat: 5s}
+jobs:
+  - name: calm
+    service: true
+    command: [sleep, '100']
+  - name: busy
+    every: 100ms
+    command: [sh, -c, "touch ticking; exec sleep 100"]
+HOURLY
+"""
+HOURLY = """
+  - name: hourly
+    every: 1h
+    command: ['true']
+"""
+
+
+def test_between_ticks_is_scraped_for_each_periodic_job_and_goes_with_it(tmp_path: Path) -> None:
+    """A daemon's scrape: a periodic job waiting for its next tick reads ``between_ticks`` 1
+    with its state ``running``, one whose tick runs 0; a service has no such series (nothing
+    to say, a series a job). A reload removing the job removes its series; one replacing a job
+    gives it a new series, from the new job's own state. Starts' HELP says what a tick is."""
+    manifest = TICKERS.replace("HOURLY", HOURLY)
+    with http_daemon(tmp_path, manifest, "--runtime", RUNTIME) as running:
+        served = Served(running.http)
+        wait_until((tmp_path / "ticking").exists, "busy's first tick", proc=running.proc)
+        wait_until(lambda: _nodes(running)["hourly"]["state"] == "running", "hourly running", timeout=30)  # fmt: skip
+        nodes = _nodes(running)
+        assert nodes["hourly"].get("between_ticks") is True
+        assert "between_ticks" not in nodes["busy"]
+        samples = served.metrics()
+        assert _ticks(samples) == {"hourly": 1, "busy": 0}
+        for path in ("hourly", "busy"):
+            assert served.metric("jobvisor_job_state", path=path, kind="command", state="running") == 1  # fmt: skip
+        text = served.get("/metrics").text
+        assert (
+            "# HELP jobvisor_job_between_ticks 1 while a periodic job (every, cron) waits for its"
+            " next tick, its state running; 0 while a tick runs, or in any other state\n"
+        ) in text
+        assert (
+            "# HELP jobvisor_job_starts_total Starts of a child (first start included); a"
+            " periodic job's ticks are attempts of one start: count them with"
+            " jobvisor_attempt_duration_seconds_count\n"
+        ) in text
+        assert (
+            "# HELP jobvisor_attempt_duration_seconds How long each attempt of a job ran (a"
+            " periodic job's ticks are attempts of one start: _count counts them)\n"
+        ) in text
+        # busy replaced by one that waits an hour; hourly removed.
+        _reloaded(running, TICKERS.replace("100ms", "1h").replace("HOURLY", ""))
+        wait_until(lambda: _ticks(served.metrics()) == {"busy": 1}, "the new busy between ticks", timeout=30)  # fmt: skip
+        assert _series(served, "hourly") == {}
+        assert served.metric("jobvisor_job_starts_total", path="busy", kind="command") == 1

@@ -1116,3 +1116,50 @@ def test_a_last_exit_of_another_day_says_its_day(tmp_path: Path, browser: WebDri
         if os.environ.get("JV_PAGE_SHOTS"):
             browser.save_screenshot(str(Path(os.environ["JV_PAGE_SHOTS"]) / "another_day.png"))
         assert console_errors(browser) == []
+
+
+FIRST = """
+version: 1
+http: {}
+jobs:
+  - {name: svc, service: true, command: [sleep, "100"]}
+  - {name: held, service: true, autostart: false, command: [sleep, "100"]}
+"""
+
+
+def empty_timeline(driver: WebDriver, path: str) -> str:
+    """What ``path``'s timeline says while it has no bar ("" once it has one)."""
+    said = driver.execute_script(
+        "const c = document.querySelector(arguments[0]);"
+        "return c && !c.children.length ? getComputedStyle(c, '::after').content : '';",
+        f'.row[data-path="{path}"] .timeline',
+    )
+    return str(said or "").removeprefix('"').removesuffix('"')
+
+
+def test_a_service_whose_first_attempt_runs_says_since_when_not_no_attempts_yet(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    """A running service's recent attempts said "no attempts yet", as one never started does:
+    its first attempt runs, and none has ended to draw. It says since when it runs, as the
+    page says a time of day; a service started while the page is open says its own start."""
+    with http_daemon(tmp_path, FIRST) as running:
+
+        def since(path: str) -> str:
+            at = running.nodes()[path]["since"]
+            return f"running since {datetime.fromtimestamp(at, UTC).astimezone():%H:%M:%S}"
+
+        wait_until(lambda: running.nodes()["svc"]["state"] == "running", "svc running")
+        browser.get(running.http.url + "/")
+        until(browser, lambda d: state_of(d, "held") == "stopped", "held, never started")
+        assert empty_timeline(browser, "held") == "no attempts yet"
+        assert empty_timeline(browser, "svc") == since("svc")
+        until(
+            browser,
+            lambda d: d.find_element(By.ID, "conn").get_attribute("data-conn") == "live",
+            "live",
+        )
+        out = running.cli("start", "held")
+        assert out.returncode == 0, out.stderr
+        until(browser, lambda d: empty_timeline(d, "held") == since("held"), "held's start")
+        assert console_errors(browser) == []
