@@ -1114,7 +1114,11 @@ class Supervisor(OwnActor):
         if outcome.is_failure:
             error = extra["failure"]
             # ``_value_``, not ``value``: an enum's property is two Python calls (Python 3.11)
-            msg, args = "{}: {} (start {}): {}", (rec.path, outcome._value_, rec.starts, error)
+            # Its attempt's number, as its record's ``attempt`` and history say it (a breaker's
+            # wait or a tick is an attempt of the same start, h253).
+            msg, args = "{}: {} (attempt {}): {}", (rec.path, outcome._value_, rec.attempts, error)
+            if not rec.attempts:  # an actor's: it has starts, and no attempts
+                msg, args = "{}: {} (start {}): {}", (rec.path, outcome._value_, rec.starts, error)
             if final:
                 msg, args = self._traced(msg, args, cause)
                 log.error(msg, *args, extra={**extra, ACTED: True})

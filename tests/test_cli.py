@@ -1257,7 +1257,7 @@ def test_a_thread_jobs_stderr_line_comes_before_the_verdict_through_a_pipe(
     said = out.index("the job says on stderr")
     assert said < verdict, out
     # The log's line of p's end comes after what p wrote before it ended.
-    ended = out.index("p: failed (start 1)")
+    ended = out.index("p: failed (attempt 1)")
     assert said < ended, out
     if unbuffered:
         # Each write as it came: stderr's unfinished line, then stdout's print (one fd here).

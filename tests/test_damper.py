@@ -305,7 +305,7 @@ def supervisor_cycle(log: logbook.Logger, n: int) -> None:
     where = {"path": "crash", "attempt": n}
     log.info("{}: started (start {})", "crash", n, extra={"path": "crash"})
     log.warning("{}[{}] {}", "crash", n, "boom", extra={**where, "stream": "stderr"})
-    log.error("{}: failed (start {}): {}", "crash", n, ERROR, extra={**where, "failure": ERROR})
+    log.error("{}: failed (attempt {}): {}", "crash", n, ERROR, extra={**where, "failure": ERROR})
     log.info("{}: restart {} in {:.3f}s", "crash", n, 0.0, extra=where)
 
 
@@ -373,14 +373,14 @@ def test_a_real_crash_loop_is_summed_up_and_the_journal_keeps_every_attempt(
     # the first of a new burst should the loop have been quiet for an interval (a loaded
     # machine can hold it up that long), which the journal's restart times then show.
     written = [
-        int(m[1]) for line in lines if (m := re.search(r"crash: failed \(start (\d+)\)", line))
+        int(m[1]) for line in lines if (m := re.search(r"crash: failed \(attempt (\d+)\)", line))
     ]
     assert written[:3] == [1, 2, 3], "\n".join(lines)
     assert held == 151 - len(written), "\n".join(lines)
     assert "same error: command sh -c 'echo boom >&2; exit 1' exited with 1" in summaries[-1]
     # The failure that ends in the give-up is its cause, written in full right before it.
     last = lines.index(summaries[-1])
-    assert "crash: failed (start 151)" in lines[last + 1], "\n".join(lines)
+    assert "crash: failed (attempt 151)" in lines[last + 1], "\n".join(lines)
     assert "crash: gave up" in lines[last + 2]
     history = jobvisor("history", "crash", "--json", "--limit", "1000", cwd=tmp_path)
     attempts = [row for row in json.loads(history.stdout) if row["type"] == "attempt"]
@@ -396,7 +396,7 @@ def test_a_real_crash_loop_is_summed_up_and_the_journal_keeps_every_attempt(
         assert restarted[start] - restarted[start - 1] >= 10 / 2, (start, "\n".join(lines))
     loud = jobvisor("run", "--log-level", "verbose", cwd=tmp_path)
     assert loud.returncode == 1
-    assert sum("failed (start" in line for line in loud.stderr.splitlines()) == 151
+    assert sum("failed (attempt" in line for line in loud.stderr.splitlines()) == 151
     assert _SUMMARY not in loud.stderr
 
 
@@ -425,7 +425,7 @@ def test_a_real_loops_growing_backoff_shows_in_the_log(tmp_path: Path) -> None:
     # the 9th failure, the give-up's cause, is written in full (not in the summary) before it
     assert "crash: failed 5 more times and was restarted 3 more times in the last" in summaries[0]
     gave_up = next(i for i, line in enumerate(lines) if "crash: gave up" in line)
-    assert "crash: failed (start 9)" in lines[gave_up - 1], "\n".join(lines)
+    assert "crash: failed (attempt 9)" in lines[gave_up - 1], "\n".join(lines)
 
 
 def test_a_python_crash_loop_shows_where_it_failed_only_with_the_failures_it_writes(
@@ -562,7 +562,7 @@ def test_the_supervisor_asks_the_damper_before_it_makes_a_record() -> None:
     clock = Clock()
     stream = io.StringIO()
     log = logbook.Logger("supervision")
-    failed, restart = "{}: {} (start {}): {}", "{}: {} in {:.3f}s"
+    failed, restart = "{}: {} (attempt {}): {}", "{}: {} in {:.3f}s"
     held = []
     with configure_logging(LoggingSpec(level="information"), stream=stream, monotonic=clock):
         for n in range(1, 8):
@@ -638,7 +638,7 @@ def test_every_give_up_of_a_looping_job_is_logged(make_tree: Any) -> None:
         assert tree.stop(timeout=20)
     lines = stream.getvalue().splitlines()
     assert sum(": gave up: " in line for line in lines) == 2, lines
-    assert len([line for line in lines if "failed (start" in line]) < 10  # still damped
+    assert len([line for line in lines if "failed (attempt" in line]) < 10  # still damped
 
 
 @pytest.mark.parametrize("level", ["information", "warning"])
@@ -670,7 +670,7 @@ def test_a_persons_start_of_a_job_that_gave_up_shows_its_next_failures_in_full(
         events.wait_for(lambda items: sum(isinstance(e, GaveUp) for e in items) == 2)
         assert tree.stop(timeout=20)
     lines = stream.getvalue().splitlines()
-    starts = (re.search(r"failed \(start (\d+)\)", line) for line in lines)
+    starts = (re.search(r"failed \(attempt (\d+)\)", line) for line in lines)
     failed = [int(m.group(1)) for m in starts if m]
     # Each story's first three in full, and the 4th (then the 8th), which its give-up follows;
     # the 5th was only in a summary ("failed 1 more time ...") before the start was a new story.
@@ -849,7 +849,7 @@ def test_failures_held_before_their_records_are_made_are_summed_up_when_due_too(
     clock = ManualClock()
     stream = Watched("more times")
     log = logbook.Logger("supervision")
-    failed = "{}: {} (start {}): {}"
+    failed = "{}: {} (attempt {}): {}"
     with configure_logging(LoggingSpec(level="information"), stream=stream, monotonic=clock):
         for n in range(1, 8):
             args = ("crash", "failed", n, ERROR)
@@ -899,7 +899,7 @@ def test_two_trees_in_one_process_each_damp_their_own_loops(make_tree: Any) -> N
         # Its failures: an attempt the stop ended is none.
         a_tried = sum(e.outcome is Outcome.FAILED for e in a_events.of(AttemptFinished))
         after_a = stream.getvalue()
-    b_failed = [m[1] for m in (re.search(r"failed \(start (\d+)\)", s) for s in b_lines) if m]
+    b_failed = [m[1] for m in (re.search(r"failed \(attempt (\d+)\)", s) for s in b_lines) if m]
     assert b_failed == ["1", "2", "3"], b_lines  # B's story, in full
     summaries = re.findall(r"crash: failed (\d+) more times?", after_a)
     assert sum(int(n) for n in summaries) == a_tried - 3, after_a  # A's own, said at A's stop
@@ -1003,7 +1003,7 @@ def test_the_supervisor_names_its_tree_to_the_gate_whatever_thread_asks() -> Non
 
     stream = io.StringIO()
     log = logbook.Logger("supervision")
-    failed = "{}: {} (start {}): {}"
+    failed = "{}: {} (attempt {}): {}"
 
     def fail(n: int) -> bool:
         args = ("crash", "failed", n, ERROR)
@@ -1098,7 +1098,7 @@ def test_the_failure_that_ends_in_a_give_up_is_written_in_full_before_it(tmp_pat
     lines = run_damped(tmp_path)
     gave_up = next(i for i, line in enumerate(lines) if "load: gave up" in line)
     error = "command sh -c 'echo no db >&2; exit 3' exited with 3"
-    assert f"load: failed (start 4): {error}" in lines[gave_up - 1], "\n".join(lines)
-    starts = [m[1] for line in lines if (m := re.search(r"load: failed \(start (\d+)\)", line))]
+    assert f"load: failed (attempt 4): {error}" in lines[gave_up - 1], "\n".join(lines)
+    starts = [m[1] for line in lines if (m := re.search(r"load: failed \(attempt (\d+)\)", line))]
     assert starts == ["1", "2", "3", "4"], "\n".join(lines)
     assert not [line for line in lines if "more time" in line and "failed" in line]

@@ -327,10 +327,10 @@ def test_a_crash_loop_reaching_the_standard_library_is_summed_up() -> None:
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    failed = [line for line in lines if "loop: failed (start" in line]
+    failed = [line for line in lines if "loop: failed (attempt" in line]
     # the damper's keep, and the 61st, the give-up's cause, written in full right before it
     assert len(failed) == 4, out.stdout
-    assert "loop: failed (start 61)" in failed[-1]
+    assert "loop: failed (attempt 61)" in failed[-1]
     summaries = [line for line in lines if "loop: failed" in line and "more times" in line]
     assert summaries, out.stdout
     assert sum(int(line.split("failed ")[1].split()[0]) for line in summaries) == 61 - 4

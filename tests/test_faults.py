@@ -184,7 +184,7 @@ def test_a_stopped_command_past_its_timeout_is_killed_whole_and_restarted(
 
     text = scene.log_text()
     assert "hung: attempt 1 timeout: hung attempt 1 timed out after 1.5s" in text
-    assert "hung: timeout (start 1): hung attempt 1 timed out after 1.5s" in text
+    assert "hung: timeout (attempt 1): hung attempt 1 timed out after 1.5s" in text
     assert "hung: restart 1 in 0.010s" in text
     assert "hung: gave up" in text
 
@@ -244,7 +244,7 @@ def test_a_command_that_exits_under_a_forked_grandchild_ends_at_once_and_leaves_
     for path, written in (("forker", "sleep 1000 & echo $!"), ("stubborn", 'sh -c "trap')):
         # A string command is shown as the user wrote it.
         assert f"{path}: attempt 1 failed: command {written}" in text
-        assert f"{path}: failed (start 1)" in text
+        assert f"{path}: failed (attempt 1)" in text
         assert f"{path}: gave up" in text
     after = scene.committed()
     assert_kept(before, after)
@@ -413,7 +413,7 @@ def test_a_log_directory_that_becomes_a_file_mid_run_is_reported_once(
     assert (ticker["starts"], ticker["restarts"], ticker["failures"]) == (1, 0, 0)
     assert node(status, "flapper")["restarts"] >= attempts + 9
     assert (
-        "flapper: failed (start 1): command sh -c"
+        "flapper: failed (attempt 1): command sh -c"
         in (log_dir.with_name("logs.old") / "jv.log").read_text()
     )
 

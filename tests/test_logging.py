@@ -341,7 +341,7 @@ def test_a_failed_attempt_that_ends_the_child_is_said_once_by_the_exit(
     assert attempt_records("p") == ["DEBUG"]
     assert attempt_records("o") == ["DEBUG"]
     for path in ("p", "o"):
-        errors = [r for r in logs.records if r.message.startswith(f"{path}: failed (start 1)")]
+        errors = [r for r in logs.records if r.message.startswith(f"{path}: failed (attempt 1)")]
         assert [r.level_name for r in errors] == ["ERROR"], path
 
 

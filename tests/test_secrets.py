@@ -233,7 +233,7 @@ def test_secrets_in_argv_never_reach_the_log_the_json_or_the_journal(tmp_path: P
     argv_manifest(tmp_path, log="logging: {level: verbose, file: jv.jsonl, format: json}")
     text_run = jobvisor("run", "--json", "--log-file", "-", cwd=tmp_path, env=SECRETS)
     assert text_run.returncode == 1, text_run.stderr
-    assert "failed (start 1): command sh -c 'exit 3' '***'" in text_run.stderr
+    assert "failed (attempt 1): command sh -c 'exit 3' '***'" in text_run.stderr
     json_run = jobvisor("run", "--json", cwd=tmp_path, env=SECRETS)
     assert json_run.returncode == 1, json_run.stderr
     error = json.loads(json_run.stdout)["children"][0]["last_exit"]["error"]

@@ -945,7 +945,7 @@ class TestFailuresLogged:
             tree.ref("w").tell("crash")
         events.reached("w", "gave_up")
         said = [r.message for r in logs.records if r.message.startswith("w: ")]
-        [failed] = [m for m in said if m.startswith("w: failed (start 1)")]
+        [failed] = [m for m in said if m.startswith("w: failed (start 1)")]  # an actor: its starts
         lines = failed.splitlines()
         assert lines[1] == "Traceback (most recent call last):", failed
         assert "actorkit.py" in lines[2], failed
