@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 from supervision._printable import printable, printable_json
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
 __all__ = ["SecretMasker", "printable", "printable_json", "url_parts"]
 
@@ -39,10 +39,11 @@ class SecretMasker:
     line: its stripped form and, for a multi-line value such as a PEM key,
     each of its lines; the escaped forms shell quoting (``shlex.quote``,
     which jobvisor uses to show argv), ``repr``/``ascii`` with either quote,
-    JSON and URL encoding give it; and those escapes applied twice (a
-    shell-quoted argv inside a JSON document or a ``repr``). Overlapping
-    secrets (one a part of another, or two sharing characters) are masked
-    as one stretch, so no piece of either is left in clear.
+    JSON and URL encoding give it, and other languages' JSON, HTML and URL
+    encoders (Go's, PHP's: ``_FOREIGN``), hex in escapes in either case; and
+    Python's escapes applied twice (a shell-quoted argv inside a JSON document
+    or a ``repr``). Overlapping secrets (one a part of another, or two sharing
+    characters) are masked as one stretch, so no piece of either is left in clear.
 
     Values (and forms) shorter than ``MIN_LENGTH`` characters are not
     registered: masking them would garble ordinary text (a one-character
@@ -213,37 +214,82 @@ _HEAD_CLIP: Final = re.compile(r"\.\.\. \([0-9,]+ more characters\)")
 _TAIL_CLIP: Final = re.compile(r"\([0-9,]+ more characters\) \.\.\.")
 
 
-def _alternatives(forms: list[str]) -> str:
-    """A pattern that matches any of ``forms`` (sorted, none empty), the longest of those
-    that start at a place: the forms as a trie, common beginnings written once.
+def _alternatives(forms: Iterable[str]) -> str:
+    """A pattern that matches any of ``forms`` (none empty), the longest of those that
+    start at a place: the forms as a trie, common beginnings written once.
 
     A plain alternation of every form is tried form by form at each character of a line;
     with a few secrets' dozens of forms (hex, base64, each escape) that was 50 us a line,
     the trie 3 to 10 times less. Nested too deep for ``re`` (thousands of forms each the
-    start of the next), the plain one, longest first.
+    start of the next), the plain one, longest first. Hex is matched in either case
+    (``_folded``): forms that differ only there are one.
     """
+    folded = sorted({_folded(form) for form in forms})
     try:
-        pattern = _trie(forms)
+        pattern = _trie(folded)
         re.compile(f"(?=({pattern}))")  # as deep as the deepest use (``_at``)
     except (RecursionError, OverflowError, re.error):
-        return "|".join(map(re.escape, sorted(forms, key=lambda form: (-len(form), form))))
+        return "|".join(map(_literal, sorted(folded, key=lambda form: (-len(form), form))))
     return pattern
 
 
-def _trie(forms: list[str]) -> str:
-    # Sorted, the beginning all share is the first's and the last's; "" (a form that ends
+def _trie(forms: list[tuple[str, ...]]) -> str:
+    # Sorted, the beginning all share is the first's and the last's; () (a form that ends
     # here) sorts first. Greedy, a longer form is tried before the end of a shorter one.
     common = os.path.commonprefix([forms[0], forms[-1]])  # noqa: RUF071 - of text, not paths
     rest = [form[len(common) :] for form in forms]
-    ends = rest[0] == ""
+    ends = not rest[0]
     rest = rest[1:] if ends else rest
     if not rest:
-        return re.escape(common)
+        return _literal(common)
     branches = [_trie(list(group)) for _, group in itertools.groupby(rest, key=lambda f: f[0])]
     body = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
     if ends:
         body = f"(?:{body})?"
-    return re.escape(common) + body
+    return _literal(common) + body
+
+
+def _folded(form: str) -> tuple[str, ...]:
+    """``form``'s characters, each hex letter of an escape in it (``%2f``, ``\\u00e9``,
+    ``&#x27;``) and of the hex it begins with a class of both cases (``[fF]``): encoders
+    differ in the case they write (Go and PHP ``\\u003C``, some URL quoting ``%2f``,
+    ``hex()`` and ``.upper()``), and text may mix both.
+
+    Whether a character is folded depends on those before it alone (an escape is taken
+    from its mark, however short): forms that begin alike begin with the same classes,
+    so the trie's branches never overlap, and its longest match stays the longest. A
+    first character is kept as it is: a class there would keep ``re`` from skipping, at a
+    character no form starts with, to the next (hex comes in both cases, ``_encoded``).
+    """
+    run = _HEX.match(form)
+    spans = [(1, run.end())] if run else []
+    if "%" in form or "\\" in form or "&#" in form:
+        spans += (hit.span() for hit in _HEX_ESCAPE.finditer(form))
+    if not spans:
+        return tuple(form)
+    chars = list(form)
+    for start, end in spans:
+        piece = form[start:end]
+        chars[start:end] = map(_HEX_LETTERS.get, piece, piece)
+    return tuple(chars)
+
+
+_HEX: Final = re.compile(r"[0-9a-fA-F]+")
+# Runs of escapes, each as one stretch: a form of every byte escaped is one.
+_HEX_ESCAPE: Final = re.compile(
+    r"(?:%[0-9a-fA-F]{1,2})+|(?:\\x[0-9a-fA-F]{1,2})+|(?:\\u[0-9a-fA-F]{1,4})+"
+    r"|(?:\\U[0-9a-fA-F]{1,8})+|&#[xX][0-9a-fA-F]+"
+)
+# A class token is longer than one character: ``_literal`` writes it as it is.
+_HEX_LETTERS: Final = {c: f"[{c.lower()}{c.upper()}]" for c in "abcdefABCDEF"}
+
+
+def _literal(tokens: Sequence[str]) -> str:
+    """The pattern of ``_folded`` characters: each one escaped, each class as it is."""
+    text = "".join(tokens)
+    if len(text) == len(tokens):  # no class: most forms, escaped at once
+        return re.escape(text)
+    return "".join(token if len(token) > 1 else re.escape(token) for token in tokens)
 
 
 def _longest(forms: tuple[str, ...], pieces: Iterable[str]) -> int:
@@ -305,13 +351,15 @@ def _url_path(text: str) -> str:
     return urllib.parse.quote(text)
 
 
-def _url_lower(text: str) -> str:
-    # %2b for %2B: RFC 3986 takes both, and some encoders write the lower case.
-    return re.sub(r"%[0-9A-F]{2}", lambda hit: hit.group().lower(), _url(text))
+def _url_every(text: str) -> str:
+    # Every byte escaped, letters and digits too (some encoders and obfuscators do). %2b
+    # for %2B, in this form and the others, the pattern takes as well (``_folded``).
+    return "%" + _utf8(text).hex("%").upper()
 
 
-def _url_path_lower(text: str) -> str:
-    return re.sub(r"%[0-9A-F]{2}", lambda hit: hit.group().lower(), _url_path(text))
+def _url_component(text: str) -> str:
+    # JavaScript's encodeURIComponent: ! ' ( ) * are kept.
+    return urllib.parse.quote(text, safe="!'()*")
 
 
 def _bytes_inner(text: str) -> str:
@@ -329,6 +377,57 @@ def _html(text: str) -> str:
 
 def _html_text(text: str) -> str:
     return html.escape(text, quote=False)
+
+
+def _xml(text: str) -> str:
+    # XML's own entities (Java's, .NET's, lxml's escapers); html.escape writes &#x27;.
+    return html.escape(text).replace("&#x27;", "&apos;")
+
+
+def _html_decimal(text: str) -> str:
+    # Go's html.EscapeString and html/template, Jinja's markupsafe.
+    return html.escape(text).replace("&#x27;", "&#39;").replace("&quot;", "&#34;")
+
+
+def _html_php(text: str) -> str:
+    # PHP's htmlspecialchars (ENT_QUOTES, its default since 8.1).
+    return html.escape(text).replace("&#x27;", "&#039;")
+
+
+def _html_ruby(text: str) -> str:
+    # Ruby's CGI.escapeHTML and Rails' ERB::Util.html_escape.
+    return html.escape(text).replace("&#x27;", "&#39;")
+
+
+def _json_go(text: str) -> str:
+    # Go's encoding/json (and Rails' to_json): HTML-safe, < > & and the JS line separators
+    # as \u escapes, other characters as they are.
+    return _json_unicode(text).translate(_JSON_HTML)
+
+
+def _json_html(text: str) -> str:
+    # The same over ASCII-only JSON (Django's json_script over json.dumps).
+    return _json_inner(text).translate(_JSON_HTML)
+
+
+def _json_php(text: str) -> str:
+    # PHP's json_encode by default: / as \/, non-ASCII as \u escapes.
+    return _json_inner(text).replace("/", "\\/")
+
+
+def _json_php_unicode(text: str) -> str:
+    # json_encode with JSON_UNESCAPED_UNICODE.
+    return _json_unicode(text).replace("/", "\\/")
+
+
+def _json_php_hex(text: str) -> str:
+    # json_encode with JSON_HEX_TAG | JSON_HEX_AMP | JSON_HEX_APOS | JSON_HEX_QUOT (Laravel's
+    # @json): ' and " as \u escapes too. Every \" in JSON is a " (a backslash is \\).
+    escaped = _json_php(text).translate(_JSON_HTML).replace('\\"', "\\u0022")
+    return escaped.replace("'", "\\u0027")
+
+
+_JSON_HTML: Final = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"}
 
 
 def _unicode_escape(text: str) -> str:
@@ -377,13 +476,26 @@ _ESCAPES: Final[tuple[Callable[[str], str], ...]] = (
     _url,
     _url_plus,
     _url_path,
-    _url_lower,
-    _url_path_lower,
     _bytes_inner,
     _bytes_single,
     _html,
     _html_text,
     _unicode_escape,
+)
+# Other languages' encoders: their forms are not escaped again (a Go document inside a
+# Python repr), which would multiply them for lines no job writes.
+_FOREIGN: Final[tuple[Callable[[str], str], ...]] = (
+    _url_every,
+    _url_component,
+    _xml,
+    _html_decimal,
+    _html_php,
+    _html_ruby,
+    _json_go,
+    _json_html,
+    _json_php,
+    _json_php_unicode,
+    _json_php_hex,
 )
 _OUTER: Final[tuple[Callable[[str], str], ...]] = (
     _repr_inner,
@@ -433,5 +545,6 @@ def _leak_forms(value: str) -> tuple[set[str], set[str]]:
     bases = {value, value.strip()} | {line.strip() for line in value.splitlines()}
     once = {escape(base) for base in bases for escape in _ESCAPES}
     twice = {outer(form) for form in once for outer in _OUTER}
+    once |= {escape(base) for base in bases for escape in _FOREIGN}
     encoded = {form for base in bases for form in _encoded(base)}
     return bases | once | twice | {printable(form) for form in bases | once}, encoded

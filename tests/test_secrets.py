@@ -10,6 +10,7 @@ non-ASCII text, checked in the log, ``run --json``, the journal and
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -114,6 +115,77 @@ def test_every_encoded_form_of_a_secret_is_masked(value: str) -> None:
     # Base64 of another value is left alone: only the runs made of the secret's own bits go.
     other = base64.b64encode(b"u:another-value-entirely").decode()
     assert masker.mask(other) == other
+
+
+FOREIGN = ("k3y/with&amp<x>", "p@ss w0rd/é\"'<&>+%zz")  # every mark those encoders escape
+
+
+def _json_hex(document: str, chars: str, upper: bool = False) -> str:
+    """``document`` (JSON) with each of ``chars`` written as a ``\\u`` escape, as an encoder
+    that makes JSON safe inside HTML does (a ``"`` is escaped already: its ``\\"`` goes)."""
+    for char in chars:
+        code = f"\\u{ord(char):04X}" if upper else f"\\u{ord(char):04x}"
+        document = document.replace('\\"' if char == '"' else char, code)
+    return document
+
+
+def foreign_forms(value: str) -> dict[str, str]:
+    """A value as other languages' encoders write it, which a security audit found in clear:
+    Go's ``encoding/json``, PHP's ``json_encode`` (default, with ``JSON_UNESCAPED_UNICODE``,
+    with ``JSON_HEX_*`` as Laravel's ``@json``), upper-case ``\\u`` hex, every byte
+    percent-encoded (in either case or both), JavaScript's ``encodeURIComponent``, and
+    the quote entities of XML, PHP, Ruby and Go's ``html``. The same bytes those encoders
+    give: ``json.dumps``, then the replacements each one makes."""
+    plain, wide = json.dumps(value), json.dumps(value, ensure_ascii=False)
+    every = [f"%{byte:02X}" for byte in value.encode()]
+    return {
+        "go": _json_hex(wide, "<>&"),
+        "json-html-safe": _json_hex(plain, "<>&"),
+        "php": plain.replace("/", "\\/"),
+        "php-unescaped-unicode": wide.replace("/", "\\/"),
+        "php-hex-flags": _json_hex(plain.replace("/", "\\/"), "<>&'\"", upper=True),
+        "json-upper-hex": re.sub(r"\\u[0-9a-f]{4}", lambda hit: "\\u" + hit[0][2:].upper(), plain),
+        "percent-every-byte": "".join(every),
+        "percent-every-byte-lower": "".join(every).lower(),
+        "percent-mixed-case": "".join(e if n % 2 else e.lower() for n, e in enumerate(every)),
+        "url-mixed-case": re.sub(
+            r"%[0-9A-F]{2}(%[0-9A-F]{2})?",
+            lambda hit: hit[0][:3].lower() + hit[0][3:],
+            urllib.parse.quote(value, safe=""),
+        ),
+        "encode-uri-component": urllib.parse.quote(value, safe="!'()*"),
+        "xml": html.escape(value).replace("&#x27;", "&apos;"),
+        "html-decimal": html.escape(value).replace("&#x27;", "&#39;").replace("&quot;", "&#34;"),
+        "php-htmlspecialchars": html.escape(value).replace("&#x27;", "&#039;"),
+        "ruby-escape-html": html.escape(value).replace("&#x27;", "&#39;"),
+    }
+
+
+@pytest.mark.parametrize("value", FOREIGN)
+def test_other_languages_encodings_of_a_secret_are_masked(value: str) -> None:
+    masker = SecretMasker([value])
+    forms = foreign_forms(value)
+    if value == FOREIGN[0]:  # as the audit saw them
+        assert forms["go"] == '"k3y/with\\u0026amp\\u003cx\\u003e"'
+        assert forms["php"] == '"k3y\\/with&amp<x>"'
+    for how, text in forms.items():
+        masked = masker.mask(f"failed: {text} tail")
+        shown = '"***"' if text.startswith('"') else "***"
+        assert masked == f"failed: {shown} tail", how
+
+
+def test_case_blind_escapes_mask_only_the_secret() -> None:
+    """Hex is matched in either case inside an escape; text that is not the secret, however
+    close, is left alone."""
+    masker = SecretMasker(["k3y/with&amp<x>", "p@ss w0rd/é"])
+    for text in (
+        "%6B%33%79%2F%77%69%74%68",  # the secret's beginning, every byte encoded
+        "k3y%2Fwith%26amp%3Cy%3E",  # one character other
+        "p@ss w0rd/\\u00E8",
+        "\\u003cx\\u003E %2f%2F &apos;&#39;",
+        "6b33792f776974682661",  # its hex, cut short
+    ):
+        assert masker.mask(text) == text, text
 
 
 def test_digits_and_letters_beside_a_clip_mark_are_not_taken_for_an_encoded_secret() -> None:
@@ -367,6 +439,39 @@ def test_a_secret_beside_a_plain_value_is_masked_alone_and_the_plain_value_shows
                 assert piece not in text, f"{where} shows a secret"
         # no part of it either ("and" or "path" alone are every line's words)
         assert not [value[i : i + 6] for i in range(len(value) - 5) if value[i : i + 6] in text]
+
+
+def test_other_languages_encodings_of_a_secret_are_masked_in_a_jobs_output_and_log(
+    tmp_path: Path,
+) -> None:
+    """A real command prints the secret as Go, PHP, a percent-encoder and XML write it: the
+    job's output file and jobvisor's log show each line with the secret's part ``***``."""
+    value = FOREIGN[1]
+    forms = foreign_forms(value)
+    (tmp_path / "forms.txt").write_text("".join(f"{how}={text};\n" for how, text in forms.items()))
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - name: leak
+            command: [cat, forms.txt]
+            env: {SEC: {secret: {env: SEC}}}
+        """,
+    )
+    out = jobvisor("run", "--log-file", "jv.log", cwd=tmp_path, env={"SEC": value})
+    assert out.returncode == 0, out.stderr
+    written = (tmp_path / ".jobvisor" / "output" / "leak.log").read_text(encoding="utf-8")
+    logged = (tmp_path / "jv.log").read_text(encoding="utf-8")
+    for how, text in forms.items():
+        shown = '"***"' if text.startswith('"') else "***"
+        assert f" {how}={shown};\n" in written, how
+        assert f" {how}={shown}; [path=leak" in logged, how
+    for where in (written, logged):
+        assert not [value[i : i + 6] for i in range(len(value) - 5) if value[i : i + 6] in where]
+        assert "%70%40" not in where.upper()
+        assert "\\/" not in where
+        assert "\\u003" not in where.lower()
 
 
 def stop_daemon_output(running: Running) -> str:
