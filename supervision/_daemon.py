@@ -63,6 +63,7 @@ from supervision._hangup import off_the_terminal
 from supervision._held import lost_line
 from supervision._history import JournalError, last_daemon_start, last_row_at
 from supervision._hubwatch import HubWatch
+from supervision._jobdiff import EnvMemo, changed_fields
 from supervision._manifest import ManifestError, load_manifest
 from supervision._notifier import notify_changes
 from supervision._secrets import SecretMasker
@@ -186,13 +187,22 @@ class Change:
     # that is down (its jobs change with it). The journal's hashes of its jobs change with the
     # step; None for a running group's update (its jobs' own steps change theirs).
     was: ChildSpec | None = None
+    # A replace of a job: the manifest's fields it changes, as ``update`` names its own (none:
+    # it changes what no field of a manifest says).
+    fields: tuple[str, ...] = ()
+
+    @property
+    def named(self) -> str:
+        """``op path``, and a replace's fields after a colon."""
+        said = f"{self.op} {self.path}"
+        return f"{said}: {', '.join(self.fields)}" if self.fields else said
 
     @property
     def summary(self) -> tuple[str, ...]:
         if self.op == "update":
             return self.says
         held = self.op != "remove" and isinstance(self.spec, JobSpec) and not self.spec.autostart
-        return (f"{self.op} {self.path}" + (" (not started: autostart: false)" if held else ""),)
+        return (self.named + (" (not started: autostart: false)" if held else ""),)
 
 
 def diff_specs(
@@ -212,7 +222,7 @@ def diff_specs(
     the new specs of the groups down (at once: one that starts while the slow steps run
     starts from its new spec), then the rest in the manifest's order.
     """
-    return sorted(_diff(old, new, prefix, down), key=lambda c: _rank(c, down))
+    return sorted(_diff(old, new, prefix, down, {}), key=lambda c: _rank(c, down))
 
 
 def _rank(change: Change, down: frozenset[str]) -> int:
@@ -222,7 +232,7 @@ def _rank(change: Change, down: frozenset[str]) -> int:
 
 
 def _diff(
-    old: SupervisorSpec, new: SupervisorSpec, prefix: str, down: frozenset[str]
+    old: SupervisorSpec, new: SupervisorSpec, prefix: str, down: frozenset[str], memo: EnvMemo
 ) -> list[Change]:
     changes: list[Change] = []
     old_children = {c.name: c for c in old.children}
@@ -233,7 +243,7 @@ def _diff(
     for child, before in zip(new.children, _anchors(new, old_children), strict=True):
         was = old_children.get(child.name)
         if was != child:
-            changes.extend(_changed(was, child, prefix, before, down))
+            changes.extend(_changed(was, child, prefix, before, down, memo=memo))
     if old != new and not (prefix and prefix in down):
         parent = prefix.rpartition("/")[0]
         says = _tells(old, new, prefix, _placed(old, changes, prefix))
@@ -242,7 +252,13 @@ def _diff(
 
 
 def _changed(
-    was: ChildSpec | None, child: ChildSpec, prefix: str, before: str | None, down: frozenset[str]
+    was: ChildSpec | None,
+    child: ChildSpec,
+    prefix: str,
+    before: str | None,
+    down: frozenset[str],
+    *,
+    memo: EnvMemo,
 ) -> list[Change]:
     path = _join(prefix, child.name)
     if was is None:
@@ -255,18 +271,19 @@ def _changed(
         )
         return [Change("update", path, prefix, child, says=(said,), was=was)]
     if not (isinstance(was, SupervisorSpec) and isinstance(child, SupervisorSpec)):
-        return [Change("replace", path, prefix, child, before, was=was)]
+        fields = changed_fields(was, child, memo)
+        return [Change("replace", path, prefix, child, before, was=was, fields=fields)]
     if path in down:
         # Its children change only in the spec it starts from next: said, not done.
         inner = (
             c
-            for c in _diff(was, child, path, frozenset())
+            for c in _diff(was, child, path, frozenset(), memo)
             if c.op != "update" or isinstance(c.spec, JobSpec)  # a job's: its autostart
         )
         later = [line for c in inner for line in c.summary]
         says = (*_tells(was, child, path), *(f"{line} (at {path}'s next start)" for line in later))
         return [Change("update", path, prefix, child, says=says, was=was)]
-    return _diff(was, child, path, down)
+    return _diff(was, child, path, down, memo)
 
 
 def _anchors(new: SupervisorSpec, there: Container[str]) -> list[str | None]:
@@ -1893,7 +1910,7 @@ def _says(change: Change, ended: dict[str, str]) -> tuple[str, ...]:
     if not spec.autostart:
         return change.summary  # "not started" says it
     again = "now" if state == "never" else "again"
-    return (f"replace {change.path} ({_ENDED[state]}: it starts {again}, with its new spec)",)
+    return (f"{change.named} ({_ENDED[state]}: it starts {again}, with its new spec)",)
 
 
 def _groups_down(nodes: list[dict[str, Any]]) -> frozenset[str]:

@@ -157,7 +157,7 @@ def test_a_reload_step_says_what_it_does_with_autostart() -> None:
     assert added[0].summary == ("add z (not started: autostart: false)",)
     changed = replace(held, grace=1.0)
     assert diff_specs(tree_of(job), tree_of(changed))[0].summary == (
-        "replace x (not started: autostart: false)",
+        "replace x: autostart, stop.grace (not started: autostart: false)",
     )
     down = diff_specs(
         tree_of(group),

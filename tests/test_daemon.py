@@ -20,17 +20,32 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from actorkit import Recorder
 from conftest import RUNTIME
 from faultkit import DAEMON as BASE
 from faultkit import Jobvisor, Running, gone, http_daemon, start_daemon, stop_daemon, wait_until
 
-from supervision import Strategy, SupervisorSpec, python_job
+from actors._env import JobEnv, SharedEnv
+from supervision import (
+    ActorSpec,
+    CommandWork,
+    HttpWork,
+    JobSpec,
+    RestartType,
+    Schedule,
+    Strategy,
+    SupervisorSpec,
+    python_job,
+)
 from supervision._daemon import applied, diff_specs
 from supervision._history import read_history
 from supervision._table import flatten_status
+
+if TYPE_CHECKING:
+    from supervision._spec import ChildSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
@@ -180,7 +195,7 @@ def test_reload_applies_only_the_difference(daemon: Running) -> None:
     (daemon.dir / "jobs.yaml").write_text(textwrap.dedent(manifest))
     out = daemon.cli("reload")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:2] == ["replace tick", "add extra"]
+    assert out.stdout.split("\n")[:2] == ["replace tick: args", "add extra"]
     after = daemon.nodes()
     assert after["svc"]["starts"] == before["svc"]["starts"], "unchanged: untouched"
     assert "extra" in after
@@ -211,7 +226,7 @@ def test_a_reload_that_replaces_a_stopped_job_says_it_starts_again(daemon: Runni
     (daemon.dir / "jobs.yaml").write_text(textwrap.dedent(changed))
     out = daemon.cli("reload")
     assert out.returncode == 0, out.stderr
-    said = "replace svc (it was stopped: it starts again, with its new spec)"
+    said = "replace svc: command (it was stopped: it starts again, with its new spec)"
     assert said in out.stdout.splitlines(), out.stdout
     assert daemon.nodes()["svc"]["state"] == "running"
 
@@ -223,13 +238,16 @@ def test_a_reload_that_replaces_a_job_that_never_ran_does_not_say_again(tmp_path
     daemon = start_daemon(tmp_path, textwrap.dedent(BASE) + web.format("exec sleep 601"))
     try:
         edits = (
-            ("exec sleep 602", "replace web (not started: autostart: false)"),
+            ("exec sleep 602", "replace web: command (not started: autostart: false)"),
             ("exec sleep 602", "update web: autostart: true "),  # nothing started: web waits
-            ("exec sleep 603", "replace web (it never ran: it starts now, with its new spec)"),
+            (
+                "exec sleep 603",
+                "replace web: command (it never ran: it starts now, with its new spec)",
+            ),
         )
         for command, said in edits:
             edited = web.format(command)
-            if said.startswith(("update", "replace web (it")):
+            if said.startswith("update") or "(it never ran" in said:
                 edited = edited.replace("    autostart: false\n", "")
             (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE) + edited)
             out = daemon.cli("reload")
@@ -264,7 +282,7 @@ def test_a_reload_that_replaces_a_job_failed_by_its_dependency_says_it_had_faile
         (tmp_path / "jobs.yaml").write_text(textwrap.dedent(jobs.format("exit 0")))
         out = daemon.cli("reload")
         assert out.returncode == 0, out.stderr
-        said = "replace after (it had failed: it starts again, with its new spec)"
+        said = "replace after: command (it had failed: it starts again, with its new spec)"
         assert said in out.stdout.splitlines(), out.stdout
     finally:
         assert stop_daemon(daemon) == 0
@@ -470,7 +488,7 @@ def test_diff_specs() -> None:
     assert [(x.parent, x.spec) for x in changes[4:]] == [("", new.children[2]), ("", new)]
     assert [line for x in changes for line in x.summary] == [
         "remove a",
-        "replace b",
+        "replace b: args",
         "add c",
         "add g/c",
     ]
@@ -492,6 +510,42 @@ def test_diff_specs() -> None:
         ("update g: strategy: one_for_all",),
         (),
     ]
+
+
+def test_a_replace_names_the_fields_it_changes_as_the_manifest_spells_them() -> None:
+    """Each changed field by its key (a work's by the job's key, stop.grace once for the job's
+    and its work's grace); an env by its variables' names, those only its env files set apart,
+    a long list cut short; what no key of a manifest says leaves the line as it was."""
+    work = CommandWork(argv=("sleep", "1"), env={"MODE": "a"}, grace=2.0)
+    job = JobSpec(name="web", work=work, grace=2.0)
+    shared = SharedEnv({f"V{i}": "x" for i in range(9)})
+    files = JobSpec(name="web", work=CommandWork(argv=("sleep", "1"), env=JobEnv(shared)))
+
+    def said(was: ChildSpec, new: ChildSpec) -> list[str]:
+        old_root, new_root = SupervisorSpec(children=(was,)), SupervisorSpec(children=(new,))
+        return [line for x in diff_specs(old_root, new_root) for line in x.summary]
+
+    other = replace(work, argv=("sleep", "2"), grace=3.0, stop_signal=signal.SIGINT)
+    assert said(job, replace(job, work=other, grace=3.0, restart=RestartType.PERMANENT)) == [
+        "replace web: command, restart, stop.grace, stop.signal"
+    ]
+    assert said(job, replace(job, schedule=Schedule(every=5.0))) == ["replace web: every"]
+    secret = replace(work, env={"MODE": "a", "API_KEY": "s3cr3t-value"})
+    assert said(job, replace(job, work=secret)) == ["replace web: env (API_KEY)"]
+    fewer = JobEnv(SharedEnv({"V0": "y", "V1": "x"}), {"V1": "own", "MODE": "b"})
+    assert said(files, replace(files, work=replace(files.work, env=fewer))) == [
+        "replace web: env (V1, MODE), env_file (V0, V2, V3, V4, V5 and 3 more)"
+    ]
+    http = JobSpec(name="web", work=HttpWork(url="http://127.0.0.1:9/", headers={"A": "1"}))
+    again = replace(http.work, headers={"A": "2"}, timeout=3.0)
+    assert said(http, replace(http, work=again)) == ["replace web: http.headers, http.timeout"]
+    assert said(job, replace(job, work=HttpWork(url="http://127.0.0.1:9/"))) == [
+        "replace web: http (was command)"
+    ]
+    # A group become a job, an embedding's actor: no manifest's field says what changed.
+    assert said(SupervisorSpec(name="web"), job) == ["replace web"]
+    actor = ActorSpec(name="web", actor_class=Recorder)
+    assert said(actor, replace(actor, args=(1,))) == ["replace web"]
 
 
 def test_a_reload_stops_every_job_it_removes_before_it_starts_any() -> None:
@@ -561,7 +615,7 @@ def test_a_reload_keeps_each_job_in_its_place(daemon: Running) -> None:
     assert daemon.cli("reload").returncode == 0
     (daemon.dir / "jobs.yaml").write_text(manifest.replace("args: [4]", "args: [9]"))
     out = daemon.cli("reload")
-    assert (out.returncode, out.stdout) == (0, "replace tick\n"), out.stderr
+    assert (out.returncode, out.stdout) == (0, "replace tick: args\n"), out.stderr
     assert list(daemon.nodes()) == ["svc", "tick", "last"]
 
 
@@ -1895,7 +1949,7 @@ def test_a_reload_moving_a_job_out_of_a_group_that_starts_meanwhile(
         second = _jv(tmp_path, "reload")
         assert second.returncode == 0, second.stderr
         if how == "replaced":  # g's new spec first: it takes it before it starts
-            steps = ["replace opener", "replace slowstop"]
+            steps = ["replace opener: command", "replace slowstop: command"]
             steps = ["add x", *steps] if x_first else [*steps, "add x"]
             said = ["remove g/x (at g's next start)", *steps]
         else:  # g started during the removes, from its old spec: it is changed as it runs
@@ -2107,7 +2161,7 @@ def test_a_reload_that_changes_only_an_http_jobs_headers_replaces_it(tmp_path: P
             (tmp_path / "jobs.yaml").write_text(textwrap.dedent(text.replace("VALUE", "second")))
             out = running.cli("reload")
             assert out.returncode == 0, out.stderr
-            assert out.stdout == "replace ping\n"
+            assert out.stdout == "replace ping: http.headers\n"
             seen = kit.count
             kit.wait_requests(seen + 2)
             with kit._cond:
@@ -2121,7 +2175,7 @@ def test_a_reload_that_changes_only_an_http_jobs_headers_replaces_it(tmp_path: P
             (tmp_path / "jobs.yaml").write_text(textwrap.dedent(changed))
             out = running.cli("reload")
             assert out.returncode == 0, out.stderr
-            assert out.stdout == "replace ping\n"
+            assert out.stdout == "replace ping: http.headers\n"
             seen = kit.count
             kit.wait_requests(seen + 2)
             with kit._cond:

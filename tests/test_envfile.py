@@ -443,7 +443,7 @@ def test_a_reload_reads_the_env_file_again_and_replaces_the_job(tmp_path: Path) 
         env_file(path, f"GREETING=second\nAPI_TOKEN={TOKEN}\n")
         out = running.cli("reload")
         assert out.returncode == 0, out.stderr
-        assert out.stdout.splitlines() == ["replace web"]
+        assert out.stdout.splitlines() == ["replace web: env_file (GREETING)"]  # no value
         wait_until(
             lambda: any("greeting=second token=***" in line for line in output_lines(tmp_path)),
             "the second greeting",

@@ -434,7 +434,7 @@ def test_the_event_stream_tells_of_a_reload(daemon: tuple[Running, Served]) -> N
         "error": None,
     }
     assert out.stdout.splitlines() == [
-        "replace svc",
+        "replace svc: command",
         "update etl: strategy: one_for_all",
         "add extra",
     ]

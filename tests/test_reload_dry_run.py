@@ -7,6 +7,7 @@ does: it ignores keys it does not know): the dry run must be refused there, neve
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import textwrap
@@ -29,7 +30,7 @@ CHANGED = (
     + '  - name: extra\n    service: true\n    command: [sh, -c, "exec sleep 600"]\n'
 )
 DRY_RUN = "dry run: nothing was changed; a reload now would say:"
-SAID = ["remove tick", "replace svc", "add extra"]
+SAID = ["remove tick", "replace svc: command", "add extra"]
 
 
 @pytest.fixture
@@ -210,3 +211,102 @@ def _jv(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=60, check=False
     )
+
+
+# Two jobs whose fields the test edits one at a time; their secrets must never be printed.
+FIELDS = """
+version: 1
+logging: {file: daemon.log}
+jobs:
+  - name: web
+    service: true
+    command: [sh, -c, "exec sleep 601"]
+    stop: {grace: 2s}
+    env: {MODE: blue, API_KEY: {secret: {file: key.txt}}}
+  - name: envjob
+    service: true
+    command: [sh, -c, "exec sleep 602"]
+    env_file: envjob.env
+"""
+SECRETS = ("key-old-7f3a9c1e", "key-new-0b8d2e4f", "tok-old-5e6f7a8b", "tok-new-9c0d1e2f")
+
+
+def _private(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o600)  # a secret file or an env file others may read is refused
+
+
+def test_a_replace_names_the_fields_that_changed_never_a_value(tmp_path: Path) -> None:
+    """`replace web` alone did not say why web restarts: an operator who edited one field or an
+    env file could not tell. The line names the fields as the manifest spells them, and of an
+    env the variables, never their values (secrets among them)."""
+    key_old, key_new, token_old, token_new = SECRETS
+    _private(tmp_path / "key.txt", key_old)
+    _private(tmp_path / "envjob.env", f"GREETING=hi\nAPI_TOKEN={token_old}\n")
+    running = start_daemon(tmp_path, FIELDS)
+    said: list[str] = []
+    try:
+        manifest = textwrap.dedent(FIELDS)
+        # (the manifest's edits, a file's new text, the line a reload says)
+        steps: list[tuple[dict[str, str], tuple[str, str] | None, str]] = [
+            ({"sleep 601": "sleep 611"}, None, "replace web: command"),
+            (
+                {"sleep 611": "sleep 612", "grace: 2s": "grace: 3s"},
+                None,
+                "replace web: command, stop.grace",
+            ),
+            ({"grace: 3s": "grace: 4s"}, None, "replace web: stop.grace"),
+            ({"MODE: blue": "MODE: green"}, None, "replace web: env (MODE)"),
+            ({}, ("key.txt", key_new), "replace web: env (API_KEY)"),
+            (
+                {},
+                ("envjob.env", f"GREETING=hello\nAPI_TOKEN={token_new}\n"),
+                "replace envjob: env_file (GREETING, API_TOKEN)",
+            ),
+        ]
+        for edits, file, line in steps:
+            for old, new in edits.items():
+                assert old in manifest, old
+                manifest = manifest.replace(old, new)
+            (tmp_path / "jobs.yaml").write_text(manifest)
+            if file is not None:
+                _private(tmp_path / file[0], file[1])
+            dry = running.cli("reload", "--dry-run")
+            assert (dry.returncode, dry.stdout.splitlines()) == (0, [DRY_RUN, line]), dry.stderr
+            doc = running.cli("reload", "--dry-run", "--json")
+            assert json.loads(doc.stdout)["changes"] == [line], doc.stderr  # strings, as before
+            real = running.cli("reload")
+            assert (real.returncode, real.stdout.splitlines()) == (0, [line]), real.stderr
+            said += [dry.stdout, dry.stderr, doc.stdout, doc.stderr, real.stdout, real.stderr]
+        # A SIGHUP's reload says it in the log.
+        _private(tmp_path / "envjob.env", f"GREETING=hello\nAPI_TOKEN={token_old}\n")
+        running.proc.send_signal(signal.SIGHUP)
+        log = tmp_path / "daemon.log"
+        wait_until(
+            lambda: (
+                f"reloaded {tmp_path / 'jobs.yaml'}: replace envjob: env_file (API_TOKEN)"
+                in log.read_text()
+            ),
+            "the SIGHUP reload's line",
+            proc=running.proc,
+        )
+
+        # The journal counts each reload's steps as before: one job replaced.
+        def counts() -> list[tuple[int, int, int]]:
+            rows = read_history(running.state / "journal.sqlite3", None, 500)
+            return [
+                (row["detail"]["replaced"], row["detail"]["added"], row["detail"]["removed"])
+                for row in rows
+                if row.get("kind") == "daemon_reload"
+            ]
+
+        wait_until(lambda: len(counts()) == len(steps) + 1, "the reloads' rows", proc=running.proc)
+        assert counts() == [(1, 0, 0)] * (len(steps) + 1)
+        history = running.cli("history", "--json")
+        assert history.returncode == 0, history.stderr
+        said += [log.read_text(), history.stdout]
+    finally:
+        assert stop_daemon(running) == 0
+    for text in said:
+        for secret in SECRETS:
+            assert secret not in text
