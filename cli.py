@@ -1624,6 +1624,7 @@ def _kept(
     read = reply.get("manifest")
     after = {
         "killed": reply.get("killed") or None,  # what a stop had to kill past its grace
+        "dependants_running": reply.get("dependants_running") or None,
         "manifest": read if args.command == "reload" and isinstance(read, str) else None,
         "dry_run": True if req.get("dry_run") else None,
         "warning": other,
@@ -1666,9 +1667,29 @@ def _said(args: argparse.Namespace, req: dict[str, Any], reply: dict[str, Any]) 
         sys.stdout.write(result + "\n")
     else:
         path = req["job"].strip("/")
-        sys.stdout.write(f"{path}: {_DONE[args.command]}{_kills_said(path, reply)}\n")
+        said = _kills_said(path, reply) + _dependants_said(path, reply)
+        sys.stdout.write(f"{path}: {_DONE[args.command]}{said}\n")
     sys.stdout.flush()  # each path's line as it is done
     return OK
+
+
+def _dependants_said(path: str, reply: dict[str, Any]) -> str:
+    """What a stop of a dependency leaves running: the jobs that depend on it."""
+    running = [str(p) for p in reply.get("dependants_running") or ()]
+    if not running:
+        return ""
+    from supervision._printable import printable  # noqa: PLC0415 - a daemon's word
+
+    these, verb, them = (
+        (running[0], "depends", "its")
+        if len(running) == 1
+        else (", ".join(running), "depend", "their")
+    )
+    return printable(
+        f"; {these} {verb} on it and run{'s' if len(running) == 1 else ''} on ({them} start or "
+        f"restart is refused until {path} runs again: stop {'it' if len(running) == 1 else 'them'} "
+        "too, or first)"
+    )
 
 
 def _kills_said(path: str, reply: dict[str, Any]) -> str:

@@ -67,7 +67,7 @@ from supervision._jobdiff import EnvMemo, changed_fields
 from supervision._manifest import ManifestError, load_manifest
 from supervision._notifier import notify_changes
 from supervision._secrets import SecretMasker
-from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
+from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child, walk
 from supervision._statedir import LOCK_NAME, StateDirLock, StateDirWatch
 from supervision._status import Process
 from supervision._table import flatten_status
@@ -554,6 +554,9 @@ def _check_options(req: dict[str, Any], version: int, op: str) -> None:
         if option in req and type(req[option]) is not bool:
             raise _BadRequest(f"{option} needs true or false, got {req[option]!r}")
 
+
+# A dependant in one of these states does not run on after its dependency's stop.
+_NOT_RUNNING_ON: Final = frozenset({"stopped", "succeeded", "failed", "gave_up", None})
 
 # Each op's keys besides "v" and "op": what a version 2 request may carry.
 _KEYS: Final[dict[str, frozenset[str]]] = {
@@ -1226,7 +1229,40 @@ class Daemon:
                 reply, until = begin_act(tree, op, job, asked, up=up)
         # Not under the lock: a start waiting for its job's ready check keeps no other
         # action waiting (a stop of another job, a reload).
-        return until_up(tree, op, job, reply, until, asked=asked)
+        reply = until_up(tree, op, job, reply, until, asked=asked)
+        if op == "stop" and reply.get("ok") and reply.get("result") is None:
+            dependants = self._dependants_running(tree, job.strip("/"))
+            if dependants:
+                reply = {**reply, "dependants_running": dependants}
+        return reply
+
+    def _dependants_running(self, tree: Tree, path: str) -> list[str]:
+        """The jobs beside ``path`` that depend on it and still run: a stop leaves them
+        running (depends_on orders starts and stops, it does not tie lives), which a person
+        stopping a dependency should hear (h254)."""
+        composition = self.composition
+        if composition is None:
+            return []
+        parent, _, name = path.rpartition("/")
+        group: ChildSpec = composition.manifest.root
+        for at, child in walk(composition.manifest.root):
+            if at == parent:
+                group = child
+        if not isinstance(group, SupervisorSpec) or (parent and group is composition.manifest.root):
+            return []
+        try:
+            nodes = {node["path"]: node for node in flatten_status(tree.status())}
+        except JobvisorError:
+            return []
+        names = {name, str((nodes.get(path) or {}).get("replica_of") or name)}
+        prefix = f"{parent}/" if parent else ""
+        return [
+            f"{prefix}{child.name}"
+            for child in group.children
+            if isinstance(child, JobSpec)
+            and names.intersection(child.depends_on)
+            and (nodes.get(f"{prefix}{child.name}") or {}).get("state") not in _NOT_RUNNING_ON
+        ]
 
     @contextlib.contextmanager
     def _turn(self, doing: str, deadline: float | None) -> Iterator[dict[str, Any] | None]:

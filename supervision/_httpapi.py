@@ -545,8 +545,9 @@ def _answer(job: str, action: str, reply: dict[str, Any]) -> tuple[HTTPStatus, d
             answer["signal"] = reply["result"]  # its name: SIGHUP
         elif isinstance(reply.get("result"), str):  # nothing to stop: said, not an error
             answer["note"] = reply["result"]
-        if reply.get("killed"):  # what the stop had to kill past its stop grace
-            answer["killed"] = reply["killed"]
+        for key in ("killed", "dependants_running"):  # what it killed, what it left running
+            if reply.get(key):
+                answer[key] = reply[key]
         return HTTPStatus.OK, answer
     status = {
         "no_such_job": HTTPStatus.NOT_FOUND,

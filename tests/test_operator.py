@@ -80,10 +80,17 @@ def _flat(nodes: list[dict[str, object]]) -> Iterator[dict[str, object]]:
 def test_several_paths_are_acted_on_in_order_each_said_on_its_line(daemon: Running) -> None:
     out = daemon.cli("stop", "web", "db", "all")
     assert (out.returncode, out.stderr) == (0, ""), out.stderr
-    # `all` is a job's name like any other, not every job.
-    assert (
-        out.stdout == "web: stopped\ndb: not running (succeeded); nothing to stop\nall: stopped\n"
-    )
+    # `all` is a job's name like any other, not every job. api depends on web and runs on,
+    # which the stop of web says (h254).
+    assert out.stdout.splitlines() == [
+        (
+            "web: stopped; api depends on it and runs on (its start or restart is refused "
+            "until web runs again: stop it too, or first)"
+        ),
+        "db: not running (succeeded); nothing to stop",
+        "all: stopped",
+    ]
+
     states = _states(daemon)
     assert (states["web"], states["all"], states["etl/load"]) == ("stopped", "stopped", "running")
     out = daemon.cli("start", "web", "/all/")
@@ -92,6 +99,17 @@ def test_several_paths_are_acted_on_in_order_each_said_on_its_line(daemon: Runni
     out = daemon.cli("restart", "etl/load")
     assert (out.returncode, out.stdout) == (0, "etl/load: restarted\n"), out.stderr
     assert daemon.nodes()["etl"]["children"][0]["starts"] == 2
+
+
+def test_a_stop_of_what_a_running_job_depends_on_names_it(daemon: Running) -> None:
+    out = daemon.cli("stop", "web", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["results"] == [
+        {"ok": True, "job": "web", "action": "stop", "dependants_running": ["api"]}
+    ]
+    assert daemon.cli("stop", "api").stdout == "api: stopped\n"  # nothing depends on it
+    assert daemon.cli("start", "web").returncode == 0
+    assert daemon.cli("stop", "web").stdout == "web: stopped\n"  # api is stopped
 
 
 def test_the_worst_result_is_the_exit_code_and_every_path_is_tried(daemon: Running) -> None:
