@@ -254,7 +254,6 @@ class CommandWork:
             if attempt.cancelled.is_set():  # a cancel() that came before the start
                 child.stop(self.stop_signal, self.grace)
             code = child.supervise()
-            last = child.last_on_stderr()
         except (ChildProcessError, ProcessLookupError):
             # The leader was reaped by someone else before we could read its status (its
             # pidfd could not open, or waitid found no such child).
@@ -273,6 +272,7 @@ class CommandWork:
         if code >= 0 and code in self.success_exit_codes:
             return code
         if code > 0:
+            last = child.stderr.last if child.stderr is not None else None
             said = _last_said(last, cut) if last else ""
             raise CommandFailed(f"command {self.shown(cut)} exited with {code}{said}", code)
         cpu = None if self.limits is None else self.limits.cpu
@@ -448,7 +448,9 @@ class _Stream:
         head, newline, rest = data.rpartition(b"\n")
         sink = self.sink
         if newline:
-            if self.last is not None:
+            # Not for a stream whose lines go to its file only (output: {log: false}): its
+            # last line would reach the log, the journal and notifications in the error.
+            if self.last is not None and (sink is None or sink.logged):
                 self._note_last(head)
             if sink is not None:
                 sink.write(self.name, head)
@@ -488,11 +490,15 @@ class _Stream:
         tail = lines.rstrip()
         if tail:
             start = tail.rfind(b"\n") + 1
-            self.last = tail[start : start + _LAST_KEPT]
+            # Enough past the cut for its look at a secret there (``safe_cut``): a secret's
+            # longest form may be longer than what is kept otherwise.
+            cut = self.cut
+            kept = _LAST_KEPT if cut is None else max(_LAST_KEPT, _LAST_SAID + cut.longest)
+            self.last = tail[start : start + kept]
 
     def finish(self) -> None:
         """The pipe is done: log a last line that had no newline."""
-        if self.pending and self.last is not None:
+        if self.pending and self.last is not None and (self.sink is None or self.sink.logged):
             self._note_last(self.pending)
         if self.pending:
             # What the cuts kept in view for a secret, at most 64 KiB more: its own parts.
@@ -589,6 +595,7 @@ class _Child:
         "pids",
         "signalled",
         "sink",
+        "stderr",
         "streams",
     )
 
@@ -603,6 +610,7 @@ class _Child:
         self.fds: list[int] = []
         self.ends: list[int] = []
         self.streams: dict[int, _Stream] = {}  # by the read end's fd
+        self.stderr: _Stream | None = None  # its last line ends a failure's error
         self.sink: OutputSink | None = None  # the job's output file, closed with the fds
         self._waiter: PollWaiter | HubWaiter | None = None
         self._hub: Any = None  # the gevent hub under the gevent runtime
@@ -659,7 +667,9 @@ class _Child:
         finally:
             close_all(self.ends)
         self.streams[out_r] = _Stream(out_r, "stdout", self.attempt, log.info, sink)
-        self.streams[err_r] = _Stream(err_r, "stderr", self.attempt, log.warning, sink)
+        self.stderr = self.streams[err_r] = _Stream(
+            err_r, "stderr", self.attempt, log.warning, sink
+        )
         # Under gevent nothing may yield to the hub before the child watcher has started,
         # or libev could reap the leader unseen.
         fds = [out_r, err_r]
@@ -719,13 +729,6 @@ class _Child:
                 self._waiter.wake()
 
     # -- run()'s thread ----------------------------------------------------------------------------
-
-    def last_on_stderr(self) -> bytes:
-        """The last line on stderr that was not blank (b"" for none)."""
-        for stream in self.streams.values():
-            if stream.last:
-                return stream.last
-        return b""
 
     def supervise(self) -> int:
         """Log the output until the leader has exited and the pipes are closed; return its code.

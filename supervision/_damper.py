@@ -45,7 +45,6 @@ same line; its exits are a burst too (``clean``), summed up as::
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -115,14 +114,11 @@ class _Burst:
     shown_at: float = 0.0
 
 
-_NUMBERS = re.compile(r"[0-9]+")
-
-
 def same_error(error: str) -> str:
-    """What failures of one loop have in common: the error, the numbers in a command's last
-    line on stderr aside (a time, a pid, a port it tried: the loop is the same one)."""
-    head, said, line = error.partition(LAST_LINE_SAID)
-    return error if not said else head + said + _NUMBERS.sub("#", line)
+    """What failures of one loop have in common: the error, a command's last line on stderr
+    aside (a time, a pid, a request's id in it: the loop is the same one, and its summary
+    says the first one's line)."""
+    return error.partition(LAST_LINE_SAID)[0]
 
 
 class CrashLoopDamper:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import stat
@@ -431,6 +432,29 @@ def test_output_log_false_keeps_a_jobs_lines_out_of_the_log(tmp_path: Path) -> N
     shown = [line.strip() for line in explained.stdout.splitlines() if "output:" in line]
     assert shown[0] == "output: STATE_DIR/output/PATH.log max_bytes=10MiB backups=3 log=false"
     assert shown[1] == "output: STATE_DIR/output/PATH.log max_bytes=10MiB backups=3"
+
+
+def test_output_log_false_keeps_a_failed_jobs_last_line_out_of_its_error(tmp_path: Path) -> None:
+    """A failed command's error ends with its last line on stderr, which reaches the log, the
+    journal and notifications: not one of a job whose lines go to its file only (r54)."""
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(
+            """\
+            version: 1
+            jobs:
+              - {name: quiet, command: "echo chatter-z >&2; exit 3", output: {log: false}}
+              - {name: loud, command: "echo said-y >&2; exit 3"}
+            """
+        )
+    )
+    jv = run_jobvisor(tmp_path, "run", "--runtime", RUNTIME, "--json")
+    assert jv.proc.returncode == 1, jv.stderr
+    errors = {n["name"]: n["last_exit"]["error"] for n in json.loads(jv.stdout)["children"]}
+    assert errors == {
+        "quiet": "command echo chatter-z >&2; exit 3 exited with 3",
+        "loud": "command echo said-y >&2; exit 3 exited with 3; its last line on stderr: said-y",
+    }
+    assert "stderr: chatter-z" not in jv.stderr
 
 
 def test_output_log_false_drops_the_lines_its_file_fails_to_take(tmp_path: Path) -> None:
