@@ -1391,7 +1391,12 @@ def _control(args: argparse.Namespace) -> int:
 
 def _shutdown(args: argparse.Namespace) -> int:
     """``jobvisor shutdown``: the daemon's graceful stop, waited for unless ``--no-block``."""
-    from supervision._client import NoDaemonError, elsewhere, find_state_dir  # noqa: PLC0415
+    from supervision._client import (  # noqa: PLC0415
+        NoDaemonError,
+        elsewhere,
+        find_state_dir,
+        held_by_run,
+    )
     from supervision._shutdown import ShutdownRefusedError, ask_shutdown  # noqa: PLC0415
 
     as_json = getattr(args, "json", False)
@@ -1401,8 +1406,11 @@ def _shutdown(args: argparse.Namespace) -> int:
         stopping = ask_shutdown(directory)
     except (NoDaemonError, ShutdownRefusedError) as exc:
         said = str(exc)
-        if isinstance(exc, NoDaemonError) and not getattr(args, "state_dir", None):
-            said += elsewhere(args.manifest, directory)
+        if isinstance(exc, NoDaemonError):  # as the other control commands say it
+            hint = held_by_run(directory)
+            if not hint and not getattr(args, "state_dir", None):
+                hint = elsewhere(args.manifest, directory)
+            said += hint
         _error(said)
         if as_json:
             code = "no_daemon" if isinstance(exc, NoDaemonError) else "refused"
@@ -1624,6 +1632,7 @@ def _kept(
     read = reply.get("manifest")
     after = {
         "killed": reply.get("killed") or None,  # what a stop had to kill past its grace
+        "abandoned": reply.get("abandoned") or None,
         "dependants_running": reply.get("dependants_running") or None,
         "manifest": read if args.command == "reload" and isinstance(read, str) else None,
         "dry_run": True if req.get("dry_run") else None,
@@ -1692,17 +1701,29 @@ def _dependants_said(path: str, reply: dict[str, Any]) -> str:
     )
 
 
+_ENDED_HOW = (
+    ("killed", "killed with SIGKILL after its stop grace: it did not end on its stop signal"),
+    (
+        "abandoned",
+        (
+            "abandoned after its stop grace: it did not end when asked, and its thread runs on "
+            "in the daemon"
+        ),
+    ),
+)
+
+
 def _kills_said(path: str, reply: dict[str, Any]) -> str:
-    """What a stop or restart had to kill past its stop grace, said after its "stopped"."""
-    killed = [str(p) for p in reply.get("killed") or ()]
-    if not killed:
-        return ""
-    how = "with SIGKILL after its stop grace: it did not end on its stop signal"
-    if killed == [path]:
-        return f" (killed {how})"
+    """What a stop or restart had to end past its stop grace, said after its "stopped": a
+    process killed, a thread (no thread can be killed) left running."""
     from supervision._printable import printable  # noqa: PLC0415 - a daemon's word
 
-    return printable(f" ({', '.join(killed)} killed {how})")
+    said = []
+    for key, how in _ENDED_HOW:
+        ended = [str(p) for p in reply.get(key) or ()]
+        if ended:
+            said.append(how if ended == [path] else f"{', '.join(ended)} {how}")
+    return printable(f" ({'; '.join(said)})") if said else ""
 
 
 def _status(args: argparse.Namespace, result: dict[str, Any]) -> int:

@@ -462,7 +462,7 @@ def peer_pid(sock: socket.socket) -> int | None:
         pid: int = ucred.unpack(sock.getsockopt(socket.SOL_SOCKET, peer_cred, ucred.size))[0]
     except OSError:
         return None
-    return pid
+    return pid if pid > 0 else None  # 0: a process of another pid namespace, not seen here
 
 
 def _no_answer(sock: socket.socket, path: str, timeout: float, req: dict[str, Any]) -> str:

@@ -1811,28 +1811,35 @@ def _act(
         return {"ok": False, "code": "failed" if op == "start" else "under_way", "error": error}
     except JobvisorError as exc:
         return {"ok": False, "code": "failed", "error": str(exc)}
-    killed = _killed_since(tree, path, began) if op != "start" and said is None else []
-    return {"ok": True, "result": said, **({"killed": killed} if killed else {})}
+    reply: dict[str, Any] = {"ok": True, "result": said}
+    if op != "start" and said is None:
+        reply.update(_killed_since(tree, path, began))
+    return reply
 
 
-def _killed_since(tree: Tree, path: str, since: float) -> list[str]:
-    """The jobs at or under ``path`` whose last exit, at or after ``since``, was a kill: what a
-    stop or restart had to kill once its stop grace ran out (a person tuning ``stop.grace``
-    needs to know it)."""
+def _killed_since(tree: Tree, path: str, since: float) -> dict[str, list[str]]:
+    """The children at or under ``path`` whose last exit, at or after ``since``, was a kill: what
+    a stop or restart had to end once its stop grace ran out (a person tuning ``stop.grace``
+    needs to know it). ``killed``: a process SIGKILLed; ``abandoned``: a thread (a python job's
+    in the daemon, an actor's) left running, as no thread can be killed."""
     try:
         status = tree.status()
     except JobvisorError:
-        return []
+        return {}
     below = f"{path}/"
-    return [
-        node["path"]
-        for node in flatten_status(status)
-        if (node["path"] == path or node["path"].startswith(below))
-        and isinstance(last := node.get("last_exit"), dict)
-        and last.get("outcome") == "killed"
-        and isinstance(last.get("at"), int | float)
-        and last["at"] >= since
-    ]
+    found: dict[str, list[str]] = {}
+    for node in flatten_status(status):
+        last = node.get("last_exit")
+        if (
+            (node["path"] == path or node["path"].startswith(below))
+            and isinstance(last, dict)
+            and last.get("outcome") == "killed"
+            and isinstance(last.get("at"), int | float)
+            and last["at"] >= since
+        ):
+            how = "killed" if last.get("code") == -signal.SIGKILL else "abandoned"
+            found.setdefault(how, []).append(node["path"])
+    return found
 
 
 def _still_going(op: str, path: str, waited: float, *, daemon: bool = True) -> str:

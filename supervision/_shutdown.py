@@ -1,9 +1,9 @@
 """`jobvisor shutdown`: ask the daemon to stop as SIGTERM does, and wait until it has ended.
 
 The daemon's pid is the control connection's peer (``SO_PEERCRED``), and a pidfd of it is
-opened while the connection keeps it alive, before the request is sent: once the pidfd is
-readable that process has ended, whatever process takes its pid next. A daemon that is
-stopping already has closed its socket; its lock file names it.
+opened as soon as it is connected, before the request is sent: once the pidfd is readable
+that process has ended, whatever process takes its pid next. A daemon that is stopping
+already has closed its socket; its lock file names it.
 
 Standard library only, as the rest of the control client (``supervision._client``).
 """
@@ -16,7 +16,7 @@ import select
 import time
 
 from actors._errors import JobvisorError
-from supervision._client import NoDaemonError, connected, exchange, holder, peer_pid
+from supervision._client import NoDaemonError, connected, exchange, peer_pid, stopping_pid
 
 TYPE_CHECKING = False  # as _client: importing typing is a tenth of a control command's start
 if TYPE_CHECKING:
@@ -26,6 +26,9 @@ __all__ = ["ShutdownRefusedError", "Stopping", "ask_shutdown", "shutdown_refused
 
 # Polled for a daemon's end where no pidfd can be opened (Linux before 5.3, other systems).
 _POLL = 0.05
+# A daemon that closed the connection with no answer is looked at this long for its end: its
+# socket closes as its process exits, a moment before the process has.
+_GONE_WAIT = 1.0
 
 
 class ShutdownRefusedError(JobvisorError):
@@ -54,7 +57,7 @@ class Stopping:
             except ProcessLookupError:
                 return True
             except PermissionError:
-                pass  # another user's now: ours ended and its pid was taken
+                return True  # another user's now: ours ended and its pid was taken
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             time.sleep(_POLL)
@@ -74,24 +77,21 @@ class Stopping:
 def ask_shutdown(state_dir: str) -> Stopping:
     """Ask the daemon of ``state_dir`` to stop gracefully; what to wait for.
 
-    ``NoDaemonError`` when none runs there; ``ShutdownRefusedError`` when it refused.
+    ``NoDaemonError`` when none runs there (or it does not answer); ``ShutdownRefusedError``
+    when it refused.
     """
     try:
-        with connected(state_dir, 60.0) as (sock, path):
-            pid = peer_pid(sock)
-            # Opened before the request: the connection keeps the daemon, and so its pid, alive.
-            stopping = None if pid is None else Stopping(pid, already=False)
-            try:
-                reply = exchange(sock, path, {"op": "shutdown"}, 60.0)
-            except BaseException:
-                if stopping is not None:
-                    stopping.close()
-                raise
+        stopping, reply, pid = _asked(state_dir)
     except NoDaemonError:
-        held = holder(state_dir, "daemon")  # stopping: its socket is gone, its lock still held
+        # Only a daemon stopping already (its socket gone first, its lock held to the end) is
+        # waited for; one that did not answer (stuck) is said as such.
+        held = stopping_pid(state_dir)
         if held is None:
             raise
-        return Stopping(held[0], already=True)
+        return Stopping(held, already=True)
+    if reply is None:  # it ended before its answer was sent: a quick stop
+        assert stopping is not None
+        return stopping
     result = reply.get("result")
     if not reply.get("ok") or not isinstance(result, dict):
         if stopping is not None:
@@ -101,6 +101,28 @@ def ask_shutdown(state_dir: str) -> Stopping:
         stopping = Stopping(int(result["pid"]), already=False)
     stopping.already = bool(result.get("already"))
     return stopping
+
+
+def _asked(state_dir: str) -> tuple[Stopping | None, dict[str, Any] | None, int | None]:
+    """The shutdown request sent: what to wait for (None: no pid known), the daemon's reply
+    (None: it ended without one), its pid."""
+    with connected(state_dir, 60.0) as (sock, path):
+        pid = peer_pid(sock)
+        # Opened before the request: the daemon was there to connect to just now.
+        stopping = None if pid is None else Stopping(pid, already=False)
+        try:
+            return stopping, exchange(sock, path, {"op": "shutdown"}, 60.0), pid
+        except NoDaemonError:
+            # No answer, and the daemon has ended: a stop quicker than its reply's send.
+            if stopping is not None and stopping.wait(_GONE_WAIT):
+                return stopping, None, pid
+            if stopping is not None:
+                stopping.close()
+            raise
+        except BaseException:
+            if stopping is not None:
+                stopping.close()
+            raise
 
 
 def shutdown_refused(reply: dict[str, Any], pid: int | None) -> str:

@@ -233,3 +233,30 @@ def test_a_stop_that_had_to_kill_says_so(tmp_path: Path) -> None:
         }
     finally:
         assert stop_daemon(running) == 0
+
+
+def test_a_stop_that_had_to_abandon_a_thread_says_so_not_sigkill(tmp_path: Path) -> None:
+    """A python job in the daemon's thread gets no signal and cannot be killed: its stop said
+    `killed with SIGKILL` (r53)."""
+    running = start_daemon(
+        tmp_path,
+        """\
+        version: 1
+        jobs:
+          - {name: py, python: "stuckfuncs:swallow_kills", service: true, stop: {grace: 1s}}
+        """,
+    )
+    try:
+        wait_until(
+            lambda: running.nodes()["py"]["state"] == "running", "py running", proc=running.proc
+        )
+        out = running.cli("stop", "py")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == (
+            "py: stopped (abandoned after its stop grace: it did not end when asked, and its "
+            "thread runs on in the daemon)\n"
+        )
+    finally:
+        running.proc.send_signal(signal.SIGTERM)
+        running.proc.send_signal(signal.SIGTERM)  # a second one: no wait for the thread
+        stop_daemon(running)
