@@ -7,6 +7,7 @@ neither the runtime nor logging. ``supervision._journal`` writes the file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from pathlib import Path
@@ -546,8 +547,10 @@ def open_cooldowns(db: Path, now: float) -> dict[str, tuple[float, int]]:
         data = _decoded(detail)
         try:
             duration, cycle = float(data["duration"]), int(data["cycle"])  # type: ignore[index]
-        except (TypeError, KeyError, ValueError):
+        except (TypeError, KeyError, ValueError, OverflowError):
             continue  # not a row jobvisor wrote: no cooldown is restored from it
+        if not math.isfinite(duration):
+            continue  # nor from one that never ends
         # Never more than its length: a cooldown journaled before the clock went back began
         # in what is now the future.
         left = min(duration, float(at) + duration - now)

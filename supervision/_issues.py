@@ -228,8 +228,8 @@ _JOB_WORDS: Final = {
     "after": _DEPENDS_WORD,
     "wants": _DEPENDS_WORD,
     "bindsto": _DEPENDS_WORD,
-    "startlimitburst": "intensity: {max_restarts: 5, within: 10s}, " + _SUPERVISOR_FIELD,
-    "startlimitintervalsec": "intensity: {max_restarts: 5, within: 10s}, " + _SUPERVISOR_FIELD,
+    "startlimitburst": "intensity: {max_restarts: 4, within: 10s}, " + _SUPERVISOR_FIELD,
+    "startlimitintervalsec": "intensity: {max_restarts: 4, within: 10s}, " + _SUPERVISOR_FIELD,
     "type": "service: true for a program that runs until stopped (Type=simple, exec or "
     "notify; a forking one must stay in the foreground), nothing for one that ends "
     "(Type=oneshot)",
@@ -361,8 +361,12 @@ def _rate_limit(values: Mapping[object, object]) -> str | None:
             return None
         shown.append(theirs)
     burst, interval = shown
-    note = f" ({'; '.join(defaults)})" if defaults else ""
-    return f"intensity: {{max_restarts: {burst}, within: {interval}}}{note}, {_SUPERVISOR_FIELD}"
+    restarts = int(burst) - 1  # systemd counts every start, the first one too
+    if restarts < 0:
+        return None
+    defaults.append(f"StartLimitBurst={burst} counts the first start too: {restarts} restarts")
+    note = f" ({'; '.join(defaults)})"
+    return f"intensity: {{max_restarts: {restarts}, within: {interval}}}{note}, {_SUPERVISOR_FIELD}"
 
 
 def _closest(key: str, allowed: Sequence[str]) -> list[str]:

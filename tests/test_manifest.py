@@ -2510,8 +2510,8 @@ MIGRANT_WORDS = [
     ("LimitNOFILE: 65536", "jobvisor's word is limits: {nofile: 65536}"),
     ("Requires: [db]", "jobvisor's word is depends_on: [db]"),
     ("After: [db]", "jobvisor's word is depends_on: [db]"),
-    ("StartLimitBurst: 5", "jobvisor's word is intensity: {max_restarts: 5"),
-    ("StartLimitIntervalSec: 10", "jobvisor's word is intensity: {max_restarts: 5"),
+    ("StartLimitBurst: 5", "jobvisor's word is intensity: {max_restarts: 4"),
+    ("StartLimitIntervalSec: 10", "jobvisor's word is intensity: {max_restarts: 4"),
     ("KillMode: process", "not needed: jobvisor always signals a command's whole process group"),
     ("stopasgroup: true", "not needed: jobvisor always signals a command's whole process group"),
     ("killasgroup: true", "not needed: jobvisor always signals a command's whole process group"),
@@ -2593,18 +2593,22 @@ MIGRANT_VALUES = [
     }),
     ("startretries: 7", {"startretries": "intensity: {max_restarts: 7, within: ...}" + _RETRIES}),
     # Both of systemd's rate limit, one intensity on both keys; one alone gets the other's default.
+    # systemd's burst counts every start, the first one too: a restart less (r53).
     ("StartLimitBurst: 3\n    StartLimitIntervalSec: 60", {
-        "StartLimitBurst": "intensity: {max_restarts: 3, within: 1m}" + _SUP,
-        "StartLimitIntervalSec": "intensity: {max_restarts: 3, within: 1m}" + _SUP,
+        "StartLimitBurst": "intensity: {max_restarts: 2, within: 1m} (StartLimitBurst=3 counts "
+        "the first start too: 2 restarts)" + _SUP,
+        "StartLimitIntervalSec": "intensity: {max_restarts: 2, within: 1m} (StartLimitBurst=3 "
+        "counts the first start too: 2 restarts)" + _SUP,
     }),
     ("StartLimitBurst: 3", {
-        "StartLimitBurst": "intensity: {max_restarts: 3, within: 10s} (10s: systemd's default "
-        "StartLimitIntervalSec)" + _SUP,
+        "StartLimitBurst": "intensity: {max_restarts: 2, within: 10s} (10s: systemd's default "
+        "StartLimitIntervalSec; StartLimitBurst=3 counts the first start too: 2 restarts)" + _SUP,
     }),
     ("StartLimitIntervalSec: 2min", {
-        "StartLimitIntervalSec": "intensity: {max_restarts: 5, within: 2m} (5: systemd's default "
-        "StartLimitBurst)" + _SUP,
+        "StartLimitIntervalSec": "intensity: {max_restarts: 4, within: 2m} (5: systemd's default "
+        "StartLimitBurst; StartLimitBurst=5 counts the first start too: 4 restarts)" + _SUP,
     }),
+    ("StartLimitBurst: 0", {"StartLimitBurst": "intensity: {max_restarts: 4, within: 10s}" + _SUP}),
     # What does not translate gets the fixed example, whatever it is.
     ("RestartSec: banana", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
     ("RestartSec:", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
@@ -2622,8 +2626,8 @@ MIGRANT_VALUES = [
     ("LimitNOFILE: 1.5", {"LimitNOFILE": "limits: {nofile: 65536}"}),
     ("startretries: lots", {"startretries": "intensity: {max_restarts: N, within: ...}" + _RETRIES}),
     ("StartLimitBurst: 3\n    StartLimitIntervalSec: 0", {
-        "StartLimitBurst": "intensity: {max_restarts: 5, within: 10s}" + _SUP,
-        "StartLimitIntervalSec": "intensity: {max_restarts: 5, within: 10s}" + _SUP,
+        "StartLimitBurst": "intensity: {max_restarts: 4, within: 10s}" + _SUP,
+        "StartLimitIntervalSec": "intensity: {max_restarts: 4, within: 10s}" + _SUP,
     }),
 ]
 # fmt: on
@@ -2665,15 +2669,15 @@ def test_a_migrants_value_that_is_a_secret_is_not_told() -> None:
         "    RestartSec: ${secret:WAIT}\n    StartLimitBurst: ${secret:BURST}\n"
         '    KillSignal: "${secret:SIG}"\n    LimitNOFILE: "${secret:FILES}"\n'
     )
-    env = {"WAIT": "7", "BURST": "4", "SIG": "SIGUSR1", "FILES": "4321"}
+    env = {"WAIT": "7", "BURST": "6", "SIG": "SIGUSR1", "FILES": "4321"}
     with pytest.raises(ManifestError) as caught:
         load_manifest(text, env=env)
     said = str(caught.value)
     assert "backoff: {initial: 2s}" in said
-    assert "intensity: {max_restarts: 5, within: 10s}" in said
+    assert "intensity: {max_restarts: 4, within: 10s}" in said
     assert "stop: {signal: TERM}" in said
     assert "limits: {nofile: 65536}" in said
-    for secret in ("7s", "4,", "USR1", "4321"):
+    for secret in ("7s", "6,", "5,", "USR1", "4321"):
         assert secret not in said
 
 
