@@ -1117,7 +1117,9 @@ class Supervisor(OwnActor):
             # Its attempt's number, as its record's ``attempt`` and history say it (a breaker's
             # wait or a tick is an attempt of the same start, h253).
             msg, args = "{}: {} (attempt {}): {}", (rec.path, outcome._value_, rec.attempts, error)
-            if not rec.attempts:  # an actor's: it has starts, and no attempts
+            if rec.attempts < rec.starts:
+                # An actor's (it has starts, no attempts), or a start that failed before its
+                # first attempt (no thread for it): its start's number, not the last attempt's.
                 msg, args = "{}: {} (start {}): {}", (rec.path, outcome._value_, rec.starts, error)
             if final:
                 msg, args = self._traced(msg, args, cause)
