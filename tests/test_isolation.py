@@ -272,7 +272,7 @@ def test_a_base_exception_of_the_job_is_an_attempt_that_failed(
         node = next(c for c in tree.status()["children"] if c["name"] == path)
         assert (node["state"], node["starts"]) == ("gave_up", 2)
         assert node["last_exit"]["error"].startswith(f"{base}: custom base")
-        failed = [r for r in logs.records if r.message.startswith(f"{path}: failed (start")]
+        failed = [r for r in logs.records if r.message.startswith(f"{path}: failed (attempt")]
         assert [r.extra.get("attempt") for r in failed] == [1, 2]
         assert all(f"{base}: custom base" in r.message for r in failed)
     [thread] = {a.error for a in events.of(AttemptFinished, "b-thread")}
@@ -280,7 +280,7 @@ def test_a_base_exception_of_the_job_is_an_attempt_that_failed(
 
 
 def _failed_lines(logs: Any, path: str) -> list[str]:
-    return [r.message for r in logs.records if r.message.startswith(f"{path}: failed (start")]
+    return [r.message for r in logs.records if r.message.startswith(f"{path}: failed (attempt")]
 
 
 def test_a_failure_is_logged_with_its_traceback_and_its_cause_in_both_isolations(

@@ -22,20 +22,23 @@ def _stubborn(tmp_path: Path, grace: str) -> str:
         version: 1
         jobs:
           - name: polite
-            command: "trap 'touch {tmp_path / "polite"}; exit 0' TERM; while :; do sleep 0.05; done"
+            command: >-
+              trap 'touch {tmp_path / "polite"}; exit 0' TERM; touch {tmp_path / "polite-set"};
+              while :; do sleep 0.05; done
             service: true
-          - {{name: stubborn, command: "trap '' TERM; exec sleep 600", service: true,
-              stop: {{grace: {grace}}}}}
+          - name: stubborn
+            command: "trap '' TERM; touch {tmp_path / "stubborn-set"}; exec sleep 600"
+            service: true
+            stop: {{grace: {grace}}}
         """
 
 
-def _up(running: Running) -> None:
-    wait_until(
-        lambda: running.nodes()["stubborn"]["state"] == "running",
-        "stubborn running",
-        proc=running.proc,
-        timeout=30,
-    )
+def _up(running: Running, *names: str) -> None:
+    """Until the jobs (both by default) have set their traps: a signal before that ends them."""
+    for name in names or ("polite", "stubborn"):
+        marker = running.dir / f"{name}-set"
+        wait_until(marker.exists, f"{name}'s trap set", proc=running.proc, timeout=30)
+        marker.unlink()
 
 
 def _stop_row(state: Path) -> dict[str, object]:
@@ -222,6 +225,7 @@ def test_a_stop_that_had_to_kill_says_so(tmp_path: Path) -> None:
             "polite: stopped",
         ]
         assert running.cli("start", "stubborn").returncode == 0
+        _up(running, "stubborn")
         out = running.cli("restart", "stubborn", "--json")
         assert out.returncode == 0, out.stderr
         (answer,) = json.loads(out.stdout)["results"]
