@@ -177,16 +177,22 @@ class TreeMetrics:
             series.starts += 1
             # An incarnation before it that never ended its tick (a thread left behind) says
             # nothing of this one's.
-            series.ticking = False
+            series.ticking = None
         series.current = new
         series.since = self._wall()
 
-    def on_tick(self, path: str, running: bool) -> None:
+    def on_tick(self, path: str, running: bool, incarnation: object = None) -> None:
         """A periodic job's tick starts (``running``) or ends (its actor calls it inline, in
-        its own thread: the status reads whether a tick runs from that actor, never told)."""
+        its own thread: the status reads whether a tick runs from that actor, never told).
+        ``incarnation``: whose tick; the late end of one left behind (a thread abandoned, its
+        job since replaced) clears nothing of another's."""
         series = self._by_path.get(path)
-        if series is not None:  # none: a late tick of a job a reload removed makes none
-            series.ticking = running
+        if series is None:  # none: a late tick of a job a reload removed makes none
+            return
+        if running:
+            series.ticking = incarnation if incarnation is not None else True
+        elif series.ticking is (incarnation if incarnation is not None else True):
+            series.ticking = None
 
     def on_restart(self, path: str) -> None:
         """Account for one restart the status counts (a tree calls it inline: see ``sink``)."""
@@ -262,7 +268,7 @@ class TreeMetrics:
             for each in State:
                 state.add_metric((*labels, each.value), 1 if each is current else 0)
             if series.periodic:
-                idle = current is State.RUNNING and not series.ticking
+                idle = current is State.RUNNING and series.ticking is None
                 between.add_metric(labels, 1 if idle else 0)
         yield from (starts, restarts, failures, state, since, between, gave_up)
         for family in self.duration.collect():
@@ -433,8 +439,9 @@ class _Series:
         self.failures: dict[str, int] = dict.fromkeys(_FAILED, 0)
         self.durations: dict[str, Any] = {}  # outcome: the histogram's labelled child
         self.periodic = False  # a periodic job's: it has a between_ticks series
-        # A tick of it runs: written by its actor's thread (``on_tick``), a bool at a time.
-        self.ticking = False
+        # Whose tick runs (its incarnation's token), None when none: written by its actor's
+        # thread (``on_tick``), one reference at a time.
+        self.ticking: object = None
 
 
 def _same(was: ChildSpec, new: ChildSpec) -> bool:

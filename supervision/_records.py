@@ -111,7 +111,7 @@ class TreeContext:
     restart_hook: Callable[[str], None] | None = None
     # Likewise, in the job's own thread, as a periodic job's tick starts (True) and ends (a
     # sink's ``on_tick``: the metrics' between_ticks, which the status reads from the actor).
-    tick_hook: Callable[[str, bool], None] | None = None
+    tick_hook: Callable[[str, bool, object], None] | None = None
     # Told when the sink or one of its hooks raises: logged, and the turn goes on.
     sink_failed: ev.SinkFailures = field(default_factory=ev.SinkFailures)
     # A daemon's restart: children still cooling down per the journal, {path: (left, cycle)}.
@@ -172,14 +172,17 @@ class TreeContext:
                 self.sink_failed(hook, f"the failure of {rec.path} ({outcome.value})", exc)
 
     def ticks_of(self, path: str) -> Callable[[bool], None] | None:
-        """What a periodic job at ``path`` calls as each tick starts and ends (None: no hook)."""
+        """What a periodic job's incarnation at ``path`` calls as each tick starts and ends
+        (None: no hook). The hook is told whose tick it is: one left behind by an incarnation
+        before (its thread abandoned) must not end the tick of the next."""
         hook = self.tick_hook
         if hook is None:
             return None
+        incarnation = object()
 
         def ticked(running: bool) -> None:
             try:
-                hook(path, running)
+                hook(path, running, incarnation)
             except Exception as exc:
                 said = "starts" if running else "ends"
                 self.sink_failed(hook, f"{path}: a tick {said}", exc)
@@ -745,7 +748,10 @@ def start_incarnation(
             rand=ctx.rand,
             catch_up=rec.catch_up,
             last_tick=rec.last_tick,
-            on_tick=ctx.ticks_of(rec.path) if spec.schedule.periodic else None,
+            # The hook first: a tree without metrics pays no property call an incarnation.
+            on_tick=ctx.ticks_of(rec.path)
+            if ctx.tick_hook is not None and spec.schedule.periodic
+            else None,
             jv_at_once=at_once,
         )
     if isinstance(spec, ActorSpec) and isinstance(spec.placement, RayPlacement):

@@ -508,6 +508,30 @@ def test_a_periodic_job_between_its_ticks_is_told_from_one_whose_tick_runs(
     assert samples[("jobvisor_attempt_duration_seconds_count", count)] == 1
 
 
+def test_the_late_end_of_a_tick_left_behind_does_not_end_the_next_incarnations() -> None:
+    """A tick whose thread was abandoned (it ignored its stop) and ends after its job started
+    again ended the new incarnation's tick too: between_ticks read 1 while it ran (r54)."""
+    from supervision._state import State
+
+    spec = SupervisorSpec(
+        children=(python_job("tick", "jobfuncs:ok", "t", schedule=Schedule(every=30)),)
+    )
+    metrics = TreeMetrics(spec)
+    sink: Any = metrics.sink()
+    old, new = object(), object()
+    sink.on_state("tick", State.PENDING, State.STARTING)
+    sink.on_state("tick", State.STARTING, State.RUNNING)
+    sink.on_tick("tick", True, old)  # noqa: FBT003 - the hook's argument
+    sink.on_state("tick", State.RUNNING, State.STARTING)  # replaced: its thread left behind
+    sink.on_state("tick", State.STARTING, State.RUNNING)
+    assert _ticks(_scraped(metrics)) == {"tick": 1}
+    sink.on_tick("tick", True, new)  # noqa: FBT003
+    sink.on_tick("tick", False, old)  # noqa: FBT003 - the old tick ends at last
+    assert _ticks(_scraped(metrics)) == {"tick": 0}, "the new tick runs on"
+    sink.on_tick("tick", False, new)  # noqa: FBT003
+    assert _ticks(_scraped(metrics)) == {"tick": 1}
+
+
 TICKERS = """
 version: 1
 http: {heartbeat: 5s}
