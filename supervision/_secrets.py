@@ -101,7 +101,9 @@ class SecretMasker:
             # For a clip mark's look (``_clipped``): the forms, and each one reversed, sorted,
             # so that "does a form start with this piece" is a bisection, not a scan. Not the
             # hex and base64 ones: any digit or letter starts one, and would be masked there.
-            ends = self._written
+            # Its escapes' hex in both cases, as the pattern matches them (``_folded``).
+            ends = self._written | {_hex_cased(f, str.lower) for f in self._written}
+            ends |= {_hex_cased(form, str.upper) for form in self._written}
             self._sorted = (tuple(sorted(ends)), tuple(sorted(f[::-1] for f in ends)))
             longest = max(len(form.encode("utf-8", "surrogatepass")) for form in forms)
             self.longest = max(self.longest, longest)
@@ -272,6 +274,19 @@ def _folded(form: str) -> tuple[str, ...]:
         piece = form[start:end]
         chars[start:end] = map(_HEX_LETTERS.get, piece, piece)
     return tuple(chars)
+
+
+def _hex_cased(form: str, case: Callable[[str], str]) -> str:
+    """``form`` with the hex letters of its escapes in one ``case`` (``%2F`` as ``%2f``)."""
+    if "%" not in form and "\\" not in form and "&#" not in form:
+        return form
+    # Only the hex letters: an escape's own letter (``\\U``, ``&#X``) stays as written.
+    return _HEX_ESCAPE.sub(
+        lambda hit: _HEX_LETTER.sub(lambda c: case(c.group()), hit.group()), form
+    )
+
+
+_HEX_LETTER: Final = re.compile("[a-fA-F]")
 
 
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")

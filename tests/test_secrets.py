@@ -203,6 +203,20 @@ def test_digits_and_letters_beside_a_clip_mark_are_not_taken_for_an_encoded_secr
     assert masker.mask("token Sup3rSe... (9 more characters)") == "token ***... (9 more characters)"
 
 
+def test_a_piece_of_an_escaped_secret_beside_a_clip_mark_is_masked_in_either_hex_case() -> None:
+    """The pattern matches hex escapes in either case, the clip mark's look took them as
+    written: a lower-case %2f piece cut by a clip mark showed (r54)."""
+    masker = SecretMasker(["s3cr3t/p@ss+word=xyz/qq", "k3y/with&amp<x>"])
+    for piece in (
+        "s3cr3t%2Fp%40s",
+        "s3cr3t%2fp%40s",
+        "k3y/with\\u0026amp\\u003C",  # Go's encoding/json, its hex as some write it
+        "k3y/with\\u0026amp\\u003c",
+    ):
+        said = masker.mask(f"GET /?tok={piece}... (18 more characters)")
+        assert said == "GET /?tok=***... (18 more characters)", said
+
+
 def test_forms_that_begin_alike_are_each_masked_to_their_longest() -> None:
     """The forms are matched as a trie: at each place the longest form that starts there."""
     masker = SecretMasker(["token-abcd", "token-abcdef", "token-abXY"])
