@@ -1632,8 +1632,9 @@ def _kept(
     read = reply.get("manifest")
     after = {
         "killed": reply.get("killed") or None,  # what a stop had to kill past its grace
-        "abandoned": reply.get("abandoned") or None,
+        "threads_killed": reply.get("threads_killed") or None,
         "dependants_running": reply.get("dependants_running") or None,
+        "dependants_on": reply.get("dependants_on") or None,
         "manifest": read if args.command == "reload" and isinstance(read, str) else None,
         "dry_run": True if req.get("dry_run") else None,
         "warning": other,
@@ -1683,33 +1684,31 @@ def _said(args: argparse.Namespace, req: dict[str, Any], reply: dict[str, Any]) 
 
 
 def _dependants_said(path: str, reply: dict[str, Any]) -> str:
-    """What a stop of a dependency leaves running: the jobs that depend on it."""
+    """What a stop of a dependency leaves running: the jobs that depend on it (or on a group
+    it is in)."""
     running = [str(p) for p in reply.get("dependants_running") or ()]
     if not running:
         return ""
     from supervision._printable import printable  # noqa: PLC0415 - a daemon's word
 
-    these, verb, them = (
-        (running[0], "depends", "its")
-        if len(running) == 1
-        else (", ".join(running), "depend", "their")
-    )
+    via = reply.get("dependants_on")
+    via = via if isinstance(via, dict) else {}
+    ons = [
+        f"{dep} depends on {via[dep]}" if dep in via else f"{dep} depends on it" for dep in running
+    ]
+    one = len(running) == 1
+    them, its = ("it", "its") if one else ("them", "their")
     return printable(
-        f"; {these} {verb} on it and run{'s' if len(running) == 1 else ''} on ({them} start or "
-        f"restart is refused until {path} runs again: stop {'it' if len(running) == 1 else 'them'} "
-        "too, or first)"
+        f"; {', '.join(ons)} and run{'s' if one else ''} on ({its} start or restart is "
+        f"refused until {path} runs again: stop {them} too, or first)"
     )
 
 
 _ENDED_HOW = (
     ("killed", "killed with SIGKILL after its stop grace: it did not end on its stop signal"),
-    (
-        "abandoned",
-        (
-            "abandoned after its stop grace: it did not end when asked, and its thread runs on "
-            "in the daemon"
-        ),
-    ),
+    # A thread is killed by an exception thrown into it: one blocked in a call, or that
+    # swallows it, outlives it, which the log then says (abandoned).
+    ("threads_killed", "its thread killed after its stop grace: it did not end when asked"),
 )
 
 

@@ -1233,36 +1233,44 @@ class Daemon:
         if op == "stop" and reply.get("ok") and reply.get("result") is None:
             dependants = self._dependants_running(tree, job.strip("/"))
             if dependants:
-                reply = {**reply, "dependants_running": dependants}
+                # Each with what it depends on, when that is a group the stopped job is in.
+                groups = {dep: on for dep, on in dependants.items() if on != job.strip("/")}
+                reply = {**reply, "dependants_running": list(dependants)}
+                if groups:
+                    reply["dependants_on"] = groups
         return reply
 
-    def _dependants_running(self, tree: Tree, path: str) -> list[str]:
-        """The jobs beside ``path`` that depend on it and still run: a stop leaves them
-        running (depends_on orders starts and stops, it does not tie lives), which a person
-        stopping a dependency should hear (h254)."""
+    def _dependants_running(self, tree: Tree, path: str) -> dict[str, str]:
+        """The jobs that depend on ``path``, or on a group it is in, and still run, each with
+        what it depends on: a stop leaves them running (depends_on orders starts and stops,
+        it does not tie lives), which a person stopping a dependency should hear (h254)."""
         composition = self.composition
         if composition is None:
-            return []
-        parent, _, name = path.rpartition("/")
-        group: ChildSpec = composition.manifest.root
-        for at, child in walk(composition.manifest.root):
-            if at == parent:
-                group = child
-        if not isinstance(group, SupervisorSpec) or (parent and group is composition.manifest.root):
-            return []
+            return {}
+        root = composition.manifest.root
+        specs: dict[str, ChildSpec] = {"": root, **dict(walk(root))}
         try:
             nodes = {node["path"]: node for node in flatten_status(tree.status())}
         except JobvisorError:
-            return []
-        names = {name, str((nodes.get(path) or {}).get("replica_of") or name)}
-        prefix = f"{parent}/" if parent else ""
-        return [
-            f"{prefix}{child.name}"
-            for child in group.children
-            if isinstance(child, JobSpec)
-            and names.intersection(child.depends_on)
-            and (nodes.get(f"{prefix}{child.name}") or {}).get("state") not in _NOT_RUNNING_ON
-        ]
+            return {}
+        found: dict[str, str] = {}
+        at = path
+        while at:  # the stopped child, then each group it is in
+            parent, _, name = at.rpartition("/")
+            group = specs.get(parent)
+            if isinstance(group, SupervisorSpec):
+                names = {name, str((nodes.get(at) or {}).get("replica_of") or name)}
+                prefix = f"{parent}/" if parent else ""
+                for child in group.children:
+                    sibling = f"{prefix}{child.name}"
+                    if (
+                        isinstance(child, JobSpec)
+                        and names.intersection(child.depends_on)
+                        and (nodes.get(sibling) or {}).get("state") not in _NOT_RUNNING_ON
+                    ):
+                        found.setdefault(sibling, at)
+            at = parent
+        return found
 
     @contextlib.contextmanager
     def _turn(self, doing: str, deadline: float | None) -> Iterator[dict[str, Any] | None]:
@@ -1820,8 +1828,9 @@ def _act(
 def _killed_since(tree: Tree, path: str, since: float) -> dict[str, list[str]]:
     """The children at or under ``path`` whose last exit, at or after ``since``, was a kill: what
     a stop or restart had to end once its stop grace ran out (a person tuning ``stop.grace``
-    needs to know it). ``killed``: a process SIGKILLed; ``abandoned``: a thread (a python job's
-    in the daemon, an actor's) left running, as no thread can be killed."""
+    needs to know it). ``killed``: a process SIGKILLed; ``threads_killed``: a thread (a python
+    job's in the daemon, an actor's) killed by the exception thrown into it, which one blocked
+    in a call outlives (the log says it abandoned, a moment later)."""
     try:
         status = tree.status()
     except JobvisorError:
@@ -1837,7 +1846,7 @@ def _killed_since(tree: Tree, path: str, since: float) -> dict[str, list[str]]:
             and isinstance(last.get("at"), int | float)
             and last["at"] >= since
         ):
-            how = "killed" if last.get("code") == -signal.SIGKILL else "abandoned"
+            how = "killed" if last.get("code") == -signal.SIGKILL else "threads_killed"
             found.setdefault(how, []).append(node["path"])
     return found
 

@@ -19,7 +19,7 @@ import pykka
 from supervision._state import State
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Collection, Iterator
 
 __all__ = ["Below", "Blocker", "GroupDeps", "Nudge", "Seen"]
 
@@ -107,10 +107,11 @@ class GroupDeps:
                 waiting = Blocker(child, seen.state)
         return waiting
 
-    def down(self, path: str) -> Blocker | None:
-        """A child below the group at ``path`` that gave up or failed finally, if any."""
+    def down(self, path: str, states: Collection[State] = DOWN) -> Blocker | None:
+        """A child below the group at ``path`` in one of ``states`` (by default: that gave up
+        or failed finally), if any."""
         for child, seen in self._below(path):
-            if seen.state in DOWN:
+            if seen.state in states:
                 return Blocker(child, seen.state)
         return None
 

@@ -545,7 +545,7 @@ def _answer(job: str, action: str, reply: dict[str, Any]) -> tuple[HTTPStatus, d
             answer["signal"] = reply["result"]  # its name: SIGHUP
         elif isinstance(reply.get("result"), str):  # nothing to stop: said, not an error
             answer["note"] = reply["result"]
-        for key in ("killed", "abandoned", "dependants_running"):  # what it ended, left running
+        for key in ("killed", "threads_killed", "dependants_running", "dependants_on"):
             if reply.get(key):
                 answer[key] = reply[key]
         return HTTPStatus.OK, answer

@@ -639,7 +639,10 @@ def down_dependency(
             continue
         if dep.state in DOWN_FOR_GOOD:
             return dep
-        below = groups.down(dep.path) if isinstance(dep.spec, SupervisorSpec) else None
+        # A job below stopped by a person is down for good here too, as a sibling is (h264).
+        below = (
+            groups.down(dep.path, DOWN_FOR_GOOD) if isinstance(dep.spec, SupervisorSpec) else None
+        )
         if below is not None:
             return below
     return None

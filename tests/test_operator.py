@@ -112,6 +112,49 @@ def test_a_stop_of_what_a_running_job_depends_on_names_it(daemon: Running) -> No
     assert daemon.cli("stop", "web").stdout == "web: stopped\n"  # api is stopped
 
 
+def test_a_stop_of_a_job_in_a_group_names_what_depends_on_the_group(tmp_path: Path) -> None:
+    """`depends_on: [etl]` waits for every job under etl: a stop of one of them left the
+    dependant running unsaid, and a restart of it was let through, to wait 60 s (h264)."""
+    running = start_daemon(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - group: etl
+            jobs:
+              - {name: load, service: true, command: [sleep, "100"]}
+              - {name: x, service: true, command: [sleep, "100"]}
+          - {name: consumer, service: true, command: [sleep, "100"], depends_on: [etl]}
+        """,
+        "--runtime",
+        RUNTIME,
+    )
+    try:
+        wait_until(lambda: _states(running)["consumer"] == "running", "consumer running")
+        out = running.cli("stop", "etl/x", "--json")
+        assert json.loads(out.stdout)["results"] == [
+            {
+                "ok": True,
+                "job": "etl/x",
+                "action": "stop",
+                "dependants_running": ["consumer"],
+                "dependants_on": {"consumer": "etl"},
+            }
+        ]
+        assert running.cli("start", "etl/x").returncode == 0
+        out = running.cli("stop", "etl/x")
+        assert out.stdout == (
+            "etl/x: stopped; consumer depends on etl and runs on (its start or restart is "
+            "refused until etl/x runs again: stop it too, or first)\n"
+        )
+        refused = running.cli("restart", "consumer")
+        assert refused.returncode == 1
+        assert "it depends on etl/x, which is stopped; start etl/x first" in refused.stderr
+        assert _states(running)["consumer"] == "running"  # the refused restart changed nothing
+    finally:
+        assert stop_daemon(running) == 0
+
+
 def test_the_worst_result_is_the_exit_code_and_every_path_is_tried(daemon: Running) -> None:
     # nope (4) does not stop the paths after it.
     out = daemon.cli("stop", "nope", "all")

@@ -239,7 +239,7 @@ def test_a_stop_that_had_to_kill_says_so(tmp_path: Path) -> None:
         assert stop_daemon(running) == 0
 
 
-def test_a_stop_that_had_to_abandon_a_thread_says_so_not_sigkill(tmp_path: Path) -> None:
+def test_a_stop_that_had_to_kill_a_thread_says_so_not_sigkill(tmp_path: Path) -> None:
     """A python job in the daemon's thread gets no signal and cannot be killed: its stop said
     `killed with SIGKILL` (r53)."""
     running = start_daemon(
@@ -257,8 +257,7 @@ def test_a_stop_that_had_to_abandon_a_thread_says_so_not_sigkill(tmp_path: Path)
         out = running.cli("stop", "py")
         assert out.returncode == 0, out.stderr
         assert out.stdout == (
-            "py: stopped (abandoned after its stop grace: it did not end when asked, and its "
-            "thread runs on in the daemon)\n"
+            "py: stopped (its thread killed after its stop grace: it did not end when asked)\n"
         )
     finally:
         running.proc.send_signal(signal.SIGTERM)
