@@ -335,10 +335,18 @@ def _with_their_value(key: str, word: str, values: Mapping[object, object]) -> s
     Its fixed example stays for a value that does not translate, and for a secret's.
     """
     if key.lower() in _RATE_LIMIT_WORDS:
-        return _rate_limit(values) or word
+        return _rate_limit(values) or word + _AN_EXAMPLE
     read, example = _THEIR_VALUES.get(key.lower(), (None, ""))
-    theirs = _their_value(values.get(key), read) if read is not None else None
-    return word if theirs is None else word.replace(example, theirs, 1)
+    if read is None:
+        return word
+    value = values.get(key)
+    theirs = _their_value(value, read)
+    if theirs is None:  # the example is not taken for the value written (h264)
+        return word if value is None else word + _AN_EXAMPLE
+    return word.replace(example, theirs, 1)
+
+
+_AN_EXAMPLE: Final = " (its value here is an example: the one written does not translate)"
 
 
 def _their_value(value: object, read: Callable[[object], str | None]) -> str | None:

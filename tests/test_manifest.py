@@ -2552,6 +2552,7 @@ def test_validate_tells_a_migrants_word_what_jobvisor_calls_it(
 
 _CMD = "version: 1\njobs:\n  - name: web\n    command: [sleep, '9']\n"
 _SUP: str = ", a supervisor's (a group's, or the root's under supervisor:)"
+_EX: str = " (its value here is an example: the one written does not translate)"
 _RETRIES: str = (
     _SUP + ", which counts every restart within that much run time, not only starts that died "
     "before startsecs: supervisord restarts a program that was up for ever, so keep within near "
@@ -2608,26 +2609,28 @@ MIGRANT_VALUES = [
         "StartLimitIntervalSec": "intensity: {max_restarts: 4, within: 2m} (5: systemd's default "
         "StartLimitBurst; StartLimitBurst=5 counts the first start too: 4 restarts)" + _SUP,
     }),
-    ("StartLimitBurst: 0", {"StartLimitBurst": "intensity: {max_restarts: 4, within: 10s}" + _SUP}),
-    # What does not translate gets the fixed example, whatever it is.
-    ("RestartSec: banana", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
+    ("StartLimitBurst: 0", {
+        "StartLimitBurst": "intensity: {max_restarts: 4, within: 10s}" + _SUP + _EX
+    }),
+    # What does not translate gets the fixed example, whatever it is, said to be one (h264).
+    ("RestartSec: banana", {"RestartSec": "backoff: {initial: 2s}" + _SUP + _EX}),
     ("RestartSec:", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
-    ("RestartSec: [1, 2]", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
-    ("RestartSec: {a: 1}", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
-    ("RestartSec: true", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
-    ("RestartSec: -1", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
-    ("RestartSec: 1e400", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
-    ("RestartSec: 100000000000000000000000000000", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
-    ("RestartSec: 99999999999y", {"RestartSec": "backoff: {initial: 2s}" + _SUP}),
-    ("TimeoutStopSec: infinity", {"TimeoutStopSec": "stop: {grace: 10s}"}),
-    ("KillSignal: SIGBOGUS", {"KillSignal": "stop: {signal: TERM}"}),
-    ("KillSignal: 999", {"KillSignal": "stop: {signal: TERM}"}),
-    ("LimitNOFILE: 1024:4096", {"LimitNOFILE": "limits: {nofile: 65536}"}),
-    ("LimitNOFILE: 1.5", {"LimitNOFILE": "limits: {nofile: 65536}"}),
-    ("startretries: lots", {"startretries": "intensity: {max_restarts: N, within: ...}" + _RETRIES}),
+    ("RestartSec: [1, 2]", {"RestartSec": "backoff: {initial: 2s}" + _SUP + _EX}),
+    ("RestartSec: {a: 1}", {"RestartSec": "backoff: {initial: 2s}" + _SUP + _EX}),
+    ("RestartSec: true", {"RestartSec": "backoff: {initial: 2s}" + _SUP + _EX}),
+    ("RestartSec: -1", {"RestartSec": "backoff: {initial: 2s}" + _SUP + _EX}),
+    ("RestartSec: 1e400", {"RestartSec": "backoff: {initial: 2s}" + _SUP + _EX}),
+    ("RestartSec: 100000000000000000000000000000", {"RestartSec": "backoff: {initial: 2s}" + _SUP + _EX}),
+    ("RestartSec: 99999999999y", {"RestartSec": "backoff: {initial: 2s}" + _SUP + _EX}),
+    ("TimeoutStopSec: infinity", {"TimeoutStopSec": "stop: {grace: 10s}" + _EX}),
+    ("KillSignal: SIGBOGUS", {"KillSignal": "stop: {signal: TERM}" + _EX}),
+    ("KillSignal: 999", {"KillSignal": "stop: {signal: TERM}" + _EX}),
+    ("LimitNOFILE: 1024:4096", {"LimitNOFILE": "limits: {nofile: 65536}" + _EX}),
+    ("LimitNOFILE: 1.5", {"LimitNOFILE": "limits: {nofile: 65536}" + _EX}),
+    ("startretries: lots", {"startretries": "intensity: {max_restarts: N, within: ...}" + _RETRIES + _EX}),
     ("StartLimitBurst: 3\n    StartLimitIntervalSec: 0", {
-        "StartLimitBurst": "intensity: {max_restarts: 4, within: 10s}" + _SUP,
-        "StartLimitIntervalSec": "intensity: {max_restarts: 4, within: 10s}" + _SUP,
+        "StartLimitBurst": "intensity: {max_restarts: 4, within: 10s}" + _SUP + _EX,
+        "StartLimitIntervalSec": "intensity: {max_restarts: 4, within: 10s}" + _SUP + _EX,
     }),
 ]
 # fmt: on
