@@ -1706,9 +1706,10 @@ def _dependants_said(path: str, reply: dict[str, Any]) -> str:
 
 _ENDED_HOW = (
     ("killed", "killed with SIGKILL after its stop grace: it did not end on its stop signal"),
-    # A thread is killed by an exception thrown into it: one blocked in a call, or that
-    # swallows it, outlives it, which the log then says (abandoned).
-    ("threads_killed", "its thread killed after its stop grace: it did not end when asked"),
+    # No process of its own to SIGKILL: a thread is killed by an exception thrown into it (one
+    # blocked in a call, or that swallows it, outlives it, which the log then says: abandoned),
+    # a Ray actor by Ray.
+    ("threads_killed", "killed after its stop grace: it did not end when asked"),
 )
 
 

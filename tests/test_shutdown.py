@@ -257,7 +257,7 @@ def test_a_stop_that_had_to_kill_a_thread_says_so_not_sigkill(tmp_path: Path) ->
         out = running.cli("stop", "py")
         assert out.returncode == 0, out.stderr
         assert out.stdout == (
-            "py: stopped (its thread killed after its stop grace: it did not end when asked)\n"
+            "py: stopped (killed after its stop grace: it did not end when asked)\n"
         )
     finally:
         running.proc.send_signal(signal.SIGTERM)
