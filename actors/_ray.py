@@ -22,6 +22,7 @@ import contextlib
 import os
 import queue
 import re
+import stat
 import sys
 import threading
 import time
@@ -133,6 +134,7 @@ class _Cluster:
     address: str | None = None
     namespace: str | None = None
     working_dir: str | None = None
+    state_dir: str | None = None  # never shipped with working_dir (``kept_home``)
 
 
 _lock = threading.RLock()
@@ -143,16 +145,20 @@ _unfenced: list[Any] = []  # runners let go while the cluster was lost: killed o
 
 
 def configure_cluster(
-    address: str | None, namespace: str | None = None, working_dir: str | None = None
+    address: str | None,
+    namespace: str | None = None,
+    working_dir: str | None = None,
+    state_dir: str | None = None,
 ) -> None:
     """Where to connect on first use: the manifest's ``cluster`` (None: a local Ray instance).
 
     ``working_dir`` (the manifest's folder) is shipped to the cluster's nodes
-    with Ray's ``runtime_env`` when the cluster is remote.
+    with Ray's ``runtime_env`` when the cluster is remote, but for what only its owner
+    can read and ``state_dir`` (see ``kept_home``).
     """
     global _cluster  # noqa: PLW0603 - one connection per process, as Ray has
     with _lock:
-        _cluster = _Cluster(address or None, namespace or None, working_dir)
+        _cluster = _Cluster(address or None, namespace or None, working_dir, state_dir)
 
 
 _connected: Any = None  # the ray module once connected: every attempt asks for it
@@ -241,10 +247,53 @@ def _start_connect(ray: Any, cluster: _Cluster) -> _Connecting:
         # outlives its cluster instead: the health watch fails the placed attempts.
         os.environ.setdefault(_RECONNECT_ENV, str(_RECONNECT_TIMEOUT))
         if cluster.address != "auto" and cluster.working_dir is not None:
-            kwargs["runtime_env"] = {"working_dir": cluster.working_dir}
+            kept = kept_home(cluster.working_dir, cluster.state_dir)
+            kwargs["runtime_env"] = {"working_dir": cluster.working_dir, "excludes": kept}
+            if kept:
+                log.info(
+                    "not shipped to the cluster's nodes with {}: {} (not every user may read "
+                    "them, or the state dir; make a module a placed job imports readable by "
+                    "all, chmod 644)",
+                    cluster.working_dir,
+                    ", ".join(p.lstrip("/") for p in kept[:_KEPT_SAID])
+                    + (f" and {len(kept) - _KEPT_SAID} more" if len(kept) > _KEPT_SAID else ""),
+                )
     connecting = _Connecting(cluster.address if kwargs["address"] is not None else None)
     _init_in_keeper(ray, kwargs, connecting)
     return connecting
+
+
+_KEPT_SAID: Final = 5  # of the paths kept home, those a log line names
+_KEPT_LOOK: Final = 20_000  # entries of the manifest's folder looked at, at most
+_GLOB: Final = re.compile(r"([*?\[\]\\])")
+
+
+def kept_home(working_dir: str, state_dir: str | None) -> list[str]:
+    """What of ``working_dir`` stays off the cluster's nodes, as Ray's ``excludes`` patterns
+    (gitignore's, anchored ``/a/b``): the state dir (its journal, logs, output) and every file
+    or folder that not every user can read (no read bit for others), which secret files and
+    env files are; on a node they would be readable by any of its users (trial h265).
+    Symlinks are not followed; at most ``_KEPT_LOOK`` entries are looked at."""
+    root = os.path.realpath(working_dir)
+    state = None if state_dir is None else os.path.realpath(state_dir)
+    kept: list[str] = []
+    looked = 0
+    for here, dirs, files in os.walk(root):
+        for name in sorted([*dirs, *files]):
+            looked += 1
+            if looked > _KEPT_LOOK:
+                return sorted(kept)
+            path = os.path.join(here, name)  # noqa: PTH118 - os.walk's strings
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            private = not stat.S_ISLNK(st.st_mode) and not st.st_mode & 0o004
+            if private or path == state:
+                kept.append("/" + _GLOB.sub(r"\\\1", os.path.relpath(path, root)))
+                if name in dirs:
+                    dirs.remove(name)  # nothing below it is shipped either
+    return sorted(kept)
 
 
 def _wait_connected(connecting: _Connecting, cancel: threading.Event | None) -> bool:

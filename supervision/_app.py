@@ -285,7 +285,12 @@ def _compose(
     if manifest.cluster_address or manifest.cluster_namespace:
         from actors._ray import configure_cluster  # noqa: PLC0415 - light; Ray loads on first use
 
-        configure_cluster(manifest.cluster_address, manifest.cluster_namespace, str(base_dir))
+        configure_cluster(
+            manifest.cluster_address,
+            manifest.cluster_namespace,
+            str(base_dir),
+            str(manifest.state_dir),  # never shipped with the folder: its journal, its logs
+        )
     setup = configure_logging(
         manifest.logging,
         level=log_level,

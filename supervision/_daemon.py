@@ -1836,18 +1836,26 @@ def _killed_since(tree: Tree, path: str, since: float) -> dict[str, list[str]]:
     except JobvisorError:
         return {}
     below = f"{path}/"
+    specs = dict(walk(tree.spec))
     found: dict[str, list[str]] = {}
     for node in flatten_status(status):
         last = node.get("last_exit")
-        if (
+        if not (
             (node["path"] == path or node["path"].startswith(below))
             and isinstance(last, dict)
-            and last.get("outcome") == "killed"
             and isinstance(last.get("at"), int | float)
             and last["at"] >= since
         ):
-            how = "killed" if last.get("code") == -signal.SIGKILL else "threads_killed"
-            found.setdefault(how, []).append(node["path"])
+            continue
+        sigkill = last.get("code") == -signal.SIGKILL
+        if last.get("outcome") == "killed":
+            found.setdefault("killed" if sigkill else "threads_killed", []).append(node["path"])
+        elif last.get("outcome") == "stopped" and sigkill:
+            # The command's own thread sent the SIGKILL at its grace's end, before the
+            # supervisor's kill came: a stop all the same, unless SIGKILL is its stop signal.
+            work = getattr(specs.get(node["path"]), "work", None)
+            if getattr(work, "stop_signal", None) != signal.SIGKILL:
+                found.setdefault("killed", []).append(node["path"])
     return found
 
 

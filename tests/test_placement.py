@@ -196,3 +196,36 @@ def test_ray_prints_no_colour_codes_off_a_terminal(tmp_path) -> None:
             assert driver_env(tty) == {}
     finally:
         os.close(leader)
+
+
+def test_what_only_its_owner_can_read_is_not_shipped_to_the_clusters_nodes(tmp_path) -> None:
+    """The manifest's folder goes to every node (Ray's working_dir), and with it went its
+    secret files, env files and the state dir's journal, there readable by any user of the
+    node (h265): those only its owner can read stay, and so does the state dir."""
+    from actors._ray import kept_home
+
+    (tmp_path / "jobs.py").write_text("")
+    (tmp_path / "jobs.py").chmod(0o644)
+    (tmp_path / "tok.txt").write_text("s3cret")
+    (tmp_path / "tok.txt").chmod(0o600)
+    (tmp_path / "lib").mkdir(mode=0o755)
+    (tmp_path / "lib" / "app.env").write_text("K=v")
+    (tmp_path / "lib" / "app.env").chmod(0o640)
+    (tmp_path / "lib" / "mod.py").write_text("")
+    (tmp_path / "lib" / "mod.py").chmod(0o644)
+    (tmp_path / "private").mkdir(mode=0o700)
+    (tmp_path / "private" / "x.py").write_text("")
+    state = tmp_path / "st#1"
+    state.mkdir(mode=0o755)  # however it is made: never shipped
+    (state / "journal.sqlite3").write_text("")
+    (tmp_path / "we[ird]*.py").write_text("")
+    (tmp_path / "we[ird]*.py").chmod(0o600)
+    assert kept_home(str(tmp_path), str(state)) == [
+        "/lib/app.env",
+        "/private",
+        "/st#1",
+        "/tok.txt",
+        "/we\\[ird\\]\\*.py",  # a pattern of Ray's, as .gitignore's: its own characters escaped
+    ]
+    # A state dir elsewhere is not looked for here; this one's files are then shipped.
+    assert "/st#1" not in kept_home(str(tmp_path), str(tmp_path.parent / "elsewhere"))
