@@ -238,8 +238,11 @@ def _start_connect(ray: Any, cluster: _Cluster) -> _Connecting:
         "log_to_driver": True,
         "configure_logging": False,
     }
-    if cluster.address in _LOCAL_ADDRESSES:
-        kwargs["address"] = None
+    local = cluster.address in _LOCAL_ADDRESSES
+    if local:
+        # Not None, which Ray takes for "find one": RAY_ADDRESS, or the cluster any `ray
+        # start` on this machine left its address for, would be joined (trial h265).
+        kwargs["address"] = "local"
         kwargs["include_dashboard"] = False
     else:
         # Ray's client in this process ends the whole process (exit 1, no orderly stop, its
@@ -258,7 +261,7 @@ def _start_connect(ray: Any, cluster: _Cluster) -> _Connecting:
                     ", ".join(p.lstrip("/") for p in kept[:_KEPT_SAID])
                     + (f" and {len(kept) - _KEPT_SAID} more" if len(kept) > _KEPT_SAID else ""),
                 )
-    connecting = _Connecting(cluster.address if kwargs["address"] is not None else None)
+    connecting = _Connecting(None if local else cluster.address)
     _init_in_keeper(ray, kwargs, connecting)
     return connecting
 
