@@ -1225,52 +1225,14 @@ class Daemon:
         with self._turn(f"{op} {job.strip('/')}", asked + COMMAND_TIMEOUT) as busy:
             if busy is not None:
                 return busy
+            # The manifest's tree as the daemon runs it: the tree's own spec is its start's,
+            # and a reload's groups and jobs are not in it.
+            root = None if self.composition is None else self.composition.manifest.root
             with self._acting(op, job, via):
-                reply, until = begin_act(tree, op, job, asked, up=up)
+                reply, until = begin_act(tree, op, job, asked, up=up, root=root)
         # Not under the lock: a start waiting for its job's ready check keeps no other
         # action waiting (a stop of another job, a reload).
-        reply = until_up(tree, op, job, reply, until, asked=asked)
-        if op == "stop" and reply.get("ok") and reply.get("result") is None:
-            dependants = self._dependants_running(tree, job.strip("/"))
-            if dependants:
-                # Each with what it depends on, when that is a group the stopped job is in.
-                groups = {dep: on for dep, on in dependants.items() if on != job.strip("/")}
-                reply = {**reply, "dependants_running": list(dependants)}
-                if groups:
-                    reply["dependants_on"] = groups
-        return reply
-
-    def _dependants_running(self, tree: Tree, path: str) -> dict[str, str]:
-        """The jobs that depend on ``path``, or on a group it is in, and still run, each with
-        what it depends on: a stop leaves them running (depends_on orders starts and stops,
-        it does not tie lives), which a person stopping a dependency should hear (h254)."""
-        composition = self.composition
-        if composition is None:
-            return {}
-        root = composition.manifest.root
-        specs: dict[str, ChildSpec] = {"": root, **dict(walk(root))}
-        try:
-            nodes = {node["path"]: node for node in flatten_status(tree.status())}
-        except JobvisorError:
-            return {}
-        found: dict[str, str] = {}
-        at = path
-        while at:  # the stopped child, then each group it is in
-            parent, _, name = at.rpartition("/")
-            group = specs.get(parent)
-            if isinstance(group, SupervisorSpec):
-                names = {name, str((nodes.get(at) or {}).get("replica_of") or name)}
-                prefix = f"{parent}/" if parent else ""
-                for child in group.children:
-                    sibling = f"{prefix}{child.name}"
-                    if (
-                        isinstance(child, JobSpec)
-                        and names.intersection(child.depends_on)
-                        and (nodes.get(sibling) or {}).get("state") not in _NOT_RUNNING_ON
-                    ):
-                        found.setdefault(sibling, at)
-            at = parent
-        return found
+        return until_up(tree, op, job, reply, until, asked=asked)
 
     @contextlib.contextmanager
     def _turn(self, doing: str, deadline: float | None) -> Iterator[dict[str, Any] | None]:
@@ -1724,12 +1686,14 @@ def begin_act(
     wait: float | None = None,
     daemon: bool = True,
     up: bool = True,
+    root: SupervisorSpec | None = None,
 ) -> tuple[dict[str, Any], UntilUp | None]:
     """``act``'s action, done (a daemon holds its actions' lock for this part only); and,
-    for a start to follow until the child is up, what follows it, for ``until_up``."""
+    for a start to follow until the child is up, what follows it, for ``until_up``.
+    ``root``: the tree's spec as it runs now (a daemon's, reloaded), else the tree's own."""
     follow = UntilUp(tree, job.strip("/")) if up and op in ("start", "restart") else None
     try:
-        reply = _act(tree, op, job, asked, wait=wait, daemon=daemon)
+        reply = _act(tree, op, job, asked, wait=wait, daemon=daemon, root=root)
     except BaseException:
         if follow is not None:
             follow.cancel()
@@ -1789,6 +1753,7 @@ def _act(
     *,
     wait: float | None,
     daemon: bool,
+    root: SupervisorSpec | None = None,
 ) -> dict[str, Any]:
     from supervision._tree import COMMAND_TIMEOUT  # noqa: PLC0415 - avoids an import cycle
 
@@ -1821,24 +1786,81 @@ def _act(
         return {"ok": False, "code": "failed", "error": str(exc)}
     reply: dict[str, Any] = {"ok": True, "result": said}
     if op != "start" and said is None:
-        reply.update(_killed_since(tree, path, began))
+        reply.update(_what_a_stop_left(tree, op, path, began, root))
     return reply
 
 
-def _killed_since(tree: Tree, path: str, since: float) -> dict[str, list[str]]:
+def _what_a_stop_left(
+    tree: Tree, op: str, path: str, began: float, root: SupervisorSpec | None
+) -> dict[str, Any]:
+    """What a stop or restart done at ``path`` had to kill, and (a stop) what depends on it
+    and runs on: from one look at the status."""
+    try:
+        nodes = {node["path"]: node for node in flatten_status(tree.status())}
+    except JobvisorError:
+        return {}  # said as done: what it ended is a detail
+    specs = _Specs(tree.spec if root is None else root)
+    said: dict[str, Any] = dict(_killed_since(nodes, specs, path, began))
+    if op == "stop":
+        said.update(_dependants_running(nodes, specs, path))
+    return said
+
+
+class _Specs:
+    """The child specs of a tree by path, walked once, when first asked (most stops need
+    none: a tree of 10,000 jobs is not walked for each)."""
+
+    def __init__(self, root: SupervisorSpec) -> None:
+        self._root = root
+        self._by_path: dict[str, ChildSpec] | None = None
+
+    def get(self, path: str) -> ChildSpec | None:
+        if self._by_path is None:
+            self._by_path = {"": self._root, **dict(walk(self._root))}
+        return self._by_path.get(path)
+
+
+def _dependants_running(
+    nodes: Mapping[str, dict[str, Any]], specs: _Specs, path: str
+) -> dict[str, Any]:
+    """``dependants_running``: the jobs that depend on ``path``, or on a group it is in, and
+    still run (a stop leaves them running: depends_on orders starts and stops, it does not
+    tie lives), which a person stopping a dependency should hear (h254); ``dependants_on``:
+    what each depends on, where that is a group ``path`` is in."""
+    found: dict[str, str] = {}
+    at = path
+    while at:  # the stopped child, then each group it is in
+        parent, _, name = at.rpartition("/")
+        group = specs.get(parent)
+        if isinstance(group, SupervisorSpec):
+            names = {name, str((nodes.get(at) or {}).get("replica_of") or name)}
+            prefix = f"{parent}/" if parent else ""
+            for child in group.children:
+                sibling = f"{prefix}{child.name}"
+                if (
+                    isinstance(child, JobSpec)
+                    and names.intersection(child.depends_on)
+                    and (nodes.get(sibling) or {}).get("state") not in _NOT_RUNNING_ON
+                ):
+                    found.setdefault(sibling, at)
+        at = parent
+    if not found:
+        return {}
+    groups = {dep: on for dep, on in found.items() if on != path}
+    return {"dependants_running": list(found), **({"dependants_on": groups} if groups else {})}
+
+
+def _killed_since(
+    nodes: Mapping[str, dict[str, Any]], specs: _Specs, path: str, since: float
+) -> dict[str, list[str]]:
     """The children at or under ``path`` whose last exit, at or after ``since``, was a kill: what
     a stop or restart had to end once its stop grace ran out (a person tuning ``stop.grace``
     needs to know it). ``killed``: a process SIGKILLed; ``threads_killed``: a thread (a python
     job's in the daemon, an actor's) killed by the exception thrown into it, which one blocked
     in a call outlives (the log says it abandoned, a moment later)."""
-    try:
-        status = tree.status()
-    except JobvisorError:
-        return {}
     below = f"{path}/"
-    specs = dict(walk(tree.spec))
     found: dict[str, list[str]] = {}
-    for node in flatten_status(status):
+    for node in nodes.values():
         last = node.get("last_exit")
         if not (
             (node["path"] == path or node["path"].startswith(below))
