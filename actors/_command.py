@@ -46,7 +46,7 @@ from actors._checks import (
 )
 from actors._confine import Confinement, Limits, RunAs, check_umask
 from actors._env import JobEnv, check_env
-from actors._errors import JobFailure, RuntimeSetupError, SpecError
+from actors._errors import LAST_LINE_SAID, JobFailure, RuntimeSetupError, SpecError
 from actors._printable import printable
 from actors._runtime import active_runtime, os_lock_type
 from actors._signals import signal_text
@@ -78,7 +78,6 @@ _NO_NUL: Final = "a string without a NUL character (exec cannot pass one)"
 # in view, so that the cut never splits one).
 _LAST_KEPT: Final = 8192
 _LAST_SAID: Final = 200
-LAST_LINE_SAID: Final = "; its last line on stderr: "  # before it, in the error
 _NOT_OURS: Final = "(not sent by jobvisor: the kernel's out-of-memory killer, or another process)"
 # The thread waiting on a command waits at SCHED_BATCH, which on waking does not preempt a
 # running task (but one at SCHED_IDLE): at SCHED_OTHER a child's exit woke it ahead of the

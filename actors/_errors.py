@@ -73,6 +73,10 @@ __all__ = [
     "TreeStoppedError",
 ]
 
+# What comes before a failed command's last line on stderr in its error (``actors._command``):
+# here, as the status table and the crash-loop damper read it, with nothing heavy imported.
+LAST_LINE_SAID: Final = "; its last line on stderr: "
+
 
 class JobvisorError(Exception):
     """Root of every error jobvisor raises on purpose.

@@ -49,7 +49,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from actors._command import LAST_LINE_SAID
+from actors._errors import LAST_LINE_SAID
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Container, Hashable

@@ -9,6 +9,7 @@ import os
 import sys
 import textwrap
 
+from actors._errors import LAST_LINE_SAID
 from actors._signals import signal_text
 
 # Not typing.TYPE_CHECKING: importing typing is a tenth of a control command's start.
@@ -25,6 +26,7 @@ __all__ = [
     "flatten_status",
     "outcome_text",
     "select_status",
+    "short_exit",
     "split_room",
     "summary_table",
     "until",
@@ -176,7 +178,7 @@ def _shortened(
     *,
     width: int,
 ) -> tuple[list[tuple[str, ...]], list[str]]:
-    """``rows`` with each LAST EXIT wider than ``last`` said shortly (``_short_exit``), and for
+    """``rows`` with each LAST EXIT wider than ``last`` said shortly (``short_exit``), and for
     each of those that failed, its whole error as ``PATH: ERROR`` lines to go below the table
     (80 columns cut the demo's to ``failed (3): command…``: why was nowhere)."""
     from supervision._cells import cells  # noqa: PLC0415
@@ -190,7 +192,7 @@ def _shortened(
         why = _failed(node) and _error_text(node["last_exit"], mask)
         if why:
             whys += _wrap_why(printable(f"{node['path']}: {why}"), width)
-        out.append((*row, printable(_short_exit(node, mask))))
+        out.append((*row, printable(short_exit(node, mask))))
     return out, whys
 
 
@@ -310,9 +312,10 @@ def _error_text(last: dict[str, Any], mask: Callable[[str], str]) -> str | None:
 _TRACEBACK: Final = "\nTraceback (most recent call last):"
 
 
-def _short_exit(node: dict[str, Any], mask: Callable[[str], str]) -> str:
+def short_exit(node: dict[str, Any], mask: Callable[[str], str]) -> str:
     """``exit_cell`` without what the row says already or what is not why: a command's
-    ``command ARGV`` before how it ended, and ``exited with N`` when the cell shows ``(N)``.
+    ``command ARGV`` before how it ended, and ``exited with N`` when the cell shows ``(N)``,
+    its last line on stderr then said in their stead.
 
     For a cell too narrow for the whole: on 80 columns the demo's mailer read
     ``failed (3): command…``, the argv filling what was left to say why.
@@ -322,6 +325,9 @@ def _short_exit(node: dict[str, Any], mask: Callable[[str], str]) -> str:
     if not isinstance(raw, str) or not raw.startswith("command "):
         return exit_cell(node, mask)
     assert isinstance(last, dict)
+    # A failed command's last line on stderr ends its error: set apart first, so that neither
+    # an "exited with" in it nor the line itself is taken for how it ended.
+    raw, _, line = raw.partition(LAST_LINE_SAID)
     error = mask(raw)
     # How it ended follows the argv (``actors._command``), which may say the same words: the
     # last "exited with" or "killed by"; but for a command that could not start (126, 127,
@@ -341,7 +347,7 @@ def _short_exit(node: dict[str, Any], mask: Callable[[str], str]) -> str:
     text = outcome_text(last)
     said = text.partition(" (")[2][:-1]  # "3" of "failed (3)", "SIGTERM" of "stopped (SIGTERM)"
     if how in (f"exited with {said}", f"killed by {said}"):
-        return text
+        return f"{text}: {mask(line)}" if line else text
     for said_already in (f"killed by {said}: ", f"killed by {said} "):
         if how.startswith(said_already):  # the signal's why: a cpu limit, not jobvisor's
             how = how[len(said_already) :]

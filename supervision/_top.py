@@ -20,10 +20,11 @@ import os
 import sys
 import time
 
+from actors._errors import LAST_LINE_SAID
 from supervision._cells import cells, cut, cut_start
 from supervision._client import SOCKET_NAME, NoDaemonError, find_state_dir, request, stopping_pid
 from supervision._printable import printable
-from supervision._table import MIN_PATH, exit_cell, split_room, state_cell, until
+from supervision._table import MIN_PATH, exit_cell, short_exit, split_room, state_cell, until
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -78,13 +79,22 @@ def rows(doc: dict[str, Any], now: float) -> list[tuple[str, ...]]:
             group = node.get("kind") == "group"
             name = "  " * depth + str(node.get("name", node.get("path"))) + ("/" if group else "")
             upcoming = until(node.get("next_start_at"), now)
-            last = printable(exit_cell(node, str).splitlines()[0])
+            # A command's last line on stderr, its why, before its argv (``status --json`` has
+            # the whole): the argv would fill the cell.
+            said = short_exit if LAST_LINE_SAID in _error_of(node) else exit_cell
+            last = printable(said(node, str).splitlines()[0])
             cells = (name, state_cell(node), str(node["restarts"]))  # a daemon's word: escaped
             out.append((*map(printable, cells), last, upcoming))
             visit(node.get("children") or [], depth + 1)
 
     visit(doc.get("children") or [], 0)
     return out
+
+
+def _error_of(node: dict[str, Any]) -> str:
+    last = node.get("last_exit")
+    error = last.get("error") if isinstance(last, dict) else None
+    return error if isinstance(error, str) else ""
 
 
 def layout(

@@ -419,6 +419,24 @@ def test_on_80_columns_the_last_exit_keeps_room_to_say_why_before_the_path() -> 
     assert unwrapped(lines[3:]) == [f"pipeline/mailer: {LONG}"], lines
 
 
+def test_a_cut_last_exit_says_the_commands_last_line_on_stderr_not_its_argv() -> None:
+    """A failed command's error ends with its last line on stderr, the why a person wants;
+    cut short, the cell said `failed (3): exited with…` (the code twice), and an argv's own
+    "exited with" was taken for the end's."""
+    error = (
+        "command sh -c 'echo db exited with 5 >&2; exit 3' exited with 3; its last line on "
+        "stderr: db exited with 5"
+    )
+    doc = {"children": [node("pipeline/mailer", error)]}
+    lines = summary_table(doc, width=110, now=1000.0, fit="cut").splitlines()
+    start = lines[0].index("LAST EXIT")
+    assert lines[1][start:] == "failed (3): db exited with 5", lines
+    assert unwrapped(lines[2:]) == [f"pipeline/mailer: {error}"], lines
+    from supervision._top import rows
+
+    assert rows(doc, 1000.0)[0][3] == "failed (3): db exited with 5"  # top's cell too
+
+
 def test_a_last_exit_by_a_signal_names_the_signal_not_its_negative_number() -> None:
     """The demo's final table read ``stopped (-15)`` for the cache it stopped: Popen's
     convention, which status --json keeps (SPEC's ``code``), is not for a person. An http
