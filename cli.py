@@ -1393,9 +1393,7 @@ def _shutdown(args: argparse.Namespace) -> int:
     """``jobvisor shutdown``: the daemon's graceful stop, waited for unless ``--no-block``."""
     from supervision._client import (  # noqa: PLC0415
         NoDaemonError,
-        elsewhere,
         find_state_dir,
-        held_by_run,
     )
     from supervision._shutdown import ShutdownRefusedError, ask_shutdown  # noqa: PLC0415
 
@@ -1407,10 +1405,7 @@ def _shutdown(args: argparse.Namespace) -> int:
     except (NoDaemonError, ShutdownRefusedError) as exc:
         said = str(exc)
         if isinstance(exc, NoDaemonError):  # as the other control commands say it
-            hint = held_by_run(directory)
-            if not hint and not getattr(args, "state_dir", None):
-                hint = elsewhere(args.manifest, directory)
-            said += hint
+            said += _no_daemon_hint(args, directory)
         _error(said)
         if as_json:
             code = "no_daemon" if isinstance(exc, NoDaemonError) else "refused"
@@ -1444,6 +1439,17 @@ def _shutdown(args: argparse.Namespace) -> int:
     return OK
 
 
+def _no_daemon_hint(args: argparse.Namespace, directory: str) -> str:
+    """What to add to "no daemon": a run holds the state dir, else (found through the
+    manifest's state_dir) maybe one written after the daemon started."""
+    from supervision._client import elsewhere, held_by_run  # noqa: PLC0415
+
+    hint = held_by_run(directory)
+    if not hint and not getattr(args, "state_dir", None):
+        hint = elsewhere(args.manifest, directory)
+    return hint
+
+
 def _ask_each(
     args: argparse.Namespace,
     directory: str,
@@ -1459,8 +1465,6 @@ def _ask_each(
 
     from supervision._client import (  # noqa: PLC0415
         NoDaemonError,
-        elsewhere,
-        held_by_run,
         request,
         stopping_daemon,
     )
@@ -1478,10 +1482,7 @@ def _ask_each(
             # after the daemon started.
             said = stopping_daemon(directory)
             if not said:
-                hint = held_by_run(directory)
-                if not hint and not getattr(args, "state_dir", None):
-                    hint = elsewhere(args.manifest, directory)
-                said = f"{exc}{hint}"
+                said = f"{exc}{_no_daemon_hint(args, directory)}"
             _error(said)
             if getattr(args, "json", False):
                 _no_daemon_answers(args, [req, *left], said, kept)

@@ -282,9 +282,18 @@ def kept_home(working_dir: str, state_dir: str | None) -> list[str]:
     kept: list[str] = []
     looked = 0
     for here, dirs, files in os.walk(root):
+        pruned = set()
         for name in sorted([*dirs, *files]):
             looked += 1
             if looked > _KEPT_LOOK:
+                # What is past it is not looked at, so it may ship what it should not: said.
+                log.warning(
+                    "{} has more than {} files and folders: those past them are shipped to the "
+                    "cluster's nodes unlooked at, readable by all there or not; keep the "
+                    "manifest in a folder of its own",
+                    working_dir,
+                    _KEPT_LOOK,
+                )
                 return sorted(kept)
             path = os.path.join(here, name)  # noqa: PTH118 - os.walk's strings
             try:
@@ -294,8 +303,8 @@ def kept_home(working_dir: str, state_dir: str | None) -> list[str]:
             private = not stat.S_ISLNK(st.st_mode) and not st.st_mode & 0o004
             if private or path == state:
                 kept.append("/" + _GLOB.sub(r"\\\1", os.path.relpath(path, root)))
-                if name in dirs:
-                    dirs.remove(name)  # nothing below it is shipped either
+                pruned.add(name)
+        dirs[:] = [name for name in dirs if name not in pruned]  # nothing below is shipped
     return sorted(kept)
 
 

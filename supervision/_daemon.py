@@ -67,7 +67,7 @@ from supervision._jobdiff import EnvMemo, changed_fields
 from supervision._manifest import ManifestError, load_manifest
 from supervision._notifier import notify_changes
 from supervision._secrets import SecretMasker
-from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child, walk
+from supervision._spec import ChildSpec, JobSpec, SupervisorSpec, same_child
 from supervision._statedir import LOCK_NAME, StateDirLock, StateDirWatch
 from supervision._status import Process
 from supervision._table import flatten_status
@@ -1799,29 +1799,26 @@ def _what_a_stop_left(
         nodes = {node["path"]: node for node in flatten_status(tree.status())}
     except JobvisorError:
         return {}  # said as done: what it ended is a detail
-    specs = _Specs(tree.spec if root is None else root)
-    said: dict[str, Any] = dict(_killed_since(nodes, specs, path, began))
+    root = tree.spec if root is None else root
+    said: dict[str, Any] = dict(_killed_since(nodes, root, path, began))
     if op == "stop":
-        said.update(_dependants_running(nodes, specs, path))
+        said.update(_dependants_running(nodes, root, path))
     return said
 
 
-class _Specs:
-    """The child specs of a tree by path, walked once, when first asked (most stops need
-    none: a tree of 10,000 jobs is not walked for each)."""
-
-    def __init__(self, root: SupervisorSpec) -> None:
-        self._root = root
-        self._by_path: dict[str, ChildSpec] | None = None
-
-    def get(self, path: str) -> ChildSpec | None:
-        if self._by_path is None:
-            self._by_path = {"": self._root, **dict(walk(self._root))}
-        return self._by_path.get(path)
+def _spec_at(root: SupervisorSpec, path: str) -> ChildSpec | None:
+    """The child spec at ``path``, found by its names from ``root`` down (a stop's, not a walk
+    of the whole tree: 10,000 jobs are not looked at for one)."""
+    spec: ChildSpec | None = root
+    for name in filter(None, path.split("/")):
+        if not isinstance(spec, SupervisorSpec):
+            return None
+        spec = next((child for child in spec.children if child.name == name), None)
+    return spec
 
 
 def _dependants_running(
-    nodes: Mapping[str, dict[str, Any]], specs: _Specs, path: str
+    nodes: Mapping[str, dict[str, Any]], root: SupervisorSpec, path: str
 ) -> dict[str, Any]:
     """``dependants_running``: the jobs that depend on ``path``, or on a group it is in, and
     still run (a stop leaves them running: depends_on orders starts and stops, it does not
@@ -1831,7 +1828,7 @@ def _dependants_running(
     at = path
     while at:  # the stopped child, then each group it is in
         parent, _, name = at.rpartition("/")
-        group = specs.get(parent)
+        group = _spec_at(root, parent)
         if isinstance(group, SupervisorSpec):
             names = {name, str((nodes.get(at) or {}).get("replica_of") or name)}
             prefix = f"{parent}/" if parent else ""
@@ -1851,7 +1848,7 @@ def _dependants_running(
 
 
 def _killed_since(
-    nodes: Mapping[str, dict[str, Any]], specs: _Specs, path: str, since: float
+    nodes: Mapping[str, dict[str, Any]], root: SupervisorSpec, path: str, since: float
 ) -> dict[str, list[str]]:
     """The children at or under ``path`` whose last exit, at or after ``since``, was a kill: what
     a stop or restart had to end once its stop grace ran out (a person tuning ``stop.grace``
@@ -1875,7 +1872,7 @@ def _killed_since(
         elif last.get("outcome") == "stopped" and sigkill:
             # The command's own thread sent the SIGKILL at its grace's end, before the
             # supervisor's kill came: a stop all the same, unless SIGKILL is its stop signal.
-            work = getattr(specs.get(node["path"]), "work", None)
+            work = getattr(_spec_at(root, node["path"]), "work", None)
             if getattr(work, "stop_signal", None) != signal.SIGKILL:
                 found.setdefault("killed", []).append(node["path"])
     return found

@@ -261,9 +261,7 @@ def _decoded(detail: object) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(detail)
-    except ValueError:  # JSONDecodeError, and a number past int's digits limit
-        return None
-    except RecursionError:
+    except (ValueError, RecursionError):  # JSONDecodeError, a number past int's digits limit
         return None
     return data if isinstance(data, dict) else None
 
