@@ -890,7 +890,7 @@ class _Signalled:
 def _signalled(program: str, tmp_path: Path, steps: list[tuple[int, str]]) -> _Signalled:
     """Run ``program`` until it prints ``ready``; send each signal of ``steps`` in turn, each
     once the program has printed what its step waits for; then wait for the program's end."""
-    from faultkit import wait_until
+    from faultkit import proc_state, wait_until
 
     out, err = tmp_path / "out", tmp_path / "err"
     with out.open("w") as stdout, err.open("w") as stderr:
@@ -905,6 +905,9 @@ def _signalled(program: str, tmp_path: Path, steps: list[tuple[int, str]]) -> _S
     try:
         wait_until(lambda: "ready\n" in out.read_text(), "the program runs", proc=proc)
         for signum, then in steps:
+            # Blocked in its wait (in gevent's hub), not just past its print: a signal before
+            # that runs its handler in the main greenlet, not the hub (review r56).
+            wait_until(lambda: proc_state(proc.pid) == "S", "it waits", proc=proc)
             proc.send_signal(signum)
             # Or its end: what it said on the way out is what the test then shows.
             wait_until(lambda then=then: then in out.read_text() or proc.poll() is not None, then)

@@ -89,7 +89,7 @@ def test_a_supervisor_whose_own_handling_fails_says_so_and_leaves_no_job_behind(
     try:
         wait_until(lambda: _nodes(tree.status())["svc"]["pid"], "svc runs")
         pid = _nodes(tree.status())["svc"]["pid"]
-        jobfuncs.EVENTS["once.release"].set()  # its exit is what the sink breaks on
+        jobfuncs.EVENTS["once.release"].set()  # its failure is what the mask breaks on
         assert tree.wait(30), "the tree ends"
         errors = [r for r in logs.records if r.level >= logbook.ERROR]
         said = " ".join(r.message for r in errors)

@@ -712,8 +712,6 @@ def test_top_says_a_stopping_daemon_is_stopping_and_dims_what_it_last_said(
 def test_every_cell_a_daemon_sent_is_escaped() -> None:
     """A status document is a daemon's word, and one served by another user is theirs: only
     LAST EXIT was escaped (trial h252)."""
-    from supervision._top import rows
-
     evil = "\x1b]0;PWNED\x07\u202e"
     doc = {
         "children": [
