@@ -495,6 +495,27 @@ def test_job_text_with_control_characters_is_shown_escaped(
         assert console_errors(browser) == []
 
 
+def test_a_failed_commands_last_line_on_stderr_is_shown_before_its_argv(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    """The cell showed `command echo 'ERROR: db refused connect…`, the argv filling it and
+    the why cut off; the whole error is its title."""
+    manifest = (
+        "version: 1\njobs:\n  - name: db\n    restart: temporary\n"
+        "    command: \"echo 'ERROR: db refused connection' >&2; exit 3\"\n"
+    )
+    with http_daemon(tmp_path, manifest) as running:
+        browser.get(running.http.url + "/")
+        until(browser, lambda d: "code 3" in cell(d, "db", ".exit"), "the failure")
+        assert cell(browser, "db", ".exit .err") == "ERROR: db refused connection"
+        title = browser.find_element(
+            By.CSS_SELECTOR, '.row[data-path="db"] .exit .err'
+        ).get_attribute("title")
+        assert title is not None
+        assert title.startswith("command echo 'ERROR: db refused connection' >&2; exit 3 exited")
+        assert console_errors(browser) == []
+
+
 TICKERS = "\n".join(
     f"""  - name: t{i}
     python: "math:sqrt"
