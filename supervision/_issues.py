@@ -278,6 +278,7 @@ _NO_WORDS: Final = {
 _POLICY_WORDS: Final = frozenset({"backoff", "intensity", "on_exhausted", "cooldown", "strategy"})
 # ``restart:`` as systemd's Restart= and supervisord's autorestart= spell it.
 _RESTART_CHOICES: Final = ("permanent", "transient", "temporary")
+_RESTART_KEYS: Final = frozenset({"restart", "autorestart"})
 _RESTART_WORDS: Final = {
     True: "supervisord's autorestart=true, systemd's Restart=always, is restart: permanent",
     False: "supervisord's autorestart=false, systemd's Restart=no, is restart: temporary",
@@ -313,6 +314,12 @@ def unknown_key(
     entries, gives the word the value written where it translates.
     """
     if isinstance(key, str) and "success_exit_codes" in allowed:
+        if key.lower() in _RESTART_KEYS and values is not None:
+            # Their value told in jobvisor's word at once: a capital's "did you mean" alone
+            # led to a second error, the value's (h264).
+            said = migrant_choice(values.get(key), _RESTART_CHOICES)
+            if said is not None:
+                return f"unknown key {show(key)}; {said}"
         if key in _POLICY_WORDS:
             return f"unknown key {show(key)}; {_POLICY_HINT}"
         word = _JOB_WORDS.get(key.lower())

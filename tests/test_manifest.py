@@ -2162,8 +2162,8 @@ jobs:
         load_manifest(text, env={})
     said = {issue.path: issue.message for issue in caught.value.issues}
     assert said["jobs[0].autorestart"] == (
-        "unknown key 'autorestart'; jobvisor's word is restart: permanent (supervisord's "
-        "true), transient (unexpected, the default) or temporary (false)"
+        "unknown key 'autorestart'; supervisord's autorestart=unexpected is restart: "
+        "transient, the default, with its exitcodes as success_exit_codes"
     )
     assert said["jobs[0].startretries"].startswith("unknown key 'startretries'; jobvisor's word")
     assert said["jobs[0].stopwaitsecs"] == (
@@ -2748,6 +2748,49 @@ def test_a_restart_in_systemds_or_supervisords_words_is_told_jobvisors(
     assert (issue.path, issue.line) == ("jobs[0].restart", 5)
     assert issue.message.startswith("expected one of permanent, transient, temporary, got ")
     assert issue.message.endswith(f" ({hint})")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "hint"),
+    [
+        (
+            "Restart",
+            "on-failure",
+            "systemd's Restart=on-failure is restart: transient, the default",
+        ),
+        ("Restart", "always", "systemd's Restart=always is restart: permanent"),
+        (
+            "autorestart",
+            "false",
+            "supervisord's autorestart=false, systemd's Restart=no, is restart: temporary",
+        ),
+        (
+            "autorestart",
+            "unexpected",
+            (
+                "supervisord's autorestart=unexpected is restart: "
+                "transient, the default, with its exitcodes as success_exit_codes"
+            ),
+        ),
+    ],
+)
+def test_a_restart_key_in_their_spelling_is_told_jobvisors_for_its_value(
+    key: str, value: str, hint: str
+) -> None:
+    """``Restart: on-failure`` got "did you mean 'restart'?", and then, written so, a second
+    error for its value (h264): one message says both."""
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(JOB + f"    {key}: {value}\n", env={})
+    [issue] = caught.value.issues
+    assert (issue.path, issue.line) == (f"jobs[0].{key}", 5)
+    assert issue.message == f"unknown key {key!r}; {hint}"
+
+
+def test_a_restart_key_whose_value_is_not_theirs_keeps_its_hint() -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(JOB + "    Restart: sometimes\n", env={})
+    [issue] = caught.value.issues
+    assert issue.message == "unknown key 'Restart'; did you mean 'restart'?"
 
 
 def test_supervisords_expansions_are_warned_of_once_per_place() -> None:
