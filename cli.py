@@ -1392,6 +1392,7 @@ def _control(args: argparse.Namespace) -> int:
 def _shutdown(args: argparse.Namespace) -> int:
     """``jobvisor shutdown``: the daemon's graceful stop, waited for unless ``--no-block``."""
     from supervision._client import (  # noqa: PLC0415
+        NoAnswerError,
         NoDaemonError,
         find_state_dir,
     )
@@ -1404,14 +1405,15 @@ def _shutdown(args: argparse.Namespace) -> int:
         stopping = ask_shutdown(directory)
     except (NoDaemonError, ShutdownRefusedError) as exc:
         said = str(exc)
-        if isinstance(exc, NoDaemonError):  # as the other control commands say it
+        failed: dict[str, Any] = {"ok": False, "code": "refused"}
+        if isinstance(exc, NoAnswerError):  # one is there, its pid known: not "no daemon"
+            failed.update(code="no_answer", pid=exc.pid)
+        elif isinstance(exc, NoDaemonError):  # as the other control commands say it
             said += _no_daemon_hint(args, directory)
+            failed["code"] = "no_daemon"
         _error(said)
         if as_json:
-            code = "no_daemon" if isinstance(exc, NoDaemonError) else "refused"
-            sys.stdout.write(
-                json.dumps({"ok": False, "code": code, "error": said}, indent=2) + "\n"
-            )
+            sys.stdout.write(json.dumps({**failed, "error": said}, indent=2) + "\n")
         return NO_DAEMON if isinstance(exc, NoDaemonError) else FAILED
     with stopping:
         who = f"daemon (pid {stopping.pid})"

@@ -33,7 +33,9 @@ __all__ = [
     "DEFAULT_STATE_DIR",
     "OPTIONS_PROTOCOL",
     "PROTOCOL",
+    "SHUTDOWN_TIMEOUT",
     "SOCKET_NAME",
+    "NoAnswerError",
     "NoDaemonError",
     "StateDirError",
     "connected",
@@ -63,6 +65,10 @@ SOCKET_NAME: Final = "control.sock"
 # action included), so that a stop still going on, or a daemon busy with another, is said by
 # the daemon, which knows it, and not as a daemon that did not answer.
 ACTION_TIMEOUT: Final = 75.0
+# How long shutdown waits for the daemon's reply: it is answered at once, before any job is
+# stopped and behind no action (each connection has its thread), so a daemon silent this long is
+# stuck or SIGSTOPped, and is said so instead of a minute's wait (the 60 s of status).
+SHUTDOWN_TIMEOUT: Final = 10.0
 _ACTIONS: Final = frozenset({"start", "stop", "restart", "reload"})
 DEFAULT_STATE_DIR: Final = ".jobvisor"
 
@@ -76,6 +82,15 @@ class NoDaemonError(JobvisorError):
     a daemon that closes without a reply. The message names the socket's path
     and the reason.
     """
+
+
+class NoAnswerError(NoDaemonError):
+    """A daemon took the request and gave no answer in time (stuck, SIGSTOPped): there is one,
+    its ``pid`` the connection's peer (None where none is told)."""
+
+    def __init__(self, message: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 class StateDirError(JobvisorError):
@@ -414,7 +429,7 @@ def exchange(sock: socket.socket, path: str, req: dict[str, Any], timeout: float
                 break
             data += chunk
     except TimeoutError:
-        raise NoDaemonError(_no_answer(sock, path, timeout, req)) from None
+        raise NoAnswerError(_no_answer(sock, path, timeout, req), peer_pid(sock)) from None
     except OSError as exc:
         raise NoDaemonError(f"lost the daemon at {path}: {_reason(exc)}") from None
     try:

@@ -3,7 +3,8 @@
 The daemon's pid is the control connection's peer (``SO_PEERCRED``), and a pidfd of it is
 opened as soon as it is connected, before the request is sent: once the pidfd is readable
 that process has ended, whatever process takes its pid next. A daemon that is stopping
-already has closed its socket; its lock file names it.
+already has closed its socket; its lock file names it. The daemon answers at once, before it
+stops a job: one that does not within ``SHUTDOWN_TIMEOUT`` is said stuck, with what ends it.
 
 Standard library only, as the rest of the control client (``supervision._client``).
 """
@@ -16,7 +17,16 @@ import select
 import time
 
 from actors._errors import JobvisorError
-from supervision._client import NoDaemonError, connected, exchange, peer_pid, stopping_pid
+from supervision._client import (
+    SHUTDOWN_TIMEOUT,
+    NoAnswerError,
+    NoDaemonError,
+    connected,
+    exchange,
+    holder,
+    peer_pid,
+    stopping_pid,
+)
 
 TYPE_CHECKING = False  # as _client: importing typing is a tenth of a control command's start
 if TYPE_CHECKING:
@@ -77,8 +87,8 @@ class Stopping:
 def ask_shutdown(state_dir: str) -> Stopping:
     """Ask the daemon of ``state_dir`` to stop gracefully; what to wait for.
 
-    ``NoDaemonError`` when none runs there (or it does not answer); ``ShutdownRefusedError``
-    when it refused.
+    ``NoDaemonError`` when none runs there; ``NoAnswerError`` when one took the request and
+    gave no answer within ``SHUTDOWN_TIMEOUT``; ``ShutdownRefusedError`` when it refused.
     """
     try:
         stopping, reply, pid = _asked(state_dir)
@@ -106,12 +116,20 @@ def ask_shutdown(state_dir: str) -> Stopping:
 def _asked(state_dir: str) -> tuple[Stopping | None, dict[str, Any] | None, int | None]:
     """The shutdown request sent: what to wait for (None: no pid known), the daemon's reply
     (None: it ended without one), its pid."""
-    with connected(state_dir, 60.0) as (sock, path):
+    with connected(state_dir, SHUTDOWN_TIMEOUT) as (sock, path):
         pid = peer_pid(sock)
         # Opened before the request: the daemon was there to connect to just now.
         stopping = None if pid is None else Stopping(pid, already=False)
         try:
-            return stopping, exchange(sock, path, {"op": "shutdown"}, 60.0), pid
+            return stopping, exchange(sock, path, {"op": "shutdown"}, SHUTDOWN_TIMEOUT), pid
+        except NoAnswerError as exc:
+            if stopping is not None:
+                stopping.close()
+            known = exc.pid
+            if known is None:  # no peer credentials here: the lock file names the daemon
+                held = holder(state_dir, "daemon")
+                known = None if held is None else held[0]
+            raise NoAnswerError(_no_answer(state_dir, path, known), known) from None
         except NoDaemonError:
             # No answer, and the daemon has ended: a stop quicker than its reply's send.
             if stopping is not None and stopping.wait(_GONE_WAIT):
@@ -123,6 +141,22 @@ def _asked(state_dir: str) -> tuple[Stopping | None, dict[str, Any] | None, int 
             if stopping is not None:
                 stopping.close()
             raise
+
+
+def _no_answer(state_dir: str, path: str, pid: int | None) -> str:
+    """What to say of a daemon that took the shutdown request and did not answer: what ends
+    it, by its pid."""
+    who = "" if pid is None else f" (pid {pid})"
+    pid_text = "PID" if pid is None else str(pid)
+    said = (
+        f"the daemon{who} at {path} gave no answer to the shutdown request in "
+        f"{SHUTDOWN_TIMEOUT:g}s: it is stuck, or stopped (SIGSTOP, Ctrl-Z), and may still stop "
+        f"once it answers; stop it with kill -TERM {pid_text}, or kill -KILL {pid_text} if it "
+        "has not ended a few seconds later"
+    )
+    if pid is None:
+        said += f" (PID: the first word of {state_dir}/daemon.lock)"
+    return said
 
 
 def shutdown_refused(reply: dict[str, Any], pid: int | None) -> str:

@@ -4,11 +4,13 @@ stop do, waited for until it is gone (its jobs given their stop grace)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from faultkit import CLI, DAEMON, ENV, Jobvisor, Running, start_daemon, stop_daemon, wait_until
 
 from supervision._history import journal_path, read_history
@@ -135,6 +137,47 @@ def test_shutdown_with_no_daemon_is_exit_3(tmp_path: Path) -> None:
     assert out.stdout == ""
     assert "no daemon is running" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# Each command's wait for an answer is bounded well under the 60 s it was (review w52b).
+@pytest.mark.timeout(45)
+def test_shutdown_of_a_daemon_that_does_not_answer_says_so_and_how_to_stop_it(
+    tmp_path: Path,
+) -> None:
+    """A daemon that takes the connection and never answers (SIGSTOPped here, a control loop
+    blocked) is there, its pid known: said so, with what ends it, not as no daemon."""
+    from supervision._client import SHUTDOWN_TIMEOUT
+
+    running = start_daemon(tmp_path, DAEMON)
+    pid = running.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        said = (
+            f"jobvisor: the daemon (pid {pid}) at {running.state / 'control.sock'} gave no "
+            f"answer to the shutdown request in {SHUTDOWN_TIMEOUT:g}s: it is stuck, or stopped "
+            "(SIGSTOP, Ctrl-Z), and may still stop once it answers; stop it with "
+            f"kill -TERM {pid}, or kill -KILL {pid} if it has not ended a few seconds later\n"
+        )
+        out = running.cli("shutdown", "--json")
+        assert out.returncode == 3, out
+        assert out.stderr == said
+        assert json.loads(out.stdout) == {
+            "ok": False,
+            "code": "no_answer",
+            "pid": pid,
+            "error": said.removeprefix("jobvisor: ").rstrip("\n"),
+        }
+        out = running.cli("shutdown", "--no-block")
+        assert out.returncode == 3, out
+        assert (out.stdout, out.stderr) == ("", said)
+        assert running.proc.poll() is None
+        os.kill(pid, signal.SIGCONT)
+        # The requests were sent: once resumed, it takes them and stops, as said.
+        assert running.proc.wait(timeout=30) == 0
+    finally:
+        if running.proc.poll() is None:
+            os.kill(pid, signal.SIGCONT)
+        assert stop_daemon(running) == 0
 
 
 def test_shutdown_takes_no_job_path(tmp_path: Path) -> None:
