@@ -39,6 +39,7 @@ from actors._errors import JobFailure, SpecError
 from actors._placement import RAY_EXTRA, RayPlacement, ray_installed
 from actors._python_call import failure_names
 from actors._supervised import OwnActor
+from actors._warden import WARDEN
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -793,6 +794,9 @@ class Runner:
         self.cancelled = 0
         self.lock = threading.Lock()
         _Capture(self.lines).push_application()
+        # Ray SIGKILLs a worker's children as it ends (its node lost): a warden among them
+        # would leave what the commands started in their groups running there.
+        WARDEN.detach()
 
     def where(self) -> tuple[str, str, int]:
         import ray  # noqa: PLC0415

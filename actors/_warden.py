@@ -21,7 +21,9 @@ __all__ = ["WARDEN", "Warden"]
 log = logbook.Logger("actors.command")
 
 _WARDEN_CODE: Final = """
-import os, signal, time
+import os, signal, sys, time
+if sys.argv[1:] == ["detach"] and os.fork():
+    os._exit(0)  # its spawner reaps this parent at once: the warden is no child of the spawner's
 groups = set()
 pending = b""
 while True:
@@ -70,7 +72,18 @@ class Warden:
     """
 
     def __init__(self) -> None:
+        self._detached = False
         self._reset()
+
+    def detach(self) -> None:
+        """Start the warden from now on outside this process's children (in a Ray worker).
+
+        As a Ray worker exits (its raylet lost, a ``ray.kill``), Ray SIGKILLs its
+        children: a warden among them died before it could kill the commands'
+        groups, and what a command had started in its group outlived the worker.
+        """
+        with self._lock:
+            self._detached = True
 
     def _reset(self) -> None:
         # Held around a write to a pipe that never blocks, or a warden's start: no yield
@@ -143,10 +156,11 @@ class Warden:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self._pid, os.WNOHANG)  # reap the old warden (threads runtime)
         read_end, write_end = os.pipe()
+        detach = ["detach"] if self._detached else []
         try:
             self._pid = os.posix_spawn(
                 sys.executable,
-                [sys.executable, "-I", "-S", "-c", _WARDEN_CODE],
+                [sys.executable, "-I", "-S", "-c", _WARDEN_CODE, *detach],
                 os.environ,
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, read_end, 0),
@@ -159,6 +173,10 @@ class Warden:
             raise
         finally:
             os.close(read_end)
+        if detach:
+            with contextlib.suppress(ChildProcessError):  # SIGCHLD ignored: reaped already
+                os.waitpid(self._pid, 0)  # the parent the warden forked from, gone at once
+            self._pid = 0  # reaped: its number may be a command's next
         os.set_blocking(write_end, False)  # a stuck warden must never block a job
         with contextlib.suppress(OSError):
             fcntl.fcntl(write_end, _F_SETPIPE_SZ, 1 << 20)  # room for many 0.2s batches

@@ -28,9 +28,9 @@ def fds() -> dict[int, str]:
     return out
 
 
-def children() -> dict[int, str]:
-    """Our child processes and their state letter (Z: exited, nobody reaped it)."""
-    me, out = os.getpid(), {}
+def children(of: int | None = None) -> dict[int, str]:
+    """Our child processes (or ``of``'s) and their state letter (Z: exited, nobody reaped it)."""
+    me, out = os.getpid() if of is None else of, {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

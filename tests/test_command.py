@@ -31,7 +31,7 @@ import logbook
 import pytest
 from conftest import RUNTIME
 from faultkit import Watched, gone, wait_until
-from prockit import a_zombie
+from prockit import a_zombie, children
 from treekit import tree_of
 
 from actors import Attempt, Kill, _command, _spawn, _waiters, _warden, current_task, interrupt_task
@@ -1272,18 +1272,43 @@ class Out(logbook.Handler):
         sys.stdout.flush()
 
 Out().push_application()
+{before}
 CommandWork(shell="sleep 1000 & echo $!; echo $$; wait").run(Attempt("v", 1, time.time()))
 """
 
 
 def test_commands_die_with_a_sigkilled_jobvisor(runtime: str, procs: Watched) -> None:
-    code = _VICTIM.format(root=str(ROOT), runtime=runtime)
+    code = _VICTIM.format(root=str(ROOT), runtime=runtime, before="")
     victim = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert victim.stdout is not None
         pids = [int(victim.stdout.readline()) for _ in range(2)]
         procs.add(*pids)
         assert not any(procs.dead(pid) for pid in pids)
+    finally:
+        victim.kill()
+        victim.wait()
+        if victim.stdout is not None:
+            victim.stdout.close()
+    assert procs.all_dead(timeout=10), "the warden did not kill the orphaned group"
+
+
+def test_commands_die_with_a_ray_worker_whose_children_were_killed_first(
+    runtime: str, procs: Watched
+) -> None:
+    """A Ray worker that ends (its node's raylet lost, a ray.kill) has Ray SIGKILL its children
+    first: its warden among them, the rest of a command's group ran on. A placed job's runner
+    detaches its warden: no child of the worker's, it kills the group once the worker is gone."""
+    before = "from actors._warden import WARDEN\nWARDEN.detach()"
+    code = _VICTIM.format(root=str(ROOT), runtime=runtime, before=before)
+    victim = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert victim.stdout is not None
+        pids = [int(victim.stdout.readline()) for _ in range(2)]
+        procs.add(*pids)
+        for child in children(victim.pid):  # as Ray does, the shell and any warden
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
     finally:
         victim.kill()
         victim.wait()

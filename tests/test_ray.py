@@ -831,6 +831,49 @@ def test_a_lost_node_restarts_a_service_on_the_other_node(cluster, make_tree, tm
     wait_until(lambda: len(trace.read_text().split()) == 2, "the new attempt ran")
 
 
+def test_a_lost_nodes_processes_do_not_outlive_it(cluster, make_tree, tmp_path) -> None:
+    """A node lost (its raylet SIGKILLed): nothing of a placed job's is left running on it.
+
+    Ray ends the workers there and SIGKILLs their own children, the command warden with
+    them: what a command had started in its group (here a shell's background job) outlived
+    it, beside the job's next incarnation elsewhere (trial). A node of its own, removed.
+    """
+    import ray
+
+    from actors._placement import RayPlacement
+
+    doomed = cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    pids, shell = tmp_path / "pids", tmp_path / "shell"
+    works = {
+        "py": PythonWork(target="rayfuncs:pid_and_block", args=(str(pids),)),
+        "cmd": CommandWork(shell=f"sleep 300 & echo $$ $! > {shell}; wait"),
+    }
+    there = RayPlacement(node=doomed.node_id)
+    jobs = [
+        JobSpec(name=name, work=work, placement=there, restart=RestartType.TEMPORARY)
+        for name, work in works.items()
+    ]
+    olds: list[int] = []
+    removed = False
+    try:
+        tree = make_tree(tree_of(*jobs))
+        olds += map(int, wait_until(lambda: pids.exists() and pids.read_text().split(), "py"))
+        olds += map(int, wait_until(lambda: shell.exists() and shell.read_text().split(), "cmd"))
+        olds.append(ray.get(runners()["cmd"].where.remote(), timeout=30)[2])
+        cluster.remove_node(doomed, allow_graceful=False)
+        removed = True
+        assert tree.wait(timeout=30)  # both attempts failed: their node is lost
+        for pid in olds:
+            wait_until(lambda pid=pid: gone(pid), f"process {pid} of the lost node is gone")
+    finally:
+        if not removed:
+            cluster.remove_node(doomed)
+        for pid in olds:
+            if not gone(pid):
+                os.kill(pid, 9)
+
+
 def test_sigterm_to_jobvisor_run_kills_its_remote_work(cluster, tmp_path, monkeypatch) -> None:
     from faultkit import ENV, Jobvisor
 
