@@ -26,6 +26,7 @@ import contextlib
 import errno
 import functools
 import os
+import re
 import shlex
 import signal
 import time
@@ -78,6 +79,9 @@ _NO_NUL: Final = "a string without a NUL character (exec cannot pass one)"
 # in view, so that the cut never splits one).
 _LAST_KEPT: Final = 8192
 _LAST_SAID: Final = 200
+# A terminal's control sequences that show no text: CSI (colour, cursor, erase) and OSC (a
+# title, a link; to its BEL or ST, or the line's end).
+_INVISIBLE: Final = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
 _NOT_OURS: Final = "(not sent by jobvisor: the kernel's out-of-memory killer, or another process)"
 # The thread waiting on a command waits at SCHED_BATCH, which on waking does not preempt a
 # running task (but one at SCHED_IDLE): at SCHED_OTHER a child's exit woke it ahead of the
@@ -493,7 +497,10 @@ class _Stream:
             # longest form may be longer than what is kept otherwise.
             cut = self.cut
             kept = _LAST_KEPT if cut is None else max(_LAST_KEPT, _LAST_SAID + cut.longest)
-            self.last = tail[start : start + kept]
+            line = tail[start:]
+            if b"\r" in line or b"\x1b" in line:
+                line = _terminal_view(line)
+            self.last = line[:kept]
 
     def finish(self) -> None:
         """The pipe is done: log a last line that had no newline."""
@@ -548,6 +555,18 @@ def _last_said(last: bytes, cut: LineCut | None) -> str:
         line = line[: _char_start(line, at)] + "…".encode()
     text = printable(line.decode("utf-8", "replace"))
     return f"{LAST_LINE_SAID}{text}"
+
+
+def _terminal_view(line: bytes) -> bytes:
+    """What a terminal shows of ``line`` as its why: the last of its parts between carriage
+    returns that says something (a progress bar's updates are overwritten by the error that
+    ended it), without colour, cursor and title sequences (no text; they hid the error past
+    the cut, h268). Other control characters stay, escaped when said."""
+    for part in reversed(line.split(b"\r")):
+        text = _INVISIBLE.sub(b"", part).strip() if b"\x1b" in part else part.strip()
+        if text:
+            return text
+    return b""
 
 
 def _char_start(data: bytes, at: int) -> int:

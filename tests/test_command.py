@@ -260,10 +260,25 @@ def test_failures_raise_command_failed_with_the_code(
             "; its last line on stderr: no newline at the end",
         ),
         ("echo only stdout; exit 3", ""),
+        # What a terminal shows of it: a title or a colour is no text, a progress bar's
+        # updates are overwritten by what its last carriage return brought (h268).
+        ("printf '\\033]0;title\\007 bell\\n' >&2; exit 4", "; its last line on stderr: bell"),
         (
-            "printf '\\033]0;title\\007 bell\\n' >&2; exit 4",
-            "; its last line on stderr: \\x1b]0;title\\x07 bell",
+            "printf '\\033[1;31mERROR\\033[0m db \\033[Kfailed\\n' >&2; exit 6",
+            "; its last line on stderr: ERROR db failed",
         ),
+        (
+            (
+                "for i in 1 2 3; do printf '\\rDownloading: %d%% [####    ]' $i >&2; done; "
+                "printf '\\rError: connection reset\\n' >&2; exit 7"
+            ),
+            "; its last line on stderr: Error: connection reset",
+        ),
+        (
+            "printf 'Error: disk full\\r\\033[K\\n' >&2; exit 8",
+            "; its last line on stderr: Error: disk full",
+        ),
+        ("printf 'a \\001 control\\n' >&2; exit 9", "; its last line on stderr: a \\x01 control"),
         ("printf '%0300d\\n' 7 >&2; exit 5", "; its last line on stderr: " + "0" * 199 + "…"),
     ],
 )
@@ -271,6 +286,14 @@ def test_a_failed_commands_error_ends_with_its_last_line_on_stderr(shell: str, s
     with pytest.raises(CommandFailed) as info:
         CommandWork(shell=shell).run(attempt())
     assert str(info.value) == f"command {shell} exited with {info.value.code}{said}"
+
+
+def test_a_progress_bar_longer_than_what_is_kept_still_says_its_last_update() -> None:
+    """8 KiB of a line is kept: a bar's updates past it hid the error that ended it."""
+    bar = "for i in $(seq 1 400); do printf '\\rstep %05d of 400 [##########]' $i >&2; done"
+    with pytest.raises(CommandFailed) as info:
+        CommandWork(shell=f"{bar}; printf '\\rfailed at step 400\\n' >&2; exit 1").run(attempt())
+    assert str(info.value).endswith("; its last line on stderr: failed at step 400")
 
 
 def test_the_last_line_on_stderr_is_not_cut_inside_a_secret() -> None:
