@@ -892,17 +892,30 @@ class JobActor(OwnActor):
         self._trial_failed = self.breaker is not None and self._settle(
             None if self._jv_stop_requested else error is None
         )
-        error = self._not_the_stops(error) if self._jv_stop_requested else error
+        error = self._not_the_stops(error, attempt) if self._jv_stop_requested else error
         self._report_attempt(attempt, error, code, with_exit=with_exit)
         return error, code
 
-    def _not_the_stops(self, error: BaseException | None) -> BaseException | None:
+    def _not_the_stops(self, error: BaseException | None, attempt: Attempt) -> BaseException | None:
         """``error``, unless a stop asked ended the attempt with it (its own signal or
         cancellation, no error of the job's); what else it raised or exited with as it stopped
-        (a flush that failed) is one, and is told."""
-        if self._jv_stop_requested and _the_stops_own(error, self.work):
+        (a flush that failed) is one, and is told. The SIGKILL at its grace's end is a kill."""
+        if not _the_stops_own(error, self.work):
+            return error
+        if not _killed_past_grace(error, self.work):
             return None
-        return error
+        # Its own thread's SIGKILL at the grace's end came before the supervisor's kill, due at
+        # the same time: told as that kill tells it (a Kill, -9), or the one event was `stopped
+        # (-9)` or `killed` by which thread woke first.
+        grace = getattr(self.work, "grace", None)
+        log.warning(
+            "{}: did not stop within {}s; killed",
+            self.path,
+            grace,
+            extra={"path": self.path, "attempt": attempt.number},
+        )
+        self._jv_code = -signal.SIGKILL
+        return Kill(f"{self.path} attempt {attempt.number} was killed")
 
     def _end_timers(self) -> float:
         """The attempt's call is over: its deadline and a kill its timeout left are off.
@@ -1210,6 +1223,14 @@ def _the_stops_own(error: BaseException | None, work: object) -> bool:
         return False
     signals = {int(getattr(work, "stop_signal", signal.SIGTERM)), int(signal.SIGKILL)}
     return -code in signals or code - 128 in signals
+
+
+def _killed_past_grace(error: BaseException | None, work: object) -> bool:
+    """Did the SIGKILL that follows a stop's grace end the attempt? ``error`` is one
+    ``_the_stops_own`` took; a job whose ``stop.signal`` is KILL was only stopped by it."""
+    return getattr(error, "code", None) == -signal.SIGKILL and int(
+        getattr(work, "stop_signal", signal.SIGTERM)
+    ) != int(signal.SIGKILL)
 
 
 def _killed_by(exc: BaseException) -> ChildKilled:

@@ -1799,10 +1799,9 @@ def _what_a_stop_left(
         nodes = {node["path"]: node for node in flatten_status(tree.status())}
     except JobvisorError:
         return {}  # said as done: what it ended is a detail
-    root = tree.spec if root is None else root
-    said: dict[str, Any] = dict(_killed_since(nodes, root, path, began))
+    said: dict[str, Any] = dict(_killed_since(nodes, path, began))
     if op == "stop":
-        said.update(_dependants_running(nodes, root, path))
+        said.update(_dependants_running(nodes, tree.spec if root is None else root, path))
     return said
 
 
@@ -1848,7 +1847,7 @@ def _dependants_running(
 
 
 def _killed_since(
-    nodes: Mapping[str, dict[str, Any]], root: SupervisorSpec, path: str, since: float
+    nodes: Mapping[str, dict[str, Any]], path: str, since: float
 ) -> dict[str, list[str]]:
     """The children at or under ``path`` whose last exit, at or after ``since``, was a kill: what
     a stop or restart had to end once its stop grace ran out (a person tuning ``stop.grace``
@@ -1866,15 +1865,11 @@ def _killed_since(
             and last["at"] >= since
         ):
             continue
-        sigkill = last.get("code") == -signal.SIGKILL
         if last.get("outcome") == "killed":
+            # Whichever deadline sent the SIGKILL, the command's own thread or the supervisor,
+            # it is `killed` with its -9; a thread has no process to signal, no code.
+            sigkill = last.get("code") == -signal.SIGKILL
             found.setdefault("killed" if sigkill else "threads_killed", []).append(node["path"])
-        elif last.get("outcome") == "stopped" and sigkill:
-            # The command's own thread sent the SIGKILL at its grace's end, before the
-            # supervisor's kill came: a stop all the same, unless SIGKILL is its stop signal.
-            work = getattr(_spec_at(root, node["path"]), "work", None)
-            if getattr(work, "stop_signal", None) != signal.SIGKILL:
-                found.setdefault("killed", []).append(node["path"])
     return found
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -21,6 +22,7 @@ from actors import CommandWork
 from supervision import (
     AttemptFinished,
     Backoff,
+    ChildExited,
     Intensity,
     JobSpec,
     Journal,
@@ -176,6 +178,57 @@ def test_a_service_stopped_by_a_group_restart_or_the_shutdown_is_journaled_stopp
         assert [e.outcome for e in attempts] == [Outcome.STOPPED, Outcome.STOPPED], path
         assert _outcomes(tmp_path / FILENAME, path) == [("stopped", None), ("stopped", None)]
     assert set(read_successes(tmp_path / FILENAME)) == {"bad"}
+
+
+@pytest.mark.parametrize("first", ["its own thread", "the supervisor"])
+def test_a_command_killed_past_its_stop_grace_is_killed_wherever_it_is_told(
+    make_tree, events, logs, tmp_path: Path, first: str
+) -> None:
+    """A command that ignores its stop signal is SIGKILLed at its grace's end by whichever
+    deadline comes first, the command's own thread's or the supervisor's (in a manifest both
+    are its stop.grace). The first was `stopped (-9)` in the status, history, the journal and
+    the log line, the second `killed`, for one event: `killed` past its grace (README), both.
+    Here each grace is made to come first by giving the other one 30 s."""
+    trapped = tmp_path / "trapped"
+    work_grace, job_grace = (0.2, 30.0) if first == "its own thread" else (30.0, 0.2)
+    job = JobSpec(
+        name="cmd",
+        work=CommandWork(
+            shell=f"trap '' TERM; touch {trapped}; while :; do sleep 0.05; done", grace=work_grace
+        ),
+        schedule=Schedule(service=True),
+        grace=job_grace,
+    )
+    spec = SupervisorSpec(children=(job,))
+    journal = Journal(tmp_path, hashes=job_hashes(spec))
+
+    def both(event: Any) -> None:
+        events(event)
+        journal.record(event)
+
+    try:
+        tree = make_tree(spec, on_event=both)
+        wait_until(trapped.exists, "the command ignores TERM")
+        tree.stop_child("cmd")  # returns once it ended, killed
+        events.wait_for(lambda _: events.of(ChildExited, "cmd"))
+        assert journal.flush(60)
+    finally:
+        journal.close()
+    [attempt] = events.of(AttemptFinished, "cmd")
+    [exited] = events.of(ChildExited, "cmd")
+    killed = (Outcome.KILLED, -signal.SIGKILL, None)
+    assert (attempt.outcome, attempt.code, attempt.error) == killed
+    assert (exited.outcome, exited.code, exited.error) == killed
+    node = tree.status()["children"][0]
+    last = node["last_exit"]
+    assert (node["state"], node["failures"]) == ("stopped", 0)
+    assert (last["outcome"], last["code"], last["error"]) == ("killed", -signal.SIGKILL, None)
+    [row] = [r for r in read_history(tmp_path / FILENAME, "cmd") if r["type"] == "attempt"]
+    assert (row["outcome"], row.get("code"), row.get("error")) == ("killed", -signal.SIGKILL, None)
+    assert logs.has_info("cmd: stopped (killed)")
+    # Said once it ran out, by whichever deadline came first ("killed", "killing it").
+    grace = re.escape(f"{min(job_grace, work_grace)}s")
+    assert logs.has_warning(re.compile(rf"^cmd: did not stop within {grace}; kill"))
 
 
 def test_resume_skips_only_identical_once_jobs_that_succeeded() -> None:
