@@ -357,6 +357,19 @@ GROWTH_KEYS: Final = ("initial", "max", "multiplier", "jitter")  # a backoff or 
 COOLDOWN_KEYS: Final = ("duration", "probation", "multiplier", "max", "max_cycles")
 OUTPUT_KEYS: Final = ("max_bytes", "backups", "log")
 STOP_KEYS: Final = ("signal", "grace")
+_Signals = signal.Signals  # the class's method ``signal`` hides the module in annotations
+# Signals whose default action ends no process (ignored, or a pause). SIGWINCH is left out:
+# httpd's graceful stop is one.
+_NO_END_BY_DEFAULT: Final = frozenset(
+    {
+        signal.SIGTSTP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+        signal.SIGCONT,
+        signal.SIGCHLD,
+        signal.SIGURG,
+    }
+)
 RETRY_KEYS: Final = ("attempts", "wait", "on")
 READY_KEYS: Final = ("tcp", "http", "command", "timeout", "interval")
 PLACEMENT_KEYS: Final = ("ray",)
@@ -1338,21 +1351,42 @@ class _Parser(WorkReader):
         cls = self.kind_class(v, "actors._command", "CommandWork", "command jobs")
         return BAD if cls is None else self.build_read(at, cls, given)
 
-    @staticmethod
-    def signal(v: V) -> Any:
-        """The number of a signal written by name (``TERM``, ``SIGHUP``); anything else as it is."""
+    def signal(self, v: V) -> Any:
+        """The number of a signal written by name (``TERM``, ``SIGHUP``) or number (``15``,
+        quoted too, as ``jobvisor signal`` takes it); anything else as it is. One that cannot
+        stop a process is refused, one that does not by default warned of (h266)."""
         value = v.value
         if isinstance(value, str):
             name = value.strip().upper()
-            name = name if name.startswith("SIG") else f"SIG{name}"
-            if name in signal.Signals.__members__:
-                return signal.Signals[name]
+            if name.isdigit():
+                value = int(name)
+            else:
+                name = name if name.startswith("SIG") else f"SIG{name}"
+                if name in signal.Signals.__members__:
+                    return self._stopping(v, signal.Signals[name])
         if isinstance(value, int) and not isinstance(value, bool):
             try:
-                return signal.Signals(value)
+                return self._stopping(v, signal.Signals(value))
             except ValueError:
                 return value
         return value
+
+    def _stopping(self, v: V, signum: _Signals) -> Any:
+        if signum is signal.SIGSTOP:
+            return self.expected(
+                v,
+                "a signal that asks a process to end (TERM, INT, HUP...)",
+                hint=": SIGSTOP pauses a process and cannot be caught, so every stop would wait "
+                "its grace and end in SIGKILL",
+            )
+        if signum in _NO_END_BY_DEFAULT:
+            self.warn(
+                v,
+                f"{signum.name} does not end a process unless the program handles it (its "
+                "default is to ignore it, or to pause the process): if this one does not, every "
+                "stop waits its grace and ends in SIGKILL",
+            )
+        return signum
 
     def retry(self, v: V, kind: str | None) -> RetrySpec | Bad | None:
         if v.value is None:

@@ -921,13 +921,50 @@ def test_stop_signals_by_name_or_number() -> None:
           - {name: a, command: [x], stop: {signal: hup}}
           - {name: b, command: [x], stop: {signal: SIGKILL}}
           - {name: c, command: [x], stop: {signal: 2}}
+          - {name: d, command: [x], stop: {signal: "15"}}
+          - {name: e, command: [x], stop: {signal: WINCH}}
     """)
     assert [c.work.stop_signal for c in m.root.children] == [
         signal.SIGHUP,
         signal.SIGKILL,
         signal.SIGINT,
+        signal.SIGTERM,  # quoted, as `jobvisor signal 15 PATH` takes it (h266)
+        signal.SIGWINCH,  # httpd's graceful stop: no warning
     ]
     assert isinstance(m.root.children[0].work, CommandWork)
+    assert [w for w in m.warnings if w.path.endswith("stop.signal")] == []
+
+
+@pytest.mark.parametrize("name", ["STOP", "SIGSTOP", "19"])
+def test_sigstop_as_a_stop_signal_is_refused(name: str) -> None:
+    """SIGSTOP pauses a process and nothing can catch it: every stop would wait its grace and
+    end in SIGKILL (h266)."""
+    text = f"version: 1\njobs:\n  - name: a\n    command: [x]\n    stop: {{signal: {name}}}\n"
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    [issue] = caught.value.issues
+    got = "19" if name == "19" else repr(name)
+    assert (issue.path, issue.line) == ("jobs[0].stop.signal", 5)
+    assert issue.message == (
+        f"expected a signal that asks a process to end (TERM, INT, HUP...), got {got}: "
+        "SIGSTOP pauses a process and cannot be caught, so every stop would wait its grace "
+        "and end in SIGKILL"
+    )
+
+
+@pytest.mark.parametrize("name", ["TSTP", "CONT", "CHLD", "URG", "TTIN"])
+def test_a_stop_signal_that_ends_no_process_by_default_is_warned_of(name: str) -> None:
+    m = load_manifest(
+        f"version: 1\njobs:\n  - name: a\n    command: [x]\n    stop: {{signal: {name}}}\n",
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    said = [(w.path, w.line, w.message) for w in m.warnings if w.path.endswith("stop.signal")]
+    message = (
+        f"SIG{name} does not end a process unless the program handles it (its default is to "
+        "ignore it, or to pause the process): if this one does not, every stop waits its "
+        "grace and ends in SIGKILL"
+    )
+    assert said == [("jobs[0].stop.signal", 5, message)]
 
 
 def test_every_problem_is_reported_at_once_in_line_order(tmp_path: Path) -> None:
