@@ -627,6 +627,42 @@ def test_ticks_skipped_behind_a_long_attempt_are_said_once_then_counted(
     ]
 
 
+def test_no_tick_is_said_skipped_behind_a_periodic_jobs_last_attempt(
+    make_tree, events, logs
+) -> None:
+    """The `times`-th attempt is the last: a tick passing while it runs skips nothing, and its
+    "the next are counted, said once a tick runs" promised a line that never came (h267)."""
+    from clockkit import ManualClock
+
+    from supervision import PythonWork, SupervisorSpec
+
+    clock = ManualClock()
+    epoch = 1_700_000_000.0
+
+    def wall() -> float:
+        return epoch + clock()
+
+    job = JobSpec(
+        name="p",
+        work=PythonWork(target="jobfuncs:block", args=("p",)),
+        schedule=Schedule(every=1, times=1),
+    )
+    tree = make_tree(SupervisorSpec(children=(job,)), on_event=events, monotonic=clock, wall=wall)
+
+    def next_at() -> float | None:
+        return tree.status()["children"][0]["next_start_at"]
+
+    wait_until(lambda: next_at() == epoch + 101, "armed")
+    clock.advance(1)
+    assert jobfuncs.EVENTS["p.running"].wait(10)
+    for n in range(2, 4):  # two ticks pass while the last attempt runs
+        clock.advance(1)
+        wait_until(lambda n=n: next_at() == epoch + 101 + n, "the tick passed")
+    jobfuncs.EVENTS["p.release"].set()
+    events.wait_for(lambda _: bool(events.of(AttemptFinished, "p")))
+    assert [r.message for r in logs.records if "skipped" in r.message] == []
+
+
 def test_a_name_added_to_a_module_imported_before_is_said_to_need_a_restart(
     tmp_path, monkeypatch
 ) -> None:
