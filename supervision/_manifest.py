@@ -122,6 +122,7 @@ T = TypeVar("T")
 
 MAX_REPLICAS: Final = 10_000  # children one job entry may expand into
 _ONCE: Final = Schedule()  # most jobs' schedule: built once, it is a frozen value
+_PERIODIC: Final = {"every": 60.0, "cron": "@daily"}  # stand-ins for a refused one
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1327,7 +1328,11 @@ class _Parser(WorkReader):
             kwargs["persistent"] = self.flag(f["persistent"])
         if "jitter" in f:
             kwargs["jitter"] = self.duration(f["jitter"])
-        return self.build(job, Schedule, **kwargs) if kwargs else _ONCE
+        if not kwargs:
+            return _ONCE
+        # A refused every or cron still makes it a periodic job: its times, jitter and
+        # persistent are checked as such, not as a once job's (h267).
+        return self._build(job, Schedule, "", kwargs, dropped=set(), stand_ins=_PERIODIC)
 
     def stop(self, v: V) -> tuple[Any, Any]:
         """``stop.signal`` (a number when the name is known) and ``stop.grace`` in seconds."""

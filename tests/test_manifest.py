@@ -875,6 +875,26 @@ ERRORS = [  # (text, path, line, expected, actual)
 
 
 @pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ("every: 0s\n    times: 2\n", ["jobs[0].every"]),
+        ("cron: 'bad'\n    times: 2\n    jitter: 5s\n", ["jobs[0].cron"]),
+        ("every: 0s\n    times: 0\n", ["jobs[0].every", "jobs[0].times"]),
+    ],
+)
+def test_a_bad_every_or_cron_does_not_make_the_periodic_fields_a_once_jobs(
+    fields: str, said: list[str]
+) -> None:
+    """``every: 0s`` refused, the job was read as a once job: a good ``times: 2`` was "only on
+    a periodic job ..., got it on a once job" (h267)."""
+    with pytest.raises(ManifestError) as caught:
+        load_manifest("version: 1\njobs:\n  - name: j\n    command: [x]\n    " + fields, env={})
+    issues = caught.value.issues
+    assert [i.path for i in issues] == said
+    assert not any("once job" in i.message for i in issues)
+
+
+@pytest.mark.parametrize(
     ("text", "path", "line", "expected", "actual"), ERRORS, ids=[e[1] or "document" for e in ERRORS]
 )
 def test_every_error_names_its_path_line_expected_and_actual(
