@@ -69,6 +69,7 @@ class Summary:
     seconds: float
     error: str
     restarts: int = 0  # restart lines held with them (a clean loop's are its exits)
+    escalations: int = 0  # a group's "escalating" lines held with them
 
     @property
     def clean(self) -> bool:
@@ -84,14 +85,12 @@ class Summary:
                 f"{self.path}: exited and was restarted {self.count} more {times} "
                 f"in the last {span} s, each exit a success"
             )
-        restarted = ""
-        if self.restarts:
-            again = "time" if self.restarts == 1 else "times"
-            restarted = f" and was restarted {self.restarts} more {again}"
-        return (
-            f"{self.path}: failed {self.count} more {times}{restarted} in the last {span} s, "
-            f"same error: {self.error}"
-        )
+        said = [f"failed {self.count} more {times}"]
+        for did, n in (("escalated", self.escalations), ("was restarted", self.restarts)):
+            if n:
+                said.append(f"{did} {n} more {'time' if n == 1 else 'times'}")
+        done = " and ".join([", ".join(said[:-1]), said[-1]] if len(said) > 1 else said)
+        return f"{self.path}: {done} in the last {span} s, same error: {self.error}"
 
 
 @dataclass(slots=True)
@@ -103,7 +102,11 @@ class _Burst:
     seen: set[Hashable] = field(default_factory=set)  # kinds of record written during it
     held: int = 0  # failures held back since the last summary
     held_since: float = 0.0  # clock time of the first of them
-    restarts_held: int = 0  # restart lines held since the last summary
+    # Restart and escalation lines held since the last summary: only while ``held`` (a
+    # decision held with no failure held would be in no summary: the burst's end writes one
+    # only for held failures).
+    restarts_held: int = 0
+    escalations_held: int = 0
     summarised_at: float | None = None  # clock time of its last summary, if any
     # The longest delay a restart line written during it said: a delay twice as long is news
     # (a backoff growing), not the loop's repetition.
@@ -181,7 +184,7 @@ class CrashLoopDamper:
             if held:
                 self._failed(path, burst, kind, now)
             return held
-        held = kind in burst.seen and not (restart and _grown(burst, delay))
+        held = kind in burst.seen and not (restart and (not burst.held or _grown(burst, delay)))
         if held:
             burst.restarts_held += restart
         return held
@@ -196,6 +199,7 @@ class CrashLoopDamper:
         acted: bool = False,
         restart: bool = False,
         delay: float = 0.0,
+        escalation: bool = False,
     ) -> tuple[list[Summary], bool]:
         """One record: the summaries to write before it, and whether to write it.
 
@@ -211,6 +215,9 @@ class CrashLoopDamper:
         record says the child is restarted (after ``delay`` seconds); held ones are
         counted in the summary, and one whose delay is twice the longest written
         during the burst is written (a backoff growing is news, as a new kind is).
+        ``escalation``: the record says a group escalates, counted as a restart is. A repeated
+        restart or escalation is held only after a failure held: one that follows a failure
+        written in full (or summed up just now) is written, or it would be in no summary.
         """
         now = self._clock() if now is None else now
         out = self._due(now)
@@ -235,7 +242,7 @@ class CrashLoopDamper:
                 _written(burst, kind, restart, delay)
             return out, True
         if kind in burst.seen and not acted:
-            return out, self._repeated(burst, restart, delay)
+            return out, self._repeated(burst, restart, delay, escalation)
         # Something new about a looping child: say what was held, then show it.
         _written(burst, kind, restart, delay)
         if burst.held:
@@ -257,14 +264,18 @@ class CrashLoopDamper:
         return True
 
     @staticmethod
-    def _repeated(burst: _Burst, restart: bool, delay: float) -> bool:
+    def _repeated(burst: _Burst, restart: bool, delay: float, escalation: bool) -> bool:
         """Whether to write a line the loop has written before (held, and counted, if not)."""
-        if not (restart and _grown(burst, delay)):
+        decision = restart or escalation
+        if not decision or (burst.held and not (restart and _grown(burst, delay))):
             burst.restarts_held += restart
+            burst.escalations_held += escalation
             return False
-        # A restart whose delay grew: written, and what is held stays held (its number says
-        # how many came before; the summary counts them when due).
-        burst.shown_delay = delay
+        # A decision with no failure held before it (no summary would count it), or a restart
+        # whose delay grew: written, and what is held stays held (its number says how many
+        # came before; the summary counts them when due).
+        if restart:
+            burst.shown_delay = max(burst.shown_delay, delay)
         return True
 
     def _inside(self, path: str, now: float) -> list[Summary]:
@@ -367,8 +378,15 @@ class CrashLoopDamper:
         return [self._summarise(path, burst, now)] if burst.held else []
 
     def _summarise(self, path: str, burst: _Burst, now: float) -> Summary:
-        summary = Summary(path, burst.held, now - burst.shown_at, burst.error, burst.restarts_held)
-        burst.held = burst.restarts_held = 0
+        summary = Summary(
+            path,
+            burst.held,
+            now - burst.shown_at,
+            burst.error,
+            burst.restarts_held,
+            burst.escalations_held,
+        )
+        burst.held = burst.restarts_held = burst.escalations_held = 0
         burst.summarised_at = burst.shown_at = now
         self._stop_holding(path)
         return summary

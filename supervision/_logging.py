@@ -133,7 +133,9 @@ ACTED: Final = "acted"
 # The ``extra`` key of a record that says a child is restarted, its value the delay in seconds:
 # a summary counts held ones, and a delay grown twice as long is written.
 RESTARTED: Final = "restarted"
-_DAMPER_ONLY: Final = frozenset({CLEAN_EXIT, ACTED, RESTARTED})
+# The ``extra`` key of a record that says a group escalates: a summary counts held ones.
+ESCALATED: Final = "escalated"
+_DAMPER_ONLY: Final = frozenset({CLEAN_EXIT, ACTED, RESTARTED, ESCALATED})
 CLEAR_LINE: Final = "\r\x1b[K"  # back to the start of the terminal's line, and erase it
 
 
@@ -1271,6 +1273,7 @@ def _admitted(damper: CrashLoopDamper, record: logbook.LogRecord) -> tuple[list[
         acted=extra.get(ACTED) is True,
         restart=restart,
         delay=delay if restart else 0.0,
+        escalation=extra.get(ESCALATED) is True,
     )
 
 

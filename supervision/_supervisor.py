@@ -61,7 +61,7 @@ from supervision._client import signal_name
 from supervision._exits import ExitReason, classify
 from supervision._groupdeps import Blocker, Nudge, Seen
 from supervision._inplace import InPlace
-from supervision._logging import ACTED, QUIET, held_back, new_story
+from supervision._logging import ACTED, ESCALATED, QUIET, held_back, new_story
 from supervision._policy import (
     Cooldown,
     Decision,
@@ -1293,7 +1293,7 @@ class Supervisor(OwnActor):
 
     def _probation_passed(self, rec: ChildRecord) -> None:
         rec.window.reset()
-        log.info("{}: probation passed; restart window cleared", rec.path, extra={"path": rec.path})
+        log.info("{}: probation passed; restart window cleared", rec.path, extra=_acted(rec))
         self.ctx.publish(
             ev.ProbationPassed, lambda: ev.ProbationPassed(path=rec.path, at=self.ctx.wall())
         )
@@ -1335,9 +1335,8 @@ class Supervisor(OwnActor):
             self._group.window.reset()
             if not self.path and self.ctx.budget is not None and self.ctx.budget.probing:
                 self.ctx.budget.probation_passed()
-            log.info(
-                "{}: group probation passed; restart window cleared", self._name, extra=self._here
-            )
+            here = None if self._here is None else {**self._here, ACTED: True}
+            log.info("{}: group probation passed; restart window cleared", self._name, extra=here)
             self.ctx.publish(
                 ev.ProbationPassed, lambda: ev.ProbationPassed(path=self.path, at=self.ctx.wall())
             )
@@ -1594,7 +1593,9 @@ class Supervisor(OwnActor):
             return
         self._closing = Intent.ESCALATE
         error = EscalationError(self.path, reason, cause)
-        log.error("{}: escalating: {}", self._name, error, extra=self._here)
+        # for the damper alone: a loop's escalations are each written or counted
+        here = None if self._here is None else {**self._here, ESCALATED: True}
+        log.error("{}: escalating: {}", self._name, error, extra=here)
         self.ctx.publish(
             ev.Escalated,
             lambda: ev.Escalated(
@@ -2002,7 +2003,7 @@ class Supervisor(OwnActor):
 
 def _acted(rec: ChildRecord) -> dict[str, Any]:
     """A line's fields when it says what was done to ``rec``, by a person or by the policy's
-    give-up or cooldown (never held back in a loop)."""
+    give-up, cooldown or passed probation (never held back in a loop)."""
     return {"path": rec.path, ACTED: True}
 
 

@@ -211,11 +211,11 @@ def test_a_summary_counts_the_restarts_it_held_too() -> None:
     damper.admit("crash", "failed", failure=ERROR)
     summaries, write = damper.admit("crash", "gave up")
     assert write
-    # Failures 3, 4 and 5 held; the restarts after failures 2, 3 and 4; since failure 2, the
+    # Failures 3, 4 and 5 held; the restarts after failures 3 and 4; since failure 2, the
     # last one shown.
-    assert summaries == [Summary("crash", 3, pytest.approx(0.3), ERROR, restarts=3)]
+    assert summaries == [Summary("crash", 3, pytest.approx(0.3), ERROR, restarts=2)]
     assert summaries[0].text() == (
-        f"crash: failed 3 more times and was restarted 3 more times in the last 0.3 s, "
+        f"crash: failed 3 more times and was restarted 2 more times in the last 0.3 s, "
         f"same error: {ERROR}"
     )
     assert Summary("crash", 1, 0.0, ERROR, restarts=1).text() == (
@@ -251,11 +251,68 @@ def test_a_restart_whose_delay_has_doubled_is_written_after_what_was_held() -> N
     assert damper.admit("crash", "restart", restart=True, delay=3.2) == ([], True)
 
 
+def test_the_restart_after_a_failure_written_in_full_is_written_too() -> None:
+    """The trial's: the restart after the 3rd failure was held, and a success next (or a
+    give-up, a cooldown) summed up no failure, so the restart was in no line at all."""
+    clock = Clock()
+    damper = CrashLoopDamper(keep=3, interval=10, clock=clock)
+    said = backed_off(damper, clock, [0.05] * 3)
+    assert said == [([], True)] * 3
+    assert damper.admit("crash", "exited (succeeded)") == ([], True)
+    assert damper.flush() == []
+    # one held failure then the one a give-up follows: its restart is in the summary
+    clock = Clock()
+    damper = CrashLoopDamper(keep=3, interval=10, clock=clock)
+    backed_off(damper, clock, [0.05] * 4)
+    summaries, write = damper.admit("crash", "failed", failure=ERROR, acted=True)
+    assert write
+    assert summaries == [Summary("crash", 1, pytest.approx(0.1), ERROR, restarts=1)]
+
+
+def test_a_restart_after_a_summary_that_fell_due_is_written() -> None:
+    """A summary due at a restart line counts the failure before it: the restart, held, was in
+    no summary if the next failure was the one a cooldown follows (nothing else held)."""
+    clock = Clock()
+    damper = CrashLoopDamper(keep=1, interval=10, clock=clock)
+    backed_off(damper, clock, [0.0, 0.0])
+    clock.now += 9.9
+    damper.admit("crash", "failed", failure=ERROR)  # the 3rd: held with the 2nd
+    clock.now += 0.1
+    out, write = damper.admit("crash", "restart", restart=True)
+    assert (out, write) == ([Summary("crash", 2, 10.0, ERROR, restarts=1)], True)
+    assert damper.admit("crash", "failed", failure=ERROR, acted=True) == ([], True)
+    assert damper.admit("crash", "cooling down", acted=True) == ([], True)
+    assert damper.flush() == []
+
+
+def test_every_escalation_of_a_looping_group_is_written_or_counted() -> None:
+    """A group that escalates, restarted by its parent: each "escalating" line is a decision,
+    written while its failures are, then counted with the failures held."""
+    clock = Clock()
+    damper = CrashLoopDamper(keep=3, interval=10, clock=clock)
+    said = []
+    for _ in range(6):
+        said.append(damper.admit("g", "escalating", escalation=True)[1])
+        damper.admit("g", "failed", failure=ERROR)
+        damper.admit("g", "restart", restart=True)
+        clock.now += 0.1
+    assert said == [True] * 4 + [False] * 2  # the 4th follows the 3rd failure, in full
+    damper.admit("g", "escalating", escalation=True)
+    summaries, write = damper.admit("g", "failed", failure=ERROR, acted=True)
+    assert write
+    assert summaries == [Summary("g", 3, pytest.approx(0.4), ERROR, restarts=3, escalations=3)]
+    assert summaries[0].text() == (
+        f"g: failed 3 more times, escalated 3 more times and was restarted 3 more times "
+        f"in the last 0.4 s, same error: {ERROR}"
+    )
+
+
 def test_a_loop_with_no_backoff_holds_its_restart_lines_as_before() -> None:
     clock = Clock()
     damper = CrashLoopDamper(keep=3, interval=10, clock=clock)
     said = backed_off(damper, clock, [0.0] * 8)
-    assert [write for _, write in said] == [True, True, False, False, False, False, False, False]
+    # the 3rd failure's restart too: a restart is held with a failure held before it
+    assert [write for _, write in said] == [True, True, True, False, False, False, False, False]
 
 
 def test_one_failure_held_and_summed_up_at_once_counts_from_the_last_one_shown() -> None:
@@ -426,6 +483,55 @@ def test_a_real_loops_growing_backoff_shows_in_the_log(tmp_path: Path) -> None:
     assert "crash: failed (attempt 9)" in lines[gave_up - 1], "\n".join(lines)
 
 
+def test_a_real_loops_last_restart_before_it_succeeds_is_logged(tmp_path: Path) -> None:
+    """The trial's: a job that fails 3 times then succeeds; its restart 3 was in no line."""
+    write(
+        tmp_path,
+        """
+        version: 1
+        supervisor: {backoff: {initial: 50ms, multiplier: 1, jitter: 0}}
+        jobs:
+          - name: flaky
+            command: "n=$(cat cnt 2>/dev/null || echo 0); n=$((n+1)); echo $n > cnt; [ $n -gt 3 ] || exit 7"
+        """,
+    )
+    done = jobvisor("run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    restarts = re.findall(r"flaky: (restart \d+ in [\d.]+s)", done.stderr)
+    assert restarts == [f"restart {n} in 0.050s" for n in (1, 2, 3)], done.stderr
+    lines = done.stderr.splitlines()
+    restart3 = next(i for i, line in enumerate(lines) if "flaky: restart 3 in" in line)
+    assert "flaky: exited (succeeded)" in lines[restart3 + 1], done.stderr
+    assert _SUMMARY not in done.stderr
+
+
+def test_a_real_escalation_loops_escalations_are_each_written_or_counted(
+    tmp_path: Path,
+) -> None:
+    """The 4th "g: escalating" line was in no line at all (the journal had it)."""
+    write(
+        tmp_path,
+        """
+        version: 1
+        supervisor:
+          backoff: {initial: 20ms, multiplier: 1, jitter: 0}
+          intensity: {max_restarts: 6, within: 60s}
+        jobs:
+          - group: g
+            on_exhausted: escalate
+            intensity: {max_restarts: 0, within: 60s}
+            jobs: [{name: a, command: "exit 7"}]
+        """,
+    )
+    lines = run_damped(tmp_path)
+    written = sum("g: escalating: " in line for line in lines)
+    counted = [int(m[1]) for line in lines if (m := re.search(r"escalated (\d+) more", line))]
+    assert written == 4, "\n".join(lines)
+    history = jobvisor("history", "g", "--json", "--limit", "1000", cwd=tmp_path)
+    decided = [row["kind"] for row in json.loads(history.stdout) if row["type"] == "decision"]
+    assert written + sum(counted) == decided.count("escalate") == 7, (decided, "\n".join(lines))
+
+
 def test_a_python_crash_loop_shows_where_it_failed_only_with_the_failures_it_writes(
     tmp_path: Path,
 ) -> None:
@@ -525,6 +631,8 @@ def test_hold_is_exactly_what_admit_holds(
             )
         assert gated._bursts == plain._bursts
         assert gated._holding == plain._holding
+        # A restart held is in a summary to come only while a failure is held with it.
+        assert all(b.held or not b.restarts_held for b in gated._bursts.values())
         # the groups index is what a scan of the holding paths would say
         scanned: dict[str, int] = {}
         for held in gated._holding:
