@@ -1008,9 +1008,18 @@ def _history_line(row: dict[str, Any]) -> str:
         attempt = f"attempt {row['attempt']}{node}"
         return f"{when}  {row['path']}  {attempt} {outcome}{error}"
     details = ", ".join(f"{k}={_shown(k, v)}" for k, v in row.get("detail", {}).items())
-    # The daemon's own rows (its start, reloads, stop) and a run's start are the tree's: path "".
-    where = row["path"] or ("(run)" if row["kind"] == "run_start" else "(daemon)")
+    where = row["path"] or _tree_row(row["kind"])
     return f"{when}  {where}  {row['kind']}" + (f" ({details})" if details else "")
+
+
+def _tree_row(kind: str) -> str:
+    """What stands for path "" in a row of ``kind``: a daemon's own life, a run's start and
+    end, and else the root supervisor's decisions (a run has no daemon to make them)."""
+    from supervision._history import DAEMON_KINDS, RUN_KINDS  # noqa: PLC0415
+
+    if kind in DAEMON_KINDS:
+        return "(daemon)"
+    return "(run)" if kind in RUN_KINDS else "(root)"
 
 
 def _nothing_of(job: str, known: list[str]) -> str:
@@ -1855,6 +1864,29 @@ def _may_draw() -> bool:
     return not os.environ.get("CI") and os.environ.get("TERM") != "dumb"
 
 
+def _run_end(composition: Any, code: int) -> None:
+    """Journal the run's end: a ``run_start`` with none after it is a run that was killed."""
+    if composition.journal is not None:
+        composition.journal.daemon("run_end", {"pid": os.getpid(), "code": code})
+
+
+def _run_start(manifest: Path | None, resume: bool, composition: Any) -> dict[str, Any]:
+    """A ``run_start`` row's detail: pid, version, manifest, resume; ``previous`` when the
+    run before journaled no end (``killed_run``)."""
+    from supervision._app import jobvisor_version, killed_run  # noqa: PLC0415
+
+    detail: dict[str, Any] = {
+        "pid": os.getpid(),
+        "version": jobvisor_version(),
+        "manifest": str(manifest),
+        "resume": resume,
+    }
+    previous = killed_run(composition.journal.path)
+    if previous is not None:
+        detail["previous"] = previous
+    return detail
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported after the runtime is prepared.
     from supervision._app import run_batch, write_progress  # noqa: PLC0415
@@ -1874,9 +1906,7 @@ def _run(args: argparse.Namespace) -> int:
     _mask_standard_streams(composition.masker.mask)
     with composition:
         if composition.journal is not None:  # where the next --resume counts from; committed
-            composition.journal.run_start(
-                {"pid": os.getpid(), "manifest": str(manifest.path), "resume": args.resume}
-            )
+            composition.journal.run_start(_run_start(manifest.path, args.resume, composition))
         if composition.skipped:
             skipped = ", ".join(composition.skipped)
             composition.logging.say(
@@ -1908,6 +1938,7 @@ def _run(args: argparse.Namespace) -> int:
             composition.logging.show_status("", sys.stderr)
         else:
             report = run_batch(composition, on_progress=None)
+        _run_end(composition, report.exit_code)
         composition.logging.sum_up()  # the loops' summaries before the table and the verdict
         composition.logging.flush()  # the records first, where stdout shares their terminal
         mask = composition.masker.mask

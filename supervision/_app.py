@@ -8,6 +8,7 @@ jobs, stop the endless ones, and say how it went.
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -24,7 +25,7 @@ from supervision._envfile import loose_dir
 from supervision._fdlimit import fit_open_files
 from supervision._hangup import off_the_terminal
 from supervision._held import lost_line
-from supervision._history import journal_path, last_ticks
+from supervision._history import JournalError, journal_path, last_row_at, last_run_start, last_ticks
 from supervision._hubwatch import HubWatch
 from supervision._journal import (
     Journal,
@@ -476,6 +477,52 @@ STOP_SIGNALS: Final = (
     signal.SIGXCPU,
     *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
 )
+
+
+def jobvisor_version() -> str:
+    """This jobvisor's version, as ``jobvisor --version`` says it."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - at start only
+
+    try:
+        return version("jobvisor")
+    except PackageNotFoundError:
+        return "0+checkout"
+
+
+def killed_run(journal: Path) -> str | None:
+    """A start row's ``previous`` when the ``run`` before journaled no end (``RUN_END``): it
+    was killed, or its machine went down; nothing else says so. Said at WARNING in the log
+    too, with the time of its last journal row. None when it ended, or a daemon started
+    since (which said it). For a ``run`` or a daemon that holds the state dir's lock: that
+    run holds it no more."""
+    try:
+        last = last_run_start(journal)
+    except JournalError:  # the start goes on: its own row is what matters now
+        return None
+    if last is None:
+        return None
+    start, ends = last
+    pid = start.get("pid")
+    if any(end.get("pid") == pid for end in ends):
+        return None
+    said = "" if pid is None else f" (pid {pid})"
+    previous = f"the run before{said} journaled no end: it was killed, or its machine went down"
+    try:
+        newest = last_row_at(journal, unless_run_since=math.inf)
+    except JournalError:
+        newest = None
+    when = (
+        f", after {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(newest))} "
+        "(its last journal row)"
+        if newest is not None
+        else ""
+    )
+    log.warning(
+        "{}{}; what it had running then has no row (the journal has each attempt once it ends)",
+        previous,
+        when,
+    )
+    return previous
 
 
 def take_signals(

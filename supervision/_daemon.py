@@ -46,7 +46,14 @@ from actors import (
 from actors._checks import fmt_duration
 from actors._errors import ChildrenChangedError
 from actors._runtime import start_or_say
-from supervision._app import STOP_SIGNALS, forced_stop, say_noted, take_signals
+from supervision._app import (
+    STOP_SIGNALS,
+    forced_stop,
+    jobvisor_version,
+    killed_run,
+    say_noted,
+    take_signals,
+)
 from supervision._client import (
     OPTIONS_PROTOCOL,
     PROTOCOL,
@@ -2062,14 +2069,16 @@ def _remove_breakers(new: Any, composition: Composition, *, apply: bool = True) 
 def _start_detail(manifest: Path, journal: Path) -> dict[str, Any]:
     """A ``daemon_start`` row's detail: pid, version, manifest; ``previous`` when the daemon
     before journaled no stop (killed, or its machine went down: nothing else says so; or
-    still stopping, having lost its state dir's lock)."""
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - at start only
-
-    try:
-        made = version("jobvisor")
-    except PackageNotFoundError:
-        made = "0+checkout"  # as ``jobvisor --version`` says
-    detail: dict[str, Any] = {"pid": os.getpid(), "version": made, "manifest": str(manifest)}
+    still stopping, having lost its state dir's lock), or the ``run`` after it no end."""
+    detail: dict[str, Any] = {
+        "pid": os.getpid(),
+        "version": jobvisor_version(),
+        "manifest": str(manifest),
+    }
+    run = killed_run(journal)
+    if run is not None:  # a run killed since the daemon before: the newer news of the two
+        detail["previous"] = run
+        return detail
     try:
         last = last_daemon_start(journal)
     except JournalError:  # the start goes on: its row is what matters now

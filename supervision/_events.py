@@ -28,6 +28,7 @@ __all__ = [
     "Escalated",
     "Event",
     "EventBus",
+    "FailedFinally",
     "GaveUp",
     "NotStarted",
     "ProbationPassed",
@@ -104,6 +105,14 @@ class GaveUp(Event):
 class NotStarted(Event):
     """The child is not started, and will not be (state ``failed``): ``reason`` says why
     (``dependency db gave_up``: a job it depends on is down for good)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailedFinally(Event):
+    """The child failed and is not restarted, nor given up on (state ``failed``): ``reason``
+    says why (``temporary``, ``its 2 ticks, times: 2, are run``)."""
 
     reason: str
 

@@ -24,6 +24,8 @@ __all__ = [
     "DAEMON_KINDS",
     "FILENAME",
     "MAX_RECENT_ROWS",
+    "RUN_END",
+    "RUN_KINDS",
     "RUN_START",
     "STATE_KINDS",
     "JournalError",
@@ -32,6 +34,7 @@ __all__ = [
     "last_daemon_row",
     "last_daemon_start",
     "last_row_at",
+    "last_run_start",
     "last_ticks",
     "open_cooldowns",
     "read_history",
@@ -53,6 +56,7 @@ STATE_KINDS: Final = (
     "restart_cancelled",
     "give_up",
     "not_started",
+    "failed_finally",
     "escalate",
     "cooldown",
     "probation_passed",
@@ -448,6 +452,30 @@ def read_successes(
 
 
 RUN_START: Final = "run_start"  # a `run`'s row at its start, path "" (shown as `(run)`)
+RUN_END: Final = "run_end"  # and at its end: a run_start with none after it was killed
+RUN_KINDS: Final = (RUN_START, RUN_END)
+
+
+def last_run_start(db: Path) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The detail of the latest ``run_start`` row and those of the ``run_end`` rows after it,
+    None if a ``daemon_start`` came after it (that daemon told of it), or none (or no
+    journal). A ``run_start`` without ``version`` is an older jobvisor's, which wrote no end."""
+    if not db.exists():
+        return None
+    rows = _query(
+        db,
+        "SELECT kind, detail, at FROM decisions WHERE path = '' AND kind IN (?, ?) AND id >= "
+        "(SELECT coalesce(max(id), 0) FROM decisions WHERE path = '' AND kind IN (?, ?))"
+        " ORDER BY id",
+        (RUN_START, RUN_END, RUN_START, "daemon_start"),
+    )
+    if not rows or rows[0][0] != RUN_START:
+        return None
+    start = _decoded(rows[0][1]) or {}
+    if "version" not in start:
+        return None
+    start.setdefault("at", rows[0][2])
+    return start, [_decoded(detail) or {} for _, detail, _ in rows[1:]]
 
 
 def run_start_seq(db: Path, manifest: str | None = None) -> int | None:

@@ -656,6 +656,7 @@ class Journal:
             ev.RestartCancelled,
             ev.GaveUp,
             ev.NotStarted,
+            ev.FailedFinally,
             ev.Escalated,
             ev.CooldownStarted,
             ev.ProbationPassed,
@@ -688,8 +689,9 @@ class Journal:
 
     def daemon(self, kind: str, detail: dict[str, Any]) -> None:
         """Queue a row of the daemon's own life (``daemon_start``, ``daemon_reload``,
-        ``daemon_stop``), path "" (the tree itself): a person reading ``history`` after an
-        incident sees that the daemon restarted, or was reloaded, in between."""
+        ``daemon_stop``) or a run's (``run_end``), path "" (the tree itself): a person reading
+        ``history`` after an incident sees that the daemon restarted, or was reloaded, in
+        between."""
         self._put((_DECISION, (time.time(), "", kind, json.dumps(detail), self._seq())))
 
     def run_start(self, detail: dict[str, Any], timeout: float = 5.0) -> bool:
@@ -1208,6 +1210,14 @@ def once_jobs(spec: SupervisorSpec) -> list[tuple[str, JobSpec]]:
     ]
 
 
+# The decisions that a child is down for good, each with its reason.
+_ENDS: Final[dict[type[ev.Event], str]] = {
+    ev.GaveUp: "give_up",
+    ev.NotStarted: "not_started",
+    ev.FailedFinally: "failed_finally",
+}
+
+
 def _decision(event: ev.Event) -> tuple[str, str, dict[str, object]] | None:
     """(path, kind, detail) of a supervisor decision event, None for other events."""
     found: tuple[str, str, dict[str, object]] | None = None
@@ -1216,10 +1226,8 @@ def _decision(event: ev.Event) -> tuple[str, str, dict[str, object]] | None:
             found = (event.path, "restart", {"delay": event.delay, "number": event.number})
         case ev.RestartCancelled():
             found = (event.path, "restart_cancelled", {})
-        case ev.GaveUp():
-            found = (event.path, "give_up", {"reason": event.reason})
-        case ev.NotStarted():
-            found = (event.path, "not_started", {"reason": event.reason})
+        case ev.GaveUp() | ev.NotStarted() | ev.FailedFinally():
+            found = (event.path, _ENDS[type(event)], {"reason": event.reason})
         case ev.Escalated():
             found = (event.path, "escalate", {"reason": event.reason, "error": event.error})
         case ev.CooldownStarted():

@@ -1167,6 +1167,10 @@ class Supervisor(OwnActor):
                 reason = "not restarted"
             log.warning("{}: failed finally ({})", rec.path, reason, extra={"path": rec.path})
             self._set_state(rec, State.FAILED)
+            self.ctx.publish(
+                ev.FailedFinally,
+                lambda: ev.FailedFinally(path=rec.path, at=self.ctx.wall(), reason=reason),
+            )
 
     # -- decisions -------------------------------------------------------------------------------
 

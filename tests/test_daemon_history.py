@@ -19,6 +19,7 @@ from faultkit import (
     CLI,
     ENV,
     HttpDaemon,
+    Jobvisor,
     Running,
     http_daemon,
     start_daemon,
@@ -26,7 +27,8 @@ from faultkit import (
     wait_until,
 )
 
-from supervision._history import journal_path, read_history
+from supervision._app import jobvisor_version
+from supervision._history import JournalError, journal_path, read_history
 
 MANIFEST = """
 version: 1
@@ -551,3 +553,176 @@ def test_a_command_killed_past_its_grace_says_sigkill_and_no_error_everywhere(
         assert "attempt 1 killed (SIGKILL)" in shown, shown
     finally:
         assert stop_daemon(running) == 0
+
+
+FAILS_FINALLY = """
+version: 1
+supervisor: {backoff: {initial: 1ms, max: 5ms}}
+jobs:
+  - {name: svc, service: true, command: [sleep, "100"]}
+  - {name: tick2, command: "exit 1", every: 200ms, times: 2}
+  - {name: temp, command: "exit 1", restart: temporary}
+"""
+
+
+def test_a_failure_no_restart_follows_is_a_decision_in_the_journal(tmp_path: Path) -> None:
+    """`temp: failed finally (temporary)` and `tick2: failed finally (its 2 ticks, times: 2,
+    are run)` were logged but not journaled: history showed the failed attempt and nothing
+    saying no restart follows (SPEC §6: every decision)."""
+    with _daemon(tmp_path, FAILS_FINALLY) as running:
+
+        def finals() -> list[dict[str, Any]]:
+            rows = read_history(journal_path(running.state), None, 500)
+            return [row for row in rows if row.get("kind") == "failed_finally"]
+
+        wait_until(lambda: len(finals()) == 2, "both failures journaled", proc=running.proc)
+        tick2 = _json_history(running, "tick2")
+        assert [(row["type"], row.get("kind", row.get("outcome"))) for row in tick2] == [
+            ("attempt", "failed"),
+            ("decision", "restart"),
+            ("attempt", "failed"),
+            ("decision", "failed_finally"),
+        ], tick2
+        assert tick2[-1]["detail"] == {"reason": "its 2 ticks, times: 2, are run"}
+        temp = _json_history(running, "temp")
+        assert [row.get("kind", row.get("outcome")) for row in temp] == [
+            "failed",
+            "failed_finally",
+        ], temp
+        assert temp[-1]["detail"] == {"reason": "temporary"}
+        text = running.cli("history", "temp")
+        assert text.returncode == 0, text.stderr
+        assert [line.split("  ", 1)[1] for line in text.stdout.splitlines()] == [
+            "temp  attempt 1 failed (1): command exit 1 exited with 1",
+            "temp  failed_finally (reason=temporary)",
+        ], text.stdout
+        api = requests.get(running.http.url + "/api/history?job=tick2", timeout=30).json()
+        assert api[-1]["kind"] == "failed_finally"
+        assert api[-1]["detail"] == {"reason": "its 2 ticks, times: 2, are run"}
+
+
+ROOT_RESTARTS = """
+version: 1
+supervisor:
+  strategy: one_for_all
+  backoff: {initial: 0s, max: 0s, jitter: 0}
+jobs:
+  - {name: ok, command: "true"}
+  - {name: bad, command: "test -e once || { touch once; exit 1; }"}
+"""
+
+
+def test_the_roots_decisions_say_root_and_the_run_says_it_ended(tmp_path: Path) -> None:
+    """A root one_for_all restart showed `(daemon)  restart ...` in a `run`'s history, where no
+    daemon was; a run's start is `(run)`, and so is its end."""
+    (tmp_path / "jobs.yaml").write_text(ROOT_RESTARTS)
+    ran = subprocess.run(
+        [*CLI, "run", "--runtime", RUNTIME],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    shown = subprocess.run(
+        [*CLI, "history"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    tree = [line.split("  ", 1)[1] for line in shown.stdout.splitlines() if "  (" in line]
+    version = jobvisor_version()
+    assert tree == [
+        (
+            f"(run)  run_start (pid={ran_pid(tmp_path)}, version={version}, "
+            f"manifest={tmp_path / 'jobs.yaml'}, resume=False)"
+        ),
+        "(root)  restart (delay=0s, number=1)",
+        f"(run)  run_end (pid={ran_pid(tmp_path)}, code=0)",
+    ], shown.stdout
+
+
+def ran_pid(tmp_path: Path) -> int:
+    """The pid of the run whose start the journal in ``tmp_path`` holds last."""
+    rows = read_history(journal_path(tmp_path / ".jobvisor"), None, 500)
+    (start,) = [row for row in rows if row.get("kind") == "run_start"][-1:]
+    pid: int = start["detail"]["pid"]
+    return pid
+
+
+LONG_RUN = """
+version: 1
+jobs:
+  - {name: long, python: "time:sleep", args: [100]}
+"""
+SHORT_RUN = 'version: 1\njobs:\n  - {name: o, command: ["true"]}\n'
+
+
+def _killed_run(tmp_path: Path) -> tuple[int, float]:
+    """A `run` SIGKILLed once its start is journaled: its pid and its last row's time."""
+    (tmp_path / "long.yaml").write_text(LONG_RUN)
+    jv = Jobvisor(tmp_path, "run", "--runtime", RUNTIME, "long.yaml")
+    try:
+        db = journal_path(tmp_path / ".jobvisor")
+
+        def started() -> bool:
+            try:
+                return bool(read_history(db, None, 10))
+            except JournalError:  # not made yet, or its tables not yet
+                return False
+
+        wait_until(started, "its start journaled", proc=jv.proc)
+        last = read_history(db, None, 10)[-1]["at"]
+        jv.proc.send_signal(signal.SIGKILL)
+        assert jv.wait() == -signal.SIGKILL
+    finally:
+        jv.close()
+    return jv.pid, last
+
+
+def test_the_run_after_a_killed_run_says_so_and_journals_it(tmp_path: Path) -> None:
+    """A SIGKILLed `run` left its run_start and nothing else: the next run said nothing,
+    where the daemon after a killed daemon says so."""
+    pid, last = _killed_run(tmp_path)
+    (tmp_path / "short.yaml").write_text(SHORT_RUN)
+    ran = subprocess.run(
+        [*CLI, "run", "--runtime", RUNTIME, "short.yaml"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    shown = datetime.fromtimestamp(last).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    warnings = [line for line in ran.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, ran.stderr
+    assert warnings[0].endswith(
+        f"the run before (pid {pid}) journaled no end: it was killed, or its machine went "
+        f"down, after {shown} (its last journal row); what it had running then has no row "
+        "(the journal has each attempt once it ends)"
+    ), warnings
+    rows = read_history(journal_path(tmp_path / ".jobvisor"), None, 500)
+    tree = [(row["kind"], row["detail"]) for row in rows if row["path"] == ""]
+    (_, first), (_, second), (_, end) = tree
+    assert [kind for kind, _ in tree] == ["run_start", "run_start", "run_end"]
+    assert "previous" not in first
+    assert second["previous"] == (
+        f"the run before (pid {pid}) journaled no end: it was killed, or its machine went down"
+    )
+    assert end == {"pid": second["pid"], "code": 0}
+    # The run after one that ended says nothing of it.
+    again = subprocess.run(
+        [*CLI, "run", "--runtime", RUNTIME, "short.yaml"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "WARNING" not in again.stderr, again.stderr
+    rows = read_history(journal_path(tmp_path / ".jobvisor"), None, 500)
+    assert "previous" not in [row for row in rows if row["path"] == ""][-2]["detail"]
+
+
+def test_the_daemon_after_a_killed_run_says_so(tmp_path: Path) -> None:
+    pid, _ = _killed_run(tmp_path)
+    with _daemon(tmp_path) as running:
+        wait_until(
+            lambda: any(row["kind"] == "daemon_start" for row in _daemon_rows(running)),
+            "its start journaled",
+            proc=running.proc,
+        )
+        (start,) = [row for row in _daemon_rows(running) if row["kind"] == "daemon_start"]
+        assert start["detail"]["previous"] == (
+            f"the run before (pid {pid}) journaled no end: it was killed, or its machine went down"
+        )

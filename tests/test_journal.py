@@ -654,6 +654,27 @@ def test_what_ends_a_groups_life_ends_the_cooldowns_of_the_jobs_below_it(tmp_pat
     assert sorted(open_cooldowns(tmp_path / FILENAME, now)) == ["gx/a", "k/a"]
 
 
+def test_a_job_that_failed_finally_after_its_cooldown_is_not_put_back_in_it(
+    tmp_path: Path,
+) -> None:
+    """A periodic job's probe after its cooldown may be its last tick: failed finally, it is
+    down for good, and a restarted daemon must not cool it down (and start it) again."""
+    import time
+
+    from supervision._events import CooldownStarted, FailedFinally
+    from supervision._journal import open_cooldowns
+
+    journal = Journal(tmp_path)
+    now = time.time()
+    for path in ("tick", "g/a"):
+        journal.record(CooldownStarted(path=path, at=now - 3, duration=30.0, cycle=1))
+    journal.record(FailedFinally(path="tick", at=now - 2, reason="its 2 ticks, times: 2, are run"))
+    journal.record(FailedFinally(path="g", at=now - 2, reason="temporary"))
+    assert journal.flush()
+    journal.close()
+    assert open_cooldowns(tmp_path / FILENAME, now) == {}
+
+
 def test_pruning_spares_the_cooldown_behind_later_notifications(tmp_path: Path) -> None:
     import time
 
@@ -726,6 +747,7 @@ def test_the_journal_declares_exactly_the_events_it_keeps(tmp_path: Path) -> Non
         ev.RestartCancelled(path="a", at=1.0),
         ev.GaveUp(path="a", at=1.0, reason="r"),
         ev.NotStarted(path="a", at=1.0, reason="dependency b gave_up"),
+        ev.FailedFinally(path="a", at=1.0, reason="temporary"),
         ev.Escalated(path="a", at=1.0, reason="r", error="e"),
         ev.CooldownStarted(path="a", at=1.0, duration=1.0, cycle=1),
         ev.ProbationPassed(path="a", at=1.0),
@@ -1114,7 +1136,7 @@ def test_run_says_at_its_end_how_many_rows_a_full_disk_cost(tmp_path: Path, runt
     assert kept == list(range(1, len(kept) + 1))
     assert len(kept) >= committed
     (lost,) = [line for line in err.splitlines() if " ERROR " in line]
-    missing = 40 - len(kept)
+    missing = 40 - len(kept) + 1  # and the run's end row, queued after them
     assert f"{missing} {'row' if missing == 1 else 'rows'} could not be written" in lost, err
     assert "file size limit" in lost
     assert ["t", "command", "succeeded", "1", "0", "0"] in [

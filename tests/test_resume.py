@@ -400,9 +400,11 @@ def test_resume_finishes_the_interrupted_run_not_every_success_ever(tmp_path: Pa
     )
     # The runs' starts are in history without a job, as the daemon's are.
     lines = jobvisor("history", "-n", "500", cwd=tmp_path).stdout.splitlines()
-    starts = [line.split("  ", 1)[1] for line in lines if "(run)" in line]
-    assert [s.split(" (")[0] for s in starts] == ["(run)  run_start"] * 4, lines
+    starts = [line.split("  ", 1)[1] for line in lines if "(run)  run_start" in line]
+    assert len(starts) == 4, lines
     assert ["resume=True" in s for s in starts] == [False, False, True, True], starts
+    # And their ends: a SIGTERM's too (a run with none was killed).
+    assert len([line for line in lines if "(run)  run_end" in line]) == 4, lines
 
 
 def test_resume_without_run_rows_counts_every_success_as_before(tmp_path: Path) -> None:
