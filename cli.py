@@ -6,6 +6,7 @@ monkey-patch the process first; everything else lives in ``supervision``.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import io
 import json
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
     from pathlib import Path
     from typing import Any
+
+    from supervision._app import RunReport
 
 # Exit codes of SPEC §4.
 OK, FAILED, USAGE, NO_DAEMON, NO_SUCH_JOB = 0, 1, 2, 3, 4
@@ -404,27 +407,92 @@ def _gone(raw: io.FileIO, data: Any) -> int:
     return memoryview(data).nbytes
 
 
+_PART_MOST = 65536  # characters of a line without its end held back, at most
+
+
+class _LineStart:
+    """A line's start, in the writes it came in, until its end: joined once there, not at
+    each write (no quadratic cost). Its owner locks it."""
+
+    __slots__ = ("_held", "_parts")
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._held = 0  # their length
+
+    def __bool__(self) -> bool:
+        return bool(self._parts)
+
+    def hold(self, text: str) -> str:
+        """Hold ``text``; past ``_PART_MOST`` held, what is held goes as it is (returned)."""
+        if text:
+            self._parts.append(text)
+            self._held += len(text)
+        return self.take() if self._held > _PART_MOST else ""
+
+    def add(self, text: str) -> str:
+        """Hold what follows ``text``'s last line end (a newline or a carriage return); what
+        is ready: the rest, after what was held, or past ``_PART_MOST`` held all of it."""
+        if "\n" not in text and "\r" not in text:  # most writes (a print's text): no call more
+            self._parts.append(text)
+            self._held += len(text)
+            return self.take() if self._held > _PART_MOST else ""
+        end = max(text.rfind("\n"), text.rfind("\r")) + 1
+        return self.take() + text[:end] + self.hold(text[end:])
+
+    def take(self) -> str:
+        """What is held, let go."""
+        if not self._parts:
+            return ""
+        held = "".join(self._parts)
+        self._parts.clear()
+        self._held = 0
+        return held
+
+
 class _Masked(io.TextIOWrapper):
     """Our stdout or stderr: what is written through it has the tree's secrets masked.
 
     A python job run in a thread prints to it: its secret printed in clear, where a child
     process's print, read as its output, was masked. ``mask`` is set once the manifest's
-    secrets are known (``_mask_standard_streams``), and sees a reload's new ones.
+    secrets are known (``_mask_standard_streams``), and sees a reload's new ones. From then
+    on a line's start waits for its end (a newline, or a carriage return, where a line
+    buffered stream writes too), a ``flush`` or ``_PART_MOST``: a print is several writes,
+    and a secret written in two of them showed in clear, each half masked alone.
     """
 
     mask: Callable[[str], str] | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._start = _LineStart()
+        # Job threads write at once. Held over no write (under gevent no greenlet yields
+        # holding it), and reentrant: a signal handler that writes never waits on it.
+        self._starting = _thread.RLock()
+
     def write(self, text: str) -> int:
         mask = self.mask
+        if mask is None:
+            return super().write(text)
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._starting.acquire()  # not `with`: it cost a print twice as much in 3.11
+        try:
+            ready = self._start.add(text)
+        finally:
+            self._starting.release()
+        if ready:
+            super().write(mask(ready))
+        return len(text)  # as asked: print and callers count what they gave
+
+    def flush(self) -> None:
+        mask = self.mask
         if mask is not None:
-            masked = mask(text)
-            if masked is not text:
-                super().write(masked)
-                return len(text)  # as asked: print and callers count what they gave
-        return super().write(text)
-
-
-_PART_MOST = 65536  # characters of a line without its end held back, at most
+            with self._starting:
+                held = self._start.take()
+            if held:
+                super().write(mask(held))
+        super().flush()
 
 
 class _AroundProgress:
@@ -448,8 +516,7 @@ class _AroundProgress:
         self._shared = logging.retunable and logging.path is None
         self._clear = CLEAR_LINE
         self._lock = threading.Lock()  # job threads print at once: each line whole, in order
-        self._parts: list[str] = []  # a line's start, in the writes it came in
-        self._held = 0  # their length
+        self._start = _LineStart()
         self._status = ""
         self._ended = False
 
@@ -460,19 +527,15 @@ class _AroundProgress:
             if self._ended:  # a thread that outlived the run: no progress line any more
                 self._say([text], whole=False)
                 return len(text)
-            if "\n" not in text:  # a line's start, joined once at its end: no quadratic cost
-                self._parts.append(text)
-                self._held += len(text)
-                if self._held > _PART_MOST:
-                    self._say([self._take()])
+            if "\n" not in text:
+                over = self._start.hold(text)
+                if over:
+                    self._say([over])
                 return len(text)
             lines = text.split("\n")
-            lines[0] = self._take() + lines[0]
-            tail = lines.pop()
-            if tail:
-                self._parts.append(tail)
-                self._held = len(tail)
-            self._say(lines)
+            lines[0] = self._start.take() + lines[0]
+            over = self._start.hold(lines.pop())
+            self._say([*lines, over] if over else lines)
         return len(text)
 
     def writelines(self, lines: Iterable[str]) -> None:
@@ -481,8 +544,14 @@ class _AroundProgress:
 
     def flush(self) -> None:
         with self._lock:
-            if self._parts and not self._ended:
-                self._say([self._take()])
+            ended = self._ended
+            if self._start and not ended:
+                self._say([self._start.take()])
+        if ended:  # what a job wrote since may be held below, waiting for its line's end
+            import contextlib  # noqa: PLC0415 - run's alone
+
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.flush()
 
     def show_status(self, text: str, stream: Any) -> None:
         with self._lock:
@@ -493,16 +562,10 @@ class _AroundProgress:
     def end(self) -> None:
         """The progress line is gone: what is held is said, and later writes go through."""
         with self._lock:
-            if self._parts:
-                self._say([self._take()])
+            if self._start:
+                self._say([self._start.take()])
             self._ended = True
             self._status = ""
-
-    def _take(self) -> str:
-        held = "".join(self._parts)
-        self._parts.clear()
-        self._held = 0
-        return held
 
     def _say(self, lines: list[str], *, whole: bool = True) -> None:
         if not lines:
@@ -525,6 +588,38 @@ class _AroundProgress:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+class _Escaped:
+    """``sys.stdout`` or ``sys.stderr`` for a run's jobs while it is a terminal: what a thread
+    job writes has its control characters escaped, as a command's output is (an OSC title and
+    a clear-screen reached the terminal as written). A newline, a tab and a carriage return
+    (a progress bar's) stay. jobvisor's own lines (the progress line, the table, the verdict)
+    go to the stream itself. Anything else is the stream's."""
+
+    def __init__(self, stream: Any) -> None:
+        from supervision._printable import printable  # noqa: PLC0415 - run's alone
+
+        self._stream = stream
+        self._printable = printable
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._stream.write(self._printable(text, keep="\t\n\r"))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _for_jobs(stream: Any) -> Any:
+    """What a run's thread jobs write ``stream`` through: escaped on a terminal."""
+    return _Escaped(stream) if stream.isatty() else stream
 
 
 def _mask_standard_streams(mask: Callable[[str], str]) -> None:
@@ -1887,9 +1982,28 @@ def _run_start(manifest: Path | None, resume: bool, composition: Any) -> dict[st
     return detail
 
 
+def _batch(composition: Any, *, live: bool) -> RunReport:
+    """``run_batch``, its thread jobs writing to the standard streams as ``_for_jobs`` makes
+    them; ``live``: with the progress line drawn on stderr."""
+    from supervision._app import run_batch, write_progress  # noqa: PLC0415
+
+    stdout, stderr = sys.stdout, sys.stderr
+    around = _AroundProgress(stderr, composition.logging) if live else None
+    sys.stdout, sys.stderr = _for_jobs(stdout), _for_jobs(around or stderr)
+    try:
+        progress = None if around is None else write_progress(stderr, logging=around)
+        report = run_batch(composition, on_progress=progress)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+        if around is not None:
+            around.end()
+    if around is not None:
+        composition.logging.show_status("", sys.stderr)
+    return report
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported after the runtime is prepared.
-    from supervision._app import run_batch, write_progress  # noqa: PLC0415
     from supervision._table import summary_table  # noqa: PLC0415
 
     _forgive_gone_readers()
@@ -1925,19 +2039,7 @@ def _run(args: argparse.Namespace) -> int:
                 + ", ".join(composition.changed),
                 sys.stderr,
             )
-        live = sys.stderr.isatty() and not as_json and _may_draw()
-        if live:
-            stderr = sys.stderr
-            around = _AroundProgress(stderr, composition.logging)
-            sys.stderr = around
-            try:
-                report = run_batch(composition, on_progress=write_progress(stderr, logging=around))
-            finally:
-                sys.stderr = stderr
-                around.end()
-            composition.logging.show_status("", sys.stderr)
-        else:
-            report = run_batch(composition, on_progress=None)
+        report = _batch(composition, live=sys.stderr.isatty() and not as_json and _may_draw())
         _run_end(composition, report.exit_code)
         composition.logging.sum_up()  # the loops' summaries before the table and the verdict
         composition.logging.flush()  # the records first, where stdout shares their terminal

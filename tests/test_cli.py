@@ -1225,13 +1225,14 @@ def test_a_thread_jobs_stderr_line_comes_before_the_verdict_through_a_pipe(
     """`run x.yaml 2>&1 | cat`: a thread python job's `print(..., file=sys.stderr)` came out
     after the verdict, as fd 2 was wrapped in a BufferedWriter (write_through on the text
     layer still left it in the bytes buffer). Stderr is written through as CPython's own is:
-    each line, and with PYTHONUNBUFFERED each write (a print without its newline too), leaves
-    at once; stdout too under PYTHONUNBUFFERED."""
+    each line, and with PYTHONUNBUFFERED each write, leaves at once; stdout too under
+    PYTHONUNBUFFERED. A line's start waits for its end or a flush (a secret in it is masked
+    whole): a flushed print without its newline leaves at once."""
     (tmp_path / "talk.py").write_text(
         "import sys\n"
         "def main():\n"
         "    print('the job says on stderr', file=sys.stderr)\n"
-        "    print('no newline', end='', file=sys.stderr)\n"
+        "    print('no newline', end='', file=sys.stderr, flush=True)\n"
         "    print('the job says on stdout')\n"
         "    raise SystemExit(3)\n"
     )
@@ -1628,6 +1629,88 @@ def test_a_thread_jobs_print_of_a_secret_is_masked(tmp_path: Path, runtime: str)
         assert "using ***" in both, verb
         assert "token=***;" in both, verb
         assert "err ***" in both, verb
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_thread_jobs_secret_written_in_parts_of_a_line_is_masked(
+    tmp_path: Path, unbuffered: str
+) -> None:
+    """A thread job's secret written in two writes of one line showed in clear on stdout and
+    stderr: each write was masked alone. A line's start waits for its end (a print is several
+    writes too), and what no end came for is written, masked, at the exit."""
+    (tmp_path / "parts.py").write_text(
+        "import sys\n"
+        "def main(token):\n"
+        "    for stream in (sys.stdout, sys.stderr):\n"
+        "        stream.write('pre ' + token[:5])\n"
+        "        stream.write(token[5:] + ' post\\n')\n"
+        "        print('mid', token[:7], end='', file=stream)\n"
+        "        print(token[7:], file=stream)\n"
+        "        stream.writelines(['list ', token[:9], token[9:], '\\n'])\n"
+        "        stream.write('last ' + token[:4])\n"
+        "        stream.write(token[4:])\n"  # never ended: the exit's flush writes it
+    )
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - {name: p, python: "parts:main", kwargs: {token: {secret: {env: PARTS_TOKEN}}}}
+        """,
+    )
+    secret = "hunter2-verysecret-XYZ"
+    env = {"PARTS_TOKEN": secret, "PYTHONUNBUFFERED": unbuffered}
+    out = jobvisor("run", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    for said in (out.stdout, out.stderr):
+        assert secret[:5] not in said, said
+        assert secret[5:] not in said, said
+        for line in ("pre *** post\n", "mid ***\n", "list ***\n"):
+            assert line in said, said
+        assert "last ***" in said, said  # on stdout the table runs on after it, as ever
+
+
+def test_a_thread_jobs_flushed_line_start_shows_at_once(tmp_path: Path) -> None:
+    """A line's start waits for its end, so that a secret in it is masked whole: a flush
+    (``print(..., end='', flush=True)``, a progress bar's) still shows it at once."""
+    (tmp_path / "bar.py").write_text(
+        "import os, sys, time\n"
+        "def main():\n"
+        "    print('progress 50%', end='', flush=True)\n"
+        "    print('progress 50%', end='', flush=True, file=sys.stderr)\n"
+        "    deadline = time.monotonic() + 30\n"
+        "    while not os.path.exists('seen') and time.monotonic() < deadline:\n"
+        "        time.sleep(0.02)\n"
+        "    print(' done')\n"
+    )
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - {name: bar, python: "bar:main"}
+          - {name: uses, command: "true", env: {TOKEN: {secret: {env: BAR_TOKEN}}}}
+        """,
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BAR_TOKEN": "s3cret-bar-4242"}
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        proc = subprocess.Popen([*CLI, "run"], cwd=tmp_path, env=env, stdout=out, stderr=err)
+    try:
+        wait_until(
+            lambda: (
+                "progress 50%" in (tmp_path / "out").read_text()
+                and "progress 50%" in (tmp_path / "err").read_text()
+            ),
+            "the flushed line's start",
+            proc=proc,
+        )
+        (tmp_path / "seen").touch()
+        assert proc.wait(60) == 0, (tmp_path / "err").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "progress 50% done\n" in (tmp_path / "out").read_text()
 
 
 @pytest.mark.parametrize("command", ["run", "daemon"])

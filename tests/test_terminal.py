@@ -63,11 +63,14 @@ def run_on_a_terminal(
     columns: int = 80,
     interrupt_when: Path | None = None,
     env: dict[str, str] | None = None,
+    *,
+    stdout_too: bool = False,
 ) -> tuple[str, str, int]:
     """``jobvisor run`` with stderr on a pty of ``columns``; its stderr bytes, stdout, exit code.
 
     ``interrupt_when``: one SIGINT (a Ctrl-C) once that file exists. ``env``: set besides
-    ours (without CI, NO_COLOR, COLUMNS; TERM xterm).
+    ours (without CI, NO_COLOR, COLUMNS; TERM xterm). ``stdout_too``: stdout on the pty as
+    well (its bytes among stderr's; the stdout returned is empty).
     """
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
@@ -79,7 +82,7 @@ def run_on_a_terminal(
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        stdout=slave if stdout_too else subprocess.PIPE,
         stderr=slave,
         text=True,
     )
@@ -109,7 +112,7 @@ def run_on_a_terminal(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return b"".join(chunks).decode("utf-8", "replace"), stdout, proc.returncode
+    return b"".join(chunks).decode("utf-8", "replace"), stdout or "", proc.returncode
 
 
 def test_log_records_never_share_a_line_with_the_progress(tmp_path: Path) -> None:
@@ -179,6 +182,57 @@ def test_a_thread_jobs_stderr_lines_never_share_a_line_with_the_progress(
     ], raw
     assert last == ""
     assert "PATH" in stdout
+
+
+@pytest.mark.parametrize("draws", [True, False])
+def test_a_thread_jobs_control_characters_are_escaped_on_a_terminal(
+    tmp_path: Path, draws: bool
+) -> None:
+    """A thread python job's write of an OSC title and a clear-screen reached the terminal as
+    written (retitled and cleared it), on stdout and stderr alike, where a command's output is
+    escaped: escaped now too, with or without the progress line (``TERM=dumb`` draws none).
+    A newline, a tab and a carriage return (a progress bar's) stay; jobvisor's own escapes
+    (the progress line's erase) are its own, and a secret in two writes is masked."""
+    (tmp_path / "loud.py").write_text(
+        "import sys\n"
+        "def main(token):\n"
+        "    for name, stream in (('out', sys.stdout), ('err', sys.stderr)):\n"
+        "        stream.write(f'\\x1b]0;TITLE\\x07\\x1b[2J thread-{name}\\n')\n"
+        "        stream.write('\\x1b[31')\n"  # an escape in two writes
+        "        stream.write(f'mred-{name}\\n')\n"
+        "        stream.write('\\rbar 1\\rbar 2\\tdone\\n')\n"
+        "        stream.write('pre ' + token[:5])\n"
+        "        stream.write(token[5:] + ' post\\n')\n",
+        encoding="utf-8",
+    )
+    write(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          - {name: loud, python: "loud:main", kwargs: {token: {secret: {env: LOUD_TOKEN}}}}
+          - {name: slow, command: [sh, -c, "sleep 1.5"]}
+        """,
+    )
+    secret = "hunter2-verysecret-XYZ"
+    env = {"LOUD_TOKEN": secret} | ({} if draws else {"TERM": "dumb"})
+    raw, _, code = run_on_a_terminal(tmp_path, 200, env=env, stdout_too=True)
+    assert code == 0, raw
+    for name in ("out", "err"):
+        assert f"\\x1b]0;TITLE\\x07\\x1b[2J thread-{name}\r\n" in raw, raw
+        assert f"\\x1b[31mred-{name}\r\n" in raw, raw
+    assert raw.count("\rbar 1\rbar 2\tdone\r\n") == 2, raw
+    assert raw.count("pre *** post\r\n") == 2, raw
+    assert secret[:5] not in raw, raw
+    assert "\x07" not in raw, raw
+    ours = raw.replace("\x1b[K", "")  # the progress line's erase, jobvisor's own
+    assert "\x1b" not in ours, raw
+    if draws:
+        assert PROGRESS.search(raw), raw
+        assert screen(raw)[1] == "", raw  # the progress line was cleared at the end
+    else:
+        assert "\x1b[K" not in raw, raw
+    assert "PATH" in raw  # the summary, on the terminal too
 
 
 @pytest.mark.parametrize("env", [{"TERM": "dumb"}, {"CI": "true"}, {"NO_COLOR": "1"}, {"CI": ""}])
