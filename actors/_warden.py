@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
+import select
+import signal
 import sys
-from typing import Final
+import threading
+import time
+from typing import Any, Final
 
 import logbook
 
-from actors._runtime import os_lock_type
+from actors._runtime import NoThreadError, os_lock_type, start_task, start_thread
+from actors._waiters import gevent_hub
 
 __all__ = ["WARDEN", "Warden"]
 
@@ -47,6 +53,9 @@ for pgid in groups:
 """
 
 _F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ on Linux
+# A warden that dies this soon after the last one was replaced is left to the next registration:
+# one that cannot live (its Python broken by an upgrade) must not be restarted in a tight loop.
+_REPLACE_EVERY: Final = 10.0
 
 
 class Warden:
@@ -64,11 +73,17 @@ class Warden:
     or was SIGKILLed -- it SIGKILLs every group still registered,
     grandchildren included, within 0.2s.
 
+    Its end is watched (a pidfd, or for a detached warden a copy of the
+    pipe's write end, which polls POLLERR once the read end is gone): a
+    warden that dies (a person's ``kill -9``, the out-of-memory killer) is
+    reaped, said at ERROR and replaced at once by one that learns every live
+    group. One that dies again within 10s of that is replaced by the next
+    registration, as when the watch could not start.
+
     Limits: a process that leaves its group (``setsid``) escapes, as it does
     any group kill; jobvisor dying in the microseconds between a spawn and
-    its ``add`` leaves that command running. If the warden dies, the next
-    registration starts a new one, which learns every live group; if none
-    can be started, commands run without this safety net (logged once).
+    its ``add`` leaves that command running. If no warden can be started,
+    commands run without this safety net (logged once).
     """
 
     def __init__(self) -> None:
@@ -95,6 +110,12 @@ class Warden:
         self._groups: set[int] = set()  # the live groups; the warden knows them or will
         self._backlog = b""  # lines the pipe had no room for yet, sent before any other
         self._broken = False  # no warden could be started: stop trying
+        # The fds that tell of a warden's end, each owned by its watch until the watch ends:
+        # fd -> (the warden's pid, 0 if detached; its gevent watcher, None if a thread polls
+        # it). The current warden's is _watch; an earlier one's watch reaps its warden.
+        self._watches: dict[int, tuple[int, Any]] = {}
+        self._watch = -1
+        self._replaced_at = -_REPLACE_EVERY  # monotonic: when a watch last replaced a warden
 
     def add(self, pgid: int) -> None:
         with self._lock:
@@ -116,9 +137,13 @@ class Warden:
 
     def forget(self) -> None:
         """In a forked child: drop the inherited pipe, so that only jobvisor holds it open."""
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
+        for fd in (self._fd, *self._watches):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        for _, watcher in self._watches.values():
+            if watcher is not None:  # the hub's loop came along: it must not poll a closed fd
+                watcher.stop()
         self._reset()  # a new lock too: another thread may have held the old one at the fork
 
     def _send(self, line: bytes) -> OSError | None:
@@ -152,9 +177,10 @@ class Warden:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        if self._pid:
+        if self._pid and self._watch < 0:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self._pid, os.WNOHANG)  # reap the old warden (threads runtime)
+        self._watch = -1  # its watch, if any, reaps the old one
         read_end, write_end = os.pipe()
         detach = ["detach"] if self._detached else []
         try:
@@ -182,6 +208,130 @@ class Warden:
             fcntl.fcntl(write_end, _F_SETPIPE_SZ, 1 << 20)  # room for many 0.2s batches
         self._fd = write_end
         self._backlog = b"".join(b"+%d\n" % g for g in self._groups)
+        self._watch = self._watch_end(write_end)
+
+    def _watch_end(self, write_end: int) -> int:
+        """Start watching for the new warden's end; the fd watched, -1 if no watch started.
+
+        A thread blocks in ``poll`` (gevent: a watcher on the hub's loop that lets the
+        loop end without it); either calls ``_ended`` once the fd polls ready.
+        """
+        try:
+            # A pidfd reads readable once it exits; a detached one's pid is unknown, but the
+            # pipe's write end polls POLLERR once it exits.
+            fd = os.pidfd_open(self._pid) if self._pid else os.dup(write_end)
+        except OSError:
+            return -1  # out of fds: as before, the next registration finds it dead
+        hub = gevent_hub()
+        if hub is not None:
+            if self._pid and hub.loop.default:  # child watchers live on the default loop only
+                # libev's SIGCHLD handler reaps every child: only its watcher learns the status.
+                watcher = hub.loop.child(self._pid, ref=False)
+            else:
+                watcher = hub.loop.io(fd, 1, ref=False)  # 1: EV_READ, which libev sets on POLLERR
+            watcher.start(self._on_end, fd)
+            self._watches[fd] = (self._pid, watcher)
+            return fd
+        thread = threading.Thread(
+            target=self._wait_for_end, args=(fd,), name="jobvisor-warden-watch", daemon=True
+        )
+        self._watches[fd] = (self._pid, None)
+        try:
+            start_thread(thread)
+        except NoThreadError:
+            del self._watches[fd]  # the host is out of tasks: as before, the next registration
+            os.close(fd)
+            return -1
+        return fd
+
+    def _wait_for_end(self, fd: int) -> None:
+        """Threads: the watch's thread, until its warden ends."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while not poller.poll():
+            pass
+        self._ended(fd)
+
+    def _on_end(self, fd: int) -> None:
+        """gevent: the watcher's callback, in the hub, which must not block or log."""
+        _, watcher = self._watches.get(fd, (0, None))
+        status = None
+        if watcher is not None:
+            watcher.stop()  # an io watcher is level-triggered: it would fire until the fd closes
+            status = getattr(watcher, "rstatus", None)  # a child watcher's
+        start_task(functools.partial(self._ended, fd, status), "jobvisor-warden-watch")
+
+    def _ended(self, fd: int, status: int | None = None) -> None:
+        """The warden watched by ``fd`` has ended: reap it, start a new one at once, say so.
+
+        ``status``: its wait status, when libev reaped it (gevent)."""
+        with self._lock:
+            old, _ = self._watches.pop(fd, (-1, None))
+            if old < 0:
+                return  # dropped by a fork's child, which closed its fds
+            code = None if status is None else os.waitstatus_to_exitcode(status)
+            if old and status is None:
+                # By the pidfd, not the pid: its pid may be a command's by now if someone else
+                # reaped it (ECHILD then). Returns at once: it has exited.
+                with contextlib.suppress(ChildProcessError):
+                    code = _exit_code(os.waitid(os.P_PIDFD, fd, os.WEXITED))
+            os.close(fd)
+            if fd != self._watch:
+                return  # a registration met its broken pipe first and replaced it
+            self._pid, self._watch = 0, -1
+            os.close(self._fd)
+            self._fd = -1
+            now = time.monotonic()
+            if self._broken:
+                then = "commands may outlive a crash of jobvisor (no warden could start before)"
+            elif now - self._replaced_at < _REPLACE_EVERY:
+                then = (
+                    "no new one yet, one was started under 10s ago: the next command's start"
+                    " or end starts it"
+                )
+            else:
+                self._replaced_at = now
+                failed = self._send(b"")  # a new warden, told every live group
+                if failed is None:
+                    then = _replaced(self._pid, len(self._groups))
+                else:
+                    then = f"no new one could start ({failed}), commands may outlive a crash"
+        log.error("the command warden{} {}: {}", _pid_of(old), _how_it_ended(code), then)
+
+
+def _pid_of(pid: int) -> str:
+    return f" (pid {pid})" if pid else ""  # a detached warden's pid is not known
+
+
+def _exit_code(info: os.waitid_result | None) -> int | None:
+    """An exit code as ``subprocess`` gives it: the status, or -N when signal N killed it."""
+    if info is None:
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+
+def _how_it_ended(code: int | None) -> str:
+    if code is None:
+        return "ended"  # detached: no child of ours
+    if code >= 0:
+        return f"exited with {code}"
+    name = signal.Signals(-code).name
+    if -code == signal.SIGKILL:
+        return (
+            f"was killed by {name}, not by jobvisor (the kernel's out-of-memory killer, or"
+            " another process)"
+        )
+    return f"was killed by {name}, not by jobvisor"
+
+
+def _replaced(pid: int, groups: int) -> str:
+    if not groups:
+        return f"a new one{_pid_of(pid)} is ready for the next command"
+    if groups == 1:
+        held = "holds the 1 running command's group, to SIGKILL it if jobvisor dies"
+    else:
+        held = f"holds the {groups} running commands' groups, to SIGKILL them if jobvisor dies"
+    return f"a new one{_pid_of(pid)} {held}"
 
 
 def _no_warden(exc: OSError) -> None:

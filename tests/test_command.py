@@ -15,6 +15,8 @@ import gc
 import os
 import pickle
 import random
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -1340,6 +1342,100 @@ def test_commands_die_with_a_ray_worker_whose_children_were_killed_first(
         if victim.stdout is not None:
             victim.stdout.close()
     assert procs.all_dead(timeout=10), "the warden did not kill the orphaned group"
+
+
+_SAYS_ERRORS = """
+class Said(logbook.Handler):
+    def emit(self, record):
+        sys.stdout.write("said: " + record.message + "\\n")
+        sys.stdout.flush()
+
+Said(level=logbook.WARNING, bubble=False).push_application()
+"""
+
+
+class _Reader:
+    """A child's stdout, line by line, each read given up on after ``timeout`` seconds."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd, self._pending = fd, b""
+
+    def line(self, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no line; got {self._pending!r}"
+            assert poller.poll(left * 1000), f"no line; got {self._pending!r}"
+            data = os.read(self._fd, 4096)
+            assert data, f"the child ended; got {self._pending!r}"
+            self._pending += data
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line.decode()
+
+
+def _wardens(marker: str) -> list[int]:
+    """The live command wardens started with ``marker`` in their environment (none while one
+    execs: its cmdline is set a moment after its spawn returned)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            warden = b"groups = set()" in (entry / "cmdline").read_bytes()
+            if warden and marker.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("detached", [False, True], ids=["child", "detached"])
+def test_a_killed_warden_is_reaped_said_and_replaced_at_once(
+    runtime: str, procs: Watched, detached: bool
+) -> None:
+    """A warden SIGKILLed (by a person, the out-of-memory killer) stayed a zombie, nothing said
+    so, and no new one started until the next command's start or end: meanwhile a SIGKILLed
+    jobvisor left every running command's group behind. Now jobvisor reaps it at once, says so,
+    and starts a new warden that knows every live group. A detached one (a Ray worker's), no
+    child of jobvisor's, is seen to end by its pipe."""
+    marker = f"JV_TEST_WARDEN={os.getpid()}-{time.monotonic_ns()}"
+    before = _SAYS_ERRORS + (
+        "from actors._warden import WARDEN\nWARDEN.detach()" if detached else ""
+    )
+    code = _VICTIM.format(root=str(ROOT), runtime=runtime, before=before)
+    env = dict(os.environ, **dict([marker.split("=")]))
+    victim = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, bufsize=0, env=env
+    )
+    try:
+        assert victim.stdout is not None
+        out = _Reader(victim.stdout.fileno())
+        pids = [int(out.line()) for _ in range(2)]
+        procs.add(*pids)
+        [old] = wait_until(lambda: _wardens(marker), "the warden's cmdline", proc=victim)
+        os.kill(old, signal.SIGKILL)
+        said = out.line()
+        how = (
+            "ended"
+            if detached
+            else rf"\(pid {old}\) was killed by SIGKILL, not by jobvisor \(the kernel's"
+            r" out-of-memory killer, or another process\)"
+        )
+        new = "" if detached else r" \(pid \d+\)"
+        assert re.fullmatch(
+            rf"said: the command warden {how}: a new one{new} holds the 1 running command's"
+            r" group, to SIGKILL it if jobvisor dies",
+            said,
+        ), said
+        [replaced] = wait_until(lambda: _wardens(marker), "the new warden's cmdline", proc=victim)
+        assert replaced != old
+        assert detached or f"(pid {replaced})" in said
+        assert "Z" not in children(victim.pid).values()  # the old one reaped
+        assert not any(procs.dead(pid) for pid in pids)
+    finally:
+        victim.kill()
+        victim.wait()
+        if victim.stdout is not None:
+            victim.stdout.close()
+    assert procs.all_dead(timeout=10), "no warden killed the orphaned group"
 
 
 def test_a_persons_sigkill_is_not_said_to_be_the_cpu_limit(lines: Lines) -> None:
