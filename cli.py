@@ -74,8 +74,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS)
-    common.add_argument("--log-file", metavar="PATH", default=argparse.SUPPRESS)
-    common.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS)
+    common.add_argument("--log-file", metavar="PATH", type=_given, default=argparse.SUPPRESS)
+    common.add_argument("--state-dir", metavar="DIR", type=_given, default=argparse.SUPPRESS)
     common.add_argument("--runtime", choices=RUNTIMES, default=argparse.SUPPRESS)
     common.add_argument(
         "--json",
@@ -91,24 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser("run", parents=[common], help="run the manifest's jobs in the foreground")
-    run.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
+    run.add_argument(
+        "manifest", nargs="?", type=_given, default="jobs.yaml", help="default: ./jobs.yaml"
+    )
     run.add_argument(
         "--resume",
         action="store_true",
         help="skip once-jobs whose identical spec already succeeded in the journal",
     )
     http_help = "serve metrics, the API and the page at HOST:PORT (port 0: any free port)"
-    run.add_argument("--http", metavar="HOST:PORT", help=http_help)
+    run.add_argument("--http", metavar="HOST:PORT", type=_given, help=http_help)
     validate = sub.add_parser("validate", parents=[common], help="check a manifest")
-    validate.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
+    validate.add_argument(
+        "manifest", nargs="?", type=_given, default="jobs.yaml", help="default: ./jobs.yaml"
+    )
     validate.add_argument(
         "--explain", action="store_true", help="print the resolved tree with every policy"
     )
     daemon = sub.add_parser("daemon", parents=[common], help="run the manifest as a service")
-    daemon.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
+    daemon.add_argument(
+        "manifest", nargs="?", type=_given, default="jobs.yaml", help="default: ./jobs.yaml"
+    )
     daemon.add_argument("--detach", action="store_true", help="run in the background")
-    daemon.add_argument("--pidfile", metavar="P", help="write the daemon's pid to P")
-    daemon.add_argument("--http", metavar="HOST:PORT", help=http_help)
+    daemon.add_argument("--pidfile", metavar="P", type=_given, help="write the daemon's pid to P")
+    daemon.add_argument("--http", metavar="HOST:PORT", type=_given, help=http_help)
     status = sub.add_parser(
         "status", parents=[common], help="the daemon's tree, states, restarts, breakers"
     )
@@ -119,11 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="only these children (a group: with its own)",
     )
-    status.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    status.add_argument(
+        "--manifest", type=_given, default="jobs.yaml", help="where the state dir is declared"
+    )
     reload = sub.add_parser(
         "reload", parents=[common], help="re-read the manifest and apply only the difference"
     )
-    reload.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    reload.add_argument(
+        "--manifest", type=_given, default="jobs.yaml", help="where the state dir is declared"
+    )
     reload.add_argument(
         "--dry-run",
         action="store_true",
@@ -138,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="PATH",
             help="child paths (etl/load ...), acted on in order",
         )
-        verb.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+        verb.add_argument(
+            "--manifest", type=_given, default="jobs.yaml", help="where the state dir is declared"
+        )
         if name != "stop":  # a stop's answer waits for its end, as systemctl's
             verb.add_argument(
                 "--no-block",
@@ -161,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="job paths (etl/load ...), signalled in order",
     )
-    signal.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    signal.add_argument(
+        "--manifest", type=_given, default="jobs.yaml", help="where the state dir is declared"
+    )
     _shutdown_arguments(
         sub.add_parser(
             "shutdown",
@@ -178,11 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("logs", parents=[common], help="the output of one job (from its file)")
     )
     top = sub.add_parser("top", parents=[common], help="a live view of the daemon's tree")
-    top.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    top.add_argument(
+        "--manifest", type=_given, default="jobs.yaml", help="where the state dir is declared"
+    )
     unit = sub.add_parser(
         "unit", parents=[common], help="print a systemd service unit for the manifest's daemon"
     )
-    unit.add_argument("manifest", nargs="?", default="jobs.yaml", help="default: ./jobs.yaml")
+    unit.add_argument(
+        "manifest", nargs="?", type=_given, default="jobs.yaml", help="default: ./jobs.yaml"
+    )
     unit.add_argument(
         "--user", action="store_true", help="a user unit (systemctl --user), not a system one"
     )
@@ -198,14 +216,26 @@ def _logs_arguments(logs: argparse.ArgumentParser) -> None:
     logs.add_argument("job", type=_child_path, help="a job path such as etl/load")
     logs.add_argument("-f", "--follow", action="store_true", help="go on printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="default: 50")
-    logs.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    logs.add_argument(
+        "--manifest", type=_given, default="jobs.yaml", help="where the state dir is declared"
+    )
 
 
 def _shutdown_arguments(shutdown: argparse.ArgumentParser) -> None:
     shutdown.add_argument(
         "--no-block", action="store_true", help="answer once the stop began, not once it ended"
     )
-    shutdown.add_argument("--manifest", default="jobs.yaml", help="where the state dir is declared")
+    shutdown.add_argument(
+        "--manifest", type=_given, default="jobs.yaml", help="where the state dir is declared"
+    )
+
+
+def _given(text: str) -> str:
+    """A path's or an address's value, refused when empty (``--pidfile "$PIDFILE"`` with the
+    variable unset): it was taken for not given, and ran with no pidfile, saying nothing."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a value, got an empty string")
+    return text
 
 
 def _signal_arg(text: str) -> int:
@@ -687,9 +717,9 @@ def main(argv: list[str] | None = None) -> int:
     _open_standard_streams()
     _watch_stdout()
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if _refused_at_once(parser, args):
-        return USAGE
+    args = _parsed(parser, argv)
+    if isinstance(args, int):
+        return args
     if args.command in ("run", "daemon"):
         if args.command == "daemon":
             args.hangups_ignored = _ignore_hangups()
@@ -728,8 +758,33 @@ def main(argv: list[str] | None = None) -> int:
 
         if not isinstance(exc, StateDirError):
             raise
-        _error(str(exc))
+        _error(_escaped(str(exc)))  # it names the manifest as typed
         return USAGE
+
+
+def _parsed(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+    """``argv`` parsed; or, where parsing ends the command (``--help``, ``--version``, a usage
+    error, ``_refused_at_once``), its exit code once what it wrote is out. A stdout that cannot
+    take it is said as a command's: a full disk one line and 1, a reader gone nothing and 0
+    (both were a traceback and the interpreter's 120: argparse exits, its text still in the
+    buffer)."""
+    parsed: list[argparse.Namespace] = []
+
+    def parse(_: argparse.Namespace) -> int:
+        try:
+            parsed.append(parser.parse_args(argv))
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else USAGE
+        return OK
+
+    try:
+        code = _written(parse, argparse.Namespace())
+    except BrokenPipeError:
+        _silence_stdout()
+        return OK
+    if not parsed:
+        return code
+    return USAGE if _refused_at_once(parser, parsed[0]) else parsed[0]
 
 
 # Why --json does not apply, for the commands that print no document: refused, so a script
@@ -788,18 +843,30 @@ def _to_null(fd: int) -> None:
 
 
 class _Told:
-    """Where loading a manifest tells what it found: stderr, as validate, run and daemon do."""
+    """Where loading a manifest tells what it found: stderr, as validate, run and daemon do.
+
+    Escaped: the manifest's path, as typed, may hold control characters (status and history
+    escape theirs).
+    """
 
     def refuse(self, file: str, message: str) -> None:
         del file  # the message names it
-        _error(message)
+        _error(_escaped(message))
 
     def errors(self, exc: Any) -> None:
-        sys.stderr.write(f"{exc}\n")
+        for issue in exc.issues:  # one a line, whatever its file's name holds
+            sys.stderr.write(_escaped(str(issue)) + "\n")
 
     def warnings(self, warnings: Any) -> None:
         for warning in warnings:
-            sys.stderr.write(f"warning: {warning}\n")
+            sys.stderr.write(_escaped(f"warning: {warning}") + "\n")
+
+
+def _escaped(text: str, keep: str = "\t") -> str:
+    """``text`` with its control characters escaped but those in ``keep``."""
+    from supervision._printable import printable  # noqa: PLC0415
+
+    return printable(text, keep=keep)
 
 
 class _Findings(_Told):
@@ -866,6 +933,9 @@ def _load(
 
 def _unreadable(path: Path) -> str | None:
     """Why no manifest is read at ``path``; None when it is a regular file."""
+    gone = _no_working_directory(path)
+    if gone is not None:
+        return gone
     if path.is_dir():
         return f"{path} is a directory, not a manifest: pass the path of its YAML file"
     if path.is_file():
@@ -874,6 +944,20 @@ def _unreadable(path: Path) -> str | None:
     if what is not None:  # a FIFO would block the read, /dev/zero never end it: not read
         return f"{path} is not a regular file ({what}): pass the path of its YAML file"
     return f"no manifest at {path}: pass its path, or run where jobs.yaml is"
+
+
+def _no_working_directory(path: Path) -> str | None:
+    """What to say when ``path`` is relative and the working directory was deleted under us
+    (``cd x; rm -r ../x``): every look at it fails, as if there were no file; else None."""
+    if path.is_absolute():
+        return None
+    try:
+        path.cwd()
+    except FileNotFoundError:
+        from supervision._client import no_working_directory  # noqa: PLC0415
+
+        return no_working_directory(str(path), "/path/to/jobs.yaml")
+    return None
 
 
 def _not_regular(path: Path) -> str | None:
@@ -916,11 +1000,11 @@ def _validate(args: argparse.Namespace) -> int:
     if manifest is None:
         return USAGE
     if args.explain:
-        sys.stdout.write(manifest.explain() + "\n")
+        sys.stdout.write(_escaped(manifest.explain(), keep="\t\n") + "\n")
     else:
         count, _ = _counted(manifest)
         noun = "child" if count == 1 else "children"
-        sys.stdout.write(f"{args.manifest}: OK ({count} {noun})\n")
+        sys.stdout.write(_escaped(f"{args.manifest}: OK ({count} {noun})") + "\n")
     return OK
 
 
@@ -957,11 +1041,15 @@ def _counted(manifest: Any) -> tuple[int, int]:
 
 
 def _unit(args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415 - see TYPE_CHECKING above
+
     from supervision._spec import SupervisorSpec, walk  # noqa: PLC0415
     from supervision._unit import render_unit, stop_timeout  # noqa: PLC0415
 
-    if not os.path.exists(args.manifest):  # noqa: PTH110 - no pathlib here; _load says the rest
-        _error(f"no manifest at {args.manifest}: pass the path of the daemon's YAML file")
+    path = Path(args.manifest)
+    # A working directory deleted under us is _load's to say; else, a unit's words.
+    if not path.exists() and _no_working_directory(path) is None:
+        _error(_escaped(f"no manifest at {args.manifest}: pass the path of the daemon's YAML file"))
         return USAGE
     # A unit for a manifest its daemon would refuse helps nobody; but the environment's
     # secrets come from systemd (the unit's EnvironmentFile=), not from where this runs.
@@ -1013,7 +1101,10 @@ def _history_arguments(history: argparse.ArgumentParser) -> None:
         help="only rows since then: a duration ago (10m, 2h, 1h30m) or an ISO-8601 time",
     )
     history.add_argument(
-        "--manifest", default="jobs.yaml", help="where the state dir is declared (./jobs.yaml)"
+        "--manifest",
+        type=_given,
+        default="jobs.yaml",
+        help="where the state dir is declared (./jobs.yaml)",
     )
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "find_state_dir",
     "held_by_run",
     "holder",
+    "no_working_directory",
     "peer_pid",
     "request",
     "signal_name",
@@ -119,7 +120,12 @@ def find_state_dir(
     """
     if override:
         return os.fspath(override)
-    path = os.path.realpath(manifest)
+    try:
+        path = os.path.realpath(manifest)
+    except FileNotFoundError:  # a relative path, and the working directory is deleted
+        raise StateDirError(
+            no_working_directory(os.fspath(manifest), "--manifest /path/to/jobs.yaml")
+        ) from None
     default = os.path.join(os.path.dirname(path), DEFAULT_STATE_DIR)
     try:
         if not _regular(path):  # a FIFO would block the read, /dev/zero never end it
@@ -303,6 +309,15 @@ def _http_url(found: str, since: int) -> str:
     except (ValueError, AttributeError):
         return ""
     return url if isinstance(url, str) and re.fullmatch(r"http://[!-~]+", url) else ""
+
+
+def no_working_directory(path: str, absolute: str) -> str:
+    """What to say when the relative ``path`` cannot be looked for: the working directory was
+    deleted under the command (``absolute``: how to pass an absolute path instead)."""
+    return (
+        f"the working directory no longer exists (deleted?), so {path} cannot be found in it: "
+        f"cd to a directory that exists, or pass an absolute path ({absolute})"
+    )
 
 
 def _declared_state_dir(text: str) -> str | None:

@@ -230,8 +230,15 @@ def planted_link(path: Path | str) -> str | None:
     return None if trusted is None else _planted(path, {0, os.geteuid(), *trusted})
 
 
+def _from_root(path: Path | str) -> str:
+    """``path`` from ``/``, not normalised: '..' after a link is physical. An absolute one
+    needs no working directory (it may have been deleted under us)."""
+    text = os.fspath(path)
+    return text if text.startswith("/") else os.path.join(os.getcwd(), text)
+
+
 def _planted(path: Path | str, owners: set[int]) -> str | None:
-    start = os.path.join(os.getcwd(), path)  # not normalised: '..' after a link is physical
+    start = _from_root(path)
     todo = start.split("/")[::-1]  # the components still to walk, the next one last
     here, links = "/", 0
     while todo:

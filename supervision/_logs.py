@@ -424,37 +424,45 @@ def show_logs(
     except FileNotFoundError:
         pass  # nothing written there yet: said below, as for no file
     except UnsafePathError as exc:
-        sys.stderr.write(f"jobvisor: {exc}\n")
+        _say(str(exc))
         return 2 if exc.path == state else 1
     known = os.path.exists(path) or os.path.exists(f"{path}.1")
     tree = Known({}, {}) if known else known_paths(manifest, os.path.dirname(directory))
     paths = tree.paths
     if not known and (problem := _not_a_job(job, path, tree)):
-        sys.stderr.write(f"jobvisor: {problem}\n")
+        _say(problem)
         return 4
     if not known and paths.get(job.strip("/")) == "http":
         # Said, not "it has written nothing yet": an http job never writes one (trial 30).
-        sys.stderr.write(
-            f"jobvisor: {job} is an http job: it has no output file; each request's outcome is "
-            f"in jobvisor's log and in `jobvisor history {job}`\n"
+        _say(
+            f"{job} is an http job: it has no output file; each request's outcome is "
+            f"in jobvisor's log and in `jobvisor history {job}`"
         )
         return 0  # nothing to follow either: none will come
     if not known and not keep_following:
         # A job of ours with nothing to show: said, not an empty screen and exit 0 alone.
-        sys.stderr.write(
-            f"jobvisor: {job} has no output file ({path}): it has written nothing yet, or its "
+        _say(
+            f"{job} has no output file ({path}): it has written nothing yet, or its "
             "output is not kept (output: false; a python job in a thread prints to "
-            "jobvisor's own stdout)\n"
+            "jobvisor's own stdout)"
         )
     if known and (stale := _not_written(path, os.path.dirname(directory))):
-        sys.stderr.write(f"jobvisor: {stale}\n")
+        _say(stale)
     write = _json_writer(job.strip("/")) if as_json else _writer()
     try:
         _show(path, lines, write, keep_following=keep_following, within=state)
     except UnsafePathError as exc:  # the file, a rotated one or the next one followed
-        sys.stderr.write(f"jobvisor: {exc}\n")
+        _say(str(exc))
         return 1
     return 0
+
+
+def _say(text: str) -> None:
+    """``text`` on stderr, escaped: it names the job as typed, control characters and all
+    (``logs $'\\e[31mred'`` recoloured the terminal; status and history escape theirs)."""
+    from supervision._printable import printable  # noqa: PLC0415 - as _writer's
+
+    sys.stderr.write(f"jobvisor: {printable(text)}\n")
 
 
 def _not_written(path: str, state_dir: str) -> str | None:
@@ -516,11 +524,21 @@ def _say_gap(text: str) -> None:
 
 def _out(data: bytes) -> None:
     """To stdout with no buffer of Python's: Ctrl-C in a buffered flush that had written
-    left the bytes in the buffer, and the exit's flush wrote the last line a second time."""
+    left the bytes in the buffer, and the exit's flush wrote the last line a second time.
+
+    Through the raw file under ``sys.stdout`` where it has one: the CLI's tells a full disk
+    from other errors (one line, exit 1), where an ``os.write`` was a traceback.
+    """
     sys.stdout.flush()  # anything printed before
+    raw = getattr(getattr(sys.stdout, "buffer", None), "raw", None)
+    fd = sys.stdout.fileno()
+
+    def write(view: memoryview) -> int:
+        return (raw.write(view) or 0) if raw is not None else os.write(fd, view)
+
     view = memoryview(data)
     while view:
-        view = view[os.write(sys.stdout.fileno(), view) :]
+        view = view[write(view) :]
 
 
 def _writer() -> Callable[[bytes], None]:

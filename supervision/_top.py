@@ -188,9 +188,33 @@ def run_top(manifest: str, state_dir: str | None) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         sys.stderr.write("jobvisor: top needs a terminal; use `jobvisor status` in scripts\n")
         return 2
+    why = _cannot_draw(os.environ.get("TERM", ""))
+    if why is not None:
+        sys.stderr.write(
+            f"jobvisor: top cannot draw on this terminal ({printable(why)}): set "
+            "TERM=xterm-256color, or use `jobvisor status`\n"
+        )
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
         curses.wrapper(_Screen(directory, reply).loop)
     return 0
+
+
+def _cannot_draw(term: str) -> str | None:
+    """Why curses cannot draw top on the terminal ``term`` names; None when it can.
+
+    No terminfo entry (``xterm-kitty`` over ssh to a host without it) was a curses traceback;
+    one that cannot move the cursor (``dumb``) drew the title and a cut header, and no row.
+    """
+    if not term:
+        return "TERM is not set"
+    try:
+        curses.setupterm(term, sys.stdout.fileno())
+    except curses.error:
+        return f"TERM={term}: no terminfo entry"
+    if not curses.tigetstr("cup"):
+        return f"TERM={term}: it cannot move the cursor"
+    return None
 
 
 class _Screen:

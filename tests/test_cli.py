@@ -1810,3 +1810,156 @@ def test_a_commands_process_runs_at_the_policy_and_nice_jobvisor_runs_at(
     assert out.returncode == 0, out.stderr
     for attempt in (1, 2, 3):
         assert f"c[{attempt}] sched {policy} {nice}" in out.stderr
+
+
+ONE_JOB = 'version: 1\njobs:\n  - name: a\n    command: ["true"]\n'
+
+
+def in_a_deleted_directory(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``jobvisor ARGS`` run from a working directory deleted under it (`cd x; rm -r ../x`)."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    return subprocess.run(
+        ["sh", "-c", 'cd "$1" && rmdir "$1" && shift && exec "$@"', "sh", str(gone), *CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+
+
+def test_a_deleted_working_directory_is_said_and_an_absolute_manifest_still_works(
+    tmp_path: Path,
+) -> None:
+    manifest = str(write(tmp_path, ONE_JOB))
+    for verb in (["status"], ["status", "--json"], ["history"], ["logs", "a"], ["top"]):
+        out = in_a_deleted_directory(tmp_path, *verb)
+        assert out.returncode == 2, (verb, out.stderr)
+        assert "the working directory no longer exists" in one_line(out), verb
+        assert out.stdout == "", verb
+    for verb in (["validate"], ["run"], ["unit"]):
+        out = in_a_deleted_directory(tmp_path, *verb)
+        assert out.returncode == 2, (verb, out.stderr)
+        assert "the working directory no longer exists" in one_line(out), verb
+    out = in_a_deleted_directory(tmp_path, "validate", "--json")
+    assert out.returncode == 2, out.stderr
+    (error,) = json.loads(out.stdout)["errors"]
+    assert "the working directory no longer exists" in error["message"]
+    # An absolute path needs no working directory.
+    for verb in (["validate"], ["validate", "--json"], ["unit"], ["run"]):
+        out = in_a_deleted_directory(tmp_path, *verb, manifest)
+        assert out.returncode == 0, (verb, out.stderr)
+        assert "Traceback" not in out.stderr
+    out = in_a_deleted_directory(tmp_path, "status", "--json", "--manifest", manifest)
+    assert out.returncode == 3, out.stderr
+    assert json.loads(out.stdout)["code"] == "no_daemon"
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+@pytest.mark.parametrize("args", [("--version",), ("--help",), ("run", "--help")], ids=" ".join)
+def test_version_and_help_on_a_stdout_that_cannot_take_them(
+    tmp_path: Path, args: tuple[str, ...], unbuffered: str
+) -> None:
+    """A full disk is said as for any command's output, exit 1; a reader gone is no error."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": unbuffered}
+    with open("/dev/full", "w") as full:  # noqa: PTH123
+        out = subprocess.run(
+            [*CLI, *args],
+            cwd=tmp_path,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+    assert (out.returncode, out.stderr) == (
+        1,
+        "jobvisor: cannot write to stdout: No space left on device\n",
+    )
+    read, written = os.pipe()
+    os.close(read)  # gone before a byte is written
+    try:
+        out = subprocess.run(
+            [*CLI, *args],
+            cwd=tmp_path,
+            stdout=written,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+    finally:
+        os.close(written)
+    assert (out.returncode, out.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("args", [(), ("--json",), ("-f",)], ids=lambda a: " ".join(a) or "plain")
+def test_logs_on_a_stdout_that_cannot_be_written_is_one_line_and_exit_1(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    write(tmp_path, 'version: 1\njobs:\n  - name: svc\n    command: ["echo", "hello"]\n')
+    assert jobvisor("run", cwd=tmp_path).returncode == 0
+    with open("/dev/full", "w") as full:  # noqa: PTH123
+        out = subprocess.run(
+            [*CLI, "logs", "-n", "3", *args, "svc"],
+            cwd=tmp_path,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=False,
+        )
+    assert (out.returncode, out.stderr) == (
+        1,
+        "jobvisor: cannot write to stdout: No space left on device\n",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("run", "--http", ""), "--http"),
+        (("daemon", "--http", ""), "--http"),
+        (("daemon", "--pidfile", ""), "--pidfile"),
+        (("run", "--state-dir", ""), "--state-dir"),
+        (("status", "--state-dir", ""), "--state-dir"),
+        (("run", "--log-file", ""), "--log-file"),
+        (("status", "--manifest", ""), "--manifest"),
+        (("validate", ""), "manifest"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, tuple) else "",
+)
+def test_an_empty_option_value_is_a_usage_error_naming_it(
+    tmp_path: Path, args: tuple[str, ...], option: str
+) -> None:
+    """``--pidfile "$PIDFILE"`` with the variable unset: it ran with no pidfile, and said nothing."""
+    write(tmp_path, ONE_JOB)
+    out = jobvisor(*args, cwd=tmp_path, timeout=20)
+    assert out.returncode == 2, out.stderr
+    assert f"jobvisor: error: argument {option}: expected a value, got an empty string\n" in (
+        out.stderr
+    )
+    assert not (tmp_path / ".jobvisor").exists()  # nothing was run
+
+
+def test_logs_and_validate_escape_a_paths_control_characters(tmp_path: Path) -> None:
+    write(tmp_path, ONE_JOB)
+    red = "\x1b[31mred"
+    for verb in (["logs", red], ["validate", f"{red}.yaml"], ["run", f"{red}.yaml"]):
+        out = jobvisor(*verb, cwd=tmp_path)
+        assert out.returncode in (2, 4), out.stderr
+        assert "\\x1b[31mred" in one_line(out), verb
+        assert "\x1b" not in out.stderr
+    out = jobvisor("validate", "new\nline.yaml", cwd=tmp_path)
+    assert "new\\x0aline.yaml" in one_line(out)
+    # A manifest of that name: what is said of it (its errors, its OK) is escaped too.
+    write(tmp_path, ONE_JOB, name=f"{red}.yaml")
+    write(tmp_path, "version: 1\njobs: [{name: a}]\n", name=f"{red}-bad.yaml")
+    for verb in (["validate", f"{red}.yaml"], ["validate", f"{red}-bad.yaml"]):
+        out = jobvisor(*verb, cwd=tmp_path)
+        assert "\\x1b[31mred" in out.stdout + out.stderr, verb
+        assert "\x1b" not in out.stdout + out.stderr, verb

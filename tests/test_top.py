@@ -59,11 +59,16 @@ class Terminal:
         cwd: Path,
         columns: int = COLUMNS,
         lines: int = ROWS,
-        extra: dict[str, str] | None = None,
+        extra: dict[str, str | None] | None = None,
     ) -> None:
+        """``extra``: set besides ours; None unsets."""
         env = {**ENV, "TERM": "xterm-256color", "LINES": str(lines), "COLUMNS": str(columns)}
         env.pop("NO_COLOR", None)
-        env.update(extra or {})
+        for name, value in (extra or {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec at once (the test process has threads)
             try:
@@ -207,6 +212,25 @@ def test_top_quits_with_0_on_ctrl_c(daemon: Running) -> None:
         assert "Traceback" not in "\n".join(term.lines())
     finally:
         term.close()
+
+
+def test_top_on_a_terminal_it_cannot_draw_on_says_so_and_exits_2(daemon: Running) -> None:
+    """TERM with no terminfo entry (xterm-kitty over ssh), empty, unset, or dumb (no cursor
+    moves: only the title and a cut header were drawn): one line, as for no terminal."""
+    for term, why in (
+        ("bogus", "TERM=bogus: no terminfo entry"),
+        ("", "TERM is not set"),
+        (None, "TERM is not set"),
+        ("dumb", "TERM=dumb: it cannot move the cursor"),
+    ):
+        terminal = Terminal(daemon.dir, extra={"TERM": term})
+        try:
+            assert terminal.finish() == 2, (term, terminal.lines())
+            said = [line for line in terminal.lines() if line]
+            assert said[0].startswith(f"jobvisor: top cannot draw on this terminal ({why})"), said
+            assert "Traceback" not in "\n".join(said)
+        finally:
+            terminal.close()
 
 
 def test_top_without_a_daemon_is_exit_3(tmp_path: Path) -> None:
