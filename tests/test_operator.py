@@ -648,15 +648,23 @@ def test_history_of_a_replicated_jobs_name_is_its_replicas_rows(tmp_path: Path) 
 
 
 def _history_of_w(running: Running) -> None:
+    # The failed_finally rows are journaled as the jobs' state turns failed, committed a moment
+    # after: waited for, never read before.
+    wait_until(
+        lambda: running.cli("history", "w").stdout.count("failed_finally") == 2,
+        "both replicas' failed_finally rows journaled",
+    )
     out = running.cli("history", "w")
     assert (out.returncode, out.stderr) == (0, ""), out.stderr
     ended = [line.split("  ")[1:] for line in out.stdout.splitlines()]
     assert sorted(ended) == [
         ["w.0", "attempt 1 failed (3): command sh -c 'exit 3' exited with 3"],
+        ["w.0", "failed_finally (reason=temporary)"],
         ["w.1", "attempt 1 failed (3): command sh -c 'exit 3' exited with 3"],
+        ["w.1", "failed_finally (reason=temporary)"],
     ]
     rows = json.loads(running.cli("history", "--json", "w").stdout)
-    assert sorted(row["path"] for row in rows) == ["w.0", "w.1"]
+    assert sorted(row["path"] for row in rows) == ["w.0", "w.0", "w.1", "w.1"]
     out = running.cli("history", "--since", "1h", "--limit", "1", "w")
     assert (out.returncode, len(out.stdout.splitlines())) == (0, 1), out.stderr
 
