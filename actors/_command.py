@@ -8,7 +8,8 @@ One attempt (``CommandWork.run``, in the job actor's thread)::
     spawn (vfork+exec, new session) -> register the group with the warden
       -> wait for output, the leader's exit or a stop: log lines, SIGKILL at the stop deadline
       -> the leader exited: stop_signal to the rest of its group, read to EOF (at most `grace`);
-         the pipes already at their end: SIGKILL to the rest at once, nothing to wait for
+         the pipes already at their end: SIGKILL to the rest at once (said at INFO when
+         anybody was left), nothing to wait for
       -> finally: SIGKILL the group, reap the leader, close the fds, unregister the group
 
 Its parts live beside it: ``_spawn`` starts the process (the standard
@@ -82,6 +83,9 @@ _LAST_SAID: Final = 200
 # A terminal's control sequences that show no text: CSI (colour, cursor, erase) and OSC (a
 # title, a link; to its BEL or ST, or the line's end).
 _INVISIBLE: Final = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
+# pidfd_send_signal's flag (linux/pidfd.h, 6.9) for the group the pidfd's process led, even
+# once it was reaped: the group itself, not its id, which may be another process's by then.
+_PIDFD_SIGNAL_GROUP: Final = 4
 _NOT_OURS: Final = "(not sent by jobvisor: the kernel's out-of-memory killer, or another process)"
 # The thread waiting on a command waits at SCHED_BATCH, which on waking does not preempt a
 # running task (but one at SCHED_IDLE): at SCHED_OTHER a child's exit woke it ahead of the
@@ -134,7 +138,8 @@ class CommandWork:
     WARNING). ``user``, ``umask`` and ``limits`` are set up in the child
     before exec (see ``actors._confine``); a command its cpu limit ended
     fails with an error that says so. The attempt owns the group: a stop (``cancel``, also on a
-    timeout) sends it ``stop_signal`` and SIGKILL ``grace`` seconds later;
+    timeout) sends it ``stop_signal`` (then SIGCONT, for a paused member to handle it) and
+    SIGKILL ``grace`` seconds later;
     ``kill`` and an exception thrown into ``run`` SIGKILL it at once; when
     the leader exits by itself, the rest of the group gets ``stop_signal``
     while it holds the output pipes (at most ``grace``), then SIGKILL as the
@@ -743,6 +748,11 @@ class _Child:
                 self._stopping = True
                 if not self._gone:  # head[0]: a new session's leader leads its group too
                     self._gone = not _signal_group(head[0], signum)
+                    if not self._gone and signum != signal.SIGCONT:
+                        # A paused (SIGSTOPped) member cannot handle the stop signal until
+                        # it runs again: it would get SIGKILL at the grace's end, its
+                        # cleanup never run. systemd sends SIGCONT after it too.
+                        _signal_group(head[0], signal.SIGCONT)
             if wake and self._waiter is not None:
                 self._waiter.wake()
 
@@ -817,7 +827,7 @@ class _Child:
             return
         interrupted: BaseException | None = None
         # The leader's end may have killed and reaped already (_leader_exited): one call less.
-        done = self._ended and (self._reaped or self._hub is not None)
+        done = self._ended and self._kill_sent and (self._reaped or self._hub is not None)
         for step in (self._release,) if done else (self._kill_and_reap, self._release):
             cut = _twice(step)
             interrupted = interrupted or cut
@@ -910,7 +920,11 @@ class _Child:
             # Nothing left to read: what is left of the group gets close()'s SIGKILL now, not
             # a stop_signal it would overtake, and under threads the status comes with the
             # reaping (two system calls less on every restart).
-            self._kill_and_reap()
+            if self._hub is None and _PIDFD_GROUPS:
+                if self._reap_then_kill():
+                    self._say_killed_leftovers()
+            else:
+                self._kill_and_reap()
             if self._code is None:  # gevent: the waiter has it (libev's, or WNOWAIT)
                 self._code = waiter.exit_code()
             return True
@@ -921,6 +935,53 @@ class _Child:
         # later: ending the attempt here, its pipes' watchers stopped and their fds closed
         # before that, made libev find a closed fd (an abort). It waits as before there.
         return self._hub is None and self._nobody_left()
+
+    def _reap_then_kill(self) -> bool:
+        """Threads, the leader exited, its pipes at their end: reap it, then SIGKILL the rest of
+        its group; whether anybody was left (ESRCH: nobody).
+
+        Before its reaping the leader's zombie is a member, and a kill always finds somebody;
+        after it, the group's id may be a new process's, and the kill goes through the leader's
+        pidfd, which names the group itself (``_kill_reaped``). The two calls every restart
+        took. A Kill landing between them leaves close() to kill (``_kill_and_reap``).
+        """
+        with self.lock:
+            self._ended = True  # no other thread's signal from here: the id is about to be freed
+            try:  # not contextlib.suppress: on every restart
+                _, status = os.waitpid(self.pids[0], 0)
+            except ChildProcessError:
+                pass
+            else:
+                self._code = os.waitstatus_to_exitcode(status)
+            self._reaped = True
+            return self._kill_reaped()
+
+    def _kill_reaped(self) -> bool:
+        """SIGKILL the group of a leader we reaped, through its pidfd (with the lock held);
+        whether anybody was in it. Never by the id, which may be another process's now."""
+        waiter = self._waiter
+        if self._kill_sent or self._gone or not isinstance(waiter, PollWaiter) or waiter.pidfd < 0:
+            return False
+        self._killed = True
+        try:  # not contextlib.suppress: on every restart
+            signal.pidfd_send_signal(waiter.pidfd, signal.SIGKILL, None, _PIDFD_SIGNAL_GROUP)
+        except ProcessLookupError:
+            self._gone = True
+        except PermissionError:  # a member that switched to another user: somebody was there
+            pass
+        self._kill_sent = True
+        return not self._gone
+
+    def _say_killed_leftovers(self) -> None:
+        attempt = self.attempt
+        log.info(
+            "{}[{}]: its command exited and left processes in its process group that did not "
+            "hold its output: SIGKILLed at once, with no stop signal; a command that wants "
+            "them to end cleanly waits for them (the shell's wait)",
+            attempt.path,
+            attempt.number,
+            extra={"path": attempt.path, "attempt": attempt.number},
+        )
 
     def _nobody_left(self) -> bool:
         """Whether the group, its leader exited, has no other living member (then it is gone):
@@ -949,7 +1010,7 @@ class _Child:
             self._kill_sent = True
 
     def _kill_and_reap(self) -> None:
-        if self._ended and (self._reaped or self._hub is not None):
+        if self._ended and self._kill_sent and (self._reaped or self._hub is not None):
             return  # done before the leader's pipes ended (close() comes by again)
         with self.lock:
             self._kill_locked()  # what kept away from the pipes, or everything on a Kill
@@ -967,6 +1028,10 @@ class _Child:
                 if self._code is None:
                     self._code = os.waitstatus_to_exitcode(status)
             self._reaped = True
+        if not self._kill_sent and self._reaped:
+            # A Kill cut _reap_then_kill short between its reaping and its kill.
+            with self.lock:
+                self._kill_reaped()
 
     def _release(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -1090,6 +1155,27 @@ def _signal_group(pgid: int, signum: int) -> bool:
     except PermissionError:  # a member that switched to another user: the group is there
         pass
     return True
+
+
+def _pidfd_signals_groups() -> bool:
+    """Whether ``pidfd_send_signal`` takes PIDFD_SIGNAL_PROCESS_GROUP (Linux 6.9+): asked once,
+    of the group our own pid names, with signal 0 (nothing is sent)."""
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except OSError:
+        return False
+    try:
+        signal.pidfd_send_signal(fd, 0, None, _PIDFD_SIGNAL_GROUP)
+    except ProcessLookupError:
+        pass  # taken: we lead no group
+    except OSError:  # EINVAL: an older kernel; EPERM or ENOSYS: a seccomp filter
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+_PIDFD_GROUPS: Final = _pidfd_signals_groups()
 
 
 def _group_has_others(pgid: int, leader: int) -> bool:

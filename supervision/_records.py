@@ -295,15 +295,28 @@ class TreeContext:
         # The classification's error where it has one (why a service's clean exit failed);
         # else the attempt's own. A stop's own signal or cancellation is none (SPEC §2), nor
         # the SIGKILL (or thrown Kill) past its grace, as its exit says it; what the work
-        # raised or exited with as it stopped is one, said at WARNING (its outcome, stopped, is
-        # no failure to say at ERROR).
+        # raised as it stopped is one, said at WARNING (its outcome, stopped, is no failure to
+        # say at ERROR); an exit status of its own on its stop signal (a trap's exit 7) is one
+        # too, said at INFO as the status says it: no failure is counted, and a WARNING read
+        # as one.
         outcome = reason.outcome
-        error = (
-            None
-            if outcome is Outcome.KILLED
-            else self.shown(msg.error if reason.error is None else reason.error)
-        )
-        if outcome is Outcome.STOPPED and error is not None:
+        raised = msg.error if reason.error is None else reason.error
+        error = None if outcome is Outcome.KILLED else self.shown(raised)
+        code = msg.code
+        if (
+            outcome is Outcome.STOPPED
+            and error is not None
+            and raised is msg.error
+            and code is not None
+            and code > 0
+        ):
+            log.info(
+                "{}: stopped (exited with {} on its stop signal)",
+                path,
+                code,
+                extra={"path": path, "attempt": msg.attempt},
+            )
+        elif outcome is Outcome.STOPPED and error is not None:
             log.warning(
                 "{}: failed while stopping: {}",
                 path,

@@ -784,7 +784,8 @@ def test_what_is_left_of_the_group_is_stopped_when_the_leader_exits(
 
 
 class SignalsSent:
-    """Every ``os.killpg`` our code makes: passed on to the real one, or answered as ``gone``.
+    """Every ``os.killpg`` our code makes, and every group signal through a pidfd (``by_pidfd``,
+    a reaped leader's): passed on to the real one, or answered as ``gone``.
 
     ``gone`` True: every group is gone (ESRCH); False: delivered. Either way no signal
     leaves the test, so a pid some other process has taken meanwhile is never hit.
@@ -792,16 +793,23 @@ class SignalsSent:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, *, gone: bool | None = None) -> None:
         self.sent: list[tuple[int, int]] = []
-        real = os.killpg
+        self.by_pidfd: list[tuple[int, int]] = []
+        real, real_pidfd = os.killpg, signal.pidfd_send_signal
+
+        def answer() -> None:
+            if gone:
+                raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))
 
         def killpg(pgid: int, signum: int) -> None:
             self.sent.append((pgid, signum))
-            if gone is None:
-                real(pgid, signum)
-            elif gone:
-                raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))
+            real(pgid, signum) if gone is None else answer()
+
+        def pidfd_send_signal(fd: int, signum: int, info: None = None, flags: int = 0) -> None:
+            self.by_pidfd.append((fd, signum))
+            real_pidfd(fd, signum, info, flags) if gone is None else answer()
 
         monkeypatch.setattr(os, "killpg", killpg)
+        monkeypatch.setattr(signal, "pidfd_send_signal", pidfd_send_signal)
 
 
 def test_a_command_that_ends_alone_costs_one_group_signal(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -811,7 +819,10 @@ def test_a_command_that_ends_alone_costs_one_group_signal(monkeypatch: pytest.Mo
     work = CommandWork(argv=("true",))
     for number in range(5):
         assert work.run(attempt(number=number)) == 0
-    assert len(signals.sent) == 5, signals.sent
+    # Under threads, on Linux 6.9+, the leader reaped first and its group killed through its
+    # pidfd: the kill's ESRCH says nobody was left (else a line says what it killed).
+    sent = signals.sent + signals.by_pidfd
+    assert len(sent) == 5, sent
 
 
 GONE_PGID = 1 << 30  # above any pid_max: no group has it
@@ -852,7 +863,11 @@ def test_a_stop_reads_the_pids_once(monkeypatch: pytest.MonkeyPatch) -> None:
     child.stop(signal.SIGTERM, 5.0)
     child.pids = Vanishing([GONE_PGID])
     child.stop(signal.SIGKILL, 0.0)
-    assert [signum for _, signum in signals.sent] == [signal.SIGTERM, signal.SIGKILL]
+    assert [signum for _, signum in signals.sent] == [
+        signal.SIGTERM,
+        signal.SIGCONT,  # a paused group could not handle SIGTERM
+        signal.SIGKILL,
+    ]
 
 
 def test_a_failed_exec_is_reaped_and_forgotten_while_no_stop_may_signal_it(
@@ -889,6 +904,45 @@ def test_a_process_that_left_the_group_does_not_hold_up_the_end(
     (pid,) = lines.pids(1, "escaped")
     procs.add(pid)  # SIGKILLed by the fixture
     assert not procs.dead(pid), "setsid should have escaped the group kill"
+
+
+@pytest.mark.skipif(
+    RUNTIME == "gevent" or not _command._PIDFD_GROUPS,
+    reason="said under threads, where a kernel's pidfd signals a reaped leader's group (6.9+)",
+)
+def test_what_is_left_in_the_group_apart_from_the_pipes_is_killed_and_said(
+    logs: logbook.TestHandler, procs: Watched, tmp_path: Path
+) -> None:
+    """The leader exits, and a member that holds none of its pipes is left: SIGKILLed at
+    once, as the attempt ends, which a line at INFO says (nothing said it, nor that it got no
+    stop signal); a command that ends alone says nothing."""
+    ready = tmp_path / "ready"
+    script = (
+        f"(trap 'exit 0' TERM; exec >/dev/null 2>&1 </dev/null; echo $BASHPID > {ready}.tmp; "
+        f"mv {ready}.tmp {ready}; while :; do sleep 0.1; done) & "
+        f"while [ ! -e {ready} ]; do sleep 0.01; done; echo leader-done"
+    )
+    assert CommandWork(argv=("/bin/bash", "-c", script)).run(attempt("leaves")) == 0
+    pid = int(ready.read_text())
+    procs.add(pid)
+    assert procs.all_dead()
+    assert CommandWork(argv=("true",)).run(attempt("alone")) == 0
+    said = [
+        (r.level_name, r.message, r.extra.get("path"))
+        for r in logs.records
+        if r.channel == "actors.command" and "stream" not in r.extra
+    ]
+    assert said == [
+        (
+            "INFO",
+            (
+                "leaves[1]: its command exited and left processes in its process group that "
+                "did not hold its output: SIGKILLed at once, with no stop signal; a command "
+                "that wants them to end cleanly waits for them (the shell's wait)"
+            ),
+            "leaves",
+        )
+    ], said
 
 
 def test_a_member_left_in_the_group_is_still_waited_for(lines: Lines) -> None:
@@ -1233,6 +1287,38 @@ def test_stop_sends_stop_signal_then_sigkill_after_grace(
     # Its trap went on after SIGTERM: the command's own SIGKILL at its grace's end (the job's,
     # 10 s, is far off) is a kill past its grace, as the supervisor's is (the test below).
     assert (node["last_exit"]["outcome"], node["last_exit"]["code"]) == ("killed", -9)
+    assert procs.all_dead()
+
+
+@pytest.mark.timeout(45)  # its grace is 60 s: a SIGKILL past it fails here
+def test_a_paused_command_gets_its_stop_signal_handled(
+    make_tree, lines: Lines, procs: Watched, tmp_path: Path
+) -> None:
+    """A SIGSTOPped group cannot handle the stop signal: SIGCONT follows it, as systemd sends
+    it, and the trap runs (it got SIGKILL after the whole grace, its cleanup never run)."""
+    ready, cleaned = tmp_path / "ready", tmp_path / "cleaned"
+    script = (
+        f"trap 'echo cleaned > {cleaned}; echo cleaned; exit 0' TERM; touch {ready}; "
+        "while :; do sleep 0.05; done"
+    )
+    job = command_job("paused", shell=script, grace=60, job_grace=60)
+    tree = make_tree(tree_of(job))
+    wait_until(ready.exists, "the trap set")
+    pid = tree.status()["children"][0]["pid"]
+    procs.add(pid)
+    os.killpg(pid, signal.SIGSTOP)
+    wait_until(
+        lambda: Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] == b"T",
+        "the command paused",
+    )
+    began = time.monotonic()
+    tree.stop_child("paused")
+    assert time.monotonic() - began < 30, "it waited out the grace"
+    assert cleaned.read_text() == "cleaned\n"
+    assert "cleaned" in lines.texts("paused")
+    node = tree.status()["children"][0]
+    assert (node["state"], node["failures"]) == ("stopped", 0)
+    assert node["last_exit"]["outcome"] == "stopped"
     assert procs.all_dead()
 
 
