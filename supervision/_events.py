@@ -104,9 +104,11 @@ class GaveUp(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NotStarted(Event):
     """The child is not started, and will not be (state ``failed``): ``reason`` says why
-    (``dependency db gave_up``: a job it depends on is down for good)."""
+    (``dependency db gave_up``: a job it depends on is down for good), ``dependency`` is
+    that job's (or group's) path."""
 
     reason: str
+    dependency: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

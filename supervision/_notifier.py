@@ -8,8 +8,9 @@ delivers in order, each try bounded as a whole by the notification's
 failure; an HTTP 5xx, 429 or 408, a failed connection or a timeout). An HTTP
 delivery follows no redirect. A hanging or failing notification therefore never
 delays a restart, nor another notification's deliveries: at worst its own
-queue fills and its later notifications are dropped, with a warning. Every
-delivery is logged when it fails, with the notification's name, and
+queue fills and its later notifications are dropped, with a warning (the first,
+then how many more, ``DROPS_SAID_EVERY``). Every delivery is logged when it
+fails, with the notification's name (those a stop left unsent in one line), and
 journaled once (a ``notify`` decision row), the ones a stop cut short too,
 and counted (``deliveries``: the endpoint's ``jobvisor_notify_deliveries_total``).
 
@@ -33,12 +34,14 @@ import queue
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import logbook
@@ -51,13 +54,16 @@ from supervision._spec import JobSpec, SupervisorSpec, walk
 from supervision._state import State
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
-__all__ = ["QUEUE_SIZE", "RESULTS", "Notifier", "notify_changes"]
+__all__ = ["DROPS_SAID_EVERY", "QUEUE_SIZE", "RESULTS", "Notifier", "notify_changes"]
 
 log = logbook.Logger("supervision.notify")
 
 QUEUE_SIZE: Final = 1000  # per notification
+# A full queue's first drop is said, then how many more at most this often (a crash loop
+# behind a slow receiver wrote a line per drop: thousands a minute).
+DROPS_SAID_EVERY: Final = 60.0
 RETRY_WAIT: Final = 0.5  # doubles per try, at most MAX_RETRY_WAIT
 MAX_RETRY_WAIT: Final = 5.0
 # The longest Retry-After a notification waits for before its next try; a longer one ends
@@ -106,6 +112,45 @@ class _Delivery:
     body: bytes  # the JSON, secrets masked
 
 
+class _Drops:
+    """What the log is yet to say of a lane's dropped deliveries: the first of a burst at
+    once, then how many more at most every ``DROPS_SAID_EVERY`` (the metrics and the
+    journal count each). Under the notifier's lanes lock."""
+
+    __slots__ = ("said_at", "unsaid")
+
+    def __init__(self) -> None:
+        self.said_at: float | None = None  # None: no burst under way
+        self.unsaid = 0
+
+    def dropped(self, now: float) -> int | None:
+        """A delivery was dropped: None if nothing is to be said now, 0 to say this one,
+        else how many more to say were dropped."""
+        if self.said_at is None:
+            self.said_at = now
+            return 0
+        self.unsaid += 1
+        return self.due(now)
+
+    def queued(self, now: float) -> int | None:
+        """A delivery was queued: how many more to say were dropped, if the burst is over."""
+        if self.said_at is None or now - self.said_at < DROPS_SAID_EVERY:
+            return None  # a delivery taken in a burst's midst does not end it
+        more, self.unsaid, self.said_at = self.unsaid, 0, None
+        return more or None
+
+    def due(self, now: float) -> int | None:
+        if self.said_at is None or now - self.said_at < DROPS_SAID_EVERY or not self.unsaid:
+            return None
+        more, self.unsaid, self.said_at = self.unsaid, 0, now
+        return more
+
+    def rest(self) -> int:
+        """How many more to say at the end."""
+        more, self.unsaid = self.unsaid, 0
+        return more
+
+
 class _Lane:
     """One notification's queue and worker: its deliveries, in order, one at a time.
 
@@ -124,6 +169,7 @@ class _Lane:
         self._finish = finish
         self._closed = closed
         self.queue: queue.Queue[_Delivery | None] = queue.Queue(QUEUE_SIZE)
+        self.drops = _Drops()
         # Invariant: ``_current`` is the delivery under way and ``_tries`` its tries so far;
         # whoever takes it out under ``_lock`` (the worker, or ``abandon``) journals it.
         self._lock = threading.Lock()
@@ -310,6 +356,9 @@ class Notifier:
         self._counts_lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = {}
         self._names: set[str] = set()  # the notifications counted: those the manifest has now
+        # By notification: how many its stop left unsent, said in one line once it is over;
+        # None after that (one later is said alone). Under ``_counts_lock``.
+        self._unsent: dict[str, int] | None = {}
         self.update(top, root)
 
     @staticmethod
@@ -374,13 +423,32 @@ class Notifier:
         if isinstance(event, ev.Reloaded):
             self._forget(event)
             return
+        behind: tuple[str, ...] = ()
+        if isinstance(event, ev.NotStarted):
+            # Its last exit as status has it: it never ran, its reason is its error. The
+            # failure behind it is its dependency's last one (a group's has none).
+            self._last_exit[event.path] = {
+                "outcome": Outcome.FAILED.value,
+                "code": None,
+                "error": event.reason,
+                "at": event.at,
+            }
+            error = (self._last_exit.get(event.dependency) or {}).get("error")
+            behind = (error,) if error else ()
         found = _meaning(event)
         if found is not None:
-            self._tell(event, *found)
+            self._tell(event, *found, behind=behind)
         if self._open:
             self._recover(event)
 
-    def _tell(self, event: ev.Event, kind: NotifyEvent, facts: dict[str, Any]) -> None:
+    def _tell(
+        self,
+        event: ev.Event,
+        kind: NotifyEvent,
+        facts: dict[str, Any],
+        *,
+        behind: tuple[str, ...] = (),
+    ) -> None:
         # One id for the event, sent on every try of each of its deliveries: a receiver
         # tells a retry (its answer lost, say) from a new event by it. Made only when one is
         # sent: a crash loop's every restart passes here, most of them folded.
@@ -393,7 +461,7 @@ class Notifier:
                     continue
                 told = {**facts, "suppressed": folded}
             event_id = event_id or str(uuid.uuid4())
-            self._enqueue(spec, path, kind, event.at, told, event_id=event_id)
+            self._enqueue(spec, path, kind, event.at, told, event_id=event_id, behind=behind)
             if kind in FAILURES and NotifyEvent.RECOVERED in spec.on:
                 breaker = event.name if isinstance(event, ev.BreakerChanged) else ""
                 pages = self._open.setdefault((breaker, "" if breaker else path), {})
@@ -502,17 +570,15 @@ class Notifier:
         facts: dict[str, Any],
         *,
         event_id: str,
+        behind: tuple[str, ...] = (),
     ) -> None:
         last = self._last_exit.get(path)
         causes = [c for c in (facts.get("reason"), facts.get("error")) if c]
         # A recovery has no cause: the last exit's error is the failure that is over.
-        if (
-            kind is not NotifyEvent.RECOVERED
-            and last
-            and last.get("error")
-            and last["error"] not in causes
-        ):
+        if kind is not NotifyEvent.RECOVERED and last and last.get("error"):
             causes.append(last["error"])
+        causes.extend(behind)
+        causes = list(dict.fromkeys(causes))  # a never-started job's reason is its error too
         payload = {
             "event": kind.value,
             "id": event_id,
@@ -536,8 +602,11 @@ class Notifier:
             if lane is None:
                 lane = self._lanes[key] = _Lane(spec, self._finish, self._closed)
             queued = lane.put(item)
+            now = self._clock()
+            more = lane.drops.queued(now) if queued else lane.drops.dropped(now)
         if not queued:
             self._count(spec, "dropped")
+        if more == 0:
             log.warning(
                 "notify {}: {} of {} dropped: {} notifications are waiting already",
                 spec.label,
@@ -545,6 +614,8 @@ class Notifier:
                 path or "the tree",
                 QUEUE_SIZE,
             )
+        elif more is not None:
+            _said_dropped(spec, more)
 
     # -- how deliveries end (the lanes' workers, and close) ----------------------------------------
 
@@ -553,7 +624,13 @@ class Notifier:
         spec = item.spec
         error = self._mask(error)
         self._count(spec, "failed" if error else "delivered")
-        if error:
+        summed = False
+        if error == NOT_SENT:
+            with self._counts_lock:
+                if self._unsent is not None:  # said in one line at the stop's end
+                    self._unsent[spec.label] = self._unsent.get(spec.label, 0) + 1
+                    summed = True
+        if error and not summed:
             log.error(
                 "notify {}: {} of {} not delivered after {} {}: {}",
                 spec.label,
@@ -577,7 +654,8 @@ class Notifier:
     def deliveries(self) -> dict[tuple[str, str], int]:
         """How many deliveries ended each way, by (notification, result); a notification
         is its ``name``, or without one its URL's scheme and host (its userinfo, path and
-        query may be secrets) or its command's program, masked."""
+        query may be secrets; a URL whose scheme or host is a secret's, the URL masked:
+        ``***``) or its command's program, masked."""
         with self._counts_lock:
             return dict(self._counts)
 
@@ -588,7 +666,7 @@ class Notifier:
                 self._counts[key] = self._counts.get(key, 0) + 1
 
     def _shown(self, spec: NotifySpec) -> str:
-        return self._mask(_label(spec))
+        return _label(spec, self._mask)
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued for at most ``timeout`` seconds in all, then end the workers.
@@ -618,6 +696,26 @@ class Notifier:
         for lane in busy:
             if lane.thread.is_alive():
                 lane.abandon()
+        self._say_lost(lanes)
+
+    def _say_lost(self, lanes: list[_Lane]) -> None:
+        """Say, a line each, how many more each notification dropped and how many the stop
+        left unsent (a crash loop's were thousands of lines)."""
+        with self._lanes_lock:
+            dropped = [(lane.spec, lane.drops.rest()) for lane in lanes]
+        for spec, more in dropped:
+            if more:
+                _said_dropped(spec, more)
+        with self._counts_lock:
+            unsent, self._unsent = self._unsent or {}, None
+        for label, count in unsent.items():
+            log.error("notify {}: {:,} {}", label, count, NOT_SENT)
+
+
+def _said_dropped(spec: NotifySpec, more: int) -> None:
+    log.warning(
+        "notify {}: {:,} more dropped (the queue of {} is full)", spec.label, more, QUEUE_SIZE
+    )
 
 
 def _iso(at: float) -> str:
@@ -629,23 +727,27 @@ def _key(spec: NotifySpec) -> str:
     return repr(spec)
 
 
-def _label(spec: NotifySpec) -> str:
-    """What logs and the journal call a notification: its name, its URL's scheme and host (no
-    credentials, path nor query), or its command."""
+def _label(spec: NotifySpec, mask: Callable[[str], str]) -> str:
+    """What metrics and a reload call a notification, masked: its name, its URL's scheme and
+    host (no credentials, path nor query), or its command's program. A URL whose scheme or
+    host is a secret's is its masked whole, as logs say it (``***``): its host was shown."""
     if spec.name:
-        return spec.name
+        return mask(spec.name)
     if spec.http is not None:
-        url = urllib.parse.urlsplit(spec.http.url)
+        shown = mask(spec.http.url)
+        url = urllib.parse.urlsplit(shown)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            return shown
         return f"{url.scheme}://{url.netloc.rpartition('@')[2]}"
-    return spec.label
+    return mask(spec.label)
 
 
-def _described(spec: NotifySpec) -> str:
-    """A notification as a reload says it: as ``_label``, a command whole (``sh -c 'cat >
-    a'``: two of ``sh`` are told apart)."""
+def _described(spec: NotifySpec, mask: Callable[[str], str]) -> str:
+    """A notification as a reload says it (the caller masks the line): as ``_label``, a
+    command whole (``sh -c 'cat > a'``: two of ``sh`` are told apart)."""
     if spec.command and not spec.name:
         return shlex.join(spec.command)
-    return _label(spec)
+    return _label(spec, mask)
 
 
 def notify_changes(
@@ -686,11 +788,11 @@ def notify_changes(
         for spec in fresh:
             was = next((each for each in gone if _who(each) == _who(spec)), None)
             if was is None:
-                lines.append(mask(f"{where}: add {_described(spec)}"))
+                lines.append(mask(f"{where}: add {_described(spec, mask)}"))
             else:
                 gone.remove(was)
-                lines.append(mask(f"{where}: update {_described(spec)}"))
-        lines.extend(mask(f"{where}: remove {_described(spec)}") for spec in gone)
+                lines.append(mask(f"{where}: update {_described(spec, mask)}"))
+        lines.extend(mask(f"{where}: remove {_described(spec, mask)}") for spec in gone)
     return lines
 
 
@@ -719,8 +821,9 @@ def _meaning(event: ev.Event) -> tuple[NotifyEvent, dict[str, Any]] | None:  # n
             return NotifyEvent.BREAKER_OPENED, {"breaker": name, "old": old, "new": new}
         case ev.BreakerChanged(name=name, old=old, new="closed"):
             return NotifyEvent.BREAKER_CLOSED, {"breaker": name, "old": old, "new": "closed"}
-        case ev.StateChanged(new=State.FAILED):
-            return NotifyEvent.FAILED, {}
+        # Not the state's change (no reason): the decision that follows it, and says why.
+        case ev.FailedFinally(reason=reason) | ev.NotStarted(reason=reason):
+            return NotifyEvent.FAILED, {"reason": reason}
         case ev.StateChanged(old=State.PENDING, new=State.SUCCEEDED):
             return None  # skipped by `run --resume`: the run it succeeded in told of it
         case ev.StateChanged(new=State.SUCCEEDED):
@@ -728,7 +831,7 @@ def _meaning(event: ev.Event) -> tuple[NotifyEvent, dict[str, Any]] | None:  # n
     return None
 
 
-def _post(spec: NotifySpec, body: bytes) -> _Try:
+def _post(spec: NotifySpec, body: bytes) -> _Try:  # noqa: PLR0911 - each way a try ends
     """One POST of ``body``, bounded as a whole by ``spec.timeout``; no redirect is followed.
 
     A 2xx is a delivery (its body is not read: the status is the receiver's
@@ -737,18 +840,11 @@ def _post(spec: NotifySpec, body: bytes) -> _Try:
     """
     assert spec.http is not None
     url = urllib.parse.urlsplit(spec.http.url)
-    given = {name.lower() for name in spec.http.headers}
-    # Ours only where the notification's own do not name them, in any case of letters (a
-    # plain update sent both "User-Agent: jobvisor/..." and the manifest's "user-agent").
-    ours = {"Content-Type": "application/json", "User-Agent": _user_agent()}
-    headers = {name: value for name, value in ours.items() if name.lower() not in given}
-    if url.username is not None and "authorization" not in given:  # as requests does
-        login = f"{urllib.parse.unquote(url.username)}:{urllib.parse.unquote(url.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
-    headers.update(spec.http.headers)
+    headers = _headers(url, spec.http.headers)
     target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-    conn = kind(url.hostname or "", url.port, timeout=spec.timeout)
+    conn = _connection(url, spec.timeout)
+    if isinstance(conn, _Try):
+        return conn
     # urllib's timeout bounds each socket operation: an answer trickled a byte at a time
     # never ended. At the deadline the socket is shut down, which wakes whatever waits on it.
     expired = threading.Event()
@@ -792,6 +888,58 @@ def _post(spec: NotifySpec, body: bytes) -> _Try:
         watchdog.cancel()
         conn.close()
     return _answered(status, reason, location, retry_after)
+
+
+def _headers(url: urllib.parse.SplitResult, given: Mapping[str, str]) -> dict[str, str]:
+    """The notification's own headers, and ours where they do not name them."""
+    named = {name.lower() for name in given}
+    # In any case of letters (a plain update sent both "User-Agent: jobvisor/..." and the
+    # manifest's "user-agent").
+    ours = {"Content-Type": "application/json", "User-Agent": _user_agent()}
+    headers = {name: value for name, value in ours.items() if name.lower() not in named}
+    if url.username is not None and "authorization" not in named:  # as requests does
+        login = f"{urllib.parse.unquote(url.username)}:{urllib.parse.unquote(url.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+    headers.update(given)
+    return headers
+
+
+def _connection(url: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection | _Try:
+    """A connection to ``url``'s host, not opened yet; or why there is none."""
+    if url.scheme != "https":
+        return http.client.HTTPConnection(url.hostname or "", url.port, timeout=timeout)
+    try:
+        tls = _tls()
+    except OSError as exc:  # says the variable's file, nothing of the URL
+        return _Try(str(exc), again=False)
+    return http.client.HTTPSConnection(url.hostname or "", url.port, timeout=timeout, context=tls)
+
+
+# Where requests (an http job) reads the CA bundle it trusts, first found first.
+_CA_BUNDLE_VARIABLES: Final = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def _tls() -> ssl.SSLContext | None:
+    """The CAs an http job trusts when the environment names a bundle, as requests reads
+    it; None (the system's, SSL_CERT_FILE's) when none is named. An ``OSError`` that says
+    which bundle when it cannot be read."""
+    for variable in _CA_BUNDLE_VARIABLES:
+        if bundle := os.environ.get(variable):
+            try:
+                return _bundle(bundle)
+            except OSError as exc:  # ssl.SSLError too: a file that holds no certificate
+                why = exc.strerror or str(exc)
+                raise OSError(f"cannot read the CA bundle {bundle} ({variable}): {why}") from exc
+    return None
+
+
+@functools.cache
+def _bundle(bundle: str) -> ssl.SSLContext:
+    """A context that trusts ``bundle``, a file or a directory (each delivery's would read
+    it again)."""
+    if Path(bundle).is_dir():
+        return ssl.create_default_context(capath=bundle)
+    return ssl.create_default_context(cafile=bundle)
 
 
 @functools.cache

@@ -151,8 +151,9 @@ def read_notify(reader: WorkReader, v: V) -> tuple[NotifySpec, ...] | None:
         return None
     specs: list[NotifySpec] = []
     bad = False
+    names: dict[str, V] = {}  # where each name is first given
     for item in items:
-        spec = _read_one(reader, item)
+        spec = _read_one(reader, item, names)
         if spec is None:
             bad = True
         else:
@@ -160,14 +161,17 @@ def read_notify(reader: WorkReader, v: V) -> tuple[NotifySpec, ...] | None:
     return None if bad else tuple(specs)
 
 
-def _read_one(reader: WorkReader, v: V) -> NotifySpec | None:
+def _read_one(reader: WorkReader, v: V, names: dict[str, V]) -> NotifySpec | None:
+    """One notification; None if it is bad (every problem of it added, a name given twice
+    in one list too: metrics and logs know a notification by its name)."""
     f = reader.fields(v, NOTIFY_KEYS, "a mapping with on and command or http", null_ok=False)
     if f is None:
         return None
+    kwargs: dict[str, Any] = {}
     if "on" not in f:
-        reader.missing(v, "on", f"a list of {EVENTS}")
-        return None
-    kwargs: dict[str, Any] = {"on": _events(reader, f["on"])}
+        kwargs["on"] = reader.missing(v, "on", f"a list of {EVENTS}")
+    else:
+        kwargs["on"] = _events(reader, f["on"])
     if "command" in f:
         command = reader.command(f["command"])
         if not isinstance(command, Bad):  # run beside the manifest, with jobvisor's PATH
@@ -191,10 +195,27 @@ def _read_one(reader: WorkReader, v: V) -> NotifySpec | None:
         "name": lambda name: reader.text(name, "a name for logs"),
     }
     kwargs.update((key, read(f[key])) for key, read in plain.items() if key in f)
-    if any(isinstance(value, Bad) for value in kwargs.values()):
-        return None
-    spec = reader.build(v, NotifySpec, **kwargs)
+    name = kwargs.get("name")
+    if isinstance(name, str):
+        first = names.setdefault(name, f["name"])
+        if first is not f["name"]:
+            at = f" at line {first.line}" if first.line is not None else ""
+            kwargs["name"] = reader.expected(
+                f["name"],
+                "a name no other notification here has",
+                hint=f" (already used by {first.path}{at})",
+            )
+    # Built with what was read well, the rest standing in: its other problems are said too.
+    spec = reader.build_read(v, NotifySpec, kwargs, stand_ins=_STAND_INS)
     return None if isinstance(spec, Bad) else spec
+
+
+# What a field that read badly is built with, so that the others are checked: never run.
+_STAND_INS: Final[dict[str, Any]] = {
+    "on": (NotifyEvent.FAILED,),
+    "command": ("true",),
+    "http": HttpTarget(url="http://stand.in/"),
+}
 
 
 def _events(reader: WorkReader, v: V) -> tuple[NotifyEvent, ...] | Bad:

@@ -559,7 +559,10 @@ class Supervisor(OwnActor):
         log.error("{}: not started: {}", rec.path, reason, extra={"path": rec.path})
         self._set_state(rec, State.FAILED)
         # A decision like a give-up: the journal keeps it, so `history` can tell it.
-        self.ctx.publish(ev.NotStarted, lambda: ev.NotStarted(path=rec.path, at=at, reason=reason))
+        self.ctx.publish(
+            ev.NotStarted,
+            lambda: ev.NotStarted(path=rec.path, at=at, reason=reason, dependency=dep.path),
+        )
 
     def _launch(self, rec: ChildRecord, *, at_once: bool = False) -> None:
         """Start one incarnation of ``rec``; a constructor error is a failed start.

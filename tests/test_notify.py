@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Self
 import pytest
 from clockkit import ManualClock
 from faultkit import Running, run_jobvisor, start_daemon, stop_daemon, wait_until
-from httpkit import HttpKit, Reply, Stall
+from httpkit import HttpKit, Reply, Stall, self_signed
 
 from actors._messages import Outcome
 from supervision import ManifestError, load_manifest
@@ -26,13 +26,14 @@ from supervision._events import (
     BreakerChanged,
     ChildExited,
     Escalated,
+    FailedFinally,
     GaveUp,
     Reloaded,
     RestartScheduled,
     StateChanged,
 )
 from supervision._history import journal_path, read_history
-from supervision._notifier import Notifier, notify_changes
+from supervision._notifier import DROPS_SAID_EVERY, QUEUE_SIZE, Notifier, notify_changes
 from supervision._notify import HttpTarget, NotifyEvent, NotifySpec
 from supervision._spec import SupervisorSpec
 from supervision._state import State
@@ -1243,6 +1244,7 @@ def test_recovered_pairs_a_breaker_with_its_closing_and_a_failed_job_with_its_su
             tell(BreakerChanged(path="", at=at, name="b", old="half_open", new="closed"))
             tell(BreakerChanged(path="", at=at, name="b", old="open", new="closed"))  # once
             tell(StateChanged(path="once", at=at, old=State.RUNNING, new=State.FAILED))
+            tell(FailedFinally(path="once", at=at, reason="temporary"))  # what says it
             tell(StateChanged(path="once", at=at, old=State.STARTING, new=State.RUNNING))
             tell(
                 AttemptFinished(
@@ -1497,3 +1499,208 @@ def test_a_reload_that_edits_a_notifications_options_keeps_its_pages(
             notifier.close(5)
     assert [(b["event"], b["path"]) for b in bodies] == [("gave_up", "svc"), ("recovered", "svc")]
     assert bodies[1]["recovered_from"][0]["id"] == bodies[0]["id"]
+
+
+# -- what a body says of a job never started; what the log says of a flood; labels -----------------
+
+
+def _drain(received: queue.Queue[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    out = []
+    while not received.empty():
+        out.append(received.get_nowait()[1])
+    return out
+
+
+def test_a_job_never_started_for_its_dependency_says_why_and_the_failure_behind_it(
+    tmp_path: Path, hook: Any
+) -> None:
+    """The trial's finding: ``b``'s ``failed`` had ``last_exit`` null and no ``causes``,
+    while status and the journal said ``dependency a failed``."""
+    url, received = hook
+    (tmp_path / "jobs.yaml").write_text(
+        textwrap.dedent(f"""\
+        version: 1
+        notify: [{{name: ok, on: [failed], http: {{url: "{url}/echo"}}}}]
+        jobs:
+          - {{name: a, command: [sh, -c, "exit 5"], restart: temporary}}
+          - {{name: b, command: ["true"], depends_on: [a]}}
+        """)
+    )
+    done = run_jobvisor(tmp_path, "run", "jobs.yaml")
+    assert done.proc.returncode == 1, done.stderr
+    bodies = {body["path"]: body for body in _drain(received)}  # the run waited for them
+    assert set(bodies) == {"a", "b"}
+    a, b = bodies["a"], bodies["b"]
+    failure = "command sh -c 'exit 5' exited with 5"
+    assert (a["reason"], a["causes"]) == ("temporary", ["temporary", failure])
+    assert b["reason"] == "dependency a failed"
+    assert b["causes"] == ["dependency a failed", failure]
+    assert b["last_exit"]["outcome"] == "failed"
+    assert b["last_exit"]["code"] is None
+    assert b["last_exit"]["error"] == "dependency a failed"
+
+
+def test_a_full_queue_and_a_stop_say_how_many_they_dropped_not_a_line_each(
+    logs: Any, runtime: str
+) -> None:
+    """The trial's finding: a crash loop with a slow receiver wrote a warning per dropped
+    notification (3,857 in 20 s), then an error per one the stop left unsent (2,988). The
+    first drop is said, then how many more every DROPS_SAID_EVERY, and the stop's in one
+    line; the metrics and the journal still count each."""
+    del runtime
+    clock = ManualClock()
+    rows: list[dict[str, Any]] = []
+    with HttpKit(Stall()) as kit:
+        spec = NotifySpec(
+            on=(NotifyEvent.GAVE_UP,), http=_target(kit.url + "/"), timeout=30, retry=0, name="pg"
+        )
+        notifier = Notifier(
+            (spec,),
+            SupervisorSpec(children=()),
+            record=lambda _a, _p, d: rows.append(d),
+            clock=clock,
+        )
+        try:
+            give_up(notifier)
+            kit.wait_requests(1)
+            for _ in range(QUEUE_SIZE + 500):
+                give_up(notifier)
+            clock.advance(DROPS_SAID_EVERY)
+            give_up(notifier)
+            for _ in range(10):
+                give_up(notifier)
+        finally:
+            notifier.close(0.1)
+    said = [r.message for r in logs.records if r.channel == "supervision.notify"]
+    assert [m for m in said if "dropped" in m] == [
+        "notify pg: gave_up of j dropped: 1000 notifications are waiting already",
+        "notify pg: 500 more dropped (the queue of 1000 is full)",
+        "notify pg: 10 more dropped (the queue of 1000 is full)",
+    ]
+    assert [m for m in said if "not sent" in m or "no answer" in m] == [
+        "notify pg: gave_up of j not delivered after 1 try: no answer yet when jobvisor stopped",
+        "notify pg: 1,000 not sent: jobvisor was stopping",
+    ]
+    assert notifier.deliveries()["pg", "dropped"] == 511
+    assert notifier.deliveries()["pg", "failed"] == QUEUE_SIZE + 1
+    assert len(rows) == QUEUE_SIZE + 1
+
+
+def test_a_second_notification_of_one_name_is_refused_naming_the_first() -> None:
+    """The trial's finding: two named ``pager`` shared one series and their log lines,
+    and a notification is known by its name."""
+    text = textwrap.dedent("""\
+        version: 1
+        notify:
+          - {name: pager, on: [failed], command: [x]}
+          - {name: pager, on: [gave_up], command: [y]}
+        jobs:
+          - name: j
+            command: [x]
+            notify: [{name: p, on: [failed], command: [x]}, {name: p, on: [failed], command: [y]}]
+        """)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    assert [(i.path, i.line, i.message) for i in caught.value.issues] == [
+        (
+            "notify[1].name",
+            4,
+            (
+                "expected a name no other notification here has, got 'pager' "
+                "(already used by notify[0].name at line 3)"
+            ),
+        ),
+        (
+            "jobs[0].notify[1].name",
+            8,
+            (
+                "expected a name no other notification here has, got 'p' "
+                "(already used by jobs[0].notify[0].name at line 8)"
+            ),
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "label"),
+    [
+        ("{secret: {env: HOOKURL}}", "***"),
+        ('"${secret:HOOKURL}"', "***"),
+        ('"${secret:HOOKURL}/more"', "***/more"),  # as its log lines say it
+    ],
+)
+def test_an_unnamed_notifiers_secret_url_shows_no_part_of_it_in_its_metric_label(
+    tmp_path: Path, url: str, label: str, runtime: str
+) -> None:
+    """The trial's finding: logs and the journal said ``notify ***``, ``/metrics``
+    ``notification="http://127.0.0.1:41969"``, a part of the secret; a reload said it too."""
+    manifest = load_manifest(
+        textwrap.dedent(f"""\
+        version: 1
+        state_dir: {tmp_path}
+        notify: [{{on: [gave_up], http: {{url: {url}}}}}]
+        jobs: [{{name: j, command: [x]}}]
+        """),
+        env={"HOOKURL": "http://127.0.0.1:41969/hook"},
+    )
+    with compose(manifest, runtime=runtime, stream=sys.stderr) as composition:
+        notifier = composition.notifier
+        assert notifier is not None
+        labels = {name for name, _ in notifier.deliveries()}
+        mask = composition.masker.mask
+    assert labels == {label}
+    bare = load_manifest("version: 1\njobs: [{name: j, command: [x]}]\n", env={})
+    lines = notify_changes((), bare.root, manifest.notify, manifest.root, mask=mask)
+    assert lines == [f"notify: add {label}"]
+
+
+def test_every_problem_of_one_notification_is_said_not_its_first_alone() -> None:
+    """The trial's finding: a bad ``on`` hid the entry's other problems until it was fixed."""
+    text = textwrap.dedent("""\
+        version: 1
+        notify:
+          - {on: [nope], command: [x], timeout: 0s, retry: -1}
+          - {command: [x], http: {url: "ftp://x/"}, damp: 5m}
+        jobs: [{name: j, command: [x]}]
+        """)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, env={})
+    assert [i.path for i in caught.value.issues] == [
+        "notify[0].on[0]",
+        "notify[0].timeout",
+        "notify[0].retry",
+        "notify[1].on",
+        "notify[1].http.url",
+        "notify[1].command",  # both: exactly one of them
+    ]
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_a_notifier_trusts_the_ca_bundle_an_http_job_trusts(
+    tmp_path: Path, variable: str, monkeypatch: pytest.MonkeyPatch, runtime: str
+) -> None:
+    """The trial's finding: REQUESTS_CA_BUNDLE made http jobs trust a private CA, and not
+    the notifiers beside them; a bundle that cannot be read is the delivery's error."""
+    del runtime
+    made = self_signed(tmp_path)
+    if made is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, context = made
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    with HttpKit(Reply(204), ssl_context=context) as kit:
+        errors = []
+        for bundle in (None, str(cert), str(tmp_path / "nowhere.pem")):
+            if bundle is not None:
+                monkeypatch.setenv(variable, bundle)
+            notifier, rows = one_notifier(http=_target(kit.url + "/"), retry=0)
+            try:
+                give_up(notifier)
+                errors.append(rows.get(timeout=20).get("error", ""))
+            finally:
+                notifier.close(5)
+    untrusted, trusted, unread = errors
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted
+    assert trusted == ""
+    assert unread.startswith(f"cannot read the CA bundle {tmp_path}/nowhere.pem ({variable})")
+    assert len(kit.requests) == 1
