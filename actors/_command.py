@@ -921,7 +921,9 @@ class _Child:
             # a stop_signal it would overtake, and under threads the status comes with the
             # reaping (two system calls less on every restart).
             if self._hub is None and _PIDFD_GROUPS:
-                if self._reap_then_kill():
+                # After a stop the group got its signal: what is left is dying of it (a shell is
+                # reaped before its child), not left behind unsignalled (h271).
+                if self._reap_then_kill() and not self.signalled:
                     self._say_killed_leftovers()
             else:
                 self._kill_and_reap()

@@ -945,6 +945,23 @@ def test_what_is_left_in_the_group_apart_from_the_pipes_is_killed_and_said(
     ], said
 
 
+def test_a_stopped_shells_child_dying_of_the_stop_signal_is_no_leftover(
+    logs: logbook.TestHandler, lines: Lines, procs: Watched
+) -> None:
+    """A stop signals the whole group: the shell, reaped before its child, left nothing the
+    stop had not signalled. A trial saw the leftovers' line on every stop of a `sh -c`
+    command, and after readiness timeouts (h271)."""
+    att = attempt("svc")
+    work = CommandWork(shell="echo $$; sleep 1000; echo after")
+    runner = Runner(work, att)
+    procs.add(*lines.pids(1, "svc"))
+    work.cancel(att)
+    assert isinstance(runner.join(), CommandFailed)
+    assert procs.all_dead()
+    said = [r.message for r in logs.records if "left processes" in r.message]
+    assert said == []
+
+
 def test_a_member_left_in_the_group_is_still_waited_for(lines: Lines) -> None:
     """The leader exits while another member of its group holds the pipes: that member gets
     the stop signal, and its last words are read before the attempt ends."""
