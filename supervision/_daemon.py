@@ -134,9 +134,28 @@ class DaemonError(JobvisorError):
 # -- sd_notify ---------------------------------------------------------------------------------
 
 
-def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
+# systemd's variables for the daemon itself: taken out of the environment as the daemon starts
+# (``take_systemd_env``), so that no job inherits them and speaks for the service.
+_SYSTEMD_NAMES: Final = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+_systemd_env: dict[str, str] | None = None
+
+
+def take_systemd_env() -> None:
+    """Move ``NOTIFY_SOCKET`` and ``WATCHDOG_*`` from the environment to the daemon's own keep,
+    as sd_notify's ``unset_environment`` does: a job that inherited them could say READY=1 or
+    STOPPING=1 for the whole service (h271). Once, before any job starts."""
+    global _systemd_env  # noqa: PLW0603 - the process's one daemon
+    if _systemd_env is None:
+        _systemd_env = {k: os.environ.pop(k) for k in _SYSTEMD_NAMES if k in os.environ}
+
+
+def _systemd() -> Mapping[str, str]:
+    return os.environ if _systemd_env is None else _systemd_env
+
+
+def sd_notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
     """Send ``message`` to systemd's ``NOTIFY_SOCKET``, if it asked for one; True if sent."""
-    env = os.environ if environ is None else environ
+    env = _systemd() if environ is None else environ
     address = env.get("NOTIFY_SOCKET")
     if not address:
         return False
@@ -799,6 +818,7 @@ class Daemon:
         self.stop()
 
     def _serve(self, manifest: Any, state_dir: Path) -> int:
+        take_systemd_env()
         restore_signals, server, written = self._listen(state_dir)
         watchdog = _Watchdog.start_if_asked()
         began: float | None = None  # when the stop began: the log's last line says how long
@@ -2252,8 +2272,8 @@ class _Watchdog:
 
     @classmethod
     def start_if_asked(cls) -> _Watchdog | None:
-        usec = os.environ.get("WATCHDOG_USEC")
-        pid = os.environ.get("WATCHDOG_PID")
+        usec = _systemd().get("WATCHDOG_USEC")
+        pid = _systemd().get("WATCHDOG_PID")
         if not usec or (pid and pid != str(os.getpid())):
             return None
         try:

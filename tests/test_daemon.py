@@ -619,6 +619,29 @@ def test_a_reload_keeps_each_job_in_its_place(daemon: Running) -> None:
     assert list(daemon.nodes()) == ["svc", "tick", "last"]
 
 
+def test_jobs_do_not_inherit_systemds_notify_socket_or_watchdog(tmp_path: Path) -> None:
+    """They are the daemon's: a job could say READY=1 or STOPPING=1 for the whole service, and
+    under NotifyAccess=main systemd warned of each (sd_notify's unset_environment, h271). The
+    daemon still talks to the socket: READY=1 came (start_daemon), STOPPING=1 comes."""
+    manifest = f"""\
+        version: 1
+        jobs:
+          - {{name: dump, command: [sh, -c, "env > {tmp_path}/env.tmp; mv {tmp_path}/env.tmp {tmp_path}/env"]}}
+          - {{name: svc, service: true, command: [sleep, "100"]}}
+        """
+    running = start_daemon(tmp_path, manifest, env_extra={"WATCHDOG_USEC": "60000000"})
+    try:
+        wait_until((tmp_path / "env").exists, "the job wrote its environment")
+        names = {line.partition("=")[0] for line in (tmp_path / "env").read_text().splitlines()}
+        assert names & {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} == set()
+        assert "PATH" in names
+        running.proc.send_signal(signal.SIGTERM)
+        running.wait_notify("STOPPING=1")
+        assert running.proc.wait(30) == 0
+    finally:
+        assert stop_daemon(running) == 0  # a second SIGTERM only if the first did not end it
+
+
 def test_detach_returns_once_the_daemon_answers(tmp_path: Path) -> None:
     """`daemon --detach && jobvisor status` works: the launcher waits for the daemon's readiness."""
     (tmp_path / "jobs.yaml").write_text(textwrap.dedent(BASE))
