@@ -316,7 +316,7 @@ def _exec_error(data: bytes, command: str, cwd: str | None) -> OSError:
 # then execs the command (argv[3:]). Exit 126/127 and a line on stderr when that fails, as a
 # shell does; the line is logged with the command's stderr.
 _CONFINE: Final = """\
-import os, resource, sys
+import os, resource, sys, warnings  # warnings: execvp's PATH search imports it, once switched
 a = sys.argv
 def fail(what, e, code=126):
     sys.stderr.write(f"jobvisor: {a[3]!r} could not start: {what}{getattr(e, 'strerror', e)}\\n")

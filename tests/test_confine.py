@@ -230,6 +230,16 @@ def test_user_umask_and_limits_together(output: Output, own_settings: None) -> N
     assert got["core"] == ("unlimited", "unlimited")
 
 
+def test_a_user_and_limits_command_named_without_a_path_is_found(output: Output) -> None:
+    """The helper switched user before execvp, which imports `warnings` to search PATH: from
+    an interpreter the user cannot read (a root's pyenv or venv under /root), every attempt
+    failed with a traceback (h271). It is imported first."""
+    work = CommandWork(
+        argv=("id", "-u"), cwd="/", user=RunAs(name="nobody"), limits=Limits(nofile=512)
+    )
+    assert run(work, output) == [str(NOBODY.pw_uid)]
+
+
 @pytest.mark.parametrize("command", ["no-such-command-xyz", "./no-such-script-xyz"])
 def test_a_missing_command_with_limits_could_not_start_as_without(command: str) -> None:
     work = CommandWork(argv=(command,), limits=Limits(nofile=64), cwd="/")
