@@ -66,12 +66,12 @@ class Warden:
     instead of vfork and run Python in the child. Measured here, that tripled
     the cost of starting a command (and it is unsafe with threads); it also
     reaches only the direct child, never its grandchildren. Instead, one
-    small Python process per jobvisor process (started with the first
-    command, in a session of its own) reads ``+PGID``/``-PGID`` lines from a
-    pipe, in batches every 0.2s, so that registering is one non-blocking
-    write that wakes nobody. When the pipe closes -- jobvisor exited, crashed
-    or was SIGKILLed -- it SIGKILLs every group still registered,
-    grandchildren included, within 0.2s.
+    small Python process per jobvisor process (started as a tree with
+    commands starts, else by the first command; in a session of its own)
+    reads ``+PGID``/``-PGID`` lines from a pipe, in batches every 0.2s, so
+    that registering is one non-blocking write that wakes nobody. When the
+    pipe closes -- jobvisor exited, crashed or was SIGKILLed -- it SIGKILLs
+    every group still registered, grandchildren included, within 0.2s.
 
     Its end is watched (a pidfd, or for a detached warden a copy of the
     pipe's write end, which polls POLLERR once the read end is gone): a
@@ -81,9 +81,12 @@ class Warden:
     registration, as when the watch could not start.
 
     Limits: a process that leaves its group (``setsid``) escapes, as it does
-    any group kill; jobvisor dying in the microseconds between a spawn and
-    its ``add`` leaves that command running. If no warden can be started,
-    commands run without this safety net (logged once).
+    any group kill; jobvisor dying during a command's spawn (until the child
+    exec'd and jobvisor's thread ran again: a millisecond or more on a busy
+    host) or in the microseconds between it and its ``add`` leaves that
+    command running. A daemon is ready before its services' first spawns, so
+    a kill right after ``daemon --detach`` returned can land there. If no
+    warden can be started, commands run without this safety net (logged once).
     """
 
     def __init__(self) -> None:
@@ -116,6 +119,19 @@ class Warden:
         self._watches: dict[int, tuple[int, Any]] = {}
         self._watch = -1
         self._replaced_at = -_REPLACE_EVERY  # monotonic: when a watch last replaced a warden
+
+    def start(self) -> None:
+        """Start the warden now if none runs: once, as a tree with commands starts.
+
+        Started by the first ``add`` instead, the warden's start (a Python's
+        spawn, some milliseconds) lay between that command's spawn and its
+        registration, and a jobvisor killed then left every command spawned
+        meanwhile running.
+        """
+        with self._lock:
+            failed = self._send(b"") if self._fd < 0 else None
+        if failed is not None:
+            _no_warden(failed)
 
     def add(self, pgid: int) -> None:
         with self._lock:

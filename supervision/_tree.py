@@ -43,6 +43,7 @@ from actors._checks import a_kind
 from actors._placement import check_placeable
 from actors._runtime import KILL_GRACE
 from actors._spawn import REAPED_UNREAD, reaped_unread
+from actors._warden import WARDEN
 from supervision._abandon import AbandonWatch
 from supervision._budget import TreeBudget
 from supervision._events import BreakerChanged, Event, EventBus, SinkFailures, need_subscriber
@@ -342,6 +343,8 @@ class Tree:
             )
         if self.runtime == "threads" and reaped_unread() and _runs_processes((spec,)):
             raise RuntimeSetupError(REAPED_UNREAD)  # as start_tree refuses it
+        if _runs_commands((spec,)):
+            WARDEN.start()  # as start_tree does
         ref: ChildRef | None = self._command(Op.ADD, under, (spec, before))
         if ref is not None:
             self._refs.add(ref)
@@ -847,6 +850,10 @@ def start_tree(
         breakers = build_breakers(specs, monotonic)
     _check_given(breakers, on_event, sink)
     _check_spec(spec, breakers, runtime)  # before the bus: a refused tree leaves no thread
+    if _runs_commands(spec.children):
+        # Before any command's spawn, not by the first one: a jobvisor killed while the
+        # warden starts (milliseconds) left the commands spawned meanwhile running.
+        WARDEN.start()
     tree_started(manifest_or_spec)
     tree_id = f"t{next(_tree_ids)}"
     # Real time, not ``monotonic``: the bus only sums up a broken subscriber's log lines,
@@ -1046,6 +1053,22 @@ def _check_children(spec: SupervisorSpec, breakers: Mapping[str, Breaker], runti
             check_placeable(
                 f"{'actor' if isinstance(child, ActorSpec) else 'job'} {child.name}", runtime
             )
+
+
+def _runs_commands(children: tuple[Any, ...]) -> bool:
+    """Whether a job among ``children`` (at any depth) runs commands here, each registered with
+    the command warden: a command, a python job isolated in a process, placed nowhere else."""
+    for child in children:
+        if isinstance(child, SupervisorSpec):
+            if _runs_commands(child.children):
+                return True
+        elif (
+            isinstance(child, JobSpec)
+            and child.placement == "local"
+            and (child.kind == "command" or getattr(child.work, "isolation", "thread") == "process")
+        ):
+            return True
+    return False
 
 
 def _runs_processes(children: tuple[Any, ...]) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import CLI, ENV, Jobvisor, gone, start_daemon, stop_daemon, wait_until
+from faultkit import CLI, ENV, Jobvisor, Watched, gone, start_daemon, stop_daemon, wait_until
 
 from supervision._history import read_history
 
@@ -509,3 +509,51 @@ def test_a_terminal_that_hangs_up_stops_run_and_its_jobs_gracefully(
     text = log.read_text()
     assert "run: SIGHUP: stopping every job" in text, text
     assert "second signal: killing" not in text, text
+
+
+# -- SIGKILLed --------------------------------------------------------------------------------------
+
+UNSTARTED = """
+version: 1
+jobs:
+  - name: s
+    service: true
+    autostart: false
+    command: [sleep, "1000"]
+    stop: {grace: 1s}
+"""
+
+
+def _wardens_of(pid: int) -> list[int]:
+    """The command wardens that ``pid`` started (their cmdline is set once they exec'd)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == pid and b"groups = set()" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_daemon_has_its_command_warden_before_its_first_command(
+    tmp_path: Path, procs: Watched
+) -> None:
+    """A daemon SIGKILLed just after it was ready left a service running (adopted by PID 1) in
+    2 tries of 4: the command warden was started by the first command's registration, after
+    that command's spawn, and a kill while the warden was being spawned left the commands
+    spawned so far unknown to it. A tree with command jobs starts it before any command: a
+    command's registration is one write to its pipe, right after the spawn."""
+    running = start_daemon(tmp_path, UNSTARTED)
+    try:
+        pid = running.proc.pid
+        wait_until(lambda: _wardens_of(pid), "the warden, with no command started", timeout=5)
+        out = running.cli("start", "s")
+        assert out.returncode == 0, out.stderr
+        command = wait_until(lambda: running.nodes()["s"].get("pid"), "s runs")
+        procs.add(command)
+        running.proc.kill()
+        running.proc.wait()
+    finally:
+        stop_daemon(running)
+    assert procs.all_dead(timeout=5), "the command outlived its SIGKILLed daemon"
