@@ -172,6 +172,40 @@ def _owner(uid: int) -> str:
         return f"uid {uid}"
 
 
+def not_readable(path: str | os.PathLike[str], what: str) -> UnsafePathError:
+    """The refusal of ``path``, which this user was denied (``EACCES``): the first directory
+    on its way it may not enter (a root daemon's state dir, 0700), else ``path`` itself, with
+    whose it is: a traceback was all another user got."""
+    whole = os.path.abspath(path)  # noqa: PTH100 - the path as given: no link followed
+    parts = whole.split("/")
+    barrier = next(
+        (
+            way
+            for way in ("/".join(parts[:n]) for n in range(2, len(parts)))
+            if not os.access(way, os.X_OK, effective_ids=True)
+        ),
+        whole,
+    )
+    try:
+        st = os.stat(barrier)
+    except OSError:
+        return UnsafePathError(f"cannot read the {what} {path}: permission denied", path)
+    try:
+        import pwd  # noqa: PLC0415 - only a refusal needs a user's name
+
+        owner = login = pwd.getpwuid(st.st_uid).pw_name
+    except (ImportError, KeyError):
+        owner, login = f"uid {st.st_uid}", f"'#{st.st_uid}'"
+    it = "it" if barrier == whole else f"the directory {barrier}"
+    how = "or with sudo" if st.st_uid == 0 else f"or with sudo -u {login}"
+    return UnsafePathError(
+        f"cannot read the {what} {path}: {it} is {owner}'s (mode {stat.S_IMODE(st.st_mode):04o}), "
+        f"and {_owner(os.geteuid())} who runs this may not read it; run it as jobvisor's user, "
+        f"{owner}, {how}",
+        path,
+    )
+
+
 def _symlink(
     path: str | os.PathLike[str], what: str, *, reading: bool = False, chosen: bool = False
 ) -> UnsafePathError:
@@ -478,6 +512,8 @@ def _open_dir_to_read(name: str, dir_fd: int | None, shown: str, what: str) -> i
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(name, dir_fd):
             raise _symlink(shown, what, reading=True, chosen=dir_fd is None) from None
+        if exc.errno == errno.EACCES:
+            raise not_readable(shown, what) from None
         raise
     try:
         check_not_loose(shown, os.fstat(fd), what, root_too=True)
@@ -547,6 +583,8 @@ def open_to_read(
     except OSError as exc:
         if exc.errno == errno.ELOOP and os.path.islink(path):
             raise _symlink(path, what, reading=True) from None
+        if exc.errno == errno.EACCES:
+            raise not_readable(path, what) from None
         raise
     finally:
         if dir_fd is not None:

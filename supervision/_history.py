@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from actors._errors import JobvisorError
-from supervision._files import UnsafePathError, refuse_symlinks
+from supervision._files import UnsafePathError, not_readable, refuse_symlinks
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -101,7 +101,11 @@ def _query(db: Path, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> l
     changed, or a ``-wal`` appeared), what was read may be torn: it is read again, as the
     writer's readers do, through its ``-wal`` (there ``-shm`` exists already, the writer's).
     """
-    if not db.exists():
+    try:
+        present = db.exists()
+    except PermissionError:  # a root daemon's 0700 state dir, read by another user
+        raise JournalError(str(not_readable(db, "journal"))) from None
+    if not present:
         raise JournalError(f"no journal at {db}: run a manifest first (or pass --state-dir)")
     try:
         # SQLite writes -shm even when reading: a planted link there would be followed.
@@ -122,6 +126,8 @@ def _query(db: Path, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> l
                 raise
             return _fetch(db, "mode=ro&immutable=1", sql, args)
     except (OSError, sqlite3.Error) as exc:
+        if not os.access(db, os.R_OK, effective_ids=True):  # SQLite says "unable to open"
+            raise JournalError(str(not_readable(db, "journal"))) from None
         raise JournalError(f"cannot read the journal {db}: {exc}") from exc
 
 

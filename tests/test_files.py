@@ -892,3 +892,62 @@ def test_a_backup_planted_in_tmp_keeps_a_non_root_log_written(
     text = log.read_text()
     assert all(f"line {n} [" in text for n in range(200)), "a line was dropped"
     assert planted.read_text() == "root's\n"
+
+
+def _reader_python(prefix: tuple[str, ...]) -> str | None:
+    """An interpreter (3.11+) ``prefix``'s user can run, for ``history`` and ``logs``, which
+    import only the standard library: ours, else the system's (ours may be under root's 0700
+    home, as a pyenv's is); None if there is none."""
+    for python in (sys.executable, "/usr/bin/python3"):
+        out = subprocess.run(
+            [*prefix, python, "-c", "import sys; sys.exit(sys.version_info < (3, 11))"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if out.returncode == 0:
+            return python
+    return None
+
+
+def test_history_and_logs_of_roots_state_dir_are_one_line_for_another_user() -> None:
+    """An admin trial: as a user who may not read root's 0700 state dir, history and logs
+    printed a PermissionError's traceback, exit 1."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to act as a second user")
+    prefix = (setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
+    if (python := _reader_python(prefix)) is None:
+        pytest.skip("no interpreter nobody can run")
+    top = Path(tempfile.mkdtemp(prefix="jv-nobody-"))  # tmp_path is root's 0700: out of reach
+    try:
+        top.chmod(0o755)
+        (top / "jobs.yaml").write_text(MANIFEST)
+        assert jobvisor(top, "run", "jobs.yaml").returncode == 0
+        state = top / ".jobvisor"
+        assert mode(state) == 0o700
+        manifest = str(top / "jobs.yaml")
+        for args in (
+            ("history", "--manifest", manifest),
+            ("--state-dir", str(state), "history"),
+            ("--json", "history", "marker", "--manifest", manifest),
+            ("logs", "marker", "--manifest", manifest),
+            ("--state-dir", str(state), "logs", "marker"),
+        ):
+            out = subprocess.run(
+                [*prefix, python, str(CLI[1]), *args],
+                cwd=top,
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            line = assert_refused(out, str(state))
+            assert line.endswith(
+                "is root's (mode 0700), and nobody (uid 65534) who runs this may not read it; "
+                "run it as jobvisor's user, root, or with sudo"
+            ), args
+            assert out.stdout == "", args
+    finally:
+        shutil.rmtree(top)
