@@ -1056,6 +1056,14 @@ def _unit(args: argparse.Namespace) -> int:
     manifest = _load(args, env=_StandIns(os.environ))
     if manifest is None:
         return USAGE
+    from supervision._files import UnsafePathError, check_state_dir  # noqa: PLC0415
+
+    try:
+        # The daemon's own checks at start: a state dir it refuses is exit 2 at every start.
+        check_state_dir(manifest.state_dir)
+    except UnsafePathError as exc:
+        _error(str(exc))
+        return USAGE
     jobs = (c for _, c in walk(manifest.tree_spec()) if not isinstance(c, SupervisorSpec))
     timeout = stop_timeout(child.grace for child in jobs)
     state_dir = getattr(args, "state_dir", None)

@@ -441,6 +441,19 @@ def ensure_private_dir(path: Path, what: str = "state dir") -> None:
         os.close(fd)
 
 
+def check_state_dir(path: Path, what: str = "state dir") -> None:
+    """Refuse ``path`` as ``ensure_private_dir`` after ``check_parents`` would, making and
+    changing nothing (``jobvisor unit``: the daemon it writes for would refuse it)."""
+    check_parents(path, what)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return  # the daemon makes it, 0700
+    if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+        return  # not a directory: the daemon's OSError, said at its start
+    check_not_loose(path, st, what)
+
+
 # O_NONBLOCK: an open to write a FIFO would wait for a reader for ever (jobvisor deaf to
 # SIGTERM, holding its lock); so it fails at once (ENXIO), or opens and is refused. Cleared
 # once the file is judged: a character device (a terminal) is then written as usual.

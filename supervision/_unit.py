@@ -107,6 +107,8 @@ def render_unit(
         "KillMode=mixed",
         f"TimeoutStopSec={timeout_stop}s",
         "Restart=on-failure",
+        # Exit 2 is a manifest or state dir the daemon refuses: a restart cannot mend it.
+        "RestartPreventExitStatus=2",
         "RestartSec=2s",
         "Environment=PYTHONUNBUFFERED=1",
         "# Secrets the manifest reads from the environment (${secret:NAME}, {secret: {env:",

@@ -52,6 +52,8 @@ def test_system_unit_has_the_daemons_contract(tmp_path: Path) -> None:
     assert service["WatchdogSec"] == "30s"
     assert service["KillMode"] == "mixed"
     assert service["Restart"] == "on-failure"
+    # A bad manifest or state dir is exit 2 at every start: left failed, not looped on.
+    assert service["RestartPreventExitStatus"] == "2"
     start = shlex.split(service["ExecStart"])
     assert start == [sys.executable, str(ROOT / "cli.py"), "daemon", manifest]
     assert all(Path(word).is_absolute() for word in (start[0], start[1], start[3]))
@@ -242,6 +244,35 @@ def test_a_unit_for_a_bad_manifest_is_refused_with_its_problems(tmp_path: Path) 
     assert done.returncode == 2
     assert "jobs[0].comand: unknown key 'comand'" in done.stderr
     assert done.stdout == ""
+
+
+def test_a_unit_for_a_state_dir_the_daemon_would_refuse_is_refused_as_the_daemon_says(
+    tmp_path: Path,
+) -> None:
+    """A state dir in a world-writable parent: the daemon refused it at each start, exit 2,
+    and systemd restarted it for ever; `unit` wrote it without a word."""
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent(DAEMON))
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    loose.chmod(0o777)
+    refusals = []
+    for verb in (("unit", "--state-dir", "loose/st"), ("daemon", "--state-dir", "loose/st")):
+        done = subprocess.run(
+            [*CLI, *verb],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stdout == ""
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+        refusals.append(done.stderr)
+    assert refusals[0] == refusals[1]
+    assert f"refusing the state dir {loose / 'st'}: the directory {loose} above it" in refusals[0]
+    assert not (loose / "st").exists()
 
 
 def test_a_unit_needs_no_secret_of_the_environment_systemd_gives_later(tmp_path: Path) -> None:
