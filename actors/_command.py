@@ -294,7 +294,9 @@ class CommandWork:
             # Not our stop: killed as if by jobvisor, its error named nobody. A memory limit
             # (RLIMIT_AS) is not named: reaching it fails allocations, it sends no signal.
             raise CommandFailed(f"command {self.shown(cut)} killed by SIGKILL {_NOT_OURS}", code)
-        raise CommandFailed(f"command {self.shown(cut)} killed by {signal_text(-code)}", code)
+        failed = CommandFailed(f"command {self.shown(cut)} killed by {signal_text(-code)}", code)
+        failed.past_grace = child.past_grace and code == -signal.SIGKILL
+        raise failed
 
     def cancel(self, attempt: Attempt) -> None:
         """Send ``stop_signal`` to the attempt's process group; SIGKILL follows after ``grace``.
@@ -615,6 +617,7 @@ class _Child:
         "ends",
         "fds",
         "lock",
+        "past_grace",
         "pids",
         "signalled",
         "sink",
@@ -641,6 +644,7 @@ class _Child:
         self._grace = work.grace
         self.lock = os_lock_type()()  # functools.cache's wrapper is C: no frame of ours
         self._kill_at: float | None = None  # monotonic time of the SIGKILL that follows a stop
+        self.past_grace = False  # that SIGKILL was sent
         self._stopping = False  # stop_signal was sent to the group
         self._killed = False  # SIGKILL was sent to the group
         self._kill_sent = False  # ... by _kill_locked, and killpg returned
@@ -808,6 +812,7 @@ class _Child:
             ):
                 break
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
+                self.past_grace = True  # its own SIGKILL, as the grace ran out
                 self._kill()
                 if self._code is not None:
                     break  # the leader is gone and the group killed: take what is buffered

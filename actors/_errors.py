@@ -361,6 +361,10 @@ class JobFailure(JobvisorError):
     subclasses say which way it failed. User code never needs to raise one.
     """
 
+    # The process was SIGKILLed by its own stop's grace running out (a command's, or an
+    # ``isolation: process`` child's), not by someone else during the stop.
+    past_grace: bool = False
+
     @property
     def timed_out(self) -> bool:
         """Did it run out of its time (outcome ``timeout``, not ``failed``)?"""

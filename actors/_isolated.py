@@ -155,7 +155,9 @@ def _outcome(
         if code < 0:
             # CommandFailed's text ends with the signal's name: "... killed by SIGTERM".
             killed_by = str(failed).rpartition(" killed by ")[2]
-            raise PythonExit(f"{work.target}: its process was killed by {killed_by}", code)
+            exit_ = PythonExit(f"{work.target}: its process was killed by {killed_by}", code)
+            exit_.past_grace = failed.past_grace
+            raise exit_
         raise PythonExit(f"{work.target}: its process ended with exit code {code}", code)
     match record:
         case ("returned", int() | None as returned):

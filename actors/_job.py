@@ -1230,10 +1230,14 @@ def _the_stops_own(error: BaseException | None, work: object) -> bool:
 
 def _killed_past_grace(error: BaseException | None, work: object) -> bool:
     """Did the SIGKILL that follows a stop's grace end the attempt? ``error`` is one
-    ``_the_stops_own`` took; a job whose ``stop.signal`` is KILL was only stopped by it."""
-    return getattr(error, "code", None) == -signal.SIGKILL and int(
-        getattr(work, "stop_signal", signal.SIGTERM)
-    ) != int(signal.SIGKILL)
+    ``_the_stops_own`` took; a job whose ``stop.signal`` is KILL was only stopped by it, and
+    one SIGKILLed by someone else during its stop (a person's kill -9) was not killed past
+    its grace (r57)."""
+    return (
+        getattr(error, "past_grace", False)
+        and getattr(error, "code", None) == -signal.SIGKILL
+        and int(getattr(work, "stop_signal", signal.SIGTERM)) != int(signal.SIGKILL)
+    )
 
 
 def _killed_by(exc: BaseException) -> ChildKilled:

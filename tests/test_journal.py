@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,35 @@ def test_a_command_killed_past_its_stop_grace_is_killed_wherever_it_is_told(
     # Said once it ran out, by whichever deadline came first ("killed", "killing it").
     grace = re.escape(f"{min(job_grace, work_grace)}s")
     assert logs.has_warning(re.compile(rf"^cmd: did not stop within {grace}; kill"))
+
+
+def test_a_sigkill_from_outside_during_a_stop_is_no_kill_past_the_grace(
+    make_tree, events, logs, tmp_path: Path
+) -> None:
+    """A person's `kill -9` (or the OOM killer) a second into a 30 s grace was told `did not
+    stop within 30s; killed`, outcome killed: only the grace's own SIGKILL is (r57)."""
+    trapped = tmp_path / "trapped"
+    job = JobSpec(
+        name="cmd",
+        work=CommandWork(
+            shell=f"trap '' TERM; touch {trapped}; while :; do sleep 0.05; done", grace=30.0
+        ),
+        schedule=Schedule(service=True),
+        grace=30.0,
+    )
+    tree = make_tree(SupervisorSpec(children=(job,)), on_event=events)
+    wait_until(trapped.exists, "the command ignores TERM")
+    pid = tree.status()["children"][0]["pid"]
+    stopper = threading.Thread(target=tree.stop_child, args=("cmd",), name="test-stop")
+    stopper.start()
+    try:
+        wait_until(lambda: tree.status()["children"][0]["state"] == "stopping", "stopping")
+        os.killpg(pid, signal.SIGKILL)
+    finally:
+        stopper.join(60)
+    [exited] = events.of(ChildExited, "cmd")
+    assert (exited.outcome, exited.code) == (Outcome.STOPPED, -signal.SIGKILL)
+    assert not logs.has_warning(re.compile(r"did not stop within"))
 
 
 def test_resume_skips_only_identical_once_jobs_that_succeeded() -> None:
