@@ -87,7 +87,10 @@ class AbandonWatch:
         sink, kinds = ctx.sink, ctx.sink_kinds
         if sink is not None and kinds is not None and ThreadAbandoned not in kinds:
             sink = None
-        if sink is None and not ctx.bus.active:
+        bus = ctx.bus
+        if sink is None and not bus.active:
+            if bus.numbered is not None:
+                bus.passed()
             return
         event = ThreadAbandoned(path=path, at=ctx.wall(), thread=name)
         if sink is not None:
@@ -95,5 +98,7 @@ class AbandonWatch:
                 sink(event)
             except Exception as exc:
                 ctx.sink_failed(sink, event, exc)
-        if ctx.bus.active:
-            ctx.bus.publish(event)
+        if bus.active:
+            bus.publish(event)
+        elif bus.numbered is not None:
+            bus.passed()

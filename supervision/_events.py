@@ -183,12 +183,16 @@ class Reloaded(Event):
 class Subscription:
     """Returned by ``subscribe``; ``cancel()`` stops further deliveries."""
 
-    __slots__ = ("_bus", "callback", "cancelled")
+    __slots__ = ("_bus", "callback", "cancelled", "numbered", "since")
 
-    def __init__(self, bus: EventBus, callback: Callable[[Event], Any]) -> None:
+    def __init__(
+        self, bus: EventBus, callback: Callable[..., Any], *, numbered: bool = False
+    ) -> None:
         self._bus = bus
         self.callback = callback
         self.cancelled = False  # looked at before each delivery: none after cancel() returns
+        self.numbered = numbered  # called with each event's number too: (event, number)
+        self.since = 0  # a numbering bus's count as it subscribed: it gets the events after
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -310,14 +314,20 @@ class EventBus:
     every event, dozens a second) summed up, a line per subscriber at most every
     ``SUM_UP_EVERY`` seconds of ``clock``. With no subscriber, publishing costs
     one attribute check.
+
+    ``numbered``: every event is numbered from 1, those no subscriber was given too (an HTTP
+    endpoint's ids, whose gaps must say how many were missed before its first stream): a
+    publisher with no subscriber to give one to calls ``passed()`` instead, unbuilt.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, numbered: bool = False
+    ) -> None:
         self._subs: tuple[Subscription, ...] = ()
         # Each event with the subscribers it was published to: one that subscribed while it
         # waited in the queue is not given it ("every later event": a start's follower took
         # an earlier start's running for its own).
-        self._queue: queue.Queue[tuple[Event, tuple[Subscription, ...]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Event, tuple[Subscription, ...], int] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition(self._lock)
@@ -330,11 +340,18 @@ class EventBus:
         # Set by stop(): nothing published after it is delivered, nor counted as waiting to be
         # (a flush then waited its whole timeout for an event no thread would hand out).
         self._stopped = False
+        # The events so far, numbered ``numbered``; None: not counted (no endpoint asked).
+        # Taken under the lock as an event is queued, so the numbers come in queue order.
+        self.numbered: int | None = 0 if numbered else None
 
-    def subscribe(self, callback: Callable[[Event], Any]) -> Subscription:
-        need_subscriber(callback, "Tree.subscribe", "callback")
-        sub = Subscription(self, callback)
+    def subscribe(self, callback: Callable[..., Any], *, numbered: bool = False) -> Subscription:
+        """``numbered``: ``callback(event, number)``, the bus's ``since`` its count as it
+        subscribed (a bus that numbers no event gives 0)."""
+        if not numbered:
+            need_subscriber(callback, "Tree.subscribe", "callback")
+        sub = Subscription(self, callback, numbered=numbered)
         with self._lock:
+            sub.since = self.numbered or 0
             self._subs = (*self._subs, sub)
             self.active = True
             if self._thread is None:
@@ -354,7 +371,18 @@ class EventBus:
                 if self._stopped:
                     return
                 self._pending += 1
-            self._queue.put((event, subs))
+                number = 0
+                if self.numbered is not None:
+                    number = self.numbered = self.numbered + 1
+                self._queue.put((event, subs, number))
+        elif self.numbered is not None:
+            self.passed()
+
+    def passed(self) -> None:
+        """Count an event no subscriber was given (nor built for one), on a numbering bus."""
+        with self._lock:
+            if self.numbered is not None:
+                self.numbered += 1
 
     @property
     def dispatching_here(self) -> bool:
@@ -390,12 +418,15 @@ class EventBus:
                 continue
             if item is None:
                 break
-            event, given = item
+            event, given, number = item
             for sub in given:
                 if sub.cancelled:  # meanwhile, or during this event's dispatch
                     continue
                 try:
-                    sub.callback(event)
+                    if sub.numbered:
+                        sub.callback(event, number)
+                    else:
+                        sub.callback(event)
                 except Exception as exc:
                     self._failed(sub, event, exc)
             if self._failing:

@@ -8,7 +8,7 @@ Routes (every answer but ``/``, ``/metrics`` and the event stream is JSON):
   the heartbeat and the tree's name only to one who may read the tree);
 - ``GET /api/status``: the status document, with ``process`` (which jobvisor answers:
   ``_status.Process``), and a ``Jobvisor-Last-Event-Id`` header: the newest event id of the
-  stream that the document reflects (later ones may be in it too);
+  stream that the document reflects (later ones may be in it too), before any stream too;
   ``GET /api/history?job=&limit=&since=``: the journal (``?per_job=N``: each job's newest N
   attempts, by path, in one answer);
 - ``GET /api/events``: Server-Sent Events, one JSON object (with ``type``) per tree event,
@@ -18,7 +18,8 @@ Routes (every answer but ``/``, ``/metrics`` and the event stream is JSON):
   ``POST /api/jobs/PATH/signal?signal=HUP``: a signal to the job's process group (the same).
 
 It never holds up supervision: requests run on their own threads (greenlets
-under gevent); metrics are bumped inline (``TreeMetrics.sink``), and once a
+under gevent); metrics are bumped inline (``TreeMetrics.sink``), and so is a counter
+that numbers every event (``Tree.subscribe_numbered``); once a
 stream has been opened the tree's event thread only keeps each event's text in a
 bounded backlog and drops it into every open stream's bounded queue: a stream
 whose client falls behind by a whole queue is cut.
@@ -176,8 +177,10 @@ class _Hub:
 
     Subscribed to the tree from the first stream on, and not only while one is open: what
     happens while a client reconnects is what its ``Last-Event-ID`` asks for. (A tree no
-    stream was ever opened on pays nothing for it.) An id is ``LIFE-N``: ``N`` counts this
-    endpoint's events from 1, ``LIFE`` (its start, in ms) tells an id of an earlier daemon's.
+    stream was ever opened on pays only its counter: ``Endpoint.sink``.) An id is ``LIFE-N``:
+    ``N`` is the tree's count of its events from 1 (those before the first stream too, never
+    kept: a client back from one of them is told how many it missed), ``LIFE`` (the
+    endpoint's start, in ms) tells an id of an earlier daemon's.
     """
 
     def __init__(self, mask: Callable[[str], str], life: str) -> None:
@@ -186,7 +189,7 @@ class _Hub:
         self._lock = threading.Lock()
         self.streams: tuple[_Stream, ...] = ()
         self._subscription: Subscription | None = None
-        self._count = 0  # the newest event's number
+        self._count = 0  # the newest event's number, once subscribed (before: the tree's)
         self._backlog: collections.deque[tuple[int, bytes]] = collections.deque()
         self._backlog_bytes = 0
 
@@ -198,7 +201,7 @@ class _Hub:
             if len(self.streams) >= most:
                 return None
             if self._subscription is None:
-                self._subscription = tree.subscribe(self.publish)
+                self._subscription, self._count = tree.subscribe_numbered(self.publish)
             stream.first = self._missed(after) if after is not None else []
             if not stream.first:
                 stream.first = [f"id: {self._id(self._count)}\n\n".encode()]
@@ -210,12 +213,12 @@ class _Hub:
         with self._lock:
             self.streams = tuple(s for s in self.streams if s is not stream)
 
-    def publish(self, event: Event) -> None:
+    def publish(self, event: Event, number: int) -> None:
         text = self._mask(json.dumps(event_json(event), separators=(",", ":")))
         with self._lock:
-            self._count += 1
-            data = f"id: {self._id(self._count)}\ndata: {text}\n\n".encode()
-            self._backlog.append((self._count, data))
+            self._count = number
+            data = f"id: {self._id(number)}\ndata: {text}\n\n".encode()
+            self._backlog.append((number, data))
             self._backlog_bytes += len(data)
             while len(self._backlog) > BACKLOG or self._backlog_bytes > BACKLOG_BYTES:
                 self._backlog_bytes -= len(self._backlog.popleft()[1])
@@ -234,10 +237,12 @@ class _Hub:
     def _id(self, number: int) -> str:
         return f"{self.life}-{number}"
 
-    def newest(self) -> str:
+    def newest(self, tree: Tree) -> str:
         """The newest event's id: read before a status is taken, every event up to it is in
-        that status (each is published after the change it tells of)."""
+        that status (each is published, or counted, after the change it tells of)."""
         with self._lock:
+            if self._subscription is None:  # no stream yet: the tree counts them, unkept
+                return self._id(tree.event_count)
             return self._id(self._count)
 
     def _missed(self, after: str) -> list[bytes]:
@@ -250,11 +255,13 @@ class _Hub:
             shown = after if len(after) <= _SHOWN_ID else after[:_SHOWN_ID] + "…"
             return [self._gap(after, None, f"{shown!r} is not an event id of this jobvisor")]
         seen = int(number)
-        oldest = self._backlog[0][0] if self._backlog else self._count + 1
-        if seen + 1 < oldest:
-            lost = oldest - seen - 1
-            return [self._gap(after, lost, f"{lost} events after it are no longer kept")]
-        return [data for n, data in self._backlog if n > seen]
+        kept = [data for n, data in self._backlog if n > seen]
+        # Every number after it that is not kept: older than the backlog, before the first
+        # stream, or (as it subscribed) one a supervisor counted as nobody's.
+        lost = self._count - seen - len(kept)
+        if lost:
+            return [self._gap(after, lost, f"{lost} events after it are not kept")]
+        return kept
 
     def _gap(self, after: str, lost: int | None, reason: str) -> bytes:
         """What says that events were missed: read the status again, then follow on."""
@@ -343,8 +350,12 @@ class Endpoint:
         self.tree = tree
 
     def sink(self, then: Callable[[Event], None] | None = None) -> Callable[[Event], None]:
-        """The tree's inline sink: the metrics, then ``then`` (the journal's record)."""
-        return self.metrics.sink(then)
+        """The tree's inline sink: the metrics, then ``then`` (the journal's record). Its tree
+        numbers every event (``numbers_events``), streamed or not: the ids count them all."""
+        sink = self.metrics.sink(then)
+        marked: Any = sink
+        marked.numbers_events = True
+        return sink
 
     def _act_on_tree(self, op: str, job: str, signum: int | None, up: bool) -> dict[str, Any]:
         # The daemon imports this module.
@@ -950,10 +961,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _status(self, query: dict[str, list[str]]) -> None:
         del query
+        tree = self._tree()
         # Taken first: a page that applied a later event keeps what that event said.
-        seen = self.endpoint.hub.newest()
+        seen = self.endpoint.hub.newest(tree)
         try:
-            document = self._tree().status(timeout=STATUS_DEADLINE)
+            document = tree.status(timeout=STATUS_DEADLINE)
         except (JobvisorError, TimeoutError) as exc:
             raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"no status: {exc}") from None
         process = self.endpoint.process

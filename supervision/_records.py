@@ -141,6 +141,8 @@ class TreeContext:
         if sink is not None and self.sink_kinds is not None and kind not in self.sink_kinds:
             sink = None
         if sink is None and not bus.active:
+            if bus.numbered is not None:
+                bus.passed()  # numbered all the same: an endpoint's gap counts it
             return
         built = event()
         if sink is not None:
@@ -150,6 +152,8 @@ class TreeContext:
                 self.sink_failed(sink, built, exc)
         if bus.active:
             bus.publish(built)
+        elif bus.numbered is not None:
+            bus.passed()
 
     def restarted(self, rec: ChildRecord) -> None:
         """Count a restart of ``rec``'s, in its status and for the restart hook."""
@@ -201,6 +205,8 @@ class TreeContext:
         # Not to a sink that takes every kind: sinks were promised no state changes.
         sink = self.sink if kinds is not None and ev.StateChanged in kinds else None
         if sink is None and not bus.active:
+            if bus.numbered is not None:
+                bus.passed()
             return
         event = ev.StateChanged(path=path, at=self.wall(), old=old, new=new)
         if sink is not None:
@@ -210,6 +216,8 @@ class TreeContext:
                 self.sink_failed(sink, event, exc)
         if bus.active:
             bus.publish(event)
+        elif bus.numbered is not None:
+            bus.passed()
 
     def announce(
         self,

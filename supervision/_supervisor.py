@@ -146,10 +146,14 @@ class Supervisor(OwnActor):
         self.ctx = context
         # Whether a state change goes anywhere but a subscriber of the bus (a frozen context's
         # hooks): else ``state_changed`` is called only while the bus has one.
-        self._states_kept = context.state_hook is not None or (
-            context.sink is not None
-            and context.sink_kinds is not None
-            and ev.StateChanged in context.sink_kinds
+        self._states_kept = (
+            context.state_hook is not None
+            or context.bus.numbered is not None  # counted: an endpoint's ids number each one
+            or (
+                context.sink is not None
+                and context.sink_kinds is not None
+                and ev.StateChanged in context.sink_kinds
+            )
         )
         self.path = path
         self.policy = spec.policy

@@ -398,6 +398,19 @@ class Tree:
         """
         return self._ctx.bus.subscribe(callback)
 
+    def subscribe_numbered(self, callback: Callable[[Event, int], Any]) -> tuple[Subscription, int]:
+        """``subscribe``, with ``callback(event, number)``: each event's number, counted from 1
+        over every event of the tree's, given to a subscriber or not, when its sink asked for
+        them numbered (``numbers_events``: an HTTP endpoint's); and the count as it subscribed,
+        so the first number it is given may be larger than that by one or more."""
+        sub = self._ctx.bus.subscribe(callback, numbered=True)
+        return sub, sub.since
+
+    @property
+    def event_count(self) -> int:
+        """How many events the tree has had (0 unless its sink asked them numbered)."""
+        return self._ctx.bus.numbered or 0
+
     def announce(self, event: Event) -> None:
         """Publish ``event``, which tells of something done to the tree from outside its
         supervisors (a daemon's reload: ``Reloaded``), to its subscribers and to its sink,
@@ -822,7 +835,9 @@ def start_tree(
     and must never block (a sink with an ``event_types`` attribute, like
     ``Journal.record``, gets only those kinds, and no other is even built for
     it; one with an ``on_state(path, old, new)`` method gets every state change
-    through it, without an event); ``monotonic``, ``wall`` and ``rand``
+    through it, without an event; one with a true ``numbers_events`` has every event
+    numbered, ``subscribe_numbered``, a counter the only cost of one nobody takes);
+    ``monotonic``, ``wall`` and ``rand``
     replace the clocks and the jitter source (tests make them exact; a
     ``monotonic`` with an ``attach(wake)`` method, such as a test's manual
     clock, is handed the scheduler's ``wake`` so that moving it fires timers).
@@ -858,7 +873,7 @@ def start_tree(
     tree_id = f"t{next(_tree_ids)}"
     # Real time, not ``monotonic``: the bus only sums up a broken subscriber's log lines,
     # which a test's clock that stands still would hold for ever.
-    bus = EventBus()
+    bus = EventBus(numbered=bool(getattr(sink, "numbers_events", False)))
     if on_event is not None:
         bus.subscribe(on_event)
 
@@ -926,6 +941,9 @@ def _breaker_publisher(
                     sink_failed(breaker_sink, event, exc)
             if bus.active:
                 bus.publish(event)
+                return
+        if bus.numbered is not None:
+            bus.passed()
 
     return publish
 

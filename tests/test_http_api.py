@@ -726,6 +726,7 @@ def test_a_stream_that_comes_back_gets_exactly_the_events_it_missed(
     streams = [witness]
     try:
         witness.wait_for(lambda s: s.last_id is not None)  # the newest id, sent as it joins
+        joined = number(witness.last_id)  # the events of the daemon's start, before it
         first = Stream(served)
         streams.append(first)
         (running.dir / "crash").touch()
@@ -734,8 +735,9 @@ def test_a_stream_that_comes_back_gets_exactly_the_events_it_missed(
         seen = first.ids[-1]
         (running.dir / "crash").touch()  # the second crash, which it does not see
         witness.wait_for(crashy_runs(2))
-        # The witness joined first (ids from 1, none skipped); a crash is several events.
-        assert [number(i) for i in witness.ids] == list(range(1, len(witness.ids) + 1))
+        # The witness joined first (ids on from its first, none skipped); a crash is several.
+        ids = [number(i) for i in witness.ids]
+        assert ids == list(range(joined + 1, joined + len(ids) + 1))
         missed = [
             (i, e)
             for i, e in zip(witness.ids, witness.events, strict=True)
@@ -783,6 +785,60 @@ def test_a_status_says_the_newest_event_it_reflects(daemon: tuple[Running, Serve
         assert crashy["failures"] == 1, crashy  # what the events up to it told
     finally:
         witness.close()
+
+
+def crashy_started(served: Served, starts: int) -> tuple[str, dict[str, Any]]:
+    """The status (and its newest event id) once crashy has run ``starts`` times and is
+    running again: read twice, the id unchanged, so no event of that restart is still to come."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def settled() -> bool:
+        answer = served.get("/api/status")
+        crashy = answer.json()["children"][1]["children"][0]
+        seen.append((answer.headers["Jobvisor-Last-Event-Id"], crashy))
+        return (
+            crashy["starts"] == starts
+            and crashy["state"] == "running"
+            and len(seen) > 1
+            and seen[-2][0] == seen[-1][0]
+        )
+
+    wait_until(settled, f"etl/crashy running after {starts} starts", timeout=30)
+    return seen[-1]
+
+
+def test_events_before_any_stream_are_numbered_and_told_as_a_gap(
+    daemon: tuple[Running, Served],
+) -> None:
+    """No stream opened yet: each event is counted all the same (never kept), so the status's
+    ``Jobvisor-Last-Event-Id`` grows with them, and a client back from an id before the first
+    stream is told of a gap with the exact number missed, not sent the later events alone."""
+    running, served = daemon
+    before, _ = crashy_started(served, 1)
+    (running.dir / "crash").touch()
+    after, crashy = crashy_started(served, 2)
+    assert crashy["failures"] == 1, crashy
+    assert after.rpartition("-")[0] == before.rpartition("-")[0]
+    assert number(after) > number(before)  # a crash is several events
+    streams: list[Stream] = []
+    try:
+        back = Stream(served, last_event_id=before)
+        streams.append(back)
+        back.wait_for(lambda s: len(s.events) >= 1)
+        (gap,) = back.events
+        assert (gap["type"], gap["after"]) == ("gap", before), gap
+        assert gap["missed"] == number(after) - number(before), (gap, after)
+        assert back.ids[0] == after  # the newest, to come back with
+        caught_up = Stream(served, last_event_id=after)
+        streams.append(caught_up)
+        caught_up.wait_for(lambda s: "heartbeat" in s.comments)
+        assert (caught_up.events, caught_up.last_id) == ([], after)
+        (running.dir / "crash").touch()  # the live events follow on from it
+        caught_up.wait_for(lambda s: has_event(s, "attempt_finished", "etl/crashy", code=3))
+        assert number(caught_up.ids[0]) == number(after) + 1
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 FLAPPING = """
@@ -853,7 +909,7 @@ def test_a_stream_back_from_too_long_ago_or_another_daemon_is_told_of_a_gap(
                 assert (gap["type"], gap["missed"]) == ("gap", None), gap
                 assert "not an event id of this jobvisor" in gap["reason"]
                 assert len(gap["reason"]) < 200
-                assert number(other.ids[0]) == 0  # nothing ran yet
+                assert other.ids[0] == life.last_id  # the newest: nothing ran since
                 assert other.ids[0].split("-")[0] != seen.split("-")[0]
         finally:
             for stream in streams:
