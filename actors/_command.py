@@ -507,6 +507,14 @@ class _Stream:
             line = tail[start:]
             if b"\r" in line or b"\x1b" in line:
                 line = _terminal_view(line)
+                # A line that shows nothing (a cursor shown again, a colour reset): the line
+                # before it, or what was said before this read (r57).
+                while not line and start > 0:
+                    end = start - 1
+                    start = tail.rfind(b"\n", 0, end) + 1
+                    line = _terminal_view(tail[start:end])
+                if not line:
+                    return
             self.last = line[:kept]
 
     def finish(self) -> None:
@@ -980,11 +988,14 @@ class _Child:
         return not self._gone
 
     def _say_killed_leftovers(self) -> None:
+        # At DEBUG: the kill also finds a group whose only member left is a zombie nobody
+        # reaped yet (a leader that started a child and did not wait for it), which no cheap
+        # check tells from one still running (r57).
         attempt = self.attempt
-        log.info(
+        log.debug(
             "{}[{}]: its command exited and left processes in its process group that did not "
-            "hold its output: SIGKILLed at once, with no stop signal; a command that wants "
-            "them to end cleanly waits for them (the shell's wait)",
+            "hold its output (or their zombies): SIGKILLed at once, with no stop signal; a "
+            "command that wants them to end cleanly waits for them (the shell's wait)",
             attempt.path,
             attempt.number,
             extra={"path": attempt.path, "attempt": attempt.number},

@@ -148,6 +148,14 @@ def _no_answer(state_dir: str, path: str, pid: int | None) -> str:
     it, by its pid."""
     who = "" if pid is None else f" (pid {pid})"
     pid_text = "PID" if pid is None else str(pid)
+    if pid is not None and _paused(pid):
+        # A SIGTERM waits for it to run again as well: SIGCONT alone lets it take the
+        # request it holds (r57).
+        return (
+            f"the daemon{who} at {path} gave no answer to the shutdown request in "
+            f"{SHUTDOWN_TIMEOUT:g}s: it is stopped (SIGSTOP, Ctrl-Z); kill -CONT {pid} lets it "
+            "run again and take the request it holds (it then stops gracefully)"
+        )
     said = (
         f"the daemon{who} at {path} gave no answer to the shutdown request in "
         f"{SHUTDOWN_TIMEOUT:g}s: it is stuck, or stopped (SIGSTOP, Ctrl-Z), and may still stop "
@@ -157,6 +165,17 @@ def _no_answer(state_dir: str, path: str, pid: int | None) -> str:
     if pid is None:
         said += f" (PID: the first word of {state_dir}/daemon.lock)"
     return said
+
+
+def _paused(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (its /proc state ``T``); False where it cannot be
+    read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:  # noqa: PTH123 - no pathlib here
+            fields = stat.read().rpartition(b")")[2].split()
+    except OSError:
+        return False
+    return bool(fields) and fields[0] == b"T"
 
 
 def shutdown_refused(reply: dict[str, Any], pid: int | None) -> str:

@@ -281,6 +281,11 @@ def test_failures_raise_command_failed_with_the_code(
             "; its last line on stderr: Error: disk full",
         ),
         ("printf 'a \\001 control\\n' >&2; exit 9", "; its last line on stderr: a \\x01 control"),
+        # A last line that shows nothing (tqdm's cursor shown again): the line before it (r57).
+        (
+            "echo 'Error: boom' >&2; printf '\\033[?25h\\n' >&2; exit 10",
+            "; its last line on stderr: Error: boom",
+        ),
         ("printf '%0300d\\n' 7 >&2; exit 5", "; its last line on stderr: " + "0" * 199 + "…"),
     ],
 )
@@ -934,11 +939,12 @@ def test_what_is_left_in_the_group_apart_from_the_pipes_is_killed_and_said(
     ]
     assert said == [
         (
-            "INFO",
+            "DEBUG",
             (
                 "leaves[1]: its command exited and left processes in its process group that "
-                "did not hold its output: SIGKILLed at once, with no stop signal; a command "
-                "that wants them to end cleanly waits for them (the shell's wait)"
+                "did not hold its output (or their zombies): SIGKILLed at once, with no stop "
+                "signal; a command that wants them to end cleanly waits for them (the shell's "
+                "wait)"
             ),
             "leaves",
         )

@@ -152,11 +152,12 @@ def test_shutdown_of_a_daemon_that_does_not_answer_says_so_and_how_to_stop_it(
     pid = running.proc.pid
     os.kill(pid, signal.SIGSTOP)
     try:
+        # Paused, a SIGTERM would wait too: SIGCONT is what it needs (r57).
         said = (
             f"jobvisor: the daemon (pid {pid}) at {running.state / 'control.sock'} gave no "
-            f"answer to the shutdown request in {SHUTDOWN_TIMEOUT:g}s: it is stuck, or stopped "
-            "(SIGSTOP, Ctrl-Z), and may still stop once it answers; stop it with "
-            f"kill -TERM {pid}, or kill -KILL {pid} if it has not ended a few seconds later\n"
+            f"answer to the shutdown request in {SHUTDOWN_TIMEOUT:g}s: it is stopped (SIGSTOP, "
+            f"Ctrl-Z); kill -CONT {pid} lets it run again and take the request it holds (it "
+            "then stops gracefully)\n"
         )
         out = running.cli("shutdown", "--json")
         assert out.returncode == 3, out
