@@ -507,8 +507,16 @@ def killed_run(journal: Path) -> str | None:
         return None
     said = "" if pid is None else f" (pid {pid})"
     previous = f"the run before{said} journaled no end: it was killed, or its machine went down"
+    say_killed(previous, journal, math.inf)
+    return previous
+
+
+def say_killed(previous: str, journal: Path, since: float) -> None:
+    """Say at WARNING that the ``run`` or daemon before ended unjournaled (``previous``), with
+    the time of the journal's last row (of one that started before ``since``): the start row
+    alone was read only by who thought to run ``history``."""
     try:
-        newest = last_row_at(journal, unless_run_since=math.inf)
+        newest = last_row_at(journal, unless_run_since=since)
     except JournalError:
         newest = None
     when = (
@@ -522,7 +530,6 @@ def killed_run(journal: Path) -> str | None:
         previous,
         when,
     )
-    return previous
 
 
 def take_signals(

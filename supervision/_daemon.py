@@ -51,6 +51,7 @@ from supervision._app import (
     forced_stop,
     jobvisor_version,
     killed_run,
+    say_killed,
     say_noted,
     take_signals,
 )
@@ -68,7 +69,7 @@ from supervision._fdlimit import AcceptShortage, fit_open_files
 from supervision._files import Ident, check_parents, identity, remove_if_same, write_atomic
 from supervision._hangup import off_the_terminal
 from supervision._held import lost_line
-from supervision._history import JournalError, last_daemon_start, last_row_at
+from supervision._history import JournalError, last_daemon_start
 from supervision._hubwatch import HubWatch
 from supervision._jobdiff import EnvMemo, changed_fields
 from supervision._manifest import ManifestError, load_manifest
@@ -2126,22 +2127,7 @@ def _start_detail(manifest: Path, journal: Path) -> dict[str, Any]:
         detail["previous"] = (
             f"the daemon before{said} journaled no stop: it was killed, or its machine went down"
         )
-        # Said in the log too: the row alone was read only by who thought to run history.
-        try:
-            newest = last_row_at(journal, unless_run_since=at if isinstance(at, int | float) else 0)
-        except JournalError:
-            newest = None
-        when = (
-            f", after {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(newest))} "
-            "(its last journal row)"
-            if newest is not None
-            else ""
-        )
-        log.warning(
-            "{}{}; what it had running then has no row (the journal has each attempt once it ends)",
-            detail["previous"],
-            when,
-        )
+        say_killed(detail["previous"], journal, at if isinstance(at, int | float) else 0)
     return detail
 
 
