@@ -383,7 +383,10 @@ def _way(
     and symlink, with the directory that holds it, that one's stat, and its own ``lstat``
     (``/`` first, held by itself). It ends where one is missing (made later, by us) or is
     neither (the open then fails and says so)."""
-    pending = os.path.dirname(os.path.join(os.getcwd(), os.fspath(path))).split("/")
+    text = os.fspath(path)
+    # An absolute path needs no working directory (one deleted under us has none).
+    full = text if text.startswith("/") else os.path.join(os.getcwd(), text)
+    pending = os.path.dirname(full).split("/")
     pending.reverse()  # a stack: a symlink's target is pushed in front of the rest
     current = "/"
     current_st = os.stat(current)
