@@ -511,10 +511,11 @@ def killed_run(journal: Path) -> str | None:
     return previous
 
 
-def say_killed(previous: str, journal: Path, since: float) -> None:
+def say_killed(previous: str, journal: Path, since: float, said_by: Any = None) -> None:
     """Say at WARNING that the ``run`` or daemon before ended unjournaled (``previous``), with
     the time of the journal's last row (of one that started before ``since``): the start row
-    alone was read only by who thought to run ``history``."""
+    alone was read only by who thought to run ``history``. ``said_by``: the logger (the
+    daemon's own says a daemon's; this module's by default)."""
     try:
         newest = last_row_at(journal, unless_run_since=since)
     except JournalError:
@@ -525,7 +526,7 @@ def say_killed(previous: str, journal: Path, since: float) -> None:
         if newest is not None
         else ""
     )
-    log.warning(
+    (said_by or log).warning(
         "{}{}; what it had running then has no row (the journal has each attempt once it ends)",
         previous,
         when,

@@ -2127,7 +2127,7 @@ def _start_detail(manifest: Path, journal: Path) -> dict[str, Any]:
         detail["previous"] = (
             f"the daemon before{said} journaled no stop: it was killed, or its machine went down"
         )
-        say_killed(detail["previous"], journal, at if isinstance(at, int | float) else 0)
+        say_killed(detail["previous"], journal, at if isinstance(at, int | float) else 0, log)
     return detail
 
 
